@@ -1,0 +1,3 @@
+"""ttforge.hw — see the open issues; not built yet."""
+
+__all__: list[str] = []

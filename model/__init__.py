@@ -1,0 +1,1 @@
+"""Tensor-train math, layers, schedules and training (``ttforge.model``)."""

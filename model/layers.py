@@ -1,0 +1,235 @@
+"""PyTorch tensor-train layers."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ttforge.errors import ShapeError
+from ttforge.model.schedule import ContractionSchedule, Objective
+from ttforge.model.tt import TTShape, factorize, tt_rel_error, tt_svd, tt_to_dense
+
+__all__ = ["TTLinear", "default_num_cores", "apply_schedule"]
+
+
+def default_num_cores(in_features: int, out_features: int) -> int:
+    """Cores used when no modes are given: modes of about 4 to 8 on the larger side."""
+    n = max(in_features, out_features)
+    return max(2, min(6, round(math.log(n) / math.log(6))))
+
+
+def _modes(name: str, features: int, modes: Sequence[int] | None, d: int) -> tuple[int, ...]:
+    if modes is None:
+        return factorize(features, d)
+    modes = tuple(int(m) for m in modes)
+    if any(m < 1 for m in modes):
+        raise ShapeError(f"{name}={list(modes)}: every mode must be >= 1")
+    if math.prod(modes) < features:
+        raise ShapeError(
+            f"{name}={list(modes)} multiply to {math.prod(modes)}, fewer than "
+            f"{features} features; choose modes whose product is >= {features}"
+        )
+    return modes
+
+
+def apply_schedule(
+    x: torch.Tensor, cores: Sequence[torch.Tensor], schedule: ContractionSchedule
+) -> torch.Tensor:
+    """Apply a TT-matrix to ``x`` of shape ``(B, N)`` following ``schedule``; returns ``(B, M)``.
+
+    Each step is one reshape of the intermediate to ``(B*A, K, Q)`` and one matrix
+    product with the step's ``(P, K)`` core matrix; nothing is transposed.
+    """
+    batch = x.shape[0]
+    for step in schedule.steps:
+        C = cores[step.core].permute(*step.core_axes).reshape(step.P, step.K)
+        if step.Q == 1:
+            x = x.reshape(batch * step.A, step.K) @ C.T
+        else:
+            x = torch.matmul(C, x.reshape(batch * step.A, step.K, step.Q))
+    return x.reshape(batch, schedule.shape.out_size)
+
+
+class TTLinear(nn.Module):
+    """A linear layer whose weight is a TT-matrix.
+
+    Parameters
+    ----------
+    in_features, out_features : int
+        Sizes as in :class:`torch.nn.Linear`. Sizes that factor badly are zero-padded
+        to ``prod(in_modes)`` / ``prod(out_modes)`` (see :func:`factorize`).
+    ranks : int or sequence of int
+        An int is an upper bound applied to every bond (clipped to the maximal rank);
+        a sequence gives the ``d - 1`` internal ranks exactly.
+    in_modes, out_modes : sequence of int, optional
+        Factorizations; by default chosen by :func:`factorize` with
+        :func:`default_num_cores` cores.
+    bias : bool
+        Add a learnable bias.
+    schedule : ContractionSchedule or sequence of int, optional
+        Contraction order; by default the cheapest by :meth:`ContractionSchedule.optimal`.
+    objective : {"macs", "peak"}
+        What the default schedule minimises first.
+
+    Notes
+    -----
+    Cores are initialised i.i.d. normal with the standard deviation that gives every
+    entry of the full weight the variance ``1 / in_features`` (as LeCun/Kaiming-fan-in
+    initialisation would), whatever the ranks and modes.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        ranks: int | Sequence[int],
+        in_modes: Sequence[int] | None = None,
+        out_modes: Sequence[int] | None = None,
+        bias: bool = True,
+        schedule: ContractionSchedule | Sequence[int] | None = None,
+        objective: Objective = "macs",
+    ) -> None:
+        super().__init__()
+        for name, v in (("in_features", in_features), ("out_features", out_features)):
+            if not isinstance(v, int) or v < 1:
+                raise ShapeError(f"{name}={v!r} must be a positive integer")
+        self.in_features = in_features
+        self.out_features = out_features
+        if in_modes is not None and out_modes is not None and len(in_modes) != len(out_modes):
+            raise ShapeError(
+                f"in_modes {list(in_modes)} and out_modes {list(out_modes)} must have the same "
+                f"length (one pair per core)"
+            )
+        given = in_modes if in_modes is not None else out_modes
+        d = len(given) if given is not None else default_num_cores(in_features, out_features)
+        in_m = _modes("in_modes", in_features, in_modes, d)
+        out_m = _modes("out_modes", out_features, out_modes, d)
+        self.tt_shape = TTShape(out_m, in_m, ranks)  # type: ignore[arg-type]
+        self.objective = objective
+        self.cores = nn.ParameterList(
+            nn.Parameter(torch.empty(s)) for s in self.tt_shape.core_shapes
+        )
+        self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
+        self._set_schedule(schedule)
+        self.reset_parameters()
+
+    # -- structure -------------------------------------------------------------------
+    def _set_schedule(self, schedule: ContractionSchedule | Sequence[int] | None) -> None:
+        if schedule is None:
+            schedule = ContractionSchedule.optimal(self.tt_shape, objective=self.objective)
+        elif not isinstance(schedule, ContractionSchedule):
+            schedule = ContractionSchedule.from_order(self.tt_shape, schedule)
+        elif schedule.shape != self.tt_shape:
+            raise ShapeError(
+                f"schedule is for {schedule.shape}, but the layer has {self.tt_shape}"
+            )
+        self.schedule = schedule
+
+    @property
+    def ranks(self) -> tuple[int, ...]:
+        return self.tt_shape.ranks
+
+    @property
+    def in_modes(self) -> tuple[int, ...]:
+        return self.tt_shape.in_modes
+
+    @property
+    def out_modes(self) -> tuple[int, ...]:
+        return self.tt_shape.out_modes
+
+    def set_cores(self, cores: Sequence[torch.Tensor], schedule=None) -> None:
+        """Replace the cores (their ranks may differ) and re-derive the schedule."""
+        shape = TTShape.of_cores(cores)
+        if shape.out_modes != self.out_modes or shape.in_modes != self.in_modes:
+            raise ShapeError(
+                f"new cores have modes {shape.out_modes} x {shape.in_modes}; the layer has "
+                f"{self.out_modes} x {self.in_modes}"
+            )
+        ref = self.cores[0]
+        self.tt_shape = shape
+        self.cores = nn.ParameterList(
+            nn.Parameter(g.detach().to(dtype=ref.dtype, device=ref.device).clone()) for g in cores
+        )
+        self._set_schedule(schedule)
+
+    def reset_parameters(self) -> None:
+        d = self.tt_shape.d
+        internal = math.prod(self.tt_shape.ranks[1:-1])
+        target_var = 1.0 / self.in_features
+        std = (target_var / internal) ** (1.0 / (2 * d))
+        for g in self.cores:
+            nn.init.normal_(g, 0.0, std)
+        if self.bias is not None:
+            bound = 1.0 / math.sqrt(self.in_features)
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    # -- math ------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.in_features:
+            raise ShapeError(
+                f"input has {x.shape[-1]} features; this TTLinear takes {self.in_features}"
+            )
+        lead = x.shape[:-1]
+        x = x.reshape(-1, self.in_features)
+        pad = self.tt_shape.in_size - self.in_features
+        if pad:
+            x = nn.functional.pad(x, (0, pad))
+        y = apply_schedule(x, list(self.cores), self.schedule)
+        if self.tt_shape.out_size != self.out_features:
+            y = y[:, : self.out_features]
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*lead, self.out_features)
+
+    def to_dense(self) -> torch.Tensor:
+        """The full ``(out_features, in_features)`` weight (padding removed)."""
+        return tt_to_dense(list(self.cores))[: self.out_features, : self.in_features]
+
+    @property
+    def n_params(self) -> int:
+        """Core entries (bias excluded)."""
+        return self.tt_shape.n_params
+
+    @property
+    def compression(self) -> float:
+        """Dense weight entries over TT core entries."""
+        return self.in_features * self.out_features / self.n_params
+
+    @classmethod
+    def from_linear(
+        cls,
+        linear: nn.Linear,
+        max_rank: int | None = None,
+        rel_error: float | None = None,
+        in_modes: Sequence[int] | None = None,
+        out_modes: Sequence[int] | None = None,
+    ) -> "TTLinear":
+        """Decompose a trained :class:`torch.nn.Linear` with TT-SVD.
+
+        With ``rel_error`` alone the TT weight is within ``rel_error`` of the dense one
+        (relative Frobenius norm); ``max_rank`` caps every bond. The achieved error is
+        stored as ``layer.decomposition_error``.
+        """
+        out_f, in_f = linear.weight.shape
+        layer = cls(in_f, out_f, ranks=1, in_modes=in_modes, out_modes=out_modes,
+                    bias=linear.bias is not None)
+        W = torch.zeros(layer.tt_shape.out_size, layer.tt_shape.in_size, dtype=torch.float64)
+        W[:out_f, :in_f] = linear.weight.detach().double()
+        cores = tt_svd(W, layer.out_modes, layer.in_modes, max_rank=max_rank, rel_error=rel_error)
+        layer.set_cores([g.to(linear.weight.dtype) for g in cores])
+        layer.decomposition_error = tt_rel_error(cores, W)
+        if linear.bias is not None:
+            with torch.no_grad():
+                layer.bias.copy_(linear.bias)
+        return layer.to(linear.weight.device)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"in_modes={list(self.in_modes)}, out_modes={list(self.out_modes)}, "
+            f"ranks={list(self.ranks)}, order={list(self.schedule.order)}, "
+            f"bias={self.bias is not None}"
+        )

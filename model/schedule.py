@@ -1,0 +1,305 @@
+"""Contraction schedules of a TT-matrix layer and their cost model.
+
+A schedule is the order in which the cores meet the input vector. The set of cores
+already applied is always a contiguous interval ``[a, b]``; each step extends it by one
+core on the left or the right (the first step may start anywhere). With that rule the
+intermediate tensor of one sample always has the layout
+
+    n0 .. n{a-1}, r{a}, m{a} .. m{b}, r{b+1}, n{b+1} .. n{d-1}
+
+(``r{k}`` is the bond between cores ``k-1`` and ``k``; the boundary bonds ``r0`` and
+``r{d}`` have size 1 and are left out). Every step therefore contracts a *contiguous*
+block of axes and writes the produced axes in its place: viewing the intermediate as
+``(A, K, Q)`` (axes before the block, the block, axes after it) a step computes
+
+    out[a, p, q] = sum_k C[p, k] * x[a, k, q]          (C is the core as a P x K matrix)
+
+for every sample. No data is ever transposed, and after the last step the layout is
+``m0 .. m{d-1}``: the output, in order. The same plain-data steps drive the PyTorch
+layer, the integer executor and the hardware's address generators.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal, Sequence
+
+from ttforge.errors import ShapeError
+from ttforge.model.tt import TTShape
+
+__all__ = ["ContractionStep", "ContractionSchedule", "ScheduleCost", "schedule_orders"]
+
+Objective = Literal["macs", "peak"]
+
+
+@dataclass(frozen=True)
+class ContractionStep:
+    """One step: apply ``core`` to the intermediate, per sample.
+
+    Attributes
+    ----------
+    core : int
+        Index of the core applied.
+    side : {"first", "left", "right"}
+        Where the core joins the interval of applied cores.
+    in_layout, out_layout : tuple of str
+        Axis labels of the intermediate (one sample) before and after the step.
+    start, stop : int
+        The contracted block is ``in_layout[start:stop]``.
+    contract, produce : tuple of str
+        Labels contracted (in layout order) and produced (written in their place).
+    A, K, Q, P : int
+        Sizes of the axes before the block, of the block, after the block, and of
+        the produced block.
+    core_axes : tuple of int
+        Permutation of the core's axes ``(r, m, n, r')`` that puts the produced axes
+        first and the contracted ones last; reshaped to ``(P, K)`` it is the matrix
+        ``C`` of this step. Boundary bonds of size 1 sit where they fall.
+    """
+
+    core: int
+    side: str
+    in_layout: tuple[str, ...]
+    out_layout: tuple[str, ...]
+    start: int
+    stop: int
+    contract: tuple[str, ...]
+    produce: tuple[str, ...]
+    A: int
+    K: int
+    Q: int
+    P: int
+    core_axes: tuple[int, int, int, int]
+
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates per sample."""
+        return self.A * self.K * self.Q * self.P
+
+    @property
+    def out_elements(self) -> int:
+        """Elements of the intermediate after the step, per sample."""
+        return self.A * self.P * self.Q
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "core": self.core,
+            "side": self.side,
+            "in_layout": list(self.in_layout),
+            "out_layout": list(self.out_layout),
+            "start": self.start,
+            "stop": self.stop,
+            "contract": list(self.contract),
+            "produce": list(self.produce),
+            "A": self.A,
+            "K": self.K,
+            "Q": self.Q,
+            "P": self.P,
+            "core_axes": list(self.core_axes),
+        }
+
+
+@dataclass(frozen=True)
+class ScheduleCost:
+    """Cost of a schedule for a batch."""
+
+    macs: int
+    peak_elements: int
+    step_macs: tuple[int, ...]
+    step_elements: tuple[int, ...]
+
+
+def _sizes(shape: TTShape) -> dict[str, int]:
+    sizes = {}
+    for k in range(shape.d):
+        sizes[f"n{k}"] = shape.in_modes[k]
+        sizes[f"m{k}"] = shape.out_modes[k]
+    for k in range(1, shape.d):
+        sizes[f"r{k}"] = shape.ranks[k]
+    return sizes
+
+
+def _build_steps(shape: TTShape, order: tuple[int, ...]) -> tuple[ContractionStep, ...]:
+    d = shape.d
+    sizes = _sizes(shape)
+    layout = [f"n{k}" for k in range(d)]
+    lo = hi = None
+    steps = []
+    for core in order:
+        if lo is None:
+            side = "first"
+            lo = hi = core
+        elif core == lo - 1:
+            side, lo = "left", core
+        elif core == hi + 1:
+            side, hi = "right", core
+        else:
+            raise ShapeError(
+                f"schedule order {list(order)}: core {core} does not extend the applied "
+                f"interval [{lo}, {hi}]; each step must apply a neighbouring core"
+            )
+        # the core's own axes, in storage order (r, m, n, r'); boundary bonds are absent
+        # from the layout, which is harmless because their size is 1.
+        left_bond = f"r{core}" if core > 0 else None
+        right_bond = f"r{core + 1}" if core < d - 1 else None
+        contract_set = {f"n{core}"}
+        if side in ("left",) and right_bond:
+            contract_set.add(right_bond)
+        if side in ("right",) and left_bond:
+            contract_set.add(left_bond)
+        idx = sorted(layout.index(a) for a in contract_set)
+        start, stop = idx[0], idx[-1] + 1
+        if stop - start != len(idx):
+            raise AssertionError("contracted axes are not contiguous")  # invariant of the layout
+        contract = tuple(layout[start:stop])
+        produce = []
+        if side in ("first", "left") and left_bond:
+            produce.append(left_bond)
+        produce.append(f"m{core}")
+        if side in ("first", "right") and right_bond:
+            produce.append(right_bond)
+        produce = tuple(produce)
+        # core axes: 0=r(left bond) 1=m 2=n 3=r'(right bond)
+        axis_of = {f"m{core}": 1, f"n{core}": 2}
+        if left_bond:
+            axis_of[left_bond] = 0
+        if right_bond:
+            axis_of[right_bond] = 3
+        used = [axis_of[a] for a in produce] + [axis_of[a] for a in contract]
+        unused = [a for a in range(4) if a not in used]  # size-1 boundary bonds
+        # put the size-1 axes first; they do not change the (P, K) reshape
+        core_axes = tuple(unused + used)
+        A = math.prod(sizes[a] for a in layout[:start])
+        Q = math.prod(sizes[a] for a in layout[stop:])
+        K = math.prod(sizes[a] for a in contract)
+        P = math.prod(sizes[a] for a in produce)
+        new_layout = layout[:start] + list(produce) + layout[stop:]
+        steps.append(
+            ContractionStep(
+                core=core,
+                side=side,
+                in_layout=tuple(layout),
+                out_layout=tuple(new_layout),
+                start=start,
+                stop=stop,
+                contract=contract,
+                produce=produce,
+                A=A,
+                K=K,
+                Q=Q,
+                P=P,
+                core_axes=core_axes,  # type: ignore[arg-type]
+            )
+        )
+        layout = new_layout
+    return tuple(steps)
+
+
+def schedule_orders(d: int) -> list[tuple[int, ...]]:
+    """Every order that grows a contiguous interval of ``d`` cores (``d * 2^(d-1)`` at most)."""
+    orders = set()
+    for first in range(d):
+        for sides in itertools.product("LR", repeat=d - 1):
+            lo = hi = first
+            order = [first]
+            ok = True
+            for s in sides:
+                if s == "L":
+                    if lo == 0:
+                        ok = False
+                        break
+                    lo -= 1
+                    order.append(lo)
+                else:
+                    if hi == d - 1:
+                        ok = False
+                        break
+                    hi += 1
+                    order.append(hi)
+            if ok:
+                orders.add(tuple(order))
+    return sorted(orders)
+
+
+@dataclass(frozen=True)
+class ContractionSchedule:
+    """The order of contraction of one TT-matrix layer, as plain data.
+
+    Construct with :meth:`from_order`, :meth:`optimal` or :meth:`from_dict`; ``steps``
+    are derived from the shape and the order and validated.
+    """
+
+    shape: TTShape
+    order: tuple[int, ...]
+    steps: tuple[ContractionStep, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        order = tuple(int(c) for c in self.order)
+        object.__setattr__(self, "order", order)
+        if sorted(order) != list(range(self.shape.d)):
+            raise ShapeError(
+                f"schedule order {list(order)} must list every core 0..{self.shape.d - 1} once"
+            )
+        object.__setattr__(self, "steps", _build_steps(self.shape, order))
+
+    @classmethod
+    def from_order(cls, shape: TTShape, order: Sequence[int]) -> "ContractionSchedule":
+        return cls(shape, tuple(order))
+
+    @classmethod
+    def right_to_left(cls, shape: TTShape) -> "ContractionSchedule":
+        """The textbook order: last core first."""
+        return cls(shape, tuple(range(shape.d - 1, -1, -1)))
+
+    @classmethod
+    def optimal(
+        cls, shape: TTShape, batch: int = 1, objective: Objective = "macs"
+    ) -> "ContractionSchedule":
+        """The cheapest schedule: fewest MACs then smallest peak (or the reverse).
+
+        Every step's cost is linear in the batch, so the choice does not depend on it;
+        ``batch`` only scales the reported costs.
+        """
+        if objective not in ("macs", "peak"):
+            raise ShapeError(f"objective={objective!r} must be 'macs' or 'peak'")
+        best, best_key = None, None
+        for order in schedule_orders(shape.d):
+            sched = cls(shape, order)
+            c = sched.cost(batch)
+            key = (c.macs, c.peak_elements) if objective == "macs" else (c.peak_elements, c.macs)
+            if best_key is None or key < best_key:
+                best, best_key = sched, key
+        assert best is not None
+        return best
+
+    def cost(self, batch: int = 1) -> ScheduleCost:
+        """MACs and peak intermediate elements (the input counts as an intermediate)."""
+        step_macs = tuple(batch * s.macs for s in self.steps)
+        step_elements = tuple(batch * s.out_elements for s in self.steps)
+        peak = max((batch * self.shape.in_size,) + step_elements)
+        return ScheduleCost(sum(step_macs), peak, step_macs, step_elements)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready description; ``steps`` are included for readers, checked on load."""
+        return {
+            "out_modes": list(self.shape.out_modes),
+            "in_modes": list(self.shape.in_modes),
+            "ranks": list(self.shape.ranks),
+            "order": list(self.order),
+            "steps": [s.to_dict() for s in self.steps],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ContractionSchedule":
+        try:
+            shape = TTShape(tuple(data["out_modes"]), tuple(data["in_modes"]), tuple(data["ranks"]))
+            sched = cls(shape, tuple(data["order"]))
+        except KeyError as e:
+            raise ShapeError(f"schedule is missing the field {e.args[0]!r}") from None
+        if "steps" in data and [s.to_dict() for s in sched.steps] != list(data["steps"]):
+            raise ShapeError(
+                "schedule 'steps' do not match its order and shape; regenerate the schedule"
+            )
+        return sched

@@ -1,0 +1,28 @@
+"""Errors a user can cause.
+
+Every :class:`TTForgeError` carries one line that names the field at fault and the
+fix. The CLI prints it and exits with status 2; anything else is a bug and keeps its
+traceback.
+"""
+
+__all__ = ["TTForgeError", "ConfigError", "ShapeError", "DataError", "CheckpointError"]
+
+
+class TTForgeError(ValueError):
+    """A problem with the user's input, reported as one line."""
+
+
+class ConfigError(TTForgeError):
+    """An invalid configuration value."""
+
+
+class ShapeError(TTForgeError):
+    """Sizes, modes or ranks that do not fit together."""
+
+
+class DataError(TTForgeError):
+    """A data file that cannot be read (wrong magic number, short data, ...)."""
+
+
+class CheckpointError(TTForgeError):
+    """A checkpoint that is corrupt, truncated or of an unknown version."""
