@@ -1,0 +1,105 @@
+import pytest
+import torch
+from torch import nn
+
+from ttforge.errors import ShapeError
+from ttforge.model.layers import TTLinear, apply_schedule
+from ttforge.model.schedule import schedule_orders
+
+
+def test_forward_equals_dense_weight_for_every_order():
+    torch.manual_seed(0)
+    layer = TTLinear(30, 20, ranks=[3, 4], in_modes=[2, 3, 5], out_modes=[2, 2, 5]).double()
+    x = torch.randn(7, 30, dtype=torch.float64)
+    ref = x @ layer.to_dense().T + layer.bias
+    for order in schedule_orders(3):
+        layer._set_schedule(order)
+        assert torch.allclose(layer(x), ref, atol=1e-12, rtol=0)
+
+
+def test_padding_of_badly_factoring_sizes():
+    torch.manual_seed(1)
+    layer = TTLinear(13, 10, ranks=3, in_modes=None, out_modes=None).double()
+    assert layer.tt_shape.in_size >= 13 and layer.tt_shape.out_size >= 10
+    x = torch.randn(4, 13, dtype=torch.float64)
+    assert layer.to_dense().shape == (10, 13)
+    assert torch.allclose(layer(x), x @ layer.to_dense().T + layer.bias, atol=1e-12)
+
+
+def test_leading_dims_are_kept():
+    layer = TTLinear(16, 8, 2, in_modes=[4, 4], out_modes=[2, 4])
+    assert layer(torch.randn(2, 3, 16)).shape == (2, 3, 8)
+
+
+def test_gradcheck_float64():
+    torch.manual_seed(2)
+    layer = TTLinear(12, 6, ranks=[2, 3], in_modes=[2, 3, 2], out_modes=[1, 3, 2]).double()
+    x = torch.randn(3, 12, dtype=torch.float64, requires_grad=True)
+    cores = [c.detach().clone().requires_grad_() for c in layer.cores]
+    assert torch.autograd.gradcheck(lambda x, *cs: apply_schedule(x, cs, layer.schedule), (x, *cores))
+
+
+def test_core_gradients_equal_those_through_the_dense_weight():
+    torch.manual_seed(6)
+    layer = TTLinear(24, 12, ranks=[3, 2], in_modes=[2, 3, 4], out_modes=[3, 2, 2]).double()
+    x = torch.randn(5, 24, dtype=torch.float64)
+    layer(x).sin().sum().backward()
+    via_schedule = [c.grad.clone() for c in layer.cores]
+    layer.zero_grad()
+    (x @ layer.to_dense().T + layer.bias).sin().sum().backward()
+    for a, b in zip(via_schedule, layer.cores):
+        assert torch.allclose(a, b.grad, atol=1e-12, rtol=1e-10)
+
+
+def test_variance_preserving_init():
+    torch.manual_seed(3)
+    for ranks in (2, 8, 16):
+        var = torch.stack([
+            TTLinear(256, 256, ranks, in_modes=[4, 4, 4, 4], out_modes=[4, 4, 4, 4]).to_dense().var()
+            for _ in range(20)
+        ]).mean()
+        # target 1/256; products of Gaussians are heavy-tailed, so allow a factor ~1.5
+        assert 1 / 256 / 1.5 < var < 1 / 256 * 1.5, (ranks, var)
+
+
+def test_inside_a_module_trains():
+    torch.manual_seed(4)
+    net = nn.Sequential(TTLinear(64, 32, 4), nn.ReLU(), nn.Linear(32, 3))
+    x, y = torch.randn(128, 64), torch.randint(0, 3, (128,))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(30):
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(net(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_from_linear_honours_error_and_copies_bias():
+    torch.manual_seed(5)
+    lin = nn.Linear(48, 40)
+    tt = TTLinear.from_linear(lin, rel_error=0.2)
+    W = lin.weight.detach().double()
+    err = torch.linalg.norm(tt.to_dense().double() - W) / torch.linalg.norm(W)
+    assert err <= 0.2 + 1e-6
+    assert torch.equal(tt.bias, lin.bias)
+    full = TTLinear.from_linear(lin, rel_error=0.0)
+    x = torch.randn(3, 48)
+    assert torch.allclose(full(x), lin(x), atol=1e-5)
+    capped = TTLinear.from_linear(lin, max_rank=2)
+    assert max(capped.ranks) == 2
+
+
+def test_errors_name_the_problem():
+    with pytest.raises(ShapeError, match="multiply to 24, fewer than 30"):
+        TTLinear(30, 8, 2, in_modes=[2, 3, 4], out_modes=[2, 2, 2])
+    with pytest.raises(ShapeError, match="same length"):
+        TTLinear(8, 8, 2, in_modes=[2, 4], out_modes=[2, 2, 2])
+    with pytest.raises(ShapeError, match="maximal TT rank"):
+        TTLinear(16, 16, [20], in_modes=[4, 4], out_modes=[4, 4])
+    with pytest.raises(ShapeError, match="takes 16"):
+        TTLinear(16, 16, 2)(torch.randn(2, 15))
+    with pytest.raises(ShapeError, match="in_features"):
+        TTLinear(0, 16, 2)
