@@ -1,3 +1,50 @@
-"""ttforge.quant — see the open issues; not built yet."""
+"""Quantization and the bit-exact integer model (``ttforge.quant``).
 
-__all__: list[str] = []
+The arithmetic is specified in ``docs/arithmetic.md``; :mod:`.arith` implements its
+primitives, :mod:`.executor` the integer golden executor, :mod:`.qat` the fake-quant
+network that equals it exactly in eval mode.
+"""
+
+from ttforge.quant.arith import (
+    ROUNDING,
+    acc_bits_needed,
+    exponent_for_max,
+    int_range,
+    quantize,
+    rshift_round,
+    saturate,
+)
+from ttforge.quant.executor import IntLayer, IntNetwork, StepTrace, execute, execute_traced
+from ttforge.quant.qat import (
+    LayerQuant,
+    QuantConfig,
+    QuantLinear,
+    QuantNetwork,
+    calibrate,
+    compile_network,
+    fake_quant,
+    quantize_model,
+)
+
+__all__ = [
+    "ROUNDING",
+    "acc_bits_needed",
+    "exponent_for_max",
+    "int_range",
+    "quantize",
+    "rshift_round",
+    "saturate",
+    "IntLayer",
+    "IntNetwork",
+    "StepTrace",
+    "execute",
+    "execute_traced",
+    "LayerQuant",
+    "QuantConfig",
+    "QuantLinear",
+    "QuantNetwork",
+    "calibrate",
+    "compile_network",
+    "fake_quant",
+    "quantize_model",
+]

@@ -1,0 +1,225 @@
+"""The integer golden executor: pure numpy ``int64``, following ``docs/arithmetic.md``.
+
+An :class:`IntNetwork` is a chain of :class:`IntLayer`; each layer holds integer cores,
+their exponents, the layer's :class:`~ttforge.model.ContractionSchedule` and the
+exponent after every step. A dense layer is the one-core case. This is the content of
+the compiled artifact: everything downstream (RTL, board) must equal :func:`execute`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+import numpy as np
+
+from ttforge.errors import ConfigError, ShapeError
+from ttforge.model.schedule import ContractionSchedule
+from ttforge.quant.arith import acc_bits_needed, int_range, quantize, rshift_round, saturate
+
+__all__ = ["IntLayer", "IntNetwork", "StepTrace", "execute", "execute_traced", "layer_from_dense"]
+
+
+@dataclass(frozen=True, eq=False)
+class IntLayer:
+    """One TT (or dense, ``d = 1``) layer in integers.
+
+    Attributes
+    ----------
+    in_features, out_features : int
+        Unpadded sizes.
+    schedule : ContractionSchedule
+        Shapes, ranks and the order of the steps.
+    cores : tuple of int64 arrays
+        Core ``k`` of shape ``(r[k], m[k], n[k], r[k+1])``, narrow range of ``w_bits``.
+    core_exps : tuple of int
+        Exponent of each core.
+    w_bits, in_bits, inter_bits, out_bits, acc_bits : int
+        Widths of cores, the layer input, intermediates, the output and the accumulator.
+    in_exp : int
+        Exponent of the layer input.
+    step_exps : tuple of int
+        Exponent after each step; the last is the output exponent.
+    bias : int64 array or None
+        Bias at the last step's accumulator exponent, length ``out_features``.
+    relu : bool
+        ReLU after the output requantization.
+    """
+
+    in_features: int
+    out_features: int
+    schedule: ContractionSchedule
+    cores: tuple[np.ndarray, ...]
+    core_exps: tuple[int, ...]
+    w_bits: int
+    in_bits: int
+    in_exp: int
+    inter_bits: int
+    out_bits: int
+    step_exps: tuple[int, ...]
+    acc_bits: int
+    bias: np.ndarray | None = None
+    relu: bool = False
+
+    def __post_init__(self) -> None:
+        shape = self.schedule.shape
+        if len(self.cores) != shape.d or len(self.core_exps) != shape.d:
+            raise ShapeError(f"layer has {len(self.cores)} cores/{len(self.core_exps)} exponents "
+                             f"but its schedule has {shape.d} cores")
+        lo, hi = int_range(self.w_bits, narrow=True)
+        for k, (g, s) in enumerate(zip(self.cores, shape.core_shapes)):
+            if tuple(g.shape) != s:
+                raise ShapeError(f"core {k} has shape {tuple(g.shape)}, the schedule needs {s}")
+            if g.dtype != np.int64:
+                raise ShapeError(f"core {k} has dtype {g.dtype}; integer cores are int64")
+            if g.size and (g.min() < lo or g.max() > hi):
+                raise ShapeError(f"core {k} has values outside the {self.w_bits}-bit range [{lo}, {hi}]")
+        if len(self.step_exps) != shape.d:
+            raise ShapeError(f"step_exps has {len(self.step_exps)} entries; the schedule has {shape.d} steps")
+        if not shape.in_size >= self.in_features or not shape.out_size >= self.out_features:
+            raise ShapeError("in/out features exceed the TT shape")
+        if self.bias is not None and tuple(self.bias.shape) != (self.out_features,):
+            raise ShapeError(f"bias has shape {tuple(self.bias.shape)}; expected ({self.out_features},)")
+        for t, need in enumerate(self.acc_bits_needed()):
+            if need > self.acc_bits:
+                raise ConfigError(
+                    f"step {t} (core {self.schedule.steps[t].core}) can reach {need}-bit sums but "
+                    f"acc_bits={self.acc_bits}; raise acc_bits to {need} or lower the widths"
+                )
+
+    # -- derived ---------------------------------------------------------------------
+    def step_in(self, t: int) -> tuple[int, int]:
+        """``(bits, exp)`` of the input of step ``t``."""
+        return (self.in_bits, self.in_exp) if t == 0 else (self.inter_bits, self.step_exps[t - 1])
+
+    def step_out_bits(self, t: int) -> int:
+        return self.out_bits if t == len(self.step_exps) - 1 else self.inter_bits
+
+    def acc_exp(self, t: int) -> int:
+        return self.core_exps[self.schedule.steps[t].core] + self.step_in(t)[1]
+
+    def shifts(self) -> tuple[int, ...]:
+        """Right shift of every step (``step_exp - acc_exp``; negative means left)."""
+        return tuple(self.step_exps[t] - self.acc_exp(t) for t in range(len(self.step_exps)))
+
+    def acc_bits_needed(self) -> tuple[int, ...]:
+        need = []
+        last = len(self.schedule.steps) - 1
+        for t, step in enumerate(self.schedule.steps):
+            bias_max = int(np.abs(self.bias).max()) if (t == last and self.bias is not None
+                                                         and self.bias.size) else 0
+            need.append(acc_bits_needed(step.K, self.w_bits, self.step_in(t)[0], bias_max))
+        return tuple(need)
+
+    @property
+    def out_exp(self) -> int:
+        return self.step_exps[-1]
+
+    def core_matrix(self, t: int) -> np.ndarray:
+        step = self.schedule.steps[t]
+        return self.cores[step.core].transpose(step.core_axes).reshape(step.P, step.K)
+
+
+@dataclass(frozen=True, eq=False)
+class IntNetwork:
+    """A chain of integer layers; ``layers[i+1]`` takes ``layers[i]``'s output format."""
+
+    layers: tuple[IntLayer, ...]
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.layers:
+            raise ShapeError("an integer network needs at least one layer")
+        for i in range(1, len(self.layers)):
+            a, b = self.layers[i - 1], self.layers[i]
+            if (a.out_features, a.out_bits, a.out_exp) != (b.in_features, b.in_bits, b.in_exp):
+                raise ShapeError(
+                    f"layer {i - 1} outputs {a.out_features} x ({a.out_bits} bits, exp {a.out_exp}) "
+                    f"but layer {i} takes {b.in_features} x ({b.in_bits} bits, exp {b.in_exp})"
+                )
+
+    @property
+    def in_features(self) -> int:
+        return self.layers[0].in_features
+
+    def quantize_input(self, x: np.ndarray) -> np.ndarray:
+        """Real inputs ``(B, in_features)`` to the first layer's integer format."""
+        first = self.layers[0]
+        return quantize(x, first.in_bits, first.in_exp)
+
+
+@dataclass(frozen=True)
+class StepTrace:
+    """What one step produced: the accumulator and the requantized output (per batch)."""
+
+    layer: int
+    step: int
+    acc: np.ndarray
+    out: np.ndarray
+    saturations: int
+
+
+def _run_layer(layer: IntLayer, x: np.ndarray, li: int, traces: list | None) -> np.ndarray:
+    batch = x.shape[0]
+    pad = layer.schedule.shape.in_size - layer.in_features
+    if pad:
+        x = np.pad(x, ((0, 0), (0, pad)))
+    last = len(layer.schedule.steps) - 1
+    for t, (step, shift) in enumerate(zip(layer.schedule.steps, layer.shifts())):
+        C = layer.core_matrix(t)
+        if step.Q == 1:
+            acc = x.reshape(batch * step.A, step.K) @ C.T
+        else:
+            acc = np.matmul(C, x.reshape(batch * step.A, step.K, step.Q))
+        acc = acc.reshape(batch, -1)
+        if t == last and layer.bias is not None:
+            acc = acc.copy()
+            acc[:, : layer.out_features] += layer.bias
+        shifted = rshift_round(acc, shift)
+        x = saturate(shifted, layer.step_out_bits(t))
+        if traces is not None:
+            traces.append(StepTrace(li, t, acc, x, int(np.count_nonzero(x != shifted))))
+    x = x[:, : layer.out_features]
+    if layer.relu:
+        x = np.maximum(x, 0)
+    return x
+
+
+def _check_input(net: IntNetwork, x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim != 2 or x.shape[1] != net.in_features:
+        raise ShapeError(f"input has shape {x.shape}; the network takes (batch, {net.in_features})")
+    if not np.issubdtype(x.dtype, np.integer):
+        raise ShapeError(f"input has dtype {x.dtype}; quantize it first (IntNetwork.quantize_input)")
+    first = net.layers[0]
+    lo, hi = int_range(first.in_bits)
+    if x.size and (x.min() < lo or x.max() > hi):
+        raise ShapeError(f"input values leave the {first.in_bits}-bit range [{lo}, {hi}]")
+    return x.astype(np.int64)
+
+
+def execute(net: IntNetwork, x: np.ndarray) -> np.ndarray:
+    """Run integer inputs ``(B, in_features)`` through the network; returns int64 outputs."""
+    x = _check_input(net, x)
+    for li, layer in enumerate(net.layers):
+        x = _run_layer(layer, x, li, None)
+    return x
+
+
+def execute_traced(net: IntNetwork, x: np.ndarray) -> tuple[np.ndarray, list[StepTrace]]:
+    """:func:`execute`, also returning every step's accumulator and output."""
+    x = _check_input(net, x)
+    traces: list[StepTrace] = []
+    for li, layer in enumerate(net.layers):
+        x = _run_layer(layer, x, li, traces)
+    return x, traces
+
+
+def layer_from_dense(weight: np.ndarray, **kwargs) -> IntLayer:
+    """An :class:`IntLayer` for a dense integer weight ``(M, N)`` (one core)."""
+    from ttforge.model.tt import TTShape
+
+    M, N = weight.shape
+    shape = TTShape((M,), (N,), (1, 1))
+    return IntLayer(in_features=N, out_features=M, schedule=ContractionSchedule(shape, (0,)),
+                    cores=(np.asarray(weight, dtype=np.int64).reshape(1, M, N, 1),), **kwargs)
+
+

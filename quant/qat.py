@@ -1,0 +1,278 @@
+"""Fake-quant TT networks (QAT) that equal the integer executor exactly in eval mode.
+
+:func:`quantize_model` wraps every linear layer of a float ``nn.Sequential`` (``Flatten``
+/ ``TTLinear`` / ``Linear`` / ``ReLU``) in a :class:`QuantLinear` that applies
+``docs/arithmetic.md`` step by step: quantized input, quantized cores, a requantization
+after every contraction step, the bias at the accumulator exponent, ReLU.
+
+In training the arithmetic runs in the parameters' dtype with straight-through
+gradients. In eval mode it runs in float64, where every value is an integer times a
+power of two small enough to be exact (accumulators are limited to 48 bits), so
+``QuantNetwork.eval()(x)`` equals :func:`~ttforge.quant.executor.execute` bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Literal, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from ttforge.errors import ConfigError
+from ttforge.model.layers import TTLinear
+from ttforge.model.schedule import ContractionSchedule
+from ttforge.model.tt import TTShape
+from ttforge.quant.arith import exponent_for_max, int_range
+from ttforge.quant.executor import IntLayer, IntNetwork
+
+__all__ = [
+    "LayerQuant",
+    "QuantConfig",
+    "QuantLinear",
+    "QuantNetwork",
+    "fake_quant",
+    "quantize_model",
+    "calibrate",
+    "compile_network",
+]
+
+Calibration = Literal["max", "mse"]
+MAX_EXACT_ACC_BITS = 48  # float64 keeps every accumulator and rounding exact below this
+
+
+@dataclass(frozen=True)
+class LayerQuant:
+    """Widths of one layer; validated on construction."""
+
+    w_bits: int = 8
+    act_bits: int = 8
+    inter_bits: int = 16
+    acc_bits: int = 32
+
+    def __post_init__(self) -> None:
+        for name, lo, hi in (("w_bits", 2, 8), ("act_bits", 2, 16), ("inter_bits", 2, 16),
+                             ("acc_bits", 8, MAX_EXACT_ACC_BITS)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise ConfigError(f"{name}={v!r} must be an integer in {lo}..{hi}")
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """Quantization of a network: defaults plus per-layer overrides (mixed precision).
+
+    Attributes
+    ----------
+    default : LayerQuant
+        Widths of every layer not overridden.
+    layers : mapping of int to LayerQuant
+        Overrides by linear-layer index (0 = first linear layer).
+    calibration : {"max", "mse"}
+        Exponent choice: smallest without saturation (the shift adjustment of
+        arXiv:2104.03420), or the one minimising the squared error among it and the
+        four below it.
+    """
+
+    default: LayerQuant = LayerQuant()
+    layers: Mapping[int, LayerQuant] = field(default_factory=dict)
+    calibration: Calibration = "max"
+
+    def __post_init__(self) -> None:
+        if self.calibration not in ("max", "mse"):
+            raise ConfigError(f"calibration={self.calibration!r} must be 'max' or 'mse'")
+        for k, v in self.layers.items():
+            if not isinstance(v, LayerQuant):
+                raise ConfigError(f"layers[{k}] must be a LayerQuant")
+
+    def for_layer(self, i: int) -> LayerQuant:
+        return self.layers.get(i, self.default)
+
+
+class _RoundSTE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, v):  # noqa: D102
+        return torch.floor(v + 0.5)
+
+    @staticmethod
+    def backward(ctx, g):  # noqa: D102
+        return g
+
+
+def fake_quant(x: torch.Tensor, bits: int, exp: int, narrow: bool = False) -> torch.Tensor:
+    """``sat(floor(x / 2^exp + 1/2)) * 2^exp``; gradient passes inside the range, 0 outside."""
+    lo, hi = int_range(bits, narrow)
+    q = torch.clamp(_RoundSTE.apply(x * 2.0**-exp), lo, hi)
+    return q * (2.0**exp)
+
+
+def _tt_view(layer: nn.Module) -> tuple[list[torch.Tensor], ContractionSchedule, int, int]:
+    """Cores, schedule and sizes of a TTLinear, or of a Linear as a one-core TT."""
+    if isinstance(layer, TTLinear):
+        return list(layer.cores), layer.schedule, layer.in_features, layer.out_features
+    M, N = layer.weight.shape
+    schedule = ContractionSchedule(TTShape((M,), (N,), (1, 1)), (0,))
+    return [layer.weight.reshape(1, M, N, 1)], schedule, N, M
+
+
+class QuantLinear(nn.Module):
+    """A TT or dense layer under the integer arithmetic (the float layer is kept inside).
+
+    Exponents live in integer buffers: ``in_exp``, ``core_exps`` (one per core) and
+    ``step_exps`` (one per schedule step; the last is the output exponent).
+    """
+
+    def __init__(self, layer: nn.Module, q: LayerQuant, relu: bool, first: bool) -> None:
+        super().__init__()
+        if not isinstance(layer, (TTLinear, nn.Linear)):
+            raise ConfigError(f"cannot quantize {type(layer).__name__}; only TTLinear and Linear")
+        self.layer = layer
+        self.q = q
+        self.relu = relu
+        self.first = first
+        d = len(_tt_view(layer)[0])
+        self.register_buffer("in_exp", torch.zeros((), dtype=torch.int64))
+        self.register_buffer("core_exps", torch.zeros(d, dtype=torch.int64))
+        self.register_buffer("step_exps", torch.zeros(d, dtype=torch.int64))
+
+    @property
+    def in_bits(self) -> int:
+        return self.q.act_bits
+
+    def step_out_bits(self, t: int, n_steps: int) -> int:
+        return self.q.act_bits if t == n_steps - 1 else self.q.inter_bits
+
+    def forward(self, x: torch.Tensor, calibrate: Calibration | None = None) -> torch.Tensor:
+        cores, schedule, in_f, out_f = _tt_view(self.layer)
+        dtype = torch.float64 if not self.training or calibrate else cores[0].dtype
+        x = x.reshape(x.shape[0], -1).to(dtype)
+        if calibrate:
+            if self.first:
+                self.in_exp.fill_(_choose_exp(x, self.in_bits, False, calibrate))
+            for k, g in enumerate(cores):
+                self.core_exps[k] = _choose_exp(g.detach().double(), self.q.w_bits, True, calibrate)
+        if self.first:
+            x = fake_quant(x, self.in_bits, int(self.in_exp))
+        pad = schedule.shape.in_size - in_f
+        if pad:
+            x = nn.functional.pad(x, (0, pad))
+        batch = x.shape[0]
+        steps = schedule.steps
+        for t, step in enumerate(steps):
+            g = fake_quant(cores[step.core].to(dtype), self.q.w_bits, int(self.core_exps[step.core]), True)
+            C = g.permute(*step.core_axes).reshape(step.P, step.K)
+            if step.Q == 1:
+                x = x.reshape(batch * step.A, step.K) @ C.T
+            else:
+                x = torch.matmul(C, x.reshape(batch * step.A, step.K, step.Q))
+            x = x.reshape(batch, -1)
+            bits = self.step_out_bits(t, len(steps))
+            if t == len(steps) - 1 and self.layer.bias is not None:
+                acc_exp = int(self.core_exps[step.core]) + int(self.step_exps[t - 1] if t else self.in_exp)
+                b = fake_quant(self.layer.bias.to(dtype), self.q.acc_bits, acc_exp)
+                x = torch.cat([x[:, :out_f] + b, x[:, out_f:]], dim=1) if x.shape[1] > out_f else x + b
+            if calibrate:
+                self.step_exps[t] = _choose_exp(x.detach()[:, :out_f] if t == len(steps) - 1 else x.detach(),
+                                                bits, False, calibrate)
+            x = fake_quant(x, bits, int(self.step_exps[t]))
+        x = x[:, :out_f]
+        if self.relu:
+            x = torch.relu(x)
+        return x
+
+    def to_int_layer(self) -> IntLayer:
+        """The integer layer this module computes in eval mode."""
+        cores, schedule, in_f, out_f = _tt_view(self.layer)
+        int_cores = tuple(
+            _to_int(g.detach().double(), self.q.w_bits, int(e), True) for g, e in zip(cores, self.core_exps)
+        )
+        bias = None
+        if self.layer.bias is not None:
+            last = schedule.steps[-1]
+            acc_exp = int(self.core_exps[last.core]) + int(self.step_exps[-2] if len(schedule.steps) > 1 else self.in_exp)
+            bias = _to_int(self.layer.bias.detach().double(), self.q.acc_bits, acc_exp, False)
+        return IntLayer(
+            in_features=in_f, out_features=out_f, schedule=schedule, cores=int_cores,
+            core_exps=tuple(int(e) for e in self.core_exps), w_bits=self.q.w_bits,
+            in_bits=self.in_bits, in_exp=int(self.in_exp), inter_bits=self.q.inter_bits,
+            out_bits=self.q.act_bits, step_exps=tuple(int(e) for e in self.step_exps),
+            acc_bits=self.q.acc_bits, bias=bias, relu=self.relu,
+        )
+
+
+def _to_int(x: torch.Tensor, bits: int, exp: int, narrow: bool) -> np.ndarray:
+    return (fake_quant(x, bits, exp, narrow) * 2.0**-exp).numpy().astype(np.int64)
+
+
+def _choose_exp(v: torch.Tensor, bits: int, narrow: bool, method: Calibration) -> int:
+    max_abs = float(v.abs().max()) if v.numel() else 0.0
+    e_max = exponent_for_max(max_abs, bits, narrow)
+    if method == "max" or max_abs == 0:
+        return e_max
+    errors = [(float((fake_quant(v, bits, e, narrow) - v).square().mean()), -e) for e in range(e_max, e_max - 5, -1)]
+    return -min(errors)[1]
+
+
+class QuantNetwork(nn.Module):
+    """A chain of :class:`QuantLinear`; the input is quantized by the first layer."""
+
+    def __init__(self, layers: list[QuantLinear]) -> None:
+        super().__init__()
+        self.qlayers = nn.ModuleList(layers)
+
+    def forward(self, x: torch.Tensor, calibrate: Calibration | None = None) -> torch.Tensor:
+        for i, layer in enumerate(self.qlayers):
+            if calibrate and i:
+                layer.in_exp.fill_(int(self.qlayers[i - 1].step_exps[-1]))
+            x = layer(x, calibrate)
+        return x
+
+    def output_exp(self) -> int:
+        return int(self.qlayers[-1].step_exps[-1])
+
+    def forward_int(self, x: torch.Tensor) -> np.ndarray:
+        """Eval-mode output as integers (``output / 2^out_exp``), int64 numpy."""
+        with torch.no_grad():
+            y = self.eval()(x).double()
+        return (y * 2.0 ** -self.output_exp()).numpy().astype(np.int64)
+
+
+def quantize_model(model: nn.Module, config: QuantConfig = QuantConfig()) -> QuantNetwork:
+    """Wrap a float ``nn.Sequential`` of Flatten/TTLinear/Linear/ReLU (shares its parameters)."""
+    mods = list(model.children()) if isinstance(model, nn.Sequential) else [model]
+    layers: list[QuantLinear] = []
+    for m in mods:
+        if isinstance(m, nn.Flatten):
+            if layers:
+                raise ConfigError("nn.Flatten is only supported before the first linear layer")
+            continue
+        if isinstance(m, nn.ReLU):
+            if not layers or layers[-1].relu:
+                raise ConfigError("nn.ReLU must follow a linear layer (once)")
+            layers[-1].relu = True
+            continue
+        if not isinstance(m, (TTLinear, nn.Linear)):
+            raise ConfigError(f"cannot quantize a {type(m).__name__}; networks are Sequentials of "
+                              f"Flatten, TTLinear, Linear and ReLU")
+        layers.append(QuantLinear(m, config.for_layer(len(layers)), relu=False, first=not layers))
+    if not layers:
+        raise ConfigError("the model has no TTLinear or Linear layer to quantize")
+    for i in range(1, len(layers)):
+        if layers[i].in_bits != layers[i - 1].q.act_bits:
+            raise ConfigError(f"layer {i} act_bits={layers[i].in_bits} differs from layer {i - 1}'s "
+                              f"{layers[i - 1].q.act_bits}; activations between layers share one width")
+    return QuantNetwork(layers)
+
+
+def calibrate(qnet: QuantNetwork, x: torch.Tensor, method: Calibration = "max") -> QuantNetwork:
+    """Set every exponent from a calibration batch (post-training quantization)."""
+    with torch.no_grad():
+        qnet(x, calibrate=method)
+    return qnet
+
+
+def compile_network(qnet: QuantNetwork) -> IntNetwork:
+    """The :class:`IntNetwork` that ``qnet`` computes in eval mode."""
+    return IntNetwork(tuple(layer.to_int_layer() for layer in qnet.qlayers))

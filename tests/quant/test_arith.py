@@ -1,0 +1,60 @@
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ttforge.errors import ConfigError
+from ttforge.quant.arith import (
+    acc_bits_needed,
+    exponent_for_max,
+    int_range,
+    quantize,
+    rshift_round,
+    saturate,
+)
+
+
+@given(a=st.integers(-(2**40), 2**40), s=st.integers(-8, 30))
+def test_rshift_round_is_half_up(a, s):
+    expected = math.floor(Fraction(a, 2**s) + Fraction(1, 2)) if s > 0 else a * 2 ** (-s)
+    assert int(rshift_round(np.array([a]), s)[0]) == expected
+
+
+def test_rshift_round_ties_go_up_also_for_negatives():
+    assert rshift_round(np.array([-3, -2, -1, 1, 2, 3]), 1).tolist() == [-1, -1, 0, 1, 1, 2]
+
+
+def test_saturate_never_wraps():
+    assert saturate(np.array([-1000, -128, 127, 1000]), 8).tolist() == [-128, -128, 127, 127]
+    assert saturate(np.array([-1000, 1000]), 8, narrow=True).tolist() == [-127, 127]
+    assert int_range(2, narrow=True) == (-1, 1)
+
+
+@given(x=st.floats(-1e6, 1e6), bits=st.integers(2, 16), exp=st.integers(-12, 12))
+def test_quantize_matches_exact_rational_rounding(x, bits, exp):
+    lo, hi = int_range(bits)
+    expected = min(max(math.floor(Fraction(x) / Fraction(2) ** exp + Fraction(1, 2)), lo), hi)
+    assert int(quantize(np.array([x]), bits, exp)[0]) == expected
+
+
+@pytest.mark.parametrize("k, wb, xb", [(1, 8, 8), (784, 4, 8), (448, 8, 16), (16, 2, 8)])
+def test_acc_bits_is_tight(k, wb, xb):
+    bits = acc_bits_needed(k, wb, xb)
+    worst = k * ((1 << (wb - 1)) - 1) * (1 << (xb - 1))  # all weights +max, all inputs -2^(b-1)
+    assert worst <= (1 << (bits - 1))  # -worst fits in `bits`
+    assert worst > (1 << (bits - 2)) - 1  # but not in one bit fewer
+
+
+@given(m=st.floats(1e-6, 1e6), bits=st.integers(2, 16))
+def test_exponent_for_max_is_smallest_without_saturation(m, bits):
+    e = exponent_for_max(m, bits)
+    hi = (1 << (bits - 1)) - 1
+    assert m / 2.0**e <= hi < m / 2.0 ** (e - 1)
+
+
+def test_bad_widths_are_named():
+    with pytest.raises(ConfigError, match="bit width 1"):
+        int_range(1)
