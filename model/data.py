@@ -1,0 +1,268 @@
+"""Data sets for training: the embedded digits set and MNIST-format IDX files.
+
+Nothing here downloads anything. Every data set is returned as a :class:`Dataset` of
+``float32`` features in ``[0, 1]`` (flattened to one vector per sample) and ``int64``
+labels, already split into train and test parts by a *fixed* rule that does not
+depend on the training seed, so runs with different seeds see the same split.
+
+Splits
+------
+``digits``
+    scikit-learn's ``load_digits`` (1,797 8x8 images, pixel values 0..16 divided by
+    16), stratified 80/20 split with the fixed seed 0 (1,437 train / 360 test).
+IDX directory
+    MNIST-format files ``{t10k,train}-images-idx3-ubyte[.gz]`` and
+    ``{t10k,train}-labels-idx1-ubyte[.gz]`` (pixel values divided by 255, images
+    flattened to ``rows * cols`` = 784 features). If both the ``train-*`` and the
+    ``t10k-*`` pairs are present, they are the train and the test set (the official
+    MNIST split). If only one pair is present, its first ``n - n // 5`` samples are the
+    training set and its last ``n // 5`` the test set, in file order (no shuffling):
+    for the 10,000-image MNIST test set that is the first 8,000 / last 2,000.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import os
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ttforge.errors import DataError
+
+__all__ = ["Dataset", "load_digits_split", "read_idx", "load_mnist_idx", "load_dataset",
+           "DIGITS_SPLIT_SEED"]
+
+#: Seed of the digits train/test split; fixed, independent of any training seed.
+DIGITS_SPLIT_SEED = 0
+
+# IDX type codes -> big-endian numpy dtypes
+_IDX_DTYPES = {
+    0x08: np.dtype(">u1"),
+    0x09: np.dtype(">i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """A train/test split: ``x_*`` are ``float32 (n, features)``, ``y_*`` ``int64 (n,)``."""
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+    def __post_init__(self) -> None:
+        for part in ("train", "test"):
+            x, y = getattr(self, f"x_{part}"), getattr(self, f"y_{part}")
+            if x.dtype != torch.float32 or y.dtype != torch.int64:
+                raise DataError(f"{self.name}: x_{part} must be float32 and y_{part} int64")
+            if x.dim() != 2 or y.dim() != 1 or x.shape[0] != y.shape[0]:
+                raise DataError(
+                    f"{self.name}: x_{part} {tuple(x.shape)} and y_{part} {tuple(y.shape)} must be "
+                    f"(n, features) and (n,) with the same n"
+                )
+            if x.shape[0] == 0:
+                raise DataError(f"{self.name}: the {part} set is empty; give more samples")
+        if self.x_train.shape[1] != self.x_test.shape[1]:
+            raise DataError(f"{self.name}: train and test sets have different feature counts")
+
+    @property
+    def n_features(self) -> int:
+        return int(self.x_train.shape[1])
+
+    @property
+    def n_classes(self) -> int:
+        return int(max(self.y_train.max(), self.y_test.max())) + 1
+
+    def __repr__(self) -> str:
+        return (f"Dataset({self.name!r}, train={tuple(self.x_train.shape)}, "
+                f"test={tuple(self.x_test.shape)}, classes={self.n_classes})")
+
+
+def load_digits_split(test_fraction: float = 0.2) -> Dataset:
+    """scikit-learn's 8x8 digits, scaled to ``[0, 1]``, stratified split with seed 0."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    if not 0 < test_fraction < 1:
+        raise DataError(f"test_fraction={test_fraction} must be between 0 and 1")
+    digits = load_digits()
+    x = (digits.data / 16.0).astype(np.float32)
+    y = digits.target.astype(np.int64)
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        x, y, test_size=test_fraction, stratify=y, random_state=DIGITS_SPLIT_SEED
+    )
+    return Dataset("digits", torch.from_numpy(x_tr), torch.from_numpy(y_tr),
+                   torch.from_numpy(x_te), torch.from_numpy(y_te))
+
+
+def _read_bytes(path: Path) -> bytes:
+    if not path.is_file():
+        raise DataError(f"IDX file {path} does not exist; give the path of an existing IDX file")
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":  # gzip, whatever the file is called
+        try:
+            return gzip.decompress(raw)
+        except (EOFError, OSError, zlib.error) as e:
+            raise DataError(
+                f"IDX file {path} is a damaged gzip stream ({e}); re-copy the file"
+            ) from None
+    return raw
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Parse an IDX file (raw or gzip-compressed) into a native-endian numpy array.
+
+    The format: two zero bytes, a type code (0x08 ubyte, 0x09 sbyte, 0x0B int16,
+    0x0C int32, 0x0D float32, 0x0E float64), the number of dimensions, one big-endian
+    uint32 per dimension, then the big-endian data in row-major order. A wrong magic
+    number, an unknown type code, short (truncated) or excess data, or a missing file
+    raise :class:`~ttforge.errors.DataError` naming the file.
+    """
+    path = Path(path)
+    data = _read_bytes(path)
+    if len(data) < 4:
+        raise DataError(
+            f"IDX file {path} is only {len(data)} bytes, shorter than the 4-byte magic number; "
+            f"the file is truncated, re-copy it"
+        )
+    magic = int.from_bytes(data[:4], "big")
+    if data[0] != 0 or data[1] != 0:
+        raise DataError(
+            f"IDX file {path} has magic number 0x{magic:08X}, not an IDX file (expected "
+            f"0x000008XX, e.g. 0x00000803 for images); check the path"
+        )
+    code, ndim = data[2], data[3]
+    if code not in _IDX_DTYPES:
+        raise DataError(
+            f"IDX file {path} has unknown data type code 0x{code:02X} in its magic number "
+            f"0x{magic:08X}; expected one of "
+            + ", ".join(f"0x{c:02X}" for c in _IDX_DTYPES)
+        )
+    if ndim == 0:
+        raise DataError(f"IDX file {path} declares 0 dimensions; expected at least 1")
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DataError(
+            f"IDX file {path} is truncated inside its header ({len(data)} of {header} bytes); "
+            f"re-copy the file"
+        )
+    dims = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    dtype = _IDX_DTYPES[code]
+    expected = header + math.prod(dims) * dtype.itemsize
+    if len(data) < expected:
+        raise DataError(
+            f"IDX file {path} is truncated: its header declares shape {dims} "
+            f"({expected} bytes) but it holds {len(data)} bytes; re-copy the file"
+        )
+    if len(data) > expected:
+        raise DataError(
+            f"IDX file {path} has {len(data) - expected} bytes beyond the shape {dims} its "
+            f"header declares; the file is damaged, re-copy it"
+        )
+    arr = np.frombuffer(data, dtype=dtype, count=math.prod(dims), offset=header)
+    return arr.reshape(dims).astype(dtype.newbyteorder("="))
+
+
+def _find(directory: Path, prefix: str, kind: str) -> Path | None:
+    for name in (f"{prefix}-{kind}", f"{prefix}-{kind}.gz"):
+        if (directory / name).is_file():
+            return directory / name
+    return None
+
+
+def _load_pair(directory: Path, prefix: str) -> tuple[np.ndarray, np.ndarray]:
+    images_path = _find(directory, prefix, "images-idx3-ubyte")
+    labels_path = _find(directory, prefix, "labels-idx1-ubyte")
+    if images_path is None or labels_path is None:
+        missing = "images" if images_path is None else "labels"
+        raise DataError(
+            f"{directory} has no {prefix}-{missing}-idx{3 if missing == 'images' else 1}-ubyte"
+            f"[.gz] next to its {'labels' if missing == 'images' else 'images'}; add the "
+            f"missing file"
+        )
+    images, labels = read_idx(images_path), read_idx(labels_path)
+    if images.ndim != 3:
+        raise DataError(f"IDX file {images_path} has shape {images.shape}; images must be (n, rows, cols)")
+    if labels.ndim != 1:
+        raise DataError(f"IDX file {labels_path} has shape {labels.shape}; labels must be (n,)")
+    if images.shape[0] != labels.shape[0]:
+        raise DataError(
+            f"{images_path.name} holds {images.shape[0]} images but {labels_path.name} holds "
+            f"{labels.shape[0]} labels; use matching image and label files"
+        )
+    if not np.issubdtype(labels.dtype, np.integer) or (labels.size and labels.min() < 0):
+        raise DataError(f"IDX file {labels_path} must hold non-negative integer labels")
+    if images.dtype != np.uint8:
+        raise DataError(
+            f"IDX file {images_path} holds {images.dtype} pixels; expected unsigned bytes (0x08)"
+        )
+    return images, labels
+
+
+def _tensors(images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.from_numpy((images.reshape(images.shape[0], -1) / np.float32(255.0)).astype(np.float32))
+    return x, torch.from_numpy(labels.astype(np.int64))
+
+
+def load_mnist_idx(directory: str | os.PathLike) -> Dataset:
+    """MNIST-format IDX files from a directory, with the fixed split of the module docs."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise DataError(
+            f"data directory {directory} does not exist; give a directory holding "
+            f"t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz] (or train-*)"
+        )
+    has = {p: _find(directory, p, "images-idx3-ubyte") or _find(directory, p, "labels-idx1-ubyte")
+           for p in ("train", "t10k")}
+    if not any(has.values()):
+        raise DataError(
+            f"{directory} holds no MNIST IDX files; expected t10k-images-idx3-ubyte[.gz] and "
+            f"t10k-labels-idx1-ubyte[.gz] (or train-*)"
+        )
+    name = directory.resolve().name or "idx"
+    if has["train"] and has["t10k"]:
+        x_tr, y_tr = _tensors(*_load_pair(directory, "train"))
+        x_te, y_te = _tensors(*_load_pair(directory, "t10k"))
+        if x_tr.shape[1] != x_te.shape[1]:
+            raise DataError(f"{directory}: train and t10k images have different sizes")
+        return Dataset(name, x_tr, y_tr, x_te, y_te)
+    prefix = "train" if has["train"] else "t10k"
+    x, y = _tensors(*_load_pair(directory, prefix))
+    n = x.shape[0]
+    n_test = n // 5
+    if n_test == 0:
+        raise DataError(f"{directory}: {n} samples are too few to split; give at least 5")
+    n_train = n - n_test
+    return Dataset(name, x[:n_train].clone(), y[:n_train].clone(), x[n_train:].clone(),
+                   y[n_train:].clone())
+
+
+def load_dataset(spec: str) -> Dataset:
+    """``"digits"``, ``"idx:DIR"`` or a directory path of MNIST-format IDX files."""
+    if not isinstance(spec, str) or not spec:
+        raise DataError(f"data={spec!r}: give 'digits' or a directory of IDX files")
+    if spec == "digits":
+        return load_digits_split()
+    path = spec[4:] if spec.startswith("idx:") else spec
+    if not Path(path).exists():
+        raise DataError(
+            f"data={spec!r}: {path} does not exist; give 'digits' or a directory of MNIST IDX "
+            f"files (t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz])"
+        )
+    if not Path(path).is_dir():
+        raise DataError(
+            f"data={spec!r}: {path} is a file; give the directory that holds the images and "
+            f"labels IDX files"
+        )
+    return load_mnist_idx(path)

@@ -1,0 +1,73 @@
+"""Training curves as a PNG (matplotlib, Agg backend; no display needed)."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+from ttforge.model.checkpoint import atomic_write_bytes
+
+__all__ = ["plot_history"]
+
+
+def plot_history(
+    history: Sequence[dict[str, Any]],
+    path: str | os.PathLike,
+    title: str = "",
+    truncated_after: int | None = None,
+) -> Path:
+    """Loss, accuracy and TT ranks per epoch, written atomically to ``path``.
+
+    ``history`` rows are the per-epoch metrics of :func:`ttforge.model.train.train`
+    (``epoch``, ``train_loss``, ``test_loss``, ``train_acc``, ``test_acc``, ``ranks``:
+    ``{layer: [r0, ..., rd]}``, and optionally ``effective_ranks`` of rank-adaptive
+    training, drawn dotted). ``truncated_after`` marks the epoch after which ranks
+    were truncated.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    epochs = [h["epoch"] for h in history]
+    fig = Figure(figsize=(13, 3.8), layout="constrained")
+    ax_loss, ax_acc, ax_rank = fig.subplots(1, 3)
+    ax_loss.plot(epochs, [h["train_loss"] for h in history], "o-", ms=3, label="train")
+    ax_loss.plot(epochs, [h["test_loss"] for h in history], "s-", ms=3, label="test")
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss", yscale="log")
+    ax_acc.plot(epochs, [100 * h["train_acc"] for h in history], "o-", ms=3, label="train")
+    ax_acc.plot(epochs, [100 * h["test_acc"] for h in history], "s-", ms=3, label="test")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    layers = sorted({name for h in history for name in h.get("ranks", {})})
+    colors = iter(matplotlib.rcParams["axes.prop_cycle"].by_key()["color"] * 8)
+    for name in layers:
+        n_bonds = max(len(h["ranks"].get(name, [])) for h in history)
+        for k in range(1, n_bonds - 1):  # internal bonds only
+            color = next(colors)
+            for key, style, label in (("ranks", "-", ""), ("effective_ranks", ":", " effective")):
+                rows = [h for h in history if name in (h.get(key) or {})]
+                if not rows:
+                    continue
+                ax_rank.step([h["epoch"] for h in rows], [h[key][name][k] for h in rows],
+                             where="post", ls=style, marker=".", color=color,
+                             label=f"layer {name} r{k}{label}")
+    ax_rank.set(xlabel="epoch", ylabel="rank", title="TT ranks")
+    if not layers:
+        ax_rank.text(0.5, 0.5, "no TT layers (dense model)", ha="center", va="center",
+                     transform=ax_rank.transAxes)
+    for ax in (ax_loss, ax_acc, ax_rank):
+        if truncated_after is not None:
+            ax.axvline(truncated_after + 0.5, color="grey", ls="--", lw=1)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    if truncated_after is not None:
+        ax_rank.annotate("truncation", (truncated_after + 0.5, 0.98), xycoords=("data", "axes fraction"),
+                         fontsize=8, color="grey", rotation=90, ha="right", va="top")
+    if title:
+        fig.suptitle(title)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    return atomic_write_bytes(path, buf.getvalue())

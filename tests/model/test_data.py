@@ -1,0 +1,160 @@
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ttforge.errors import DataError
+from ttforge.model.data import load_dataset, load_digits_split, load_mnist_idx, read_idx
+
+MNIST = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "mnist-t10k"
+if not MNIST.is_dir():
+    MNIST = Path("/work/shared/data/mnist-t10k")
+
+
+def idx_bytes(arr: np.ndarray, code: int = 0x08) -> bytes:
+    dtype = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}[code]
+    header = bytes([0, 0, code, arr.ndim]) + b"".join(struct.pack(">I", s) for s in arr.shape)
+    return header + arr.astype(dtype).tobytes()
+
+
+def write_pair(directory: Path, prefix: str, n: int, gz: bool = False, n_labels: int | None = None):
+    rng = np.random.default_rng(n)
+    images = rng.integers(0, 256, size=(n, 4, 3), dtype=np.uint8)
+    labels = (np.arange(n if n_labels is None else n_labels) % 10).astype(np.uint8)
+    for kind, arr, ndim in (("images", images, 3), ("labels", labels, 1)):
+        data = idx_bytes(arr)
+        name = f"{prefix}-{kind}-idx{ndim}-ubyte"
+        if gz:
+            (directory / (name + ".gz")).write_bytes(gzip.compress(data))
+        else:
+            (directory / name).write_bytes(data)
+    return images, labels
+
+
+# -- digits -----------------------------------------------------------------------------
+def test_digits_split_is_fixed_scaled_and_stratified():
+    torch.manual_seed(123)
+    a = load_digits_split()
+    torch.manual_seed(456)
+    b = load_digits_split()
+    assert a.name == "digits"
+    assert a.x_train.shape == (1437, 64) and a.x_test.shape == (360, 64)
+    assert a.x_train.dtype == torch.float32 and a.y_train.dtype == torch.int64
+    for name in ("x_train", "y_train", "x_test", "y_test"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    assert float(a.x_train.min()) == 0.0 and float(a.x_train.max()) == 1.0
+    assert a.n_classes == 10 and a.n_features == 64
+    # stratified: every class is 20% test, to within one sample
+    total = torch.bincount(torch.cat([a.y_train, a.y_test]))
+    test = torch.bincount(a.y_test)
+    assert torch.all((test - 0.2 * total).abs() <= 1)
+
+
+# -- IDX parsing --------------------------------------------------------------------------
+@pytest.mark.parametrize("gz", [False, True])
+@pytest.mark.parametrize("code", [0x08, 0x09, 0x0B, 0x0C, 0x0D, 0x0E])
+def test_read_idx_round_trip(tmp_path, gz, code):
+    arr = (np.arange(24).reshape(2, 3, 4) - (0 if code == 0x08 else 12)).astype(np.float64)
+    data = idx_bytes(arr, code)
+    path = tmp_path / "x.idx"
+    path.write_bytes(gzip.compress(data) if gz else data)
+    out = read_idx(path)
+    assert out.shape == (2, 3, 4)
+    assert np.array_equal(out, arr)
+    assert out.dtype.isnative
+
+
+def test_read_idx_bad_magic(tmp_path):
+    path = tmp_path / "bad-images-idx3-ubyte"
+    path.write_bytes(b"\x12\x34\x08\x01" + b"\x00\x00\x00\x01" + b"\x00")
+    with pytest.raises(DataError, match=r"magic number 0x12340801.*not an IDX file") as e:
+        read_idx(path)
+    assert str(path) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_read_idx_unknown_type(tmp_path):
+    path = tmp_path / "t.idx"
+    path.write_bytes(b"\x00\x00\x07\x01\x00\x00\x00\x01\x00")
+    with pytest.raises(DataError, match="unknown data type code 0x07"):
+        read_idx(path)
+
+
+@pytest.mark.parametrize("cut, message", [(3, "shorter than the 4-byte magic"),
+                                          (10, "truncated inside its header"),
+                                          (-1, "is truncated: its header declares shape")])
+def test_read_idx_truncated(tmp_path, cut, message):
+    data = idx_bytes(np.zeros((5, 2, 2), np.uint8))
+    path = tmp_path / "t.idx"
+    path.write_bytes(data[:cut])
+    with pytest.raises(DataError, match=message) as e:
+        read_idx(path)
+    assert "re-copy" in str(e.value)
+
+
+def test_read_idx_truncated_gzip_and_extra_bytes(tmp_path):
+    data = idx_bytes(np.zeros((50, 2, 2), np.uint8))
+    path = tmp_path / "t.idx.gz"
+    path.write_bytes(gzip.compress(data)[:-12])
+    with pytest.raises(DataError, match="damaged gzip stream"):
+        read_idx(path)
+    path.write_bytes(data + b"\x00\x00")
+    with pytest.raises(DataError, match="2 bytes beyond the shape"):
+        read_idx(path)
+
+
+def test_read_idx_missing_file(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        read_idx(tmp_path / "nope")
+
+
+# -- MNIST directories ---------------------------------------------------------------------
+@pytest.mark.parametrize("gz", [False, True])
+def test_single_pair_split_first_80_last_20_percent(tmp_path, gz):
+    images, labels = write_pair(tmp_path, "t10k", 20, gz=gz)
+    ds = load_mnist_idx(tmp_path)
+    assert ds.x_train.shape == (16, 12) and ds.x_test.shape == (4, 12)
+    assert torch.equal(ds.y_test, torch.from_numpy(labels[16:].astype(np.int64)))
+    assert torch.allclose(ds.x_train[3], torch.from_numpy(images[3].reshape(-1) / 255.0).float())
+    assert ds.x_train.dtype == torch.float32 and float(ds.x_train.max()) <= 1.0
+
+
+def test_train_and_t10k_pairs_use_the_official_split(tmp_path):
+    write_pair(tmp_path, "train", 12)
+    write_pair(tmp_path, "t10k", 7)
+    ds = load_dataset(f"idx:{tmp_path}")
+    assert ds.x_train.shape[0] == 12 and ds.x_test.shape[0] == 7
+
+
+def test_image_label_count_mismatch(tmp_path):
+    write_pair(tmp_path, "t10k", 10, n_labels=9)
+    with pytest.raises(DataError, match="holds 10 images but t10k-labels-idx1-ubyte holds 9 labels"):
+        load_mnist_idx(tmp_path)
+
+
+def test_missing_labels_file(tmp_path):
+    (tmp_path / "t10k-images-idx3-ubyte").write_bytes(idx_bytes(np.zeros((5, 2, 2), np.uint8)))
+    with pytest.raises(DataError, match="no t10k-labels-idx1-ubyte"):
+        load_mnist_idx(tmp_path)
+
+
+def test_load_dataset_bad_specs(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_dataset(str(tmp_path / "missing"))
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(DataError, match="is a file"):
+        load_dataset(str(tmp_path / "f"))
+    with pytest.raises(DataError, match="holds no MNIST IDX files"):
+        load_dataset(str(tmp_path))
+
+
+@pytest.mark.skipif(not (MNIST / "t10k-images-idx3-ubyte.gz").exists(), reason="MNIST t10k not present")
+def test_mnist_t10k_fixed_split():
+    ds = load_dataset(f"idx:{MNIST}")
+    assert ds.x_train.shape == (8000, 784) and ds.x_test.shape == (2000, 784)
+    labels = read_idx(MNIST / "t10k-labels-idx1-ubyte.gz")
+    assert np.array_equal(ds.y_test.numpy(), labels[8000:])
+    assert float(ds.x_train.max()) == 1.0 and float(ds.x_train.min()) == 0.0
+    assert ds.n_classes == 10
