@@ -35,3 +35,29 @@ __all__ = [
     "tt_svd",
     "tt_to_dense",
 ]
+
+# datasets, networks, checkpoints and training
+from ttforge.model.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from ttforge.model.data import Dataset, load_dataset, load_digits_split, load_mnist_idx, read_idx  # noqa: E402
+from ttforge.model.network import LayerSpec, ModelConfig, build_model, describe  # noqa: E402
+from ttforge.model.train import TrainConfig, TrainResult, decompose, evaluate, load_trained, train  # noqa: E402
+
+__all__ += [
+    "load_checkpoint",
+    "save_checkpoint",
+    "Dataset",
+    "load_dataset",
+    "load_digits_split",
+    "load_mnist_idx",
+    "read_idx",
+    "LayerSpec",
+    "ModelConfig",
+    "build_model",
+    "describe",
+    "TrainConfig",
+    "TrainResult",
+    "decompose",
+    "evaluate",
+    "load_trained",
+    "train",
+]

@@ -1,0 +1,243 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ttforge.cli import main
+from ttforge.errors import CheckpointError, ConfigError
+from ttforge.model.network import ModelConfig
+from ttforge.model.train import TrainConfig, decompose, evaluate, load_trained, train
+from ttforge.model.data import load_digits_split
+
+SMALL = ModelConfig(hidden=(32,), ranks=4)
+
+
+def cfg(**kw) -> TrainConfig:
+    base = dict(model=SMALL, epochs=2, batch_size=128)
+    return TrainConfig(**{**base, **kw})
+
+
+def assert_same_weights(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+
+
+# -- config -----------------------------------------------------------------------------
+@pytest.mark.parametrize("kw, message", [
+    (dict(epochs=0), "epochs=0 must be an integer >= 1"),
+    (dict(lr=-1.0), "lr=-1.0 must be a positive number"),
+    (dict(batch_size=0), "batch_size=0"),
+    (dict(prior="gauss"), "prior='gauss' must be one of log_uniform, half_cauchy"),
+    (dict(truncation_threshold=2.0), "truncation_threshold=2.0 must be between 0 and 1"),
+    (dict(rank_adaptive=True, model=ModelConfig(kind="dense")), "rank_adaptive needs TT layers"),
+    (dict(threads=0), "threads=0"),
+])
+def test_bad_train_config(kw, message):
+    with pytest.raises(ConfigError, match=message) as e:
+        TrainConfig(**kw)
+    assert "\n" not in str(e.value)
+
+
+def test_config_round_trips_and_rejects_unknown_fields():
+    c = cfg(rank_adaptive=True, prior="half_cauchy")
+    assert TrainConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
+    with pytest.raises(ConfigError, match="unknown config field 'epoch'"):
+        TrainConfig.from_dict({"epoch": 3})
+
+
+# -- training -----------------------------------------------------------------------------
+def test_same_seed_same_weights_other_seed_other_weights(tmp_path):
+    a = train(cfg(), tmp_path / "a", progress=False)
+    b = train(cfg(), tmp_path / "b", progress=False)
+    c = train(cfg(seed=1), tmp_path / "c", progress=False)
+    assert_same_weights(a.model, b.model)
+    assert not torch.equal(a.model[1].cores[0], c.model[1].cores[0])
+    assert a.history[-1]["test_acc"] == b.history[-1]["test_acc"]
+
+
+def test_outputs_and_checkpoint_contents(tmp_path):
+    r = train(cfg(), tmp_path / "run", progress=False)
+    assert r.complete and len(r.history) == 2
+    assert (tmp_path / "run" / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2]
+    for key in ("train_loss", "train_acc", "test_loss", "test_acc", "ranks"):
+        assert key in metrics["history"][-1]
+    assert metrics["summary"]["test_acc"] == r.history[-1]["test_acc"]
+    loaded = load_trained(tmp_path / "run")
+    assert_same_weights(loaded.model, r.model)
+    assert loaded.config == cfg()
+    assert loaded.payload["epoch"] == 2 and loaded.payload["optimizer"] is not None
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["last.pt", "metrics.json", "metrics.png"]
+
+
+def test_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path):
+    full = train(cfg(epochs=3), tmp_path / "full", progress=False)
+    part = train(cfg(epochs=3), tmp_path / "part", progress=False, stop_after=2)
+    assert not part.complete and len(part.history) == 2
+    resumed = train(cfg(epochs=3), tmp_path / "part", resume=True, progress=False)
+    assert resumed.complete
+    assert_same_weights(full.model, resumed.model)
+    assert [h["test_acc"] for h in resumed.history] == [h["test_acc"] for h in full.history]
+
+
+def test_a_finished_run_can_be_extended(tmp_path):
+    full = train(cfg(epochs=3), tmp_path / "full", progress=False)
+    train(cfg(epochs=2), tmp_path / "ext", progress=False)
+    extended = train(cfg(epochs=3), tmp_path / "ext", resume=True, progress=False)
+    assert_same_weights(full.model, extended.model)
+
+
+def test_resume_and_overwrite_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist; drop --resume"):
+        train(cfg(), tmp_path / "none", resume=True, progress=False)
+    train(cfg(epochs=1), tmp_path / "run", progress=False)
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train(cfg(epochs=1), tmp_path / "run", progress=False)
+    with pytest.raises(ConfigError, match="was trained with lr=0.01, not 0.1"):
+        train(cfg(epochs=2, lr=0.1), tmp_path / "run", resume=True, progress=False)
+    with pytest.raises(ConfigError, match="model hidden=\\[32\\], not \\[16\\]"):
+        train(cfg(model=ModelConfig(hidden=(16,), ranks=4)), tmp_path / "run", resume=True, progress=False)
+    train(cfg(epochs=1, seed=3), tmp_path / "run", progress=False, overwrite=True)
+    assert load_trained(tmp_path / "run").config.seed == 3
+
+
+# -- rank-adaptive ------------------------------------------------------------------------------
+RA = dict(model=ModelConfig(hidden=(32,), ranks=6), rank_adaptive=True, epochs=3, finetune_epochs=1,
+          truncation_threshold=0.9)
+
+
+def test_rank_adaptive_truncates_and_the_checkpoint_keeps_the_ranks(tmp_path):
+    pytest.importorskip("ttforge.model.rank_adaptive")
+    r = train(cfg(**RA), tmp_path / "ra", progress=False)
+    tr = r.summary["truncation"]
+    before, after = tr["layers"]["1"]["before"], tr["layers"]["1"]["after"]
+    assert before == [1, 6, 1] and after[1] < 6
+    assert tr["tt_params_after"] < tr["tt_params_before"]
+    assert 0 <= tr["test_acc_after"] <= 1
+    assert [h["phase"] for h in r.history] == ["train"] * 3 + ["finetune"]
+    assert r.history[-1]["ranks"]["1"] == after
+    assert "effective_ranks" in r.history[0]
+    loaded = load_trained(tmp_path / "ra")
+    assert list(loaded.model[1].ranks) == after
+    assert_same_weights(loaded.model, r.model)
+    ds = load_digits_split()
+    assert evaluate(loaded.model, ds.x_test, ds.y_test)[1] == r.history[-1]["test_acc"]
+
+
+@pytest.mark.parametrize("stop", [1, 3])  # before and right after the truncation
+def test_rank_adaptive_resume_is_exact(tmp_path, stop):
+    pytest.importorskip("ttforge.model.rank_adaptive")
+    full = train(cfg(**RA), tmp_path / "full", progress=False)
+    train(cfg(**RA), tmp_path / "part", progress=False, stop_after=stop)
+    resumed = train(cfg(**RA), tmp_path / "part", resume=True, progress=False)
+    assert_same_weights(full.model, resumed.model)
+    assert resumed.summary["truncation"]["layers"] == full.summary["truncation"]["layers"]
+
+
+# -- CLI ------------------------------------------------------------------------------------------
+def test_cli_train_writes_checkpoint_metrics_and_plot(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--epochs", "1", "--hidden", "16", "--ranks", "2", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "run summary" in text and "test accuracy" in text
+    assert sorted(p.name for p in out.iterdir()) == ["last.pt", "metrics.json", "metrics.png"]
+    # resume with more epochs: only --out and the new --epochs are needed
+    assert main(["train", "--resume", "--epochs", "2", "--out", str(out), "--quiet"]) == 0
+    assert load_trained(out).payload["epoch"] == 2
+    assert load_trained(out).model_config.hidden == (16,)
+
+
+def test_cli_config_file_toml(tmp_path, capsys):
+    conf = tmp_path / "run.toml"
+    conf.write_text(f'epochs = 1\nseed = 5\nout = "{tmp_path / "t"}"\n[model]\nkind = "dense"\nhidden = [8]\n')
+    assert main(["train", "--config", str(conf), "--quiet"]) == 0
+    loaded = load_trained(tmp_path / "t")
+    assert loaded.config.seed == 5 and loaded.model_config.kind == "dense"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--ranks", "0"], "--ranks=0 must be >= 1"),
+    (["--data", "/nonexistent/mnist"], "/nonexistent/mnist does not exist"),
+    (["--epochs", "0"], "epochs=0 must be an integer >= 1"),
+    (["--config", "RANKS"], "exceeds the maximal TT rank 64"),
+    (["--model", "dense", "--rank-adaptive"], "rank_adaptive needs TT layers"),
+    (["--resume"], "does not exist; drop --resume"),
+    (["--config", "CONF"], "unknown config field 'epoch'"),
+    (["--config", "BADSYNTAX"], "does not parse"),
+])
+def test_cli_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args, message):
+    (tmp_path / "c.json").write_text('{"epoch": 3}')
+    (tmp_path / "bad.toml").write_text("epochs = = 3")
+    (tmp_path / "ranks.json").write_text('{"model": {"hidden": [64], "ranks": [[1, 99, 1]]}}')
+    files = {"CONF": "c.json", "BADSYNTAX": "bad.toml", "RANKS": "ranks.json"}
+    args = [str(tmp_path / files[a]) if a in files else a for a in args]
+    out = tmp_path / "run"
+    assert main(["train", "--quiet", "--out", str(out), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not out.exists()
+
+
+# -- decompose ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def dense_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dense") / "run"
+    train(TrainConfig(model=ModelConfig(kind="dense", hidden=(32,)), epochs=3), out, progress=False)
+    return out
+
+
+def test_decompose_honours_the_error_bound_and_reports_accuracy(dense_run, tmp_path, capsys):
+    out = tmp_path / "tt.pt"
+    assert main(["decompose", str(dense_run / "last.pt"), "--rel-error", "0.4", "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "test accuracy" in text and "rel. error" in text
+    report = load_trained(out).payload["decomposition"]
+    assert len(report["layers"]) == 2
+    for layer in report["layers"]:
+        assert layer["rel_error"] <= 0.4
+    tt = load_trained(out)
+    assert [type(m).__name__ for m in tt.model] == ["Flatten", "TTLinear", "ReLU", "TTLinear"]
+    ds = load_digits_split()
+    assert evaluate(tt.model, ds.x_test, ds.y_test)[1] == report["test_acc_after"]
+    dense = load_trained(dense_run)
+    assert evaluate(dense.model, ds.x_test, ds.y_test)[1] == report["test_acc_before"]
+
+
+def test_decompose_max_rank_and_skip_last(dense_run, tmp_path):
+    report = decompose(dense_run, tmp_path / "tt.pt", max_rank=2, skip_last=True)
+    assert len(report["layers"]) == 1 and max(report["layers"][0]["ranks"]) <= 2
+    assert report["layers"][0]["rel_error"] > 0  # reported, not hidden
+    loaded = load_trained(tmp_path / "tt.pt")
+    assert [type(m).__name__ for m in loaded.model] == ["Flatten", "TTLinear", "ReLU", "Linear"]
+
+
+def test_decompose_bad_input(dense_run, tmp_path, capsys):
+    bad = tmp_path / "bad.pt"
+    raw = bytearray((dense_run / "last.pt").read_bytes())
+    raw[100] ^= 0xFF
+    bad.write_bytes(bytes(raw))
+    out = tmp_path / "tt.pt"
+    assert main(["decompose", str(bad), "--rel-error", "0.1", "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "corrupt" in err[0]
+    assert not out.exists()
+    assert main(["decompose", str(dense_run), "--rel-error", "1.5", "-o", str(out)]) == 2
+    assert "--rel-error=1.5 must be between 0 and 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["decompose", str(dense_run), "--rel-error", "0.1", "--max-rank", "3", "-o", str(out)])
+    assert e.value.code == 2
+    assert not out.exists()
+
+
+# -- a real training run (not in the default suite) -------------------------------------------------
+@pytest.mark.slow
+def test_tt_digits_reaches_95_percent(tmp_path):
+    r = train(TrainConfig(), tmp_path / "tt", progress=False)
+    assert r.summary["test_acc"] >= 0.95
+    ra = train(TrainConfig(rank_adaptive=True), tmp_path / "ra", progress=False)
+    assert ra.summary["test_acc"] >= 0.95
+    assert ra.summary["tt_compression"] >= 10
