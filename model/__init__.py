@@ -40,7 +40,8 @@ __all__ = [
 from ttforge.model.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from ttforge.model.data import Dataset, load_dataset, load_digits_split, load_mnist_idx, read_idx  # noqa: E402
 from ttforge.model.network import LayerSpec, ModelConfig, build_model, describe  # noqa: E402
-from ttforge.model.train import TrainConfig, TrainResult, decompose, evaluate, load_trained, train  # noqa: E402
+# (the function ``train`` stays in ``ttforge.model.train``: exporting it here would shadow the module)
+from ttforge.model.train import TrainConfig, TrainResult, decompose, evaluate, load_trained  # noqa: E402
 
 __all__ += [
     "load_checkpoint",
@@ -59,5 +60,4 @@ __all__ += [
     "decompose",
     "evaluate",
     "load_trained",
-    "train",
 ]
