@@ -254,7 +254,7 @@ def load_dataset(spec: str) -> Dataset:
         raise DataError(f"data={spec!r}: give 'digits' or a directory of IDX files")
     if spec == "digits":
         return load_digits_split()
-    path = spec[4:] if spec.startswith("idx:") else spec
+    path = str(Path(spec[4:] if spec.startswith("idx:") else spec).expanduser())
     if not Path(path).exists():
         raise DataError(
             f"data={spec!r}: {path} does not exist; give 'digits' or a directory of MNIST IDX "

@@ -792,7 +792,7 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
                         "IDX files (t10k-images-idx3-ubyte[.gz] ...; 'idx:DIR' also works)")
     g.add_argument("--model", choices=["tt", "dense"], help="TT hidden layers (default) or a dense baseline")
     g.add_argument("--hidden", type=_int_list, metavar="N[,N...]",
-                   help="hidden layer widths (default 64)")
+                   help="hidden layer widths (default 64; 'none' for no hidden layer)")
     g.add_argument("--ranks", type=int, metavar="R", help="upper bound on every TT rank, clipped to each bond's maximal rank (default 8); exact per-layer ranks go in --config")
     g.add_argument("--n-cores", type=int, metavar="D", help="cores per TT layer (default: by size)")
     g.add_argument("--tt-last-layer", action="store_true", default=None,
@@ -801,15 +801,15 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--epochs", type=int, metavar="N", help="epochs (default 30)")
     g.add_argument("--batch-size", type=int, metavar="B", help="mini-batch size (default 64)")
     g.add_argument("--lr", type=float, help="Adam learning rate (default 1e-2)")
-    g.add_argument("--weight-decay", type=float, help="Adam weight decay (default 0)")
-    g.add_argument("--seed", type=int, help="seed of initialisation and shuffling (default 0)")
+    g.add_argument("--weight-decay", type=float, metavar="W", help="Adam weight decay (default 0)")
+    g.add_argument("--seed", type=int, metavar="S", help="seed of initialisation and shuffling (default 0)")
     g.add_argument("--threads", type=int, metavar="N",
                    help="CPU threads while training (default 1: fastest for small layers)")
     g = p.add_argument_group("rank-adaptive training")
     g.add_argument("--rank-adaptive", action="store_true", default=None,
                    help="learn the ranks with a low-rank prior, then truncate them")
     g.add_argument("--prior", choices=list(_PRIORS), help="hyperprior of the rank variances (default log_uniform)")
-    g.add_argument("--threshold", type=float, dest="truncation_threshold",
+    g.add_argument("--threshold", type=float, dest="truncation_threshold", metavar="T",
                    help="truncate rank indices with variance below this times their bond's max (default 0.01)")
     g.add_argument("--finetune-epochs", type=int, metavar="N",
                    help="epochs of plain training after truncation (default 10)")
