@@ -14,6 +14,12 @@ from ttforge.quant.arith import (
     rshift_round,
     saturate,
 )
+from ttforge.quant.artifact import (
+    ARTIFACT_FORMAT_VERSION,
+    load_artifact,
+    on_chip_bytes,
+    save_artifact,
+)
 from ttforge.quant.executor import IntLayer, IntNetwork, StepTrace, execute, execute_traced
 from ttforge.quant.qat import (
     LayerQuant,
@@ -47,4 +53,8 @@ __all__ = [
     "compile_network",
     "fake_quant",
     "quantize_model",
+    "ARTIFACT_FORMAT_VERSION",
+    "save_artifact",
+    "load_artifact",
+    "on_chip_bytes",
 ]

@@ -21,6 +21,7 @@ __all__ = ["main", "build_parser"]
 # `ttforge --help` stays fast and one subcommand's heavy imports do not slow the others.
 SUBCOMMANDS: dict[str, str] = {
     "schedule": "ttforge.model.schedule_cli:cli_spec",
+    "inspect": "ttforge.quant.artifact:inspect_cli_spec",
     "train": "ttforge.model.train:cli_spec",
     "decompose": "ttforge.model.train:decompose_cli_spec",
 }

@@ -5,7 +5,7 @@ fix. The CLI prints it and exits with status 2; anything else is a bug and keeps
 traceback.
 """
 
-__all__ = ["TTForgeError", "ConfigError", "ShapeError", "DataError", "CheckpointError"]
+__all__ = ["TTForgeError", "ConfigError", "ShapeError", "DataError", "CheckpointError", "ArtifactError"]
 
 
 class TTForgeError(ValueError):
@@ -26,3 +26,7 @@ class DataError(TTForgeError):
 
 class CheckpointError(TTForgeError):
     """A checkpoint that is corrupt, truncated or of an unknown version."""
+
+
+class ArtifactError(TTForgeError):
+    """A compiled artifact that is corrupt, truncated, inconsistent or of an unknown version."""

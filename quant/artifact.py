@@ -1,0 +1,637 @@
+"""The compiled artifact: one file that carries an :class:`IntNetwork` into hardware land.
+
+An artifact is a ZIP container (every member *stored*, uncompressed) with exactly two
+members, in this order:
+
+``manifest.json``
+    UTF-8 JSON: format name and version, the arithmetic spec it obeys, every layer's
+    widths, exponents, derived shifts and contraction schedule, and a table of tensors
+    (name, offset, byte count, shape, dtype, sha256), plus a sha256 of the payload.
+``tensors.bin``
+    The payload: every tensor as little-endian two's complement integers, row-major,
+    each starting at an offset that is a multiple of 8 (zero bytes in between).
+
+``docs/artifact.md`` specifies the format precisely enough to write an executor from
+it. Writing is deterministic (no timestamps: the same network and meta give the same
+bytes) and atomic (temporary name, then ``os.replace``). Loading verifies everything
+it reads and reports each problem as one line, a :class:`~ttforge.errors.ArtifactError`.
+
+:func:`on_chip_bytes` counts the memory a layer needs on chip (bit-packed cores, bias,
+the peak intermediate) against the dense INT8 weight it replaces; ``ttforge inspect``
+prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import math
+import os
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ttforge import __version__
+from ttforge.errors import ArtifactError, TTForgeError
+from ttforge.model.schedule import ContractionSchedule
+from ttforge.quant.arith import ROUNDING, int_range
+from ttforge.quant.executor import IntLayer, IntNetwork
+
+__all__ = [
+    "ARTIFACT_FORMAT",
+    "ARTIFACT_FORMAT_VERSION",
+    "ARITHMETIC_SPEC_VERSION",
+    "save_artifact",
+    "load_artifact",
+    "dumps_artifact",
+    "loads_artifact",
+    "on_chip_bytes",
+    "inspect_cli_spec",
+]
+
+ARTIFACT_FORMAT = "ttforge-artifact"
+#: Version of the container and manifest layout; bumped on any change a reader must know.
+ARTIFACT_FORMAT_VERSION = 1
+#: Version of ``docs/arithmetic.md`` the stored network follows.
+ARITHMETIC_SPEC_VERSION = 1
+
+MANIFEST = "manifest.json"
+PAYLOAD = "tensors.bin"
+ALIGN = 8
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest ZIP date: no timestamps, reproducible bytes
+_DTYPES = {"int8": 8, "int16": 16, "int32": 32, "int64": 64}
+
+
+# ---------------------------------------------------------------------------------------
+# writing
+# ---------------------------------------------------------------------------------------
+def _dtype_for(bits: int) -> str:
+    """The narrowest little-endian integer dtype that holds a signed ``bits``-bit value."""
+    for name, width in _DTYPES.items():
+        if bits <= width:
+            return name
+    raise ArtifactError(f"a {bits}-bit tensor does not fit int64")  # pragma: no cover
+
+
+def _layer_kind(layer: IntLayer) -> str:
+    return "dense" if layer.schedule.shape.d == 1 else "tt"
+
+
+def _acc_exps(layer: IntLayer) -> list[int]:
+    return [int(layer.acc_exp(t)) for t in range(len(layer.step_exps))]
+
+
+def _json_meta(meta: dict) -> dict:
+    if not isinstance(meta, dict):
+        raise ArtifactError(f"meta must be a dict of JSON values, got {type(meta).__name__}")
+    try:
+        # round trip so that what is stored is exactly what load returns (tuples -> lists, ...)
+        return json.loads(json.dumps(meta, sort_keys=True, allow_nan=False))
+    except (TypeError, ValueError) as e:
+        raise ArtifactError(f"meta is not plain JSON data ({e}); store numbers, strings, lists and dicts") from None
+
+
+def _build(net: IntNetwork, meta: dict | None) -> tuple[bytes, bytes]:
+    """``(manifest bytes, payload bytes)`` of a network."""
+    if not isinstance(net, IntNetwork):
+        raise ArtifactError(f"save_artifact needs an IntNetwork (compile_network(...)), got {type(net).__name__}")
+    merged = _json_meta({**dict(net.meta), **(meta or {})})
+    payload = bytearray()
+    tensors: list[dict[str, Any]] = []
+
+    def add(name: str, array: np.ndarray, bits: int) -> str:
+        dtype = _dtype_for(bits)
+        data = np.ascontiguousarray(np.asarray(array, dtype=np.int64).astype("<" + np.dtype(dtype).str[1:]))
+        raw = data.tobytes(order="C")
+        payload.extend(b"\0" * (-len(payload) % ALIGN))
+        tensors.append({
+            "name": name,
+            "offset": len(payload),
+            "nbytes": len(raw),
+            "shape": [int(s) for s in data.shape],
+            "dtype": dtype,
+            "sha256": hashlib.sha256(raw).hexdigest(),
+        })
+        payload.extend(raw)
+        return name
+
+    layers = []
+    for i, layer in enumerate(net.layers):
+        cores = [add(f"layers.{i}.cores.{k}", g, layer.w_bits) for k, g in enumerate(layer.cores)]
+        bias = add(f"layers.{i}.bias", layer.bias, layer.acc_bits) if layer.bias is not None else None
+        layers.append({
+            "kind": _layer_kind(layer),
+            "in_features": int(layer.in_features),
+            "out_features": int(layer.out_features),
+            "relu": bool(layer.relu),
+            "has_bias": layer.bias is not None,
+            "w_bits": int(layer.w_bits),
+            "in_bits": int(layer.in_bits),
+            "inter_bits": int(layer.inter_bits),
+            "out_bits": int(layer.out_bits),
+            "acc_bits": int(layer.acc_bits),
+            "in_exp": int(layer.in_exp),
+            "core_exps": [int(e) for e in layer.core_exps],
+            "step_exps": [int(e) for e in layer.step_exps],
+            "acc_exps": _acc_exps(layer),
+            "shifts": [int(s) for s in layer.shifts()],
+            "schedule": layer.schedule.to_dict(),
+            "cores": cores,
+            "bias": bias,
+        })
+    first, last = net.layers[0], net.layers[-1]
+    manifest = {
+        "format": ARTIFACT_FORMAT,
+        "format_version": ARTIFACT_FORMAT_VERSION,
+        "arithmetic": {
+            "spec": "docs/arithmetic.md",
+            "version": ARITHMETIC_SPEC_VERSION,
+            "rounding": ROUNDING,
+            "overflow": "saturate",
+            "weights": "narrow",
+        },
+        "producer": {"name": "ttforge", "version": __version__},
+        "meta": merged,
+        "input": {"features": int(first.in_features), "bits": int(first.in_bits), "exp": int(first.in_exp)},
+        "output": {"features": int(last.out_features), "bits": int(last.out_bits), "exp": int(last.out_exp)},
+        "layers": layers,
+        "tensors": tensors,
+        "payload": {
+            "member": PAYLOAD,
+            "byte_order": "little",
+            "alignment": ALIGN,
+            "nbytes": len(payload),
+            "sha256": hashlib.sha256(bytes(payload)).hexdigest(),
+        },
+    }
+    text = _dump_json(manifest) + "\n"
+    return text.encode("utf-8"), bytes(payload)
+
+
+def _dump_json(obj: Any, indent: str = "") -> str:
+    """Deterministic, readable JSON: one key per line, lists of scalars on one line."""
+    inner = indent + "  "
+    if isinstance(obj, dict):
+        if not obj:
+            return "{}"
+        items = [f"{inner}{json.dumps(str(k))}: {_dump_json(v, inner)}" for k, v in obj.items()]
+        return "{\n" + ",\n".join(items) + "\n" + indent + "}"
+    if isinstance(obj, list) and any(isinstance(v, (dict, list)) for v in obj):
+        return "[\n" + ",\n".join(inner + _dump_json(v, inner) for v in obj) + "\n" + indent + "]"
+    return json.dumps(obj, ensure_ascii=True, allow_nan=False)
+
+
+def _zip_member(z: zipfile.ZipFile, name: str, data: bytes) -> None:
+    info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
+    info.compress_type = zipfile.ZIP_STORED
+    info.create_system = 3
+    info.external_attr = 0o644 << 16
+    z.writestr(info, data)
+
+
+def dumps_artifact(net: IntNetwork, meta: dict | None = None) -> bytes:
+    """The artifact of ``net`` as bytes (what :func:`save_artifact` writes)."""
+    manifest, payload = _build(net, meta)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+        _zip_member(z, MANIFEST, manifest)
+        _zip_member(z, PAYLOAD, payload)
+    return buf.getvalue()
+
+
+def save_artifact(net: IntNetwork, path: str | os.PathLike, meta: dict | None = None) -> Path:
+    """Write ``net`` (and ``meta``, JSON data merged over ``net.meta``) to one file, atomically.
+
+    The bytes are built in memory first; they reach ``path`` through a temporary file in
+    the same directory and ``os.replace``, so an error never leaves a partial artifact.
+    By convention the file is named ``*.ttfa``.
+    """
+    from ttforge.model.checkpoint import atomic_write_bytes
+
+    return atomic_write_bytes(path, dumps_artifact(net, meta))
+
+
+# ---------------------------------------------------------------------------------------
+# reading
+# ---------------------------------------------------------------------------------------
+class _Reader:
+    """Validates a manifest field by field; every failure names the field and the file."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, msg: str) -> ArtifactError:
+        return ArtifactError(f"{self.source}: {' '.join(str(msg).split())}")
+
+    def get(self, obj: Any, key: str, where: str) -> Any:
+        if not isinstance(obj, dict):
+            raise self.fail(f"{where or 'manifest'} must be a JSON object")
+        if key not in obj:
+            raise self.fail(f"manifest field {where + '.' if where else ''}{key} is missing; the artifact is damaged or not from ttforge")
+        return obj[key]
+
+    def int_(self, obj: Any, key: str, where: str, lo: int | None = None, hi: int | None = None) -> int:
+        v = self.get(obj, key, where)
+        name = f"{where + '.' if where else ''}{key}"
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise self.fail(f"manifest field {name}={v!r} must be an integer")
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            raise self.fail(f"manifest field {name}={v} is out of range {lo}..{hi}")
+        return v
+
+    def ints(self, obj: Any, key: str, where: str, n: int | None = None) -> list[int]:
+        v = self.get(obj, key, where)
+        name = f"{where}.{key}"
+        if not isinstance(v, list) or any(isinstance(e, bool) or not isinstance(e, int) for e in v):
+            raise self.fail(f"manifest field {name}={v!r} must be a list of integers")
+        if n is not None and len(v) != n:
+            raise self.fail(f"manifest field {name} has {len(v)} entries; the schedule needs {n}")
+        return v
+
+    def bool_(self, obj: Any, key: str, where: str) -> bool:
+        v = self.get(obj, key, where)
+        if not isinstance(v, bool):
+            raise self.fail(f"manifest field {where}.{key}={v!r} must be true or false")
+        return v
+
+
+def _open(data: bytes, r: _Reader) -> tuple[dict, bytes]:
+    """The manifest and the payload of an artifact's bytes (container-level checks)."""
+    if not data:
+        raise r.fail("is empty (0 bytes); it is not a ttforge artifact (write one with save_artifact)")
+    if data[:4] != b"PK\x03\x04":
+        raise r.fail("is not a ttforge artifact (no ZIP signature); give a .ttfa file written by save_artifact")
+    try:
+        z = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+        raise r.fail(f"is truncated or damaged ({len(data)} bytes; {e}); re-copy it") from None
+    with z:
+        names = z.namelist()
+        if MANIFEST not in names:
+            raise r.fail(f"is not a ttforge artifact (no {MANIFEST} member); give a .ttfa file written by save_artifact")
+
+        def read(name: str) -> bytes:
+            try:
+                return z.read(name)
+            except zipfile.BadZipFile as e:
+                raise r.fail(f"is corrupt: member {name} fails its ZIP check ({e}); re-copy it") from None
+            except (OSError, EOFError, ValueError, NotImplementedError) as e:
+                raise r.fail(f"is damaged: member {name} cannot be read ({type(e).__name__}: {e}); re-copy it") from None
+
+        try:
+            manifest = json.loads(read(MANIFEST).decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise r.fail(f"has an unreadable {MANIFEST} ({e}); it is damaged or not from ttforge") from None
+        if not isinstance(manifest, dict) or manifest.get("format") != ARTIFACT_FORMAT:
+            raise r.fail(f"is not a ttforge artifact ({MANIFEST} lacks format={ARTIFACT_FORMAT!r})")
+        version = manifest.get("format_version")
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise r.fail(f"has an unknown format_version {version!r}; it is damaged")
+        if version > ARTIFACT_FORMAT_VERSION:
+            raise r.fail(
+                f"has format_version {version}, written by a newer ttforge (this one reads "
+                f"{ARTIFACT_FORMAT_VERSION}); upgrade ttforge"
+            )
+        member = r.get(r.get(manifest, "payload", ""), "member", "payload")
+        if member != PAYLOAD or PAYLOAD not in names:
+            raise r.fail(f"has no {PAYLOAD} payload member; it is damaged")
+        payload = read(PAYLOAD)
+    return manifest, payload
+
+
+def _check_arithmetic(manifest: dict, r: _Reader) -> None:
+    ar = r.get(manifest, "arithmetic", "")
+    version = r.int_(ar, "version", "arithmetic")
+    if version != ARITHMETIC_SPEC_VERSION:
+        hint = "upgrade ttforge" if version > ARITHMETIC_SPEC_VERSION else "it is damaged"
+        raise r.fail(f"follows arithmetic spec version {version}; this ttforge implements "
+                     f"{ARITHMETIC_SPEC_VERSION}; {hint}")
+    for key, want in (("rounding", ROUNDING), ("overflow", "saturate"), ("weights", "narrow")):
+        got = r.get(ar, key, "arithmetic")
+        if got != want:
+            raise r.fail(f"manifest field arithmetic.{key}={got!r}; this ttforge only executes {want!r}")
+
+
+def _tensors(manifest: dict, payload: bytes, r: _Reader) -> dict[str, np.ndarray]:
+    info = r.get(manifest, "payload", "")
+    if r.get(info, "byte_order", "payload") != "little":
+        raise r.fail("manifest field payload.byte_order must be 'little'")
+    nbytes = r.int_(info, "nbytes", "payload", 0)
+    if len(payload) != nbytes:
+        raise r.fail(f"payload {PAYLOAD} has {len(payload)} bytes, the manifest says {nbytes}; "
+                     f"it is truncated or damaged, re-copy it")
+    if hashlib.sha256(payload).hexdigest() != r.get(info, "sha256", "payload"):
+        raise r.fail(f"is corrupt: payload sha256 mismatch in {PAYLOAD}; re-copy it or re-export it")
+    table = r.get(manifest, "tensors", "")
+    if not isinstance(table, list):
+        raise r.fail("manifest field tensors must be a list")
+    out: dict[str, np.ndarray] = {}
+    for j, t in enumerate(table):
+        where = f"tensors[{j}]"
+        name = r.get(t, "name", where)
+        if not isinstance(name, str) or name in out:
+            raise r.fail(f"manifest field {where}.name={name!r} must be a unique string")
+        dtype = r.get(t, "dtype", where)
+        if dtype not in _DTYPES:
+            raise r.fail(f"tensor {name} has dtype {dtype!r}; artifact tensors hold integers "
+                         f"({', '.join(_DTYPES)}), never non-integer values")
+        shape = r.ints(t, "shape", where)
+        if any(s < 0 for s in shape):
+            raise r.fail(f"tensor {name} has a negative size in shape {shape}")
+        offset = r.int_(t, "offset", where, 0)
+        size = r.int_(t, "nbytes", where, 0)
+        itemsize = _DTYPES[dtype] // 8
+        if size != math.prod(shape) * itemsize:
+            raise r.fail(f"tensor {name} has {size} bytes but shape {shape} of {dtype} needs "
+                         f"{math.prod(shape) * itemsize}")
+        if offset + size > len(payload):
+            raise r.fail(f"tensor {name} ends at byte {offset + size}, past the {len(payload)}-byte payload")
+        raw = payload[offset:offset + size]
+        if hashlib.sha256(raw).hexdigest() != r.get(t, "sha256", where):
+            raise r.fail(f"is corrupt: tensor {name} fails its sha256 check; re-copy it or re-export it")
+        out[name] = np.frombuffer(raw, dtype="<i" + str(itemsize)).reshape(shape).astype(np.int64)
+    return out
+
+
+def _layer(i: int, d: dict, tensors: dict[str, np.ndarray], r: _Reader) -> IntLayer:
+    w = f"layers[{i}]"
+    try:
+        sched = ContractionSchedule.from_dict(r.get(d, "schedule", w))
+    except TTForgeError as e:
+        raise r.fail(f"{w}.schedule: {e}") from None
+    except (TypeError, ValueError) as e:
+        raise r.fail(f"{w}.schedule is malformed ({e})") from None
+    shape = sched.shape
+    kind = r.get(d, "kind", w)
+    if kind != ("dense" if shape.d == 1 else "tt"):
+        raise r.fail(f"{w}.kind={kind!r} but its schedule has {shape.d} cores "
+                     f"(dense is exactly 1 core, tt more)")
+    bits = {k: r.int_(d, k, w, 2, hi) for k, hi in
+            (("w_bits", 8), ("in_bits", 32), ("inter_bits", 32), ("out_bits", 32), ("acc_bits", 64))}
+    in_f = r.int_(d, "in_features", w, 1)
+    out_f = r.int_(d, "out_features", w, 1)
+    in_exp = r.int_(d, "in_exp", w)
+    core_exps = r.ints(d, "core_exps", w, shape.d)
+    step_exps = r.ints(d, "step_exps", w, shape.d)
+    relu = r.bool_(d, "relu", w)
+    has_bias = r.bool_(d, "has_bias", w)
+    names = r.get(d, "cores", w)
+    if not isinstance(names, list) or len(names) != shape.d:
+        raise r.fail(f"{w}.cores must list {shape.d} tensor names (one per core)")
+    lo, hi = int_range(bits["w_bits"], narrow=True)
+    cores = []
+    for k, (name, want) in enumerate(zip(names, shape.core_shapes)):
+        if name not in tensors:
+            raise r.fail(f"{w}.cores[{k}] names tensor {name!r}, which the tensor table lacks")
+        g = tensors[name]
+        if tuple(g.shape) != want:
+            raise r.fail(f"{w} core {k} ({name}) has shape {list(g.shape)} but the schedule "
+                         f"needs {list(want)} (r, m, n, r')")
+        if g.size and (g.min() < lo or g.max() > hi):
+            raise r.fail(f"{w} core {k} ({name}) has values in [{g.min()}, {g.max()}], outside the "
+                         f"{bits['w_bits']}-bit narrow range [{lo}, {hi}]")
+        cores.append(g)
+    bias = None
+    bias_name = r.get(d, "bias", w)
+    if has_bias != (bias_name is not None):
+        raise r.fail(f"{w}.has_bias={has_bias} disagrees with {w}.bias={bias_name!r}")
+    if has_bias:
+        if bias_name not in tensors:
+            raise r.fail(f"{w}.bias names tensor {bias_name!r}, which the tensor table lacks")
+        bias = tensors[bias_name]
+        if tuple(bias.shape) != (out_f,):
+            raise r.fail(f"{w} bias ({bias_name}) has shape {list(bias.shape)}; expected [{out_f}]")
+        bhi = (1 << (bits["acc_bits"] - 1)) - 1
+        blo = -bhi - 1
+        if bias.size and (bias.min() < blo or bias.max() > bhi):
+            raise r.fail(f"{w} bias ({bias_name}) leaves the {bits['acc_bits']}-bit accumulator range")
+    try:
+        layer = IntLayer(in_features=in_f, out_features=out_f, schedule=sched, cores=tuple(cores),
+                         core_exps=tuple(core_exps), w_bits=bits["w_bits"], in_bits=bits["in_bits"],
+                         in_exp=in_exp, inter_bits=bits["inter_bits"], out_bits=bits["out_bits"],
+                         step_exps=tuple(step_exps), acc_bits=bits["acc_bits"], bias=bias, relu=relu)
+    except TTForgeError as e:
+        raise r.fail(f"{w}: {e}") from None
+    for key, derived in (("acc_exps", _acc_exps(layer)), ("shifts", list(layer.shifts()))):
+        stored = r.ints(d, key, w, shape.d)
+        if stored != derived:
+            raise r.fail(f"{w}.{key}={stored} do not match the exponents (they give {derived}); "
+                         f"the artifact is inconsistent, re-export it")
+    return layer
+
+
+def loads_artifact(data: bytes, source: str = "<bytes>") -> IntNetwork:
+    """Parse and verify an artifact's bytes; ``source`` names it in error messages."""
+    r = _Reader(source)
+    manifest, payload = _open(bytes(data), r)
+    _check_arithmetic(manifest, r)
+    tensors = _tensors(manifest, payload, r)
+    layers_d = r.get(manifest, "layers", "")
+    if not isinstance(layers_d, list) or not layers_d:
+        raise r.fail("manifest field layers must be a non-empty list")
+    layers = tuple(_layer(i, d, tensors, r) for i, d in enumerate(layers_d))
+    meta = r.get(manifest, "meta", "")
+    if not isinstance(meta, dict):
+        raise r.fail("manifest field meta must be a JSON object")
+    try:
+        net = IntNetwork(layers, meta=meta)
+    except TTForgeError as e:
+        raise r.fail(f"layers do not chain: {e}") from None
+    first, last = layers[0], layers[-1]
+    for key, want in (("input", {"features": first.in_features, "bits": first.in_bits, "exp": first.in_exp}),
+                      ("output", {"features": last.out_features, "bits": last.out_bits, "exp": last.out_exp})):
+        got = r.get(manifest, key, "")
+        if got != want:
+            raise r.fail(f"manifest field {key}={got!r} disagrees with the layers ({want}); re-export it")
+    return net
+
+
+def load_artifact(path: str | os.PathLike) -> IntNetwork:
+    """Read and verify an artifact file; its meta is in the returned network's ``meta``.
+
+    Every problem (not an artifact, newer format, checksum mismatch, truncation,
+    out-of-range values, inconsistent shapes or shifts, layers that do not chain) is
+    one line, an :class:`~ttforge.errors.ArtifactError`.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ArtifactError(f"{path} is a directory; give the artifact file (e.g. model.ttfa)")
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ArtifactError(f"{path} does not exist; give the path of a ttforge artifact (.ttfa)") from None
+    except OSError as e:
+        raise ArtifactError(f"{path} cannot be read ({e.strerror})") from None
+    return loads_artifact(data, str(path))
+
+
+# ---------------------------------------------------------------------------------------
+# on-chip memory
+# ---------------------------------------------------------------------------------------
+def _bytes(elements: int, bits: int) -> int:
+    return -(-elements * bits // 8)
+
+
+def _layer_bytes(layer: IntLayer) -> dict[str, Any]:
+    core_bytes = [_bytes(g.size, layer.w_bits) for g in layer.cores]
+    bias_bytes = _bytes(layer.out_features, layer.acc_bits) if layer.bias is not None else 0
+    inter = [_bytes(layer.schedule.shape.in_size, layer.in_bits)]
+    inter += [_bytes(s.out_elements, layer.step_out_bits(t)) for t, s in enumerate(layer.schedule.steps)]
+    peak = max(inter)
+    dense = layer.in_features * layer.out_features
+    total = sum(core_bytes) + bias_bytes + peak
+    return {
+        "params": int(sum(g.size for g in layer.cores) + (layer.out_features if layer.bias is not None else 0)),
+        "core_bytes": sum(core_bytes),
+        "core_bytes_each": core_bytes,
+        "bias_bytes": bias_bytes,
+        "intermediate_bytes": inter,
+        "peak_intermediate_bytes": peak,
+        "on_chip_bytes": total,
+        "dense_int8_bytes": dense,
+        "ratio": total / dense,
+    }
+
+
+def on_chip_bytes(net: IntNetwork) -> dict[str, Any]:
+    """On-chip memory of every layer and of the network, per sample, in bytes.
+
+    Per layer: ``core_bytes`` (each core bit-packed, ``ceil(entries * w_bits / 8)``,
+    summed), ``bias_bytes`` (``ceil(out_features * acc_bits / 8)``),
+    ``intermediate_bytes`` (the padded input at ``in_bits``, then each step's output at
+    its width), ``peak_intermediate_bytes`` (their maximum), ``on_chip_bytes`` (cores +
+    bias + peak), ``dense_int8_bytes`` (``in_features * out_features``, the dense INT8
+    weight) and ``ratio`` (on-chip / dense). ``total`` sums cores, biases and dense
+    weights over the layers and takes the largest peak (one intermediate buffer is
+    reused by every layer).
+    """
+    layers = [_layer_bytes(layer) for layer in net.layers]
+    cores = sum(d["core_bytes"] for d in layers)
+    bias = sum(d["bias_bytes"] for d in layers)
+    peak = max(d["peak_intermediate_bytes"] for d in layers)
+    dense = sum(d["dense_int8_bytes"] for d in layers)
+    total = {
+        "params": sum(d["params"] for d in layers),
+        "core_bytes": cores,
+        "bias_bytes": bias,
+        "peak_intermediate_bytes": peak,
+        "on_chip_bytes": cores + bias + peak,
+        "dense_int8_bytes": dense,
+        "ratio": (cores + bias + peak) / dense,
+    }
+    return {"layers": layers, "total": total}
+
+
+# ---------------------------------------------------------------------------------------
+# ttforge inspect
+# ---------------------------------------------------------------------------------------
+def _layer_summary(layer: IntLayer) -> dict[str, Any]:
+    s = layer.schedule
+    return {
+        "kind": _layer_kind(layer),
+        "in_features": layer.in_features,
+        "out_features": layer.out_features,
+        "out_modes": list(s.shape.out_modes),
+        "in_modes": list(s.shape.in_modes),
+        "ranks": list(s.shape.ranks),
+        "order": list(s.order),
+        "w_bits": layer.w_bits,
+        "in_bits": layer.in_bits,
+        "inter_bits": layer.inter_bits,
+        "out_bits": layer.out_bits,
+        "acc_bits": layer.acc_bits,
+        "in_exp": layer.in_exp,
+        "core_exps": list(layer.core_exps),
+        "step_exps": list(layer.step_exps),
+        "shifts": list(layer.shifts()),
+        "relu": layer.relu,
+        "has_bias": layer.bias is not None,
+        "macs": sum(st.macs for st in s.steps),
+    }
+
+
+def inspect_artifact(path: str | os.PathLike) -> dict[str, Any]:
+    """What ``ttforge inspect --json`` prints: layers, widths, exponents and memory."""
+    net = load_artifact(path)
+    mem = on_chip_bytes(net)
+    layers = [{**_layer_summary(layer), **b} for layer, b in zip(net.layers, mem["layers"])]
+    return {
+        "artifact": str(path),
+        "format": ARTIFACT_FORMAT,
+        "format_version": ARTIFACT_FORMAT_VERSION,
+        "arithmetic_version": ARITHMETIC_SPEC_VERSION,
+        "rounding": ROUNDING,
+        "meta": net.meta,
+        "layers": layers,
+        "total": mem["total"],
+    }
+
+
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("artifact", metavar="ARTIFACT", help="a .ttfa file written by save_artifact")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of tables")
+
+
+def _fmt_list(v: list[int]) -> str:
+    return ",".join(str(x) for x in v)
+
+
+def _run(args: argparse.Namespace) -> int:
+    info = inspect_artifact(args.artifact)
+    if args.json:
+        print(_dump_json(info))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    layers = info["layers"]
+    console.print(f"[bold]{args.artifact}[/]: {info['format']} v{info['format_version']}, "
+                  f"arithmetic spec v{info['arithmetic_version']}, rounding {info['rounding']}, "
+                  f"{len(layers)} layers", highlight=False)
+    if info["meta"]:
+        console.print("meta: " + ", ".join(f"{k}={v}" for k, v in info["meta"].items()), highlight=False)
+
+    def table(title: str, cols: tuple[str, ...], first_width: int = 1) -> Table:
+        t = Table(title=title, title_justify="left")
+        for col in cols:
+            t.add_column(col, min_width=first_width if col == "#" else None, 
+                         justify="left" if col in ("kind", "order") else "right", no_wrap=True)
+        return t
+
+    shape = table("Layers", ("#", "kind", "in->out", "m\n(out)", "n\n(in)", "ranks", "order", "MACs",
+                             "relu", "bias"))
+    arith = table("Arithmetic", ("#", "bits\nw/act/inter/acc", "in\nexp", "core\nexps", "step\nexps",
+                                 "shifts"))
+    for i, L in enumerate(layers):
+        act = f"{L['out_bits']}" if L["in_bits"] == L["out_bits"] else f"{L['in_bits']}->{L['out_bits']}"
+        shape.add_row(str(i), L["kind"], f"{L['in_features']}->{L['out_features']}",
+                      _fmt_list(L["out_modes"]), _fmt_list(L["in_modes"]), _fmt_list(L["ranks"]),
+                      _fmt_list(L["order"]), f"{L['macs']:,}", "yes" if L["relu"] else "no",
+                      "yes" if L["has_bias"] else "no")
+        arith.add_row(str(i), f"{L['w_bits']}/{act}/{L['inter_bits']}/{L['acc_bits']}", str(L["in_exp"]),
+                      _fmt_list(L["core_exps"]), _fmt_list(L["step_exps"]), _fmt_list(L["shifts"]))
+    mem = table("On-chip bytes per sample (cores bit-packed; peak intermediate incl. input)",
+                ("#", "params", "cores", "bias", "peak\ninter.", "on-chip", "dense\nINT8", "ratio", "saving"), 5)
+
+    def row(name: str, d: dict, end_section: bool = False) -> None:
+        mem.add_row(name, f"{d['params']:,}", f"{d['core_bytes']:,}", f"{d['bias_bytes']:,}",
+                    f"{d['peak_intermediate_bytes']:,}", f"{d['on_chip_bytes']:,}",
+                    f"{d['dense_int8_bytes']:,}", f"{d['ratio']:.3f}", f"{1 / d['ratio']:.1f}x",
+                    end_section=end_section)
+
+    for i, L in enumerate(layers):
+        row(str(i), L, end_section=i == len(layers) - 1)
+    row("total", info["total"])
+    for t in (shape, arith, mem):
+        console.print(t)
+    return 0
+
+
+def inspect_cli_spec():
+    return ("Show the layers, shapes, ranks, bit widths and on-chip bytes of a compiled artifact.",
+            _add_arguments, _run)
