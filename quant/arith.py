@@ -13,6 +13,7 @@ import numpy as np
 from ttforge.errors import ConfigError
 
 __all__ = [
+    "ARITHMETIC_SPEC_VERSION",
     "ROUNDING",
     "int_range",
     "saturate",
@@ -21,6 +22,9 @@ __all__ = [
     "acc_bits_needed",
     "exponent_for_max",
 ]
+
+#: Version of docs/arithmetic.md these primitives implement (artifacts record it).
+ARITHMETIC_SPEC_VERSION = 1
 
 #: Rounding mode, named as in the QONNX rounding table.
 ROUNDING = "HALF_UP"

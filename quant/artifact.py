@@ -38,7 +38,7 @@ import numpy as np
 from ttforge import __version__
 from ttforge.errors import ArtifactError, TTForgeError
 from ttforge.model.schedule import ContractionSchedule
-from ttforge.quant.arith import ROUNDING, int_range
+from ttforge.quant.arith import ARITHMETIC_SPEC_VERSION, ROUNDING, int_range
 from ttforge.quant.executor import IntLayer, IntNetwork
 
 __all__ = [
@@ -57,7 +57,6 @@ ARTIFACT_FORMAT = "ttforge-artifact"
 #: Version of the container and manifest layout; bumped on any change a reader must know.
 ARTIFACT_FORMAT_VERSION = 1
 #: Version of ``docs/arithmetic.md`` the stored network follows.
-ARITHMETIC_SPEC_VERSION = 1
 
 MANIFEST = "manifest.json"
 PAYLOAD = "tensors.bin"

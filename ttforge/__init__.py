@@ -1,6 +1,13 @@
 """ttforge: tensor-train networks, bit-exact from PyTorch to small-FPGA hardware."""
 
-from ttforge.errors import CheckpointError, ConfigError, DataError, ShapeError, TTForgeError
+from ttforge.errors import (
+    ArtifactError,
+    CheckpointError,
+    ConfigError,
+    DataError,
+    ShapeError,
+    TTForgeError,
+)
 
 __version__ = "0.1.0"
 
@@ -11,4 +18,5 @@ __all__ = [
     "ShapeError",
     "DataError",
     "CheckpointError",
+    "ArtifactError",
 ]
