@@ -35,22 +35,64 @@ def _modes(name: str, features: int, modes: Sequence[int] | None, d: int) -> tup
     return modes
 
 
+# Largest intermediate (elements) one batch chunk may produce in apply_schedule: 2**20
+# float32 values = 4 MiB, so the running intermediates stay cache-resident and come
+# from the allocator's heap instead of fresh, page-faulting mmap'd blocks.
+_CHUNK_ELEMENTS = 1 << 20
+
+
+class _TransposeCopy(torch.autograd.Function):
+    """``t.t().contiguous()`` whose gradient is made contiguous the same way.
+
+    A plain ``.T.contiguous()`` hands a transposed (non-contiguous) gradient back to
+    the last matrix product, which drives ``torch.bmm`` onto a slow per-matrix path.
+    """
+
+    @staticmethod
+    def forward(ctx, t: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return t.t().contiguous()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return _TransposeCopy.apply(grad)
+
+
 def apply_schedule(
     x: torch.Tensor, cores: Sequence[torch.Tensor], schedule: ContractionSchedule
 ) -> torch.Tensor:
     """Apply a TT-matrix to ``x`` of shape ``(B, N)`` following ``schedule``; returns ``(B, M)``.
 
-    Each step is one reshape of the intermediate to ``(B*A, K, Q)`` and one matrix
-    product with the step's ``(P, K)`` core matrix; nothing is transposed.
+    Each step multiplies the intermediate, viewed per sample as ``(A, K, Q)``, by the
+    step's ``(P, K)`` core matrix ``C`` (``out[a, p, q] = sum_k C[p, k] x[a, k, q]``);
+    the steps, their order and their reshapes are exactly the schedule's.
+
+    Memory layout (a speed choice, invisible to callers): the intermediate is held
+    with the batch as its innermost axis, ``(A, K, Q * B)``, so a step is one matrix
+    product ``C @ X`` when ``A == 1`` and otherwise one batched product over ``A``
+    with ``C`` shared (stride 0); nothing is transposed between steps, only the input
+    and the output once. Large batches are processed in chunks whose intermediates
+    hold at most ``2**20`` elements.
     """
     batch = x.shape[0]
-    for step in schedule.steps:
-        C = cores[step.core].permute(*step.core_axes).reshape(step.P, step.K)
-        if step.Q == 1:
-            x = x.reshape(batch * step.A, step.K) @ C.T
-        else:
-            x = torch.matmul(C, x.reshape(batch * step.A, step.K, step.Q))
-    return x.reshape(batch, schedule.shape.out_size)
+    steps = schedule.steps
+    mats = [cores[s.core].permute(*s.core_axes).reshape(s.P, s.K) for s in steps]
+    per_sample = max([schedule.shape.in_size] + [s.out_elements for s in steps])
+    chunk = max(1, _CHUNK_ELEMENTS // per_sample)
+    outs = []
+    for lo in range(0, batch, chunk) if batch else [0]:
+        xc = x[lo : lo + chunk] if chunk < batch else x
+        b = xc.shape[0]
+        t = _TransposeCopy.apply(xc)  # (N, b): batch innermost
+        for step, C in zip(steps, mats):
+            cols = step.Q * b
+            if step.A == 1:
+                t = C @ t.reshape(step.K, cols)
+            elif cols == 1:
+                t = t.reshape(step.A, step.K) @ C.T
+            else:
+                t = torch.bmm(C.expand(step.A, step.P, step.K), t.reshape(step.A, step.K, cols))
+        outs.append(_TransposeCopy.apply(t.reshape(schedule.shape.out_size, b)))
+    return outs[0] if len(outs) == 1 else torch.cat(outs)
 
 
 class TTLinear(nn.Module):

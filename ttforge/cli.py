@@ -24,6 +24,7 @@ SUBCOMMANDS: dict[str, str] = {
     "inspect": "ttforge.quant.artifact:inspect_cli_spec",
     "train": "ttforge.model.train:cli_spec",
     "decompose": "ttforge.model.train:decompose_cli_spec",
+    "export-onnx": "ttforge.model.onnx_export:cli_spec",
 }
 
 

@@ -1,0 +1,355 @@
+"""ONNX export of float TT networks, with the TT structure kept.
+
+The graph is written directly with :mod:`onnx.helper` from each ``TTLinear``'s
+:class:`~ttforge.model.schedule.ContractionSchedule` (no ``torch.onnx`` tracing), so
+the exported model performs exactly the steps the PyTorch layer performs:
+
+* input ``input``: ``float32 (batch, in_features)`` with a symbolic ``batch``
+  dimension (or ``(batch, *input_shape)`` when the network starts with ``Flatten``);
+* per ``TTLinear``: ``Pad`` with zeros when the TT input size exceeds
+  ``in_features``; per contraction step one ``Reshape`` of the intermediate to
+  ``(-1, K)`` (when ``Q == 1``) or ``(-1, K, Q)`` and one ``MatMul`` with the step's
+  constant core matrix (``X @ C^T`` with ``C^T`` stored as ``(K, P)``, or the
+  broadcast ``C @ X`` with ``C`` stored as ``(P, K)``); a final ``Reshape`` to
+  ``(-1, M)``, a ``Slice`` when the TT output size exceeds ``out_features``, and an
+  ``Add`` of the bias. One ``MatMul`` per core, never a reconstructed dense matrix;
+* ``nn.Linear`` -> ``Gemm`` (``transB=1``); ``nn.ReLU`` -> ``Relu``;
+  ``nn.Flatten`` -> ``Flatten(axis=1)``.
+
+Weights are exported as float32 (the network is evaluated in float32 by ONNX
+runtimes; a float64 model is cast). The default opset is :data:`DEFAULT_OPSET` (17);
+any opset from :data:`MIN_OPSET` (13) to the newest the installed ``onnx`` knows can
+be asked for. The opset, the ttforge version and a JSON description of the layers
+(modes, ranks, contraction order) are stored in the model's metadata.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ttforge import __version__
+from ttforge.errors import ConfigError, ShapeError
+from ttforge.model.layers import TTLinear
+
+__all__ = [
+    "DEFAULT_OPSET",
+    "MIN_OPSET",
+    "build_onnx",
+    "export_onnx",
+    "check_onnx",
+    "cli_spec",
+]
+
+DEFAULT_OPSET = 17
+MIN_OPSET = 13  # Pad/Slice/Reshape take their parameters as inputs; Gemm's C is optional
+SUPPORTED = "nn.Flatten, TTLinear, nn.Linear and nn.ReLU"
+
+
+def _max_opset() -> int:
+    import onnx
+
+    return int(onnx.defs.onnx_opset_version())
+
+
+def _check_opset(opset: Any) -> int:
+    top = _max_opset()
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= top:
+        raise ConfigError(
+            f"opset={opset!r} is not supported; use an opset from {MIN_OPSET} to {top} "
+            f"(default {DEFAULT_OPSET})"
+        )
+    return opset
+
+
+def _layers(model: nn.Module) -> list[nn.Module]:
+    if not isinstance(model, nn.Sequential):
+        raise ConfigError(
+            f"export_onnx takes an nn.Sequential of {SUPPORTED}, not {type(model).__name__}; "
+            f"wrap the layers in nn.Sequential"
+        )
+    layers: list[nn.Module] = []
+    for m in model:
+        layers.extend(_layers(m) if isinstance(m, nn.Sequential) else [m])
+    if not layers:
+        raise ConfigError("the model is an empty nn.Sequential; there is nothing to export")
+    for i, m in enumerate(layers):
+        if isinstance(m, nn.Flatten):
+            if m.start_dim != 1 or m.end_dim != -1:
+                raise ConfigError(
+                    f"layer {i} nn.Flatten(start_dim={m.start_dim}, end_dim={m.end_dim}) is not "
+                    f"supported; only nn.Flatten() (start_dim=1, end_dim=-1) exports to ONNX"
+                )
+        elif not isinstance(m, (TTLinear, nn.Linear, nn.ReLU)):
+            raise ConfigError(
+                f"layer {i} ({type(m).__name__}) cannot be exported to ONNX: supported modules "
+                f"are {SUPPORTED}; remove or replace it"
+            )
+    return layers
+
+
+class _Graph:
+    """Collects nodes and initializers with unique names."""
+
+    def __init__(self) -> None:
+        self.nodes: list = []
+        self.inits: list = []
+        self._names: set[str] = set()
+
+    def name(self, base: str) -> str:
+        name, k = base, 1
+        while name in self._names:
+            name, k = f"{base}_{k}", k + 1
+        self._names.add(name)
+        return name
+
+    def const(self, base: str, array: np.ndarray) -> str:
+        from onnx import numpy_helper
+
+        name = self.name(base)
+        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        return name
+
+    def ints(self, base: str, values: Sequence[int]) -> str:
+        return self.const(base, np.asarray(list(values), dtype=np.int64))
+
+    def node(self, op: str, inputs: Sequence[str], base: str, **attrs: Any) -> str:
+        from onnx import helper
+
+        out = self.name(base)
+        self.nodes.append(helper.make_node(op, list(inputs), [out], name=out, **attrs))
+        return out
+
+
+def _f32(t: torch.Tensor) -> np.ndarray:
+    return t.detach().to(device="cpu", dtype=torch.float32).numpy()
+
+
+def _tt_layer(g: _Graph, x: str, layer: TTLinear, prefix: str) -> str:
+    shape = layer.tt_shape
+    pad = shape.in_size - layer.in_features
+    if pad:
+        x = g.node("Pad", [x, g.ints(f"{prefix}_pads", [0, 0, 0, pad])], f"{prefix}_pad",
+                   mode="constant")
+    for i, step in enumerate(layer.schedule.steps):
+        core = layer.cores[step.core].detach()
+        C = core.permute(*step.core_axes).reshape(step.P, step.K)
+        s = f"{prefix}_step{i}_core{step.core}"
+        if step.Q == 1:
+            x = g.node("Reshape", [x, g.ints(f"{s}_shape", [-1, step.K])], f"{s}_reshape")
+            x = g.node("MatMul", [x, g.const(f"{s}_CT", _f32(C.T))], f"{s}_matmul")
+        else:
+            x = g.node("Reshape", [x, g.ints(f"{s}_shape", [-1, step.K, step.Q])], f"{s}_reshape")
+            x = g.node("MatMul", [g.const(f"{s}_C", _f32(C)), x], f"{s}_matmul")
+    x = g.node("Reshape", [x, g.ints(f"{prefix}_out_shape", [-1, shape.out_size])],
+               f"{prefix}_out")
+    if shape.out_size != layer.out_features:
+        x = g.node("Slice", [x, g.ints(f"{prefix}_starts", [0]),
+                             g.ints(f"{prefix}_ends", [layer.out_features]),
+                             g.ints(f"{prefix}_axes", [1])], f"{prefix}_slice")
+    if layer.bias is not None:
+        x = g.node("Add", [x, g.const(f"{prefix}_bias", _f32(layer.bias))], f"{prefix}_bias_add")
+    return x
+
+
+def _describe(layers: list[nn.Module]) -> list[dict[str, Any]]:
+    rows = []
+    for m in layers:
+        if isinstance(m, TTLinear):
+            rows.append({"type": "TTLinear", "in_features": m.in_features,
+                         "out_features": m.out_features, "in_modes": list(m.in_modes),
+                         "out_modes": list(m.out_modes), "ranks": list(m.ranks),
+                         "order": list(m.schedule.order), "bias": m.bias is not None})
+        elif isinstance(m, nn.Linear):
+            rows.append({"type": "Linear", "in_features": m.in_features,
+                         "out_features": m.out_features, "bias": m.bias is not None})
+        else:
+            rows.append({"type": type(m).__name__})
+    return rows
+
+
+def build_onnx(
+    model: nn.Sequential,
+    opset: int = DEFAULT_OPSET,
+    input_shape: Sequence[int] | None = None,
+):
+    """The :class:`onnx.ModelProto` of ``model`` (checked with ``onnx.checker``).
+
+    ``input_shape`` is the shape of one sample (without the batch dimension); by default
+    ``(in_features,)`` of the first linear layer.
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    opset = _check_opset(opset)
+    layers = _layers(model)
+    linears = [m for m in layers if isinstance(m, (TTLinear, nn.Linear))]
+    if not linears:
+        raise ConfigError(f"the model has no TTLinear or nn.Linear layer; export needs at least one")
+    n_in = linears[0].in_features
+    if input_shape is None:
+        input_shape = (n_in,)
+    input_shape = tuple(input_shape)
+    if not input_shape or any(isinstance(s, bool) or not isinstance(s, int) or s < 1
+                              for s in input_shape):
+        raise ShapeError(f"input_shape={list(input_shape)} must be a non-empty list of positive sizes")
+    if len(input_shape) > 1 and not isinstance(layers[0], nn.Flatten):
+        raise ShapeError(
+            f"input_shape={list(input_shape)} has {len(input_shape)} axes but the model does not "
+            f"start with nn.Flatten; give a flat input_shape ({n_in},)"
+        )
+    if math.prod(input_shape) != n_in:
+        raise ShapeError(
+            f"input_shape={list(input_shape)} has {math.prod(input_shape)} values per sample but "
+            f"the first layer takes {n_in} features; give an input_shape whose product is {n_in}"
+        )
+
+    g = _Graph()
+    x = g.name("input")
+    features = n_in
+    for i, m in enumerate(layers):
+        if isinstance(m, (TTLinear, nn.Linear)) and m.in_features != features:
+            raise ShapeError(
+                f"layer {i} ({type(m).__name__}) takes {m.in_features} features but receives "
+                f"{features}; fix the layer sizes of the network"
+            )
+        prefix = f"l{i}"
+        if isinstance(m, nn.Flatten):
+            x = g.node("Flatten", [x], f"{prefix}_flatten", axis=1)
+        elif isinstance(m, nn.ReLU):
+            x = g.node("Relu", [x], f"{prefix}_relu")
+        elif isinstance(m, TTLinear):
+            x = _tt_layer(g, x, m, f"{prefix}_tt")
+            features = m.out_features
+        else:  # nn.Linear
+            inputs = [x, g.const(f"{prefix}_weight", _f32(m.weight))]
+            if m.bias is not None:
+                inputs.append(g.const(f"{prefix}_bias", _f32(m.bias)))
+            x = g.node("Gemm", inputs, f"{prefix}_gemm", transB=1)
+            features = m.out_features
+    # the graph output gets a fixed name: rename the last node's output
+    last = g.nodes[-1]
+    last.output[0] = "output"
+
+    graph = helper.make_graph(
+        g.nodes,
+        "ttforge",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", *input_shape])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", features])],
+        initializer=g.inits,
+    )
+    opsets = [helper.make_opsetid("", opset)]
+    proto = helper.make_model(
+        graph,
+        opset_imports=opsets,
+        producer_name="ttforge",
+        producer_version=__version__,
+        doc_string="ttforge TT network; TT layers as one Reshape + MatMul per core",
+    )
+    proto.ir_version = helper.find_min_ir_version_for(opsets)
+    helper.set_model_props(proto, {
+        "ttforge.version": __version__,
+        "ttforge.opset": str(opset),
+        "ttforge.layers": json.dumps(_describe(layers)),
+    })
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
+
+
+def export_onnx(
+    model: nn.Sequential,
+    path: str | os.PathLike,
+    opset: int = DEFAULT_OPSET,
+    input_shape: Sequence[int] | None = None,
+) -> Path:
+    """Write ``model`` (an ``nn.Sequential`` of Flatten / TTLinear / Linear / ReLU) to
+    ``path`` as ONNX, atomically (temporary file + rename). Returns the path.
+
+    See the module documentation for the graph; the model itself is not modified.
+    """
+    from ttforge.model.checkpoint import atomic_write_bytes
+
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"output {path} is a directory; give a file name such as {path}/model.onnx")
+    proto = build_onnx(model, opset=opset, input_shape=input_shape)
+    return atomic_write_bytes(path, proto.SerializeToString())
+
+
+def check_onnx(
+    model: nn.Module,
+    path: str | os.PathLike,
+    batch: int = 37,
+    seed: int = 0,
+    input_shape: Sequence[int] | None = None,
+) -> float:
+    """Run ``path`` with onnxruntime on random inputs; the max absolute difference from
+    ``model`` in float32 eval mode. Needs the ``onnxruntime`` package."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    shape = tuple(input_shape) if input_shape is not None else tuple(inp.shape[1:])
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, *shape, generator=gen)
+    ref_model = model
+    if any(p.dtype != torch.float32 for p in model.parameters()):
+        import copy
+
+        ref_model = copy.deepcopy(model).float()  # never change the caller's model
+    was_training = ref_model.training
+    ref_model.eval()
+    try:
+        with torch.no_grad():
+            ref = ref_model(x)
+    finally:
+        ref_model.train(was_training)
+    got = sess.run(None, {inp.name: x.numpy()})[0]
+    return float(np.max(np.abs(got - ref.detach().numpy()))) if got.size else 0.0
+
+
+# -- command line --------------------------------------------------------------------
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    from ttforge.model.schedule_cli import parse_int_list
+
+    p.add_argument("checkpoint", help="checkpoint of ttforge train / decompose (or its run directory)")
+    p.add_argument("-o", "--output", required=True, help="ONNX file to write, e.g. model.onnx")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+                   help=f"ONNX opset (default {DEFAULT_OPSET}; {MIN_OPSET} or newer)")
+    p.add_argument("--input-shape", type=parse_int_list, default=None,
+                   help="shape of one input sample, e.g. 1,28,28 (default: flat in_features)")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ttforge.model.train import load_trained
+
+    model = load_trained(args.checkpoint).model
+    path = export_onnx(model, args.output, opset=args.opset, input_shape=args.input_shape)
+    n_mm = n_tt = 0
+    for m in _layers(model):
+        if isinstance(m, TTLinear):
+            n_tt += 1
+            n_mm += m.tt_shape.d
+    print(f"wrote {path} (opset {args.opset}; {n_tt} TT layer{'s' * (n_tt != 1)} as "
+          f"{n_mm} MatMul steps)")
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        print("onnxruntime is not installed; skipped the check against PyTorch")
+        return 0
+    err = check_onnx(model, path, input_shape=args.input_shape)
+    print(f"onnxruntime check: max |onnx - pytorch| = {err:.3g} on 37 random inputs")
+    return 0
+
+
+def cli_spec():
+    return ("Export a trained network to ONNX (TT layers kept as Reshape/MatMul chains).",
+            _add_arguments, _run)
