@@ -1,6 +1,7 @@
 """Tensor-train math, layers, schedules and training (``ttforge.model``)."""
 
 from ttforge.model.layers import TTLinear, apply_schedule, default_num_cores
+from ttforge.model.rank_adaptive import RankAdaptivePrior, tt_balance
 from ttforge.model.schedule import (
     ContractionSchedule,
     ContractionStep,
@@ -34,6 +35,8 @@ __all__ = [
     "tt_round",
     "tt_svd",
     "tt_to_dense",
+    "RankAdaptivePrior",
+    "tt_balance",
 ]
 
 # datasets, networks, checkpoints and training
