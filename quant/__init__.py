@@ -31,6 +31,8 @@ from ttforge.quant.qat import (
     fake_quant,
     quantize_model,
 )
+from ttforge.quant.ptq import NotBitExactError, evaluate_quantized, quantize_trained
+from ttforge.quant.diverge import DivergenceReport, find_divergence
 
 __all__ = [
     "ROUNDING",
@@ -57,4 +59,9 @@ __all__ = [
     "save_artifact",
     "load_artifact",
     "on_chip_bytes",
+    "quantize_trained",
+    "evaluate_quantized",
+    "NotBitExactError",
+    "find_divergence",
+    "DivergenceReport",
 ]

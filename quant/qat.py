@@ -136,6 +136,11 @@ class QuantLinear(nn.Module):
         self.register_buffer("in_exp", torch.zeros((), dtype=torch.int64))
         self.register_buffer("core_exps", torch.zeros(d, dtype=torch.int64))
         self.register_buffer("step_exps", torch.zeros(d, dtype=torch.int64))
+        #: Set to a list to record ``(step, acc, out)`` of every step in ``forward``: the
+        #: value before requantization (bias included on the last step) and after it, both
+        #: padded and before ReLU (what :class:`~ttforge.quant.executor.StepTrace` holds,
+        #: times ``2^exp``). Used by :mod:`ttforge.quant.diverge`; ``None`` records nothing.
+        self.trace: list | None = None
 
     @property
     def in_bits(self) -> int:
@@ -176,7 +181,10 @@ class QuantLinear(nn.Module):
             if calibrate:
                 self.step_exps[t] = _choose_exp(x.detach()[:, :out_f] if t == len(steps) - 1 else x.detach(),
                                                 bits, False, calibrate)
+            acc = x
             x = fake_quant(x, bits, int(self.step_exps[t]))
+            if self.trace is not None:
+                self.trace.append((t, acc.detach(), x.detach()))
         x = x[:, :out_f]
         if self.relu:
             x = torch.relu(x)

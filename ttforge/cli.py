@@ -25,6 +25,8 @@ SUBCOMMANDS: dict[str, str] = {
     "train": "ttforge.model.train:cli_spec",
     "decompose": "ttforge.model.train:decompose_cli_spec",
     "export-onnx": "ttforge.model.onnx_export:cli_spec",
+    "quantize": "ttforge.quant.ptq:quantize_cli_spec",
+    "diverge": "ttforge.quant.diverge:diverge_cli_spec",
 }
 
 

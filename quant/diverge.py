@@ -1,0 +1,525 @@
+"""The divergence finder: float -> fake-quant -> integer executor, step by step.
+
+:func:`find_divergence` runs one input batch through three stages of the same network
+and compares consecutive stages after the input quantization and after every
+contraction step of every layer (the schedule's order):
+
+1. **float**: the float layers inside the :class:`~ttforge.quant.qat.QuantNetwork`,
+   in float64, following the same contraction schedule, with nothing quantized;
+2. **fake-quant**: the :class:`~ttforge.quant.qat.QuantNetwork` in eval mode (its
+   per-step values recorded through :attr:`QuantLinear.trace`);
+3. **integer**: :func:`~ttforge.quant.executor.execute_traced` on the
+   :class:`~ttforge.quant.executor.IntNetwork` (e.g. a loaded artifact).
+
+*float vs fake-quant* differ by design (that is the quantization error): for every
+step the report gives the largest absolute error, in real units and in output LSBs
+(``2^step_exp``), and the first element (in sample-major, then element order) whose
+error exceeds ``tolerance_lsb`` LSBs. This comparison is informational.
+
+*fake-quant vs integer* must be exact: the layer formats (widths, exponents, schedule)
+must be the same, and at every step the accumulator (before requantization, bias
+included on the last step) and the requantized output must be equal integers. The
+first difference is reported as layer, step, what (``format``, ``input``, ``acc``,
+``out``), sample, element index within the sample's padded intermediate, expected
+(fake-quant) and got (integer). ``ttforge diverge`` exits 1 when there is one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ttforge.errors import ArtifactError, CheckpointError, ConfigError, DataError, ShapeError
+from ttforge.model.layers import TTLinear
+from ttforge.quant.arith import quantize as quantize_real
+from ttforge.quant.executor import IntLayer, IntNetwork, execute_traced
+from ttforge.quant.qat import LayerQuant, QuantConfig, QuantNetwork, _tt_view, quantize_model
+
+__all__ = ["StepError", "Mismatch", "DivergenceReport", "find_divergence", "quant_network_for",
+           "float_model_of", "diverge_cli_spec"]
+
+
+@dataclass(frozen=True)
+class StepError:
+    """Float vs fake-quant at one step (``step`` is ``-1`` for the input quantization)."""
+
+    layer: int
+    step: int
+    core: int | None
+    exp: int
+    max_abs_err: float
+    max_err_lsb: float
+    n_over: int
+    n_elements: int
+    first_over: tuple[int, int, float, float] | None  # (sample, element, float value, quantized value)
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """The first place where the fake-quant and the integer stage differ."""
+
+    layer: int
+    step: int  # -1: the layer's input / format
+    what: str  # "format", "input", "acc", "out" or "output"
+    sample: int | None
+    element: int | None
+    expected: Any  # fake-quant
+    got: Any  # integer executor
+    n_diff: int = 0
+    n_elements: int = 0
+    detail: str = ""
+
+    def describe(self) -> str:
+        where = f"layer {self.layer}" + (f", step {self.step}" if self.step >= 0 else "")
+        if self.what == "format":
+            return f"{where}: {self.detail}: expected {self.expected} (fake-quant), got {self.got} (integer)"
+        label = {"input": "quantized input", "acc": "accumulator", "out": "requantized output",
+                 "output": "layer output"}[self.what]
+        return (f"{where}{' (' + self.detail + ')' if self.detail else ''}, {label}, sample {self.sample}, "
+                f"element {self.element}: expected {self.expected} (fake-quant), got {self.got} (integer); "
+                f"{self.n_diff} of {self.n_elements} elements differ there")
+
+
+@dataclass
+class DivergenceReport:
+    """What :func:`find_divergence` found."""
+
+    n_samples: int
+    n_steps: int
+    tolerance_lsb: float
+    float_vs_quant: list[StepError] = field(default_factory=list)
+    quant_vs_int: Mismatch | None = None
+    n_saturations: int = 0
+
+    @property
+    def equal(self) -> bool:
+        """Whether the fake-quant and integer stages agree exactly."""
+        return self.quant_vs_int is None
+
+    @property
+    def first_over_tolerance(self) -> StepError | None:
+        return next((s for s in self.float_vs_quant if s.first_over is not None), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "n_samples": self.n_samples,
+            "n_steps": self.n_steps,
+            "tolerance_lsb": self.tolerance_lsb,
+            "integer_stages_equal": self.equal,
+            "float_vs_quant": [asdict(s) for s in self.float_vs_quant],
+            "quant_vs_int": None if self.quant_vs_int is None else asdict(self.quant_vs_int),
+            "saturations": self.n_saturations,
+        }
+
+    def format(self) -> str:
+        tol = f"{self.tolerance_lsb:g} LSB"
+        lines = [f"float vs fake-quant (quantization error, expected; tolerance {tol} of each step's output, "
+                 f"informational):",
+                 f"  {'layer':>5} {'step':>4} {'core':>4} {'exp':>4} {'max |err|':>11} {'in LSB':>8} "
+                 f"{'over':>11}  first over tolerance (sample, element: float -> quant)"]
+        for s in self.float_vs_quant:
+            first = "-" if s.first_over is None else (
+                f"sample {s.first_over[0]}, element {s.first_over[1]}: {s.first_over[2]:.6g} -> "
+                f"{s.first_over[3]:.6g}")
+            lines.append(f"  {s.layer:>5} {'in' if s.step < 0 else s.step:>4} "
+                         f"{'-' if s.core is None else s.core:>4} {s.exp:>4} {s.max_abs_err:>11.4g} "
+                         f"{s.max_err_lsb:>8.2f} {f'{s.n_over}/{s.n_elements}':>11}  {first}")
+        f = self.first_over_tolerance
+        lines.append("  first step over tolerance: " + (
+            "none" if f is None else f"layer {f.layer}, {'input' if f.step < 0 else f'step {f.step}'}"))
+        lines.append("fake-quant (eval) vs integer executor (must be exact):")
+        if self.quant_vs_int is None:
+            lines.append(f"  all {self.n_steps} steps equal (accumulators and outputs, {self.n_samples} "
+                         f"samples; {self.n_saturations} saturation events)")
+        else:
+            lines.append("  FIRST DIVERGENCE: " + self.quant_vs_int.describe())
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------
+# the three stages
+# ---------------------------------------------------------------------------------------
+def _float_steps(qnet: QuantNetwork, x: torch.Tensor) -> list[tuple[np.ndarray, list[np.ndarray]]]:
+    """Per layer: (its float input, padded pre-ReLU output of every step), float64, unquantized."""
+    out = []
+    x = x.reshape(x.shape[0], -1).double()
+    for ql in qnet.qlayers:
+        cores, schedule, in_f, out_f = _tt_view(ql.layer)
+        layer_in = x.numpy().copy()
+        batch = x.shape[0]
+        pad = schedule.shape.in_size - in_f
+        if pad:
+            x = nn.functional.pad(x, (0, pad))
+        steps = []
+        for t, step in enumerate(schedule.steps):
+            C = cores[step.core].detach().double().permute(*step.core_axes).reshape(step.P, step.K)
+            if step.Q == 1:
+                x = x.reshape(batch * step.A, step.K) @ C.T
+            else:
+                x = torch.matmul(C, x.reshape(batch * step.A, step.K, step.Q))
+            x = x.reshape(batch, -1)
+            if t == len(schedule.steps) - 1 and ql.layer.bias is not None:
+                x = x.clone()
+                x[:, :out_f] += ql.layer.bias.detach().double()
+            steps.append(x.numpy().copy())
+        x = x[:, :out_f]
+        if ql.relu:
+            x = torch.relu(x)
+        out.append((layer_in, steps))
+    return out
+
+
+def _fake_quant_steps(qnet: QuantNetwork, x: torch.Tensor) -> tuple[np.ndarray, list[list[tuple]]]:
+    """Eval-mode output and, per layer, ``(step, acc, out)`` real values (float64 numpy)."""
+    was = qnet.training
+    qnet.eval()
+    try:
+        for ql in qnet.qlayers:
+            ql.trace = []
+        with torch.no_grad():
+            y = qnet(x).double().numpy()
+        traces = [[(t, a.double().numpy(), o.double().numpy()) for t, a, o in ql.trace] for ql in qnet.qlayers]
+    finally:
+        for ql in qnet.qlayers:
+            ql.trace = None
+        qnet.train(was)
+    return y, traces
+
+
+def _to_int(v: np.ndarray, exp: int) -> np.ndarray:
+    scaled = np.ldexp(v, -exp)
+    ints = np.floor(scaled)
+    if not np.array_equal(ints, scaled):  # pragma: no cover - eval mode is exact by construction
+        raise AssertionError(f"fake-quant value not a multiple of 2^{exp}")
+    return ints.astype(np.int64)
+
+
+def _first_diff(expected: np.ndarray, got: np.ndarray) -> tuple[int, int, int, int] | None:
+    diff = expected != got
+    if not diff.any():
+        return None
+    s, e = (int(i) for i in np.argwhere(diff)[0])
+    return s, e, int(expected[s, e]), int(got[s, e])
+
+
+def _format_of(ql, il: IntLayer | None = None) -> dict[str, Any]:
+    if il is None:
+        cores, schedule, in_f, out_f = _tt_view(ql.layer)
+        q = ql.q
+        return {"in_features": in_f, "out_features": out_f, "modes": (schedule.shape.out_modes,
+                schedule.shape.in_modes), "ranks": schedule.shape.ranks, "schedule order": schedule.order,
+                "w_bits": q.w_bits, "in_bits": ql.in_bits, "inter_bits": q.inter_bits,
+                "out_bits": q.act_bits, "acc_bits": q.acc_bits, "in_exp": int(ql.in_exp),
+                "core_exps": tuple(int(e) for e in ql.core_exps),
+                "step_exps": tuple(int(e) for e in ql.step_exps), "relu": bool(ql.relu),
+                "bias": ql.layer.bias is not None}
+    s = il.schedule
+    return {"in_features": il.in_features, "out_features": il.out_features,
+            "modes": (s.shape.out_modes, s.shape.in_modes), "ranks": s.shape.ranks, "schedule order": s.order,
+            "w_bits": il.w_bits, "in_bits": il.in_bits, "inter_bits": il.inter_bits, "out_bits": il.out_bits,
+            "acc_bits": il.acc_bits, "in_exp": il.in_exp, "core_exps": tuple(il.core_exps),
+            "step_exps": tuple(il.step_exps), "relu": bool(il.relu), "bias": il.bias is not None}
+
+
+def find_divergence(qnet: QuantNetwork, inet: IntNetwork, x: torch.Tensor | np.ndarray,
+                    tolerance_lsb: float = 1.0) -> DivergenceReport:
+    """Run ``x`` (real inputs, ``(batch, in_features)``) through float, fake-quant and
+    integer stages and compare them step by step (see the module docstring)."""
+    if not isinstance(qnet, QuantNetwork) or not isinstance(inet, IntNetwork):
+        raise ConfigError("find_divergence needs a QuantNetwork and an IntNetwork")
+    x = torch.as_tensor(np.asarray(x, dtype=np.float64) if not torch.is_tensor(x) else x)
+    if x.dim() != 2 or x.shape[0] == 0:
+        raise ShapeError(f"inputs have shape {tuple(x.shape)}; give a non-empty (batch, features) batch")
+    if x.shape[1] != inet.in_features:
+        raise ShapeError(f"inputs have {x.shape[1]} features; the network takes {inet.in_features}")
+    n_steps = sum(len(layer.step_exps) for layer in inet.layers)
+    report = DivergenceReport(int(x.shape[0]), n_steps, float(tolerance_lsb))
+
+    # formats first: a different exponent or width makes every later integer meaningless
+    if len(qnet.qlayers) != len(inet.layers):
+        report.quant_vs_int = Mismatch(0, -1, "format", None, None, len(qnet.qlayers), len(inet.layers),
+                                       detail="number of layers")
+        return report
+    for li, (ql, il) in enumerate(zip(qnet.qlayers, inet.layers)):
+        fa, fb = _format_of(ql), _format_of(ql, il)
+        for key in fa:
+            if fa[key] != fb[key]:
+                report.quant_vs_int = Mismatch(li, -1, "format", None, None, fa[key], fb[key], detail=key)
+                break
+        if report.quant_vs_int:
+            break
+
+    floats = _float_steps(qnet, x)
+    y_fq, fq = _fake_quant_steps(qnet, x)
+    xi = inet.quantize_input(x.double().numpy())
+    y_int, traces = execute_traced(inet, xi)
+    report.n_saturations = sum(t.saturations for t in traces)
+    by_step = {(t.layer, t.step): t for t in traces}
+
+    # float vs fake-quant
+    tol = float(tolerance_lsb)
+    for li, ql in enumerate(qnet.qlayers):
+        layer_in, fsteps = floats[li]
+        cores, schedule, _, _ = _tt_view(ql.layer)
+        if li == 0:
+            e = int(ql.in_exp)
+            xq = quantize_real(layer_in, ql.in_bits, e) * 2.0**e
+            report.float_vs_quant.append(_step_error(li, -1, None, e, layer_in, xq, tol))
+        for (t, _, out), fv in zip(fq[li], fsteps):
+            e = int(ql.step_exps[t])
+            report.float_vs_quant.append(_step_error(li, t, schedule.steps[t].core, e, fv, out, tol))
+    if report.quant_vs_int is not None:
+        return report
+
+    # fake-quant vs integer, exact
+    first = inet.layers[0]
+    xq_fake = quantize_real(x.double().numpy(), qnet.qlayers[0].in_bits, int(qnet.qlayers[0].in_exp))
+    d = _first_diff(xq_fake, xi)
+    if d:
+        report.quant_vs_int = Mismatch(0, -1, "input", *d, int(np.count_nonzero(xq_fake != xi)), xi.size)
+        return report
+    for li, (ql, il) in enumerate(zip(qnet.qlayers, inet.layers)):
+        for t, acc, out in fq[li]:
+            tr = by_step[(li, t)]
+            core = il.schedule.steps[t].core
+            for what, real, exp, got in (("acc", acc, il.acc_exp(t), tr.acc), ("out", out, il.step_exps[t], tr.out)):
+                expected = _to_int(real, exp)
+                d = _first_diff(expected, got)
+                if d:
+                    report.quant_vs_int = Mismatch(li, t, what, *d, int(np.count_nonzero(expected != got)),
+                                                   int(got.size), detail=f"core {core}")
+                    return report
+    expected = _to_int(y_fq, inet.layers[-1].out_exp)
+    d = _first_diff(expected, y_int)
+    if d:  # every step equal but the outputs not: the slicing or the ReLU differs
+        report.quant_vs_int = Mismatch(len(inet.layers) - 1, -1, "output", *d,
+                                       int(np.count_nonzero(expected != y_int)), int(y_int.size))
+    return report
+
+
+def _step_error(layer: int, step: int, core: int | None, exp: int, fv: np.ndarray, qv: np.ndarray,
+                tol: float) -> StepError:
+    err = np.abs(fv - qv)
+    lsb = 2.0**exp
+    over = err > tol * lsb
+    first = None
+    if over.any():
+        s, e = (int(i) for i in np.argwhere(over)[0])
+        first = (s, e, float(fv[s, e]), float(qv[s, e]))
+    mx = float(err.max()) if err.size else 0.0
+    return StepError(layer, step, core, exp, mx, mx / lsb, int(np.count_nonzero(over)), int(err.size), first)
+
+
+# ---------------------------------------------------------------------------------------
+# building the fake-quant stage for an artifact
+# ---------------------------------------------------------------------------------------
+def float_model_of(inet: IntNetwork) -> nn.Sequential:
+    """A float network whose weights are the artifact's dequantized integers
+    (cores ``* 2^core_exp``, bias ``* 2^acc_exp``), with the artifact's schedules."""
+    mods: list[nn.Module] = [nn.Flatten()]
+    for il in inet.layers:
+        shape = il.schedule.shape
+        has_bias = il.bias is not None
+        if shape.d == 1 and shape.ranks == (1, 1) and (shape.out_size, shape.in_size) == (il.out_features, il.in_features):
+            layer: nn.Module = nn.Linear(il.in_features, il.out_features, bias=has_bias)
+            with torch.no_grad():
+                layer.weight.copy_(torch.from_numpy(np.ldexp(il.cores[0][0, :, :, 0].astype(np.float64),
+                                                             il.core_exps[0])))
+        else:
+            layer = TTLinear(il.in_features, il.out_features, shape.ranks, in_modes=shape.in_modes,
+                             out_modes=shape.out_modes, bias=has_bias, schedule=il.schedule.order)
+            with torch.no_grad():
+                for k, g in enumerate(il.cores):
+                    layer.cores[k].copy_(torch.from_numpy(np.ldexp(g.astype(np.float64), il.core_exps[k])))
+        if has_bias:
+            last = len(il.step_exps) - 1
+            with torch.no_grad():
+                layer.bias.copy_(torch.from_numpy(np.ldexp(il.bias.astype(np.float64), il.acc_exp(last))))
+        mods.append(layer.double())
+        if il.relu:
+            mods.append(nn.ReLU())
+    return nn.Sequential(*mods).eval()
+
+
+def quant_network_for(float_model: nn.Module, inet: IntNetwork) -> QuantNetwork:
+    """The fake-quant network of a *copy* of ``float_model`` with the widths and exponents
+    of ``inet`` (e.g. a loaded artifact): what the model computes under the artifact's
+    formats. Shapes must match (else :class:`~ttforge.errors.ShapeError`)."""
+    model = copy.deepcopy(float_model).eval()
+    linears = [m for m in (model.children() if isinstance(model, nn.Sequential) else [model])
+               if isinstance(m, (TTLinear, nn.Linear))]
+    if len(linears) != len(inet.layers):
+        raise ShapeError(f"the artifact has {len(inet.layers)} layers but the model has {len(linears)} "
+                         f"linear layers; give the checkpoint the artifact was compiled from")
+    layers = {}
+    for i, (m, il) in enumerate(zip(linears, inet.layers)):
+        _, schedule, in_f, out_f = _tt_view(m)
+        if (in_f, out_f) != (il.in_features, il.out_features) or schedule.shape.d != il.schedule.shape.d:
+            raise ShapeError(f"layer {i} of the artifact is {il.in_features}->{il.out_features} with "
+                             f"{il.schedule.shape.d} cores, the model's is {in_f}->{out_f} with "
+                             f"{schedule.shape.d}; give the checkpoint the artifact was compiled from")
+        if il.in_bits != il.out_bits:
+            raise ShapeError(f"layer {i} of the artifact takes {il.in_bits}-bit inputs but outputs "
+                             f"{il.out_bits} bits; the fake-quant network uses one activation width")
+        layers[i] = LayerQuant(il.w_bits, il.out_bits, il.inter_bits, il.acc_bits)
+    qnet = quantize_model(model, QuantConfig(layers[0], layers))
+    for i, (ql, il) in enumerate(zip(qnet.qlayers, inet.layers)):
+        if ql.relu != il.relu:
+            raise ShapeError(f"layer {i}: the artifact's relu={il.relu} but the model's is {ql.relu}; "
+                             f"give the checkpoint the artifact was compiled from")
+        ql.in_exp.fill_(il.in_exp)
+        ql.core_exps.copy_(torch.tensor(il.core_exps, dtype=torch.int64))
+        ql.step_exps.copy_(torch.tensor(il.step_exps, dtype=torch.int64))
+    return qnet
+
+
+# ---------------------------------------------------------------------------------------
+# ttforge diverge
+# ---------------------------------------------------------------------------------------
+def _is_artifact(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"PK\x03\x04"
+    except OSError:
+        return False
+
+
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    p.epilog = ("Examples: 'ttforge diverge runs/digits-tt --artifact digits.ttfa' (does the artifact "
+                "compute what the checkpoint's quantized model computes?); 'ttforge diverge "
+                "digits.ttfa' (the artifact alone: float stage = its dequantized weights); 'ttforge "
+                "diverge runs/digits-tt --w-bits 4' (PTQ in memory, then compare). Exit status 0: the "
+                "integer stages agree exactly; 1: they diverge (the first layer/step/element is named); "
+                "2: bad input.")
+    p.add_argument("source", metavar="CHECKPOINT_OR_ARTIFACT",
+                   help="a checkpoint of ttforge train/quantize (or its run directory), or an artifact")
+    p.add_argument("--artifact", metavar="A.ttfa",
+                   help="the artifact to check against the checkpoint (its widths and exponents are used)")
+    g = p.add_argument_group("inputs")
+    g.add_argument("--data", metavar="digits|DIR",
+                   help="data set (default: the checkpoint's, or the one the artifact records)")
+    g.add_argument("--split", choices=["test", "train"], default="test", help="which split (default test)")
+    g.add_argument("--samples", type=int, default=16, metavar="N", help="samples to run (default 16)")
+    g.add_argument("--start", type=int, default=0, metavar="I", help="first sample (default 0)")
+    g.add_argument("--input", metavar="X.npy", help="real inputs (batch, features) instead of --data")
+    g = p.add_argument_group("comparison")
+    g.add_argument("--tolerance-lsb", type=float, default=1.0, metavar="T",
+                   help="float vs fake-quant: report elements off by more than T output LSBs (default 1)")
+    g.add_argument("--json", action="store_true", help="print the report as JSON")
+    g = p.add_argument_group("PTQ when no artifact is given (as in ttforge quantize)")
+    g.add_argument("--w-bits", type=int, default=8, metavar="B")
+    g.add_argument("--act-bits", type=int, default=8, metavar="B")
+    g.add_argument("--inter-bits", type=int, default=16, metavar="B")
+    g.add_argument("--acc-bits", type=int, default=32, metavar="B")
+    g.add_argument("--layer-bits", default="", metavar="L:B[,L:B...]")
+    g.add_argument("--calibration", choices=["max", "mse"], default="max")
+    g.add_argument("--calib-samples", type=int, default=1024, metavar="N")
+    g.add_argument("--seed", type=int, default=0)
+
+
+def _inputs(args: argparse.Namespace, data_spec: str | None, n_features: int) -> tuple[torch.Tensor, str]:
+    if args.input:
+        path = Path(args.input)
+        if not path.is_file():
+            raise DataError(f"--input {path} does not exist; give a .npy file of (batch, {n_features}) inputs")
+        try:
+            x = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as e:
+            raise DataError(f"--input {path} is not a .npy array ({e})") from None
+        if x.ndim != 2 or x.shape[1] != n_features or not np.issubdtype(x.dtype, np.number):
+            raise DataError(f"--input {path} has shape {x.shape} ({x.dtype}); give (batch, {n_features}) numbers")
+        if not np.isfinite(x).all():
+            raise DataError(f"--input {path} holds NaN or infinite values")
+        return torch.from_numpy(x.astype(np.float64)), f"{path} ({x.shape[0]} samples)"
+    if not data_spec:
+        raise ConfigError("no data: give --data digits|DIR or --input X.npy")
+    from ttforge.model.data import load_dataset
+
+    ds = load_dataset(data_spec)
+    if ds.n_features != n_features:
+        raise DataError(f"data {ds.name} has {ds.n_features} features but the network takes {n_features}; "
+                        f"give the matching --data")
+    x = ds.x_test if args.split == "test" else ds.x_train
+    if args.start >= x.shape[0]:
+        raise ConfigError(f"--start {args.start} is past the {x.shape[0]} {args.split} samples")
+    x = x[args.start:args.start + args.samples]
+    return x.double(), f"{ds.name} {args.split} samples {args.start}..{args.start + x.shape[0] - 1}"
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ttforge.quant.artifact import load_artifact
+    from ttforge.quant.ptq import (calibration_samples, make_config, parse_layer_bits, ptq,
+                                   weights_fingerprint)
+
+    if args.samples < 1:
+        raise ConfigError(f"--samples {args.samples} must be >= 1")
+    if args.start < 0:
+        raise ConfigError(f"--start {args.start} must be >= 0")
+    if not (args.tolerance_lsb >= 0):
+        raise ConfigError(f"--tolerance-lsb {args.tolerance_lsb} must be >= 0")
+    src = Path(args.source)
+    if not src.exists():
+        raise CheckpointError(f"{src} does not exist; give a checkpoint, a run directory or an artifact")
+    notes = []
+    if _is_artifact(src):
+        if args.artifact:
+            raise ConfigError("the source is already an artifact; drop --artifact or give a checkpoint as source")
+        inet = load_artifact(src)
+        qnet = quant_network_for(float_model_of(inet), inet)
+        data_spec = args.data or inet.meta.get("data")
+        stages = f"artifact {src} (float stage: its dequantized weights)"
+    else:
+        from ttforge.model.train import load_trained
+
+        trained = load_trained(src)
+        data_spec = args.data or trained.config.data
+        if args.artifact:
+            apath = Path(args.artifact)
+            if not apath.is_file():
+                raise ArtifactError(f"--artifact {apath} does not exist; give a file written by ttforge quantize")
+            inet = load_artifact(apath)
+            qnet = quant_network_for(trained.model, inet)
+            fp = inet.meta.get("weights_fingerprint")
+            if fp and fp != weights_fingerprint(trained.model):
+                notes.append(f"note: the weights of {src} are not the ones {apath} was compiled from "
+                             f"(after QAT give the checkpoint written by 'ttforge quantize --save-checkpoint')")
+            stages = f"checkpoint {src} vs artifact {apath}"
+        else:
+            n_layers = sum(isinstance(m, (TTLinear, nn.Linear)) for m in trained.model.children())
+            cfg = make_config(n_layers, args.w_bits, args.act_bits, args.inter_bits, args.acc_bits,
+                              parse_layer_bits(args.layer_bits), args.calibration)
+            from ttforge.model.data import load_dataset
+
+            qnet = ptq(trained.model, calibration_samples(load_dataset(data_spec), args.calib_samples, args.seed),
+                       cfg)
+            from ttforge.quant.qat import compile_network
+
+            inet = compile_network(qnet)
+            stages = f"checkpoint {src}, PTQ in memory (w{args.w_bits}/a{args.act_bits}/i{args.inter_bits})"
+    x, what = _inputs(args, data_spec, inet.in_features)
+    report = find_divergence(qnet, inet, x, args.tolerance_lsb)
+    if args.json:
+        print(json.dumps({"source": str(src), "artifact": args.artifact, "inputs": what, "notes": notes,
+                          **report.to_dict()}, indent=2))
+    else:
+        print(f"stages: float -> fake-quant (eval) -> integer executor; {stages}")
+        print(f"inputs: {what}")
+        print(report.format())
+        for n in notes:
+            print(n)
+    sys.stdout.flush()
+    return 0 if report.equal else 1
+
+
+def diverge_cli_spec():
+    return ("Run float, fake-quant and integer stages step by step and name the first layer, step "
+            "and element where they differ (exit 1 if the integer stages diverge).", _add_arguments, _run)

@@ -1,0 +1,598 @@
+"""Quantizing a trained float TT network: PTQ, QAT fine-tuning, ``ttforge quantize``.
+
+:func:`quantize_trained` takes a trained float network (a checkpoint of ``ttforge
+train``, or any ``nn.Sequential`` that :func:`~ttforge.quant.qat.quantize_model`
+accepts) and returns the fake-quant network, the integer network the hardware runs and
+a report of test accuracies:
+
+* **PTQ** (post-training quantization): every exponent is calibrated
+  (:func:`~ttforge.quant.qat.calibrate`, ``max`` or ``mse``) on ``calib_samples``
+  training samples chosen by ``seed``. Nothing else changes.
+* **QAT** (``qat_epochs > 0``): the PTQ network is then fine-tuned in training mode
+  (fake-quant with straight-through gradients, float32) with Adam on the float
+  parameters, the learning rate decaying to zero on a cosine over the fine-tuning.
+  At the end of every epoch all exponents are re-calibrated on the same calibration
+  samples (``recalibrate=True``, the default: the weights moved, so the exponents that
+  fit them may have moved too); with ``recalibrate=False`` the PTQ exponents are kept.
+  The network after the last epoch is the result (no selection on the test set).
+
+Every accuracy of a quantized network is measured twice on the test split: from the
+eval-mode fake-quant outputs and from :func:`~ttforge.quant.executor.execute` on the
+compiled :class:`~ttforge.quant.executor.IntNetwork`; the two output arrays must be
+equal (``np.array_equal``), otherwise :class:`NotBitExactError` is raised. The class of
+a sample is the index of the first maximum of its integer outputs
+(``docs/arithmetic.md``). Runs are deterministic from ``seed`` (single-threaded, fixed
+shuffling, PyTorch's deterministic algorithms).
+
+The float network passed in is never modified: QAT fine-tunes a copy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import hashlib
+import json
+import math
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from ttforge.errors import CheckpointError, ConfigError, DataError
+from ttforge.model.data import Dataset, load_dataset
+from ttforge.model.layers import TTLinear
+from ttforge.quant.arith import acc_bits_needed
+from ttforge.quant.executor import IntNetwork, execute
+from ttforge.quant.qat import (
+    MAX_EXACT_ACC_BITS,
+    LayerQuant,
+    QuantConfig,
+    QuantNetwork,
+    _tt_view,
+    calibrate,
+    compile_network,
+    quantize_model,
+)
+
+__all__ = [
+    "NotBitExactError",
+    "quantize_trained",
+    "evaluate_quantized",
+    "make_config",
+    "calibration_samples",
+    "ptq",
+    "fine_tune",
+    "parse_layer_bits",
+    "check_accumulators",
+    "weights_fingerprint",
+    "quantize_cli_spec",
+]
+
+
+class NotBitExactError(AssertionError):
+    """The fake-quant network and the integer executor disagree (a bug, never user error)."""
+
+
+# ---------------------------------------------------------------------------------------
+# configuration
+# ---------------------------------------------------------------------------------------
+_RANGES = {"w_bits": (2, 8), "act_bits": (2, 16), "inter_bits": (2, 16), "acc_bits": (8, MAX_EXACT_ACC_BITS)}
+_FLAGS = {"w_bits": "--w-bits", "act_bits": "--act-bits", "inter_bits": "--inter-bits", "acc_bits": "--acc-bits"}
+
+
+def _linear_layers(model: nn.Module) -> list[nn.Module]:
+    mods = list(model.children()) if isinstance(model, nn.Sequential) else [model]
+    return [m for m in mods if isinstance(m, (TTLinear, nn.Linear))]
+
+
+def parse_layer_bits(text: str) -> dict[int, int]:
+    """``"0:4,1:8"`` -> ``{0: 4, 1: 8}`` (linear-layer index : core/weight bits)."""
+    out: dict[int, int] = {}
+    if text is None or not str(text).strip():
+        return out
+    for item in str(text).split(","):
+        parts = item.strip().split(":")
+        try:
+            if len(parts) != 2:
+                raise ValueError
+            idx, bits = int(parts[0]), int(parts[1])
+        except ValueError:
+            raise ConfigError(f"--layer-bits {text!r}: {item.strip()!r} is not LAYER:BITS; write e.g. "
+                              f"'0:4,1:8' (linear-layer index : core bits)") from None
+        if idx in out:
+            raise ConfigError(f"--layer-bits {text!r} names layer {idx} twice; give each layer once")
+        out[idx] = bits
+    return out
+
+
+def make_config(
+    n_layers: int,
+    w_bits: int = 8,
+    act_bits: int = 8,
+    inter_bits: int = 16,
+    acc_bits: int = 32,
+    layer_bits: Mapping[int, int] | None = None,
+    calibration: str = "max",
+) -> QuantConfig:
+    """A :class:`QuantConfig` for a network of ``n_layers`` linear layers, checked with
+    errors that name the command-line flag (``layer_bits`` overrides core bits per layer)."""
+    widths = {"w_bits": w_bits, "act_bits": act_bits, "inter_bits": inter_bits, "acc_bits": acc_bits}
+    for name, v in widths.items():
+        lo, hi = _RANGES[name]
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise ConfigError(f"{_FLAGS[name]} {v!r} is out of range; give an integer in {lo}..{hi}")
+    if calibration not in ("max", "mse"):
+        raise ConfigError(f"--calibration {calibration!r} is unknown; use 'max' or 'mse'")
+    default = LayerQuant(**widths)
+    layers = {}
+    for idx, bits in (layer_bits or {}).items():
+        if not 0 <= idx < n_layers:
+            raise ConfigError(f"--layer-bits: layer {idx} does not exist; the network has {n_layers} "
+                              f"linear layers (0..{n_layers - 1})")
+        lo, hi = _RANGES["w_bits"]
+        if isinstance(bits, bool) or not isinstance(bits, int) or not lo <= bits <= hi:
+            raise ConfigError(f"--layer-bits: layer {idx} bits {bits!r} is out of range; give an integer "
+                              f"in {lo}..{hi}")
+        layers[idx] = replace(default, w_bits=bits)
+    return QuantConfig(default, layers, calibration)  # type: ignore[arg-type]
+
+
+def check_accumulators(model: nn.Module, config: QuantConfig) -> None:
+    """Refuse widths whose products could overflow the accumulator, before any work.
+
+    The bias of the last step is checked once it is known (when the
+    :class:`~ttforge.quant.executor.IntLayer` is built).
+    """
+    for i, layer in enumerate(_linear_layers(model)):
+        q = config.for_layer(i)
+        _, schedule, _, _ = _tt_view(layer)
+        for t, step in enumerate(schedule.steps):
+            x_bits = q.act_bits if t == 0 else q.inter_bits
+            need = acc_bits_needed(step.K, q.w_bits, x_bits)
+            if need > q.acc_bits:
+                fix = (f"raise --acc-bits to {need}" if need <= MAX_EXACT_ACC_BITS
+                       else f"lower --w-bits/--act-bits/--inter-bits (at most {MAX_EXACT_ACC_BITS} bits)")
+                raise ConfigError(
+                    f"layer {i} step {t}: {step.K} products of {q.w_bits}-bit cores and {x_bits}-bit "
+                    f"inputs need a {need}-bit accumulator but --acc-bits is {q.acc_bits}; {fix}"
+                )
+
+
+def weights_fingerprint(model: nn.Module) -> str:
+    """sha256 over the float parameters (names, shapes, float64 values) of the linear layers."""
+    h = hashlib.sha256()
+    for i, layer in enumerate(_linear_layers(model)):
+        cores, _, _, _ = _tt_view(layer)
+        tensors = list(cores) + ([layer.bias] if layer.bias is not None else [])
+        for k, t in enumerate(tensors):
+            a = np.ascontiguousarray(t.detach().double().cpu().numpy())
+            h.update(f"{i}.{k}:{a.shape}".encode())
+            h.update(a.tobytes())
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------
+# evaluation
+# ---------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _deterministic(threads: int) -> Iterator[None]:
+    before = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    n_threads = torch.get_num_threads()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before, warn_only=warn_only)
+        torch.set_num_threads(n_threads)
+
+
+def _generator(seed: int, *key: int) -> torch.Generator:
+    state = np.random.SeedSequence([seed, *key]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def calibration_samples(ds: Dataset, n: int, seed: int) -> torch.Tensor:
+    """The ``n`` training samples (all if fewer) that calibrate the exponents, chosen by ``seed``."""
+    idx = torch.randperm(ds.x_train.shape[0], generator=_generator(seed, 0))[:n]
+    return ds.x_train[idx]
+
+
+def ptq(float_model: nn.Module, x_cal: torch.Tensor, config: QuantConfig) -> QuantNetwork:
+    """Post-training quantization of a *copy* of ``float_model``: wrap it, calibrate on ``x_cal``."""
+    check_accumulators(float_model, config)
+    model = copy.deepcopy(float_model).float().eval()
+    return calibrate(quantize_model(model, config), x_cal, config.calibration)
+
+
+@torch.no_grad()
+def _float_acc(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 2048) -> float:
+    was = model.training
+    model.eval()
+    correct = 0
+    for i in range(0, x.shape[0], batch):
+        correct += int((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum())
+    model.train(was)
+    return correct / x.shape[0]
+
+
+@torch.no_grad()
+def evaluate_quantized(qnet: QuantNetwork, inet: IntNetwork, x: torch.Tensor, y: torch.Tensor,
+                       batch: int = 2048) -> dict[str, Any]:
+    """Accuracy of the eval-mode fake-quant network and of the integer executor on ``(x, y)``.
+
+    Raises :class:`NotBitExactError` unless their integer outputs are equal
+    (``np.array_equal``) on every sample.
+    """
+    was = qnet.training
+    qnet.eval()
+    fq_parts, int_parts = [], []
+    scale = 2.0 ** -qnet.output_exp()
+    for i in range(0, x.shape[0], batch):
+        xb = x[i:i + batch]
+        fq_parts.append((qnet(xb).double() * scale).numpy())
+        int_parts.append(execute(inet, inet.quantize_input(xb.numpy())))
+    qnet.train(was)
+    fq = np.concatenate(fq_parts)
+    got = np.concatenate(int_parts)
+    fq_int = fq.astype(np.int64)
+    if not (np.array_equal(fq_int, fq) and np.array_equal(fq_int, got)):
+        bad = np.argwhere(fq_int != got)
+        where = f" first at sample {bad[0][0]}, output {bad[0][1]}" if len(bad) else ""
+        raise NotBitExactError(f"fake-quant and integer executor outputs differ{where}; run "
+                               f"'ttforge diverge' to find the first differing step")
+    labels = y.numpy()
+    fq_acc = float(np.mean(np.argmax(fq, axis=1) == labels))
+    int_acc = float(np.mean(np.argmax(got, axis=1) == labels))
+    return {"fake_quant_acc": fq_acc, "int_acc": int_acc, "bit_exact": True, "n": int(x.shape[0])}
+
+
+def _layer_rows(qnet: QuantNetwork, inet: IntNetwork) -> list[dict[str, Any]]:
+    rows = []
+    for i, (ql, il) in enumerate(zip(qnet.qlayers, inet.layers)):
+        rows.append({
+            "index": i,
+            "kind": "tt" if isinstance(ql.layer, TTLinear) else "dense",
+            "in_features": il.in_features,
+            "out_features": il.out_features,
+            "ranks": list(il.schedule.shape.ranks),
+            "w_bits": il.w_bits,
+            "act_bits": il.out_bits,
+            "inter_bits": il.inter_bits,
+            "acc_bits": il.acc_bits,
+            "in_exp": il.in_exp,
+            "core_exps": list(il.core_exps),
+            "step_exps": list(il.step_exps),
+        })
+    return rows
+
+
+# ---------------------------------------------------------------------------------------
+# PTQ and QAT
+# ---------------------------------------------------------------------------------------
+def _resolve(trained: Any, data: Dataset | str | None) -> tuple[nn.Module, Dataset]:
+    model = getattr(trained, "model", trained)
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"quantize_trained needs a Trained (load_trained) or an nn.Module, "
+                          f"got {type(trained).__name__}")
+    if data is None:
+        cfg = getattr(trained, "config", None)
+        if cfg is None:
+            raise ConfigError("give data= (a Dataset or 'digits' / an IDX directory) for a bare model")
+        data = cfg.data
+    ds = load_dataset(data) if isinstance(data, str) else data
+    if not isinstance(ds, Dataset):
+        raise ConfigError(f"data must be a Dataset or a data spec string, got {type(data).__name__}")
+    layers = _linear_layers(model)
+    if layers and layers[0].in_features != ds.n_features:
+        raise DataError(f"data {ds.name} has {ds.n_features} features but the network takes "
+                        f"{layers[0].in_features}; give the data it was trained on (--data)")
+    return model, ds
+
+
+def quantize_trained(
+    trained: Any,
+    data: Dataset | str | None = None,
+    config: QuantConfig = QuantConfig(),
+    calib_samples: int = 1024,
+    qat_epochs: int = 0,
+    lr: float = 1e-3,
+    batch_size: int = 64,
+    seed: int = 0,
+    recalibrate: bool = True,
+    threads: int = 1,
+    log: Callable[[str], None] | None = None,
+) -> tuple[QuantNetwork, IntNetwork, dict[str, Any]]:
+    """PTQ (and optionally QAT) of a trained float network; see the module docstring.
+
+    Parameters
+    ----------
+    trained : Trained or nn.Sequential
+        What :func:`~ttforge.model.train.load_trained` returns, or a float network.
+    data : Dataset or str, optional
+        Defaults to the data of the training run.
+    config : QuantConfig
+        Widths (per layer overrides = mixed precision) and the calibration method.
+    calib_samples : int
+        Training samples used to calibrate the exponents (all if fewer).
+    qat_epochs, lr, batch_size : int, float, int
+        Fine-tuning (0 epochs = PTQ only); Adam with a cosine-decayed learning rate.
+    seed : int
+        Chooses the calibration samples and the fine-tuning order.
+    recalibrate : bool
+        Re-calibrate every exponent after each QAT epoch (else keep the PTQ exponents).
+
+    Returns
+    -------
+    (QuantNetwork, IntNetwork, dict)
+        The final network (QAT if ``qat_epochs`` else PTQ), its integer form and the
+        report: ``float_acc``, ``ptq`` and ``qat`` (``fake_quant_acc``, ``int_acc``, ...),
+        ``layers`` (widths and exponents), ``on_chip`` (bytes) and the settings.
+    """
+    for name, v, lo in (("calib_samples", calib_samples, 1), ("qat_epochs", qat_epochs, 0),
+                        ("batch_size", batch_size, 1), ("seed", seed, 0), ("threads", threads, 1)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise ConfigError(f"{name}={v!r} must be an integer >= {lo}")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
+        raise ConfigError(f"lr={lr!r} must be a positive number (e.g. 1e-3)")
+    if not isinstance(config, QuantConfig):
+        raise ConfigError("config must be a QuantConfig")
+    say = log or (lambda s: None)
+    float_model, ds = _resolve(trained, data)
+    n_layers = len(_linear_layers(float_model))
+    for idx in config.layers:
+        if not 0 <= idx < n_layers:
+            raise ConfigError(f"QuantConfig.layers names layer {idx}; the network has {n_layers} "
+                              f"linear layers (0..{n_layers - 1})")
+    check_accumulators(float_model, config)
+    t0 = time.perf_counter()
+
+    model = copy.deepcopy(float_model).float()
+    model.eval()
+    qnet = quantize_model(model, config)
+    n_train = ds.x_train.shape[0]
+    x_cal = calibration_samples(ds, calib_samples, seed)
+    report: dict[str, Any] = {
+        "data": ds.name,
+        "n_train": int(n_train),
+        "n_test": int(ds.x_test.shape[0]),
+        "calibration": config.calibration,
+        "calib_samples": int(x_cal.shape[0]),
+        "seed": seed,
+        "float_acc": _float_acc(float_model, ds.x_test, ds.y_test),
+        "float_fingerprint": weights_fingerprint(float_model),
+    }
+    with _deterministic(threads):
+        calibrate(qnet, x_cal, config.calibration)
+        inet = compile_network(qnet)
+        report["ptq"] = evaluate_quantized(qnet, inet, ds.x_test, ds.y_test)
+        say(f"float {100 * report['float_acc']:.2f}%  PTQ {100 * report['ptq']['int_acc']:.2f}%")
+        report["qat"] = None
+        if qat_epochs:
+            report["qat"] = _qat(qnet, ds, x_cal, config, qat_epochs, lr, batch_size, seed, recalibrate, say)
+            inet = compile_network(qnet)
+            report["qat"].update(evaluate_quantized(qnet, inet, ds.x_test, ds.y_test))
+            say(f"QAT {100 * report['qat']['int_acc']:.2f}%")
+    qnet.eval()
+    from ttforge.quant.artifact import on_chip_bytes
+
+    report["layers"] = _layer_rows(qnet, inet)
+    report["on_chip"] = on_chip_bytes(inet)["total"]
+    report["quant_fingerprint"] = weights_fingerprint(model)
+    report["seconds"] = time.perf_counter() - t0
+    return qnet, inet, report
+
+
+def fine_tune(module: nn.Module, ds: Dataset, epochs: int, lr: float = 1e-3, batch_size: int = 64,
+              seed: int = 0, after_epoch: Callable[[int], None] | None = None,
+              log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """Train ``module`` (a QuantNetwork for QAT, or a float network as a control) for
+    ``epochs`` on ``ds``'s training split: Adam, the learning rate decaying from ``lr``
+    to 0 on a cosine, shuffling from ``(seed, epoch)``. ``after_epoch(epoch)`` runs after
+    each epoch (QAT re-calibrates there). Returns the per-epoch mean training loss."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=lr)
+    n = ds.x_train.shape[0]
+    steps = math.ceil(n / batch_size)
+    total = epochs * steps
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    history = []
+    for epoch in range(1, epochs + 1):
+        module.train()
+        perm = torch.randperm(n, generator=_generator(seed, 1, epoch))
+        loss_sum = 0.0
+        for s in range(steps):
+            idx = perm[s * batch_size:(s + 1) * batch_size]
+            loss = nn.functional.cross_entropy(module(ds.x_train[idx]), ds.y_train[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            loss_sum += float(loss.detach())
+        if after_epoch is not None:
+            after_epoch(epoch)
+        history.append({"epoch": epoch, "train_loss": loss_sum / steps})
+        if log:
+            log(f"epoch {epoch}/{epochs}  loss {loss_sum / steps:.4f}")
+    module.eval()
+    return history
+
+
+def _qat(qnet: QuantNetwork, ds: Dataset, x_cal: torch.Tensor, config: QuantConfig, epochs: int,
+         lr: float, batch_size: int, seed: int, recalibrate: bool, say: Callable[[str], None]) -> dict:
+    def after(epoch: int) -> None:
+        if recalibrate:
+            calibrate(qnet, x_cal, config.calibration)
+
+    history = fine_tune(qnet, ds, epochs, lr, batch_size, seed, after, lambda s: say("QAT " + s))
+    return {"epochs": epochs, "lr": lr, "batch_size": batch_size, "recalibrate": recalibrate,
+            "history": history}
+
+
+# ---------------------------------------------------------------------------------------
+# ttforge quantize
+# ---------------------------------------------------------------------------------------
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    p.epilog = ("Examples: 'ttforge quantize runs/digits-tt -o digits.ttfa'; 'ttforge quantize "
+                "runs/digits-tt --w-bits 4 --qat-epochs 5 -o digits-w4.ttfa'; mixed precision: "
+                "'--w-bits 8 --layer-bits 0:4' (4-bit cores in layer 0, 8 elsewhere). Check the "
+                "result with 'ttforge diverge CHECKPOINT --artifact OUT' (after QAT give the "
+                "checkpoint written by --save-checkpoint).")
+    p.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR",
+                   help="a checkpoint of ttforge train / decompose, or its run directory")
+    p.add_argument("-o", "--out", required=True, metavar="OUT.ttfa", help="artifact to write")
+    g = p.add_argument_group("widths (two's complement bits)")
+    g.add_argument("--w-bits", type=int, default=8, metavar="B", help="TT core / weight bits, 2..8 (default 8)")
+    g.add_argument("--act-bits", type=int, default=8, metavar="B",
+                   help="bits of the input and of every layer output, 2..16 (default 8)")
+    g.add_argument("--inter-bits", type=int, default=16, metavar="B",
+                   help="bits of the intermediates between contraction steps, 2..16 (default 16)")
+    g.add_argument("--acc-bits", type=int, default=32, metavar="B",
+                   help=f"accumulator bits, 8..{MAX_EXACT_ACC_BITS} (default 32)")
+    g.add_argument("--layer-bits", default="", metavar="L:B[,L:B...]",
+                   help="core bits per linear layer, overriding --w-bits (e.g. 0:4,1:8)")
+    g = p.add_argument_group("calibration and fine-tuning")
+    g.add_argument("--calibration", choices=["max", "mse"], default="max",
+                   help="exponent choice: no saturation on the calibration data (max, default) or "
+                        "least squared error (mse)")
+    g.add_argument("--calib-samples", type=int, default=1024, metavar="N",
+                   help="training samples to calibrate on (default 1024)")
+    g.add_argument("--qat-epochs", type=int, default=0, metavar="N",
+                   help="epochs of quantization-aware fine-tuning after PTQ (default 0)")
+    g.add_argument("--lr", type=float, default=1e-3, help="QAT Adam learning rate (default 1e-3)")
+    g.add_argument("--batch-size", type=int, default=64, metavar="B", help="QAT batch size (default 64)")
+    g.add_argument("--keep-exponents", action="store_true",
+                   help="keep the PTQ exponents during QAT (default: re-calibrate after every epoch)")
+    g.add_argument("--seed", type=int, default=0, help="calibration sample choice and QAT order (default 0)")
+    g = p.add_argument_group("run")
+    g.add_argument("--data", metavar="digits|DIR", help="data set (default: the checkpoint's)")
+    g.add_argument("--save-checkpoint", metavar="PT",
+                   help="also write the fine-tuned float weights as a checkpoint (what "
+                        "'ttforge diverge' needs after QAT)")
+    g.add_argument("--json", action="store_true", help="print the report as JSON")
+    g.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def _check_out(path: str, flag: str) -> Path:
+    out = Path(path)
+    if out.is_dir():
+        raise ConfigError(f"{flag} {out} is a directory; give a file name (e.g. {out}/model.ttfa)")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise ConfigError(f"{flag} {out}: {out.parent} is not a directory")
+    return out
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ttforge.model.train import load_trained
+    from ttforge.quant.artifact import save_artifact
+
+    out = _check_out(args.out, "-o")
+    ckpt_out = _check_out(args.save_checkpoint, "--save-checkpoint") if args.save_checkpoint else None
+    if ckpt_out is not None and ckpt_out.resolve() == out.resolve():
+        raise ConfigError("--save-checkpoint and -o name the same file; give two different files")
+    for flag, v, lo in (("--calib-samples", args.calib_samples, 1), ("--qat-epochs", args.qat_epochs, 0),
+                        ("--batch-size", args.batch_size, 1), ("--seed", args.seed, 0)):
+        if v < lo:
+            raise ConfigError(f"{flag} {v} must be >= {lo}")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise ConfigError(f"--lr {args.lr} must be a positive number (e.g. 1e-3)")
+    layer_bits = parse_layer_bits(args.layer_bits)
+    src = Path(args.checkpoint)
+    if not src.exists():
+        raise CheckpointError(f"checkpoint {src} does not exist; give a checkpoint file or a run directory")
+    trained = load_trained(src)
+    cfg = make_config(len(_linear_layers(trained.model)), args.w_bits, args.act_bits, args.inter_bits,
+                      args.acc_bits, layer_bits, args.calibration)
+    check_accumulators(trained.model, cfg)
+    log = None if (args.quiet or args.json) else (lambda s: print(s, flush=True))
+    qnet, inet, report = quantize_trained(
+        trained, args.data, cfg, calib_samples=args.calib_samples, qat_epochs=args.qat_epochs,
+        lr=args.lr, batch_size=args.batch_size, seed=args.seed, recalibrate=not args.keep_exponents,
+        log=log)
+    final = report["qat"] or report["ptq"]
+    meta = {
+        "source": str(src),
+        "data": args.data or trained.config.data,
+        "method": "qat" if report["qat"] else "ptq",
+        "calibration": args.calibration,
+        "qat_epochs": args.qat_epochs,
+        "seed": args.seed,
+        "float_acc": report["float_acc"],
+        "test_acc": final["int_acc"],
+        "weights_fingerprint": report["quant_fingerprint"],
+    }
+    report["artifact"] = str(out)
+    if ckpt_out is not None:
+        from ttforge.model.checkpoint import save_checkpoint
+
+        float_model = nn.Sequential(*[m for m in _float_modules(qnet, trained.model)])
+        payload = {
+            "kind": trained.payload.get("kind", "ttforge.train"),
+            "config": trained.config.to_dict(),
+            "model_config": trained.model_config.to_dict(),
+            "state_dict": float_model.state_dict(),
+            "optimizer": None,
+            "epoch": trained.payload.get("epoch", 0),
+            "history": trained.payload.get("history", []),
+            "truncation": None,
+            "prior": None,
+            "quantization": {k: v for k, v in report.items() if k != "layers"},
+        }
+        save_checkpoint(ckpt_out, payload)
+        report["checkpoint"] = str(ckpt_out)
+    save_artifact(inet, out, meta)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    _print_summary(args, report)
+    return 0
+
+
+def _float_modules(qnet: QuantNetwork, template: nn.Sequential) -> list[nn.Module]:
+    """The template's modules with each linear layer replaced by the (fine-tuned) one in ``qnet``."""
+    qi = iter(ql.layer for ql in qnet.qlayers)
+    return [next(qi) if isinstance(m, (TTLinear, nn.Linear)) else m for m in template.children()]
+
+
+def _print_summary(args: argparse.Namespace, r: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    pct = lambda v: f"{100 * v:.2f}%"  # noqa: E731
+    t = Table(title=f"test accuracy ({r['data']}, {r['n_test']} samples)", title_justify="left")
+    for col in ("network", "fake-quant (eval)", "integer executor", "vs float", "bit-exact"):
+        t.add_column(col, justify="left" if col == "network" else "right")
+    t.add_row("float", pct(r["float_acc"]), "-", "-", "-")
+    rows = [("PTQ", r["ptq"])] + ([(f"QAT ({r['qat']['epochs']} epochs)", r["qat"])] if r["qat"] else [])
+    for name, d in rows:
+        t.add_row(name, pct(d["fake_quant_acc"]), pct(d["int_acc"]),
+                  f"{100 * (d['int_acc'] - r['float_acc']):+.2f} pp", "yes" if d["bit_exact"] else "NO")
+    console.print(t)
+    lt = Table(title=f"widths (calibration {r['calibration']}, {r['calib_samples']} samples)",
+               title_justify="left")
+    for col in ("#", "kind", "in->out", "ranks", "cores", "act", "inter", "acc"):
+        lt.add_column(col, justify="right")
+    for L in r["layers"]:
+        lt.add_row(str(L["index"]), L["kind"], f"{L['in_features']}->{L['out_features']}",
+                   ",".join(map(str, L["ranks"])), str(L["w_bits"]), str(L["act_bits"]),
+                   str(L["inter_bits"]), str(L["acc_bits"]))
+    console.print(lt)
+    m = r["on_chip"]
+    console.print(f"on-chip bytes per sample: {m['on_chip_bytes']:,} (cores {m['core_bytes']:,}, "
+                  f"bias {m['bias_bytes']:,}, peak intermediate {m['peak_intermediate_bytes']:,}) vs "
+                  f"dense INT8 weights {m['dense_int8_bytes']:,}: ratio {m['ratio']:.3f}", highlight=False)
+    extra = f" and {r['checkpoint']}" if r.get("checkpoint") else ""
+    console.print(f"written {r['artifact']}{extra}", highlight=False)
+
+
+def quantize_cli_spec():
+    return ("Quantize a trained TT network (PTQ, optional QAT fine-tuning, mixed precision) and "
+            "write the compiled integer artifact.", _add_arguments, _run)

@@ -1,0 +1,219 @@
+"""The divergence finder names the first layer, step and element where stages differ."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from ttforge.cli import main
+from ttforge.model import TTLinear
+from ttforge.model.network import ModelConfig
+from ttforge.model.train import TrainConfig, load_trained, train
+from ttforge.quant.artifact import dumps_artifact, load_artifact, save_artifact
+from ttforge.quant.diverge import find_divergence, float_model_of, quant_network_for
+from ttforge.quant.executor import IntNetwork, execute, execute_traced
+from ttforge.quant.qat import LayerQuant, QuantConfig, calibrate, compile_network, quantize_model
+
+
+def small(seed=0):
+    torch.manual_seed(seed)
+    net = nn.Sequential(
+        nn.Flatten(), TTLinear(30, 20, [4, 2], in_modes=[2, 3, 5], out_modes=[2, 5, 2]), nn.ReLU(),
+        TTLinear(20, 12, [3], in_modes=[4, 5], out_modes=[3, 4]), nn.ReLU(), nn.Linear(12, 5),
+    )
+    x = torch.rand(24, 30) * 2 - 0.5
+    q = calibrate(quantize_model(net, QuantConfig(LayerQuant(6, 8, 12))), x)
+    return q, compile_network(q), x
+
+
+def step_of_core(layer, core):
+    return next(t for t, s in enumerate(layer.schedule.steps) if s.core == core)
+
+
+def flip_in_range(g, flat, bit, w_bits):
+    lim = (1 << (w_bits - 1)) - 1
+    v = int(g.reshape(-1)[flat]) ^ (1 << bit)
+    assert -lim <= v <= lim
+    g.reshape(-1)[flat] = v
+
+
+def test_clean_network_reports_all_steps_equal():
+    q, inet, x = small()
+    r = find_divergence(q, inet, x)
+    assert r.equal and r.quant_vs_int is None
+    assert r.n_steps == 6 and r.n_samples == 24
+    assert [(s.layer, s.step) for s in r.float_vs_quant] == [(0, -1), (0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (2, 0)]
+    assert all(s.max_abs_err >= 0 for s in r.float_vs_quant)
+    assert "all 6 steps equal" in r.format() and "quantization error" in r.format()
+    assert all(ql.trace is None for ql in q.qlayers)  # the hook is switched off again
+
+
+def test_trace_hook_does_not_change_the_output():
+    q, inet, x = small()
+    plain = q.forward_int(x)
+    for ql in q.qlayers:
+        ql.trace = []
+    traced = q.forward_int(x)
+    assert np.array_equal(plain, traced) and len(q.qlayers[0].trace) == 3
+    for ql in q.qlayers:
+        ql.trace = None
+
+
+@pytest.mark.parametrize("core", [0, 1, 2])
+def test_one_flipped_tt_core_bit_is_named(core):
+    q, inet, x = small()
+    xi = inet.quantize_input(x.numpy())
+    _, clean = execute_traced(inet, xi)
+    flip_in_range(inet.layers[0].cores[core], 5, 2, 6)
+    _, bad = execute_traced(inet, xi)
+    t = step_of_core(inet.layers[0], core)
+    r = find_divergence(q, inet, x)
+    m = r.quant_vs_int
+    assert not r.equal and (m.layer, m.step, m.what) == (0, t, "acc")
+    # independently: the first differing accumulator element between the clean and the bad run
+    c, b = clean[t].acc, bad[t].acc
+    assert all(np.array_equal(clean[i].out, bad[i].out) for i in range(t))
+    s, e = np.argwhere(c != b)[0]
+    assert (m.sample, m.element, m.expected, m.got) == (s, e, c[s, e], b[s, e])
+    assert f"layer 0, step {t} (core {core}), accumulator, sample {s}, element {e}" in r.format()
+
+
+def test_one_flipped_dense_weight_bit_is_named_at_the_predicted_element():
+    q, inet, x = small()
+    dense = inet.layers[2]
+    i, j = 3, 7
+    w = dense.cores[0][0, :, :, 0]
+    w[i, j] = int(w[i, j]) ^ 1 if abs(int(w[i, j]) ^ 1) <= 31 else int(w[i, j]) ^ 2
+    xi = inet.quantize_input(x.numpy())
+    _, traces = execute_traced(inet, xi)
+    layer_in = traces[4].out[:, :12]  # output of layer 1 (before its ReLU), the input of layer 2 after it
+    layer_in = np.maximum(layer_in, 0)
+    sample = int(np.flatnonzero(layer_in[:, j])[0])  # the first sample whose input j is not zero
+    m = find_divergence(q, inet, x).quant_vs_int
+    assert (m.layer, m.step, m.what, m.sample, m.element) == (2, 0, "acc", sample, i)
+    assert m.got - m.expected == (int(w[i, j]) - int(q.qlayers[2].to_int_layer().cores[0][0, i, j, 0])) * layer_in[sample, j]
+
+
+def test_a_wrong_exponent_is_a_format_divergence():
+    q, inet, x = small()
+    layer = inet.layers[1]
+    exps = list(layer.step_exps)
+    exps[0] -= 1
+    bad = IntNetwork((inet.layers[0], dataclasses.replace(layer, step_exps=tuple(exps)), inet.layers[2]))
+    m = find_divergence(q, bad, x).quant_vs_int
+    assert (m.layer, m.what, m.detail) == (1, "format", "step_exps")
+
+
+def test_a_wrong_rounding_shows_in_the_requantized_output():
+    """Flip one bit of the golden output of a step (accumulators equal): named as 'out'."""
+    q, inet, x = small()
+    from ttforge.quant import diverge as dv
+
+    real = dv.execute_traced
+
+    def corrupt(net, xi):
+        y, traces = real(net, xi)
+        t = traces[1]
+        out = t.out.copy()
+        out[2, 4] ^= 1
+        traces[1] = dataclasses.replace(t, out=out)
+        return y, traces
+
+    dv.execute_traced = corrupt
+    try:
+        m = find_divergence(q, inet, x).quant_vs_int
+    finally:
+        dv.execute_traced = real
+    assert (m.layer, m.step, m.what, m.sample, m.element, m.n_diff) == (0, 1, "out", 2, 4, 1)
+    assert m.got == m.expected ^ 1
+
+
+def test_float_model_of_an_artifact_round_trips():
+    q, inet, x = small()
+    q2 = quant_network_for(float_model_of(inet), inet)
+    assert np.array_equal(compile_network(q2).layers[0].cores[1], inet.layers[0].cores[1])
+    assert find_divergence(q2, inet, x).equal
+    assert np.array_equal(q2.forward_int(x), execute(inet, inet.quantize_input(x.numpy())))
+
+
+# -- CLI --------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory):
+    d = tmp_path_factory.mktemp("div")
+    train(TrainConfig(data="digits", model=ModelConfig(kind="tt", hidden=(16,), n_cores=2, ranks=2),
+                      epochs=2, seed=1), d / "run", progress=False)
+    assert main(["quantize", str(d / "run"), "-o", str(d / "m.ttfa"), "--calib-samples", "64",
+                 "--quiet"]) == 0
+    return d
+
+
+def test_cli_clean_artifact_exit_0(quantized, capsys):
+    d = quantized
+    assert main(["diverge", str(d / "run"), "--artifact", str(d / "m.ttfa"), "--samples", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "all 3 steps equal" in out and "float vs fake-quant" in out
+
+
+def test_cli_corrupted_artifact_exit_1_names_layer_step_element(quantized, tmp_path, capsys):
+    d = quantized
+    inet = load_artifact(d / "m.ttfa")
+    layer = inet.layers[0]
+    k = layer.schedule.steps[-1].core  # the core of the last step of layer 0
+    g = layer.cores[k].copy()
+    idx = (0, 1, g.shape[2] // 2, 0)  # a middle input column: the digits' border columns are all 0
+    bit = 0 if int(g[idx]) == -64 else 6
+    g[idx] ^= 1 << bit  # one bit; stays inside the 8-bit range
+    cores = tuple(g if i == k else c for i, c in enumerate(layer.cores))
+    bad = IntNetwork((dataclasses.replace(layer, cores=cores), *inet.layers[1:]), inet.meta)
+    save_artifact(bad, tmp_path / "bad.ttfa")
+    assert main(["diverge", str(d / "run"), "--artifact", str(tmp_path / "bad.ttfa"), "--json"]) == 1
+    rep = json.loads(capsys.readouterr().out)
+    m = rep["quant_vs_int"]
+    assert not rep["integer_stages_equal"]
+    assert (m["layer"], m["step"], m["what"]) == (0, len(layer.schedule.steps) - 1, "acc")
+    assert m["expected"] != m["got"]
+
+
+def test_cli_artifact_only_and_ptq_modes(quantized, capsys):
+    d = quantized
+    assert main(["diverge", str(d / "m.ttfa"), "--samples", "4"]) == 0
+    assert "dequantized weights" in capsys.readouterr().out
+    assert main(["diverge", str(d / "run"), "--w-bits", "4", "--calib-samples", "32", "--samples", "4"]) == 0
+    assert "all 3 steps equal" in capsys.readouterr().out
+
+
+def test_cli_note_when_weights_differ(quantized, tmp_path, capsys):
+    d = quantized
+    assert main(["quantize", str(d / "run"), "-o", str(tmp_path / "q.ttfa"), "--qat-epochs", "1",
+                 "--calib-samples", "64", "--save-checkpoint", str(tmp_path / "q.pt"), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["diverge", str(d / "run"), "--artifact", str(tmp_path / "q.ttfa"), "--samples", "4"]) == 1
+    assert "are not the ones" in capsys.readouterr().out
+    assert main(["diverge", str(tmp_path / "q.pt"), "--artifact", str(tmp_path / "q.ttfa"), "--samples", "4"]) == 0
+
+
+def test_cli_bad_input_exit_2(quantized, tmp_path, capsys):
+    d = quantized
+    data = (d / "m.ttfa").read_bytes()
+    broken = bytearray(data)
+    broken[len(broken) // 2] ^= 0x10  # one bit of the file: the checksums catch it
+    (tmp_path / "flip.ttfa").write_bytes(bytes(broken))
+    cases = [
+        ([str(d / "run"), "--artifact", str(tmp_path / "flip.ttfa")], ""),
+        ([str(tmp_path / "missing")], "does not exist"),
+        ([str(d / "run"), "--samples", "0"], "--samples 0 must be >= 1"),
+        ([str(d / "run"), "--artifact", str(tmp_path / "none.ttfa")], "does not exist"),
+        ([str(d / "run"), "--w-bits", "12"], "--w-bits 12 is out of range"),
+    ]
+    for args, msg in cases:
+        assert main(["diverge", *args]) == 2, args
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and msg in err[0] and err[0].startswith("ttforge diverge: error:")
+    # an artifact of a different network
+    q, inet, _ = small()
+    (tmp_path / "other.ttfa").write_bytes(dumps_artifact(inet))
+    assert main(["diverge", str(d / "run"), "--artifact", str(tmp_path / "other.ttfa")]) == 2
+    assert "give the checkpoint the artifact was compiled from" in capsys.readouterr().err

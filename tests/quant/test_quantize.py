@@ -1,0 +1,164 @@
+"""PTQ / QAT of trained networks (ttforge.quant.ptq) and ``ttforge quantize``."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ttforge.cli import main
+from ttforge.errors import ConfigError
+from ttforge.model.data import load_dataset
+from ttforge.model.network import ModelConfig
+from ttforge.model.train import TrainConfig, load_trained, train
+from ttforge.quant.artifact import load_artifact
+from ttforge.quant.executor import execute
+from ttforge.quant.ptq import (
+    NotBitExactError,
+    check_accumulators,
+    evaluate_quantized,
+    make_config,
+    parse_layer_bits,
+    quantize_trained,
+    weights_fingerprint,
+)
+
+
+def train_tiny(path: Path) -> Path:
+    cfg = TrainConfig(data="digits", model=ModelConfig(kind="tt", hidden=(16,), n_cores=2, ranks=2),
+                      epochs=3, seed=0)
+    train(cfg, path, progress=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return train_tiny(tmp_path_factory.mktemp("quant") / "run")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def test_ptq_report_and_bit_exact(run_dir, digits):
+    trained = load_trained(run_dir)
+    before = weights_fingerprint(trained.model)
+    qnet, inet, report = quantize_trained(trained, digits, make_config(2), calib_samples=256)
+    assert report["qat"] is None
+    assert report["ptq"]["bit_exact"] and report["ptq"]["int_acc"] == report["ptq"]["fake_quant_acc"]
+    assert report["ptq"]["int_acc"] > 0.5 and abs(report["ptq"]["int_acc"] - report["float_acc"]) < 0.05
+    assert report["calib_samples"] == 256 and report["n_test"] == 360
+    assert report["on_chip"]["on_chip_bytes"] > 0 and [L["w_bits"] for L in report["layers"]] == [8, 8]
+    golden = execute(inet, inet.quantize_input(digits.x_test.numpy()))
+    assert np.array_equal(qnet.forward_int(digits.x_test), golden)
+    assert weights_fingerprint(trained.model) == before  # the float model is untouched
+
+
+def test_qat_is_deterministic_and_leaves_the_float_model_alone(run_dir, digits):
+    trained = load_trained(run_dir)
+    before = weights_fingerprint(trained.model)
+    cfg = make_config(2, w_bits=4, calibration="mse")
+    runs = [quantize_trained(trained, digits, cfg, calib_samples=256, qat_epochs=1, seed=3) for _ in range(2)]
+    (_, a, ra), (_, b, rb) = runs
+    assert ra["qat"]["epochs"] == 1 and len(ra["qat"]["history"]) == 1
+    assert ra["qat"]["int_acc"] == rb["qat"]["int_acc"]
+    for la, lb in zip(a.layers, b.layers):
+        assert la.step_exps == lb.step_exps and la.core_exps == lb.core_exps
+        assert all(np.array_equal(x, y) for x, y in zip(la.cores, lb.cores))
+    assert weights_fingerprint(trained.model) == before
+    assert ra["quant_fingerprint"] != before  # QAT moved the (copied) weights
+
+
+def test_mixed_precision_per_layer(run_dir, digits):
+    trained = load_trained(run_dir)
+    _, inet, report = quantize_trained(trained, digits, make_config(2, w_bits=8, layer_bits={0: 3}),
+                                       calib_samples=128)
+    assert [layer.w_bits for layer in inet.layers] == [3, 8]
+    assert all(np.abs(g).max() <= 3 for g in inet.layers[0].cores)
+    assert [L["w_bits"] for L in report["layers"]] == [3, 8]
+
+
+def test_a_corrupted_integer_network_is_not_bit_exact(run_dir, digits):
+    trained = load_trained(run_dir)
+    qnet, inet, _ = quantize_trained(trained, digits, make_config(2), calib_samples=128)
+    evaluate_quantized(qnet, inet, digits.x_test, digits.y_test)
+    inet.layers[0].cores[0].reshape(-1)[3] ^= 1 << 4
+    with pytest.raises(NotBitExactError, match="first at sample"):
+        evaluate_quantized(qnet, inet, digits.x_test, digits.y_test)
+
+
+def test_config_errors_name_the_flag(run_dir):
+    model = load_trained(run_dir).model
+    with pytest.raises(ConfigError, match=r"--w-bits 9 is out of range; give an integer in 2\.\.8"):
+        make_config(2, w_bits=9)
+    with pytest.raises(ConfigError, match=r"--layer-bits: layer 2 does not exist; the network has 2"):
+        make_config(2, layer_bits={2: 4})
+    with pytest.raises(ConfigError, match="is not LAYER:BITS"):
+        parse_layer_bits("0-4")
+    assert parse_layer_bits("0:4, 1:8") == {0: 4, 1: 8}
+    with pytest.raises(ConfigError, match=r"layer 0 step 0: .* need a \d+-bit accumulator but --acc-bits is 12"):
+        check_accumulators(model, make_config(2, act_bits=8, acc_bits=12))
+
+
+# -- CLI --------------------------------------------------------------------------------
+def test_cli_writes_an_artifact_equal_to_the_report(run_dir, tmp_path, capsys, digits):
+    out = tmp_path / "m.ttfa"
+    ckpt = tmp_path / "qat.pt"
+    assert main(["quantize", str(run_dir), "-o", str(out), "--w-bits", "6", "--layer-bits", "1:8",
+                 "--qat-epochs", "1", "--calib-samples", "128", "--save-checkpoint", str(ckpt), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    inet = load_artifact(out)
+    assert [layer.w_bits for layer in inet.layers] == [6, 8]
+    assert inet.meta["method"] == "qat" and inet.meta["test_acc"] == report["qat"]["int_acc"]
+    golden = execute(inet, inet.quantize_input(digits.x_test.numpy()))
+    assert np.mean(np.argmax(golden, axis=1) == digits.y_test.numpy()) == report["qat"]["int_acc"]
+    # the saved fine-tuned checkpoint is the float model the artifact was compiled from
+    assert weights_fingerprint(load_trained(ckpt).model) == inet.meta["weights_fingerprint"]
+
+
+def test_cli_table(run_dir, tmp_path, capsys):
+    out = tmp_path / "t.ttfa"
+    assert main(["quantize", str(run_dir), "-o", str(out), "--calib-samples", "64", "--quiet"]) == 0
+    text = capsys.readouterr().out
+    for word in ("float", "PTQ", "integer executor", "on-chip bytes", "ratio", str(out)):
+        assert word in text
+    assert out.is_file()
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--w-bits", "9"], "--w-bits 9 is out of range"),
+        (["--act-bits", "1"], "--act-bits 1 is out of range"),
+        (["--inter-bits", "17"], "--inter-bits 17 is out of range"),
+        (["--layer-bits", "5:4"], "layer 5 does not exist"),
+        (["--layer-bits", "0:1"], "layer 0 bits 1 is out of range"),
+        (["--layer-bits", "zero:4"], "is not LAYER:BITS"),
+        (["--act-bits", "16", "--acc-bits", "20"], "need a 26-bit accumulator but --acc-bits is 20; raise --acc-bits to 26"),
+        (["--calib-samples", "0"], "--calib-samples 0 must be >= 1"),
+        (["--lr", "-1"], "--lr -1.0 must be a positive number"),
+    ],
+)
+def test_cli_bad_input_is_one_line_exit_2_and_writes_nothing(run_dir, tmp_path, capsys, extra, message):
+    out = tmp_path / "bad.ttfa"
+    assert main(["quantize", str(run_dir), "-o", str(out), *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and err[0].startswith("ttforge quantize: error:")
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_cli_missing_checkpoint(tmp_path, capsys):
+    out = tmp_path / "x.ttfa"
+    assert main(["quantize", str(tmp_path / "nope"), "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does not exist" in err[0]
+    assert not out.exists()
+
+
+def test_cli_bad_calibration_choice(run_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["quantize", str(run_dir), "-o", str(tmp_path / "x.ttfa"), "--calibration", "minmax"])
+    assert e.value.code == 2
+    assert "invalid choice: 'minmax'" in capsys.readouterr().err
