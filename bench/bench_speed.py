@@ -308,6 +308,16 @@ def _git_commit() -> str | None:
         return None
 
 
+def _git_dirty() -> bool | None:
+    """Whether the code measured differs from the commit (model/ or bench/ changed)."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--", "model", "bench/bench_speed.py"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=10)
+        return bool(out.stdout.strip()) if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def _loadavg() -> list[float] | None:
     try:
         return [round(v, 2) for v in os.getloadavg()]
@@ -330,6 +340,7 @@ def environment(threads: int) -> dict:
         "tensorly_torch": _version("tensorly-torch"),
         "opt_einsum": _version("opt_einsum") if _opt_einsum_available() else None,
         "git_commit": _git_commit(),
+        "git_dirty": _git_dirty(),
     }
 
 
@@ -377,18 +388,21 @@ def markdown(result: dict, command: str) -> str:
         f"(median over median). Forward runs under `torch.no_grad()`; forward+backward "
         f"includes the input gradient."
     )
-    lines += ["", "Regenerate (a few minutes):", "", "```", command, "```", ""]
-    lines += ["| case | in -> out | modes in / out | ranks | weight params ttforge / tltorch / dense |",
-              "|---|---|---|---|---|"]
+    lines += ["", "Regenerate (a few minutes; `pip install opt_einsum` as well for the opt_einsum "
+              "columns):", "", "```", "pip install -e '.[bench]'", command, "```", ""]
+    lines += ["| case | in -> out | modes in / out | ranks | weight params ttforge / tltorch / dense "
+              "| MACs per sample: ttforge schedule / dense / prototype |",
+              "|---|---|---|---|---|---|"]
     for c in cases:
         f = c["facts"]
-        p = f["weight_params"]
+        p, mac = f["weight_params"], f["macs_per_sample"]
         lines.append(
             f"| {c['case']} | {f['in_features']} -> {f['out_features']} | "
             f"{'x'.join(map(str, f['in_modes']))} / {'x'.join(map(str, f['out_modes']))} | "
             f"{','.join(map(str, f['ranks']['ttforge']))} (tltorch: "
             f"{','.join(map(str, f['ranks']['tltorch']))}) | "
-            f"{p['ttforge']:,} / {p['tltorch']:,} / {p['dense']:,} |"
+            f"{p['ttforge']:,} / {p['tltorch']:,} / {p['dense']:,} | "
+            f"{mac['ttforge']:,} / {mac['dense']:,} / {mac['prototype_merged_pairs']:,} |"
         )
     for mode, title in (("fwd", "Forward"), ("fwd_bwd", "Forward + backward")):
         head = ["case", "ttforge", "tltorch", "x vs tltorch"]
@@ -449,13 +463,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--reps", type=int, default=30, help="timed repetitions per case (default 30)")
     p.add_argument("--warmup", type=int, default=3, help="untimed repetitions first (default 3)")
-    default_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
-        os.cpu_count() or 1)
-    p.add_argument("--threads", type=int, default=default_threads,
-                   help=f"torch.set_num_threads (default: the CPUs available, {default_threads})")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch.set_num_threads (default 1: on a small, shared machine two "
+                        "OpenMP threads mostly wait on each other and the medians become noise)")
     p.add_argument("--out", type=Path, default=DEFAULT_JSON, help="JSON results file")
     p.add_argument("--doc", type=Path, default=DEFAULT_DOC, help="Markdown file to update")
     p.add_argument("--no-doc", action="store_true", help="do not touch the Markdown file")
+    p.add_argument("--render-only", action="store_true",
+                   help="measure nothing: rewrite the Markdown section from the --out JSON")
     args = p.parse_args(argv)
     names = [c.strip() for c in args.cases.split(",") if c.strip()]
     for n in names:
@@ -472,6 +487,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.render_only:
+        result = json.loads(args.out.read_text())
+        update_doc(args.doc, markdown(result, result["command"]))
+        print(f"updated the '{SECTION}' section of {args.doc} from {args.out}")
+        return result
     torch.set_num_threads(args.threads)
     command = "python bench/bench_speed.py" + (
         "" if argv is None and len(sys.argv) == 1 else " " + " ".join(sys.argv[1:] if argv is None else argv))

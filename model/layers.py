@@ -70,14 +70,16 @@ def apply_schedule(
     with the batch as its innermost axis, ``(A, K, Q * B)``, so a step is one matrix
     product ``C @ X`` when ``A == 1`` and otherwise one batched product over ``A``
     with ``C`` shared (stride 0); nothing is transposed between steps, only the input
-    and the output once. Large batches are processed in chunks whose intermediates
-    hold at most ``2**20`` elements.
+    and the output once. Large batches are processed in chunks (of a multiple of 16
+    samples where possible) whose intermediates hold at most ``2**20`` elements.
     """
     batch = x.shape[0]
     steps = schedule.steps
     mats = [cores[s.core].permute(*s.core_axes).reshape(s.P, s.K) for s in steps]
     per_sample = max([schedule.shape.in_size] + [s.out_elements for s in steps])
     chunk = max(1, _CHUNK_ELEMENTS // per_sample)
+    if 16 <= chunk < batch:
+        chunk -= chunk % 16  # whole SIMD widths of columns for the matrix kernels
     outs = []
     for lo in range(0, batch, chunk) if batch else [0]:
         xc = x[lo : lo + chunk] if chunk < batch else x
