@@ -421,7 +421,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--inter-bits", type=int, default=16, metavar="B")
     g.add_argument("--acc-bits", type=int, default=32, metavar="B")
     g.add_argument("--layer-bits", default="", metavar="L:B[,L:B...]")
-    g.add_argument("--calibration", choices=["max", "mse"], default="max")
+    g.add_argument("--calibration", choices=["max", "mse"], default="mse")
     g.add_argument("--calib-samples", type=int, default=1024, metavar="N")
     g.add_argument("--seed", type=int, default=0)
 

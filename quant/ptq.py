@@ -68,6 +68,7 @@ __all__ = [
     "calibration_samples",
     "ptq",
     "fine_tune",
+    "float_accuracy",
     "parse_layer_bits",
     "check_accumulators",
     "weights_fingerprint",
@@ -118,7 +119,7 @@ def make_config(
     inter_bits: int = 16,
     acc_bits: int = 32,
     layer_bits: Mapping[int, int] | None = None,
-    calibration: str = "max",
+    calibration: str = "mse",
 ) -> QuantConfig:
     """A :class:`QuantConfig` for a network of ``n_layers`` linear layers, checked with
     errors that name the command-line flag (``layer_bits`` overrides core bits per layer)."""
@@ -213,7 +214,7 @@ def ptq(float_model: nn.Module, x_cal: torch.Tensor, config: QuantConfig) -> Qua
 
 
 @torch.no_grad()
-def _float_acc(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 2048) -> float:
+def float_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 2048) -> float:
     was = model.training
     model.eval()
     correct = 0
@@ -334,7 +335,8 @@ def quantize_trained(
     (QuantNetwork, IntNetwork, dict)
         The final network (QAT if ``qat_epochs`` else PTQ), its integer form and the
         report: ``float_acc``, ``ptq`` and ``qat`` (``fake_quant_acc``, ``int_acc``, ...),
-        ``layers`` (widths and exponents), ``on_chip`` (bytes) and the settings.
+        ``layers`` (widths and exponents), ``on_chip`` / ``on_chip_layers`` (bytes, see
+        :func:`~ttforge.quant.artifact.on_chip_bytes`) and the settings.
     """
     for name, v, lo in (("calib_samples", calib_samples, 1), ("qat_epochs", qat_epochs, 0),
                         ("batch_size", batch_size, 1), ("seed", seed, 0), ("threads", threads, 1)):
@@ -366,7 +368,7 @@ def quantize_trained(
         "calibration": config.calibration,
         "calib_samples": int(x_cal.shape[0]),
         "seed": seed,
-        "float_acc": _float_acc(float_model, ds.x_test, ds.y_test),
+        "float_acc": float_accuracy(float_model, ds.x_test, ds.y_test),
         "float_fingerprint": weights_fingerprint(float_model),
     }
     with _deterministic(threads):
@@ -384,7 +386,9 @@ def quantize_trained(
     from ttforge.quant.artifact import on_chip_bytes
 
     report["layers"] = _layer_rows(qnet, inet)
-    report["on_chip"] = on_chip_bytes(inet)["total"]
+    mem = on_chip_bytes(inet)
+    report["on_chip"] = mem["total"]
+    report["on_chip_layers"] = mem["layers"]
     report["quant_fingerprint"] = weights_fingerprint(model)
     report["seconds"] = time.perf_counter() - t0
     return qnet, inet, report
@@ -459,9 +463,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--layer-bits", default="", metavar="L:B[,L:B...]",
                    help="core bits per linear layer, overriding --w-bits (e.g. 0:4,1:8)")
     g = p.add_argument_group("calibration and fine-tuning")
-    g.add_argument("--calibration", choices=["max", "mse"], default="max",
-                   help="exponent choice: no saturation on the calibration data (max, default) or "
-                        "least squared error (mse)")
+    g.add_argument("--calibration", choices=["max", "mse"], default="mse",
+                   help="exponent choice: least squared error (mse, default; much better below 8 "
+                        "bits, see docs/benchmarks.md) or no saturation on the calibration data (max)")
     g.add_argument("--calib-samples", type=int, default=1024, metavar="N",
                    help="training samples to calibrate on (default 1024)")
     g.add_argument("--qat-epochs", type=int, default=0, metavar="N",
@@ -571,7 +575,8 @@ def _print_summary(args: argparse.Namespace, r: dict[str, Any]) -> None:
     for col in ("network", "fake-quant (eval)", "integer executor", "vs float", "bit-exact"):
         t.add_column(col, justify="left" if col == "network" else "right")
     t.add_row("float", pct(r["float_acc"]), "-", "-", "-")
-    rows = [("PTQ", r["ptq"])] + ([(f"QAT ({r['qat']['epochs']} epochs)", r["qat"])] if r["qat"] else [])
+    n_ep = r["qat"]["epochs"] if r["qat"] else 0
+    rows = [("PTQ", r["ptq"])] + ([(f"QAT ({n_ep} epoch{'s' * (n_ep != 1)})", r["qat"])] if r["qat"] else [])
     for name, d in rows:
         t.add_row(name, pct(d["fake_quant_acc"]), pct(d["int_acc"]),
                   f"{100 * (d['int_acc'] - r['float_acc']):+.2f} pp", "yes" if d["bit_exact"] else "NO")
@@ -591,6 +596,9 @@ def _print_summary(args: argparse.Namespace, r: dict[str, Any]) -> None:
                   f"dense INT8 weights {m['dense_int8_bytes']:,}: ratio {m['ratio']:.3f}", highlight=False)
     extra = f" and {r['checkpoint']}" if r.get("checkpoint") else ""
     console.print(f"written {r['artifact']}{extra}", highlight=False)
+    if r["qat"] and not r.get("checkpoint"):
+        console.print("note: QAT changed the float weights; to check this artifact with 'ttforge diverge', "
+                      "rerun with --save-checkpoint PT and give that checkpoint", highlight=False)
 
 
 def quantize_cli_spec():

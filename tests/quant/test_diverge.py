@@ -185,6 +185,16 @@ def test_cli_artifact_only_and_ptq_modes(quantized, capsys):
     assert "all 3 steps equal" in capsys.readouterr().out
 
 
+def test_cli_input_file(quantized, tmp_path, capsys):
+    d = quantized
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).random((5, 64)))
+    assert main(["diverge", str(d / "m.ttfa"), "--input", str(tmp_path / "x.npy")]) == 0
+    assert "(5 samples)" in capsys.readouterr().out
+    np.save(tmp_path / "bad.npy", np.zeros((5, 63)))
+    assert main(["diverge", str(d / "m.ttfa"), "--input", str(tmp_path / "bad.npy")]) == 2
+    assert "give (batch, 64) numbers" in capsys.readouterr().err
+
+
 def test_cli_note_when_weights_differ(quantized, tmp_path, capsys):
     d = quantized
     assert main(["quantize", str(d / "run"), "-o", str(tmp_path / "q.ttfa"), "--qat-epochs", "1",

@@ -162,3 +162,18 @@ def test_cli_bad_calibration_choice(run_dir, tmp_path, capsys):
         main(["quantize", str(run_dir), "-o", str(tmp_path / "x.ttfa"), "--calibration", "minmax"])
     assert e.value.code == 2
     assert "invalid choice: 'minmax'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_bench_quant_quick(tmp_path):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "q.json"
+    res = subprocess.run([sys.executable, str(root / "bench" / "bench_quant.py"), "--quick", "--out", str(out)],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    data = json.loads(out.read_text())
+    assert all(r["runs"][0]["bit_exact"] for r in data["rows"] if r["config"] != "float")
+    assert "| digits | 8-bit cores" in res.stdout
