@@ -1,0 +1,215 @@
+"""AXI4-Stream adapters between bus beats and the engine's element streams.
+
+The engine consumes and produces one element per cycle
+(``amaranth.lib.stream`` of ``StructLayout({"data": signed(act_bits), "last": 1})``);
+the AXI4-Stream ports carry ``E = stream_elems`` elements per beat:
+
+* a beat's ``tdata`` is ``E`` *lanes* of ``W = ceil(act_bits / 8) * 8`` bits each;
+  element ``j`` of the beat sits in lane ``j`` (bits ``j*W .. j*W + W - 1``), element 0
+  in the least significant lane; a vector's elements fill beats in order;
+* input (``s_axis``): only the low ``act_bits`` bits of each lane are used (two's
+  complement); the upper bits of a lane are ignored;
+* output (``m_axis``): each lane holds its element sign-extended to ``W`` bits;
+* ``tlast`` is set on the last beat of a vector, and only there;
+* the last beat of a vector may be partially filled: a vector of ``n`` elements takes
+  ``ceil(n / E)`` beats, and its last beat carries ``n - E*(ceil(n/E) - 1)`` elements
+  in its low lanes. On output the unused lanes are 0; on input they are ignored (the
+  input adapter knows the vector length from ``IN_COUNT``).
+
+There are no ``tkeep``/``tstrb`` ports: every byte of a beat is a data byte (AXI4-Stream
+allows omitting them; a master with ``tkeep`` can leave it unconnected).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["lane_bits", "element_layout", "AXISSignature", "AXISToElements", "ElementsToAXIS"]
+
+
+def lane_bits(act_bits: int) -> int:
+    """Bits per element lane on the stream buses: ``act_bits`` rounded up to bytes."""
+    return (int(act_bits) + 7) // 8 * 8
+
+
+def element_layout(act_bits: int) -> data.StructLayout:
+    """The engine's element stream payload."""
+    return data.StructLayout({"data": signed(act_bits), "last": 1})
+
+
+def AXISSignature(width: int) -> wiring.Signature:
+    """An AXI4-Stream master (``tdata/tvalid/tready/tlast``); flip it for a slave."""
+    return wiring.Signature({
+        "tdata": Out(width),
+        "tvalid": Out(1),
+        "tready": In(1),
+        "tlast": Out(1),
+    })
+
+
+def _params(config=None, *, stream_elems=None, act_bits=None, count_bits=None):
+    if config is not None:
+        stream_elems = config.stream_elems
+        act_bits = config.act_bits
+        if count_bits is None:
+            count_bits = max(1, int(config.buf_depth).bit_length())
+    if stream_elems is None or act_bits is None:
+        raise TypeError("give a config or stream_elems and act_bits")
+    if count_bits is None:
+        count_bits = 16
+    return int(stream_elems), int(act_bits), int(count_bits)
+
+
+class AXISToElements(wiring.Component):
+    """AXI4-Stream slave (``s``) -> element stream (``out``), one element per cycle.
+
+    ``count`` is the vector length in elements (``IN_COUNT``). A beat without ``tlast``
+    carries ``E`` elements; a beat with ``tlast`` carries the rest of the vector
+    (``min(E, max(1, count - received))`` elements), the last of which is marked
+    ``last``. A ``tlast`` that comes early or late is passed through as it is (the
+    engine reports it as an error). ``flush`` drops a held beat and restarts the
+    vector count (soft reset).
+
+    A beat is taken into a register when the adapter is empty, or in the cycle its
+    previous beat's last element leaves, so a stream of beats runs without bubbles.
+    """
+
+    def __init__(self, config=None, *, stream_elems=None, act_bits=None, count_bits=None):
+        self.elems, self.act_bits, self.count_bits = _params(
+            config, stream_elems=stream_elems, act_bits=act_bits, count_bits=count_bits)
+        self.lane = lane_bits(self.act_bits)
+        super().__init__({
+            "s": In(AXISSignature(self.elems * self.lane)),
+            "out": Out(stream.Signature(element_layout(self.act_bits))),
+            "count": In(self.count_bits),
+            "flush": In(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        E, W, A = self.elems, self.lane, self.act_bits
+
+        beat = Signal(E * W)
+        beat_last = Signal()
+        full = Signal()
+        idx = Signal(range(max(E, 2)))          # element of the held beat being offered
+        nvalid = Signal(range(E + 1))           # elements of the held beat to emit
+        pos = Signal(self.count_bits + 1)        # elements of this vector before the held beat
+
+        lanes = Array(beat.word_select(j, W)[:A].as_signed() for j in range(E))
+        end_of_beat = Signal()
+        m.d.comb += [
+            end_of_beat.eq(idx == nvalid - 1),
+            self.out.valid.eq(full),
+            self.out.p.data.eq(lanes[idx]),
+            self.out.p.last.eq(beat_last & end_of_beat),
+        ]
+        leaving = Signal()   # the held beat's last element is taken this cycle
+        m.d.comb += leaving.eq(full & self.out.ready & end_of_beat)
+        m.d.comb += self.s.tready.eq(~full | leaving)
+
+        # the vector position of an incoming beat (the held beat may leave this cycle)
+        pos_next = Signal.like(pos)
+        m.d.comb += pos_next.eq(Mux(leaving, Mux(beat_last, 0, pos + nvalid), pos))
+        # how many elements a beat carries: E, or the rest of the vector on a tlast beat
+        remaining = Signal(signed(self.count_bits + 2))
+        m.d.comb += remaining.eq(self.count - pos_next)
+        n_in = Signal(range(E + 1))
+        with m.If(~self.s.tlast | (remaining >= E)):
+            m.d.comb += n_in.eq(E)
+        with m.Elif(remaining < 1):
+            m.d.comb += n_in.eq(1)
+        with m.Else():
+            m.d.comb += n_in.eq(remaining[:len(n_in)])
+
+        with m.If(full & self.out.ready & ~end_of_beat):
+            m.d.sync += idx.eq(idx + 1)
+        with m.If(leaving):
+            m.d.sync += [full.eq(0), pos.eq(pos_next)]
+        with m.If(self.s.tvalid & self.s.tready):
+            m.d.sync += [
+                beat.eq(self.s.tdata),
+                beat_last.eq(self.s.tlast),
+                full.eq(1),
+                idx.eq(0),
+                nvalid.eq(n_in),
+            ]
+        with m.If(self.flush):
+            m.d.sync += [full.eq(0), pos.eq(0), idx.eq(0)]
+        return m
+
+
+class ElementsToAXIS(wiring.Component):
+    """Element stream (``inp``) -> AXI4-Stream master (``m``).
+
+    Collects ``E`` elements per beat (element 0 in lane 0), each sign-extended to its
+    lane; an element marked ``last`` closes the beat early (unused lanes 0) and sets
+    ``tlast``. The beat is registered (``tdata``/``tlast`` stable while ``tvalid`` waits
+    for ``tready``; ``tvalid`` never depends on ``tready``). A second register collects
+    the next beat meanwhile, so one element per cycle flows without bubbles.
+    ``flush`` drops everything held (soft reset).
+    """
+
+    def __init__(self, config=None, *, stream_elems=None, act_bits=None):
+        self.elems, self.act_bits, _ = _params(config, stream_elems=stream_elems,
+                                               act_bits=act_bits, count_bits=1)
+        self.lane = lane_bits(self.act_bits)
+        super().__init__({
+            "inp": In(stream.Signature(element_layout(self.act_bits))),
+            "m": Out(AXISSignature(self.elems * self.lane)),
+            "flush": In(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        E, W = self.elems, self.lane
+
+        coll = Signal(E * W)                 # beat being collected
+        idx = Signal(range(max(E, 2)))
+        out_valid = Signal()
+        out_data = Signal(E * W)
+        out_last = Signal()
+        m.d.comb += [
+            self.m.tvalid.eq(out_valid),
+            self.m.tdata.eq(out_data),
+            self.m.tlast.eq(out_last),
+        ]
+        closes = Signal()                    # the incoming element completes a beat
+        m.d.comb += closes.eq(self.inp.p.last | (idx == E - 1))
+        out_free = Signal()
+        m.d.comb += out_free.eq(~out_valid | self.m.tready)
+        m.d.comb += self.inp.ready.eq(~closes | out_free)
+
+        with m.If(out_valid & self.m.tready):
+            m.d.sync += out_valid.eq(0)
+
+        elem = Signal(W)
+        m.d.comb += elem.eq(self.inp.p.data.as_signed())   # sign-extends to the lane
+        # the finished beat: collected lanes below idx, the new element at idx, zeros above
+        lanes_now = []
+        for j in range(E):
+            lane = Signal(W, name=f"lane{j}")
+            with m.If(idx == j):
+                m.d.comb += lane.eq(elem)
+            with m.Elif(idx > j):
+                m.d.comb += lane.eq(coll.word_select(j, W))
+            lanes_now.append(lane)
+        with m.If(self.inp.valid & self.inp.ready):
+            with m.If(closes):
+                m.d.sync += [
+                    out_data.eq(Cat(*lanes_now)),
+                    out_last.eq(self.inp.p.last),
+                    out_valid.eq(1),
+                    idx.eq(0),
+                    coll.eq(0),
+                ]
+            with m.Else():
+                m.d.sync += [
+                    coll.word_select(idx, W).eq(elem),
+                    idx.eq(idx + 1),
+                ]
+        with m.If(self.flush):
+            m.d.sync += [out_valid.eq(0), idx.eq(0), coll.eq(0)]
+        return m
