@@ -1,0 +1,334 @@
+"""Datapath blocks of the TT engine (``docs/hardware.md``).
+
+* :class:`AddressGen` — the 4-level nested loop counter of a step. It produces the
+  element addresses of every operand stream incrementally (one saturating add per
+  level and cycle, no multiplier): ``BASE + i0*S0 + i1*S1 + i2*S2 (+ i3*S3)``.
+* :class:`MacLanes` — ``L`` multiply-accumulate lanes, pipelined as
+  operand register -> product register -> accumulator.
+* :class:`Requant` — one lane of requantization (bias add, ``rshift_round`` by the
+  step's signed shift, saturation to ``SAT_BITS`` with an event flag, ReLU, zeroing of
+  padded outputs), three pipeline stages.
+* :class:`RequantDecode` — the per-step constants of :class:`Requant` decoded from a
+  descriptor's ``SHIFT`` and ``SAT_BITS``.
+
+Addresses are unsigned and *saturating*: every address register is ``addr_width + 1``
+bits wide and an add that would reach ``2**addr_width`` sticks there. Memory depths are
+at most ``2**addr_width``, so a saturated address is always out of range, and with
+non-negative strides the saturating sum is out of range exactly when the true sum is.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+__all__ = ["sat_add", "saturate_value", "AddressGen", "MacLanes", "Requant", "RequantDecode",
+           "requant_widths"]
+
+
+def sat_add(a, b, addr_width: int):
+    """``min(a + b, 2**addr_width)`` for unsigned ``a, b <= 2**addr_width``; ``addr_width + 1`` bits."""
+    s = a + b
+    return Mux(s[addr_width:].any(), Const(1 << addr_width, addr_width + 1), s[:addr_width + 1])
+
+
+def saturate_value(v, addr_width: int):
+    """``min(v, 2**addr_width)`` for an unsigned value of any width; ``addr_width + 1`` bits."""
+    if len(v) <= addr_width:
+        return v
+    return Mux(v[addr_width:].any(), Const(1 << addr_width, addr_width + 1), v[:addr_width + 1])
+
+
+# --------------------------------------------------------------------------------------
+class AddressGen(wiring.Component):
+    """Four nested loops ``(i0, i1, i2, i3)`` with bounds ``bound_m1[j] + 1``.
+
+    Each *stream* ``(name, levels)`` has a base and ``levels`` strides; its address for the
+    current iteration is ``base + sum_{j < levels} i_j * stride_j`` (saturating), kept in one
+    register per level and updated with one add per cycle: when loop ``j`` advances, the
+    level-``j`` register gets ``+ stride_j`` and the deeper levels restart from it. A
+    3-level stream (the output) ignores ``i3``.
+
+    ``start`` (one cycle) loads ``(0, 0, 0, 0)`` and makes ``valid`` high; each cycle with
+    ``en`` and ``valid`` moves to the next iteration, and ``valid`` falls after the last.
+    Outputs are registers: ``<name>_addr``, ``first`` (``i3 == 0``), ``last``
+    (``i3 == N3 - 1``), ``final`` (the last iteration), ``i2_last`` (``i2 == N2 - 1``),
+    and for each stream in ``slab`` ``<name>_slab_end`` = the stream's address at
+    ``(i0 + 1, 0, 0, 0)``, i.e. the start of the next ``i0`` slab.
+    """
+
+    def __init__(self, *, bound_width: int, addr_width: int,
+                 streams=(("x", 4), ("c", 4), ("o", 3), ("b", 3)), slab=("o",)):
+        self.bound_width = int(bound_width)
+        self.addr_width = aw = int(addr_width)
+        self.streams = tuple((str(n), int(lv)) for n, lv in streams)
+        self.slab = tuple(slab)
+        for n, lv in self.streams:
+            if not 1 <= lv <= 4:
+                raise ValueError(f"stream {n} has {lv} levels; 1..4 allowed")
+        sig = {
+            "start": In(1),
+            "en": In(1),
+            "bound_m1": In(data.ArrayLayout(self.bound_width, 4)),
+            "valid": Out(1),
+            "first": Out(1),
+            "last": Out(1),
+            "i2_last": Out(1),
+            "final": Out(1),
+        }
+        for n, lv in self.streams:
+            sig[f"{n}_base"] = In(aw + 1)
+            sig[f"{n}_stride"] = In(data.ArrayLayout(aw + 1, lv))
+            sig[f"{n}_addr"] = Out(aw + 1)
+        for n in self.slab:
+            sig[f"{n}_slab_end"] = Out(aw + 1)
+        super().__init__(sig)
+
+    def elaborate(self, platform):
+        m = Module()
+        aw = self.addr_width
+        i = [Signal(self.bound_width, name=f"i{j}") for j in range(4)]
+        wrap = [Signal(name=f"wrap{j}") for j in range(4)]
+        for j in range(4):
+            m.d.comb += wrap[j].eq(i[j] == self.bound_m1[j])
+        final = wrap[0] & wrap[1] & wrap[2] & wrap[3]
+        m.d.comb += [
+            self.first.eq(i[3] == 0),
+            self.last.eq(wrap[3]),
+            self.i2_last.eq(wrap[2]),
+            self.final.eq(final),
+        ]
+        adv = Signal()
+        m.d.comb += adv.eq(self.en & self.valid & ~self.start)
+
+        # loop counters
+        with m.If(self.start):
+            m.d.sync += [c.eq(0) for c in i]
+            m.d.sync += self.valid.eq(1)
+        with m.Elif(adv):
+            with m.If(final):
+                m.d.sync += self.valid.eq(0)
+            with m.Elif(~wrap[3]):
+                m.d.sync += i[3].eq(i[3] + 1)
+            with m.Elif(~wrap[2]):
+                m.d.sync += [i[3].eq(0), i[2].eq(i[2] + 1)]
+            with m.Elif(~wrap[1]):
+                m.d.sync += [i[3].eq(0), i[2].eq(0), i[1].eq(i[1] + 1)]
+            with m.Else():
+                m.d.sync += [i[3].eq(0), i[2].eq(0), i[1].eq(0), i[0].eq(i[0] + 1)]
+
+        # address streams
+        for n, lv in self.streams:
+            base = getattr(self, f"{n}_base")
+            stride = getattr(self, f"{n}_stride")
+            p = [Signal(aw + 1, name=f"{n}_p{j}") for j in range(lv)]
+            nxt0 = Signal(aw + 1, name=f"{n}_next0")  # p0 + S0
+            m.d.comb += getattr(self, f"{n}_addr").eq(p[lv - 1])
+            if n in self.slab:
+                m.d.comb += getattr(self, f"{n}_slab_end").eq(nxt0)
+            with m.If(self.start):
+                m.d.sync += [q.eq(base) for q in p]
+                m.d.sync += nxt0.eq(sat_add(base, stride[0], aw))
+            with m.Elif(adv & ~final):
+                # the deepest loop that advances is the first j (from 3 down) not wrapping
+                first_case = True
+                for j in (3, 2, 1):
+                    cond = ~wrap[j]
+                    ctx = m.If(cond) if first_case else m.Elif(cond)
+                    first_case = False
+                    with ctx:
+                        if j < lv:  # a shallower stream ignores the deeper loops
+                            t = sat_add(p[j], stride[j], aw)
+                            m.d.sync += [q.eq(t) for q in p[j:]]
+                with m.Else():  # loop 0 advances
+                    m.d.sync += [q.eq(nxt0) for q in p]
+                    m.d.sync += nxt0.eq(sat_add(nxt0, stride[0], aw))
+        return m
+
+
+# --------------------------------------------------------------------------------------
+class MacLanes(wiring.Component):
+    """``lanes`` multiply-accumulate lanes with a two-register pipeline.
+
+    Inputs ``x``/``c`` (already broadcast per lane), ``in_valid``, ``in_first`` (``k == 0``),
+    ``in_last`` (``k == K - 1``) and an opaque ``in_tag`` enter the operand registers; the
+    next cycle the products are registered; the cycle after that the accumulators add
+    them (``first`` restarts from the product). ``res`` is the sum including the product
+    being added (combinational, from registers), valid when ``res_valid``
+    (``last``); the accumulators hold it afterwards. ``en`` low freezes every stage
+    (a stall); latency from the inputs to ``res`` is 2 cycles.
+    Sums wrap at ``acc_bits`` (the compiler proves they never need to).
+    """
+
+    def __init__(self, *, lanes: int, x_bits: int, c_bits: int, acc_bits: int, tag_width: int = 1):
+        self.lanes = int(lanes)
+        self.acc_bits = int(acc_bits)
+        self.x_bits = int(x_bits)
+        self.c_bits = int(c_bits)
+        self.tag_width = max(1, int(tag_width))
+        super().__init__({
+            "en": In(1),
+            "in_valid": In(1),
+            "in_first": In(1),
+            "in_last": In(1),
+            "in_tag": In(self.tag_width),
+            "x": In(data.ArrayLayout(signed(self.x_bits), self.lanes)),
+            "c": In(data.ArrayLayout(signed(self.c_bits), self.lanes)),
+            "res_valid": Out(1),
+            "res_tag": Out(self.tag_width),
+            "res": Out(data.ArrayLayout(signed(self.acc_bits), self.lanes)),
+            "mac_valid": Out(1),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        L = self.lanes
+        op_v, op_first, op_last = Signal(), Signal(), Signal()
+        op_tag = Signal(self.tag_width)
+        op_x = Signal(data.ArrayLayout(signed(self.x_bits), L))
+        op_c = Signal(data.ArrayLayout(signed(self.c_bits), L))
+        pr_v, pr_first, pr_last = Signal(), Signal(), Signal()
+        pr_tag = Signal(self.tag_width)
+        pr = Signal(data.ArrayLayout(signed(self.x_bits + self.c_bits), L))
+        acc = Signal(data.ArrayLayout(signed(self.acc_bits), L))
+
+        with m.If(self.en):
+            m.d.sync += [
+                op_v.eq(self.in_valid), op_first.eq(self.in_first), op_last.eq(self.in_last),
+                op_tag.eq(self.in_tag), op_x.eq(self.x), op_c.eq(self.c),
+                pr_v.eq(op_v), pr_first.eq(op_first), pr_last.eq(op_last), pr_tag.eq(op_tag),
+            ]
+            for l in range(L):
+                m.d.sync += pr[l].eq(op_x[l] * op_c[l])
+            with m.If(pr_v):
+                m.d.sync += acc.eq(self.res)
+        for l in range(L):
+            s = Signal(signed(self.acc_bits), name=f"sum{l}")
+            m.d.comb += s.eq(Mux(pr_first, pr[l], acc[l] + pr[l]))
+            m.d.comb += self.res[l].eq(s)
+        m.d.comb += [
+            self.res_valid.eq(pr_v & pr_last),
+            self.res_tag.eq(pr_tag),
+            self.mac_valid.eq(pr_v),
+            self.busy.eq(op_v | pr_v),
+        ]
+        return m
+
+
+# --------------------------------------------------------------------------------------
+def requant_widths(acc_bits: int, bias_bits: int, inter_bits: int) -> tuple[int, int, int]:
+    """``(VW, UW, KW)``: width of acc + bias, of the shifter, of the shift amount."""
+    vw = max(int(acc_bits), int(bias_bits)) + 1
+    uw = vw + int(inter_bits)
+    return vw, uw, max(1, ceil_log2(uw))
+
+
+class RequantDecode(wiring.Component):
+    """Per-step constants of :class:`Requant` (combinational).
+
+    ``shift`` is the descriptor's signed 8-bit ``SHIFT``, ``sat_bits`` its ``SAT_BITS``.
+    The shifter computes ``(v << IB) >> shamt`` (arithmetic), with ``IB = inter_bits``:
+
+    * ``SHIFT = s >= 1``: ``round = 1``, ``shamt = IB + min(s, VW) - 1`` (then
+      ``(u + 1) >> 1`` finishes ``rshift_round``; any ``s >= VW`` gives 0, as does ``VW``);
+    * ``SHIFT = s <= 0``: ``round = 0``, ``shamt = IB - min(-s, IB)`` (a left shift by
+      ``IB`` or more saturates every non-zero value, as the unclamped shift would).
+
+    ``hi``/``lo`` are the range of ``SAT_BITS``; ``bad_sat`` flags ``SAT_BITS`` outside
+    ``2..inter_bits``.
+    """
+
+    def __init__(self, *, acc_bits: int, bias_bits: int, inter_bits: int):
+        self.inter_bits = ib = int(inter_bits)
+        self.vw, self.uw, self.kw = requant_widths(acc_bits, bias_bits, inter_bits)
+        super().__init__({
+            "shift": In(signed(8)),
+            "sat_bits": In(8),
+            "shamt": Out(self.kw),
+            "round": Out(1),
+            "hi": Out(signed(ib)),
+            "lo": Out(signed(ib)),
+            "bad_sat": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        ib, vw = self.inter_bits, self.vw
+        s = self.shift
+        with m.If(s > 0):
+            m.d.comb += self.round.eq(1)
+            m.d.comb += self.shamt.eq(Mux(s >= vw, ib + vw - 1, ib + s - 1))
+        with m.Else():
+            neg = Signal(8)
+            m.d.comb += neg.eq(-s)
+            m.d.comb += self.shamt.eq(Mux(neg >= ib, 0, ib - neg))
+        with m.Switch(self.sat_bits):
+            for b in range(2, ib + 1):
+                with m.Case(b):
+                    m.d.comb += [self.hi.eq((1 << (b - 1)) - 1), self.lo.eq(-(1 << (b - 1)))]
+            with m.Default():
+                m.d.comb += [self.bad_sat.eq(1), self.hi.eq((1 << (ib - 1)) - 1),
+                             self.lo.eq(-(1 << (ib - 1)))]
+        return m
+
+
+class Requant(wiring.Component):
+    """One requantization lane, three pipeline stages (no stall; latency 3).
+
+    Stage 1: ``v = acc + (bias if bias_en)`` (``VW`` bits, exact). Stage 2:
+    ``u = (v << IB) >> shamt``. Stage 3: ``r = (u + 1) >> 1`` if ``round`` else ``u``;
+    ``sat = r > hi or r < lo``; clamp; ReLU (``max(., 0)``) if ``relu``; 0 if ``zero``.
+    Equals ``saturate(rshift_round(acc + bias, SHIFT), SAT_BITS)`` (then ReLU / zeroing)
+    of ``ttforge.quant.arith`` for every input.
+    The step constants (``shamt``, ``round``, ``hi``, ``lo``, ``relu``) must be held
+    while values are in flight.
+    """
+
+    LATENCY = 3
+
+    def __init__(self, *, acc_bits: int, bias_bits: int, inter_bits: int):
+        self.acc_bits = int(acc_bits)
+        self.bias_bits = int(bias_bits)
+        self.inter_bits = ib = int(inter_bits)
+        self.vw, self.uw, self.kw = requant_widths(acc_bits, bias_bits, inter_bits)
+        super().__init__({
+            "in_valid": In(1),
+            "acc": In(signed(self.acc_bits)),
+            "bias": In(signed(self.bias_bits)),
+            "bias_en": In(1),
+            "zero": In(1),
+            "shamt": In(self.kw),
+            "round": In(1),
+            "relu": In(1),
+            "hi": In(signed(ib)),
+            "lo": In(signed(ib)),
+            "out_valid": Out(1),
+            "out": Out(signed(ib)),
+            "sat": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        ib, vw, uw = self.inter_bits, self.vw, self.uw
+        v1, z1 = Signal(), Signal()
+        v = Signal(signed(vw))
+        m.d.sync += [v1.eq(self.in_valid), z1.eq(self.zero),
+                     v.eq(self.acc + Mux(self.bias_en, self.bias, 0))]
+        v2, z2 = Signal(), Signal()
+        u = Signal(signed(uw))
+        widened = Signal(signed(uw))
+        m.d.comb += widened.eq(Cat(Const(0, ib), v).as_signed())
+        m.d.sync += [v2.eq(v1), z2.eq(z1), u.eq(widened >> self.shamt)]
+        r = Signal(signed(uw))
+        m.d.comb += r.eq(Mux(self.round, (u + 1)[1:uw + 1].as_signed(), u))
+        over, under = Signal(), Signal()
+        m.d.comb += [over.eq(r > self.hi), under.eq(r < self.lo)]
+        c = Signal(signed(ib))
+        m.d.comb += c.eq(Mux(over, self.hi, Mux(under, self.lo, r[:ib].as_signed())))
+        y = Signal(signed(ib))
+        m.d.comb += y.eq(Mux(z2 | (self.relu & c[ib - 1]), 0, c))
+        m.d.sync += [self.out_valid.eq(v2), self.out.eq(y), self.sat.eq(v2 & (over | under))]
+        return m
