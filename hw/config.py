@@ -1,0 +1,244 @@
+"""``AccelConfig``: the generator parameters of the TT-contraction engine.
+
+The fields are those of ``docs/hardware.md`` ("Parameters"), plus the stream packing
+(``stream_elems``) and the AXI4-Lite address width (``axil_addr_bits``). A config is
+frozen and validated on construction; every problem is one
+:class:`~ttforge.errors.ConfigError` line naming the field and the fix.
+
+``AccelConfig.for_network(net, lanes=L)`` is the smallest config that runs a compiled
+network, ``config.check(net)`` says whether a network fits (or exactly why not), and
+``to_dict``/``from_dict``/``load`` read and write it as JSON or TOML.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+from ttforge.errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ttforge.quant.executor import IntNetwork
+
+__all__ = ["AccelConfig", "DESC_WORDS", "MAX_LANES", "MAX_DEPTH", "MAX_DESC_DEPTH",
+           "stream_lane_bits"]
+
+#: 32-bit words per step descriptor (``docs/hardware.md``, "Descriptor").
+DESC_WORDS = 24
+MAX_LANES = 64
+#: Largest memory depth in elements (addresses are held in 32-bit descriptor words;
+#: this bound keeps the AXI4-Lite windows inside a 32-bit address space).
+MAX_DEPTH = 1 << 24
+MAX_DESC_DEPTH = 4096
+#: Largest AXI4-Stream ``tdata`` width, in bits.
+MAX_TDATA_BITS = 1024
+
+
+def _is_pow2(v: int) -> bool:
+    return v >= 1 and (v & (v - 1)) == 0
+
+
+def _round_up(v: int, m: int) -> int:
+    return -(-v // m) * m
+
+
+def stream_lane_bits(act_bits: int) -> int:
+    """Bits of one element lane on the AXI4-Stream buses (``act_bits`` rounded up to bytes)."""
+    return (int(act_bits) + 7) // 8 * 8
+
+
+@dataclass(frozen=True)
+class AccelConfig:
+    """Parameters of one generated engine.
+
+    Attributes
+    ----------
+    lanes : int
+        MAC lanes ``L``; a power of two in 1..64.
+    act_bits : int
+        Width of stream elements (network input and output), 2..32.
+    core_bits : int
+        Width of core elements, 2..16 (narrower cores are sign-extended).
+    inter_bits : int
+        Width of buffer elements, ``act_bits``..32.
+    acc_bits : int
+        Accumulator width, 2..48.
+    bias_bits : int
+        Width of bias elements, 2..``acc_bits``.
+    core_depth, bias_depth, buf_depth : int
+        CMEM, BMEM and each ping-pong buffer, in elements: multiples of ``lanes``,
+        at most ``2**24``.
+    desc_depth : int
+        Descriptor memory, in steps (1..4096); each step is 24 words of 32 bits.
+    stream_elems : int
+        Elements per AXI4-Stream beat (a power of two; ``tdata`` is
+        ``stream_elems * ceil(act_bits / 8) * 8`` bits, at most 1024).
+    axil_addr_bits : int or None
+        AXI4-Lite byte-address width. ``None`` (the default) takes the smallest width
+        that holds the register map (``docs/hardware.md``, "Register map"); the
+        constructed config always holds the resolved integer.
+    """
+
+    lanes: int = 4
+    act_bits: int = 8
+    core_bits: int = 8
+    inter_bits: int = 16
+    acc_bits: int = 32
+    bias_bits: int = 32
+    core_depth: int = 4096
+    bias_depth: int = 512
+    buf_depth: int = 4096
+    desc_depth: int = 32
+    stream_elems: int = 1
+    axil_addr_bits: int | None = None
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if f.name == "axil_addr_bits" and v is None:
+                continue
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ConfigError(f"{f.name}={v!r} must be an integer")
+        L = self.lanes
+        if not (_is_pow2(L) and L <= MAX_LANES):
+            raise ConfigError(f"lanes={L} must be a power of two in 1..{MAX_LANES}")
+        self._range("act_bits", 2, 32)
+        self._range("core_bits", 2, 16)
+        self._range("inter_bits", 2, 32)
+        if self.inter_bits < self.act_bits:
+            raise ConfigError(f"inter_bits={self.inter_bits} must be >= act_bits={self.act_bits} "
+                              f"(the buffers hold the stream elements); raise inter_bits")
+        self._range("acc_bits", 2, 48)
+        self._range("bias_bits", 2, self.acc_bits, "acc_bits")
+        for name in ("core_depth", "bias_depth", "buf_depth"):
+            v = getattr(self, name)
+            if not L <= v <= MAX_DEPTH or v % L:
+                raise ConfigError(f"{name}={v} must be a multiple of lanes={L} in {L}..{MAX_DEPTH}; "
+                                  f"use {min(max(_round_up(max(v, 1), L), L), MAX_DEPTH)}")
+        self._range("desc_depth", 1, MAX_DESC_DEPTH)
+        E = self.stream_elems
+        if not _is_pow2(E) or E * stream_lane_bits(self.act_bits) > MAX_TDATA_BITS:
+            top = MAX_TDATA_BITS // stream_lane_bits(self.act_bits)
+            raise ConfigError(f"stream_elems={E} must be a power of two in 1..{top} "
+                              f"(tdata is at most {MAX_TDATA_BITS} bits)")
+        need = self.required_addr_bits
+        if self.axil_addr_bits is None:
+            object.__setattr__(self, "axil_addr_bits", need)
+        elif not need <= self.axil_addr_bits <= 32:
+            raise ConfigError(f"axil_addr_bits={self.axil_addr_bits} must be in {need}..32 "
+                              f"(the register map of this config spans 2**{need} bytes)")
+
+    def _range(self, name: str, lo: int, hi: int, hi_name: str | None = None) -> None:
+        v = getattr(self, name)
+        if not lo <= v <= hi:
+            top = f"{hi_name}={hi}" if hi_name else str(hi)
+            raise ConfigError(f"{name}={v} must be in {lo}..{top}")
+
+    # -- derived ------------------------------------------------------------------------
+    @property
+    def region_bytes(self) -> int:
+        """Size of each of the four equal AXI4-Lite regions (registers, DMEM, CMEM, BMEM)."""
+        words = max(64, self.desc_depth * DESC_WORDS, self.core_depth, self.bias_depth)
+        return 1 << (4 * words - 1).bit_length()
+
+    @property
+    def required_addr_bits(self) -> int:
+        """Smallest AXI4-Lite address width that holds the register map."""
+        return (4 * self.region_bytes - 1).bit_length()
+
+    @property
+    def tdata_bits(self) -> int:
+        """Width of ``s_axis_tdata`` / ``m_axis_tdata``."""
+        return self.stream_elems * stream_lane_bits(self.act_bits)
+
+    # -- fitting a network --------------------------------------------------------------
+    @classmethod
+    def for_network(cls, net: "IntNetwork", lanes: int = 4, stream_elems: int = 1,
+                    axil_addr_bits: int | None = None) -> "AccelConfig":
+        """The smallest config with ``lanes`` MAC lanes that runs ``net``.
+
+        Widths are the largest the network uses (the accumulator: the widest sum any
+        step can reach, ``docs/arithmetic.md``); depths are what the compiled program
+        occupies, rounded up to a multiple of ``lanes``.
+        """
+        from ttforge.hw.program import requirements
+
+        probe = cls(lanes=lanes)  # validates lanes
+        needs = requirements(net, probe.lanes)
+        return cls(lanes=lanes, stream_elems=stream_elems, axil_addr_bits=axil_addr_bits,
+                   **{name: value for name, (value, _) in needs.items()})
+
+    def misfits(self, net: "IntNetwork") -> list[str]:
+        """Why ``net`` does not fit, one phrase per field (empty if it fits)."""
+        from ttforge.hw.program import requirements
+
+        out = []
+        for name, (need, why) in requirements(net, self.lanes).items():
+            have = getattr(self, name)
+            if have < need:
+                out.append(f"{name}={have} but {why} needs {need}; raise {name} to {need}")
+        return out
+
+    def check(self, net: "IntNetwork") -> None:
+        """Raise :class:`ConfigError` ``does not fit: ...`` unless ``net`` runs on this config."""
+        bad = self.misfits(net)
+        if bad:
+            raise ConfigError("does not fit: " + "; ".join(bad))
+
+    def fits(self, net: "IntNetwork") -> bool:
+        return not self.misfits(net)
+
+    # -- serialization -------------------------------------------------------------------
+    def to_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], source: str = "config") -> "AccelConfig":
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"{source}: must be an object of AccelConfig fields, got {type(d).__name__}")
+        known = [f.name for f in dataclasses.fields(cls)]
+        for k in d:
+            if k not in known:
+                raise ConfigError(f"{source}: unknown field {k!r}; AccelConfig fields are {', '.join(known)}")
+        try:
+            return cls(**dict(d))
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {e}") from None
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "AccelConfig":
+        """Read a config from a ``.json`` or ``.toml`` file (TOML: top-level keys or an
+        ``[accel]`` table)."""
+        p = Path(path).expanduser()
+        try:
+            text = p.read_text(encoding="utf-8")
+        except OSError as e:
+            raise ConfigError(f"cannot read config {p}: {e.strerror or e}; check --config") from None
+        if p.suffix.lower() == ".toml":
+            import tomllib
+
+            try:
+                d = tomllib.loads(text)
+            except tomllib.TOMLDecodeError as e:
+                raise ConfigError(f"{p}: is not valid TOML ({e}); fix the file") from None
+            if "accel" in d and isinstance(d["accel"], dict):
+                d = d["accel"]
+        else:
+            try:
+                d = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"{p}: is not valid JSON ({e.msg} at line {e.lineno}); "
+                                  f"fix the file (or name it *.toml)") from None
+        return cls.from_dict(d, source=str(p))
+
+    def summary(self) -> str:
+        return (f"L={self.lanes} act{self.act_bits}/core{self.core_bits}/inter{self.inter_bits}/"
+                f"acc{self.acc_bits}/bias{self.bias_bits} cmem={self.core_depth} "
+                f"bmem={self.bias_depth} buf=2x{self.buf_depth} desc={self.desc_depth}")

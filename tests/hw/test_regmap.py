@@ -1,0 +1,143 @@
+"""The register map: layout, views (JSON, C header, Markdown), consumption by the RTL register file."""
+
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from ttforge.hw.config import DESC_WORDS, AccelConfig
+from ttforge.hw.regmap import (COUNTERS, DESCRIPTOR_WORDS, FLAGS_FIELDS, MAGIC, ErrorCode,
+                               RegisterMap)
+from ttforge.quant.arith import ARITHMETIC_SPEC_VERSION
+
+CONFIGS = [AccelConfig(), AccelConfig(lanes=16, core_depth=16384, bias_depth=1024, buf_depth=16384,
+                                      desc_depth=64, stream_elems=4, axil_addr_bits=24),
+           AccelConfig(lanes=1, core_depth=16, bias_depth=1, buf_depth=16, desc_depth=1)]
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_layout_is_aligned_disjoint_and_inside_the_address_space(config):
+    m = RegisterMap(config)
+    spans = sorted([(r.addr, r.addr + 4) for r in m.registers]
+                   + [(w.base, w.base + w.size_bytes) for w in m.windows])
+    assert all(a1 <= b0 for (_, a1), (b0, _) in zip(spans, spans[1:]))
+    assert all(r.addr % 4 == 0 and r.addr < 0x100 for r in m.registers)
+    assert spans[-1][1] <= 1 << m.addr_bits
+    s = config.region_bytes
+    assert [(w.name, w.base) for w in m.windows] == [("DMEM", s), ("CMEM", 2 * s), ("BMEM", 3 * s)]
+    assert m.window("DMEM").depth == config.desc_depth * DESC_WORDS
+    assert m.window("CMEM").depth == config.core_depth
+    assert m.window("BMEM").depth == config.bias_depth
+    assert m.window("CMEM").data_bits == config.core_bits
+    assert m.window("BMEM").data_bits == config.bias_bits
+    for r in m.registers:
+        for f in r.fields:
+            assert f.lsb + f.width <= 32
+        masks = [f.mask for f in r.fields]
+        assert sum(masks) == functools.reduce(int.__or__, masks, 0)  # fields do not overlap
+
+
+def test_constant_registers_describe_the_config():
+    c = CONFIGS[1]
+    m = RegisterMap(c)
+    assert m["ID"].value == MAGIC == 0x54544647
+    v = m["VERSION"]
+    assert v.field("ARITH").get(v.value) == ARITHMETIC_SPEC_VERSION
+    assert v.field("DESC_WORDS").get(v.value) == 24
+    lanes = m["CFG_LANES"]
+    assert lanes.field("LANES").get(lanes.value) == 16
+    assert lanes.field("STREAM_ELEMS").get(lanes.value) == 4
+    w = m["CFG_WIDTHS"]
+    assert [w.field(n).get(w.value) for n in ("ACT_BITS", "CORE_BITS", "INTER_BITS", "ACC_BITS")] == \
+        [c.act_bits, c.core_bits, c.inter_bits, c.acc_bits]
+    assert m["CFG_CORE_DEPTH"].value == 16384 and m["CFG_DESC_DEPTH"].value == 64
+    for r in m.registers:
+        assert (r.value is not None) == (r.name in ("ID", "VERSION") or r.name.startswith("CFG_"))
+        if r.value is not None:
+            assert r.access == "RO" and r.reset == r.value
+
+
+def test_counters_are_lo_hi_pairs():
+    m = RegisterMap(AccelConfig())
+    for name, _ in COUNTERS:
+        lo, hi = m[f"{name}_LO"], m[f"{name}_HI"]
+        assert hi.addr == lo.addr + 4 and lo.access == hi.access == "RO"
+        assert lo.width == 32 and hi.width == 16
+
+
+def test_decode():
+    m = RegisterMap(AccelConfig())
+    assert m.decode(0x40) == ("CTRL", 0)
+    assert m.decode(m.window("CMEM").base + 8) == ("CMEM", 2)
+    assert m.decode(0x24) is None
+    assert m.decode(m.window("DMEM").base + m.window("DMEM").size_bytes) is None
+
+
+def test_rtl_register_file_consumes_the_map():
+    from ttforge.hw.axil import RegisterFile, counter_pairs, normalize_regmap
+
+    c = AccelConfig()
+    m = RegisterMap(c)
+    regs, wins = normalize_regmap(m)
+    assert [r.name for r in regs] == [r.name for r in m.registers]
+    assert [(w.name, w.base, w.depth, w.data_bits) for w in wins] == \
+        [(w.name, w.base, w.depth, w.data_bits) for w in m.windows]
+    assert set(counter_pairs(regs)) == {n for n, _ in COUNTERS}
+    rf = RegisterFile(m, m.addr_bits)
+    assert hasattr(rf, "ctrl") and hasattr(rf, "cmd_wstb") and hasattr(rf, "cycles")
+
+
+def test_json_view_is_complete():
+    m = RegisterMap(CONFIGS[1])
+    d = json.loads(m.to_json())
+    assert d["format"] == "ttforge-regmap" and d["addr_bits"] == 24
+    assert [r["name"] for r in d["registers"]] == [r.name for r in m.registers]
+    ctrl = next(r for r in d["registers"] if r["name"] == "CTRL")
+    assert ctrl["access"] == "RW" and [f["name"] for f in ctrl["fields"]] == ["ENABLE", "IRQ_DONE_EN", "IRQ_ERROR_EN"]
+    assert [w["name"] for w in d["windows"]] == ["DMEM", "CMEM", "BMEM"]
+    assert [e["code"] for e in d["error_codes"]] == [int(c) for c in ErrorCode]
+    assert len(d["descriptor"]["layout"]) == 24
+    assert AccelConfig.from_dict(d["config"]) == m.config
+    assert m.to_json() == RegisterMap(CONFIGS[1]).to_json()  # deterministic
+
+
+def test_markdown_lists_every_register_and_window():
+    m = RegisterMap(AccelConfig())
+    md = m.to_markdown()
+    for r in m.registers:
+        assert f"`{r.name}`" in md
+    for w in m.windows:
+        assert f"`{w.name}`" in md
+    assert "SLVERR" in md
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+def test_c_header_compiles_strictly_and_matches(tmp_path):
+    m = RegisterMap(CONFIGS[1])
+    (tmp_path / "ttforge_regs.h").write_text(m.to_c_header())
+    checks = [f"_Static_assert(TTFORGE_{r.name}_ADDR == {r.addr}u, \"{r.name}\");" for r in m.registers]
+    checks += [f"_Static_assert(TTFORGE_{r.name}_{f.name}_MASK == {f.mask}u, \"{f.name}\");"
+               for r in m.registers for f in r.fields]
+    checks += [f"_Static_assert(TTFORGE_{w.name}_BASE == {w.base}u, \"{w.name}\");" for w in m.windows]
+    checks += [f"_Static_assert(TTFORGE_DESC_{n} == {i}u, \"{n}\");" for i, n, _ in DESCRIPTOR_WORDS]
+    checks += [f"_Static_assert(TTFORGE_DESC_FLAGS_{f.name}_SHIFT == {f.lsb}u, \"{f.name}\");"
+               for f in FLAGS_FIELDS]
+    checks += [f"_Static_assert(TTFORGE_ERR_{c.name} == {int(c)}u, \"{c.name}\");" for c in ErrorCode]
+    src = ('#include "ttforge_regs.h"\n#include "ttforge_regs.h"\n#include <stdint.h>\n'
+           + "\n".join(checks) + "\n"
+           "int main(void) {\n"
+           "  volatile uint32_t magic = TTFORGE_MAGIC;\n"
+           "  uint32_t en = (1u << TTFORGE_CTRL_ENABLE_SHIFT) & TTFORGE_CTRL_ENABLE_MASK;\n"
+           "  return (magic == 0x54544647u && en == 1u && TTFORGE_CFG_LANES == 16u) ? 0 : 1;\n}\n")
+    (tmp_path / "t.c").write_text(src)
+    # _Static_assert is C11; with -std=c99 -pedantic it would warn, so check both ways
+    subprocess.run(["gcc", "-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-o",
+                    str(tmp_path / "t"), str(tmp_path / "t.c")], check=True, cwd=tmp_path)
+    assert subprocess.run([str(tmp_path / "t")]).returncode == 0
+    (tmp_path / "u.c").write_text('#include "ttforge_regs.h"\nint main(void) { return TTFORGE_ID_ADDR; }\n')
+    subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-c", "-o",
+                    str(tmp_path / "u.o"), str(tmp_path / "u.c")], check=True, cwd=tmp_path)
