@@ -168,6 +168,7 @@ class ErrorCode(enum.IntEnum):
     GLOBALS = 9         #: IN_COUNT = 0, IN_COUNT > IN_PAD, IN_PAD > buf_depth, OUT_COUNT = 0 or > buf_depth
     TLAST_EARLY = 10    #: an input vector's tlast came before IN_COUNT elements
     TLAST_LATE = 11     #: the IN_COUNT-th input element came without tlast
+    LAST_LANES = 12     #: descriptor LAST_LANES outside 1..L
 
 
 ERROR_TEXT = {
@@ -183,11 +184,12 @@ ERROR_TEXT = {
     ErrorCode.GLOBALS: "IN_COUNT is 0 or above IN_PAD, IN_PAD above buf_depth, or OUT_COUNT is 0 or above buf_depth",
     ErrorCode.TLAST_EARLY: "an input vector's tlast came before IN_COUNT elements",
     ErrorCode.TLAST_LATE: "the IN_COUNT-th input element came without tlast",
+    ErrorCode.LAST_LANES: "descriptor LAST_LANES is outside 1..L",
 }
 
 #: The descriptor, word by word: ``(index, name, meaning)`` (``docs/hardware.md``).
 DESCRIPTOR_WORDS: tuple[tuple[int, str, str], ...] = (
-    (0, "FLAGS", "mode, buffer, bias, ReLU, word output, last; SAT_BITS; SHIFT"),
+    (0, "FLAGS", "mode, buffer, bias, ReLU, word output, last; SAT_BITS; SHIFT; LAST_LANES"),
     (1, "N0", "loop bound 0 (outermost)"), (2, "N1", "loop bound 1"),
     (3, "N2", "loop bound 2"), (4, "N3", "loop bound 3 (innermost, k)"),
     (5, "X_BASE", "input element address in the source buffer"),
@@ -217,6 +219,7 @@ FLAGS_FIELDS: tuple[Field, ...] = (
     Field("LAST", 5, 1, "the program's last step"),
     Field("SAT_BITS", 8, 8, "saturation width, 2..inter_bits"),
     Field("SHIFT", 16, 8, "requantization right shift, signed (negative: left shift)"),
+    Field("LAST_LANES", 24, 8, "lanes valid in the last p block (mode 1: P - (N2-1)*L; mode 0: L)"),
 )
 
 #: The 48-bit performance counters, each read as ``<NAME>_LO`` then ``<NAME>_HI``.
