@@ -96,6 +96,10 @@ lint_off -rule CASEINCOMPLETE
 // Temporaries named by Yosys (`$...`): Amaranth's arithmetic widens results by a carry or
 // sign bit that the consumer does not read (e.g. the carry-out of a counter increment).
 lint_off -rule UNUSEDSIGNAL -file "*" -match "*: '$*"
+// Stream payloads are Amaranth structs, written both as one vector (`x.out__payload`)
+// and as per-field aliases (`x.out__payload.last`); a consumer that reads a field
+// through its alias leaves those bits of the whole-vector wire unread.
+lint_off -rule UNUSEDSIGNAL -file "*" -match "*__payload'*"
 // AXI4-Lite byte addresses: registers are whole 32-bit words, so ADDR[1:0] are ignored
 // (docs/hardware.md, Interfaces).
 lint_off -rule UNUSEDSIGNAL -file "*" -match "*'s_axil_araddr'[1:0]*"

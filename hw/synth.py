@@ -86,11 +86,12 @@ def verilog_ports(verilog: str, top: str) -> list[PortInfo]:
     mt = re.search(rf"^module\s+{re.escape(top)}\s*\((.*?)\);(.*?)^endmodule", verilog, re.M | re.S)
     if not mt:
         raise SynthError(f"module {top} not found in the Verilog")
-    ports = []
+    header = [n.strip() for n in mt.group(1).replace("\n", " ").split(",") if n.strip()]
+    decl = {}
     for d, msb, lsb, name in _PORT_RE.findall(mt.group(2)):
-        width = abs(int(msb) - int(lsb)) + 1 if msb else 1
-        ports.append(PortInfo(name, d, width))
-    return ports
+        if name in header and name not in decl:    # (functions declare inputs too)
+            decl[name] = PortInfo(name, d, abs(int(msb) - int(lsb)) + 1 if msb else 1)
+    return [decl[n] for n in header]
 
 
 def harness_verilog(verilog: str, top: str, clock: str = "clk") -> tuple[str, dict[str, int]]:
