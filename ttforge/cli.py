@@ -27,6 +27,7 @@ SUBCOMMANDS: dict[str, str] = {
     "export-onnx": "ttforge.model.onnx_export:cli_spec",
     "quantize": "ttforge.quant.ptq:quantize_cli_spec",
     "diverge": "ttforge.quant.diverge:diverge_cli_spec",
+    "report": "ttforge.hw.report_cli:report_cli_spec",
 }
 
 

