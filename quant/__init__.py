@@ -33,6 +33,7 @@ from ttforge.quant.qat import (
 )
 from ttforge.quant.ptq import NotBitExactError, evaluate_quantized, quantize_trained
 from ttforge.quant.diverge import DivergenceReport, find_divergence
+from ttforge.quant.qonnx_export import build_qonnx, check_qonnx, export_qonnx, float32_bounds
 
 __all__ = [
     "ROUNDING",
@@ -64,4 +65,8 @@ __all__ = [
     "NotBitExactError",
     "find_divergence",
     "DivergenceReport",
+    "build_qonnx",
+    "export_qonnx",
+    "check_qonnx",
+    "float32_bounds",
 ]

@@ -28,6 +28,7 @@ SUBCOMMANDS: dict[str, str] = {
     "quantize": "ttforge.quant.ptq:quantize_cli_spec",
     "diverge": "ttforge.quant.diverge:diverge_cli_spec",
     "report": "ttforge.hw.report_cli:report_cli_spec",
+    "export-qonnx": "ttforge.quant.qonnx_export:qonnx_cli_spec",
 }
 
 

@@ -1,0 +1,554 @@
+"""QONNX export of the quantized integer network, bit-exact or refused.
+
+The exported graph computes exactly what :func:`ttforge.quant.execute` computes
+(``docs/arithmetic.md``), with the QONNX custom ops of the domain
+``qonnx.custom_op.general`` and standard ONNX ops, keeping the TT chain (one
+``MatMul`` per core, never a reconstructed dense weight). ``docs/qonnx.md`` is the
+user documentation; in short:
+
+* QONNX has no rounding mode for ``floor(v + 1/2)`` (its ``HALF_UP`` rounds ties away
+  from zero, ``-2.5 -> -3``, where ttforge gives ``-2``). Every requantization is
+  therefore ``Add`` of half an output LSB followed by ``IntQuant`` (or ``Trunc``) with
+  ``rounding_mode="FLOOR"``, which is ``floor(v + 1/2)`` exactly.
+* QONNX ops compute in float32 (``IntQuant`` is specified on ``tensor(float32)``, and the
+  ``qonnx`` executor casts its output to float32), so the graph is float32. Integer
+  arithmetic in float32 is exact while every value, every partial sum of a ``MatMul``
+  included, is an integer multiple of its scale of magnitude at most ``2^24``. The
+  exporter bounds every step's sums over *all* inputs of the declared ranges (with the
+  actual core values) and refuses a network that could leave that range, naming the
+  layer, the step and the width to lower. It never writes an approximate graph.
+* The input is quantized exactly for every float32 value by a two-stage ``FLOOR``
+  quantization (``floor(2v)``, then ``floor((n + 1) / 2)``), so the graph takes real
+  inputs and equals ``execute(net, net.quantize_input(x))``.
+
+``export_qonnx`` writes the file atomically; ``check_qonnx`` runs it with the ``qonnx``
+executor (optional dependency) and compares with the integer executor exactly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ttforge import __version__
+from ttforge.errors import ConfigError, TTForgeError
+from ttforge.quant.arith import ARITHMETIC_SPEC_VERSION, int_range
+from ttforge.quant.executor import IntLayer, IntNetwork, execute
+
+__all__ = [
+    "QONNX_DOMAIN",
+    "DEFAULT_OPSET",
+    "MIN_OPSET",
+    "FLOAT32_EXACT",
+    "REQUANT_MODES",
+    "StepBound",
+    "float32_bounds",
+    "build_qonnx",
+    "export_qonnx",
+    "run_qonnx",
+    "check_qonnx",
+    "qonnx_cli_spec",
+]
+
+#: Domain of the QONNX custom ops.
+QONNX_DOMAIN = "qonnx.custom_op.general"
+#: Default opset of the standard ONNX domain (Pad, Slice and Reshape take inputs from 13).
+DEFAULT_OPSET = 17
+MIN_OPSET = 13
+#: Largest integer magnitude (in units of a tensor's scale) float32 holds exactly.
+FLOAT32_EXACT = 1 << 24
+#: Smallest and largest scale exponent the graph may use: every value is an integer
+#: ``|n| <= 2^25`` times ``2^e``, normal (no subnormal, so flush-to-zero cannot bite)
+#: and finite in float32.
+MIN_EXP, MAX_EXP = -126, 127 - 26
+#: How a step's accumulator is requantized: ``IntQuant`` (opset 1 of the QONNX domain)
+#: or ``Trunc`` (its version 2, which takes an output scale and saturates).
+REQUANT_MODES = ("intquant", "trunc")
+QUANT_OPS = ("IntQuant", "Quant")
+
+
+# ---------------------------------------------------------------------------------------
+# float32 exactness
+# ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StepBound:
+    """The largest magnitude (in units of the accumulator scale ``2^acc_exp``) that any
+    value of one step reaches in the float32 graph, over every input of the declared
+    ranges: the ``MatMul`` partial sums, the bias ``Add`` and the half-LSB ``Add``."""
+
+    layer: int
+    step: int
+    core: int
+    acc_exp: int
+    bound: int
+
+    @property
+    def exact(self) -> bool:
+        return self.bound <= FLOAT32_EXACT
+
+
+def _in_interval(net: IntNetwork, li: int, t: int, bits: int | None = None) -> tuple[int, int]:
+    """Integer range of the input of step ``t`` of layer ``li`` (``bits`` overrides its width)."""
+    layer = net.layers[li]
+    b = layer.step_in(t)[0] if bits is None else bits
+    lo, hi = int_range(b)
+    if t == 0 and li > 0 and net.layers[li - 1].relu:
+        lo = 0  # the previous layer ends in ReLU (padding zeros are inside too)
+    return lo, hi
+
+
+def _step_bound(layer: IntLayer, t: int, lo: int, hi: int) -> int:
+    C = layer.core_matrix(t)  # (P, K) int64
+    # every partial sum of row p lies in [-neg_p, pos_p] whatever the summation order
+    pos = np.maximum(0, np.maximum(C * lo, C * hi)).sum(axis=1)
+    neg = np.maximum(0, -np.minimum(C * lo, C * hi)).sum(axis=1)
+    bound = int(max(pos.max(initial=0), neg.max(initial=0)))
+    step = layer.schedule.steps[t]
+    last = t == len(layer.schedule.steps) - 1
+    shift = layer.shifts()[t]
+    half = 1 << (shift - 1) if shift >= 1 else 0
+    if not last:
+        return bound + half
+    # after the last step the layout is the output order: element o of (A, P, Q) is row p
+    rows = np.broadcast_to(np.arange(step.P)[None, :, None], (step.A, step.P, step.Q)).reshape(-1)
+    top, bot = pos[rows].astype(object), -neg[rows].astype(object)
+    if layer.bias is not None:
+        b = np.zeros(rows.size, dtype=object)
+        b[: layer.out_features] = [int(v) for v in layer.bias]
+        top, bot = top + b, bot + b
+        bound = max(bound, max(max(abs(int(v)) for v in top), max(abs(int(v)) for v in bot)))
+    with_half = max(max(abs(int(v) + half) for v in top), max(abs(int(v) + half) for v in bot))
+    return max(bound, with_half)
+
+
+def float32_bounds(net: IntNetwork) -> list[StepBound]:
+    """Per step, the largest integer the float32 graph must hold (see :class:`StepBound`)."""
+    out = []
+    for li, layer in enumerate(net.layers):
+        for t, step in enumerate(layer.schedule.steps):
+            lo, hi = _in_interval(net, li, t)
+            out.append(StepBound(li, t, step.core, layer.acc_exp(t), _step_bound(layer, t, lo, hi)))
+    return out
+
+
+def _suggest_width(net: IntNetwork, li: int, t: int) -> int | None:
+    layer = net.layers[li]
+    for b in range(layer.step_in(t)[0] - 1, 1, -1):
+        lo, hi = _in_interval(net, li, t, b)
+        if _step_bound(layer, t, lo, hi) <= FLOAT32_EXACT:
+            return b
+    return None
+
+
+def _check_exportable(net: IntNetwork) -> None:
+    first = net.layers[0]
+    if first.in_bits > 24:
+        raise ConfigError(f"layer 0 in_bits={first.in_bits}: the input quantization needs "
+                          f"in_bits + 1 <= 25 bits exact in float32; use in_bits <= 24")
+    for li, layer in enumerate(net.layers):
+        for name in ("inter_bits", "out_bits"):
+            if getattr(layer, name) > 25:
+                raise ConfigError(f"layer {li} {name}={getattr(layer, name)}: saturation bounds above "
+                                  f"2^24 are not exact in a float32 QONNX graph; use {name} <= 25")
+        exps = [("in_exp", layer.in_exp - 1)] + [(f"core_exps[{k}]", e) for k, e in enumerate(layer.core_exps)]
+        for t in range(len(layer.step_exps)):
+            exps += [(f"step_exps[{t}]", layer.step_exps[t] - 1), (f"acc_exp of step {t}", layer.acc_exp(t))]
+        for name, e in exps:
+            if not MIN_EXP <= e <= MAX_EXP:
+                raise ConfigError(
+                    f"layer {li} {name} needs the scale 2^{e}, outside the exponents [{MIN_EXP}, {MAX_EXP}] "
+                    f"that keep every value a normal float32; rescale the network (exponents near 0)")
+    for sb in float32_bounds(net):
+        if sb.exact:
+            continue
+        if sb.step > 0:
+            field, flag = "inter_bits", "--inter-bits"
+        else:  # the step's input is the layer input: the activation width
+            field, flag = "in_bits (its input width, act_bits)", "--act-bits"
+        width = _suggest_width(net, sb.layer, sb.step)
+        fix = (f"quantize layer {sb.layer} with {field} <= {width} (ttforge quantize {flag} {width}), "
+               f"fewer w_bits, or smaller modes/ranks at this step" if width else
+               f"quantize layer {sb.layer} with fewer w_bits or smaller modes/ranks at this step")
+        raise ConfigError(
+            f"layer {sb.layer} step {sb.step} (core {sb.core}) can reach sums of {sb.bound:,} "
+            f"(> 2^24 = {FLOAT32_EXACT:,}) that a float32 QONNX graph does not hold exactly; {fix}")
+
+
+# ---------------------------------------------------------------------------------------
+# graph building
+# ---------------------------------------------------------------------------------------
+class _Graph:
+    def __init__(self, batch: int) -> None:
+        self.batch = batch
+        self.nodes: list = []
+        self.inits: list = []
+        self.infos: list = []
+        self._names: set[str] = set()
+        self._scalars: dict[tuple[str, float], str] = {}
+
+    def name(self, base: str) -> str:
+        name, k = base, 1
+        while name in self._names:
+            name, k = f"{base}_{k}", k + 1
+        self._names.add(name)
+        return name
+
+    def const(self, base: str, array: np.ndarray) -> str:
+        from onnx import numpy_helper
+
+        name = self.name(base)
+        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        return name
+
+    def f32(self, base: str, value: float) -> str:
+        """A float32 scalar initializer, shared by value."""
+        key = (base, float(value))
+        if key not in self._scalars:
+            self._scalars[key] = self.const(base, np.asarray(value, dtype=np.float32))
+        return self._scalars[key]
+
+    def pow2(self, e: int) -> str:
+        return self.f32(f"pow2_{e}".replace("-", "m"), np.ldexp(1.0, e))
+
+    def ints(self, base: str, values: Sequence[int]) -> str:
+        return self.const(base, np.asarray(list(values), dtype=np.int64))
+
+    def node(self, op: str, inputs: Sequence[str], base: str, shape: Sequence[int],
+             domain: str = "", **attrs: Any) -> str:
+        from onnx import TensorProto, helper
+
+        out = self.name(base)
+        self.nodes.append(helper.make_node(op, list(inputs), [out], name=out, domain=domain, **attrs))
+        self.infos.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, list(shape)))
+        return out
+
+
+class _Builder:
+    def __init__(self, g: _Graph, quant_op: str, requant: str) -> None:
+        self.g, self.quant_op, self.requant = g, quant_op, requant
+
+    def quant(self, x: str, base: str, shape, exp: int, bits: int, narrow: bool, rounding: str) -> str:
+        g = self.g
+        return g.node(self.quant_op, [x, g.pow2(exp), g.f32("zero", 0.0), g.f32(f"bits_{bits}", bits)],
+                      base, shape, domain=QONNX_DOMAIN, signed=1, narrow=int(narrow),
+                      rounding_mode=rounding)
+
+    def quantize_input(self, x: str, n: int, bits: int, exp: int) -> str:
+        """``sat_bits(floor(x / 2^exp + 1/2))`` exactly for every float32 ``x``."""
+        g = self.g
+        shape = [g.batch, n]
+        y = self.quant(x, "input_floor2", shape, exp - 1, bits + 1, False, "FLOOR")  # floor(2v) / 2
+        y = g.node("Add", [y, g.pow2(exp - 1)], "input_plus_half", shape)
+        return self.quant(y, "input_quant", shape, exp, bits, False, "FLOOR")
+
+    def requantize(self, acc: str, base: str, shape, layer: IntLayer, t: int) -> str:
+        g = self.g
+        shift = layer.shifts()[t]
+        out_exp, bits = layer.step_exps[t], layer.step_out_bits(t)
+        if shift >= 1:
+            acc = g.node("Add", [acc, g.pow2(out_exp - 1)], f"{base}_plus_half", shape)
+        if self.requant == "trunc":
+            return g.node("Trunc", [acc, g.pow2(layer.acc_exp(t)), g.f32("zero", 0.0),
+                                    g.f32(f"bits_{layer.acc_bits}", layer.acc_bits), g.pow2(out_exp),
+                                    g.f32(f"bits_{bits}", bits)],
+                          f"{base}_trunc", shape, domain=QONNX_DOMAIN, signed=1, narrow=0,
+                          rounding_mode="FLOOR")
+        return self.quant(acc, f"{base}_quant", shape, out_exp, bits, False, "FLOOR")
+
+    def layer(self, x: str, li: int, layer: IntLayer) -> str:
+        g, B = self.g, self.g.batch
+        shape = layer.schedule.shape
+        p = f"l{li}"
+        if shape.in_size > layer.in_features:
+            x = g.node("Pad", [x, g.ints(f"{p}_pads", [0, 0, 0, shape.in_size - layer.in_features])],
+                       f"{p}_pad", [B, shape.in_size], mode="constant")
+        last = len(layer.schedule.steps) - 1
+        for t, step in enumerate(layer.schedule.steps):
+            s = f"{p}_step{t}_core{step.core}"
+            C = layer.core_matrix(t).astype(np.float64)
+            w = np.ldexp(C if step.Q > 1 else C.T, layer.core_exps[step.core]).astype(np.float32)
+            W = self.quant(g.const(f"{s}_weight", w), f"{s}_weight_quant", list(w.shape),
+                           layer.core_exps[step.core], layer.w_bits, True, "ROUND")
+            if step.Q == 1:
+                x = g.node("Reshape", [x, g.ints(f"{s}_shape", [-1, step.K])], f"{s}_reshape",
+                           [B * step.A, step.K])
+                out_shape = [B * step.A, step.P]
+                x = g.node("MatMul", [x, W], f"{s}_matmul", out_shape)
+            else:
+                x = g.node("Reshape", [x, g.ints(f"{s}_shape", [-1, step.K, step.Q])], f"{s}_reshape",
+                           [B * step.A, step.K, step.Q])
+                out_shape = [B * step.A, step.P, step.Q]
+                x = g.node("MatMul", [W, x], f"{s}_matmul", out_shape)
+            if t == last:
+                out_shape = [B, shape.out_size]
+                x = g.node("Reshape", [x, g.ints(f"{p}_out_shape", [-1, shape.out_size])],
+                           f"{p}_out", out_shape)
+                if layer.bias is not None:
+                    b = np.zeros(shape.out_size, dtype=np.float64)
+                    b[: layer.out_features] = layer.bias
+                    acc_exp = layer.acc_exp(t)
+                    bq = self.quant(g.const(f"{p}_bias", np.ldexp(b, acc_exp).astype(np.float32)),
+                                    f"{p}_bias_quant", [shape.out_size], acc_exp, layer.acc_bits, False,
+                                    "ROUND")
+                    x = g.node("Add", [x, bq], f"{p}_bias_add", out_shape)
+            x = self.requantize(x, s, out_shape, layer, t)
+        if shape.out_size > layer.out_features:
+            x = g.node("Slice", [x, g.ints(f"{p}_starts", [0]), g.ints(f"{p}_ends", [layer.out_features]),
+                                 g.ints(f"{p}_axes", [1])], f"{p}_slice", [B, layer.out_features])
+        if layer.relu:
+            x = g.node("Relu", [x], f"{p}_relu", [B, layer.out_features])
+        return x
+
+
+def _describe(net: IntNetwork) -> list[dict[str, Any]]:
+    rows = []
+    for layer in net.layers:
+        s = layer.schedule
+        rows.append({"kind": "tt" if s.shape.d > 1 else "dense", "in_features": layer.in_features,
+                     "out_features": layer.out_features, "in_modes": list(s.shape.in_modes),
+                     "out_modes": list(s.shape.out_modes), "ranks": list(s.shape.ranks),
+                     "order": list(s.order), "w_bits": layer.w_bits, "in_bits": layer.in_bits,
+                     "inter_bits": layer.inter_bits, "out_bits": layer.out_bits,
+                     "acc_bits": layer.acc_bits, "in_exp": layer.in_exp,
+                     "core_exps": list(layer.core_exps), "step_exps": list(layer.step_exps),
+                     "shifts": list(layer.shifts()), "relu": layer.relu,
+                     "bias": layer.bias is not None})
+    return rows
+
+
+def _as_network(net: IntNetwork | str | os.PathLike) -> IntNetwork:
+    if isinstance(net, IntNetwork):
+        return net
+    if isinstance(net, (str, os.PathLike)):
+        from ttforge.quant.artifact import load_artifact
+
+        return load_artifact(net)
+    raise ConfigError(f"export_qonnx takes an IntNetwork or the path of a .ttfa artifact, "
+                      f"not {type(net).__name__}")
+
+
+def _check_options(batch: Any, requant: Any, quant_op: Any, opset: Any) -> None:
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ConfigError(f"batch={batch!r} must be a positive integer (the graph's fixed batch size)")
+    if requant not in REQUANT_MODES:
+        raise ConfigError(f"requant={requant!r} is not one of {', '.join(REQUANT_MODES)}")
+    if quant_op not in QUANT_OPS:
+        raise ConfigError(f"quant_op={quant_op!r} is not one of {', '.join(QUANT_OPS)}")
+    import onnx
+
+    top = int(onnx.defs.onnx_opset_version())
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= top:
+        raise ConfigError(f"opset={opset!r} is not supported; use an opset from {MIN_OPSET} to {top} "
+                          f"(default {DEFAULT_OPSET})")
+
+
+def build_qonnx(
+    net: IntNetwork | str | os.PathLike,
+    *,
+    batch: int = 1,
+    requant: str = "intquant",
+    quant_op: str = "IntQuant",
+    opset: int = DEFAULT_OPSET,
+):
+    """The QONNX :class:`onnx.ModelProto` of an :class:`IntNetwork` (or an artifact path).
+
+    Parameters
+    ----------
+    batch : int
+        Fixed batch size of the graph (QONNX tools want concrete shapes).
+    requant : {"intquant", "trunc"}
+        Requantize each step's accumulator with ``IntQuant`` or with ``Trunc`` (v2).
+    quant_op : {"IntQuant", "Quant"}
+        Name of the quantization op (``Quant`` is its older name, for older tools).
+    opset : int
+        Opset of the standard ONNX domain.
+
+    Raises :class:`~ttforge.errors.ConfigError` (one line) when the network cannot be
+    expressed exactly in float32 QONNX arithmetic; see :func:`float32_bounds`.
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    _check_options(batch, requant, quant_op, opset)
+    net = _as_network(net)
+    _check_exportable(net)
+    g = _Graph(batch)
+    b = _Builder(g, quant_op, requant)
+    first, last = net.layers[0], net.layers[-1]
+    x = b.quantize_input("input", first.in_features, first.in_bits, first.in_exp)
+    for li, layer in enumerate(net.layers):
+        x = b.layer(x, li, layer)
+    # the graph output gets a fixed name
+    g.nodes[-1].output[0] = "output"
+    infos = [vi for vi in g.infos if vi.name != x]
+    g.nodes[-1].name = "output"
+    graph = helper.make_graph(
+        g.nodes, "ttforge_qonnx",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, first.in_features])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [batch, last.out_features])],
+        initializer=g.inits, value_info=infos,
+    )
+    qonnx_version = 2 if requant == "trunc" else 1
+    opsets = [helper.make_opsetid("", opset), helper.make_opsetid(QONNX_DOMAIN, qonnx_version)]
+    proto = helper.make_model(graph, opset_imports=opsets, producer_name="ttforge",
+                              producer_version=__version__,
+                              doc_string="ttforge integer TT network in QONNX (bit-exact; docs/qonnx.md)")
+    proto.ir_version = helper.find_min_ir_version_for([helper.make_opsetid("", opset)])
+    io_fmt = {"input": {"features": first.in_features, "bits": first.in_bits, "exp": first.in_exp},
+              "output": {"features": last.out_features, "bits": last.out_bits, "exp": last.out_exp}}
+    helper.set_model_props(proto, {
+        "ttforge.version": __version__,
+        "ttforge.arithmetic": json.dumps({"spec": "docs/arithmetic.md", "version": ARITHMETIC_SPEC_VERSION,
+                                          "rounding": "floor(v + 1/2) as Add(half LSB) + FLOOR",
+                                          "requant": requant}),
+        "ttforge.input": json.dumps(io_fmt["input"]),
+        "ttforge.output": json.dumps(io_fmt["output"]),
+        "ttforge.layers": json.dumps(_describe(net)),
+        "ttforge.meta": json.dumps(net.meta, sort_keys=True, default=str),
+    })
+    onnx.checker.check_model(proto)
+    return proto
+
+
+def export_qonnx(
+    net: IntNetwork | str | os.PathLike,
+    path: str | os.PathLike,
+    **options: Any,
+) -> Path:
+    """Write the QONNX model of ``net`` (an :class:`IntNetwork` or an artifact path) to
+    ``path`` atomically (temporary file + rename); options as :func:`build_qonnx`."""
+    from ttforge.model.checkpoint import atomic_write_bytes
+
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"output {path} is a directory; give a file name such as {path}/model.onnx")
+    proto = build_qonnx(net, **options)
+    return atomic_write_bytes(path, proto.SerializeToString())
+
+
+# ---------------------------------------------------------------------------------------
+# running with qonnx
+# ---------------------------------------------------------------------------------------
+def _qonnx():
+    try:
+        from qonnx.core.modelwrapper import ModelWrapper
+        from qonnx.core.onnx_exec import execute_onnx
+    except ImportError:
+        raise ConfigError("the qonnx package is not installed; pip install qonnx to run QONNX models") from None
+    return ModelWrapper, execute_onnx
+
+
+def run_qonnx(model, x: np.ndarray) -> np.ndarray:
+    """Run a QONNX model (``ModelProto`` or path) with the ``qonnx`` executor on real
+    float32 inputs ``(n, features)``, in batches of the graph's batch size; float32 out."""
+    import onnx
+
+    ModelWrapper, execute_onnx = _qonnx()
+    proto = onnx.ModelProto()
+    if isinstance(model, onnx.ModelProto):
+        proto.CopyFrom(model)  # the caller's model is never touched
+    else:
+        proto = onnx.load(str(model))
+    mw = ModelWrapper(proto)
+    batch = mw.get_tensor_shape("input")[0]
+    x = np.asarray(x, dtype=np.float32)
+    outs = []
+    for i in range(0, len(x), batch):
+        chunk = x[i:i + batch]
+        n = len(chunk)
+        if n < batch:
+            chunk = np.concatenate([chunk, np.zeros((batch - n, x.shape[1]), np.float32)])
+        outs.append(execute_onnx(mw, {"input": chunk})["output"][:n])
+    return np.concatenate(outs) if outs else np.zeros((0, mw.get_tensor_shape("output")[1]), np.float32)
+
+
+def _check_inputs(net: IntNetwork, n: int, seed: int) -> np.ndarray:
+    """Integer inputs: both range ends and zero, then random values of the input range."""
+    first = net.layers[0]
+    lo, hi = int_range(first.in_bits)
+    rng = np.random.default_rng(seed)
+    x = rng.integers(lo, hi + 1, size=(n, first.in_features), dtype=np.int64)
+    for i, v in enumerate((lo, hi, 0)[: n]):
+        x[i] = v
+    return x
+
+
+def check_qonnx(net: IntNetwork, model, n: int = 16, seed: int = 0) -> int:
+    """Run ``model`` with the ``qonnx`` executor on ``n`` integer inputs (range ends and
+    random values) and require its output, divided by ``2^out_exp``, to equal
+    :func:`execute` exactly. Returns ``n``; raises ``AssertionError`` naming the first
+    differing sample and element otherwise."""
+    xi = _check_inputs(net, n, seed)
+    want = execute(net, xi)
+    got = run_qonnx(model, np.ldexp(xi.astype(np.float64), net.layers[0].in_exp))
+    got_int = np.ldexp(got.astype(np.float64), -net.layers[-1].out_exp)
+    if not np.array_equal(got_int, want):
+        bad = np.argwhere(got_int != want)[0]
+        raise AssertionError(f"QONNX output differs from the integer executor at sample {bad[0]}, "
+                             f"element {bad[1]}: expected {want[tuple(bad)]}, got {got_int[tuple(bad)]}")
+    return n
+
+
+# ---------------------------------------------------------------------------------------
+# command line
+# ---------------------------------------------------------------------------------------
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("artifact", metavar="ARTIFACT", help="a compiled artifact (.ttfa) from ttforge quantize")
+    p.add_argument("-o", "--output", required=True, help="QONNX file to write, e.g. model.onnx")
+    p.add_argument("--batch", type=int, default=1, help="fixed batch size of the graph (default 1)")
+    p.add_argument("--requant", choices=REQUANT_MODES, default="intquant",
+                   help="requantize accumulators with IntQuant (default) or Trunc (QONNX opset 2)")
+    p.add_argument("--quant-op", choices=QUANT_OPS, default="IntQuant",
+                   help="name of the quantization op (Quant for tools that predate IntQuant)")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+                   help=f"ONNX opset of the standard ops (default {DEFAULT_OPSET}; {MIN_OPSET} or newer)")
+    p.add_argument("--check", type=int, default=16, metavar="N",
+                   help="run N inputs with the qonnx executor before writing and require exact "
+                        "equality with the integer executor (default 16; 0 skips; needs qonnx)")
+
+
+def _run(args: argparse.Namespace) -> int:
+    import sys
+
+    from ttforge.model.checkpoint import atomic_write_bytes
+    from ttforge.quant.artifact import load_artifact
+
+    out = Path(args.output)
+    if out.is_dir():
+        raise ConfigError(f"output {out} is a directory; give a file name such as {out}/model.onnx")
+    if args.check < 0:
+        raise ConfigError(f"--check={args.check} must be 0 or a positive number of inputs")
+    net = load_artifact(args.artifact)
+    proto = build_qonnx(net, batch=args.batch, requant=args.requant, quant_op=args.quant_op,
+                        opset=args.opset)
+    checked = None
+    if args.check:
+        try:
+            _qonnx()
+        except TTForgeError:
+            print("qonnx is not installed; skipped the check with the qonnx executor (pip install qonnx)")
+        else:
+            try:
+                checked = check_qonnx(net, proto, n=args.check)
+            except AssertionError as e:  # a ttforge bug: never write a graph that disagrees
+                print(f"ttforge export-qonnx: {e}; nothing written (please report this)", file=sys.stderr)
+                return 1
+    path = atomic_write_bytes(out, proto.SerializeToString())
+    n_mm = sum(len(layer.schedule.steps) for layer in net.layers)
+    worst = max(sb.bound for sb in float32_bounds(net))
+    print(f"wrote {path} (QONNX, opset {args.opset}; {len(net.layers)} layers as {n_mm} MatMul steps; "
+          f"requant {args.requant}; largest float32 sum {worst:,} <= 2^24)")
+    if checked:
+        print(f"qonnx check: {checked} inputs, outputs equal to the integer executor (np.array_equal)")
+    return 0
+
+
+def qonnx_cli_spec():
+    return ("Export a compiled artifact to QONNX (IntQuant/Trunc, TT chain kept), bit-exact or refused.",
+            _add_arguments, _run)

@@ -1,0 +1,425 @@
+"""QONNX export: the exported graph equals the integer executor exactly, or is refused.
+
+Two evaluators run every exported graph: ``spec_execute`` below, written from the QONNX
+operator documents (``intquant_v1.md``, ``trunc_v2.md`` of fastmachinelearning/qonnx)
+and the ONNX operator definitions in float32 numpy, and, when the ``qonnx`` package is
+installed, its own executor (``qonnx.core.onnx_exec.execute_onnx``). Both must give,
+after dividing by ``2^out_exp``, exactly what ``ttforge.quant.execute`` gives.
+"""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from ttforge.cli import main
+from ttforge.errors import ConfigError
+from ttforge.model.schedule import ContractionSchedule, schedule_orders
+from ttforge.model.tt import TTShape, max_ranks
+from ttforge.quant.arith import acc_bits_needed, int_range, rshift_round
+from ttforge.quant.artifact import save_artifact
+from ttforge.quant.executor import IntLayer, IntNetwork, execute, execute_traced
+from ttforge.quant.qonnx_export import (
+    FLOAT32_EXACT,
+    QONNX_DOMAIN,
+    build_qonnx,
+    check_qonnx,
+    export_qonnx,
+    float32_bounds,
+    run_qonnx,
+)
+
+from .test_artifact import EXAMPLE_INPUT, example_network
+
+try:
+    import qonnx  # noqa: F401
+
+    HAVE_QONNX = True
+except ImportError:  # optional dependency: the spec evaluator still runs
+    HAVE_QONNX = False
+
+needs_qonnx = pytest.mark.skipif(not HAVE_QONNX, reason="qonnx is not installed (pip install qonnx)")
+
+
+# ---------------------------------------------------------------------------------------
+# an evaluator written from the QONNX and ONNX operator documents (float32 numpy)
+# ---------------------------------------------------------------------------------------
+ROUNDING = {  # the QONNX rounding table (intquant_v1.md)
+    "ROUND": np.round, "HALF_EVEN": np.round, "FLOOR": np.floor, "CEIL": np.ceil,
+    "HALF_UP": lambda v: np.sign(v) * np.floor(np.abs(v) + np.float32(0.5)),
+}
+
+
+def _bounds(signed, narrow, bits):
+    assert signed == 1
+    hi = 2.0 ** (bits - 1) - 1
+    return (-hi if narrow else -hi - 1), hi
+
+
+def spec_intquant(x, scale, zeropt, bits, signed=1, narrow=0, rounding_mode="ROUND"):
+    y = x / scale + zeropt
+    lo, hi = _bounds(signed, narrow, bits)
+    y = np.clip(y, np.float32(lo), np.float32(hi))  # clamp, then round (as the document does)
+    y = ROUNDING[rounding_mode](y)
+    return ((y - zeropt) * scale).astype(np.float32)
+
+
+def spec_trunc_v2(x, scale, zeropt, in_bits, out_scale, out_bits, signed=1, narrow=0, rounding_mode="FLOOR"):
+    y = np.round(x / scale + zeropt)
+    y = y / (2.0 ** np.round(np.log2(out_scale / scale))).astype(np.float32)
+    lo, hi = _bounds(signed, narrow, out_bits)
+    y = ROUNDING[rounding_mode](np.clip(y, np.float32(lo), np.float32(hi)))
+    return ((y - zeropt / (out_scale / scale)) * out_scale).astype(np.float32)
+
+
+def spec_execute(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    env = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    env["input"] = np.asarray(x, dtype=np.float32)
+    for node in model.graph.node:
+        a = {at.name: onnx.helper.get_attribute_value(at) for at in node.attribute}
+        a = {k: v.decode() if isinstance(v, bytes) else v for k, v in a.items()}
+        ins = [env[i] for i in node.input]
+        op = node.op_type
+        if node.domain == QONNX_DOMAIN and op in ("IntQuant", "Quant"):
+            out = spec_intquant(*ins, **a)
+        elif node.domain == QONNX_DOMAIN and op == "Trunc":
+            out = spec_trunc_v2(*ins, **a)
+        elif op == "MatMul":
+            out = np.matmul(ins[0], ins[1])
+        elif op == "Add":
+            out = ins[0] + ins[1]
+        elif op == "Reshape":
+            out = ins[0].reshape(ins[1])
+        elif op == "Pad":
+            p = ins[1]
+            out = np.pad(ins[0], list(zip(p[: len(p) // 2], p[len(p) // 2:])))
+        elif op == "Slice":
+            out = ins[0][:, ins[1][0]:ins[2][0]]
+        elif op == "Relu":
+            out = np.maximum(ins[0], np.float32(0))
+        else:
+            raise AssertionError(f"spec_execute does not know {node.domain}:{op}")
+        assert out.dtype == np.float32, (node.name, out.dtype)
+        env[node.output[0]] = out
+    return env["output"]
+
+
+def ints_of(net: IntNetwork, y: np.ndarray) -> np.ndarray:
+    """Graph output (real values) -> integers of the output format, exactly."""
+    return np.ldexp(y.astype(np.float64), -net.layers[-1].out_exp)
+
+
+def reals_of(net: IntNetwork, xi: np.ndarray) -> np.ndarray:
+    return np.ldexp(xi.astype(np.float64), net.layers[0].in_exp).astype(np.float32)
+
+
+def assert_exact(net, model, xi, qonnx_too=True):
+    want = execute(net, xi)
+    assert np.array_equal(ints_of(net, spec_execute(model, reals_of(net, xi))), want)
+    if qonnx_too and HAVE_QONNX:
+        assert np.array_equal(ints_of(net, run_qonnx(model, reals_of(net, xi))), want)
+
+
+# ---------------------------------------------------------------------------------------
+# random integer networks: full-range cores, random exponents, shifts of both signs
+# ---------------------------------------------------------------------------------------
+def random_layer(rng, in_features, in_bits, in_exp, out_bits, last):
+    d = int(rng.integers(1, 4))
+    in_modes = [int(v) for v in rng.integers(1, 5, size=d)]
+    while np.prod(in_modes) < in_features:
+        in_modes[int(rng.integers(d))] += 1
+    out_modes = [int(v) for v in rng.integers(1, 5, size=d)]
+    lim = max_ranks(out_modes, in_modes)
+    ranks = [1] + [int(rng.integers(1, min(lim[k], 4) + 1)) for k in range(1, d)] + [1]
+    shape = TTShape(tuple(out_modes), tuple(in_modes), tuple(ranks))
+    orders = schedule_orders(d)
+    schedule = ContractionSchedule(shape, orders[int(rng.integers(len(orders)))])
+    out_features = int(rng.integers(max(1, shape.out_size - 2), shape.out_size + 1))
+    w_bits = int(rng.integers(2, 9))
+    hi_w = (1 << (w_bits - 1)) - 1
+    cores = tuple(rng.integers(-hi_w, hi_w + 1, size=s).astype(np.int64) for s in shape.core_shapes)
+    core_exps = tuple(int(e) for e in rng.integers(-6, 1, size=d))
+    inter_bits = int(rng.choice([4, 6, 8, 10]))
+    step_exps, need, prev_exp, prev_bits = [], [], in_exp, in_bits
+    bias = None
+    if rng.random() < 0.6:
+        bias = rng.integers(-(1 << 12), 1 << 12, size=out_features).astype(np.int64)
+    for t, step in enumerate(schedule.steps):
+        final = t == d - 1
+        bmax = int(np.abs(bias).max()) if final and bias is not None else 0
+        n = acc_bits_needed(step.K, w_bits, prev_bits, bmax)
+        need.append(n)
+        bits = out_bits if final else inter_bits
+        acc_exp = core_exps[step.core] + prev_exp
+        shift = int(rng.integers(-2, max(0, n - bits) + 3))  # left shifts, exact, rounding, saturating
+        step_exps.append(acc_exp + shift)
+        prev_exp, prev_bits = acc_exp + shift, bits
+    return IntLayer(in_features=in_features, out_features=out_features, schedule=schedule, cores=cores,
+                    core_exps=core_exps, w_bits=w_bits, in_bits=in_bits, in_exp=in_exp,
+                    inter_bits=inter_bits, out_bits=out_bits, step_exps=tuple(step_exps),
+                    acc_bits=max(need), bias=bias, relu=bool(rng.random() < 0.5) and not last)
+
+
+def random_int_network(seed):
+    rng = np.random.default_rng(seed)
+    n_layers = int(rng.integers(1, 4))
+    bits = int(rng.choice([4, 8, 12]))
+    features, exp = int(rng.integers(1, 20)), int(rng.integers(-6, 3))
+    layers = []
+    for li in range(n_layers):
+        out_bits = int(rng.choice([4, 8, 12]))
+        layer = random_layer(rng, features, bits, exp, out_bits, li == n_layers - 1)
+        layers.append(layer)
+        features, bits, exp = layer.out_features, layer.out_bits, layer.out_exp
+    return IntNetwork(tuple(layers), meta={"seed": seed})
+
+
+def random_inputs(net, n, seed):
+    lo, hi = int_range(net.layers[0].in_bits)
+    rng = np.random.default_rng(seed)
+    x = rng.integers(lo, hi + 1, size=(n, net.in_features), dtype=np.int64)
+    x[0], x[1] = lo, hi
+    return x
+
+
+# ---------------------------------------------------------------------------------------
+# exactness
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("requant", ["intquant", "trunc"])
+@pytest.mark.parametrize("quant_op", ["IntQuant", "Quant"])
+def test_documented_example_is_exact(requant, quant_op):
+    net = example_network()
+    xi = np.concatenate([EXAMPLE_INPUT, random_inputs(net, 30, 1)])
+    model = build_qonnx(net, batch=len(xi), requant=requant, quant_op=quant_op)
+    assert_exact(net, model, xi)
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_random_networks_are_exact_or_refused_for_float32(seed):
+    net = random_int_network(seed)
+    bounds = float32_bounds(net)
+    if not all(b.exact for b in bounds):
+        with pytest.raises(ConfigError, match=r"can reach sums of [\d,]+ \(> 2\^24 = 16,777,216\)"):
+            build_qonnx(net)
+        return
+    xi = random_inputs(net, 48, seed)
+    requant = "trunc" if seed % 3 == 2 else "intquant"
+    assert_exact(net, build_qonnx(net, batch=len(xi), requant=requant), xi)
+
+
+def test_most_random_networks_are_exportable():
+    exported = sum(all(b.exact for b in float32_bounds(random_int_network(s))) for s in range(24))
+    assert exported >= 18
+
+
+@needs_qonnx
+def test_a_calibrated_network_is_exact_with_qonnx():
+    from .test_golden import small_net
+    from ttforge.quant.qat import compile_network
+
+    q, x = small_net(inter_bits=8, w_bits=6)
+    net = compile_network(q)
+    model = build_qonnx(net, batch=64)
+    assert check_qonnx(net, model, n=64) == 64
+    # real (unquantized) inputs: the graph quantizes them exactly like quantize_input
+    got = run_qonnx(model, x.numpy())
+    assert np.array_equal(ints_of(net, got), execute(net, net.quantize_input(x.numpy())))
+
+
+def test_input_quantization_is_exact_for_every_float32():
+    net = example_network()
+    e = net.layers[0].in_exp
+    ties = (np.arange(-140, 140, dtype=np.float64) + 0.5) * 2.0 ** e  # exact ties, both signs
+    near = np.concatenate([np.nextafter(ties.astype(np.float32), np.float32(np.inf)),
+                           np.nextafter(ties.astype(np.float32), np.float32(-np.inf))])
+    special = np.array([0.0, -0.0, 2.0 ** -149, -(2.0 ** -149), 0.5 - 2.0 ** -25, -0.5 + 2.0 ** -25,
+                        3e38, -3e38, np.inf, -np.inf, 2.0 ** 30 + 0.5, 1e-30, -1e-30], dtype=np.float64)
+    v = np.concatenate([ties.astype(np.float32), near, (special * 2.0 ** e).astype(np.float32)])
+    v = v[: len(v) // 5 * 5].reshape(-1, 5).astype(np.float32)
+    want = execute(net, net.quantize_input(v.astype(np.float64)))
+    model = build_qonnx(net, batch=len(v))
+    with np.errstate(invalid="ignore", over="ignore"):
+        assert np.array_equal(ints_of(net, spec_execute(model, v)), want)
+        if HAVE_QONNX:
+            assert np.array_equal(ints_of(net, run_qonnx(model, v)), want)
+
+
+def test_bounds_hold_the_traced_accumulators_and_are_attained():
+    for seed in range(12):
+        net = random_int_network(seed)
+        xi = random_inputs(net, 64, seed)
+        _, traces = execute_traced(net, xi)
+        bounds = {(b.layer, b.step): b.bound for b in float32_bounds(net)}
+        for tr in traces:
+            layer = net.layers[tr.layer]
+            s = layer.shifts()[tr.step]
+            half = 1 << (s - 1) if s >= 1 else 0
+            assert np.abs(tr.acc).max() <= bounds[(tr.layer, tr.step)]
+            assert np.abs(tr.acc + half).max() <= bounds[(tr.layer, tr.step)]
+    # step 0 of layer 0 (input range, no bias): the extreme inputs reach the bound exactly
+    net = example_network()  # step 0: (A, K, Q) = (3, 2, 1); the padded zero is in block a = 2
+    layer = net.layers[0]
+    C = layer.core_matrix(0)
+    lo, hi = int_range(layer.in_bits)
+    rows = []
+    for p in range(C.shape[0]):
+        for sign in (1, -1):
+            x = np.zeros(5, dtype=np.int64)
+            x[:2] = np.where(sign * C[p] > 0, hi, lo)
+            rows.append(x)
+    _, traces = execute_traced(net, np.array(rows))
+    half = 1 << (layer.shifts()[0] - 1)
+    assert np.abs(traces[0].acc).max() + half == float32_bounds(net)[0].bound
+
+
+# ---------------------------------------------------------------------------------------
+# tests that must fail
+# ---------------------------------------------------------------------------------------
+def _flip_weight_bit(model, name, index, bit, exp):
+    init = next(t for t in model.graph.initializer if t.name == name)
+    w = numpy_helper.to_array(init).copy()
+    q = np.ldexp(w.astype(np.float64), -exp).astype(np.int64)
+    q.reshape(-1)[index] ^= 1 << bit
+    init.CopyFrom(numpy_helper.from_array(np.ldexp(q.astype(np.float64), exp).astype(np.float32), name))
+
+
+def test_one_flipped_core_bit_in_the_graph_breaks_equality():
+    net = example_network()
+    xi = np.concatenate([EXAMPLE_INPUT, random_inputs(net, 30, 2)])
+    model = build_qonnx(net, batch=len(xi))
+    want = execute(net, xi)
+    _flip_weight_bit(model, "l0_step0_core1_weight", 3, 1, net.layers[0].core_exps[1])
+    assert not np.array_equal(ints_of(net, spec_execute(model, reals_of(net, xi))), want)
+    if HAVE_QONNX:
+        assert not np.array_equal(ints_of(net, run_qonnx(model, reals_of(net, xi))), want)
+        with pytest.raises(AssertionError, match="differs from the integer executor at sample"):
+            check_qonnx(net, model, n=len(xi))
+
+
+def test_one_flipped_bit_of_the_expected_output_breaks_equality():
+    net = example_network()
+    xi = random_inputs(net, 16, 3)
+    got = ints_of(net, spec_execute(build_qonnx(net, batch=16), reals_of(net, xi)))
+    want = execute(net, xi).copy()
+    assert np.array_equal(got, want)
+    want[5, 1] ^= 1
+    assert not np.array_equal(got, want)
+
+
+def test_qonnx_half_up_is_not_ttforge_rounding():
+    """QONNX's HALF_UP rounds ties away from zero; ttforge's floor(v + 1/2) does not. A graph
+    that used it instead of Add(half) + FLOOR is caught on negative ties."""
+    assert ROUNDING["HALF_UP"](np.float32(-2.5)) == -3 and int(rshift_round(np.int64(-5), 1)) == -2
+    if HAVE_QONNX:
+        from qonnx.custom_op.general.intquant import resolve_rounding_mode
+
+        assert resolve_rounding_mode("HALF_UP")(np.float32(-2.5)) == -3
+    net = example_network()
+    xi = random_inputs(net, 64, 4)
+    model = build_qonnx(net, batch=64)
+    adds = [n for n in model.graph.node if n.op_type == "Add" and n.name.endswith("_plus_half")
+            and n.name != "input_plus_half"]
+    assert adds
+    for add in adds:  # requantize with rounding_mode HALF_UP instead of Add(half) + FLOOR
+        consumer = next(n for n in model.graph.node if add.output[0] in n.input)
+        consumer.input[0] = add.input[0]
+        next(a for a in consumer.attribute if a.name == "rounding_mode").s = b"HALF_UP"
+        model.graph.node.remove(add)
+    assert not np.array_equal(ints_of(net, spec_execute(model, reals_of(net, xi))), execute(net, xi))
+
+
+# ---------------------------------------------------------------------------------------
+# refusals and the graph's shape
+# ---------------------------------------------------------------------------------------
+def wide_network(inter_bits):
+    """One 3-core layer whose middle step contracts K = 16 full-range 8-bit weights."""
+    shape = TTShape((2, 2, 2), (4, 4, 4), (1, 4, 4, 1))
+    cores = tuple(np.full(s, 127, dtype=np.int64) for s in shape.core_shapes)
+    layer = IntLayer(in_features=64, out_features=8, schedule=ContractionSchedule(shape, (0, 1, 2)),
+                     cores=cores, core_exps=(-7, -7, -7), w_bits=8, in_bits=8, in_exp=-7,
+                     inter_bits=inter_bits, out_bits=8, step_exps=(-6, -6, -3), acc_bits=40)
+    return IntNetwork((layer,))
+
+
+def test_wide_accumulators_are_refused_with_the_width_that_fits():
+    with pytest.raises(ConfigError) as e:
+        build_qonnx(wide_network(16))
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert msg.startswith("layer 0 step 1 (core 1) can reach sums of ")
+    width = int(msg.split("inter_bits <= ")[1].split()[0])
+    assert f"(ttforge quantize --inter-bits {width})" in msg
+    build_qonnx(wide_network(width))  # the suggested width exports ...
+    with pytest.raises(ConfigError):
+        build_qonnx(wide_network(width + 1))  # ... and is the largest that does
+    assert max(b.bound for b in float32_bounds(wide_network(width))) <= FLOAT32_EXACT
+
+
+def test_bad_options_are_named(tmp_path):
+    net = example_network()
+    for kwargs, pattern in (({"batch": 0}, "batch=0"), ({"requant": "shift"}, "requant='shift'"),
+                            ({"quant_op": "QuantizeLinear"}, "quant_op="), ({"opset": 9}, "opset=9")):
+        with pytest.raises(ConfigError, match=pattern):
+            build_qonnx(net, **kwargs)
+    with pytest.raises(ConfigError, match="IntNetwork or the path"):
+        build_qonnx(42)
+    with pytest.raises(ConfigError, match="is a directory"):
+        export_qonnx(net, tmp_path)
+
+
+def test_graph_keeps_the_tt_chain_and_declares_its_formats(tmp_path):
+    net = example_network()
+    path = export_qonnx(net, tmp_path / "m.onnx", batch=2)
+    model = onnx.load(str(path))
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("MatMul") == sum(layer.schedule.shape.d for layer in net.layers)
+    assert set(ops) <= {"IntQuant", "Add", "Pad", "Reshape", "MatMul", "Slice", "Relu"}
+    biggest_core = max(g.size for layer in net.layers for g in layer.cores)
+    assert max(np.prod(t.dims) for t in model.graph.initializer) <= biggest_core
+    quant = [n for n in model.graph.node if n.op_type == "IntQuant"]
+    assert all(n.domain == QONNX_DOMAIN for n in quant)
+    modes = {n.name: onnx.helper.get_attribute_value(
+        next(a for a in n.attribute if a.name == "rounding_mode")).decode() for n in quant}
+    assert all(m == "FLOOR" for k, m in modes.items() if "weight" not in k and "bias" not in k)
+    assert {o.domain: o.version for o in model.opset_import} == {"": 17, QONNX_DOMAIN: 1}
+    props = {p.key: p.value for p in model.metadata_props}
+    assert props["ttforge.output"] == '{"features": 3, "bits": 8, "exp": -1}'
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]  # no temporary left behind
+    trunc = build_qonnx(net, requant="trunc")
+    assert {o.domain: o.version for o in trunc.opset_import}[QONNX_DOMAIN] == 2
+    assert [n.op_type for n in trunc.graph.node].count("Trunc") == 3
+
+
+# ---------------------------------------------------------------------------------------
+# command line
+# ---------------------------------------------------------------------------------------
+def test_cli_writes_a_checked_model(tmp_path, capsys):
+    art = save_artifact(example_network(), tmp_path / "net.ttfa")
+    out = tmp_path / "net.onnx"
+    assert main(["export-qonnx", str(art), "-o", str(out), "--check", "8"]) == 0
+    text = capsys.readouterr().out
+    assert f"wrote {out}" in text and "<= 2^24" in text
+    if HAVE_QONNX:
+        assert "qonnx check: 8 inputs, outputs equal to the integer executor" in text
+        model = onnx.load(str(out))
+        assert check_qonnx(example_network(), model, n=4) == 4
+    else:
+        assert "qonnx is not installed" in text
+
+
+def test_cli_refusal_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys):
+    art = save_artifact(wide_network(16), tmp_path / "wide.ttfa")
+    out = tmp_path / "wide.onnx"
+    out.write_bytes(b"previous")
+    assert main(["export-qonnx", str(art), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("ttforge export-qonnx: error: layer 0 step 1")
+    assert out.read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["wide.onnx", "wide.ttfa"]
+    assert main(["export-qonnx", str(tmp_path / "missing.ttfa"), "-o", str(out)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["export-qonnx", str(art), "-o", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
