@@ -1,0 +1,295 @@
+"""The analytic cycle model of the engine, and a dense matrix-vector engine to compare.
+
+Per step (``docs/hardware.md``): one MAC cycle per loop iteration (``N0*N1*N2*N3``);
+word writes (mode 0, or ``OUT_WORD``) never stall; element writes (mode 1) drain one
+valid lane per cycle from a shadow register while the lanes compute the next block, so
+block ``b`` followed by a block of ``K = N3`` cycles stalls the lanes
+``max(0, v_b - K)`` cycles (``v_b`` its valid lanes; with a single shadow register this
+is exact: the drain of block ``b`` starts when block ``b`` moves into the shadow, and
+block ``b+1`` is ready ``K`` cycles later); the last block's drain, the pipeline fill
+and the zero fill (one element per cycle) follow; every step also pays fixed overheads.
+Per inference: ``IN_PAD`` cycles to take the input (one element per cycle, then the
+zero padding), the steps, ``OUT_COUNT`` cycles to stream the output.
+
+Every fixed overhead is a named field of :class:`EngineTiming`; :data:`ENGINE_TIMING`
+holds the values of the RTL (``ttforge.hw.engine``), which its tests check against
+simulation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+from ttforge.errors import ConfigError
+from ttforge.hw.config import AccelConfig
+from ttforge.hw.program import Descriptor, Program, decode_descriptor
+
+__all__ = ["EngineTiming", "ENGINE_TIMING", "StepCycles", "ProgramCycles", "LayerEstimate",
+           "Estimate", "step_cycles", "program_cycles", "estimate", "dense_cycles"]
+
+
+@dataclass(frozen=True)
+class EngineTiming:
+    """Fixed cycle costs of the engine (set them from the RTL; all >= 0).
+
+    Attributes
+    ----------
+    desc_fetch : int
+        Cycles to read one descriptor from DMEM before a step starts.
+    step_setup : int
+        Further cycles from the fetched descriptor to the first MAC (checks, address
+        generator start).
+    mac_latency : int
+        Cycles from a block's last MAC issue to its sums being available to the
+        requantization unit (operand and product registers, accumulator).
+    requant_latency : int
+        Pipeline stages of the requantization unit (bias, shift, saturate, ReLU).
+    word_write : int
+        Cycles to write one word result (mode 0, ``OUT_WORD``).
+    element_write : int
+        Cycles per element written by the mode-1 drain and by ``ZFILL``.
+    step_end : int
+        Cycles between a step's last write and the next descriptor fetch.
+    input_start, input_per_element : int
+        Per inference: cycles before the first input element, and per element of
+        ``IN_PAD`` (received or zero-padded).
+    output_start, output_per_element : int
+        Cycles from the last step to the first output beat, and per output element.
+    """
+
+    desc_fetch: int = 24
+    step_setup: int = 2
+    mac_latency: int = 3
+    requant_latency: int = 3
+    word_write: int = 1
+    element_write: int = 1
+    step_end: int = 1
+    input_start: int = 1
+    input_per_element: int = 1
+    output_start: int = 2
+    output_per_element: int = 1
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ConfigError(f"EngineTiming.{f.name}={v!r} must be an integer >= 0")
+
+    def replace(self, **kw: int) -> "EngineTiming":
+        return dataclasses.replace(self, **kw)
+
+
+#: The engine's timing; ``ttforge.hw.engine`` (the RTL) is the authority on these values.
+ENGINE_TIMING = EngineTiming()
+
+
+@dataclass(frozen=True)
+class StepCycles:
+    """Cycles of one step, per inference."""
+
+    mac_cycles: int
+    busy_lane_cycles: int
+    stall_cycles: int
+    drain_cycles: int
+    zfill_cycles: int
+    overhead_cycles: int
+
+    @property
+    def total(self) -> int:
+        return (self.mac_cycles + self.stall_cycles + self.drain_cycles + self.zfill_cycles
+                + self.overhead_cycles)
+
+
+def step_cycles(d: Descriptor, config: AccelConfig, timing: EngineTiming = ENGINE_TIMING) -> StepCycles:
+    """The cycle model of one decoded descriptor."""
+    L = config.lanes
+    N0, N1, N2, K = (int(n) for n in d.N)
+    mode1 = d.MODE == 1
+    last_lanes = int(d.LAST_LANES) if mode1 else L
+    blocks = N0 * N1 * N2
+    mac = blocks * K
+    busy = N0 * N1 * K * ((N2 - 1) * L + last_lanes)
+    t = timing
+    if mode1 and not d.OUT_WORD:
+        per = t.element_write
+        stall_full = max(0, L * per - K)
+        stall_last = max(0, last_lanes * per - K)
+        # every block but the program's last stalls before the next one moves in
+        stall = N0 * N1 * ((N2 - 1) * stall_full + stall_last) - stall_last
+        drain = last_lanes * per
+    else:
+        stall = 0
+        drain = t.word_write
+    zfill = max(0, int(d.ZFILL_TO) - int(d.ZFILL_FROM)) * t.element_write
+    overhead = t.desc_fetch + t.step_setup + t.mac_latency + t.requant_latency + t.step_end
+    return StepCycles(mac, busy, stall, drain, zfill, overhead)
+
+
+@dataclass(frozen=True)
+class ProgramCycles:
+    """Cycles of one inference."""
+
+    steps: tuple[StepCycles, ...]
+    input_cycles: int
+    output_cycles: int
+    lanes: int
+
+    @property
+    def total(self) -> int:
+        return self.input_cycles + sum(s.total for s in self.steps) + self.output_cycles
+
+    @property
+    def busy_lane_cycles(self) -> int:
+        return sum(s.busy_lane_cycles for s in self.steps)
+
+    @property
+    def utilization(self) -> float:
+        """Busy MAC-lane cycles over ``L x`` all cycles (what the hardware counters give)."""
+        return self.busy_lane_cycles / (self.lanes * self.total) if self.total else 0.0
+
+
+def program_cycles(descriptors: Iterable[Descriptor | Sequence[int]], config: AccelConfig,
+                   globals_: Mapping[str, int], timing: EngineTiming = ENGINE_TIMING) -> ProgramCycles:
+    """The cycle model of a descriptor program (decoded descriptors or their words) with
+    program registers ``globals_`` (``IN_PAD``, ``OUT_COUNT``)."""
+    steps = []
+    for d in descriptors:
+        if not isinstance(d, Descriptor):
+            d = decode_descriptor(d)
+        steps.append(step_cycles(d, config, timing))
+    t = timing
+    return ProgramCycles(
+        steps=tuple(steps),
+        input_cycles=t.input_start + int(globals_["IN_PAD"]) * t.input_per_element,
+        output_cycles=t.output_start + int(globals_["OUT_COUNT"]) * t.output_per_element,
+        lanes=config.lanes,
+    )
+
+
+def dense_cycles(out_features: int, in_features: int, lanes: int) -> int:
+    """Cycles per vector of a dense matrix-vector engine with ``lanes`` MAC lanes (lanes
+    over output rows, one input element per cycle): ``ceil(M / L) * N``."""
+    return math.ceil(out_features / lanes) * in_features
+
+
+@dataclass(frozen=True)
+class LayerEstimate:
+    """Analytic figures of one layer of a compiled program (per inference)."""
+
+    layer: int
+    steps: tuple[int, ...]
+    modes: tuple[int, ...]
+    in_features: int
+    out_features: int
+    cycles: int
+    mac_cycles: int
+    macs: int
+    busy_lane_cycles: int
+    stall_cycles: int
+    utilization: float
+    core_bits: int
+    bias_bits: int
+    buffer_bits: int
+    dense_cycles: int
+    dense_weight_bits: int
+
+    @property
+    def memory_bits(self) -> int:
+        return self.core_bits + self.bias_bits + self.buffer_bits
+
+    @property
+    def dense_ratio(self) -> float:
+        """TT cycles over dense-engine cycles (< 1: the TT schedule is faster)."""
+        return self.cycles / self.dense_cycles if self.dense_cycles else math.inf
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["steps"], d["modes"] = list(self.steps), list(self.modes)
+        d["memory_bits"] = self.memory_bits
+        d["dense_ratio"] = self.dense_ratio
+        return d
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Analytic estimate of a program: layers plus the input and output phases."""
+
+    lanes: int
+    layers: tuple[LayerEstimate, ...]
+    input_cycles: int
+    output_cycles: int
+    timing: EngineTiming
+
+    @property
+    def cycles(self) -> int:
+        return self.input_cycles + sum(x.cycles for x in self.layers) + self.output_cycles
+
+    @property
+    def macs(self) -> int:
+        return sum(x.macs for x in self.layers)
+
+    @property
+    def busy_lane_cycles(self) -> int:
+        return sum(x.busy_lane_cycles for x in self.layers)
+
+    @property
+    def utilization(self) -> float:
+        return self.busy_lane_cycles / (self.lanes * self.cycles) if self.cycles else 0.0
+
+    @property
+    def dense_cycles(self) -> int:
+        return sum(x.dense_cycles for x in self.layers)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "lanes": self.lanes,
+            "cycles": self.cycles,
+            "macs": self.macs,
+            "busy_lane_cycles": self.busy_lane_cycles,
+            "utilization": self.utilization,
+            "input_cycles": self.input_cycles,
+            "output_cycles": self.output_cycles,
+            "dense_cycles": self.dense_cycles,
+            "dense_ratio": self.cycles / self.dense_cycles if self.dense_cycles else None,
+            "timing": dataclasses.asdict(self.timing),
+            "layers": [x.to_dict() for x in self.layers],
+        }
+
+
+def estimate(program: Program, timing: EngineTiming = ENGINE_TIMING) -> Estimate:
+    """Per-layer cycles, MACs, utilization and memory bits of a compiled program, with
+    the dense matrix-vector engine of the same ``L`` for comparison."""
+    cfg = program.config
+    pc = program_cycles(program.descriptors, cfg, program.globals, timing)
+    layers = []
+    nlayers = program.steps[-1].layer + 1
+    for li in range(nlayers):
+        idx = [s.index for s in program.steps if s.layer == li]
+        infos = [program.steps[i] for i in idx]
+        sc = [pc.steps[i] for i in idx]
+        cycles = sum(c.total for c in sc)
+        busy = sum(c.busy_lane_cycles for c in sc)
+        first, last = infos[0], infos[-1]
+        in_f = program.in_count if li == 0 else None
+        out_f = last.out_valid
+        if in_f is None:
+            prev = [s for s in program.steps if s.layer == li - 1][-1]
+            in_f = prev.out_valid
+        peak = max([first.in_size] + [max(s.out_size, s.zfill_to) for s in infos])
+        layers.append(LayerEstimate(
+            layer=li, steps=tuple(idx), modes=tuple(s.mode for s in infos),
+            in_features=in_f, out_features=out_f, cycles=cycles,
+            mac_cycles=sum(c.mac_cycles for c in sc), macs=sum(s.macs for s in infos),
+            busy_lane_cycles=busy, stall_cycles=sum(c.stall_cycles for c in sc),
+            utilization=busy / (cfg.lanes * cycles) if cycles else 0.0,
+            core_bits=sum(s.c_size for s in infos) * cfg.core_bits,
+            bias_bits=(out_f * cfg.bias_bits) if last.bias else 0,
+            buffer_bits=2 * peak * cfg.inter_bits,
+            dense_cycles=dense_cycles(out_f, in_f, cfg.lanes),
+            dense_weight_bits=out_f * in_f * cfg.core_bits,
+        ))
+    return Estimate(lanes=cfg.lanes, layers=tuple(layers), input_cycles=pc.input_cycles,
+                    output_cycles=pc.output_cycles, timing=timing)

@@ -1,0 +1,479 @@
+"""Compile an integer network into the engine's descriptor program and memory images.
+
+``compile_program(net, config)`` follows ``docs/hardware.md`` exactly: one descriptor
+per step of every layer's :class:`~ttforge.model.ContractionSchedule`, the mode of each
+step (mode 0, lanes over ``q``, iff ``Q mod L = 0``; else mode 1, lanes over ``p``),
+its bounds and strides, the core and bias memory layouts, the ping-pong buffer parity,
+requantization (``SHIFT``, ``SAT_BITS``, ``RELU``, ``BIAS``), padding (``OUT_VALID``,
+``ZFILL``) and the global program registers. :func:`load_image` turns a program into
+the ordered AXI4-Lite writes that load it.
+
+The :class:`Program` is plain data: descriptor words, the CMEM and BMEM element images,
+the globals and per-step metadata (:class:`StepInfo`). ``ttforge.hw.model.run_program``
+executes the descriptor *words* (not the network) and must equal
+``ttforge.quant.execute`` exactly.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from ttforge.errors import ConfigError, ShapeError
+from ttforge.hw.config import DESC_WORDS, AccelConfig
+from ttforge.hw.regmap import DESCRIPTOR_WORDS, FLAGS_FIELDS, RegisterMap
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ttforge.quant.executor import IntLayer, IntNetwork
+
+__all__ = [
+    "Descriptor", "StepInfo", "Program", "compile_program", "requirements",
+    "encode_descriptor", "decode_descriptor", "load_image", "load_image_to_json",
+    "load_image_to_bytes", "load_image_from_bytes", "SHIFT_RANGE",
+]
+
+#: Values the signed 8-bit ``SHIFT`` field holds.
+SHIFT_RANGE = (-128, 127)
+_WORD_INDEX = {name: i for i, name, _ in DESCRIPTOR_WORDS}
+_FLAG = {f.name: f for f in FLAGS_FIELDS}
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _round_up(a: int, m: int) -> int:
+    return _ceil_div(a, m) * m
+
+
+# ---------------------------------------------------------------------------- descriptor
+@dataclass(frozen=True)
+class Descriptor:
+    """One step descriptor, field by field (``docs/hardware.md``, "Descriptor").
+
+    ``N``, ``X_S``, ``C_S`` have four entries (loops 0..3), ``O_S`` three.
+    """
+
+    MODE: int
+    SRC: int
+    BIAS: int
+    RELU: int
+    OUT_WORD: int
+    LAST: int
+    SAT_BITS: int
+    SHIFT: int
+    LAST_LANES: int
+    N: tuple[int, int, int, int]
+    X_BASE: int
+    X_S: tuple[int, int, int, int]
+    C_BASE: int
+    C_S: tuple[int, int, int, int]
+    O_BASE: int
+    O_S: tuple[int, int, int]
+    O_LANE: int
+    B_BASE: int
+    OUT_VALID: int
+    ZFILL_FROM: int
+    ZFILL_TO: int
+
+
+def encode_descriptor(d: Descriptor) -> tuple[int, ...]:
+    """The 24 unsigned 32-bit words of a descriptor."""
+    if not SHIFT_RANGE[0] <= d.SHIFT <= SHIFT_RANGE[1]:
+        raise ConfigError(f"SHIFT={d.SHIFT} is outside the signed 8-bit field {SHIFT_RANGE}")
+    flags = 0
+    for name in ("MODE", "SRC", "BIAS", "RELU", "OUT_WORD", "LAST", "SAT_BITS", "LAST_LANES"):
+        flags |= _FLAG[name].put(int(getattr(d, name)))
+    flags |= _FLAG["SHIFT"].put(d.SHIFT & 0xFF)
+    words = [flags, *d.N, d.X_BASE, *d.X_S, d.C_BASE, *d.C_S, d.O_BASE, *d.O_S, d.O_LANE,
+             d.B_BASE, d.OUT_VALID, d.ZFILL_FROM, d.ZFILL_TO]
+    assert len(words) == DESC_WORDS
+    for (i, name, _), w in zip(DESCRIPTOR_WORDS, words):
+        if not 0 <= int(w) < 1 << 32:
+            raise ConfigError(f"descriptor word {name}={w} does not fit in 32 unsigned bits")
+    return tuple(int(w) for w in words)
+
+
+def decode_descriptor(words: Sequence[int]) -> Descriptor:
+    """Inverse of :func:`encode_descriptor` (any 24 words decode; the engine checks them)."""
+    w = [int(v) & 0xFFFFFFFF for v in words]
+    if len(w) != DESC_WORDS:
+        raise ShapeError(f"a descriptor has {DESC_WORDS} words, got {len(w)}")
+    f = w[0]
+    shift = _FLAG["SHIFT"].get(f)
+    return Descriptor(
+        MODE=_FLAG["MODE"].get(f), SRC=_FLAG["SRC"].get(f), BIAS=_FLAG["BIAS"].get(f),
+        RELU=_FLAG["RELU"].get(f), OUT_WORD=_FLAG["OUT_WORD"].get(f), LAST=_FLAG["LAST"].get(f),
+        SAT_BITS=_FLAG["SAT_BITS"].get(f), SHIFT=shift - 256 if shift >= 128 else shift,
+        LAST_LANES=_FLAG["LAST_LANES"].get(f),
+        N=tuple(w[1:5]), X_BASE=w[5], X_S=tuple(w[6:10]), C_BASE=w[10], C_S=tuple(w[11:15]),
+        O_BASE=w[15], O_S=tuple(w[16:19]), O_LANE=w[19], B_BASE=w[20], OUT_VALID=w[21],
+        ZFILL_FROM=w[22], ZFILL_TO=w[23],
+    )
+
+
+# ------------------------------------------------------------------------------ the plan
+@dataclass(frozen=True)
+class StepInfo:
+    """Metadata of one compiled step (global index ``index``; ``step`` within ``layer``).
+
+    Sizes are per sample, in elements: ``in_size = A*K*Q`` read from buffer ``src``,
+    ``out_size = A*P*Q`` written to ``1 - src``; ``c_base``/``c_size`` the step's block
+    of CMEM; ``b_base`` the layer's bias block in BMEM (``-1`` without bias).
+    """
+
+    index: int
+    layer: int
+    step: int
+    core: int
+    mode: int
+    A: int
+    K: int
+    Q: int
+    P: int
+    src: int
+    c_base: int
+    c_size: int
+    b_base: int
+    in_size: int
+    out_size: int
+    out_valid: int
+    zfill_from: int
+    zfill_to: int
+    shift: int
+    sat_bits: int
+    relu: bool
+    bias: bool
+    last: bool
+    out_word: bool
+    last_lanes: int
+
+    @property
+    def macs(self) -> int:
+        """Useful multiply-accumulates per sample."""
+        return self.A * self.K * self.Q * self.P
+
+    @property
+    def bounds(self) -> tuple[int, int, int, int]:
+        return (self.A, self.P, self.Q, self.K) if self.mode == 0 else (self.A, self.Q, self.P, self.K)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    lanes: int
+    steps: tuple[StepInfo, ...]
+    cmem_size: int
+    bmem_size: int
+    buf_size: int
+    in_count: int
+    in_pad: int
+    out_count: int
+    out_buf: int
+
+
+def _plan(net: "IntNetwork", lanes: int) -> _Plan:
+    L = int(lanes)
+    steps: list[StepInfo] = []
+    c_off = b_off = 0
+    buf = 0
+    g = 0
+    layers = net.layers
+    for li, layer in enumerate(layers):
+        sched = layer.schedule
+        shifts = layer.shifts()
+        nsteps = len(sched.steps)
+        b_base = -1
+        if layer.bias is not None:
+            b_base = _round_up(b_off, L)
+            b_off = b_base + layer.out_features
+        in_size = sched.shape.in_size
+        buf = max(buf, in_size)
+        for t, st in enumerate(sched.steps):
+            mode = 0 if st.Q % L == 0 else 1
+            c_size = st.P * st.K if mode == 0 else _ceil_div(st.P, L) * st.K * L
+            c_base = _round_up(c_off, L)
+            c_off = c_base + c_size
+            last = t == nsteps - 1
+            out_size = st.A * st.P * st.Q
+            zfill_to = out_size
+            if last and li + 1 < len(layers):
+                zfill_to = max(out_size, layers[li + 1].schedule.shape.in_size)
+            buf = max(buf, st.A * st.K * st.Q, out_size, zfill_to)
+            steps.append(StepInfo(
+                index=g, layer=li, step=t, core=st.core, mode=mode, A=st.A, K=st.K, Q=st.Q, P=st.P,
+                src=g % 2, c_base=c_base, c_size=c_size, b_base=b_base if last else -1,
+                in_size=st.A * st.K * st.Q, out_size=out_size,
+                out_valid=layer.out_features if last else out_size,
+                zfill_from=out_size, zfill_to=zfill_to, shift=int(shifts[t]),
+                sat_bits=layer.step_out_bits(t), relu=bool(layer.relu and last),
+                bias=bool(last and layer.bias is not None), last=False,
+                out_word=bool(mode == 1 and st.Q == 1 and st.P % L == 0),
+                last_lanes=L if mode == 0 else st.P - (_ceil_div(st.P, L) - 1) * L,
+            ))
+            g += 1
+    final = steps[-1]
+    steps[-1] = StepInfo(**{**final.__dict__, "last": True})
+    return _Plan(lanes=L, steps=tuple(steps), cmem_size=c_off, bmem_size=b_off, buf_size=buf,
+                 in_count=layers[0].in_features, in_pad=layers[0].schedule.shape.in_size,
+                 out_count=layers[-1].out_features, out_buf=g % 2)
+
+
+def _bits_for(values: np.ndarray) -> int:
+    """Smallest signed width (>= 2) holding every value."""
+    if values.size == 0:
+        return 2
+    lo, hi = int(values.min()), int(values.max())
+    b = 2
+    while not (-(1 << (b - 1)) <= lo and hi <= (1 << (b - 1)) - 1):
+        b += 1
+    return b
+
+
+def requirements(net: "IntNetwork", lanes: int) -> dict[str, tuple[int, str]]:
+    """What ``net`` needs of an :class:`AccelConfig` with ``lanes`` lanes:
+    ``field -> (smallest value, why)``, for every field that carries a requirement."""
+    L = int(lanes)
+    plan = _plan(net, L)
+    layers = net.layers
+    first, last = layers[0], layers[-1]
+    need: dict[str, tuple[int, str]] = {}
+
+    def at_least(name: str, value: int, why: str) -> None:
+        if name not in need or value > need[name][0]:
+            need[name] = (int(value), why)
+
+    at_least("act_bits", first.in_bits, f"the network input ({first.in_bits}-bit)")
+    at_least("act_bits", last.out_bits, f"the network output ({last.out_bits}-bit)")
+    for li, layer in enumerate(layers):
+        at_least("core_bits", layer.w_bits, f"layer {li}'s {layer.w_bits}-bit cores")
+    at_least("inter_bits", need["act_bits"][0], "the stream elements stored in the buffers")
+    for s in plan.steps:
+        at_least("inter_bits", s.sat_bits, f"layer {s.layer} step {s.step} ({s.sat_bits}-bit output)")
+    for li, layer in enumerate(layers):
+        for t, b in enumerate(layer.acc_bits_needed()):
+            at_least("acc_bits", b, f"layer {li} step {t} ({b}-bit sums)")
+    at_least("bias_bits", 2, "the minimum width")
+    for li, layer in enumerate(layers):
+        if layer.bias is not None:
+            b = _bits_for(np.asarray(layer.bias))
+            at_least("bias_bits", b, f"layer {li}'s bias ({b}-bit values)")
+    at_least("core_depth", max(L, _round_up(plan.cmem_size, L)),
+             f"the cores of {len(plan.steps)} steps ({plan.cmem_size} elements at L={L})")
+    at_least("bias_depth", max(L, _round_up(plan.bmem_size, L)),
+             f"the biases ({plan.bmem_size} elements at L={L})")
+    at_least("buf_depth", max(L, _round_up(plan.buf_size, L)),
+             f"the largest intermediate ({plan.buf_size} elements)")
+    at_least("desc_depth", len(plan.steps), f"the program ({len(plan.steps)} steps)")
+    return need
+
+
+# ------------------------------------------------------------------------------ program
+@dataclass(frozen=True, eq=False)
+class Program:
+    """A compiled network: what is loaded into one engine.
+
+    Attributes
+    ----------
+    config : AccelConfig
+        The engine it was compiled for (and checked against).
+    steps : tuple of StepInfo
+        Per-step metadata, in program order.
+    descriptors : tuple of tuple of int
+        ``DESC_WORDS`` unsigned 32-bit words per step (DMEM words ``24*s .. 24*s+23``).
+    cmem, bmem : int64 arrays (read-only)
+        Element images of CMEM and BMEM from element address 0 (shorter than the
+        memories; the rest is never read).
+    in_count, in_pad, out_count, out_buf : int
+        The global program registers.
+    in_bits, out_bits : int
+        Widths of the network input and output elements.
+    """
+
+    config: AccelConfig
+    steps: tuple[StepInfo, ...]
+    descriptors: tuple[tuple[int, ...], ...]
+    cmem: np.ndarray
+    bmem: np.ndarray
+    in_count: int
+    in_pad: int
+    out_count: int
+    out_buf: int
+    in_bits: int
+    out_bits: int
+
+    @property
+    def dmem(self) -> list[int]:
+        """The descriptor words, flattened in DMEM order."""
+        return [w for d in self.descriptors for w in d]
+
+    @property
+    def globals(self) -> dict[str, int]:
+        return {"IN_COUNT": self.in_count, "IN_PAD": self.in_pad,
+                "OUT_COUNT": self.out_count, "OUT_BUF": self.out_buf}
+
+    def descriptor(self, s: int) -> Descriptor:
+        return decode_descriptor(self.descriptors[s])
+
+    def with_words(self, descriptors: Sequence[Sequence[int]] | None = None,
+                   cmem: np.ndarray | None = None, bmem: np.ndarray | None = None,
+                   **globals_: int) -> "Program":
+        """A copy with some memory contents or globals replaced (for fault injection)."""
+        d = dict(self.__dict__)
+        if descriptors is not None:
+            d["descriptors"] = tuple(tuple(int(w) for w in x) for x in descriptors)
+        if cmem is not None:
+            d["cmem"] = _frozen(cmem)
+        if bmem is not None:
+            d["bmem"] = _frozen(bmem)
+        for k, v in globals_.items():
+            key = k.lower()
+            if key not in ("in_count", "in_pad", "out_count", "out_buf"):
+                raise ConfigError(f"unknown program register {k}")
+            d[key] = int(v)
+        return Program(**d)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "steps": len(self.steps),
+            "cmem_elements": int(self.cmem.size),
+            "bmem_elements": int(self.bmem.size),
+            "globals": self.globals,
+            "modes": [s.mode for s in self.steps],
+        }
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a = np.array(a, dtype=np.int64, copy=True)
+    a.setflags(write=False)
+    return a
+
+
+def _descriptor_for(s: StepInfo, L: int) -> Descriptor:
+    A, K, Q, P = s.A, s.K, s.Q, s.P
+    if s.mode == 0:
+        N = (A, P, Q // L, K)
+        X_S, C_S, O_S, O_LANE = (K * Q, 0, L, Q), (0, K, 0, 1), (P * Q, Q, L), 1
+    else:
+        N = (A, Q, _ceil_div(P, L), K)
+        X_S, C_S, O_S, O_LANE = (K * Q, 1, 0, Q), (0, 0, K * L, L), (P * Q, 1, L * Q), Q
+    return Descriptor(
+        MODE=s.mode, SRC=s.src, BIAS=int(s.bias), RELU=int(s.relu), OUT_WORD=int(s.out_word),
+        LAST=int(s.last), SAT_BITS=s.sat_bits, SHIFT=s.shift, LAST_LANES=s.last_lanes,
+        N=N, X_BASE=0, X_S=X_S, C_BASE=s.c_base, C_S=C_S, O_BASE=0, O_S=O_S, O_LANE=O_LANE,
+        B_BASE=max(s.b_base, 0), OUT_VALID=s.out_valid, ZFILL_FROM=s.zfill_from,
+        ZFILL_TO=s.zfill_to,
+    )
+
+
+def compile_program(net: "IntNetwork", config: AccelConfig) -> Program:
+    """Compile ``net`` for ``config`` (``docs/hardware.md``).
+
+    Raises
+    ------
+    ConfigError
+        ``does not fit: ...`` (see :meth:`AccelConfig.check`), or a step whose shift
+        does not fit the signed 8-bit ``SHIFT`` field.
+    """
+    if not isinstance(config, AccelConfig):
+        raise ConfigError(f"compile_program needs an AccelConfig, got {type(config).__name__}")
+    config.check(net)
+    L = config.lanes
+    plan = _plan(net, L)
+    for s in plan.steps:
+        if not SHIFT_RANGE[0] <= s.shift <= SHIFT_RANGE[1]:
+            raise ConfigError(
+                f"layer {s.layer} step {s.step}: shift {s.shift} does not fit the signed 8-bit "
+                f"SHIFT field ({SHIFT_RANGE[0]}..{SHIFT_RANGE[1]}); recalibrate its exponents")
+    cmem = np.zeros(plan.cmem_size, dtype=np.int64)
+    bmem = np.zeros(plan.bmem_size, dtype=np.int64)
+    for s in plan.steps:
+        layer = net.layers[s.layer]
+        C = layer.core_matrix(s.step)  # (P, K)
+        if s.mode == 0:
+            cmem[s.c_base:s.c_base + s.c_size] = C.reshape(-1)
+        else:
+            nb = _ceil_div(s.P, L)
+            blk = np.zeros((nb * L, s.K), dtype=np.int64)
+            blk[:s.P] = C
+            # element c_base + (pb*K + k)*L + l holds C[pb*L + l, k]
+            cmem[s.c_base:s.c_base + s.c_size] = blk.reshape(nb, L, s.K).transpose(0, 2, 1).reshape(-1)
+        if s.bias:
+            bmem[s.b_base:s.b_base + layer.out_features] = layer.bias
+    descriptors = tuple(encode_descriptor(_descriptor_for(s, L)) for s in plan.steps)
+    return Program(config=config, steps=plan.steps, descriptors=descriptors, cmem=_frozen(cmem),
+                   bmem=_frozen(bmem), in_count=plan.in_count, in_pad=plan.in_pad,
+                   out_count=plan.out_count, out_buf=plan.out_buf,
+                   in_bits=net.layers[0].in_bits, out_bits=net.layers[-1].out_bits)
+
+
+# ---------------------------------------------------------------------------- load image
+def _u32(v: int) -> int:
+    return int(v) & 0xFFFFFFFF
+
+
+def load_image(program: Program, regmap: RegisterMap | None = None) -> list[tuple[int, int]]:
+    """The ordered AXI4-Lite writes ``(byte address, 32-bit data)`` that load ``program``.
+
+    Order: ``CTRL = 0`` (disable), ``CMD.CLEAR_ERROR``, the DMEM words (step 0 first), the
+    CMEM elements, the BMEM elements (each sign-extended to 32 bits, element address
+    order), ``IN_COUNT``, ``IN_PAD``, ``OUT_COUNT``, ``OUT_BUF``, and ``CTRL.ENABLE = 1``
+    last. Deterministic: the same program gives the same list.
+    """
+    rm = regmap if regmap is not None else RegisterMap(program.config)
+    if rm.config != program.config:
+        raise ConfigError("load_image: the register map's config differs from the program's; "
+                          "build both from the same AccelConfig")
+    writes: list[tuple[int, int]] = [(rm.addr("CTRL"), 0),
+                                     (rm.addr("CMD"), rm["CMD"].field("CLEAR_ERROR").mask)]
+    for name, data in (("DMEM", program.dmem), ("CMEM", program.cmem.tolist()),
+                       ("BMEM", program.bmem.tolist())):
+        w = rm.window(name)
+        if len(data) > w.depth:
+            raise ConfigError(f"load_image: {len(data)} {name} words exceed the window's {w.depth}; "
+                              f"recompile for this config")
+        writes.extend((w.base + 4 * i, _u32(v)) for i, v in enumerate(data))
+    for name, v in program.globals.items():
+        writes.append((rm.addr(name), _u32(v)))
+    writes.append((rm.addr("CTRL"), rm["CTRL"].field("ENABLE").mask))
+    return writes
+
+
+LOAD_IMAGE_MAGIC = b"TTLI"
+LOAD_IMAGE_VERSION = 1
+
+
+def load_image_to_json(writes: Sequence[tuple[int, int]], regmap: RegisterMap | None = None) -> str:
+    """``{"format": "ttforge-load-image", "version": 1, "count": n, "writes": [[addr, data], ...]}``
+    (with ``"addr_bits"`` when a register map is given)."""
+    d: dict[str, Any] = {"format": "ttforge-load-image", "version": LOAD_IMAGE_VERSION,
+                         "count": len(writes)}
+    if regmap is not None:
+        d["addr_bits"] = regmap.addr_bits
+    d["writes"] = [[int(a), int(v)] for a, v in writes]
+    body = json.dumps({k: v for k, v in d.items() if k != "writes"}, indent=2)[:-2]
+    rows = ",\n    ".join(f"[{a}, {v}]" for a, v in d["writes"])
+    return body + ',\n  "writes": [\n    ' + rows + "\n  ]\n}\n" if rows else json.dumps(d, indent=2) + "\n"
+
+
+def load_image_to_bytes(writes: Sequence[tuple[int, int]]) -> bytes:
+    """Binary form: ``b"TTLI"``, version (u32), count (u32), then ``count`` pairs of
+    little-endian u32 ``(address, data)``."""
+    arr = np.asarray(writes, dtype="<u4").reshape(-1, 2) if writes else np.zeros((0, 2), "<u4")
+    head = LOAD_IMAGE_MAGIC + np.array([LOAD_IMAGE_VERSION, len(arr)], dtype="<u4").tobytes()
+    return head + arr.tobytes()
+
+
+def load_image_from_bytes(data: bytes) -> list[tuple[int, int]]:
+    """Inverse of :func:`load_image_to_bytes`."""
+    if data[:4] != LOAD_IMAGE_MAGIC or len(data) < 12:
+        raise ConfigError("not a ttforge load image (no TTLI header)")
+    version, count = np.frombuffer(data[4:12], dtype="<u4").tolist()
+    if version != LOAD_IMAGE_VERSION:
+        raise ConfigError(f"load image version {version} is not {LOAD_IMAGE_VERSION}; regenerate it")
+    if len(data) != 12 + 8 * count:
+        raise ConfigError(f"load image is truncated ({len(data)} bytes for {count} writes)")
+    arr = np.frombuffer(data[12:], dtype="<u4").reshape(-1, 2)
+    return [(int(a), int(v)) for a, v in arr]

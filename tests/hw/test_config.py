@@ -1,0 +1,127 @@
+"""AccelConfig: validation, serialization, fitting a network."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ttforge.errors import ConfigError
+from ttforge.hw.config import AccelConfig
+from ttforge.model.schedule import ContractionSchedule
+from ttforge.model.tt import TTShape
+from ttforge.quant.executor import IntLayer, IntNetwork, layer_from_dense
+
+
+def example_network() -> IntNetwork:
+    """The worked example of docs/artifact.md (5 -> 4 TT layer, padded, bias, ReLU; dense 4 -> 3)."""
+    rng = np.random.default_rng(2024)
+    shape = TTShape((2, 2), (3, 2), (1, 2, 1))
+    cores = tuple(rng.integers(-7, 8, size=s).astype(np.int64) for s in shape.core_shapes)
+    tt = IntLayer(in_features=5, out_features=4, schedule=ContractionSchedule(shape, (1, 0)),
+                  cores=cores, core_exps=(-3, -2), w_bits=4, in_bits=8, in_exp=-4, inter_bits=8,
+                  out_bits=8, step_exps=(-3, -2), acc_bits=16,
+                  bias=rng.integers(-300, 300, size=4).astype(np.int64), relu=True)
+    dense = layer_from_dense(rng.integers(-7, 8, size=(3, 4)), core_exps=(-3,), w_bits=4, in_bits=8,
+                             in_exp=-2, inter_bits=8, out_bits=8, step_exps=(-1,), acc_bits=16)
+    return IntNetwork((tt, dense))
+
+
+def test_defaults_are_valid_and_resolve_the_address_width():
+    c = AccelConfig()
+    assert c.axil_addr_bits == c.required_addr_bits
+    assert 1 << c.axil_addr_bits == 4 * c.region_bytes
+    assert c.region_bytes >= 4 * c.core_depth
+
+
+@pytest.mark.parametrize("kwargs, pattern", [
+    ({"lanes": 3}, r"lanes=3 must be a power of two in 1\.\.64"),
+    ({"lanes": 128}, r"lanes=128"),
+    ({"lanes": 4.0}, r"lanes=4\.0 must be an integer"),
+    ({"lanes": True}, r"lanes=True must be an integer"),
+    ({"act_bits": 1}, r"act_bits=1 must be in 2\.\.32"),
+    ({"core_bits": 17}, r"core_bits=17 must be in 2\.\.16"),
+    ({"inter_bits": 6}, r"inter_bits=6 must be >= act_bits=8"),
+    ({"acc_bits": 49}, r"acc_bits=49 must be in 2\.\.48"),
+    ({"acc_bits": 24, "bias_bits": 32}, r"bias_bits=32 must be in 2\.\.acc_bits=24"),
+    ({"lanes": 8, "core_depth": 100}, r"core_depth=100 must be a multiple of lanes=8 .*use 104"),
+    ({"buf_depth": 0}, r"buf_depth=0 must be a multiple"),
+    ({"bias_depth": 1 << 25}, r"bias_depth=33554432"),
+    ({"desc_depth": 0}, r"desc_depth=0 must be in 1\.\.4096"),
+    ({"stream_elems": 3}, r"stream_elems=3 must be a power of two in 1\.\.128"),
+    ({"stream_elems": 256}, r"stream_elems=256"),
+    ({"axil_addr_bits": 8}, r"axil_addr_bits=8 must be in 16\.\.32"),
+])
+def test_bad_fields_are_named(kwargs, pattern):
+    with pytest.raises(ConfigError, match=pattern) as e:
+        AccelConfig(**kwargs)
+    assert "\n" not in str(e.value)
+
+
+def test_round_trip_json_and_toml(tmp_path):
+    c = AccelConfig(lanes=16, core_depth=8192, stream_elems=4, axil_addr_bits=20)
+    assert AccelConfig.from_dict(c.to_dict()) == c
+    assert AccelConfig.from_dict(json.loads(c.to_json())) == c
+    p = tmp_path / "c.json"
+    p.write_text(c.to_json())
+    assert AccelConfig.load(p) == c
+    t = tmp_path / "c.toml"
+    t.write_text("[accel]\nlanes = 16\ncore_depth = 8192\nstream_elems = 4\naxil_addr_bits = 20\n")
+    assert AccelConfig.load(t) == c
+    t.write_text("lanes = 2\n")
+    assert AccelConfig.load(t) == AccelConfig(lanes=2)
+
+
+def test_bad_files_are_one_line(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config"):
+        AccelConfig.load(tmp_path / "missing.json")
+    p = tmp_path / "bad.json"
+    p.write_text("{lanes: 4}")
+    with pytest.raises(ConfigError, match="is not valid JSON"):
+        AccelConfig.load(p)
+    p.write_text('{"lanes": 4, "lane": 8}')
+    with pytest.raises(ConfigError, match=r"unknown field 'lane'"):
+        AccelConfig.load(p)
+    p.write_text('{"lanes": 6}')
+    with pytest.raises(ConfigError, match=r"bad.json: lanes=6"):
+        AccelConfig.load(p)
+    p.write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="must be an object"):
+        AccelConfig.load(p)
+    t = tmp_path / "bad.toml"
+    t.write_text("lanes = = 4")
+    with pytest.raises(ConfigError, match="is not valid TOML"):
+        AccelConfig.load(t)
+
+
+@pytest.mark.parametrize("lanes", [1, 2, 4, 8, 16])
+def test_for_network_is_the_smallest_that_fits(lanes):
+    net = example_network()
+    c = AccelConfig.for_network(net, lanes=lanes)
+    c.check(net)
+    assert c.fits(net)
+    assert (c.act_bits, c.core_bits, c.inter_bits) == (8, 4, 8)
+    assert c.desc_depth == 3
+    # every field that carries a requirement is tight: one less does not fit
+    for name in ("core_bits", "acc_bits", "bias_bits", "desc_depth"):
+        smaller = AccelConfig(**{**c.to_dict(), name: getattr(c, name) - 1, "axil_addr_bits": None})
+        with pytest.raises(ConfigError, match=rf"does not fit: {name}="):
+            smaller.check(net)
+    for name in ("core_depth", "bias_depth", "buf_depth"):
+        if getattr(c, name) > lanes:
+            smaller = AccelConfig(**{**c.to_dict(), name: getattr(c, name) - lanes, "axil_addr_bits": None})
+            assert not smaller.fits(net)
+
+
+def test_check_names_field_needed_and_have():
+    net = example_network()
+    c = AccelConfig(lanes=4, core_bits=2, core_depth=4, desc_depth=2)
+    with pytest.raises(ConfigError) as e:
+        c.check(net)
+    msg = str(e.value)
+    assert msg.startswith("does not fit: ")
+    assert "core_bits=2 but" in msg and "needs 4; raise core_bits to 4" in msg
+    assert "desc_depth=2 but" in msg and "needs 3" in msg
+    assert "core_depth=4 but" in msg
+    assert "\n" not in msg

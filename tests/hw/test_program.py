@@ -1,0 +1,468 @@
+"""The compiler and the element-level engine model against the golden executor, exactly.
+
+``run_program`` executes the descriptor words; it must equal ``ttforge.quant.execute``
+with ``np.array_equal`` for random networks and every lane count, count the same
+saturation events as the executor's traces, and fail when one bit of the program is
+flipped.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from ttforge.errors import ConfigError
+from ttforge.hw.config import DESC_WORDS, AccelConfig
+from ttforge.hw.cycles import ENGINE_TIMING, estimate, program_cycles, step_cycles
+from ttforge.hw.model import (AccumulatorOverflow, EngineError, requantize, run_program,
+                              run_program_traced)
+from ttforge.hw.program import (Descriptor, compile_program, decode_descriptor,
+                                encode_descriptor, load_image, load_image_from_bytes,
+                                load_image_to_bytes, load_image_to_json)
+from ttforge.hw.regmap import ErrorCode, RegisterMap
+from ttforge.model.schedule import ContractionSchedule, schedule_orders
+from ttforge.model.tt import TTShape, max_ranks
+from ttforge.quant.arith import acc_bits_needed, int_range, rshift_round, saturate
+from ttforge.quant.executor import IntLayer, IntNetwork, execute, execute_traced
+
+from .test_config import example_network
+
+LANES = (1, 2, 4, 8, 16)
+
+
+# ------------------------------------------------------------------------ random networks
+def random_layer(rng, in_f, out_f, in_modes, out_modes, ranks, order, *, w_bits, in_bits, in_exp,
+                 inter_bits, out_bits, bias, relu, x_cal, jitter=(-1, 0, 0, 1)):
+    """A random TT layer whose step shifts are calibrated on ``x_cal`` (the largest sum
+    maps to the top of the output width, then jittered by -1..+1 so that some saturate)."""
+    shape = TTShape(tuple(out_modes), tuple(in_modes), tuple(ranks))
+    sched = ContractionSchedule(shape, tuple(order))
+    hi = (1 << (w_bits - 1)) - 1
+    cores = tuple(rng.integers(-hi, hi + 1, size=s).astype(np.int64) for s in shape.core_shapes)
+    core_exps = tuple(int(e) for e in rng.integers(-6, 0, size=shape.d))
+    b = None
+    x = np.pad(x_cal, ((0, 0), (0, shape.in_size - in_f)))
+    step_exps, prev = [], in_exp
+    for t, st in enumerate(sched.steps):
+        C = cores[st.core].transpose(st.core_axes).reshape(st.P, st.K)
+        acc = np.matmul(C, x.reshape(-1, st.A, st.K, st.Q)).reshape(x.shape[0], -1)
+        last = t == shape.d - 1
+        if last and bias:
+            mag = max(1, int(np.abs(acc).max()) // 2)
+            b = rng.integers(-mag, mag + 1, size=out_f).astype(np.int64)
+            acc = acc.copy()
+            acc[:, :out_f] += b
+        target = out_bits if last else inter_bits
+        top = max(1, int(np.abs(acc).max()))
+        shift = top.bit_length() - (target - 1) + int(rng.choice(jitter))
+        x = saturate(rshift_round(acc, shift), target)
+        e = core_exps[st.core] + prev + shift
+        step_exps.append(e)
+        prev = e
+    need = 2
+    for t, st in enumerate(sched.steps):
+        bm = int(np.abs(b).max()) if (b is not None and t == shape.d - 1 and b.size) else 0
+        need = max(need, acc_bits_needed(st.K, w_bits, in_bits if t == 0 else inter_bits, bm))
+    lay = IntLayer(in_features=in_f, out_features=out_f, schedule=sched, cores=cores,
+                   core_exps=core_exps, w_bits=w_bits, in_bits=in_bits, in_exp=in_exp,
+                   inter_bits=inter_bits, out_bits=out_bits, step_exps=tuple(step_exps),
+                   acc_bits=need, bias=b, relu=relu)
+    return lay
+
+
+def random_network(seed: int, x_cal_rows: int = 64) -> IntNetwork:
+    rng = np.random.default_rng(seed)
+    act = int(rng.choice([4, 8, 16]))
+    inter = max(int(rng.choice([8, 12, 16])), act)
+    layers = []
+    in_f, in_exp = int(rng.integers(3, 40)), -4
+    lo, hi = int_range(act)
+    x = rng.integers(lo, hi + 1, size=(x_cal_rows, in_f)).astype(np.int64)
+    nlayers = int(rng.integers(1, 4))
+    for li in range(nlayers):
+        out_f = int(rng.integers(2, 40)) if li < nlayers - 1 else int(rng.integers(1, 12))
+        if rng.random() < 0.15:
+            d, in_modes, out_modes, ranks, order = 1, [in_f], [out_f], [1, 1], (0,)
+        else:
+            d = int(rng.integers(2, 5))
+            in_modes, out_modes = _factor(rng, in_f, d), _factor(rng, out_f, d)
+            lim = max_ranks(out_modes, in_modes)
+            ranks = [1] + [int(rng.integers(1, min(lim[k], 6) + 1)) for k in range(1, d)] + [1]
+            orders = schedule_orders(d)
+            order = orders[int(rng.integers(len(orders)))]
+        lay = random_layer(rng, in_f, out_f, in_modes, out_modes, ranks, order,
+                           w_bits=int(rng.integers(2, 9)), in_bits=act, in_exp=in_exp,
+                           inter_bits=inter, out_bits=act, bias=bool(rng.random() < 0.7),
+                           relu=bool(rng.random() < 0.5), x_cal=x)
+        layers.append(lay)
+        x = execute(IntNetwork((lay,)), x)
+        in_f, in_exp = lay.out_features, lay.out_exp
+    return IntNetwork(tuple(layers))
+
+
+def _factor(rng, n: int, d: int) -> list[int]:
+    """``d`` modes whose product is >= n (padding when it is larger)."""
+    modes = [1] * d
+    while int(np.prod(modes)) < n:
+        modes[int(rng.integers(d))] += 1
+    return modes
+
+
+def random_input(net: IntNetwork, rng, batch: int = 9) -> np.ndarray:
+    lo, hi = int_range(net.layers[0].in_bits)
+    x = rng.integers(lo, hi + 1, size=(batch, net.in_features))
+    x[0] = hi
+    x[1] = lo
+    return x.astype(np.int64)
+
+
+# -------------------------------------------------------------------------------- tests
+def test_descriptor_encoding_round_trips():
+    d = Descriptor(MODE=1, SRC=1, BIAS=1, RELU=0, OUT_WORD=1, LAST=1, SAT_BITS=16, SHIFT=-7,
+                   LAST_LANES=13, N=(1, 2, 3, 4), X_BASE=5, X_S=(6, 7, 8, 9), C_BASE=10,
+                   C_S=(11, 12, 13, 14), O_BASE=15, O_S=(16, 17, 18), O_LANE=19, B_BASE=20,
+                   OUT_VALID=21, ZFILL_FROM=22, ZFILL_TO=23)
+    w = encode_descriptor(d)
+    assert len(w) == DESC_WORDS and w[1:] == tuple(range(1, 24))
+    assert w[0] == 1 | 2 | 4 | 16 | 32 | (16 << 8) | (0xF9 << 16) | (13 << 24)
+    assert decode_descriptor(w) == d
+    with pytest.raises(ConfigError, match="SHIFT=200"):
+        encode_descriptor(Descriptor(**{**d.__dict__, "SHIFT": 200}))
+
+
+def test_the_documented_example_compiles_as_the_doc_says():
+    net = example_network()
+    cfg = AccelConfig.for_network(net, lanes=4)
+    p = compile_program(net, cfg)
+    # layer 0 step 0: core 1, A=3 K=2 Q=1 P=4 -> mode 1 (Q % 4 != 0), OUT_WORD (P % 4 == 0)
+    s0, s1, s2 = p.steps
+    assert (s0.mode, s0.out_word, s0.A, s0.K, s0.Q, s0.P) == (1, True, 3, 2, 1, 4)
+    assert (s1.mode, s1.A, s1.K, s1.Q, s1.P, s1.bias, s1.relu) == (1, 1, 6, 2, 2, True, True)
+    assert (s1.out_valid, s1.zfill_from, s1.zfill_to) == (4, 4, 4)
+    d0 = p.descriptor(0)
+    assert d0.N == (3, 1, 1, 2) and d0.X_S == (2, 1, 0, 1) and d0.C_S == (0, 0, 8, 4)
+    assert d0.O_S == (4, 1, 4) and d0.O_LANE == 1 and d0.LAST_LANES == 4 and d0.SRC == 0
+    d1 = p.descriptor(1)
+    assert d1.N == (1, 2, 1, 6) and d1.LAST_LANES == 2 and d1.SRC == 1 and d1.BIAS and d1.RELU
+    assert p.descriptor(2).LAST and not p.descriptor(1).LAST
+    assert p.globals == {"IN_COUNT": 5, "IN_PAD": 6, "OUT_COUNT": 3, "OUT_BUF": 1}
+    # CMEM: step blocks at multiples of L; mode 1 lane-blocked with zero padding
+    C0 = net.layers[0].core_matrix(0)  # (4, 2)
+    assert p.cmem[0:8].tolist() == [C0[l, k] for k in range(2) for l in range(4)]
+    C1 = net.layers[0].core_matrix(1)  # (2, 6)
+    assert s1.c_base == 8 and p.cmem[8:8 + 24].tolist() == \
+        [C1[l, k] if l < 2 else 0 for k in range(6) for l in range(4)]
+    assert s2.c_base % 4 == 0 and s1.b_base == 0 and p.bmem.tolist() == net.layers[0].bias.tolist()
+    x = np.array([[100, -37, 5, 127, -128], [3, 64, -90, 0, 41]])
+    y, counters = run_program(p, cfg, x)
+    assert y.tolist() == [[17, -24, -3], [19, 5, -8]]  # docs/artifact.md, worked example
+    assert counters["SAT_EVENTS"] == 1 and counters["VECTORS"] == 2
+
+
+@pytest.mark.parametrize("lanes", LANES)
+@pytest.mark.parametrize("seed", range(24))
+def test_random_networks_equal_the_executor(seed, lanes):
+    net = random_network(seed)
+    rng = np.random.default_rng(1000 + seed)
+    x = random_input(net, rng)
+    cfg = AccelConfig.for_network(net, lanes=lanes)
+    p = compile_program(net, cfg)
+    y, counters = run_program(p, cfg, x)
+    golden, traces = execute_traced(net, x)
+    assert np.array_equal(y, golden)
+    assert counters["SAT_EVENTS"] == sum(t.saturations for t in traces)
+    macs = sum(s.macs for s in p.steps)
+    busy = counters["BUSY_LANE_CYCLES"]
+    assert busy == macs * x.shape[0]              # every valid lane-cycle is a useful MAC
+    assert counters["MAC_CYCLES"] * lanes >= busy
+    # a roomier engine runs the same program unchanged
+    big = AccelConfig(**{**cfg.to_dict(), "core_depth": cfg.core_depth + 4 * lanes,
+                         "buf_depth": cfg.buf_depth * 2, "desc_depth": cfg.desc_depth + 3,
+                         "acc_bits": 48, "bias_bits": 40, "inter_bits": 32, "axil_addr_bits": None})
+    assert np.array_equal(run_program(compile_program(net, big), big, x)[0], golden)
+
+
+def test_some_random_cases_exercise_every_path():
+    """The random cases above cover both modes, OUT_WORD, partial last blocks, padding,
+    zero fill, bias, ReLU, negative shifts and saturation."""
+    seen = set()
+    for seed in range(24):
+        net = random_network(seed)
+        for lanes in LANES:
+            p = compile_program(net, AccelConfig.for_network(net, lanes=lanes))
+            for s in p.steps:
+                seen.add(f"mode{s.mode}")
+                seen |= {k for k, v in [("out_word", s.out_word), ("bias", s.bias), ("relu", s.relu),
+                                        ("partial", s.mode == 1 and s.last_lanes < lanes),
+                                        ("zfill", s.zfill_to > s.zfill_from),
+                                        ("padded_out", s.out_valid < s.out_size),
+                                        ("left_shift", s.shift < 0)] if v}
+    assert seen >= {"mode0", "mode1", "out_word", "bias", "relu", "partial", "zfill", "padded_out", "left_shift"}
+
+
+def test_a_quantized_torch_network_runs_exactly():
+    from tests.quant.test_golden import small_net
+    from ttforge.quant.qat import compile_network
+
+    q, xf = small_net(w_bits=4, inter_bits=8)
+    net = compile_network(q)
+    x = net.quantize_input(xf.numpy() * 20)
+    golden, traces = execute_traced(net, x)
+    assert sum(t.saturations for t in traces) > 0
+    for lanes in (1, 4, 16):
+        cfg = AccelConfig.for_network(net, lanes=lanes)
+        y, c = run_program(compile_program(net, cfg), cfg, x)
+        assert np.array_equal(y, golden)
+        assert c["SAT_EVENTS"] == sum(t.saturations for t in traces)
+
+
+def test_traced_run_matches_every_executor_step():
+    net = random_network(9)
+    x = random_input(net, np.random.default_rng(0))
+    cfg = AccelConfig.for_network(net, lanes=4)
+    p = compile_program(net, cfg)
+    y, _, records = run_program_traced(p, cfg, x)
+    _, traces = execute_traced(net, x)
+    assert [r.step for r in records] == list(range(len(traces)))
+    for r, t, s in zip(records, traces, p.steps):
+        assert r.dst == 1 - s.src and r.saturations == t.saturations
+        want = t.out
+        if s.out_valid < s.out_size:  # a layer's last step: padded outputs are written as 0
+            want = np.where(np.arange(s.out_size) < s.out_valid, want, 0)
+        if s.relu:
+            want = np.maximum(want, 0)
+        assert np.array_equal(r.out[:, :s.out_size], want)
+        assert not r.out[:, s.out_size:].any()  # the zero fill
+
+
+# ----------------------------------------------------------------- corruption must fail
+def _case(seed=3, lanes=4):
+    net = random_network(seed)
+    x = random_input(net, np.random.default_rng(seed), batch=32)
+    cfg = AccelConfig.for_network(net, lanes=lanes)
+    return net, x, cfg, compile_program(net, cfg), execute(net, x)
+
+
+def test_flipping_one_cmem_bit_fails():
+    net, x, cfg, p, golden = _case()
+    assert np.array_equal(run_program(p, cfg, x)[0], golden)
+    s = p.steps[0]
+    # a real core entry (not mode-1 padding): the first element of the step's block
+    i = s.c_base
+    cmem = p.cmem.copy()
+    cmem[i] ^= 1 << (cfg.core_bits - 2)
+    y, _ = run_program(p.with_words(cmem=cmem), cfg, x)
+    assert not np.array_equal(y, golden)
+
+
+# SHIFT, RELU (on a step whose output has negatives), K (N3), the k strides of x and of
+# the core, and the top bit of the last step's OUT_VALID (fewer outputs kept)
+@pytest.mark.parametrize("word, bit", [(0, 16), (0, 3), (4, 0), (9, 0), (14, 1), (21, None)])
+def test_flipping_one_descriptor_bit_fails(word, bit):
+    net, x, cfg, p, golden = _case()
+    descs = [list(d) for d in p.descriptors]
+    s = 0 if word != 21 else len(descs) - 1
+    if bit is None:
+        bit = descs[s][word].bit_length() - 1
+    descs[s][word] ^= 1 << bit
+    try:
+        y, _ = run_program(p.with_words(descriptors=descs), cfg, x)
+    except (EngineError, AccumulatorOverflow):
+        return  # the engine refuses it: also a failure to agree
+    assert not np.array_equal(y, golden)
+
+
+def test_flipping_one_bias_bit_fails():
+    net = example_network()
+    cfg = AccelConfig.for_network(net, lanes=4)
+    p = compile_program(net, cfg)
+    x = random_input(net, np.random.default_rng(0), 32)
+    bmem = p.bmem.copy()
+    bmem[2] ^= 1 << 6
+    assert not np.array_equal(run_program(p.with_words(bmem=bmem), cfg, x)[0], execute(net, x))
+
+
+# --------------------------------------------------------------------- engine errors
+def _one_step_program(lanes=4):
+    net = example_network()
+    cfg = AccelConfig.for_network(net, lanes=lanes)
+    return net, cfg, compile_program(net, cfg)
+
+
+@pytest.mark.parametrize("field, value, code", [
+    ("N", (0, 1, 1, 2), ErrorCode.BOUND_ZERO),
+    ("SAT_BITS", 1, ErrorCode.SAT_BITS),
+    ("SAT_BITS", 40, ErrorCode.SAT_BITS),
+    ("LAST_LANES", 0, ErrorCode.LAST_LANES),
+    ("LAST_LANES", 5, ErrorCode.LAST_LANES),
+    ("ZFILL_TO", 1, ErrorCode.ZFILL_ORDER),
+    ("C_BASE", 2, ErrorCode.MISALIGNED),
+    ("C_BASE", 1 << 20, ErrorCode.CMEM_RANGE),
+    ("X_BASE", 1 << 20, ErrorCode.BUF_RANGE),
+    ("O_BASE", 1 << 20, ErrorCode.BUF_RANGE),
+    ("O_BASE", 1, ErrorCode.MISALIGNED),  # step 0 writes words (OUT_WORD)
+    ("ZFILL_TO", 1 << 20, ErrorCode.BUF_RANGE),
+])
+def test_malformed_descriptors_set_the_error_code(field, value, code):
+    net, cfg, p = _one_step_program()
+    d = p.descriptor(0)
+    bad = Descriptor(**{**d.__dict__, field: value})
+    descs = [encode_descriptor(bad)] + list(p.descriptors[1:])
+    x = np.zeros((1, 5), dtype=np.int64)
+    with pytest.raises(EngineError) as e:
+        run_program(p.with_words(descriptors=descs), cfg, x)
+    assert e.value.code == code and e.value.step == 0
+
+
+def test_more_engine_errors():
+    net, cfg, p = _one_step_program()
+    x = np.zeros((1, 5), dtype=np.int64)
+    # the bias of the last layer-0 step read beyond BMEM
+    d = p.descriptor(1)
+    descs = list(p.descriptors)
+    descs[1] = encode_descriptor(Descriptor(**{**d.__dict__, "B_BASE": cfg.bias_depth}))
+    with pytest.raises(EngineError) as e:
+        run_program(p.with_words(descriptors=descs), cfg, x)
+    assert e.value.code == ErrorCode.BMEM_RANGE and e.value.step == 1
+    # no LAST anywhere in DMEM
+    d = p.descriptor(2)
+    descs = list(p.descriptors)
+    descs[2] = encode_descriptor(Descriptor(**{**d.__dict__, "LAST": 0}))
+    with pytest.raises(EngineError) as e:
+        run_program(p.with_words(descriptors=descs), cfg, x)
+    assert e.value.code == ErrorCode.NO_LAST  # the next DMEM word is beyond desc_depth or all-zero
+    # bad program registers
+    for kw in ({"IN_PAD": 4}, {"OUT_COUNT": 0}, {"IN_PAD": cfg.buf_depth + 1}):
+        with pytest.raises(EngineError) as e:
+            run_program(p.with_words(**kw), cfg, x)
+        assert e.value.code == ErrorCode.GLOBALS and e.value.step == -1
+
+
+def test_a_too_narrow_accumulator_is_caught_not_wrapped():
+    net, cfg, p = _one_step_program()
+    small = AccelConfig(**{**cfg.to_dict(), "acc_bits": 8, "bias_bits": 8, "axil_addr_bits": None})
+    with pytest.raises(ConfigError, match="does not fit: acc_bits=8"):
+        compile_program(net, small)
+    x = np.full((1, 5), 127)
+    with pytest.raises((AccumulatorOverflow)):
+        run_program(p, small, x)
+
+
+def test_compile_refuses_what_does_not_fit_and_bad_shifts():
+    net = example_network()
+    with pytest.raises(ConfigError, match=r"does not fit: core_depth=4 but .* raise core_depth to"):
+        compile_program(net, AccelConfig(lanes=4, core_depth=4, act_bits=8, core_bits=4))
+    lay = net.layers[1]
+    fields = {f: getattr(lay, f) for f in lay.__dataclass_fields__}
+    fields["step_exps"] = (lay.step_exps[0] + 200,)
+    bad = IntNetwork((net.layers[0], IntLayer(**fields)))
+    with pytest.raises(ConfigError, match=r"layer 1 step 0: shift 204 does not fit the signed 8-bit SHIFT"):
+        compile_program(bad, AccelConfig.for_network(bad))
+
+
+# --------------------------------------------------------------------------- arithmetic
+def test_requantize_is_exact_for_every_shift():
+    rng = np.random.default_rng(0)
+    acc = np.concatenate([rng.integers(-(1 << 47), 1 << 47, size=200), rng.integers(-300, 300, size=200),
+                          np.array([0, 1, -1, (1 << 47) - 1, -(1 << 47)])])
+    for shift in list(range(-128, -60, 7)) + list(range(-40, 64)) + [100, 127]:
+        for b in (2, 8, 16, 31, 32):
+            y, sat = requantize(acc, shift, b)
+            lo, hi = -(1 << (b - 1)), (1 << (b - 1)) - 1
+            exact = [(a * (1 << -shift)) if shift <= 0 else (2 * a + (1 << shift)) // (2 << shift)
+                     for a in acc.tolist()]
+            ref = [min(max(v, lo), hi) for v in exact]
+            assert y.tolist() == ref, (shift, b)
+            assert sat.tolist() == [v != r for v, r in zip(exact, ref)]
+    small = rng.integers(-(1 << 30), 1 << 30, size=100)
+    for shift in range(-3, 20):
+        assert np.array_equal(requantize(small, shift, 16)[0], saturate(rshift_round(small, shift), 16))
+
+
+# ------------------------------------------------------------------------------ speed
+def test_the_mnist_layer_runs_in_seconds():
+    rng = np.random.default_rng(7)
+    x = rng.integers(-128, 128, size=(4, 784))
+    lay = random_layer(rng, 784, 512, [7, 4, 7, 4], [4, 8, 4, 4], [1, 16, 16, 16, 1], (3, 2, 1, 0),
+                       w_bits=4, in_bits=8, in_exp=-4, inter_bits=16, out_bits=8, bias=True, relu=True,
+                       x_cal=x)
+    net = IntNetwork((lay,))
+    golden = execute(net, x)
+    for lanes in (4, 16):
+        cfg = AccelConfig.for_network(net, lanes=lanes)
+        p = compile_program(net, cfg)
+        t0 = time.perf_counter()
+        y, c = run_program(p, cfg, x)
+        assert time.perf_counter() - t0 < 5
+        assert np.array_equal(y, golden)
+        est = estimate(p)
+        assert c["BUSY_LANE_CYCLES"] == 4 * est.busy_lane_cycles
+        assert c["CYCLES"] == 4 * est.cycles
+
+
+# ------------------------------------------------------------------------------ cycles
+def test_cycle_model_by_hand():
+    cfg = AccelConfig(lanes=4)
+    t = ENGINE_TIMING
+    base = dict(MODE=1, SRC=0, BIAS=0, RELU=0, OUT_WORD=0, LAST=1, SAT_BITS=8, SHIFT=0,
+                LAST_LANES=2, N=(2, 3, 2, 3), X_BASE=0, X_S=(0, 0, 0, 0), C_BASE=0, C_S=(0, 0, 0, 0),
+                O_BASE=0, O_S=(0, 0, 0), O_LANE=1, B_BASE=0, OUT_VALID=0, ZFILL_FROM=5, ZFILL_TO=9)
+    d = Descriptor(**base)
+    sc = step_cycles(d, cfg)
+    # 12 blocks of K=3 cycles; 6 full blocks (4 lanes) stall 1 each, partial blocks (2) 0; the
+    # last block (partial) drains 2 elements
+    assert sc.mac_cycles == 36 and sc.busy_lane_cycles == 2 * 3 * 3 * (4 + 2)
+    assert sc.stall_cycles == 6 and sc.drain_cycles == 2 and sc.zfill_cycles == 4
+    assert sc.overhead_cycles == t.desc_fetch + t.step_setup + t.mac_latency + t.requant_latency + t.step_end
+    d0 = Descriptor(**{**base, "MODE": 0, "LAST_LANES": 4})
+    sc0 = step_cycles(d0, cfg)
+    assert sc0.stall_cycles == 0 and sc0.drain_cycles == t.word_write and sc0.busy_lane_cycles == 36 * 4
+    pc = program_cycles([d, d0], cfg, {"IN_PAD": 10, "OUT_COUNT": 3})
+    assert pc.total == (t.input_start + 10 + sc.total + sc0.total + t.output_start + 3)
+    assert 0 < pc.utilization < 1
+
+
+def test_estimate_per_layer_and_dense_comparison():
+    net = example_network()
+    cfg = AccelConfig.for_network(net, lanes=4)
+    est = estimate(compile_program(net, cfg))
+    assert [x.layer for x in est.layers] == [0, 1]
+    l0, l1 = est.layers
+    assert l0.macs == 3 * 2 * 1 * 4 + 1 * 6 * 2 * 2 and l1.macs == 12
+    assert l1.dense_cycles == 1 * 4 and l0.dense_cycles == 1 * 5
+    assert l0.core_bits == (8 + 24) * cfg.core_bits and l0.bias_bits == 4 * cfg.bias_bits
+    assert est.cycles == est.input_cycles + l0.cycles + l1.cycles + est.output_cycles
+    d = est.to_dict()
+    assert d["layers"][0]["memory_bits"] == l0.memory_bits and d["dense_ratio"] > 0
+
+
+# --------------------------------------------------------------------------- load image
+def test_load_image_order_and_forms():
+    net = example_network()
+    cfg = AccelConfig.for_network(net, lanes=4)
+    p = compile_program(net, cfg)
+    rm = RegisterMap(cfg)
+    w = load_image(p, rm)
+    assert w == load_image(p)  # deterministic
+    assert w[0] == (rm.addr("CTRL"), 0) and w[-1] == (rm.addr("CTRL"), 1)
+    assert w[1] == (rm.addr("CMD"), 2)
+    kinds = [rm.decode(a)[0] for a, _ in w]
+    # CTRL, CMD, DMEM..., CMEM..., BMEM..., globals, CTRL
+    body = kinds[2:-5]
+    assert body == ["DMEM"] * (24 * 3) + ["CMEM"] * p.cmem.size + ["BMEM"] * p.bmem.size
+    assert kinds[-5:-1] == ["IN_COUNT", "IN_PAD", "OUT_COUNT", "OUT_BUF"]
+    cm = rm.window("CMEM")
+    neg = [i for i, v in enumerate(p.cmem.tolist()) if v < 0][0]
+    assert (cm.base + 4 * neg, p.cmem[neg] & 0xFFFFFFFF) in w  # sign-extended to 32 bits
+    assert all(0 <= d < 1 << 32 and a < 1 << rm.addr_bits for a, d in w)
+    assert load_image_from_bytes(load_image_to_bytes(w)) == w
+    import json
+    j = json.loads(load_image_to_json(w, rm))
+    assert j["format"] == "ttforge-load-image" and j["count"] == len(w)
+    assert [tuple(x) for x in j["writes"]] == w
+    with pytest.raises(ConfigError, match="TTLI"):
+        load_image_from_bytes(b"nope")
+    with pytest.raises(ConfigError, match="truncated"):
+        load_image_from_bytes(load_image_to_bytes(w)[:-3])
