@@ -6,14 +6,15 @@ valid lane per cycle from a shadow register while the lanes compute the next blo
 block ``b`` followed by a block of ``K = N3`` cycles stalls the lanes
 ``max(0, v_b - K)`` cycles (``v_b`` its valid lanes; with a single shadow register this
 is exact: the drain of block ``b`` starts when block ``b`` moves into the shadow, and
-block ``b+1`` is ready ``K`` cycles later); the last block's drain, the pipeline fill
-and the zero fill (one element per cycle) follow; every step also pays fixed overheads.
-Per inference: ``IN_PAD`` cycles to take the input (one element per cycle, then the
-zero padding), the steps, ``OUT_COUNT`` cycles to stream the output.
+block ``b+1`` is ready ``K`` cycles later); the last block's drain, the pipeline tail
+and the zero fill (one element per cycle) follow; every step also pays the descriptor
+fetch. Per inference: ``IN_PAD`` cycles to take the input (one element per cycle, then
+the zero padding), the steps, the output latency and ``OUT_COUNT`` cycles to stream the
+output.
 
 Every fixed overhead is a named field of :class:`EngineTiming`; :data:`ENGINE_TIMING`
-holds the values of the RTL (``ttforge.hw.engine``), which its tests check against
-simulation.
+holds the values of the RTL (``ttforge.hw.engine.ENGINE_TIMING``, checked by a test);
+the RTL's tests compare the model with the simulated counters.
 """
 
 from __future__ import annotations
@@ -33,44 +34,39 @@ __all__ = ["EngineTiming", "ENGINE_TIMING", "StepCycles", "ProgramCycles", "Laye
 
 @dataclass(frozen=True)
 class EngineTiming:
-    """Fixed cycle costs of the engine (set them from the RTL; all >= 0).
+    """Fixed cycle costs of the engine (all >= 0); the RTL (``ttforge.hw.engine``) is
+    the authority, and a test keeps these equal to its ``ENGINE_TIMING``.
+
+    Cycles of one inference, from the first input element accepted to the last output
+    element accepted, with streams that never stall::
+
+        IN_PAD (IN_COUNT received + the zero padding, one element per cycle)
+        + sum over steps of [fetch + N0*N1*N2*N3 + writer stalls
+                             + (drain_word | drain_elem + v_last)
+                             + (ZFILL_TO - ZFILL_FROM) + (zfill_exit if it zero-fills)]
+        + output_latency + OUT_COUNT
 
     Attributes
     ----------
-    desc_fetch : int
-        Cycles to read one descriptor from DMEM before a step starts.
-    step_setup : int
-        Further cycles from the fetched descriptor to the first MAC (checks, address
-        generator start).
-    mac_latency : int
-        Cycles from a block's last MAC issue to its sums being available to the
-        requantization unit (operand and product registers, accumulator).
-    requant_latency : int
-        Pipeline stages of the requantization unit (bias, shift, saturate, ReLU).
-    word_write : int
-        Cycles to write one word result (mode 0, ``OUT_WORD``).
-    element_write : int
-        Cycles per element written by the mode-1 drain and by ``ZFILL``.
-    step_end : int
-        Cycles between a step's last write and the next descriptor fetch.
-    input_start, input_per_element : int
-        Per inference: cycles before the first input element, and per element of
-        ``IN_PAD`` (received or zero-padded).
-    output_start, output_per_element : int
-        Cycles from the last step to the first output beat, and per output element.
+    fetch : int
+        Per step: reading the 24 descriptor words from DMEM and checking them.
+    drain_word : int
+        Per step with word outputs (mode 0, ``OUT_WORD``): from the last MAC cycle until
+        the next phase (pipeline, requantization, the last word write).
+    drain_elem : int
+        The same for element outputs (mode 1), plus one cycle per valid lane of the
+        last block (``v_last``).
+    zfill_exit : int
+        Extra cycles of a step that zero-fills, beyond one per element.
+    output_latency : int
+        From entering the output phase to the first output element.
     """
 
-    desc_fetch: int = 24
-    step_setup: int = 2
-    mac_latency: int = 3
-    requant_latency: int = 3
-    word_write: int = 1
-    element_write: int = 1
-    step_end: int = 1
-    input_start: int = 1
-    input_per_element: int = 1
-    output_start: int = 2
-    output_per_element: int = 1
+    fetch: int = 25
+    drain_word: int = 9
+    drain_elem: int = 9
+    zfill_exit: int = 0
+    output_latency: int = 2
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -81,8 +77,15 @@ class EngineTiming:
     def replace(self, **kw: int) -> "EngineTiming":
         return dataclasses.replace(self, **kw)
 
+    @classmethod
+    def from_mapping(cls, m: Mapping[str, int]) -> "EngineTiming":
+        """From a mapping with these names in any case (e.g. the RTL's ``ENGINE_TIMING``
+        dict); other keys are ignored."""
+        lower = {str(k).lower(): v for k, v in m.items()}
+        return cls(**{f.name: int(lower[f.name]) for f in dataclasses.fields(cls) if f.name in lower})
 
-#: The engine's timing; ``ttforge.hw.engine`` (the RTL) is the authority on these values.
+
+#: The engine's timing (equal to ``ttforge.hw.engine.ENGINE_TIMING``, checked by a test).
 ENGINE_TIMING = EngineTiming()
 
 
@@ -114,18 +117,17 @@ def step_cycles(d: Descriptor, config: AccelConfig, timing: EngineTiming = ENGIN
     busy = N0 * N1 * K * ((N2 - 1) * L + last_lanes)
     t = timing
     if mode1 and not d.OUT_WORD:
-        per = t.element_write
-        stall_full = max(0, L * per - K)
-        stall_last = max(0, last_lanes * per - K)
-        # every block but the program's last stalls before the next one moves in
+        stall_full = max(0, L - K)
+        stall_last = max(0, last_lanes - K)
+        # every block but the step's last stalls before the next one moves in
         stall = N0 * N1 * ((N2 - 1) * stall_full + stall_last) - stall_last
-        drain = last_lanes * per
+        drain = t.drain_elem + last_lanes
     else:
         stall = 0
-        drain = t.word_write
-    zfill = max(0, int(d.ZFILL_TO) - int(d.ZFILL_FROM)) * t.element_write
-    overhead = t.desc_fetch + t.step_setup + t.mac_latency + t.requant_latency + t.step_end
-    return StepCycles(mac, busy, stall, drain, zfill, overhead)
+        drain = t.drain_word
+    fill = max(0, int(d.ZFILL_TO) - int(d.ZFILL_FROM))
+    zfill = fill + (t.zfill_exit if fill else 0)
+    return StepCycles(mac, busy, stall, drain, zfill, t.fetch)
 
 
 @dataclass(frozen=True)
@@ -163,8 +165,8 @@ def program_cycles(descriptors: Iterable[Descriptor | Sequence[int]], config: Ac
     t = timing
     return ProgramCycles(
         steps=tuple(steps),
-        input_cycles=t.input_start + int(globals_["IN_PAD"]) * t.input_per_element,
-        output_cycles=t.output_start + int(globals_["OUT_COUNT"]) * t.output_per_element,
+        input_cycles=max(int(globals_["IN_PAD"]), int(globals_.get("IN_COUNT", 0))),
+        output_cycles=t.output_latency + int(globals_["OUT_COUNT"]),
         lanes=config.lanes,
     )
 

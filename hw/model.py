@@ -154,8 +154,8 @@ def _step(d: Descriptor, s: int, cfg: AccelConfig, bufs: np.ndarray, cmem: np.nd
         raise EngineError(ErrorCode.MISALIGNED, s, "x word")
     if mode1 and not _aligned(d.C_BASE, N, d.C_S, L):
         raise EngineError(ErrorCode.MISALIGNED, s, "core word")
-    if word_out and not _aligned(d.O_BASE, N[:3], d.O_S, L):
-        raise EngineError(ErrorCode.MISALIGNED, s, "output word")
+    if word_out and (d.O_LANE != 1 or not _aligned(d.O_BASE, N[:3], d.O_S, L)):
+        raise EngineError(ErrorCode.MISALIGNED, s, f"output word (O_LANE={d.O_LANE})")
     # -- ranges (strides are unsigned, so the largest address is at the largest indices)
     x_top = _max_addr(d.X_BASE, N, d.X_S) + (0 if mode1 else L - 1)
     if x_top >= cfg.buf_depth:
@@ -170,7 +170,7 @@ def _step(d: Descriptor, s: int, cfg: AccelConfig, bufs: np.ndarray, cmem: np.nd
     lane = np.arange(L, dtype=np.int64)
     valid = np.broadcast_to((lane[None, :] < lanes_at[:, None])[None, None], (N[0], N[1], N[2], L))
     O = _grid(N[:3], d.O_S, d.O_BASE)                                  # (N0, N1, N2)
-    o_addr = O[..., None] + (lane if word_out else lane * np.int64(d.O_LANE))
+    o_addr = O[..., None] + lane * np.int64(d.O_LANE)
     o_top = int(o_addr[valid].max())
     if o_top >= cfg.buf_depth:
         raise EngineError(ErrorCode.BUF_RANGE, s, f"output writes up to {o_top}")

@@ -15,7 +15,7 @@ import pytest
 
 from ttforge.errors import ConfigError
 from ttforge.hw.config import DESC_WORDS, AccelConfig
-from ttforge.hw.cycles import ENGINE_TIMING, estimate, program_cycles, step_cycles
+from ttforge.hw.cycles import ENGINE_TIMING, EngineTiming, estimate, program_cycles, step_cycles
 from ttforge.hw.model import (AccumulatorOverflow, EngineError, requantize, run_program,
                               run_program_traced)
 from ttforge.hw.program import (Descriptor, compile_program, decode_descriptor,
@@ -304,6 +304,7 @@ def _one_step_program(lanes=4):
     ("O_BASE", 1 << 20, ErrorCode.BUF_RANGE),
     ("O_BASE", 1, ErrorCode.MISALIGNED),  # step 0 writes words (OUT_WORD)
     ("ZFILL_TO", 1 << 20, ErrorCode.BUF_RANGE),
+    ("O_LANE", 2, ErrorCode.MISALIGNED),  # word outputs need O_LANE = 1
 ])
 def test_malformed_descriptors_set_the_error_code(field, value, code):
     net, cfg, p = _one_step_program()
@@ -414,14 +415,24 @@ def test_cycle_model_by_hand():
     # 12 blocks of K=3 cycles; 6 full blocks (4 lanes) stall 1 each, partial blocks (2) 0; the
     # last block (partial) drains 2 elements
     assert sc.mac_cycles == 36 and sc.busy_lane_cycles == 2 * 3 * 3 * (4 + 2)
-    assert sc.stall_cycles == 6 and sc.drain_cycles == 2 and sc.zfill_cycles == 4
-    assert sc.overhead_cycles == t.desc_fetch + t.step_setup + t.mac_latency + t.requant_latency + t.step_end
-    d0 = Descriptor(**{**base, "MODE": 0, "LAST_LANES": 4})
+    assert sc.stall_cycles == 6 and sc.drain_cycles == t.drain_elem + 2
+    assert sc.zfill_cycles == 4 + t.zfill_exit and sc.overhead_cycles == t.fetch
+    d0 = Descriptor(**{**base, "MODE": 0, "LAST_LANES": 4, "ZFILL_TO": 5})
     sc0 = step_cycles(d0, cfg)
-    assert sc0.stall_cycles == 0 and sc0.drain_cycles == t.word_write and sc0.busy_lane_cycles == 36 * 4
-    pc = program_cycles([d, d0], cfg, {"IN_PAD": 10, "OUT_COUNT": 3})
-    assert pc.total == (t.input_start + 10 + sc.total + sc0.total + t.output_start + 3)
+    assert sc0.stall_cycles == 0 and sc0.drain_cycles == t.drain_word and sc0.busy_lane_cycles == 36 * 4
+    assert sc0.zfill_cycles == 0
+    pc = program_cycles([d, d0], cfg, {"IN_COUNT": 7, "IN_PAD": 10, "OUT_COUNT": 3})
+    assert pc.total == 10 + sc.total + sc0.total + t.output_latency + 3
     assert 0 < pc.utilization < 1
+    slow = EngineTiming.from_mapping({"FETCH": 30, "DRAIN_WORD": 1, "FIFO_DEPTH": 4})
+    assert slow.fetch == 30 and slow.drain_word == 1 and slow.drain_elem == t.drain_elem
+    with pytest.raises(ConfigError, match="EngineTiming.fetch=-1"):
+        EngineTiming(fetch=-1)
+
+
+def test_timing_equals_the_rtl():
+    engine = pytest.importorskip("ttforge.hw.engine")
+    assert EngineTiming.from_mapping(engine.ENGINE_TIMING) == ENGINE_TIMING
 
 
 def test_estimate_per_layer_and_dense_comparison():
