@@ -448,14 +448,14 @@ LOAD_IMAGE_VERSION = 1
 def load_image_to_json(writes: Sequence[tuple[int, int]], regmap: RegisterMap | None = None) -> str:
     """``{"format": "ttforge-load-image", "version": 1, "count": n, "writes": [[addr, data], ...]}``
     (with ``"addr_bits"`` when a register map is given)."""
-    d: dict[str, Any] = {"format": "ttforge-load-image", "version": LOAD_IMAGE_VERSION,
-                         "count": len(writes)}
+    head: dict[str, Any] = {"format": "ttforge-load-image", "version": LOAD_IMAGE_VERSION,
+                            "count": len(writes)}
     if regmap is not None:
-        d["addr_bits"] = regmap.addr_bits
-    d["writes"] = [[int(a), int(v)] for a, v in writes]
-    body = json.dumps({k: v for k, v in d.items() if k != "writes"}, indent=2)[:-2]
-    rows = ",\n    ".join(f"[{a}, {v}]" for a, v in d["writes"])
-    return body + ',\n  "writes": [\n    ' + rows + "\n  ]\n}\n" if rows else json.dumps(d, indent=2) + "\n"
+        head["addr_bits"] = regmap.addr_bits
+    text = json.dumps(head, indent=2)
+    assert text.endswith("\n}")
+    rows = ",\n    ".join(f"[{int(a)}, {int(v)}]" for a, v in writes)  # one write per line
+    return text[:-2] + ',\n  "writes": [' + (f"\n    {rows}\n  " if rows else "") + "]\n}\n"
 
 
 def load_image_to_bytes(writes: Sequence[tuple[int, int]]) -> bytes:

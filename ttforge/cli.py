@@ -29,6 +29,7 @@ SUBCOMMANDS: dict[str, str] = {
     "diverge": "ttforge.quant.diverge:diverge_cli_spec",
     "report": "ttforge.hw.report_cli:report_cli_spec",
     "export-qonnx": "ttforge.quant.qonnx_export:qonnx_cli_spec",
+    "generate": "ttforge.hw.generate_cli:generate_cli_spec",
 }
 
 

@@ -1,0 +1,141 @@
+"""``ttforge generate``: the files, their agreement with the library, atomicity, errors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from ttforge.cli import main
+from ttforge.hw.config import AccelConfig
+from ttforge.hw.program import compile_program, load_image, load_image_from_bytes
+from ttforge.hw.regmap import RegisterMap
+from ttforge.quant.artifact import save_artifact
+
+from .test_config import example_network
+
+FILES = {"config.json", "regmap.json", "ttforge_regs.h", "regmap.md", "load_image.json",
+         "load_image.bin", "estimate.json", "generate.json"}
+
+
+@pytest.fixture
+def artifact(tmp_path):
+    p = tmp_path / "example.ttfa"
+    save_artifact(example_network(), p)
+    return p
+
+
+def _one_line_error(capsys, pattern):
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("ttforge generate: error: "), err
+    assert pattern in err, err
+    return err
+
+
+def test_generate_writes_everything_consistently(artifact, tmp_path, capsys):
+    out = tmp_path / "gen"
+    assert main(["generate", str(artifact), "--lanes", "2", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "0: 5->4" in printed and "1: 4->3" in printed and "TT/dense" in printed
+    names = {p.name for p in out.iterdir()}
+    assert names == FILES | {"ttforge_accel.v", "ttforge_accel.vlt"}
+    net = example_network()
+    cfg = AccelConfig.load(out / "config.json")
+    assert cfg == AccelConfig.for_network(net, lanes=2)
+    rm = RegisterMap(cfg)
+    assert (out / "regmap.json").read_text() == rm.to_json()
+    assert (out / "ttforge_regs.h").read_text() == rm.to_c_header()
+    writes = load_image(compile_program(net, cfg), rm)
+    assert [tuple(w) for w in json.loads((out / "load_image.json").read_text())["writes"]] == writes
+    assert load_image_from_bytes((out / "load_image.bin").read_bytes()) == writes
+    est = json.loads((out / "estimate.json").read_text())
+    assert [x["layer"] for x in est["layers"]] == [0, 1] and est["lanes"] == 2
+    man = json.loads((out / "generate.json").read_text())
+    for name, digest in man["files"].items():
+        assert hashlib.sha256((out / name).read_bytes()).hexdigest() == digest
+    assert man["artifact"]["sha256"] == hashlib.sha256(artifact.read_bytes()).hexdigest()
+    v = (out / "ttforge_accel.v").read_text()
+    assert "module ttforge_accel" in v and "s_axil_awaddr" in v and "m_axis_tlast" in v
+    # regenerating replaces the previous output, atomically, leaving no temporaries
+    cfg_file = tmp_path / "c.toml"
+    cfg_file.write_text("lanes = 4\ncore_depth = 64\nbias_depth = 8\nbuf_depth = 16\ndesc_depth = 4\n"
+                        "act_bits = 8\ncore_bits = 4\ninter_bits = 8\nacc_bits = 16\nbias_bits = 16\n")
+    assert main(["generate", str(artifact), "--config", str(cfg_file), "--no-verilog", "-o", str(out)]) == 0
+    assert {p.name for p in out.iterdir()} == FILES
+    assert AccelConfig.load(out / "config.json").core_depth == 64
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.toml", "example.ttfa", "gen"]
+
+
+def test_json_output(artifact, tmp_path, capsys):
+    assert main(["generate", str(artifact), "--no-verilog", "--json", "-o", str(tmp_path / "g")]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["lanes"] == 4 and d["cycles"] > d["macs"] / 4
+
+
+def test_a_config_that_does_not_fit_is_named(artifact, tmp_path, capsys):
+    cfg_file = tmp_path / "small.json"
+    cfg_file.write_text(json.dumps({"lanes": 4, "core_depth": 8, "core_bits": 4}))
+    out = tmp_path / "g"
+    assert main(["generate", str(artifact), "--config", str(cfg_file), "-o", str(out)]) == 2
+    err = _one_line_error(capsys, "does not fit: core_depth=8 but")
+    assert "raise core_depth to" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("args, pattern", [
+    (["--lanes", "3"], "lanes=3 must be a power of two"),
+    (["--stream-elems", "3"], "stream_elems=3"),
+])
+def test_bad_options_are_one_line(artifact, tmp_path, capsys, args, pattern):
+    assert main(["generate", str(artifact), *args, "--no-verilog", "-o", str(tmp_path / "g")]) == 2
+    _one_line_error(capsys, pattern)
+    assert not (tmp_path / "g").exists()
+
+
+def test_bad_artifact_and_foreign_directory(artifact, tmp_path, capsys):
+    bad = tmp_path / "bad.ttfa"
+    bad.write_bytes(b"not a zip")
+    assert main(["generate", str(bad), "-o", str(tmp_path / "g")]) == 2
+    _one_line_error(capsys, "is not a ttforge artifact")
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    assert main(["generate", str(artifact), "--no-verilog", "-o", str(foreign)]) == 2
+    _one_line_error(capsys, "is not empty and not a ttforge generate output")
+    assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
+
+
+def test_a_failure_leaves_the_previous_output(artifact, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "g"
+    assert main(["generate", str(artifact), "--no-verilog", "-o", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    import ttforge.hw.program as program
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(program, "load_image_to_bytes", boom)
+    with pytest.raises(OSError):
+        main(["generate", str(artifact), "--no-verilog", "--lanes", "8", "-o", str(out)])
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["example.ttfa", "g"]
+    # and the same failure while writing the files
+    monkeypatch.undo()
+    import os as _os
+    real = _os.fsync
+    calls = {"n": 0}
+
+    def flaky(fd):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError("I/O error")
+        return real(fd)
+
+    monkeypatch.setattr("ttforge.hw.generate_cli.os.fsync", flaky)
+    with pytest.raises(OSError):
+        main(["generate", str(artifact), "--no-verilog", "--lanes", "8", "-o", str(out)])
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["example.ttfa", "g"]
+    np.testing.assert_equal(len(before), len(FILES))
