@@ -18,8 +18,12 @@ given the cores; rank indices whose variance collapses are then cut out with
         for x, y in batches:
             loss = F.cross_entropy(model(x), y) + prior.penalty() / n_train
             ...                                   # backward, optimizer.step()
-        prior.balance()                           # or prior.update() (see below)
-    report = prior.truncate(1e-2)                 # then rebuild the optimiser
+        prior.balance()                           # once per epoch; not update() alone (below)
+        optimizer = make_optimizer(model)         # Adam's moments belong to the old gauge
+    report = prior.truncate(1e-2)                 # then rebuild the optimiser and fine-tune
+
+This is the loop ``ttforge train --rank-adaptive`` runs (:mod:`ttforge.model.train`),
+which also checkpoints :meth:`state_dict` so that a resumed run is exact.
 
 Why :meth:`~RankAdaptivePrior.balance`: a TT has a gauge freedom (any invertible
 matrix on a bond), and gradient training does not rotate it, so the function's
@@ -419,7 +423,8 @@ class RankAdaptivePrior:
         the cores quickly; calling this now and then (e.g. once per epoch, instead
         of :meth:`update`) lets the prior see, and prune, the directions the
         function does not use. Parameters change in place (same shapes), so the
-        optimiser keeps working.
+        optimiser keeps working, but a per-coordinate state such as Adam's moments
+        then refers to the old gauge; ``ttforge train`` starts Adam afresh after it.
         """
         for name, layer in self.layers.items():
             new, _ = tt_balance(list(layer.cores))

@@ -19,11 +19,22 @@ uninterrupted one; PyTorch's deterministic algorithms are switched on while trai
 The data split never depends on the seed (see :mod:`ttforge.model.data`).
 
 Rank-adaptive training (``rank_adaptive=True``) adds ``prior.penalty() / n_train`` to
-the loss for ``epochs`` epochs, updates the rank variances in closed form (once per
-epoch, or every ``prior_update_every`` steps), then truncates the ranks whose
-variance fell below ``truncation_threshold`` times the largest of their bond, reports
-ranks and test accuracy before and after, and fine-tunes the truncated network for
-``finetune_epochs`` epochs without the prior.
+the loss for ``epochs`` epochs. At the end of every epoch it calls
+:meth:`~ttforge.model.rank_adaptive.RankAdaptivePrior.balance`: every bond is rotated
+to the singular directions of the weight (the network computes the same function)
+and the rank variances are set to their closed-form MAP values jointly with a
+diagonal gauge; the Adam state is then started afresh, since its per-coordinate
+moments belong to the old gauge. With ``prior_update_every > 0`` the variances are
+also updated in closed form (without re-gauging) every that many steps. Without
+the re-gauging the variances of unused directions do not collapse (gradient
+training does not rotate the gauge), and truncation can destroy the network
+(measured on digits: 96.7 % -> 10.3 % test accuracy). After the last epoch the
+ranks whose variance fell below ``truncation_threshold`` times the largest of their
+bond are cut out (the cores physically shrink), ranks and test accuracy before and
+after are reported, the optimizer is rebuilt for the new parameters, and the
+truncated network is fine-tuned for ``finetune_epochs`` epochs without the prior.
+The prior's state (variances) is in every checkpoint, so a resumed run, before or
+after truncation, ends with exactly the weights of an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -103,7 +114,9 @@ class TrainConfig:
     eta : float
         Half-Cauchy scale.
     prior_update_every : int
-        Update the rank variances every this many steps; 0 means once per epoch.
+        Also update the rank variances in closed form every this many steps; 0 means
+        only at the end of each epoch (where they are always re-fitted together with
+        the gauge, see the module docstring).
     truncation_threshold : float
         Rank indices with variance below this times their bond's largest are cut.
     finetune_epochs : int
@@ -516,8 +529,14 @@ def train(
                 if use_prior and cfg.prior_update_every and (step + 1) % cfg.prior_update_every == 0:
                     prior.update()
                 bar.step()
-            if use_prior and not cfg.prior_update_every:
-                prior.update()
+            if use_prior:
+                # Re-gauge every bond to the weight's singular directions (same function)
+                # and fit variances and diagonal gauge jointly; with update() alone the
+                # variances never collapse cleanly and truncation can wreck accuracy.
+                prior.balance()
+                # Adam's per-coordinate moments refer to the old gauge: start them afresh.
+                optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr,
+                                             weight_decay=cfg.weight_decay)
             train_loss, train_acc = evaluate(model, ds.x_train, ds.y_train)
             test_loss, test_acc = evaluate(model, ds.x_test, ds.y_test)
             row: dict[str, Any] = {
