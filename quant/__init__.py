@@ -2,7 +2,8 @@
 
 The arithmetic is specified in ``docs/arithmetic.md``; :mod:`.arith` implements its
 primitives, :mod:`.executor` the integer golden executor, :mod:`.qat` the fake-quant
-network that equals it exactly in eval mode.
+network that equals it exactly in eval mode, :mod:`.stochastic` the stochastic-rounding
+generator and low-precision training with integer weights.
 """
 
 from ttforge.quant.arith import (
@@ -33,6 +34,13 @@ from ttforge.quant.qat import (
 )
 from ttforge.quant.ptq import NotBitExactError, evaluate_quantized, quantize_trained
 from ttforge.quant.diverge import DivergenceReport, find_divergence
+from ttforge.quant.stochastic import (
+    LowPrecisionConfig,
+    LowPrecisionResult,
+    Xorshift32,
+    stochastic_rshift,
+    train_low_precision,
+)
 from ttforge.quant.qonnx_export import build_qonnx, check_qonnx, export_qonnx, float32_bounds
 
 __all__ = [
