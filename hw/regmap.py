@@ -159,7 +159,7 @@ class ErrorCode(enum.IntEnum):
     NONE = 0
     BOUND_ZERO = 1      #: a loop bound N0..N3 is 0
     SAT_BITS = 2        #: SAT_BITS outside 2..inter_bits
-    MISALIGNED = 3      #: a word access at an element address that is not a multiple of L
+    MISALIGNED = 3      #: a word access not at a multiple of L, or a word output with O_LANE != 1
     BUF_RANGE = 4       #: a buffer address at or beyond buf_depth (reads, writes, ZFILL)
     CMEM_RANGE = 5      #: a core address at or beyond core_depth
     BMEM_RANGE = 6      #: a bias address at or beyond bias_depth
@@ -175,7 +175,8 @@ ERROR_TEXT = {
     ErrorCode.NONE: "no error",
     ErrorCode.BOUND_ZERO: "a descriptor loop bound N0..N3 is 0",
     ErrorCode.SAT_BITS: "descriptor SAT_BITS is outside 2..inter_bits",
-    ErrorCode.MISALIGNED: "a word access at an element address that is not a multiple of L",
+    ErrorCode.MISALIGNED: "a word access at an element address that is not a multiple of L, "
+                          "or a word output (mode 0, OUT_WORD) with O_LANE != 1",
     ErrorCode.BUF_RANGE: "a buffer address (read, write or ZFILL) at or beyond buf_depth",
     ErrorCode.CMEM_RANGE: "a core address at or beyond core_depth",
     ErrorCode.BMEM_RANGE: "a bias address at or beyond bias_depth",

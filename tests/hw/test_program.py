@@ -457,6 +457,9 @@ def test_load_image_order_and_forms():
     rm = RegisterMap(cfg)
     w = load_image(p, rm)
     assert w == load_image(p)  # deterministic
+    # the example of docs/hardware.md, "Load image"
+    assert rm.addr_bits == 11 and len(w) == 131 and w[2] == (0x200, 0x04030811)
+    assert w[-6:] == [(0x60C, 70), (0x060, 5), (0x064, 6), (0x068, 3), (0x06C, 1), (0x040, 1)]
     assert w[0] == (rm.addr("CTRL"), 0) and w[-1] == (rm.addr("CTRL"), 1)
     assert w[1] == (rm.addr("CMD"), 2)
     kinds = [rm.decode(a)[0] for a, _ in w]

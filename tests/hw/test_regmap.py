@@ -141,3 +141,11 @@ def test_c_header_compiles_strictly_and_matches(tmp_path):
     (tmp_path / "u.c").write_text('#include "ttforge_regs.h"\nint main(void) { return TTFORGE_ID_ADDR; }\n')
     subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-c", "-o",
                     str(tmp_path / "u.o"), str(tmp_path / "u.c")], check=True, cwd=tmp_path)
+
+
+def test_the_documented_default_map_is_what_the_code_emits():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "hardware.md").read_text()
+    block = doc.split("<!-- regmap:default -->\n", 1)[1].split("<!-- /regmap:default -->", 1)[0]
+    assert block.strip() == RegisterMap(AccelConfig()).to_markdown().strip()
