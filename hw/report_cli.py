@@ -115,7 +115,8 @@ def _print_table(rep: dict) -> None:
         path = "-"
         if cp:
             path = (f"{cp.get('delay_ns', 0):.2f} ns, {cp.get('logic_levels', 0)} logic levels "
-                    f"({cp.get('logic_ns', 0):.2f} logic + {cp.get('routing_ns', 0):.2f} route): "
+                    f"({cp.get('clk_to_q_ns', 0):.2f} clk-to-q + {cp.get('logic_ns', 0):.2f} logic + "
+                    f"{cp.get('routing_ns', 0):.2f} route): "
                     f"{(cp.get('start') or {}).get('cell')} -> {(cp.get('end') or {}).get('cell')}")
         ff = res.get("ff")
         if ff is None:   # iCE40: flip-flops live in logic cells; count them from synthesis

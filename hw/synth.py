@@ -153,13 +153,18 @@ class ImplResult:
 
 def _fail(stage: str, proc, log: Path) -> SynthError:
     text = (proc.stderr or "") + (proc.stdout or "")
-    errs = [ln.strip() for ln in text.splitlines() if "ERROR" in ln.upper()]
+    errs = [ln.strip() for ln in text.splitlines() if ln.startswith("ERROR")] or \
+        [ln.strip() for ln in text.splitlines() if "ERROR" in ln.upper()]
+    if not errs and log.is_file():
+        errs = [ln.strip() for ln in log.read_text(errors="replace").splitlines()
+                if ln.startswith("ERROR")]
     reason = errs[-1] if errs else (text.strip().splitlines() or ["no output"])[-1]
     return SynthError(f"{stage} failed: {reason} (log: {log})")
 
 
 def _critical_path(report: dict) -> dict[str, Any]:
-    paths = report.get("critical_paths") or []
+    paths = [p for p in report.get("critical_paths") or []
+             if "<async>" not in (p.get("from"), p.get("to"))] or report.get("critical_paths") or []
     if not paths:
         return {}
     # the longest path of the main clock
@@ -180,8 +185,11 @@ def _critical_path(report: dict) -> dict[str, Any]:
     return {
         "from_clock": best.get("from"), "to_clock": best.get("to"),
         "delay_ns": round(total(best), 3),
+        "clk_to_q_ns": round(sum(float(s.get("delay", 0)) for s in steps
+                                 if s.get("type") == "clk-to-q"), 3),
         "logic_ns": round(sum(float(s.get("delay", 0)) for s in logic), 3),
         "routing_ns": round(sum(float(s.get("delay", 0)) for s in routing), 3),
+        "setup_ns": round(sum(float(s.get("delay", 0)) for s in steps if s.get("type") == "setup"), 3),
         "logic_levels": len(logic),
         "start": cell(first.get("from")), "end": cell(last.get("to")),
         "nets": nets,

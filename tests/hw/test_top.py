@@ -158,3 +158,12 @@ def test_axi_end_to_end_with_stub_engine():
     # outputs: element + (-2), sign-extended to 8-bit lanes; partial last beat zero-filled
     exp = [v - 2 for v in [1, -2, 3, -4, 5, -6]]
     assert got == [(_pack(exp[:4]), 0), (_pack(exp[4:]), 1)]
+
+
+def test_byte_identical_full_accelerator():
+    pytest.importorskip("ttforge.hw.engine")
+    cfg = AccelConfig(lanes=4, core_bits=4, core_depth=256, bias_depth=64, buf_depth=256,
+                      desc_depth=8, stream_elems=2)
+    a = verilog(cfg)
+    assert a == verilog(cfg)
+    assert a.count("\nmodule ") == 1 and "module ttforge_accel(" in a   # one flat module
