@@ -1,0 +1,636 @@
+"""``TTEngine``: the programmable TT-contraction engine of ``docs/hardware.md``.
+
+One :class:`amaranth.lib.wiring.Component`, parameterised by an ``AccelConfig``:
+memories (CMEM, BMEM, BUF0/BUF1, DMEM) with synchronous read ports, the load ports,
+the controller (input, pad, descriptor fetch, run, zero-fill, output), the address
+generator, ``L`` MAC lanes, ``L`` requantization lanes (lane 0 doubles as the serial
+unit of mode-1 element outputs), error status and the performance counters.
+The AXI4-Lite / AXI4-Stream top wraps this component; the timing it follows is
+documented in ``docs/hardware.md`` ("Engine timing") and mirrored by
+:data:`ENGINE_TIMING`.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import (Cat, Const, Module, Mux, ResetInserter, Signal, signed)
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from ttforge.hw.blocks import (AddressGen, MacLanes, Requant, RequantDecode, sat_add,
+                               saturate_value)
+from ttforge.hw.regmap import ErrorCode
+
+__all__ = ["TTEngine", "ERROR_CODES", "ERROR_NAMES", "ENGINE_TIMING", "DESC_WORDS",
+           "element_layout"]
+
+DESC_WORDS = 24
+COUNTER_BITS = 48
+STEP_BITS = 16
+
+#: ``error_code`` values: :class:`ttforge.hw.regmap.ErrorCode` (0: no error). The first
+#: error is kept until ``clear_error`` or ``soft_reset``. ``MISALIGNED`` also covers a
+#: word-output step (mode 0, or ``OUT_WORD``) whose ``O_LANE`` is not 1 (its lanes would
+#: not form one word).
+ERROR_CODES = {e.name: int(e) for e in ErrorCode}
+ERROR_NAMES = {int(e): e.name for e in ErrorCode}
+_E = ErrorCode
+
+#: Fixed cycle costs of the engine (see "Engine timing" in docs/hardware.md). The
+#: ``cycles`` counter of one inference (``busy`` high: from the cycle after the first
+#: input element is accepted to the cycle the last output element is accepted) is, when
+#: the stream never waits (no ``in_stall``/``out_stall``):
+#:
+#:   IN_COUNT + INPUT_OFFSET + max(0, IN_PAD - IN_COUNT)
+#:   + sum over steps [FETCH + N0*N1*N2*N3 + writer stalls + DRAIN + DRAIN_PER_LANE * v_last
+#:                     + (ZFILL_TO - ZFILL_FROM) + ZFILL_EXIT]
+#:   + OUTPUT_LATENCY + OUT_COUNT
+#:
+#: where, for a mode-1 step with element outputs (not OUT_WORD), ``v_b`` is block b's
+#: valid lanes (L, or LAST_LANES when i2 = N2-1) in loop order, the writer stalls are
+#: sum over blocks b except the last of max(0, v_b - N3), and v_last is the last block's
+#: v_b (0 for word-output steps). Stall cycles add one for one.
+ENGINE_TIMING = {
+    "INPUT_OFFSET": -1,     # the cycle accepting the first element is not a busy cycle
+    "FETCH": 25,            # descriptor fetch (24 words, sync read) + validation, per step
+    "DRAIN": 8,             # last issued iteration -> next phase: read, operands, product,
+                            # accumulate, 3 requant stages, write, hand-over
+    "DRAIN_PER_LANE": 1,    # element outputs: the last block's lanes go out one per cycle
+    "ZFILL_EXIT": 0,        # a zero-fill costs exactly one cycle per element
+    "OUTPUT_LATENCY": 2,    # entering the output phase -> first beat valid
+    "FIFO_DEPTH": 4,        # output FIFO (reads are issued while it has room)
+}
+
+
+def element_layout(act_bits: int) -> data.StructLayout:
+    return data.StructLayout({"data": signed(act_bits), "last": 1})
+
+
+def _bits(v: int) -> int:
+    return max(1, int(v).bit_length())
+
+
+# state encoding
+IDLE, INPUT, DRAIN, PAD, FETCH, RUN, ZFILL, OUTPUT = range(8)
+STATE_NAMES = ["IDLE", "INPUT", "DRAIN", "PAD", "FETCH", "RUN", "ZFILL", "OUTPUT"]
+
+
+class TTEngine(wiring.Component):
+    """The engine; see the module docstring and ``docs/hardware.md``.
+
+    Ports (``In`` = driven by the top):
+
+    * ``inp`` (stream in), ``out`` (stream out) of ``{"data": signed(act_bits), "last": 1}``;
+    * load ports ``cmem_addr/cmem_data/cmem_we``, ``bmem_*`` (element addresses),
+      ``dmem_addr/dmem_data/dmem_we`` (DMEM word index);
+    * program registers ``in_count``, ``in_pad``, ``out_count`` (32 bits), ``out_buf``;
+    * control ``enable``, ``clear_error``, ``clear_counters``, ``soft_reset`` (pulses);
+    * status ``busy``, ``done`` (one-cycle pulse, the cycle after a vector's last output
+      element is accepted), ``error``, ``error_code`` (4 bits, :data:`ERROR_CODES`),
+      ``error_step`` (16 bits);
+    * 48-bit counters ``cycles``, ``busy_lane_cycles``, ``in_stall``, ``out_stall``,
+      ``sat_events``, ``vectors``.
+    """
+
+    #: deliberate faults for the tests that must fail (never set in generated hardware)
+    FAULTS = ("requant_lsb",)
+
+    def __init__(self, config, *, fault: str | None = None):
+        if fault is not None and fault not in self.FAULTS:
+            raise ValueError(f"fault={fault!r}; known: {self.FAULTS}")
+        self.fault = fault
+        self.config = c = config
+        L = int(c.lanes)
+        if L < 1 or L & (L - 1):
+            raise ValueError(f"lanes={L} must be a power of two")
+        self.L = L
+        self.lg = L.bit_length() - 1
+        for name in ("core_depth", "bias_depth", "buf_depth"):
+            if getattr(c, name) % L:
+                raise ValueError(f"{name} must be a multiple of lanes")
+        self.aw = max(ceil_log2(max(c.core_depth, c.bias_depth, c.buf_depth)), self.lg, 1)
+        self.cw = 32                            # loop counters: any 32-bit bound
+        self.dmem_depth = c.desc_depth * DESC_WORDS
+        elem = element_layout(c.act_bits)
+        super().__init__({
+            "inp": In(stream.Signature(elem)),
+            "out": Out(stream.Signature(elem)),
+            "cmem_addr": In(max(1, ceil_log2(c.core_depth))),
+            "cmem_data": In(signed(c.core_bits)),
+            "cmem_we": In(1),
+            "bmem_addr": In(max(1, ceil_log2(c.bias_depth))),
+            "bmem_data": In(signed(c.bias_bits)),
+            "bmem_we": In(1),
+            "dmem_addr": In(max(1, ceil_log2(self.dmem_depth))),
+            "dmem_data": In(32),
+            "dmem_we": In(1),
+            "in_count": In(32),
+            "in_pad": In(32),
+            "out_count": In(32),
+            "out_buf": In(1),
+            "enable": In(1),
+            "clear_error": In(1),
+            "clear_counters": In(1),
+            "soft_reset": In(1),
+            "busy": Out(1),
+            "done": Out(1),
+            "error": Out(1),
+            "error_code": Out(4),
+            "error_step": Out(STEP_BITS),
+            "cycles": Out(COUNTER_BITS),
+            "busy_lane_cycles": Out(COUNTER_BITS),
+            "in_stall": Out(COUNTER_BITS),
+            "out_stall": Out(COUNTER_BITS),
+            "sat_events": Out(COUNTER_BITS),
+            "vectors": Out(COUNTER_BITS),
+        })
+
+    # ----------------------------------------------------------------------------------
+    def elaborate(self, platform):
+        m = Module()
+        c = self.config
+        L, lg, aw, cw = self.L, self.lg, self.aw, self.cw
+        IB, CB, BB, AB, XB = c.inter_bits, c.core_bits, c.bias_bits, c.acc_bits, c.act_bits
+        AWP = aw + 1  # width of (saturating) address registers
+
+        def lane_of(addr):
+            return addr[:lg] if lg else Const(0, 1)
+
+        def misaligned(addr):
+            return addr[:lg].any() if lg else Const(0, 1)
+
+        def word_of(addr, depth):
+            w = ceil_log2(depth // L)
+            return addr[lg:lg + w]
+
+        def onehot(addr):
+            if L == 1:
+                return Const(1, 1)
+            return (Const(1, L) << addr[:lg])[:L]
+
+        # ------------------------------------------------------------------ memories
+        buf = [Memory(shape=data.ArrayLayout(signed(IB), L), depth=c.buf_depth // L, init=[])
+               for _ in range(2)]
+        cmem = Memory(shape=data.ArrayLayout(signed(CB), L), depth=c.core_depth // L, init=[])
+        bmem = Memory(shape=data.ArrayLayout(signed(BB), L), depth=c.bias_depth // L, init=[])
+        dmem = Memory(shape=32, depth=self.dmem_depth, init=[])
+        m.submodules.buf0, m.submodules.buf1 = buf
+        m.submodules.cmem, m.submodules.bmem, m.submodules.dmem = cmem, bmem, dmem
+        buf_rp = [b.read_port() for b in buf]
+        buf_wp = [b.write_port(granularity=1) for b in buf]
+        cmem_rp, cmem_wp = cmem.read_port(), cmem.write_port(granularity=1)
+        bmem_rp, bmem_wp = bmem.read_port(), bmem.write_port(granularity=1)
+        dmem_rp, dmem_wp = dmem.read_port(), dmem.write_port()
+
+        # load ports: element writes with per-lane enables
+        m.d.comb += [
+            cmem_wp.addr.eq(word_of(self.cmem_addr, c.core_depth)),
+            cmem_wp.en.eq(Mux(self.cmem_we, onehot(self.cmem_addr), 0)),
+            bmem_wp.addr.eq(word_of(self.bmem_addr, c.bias_depth)),
+            bmem_wp.en.eq(Mux(self.bmem_we, onehot(self.bmem_addr), 0)),
+            dmem_wp.addr.eq(self.dmem_addr),
+            dmem_wp.data.eq(self.dmem_data),
+            dmem_wp.en.eq(self.dmem_we),
+        ]
+        for l in range(L):
+            m.d.comb += [cmem_wp.data[l].eq(self.cmem_data), bmem_wp.data[l].eq(self.bmem_data)]
+
+        # ------------------------------------------------------------------ state
+        state = Signal(range(len(STATE_NAMES)), init=IDLE)
+        flush = Signal()          # registered abort: clears the datapath pipeline
+        step = Signal(STEP_BITS)
+        dptr = Signal(_bits(self.dmem_depth + DESC_WORDS))
+        m.d.comb += self.busy.eq(state != IDLE)
+
+        errs = []                 # (condition, code) in priority order; any aborts to IDLE
+
+        # ------------------------------------------------------------------ descriptor regs
+        flags = Signal(32)
+        bm1 = Signal(data.ArrayLayout(cw, 4))       # bounds - 1
+        fld = {w: Signal(AWP, name=f"desc_w{w}") for w in range(5, DESC_WORDS)}
+        raw22 = Signal(32)
+        bound_zero = Signal()
+        zf_nonempty = Signal()
+        mode, src, use_bias, relu, out_word, last_step = (flags[i] for i in range(6))
+        last_lanes = flags[24:32]
+        word_out = Signal()
+        m.d.comb += word_out.eq(~mode | out_word)
+        O_BASE, O_LANE, OUT_VALID = fld[15], fld[19], fld[21]
+
+        dec = RequantDecode(acc_bits=AB, bias_bits=BB, inter_bits=IB)
+        m.submodules.rqdec = dec
+        m.d.comb += [dec.shift.eq(flags[16:24].as_signed()), dec.sat_bits.eq(flags[8:16])]
+        rq_shamt = Signal(dec.kw)
+        rq_round = Signal()
+        rq_hi = Signal(signed(IB))
+        rq_lo = Signal(signed(IB))
+        ov_end = Signal(AWP)       # O_BASE + OUT_VALID: outputs at or beyond are padding
+        zf_start = Signal(AWP)
+        zf_end = Signal(AWP)
+
+        # ------------------------------------------------------------------ address generator
+        gen = AddressGen(bound_width=cw, addr_width=aw, slab=())
+        m.submodules.gen = ResetInserter({"sync": flush})(gen)
+        m.d.comb += [gen.bound_m1.eq(bm1),
+                     gen.x_base.eq(fld[5]), gen.c_base.eq(fld[10]),
+                     gen.o_base.eq(fld[15]), gen.b_base.eq(fld[20])]
+        for j in range(4):
+            m.d.comb += [gen.x_stride[j].eq(fld[6 + j]), gen.c_stride[j].eq(fld[11 + j])]
+        for j in range(3):
+            m.d.comb += [gen.o_stride[j].eq(fld[16 + j]), gen.b_stride[j].eq(fld[16 + j])]
+
+        # ------------------------------------------------------------------ MAC pipeline
+        nvw = _bits(L)
+        tag_layout = data.StructLayout({"e": AWP, "b": AWP, "nv": nvw, "zmask": L})
+        mac = MacLanes(lanes=L, x_bits=IB, c_bits=CB, acc_bits=AB, tag_width=tag_layout.size)
+        m.submodules.mac = ResetInserter({"sync": flush})(mac)
+        stall = Signal()
+        running = Signal()
+        m.d.comb += running.eq(state == RUN)
+        g_valid = Signal()
+        adv = Signal()
+        m.d.comb += [g_valid.eq(running & gen.valid), adv.eq(g_valid & ~stall),
+                     gen.en.eq(running & ~stall)]
+        x_ptr, c_ptr, o_ptr, b_ptr = gen.x_addr, gen.c_addr, gen.o_addr, gen.b_addr
+        # lanes valid in this iteration: LAST_LANES in the last p block of mode 1
+        g_nv = Signal(nvw)
+        m.d.comb += g_nv.eq(Mux(mode & gen.i2_last, last_lanes[:nvw], L))
+
+        # checks at issue (G stage)
+        o_valid_out = Signal()
+        m.d.comb += o_valid_out.eq(o_ptr < ov_end)
+        errs += [
+            (g_valid & (x_ptr >= c.buf_depth), _E.BUF_RANGE),
+            (g_valid & ~mode & misaligned(x_ptr), _E.MISALIGNED),
+            (g_valid & (c_ptr >= c.core_depth), _E.CMEM_RANGE),
+            (g_valid & mode & misaligned(c_ptr), _E.MISALIGNED),
+            (g_valid & word_out & (o_ptr >= c.buf_depth), _E.BUF_RANGE),
+            (g_valid & word_out & misaligned(o_ptr), _E.MISALIGNED),
+            (g_valid & word_out & use_bias & o_valid_out & (b_ptr >= c.bias_depth),
+             _E.BMEM_RANGE),
+            (g_valid & word_out & use_bias & o_valid_out & misaligned(b_ptr),
+             _E.MISALIGNED),
+        ]
+
+        # stage 1: memory reads in flight
+        s1_v, s1_first, s1_last = Signal(), Signal(), Signal()
+        s1_xlane = Signal(max(1, lg))
+        s1_clane = Signal(max(1, lg))
+        s1_tag = Signal(tag_layout)
+        g_tag = Signal(tag_layout)
+        m.d.comb += [g_tag.e.eq(o_ptr), g_tag.b.eq(b_ptr), g_tag.nv.eq(g_nv)]
+        for l in range(L):
+            m.d.comb += g_tag.zmask[l].eq(~((o_ptr + l) < ov_end))
+        with m.If(~stall):
+            m.d.sync += [s1_v.eq(adv), s1_first.eq(gen.first), s1_last.eq(gen.last),
+                         s1_xlane.eq(lane_of(x_ptr)), s1_clane.eq(lane_of(c_ptr)),
+                         s1_tag.eq(g_tag)]
+
+        # operand selection from the memory words
+        m.d.comb += [cmem_rp.addr.eq(word_of(c_ptr, c.core_depth)), cmem_rp.en.eq(~stall)]
+        xword = [Mux(src, buf_rp[1].data[l], buf_rp[0].data[l]) for l in range(L)]
+        xsel = Signal(signed(IB))
+        csel = Signal(signed(CB))
+        if L == 1:
+            m.d.comb += [xsel.eq(xword[0]), csel.eq(cmem_rp.data[0])]
+        else:
+            xarr = Signal(data.ArrayLayout(signed(IB), L))
+            m.d.comb += [xarr[l].eq(xword[l]) for l in range(L)]
+            m.d.comb += [xsel.eq(xarr[s1_xlane]), csel.eq(cmem_rp.data[s1_clane])]
+        for l in range(L):
+            m.d.comb += [
+                mac.x[l].eq(Mux(mode, xsel, xword[l])),
+                mac.c[l].eq(Mux(mode, cmem_rp.data[l], csel)),
+            ]
+        m.d.comb += [mac.en.eq(~stall), mac.in_valid.eq(s1_v), mac.in_first.eq(s1_first),
+                     mac.in_last.eq(s1_last), mac.in_tag.eq(s1_tag.as_value())]
+        res_tag = data.View(tag_layout, mac.res_tag)
+
+        # ------------------------------------------------------------------ result / writer
+        R = Signal(data.ArrayLayout(signed(AB), L))
+        R_v = Signal()                       # word-mode result valid (one cycle)
+        R_e = Signal(AWP)
+        R_z = Signal(L)
+        R_ben = Signal(L)
+        R_vm = Signal(L)                     # valid lanes of a word-mode result
+        w_busy, w_vnxt = Signal(), Signal()
+        w_lane = Signal(max(1, lg))
+        w_nv = Signal(nvw)
+        w_e, w_b = Signal(AWP, name="w_e"), Signal(AWP, name="w_b")
+        q0_v, q0_zero, q0_ben = Signal(), Signal(), Signal()
+        q0_val = Signal(signed(AB))
+        q0_e = Signal(AWP)
+        q0_blane = Signal(max(1, lg))
+
+        shadow_free = Signal()
+        m.d.comb += shadow_free.eq(~w_busy | ~w_vnxt)
+        m.d.comb += stall.eq(running & mac.res_valid & ~word_out & ~shadow_free)
+        deposit = Signal()
+        m.d.comb += deposit.eq(running & mac.res_valid & ~stall)
+
+        with m.If(deposit):
+            m.d.sync += R.eq(mac.res)
+        m.d.sync += R_v.eq(deposit & word_out)
+        with m.If(deposit & word_out):
+            m.d.sync += [R_e.eq(res_tag.e), R_z.eq(res_tag.zmask),
+                         R_ben.eq(Mux(use_bias, ~res_tag.zmask, 0))]
+            m.d.sync += [R_vm[l].eq(res_tag.nv > l) for l in range(L)]
+
+        # BMEM reads: the bias word of a word-mode result, or the writer's element
+        w_inrange = Signal()
+        m.d.comb += w_inrange.eq(w_e < ov_end)
+        with m.If(w_busy):
+            m.d.comb += [bmem_rp.addr.eq(word_of(w_b, c.bias_depth)), bmem_rp.en.eq(1)]
+        with m.Else():
+            m.d.comb += [bmem_rp.addr.eq(word_of(res_tag.b, c.bias_depth)),
+                         bmem_rp.en.eq(deposit & word_out)]
+
+        # serial element writer (mode 1 without OUT_WORD): lanes 0 .. nv-1 of the shadow R,
+        # one per cycle, at e = o + l*O_LANE and bias address b + l*O_LANE
+        w_act = w_busy & running
+        m.d.sync += q0_v.eq(0)
+        with m.If(w_act):
+            m.d.sync += [q0_v.eq(1), q0_val.eq(R[w_lane] if L > 1 else R[0]), q0_e.eq(w_e),
+                         q0_zero.eq(~w_inrange), q0_ben.eq(use_bias & w_inrange),
+                         q0_blane.eq(lane_of(w_b))]
+            with m.If(w_vnxt):
+                m.d.sync += [w_lane.eq(w_lane + 1), w_vnxt.eq(w_lane + 2 < w_nv),
+                             w_e.eq(sat_add(w_e, O_LANE, aw)), w_b.eq(sat_add(w_b, O_LANE, aw))]
+            with m.Else():
+                m.d.sync += w_busy.eq(0)
+        with m.If(deposit & ~word_out):
+            m.d.sync += [w_busy.eq(1), w_lane.eq(0), w_nv.eq(res_tag.nv),
+                         w_vnxt.eq(res_tag.nv > 1), w_e.eq(res_tag.e), w_b.eq(res_tag.b)]
+        errs += [
+            (w_act & (w_e >= c.buf_depth), _E.BUF_RANGE),
+            (w_act & use_bias & w_inrange & (w_b >= c.bias_depth), _E.BMEM_RANGE),
+        ]
+        blc_add = Signal(nvw)                # busy-lane-cycle increment: valid lanes per MAC
+        m.d.comb += blc_add.eq(Mux(adv, g_nv, 0))
+
+        # ------------------------------------------------------------------ requantization
+        rq = [Requant(acc_bits=AB, bias_bits=BB, inter_bits=IB) for _ in range(L)]
+        for l, unit in enumerate(rq):
+            m.submodules[f"rq{l}"] = ResetInserter({"sync": flush})(unit)
+            m.d.comb += [unit.shamt.eq(rq_shamt), unit.round.eq(rq_round), unit.relu.eq(relu),
+                         unit.hi.eq(rq_hi), unit.lo.eq(rq_lo)]
+            if l == 0:
+                bsel = bmem_rp.data[q0_blane] if L > 1 else bmem_rp.data[0]
+                m.d.comb += [
+                    unit.in_valid.eq(Mux(word_out, R_v & R_vm[0], q0_v)),
+                    unit.acc.eq(Mux(word_out, R[0], q0_val)),
+                    unit.bias.eq(Mux(word_out, bmem_rp.data[0], bsel)),
+                    unit.bias_en.eq(Mux(word_out, R_ben[0], q0_ben)),
+                    unit.zero.eq(Mux(word_out, R_z[0], q0_zero)),
+                ]
+            else:
+                m.d.comb += [unit.in_valid.eq(R_v & R_vm[l]), unit.acc.eq(R[l]),
+                             unit.bias.eq(bmem_rp.data[l]), unit.bias_en.eq(R_ben[l]),
+                             unit.zero.eq(R_z[l])]
+        # write address alongside the requantization pipeline
+        wm_v = [Signal(name=f"wm_v{i}") for i in range(Requant.LATENCY)]
+        wm_e = [Signal(AWP, name=f"wm_e{i}") for i in range(Requant.LATENCY)]
+        m.d.sync += [wm_v[0].eq(Mux(word_out, R_v, q0_v)), wm_e[0].eq(Mux(word_out, R_e, q0_e))]
+        for i in range(1, Requant.LATENCY):
+            m.d.sync += [wm_v[i].eq(wm_v[i - 1]), wm_e[i].eq(wm_e[i - 1])]
+        y_v, y_e = wm_v[-1], wm_e[-1]
+        y_mask = Signal(L)
+        m.d.comb += y_mask.eq(Cat(*[u.out_valid for u in rq]))
+        sat_now = Signal(range(L + 1))
+        m.d.comb += sat_now.eq(sum(u.sat for u in rq))
+
+        # ------------------------------------------------------------------ buffer write port
+        wr_en = Signal()
+        wr_sel = Signal()
+        wr_addr = Signal(AWP)
+        wr_mask = Signal(L)
+        wr_data = Signal(data.ArrayLayout(signed(IB), L))
+        for b in range(2):
+            m.d.comb += [
+                buf_wp[b].addr.eq(word_of(wr_addr, c.buf_depth)),
+                buf_wp[b].data.eq(wr_data),
+                buf_wp[b].en.eq(Mux(wr_en & (wr_sel == b), wr_mask, 0)),
+            ]
+
+        # ------------------------------------------------------------------ buffer read port
+        out_issue = Signal()
+        o_idx = Signal(AWP)
+        for b in range(2):
+            m.d.comb += [
+                buf_rp[b].addr.eq(Mux(state == OUTPUT, word_of(o_idx, c.buf_depth),
+                                      word_of(x_ptr, c.buf_depth))),
+                buf_rp[b].en.eq(Mux(state == OUTPUT, out_issue, ~stall)),
+            ]
+
+        # ------------------------------------------------------------------ output FIFO
+        fifo = SyncFIFO(width=XB + 1, depth=ENGINE_TIMING["FIFO_DEPTH"])
+        m.submodules.ofifo = ResetInserter({"sync": flush})(fifo)
+        o_inflight = Signal()
+        o_lane = Signal(max(1, lg))
+        o_last = Signal()
+        m.d.comb += [
+            self.out.valid.eq(fifo.r_rdy & (state == OUTPUT)),
+            self.out.payload.data.eq(fifo.r_data[:XB]),
+            self.out.payload.last.eq(fifo.r_data[XB]),
+            fifo.r_en.eq(self.out.ready & (state == OUTPUT)),
+        ]
+        relem = [Mux(self.out_buf, buf_rp[1].data[l], buf_rp[0].data[l]) for l in range(L)]
+        if L == 1:
+            rsel = relem[0]
+        else:
+            rarr = Signal(data.ArrayLayout(signed(IB), L))
+            m.d.comb += [rarr[l].eq(relem[l]) for l in range(L)]
+            rsel = rarr[o_lane]
+        m.d.comb += [fifo.w_en.eq(o_inflight), fifo.w_data.eq(Cat(rsel[:XB], o_last))]
+        out_accept = Signal()
+        m.d.comb += out_accept.eq(self.out.valid & self.out.ready)
+
+        # ------------------------------------------------------------------ controller
+        accept = Signal()
+        m.d.comb += [
+            # a pending error refuses new vectors, but the offending one is still drained
+            self.inp.ready.eq(self.enable & ((state == DRAIN) | (~self.error & (
+                (state == IDLE) | (state == INPUT))))),
+            accept.eq(self.inp.valid & self.inp.ready),
+        ]
+        j = Signal(AWP)                       # input element / pad index
+        jj = Mux(state == IDLE, 0, j)
+        prog_bad = Signal()
+        m.d.comb += prog_bad.eq((self.in_count == 0) | (self.in_count > self.in_pad)
+                                | (self.in_pad > c.buf_depth) | (self.out_count == 0)
+                                | (self.out_count > c.buf_depth))
+        exp_last = Signal()
+        m.d.comb += exp_last.eq(jj == self.in_count - 1)
+        in_last = self.inp.payload.last
+        fw = Signal(range(DESC_WORDS + 1))
+        z = Signal(AWP)
+        done_r = Signal()
+        m.d.sync += done_r.eq(0)
+        m.d.comb += self.done.eq(done_r)
+
+        #: internal signals for tests and debugging (not ports)
+        self.debug = {"state": state, "step": step, "stall": stall, "fw": fw}
+
+        pipe_busy = Signal()
+        m.d.comb += pipe_busy.eq(gen.valid | s1_v | mac.busy | w_busy | R_v | q0_v
+                                 | wm_v[0] | wm_v[1] | wm_v[2])
+
+        with m.Switch(state):
+            with m.Case(IDLE, INPUT):
+                with m.If(accept):
+                    with m.If((state == IDLE) & prog_bad):
+                        m.d.sync += state.eq(Mux(in_last, IDLE, DRAIN))
+                    with m.Elif(in_last & ~exp_last):
+                        m.d.sync += state.eq(IDLE)
+                    with m.Elif(~in_last & exp_last):
+                        m.d.sync += state.eq(DRAIN)
+                    with m.Else():
+                        m.d.comb += [wr_en.eq(1), wr_sel.eq(0), wr_addr.eq(jj),
+                                     wr_mask.eq(onehot(jj))]
+                        m.d.comb += [wr_data[l].eq(self.inp.payload.data) for l in range(L)]
+                        m.d.sync += j.eq(jj + 1)
+                        with m.If(exp_last):
+                            m.d.sync += [step.eq(0), dptr.eq(0), fw.eq(0)]
+                            m.d.sync += state.eq(Mux(self.in_pad > self.in_count, PAD, FETCH))
+                        with m.Else():
+                            m.d.sync += state.eq(INPUT)
+            with m.Case(DRAIN):
+                with m.If(accept & in_last):
+                    m.d.sync += state.eq(IDLE)
+            with m.Case(PAD):
+                m.d.comb += [wr_en.eq(1), wr_sel.eq(0), wr_addr.eq(j), wr_mask.eq(onehot(j))]
+                m.d.sync += j.eq(j + 1)
+                with m.If(j + 1 >= self.in_pad):
+                    m.d.sync += [state.eq(FETCH), step.eq(0), dptr.eq(0), fw.eq(0)]
+            with m.Case(FETCH):
+                m.d.comb += [dmem_rp.addr.eq(dptr + fw), dmem_rp.en.eq(1)]
+                m.d.sync += fw.eq(fw + 1)
+                d = dmem_rp.data
+                with m.Switch(fw):
+                    with m.Case(0):
+                        m.d.sync += bound_zero.eq(0)
+                    with m.Case(1):
+                        m.d.sync += flags.eq(d)
+                    for w in range(1, 5):
+                        with m.Case(w + 1):
+                            m.d.sync += bm1[w - 1].eq(d - 1)
+                            with m.If(d == 0):
+                                m.d.sync += bound_zero.eq(1)
+                    for w in range(5, DESC_WORDS - 1):
+                        with m.Case(w + 1):
+                            m.d.sync += fld[w].eq(saturate_value(d, aw))
+                            if w == 22:
+                                m.d.sync += raw22.eq(d)
+                    with m.Case(DESC_WORDS):
+                        # the last word (ZFILL_TO) arrives; everything else is registered
+                        m.d.sync += [
+                            fld[23].eq(saturate_value(d, aw)),
+                            zf_nonempty.eq(d > raw22),
+                            zf_start.eq(sat_add(O_BASE, fld[22], aw)),
+                            zf_end.eq(sat_add(O_BASE, saturate_value(d, aw), aw)),
+                            ov_end.eq(sat_add(O_BASE, OUT_VALID, aw)),
+                            rq_shamt.eq(dec.shamt), rq_round.eq(dec.round),
+                            rq_hi.eq(dec.hi), rq_lo.eq(dec.lo),
+                        ]
+                        m.d.comb += gen.start.eq(1)
+                        m.d.sync += state.eq(RUN)
+            with m.Case(RUN):
+                with m.If(~pipe_busy):
+                    with m.If(zf_nonempty):
+                        m.d.sync += [state.eq(ZFILL), z.eq(zf_start)]
+                    with m.Elif(last_step):
+                        m.d.sync += [state.eq(OUTPUT), o_idx.eq(0), o_inflight.eq(0)]
+                    with m.Else():
+                        m.d.sync += [state.eq(FETCH), fw.eq(0), step.eq(step + 1),
+                                     dptr.eq(dptr + DESC_WORDS)]
+                with m.If(y_v):
+                    m.d.comb += [wr_en.eq(1), wr_sel.eq(~src), wr_addr.eq(y_e),
+                                 wr_mask.eq(Mux(word_out, y_mask, onehot(y_e)))]
+                    y0 = rq[0].out
+                    if self.fault == "requant_lsb":   # test hook: flip bit 0 of lane 0
+                        y0 = (y0 ^ 1).as_signed()
+                    for l in range(L):
+                        m.d.comb += wr_data[l].eq(Mux(word_out, rq[l].out if l else y0, y0))
+            with m.Case(ZFILL):
+                m.d.comb += [wr_en.eq(1), wr_sel.eq(~src), wr_addr.eq(z), wr_mask.eq(onehot(z))]
+                m.d.comb += [wr_data[l].eq(0) for l in range(L)]
+                m.d.sync += z.eq(z + 1)
+                with m.If(z + 1 >= zf_end):
+                    with m.If(last_step):
+                        m.d.sync += [state.eq(OUTPUT), o_idx.eq(0), o_inflight.eq(0)]
+                    with m.Else():
+                        m.d.sync += [state.eq(FETCH), fw.eq(0), step.eq(step + 1),
+                                     dptr.eq(dptr + DESC_WORDS)]
+            with m.Case(OUTPUT):
+                m.d.comb += out_issue.eq((o_idx < self.out_count)
+                                         & (fifo.level + o_inflight < fifo.depth))
+                m.d.sync += [o_inflight.eq(out_issue), o_lane.eq(lane_of(o_idx)),
+                             o_last.eq(o_idx == self.out_count - 1)]
+                with m.If(out_issue):
+                    m.d.sync += o_idx.eq(o_idx + 1)
+                with m.If(out_accept & self.out.payload.last):
+                    m.d.sync += [state.eq(IDLE), done_r.eq(1)]
+
+        # ------------------------------------------------------------------ errors
+        def first_of(pairs):
+            code = Const(0, 4)
+            for cond, cd in reversed(pairs):
+                code = Mux(cond, cd, code)
+            return code
+
+        fetch_end = (state == FETCH) & (fw == DESC_WORDS)
+        errs = [
+            ((state == FETCH) & (fw == 0) & (step >= c.desc_depth), _E.NO_LAST),
+            (fetch_end & bound_zero, _E.BOUND_ZERO),
+            (fetch_end & dec.bad_sat, _E.SAT_BITS),
+            (fetch_end & ((last_lanes == 0) | (last_lanes > L)), _E.LAST_LANES),
+            (fetch_end & (dmem_rp.data < raw22), _E.ZFILL_ORDER),
+            (fetch_end & word_out & (O_LANE != 1), _E.MISALIGNED),
+        ] + errs + [
+            ((state == ZFILL) & (z >= c.buf_depth), _E.BUF_RANGE),
+        ]
+        abort = Signal()
+        m.d.comb += abort.eq(Cat(*[cnd for cnd, _ in errs]).any())
+        in_err = Signal()
+        in_code = Signal(4)
+        in_sel = Signal(4)
+        with m.If(((state == IDLE) | (state == INPUT)) & accept):
+            with m.If((state == IDLE) & prog_bad):
+                m.d.comb += in_sel.eq(_E.GLOBALS)
+            with m.Elif(in_last & ~exp_last):
+                m.d.comb += in_sel.eq(_E.TLAST_EARLY)
+            with m.Elif(~in_last & exp_last):
+                m.d.comb += in_sel.eq(_E.TLAST_LATE)
+        m.d.comb += [in_err.eq(in_sel != 0), in_code.eq(in_sel)]
+        with m.If((abort | in_err) & ~self.error):
+            m.d.sync += [self.error.eq(1), self.error_code.eq(Mux(abort, first_of(errs), in_code)),
+                         self.error_step.eq(Mux(abort, step, 0))]
+        with m.If(self.clear_error | self.soft_reset):
+            m.d.sync += [self.error.eq(0), self.error_code.eq(0), self.error_step.eq(0)]
+        with m.If(abort):
+            m.d.sync += state.eq(IDLE)
+
+        # ------------------------------------------------------------------ flush / reset
+        m.d.sync += flush.eq(abort | self.soft_reset)
+        with m.If(flush):
+            m.d.sync += [s1_v.eq(0), R_v.eq(0), w_busy.eq(0), q0_v.eq(0)]
+            m.d.sync += [v.eq(0) for v in wm_v]
+        with m.If(self.soft_reset):
+            m.d.sync += state.eq(IDLE)
+
+        # ------------------------------------------------------------------ counters
+        def counter(sig, inc):
+            with m.If(self.clear_counters):
+                m.d.sync += sig.eq(0)
+            with m.Else():
+                m.d.sync += sig.eq(sig + inc)
+
+        counter(self.cycles, state != IDLE)
+        counter(self.busy_lane_cycles, Mux(running, blc_add, 0))
+        counter(self.in_stall, (state == INPUT) & self.inp.ready & ~self.inp.valid)
+        counter(self.out_stall, self.out.valid & ~self.out.ready)
+        counter(self.sat_events, Mux(running & y_v, sat_now, 0))
+        counter(self.vectors, done_r)
+        return m

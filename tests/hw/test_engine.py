@@ -1,0 +1,610 @@
+"""The whole engine in Amaranth's simulator: compiled random networks, streamed with
+random gaps and back-pressure, must equal ``ttforge.quant.execute`` exactly; counters
+equal the executor's saturation and MAC counts; cycle counts follow ENGINE_TIMING;
+malformed descriptors and streams set the error status and the next inference works."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+from amaranth.back import verilog
+from amaranth.sim import Simulator
+
+from ttforge.hw.config import AccelConfig
+from ttforge.hw.engine import ENGINE_TIMING, ERROR_CODES, TTEngine
+from ttforge.hw.program import compile_program, decode_descriptor, encode_descriptor
+from ttforge.model.schedule import ContractionSchedule, schedule_orders
+from ttforge.model.tt import TTShape, max_ranks
+from ttforge.quant.executor import IntLayer, IntNetwork, execute, execute_traced
+
+COUNTERS = ("cycles", "busy_lane_cycles", "in_stall", "out_stall", "sat_events", "vectors")
+
+
+# ------------------------------------------------------------------------ random networks
+def _layer(rng, in_modes, out_modes, ranks, order, *, w_bits, in_bits, in_exp, inter_bits,
+           out_bits, bias, relu, in_features=None, out_features=None, jitter=True):
+    shape = TTShape(tuple(out_modes), tuple(in_modes), ranks)
+    sched = ContractionSchedule(shape, tuple(order))
+    hi = (1 << (w_bits - 1)) - 1
+    cores = tuple(rng.integers(-hi, hi + 1, size=s).astype(np.int64) for s in shape.core_shapes)
+    core_exps = tuple(int(e) for e in rng.integers(-3, 3, size=shape.d))
+    x_std = 2.0 ** (in_bits - 2)
+    w_std = max(hi, 1) / np.sqrt(3)
+    e = in_exp
+    step_exps = []
+    for t, st in enumerate(sched.steps):
+        ob = out_bits if t == len(sched.steps) - 1 else inter_bits
+        acc_std = np.sqrt(st.K) * w_std * x_std
+        target = 2.0 ** (ob - 2)
+        s = int(np.round(np.log2(acc_std / target)))
+        if jitter:
+            s += int(rng.choice([-1, 0, 0, 1]))
+        acc_e = core_exps[st.core] + e
+        e = acc_e + s
+        step_exps.append(e)
+        x_std = target
+    n_in, n_out = shape.in_size, shape.out_size
+    in_f = in_features or int(rng.integers(max(1, n_in - 2), n_in + 1))
+    out_f = out_features or int(rng.integers(max(1, n_out - 2), n_out + 1))
+    b = None
+    if bias:
+        b = rng.integers(-(1 << 10), 1 << 10, size=out_f).astype(np.int64)
+    return IntLayer(in_features=in_f, out_features=out_f, schedule=sched, cores=cores,
+                    core_exps=core_exps, w_bits=w_bits, in_bits=in_bits, in_exp=in_exp,
+                    inter_bits=inter_bits, out_bits=out_bits, step_exps=tuple(step_exps),
+                    acc_bits=44, bias=b, relu=relu)
+
+
+def random_net(seed, *, max_layers=2, max_mode=4, max_rank=4, act_bits=8, inter_bits=16):
+    rng = np.random.default_rng(seed)
+    layers = []
+    in_f = None
+    in_exp = int(rng.integers(-4, 0))
+    n_layers = int(rng.integers(1, max_layers + 1))
+    for li in range(n_layers):
+        d = int(rng.integers(1, 4))
+        while True:  # not too trivial: at least 6 inputs and 4 outputs
+            top = max_mode + 1 if d > 1 else 3 * max_mode
+            in_modes = [int(rng.integers(1, top)) for _ in range(d)]
+            out_modes = [int(rng.integers(1, top)) for _ in range(d)]
+            if np.prod(in_modes) >= 6 and np.prod(out_modes) >= 4:
+                break
+        if in_f is not None:
+            while int(np.prod(in_modes)) < in_f:
+                in_modes[int(rng.integers(0, d))] += 1
+        lim = max_ranks(out_modes, in_modes)
+        ranks = [int(rng.integers(1, min(lim[k], max_rank) + 1)) for k in range(1, d)]
+        orders = schedule_orders(d)
+        order = orders[int(rng.integers(0, len(orders)))]
+        layer = _layer(rng, in_modes, out_modes, ranks, order, w_bits=int(rng.integers(2, 9)),
+                       in_bits=act_bits, in_exp=in_exp, inter_bits=inter_bits, out_bits=act_bits,
+                       bias=bool(rng.integers(0, 2)), relu=li + 1 < n_layers and bool(rng.integers(0, 2)),
+                       in_features=in_f)
+        layers.append(layer)
+        in_f, in_exp = layer.out_features, layer.out_exp
+    return IntNetwork(tuple(layers))
+
+
+def random_inputs(net, n, seed):
+    rng = np.random.default_rng(seed + 1000)
+    bits = net.layers[0].in_bits
+    return rng.integers(-(1 << (bits - 1)), 1 << (bits - 1), size=(n, net.in_features)).astype(np.int64)
+
+
+def macs_per_vector(net):
+    return sum(st.A * st.K * st.Q * st.P for layer in net.layers for st in layer.schedule.steps)
+
+
+# ------------------------------------------------------------------------ the driver
+class Run:
+    """Outputs (per vector), counters and status at the end of a simulation."""
+
+    def __init__(self):
+        self.outputs: list[list[int]] = []
+        self.lasts: list[list[int]] = []
+        self.counters: dict[str, int] = {}
+        self.status: dict[str, int] = {}
+        self.log: list = []
+        self.done_pulses = 0
+
+
+async def load_program(ctx, dut, prog, *, descriptors=None, cmem=None, bmem=None, globals_=None,
+                       parts=("dmem", "cmem", "bmem", "globals")):
+    """Write a program through the load ports (one element or word per cycle)."""
+    images = {
+        "dmem": (dut.dmem_addr, dut.dmem_data, dut.dmem_we,
+                 [w for d in (descriptors or prog.descriptors) for w in d]),
+        "cmem": (dut.cmem_addr, dut.cmem_data, dut.cmem_we,
+                 prog.cmem.tolist() if cmem is None else cmem),
+        "bmem": (dut.bmem_addr, dut.bmem_data, dut.bmem_we,
+                 prog.bmem.tolist() if bmem is None else bmem),
+    }
+    for part in ("dmem", "cmem", "bmem"):
+        if part not in parts:
+            continue
+        addr, data, we, values = images[part]
+        for i, v in enumerate(values):
+            ctx.set(addr, i)
+            ctx.set(data, int(v))
+            ctx.set(we, 1)
+            await ctx.tick()
+        ctx.set(we, 0)
+    if "globals" in parts:
+        g = dict(prog.globals)
+        g.update(globals_ or {})
+        ctx.set(dut.in_count, g["IN_COUNT"])
+        ctx.set(dut.in_pad, g["IN_PAD"])
+        ctx.set(dut.out_count, g["OUT_COUNT"])
+        ctx.set(dut.out_buf, g["OUT_BUF"])
+
+
+async def send_vector(ctx, dut, values, rng, gap, lasts=None):
+    n = len(values)
+    valid, data, last, ready = dut.inp.valid, dut.inp.payload.data, dut.inp.payload.last, dut.inp.ready
+    for i, v in enumerate(values):
+        if gap and rng.random() < gap:
+            ctx.set(valid, 0)
+            await ctx.tick()
+            while rng.random() < gap:
+                await ctx.tick()
+        ctx.set(valid, 1)
+        ctx.set(data, int(v))
+        ctx.set(last, (i == n - 1) if lasts is None else lasts[i])
+        while True:
+            _, _, took = await ctx.tick().sample(ready)
+            if took:
+                break
+    ctx.set(valid, 0)
+
+
+async def wait_idle(ctx, dut, limit=200_000):
+    for _ in range(limit):
+        if not ctx.get(dut.busy):
+            return
+        await ctx.tick()
+    raise AssertionError("engine stayed busy")
+
+
+async def pulse(ctx, sig):
+    ctx.set(sig, 1)
+    await ctx.tick()
+    ctx.set(sig, 0)
+
+
+def simulate(cfg, script, *, expect_vectors, seed=0, gap=0.0, stall=0.0, max_cycles=400_000,
+             fault=None):
+    """Run ``script(ctx, dut, rng)`` (the producer) against a consumer that takes
+    ``expect_vectors`` output vectors with random ready; returns a :class:`Run`."""
+    dut = TTEngine(cfg, fault=fault) if fault else TTEngine(cfg)
+    run = Run()
+    rng = random.Random(seed)
+    finished = {"producer": False}
+
+    async def producer(ctx):
+        await script(ctx, dut, rng)
+        finished["producer"] = True
+
+    async def consumer(ctx):
+        crng = random.Random(seed + 7)
+        cur, curl = [], []
+        cycles = 0
+        sigs = (dut.out.valid, dut.out.payload.data, dut.out.payload.last, dut.done)
+        ready = None
+        while len(run.outputs) < expect_vectors or not finished["producer"]:
+            r = not (stall and crng.random() < stall)
+            if r != ready:
+                ctx.set(dut.out.ready, r)
+                ready = r
+            _, _, valid, data, last, done = await ctx.tick().sample(*sigs)
+            run.done_pulses += done
+            cycles += 1
+            assert cycles < max_cycles, f"timeout: {len(run.outputs)} of {expect_vectors} vectors"
+            if r and valid:
+                cur.append(data)
+                curl.append(last)
+                if last:
+                    run.outputs.append(cur)
+                    run.lasts.append(curl)
+                    cur, curl = [], []
+        ctx.set(dut.out.ready, 1)
+        for _ in range(4):
+            run.done_pulses += ctx.get(dut.done)
+            await ctx.tick()
+        assert not cur, "a partial output vector"
+        for n in COUNTERS:
+            run.counters[n] = ctx.get(getattr(dut, n))
+        for n in ("busy", "error", "error_code", "error_step"):
+            run.status[n] = ctx.get(getattr(dut, n))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(producer)
+    sim.add_testbench(consumer)
+    sim.run()
+    return run
+
+
+def stream_script(prog, X, *, gap=0.0, pause=0, **load_kw):
+    async def script(ctx, dut, rng):
+        await load_program(ctx, dut, prog, **load_kw)
+        ctx.set(dut.enable, 1)
+        for x in X:
+            await send_vector(ctx, dut, x, rng, gap)
+            for _ in range(pause):
+                await ctx.tick()
+    return script
+
+
+def config_for(net, lanes, **over):
+    base = AccelConfig.for_network(net, lanes=lanes)
+    fields = base.to_dict()
+    fields.pop("axil_addr_bits", None)
+    fields.update(over)
+    return AccelConfig(**fields)
+
+
+# ------------------------------------------------------------------------ end to end
+def check_bit_exact(lanes, seed, vectors=2, gap=0.25, stall=0.25):
+    net = random_net(seed)
+    cfg = config_for(net, lanes)
+    prog = compile_program(net, cfg)
+    X = random_inputs(net, vectors, seed)
+    golden, traces = execute_traced(net, X)
+    run = simulate(cfg, stream_script(prog, X, gap=gap), expect_vectors=len(X), seed=seed,
+                   stall=stall)
+    got = np.array(run.outputs, dtype=np.int64)
+    assert got.shape == golden.shape
+    assert np.array_equal(got, golden)
+    assert all(ls == [0] * (len(ls) - 1) + [1] for ls in run.lasts)
+    assert run.status["error"] == 0
+    assert run.counters["vectors"] == len(X)
+    assert run.done_pulses == len(X)
+    assert run.counters["sat_events"] == sum(t.saturations for t in traces)
+    assert run.counters["busy_lane_cycles"] == macs_per_vector(net) * len(X)
+    if gap and stall:
+        assert run.counters["in_stall"] + run.counters["out_stall"] > 0
+    return run
+
+
+#: (lanes, seed) of random networks that together cover every step kind at L = 1..16
+FAST_CASES = [(1, 21), (2, 0), (4, 15), (4, 37), (8, 10), (16, 4), (16, 31)]
+
+
+@pytest.mark.parametrize("lanes,seed", FAST_CASES)
+def test_random_network_bit_exact_with_gaps_and_backpressure(lanes, seed):
+    check_bit_exact(lanes, seed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lanes", [1, 2, 4, 8, 16])
+@pytest.mark.parametrize("seed", range(30))
+def test_random_network_sweep(lanes, seed):
+    check_bit_exact(lanes, seed, vectors=3, gap=0.2, stall=0.2)
+
+
+def coverage_net():
+    """Steps covering mode 0 with a bias word, mode 1 OUT_WORD, mode 1 element outputs
+    with contiguous biases (Q = 1) and with strided biases (Q = 3) and a partial last
+    lane block, at L = 4."""
+    rng = np.random.default_rng(11)
+    # l0 order (1, 0): core 1 (A=3, K=4, Q=1, P=8: OUT_WORD), core 0 (K=6, Q=4, P=3: mode 0)
+    l0 = _layer(rng, [3, 4], [3, 4], [2], (1, 0), w_bits=6, in_bits=8, in_exp=-3,
+                inter_bits=16, out_bits=8, bias=True, relu=True, in_features=12, out_features=11)
+    # l1 dense 11 -> 6: mode 1, Q = 1, P = 6 (last block 2 lanes)
+    l1 = _layer(rng, [11], [6], [], (0,), w_bits=8, in_bits=8, in_exp=l0.out_exp,
+                inter_bits=16, out_bits=8, bias=True, relu=False, in_features=11, out_features=6)
+    # l2 order (1, 0): last step core 0 with Q = 3, P = 6: strided biases, 4 + 2 lanes
+    l2 = _layer(rng, [2, 3], [6, 3], [2], (1, 0), w_bits=5, in_bits=8, in_exp=l1.out_exp,
+                inter_bits=16, out_bits=8, bias=True, relu=False, in_features=6, out_features=17)
+    net = IntNetwork((l0, l1, l2))
+    cfg = config_for(net, 4)
+    prog = compile_program(net, cfg)
+    return net, cfg, prog
+
+
+def test_modes_and_bias_paths_are_all_exercised():
+    net, cfg, prog = coverage_net()
+    kinds = [(s.mode, s.out_word, s.bias, s.Q, s.last_lanes) for s in prog.steps]
+    assert kinds == [(1, True, False, 1, 4), (0, False, True, 4, 4), (1, False, True, 1, 2),
+                     (1, False, False, 1, 2), (1, False, True, 3, 2)], kinds
+    X = random_inputs(net, 3, 11)
+    golden, traces = execute_traced(net, X)
+    run = simulate(cfg, stream_script(prog, X, gap=0.2), expect_vectors=len(X), seed=3, stall=0.2)
+    assert np.array_equal(np.array(run.outputs), golden)
+    assert run.counters["sat_events"] == sum(t.saturations for t in traces)
+    assert run.counters["busy_lane_cycles"] == macs_per_vector(net) * len(X)
+
+
+def test_saturation_and_negative_shifts_are_counted():
+    rng = np.random.default_rng(21)
+    # tiny reduction with 2-bit cores: accumulators are narrow -> left shifts; jitter
+    # saturates some outputs
+    l0 = _layer(rng, [2, 2], [3, 2], [2], (0, 1), w_bits=2, in_bits=4, in_exp=0,
+                inter_bits=16, out_bits=4, bias=True, relu=False, in_features=4, out_features=6,
+                jitter=False)
+    sh = l0.shifts()
+    fields = {f: getattr(l0, f) for f in l0.__dataclass_fields__}
+    # force a left shift on step 0 and an aggressive right shift (saturating) on step 1
+    e0 = l0.acc_exp(0) - 3
+    fields["step_exps"] = (e0, e0 + l0.core_exps[l0.schedule.steps[1].core] - 1)
+    l0 = IntLayer(**fields)
+    assert l0.shifts()[0] < 0, sh
+    net = IntNetwork((l0,))
+    cfg = config_for(net, 4)
+    prog = compile_program(net, cfg)
+    X = random_inputs(net, 4, 21)
+    golden, traces = execute_traced(net, X)
+    assert sum(t.saturations for t in traces) > 0
+    run = simulate(cfg, stream_script(prog, X), expect_vectors=len(X))
+    assert np.array_equal(np.array(run.outputs), golden)
+    assert run.counters["sat_events"] == sum(t.saturations for t in traces)
+
+
+# ------------------------------------------------------------------------ siblings that must fail
+def _small():
+    net = random_net(37)
+    cfg = config_for(net, 4)
+    prog = compile_program(net, cfg)
+    X = random_inputs(net, 2, 2)
+    return net, cfg, prog, X
+
+
+def test_one_core_bit_flipped_in_cmem_breaks_equality():
+    net, cfg, prog, X = _small()
+    golden = execute(net, X)
+    cm = prog.cmem.copy()
+    nz = int(np.flatnonzero(cm)[0])
+    cm[nz] ^= 1
+    run = simulate(cfg, stream_script(prog, X, cmem=cm.tolist()), expect_vectors=len(X))
+    assert not np.array_equal(np.array(run.outputs), golden)
+
+
+def test_one_golden_bit_flipped_breaks_equality():
+    net, cfg, prog, X = _small()
+    golden = execute(net, X).copy()
+    run = simulate(cfg, stream_script(prog, X), expect_vectors=len(X))
+    assert np.array_equal(np.array(run.outputs), golden)
+    golden[1, 0] ^= 1
+    assert not np.array_equal(np.array(run.outputs), golden)
+
+
+def test_rtl_fault_breaks_equality():
+    net, cfg, prog, X = _small()
+    run = simulate(cfg, stream_script(prog, X), expect_vectors=len(X), fault="requant_lsb")
+    assert not np.array_equal(np.array(run.outputs), execute(net, X))
+
+
+# ------------------------------------------------------------------------ errors
+def _corrupt(prog, step, **fields):
+    descs = [list(d) for d in prog.descriptors]
+    d = decode_descriptor(descs[step])
+    descs[step] = list(encode_descriptor(d.__class__(**{**d.__dict__, **fields})))
+    return descs
+
+
+def _error_then_recover(prog, X, net, cfg, *, bad_load, bad_lasts=None, expect_code):
+    """Load a bad program (or send a bad stream), expect the error; then reload the good
+    program, clear the error and require a correct inference."""
+    golden = execute(net, X[:1])
+    seen = {}
+
+    async def script(ctx, dut, rng):
+        await load_program(ctx, dut, prog, **bad_load)
+        ctx.set(dut.enable, 1)
+        vec = list(X[0]) + ([] if bad_lasts is None else [0] * bad_lasts[1])
+        await send_vector(ctx, dut, vec, rng, 0.0, lasts=None if bad_lasts is None else bad_lasts[0])
+        for _ in range(3):
+            await ctx.tick()
+        await wait_idle(ctx, dut)
+        for _ in range(3):
+            await ctx.tick()
+        seen["error"] = ctx.get(dut.error)
+        seen["code"] = ctx.get(dut.error_code)
+        seen["step"] = ctx.get(dut.error_step)
+        seen["ready_while_error"] = ctx.get(dut.inp.ready)
+        await load_program(ctx, dut, prog)
+        await pulse(ctx, dut.clear_error)
+        seen["error_after_clear"] = ctx.get(dut.error)
+        await send_vector(ctx, dut, X[0], rng, 0.0)
+
+    run = simulate(cfg, script, expect_vectors=1)
+    assert seen["error"] == 1
+    assert seen["code"] == expect_code, (seen, ERROR_CODES)
+    assert seen["ready_while_error"] == 0
+    assert seen["error_after_clear"] == 0
+    assert np.array_equal(np.array(run.outputs), golden)
+    assert run.status["error"] == 0
+    return seen
+
+
+def _descriptor_faults(prog, cfg):
+    """(name, descriptors, expected code, expected step) for malformed programs."""
+    steps = prog.steps
+    last = len(steps) - 1
+    w0 = next(i for i, s in enumerate(steps) if s.mode == 0 and s.bias)          # word + bias
+    e1 = next(i for i, s in enumerate(steps) if s.mode == 1 and not s.out_word and s.bias)
+    m1 = next(i for i, s in enumerate(steps) if s.mode == 1)
+    cases = [
+        ("bound 0", last, {"N": (1, 0, 1, 1)}, "BOUND_ZERO"),
+        ("SAT_BITS 1", 0, {"SAT_BITS": 1}, "SAT_BITS"),
+        ("SAT_BITS > inter_bits", last, {"SAT_BITS": cfg.inter_bits + 1}, "SAT_BITS"),
+        ("LAST_LANES 0", m1, {"LAST_LANES": 0}, "LAST_LANES"),
+        ("LAST_LANES > L", m1, {"LAST_LANES": cfg.lanes + 1}, "LAST_LANES"),
+        ("ZFILL_TO < ZFILL_FROM", 0, {"ZFILL_FROM": 9, "ZFILL_TO": 3}, "ZFILL_ORDER"),
+        ("C_BASE beyond CMEM", last, {"C_BASE": 1 << 20}, "CMEM_RANGE"),
+        ("X_BASE beyond BUF", last, {"X_BASE": 1 << 31}, "BUF_RANGE"),
+        ("O_BASE beyond BUF (element writes)", e1, {"O_BASE": cfg.buf_depth - 1}, "BUF_RANGE"),
+        ("zero fill beyond BUF", 0, {"ZFILL_TO": cfg.buf_depth + 1}, "BUF_RANGE"),
+        ("output word misaligned", w0, {"O_BASE": 1}, "MISALIGNED"),
+        ("x word misaligned", w0, {"X_BASE": 1}, "MISALIGNED"),
+        ("core word misaligned", m1, {"C_BASE": 1}, "MISALIGNED"),
+        ("bias word misaligned", w0, {"B_BASE": 1}, "MISALIGNED"),
+        ("word output with O_LANE 2", w0, {"O_LANE": 2}, "MISALIGNED"),
+        ("bias word beyond BMEM", w0, {"B_BASE": cfg.bias_depth}, "BMEM_RANGE"),
+        ("bias element beyond BMEM", e1, {"B_BASE": cfg.bias_depth - 1}, "BMEM_RANGE"),
+    ]
+    out = [(name, _corrupt(prog, st, **f), ERROR_CODES[code], st) for name, st, f, code in cases]
+    descs = [list(d) for d in prog.descriptors]
+    descs[-1][0] &= ~(1 << 5)  # no LAST anywhere: step desc_depth fails
+    out.append(("no LAST", descs, ERROR_CODES["NO_LAST"], cfg.desc_depth))
+    return out
+
+
+def test_malformed_descriptors_set_error_and_the_next_inference_works():
+    """Each malformed program stops its inference with the right code and step; the
+    error refuses input until cleared; then the good program runs bit-exactly."""
+    net, cfg, prog = coverage_net()
+    assert cfg.desc_depth == len(prog.steps)
+    X = random_inputs(net, 1, 5)
+    golden = execute(net, X)
+    faults = _descriptor_faults(prog, cfg)
+    seen = []
+
+    async def script(ctx, dut, rng):
+        await load_program(ctx, dut, prog, parts=("cmem", "bmem", "globals"))
+        ctx.set(dut.enable, 1)
+        for name, descs, code, step in faults:
+            await load_program(ctx, dut, prog, descriptors=descs, parts=("dmem",))
+            await send_vector(ctx, dut, X[0], rng, 0.0)
+            await ctx.tick()
+            await wait_idle(ctx, dut)
+            await ctx.tick()
+            seen.append((name, ctx.get(dut.error), ctx.get(dut.error_code), ctx.get(dut.error_step),
+                         ctx.get(dut.inp.ready), ctx.get(dut.vectors)))
+            await load_program(ctx, dut, prog, parts=("dmem",))
+            await pulse(ctx, dut.clear_error)
+            assert ctx.get(dut.error) == 0
+            await send_vector(ctx, dut, X[0], rng, 0.0)
+            await wait_idle(ctx, dut)    # never rewrite DMEM under a running inference
+
+    run = simulate(cfg, script, expect_vectors=len(faults))
+    for (name, _, code, step), (_, err, got_code, got_step, ready, vectors), i in zip(
+            faults, seen, range(len(faults))):
+        assert (err, got_code, got_step) == (1, code, step), name
+        assert ready == 0, name           # input refused while the error is pending
+        assert vectors == i, name         # the failed inference produced no vector
+    assert len(run.outputs) == len(faults)
+    for out in run.outputs:                # every good inference after a failure is exact
+        assert np.array_equal(np.array([out]), golden)
+
+
+@pytest.mark.parametrize("bad", [{"OUT_COUNT": 0}, {"IN_COUNT": 0}, {"IN_PAD": 1 << 20},
+                                 {"OUT_COUNT": 1 << 16}])
+def test_bad_globals(bad):
+    """Bad program registers: error GLOBALS, the vector is drained, then all is well."""
+    net, cfg, prog, X = _small()
+    bad = {k: (cfg.buf_depth + 1 if v >= 1 << 16 else v) for k, v in bad.items()}
+    _error_then_recover(prog, X, net, cfg, bad_load={"globals_": bad},
+                        expect_code=ERROR_CODES["GLOBALS"])
+
+
+def test_tlast_late_drains_the_vector():
+    """No tlast on element IN_COUNT - 1: error TLAST_LATE, the rest of the vector up to
+    its tlast is drained (the stream stays in sync), the next vector runs."""
+    net, cfg, prog, X = _small()
+    n = len(X[0])
+    late = [0] * (n + 3)
+    late[-1] = 1
+    _error_then_recover(prog, X, net, cfg, bad_load={}, bad_lasts=(late, 3),
+                        expect_code=ERROR_CODES["TLAST_LATE"])
+
+
+def test_tlast_early():
+    net, cfg, prog, X = _small()
+    golden = execute(net, X[:1])
+    seen = {}
+
+    async def script(ctx, dut, rng):
+        await load_program(ctx, dut, prog)
+        ctx.set(dut.enable, 1)
+        lasts = [0] * len(X[0])
+        lasts[1] = 1
+        await send_vector(ctx, dut, list(X[0][:2]), rng, 0.0, lasts=lasts[:2])
+        await ctx.tick().repeat(3)
+        seen["code"] = ctx.get(dut.error_code)
+        await pulse(ctx, dut.clear_error)
+        await send_vector(ctx, dut, X[0], rng, 0.0)
+
+    run = simulate(cfg, script, expect_vectors=1)
+    assert seen["code"] == ERROR_CODES["TLAST_EARLY"]
+    assert np.array_equal(np.array(run.outputs), golden)
+
+
+def test_soft_reset_aborts_and_memories_keep():
+    net, cfg, prog, X = _small()
+    golden = execute(net, X[:1])
+    seen = {}
+
+    async def script(ctx, dut, rng):
+        await load_program(ctx, dut, prog)
+        ctx.set(dut.enable, 1)
+        await send_vector(ctx, dut, X[0], rng, 0.0)
+        await ctx.tick().repeat(40)           # in the middle of the steps
+        seen["busy_before"] = ctx.get(dut.busy)
+        await pulse(ctx, dut.soft_reset)
+        await ctx.tick()
+        seen["busy_after"] = ctx.get(dut.busy)
+        await send_vector(ctx, dut, X[0], rng, 0.0)
+
+    run = simulate(cfg, script, expect_vectors=1)
+    assert seen == {"busy_before": 1, "busy_after": 0}
+    assert np.array_equal(np.array(run.outputs), golden)
+    assert run.counters["vectors"] == 1
+
+
+def test_clear_counters():
+    net, cfg, prog, X = _small()
+
+    async def script(ctx, dut, rng):
+        await load_program(ctx, dut, prog)
+        ctx.set(dut.enable, 1)
+        await send_vector(ctx, dut, X[0], rng, 0.0)
+        await wait_idle(ctx, dut)
+        await ctx.tick().repeat(3)
+        assert ctx.get(dut.cycles) > 0 and ctx.get(dut.vectors) == 1
+        await pulse(ctx, dut.clear_counters)
+        for n in COUNTERS:
+            assert ctx.get(getattr(dut, n)) == 0, n
+
+    simulate(cfg, script, expect_vectors=1)
+
+
+# ------------------------------------------------------------------------ timing
+def model_cycles(prog, cfg, vectors=1):
+    """The analytic cycle count of docs/hardware.md "Engine timing" (no stream stalls)."""
+    T = ENGINE_TIMING
+    L = cfg.lanes
+    total = prog.in_count + T["INPUT_OFFSET"] + max(0, prog.in_pad - prog.in_count)
+    for s in prog.steps:
+        d = decode_descriptor(prog.descriptors[s.index])
+        N0, N1, N2, N3 = d.N
+        total += T["FETCH"] + N0 * N1 * N2 * N3 + T["DRAIN"]
+        if d.MODE == 1 and not d.OUT_WORD:
+            nv = [L] * (N2 - 1) + [d.LAST_LANES]
+            blocks = nv * (N0 * N1)
+            total += sum(max(0, v - N3) for v in blocks[:-1])
+            total += T["DRAIN_PER_LANE"] * blocks[-1]
+        total += d.ZFILL_TO - d.ZFILL_FROM + T["ZFILL_EXIT"]
+    total += T["OUTPUT_LATENCY"] + prog.out_count
+    return total * vectors
+
+
+@pytest.mark.parametrize("lanes,seed", [(1, 5), (2, 13), (4, 9), (16, 15)])
+def test_cycle_counter_equals_engine_timing_model(lanes, seed):
+    net = random_net(seed)
+    cfg = config_for(net, lanes)
+    prog = compile_program(net, cfg)
+    X = random_inputs(net, 2, seed)
+    run = simulate(cfg, stream_script(prog, X, pause=5), expect_vectors=len(X))
+    assert np.array_equal(np.array(run.outputs), execute(net, X))
+    assert run.counters["in_stall"] == 0 and run.counters["out_stall"] == 0
+    assert run.counters["cycles"] == model_cycles(prog, cfg, len(X))
+
+
+# ------------------------------------------------------------------------ verilog
+def test_verilog_converts():
+    cfg = AccelConfig(lanes=2, core_depth=64, bias_depth=16, buf_depth=64, desc_depth=4)
+    text = verilog.convert(TTEngine(cfg), name="ttforge_engine")
+    assert "module ttforge_engine" in text
