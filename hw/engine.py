@@ -39,26 +39,26 @@ ERROR_NAMES = {int(e): e.name for e in ErrorCode}
 _E = ErrorCode
 
 #: Fixed cycle costs of the engine (see "Engine timing" in docs/hardware.md). The
-#: ``cycles`` counter of one inference (``busy`` high: from the cycle after the first
-#: input element is accepted to the cycle the last output element is accepted) is, when
-#: the stream never waits (no ``in_stall``/``out_stall``):
+#: ``cycles`` counter of one inference (``busy`` high: from the cycle that accepts the
+#: first input element to the cycle that accepts the last output element, both
+#: included) is, when the streams never wait (no ``in_stall``/``out_stall``):
 #:
-#:   IN_COUNT + INPUT_OFFSET + max(0, IN_PAD - IN_COUNT)
-#:   + sum over steps [FETCH + N0*N1*N2*N3 + writer stalls + DRAIN + DRAIN_PER_LANE * v_last
-#:                     + (ZFILL_TO - ZFILL_FROM) + ZFILL_EXIT]
+#:   IN_PAD (IN_COUNT elements, then IN_PAD - IN_COUNT zeros, one per cycle)
+#:   + sum over steps [FETCH + N0*N1*N2*N3 + writer stalls
+#:                     + (DRAIN_WORD | DRAIN_ELEM + v_last) + (ZFILL_TO - ZFILL_FROM)
+#:                     + (ZFILL_EXIT if the step zero-fills)]
 #:   + OUTPUT_LATENCY + OUT_COUNT
 #:
-#: where, for a mode-1 step with element outputs (not OUT_WORD), ``v_b`` is block b's
-#: valid lanes (L, or LAST_LANES when i2 = N2-1) in loop order, the writer stalls are
-#: sum over blocks b except the last of max(0, v_b - N3), and v_last is the last block's
-#: v_b (0 for word-output steps). Stall cycles add one for one.
+#: For a mode-1 step with element outputs (not OUT_WORD), ``v_b`` is block b's valid
+#: lanes (L, or LAST_LANES when i2 = N2-1) in loop order; the writer stalls are the sum
+#: over every block but the last of max(0, v_b - N3), and v_last is the last block's
+#: v_b. Stream stall cycles add one for one.
 ENGINE_TIMING = {
-    "INPUT_OFFSET": -1,     # the cycle accepting the first element is not a busy cycle
-    "FETCH": 25,            # descriptor fetch (24 words, sync read) + validation, per step
-    "DRAIN": 8,             # last issued iteration -> next phase: read, operands, product,
-                            # accumulate, 3 requant stages, write, hand-over
-    "DRAIN_PER_LANE": 1,    # element outputs: the last block's lanes go out one per cycle
-    "ZFILL_EXIT": 0,        # a zero-fill costs exactly one cycle per element
+    "FETCH": 25,            # per step: 24 descriptor words (sync read) + checks
+    "DRAIN_WORD": 8,        # last issued iteration -> next phase (word outputs): read,
+                            # operands, product, accumulate, 3 requant stages, write
+    "DRAIN_ELEM": 8,        # the same for element outputs, plus v_last (one lane per cycle)
+    "ZFILL_EXIT": 0,        # a zero fill costs exactly one cycle per element
     "OUTPUT_LATENCY": 2,    # entering the output phase -> first beat valid
     "FIFO_DEPTH": 4,        # output FIFO (reads are issued while it has room)
 }
@@ -202,7 +202,6 @@ class TTEngine(wiring.Component):
         flush = Signal()          # registered abort: clears the datapath pipeline
         step = Signal(STEP_BITS)
         dptr = Signal(_bits(self.dmem_depth + DESC_WORDS))
-        m.d.comb += self.busy.eq(state != IDLE)
 
         errs = []                 # (condition, code) in priority order; any aborts to IDLE
 
@@ -470,6 +469,10 @@ class TTEngine(wiring.Component):
         m.d.sync += done_r.eq(0)
         m.d.comb += self.done.eq(done_r)
 
+        # busy: from the cycle accepting the first element (still IDLE) until the return
+        # to IDLE after the last output element
+        m.d.comb += self.busy.eq((state != IDLE) | accept)
+
         #: internal signals for tests and debugging (not ports)
         self.debug = {"state": state, "step": step, "stall": stall, "fw": fw}
 
@@ -627,7 +630,7 @@ class TTEngine(wiring.Component):
             with m.Else():
                 m.d.sync += sig.eq(sig + inc)
 
-        counter(self.cycles, state != IDLE)
+        counter(self.cycles, self.busy)
         counter(self.busy_lane_cycles, Mux(running, blc_add, 0))
         counter(self.in_stall, (state == INPUT) & self.inp.ready & ~self.inp.valid)
         counter(self.out_stall, self.out.valid & ~self.out.ready)

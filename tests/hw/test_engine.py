@@ -573,20 +573,23 @@ def test_clear_counters():
 
 # ------------------------------------------------------------------------ timing
 def model_cycles(prog, cfg, vectors=1):
-    """The analytic cycle count of docs/hardware.md "Engine timing" (no stream stalls)."""
+    """The analytic cycle count of docs/hardware.md "Engine timing" (no stream stalls),
+    written independently of ttforge.hw.cycles."""
     T = ENGINE_TIMING
     L = cfg.lanes
-    total = prog.in_count + T["INPUT_OFFSET"] + max(0, prog.in_pad - prog.in_count)
+    total = max(prog.in_pad, prog.in_count)
     for s in prog.steps:
         d = decode_descriptor(prog.descriptors[s.index])
         N0, N1, N2, N3 = d.N
-        total += T["FETCH"] + N0 * N1 * N2 * N3 + T["DRAIN"]
+        total += T["FETCH"] + N0 * N1 * N2 * N3
         if d.MODE == 1 and not d.OUT_WORD:
-            nv = [L] * (N2 - 1) + [d.LAST_LANES]
-            blocks = nv * (N0 * N1)
+            blocks = ([L] * (N2 - 1) + [d.LAST_LANES]) * (N0 * N1)
             total += sum(max(0, v - N3) for v in blocks[:-1])
-            total += T["DRAIN_PER_LANE"] * blocks[-1]
-        total += d.ZFILL_TO - d.ZFILL_FROM + T["ZFILL_EXIT"]
+            total += T["DRAIN_ELEM"] + blocks[-1]
+        else:
+            total += T["DRAIN_WORD"]
+        z = d.ZFILL_TO - d.ZFILL_FROM
+        total += z + (T["ZFILL_EXIT"] if z else 0)
     total += T["OUTPUT_LATENCY"] + prog.out_count
     return total * vectors
 
@@ -601,6 +604,12 @@ def test_cycle_counter_equals_engine_timing_model(lanes, seed):
     assert np.array_equal(np.array(run.outputs), execute(net, X))
     assert run.counters["in_stall"] == 0 and run.counters["out_stall"] == 0
     assert run.counters["cycles"] == model_cycles(prog, cfg, len(X))
+    # the project's analytic model (hw/cycles.py), fed the RTL's constants, agrees exactly
+    from ttforge.hw.cycles import EngineTiming, program_cycles
+    timing = EngineTiming.from_mapping(ENGINE_TIMING)
+    model = program_cycles(prog.descriptors, cfg, prog.globals, timing)
+    assert model.total * len(X) == run.counters["cycles"]
+    assert model.busy_lane_cycles * len(X) == run.counters["busy_lane_cycles"]
 
 
 # ------------------------------------------------------------------------ verilog
