@@ -95,13 +95,33 @@ class AXISToElements(wiring.Component):
         beat_last = Signal()
         full = Signal()
         idx = Signal(range(max(E, 2)))          # element of the held beat being offered
-        nvalid = Signal(range(E + 1))           # elements of the held beat to emit
-        pos = Signal(self.count_bits + 1)        # elements of this vector before the held beat
+        # rem = elements of the vector not yet taken in before the held beat. At the start
+        # of a vector it follows `count` (software may program IN_COUNT at any time);
+        # each beat without tlast takes E; a tlast beat starts the next vector.
+        rem = Signal(signed(self.count_bits + 2))
+        vec_start = Signal(init=1)
+
+        # elements in the held beat: E, or the rest of the vector (1..E) on a tlast beat
+        # (E is a power of two, so the comparisons are bit tests)
+        lg = (E - 1).bit_length()
+        rem_ge_e = Signal()
+        rem_le_0 = Signal()
+        m.d.comb += [
+            rem_ge_e.eq(~rem[-1] & (rem[lg:].any() if lg < len(rem) else 0)),
+            rem_le_0.eq(rem[-1] | ~rem.any()),
+        ]
+        last_idx = Signal(range(max(E, 2)))
+        with m.If(~beat_last | rem_ge_e):
+            m.d.comb += last_idx.eq(E - 1)
+        with m.Elif(rem_le_0):
+            m.d.comb += last_idx.eq(0)
+        with m.Else():
+            m.d.comb += last_idx.eq(rem[:max(lg, 1)] - 1)
 
         lanes = Array(beat.word_select(j, W)[:A].as_signed() for j in range(E))
         end_of_beat = Signal()
         m.d.comb += [
-            end_of_beat.eq(idx == nvalid - 1),
+            end_of_beat.eq(idx == last_idx),
             self.out.valid.eq(full),
             self.out.p.data.eq(lanes[idx]),
             self.out.p.last.eq(beat_last & end_of_beat),
@@ -110,34 +130,28 @@ class AXISToElements(wiring.Component):
         m.d.comb += leaving.eq(full & self.out.ready & end_of_beat)
         m.d.comb += self.s.tready.eq(~full | leaving)
 
-        # the vector position of an incoming beat (the held beat may leave this cycle)
-        pos_next = Signal.like(pos)
-        m.d.comb += pos_next.eq(Mux(leaving, Mux(beat_last, 0, pos + nvalid), pos))
-        # how many elements a beat carries: E, or the rest of the vector on a tlast beat
-        remaining = Signal(signed(self.count_bits + 2))
-        m.d.comb += remaining.eq(self.count - pos_next)
-        n_in = Signal(range(E + 1))
-        with m.If(~self.s.tlast | (remaining >= E)):
-            m.d.comb += n_in.eq(E)
-        with m.Elif(remaining < 1):
-            m.d.comb += n_in.eq(1)
-        with m.Else():
-            m.d.comb += n_in.eq(remaining[:len(n_in)])
+        with m.If(leaving & beat_last):
+            m.d.sync += [vec_start.eq(1), rem.eq(self.count)]
+        with m.Elif(leaving):
+            m.d.sync += vec_start.eq(0)
+            with m.If(~rem_le_0):          # stays <= 0 on a stream that never sends tlast
+                m.d.sync += rem.eq(rem - E)
+        with m.Elif(vec_start):
+            m.d.sync += rem.eq(self.count)
 
         with m.If(full & self.out.ready & ~end_of_beat):
             m.d.sync += idx.eq(idx + 1)
         with m.If(leaving):
-            m.d.sync += [full.eq(0), pos.eq(pos_next)]
+            m.d.sync += full.eq(0)
         with m.If(self.s.tvalid & self.s.tready):
             m.d.sync += [
                 beat.eq(self.s.tdata),
                 beat_last.eq(self.s.tlast),
                 full.eq(1),
                 idx.eq(0),
-                nvalid.eq(n_in),
             ]
         with m.If(self.flush):
-            m.d.sync += [full.eq(0), pos.eq(0), idx.eq(0)]
+            m.d.sync += [full.eq(0), idx.eq(0), vec_start.eq(1), rem.eq(self.count)]
         return m
 
 

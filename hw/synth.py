@@ -180,8 +180,12 @@ def _critical_path(report: dict) -> dict[str, Any]:
     nets = []
     for s in routing:
         n = s.get("net")
+        if n and len(n) > 120:      # yosys names carry chains by appending to the name
+            n = n[:80] + "..." + n[-37:]
         if n and n not in nets:
             nets.append(n)
+    if len(nets) > 16:
+        nets = nets[:8] + [f"... {len(nets) - 16} more ..."] + nets[-8:]
     return {
         "from_clock": best.get("from"), "to_clock": best.get("to"),
         "delay_ns": round(total(best), 3),
