@@ -572,9 +572,10 @@ def train_low_precision(
     4. Each epoch, in the shuffled order of ``(seed, 1, epoch)``: forward in training mode
        (fake-quant, straight-through gradients), cross-entropy, backward, then for every
        stored tensor in the order layer 0 core 0, core 1, ..., bias, layer 1, ...:
-       :func:`integer_update` with ``lr_t * grad`` (``lr_t`` from ``lr_schedule``). One xorshift32 generator, seeded once
-       with ``sr_seed``, serves the whole run: per step, one word per element of every
-       tensor in that order, row-major, whether or not its update is zero.
+       :func:`integer_update` with ``lr_t * grad`` (``lr_t`` from ``lr_schedule``).
+       One xorshift32 generator, seeded once with ``sr_seed``, serves the whole run: per
+       step, one word per element of every tensor in that order, row-major, whether or
+       not its update is zero.
     5. After each epoch, re-calibrate the step exponents (3.) and evaluate: the compiled
        :class:`~.executor.IntNetwork` must run exactly the stored integers and equal the
        eval-mode fake-quant network on every test sample (``np.array_equal``, else

@@ -295,3 +295,24 @@ def test_draw_order_is_the_specified_one(digits):
 def test_bad_config(field, value):
     with pytest.raises(ConfigError, match=field if field != "sr_seed" else "seed"):
         LowPrecisionConfig(**{field: value})
+
+
+@pytest.mark.slow
+def test_bench_quick_run(tmp_path):
+    """bench/bench_stochastic.py runs end to end (so it cannot rot); no number is judged."""
+    import importlib.util
+    import json
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "bench_stochastic.py"
+    spec = importlib.util.spec_from_file_location("bench_stochastic", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["bench_stochastic"] = mod
+    spec.loader.exec_module(mod)
+    out, png = tmp_path / "s.json", tmp_path / "s.png"
+    assert mod.main(["--quick", "--out", str(out), "--png", str(png)]) == 0
+    result = json.loads(out.read_text())
+    assert png.stat().st_size > 0
+    assert {r["method"] for r in result["rows"]} == {"SR", "RN"}
+    assert all(run["bit_exact"] for r in result["rows"] for run in r["runs"])
