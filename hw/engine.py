@@ -278,14 +278,13 @@ class TTEngine(wiring.Component):
         s1_xlane = Signal(max(1, lg))
         s1_clane = Signal(max(1, lg))
         s1_tag = Signal(tag_layout)
-        g_tag = Signal(tag_layout)
-        m.d.comb += [g_tag.e.eq(o_ptr), g_tag.b.eq(b_ptr), g_tag.nv.eq(g_nv)]
-        for l in range(L):
-            m.d.comb += g_tag.zmask[l].eq(~((o_ptr + l) < ov_end))
+        g_zmask = Signal(L)                  # lanes whose output index is padding
+        m.d.comb += g_zmask.eq(Cat(*[~((o_ptr + l) < ov_end) for l in range(L)]))
         with m.If(~stall):
             m.d.sync += [s1_v.eq(adv), s1_first.eq(gen.first), s1_last.eq(gen.last),
                          s1_xlane.eq(lane_of(x_ptr)), s1_clane.eq(lane_of(c_ptr)),
-                         s1_tag.eq(g_tag)]
+                         s1_tag.e.eq(o_ptr), s1_tag.b.eq(b_ptr), s1_tag.nv.eq(g_nv),
+                         s1_tag.zmask.eq(g_zmask)]
 
         # operand selection from the memory words
         m.d.comb += [cmem_rp.addr.eq(word_of(c_ptr, c.core_depth)), cmem_rp.en.eq(~stall)]
@@ -310,7 +309,8 @@ class TTEngine(wiring.Component):
         # ------------------------------------------------------------------ result / writer
         R = Signal(data.ArrayLayout(signed(AB), L))
         R_v = Signal()                       # word-mode result valid (one cycle)
-        R_e = Signal(AWP)
+        EB = max(1, ceil_log2(c.buf_depth))    # an in-range buffer element address
+        R_e = Signal(EB)
         R_z = Signal(L)
         R_ben = Signal(L)
         R_vm = Signal(L)                     # valid lanes of a word-mode result
@@ -320,7 +320,7 @@ class TTEngine(wiring.Component):
         w_e, w_b = Signal(AWP, name="w_e"), Signal(AWP, name="w_b")
         q0_v, q0_zero, q0_ben = Signal(), Signal(), Signal()
         q0_val = Signal(signed(AB))
-        q0_e = Signal(AWP)
+        q0_e = Signal(EB)
         q0_blane = Signal(max(1, lg))
 
         shadow_free = Signal()
@@ -390,7 +390,7 @@ class TTEngine(wiring.Component):
                              unit.zero.eq(R_z[l])]
         # write address alongside the requantization pipeline
         wm_v = [Signal(name=f"wm_v{i}") for i in range(Requant.LATENCY)]
-        wm_e = [Signal(AWP, name=f"wm_e{i}") for i in range(Requant.LATENCY)]
+        wm_e = [Signal(EB, name=f"wm_e{i}") for i in range(Requant.LATENCY)]
         m.d.sync += [wm_v[0].eq(Mux(word_out, R_v, q0_v)), wm_e[0].eq(Mux(word_out, R_e, q0_e))]
         for i in range(1, Requant.LATENCY):
             m.d.sync += [wm_v[i].eq(wm_v[i - 1]), wm_e[i].eq(wm_e[i - 1])]
@@ -403,12 +403,12 @@ class TTEngine(wiring.Component):
         # ------------------------------------------------------------------ buffer write port
         wr_en = Signal()
         wr_sel = Signal()
-        wr_addr = Signal(AWP)
+        wr_addr = Signal(max(1, ceil_log2(c.buf_depth // L)))   # word address
         wr_mask = Signal(L)
         wr_data = Signal(data.ArrayLayout(signed(IB), L))
         for b in range(2):
             m.d.comb += [
-                buf_wp[b].addr.eq(word_of(wr_addr, c.buf_depth)),
+                buf_wp[b].addr.eq(wr_addr),
                 buf_wp[b].data.eq(wr_data),
                 buf_wp[b].en.eq(Mux(wr_en & (wr_sel == b), wr_mask, 0)),
             ]
@@ -490,7 +490,7 @@ class TTEngine(wiring.Component):
                     with m.Elif(~in_last & exp_last):
                         m.d.sync += state.eq(DRAIN)
                     with m.Else():
-                        m.d.comb += [wr_en.eq(1), wr_sel.eq(0), wr_addr.eq(jj),
+                        m.d.comb += [wr_en.eq(1), wr_sel.eq(0), wr_addr.eq(word_of(jj, c.buf_depth)),
                                      wr_mask.eq(onehot(jj))]
                         m.d.comb += [wr_data[l].eq(self.inp.payload.data) for l in range(L)]
                         m.d.sync += j.eq(jj + 1)
@@ -503,7 +503,7 @@ class TTEngine(wiring.Component):
                 with m.If(accept & in_last):
                     m.d.sync += state.eq(IDLE)
             with m.Case(PAD):
-                m.d.comb += [wr_en.eq(1), wr_sel.eq(0), wr_addr.eq(j), wr_mask.eq(onehot(j))]
+                m.d.comb += [wr_en.eq(1), wr_sel.eq(0), wr_addr.eq(word_of(j, c.buf_depth)), wr_mask.eq(onehot(j))]
                 m.d.sync += j.eq(j + 1)
                 with m.If(j + 1 >= self.in_pad):
                     m.d.sync += [state.eq(FETCH), step.eq(0), dptr.eq(0), fw.eq(0)]
@@ -549,7 +549,7 @@ class TTEngine(wiring.Component):
                         m.d.sync += [state.eq(FETCH), fw.eq(0), step.eq(step + 1),
                                      dptr.eq(dptr + DESC_WORDS)]
                 with m.If(y_v):
-                    m.d.comb += [wr_en.eq(1), wr_sel.eq(~src), wr_addr.eq(y_e),
+                    m.d.comb += [wr_en.eq(1), wr_sel.eq(~src), wr_addr.eq(word_of(y_e, c.buf_depth)),
                                  wr_mask.eq(Mux(word_out, y_mask, onehot(y_e)))]
                     y0 = rq[0].out
                     if self.fault == "requant_lsb":   # test hook: flip bit 0 of lane 0
@@ -557,7 +557,7 @@ class TTEngine(wiring.Component):
                     for l in range(L):
                         m.d.comb += wr_data[l].eq(Mux(word_out, rq[l].out if l else y0, y0))
             with m.Case(ZFILL):
-                m.d.comb += [wr_en.eq(1), wr_sel.eq(~src), wr_addr.eq(z), wr_mask.eq(onehot(z))]
+                m.d.comb += [wr_en.eq(1), wr_sel.eq(~src), wr_addr.eq(word_of(z, c.buf_depth)), wr_mask.eq(onehot(z))]
                 m.d.comb += [wr_data[l].eq(0) for l in range(L)]
                 m.d.sync += z.eq(z + 1)
                 with m.If(z + 1 >= zf_end):
