@@ -94,7 +94,7 @@ def _write_json(obj: Any, path: str) -> None:
 def _pct(r: dict | None) -> str:
     if not r:
         return "-"
-    return f"{r['used']:,} / {r['available']:,} ({100 * r['used'] / max(r['available'], 1):.0f}%)"
+    return f"{r['used']}/{r['available']} {100 * r['used'] / max(r['available'], 1):.0f}%"
 
 
 def _print_table(rep: dict) -> None:
@@ -105,32 +105,33 @@ def _print_table(rep: dict) -> None:
     cfg = rep["config"]
     console.print("[bold]ttforge_accel[/] " + ", ".join(f"{k}={v}" for k, v in cfg.items()),
                   highlight=False)
-    t = Table(title="Resources and timing (nextpnr; totals include the I/O harness)",
-              title_justify="left")
-    for col in ("device", "LUT / LC", "FF", "DSP", "BRAM", "Fmax MHz", "target", "critical path"):
-        t.add_column(col, justify="left" if col in ("device", "critical path") else "right")
+    t = Table(title="nextpnr, MHz (totals include the I/O harness)", title_justify="left")
+    for col in ("device", "LUT (LC)", "FF", "DSP", "BRAM", "Fmax", "goal"):
+        t.add_column(col, justify="left" if col == "device" else "right", no_wrap=True)
+    paths = []
     for dev, r in rep["devices"].items():
         res = r["resources"]
-        cp = r["critical_path"] or {}
-        path = "-"
-        if cp:
-            path = (f"{cp.get('delay_ns', 0):.2f} ns, {cp.get('logic_levels', 0)} logic levels "
-                    f"({cp.get('clk_to_q_ns', 0):.2f} clk-to-q + {cp.get('logic_ns', 0):.2f} logic + "
-                    f"{cp.get('routing_ns', 0):.2f} route): "
-                    f"{(cp.get('start') or {}).get('cell')} -> {(cp.get('end') or {}).get('cell')}")
         ff = res.get("ff")
         if ff is None:   # iCE40: flip-flops live in logic cells; count them from synthesis
-            n = sum(v for k, v in r["synth_cells"].items() if k.startswith("SB_DFF"))
-            ff_s = f"{n:,}"
+            ff_s = str(sum(v for k, v in r['synth_cells'].items() if k.startswith('SB_DFF')))
         else:
             ff_s = _pct(ff)
         fmax = r["fmax_mhz"]
         ok = fmax is not None and fmax >= r["target_mhz"]
-        t.add_row(r["title"], _pct(res.get("lut") or res.get("lc")), ff_s, _pct(res.get("dsp")),
+        t.add_row(dev, _pct(res.get("lut") or res.get("lc")), ff_s, _pct(res.get("dsp")),
                   _pct(res.get("bram")),
                   f"[{'green' if ok else 'red'}]{fmax if fmax is not None else '-'}[/]",
-                  f"{r['target_mhz']:g}", path)
+                  f"{r['target_mhz']:g}")
+        cp = r["critical_path"] or {}
+        if cp:
+            paths.append(
+                f"{dev}: {cp.get('delay_ns', 0):.2f} ns = {cp.get('clk_to_q_ns', 0):.2f} clk-to-q + "
+                f"{cp.get('logic_ns', 0):.2f} logic ({cp.get('logic_levels', 0)} levels) + "
+                f"{cp.get('routing_ns', 0):.2f} routing, from {(cp.get('start') or {}).get('cell')} "
+                f"to {(cp.get('end') or {}).get('cell')}")
     console.print(t)
+    for line in paths:
+        console.print("critical path " + line, highlight=False, soft_wrap=True)
     h = next(iter(rep["devices"].values()))["harness"] if rep["devices"] else None
     if h:
         console.print(f"I/O harness: {h['ff']} flip-flops, {h['lut']} LUTs at most "

@@ -114,3 +114,51 @@ def test_report_bad_config_is_one_line(tmp_path, capsys):
     assert main(["report", "--config", str(bad), "--device", "ice40up5k"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "lanes" in err[0]
+
+
+def _fake_nextpnr_report():
+    step = lambda t, d, net=None, cell="c": {"type": t, "delay": d, "net": net,  # noqa: E731
+                                             "from": {"cell": cell, "port": "Q"},
+                                             "to": {"cell": cell + "_end", "port": "D"}}
+    return {
+        "utilization": {"TRELLIS_COMB": {"used": 100, "available": 83640},
+                        "TRELLIS_FF": {"used": 50, "available": 83640},
+                        "MULT18X18D": {"used": 2, "available": 156},
+                        "DP16KD": {"used": 3, "available": 208}},
+        "fmax": {"clk": {"achieved": 123.456, "constraint": 100}},
+        "critical_paths": [
+            {"from": "<async>", "to": "clk", "path": [step("routing", 50.0, "pin")]},
+            {"from": "clk", "to": "clk", "path": [
+                step("clk-to-q", 0.5, cell="src"), step("routing", 1.0, "n1"),
+                step("logic", 0.25), step("routing", 2.0, "n" * 300), step("setup", 0.1)]},
+        ],
+    }
+
+
+def test_critical_path_parsing_ignores_port_paths():
+    from ttforge.hw.synth import _critical_path
+
+    cp = _critical_path(_fake_nextpnr_report())
+    assert cp["delay_ns"] == 3.85 and cp["clk_to_q_ns"] == 0.5 and cp["logic_levels"] == 1
+    assert cp["routing_ns"] == 3.0 and cp["setup_ns"] == 0.1
+    assert cp["start"]["cell"] == "src" and len(cp["nets"][1]) < 130
+
+
+def test_report_table_and_json(tmp_path, capsys):
+    import json
+
+    from ttforge.hw.report_cli import _print_table, _write_json
+    from ttforge.hw.synth import _critical_path
+
+    rep = {"config": SMALL.to_dict(), "top": "ttforge_accel", "verilog_bytes": 1,
+           "devices": {"ecp5-85f": {
+               "device": "ecp5-85f", "title": "ECP5", "target_mhz": 100.0, "fmax_mhz": 123.46,
+               "resources": {"lut": {"used": 100, "available": 83640}},
+               "synth_cells": {}, "critical_path": _critical_path(_fake_nextpnr_report()),
+               "harness": {"ff": 10, "lut": 4, "input_bits": 6, "output_bits": 4},
+               "seconds": {}}}}
+    _print_table(rep)
+    out = capsys.readouterr().out
+    assert "123.46" in out and "critical path ecp5-85f" in out and "I/O harness" in out
+    _write_json(rep, str(tmp_path / "r" / "rep.json"))
+    assert json.loads((tmp_path / "r" / "rep.json").read_text()) == rep

@@ -1,7 +1,7 @@
 """The full TTAccel end to end in Amaranth's simulator: the load image written over
 AXI4-Lite, input vectors streamed through s_axis, outputs collected from m_axis and
 compared with the integer golden executor exactly (and a sibling with one flipped core
-bit in the load image, which must disagree)."""
+bit in the load image, which must disagree). About 10 s each."""
 
 from __future__ import annotations
 
@@ -80,7 +80,6 @@ def _run(cfg, writes, xi, out_count):
     return np.array(got[:-1], dtype=np.int64)
 
 
-@pytest.mark.slow
 def test_accelerator_matches_golden_exactly():
     inet, xi = _net()
     golden = execute(inet, xi)
@@ -90,7 +89,6 @@ def test_accelerator_matches_golden_exactly():
     assert np.array_equal(out, golden), (out, golden)
 
 
-@pytest.mark.slow
 def test_flipped_core_bit_in_load_image_disagrees():
     inet, xi = _net()
     golden = execute(inet, xi)
