@@ -236,6 +236,10 @@ def implement(verilog: str, device: str, top: str = "ttforge_accel", *,
         proc = run_tool(dev.nextpnr, args, cwd=wd)
         t2 = time.monotonic()
         if proc.returncode != 0:
+            over = _overflow(wd / "nextpnr.log")
+            if over:
+                raise SynthError(f"the design does not fit {dev.title}: {over}; use fewer lanes "
+                                 "or smaller widths/depths (log: " + str(wd / "nextpnr.log") + ")")
             raise _fail(dev.nextpnr, proc, wd / "nextpnr.log")
         report = json.loads((wd / "report.json").read_text())
         util = report.get("utilization", {})
@@ -258,6 +262,21 @@ def implement(verilog: str, device: str, top: str = "ttforge_accel", *,
     finally:
         if tmp is not None:
             tmp.cleanup()
+
+
+_UTIL_RE = re.compile(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+(\d+)%", re.M)
+
+
+def _overflow(log: Path) -> str:
+    """``"ICESTORM_LC 6926/5280"``-style text for every over-used resource in a nextpnr
+    log ('' if none)."""
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return ""
+    over = [f"{name} {used}/{avail}" for name, used, avail, _ in _UTIL_RE.findall(text)
+            if int(used) > int(avail)]
+    return ", ".join(dict.fromkeys(over))
 
 
 def _stat_cells(path: Path) -> dict[str, int]:

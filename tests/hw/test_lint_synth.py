@@ -86,8 +86,10 @@ needs_fpga = pytest.mark.skipif(
 def test_synth_and_pnr(device):
     from ttforge.hw.synth import implement
 
-    engine = None if _engine_available() else StubEngine(SMALL)
-    r = implement(verilog(SMALL, engine=engine), device)
+    # the iCE40UP5K holds the engine with one lane (four lanes need ~6900 of its 5280 cells)
+    cfg = SMALL if device == "ecp5-85f" else AccelConfig(**{**SMALL.to_dict(), "lanes": 1})
+    engine = None if _engine_available() else StubEngine(cfg)
+    r = implement(verilog(cfg, engine=engine), device)
     assert r.fmax_mhz is not None and r.fmax_mhz > 0
     assert r.resources and r.critical_path.get("delay_ns", 0) > 0
     assert r.harness["input_bits"] > 0
@@ -162,3 +164,14 @@ def test_report_table_and_json(tmp_path, capsys):
     assert "123.46" in out and "critical path ecp5-85f" in out and "I/O harness" in out
     _write_json(rep, str(tmp_path / "r" / "rep.json"))
     assert json.loads((tmp_path / "r" / "rep.json").read_text()) == rep
+
+
+def test_does_not_fit_is_named(tmp_path):
+    from ttforge.hw.synth import _overflow
+
+    log = tmp_path / "nextpnr.log"
+    log.write_text("Info: Device utilisation:\n"
+                   "Info: \t         ICESTORM_LC:    6926/   5280   131%\n"
+                   "Info: \t        ICESTORM_RAM:      22/     30    73%\n"
+                   "ERROR: Failed to expand region (0, 0) |_> (25, 31) of 6926 ICESTORM_LCs\n")
+    assert _overflow(log) == "ICESTORM_LC 6926/5280"
