@@ -279,8 +279,11 @@ class Requant(wiring.Component):
     """One requantization lane, three pipeline stages (no stall; latency 3).
 
     Stage 1: ``v = acc + (bias if bias_en)`` (``VW`` bits, exact). Stage 2:
-    ``u = (v << IB) >> shamt``. Stage 3: ``r = (u + 1) >> 1`` if ``round`` else ``u``;
-    ``sat = r > hi or r < lo``; clamp; ReLU (``max(., 0)``) if ``relu``; 0 if ``zero``.
+    ``u = (v << IB) >> shamt``, kept as its low ``IB + 2`` bits and whether it fits in
+    them (a value outside that range saturates for every ``SAT_BITS <= IB``, rounded or
+    not, so the last stage works on ``IB + 2`` bits). Stage 3: ``r = (u + 1) >> 1`` if
+    ``round`` else ``u``; ``sat = r > hi or r < lo``; clamp; ReLU (``max(., 0)``) if
+    ``relu``; 0 if ``zero``.
     Equals ``saturate(rshift_round(acc + bias, SHIFT), SAT_BITS)`` (then ReLU / zeroing)
     of ``ttforge.quant.arith`` for every input.
     The step constants (``shamt``, ``round``, ``hi``, ``lo``, ``relu``) must be held
@@ -313,19 +316,28 @@ class Requant(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         ib, vw, uw = self.inter_bits, self.vw, self.uw
+        T = ib + 2  # a shifted value outside T bits saturates whatever SAT_BITS and rounding
+        # stage 1: bias
         v1, z1 = Signal(), Signal()
         v = Signal(signed(vw))
         m.d.sync += [v1.eq(self.in_valid), z1.eq(self.zero),
                      v.eq(self.acc + Mux(self.bias_en, self.bias, 0))]
+        # stage 2: shift; keep the low T bits and whether the value fits in them
         v2, z2 = Signal(), Signal()
-        u = Signal(signed(uw))
         widened = Signal(signed(uw))
-        m.d.comb += widened.eq(Cat(Const(0, ib), v).as_signed())
-        m.d.sync += [v2.eq(v1), z2.eq(z1), u.eq(widened >> self.shamt)]
-        r = Signal(signed(uw))
-        m.d.comb += r.eq(Mux(self.round, (u + 1)[1:uw + 1].as_signed(), u))
+        shifted = Signal(signed(uw))
+        m.d.comb += [widened.eq(Cat(Const(0, ib), v).as_signed()),
+                     shifted.eq(widened >> self.shamt)]
+        top = shifted[T - 1:]
+        u = Signal(signed(T))
+        fits, neg = Signal(), Signal()
+        m.d.sync += [v2.eq(v1), z2.eq(z1), u.eq(shifted[:T].as_signed()),
+                     fits.eq((top == 0) | (top == (1 << len(top)) - 1)), neg.eq(shifted[uw - 1])]
+        # stage 3: round, saturate, ReLU, zero
+        r = Signal(signed(T))
+        m.d.comb += r.eq(Mux(self.round, (u + 1)[1:T + 1].as_signed(), u))
         over, under = Signal(), Signal()
-        m.d.comb += [over.eq(r > self.hi), under.eq(r < self.lo)]
+        m.d.comb += [over.eq(Mux(fits, r > self.hi, ~neg)), under.eq(Mux(fits, r < self.lo, neg))]
         c = Signal(signed(ib))
         m.d.comb += c.eq(Mux(over, self.hi, Mux(under, self.lo, r[:ib].as_signed())))
         y = Signal(signed(ib))

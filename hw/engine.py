@@ -230,15 +230,17 @@ class TTEngine(wiring.Component):
         zf_end = Signal(AWP)
 
         # ------------------------------------------------------------------ address generator
-        gen = AddressGen(bound_width=cw, addr_width=aw, slab=())
+        gen = AddressGen(bound_width=cw, addr_width=aw,
+                         streams=(("x", 4), ("c", 4), ("o", 3)), slab=())
         m.submodules.gen = ResetInserter({"sync": flush})(gen)
         m.d.comb += [gen.bound_m1.eq(bm1),
-                     gen.x_base.eq(fld[5]), gen.c_base.eq(fld[10]),
-                     gen.o_base.eq(fld[15]), gen.b_base.eq(fld[20])]
+                     gen.x_base.eq(fld[5]), gen.c_base.eq(fld[10]), gen.o_base.eq(fld[15])]
         for j in range(4):
             m.d.comb += [gen.x_stride[j].eq(fld[6 + j]), gen.c_stride[j].eq(fld[11 + j])]
         for j in range(3):
-            m.d.comb += [gen.o_stride[j].eq(fld[16 + j]), gen.b_stride[j].eq(fld[16 + j])]
+            m.d.comb += gen.o_stride[j].eq(fld[16 + j])
+        # the bias address B_BASE + (o - O_BASE) = o + (B_BASE - O_BASE), saturating
+        b_off = Signal(signed(AWP + 1))
 
         # ------------------------------------------------------------------ MAC pipeline
         nvw = _bits(L)
@@ -252,7 +254,11 @@ class TTEngine(wiring.Component):
         adv = Signal()
         m.d.comb += [g_valid.eq(running & gen.valid), adv.eq(g_valid & ~stall),
                      gen.en.eq(running & ~stall)]
-        x_ptr, c_ptr, o_ptr, b_ptr = gen.x_addr, gen.c_addr, gen.o_addr, gen.b_addr
+        x_ptr, c_ptr, o_ptr = gen.x_addr, gen.c_addr, gen.o_addr
+        b_sum = Signal(signed(AWP + 2))
+        b_ptr = Signal(AWP)
+        m.d.comb += [b_sum.eq(o_ptr + b_off),
+                     b_ptr.eq(Mux(b_sum < 0, 0, saturate_value(b_sum[:AWP + 1], aw)))]
         # lanes valid in this iteration: LAST_LANES in the last p block of mode 1
         g_nv = Signal(nvw)
         m.d.comb += g_nv.eq(Mux(mode & gen.i2_last, last_lanes[:nvw], L))
@@ -534,6 +540,7 @@ class TTEngine(wiring.Component):
                             zf_start.eq(sat_add(O_BASE, fld[22], aw)),
                             zf_end.eq(sat_add(O_BASE, saturate_value(d, aw), aw)),
                             ov_end.eq(sat_add(O_BASE, OUT_VALID, aw)),
+                            b_off.eq(fld[20] - O_BASE),
                             rq_shamt.eq(dec.shamt), rq_round.eq(dec.round),
                             rq_hi.eq(dec.hi), rq_lo.eq(dec.lo),
                         ]

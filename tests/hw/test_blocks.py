@@ -277,3 +277,39 @@ def test_address_generator_catches_a_wrong_stride():
     good = ref_addresses(bounds, bases, strides, 10)
     strides["x"][2] ^= 1
     assert ref_addresses(bounds, bases, strides, 10) != good
+
+
+def test_requant_exhaustive_small_widths():
+    """Every accumulator value of a 7-bit accumulator (+ a few biases) at every shift in
+    -6..9, every SAT_BITS, both ReLU settings, pipelined one value per cycle."""
+    w = dict(acc_bits=7, bias_bits=3, inter_bits=4)
+    dut = RequantPair(**w)
+    accs = list(range(-64, 64))
+    groups = [(s, sb, relu, bias) for s in range(-6, 10) for sb in (2, 3, 4)
+              for relu in (False, True) for bias in (0, -4)]
+
+    async def bench(ctx):
+        rq, dec = dut.rq, dut.dec
+        bad = []
+        for shift, sb, relu, bias in groups:
+            ctx.set(dec.shift, shift)
+            ctx.set(dec.sat_bits, sb)
+            ctx.set(rq.relu, relu)
+            ctx.set(rq.bias, bias)
+            ctx.set(rq.bias_en, 1)
+            outs = []
+            for t in range(len(accs) + Requant.LATENCY):
+                if t < len(accs):
+                    ctx.set(rq.in_valid, 1)
+                    ctx.set(rq.acc, accs[t])
+                else:
+                    ctx.set(rq.in_valid, 0)
+                _, _, ov, y, sat = await ctx.tick().sample(rq.out_valid, rq.out, rq.sat)
+                if ov:
+                    outs.append((y, sat))
+            exp = [ref_requant(a, bias, True, shift, sb, relu, False) for a in accs]
+            if outs != exp:
+                bad.append((shift, sb, relu, bias))
+        assert not bad, bad[:5]
+
+    run(dut, bench)

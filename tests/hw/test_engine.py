@@ -317,6 +317,45 @@ def test_modes_and_bias_paths_are_all_exercised():
     assert run.counters["busy_lane_cycles"] == macs_per_vector(net) * len(X)
 
 
+def test_quantized_pytorch_network_end_to_end():
+    """A calibrated QAT network (two TT layers with ReLU and a dense head, the builder
+    of tests/quant/test_golden.py), compiled and run: equal to the executor."""
+    from tests.quant.test_golden import small_net
+    from ttforge.quant.qat import compile_network
+
+    q, x = small_net(seed=3, ranks=(3, 2), w_bits=6, inter_bits=16, act_bits=8)
+    net = compile_network(q)
+    cfg = config_for(net, 4)
+    prog = compile_program(net, cfg)
+    X = net.quantize_input(x.numpy()[:2])
+    golden, traces = execute_traced(net, X)
+    run = simulate(cfg, stream_script(prog, X, gap=0.2), expect_vectors=len(X), stall=0.2)
+    assert np.array_equal(np.array(run.outputs), golden)
+    assert np.array_equal(np.array(run.outputs), q.forward_int(x[:2]))
+    assert run.counters["sat_events"] == sum(t.saturations for t in traces)
+    assert run.counters["busy_lane_cycles"] == macs_per_vector(net) * len(X)
+
+
+def test_input_waits_for_enable():
+    net, cfg, prog, X = _small()
+    seen = {}
+
+    async def script(ctx, dut, rng):
+        await load_program(ctx, dut, prog)
+        ctx.set(dut.inp.valid, 1)
+        ctx.set(dut.inp.payload.data, int(X[0][0]))
+        await ctx.tick().repeat(5)
+        seen["ready_disabled"] = ctx.get(dut.inp.ready)
+        seen["busy_disabled"] = ctx.get(dut.busy)
+        ctx.set(dut.inp.valid, 0)
+        ctx.set(dut.enable, 1)
+        await send_vector(ctx, dut, X[0], rng, 0.0)
+
+    run = simulate(cfg, script, expect_vectors=1)
+    assert seen == {"ready_disabled": 0, "busy_disabled": 0}
+    assert np.array_equal(np.array(run.outputs), execute(net, X[:1]))
+
+
 def test_saturation_and_negative_shifts_are_counted():
     rng = np.random.default_rng(21)
     # tiny reduction with 2-bit cores: accumulators are narrow -> left shifts; jitter
