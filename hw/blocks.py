@@ -157,8 +157,9 @@ class MacLanes(wiring.Component):
     next cycle the products are registered; the cycle after that the accumulators add
     them (``first`` restarts from the product). ``res`` is the sum including the product
     being added (combinational, from registers), valid when ``res_valid``
-    (``last``); the accumulators hold it afterwards. ``en`` low freezes every stage
-    (a stall); latency from the inputs to ``res`` is 2 cycles.
+    (``last``); the accumulators hold it afterwards. ``pre_valid``/``pre_tag`` announce
+    a result one cycle ahead (the operand stage holds a ``last`` iteration). ``en`` low
+    freezes every stage (a stall); latency from the inputs to ``res`` is 2 cycles.
     Sums wrap at ``acc_bits`` (the compiler proves they never need to).
     """
 
@@ -176,6 +177,8 @@ class MacLanes(wiring.Component):
             "in_tag": In(self.tag_width),
             "x": In(data.ArrayLayout(signed(self.x_bits), self.lanes)),
             "c": In(data.ArrayLayout(signed(self.c_bits), self.lanes)),
+            "pre_valid": Out(1),
+            "pre_tag": Out(self.tag_width),
             "res_valid": Out(1),
             "res_tag": Out(self.tag_width),
             "res": Out(data.ArrayLayout(signed(self.acc_bits), self.lanes)),
@@ -210,6 +213,8 @@ class MacLanes(wiring.Component):
             m.d.comb += s.eq(Mux(pr_first, pr[l], acc[l] + pr[l]))
             m.d.comb += self.res[l].eq(s)
         m.d.comb += [
+            self.pre_valid.eq(op_v & op_last),
+            self.pre_tag.eq(op_tag),
             self.res_valid.eq(pr_v & pr_last),
             self.res_tag.eq(pr_tag),
             self.mac_valid.eq(pr_v),

@@ -54,12 +54,15 @@ _E = ErrorCode
 #: over every block but the last of max(0, v_b - N3), and v_last is the last block's
 #: v_b. Stream stall cycles add one for one.
 ENGINE_TIMING = {
-    "FETCH": 25,            # per step: 24 descriptor words (sync read) + checks
-    "DRAIN_WORD": 8,        # last issued iteration -> next phase (word outputs): read,
-                            # operands, product, accumulate, 3 requant stages, write
-    "DRAIN_ELEM": 8,        # the same for element outputs, plus v_last (one lane per cycle)
+    "FETCH": 26,            # per step: 24 descriptor words (sync read, registered) + checks
+    "DRAIN_WORD": 9,        # last issued iteration -> next phase (word outputs): read,
+                            # word register, operands, product, accumulate, 3 requant
+                            # stages, write
+    "DRAIN_ELEM": 10,       # the same for element outputs (one more stage for the bias
+                            # element), plus v_last (one lane per cycle)
     "ZFILL_EXIT": 0,        # a zero fill costs exactly one cycle per element
-    "OUTPUT_LATENCY": 2,    # entering the output phase -> first beat valid
+    "OUTPUT_LATENCY": 3,    # entering the output phase -> first beat valid (read, word
+                            # register, FIFO)
     "FIFO_DEPTH": 4,        # output FIFO (reads are issued while it has room)
 }
 
@@ -199,7 +202,7 @@ class TTEngine(wiring.Component):
 
         # ------------------------------------------------------------------ state
         state = Signal(range(len(STATE_NAMES)), init=IDLE)
-        flush = Signal()          # registered abort: clears the datapath pipeline
+        flush = Signal()          # abort or soft reset: clears the datapath pipeline
         step = Signal(STEP_BITS)
         dptr = Signal(_bits(self.dmem_depth + DESC_WORDS))
 
@@ -279,37 +282,46 @@ class TTEngine(wiring.Component):
              _E.MISALIGNED),
         ]
 
-        # stage 1: memory reads in flight
+        # stage 1: memory reads in flight; stage 2: the words registered (no logic after
+        # a block RAM output), then the broadcast operand is selected into MacLanes
         s1_v, s1_first, s1_last = Signal(), Signal(), Signal()
         s1_xlane = Signal(max(1, lg))
         s1_clane = Signal(max(1, lg))
         s1_tag = Signal(tag_layout)
         g_zmask = Signal(L)                  # lanes whose output index is padding
         m.d.comb += g_zmask.eq(Cat(*[~((o_ptr + l) < ov_end) for l in range(L)]))
+        s2_v, s2_first, s2_last = Signal(), Signal(), Signal()
+        s2_xlane = Signal(max(1, lg))
+        s2_clane = Signal(max(1, lg))
+        s2_tag = Signal(tag_layout)
+        s2_x = Signal(data.ArrayLayout(signed(IB), L))
+        s2_c = Signal(data.ArrayLayout(signed(CB), L))
         with m.If(~stall):
             m.d.sync += [s1_v.eq(adv), s1_first.eq(gen.first), s1_last.eq(gen.last),
                          s1_xlane.eq(lane_of(x_ptr)), s1_clane.eq(lane_of(c_ptr)),
                          s1_tag.e.eq(o_ptr), s1_tag.b.eq(b_ptr), s1_tag.nv.eq(g_nv),
                          s1_tag.zmask.eq(g_zmask)]
+            m.d.sync += [s2_v.eq(s1_v), s2_first.eq(s1_first), s2_last.eq(s1_last),
+                         s2_xlane.eq(s1_xlane), s2_clane.eq(s1_clane), s2_tag.eq(s1_tag),
+                         s2_c.eq(cmem_rp.data)]
+            m.d.sync += [s2_x[l].eq(Mux(src, buf_rp[1].data[l], buf_rp[0].data[l]))
+                         for l in range(L)]
 
-        # operand selection from the memory words
+        # operand selection from the registered words
         m.d.comb += [cmem_rp.addr.eq(word_of(c_ptr, c.core_depth)), cmem_rp.en.eq(~stall)]
-        xword = [Mux(src, buf_rp[1].data[l], buf_rp[0].data[l]) for l in range(L)]
         xsel = Signal(signed(IB))
         csel = Signal(signed(CB))
         if L == 1:
-            m.d.comb += [xsel.eq(xword[0]), csel.eq(cmem_rp.data[0])]
+            m.d.comb += [xsel.eq(s2_x[0]), csel.eq(s2_c[0])]
         else:
-            xarr = Signal(data.ArrayLayout(signed(IB), L))
-            m.d.comb += [xarr[l].eq(xword[l]) for l in range(L)]
-            m.d.comb += [xsel.eq(xarr[s1_xlane]), csel.eq(cmem_rp.data[s1_clane])]
+            m.d.comb += [xsel.eq(s2_x[s2_xlane]), csel.eq(s2_c[s2_clane])]
         for l in range(L):
             m.d.comb += [
-                mac.x[l].eq(Mux(mode, xsel, xword[l])),
-                mac.c[l].eq(Mux(mode, cmem_rp.data[l], csel)),
+                mac.x[l].eq(Mux(mode, xsel, s2_x[l])),
+                mac.c[l].eq(Mux(mode, s2_c[l], csel)),
             ]
-        m.d.comb += [mac.en.eq(~stall), mac.in_valid.eq(s1_v), mac.in_first.eq(s1_first),
-                     mac.in_last.eq(s1_last), mac.in_tag.eq(s1_tag.as_value())]
+        m.d.comb += [mac.en.eq(~stall), mac.in_valid.eq(s2_v), mac.in_first.eq(s2_first),
+                     mac.in_last.eq(s2_last), mac.in_tag.eq(s2_tag.as_value())]
         res_tag = data.View(tag_layout, mac.res_tag)
 
         # ------------------------------------------------------------------ result / writer
@@ -328,6 +340,11 @@ class TTEngine(wiring.Component):
         q0_val = Signal(signed(AB))
         q0_e = Signal(EB)
         q0_blane = Signal(max(1, lg))
+        q1_v, q1_zero, q1_ben = Signal(), Signal(), Signal()
+        q1_val = Signal(signed(AB))
+        q1_e = Signal(EB)
+        q1_blane = Signal(max(1, lg))
+        pre_tag = data.View(tag_layout, mac.pre_tag)
 
         shadow_free = Signal()
         m.d.comb += shadow_free.eq(~w_busy | ~w_vnxt)
@@ -343,19 +360,25 @@ class TTEngine(wiring.Component):
                          R_ben.eq(Mux(use_bias, ~res_tag.zmask, 0))]
             m.d.sync += [R_vm[l].eq(res_tag.nv > l) for l in range(L)]
 
-        # BMEM reads: the bias word of a word-mode result, or the writer's element
+        # BMEM reads, registered (bias_r) two cycles after the address: the bias word of a
+        # word-mode result (read while the result is one stage before the accumulator, so
+        # it arrives with R), or the serial writer's element (arrives with q1)
+        bias_r = Signal(data.ArrayLayout(signed(BB), L))
+        m.d.sync += bias_r.eq(bmem_rp.data)
         w_inrange = Signal()
         m.d.comb += w_inrange.eq(w_e < ov_end)
         with m.If(w_busy):
             m.d.comb += [bmem_rp.addr.eq(word_of(w_b, c.bias_depth)), bmem_rp.en.eq(1)]
         with m.Else():
-            m.d.comb += [bmem_rp.addr.eq(word_of(res_tag.b, c.bias_depth)),
-                         bmem_rp.en.eq(deposit & word_out)]
+            m.d.comb += [bmem_rp.addr.eq(word_of(pre_tag.b, c.bias_depth)),
+                         bmem_rp.en.eq(running & mac.pre_valid & word_out)]
 
         # serial element writer (mode 1 without OUT_WORD): lanes 0 .. nv-1 of the shadow R,
         # one per cycle, at e = o + l*O_LANE and bias address b + l*O_LANE
         w_act = w_busy & running
         m.d.sync += q0_v.eq(0)
+        m.d.sync += [q1_v.eq(q0_v), q1_val.eq(q0_val), q1_e.eq(q0_e), q1_zero.eq(q0_zero),
+                     q1_ben.eq(q0_ben), q1_blane.eq(q0_blane)]
         with m.If(w_act):
             m.d.sync += [q0_v.eq(1), q0_val.eq(R[w_lane] if L > 1 else R[0]), q0_e.eq(w_e),
                          q0_zero.eq(~w_inrange), q0_ben.eq(use_bias & w_inrange),
@@ -382,22 +405,22 @@ class TTEngine(wiring.Component):
             m.d.comb += [unit.shamt.eq(rq_shamt), unit.round.eq(rq_round), unit.relu.eq(relu),
                          unit.hi.eq(rq_hi), unit.lo.eq(rq_lo)]
             if l == 0:
-                bsel = bmem_rp.data[q0_blane] if L > 1 else bmem_rp.data[0]
+                bsel = bias_r[q1_blane] if L > 1 else bias_r[0]
                 m.d.comb += [
-                    unit.in_valid.eq(Mux(word_out, R_v & R_vm[0], q0_v)),
-                    unit.acc.eq(Mux(word_out, R[0], q0_val)),
-                    unit.bias.eq(Mux(word_out, bmem_rp.data[0], bsel)),
-                    unit.bias_en.eq(Mux(word_out, R_ben[0], q0_ben)),
-                    unit.zero.eq(Mux(word_out, R_z[0], q0_zero)),
+                    unit.in_valid.eq(Mux(word_out, R_v & R_vm[0], q1_v)),
+                    unit.acc.eq(Mux(word_out, R[0], q1_val)),
+                    unit.bias.eq(Mux(word_out, bias_r[0], bsel)),
+                    unit.bias_en.eq(Mux(word_out, R_ben[0], q1_ben)),
+                    unit.zero.eq(Mux(word_out, R_z[0], q1_zero)),
                 ]
             else:
                 m.d.comb += [unit.in_valid.eq(R_v & R_vm[l]), unit.acc.eq(R[l]),
-                             unit.bias.eq(bmem_rp.data[l]), unit.bias_en.eq(R_ben[l]),
+                             unit.bias.eq(bias_r[l]), unit.bias_en.eq(R_ben[l]),
                              unit.zero.eq(R_z[l])]
         # write address alongside the requantization pipeline
         wm_v = [Signal(name=f"wm_v{i}") for i in range(Requant.LATENCY)]
         wm_e = [Signal(EB, name=f"wm_e{i}") for i in range(Requant.LATENCY)]
-        m.d.sync += [wm_v[0].eq(Mux(word_out, R_v, q0_v)), wm_e[0].eq(Mux(word_out, R_e, q0_e))]
+        m.d.sync += [wm_v[0].eq(Mux(word_out, R_v, q1_v)), wm_e[0].eq(Mux(word_out, R_e, q1_e))]
         for i in range(1, Requant.LATENCY):
             m.d.sync += [wm_v[i].eq(wm_v[i - 1]), wm_e[i].eq(wm_e[i - 1])]
         y_v, y_e = wm_v[-1], wm_e[-1]
@@ -432,23 +455,24 @@ class TTEngine(wiring.Component):
         # ------------------------------------------------------------------ output FIFO
         fifo = SyncFIFO(width=XB + 1, depth=ENGINE_TIMING["FIFO_DEPTH"])
         m.submodules.ofifo = ResetInserter({"sync": flush})(fifo)
-        o_inflight = Signal()
-        o_lane = Signal(max(1, lg))
-        o_last = Signal()
+        # reads in flight: issued (stage 1), word registered (stage 2), then into the FIFO
+        o_inf1, o_inf2 = Signal(), Signal()
+        o_lane1, o_lane2 = Signal(max(1, lg)), Signal(max(1, lg))
+        o_last1, o_last2 = Signal(), Signal()
+        o_raw = Signal(data.ArrayLayout(signed(XB), L))   # stream elements: act_bits
         m.d.comb += [
             self.out.valid.eq(fifo.r_rdy & (state == OUTPUT)),
             self.out.payload.data.eq(fifo.r_data[:XB]),
             self.out.payload.last.eq(fifo.r_data[XB]),
             fifo.r_en.eq(self.out.ready & (state == OUTPUT)),
         ]
-        relem = [Mux(self.out_buf, buf_rp[1].data[l], buf_rp[0].data[l]) for l in range(L)]
-        if L == 1:
-            rsel = relem[0]
-        else:
-            rarr = Signal(data.ArrayLayout(signed(IB), L))
-            m.d.comb += [rarr[l].eq(relem[l]) for l in range(L)]
-            rsel = rarr[o_lane]
-        m.d.comb += [fifo.w_en.eq(o_inflight), fifo.w_data.eq(Cat(rsel[:XB], o_last))]
+        m.d.sync += [o_raw[l].eq(Mux(self.out_buf, buf_rp[1].data[l], buf_rp[0].data[l])[:XB])
+                     for l in range(L)]
+        m.d.sync += [o_inf1.eq(out_issue), o_lane1.eq(lane_of(o_idx)),
+                     o_last1.eq(o_idx == self.out_count - 1),
+                     o_inf2.eq(o_inf1), o_lane2.eq(o_lane1), o_last2.eq(o_last1)]
+        rsel = o_raw[o_lane2] if L > 1 else o_raw[0]
+        m.d.comb += [fifo.w_en.eq(o_inf2), fifo.w_data.eq(Cat(rsel, o_last2))]
         out_accept = Signal()
         m.d.comb += out_accept.eq(self.out.valid & self.out.ready)
 
@@ -469,7 +493,9 @@ class TTEngine(wiring.Component):
         exp_last = Signal()
         m.d.comb += exp_last.eq(jj == self.in_count - 1)
         in_last = self.inp.payload.last
-        fw = Signal(range(DESC_WORDS + 1))
+        fw = Signal(range(DESC_WORDS + 2))
+        d_r = Signal(32)                      # DMEM read data, registered
+        m.d.sync += d_r.eq(dmem_rp.data)
         z = Signal(AWP)
         done_r = Signal()
         m.d.sync += done_r.eq(0)
@@ -483,7 +509,7 @@ class TTEngine(wiring.Component):
         self.debug = {"state": state, "step": step, "stall": stall, "fw": fw}
 
         pipe_busy = Signal()
-        m.d.comb += pipe_busy.eq(gen.valid | s1_v | mac.busy | w_busy | R_v | q0_v
+        m.d.comb += pipe_busy.eq(gen.valid | s1_v | s2_v | mac.busy | w_busy | R_v | q0_v | q1_v
                                  | wm_v[0] | wm_v[1] | wm_v[2])
 
         with m.Switch(state):
@@ -509,30 +535,31 @@ class TTEngine(wiring.Component):
                 with m.If(accept & in_last):
                     m.d.sync += state.eq(IDLE)
             with m.Case(PAD):
-                m.d.comb += [wr_en.eq(1), wr_sel.eq(0), wr_addr.eq(word_of(j, c.buf_depth)), wr_mask.eq(onehot(j))]
+                m.d.comb += [wr_en.eq(1), wr_sel.eq(0), wr_addr.eq(word_of(j, c.buf_depth)),
+                             wr_mask.eq(onehot(j))]
                 m.d.sync += j.eq(j + 1)
                 with m.If(j + 1 >= self.in_pad):
                     m.d.sync += [state.eq(FETCH), step.eq(0), dptr.eq(0), fw.eq(0)]
             with m.Case(FETCH):
                 m.d.comb += [dmem_rp.addr.eq(dptr + fw), dmem_rp.en.eq(1)]
                 m.d.sync += fw.eq(fw + 1)
-                d = dmem_rp.data
+                d = d_r              # word fw - 2 (read at fw - 2, registered at fw - 1)
                 with m.Switch(fw):
                     with m.Case(0):
                         m.d.sync += bound_zero.eq(0)
-                    with m.Case(1):
+                    with m.Case(2):
                         m.d.sync += flags.eq(d)
                     for w in range(1, 5):
-                        with m.Case(w + 1):
+                        with m.Case(w + 2):
                             m.d.sync += bm1[w - 1].eq(d - 1)
                             with m.If(d == 0):
                                 m.d.sync += bound_zero.eq(1)
                     for w in range(5, DESC_WORDS - 1):
-                        with m.Case(w + 1):
+                        with m.Case(w + 2):
                             m.d.sync += fld[w].eq(saturate_value(d, aw))
                             if w == 22:
                                 m.d.sync += raw22.eq(d)
-                    with m.Case(DESC_WORDS):
+                    with m.Case(DESC_WORDS + 1):
                         # the last word (ZFILL_TO) arrives; everything else is registered
                         m.d.sync += [
                             fld[23].eq(saturate_value(d, aw)),
@@ -551,7 +578,7 @@ class TTEngine(wiring.Component):
                     with m.If(zf_nonempty):
                         m.d.sync += [state.eq(ZFILL), z.eq(zf_start)]
                     with m.Elif(last_step):
-                        m.d.sync += [state.eq(OUTPUT), o_idx.eq(0), o_inflight.eq(0)]
+                        m.d.sync += [state.eq(OUTPUT), o_idx.eq(0)]
                     with m.Else():
                         m.d.sync += [state.eq(FETCH), fw.eq(0), step.eq(step + 1),
                                      dptr.eq(dptr + DESC_WORDS)]
@@ -564,20 +591,19 @@ class TTEngine(wiring.Component):
                     for l in range(L):
                         m.d.comb += wr_data[l].eq(Mux(word_out, rq[l].out if l else y0, y0))
             with m.Case(ZFILL):
-                m.d.comb += [wr_en.eq(1), wr_sel.eq(~src), wr_addr.eq(word_of(z, c.buf_depth)), wr_mask.eq(onehot(z))]
+                m.d.comb += [wr_en.eq(z < c.buf_depth), wr_sel.eq(~src),
+                             wr_addr.eq(word_of(z, c.buf_depth)), wr_mask.eq(onehot(z))]
                 m.d.comb += [wr_data[l].eq(0) for l in range(L)]
                 m.d.sync += z.eq(z + 1)
                 with m.If(z + 1 >= zf_end):
                     with m.If(last_step):
-                        m.d.sync += [state.eq(OUTPUT), o_idx.eq(0), o_inflight.eq(0)]
+                        m.d.sync += [state.eq(OUTPUT), o_idx.eq(0)]
                     with m.Else():
                         m.d.sync += [state.eq(FETCH), fw.eq(0), step.eq(step + 1),
                                      dptr.eq(dptr + DESC_WORDS)]
             with m.Case(OUTPUT):
                 m.d.comb += out_issue.eq((o_idx < self.out_count)
-                                         & (fifo.level + o_inflight < fifo.depth))
-                m.d.sync += [o_inflight.eq(out_issue), o_lane.eq(lane_of(o_idx)),
-                             o_last.eq(o_idx == self.out_count - 1)]
+                                         & (fifo.level + o_inf1 + o_inf2 < fifo.depth))
                 with m.If(out_issue):
                     m.d.sync += o_idx.eq(o_idx + 1)
                 with m.If(out_accept & self.out.payload.last):
@@ -590,19 +616,28 @@ class TTEngine(wiring.Component):
                 code = Mux(cond, cd, code)
             return code
 
-        fetch_end = (state == FETCH) & (fw == DESC_WORDS)
+        fetch_end = (state == FETCH) & (fw == DESC_WORDS + 1)
         errs = [
             ((state == FETCH) & (fw == 0) & (step >= c.desc_depth), _E.NO_LAST),
             (fetch_end & bound_zero, _E.BOUND_ZERO),
             (fetch_end & dec.bad_sat, _E.SAT_BITS),
             (fetch_end & ((last_lanes == 0) | (last_lanes > L)), _E.LAST_LANES),
-            (fetch_end & (dmem_rp.data < raw22), _E.ZFILL_ORDER),
+            (fetch_end & (d_r < raw22), _E.ZFILL_ORDER),
             (fetch_end & word_out & (O_LANE != 1), _E.MISALIGNED),
         ] + errs + [
             ((state == ZFILL) & (z >= c.buf_depth), _E.BUF_RANGE),
         ]
+        # an error found in this cycle stops the inference in the next one (registered, so
+        # that no long path runs from the checks into the controller); in between nothing
+        # irreversible happens (writes out of range are suppressed or land in buffers whose
+        # contents the failed inference owns)
+        err_now = Signal()
+        m.d.comb += err_now.eq(Cat(*[cnd for cnd, _ in errs]).any())
         abort = Signal()
-        m.d.comb += abort.eq(Cat(*[cnd for cnd, _ in errs]).any())
+        abort_code = Signal(4)
+        abort_step = Signal(STEP_BITS)
+        m.d.sync += [abort.eq(err_now & ~abort & ~self.soft_reset),
+                     abort_code.eq(first_of(errs)), abort_step.eq(step)]
         in_err = Signal()
         in_code = Signal(4)
         in_sel = Signal(4)
@@ -615,17 +650,18 @@ class TTEngine(wiring.Component):
                 m.d.comb += in_sel.eq(_E.TLAST_LATE)
         m.d.comb += [in_err.eq(in_sel != 0), in_code.eq(in_sel)]
         with m.If((abort | in_err) & ~self.error):
-            m.d.sync += [self.error.eq(1), self.error_code.eq(Mux(abort, first_of(errs), in_code)),
-                         self.error_step.eq(Mux(abort, step, 0))]
+            m.d.sync += [self.error.eq(1), self.error_code.eq(Mux(abort, abort_code, in_code)),
+                         self.error_step.eq(Mux(abort, abort_step, 0))]
         with m.If(self.clear_error | self.soft_reset):
             m.d.sync += [self.error.eq(0), self.error_code.eq(0), self.error_step.eq(0)]
         with m.If(abort):
             m.d.sync += state.eq(IDLE)
 
         # ------------------------------------------------------------------ flush / reset
-        m.d.sync += flush.eq(abort | self.soft_reset)
+        m.d.comb += flush.eq(abort | self.soft_reset)
         with m.If(flush):
-            m.d.sync += [s1_v.eq(0), R_v.eq(0), w_busy.eq(0), q0_v.eq(0)]
+            m.d.sync += [s1_v.eq(0), s2_v.eq(0), R_v.eq(0), w_busy.eq(0), q0_v.eq(0), q1_v.eq(0),
+                         o_inf1.eq(0), o_inf2.eq(0)]
             m.d.sync += [v.eq(0) for v in wm_v]
         with m.If(self.soft_reset):
             m.d.sync += state.eq(IDLE)
