@@ -101,7 +101,10 @@ def _print_table(rep: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    import sys
+
+    # a pipe or a log file gets a width that keeps the table on one line per device
+    console = Console() if sys.stdout.isatty() else Console(width=120)
     cfg = rep["config"]
     console.print("[bold]ttforge_accel[/] " + ", ".join(f"{k}={v}" for k, v in cfg.items()),
                   highlight=False)
