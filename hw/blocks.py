@@ -90,9 +90,11 @@ class AddressGen(wiring.Component):
         m = Module()
         aw = self.addr_width
         i = [Signal(self.bound_width, name=f"i{j}") for j in range(4)]
+        # wrap[j] (i_j == N_j - 1) is a register, updated with i_j from the incremented
+        # value, so that no counter comparison lies between the counters and the enables
         wrap = [Signal(name=f"wrap{j}") for j in range(4)]
-        for j in range(4):
-            m.d.comb += wrap[j].eq(i[j] == self.bound_m1[j])
+        inc = [i[j] + 1 for j in range(4)]
+        one = [self.bound_m1[j] == 0 for j in range(4)]     # N_j == 1: wraps at once
         final = wrap[0] & wrap[1] & wrap[2] & wrap[3]
         m.d.comb += [
             self.first.eq(i[3] == 0),
@@ -103,21 +105,27 @@ class AddressGen(wiring.Component):
         adv = Signal()
         m.d.comb += adv.eq(self.en & self.valid & ~self.start)
 
+        def restart(levels):
+            return [i[k].eq(0) for k in levels] + [wrap[k].eq(one[k]) for k in levels]
+
+        def step(j):
+            return [i[j].eq(inc[j]), wrap[j].eq(inc[j] == self.bound_m1[j])]
+
         # loop counters
         with m.If(self.start):
-            m.d.sync += [c.eq(0) for c in i]
+            m.d.sync += restart(range(4))
             m.d.sync += self.valid.eq(1)
         with m.Elif(adv):
             with m.If(final):
                 m.d.sync += self.valid.eq(0)
             with m.Elif(~wrap[3]):
-                m.d.sync += i[3].eq(i[3] + 1)
+                m.d.sync += step(3)
             with m.Elif(~wrap[2]):
-                m.d.sync += [i[3].eq(0), i[2].eq(i[2] + 1)]
+                m.d.sync += restart([3]) + step(2)
             with m.Elif(~wrap[1]):
-                m.d.sync += [i[3].eq(0), i[2].eq(0), i[1].eq(i[1] + 1)]
+                m.d.sync += restart([3, 2]) + step(1)
             with m.Else():
-                m.d.sync += [i[3].eq(0), i[2].eq(0), i[1].eq(0), i[0].eq(i[0] + 1)]
+                m.d.sync += restart([3, 2, 1]) + step(0)
 
         # address streams
         for n, lv in self.streams:

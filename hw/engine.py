@@ -250,7 +250,7 @@ class TTEngine(wiring.Component):
         tag_layout = data.StructLayout({"e": AWP, "b": AWP, "nv": nvw, "zmask": L})
         mac = MacLanes(lanes=L, x_bits=IB, c_bits=CB, acc_bits=AB, tag_width=tag_layout.size)
         m.submodules.mac = ResetInserter({"sync": flush})(mac)
-        stall = Signal()
+        stall = Signal()          # the address generator holds (only it ever waits)
         running = Signal()
         m.d.comb += running.eq(state == RUN)
         g_valid = Signal()
@@ -296,19 +296,18 @@ class TTEngine(wiring.Component):
         s2_tag = Signal(tag_layout)
         s2_x = Signal(data.ArrayLayout(signed(IB), L))
         s2_c = Signal(data.ArrayLayout(signed(CB), L))
-        with m.If(~stall):
-            m.d.sync += [s1_v.eq(adv), s1_first.eq(gen.first), s1_last.eq(gen.last),
-                         s1_xlane.eq(lane_of(x_ptr)), s1_clane.eq(lane_of(c_ptr)),
-                         s1_tag.e.eq(o_ptr), s1_tag.b.eq(b_ptr), s1_tag.nv.eq(g_nv),
-                         s1_tag.zmask.eq(g_zmask)]
-            m.d.sync += [s2_v.eq(s1_v), s2_first.eq(s1_first), s2_last.eq(s1_last),
-                         s2_xlane.eq(s1_xlane), s2_clane.eq(s1_clane), s2_tag.eq(s1_tag),
-                         s2_c.eq(cmem_rp.data)]
-            m.d.sync += [s2_x[l].eq(Mux(src, buf_rp[1].data[l], buf_rp[0].data[l]))
-                         for l in range(L)]
+        m.d.sync += [s1_v.eq(adv), s1_first.eq(gen.first), s1_last.eq(gen.last),
+                     s1_xlane.eq(lane_of(x_ptr)), s1_clane.eq(lane_of(c_ptr)),
+                     s1_tag.e.eq(o_ptr), s1_tag.b.eq(b_ptr), s1_tag.nv.eq(g_nv),
+                     s1_tag.zmask.eq(g_zmask)]
+        m.d.sync += [s2_v.eq(s1_v), s2_first.eq(s1_first), s2_last.eq(s1_last),
+                     s2_xlane.eq(s1_xlane), s2_clane.eq(s1_clane), s2_tag.eq(s1_tag),
+                     s2_c.eq(cmem_rp.data)]
+        m.d.sync += [s2_x[l].eq(Mux(src, buf_rp[1].data[l], buf_rp[0].data[l]))
+                     for l in range(L)]
 
         # operand selection from the registered words
-        m.d.comb += [cmem_rp.addr.eq(word_of(c_ptr, c.core_depth)), cmem_rp.en.eq(~stall)]
+        m.d.comb += [cmem_rp.addr.eq(word_of(c_ptr, c.core_depth)), cmem_rp.en.eq(1)]
         xsel = Signal(signed(IB))
         csel = Signal(signed(CB))
         if L == 1:
@@ -320,7 +319,7 @@ class TTEngine(wiring.Component):
                 mac.x[l].eq(Mux(mode, xsel, s2_x[l])),
                 mac.c[l].eq(Mux(mode, s2_c[l], csel)),
             ]
-        m.d.comb += [mac.en.eq(~stall), mac.in_valid.eq(s2_v), mac.in_first.eq(s2_first),
+        m.d.comb += [mac.en.eq(1), mac.in_valid.eq(s2_v), mac.in_first.eq(s2_first),
                      mac.in_last.eq(s2_last), mac.in_tag.eq(s2_tag.as_value())]
         res_tag = data.View(tag_layout, mac.res_tag)
 
@@ -346,11 +345,20 @@ class TTEngine(wiring.Component):
         q1_blane = Signal(max(1, lg))
         pre_tag = data.View(tag_layout, mac.pre_tag)
 
-        shadow_free = Signal()
-        m.d.comb += shadow_free.eq(~w_busy | ~w_vnxt)
-        m.d.comb += stall.eq(running & mac.res_valid & ~word_out & ~shadow_free)
+        # Element outputs: the writer needs v_b cycles for block b, so the last iteration
+        # of block b+1 may enter the pipeline no earlier than v_b cycles after block b's
+        # (it then reaches the accumulators just as the writer takes b's last lane). The
+        # address generator holds instead of the pipeline: nothing after it ever stalls.
+        hold = Signal(nvw)
+        m.d.comb += stall.eq(~word_out & gen.last & (hold != 0))
+        with m.If(adv & ~word_out & gen.last):
+            m.d.sync += hold.eq(g_nv - 1)
+        with m.Elif(hold != 0):
+            m.d.sync += hold.eq(hold - 1)
+        with m.If(gen.start):
+            m.d.sync += hold.eq(0)
         deposit = Signal()
-        m.d.comb += deposit.eq(running & mac.res_valid & ~stall)
+        m.d.comb += deposit.eq(running & mac.res_valid)
 
         with m.If(deposit):
             m.d.sync += R.eq(mac.res)
@@ -449,7 +457,7 @@ class TTEngine(wiring.Component):
             m.d.comb += [
                 buf_rp[b].addr.eq(Mux(state == OUTPUT, word_of(o_idx, c.buf_depth),
                                       word_of(x_ptr, c.buf_depth))),
-                buf_rp[b].en.eq(Mux(state == OUTPUT, out_issue, ~stall)),
+                buf_rp[b].en.eq(Mux(state == OUTPUT, out_issue, 1)),
             ]
 
         # ------------------------------------------------------------------ output FIFO
