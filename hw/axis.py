@@ -22,7 +22,7 @@ allows omitting them; a master with ``tkeep`` can leave it unconnected).
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -101,22 +101,33 @@ class AXISToElements(wiring.Component):
         rem = Signal(signed(self.count_bits + 2))
         vec_start = Signal(init=1)
 
-        # elements in the held beat: E, or the rest of the vector (1..E) on a tlast beat
-        # (E is a power of two, so the comparisons are bit tests)
+        # index of the held beat's last element: E - 1, or (the rest of the vector) - 1 on a
+        # tlast beat. It is worked out for each candidate value of rem from registers and
+        # loaded with the beat, so only a 3-way select sits after the handshake.
         lg = (E - 1).bit_length()
-        rem_ge_e = Signal()
+
+        def last_index(r, tlast, name):
+            ge_e = ~r[-1] & (r[lg:].any() if lg < len(r) else 0)    # r >= E (E = 2**lg)
+            le_0 = r[-1] | ~r.any()                                  # r <= 0
+            out = Signal(range(max(E, 2)), name=name)
+            with m.If(~tlast | ge_e):
+                m.d.comb += out.eq(E - 1)
+            with m.Elif(le_0):
+                m.d.comb += out.eq(0)
+            with m.Else():
+                m.d.comb += out.eq(r[:max(lg, 1)] - 1)
+            return out
+
         rem_le_0 = Signal()
+        rem_minus = Signal.like(rem)       # rem after a beat without tlast (stays <= 0)
         m.d.comb += [
-            rem_ge_e.eq(~rem[-1] & (rem[lg:].any() if lg < len(rem) else 0)),
             rem_le_0.eq(rem[-1] | ~rem.any()),
+            rem_minus.eq(Mux(rem_le_0, rem, rem - E)),
         ]
-        last_idx = Signal(range(max(E, 2)))
-        with m.If(~beat_last | rem_ge_e):
-            m.d.comb += last_idx.eq(E - 1)
-        with m.Elif(rem_le_0):
-            m.d.comb += last_idx.eq(0)
-        with m.Else():
-            m.d.comb += last_idx.eq(rem[:max(lg, 1)] - 1)
+        li_count = last_index(Cat(self.count, Const(0, 2)).as_signed(), self.s.tlast, "li_count")
+        li_minus = last_index(rem_minus, self.s.tlast, "li_minus")
+        li_rem = last_index(rem, self.s.tlast, "li_rem")
+        last_idx = Signal(range(max(E, 2)))     # of the held beat (loaded with it)
 
         lanes = Array(beat.word_select(j, W)[:A].as_signed() for j in range(E))
         end_of_beat = Signal()
@@ -133,11 +144,15 @@ class AXISToElements(wiring.Component):
         with m.If(leaving & beat_last):
             m.d.sync += [vec_start.eq(1), rem.eq(self.count)]
         with m.Elif(leaving):
-            m.d.sync += vec_start.eq(0)
-            with m.If(~rem_le_0):          # stays <= 0 on a stream that never sends tlast
-                m.d.sync += rem.eq(rem - E)
+            m.d.sync += [vec_start.eq(0), rem.eq(rem_minus)]
         with m.Elif(vec_start):
             m.d.sync += rem.eq(self.count)
+        # the incoming beat's last index, for the rem it will have when held
+        li_in = Signal.like(last_idx)
+        with m.If(leaving):
+            m.d.comb += li_in.eq(Mux(beat_last, li_count, li_minus))
+        with m.Else():
+            m.d.comb += li_in.eq(Mux(vec_start, li_count, li_rem))
 
         with m.If(full & self.out.ready & ~end_of_beat):
             m.d.sync += idx.eq(idx + 1)
@@ -147,6 +162,7 @@ class AXISToElements(wiring.Component):
             m.d.sync += [
                 beat.eq(self.s.tdata),
                 beat_last.eq(self.s.tlast),
+                last_idx.eq(li_in),
                 full.eq(1),
                 idx.eq(0),
             ]
