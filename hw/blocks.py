@@ -7,7 +7,7 @@
   operand register -> product register -> accumulator.
 * :class:`Requant` — one lane of requantization (bias add, ``rshift_round`` by the
   step's signed shift, saturation to ``SAT_BITS`` with an event flag, ReLU, zeroing of
-  padded outputs), three pipeline stages.
+  padded outputs), five short pipeline stages.
 * :class:`RequantDecode` — the per-step constants of :class:`Requant` decoded from a
   descriptor's ``SHIFT`` and ``SAT_BITS``.
 
@@ -289,21 +289,24 @@ class RequantDecode(wiring.Component):
 
 
 class Requant(wiring.Component):
-    """One requantization lane, three pipeline stages (no stall; latency 3).
+    """One requantization lane, five pipeline stages (no stall; latency 5).
 
-    Stage 1: ``v = acc + (bias if bias_en)`` (``VW`` bits, exact). Stage 2:
-    ``u = (v << IB) >> shamt``, kept as its low ``IB + 2`` bits and whether it fits in
-    them (a value outside that range saturates for every ``SAT_BITS <= IB``, rounded or
-    not, so the last stage works on ``IB + 2`` bits). Stage 3: ``r = (u + 1) >> 1`` if
-    ``round`` else ``u``; ``sat = r > hi or r < lo``; clamp; ReLU (``max(., 0)``) if
-    ``relu``; 0 if ``zero``.
+    1. ``v = acc + (bias if bias_en)`` (``VW`` bits, exact).
+    2. ``(v << IB) >> (shamt & ~7)`` (arithmetic; the coarse part of the shift).
+    3. ``u = ... >> (shamt & 7)`` (the fine part).
+    4. ``u``'s low ``IB + 2`` bits and whether ``u`` fits in them (a value outside that
+       range saturates for every ``SAT_BITS <= IB``, rounded or not), and
+       ``r = (u + 1) >> 1`` if ``round`` else ``u`` on those bits.
+    5. ``sat = r > hi or r < lo`` (or ``u`` did not fit); clamp; ReLU (``max(., 0)``) if
+       ``relu``; 0 if ``zero``.
+
     Equals ``saturate(rshift_round(acc + bias, SHIFT), SAT_BITS)`` (then ReLU / zeroing)
-    of ``ttforge.quant.arith`` for every input.
-    The step constants (``shamt``, ``round``, ``hi``, ``lo``, ``relu``) must be held
-    while values are in flight.
+    of ``ttforge.quant.arith`` for every input. Every stage is a short path (an adder or
+    three multiplexer levels). The step constants (``shamt``, ``round``, ``hi``, ``lo``,
+    ``relu``) must be held while values are in flight.
     """
 
-    LATENCY = 3
+    LATENCY = 5
 
     def __init__(self, *, acc_bits: int, bias_bits: int, inter_bits: int):
         self.acc_bits = int(acc_bits)
@@ -328,32 +331,41 @@ class Requant(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        ib, vw, uw = self.inter_bits, self.vw, self.uw
-        T = ib + 2  # a shifted value outside T bits saturates whatever SAT_BITS and rounding
-        # stage 1: bias
-        v1, z1 = Signal(), Signal()
+        ib, vw, uw, kw = self.inter_bits, self.vw, self.uw, self.kw
+        T = ib + 2
+        valid = [Signal(name=f"v{k}") for k in range(1, 5)]
+        zero = [Signal(name=f"z{k}") for k in range(1, 5)]
+        m.d.sync += [valid[0].eq(self.in_valid), zero[0].eq(self.zero)]
+        for k in range(1, 4):
+            m.d.sync += [valid[k].eq(valid[k - 1]), zero[k].eq(zero[k - 1])]
+        # 1: bias
         v = Signal(signed(vw))
-        m.d.sync += [v1.eq(self.in_valid), z1.eq(self.zero),
-                     v.eq(self.acc + Mux(self.bias_en, self.bias, 0))]
-        # stage 2: shift; keep the low T bits and whether the value fits in them
-        v2, z2 = Signal(), Signal()
+        m.d.sync += v.eq(self.acc + Mux(self.bias_en, self.bias, 0))
+        # 2: coarse shift (multiples of 8)
         widened = Signal(signed(uw))
-        shifted = Signal(signed(uw))
-        m.d.comb += [widened.eq(Cat(Const(0, ib), v).as_signed()),
-                     shifted.eq(widened >> self.shamt)]
-        top = shifted[T - 1:]
-        u = Signal(signed(T))
+        m.d.comb += widened.eq(Cat(Const(0, ib), v).as_signed())
+        w = Signal(signed(uw))
+        if kw > 3:
+            m.d.sync += w.eq(widened >> Cat(Const(0, 3), self.shamt[3:]))
+        else:
+            m.d.sync += w.eq(widened)
+        # 3: fine shift
+        u = Signal(signed(uw))
+        m.d.sync += u.eq(w >> self.shamt[:min(3, kw)])
+        # 4: fits in T bits, rounding on T bits
+        top = u[T - 1:]
         fits, neg = Signal(), Signal()
-        m.d.sync += [v2.eq(v1), z2.eq(z1), u.eq(shifted[:T].as_signed()),
-                     fits.eq((top == 0) | (top == (1 << len(top)) - 1)), neg.eq(shifted[uw - 1])]
-        # stage 3: round, saturate, ReLU, zero
         r = Signal(signed(T))
-        m.d.comb += r.eq(Mux(self.round, (u + 1)[1:T + 1].as_signed(), u))
+        uT = u[:T].as_signed()
+        m.d.sync += [fits.eq((top == 0) | (top == (1 << len(top)) - 1)), neg.eq(u[uw - 1]),
+                     r.eq(Mux(self.round, (uT + 1)[1:T + 1].as_signed(), uT))]
+        # 5: saturate, ReLU, zero
         over, under = Signal(), Signal()
         m.d.comb += [over.eq(Mux(fits, r > self.hi, ~neg)), under.eq(Mux(fits, r < self.lo, neg))]
         c = Signal(signed(ib))
         m.d.comb += c.eq(Mux(over, self.hi, Mux(under, self.lo, r[:ib].as_signed())))
         y = Signal(signed(ib))
-        m.d.comb += y.eq(Mux(z2 | (self.relu & c[ib - 1]), 0, c))
-        m.d.sync += [self.out_valid.eq(v2), self.out.eq(y), self.sat.eq(v2 & (over | under))]
+        m.d.comb += y.eq(Mux(zero[3] | (self.relu & c[ib - 1]), 0, c))
+        m.d.sync += [self.out_valid.eq(valid[3]), self.out.eq(y),
+                     self.sat.eq(valid[3] & (over | under))]
         return m

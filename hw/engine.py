@@ -55,10 +55,10 @@ _E = ErrorCode
 #: v_b. Stream stall cycles add one for one.
 ENGINE_TIMING = {
     "FETCH": 26,            # per step: 24 descriptor words (sync read, registered) + checks
-    "DRAIN_WORD": 9,        # last issued iteration -> next phase (word outputs): read,
-                            # word register, operands, product, accumulate, 3 requant
+    "DRAIN_WORD": 11,       # last issued iteration -> next phase (word outputs): read,
+                            # word register, operands, product, accumulate, 5 requant
                             # stages, write
-    "DRAIN_ELEM": 10,       # the same for element outputs (one more stage for the bias
+    "DRAIN_ELEM": 12,       # the same for element outputs (one more stage for the bias
                             # element), plus v_last (one lane per cycle)
     "ZFILL_EXIT": 0,        # a zero fill costs exactly one cycle per element
     "OUTPUT_LATENCY": 3,    # entering the output phase -> first beat valid (read, word
@@ -231,6 +231,7 @@ class TTEngine(wiring.Component):
         ov_end = Signal(AWP)       # O_BASE + OUT_VALID: outputs at or beyond are padding
         zf_start = Signal(AWP)
         zf_end = Signal(AWP)
+        zf_last = Signal(AWP + 1)  # zf_end - 1 (a fill runs from zf_start to here)
 
         # ------------------------------------------------------------------ address generator
         gen = AddressGen(bound_width=cw, addr_width=aw,
@@ -276,10 +277,6 @@ class TTEngine(wiring.Component):
             (g_valid & mode & misaligned(c_ptr), _E.MISALIGNED),
             (g_valid & word_out & (o_ptr >= c.buf_depth), _E.BUF_RANGE),
             (g_valid & word_out & misaligned(o_ptr), _E.MISALIGNED),
-            (g_valid & word_out & use_bias & o_valid_out & (b_ptr >= c.bias_depth),
-             _E.BMEM_RANGE),
-            (g_valid & word_out & use_bias & o_valid_out & misaligned(b_ptr),
-             _E.MISALIGNED),
         ]
 
         # stage 1: memory reads in flight; stage 2: the words registered (no logic after
@@ -288,6 +285,7 @@ class TTEngine(wiring.Component):
         s1_xlane = Signal(max(1, lg))
         s1_clane = Signal(max(1, lg))
         s1_tag = Signal(tag_layout)
+        s1_ovalid = Signal()                 # lane 0's output index is not padding
         g_zmask = Signal(L)                  # lanes whose output index is padding
         m.d.comb += g_zmask.eq(Cat(*[~((o_ptr + l) < ov_end) for l in range(L)]))
         s2_v, s2_first, s2_last = Signal(), Signal(), Signal()
@@ -299,7 +297,13 @@ class TTEngine(wiring.Component):
         m.d.sync += [s1_v.eq(adv), s1_first.eq(gen.first), s1_last.eq(gen.last),
                      s1_xlane.eq(lane_of(x_ptr)), s1_clane.eq(lane_of(c_ptr)),
                      s1_tag.e.eq(o_ptr), s1_tag.b.eq(b_ptr), s1_tag.nv.eq(g_nv),
-                     s1_tag.zmask.eq(g_zmask)]
+                     s1_tag.zmask.eq(g_zmask), s1_ovalid.eq(o_valid_out)]
+        # the bias word checks, one stage later (b is the sum of o and an offset)
+        s1_bias = s1_v & word_out & use_bias & s1_ovalid
+        errs += [
+            (running & s1_bias & (s1_tag.b >= c.bias_depth), _E.BMEM_RANGE),
+            (running & s1_bias & misaligned(s1_tag.b), _E.MISALIGNED),
+        ]
         m.d.sync += [s2_v.eq(s1_v), s2_first.eq(s1_first), s2_last.eq(s1_last),
                      s2_xlane.eq(s1_xlane), s2_clane.eq(s1_clane), s2_tag.eq(s1_tag),
                      s2_c.eq(cmem_rp.data)]
@@ -453,6 +457,7 @@ class TTEngine(wiring.Component):
         # ------------------------------------------------------------------ buffer read port
         out_issue = Signal()
         o_idx = Signal(AWP)
+        o_more = Signal()                     # o_idx < OUT_COUNT
         for b in range(2):
             m.d.comb += [
                 buf_rp[b].addr.eq(Mux(state == OUTPUT, word_of(o_idx, c.buf_depth),
@@ -494,12 +499,22 @@ class TTEngine(wiring.Component):
         ]
         j = Signal(AWP)                       # input element / pad index
         jj = Mux(state == IDLE, 0, j)
+        # checks of the program registers, registered (they are written while disabled)
         prog_bad = Signal()
-        m.d.comb += prog_bad.eq((self.in_count == 0) | (self.in_count > self.in_pad)
+        m.d.sync += prog_bad.eq((self.in_count == 0) | (self.in_count > self.in_pad)
                                 | (self.in_pad > c.buf_depth) | (self.out_count == 0)
                                 | (self.out_count > c.buf_depth))
+        last_idx = Signal(32)                 # IN_COUNT - 1
+        one_elem = Signal()                   # IN_COUNT == 1
+        has_pad = Signal()                    # IN_PAD > IN_COUNT
+        pad_last = Signal(32)                 # IN_PAD - 1
+        m.d.sync += [last_idx.eq(self.in_count - 1), one_elem.eq(self.in_count == 1),
+                     has_pad.eq(self.in_pad > self.in_count), pad_last.eq(self.in_pad - 1)]
+        exp_last_r = Signal()                 # element j is the vector's last
         exp_last = Signal()
-        m.d.comb += exp_last.eq(jj == self.in_count - 1)
+        m.d.comb += exp_last.eq(Mux(state == IDLE, one_elem, exp_last_r))
+        with m.If(accept):
+            m.d.sync += exp_last_r.eq(jj + 1 == last_idx)
         in_last = self.inp.payload.last
         fw = Signal(range(DESC_WORDS + 2))
         d_r = Signal(32)                      # DMEM read data, registered
@@ -518,7 +533,7 @@ class TTEngine(wiring.Component):
 
         pipe_busy = Signal()
         m.d.comb += pipe_busy.eq(gen.valid | s1_v | s2_v | mac.busy | w_busy | R_v | q0_v | q1_v
-                                 | wm_v[0] | wm_v[1] | wm_v[2])
+                                 | Cat(*wm_v).any())
 
         with m.Switch(state):
             with m.Case(IDLE, INPUT):
@@ -536,7 +551,7 @@ class TTEngine(wiring.Component):
                         m.d.sync += j.eq(jj + 1)
                         with m.If(exp_last):
                             m.d.sync += [step.eq(0), dptr.eq(0), fw.eq(0)]
-                            m.d.sync += state.eq(Mux(self.in_pad > self.in_count, PAD, FETCH))
+                            m.d.sync += state.eq(Mux(has_pad, PAD, FETCH))
                         with m.Else():
                             m.d.sync += state.eq(INPUT)
             with m.Case(DRAIN):
@@ -546,7 +561,7 @@ class TTEngine(wiring.Component):
                 m.d.comb += [wr_en.eq(1), wr_sel.eq(0), wr_addr.eq(word_of(j, c.buf_depth)),
                              wr_mask.eq(onehot(j))]
                 m.d.sync += j.eq(j + 1)
-                with m.If(j + 1 >= self.in_pad):
+                with m.If(j == pad_last):
                     m.d.sync += [state.eq(FETCH), step.eq(0), dptr.eq(0), fw.eq(0)]
             with m.Case(FETCH):
                 m.d.comb += [dmem_rp.addr.eq(dptr + fw), dmem_rp.en.eq(1)]
@@ -582,11 +597,12 @@ class TTEngine(wiring.Component):
                         m.d.comb += gen.start.eq(1)
                         m.d.sync += state.eq(RUN)
             with m.Case(RUN):
+                m.d.sync += zf_last.eq(zf_end - 1)
                 with m.If(~pipe_busy):
                     with m.If(zf_nonempty):
                         m.d.sync += [state.eq(ZFILL), z.eq(zf_start)]
                     with m.Elif(last_step):
-                        m.d.sync += [state.eq(OUTPUT), o_idx.eq(0)]
+                        m.d.sync += [state.eq(OUTPUT), o_idx.eq(0), o_more.eq(1)]
                     with m.Else():
                         m.d.sync += [state.eq(FETCH), fw.eq(0), step.eq(step + 1),
                                      dptr.eq(dptr + DESC_WORDS)]
@@ -603,26 +619,32 @@ class TTEngine(wiring.Component):
                              wr_addr.eq(word_of(z, c.buf_depth)), wr_mask.eq(onehot(z))]
                 m.d.comb += [wr_data[l].eq(0) for l in range(L)]
                 m.d.sync += z.eq(z + 1)
-                with m.If(z + 1 >= zf_end):
+                with m.If(z == zf_last):
                     with m.If(last_step):
-                        m.d.sync += [state.eq(OUTPUT), o_idx.eq(0)]
+                        m.d.sync += [state.eq(OUTPUT), o_idx.eq(0), o_more.eq(1)]
                     with m.Else():
                         m.d.sync += [state.eq(FETCH), fw.eq(0), step.eq(step + 1),
                                      dptr.eq(dptr + DESC_WORDS)]
             with m.Case(OUTPUT):
-                m.d.comb += out_issue.eq((o_idx < self.out_count)
-                                         & (fifo.level + o_inf1 + o_inf2 < fifo.depth))
+                m.d.comb += out_issue.eq(o_more & (fifo.level + o_inf1 + o_inf2 < fifo.depth))
                 with m.If(out_issue):
-                    m.d.sync += o_idx.eq(o_idx + 1)
+                    m.d.sync += [o_idx.eq(o_idx + 1), o_more.eq(o_idx + 1 < self.out_count)]
                 with m.If(out_accept & self.out.payload.last):
                     m.d.sync += [state.eq(IDLE), done_r.eq(1)]
 
         # ------------------------------------------------------------------ errors
         def first_of(pairs):
-            code = Const(0, 4)
-            for cond, cd in reversed(pairs):
-                code = Mux(cond, cd, code)
-            return code
+            """The code of the first true condition, as a balanced tree (short paths)."""
+            nodes = [(cond, Const(int(cd), 4)) for cond, cd in pairs]
+            while len(nodes) > 1:
+                nxt = []
+                for k in range(0, len(nodes) - 1, 2):
+                    (ca, ka), (cb, kb) = nodes[k], nodes[k + 1]
+                    nxt.append((ca | cb, Mux(ca, ka, kb)))
+                if len(nodes) % 2:
+                    nxt.append(nodes[-1])
+                nodes = nxt
+            return nodes[0][1]
 
         fetch_end = (state == FETCH) & (fw == DESC_WORDS + 1)
         errs = [

@@ -138,6 +138,7 @@ async def load_program(ctx, dut, prog, *, descriptors=None, cmem=None, bmem=None
         ctx.set(dut.in_pad, g["IN_PAD"])
         ctx.set(dut.out_count, g["OUT_COUNT"])
         ctx.set(dut.out_buf, g["OUT_BUF"])
+        await ctx.tick()  # the engine registers its checks of the program registers
 
 
 async def send_vector(ctx, dut, values, rng, gap, lasts=None):
