@@ -208,6 +208,22 @@ class TTEngine(wiring.Component):
 
         errs = []                 # (condition, code) in priority order; any aborts to IDLE
 
+        # checks of the program registers, registered (they are written while disabled)
+        prog_bad = Signal()
+        m.d.sync += prog_bad.eq((self.in_count == 0) | (self.in_count > self.in_pad)
+                                | (self.in_pad > c.buf_depth) | (self.out_count == 0)
+                                | (self.out_count > c.buf_depth))
+        # (when the registers pass these checks every count fits in AWP bits, so the
+        # comparisons below use AWP bits)
+        last_idx = Signal(AWP)                # IN_COUNT - 1
+        one_elem = Signal()                   # IN_COUNT == 1
+        has_pad = Signal()                    # IN_PAD > IN_COUNT
+        pad_last = Signal(AWP)                # IN_PAD - 1
+        out_last = Signal(AWP)                # OUT_COUNT - 1
+        m.d.sync += [last_idx.eq(self.in_count - 1), one_elem.eq(self.in_count == 1),
+                     has_pad.eq(self.in_pad > self.in_count), pad_last.eq(self.in_pad - 1),
+                     out_last.eq(self.out_count - 1)]
+
         # ------------------------------------------------------------------ descriptor regs
         flags = Signal(32)
         bm1 = Signal(data.ArrayLayout(cw, 4))       # bounds - 1
@@ -482,7 +498,7 @@ class TTEngine(wiring.Component):
         m.d.sync += [o_raw[l].eq(Mux(self.out_buf, buf_rp[1].data[l], buf_rp[0].data[l])[:XB])
                      for l in range(L)]
         m.d.sync += [o_inf1.eq(out_issue), o_lane1.eq(lane_of(o_idx)),
-                     o_last1.eq(o_idx == self.out_count - 1),
+                     o_last1.eq(o_idx == out_last),
                      o_inf2.eq(o_inf1), o_lane2.eq(o_lane1), o_last2.eq(o_last1)]
         rsel = o_raw[o_lane2] if L > 1 else o_raw[0]
         m.d.comb += [fifo.w_en.eq(o_inf2), fifo.w_data.eq(Cat(rsel, o_last2))]
@@ -499,17 +515,6 @@ class TTEngine(wiring.Component):
         ]
         j = Signal(AWP)                       # input element / pad index
         jj = Mux(state == IDLE, 0, j)
-        # checks of the program registers, registered (they are written while disabled)
-        prog_bad = Signal()
-        m.d.sync += prog_bad.eq((self.in_count == 0) | (self.in_count > self.in_pad)
-                                | (self.in_pad > c.buf_depth) | (self.out_count == 0)
-                                | (self.out_count > c.buf_depth))
-        last_idx = Signal(32)                 # IN_COUNT - 1
-        one_elem = Signal()                   # IN_COUNT == 1
-        has_pad = Signal()                    # IN_PAD > IN_COUNT
-        pad_last = Signal(32)                 # IN_PAD - 1
-        m.d.sync += [last_idx.eq(self.in_count - 1), one_elem.eq(self.in_count == 1),
-                     has_pad.eq(self.in_pad > self.in_count), pad_last.eq(self.in_pad - 1)]
         exp_last_r = Signal()                 # element j is the vector's last
         exp_last = Signal()
         m.d.comb += exp_last.eq(Mux(state == IDLE, one_elem, exp_last_r))
@@ -628,7 +633,7 @@ class TTEngine(wiring.Component):
             with m.Case(OUTPUT):
                 m.d.comb += out_issue.eq(o_more & (fifo.level + o_inf1 + o_inf2 < fifo.depth))
                 with m.If(out_issue):
-                    m.d.sync += [o_idx.eq(o_idx + 1), o_more.eq(o_idx + 1 < self.out_count)]
+                    m.d.sync += [o_idx.eq(o_idx + 1), o_more.eq(o_idx != out_last)]
                 with m.If(out_accept & self.out.payload.last):
                     m.d.sync += [state.eq(IDLE), done_r.eq(1)]
 
