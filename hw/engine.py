@@ -709,9 +709,16 @@ class TTEngine(wiring.Component):
                 m.d.sync += sig.eq(sig + inc)
 
         counter(self.cycles, self.busy)
-        counter(self.busy_lane_cycles, Mux(running, blc_add, 0))
+        # the multi-bit increments are registered first (short paths into the 48-bit adds);
+        # they reach the counters one cycle later
+        blc_r = Signal(nvw)
+        sat_r = Signal(range(L + 1))
+        m.d.sync += [blc_r.eq(Mux(running, blc_add, 0)), sat_r.eq(Mux(running & y_v, sat_now, 0))]
+        with m.If(self.clear_counters):
+            m.d.sync += [blc_r.eq(0), sat_r.eq(0)]
+        counter(self.busy_lane_cycles, blc_r)
         counter(self.in_stall, (state == INPUT) & self.inp.ready & ~self.inp.valid)
         counter(self.out_stall, self.out.valid & ~self.out.ready)
-        counter(self.sat_events, Mux(running & y_v, sat_now, 0))
+        counter(self.sat_events, sat_r)
         counter(self.vectors, done_r)
         return m
