@@ -202,7 +202,7 @@ class TTEngine(wiring.Component):
 
         # ------------------------------------------------------------------ state
         state = Signal(range(len(STATE_NAMES)), init=IDLE)
-        flush = Signal()          # abort or soft reset: clears the datapath pipeline
+        flush = Signal()          # abort, or soft reset: clears the datapath pipeline
         step = Signal(STEP_BITS)
         dptr = Signal(_bits(self.dmem_depth + DESC_WORDS))
 
@@ -370,13 +370,14 @@ class TTEngine(wiring.Component):
         # (it then reaches the accumulators just as the writer takes b's last lane). The
         # address generator holds instead of the pipeline: nothing after it ever stalls.
         hold = Signal(nvw)
-        m.d.comb += stall.eq(~word_out & gen.last & (hold != 0))
+        hold_nz = Signal()                    # hold != 0, as a register
+        m.d.comb += stall.eq(~word_out & gen.last & hold_nz)
         with m.If(adv & ~word_out & gen.last):
-            m.d.sync += hold.eq(g_nv - 1)
-        with m.Elif(hold != 0):
-            m.d.sync += hold.eq(hold - 1)
+            m.d.sync += [hold.eq(g_nv - 1), hold_nz.eq(g_nv > 1)]
+        with m.Elif(hold_nz):
+            m.d.sync += [hold.eq(hold - 1), hold_nz.eq(hold != 1)]
         with m.If(gen.start):
-            m.d.sync += hold.eq(0)
+            m.d.sync += [hold.eq(0), hold_nz.eq(0)]
         deposit = Signal()
         m.d.comb += deposit.eq(running & mac.res_valid)
 
@@ -693,7 +694,9 @@ class TTEngine(wiring.Component):
             m.d.sync += state.eq(IDLE)
 
         # ------------------------------------------------------------------ flush / reset
-        m.d.comb += flush.eq(abort | self.soft_reset)
+        # one register drives the (large) flush net: it rises with abort, or the cycle
+        # after a soft reset
+        m.d.sync += flush.eq((err_now & ~abort & ~self.soft_reset) | self.soft_reset)
         with m.If(flush):
             m.d.sync += [s1_v.eq(0), s2_v.eq(0), R_v.eq(0), w_busy.eq(0), q0_v.eq(0), q1_v.eq(0),
                          o_inf1.eq(0), o_inf2.eq(0)]
