@@ -274,8 +274,11 @@ def _overflow(log: Path) -> str:
         text = log.read_text(errors="replace")
     except OSError:
         return ""
-    over = [f"{name} {used}/{avail}" for name, used, avail, _ in _UTIL_RE.findall(text)
-            if int(used) > int(avail)]
+    util = _UTIL_RE.findall(text)
+    over = [f"{name} {used}/{avail}" for name, used, avail, _ in util if int(used) > int(avail)]
+    if not over and "utilisation limit" in text:     # full enough that placement fails
+        over = [f"{name} {used}/{avail} ({pct}%)" for name, used, avail, pct in util
+                if int(pct) >= 90]
     return ", ".join(dict.fromkeys(over))
 
 

@@ -175,3 +175,14 @@ def test_does_not_fit_is_named(tmp_path):
                    "Info: \t        ICESTORM_RAM:      22/     30    73%\n"
                    "ERROR: Failed to expand region (0, 0) |_> (25, 31) of 6926 ICESTORM_LCs\n")
     assert _overflow(log) == "ICESTORM_LC 6926/5280"
+
+
+def test_placement_at_the_limit_is_named(tmp_path):
+    from ttforge.hw.synth import _overflow
+
+    log = tmp_path / "nextpnr.log"
+    log.write_text("Info: \t         ICESTORM_LC:    5146/   5280    97%\n"
+                   "Info: \t        ICESTORM_RAM:      20/     30    66%\n"
+                   "ERROR: Unable to find legal placement for all cells, design is probably at "
+                   "utilisation limit.\n")
+    assert _overflow(log) == "ICESTORM_LC 5146/5280 (97%)"
