@@ -62,11 +62,11 @@ class EngineTiming:
         From entering the output phase to the first output element.
     """
 
-    fetch: int = 25
-    drain_word: int = 9
-    drain_elem: int = 9
+    fetch: int = 26
+    drain_word: int = 11
+    drain_elem: int = 12
     zfill_exit: int = 0
-    output_latency: int = 2
+    output_latency: int = 3
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

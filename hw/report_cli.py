@@ -146,13 +146,14 @@ def _run(args: argparse.Namespace) -> int:
     from ttforge.hw.tools import yowasp_command
 
     devices = ["ecp5-85f", "ice40up5k"] if args.device == "all" else [args.device]
-    # a missing toolchain: one line, before any work
-    yowasp_command("yosys")
-    for d in devices:
-        yowasp_command("nextpnr-ecp5" if d.startswith("ecp5") else "nextpnr-ice40")
+    # the user's input first (it is checked the same with or without a toolchain) ...
     if args.lanes is not None and args.lanes < 1:
         raise ConfigError(f"--lanes must be >= 1, got {args.lanes}")
     cfg = resolve_config(args.artifact, args.config, args.lanes)
+    # ... then a missing toolchain: one line, before any work
+    yowasp_command("yosys")
+    for d in devices:
+        yowasp_command("nextpnr-ecp5" if d.startswith("ecp5") else "nextpnr-ice40")
     rep = report(cfg, devices, target_mhz=args.target, seed=args.seed, keep=args.keep)
     if args.json:
         _write_json(rep, args.json)
