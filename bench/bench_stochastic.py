@@ -14,7 +14,7 @@ intermediates 16-bit, accumulators 32-bit), updated by plain SGD with a cosine l
 rate, the update carried with 16 fractional bits below the weight LSB and then rounded
 
 * **SR**: stochastically, with the xorshift32 stream of ``docs/arithmetic.md``;
-* **RN**: to nearest (HALF_UP) — the same integers, the same gradients, no randomness;
+* **RN**: to nearest (FLOOR_PLUS_HALF) — the same integers, the same gradients, no randomness;
 * **RN, wide master** (reference): to nearest, but into a stored integer 16 bits wider
   than the weight the network runs (``master_extra_bits=16``), the classic
   high-precision-master remedy, at the cost of 3-9x the weight memory (24/20/18 bits

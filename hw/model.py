@@ -5,7 +5,7 @@ the config's depths and widths (values are stored two's complement at the memory
 width, as the hardware stores them), streams each input vector into ``BUF0``, then
 decodes and executes the descriptors in DMEM one after the other, exactly as
 ``docs/hardware.md`` describes the engine: lanes, word and element accesses, the two
-modes, bias, shift with HALF_UP rounding, saturation, ReLU, ``OUT_VALID``, ``ZFILL``,
+modes, bias, shift with FLOOR_PLUS_HALF rounding, saturation, ReLU, ``OUT_VALID``, ``ZFILL``,
 the ``LAST`` flag and every error check. It does not look at the network the program
 came from; the tests require it to equal ``ttforge.quant.execute`` exactly.
 

@@ -15,6 +15,7 @@ from ttforge.errors import ConfigError
 __all__ = [
     "ARITHMETIC_SPEC_VERSION",
     "ROUNDING",
+    "ROUNDING_ALIASES",
     "int_range",
     "saturate",
     "rshift_round",
@@ -26,8 +27,12 @@ __all__ = [
 #: Version of docs/arithmetic.md these primitives implement (artifacts record it).
 ARITHMETIC_SPEC_VERSION = 1
 
-#: Rounding mode, named as in the QONNX rounding table.
-ROUNDING = "HALF_UP"
+#: Rounding mode: ``floor(v + 1/2)``, ties toward plus infinity. In QONNX's rounding
+#: table this is ``FLOOR`` after adding one half (how the QONNX export writes it); the
+#: table's own ``HALF_UP`` rounds ties away from zero and differs on negative ties.
+ROUNDING = "FLOOR_PLUS_HALF"
+#: Earlier manifests named the same rule ``HALF_UP``; readers accept it as an alias.
+ROUNDING_ALIASES = ("HALF_UP",)
 
 
 def int_range(bits: int, narrow: bool = False) -> tuple[int, int]:
@@ -45,7 +50,7 @@ def saturate(v: np.ndarray, bits: int, narrow: bool = False) -> np.ndarray:
 
 
 def rshift_round(a: np.ndarray, s: int) -> np.ndarray:
-    """``floor(a / 2^s + 1/2)`` (HALF_UP) for ``s >= 1``; ``a << -s`` for ``s <= 0``."""
+    """``floor(a / 2^s + 1/2)`` (ties toward plus infinity) for ``s >= 1``; ``a << -s`` for ``s <= 0``."""
     a = np.asarray(a, dtype=np.int64)
     if s <= 0:
         return a << np.int64(-s)

@@ -38,7 +38,7 @@ import numpy as np
 from ttforge import __version__
 from ttforge.errors import ArtifactError, TTForgeError
 from ttforge.model.schedule import ContractionSchedule
-from ttforge.quant.arith import ARITHMETIC_SPEC_VERSION, ROUNDING, int_range
+from ttforge.quant.arith import ARITHMETIC_SPEC_VERSION, ROUNDING, ROUNDING_ALIASES, int_range
 from ttforge.quant.executor import IntLayer, IntNetwork
 
 __all__ = [
@@ -311,6 +311,8 @@ def _check_arithmetic(manifest: dict, r: _Reader) -> None:
                      f"{ARITHMETIC_SPEC_VERSION}; {hint}")
     for key, want in (("rounding", ROUNDING), ("overflow", "saturate"), ("weights", "narrow")):
         got = r.get(ar, key, "arithmetic")
+        if key == "rounding" and got in ROUNDING_ALIASES:
+            continue  # the same rule under its earlier name
         if got != want:
             raise r.fail(f"manifest field arithmetic.{key}={got!r}; this ttforge only executes {want!r}")
 

@@ -252,7 +252,7 @@ def integer_update(w: np.ndarray, update: np.ndarray, exp: int, lo: int, hi: int
     ``w``, ``s = frac_bits``, ``u = update_bits`` (full range); the result is clamped to
     ``[lo, hi]``. ``rounding`` is ``"stochastic"`` (:func:`stochastic_rshift`, which draws
     one word of ``gen`` per element of ``w`` in row-major order) or ``"nearest"``
-    (:func:`~.arith.rshift_round`, HALF_UP, no draws).
+    (:func:`~.arith.rshift_round`, FLOOR_PLUS_HALF, no draws).
     """
     v = quantize(update, update_bits, exp - frac_bits)
     if rounding == "stochastic":
@@ -563,12 +563,12 @@ def train_low_precision(
        network (:func:`~.qat.quantize_model`) and calibrate every exponent on
        ``calib_samples`` training samples (:func:`~.qat.calibrate`).
     2. Add ``headroom_bits`` to every core exponent and quantize the initial cores to
-       integers there (HALF_UP, narrow range; ``w_bits + master_extra_bits`` wide) and each
+       integers there (FLOOR_PLUS_HALF, narrow range; ``w_bits + master_extra_bits`` wide) and each
        bias to the accumulator exponent of its layer's last step. These integers are the
        weights from now on; the float parameters are overwritten with ``w * 2^e``, exactly
        (cores in float32: at most 24-bit integers; biases in float64).
     3. Re-calibrate the step exponents for the integer weights (core and input exponents
-       stay fixed; a bias whose accumulator exponent changes is shifted with HALF_UP).
+       stay fixed; a bias whose accumulator exponent changes is shifted with FLOOR_PLUS_HALF).
     4. Each epoch, in the shuffled order of ``(seed, 1, epoch)``: forward in training mode
        (fake-quant, straight-through gradients), cross-entropy, backward, then for every
        stored tensor in the order layer 0 core 0, core 1, ..., bias, layer 1, ...:

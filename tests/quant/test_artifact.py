@@ -486,3 +486,19 @@ if __name__ == "__main__":  # print the blocks of docs/artifact.md
     print(A._dump_json(b["manifest"]), A._dump_json(b["tensors"]), A._dump_json(b["trace"]), sep="\n\n")
     print("\n".join(re.findall(".{1,32}", b["payload_hex"])))
     print(b["file_sha256"])
+
+
+def test_earlier_rounding_name_is_read_as_the_same_rule():
+    """Manifests written before the rename call floor(v + 1/2) ``HALF_UP``; they load and
+    execute the same, and the current name is what a writer emits."""
+    from ttforge.quant.executor import execute
+
+    case = golden_case()[0]
+    manifest, payload = unzip(dumps_artifact(case))
+    assert manifest["arithmetic"]["rounding"] == "FLOOR_PLUS_HALF"
+    manifest["arithmetic"]["rounding"] = "HALF_UP"
+    old = loads_artifact(rezip(manifest, payload))
+    new = loads_artifact(dumps_artifact(case))
+    rng = np.random.default_rng(0)
+    x = rng.integers(-128, 128, size=(8, new.layers[0].in_features))
+    assert np.array_equal(execute(old, x), execute(new, x))
