@@ -83,6 +83,29 @@ class ContractionStep:
         """Elements of the intermediate after the step, per sample."""
         return self.A * self.P * self.Q
 
+    def lane_cycles(self, lanes: int) -> int:
+        """MAC cycles per sample on a row of ``lanes`` MAC lanes, mapped as the
+        accelerator maps a step (``docs/hardware.md``, "What one step computes").
+
+        Lanes over ``q`` when ``lanes`` divides ``Q``: ``A*P*(Q/lanes)*K`` cycles, every
+        lane busy. Otherwise lanes over ``p``: ``A*Q*ceil(P/lanes)`` blocks of ``K``
+        cycles, the last block of each ``(a, q)`` with ``P mod lanes`` lanes (if not 0);
+        unless the results form whole words (``Q = 1`` and ``lanes`` divides ``P``) they
+        are written one lane per cycle while the next block runs, so a block of ``v``
+        valid lanes takes ``max(K, v)`` cycles.
+        """
+        L = int(lanes)
+        if L < 1:
+            raise ShapeError(f"lanes={lanes} must be >= 1")
+        A, K, Q, P = self.A, self.K, self.Q, self.P
+        if Q % L == 0:
+            return A * P * (Q // L) * K
+        nb = -(-P // L)
+        last = P - (nb - 1) * L
+        if Q == 1 and P % L == 0:
+            return A * nb * K
+        return A * Q * ((nb - 1) * max(K, L) + max(K, last))
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "core": self.core,
@@ -109,6 +132,10 @@ class ScheduleCost:
     peak_elements: int
     step_macs: tuple[int, ...]
     step_elements: tuple[int, ...]
+    #: MAC cycles on ``lanes`` MAC lanes (:meth:`ContractionStep.lane_cycles`), when
+    #: the cost was computed for a lane count; else ``None``.
+    lane_cycles: int | None = None
+    lanes: int | None = None
 
 
 def _sizes(shape: TTShape) -> dict[str, int]:
@@ -255,31 +282,48 @@ class ContractionSchedule:
 
     @classmethod
     def optimal(
-        cls, shape: TTShape, batch: int = 1, objective: Objective = "macs"
+        cls, shape: TTShape, batch: int = 1, objective: Objective = "macs",
+        lanes: int | None = None,
     ) -> "ContractionSchedule":
         """The cheapest schedule: fewest MACs then smallest peak (or the reverse).
 
+        With ``lanes`` (the MAC lanes of the accelerator that will run it), schedules
+        with equal MACs are told apart by their cycles on that many lanes
+        (:meth:`ContractionStep.lane_cycles`) before the peak: the MAC count stays the
+        first criterion (objective ``"macs"``), but among equals the one that keeps the
+        lanes busiest wins. ``lanes=None`` keeps the lane-independent choice.
+
         Every step's cost is linear in the batch, so the choice does not depend on it;
-        ``batch`` only scales the reported costs.
+        ``batch`` only scales the reported costs. Ties left after every criterion go to
+        the first order of :func:`schedule_orders`.
         """
         if objective not in ("macs", "peak"):
             raise ShapeError(f"objective={objective!r} must be 'macs' or 'peak'")
+        if lanes is not None and (isinstance(lanes, bool) or int(lanes) != lanes or lanes < 1):
+            raise ShapeError(f"lanes={lanes!r} must be an integer >= 1 (or None)")
         best, best_key = None, None
         for order in schedule_orders(shape.d):
             sched = cls(shape, order)
-            c = sched.cost(batch)
-            key = (c.macs, c.peak_elements) if objective == "macs" else (c.peak_elements, c.macs)
+            c = sched.cost(batch, lanes=lanes)
+            lc = c.lane_cycles if lanes is not None else 0
+            key = ((c.macs, lc, c.peak_elements) if objective == "macs"
+                   else (c.peak_elements, c.macs, lc))
             if best_key is None or key < best_key:
                 best, best_key = sched, key
         assert best is not None
         return best
 
-    def cost(self, batch: int = 1) -> ScheduleCost:
-        """MACs and peak intermediate elements (the input counts as an intermediate)."""
+    def cost(self, batch: int = 1, lanes: int | None = None) -> ScheduleCost:
+        """MACs and peak intermediate elements (the input counts as an intermediate);
+        with ``lanes``, also the MAC cycles on that many lanes."""
         step_macs = tuple(batch * s.macs for s in self.steps)
         step_elements = tuple(batch * s.out_elements for s in self.steps)
         peak = max((batch * self.shape.in_size,) + step_elements)
-        return ScheduleCost(sum(step_macs), peak, step_macs, step_elements)
+        lc = None
+        if lanes is not None:
+            lc = sum(batch * s.lane_cycles(lanes) for s in self.steps)
+        return ScheduleCost(sum(step_macs), peak, step_macs, step_elements, lc,
+                            None if lanes is None else int(lanes))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready description; ``steps`` are included for readers, checked on load."""

@@ -430,6 +430,23 @@ def test_cycle_model_by_hand():
         EngineTiming(fetch=-1)
 
 
+@pytest.mark.parametrize("seed", range(12))
+def test_schedule_lane_cycles_equal_the_cycle_model(seed):
+    """``ContractionStep.lane_cycles`` (the schedule's lanes-aware cost, in model/) counts
+    what the engine's cycle model counts for a step: its MAC cycles and writer stalls,
+    the last block's write drain included."""
+    net = random_network(seed)
+    for lanes in LANES + (32,):
+        prog = compile_program(net, AccelConfig.for_network(net, lanes=lanes))
+        cfg = prog.config
+        for s, words in zip(prog.steps, prog.descriptors):
+            d = decode_descriptor(words)
+            sc = step_cycles(d, cfg)
+            st = net.layers[s.layer].schedule.steps[s.step]
+            tail = max(0, d.LAST_LANES - d.N[3]) if d.MODE == 1 and not d.OUT_WORD else 0
+            assert st.lane_cycles(lanes) == sc.mac_cycles + sc.stall_cycles + tail
+
+
 def test_timing_equals_the_rtl():
     engine = pytest.importorskip("ttforge.hw.engine")
     assert EngineTiming.from_mapping(engine.ENGINE_TIMING) == ENGINE_TIMING

@@ -83,6 +83,43 @@ def test_optimal_is_cheapest_of_all():
         ContractionSchedule(mnist, o).cost().peak_elements for o in schedule_orders(4))
 
 
+def test_lanes_break_ties_among_equal_mac_schedules():
+    # 1024x1024 rank 8: (0,1,2,3) and (3,2,1,0) need the same MACs and peak; on 16 lanes
+    # the first leaves lanes idle in its last two steps (Q = 4 and 1 < 16), the second not
+    shape = TTShape((4, 8, 8, 4), (4, 8, 8, 4), 8)
+    plain = ContractionSchedule.optimal(shape)
+    fast = ContractionSchedule.optimal(shape, lanes=16)
+    assert plain.cost().macs == fast.cost().macs
+    assert plain.cost().peak_elements == fast.cost().peak_elements
+    assert fast.cost(lanes=16).lane_cycles < plain.cost(lanes=16).lane_cycles
+    assert fast.cost(lanes=16).lane_cycles == fast.cost().macs // 16   # every lane busy
+    for L in (1, 2, 4, 8, 16, 32, 64):
+        best = ContractionSchedule.optimal(shape, lanes=L)
+        costs = [ContractionSchedule(shape, o).cost(lanes=L) for o in schedule_orders(4)]
+        fewest = min(c.macs for c in costs)
+        assert best.cost().macs == fewest
+        assert best.cost(lanes=L).lane_cycles == min(c.lane_cycles for c in costs if c.macs == fewest)
+    # one lane: cycles are MACs, so the lane count changes nothing
+    assert ContractionSchedule.optimal(shape, lanes=1) == plain
+    assert plain.cost(3, lanes=1).lane_cycles == plain.cost(3).macs
+    with pytest.raises(ShapeError, match="lanes"):
+        ContractionSchedule.optimal(shape, lanes=0)
+
+
+def test_lane_cycles_of_one_step():
+    # dense 6 x 10 (A = Q = 1, P = 6, K = 10): lanes over p in blocks; whole words only if
+    # the lanes divide P; else a block of v lanes written one per cycle takes max(K, v)
+    step = ContractionSchedule.optimal(TTShape((6,), (10,), (1, 1))).steps[0]
+    assert (step.A, step.K, step.Q, step.P) == (1, 10, 1, 6)
+    assert step.lane_cycles(1) == 60
+    assert step.lane_cycles(2) == 30            # 3 blocks, whole words
+    assert step.lane_cycles(4) == 20            # 2 blocks (4 + 2 lanes) of 10 cycles
+    assert step.lane_cycles(16) == 10
+    narrow = ContractionSchedule.optimal(TTShape((16,), (2,), (1, 1))).steps[0]  # K = 2
+    assert narrow.lane_cycles(8) == 2 * 2      # P = 16 = 2 words of 8: no writer limit
+    assert narrow.lane_cycles(32) == 16         # 16 lanes written one per cycle
+
+
 def test_mnist_layer_cost_figure():
     # the brief's figure: at rank 16 the MNIST layer of arXiv:2104.03420 needs ~4.6x dense MACs
     mnist = TTShape((4, 8, 4, 4), (7, 4, 7, 4), 16)
