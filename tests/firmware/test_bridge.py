@@ -1,0 +1,255 @@
+"""The UART bridge in Amaranth's simulator, at the pins: request bytes bit-banged into
+``rx`` -> AXI4-Lite transactions on a real register file (``ttforge.hw.axil``) and
+beats on a stream loopback -> the bytes on ``tx`` equal, exactly, the frames the
+protocol core encodes for the expected responses."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from amaranth.hdl import Module, Signal
+from amaranth.lib import wiring
+from amaranth.sim import Simulator
+
+from ttforge.firmware import protocol as P
+from ttforge.firmware.protocol import Cmd, Response, Status
+from ttforge.firmware.uart import BridgeCore, UARTRx, UARTTx, crc8_next
+from ttforge.hw.axil import AXI4LiteSlave, RegisterFile
+
+from ..hw.test_axil import REGS, WINS, ADDR_BITS
+
+DIV = 4
+
+
+class Dut(wiring.Component):
+    """BridgeCore + AXI4-Lite register file + a stream loopback (each element + 1)."""
+
+    def __init__(self, elem_bytes=1, stream_elems=2, stall_cycles=None, loop=True):
+        self.core = BridgeCore(divisor=DIV, addr_bits=ADDR_BITS, elem_bytes=elem_bytes,
+                               stream_elems=stream_elems, stall_cycles=stall_cycles)
+        self.eb, self.E, self.loop = elem_bytes, stream_elems, loop
+        super().__init__({"rx": wiring.In(1, init=1), "tx": wiring.Out(1, init=1),
+                          "written": wiring.Out(32)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.core = c = self.core
+        m.submodules.slave = s = AXI4LiteSlave(ADDR_BITS)
+        m.submodules.rf = rf = RegisterFile((REGS, WINS), ADDR_BITS)
+        wiring.connect(m, c.axil, s.axil)
+        wiring.connect(m, s.bus, rf.bus)
+        m.d.comb += [c.rx.eq(self.rx), self.tx.eq(c.tx)]
+        LW = 8 * self.eb
+        if self.loop:
+            # one-beat register: m_axis -> (+1 per lane) -> s_axis
+            full = Signal()
+            data = Signal(LW * self.E)
+            last = Signal()
+            m.d.comb += [c.m_axis.tready.eq(~full), c.s_axis.tvalid.eq(full),
+                         c.s_axis.tdata.eq(data), c.s_axis.tlast.eq(last)]
+            with m.If(c.m_axis.tvalid & ~full):
+                inc = [(c.m_axis.tdata[LW * j:LW * (j + 1)] + 1)[:LW] for j in range(self.E)]
+                from amaranth.hdl import Cat
+                m.d.sync += [full.eq(1), data.eq(Cat(*inc)), last.eq(c.m_axis.tlast)]
+            with m.Elif(c.s_axis.tready):
+                m.d.sync += full.eq(0)
+        return m
+
+
+async def uart_send(ctx, pin, data: bytes, gap=0):
+    for b in data:
+        for bit in [0] + [(b >> i) & 1 for i in range(8)] + [1]:
+            ctx.set(pin, bit)
+            await ctx.tick().repeat(DIV)
+        if gap:
+            await ctx.tick().repeat(gap)
+
+
+def run(dut, requests: bytes, *, cycles=None, gap=0, stop_after=None):
+    """Bit-bang ``requests`` into rx; return every byte seen on tx."""
+    got = bytearray()
+    done = [False]
+
+    async def tb(ctx):
+        await ctx.tick().repeat(5)
+        await uart_send(ctx, dut.rx, requests, gap=gap)
+        n = cycles if cycles is not None else 4000
+        for _ in range(n):
+            await ctx.tick()
+            if stop_after is not None and len(got) >= stop_after:
+                break
+        done[0] = True
+
+    async def mon(ctx):
+        # a UART receiver sampling mid-bit, one clock at a time
+        state, cnt, v, nbit = "idle", 0, 0, 0
+        async for _, _, tx in ctx.tick().sample(dut.tx):
+            if state == "idle":
+                if tx == 0:
+                    state, cnt = "start", DIV // 2 - 1
+            elif cnt:
+                cnt -= 1
+            elif state == "start":
+                state, cnt, v, nbit = "data", DIV - 1, 0, 0
+            elif state == "data":
+                v |= tx << nbit
+                nbit += 1
+                cnt = DIV - 1
+                if nbit == 8:
+                    state = "stop"
+            elif state == "stop":
+                assert tx == 1, "stop bit"
+                got.append(v)
+                state = "idle"
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.add_process(mon)
+    sim.run()
+    return bytes(got)
+
+
+def frames(*rs):
+    return b"".join(P.encode_response(r) if isinstance(r, Response) else r for r in rs)
+
+
+def test_crc8_hardware_matches_protocol():
+    from amaranth.hdl import Const
+    from amaranth.sim import Simulator as S
+    crc = Signal(8)
+    byte = Signal(8)
+    out = Signal(8)
+    m = Module()
+    m.d.comb += out.eq(crc8_next(crc, byte))
+    rng = random.Random(1)
+
+    async def tb(ctx):
+        for _ in range(300):
+            c, b = rng.randrange(256), rng.randrange(256)
+            ctx.set(crc, c)
+            ctx.set(byte, b)
+            assert ctx.get(out) == P.crc8([b], c)
+
+    sim = S(m)
+    sim.add_testbench(tb)
+    sim.run()
+
+
+def test_write_read_ping_exact_bytes():
+    dut = Dut()
+    req = (P.write32(0x20, 0xDEADBEEF) + P.read32(0x20) + P.read32(0x00)
+           + P.write32(0x04, 1) + P.read32(0x3F0) + P.ping())
+    got = run(dut, req, cycles=3000)
+    want = frames(Response(Cmd.WRITE32, 0, resp=0),
+                  Response(Cmd.READ32, 0, resp=0, data=0xDEADBEEF),
+                  Response(Cmd.READ32, 0, resp=0, data=0x0101),
+                  Response(Cmd.WRITE32, 0, resp=2),            # RO register: SLVERR
+                  Response(Cmd.READ32, 0, resp=2, data=0),     # unmapped: SLVERR
+                  Response(Cmd.PING, 0, info=(P.PROTOCOL_VERSION, 1, 2, ADDR_BITS)))
+    assert got == want
+
+
+def test_escaped_bytes_and_burst():
+    dut = Dut()
+    # 0xC0 / 0xDB in data force escapes both ways
+    req = (P.write_burst(0x20, [0xC0DBC0DB]) + P.read32(0x20)
+           + P.write_burst(0x800, [1, 2, 3]) + P.write_burst(0x1000 - 4, [5, 6]))
+    got = run(dut, req, cycles=3000)
+    want = frames(Response(Cmd.WRITE_BURST, 0, resp=0, count=1),
+                  Response(Cmd.READ32, 0, resp=0, data=0xC0DBC0DB),
+                  Response(Cmd.WRITE_BURST, 0, resp=0, count=3),
+                  # 0xFFC is unmapped (SLVERR), 0x1000 is beyond 12 address bits (DECERR):
+                  # the first non-OKAY response is reported
+                  Response(Cmd.WRITE_BURST, 0, resp=2, count=2))
+    assert got == want
+
+
+def test_stream_in_and_output_frame():
+    dut = Dut(elem_bytes=1, stream_elems=2)
+    vec = [1, -2, 3, 127, -128]
+    got = run(dut, P.stream_in(vec, 1), cycles=1500)
+    parsed = P.Parser().feed(got)
+    kinds = sorted(type(x).__name__ for x in parsed)
+    assert kinds == ["OutputFrame", "Response"], parsed
+    resp = next(x for x in parsed if isinstance(x, Response))
+    assert resp == Response(Cmd.STREAM_IN, 0, count=5)
+    out = next(x for x in parsed if isinstance(x, P.OutputFrame))
+    # every lane of every beat, +1 by the loopback (the unused lane of the last beat: 0+1)
+    want = [((v + 1 + 128) % 256) - 128 for v in vec] + [1]
+    assert out.elements(1) == want
+    assert P.encode_output(out.data) in got
+
+
+def test_wide_elements():
+    dut = Dut(elem_bytes=2, stream_elems=1)
+    vec = [0x1234, -1, 0x7FFF, -0x8000]
+    got = run(dut, P.stream_in(vec, 2), cycles=1500)
+    parsed = P.Parser().feed(got)
+    out = next(x for x in parsed if isinstance(x, P.OutputFrame))
+    assert out.elements(2) == [0x1235, 0, -0x8000, -0x7FFF]
+
+
+def test_bad_frames_are_reported_and_resync():
+    dut = Dut()
+    good = P.write32(0x20, 7)
+    corrupt = bytearray(good)
+    corrupt[3] ^= 0x01                                     # a data bit: CRC fails
+    short = P.slip_encode(bytes([Cmd.WRITE32, 1, 2, 3]) + bytes([P.crc8([Cmd.WRITE32, 1, 2, 3])]))
+    unknown = P.encode_request(0x33, b"")
+    req = (bytes(corrupt) + short + unknown + b"\xC0\xC0\xC0" + b"\x55\x66" + bytes([P.END])
+           + P.read32(0x20))
+    got = run(dut, req, cycles=3000)
+    want = frames(Response(Cmd.WRITE32, Status.BAD_CRC, resp=0),
+                  Response(Cmd.WRITE32, Status.BAD_LENGTH, resp=0),
+                  P.slip_encode(bytes([0xB3, Status.BAD_CMD]) + bytes([P.crc8([0xB3, Status.BAD_CMD])])),
+                  # "\x55\x66" is a frame of garbage: 0x55 is not a command
+                  P.slip_encode(bytes([0xD5, Status.BAD_CMD]) + bytes([P.crc8([0xD5, Status.BAD_CMD])])),
+                  Response(Cmd.READ32, 0, resp=0, data=0))     # the bad write never ran
+    assert got == want
+
+
+def test_stream_stall_is_reported_not_hung():
+    dut = Dut(loop=False, stall_cycles=200)                # nobody takes m_axis beats
+    got = run(dut, P.stream_in([1, 2, 3, 4], 1) + P.ping(), cycles=6000)
+    parsed = P.Parser().feed(got)
+    assert parsed[0] == Response(Cmd.STREAM_IN, Status.STALL, count=4)
+    assert parsed[1].cmd == Cmd.PING and parsed[1].status == 0
+
+
+def test_uart_loopback_random_bytes():
+    m = Module()
+    m.submodules.tx = tx = UARTTx(5)
+    m.submodules.rx = rx = UARTRx(5)
+    m.d.comb += rx.rx.eq(tx.tx)
+    data = bytes(random.Random(3).randrange(256) for _ in range(40))
+    got = bytearray()
+
+    async def tb(ctx):
+        for b in data:
+            ctx.set(tx.data, b)
+            ctx.set(tx.valid, 1)
+            await ctx.tick().until(tx.ready)
+            ctx.set(tx.valid, 0)
+            await ctx.tick()
+        await ctx.tick().repeat(200)
+
+    async def mon(ctx):
+        async for _, _, valid, d, fe in ctx.tick().sample(rx.valid, rx.data, rx.frame_error):
+            assert not fe
+            if valid:
+                got.append(d)
+
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.add_process(mon)
+    sim.run()
+    assert bytes(got) == data
+
+
+@pytest.mark.parametrize("bad", [3, 0])
+def test_divisor_checked(bad):
+    with pytest.raises(ValueError, match="divisor"):
+        UARTRx(bad)
