@@ -81,7 +81,9 @@ def RegBusSignature(addr_bits: int) -> wiring.Signature:
 class AXI4LiteSlave(wiring.Component):
     """AXI4-Lite slave front end: ``axil`` (the bus) -> ``bus`` (:func:`RegBusSignature`)."""
 
-    def __init__(self, addr_bits: int):
+    def __init__(self, addr_bits: int, *, fault=None):
+        from ttforge.hw.faults import check_fault
+        self.fault = check_fault(fault, ("axil_double_resp",), "AXI4LiteSlave")
         if not 3 <= addr_bits <= 32:
             raise ValueError(f"addr_bits must be 3..32, got {addr_bits}")
         self.addr_bits = addr_bits
@@ -128,6 +130,13 @@ class AXI4LiteSlave(wiring.Component):
             ]
         with m.If(b_valid & ax.bready):
             m.d.sync += b_valid.eq(0)
+        if self.fault == "axil_double_resp":
+            # test hook: each write is answered twice (the second B has no request)
+            again = Signal(name="fault_again")
+            with m.If(do_write):
+                m.d.sync += again.eq(1)
+            with m.If(b_valid & ax.bready & again):
+                m.d.sync += [b_valid.eq(1), again.eq(0)]
 
         # --- read address / read data
         ar_full = Signal()

@@ -182,7 +182,9 @@ class ElementsToAXIS(wiring.Component):
     ``flush`` drops everything held (soft reset).
     """
 
-    def __init__(self, config=None, *, stream_elems=None, act_bits=None):
+    def __init__(self, config=None, *, stream_elems=None, act_bits=None, fault=None):
+        from ttforge.hw.faults import check_fault
+        self.fault = check_fault(fault, ("axis_unstable",), "ElementsToAXIS")
         self.elems, self.act_bits, _ = _params(config, stream_elems=stream_elems,
                                                act_bits=act_bits, count_bits=1)
         self.lane = lane_bits(self.act_bits)
@@ -212,7 +214,8 @@ class ElementsToAXIS(wiring.Component):
         m.d.comb += out_free.eq(~out_valid | self.m.tready)
         m.d.comb += self.inp.ready.eq(~closes | out_free)
 
-        with m.If(out_valid & self.m.tready):
+        # (test hook axis_unstable: tvalid falls after one cycle, taken or not)
+        with m.If(out_valid if self.fault == "axis_unstable" else out_valid & self.m.tready):
             m.d.sync += out_valid.eq(0)
 
         elem = Signal(W)

@@ -60,7 +60,9 @@ class AddressGen(wiring.Component):
     """
 
     def __init__(self, *, bound_width: int, addr_width: int,
-                 streams=(("x", 4), ("c", 4), ("o", 3), ("b", 3)), slab=("o",)):
+                 streams=(("x", 4), ("c", 4), ("o", 3), ("b", 3)), slab=("o",), fault=None):
+        from ttforge.hw.faults import check_fault
+        self.fault = check_fault(fault, ("wrong_stride",), "AddressGen")
         self.bound_width = int(bound_width)
         self.addr_width = aw = int(addr_width)
         self.streams = tuple((str(n), int(lv)) for n, lv in streams)
@@ -148,7 +150,10 @@ class AddressGen(wiring.Component):
                     first_case = False
                     with ctx:
                         if j < lv:  # a shallower stream ignores the deeper loops
-                            t = sat_add(p[j], stride[j], aw)
+                            sj = stride[j]
+                            if self.fault == "wrong_stride" and n == "x" and j == 3:
+                                sj = sj + 1     # test hook: k-loop stride one element off
+                            t = sat_add(p[j], sj, aw)
                             m.d.sync += [q.eq(t) for q in p[j:]]
                 with m.Else():  # loop 0 advances
                     m.d.sync += [q.eq(nxt0) for q in p]
@@ -308,7 +313,9 @@ class Requant(wiring.Component):
 
     LATENCY = 5
 
-    def __init__(self, *, acc_bits: int, bias_bits: int, inter_bits: int):
+    def __init__(self, *, acc_bits: int, bias_bits: int, inter_bits: int, fault=None):
+        from ttforge.hw.faults import check_fault
+        self.fault = check_fault(fault, ("round_off_by_one", "sat_bound"), "Requant")
         self.acc_bits = int(acc_bits)
         self.bias_bits = int(bias_bits)
         self.inter_bits = ib = int(inter_bits)
@@ -357,13 +364,26 @@ class Requant(wiring.Component):
         fits, neg = Signal(), Signal()
         r = Signal(signed(T))
         uT = u[:T].as_signed()
+        rc = 1
+        if self.fault == "round_off_by_one":
+            # test hook: rounding constant 2^(s-1) - 1, i.e. +0 instead of +1 on a tie
+            # (u odd and the bits below the shifted-out half bit all zero)
+            sh = Signal(kw, name="fault_sh")
+            m.d.comb += sh.eq(Mux(self.shamt >= ib, self.shamt - ib, 0))
+            lz2, lz3 = Signal(name="fault_lz2"), Signal(name="fault_lz3")
+            m.d.sync += [lz2.eq((v & ((Const(1, vw + 1) << sh) - 1)[:vw]) == 0), lz3.eq(lz2)]
+            rc = Mux(uT[0] & lz3, 0, 1)
         m.d.sync += [fits.eq((top == 0) | (top == (1 << len(top)) - 1)), neg.eq(u[uw - 1]),
-                     r.eq(Mux(self.round, (uT + 1)[1:T + 1].as_signed(), uT))]
+                     r.eq(Mux(self.round, (uT + rc)[1:T + 1].as_signed(), uT))]
         # 5: saturate, ReLU, zero
         over, under = Signal(), Signal()
-        m.d.comb += [over.eq(Mux(fits, r > self.hi, ~neg)), under.eq(Mux(fits, r < self.lo, neg))]
+        hi = self.hi
+        if self.fault == "sat_bound":       # test hook: upper bound 2^(b-1), off by one
+            hi = Signal(signed(T), name="fault_hi")
+            m.d.comb += hi.eq(self.hi + 1)
+        m.d.comb += [over.eq(Mux(fits, r > hi, ~neg)), under.eq(Mux(fits, r < self.lo, neg))]
         c = Signal(signed(ib))
-        m.d.comb += c.eq(Mux(over, self.hi, Mux(under, self.lo, r[:ib].as_signed())))
+        m.d.comb += c.eq(Mux(over, hi, Mux(under, self.lo, r[:ib].as_signed())))
         y = Signal(signed(ib))
         m.d.comb += y.eq(Mux(zero[3] | (self.relu & c[ib - 1]), 0, c))
         m.d.sync += [self.out_valid.eq(valid[3]), self.out.eq(y),

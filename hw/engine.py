@@ -21,6 +21,7 @@ from amaranth.utils import ceil_log2
 
 from ttforge.hw.blocks import (AddressGen, MacLanes, Requant, RequantDecode, sat_add,
                                saturate_value)
+from ttforge.hw.faults import ENGINE_FAULTS, check_fault
 from ttforge.hw.regmap import ErrorCode
 
 __all__ = ["TTEngine", "ERROR_CODES", "ERROR_NAMES", "ENGINE_TIMING", "DESC_WORDS",
@@ -97,13 +98,12 @@ class TTEngine(wiring.Component):
       ``sat_events``, ``vectors``.
     """
 
-    #: deliberate faults for the tests that must fail (never set in generated hardware)
-    FAULTS = ("requant_lsb",)
+    #: deliberate faults for the tests that must fail (never set in generated hardware);
+    #: the registry with their descriptions is :data:`ttforge.hw.faults.FAULTS`
+    FAULTS = ENGINE_FAULTS
 
     def __init__(self, config, *, fault: str | None = None):
-        if fault is not None and fault not in self.FAULTS:
-            raise ValueError(f"fault={fault!r}; known: {self.FAULTS}")
-        self.fault = fault
+        self.fault = check_fault(fault, self.FAULTS, "TTEngine")
         self.config = c = config
         L = int(c.lanes)
         if L < 1 or L & (L - 1):
@@ -251,7 +251,8 @@ class TTEngine(wiring.Component):
 
         # ------------------------------------------------------------------ address generator
         gen = AddressGen(bound_width=cw, addr_width=aw,
-                         streams=(("x", 4), ("c", 4), ("o", 3)), slab=())
+                         streams=(("x", 4), ("c", 4), ("o", 3)), slab=(),
+                         fault=self.fault if self.fault == "wrong_stride" else None)
         m.submodules.gen = ResetInserter({"sync": flush})(gen)
         m.d.comb += [gen.bound_m1.eq(bm1),
                      gen.x_base.eq(fld[5]), gen.c_base.eq(fld[10]), gen.o_base.eq(fld[15])]
@@ -428,7 +429,8 @@ class TTEngine(wiring.Component):
         m.d.comb += blc_add.eq(Mux(adv, g_nv, 0))
 
         # ------------------------------------------------------------------ requantization
-        rq = [Requant(acc_bits=AB, bias_bits=BB, inter_bits=IB) for _ in range(L)]
+        rq_fault = self.fault if self.fault in ("round_off_by_one", "sat_bound") else None
+        rq = [Requant(acc_bits=AB, bias_bits=BB, inter_bits=IB, fault=rq_fault) for _ in range(L)]
         for l, unit in enumerate(rq):
             m.submodules[f"rq{l}"] = ResetInserter({"sync": flush})(unit)
             m.d.comb += [unit.shamt.eq(rq_shamt), unit.round.eq(rq_round), unit.relu.eq(relu),
@@ -493,7 +495,8 @@ class TTEngine(wiring.Component):
         m.d.comb += [
             self.out.valid.eq(fifo.r_rdy & (state == OUTPUT)),
             self.out.payload.data.eq(fifo.r_data[:XB]),
-            self.out.payload.last.eq(fifo.r_data[XB]),
+            # (test hook drop_tlast: the last element is never marked at the port)
+            self.out.payload.last.eq(0 if self.fault == "drop_tlast" else fifo.r_data[XB]),
             fifo.r_en.eq(self.out.ready & (state == OUTPUT)),
         ]
         m.d.sync += [o_raw[l].eq(Mux(self.out_buf, buf_rp[1].data[l], buf_rp[0].data[l])[:XB])
@@ -635,7 +638,8 @@ class TTEngine(wiring.Component):
                 m.d.comb += out_issue.eq(o_more & (fifo.level + o_inf1 + o_inf2 < fifo.depth))
                 with m.If(out_issue):
                     m.d.sync += [o_idx.eq(o_idx + 1), o_more.eq(o_idx != out_last)]
-                with m.If(out_accept & self.out.payload.last):
+                o_end = fifo.r_data[XB] if self.fault == "drop_tlast" else self.out.payload.last
+                with m.If(out_accept & o_end):
                     m.d.sync += [state.eq(IDLE), done_r.eq(1)]
 
         # ------------------------------------------------------------------ errors

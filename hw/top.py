@@ -36,6 +36,7 @@ from amaranth.lib.wiring import In, Out
 from ttforge.hw.axil import AXI4LiteSignature, AXI4LiteSlave, RegisterFile, normalize_regmap
 from ttforge.hw.axis import AXISSignature, AXISToElements, ElementsToAXIS
 from ttforge.hw.emit import VERILATOR_WAIVERS, emit_verilog, port_map
+from ttforge.hw.faults import ENGINE_FAULTS
 
 __all__ = ["TOP_NAME", "TTAccel", "verilog", "verilator_waivers", "PULSE_PORTS"]
 
@@ -72,10 +73,16 @@ class TTAccel(wiring.Component):
     """The accelerator: ``axil`` (AXI4-Lite slave), ``s_axis`` (in), ``m_axis`` (out), ``irq``.
 
     ``engine`` and ``regmap`` default to ``TTEngine(config)`` and
-    ``RegisterMap(config)``; tests may pass stand-ins.
+    ``RegisterMap(config)``; tests may pass stand-ins. ``fault`` names a deliberate
+    fault of :data:`ttforge.hw.faults.FAULTS` (tests that must fail only; ``None``
+    builds the real hardware).
     """
 
-    def __init__(self, config, *, engine=None, regmap=None):
+    def __init__(self, config, *, engine=None, regmap=None, fault=None):
+        from ttforge.hw.faults import check_fault
+        self.fault = check_fault(fault)
+        if fault is not None and engine is not None and fault in ENGINE_FAULTS:
+            raise ValueError(f"fault={fault!r} is in the engine; pass it to the engine instead")
         self.config = config
         if regmap is None:
             from ttforge.hw.regmap import RegisterMap
@@ -95,16 +102,19 @@ class TTAccel(wiring.Component):
         if self._engine is not None:
             return self._engine
         from ttforge.hw.engine import TTEngine
+        if self.fault in ENGINE_FAULTS:
+            return TTEngine(self.config, fault=self.fault)
         return TTEngine(self.config)
 
     def elaborate(self, platform):
         m = Module()
         cfg = self.config
         engine = self._make_engine()
-        slave = AXI4LiteSlave(cfg.axil_addr_bits)
+        slave = AXI4LiteSlave(cfg.axil_addr_bits,
+                              fault=self.fault if self.fault == "axil_double_resp" else None)
         rf = RegisterFile(self.regmap, cfg.axil_addr_bits)
         unpack = AXISToElements(cfg, count_bits=len(engine.in_count))
-        pack = ElementsToAXIS(cfg)
+        pack = ElementsToAXIS(cfg, fault=self.fault if self.fault == "axis_unstable" else None)
         m.submodules.engine = engine
         m.submodules.axil = slave
         m.submodules.regs = rf
@@ -260,14 +270,18 @@ def _ports(core: TTAccel) -> dict:
     return port_map(core, {"axil": "s_axil", "s_axis": "s_axis", "m_axis": "m_axis", "irq": "irq"})
 
 
-def verilog(config, *, reset: str = "rst", engine=None, regmap=None, name: str = TOP_NAME) -> str:
+def verilog(config, *, reset: str = "rst", engine=None, regmap=None, name: str = TOP_NAME,
+            fault=None) -> str:
     """The Verilog text of ``TTAccel(config)`` as module ``name`` (default ``ttforge_accel``).
 
     ``reset="rst"`` (default): ports ``clk`` and ``rst`` (active high, synchronous);
     ``reset="aresetn"``: ``clk`` and ``aresetn`` (active low, synchronous). The same
-    inputs always give byte-identical text.
+    inputs always give byte-identical text. ``fault`` builds a deliberately broken
+    variant (:data:`ttforge.hw.faults.FAULTS`; for the mutation and formal checks).
     """
-    core = TTAccel(config, engine=engine, regmap=regmap)
+    from ttforge.hw.faults import check_fault
+    check_fault(fault)
+    core = TTAccel(config, engine=engine, regmap=regmap, fault=fault)
     ports = _ports(core)
     if reset == "rst":
         return emit_verilog(core, name, ports)
