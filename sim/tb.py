@@ -1,0 +1,283 @@
+"""The cocotb testbench of ``ttforge_accel``: a small interpreter of a *job*.
+
+This module is loaded by cocotb inside the simulator process (Icarus or Verilator),
+never imported by the rest of ttforge. It has one cocotb test, :func:`run_job`, which
+reads a job written by :func:`ttforge.sim.runner.run_job` — ``job.json`` (the
+operations) and ``data.npz`` (the arrays they name) in the directory given by the
+environment variable ``TTFORGE_SIM_JOB`` — and executes the operations in order with
+the standard bus models of ``cocotbext-axi``:
+
+* ``AxiLiteMaster`` on ``s_axil_*`` (load images, register reads and writes, with
+  their ``BRESP``/``RRESP``),
+* ``AxiStreamSource`` on ``s_axis_*`` and ``AxiStreamSink`` on ``m_axis_*``, each with
+  a seeded random pause generator (gaps in ``tvalid``, back-pressure on ``tready``).
+
+Operations (``"op"`` key):
+
+``reset``
+    Hold ``rst`` high for ``cycles`` (default 2) rising edges.
+``load``
+    Apply the writes ``data[writes]`` (``(n, 2)`` address, data) in order; records the
+    number of non-OKAY responses.
+``write`` / ``read``
+    One AXI4-Lite access at ``addr``; records ``resp`` (and ``data`` for reads). A
+    write of ``nbytes`` < 4 drives only those ``WSTRB`` byte lanes.
+``stream``
+    Send the vectors ``data[inputs]`` back to back (one frame each, packed as in
+    ``docs/hardware.md``), receive as many output frames, and store them (``(n,
+    out_count)`` int64) as ``<name>`` in the result arrays. ``gaps``/``backpressure``
+    are the pause probabilities. If ``expected`` names an array, mismatches are
+    counted (the exact comparison is repeated on the Python side).
+``reset_during``
+    Start streaming ``data[inputs]``, wait ``after`` cycles, then reset (``cycles``
+    edges) in the middle of the inference; the source and sink drop what is in flight.
+``counters``
+    Read the six 48-bit performance counters (``LO`` then ``HI``).
+``wait_idle``
+    Poll ``STATUS`` until ``BUSY`` is 0 (at most ``limit`` polls).
+``idle``
+    Let ``cycles`` clock cycles pass.
+
+Results go to ``results.json`` (one entry per operation, plus the simulated cycles and
+wall-clock time of the whole job) and ``results.npz`` (the received outputs).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+import cocotb
+import cocotb.utils
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles, RisingEdge, with_timeout
+
+try:  # cocotb 2.x
+    from cocotb.triggers import SimTimeoutError
+except ImportError:  # pragma: no cover
+    from cocotb.result import SimTimeoutError  # type: ignore
+
+from cocotbext.axi import (AxiLiteBus, AxiLiteMaster, AxiStreamBus, AxiStreamFrame,
+                           AxiStreamSink, AxiStreamSource)
+
+# cocotbext-axi 0.1.28 still reads cocotb's deprecated Event.data
+warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"cocotbext\..*")
+
+#: Clock period in ns (the timescale is 1ns/1ps).
+PERIOD_NS = 10
+COUNTERS = ("CYCLES", "BUSY_LANE_CYCLES", "IN_STALL", "OUT_STALL", "SAT_EVENTS", "VECTORS")
+
+
+def _pauses(rng: random.Random, p: float):
+    """A pause generator: ``True`` (pause this cycle) with probability ``p``."""
+    while True:
+        yield rng.random() < p
+
+
+class _Bench:
+    def __init__(self, dut, job: dict, data: dict[str, np.ndarray]):
+        self.dut = dut
+        self.job = job
+        self.data = data
+        self.regs = job["regs"]
+        self.E = int(job["stream_elems"])
+        self.W = int(job["lane_bits"])
+        self.out_count = int(job["out_count"])
+        self.rng = random.Random(int(job.get("seed", 0)))
+        for name in ("cocotbext.axi", "cocotb.ttforge_accel"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil"), dut.clk, dut.rst)
+        self.src = AxiStreamSource(AxiStreamBus.from_prefix(dut, "s_axis"), dut.clk, dut.rst)
+        self.sink = AxiStreamSink(AxiStreamBus.from_prefix(dut, "m_axis"), dut.clk, dut.rst)
+        for bm in (self.axil.write_if, self.axil.read_if, self.src, self.sink):
+            bm.log.setLevel(logging.WARNING)
+        self.arrays: dict[str, np.ndarray] = {}
+
+    # -- packing ------------------------------------------------------------------------
+    def pack(self, vec: np.ndarray) -> bytes:
+        """One input vector as the bytes of whole beats (element j in lane j)."""
+        W, E = self.W, self.E
+        n = len(vec)
+        beats = -(-n // E)
+        lanes = np.zeros(beats * E, dtype=np.int64)
+        lanes[:n] = vec
+        mask = (1 << W) - 1
+        out = bytearray()
+        for v in lanes.tolist():
+            out += (int(v) & mask).to_bytes(W // 8, "little")
+        return bytes(out)
+
+    def unpack(self, frame) -> list[int]:
+        W = self.W
+        raw = bytes(frame.tdata)
+        step = W // 8
+        vals = []
+        for i in range(0, len(raw) - step + 1, step):
+            v = int.from_bytes(raw[i:i + step], "little")
+            vals.append(v - (1 << W) if v >> (W - 1) else v)
+        # the last beat may be partially filled; the vector has out_count elements
+        return vals[:self.out_count] if len(vals) >= self.out_count else vals
+
+    # -- AXI4-Lite ----------------------------------------------------------------------
+    async def write(self, addr: int, data: int, nbytes: int = 4) -> int:
+        # fewer than 4 bytes: the master drives WSTRB with only those byte lanes
+        r = await self.axil.write(int(addr), int(data & 0xFFFFFFFF).to_bytes(4, "little")[:nbytes])
+        return int(r.resp)
+
+    async def read(self, addr: int) -> tuple[int, int]:
+        r = await self.axil.read(int(addr), 4)
+        return int(r.resp), int.from_bytes(bytes(r.data), "little")
+
+    async def load(self, writes: np.ndarray) -> int:
+        # issue every write at once: the master keeps them in order and pipelines them
+        tasks = [cocotb.start_soon(self.axil.write(int(a), int(d & 0xFFFFFFFF).to_bytes(4, "little")))
+                 for a, d in writes.tolist()]
+        bad = 0
+        for t in tasks:
+            bad += int((await t).resp) != 0
+        return bad
+
+    async def counters(self) -> dict[str, int]:
+        out = {}
+        for name in COUNTERS:
+            _, lo = await self.read(self.regs[f"{name}_LO"])
+            _, hi = await self.read(self.regs[f"{name}_HI"])
+            out[name] = (hi << 32) | lo
+        return out
+
+    async def reset(self, cycles: int = 2) -> None:
+        self.dut.rst.value = 1
+        await ClockCycles(self.dut.clk, cycles)
+        self.dut.rst.value = 0
+        await RisingEdge(self.dut.clk)
+
+    # -- streams ------------------------------------------------------------------------
+    def set_pauses(self, gaps: float, backpressure: float) -> None:
+        seed = self.rng.getrandbits(32)
+        if gaps:
+            self.src.set_pause_generator(_pauses(random.Random(seed), gaps))
+        else:
+            self.src.clear_pause_generator()
+        if backpressure:
+            self.sink.set_pause_generator(_pauses(random.Random(seed + 1), backpressure))
+        else:
+            self.sink.clear_pause_generator()
+
+    async def stream(self, op: dict) -> dict:
+        X = self.data[op["inputs"]]
+        self.set_pauses(float(op.get("gaps", 0.0)), float(op.get("backpressure", 0.0)))
+        for vec in X:
+            self.src.send_nowait(AxiStreamFrame(self.pack(vec)))
+        budget_ns = int(op.get("timeout_cycles", 1_000_000)) * PERIOD_NS
+        got: list[list[int]] = []
+        timeout = False
+        start = cocotb.utils.get_sim_time("ns")
+        for _ in range(len(X)):
+            left = budget_ns - (cocotb.utils.get_sim_time("ns") - start)
+            try:
+                frame = await with_timeout(self.sink.recv(), max(left, PERIOD_NS), "ns")
+            except SimTimeoutError:
+                timeout = True
+                break
+            got.append(self.unpack(frame))
+        lens = [len(g) for g in got]
+        arr = np.zeros((len(got), self.out_count), dtype=np.int64)
+        for i, g in enumerate(got):
+            arr[i, :min(len(g), self.out_count)] = g[:self.out_count]
+        self.arrays[op.get("name", "outputs")] = arr
+        res = {"received": len(got), "timeout": timeout,
+               "bad_lengths": sum(n != self.out_count for n in lens)}
+        if op.get("expected"):
+            exp = self.data[op["expected"]]
+            n = min(len(exp), len(arr))
+            res["mismatched_vectors"] = int(np.sum(np.any(exp[:n] != arr[:n], axis=1))) + (len(exp) - n)
+        if timeout:
+            # drop what is still queued so that a later operation starts clean
+            self.src.clear()
+        return res
+
+    async def reset_during(self, op: dict) -> dict:
+        X = self.data[op["inputs"]]
+        self.set_pauses(0.0, 0.0)
+        for vec in X:
+            self.src.send_nowait(AxiStreamFrame(self.pack(vec)))
+        await ClockCycles(self.dut.clk, int(op.get("after", 50)))
+        _, status = await self.read(self.regs["STATUS"])
+        self.src.clear()
+        await self.reset(int(op.get("cycles", 2)))
+        await ClockCycles(self.dut.clk, 2)
+        # frames the sink may have collected before the reset are not outputs
+        while not self.sink.empty():
+            self.sink.recv_nowait()
+        return {"status_before": status}
+
+
+@cocotb.test()
+async def run_job(dut):
+    """Execute the job named by ``TTFORGE_SIM_JOB`` (see the module docstring)."""
+    wall0 = time.perf_counter()
+    jobdir = Path(os.environ["TTFORGE_SIM_JOB"])
+    job = json.loads((jobdir / "job.json").read_text())
+    with np.load(jobdir / "data.npz") as z:
+        data = {k: z[k] for k in z.files}
+    Clock(dut.clk, PERIOD_NS, unit="ns").start()
+    dut.rst.value = 1
+    bench = _Bench(dut, job, data)
+    await ClockCycles(dut.clk, 2)
+    dut.rst.value = 0
+    await RisingEdge(dut.clk)
+    t0_ns = cocotb.utils.get_sim_time("ns")
+    results = []
+    for op in job["ops"]:
+        kind = op["op"]
+        t_op = time.perf_counter()
+        ns_op = cocotb.utils.get_sim_time("ns")
+        if kind == "reset":
+            await bench.reset(int(op.get("cycles", 2)))
+            res = {}
+        elif kind == "load":
+            res = {"errors": await bench.load(data[op["writes"]])}
+        elif kind == "write":
+            res = {"resp": await bench.write(op["addr"], op["data"], int(op.get("nbytes", 4)))}
+        elif kind == "read":
+            resp, value = await bench.read(op["addr"])
+            res = {"resp": resp, "data": value}
+        elif kind == "stream":
+            res = await bench.stream(op)
+        elif kind == "reset_during":
+            res = await bench.reset_during(op)
+        elif kind == "counters":
+            res = {"counters": await bench.counters()}
+        elif kind == "wait_idle":
+            polls = 0
+            while True:
+                _, st = await bench.read(bench.regs["STATUS"])
+                if not st & 1 or polls >= int(op.get("limit", 100_000)):
+                    break
+                polls += 1
+            res = {"status": st, "polls": polls}
+        elif kind == "idle":
+            await ClockCycles(dut.clk, int(op.get("cycles", 1)))
+            res = {}
+        else:
+            raise ValueError(f"unknown job operation {kind!r}")
+        res.update(op=kind, name=op.get("name", ""),
+                   sim_cycles=int((cocotb.utils.get_sim_time("ns") - ns_op) // PERIOD_NS),
+                   wall_s=time.perf_counter() - t_op)
+        results.append(res)
+    sim_cycles = int((cocotb.utils.get_sim_time("ns") - t0_ns) // PERIOD_NS)
+    summary = {"ops": results, "sim_cycles": sim_cycles, "wall_s": time.perf_counter() - wall0}
+    np.savez(jobdir / "results.npz", **bench.arrays)
+    (jobdir / "results.json").write_text(json.dumps(summary, indent=1))
+    # the cocotb verdict: any expected stream that disagreed fails the test (the caller
+    # repeats the exact comparison with np.array_equal)
+    bad = [r for r, op in zip(results, job["ops"])
+           if op.get("expected") and (r.get("mismatched_vectors") or r.get("timeout"))]
+    assert not bad, f"{len(bad)} stream operation(s) disagreed with the expected outputs"
