@@ -122,6 +122,7 @@ int main(int argc, char** argv) {
     auto writes = read_image(image);
     Vectors in = read_vectors(inputs);
 
+    const auto t_start = std::chrono::steady_clock::now();
     ttf::Sim sim;
     sim.config_streams(seed, gaps, bp);
 
@@ -144,6 +145,7 @@ int main(int argc, char** argv) {
         }
     }
     const uint64_t load_cycles = sim.cycles();
+    const double load_wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
 
     uint32_t in_count = 0, out_count = 0;
     sim.read32(TTFORGE_IN_COUNT_ADDR, &in_count);
@@ -178,6 +180,8 @@ int main(int argc, char** argv) {
     uint32_t status = 0, error_code = 0;
     sim.read32(TTFORGE_STATUS_ADDR, &status);
     sim.read32(TTFORGE_ERROR_CODE_ADDR, &error_code);
+
+    const double total_wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
 
     std::string problem;
     if (!all)
@@ -218,8 +222,9 @@ int main(int argc, char** argv) {
     std::fprintf(f, "  \"in_count\": %u,\n  \"out_count\": %u,\n", in_count, out_count);
     std::fprintf(f, "  \"seed\": %" PRIu64 ",\n  \"gaps\": %.17g,\n  \"backpressure\": %.17g,\n", seed, gaps, bp);
     std::fprintf(f, "  \"load_writes\": %zu,\n  \"load_cycles\": %" PRIu64 ",\n", writes.size(), load_cycles);
+    std::fprintf(f, "  \"load_seconds\": %.9f,\n", load_wall);
     std::fprintf(f, "  \"stream_cycles\": %" PRIu64 ",\n  \"stream_seconds\": %.9f,\n", c1 - c0, wall);
-    std::fprintf(f, "  \"total_cycles\": %" PRIu64 ",\n", sim.cycles());
+    std::fprintf(f, "  \"total_cycles\": %" PRIu64 ",\n  \"total_seconds\": %.9f,\n", sim.cycles(), total_wall);
     std::fprintf(f, "  \"status\": %u,\n  \"error_code\": %u,\n", status, error_code);
     std::fprintf(f, "  \"counters\": {");
     for (int k = 0; k < 6; ++k)
