@@ -476,7 +476,17 @@ class Bridge(wiring.Component):
         m.d.comb += send.eq(self.tx_valid & self.tx_ready)
         with m.If(send & ~self.tx_raw):
             m.d.sync += tcrc.eq(crc8_next(tcrc, self.tx_data))
-        m.d.comb += out_byte.eq(obeat.word_select(obyte, 8) if B * E > 1 else obeat[:8])
+        # byte multiplexers as case statements (a variable part-select is X out of range
+        # in Verilog simulators)
+        with m.Switch(obyte):
+            for k in range(B * E):
+                with m.Case(k):
+                    m.d.comb += out_byte.eq(obeat[8 * k:8 * k + 8])
+        r_byte = Signal(8)
+        with m.Switch(tidx):
+            for k in range(6):
+                with m.Case(k):
+                    m.d.comb += r_byte.eq(r_buf[8 * k:8 * k + 8])
         with m.FSM():
             with m.State("IDLE"):
                 m.d.sync += [tcrc.eq(0), tidx.eq(0), obyte.eq(0), otmo.eq(0)]
@@ -493,7 +503,7 @@ class Bridge(wiring.Component):
                 with m.If(send):
                     m.next = "R_BODY"
             with m.State("R_BODY"):
-                m.d.comb += [self.tx_valid.eq(1), self.tx_data.eq(r_buf.word_select(tidx, 8))]
+                m.d.comb += [self.tx_valid.eq(1), self.tx_data.eq(r_byte)]
                 with m.If(send):
                     m.d.sync += tidx.eq(tidx + 1)
                     with m.If(tidx + 1 == r_len):

@@ -1,0 +1,246 @@
+"""Board tops: ``TTAccel`` + the UART bridge + LEDs + clocking, for the ULX3S and the
+iCEBreaker (``docs/boards.md``).
+
+* :class:`BoardCore` is the board-independent logic: the accelerator
+  (:class:`ttforge.hw.top.TTAccel`), the UART bridge (:class:`ttforge.firmware.uart.BridgeCore`)
+  wired to its AXI4-Lite slave and both AXI4-Stream ports, and the status LEDs. Its ports
+  are plain pins (``uart_rx``, ``uart_tx``, ``leds``, ``irq``) in the ``sync`` domain, so
+  the same component is simulated (:func:`sim_verilog`: ``clk``, ``rst``, the pins) and
+  built for a board.
+* :class:`BoardTop` puts a :class:`BoardCore` on an amaranth-boards platform: it requests
+  the UART and LED resources and makes the ``sync`` clock: on the ULX3S an ECP5 ``EHXPLLL``
+  from the 25 MHz oscillator (default 50 MHz; table :data:`ECP5_PLL`), reset held until the
+  PLL locks; on the iCEBreaker the 12 MHz oscillator directly.
+* :data:`BOARDS` describes each board: platform, device (the key of
+  ``ttforge.hw.synth.DEVICES``), clocks, bitstream file and the openFPGALoader board name.
+"""
+
+import dataclasses
+from typing import Callable
+
+from amaranth.hdl import ClockDomain, Elaboratable, Instance, Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.cdc import ResetSynchronizer
+from amaranth.lib.wiring import In, Out
+
+from ttforge.errors import ConfigError
+from ttforge.firmware.uart import BridgeCore, MIN_DIVISOR
+
+__all__ = ["Board", "BOARDS", "board", "BoardCore", "BoardTop", "ECP5_PLL", "LEDS",
+           "uart_divisor", "sim_verilog", "SIM_TOP", "DEFAULT_BAUD"]
+
+DEFAULT_BAUD = 115200
+SIM_TOP = "ttforge_board"
+
+#: ECP5 EHXPLLL settings from the ULX3S's 25 MHz oscillator, as ``yowasp-ecppll -i 25
+#: -o F`` computes them (checked by a test): F (Hz) -> (CLKI_DIV, CLKFB_DIV, CLKOP_DIV,
+#: CLKOP_CPHASE). The VCO runs at 25 / CLKI_DIV * CLKFB_DIV * CLKOP_DIV MHz (400..800).
+ECP5_PLL: dict[int, tuple[int, int, int, int]] = {
+    40_000_000: (5, 8, 15, 7),
+    50_000_000: (1, 2, 12, 5),
+    60_000_000: (5, 12, 10, 4),
+    62_500_000: (2, 5, 10, 4),
+    75_000_000: (1, 3, 8, 4),
+    100_000_000: (1, 4, 6, 2),
+}
+
+#: LED meaning, by index of BoardCore.leds
+LEDS = ("heartbeat", "uart rx", "uart tx", "busy (a vector in flight)",
+        "error (bridge error or irq)", "irq")
+
+
+@dataclasses.dataclass(frozen=True)
+class Board:
+    key: str
+    title: str
+    device: str                  # ttforge.hw.synth.DEVICES key
+    platform: Callable           # () -> amaranth platform
+    osc_hz: int                  # the board oscillator
+    default_hz: int              # the sync clock by default
+    clocks_hz: tuple[int, ...]   # every sync clock the top can make
+    bitstream: str               # file suffix the toolchain writes
+    loader_board: str            # openFPGALoader -b
+    default_lanes: int
+    led_map: tuple[int, ...]     # BoardCore.leds index for each board LED
+
+    def check_clock(self, hz: int) -> int:
+        hz = int(hz)
+        if hz not in self.clocks_hz:
+            opts = ", ".join(f"{h / 1e6:g}" for h in self.clocks_hz)
+            raise ConfigError(f"--freq {hz / 1e6:g} MHz is not available on the {self.key} "
+                              f"(choose one of {opts} MHz)")
+        return hz
+
+
+def _ulx3s():
+    from amaranth_boards.ulx3s import ULX3S_85F_Platform
+    return ULX3S_85F_Platform()
+
+
+def _icebreaker():
+    from amaranth_boards.icebreaker import ICEBreakerPlatform
+    return ICEBreakerPlatform()
+
+
+BOARDS: dict[str, Board] = {
+    "ulx3s": Board("ulx3s", "ULX3S (ECP5 LFE5U-85F, CABGA381)", "ecp5-85f", _ulx3s,
+                   osc_hz=25_000_000, default_hz=50_000_000,
+                   clocks_hz=(25_000_000, *sorted(ECP5_PLL)), bitstream="bit",
+                   loader_board="ulx3s", default_lanes=4,
+                   led_map=(0, 1, 2, 3, 4, 5)),
+    "icebreaker": Board("icebreaker", "iCEBreaker (iCE40UP5K, SG48)", "ice40up5k", _icebreaker,
+                        osc_hz=12_000_000, default_hz=12_000_000, clocks_hz=(12_000_000,),
+                        bitstream="bin", loader_board="ice40_generic", default_lanes=1,
+                        # led 0 is the red LED (error), led 1 the green (heartbeat)
+                        led_map=(4, 0)),
+}
+
+
+def board(name: str) -> Board:
+    """The :class:`Board` called ``name`` (a one-line error naming the choices)."""
+    try:
+        return BOARDS[str(name).lower()]
+    except KeyError:
+        raise ConfigError(f"--board {name!r} is not a known board; choose one of "
+                          f"{', '.join(BOARDS)}") from None
+
+
+def uart_divisor(clk_hz: float, baud: int) -> int:
+    """Clock cycles per UART bit; the rate error must stay below 2%."""
+    if baud <= 0:
+        raise ConfigError(f"--baud {baud} must be positive")
+    div = round(clk_hz / baud)
+    if div < MIN_DIVISOR:
+        raise ConfigError(f"--baud {baud} is too fast for a {clk_hz / 1e6:g} MHz clock "
+                          f"(at most {int(clk_hz // MIN_DIVISOR)})")
+    err = abs(clk_hz / div - baud) / baud
+    if err > 0.02:
+        raise ConfigError(f"--baud {baud} is {err:.1%} off at {clk_hz / 1e6:g} MHz "
+                          f"(divisor {div}); choose a baud rate that divides the clock")
+    return div
+
+
+class BoardCore(wiring.Component):
+    """Accelerator + UART bridge + LEDs, all in ``sync``.
+
+    ``leds`` (see :data:`LEDS`): 0 heartbeat (about 1 Hz at ``clk_hz``), 1/2 UART
+    receive/transmit activity, 3 a vector in flight, 4 error (the bridge's last response
+    was not OK, or ``irq``), 5 ``irq``. Activity is stretched to about 1/32 s.
+    """
+
+    uart_rx: In(1, init=1)
+    uart_tx: Out(1, init=1)
+    leds: Out(len(LEDS))
+    irq: Out(1)
+
+    def __init__(self, config, *, divisor: int, clk_hz: int, engine=None):
+        self.config = config
+        self.divisor = int(divisor)
+        self.clk_hz = int(clk_hz)
+        self._engine = engine
+        super().__init__()
+
+    def elaborate(self, platform):
+        from ttforge.hw.axis import lane_bits
+        from ttforge.hw.top import TTAccel
+
+        m = Module()
+        cfg = self.config
+        m.submodules.accel = accel = TTAccel(cfg, engine=self._engine)
+        m.submodules.bridge = br = BridgeCore(
+            divisor=self.divisor, addr_bits=cfg.axil_addr_bits,
+            elem_bytes=lane_bits(cfg.act_bits) // 8, stream_elems=cfg.stream_elems)
+        wiring.connect(m, br.axil, accel.axil)
+        wiring.connect(m, br.m_axis, accel.s_axis)
+        wiring.connect(m, accel.m_axis, br.s_axis)
+        m.d.comb += [br.rx.eq(self.uart_rx), self.uart_tx.eq(br.tx), self.irq.eq(accel.irq)]
+
+        # LEDs
+        hb_bits = max(1, (self.clk_hz // 2).bit_length())
+        hb = Signal(hb_bits)
+        m.d.sync += hb.eq(hb + 1)
+        stretch = max(2, self.clk_hz // 32)
+
+        def stretched(ev):
+            c = Signal(range(stretch + 1))
+            with m.If(ev):
+                m.d.sync += c.eq(stretch)
+            with m.Elif(c != 0):
+                m.d.sync += c.eq(c - 1)
+            return c != 0
+
+        m.d.comb += [
+            self.leds[0].eq(hb[-1]),
+            self.leds[1].eq(stretched(br.rx_activity)),
+            self.leds[2].eq(stretched(br.tx_activity)),
+            self.leds[3].eq(br.busy),
+            self.leds[4].eq(br.error | accel.irq),
+            self.leds[5].eq(accel.irq),
+        ]
+        return m
+
+
+def sim_verilog(config, *, divisor: int, clk_hz: int = 100_000_000, name: str = SIM_TOP,
+                engine=None) -> str:
+    """Verilog of :class:`BoardCore` for simulation: ports ``clk``, ``rst`` (active high,
+    synchronous), ``uart_rx``, ``uart_tx``, ``leds``, ``irq``."""
+    from amaranth._toolchain.yosys import find_yosys
+    from amaranth.back import rtlil
+
+    core = BoardCore(config, divisor=divisor, clk_hz=clk_hz, engine=engine)
+    text = rtlil.convert(core, name=name, emit_src=False)
+    # processes lowered to cells (`proc`): Icarus Verilog 11 never evaluates an
+    # `always @*` block whose inputs do not change after time 0 (its outputs would stay
+    # X); Yosys renames its `$` temporaries (Icarus takes `\$...` calls for system tasks)
+    yosys = find_yosys(lambda ver: ver >= (0, 40))
+    script = "\n".join([f"read_rtlil <<rtlil\n{text}\nrtlil", "proc", "flatten",
+                         "opt_clean -purge", "write_verilog -noattr"])
+    return yosys.run(["-q", "-"], script, ignore_warnings=True)
+
+
+class BoardTop(Elaboratable):
+    """A :class:`BoardCore` on a board's platform (elaborate with that platform)."""
+
+    def __init__(self, board_key: str, config, *, clk_hz: int | None = None,
+                 baud: int = DEFAULT_BAUD):
+        self.board = board(board_key)
+        self.config = config
+        self.clk_hz = self.board.check_clock(clk_hz or self.board.default_hz)
+        self.baud = int(baud)
+        self.divisor = uart_divisor(self.clk_hz, self.baud)
+
+    def elaborate(self, platform):
+        m = Module()
+        b = self.board
+        if self.clk_hz != b.osc_hz:
+            # ECP5 PLL from the oscillator; reset until it locks
+            clki_div, clkfb_div, clkop_div, cphase = ECP5_PLL[self.clk_hz]
+            osc = platform.request(platform.default_clk, dir="i")
+            m.domains.sync = cd = ClockDomain("sync")
+            lock = Signal()
+            m.submodules.pll = Instance(
+                "EHXPLLL",
+                a_FREQUENCY_PIN_CLKI=f"{b.osc_hz / 1e6:g}",
+                a_FREQUENCY_PIN_CLKOP=f"{self.clk_hz / 1e6:g}",
+                a_ICP_CURRENT="12", a_LPF_RESISTOR="8", a_MFG_ENABLE_FILTEROPAMP="1",
+                a_MFG_GMCREF_SEL="2",
+                p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED", p_STDBY_ENABLE="DISABLED",
+                p_DPHASE_SOURCE="DISABLED", p_OUTDIVIDER_MUXA="DIVA", p_OUTDIVIDER_MUXB="DIVB",
+                p_OUTDIVIDER_MUXC="DIVC", p_OUTDIVIDER_MUXD="DIVD",
+                p_CLKI_DIV=clki_div, p_CLKOP_ENABLE="ENABLED", p_CLKOP_DIV=clkop_div,
+                p_CLKOP_CPHASE=cphase, p_CLKOP_FPHASE=0, p_FEEDBK_PATH="CLKOP",
+                p_CLKFB_DIV=clkfb_div,
+                i_RST=0, i_STDBY=0, i_CLKI=osc.i, o_CLKOP=cd.clk, i_CLKFB=cd.clk,
+                i_PHASESEL0=0, i_PHASESEL1=0, i_PHASEDIR=1, i_PHASESTEP=1, i_PHASELOADREG=1,
+                i_PLLWAKESYNC=0, i_ENCLKOP=0, o_LOCK=lock,
+            )
+            m.submodules.rst_sync = ResetSynchronizer(~lock, domain="sync")
+            platform.add_clock_constraint(cd.clk, self.clk_hz)
+        # (otherwise the platform makes `sync` from the oscillator, with a reset synchronizer)
+        m.submodules.core = core = BoardCore(self.config, divisor=self.divisor, clk_hz=self.clk_hz)
+        uart = platform.request("uart", 0)
+        m.d.comb += [core.uart_rx.eq(uart.rx.i), uart.tx.o.eq(core.uart_tx)]
+        for i, src in enumerate(b.led_map):
+            led = platform.request("led", i)
+            m.d.comb += led.o.eq(core.leds[src])
+        return m

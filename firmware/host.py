@@ -1,0 +1,372 @@
+"""Host driver: talk to a board (or its simulation) through the UART bridge.
+
+:class:`Device` runs the protocol of :mod:`ttforge.firmware.protocol` over a transport:
+
+* :class:`SerialTransport` — a real board's USB UART (pyserial);
+* :class:`ttforge.firmware.simulate.SimTransport` — the board top's RTL in Icarus
+  Verilog, its UART pins driven by cocotb (``cocotbext-uart``).
+
+Every wait is bounded: a device that does not answer raises :class:`DeviceTimeout`
+(one line), never hangs. The API::
+
+    with Device.open_serial("/dev/ttyUSB0", baud=115200) as dev:
+        dev.load("model.ttfa")             # compile for the bitstream's config, write it
+        y = dev.infer(x)                   # (N, in_features) integers -> (N, out_features)
+        dev.counters(), dev.errors()
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from ttforge.errors import ShapeError, TTForgeError
+from ttforge.firmware import protocol as P
+from ttforge.firmware.protocol import AXI_RESP, Cmd, OutputFrame, Response, Status
+
+__all__ = ["Device", "DeviceError", "DeviceTimeout", "Transport", "SerialTransport",
+           "COUNTERS", "TTFG_ID"]
+
+TTFG_ID = 0x54544647
+COUNTERS = ("CYCLES", "BUSY_LANE_CYCLES", "IN_STALL", "OUT_STALL", "SAT_EVENTS", "VECTORS")
+#: words per WRITE_BURST frame when loading
+BURST_WORDS = 256
+
+
+class DeviceError(TTForgeError):
+    """The device answered, with an error (one line)."""
+
+
+class DeviceTimeout(DeviceError):
+    """The device did not answer in time (one line)."""
+
+
+class Transport(Protocol):
+    name: str
+    default_timeout: float
+
+    def write(self, data: bytes) -> None: ...
+
+    def read(self, timeout: float) -> bytes: ...      # b"" when nothing came in time
+
+    def close(self) -> None: ...
+
+
+class SerialTransport:
+    """A serial port (pyserial): 8N1 at ``baud``."""
+
+    def __init__(self, port: str, baud: int = 115200, *, timeout: float = 2.0):
+        try:
+            import serial
+        except ImportError:
+            raise DeviceError("pyserial is not installed; install it with: pip install pyserial "
+                              "(or pip install 'ttforge[board]')") from None
+        self.name = f"{port} at {baud} baud"
+        self.baud = int(baud)
+        self.default_timeout = float(timeout)
+        try:
+            self._s = serial.Serial(port, self.baud, timeout=0.05, write_timeout=self.default_timeout)
+        except (serial.SerialException, OSError, ValueError) as e:
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise DeviceError(f"cannot open serial port {port}: {msg}; check --port "
+                              "(e.g. /dev/ttyUSB0) and that the board is attached") from None
+        self._serial = serial
+
+    def write(self, data: bytes) -> None:
+        try:
+            self._s.write(data)
+            self._s.flush()
+        except self._serial.SerialTimeoutException:
+            raise DeviceTimeout(f"{self.name}: writing timed out after {self.default_timeout:g} s") from None
+        except (self._serial.SerialException, OSError) as e:
+            raise DeviceError(f"{self.name}: write failed: {e}") from None
+
+    def read(self, timeout: float) -> bytes:
+        try:
+            self._s.timeout = max(0.0, timeout)
+            first = self._s.read(1)
+            if not first:
+                return b""
+            more = self._s.in_waiting
+            return first + (self._s.read(more) if more else b"")
+        except (self._serial.SerialException, OSError) as e:
+            raise DeviceError(f"{self.name}: read failed: {e}") from None
+
+    def close(self) -> None:
+        try:
+            self._s.close()
+        except Exception:   # pragma: no cover - closing a vanished port
+            pass
+
+
+class Device:
+    """The accelerator behind the UART bridge (any :class:`Transport`)."""
+
+    def __init__(self, transport: Transport, *, timeout: float | None = None):
+        self.t = transport
+        self.timeout = float(timeout if timeout is not None else transport.default_timeout)
+        self._parser = P.Parser()
+        self._responses: deque = deque()
+        self._outputs: deque = deque()
+        self.bad_frames: list[P.BadFrame] = []
+        self.info: dict[str, int] | None = None
+        self.config = None
+        self.program = None
+        self.net = None
+        self._regs = None
+
+    # -------------------------------------------------------------- construction
+    @classmethod
+    def open_serial(cls, port: str, baud: int = 115200, *, timeout: float = 2.0) -> "Device":
+        return cls(SerialTransport(port, baud, timeout=timeout), timeout=timeout)
+
+    def __enter__(self) -> "Device":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.t.close()
+
+    # -------------------------------------------------------------- the link
+    def _pump(self, deadline: float) -> bool:
+        """Read what arrives before ``deadline``; False if nothing came."""
+        data = self.t.read(max(0.0, deadline - time.monotonic()))
+        if not data:
+            return False
+        for item in self._parser.feed(data):
+            if isinstance(item, Response):
+                self._responses.append(item)
+            elif isinstance(item, OutputFrame):
+                self._outputs.append(item)
+            else:
+                self.bad_frames.append(item)
+        return True
+
+    def _wait(self, queue: deque, what: str, timeout: float | None = None):
+        timeout = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        while not queue:
+            if time.monotonic() >= deadline:
+                bad = f" ({len(self.bad_frames)} corrupt frames received)" if self.bad_frames else ""
+                raise DeviceTimeout(
+                    f"{self.t.name}: no {what} within {timeout:g} s{bad}; check the port, the "
+                    "baud rate, and that the board runs a ttforge bitstream")
+            self._pump(deadline)
+        return queue.popleft()
+
+    def request(self, frame: bytes, cmd: Cmd, *, timeout: float | None = None) -> Response:
+        """Send one request frame, wait for its response (status checked, AXI resp not)."""
+        self.t.write(frame)
+        r = self._wait(self._responses, f"answer to {cmd.name}", timeout)
+        if r.cmd != cmd:
+            raise P.ProtocolError(f"{self.t.name}: expected a {cmd.name} response, got {r.describe()}")
+        if r.status != Status.OK:
+            raise DeviceError(f"{self.t.name}: {r.describe()}")
+        return r
+
+    def resync(self) -> None:
+        """Send frame delimiters and drop whatever is queued (after an error)."""
+        self.t.write(bytes([P.END]) * 4)
+        deadline = time.monotonic() + 0.05
+        while self._pump(deadline):
+            pass
+        self._responses.clear()
+        self._outputs.clear()
+
+    # -------------------------------------------------------------- registers
+    def ping(self) -> dict[str, int]:
+        r = self.request(P.ping(), Cmd.PING)
+        version, eb, se, ab = r.info
+        if version != P.PROTOCOL_VERSION:
+            raise DeviceError(f"{self.t.name}: bridge protocol version {version}, this driver "
+                              f"speaks {P.PROTOCOL_VERSION}; rebuild the bitstream with this ttforge")
+        self.info = {"version": version, "elem_bytes": eb, "stream_elems": se, "addr_bits": ab}
+        return self.info
+
+    def _axi(self, r: Response, what: str) -> Response:
+        if r.resp != 0:
+            raise DeviceError(f"{self.t.name}: {what} answered {AXI_RESP.get(r.resp, r.resp)}")
+        return r
+
+    def read32(self, addr: int) -> int:
+        return self._axi(self.request(P.read32(addr), Cmd.READ32), f"read of 0x{addr:X}").data
+
+    def write32(self, addr: int, data: int) -> None:
+        self._axi(self.request(P.write32(addr, data), Cmd.WRITE32), f"write of 0x{addr:X}")
+
+    def write_burst(self, addr: int, words) -> None:
+        words = list(words)
+        r = self.request(P.write_burst(addr, words), Cmd.WRITE_BURST)
+        if r.count != len(words):
+            raise DeviceError(f"{self.t.name}: burst at 0x{addr:X} wrote {r.count} of {len(words)} words")
+        self._axi(r, f"burst write at 0x{addr:X}")
+
+    def _reg(self, name: str) -> int:
+        if self._regs is None:
+            from ttforge.hw.config import AccelConfig
+            from ttforge.hw.regmap import RegisterMap
+            self._regs = RegisterMap(self.config or AccelConfig())
+        return self._regs.addr(name)
+
+    def hw_config(self):
+        """The :class:`AccelConfig` of the bitstream, read from its ``CFG_*`` registers."""
+        from ttforge.hw.config import AccelConfig
+        from ttforge.hw.regmap import RegisterMap
+
+        if self.info is None:
+            self.ping()
+        ident = self.read32(self._reg("ID"))
+        if ident != TTFG_ID:
+            raise DeviceError(f"{self.t.name}: ID register reads 0x{ident:08X}, not a ttforge "
+                              "accelerator (0x54544647)")
+        lanes_w = self.read32(self._reg("CFG_LANES"))
+        widths = self.read32(self._reg("CFG_WIDTHS"))
+        cfg = AccelConfig(
+            lanes=lanes_w & 0xFF, stream_elems=(lanes_w >> 8) & 0xFF,
+            act_bits=widths & 0xFF, core_bits=(widths >> 8) & 0xFF,
+            inter_bits=(widths >> 16) & 0xFF, acc_bits=(widths >> 24) & 0xFF,
+            bias_bits=self.read32(self._reg("CFG_BIAS_BITS")) & 0xFF,
+            core_depth=self.read32(self._reg("CFG_CORE_DEPTH")),
+            bias_depth=self.read32(self._reg("CFG_BIAS_DEPTH")),
+            buf_depth=self.read32(self._reg("CFG_BUF_DEPTH")),
+            desc_depth=self.read32(self._reg("CFG_DESC_DEPTH")),
+            axil_addr_bits=max(self.info["addr_bits"], 1),
+        )
+        self.config = cfg
+        self._regs = RegisterMap(cfg)
+        return cfg
+
+    # -------------------------------------------------------------- the model
+    def load(self, artifact) -> Any:
+        """Compile ``artifact`` (a path or an ``IntNetwork``) for the device's config and
+        write its load image; returns the :class:`~ttforge.hw.program.Program`."""
+        from ttforge.hw.program import compile_program, load_image
+
+        if isinstance(artifact, (str, os.PathLike)):
+            from ttforge.quant.artifact import load_artifact
+            net = load_artifact(Path(artifact))
+        else:
+            net = artifact
+        cfg = self.hw_config()
+        bad = cfg.misfits(net)
+        if bad:
+            raise DeviceError(f"the model does not fit the bitstream on {self.t.name}: "
+                              + "; ".join(bad) + " (build a bitstream for this model)")
+        program = compile_program(net, cfg)
+        writes = load_image(program, self._regs)
+        for addr, words in P.split_bursts(writes, BURST_WORDS):
+            self.write_burst(addr, words)
+        # the error LED follows irq: enable the error interrupt, clear stale causes
+        ctrl = self._regs["CTRL"]
+        en = {f.name: f for f in ctrl.fields}
+        self.write32(self._reg("IRQ_STATUS"), 0x3)
+        self.write32(ctrl.addr, en["ENABLE"].put(1) | en["IRQ_ERROR_EN"].put(1))
+        self.net, self.program = net, program
+        return program
+
+    def _glob(self, name: str) -> int:
+        return int(getattr(self.program, name.lower()))
+
+    def infer(self, inputs, *, timeout: float | None = None) -> np.ndarray:
+        """Run each row of ``inputs`` (integers, ``(N, in_features)`` or one vector)
+        through the device; ``(N, out_features)`` int64."""
+        if self.program is None:
+            raise DeviceError("no model loaded; call load(artifact) first")
+        x = np.asarray(inputs)
+        one = x.ndim == 1
+        if one:
+            x = x[None, :]
+        n_in, n_out = self._glob("IN_COUNT"), self._glob("OUT_COUNT")
+        if x.ndim != 2 or x.shape[1] != n_in:
+            raise ShapeError(f"inputs have shape {tuple(np.asarray(inputs).shape)}; the model takes "
+                             f"(N, {n_in})")
+        if not np.issubdtype(x.dtype, np.integer):
+            raise ShapeError(f"inputs must be integers (quantized), got {x.dtype}; quantize them "
+                             "with the network's quantize_input")
+        a = self.config.act_bits
+        lo, hi = -(1 << (a - 1)), (1 << (a - 1)) - 1
+        if x.size and (x.min() < lo or x.max() > hi):
+            raise ShapeError(f"inputs must be in {lo}..{hi} (act_bits={a}), got "
+                             f"{int(x.min())}..{int(x.max())}")
+        eb, E = self.info["elem_bytes"], self.config.stream_elems
+        want = -(-n_out // E) * E
+        out = np.zeros((x.shape[0], n_out), dtype=np.int64)
+        tmo = self.timeout if timeout is None else timeout
+        for i, row in enumerate(x):
+            self.t.write(P.stream_in(row.tolist(), eb))
+            r = self._wait(self._responses, "answer to STREAM_IN", tmo)
+            if r.cmd != Cmd.STREAM_IN or r.status != Status.OK:
+                self._recover()
+                raise DeviceError(f"{self.t.name}: vector {i}: {r.describe()}")
+            frame = self._wait_output(i, tmo)
+            vals = frame.elements(eb)
+            if len(vals) != want:
+                raise P.ProtocolError(f"{self.t.name}: vector {i}: output frame has {len(vals)} "
+                                      f"elements, expected {want}")
+            out[i] = vals[:n_out]
+        return out[0] if one else out
+
+    def _wait_output(self, i: int, timeout: float) -> OutputFrame:
+        """The output frame of vector ``i``; while it does not come, STATUS is polled so
+        that an accelerator error is reported at once (not after the timeout)."""
+        deadline = time.monotonic() + timeout
+        step = max(0.2, timeout / 20)
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                return self._wait(self._outputs, f"output of vector {i}", max(0.0, min(step, left)))
+            except DeviceTimeout:
+                if left <= step:
+                    raise DeviceTimeout(f"{self.t.name}: no output of vector {i} within "
+                                        f"{timeout:g} s and no error reported") from None
+            if self._outputs:
+                continue
+            err = self.errors()
+            if err["error"] and not self._outputs:
+                self.write32(self._reg("CMD"), self._cmd("CLEAR_ERROR"))
+                raise DeviceError(f"{self.t.name}: vector {i}: the accelerator stopped with "
+                                  f"{err['code']} at step {err['step']}")
+
+    def _cmd(self, field: str) -> int:
+        f = {f.name: f for f in self._regs["CMD"].fields}[field]
+        return f.put(1)
+
+    def _recover(self) -> None:
+        """After a failed STREAM_IN: drop a partial vector in the core."""
+        try:
+            self.write32(self._reg("CMD"), self._cmd("SOFT_RESET"))
+        except TTForgeError:
+            pass
+        self._outputs.clear()
+
+    # -------------------------------------------------------------- status
+    def counters(self) -> dict[str, int]:
+        """The six 48-bit performance counters (LO read first: it latches HI)."""
+        out = {}
+        for c in COUNTERS:
+            lo = self.read32(self._reg(f"{c}_LO"))
+            hi = self.read32(self._reg(f"{c}_HI"))
+            out[c.lower()] = (hi << 32) | lo
+        return out
+
+    def errors(self) -> dict[str, Any]:
+        """``STATUS`` and ``ERROR_CODE``: busy, done, error, the code's name and step, and
+        the corrupt frames the driver has received."""
+        from ttforge.hw.regmap import ErrorCode
+
+        st = self.read32(self._reg("STATUS"))
+        ec = self.read32(self._reg("ERROR_CODE"))
+        code = ec & 0xFF
+        try:
+            name = ErrorCode(code).name
+        except ValueError:
+            name = f"code {code}"
+        return {"busy": bool(st & 1), "done": bool(st & 2), "error": bool(st & 4),
+                "code": name, "step": ec >> 16, "bad_frames": len(self.bad_frames)}

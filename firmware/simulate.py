@@ -1,0 +1,126 @@
+"""Simulation transport: the board top's RTL in Icarus Verilog, driven over its UART pins.
+
+:class:`SimTransport` emits the simulation variant of the board top
+(:func:`ttforge.firmware.board.sim_verilog`: the accelerator, the UART bridge and the LEDs,
+with plain ``clk``/``rst``/``uart_rx``/``uart_tx`` ports and no PLL or I/O buffers),
+builds it with ``cocotb_tools.runner`` for Icarus, and runs the cocotb module
+:mod:`ttforge.firmware._cocotb_uart` in a background thread. That module drives the
+pins with ``cocotbext-uart`` and relays bytes over a Unix socket, so the host driver
+(:class:`ttforge.firmware.host.Device`) runs unchanged, exactly as over a serial port.
+
+The UART runs fast in simulation (``divisor`` clock cycles per bit, default 4).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import select
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from ttforge.firmware.host import Device, DeviceError, DeviceTimeout
+
+__all__ = ["SimTransport", "simulated_device", "SIM_DIVISOR", "SIM_CLK_NS"]
+
+SIM_DIVISOR = 4
+SIM_CLK_NS = 10
+
+
+class SimTransport:
+    """The simulated board as a transport (``write``/``read``/``close``)."""
+
+    def __init__(self, config, *, divisor: int = SIM_DIVISOR, clk_ns: int = SIM_CLK_NS,
+                 build_dir: str | os.PathLike | None = None, timeout: float = 60.0,
+                 log_file: str | os.PathLike | None = None, engine=None):
+        import shutil as _sh
+        from ttforge.firmware.board import SIM_TOP, sim_verilog
+
+        if _sh.which("iverilog") is None or _sh.which("vvp") is None:
+            raise DeviceError("Icarus Verilog is not installed; install it with: "
+                              "apt-get install iverilog")
+        try:
+            from cocotb_tools.runner import get_runner
+        except ImportError:
+            raise DeviceError("cocotb is not installed; install it with: pip install "
+                              "'ttforge[sim]'") from None
+        self.name = "simulated board"
+        self.default_timeout = float(timeout)
+        verilog = sim_verilog(config, divisor=divisor, clk_hz=int(1e9 // clk_ns), engine=engine)
+        key = hashlib.sha256(verilog.encode()).hexdigest()[:16]
+        root = Path(build_dir) if build_dir else Path(tempfile.gettempdir()) / "ttforge-simboard"
+        self.build_dir = bd = root / key
+        bd.mkdir(parents=True, exist_ok=True)
+        src = bd / f"{SIM_TOP}.v"
+        if not src.is_file() or src.read_text() != verilog:
+            src.write_text(verilog)
+        runner = get_runner("icarus")
+        log = Path(log_file) if log_file else bd / "sim.log"
+        runner.build(sources=[src], hdl_toplevel=SIM_TOP, build_dir=bd,
+                     timescale=("1ns", "1ps"), log_file=bd / "build.log")
+        self._sockdir = tempfile.mkdtemp(prefix="ttf-uart-")
+        path = os.path.join(self._sockdir, "uart.sock")
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._listener.bind(path)
+        self._listener.listen(1)
+        self._error: BaseException | None = None
+        env = {"TTFORGE_UART_SOCKET": path, "TTFORGE_UART_DIVISOR": str(int(divisor)),
+               "TTFORGE_CLK_NS": str(int(clk_ns))}
+
+        def run():
+            try:
+                runner.test(test_module="ttforge.firmware._cocotb_uart", hdl_toplevel=SIM_TOP,
+                            build_dir=bd, test_dir=bd, extra_env=env, log_file=log,
+                            results_xml=str(bd / "results.xml"))
+            except BaseException as e:   # reported by the next read/accept
+                self._error = e
+
+        self._thread = threading.Thread(target=run, name="ttforge-simboard", daemon=True)
+        self._thread.start()
+        self._sock = None
+        deadline = time.monotonic() + 120
+        while self._sock is None:
+            r, _, _ = select.select([self._listener], [], [], 0.2)
+            if r:
+                self._sock, _ = self._listener.accept()
+            elif not self._thread.is_alive() or time.monotonic() > deadline:
+                self.close()
+                raise DeviceError(f"the simulator did not start (see {log})")
+        self.log = log
+
+    def write(self, data: bytes) -> None:
+        try:
+            self._sock.sendall(data)
+        except OSError as e:
+            raise DeviceError(f"the simulated board went away ({e}); see {self.log}") from None
+
+    def read(self, timeout: float) -> bytes:
+        r, _, _ = select.select([self._sock], [], [], max(0.0, timeout))
+        if not r:
+            return b""
+        data = self._sock.recv(1 << 16)
+        if not data:
+            raise DeviceError(f"the simulated board stopped; see {self.log}")
+        return data
+
+    def close(self) -> None:
+        for s in (getattr(self, "_sock", None), getattr(self, "_listener", None)):
+            if s is not None:
+                try:
+                    s.close()
+                except OSError:
+                    pass
+        t = getattr(self, "_thread", None)
+        if t is not None:
+            t.join(timeout=60)
+        shutil.rmtree(getattr(self, "_sockdir", ""), ignore_errors=True)
+
+
+def simulated_device(config, **kwargs) -> Device:
+    """A :class:`Device` on a :class:`SimTransport` (close it, or use ``with``)."""
+    timeout = kwargs.pop("timeout", 60.0)
+    return Device(SimTransport(config, timeout=timeout, **kwargs), timeout=timeout)
