@@ -30,6 +30,7 @@ SUBCOMMANDS: dict[str, str] = {
     "report": "ttforge.hw.report_cli:report_cli_spec",
     "export-qonnx": "ttforge.quant.qonnx_export:qonnx_cli_spec",
     "generate": "ttforge.hw.generate_cli:generate_cli_spec",
+    "regress": "ttforge.sim.regress:regress_cli_spec",
 }
 
 
