@@ -40,7 +40,7 @@ class Case:
 def case() -> Case:
     q, x = small_net()
     net = compile_network(q)
-    X = net.quantize_input(x.numpy())[:40]
+    X = net.quantize_input(x.numpy())[:24]
     golden, traces = execute_traced(net, X)
     assert np.array_equal(golden, execute(net, X))
     cfg = AccelConfig.for_network(net, lanes=4, stream_elems=2)

@@ -1,0 +1,164 @@
+"""``ttforge regress``: random cases, a short regression on both simulators in the
+default run (longer ones with ``-m slow``), reproducers, the divergence locator, replay
+and the command line."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+
+from ttforge.cli import main
+from ttforge.hw.config import AccelConfig
+from ttforge.hw.program import compile_program
+from ttforge.quant.executor import execute
+from ttforge.sim.regress import (locate_divergence, make_case, random_config, random_network,
+                                 regress, replay)
+
+from .conftest import SIMS, _available
+
+#: One engine most random networks fit: every default-run case on Verilator shares its
+#: build (Verilator builds take 15-80 s on this machine; Icarus builds 3 s).
+STANDARD = AccelConfig(lanes=4, act_bits=8, core_bits=8, inter_bits=16, acc_bits=32,
+                       bias_bits=32, core_depth=1024, bias_depth=128, buf_depth=1024,
+                       desc_depth=16, stream_elems=2)
+
+
+def _need(sim):
+    reason = _available(sim)
+    if reason:
+        pytest.skip(reason)
+
+
+# ------------------------------------------------------------------------ cases (no simulator)
+def test_cases_are_deterministic_and_fit_their_config():
+    ranks, lanes, modes = set(), set(), set()
+    for seed in range(40):
+        a, b = make_case(seed, 3), make_case(seed, 3)
+        assert a.shape == b.shape and a.config == b.config
+        assert np.array_equal(a.inputs, b.inputs)
+        smallest = AccelConfig.for_network(a.net, lanes=a.config.lanes,
+                                           stream_elems=a.config.stream_elems)
+        for k, v in smallest.to_dict().items():
+            if k != "axil_addr_bits":
+                assert getattr(a.config, k) >= v, (seed, k)
+        prog = compile_program(a.net, a.config)
+        modes |= {s.mode for s in prog.steps}
+        lanes.add(a.config.lanes)
+        for layer in a.net.layers:
+            ranks |= set(layer.schedule.shape.ranks[1:-1])
+    assert {3, 5, 7} <= ranks                   # the odd ranks rank-adaptive training leaves
+    assert {1, 2, 4, 8, 16} <= lanes and modes == {0, 1}
+
+
+def test_random_config_is_at_least_the_smallest():
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        net = random_network(rng)
+        cfg = random_config(net, rng)
+        assert cfg.fits(net)
+
+
+def test_more_vectors_keep_the_case():
+    a, b = make_case(7, 2), make_case(7, 9)
+    assert a.shape == b.shape and (a.gaps, a.backpressure) == (b.gaps, b.backpressure)
+    assert np.array_equal(b.inputs[:2].shape, (2, a.inputs.shape[1]))
+
+
+# ------------------------------------------------------------------------ the default run
+@pytest.mark.parametrize("sim", SIMS)
+def test_short_regression(sim, tmp_path):
+    """A few random networks (random configs on Icarus; on Verilator one shared engine),
+    with gaps and back-pressure, every output exact and every counter as predicted."""
+    _need(sim)
+    config = STANDARD if sim == "verilator" else None
+    n, vectors = (4, 40) if sim == "verilator" else (3, 16)
+    rep = regress(range(n), sim, jobs=2, vectors=vectors, out_dir=tmp_path, config=config)
+    assert rep.failed == 0, [(r.seed, r.reason) for r in rep.results if not r.passed]
+    assert rep.vectors == n * vectors and rep.cycles_per_second > 0
+    suite = ET.parse(tmp_path / "junit.xml").getroot().find("testsuite")
+    assert suite.get("tests") == str(n) and suite.get("failures") == "0"
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["passed"] == n and summary["cycles_per_second"] > 0
+    assert all(r["cycles"] > 0 for r in summary["results"])
+
+
+def test_a_faulty_rtl_fails_with_a_reproducer_that_replays(tmp_path, capsys):
+    """The sibling of the regression: RTL with a flipped requantization bit fails, the
+    reproducer holds everything (waveform included), names layer 0 step 0 and the
+    element, and replays (still failing, exit 1)."""
+    _need("icarus")
+    rep = regress([1], "icarus", vectors=3, out_dir=tmp_path, fault="requant_lsb")
+    assert rep.failed == 1
+    r = rep.results[0]
+    assert r.result == "FAIL" and r.reproducer
+    rtl = r.divergence["rtl"]
+    assert (rtl["step_index"], rtl["layer"], rtl["step"]) == (0, 0, 0)
+    assert (rtl["expected"] ^ rtl["got"]) & 1            # bit 0 of the result flipped
+    d = tmp_path / "repro-icarus-requant_lsb-seed1"
+    for f in ("case.json", "artifact.ttfa", "config.json", "inputs.npy", "expected.npy",
+              "got.npy", "load_image.json", "divergence.txt", "waves.fst"):
+        assert (d / f).is_file(), f
+    assert not np.array_equal(np.load(d / "got.npy"), np.load(d / "expected.npy"))
+    assert "layer 0, step 0" in (d / "divergence.txt").read_text()
+    suite = ET.parse(tmp_path / "junit.xml").getroot().find("testsuite")
+    assert suite.get("failures") == "1"
+    assert main(["regress", "--replay", str(d)]) == 1
+    assert "layer 0, step 0" in capsys.readouterr().out
+
+
+def test_locator_finds_no_divergence_on_good_rtl(get_build):
+    _need("icarus")
+    case = make_case(3, 1, config=STANDARD)
+    b = get_build("icarus", STANDARD)
+    prog = compile_program(case.net, STANDARD)
+    loc = locate_divergence(b, prog, case.inputs[0])
+    assert loc["step_index"] is None
+    # and the final outputs of the same run are the executor's
+    from ttforge.sim.runner import run_inference
+    r = run_inference(b, prog, case.inputs)
+    assert np.array_equal(r.outputs, execute(case.net, case.inputs))
+
+
+@pytest.mark.parametrize("argv,flag", [
+    (["--seeds", "0"], "--seeds"), (["--jobs", "0"], "--jobs"), (["--vectors", "-1"], "--vectors"),
+    (["--sim", "modelsim"], "--sim"), (["--fault", "nope"], "--fault"),
+    (["--replay", "/nonexistent"], "--replay"),
+])
+def test_bad_arguments_are_one_line_and_exit_2(argv, flag, capsys):
+    assert main(["regress", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and flag in err
+
+
+# ------------------------------------------------------------------------ slow
+@pytest.mark.slow
+@pytest.mark.parametrize("sim", SIMS)
+def test_long_regression(sim, tmp_path):
+    _need(sim)
+    rep = regress(range(100, 124), sim, jobs=2, vectors=32, out_dir=tmp_path)
+    assert rep.failed == 0, [(r.seed, r.reason) for r in rep.results if not r.passed]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sim", SIMS)
+@pytest.mark.parametrize("fault", ["requant_lsb", "wrong_stride", "sat_bound", "drop_tlast"])
+def test_faults_fail_the_regression(sim, fault, tmp_path):
+    _need(sim)
+    rep = regress(range(4), sim, jobs=2, vectors=16, out_dir=tmp_path, fault=fault,
+                  config=STANDARD)
+    assert rep.failed >= 1
+    assert all(r.reproducer for r in rep.results if not r.passed)
+
+
+@pytest.mark.slow
+def test_a_reproducer_replays_on_the_other_simulator(tmp_path):
+    """An Icarus reproducer (with its fault) fails the same way on Verilator."""
+    _need("icarus")
+    _need("verilator")
+    rep = regress([2], "icarus", vectors=2, out_dir=tmp_path, fault="requant_lsb")
+    res = replay(rep.results[0].reproducer, sim="verilator")
+    assert res.result == "FAIL"
+    assert res.divergence["rtl"]["step_index"] == rep.results[0].divergence["rtl"]["step_index"]
