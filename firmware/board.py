@@ -125,7 +125,7 @@ class BoardCore(wiring.Component):
 
     ``leds`` (see :data:`LEDS`): 0 heartbeat (about 1 Hz at ``clk_hz``), 1/2 UART
     receive/transmit activity, 3 a vector in flight, 4 error (the bridge's last response
-    was not OK, or ``irq``), 5 ``irq``. Activity is stretched to about 1/32 s.
+    was not OK, or ``irq``), 5 ``irq``. Activity is shown for the 1/32 s period that follows it.
     """
 
     uart_rx: In(1, init=1)
@@ -155,24 +155,25 @@ class BoardCore(wiring.Component):
         wiring.connect(m, accel.m_axis, br.s_axis)
         m.d.comb += [br.rx.eq(self.uart_rx), self.uart_tx.eq(br.tx), self.irq.eq(accel.irq)]
 
-        # LEDs
-        hb_bits = max(1, (self.clk_hz // 2).bit_length())
+        # LEDs: one free-running counter; activity is shown for the 1/32 s period after it
+        hb_bits = max(6, (self.clk_hz // 2).bit_length())
         hb = Signal(hb_bits)
         m.d.sync += hb.eq(hb + 1)
-        stretch = max(2, self.clk_hz // 32)
+        period = Signal()
+        m.d.comb += period.eq(hb[:hb_bits - 5] == 0)
 
-        def stretched(ev):
-            c = Signal(range(stretch + 1))
-            with m.If(ev):
-                m.d.sync += c.eq(stretch)
-            with m.Elif(c != 0):
-                m.d.sync += c.eq(c - 1)
-            return c != 0
+        def shown(ev):
+            seen, led = Signal(), Signal()
+            with m.If(period):
+                m.d.sync += [led.eq(seen | ev), seen.eq(0)]
+            with m.Elif(ev):
+                m.d.sync += seen.eq(1)
+            return led
 
         m.d.comb += [
             self.leds[0].eq(hb[-1]),
-            self.leds[1].eq(stretched(br.rx_activity)),
-            self.leds[2].eq(stretched(br.tx_activity)),
+            self.leds[1].eq(shown(br.rx_activity)),
+            self.leds[2].eq(shown(br.tx_activity)),
             self.leds[3].eq(br.busy),
             self.leds[4].eq(br.error | accel.irq),
             self.leds[5].eq(accel.irq),

@@ -167,19 +167,31 @@ class Bridge(wiring.Component):
     ``rx_lost`` pulses when a byte was lost before the bridge (reported as OVERRUN in
     the next response). ``tx_data``/``tx_raw``/``tx_valid``/``tx_ready``: bytes to
     send, ``tx_raw`` marking the frame delimiters that the escaper must not escape.
-    ``busy``: a vector is being streamed in or out; ``error``: the last response had a
-    status other than OK or an AXI response other than OKAY.
+    ``busy``: a vector is being streamed in; ``error``: the last response had a status
+    other than OK or an AXI response other than OKAY.
+
+    Timeouts are counted in ticks of ``tick_cycles`` clock cycles: a stream beat the
+    core does not take within ``stall_ticks`` ticks is abandoned (STALL), an AXI4-Lite
+    handshake not completed within 2 ticks is abandoned (TIMEOUT), and an output frame
+    whose next beat does not come within ``stall_ticks`` ticks is closed.
+
+    Written for size (it shares the iCE40UP5K with the accelerator): the header is
+    one 64-bit register written a byte lane at a time, burst data and READ32 data reuse
+    its upper half, and responses are sent from the frame registers while the
+    command side waits (the host sends one request at a time).
     """
 
     def __init__(self, *, addr_bits: int, elem_bytes: int, stream_elems: int,
-                 stall_cycles: int = 4096, axi_timeout: int = 256):
+                 tick_cycles: int = 1024, stall_ticks: int = 16):
         self.addr_bits = int(addr_bits)
         self.elem_bytes = int(elem_bytes)
         self.stream_elems = int(stream_elems)
-        self.stall_cycles = int(stall_cycles)
-        self.axi_timeout = int(axi_timeout)
+        self.tick_cycles = max(2, int(tick_cycles))
+        self.stall_ticks = max(2, int(stall_ticks))
         if not 1 <= self.elem_bytes <= 4:
             raise ValueError(f"elem_bytes={elem_bytes} must be 1..4")
+        if not 2 <= self.addr_bits <= 32:
+            raise ValueError(f"addr_bits={addr_bits} must be 2..32")
         W = self.elem_bytes * 8 * self.stream_elems
         super().__init__({
             "rx_data": In(8), "rx_valid": In(1), "rx_ready": Out(1), "rx_lost": In(1),
@@ -194,209 +206,189 @@ class Bridge(wiring.Component):
         m = Module()
         B, E = self.elem_bytes, self.stream_elems
         LW = 8 * B
+        AB = self.addr_bits
         ax = self.axil
 
-        # ---------------------------------------------------------- response slot
-        r_pending = Signal()
-        r_type = Signal(8)
-        r_buf = Signal(48)           # status + up to 5 bytes
-        r_len = Signal(range(7))
-        r_take = Signal()            # the transmitter takes the slot
-        r_fill = Signal()            # the command side fills it (when free)
-        with m.If(r_take):
-            m.d.sync += r_pending.eq(0)
-        with m.If(r_fill):
-            m.d.sync += r_pending.eq(1)
+        # ------------------------------------------------------------------ ticks
+        pre = Signal(range(self.tick_cycles))
+        tick = Signal()
+        m.d.comb += tick.eq(pre == self.tick_cycles - 1)
+        m.d.sync += pre.eq(Mux(tick, 0, pre + 1))
 
-        # ---------------------------------------------------------- frame state
+        # ------------------------------------------------------------ frame state
         esc = Signal()
         started = Signal()
         cmd = Signal(8)
-        known = Signal()
-        hdr_len = Signal(4)
         hdr_cnt = Signal(4)
-        hdr = Signal(64)
+        hdr = Signal(64)             # header bytes; [32:64] also burst words, stream
+        #                              elements and READ32 data
         in_body = Signal()
         n_items = Signal(16)
         done = Signal(16)
-        ebyte = Signal(range(max(B, 4)))
-        word = Signal(32)
+        ebyte = Signal(2)
         tail = Signal(2)
         crc = Signal(8)
         bad_esc = Signal()
-        overrun = Signal()          # sticky until reported
-        stalled = Signal()          # STREAM_IN abandoned (discard the rest)
+        overrun = Signal()
+        stalled = Signal()
         timed_out = Signal()
-        resp = Signal(2)            # first non-OKAY AXI response of the frame
-        rdata = Signal(32)
-        baddr = Signal(32)          # WRITE_BURST running address
+        resp = Signal(2)             # first non-OKAY AXI response of the frame
+        addr_over = Signal()         # a burst ran past the core's address space
         lane = Signal(range(max(E, 2)))
         beat = Signal(LW * E)
         beat_last = Signal()
-        tmo = Signal(range(max(self.stall_cycles, self.axi_timeout) + 1))
+        tmo = Signal(range(self.stall_ticks + 1))
         aw_done = Signal()
         w_done = Signal()
-        after_write = Signal()      # 0: back to RX (burst), 1: respond (WRITE32)
+        after_write = Signal()       # 0: back to RX (burst), 1: respond (WRITE32)
         last_err = Signal()
+        st = Signal(3)               # the status being reported
+        r_go = Signal()              # command side -> transmitter: send the response
+        r_done = Signal()            # transmitter -> command side: response sent
         m.d.comb += self.error.eq(last_err)
-
         with m.If(self.rx_lost):
             m.d.sync += overrun.eq(1)
 
+        known = Signal()
+        hdr_len = Signal(4)
+        with m.Switch(cmd):
+            for c, h in _HDR_LEN.items():
+                with m.Case(int(c)):
+                    m.d.comb += [known.eq(1), hdr_len.eq(h)]
         is_burst = cmd == Cmd.WRITE_BURST
         is_stream = cmd == Cmd.STREAM_IN
-        addr_hi_bad = Signal()
-        waddr_bad = Signal()        # the write address is beyond the core's address space
-        if self.addr_bits < 32:
-            m.d.comb += [addr_hi_bad.eq(hdr[self.addr_bits:32] != 0),
-                         waddr_bad.eq(Mux(is_burst, baddr[self.addr_bits:] != 0, addr_hi_bad))]
+        addr_bad = Signal()
+        m.d.comb += addr_bad.eq(addr_over | (hdr[AB:32] != 0 if AB < 32 else 0))
 
-        # decoded byte of this cycle
         byte_in = self.rx_data
-        is_end = byte_in == END
-        is_esc = byte_in == ESC
         data_b = Signal(8)
         m.d.comb += data_b.eq(Mux(esc, Mux(byte_in == ESC_END, END, ESC), byte_in))
 
         new_frame = [started.eq(0), esc.eq(0), hdr_cnt.eq(0), in_body.eq(0), done.eq(0),
                      ebyte.eq(0), tail.eq(0), crc.eq(0), bad_esc.eq(0), stalled.eq(0),
-                     timed_out.eq(0), resp.eq(0), lane.eq(0), rdata.eq(0), known.eq(0)]
-
+                     timed_out.eq(0), resp.eq(0), lane.eq(0), addr_over.eq(0)]
         m.d.comb += self.busy.eq(started & is_stream)
+        m.d.comb += [ax.awaddr.eq(hdr[:AB]), ax.araddr.eq(hdr[:AB]),
+                     ax.wdata.eq(hdr[32:64]), ax.wstrb.eq(0xF),
+                     self.m_axis.tdata.eq(beat), self.m_axis.tlast.eq(beat_last)]
 
-        # AXI defaults
-        m.d.comb += [ax.awaddr.eq(Mux(is_burst, baddr, hdr[0:32])[:self.addr_bits]),
-                     ax.araddr.eq(hdr[0:self.addr_bits]),
-                     ax.wdata.eq(Mux(is_burst, word, hdr[32:64])), ax.wstrb.eq(0xF)]
-        m.d.comb += [self.m_axis.tdata.eq(beat), self.m_axis.tlast.eq(beat_last)]
-
-        status = Signal(8)
+        status = Signal(3)
+        bad_len = (hdr_cnt != hdr_len) | (in_body & ((done != n_items) | (n_items == 0))) | (tail != 1)
         m.d.comb += status.eq(
             Mux(overrun, Status.OVERRUN,
                 Mux(~known, Status.BAD_CMD,
-                    Mux(~(hdr_cnt == hdr_len) | (in_body & (done != n_items)) | (tail != 1)
-                        | (in_body & (n_items == 0)), Status.BAD_LENGTH,
+                    Mux(bad_len, Status.BAD_LENGTH,
                         Mux((crc != 0) | bad_esc, Status.BAD_CRC,
                             Mux(stalled, Status.STALL,
                                 Mux(timed_out, Status.TIMEOUT, Status.OK)))))))
-        frame_ok = Signal()
-        m.d.comb += frame_ok.eq(status == Status.OK)
+
+        # byte lane of hdr written by this data byte: header bytes 0..7, body bytes 4..7
+        lane_w = Signal(3)
+        m.d.comb += lane_w.eq(Mux(in_body, 4 + ebyte, hdr_cnt[:3]))
 
         with m.FSM():
             with m.State("RX"):
                 m.d.comb += self.rx_ready.eq(1)
                 with m.If(self.rx_valid):
-                    with m.If(is_end):
+                    with m.If(byte_in == END):
                         m.d.sync += esc.eq(0)
-                        with m.If(started | bad_esc):
+                        with m.If(started):
                             m.next = "EXEC"
                         with m.Else():
-                            m.d.sync += new_frame      # empty frame: ignored
-                    with m.Elif(is_esc & ~esc):
+                            m.d.sync += new_frame      # an empty frame: ignored
+                    with m.Elif((byte_in == ESC) & ~esc):
                         m.d.sync += esc.eq(1)
                     with m.Else():
-                        m.d.sync += esc.eq(0)
+                        m.d.sync += [esc.eq(0), crc.eq(crc8_next(crc, data_b))]
                         with m.If(esc & (byte_in != ESC_END) & (byte_in != ESC_ESC)):
                             m.d.sync += bad_esc.eq(1)
-                        m.d.sync += crc.eq(crc8_next(crc, data_b))
                         with m.If(~started):
-                            m.d.sync += [started.eq(1), cmd.eq(data_b), known.eq(0),
-                                         hdr_len.eq(0)]
-                            with m.Switch(data_b):
-                                for c, h in _HDR_LEN.items():
-                                    with m.Case(int(c)):
-                                        m.d.sync += [known.eq(1), hdr_len.eq(h)]
-                                        if h == 0:
-                                            m.d.sync += in_body.eq(0)
-                        with m.Elif(hdr_cnt != hdr_len):
-                            with m.Switch(hdr_cnt):
+                            m.d.sync += [started.eq(1), cmd.eq(data_b)]
+                        with m.Elif((hdr_cnt != hdr_len) | (in_body & (done != n_items))):
+                            with m.Switch(lane_w):
                                 for k in range(8):
                                     with m.Case(k):
                                         m.d.sync += hdr[8 * k:8 * k + 8].eq(data_b)
-                            m.d.sync += hdr_cnt.eq(hdr_cnt + 1)
-                            with m.If((hdr_cnt + 1 == hdr_len) & (is_burst | is_stream)):
-                                m.d.sync += [in_body.eq(1),
-                                             n_items.eq(Mux(is_burst, Cat(hdr[32:40], data_b),
-                                                            Cat(hdr[0:8], data_b))),
-                                             baddr.eq(hdr[0:32])]
-                        with m.Elif(in_body & (done != n_items)):
-                            # one byte of a burst word or of a stream element
-                            wb = Signal(32)
-                            m.d.comb += wb.eq(word)
-                            with m.Switch(ebyte):
-                                for k in range(4):
-                                    with m.Case(k):
-                                        m.d.comb += wb[8 * k:8 * k + 8].eq(data_b)
-                            m.d.sync += word.eq(wb)
-                            eb_last = Mux(is_burst, ebyte == 3, ebyte == B - 1)
-                            with m.If(~eb_last):
-                                m.d.sync += ebyte.eq(ebyte + 1)
+                            with m.If(~in_body):
+                                m.d.sync += hdr_cnt.eq(hdr_cnt + 1)
+                                with m.If((hdr_cnt + 1 == hdr_len) & (is_burst | is_stream)):
+                                    m.d.sync += [in_body.eq(1),
+                                                 n_items.eq(Mux(is_burst, Cat(hdr[32:40], data_b),
+                                                                Cat(hdr[0:8], data_b)))]
                             with m.Else():
-                                m.d.sync += [ebyte.eq(0), done.eq(done + 1)]
-                                with m.If(is_burst):
-                                    m.d.sync += [aw_done.eq(0), w_done.eq(0), tmo.eq(0),
-                                                 after_write.eq(0)]
-                                    m.next = "WRITE"
-                                with m.Elif(~stalled):
-                                    # place the element in its lane
-                                    with m.Switch(lane):
-                                        for j in range(E):
-                                            with m.Case(j):
-                                                m.d.sync += beat[LW * j:LW * (j + 1)].eq(wb[:LW])
-                                    last_el = done + 1 == n_items
-                                    with m.If(last_el | (lane == E - 1)):
-                                        m.d.sync += [beat_last.eq(last_el), lane.eq(0), tmo.eq(0)]
-                                        m.next = "BEAT"
-                                    with m.Else():
-                                        m.d.sync += lane.eq(lane + 1)
-                        with m.Else():
-                            with m.If(tail != 3):
-                                m.d.sync += tail.eq(tail + 1)
+                                eb_last = Mux(is_burst, ebyte == 3, ebyte == B - 1)
+                                m.d.sync += ebyte.eq(Mux(eb_last, 0, ebyte + 1))
+                                with m.If(eb_last):
+                                    m.d.sync += done.eq(done + 1)
+                                    with m.If(is_burst):
+                                        m.d.sync += [aw_done.eq(0), w_done.eq(0), tmo.eq(0),
+                                                     after_write.eq(0)]
+                                        m.next = "WRITE"
+                                    with m.Elif(~stalled):
+                                        el = Signal(LW)
+                                        m.d.comb += el.eq(Cat(hdr[32:32 + 8 * (B - 1)], data_b)
+                                                          if B > 1 else data_b)
+                                        with m.Switch(lane):
+                                            for j in range(E):
+                                                with m.Case(j):
+                                                    m.d.sync += beat[LW * j:LW * (j + 1)].eq(el)
+                                        last_el = done + 1 == n_items
+                                        with m.If(last_el | (lane == E - 1)):
+                                            m.d.sync += [beat_last.eq(last_el), lane.eq(0), tmo.eq(0)]
+                                            m.next = "BEAT"
+                                        with m.Else():
+                                            m.d.sync += lane.eq(lane + 1)
+                        with m.Elif(tail != 3):
+                            m.d.sync += tail.eq(tail + 1)
 
             with m.State("BEAT"):
-                # an input beat for the core; abandoned after stall_cycles
+                # an input beat for the core; abandoned after stall_ticks ticks
                 m.d.comb += self.m_axis.tvalid.eq(1)
-                m.d.sync += tmo.eq(tmo + 1)
-                with m.If(self.m_axis.tready):
+                with m.If(tick):
+                    m.d.sync += tmo.eq(tmo + 1)
+                give_up = tmo == self.stall_ticks
+                with m.If(self.m_axis.tready | give_up):
+                    m.d.sync += beat.eq(0)             # unused lanes of a last beat are 0
                     m.next = "RX"
-                with m.Elif(tmo == self.stall_cycles - 1):
+                with m.If(~self.m_axis.tready & give_up):
                     m.d.sync += stalled.eq(1)
-                    m.next = "RX"
-                # clear the beat lanes for a partially filled last beat
-                with m.If(self.m_axis.tready | (tmo == self.stall_cycles - 1)):
-                    m.d.sync += beat.eq(0)
 
             with m.State("WRITE"):
-                with m.If(waddr_bad):
+                with m.If(addr_bad):
                     m.d.sync += resp.eq(Mux(resp == 0, 3, resp))   # DECERR: beyond the core
                     m.next = "WDONE"
                 with m.Else():
                     m.d.comb += [ax.awvalid.eq(~aw_done), ax.wvalid.eq(~w_done)]
-                    aw_ok = aw_done | ax.awready
-                    w_ok = w_done | ax.wready
                     with m.If(ax.awready):
                         m.d.sync += aw_done.eq(1)
                     with m.If(ax.wready):
                         m.d.sync += w_done.eq(1)
-                    m.d.sync += tmo.eq(tmo + 1)
-                    with m.If(aw_ok & w_ok):
+                    with m.If(tick):
+                        m.d.sync += tmo.eq(tmo + 1)
+                    with m.If((aw_done | ax.awready) & (w_done | ax.wready)):
                         m.d.sync += tmo.eq(0)
                         m.next = "BRESP"
-                    with m.Elif(tmo == self.axi_timeout - 1):
+                    with m.Elif(tmo == 2):
                         m.d.sync += timed_out.eq(1)
                         m.next = "WDONE"
             with m.State("BRESP"):
                 m.d.comb += ax.bready.eq(1)
-                m.d.sync += tmo.eq(tmo + 1)
+                with m.If(tick):
+                    m.d.sync += tmo.eq(tmo + 1)
                 with m.If(ax.bvalid):
                     with m.If(resp == 0):
                         m.d.sync += resp.eq(ax.bresp)
                     m.next = "WDONE"
-                with m.Elif(tmo == self.axi_timeout - 1):
+                with m.Elif(tmo == 2):
                     m.d.sync += timed_out.eq(1)
                     m.next = "WDONE"
             with m.State("WDONE"):
-                m.d.sync += baddr.eq(baddr + 4)
+                # the burst's next word address (a carry out of the core's space: DECERR)
+                nxt = Signal(AB - 1)
+                m.d.comb += nxt.eq(hdr[2:AB] + 1)
+                m.d.sync += hdr[2:AB].eq(nxt)
+                with m.If(nxt == 0):
+                    m.d.sync += addr_over.eq(1)
                 with m.If(after_write):
                     m.next = "RESPOND"
                 with m.Else():
@@ -404,93 +396,96 @@ class Bridge(wiring.Component):
 
             with m.State("EXEC"):
                 m.d.sync += [aw_done.eq(0), w_done.eq(0), tmo.eq(0)]
-                with m.If(frame_ok & (cmd == Cmd.WRITE32)):
+                ok = status == Status.OK
+                with m.If(ok & (cmd == Cmd.WRITE32)):
                     m.d.sync += after_write.eq(1)
                     m.next = "WRITE"
-                with m.Elif(frame_ok & (cmd == Cmd.READ32)):
-                    with m.If(addr_hi_bad):
-                        m.d.sync += resp.eq(3)
+                with m.Elif(ok & (cmd == Cmd.READ32)):
+                    with m.If(addr_bad):
+                        m.d.sync += [resp.eq(3), hdr[32:64].eq(0)]
                         m.next = "RESPOND"
                     with m.Else():
                         m.next = "AR"
                 with m.Else():
+                    with m.If(cmd == Cmd.READ32):
+                        m.d.sync += hdr[32:64].eq(0)
                     m.next = "RESPOND"
             with m.State("AR"):
                 m.d.comb += ax.arvalid.eq(1)
-                m.d.sync += tmo.eq(tmo + 1)
+                with m.If(tick):
+                    m.d.sync += tmo.eq(tmo + 1)
                 with m.If(ax.arready):
                     m.d.sync += tmo.eq(0)
                     m.next = "R"
-                with m.Elif(tmo == self.axi_timeout - 1):
-                    m.d.sync += timed_out.eq(1)
+                with m.Elif(tmo == 2):
+                    m.d.sync += [timed_out.eq(1), hdr[32:64].eq(0)]
                     m.next = "RESPOND"
             with m.State("R"):
                 m.d.comb += ax.rready.eq(1)
-                m.d.sync += tmo.eq(tmo + 1)
+                with m.If(tick):
+                    m.d.sync += tmo.eq(tmo + 1)
                 with m.If(ax.rvalid):
-                    m.d.sync += [rdata.eq(ax.rdata), resp.eq(ax.rresp)]
+                    m.d.sync += [hdr[32:64].eq(ax.rdata), resp.eq(ax.rresp)]
                     m.next = "RESPOND"
-                with m.Elif(tmo == self.axi_timeout - 1):
-                    m.d.sync += timed_out.eq(1)
+                with m.Elif(tmo == 2):
+                    m.d.sync += [timed_out.eq(1), hdr[32:64].eq(0)]
                     m.next = "RESPOND"
 
             with m.State("RESPOND"):
-                with m.If(~r_pending):
-                    m.d.comb += r_fill.eq(1)
-                    st = Signal(8)
-                    # a frame that never ran reports its framing status; others OK/STALL/TIMEOUT
-                    m.d.comb += st.eq(status)
-                    cnt = done
-                    m.d.sync += [r_type.eq(cmd | 0x80), overrun.eq(self.rx_lost),
-                                 last_err.eq((st != 0) | (resp != 0))]
-                    with m.If(~known):
-                        m.d.sync += [r_buf.eq(st), r_len.eq(1)]
-                    with m.Else():
-                        with m.Switch(cmd):
-                            with m.Case(Cmd.WRITE32):
-                                m.d.sync += [r_buf.eq(Cat(st, resp, Const(0, 6))), r_len.eq(2)]
-                            with m.Case(Cmd.READ32):
-                                m.d.sync += [r_buf.eq(Cat(st, resp, Const(0, 6), rdata)), r_len.eq(6)]
-                            with m.Case(Cmd.WRITE_BURST):
-                                m.d.sync += [r_buf.eq(Cat(st, resp, Const(0, 6), cnt)), r_len.eq(4)]
-                            with m.Case(Cmd.STREAM_IN):
-                                m.d.sync += [r_buf.eq(Cat(st, cnt)), r_len.eq(3)]
-                            with m.Case(Cmd.PING):
-                                m.d.sync += [r_buf.eq(Cat(st, Const(PROTOCOL_VERSION, 8),
-                                                          Const(B, 8), Const(E, 8),
-                                                          Const(self.addr_bits, 8))),
-                                             r_len.eq(5)]
-                    m.d.sync += new_frame
+                m.d.sync += [st.eq(status), overrun.eq(self.rx_lost)]
+                m.next = "SEND"
+            with m.State("SEND"):
+                # the transmitter sends the response from the frame registers
+                m.d.comb += r_go.eq(1)
+                with m.If(r_done):
+                    m.d.sync += [last_err.eq((st != 0) | (resp != 0)), *new_frame]
                     m.next = "RX"
 
         # ------------------------------------------------------------ transmitter
         # frames: END, type, body..., crc, END (END raw; the rest escaped downstream)
         tcrc = Signal(8)
-        tidx = Signal(range(8))
+        tidx = Signal(3)
         obeat = Signal(LW * E)
         olast = Signal()
         obyte = Signal(range(max(B * E, 2)))
-        out_byte = Signal(8)
-        otmo = Signal(range(self.stall_cycles + 1))
-        send = Signal()               # the byte on tx_data is taken this cycle
+        otmo = Signal(range(self.stall_ticks + 1))
+        send = Signal()
         m.d.comb += send.eq(self.tx_valid & self.tx_ready)
         with m.If(send & ~self.tx_raw):
             m.d.sync += tcrc.eq(crc8_next(tcrc, self.tx_data))
-        # byte multiplexers as case statements (a variable part-select is X out of range
-        # in Verilog simulators)
+
+        # the response body: byte tidx for cmd, and its length
+        r_len = Signal(3)
+        r_byte = Signal(8)
+        ping = [PROTOCOL_VERSION, B, E, AB]
+        bodies = {
+            Cmd.WRITE32: [st, resp],
+            Cmd.READ32: [st, resp, hdr[32:40], hdr[40:48], hdr[48:56], hdr[56:64]],
+            Cmd.WRITE_BURST: [st, resp, done[0:8], done[8:16]],
+            Cmd.STREAM_IN: [st, done[0:8], done[8:16]],
+            Cmd.PING: [st, *ping],
+        }
+        m.d.comb += r_len.eq(1)
+        with m.If(tidx == 0):
+            m.d.comb += r_byte.eq(st)
+        with m.Switch(cmd):
+            for c, body in bodies.items():
+                with m.Case(int(c)):
+                    m.d.comb += r_len.eq(len(body))
+                    with m.Switch(tidx):
+                        for k, v in enumerate(body[1:], start=1):
+                            with m.Case(k):
+                                m.d.comb += r_byte.eq(v)
+        out_byte = Signal(8)
         with m.Switch(obyte):
             for k in range(B * E):
                 with m.Case(k):
                     m.d.comb += out_byte.eq(obeat[8 * k:8 * k + 8])
-        r_byte = Signal(8)
-        with m.Switch(tidx):
-            for k in range(6):
-                with m.Case(k):
-                    m.d.comb += r_byte.eq(r_buf[8 * k:8 * k + 8])
+
         with m.FSM():
             with m.State("IDLE"):
                 m.d.sync += [tcrc.eq(0), tidx.eq(0), obyte.eq(0), otmo.eq(0)]
-                with m.If(r_pending):
+                with m.If(r_go):
                     m.next = "R_START"
                 with m.Elif(self.s_axis.tvalid):
                     m.next = "O_START"
@@ -499,7 +494,7 @@ class Bridge(wiring.Component):
                 with m.If(send):
                     m.next = "R_TYPE"
             with m.State("R_TYPE"):
-                m.d.comb += [self.tx_valid.eq(1), self.tx_data.eq(r_type)]
+                m.d.comb += [self.tx_valid.eq(1), self.tx_data.eq(cmd | 0x80)]
                 with m.If(send):
                     m.next = "R_BODY"
             with m.State("R_BODY"):
@@ -507,8 +502,16 @@ class Bridge(wiring.Component):
                 with m.If(send):
                     m.d.sync += tidx.eq(tidx + 1)
                     with m.If(tidx + 1 == r_len):
-                        m.d.comb += r_take.eq(1)
-                        m.next = "CRC"
+                        m.next = "R_CRC"
+            with m.State("R_CRC"):
+                m.d.comb += [self.tx_valid.eq(1), self.tx_data.eq(tcrc)]
+                with m.If(send):
+                    m.next = "R_STOP"
+            with m.State("R_STOP"):
+                m.d.comb += [self.tx_valid.eq(1), self.tx_raw.eq(1), self.tx_data.eq(END)]
+                with m.If(send):
+                    m.d.comb += r_done.eq(1)
+                    m.next = "IDLE"
             with m.State("O_START"):
                 m.d.comb += [self.tx_valid.eq(1), self.tx_raw.eq(1), self.tx_data.eq(END)]
                 with m.If(send):
@@ -518,15 +521,16 @@ class Bridge(wiring.Component):
                 with m.If(send):
                     m.next = "O_WAIT"
             with m.State("O_WAIT"):
-                # take the next beat of the output vector into obeat
+                # the next beat of the output vector
                 m.d.comb += self.s_axis.tready.eq(1)
-                m.d.sync += otmo.eq(otmo + 1)
+                with m.If(tick):
+                    m.d.sync += otmo.eq(otmo + 1)
                 with m.If(self.s_axis.tvalid):
                     m.d.sync += [obeat.eq(self.s_axis.tdata), olast.eq(self.s_axis.tlast),
                                  obyte.eq(0), otmo.eq(0)]
                     m.next = "O_BYTES"
-                with m.Elif(otmo == self.stall_cycles - 1):
-                    m.next = "CRC"           # the core stopped mid-vector: close the frame
+                with m.Elif(otmo == self.stall_ticks):
+                    m.next = "CRC"             # the core stopped mid-vector: close the frame
             with m.State("O_BYTES"):
                 m.d.comb += [self.tx_valid.eq(1), self.tx_data.eq(out_byte)]
                 with m.If(send):
@@ -583,13 +587,12 @@ class BridgeCore(wiring.Component):
     UART itself). ``rx``/``tx`` are the pins; the bus ports are those of the bridge."""
 
     def __init__(self, *, divisor: int, addr_bits: int, elem_bytes: int, stream_elems: int,
-                 stall_cycles: int | None = None, axi_timeout: int = 256):
+                 stall_ticks: int = 16):
         self.divisor = _check_divisor(divisor)
-        if stall_cycles is None:
-            stall_cycles = 16 * 10 * self.divisor      # 16 byte times (half the FIFO)
+        # a tick is about one byte time; a stall of 16 byte times is half the FIFO
         self.bridge = Bridge(addr_bits=addr_bits, elem_bytes=elem_bytes,
-                             stream_elems=stream_elems, stall_cycles=stall_cycles,
-                             axi_timeout=axi_timeout)
+                             stream_elems=stream_elems, tick_cycles=10 * self.divisor,
+                             stall_ticks=stall_ticks)
         W = elem_bytes * 8 * stream_elems
         super().__init__({
             "rx": In(1, init=1), "tx": Out(1, init=1),

@@ -30,6 +30,9 @@ SUBCOMMANDS: dict[str, str] = {
     "report": "ttforge.hw.report_cli:report_cli_spec",
     "export-qonnx": "ttforge.quant.qonnx_export:qonnx_cli_spec",
     "generate": "ttforge.hw.generate_cli:generate_cli_spec",
+    "build": "ttforge.firmware.cli:build_cli_spec",
+    "program": "ttforge.firmware.cli:program_cli_spec",
+    "run": "ttforge.firmware.cli:run_cli_spec",
     "regress": "ttforge.sim.regress:regress_cli_spec",
 }
 

