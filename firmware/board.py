@@ -236,7 +236,7 @@ class BoardTop(Elaboratable):
                 i_PLLWAKESYNC=0, i_ENCLKOP=0, o_LOCK=lock,
             )
             m.submodules.rst_sync = ResetSynchronizer(~lock, domain="sync")
-            platform.add_clock_constraint(cd.clk, self.clk_hz)
+            # (nextpnr derives the PLL output's constraint from the oscillator's)
         # (otherwise the platform makes `sync` from the oscillator, with a reset synchronizer)
         m.submodules.core = core = BoardCore(self.config, divisor=self.divisor, clk_hz=self.clk_hz)
         uart = platform.request("uart", 0)

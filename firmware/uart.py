@@ -51,7 +51,11 @@ class UARTRx(wiring.Component):
     frame_error: Out(1)
 
     def __init__(self, divisor: int):
-        self.divisor = _check_divisor(divisor)
+        try:
+            self.divisor = _check_divisor(divisor)
+        except ValueError:
+            self._MustUse__silence = True     # not an elaboratable to warn about
+            raise
         super().__init__()
 
     def elaborate(self, platform):
@@ -63,6 +67,7 @@ class UARTRx(wiring.Component):
         cnt = Signal(range(d))
         bit = Signal(range(8))
         sr = Signal(8)
+        m.d.comb += self.data.eq(sr)          # valid while `valid` is high (and until the next start bit)
         m.d.sync += [self.valid.eq(0), self.frame_error.eq(0)]
         with m.If(cnt != 0):
             m.d.sync += cnt.eq(cnt - 1)
@@ -86,7 +91,7 @@ class UARTRx(wiring.Component):
             with m.State("STOP"):
                 with m.If(cnt == 0):
                     with m.If(s2):
-                        m.d.sync += [self.data.eq(sr), self.valid.eq(1)]
+                        m.d.sync += self.valid.eq(1)
                         m.next = "IDLE"
                     with m.Else():
                         m.d.sync += self.frame_error.eq(1)
@@ -106,7 +111,11 @@ class UARTTx(wiring.Component):
     tx: Out(1, init=1)
 
     def __init__(self, divisor: int):
-        self.divisor = _check_divisor(divisor)
+        try:
+            self.divisor = _check_divisor(divisor)
+        except ValueError:
+            self._MustUse__silence = True     # not an elaboratable to warn about
+            raise
         super().__init__()
 
     def elaborate(self, platform):
@@ -270,7 +279,9 @@ class Bridge(wiring.Component):
         m.d.comb += self.busy.eq(started & is_stream)
         m.d.comb += [ax.awaddr.eq(hdr[:AB]), ax.araddr.eq(hdr[:AB]),
                      ax.wdata.eq(hdr[32:64]), ax.wstrb.eq(0xF),
-                     self.m_axis.tdata.eq(beat), self.m_axis.tlast.eq(beat_last)]
+                     # one element per beat: the element bytes in hdr are the beat
+                     self.m_axis.tdata.eq(beat if E > 1 else hdr[32:32 + LW]),
+                     self.m_axis.tlast.eq(beat_last)]
 
         status = Signal(3)
         bad_len = (hdr_cnt != hdr_len) | (in_body & ((done != n_items) | (n_items == 0))) | (tail != 1)
@@ -328,10 +339,11 @@ class Bridge(wiring.Component):
                                         el = Signal(LW)
                                         m.d.comb += el.eq(Cat(hdr[32:32 + 8 * (B - 1)], data_b)
                                                           if B > 1 else data_b)
-                                        with m.Switch(lane):
-                                            for j in range(E):
-                                                with m.Case(j):
-                                                    m.d.sync += beat[LW * j:LW * (j + 1)].eq(el)
+                                        if E > 1:
+                                            with m.Switch(lane):
+                                                for j in range(E):
+                                                    with m.Case(j):
+                                                        m.d.sync += beat[LW * j:LW * (j + 1)].eq(el)
                                         last_el = done + 1 == n_items
                                         with m.If(last_el | (lane == E - 1)):
                                             m.d.sync += [beat_last.eq(last_el), lane.eq(0), tmo.eq(0)]
@@ -348,7 +360,8 @@ class Bridge(wiring.Component):
                     m.d.sync += tmo.eq(tmo + 1)
                 give_up = tmo == self.stall_ticks
                 with m.If(self.m_axis.tready | give_up):
-                    m.d.sync += beat.eq(0)             # unused lanes of a last beat are 0
+                    if E > 1:
+                        m.d.sync += beat.eq(0)         # unused lanes of a last beat are 0
                     m.next = "RX"
                 with m.If(~self.m_axis.tready & give_up):
                     m.d.sync += stalled.eq(1)
@@ -402,13 +415,11 @@ class Bridge(wiring.Component):
                     m.next = "WRITE"
                 with m.Elif(ok & (cmd == Cmd.READ32)):
                     with m.If(addr_bad):
-                        m.d.sync += [resp.eq(3), hdr[32:64].eq(0)]
+                        m.d.sync += resp.eq(3)
                         m.next = "RESPOND"
                     with m.Else():
                         m.next = "AR"
                 with m.Else():
-                    with m.If(cmd == Cmd.READ32):
-                        m.d.sync += hdr[32:64].eq(0)
                     m.next = "RESPOND"
             with m.State("AR"):
                 m.d.comb += ax.arvalid.eq(1)
@@ -418,7 +429,7 @@ class Bridge(wiring.Component):
                     m.d.sync += tmo.eq(0)
                     m.next = "R"
                 with m.Elif(tmo == 2):
-                    m.d.sync += [timed_out.eq(1), hdr[32:64].eq(0)]
+                    m.d.sync += timed_out.eq(1)
                     m.next = "RESPOND"
             with m.State("R"):
                 m.d.comb += ax.rready.eq(1)
@@ -428,7 +439,7 @@ class Bridge(wiring.Component):
                     m.d.sync += [hdr[32:64].eq(ax.rdata), resp.eq(ax.rresp)]
                     m.next = "RESPOND"
                 with m.Elif(tmo == 2):
-                    m.d.sync += [timed_out.eq(1), hdr[32:64].eq(0)]
+                    m.d.sync += timed_out.eq(1)
                     m.next = "RESPOND"
 
             with m.State("RESPOND"):
@@ -445,8 +456,6 @@ class Bridge(wiring.Component):
         # frames: END, type, body..., crc, END (END raw; the rest escaped downstream)
         tcrc = Signal(8)
         tidx = Signal(3)
-        obeat = Signal(LW * E)
-        olast = Signal()
         obyte = Signal(range(max(B * E, 2)))
         otmo = Signal(range(self.stall_ticks + 1))
         send = Signal()
@@ -454,13 +463,19 @@ class Bridge(wiring.Component):
         with m.If(send & ~self.tx_raw):
             m.d.sync += tcrc.eq(crc8_next(tcrc, self.tx_data))
 
+        rd_ok = Signal()
+        with m.If(r_done):
+            m.d.sync += rd_ok.eq(0)
+        with m.If(self.axil.rvalid & self.axil.rready & (self.axil.rresp == 0)):
+            m.d.sync += rd_ok.eq(1)
         # the response body: byte tidx for cmd, and its length
         r_len = Signal(3)
         r_byte = Signal(8)
         ping = [PROTOCOL_VERSION, B, E, AB]
         bodies = {
             Cmd.WRITE32: [st, resp],
-            Cmd.READ32: [st, resp, hdr[32:40], hdr[40:48], hdr[48:56], hdr[56:64]],
+            # READ32 data only from a completed OKAY read (0 otherwise)
+            Cmd.READ32: [st, resp, *[hdr[32 + 8 * k:40 + 8 * k] & rd_ok.replicate(8) for k in range(4)]],
             Cmd.WRITE_BURST: [st, resp, done[0:8], done[8:16]],
             Cmd.STREAM_IN: [st, done[0:8], done[8:16]],
             Cmd.PING: [st, *ping],
@@ -480,7 +495,7 @@ class Bridge(wiring.Component):
         with m.Switch(obyte):
             for k in range(B * E):
                 with m.Case(k):
-                    m.d.comb += out_byte.eq(obeat[8 * k:8 * k + 8])
+                    m.d.comb += out_byte.eq(self.s_axis.tdata[8 * k:8 * k + 8])
 
         with m.FSM():
             with m.State("IDLE"):
@@ -521,13 +536,11 @@ class Bridge(wiring.Component):
                 with m.If(send):
                     m.next = "O_WAIT"
             with m.State("O_WAIT"):
-                # the next beat of the output vector
-                m.d.comb += self.s_axis.tready.eq(1)
+                # the next beat of the output vector (held by the core until taken)
                 with m.If(tick):
                     m.d.sync += otmo.eq(otmo + 1)
                 with m.If(self.s_axis.tvalid):
-                    m.d.sync += [obeat.eq(self.s_axis.tdata), olast.eq(self.s_axis.tlast),
-                                 obyte.eq(0), otmo.eq(0)]
+                    m.d.sync += [obyte.eq(0), otmo.eq(0)]
                     m.next = "O_BYTES"
                 with m.Elif(otmo == self.stall_ticks):
                     m.next = "CRC"             # the core stopped mid-vector: close the frame
@@ -536,12 +549,11 @@ class Bridge(wiring.Component):
                 with m.If(send):
                     m.d.sync += obyte.eq(obyte + 1)
                     with m.If(obyte == B * E - 1):
-                        m.next = "O_NEXT"
-            with m.State("O_NEXT"):
-                with m.If(olast):
-                    m.next = "CRC"
-                with m.Else():
-                    m.next = "O_WAIT"
+                        m.d.comb += self.s_axis.tready.eq(1)     # the beat is sent: take it
+                        with m.If(self.s_axis.tlast):
+                            m.next = "CRC"
+                        with m.Else():
+                            m.next = "O_WAIT"
             with m.State("CRC"):
                 m.d.comb += [self.tx_valid.eq(1), self.tx_data.eq(tcrc)]
                 with m.If(send):
