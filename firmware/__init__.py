@@ -1,3 +1,12 @@
-"""ttforge.firmware — see the open issues; not built yet."""
+"""ttforge.firmware — the accelerator on boards (``docs/boards.md``).
+
+* :mod:`~ttforge.firmware.uart`: UART and the UART-to-AXI4-Lite/AXI4-Stream bridge (RTL);
+* :mod:`~ttforge.firmware.protocol`: the bridge protocol, sans I/O;
+* :mod:`~ttforge.firmware.board`: board tops for the ULX3S and the iCEBreaker;
+* :mod:`~ttforge.firmware.build`: ``ttforge build`` (bitstreams with the pip toolchain);
+* :mod:`~ttforge.firmware.host`: the host driver (``Device``) and its serial transport;
+* :mod:`~ttforge.firmware.simulate`: the simulated board as a transport (Icarus + cocotb);
+* :mod:`~ttforge.firmware.cli`: ``ttforge build``, ``program`` and ``run``.
+"""
 
 __all__: list[str] = []

@@ -25,7 +25,7 @@ from typing import Any
 
 from ttforge.errors import ConfigError, TTForgeError
 
-__all__ = ["BuildError", "build", "toolchain_env", "MARKER", "memory_bits", "BRAM_BITS",
+__all__ = ["BuildError", "build", "check_timing", "toolchain_env", "MARKER", "memory_bits", "BRAM_BITS",
            "board_config"]
 
 MARKER = "build.json"
@@ -145,6 +145,20 @@ def _why_failed(build_dir: Path, name: str, device_title: str) -> str:
     return "the toolchain failed (see the output above)"
 
 
+def check_timing(b, fmax: float, clk_hz: int, cpath: dict | None = None) -> None:
+    """Raise :class:`BuildError` (one line with the fix) if ``fmax`` (MHz) is below the
+    system clock ``clk_hz`` of board ``b``."""
+    if fmax >= clk_hz / 1e6:
+        return
+    cp = (f" (critical path {cpath.get('delay_ns')} ns from "
+          f"{(cpath.get('start') or {}).get('cell')} to {(cpath.get('end') or {}).get('cell')})"
+          if cpath else "")
+    slower = [h for h in b.clocks_hz if h / 1e6 <= fmax]
+    fix = f"build with --freq {max(slower) / 1e6:g}" if slower else "use fewer lanes"
+    raise BuildError(f"timing not met on the {b.key}: Fmax {fmax:.1f} MHz is below the "
+                     f"{clk_hz / 1e6:g} MHz board clock{cp}; {fix}")
+
+
 def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=None,
           clk_hz: int | None = None, baud: int | None = None, seed: int = 1,
           keep: str | None = None) -> dict[str, Any]:
@@ -210,14 +224,7 @@ def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=Non
         if fmax is None:
             raise BuildError("nextpnr reported no Fmax for the board clock; see "
                              f"{bdir / (name + '.tim')}")
-        if fmax < clk_hz / 1e6:
-            cp = (f" (critical path {cpath.get('delay_ns')} ns from "
-                  f"{(cpath.get('start') or {}).get('cell')} to {(cpath.get('end') or {}).get('cell')})"
-                  if cpath else "")
-            slower = [h for h in b.clocks_hz if h / 1e6 <= fmax]
-            fix = (f"build with --freq {max(slower) / 1e6:g}" if slower else "use fewer lanes")
-            raise BuildError(f"timing not met on the {b.key}: Fmax {fmax:.1f} MHz is below the "
-                             f"{clk_hz / 1e6:g} MHz board clock{cp}; {fix}")
+        check_timing(b, fmax, clk_hz, cpath)
         bit = bdir / f"{name}.{b.bitstream}"
         bit_bytes = bit.read_bytes()
         digest = hashlib.sha256(bit_bytes).hexdigest()

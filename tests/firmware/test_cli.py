@@ -151,3 +151,18 @@ def test_board_top_elaborates_for_its_platform(board, artifact):
         assert "EHXPLLL" in files["t.il"] and "FREQUENCY" in files["t.lpf"]
     else:
         assert "set_io" in files["t.pcf"]
+
+
+def test_timing_not_met_is_one_line_with_the_fix():
+    from ttforge.firmware.board import BOARDS
+    from ttforge.firmware.build import BuildError, check_timing
+
+    check_timing(BOARDS["ulx3s"], 50.0, 50_000_000)          # met: nothing
+    with pytest.raises(BuildError) as e:
+        check_timing(BOARDS["ulx3s"], 48.2, 50_000_000,
+                     {"delay_ns": 20.7, "start": {"cell": "a"}, "end": {"cell": "b"}})
+    msg = str(e.value)
+    assert msg == ("timing not met on the ulx3s: Fmax 48.2 MHz is below the 50 MHz board clock "
+                   "(critical path 20.7 ns from a to b); build with --freq 40")
+    with pytest.raises(BuildError, match="use fewer lanes"):
+        check_timing(BOARDS["icebreaker"], 9.5, 12_000_000)

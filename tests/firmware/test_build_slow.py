@@ -1,0 +1,69 @@
+"""Real bitstreams (slow: place and route runs for minutes) and the `ttforge run --sim`
+command end to end. Run with ``pytest -m slow tests/firmware``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from ttforge.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory):
+    from ttforge.quant.artifact import save_artifact
+    from ttforge.quant.qat import compile_network
+
+    from ..quant.test_golden import small_net
+
+    q, x = small_net()
+    net = compile_network(q)
+    d = tmp_path_factory.mktemp("art")
+    save_artifact(net, d / "small.ttfa")
+    np.save(d / "x.npy", net.quantize_input(x.numpy())[:3])
+    return d
+
+
+def _build(board, artifact, out, capsys):
+    assert main(["build", "--board", board, str(artifact / "small.ttfa"), "-o", str(out)]) == 0, \
+        capsys.readouterr().err
+    man = json.loads((out / "build.json").read_text())
+    bit = out / man["bitstream"]["file"]
+    assert hashlib.sha256(bit.read_bytes()).hexdigest() == man["bitstream"]["sha256"]
+    assert man["timing_met"] and man["fmax_mhz"] >= man["clock_hz"] / 1e6
+    return man
+
+
+def test_icebreaker_build_twice_gives_the_same_bitstream(artifact, tmp_path, capsys):
+    a = _build("icebreaker", artifact, tmp_path / "a", capsys)
+    b = _build("icebreaker", artifact, tmp_path / "b", capsys)
+    assert a["bitstream"]["sha256"] == b["bitstream"]["sha256"]
+    assert (tmp_path / "a" / "ttforge_icebreaker.bin").read_bytes() == \
+        (tmp_path / "b" / "ttforge_icebreaker.bin").read_bytes()
+    assert a["resources"]["lc"]["used"] <= a["resources"]["lc"]["available"]
+    assert a["config"]["lanes"] == 1 and a["clock_hz"] == 12_000_000
+
+
+def test_ulx3s_build_meets_its_clock(artifact, tmp_path, capsys):
+    m = _build("ulx3s", artifact, tmp_path / "u", capsys)
+    assert m["clock_hz"] == 50_000_000 and m["config"]["lanes"] == 4
+    assert m["resources"]["dsp"]["used"] >= 4
+
+
+@pytest.mark.skipif(shutil.which("iverilog") is None, reason="needs Icarus Verilog")
+def test_run_sim_cli_verifies_against_the_golden_executor(artifact, tmp_path, capsys):
+    out = tmp_path / "y.npy"
+    assert main(["run", "--board", "icebreaker", "--sim", "--verify", str(artifact / "small.ttfa"),
+                 str(artifact / "x.npy"), "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "equal to the golden executor: 3/3 vectors" in text
+    from ttforge.quant.artifact import load_artifact
+    from ttforge.quant.executor import execute
+    net = load_artifact(artifact / "small.ttfa")
+    assert np.array_equal(np.load(out), execute(net, np.load(artifact / "x.npy")))
