@@ -91,15 +91,22 @@ class AddressGen(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         aw = self.addr_width
-        i = [Signal(self.bound_width, name=f"i{j}") for j in range(4)]
-        # wrap[j] (i_j == N_j - 1) is a register, updated with i_j from the incremented
-        # value, so that no counter comparison lies between the counters and the enables
+        bw = self.bound_width
+        # Loop counters count down: cnt[j] = N_j - 1 - i_j. wrap[j] (cnt[j] == 0) and
+        # one[j] (cnt[j] == 1) are registers, so a step sets wrap[j] from one[j] and the
+        # only comparison (cnt[j] == 2, for one[j]) reads a register: no adder lies
+        # before a comparison, and no comparison between the counters and the enables.
+        cnt = [Signal(bw, name=f"cnt{j}") for j in range(4)]
         wrap = [Signal(name=f"wrap{j}") for j in range(4)]
-        inc = [i[j] + 1 for j in range(4)]
-        one = [self.bound_m1[j] == 0 for j in range(4)]     # N_j == 1: wraps at once
+        one = [Signal(name=f"one{j}") for j in range(4)]
+        first = Signal()                                    # i3 == 0
+        # N_j == 1 and N_j == 2, decoded from the bounds at start and kept for the inner
+        # loops' restarts (the bounds are held while the loops run)
+        b_one = [Signal(name=f"n{j}_is1") for j in range(4)]
+        b_two = [Signal(name=f"n{j}_is2") for j in range(4)]
         final = wrap[0] & wrap[1] & wrap[2] & wrap[3]
         m.d.comb += [
-            self.first.eq(i[3] == 0),
+            self.first.eq(first),
             self.last.eq(wrap[3]),
             self.i2_last.eq(wrap[2]),
             self.final.eq(final),
@@ -108,15 +115,26 @@ class AddressGen(wiring.Component):
         m.d.comb += adv.eq(self.en & self.valid & ~self.start)
 
         def restart(levels):
-            return [i[k].eq(0) for k in levels] + [wrap[k].eq(one[k]) for k in levels]
+            out = []
+            for k in levels:
+                out += [cnt[k].eq(self.bound_m1[k]), wrap[k].eq(b_one[k]), one[k].eq(b_two[k])]
+            if 3 in levels:
+                out.append(first.eq(1))
+            return out
 
         def step(j):
-            return [i[j].eq(inc[j]), wrap[j].eq(inc[j] == self.bound_m1[j])]
+            out = [cnt[j].eq(cnt[j] - 1), wrap[j].eq(one[j]), one[j].eq(cnt[j] == 2)]
+            if j == 3:
+                out.append(first.eq(0))
+            return out
 
         # loop counters
         with m.If(self.start):
-            m.d.sync += restart(range(4))
-            m.d.sync += self.valid.eq(1)
+            for k in range(4):
+                z, o = self.bound_m1[k] == 0, self.bound_m1[k] == 1
+                m.d.sync += [cnt[k].eq(self.bound_m1[k]), wrap[k].eq(z), one[k].eq(o),
+                             b_one[k].eq(z), b_two[k].eq(o)]
+            m.d.sync += [first.eq(1), self.valid.eq(1)]
         with m.Elif(adv):
             with m.If(final):
                 m.d.sync += self.valid.eq(0)
@@ -297,11 +315,13 @@ class Requant(wiring.Component):
     """One requantization lane, five pipeline stages (no stall; latency 5).
 
     1. ``v = acc + (bias if bias_en)`` (``VW`` bits, exact).
-    2. ``(v << IB) >> (shamt & ~7)`` (arithmetic; the coarse part of the shift).
-    3. ``u = ... >> (shamt & 7)`` (the fine part).
-    4. ``u``'s low ``IB + 2`` bits and whether ``u`` fits in them (a value outside that
-       range saturates for every ``SAT_BITS <= IB``, rounded or not), and
-       ``r = (u + 1) >> 1`` if ``round`` else ``u`` on those bits.
+    2. ``(v << IB) >> (shamt & ~7)`` (arithmetic; the coarse part of the shift), kept as
+       a window of its low ``T + 7`` bits (``T = IB + 2``), and whether every bit above
+       the window equals the sign (decided from ``v`` for each coarse amount).
+    3. ``u = ... >> (shamt & 7)`` (the fine part) on ``T`` bits, and whether the whole
+       ``u`` fits in them (a value outside that range saturates for every
+       ``SAT_BITS <= IB``, rounded or not).
+    4. ``r = (u + 1) >> 1`` if ``round`` else ``u``, on ``T`` bits.
     5. ``sat = r > hi or r < lo`` (or ``u`` did not fit); clamp; ReLU (``max(., 0)``) if
        ``relu``; 0 if ``zero``.
 
@@ -348,22 +368,58 @@ class Requant(wiring.Component):
         # 1: bias
         v = Signal(signed(vw))
         m.d.sync += v.eq(self.acc + Mux(self.bias_en, self.bias, 0))
-        # 2: coarse shift (multiples of 8)
+        # The shifted value u = (v << IB) >> shamt is needed only as its low T bits and
+        # whether it fits in them (every higher bit equal to the sign): the shifters
+        # produce a window of T + 7 (coarse) and T (fine) bits, and the fit is decided
+        # from v directly (above the coarse window) and from the window's top bits.
+        WL = T + 7
+        sgn = v[vw - 1]
+        # 2: coarse shift (multiples of 8) into a window of WL bits. hz: every bit of
+        # (v << IB) at or above position 8a + T + 6 equals the sign, i.e. every bit of v
+        # from 8a + 8 up (T + 6 - IB = 8), for the coarse amount a = shamt >> 3.
         widened = Signal(signed(uw))
         m.d.comb += widened.eq(Cat(Const(0, ib), v).as_signed())
-        w = Signal(signed(uw))
+        w = Signal(WL)
+        hz = Signal()
+        neg2 = Signal()
+        amt = self.shamt[3:] if kw > 3 else Const(0, 1)
         if kw > 3:
-            m.d.sync += w.eq(widened >> Cat(Const(0, 3), self.shamt[3:]))
+            m.d.sync += w.eq(widened >> Cat(Const(0, 3), amt))
         else:
             m.d.sync += w.eq(widened)
-        # 3: fine shift
-        u = Signal(signed(uw))
-        m.d.sync += u.eq(w >> self.shamt[:min(3, kw)])
-        # 4: fits in T bits, rounding on T bits
-        top = u[T - 1:]
+        flags = []
+        for a in range(1 << len(amt)):
+            lo_bit = 8 * a + 8
+            if lo_bit >= vw - 1:
+                flags.append(Const(1, 1))
+            else:
+                part = v[lo_bit:]
+                flags.append((part == 0) | (part == (1 << len(part)) - 1))
+        hz_sel = Signal()
+        with m.Switch(amt):
+            for a, f in enumerate(flags):
+                with m.Case(a):
+                    m.d.comb += hz_sel.eq(f)
+        m.d.sync += [hz.eq(hz_sel), neg2.eq(sgn)]
+        # 3: fine shift: u = w[b : b + T] (b = shamt & 7); it fits if hz and the window
+        # bits from b + T - 1 up to T + 5 equal the sign
+        fb = self.shamt[:min(3, kw)]
+        u = Signal(T)
+        m.d.sync += u.eq(w >> fb)
+        eq_from = {T + 6: Const(1, 1)}       # eq_from[p]: w[p .. T+5] all equal the sign
+        for p in range(T + 5, T - 2, -1):
+            eq_from[p] = eq_from[p + 1] & (w[p] == neg2)
+        fit_sel = Signal()
+        with m.Switch(fb):
+            for b in range(1 << len(fb)):
+                with m.Case(b):
+                    m.d.comb += fit_sel.eq(eq_from[min(b + T - 1, T + 6)])
+        fits3, neg3 = Signal(), Signal()
+        m.d.sync += [fits3.eq(hz & fit_sel), neg3.eq(neg2)]
+        # 4: rounding on T bits
         fits, neg = Signal(), Signal()
         r = Signal(signed(T))
-        uT = u[:T].as_signed()
+        uT = u.as_signed()
         rc = 1
         if self.fault == "round_off_by_one":
             # test hook: rounding constant 2^(s-1) - 1, i.e. +0 instead of +1 on a tie
@@ -373,7 +429,7 @@ class Requant(wiring.Component):
             lz2, lz3 = Signal(name="fault_lz2"), Signal(name="fault_lz3")
             m.d.sync += [lz2.eq((v & ((Const(1, vw + 1) << sh) - 1)[:vw]) == 0), lz3.eq(lz2)]
             rc = Mux(uT[0] & lz3, 0, 1)
-        m.d.sync += [fits.eq((top == 0) | (top == (1 << len(top)) - 1)), neg.eq(u[uw - 1]),
+        m.d.sync += [fits.eq(fits3), neg.eq(neg3),
                      r.eq(Mux(self.round, (uT + rc)[1:T + 1].as_signed(), uT))]
         # 5: saturate, ReLU, zero
         over, under = Signal(), Signal()

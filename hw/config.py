@@ -172,6 +172,27 @@ class AccelConfig:
         return cls(lanes=lanes, stream_elems=stream_elems, axil_addr_bits=axil_addr_bits,
                    **{name: value for name, (value, _) in needs.items()})
 
+    @classmethod
+    def for_device(cls, device: str, lanes: int = 4, **overrides: Any) -> "AccelConfig":
+        """A default config sized for a device's block RAM.
+
+        ``"ice40up5k"``: 8-bit activations and cores, 16-bit intermediates and biases,
+        32-bit accumulators, ``core_depth=2048``, ``bias_depth=128``, ``buf_depth=1024``,
+        ``desc_depth=16``: at ``lanes <= 4`` the memories take at most 20 of the 30
+        4-kbit EBRs (the defaults of :class:`AccelConfig` need more block RAM than the
+        UP5K has). ``"ecp5-85f"``: the :class:`AccelConfig` defaults. ``overrides``
+        replace single fields.
+        """
+        presets: dict[str, dict[str, int]] = {
+            "ice40up5k": dict(act_bits=8, core_bits=8, inter_bits=16, acc_bits=32, bias_bits=16,
+                              core_depth=2048, bias_depth=128, buf_depth=1024, desc_depth=16),
+            "ecp5-85f": {},
+        }
+        key = str(device).lower()
+        if key not in presets:
+            raise ConfigError(f"device={device!r} has no preset; use one of {', '.join(presets)}")
+        return cls(**{**presets[key], "lanes": lanes, **overrides})
+
     def misfits(self, net: "IntNetwork") -> list[str]:
         """Why ``net`` does not fit, one phrase per field (empty if it fits)."""
         from ttforge.hw.program import requirements

@@ -285,8 +285,7 @@ class TTEngine(wiring.Component):
         m.d.comb += g_nv.eq(Mux(mode & gen.i2_last, last_lanes[:nvw], L))
 
         # checks at issue (G stage)
-        o_valid_out = Signal()
-        m.d.comb += o_valid_out.eq(o_ptr < ov_end)
+        o_valid_out = Signal()               # o < OV_END (= ~g_zmask[0], below)
         errs += [
             (g_valid & (x_ptr >= c.buf_depth), _E.BUF_RANGE),
             (g_valid & ~mode & misaligned(x_ptr), _E.MISALIGNED),
@@ -304,7 +303,18 @@ class TTEngine(wiring.Component):
         s1_tag = Signal(tag_layout)
         s1_ovalid = Signal()                 # lane 0's output index is not padding
         g_zmask = Signal(L)                  # lanes whose output index is padding
-        m.d.comb += g_zmask.eq(Cat(*[~((o_ptr + l) < ov_end) for l in range(L)]))
+        # o + l >= OV_END  <=>  rel = OV_END - o <= l: one subtraction, then each lane
+        # compares rel's few low bits with its constant (no adder per lane)
+        g_rel = Signal(signed(AWP + 1))
+        m.d.comb += g_rel.eq(ov_end - o_ptr)
+        rel_small = Signal()                 # 0 <= rel < L
+        m.d.comb += rel_small.eq(~g_rel[lg:].any())
+        if L == 1:
+            m.d.comb += g_zmask.eq(g_rel[-1] | rel_small)
+        else:
+            m.d.comb += g_zmask.eq(Cat(*[g_rel[-1] | (rel_small & (g_rel[:lg] <= l))
+                                         for l in range(L)]))
+        m.d.comb += o_valid_out.eq(~g_zmask[0])
         s2_v, s2_first, s2_last = Signal(), Signal(), Signal()
         s2_xlane = Signal(max(1, lg))
         s2_clane = Signal(max(1, lg))
