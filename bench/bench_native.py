@@ -148,57 +148,75 @@ def _stats(values: list[float]) -> dict:
             "runs": [round(v, 1) for v in values]}
 
 
-def bench_native(net, cfg, prog, x, golden, runs, build_root, long_vectors):
-    from ttforge.sim.native import build_native, run_native
+class _Native:
+    """The native harness on one layer: build once, then one run per call."""
 
-    b = build_native(cfg, build_root=build_root, jobs=2)
-    stream, total, results = [], [], []
-    for r in range(runs):
-        res = run_native(b, prog, x)
-        assert np.array_equal(res.outputs, golden), "native outputs differ from the executor"
-        stream.append(res.cycles / res.sim_seconds)
-        total.append(res.total_cycles / res.total_seconds)
-        results.append(res)
-    res = results[0]
-    out = {"build_seconds": round(b.build_seconds, 1), "cached": b.cached,
-           "stream_cycles": res.cycles, "total_cycles": res.total_cycles,
-           "load_cycles": res.load_cycles, "counters": res.counters,
-           "stream_cycles_per_s": _stats(stream), "total_cycles_per_s": _stats(total),
-           "process_wall_s": _stats([r.wall_seconds for r in results])}
-    if long_vectors:
+    def __init__(self, cfg, prog, x, golden, build_root):
+        from ttforge.sim.native import build_native
+
+        self.b = build_native(cfg, build_root=build_root, jobs=2)
+        self.prog, self.x, self.golden = prog, x, golden
+        self.results = []
+
+    def run_once(self):
+        from ttforge.sim.native import run_native
+
+        res = run_native(self.b, self.prog, self.x)
+        assert np.array_equal(res.outputs, self.golden), "native outputs differ from the executor"
+        self.results.append((res.cycles / res.sim_seconds, res.total_cycles / res.total_seconds,
+                             res.wall_seconds, res))
+
+    def summary(self):
+        res = self.results[0][3]
+        return {"build_seconds": round(self.b.build_seconds, 1), "cached": self.b.cached,
+                "stream_cycles": res.cycles, "total_cycles": res.total_cycles,
+                "load_cycles": res.load_cycles, "counters": res.counters,
+                "stream_cycles_per_s": _stats([r[0] for r in self.results]),
+                "total_cycles_per_s": _stats([r[1] for r in self.results]),
+                "process_wall_s": _stats([r[2] for r in self.results])}
+
+    def long(self, net, vectors, runs):
         from ttforge.quant.executor import execute
+        from ttforge.sim.native import run_native
 
-        xl = inputs_for(net, long_vectors, seed=2)
+        xl = inputs_for(net, vectors, seed=2)
         gl = execute(net, xl)
-        longs = []
-        for _ in range(max(1, runs // 2)):
-            rl = run_native(b, prog, xl)
-            assert np.array_equal(rl.outputs, gl)
-            longs.append(rl.cycles / rl.sim_seconds)
-        out["long"] = {"vectors": long_vectors, "stream_cycles": rl.cycles,
-                       "stream_cycles_per_s": _stats(longs), "stream_seconds": rl.sim_seconds}
-    return out
+        speeds = []
+        for _ in range(runs):
+            rl = run_native(self.b, self.prog, xl)
+            assert np.array_equal(rl.outputs, gl), "native outputs differ from the executor"
+            speeds.append(rl.cycles / rl.sim_seconds)
+        return {"vectors": vectors, "stream_cycles": rl.cycles,
+                "stream_cycles_per_s": _stats(speeds), "stream_seconds": rl.sim_seconds}
 
 
-def bench_cocotb(sim, cfg, prog, x, golden, runs, build_root):
-    from ttforge.sim import runner
+class _Cocotb:
+    """A cocotb runner (``ttforge.sim.runner``) on one layer."""
 
-    t0 = time.perf_counter()
-    b = runner.build(cfg, sim, build_root=build_root)
-    build_s = time.perf_counter() - t0
-    stream, total, walls = [], [], []
-    for _ in range(runs):
-        res = runner.run_inference(b, prog, x)
-        assert not res.timeout and np.array_equal(res.outputs, golden), f"{sim} outputs differ"
+    def __init__(self, sim, cfg, prog, x, golden, build_root):
+        from ttforge.sim import runner
+
+        self.runner, self.sim = runner, sim
+        t0 = time.perf_counter()
+        self.b = runner.build(cfg, sim, build_root=build_root)
+        self.build_s = time.perf_counter() - t0
+        self.prog, self.x, self.golden = prog, x, golden
+        self.results = []
+
+    def run_once(self):
+        res = self.runner.run_inference(self.b, self.prog, self.x)
+        assert not res.timeout and np.array_equal(res.outputs, self.golden), f"{self.sim} outputs differ"
         op = res.job.op("outputs")
-        stream.append(op["sim_cycles"] / op["wall_s"])
-        total.append(res.cycles_per_second)
-        walls.append(res.wall_s)
-    return {"build_seconds": round(build_s, 1), "cached": b.cached,
-            "stream_cycles": int(op["sim_cycles"]), "total_cycles": res.sim_cycles,
-            "counters": {k.lower(): int(v) for k, v in res.counters.items()},
-            "stream_cycles_per_s": _stats(stream), "total_cycles_per_s": _stats(total),
-            "process_wall_s": _stats(walls)}
+        self.results.append((op["sim_cycles"] / op["wall_s"], res.cycles_per_second, res.wall_s, res, op))
+
+    def summary(self):
+        res, op = self.results[0][3], self.results[0][4]
+        return {"build_seconds": round(self.build_s, 1), "cached": bool(self.b.cached),
+                "stream_cycles": int(op["sim_cycles"]), "total_cycles": int(res.sim_cycles),
+                "counters": {k.lower(): int(v) for k, v in res.counters.items()},
+                "stream_cycles_per_s": _stats([r[0] for r in self.results]),
+                "total_cycles_per_s": _stats([r[1] for r in self.results]),
+                "process_wall_s": _stats([r[2] for r in self.results])}
 
 
 def run(layers, vectors, runs, cocotb_runs, long_vectors, native_only, out: Path) -> dict:
@@ -212,8 +230,11 @@ def run(layers, vectors, runs, cocotb_runs, long_vectors, native_only, out: Path
     if not native_only:
         try:
             from ttforge.sim import runner
-            avail = runner.available_simulators()
-            sims = [s for s in ("verilator", "icarus") if avail.get(s)]
+            avail = runner.available_simulators()  # simulator -> None if usable, else why not
+            sims = [s for s in ("verilator", "icarus") if s in avail and avail[s] is None]
+            for s, why in avail.items():
+                if why is not None:
+                    print(f"cocotb {s}: skipped ({why})", flush=True)
         except ImportError:
             sims = []
     rows = []
@@ -229,14 +250,27 @@ def run(layers, vectors, runs, cocotb_runs, long_vectors, native_only, out: Path
                "vectors": len(x), "model_cycles_per_vector": model.total,
                "utilization": round(model.utilization, 4), "load_writes": len(prog.dmem) + len(prog.cmem)
                + len(prog.bmem) + 8, "simulators": {}}
-        print(f"[{name}] native ...", flush=True)
-        row["simulators"]["native"] = bench_native(net, cfg, prog, x, golden, runs, cache / "native",
-                                                   long_vectors.get(name, 0))
-        assert row["simulators"]["native"]["counters"]["cycles"] == model.total * len(x)
+        print(f"[{name}] building ...", flush=True)
+        benches = {"native": _Native(cfg, prog, x, golden, cache / "native")}
         for sim in sims:
-            print(f"[{name}] cocotb {sim} ...", flush=True)
-            row["simulators"][f"cocotb-{sim}"] = bench_cocotb(sim, cfg, prog, x, golden, cocotb_runs,
-                                                              cache / "cocotb")
+            try:
+                benches[f"cocotb-{sim}"] = _Cocotb(sim, cfg, prog, x, golden, cache / "cocotb")
+            except Exception as e:  # a failed build is a result too (recorded, not fatal)
+                print(f"[{name}] cocotb {sim} build failed: {e}", flush=True)
+                row.setdefault("failed", {})[f"cocotb-{sim}"] = str(e).splitlines()[0][:300]
+        # interleaved rounds, so that a change of machine load hits every simulator alike
+        for r in range(max(runs, cocotb_runs if sims else 0)):
+            for k, b in benches.items():
+                if r < (runs if k == "native" else cocotb_runs):
+                    print(f"[{name}] round {r + 1}: {k}", flush=True)
+                    b.run_once()
+        for k, b in benches.items():
+            row["simulators"][k] = b.summary()
+        if long_vectors.get(name):
+            print(f"[{name}] native, {long_vectors[name]} vectors", flush=True)
+            row["simulators"]["native"]["long"] = benches["native"].long(net, long_vectors[name],
+                                                                         max(1, runs // 2))
+        assert row["simulators"]["native"]["counters"]["cycles"] == model.total * len(x)
         nat = row["simulators"]["native"]["stream_cycles_per_s"]["median"]
         row["speedup_stream"] = {k: round(nat / v["stream_cycles_per_s"]["median"], 1)
                                  for k, v in row["simulators"].items() if k != "native"}

@@ -178,6 +178,10 @@ def build_native(config, *, build_root: str | os.PathLike | None = None, fault=N
     verilog = _verilog(config, fault)
     waivers = verilator_waivers()
     header = RegisterMap(config).to_c_header()
+    missing = [n for n in NATIVE_SOURCES if not (NATIVE_DIR / n).is_file()]
+    if missing:
+        raise NativeError(f"the native harness sources are not installed ({NATIVE_DIR}/{missing[0]} "
+                          "is missing); reinstall ttforge with its package data (sim/native/*)")
     sources = {name: (NATIVE_DIR / name).read_bytes() for name in NATIVE_SOURCES}
     h = hashlib.sha256()
     for part in (f"recipe {BUILD_RECIPE} {_verilator_version()} {' '.join(_VERILATOR_ARGS)} "
