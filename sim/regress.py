@@ -275,7 +275,7 @@ def locate_divergence(sim_build, program, x: np.ndarray, *, workdir=None) -> dic
     """
     from ttforge.hw.model import run_program
     from ttforge.hw.program import decode_descriptor, encode_descriptor
-    from ttforge.sim.runner import load_writes, run_job
+    from ttforge.sim.runner import load_writes, run_job, timeout_cycles
 
     cfg = program.config
     x = np.asarray(x, dtype=np.int64).reshape(1, -1)
@@ -292,7 +292,8 @@ def locate_divergence(sim_build, program, x: np.ndarray, *, workdir=None) -> dic
         expected.append(want)
         arrays[f"w{k}"] = load_writes(cut)
         ops += [{"op": "load", "writes": f"w{k}", "name": f"load{k}"},
-                {"op": "stream", "inputs": "x", "name": f"cut{k}", "timeout_cycles": 200_000}]
+                {"op": "stream", "inputs": "x", "name": f"cut{k}",
+                 "timeout_cycles": timeout_cycles(cut, 1)}]
     out_max = max(e for _, _, e in cuts)
     # run_job takes one out_count; every cut's frame is read up to the longest
     job = run_job(sim_build, ops, arrays, out_count=out_max, workdir=workdir)

@@ -464,6 +464,11 @@ def timeout_cycles(program, vectors: int, slack: float = 20.0) -> int:
     return int(slack * per * max(vectors, 1)) + 10_000
 
 
+def frame_timeout_cycles(program, slack: float = 20.0) -> int:
+    """The budget for one output frame after the previous one (a hang costs this)."""
+    return timeout_cycles(program, 1, slack) // 2
+
+
 def run_inference(sim_build: SimBuild, program_or_artifact, inputs: np.ndarray, *, seed: int = 0,
                   gaps: float = 0.0, backpressure: float = 0.0, waves: bool = False,
                   writes: np.ndarray | None = None, expected: np.ndarray | None = None,
@@ -497,7 +502,8 @@ def run_inference(sim_build: SimBuild, program_or_artifact, inputs: np.ndarray, 
     ops: list[dict] = [{"op": "load", "writes": "writes", "name": "load"},
                        {"op": "write", "addr": regs["CMD"], "data": 4, "name": "clear_counters"},
                        {"op": "stream", "inputs": "inputs", "name": "outputs", "gaps": gaps,
-                        "backpressure": backpressure, "timeout_cycles": timeout_cycles(prog, len(X))},
+                        "backpressure": backpressure, "timeout_cycles": timeout_cycles(prog, len(X)),
+                        "frame_timeout_cycles": frame_timeout_cycles(prog)},
                        {"op": "idle", "cycles": 4},
                        {"op": "counters", "name": "counters"}]
     if expected is not None:

@@ -26,7 +26,8 @@ Operations (``"op"`` key):
     Send the vectors ``data[inputs]`` back to back (one frame each, packed as in
     ``docs/hardware.md``), receive as many output frames, and store them (``(n,
     out_count)`` int64) as ``<name>`` in the result arrays. ``gaps``/``backpressure``
-    are the pause probabilities. If ``expected`` names an array, mismatches are
+    are the pause probabilities; ``timeout_cycles`` bounds the whole stream and
+    ``frame_timeout_cycles`` the wait for each output frame. If ``expected`` names an array, mismatches are
     counted (the exact comparison is repeated on the Python side).
 ``reset_during``
     Start streaming ``data[inputs]``, wait ``after`` cycles, then reset (``cycles``
@@ -176,13 +177,15 @@ class _Bench:
         for vec in X:
             self.src.send_nowait(AxiStreamFrame(self.pack(vec)))
         budget_ns = int(op.get("timeout_cycles", 1_000_000)) * PERIOD_NS
+        # a hang is seen after one vector's budget, not only after the whole stream's
+        frame_ns = int(op.get("frame_timeout_cycles", 0)) * PERIOD_NS or budget_ns
         got: list[list[int]] = []
         timeout = False
         start = cocotb.utils.get_sim_time("ns")
         for _ in range(len(X)):
             left = budget_ns - (cocotb.utils.get_sim_time("ns") - start)
             try:
-                frame = await with_timeout(self.sink.recv(), max(left, PERIOD_NS), "ns")
+                frame = await with_timeout(self.sink.recv(), max(min(left, frame_ns), PERIOD_NS), "ns")
             except SimTimeoutError:
                 timeout = True
                 break
