@@ -164,7 +164,7 @@ def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=Non
           keep: str | None = None) -> dict[str, Any]:
     """Build the bitstream of ``board_key`` into ``out_dir`` (atomically); the manifest."""
     from ttforge import __version__
-    from ttforge.firmware.board import DEFAULT_BAUD, BoardTop, board
+    from ttforge.firmware.board import DEFAULT_BAUD, BoardTop, board, uart_divisor
     from ttforge.hw.generate_cli import _write_atomically
     from ttforge.hw.synth import DEVICES
 
@@ -178,7 +178,7 @@ def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=Non
     cfg, net = board_config(b, artifact, config_file, lanes)
     clk_hz = b.check_clock(clk_hz or b.default_hz)
     baud = int(baud or DEFAULT_BAUD)
-    top = BoardTop(b.key, cfg, clk_hz=clk_hz, baud=baud)      # checks the baud rate
+    divisor = uart_divisor(clk_hz, baud)                      # checks the baud rate
     dev = DEVICES[b.device]
     need = memory_bits(cfg)
     if need > BRAM_BITS[b.device]:
@@ -201,6 +201,7 @@ def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=Non
         over = {**env_tools, f"AMARANTH_ENV_{toolchain.upper()}": str(envfile),
                 f"AMARANTH_ENV_{platform_toolchain}": str(envfile)}
         platform = b.platform()
+        top = BoardTop(b.key, cfg, clk_hz=clk_hz, baud=baud)
         saved = {k: os.environ.get(k) for k in over}
         os.environ.update(over)
         t0 = time.monotonic()
@@ -231,7 +232,7 @@ def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=Non
         manifest = {
             "format": BUILD_FORMAT, "version": BUILD_VERSION, "ttforge": __version__,
             "board": b.key, "title": b.title, "device": b.device,
-            "clock_hz": clk_hz, "baud": baud, "uart_divisor": top.divisor, "seed": int(seed),
+            "clock_hz": clk_hz, "baud": baud, "uart_divisor": divisor, "seed": int(seed),
             "config": cfg.to_dict(),
             "artifact": None if artifact is None else {
                 "path": str(artifact), "sha256": _sha256(Path(artifact).expanduser())},
