@@ -116,7 +116,8 @@ def step_cycles(d: Descriptor, config: AccelConfig, timing: EngineTiming = ENGIN
     mac = blocks * K
     busy = N0 * N1 * K * ((N2 - 1) * L + last_lanes)
     t = timing
-    if mode1 and not d.OUT_WORD:
+    if (mode1 and not d.OUT_WORD) or getattr(config, "serial_requant", 0):
+        # element outputs (with serial_requant every step writes one element per cycle)
         stall_full = max(0, L - K)
         stall_last = max(0, last_lanes - K)
         # every block but the step's last stalls before the next one moves in

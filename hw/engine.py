@@ -235,6 +235,11 @@ class TTEngine(wiring.Component):
         last_lanes = flags[24:32]
         word_out = Signal()
         m.d.comb += word_out.eq(~mode | out_word)
+        # results leave through the serial element writer (mode 1 element outputs; every
+        # output with serial_requant, which has one requantization unit)
+        SER = bool(getattr(c, "serial_requant", 0))
+        elem_out = Signal()
+        m.d.comb += elem_out.eq(1 if SER else ~word_out)
         O_BASE, O_LANE, OUT_VALID = fld[15], fld[19], fld[21]
 
         dec = RequantDecode(acc_bits=AB, bias_bits=BB, inter_bits=IB)
@@ -265,7 +270,10 @@ class TTEngine(wiring.Component):
 
         # ------------------------------------------------------------------ MAC pipeline
         nvw = _bits(L)
-        tag_layout = data.StructLayout({"e": AWP, "b": AWP, "nv": nvw, "zmask": L})
+        # (the padding mask of a word result; serial outputs decide it per element)
+        ZL = 1 if SER else L
+        tag_layout = data.StructLayout({"e": AWP, "b": AWP, "nv": nvw,
+                                        **({} if SER else {"zmask": L})})
         mac = MacLanes(lanes=L, x_bits=IB, c_bits=CB, acc_bits=AB, tag_width=tag_layout.size)
         m.submodules.mac = ResetInserter({"sync": flush})(mac)
         stall = Signal()          # the address generator holds (only it ever waits)
@@ -302,15 +310,15 @@ class TTEngine(wiring.Component):
         s1_clane = Signal(max(1, lg))
         s1_tag = Signal(tag_layout)
         s1_ovalid = Signal()                 # lane 0's output index is not padding
-        g_zmask = Signal(L)                  # lanes whose output index is padding
+        g_zmask = Signal(ZL)                 # lanes whose output index is padding
         # o + l >= OV_END  <=>  rel = OV_END - o <= l: one subtraction, then each lane
         # compares rel's few low bits with its constant (no adder per lane)
         g_rel = Signal(signed(AWP + 1))
         m.d.comb += g_rel.eq(ov_end - o_ptr)
         rel_small = Signal()                 # 0 <= rel < L
         m.d.comb += rel_small.eq(~g_rel[lg:].any())
-        if L == 1:
-            m.d.comb += g_zmask.eq(g_rel[-1] | rel_small)
+        if ZL == 1:
+            m.d.comb += g_zmask.eq(g_rel[-1] | (rel_small & (g_rel[:lg] == 0 if lg else 1)))
         else:
             m.d.comb += g_zmask.eq(Cat(*[g_rel[-1] | (rel_small & (g_rel[:lg] <= l))
                                          for l in range(L)]))
@@ -324,7 +332,9 @@ class TTEngine(wiring.Component):
         m.d.sync += [s1_v.eq(adv), s1_first.eq(gen.first), s1_last.eq(gen.last),
                      s1_xlane.eq(lane_of(x_ptr)), s1_clane.eq(lane_of(c_ptr)),
                      s1_tag.e.eq(o_ptr), s1_tag.b.eq(b_ptr), s1_tag.nv.eq(g_nv),
-                     s1_tag.zmask.eq(g_zmask), s1_ovalid.eq(o_valid_out)]
+                     s1_ovalid.eq(o_valid_out)]
+        if not SER:
+            m.d.sync += s1_tag.zmask.eq(g_zmask)
         # the bias word checks, one stage later (b is the sum of o and an offset)
         s1_bias = s1_v & word_out & use_bias & s1_ovalid
         errs += [
@@ -382,8 +392,8 @@ class TTEngine(wiring.Component):
         # address generator holds instead of the pipeline: nothing after it ever stalls.
         hold = Signal(nvw)
         hold_nz = Signal()                    # hold != 0, as a register
-        m.d.comb += stall.eq(~word_out & gen.last & hold_nz)
-        with m.If(adv & ~word_out & gen.last):
+        m.d.comb += stall.eq(elem_out & gen.last & hold_nz)
+        with m.If(adv & elem_out & gen.last):
             m.d.sync += [hold.eq(g_nv - 1), hold_nz.eq(g_nv > 1)]
         with m.Elif(hold_nz):
             m.d.sync += [hold.eq(hold - 1), hold_nz.eq(hold != 1)]
@@ -394,10 +404,11 @@ class TTEngine(wiring.Component):
 
         with m.If(deposit):
             m.d.sync += R.eq(mac.res)
-        m.d.sync += R_v.eq(deposit & word_out)
-        with m.If(deposit & word_out):
-            m.d.sync += [R_e.eq(res_tag.e), R_z.eq(res_tag.zmask),
-                         R_ben.eq(Mux(use_bias, ~res_tag.zmask, 0))]
+        m.d.sync += R_v.eq(deposit & ~elem_out)
+        with m.If(deposit & ~elem_out):
+            m.d.sync += R_e.eq(res_tag.e)
+            if not SER:
+                m.d.sync += [R_z.eq(res_tag.zmask), R_ben.eq(Mux(use_bias, ~res_tag.zmask, 0))]
             m.d.sync += [R_vm[l].eq(res_tag.nv > l) for l in range(L)]
 
         # BMEM reads, registered (bias_r) two cycles after the address: the bias word of a
@@ -411,7 +422,7 @@ class TTEngine(wiring.Component):
             m.d.comb += [bmem_rp.addr.eq(word_of(w_b, c.bias_depth)), bmem_rp.en.eq(1)]
         with m.Else():
             m.d.comb += [bmem_rp.addr.eq(word_of(pre_tag.b, c.bias_depth)),
-                         bmem_rp.en.eq(running & mac.pre_valid & word_out)]
+                         bmem_rp.en.eq(running & mac.pre_valid & ~elem_out)]
 
         # serial element writer (mode 1 without OUT_WORD): lanes 0 .. nv-1 of the shadow R,
         # one per cycle, at e = o + l*O_LANE and bias address b + l*O_LANE
@@ -428,7 +439,7 @@ class TTEngine(wiring.Component):
                              w_e.eq(sat_add(w_e, O_LANE, aw)), w_b.eq(sat_add(w_b, O_LANE, aw))]
             with m.Else():
                 m.d.sync += w_busy.eq(0)
-        with m.If(deposit & ~word_out):
+        with m.If(deposit & elem_out):
             m.d.sync += [w_busy.eq(1), w_lane.eq(0), w_nv.eq(res_tag.nv),
                          w_vnxt.eq(res_tag.nv > 1), w_e.eq(res_tag.e), w_b.eq(res_tag.b)]
         errs += [
@@ -440,7 +451,8 @@ class TTEngine(wiring.Component):
 
         # ------------------------------------------------------------------ requantization
         rq_fault = self.fault if self.fault in ("round_off_by_one", "sat_bound") else None
-        rq = [Requant(acc_bits=AB, bias_bits=BB, inter_bits=IB, fault=rq_fault) for _ in range(L)]
+        rq = [Requant(acc_bits=AB, bias_bits=BB, inter_bits=IB, fault=rq_fault)
+              for _ in range(1 if SER else L)]
         for l, unit in enumerate(rq):
             m.submodules[f"rq{l}"] = ResetInserter({"sync": flush})(unit)
             m.d.comb += [unit.shamt.eq(rq_shamt), unit.round.eq(rq_round), unit.relu.eq(relu),
@@ -448,11 +460,11 @@ class TTEngine(wiring.Component):
             if l == 0:
                 bsel = bias_r[q1_blane] if L > 1 else bias_r[0]
                 m.d.comb += [
-                    unit.in_valid.eq(Mux(word_out, R_v & R_vm[0], q1_v)),
-                    unit.acc.eq(Mux(word_out, R[0], q1_val)),
-                    unit.bias.eq(Mux(word_out, bias_r[0], bsel)),
-                    unit.bias_en.eq(Mux(word_out, R_ben[0], q1_ben)),
-                    unit.zero.eq(Mux(word_out, R_z[0], q1_zero)),
+                    unit.in_valid.eq(Mux(~elem_out, R_v & R_vm[0], q1_v)),
+                    unit.acc.eq(Mux(~elem_out, R[0], q1_val)),
+                    unit.bias.eq(Mux(~elem_out, bias_r[0], bsel)),
+                    unit.bias_en.eq(Mux(~elem_out, R_ben[0], q1_ben)),
+                    unit.zero.eq(Mux(~elem_out, R_z[0], q1_zero)),
                 ]
             else:
                 m.d.comb += [unit.in_valid.eq(R_v & R_vm[l]), unit.acc.eq(R[l]),
@@ -461,13 +473,13 @@ class TTEngine(wiring.Component):
         # write address alongside the requantization pipeline
         wm_v = [Signal(name=f"wm_v{i}") for i in range(Requant.LATENCY)]
         wm_e = [Signal(EB, name=f"wm_e{i}") for i in range(Requant.LATENCY)]
-        m.d.sync += [wm_v[0].eq(Mux(word_out, R_v, q1_v)), wm_e[0].eq(Mux(word_out, R_e, q1_e))]
+        m.d.sync += [wm_v[0].eq(Mux(~elem_out, R_v, q1_v)), wm_e[0].eq(Mux(~elem_out, R_e, q1_e))]
         for i in range(1, Requant.LATENCY):
             m.d.sync += [wm_v[i].eq(wm_v[i - 1]), wm_e[i].eq(wm_e[i - 1])]
         y_v, y_e = wm_v[-1], wm_e[-1]
         y_mask = Signal(L)
-        m.d.comb += y_mask.eq(Cat(*[u.out_valid for u in rq]))
-        sat_now = Signal(range(L + 1))
+        m.d.comb += y_mask.eq(Cat(*[u.out_valid for u in rq]))    # (word writes only)
+        sat_now = Signal(range(len(rq) + 1))
         m.d.comb += sat_now.eq(sum(u.sat for u in rq))
 
         # ------------------------------------------------------------------ buffer write port
@@ -627,12 +639,13 @@ class TTEngine(wiring.Component):
                                      dptr.eq(dptr + DESC_WORDS)]
                 with m.If(y_v):
                     m.d.comb += [wr_en.eq(1), wr_sel.eq(~src), wr_addr.eq(word_of(y_e, c.buf_depth)),
-                                 wr_mask.eq(Mux(word_out, y_mask, onehot(y_e)))]
+                                 wr_mask.eq(Mux(~elem_out, y_mask, onehot(y_e)))]
                     y0 = rq[0].out
                     if self.fault == "requant_lsb":   # test hook: flip bit 0 of lane 0
                         y0 = (y0 ^ 1).as_signed()
                     for l in range(L):
-                        m.d.comb += wr_data[l].eq(Mux(word_out, rq[l].out if l else y0, y0))
+                        m.d.comb += wr_data[l].eq(
+                            y0 if (SER or l == 0) else Mux(~elem_out, rq[l].out, y0))
             with m.Case(ZFILL):
                 m.d.comb += [wr_en.eq(z < c.buf_depth), wr_sel.eq(~src),
                              wr_addr.eq(word_of(z, c.buf_depth)), wr_mask.eq(onehot(z))]
@@ -729,7 +742,7 @@ class TTEngine(wiring.Component):
         # the multi-bit increments are registered first (short paths into the 48-bit adds);
         # they reach the counters one cycle later
         blc_r = Signal(nvw)
-        sat_r = Signal(range(L + 1))
+        sat_r = Signal(range(len(rq) + 1))
         m.d.sync += [blc_r.eq(Mux(running, blc_add, 0)), sat_r.eq(Mux(running & y_v, sat_now, 0))]
         with m.If(self.clear_counters):
             m.d.sync += [blc_r.eq(0), sat_r.eq(0)]

@@ -622,7 +622,7 @@ def model_cycles(prog, cfg, vectors=1):
         d = decode_descriptor(prog.descriptors[s.index])
         N0, N1, N2, N3 = d.N
         total += T["FETCH"] + N0 * N1 * N2 * N3
-        if d.MODE == 1 and not d.OUT_WORD:
+        if (d.MODE == 1 and not d.OUT_WORD) or cfg.serial_requant:
             blocks = ([L] * (N2 - 1) + [d.LAST_LANES]) * (N0 * N1)
             total += sum(max(0, v - N3) for v in blocks[:-1])
             total += T["DRAIN_ELEM"] + blocks[-1]
@@ -650,6 +650,48 @@ def test_cycle_counter_equals_engine_timing_model(lanes, seed):
     model = program_cycles(prog.descriptors, cfg, prog.globals, timing)
     assert model.total * len(X) == run.counters["cycles"]
     assert model.busy_lane_cycles * len(X) == run.counters["busy_lane_cycles"]
+
+
+@pytest.mark.parametrize("lanes,seed", [(1, 21), (2, 0), (4, 15), (4, 37), (8, 10), (16, 4),
+                                        (16, 31), (4, 9)])
+def test_serial_requant_is_bit_exact_and_follows_the_model(lanes, seed):
+    """serial_requant=1: one requantization unit, word outputs through the serial writer;
+    the same outputs and counters, the element-output timing for every step."""
+    net = random_net(seed)
+    cfg = config_for(net, lanes, serial_requant=1)
+    prog = compile_program(net, cfg)
+    X = random_inputs(net, 2, seed)
+    golden, traces = execute_traced(net, X)
+    run = simulate(cfg, stream_script(prog, X, gap=0.2), expect_vectors=len(X), seed=seed,
+                   stall=0.2)
+    assert np.array_equal(np.array(run.outputs), golden)
+    assert run.counters["sat_events"] == sum(t.saturations for t in traces)
+    assert run.counters["busy_lane_cycles"] == macs_per_vector(net) * len(X)
+    quiet = simulate(cfg, stream_script(prog, X, pause=5), expect_vectors=len(X))
+    assert np.array_equal(np.array(quiet.outputs), golden)
+    assert quiet.counters["cycles"] == model_cycles(prog, cfg, len(X))
+    from ttforge.hw.cycles import program_cycles
+    assert program_cycles(prog.descriptors, cfg, prog.globals).total * len(X) == \
+        quiet.counters["cycles"]
+
+
+def test_serial_requant_coverage_net():
+    net, cfg, prog = coverage_net()
+    cfg = config_for(net, 4, serial_requant=1)
+    prog = compile_program(net, cfg)
+    X = random_inputs(net, 3, 11)
+    golden, traces = execute_traced(net, X)
+    run = simulate(cfg, stream_script(prog, X, gap=0.2), expect_vectors=len(X), seed=3, stall=0.2)
+    assert np.array_equal(np.array(run.outputs), golden)
+    assert run.counters["sat_events"] == sum(t.saturations for t in traces)
+
+
+def test_serial_requant_fault_breaks_equality():
+    net, cfg, prog, X = _small()
+    cfg = config_for(net, 4, serial_requant=1)
+    prog = compile_program(net, cfg)
+    run = simulate(cfg, stream_script(prog, X), expect_vectors=len(X), fault="requant_lsb")
+    assert not np.array_equal(np.array(run.outputs), execute(net, X))
 
 
 # ------------------------------------------------------------------------ verilog

@@ -50,6 +50,18 @@ def test_lint_full_accelerator():
 
 
 @needs_verilator
+@pytest.mark.skipif(not _engine_available(), reason="hw/engine.py not present yet")
+@pytest.mark.parametrize("lanes", [1, 4, 16])
+def test_lint_serial_requant_and_ice40_preset(lanes):
+    """One requantization unit (serial_requant=1), as the iCE40UP5K preset builds it."""
+    cfg = AccelConfig(**{**SMALL.to_dict(), "lanes": lanes, "serial_requant": 1})
+    rc, warnings = lint_verilog(verilog(cfg), "ttforge_accel")
+    assert rc == 0, "\n".join(warnings)
+    rc, warnings = lint_verilog(verilog(AccelConfig.for_device("ice40up5k", lanes)), "ttforge_accel")
+    assert rc == 0, "\n".join(warnings)
+
+
+@needs_verilator
 def test_lint_still_catches_real_problems():
     """The waivers are narrow: an unused signal with a design name is still reported."""
     from amaranth.hdl import Module
