@@ -344,8 +344,8 @@ def markdown(result: dict, synth_runs: list[dict] | None, command: str) -> str:
     L = [f"{SECTION}", ""]
     L.append(
         f"The TT-contraction engine (`TTEngine`, the core of `TTAccel`) in Amaranth's simulator "
-        f"(Amaranth {env.get('amaranth')}), commit `{(env.get('git_commit') or '?')[:10]}`"
-        f"{' (with local changes)' if env.get('git_dirty') else ''}, {env['date_utc'][:10]}. "
+        f"(Amaranth {env.get('amaranth')}), {env['date_utc'][:10]} (the engine commit of each "
+        f"run is in the table). "
         f"One input vector per run, streams that never wait; utilization is the engine's own "
         f"counters, `BUSY_LANE_CYCLES / (L x CYCLES)` over the whole inference (input and output "
         f"streaming, descriptor fetches and pipeline drains included). Every output equals the "
@@ -358,8 +358,8 @@ def markdown(result: dict, synth_runs: list[dict] | None, command: str) -> str:
     L.append("**MAC-lane utilization and the cycle model** (per inference)")
     L.append("")
     L.append("| layer | L | schedule (order; step modes) | MACs | cycles (sim) | busy lane cycles | "
-             "utilization (sim) | cycles (model) | model - sim | bit-exact | sim s |")
-    L.append("|---|---|---|---|---|---|---|---|---|---|---|")
+             "utilization (sim) | cycles (model) | model - sim | bit-exact | engine commit | sim s |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in result["rows"]:
         s = r.get("sim") or {}
         L.append(
@@ -367,7 +367,9 @@ def markdown(result: dict, synth_runs: list[dict] | None, command: str) -> str:
             f"{_n(r['macs'])} | {_n(s.get('cycles', '-'))} | {_n(s.get('busy_lane_cycles', '-'))} | "
             f"**{_pct(s.get('utilization'))}** | {_n(r['model']['cycles'])} | "
             f"{r.get('model_minus_sim', '-')} ({_pct(r.get('model_error'), 2)}) | "
-            f"{'yes' if s.get('bit_exact') else 'NO'} | {s.get('seconds', '-')} |")
+            f"{'yes' if s.get('bit_exact') else 'NO'} | "
+            f"`{(r.get('git_commit') or '?')[:7]}`{'+' if r.get('git_dirty') else ''} | "
+            f"{s.get('seconds', '-')} |")
     L.append("")
     goals = []
     for r in result["rows"]:
@@ -538,6 +540,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lanes", nargs="+", type=int, default=None,
                    help=f"lane counts (default {' '.join(map(str, DEFAULT_LANES))})")
     p.add_argument("--no-sim", action="store_true", help="the analytic model only")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the rows of --out for other (layer, L) pairs")
     p.add_argument("--synth", action="store_true",
                    help=f"also place and route {', '.join(f'{d} L={n}' for d, n in SYNTH_TARGETS)} "
                         f"and append the runs to --synth-out")
@@ -578,6 +582,7 @@ def main(argv=None) -> int:
         result = json.loads(args.out.read_text()) if args.out.exists() else None
     else:
         t0 = time.perf_counter()
+        env = environment()          # the code measured: the commit at the start
         rows = []
         todo = [(k, L) for k in layers for L in lanes]
         prog = _progress()
@@ -589,6 +594,7 @@ def main(argv=None) -> int:
                 if prog is not None:
                     prog.update(task, description=f"{key} L={L}")
                 row = measure(LAYERS[key], L, sim=not args.no_sim)
+                row["git_commit"], row["git_dirty"] = env["git_commit"], env["git_dirty"]
                 rows.append(row)
                 if prog is not None:
                     prog.advance(task)
@@ -603,8 +609,13 @@ def main(argv=None) -> int:
         finally:
             if prog is not None:
                 prog.stop()
+        if args.merge and args.out.exists():
+            old = json.loads(args.out.read_text())
+            done = {(r["layer"], r["lanes"]) for r in rows}
+            rows = sorted([r for r in old["rows"] if (r["layer"], r["lanes"]) not in done] + rows,
+                          key=lambda r: (list(LAYERS).index(r["layer"]), r["lanes"]))
         result = {"benchmark": "accelerator", "format_version": 1, "command": command,
-                  "environment": environment(), "rows": rows,
+                  "environment": env, "rows": rows,
                   "rank_sweep": [] if args.quick else rank_sweep(16),
                   "seconds": round(time.perf_counter() - t0, 1)}
         args.out.parent.mkdir(parents=True, exist_ok=True)
