@@ -361,14 +361,18 @@ def run_job(sim_build: SimBuild, ops: Sequence[Mapping[str, Any]], arrays: Mappi
            "out_count": int(out_count)}
     (wd / "job.json").write_text(json.dumps(job, indent=1))
     np.savez(wd / "data.npz", **{k: np.asarray(v, dtype=np.int64) for k, v in arrays.items()})
-    plusargs = []
+    plusargs: list[str] = []
+    test_args: list[str] = []
     wave_file = None
     if waves:
         if sim_build.sim == "icarus":
             wave_file = wd / "waves.fst"
             plusargs.append(f"+dumpfile_path={wave_file}")
         else:
+            # cocotb's Verilator main never closes the trace (to avoid a deadlock at
+            # exit), so flush every step: the file is complete even if the run dies
             wave_file = wd / "dump.vcd"
+            test_args += ["--trace-flush", "--trace-file", str(wave_file)]
     runner = get_runner(sim_build.sim)
     results_xml = wd / "results.xml"
     t0 = time.perf_counter()
@@ -377,7 +381,7 @@ def run_job(sim_build: SimBuild, ops: Sequence[Mapping[str, Any]], arrays: Mappi
             runner.test(test_module="ttforge.sim.tb", hdl_toplevel=TOP, hdl_toplevel_lang="verilog",
                         build_dir=sim_build.build_dir,
                         test_dir=wd, extra_env={"TTFORGE_SIM_JOB": str(wd)}, waves=waves,
-                        plusargs=plusargs, results_xml=str(results_xml), timescale=TIMESCALE,
+                        plusargs=plusargs, test_args=test_args, results_xml=str(results_xml), timescale=TIMESCALE,
                         log_file=wd / "sim.log", seed=seed)
     except SystemExit as e:   # the runner exits when the simulator process fails
         raise SimError(f"{sim_build.sim} simulation failed (exit {e.code}); see {wd / 'sim.log'}") from None

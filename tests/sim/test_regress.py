@@ -119,7 +119,10 @@ def test_locator_finds_no_divergence_on_good_rtl(get_build):
     # and the final outputs of the same run are the executor's
     from ttforge.sim.runner import run_inference
     r = run_inference(b, prog, case.inputs)
-    assert np.array_equal(r.outputs, execute(case.net, case.inputs))
+    golden = execute(case.net, case.inputs)
+    assert np.array_equal(r.outputs, golden)
+    golden[0, 0] ^= 1                       # the sibling: one flipped golden bit disagrees
+    assert not np.array_equal(r.outputs, golden)
 
 
 @pytest.mark.parametrize("argv,flag", [
@@ -162,3 +165,13 @@ def test_a_reproducer_replays_on_the_other_simulator(tmp_path):
     res = replay(rep.results[0].reproducer, sim="verilator")
     assert res.result == "FAIL"
     assert res.divergence["rtl"]["step_index"] == rep.results[0].divergence["rtl"]["step_index"]
+
+
+@pytest.mark.slow
+def test_verilator_reproducer_has_a_vcd(tmp_path):
+    _need("verilator")
+    rep = regress([1], "verilator", vectors=2, out_dir=tmp_path, fault="requant_lsb",
+                  config=STANDARD)
+    d = tmp_path / "repro-verilator-requant_lsb-seed1"
+    assert rep.failed == 1 and (d / "dump.vcd").is_file()
+    assert "$enddefinitions" in (d / "dump.vcd").read_text()[:200_000]
