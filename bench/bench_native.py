@@ -37,7 +37,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -222,10 +221,13 @@ class _Cocotb:
 def run(layers, vectors, runs, cocotb_runs, long_vectors, native_only, out: Path) -> dict:
     from ttforge.hw.config import AccelConfig
     from ttforge.hw.cycles import program_cycles
-    from ttforge.hw.program import compile_program
+    from ttforge.hw.program import compile_program, load_image
     from ttforge.quant.executor import execute
 
-    cache = Path(os.environ.get("TTFORGE_NATIVE_CACHE") or tempfile.mkdtemp(prefix="ttf-bench-native-"))
+    # builds: the default caches of each (or both under $TTFORGE_NATIVE_CACHE)
+    env_cache = os.environ.get("TTFORGE_NATIVE_CACHE")
+    native_root = Path(env_cache) / "native" if env_cache else None
+    cocotb_root = Path(env_cache) / "cocotb" if env_cache else None
     sims = []
     if not native_only:
         try:
@@ -248,13 +250,12 @@ def run(layers, vectors, runs, cocotb_runs, long_vectors, native_only, out: Path
         model = program_cycles(prog.descriptors, cfg, prog.globals)
         row = {"layer": name, "label": spec["label"], "config": cfg.to_dict(),
                "vectors": len(x), "model_cycles_per_vector": model.total,
-               "utilization": round(model.utilization, 4), "load_writes": len(prog.dmem) + len(prog.cmem)
-               + len(prog.bmem) + 8, "simulators": {}}
+               "utilization": round(model.utilization, 4), "load_writes": len(load_image(prog)), "simulators": {}}
         print(f"[{name}] building ...", flush=True)
-        benches = {"native": _Native(cfg, prog, x, golden, cache / "native")}
+        benches = {"native": _Native(cfg, prog, x, golden, native_root)}
         for sim in sims:
             try:
-                benches[f"cocotb-{sim}"] = _Cocotb(sim, cfg, prog, x, golden, cache / "cocotb")
+                benches[f"cocotb-{sim}"] = _Cocotb(sim, cfg, prog, x, golden, cocotb_root)
             except Exception as e:  # a failed build is a result too (recorded, not fatal)
                 print(f"[{name}] cocotb {sim} build failed: {e}", flush=True)
                 row.setdefault("failed", {})[f"cocotb-{sim}"] = str(e).splitlines()[0][:300]
@@ -292,7 +293,7 @@ def run(layers, vectors, runs, cocotb_runs, long_vectors, native_only, out: Path
 
 
 def _k(v: float) -> str:
-    return f"{v / 1e3:,.0f} k" if v < 1e6 else f"{v / 1e6:.2f} M"
+    return f"{v:,.0f}"
 
 
 def markdown(result: dict) -> str:
@@ -302,7 +303,7 @@ def markdown(result: dict) -> str:
         for k, v in r["simulators"].items():
             sp = "—" if k == "native" else f"{r['speedup_stream'][k]:,.0f}x"
             lines.append(f"| {r['layer']} | {r['vectors']} | {r['model_cycles_per_vector']:,} | {k} | "
-                         f"{v['build_seconds']:.0f}{' (cached)' if v['cached'] else ''} | "
+                         f"{'cached' if v['cached'] else format(v['build_seconds'], '.0f')} | "
                          f"{_k(v['stream_cycles_per_s']['median'])} | {_k(v['total_cycles_per_s']['median'])} | {sp} |")
         if "long" in r["simulators"]["native"]:
             lg = r["simulators"]["native"]["long"]
@@ -319,7 +320,11 @@ def main(argv=None) -> int:
     p.add_argument("--native-only", action="store_true")
     p.add_argument("--quick", action="store_true", help="small layer, 3 runs, no long stream")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "native.json")
+    p.add_argument("--render-only", action="store_true", help="print the table of --out, run nothing")
     args = p.parse_args(argv)
+    if args.render_only:
+        print(markdown(json.loads(args.out.read_text())))
+        return 0
     vectors = {"small": 32, "mnist": 4}
     long_vectors = {"small": 5000, "mnist": 100}
     if args.quick:

@@ -267,3 +267,19 @@ def test_rtl_fault_disagrees(build, nets, tmp_path_factory):
     x = random_inputs(net, 20, 7)
     res = run_native(fb, compile_program(net, build.config), x, check=False)
     assert not np.array_equal(res.outputs, execute(net, x))
+
+
+@pytest.mark.slow
+def test_bench_native_smoke(tmp_path):
+    import json
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "native.json"
+    proc = subprocess.run([sys.executable, str(root / "bench" / "bench_native.py"), "--quick",
+                           "--native-only", "--out", str(out)], capture_output=True, text=True,
+                          timeout=1800, cwd=root)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["simulators"]["native"]["counters"]["cycles"] == row["model_cycles_per_vector"] * row["vectors"]
