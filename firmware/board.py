@@ -61,6 +61,8 @@ class Board:
     loader_board: str            # openFPGALoader -b
     default_lanes: int
     led_map: tuple[int, ...]     # BoardCore.leds index for each board LED
+    # AccelConfig fields set when sizing for an artifact (if the config has them)
+    config_overrides: tuple[tuple[str, int], ...] = ()
 
     def check_clock(self, hz: int) -> int:
         hz = int(hz)
@@ -91,7 +93,9 @@ BOARDS: dict[str, Board] = {
                         osc_hz=12_000_000, default_hz=12_000_000, clocks_hz=(12_000_000,),
                         bitstream="bin", loader_board="ice40_generic", default_lanes=1,
                         # led 0 is the red LED (error), led 1 the green (heartbeat)
-                        led_map=(4, 0)),
+                        led_map=(4, 0),
+                        # one serial requantization unit (hw: for the logic cells)
+                        config_overrides=(("serial_requant", 1),)),
 }
 
 

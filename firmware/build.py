@@ -79,7 +79,8 @@ def memory_bits(config) -> int:
 def board_config(board, artifact=None, config_file=None, lanes=None):
     """``(AccelConfig, network or None)``: from ``config_file`` (checked against the
     artifact, if any), else the smallest config with ``lanes`` (default: the board's)
-    that runs the artifact."""
+    that runs the artifact, with the board's overrides (iCEBreaker: one serial
+    requantization unit)."""
     from ttforge.hw.config import AccelConfig
 
     net = None
@@ -99,6 +100,10 @@ def board_config(board, artifact=None, config_file=None, lanes=None):
                 raise ConfigError(f"{config_file}: does not fit: " + "; ".join(bad))
     elif net is not None:
         cfg = AccelConfig.for_network(net, lanes=lanes or board.default_lanes)
+        fields = cfg.to_dict()
+        over = {k: v for k, v in board.config_overrides if k in fields}
+        if over:
+            cfg = AccelConfig.from_dict({**fields, **over}, source=f"the {board.key} defaults")
     else:
         raise ConfigError("give an ARTIFACT or --config FILE (the accelerator to build)")
     return cfg, net
