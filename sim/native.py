@@ -340,6 +340,13 @@ def run_native(build: NativeBuild, program, inputs: np.ndarray, *, seed: int = 0
         x = x[None, :]
     if not (0.0 <= gaps < 1.0) or not (0.0 <= backpressure < 1.0):
         raise ConfigError("gaps and backpressure must be probabilities in [0, 1)")
+    from ttforge.hw.program import Program
+
+    if isinstance(program, Program) and x.size:
+        lo, hi = -(1 << (program.in_bits - 1)), (1 << (program.in_bits - 1)) - 1
+        if x.min() < lo or x.max() > hi:
+            raise ConfigError(f"inputs hold values outside the program's {program.in_bits}-bit input "
+                              f"range [{lo}, {hi}]; quantize them first (IntNetwork.quantize_input)")
     if timeout_cycles is None:
         timeout_cycles = _timeout_cycles(build, program)
     image = _image(build, program)

@@ -181,6 +181,17 @@ def test_wrong_input_width_is_one_line_error(build, nets):
         run_native(build, prog, np.zeros((2, net.in_features + 1), dtype=np.int64))
 
 
+def test_inputs_out_of_range_are_one_line_error(build, nets):
+    from ttforge.errors import ConfigError
+
+    net = nets["random15"]
+    prog = compile_program(net, build.config)
+    x = np.zeros((2, net.in_features), dtype=np.int64)
+    x[1, 3] = 1 << (prog.in_bits - 1)
+    with pytest.raises(ConfigError, match="input range"):
+        run_native(build, prog, x)
+
+
 def test_engine_error_is_reported_not_hung(build, nets):
     """A descriptor with a zero loop bound: the engine stops with BOUND_ZERO, no output
     comes, the run ends with the error code in the message (after its timeout)."""
