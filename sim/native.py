@@ -16,6 +16,7 @@ hardware's performance counters and the simulated cycles.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import inspect
 import json
@@ -166,7 +167,8 @@ def build_native(config, *, build_root: str | os.PathLike | None = None, fault=N
     header, the harness sources, the Verilator version and the build recipe; a build
     compiles in a temporary directory under ``build_root`` (default
     :func:`default_build_root`) and is renamed to ``build_root/<key>`` when complete, so
-    a directory of that name is always a whole build. ``fault`` is passed to
+    a directory of that name is always a whole build (a lock file, ``<key>.lock``, lets
+    one process build a key while others wait for it). ``fault`` is passed to
     ``ttforge.hw.top.verilog`` (only if it accepts that keyword). ``jobs`` is make's
     ``-j``. A missing Verilator, compiler, ``make`` or ``perl`` raises
     :class:`~ttforge.hw.tools.ToolchainMissing` (one line with the fix).
@@ -195,46 +197,55 @@ def build_native(config, *, build_root: str | os.PathLike | None = None, fault=N
         return NativeBuild(config=config, directory=final, key=key, cached=True)
 
     root.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
-    try:
-        inc = tmp / "include"
-        inc.mkdir()
-        for name, data in sources.items():
-            (inc / name).write_bytes(data)
-        (inc / "ttforge_regs.h").write_text(header)
-        (tmp / "ttforge_accel.v").write_text(verilog)
-        (tmp / "ttforge_accel.vlt").write_text(waivers)
-        (tmp / "config.json").write_text(config.to_json() if hasattr(config, "to_json") else "{}")
-        args = [*_VERILATOR_ARGS, "-j", str(max(1, int(jobs))), "--Mdir", "obj_dir",
-                "-CFLAGS", f"-std=c++17 -I{inc}", "-MAKEFLAGS", _MAKEFLAGS,
-                "-o", f"../{EXE_NAME}", "ttforge_accel.vlt", "ttforge_accel.v",
-                str(inc / "ttf_sim.cpp"), str(inc / "main.cpp")]
-        env = verilator_env()
-        env["CXX"] = cxx
-        proc = subprocess.run([str(verilator_root() / "bin" / "verilator"), *args], cwd=tmp, env=env,
-                              capture_output=True, text=True, timeout=timeout)
-        (tmp / "build.log").write_text(proc.stdout + proc.stderr)
-        if proc.returncode != 0 or not (tmp / EXE_NAME).is_file():
-            lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if "rror" in ln]
-            raise NativeError(f"native harness build failed (verilator exit {proc.returncode}): "
-                              f"{lines[0].strip() if lines else 'see ' + str(tmp / 'build.log')}")
-        (tmp / "build.json").write_text(json.dumps({
-            "key": key, "verilator": _verilator_version(), "args": args, "cxx": cxx,
-            "seconds": round(time.perf_counter() - t0, 3)}, indent=2) + "\n")
+
+    def compile_() -> NativeBuild:
+        t0 = time.perf_counter()
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
         try:
-            os.rename(tmp, final)
-        except OSError:
-            if not (final / EXE_NAME).is_file():  # not a concurrent identical build
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
+            inc = tmp / "include"
+            inc.mkdir()
+            for name, data in sources.items():
+                (inc / name).write_bytes(data)
+            (inc / "ttforge_regs.h").write_text(header)
+            (tmp / "ttforge_accel.v").write_text(verilog)
+            (tmp / "ttforge_accel.vlt").write_text(waivers)
+            (tmp / "config.json").write_text(config.to_json() if hasattr(config, "to_json") else "{}")
+            args = [*_VERILATOR_ARGS, "-j", str(max(1, int(jobs))), "--Mdir", "obj_dir",
+                    "-CFLAGS", f"-std=c++17 -I{inc}", "-MAKEFLAGS", _MAKEFLAGS,
+                    "-o", f"../{EXE_NAME}", "ttforge_accel.vlt", "ttforge_accel.v",
+                    str(inc / "ttf_sim.cpp"), str(inc / "main.cpp")]
+            env = verilator_env()
+            env["CXX"] = cxx
+            proc = subprocess.run([str(verilator_root() / "bin" / "verilator"), *args], cwd=tmp, env=env,
+                                  capture_output=True, text=True, timeout=timeout)
+            (tmp / "build.log").write_text(proc.stdout + proc.stderr)
+            if proc.returncode != 0 or not (tmp / EXE_NAME).is_file():
+                lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if "rror" in ln]
+                raise NativeError(f"native harness build failed (verilator exit {proc.returncode}): "
+                                  f"{lines[0].strip() if lines else 'see ' + str(tmp / 'build.log')}")
+            (tmp / "build.json").write_text(json.dumps({
+                "key": key, "verilator": _verilator_version(), "args": args, "cxx": cxx,
+                "seconds": round(time.perf_counter() - t0, 3)}, indent=2) + "\n")
+            try:
+                os.rename(tmp, final)
+            except OSError:
+                if not (final / EXE_NAME).is_file():  # not a concurrent identical build
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)
+                return NativeBuild(config=config, directory=final, key=key, cached=True)
+        except BaseException:
+            if not os.environ.get("TTFORGE_NATIVE_KEEP_FAILED"):  # keep it to read build.log
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return NativeBuild(config=config, directory=final, key=key, cached=False,
+                           build_seconds=time.perf_counter() - t0)
+
+    # one build of a key at a time across processes; a waiter then finds it cached
+    with open(root / f"{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (final / EXE_NAME).is_file():
             return NativeBuild(config=config, directory=final, key=key, cached=True)
-    except BaseException:
-        if not os.environ.get("TTFORGE_NATIVE_KEEP_FAILED"):  # keep it to read build.log
-            shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return NativeBuild(config=config, directory=final, key=key, cached=False,
-                       build_seconds=time.perf_counter() - t0)
+        return compile_()
 
 
 def link_c_driver(build: NativeBuild, sources: Sequence[str | os.PathLike], output: str | os.PathLike,
