@@ -18,7 +18,6 @@ input vectors with optional gaps and back-pressure, read the counters.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import hashlib
 import inspect
@@ -27,7 +26,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
