@@ -4,15 +4,15 @@ quantized PyTorch network, with and without stream gaps and back-pressure; count
 equal the cycle model and the executor's counts; a flipped core bit in the load image
 must disagree; a C99 driver links against the model through the C ABI of the shim.
 
-One build (L = 4, 2 elements per beat; ~30-60 s, cached by hash) serves every default
-test: its config is the field-wise maximum of the networks' smallest configs, so the
-same model runs all of them. Other lane counts, more seeds and a deliberate RTL fault
+One build (L = 4, 2 elements per beat; ~30-60 s once, then cached by hash in the
+default build root, ``$TTFORGE_NATIVE_CACHE`` or ``~/.cache/ttforge/native``) serves
+every default test: its config is the field-wise maximum of the networks' smallest
+configs, so the same model runs all of them. Other lane counts, more seeds and a deliberate RTL fault
 are ``slow``.
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
 import textwrap
 
@@ -68,10 +68,10 @@ def nets():
 
 
 @pytest.fixture(scope="session")
-def build(nets, tmp_path_factory):
-    root = os.environ.get("TTFORGE_NATIVE_CACHE") or tmp_path_factory.mktemp("native")
+def build(nets):
+    # the default cache ($TTFORGE_NATIVE_CACHE or ~/.cache/ttforge/native): built once
     cfg = shared_config(list(nets.values()), lanes=4, stream_elems=2)
-    return build_native(cfg, build_root=root, jobs=2)
+    return build_native(cfg, jobs=2)
 
 
 def _inputs(name, net, n):
@@ -244,12 +244,11 @@ def test_c_driver_links_through_the_shim(build, tmp_path):
 # ------------------------------------------------------------------------------- slow
 @pytest.mark.slow
 @pytest.mark.parametrize("lanes,elems", [(1, 1), (8, 16), (16, 8)])
-def test_native_sweep_lanes(lanes, elems, tmp_path_factory):
+def test_native_sweep_lanes(lanes, elems):
     seeds = range(40, 52)
     nets = [random_net(s) for s in seeds]
     cfg = shared_config(nets, lanes=lanes, stream_elems=elems)
-    root = os.environ.get("TTFORGE_NATIVE_CACHE") or tmp_path_factory.mktemp("native")
-    b = build_native(cfg, build_root=root, jobs=2)
+    b = build_native(cfg, jobs=2)
     for s, net in zip(seeds, nets):
         x = random_inputs(net, 200, s)
         check(b, net, x)
@@ -264,15 +263,14 @@ def test_native_many_vectors(build, nets):
 
 
 @pytest.mark.slow
-def test_rtl_fault_disagrees(build, nets, tmp_path_factory):
+def test_rtl_fault_disagrees(build, nets):
     import inspect
 
     from ttforge.hw import top
 
     if "fault" not in inspect.signature(top.verilog).parameters:
         pytest.skip("ttforge.hw.top.verilog has no fault= keyword yet")
-    root = os.environ.get("TTFORGE_NATIVE_CACHE") or tmp_path_factory.mktemp("native")
-    fb = build_native(build.config, build_root=root, fault="requant_lsb", jobs=2)
+    fb = build_native(build.config, fault="requant_lsb", jobs=2)
     assert fb.key != build.key
     net = nets["random15"]
     x = random_inputs(net, 20, 7)
