@@ -306,14 +306,14 @@ def synth(targets, label: str) -> list[dict]:
     for dev, lanes in targets:
         cfg = synth_config(dev, lanes)
         t0 = time.perf_counter()
+        commit, dirty = _git("rev-parse", "HEAD"), bool(_git("status", "--porcelain", "--", "hw"))
         print(f"place and route: {dev} L={lanes} ...", file=sys.stderr, flush=True)
         try:
             rep = report(cfg, [dev])
             result, error = rep["devices"][dev], None
         except SynthError as e:
             result, error = None, str(e)
-        runs.append({"label": label, "date_utc": _now(), "git_commit": _git("rev-parse", "HEAD"),
-                     "git_dirty": bool(_git("status", "--porcelain", "--", "hw")),
+        runs.append({"label": label, "date_utc": _now(), "git_commit": commit, "git_dirty": dirty,
                      "device": dev, "lanes": lanes, "config": cfg.to_dict(), "result": result,
                      "error": error, "wall_s": round(time.perf_counter() - t0, 1)})
         print(f"  {_synth_line(runs[-1])}", file=sys.stderr, flush=True)
@@ -352,7 +352,11 @@ def markdown(result: dict, synth_runs: list[dict] | None, command: str) -> str:
         f"integer golden executor (`np.array_equal`). Engine timing: FETCH {ENGINE_TIMING.fetch}, "
         f"DRAIN_WORD {ENGINE_TIMING.drain_word}, DRAIN_ELEM {ENGINE_TIMING.drain_elem}, "
         f"OUTPUT_LATENCY {ENGINE_TIMING.output_latency} cycles.")
-    L += ["", "Regenerate (simulation ~15 min; `--synth` adds ~15 min of place and route):", "",
+    L += ["", f"Regenerate (the simulations took "
+          f"{sum((r.get('sim') or {}).get('seconds', 0) for r in result['rows']) / 60:.0f} min on the shared "
+          f"2-core machine of this run: Amaranth's Python simulator does a few hundred to a few "
+          f"thousand engine cycles per second; `--synth` places and routes, 10-60 min per ECP5 run "
+          f"depending on the load):", "",
           "```", "pip install -e '.[dev,fpga]'", command, "python bench/bench_hw.py --synth",
           "```", ""]
     L.append("**MAC-lane utilization and the cycle model** (per inference)")
@@ -418,8 +422,9 @@ def markdown(result: dict, synth_runs: list[dict] | None, command: str) -> str:
         L.append("")
     if synth_runs:
         L.append("**Fmax and resources** (`ttforge report`: yosys + nextpnr from pip, the core in "
-                 "its I/O harness, `AccelConfig(lanes=L)` defaults otherwise; LUT/LC totals "
-                 "include the harness)")
+                 "its I/O harness; `AccelConfig(lanes=L)` on ECP5, `AccelConfig.for_device("
+                 "\"ice40up5k\", L)` on the iCE40 unless the run says otherwise; LUT/LC totals "
+                 "include the harness; nextpnr seed 1)")
         L.append("")
         L.append("| run | commit | device | L | LUT (LC) | FF | DSP | BRAM | Fmax MHz | goal | critical path |")
         L.append("|---|---|---|---|---|---|---|---|---|---|---|")
