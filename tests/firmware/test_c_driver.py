@@ -91,7 +91,7 @@ def _macs(net) -> int:
     ("coverage", ("--seed", 4, "--gaps", 0.2, "--backpressure", 0.4)), ("qat", ())])
 def test_c_driver_equals_executor(build, exe, nets, tmp_path, name, args):
     net = nets[name]
-    x = qat_net()[1][:24] if name == "qat" else random_inputs(net, 24, 5)
+    x = qat_net()[1][:100] if name == "qat" else random_inputs(net, 100, 5)
     golden, traces = execute_traced(net, x)
     rep, y = run(exe, load_image_to_bytes(_image(build, net)), x, tmp_path, *args)
     assert rep["result"] == "OK" and rep["vectors"] == len(x)
@@ -263,5 +263,21 @@ def test_c_driver_sweep(build, exe, nets, tmp_path, seed):
         x = random_inputs(net, 200, 100 + seed)
         rep, y = run(exe, load_image_to_bytes(_image(build, net)), x, tmp_path,
                      "--seed", seed, "--gaps", 0.2 * seed, "--backpressure", 0.2 * seed, timeout=600)
+        assert rep["result"] == "OK"
+        assert np.array_equal(y, execute(net, x))
+
+
+@pytest.mark.slow
+def test_c_driver_sweep_wide_stream(tmp_path):
+    """L = 8, 16 elements per beat (128-bit tdata), 12 random networks x 200 vectors: the
+    config of tests/sim/test_native.py's slow sweep (the build is shared with it)."""
+    seeds = range(40, 52)
+    nets = [random_net(s) for s in seeds]
+    b = build_native(shared_config(nets, lanes=8, stream_elems=16), jobs=2)
+    exe8 = _link(b, tmp_path)
+    for s, net in zip(seeds, nets):
+        x = random_inputs(net, 200, s)
+        rep, y = run(exe8, load_image_to_bytes(_image(b, net)), x, tmp_path,
+                     "--seed", s, "--gaps", 0.3, "--backpressure", 0.3, timeout=600)
         assert rep["result"] == "OK"
         assert np.array_equal(y, execute(net, x))
