@@ -84,6 +84,10 @@ class AccelConfig:
         mode-1 element outputs (the same values at the same addresses, one element per
         cycle, with the element-output timing of ``docs/hardware.md``). Saves the area
         of ``lanes - 1`` requantization units (small FPGAs).
+    counter_bits : int
+        Width of the performance counters, 32..48 (default 48). The counter registers
+        stay 48 bits (``<NAME>_LO``/``<NAME>_HI``); bits at and above ``counter_bits``
+        read 0 and the counters wrap at ``2**counter_bits``. 32 saves area on small FPGAs.
     axil_addr_bits : int or None
         AXI4-Lite byte-address width. ``None`` (the default) takes the smallest width
         that holds the register map (``docs/hardware.md``, "Register map"); the
@@ -102,6 +106,7 @@ class AccelConfig:
     desc_depth: int = 32
     stream_elems: int = 1
     serial_requant: int = 0
+    counter_bits: int = 48
     axil_addr_bits: int | None = None
 
     def __post_init__(self) -> None:
@@ -129,6 +134,7 @@ class AccelConfig:
                                   f"use {min(max(_round_up(max(v, 1), L), L), MAX_DEPTH)}")
         self._range("desc_depth", 1, MAX_DESC_DEPTH)
         self._range("serial_requant", 0, 1)
+        self._range("counter_bits", 32, 48)
         E = self.stream_elems
         if not _is_pow2(E) or E * stream_lane_bits(self.act_bits) > MAX_TDATA_BITS:
             top = MAX_TDATA_BITS // stream_lane_bits(self.act_bits)
@@ -187,8 +193,9 @@ class AccelConfig:
 
         ``"ice40up5k"``: 8-bit activations and cores, 16-bit intermediates and biases,
         32-bit accumulators, ``core_depth=2048``, ``bias_depth=128``, ``buf_depth=1024``,
-        ``desc_depth=16``, one serial requantization unit (``serial_requant=1``, for
-        the logic cells): at ``lanes <= 4`` the memories take at most 20 of the 30
+        ``desc_depth=16``, one serial requantization unit (``serial_requant=1``) and
+        32-bit performance counters (``counter_bits=32``), for the logic cells: at
+        ``lanes <= 4`` the memories take at most 20 of the 30
         4-kbit EBRs (the defaults of :class:`AccelConfig` need more block RAM than the
         UP5K has). ``"ecp5-85f"``: the :class:`AccelConfig` defaults. ``overrides``
         replace single fields.
@@ -196,7 +203,7 @@ class AccelConfig:
         presets: dict[str, dict[str, int]] = {
             "ice40up5k": dict(act_bits=8, core_bits=8, inter_bits=16, acc_bits=32, bias_bits=16,
                               core_depth=2048, bias_depth=128, buf_depth=1024, desc_depth=16,
-                              serial_requant=1),
+                              serial_requant=1, counter_bits=32),
             "ecp5-85f": {},
         }
         key = str(device).lower()

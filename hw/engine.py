@@ -732,7 +732,15 @@ class TTEngine(wiring.Component):
             m.d.sync += state.eq(IDLE)
 
         # ------------------------------------------------------------------ counters
-        def counter(sig, inc):
+        # counter_bits (<= 48) wide; the ports are 48 bits, zero above counter_bits
+        KB = int(getattr(c, "counter_bits", COUNTER_BITS))
+
+        def counter(port, inc):
+            if KB >= COUNTER_BITS:
+                sig = port
+            else:
+                sig = Signal(KB, name=f"{port.name}_count")
+                m.d.comb += port.eq(sig)
             with m.If(self.clear_counters):
                 m.d.sync += sig.eq(0)
             with m.Else():

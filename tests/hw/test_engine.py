@@ -675,6 +675,20 @@ def test_serial_requant_is_bit_exact_and_follows_the_model(lanes, seed):
         quiet.counters["cycles"]
 
 
+def test_32_bit_counters_count_the_same():
+    net = random_net(37)
+    cfg = config_for(net, 4, counter_bits=32)
+    prog = compile_program(net, cfg)
+    X = random_inputs(net, 2, 2)
+    golden, traces = execute_traced(net, X)
+    run = simulate(cfg, stream_script(prog, X, pause=5), expect_vectors=len(X))
+    assert np.array_equal(np.array(run.outputs), golden)
+    assert run.counters["cycles"] == model_cycles(prog, cfg, len(X))
+    assert run.counters["busy_lane_cycles"] == macs_per_vector(net) * len(X)
+    assert run.counters["sat_events"] == sum(t.saturations for t in traces)
+    assert run.counters["vectors"] == 2
+
+
 def test_serial_requant_coverage_net():
     net, cfg, prog = coverage_net()
     cfg = config_for(net, 4, serial_requant=1)
