@@ -33,6 +33,8 @@ from tests.hw.test_engine import coverage_net, random_inputs, random_net  # noqa
 from tests.sim.test_native import SEEDS, qat_net, shared_config  # noqa: E402
 
 STRICT = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic")
+PICKY = ("-Wconversion", "-Wsign-conversion", "-Wshadow", "-Wstrict-prototypes", "-Wmissing-prototypes",
+         "-Wcast-qual")
 
 
 @pytest.fixture(scope="session")
@@ -237,8 +239,8 @@ def test_mmio_only_build_compiles(build, tmp_path, cc):
         proc = subprocess.run([cc, *STRICT, "-fsyntax-only", f"-I{tmp_path}", str(tmp_path / src)],
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr
-    # and a whole object for a 32-bit-pointer-sized freestanding build
-    proc = subprocess.run([cc, *STRICT, "-O2", "-ffreestanding", "-c", f"-I{tmp_path}",
+    # and whole objects, freestanding, under the stricter warnings firmware projects use
+    proc = subprocess.run([cc, *STRICT, *PICKY, "-O2", "-ffreestanding", "-c", f"-I{tmp_path}",
                            str(tmp_path / "ttforge_driver.c"), "-o", str(tmp_path / "d.o")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
