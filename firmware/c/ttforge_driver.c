@@ -198,13 +198,19 @@ static ttfd_result check_error(ttfd_dev *dev) {
     return TTFD_OK;
 }
 
-ttfd_result ttfd_run(ttfd_dev *dev, const int32_t *in, uint32_t n_in, int32_t *out, uint32_t max_out) {
-    uint32_t poll;
-    if (!dev || !in || !out) return TTFD_BAD_ARG;
+ttfd_result ttfd_submit(ttfd_dev *dev, const int32_t *in, uint32_t n_in) {
+    if (!dev || !in) return TTFD_BAD_ARG;
     if (!dev->hooks.stream_send || !dev->hooks.stream_recv) return TTFD_NO_STREAM;
-    if (dev->in_count == 0 || n_in != dev->in_count || max_out < dev->out_count) return TTFD_BAD_ARG;
+    if (dev->in_count == 0 || n_in != dev->in_count) return TTFD_BAD_ARG;
     TRY(check_error(dev)); /* an error left from before: clear it first */
-    if (dev->hooks.stream_send(dev->hooks.ctx, in, n_in) != 0) return TTFD_STREAM_ERROR;
+    return dev->hooks.stream_send(dev->hooks.ctx, in, n_in) != 0 ? TTFD_STREAM_ERROR : TTFD_OK;
+}
+
+ttfd_result ttfd_collect(ttfd_dev *dev, int32_t *out, uint32_t max_out) {
+    uint32_t poll;
+    if (!dev || !out) return TTFD_BAD_ARG;
+    if (!dev->hooks.stream_send || !dev->hooks.stream_recv) return TTFD_NO_STREAM;
+    if (dev->out_count == 0 || max_out < dev->out_count) return TTFD_BAD_ARG;
     for (poll = 0; poll < dev->timeout_polls; ++poll) {
         uint32_t n = 0;
         int r = dev->hooks.stream_recv(dev->hooks.ctx, out, max_out, &n);
@@ -214,4 +220,11 @@ ttfd_result ttfd_run(ttfd_dev *dev, const int32_t *in, uint32_t n_in, int32_t *o
         if (dev->hooks.wait) dev->hooks.wait(dev->hooks.ctx, dev->poll_wait);
     }
     return TTFD_TIMEOUT;
+}
+
+ttfd_result ttfd_run(ttfd_dev *dev, const int32_t *in, uint32_t n_in, int32_t *out, uint32_t max_out) {
+    if (!dev || !in || !out) return TTFD_BAD_ARG;
+    if (dev->out_count == 0 || max_out < dev->out_count) return TTFD_BAD_ARG;
+    TRY(ttfd_submit(dev, in, n_in));
+    return ttfd_collect(dev, out, max_out);
 }

@@ -131,6 +131,13 @@ ttfd_result ttfd_load_bytes(ttfd_dev *dev, const uint8_t *data, size_t len);
  * DMA or FIFO before the next run. */
 ttfd_result ttfd_run(ttfd_dev *dev, const int32_t *in, uint32_t n_in, int32_t *out, uint32_t max_out);
 
+/* ttfd_run in two halves, for keeping several vectors in flight (as many as the
+ * stream hooks can queue): ttfd_submit checks STATUS.ERROR and hands one input vector
+ * to stream_send; ttfd_collect polls for the oldest output vector as ttfd_run does.
+ * Outputs come back in submission order. */
+ttfd_result ttfd_submit(ttfd_dev *dev, const int32_t *in, uint32_t n_in);
+ttfd_result ttfd_collect(ttfd_dev *dev, int32_t *out, uint32_t max_out);
+
 /* STATUS (TTFORGE_STATUS_*_MASK bits). */
 ttfd_result ttfd_status(ttfd_dev *dev, uint32_t *status);
 /* The performance counters (each LO then HI). */

@@ -2,14 +2,15 @@
  * tests/firmware/test_c_driver.py, and an example of the driver's use).
  *
  *   ttforge_sim_test IMAGE INPUTS OUTPUTS [--seed N] [--gaps P] [--backpressure P]
- *                    [--timeout-polls N] [--disable] [--recover IMAGE]
+ *                    [--timeout-polls N] [--disable] [--recover IMAGE] [--batch K]
  *
  * IMAGE is a TTLI load image (load_image.bin), or "-" for the image compiled in
  * (ttforge.firmware.c_driver.load_image_c, built with -DTTFD_BUILTIN_IMAGE). INPUTS is
  * a TTVI vector file, OUTPUTS receives every output vector produced (TTVO), one
  * ttfd_run per input vector. --disable clears CTRL.ENABLE after the load (the input
  * stream is then never accepted). --recover: after a failed run, soft-reset, load this
- * image and run every vector again. Prints "key value" lines: result, hw_code, hw_step,
+ * image and run every vector again. --batch K: keep up to K vectors in flight
+ * (ttfd_submit ahead, ttfd_collect in order) instead of one ttfd_run per vector. Prints "key value" lines: result, hw_code, hw_step,
  * bus_addr, mismatch_addr, mismatch_got, [recover,] vectors, the counters, sim_cycles.
  * Exit status 0 (the result is printed), 2 for bad arguments or files.
  */
@@ -73,6 +74,7 @@ int main(int argc, char **argv) {
     double gaps = 0.0, bp = 0.0;
     long timeout_polls = -1;
     int disable = 0, i;
+    uint32_t batch = 1;
     size_t in_len;
     uint8_t *in_file;
     uint32_t vectors, elems, done = 0, v;
@@ -94,6 +96,7 @@ int main(int argc, char **argv) {
         else if (strcmp(argv[i], "--backpressure") == 0) bp = strtod(argv[++i], NULL);
         else if (strcmp(argv[i], "--timeout-polls") == 0) timeout_polls = strtol(argv[++i], NULL, 0);
         else if (strcmp(argv[i], "--recover") == 0) recover = argv[++i];
+        else if (strcmp(argv[i], "--batch") == 0) batch = (uint32_t)strtoul(argv[++i], NULL, 0);
         else die("unknown option ", argv[i]);
     }
     in_file = read_file(argv[2], &in_len);
@@ -113,13 +116,28 @@ int main(int argc, char **argv) {
     if (timeout_polls >= 0) dev.timeout_polls = (uint32_t)timeout_polls;
     out = (int32_t *)malloc(sizeof(int32_t) * ((size_t)vectors * (dev.out_count ? dev.out_count : 1u) + 1u));
     if (!out) die("out of memory", NULL);
-    for (v = 0; r == TTFD_OK && v < vectors; ++v) {
-        int32_t x[4096];
-        uint32_t k;
-        if (elems > 4096) die("vectors longer than 4096 elements", NULL);
-        for (k = 0; k < elems; ++k) x[k] = (int32_t)le32(in_file + 16 + 4 * ((size_t)v * elems + k));
-        r = ttfd_run(&dev, x, elems, out + (size_t)done * dev.out_count, dev.out_count);
-        if (r == TTFD_OK) ++done;
+    if (elems > 4096) die("vectors longer than 4096 elements", NULL);
+    if (batch <= 1) {
+        for (v = 0; r == TTFD_OK && v < vectors; ++v) {
+            int32_t x[4096];
+            uint32_t k;
+            for (k = 0; k < elems; ++k) x[k] = (int32_t)le32(in_file + 16 + 4 * ((size_t)v * elems + k));
+            r = ttfd_run(&dev, x, elems, out + (size_t)done * dev.out_count, dev.out_count);
+            if (r == TTFD_OK) ++done;
+        }
+    } else {
+        uint32_t sent = 0;
+        while (r == TTFD_OK && done < vectors) {
+            while (r == TTFD_OK && sent < vectors && sent - done < batch) {
+                int32_t x[4096];
+                uint32_t k;
+                for (k = 0; k < elems; ++k) x[k] = (int32_t)le32(in_file + 16 + 4 * ((size_t)sent * elems + k));
+                r = ttfd_submit(&dev, x, elems);
+                if (r == TTFD_OK) ++sent;
+            }
+            if (r == TTFD_OK) r = ttfd_collect(&dev, out + (size_t)done * dev.out_count, dev.out_count);
+            if (r == TTFD_OK) ++done;
+        }
     }
     printf("result %s\nhw_code %u\nhw_step %u\nbus_addr %u\nmismatch_addr %u\nmismatch_got %u\n",
            ttfd_result_name(r), (unsigned)dev.hw_code, (unsigned)dev.hw_step, (unsigned)dev.bus_addr,

