@@ -192,17 +192,17 @@ class AccelConfig:
         """A default config sized for a device's block RAM.
 
         ``"ice40up5k"``: 8-bit activations and cores, 16-bit intermediates and biases,
-        32-bit accumulators, ``core_depth=2048``, ``bias_depth=128``, ``buf_depth=1024``,
+        32-bit accumulators, ``core_depth=1024``, ``bias_depth=128``, ``buf_depth=1024``,
         ``desc_depth=16``, one serial requantization unit (``serial_requant=1``) and
         32-bit performance counters (``counter_bits=32``), for the logic cells: at
-        ``lanes <= 4`` the memories take at most 20 of the 30
+        ``lanes <= 4`` the memories fit the UP5K's 30
         4-kbit EBRs (the defaults of :class:`AccelConfig` need more block RAM than the
         UP5K has). ``"ecp5-85f"``: the :class:`AccelConfig` defaults. ``overrides``
         replace single fields.
         """
         presets: dict[str, dict[str, int]] = {
             "ice40up5k": dict(act_bits=8, core_bits=8, inter_bits=16, acc_bits=32, bias_bits=16,
-                              core_depth=2048, bias_depth=128, buf_depth=1024, desc_depth=16,
+                              core_depth=1024, bias_depth=128, buf_depth=1024, desc_depth=16,
                               serial_requant=1, counter_bits=32),
             "ecp5-85f": {},
         }
