@@ -18,6 +18,7 @@ reports nothing.
 
 from __future__ import annotations
 
+import re
 from typing import Mapping
 
 from amaranth.back import rtlil
@@ -68,7 +69,21 @@ def emit_verilog(component, name: str, ports: Mapping[str, tuple]) -> str:
         f"attrmap -modattr {strip}",
         "write_verilog -norename -noattr",
     ])
-    return yosys.run(["-q", "-"], script, ignore_warnings=True)
+    return _icarus_compatible(yosys.run(["-q", "-"], script, ignore_warnings=True))
+
+
+_ESCAPED_DOLLAR = re.compile(r"(?<![\\\w$])\\\$")
+
+
+def _icarus_compatible(text: str) -> str:
+    """The Verilog with every escaped identifier that starts with ``$`` renamed.
+
+    Yosys names its temporaries ``\\$flatten\\engine.$procmux$1910`` and writes some of
+    them as ``function``s; Icarus Verilog 11 (Debian's) parses a call of such a function
+    as a call of an unknown *system* function and stops ("not defined in system table").
+    Renaming ``\\$x`` to ``\\_$x`` everywhere is a consistent renaming of private names
+    (the ports keep theirs), so the design is unchanged and every simulator reads it."""
+    return _ESCAPED_DOLLAR.sub(r"\\_$", text)
 
 
 #: Verilator waivers for the emitted Verilog (``<module>.vlt``), each with its reason.
@@ -93,9 +108,10 @@ lint_off -rule PROCASSINIT
 // overlapping patterns Verilator names never occur.
 lint_off -rule CASEOVERLAP
 lint_off -rule CASEINCOMPLETE
-// Temporaries named by Yosys (`$...`): Amaranth's arithmetic widens results by a carry or
-// sign bit that the consumer does not read (e.g. the carry-out of a counter increment).
-lint_off -rule UNUSEDSIGNAL -file "*" -match "*: '$*"
+// Temporaries named by Yosys (`$...`, written as `_$...` so Icarus reads them): Amaranth's
+// arithmetic widens results by a carry or sign bit that the consumer does not read (e.g.
+// the carry-out of a counter increment).
+lint_off -rule UNUSEDSIGNAL -file "*" -match "*: '_$*"
 // Stream payloads are Amaranth structs, written both as one vector (`x.out__payload`)
 // and as per-field aliases (`x.out__payload.last`); a consumer that reads a field
 // through its alias leaves those bits of the whole-vector wire unread.

@@ -8,13 +8,22 @@
   by the simulator, not imported here.
 * :mod:`ttforge.sim.regress` — random configurations, parallel runs, JUnit XML,
   reproducers and the ``ttforge regress`` command.
+* :mod:`ttforge.sim.native` — a native Verilator C++ harness for bulk runs (and the C ABI
+  a bare-metal driver links against): :func:`build_native`, :func:`run_native`.
+* :mod:`ttforge.sim.formal` — SymbiYosys checks of the AXI4-Stream and AXI4-Lite rules:
+  :func:`formal_check`.
 
-See ``docs/verification.md``.
+See ``docs/verification.md``, ``docs/native-harness.md`` and ``docs/formal.md``.
 """
 
 from ttforge.sim.runner import (SIMULATORS, JobResult, SimBuild, SimError, SimResult,
                                 SimulatorMissing, available_simulators, build, run_inference,
                                 run_job)
+from ttforge.sim.native import NativeBuild, NativeError, NativeResult, build_native, link_c_driver, run_native
+from ttforge.sim.formal import FormalResult, FormalToolMissing
+from ttforge.sim.formal import check as formal_check
 
 __all__ = ["SIMULATORS", "SimBuild", "SimResult", "JobResult", "SimError", "SimulatorMissing",
-           "available_simulators", "build", "run_inference", "run_job"]
+           "available_simulators", "build", "run_inference", "run_job",
+           "NativeBuild", "NativeResult", "NativeError", "build_native", "run_native", "link_c_driver",
+           "FormalResult", "FormalToolMissing", "formal_check"]

@@ -173,20 +173,6 @@ def _emit_uncached(config, fault: str | None) -> str:
                           f"use one it lists") from None
 
 
-_ESCAPED_DOLLAR = re.compile(r"(?<![\\\w$])\\\$")
-
-
-def icarus_compatible(text: str) -> str:
-    """The Verilog with every escaped identifier that starts with ``$`` renamed.
-
-    Yosys names its temporaries ``\\$flatten\\engine.$procmux$1910`` and emits some of
-    them as ``function``s; Icarus Verilog 11 (Debian's) parses a call of such a function
-    as a call of an unknown *system* function and stops ("not defined in system table").
-    Renaming ``\\$x`` to ``\\_$x`` everywhere is a consistent renaming of private
-    names (the ports keep theirs), so the design is unchanged."""
-    return _ESCAPED_DOLLAR.sub(r"\\_$", text)
-
-
 @dataclass(frozen=True)
 class SimBuild:
     """A compiled simulation model of ``ttforge_accel`` for one config.
@@ -268,7 +254,7 @@ def build(config, sim: str, *, fault: str | None = None, waves: bool = False,
             shutil.rmtree(bdir)   # a build that died half-way
         bdir.mkdir(parents=True)
         src = bdir / f"{TOP}.v"
-        src.write_text(icarus_compatible(text) if sim == "icarus" else text)
+        src.write_text(text)
         args: list[str] = []
         sources: list[Any] = [src]
         if sim == "verilator":

@@ -198,3 +198,23 @@ def test_placement_at_the_limit_is_named(tmp_path):
                    "ERROR: Unable to find legal placement for all cells, design is probably at "
                    "utilisation limit.\n")
     assert _overflow(log) == "ICESTORM_LC 5146/5280 (97%)"
+
+
+def test_icarus_compiles_the_emitted_verilog(tmp_path):
+    """Yosys writes some temporaries as functions named ``\\$...``; Icarus 11 reads those
+    as unknown system functions. The emitted file must compile as it is."""
+    import shutil
+    import subprocess
+
+    from ttforge.hw.config import AccelConfig
+    from ttforge.hw.top import verilog
+
+    if shutil.which("iverilog") is None:
+        pytest.skip("iverilog is not installed (apt-get install iverilog)")
+    text = verilog(AccelConfig())
+    assert "\\$" not in text.replace("\\_$", "")
+    src = tmp_path / "ttforge_accel.v"
+    src.write_text(text)
+    r = subprocess.run(["iverilog", "-g2012", "-o", str(tmp_path / "a.out"), str(src)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
