@@ -53,6 +53,22 @@ MAX_RANK = 8
 
 
 # ----------------------------------------------------------------------------- cases
+#: simulators ``ttforge regress`` runs: the cocotb testbench on Icarus or Verilator, or
+#: the native Verilator C++ harness (``ttforge.sim.native``) for bulk runs, with the same
+#: networks, pauses, output and counter checks
+NATIVE = "verilator-native"
+REGRESS_SIMULATORS = ("icarus", "verilator", NATIVE)
+
+
+def _simulator_problem(sim: str) -> str:
+    """Why ``sim`` cannot run here ('' when it can), or a bad name."""
+    from ttforge.sim.runner import available_simulators
+
+    if sim not in REGRESS_SIMULATORS:
+        raise ConfigError(f"--sim {sim}: use one of {', '.join(REGRESS_SIMULATORS)}")
+    return available_simulators()["verilator" if sim == NATIVE else sim]
+
+
 def _pow2_at_least(v: int) -> int:
     return 1 << max(0, int(v) - 1).bit_length()
 
@@ -352,16 +368,30 @@ def run_case(case: RegressCase, sim: str, *, fault: str | None = None,
         model_out, _ = run_program(prog, case.config, case.inputs)
         if not np.array_equal(model_out, expected):   # a compiler/model bug, not the RTL
             res.result, res.reason = "FAIL", "hw.model.run_program differs from the executor"
-        b = build(case.config, sim, fault=fault, build_root=build_root)
-        res.build_seconds = b.build_seconds
-        r = run_inference(b, prog, case.inputs, seed=case.seed, gaps=case.gaps,
-                          backpressure=case.backpressure)
-        got = r.outputs
-        res.cycles, res.sim_cycles = r.cycles, r.sim_cycles
-        res.sim_seconds = r.job.sim_wall_s
         problems = []
-        if r.load_errors:
-            problems.append(f"{r.load_errors} load-image writes answered with an error")
+        if sim == NATIVE:
+            from ttforge.sim.native import build_native, run_native
+
+            nb = build_native(case.config, fault=fault)
+            res.build_seconds = nb.build_seconds
+            r = run_native(nb, prog, case.inputs, seed=case.seed, gaps=case.gaps,
+                           backpressure=case.backpressure, check=False)
+            got = r.outputs
+            counters = {k.upper(): int(v) for k, v in r.counters.items()}
+            res.cycles, res.sim_cycles, res.sim_seconds = r.cycles, r.total_cycles, r.total_seconds
+            if not r.report.get("ok", True):
+                problems.append(f"the harness reports: {r.report.get('problem') or 'not ok'} "
+                                f"(STATUS {r.status:#x}, ERROR_CODE {r.error_code})")
+        else:
+            b = build(case.config, sim, fault=fault, build_root=build_root)
+            res.build_seconds = b.build_seconds
+            r = run_inference(b, prog, case.inputs, seed=case.seed, gaps=case.gaps,
+                              backpressure=case.backpressure)
+            got, counters = r.outputs, r.counters
+            res.cycles, res.sim_cycles = r.cycles, r.sim_cycles
+            res.sim_seconds = r.job.sim_wall_s
+            if r.load_errors:
+                problems.append(f"{r.load_errors} load-image writes answered with an error")
         if got.shape != expected.shape or not np.array_equal(got, expected):
             res.mismatched_vectors = int(len(expected) - min(len(got), len(expected))
                                          + np.sum(np.any(got[:len(expected)] != expected[:len(got)], axis=1)))
@@ -371,11 +401,14 @@ def run_case(case: RegressCase, sim: str, *, fault: str | None = None,
                             f"expected {first['expected']}, got {first['got']}")
             res.divergence = {"output": first}
             try:
-                res.divergence["rtl"] = locate_divergence(b, prog, case.inputs[first["vector"]])
+                # the locator drives truncated programs through the cocotb testbench
+                lb = build(case.config, "verilator", fault=fault, build_root=build_root) \
+                    if sim == NATIVE else b
+                res.divergence["rtl"] = locate_divergence(lb, prog, case.inputs[first["vector"]])
             except Exception as e:  # noqa: BLE001 - the verdict stands without the location
                 res.divergence["rtl"] = {"detail": f"could not locate: {e}"}
         else:
-            problems += _check_counters(r.counters, prog, case.inputs, traces)
+            problems += _check_counters(counters, prog, case.inputs, traces)
         if problems:
             res.result = "FAIL"
             res.reason = "; ".join(([res.reason] if res.reason else []) + problems)
@@ -503,11 +536,7 @@ def regress(seeds: Sequence[int], sim: str, *, jobs: int = 1, vectors: int = 16,
             progress=None) -> RegressReport:
     """Run the cases of ``seeds`` on ``sim`` in ``jobs`` processes; write
     ``junit.xml`` and ``summary.json`` into ``out_dir`` (when given)."""
-    from ttforge.sim.runner import SIMULATORS, available_simulators
-
-    if sim not in SIMULATORS:
-        raise ConfigError(f"--sim {sim}: use one of {', '.join(SIMULATORS)}")
-    missing = available_simulators()[sim]
+    missing = _simulator_problem(sim)
     if missing:
         raise ConfigError(missing)
     out = Path(out_dir) if out_dir is not None else None
@@ -623,8 +652,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jobs", type=int, default=1, metavar="J",
                    help="cases simulated in parallel (processes; default 1)")
     p.add_argument("--sim", metavar="SIM",
-                   help="simulator: icarus or verilator (default icarus; with --replay, the "
-                        "reproducer's)")
+                   help="simulator: icarus or verilator (the cocotb testbench), or verilator-native "
+                        "(the C++ harness, for bulk runs); default icarus; with --replay, the "
+                        "reproducer's")
     p.add_argument("--vectors", type=int, default=16, metavar="V",
                    help="input vectors per case (default 16)")
     p.add_argument("--out", metavar="DIR", default="regress-out",
@@ -638,14 +668,12 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    from ttforge.sim.runner import SIMULATORS
-
     for flag, v, lo in (("--seeds", args.seeds, 1), ("--jobs", args.jobs, 1),
                         ("--vectors", args.vectors, 1), ("--seed-start", args.seed_start, 0)):
         if v < lo:
             raise ConfigError(f"{flag} {v}: must be at least {lo}")
-    if args.sim is not None and args.sim not in SIMULATORS:
-        raise ConfigError(f"--sim {args.sim}: use one of {', '.join(SIMULATORS)}")
+    if args.sim is not None and args.sim not in REGRESS_SIMULATORS:
+        raise ConfigError(f"--sim {args.sim}: use one of {', '.join(REGRESS_SIMULATORS)}")
     if args.fault is not None:
         try:
             from ttforge.hw.faults import FAULTS

@@ -178,3 +178,17 @@ def test_verilator_reproducer_has_a_vcd(tmp_path):
     d = tmp_path / "repro-verilator-requant_lsb-seed1"
     assert rep.failed == 1 and (d / "dump.vcd").is_file()
     assert "$enddefinitions" in (d / "dump.vcd").read_text()[:200_000]
+
+
+# ------------------------------------------------------------------------ native bulk runs
+def test_native_regression_and_its_fault_sibling(tmp_path):
+    """``--sim verilator-native``: the same cases and checks through the C++ harness (one
+    shared engine); the same engine with a flipped requantization bit must fail."""
+    _need("verilator")
+    rep = regress(range(4), "verilator-native", jobs=2, vectors=50, out_dir=tmp_path / "ok",
+                  config=STANDARD)
+    assert rep.failed == 0, [(r.seed, r.reason) for r in rep.results if not r.passed]
+    assert rep.vectors == 200 and all(r.cycles > 0 for r in rep.results)
+    bad = regress(range(2), "verilator-native", jobs=1, vectors=8, out_dir=tmp_path / "bad",
+                  config=STANDARD, fault="requant_lsb")
+    assert bad.failed == 2 and all("vectors differ" in r.reason for r in bad.results)
