@@ -45,6 +45,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+
 import numpy as np
 
 from ttforge.hw.config import AccelConfig
@@ -55,6 +56,9 @@ from ttforge.model.schedule import ContractionSchedule
 from ttforge.model.tt import TTShape
 from ttforge.quant.arith import acc_bits_needed, int_range, rshift_round, saturate
 from ttforge.quant.executor import IntLayer, IntNetwork, execute
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
+from _docsection import update_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_JSON = ROOT / "bench" / "results" / "hw.json"
@@ -456,23 +460,8 @@ def markdown(result: dict, synth_runs: list[dict] | None, command: str) -> str:
 
 
 def update_doc(path: Path, section: str) -> None:
-    """Replace the generated part of the ``## Accelerator`` section (or append the
-    section), keeping the other sections and the text below ``GENERATED_END``."""
-    text = path.read_text() if path.exists() else DOC_HEADER + "\n"
-    lines = text.splitlines()
-    generated = section.rstrip("\n").splitlines() + ["", GENERATED_END]
-    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION), None)
-    if start is None:
-        while lines and not lines[-1].strip():
-            lines.pop()
-        lines += [""] + generated
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
-                   len(lines))
-        body = lines[start:end]
-        kept = body[body.index(GENERATED_END) + 1:] if GENERATED_END in body else [""]
-        lines = lines[:start] + generated + kept + lines[end:]
-    atomic_write_text(path, "\n".join(lines).rstrip("\n") + "\n")
+    """Rewrite this script's generated part of ``SECTION`` in ``path``."""
+    update_section(path, SECTION, section, GENERATED_END)
 
 
 # ------------------------------------------------------------------------ main

@@ -51,6 +51,9 @@ from ttforge.model.layers import TTLinear, apply_schedule
 from ttforge.model.schedule import ContractionSchedule
 from ttforge.model.tt import TTShape
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
+from _docsection import update_section  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_JSON = ROOT / "bench" / "results" / "speed.json"
 DEFAULT_DOC = ROOT / "docs" / "benchmarks.md"
@@ -434,24 +437,8 @@ GENERATED_END = "<!-- end of the generated speed tables; the text below is kept 
 
 
 def update_doc(path: Path, section: str) -> None:
-    """Replace the generated part of the ``## TT layer speed`` section (or append the
-    section), keeping the other sections and the hand-written text that follows the
-    ``GENERATED_END`` marker inside this one."""
-    text = path.read_text() if path.exists() else DOC_HEADER + "\n"
-    lines = text.splitlines()
-    generated = section.rstrip("\n").splitlines() + ["", GENERATED_END]
-    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION), None)
-    if start is None:
-        while lines and not lines[-1].strip():
-            lines.pop()
-        lines += [""] + generated
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
-                   len(lines))
-        body = lines[start:end]
-        kept = body[body.index(GENERATED_END) + 1:] if GENERATED_END in body else [""]
-        lines = lines[:start] + generated + kept + lines[end:]
-    atomic_write_text(path, "\n".join(lines).rstrip("\n") + "\n")
+    """Rewrite this script's generated part of ``SECTION`` in ``path``."""
+    update_section(path, SECTION, section, GENERATED_END)
 
 
 # -- main -----------------------------------------------------------------------------
