@@ -82,6 +82,14 @@ def _pauses(rng: random.Random, p: float):
         yield rng.random() < p
 
 
+
+#: cycles one AXI4-Lite access may take before the job fails (the core answers in <= 2)
+BUS_TIMEOUT_CYCLES = 10_000
+
+
+async def _bus(waitable):
+    return await with_timeout(waitable, BUS_TIMEOUT_CYCLES * PERIOD_NS, "ns")
+
 class _Bench:
     def __init__(self, dut, job: dict, data: dict[str, np.ndarray]):
         self.dut = dut
@@ -127,13 +135,15 @@ class _Bench:
         return vals[:self.out_count] if len(vals) >= self.out_count else vals
 
     # -- AXI4-Lite ----------------------------------------------------------------------
+    # (every access is bounded by BUS_TIMEOUT_CYCLES: a slave that never answers, or
+    # answers twice and leaves the master waiting, fails the job instead of hanging it)
     async def write(self, addr: int, data: int, nbytes: int = 4) -> int:
         # fewer than 4 bytes: the master drives WSTRB with only those byte lanes
-        r = await self.axil.write(int(addr), int(data & 0xFFFFFFFF).to_bytes(4, "little")[:nbytes])
+        r = await _bus(self.axil.write(int(addr), int(data & 0xFFFFFFFF).to_bytes(4, "little")[:nbytes]))
         return int(r.resp)
 
     async def read(self, addr: int) -> tuple[int, int]:
-        r = await self.axil.read(int(addr), 4)
+        r = await _bus(self.axil.read(int(addr), 4))
         return int(r.resp), int.from_bytes(bytes(r.data), "little")
 
     async def load(self, writes: np.ndarray) -> int:
@@ -142,7 +152,7 @@ class _Bench:
                  for a, d in writes.tolist()]
         bad = 0
         for t in tasks:
-            bad += int((await t).resp) != 0
+            bad += int((await _bus(t)).resp) != 0
         return bad
 
     async def counters(self) -> dict[str, int]:
