@@ -72,8 +72,8 @@ def _run_build(args: argparse.Namespace) -> int:
 
 
 def build_cli_spec():
-    return ("build a board bitstream (accelerator + UART bridge) with the pip open toolchain; "
-            "report resources and Fmax", _add_build, _run_build)
+    return ("Build a board bitstream (accelerator + UART bridge) with the pip open toolchain; "
+            "report resources and Fmax.", _add_build, _run_build)
 
 
 # ------------------------------------------------------------------------- program
@@ -132,7 +132,7 @@ def _run_program(args: argparse.Namespace) -> int:
 
 
 def program_cli_spec():
-    return ("program a board with a bitstream through openFPGALoader", _add_program, _run_program)
+    return ("Program a board with a bitstream through openFPGALoader.", _add_program, _run_program)
 
 
 # ------------------------------------------------------------------------- run
@@ -219,5 +219,5 @@ def _run_run(args: argparse.Namespace) -> int:
 
 
 def run_cli_spec():
-    return ("run inference on a board (or its simulation) through the UART bridge",
+    return ("Run inference on a board (or its simulation) through the UART bridge.",
             _add_run, _run_run)

@@ -203,5 +203,5 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def generate_cli_spec():
-    return ("generate the accelerator's Verilog, register map, load image and estimate for an artifact",
+    return ("Generate the accelerator's Verilog, register map, load image and estimate for an artifact.",
             _add_arguments, _run)

@@ -715,5 +715,5 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def regress_cli_spec():
-    return ("random regression of the generated RTL against the golden executor (cocotb on "
-            "Icarus or Verilator); exit 1 on any failure", _add_arguments, _run)
+    return ("Random regression of the generated RTL against the golden executor (cocotb on "
+            "Icarus or Verilator, or the native Verilator harness); exit 1 on any failure.", _add_arguments, _run)
