@@ -41,14 +41,8 @@ def _check_divisor(divisor: int) -> int:
     return divisor
 
 
-class UARTRx(wiring.Component):
-    """``rx`` pin -> ``data``/``valid`` (a one-cycle pulse per byte); ``frame_error``
-    pulses for a byte whose stop bit is 0 (the byte is dropped)."""
-
-    rx: In(1, init=1)
-    data: Out(8)
-    valid: Out(1)
-    frame_error: Out(1)
+class _UARTPort(wiring.Component):
+    """A UART side clocked every ``divisor`` cycles per bit (the signature is the subclass's)."""
 
     def __init__(self, divisor: int):
         try:
@@ -57,6 +51,16 @@ class UARTRx(wiring.Component):
             self._MustUse__silence = True     # not an elaboratable to warn about
             raise
         super().__init__()
+
+
+class UARTRx(_UARTPort):
+    """``rx`` pin -> ``data``/``valid`` (a one-cycle pulse per byte); ``frame_error``
+    pulses for a byte whose stop bit is 0 (the byte is dropped)."""
+
+    rx: In(1, init=1)
+    data: Out(8)
+    valid: Out(1)
+    frame_error: Out(1)
 
     def elaborate(self, platform):
         m = Module()
@@ -102,21 +106,13 @@ class UARTRx(wiring.Component):
         return m
 
 
-class UARTTx(wiring.Component):
+class UARTTx(_UARTPort):
     """``data``/``valid``/``ready`` -> ``tx`` pin (idle high)."""
 
     data: In(8)
     valid: In(1)
     ready: Out(1)
     tx: Out(1, init=1)
-
-    def __init__(self, divisor: int):
-        try:
-            self.divisor = _check_divisor(divisor)
-        except ValueError:
-            self._MustUse__silence = True     # not an elaboratable to warn about
-            raise
-        super().__init__()
 
     def elaborate(self, platform):
         m = Module()
