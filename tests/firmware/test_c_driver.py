@@ -31,26 +31,14 @@ from ttforge.hw.regmap import RegisterMap  # noqa: E402
 from ttforge.quant.executor import execute, execute_traced  # noqa: E402
 from ttforge.sim.native import build_native, link_c_driver, read_vectors, write_vectors  # noqa: E402
 
-from tests.hw.test_engine import coverage_net, random_inputs, random_net  # noqa: E402
-from tests.sim.test_native import SEEDS, qat_net, shared_config  # noqa: E402
+from tests.hw.test_engine import random_inputs, random_net  # noqa: E402
+# the networks and the one cached L = 4 build of tests/sim/test_native.py serve both
+from tests.sim.test_native import build, nets, qat_net, shared_config  # noqa: E402,F401
 
 STRICT = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic")
 PICKY = ("-Wconversion", "-Wsign-conversion", "-Wshadow", "-Wstrict-prototypes", "-Wmissing-prototypes",
          "-Wcast-qual")
 
-
-@pytest.fixture(scope="session")
-def nets():
-    out = {f"random{s}": random_net(s) for s in SEEDS}
-    out["coverage"] = coverage_net()[0]
-    out["qat"] = qat_net()[0]
-    return out
-
-
-@pytest.fixture(scope="session")
-def build(nets):
-    # the config of tests/sim/test_native.py: one cached build serves both
-    return build_native(shared_config(list(nets.values()), lanes=4, stream_elems=2), jobs=2)
 
 
 def _link(build, out_dir, extra_sources=(), cflags=()):

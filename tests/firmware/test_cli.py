@@ -9,25 +9,9 @@ import shutil
 import sys
 import time
 
-import numpy as np
 import pytest
 
 from ttforge.cli import main
-
-
-@pytest.fixture(scope="module")
-def artifact(tmp_path_factory):
-    from ttforge.quant.artifact import save_artifact
-    from ttforge.quant.qat import compile_network
-
-    from ..quant.test_golden import small_net
-
-    q, x = small_net()
-    net = compile_network(q)
-    d = tmp_path_factory.mktemp("art")
-    save_artifact(net, d / "small.ttfa")
-    np.save(d / "x.npy", net.quantize_input(x.numpy())[:3])
-    return d
 
 
 def one_line_error(capsys, argv, match):
