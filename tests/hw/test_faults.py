@@ -32,6 +32,7 @@ from ttforge.hw.top import TTAccel, verilog
 from ttforge.quant.arith import rshift_round
 from ttforge.quant.executor import execute, execute_traced
 
+from .axis_drive import send_vectors, unpack_lanes
 from .test_axil import Master
 from .test_engine import config_for, load_program, random_inputs, random_net, send_vector
 
@@ -246,17 +247,7 @@ def run_top(cfg, writes, X, out_count, *, fault=None, seed=0, stall=0.3, limit=4
                 resp.append(f"AXI4-Lite: {e}")
                 state["sent"] = state["hung"] = True
                 return
-        for vec in X:
-            beats = [vec[i:i + E] for i in range(0, len(vec), E)]
-            for bi, beat in enumerate(beats):
-                word = 0
-                for j, v in enumerate(beat):
-                    word |= (int(v) & ((1 << W) - 1)) << (j * W)
-                ctx.set(dut.s_axis.tdata, word)
-                ctx.set(dut.s_axis.tlast, bi == len(beats) - 1)
-                ctx.set(dut.s_axis.tvalid, 1)
-                await ctx.tick().until(dut.s_axis.tready)
-            ctx.set(dut.s_axis.tvalid, 0)
+        await send_vectors(ctx, dut.s_axis, X, E, W)
         state["sent"] = True
 
     async def sink(ctx):
@@ -268,9 +259,7 @@ def run_top(cfg, writes, X, out_count, *, fault=None, seed=0, stall=0.3, limit=4
             _, _, valid, data, last = await ctx.tick().sample(
                 dut.m_axis.tvalid, dut.m_axis.tdata, dut.m_axis.tlast)
             if r and valid:
-                for j in range(E):
-                    lane = (data >> (j * W)) & ((1 << W) - 1)
-                    cur.append(lane - (1 << W) if lane >> (W - 1) else lane)
+                cur.extend(unpack_lanes(data, E, W))
                 curl.append(last)
                 if last:
                     res.outputs.append(cur[:out_count] if len(cur) >= out_count else cur)

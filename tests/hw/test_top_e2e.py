@@ -21,6 +21,7 @@ from ttforge.quant.executor import execute  # noqa: E402
 from ttforge.quant.qat import compile_network  # noqa: E402
 
 from ..quant.test_golden import small_net  # noqa: E402
+from .axis_drive import send_vectors, unpack_lanes  # noqa: E402
 from .test_axil import Master  # noqa: E402
 
 N_VEC = 3
@@ -42,17 +43,7 @@ def _run(cfg, writes, xi, out_count):
         m = Master(ctx, dut.axil)
         for addr, data in writes:
             assert await m.write(addr, data) == OKAY, hex(addr)
-        for vec in xi:
-            beats = [vec[i:i + E] for i in range(0, len(vec), E)]
-            for bi, beat in enumerate(beats):
-                word = 0
-                for j, v in enumerate(beat):
-                    word |= (int(v) & ((1 << W) - 1)) << (j * W)
-                ctx.set(dut.s_axis.tdata, word)
-                ctx.set(dut.s_axis.tlast, bi == len(beats) - 1)
-                ctx.set(dut.s_axis.tvalid, 1)
-                await ctx.tick().until(dut.s_axis.tready)
-            ctx.set(dut.s_axis.tvalid, 0)
+        await send_vectors(ctx, dut.s_axis, xi, E, W)
         for _ in range(200000):
             if len(got) > len(xi):
                 break
@@ -64,10 +55,8 @@ def _run(cfg, writes, xi, out_count):
             _, _, valid, data, last = await ctx.tick().sample(
                 dut.m_axis.tvalid, dut.m_axis.tdata, dut.m_axis.tlast)
             if valid:
-                for j in range(E):
-                    lane = (data >> (j * W)) & ((1 << W) - 1)
-                    if len(got[-1]) < out_count:
-                        got[-1].append(lane - (1 << W) if lane >> (W - 1) else lane)
+                room = out_count - len(got[-1])
+                got[-1].extend(unpack_lanes(data, E, W)[:max(room, 0)])
                 if last:
                     got.append([])
 
