@@ -34,6 +34,7 @@ SUBCOMMANDS: dict[str, str] = {
     "program": "ttforge.firmware.cli:program_cli_spec",
     "run": "ttforge.firmware.cli:run_cli_spec",
     "regress": "ttforge.sim.regress:regress_cli_spec",
+    "flow": "ttforge.flow.cli:flow_cli_spec",
 }
 
 

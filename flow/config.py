@@ -1,0 +1,353 @@
+"""Flow configs: one TOML file that describes a whole ``ttforge flow`` run.
+
+A config is a set of tables, each parsed into a frozen dataclass validated on
+construction; every problem is one :class:`~ttforge.errors.ConfigError` line that
+names the section and key (``[quant] w_bits = 0 is out of range; give an integer in
+2..8``). Unknown sections and keys are refused with the list of valid ones.
+
+``[flow]``
+    ``name`` (the build directory is ``build/<name>``; default: the file's stem).
+``[train]`` (and ``[train.model]``)
+    The fields of :class:`ttforge.model.train.TrainConfig` and
+    :class:`ttforge.model.network.ModelConfig`, validated by them. A relative ``data``
+    directory is resolved against the config file's directory.
+``[quant]``
+    Widths, calibration and optional QAT of ``ttforge quantize``.
+``[hw]``
+    ``lanes`` (MAC lanes; default: the board's, or 4 without a board).
+``[sim]``
+    ``simulator`` (``auto``, ``verilator-native``, ``icarus``, ``verilator``),
+    ``vectors`` (test-set samples run through the RTL), ``seed``.
+``[bitstream]``
+    ``board`` (``icebreaker``, ``ulx3s`` or ``none``), ``freq_mhz``, ``seed``.
+``[short]``
+    What ``--short`` changes: ``epochs``, ``finetune_epochs``, ``qat_epochs``,
+    ``calib_samples``, ``vectors`` (each a cap), and the bitstream is not built.
+
+The embedded default (:func:`default_config`) is ``examples/digits-icebreaker.toml``,
+packaged as ``ttforge/flow/default.toml`` (a link to that file, so there is one copy).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from ttforge.errors import ConfigError, TTForgeError
+
+__all__ = ["FlowConfig", "FlowSection", "QuantSection", "HwSection", "SimSection",
+           "BitstreamSection", "ShortSection", "SIMULATORS", "BOARDS", "load_config",
+           "default_config", "DEFAULT_CONFIG"]
+
+#: The packaged default (a link to examples/digits-icebreaker.toml in the source tree).
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "default.toml"
+#: ``[sim] simulator`` choices; ``auto`` takes the first available of the other three.
+SIMULATORS = ("auto", "verilator-native", "icarus", "verilator")
+#: ``[bitstream] board`` choices (``none``: no bitstream).
+BOARDS = ("icebreaker", "ulx3s", "none")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _int(section: str, key: str, v: Any, lo: int, hi: int | None = None) -> None:
+    rng = f"{lo}..{hi}" if hi is not None else f">= {lo}"
+    if not _is_int(v):
+        raise ConfigError(f"[{section}] {key} = {v!r} must be an integer ({rng})")
+    if v < lo or (hi is not None and v > hi):
+        raise ConfigError(f"[{section}] {key} = {v!r} is out of range; give an integer in {rng}"
+                          if hi is not None else f"[{section}] {key} = {v!r} must be {rng}")
+
+
+def _choice(section: str, key: str, v: Any, choices: tuple[str, ...]) -> None:
+    if v not in choices:
+        raise ConfigError(f"[{section}] {key} = {v!r} is not valid; choose one of {', '.join(choices)}")
+
+
+@dataclass(frozen=True)
+class FlowSection:
+    """``[flow]``: ``name`` names the build directory ``build/<name>``."""
+
+    name: str = "flow"
+
+    def __post_init__(self) -> None:
+        ok = isinstance(self.name, str) and self.name and all(
+            c.isalnum() or c in "-_." for c in self.name) and self.name not in (".", "..")
+        if not ok:
+            raise ConfigError(f"[flow] name = {self.name!r} must be a non-empty name of letters, "
+                              f"digits, '-', '_' or '.' (it names the build directory)")
+
+
+@dataclass(frozen=True)
+class QuantSection:
+    """``[quant]``: the options of ``ttforge quantize`` (see :mod:`ttforge.quant.ptq`)."""
+
+    w_bits: int = 8
+    act_bits: int = 8
+    inter_bits: int = 16
+    acc_bits: int = 32
+    layer_bits: str = ""
+    calibration: str = "mse"
+    calib_samples: int = 1024
+    qat_epochs: int = 0
+    lr: float = 1e-3
+    batch_size: int = 64
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        from ttforge.quant.ptq import _RANGES, parse_layer_bits
+
+        for key, (lo, hi) in _RANGES.items():  # the ranges ttforge quantize enforces
+            _int("quant", key, getattr(self, key), lo, hi)
+        if not isinstance(self.layer_bits, str):
+            raise ConfigError(f"[quant] layer_bits = {self.layer_bits!r} must be a string like '0:4,1:8'")
+        try:
+            for idx, bits in parse_layer_bits(self.layer_bits).items():
+                _int("quant", f"layer_bits (layer {idx})", bits, *_RANGES["w_bits"])
+        except ConfigError as e:
+            msg = str(e)
+            raise ConfigError(msg if msg.startswith("[quant]") else f"[quant] {msg}") from None
+        _choice("quant", "calibration", self.calibration, ("max", "mse"))
+        _int("quant", "calib_samples", self.calib_samples, 1)
+        _int("quant", "qat_epochs", self.qat_epochs, 0)
+        _int("quant", "batch_size", self.batch_size, 1)
+        _int("quant", "seed", self.seed, 0)
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not (
+                math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"[quant] lr = {self.lr!r} must be a positive number (e.g. 1e-3)")
+
+    def quant_config(self, n_layers: int):
+        """The :class:`~ttforge.quant.qat.QuantConfig` for a network of ``n_layers``."""
+        from ttforge.quant.ptq import make_config, parse_layer_bits
+
+        try:
+            return make_config(n_layers, self.w_bits, self.act_bits, self.inter_bits, self.acc_bits,
+                               parse_layer_bits(self.layer_bits), self.calibration)
+        except ConfigError as e:
+            raise ConfigError(f"[quant] {e}") from None
+
+
+@dataclass(frozen=True)
+class HwSection:
+    """``[hw]``: ``lanes`` (MAC lanes; 0 means the board's default, or 4 without a board)."""
+
+    lanes: int = 0
+
+    def __post_init__(self) -> None:
+        _int("hw", "lanes", self.lanes, 0)
+        if self.lanes:
+            from ttforge.hw.config import AccelConfig
+
+            try:
+                AccelConfig(lanes=self.lanes, core_depth=64, bias_depth=64, buf_depth=64)
+            except ConfigError as e:
+                raise ConfigError(f"[hw] {e} (0: the board's default)") from None
+
+
+@dataclass(frozen=True)
+class SimSection:
+    """``[sim]``: which simulator runs ``vectors`` test-set samples through the RTL."""
+
+    simulator: str = "auto"
+    vectors: int = 64
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _choice("sim", "simulator", self.simulator, SIMULATORS)
+        _int("sim", "vectors", self.vectors, 1)
+        _int("sim", "seed", self.seed, 0)
+
+
+@dataclass(frozen=True)
+class BitstreamSection:
+    """``[bitstream]``: the board (``none``: no bitstream), its clock and the nextpnr seed."""
+
+    board: str = "icebreaker"
+    freq_mhz: float = 0.0
+    seed: int = 1
+
+    def __post_init__(self) -> None:
+        _choice("bitstream", "board", self.board, BOARDS)
+        if isinstance(self.freq_mhz, bool) or not isinstance(self.freq_mhz, (int, float)) \
+                or not math.isfinite(self.freq_mhz) or self.freq_mhz < 0:
+            raise ConfigError(f"[bitstream] freq_mhz = {self.freq_mhz!r} must be a number of MHz "
+                              f"(0: the board's default clock)")
+        _int("bitstream", "seed", self.seed, 0)
+        if self.freq_mhz and self.board != "none":
+            from ttforge.firmware.board import board
+
+            try:
+                board(self.board).check_clock(self.clk_hz)
+            except ConfigError as e:
+                raise ConfigError(f"[bitstream] freq_mhz: {e}".replace("--freq ", "")) from None
+
+    @property
+    def clk_hz(self) -> int | None:
+        return int(round(self.freq_mhz * 1e6)) if self.freq_mhz else None
+
+
+@dataclass(frozen=True)
+class ShortSection:
+    """``[short]``: caps applied by ``--short`` (and no bitstream)."""
+
+    epochs: int = 2
+    finetune_epochs: int = 1
+    qat_epochs: int = 0
+    calib_samples: int = 256
+    vectors: int = 16
+
+    def __post_init__(self) -> None:
+        _int("short", "epochs", self.epochs, 1)
+        for key in ("finetune_epochs", "qat_epochs"):
+            _int("short", key, getattr(self, key), 0)
+        _int("short", "calib_samples", self.calib_samples, 1)
+        _int("short", "vectors", self.vectors, 1)
+
+
+_SECTIONS: dict[str, type] = {"flow": FlowSection, "quant": QuantSection, "hw": HwSection,
+                              "sim": SimSection, "bitstream": BitstreamSection, "short": ShortSection}
+_ALL = ("flow", "train", "quant", "hw", "sim", "bitstream", "short")
+
+
+def _section(name: str, cls: type, data: Any):
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"[{name}] must be a table of keys, not {type(data).__name__}")
+    known = [f.name for f in fields(cls)]
+    for key in data:
+        if key not in known:
+            raise ConfigError(f"[{name}] unknown key {key!r}; valid keys: {', '.join(known)}")
+    return cls(**dict(data))
+
+
+def _train(data: Any, base_dir: Path | None):
+    from ttforge.model.data import load_digits_split
+    from ttforge.model.train import TrainConfig
+
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"[train] must be a table of keys, not {type(data).__name__}")
+    d = dict(data)
+    spec = d.get("data", "digits")
+    if isinstance(spec, str) and spec and spec != "digits":
+        # relative IDX directories are relative to the config file, not the working directory
+        path = spec[4:] if spec.startswith("idx:") else spec
+        p = Path(path).expanduser()
+        if not p.is_absolute() and base_dir is not None:
+            p = base_dir / p
+        d["data"] = str(p.resolve())
+    try:
+        cfg = TrainConfig.from_dict(d)
+    except TTForgeError as e:
+        msg = str(e).replace("unknown config field", "unknown key").replace(
+            "unknown model config field", "[train.model] unknown key").replace("known fields", "valid keys")
+        raise ConfigError(msg if msg.startswith("[train") else f"[train] {msg}") from None
+    model = cfg.model
+    if cfg.data == "digits" and (model.in_features is None or model.out_features is None):
+        ds = load_digits_split()
+        model = model.with_features(ds.n_features, ds.n_classes)
+    if model.in_features is not None and model.out_features is not None:
+        try:
+            model.layer_specs()  # modes that do not factor the sizes, ranks per layer, ...
+        except TTForgeError as e:
+            raise ConfigError(f"[train.model] {e}") from None
+    return cfg
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    """A whole flow: one section dataclass per TOML table (see the module docstring).
+
+    ``source`` is the file it was read from (``None`` when built in code).
+    """
+
+    flow: FlowSection = field(default_factory=FlowSection)
+    train: Any = None  # TrainConfig (default: TrainConfig())
+    quant: QuantSection = field(default_factory=QuantSection)
+    hw: HwSection = field(default_factory=HwSection)
+    sim: SimSection = field(default_factory=SimSection)
+    bitstream: BitstreamSection = field(default_factory=BitstreamSection)
+    short: ShortSection = field(default_factory=ShortSection)
+    source: Path | None = None
+
+    def __post_init__(self) -> None:
+        from ttforge.model.train import TrainConfig
+
+        if self.train is None:
+            object.__setattr__(self, "train", TrainConfig())
+        for name, cls in (("train", TrainConfig), *_SECTIONS.items()):
+            if not isinstance(getattr(self, name), cls):
+                raise ConfigError(f"FlowConfig.{name} must be a {cls.__name__}")
+
+    @property
+    def name(self) -> str:
+        return self.flow.name
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str | os.PathLike | None = None) -> "FlowConfig":
+        """Parse the tables of a flow config (``source``: the file, for relative paths)."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"a flow config is a table of sections, not {type(data).__name__}")
+        for key, value in data.items():
+            if key not in _ALL:
+                kind = "section" if isinstance(value, Mapping) else "top-level key"
+                raise ConfigError(f"unknown {kind} {key!r}; valid sections: {', '.join(_ALL)}")
+        src = Path(source).resolve() if source is not None else None
+        kw: dict[str, Any] = {name: _section(name, c, data[name])
+                              for name, c in _SECTIONS.items() if name in data}
+        if "flow" not in data and src is not None:
+            kw["flow"] = FlowSection(name=src.stem)
+        kw["train"] = _train(data.get("train", {}), src.parent if src else None)
+        return cls(**kw, source=src)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "FlowConfig":
+        """Read and validate a ``.toml`` flow config."""
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise ConfigError(f"flow config {p} does not exist; give a .toml file (see examples/)")
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise ConfigError(f"{p}: is not UTF-8 text; give a .toml flow config") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{p}: is not valid TOML ({e}); fix the syntax") from None
+        try:
+            return cls.from_dict(data, source=p)
+        except ConfigError as e:
+            raise ConfigError(f"{p}: {e}") from None
+
+    def shortened(self) -> "FlowConfig":
+        """The ``--short`` form: epochs, QAT epochs, calibration samples and vectors capped."""
+        s = self.short
+        tr = replace(self.train, epochs=min(self.train.epochs, s.epochs),
+                     finetune_epochs=min(self.train.finetune_epochs, s.finetune_epochs))
+        q = replace(self.quant, qat_epochs=min(self.quant.qat_epochs, s.qat_epochs),
+                    calib_samples=min(self.quant.calib_samples, s.calib_samples))
+        return replace(self, train=tr, quant=q, sim=replace(self.sim, vectors=min(self.sim.vectors, s.vectors)))
+
+    def section(self, name: str) -> dict[str, Any]:
+        """One section as plain data (what a stage's fingerprint records)."""
+        obj = getattr(self, name)
+        if name == "train":
+            return obj.to_dict()
+        return dataclasses.asdict(obj)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: self.section(name) for name in _ALL}
+
+
+def load_config(path: str | os.PathLike | None = None) -> FlowConfig:
+    """A flow config from ``path``, or the embedded default."""
+    return default_config() if path is None else FlowConfig.load(path)
+
+
+def default_config() -> FlowConfig:
+    """The embedded default: ``examples/digits-icebreaker.toml`` (packaged copy)."""
+    if not DEFAULT_CONFIG.is_file():
+        raise ConfigError(f"the embedded default {DEFAULT_CONFIG} is missing; reinstall ttforge")
+    return FlowConfig.load(DEFAULT_CONFIG)

@@ -1,0 +1,313 @@
+"""The flow report: one self-contained HTML page and a Markdown twin.
+
+``report.html`` embeds its plots as base64 PNGs and its style inline (no external
+asset, so the file can be mailed or attached to a CI run as it is); ``report.md`` links
+the same PNGs, written beside it. Both are built only from the stage records
+(``<stage>/stage.json``) and the files the stages wrote, so a report can be rebuilt
+from a build directory alone.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = ["write_report", "PLOTS"]
+
+#: The plots of a report (file names in the report stage's directory).
+PLOTS = ("training.png", "ranks.png", "memory.png", "stages.png")
+_STAGE_ORDER = ("train", "quantize", "compile", "rtl", "sim", "bitstream", "report")
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.2f}%"
+
+
+def _n(v: Any) -> str:
+    return "-" if v is None else f"{v:,}" if isinstance(v, int) else f"{v:,.1f}"
+
+
+def _summary(records: dict[str, dict], name: str) -> dict[str, Any] | None:
+    rec = records.get(name)
+    return rec.get("summary") if rec else None
+
+
+# ----------------------------------------------------------------------------- plots
+def _plots(root: Path, records: dict[str, dict], out: Path) -> dict[str, Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made: dict[str, Path] = {}
+
+    def save(fig, name: str) -> None:
+        fig.tight_layout()
+        buf = io.BytesIO()
+        # no timestamps or software tags: the same figures give the same bytes
+        fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
+        plt.close(fig)
+        (out / name).write_bytes(buf.getvalue())
+        made[name] = out / name
+
+    tr = _summary(records, "train")
+    try:
+        history = json.loads((root / "train" / "metrics.json").read_text())["history"]
+    except (OSError, ValueError, KeyError):
+        history = []
+    if history:
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.2))
+        ep = [h["epoch"] for h in history]
+        a1.plot(ep, [h["train_loss"] for h in history], label="train")
+        a1.plot(ep, [h["test_loss"] for h in history], label="test")
+        a1.set_xlabel("epoch"), a1.set_ylabel("cross-entropy"), a1.legend(), a1.set_title("loss")
+        a2.plot(ep, [100 * h["train_acc"] for h in history], label="train")
+        a2.plot(ep, [100 * h["test_acc"] for h in history], label="test")
+        trunc = (tr or {}).get("truncation")
+        if trunc:
+            cut = max((h["epoch"] for h in history if h.get("phase") == "train"), default=None)
+            if cut is not None:
+                for a in (a1, a2):
+                    a.axvline(cut + 0.5, color="grey", ls="--", lw=1)
+                a2.text(cut + 0.6, a2.get_ylim()[0] + 2, "ranks truncated", fontsize=8, color="grey")
+        a2.set_xlabel("epoch"), a2.set_ylabel("accuracy (%)"), a2.legend(), a2.set_title("accuracy")
+        save(fig, "training.png")
+    if tr and tr.get("ranks"):
+        trunc = tr.get("truncation") or {}
+        layers = list(tr["ranks"])
+        fig, ax = plt.subplots(figsize=(9, 3.2))
+        x, labels, before, after = 0, [], [], []
+        for name in layers:
+            aft = tr["ranks"][name]
+            bef = (trunc.get("layers") or {}).get(name, {}).get("before", aft)
+            for k in range(1, len(aft) - 1):
+                labels.append(f"module {name}, bond {k}")
+                before.append(bef[k])
+                after.append(aft[k])
+                x += 1
+        idx = list(range(len(labels)))
+        if trunc:
+            ax.bar([i - 0.2 for i in idx], before, width=0.4, label="before truncation", color="#9ecae1")
+            ax.bar([i + 0.2 for i in idx], after, width=0.4, label="after (deployed)", color="#3182bd")
+            ax.legend()
+        else:
+            ax.bar(idx, after, color="#3182bd", label="ranks")
+        ax.set_xticks(idx, labels, rotation=0 if len(idx) < 10 else 60, fontsize=8)
+        ax.set_ylabel("TT rank"), ax.set_title("TT ranks per layer and bond")
+        save(fig, "ranks.png")
+    q = _summary(records, "quantize")
+    if q:
+        rows = q["on_chip_layers"]
+        fig, ax = plt.subplots(figsize=(9, 3.2))
+        idx = list(range(len(rows)))
+        ax.bar([i - 0.2 for i in idx], [r["dense_int8_bytes"] for r in rows], width=0.4,
+               label="dense INT8 weights", color="#fdae6b")
+        ax.bar([i + 0.2 for i in idx], [r["on_chip_bytes"] for r in rows], width=0.4,
+               label=f"on chip ({q['w_bits']}-bit TT cores + bias + buffer)", color="#e6550d")
+        ax.set_yscale("log")
+        ax.set_xticks(idx, [f"layer {L['index']} ({L['kind']} {L['in_features']}->{L['out_features']})"
+                            for L in q["layers"]], fontsize=8)
+        ax.set_ylabel("bytes (log)"), ax.set_title("memory per layer"), ax.legend(fontsize=8)
+        save(fig, "memory.png")
+    timed = [(s, records[s]["seconds"]) for s in _STAGE_ORDER if s in records and s != "report"]
+    if timed:
+        fig, ax = plt.subplots(figsize=(9, 2.8))
+        ax.barh([s for s, _ in timed][::-1], [t for _, t in timed][::-1], color="#31a354")
+        for i, (s, t) in enumerate(timed[::-1]):
+            ax.text(t, i, f" {t:.1f} s", va="center", fontsize=8)
+        ax.set_xlabel("seconds (when the stage last ran)"), ax.set_title("time per stage")
+        save(fig, "stages.png")
+    return made
+
+
+# ----------------------------------------------------------------------------- tables
+def _sections(cfg, records: dict[str, dict], statuses: dict[str, str], short: bool) -> list[tuple[str, list[str], list[list[str]], str]]:
+    """``(title, header, rows, note)`` of every table of the report."""
+    tr, q, comp, rtl, sim, bit = (_summary(records, s) for s in
+                                   ("train", "quantize", "compile", "rtl", "sim", "bitstream"))
+    out = []
+    # accuracy at each stage
+    acc = []
+    if tr:
+        acc.append(["float (PyTorch, eval)", _pct(tr["test_acc"]), f"{tr['n_test']:,} test samples", "-"])
+    if q:
+        acc.append([f"fake-quant ({q['w_bits']}-bit {q['method'].upper()})", _pct(q["fake_quant_acc"]),
+                    f"{q['n_test']:,} test samples", "yes" if q["bit_exact"] else "NO"])
+        acc.append(["integer golden executor", _pct(q["int_acc"]), f"{q['n_test']:,} test samples",
+                    "yes" if q["bit_exact"] else "NO"])
+    if sim:
+        acc.append([f"RTL ({sim['simulator']})", _pct(sim["rtl_acc"]),
+                    f"first {sim['vectors']:,} test samples (executor on them: {_pct(sim['golden_acc'])})",
+                    f"{sim['agree']}/{sim['vectors']} vectors equal"])
+    out.append(("Accuracy at each stage", ["stage", "test accuracy", "on", "equal to the stage before"],
+                acc or [["-", "not run", "", ""]], ""))
+    # ranks
+    if tr:
+        rows = []
+        trunc = tr.get("truncation") or {}
+        for name, r in tr["ranks"].items():
+            before = (trunc.get("layers") or {}).get(name, {}).get("before")
+            rows.append([f"module {name}", ",".join(map(str, r)),
+                         ",".join(map(str, before)) if before else "-"])
+        note = (f"TT weights: {tr['tt_params']:,} core entries for {tr['tt_dense_params']:,} dense "
+                f"weights ({tr['tt_compression']:.1f}x fewer)" if tr.get("tt_compression") else "")
+        out.append(("TT ranks", ["TT layer", "ranks (deployed)", "before truncation"], rows, note))
+    # memory
+    if q:
+        rows = []
+        for L, m in zip(q["layers"], q["on_chip_layers"]):
+            rows.append([f"{L['index']}: {L['kind']} {L['in_features']}->{L['out_features']}",
+                         _n(m["core_bytes"]), _n(m["bias_bytes"]), _n(m["peak_intermediate_bytes"]),
+                         _n(m["on_chip_bytes"]), _n(m["dense_int8_bytes"]),
+                         f"{m['on_chip_bytes'] / m['dense_int8_bytes']:.3f}"])
+        t = q["on_chip"]
+        rows.append(["network", _n(t["core_bytes"]), _n(t["bias_bytes"]), _n(t["peak_intermediate_bytes"]),
+                     _n(t["on_chip_bytes"]), _n(t["dense_int8_bytes"]), f"{t['ratio']:.3f}"])
+        out.append(("Memory (bytes on chip vs dense INT8)",
+                    ["layer", "cores", "bias", "peak buffer", "on chip", "dense INT8", "ratio"], rows,
+                    "on chip = bit-packed cores + bias + the largest intermediate (ttforge inspect)"))
+    # cycles and utilization
+    if comp:
+        rows = [[f"{x['layer']}: {x['in_features']}->{x['out_features']}", _n(x["cycles"]), _n(x["macs"]),
+                 _pct(x["utilization"])] for x in comp["layers"]]
+        rows.append(["whole inference (with I/O)", _n(comp["cycles"]), _n(comp["macs"]),
+                     _pct(comp["utilization"])])
+        if sim:
+            rows.append([f"measured in simulation ({sim['simulator']}, {sim['vectors']} vectors)",
+                         _n(sim["cycles_per_vector"]), "-", _pct(sim["utilization"])])
+        c = comp["config"]
+        note = (f"accelerator: {c['lanes']} MAC lane(s), {c['core_bits']}-bit cores, {c['act_bits']}-bit "
+                f"activations, {c['acc_bits']}-bit accumulators; dense engine with the same lanes: "
+                f"{comp['dense_cycles']:,} cycles")
+        out.append(("Cycles per inference and MAC-lane utilization",
+                    ["layer", "cycles (model)", "MACs", "utilization"], rows, note))
+    # resources
+    if bit:
+        rows = [[k.upper(), f"{v['used']:,}", f"{v['available']:,}", _pct(v["used"] / max(v["available"], 1))]
+                for k, v in bit["resources"].items()]
+        note = (f"{bit['title']}: Fmax {bit['fmax_mhz']} MHz, board clock {bit['clock_hz'] / 1e6:g} MHz "
+                f"(timing met); bitstream {bit['bitstream']['file']}, {bit['bitstream']['bytes']:,} bytes, "
+                f"sha256 {bit['bitstream']['sha256'][:16]}...")
+        out.append(("Resources and Fmax", ["resource", "used", "available", "share"], rows, note))
+    else:
+        why = statuses.get("bitstream", "not run")
+        out.append(("Resources and Fmax", ["resource", "used", "available", "share"],
+                    [["not built", "-", "-", "-"]], f"bitstream {why}"))
+    # verification
+    if sim:
+        first = sim.get("first_mismatch")
+        rows = [["simulator", sim["simulator"]], ["vectors", f"{sim['vectors']:,} (test set)"],
+                ["exact match", "yes" if sim["exact"] else "NO"],
+                ["vectors equal", f"{sim['agree']}/{sim['vectors']}"]]
+        if first:
+            rows.append(["first mismatch", json.dumps(first)])
+        out.append(("Verification (RTL vs integer golden executor, np.array_equal)", ["", ""], rows, ""))
+    else:
+        out.append(("Verification (RTL vs integer golden executor, np.array_equal)", ["", ""],
+                    [["simulation", statuses.get("sim", "not run")]], ""))
+    # stages
+    rows = []
+    for s in _STAGE_ORDER:
+        if s == "report":
+            continue
+        rec = records.get(s)
+        rows.append([s, statuses.get(s, "not run"), f"{rec['seconds']:.1f} s" if rec else "-",
+                     rec.get("figure", "") if rec else ""])
+    out.append(("Stages", ["stage", "status", "time (last run)", "key figure"], rows,
+                "short run (--short): fewer epochs and vectors, no bitstream" if short else ""))
+    return out
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;margin:2em auto;
+max-width:1100px;color:#1a1a1a;background:#fff;padding:0 1em}
+h1{border-bottom:3px solid #3182bd;padding-bottom:.3em}
+h2{margin-top:1.6em;color:#08519c}
+table{border-collapse:collapse;margin:.5em 0;font-size:14px}
+th,td{border:1px solid #c6dbef;padding:4px 10px;text-align:right}
+th{background:#deebf7}td:first-child,th:first-child{text-align:left}
+tr:nth-child(even) td{background:#f7fbff}
+.ok{color:#006d2c;font-weight:bold}.bad{color:#a50f15;font-weight:bold}
+.note{color:#555;font-size:13px}.banner{padding:.7em 1em;border-radius:6px;font-size:18px}
+.banner.ok{background:#e5f5e0}.banner.bad{background:#fee0d2}
+img{max-width:100%;border:1px solid #ddd;margin:.4em 0}
+"""
+
+
+def _verdict(records: dict[str, dict]) -> tuple[bool | None, str]:
+    sim = _summary(records, "sim")
+    if not sim:
+        return None, "not verified: the simulation did not run"
+    if sim["exact"]:
+        return True, (f"bit-exact: {sim['vectors']}/{sim['vectors']} test vectors through the RTL "
+                      f"({sim['simulator']}) equal the integer golden executor")
+    return False, f"MISMATCH: {sim['agree']}/{sim['vectors']} vectors equal on {sim['simulator']}"
+
+
+def _html(cfg, tables, plots: dict[str, Path], verdict: tuple[bool | None, str]) -> str:
+    from ttforge import __version__
+
+    e = html.escape
+    ok, text = verdict
+    cls = "ok" if ok else "bad"
+    parts = ["<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
+             f"<title>ttforge flow: {e(cfg.name)}</title><style>{_CSS}</style></head><body>",
+             f"<h1>ttforge flow: {e(cfg.name)}</h1>",
+             f"<p class='note'>config: {e(str(cfg.source) if cfg.source else 'built in code')}; "
+             f"ttforge {e(__version__)}</p>",
+             f"<p class='banner {cls}'>{e(text)}</p>"]
+    titles = {"training.png": "Training", "ranks.png": "TT ranks", "memory.png": "Memory",
+              "stages.png": "Time per stage"}
+    for title, header, rows, note in tables:
+        parts.append(f"<h2>{e(title)}</h2><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>")
+        for r in rows:
+            cells = []
+            for c in r:
+                k = " class='ok'" if c in ("yes",) else " class='bad'" if c in ("NO", "failed") else ""
+                cells.append(f"<td{k}>{e(str(c))}</td>")
+            parts.append("<tr>" + "".join(cells) + "</tr>")
+        parts.append("</table>")
+        if note:
+            parts.append(f"<p class='note'>{e(note)}</p>")
+    parts.append("<h2>Plots</h2>")
+    for name in PLOTS:
+        if name in plots:
+            data = base64.b64encode(plots[name].read_bytes()).decode()
+            parts.append(f"<h3>{titles[name]}</h3><img alt='{titles[name]}' src='data:image/png;base64,{data}'>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _md(cfg, tables, plots: dict[str, Path], verdict, rel: str) -> str:
+    ok, text = verdict
+    lines = [f"# ttforge flow: {cfg.name}", "", f"**{text}**", ""]
+    for title, header, rows, note in tables:
+        lines += [f"## {title}", "", "| " + " | ".join(h or " " for h in header) + " |",
+                  "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |" for r in rows]
+        if note:
+            lines += ["", note]
+        lines.append("")
+    lines += ["## Plots", ""]
+    for name in PLOTS:
+        if name in plots:
+            lines += [f"![{name[:-4]}]({rel}/{name})", ""]
+    return "\n".join(lines)
+
+
+def write_report(cfg, root: Path, records: dict[str, dict], out: Path, *, short: bool = False,
+                 statuses: dict[str, str] | None = None) -> list[str]:
+    """Write ``report.html``, ``report.md`` and the plots into ``out`` (the report stage's
+    directory; the Markdown links its plots as ``report/<plot>.png``, relative to the
+    build directory where it is published). Returns the file names."""
+    statuses = statuses or {s: "ran" for s in records}
+    plots = _plots(Path(root), records, out)
+    tables = _sections(cfg, records, statuses, short)
+    verdict = _verdict(records)
+    (out / "report.html").write_text(_html(cfg, tables, plots, verdict), encoding="utf-8")
+    (out / "report.md").write_text(_md(cfg, tables, plots, verdict, "report"), encoding="utf-8")
+    return ["report.html", "report.md", *plots]

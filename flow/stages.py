@@ -1,0 +1,562 @@
+"""The stages of ``ttforge flow`` and the machinery that runs or skips them.
+
+Each stage writes into its own directory of the build directory
+(``build/<name>/<stage>/``) and ends by writing ``stage.json``: the stage's
+*fingerprint* (sha256 of the config sections it reads, the digests of the upstream
+stages' outputs and the ttforge version), the sha256 of every file it wrote, its time
+and a summary. A stage whose fingerprint is unchanged and whose files are intact is
+skipped. A stage runs in a temporary directory that is renamed into place only when
+it completes, so a failed or interrupted stage leaves the previous output (or
+nothing) behind, never half of one.
+
+The stages only call the library: :func:`ttforge.model.train.train`,
+:func:`ttforge.quant.ptq.quantize_trained` and :func:`~ttforge.quant.artifact.save_artifact`,
+:func:`ttforge.hw.cycles.estimate`, :func:`ttforge.hw.generate_cli.generate`,
+:mod:`ttforge.sim` (native harness or cocotb) and :func:`ttforge.firmware.build.build`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ttforge import __version__
+from ttforge.errors import ConfigError, TTForgeError
+from ttforge.model.checkpoint import _umask
+
+__all__ = ["STAGES", "FlowError", "StageResult", "FlowResult", "run_flow", "fingerprint",
+           "RECORD", "read_record"]
+
+#: Stage names, in order.
+STAGES = ("train", "quantize", "compile", "rtl", "sim", "bitstream", "report")
+#: The record every completed stage writes into its directory.
+RECORD = "stage.json"
+_FORMAT = "ttforge-flow-stage"
+
+
+class FlowError(TTForgeError):
+    """A stage failed because of its input or the machine (one line: stage and cause)."""
+
+
+@dataclass
+class StageResult:
+    """What happened to one stage in this run."""
+
+    name: str
+    status: str               # "ran", "skipped", "failed", "not run"
+    seconds: float = 0.0      # this run's time (checking a skipped stage costs a little too)
+    figure: str = ""          # the key figure, one short phrase
+    record: dict[str, Any] | None = None
+    reason: str = ""          # why "not run" / "failed"
+
+
+@dataclass
+class FlowResult:
+    config: Any
+    out_dir: Path
+    stages: list[StageResult] = field(default_factory=list)
+    verified: bool | None = None  # the simulation's exact match (None: not simulated)
+
+    def stage(self, name: str) -> StageResult | None:
+        return next((s for s in self.stages if s.name == name), None)
+
+    @property
+    def report(self) -> Path:
+        return self.out_dir / "report.html"
+
+
+# ----------------------------------------------------------------------------- records
+def _canonical(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+def fingerprint(inputs: dict[str, Any]) -> str:
+    """sha256 of a stage's inputs (plain data) and the ttforge version."""
+    return hashlib.sha256(_canonical({"ttforge": __version__, **inputs})).hexdigest()
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _hash_tree(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): _sha256_file(p)
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != RECORD}
+
+
+def read_record(stage_dir: Path) -> dict[str, Any] | None:
+    """The ``stage.json`` of a completed stage, or ``None`` (missing or unreadable)."""
+    try:
+        rec = json.loads((stage_dir / RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    return rec if isinstance(rec, dict) and rec.get("format") == _FORMAT else None
+
+
+def _intact(stage_dir: Path, rec: dict[str, Any]) -> bool:
+    outputs = rec.get("outputs")
+    if not isinstance(outputs, dict):
+        return False
+    try:
+        return all(_sha256_file(stage_dir / name) == digest for name, digest in outputs.items())
+    except OSError:
+        return False
+
+
+def _swap_in(tmp: Path, final: Path) -> None:
+    """Rename the completed ``tmp`` to ``final`` (an older ``final`` is removed after)."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+    try:
+        os.replace(tmp, final)
+    except BaseException:
+        if old is not None and not final.exists():
+            os.replace(old, final)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _clean_leftovers(root: Path) -> None:
+    """Temporary directories of interrupted runs (``.<stage>.*``) are removed."""
+    for p in root.glob(".*"):
+        if p.is_dir() and any(p.name.startswith(f".{s}.") for s in STAGES):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- context
+@dataclass
+class _Ctx:
+    cfg: Any
+    root: Path
+    short: bool
+    say: Callable[[str], None]
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    statuses: dict[str, str] = field(default_factory=dict)
+
+    def dir(self, stage: str) -> Path:
+        return self.root / stage
+
+    def digest(self, stage: str) -> str | None:
+        rec = self.records.get(stage)
+        return rec["digest"] if rec else None
+
+
+# ----------------------------------------------------------------------------- stages
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.1f}%"
+
+
+def _stage_train(ctx: _Ctx, out: Path) -> tuple[dict, str]:
+    from ttforge.model.train import train
+
+    res = train(ctx.cfg.train, out, progress=False)
+    s = res.summary
+    trunc = s.get("truncation")
+    summary = {
+        "data": s["data"], "n_train": s["n_train"], "n_test": s["n_test"],
+        "epochs": s["epochs"], "test_acc": s["test_acc"], "train_acc": s["train_acc"],
+        "ranks": s["ranks"], "params": s["params"], "tt_params": s["tt_params"],
+        "tt_dense_params": s["tt_dense_params"], "tt_compression": s["tt_compression"],
+        "truncation": None if not trunc else {
+            "layers": trunc["layers"], "test_acc_before": trunc["test_acc_before"],
+            "test_acc_after": trunc["test_acc_after"]},
+        "model_config": res.model_config.to_dict(),
+    }
+    ranks = "; ".join(f"{k}: {','.join(map(str, v))}" for k, v in s["ranks"].items())
+    return summary, f"test acc {_pct(s['test_acc'])}, ranks {ranks or '-'}"
+
+
+def _stage_quantize(ctx: _Ctx, out: Path) -> tuple[dict, str]:
+    from ttforge.model.train import load_trained
+    from ttforge.quant.artifact import save_artifact
+    from ttforge.quant.ptq import quantize_trained
+
+    q = ctx.cfg.quant
+    trained = load_trained(ctx.dir("train"))
+    qcfg = q.quant_config(trained.model_config.n_layers)
+    _, inet, rep = quantize_trained(trained, None, qcfg, calib_samples=q.calib_samples,
+                                    qat_epochs=q.qat_epochs, lr=q.lr, batch_size=q.batch_size,
+                                    seed=q.seed)
+    final = rep["qat"] or rep["ptq"]
+    meta = {"source": "flow:" + ctx.cfg.name, "data": rep["data"],
+            "method": "qat" if rep["qat"] else "ptq", "calibration": q.calibration,
+            "qat_epochs": q.qat_epochs, "seed": q.seed, "float_acc": rep["float_acc"],
+            "test_acc": final["int_acc"], "weights_fingerprint": rep["quant_fingerprint"]}
+    save_artifact(inet, out / "model.ttfa", meta)
+    rep = {k: v for k, v in rep.items() if k != "seconds"}  # keep the file reproducible
+    (out / "quantize.json").write_text(json.dumps(rep, indent=2, default=str) + "\n")
+    summary = {
+        "float_acc": rep["float_acc"], "ptq_int_acc": rep["ptq"]["int_acc"],
+        "fake_quant_acc": final["fake_quant_acc"], "int_acc": final["int_acc"],
+        "bit_exact": final["bit_exact"], "method": meta["method"], "n_test": rep["n_test"],
+        "w_bits": q.w_bits, "on_chip": rep["on_chip"],
+        "on_chip_layers": [{k: L[k] for k in ("on_chip_bytes", "dense_int8_bytes", "core_bytes",
+                                              "bias_bytes", "peak_intermediate_bytes")}
+                           for L in rep["on_chip_layers"]],
+        "layers": [{k: L[k] for k in ("index", "kind", "in_features", "out_features", "ranks",
+                                      "w_bits")} for L in rep["layers"]],
+    }
+    m = rep["on_chip"]
+    return summary, (f"integer acc {_pct(final['int_acc'])} ({q.w_bits}-bit {meta['method'].upper()}), "
+                     f"{m['on_chip_bytes']:,} B on chip vs {m['dense_int8_bytes']:,} B dense INT8")
+
+
+def _board(ctx: _Ctx):
+    from ttforge.firmware.board import board
+
+    key = ctx.cfg.bitstream.board
+    return None if key == "none" else board(key)
+
+
+def _stage_compile(ctx: _Ctx, out: Path) -> tuple[dict, str]:
+    from ttforge.hw.config import AccelConfig
+    from ttforge.hw.cycles import estimate
+    from ttforge.hw.program import compile_program
+    from ttforge.quant.artifact import load_artifact
+
+    artifact = ctx.dir("quantize") / "model.ttfa"
+    lanes = ctx.cfg.hw.lanes or None
+    b = _board(ctx)
+    if b is not None:
+        from ttforge.firmware.build import BRAM_BITS, board_config, memory_bits
+
+        # the board's sizing (default lanes, e.g. one serial requantization unit on the
+        # iCEBreaker), so the simulated RTL is the accelerator the bitstream holds
+        acfg, net = board_config(b, artifact, lanes=lanes)
+        need, have = memory_bits(acfg), BRAM_BITS[b.device]
+        if need > have:
+            raise ConfigError(f"the model does not fit the {b.key}: the accelerator's memories need "
+                              f"{need / 1024:.1f} kbit of its {have / 1024:.0f} kbit of block RAM; "
+                              f"use a smaller model (lower [train.model] ranks or hidden) or another board")
+    else:
+        net = load_artifact(artifact)
+        acfg = AccelConfig.for_network(net, lanes=lanes or 4)
+    program = compile_program(net, acfg)
+    est = estimate(program)
+    (out / "config.json").write_text(acfg.to_json())
+    (out / "estimate.json").write_text(json.dumps(est.to_dict(), indent=2) + "\n")
+    summary = {"config": acfg.to_dict(), "board": ctx.cfg.bitstream.board, "steps": len(program.steps),
+               "cycles": est.cycles, "macs": est.macs, "utilization": est.utilization,
+               "dense_cycles": est.dense_cycles, "lanes": acfg.lanes,
+               "layers": [{"layer": x.layer, "in_features": x.in_features, "out_features": x.out_features,
+                           "cycles": x.cycles, "macs": x.macs, "utilization": x.utilization}
+                          for x in est.layers]}
+    return summary, f"L={acfg.lanes}: {est.cycles:,} cycles per inference, utilization {_pct(est.utilization)}"
+
+
+def _stage_rtl(ctx: _Ctx, out: Path) -> tuple[dict, str]:
+    from ttforge.hw.generate_cli import generate
+
+    res = generate(ctx.dir("quantize") / "model.ttfa", out,
+                   config_file=str(ctx.dir("compile") / "config.json"))
+    v = out / "ttforge_accel.v"
+    lines = len(v.read_text().splitlines()) if v.is_file() else 0
+    summary = {"files": sorted(res["files"]), "verilog_lines": lines,
+               "verilog_sha256": res["files"].get("ttforge_accel.v"),
+               "load_writes": res["program"]["load_writes"]}
+    return summary, f"ttforge_accel.v ({lines:,} lines), {summary['load_writes']:,} load writes"
+
+
+_SIM_ORDER = ("verilator-native", "icarus", "verilator")
+
+
+def _simulate(sim: str, acfg, net, X: np.ndarray, seed: int) -> tuple[np.ndarray, dict[str, int]]:
+    """``(outputs, counters)`` of ``X`` through the generated RTL on ``sim``."""
+    from ttforge.hw.program import compile_program
+
+    program = compile_program(net, acfg)
+    if sim == "verilator-native":
+        from ttforge.sim import build_native, run_native
+
+        r = run_native(build_native(acfg, jobs=os.cpu_count() or 1), program, X, seed=seed)
+        c = r.counters
+        return r.outputs, {"cycles": c["cycles"], "busy_lane_cycles": c["busy_lane_cycles"],
+                           "vectors": c["vectors"]}
+    from ttforge.sim import build, run_inference
+
+    r = run_inference(build(acfg, sim), program, X, seed=seed)
+    if r.timeout or r.load_errors:
+        raise FlowError(f"the {sim} simulation did not complete (timeout={r.timeout}, "
+                        f"load errors={r.load_errors})")
+    c = r.counters
+    return r.outputs, {"cycles": c["CYCLES"], "busy_lane_cycles": c["BUSY_LANE_CYCLES"],
+                       "vectors": c["VECTORS"]}
+
+
+def _available(sim: str) -> str | None:
+    """``None`` if ``sim`` can run here, else the one-line reason it cannot."""
+    from ttforge.hw.tools import ToolchainMissing
+
+    if sim == "verilator-native":
+        from ttforge.sim.native import _check_tools
+
+        try:
+            _check_tools()
+            return None
+        except ToolchainMissing as e:
+            return str(e)
+    import importlib.util
+
+    from ttforge.sim import available_simulators
+
+    why = available_simulators().get(sim)
+    if why is None and importlib.util.find_spec("cocotb_tools") is None:
+        why = "cocotb is not installed; install it with: pip install 'ttforge[sim]'"
+    return why
+
+
+def _pick_simulator(choice: str) -> str:
+    if choice != "auto":
+        why = _available(choice)
+        if why:
+            raise FlowError(f"[sim] simulator = {choice!r} is not available: {why}")
+        return choice
+    reasons = []
+    for sim in _SIM_ORDER:
+        why = _available(sim)
+        if why is None:
+            return sim
+        reasons.append(f"{sim}: {why}")
+    raise FlowError("no simulator is available (" + "; ".join(reasons) + ")")
+
+
+def _stage_sim(ctx: _Ctx, out: Path) -> tuple[dict, str]:
+    from ttforge.hw.config import AccelConfig
+    from ttforge.model.data import load_dataset
+    from ttforge.quant.artifact import load_artifact
+    from ttforge.quant.executor import execute
+
+    s = ctx.cfg.sim
+    sim = _pick_simulator(s.simulator)
+    acfg = AccelConfig.load(ctx.dir("compile") / "config.json")
+    net = load_artifact(ctx.dir("quantize") / "model.ttfa")
+    ds = load_dataset(ctx.cfg.train.data)
+    n = min(s.vectors, int(ds.x_test.shape[0]))
+    X = net.quantize_input(ds.x_test[:n].numpy())
+    labels = ds.y_test[:n].numpy()
+    expected = execute(net, X)
+    ctx.say(f"sim: {n} vectors on {sim}")
+    t0 = time.perf_counter()
+    got, counters = _simulate(sim, acfg, net, X, s.seed)
+    wall = time.perf_counter() - t0
+    exact = bool(got.shape == expected.shape and np.array_equal(got, expected))
+    first = None
+    if not exact:
+        if got.shape != expected.shape:
+            first = {"problem": f"{got.shape[0]} of {expected.shape[0]} output vectors received"}
+        else:
+            v, e = (int(i) for i in np.argwhere(got != expected)[0])
+            first = {"vector": v, "element": e, "expected": int(expected[v, e]), "got": int(got[v, e])}
+    agree = int(np.sum(np.all(got == expected, axis=1))) if got.shape == expected.shape else 0
+    np.savez(out / "vectors.npz", inputs=X, expected=expected, got=got, labels=labels)
+    cycles = counters["cycles"]
+    per = cycles / n if n else 0
+    util = counters["busy_lane_cycles"] / (acfg.lanes * cycles) if cycles else 0.0
+    summary = {"simulator": sim, "vectors": n, "exact": exact, "agree": agree, "first_mismatch": first,
+               "rtl_acc": float(np.mean(np.argmax(got, axis=1) == labels)) if exact else None,
+               "golden_acc": float(np.mean(np.argmax(expected, axis=1) == labels)),
+               "cycles": cycles, "cycles_per_vector": per, "utilization": util,
+               "sim_wall_s": round(wall, 3)}
+    (out / "sim.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "sim_wall_s"},
+                                             indent=2) + "\n")
+    verdict = "exact" if exact else "MISMATCH"
+    return summary, f"{sim}: {agree}/{n} vectors equal ({verdict}), {per:,.0f} cycles/vector"
+
+
+def _stage_bitstream(ctx: _Ctx, out: Path) -> tuple[dict, str]:
+    from ttforge.firmware.build import build
+
+    bs = ctx.cfg.bitstream
+    man = build(bs.board, out, artifact=ctx.dir("quantize") / "model.ttfa",
+                config_file=str(ctx.dir("compile") / "config.json"), clk_hz=bs.clk_hz, seed=bs.seed)
+    res = man["resources"]
+    main = res.get("lc") or res.get("lut4") or next(iter(res.values()), None)
+    summary = {"board": man["board"], "title": man["title"], "device": man["device"],
+               "clock_hz": man["clock_hz"], "resources": res, "fmax_mhz": man["fmax_mhz"],
+               "bitstream": man["bitstream"], "build_seconds": man["seconds"]}
+    key = next((k for k in ("lc", "lut4") if k in res), None)
+    used = f"{main['used']:,}/{main['available']:,} {key.upper() if key else ''}, " if main else ""
+    return summary, f"{used}Fmax {man['fmax_mhz']} MHz at {man['clock_hz'] / 1e6:g} MHz"
+
+
+def _stage_report(ctx: _Ctx, out: Path) -> tuple[dict, str]:
+    from ttforge.flow.report import write_report
+
+    files = write_report(ctx.cfg, ctx.root, ctx.records, out, short=ctx.short, statuses=ctx.statuses)
+    return {"files": files}, "report.html, report.md"
+
+
+_RUN: dict[str, Callable[[_Ctx, Path], tuple[dict, str]]] = {
+    "train": _stage_train, "quantize": _stage_quantize, "compile": _stage_compile,
+    "rtl": _stage_rtl, "sim": _stage_sim, "bitstream": _stage_bitstream, "report": _stage_report,
+}
+#: config sections each stage reads; upstream stages whose outputs it reads
+_READS = {"train": ("train",), "quantize": ("quant",), "compile": ("hw",), "rtl": (),
+          "sim": ("sim",), "bitstream": ("bitstream",), "report": ("flow",)}
+_UPSTREAM = {"train": (), "quantize": ("train",), "compile": ("quantize",),
+             "rtl": ("quantize", "compile"), "sim": ("quantize", "compile"),
+             "bitstream": ("quantize", "compile", "rtl", "sim"),
+             "report": ("train", "quantize", "compile", "rtl", "sim", "bitstream")}
+
+
+def _inputs(ctx: _Ctx, name: str, statuses: dict[str, str]) -> dict[str, Any]:
+    d: dict[str, Any] = {"stage": name, "config": {s: ctx.cfg.section(s) for s in _READS[name]}}
+    if name == "compile":  # the board sizes the accelerator
+        d["config"]["board"] = ctx.cfg.bitstream.board
+    if name == "sim":  # the test vectors come from the data
+        d["config"]["data"] = ctx.cfg.train.data
+    d["upstream"] = {u: ctx.digest(u) for u in _UPSTREAM[name]}
+    if name == "report":
+        d["short"] = ctx.short
+        d["statuses"] = {k: v for k, v in statuses.items() if k != "report"}
+    return d
+
+
+# ----------------------------------------------------------------------------- runner
+def _run_one(ctx: _Ctx, name: str, inputs: dict[str, Any], force: bool) -> StageResult:
+    t0 = time.perf_counter()
+    fp = fingerprint(inputs)
+    final = ctx.dir(name)
+    rec = read_record(final)
+    if not force and rec is not None and rec.get("fingerprint") == fp and _intact(final, rec):
+        ctx.records[name] = rec
+        return StageResult(name, "skipped", time.perf_counter() - t0, rec.get("figure", ""), rec)
+    ctx.records.pop(name, None)
+    ctx.root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=ctx.root))
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; a stage directory is an ordinary one
+        try:
+            summary, figure = _RUN[name](ctx, tmp)
+        except TTForgeError as e:
+            raise FlowError(f"stage {name} failed: {e}") from None
+        seconds = time.perf_counter() - t0
+        outputs = _hash_tree(tmp)
+        rec = {"format": _FORMAT, "version": 1, "stage": name, "ttforge": __version__,
+               "fingerprint": fp, "inputs": inputs, "outputs": outputs,
+               "digest": hashlib.sha256(_canonical(outputs)).hexdigest(),
+               "seconds": round(seconds, 3), "figure": figure, "summary": summary}
+        (tmp / RECORD).write_text(json.dumps(rec, indent=2, default=str) + "\n")
+        _swap_in(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    ctx.records[name] = rec
+    return StageResult(name, "ran", seconds, figure, rec)
+
+
+def run_flow(cfg, out_dir: str | os.PathLike | None = None, *, until: str | None = None,
+             force: set[str] | frozenset[str] = frozenset(), short: bool = False,
+             on_stage: Callable[[str, str], None] | None = None,
+             on_done: Callable[[StageResult], None] | None = None,
+             say: Callable[[str], None] | None = None) -> FlowResult:
+    """Run (or skip) every stage of ``cfg`` into ``out_dir`` (default ``build/<name>``).
+
+    Parameters
+    ----------
+    until : str, optional
+        The last stage to run (the report is written in any case, covering what ran).
+    force : set of str
+        Stages to run even if unchanged (``"all"``: every stage).
+    short : bool
+        Apply the config's ``[short]`` caps and do not build the bitstream.
+    on_stage, on_done : callables, optional
+        Called with ``(name, "start")`` before a stage and with its :class:`StageResult` after.
+
+    Raises
+    ------
+    FlowError
+        A stage failed (``"stage NAME failed: cause"``); the stages before it are kept.
+    """
+    from ttforge.flow.config import FlowConfig
+
+    if not isinstance(cfg, FlowConfig):
+        raise ConfigError("run_flow needs a FlowConfig (ttforge.flow.load_config)")
+    for s in (until, *force):
+        if s is not None and s not in STAGES and s != "all":
+            raise ConfigError(f"stage {s!r} is unknown; stages are {', '.join(STAGES)}")
+    if until == "all":
+        until = None
+    if short:
+        cfg = cfg.shortened()
+    root = Path(out_dir) if out_dir is not None else Path("build") / cfg.name
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"--out {root} is a file; give a directory for the build")
+    if root.is_dir() and any(root.iterdir()) and not any((root / s / RECORD).is_file() for s in STAGES) \
+            and not (root / "report.html").is_file():
+        raise ConfigError(f"--out {root} is not empty and not a ttforge flow build; choose an empty "
+                          f"or new directory")
+    root.mkdir(parents=True, exist_ok=True)
+    _clean_leftovers(root)
+    ctx = _Ctx(cfg, root, short, say or (lambda s: None))
+    result = FlowResult(cfg, root)
+    forced = set(STAGES) if "all" in force else set(force)
+    last = STAGES.index(until) if until else len(STAGES) - 1
+    statuses = ctx.statuses
+    stop = None  # reason the remaining stages do not run
+    for i, name in enumerate(STAGES):
+        why = None
+        if stop is not None and name != "report":
+            why = stop
+        elif i > last and name != "report":
+            why = f"--until {until}"
+        elif name == "bitstream" and cfg.bitstream.board == "none":
+            why = "no board ([bitstream] board = 'none')"
+        elif name == "bitstream" and short:
+            why = "--short"
+        if why is not None:
+            res = StageResult(name, "not run", reason=why)
+            statuses[name] = f"not run: {why}"
+        else:
+            if on_stage:
+                on_stage(name, "start")
+            try:
+                res = _run_one(ctx, name, _inputs(ctx, name, statuses), name in forced)
+            except FlowError as e:
+                res = StageResult(name, "failed", reason=str(e))
+                result.stages.append(res)
+                if on_done:
+                    on_done(res)
+                raise
+            statuses[name] = res.status if res.status != "skipped" else "ran"
+            if name == "sim":
+                result.verified = bool(res.record["summary"]["exact"])
+                if not result.verified:
+                    res.status = "failed" if res.status == "ran" else res.status
+                    res.reason = "the RTL outputs differ from the golden executor"
+                    stop = "verification failed"
+        if name == "report" and res.record is not None:
+            _publish(root)
+        result.stages.append(res)
+        if on_done:
+            on_done(res)
+    return result
+
+
+def _publish(root: Path) -> None:
+    """Copy the report stage's ``report.html`` and ``report.md`` to the build directory
+    (atomically, and only when they changed)."""
+    from ttforge.model.checkpoint import atomic_write_bytes
+
+    for name in ("report.html", "report.md"):
+        data = (root / "report" / name).read_bytes()
+        dst = root / name
+        if not dst.is_file() or dst.read_bytes() != data:
+            atomic_write_bytes(dst, data)
