@@ -26,7 +26,7 @@ from typing import Any
 from ttforge.errors import ConfigError, TTForgeError
 
 __all__ = ["BuildError", "build", "check_timing", "toolchain_env", "MARKER", "memory_bits", "BRAM_BITS",
-           "board_config"]
+           "SPRAM_BITS", "memory_parts", "memory_misfit", "board_config"]
 
 MARKER = "build.json"
 BUILD_FORMAT = "ttforge-build"
@@ -34,6 +34,9 @@ BUILD_VERSION = 1
 
 #: block RAM bits of each device (ECP5-85F: 208 DP16KD x 18 kbit; iCE40UP5K: 30 EBR x 4 kbit)
 BRAM_BITS = {"ecp5-85f": 208 * 18 * 1024, "ice40up5k": 30 * 4096}
+#: single-port RAM bits (iCE40UP5K: 4 SB_SPRAM256KA x 256 kbit, 16K x 16 each); the
+#: accelerator does not use them (see :func:`memory_misfit`)
+SPRAM_BITS = {"ecp5-85f": 0, "ice40up5k": 4 * 256 * 1024}
 
 
 class BuildError(TTForgeError):
@@ -68,12 +71,50 @@ def toolchain_env(family: str) -> dict[str, str]:
     return env
 
 
-def memory_bits(config) -> int:
-    """Bits of the accelerator's memories (a lower bound of the block RAM it needs)."""
+def memory_parts(config) -> dict[str, int]:
+    """Bits of each of the accelerator's memories: ``cores``, ``biases``, ``buffers``
+    (the two ping-pong buffers together) and ``descriptors``."""
     from ttforge.hw.config import DESC_WORDS
 
-    return (config.core_depth * config.core_bits + config.bias_depth * config.bias_bits
-            + 2 * config.buf_depth * config.inter_bits + config.desc_depth * DESC_WORDS * 32)
+    return {"cores": config.core_depth * config.core_bits,
+            "biases": config.bias_depth * config.bias_bits,
+            "buffers": 2 * config.buf_depth * config.inter_bits,
+            "descriptors": config.desc_depth * DESC_WORDS * 32}
+
+
+def memory_bits(config) -> int:
+    """Bits of the accelerator's memories (a lower bound of the block RAM it needs)."""
+    return sum(memory_parts(config).values())
+
+
+def memory_misfit(config, device: str) -> str | None:
+    """Why the memories of ``config`` cannot fit the block RAM of ``device`` (a key of
+    ``ttforge.hw.synth.DEVICES``), as one clause; None if their bits fit.
+
+    A bit count below the device's is necessary, not sufficient (the RAM primitives'
+    aspect ratios waste some); nextpnr decides the rest. Where the buffers alone would
+    fit the device's single-port RAM (the iCE40UP5K's SPRAM) the clause says why that
+    does not help: each engine buffer has a read port and a write port (a simple
+    dual-port memory), which yosys maps to block RAM, never to a single-port
+    ``SB_SPRAM256KA``.
+    """
+    from ttforge.hw.synth import DEVICES
+
+    parts = memory_parts(config)
+    need, have = sum(parts.values()), BRAM_BITS[device]
+    if need <= have:
+        return None
+    kb = {k: f"{v / 1024:.1f}" for k, v in parts.items()}
+    why = (f"the accelerator's memories need {need / 1024:.1f} kbit (cores {kb['cores']} + "
+           f"biases {kb['biases']} + buffers 2 x {config.buf_depth} x {config.inter_bits} bit = "
+           f"{kb['buffers']} + descriptors {kb['descriptors']}) but the {DEVICES[device].title} "
+           f"has {have / 1024:.0f} kbit of block RAM")
+    spram = SPRAM_BITS.get(device, 0)
+    if spram and parts["buffers"] <= spram and need - parts["buffers"] <= have:
+        why += (f"; the buffers alone would fit its {spram // 1024} kbit of SPRAM, but they are "
+                "simple dual-port memories (a read and a write port each), which map to block "
+                "RAM only, not to the single-port SB_SPRAM256KA")
+    return why
 
 
 def board_config(board, artifact=None, config_file=None, lanes=None):
@@ -113,29 +154,11 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _report(report: dict, device: str) -> tuple[dict, float | None, dict]:
-    """resources, the slowest clock's Fmax (MHz) and the critical path, from nextpnr's
-    ``--report`` JSON (the fields of ``ttforge.hw.synth``)."""
-    from ttforge.hw.synth import DEVICES, _critical_path
-
-    util = report.get("utilization", {})
-    resources = {}
-    for key, field in DEVICES[device].resources:
-        if key in util:
-            resources[field] = {"used": int(util[key]["used"]), "available": int(util[key]["available"])}
-    fmax = None
-    for v in (report.get("fmax") or {}).values():
-        a = v.get("achieved")
-        if a is not None:
-            fmax = float(a) if fmax is None else min(fmax, float(a))
-    return resources, None if fmax is None else round(fmax, 2), _critical_path(report)
-
-
 def _why_failed(build_dir: Path, name: str, device_title: str) -> str:
-    from ttforge.hw.synth import _overflow
+    from ttforge.hw.synth import log_overflow
 
     tim = build_dir / f"{name}.tim"
-    over = _overflow(tim)
+    over = log_overflow(tim)
     if over:
         return (f"the design does not fit the {device_title}: {over}; use fewer lanes, a "
                 "smaller model or the ulx3s")
@@ -171,7 +194,7 @@ def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=Non
     from ttforge import __version__
     from ttforge.firmware.board import DEFAULT_BAUD, BoardTop, board, uart_divisor
     from ttforge.hw.generate_cli import _write_atomically
-    from ttforge.hw.synth import DEVICES
+    from ttforge.hw.synth import DEVICES, parse_report
 
     b = board(board_key)
     out = Path(out_dir).expanduser()
@@ -185,11 +208,9 @@ def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=Non
     baud = int(baud or DEFAULT_BAUD)
     divisor = uart_divisor(clk_hz, baud)                      # checks the baud rate
     dev = DEVICES[b.device]
-    need = memory_bits(cfg)
-    if need > BRAM_BITS[b.device]:
-        raise BuildError(f"does not fit: the accelerator's memories need {need / 1024:.1f} kbit "
-                         f"but the {dev.title} has {BRAM_BITS[b.device] / 1024:.0f} kbit of block "
-                         "RAM; use a smaller model or another board")
+    misfit = memory_misfit(cfg, b.device)
+    if misfit:
+        raise BuildError(f"does not fit: {misfit}; use a smaller model or another board")
     env_tools = toolchain_env(dev.family)
 
     name = f"ttforge_{b.key}"
@@ -225,8 +246,8 @@ def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=Non
                 else:
                     os.environ[k] = v
         seconds = round(time.monotonic() - t0, 1)
-        report = json.loads((bdir / "report.json").read_text())
-        resources, fmax, cpath = _report(report, b.device)
+        rep = parse_report(bdir / "report.json", b.device)
+        resources, fmax, cpath = rep.resources, rep.fmax_mhz, rep.critical_path
         if fmax is None:
             raise BuildError("nextpnr reported no Fmax for the board clock; see "
                              f"{bdir / (name + '.tim')}")

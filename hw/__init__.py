@@ -14,10 +14,12 @@ from ttforge.hw.cycles import ENGINE_TIMING, EngineTiming, estimate
 from ttforge.hw.model import EngineError, run_program, run_program_traced
 from ttforge.hw.program import Program, compile_program, load_image
 from ttforge.hw.regmap import ErrorCode, RegisterMap
+from ttforge.hw.synth import SynthReport, parse_report
 
 __all__ = [
     "AccelConfig", "RegisterMap", "ErrorCode",
     "Program", "compile_program", "load_image",
     "run_program", "run_program_traced", "EngineError",
     "estimate", "EngineTiming", "ENGINE_TIMING",
+    "parse_report", "SynthReport",
 ]

@@ -31,7 +31,7 @@ from ttforge.errors import TTForgeError
 from ttforge.hw.tools import run_tool
 
 __all__ = ["DEVICES", "Device", "SynthError", "PortInfo", "verilog_ports", "harness_verilog",
-           "implement", "ImplResult"]
+           "implement", "ImplResult", "SynthReport", "parse_report", "log_overflow"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,6 +130,99 @@ def harness_verilog(verilog: str, top: str, clock: str = "clk") -> tuple[str, di
     lines.append("endmodule")
     return "\n".join(lines) + "\n", {"ff": n_in + n_out, "lut": n_out,
                                      "input_bits": n_in, "output_bits": n_out}
+
+
+# ------------------------------------------------------------------ nextpnr reports
+
+@dataclasses.dataclass(frozen=True)
+class SynthReport:
+    """What a nextpnr ``--report`` JSON says about one device (see :func:`parse_report`).
+
+    ``resources`` maps the report fields of :data:`DEVICES` (``lut``, ``ff``, ``dsp``,
+    ``bram``, ... on ECP5; ``lc``, ``dsp``, ``bram``, ``spram``, ... on iCE40) to
+    ``{"used", "available"}``; ``fmax_mhz`` is the slowest clock's achieved Fmax
+    (rounded to 0.01 MHz, None if the report has none); ``critical_path`` the longest
+    register-to-register path of the main clock (``{}`` if none); ``overflow`` the
+    over-used resources (``"ICESTORM_LC 6926/5280"``; ``""`` if the design fits).
+    """
+
+    device: str
+    resources: dict[str, dict[str, int]]
+    fmax_mhz: float | None
+    critical_path: dict[str, Any]
+    overflow: str = ""
+
+    def used(self, field: str) -> int | None:
+        """Cells of resource ``field`` used (None if the device or report has none)."""
+        r = self.resources.get(field)
+        return None if r is None else r["used"]
+
+    @property
+    def luts(self) -> int | None:
+        """LUT4s (ECP5 ``TRELLIS_COMB``) or logic cells (iCE40 ``ICESTORM_LC``: a LUT4
+        and a flip-flop each)."""
+        return self.used("lut") if "lut" in self.resources else self.used("lc")
+
+    @property
+    def ffs(self) -> int | None:
+        """Flip-flops (ECP5); None on the iCE40, whose flip-flops are inside the LCs."""
+        return self.used("ff")
+
+    @property
+    def dsp(self) -> int | None:
+        return self.used("dsp")
+
+    @property
+    def bram(self) -> int | None:
+        """Block RAMs (ECP5 ``DP16KD``, iCE40 ``ICESTORM_RAM`` EBR)."""
+        return self.used("bram")
+
+    @property
+    def fits(self) -> bool:
+        return not self.overflow
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "luts": self.luts, "ffs": self.ffs,
+                "dsp": self.dsp, "bram": self.bram}
+
+
+def parse_report(report: dict | str | Path, device: str, log: str | Path | None = None) -> SynthReport:
+    """Resources, Fmax, critical path and over-used resources of a nextpnr ``--report``.
+
+    Parameters
+    ----------
+    report : dict, str or Path
+        The parsed JSON, or the path of the report file.
+    device : str
+        A key of :data:`DEVICES` (which utilization entries to read).
+    log : str or Path, optional
+        nextpnr's log: its utilisation lines name what does not fit when placement
+        failed (the report itself only says used > available).
+    """
+    if device not in DEVICES:
+        raise SynthError(f"device {device!r} is unknown; choose one of {', '.join(DEVICES)}")
+    if not isinstance(report, dict):
+        try:
+            report = json.loads(Path(report).read_text())
+        except (OSError, ValueError) as e:
+            raise SynthError(f"cannot read the nextpnr report {report}: {e}") from None
+    util = report.get("utilization") or {}
+    resources = {}
+    for key, field in DEVICES[device].resources:
+        if key in util:
+            resources[field] = {"used": int(util[key]["used"]),
+                                "available": int(util[key]["available"])}
+    fmax = None
+    for v in (report.get("fmax") or {}).values():
+        a = v.get("achieved")
+        if a is not None:
+            fmax = float(a) if fmax is None else min(fmax, float(a))
+    over = [f"{key} {int(u['used'])}/{int(u['available'])}" for key, u in util.items()
+            if int(u.get("used", 0)) > int(u.get("available", 0))]
+    overflow = ", ".join(over) or (log_overflow(log) if log is not None else "")
+    return SynthReport(device=device, resources=resources,
+                       fmax_mhz=None if fmax is None else round(fmax, 2),
+                       critical_path=_critical_path(report), overflow=overflow)
 
 
 # --------------------------------------------------------------------- the flow
@@ -236,27 +329,16 @@ def implement(verilog: str, device: str, top: str = "ttforge_accel", *,
         proc = run_tool(dev.nextpnr, args, cwd=wd)
         t2 = time.monotonic()
         if proc.returncode != 0:
-            over = _overflow(wd / "nextpnr.log")
+            over = log_overflow(wd / "nextpnr.log")
             if over:
                 raise SynthError(f"the design does not fit {dev.title}: {over}; use fewer lanes "
                                  "or smaller widths/depths (log: " + str(wd / "nextpnr.log") + ")")
             raise _fail(dev.nextpnr, proc, wd / "nextpnr.log")
-        report = json.loads((wd / "report.json").read_text())
-        util = report.get("utilization", {})
-        resources = {}
-        for key, field in dev.resources:
-            if key in util:
-                resources[field] = {"used": int(util[key]["used"]),
-                                    "available": int(util[key]["available"])}
-        fmax = None
-        for clk, v in (report.get("fmax") or {}).items():
-            a = v.get("achieved")
-            if a is not None:
-                fmax = float(a) if fmax is None else min(fmax, float(a))
+        rep = parse_report(wd / "report.json", dev.key)
         return ImplResult(
-            device=dev.key, title=dev.title, resources=resources, synth_cells=cells,
-            harness=cost, fmax_mhz=None if fmax is None else round(fmax, 2),
-            target_mhz=float(target_mhz), critical_path=_critical_path(report),
+            device=dev.key, title=dev.title, resources=rep.resources, synth_cells=cells,
+            harness=cost, fmax_mhz=rep.fmax_mhz,
+            target_mhz=float(target_mhz), critical_path=rep.critical_path,
             seconds={"synth": round(t1 - t0, 1), "pnr": round(t2 - t1, 1)},
         )
     finally:
@@ -267,11 +349,12 @@ def implement(verilog: str, device: str, top: str = "ttforge_accel", *,
 _UTIL_RE = re.compile(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+(\d+)%", re.M)
 
 
-def _overflow(log: Path) -> str:
+def log_overflow(log: str | Path) -> str:
     """``"ICESTORM_LC 6926/5280"``-style text for every over-used resource in a nextpnr
-    log ('' if none)."""
+    log file ('' if none, or if the file cannot be read); when nothing is over-used but
+    placement gave up at the utilisation limit, the resources at 90% or more."""
     try:
-        text = log.read_text(errors="replace")
+        text = Path(log).read_text(errors="replace")
     except OSError:
         return ""
     util = _UTIL_RE.findall(text)
@@ -280,6 +363,9 @@ def _overflow(log: Path) -> str:
         over = [f"{name} {used}/{avail} ({pct}%)" for name, used, avail, pct in util
                 if int(pct) >= 90]
     return ", ".join(dict.fromkeys(over))
+
+
+_overflow = log_overflow      # the former private name (tests and callers of old)
 
 
 def _stat_cells(path: Path) -> dict[str, int]:

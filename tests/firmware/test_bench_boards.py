@@ -1,0 +1,144 @@
+"""The public nextpnr report reader (``ttforge.hw.parse_report``) and the pure parts of
+``bench/bench_boards.py``: latency arithmetic, UART bytes, device memory, the dense INT8
+comparison and the memory pre-check of ``ttforge build``."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from ttforge.hw import SynthReport, parse_report
+from ttforge.hw.config import AccelConfig
+from ttforge.hw.synth import SynthError
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_boards", ROOT / "bench" / "bench_boards.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["bench_boards"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return _bench()
+
+
+# ------------------------------------------------------------------- parse_report
+
+def test_parse_report_of_a_real_build_equals_its_manifest():
+    """A stored nextpnr report of a real ULX3S build (the MNIST-shaped model, 4 lanes)
+    read by ``parse_report`` gives what ``ttforge build`` wrote into its manifest
+    before the reader was made public."""
+    report = json.loads((DATA / "ulx3s_mnist_pnr_report.json").read_text())
+    manifest = json.loads((DATA / "ulx3s_mnist_build.json").read_text())
+    r = parse_report(DATA / "ulx3s_mnist_pnr_report.json", "ecp5-85f")
+    assert isinstance(r, SynthReport) and r.fits and r.overflow == ""
+    assert r.resources == manifest["resources"]
+    assert r.fmax_mhz == manifest["fmax_mhz"]
+    assert r.critical_path == manifest["critical_path"]
+    util = report["utilization"]
+    assert r.luts == util["TRELLIS_COMB"]["used"] and r.ffs == util["TRELLIS_FF"]["used"]
+    assert r.dsp == util["MULT18X18D"]["used"] and r.bram == util["DP16KD"]["used"]
+    assert parse_report(report, "ecp5-85f") == r          # a dict or a path
+    d = r.to_dict()
+    assert d["luts"] == r.luts and d["fmax_mhz"] == r.fmax_mhz
+
+
+def test_parse_report_names_over_used_resources(tmp_path):
+    report = json.loads((DATA / "ulx3s_mnist_pnr_report.json").read_text())
+    bad = copy.deepcopy(report)
+    bad["utilization"]["DP16KD"]["used"] = 209
+    r = parse_report(bad, "ecp5-85f")
+    assert not r.fits and r.overflow == "DP16KD 209/208"
+    # placement gave up at the limit: only the log says what was full
+    log = tmp_path / "nextpnr.log"
+    log.write_text("Info: \t         ICESTORM_LC:    5146/   5280    97%\n"
+                   "ERROR: Unable to find legal placement for all cells, design is probably at "
+                   "utilisation limit.\n")
+    r = parse_report({"utilization": {}}, "ice40up5k", log=log)
+    assert r.overflow == "ICESTORM_LC 5146/5280 (97%)" and r.fmax_mhz is None and r.luts is None
+
+
+def test_parse_report_ice40_fields_and_bad_input(tmp_path):
+    r = parse_report({"utilization": {"ICESTORM_LC": {"used": 4810, "available": 5280},
+                                      "ICESTORM_RAM": {"used": 8, "available": 30}},
+                      "fmax": {"a": {"achieved": 30.004}, "b": {"achieved": 26.61}}}, "ice40up5k")
+    assert (r.luts, r.ffs, r.bram, r.fmax_mhz) == (4810, None, 8, 26.61)   # the slowest clock
+    with pytest.raises(SynthError, match="unknown; choose one of"):
+        parse_report({}, "ecp5-45f")
+    with pytest.raises(SynthError, match="cannot read the nextpnr report"):
+        parse_report(tmp_path / "missing.json", "ecp5-85f")
+
+
+# ------------------------------------------------------------------- the bench arithmetic
+
+def test_latency_from_cycles_and_clock(bench):
+    # 1,000 cycles at 50 MHz: 20 us, 50,000 vectors/s; 3,906 cycles at 12 MHz: 325.5 us
+    assert bench.latency(1000, 50.0) == {"mhz": 50.0, "us": 20.0, "per_s": 50_000.0}
+    lat = bench.latency(3906, 12.0)
+    assert lat["us"] == pytest.approx(325.5) and lat["per_s"] == pytest.approx(12e6 / 3906)
+    assert bench.latency(1000, None) is None and bench.latency(0, 50.0) is None
+
+
+def test_uart_bytes_of_one_vector(bench):
+    # request: END, 0x04, n (2 bytes), 64 elements, crc, END = 70 bytes, plus one: the
+    # element -64 (0xC0 = END) is escaped into two; response: END, 0x84, status, count
+    # (2), crc, END = 7; output frame: END, 0xA0, 10 elements, crc, END = 14 (for these
+    # values no CRC byte needs an escape)
+    row = [-64] + [1] * 63
+    u = bench.uart_bytes(row, 1, 10, 1)
+    assert u == {"to_board": 71, "from_board": 21, "total": 92}
+    # 3 outputs in beats of 2 elements: 4 elements are sent (7 + 1 + 1 + 4 + 1 + 1)
+    assert bench.uart_bytes([1] * 8, 1, 3, 2)["from_board"] == 7 + 8
+    assert bench.uart_seconds(1152, 115200) == pytest.approx(0.1)
+
+
+def test_device_memory_and_the_dense_model(bench):
+    assert bench.device_memory("ecp5-85f") == {"block_ram": 479_232, "spram": 0, "total": 479_232}
+    assert bench.device_memory("ice40up5k") == {"block_ram": 15_360, "spram": 131_072,
+                                                "total": 146_432}
+    dense_mnist = 784 * 512 + 512 * 10                         # 406,528 bytes of INT8 weights
+    ice = bench.dense_fit(dense_mnist, "ice40up5k")
+    assert not ice["fits"] and ice["fraction"] == pytest.approx(406_528 / 146_432)
+    assert bench.dense_fit(dense_mnist, "ecp5-85f")["fits"]
+    assert bench.dense_fit(146_433, "ice40up5k")["fits"] is False
+    assert bench.dense_fit(146_432, "ice40up5k")["fits"] is True
+
+
+MNIST_ICE = dict(lanes=1, act_bits=8, core_bits=4, inter_bits=16, acc_bits=26, bias_bits=15,
+                 core_depth=21184, bias_depth=522, buf_depth=14336, desc_depth=5,
+                 stream_elems=1, serial_requant=1, counter_bits=32)
+
+
+def test_fit_precheck_names_the_spram_limit(bench):
+    cfg = AccelConfig(**MNIST_ICE)
+    why = bench.precheck(cfg, "ice40up5k")
+    # buffers 2 x 14336 x 16 bit = 448.0 kbit; all memories 542.1 kbit > 120 kbit of EBR
+    assert "542.1 kbit" in why and "2 x 14336 x 16 bit = 448.0" in why and "120 kbit" in why
+    assert "SB_SPRAM256KA" in why and "dual-port" in why
+    assert bench.precheck(cfg, "ecp5-85f") is None
+    # memories that do not fit even with the buffers in SPRAM: no SPRAM clause
+    big = AccelConfig(**{**MNIST_ICE, "core_depth": 65536, "buf_depth": 1024})
+    why = bench.precheck(big, "ice40up5k")
+    assert why and "SPRAM" not in why
+
+
+def test_build_refuses_a_misfit_with_the_reason(tmp_path, capsys):
+    from ttforge.cli import main
+
+    cfg = tmp_path / "mnist_ice.json"
+    cfg.write_text(json.dumps(MNIST_ICE))
+    assert main(["build", "--board", "icebreaker", "--config", str(cfg), "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does not fit" in err[0] and "SB_SPRAM256KA" in err[0]
+    assert not (tmp_path / "o").exists()
