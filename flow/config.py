@@ -38,7 +38,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from ttforge.errors import ConfigError, TTForgeError
+from ttforge.errors import ConfigError, ShapeError, TTForgeError
 
 __all__ = ["FlowConfig", "FlowSection", "QuantSection", "HwSection", "SimSection",
            "BitstreamSection", "ShortSection", "SIMULATORS", "BOARDS", "load_config",
@@ -242,19 +242,21 @@ def _train(data: Any, base_dir: Path | None):
         d["data"] = str(p.resolve())
     try:
         cfg = TrainConfig.from_dict(d)
+    except ShapeError as e:  # sizes given in [train.model] that its modes or ranks do not fit
+        raise ConfigError(f"[train.model] {e}") from None
     except TTForgeError as e:
         msg = str(e).replace("unknown config field", "unknown key").replace(
             "unknown model config field", "[train.model] unknown key").replace("known fields", "valid keys")
         raise ConfigError(msg if msg.startswith("[train") else f"[train] {msg}") from None
     model = cfg.model
-    if cfg.data == "digits" and (model.in_features is None or model.out_features is None):
-        ds = load_digits_split()
-        model = model.with_features(ds.n_features, ds.n_classes)
-    if model.in_features is not None and model.out_features is not None:
-        try:
+    try:
+        if cfg.data == "digits" and (model.in_features is None or model.out_features is None):
+            ds = load_digits_split()
+            model = model.with_features(ds.n_features, ds.n_classes)
+        if model.in_features is not None and model.out_features is not None:
             model.layer_specs()  # modes that do not factor the sizes, ranks per layer, ...
-        except TTForgeError as e:
-            raise ConfigError(f"[train.model] {e}") from None
+    except TTForgeError as e:
+        raise ConfigError(f"[train.model] {e}") from None
     return cfg
 
 

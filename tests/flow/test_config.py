@@ -1,0 +1,111 @@
+"""Flow configs: the examples parse, bad configs give one precise line (exit 2 from the CLI)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ttforge.cli import main
+from ttforge.errors import ConfigError
+from ttforge.flow import DEFAULT_CONFIG, FlowConfig, default_config, load_config
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+GOOD = """
+[flow]
+name = "t"
+[train]
+data = "digits"
+epochs = 1
+[train.model]
+hidden = [16]
+ranks = 2
+[quant]
+w_bits = 4
+[bitstream]
+board = "none"
+"""
+
+
+def _cfg(tmp_path: Path, text: str, name: str = "c.toml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_every_example_parses():
+    names = sorted(p.name for p in EXAMPLES.glob("*.toml"))
+    assert {"digits-icebreaker.toml", "mnist-ulx3s.toml", "wide-1024.toml"} <= set(names)
+    for p in EXAMPLES.glob("*.toml"):
+        cfg = FlowConfig.load(p)
+        assert cfg.name == p.stem
+    mnist = FlowConfig.load(EXAMPLES / "mnist-ulx3s.toml")
+    assert mnist.bitstream.board == "ulx3s" and mnist.quant.w_bits == 4
+    assert mnist.train.model.hidden == (512,) and mnist.train.model.in_features == 784
+    wide = FlowConfig.load(EXAMPLES / "wide-1024.toml")
+    specs = wide.train.model.with_features(64, 10).layer_specs()
+    assert any(s.kind == "tt" and (s.in_features, s.out_features) == (1024, 1024) for s in specs)
+
+
+def test_default_is_the_digits_icebreaker_example():
+    # one source of truth: the packaged default is the example file itself
+    assert DEFAULT_CONFIG.read_bytes() == (EXAMPLES / "digits-icebreaker.toml").read_bytes()
+    cfg = default_config()
+    assert cfg == load_config(None)
+    assert cfg.name == "digits-icebreaker" and cfg.bitstream.board == "icebreaker"
+    assert cfg.train.data == "digits" and cfg.train.rank_adaptive and cfg.quant.w_bits == 4
+
+
+def test_relative_data_resolves_against_the_config_file(tmp_path):
+    d = tmp_path / "sub"
+    d.mkdir()
+    p = _cfg(d, GOOD.replace('data = "digits"', 'data = "../idx"').replace("[train.model]",
+             "[train.model]\nin_features = 784\nout_features = 10"))
+    assert FlowConfig.load(p).train.data == str((tmp_path / "idx").resolve())
+
+
+@pytest.mark.parametrize("edit, message", [
+    (("[quant]", "[quantize]"), "unknown section 'quantize'; valid sections: flow, train, quant, hw, sim, bitstream, short"),
+    (("w_bits = 4", "w_bit = 4"), "[quant] unknown key 'w_bit'; valid keys: w_bits, act_bits"),
+    (("w_bits = 4", "w_bits = 0"), "[quant] w_bits = 0 is out of range; give an integer in 2..8"),
+    (("w_bits = 4", 'w_bits = "4"'), "[quant] w_bits = '4' must be an integer (2..8)"),
+    (('board = "none"', 'board = "arty"'), "[bitstream] board = 'arty' is not valid; choose one of icebreaker, ulx3s, none"),
+    (("epochs = 1", "epochs = 0"), "[train] epochs=0 must be an integer >= 1"),
+    (("epochs = 1", "epoch = 1"), "[train] unknown key 'epoch'; valid keys:"),
+    (("ranks = 2", "rank = 2"), "[train.model] unknown key 'rank'"),
+    (("ranks = 2", "ranks = 2\nin_modes = [[5, 5]]"), "[train.model] TT layer 0 (64 -> 16): in_modes [5, 5] multiply to 25, fewer than 64"),
+    (('name = "t"', 'name = "a/b"'), "[flow] name = 'a/b' must be a non-empty name"),
+    (("[bitstream]", "[sim]\nsimulator = \"modelsim\"\n[bitstream]"), "[sim] simulator = 'modelsim' is not valid; choose one of auto, verilator-native, icarus, verilator"),
+    (("[bitstream]", "[hw]\nlanes = 3\n[bitstream]"), "[hw] lanes=3 must be a power of two"),
+    (("[quant]", "[quant]\nlayer_bits = \"0:9\""), "[quant] layer_bits (layer 0) = 9 is out of range; give an integer in 2..8"),
+])
+def test_bad_config_is_one_precise_line(tmp_path, capsys, edit, message):
+    old, new = edit
+    assert old in GOOD
+    p = _cfg(tmp_path, GOOD.replace(old, new, 1))
+    with pytest.raises(ConfigError) as e:
+        FlowConfig.load(p)
+    text = str(e.value)
+    assert "\n" not in text and message in text, text
+    assert main(["flow", str(p), "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+    assert not (tmp_path / "b").exists()  # nothing written for a bad config
+
+
+def test_good_config_parses_and_unknown_freq_is_refused(tmp_path):
+    cfg = FlowConfig.load(_cfg(tmp_path, GOOD))
+    assert cfg.name == "t" and cfg.train.epochs == 1 and cfg.bitstream.board == "none"
+    short = cfg.shortened()
+    assert short.sim.vectors == min(cfg.sim.vectors, cfg.short.vectors)
+    with pytest.raises(ConfigError, match=r"\[bitstream\] freq_mhz: 33 MHz is not available on the icebreaker"):
+        FlowConfig.from_dict({"bitstream": {"board": "icebreaker", "freq_mhz": 33}})
+
+
+def test_missing_or_broken_file(tmp_path, capsys):
+    assert main(["flow", str(tmp_path / "nope.toml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    p = _cfg(tmp_path, "[flow\nname=1")
+    assert main(["flow", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert "is not valid TOML" in err and err.count("\n") == 1

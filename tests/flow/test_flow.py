@@ -1,0 +1,169 @@
+"""``ttforge flow`` on the embedded default, short form: stages, skipping, failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ttforge.cli import main
+from ttforge.errors import ConfigError
+from ttforge.flow import STAGES, FlowError, default_config, run_flow
+from ttforge.flow import stages as stages_mod
+
+
+def _record(build: Path, stage: str) -> dict:
+    return json.loads((build / stage / "stage.json").read_text())
+
+
+def _statuses(result) -> dict[str, str]:
+    return {s.name: s.status for s in result.stages}
+
+
+def test_short_run_writes_every_stage_and_verifies_exactly(default_build):
+    for stage in ("train", "quantize", "compile", "rtl", "sim", "report"):
+        rec = _record(default_build, stage)
+        assert rec["stage"] == stage and rec["outputs"]
+        for name, digest in rec["outputs"].items():  # the recorded hashes are the files'
+            import hashlib
+            assert hashlib.sha256((default_build / stage / name).read_bytes()).hexdigest() == digest
+    assert not (default_build / "bitstream").exists()  # --short stops before the bitstream
+    assert (default_build / "quantize" / "model.ttfa").is_file()
+    assert (default_build / "rtl" / "ttforge_accel.v").is_file()
+    sim = _record(default_build, "sim")["summary"]
+    assert sim["exact"] and sim["agree"] == sim["vectors"] == default_config().short.vectors
+    # the recorded vectors really are equal to the golden executor's outputs
+    from ttforge.quant.artifact import load_artifact
+    from ttforge.quant.executor import execute
+
+    v = np.load(default_build / "sim" / "vectors.npz")
+    net = load_artifact(default_build / "quantize" / "model.ttfa")
+    assert np.array_equal(execute(net, v["inputs"]), v["got"])
+    assert np.array_equal(v["expected"], v["got"])
+    # the RTL simulated the accelerator the iCEBreaker build would hold (board sizing)
+    acc = json.loads((default_build / "compile" / "config.json").read_text())
+    assert acc["lanes"] == 1 and acc["serial_requant"] == 1 and acc["counter_bits"] == 32
+    assert json.loads((default_build / "rtl" / "config.json").read_text()) == acc
+    assert (default_build / "report.html").is_file() and (default_build / "report.md").is_file()
+    assert not [p for p in default_build.iterdir() if p.name.startswith(".")]  # no temporaries
+
+
+def test_second_run_skips_every_stage_and_is_fast(build_copy):
+    cfg = default_config()
+    t0 = time.perf_counter()
+    res = run_flow(cfg, build_copy, short=True)
+    elapsed = time.perf_counter() - t0
+    st = _statuses(res)
+    assert st == {"train": "skipped", "quantize": "skipped", "compile": "skipped", "rtl": "skipped",
+                  "sim": "skipped", "bitstream": "not run", "report": "skipped"}
+    assert res.verified is True
+    assert elapsed < 10, f"an all-skipped run took {elapsed:.1f} s"
+
+
+def test_changing_quant_bits_reruns_quantize_and_downstream_but_not_train(build_copy):
+    cfg = default_config()
+    before = {s: _record(build_copy, s)["fingerprint"] for s in ("train", "quantize", "compile", "rtl")}
+    train_bytes = (build_copy / "train" / "last.pt").read_bytes()
+    cfg5 = replace(cfg, quant=replace(cfg.quant, w_bits=5))
+    # up to the RTL: the simulation of a new accelerator config would compile a new harness
+    res = run_flow(cfg5, build_copy, short=True, until="rtl")
+    st = _statuses(res)
+    assert st["train"] == "skipped"
+    assert st["quantize"] == st["compile"] == st["rtl"] == st["report"] == "ran"
+    assert st["sim"] == "not run" and st["bitstream"] == "not run"
+    assert (build_copy / "train" / "last.pt").read_bytes() == train_bytes
+    after = {s: _record(build_copy, s)["fingerprint"] for s in before}
+    assert after["train"] == before["train"]
+    assert all(after[s] != before[s] for s in ("quantize", "compile", "rtl"))
+    assert json.loads((build_copy / "compile" / "config.json").read_text())["core_bits"] == 5
+
+
+def test_changing_sim_vectors_reruns_only_sim_and_report(build_copy):
+    cfg = default_config()
+    cfg2 = replace(cfg, short=replace(cfg.short, vectors=cfg.short.vectors + 3))
+    st = _statuses(run_flow(cfg2, build_copy, short=True))
+    assert st == {"train": "skipped", "quantize": "skipped", "compile": "skipped", "rtl": "skipped",
+                  "sim": "ran", "bitstream": "not run", "report": "ran"}
+    assert _record(build_copy, "sim")["summary"]["vectors"] == cfg.short.vectors + 3
+
+
+def test_force_reruns_the_stage(build_copy):
+    st = _statuses(run_flow(default_config(), build_copy, short=True, force={"compile"}, until="compile"))
+    assert st["train"] == st["quantize"] == "skipped" and st["compile"] == "ran"
+
+
+def test_a_failing_stage_leaves_the_previous_output_and_no_temporaries(build_copy, monkeypatch, capsys):
+    before = (build_copy / "compile" / "config.json").read_bytes()
+    rec_before = (build_copy / "compile" / "stage.json").read_bytes()
+
+    def broken(ctx, out):
+        (out / "config.json").write_text("half")  # written, then the stage fails
+        raise ConfigError("the model does not fit the icebreaker (injected)")
+
+    monkeypatch.setitem(stages_mod._RUN, "compile", broken)
+    with pytest.raises(FlowError, match=r"^stage compile failed: the model does not fit"):
+        run_flow(default_config(), build_copy, short=True, force={"compile"})
+    assert (build_copy / "compile" / "config.json").read_bytes() == before
+    assert (build_copy / "compile" / "stage.json").read_bytes() == rec_before
+    assert not [p for p in build_copy.iterdir() if p.name.startswith(".")]
+    # the same through the CLI: one line, exit status 2
+    assert main(["flow", "--short", "--out", str(build_copy), "--force", "compile"]) == 2
+    err = capsys.readouterr().err
+    assert err == "ttforge flow: error: stage compile failed: the model does not fit the icebreaker (injected)\n"
+
+
+def test_missing_simulator_is_one_line_and_exit_2(build_copy, tmp_path, monkeypatch, capsys):
+    cfg_file = tmp_path / "icarus.toml"
+    src = (Path(__file__).resolve().parents[2] / "examples" / "digits-icebreaker.toml").read_text()
+    cfg_file.write_text(src.replace('simulator = "auto"', 'simulator = "icarus"'))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no iverilog
+    assert main(["flow", str(cfg_file), "--short", "--out", str(build_copy)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("ttforge flow: error: stage sim failed: [sim] simulator = 'icarus' is not "
+                          "available: Icarus Verilog is not installed")
+    assert _record(build_copy, "sim")["summary"]["simulator"] != "icarus"  # old output kept
+
+
+def test_no_simulator_at_all_names_each(monkeypatch):
+    monkeypatch.setattr(stages_mod, "_available", lambda sim: f"{sim} missing")
+    with pytest.raises(FlowError, match=r"^no simulator is available \(verilator-native: verilator-native "
+                                        r"missing; icarus: icarus missing; verilator: verilator missing\)$"):
+        stages_mod._pick_simulator("auto")
+
+
+def test_a_mismatch_is_reported_and_stops_the_flow(build_copy, monkeypatch, capsys):
+    real = stages_mod._simulate
+
+    def one_bit_off(sim, acfg, net, X, seed):
+        got, counters = real(sim, acfg, net, X, seed)
+        got = got.copy()
+        got[2, 3] ^= 1  # the sibling that must fail: one flipped output bit
+        return got, counters
+
+    monkeypatch.setattr(stages_mod, "_simulate", one_bit_off)
+    assert main(["flow", "--short", "--out", str(build_copy), "--force", "sim"]) == 1
+    err = capsys.readouterr().err
+    assert "verification FAILED" in err and "'vector': 2, 'element': 3" in err
+    sim = _record(build_copy, "sim")["summary"]
+    assert not sim["exact"] and sim["agree"] == sim["vectors"] - 1
+    assert "MISMATCH" in (build_copy / "report.html").read_text()
+
+
+def test_until_and_force_validate_stage_names(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:  # argparse's own one-line usage error
+        main(["flow", "--until", "deploy", "--out", str(tmp_path / "b")])
+    assert e.value.code == 2
+    assert "invalid choice: 'deploy'" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="stage 'deploy' is unknown"):
+        run_flow(default_config(), tmp_path / "b", force={"deploy"})
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "x.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="is not empty and not a ttforge flow build"):
+        run_flow(default_config(), tmp_path / "busy", until="train")
+    assert set(STAGES) == {"train", "quantize", "compile", "rtl", "sim", "bitstream", "report"}
