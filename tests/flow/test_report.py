@@ -1,0 +1,80 @@
+"""The report: self-contained HTML with every section, and a real rendering in headless
+Chromium (skipped only when Chromium is absent and CI is unset)."""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+WIDTH, HEIGHT = 1280, 2400
+
+
+def test_report_is_self_contained_and_complete(default_build):
+    page = (default_build / "report.html").read_text()
+    # no external asset: every src is inline data, no stylesheet or script links
+    srcs = re.findall(r"""src=['"]([^'"]+)""", page)
+    assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert "<link" not in page and "<script" not in page and "http://" not in page and "https://" not in page
+    for s in srcs:  # each embedded plot is a real PNG
+        assert base64.b64decode(s.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(srcs) == 4  # training curve, ranks, memory, stage times
+    for section in ("Accuracy at each stage", "TT ranks", "Memory (bytes on chip vs dense INT8)",
+                    "Cycles per inference and MAC-lane utilization", "Resources and Fmax",
+                    "Verification", "Stages"):
+        assert section in page
+    assert "bit-exact: 16/16 test vectors" in page
+    assert "not built" in page  # --short: no bitstream
+    md = (default_build / "report.md").read_text()
+    assert "## Accuracy at each stage" in md
+    for link in re.findall(r"\]\((report/[^)]+\.png)\)", md):
+        assert (default_build / link).is_file()
+
+
+def _chromium_or_skip() -> str:
+    if Path(CHROMIUM).is_file():
+        return CHROMIUM
+    if os.environ.get("CI"):
+        pytest.fail(f"{CHROMIUM} is missing under CI; install it (apt-get install chromium)")
+    pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium); CI runs this test")
+
+
+def _screenshot(page: Path, tmp_path: Path) -> np.ndarray:
+    from PIL import Image
+
+    browser = _chromium_or_skip()
+    png = tmp_path / "shot.png"
+    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'profile'}", f"--window-size={WIDTH},{HEIGHT}",
+           f"--screenshot={png}", page.resolve().as_uri()]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert png.is_file(), f"chromium wrote no screenshot (exit {proc.returncode}): {proc.stderr[-500:]}"
+    return np.asarray(Image.open(png).convert("RGB"))
+
+
+def test_report_renders_in_headless_chromium(default_build, tmp_path):
+    img = _screenshot(default_build / "report.html", tmp_path)
+    assert img.shape == (HEIGHT, WIDTH, 3)
+    colours = np.unique(img.reshape(-1, 3), axis=0)
+    non_white = np.mean(np.any(img < 245, axis=2))
+    assert len(colours) > 200, f"only {len(colours)} colours: not a rendering of the report"
+    assert non_white > 0.05, f"{non_white:.1%} non-white pixels"
+    # the plots were decoded and drawn: matplotlib's default blue and orange lines appear
+    blue = np.all(np.abs(img.astype(int) - (31, 119, 180)) < 12, axis=2).sum()
+    assert blue > 200
+
+
+def test_blank_page_fails_the_rendering_checks(tmp_path):
+    """The sibling that must fail: an empty page does not pass as a rendering."""
+    page = tmp_path / "blank.html"
+    page.write_text("<!DOCTYPE html><html><body></body></html>")
+    img = _screenshot(page, tmp_path)
+    assert len(np.unique(img.reshape(-1, 3), axis=0)) <= 200 or np.mean(np.any(img < 245, axis=2)) <= 0.05
