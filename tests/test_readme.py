@@ -1,12 +1,11 @@
 """The README's Python examples run, so they cannot rot."""
 
-import re
-from pathlib import Path
-
 import pytest
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+from ._markdown import ROOT, code_blocks
+
+README = ROOT / "README.md"
+BLOCKS = code_blocks(README, "python")
 
 
 def test_readme_has_examples():
