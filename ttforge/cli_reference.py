@@ -52,13 +52,18 @@ def _usage(parser: argparse.ArgumentParser) -> str:
     return fmt.format_help().strip("\n")
 
 
-def _cell(text: str) -> str:
-    # one table cell: one line, pipes escaped, backticks kept literal in code spans
+def _line(text: str) -> str:
     return " ".join(str(text).split()).replace("|", "\\|")
 
 
+def _cell(text: str) -> str:
+    # prose: one line, pipes escaped, and "<name>" kept visible (Markdown would take it
+    # for an HTML tag)
+    return _line(text).replace("<", "&lt;")
+
+
 def _code(text: str) -> str:
-    text = _cell(text)
+    text = _line(text)
     fence = "``" if "`" in text else "`"
     pad = " " if "`" in text else ""
     return f"{fence}{pad}{text}{pad}{fence}"
@@ -82,7 +87,7 @@ def _default(action: argparse.Action) -> str:
     if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
         # None: "not given", left to a config file or the command's own default
         return {False: "off", True: "on"}.get(action.default, "")
-    if action.default is None or action.default is argparse.SUPPRESS or action.default == "":
+    if action.default is None or action.default is argparse.SUPPRESS or action.default in ("", []):
         return ""
     return _code(action.default)
 
@@ -107,7 +112,7 @@ def _anchor(name: str) -> str:
 def _section(name: str, parser: argparse.ArgumentParser) -> list[str]:
     out = [f"## `ttforge {name}`", ""]
     if parser.description:
-        out += [" ".join(parser.description.split()), ""]
+        out += [_cell(parser.description).replace("\\|", "|"), ""]
     out += ["```text", _usage(parser), "```", ""]
     for group in parser._action_groups:
         actions = [a for a in group._group_actions if not isinstance(a, argparse._HelpAction)]
@@ -116,7 +121,7 @@ def _section(name: str, parser: argparse.ArgumentParser) -> list[str]:
         title = group.title or "options"
         out += [f"**{title}**", ""]
         if group.description:
-            out += [" ".join(group.description.split()), ""]
+            out += [_cell(group.description).replace("\\|", "|"), ""]
         out += ["| argument | default | description |", "|---|---|---|"]
         for action in actions:
             out.append(f"| {_flags(parser, action)} | {_default(action)} | {_help(parser, action)} |")
@@ -127,7 +132,7 @@ def _section(name: str, parser: argparse.ArgumentParser) -> list[str]:
         kind = "exactly one" if g.required else "at most one"
         out += [f"Mutually exclusive ({kind}): {names}.", ""]
     if parser.epilog:
-        out += [" ".join(parser.epilog.split()), ""]
+        out += [_cell(parser.epilog).replace("\\|", "|"), ""]
     return out
 
 
