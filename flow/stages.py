@@ -416,12 +416,26 @@ _UPSTREAM = {"train": (), "quantize": ("train",), "compile": ("quantize",),
              "report": ("train", "quantize", "compile", "rtl", "sim", "bitstream")}
 
 
+def _data_digest(spec: str) -> str:
+    """The data a stage reads: ``digits`` (embedded) or the sha256 of the files of an IDX
+    directory, so that replacing the files re-runs the stages that read them."""
+    if spec == "digits":
+        return "digits"
+    root = Path(spec)
+    if not root.is_dir():
+        return f"missing:{spec}"  # the stage itself reports it
+    files = {p.name: _sha256_file(p) for p in sorted(root.iterdir()) if p.is_file()}
+    return hashlib.sha256(_canonical(files)).hexdigest()
+
+
 def _inputs(ctx: _Ctx, name: str, statuses: dict[str, str]) -> dict[str, Any]:
     d: dict[str, Any] = {"stage": name, "config": {s: ctx.cfg.section(s) for s in _READS[name]}}
     if name == "compile":  # the board sizes the accelerator
         d["config"]["board"] = ctx.cfg.bitstream.board
-    if name == "sim":  # the test vectors come from the data
-        d["config"]["data"] = ctx.cfg.train.data
+    if name in ("train", "sim"):  # training data; the test vectors come from the data too
+        d["data"] = _data_digest(ctx.cfg.train.data)
+        if name == "sim":
+            d["config"]["data"] = ctx.cfg.train.data
     d["upstream"] = {u: ctx.digest(u) for u in _UPSTREAM[name]}
     if name == "report":
         d["short"] = ctx.short

@@ -167,3 +167,17 @@ def test_until_and_force_validate_stage_names(tmp_path, capsys):
     with pytest.raises(ConfigError, match="is not empty and not a ttforge flow build"):
         run_flow(default_config(), tmp_path / "busy", until="train")
     assert set(STAGES) == {"train", "quantize", "compile", "rtl", "sim", "bitstream", "report"}
+
+
+def test_a_model_too_big_for_the_board_fails_at_compile(tmp_path, capsys):
+    """A real user error (not injected): 1024-wide layers do not fit the iCE40UP5K's block RAM."""
+    src = (Path(__file__).resolve().parents[2] / "examples" / "wide-1024.toml").read_text()
+    cfg = tmp_path / "wide-ice.toml"
+    cfg.write_text(src.replace('board = "none"', 'board = "icebreaker"'))
+    build = tmp_path / "b"
+    assert main(["flow", str(cfg), "--short", "--until", "compile", "--out", str(build)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("ttforge flow: error: stage compile failed: the model "
+                                                   "does not fit the icebreaker")
+    assert (build / "quantize" / "stage.json").is_file() and not (build / "compile").exists()
+    assert not [p for p in build.iterdir() if p.name.startswith(".")]
