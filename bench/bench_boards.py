@@ -64,7 +64,6 @@ SEED = 0
 W_BITS = 4
 UART_BITS_PER_BYTE = 10          # 8N1: start + 8 data + stop
 CPU_BATCH = 256
-NOT_FINISHED = "not measured (build did not finish in the session)"
 
 # model key -> (title, TrainConfig kwargs); the data path is filled in by train_kwargs()
 MODELS = {
@@ -314,12 +313,7 @@ def _rate(v: float) -> str:
 def _fit_cell(r: dict) -> str:
     if r["fits"] is None:
         return "not built (`--skip-build`)"
-    if r["fits"]:
-        return "**yes**"
-    b = r.get("build") or {}
-    if b.get("error") == NOT_FINISHED:
-        return NOT_FINISHED
-    return "**no**"
+    return "**yes**" if r["fits"] else "**no**"
 
 
 def _resources(r: dict) -> tuple[str, str, str, str, str]:
@@ -367,8 +361,10 @@ def markdown(result: dict) -> str:
                  f"(cores {_n(oc['core_bytes'])} + biases {_n(oc['bias_bytes'])} + peak "
                  f"intermediate {_n(oc['peak_intermediate_bytes'])}) | {_n(oc['dense_int8_bytes'])} B |")
     L.append("")
-    L.append("**Per board** (latency and throughput of one vector from the cycles; UART: the "
-             f"protocol bytes of one vector at {result['rows'][0]['baud']} baud)")
+    L.append("**Per board** (latency of one vector = cycles / clock; the engine takes one vector "
+             "at a time, so throughput = 1 / latency. UART: the protocol bytes of one vector, "
+             f"median over 256 test vectors, at {result['rows'][0]['baud']} baud, and the vectors/s "
+             "the link allows with the board-clock latency added)")
     L.append("")
     L.append("| model | board | fits | accelerator memories | logic | FF | DSP | block RAM | Fmax "
              "| cycles / vector | at Fmax | at the board clock | UART per vector |")
@@ -383,7 +379,9 @@ def markdown(result: dict) -> str:
                  f"{logic} | {ff} | {dsp} | {bram} | {fmax} | {_n(r['cycles'])} | "
                  + (f"{_us(af['us'])} us, {_rate(af['per_s'])}/s" if af else "-") + " | "
                  + at_clock + " | "
-                 + f"{_n(r['uart_bytes']['total_median'])} B, {r['uart_ms']:.1f} ms |")
+                 + f"{_n(r['uart_bytes']['total_median'])} B, {r['uart_ms']:.1f} ms"
+                 + (f" ({_rate(r['vectors_per_s_uart'])}/s)" if r.get("vectors_per_s_uart") else "")
+                 + " |")
     L.append("")
     why = [r for r in result["rows"] if r["fits"] is False or (r.get("build") or {}).get("error")]
     for r in why:

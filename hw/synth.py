@@ -365,7 +365,7 @@ def log_overflow(log: str | Path) -> str:
     return ", ".join(dict.fromkeys(over))
 
 
-_overflow = log_overflow      # the former private name (tests and callers of old)
+_overflow = log_overflow      # the private name it had (tests/hw import it)
 
 
 def _stat_cells(path: Path) -> dict[str, int]:

@@ -142,3 +142,24 @@ def test_build_refuses_a_misfit_with_the_reason(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "does not fit" in err[0] and "SB_SPRAM256KA" in err[0]
     assert not (tmp_path / "o").exists()
+
+
+def test_skip_build_run_writes_json_and_doc(bench, tmp_path):
+    """The bench end to end without place and route (digits only, one CPU repeat)."""
+    marker = bench.GENERATED_END
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text(f"# ttforge benchmarks\n\n## Boards\n\nold table\n\n{marker}\n\nkept text\n")
+    out = tmp_path / "boards.json"
+    assert bench.main(["--skip-build", "--models", "digits", "--cpu-repeats", "1",
+                       "--out", str(out), "--doc", str(doc)]) == 0
+    data = json.loads(out.read_text())
+    assert [r["board"] for r in data["rows"]] == ["ulx3s", "icebreaker"]
+    for r in data["rows"]:
+        assert r["fits"] is None and r["build"] is None and r["precheck"] is None
+        assert r["at_board_clock"]["us"] == pytest.approx(r["cycles"] / (r["clock_hz"] / 1e6))
+        assert r["dense"]["fits"] and r["network_on_chip_bytes"] < r["dense"]["dense_int8_bytes"]
+    (m,) = data["models"]
+    assert m["cpu"]["latency_us"] > 0 and m["cpu"]["batch"] == 256
+    text = doc.read_text()
+    assert "old table" not in text and "kept text" in text
+    assert "python bench/bench_boards.py --skip-build --models digits" in text
