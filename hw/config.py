@@ -260,6 +260,9 @@ class AccelConfig:
             text = p.read_text(encoding="utf-8")
         except OSError as e:
             raise ConfigError(f"cannot read config {p}: {e.strerror or e}; check --config") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{p}: is not UTF-8 text ({e.reason} at byte {e.start}); save it as "
+                              f"UTF-8 JSON or TOML") from None
         if p.suffix.lower() == ".toml":
             import tomllib
 

@@ -24,11 +24,10 @@ import argparse
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from ttforge.atomic import check_output_dir, write_files_atomically
 from ttforge.errors import ConfigError
 
 __all__ = ["generate", "generate_cli_spec", "MARKER"]
@@ -70,9 +69,7 @@ def generate(artifact: str | os.PathLike, out_dir: str | os.PathLike, *,
     from ttforge.quant.arith import ARITHMETIC_SPEC_VERSION
     from ttforge.quant.artifact import load_artifact
 
-    out = Path(out_dir).expanduser()
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"-o {out}: exists and is not a directory; choose another output path")
+    out = check_output_dir(out_dir, "-o")
     if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
         raise ConfigError(f"-o {out}: is not empty and not a ttforge generate output; "
                           f"choose an empty or new directory")
@@ -122,28 +119,8 @@ def generate(artifact: str | os.PathLike, out_dir: str | os.PathLike, *,
 
 
 def _write_atomically(out: Path, files: dict[str, bytes]) -> None:
-    parent = out.parent if str(out.parent) else Path(".")
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
-    old = None
-    try:
-        for name, data in files.items():
-            with open(tmp / name, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=parent))
-            os.rmdir(old)
-            os.replace(out, old)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and old.exists() and not out.exists():
-            os.replace(old, out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    """Kept for callers of the old name; :func:`ttforge.atomic.write_files_atomically`."""
+    write_files_atomically(out, files)
 
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:

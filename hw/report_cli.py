@@ -12,11 +12,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from ttforge.atomic import atomic_write_text, check_output_file
 from ttforge.errors import ConfigError
 
 __all__ = ["report", "report_cli_spec", "resolve_config"]
@@ -83,12 +82,7 @@ def _write_json(obj: Any, path: str) -> None:
     if path == "-":
         print(text, end="")
         return
-    dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", dir=dest.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, dest)
+    atomic_write_text(path, text)
 
 
 def _pct(r: dict | None) -> str:
@@ -149,6 +143,11 @@ def _run(args: argparse.Namespace) -> int:
     # the user's input first (it is checked the same with or without a toolchain) ...
     if args.lanes is not None and args.lanes < 1:
         raise ConfigError(f"--lanes must be >= 1, got {args.lanes}")
+    if args.target is not None and not 0 < args.target < 10_000:
+        raise ConfigError(f"--target {args.target:g}: give the target frequency in MHz, > 0 (e.g. 50)")
+    for flag, path in (("--json", args.json), ("-o", args.out)):
+        if path and path != "-":
+            check_output_file(path, flag)  # before minutes of synthesis, not after
     cfg = resolve_config(args.artifact, args.config, args.lanes)
     # ... then a missing toolchain: one line, before any work
     yowasp_command("yosys")

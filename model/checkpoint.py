@@ -1,4 +1,4 @@
-"""Atomic, checksummed checkpoints (and atomic writes of any artifact).
+"""Atomic, checksummed checkpoints.
 
 File format (all integers big-endian)::
 
@@ -22,12 +22,12 @@ import hashlib
 import io
 import os
 import struct
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ttforge.atomic import _umask, atomic_write_bytes, atomic_write_text  # noqa: F401 (re-exported)
 from ttforge.errors import CheckpointError
 
 __all__ = [
@@ -42,37 +42,6 @@ __all__ = [
 MAGIC = b"TTFCKPT\0"
 FORMAT_VERSION = 1
 _HEADER = struct.Struct(">8sIQ32s")
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:

@@ -196,6 +196,8 @@ def _load_pair(directory: Path, prefix: str) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"IDX file {images_path} has shape {images.shape}; images must be (n, rows, cols)")
     if labels.ndim != 1:
         raise DataError(f"IDX file {labels_path} has shape {labels.shape}; labels must be (n,)")
+    if images.shape[0] == 0:
+        raise DataError(f"IDX file {images_path} holds 0 samples; give a file with images")
     if images.shape[0] != labels.shape[0]:
         raise DataError(
             f"{images_path.name} holds {images.shape[0]} images but {labels_path.name} holds "

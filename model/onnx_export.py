@@ -275,11 +275,9 @@ def export_onnx(
 
     See the module documentation for the graph; the model itself is not modified.
     """
-    from ttforge.model.checkpoint import atomic_write_bytes
+    from ttforge.atomic import atomic_write_bytes, check_output_file
 
-    path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"output {path} is a directory; give a file name such as {path}/model.onnx")
+    path = check_output_file(path, "output", example="model.onnx")
     proto = build_onnx(model, opset=opset, input_shape=input_shape)
     return atomic_write_bytes(path, proto.SerializeToString())
 
@@ -331,6 +329,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 def _run(args: argparse.Namespace) -> int:
     from ttforge.model.train import load_trained
 
+    from ttforge.atomic import check_output_file
+
+    check_output_file(args.output, "-o", example="model.onnx")  # before loading, not after
     model = load_trained(args.checkpoint).model
     path = export_onnx(model, args.output, opset=args.opset, input_shape=args.input_shape)
     n_mm = n_tt = 0

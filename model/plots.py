@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from ttforge.model.checkpoint import atomic_write_bytes
+from ttforge.atomic import atomic_write_bytes
 
 __all__ = ["plot_history"]
 

@@ -53,8 +53,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ttforge.atomic import atomic_write_text, check_output_dir, check_output_file
 from ttforge.errors import CheckpointError, ConfigError, DataError, ShapeError
-from ttforge.model.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from ttforge.model.checkpoint import load_checkpoint, save_checkpoint
 from ttforge.model.data import Dataset, load_dataset
 from ttforge.model.layers import TTLinear
 from ttforge.model.network import ModelConfig, build_model, describe, describe_table
@@ -423,6 +424,7 @@ def train(
     ckpt_path = out_dir / CHECKPOINT_NAME
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out {out_dir} is a file; give a directory for the run")
+    check_output_dir(out_dir, "--out")
     payload = None
     if resume:
         if not ckpt_path.exists():
@@ -718,9 +720,7 @@ def decompose(
         raise ConfigError(f"--rel-error={rel_error!r} must be between 0 and 1 (e.g. 0.1)")
     if max_rank is not None and not (_is_int(max_rank) and max_rank >= 1):
         raise ConfigError(f"--max-rank={max_rank!r} must be an integer >= 1")
-    out = Path(out)
-    if out.is_dir():
-        raise ConfigError(f"-o {out} is a directory; give the file name of the new checkpoint (e.g. {out}/tt.pt)")
+    out = check_output_file(out, "-o", example="tt.pt")
     src = load_trained(checkpoint)
     cfg, model = src.config, src.model
     ds = load_dataset(data or cfg.data)
@@ -845,7 +845,11 @@ def _read_config_file(path: str) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"--config {path} does not exist; give a .json or .toml file")
-    text = p.read_text()
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"--config {path} is not UTF-8 text ({e.reason} at byte {e.start}); "
+                          f"save it as UTF-8 JSON or TOML") from None
     try:
         if p.suffix == ".toml":
             import tomllib
@@ -875,6 +879,9 @@ def _config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
     if args.config:
         data = _read_config_file(args.config)
         file_out = data.pop("out", None)
+        if file_out is not None and (not isinstance(file_out, str) or not file_out):
+            raise ConfigError(f"--config {args.config}: out={file_out!r} must be a directory path "
+                              f"(a string, e.g. \"runs/digits\")")
         base = TrainConfig.from_dict(data)
     else:
         base = TrainConfig()

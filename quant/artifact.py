@@ -209,7 +209,7 @@ def save_artifact(net: IntNetwork, path: str | os.PathLike, meta: dict | None = 
     the same directory and ``os.replace``, so an error never leaves a partial artifact.
     By convention the file is named ``*.ttfa``.
     """
-    from ttforge.model.checkpoint import atomic_write_bytes
+    from ttforge.atomic import atomic_write_bytes
 
     return atomic_write_bytes(path, dumps_artifact(net, meta))
 
@@ -337,7 +337,7 @@ def _tensors(manifest: dict, payload: bytes, r: _Reader) -> dict[str, np.ndarray
         if not isinstance(name, str) or name in out:
             raise r.fail(f"manifest field {where}.name={name!r} must be a unique string")
         dtype = r.get(t, "dtype", where)
-        if dtype not in _DTYPES:
+        if not isinstance(dtype, str) or dtype not in _DTYPES:
             raise r.fail(f"tensor {name} has dtype {dtype!r}; artifact tensors hold integers "
                          f"({', '.join(_DTYPES)}), never non-integer values")
         shape = r.ints(t, "shape", where)
@@ -386,7 +386,7 @@ def _layer(i: int, d: dict, tensors: dict[str, np.ndarray], r: _Reader) -> IntLa
     lo, hi = int_range(bits["w_bits"], narrow=True)
     cores = []
     for k, (name, want) in enumerate(zip(names, shape.core_shapes)):
-        if name not in tensors:
+        if not isinstance(name, str) or name not in tensors:
             raise r.fail(f"{w}.cores[{k}] names tensor {name!r}, which the tensor table lacks")
         g = tensors[name]
         if tuple(g.shape) != want:
@@ -401,7 +401,7 @@ def _layer(i: int, d: dict, tensors: dict[str, np.ndarray], r: _Reader) -> IntLa
     if has_bias != (bias_name is not None):
         raise r.fail(f"{w}.has_bias={has_bias} disagrees with {w}.bias={bias_name!r}")
     if has_bias:
-        if bias_name not in tensors:
+        if not isinstance(bias_name, str) or bias_name not in tensors:
             raise r.fail(f"{w}.bias names tensor {bias_name!r}, which the tensor table lacks")
         bias = tensors[bias_name]
         if tuple(bias.shape) != (out_f,):

@@ -485,12 +485,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _check_out(path: str, flag: str) -> Path:
-    out = Path(path)
-    if out.is_dir():
-        raise ConfigError(f"{flag} {out} is a directory; give a file name (e.g. {out}/model.ttfa)")
-    if out.parent.exists() and not out.parent.is_dir():
-        raise ConfigError(f"{flag} {out}: {out.parent} is not a directory")
-    return out
+    from ttforge.atomic import check_output_file
+
+    return check_output_file(path, flag, example="model.ttfa")
 
 
 def _run(args: argparse.Namespace) -> int:

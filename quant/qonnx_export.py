@@ -423,11 +423,9 @@ def export_qonnx(
 ) -> Path:
     """Write the QONNX model of ``net`` (an :class:`IntNetwork` or an artifact path) to
     ``path`` atomically (temporary file + rename); options as :func:`build_qonnx`."""
-    from ttforge.model.checkpoint import atomic_write_bytes
+    from ttforge.atomic import atomic_write_bytes, check_output_file
 
-    path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"output {path} is a directory; give a file name such as {path}/model.onnx")
+    path = check_output_file(path, "output", example="model.onnx")
     proto = build_qonnx(net, **options)
     return atomic_write_bytes(path, proto.SerializeToString())
 
@@ -516,12 +514,10 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 def _run(args: argparse.Namespace) -> int:
     import sys
 
-    from ttforge.model.checkpoint import atomic_write_bytes
+    from ttforge.atomic import atomic_write_bytes, check_output_file
     from ttforge.quant.artifact import load_artifact
 
-    out = Path(args.output)
-    if out.is_dir():
-        raise ConfigError(f"output {out} is a directory; give a file name such as {out}/model.onnx")
+    out = check_output_file(args.output, "-o", example="model.onnx")
     if args.check < 0:
         raise ConfigError(f"--check={args.check} must be 0 or a positive number of inputs")
     net = load_artifact(args.artifact)

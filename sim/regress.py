@@ -43,6 +43,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 import numpy as np
 
+from ttforge.atomic import atomic_dir, atomic_write_text, check_output_dir
 from ttforge.errors import ConfigError
 
 __all__ = ["RegressCase", "CaseResult", "RegressReport", "random_network", "random_config",
@@ -429,14 +430,19 @@ def write_reproducer(case: RegressCase, sim: str, res: CaseResult, prog, expecte
     verdict and the divergence), ``artifact.ttfa``, ``config.json``, ``load_image.json``,
     ``inputs.npy``, ``expected.npy``, ``got.npy``, ``divergence.txt`` and a waveform of
     the first failing vector (``waves.fst`` or ``dump.vcd``)."""
+    final = Path(out_dir) / (f"repro-{sim}-seed{case.seed}" if fault is None
+                             else f"repro-{sim}-{fault}-seed{case.seed}")
+    with atomic_dir(final) as d:  # a complete reproducer or none (never half of one)
+        _fill_reproducer(d, final, case, sim, res, prog, expected, got, fault=fault,
+                         build_root=build_root, waves=waves)
+    return final
+
+
+def _fill_reproducer(d: Path, final: Path, case: RegressCase, sim: str, res: CaseResult, prog,
+                     expected, got, *, fault, build_root, waves) -> None:
     from ttforge.hw.program import load_image, load_image_to_json
     from ttforge.quant.artifact import save_artifact
 
-    d = Path(out_dir) / (f"repro-{sim}-seed{case.seed}" if fault is None
-                         else f"repro-{sim}-{fault}-seed{case.seed}")
-    if d.exists():
-        shutil.rmtree(d)
-    d.mkdir(parents=True)
     save_artifact(case.net, d / "artifact.ttfa", meta={"regress_seed": case.seed})
     (d / "config.json").write_text(case.config.to_json())
     (d / "load_image.json").write_text(load_image_to_json(load_image(prog)))
@@ -464,10 +470,9 @@ def write_reproducer(case: RegressCase, sim: str, res: CaseResult, prog, expecte
             "gaps": case.gaps, "backpressure": case.backpressure, "shape": case.shape,
             "result": res.result, "reason": res.reason, "divergence": res.divergence,
             "waves": wave.name if wave else None,
-            "replay": f"ttforge regress --replay {d}"}
+            "replay": f"ttforge regress --replay {final}"}
     (d / "case.json").write_text(json.dumps(info, indent=1, default=str))
     (d / "divergence.txt").write_text(describe(res) + "\n")
-    return d
 
 
 def describe(res: CaseResult) -> str:
@@ -564,8 +569,8 @@ def regress(seeds: Sequence[int], sim: str, *, jobs: int = 1, vectors: int = 16,
     results.sort(key=lambda r: r.seed)
     rep = RegressReport(sim=sim, results=results, seconds=time.perf_counter() - t0, fault=fault)
     if out is not None:
-        (out / "junit.xml").write_text(junit_xml(rep))
-        (out / "summary.json").write_text(json.dumps(rep.to_dict(), indent=1, default=str))
+        atomic_write_text(out / "junit.xml", junit_xml(rep))
+        atomic_write_text(out / "summary.json", json.dumps(rep.to_dict(), indent=1, default=str))
     return rep
 
 
@@ -681,6 +686,8 @@ def _check_args(args: argparse.Namespace) -> None:
             FAULTS = None
         if FAULTS is not None and args.fault not in FAULTS:
             raise ConfigError(f"--fault {args.fault}: unknown; use one of {', '.join(FAULTS)}")
+    if args.out:
+        check_output_dir(args.out, "--out")  # before the simulations, not after
     if args.replay and not (Path(args.replay) / "case.json").is_file():
         raise ConfigError(f"--replay {args.replay}: no case.json there; give a reproducer "
                           f"directory written by ttforge regress")

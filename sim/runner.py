@@ -34,6 +34,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from ttforge.atomic import atomic_write_text
 from ttforge.errors import ConfigError, TTForgeError
 
 __all__ = ["SIMULATORS", "SimBuild", "SimResult", "JobResult", "SimError", "SimulatorMissing",
@@ -276,9 +277,11 @@ def build(config, sim: str, *, fault: str | None = None, waves: bool = False,
         except (subprocess.CalledProcessError, RuntimeError, SystemExit) as e:
             raise SimError(f"{sim} build of {TOP} failed ({e}); see {log}") from None
         secs = time.perf_counter() - t0
-        marker.write_text(json.dumps({"sim": sim, "key": key, "fault": fault, "waves": bool(waves),
-                                      "tool": version, "config": config.to_dict(),
-                                      "build_seconds": secs}, indent=1))
+        # the marker says "this build is complete": written last and atomically
+        atomic_write_text(marker, json.dumps({"sim": sim, "key": key, "fault": fault,
+                                              "waves": bool(waves), "tool": version,
+                                              "config": config.to_dict(),
+                                              "build_seconds": secs}, indent=1))
     return SimBuild(**mk, build_seconds=secs, cached=False)
 
 

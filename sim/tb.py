@@ -68,6 +68,8 @@ except ImportError:  # pragma: no cover
 from cocotbext.axi import (AxiLiteBus, AxiLiteMaster, AxiStreamBus, AxiStreamFrame,
                            AxiStreamSink, AxiStreamSource)
 
+from ttforge.atomic import atomic_write_text
+
 # cocotbext-axi 0.1.28 still reads cocotb's deprecated Event.data
 warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"cocotbext\..*")
 
@@ -288,7 +290,8 @@ async def run_job(dut):
     sim_cycles = int((cocotb.utils.get_sim_time("ns") - t0_ns) // PERIOD_NS)
     summary = {"ops": results, "sim_cycles": sim_cycles, "wall_s": time.perf_counter() - wall0}
     np.savez(jobdir / "results.npz", **bench.arrays)
-    (jobdir / "results.json").write_text(json.dumps(summary, indent=1))
+    # results.json tells the runner the job finished: written last and atomically
+    atomic_write_text(jobdir / "results.json", json.dumps(summary, indent=1))
     # the cocotb verdict: any expected stream that disagreed fails the test (the caller
     # repeats the exact comparison with np.array_equal)
     bad = [r for r, op in zip(results, job["ops"])

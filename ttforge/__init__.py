@@ -5,6 +5,7 @@ from ttforge.errors import (
     CheckpointError,
     ConfigError,
     DataError,
+    OutputError,
     ShapeError,
     TTForgeError,
 )
@@ -19,4 +20,5 @@ __all__ = [
     "DataError",
     "CheckpointError",
     "ArtifactError",
+    "OutputError",
 ]

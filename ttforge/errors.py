@@ -5,7 +5,7 @@ fix. The CLI prints it and exits with status 2; anything else is a bug and keeps
 traceback.
 """
 
-__all__ = ["TTForgeError", "ConfigError", "ShapeError", "DataError", "CheckpointError", "ArtifactError"]
+__all__ = ["TTForgeError", "ConfigError", "ShapeError", "DataError", "CheckpointError", "ArtifactError", "OutputError"]
 
 
 class TTForgeError(ValueError):
@@ -30,3 +30,7 @@ class CheckpointError(TTForgeError):
 
 class ArtifactError(TTForgeError):
     """A compiled artifact that is corrupt, truncated, inconsistent or of an unknown version."""
+
+
+class OutputError(ConfigError):
+    """An output path that cannot be written (a directory, under a file, no permission)."""

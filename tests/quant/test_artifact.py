@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from torch import nn
 
 from ttforge.cli import main
-from ttforge.errors import ArtifactError, TTForgeError
+from ttforge.errors import ArtifactError, OutputError, TTForgeError
 from ttforge.model import ContractionSchedule
 from ttforge.model.tt import TTShape
 from ttforge.quant import artifact as A
@@ -384,7 +384,7 @@ def test_failed_save_leaves_the_old_artifact_and_no_temporary(tmp_path, monkeypa
     def boom(src, dst):
         raise OSError("disk full")
     monkeypatch.setattr(os, "replace", boom)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(OutputError, match="disk full"):  # one line, not a traceback
         save_artifact(net, path, meta={"new": 1})
     monkeypatch.undo()
     assert path.read_bytes() == before

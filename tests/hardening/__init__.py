@@ -1,0 +1,1 @@
+"""Hardening: the bad-input corpus, property-based loader tests, atomic writes, determinism."""

@@ -1,0 +1,143 @@
+"""``ttforge.atomic``: a write is complete or absent, never half-done, never a stray temporary."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ttforge.atomic import (atomic_dir, atomic_path, atomic_write_bytes, atomic_write_text,
+                            check_output_dir, check_output_file, write_files_atomically)
+from ttforge.errors import OutputError, TTForgeError
+
+
+class Boom(Exception):
+    pass
+
+
+def test_write_bytes_and_text_replace_the_target(tmp_path):
+    p = tmp_path / "a" / "b.bin"
+    assert atomic_write_bytes(p, b"one") == p
+    atomic_write_text(p, "two\n")
+    assert p.read_bytes() == b"two\n"
+    assert sorted(os.listdir(p.parent)) == ["b.bin"]
+    assert (p.stat().st_mode & 0o777) == 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    m = os.umask(0)
+    os.umask(m)
+    return m
+
+
+def test_exception_inside_atomic_path_leaves_neither_target_nor_temporary(tmp_path):
+    p = tmp_path / "x.npy"
+    with pytest.raises(Boom):
+        with atomic_path(p, suffix=".npy") as tmp:
+            np.save(tmp, np.arange(10))
+            assert tmp.parent == tmp_path and tmp.exists()
+            raise Boom()
+    assert os.listdir(tmp_path) == []
+
+
+def test_exception_inside_atomic_path_keeps_the_old_file(tmp_path):
+    p = tmp_path / "model.bin"
+    p.write_bytes(b"old")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_path(p) as tmp:
+            tmp.write_bytes(b"new, half")
+            raise KeyboardInterrupt
+    assert p.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["model.bin"]
+
+
+def test_atomic_path_success(tmp_path):
+    p = tmp_path / "y.npy"
+    with atomic_path(p, suffix=".npy") as tmp:
+        np.save(tmp, np.arange(3))  # np.save keeps a name that already ends in .npy
+    assert np.array_equal(np.load(p), np.arange(3))
+    assert os.listdir(tmp_path) == ["y.npy"]
+
+
+def test_failing_write_leaves_no_temporary(tmp_path, monkeypatch):
+    p = tmp_path / "z.bin"
+    p.write_bytes(b"old")
+
+    def broken(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", broken)
+    with pytest.raises(OutputError, match=r"cannot write .*z\.bin \(No space left on device\)"):
+        atomic_write_bytes(p, b"new")
+    assert p.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["z.bin"]
+
+
+@pytest.mark.parametrize("make", ["dir", "under_file"])
+def test_unwritable_targets_are_one_line_output_errors(tmp_path, make):
+    (tmp_path / "f").write_text("x")
+    (tmp_path / "d").mkdir()
+    target = tmp_path / ("d" if make == "dir" else "f/sub/out.bin")
+    for call in (lambda: atomic_write_bytes(target, b"x"), lambda: check_output_file(target)):
+        with pytest.raises(OutputError) as e:
+            call()
+        assert isinstance(e.value, TTForgeError) and "\n" not in str(e.value)
+    assert sorted(os.listdir(tmp_path)) == ["d", "f"]
+    assert os.listdir(tmp_path / "d") == []
+
+
+def test_check_output_dir(tmp_path):
+    (tmp_path / "f").write_text("x")
+    assert check_output_dir(tmp_path / "new" / "dir") == tmp_path / "new" / "dir"
+    with pytest.raises(OutputError, match="not a directory"):
+        check_output_dir(tmp_path / "f")
+    with pytest.raises(OutputError, match="is a file"):
+        check_output_dir(tmp_path / "f" / "out")
+
+
+def test_directory_of_files_is_replaced_whole_or_not_at_all(tmp_path):
+    out = tmp_path / "gen"
+    write_files_atomically(out, {"a.txt": b"1", "sub/b.txt": b"2"})
+    assert (out / "sub" / "b.txt").read_bytes() == b"2"
+    with pytest.raises(Boom):
+        with atomic_dir(out) as tmp:
+            (tmp / "a.txt").write_bytes(b"new")
+            raise Boom()
+    assert (out / "a.txt").read_bytes() == b"1"  # the old directory, untouched
+    assert sorted(os.listdir(tmp_path)) == ["gen"]  # no temporary directory left
+    write_files_atomically(out, {"c.txt": b"3"})
+    assert sorted(p.name for p in out.iterdir()) == ["c.txt"]
+    assert sorted(os.listdir(tmp_path)) == ["gen"]
+
+
+def test_interrupted_directory_write_leaves_nothing_new(tmp_path):
+    out = tmp_path / "repro"
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_dir(out) as tmp:
+            (tmp / "case.json").write_text("{")
+            raise KeyboardInterrupt
+    assert os.listdir(tmp_path) == []
+
+
+def test_old_name_in_hw_generate_cli_is_the_same_writer(tmp_path):
+    from ttforge.hw.generate_cli import _write_atomically
+
+    _write_atomically(tmp_path / "o", {"x": b"1"})
+    assert (tmp_path / "o" / "x").read_bytes() == b"1"
+
+
+def test_no_writer_outside_ttforge_atomic_renames_by_itself():
+    """Every ``os.replace`` of model/, quant/, hw/ (but synth.py) and sim/ lives in ttforge.atomic."""
+    root = Path(__file__).resolve().parents[2]
+    offenders = []
+    for pkg in ("model", "quant", "hw", "sim", "ttforge"):
+        for f in (root / pkg).rglob("*.py"):
+            if f.name == "atomic.py" or f == root / "hw" / "synth.py":
+                continue
+            text = f.read_text()
+            for needle in ("os.replace(", "tempfile.mkstemp(", "torch.save(f", ".savefig(path"):
+                if needle in text:
+                    offenders.append(f"{f.relative_to(root)}: {needle}")
+    assert offenders == []

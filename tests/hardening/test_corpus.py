@@ -1,0 +1,88 @@
+"""Every bad input of the corpus gets one line, exit status 2, and nothing written.
+
+The corpus (``corpus/``, listed in ``corpus/cases.toml`` and ``corpus/cli.toml``) holds
+damaged configs, artifacts, checkpoints, IDX directories, foreign ONNX files and bad
+command lines. Each case runs through :func:`ttforge.cli.main` in a fresh working
+directory; a handful also run through a real ``ttforge`` process.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ttforge.cli import main
+
+from .cases import CORPUS, expand, load_cases
+
+CASES = load_cases()
+
+
+def snapshot(root: Path) -> dict[str, bytes | None]:
+    """Every path under ``root`` (hidden temporaries included) with its bytes."""
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None)
+            for p in sorted(root.rglob("*"))}
+
+
+def prepare(tmp: Path, valid: dict) -> dict[str, Path]:
+    (tmp / "existing.txt").write_text("an existing file\n")
+    (tmp / "existing_dir").mkdir()
+    (tmp / "existing_dir" / "keep.txt").write_text("an existing directory's file\n")
+    return {"corpus": CORPUS, "tmp": tmp, "artifact": valid["artifact"], "inputs": valid["inputs"],
+            "checkpoint": valid["checkpoint"], "file": tmp / "existing.txt", "dir": tmp / "existing_dir"}
+
+
+def check(case, code: int, stderr: str, before: dict, after: dict) -> None:
+    assert "Traceback" not in stderr, stderr
+    lines = stderr.splitlines()
+    assert len(lines) == 1, f"{case.id}: stderr must be one line, got {len(lines)}:\n{stderr}"
+    cmd = case.argv[0]
+    assert lines[0].startswith(f"ttforge {cmd}: error: ") or (
+        case.id == "cli/command-unknown" and lines[0].startswith("ttforge: error: ")), lines[0]
+    assert code == 2, f"{case.id}: exit {code}: {lines[0]}"
+    assert case.expect.lower() in lines[0].lower(), f"{case.id}: {case.expect!r} not in {lines[0]!r}"
+    assert after == before, f"{case.id}: files changed: {sorted(set(after) ^ set(before))}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, valid, tmp_path, capsys, monkeypatch):
+    work = tmp_path / "work"
+    work.mkdir()
+    values = prepare(work, valid)
+    monkeypatch.chdir(work)
+    before, valid_before = snapshot(work), snapshot(valid["root"])
+    try:
+        code = main(expand(case.argv, values))
+    except SystemExit as e:  # argparse errors exit from inside the parser
+        code = e.code
+    stderr = capsys.readouterr().err
+    check(case, code, stderr, before, snapshot(work))
+    assert snapshot(valid["root"]) == valid_before
+
+
+SUBPROCESS = [c for c in CASES if c.subprocess]
+
+
+@pytest.mark.parametrize("case", SUBPROCESS, ids=[c.id for c in SUBPROCESS])
+def test_bad_input_through_a_real_process(case, valid, tmp_path):
+    exe = shutil.which("ttforge", path=str(Path(sys.executable).parent)) or shutil.which("ttforge")
+    assert exe, "the ttforge console script is not installed"
+    work = tmp_path / "work"
+    work.mkdir()
+    values = prepare(work, valid)
+    before = snapshot(work)
+    env = {**os.environ, "COLUMNS": "80"}
+    out = subprocess.run([exe, *expand(case.argv, values)], cwd=work, capture_output=True, text=True,
+                         env=env, timeout=120)
+    check(case, out.returncode, out.stderr, before, snapshot(work))
+
+
+def test_the_corpus_is_large_and_covers_every_kind():
+    kinds = {c.id.split("/")[0] for c in CASES}
+    assert {"train_config", "accel_config", "artifact", "idx", "onnx", "checkpoint", "cli"} <= kinds
+    assert len(CASES) >= 60
