@@ -235,16 +235,16 @@ def _stage_compile(ctx: _Ctx, out: Path) -> tuple[dict, str]:
     lanes = ctx.cfg.hw.lanes or None
     b = _board(ctx)
     if b is not None:
-        from ttforge.firmware.build import BRAM_BITS, board_config, memory_bits
+        from ttforge.firmware.build import board_config, memory_misfit
 
         # the board's sizing (default lanes, e.g. one serial requantization unit on the
-        # iCEBreaker), so the simulated RTL is the accelerator the bitstream holds
+        # iCEBreaker), so the simulated RTL is the accelerator the bitstream holds; and the
+        # block RAM check of ttforge build, here so that --short finds a misfit too
         acfg, net = board_config(b, artifact, lanes=lanes)
-        need, have = memory_bits(acfg), BRAM_BITS[b.device]
-        if need > have:
-            raise ConfigError(f"the model does not fit the {b.key}: the accelerator's memories need "
-                              f"{need / 1024:.1f} kbit of its {have / 1024:.0f} kbit of block RAM; "
-                              f"use a smaller model (lower [train.model] ranks or hidden) or another board")
+        why = memory_misfit(acfg, b.device)
+        if why:
+            raise ConfigError(f"the model does not fit the {b.key}: {why}; use a smaller model "
+                              f"(lower [train.model] ranks or hidden) or another board")
     else:
         net = load_artifact(artifact)
         acfg = AccelConfig.for_network(net, lanes=lanes or 4)
