@@ -1,6 +1,9 @@
 """The docs cannot rot: runnable examples run, links resolve, the index lists every page."""
 
 import re
+import shlex
+import subprocess
+import sys
 
 import pytest
 
@@ -54,3 +57,59 @@ def test_index_lists_every_page():
     listed = {t.partition("#")[0] for t in links(DOCS / "index.md")}
     pages = {p.name for p in DOCS.glob("*.md")} - {"index.md"}
     assert pages <= listed, f"docs/index.md does not list: {sorted(pages - listed)}"
+
+
+# pages whose ``ttforge ...`` command lines (in console blocks) must parse with today's CLI
+COMMAND_PAGES = ("getting-started.md", "integration.md")
+
+
+def _commands(page):
+    for block in code_blocks(DOCS / page, "console"):
+        for line in block.splitlines():
+            line = line.split(" #")[0].strip()
+            for part in line.split("&&"):
+                part = part.strip()
+                if part.startswith("ttforge "):
+                    yield part
+
+
+def test_doc_commands_parse():
+    from ttforge.cli import build_parser
+
+    parser = build_parser()
+    commands = [(page, c) for page in COMMAND_PAGES for c in _commands(page)]
+    assert len(commands) >= 12
+    bad = []
+    for page, command in commands:
+        try:
+            parser.parse_args(shlex.split(command)[1:])
+        except SystemExit:
+            bad.append(f"docs/{page}: {command}")
+    assert not bad, "commands the CLI no longer accepts:\n" + "\n".join(bad)
+
+
+def test_a_wrong_command_does_not_parse(capsys):
+    from ttforge.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["generate", "digits.ttfa", "-o", "rtl", "--reset-polarity", "low"])
+
+
+# the step-by-step journey of getting-started.md that needs no board and no minutes-long
+# build, run as written (the bitstream build is tests/firmware/test_build_slow.py's)
+JOURNEY = ("train", "quantize", "inspect", "generate", "run")
+
+
+@pytest.mark.slow
+def test_getting_started_journey_runs_as_written(tmp_path):
+    steps = [c for c in _commands("getting-started.md")
+             if shlex.split(c)[1] in JOURNEY and ("--port" not in c)]
+    assert [shlex.split(c)[1] for c in steps] == ["train", "quantize", "inspect", "generate", "run"]
+    inputs_block = next(b for b in code_blocks(DOCS / "getting-started.md", "python") if "inputs.npy" in b)
+    for command in steps:
+        if shlex.split(command)[1] == "run":   # the page makes inputs.npy just before
+            subprocess.run([sys.executable, "-c", inputs_block], cwd=tmp_path, check=True)
+        r = subprocess.run([sys.executable, "-m", "ttforge.cli", *shlex.split(command)[1:]],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=900)
+        assert r.returncode == 0, f"{command}: exit {r.returncode}\n{r.stderr[-2000:]}"
+    assert "equal to the golden executor: 8/8 vectors" in r.stdout
