@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from ttforge.atomic import atomic_write_text
+
 __all__ = ["render", "subcommand_parsers", "subs_names", "main", "REGENERATE", "DEFAULT_PATH"]
 
 DEFAULT_PATH = "docs/cli.md"
@@ -195,8 +197,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         print(f"{path} is up to date")
         return 0
-    from ttforge.model.checkpoint import atomic_write_text
-
     atomic_write_text(path, text)
     print(f"wrote {path} ({len(subs_names(text))} commands)")
     return 0
