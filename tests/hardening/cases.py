@@ -16,12 +16,14 @@ class Case:
     argv: tuple[str, ...]
     expect: str
     subprocess: bool
+    xfail: str | None = None
 
 
 def load_cases() -> list[Case]:
     """Every case of the corpus, in manifest order."""
     spec = tomllib.loads((CORPUS / "cases.toml").read_text())
     in_subprocess = set(spec.get("subprocess", []))
+    xfail = dict(spec.get("xfail", {}))
     out: list[Case] = []
     for group, g in spec["groups"].items():
         folder = g.get("dir", group)
@@ -31,14 +33,14 @@ def load_cases() -> list[Case]:
             assert path.exists(), f"corpus case {folder}/{name} is missing; run make_corpus.py"
             cid = f"{folder}/{name}" + ("" if group == folder else f"@{cmd}")
             argv = tuple(a.replace("{file}", str(path)) for a in g["argv"])
-            out.append(Case(cid, argv, expect, cid in in_subprocess))
+            out.append(Case(cid, argv, expect, cid in in_subprocess, xfail.get(cid)))
     for cid, line, expect in tomllib.loads((CORPUS / "cli.toml").read_text())["cases"]:
         cid = f"cli/{cid}"
-        out.append(Case(cid, tuple(shlex.split(line)), expect, cid in in_subprocess))
+        out.append(Case(cid, tuple(shlex.split(line)), expect, cid in in_subprocess, xfail.get(cid)))
     ids = [c.id for c in out]
     assert len(ids) == len(set(ids)), "duplicate corpus case ids"
-    unknown = in_subprocess - set(ids)
-    assert not unknown, f"cases.toml subprocess names unknown cases: {sorted(unknown)}"
+    unknown = (in_subprocess | set(xfail)) - set(ids)
+    assert not unknown, f"cases.toml names unknown cases: {sorted(unknown)}"
     return out
 
 
