@@ -137,7 +137,7 @@ def main(argv=None) -> int:
     p.add_argument("--doc", type=Path, default=DEFAULT_DOC, help="Markdown file to update")
     p.add_argument("--no-doc", action="store_true", help="do not touch the Markdown file")
     args = p.parse_args(argv)
-    from ttforge.model.checkpoint import atomic_write_text
+    from ttforge.atomic import atomic_write_text
 
     env = environment()
     work = Path(tempfile.mkdtemp(prefix="ttforge-bench-flow-"))

@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,7 @@ import numpy as np
 
 from ttforge import __version__
 from ttforge.errors import ConfigError, TTForgeError
-from ttforge.model.checkpoint import _umask
+from ttforge.atomic import _umask, atomic_dir, atomic_write_bytes
 
 __all__ = ["STAGES", "FlowError", "StageResult", "FlowResult", "run_flow", "fingerprint",
            "RECORD", "read_record"]
@@ -114,23 +113,6 @@ def _intact(stage_dir: Path, rec: dict[str, Any]) -> bool:
         return all(_sha256_file(stage_dir / name) == digest for name, digest in outputs.items())
     except OSError:
         return False
-
-
-def _swap_in(tmp: Path, final: Path) -> None:
-    """Rename the completed ``tmp`` to ``final`` (an older ``final`` is removed after)."""
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-    try:
-        os.replace(tmp, final)
-    except BaseException:
-        if old is not None and not final.exists():
-            os.replace(old, final)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _clean_leftovers(root: Path) -> None:
@@ -453,14 +435,14 @@ def _run_one(ctx: _Ctx, name: str, inputs: dict[str, Any], force: bool) -> Stage
         ctx.records[name] = rec
         return StageResult(name, "skipped", time.perf_counter() - t0, rec.get("figure", ""), rec)
     ctx.records.pop(name, None)
-    ctx.root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=ctx.root))
-    try:
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; a stage directory is an ordinary one
+    # the stage fills a temporary directory that replaces ctx.dir(name) only once it is
+    # complete (ttforge.atomic.atomic_dir): a failure leaves the previous output, or none
+    with atomic_dir(final) as tmp:
         try:
             summary, figure = _RUN[name](ctx, tmp)
         except TTForgeError as e:
             raise FlowError(f"stage {name} failed: {e}") from None
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; a stage directory is an ordinary one
         seconds = time.perf_counter() - t0
         outputs = _hash_tree(tmp)
         rec = {"format": _FORMAT, "version": 1, "stage": name, "ttforge": __version__,
@@ -468,10 +450,6 @@ def _run_one(ctx: _Ctx, name: str, inputs: dict[str, Any], force: bool) -> Stage
                "digest": hashlib.sha256(_canonical(outputs)).hexdigest(),
                "seconds": round(seconds, 3), "figure": figure, "summary": summary}
         (tmp / RECORD).write_text(json.dumps(rec, indent=2, default=str) + "\n")
-        _swap_in(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     ctx.records[name] = rec
     return StageResult(name, "ran", seconds, figure, rec)
 
@@ -567,8 +545,6 @@ def run_flow(cfg, out_dir: str | os.PathLike | None = None, *, until: str | None
 def _publish(root: Path) -> None:
     """Copy the report stage's ``report.html`` and ``report.md`` to the build directory
     (atomically, and only when they changed)."""
-    from ttforge.model.checkpoint import atomic_write_bytes
-
     for name in ("report.html", "report.md"):
         data = (root / "report" / name).read_bytes()
         dst = root / name
