@@ -253,3 +253,41 @@ def test_idx_reader_reads_valid_files_exactly_and_rejects_damage_in_one_line(tmp
     if arr is not None:
         assert got is not None and got.shape == arr.shape
         assert np.array_equal(got, arr) and got.dtype == arr.dtype.newbyteorder("=")
+
+
+# ---------------------------------------------------------------------------------------
+# checkpoints
+# ---------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
+def checkpoint_bytes() -> bytes:
+    import tempfile
+    from pathlib import Path
+
+    import torch
+
+    from ttforge.model.checkpoint import save_checkpoint
+
+    with tempfile.TemporaryDirectory() as d:
+        p = save_checkpoint(Path(d) / "c.pt", {"config": {"epochs": 1}, "w": torch.arange(12.0)})
+        return p.read_bytes()
+
+
+@settings(FAST, max_examples=60)
+@given(st.lists(st.tuples(st.integers(0, 10**6), st.integers(1, 255)), max_size=3), st.integers(0, 10**6),
+       st.booleans())
+def test_damaged_checkpoints_fail_in_one_line(tmp_path_factory, flips, cut, truncate):
+    import torch
+
+    from ttforge.model.checkpoint import load_checkpoint
+
+    data = bytearray(checkpoint_bytes())
+    for pos, xor in flips:
+        data[pos % len(data)] ^= xor
+    if truncate:
+        data = data[:cut % len(data)]
+    p = tmp_path_factory.mktemp("ckpt") / "c.pt"
+    p.write_bytes(bytes(data))
+    got = loads_or_one_line(lambda: load_checkpoint(p))
+    if got is not None:  # only an undamaged file loads
+        assert bytes(data) == checkpoint_bytes()
+        assert got["config"] == {"epochs": 1} and torch.equal(got["w"], torch.arange(12.0))
