@@ -30,7 +30,7 @@ import numpy as np
 
 from ttforge import __version__
 from ttforge.errors import ConfigError, TTForgeError
-from ttforge.atomic import _umask, atomic_dir, atomic_write_bytes
+from ttforge.atomic import _umask, atomic_dir, atomic_write_bytes, check_output_dir
 
 __all__ = ["STAGES", "FlowError", "StageResult", "FlowResult", "run_flow", "fingerprint",
            "RECORD", "read_record"]
@@ -488,13 +488,23 @@ def run_flow(cfg, out_dir: str | os.PathLike | None = None, *, until: str | None
         until = None
     if short:
         cfg = cfg.shortened()
-    root = Path(out_dir) if out_dir is not None else Path("build") / cfg.name
-    if root.exists() and not root.is_dir():
-        raise ConfigError(f"--out {root} is a file; give a directory for the build")
+    root = check_output_dir(Path(out_dir) if out_dir is not None else Path("build") / cfg.name, "--out")
     if root.is_dir() and any(root.iterdir()) and not any((root / s / RECORD).is_file() for s in STAGES) \
             and not (root / "report.html").is_file():
         raise ConfigError(f"--out {root} is not empty and not a ttforge flow build; choose an empty "
                           f"or new directory")
+    created = not root.exists()
+    try:
+        return _run_stages(cfg, root, until, force, short, on_stage, on_done, say)
+    except BaseException:
+        # a failed first run leaves no empty build directory behind (stages that
+        # completed before the failure are kept: the next run skips them)
+        if created and root.is_dir() and not any(root.iterdir()):
+            root.rmdir()
+        raise
+
+
+def _run_stages(cfg, root: Path, until, force, short, on_stage, on_done, say) -> FlowResult:
     root.mkdir(parents=True, exist_ok=True)
     _clean_leftovers(root)
     ctx = _Ctx(cfg, root, short, say or (lambda s: None))
