@@ -163,6 +163,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     _mkdir(parent, out)
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700; give the usual mode
     except OSError as e:
         raise _fail(out, e) from None
     old = None

@@ -101,6 +101,7 @@ def test_directory_of_files_is_replaced_whole_or_not_at_all(tmp_path):
     out = tmp_path / "gen"
     write_files_atomically(out, {"a.txt": b"1", "sub/b.txt": b"2"})
     assert (out / "sub" / "b.txt").read_bytes() == b"2"
+    assert (out.stat().st_mode & 0o777) == 0o777 & ~_umask()
     with pytest.raises(Boom):
         with atomic_dir(out) as tmp:
             (tmp / "a.txt").write_bytes(b"new")
