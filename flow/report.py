@@ -13,6 +13,7 @@ import base64
 import html
 import io
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,10 @@ def _plots(root: Path, records: dict[str, dict], out: Path) -> dict[str, Path]:
         ax.bar([i + 0.2 for i in idx], [r["on_chip_bytes"] for r in rows], width=0.4,
                label=f"on chip ({q['w_bits']}-bit TT cores + bias + buffer)", color="#e6550d")
         ax.set_yscale("log")
+        # bars on a log axis start at its bottom: put it a decade below the smallest so
+        # that the shortest bar still shows its size
+        smallest = min(min(r["on_chip_bytes"], r["dense_int8_bytes"]) for r in rows)
+        ax.set_ylim(bottom=10 ** math.floor(math.log10(max(smallest, 1))) / 10 if smallest >= 10 else 0.5)
         ax.set_xticks(idx, [f"layer {L['index']} ({L['kind']} {L['in_features']}->{L['out_features']})"
                             for L in q["layers"]], fontsize=8)
         ax.set_ylabel("bytes (log)"), ax.set_title("memory per layer"), ax.legend(fontsize=8)
