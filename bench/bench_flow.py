@@ -121,7 +121,7 @@ def section(result: dict) -> str:
     for name, c in m["cold"]["stages"].items():
         a = m["again"]["stages"].get(name, {})
         cold = f"{t(c['seconds'], 1)} ({c['status']})" if c["seconds"] is not None else c["status"]
-        again = a.get("status", "-") + (f", {t(a['seconds'], 2)}" if a.get("seconds") is not None
+        again = a.get("status", "-") + (f", {1000 * a['seconds']:.0f} ms" if a.get("seconds") is not None
                                         and a.get("status") != "not run" else "")
         lines.append(f"| {name} | {cold} | {c['figure']} | {again} |")
     lines.append(f"| **whole command** (process wall time) | **{m['cold']['wall_s']:.1f} s** | | "

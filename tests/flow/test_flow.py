@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -63,6 +64,15 @@ def test_second_run_skips_every_stage_and_is_fast(build_copy):
                   "sim": "skipped", "bitstream": "not run", "report": "skipped"}
     assert res.verified is True
     assert elapsed < 10, f"an all-skipped run took {elapsed:.1f} s"
+
+
+def test_cli_prints_each_stage_and_a_summary_table(build_copy, capsys):
+    assert main(["flow", "--short", "--out", str(build_copy)]) == 0
+    out = capsys.readouterr().out
+    table = out[out.index("ttforge flow digits-icebreaker:"):]
+    for stage in STAGES:
+        assert re.search(rf"│ {stage}\s+│ (skipped|not run)\s+│", table), stage
+    assert "report: " in out and "report.html" in out
 
 
 def test_changing_quant_bits_reruns_quantize_and_downstream_but_not_train(build_copy):
