@@ -8,6 +8,7 @@ this machine's CPU, and the dense INT8 model's memory against the device's.
     python bench/bench_boards.py --skip-build             # everything that needs no place and route (~2 min)
     python bench/bench_boards.py --models digits --boards icebreaker --out /tmp/b.json
     python bench/bench_boards.py --build-dir /tmp/builds  # keep the builds; reuse those of the same config
+    python bench/bench_boards.py --render-only            # rewrite the docs section from the JSON
 
 The models (``MODELS``), trained and quantized with the library API (what ``ttforge
 train`` and ``ttforge quantize --w-bits 4`` run), seed 0, one thread:
@@ -337,7 +338,8 @@ def markdown(result: dict) -> str:
     env = result["environment"]
     L = [SECTION, "",
          f"Each model on each board, {env['date_utc'][:10]} (commit `{(env['git_commit'] or '?')[:7]}`"
-         f"{', uncommitted changes' if env.get('git_dirty') else ''}), on this shared 2-core "
+         f"{' with uncommitted changes in the working tree' if env.get('git_dirty') else ''}), "
+         f"started {env['date_utc'][11:16]} UTC on a shared 2-core "
          f"machine ({env['cpu']}). Resources and Fmax: a real `ttforge build` (the board top: "
          "accelerator + UART bridge + LEDs; pip open toolchain, nextpnr seed 1) of the config "
          "`ttforge build` picks for the model (the smallest that runs it, at the board's lanes). "
@@ -345,8 +347,8 @@ def markdown(result: dict) -> str:
          "`CYCLES` counter, see Accelerator) for one vector, input streaming and output "
          "included. The models are trained briefly (digits 10 + 2 epochs, MNIST 1 epoch, seed 0) "
          "and quantized to 4-bit cores: resources, cycles and memory depend on the shapes, ranks "
-         "and widths, not on the weight values. Regenerate (ECP5 place and route takes 10-45 min "
-         "per build on this machine):", "",
+         "and widths, not on the weight values. Regenerate (this run took "
+         f"{result['seconds'] / 60:.0f} min, most of it place and route):", "",
          "```", "pip install -e '.[dev,fpga]'", result["command"], "```", ""]
     models = {m["key"]: m for m in result["models"]}
     L.append("**Models**")
@@ -481,6 +483,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help=f"JSON results (default {DEFAULT_OUT.relative_to(ROOT)})")
     p.add_argument("--doc", type=Path, default=DEFAULT_DOC, help="Markdown file to update")
     p.add_argument("--no-doc", action="store_true", help="do not touch the Markdown file")
+    p.add_argument("--render-only", action="store_true",
+                   help="rewrite the docs section from the JSON of --out (measure nothing)")
     args = p.parse_args(argv)
     if args.cpu_repeats < 1:
         p.error("--cpu-repeats must be >= 1")
@@ -495,6 +499,12 @@ def main(argv=None) -> int:
     from ttforge.model.checkpoint import atomic_write_text
 
     args = parse_args(argv)
+    if args.render_only:
+        result = json.loads(args.out.read_text())
+        summary_table(result)
+        update_doc(args.doc, markdown(result))
+        print(f"updated the '{SECTION}' section of {args.doc}")
+        return 0
     argv = sys.argv[1:] if argv is None else list(argv)
     shown, skip = [], False
     for a in argv:                  # the command that regenerates it (where builds are kept is local)
