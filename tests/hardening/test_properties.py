@@ -300,3 +300,35 @@ def test_damaged_checkpoints_fail_in_one_line(tmp_path_factory, flips, cut, trun
     if got is not None:  # only an undamaged file loads
         assert bytes(data) == checkpoint_bytes()
         assert got["config"] == {"epochs": 1} and torch.equal(got["w"], torch.arange(12.0))
+
+
+@st.composite
+def flow_dicts(draw):
+    """Flow configs: real sections with real and misspelled keys, values of any type."""
+    import dataclasses
+
+    from ttforge.flow.config import FlowConfig
+
+    sections = {f.name: f.default_factory for f in dataclasses.fields(FlowConfig)
+                if f.default_factory is not dataclasses.MISSING}
+    out = {}
+    for name in draw(st.lists(st.sampled_from([*sections, "train", "tarin"]), max_size=4, unique=True)):
+        if name == "train":
+            out[name] = draw(st.dictionaries(st.sampled_from(TRAIN_FIELDS + ["lr_rate"]),
+                                             VALUES | small_model_dicts(), max_size=4))
+            continue
+        cls = sections.get(name)
+        keys = [f.name for f in dataclasses.fields(cls)] if cls else ["x"]
+        out[name] = draw(st.dictionaries(st.sampled_from(keys + ["nosuchkey"]), VALUES, max_size=4)
+                         | VALUES)
+    return out
+
+
+@FAST
+@given(flow_dicts())
+def test_flow_config_from_random_tables(d):
+    from ttforge.flow.config import FlowConfig
+
+    cfg = loads_or_one_line(lambda: FlowConfig.from_dict(d))
+    if cfg is not None:
+        assert FlowConfig.from_dict(cfg.to_dict()) == cfg
