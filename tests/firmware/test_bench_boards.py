@@ -163,3 +163,27 @@ def test_skip_build_run_writes_json_and_doc(bench, tmp_path):
     text = doc.read_text()
     assert "old table" not in text and "kept text" in text
     assert "python bench/bench_boards.py --skip-build --models digits" in text
+
+
+@pytest.mark.slow
+def test_bench_build_on_the_icebreaker_and_its_reuse(bench, artifact, tmp_path):
+    """A real iCEBreaker build through the bench (about 2 minutes): its figures are the
+    manifest's, the stored nextpnr report parses to the same, and a second call with
+    the same config reuses the build instead of placing and routing again."""
+    from ttforge.firmware.board import board
+    from ttforge.firmware.build import board_config
+
+    b = board("icebreaker")
+    cfg, _ = board_config(b, artifact / "small.ttfa")
+    r = bench.run_build(b, artifact / "small.ttfa", cfg.to_dict(), tmp_path, "icebreaker-small")
+    assert r["ok"] and not r["reused"], r.get("error")
+    out = tmp_path / "icebreaker-small"
+    man = json.loads((out / "build.json").read_text())
+    rep = parse_report(out / "pnr_report.json", "ice40up5k")
+    assert rep.resources == man["resources"] == r["resources"]
+    assert rep.fmax_mhz == man["fmax_mhz"] == r["fmax_mhz"] and rep.fits
+    assert r["lut"] == rep.luts and r["bram"] == rep.bram and r["ff"] is None
+    again = bench.run_build(b, artifact / "small.ttfa", cfg.to_dict(), tmp_path, "icebreaker-small")
+    assert again["reused"] and again["fmax_mhz"] == r["fmax_mhz"]
+    other = {**cfg.to_dict(), "lanes": 2}
+    assert bench._reusable(out, other, b, 1) is None
