@@ -30,7 +30,7 @@ import numpy as np
 
 from ttforge import __version__
 from ttforge.errors import ConfigError, TTForgeError
-from ttforge.atomic import _umask, atomic_dir, atomic_write_bytes, check_output_dir
+from ttforge.atomic import atomic_dir, atomic_write_bytes, check_output_dir
 
 __all__ = ["STAGES", "FlowError", "StageResult", "FlowResult", "run_flow", "fingerprint",
            "RECORD", "read_record"]
@@ -449,7 +449,6 @@ def _run_one(ctx: _Ctx, name: str, inputs: dict[str, Any], force: bool) -> Stage
             summary, figure = _RUN[name](ctx, tmp)
         except TTForgeError as e:
             raise FlowError(f"stage {name} failed: {e}") from None
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; a stage directory is an ordinary one
         seconds = time.perf_counter() - t0
         outputs = _hash_tree(tmp)
         rec = {"format": _FORMAT, "version": 1, "stage": name, "ttforge": __version__,

@@ -52,6 +52,10 @@ def test_short_run_writes_every_stage_and_verifies_exactly(default_build):
     assert json.loads((default_build / "rtl" / "config.json").read_text()) == acc
     assert (default_build / "report.html").is_file() and (default_build / "report.md").is_file()
     assert not [p for p in default_build.iterdir() if p.name.startswith(".")]  # no temporaries
+    umask = os.umask(0)
+    os.umask(umask)
+    for stage in ("train", "rtl", "report"):  # ordinary directories, not mkdtemp's 0700
+        assert (default_build / stage).stat().st_mode & 0o777 == 0o777 & ~umask
 
 
 def test_second_run_skips_every_stage_and_is_fast(build_copy):
