@@ -195,3 +195,25 @@ def test_a_model_too_big_for_the_board_fails_at_compile(tmp_path, capsys):
                                                    "does not fit the icebreaker")
     assert (build / "quantize" / "stage.json").is_file() and not (build / "compile").exists()
     assert not [p for p in build.iterdir() if p.name.startswith(".")]
+
+
+def test_replacing_the_idx_files_reruns_train(tmp_path):
+    """The data is part of the train fingerprint: same path, new files -> train runs again."""
+    from tests.model.test_data import write_pair
+
+    data = tmp_path / "idx"
+    data.mkdir()
+    write_pair(data, "t10k", 60)
+    cfg_file = tmp_path / "tiny.toml"
+    cfg_file.write_text('[flow]\nname = "tiny"\n[train]\ndata = "idx"\nepochs = 1\n'
+                        '[train.model]\nhidden = [8]\nranks = 2\n[bitstream]\nboard = "none"\n')
+    from ttforge.flow import FlowConfig
+
+    cfg = FlowConfig.load(cfg_file)
+    build = tmp_path / "b"
+    first = _statuses(run_flow(cfg, build, until="train"))
+    again = _statuses(run_flow(cfg, build, until="train"))
+    write_pair(data, "t10k", 61)  # other images and labels under the same names
+    third = _statuses(run_flow(cfg, build, until="train"))
+    assert (first["train"], again["train"], third["train"]) == ("ran", "skipped", "ran")
+    assert _record(build, "train")["summary"]["n_train"] + _record(build, "train")["summary"]["n_test"] == 61
