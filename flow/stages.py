@@ -376,12 +376,12 @@ def _stage_bitstream(ctx: _Ctx, out: Path) -> tuple[dict, str]:
     man = build(bs.board, out, artifact=ctx.dir("quantize") / "model.ttfa",
                 config_file=str(ctx.dir("compile") / "config.json"), clk_hz=bs.clk_hz, seed=bs.seed)
     res = man["resources"]
-    main = res.get("lc") or res.get("lut4") or next(iter(res.values()), None)
     summary = {"board": man["board"], "title": man["title"], "device": man["device"],
                "clock_hz": man["clock_hz"], "resources": res, "fmax_mhz": man["fmax_mhz"],
                "bitstream": man["bitstream"], "build_seconds": man["seconds"]}
-    key = next((k for k in ("lc", "lut4") if k in res), None)
-    used = f"{main['used']:,}/{main['available']:,} {key.upper() if key else ''}, " if main else ""
+    # the logic figure of the family: iCE40 logic cells, ECP5 LUTs
+    key = next((k for k in ("lc", "lut", "lut4") if k in res), None)
+    used = f"{res[key]['used']:,}/{res[key]['available']:,} {key.upper()}, " if key else ""
     return summary, f"{used}Fmax {man['fmax_mhz']} MHz at {man['clock_hz'] / 1e6:g} MHz"
 
 
