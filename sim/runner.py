@@ -337,7 +337,9 @@ def run_job(sim_build: SimBuild, ops: Sequence[Mapping[str, Any]], arrays: Mappi
         raise ConfigError("waves=True needs a build made with build(..., waves=True)")
     cfg = sim_build.config
     keep = workdir is not None
-    wd = Path(workdir) if keep else Path(tempfile.mkdtemp(prefix="ttforge-sim-"))
+    # absolute: the simulator runs inside wd and is handed paths into it (the job, the
+    # waveform); a relative workdir would be resolved twice and name nothing
+    wd = Path(workdir).resolve() if keep else Path(tempfile.mkdtemp(prefix="ttforge-sim-"))
     wd.mkdir(parents=True, exist_ok=True)
     for stale in ("results.json", "results.npz"):
         (wd / stale).unlink(missing_ok=True)

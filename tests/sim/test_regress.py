@@ -109,6 +109,24 @@ def test_a_faulty_rtl_fails_with_a_reproducer_that_replays(tmp_path, capsys):
     assert "layer 0, step 0" in capsys.readouterr().out
 
 
+def test_a_relative_workdir_gets_its_waveform(tmp_path, monkeypatch):
+    """``regress --out`` is relative by default (``regress-out``) and a reproducer's
+    waveform run works in ``<out>/.repro-*/waves_run``: the simulator runs inside that
+    directory, so the job and waveform paths it is handed must be absolute (relative,
+    they named nothing: no job, no results, no ``waves.fst``)."""
+    from ttforge.sim.runner import build, run_inference
+
+    _need("icarus")
+    case = make_case(3, 1, config=STANDARD)
+    prog = compile_program(case.net, STANDARD)
+    b = build(STANDARD, "icarus", waves=True)
+    monkeypatch.chdir(tmp_path)
+    r = run_inference(b, prog, case.inputs[:1], waves=True, workdir="regress-out/waves_run")
+    assert np.array_equal(r.outputs, execute(case.net, case.inputs[:1]))
+    assert r.waves == tmp_path / "regress-out" / "waves_run" / "waves.fst"
+    assert r.waves.stat().st_size > 0
+
+
 def test_locator_finds_no_divergence_on_good_rtl(get_build):
     _need("icarus")
     case = make_case(3, 1, config=STANDARD)
