@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ttforge.model.checkpoint import atomic_write_text
+from ttforge.atomic import atomic_write_text
 
 DOC_HEADER = "# ttforge benchmarks"
 

@@ -51,7 +51,7 @@ import numpy as np
 from ttforge.hw.config import AccelConfig
 from ttforge.hw.cycles import ENGINE_TIMING, dense_cycles, estimate
 from ttforge.hw.program import compile_program
-from ttforge.model.checkpoint import atomic_write_text
+from ttforge.atomic import atomic_write_text
 from ttforge.model.schedule import ContractionSchedule
 from ttforge.model.tt import TTShape
 from ttforge.quant.arith import acc_bits_needed, int_range, rshift_round, saturate

@@ -46,7 +46,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ttforge.model.checkpoint import atomic_write_text
+from ttforge.atomic import atomic_write_text
 from ttforge.model.layers import TTLinear, apply_schedule
 from ttforge.model.schedule import ContractionSchedule
 from ttforge.model.tt import TTShape

@@ -101,15 +101,15 @@ class QuantSection:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        from ttforge.quant.ptq import _RANGES, parse_layer_bits
+        from ttforge.quant.ptq import BIT_RANGES, parse_layer_bits
 
-        for key, (lo, hi) in _RANGES.items():  # the ranges ttforge quantize enforces
+        for key, (lo, hi) in BIT_RANGES.items():  # the ranges ttforge quantize enforces
             _int("quant", key, getattr(self, key), lo, hi)
         if not isinstance(self.layer_bits, str):
             raise ConfigError(f"[quant] layer_bits = {self.layer_bits!r} must be a string like '0:4,1:8'")
         try:
             for idx, bits in parse_layer_bits(self.layer_bits).items():
-                _int("quant", f"layer_bits (layer {idx})", bits, *_RANGES["w_bits"])
+                _int("quant", f"layer_bits (layer {idx})", bits, *BIT_RANGES["w_bits"])
         except ConfigError as e:
             msg = str(e)
             raise ConfigError(msg if msg.startswith("[quant]") else f"[quant] {msg}") from None

@@ -290,10 +290,10 @@ def _available(sim: str) -> str | None:
     from ttforge.hw.tools import ToolchainMissing
 
     if sim == "verilator-native":
-        from ttforge.sim.native import _check_tools
+        from ttforge.sim.native import check_native_tools
 
         try:
-            _check_tools()
+            check_native_tools()
             return None
         except ToolchainMissing as e:
             return str(e)

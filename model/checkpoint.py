@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from ttforge.atomic import _umask, atomic_write_bytes, atomic_write_text  # noqa: F401 (re-exported)
+from ttforge.atomic import atomic_write_bytes
 from ttforge.errors import CheckpointError
 
 __all__ = [
@@ -35,8 +35,6 @@ __all__ = [
     "FORMAT_VERSION",
     "save_checkpoint",
     "load_checkpoint",
-    "atomic_write_bytes",
-    "atomic_write_text",
 ]
 
 MAGIC = b"TTFCKPT\0"

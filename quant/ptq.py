@@ -61,6 +61,7 @@ from ttforge.quant.qat import (
 )
 
 __all__ = [
+    "BIT_RANGES",
     "NotBitExactError",
     "quantize_trained",
     "evaluate_quantized",
@@ -83,7 +84,8 @@ class NotBitExactError(AssertionError):
 # ---------------------------------------------------------------------------------------
 # configuration
 # ---------------------------------------------------------------------------------------
-_RANGES = {"w_bits": (2, 8), "act_bits": (2, 16), "inter_bits": (2, 16), "acc_bits": (8, MAX_EXACT_ACC_BITS)}
+# the bit widths `ttforge quantize` (and a flow config) accepts, inclusive
+BIT_RANGES = {"w_bits": (2, 8), "act_bits": (2, 16), "inter_bits": (2, 16), "acc_bits": (8, MAX_EXACT_ACC_BITS)}
 _FLAGS = {"w_bits": "--w-bits", "act_bits": "--act-bits", "inter_bits": "--inter-bits", "acc_bits": "--acc-bits"}
 
 
@@ -125,7 +127,7 @@ def make_config(
     errors that name the command-line flag (``layer_bits`` overrides core bits per layer)."""
     widths = {"w_bits": w_bits, "act_bits": act_bits, "inter_bits": inter_bits, "acc_bits": acc_bits}
     for name, v in widths.items():
-        lo, hi = _RANGES[name]
+        lo, hi = BIT_RANGES[name]
         if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
             raise ConfigError(f"{_FLAGS[name]} {v!r} is out of range; give an integer in {lo}..{hi}")
     if calibration not in ("max", "mse"):
@@ -136,7 +138,7 @@ def make_config(
         if not 0 <= idx < n_layers:
             raise ConfigError(f"--layer-bits: layer {idx} does not exist; the network has {n_layers} "
                               f"linear layers (0..{n_layers - 1})")
-        lo, hi = _RANGES["w_bits"]
+        lo, hi = BIT_RANGES["w_bits"]
         if isinstance(bits, bool) or not isinstance(bits, int) or not lo <= bits <= hi:
             raise ConfigError(f"--layer-bits: layer {idx} bits {bits!r} is out of range; give an integer "
                               f"in {lo}..{hi}")

