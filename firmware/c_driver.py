@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ttforge.atomic import atomic_write_text, check_output_dir
 from ttforge.errors import ConfigError
 
 __all__ = ["C_DIR", "DRIVER_SOURCES", "SIM_SOURCES", "driver_sources", "load_image_c", "export_driver"]
@@ -102,17 +103,11 @@ def export_driver(config, out_dir: str | os.PathLike, program=None, *, sim: bool
     if program is not None and program.config != config:
         raise ConfigError("export_driver: the program was compiled for another AccelConfig; "
                           "compile it with this config")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_output_dir(out_dir, "out_dir")
     files: dict[str, str] = {"ttforge_regs.h": RegisterMap(config).to_c_header()}
     for p in driver_sources(sim=sim):
         files[p.name] = p.read_text()
     if program is not None:
         files["ttforge_image.c"] = load_image_c(program)
-    written = []
-    for name, text in files.items():
-        tmp = out / f".{name}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, out / name)
-        written.append(out / name)
-    return written
+    # file by file into a directory that may hold the firmware project's own files
+    return [atomic_write_text(out / name, text) for name, text in files.items()]

@@ -248,9 +248,17 @@ def test_export_driver(build, nets, tmp_path):
     names = sorted(p.name for p in export_driver(build.config, tmp_path, prog, sim=True))
     assert names == sorted(["ttforge_regs.h", "ttforge_driver.h", "ttforge_driver.c", "ttforge_image.c",
                             "ttforge_sim_hooks.h", "ttforge_sim_hooks.c", "ttforge_sim_test.c"])
-    assert not list(tmp_path.glob(".*.tmp"))
+    assert not list(tmp_path.glob(".*"))             # no temporary left behind
     with pytest.raises(ConfigError, match="another AccelConfig"):
         export_driver(AccelConfig(lanes=8), tmp_path / "x", prog)
+    # a path that cannot be a directory: one line, nothing written
+    from ttforge.errors import OutputError
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(OutputError, match="is a file, not a directory"):
+        export_driver(build.config, tmp_path / "f" / "drv")
+    with pytest.raises(OutputError, match="is not a directory"):
+        export_driver(build.config, tmp_path / "f")
+    assert (tmp_path / "f").read_text() == "x"
 
 
 # ------------------------------------------------------------------------------- slow
