@@ -112,7 +112,8 @@ def board(name: str) -> Board:
 def uart_divisor(clk_hz: float, baud: int) -> int:
     """Clock cycles per UART bit; the rate error must stay below 2%."""
     if baud <= 0:
-        raise ConfigError(f"--baud {baud} must be positive")
+        raise ConfigError(f"--baud {baud} must be positive; give the UART baud rate "
+                          f"(default {DEFAULT_BAUD})")
     div = round(clk_hz / baud)
     if div < MIN_DIVISOR:
         raise ConfigError(f"--baud {baud} is too fast for a {clk_hz / 1e6:g} MHz clock "

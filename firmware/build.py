@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ttforge.atomic import check_output_dir, write_files_atomically
 from ttforge.errors import ConfigError, TTForgeError
 
 __all__ = ["BuildError", "build", "check_timing", "toolchain_env", "MARKER", "memory_bits", "BRAM_BITS",
@@ -193,20 +194,19 @@ def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=Non
     """Build the bitstream of ``board_key`` into ``out_dir`` (atomically); the manifest."""
     from ttforge import __version__
     from ttforge.firmware.board import DEFAULT_BAUD, BoardTop, board, uart_divisor
-    from ttforge.hw.generate_cli import _write_atomically
     from ttforge.hw.synth import DEVICES, parse_report
 
+    # every argument is checked before the (minutes-long) toolchain starts; a 0 is
+    # checked like any other value, not taken for "the default"
     b = board(board_key)
-    out = Path(out_dir).expanduser()
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"-o {out}: exists and is not a directory; choose another output path")
+    clk_hz = b.check_clock(b.default_hz if clk_hz is None else clk_hz)
+    baud = DEFAULT_BAUD if baud is None else int(baud)
+    divisor = uart_divisor(clk_hz, baud)                      # checks the baud rate
+    out = check_output_dir(out_dir, "-o")
     if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
         raise ConfigError(f"-o {out}: is not empty and not a ttforge build output; "
                           "choose an empty or new directory")
     cfg, net = board_config(b, artifact, config_file, lanes)
-    clk_hz = b.check_clock(clk_hz or b.default_hz)
-    baud = int(baud or DEFAULT_BAUD)
-    divisor = uart_divisor(clk_hz, baud)                      # checks the baud rate
     dev = DEVICES[b.device]
     misfit = memory_misfit(cfg, b.device)
     if misfit:
@@ -271,7 +271,7 @@ def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=Non
                  "pnr_report.json": (bdir / "report.json").read_bytes(),
                  "nextpnr.log": (bdir / f"{name}.tim").read_bytes(),
                  MARKER: (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()}
-        _write_atomically(out, files)
+        write_files_atomically(out, files)
         return manifest
     finally:
         if not keep:

@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shlex
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from ttforge.errors import ConfigError, DataError, TTForgeError
+from ttforge.errors import ConfigError, DataError, ShapeError, TTForgeError
 
 __all__ = ["build_cli_spec", "program_cli_spec", "run_cli_spec", "program_command"]
 
@@ -25,6 +25,12 @@ __all__ = ["build_cli_spec", "program_cli_spec", "run_cli_spec", "program_comman
 def _board(name: str):
     from ttforge.firmware.board import board
     return board(name)
+
+
+def _positive(value: float | None, flag: str, fix: str) -> None:
+    """One-line error unless ``value`` (if given) is a positive, finite number."""
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"{flag} {value:g} must be a positive number; {fix}")
 
 
 # ------------------------------------------------------------------------- build
@@ -54,6 +60,8 @@ def _run_build(args: argparse.Namespace) -> int:
 
     b = _board(args.board)
     out = args.out or f"build-{b.key}"
+    _positive(args.freq, "--freq", f"give the system clock in MHz (the {b.key} default: "
+                                   f"{b.default_hz / 1e6:g})")
     clk = None if args.freq is None else int(round(args.freq * 1e6))
     man = build(b.key, out, artifact=args.artifact, config_file=args.config, lanes=args.lanes,
                 clk_hz=clk, baud=args.baud, seed=args.seed, keep=args.keep)
@@ -102,6 +110,7 @@ def _run_program(args: argparse.Namespace) -> int:
     from ttforge.hw.tools import ToolchainMissing
 
     b = _board(args.board)
+    _positive(args.timeout, "--timeout", "give the seconds to wait for openFPGALoader (default 300)")
     path = Path(args.bitstream)
     if not path.is_file():
         raise ConfigError(f"BITSTREAM {path}: no such file; build one with: ttforge build --board {b.key}")
@@ -158,6 +167,16 @@ def _add_run(p: argparse.ArgumentParser) -> None:
 
 
 def _load_inputs(path: str, net) -> np.ndarray:
+    """``INPUTS`` as the integer rows ``net`` takes, checked before anything is built.
+
+    The array's type says what it holds: integers are quantized values, used as they
+    are; floats are real values, quantized with the network's input format
+    (``IntNetwork.quantize_input``, the one quantization path). A text file holds
+    integers when every value is one. Anything else (NaN, infinities, strings, another
+    width, integers outside the input format) is a one-line error naming INPUTS.
+    """
+    from ttforge.quant.executor import _check_input   # the executor's own input check
+
     p = Path(path)
     try:
         if p.suffix == ".npy":
@@ -166,22 +185,45 @@ def _load_inputs(path: str, net) -> np.ndarray:
             x = np.loadtxt(p, delimiter="," if p.suffix == ".csv" else None, ndmin=2)
             if np.all(np.mod(x, 1) == 0):
                 x = x.astype(np.int64)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, EOFError) as e:
         raise DataError(f"INPUTS {p}: cannot read ({e}); give a .npy, .txt or .csv array") from None
+    bits = net.layers[0].in_bits
+    if x.dtype.kind not in "iuf":
+        raise DataError(f"INPUTS {p}: holds {x.dtype} values; give integers (quantized, {bits}-bit) "
+                        "or floats (quantized with the network's input format)")
     if x.ndim == 1:
         x = x[None, :]
-    if not np.issubdtype(x.dtype, np.integer):
+    if x.dtype.kind == "f":
+        if not np.all(np.isfinite(x)):
+            raise DataError(f"INPUTS {p}: holds NaN or infinite values; give finite floats "
+                            f"(or {bits}-bit integers)")
+        # float32 first: the values the PyTorch model (float32) would quantize
         x = net.quantize_input(x.astype(np.float32))
+    try:
+        x = _check_input(net, x)
+    except ShapeError as e:
+        raise DataError(f"INPUTS {p}: {e}; give one vector of {net.in_features} values per row "
+                        f"({bits}-bit integers or floats)") from None
+    if not len(x):
+        raise DataError(f"INPUTS {p}: holds no vectors; give one vector of {net.in_features} "
+                        "values per row")
     return x
 
 
 def _run_run(args: argparse.Namespace) -> int:
+    from ttforge.atomic import atomic_path, check_output_file
     from ttforge.firmware.host import Device
     from ttforge.quant.artifact import load_artifact
 
+    # everything that can be checked is checked before the simulation is built or the
+    # port opened: a bad argument is one line, with nothing built, run or written
     b = _board(args.board)
     if not args.port and not args.sim:
         raise ConfigError("give --port PORT (the board's serial port, e.g. /dev/ttyUSB0) or --sim")
+    _positive(args.baud, "--baud", "give the bitstream's UART baud rate (default 115200)")
+    _positive(args.timeout, "--timeout", "give the seconds to wait for an answer "
+                                         "(default 2; 120 with --sim)")
+    out = check_output_file(args.out, "-o", "outputs.npy") if args.out else None
     net = load_artifact(args.artifact)
     x = _load_inputs(args.inputs, net)
     if args.sim:
@@ -196,13 +238,9 @@ def _run_run(args: argparse.Namespace) -> int:
         dev.load(net)
         y = dev.infer(x)
         counters = dev.counters()
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".npy", dir=out.parent)
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, y)
-        os.replace(tmp, out)
+    if out is not None:
+        with atomic_path(out, suffix=".npy") as tmp:
+            np.save(tmp, y)
     for row in y:
         print(" ".join(str(int(v)) for v in row))
     where = "simulated board" if args.sim else f"{b.key} on {args.port}"

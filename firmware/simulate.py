@@ -14,15 +14,18 @@ The UART runs fast in simulation (``divisor`` clock cycles per bit, default 4).
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import select
 import shutil
 import socket
+import subprocess
 import tempfile
 import threading
 import time
 from pathlib import Path
 
+from ttforge.atomic import atomic_write_text
 from ttforge.firmware.host import Device, DeviceError, DeviceTimeout
 
 __all__ = ["SimTransport", "simulated_device", "SIM_DIVISOR", "SIM_CLK_NS"]
@@ -52,16 +55,25 @@ class SimTransport:
         self.default_timeout = float(timeout)
         verilog = sim_verilog(config, divisor=divisor, clk_hz=int(1e9 // clk_ns), engine=engine)
         key = hashlib.sha256(verilog.encode()).hexdigest()[:16]
-        root = Path(build_dir) if build_dir else Path(tempfile.gettempdir()) / "ttforge-simboard"
+        # absolute: the simulator runs inside the build directory (as sim.runner.run_job)
+        root = Path(build_dir).resolve() if build_dir else Path(tempfile.gettempdir()) / "ttforge-simboard"
         self.build_dir = bd = root / key
         bd.mkdir(parents=True, exist_ok=True)
         src = bd / f"{SIM_TOP}.v"
         if not src.is_file() or src.read_text() != verilog:
-            src.write_text(verilog)
+            atomic_write_text(src, verilog)   # another run may be compiling the cached file
         runner = get_runner("icarus")
-        log = Path(log_file) if log_file else bd / "sim.log"
-        runner.build(sources=[src], hdl_toplevel=SIM_TOP, build_dir=bd,
-                     timescale=("1ns", "1ps"), log_file=bd / "build.log")
+        log = Path(log_file).resolve() if log_file else bd / "sim.log"
+        self._quiet(runner.log, bd / "runner.log")
+        try:
+            runner.build(sources=[src], hdl_toplevel=SIM_TOP, build_dir=bd,
+                         timescale=("1ns", "1ps"), log_file=bd / "build.log")
+        except (subprocess.CalledProcessError, SystemExit):
+            self.close()
+            raise DeviceError(f"Icarus could not compile the board top; see {bd / 'build.log'}") from None
+        except BaseException:
+            self.close()
+            raise
         self._sockdir = tempfile.mkdtemp(prefix="ttf-uart-")
         path = os.path.join(self._sockdir, "uart.sock")
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -92,6 +104,15 @@ class SimTransport:
                 raise DeviceError(f"the simulator did not start (see {log})")
         self.log = log
 
+    def _quiet(self, logger: logging.Logger, path: Path) -> None:
+        """The runner's messages ("Skipping compilation of ...", its commands) go to
+        ``path``, not to stderr, where a command's errors are one line; undone by close."""
+        self._logger, self._propagate = logger, logger.propagate
+        self._handler = logging.FileHandler(path)
+        self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(self._handler)
+        logger.propagate = False
+
     def write(self, data: bytes) -> None:
         try:
             self._sock.sendall(data)
@@ -118,6 +139,12 @@ class SimTransport:
         if t is not None:
             t.join(timeout=60)
         shutil.rmtree(getattr(self, "_sockdir", ""), ignore_errors=True)
+        h = getattr(self, "_handler", None)
+        if h is not None:
+            self._logger.removeHandler(h)
+            self._logger.propagate = self._propagate
+            h.close()
+            self._handler = None
 
 
 def simulated_device(config, **kwargs) -> Device:

@@ -9,6 +9,7 @@ import shutil
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from ttforge.cli import main
@@ -150,3 +151,164 @@ def test_timing_not_met_is_one_line_with_the_fix():
                    "(critical path 20.7 ns from a to b); build with --freq 40")
     with pytest.raises(BuildError, match="use fewer lanes"):
         check_timing(BOARDS["icebreaker"], 9.5, 12_000_000)
+
+
+# ------------------------------------------------------------------------- checked before the work
+def _no_toolchain_or_device(monkeypatch):
+    """Make reaching the toolchain, a serial port or the simulation a test failure."""
+    import ttforge.firmware.build as fb
+    import ttforge.firmware.host as fh
+    import ttforge.firmware.simulate as fs
+
+    def reached(*a, **k):
+        raise AssertionError("the argument was not checked before the work started")
+
+    monkeypatch.setattr(fb, "toolchain_env", reached)
+    monkeypatch.setattr(fs, "simulated_device", reached)
+    monkeypatch.setattr(fh.Device, "open_serial", reached)
+
+
+def _listing(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def test_bad_numbers_are_refused_before_the_work(artifact, tmp_path, capsys, monkeypatch):
+    """A zero is checked like any value (it used to stand for "the default": --baud 0
+    built at 115200 baud), and nothing starts: not the toolchain, a port or a simulation."""
+    _no_toolchain_or_device(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    a, x = str(artifact / "small.ttfa"), str(artifact / "x.npy")
+    (tmp_path / "a.bit").write_bytes(b"x")
+    for argv, match in [
+        (["build", "--board", "ulx3s", a, "--baud", "0"], "--baud 0 must be positive"),
+        (["build", "--board", "icebreaker", a, "--baud", "-9600"], "--baud -9600 must be positive"),
+        (["build", "--board", "ulx3s", a, "--freq", "0"], "--freq 0 must be a positive number"),
+        (["build", "--board", "ulx3s", a, "-o", "a.bit/build"], "a.bit is a file, not a directory"),
+        (["run", "--board", "ulx3s", "--sim", "--baud", "0", a, x], "--baud 0 must be a positive number"),
+        (["run", "--board", "ulx3s", "--port", "/dev/null", "--baud", "-1", a, x], "--baud -1"),
+        (["run", "--board", "ulx3s", "--sim", "--timeout", "0", a, x], "--timeout 0 must be"),
+        (["run", "--board", "ulx3s", "--sim", "--timeout", "inf", a, x], "--timeout inf must be"),
+        (["program", "--board", "ulx3s", "--timeout", "0", "--dry-run", "a.bit"], "--timeout 0 must be"),
+        (["program", "--board", "ulx3s", "--timeout", "-5", "--dry-run", "a.bit"], "--timeout -5 must be"),
+    ]:
+        one_line_error(capsys, argv, match)
+    assert _listing(tmp_path) == ["a.bit"]
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda net: np.zeros((2, 7), np.int64), "has shape (2, 7); the network takes (batch, 30)"),
+    (lambda net: np.zeros(29, np.float32), "has shape (1, 29)"),
+    (lambda net: np.full((1, 30), 128), "leave the 8-bit range [-128, 127]"),
+    (lambda net: np.full((1, 30), np.nan, np.float32), "NaN or infinite"),
+    (lambda net: np.array([["a"] * 30]), "holds <U1 values"),
+    (lambda net: np.zeros((0, 30), np.int64), "holds no vectors"),
+], ids=["width", "width-1d", "range", "nan", "strings", "empty"])
+def test_inputs_are_checked_before_anything_is_built(artifact, tmp_path, capsys, monkeypatch, make, match):
+    """Wrong inputs are one line naming INPUTS, before the simulation is built (it used to
+    be built first: its "Skipping compilation" warning and then the error, two lines)."""
+    from ttforge.quant.artifact import load_artifact
+
+    _no_toolchain_or_device(monkeypatch)
+    bad = tmp_path / "bad.npy"
+    np.save(bad, make(load_artifact(artifact / "small.ttfa")))
+    for link in (["--sim"], ["--port", "/dev/null"]):
+        err = one_line_error(capsys, ["run", "--board", "ulx3s", *link, str(artifact / "small.ttfa"),
+                                      str(bad), "-o", str(tmp_path / "y.npy")], match)
+        assert err.startswith(f"ttforge run: error: INPUTS {bad}: ")
+    assert _listing(tmp_path) == ["bad.npy"]
+
+
+class _GoldenDevice:
+    """Stands in for the link in tests of the command's plumbing (the real simulated
+    board runs in test_build_slow.py and test_host_sim.py): the golden executor."""
+
+    received: list = []
+
+    def __init__(self, *a, fail=False, **k):
+        self.fail = fail
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+    def load(self, net):
+        self.net = net
+
+    def infer(self, x):
+        from ttforge.firmware.host import DeviceError
+        from ttforge.quant.executor import execute
+
+        _GoldenDevice.received.append(np.array(x))
+        if self.fail:
+            raise DeviceError("simulated board: vector 0: the accelerator stopped")
+        return execute(self.net, x)
+
+    def counters(self):
+        return {"cycles": 1, "busy_lane_cycles": 1}
+
+
+def test_float_inputs_are_quantized_with_the_network_format(artifact, tmp_path, capsys, monkeypatch):
+    """The documented path (getting-started feeds float32 digits): float rows are real
+    values quantized by IntNetwork.quantize_input, integer rows are used as they are (a
+    text file of integers too); --sim and --port take the same rows."""
+    import ttforge.firmware.host as fh
+    import ttforge.firmware.simulate as fs
+    from ttforge.quant.artifact import load_artifact
+    from ttforge.quant.executor import execute
+
+    from ..quant.test_golden import small_net
+
+    monkeypatch.setattr(fs, "simulated_device", _GoldenDevice)
+    monkeypatch.setattr(fh.Device, "open_serial", _GoldenDevice)
+    net = load_artifact(artifact / "small.ttfa")
+    xf = small_net()[1].numpy()[:5]
+    np.save(tmp_path / "xf.npy", xf)
+    xi = net.quantize_input(xf)
+    assert len(np.unique(xi)) > 10 and not np.array_equal(xi, np.rint(xf))   # not a no-op
+    np.save(tmp_path / "xi.npy", xi)
+    np.savetxt(tmp_path / "xi.txt", xi, fmt="%d")
+    _GoldenDevice.received.clear()
+    for inputs, link in [("xf.npy", ["--sim"]), ("xf.npy", ["--port", "/dev/null"]),
+                         ("xi.npy", ["--sim"]), ("xi.txt", ["--port", "/dev/null"])]:
+        assert main(["run", "--board", "ulx3s", *link, "--verify", str(artifact / "small.ttfa"),
+                     str(tmp_path / inputs)]) == 0
+        assert "equal to the golden executor: 5/5 vectors" in capsys.readouterr().out
+    assert len(_GoldenDevice.received) == 4
+    for got in _GoldenDevice.received:
+        assert np.array_equal(got, xi)
+    assert np.array_equal(execute(net, _GoldenDevice.received[0]), execute(net, xi))
+
+
+def test_run_out_is_written_atomically(artifact, tmp_path, capsys, monkeypatch):
+    """-o: a directory is one line before the simulation (it was an IsADirectoryError
+    traceback after it, and a DIR.xxxx.npy temporary left behind); a relative file is
+    written whole; a run that fails writes nothing."""
+    import ttforge.firmware.simulate as fs
+    from ttforge.quant.artifact import load_artifact
+    from ttforge.quant.executor import execute
+
+    monkeypatch.chdir(tmp_path)
+    a, x = str(artifact / "small.ttfa"), str(artifact / "x.npy")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "f").write_text("f")
+    _no_toolchain_or_device(monkeypatch)
+    one_line_error(capsys, ["run", "--board", "ulx3s", "--sim", a, x, "-o", "d"],
+                   "-o d is a directory; give a file name (e.g. d/outputs.npy)")
+    one_line_error(capsys, ["run", "--board", "ulx3s", "--sim", a, x, "-o", "f/y.npy"],
+                   "f is a file, not a directory")
+    assert _listing(tmp_path) == ["d", "f"]
+
+    monkeypatch.setattr(fs, "simulated_device", lambda *a, **k: _GoldenDevice(fail=True))
+    one_line_error(capsys, ["run", "--board", "ulx3s", "--sim", a, x, "-o", "y.npy"],
+                   "the accelerator stopped")
+    assert _listing(tmp_path) == ["d", "f"]
+
+    monkeypatch.setattr(fs, "simulated_device", _GoldenDevice)
+    assert main(["run", "--board", "ulx3s", "--sim", a, x, "-o", "out/y.npy"]) == 0
+    capsys.readouterr()
+    assert _listing(tmp_path) == ["d", "f", "out", "out/y.npy"]
+    y = np.load(tmp_path / "out" / "y.npy")
+    assert y.dtype == np.int64
+    assert np.array_equal(y, execute(load_artifact(a), np.load(x)))
