@@ -91,3 +91,24 @@ def test_bad_inputs_are_one_line(setup):
         dev.infer(xi.astype(float))
     with pytest.raises(ShapeError, match="-128..127"):
         dev.infer(xi * 1000)
+
+
+def test_run_sim_error_is_one_line_on_stderr(artifact, tmp_path):
+    """``ttforge run --sim`` in a real process: an error after the simulated board is up
+    is one stderr line, without the cocotb runner's messages (on a cached build it
+    warns "Skipping compilation of ..."; the first run makes sure the build is cached).
+    A 1 us timeout: no simulated UART answers a PING that fast."""
+    import os
+    import subprocess
+    import sys
+
+    exe = os.path.join(os.path.dirname(sys.executable), "ttforge")
+    argv = [exe, "run", "--board", "ulx3s", "--sim", "--timeout", "1e-6",
+            str(artifact / "small.ttfa"), str(artifact / "x.npy")]
+    for _ in range(2):
+        r = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.splitlines() == [
+            "ttforge run: error: simulated board: no answer to PING within 1e-06 s; check the "
+            "port, the baud rate, and that the board runs a ttforge bitstream"], r.stderr
+    assert not list(tmp_path.iterdir())
