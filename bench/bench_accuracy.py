@@ -21,7 +21,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +30,9 @@ import torch
 
 from ttforge.model.network import ModelConfig
 from ttforge.model.train import TrainConfig, train
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
+from _env import git, git_dirty  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST = ROOT.parent / "shared" / "data" / "mnist-t10k"
@@ -65,16 +67,9 @@ def finetune_epochs(epochs: int) -> int:
     return max(1, epochs // 4)
 
 
-def _git(*args: str) -> str | None:
-    try:
-        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def environment() -> dict:
-    dirty = _git("status", "--porcelain", "--", "model", "bench/bench_accuracy.py")
     return {
         "date_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "python": platform.python_version(),
@@ -82,8 +77,8 @@ def environment() -> dict:
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
         "torch_threads": 1,
-        "git_commit": _git("rev-parse", "HEAD"),
-        "git_dirty": None if dirty is None else bool(dirty),
+        "git_commit": git("rev-parse", "HEAD"),
+        "git_dirty": git_dirty("model", "bench/bench_accuracy.py"),
         "loadavg_before": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None,
     }
 

@@ -43,7 +43,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -52,6 +51,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
+from _env import cpu_model, git, git_dirty  # noqa: E402
 from _docsection import update_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -421,32 +421,15 @@ def update_doc(path: Path, section: str) -> None:
 
 # ------------------------------------------------------------------------ main
 
-def _git(*args: str) -> str:
-    try:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
-                              timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
 
 def environment() -> dict:
     return {"date_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "python": platform.python_version(), "numpy": np.__version__, "cpu": _cpu(),
+            "python": platform.python_version(), "numpy": np.__version__, "cpu": cpu_model(),
             "cpus": os.cpu_count(),
             "loadavg_before": [round(v, 2) for v in os.getloadavg()],
-            "git_commit": _git("rev-parse", "HEAD") or None,
-            "git_dirty": bool(_git("status", "--porcelain", "--", "hw", "firmware", "model",
-                                   "quant", "bench/bench_boards.py"))}
+            "git_commit": git("rev-parse", "HEAD") or None,
+            "git_dirty": git_dirty("hw", "firmware", "model",
+                                   "quant", "bench/bench_boards.py")}
 
 
 def summary_table(result: dict) -> None:
@@ -496,7 +479,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from ttforge.model.checkpoint import atomic_write_text
+    from ttforge.atomic import atomic_write_text
 
     args = parse_args(argv)
     if args.render_only:

@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
+from _env import git, git_dirty  # noqa: E402
 from _docsection import update_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,14 +41,6 @@ SECTION = "## Flow"
 GENERATED_END = "<!-- end of the generated flow tables; the text below is kept by bench_flow.py -->"
 
 
-def _git(*args: str) -> str:
-    try:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
-                              timeout=30).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
 def environment() -> dict:
     from ttforge import __version__
 
@@ -55,9 +48,9 @@ def environment() -> dict:
             "python": platform.python_version(), "platform": platform.platform(),
             "cpus": os.cpu_count(), "ttforge": __version__,
             "loadavg_before": [round(v, 2) for v in os.getloadavg()],
-            "git_commit": _git("rev-parse", "HEAD") or None,
-            "git_dirty": bool(_git("status", "--porcelain", "--", "flow", "model", "quant", "hw",
-                                   "sim", "firmware", "examples", "bench/bench_flow.py"))}
+            "git_commit": git("rev-parse", "HEAD") or None,
+            "git_dirty": git_dirty("flow", "model", "quant", "hw",
+                                   "sim", "firmware", "examples", "bench/bench_flow.py")}
 
 
 def _ttforge(args: list[str], env: dict) -> tuple[float, subprocess.CompletedProcess]:

@@ -36,9 +36,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import math
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -58,6 +56,7 @@ from ttforge.quant.arith import acc_bits_needed, int_range, rshift_round, satura
 from ttforge.quant.executor import IntLayer, IntNetwork, execute
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
+from _env import git, git_dirty  # noqa: E402
 from _docsection import update_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -310,7 +309,7 @@ def synth(targets, label: str) -> list[dict]:
     for dev, lanes in targets:
         cfg = synth_config(dev, lanes)
         t0 = time.perf_counter()
-        commit, dirty = _git("rev-parse", "HEAD"), bool(_git("status", "--porcelain", "--", "hw"))
+        commit, dirty = git("rev-parse", "HEAD"), git_dirty("hw")
         print(f"place and route: {dev} L={lanes} ...", file=sys.stderr, flush=True)
         try:
             rep = report(cfg, [dev])
@@ -469,14 +468,6 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _git(*args: str) -> str:
-    try:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
-                              timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
 def _version(mod: str) -> str | None:
     try:
         from importlib.metadata import version
@@ -489,9 +480,9 @@ def _version(mod: str) -> str | None:
 def environment() -> dict:
     return {"date_utc": _now(), "python": platform.python_version(),
             "platform": platform.platform(), "amaranth": _version("amaranth"),
-            "ttforge": _version("ttforge"), "git_commit": _git("rev-parse", "HEAD") or None,
-            "git_dirty": bool(_git("status", "--porcelain", "--", "hw", "model", "quant",
-                                   "bench/bench_hw.py"))}
+            "ttforge": _version("ttforge"), "git_commit": git("rev-parse", "HEAD") or None,
+            "git_dirty": git_dirty("hw", "model", "quant",
+                                   "bench/bench_hw.py")}
 
 
 def _progress():

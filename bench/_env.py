@@ -1,0 +1,35 @@
+"""Shared by the bench scripts: what a measurement ran on (the git state, the CPU)."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def git(*args: str) -> str | None:
+    """``git args...`` in the repository: its stripped stdout, or None when git fails."""
+    try:
+        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def git_dirty(*paths: str) -> bool | None:
+    """Whether ``paths`` differ from the commit (None when git cannot tell)."""
+    status = git("status", "--porcelain", "--", *paths)
+    return None if status is None else bool(status)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
