@@ -175,7 +175,7 @@ def _load_inputs(path: str, net) -> np.ndarray:
     integers when every value is one. Anything else (NaN, infinities, strings, another
     width, integers outside the input format) is a one-line error naming INPUTS.
     """
-    from ttforge.quant.executor import _check_input   # the executor's own input check
+    from ttforge.quant.executor import check_input   # the executor's own input check
 
     p = Path(path)
     try:
@@ -200,7 +200,7 @@ def _load_inputs(path: str, net) -> np.ndarray:
         # float32 first: the values the PyTorch model (float32) would quantize
         x = net.quantize_input(x.astype(np.float32))
     try:
-        x = _check_input(net, x)
+        x = check_input(net, x)
     except ShapeError as e:
         raise DataError(f"INPUTS {p}: {e}; give one vector of {net.in_features} values per row "
                         f"({bits}-bit integers or floats)") from None

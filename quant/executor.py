@@ -15,7 +15,7 @@ from ttforge.errors import ConfigError, ShapeError
 from ttforge.model.schedule import ContractionSchedule
 from ttforge.quant.arith import acc_bits_needed, int_range, quantize, rshift_round, saturate
 
-__all__ = ["IntLayer", "IntNetwork", "StepTrace", "execute", "execute_traced", "layer_from_dense"]
+__all__ = ["IntLayer", "IntNetwork", "StepTrace", "execute", "execute_traced", "layer_from_dense", "check_input"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -183,7 +183,9 @@ def _run_layer(layer: IntLayer, x: np.ndarray, li: int, traces: list | None) -> 
     return x
 
 
-def _check_input(net: IntNetwork, x: np.ndarray) -> np.ndarray:
+def check_input(net: IntNetwork, x: np.ndarray) -> np.ndarray:
+    """``x`` as the executor takes it: shape (batch, in_features), integers in the input range;
+    else one-line ShapeError/ConfigError naming what is wrong."""
     x = np.asarray(x)
     if x.ndim != 2 or x.shape[1] != net.in_features:
         raise ShapeError(f"input has shape {x.shape}; the network takes (batch, {net.in_features})")
@@ -198,7 +200,7 @@ def _check_input(net: IntNetwork, x: np.ndarray) -> np.ndarray:
 
 def execute(net: IntNetwork, x: np.ndarray) -> np.ndarray:
     """Run integer inputs ``(B, in_features)`` through the network; returns int64 outputs."""
-    x = _check_input(net, x)
+    x = check_input(net, x)
     for li, layer in enumerate(net.layers):
         x = _run_layer(layer, x, li, None)
     return x
@@ -206,7 +208,7 @@ def execute(net: IntNetwork, x: np.ndarray) -> np.ndarray:
 
 def execute_traced(net: IntNetwork, x: np.ndarray) -> tuple[np.ndarray, list[StepTrace]]:
     """:func:`execute`, also returning every step's accumulator and output."""
-    x = _check_input(net, x)
+    x = check_input(net, x)
     traces: list[StepTrace] = []
     for li, layer in enumerate(net.layers):
         x = _run_layer(layer, x, li, traces)
