@@ -185,7 +185,7 @@ def _run_layer(layer: IntLayer, x: np.ndarray, li: int, traces: list | None) -> 
 
 def check_input(net: IntNetwork, x: np.ndarray) -> np.ndarray:
     """``x`` as the executor takes it: shape (batch, in_features), integers in the input range;
-    else one-line ShapeError/ConfigError naming what is wrong."""
+    else a one-line ShapeError naming what is wrong."""
     x = np.asarray(x)
     if x.ndim != 2 or x.shape[1] != net.in_features:
         raise ShapeError(f"input has shape {x.shape}; the network takes (batch, {net.in_features})")
