@@ -30,7 +30,7 @@ import numpy as np
 
 from ttforge import __version__
 from ttforge.errors import ConfigError, TTForgeError
-from ttforge.atomic import atomic_dir, atomic_write_bytes, check_output_dir
+from ttforge.atomic import atomic_dir, atomic_write_bytes, check_output_dir, make_output_dir
 
 __all__ = ["STAGES", "FlowError", "StageResult", "FlowResult", "run_flow", "fingerprint",
            "RECORD", "read_record"]
@@ -500,6 +500,7 @@ def run_flow(cfg, out_dir: str | os.PathLike | None = None, *, until: str | None
         raise ConfigError(f"--out {root} is not empty and not a ttforge flow build; choose an empty "
                           f"or new directory")
     created = not root.exists()
+    make_output_dir(root, "--out")
     try:
         return _run_stages(cfg, root, until, force, short, on_stage, on_done, say)
     except BaseException:
@@ -511,7 +512,6 @@ def run_flow(cfg, out_dir: str | os.PathLike | None = None, *, until: str | None
 
 
 def _run_stages(cfg, root: Path, until, force, short, on_stage, on_done, say) -> FlowResult:
-    root.mkdir(parents=True, exist_ok=True)
     _clean_leftovers(root)
     ctx = _Ctx(cfg, root, short, say or (lambda s: None))
     result = FlowResult(cfg, root)

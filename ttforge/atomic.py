@@ -26,7 +26,7 @@ from typing import Iterator, Mapping
 from ttforge.errors import OutputError
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_path", "atomic_dir",
-           "write_files_atomically", "check_output_file", "check_output_dir"]
+           "write_files_atomically", "check_output_file", "check_output_dir", "make_output_dir"]
 
 
 def _umask() -> int:
@@ -60,6 +60,18 @@ def check_output_dir(path: str | os.PathLike, flag: str = "-o") -> Path:
     if p.exists() and not p.is_dir():
         raise OutputError(f"{flag} {p} exists and is not a directory; choose another output path")
     _check_ancestors(p, flag)
+    return p
+
+
+def make_output_dir(path: str | os.PathLike, flag: str = "-o") -> Path:
+    """:func:`check_output_dir`, then create the directory (and its parents); a
+    directory that cannot be created is a one-line :class:`OutputError`."""
+    p = check_output_dir(path, flag)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        why = e.strerror or str(e) or type(e).__name__
+        raise OutputError(f"{flag} {p}: cannot create it ({why}); choose another output path") from None
     return p
 
 
