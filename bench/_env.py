@@ -1,9 +1,12 @@
-"""Shared by the bench scripts: what a measurement ran on (the git state, the CPU)."""
+"""Shared by the bench scripts: what a measurement ran on (the time, the git state, the CPU,
+package versions)."""
 
 from __future__ import annotations
 
+import datetime as _dt
 import platform
 import subprocess
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,3 +36,16 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown"
+
+
+def utc_now() -> str:
+    """The current UTC time, ISO 8601 to the second (``2026-11-28T23:03:00Z``)."""
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def package_version(dist: str) -> str | None:
+    """The installed version of distribution ``dist``, or None when it is not installed."""
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None

@@ -16,7 +16,6 @@ with at least 10x fewer parameters in the TT layers than the dense layers they r
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import os
 import platform
@@ -32,7 +31,7 @@ from ttforge.model.network import ModelConfig
 from ttforge.model.train import TrainConfig, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
-from _env import git, git_dirty  # noqa: E402
+from _env import git, git_dirty, utc_now  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST = ROOT.parent / "shared" / "data" / "mnist-t10k"
@@ -67,11 +66,9 @@ def finetune_epochs(epochs: int) -> int:
     return max(1, epochs // 4)
 
 
-
-
 def environment() -> dict:
     return {
-        "date_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "date_utc": utc_now(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "machine": platform.machine(),

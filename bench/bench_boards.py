@@ -38,7 +38,6 @@ Writes ``bench/results/boards.json`` (atomically) and the generated part of the
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import os
 import platform
@@ -51,7 +50,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
-from _env import cpu_model, git, git_dirty  # noqa: E402
+from _env import cpu_model, git, git_dirty, utc_now  # noqa: E402
 from _docsection import update_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -423,7 +422,7 @@ def update_doc(path: Path, section: str) -> None:
 
 
 def environment() -> dict:
-    return {"date_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    return {"date_utc": utc_now(),
             "python": platform.python_version(), "numpy": np.__version__, "cpu": cpu_model(),
             "cpus": os.cpu_count(),
             "loadavg_before": [round(v, 2) for v in os.getloadavg()],

@@ -19,7 +19,6 @@ Writes ``bench/results/flow.json`` and the "Flow" section of ``docs/benchmarks.m
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import os
 import platform
@@ -31,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
-from _env import git, git_dirty  # noqa: E402
+from _env import git, git_dirty, utc_now  # noqa: E402
 from _docsection import update_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +43,7 @@ GENERATED_END = "<!-- end of the generated flow tables; the text below is kept b
 def environment() -> dict:
     from ttforge import __version__
 
-    return {"date_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    return {"date_utc": utc_now(),
             "python": platform.python_version(), "platform": platform.platform(),
             "cpus": os.cpu_count(), "ttforge": __version__,
             "loadavg_before": [round(v, 2) for v in os.getloadavg()],

