@@ -285,37 +285,17 @@ def _simulate(sim: str, acfg, net, X: np.ndarray, seed: int) -> tuple[np.ndarray
                        "vectors": c["VECTORS"], "build_s": round(b.build_seconds, 2), "cached": b.cached}
 
 
-def _available(sim: str) -> str | None:
-    """``None`` if ``sim`` can run here, else the one-line reason it cannot."""
-    from ttforge.hw.tools import ToolchainMissing
-
-    if sim == "verilator-native":
-        from ttforge.sim.native import check_native_tools
-
-        try:
-            check_native_tools()
-            return None
-        except ToolchainMissing as e:
-            return str(e)
-    import importlib.util
-
-    from ttforge.sim import available_simulators
-
-    why = available_simulators().get(sim)
-    if why is None and importlib.util.find_spec("cocotb_tools") is None:
-        why = "cocotb is not installed; install it with: pip install 'ttforge[sim]'"
-    return why
-
-
 def _pick_simulator(choice: str) -> str:
+    from ttforge.sim.runner import simulator_problem
+
     if choice != "auto":
-        why = _available(choice)
+        why = simulator_problem(choice)
         if why:
             raise FlowError(f"[sim] simulator = {choice!r} is not available: {why}")
         return choice
     reasons = []
     for sim in _SIM_ORDER:
-        why = _available(sim)
+        why = simulator_problem(sim)
         if why is None:
             return sim
         reasons.append(f"{sim}: {why}")

@@ -18,14 +18,14 @@ See ``docs/verification.md``, ``docs/native-harness.md`` and ``docs/formal.md``.
 
 from ttforge.sim.runner import (SIMULATORS, JobResult, SimBuild, SimError, SimResult,
                                 SimulatorMissing, available_simulators, build, run_inference,
-                                run_job)
+                                run_job, simulator_problem)
 from ttforge.sim.native import (NativeBuild, NativeError, NativeResult, build_native, check_native_tools,
                                 link_c_driver, run_native)
 from ttforge.sim.formal import FormalResult, FormalToolMissing
 from ttforge.sim.formal import check as formal_check
 
 __all__ = ["SIMULATORS", "SimBuild", "SimResult", "JobResult", "SimError", "SimulatorMissing",
-           "available_simulators", "build", "run_inference", "run_job",
+           "available_simulators", "simulator_problem", "build", "run_inference", "run_job",
            "NativeBuild", "NativeResult", "NativeError", "build_native", "check_native_tools", "run_native",
            "link_c_driver",
            "FormalResult", "FormalToolMissing", "formal_check"]

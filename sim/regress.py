@@ -63,11 +63,11 @@ REGRESS_SIMULATORS = ("icarus", "verilator", NATIVE)
 
 def _simulator_problem(sim: str) -> str:
     """Why ``sim`` cannot run here ('' when it can), or a bad name."""
-    from ttforge.sim.runner import available_simulators
+    from ttforge.sim.runner import simulator_problem
 
     if sim not in REGRESS_SIMULATORS:
         raise ConfigError(f"--sim {sim}: use one of {', '.join(REGRESS_SIMULATORS)}")
-    return available_simulators()["verilator" if sim == NATIVE else sim]
+    return simulator_problem(sim) or ""
 
 
 def _pow2_at_least(v: int) -> int:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import importlib.util
 import inspect
 import json
 import os
@@ -38,7 +39,8 @@ from ttforge.atomic import atomic_write_text
 from ttforge.errors import ConfigError, TTForgeError
 
 __all__ = ["SIMULATORS", "SimBuild", "SimResult", "JobResult", "SimError", "SimulatorMissing",
-           "build", "run_job", "run_inference", "available_simulators", "default_build_root",
+           "build", "run_job", "run_inference", "available_simulators", "simulator_problem",
+           "default_build_root",
            "register_addresses", "TOP", "fault_supported"]
 
 #: The simulators the runner knows (cocotb_tools.runner names).
@@ -100,6 +102,24 @@ def available_simulators() -> dict[str, str | None]:
         except SimulatorMissing as e:
             out[sim] = str(e)
     return out
+
+
+def simulator_problem(sim: str) -> str | None:
+    """Why ``sim`` (``icarus``, ``verilator``, or ``verilator-native``, the C++ harness)
+    cannot run here, as one line with the fix; ``None`` when it can."""
+    if sim == "verilator-native":
+        from ttforge.hw.tools import ToolchainMissing
+        from ttforge.sim.native import check_native_tools
+
+        try:
+            check_native_tools()
+        except ToolchainMissing as e:
+            return str(e)
+        return None
+    why = available_simulators()[sim]
+    if why is None and importlib.util.find_spec("cocotb_tools") is None:
+        why = "cocotb is not installed; install it with: pip install 'ttforge[sim]'"
+    return why
 
 
 def default_build_root() -> Path:

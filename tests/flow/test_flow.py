@@ -145,7 +145,7 @@ def test_missing_simulator_is_one_line_and_exit_2(build_copy, tmp_path, monkeypa
 
 
 def test_no_simulator_at_all_names_each(monkeypatch):
-    monkeypatch.setattr(stages_mod, "_available", lambda sim: f"{sim} missing")
+    monkeypatch.setattr("ttforge.sim.runner.simulator_problem", lambda sim: f"{sim} missing")
     with pytest.raises(FlowError, match=r"^no simulator is available \(verilator-native: verilator-native "
                                         r"missing; icarus: icarus missing; verilator: verilator missing\)$"):
         stages_mod._pick_simulator("auto")
