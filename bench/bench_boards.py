@@ -140,7 +140,7 @@ def make_model(key: str, workdir: Path) -> dict:
     """Train and quantize model ``key``; its artifact, network and test inputs."""
     from ttforge.model.network import ModelConfig
     from ttforge.model.train import TrainConfig, train
-    from ttforge.quant.artifact import save_artifact
+    from ttforge.ir.artifact import save_artifact
     from ttforge.quant.ptq import _linear_layers, make_config, quantize_trained
 
     kw = train_kwargs(key)
@@ -171,7 +171,7 @@ def make_model(key: str, workdir: Path) -> dict:
 def cpu_timing(net, x: np.ndarray, repeats: int = 7, inner: int = 20) -> dict:
     """The integer golden executor on this CPU: median latency of one vector (batch 1)
     and median throughput at batch ``CPU_BATCH``, over ``repeats`` repeats."""
-    from ttforge.quant.executor import execute
+    from ttforge.ir.executor import execute
 
     rows = np.resize(x, (max(CPU_BATCH, inner), x.shape[1]))
     execute(net, rows[:1])                                     # warm up
@@ -252,7 +252,7 @@ def measure(model: dict, board_key: str, *, skip_build: bool, build_dir: Path) -
     from ttforge.firmware.board import DEFAULT_BAUD, board
     from ttforge.firmware.build import board_config, memory_bits
     from ttforge.hw import compile_program, estimate
-    from ttforge.quant.artifact import on_chip_bytes
+    from ttforge.ir.onchip import on_chip_bytes
 
     b = board(board_key)
     cfg, net = board_config(b, model["artifact"])

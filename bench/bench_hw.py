@@ -49,10 +49,10 @@ from ttforge.hw.config import AccelConfig
 from ttforge.hw.cycles import ENGINE_TIMING, dense_cycles, estimate
 from ttforge.hw.program import compile_program
 from ttforge.atomic import atomic_write_text
-from ttforge.model.schedule import ContractionSchedule
-from ttforge.model.tt import TTShape
-from ttforge.quant.arith import acc_bits_needed, int_range, rshift_round, saturate
-from ttforge.quant.executor import IntLayer, IntNetwork, execute
+from ttforge.ir.schedule import ContractionSchedule
+from ttforge.ir.tt import TTShape
+from ttforge.ir.arith import acc_bits_needed, int_range, rshift_round, saturate
+from ttforge.ir.executor import IntLayer, IntNetwork, execute
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
 from _env import git, git_dirty, package_version, utc_now  # noqa: E402
@@ -285,7 +285,7 @@ def rank_sweep(lanes: int = 16) -> list[dict]:
 
 
 def _max_inner_ranks(shape: TTShape) -> list[int]:
-    from ttforge.model.tt import max_ranks
+    from ttforge.ir.tt import max_ranks
 
     return list(max_ranks(shape.out_modes, shape.in_modes))[1:-1]
 

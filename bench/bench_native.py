@@ -57,9 +57,9 @@ ACT_BITS, INTER_BITS = 8, 16
 
 def make_layer(in_modes, out_modes, rank, w_bits, lanes, seed=0):
     """One TT layer with random cores and exponents that keep each step in range."""
-    from ttforge.model.schedule import ContractionSchedule
-    from ttforge.model.tt import TTShape
-    from ttforge.quant.executor import IntLayer, IntNetwork
+    from ttforge.ir.schedule import ContractionSchedule
+    from ttforge.ir.tt import TTShape
+    from ttforge.ir.executor import IntLayer, IntNetwork
 
     rng = np.random.default_rng(seed)
     d = len(in_modes)
@@ -152,7 +152,7 @@ class _Native:
                 "process_wall_s": _stats([r[2] for r in self.results])}
 
     def long(self, net, vectors, runs):
-        from ttforge.quant.executor import execute
+        from ttforge.ir.executor import execute
         from ttforge.sim.native import run_native
 
         xl = inputs_for(net, vectors, seed=2)
@@ -199,7 +199,7 @@ def run(layers, vectors, runs, cocotb_runs, long_vectors, native_only, out: Path
     from ttforge.hw.config import AccelConfig
     from ttforge.hw.cycles import program_cycles
     from ttforge.hw.program import compile_program, load_image
-    from ttforge.quant.executor import execute
+    from ttforge.ir.executor import execute
 
     # builds: the default caches of each (or both under $TTFORGE_NATIVE_CACHE)
     env_cache = os.environ.get("TTFORGE_NATIVE_CACHE")

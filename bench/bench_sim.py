@@ -78,7 +78,7 @@ def _versions() -> dict:
 
 def throughput(sim: str, vectors: int, runs: int, build_root: Path) -> dict:
     from ttforge.hw.program import compile_program
-    from ttforge.quant.executor import execute
+    from ttforge.ir.executor import execute
     from ttforge.sim.regress import make_case
     from ttforge.sim.runner import build, run_inference
 

@@ -46,8 +46,8 @@ from torch import nn
 
 from ttforge.atomic import atomic_write_text
 from ttforge.model.layers import TTLinear, apply_schedule
-from ttforge.model.schedule import ContractionSchedule
-from ttforge.model.tt import TTShape
+from ttforge.ir.schedule import ContractionSchedule
+from ttforge.ir.tt import TTShape
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
 from _env import cpu_model, git, git_dirty, package_version, utc_now  # noqa: E402

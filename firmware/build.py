@@ -127,7 +127,7 @@ def board_config(board, artifact=None, config_file=None, lanes=None):
 
     net = None
     if artifact is not None:
-        from ttforge.quant.artifact import load_artifact
+        from ttforge.ir.artifact import load_artifact
         net = load_artifact(artifact)
     if lanes is not None and lanes < 1:
         raise ConfigError(f"--lanes must be >= 1, got {lanes}")

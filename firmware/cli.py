@@ -175,7 +175,7 @@ def _load_inputs(path: str, net) -> np.ndarray:
     integers when every value is one. Anything else (NaN, infinities, strings, another
     width, integers outside the input format) is a one-line error naming INPUTS.
     """
-    from ttforge.quant.executor import check_input   # the executor's own input check
+    from ttforge.ir.executor import check_input   # the executor's own input check
 
     p = Path(path)
     try:
@@ -213,7 +213,7 @@ def _load_inputs(path: str, net) -> np.ndarray:
 def _run_run(args: argparse.Namespace) -> int:
     from ttforge.atomic import atomic_path, check_output_file
     from ttforge.firmware.host import Device
-    from ttforge.quant.artifact import load_artifact
+    from ttforge.ir.artifact import load_artifact
 
     # everything that can be checked is checked before the simulation is built or the
     # port opened: a bad argument is one line, with nothing built, run or written
@@ -247,7 +247,7 @@ def _run_run(args: argparse.Namespace) -> int:
     print(f"# {len(y)} vectors on the {where}; {counters['cycles']} cycles, "
           f"{counters['busy_lane_cycles']} busy lane-cycles", flush=True)
     if args.verify:
-        from ttforge.quant.executor import execute
+        from ttforge.ir.executor import execute
         g = execute(net, x)
         same = int(sum(np.array_equal(a, c) for a, c in zip(y, g)))
         print(f"# equal to the golden executor: {same}/{len(y)} vectors")

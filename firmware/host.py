@@ -250,7 +250,7 @@ class Device:
         from ttforge.hw.program import compile_program, load_image
 
         if isinstance(artifact, (str, os.PathLike)):
-            from ttforge.quant.artifact import load_artifact
+            from ttforge.ir.artifact import load_artifact
             net = load_artifact(Path(artifact))
         else:
             net = artifact

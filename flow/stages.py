@@ -10,7 +10,7 @@ it completes, so a failed or interrupted stage leaves the previous output (or
 nothing) behind, never half of one.
 
 The stages only call the library: :func:`ttforge.model.train.train`,
-:func:`ttforge.quant.ptq.quantize_trained` and :func:`~ttforge.quant.artifact.save_artifact`,
+:func:`ttforge.quant.ptq.quantize_trained` and :func:`~ttforge.ir.artifact.save_artifact`,
 :func:`ttforge.hw.cycles.estimate`, :func:`ttforge.hw.generate_cli.generate`,
 :mod:`ttforge.sim` (native harness or cocotb) and :func:`ttforge.firmware.build.build`.
 """
@@ -167,7 +167,7 @@ def _stage_train(ctx: _Ctx, out: Path) -> tuple[dict, str]:
 
 def _stage_quantize(ctx: _Ctx, out: Path) -> tuple[dict, str]:
     from ttforge.model.train import load_trained
-    from ttforge.quant.artifact import save_artifact
+    from ttforge.ir.artifact import save_artifact
     from ttforge.quant.ptq import quantize_trained
 
     q = ctx.cfg.quant
@@ -211,7 +211,7 @@ def _stage_compile(ctx: _Ctx, out: Path) -> tuple[dict, str]:
     from ttforge.hw.config import AccelConfig
     from ttforge.hw.cycles import estimate
     from ttforge.hw.program import compile_program
-    from ttforge.quant.artifact import load_artifact
+    from ttforge.ir.artifact import load_artifact
 
     artifact = ctx.dir("quantize") / "model.ttfa"
     lanes = ctx.cfg.hw.lanes or None
@@ -305,8 +305,8 @@ def _pick_simulator(choice: str) -> str:
 def _stage_sim(ctx: _Ctx, out: Path) -> tuple[dict, str]:
     from ttforge.hw.config import AccelConfig
     from ttforge.model.data import load_dataset
-    from ttforge.quant.artifact import load_artifact
-    from ttforge.quant.executor import execute
+    from ttforge.ir.artifact import load_artifact
+    from ttforge.ir.executor import execute
 
     s = ctx.cfg.sim
     sim = _pick_simulator(s.simulator)

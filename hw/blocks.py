@@ -326,7 +326,7 @@ class Requant(wiring.Component):
        ``relu``; 0 if ``zero``.
 
     Equals ``saturate(rshift_round(acc + bias, SHIFT), SAT_BITS)`` (then ReLU / zeroing)
-    of ``ttforge.quant.arith`` for every input. Every stage is a short path (an adder or
+    of ``ttforge.ir.arith`` for every input. Every stage is a short path (an adder or
     three multiplexer levels). The step constants (``shamt``, ``round``, ``hi``, ``lo``,
     ``relu``) must be held while values are in flight.
     """

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from ttforge.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ttforge.quant.executor import IntNetwork
+    from ttforge.ir.executor import IntNetwork
 
 __all__ = ["AccelConfig", "DESC_WORDS", "MAX_LANES", "MAX_DEPTH", "MAX_DESC_DEPTH",
            "stream_lane_bits"]

@@ -66,8 +66,8 @@ def generate(artifact: str | os.PathLike, out_dir: str | os.PathLike, *,
     from ttforge.hw.cycles import estimate
     from ttforge.hw.program import compile_program, load_image, load_image_to_bytes, load_image_to_json
     from ttforge.hw.regmap import REGMAP_VERSION, RegisterMap
-    from ttforge.quant.arith import ARITHMETIC_SPEC_VERSION
-    from ttforge.quant.artifact import load_artifact
+    from ttforge.ir.arith import ARITHMETIC_SPEC_VERSION
+    from ttforge.ir.artifact import load_artifact
 
     out = check_output_dir(out_dir, "-o")
     if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():

@@ -28,7 +28,7 @@ from ttforge.errors import ConfigError, ShapeError, TTForgeError
 from ttforge.hw.config import DESC_WORDS, AccelConfig
 from ttforge.hw.program import Descriptor, Program, decode_descriptor
 from ttforge.hw.regmap import ERROR_TEXT, ErrorCode
-from ttforge.quant.arith import rshift_round, saturate
+from ttforge.ir.arith import rshift_round, saturate
 
 __all__ = ["EngineError", "AccumulatorOverflow", "StepRecord", "run_program",
            "run_program_traced", "requantize", "MAX_MODEL_CYCLES"]
@@ -76,7 +76,7 @@ def _wrap(v: np.ndarray, bits: int) -> np.ndarray:
 def requantize(acc: np.ndarray, shift: int, sat_bits: int) -> tuple[np.ndarray, np.ndarray]:
     """``sat(rshift_round(acc, shift), sat_bits)`` and the saturation-event mask, exact for
     every ``shift`` of the signed 8-bit field, ``|acc| < 2**48`` and ``sat_bits <= 32``
-    (``docs/arithmetic.md``; :func:`ttforge.quant.arith.rshift_round` and ``saturate``
+    (``docs/arithmetic.md``; :func:`ttforge.ir.arith.rshift_round` and ``saturate``
     where int64 holds the intermediate values)."""
     a = np.asarray(acc, dtype=np.int64)
     lo, hi = -(1 << (sat_bits - 1)), (1 << (sat_bits - 1)) - 1

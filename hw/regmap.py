@@ -28,7 +28,7 @@ from typing import Any, Iterator
 
 from ttforge.errors import ConfigError
 from ttforge.hw.config import DESC_WORDS, AccelConfig
-from ttforge.quant.arith import ARITHMETIC_SPEC_VERSION
+from ttforge.ir.arith import ARITHMETIC_SPEC_VERSION
 
 __all__ = [
     "REGMAP_VERSION", "MAGIC", "Access", "Field", "Register", "Window", "RegisterMap",

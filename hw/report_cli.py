@@ -34,7 +34,7 @@ def resolve_config(artifact: str | None = None, config_file: str | None = None,
         if lanes is not None and lanes != cfg.lanes:
             cfg = AccelConfig.from_dict({**cfg.to_dict(), "lanes": lanes}, source="--lanes")
     elif artifact:
-        from ttforge.quant.artifact import load_artifact
+        from ttforge.ir.artifact import load_artifact
 
         cfg = AccelConfig.for_network(load_artifact(artifact),
                                       **({} if lanes is None else {"lanes": lanes}))

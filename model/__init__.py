@@ -1,18 +1,22 @@
-"""Tensor-train math, layers, schedules and training (``ttforge.model``)."""
+"""Tensor-train layers, decomposition and training in PyTorch (``ttforge.model``).
+
+Shapes and contraction schedules belong to the torch-free contract (:mod:`ttforge.ir`)
+and are re-exported here for convenience.
+"""
 
 from ttforge.model.layers import TTLinear, apply_schedule, default_num_cores
 from ttforge.model.rank_adaptive import RankAdaptivePrior, tt_balance
-from ttforge.model.schedule import (
+from ttforge.ir import (
     ContractionSchedule,
     ContractionStep,
     ScheduleCost,
-    schedule_orders,
-)
-from ttforge.model.tt import (
     TTShape,
     factorize,
     max_ranks,
     resolve_ranks,
+    schedule_orders,
+)
+from ttforge.model.tt import (
     tt_rel_error,
     tt_round,
     tt_svd,

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ttforge.errors import ShapeError
-from ttforge.model.schedule import ContractionSchedule, Objective
+from ttforge.ir.schedule import ContractionSchedule, Objective
 from ttforge.model.tt import TTShape, factorize, tt_rel_error, tt_svd, tt_to_dense
 
 __all__ = ["TTLinear", "default_num_cores", "apply_schedule"]

@@ -1,7 +1,7 @@
 """ONNX export of float TT networks, with the TT structure kept.
 
 The graph is written directly with :mod:`onnx.helper` from each ``TTLinear``'s
-:class:`~ttforge.model.schedule.ContractionSchedule` (no ``torch.onnx`` tracing), so
+:class:`~ttforge.ir.schedule.ContractionSchedule` (no ``torch.onnx`` tracing), so
 the exported model performs exactly the steps the PyTorch layer performs:
 
 * input ``input``: ``float32 (batch, in_features)`` with a symbolic ``batch``
@@ -316,7 +316,7 @@ def check_onnx(
 
 # -- command line --------------------------------------------------------------------
 def _add_arguments(p: argparse.ArgumentParser) -> None:
-    from ttforge.model.schedule_cli import parse_int_list
+    from ttforge.ir.cli import parse_int_list
 
     p.add_argument("checkpoint", help="checkpoint of ttforge train / decompose (or its run directory)")
     p.add_argument("-o", "--output", required=True, help="ONNX file to write, e.g. model.onnx")

@@ -790,7 +790,7 @@ def decompose(
 
 # -- CLI -------------------------------------------------------------------------------
 def _int_list(text: str) -> tuple[int, ...]:
-    from ttforge.model.schedule_cli import parse_int_list
+    from ttforge.ir.cli import parse_int_list
 
     if text.strip().lower() in ("", "none"):
         return ()

@@ -1,12 +1,15 @@
 """Quantization and the bit-exact integer model (``ttforge.quant``).
 
-The arithmetic is specified in ``docs/arithmetic.md``; :mod:`.arith` implements its
-primitives, :mod:`.executor` the integer golden executor, :mod:`.qat` the fake-quant
-network that equals it exactly in eval mode, :mod:`.stochastic` the stochastic-rounding
-generator and low-precision training with integer weights.
+The arithmetic, the integer golden executor, the artifact and the stochastic-rounding
+generator belong to the torch-free contract, :mod:`ttforge.ir`, and are re-exported here
+for convenience. This package holds what needs PyTorch: :mod:`.qat`, the fake-quant
+network that equals the integer executor exactly in eval mode; :mod:`.ptq`, calibration
+and the path from a trained float model to the contract; :mod:`.stochastic`,
+low-precision training with integer weights; :mod:`.diverge`, the float -> fake-quant ->
+integer divergence finder; :mod:`.qonnx_export`.
 """
 
-from ttforge.quant.arith import (
+from ttforge.ir import (
     ROUNDING,
     acc_bits_needed,
     exponent_for_max,
@@ -15,13 +18,19 @@ from ttforge.quant.arith import (
     rshift_round,
     saturate,
 )
-from ttforge.quant.artifact import (
+from ttforge.ir import (
     ARTIFACT_FORMAT_VERSION,
+    IntLayer,
+    IntNetwork,
+    StepTrace,
+    Xorshift32,
+    execute,
+    execute_traced,
     load_artifact,
     on_chip_bytes,
     save_artifact,
+    stochastic_rshift,
 )
-from ttforge.quant.executor import IntLayer, IntNetwork, StepTrace, execute, execute_traced
 from ttforge.quant.qat import (
     LayerQuant,
     QuantConfig,
@@ -34,13 +43,7 @@ from ttforge.quant.qat import (
 )
 from ttforge.quant.ptq import NotBitExactError, evaluate_quantized, quantize_trained
 from ttforge.quant.diverge import DivergenceReport, find_divergence
-from ttforge.quant.stochastic import (
-    LowPrecisionConfig,
-    LowPrecisionResult,
-    Xorshift32,
-    stochastic_rshift,
-    train_low_precision,
-)
+from ttforge.quant.stochastic import LowPrecisionConfig, LowPrecisionResult, train_low_precision
 from ttforge.quant.qonnx_export import build_qonnx, check_qonnx, export_qonnx, float32_bounds
 
 __all__ = [

@@ -8,8 +8,8 @@ contraction step of every layer (the schedule's order):
    in float64, following the same contraction schedule, with nothing quantized;
 2. **fake-quant**: the :class:`~ttforge.quant.qat.QuantNetwork` in eval mode (its
    per-step values recorded through :attr:`QuantLinear.trace`);
-3. **integer**: :func:`~ttforge.quant.executor.execute_traced` on the
-   :class:`~ttforge.quant.executor.IntNetwork` (e.g. a loaded artifact).
+3. **integer**: :func:`~ttforge.ir.executor.execute_traced` on the
+   :class:`~ttforge.ir.executor.IntNetwork` (e.g. a loaded artifact).
 
 *float vs fake-quant* differ by design (that is the quantization error): for every
 step the report gives the largest absolute error, in real units and in output LSBs
@@ -40,109 +40,13 @@ from torch import nn
 
 from ttforge.errors import ArtifactError, CheckpointError, ConfigError, DataError, ShapeError
 from ttforge.model.layers import TTLinear
-from ttforge.quant.arith import quantize as quantize_real
-from ttforge.quant.executor import IntLayer, IntNetwork, execute_traced
+from ttforge.ir.arith import quantize as quantize_real
+from ttforge.ir.diverge import DivergenceReport, Mismatch, StepError, first_diff
+from ttforge.ir.executor import IntLayer, IntNetwork, execute_traced
 from ttforge.quant.qat import LayerQuant, QuantConfig, QuantNetwork, _tt_view, quantize_model
 
 __all__ = ["StepError", "Mismatch", "DivergenceReport", "find_divergence", "quant_network_for",
            "float_model_of", "diverge_cli_spec"]
-
-
-@dataclass(frozen=True)
-class StepError:
-    """Float vs fake-quant at one step (``step`` is ``-1`` for the input quantization)."""
-
-    layer: int
-    step: int
-    core: int | None
-    exp: int
-    max_abs_err: float
-    max_err_lsb: float
-    n_over: int
-    n_elements: int
-    first_over: tuple[int, int, float, float] | None  # (sample, element, float value, quantized value)
-
-
-@dataclass(frozen=True)
-class Mismatch:
-    """The first place where the fake-quant and the integer stage differ."""
-
-    layer: int
-    step: int  # -1: the layer's input / format
-    what: str  # "format", "input", "acc", "out" or "output"
-    sample: int | None
-    element: int | None
-    expected: Any  # fake-quant
-    got: Any  # integer executor
-    n_diff: int = 0
-    n_elements: int = 0
-    detail: str = ""
-
-    def describe(self) -> str:
-        where = f"layer {self.layer}" + (f", step {self.step}" if self.step >= 0 else "")
-        if self.what == "format":
-            return f"{where}: {self.detail}: expected {self.expected} (fake-quant), got {self.got} (integer)"
-        label = {"input": "quantized input", "acc": "accumulator", "out": "requantized output",
-                 "output": "layer output"}[self.what]
-        return (f"{where}{' (' + self.detail + ')' if self.detail else ''}, {label}, sample {self.sample}, "
-                f"element {self.element}: expected {self.expected} (fake-quant), got {self.got} (integer); "
-                f"{self.n_diff} of {self.n_elements} elements differ there")
-
-
-@dataclass
-class DivergenceReport:
-    """What :func:`find_divergence` found."""
-
-    n_samples: int
-    n_steps: int
-    tolerance_lsb: float
-    float_vs_quant: list[StepError] = field(default_factory=list)
-    quant_vs_int: Mismatch | None = None
-    n_saturations: int = 0
-
-    @property
-    def equal(self) -> bool:
-        """Whether the fake-quant and integer stages agree exactly."""
-        return self.quant_vs_int is None
-
-    @property
-    def first_over_tolerance(self) -> StepError | None:
-        return next((s for s in self.float_vs_quant if s.first_over is not None), None)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "n_samples": self.n_samples,
-            "n_steps": self.n_steps,
-            "tolerance_lsb": self.tolerance_lsb,
-            "integer_stages_equal": self.equal,
-            "float_vs_quant": [asdict(s) for s in self.float_vs_quant],
-            "quant_vs_int": None if self.quant_vs_int is None else asdict(self.quant_vs_int),
-            "saturations": self.n_saturations,
-        }
-
-    def format(self) -> str:
-        tol = f"{self.tolerance_lsb:g} LSB"
-        lines = [f"float vs fake-quant (quantization error, expected; tolerance {tol} of each step's output, "
-                 f"informational):",
-                 f"  {'layer':>5} {'step':>4} {'core':>4} {'exp':>4} {'max |err|':>11} {'in LSB':>8} "
-                 f"{'over':>11}  first over tolerance (sample, element: float -> quant)"]
-        for s in self.float_vs_quant:
-            first = "-" if s.first_over is None else (
-                f"sample {s.first_over[0]}, element {s.first_over[1]}: {s.first_over[2]:.6g} -> "
-                f"{s.first_over[3]:.6g}")
-            lines.append(f"  {s.layer:>5} {'in' if s.step < 0 else s.step:>4} "
-                         f"{'-' if s.core is None else s.core:>4} {s.exp:>4} {s.max_abs_err:>11.4g} "
-                         f"{s.max_err_lsb:>8.2f} {f'{s.n_over}/{s.n_elements}':>11}  {first}")
-        f = self.first_over_tolerance
-        lines.append("  first step over tolerance: " + (
-            "none" if f is None else f"layer {f.layer}, {'input' if f.step < 0 else f'step {f.step}'}"))
-        lines.append("fake-quant (eval) vs integer executor (must be exact):")
-        if self.quant_vs_int is None:
-            lines.append(f"  all {self.n_steps} steps equal (accumulators and outputs, {self.n_samples} "
-                         f"samples; {self.n_saturations} saturation events)")
-        else:
-            lines.append("  FIRST DIVERGENCE: " + self.quant_vs_int.describe())
-        return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------
@@ -201,14 +105,6 @@ def _to_int(v: np.ndarray, exp: int) -> np.ndarray:
     if not np.array_equal(ints, scaled):  # pragma: no cover - eval mode is exact by construction
         raise AssertionError(f"fake-quant value not a multiple of 2^{exp}")
     return ints.astype(np.int64)
-
-
-def _first_diff(expected: np.ndarray, got: np.ndarray) -> tuple[int, int, int, int] | None:
-    diff = expected != got
-    if not diff.any():
-        return None
-    s, e = (int(i) for i in np.argwhere(diff)[0])
-    return s, e, int(expected[s, e]), int(got[s, e])
 
 
 def _format_of(ql, il: IntLayer | None = None) -> dict[str, Any]:
@@ -283,7 +179,7 @@ def find_divergence(qnet: QuantNetwork, inet: IntNetwork, x: torch.Tensor | np.n
     # fake-quant vs integer, exact
     first = inet.layers[0]
     xq_fake = quantize_real(x.double().numpy(), qnet.qlayers[0].in_bits, int(qnet.qlayers[0].in_exp))
-    d = _first_diff(xq_fake, xi)
+    d = first_diff(xq_fake, xi)
     if d:
         report.quant_vs_int = Mismatch(0, -1, "input", *d, int(np.count_nonzero(xq_fake != xi)), xi.size)
         return report
@@ -293,13 +189,13 @@ def find_divergence(qnet: QuantNetwork, inet: IntNetwork, x: torch.Tensor | np.n
             core = il.schedule.steps[t].core
             for what, real, exp, got in (("acc", acc, il.acc_exp(t), tr.acc), ("out", out, il.step_exps[t], tr.out)):
                 expected = _to_int(real, exp)
-                d = _first_diff(expected, got)
+                d = first_diff(expected, got)
                 if d:
                     report.quant_vs_int = Mismatch(li, t, what, *d, int(np.count_nonzero(expected != got)),
                                                    int(got.size), detail=f"core {core}")
                     return report
     expected = _to_int(y_fq, inet.layers[-1].out_exp)
-    d = _first_diff(expected, y_int)
+    d = first_diff(expected, y_int)
     if d:  # every step equal but the outputs not: the slicing or the ReLU differs
         report.quant_vs_int = Mismatch(len(inet.layers) - 1, -1, "output", *d,
                                        int(np.count_nonzero(expected != y_int)), int(y_int.size))
@@ -456,7 +352,7 @@ def _inputs(args: argparse.Namespace, data_spec: str | None, n_features: int) ->
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ttforge.quant.artifact import load_artifact
+    from ttforge.ir.artifact import load_artifact
     from ttforge.quant.ptq import (calibration_samples, make_config, parse_layer_bits, ptq,
                                    weights_fingerprint)
 

@@ -17,8 +17,8 @@ a report of test accuracies:
   The network after the last epoch is the result (no selection on the test set).
 
 Every accuracy of a quantized network is measured twice on the test split: from the
-eval-mode fake-quant outputs and from :func:`~ttforge.quant.executor.execute` on the
-compiled :class:`~ttforge.quant.executor.IntNetwork`; the two output arrays must be
+eval-mode fake-quant outputs and from :func:`~ttforge.ir.executor.execute` on the
+compiled :class:`~ttforge.ir.executor.IntNetwork`; the two output arrays must be
 equal (``np.array_equal``), otherwise :class:`NotBitExactError` is raised. The class of
 a sample is the index of the first maximum of its integer outputs
 (``docs/arithmetic.md``). Runs are deterministic from ``seed`` (single-threaded, fixed
@@ -47,8 +47,8 @@ from torch import nn
 from ttforge.errors import CheckpointError, ConfigError, DataError
 from ttforge.model.data import Dataset, load_dataset
 from ttforge.model.layers import TTLinear
-from ttforge.quant.arith import acc_bits_needed
-from ttforge.quant.executor import IntNetwork, execute
+from ttforge.ir.arith import acc_bits_needed
+from ttforge.ir.executor import IntNetwork, execute
 from ttforge.quant.qat import (
     MAX_EXACT_ACC_BITS,
     LayerQuant,
@@ -150,7 +150,7 @@ def check_accumulators(model: nn.Module, config: QuantConfig) -> None:
     """Refuse widths whose products could overflow the accumulator, before any work.
 
     The bias of the last step is checked once it is known (when the
-    :class:`~ttforge.quant.executor.IntLayer` is built).
+    :class:`~ttforge.ir.executor.IntLayer` is built).
     """
     for i, layer in enumerate(_linear_layers(model)):
         q = config.for_layer(i)
@@ -338,7 +338,7 @@ def quantize_trained(
         The final network (QAT if ``qat_epochs`` else PTQ), its integer form and the
         report: ``float_acc``, ``ptq`` and ``qat`` (``fake_quant_acc``, ``int_acc``, ...),
         ``layers`` (widths and exponents), ``on_chip`` / ``on_chip_layers`` (bytes, see
-        :func:`~ttforge.quant.artifact.on_chip_bytes`) and the settings.
+        :func:`~ttforge.ir.onchip.on_chip_bytes`) and the settings.
     """
     for name, v, lo in (("calib_samples", calib_samples, 1), ("qat_epochs", qat_epochs, 0),
                         ("batch_size", batch_size, 1), ("seed", seed, 0), ("threads", threads, 1)):
@@ -385,7 +385,7 @@ def quantize_trained(
             report["qat"].update(evaluate_quantized(qnet, inet, ds.x_test, ds.y_test))
             say(f"QAT {100 * report['qat']['int_acc']:.2f}%")
     qnet.eval()
-    from ttforge.quant.artifact import on_chip_bytes
+    from ttforge.ir.onchip import on_chip_bytes
 
     report["layers"] = _layer_rows(qnet, inet)
     mem = on_chip_bytes(inet)
@@ -494,7 +494,7 @@ def _check_out(path: str, flag: str) -> Path:
 
 def _run(args: argparse.Namespace) -> int:
     from ttforge.model.train import load_trained
-    from ttforge.quant.artifact import save_artifact
+    from ttforge.ir.artifact import save_artifact
 
     out = _check_out(args.out, "-o")
     ckpt_out = _check_out(args.save_checkpoint, "--save-checkpoint") if args.save_checkpoint else None

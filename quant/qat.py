@@ -8,7 +8,7 @@ after every contraction step, the bias at the accumulator exponent, ReLU.
 In training the arithmetic runs in the parameters' dtype with straight-through
 gradients. In eval mode it runs in float64, where every value is an integer times a
 power of two small enough to be exact (accumulators are limited to 48 bits), so
-``QuantNetwork.eval()(x)`` equals :func:`~ttforge.quant.executor.execute` bit for bit.
+``QuantNetwork.eval()(x)`` equals :func:`~ttforge.ir.executor.execute` bit for bit.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from torch import nn
 
 from ttforge.errors import ConfigError
 from ttforge.model.layers import TTLinear
-from ttforge.model.schedule import ContractionSchedule
-from ttforge.model.tt import TTShape
-from ttforge.quant.arith import exponent_for_max, int_range
-from ttforge.quant.executor import IntLayer, IntNetwork
+from ttforge.ir.schedule import ContractionSchedule
+from ttforge.ir.tt import TTShape
+from ttforge.ir.arith import exponent_for_max, int_range
+from ttforge.ir.executor import IntLayer, IntNetwork
 
 __all__ = [
     "LayerQuant",
@@ -138,7 +138,7 @@ class QuantLinear(nn.Module):
         self.register_buffer("step_exps", torch.zeros(d, dtype=torch.int64))
         #: Set to a list to record ``(step, acc, out)`` of every step in ``forward``: the
         #: value before requantization (bias included on the last step) and after it, both
-        #: padded and before ReLU (what :class:`~ttforge.quant.executor.StepTrace` holds,
+        #: padded and before ReLU (what :class:`~ttforge.ir.executor.StepTrace` holds,
         #: times ``2^exp``). Used by :mod:`ttforge.quant.diverge`; ``None`` records nothing.
         self.trace: list | None = None
 

@@ -38,8 +38,8 @@ import numpy as np
 
 from ttforge import __version__
 from ttforge.errors import ConfigError, TTForgeError
-from ttforge.quant.arith import ARITHMETIC_SPEC_VERSION, int_range
-from ttforge.quant.executor import IntLayer, IntNetwork, execute
+from ttforge.ir.arith import ARITHMETIC_SPEC_VERSION, int_range
+from ttforge.ir.executor import IntLayer, IntNetwork, execute
 
 __all__ = [
     "QONNX_DOMAIN",
@@ -326,7 +326,7 @@ def _as_network(net: IntNetwork | str | os.PathLike) -> IntNetwork:
     if isinstance(net, IntNetwork):
         return net
     if isinstance(net, (str, os.PathLike)):
-        from ttforge.quant.artifact import load_artifact
+        from ttforge.ir.artifact import load_artifact
 
         return load_artifact(net)
     raise ConfigError(f"export_qonnx takes an IntNetwork or the path of a .ttfa artifact, "
@@ -515,7 +515,7 @@ def _run(args: argparse.Namespace) -> int:
     import sys
 
     from ttforge.atomic import atomic_write_bytes, check_output_file
-    from ttforge.quant.artifact import load_artifact
+    from ttforge.ir.artifact import load_artifact
 
     out = check_output_file(args.output, "-o", example="model.onnx")
     if args.check < 0:

@@ -11,7 +11,7 @@ vectors and the probabilities of stream gaps and back-pressure.
 :func:`run_case` compiles the network for the config, simulates it with cocotb
 (:func:`ttforge.sim.runner.run_inference`) and requires:
 
-* every output equal to :func:`ttforge.quant.executor.execute` (``np.array_equal``);
+* every output equal to :func:`ttforge.ir.executor.execute` (``np.array_equal``);
 * ``VECTORS``, ``BUSY_LANE_CYCLES`` (the MACs) and ``SAT_EVENTS`` equal to the
   executor's counts, and ``CYCLES`` equal to the analytic cycle model
   (:mod:`ttforge.hw.cycles`) plus the ``IN_STALL`` and ``OUT_STALL`` cycles
@@ -76,9 +76,9 @@ def _pow2_at_least(v: int) -> int:
 
 def _layer(rng: np.random.Generator, in_modes, out_modes, ranks, order, *, w_bits, act_bits,
            in_exp, inter_bits, bias, relu, in_features, out_features):
-    from ttforge.model.schedule import ContractionSchedule
-    from ttforge.model.tt import TTShape
-    from ttforge.quant.executor import IntLayer
+    from ttforge.ir.schedule import ContractionSchedule
+    from ttforge.ir.tt import TTShape
+    from ttforge.ir.executor import IntLayer
 
     shape = TTShape(tuple(out_modes), tuple(in_modes), tuple(ranks))
     sched = ContractionSchedule(shape, tuple(order))
@@ -113,10 +113,10 @@ def _rank(rng: np.random.Generator, limit: int) -> int:
 
 
 def random_network(rng: np.random.Generator):
-    """A random :class:`~ttforge.quant.executor.IntNetwork` (see the module docstring)."""
-    from ttforge.model.schedule import schedule_orders
-    from ttforge.model.tt import max_ranks
-    from ttforge.quant.executor import IntNetwork
+    """A random :class:`~ttforge.ir.executor.IntNetwork` (see the module docstring)."""
+    from ttforge.ir.schedule import schedule_orders
+    from ttforge.ir.tt import max_ranks
+    from ttforge.ir.executor import IntNetwork
 
     act_bits = int(rng.choice([4, 6, 8, 8]))
     inter_bits = int(rng.choice([b for b in (8, 12, 16) if b >= act_bits]))
@@ -354,7 +354,7 @@ def run_case(case: RegressCase, sim: str, *, fault: str | None = None,
     reproducer under ``out_dir`` (when given)."""
     from ttforge.hw.model import run_program
     from ttforge.hw.program import compile_program
-    from ttforge.quant.executor import execute_traced
+    from ttforge.ir.executor import execute_traced
     from ttforge.sim.runner import build, run_inference
 
     t0 = time.perf_counter()
@@ -441,7 +441,7 @@ def write_reproducer(case: RegressCase, sim: str, res: CaseResult, prog, expecte
 def _fill_reproducer(d: Path, final: Path, case: RegressCase, sim: str, res: CaseResult, prog,
                      expected, got, *, fault, build_root, waves) -> None:
     from ttforge.hw.program import load_image, load_image_to_json
-    from ttforge.quant.artifact import save_artifact
+    from ttforge.ir.artifact import save_artifact
 
     save_artifact(case.net, d / "artifact.ttfa", meta={"regress_seed": case.seed})
     (d / "config.json").write_text(case.config.to_json())
@@ -632,7 +632,7 @@ def replay(directory: str | os.PathLike, *, sim: str | None = None,
     """Rerun a reproducer directory (its artifact, config and inputs, on its simulator
     unless ``sim`` is given); the divergence is located again if it still fails."""
     from ttforge.hw.config import AccelConfig
-    from ttforge.quant.artifact import load_artifact
+    from ttforge.ir.artifact import load_artifact
 
     d = Path(directory)
     info_path = d / "case.json"

@@ -456,7 +456,7 @@ def _as_program(build_config, program_or_artifact):
         return program_or_artifact
     net = program_or_artifact
     if isinstance(net, (str, os.PathLike)):
-        from ttforge.quant.artifact import load_artifact
+        from ttforge.ir.artifact import load_artifact
 
         net = load_artifact(net)
     return compile_program(net, build_config)

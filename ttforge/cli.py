@@ -17,25 +17,55 @@ from ttforge.errors import TTForgeError
 
 __all__ = ["main", "build_parser"]
 
-# name -> "module:function" returning (help, add_arguments, run). Imported lazily so that
-# `ttforge --help` stays fast and one subcommand's heavy imports do not slow the others.
-SUBCOMMANDS: dict[str, str] = {
-    "schedule": "ttforge.model.schedule_cli:cli_spec",
-    "inspect": "ttforge.quant.artifact:inspect_cli_spec",
-    "train": "ttforge.model.train:cli_spec",
-    "decompose": "ttforge.model.train:decompose_cli_spec",
-    "export-onnx": "ttforge.model.onnx_export:cli_spec",
-    "quantize": "ttforge.quant.ptq:quantize_cli_spec",
-    "diverge": "ttforge.quant.diverge:diverge_cli_spec",
-    "report": "ttforge.hw.report_cli:report_cli_spec",
-    "export-qonnx": "ttforge.quant.qonnx_export:qonnx_cli_spec",
-    "generate": "ttforge.hw.generate_cli:generate_cli_spec",
-    "build": "ttforge.firmware.cli:build_cli_spec",
-    "program": "ttforge.firmware.cli:program_cli_spec",
-    "run": "ttforge.firmware.cli:run_cli_spec",
-    "regress": "ttforge.sim.regress:regress_cli_spec",
-    "flow": "ttforge.flow.cli:flow_cli_spec",
+# name -> ("module:function" returning (help, add_arguments, run), one-line help). The
+# help is listed here so that `ttforge --help` imports nothing; a subcommand's module is
+# imported only when that subcommand runs (or when its arguments are listed), so that one
+# subcommand's heavy imports (PyTorch) do not slow or break the others.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "schedule": ("ttforge.ir.cli:schedule_cli_spec",
+                 "Show the cost of every contraction order of a TT layer and the one chosen."),
+    "inspect": ("ttforge.ir.cli:inspect_cli_spec",
+                "Show the layers, shapes, ranks, bit widths and on-chip bytes of a compiled artifact."),
+    "train": ("ttforge.model.train:cli_spec",
+              "Train a TT network (or a dense baseline) on the embedded digits set or on MNIST IDX "
+              "files; writes checkpoint, metrics and a plot."),
+    "decompose": ("ttforge.model.train:decompose_cli_spec",
+                  "Decompose the dense layers of a trained checkpoint into TT layers (TT-SVD) and report "
+                  "rank, error, compression and accuracy."),
+    "export-onnx": ("ttforge.model.onnx_export:cli_spec",
+                    "Export a trained network to ONNX (TT layers kept as Reshape/MatMul chains)."),
+    "quantize": ("ttforge.quant.ptq:quantize_cli_spec",
+                 "Quantize a trained TT network (PTQ, optional QAT fine-tuning, mixed precision) and write "
+                 "the compiled integer artifact."),
+    "diverge": ("ttforge.quant.diverge:diverge_cli_spec",
+                "Run float, fake-quant and integer stages step by step and name the first layer, step and "
+                "element where they differ (exit 1 if the integer stages diverge)."),
+    "report": ("ttforge.hw.report_cli:report_cli_spec",
+               "Synthesize and place-and-route the accelerator (yosys + nextpnr from pip): LUT/FF/DSP/BRAM, "
+               "Fmax and the critical path for ECP5-85F and iCE40UP5K."),
+    "export-qonnx": ("ttforge.quant.qonnx_export:qonnx_cli_spec",
+                     "Export a compiled artifact to QONNX (IntQuant/Trunc, TT chain kept), bit-exact or "
+                     "refused."),
+    "generate": ("ttforge.hw.generate_cli:generate_cli_spec",
+                 "Generate the accelerator's Verilog, register map, load image and estimate for an "
+                 "artifact."),
+    "build": ("ttforge.firmware.cli:build_cli_spec",
+              "Build a board bitstream (accelerator + UART bridge) with the pip open toolchain; report "
+              "resources and Fmax."),
+    "program": ("ttforge.firmware.cli:program_cli_spec",
+                "Program a board with a bitstream through openFPGALoader."),
+    "run": ("ttforge.firmware.cli:run_cli_spec",
+            "Run inference on a board (or its simulation) through the UART bridge."),
+    "regress": ("ttforge.sim.regress:regress_cli_spec",
+                "Random regression of the generated RTL against the golden executor (cocotb on Icarus or "
+                "Verilator, or the native Verilator harness); exit 1 on any failure."),
+    "flow": ("ttforge.flow.cli:flow_cli_spec",
+             "Run the whole journey: train -> quantize -> compile -> RTL -> bit-exact simulation -> "
+             "bitstream -> report (unchanged stages are skipped)."),
 }
+
+#: Subcommands that need the ``train`` extra (PyTorch); without it they say so in one line.
+NEEDS_TRAIN_EXTRA = ("train", "decompose", "export-onnx", "quantize", "diverge", "export-qonnx", "flow")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -43,28 +73,51 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _load(spec: str) -> tuple[str, Callable, Callable]:
+def _load(spec: str) -> tuple[Callable, Callable]:
     module, func = spec.split(":")
-    return getattr(importlib.import_module(module), func)()
+    _help, add_arguments, run = getattr(importlib.import_module(module), func)()
+    return add_arguments, run
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The ``ttforge`` parser. ``only=None`` declares every subcommand's arguments (for the
+    CLI reference); ``only=NAME`` imports just that subcommand's module; ``only=""`` none."""
     parser = _Parser(
         prog="ttforge",
         description="Tensor-train neural networks, bit-exact from PyTorch to small-FPGA hardware.",
     )
     parser.add_argument("--version", action="version", version=f"ttforge {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for name, spec in SUBCOMMANDS.items():
-        help_text, add_arguments, run = _load(spec)
+    for name, (spec, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        add_arguments(p)
-        p.set_defaults(_run=run)
+        if only is None or only == name:
+            add_arguments, run = _load(spec)
+            add_arguments(p)
+            p.set_defaults(_run=run)
     return parser
 
 
+def _missing_extra(command: str, e: ModuleNotFoundError) -> str | None:
+    """The one-line hint when a subcommand needs an optional dependency that is not installed."""
+    top = (e.name or "").split(".")[0]
+    if top in ("torch", "sklearn", "matplotlib", "onnx", "onnxruntime", "qonnx"):
+        extra = "train" if command in NEEDS_TRAIN_EXTRA else "dev"
+        return (f"ttforge {command}: error: needs the Python package {top!r}, which is not installed; "
+                f"install it with: pip install 'ttforge[{extra}]'")
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv and argv[0] in SUBCOMMANDS else ""
+    try:
+        parser = build_parser(only=command)
+    except ModuleNotFoundError as e:
+        hint = _missing_extra(command, e)
+        if hint is None:
+            raise
+        print(hint, file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()
@@ -73,6 +126,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except TTForgeError as e:
         print(f"ttforge {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as e:
+        hint = _missing_extra(args.command, e)
+        if hint is None:
+            raise
+        print(hint, file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"ttforge {args.command}: interrupted", file=sys.stderr)

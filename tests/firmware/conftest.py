@@ -7,7 +7,7 @@ import pytest
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory):
     """A directory with ``small.ttfa`` (the golden small net) and ``x.npy`` (3 inputs)."""
-    from ttforge.quant.artifact import save_artifact
+    from ttforge.ir.artifact import save_artifact
     from ttforge.quant.qat import compile_network
 
     from ..quant.test_golden import small_net

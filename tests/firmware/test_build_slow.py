@@ -55,7 +55,7 @@ def test_run_sim_cli_verifies_against_the_golden_executor(artifact, tmp_path, ca
                  str(artifact / "x.npy"), "-o", str(out)]) == 0
     text = capsys.readouterr().out
     assert "equal to the golden executor: 3/3 vectors" in text
-    from ttforge.quant.artifact import load_artifact
-    from ttforge.quant.executor import execute
+    from ttforge.ir.artifact import load_artifact
+    from ttforge.ir.executor import execute
     net = load_artifact(artifact / "small.ttfa")
     assert np.array_equal(np.load(out), execute(net, np.load(artifact / "x.npy")))

@@ -28,7 +28,7 @@ from ttforge.hw.config import AccelConfig  # noqa: E402
 from ttforge.hw.cycles import program_cycles  # noqa: E402
 from ttforge.hw.program import compile_program, load_image, load_image_to_bytes  # noqa: E402
 from ttforge.hw.regmap import RegisterMap  # noqa: E402
-from ttforge.quant.executor import execute, execute_traced  # noqa: E402
+from ttforge.ir.executor import execute, execute_traced  # noqa: E402
 from ttforge.sim.native import build_native, link_c_driver, read_vectors, write_vectors  # noqa: E402
 
 from tests.hw.test_engine import random_inputs, random_net  # noqa: E402

@@ -126,7 +126,7 @@ def test_ecp5_pll_table_matches_ecppll(tmp_path):
 def test_board_top_elaborates_for_its_platform(board, artifact):
     from ttforge.firmware.board import BOARDS, BoardTop
     from ttforge.hw.config import AccelConfig
-    from ttforge.quant.artifact import load_artifact
+    from ttforge.ir.artifact import load_artifact
 
     cfg = AccelConfig.for_network(load_artifact(artifact / "small.ttfa"), lanes=1)
     b = BOARDS[board]
@@ -206,7 +206,7 @@ def test_bad_numbers_are_refused_before_the_work(artifact, tmp_path, capsys, mon
 def test_inputs_are_checked_before_anything_is_built(artifact, tmp_path, capsys, monkeypatch, make, match):
     """Wrong inputs are one line naming INPUTS, before the simulation is built (it used to
     be built first: its "Skipping compilation" warning and then the error, two lines)."""
-    from ttforge.quant.artifact import load_artifact
+    from ttforge.ir.artifact import load_artifact
 
     _no_toolchain_or_device(monkeypatch)
     bad = tmp_path / "bad.npy"
@@ -238,7 +238,7 @@ class _GoldenDevice:
 
     def infer(self, x):
         from ttforge.firmware.host import DeviceError
-        from ttforge.quant.executor import execute
+        from ttforge.ir.executor import execute
 
         _GoldenDevice.received.append(np.array(x))
         if self.fail:
@@ -255,8 +255,8 @@ def test_float_inputs_are_quantized_with_the_network_format(artifact, tmp_path, 
     text file of integers too); --sim and --port take the same rows."""
     import ttforge.firmware.host as fh
     import ttforge.firmware.simulate as fs
-    from ttforge.quant.artifact import load_artifact
-    from ttforge.quant.executor import execute
+    from ttforge.ir.artifact import load_artifact
+    from ttforge.ir.executor import execute
 
     from ..quant.test_golden import small_net
 
@@ -286,8 +286,8 @@ def test_run_out_is_written_atomically(artifact, tmp_path, capsys, monkeypatch):
     traceback after it, and a DIR.xxxx.npy temporary left behind); a relative file is
     written whole; a run that fails writes nothing."""
     import ttforge.firmware.simulate as fs
-    from ttforge.quant.artifact import load_artifact
-    from ttforge.quant.executor import execute
+    from ttforge.ir.artifact import load_artifact
+    from ttforge.ir.executor import execute
 
     monkeypatch.chdir(tmp_path)
     a, x = str(artifact / "small.ttfa"), str(artifact / "x.npy")

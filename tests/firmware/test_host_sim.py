@@ -15,7 +15,7 @@ pytestmark = pytest.mark.skipif(shutil.which("iverilog") is None, reason="needs 
 from ttforge.firmware.host import DeviceError  # noqa: E402
 from ttforge.hw.config import AccelConfig  # noqa: E402
 from ttforge.hw.regmap import RegisterMap  # noqa: E402
-from ttforge.quant.executor import execute  # noqa: E402
+from ttforge.ir.executor import execute  # noqa: E402
 from ttforge.quant.qat import compile_network  # noqa: E402
 
 from ..quant.test_golden import small_net  # noqa: E402

@@ -39,8 +39,8 @@ def test_short_run_writes_every_stage_and_verifies_exactly(default_build):
     sim = _record(default_build, "sim")["summary"]
     assert sim["exact"] and sim["agree"] == sim["vectors"] == default_config().short.vectors
     # the recorded vectors really are equal to the golden executor's outputs
-    from ttforge.quant.artifact import load_artifact
-    from ttforge.quant.executor import execute
+    from ttforge.ir.artifact import load_artifact
+    from ttforge.ir.executor import execute
 
     v = np.load(default_build / "sim" / "vectors.npz")
     net = load_artifact(default_build / "quantize" / "model.ttfa")

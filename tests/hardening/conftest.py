@@ -10,7 +10,7 @@ import pytest
 def valid(tmp_path_factory):
     """Paths of a valid artifact, its inputs and a valid (one-epoch) training checkpoint."""
     from ttforge.cli import main
-    from ttforge.quant.artifact import save_artifact
+    from ttforge.ir.artifact import save_artifact
     from ttforge.quant.qat import compile_network
 
     from tests.quant.test_golden import small_net

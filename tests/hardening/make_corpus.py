@@ -45,7 +45,7 @@ def _rezip(manifest: dict | bytes, payload: bytes, fix_sums: bool = True,
 
 
 def valid_artifact() -> bytes:
-    from ttforge.quant.artifact import dumps_artifact
+    from ttforge.ir.artifact import dumps_artifact
     from ttforge.quant.qat import compile_network
 
     from tests.quant.test_golden import small_net

@@ -26,7 +26,7 @@ from ttforge.hw.config import AccelConfig
 from ttforge.model.data import read_idx
 from ttforge.model.network import ModelConfig
 from ttforge.model.train import TrainConfig
-from ttforge.quant.artifact import dumps_artifact, loads_artifact
+from ttforge.ir.artifact import dumps_artifact, loads_artifact
 from ttforge.quant.qat import compile_network
 
 from ..quant.test_golden import small_net

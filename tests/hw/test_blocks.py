@@ -13,7 +13,7 @@ from amaranth.lib.wiring import connect
 from amaranth.sim import Simulator
 
 from ttforge.hw.blocks import AddressGen, MacLanes, Requant, RequantDecode
-from ttforge.quant.arith import rshift_round, saturate
+from ttforge.ir.arith import rshift_round, saturate
 
 
 def run(dut, bench):
@@ -25,7 +25,7 @@ def run(dut, bench):
 
 # ---------------------------------------------------------------------- requantization
 def ref_requant(acc, bias, bias_en, shift, sat_bits, relu, zero):
-    """Python reference through ttforge.quant.arith (exact Python ints where int64 can't be)."""
+    """Python reference through ttforge.ir.arith (exact Python ints where int64 can't be)."""
     v = acc + (bias if bias_en else 0)
     if -62 + max(v.bit_length(), 1) < shift < 62 and abs(v) < 2**55:
         r = int(rshift_round(np.array([v]), shift)[0])

@@ -9,9 +9,9 @@ import pytest
 
 from ttforge.errors import ConfigError
 from ttforge.hw.config import AccelConfig
-from ttforge.model.schedule import ContractionSchedule
-from ttforge.model.tt import TTShape
-from ttforge.quant.executor import IntLayer, IntNetwork, layer_from_dense
+from ttforge.ir.schedule import ContractionSchedule
+from ttforge.ir.tt import TTShape
+from ttforge.ir.executor import IntLayer, IntNetwork, layer_from_dense
 
 
 def example_network() -> IntNetwork:

@@ -15,9 +15,9 @@ from amaranth.sim import Simulator
 from ttforge.hw.config import AccelConfig
 from ttforge.hw.engine import ENGINE_TIMING, ERROR_CODES, TTEngine
 from ttforge.hw.program import compile_program, decode_descriptor, encode_descriptor
-from ttforge.model.schedule import ContractionSchedule, schedule_orders
-from ttforge.model.tt import TTShape, max_ranks
-from ttforge.quant.executor import IntLayer, IntNetwork, execute, execute_traced
+from ttforge.ir.schedule import ContractionSchedule, schedule_orders
+from ttforge.ir.tt import TTShape, max_ranks
+from ttforge.ir.executor import IntLayer, IntNetwork, execute, execute_traced
 
 COUNTERS = ("cycles", "busy_lane_cycles", "in_stall", "out_stall", "sat_events", "vectors")
 

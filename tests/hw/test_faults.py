@@ -29,8 +29,8 @@ from ttforge.hw.faults import (DATAPATH_FAULTS, ENGINE_FAULTS, FAULT_BLOCKS, FAU
 from ttforge.hw.program import compile_program, load_image
 from ttforge.hw.regmap import RegisterMap
 from ttforge.hw.top import TTAccel, verilog
-from ttforge.quant.arith import rshift_round
-from ttforge.quant.executor import execute, execute_traced
+from ttforge.ir.arith import rshift_round
+from ttforge.ir.executor import execute, execute_traced
 
 from .axis_drive import send_vectors, unpack_lanes
 from .test_axil import Master
@@ -159,7 +159,7 @@ def software_twin(net, X, fault, inter_bits):
     """The golden executor with the arithmetic fault applied (``round_off_by_one``,
     ``sat_bound``): where it differs from the golden output the fault is observable on
     these vectors, so the hardware with the fault must be killed."""
-    import ttforge.quant.executor as ex
+    import ttforge.ir.executor as ex
 
     if fault == "round_off_by_one":
         with mock.patch.object(ex, "rshift_round", _half_down):

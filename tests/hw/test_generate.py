@@ -12,7 +12,7 @@ from ttforge.cli import main
 from ttforge.hw.config import AccelConfig
 from ttforge.hw.program import compile_program, load_image, load_image_from_bytes
 from ttforge.hw.regmap import RegisterMap
-from ttforge.quant.artifact import save_artifact
+from ttforge.ir.artifact import save_artifact
 
 from .test_config import example_network
 

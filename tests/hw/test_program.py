@@ -22,10 +22,10 @@ from ttforge.hw.program import (Descriptor, compile_program, decode_descriptor,
                                 encode_descriptor, load_image, load_image_from_bytes,
                                 load_image_to_bytes, load_image_to_json)
 from ttforge.hw.regmap import ErrorCode, RegisterMap
-from ttforge.model.schedule import ContractionSchedule, schedule_orders
-from ttforge.model.tt import TTShape, max_ranks
-from ttforge.quant.arith import acc_bits_needed, int_range, rshift_round, saturate
-from ttforge.quant.executor import IntLayer, IntNetwork, execute, execute_traced
+from ttforge.ir.schedule import ContractionSchedule, schedule_orders
+from ttforge.ir.tt import TTShape, max_ranks
+from ttforge.ir.arith import acc_bits_needed, int_range, rshift_round, saturate
+from ttforge.ir.executor import IntLayer, IntNetwork, execute, execute_traced
 
 from .test_config import example_network
 

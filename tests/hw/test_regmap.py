@@ -12,7 +12,7 @@ import pytest
 from ttforge.hw.config import DESC_WORDS, AccelConfig
 from ttforge.hw.regmap import (COUNTERS, DESCRIPTOR_WORDS, FLAGS_FIELDS, MAGIC, ErrorCode,
                                RegisterMap)
-from ttforge.quant.arith import ARITHMETIC_SPEC_VERSION
+from ttforge.ir.arith import ARITHMETIC_SPEC_VERSION
 
 CONFIGS = [AccelConfig(), AccelConfig(lanes=16, core_depth=16384, bias_depth=1024, buf_depth=16384,
                                       desc_depth=64, stream_elems=4, axil_addr_bits=24),

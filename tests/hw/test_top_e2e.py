@@ -17,7 +17,7 @@ from ttforge.hw.config import AccelConfig  # noqa: E402
 from ttforge.hw.program import compile_program, load_image  # noqa: E402
 from ttforge.hw.regmap import RegisterMap  # noqa: E402
 from ttforge.hw.top import TTAccel  # noqa: E402
-from ttforge.quant.executor import execute  # noqa: E402
+from ttforge.ir.executor import execute  # noqa: E402
 from ttforge.quant.qat import compile_network  # noqa: E402
 
 from ..quant.test_golden import small_net  # noqa: E402

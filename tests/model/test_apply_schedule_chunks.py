@@ -5,7 +5,7 @@ import torch
 
 import ttforge.model.layers as layers
 from ttforge.model.layers import TTLinear, apply_schedule
-from ttforge.model.schedule import schedule_orders
+from ttforge.ir.schedule import schedule_orders
 
 
 @pytest.mark.parametrize("chunk_elements", [1 << 20, 64, 7, 1])

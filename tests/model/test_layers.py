@@ -4,7 +4,7 @@ from torch import nn
 
 from ttforge.errors import ShapeError
 from ttforge.model.layers import TTLinear, apply_schedule
-from ttforge.model.schedule import schedule_orders
+from ttforge.ir.schedule import schedule_orders
 
 
 def test_forward_equals_dense_weight_for_every_order():

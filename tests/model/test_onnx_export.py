@@ -10,8 +10,8 @@ from torch import nn
 from ttforge.errors import ConfigError, ShapeError
 from ttforge.model.layers import TTLinear
 from ttforge.model.onnx_export import DEFAULT_OPSET, build_onnx, check_onnx, export_onnx
-from ttforge.model.schedule import schedule_orders
-from ttforge.model.tt import factorize
+from ttforge.ir.schedule import schedule_orders
+from ttforge.ir.tt import factorize
 
 ort = pytest.importorskip("onnxruntime")
 

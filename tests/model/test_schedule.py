@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ttforge.errors import ShapeError
-from ttforge.model.schedule import ContractionSchedule, schedule_orders
+from ttforge.ir.schedule import ContractionSchedule, schedule_orders
 from ttforge.model.tt import TTShape, tt_to_dense
 
 from .test_tt import random_cores

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ttforge.errors import ConfigError
-from ttforge.quant.arith import (
+from ttforge.ir.arith import (
     acc_bits_needed,
     exponent_for_max,
     int_range,

@@ -25,10 +25,11 @@ from torch import nn
 from ttforge.cli import main
 from ttforge.errors import ArtifactError, OutputError, TTForgeError
 from ttforge.model import ContractionSchedule
-from ttforge.model.tt import TTShape
-from ttforge.quant import artifact as A
-from ttforge.quant.artifact import dumps_artifact, load_artifact, loads_artifact, on_chip_bytes, save_artifact
-from ttforge.quant.executor import IntLayer, IntNetwork, execute, execute_traced, layer_from_dense
+from ttforge.ir.tt import TTShape
+from ttforge.ir import artifact as A
+from ttforge.ir.artifact import dumps_artifact, load_artifact, loads_artifact, save_artifact
+from ttforge.ir.onchip import on_chip_bytes
+from ttforge.ir.executor import IntLayer, IntNetwork, execute, execute_traced, layer_from_dense
 from ttforge.quant.qat import calibrate, compile_network, quantize_model
 
 from .test_golden import random_network, small_net
@@ -223,7 +224,7 @@ def test_edited_manifests_with_valid_crc_never_crash_the_loader():
     """Edits behind the ZIP CRC: every one is an ArtifactError or still a valid network."""
     net, xi = golden_case()
     manifest, payload = unzip(dumps_artifact(net))
-    text = A._dump_json(manifest).encode()
+    text = A.dump_json(manifest).encode()
     for i in range(0, len(text), 2):
         bad = bytearray(text)
         bad[i] ^= 1 << (i % 7)
@@ -483,7 +484,7 @@ def test_errors_are_ttforge_errors():
 
 if __name__ == "__main__":  # print the blocks of docs/artifact.md
     b = example_blocks()
-    print(A._dump_json(b["manifest"]), A._dump_json(b["tensors"]), A._dump_json(b["trace"]), sep="\n\n")
+    print(A.dump_json(b["manifest"]), A.dump_json(b["tensors"]), A.dump_json(b["trace"]), sep="\n\n")
     print("\n".join(re.findall(".{1,32}", b["payload_hex"])))
     print(b["file_sha256"])
 
@@ -491,7 +492,7 @@ if __name__ == "__main__":  # print the blocks of docs/artifact.md
 def test_earlier_rounding_name_is_read_as_the_same_rule():
     """Manifests written before the rename call floor(v + 1/2) ``HALF_UP``; they load and
     execute the same, and the current name is what a writer emits."""
-    from ttforge.quant.executor import execute
+    from ttforge.ir.executor import execute
 
     case = golden_case()[0]
     manifest, payload = unzip(dumps_artifact(case))

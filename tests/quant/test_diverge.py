@@ -12,9 +12,9 @@ from ttforge.cli import main
 from ttforge.model import TTLinear
 from ttforge.model.network import ModelConfig
 from ttforge.model.train import TrainConfig, load_trained, train
-from ttforge.quant.artifact import dumps_artifact, load_artifact, save_artifact
+from ttforge.ir.artifact import dumps_artifact, load_artifact, save_artifact
 from ttforge.quant.diverge import find_divergence, float_model_of, quant_network_for
-from ttforge.quant.executor import IntNetwork, execute, execute_traced
+from ttforge.ir.executor import IntNetwork, execute, execute_traced
 from ttforge.quant.qat import LayerQuant, QuantConfig, calibrate, compile_network, quantize_model
 
 

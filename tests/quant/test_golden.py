@@ -9,7 +9,7 @@ from torch import nn
 
 from ttforge.errors import ConfigError
 from ttforge.model import TTLinear, schedule_orders
-from ttforge.quant.executor import IntLayer, execute, execute_traced
+from ttforge.ir.executor import IntLayer, execute, execute_traced
 from ttforge.quant.qat import LayerQuant, QuantConfig, calibrate, compile_network, quantize_model
 
 from .reference import reference_execute
@@ -64,7 +64,7 @@ def random_network(draw):
     out_modes = [draw(st.integers(1, 4)) for _ in range(d)]
     in_f = draw(st.integers(max(1, int(np.prod(in_modes)) - 2), int(np.prod(in_modes))))
     out_f = draw(st.integers(max(1, int(np.prod(out_modes)) - 2), int(np.prod(out_modes))))
-    from ttforge.model.tt import max_ranks
+    from ttforge.ir.tt import max_ranks
 
     lim = max_ranks(out_modes, in_modes)
     ranks = [draw(st.integers(1, min(lim[k], 5))) for k in range(1, d)]

@@ -17,11 +17,11 @@ from onnx import numpy_helper
 
 from ttforge.cli import main
 from ttforge.errors import ConfigError
-from ttforge.model.schedule import ContractionSchedule, schedule_orders
-from ttforge.model.tt import TTShape, max_ranks
-from ttforge.quant.arith import acc_bits_needed, int_range, rshift_round
-from ttforge.quant.artifact import save_artifact
-from ttforge.quant.executor import IntLayer, IntNetwork, execute, execute_traced
+from ttforge.ir.schedule import ContractionSchedule, schedule_orders
+from ttforge.ir.tt import TTShape, max_ranks
+from ttforge.ir.arith import acc_bits_needed, int_range, rshift_round
+from ttforge.ir.artifact import save_artifact
+from ttforge.ir.executor import IntLayer, IntNetwork, execute, execute_traced
 from ttforge.quant.qonnx_export import (
     FLOAT32_EXACT,
     QONNX_DOMAIN,

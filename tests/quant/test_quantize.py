@@ -12,8 +12,8 @@ from ttforge.errors import ConfigError
 from ttforge.model.data import load_dataset
 from ttforge.model.network import ModelConfig
 from ttforge.model.train import TrainConfig, load_trained, train
-from ttforge.quant.artifact import load_artifact
-from ttforge.quant.executor import execute
+from ttforge.ir.artifact import load_artifact
+from ttforge.ir.executor import execute
 from ttforge.quant.ptq import (
     NotBitExactError,
     check_accumulators,

@@ -11,7 +11,7 @@ from torch import nn
 from ttforge.errors import ConfigError
 from ttforge.model.data import load_dataset
 from ttforge.model.network import ModelConfig
-from ttforge.quant.executor import IntNetwork, execute
+from ttforge.ir.executor import IntNetwork, execute
 from ttforge.quant.stochastic import (
     LowPrecisionConfig,
     Xorshift32,

@@ -12,7 +12,7 @@ import pytest
 
 from ttforge.hw.config import AccelConfig
 from ttforge.hw.program import Program, compile_program
-from ttforge.quant.executor import IntNetwork, execute, execute_traced
+from ttforge.ir.executor import IntNetwork, execute, execute_traced
 from ttforge.quant.qat import compile_network
 
 from ..quant.test_golden import small_net

@@ -31,7 +31,7 @@ import pytest
 
 from ttforge.hw.faults import FAULTS
 from ttforge.hw.program import compile_program
-from ttforge.quant.executor import execute
+from ttforge.ir.executor import execute
 
 from ..hw.test_engine import config_for, random_inputs, random_net
 from ..hw.test_faults import KILL_SEED

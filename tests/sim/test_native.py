@@ -25,7 +25,7 @@ from ttforge.hw.config import AccelConfig  # noqa: E402
 from ttforge.hw.cycles import program_cycles  # noqa: E402
 from ttforge.hw.program import compile_program, load_image, load_image_to_bytes  # noqa: E402
 from ttforge.hw.regmap import RegisterMap  # noqa: E402
-from ttforge.quant.executor import IntNetwork, execute, execute_traced  # noqa: E402
+from ttforge.ir.executor import IntNetwork, execute, execute_traced  # noqa: E402
 from ttforge.sim.native import NativeError, build_native, link_c_driver, run_native  # noqa: E402
 
 from tests.hw.test_engine import coverage_net, random_inputs, random_net  # noqa: E402

@@ -13,7 +13,7 @@ import pytest
 from ttforge.cli import main
 from ttforge.hw.config import AccelConfig
 from ttforge.hw.program import compile_program
-from ttforge.quant.executor import execute
+from ttforge.ir.executor import execute
 from ttforge.sim.regress import (locate_divergence, make_case, random_config, random_network,
                                  regress, replay)
 

@@ -16,14 +16,12 @@ it. Writing is deterministic (no timestamps: the same network and meta give the 
 bytes) and atomic (temporary name, then ``os.replace``). Loading verifies everything
 it reads and reports each problem as one line, a :class:`~ttforge.errors.ArtifactError`.
 
-:func:`on_chip_bytes` counts the memory a layer needs on chip (bit-packed cores, bias,
-the peak intermediate) against the dense INT8 weight it replaces; ``ttforge inspect``
-prints it.
+The on-chip byte accounting is :mod:`ttforge.ir.onchip`; ``ttforge inspect`` is in
+:mod:`ttforge.ir.cli`.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import io
 import json
@@ -37,9 +35,9 @@ import numpy as np
 
 from ttforge import __version__
 from ttforge.errors import ArtifactError, TTForgeError
-from ttforge.model.schedule import ContractionSchedule
-from ttforge.quant.arith import ARITHMETIC_SPEC_VERSION, ROUNDING, ROUNDING_ALIASES, int_range
-from ttforge.quant.executor import IntLayer, IntNetwork
+from ttforge.ir.schedule import ContractionSchedule
+from ttforge.ir.arith import ARITHMETIC_SPEC_VERSION, ROUNDING, ROUNDING_ALIASES, int_range
+from ttforge.ir.executor import IntLayer, IntNetwork
 
 __all__ = [
     "ARTIFACT_FORMAT",
@@ -49,8 +47,8 @@ __all__ = [
     "load_artifact",
     "dumps_artifact",
     "loads_artifact",
-    "on_chip_bytes",
-    "inspect_cli_spec",
+    "layer_kind",
+    "dump_json",
 ]
 
 ARTIFACT_FORMAT = "ttforge-artifact"
@@ -76,7 +74,7 @@ def _dtype_for(bits: int) -> str:
     raise ArtifactError(f"a {bits}-bit tensor does not fit int64")  # pragma: no cover
 
 
-def _layer_kind(layer: IntLayer) -> str:
+def layer_kind(layer: IntLayer) -> str:
     return "dense" if layer.schedule.shape.d == 1 else "tt"
 
 
@@ -123,7 +121,7 @@ def _build(net: IntNetwork, meta: dict | None) -> tuple[bytes, bytes]:
         cores = [add(f"layers.{i}.cores.{k}", g, layer.w_bits) for k, g in enumerate(layer.cores)]
         bias = add(f"layers.{i}.bias", layer.bias, layer.acc_bits) if layer.bias is not None else None
         layers.append({
-            "kind": _layer_kind(layer),
+            "kind": layer_kind(layer),
             "in_features": int(layer.in_features),
             "out_features": int(layer.out_features),
             "relu": bool(layer.relu),
@@ -167,20 +165,20 @@ def _build(net: IntNetwork, meta: dict | None) -> tuple[bytes, bytes]:
             "sha256": hashlib.sha256(bytes(payload)).hexdigest(),
         },
     }
-    text = _dump_json(manifest) + "\n"
+    text = dump_json(manifest) + "\n"
     return text.encode("utf-8"), bytes(payload)
 
 
-def _dump_json(obj: Any, indent: str = "") -> str:
+def dump_json(obj: Any, indent: str = "") -> str:
     """Deterministic, readable JSON: one key per line, lists of scalars on one line."""
     inner = indent + "  "
     if isinstance(obj, dict):
         if not obj:
             return "{}"
-        items = [f"{inner}{json.dumps(str(k))}: {_dump_json(v, inner)}" for k, v in obj.items()]
+        items = [f"{inner}{json.dumps(str(k))}: {dump_json(v, inner)}" for k, v in obj.items()]
         return "{\n" + ",\n".join(items) + "\n" + indent + "}"
     if isinstance(obj, list) and any(isinstance(v, (dict, list)) for v in obj):
-        return "[\n" + ",\n".join(inner + _dump_json(v, inner) for v in obj) + "\n" + indent + "]"
+        return "[\n" + ",\n".join(inner + dump_json(v, inner) for v in obj) + "\n" + indent + "]"
     return json.dumps(obj, ensure_ascii=True, allow_nan=False)
 
 
@@ -468,171 +466,3 @@ def load_artifact(path: str | os.PathLike) -> IntNetwork:
     except OSError as e:
         raise ArtifactError(f"{path} cannot be read ({e.strerror})") from None
     return loads_artifact(data, str(path))
-
-
-# ---------------------------------------------------------------------------------------
-# on-chip memory
-# ---------------------------------------------------------------------------------------
-def _bytes(elements: int, bits: int) -> int:
-    return -(-elements * bits // 8)
-
-
-def _layer_bytes(layer: IntLayer) -> dict[str, Any]:
-    core_bytes = [_bytes(g.size, layer.w_bits) for g in layer.cores]
-    bias_bytes = _bytes(layer.out_features, layer.acc_bits) if layer.bias is not None else 0
-    inter = [_bytes(layer.schedule.shape.in_size, layer.in_bits)]
-    inter += [_bytes(s.out_elements, layer.step_out_bits(t)) for t, s in enumerate(layer.schedule.steps)]
-    peak = max(inter)
-    dense = layer.in_features * layer.out_features
-    total = sum(core_bytes) + bias_bytes + peak
-    return {
-        "params": int(sum(g.size for g in layer.cores) + (layer.out_features if layer.bias is not None else 0)),
-        "core_bytes": sum(core_bytes),
-        "core_bytes_each": core_bytes,
-        "bias_bytes": bias_bytes,
-        "intermediate_bytes": inter,
-        "peak_intermediate_bytes": peak,
-        "on_chip_bytes": total,
-        "dense_int8_bytes": dense,
-        "ratio": total / dense,
-    }
-
-
-def on_chip_bytes(net: IntNetwork) -> dict[str, Any]:
-    """On-chip memory of every layer and of the network, per sample, in bytes.
-
-    Per layer: ``core_bytes`` (each core bit-packed, ``ceil(entries * w_bits / 8)``,
-    summed), ``bias_bytes`` (``ceil(out_features * acc_bits / 8)``),
-    ``intermediate_bytes`` (the padded input at ``in_bits``, then each step's output at
-    its width), ``peak_intermediate_bytes`` (their maximum), ``on_chip_bytes`` (cores +
-    bias + peak), ``dense_int8_bytes`` (``in_features * out_features``, the dense INT8
-    weight) and ``ratio`` (on-chip / dense). ``total`` sums cores, biases and dense
-    weights over the layers and takes the largest peak (one intermediate buffer is
-    reused by every layer).
-    """
-    layers = [_layer_bytes(layer) for layer in net.layers]
-    cores = sum(d["core_bytes"] for d in layers)
-    bias = sum(d["bias_bytes"] for d in layers)
-    peak = max(d["peak_intermediate_bytes"] for d in layers)
-    dense = sum(d["dense_int8_bytes"] for d in layers)
-    total = {
-        "params": sum(d["params"] for d in layers),
-        "core_bytes": cores,
-        "bias_bytes": bias,
-        "peak_intermediate_bytes": peak,
-        "on_chip_bytes": cores + bias + peak,
-        "dense_int8_bytes": dense,
-        "ratio": (cores + bias + peak) / dense,
-    }
-    return {"layers": layers, "total": total}
-
-
-# ---------------------------------------------------------------------------------------
-# ttforge inspect
-# ---------------------------------------------------------------------------------------
-def _layer_summary(layer: IntLayer) -> dict[str, Any]:
-    s = layer.schedule
-    return {
-        "kind": _layer_kind(layer),
-        "in_features": layer.in_features,
-        "out_features": layer.out_features,
-        "out_modes": list(s.shape.out_modes),
-        "in_modes": list(s.shape.in_modes),
-        "ranks": list(s.shape.ranks),
-        "order": list(s.order),
-        "w_bits": layer.w_bits,
-        "in_bits": layer.in_bits,
-        "inter_bits": layer.inter_bits,
-        "out_bits": layer.out_bits,
-        "acc_bits": layer.acc_bits,
-        "in_exp": layer.in_exp,
-        "core_exps": list(layer.core_exps),
-        "step_exps": list(layer.step_exps),
-        "shifts": list(layer.shifts()),
-        "relu": layer.relu,
-        "has_bias": layer.bias is not None,
-        "macs": sum(st.macs for st in s.steps),
-    }
-
-
-def inspect_artifact(path: str | os.PathLike) -> dict[str, Any]:
-    """What ``ttforge inspect --json`` prints: layers, widths, exponents and memory."""
-    net = load_artifact(path)
-    mem = on_chip_bytes(net)
-    layers = [{**_layer_summary(layer), **b} for layer, b in zip(net.layers, mem["layers"])]
-    return {
-        "artifact": str(path),
-        "format": ARTIFACT_FORMAT,
-        "format_version": ARTIFACT_FORMAT_VERSION,
-        "arithmetic_version": ARITHMETIC_SPEC_VERSION,
-        "rounding": ROUNDING,
-        "meta": net.meta,
-        "layers": layers,
-        "total": mem["total"],
-    }
-
-
-def _add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("artifact", metavar="ARTIFACT", help="a .ttfa file written by save_artifact")
-    p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of tables")
-
-
-def _fmt_list(v: list[int]) -> str:
-    return ",".join(str(x) for x in v)
-
-
-def _run(args: argparse.Namespace) -> int:
-    info = inspect_artifact(args.artifact)
-    if args.json:
-        print(_dump_json(info))
-        return 0
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    layers = info["layers"]
-    console.print(f"[bold]{args.artifact}[/]: {info['format']} v{info['format_version']}, "
-                  f"arithmetic spec v{info['arithmetic_version']}, rounding {info['rounding']}, "
-                  f"{len(layers)} layers", highlight=False)
-    if info["meta"]:
-        console.print("meta: " + ", ".join(f"{k}={v}" for k, v in info["meta"].items()), highlight=False)
-
-    def table(title: str, cols: tuple[str, ...], first_width: int = 1) -> Table:
-        t = Table(title=title, title_justify="left")
-        for col in cols:
-            t.add_column(col, min_width=first_width if col == "#" else None, 
-                         justify="left" if col in ("kind", "order") else "right", no_wrap=True)
-        return t
-
-    shape = table("Layers", ("#", "kind", "in->out", "m\n(out)", "n\n(in)", "ranks", "order", "MACs",
-                             "relu", "bias"))
-    arith = table("Arithmetic", ("#", "bits\nw/act/inter/acc", "in\nexp", "core\nexps", "step\nexps",
-                                 "shifts"))
-    for i, L in enumerate(layers):
-        act = f"{L['out_bits']}" if L["in_bits"] == L["out_bits"] else f"{L['in_bits']}->{L['out_bits']}"
-        shape.add_row(str(i), L["kind"], f"{L['in_features']}->{L['out_features']}",
-                      _fmt_list(L["out_modes"]), _fmt_list(L["in_modes"]), _fmt_list(L["ranks"]),
-                      _fmt_list(L["order"]), f"{L['macs']:,}", "yes" if L["relu"] else "no",
-                      "yes" if L["has_bias"] else "no")
-        arith.add_row(str(i), f"{L['w_bits']}/{act}/{L['inter_bits']}/{L['acc_bits']}", str(L["in_exp"]),
-                      _fmt_list(L["core_exps"]), _fmt_list(L["step_exps"]), _fmt_list(L["shifts"]))
-    mem = table("On-chip bytes per sample (cores bit-packed; peak intermediate incl. input)",
-                ("#", "params", "cores", "bias", "peak\ninter.", "on-chip", "dense\nINT8", "ratio", "saving"), 5)
-
-    def row(name: str, d: dict, end_section: bool = False) -> None:
-        mem.add_row(name, f"{d['params']:,}", f"{d['core_bytes']:,}", f"{d['bias_bytes']:,}",
-                    f"{d['peak_intermediate_bytes']:,}", f"{d['on_chip_bytes']:,}",
-                    f"{d['dense_int8_bytes']:,}", f"{d['ratio']:.3f}", f"{1 / d['ratio']:.1f}x",
-                    end_section=end_section)
-
-    for i, L in enumerate(layers):
-        row(str(i), L, end_section=i == len(layers) - 1)
-    row("total", info["total"])
-    for t in (shape, arith, mem):
-        console.print(t)
-    return 0
-
-
-def inspect_cli_spec():
-    return ("Show the layers, shapes, ranks, bit widths and on-chip bytes of a compiled artifact.",
-            _add_arguments, _run)

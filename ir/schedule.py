@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
 from ttforge.errors import ShapeError
-from ttforge.model.tt import TTShape
+from ttforge.ir.tt import TTShape
 
 __all__ = ["ContractionStep", "ContractionSchedule", "ScheduleCost", "schedule_orders"]
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ttforge.errors import ConfigError, ShapeError
-from ttforge.model.schedule import ContractionSchedule
-from ttforge.quant.arith import acc_bits_needed, int_range, quantize, rshift_round, saturate
+from ttforge.ir.schedule import ContractionSchedule
+from ttforge.ir.arith import acc_bits_needed, int_range, quantize, rshift_round, saturate
 
 __all__ = ["IntLayer", "IntNetwork", "StepTrace", "execute", "execute_traced", "layer_from_dense", "check_input"]
 
@@ -217,7 +217,7 @@ def execute_traced(net: IntNetwork, x: np.ndarray) -> tuple[np.ndarray, list[Ste
 
 def layer_from_dense(weight: np.ndarray, **kwargs) -> IntLayer:
     """An :class:`IntLayer` for a dense integer weight ``(M, N)`` (one core)."""
-    from ttforge.model.tt import TTShape
+    from ttforge.ir.tt import TTShape
 
     M, N = weight.shape
     shape = TTShape((M,), (N,), (1, 1))

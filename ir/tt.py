@@ -1,0 +1,202 @@
+"""Tensor-train (TT) matrix shapes: modes, ranks and their factorization.
+
+A weight ``W`` of shape ``(M, N)`` (``out x in``, as in :class:`torch.nn.Linear`) with
+``M = prod(out_modes)`` and ``N = prod(in_modes)`` is held as ``d`` cores; core ``k``
+has shape ``(r[k], m[k], n[k], r[k+1])`` with ``r[0] = r[d] = 1``, and
+
+    W[(i_0..i_{d-1}), (j_0..j_{d-1})] = G_0[:, i_0, j_0, :] @ ... @ G_{d-1}[:, i_{d-1}, j_{d-1}, :]
+
+where the multi-indices are row-major (``i_0`` is the most significant digit).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+from ttforge.errors import ShapeError
+
+__all__ = ["TTShape", "factorize", "max_ranks", "resolve_ranks"]
+
+
+def _prod(xs: Sequence[int]) -> int:
+    return math.prod(int(x) for x in xs)
+
+
+def max_ranks(out_modes: Sequence[int], in_modes: Sequence[int]) -> tuple[int, ...]:
+    """Largest useful rank of every bond, boundaries included (``r[0] = r[d] = 1``).
+
+    Bond ``k`` (between cores ``k-1`` and ``k``) can carry at most
+    ``min(prod(m[:k] * n[:k]), prod(m[k:] * n[k:]))`` independent directions.
+    """
+    sizes = [int(m) * int(n) for m, n in zip(out_modes, in_modes)]
+    d = len(sizes)
+    return tuple(
+        1 if k in (0, d) else min(_prod(sizes[:k]), _prod(sizes[k:])) for k in range(d + 1)
+    )
+
+
+def resolve_ranks(
+    ranks: int | Sequence[int], out_modes: Sequence[int], in_modes: Sequence[int]
+) -> tuple[int, ...]:
+    """Turn a user's rank request into the full bond tuple ``(1, r1, ..., r_{d-1}, 1)``.
+
+    An ``int`` means "at most this rank": each bond is clipped to its maximal rank.
+    A sequence is taken literally (``d - 1`` internal ranks, or ``d + 1`` with the
+    boundary ones) and a rank above the maximal TT rank is an error.
+    """
+    d = len(out_modes)
+    limit = max_ranks(out_modes, in_modes)
+    if isinstance(ranks, int) and not isinstance(ranks, bool):
+        if ranks < 1:
+            raise ShapeError(f"ranks={ranks} must be >= 1")
+        return tuple(min(ranks, lim) for lim in limit)
+    ranks = tuple(int(r) for r in ranks)
+    if len(ranks) == d - 1:
+        ranks = (1, *ranks, 1)
+    if len(ranks) != d + 1:
+        raise ShapeError(
+            f"ranks has {len(ranks)} entries; give {d - 1} internal ranks for {d} cores "
+            f"(or one int as an upper bound)"
+        )
+    if ranks[0] != 1 or ranks[-1] != 1:
+        raise ShapeError(f"ranks={list(ranks)}: the boundary ranks r[0] and r[{d}] must be 1")
+    for k, (r, lim) in enumerate(zip(ranks, limit)):
+        if r < 1:
+            raise ShapeError(f"ranks[{k}]={r} must be >= 1")
+        if r > lim:
+            raise ShapeError(
+                f"ranks[{k}]={r} exceeds the maximal TT rank {lim} of that bond for "
+                f"out_modes={list(out_modes)}, in_modes={list(in_modes)}; use ranks[{k}] <= {lim}"
+            )
+    return ranks
+
+
+@dataclass(frozen=True)
+class TTShape:
+    """Modes and ranks of a TT-matrix; validated on construction.
+
+    Parameters
+    ----------
+    out_modes, in_modes : tuple of int
+        ``m[k]`` and ``n[k]``; their products are the (padded) out and in sizes.
+    ranks : tuple of int
+        All ``d + 1`` bond ranks, ``ranks[0] == ranks[d] == 1``.
+    """
+
+    out_modes: tuple[int, ...]
+    in_modes: tuple[int, ...]
+    ranks: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "out_modes", tuple(int(m) for m in self.out_modes))
+        object.__setattr__(self, "in_modes", tuple(int(n) for n in self.in_modes))
+        if len(self.out_modes) != len(self.in_modes) or not self.out_modes:
+            raise ShapeError(
+                f"out_modes {list(self.out_modes)} and in_modes {list(self.in_modes)} must be "
+                f"non-empty and of equal length (one pair per core)"
+            )
+        for name, modes in (("out_modes", self.out_modes), ("in_modes", self.in_modes)):
+            if any(m < 1 for m in modes):
+                raise ShapeError(f"{name}={list(modes)}: every mode must be >= 1")
+        object.__setattr__(self, "ranks", resolve_ranks(self.ranks, self.out_modes, self.in_modes))
+
+    @property
+    def d(self) -> int:
+        """Number of cores."""
+        return len(self.out_modes)
+
+    @property
+    def out_size(self) -> int:
+        return _prod(self.out_modes)
+
+    @property
+    def in_size(self) -> int:
+        return _prod(self.in_modes)
+
+    @property
+    def core_shapes(self) -> tuple[tuple[int, int, int, int], ...]:
+        r, m, n = self.ranks, self.out_modes, self.in_modes
+        return tuple((r[k], m[k], n[k], r[k + 1]) for k in range(self.d))
+
+    @property
+    def n_params(self) -> int:
+        """Number of core entries."""
+        return sum(_prod(s) for s in self.core_shapes)
+
+    def with_ranks(self, ranks: Sequence[int]) -> "TTShape":
+        return TTShape(self.out_modes, self.in_modes, tuple(ranks))
+
+    @classmethod
+    def of_cores(cls, cores: Sequence) -> "TTShape":
+        """The shape of a list of 4-way cores (tensors or arrays; checks that the bonds chain)."""
+        for k, g in enumerate(cores):
+            if len(g.shape) != 4:
+                raise ShapeError(f"core {k} has {len(g.shape)} axes; TT-matrix cores have 4 (r, m, n, r')")
+            if k and cores[k - 1].shape[3] != g.shape[0]:
+                raise ShapeError(
+                    f"core {k - 1} ends with rank {cores[k - 1].shape[3]} but core {k} starts "
+                    f"with rank {g.shape[0]}"
+                )
+        ranks = [int(cores[0].shape[0])] + [int(g.shape[3]) for g in cores]
+        return cls(
+            tuple(int(g.shape[1]) for g in cores), tuple(int(g.shape[2]) for g in cores), tuple(ranks)
+        )
+
+
+def _best_split(n: int, d: int) -> tuple[int, ...]:
+    """Factors of ``n`` into ``d`` factors >= 1 with the smallest sum (most balanced).
+
+    Ties go to the lexicographically largest descending tuple; output is descending.
+    """
+    best: tuple[int, ...] | None = None
+
+    def rec(rest: int, parts: int, cap: int, acc: tuple[int, ...]) -> None:
+        nonlocal best
+        if parts == 1:
+            if rest <= cap:
+                cand = acc + (rest,)
+                if best is None or (sum(cand), tuple(-c for c in cand)) < (
+                    sum(best),
+                    tuple(-c for c in best),
+                ):
+                    best = cand
+            return
+        # the largest remaining factor is at least ceil(rest ** (1/parts))
+        lo = max(1, math.ceil(round(rest ** (1.0 / parts), 9)))
+        for f in range(min(cap, rest), lo - 1, -1):
+            if rest % f == 0:
+                rec(rest // f, parts - 1, f, acc + (f,))
+
+    rec(n, d, n, ())
+    assert best is not None
+    return best
+
+
+def factorize(n: int, d: int, max_padding: float = 0.25) -> tuple[int, ...]:
+    """Split a size into ``d`` modes, padding it up where it factors badly.
+
+    The rule: a split of ``n'`` is *good* when its largest mode is at most twice
+    ``ceil(n' ** (1/d))``. The result is the split with the smallest sum of modes (a TT
+    core holds ``r^2 * m * n`` entries, so the sum tracks the parameter count; ties go
+    to the more balanced split) of the smallest ``n' in [n, n * (1 + max_padding)]``
+    that has a good split. If none has, ``n`` is split without padding (modes of 1 are
+    allowed). Modes come in descending order; their product is ``n'`` and the caller
+    zero-pads from ``n`` to ``n'``.
+
+    Examples: ``factorize(784, 4) == (7, 7, 4, 4)``, ``factorize(10, 2) == (5, 2)``,
+    ``factorize(13, 2) == (7, 2)`` (padded to 14), ``factorize(97, 2) == (14, 7)``
+    (padded to 98).
+    """
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ShapeError(f"size {n!r} cannot be factored: it must be a positive integer")
+    if not isinstance(d, int) or isinstance(d, bool) or d < 1:
+        raise ShapeError(f"number of modes d={d!r} must be a positive integer")
+    if max_padding < 0:
+        raise ShapeError(f"max_padding={max_padding} must be >= 0")
+    for size in range(n, int(math.floor(n * (1 + max_padding))) + 1):
+        split = _best_split(size, d)
+        if split[0] <= 2 * math.ceil(round(size ** (1.0 / d), 9)):
+            return split
+    return _best_split(n, d)
