@@ -48,7 +48,8 @@ from ttforge.model.checkpoint import load_checkpoint, save_checkpoint  # noqa: E
 from ttforge.model.data import Dataset, load_dataset, load_digits_split, load_mnist_idx, read_idx  # noqa: E402
 from ttforge.model.network import LayerSpec, ModelConfig, build_model, describe  # noqa: E402
 # (the function ``train`` stays in ``ttforge.model.train``: exporting it here would shadow the module)
-from ttforge.model.train import TrainConfig, TrainResult, decompose, evaluate, load_trained  # noqa: E402
+from ttforge.model.decomposition import decompose  # noqa: E402
+from ttforge.model.train import TrainConfig, TrainResult, evaluate, load_trained  # noqa: E402
 
 __all__ += [
     "load_checkpoint",

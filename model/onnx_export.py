@@ -25,7 +25,6 @@ be asked for. The opset, the ttforge version and a JSON description of the layer
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -46,7 +45,6 @@ __all__ = [
     "build_onnx",
     "export_onnx",
     "check_onnx",
-    "cli_spec",
 ]
 
 DEFAULT_OPSET = 17
@@ -312,45 +310,3 @@ def check_onnx(
         ref_model.train(was_training)
     got = sess.run(None, {inp.name: x.numpy()})[0]
     return float(np.max(np.abs(got - ref.detach().numpy()))) if got.size else 0.0
-
-
-# -- command line --------------------------------------------------------------------
-def _add_arguments(p: argparse.ArgumentParser) -> None:
-    from ttforge.ir.cli import parse_int_list
-
-    p.add_argument("checkpoint", help="checkpoint of ttforge train / decompose (or its run directory)")
-    p.add_argument("-o", "--output", required=True, help="ONNX file to write, e.g. model.onnx")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
-                   help=f"ONNX opset (default {DEFAULT_OPSET}; {MIN_OPSET} or newer)")
-    p.add_argument("--input-shape", type=parse_int_list, default=None,
-                   help="shape of one input sample, e.g. 1,28,28 (default: flat in_features)")
-
-
-def _run(args: argparse.Namespace) -> int:
-    from ttforge.model.train import load_trained
-
-    from ttforge.atomic import check_output_file
-
-    check_output_file(args.output, "-o", example="model.onnx")  # before loading, not after
-    model = load_trained(args.checkpoint).model
-    path = export_onnx(model, args.output, opset=args.opset, input_shape=args.input_shape)
-    n_mm = n_tt = 0
-    for m in _layers(model):
-        if isinstance(m, TTLinear):
-            n_tt += 1
-            n_mm += m.tt_shape.d
-    print(f"wrote {path} (opset {args.opset}; {n_tt} TT layer{'s' * (n_tt != 1)} as "
-          f"{n_mm} MatMul steps)")
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        print("onnxruntime is not installed; skipped the check against PyTorch")
-        return 0
-    err = check_onnx(model, path, input_shape=args.input_shape)
-    print(f"onnxruntime check: max |onnx - pytorch| = {err:.3g} on 37 random inputs")
-    return 0
-
-
-def cli_spec():
-    return ("Export a trained network to ONNX (TT layers kept as Reshape/MatMul chains).",
-            _add_arguments, _run)

@@ -213,7 +213,7 @@ def test_accel_config_from_random_dicts(d):
 @settings(FAST, max_examples=60)
 @given(st.binary(max_size=80) | st.text(max_size=80).map(str.encode), st.sampled_from([".json", ".toml"]))
 def test_config_files_of_random_bytes(tmp_path_factory, blob, suffix):
-    from ttforge.model.train import _read_config_file
+    from ttforge.model.cli import _read_config_file
 
     p = tmp_path_factory.mktemp("cfg") / f"c{suffix}"
     p.write_bytes(blob)

@@ -7,7 +7,8 @@ import torch
 from ttforge.cli import main
 from ttforge.errors import CheckpointError, ConfigError
 from ttforge.model.network import ModelConfig
-from ttforge.model.train import TrainConfig, decompose, evaluate, load_trained, train
+from ttforge.model.decomposition import decompose
+from ttforge.model.train import TrainConfig, evaluate, load_trained, train
 from ttforge.model.data import load_digits_split
 
 SMALL = ModelConfig(hidden=(32,), ranks=4)
@@ -111,7 +112,6 @@ RA = dict(model=ModelConfig(hidden=(32,), ranks=6), rank_adaptive=True, epochs=3
 
 
 def test_rank_adaptive_truncates_and_the_checkpoint_keeps_the_ranks(tmp_path):
-    pytest.importorskip("ttforge.model.rank_adaptive")
     r = train(cfg(**RA), tmp_path / "ra", progress=False)
     tr = r.summary["truncation"]
     before, after = tr["layers"]["1"]["before"], tr["layers"]["1"]["after"]
@@ -134,7 +134,6 @@ def test_rank_adaptive_truncation_keeps_the_accuracy_and_shrinks_the_ranks(tmp_p
     With the variances updated but the gauge never rotated (prior.update() alone), this very
     run lost 22 pp at truncation (92.8 % -> 70.8 %); with balance it loses under 1 pp.
     """
-    pytest.importorskip("ttforge.model.rank_adaptive")
     c = TrainConfig(model=ModelConfig(hidden=(64,), n_cores=3, ranks=8), rank_adaptive=True, epochs=4,
                     finetune_epochs=1, truncation_threshold=0.2, seed=1)
     r = train(c, tmp_path / "ra", progress=False)
@@ -149,7 +148,6 @@ def test_rank_adaptive_truncation_keeps_the_accuracy_and_shrinks_the_ranks(tmp_p
 
 @pytest.mark.parametrize("stop", [1, 3])  # before and right after the truncation
 def test_rank_adaptive_resume_is_exact(tmp_path, stop):
-    pytest.importorskip("ttforge.model.rank_adaptive")
     full = train(cfg(**RA), tmp_path / "full", progress=False)
     train(cfg(**RA), tmp_path / "part", progress=False, stop_after=stop)
     resumed = train(cfg(**RA), tmp_path / "part", resume=True, progress=False)
