@@ -26,19 +26,14 @@ first difference is reported as layer, step, what (``format``, ``input``, ``acc`
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
-import sys
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from ttforge.errors import ArtifactError, CheckpointError, ConfigError, DataError, ShapeError
+from ttforge.errors import ConfigError, ShapeError
 from ttforge.model.layers import TTLinear
 from ttforge.ir.arith import quantize as quantize_real
 from ttforge.ir.diverge import DivergenceReport, Mismatch, StepError, first_diff
@@ -46,7 +41,7 @@ from ttforge.ir.executor import IntLayer, IntNetwork, execute_traced
 from ttforge.quant.qat import LayerQuant, QuantConfig, QuantNetwork, _tt_view, quantize_model
 
 __all__ = ["StepError", "Mismatch", "DivergenceReport", "find_divergence", "quant_network_for",
-           "float_model_of", "diverge_cli_spec"]
+           "float_model_of"]
 
 
 # ---------------------------------------------------------------------------------------
@@ -276,146 +271,3 @@ def quant_network_for(float_model: nn.Module, inet: IntNetwork) -> QuantNetwork:
         ql.core_exps.copy_(torch.tensor(il.core_exps, dtype=torch.int64))
         ql.step_exps.copy_(torch.tensor(il.step_exps, dtype=torch.int64))
     return qnet
-
-
-# ---------------------------------------------------------------------------------------
-# ttforge diverge
-# ---------------------------------------------------------------------------------------
-def _is_artifact(path: Path) -> bool:
-    try:
-        with open(path, "rb") as f:
-            return f.read(4) == b"PK\x03\x04"
-    except OSError:
-        return False
-
-
-def _add_arguments(p: argparse.ArgumentParser) -> None:
-    p.epilog = ("Examples: 'ttforge diverge runs/digits-tt --artifact digits.ttfa' (does the artifact "
-                "compute what the checkpoint's quantized model computes?); 'ttforge diverge "
-                "digits.ttfa' (the artifact alone: float stage = its dequantized weights); 'ttforge "
-                "diverge runs/digits-tt --w-bits 4' (PTQ in memory, then compare). Exit status 0: the "
-                "integer stages agree exactly; 1: they diverge (the first layer/step/element is named); "
-                "2: bad input.")
-    p.add_argument("source", metavar="CHECKPOINT_OR_ARTIFACT",
-                   help="a checkpoint of ttforge train/quantize (or its run directory), or an artifact")
-    p.add_argument("--artifact", metavar="A.ttfa",
-                   help="the artifact to check against the checkpoint (its widths and exponents are used)")
-    g = p.add_argument_group("inputs")
-    g.add_argument("--data", metavar="digits|DIR",
-                   help="data set (default: the checkpoint's, or the one the artifact records)")
-    g.add_argument("--split", choices=["test", "train"], default="test", help="which split (default test)")
-    g.add_argument("--samples", type=int, default=16, metavar="N", help="samples to run (default 16)")
-    g.add_argument("--start", type=int, default=0, metavar="I", help="first sample (default 0)")
-    g.add_argument("--input", metavar="X.npy", help="real inputs (batch, features) instead of --data")
-    g = p.add_argument_group("comparison")
-    g.add_argument("--tolerance-lsb", type=float, default=1.0, metavar="T",
-                   help="float vs fake-quant: report elements off by more than T output LSBs (default 1)")
-    g.add_argument("--json", action="store_true", help="print the report as JSON")
-    g = p.add_argument_group("PTQ when no artifact is given (as in ttforge quantize)")
-    g.add_argument("--w-bits", type=int, default=8, metavar="B")
-    g.add_argument("--act-bits", type=int, default=8, metavar="B")
-    g.add_argument("--inter-bits", type=int, default=16, metavar="B")
-    g.add_argument("--acc-bits", type=int, default=32, metavar="B")
-    g.add_argument("--layer-bits", default="", metavar="L:B[,L:B...]")
-    g.add_argument("--calibration", choices=["max", "mse"], default="mse")
-    g.add_argument("--calib-samples", type=int, default=1024, metavar="N")
-    g.add_argument("--seed", type=int, default=0)
-
-
-def _inputs(args: argparse.Namespace, data_spec: str | None, n_features: int) -> tuple[torch.Tensor, str]:
-    if args.input:
-        path = Path(args.input)
-        if not path.is_file():
-            raise DataError(f"--input {path} does not exist; give a .npy file of (batch, {n_features}) inputs")
-        try:
-            x = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as e:
-            raise DataError(f"--input {path} is not a .npy array ({e})") from None
-        if x.ndim != 2 or x.shape[1] != n_features or not np.issubdtype(x.dtype, np.number):
-            raise DataError(f"--input {path} has shape {x.shape} ({x.dtype}); give (batch, {n_features}) numbers")
-        if not np.isfinite(x).all():
-            raise DataError(f"--input {path} holds NaN or infinite values")
-        return torch.from_numpy(x.astype(np.float64)), f"{path} ({x.shape[0]} samples)"
-    if not data_spec:
-        raise ConfigError("no data: give --data digits|DIR or --input X.npy")
-    from ttforge.model.data import load_dataset
-
-    ds = load_dataset(data_spec)
-    if ds.n_features != n_features:
-        raise DataError(f"data {ds.name} has {ds.n_features} features but the network takes {n_features}; "
-                        f"give the matching --data")
-    x = ds.x_test if args.split == "test" else ds.x_train
-    if args.start >= x.shape[0]:
-        raise ConfigError(f"--start {args.start} is past the {x.shape[0]} {args.split} samples")
-    x = x[args.start:args.start + args.samples]
-    return x.double(), f"{ds.name} {args.split} samples {args.start}..{args.start + x.shape[0] - 1}"
-
-
-def _run(args: argparse.Namespace) -> int:
-    from ttforge.ir.artifact import load_artifact
-    from ttforge.quant.ptq import (calibration_samples, make_config, parse_layer_bits, ptq,
-                                   weights_fingerprint)
-
-    if args.samples < 1:
-        raise ConfigError(f"--samples {args.samples} must be >= 1")
-    if args.start < 0:
-        raise ConfigError(f"--start {args.start} must be >= 0")
-    if not (args.tolerance_lsb >= 0):
-        raise ConfigError(f"--tolerance-lsb {args.tolerance_lsb} must be >= 0")
-    src = Path(args.source)
-    if not src.exists():
-        raise CheckpointError(f"{src} does not exist; give a checkpoint, a run directory or an artifact")
-    notes = []
-    if _is_artifact(src):
-        if args.artifact:
-            raise ConfigError("the source is already an artifact; drop --artifact or give a checkpoint as source")
-        inet = load_artifact(src)
-        qnet = quant_network_for(float_model_of(inet), inet)
-        data_spec = args.data or inet.meta.get("data")
-        stages = f"artifact {src} (float stage: its dequantized weights)"
-    else:
-        from ttforge.model.train import load_trained
-
-        trained = load_trained(src)
-        data_spec = args.data or trained.config.data
-        if args.artifact:
-            apath = Path(args.artifact)
-            if not apath.is_file():
-                raise ArtifactError(f"--artifact {apath} does not exist; give a file written by ttforge quantize")
-            inet = load_artifact(apath)
-            qnet = quant_network_for(trained.model, inet)
-            fp = inet.meta.get("weights_fingerprint")
-            if fp and fp != weights_fingerprint(trained.model):
-                notes.append(f"note: the weights of {src} are not the ones {apath} was compiled from "
-                             f"(after QAT give the checkpoint written by 'ttforge quantize --save-checkpoint')")
-            stages = f"checkpoint {src} vs artifact {apath}"
-        else:
-            n_layers = sum(isinstance(m, (TTLinear, nn.Linear)) for m in trained.model.children())
-            cfg = make_config(n_layers, args.w_bits, args.act_bits, args.inter_bits, args.acc_bits,
-                              parse_layer_bits(args.layer_bits), args.calibration)
-            from ttforge.model.data import load_dataset
-
-            qnet = ptq(trained.model, calibration_samples(load_dataset(data_spec), args.calib_samples, args.seed),
-                       cfg)
-            from ttforge.quant.qat import compile_network
-
-            inet = compile_network(qnet)
-            stages = f"checkpoint {src}, PTQ in memory (w{args.w_bits}/a{args.act_bits}/i{args.inter_bits})"
-    x, what = _inputs(args, data_spec, inet.in_features)
-    report = find_divergence(qnet, inet, x, args.tolerance_lsb)
-    if args.json:
-        print(json.dumps({"source": str(src), "artifact": args.artifact, "inputs": what, "notes": notes,
-                          **report.to_dict()}, indent=2))
-    else:
-        print(f"stages: float -> fake-quant (eval) -> integer executor; {stages}")
-        print(f"inputs: {what}")
-        print(report.format())
-        for n in notes:
-            print(n)
-    sys.stdout.flush()
-    return 0 if report.equal else 1
-
-
-def diverge_cli_spec():
-    return ("Run float, fake-quant and integer stages step by step and name the first layer, step "
-            "and element where they differ (exit 1 if the integer stages diverge).", _add_arguments, _run)

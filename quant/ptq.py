@@ -29,22 +29,19 @@ The float network passed in is never modified: QAT fine-tunes a copy.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import hashlib
-import json
 import math
 import time
 from dataclasses import replace
-from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import torch
 from torch import nn
 
-from ttforge.errors import CheckpointError, ConfigError, DataError
+from ttforge.errors import ConfigError, DataError
 from ttforge.model.data import Dataset, load_dataset
 from ttforge.model.layers import TTLinear
 from ttforge.ir.arith import acc_bits_needed
@@ -73,7 +70,6 @@ __all__ = [
     "parse_layer_bits",
     "check_accumulators",
     "weights_fingerprint",
-    "quantize_cli_spec",
 ]
 
 
@@ -440,166 +436,3 @@ def _qat(qnet: QuantNetwork, ds: Dataset, x_cal: torch.Tensor, config: QuantConf
     history = fine_tune(qnet, ds, epochs, lr, batch_size, seed, after, lambda s: say("QAT " + s))
     return {"epochs": epochs, "lr": lr, "batch_size": batch_size, "recalibrate": recalibrate,
             "history": history}
-
-
-# ---------------------------------------------------------------------------------------
-# ttforge quantize
-# ---------------------------------------------------------------------------------------
-def _add_arguments(p: argparse.ArgumentParser) -> None:
-    p.epilog = ("Examples: 'ttforge quantize runs/digits-tt -o digits.ttfa'; 'ttforge quantize "
-                "runs/digits-tt --w-bits 4 --qat-epochs 5 -o digits-w4.ttfa'; mixed precision: "
-                "'--w-bits 8 --layer-bits 0:4' (4-bit cores in layer 0, 8 elsewhere). Check the "
-                "result with 'ttforge diverge CHECKPOINT --artifact OUT' (after QAT give the "
-                "checkpoint written by --save-checkpoint).")
-    p.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR",
-                   help="a checkpoint of ttforge train / decompose, or its run directory")
-    p.add_argument("-o", "--out", required=True, metavar="OUT.ttfa", help="artifact to write")
-    g = p.add_argument_group("widths (two's complement bits)")
-    g.add_argument("--w-bits", type=int, default=8, metavar="B", help="TT core / weight bits, 2..8 (default 8)")
-    g.add_argument("--act-bits", type=int, default=8, metavar="B",
-                   help="bits of the input and of every layer output, 2..16 (default 8)")
-    g.add_argument("--inter-bits", type=int, default=16, metavar="B",
-                   help="bits of the intermediates between contraction steps, 2..16 (default 16)")
-    g.add_argument("--acc-bits", type=int, default=32, metavar="B",
-                   help=f"accumulator bits, 8..{MAX_EXACT_ACC_BITS} (default 32)")
-    g.add_argument("--layer-bits", default="", metavar="L:B[,L:B...]",
-                   help="core bits per linear layer, overriding --w-bits (e.g. 0:4,1:8)")
-    g = p.add_argument_group("calibration and fine-tuning")
-    g.add_argument("--calibration", choices=["max", "mse"], default="mse",
-                   help="exponent choice: least squared error (mse, default; much better below 8 "
-                        "bits, see docs/benchmarks.md) or no saturation on the calibration data (max)")
-    g.add_argument("--calib-samples", type=int, default=1024, metavar="N",
-                   help="training samples to calibrate on (default 1024)")
-    g.add_argument("--qat-epochs", type=int, default=0, metavar="N",
-                   help="epochs of quantization-aware fine-tuning after PTQ (default 0)")
-    g.add_argument("--lr", type=float, default=1e-3, help="QAT Adam learning rate (default 1e-3)")
-    g.add_argument("--batch-size", type=int, default=64, metavar="B", help="QAT batch size (default 64)")
-    g.add_argument("--keep-exponents", action="store_true",
-                   help="keep the PTQ exponents during QAT (default: re-calibrate after every epoch)")
-    g.add_argument("--seed", type=int, default=0, help="calibration sample choice and QAT order (default 0)")
-    g = p.add_argument_group("run")
-    g.add_argument("--data", metavar="digits|DIR", help="data set (default: the checkpoint's)")
-    g.add_argument("--save-checkpoint", metavar="PT",
-                   help="also write the fine-tuned float weights as a checkpoint (what "
-                        "'ttforge diverge' needs after QAT)")
-    g.add_argument("--json", action="store_true", help="print the report as JSON")
-    g.add_argument("--quiet", action="store_true", help="no progress lines")
-
-
-def _check_out(path: str, flag: str) -> Path:
-    from ttforge.atomic import check_output_file
-
-    return check_output_file(path, flag, example="model.ttfa")
-
-
-def _run(args: argparse.Namespace) -> int:
-    from ttforge.model.train import load_trained
-    from ttforge.ir.artifact import save_artifact
-
-    out = _check_out(args.out, "-o")
-    ckpt_out = _check_out(args.save_checkpoint, "--save-checkpoint") if args.save_checkpoint else None
-    if ckpt_out is not None and ckpt_out.resolve() == out.resolve():
-        raise ConfigError("--save-checkpoint and -o name the same file; give two different files")
-    for flag, v, lo in (("--calib-samples", args.calib_samples, 1), ("--qat-epochs", args.qat_epochs, 0),
-                        ("--batch-size", args.batch_size, 1), ("--seed", args.seed, 0)):
-        if v < lo:
-            raise ConfigError(f"{flag} {v} must be >= {lo}")
-    if not (math.isfinite(args.lr) and args.lr > 0):
-        raise ConfigError(f"--lr {args.lr} must be a positive number (e.g. 1e-3)")
-    layer_bits = parse_layer_bits(args.layer_bits)
-    src = Path(args.checkpoint)
-    if not src.exists():
-        raise CheckpointError(f"checkpoint {src} does not exist; give a checkpoint file or a run directory")
-    trained = load_trained(src)
-    cfg = make_config(len(_linear_layers(trained.model)), args.w_bits, args.act_bits, args.inter_bits,
-                      args.acc_bits, layer_bits, args.calibration)
-    check_accumulators(trained.model, cfg)
-    log = None if (args.quiet or args.json) else (lambda s: print(s, flush=True))
-    qnet, inet, report = quantize_trained(
-        trained, args.data, cfg, calib_samples=args.calib_samples, qat_epochs=args.qat_epochs,
-        lr=args.lr, batch_size=args.batch_size, seed=args.seed, recalibrate=not args.keep_exponents,
-        log=log)
-    final = report["qat"] or report["ptq"]
-    meta = {
-        "source": str(src),
-        "data": args.data or trained.config.data,
-        "method": "qat" if report["qat"] else "ptq",
-        "calibration": args.calibration,
-        "qat_epochs": args.qat_epochs,
-        "seed": args.seed,
-        "float_acc": report["float_acc"],
-        "test_acc": final["int_acc"],
-        "weights_fingerprint": report["quant_fingerprint"],
-    }
-    report["artifact"] = str(out)
-    if ckpt_out is not None:
-        from ttforge.model.checkpoint import save_checkpoint
-
-        float_model = nn.Sequential(*[m for m in _float_modules(qnet, trained.model)])
-        payload = {
-            "kind": trained.payload.get("kind", "ttforge.train"),
-            "config": trained.config.to_dict(),
-            "model_config": trained.model_config.to_dict(),
-            "state_dict": float_model.state_dict(),
-            "optimizer": None,
-            "epoch": trained.payload.get("epoch", 0),
-            "history": trained.payload.get("history", []),
-            "truncation": None,
-            "prior": None,
-            "quantization": {k: v for k, v in report.items() if k != "layers"},
-        }
-        save_checkpoint(ckpt_out, payload)
-        report["checkpoint"] = str(ckpt_out)
-    save_artifact(inet, out, meta)
-    if args.json:
-        print(json.dumps(report, indent=2))
-        return 0
-    _print_summary(args, report)
-    return 0
-
-
-def _float_modules(qnet: QuantNetwork, template: nn.Sequential) -> list[nn.Module]:
-    """The template's modules with each linear layer replaced by the (fine-tuned) one in ``qnet``."""
-    qi = iter(ql.layer for ql in qnet.qlayers)
-    return [next(qi) if isinstance(m, (TTLinear, nn.Linear)) else m for m in template.children()]
-
-
-def _print_summary(args: argparse.Namespace, r: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    pct = lambda v: f"{100 * v:.2f}%"  # noqa: E731
-    t = Table(title=f"test accuracy ({r['data']}, {r['n_test']} samples)", title_justify="left")
-    for col in ("network", "fake-quant (eval)", "integer executor", "vs float", "bit-exact"):
-        t.add_column(col, justify="left" if col == "network" else "right")
-    t.add_row("float", pct(r["float_acc"]), "-", "-", "-")
-    n_ep = r["qat"]["epochs"] if r["qat"] else 0
-    rows = [("PTQ", r["ptq"])] + ([(f"QAT ({n_ep} epoch{'s' * (n_ep != 1)})", r["qat"])] if r["qat"] else [])
-    for name, d in rows:
-        t.add_row(name, pct(d["fake_quant_acc"]), pct(d["int_acc"]),
-                  f"{100 * (d['int_acc'] - r['float_acc']):+.2f} pp", "yes" if d["bit_exact"] else "NO")
-    console.print(t)
-    lt = Table(title=f"widths (calibration {r['calibration']}, {r['calib_samples']} samples)",
-               title_justify="left")
-    for col in ("#", "kind", "in->out", "ranks", "cores", "act", "inter", "acc"):
-        lt.add_column(col, justify="right")
-    for L in r["layers"]:
-        lt.add_row(str(L["index"]), L["kind"], f"{L['in_features']}->{L['out_features']}",
-                   ",".join(map(str, L["ranks"])), str(L["w_bits"]), str(L["act_bits"]),
-                   str(L["inter_bits"]), str(L["acc_bits"]))
-    console.print(lt)
-    m = r["on_chip"]
-    console.print(f"on-chip bytes per sample: {m['on_chip_bytes']:,} (cores {m['core_bytes']:,}, "
-                  f"bias {m['bias_bytes']:,}, peak intermediate {m['peak_intermediate_bytes']:,}) vs "
-                  f"dense INT8 weights {m['dense_int8_bytes']:,}: ratio {m['ratio']:.3f}", highlight=False)
-    extra = f" and {r['checkpoint']}" if r.get("checkpoint") else ""
-    console.print(f"written {r['artifact']}{extra}", highlight=False)
-    if r["qat"] and not r.get("checkpoint"):
-        console.print("note: QAT changed the float weights; to check this artifact with 'ttforge diverge', "
-                      "rerun with --save-checkpoint PT and give that checkpoint", highlight=False)
-
-
-def quantize_cli_spec():
-    return ("Quantize a trained TT network (PTQ, optional QAT fine-tuning, mixed precision) and "
-            "write the compiled integer artifact.", _add_arguments, _run)

@@ -27,7 +27,6 @@ executor (optional dependency) and compares with the integer executor exactly.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ttforge import __version__
-from ttforge.errors import ConfigError, TTForgeError
+from ttforge.errors import ConfigError
 from ttforge.ir.arith import ARITHMETIC_SPEC_VERSION, int_range
 from ttforge.ir.executor import IntLayer, IntNetwork, execute
 
@@ -53,7 +52,6 @@ __all__ = [
     "export_qonnx",
     "run_qonnx",
     "check_qonnx",
-    "qonnx_cli_spec",
 ]
 
 #: Domain of the QONNX custom ops.
@@ -491,60 +489,3 @@ def check_qonnx(net: IntNetwork, model, n: int = 16, seed: int = 0) -> int:
         raise AssertionError(f"QONNX output differs from the integer executor at sample {bad[0]}, "
                              f"element {bad[1]}: expected {want[tuple(bad)]}, got {got_int[tuple(bad)]}")
     return n
-
-
-# ---------------------------------------------------------------------------------------
-# command line
-# ---------------------------------------------------------------------------------------
-def _add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("artifact", metavar="ARTIFACT", help="a compiled artifact (.ttfa) from ttforge quantize")
-    p.add_argument("-o", "--output", required=True, help="QONNX file to write, e.g. model.onnx")
-    p.add_argument("--batch", type=int, default=1, help="fixed batch size of the graph (default 1)")
-    p.add_argument("--requant", choices=REQUANT_MODES, default="intquant",
-                   help="requantize accumulators with IntQuant (default) or Trunc (QONNX opset 2)")
-    p.add_argument("--quant-op", choices=QUANT_OPS, default="IntQuant",
-                   help="name of the quantization op (Quant for tools that predate IntQuant)")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
-                   help=f"ONNX opset of the standard ops (default {DEFAULT_OPSET}; {MIN_OPSET} or newer)")
-    p.add_argument("--check", type=int, default=16, metavar="N",
-                   help="run N inputs with the qonnx executor before writing and require exact "
-                        "equality with the integer executor (default 16; 0 skips; needs qonnx)")
-
-
-def _run(args: argparse.Namespace) -> int:
-    import sys
-
-    from ttforge.atomic import atomic_write_bytes, check_output_file
-    from ttforge.ir.artifact import load_artifact
-
-    out = check_output_file(args.output, "-o", example="model.onnx")
-    if args.check < 0:
-        raise ConfigError(f"--check={args.check} must be 0 or a positive number of inputs")
-    net = load_artifact(args.artifact)
-    proto = build_qonnx(net, batch=args.batch, requant=args.requant, quant_op=args.quant_op,
-                        opset=args.opset)
-    checked = None
-    if args.check:
-        try:
-            _qonnx()
-        except TTForgeError:
-            print("qonnx is not installed; skipped the check with the qonnx executor (pip install qonnx)")
-        else:
-            try:
-                checked = check_qonnx(net, proto, n=args.check)
-            except AssertionError as e:  # a ttforge bug: never write a graph that disagrees
-                print(f"ttforge export-qonnx: {e}; nothing written (please report this)", file=sys.stderr)
-                return 1
-    path = atomic_write_bytes(out, proto.SerializeToString())
-    n_mm = sum(len(layer.schedule.steps) for layer in net.layers)
-    worst = max(sb.bound for sb in float32_bounds(net))
-    print(f"wrote {path} (QONNX, opset {args.opset}; {len(net.layers)} layers as {n_mm} MatMul steps; "
-          f"requant {args.requant}; largest float32 sum {worst:,} <= 2^24)")
-    if checked:
-        print(f"qonnx check: {checked} inputs, outputs equal to the integer executor (np.array_equal)")
-    return 0
-
-
-def qonnx_cli_spec():
-    return ("Export a compiled artifact to QONNX (IntQuant/Trunc, TT chain kept), bit-exact or refused.",
-            _add_arguments, _run)

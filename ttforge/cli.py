@@ -34,16 +34,16 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
                   "rank, error, compression and accuracy."),
     "export-onnx": ("ttforge.model.cli:export_onnx_cli_spec",
                     "Export a trained network to ONNX (TT layers kept as Reshape/MatMul chains)."),
-    "quantize": ("ttforge.quant.ptq:quantize_cli_spec",
+    "quantize": ("ttforge.quant.cli:quantize_cli_spec",
                  "Quantize a trained TT network (PTQ, optional QAT fine-tuning, mixed precision) and write "
                  "the compiled integer artifact."),
-    "diverge": ("ttforge.quant.diverge:diverge_cli_spec",
+    "diverge": ("ttforge.quant.cli:diverge_cli_spec",
                 "Run float, fake-quant and integer stages step by step and name the first layer, step and "
                 "element where they differ (exit 1 if the integer stages diverge)."),
     "report": ("ttforge.hw.report_cli:report_cli_spec",
                "Synthesize and place-and-route the accelerator (yosys + nextpnr from pip): LUT/FF/DSP/BRAM, "
                "Fmax and the critical path for ECP5-85F and iCE40UP5K."),
-    "export-qonnx": ("ttforge.quant.qonnx_export:qonnx_cli_spec",
+    "export-qonnx": ("ttforge.quant.cli:export_qonnx_cli_spec",
                      "Export a compiled artifact to QONNX (IntQuant/Trunc, TT chain kept), bit-exact or "
                      "refused."),
     "generate": ("ttforge.hw.generate_cli:generate_cli_spec",
