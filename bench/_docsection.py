@@ -1,4 +1,4 @@
-"""Shared by the bench scripts: rewrite one generated section of docs/benchmarks.md."""
+"""Shared by the bench scripts: rewrite one generated section of a Markdown file (``--doc``)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,14 @@ from ttforge.atomic import atomic_write_text
 DOC_HEADER = "# ttforge benchmarks"
 
 
-def update_section(path: Path, title: str, generated: str, generated_end: str) -> None:
+def update_section(path: Path | None, title: str, generated: str, generated_end: str) -> None:
     """Replace the generated part of section ``title`` (a ``## ...`` line) of ``path``
     with ``generated`` (or append the section), keeping the other sections and the
-    hand-written text that follows the ``generated_end`` marker inside this one."""
+    hand-written text that follows the ``generated_end`` marker inside this one.
+    Nothing when ``path`` is None (the default of every bench's ``--doc``):
+    docs/benchmarks.md is rendered from the JSON by bench/_docgen.py."""
+    if path is None:
+        return
     text = path.read_text() if path.exists() else DOC_HEADER + "\n"
     lines = text.splitlines()
     new = generated.rstrip("\n").splitlines() + ["", generated_end]

@@ -56,7 +56,7 @@ from _docsection import update_section  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 MNIST = ROOT.parent / "shared" / "data" / "mnist-t10k"
 DEFAULT_OUT = ROOT / "bench" / "results" / "boards.json"
-DEFAULT_DOC = ROOT / "docs" / "benchmarks.md"
+DEFAULT_DOC = None  # docs/benchmarks.md is rendered from the JSON: python bench/_docgen.py
 SECTION = "## Boards"
 GENERATED_END = "<!-- end of the generated board tables; the text below is kept by bench_boards.py -->"
 BOARDS = ("ulx3s", "icebreaker")
@@ -463,7 +463,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--cpu-repeats", type=int, default=7, help="repeats of the CPU timings (median)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT,
                    help=f"JSON results (default {DEFAULT_OUT.relative_to(ROOT)})")
-    p.add_argument("--doc", type=Path, default=DEFAULT_DOC, help="Markdown file to update")
+    p.add_argument("--doc", type=Path, default=DEFAULT_DOC, help="also write the long-form Markdown section into this file "
+                   "(docs/benchmarks.md itself is rendered from the JSON by bench/_docgen.py)")
     p.add_argument("--no-doc", action="store_true", help="do not touch the Markdown file")
     p.add_argument("--render-only", action="store_true",
                    help="rewrite the docs section from the JSON of --out (measure nothing)")
@@ -485,7 +486,7 @@ def main(argv=None) -> int:
         result = json.loads(args.out.read_text())
         summary_table(result)
         update_doc(args.doc, markdown(result))
-        print(f"updated the '{SECTION}' section of {args.doc}")
+        args.doc and print(f"updated the '{SECTION}' section of {args.doc}")
         return 0
     argv = sys.argv[1:] if argv is None else list(argv)
     shown, skip = [], False
@@ -541,7 +542,7 @@ def main(argv=None) -> int:
     summary_table(result)
     if not args.no_doc:
         update_doc(args.doc, markdown(result))
-        print(f"updated the '{SECTION}' section of {args.doc}")
+        args.doc and print(f"updated the '{SECTION}' section of {args.doc}")
     return 0
 
 

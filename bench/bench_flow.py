@@ -35,7 +35,7 @@ from _docsection import update_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "bench" / "results" / "flow.json"
-DEFAULT_DOC = ROOT / "docs" / "benchmarks.md"
+DEFAULT_DOC = None  # docs/benchmarks.md is rendered from the JSON: python bench/_docgen.py
 SECTION = "## Flow"
 GENERATED_END = "<!-- end of the generated flow tables; the text below is kept by bench_flow.py -->"
 
@@ -126,7 +126,8 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--short", action="store_true", help="the --short flow (no bitstream)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="result JSON")
-    p.add_argument("--doc", type=Path, default=DEFAULT_DOC, help="Markdown file to update")
+    p.add_argument("--doc", type=Path, default=DEFAULT_DOC, help="also write the long-form Markdown section into this file "
+                   "(docs/benchmarks.md itself is rendered from the JSON by bench/_docgen.py)")
     p.add_argument("--no-doc", action="store_true", help="do not touch the Markdown file")
     args = p.parse_args(argv)
     from ttforge.atomic import atomic_write_text

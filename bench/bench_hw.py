@@ -61,7 +61,7 @@ from _docsection import update_section  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_JSON = ROOT / "bench" / "results" / "hw.json"
 DEFAULT_SYNTH_JSON = ROOT / "bench" / "results" / "hw_synth.json"
-DEFAULT_DOC = ROOT / "docs" / "benchmarks.md"
+DEFAULT_DOC = None  # docs/benchmarks.md is rendered from the JSON: python bench/_docgen.py
 DOC_HEADER = "# ttforge benchmarks"
 SECTION = "## Accelerator"
 GENERATED_END = "<!-- end of the generated accelerator tables; the text below is kept by bench_hw.py -->"
@@ -524,7 +524,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="place and route these (e.g. ecp5-85f:16 ice40up5k:4) instead of the default list")
     p.add_argument("--out", type=Path, default=None, help=f"JSON results (default {DEFAULT_JSON.relative_to(ROOT)})")
     p.add_argument("--synth-out", type=Path, default=DEFAULT_SYNTH_JSON, help="JSON of the synthesis runs")
-    p.add_argument("--doc", type=Path, default=DEFAULT_DOC, help="Markdown file to update")
+    p.add_argument("--doc", type=Path, default=DEFAULT_DOC, help="also write the long-form Markdown section into this file "
+                   "(docs/benchmarks.md itself is rendered from the JSON by bench/_docgen.py)")
     p.add_argument("--no-doc", action="store_true", help="do not touch the Markdown file")
     p.add_argument("--render-only", action="store_true", help="rewrite the docs section from the JSON files")
     args = p.parse_args(argv)
@@ -610,7 +611,7 @@ def main(argv=None) -> int:
         summary_table(result)
         if not args.no_doc:
             update_doc(args.doc, markdown(result, synth_runs, result["command"]))
-            print(f"updated the '{SECTION}' section of {args.doc}")
+            args.doc and print(f"updated the '{SECTION}' section of {args.doc}")
         if any(r.get("sim") and not r["sim"]["bit_exact"] for r in result["rows"]):
             return 1
     return 0

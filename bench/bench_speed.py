@@ -55,7 +55,7 @@ from _docsection import update_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_JSON = ROOT / "bench" / "results" / "speed.json"
-DEFAULT_DOC = ROOT / "docs" / "benchmarks.md"
+DEFAULT_DOC = None  # docs/benchmarks.md is rendered from the JSON: python bench/_docgen.py
 DOC_HEADER = "# ttforge benchmarks"
 SECTION = "## TT layer speed"
 
@@ -417,7 +417,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="torch.set_num_threads (default 1: on a small, shared machine two "
                         "OpenMP threads mostly wait on each other and the medians become noise)")
     p.add_argument("--out", type=Path, default=DEFAULT_JSON, help="JSON results file")
-    p.add_argument("--doc", type=Path, default=DEFAULT_DOC, help="Markdown file to update")
+    p.add_argument("--doc", type=Path, default=DEFAULT_DOC, help="also write the long-form Markdown section into this file "
+                   "(docs/benchmarks.md itself is rendered from the JSON by bench/_docgen.py)")
     p.add_argument("--no-doc", action="store_true", help="do not touch the Markdown file")
     p.add_argument("--render-only", action="store_true",
                    help="measure nothing: rewrite the Markdown section from the --out JSON")
@@ -440,7 +441,7 @@ def main(argv=None) -> dict:
     if args.render_only:
         result = json.loads(args.out.read_text())
         update_doc(args.doc, markdown(result, result["command"]))
-        print(f"updated the '{SECTION}' section of {args.doc} from {args.out}")
+        args.doc and print(f"updated the '{SECTION}' section of {args.doc} from {args.out}")
         return result
     torch.set_num_threads(args.threads)
     command = "python bench/bench_speed.py" + (
@@ -481,7 +482,7 @@ def main(argv=None) -> dict:
     print(f"wrote {args.out}")
     if not args.no_doc:
         update_doc(args.doc, markdown(result, command))
-        print(f"updated the '{SECTION}' section of {args.doc}")
+        args.doc and print(f"updated the '{SECTION}' section of {args.doc}")
     for g in result["summary"]["goals"]:
         print(f"  case {g['case']} {g['mode']}: {g['goal']}: "
               f"{'met' if g['met'] else 'NOT met'} ({g['ratio']:.2f}x)")
