@@ -38,6 +38,9 @@ from ttforge.model.network import ModelConfig
 from ttforge.model.train import TrainConfig, load_trained, train
 from ttforge.quant.ptq import float_accuracy, fine_tune, make_config, quantize_trained
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
+from _env import git, git_dirty, utc_now  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 MNIST = ROOT.parent / "shared" / "data" / "mnist-t10k"
 
@@ -148,7 +151,9 @@ def run(datasets: list[str], seeds: list[int], train_epochs: dict, qat_epochs: d
                      "acc_bits": 32, "models": {k: {kk: list(vv) if isinstance(vv, tuple) else vv
                                                     for kk, vv in v.items()} for k, v in MODELS.items()}},
         "environment": {"python": platform.python_version(), "torch": torch.__version__,
-                        "machine": platform.machine()},
+                        "machine": platform.machine(), "date_utc": utc_now(),
+                        "git_commit": git("rev-parse", "HEAD"),
+                        "git_dirty": git_dirty("ir", "model", "quant", "bench/bench_quant.py")},
         "seconds": time.perf_counter() - t_all,
         "rows": rows,
         "goals": goals(rows),
