@@ -301,7 +301,7 @@ def synth_config(device: str, lanes: int) -> AccelConfig:
 
 
 def synth(targets, label: str) -> list[dict]:
-    from ttforge.hw.report_cli import report
+    from ttforge.hw.report import report
     from ttforge.hw.synth import SynthError
 
     runs = []

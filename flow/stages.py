@@ -11,7 +11,7 @@ nothing) behind, never half of one.
 
 The stages only call the library: :func:`ttforge.model.train.train`,
 :func:`ttforge.quant.ptq.quantize_trained` and :func:`~ttforge.ir.artifact.save_artifact`,
-:func:`ttforge.hw.cycles.estimate`, :func:`ttforge.hw.generate_cli.generate`,
+:func:`ttforge.hw.cycles.estimate`, :func:`ttforge.hw.generate.generate`,
 :mod:`ttforge.sim` (native harness or cocotb) and :func:`ttforge.firmware.build.build`.
 """
 
@@ -244,7 +244,7 @@ def _stage_compile(ctx: _Ctx, out: Path) -> tuple[dict, str]:
 
 
 def _stage_rtl(ctx: _Ctx, out: Path) -> tuple[dict, str]:
-    from ttforge.hw.generate_cli import generate
+    from ttforge.hw.generate import generate
 
     res = generate(ctx.dir("quantize") / "model.ttfa", out,
                    config_file=str(ctx.dir("compile") / "config.json"))

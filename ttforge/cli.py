@@ -40,13 +40,13 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "diverge": ("ttforge.quant.cli:diverge_cli_spec",
                 "Run float, fake-quant and integer stages step by step and name the first layer, step and "
                 "element where they differ (exit 1 if the integer stages diverge)."),
-    "report": ("ttforge.hw.report_cli:report_cli_spec",
+    "report": ("ttforge.hw.cli:report_cli_spec",
                "Synthesize and place-and-route the accelerator (yosys + nextpnr from pip): LUT/FF/DSP/BRAM, "
                "Fmax and the critical path for ECP5-85F and iCE40UP5K."),
     "export-qonnx": ("ttforge.quant.cli:export_qonnx_cli_spec",
                      "Export a compiled artifact to QONNX (IntQuant/Trunc, TT chain kept), bit-exact or "
                      "refused."),
-    "generate": ("ttforge.hw.generate_cli:generate_cli_spec",
+    "generate": ("ttforge.hw.cli:generate_cli_spec",
                  "Generate the accelerator's Verilog, register map, load image and estimate for an "
                  "artifact."),
     "build": ("ttforge.firmware.cli:build_cli_spec",

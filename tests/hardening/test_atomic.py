@@ -122,13 +122,6 @@ def test_interrupted_directory_write_leaves_nothing_new(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-def test_old_name_in_hw_generate_cli_is_the_same_writer(tmp_path):
-    from ttforge.hw.generate_cli import _write_atomically
-
-    _write_atomically(tmp_path / "o", {"x": b"1"})
-    assert (tmp_path / "o" / "x").read_bytes() == b"1"
-
-
 def test_no_writer_outside_ttforge_atomic_renames_by_itself():
     """Every ``os.replace`` of model/, quant/, hw/ (but synth.py) and sim/ lives in ttforge.atomic."""
     root = Path(__file__).resolve().parents[2]

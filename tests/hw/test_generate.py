@@ -133,7 +133,7 @@ def test_a_failure_leaves_the_previous_output(artifact, tmp_path, monkeypatch, c
             raise OSError("I/O error")
         return real(fd)
 
-    monkeypatch.setattr("ttforge.hw.generate_cli.os.fsync", flaky)
+    monkeypatch.setattr("ttforge.hw.generate.os.fsync", flaky)
     with pytest.raises(OSError):
         main(["generate", str(artifact), "--no-verilog", "--lanes", "8", "-o", str(out)])
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before

@@ -161,7 +161,7 @@ def test_critical_path_parsing_ignores_port_paths():
 def test_report_table_and_json(tmp_path, capsys):
     import json
 
-    from ttforge.hw.report_cli import _print_table, _write_json
+    from ttforge.hw.cli import _print_table, _write_json
     from ttforge.hw.synth import _critical_path
 
     rep = {"config": SMALL.to_dict(), "top": "ttforge_accel", "verilog_bytes": 1,

@@ -1,6 +1,7 @@
-"""``ttforge generate``: everything needed to put one artifact on the accelerator.
+"""Everything needed to put one artifact on the accelerator (what ``ttforge generate`` runs).
 
-``ttforge generate ARTIFACT [--config FILE] [--lanes L] -o DIR`` writes into ``DIR``:
+:func:`generate` (``ttforge generate ARTIFACT [--config FILE] [--lanes L] -o DIR``) writes
+into ``DIR``:
 
 | file | content |
 |---|---|
@@ -12,7 +13,7 @@
 | ``estimate.json`` | the analytic estimate per layer (cycles, MACs, utilization, memory bits) |
 | ``generate.json`` | what was generated from what: versions, the artifact's digest, each file's sha256 |
 
-and prints the estimate as a table. The files are written into a temporary directory
+and returns the manifest and the estimate (the command prints it as a table). The files are written into a temporary directory
 next to ``DIR`` and renamed into place, so ``DIR`` is either the complete new output or
 untouched. An existing ``DIR`` is replaced only if it is empty or a previous
 ``ttforge generate`` output (it has a ``generate.json``).
@@ -20,7 +21,6 @@ untouched. An existing ``DIR`` is replaced only if it is empty or a previous
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -30,7 +30,7 @@ from typing import Any
 from ttforge.atomic import check_output_dir, write_files_atomically
 from ttforge.errors import ConfigError
 
-__all__ = ["generate", "generate_cli_spec", "MARKER"]
+__all__ = ["generate", "MARKER"]
 
 #: The file that marks a directory as ``ttforge generate`` output.
 MARKER = "generate.json"
@@ -114,71 +114,5 @@ def generate(artifact: str | os.PathLike, out_dir: str | os.PathLike, *,
         "files": {name: hashlib.sha256(data).hexdigest() for name, data in sorted(files.items())},
     }
     files[MARKER] = (json.dumps(manifest, indent=2) + "\n").encode()
-    _write_atomically(out, files)
-    return {**manifest, "_estimate": est, "_config": cfg}
-
-
-def _write_atomically(out: Path, files: dict[str, bytes]) -> None:
-    """Kept for callers of the old name; :func:`ttforge.atomic.write_files_atomically`."""
     write_files_atomically(out, files)
-
-
-def _add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("artifact", metavar="ARTIFACT", help="a compiled artifact (.ttfa, from ttforge quantize)")
-    p.add_argument("-o", "--out", metavar="DIR", required=True,
-                   help="output directory (created, or replaced if it holds a previous output)")
-    p.add_argument("--config", metavar="FILE",
-                   help="an AccelConfig as JSON or TOML (default: the smallest that runs ARTIFACT)")
-    p.add_argument("--lanes", type=int, metavar="L",
-                   help="MAC lanes (default 4; overrides the --config file's)")
-    p.add_argument("--stream-elems", type=int, metavar="E",
-                   help="elements per AXI4-Stream beat (default 1; overrides the --config file's)")
-    p.add_argument("--reset", choices=["rst", "aresetn"], default="rst",
-                   help="reset port of the Verilog top: rst (active high, default) or aresetn")
-    p.add_argument("--no-verilog", action="store_true",
-                   help="skip the Verilog (register map, load image and estimate only; fast)")
-    p.add_argument("--json", action="store_true", help="print the estimate as JSON instead of a table")
-
-
-def _kbits(bits: int) -> str:
-    return f"{bits / 1024:.1f}k" if bits >= 1024 else str(bits)
-
-
-def _run(args: argparse.Namespace) -> int:
-    res = generate(args.artifact, args.out, config_file=args.config, lanes=args.lanes,
-                   stream_elems=args.stream_elems, reset=args.reset, verilog=not args.no_verilog)
-    est, cfg = res["_estimate"], res["_config"]
-    if args.json:
-        print(json.dumps(est.to_dict(), indent=2))
-        return 0
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=120)
-    table = Table(title=f"ttforge generate: {cfg.summary()}", title_justify="left")
-    for col in ("layer", "modes", "cycles", "MACs", "util", "core bits", "bias bits",
-                "buf bits", "dense", "TT/dense"):
-        table.add_column(col, justify="left" if col in ("layer", "modes") else "right")
-    for x in est.layers:
-        table.add_row(f"{x.layer}: {x.in_features}->{x.out_features}",
-                      "".join(str(m) for m in x.modes), f"{x.cycles:,}",
-                      f"{x.macs:,}", f"{x.utilization:.1%}", _kbits(x.core_bits), _kbits(x.bias_bits),
-                      _kbits(x.buffer_bits), f"{x.dense_cycles:,}", f"{x.dense_ratio:.2f}")
-    table.add_row("all + I/O", "", f"{est.cycles:,}", f"{est.macs:,}",
-                  f"{est.utilization:.1%}", "", "", "", f"{est.dense_cycles:,}",
-                  f"{est.cycles / est.dense_cycles:.2f}" if est.dense_cycles else "-")
-    console.print(table)
-    console.print("modes: one digit per step (0: lanes over q, 1: lanes over p); util: busy MAC-lane "
-                  "cycles / (L x cycles); dense: ceil(M/L)*N cycles of a dense engine with the same L")
-    for note in res["notes"]:
-        console.print(f"note: {note}")
-    console.print(f"wrote {len(res['files']) + 1} files to {args.out}: "
-                  + ", ".join(sorted([*res["files"], MARKER])))
-    return 0
-
-
-def generate_cli_spec():
-    return ("Generate the accelerator's Verilog, register map, load image and estimate for an artifact.",
-            _add_arguments, _run)
+    return {**manifest, "_estimate": est, "_config": cfg}

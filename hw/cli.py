@@ -1,66 +1,87 @@
-"""``ttforge report``: resources, Fmax and the critical path of the generated accelerator.
+"""The ``ttforge.hw`` subcommands: ``generate`` and ``report``.
 
-Generates the Verilog of ``TTAccel`` for a configuration (the smallest that runs an
-artifact, a JSON config file, or the default), synthesizes it with yosys and places and
-routes it with nextpnr for ECP5-85F (ULX3S: CABGA381, speed grade 6) and/or iCE40UP5K
-(iCEBreaker: SG48), then prints a table and writes JSON. See :mod:`ttforge.hw.synth`
-for the flow and its I/O harness.
+Each ``*_cli_spec()`` returns ``(add_arguments, run)`` for :mod:`ttforge.cli`, which holds
+the one-line help of every subcommand; the work is done by the library
+(:func:`ttforge.hw.generate.generate`, :func:`ttforge.hw.report.report`).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-from pathlib import Path
 from typing import Any
 
 from ttforge.atomic import atomic_write_text, check_output_file
 from ttforge.errors import ConfigError
+from ttforge.hw.generate import MARKER, generate
+from ttforge.hw.report import report, resolve_config
 
-__all__ = ["report", "report_cli_spec", "resolve_config"]
-
-
-def resolve_config(artifact: str | None = None, config_file: str | None = None,
-                   lanes: int | None = None):
-    """The :class:`AccelConfig` to report on: from ``config_file`` (JSON), else the
-    smallest that runs ``artifact``, else the default; ``lanes`` overrides."""
-    from ttforge.hw.config import AccelConfig
-
-    if artifact and config_file:
-        raise ConfigError("give an ARTIFACT or --config, not both")
-    if config_file:
-        cfg = AccelConfig.load(config_file)
-        if lanes is not None and lanes != cfg.lanes:
-            cfg = AccelConfig.from_dict({**cfg.to_dict(), "lanes": lanes}, source="--lanes")
-    elif artifact:
-        from ttforge.ir.artifact import load_artifact
-
-        cfg = AccelConfig.for_network(load_artifact(artifact),
-                                      **({} if lanes is None else {"lanes": lanes}))
-    else:
-        cfg = AccelConfig(**({} if lanes is None else {"lanes": lanes}))
-    return cfg
+__all__ = ["generate_cli_spec", "report_cli_spec"]
 
 
-def report(config, devices: list[str], *, target_mhz: float | None = None, seed: int = 1,
-           keep: str | None = None) -> dict[str, Any]:
-    """Implement ``config`` on each device; a JSON-ready dict."""
-    from ttforge.hw.synth import implement
-    from ttforge.hw.top import verilog
+# -- generate --------------------------------------------------------------------------
+def _add_generate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("artifact", metavar="ARTIFACT", help="a compiled artifact (.ttfa, from ttforge quantize)")
+    p.add_argument("-o", "--out", metavar="DIR", required=True,
+                   help="output directory (created, or replaced if it holds a previous output)")
+    p.add_argument("--config", metavar="FILE",
+                   help="an AccelConfig as JSON or TOML (default: the smallest that runs ARTIFACT)")
+    p.add_argument("--lanes", type=int, metavar="L",
+                   help="MAC lanes (default 4; overrides the --config file's)")
+    p.add_argument("--stream-elems", type=int, metavar="E",
+                   help="elements per AXI4-Stream beat (default 1; overrides the --config file's)")
+    p.add_argument("--reset", choices=["rst", "aresetn"], default="rst",
+                   help="reset port of the Verilog top: rst (active high, default) or aresetn")
+    p.add_argument("--no-verilog", action="store_true",
+                   help="skip the Verilog (register map, load image and estimate only; fast)")
+    p.add_argument("--json", action="store_true", help="print the estimate as JSON instead of a table")
 
-    text = verilog(config)
-    results = {}
-    for dev in devices:
-        wd = None if keep is None else Path(keep) / dev
-        results[dev] = implement(text, dev, target_mhz=target_mhz, seed=seed,
-                                 workdir=wd).to_dict()
-    cfg = config.to_dict() if hasattr(config, "to_dict") else dataclasses.asdict(config)
-    return {"config": cfg, "top": "ttforge_accel", "verilog_bytes": len(text.encode()),
-            "devices": results}
+
+def _kbits(bits: int) -> str:
+    return f"{bits / 1024:.1f}k" if bits >= 1024 else str(bits)
 
 
-def _add_arguments(p: argparse.ArgumentParser) -> None:
+def _run_generate(args: argparse.Namespace) -> int:
+    res = generate(args.artifact, args.out, config_file=args.config, lanes=args.lanes,
+                   stream_elems=args.stream_elems, reset=args.reset, verilog=not args.no_verilog)
+    est, cfg = res["_estimate"], res["_config"]
+    if args.json:
+        print(json.dumps(est.to_dict(), indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=120)
+    table = Table(title=f"ttforge generate: {cfg.summary()}", title_justify="left")
+    for col in ("layer", "modes", "cycles", "MACs", "util", "core bits", "bias bits",
+                "buf bits", "dense", "TT/dense"):
+        table.add_column(col, justify="left" if col in ("layer", "modes") else "right")
+    for x in est.layers:
+        table.add_row(f"{x.layer}: {x.in_features}->{x.out_features}",
+                      "".join(str(m) for m in x.modes), f"{x.cycles:,}",
+                      f"{x.macs:,}", f"{x.utilization:.1%}", _kbits(x.core_bits), _kbits(x.bias_bits),
+                      _kbits(x.buffer_bits), f"{x.dense_cycles:,}", f"{x.dense_ratio:.2f}")
+    table.add_row("all + I/O", "", f"{est.cycles:,}", f"{est.macs:,}",
+                  f"{est.utilization:.1%}", "", "", "", f"{est.dense_cycles:,}",
+                  f"{est.cycles / est.dense_cycles:.2f}" if est.dense_cycles else "-")
+    console.print(table)
+    console.print("modes: one digit per step (0: lanes over q, 1: lanes over p); util: busy MAC-lane "
+                  "cycles / (L x cycles); dense: ceil(M/L)*N cycles of a dense engine with the same L")
+    for note in res["notes"]:
+        console.print(f"note: {note}")
+    console.print(f"wrote {len(res['files']) + 1} files to {args.out}: "
+                  + ", ".join(sorted([*res["files"], MARKER])))
+    return 0
+
+
+def generate_cli_spec():
+    return _add_generate_arguments, _run_generate
+
+
+# -- report ----------------------------------------------------------------------------
+def _add_report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("artifact", metavar="ARTIFACT", nargs="?",
                    help="report the smallest configuration that runs this artifact")
     p.add_argument("--config", metavar="FILE", help="an AccelConfig as JSON")
@@ -136,7 +157,7 @@ def _print_table(rep: dict) -> None:
                       highlight=False)
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run_report(args: argparse.Namespace) -> int:
     from ttforge.hw.tools import yowasp_command
 
     devices = ["ecp5-85f", "ice40up5k"] if args.device == "all" else [args.device]
@@ -164,7 +185,4 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def report_cli_spec():
-    return ("Synthesize and place-and-route the accelerator (yosys + nextpnr from pip): "
-            "LUT/FF/DSP/BRAM, Fmax and the critical path for ECP5-85F and iCE40UP5K.",
-            _add_arguments, _run)
-
+    return _add_report_arguments, _run_report

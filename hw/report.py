@@ -1,0 +1,58 @@
+"""Resources, Fmax and the critical path of the generated accelerator (what ``ttforge report``
+runs).
+
+Generates the Verilog of ``TTAccel`` for a configuration (the smallest that runs an
+artifact, a JSON config file, or the default), synthesizes it with yosys and places and
+routes it with nextpnr for ECP5-85F (ULX3S: CABGA381, speed grade 6) and/or iCE40UP5K
+(iCEBreaker: SG48), and returns the figures as a JSON-ready dict (the command prints a table and writes JSON). See :mod:`ttforge.hw.synth`
+for the flow and its I/O harness.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from ttforge.errors import ConfigError
+
+__all__ = ["report", "resolve_config"]
+
+
+def resolve_config(artifact: str | None = None, config_file: str | None = None,
+                   lanes: int | None = None):
+    """The :class:`AccelConfig` to report on: from ``config_file`` (JSON), else the
+    smallest that runs ``artifact``, else the default; ``lanes`` overrides."""
+    from ttforge.hw.config import AccelConfig
+
+    if artifact and config_file:
+        raise ConfigError("give an ARTIFACT or --config, not both")
+    if config_file:
+        cfg = AccelConfig.load(config_file)
+        if lanes is not None and lanes != cfg.lanes:
+            cfg = AccelConfig.from_dict({**cfg.to_dict(), "lanes": lanes}, source="--lanes")
+    elif artifact:
+        from ttforge.ir.artifact import load_artifact
+
+        cfg = AccelConfig.for_network(load_artifact(artifact),
+                                      **({} if lanes is None else {"lanes": lanes}))
+    else:
+        cfg = AccelConfig(**({} if lanes is None else {"lanes": lanes}))
+    return cfg
+
+
+def report(config, devices: list[str], *, target_mhz: float | None = None, seed: int = 1,
+           keep: str | None = None) -> dict[str, Any]:
+    """Implement ``config`` on each device; a JSON-ready dict."""
+    from ttforge.hw.synth import implement
+    from ttforge.hw.top import verilog
+
+    text = verilog(config)
+    results = {}
+    for dev in devices:
+        wd = None if keep is None else Path(keep) / dev
+        results[dev] = implement(text, dev, target_mhz=target_mhz, seed=seed,
+                                 workdir=wd).to_dict()
+    cfg = config.to_dict() if hasattr(config, "to_dict") else dataclasses.asdict(config)
+    return {"config": cfg, "top": "ttforge_accel", "verilog_bytes": len(text.encode()),
+            "devices": results}
