@@ -1,0 +1,414 @@
+"""Render the figures of docs/benchmarks.md and of the README's headline table from
+``bench/results/*.json``, so that no figure is typed by hand.
+
+    python bench/_docgen.py            # rewrite the generated blocks of both files
+    python bench/_docgen.py --check    # exit 1 and name the stale blocks (tests/test_benchmarks_doc.py)
+
+A generated block sits between ``<!-- generated: NAME -->`` and ``<!-- end generated: NAME -->``;
+the text around it is written by hand. Every table names the commit its JSON recorded and
+says when that tree was dirty (uncommitted changes) or recorded no commit at all.
+Only the standard library: rendering needs no PyTorch and no simulator.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import sys
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+DOC = ROOT / "docs" / "benchmarks.md"
+README = ROOT / "README.md"
+
+_BLOCK = re.compile(r"(<!-- generated: ([\w-]+) -->\n)(.*?)(<!-- end generated: \2 -->)", re.S)
+
+
+# -- reading the results ----------------------------------------------------------------------
+def load(name: str) -> dict | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def provenance(d: dict) -> tuple[str | None, bool | None]:
+    """(commit, dirty) a result JSON recorded, wherever its bench put them."""
+    for env in (d.get("environment"), (d.get("runs") or [{}])[-1].get("environment") if isinstance(
+            d.get("runs"), list) and d["runs"] and isinstance(d["runs"][-1], dict) else None, d.get("git"), d):
+        if isinstance(env, dict):
+            commit = env.get("git_commit") or env.get("commit")
+            if commit:
+                return commit, env.get("git_dirty", env.get("dirty"))
+    return None, None
+
+
+def source(name: str, commit: str | None = None, dirty: bool | None = None) -> str:
+    """``bench/results/NAME.json`` with its commit, marked when the tree was not clean."""
+    if commit is None:
+        commit, dirty = provenance(load(name) or {})
+    where = f"`{name}.json`"
+    if not commit:
+        return f"{where}, no commit recorded (**re-measure**)"
+    return f"{where} at `{commit[:7]}`" + (" (dirty tree: **re-measure**)" if dirty else "")
+
+
+def pct(x: float, nd: int = 2) -> str:
+    return f"{100 * x:.{nd}f}%"
+
+
+def _num(x: float, nd: int = 0) -> str:
+    return f"{x:,.{nd}f}"
+
+
+def table(head: list[str], rows: list[list]) -> str:
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+# -- the figures ------------------------------------------------------------------------------
+def _acc_rows(d: dict) -> dict:
+    dense = {r["dataset"]: r["mean_test_acc"] for r in d["rows"] if r["tt_params"] is None}
+    out = {}
+    for r in d["rows"]:
+        key = (r["dataset"], "dense" if r["tt_params"] is None else
+               "ra" if r.get("truncation") else "tt")
+        out[key] = dict(r, delta_pp=100 * (r["mean_test_acc"] - dense.get(r["dataset"], r["mean_test_acc"])))
+    return out
+
+
+def _quant_rows(d: dict) -> dict:
+    return {(r["dataset"], r["config"]): r for r in d["rows"] if "qat_acc" in r}
+
+
+def _fmax_runs(d: dict, device: str, lanes: int) -> list[dict]:
+    return [r for r in d["runs"] if r["device"] == device and r["lanes"] == lanes
+            and (r.get("result") or {}).get("fmax_mhz")]
+
+
+def _fmax_groups(d: dict, device: str, lanes: int) -> list[tuple[str, str, bool, list[float], list]]:
+    """(label, commit, dirty, [Fmax per seed], [seeds]) per (label, commit), in file order."""
+    groups: dict[tuple, list] = {}
+    for r in _fmax_runs(d, device, lanes):
+        seed = r.get("seed", (r.get("result") or {}).get("seed", 1))
+        groups.setdefault((r["label"], r["git_commit"], bool(r.get("git_dirty"))), []).append(
+            (seed, r["result"]["fmax_mhz"]))
+    return [(lab, c, dirty, [f for _, f in v], [s for s, _ in v]) for (lab, c, dirty), v in groups.items()]
+
+
+def _fmax_text(fs: list[float]) -> str:
+    if len(fs) == 1:
+        return f"{fs[0]:.1f} MHz (1 seed, an older engine: **to re-measure over seeds 1-3**)"
+    return f"{min(fs):.1f} / {statistics.median(fs):.1f} MHz (min / median of {len(fs)} seeds)"
+
+
+def headline() -> list[tuple[str, str, str, str, str]]:
+    """(what, figure, goal, source, command) of every headline figure."""
+    rows = []
+    acc = load("accuracy")
+    if acc:
+        a = _acc_rows(acc)
+        rows.append((
+            "TT-layer compression at ≤ 1 pp from dense (test accuracy, mean of 3 seeds)",
+            f"MNIST 784x512: {a['mnist', 'tt']['tt_compression']:.1f}x at rank 8 "
+            f"({a['mnist', 'tt']['delta_pp']:+.2f} pp), {a['mnist', 'ra']['tt_compression']:,.0f}x rank-adaptive "
+            f"({a['mnist', 'ra']['delta_pp']:+.2f} pp); digits: {a['digits', 'ra']['tt_compression']:.1f}x "
+            f"rank-adaptive ({pct(a['digits', 'ra']['mean_test_acc'])}, {a['digits', 'ra']['delta_pp']:+.2f} pp)",
+            "≤ 1 pp at ≥ 10x", source("accuracy"), "`python bench/bench_accuracy.py`"))
+    q = load("quant")
+    if q:
+        qr = _quant_rows(q)
+
+        def per(ds):
+            f = qr[ds, "8-bit cores, 8-bit classifier"]["float_acc"]["mean"]
+            return " / ".join([f"{100 * f:.2f}"] + [f"{100 * qr[ds, f'{b}-bit cores, {b}-bit classifier']['qat_acc']['mean']:.2f}"
+                                                    for b in (8, 4, 2)]) + " %"
+        rows.append(("accuracy per precision, integer executor (float TT / 8 / 4 / 2-bit cores, QAT)",
+                     f"MNIST-10k {per('mnist')}; digits {per('digits')}", "8-bit ≤ 0.5 pp, 4-bit ≤ 1.5 pp",
+                     source("quant"), "`python bench/bench_quant.py`"))
+        m4 = qr["mnist", "4-bit cores, 4-bit classifier"]["on_chip_tt_layer"]
+        rows.append(("on-chip memory, MNIST TT layer at 4-bit cores",
+                     f"{m4['on_chip_bytes'] / 1000:.1f} KB, {m4['ratio']:.3f} of its "
+                     f"{m4['dense_int8_bytes'] / 1000:.0f} KB dense INT8 weight", "",
+                     source("quant"), "`python bench/bench_quant.py`"))
+    hw = load("hw")
+    if hw:
+        u = {(r["layer"], r["lanes"]): r for r in hw["rows"]}
+        worst = max(abs(r["model_error"]) for r in hw["rows"])
+        rows.append(("MAC-lane utilization, L = 16 (the engine's counters, simulated)",
+                     f"MNIST layer rank 16: {pct(u['mnist', 16]['sim']['utilization'], 1)}; 1024x1024 rank 8: "
+                     f"{pct(u['1024', 16]['sim']['utilization'], 1)}; cycle model "
+                     + ("exact" if worst == 0 else f"within {pct(worst, 3)}"),
+                     "≥ 90%, model within 2%", source("hw"), "`python bench/bench_hw.py`"))
+    synth, boards = load("hw_synth"), load("boards")
+    if synth:
+        g = _fmax_groups(synth, "ecp5-85f", 16)
+        if g:
+            lab, c, dirty, fs, _ = g[-1]
+            rows.append(("Fmax, ECP5-85F engine L = 16 (the core in its I/O harness)",
+                         f"{_fmax_text(fs)}; the placement seed alone moves it by up to 20%",
+                         "100 MHz", source("hw_synth", c, dirty),
+                         "`python bench/bench_hw.py --synth-only --targets ecp5-85f:16`"))
+    if boards:
+        b = {(r["model"], r["board"]): r for r in boards["rows"]}
+
+        def fm(k):
+            r = b.get(k)
+            return f"{r['build']['fmax_mhz']:.1f} MHz" if r and (r.get("build") or {}).get("ok") else "does not fit"
+        rows.append(("Fmax, board tops (accelerator + UART bridge, nextpnr seed 1)",
+                     f"ULX3S, L = 4: digits {fm(('digits', 'ulx3s'))}, MNIST {fm(('mnist', 'ulx3s'))}; "
+                     f"iCEBreaker, L = 1: digits {fm(('digits', 'icebreaker'))}, MNIST {fm(('mnist', 'icebreaker'))}",
+                     "board clock (50 / 12 MHz)", source("boards"), "`python bench/bench_boards.py`"))
+    fl = load("flow")
+    if fl:
+        m = fl["measurement"]
+        rows.append(("`ttforge flow` on the default (digits, 4-bit, iCEBreaker)",
+                     f"{m['cold']['wall_s']:.1f} s cold ({m['cold']['stages']['bitstream']['seconds']:.0f} s of it "
+                     f"the bitstream), {m['again']['wall_s']:.1f} s when nothing changed", "",
+                     source("flow"), "`python bench/bench_flow.py`"))
+    cli = load("cli_import")
+    if cli:
+        a, bf = cli["after"]["--version"], cli["before"]["--version"]
+        rows.append(("`ttforge --version` start-up (median of 5)",
+                     f"{a['median_s']:.2f} s, {a['modules']} modules (was {bf['median_s']:.1f} s, {bf['modules']:,} "
+                     f"modules with torch at `{cli['before_commit'][:7]}`)", "",
+                     source("cli_import", cli.get("after_commit") or cli.get("commit"), False),
+                     "`python bench/bench_cli_import.py`"))
+    return rows
+
+
+README_ANCHORS = {
+    "TT-layer compression": "accuracy", "accuracy per precision": "quantized-accuracy",
+    "on-chip memory": "quantized-accuracy", "MAC-lane": "accelerator", "Fmax, ECP5": "fmax-and-area",
+    "Fmax, board": "boards", "`ttforge flow`": "flow", "`ttforge --version`": "cli-start-up",
+}
+
+
+def _anchor(what: str) -> str:
+    return next(a for k, a in README_ANCHORS.items() if what.startswith(k))
+
+
+def block_readme() -> str:
+    return table(["what", "figure"], [[f"[{w}](docs/benchmarks.md#{_anchor(w)})", f] for w, f, *_ in headline()])
+
+
+def block_summary() -> str:
+    return table(["what", "figure", "goal", "from", "command"],
+                 [[f"[{w}](#{_anchor(w)})", f, g or "—", s, c] for w, f, g, s, c in headline()])
+
+
+def block_accuracy() -> str:
+    d = load("accuracy")
+    rows = []
+    for (ds, kind), r in _acc_rows(d).items():
+        per_seed = ", ".join(f"{100 * x['test_acc']:.2f}" for x in r["runs"])
+        ranks = "—"
+        if kind == "ra":
+            ranks = " / ".join(",".join(map(str, next(iter(x["truncation"]["layers"].values()))["after"][1:-1]))
+                               for x in r["runs"])
+        elif kind == "tt":
+            ranks = ",".join(map(str, next(iter(r["runs"][0]["ranks"].values()))[1:-1]))
+        rows.append([ds, r["variant"], f"{pct(r['mean_test_acc'])} ± {100 * r['std_test_acc']:.2f}", per_seed,
+                     "—" if kind == "dense" else f"{r['delta_pp']:+.2f}",
+                     f"{r['tt_compression']:,.1f}x" if r["tt_compression"] else "—", ranks])
+    return table(["data", "model", "test accuracy, mean ± sd", "per seed", "Δ vs dense (pp)",
+                  "TT-layer compression", "TT ranks (RA: after truncation, per seed)"], rows) + \
+        f"\n\nFrom {source('accuracy')}."
+
+
+def block_quant() -> str:
+    d = load("quant")
+    rows = []
+    for (ds, cfg), r in _quant_rows(d).items():
+        t = r["on_chip_tt_layer"]
+        rows.append([ds, cfg, f"{100 * r['float_acc']['mean']:.2f}", f"{100 * r['ptq_mse_acc']['mean']:.2f}",
+                     f"{100 * r['qat_acc']['mean']:.2f} ± {100 * r['qat_acc']['std']:.2f}",
+                     f"{100 * (r['qat_acc']['mean'] - r['float_acc']['mean']):+.2f}",
+                     f"{100 * r['float_ft_acc']['mean']:.2f}",
+                     f"{t['on_chip_bytes']:,} / {t['dense_int8_bytes']:,} = {t['ratio']:.3f}"])
+    return table(["data", "weights (activations 8-bit)", "float TT", "PTQ (mse)", "QAT", "QAT − float (pp)",
+                  "float + same fine-tuning (control)", "TT layer on chip / dense INT8 (bytes)"], rows) + \
+        f"\n\nMean over seeds {', '.join(map(str, d['seeds']))}, in %; from {source('quant')}."
+
+
+def block_stochastic() -> str:
+    d = load("stochastic")
+    by = {}
+    for r in d["rows"]:
+        by.setdefault((r["data"], r["w_bits"], r["lr"]), {})[
+            r["method"] if not r.get("master_extra_bits") else "wide"] = r
+    rows = []
+    for (data, w, lr), m in sorted(by.items(), key=lambda kv: (kv[0][0] != "digits", -kv[0][1], kv[0][2])):
+        cell = {k: f"{100 * v['mean']:.2f} ± {100 * v['std']:.2f}" for k, v in m.items()}
+        gap = (f"{100 * (m['SR']['mean'] - m['RN']['mean']):+.2f}" if "SR" in m and "RN" in m else "—")
+        rows.append([data, f"{w}-bit", lr, cell.get("SR", "—"), cell.get("RN", "—"), cell.get("wide", "—"), gap])
+    return table(["data", "weights", "lr", "SR", "RN", "RN, 16-bit wider master", "SR − RN (pp)"], rows) + \
+        f"\n\nFinal integer-executor test accuracy, mean ± sd over 3 seeds, in %; from {source('stochastic')}."
+
+
+def block_speed() -> str:
+    d = load("speed")
+    rows = []
+    for c in d["cases"]:
+        t = c["timings_ms"]
+        for mode, name in (("fwd", "forward"), ("fwd_bwd", "forward + backward")):
+            me = t["ttforge"][mode]["median"]
+            rows.append([c["case"], c["title"], name, f"{me:.2f}"] +
+                        [f"{t[k][mode]['median'] / me:.2f}x" if k in t else "—"
+                         for k in ("tltorch", "tltorch_opt_einsum", "dense")])
+    return table(["case", "layer", "pass", "ttforge ms", "vs tensorly-torch", "vs tensorly-torch + opt_einsum",
+                  "vs nn.Linear"], rows) + \
+        f"\n\nMedian of {d['settings']['reps']} interleaved repetitions, batch {d['settings']['batch']}, one thread; " \
+        f"*x* is how many times faster ttforge is. From {source('speed')}."
+
+
+def block_accelerator() -> str:
+    d = load("hw")
+    rows = [[r["layer"], r["lanes"], _num(r["macs"]), _num(r["sim"]["cycles"]), _num(r["model"]["cycles"]),
+             pct(r["sim"]["utilization"], 1), "yes" if r["sim"]["bit_exact"] else "**no**",
+             f"{r['tt_over_dense']:.2f}", f"`{r['git_commit'][:7]}`" + (" (dirty)" if r.get("git_dirty") else "")]
+            for r in d["rows"]]
+    return table(["layer", "L", "MACs", "cycles (simulated)", "cycles (model)", "utilization", "bit-exact",
+                  "cycles TT / dense engine", "engine commit"], rows) + f"\n\nFrom {source('hw')}."
+
+
+def block_fmax() -> str:
+    d = load("hw_synth")
+    rows = []
+    for r in d["runs"]:
+        res = r.get("result") or {}
+        rs = res.get("resources") or {}
+
+        def cell(*keys):
+            k = next((k for k in keys if k in rs), None)
+            return f"{rs[k]['used']:,}/{rs[k]['available']:,}" if k else ""
+        fits = f"{res['fmax_mhz']:.2f}" if res.get("fmax_mhz") else \
+            "does not fit" if "fit" in str(r.get("error") or res) else "—"
+        rows.append([r["label"], f"`{r['git_commit'][:7]}`" + (" (dirty)" if r.get("git_dirty") else ""),
+                     r["device"], r["lanes"], r.get("seed", 1), cell("lut", "lc"), cell("ff"), cell("dsp"),
+                     cell("bram"), fits])
+    groups = _fmax_groups(d, "ecp5-85f", 16)
+    if not groups or len(groups[-1][3]) < 3:   # the headline needs the current engine over >= 3 seeds
+        rows.append(["**placeholder**: the current engine (issue 12: engine as components), before/after, "
+                     "re-measured over seeds 1, 2, 3", "—", "ecp5-85f", 16, "1, 2, 3", "", "", "", "",
+                     "**not yet measured**"])
+    return table(["run", "commit", "device", "L", "nextpnr seed", "LUT (LC)", "FF", "DSP", "BRAM", "Fmax MHz"],
+                 rows) + f"\n\nFrom `hw_synth.json` (yosys + nextpnr from pip, the core in its I/O harness)."
+
+
+def block_boards() -> str:
+    d = load("boards")
+    rows = []
+    for r in d["rows"]:
+        b = r.get("build") or {}
+        ok = b.get("ok")
+        rows.append([r["model"], r["board"], "yes" if ok else "**no**",
+                     f"{b['lut']:,}" if ok else "—", b.get("dsp", "—") if ok else "—",
+                     b.get("bram", "—") if ok else "—", f"{b['fmax_mhz']:.1f} MHz" if ok else "—",
+                     _num(r["cycles"]), f"{r['at_board_clock']['us']:,.1f} us at {r['at_board_clock']['mhz']:.0f} MHz"
+                     if ok else "—", f"{r['uart_ms']:.1f} ms"])
+    cpu = "; ".join(f"{m['key']}: {m['cpu']['latency_us']:,.0f} us" for m in d["models"]
+                    if isinstance(m.get("cpu"), dict) and "latency_us" in m["cpu"])
+    return table(["model", "board", "fits", "LUT (LC)", "DSP", "block RAM", "Fmax", "cycles / vector",
+                  "latency", "UART per vector (115200 baud)"], rows) + \
+        (f"\n\nThe same integer model on one CPU core (numpy), batch 1: {cpu}." if cpu else "") + \
+        f"\n\nFrom {source('boards')}."
+
+
+def block_sim() -> str:
+    d = load("sim")
+    rows = []
+    for name, s in d["simulators"].items():
+        t, g = s["throughput"], s["regression"]
+        rows.append([name, _num(t["stream_cycles_per_s"]), _num(t["process_cycles_per_s"]),
+                     f"{g['passed']}/{g['cases']}", _num(g["vectors"]), f"{g['seconds']:.0f} s"])
+    return table(["simulator (cocotb)", "stream cycles/s", "cycles/s with start-up", "regression cases",
+                  "vectors", "wall"], rows) + f"\n\nFrom {source('sim')} (`{d['command']}`)."
+
+
+def block_native() -> str:
+    d = load("native")
+    rows = []
+    for r in d["rows"]:
+        s = r["simulators"]
+        rows.append([r["label"], _num(s["native"]["stream_cycles_per_s"]["median"]),
+                     _num(s["cocotb-verilator"]["stream_cycles_per_s"]["median"]),
+                     _num(s["cocotb-icarus"]["stream_cycles_per_s"]["median"]),
+                     f"{r['speedup_stream']['cocotb-verilator']:.0f}x / {r['speedup_stream']['cocotb-icarus']:,.0f}x"])
+    return table(["layer", "native harness", "cocotb + Verilator", "cocotb + Icarus",
+                  "native speed-up vs Verilator / Icarus"], rows) + \
+        f"\n\nSimulated cycles per second while streaming, median; from {source('native')}."
+
+
+def block_flow() -> str:
+    d = load("flow")
+    m = d["measurement"]
+    rows = [[k, f"{v['seconds']:.1f} s ({v['status']})", v.get("figure", ""),
+             f"{m['again']['stages'][k]['status']}, {1000 * m['again']['stages'][k]['seconds']:.0f} ms"]
+            for k, v in m["cold"]["stages"].items()]
+    rows.append(["**whole command**", f"**{m['cold']['wall_s']:.1f} s**", "", f"**{m['again']['wall_s']:.1f} s**"])
+    return table(["stage", "cold run", "key figure", "second run"], rows) + f"\n\nFrom {source('flow')}."
+
+
+def block_cli() -> str:
+    d = load("cli_import")
+    rows = [[f"`ttforge {k}`", f"{d['before'][k]['median_s']:.2f} s, {d['before'][k]['modules']:,}",
+             f"{v['median_s']:.2f} s, {v['modules']:,}", "no" if not v["torch_imported"] else "yes"]
+            for k, v in d["after"].items()]
+    return table(["command", f"before (`{d['before_commit'][:7]}`): time, modules",
+                  f"after (`{d['after_commit'][:7]}`): time, modules", "torch imported after"], rows) + \
+        f"\n\nMedian of 5 runs, each in a fresh interpreter; from {source('cli_import', d['after_commit'], False)}."
+
+
+BLOCKS: dict[str, Callable[[], str]] = {
+    "readme": block_readme, "summary": block_summary, "accuracy": block_accuracy, "quant": block_quant,
+    "stochastic": block_stochastic, "speed": block_speed, "accelerator": block_accelerator,
+    "fmax": block_fmax, "boards": block_boards, "sim": block_sim, "native": block_native,
+    "flow": block_flow, "cli": block_cli,
+}
+
+
+# -- rewriting the files ----------------------------------------------------------------------
+def render(text: str) -> str:
+    """``text`` with every generated block rendered from the JSON of today."""
+    def sub(m: re.Match) -> str:
+        if m.group(2) not in BLOCKS:
+            raise KeyError(f"unknown generated block {m.group(2)!r}")
+        return m.group(1) + BLOCKS[m.group(2)]().rstrip("\n") + "\n" + m.group(4)
+    return _BLOCK.sub(sub, text)
+
+
+def stale(paths=(DOC, README)) -> list[str]:
+    """The generated blocks of ``paths`` that differ from what the JSON gives today."""
+    out = []
+    for path in paths:
+        text = path.read_text(encoding="utf-8")
+        fresh = dict((m.group(2), m.group(3)) for m in _BLOCK.finditer(render(text)))
+        name = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+        out += [f"{name}: block '{m.group(2)}'" for m in _BLOCK.finditer(text)
+                if fresh[m.group(2)] != m.group(3)]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--check" in argv:
+        bad = stale()
+        for b in bad:
+            print(f"stale: {b} (run: python bench/_docgen.py)", file=sys.stderr)
+        return 1 if bad else 0
+    for path in (DOC, README):
+        text = path.read_text(encoding="utf-8")
+        new = render(text)
+        if new != text:
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(new, encoding="utf-8")
+            tmp.replace(path)
+            print(f"updated {path.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
