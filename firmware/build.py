@@ -23,8 +23,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ttforge.atomic import check_output_dir, write_files_atomically
-from ttforge.errors import ConfigError, TTForgeError
+from ttforge.atomic import check_output_dir, check_owned_dir, write_files_atomically
+from ttforge.errors import ConfigError
+from ttforge.errors import BuildError  # noqa: F401 - defined in ttforge.errors
 
 __all__ = ["BuildError", "build", "check_timing", "toolchain_env", "MARKER", "memory_bits", "BRAM_BITS",
            "SPRAM_BITS", "memory_parts", "memory_misfit", "board_config"]
@@ -38,10 +39,6 @@ BRAM_BITS = {"ecp5-85f": 208 * 18 * 1024, "ice40up5k": 30 * 4096}
 #: single-port RAM bits (iCE40UP5K: 4 SB_SPRAM256KA x 256 kbit, 16K x 16 each); the
 #: accelerator does not use them (see :func:`memory_misfit`)
 SPRAM_BITS = {"ecp5-85f": 0, "ice40up5k": 4 * 256 * 1024}
-
-
-class BuildError(TTForgeError):
-    """The bitstream could not be built (one line: the reason)."""
 
 
 # tool variable -> (yowasp console script, pip distribution that ships it)
@@ -188,6 +185,20 @@ def check_timing(b, fmax: float, clk_hz: int, cpath: dict | None = None) -> None
                      f"{clk_hz / 1e6:g} MHz board clock{cp}; {fix}")
 
 
+def _own_output(out: Path) -> None:
+    """An existing ``out`` is replaced only if it is empty or a previous ``ttforge build``
+    output, recognised by content: a ``build.json`` of this format listing every other
+    file in it (with its sha256; older manifests: the bitstream's sha256 and the two
+    report files)."""
+    def files_of(m: dict) -> dict:
+        if isinstance(m.get("files"), dict):
+            return m["files"]
+        bit = m["bitstream"]
+        return {bit["file"]: bit["sha256"], "pnr_report.json": None, "nextpnr.log": None}
+
+    check_owned_dir(out, MARKER, BUILD_FORMAT, files_of, flag="-o", command="ttforge build")
+
+
 def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=None,
           clk_hz: int | None = None, baud: int | None = None, seed: int = 1,
           keep: str | None = None) -> dict[str, Any]:
@@ -203,9 +214,7 @@ def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=Non
     baud = DEFAULT_BAUD if baud is None else int(baud)
     divisor = uart_divisor(clk_hz, baud)                      # checks the baud rate
     out = check_output_dir(out_dir, "-o")
-    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
-        raise ConfigError(f"-o {out}: is not empty and not a ttforge build output; "
-                          "choose an empty or new directory")
+    _own_output(out)  # a directory holding anything but a previous build is never replaced
     cfg, net = board_config(b, artifact, config_file, lanes)
     dev = DEVICES[b.device]
     misfit = memory_misfit(cfg, b.device)
@@ -270,8 +279,10 @@ def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=Non
         files = {bit.name: bit_bytes,
                  "pnr_report.json": (bdir / "report.json").read_bytes(),
                  "nextpnr.log": (bdir / f"{name}.tim").read_bytes(),
-                 MARKER: (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()}
-        write_files_atomically(out, files)
+                 }
+        manifest["files"] = {name: hashlib.sha256(data).hexdigest() for name, data in sorted(files.items())}
+        files[MARKER] = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+        write_files_atomically(out, files, owner=_own_output)
         return manifest
     finally:
         if not keep:

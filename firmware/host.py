@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ttforge.errors import ShapeError, TTForgeError
+from ttforge.errors import DeviceError, DeviceTimeout  # noqa: F401 - defined in ttforge.errors
 from ttforge.firmware import protocol as P
 from ttforge.firmware.protocol import AXI_RESP, Cmd, OutputFrame, Response, Status
 
@@ -36,14 +37,6 @@ TTFG_ID = 0x54544647
 COUNTERS = ("CYCLES", "BUSY_LANE_CYCLES", "IN_STALL", "OUT_STALL", "SAT_EVENTS", "VECTORS")
 #: words per WRITE_BURST frame when loading
 BURST_WORDS = 256
-
-
-class DeviceError(TTForgeError):
-    """The device answered, with an error (one line)."""
-
-
-class DeviceTimeout(DeviceError):
-    """The device did not answer in time (one line)."""
 
 
 class Transport(Protocol):

@@ -20,7 +20,7 @@ import enum
 import struct
 from typing import Iterable, Iterator
 
-from ttforge.errors import TTForgeError
+from ttforge.errors import ProtocolError  # noqa: F401 - defined in ttforge.errors
 
 __all__ = [
     "END", "ESC", "ESC_END", "ESC_ESC", "PROTOCOL_VERSION", "Cmd", "Status", "OUTPUT_TYPE",
@@ -35,10 +35,6 @@ PROTOCOL_VERSION = 1
 #: largest WRITE_BURST (words) and STREAM_IN (elements) in one frame (u16 count fields)
 MAX_BURST = 0xFFFF
 MAX_STREAM = 0xFFFF
-
-
-class ProtocolError(TTForgeError):
-    """Bytes from the device that do not follow the protocol."""
 
 
 class Cmd(enum.IntEnum):

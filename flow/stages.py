@@ -30,6 +30,7 @@ import numpy as np
 
 from ttforge import __version__
 from ttforge.errors import ConfigError, TTForgeError
+from ttforge.errors import FlowError  # noqa: F401 - defined in ttforge.errors
 from ttforge.atomic import atomic_dir, atomic_write_bytes, check_output_dir, make_output_dir
 
 __all__ = ["STAGES", "FlowError", "StageResult", "FlowResult", "run_flow", "fingerprint",
@@ -40,10 +41,6 @@ STAGES = ("train", "quantize", "compile", "rtl", "sim", "bitstream", "report")
 #: The record every completed stage writes into its directory.
 RECORD = "stage.json"
 _FORMAT = "ttforge-flow-stage"
-
-
-class FlowError(TTForgeError):
-    """A stage failed because of its input or the machine (one line: stage and cause)."""
 
 
 @dataclass

@@ -16,7 +16,9 @@ into ``DIR``:
 and returns the manifest and the estimate (the command prints it as a table). The files are written into a temporary directory
 next to ``DIR`` and renamed into place, so ``DIR`` is either the complete new output or
 untouched. An existing ``DIR`` is replaced only if it is empty or a previous
-``ttforge generate`` output (it has a ``generate.json``).
+``ttforge generate`` output, recognised by content: its ``generate.json`` lists every
+other file in it with the sha256 it was written with (a file the user added or
+changed there is never deleted: the command refuses instead).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ttforge.atomic import check_output_dir, write_files_atomically
+from ttforge.atomic import check_output_dir, check_owned_dir, write_files_atomically
 from ttforge.errors import ConfigError
 
 __all__ = ["generate", "MARKER"]
@@ -70,9 +72,8 @@ def generate(artifact: str | os.PathLike, out_dir: str | os.PathLike, *,
     from ttforge.ir.artifact import load_artifact
 
     out = check_output_dir(out_dir, "-o")
-    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
-        raise ConfigError(f"-o {out}: is not empty and not a ttforge generate output; "
-                          f"choose an empty or new directory")
+    owner = _own_output
+    owner(out)  # before the work: a directory holding anything else is never replaced
     if reset not in ("rst", "aresetn"):
         raise ConfigError(f"--reset={reset!r} must be 'rst' or 'aresetn'")
     art = Path(artifact).expanduser()
@@ -114,5 +115,13 @@ def generate(artifact: str | os.PathLike, out_dir: str | os.PathLike, *,
         "files": {name: hashlib.sha256(data).hexdigest() for name, data in sorted(files.items())},
     }
     files[MARKER] = (json.dumps(manifest, indent=2) + "\n").encode()
-    write_files_atomically(out, files)
+    write_files_atomically(out, files, owner=owner)
     return {**manifest, "_estimate": est, "_config": cfg}
+
+
+def _own_output(out: Path) -> None:
+    """An existing ``out`` is replaced only if it is empty or a previous ``ttforge
+    generate`` output, recognised by content: a ``generate.json`` of format
+    ``ttforge-generate`` whose file list (with sha256) covers every other file in it."""
+    check_owned_dir(out, MARKER, "ttforge-generate", lambda m: m["files"], flag="-o",
+                    command="ttforge generate")

@@ -24,10 +24,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ttforge.errors import ConfigError, ShapeError, TTForgeError
+from ttforge.errors import ConfigError, ShapeError
+from ttforge.errors import EngineError, AccumulatorOverflow  # noqa: F401 - defined in ttforge.errors
 from ttforge.hw.config import DESC_WORDS, AccelConfig
 from ttforge.hw.program import Descriptor, Program, decode_descriptor
-from ttforge.hw.regmap import ERROR_TEXT, ErrorCode
+from ttforge.hw.regmap import ErrorCode
 from ttforge.ir.arith import rshift_round, saturate
 
 __all__ = ["EngineError", "AccumulatorOverflow", "StepRecord", "run_program",
@@ -35,23 +36,6 @@ __all__ = ["EngineError", "AccumulatorOverflow", "StepRecord", "run_program",
 
 #: The model refuses a step with more MAC cycles than this (a malformed descriptor).
 MAX_MODEL_CYCLES = 1 << 26
-
-
-class EngineError(TTForgeError):
-    """The engine stopped with ``STATUS.ERROR``: ``code`` (an :class:`ErrorCode`) at
-    descriptor ``step`` (``-1``: before any step, e.g. bad program registers or input)."""
-
-    def __init__(self, code: ErrorCode, step: int, detail: str = ""):
-        self.code = ErrorCode(code)
-        self.step = int(step)
-        where = f"step {step}" if step >= 0 else "program registers"
-        super().__init__(f"engine error {self.code.name} at {where}: {ERROR_TEXT[self.code]}"
-                         + (f" ({detail})" if detail else ""))
-
-
-class AccumulatorOverflow(TTForgeError):
-    """A sum left ``acc_bits``: the hardware would wrap. The compiler's width check
-    (``AccelConfig.check``) rules this out for compiled programs."""
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ttforge.errors import TTForgeError
+from ttforge.errors import SynthError  # noqa: F401 - defined in ttforge.errors
 from ttforge.hw.tools import run_tool
 
 __all__ = ["DEVICES", "Device", "SynthError", "PortInfo", "verilog_ports", "harness_verilog",
@@ -62,10 +62,6 @@ DEVICES: dict[str, Device] = {
                    ("ICESTORM_SPRAM", "spram"), ("SB_IO", "io")),
     ),
 }
-
-
-class SynthError(TTForgeError):
-    """Synthesis or place-and-route failed (message: one line with the reason)."""
 
 
 # ------------------------------------------------------------------------ the harness

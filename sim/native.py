@@ -31,7 +31,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ttforge.errors import ConfigError, TTForgeError
+from ttforge.errors import ConfigError
+from ttforge.errors import NativeError  # noqa: F401 - defined in ttforge.errors
 from ttforge.hw.tools import ToolchainMissing, verilator_env, verilator_root
 
 __all__ = [
@@ -53,11 +54,6 @@ _VERILATOR_ARGS = ("--cc", "--exe", "--build", "--top-module", "ttforge_accel", 
 # precompiled header to the compiler as an input file instead of `-include`
 _MAKEFLAGS = "OPT_FAST=-O2 OPT_SLOW=-O1 OPT_GLOBAL=-O2 CFG_CXXFLAGS_PCH_I=-include"
 COUNTERS = ("cycles", "busy_lane_cycles", "in_stall", "out_stall", "sat_events", "vectors")
-
-
-class NativeError(TTForgeError):
-    """The native simulation failed (timeout, engine error, malformed output) or the
-    harness could not be built; one line."""
 
 
 @dataclass(frozen=True)

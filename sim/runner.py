@@ -36,7 +36,8 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from ttforge.atomic import atomic_write_text
-from ttforge.errors import ConfigError, TTForgeError
+from ttforge.errors import ConfigError
+from ttforge.errors import SimError, SimulatorMissing  # noqa: F401 - defined in ttforge.errors
 
 __all__ = ["SIMULATORS", "SimBuild", "SimResult", "JobResult", "SimError", "SimulatorMissing",
            "build", "run_job", "run_inference", "available_simulators", "simulator_problem",
@@ -49,14 +50,6 @@ TOP = "ttforge_accel"
 TIMESCALE = ("1ns", "1ps")
 #: Bumped when the build recipe changes (part of every cache key).
 _RECIPE = 2
-
-
-class SimError(TTForgeError):
-    """A simulator build or run failed (the message names the log to read)."""
-
-
-class SimulatorMissing(SimError):
-    """The simulator is not installed (one line naming how to install it)."""
 
 
 # ----------------------------------------------------------------------------- tools

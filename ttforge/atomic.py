@@ -11,22 +11,213 @@ permission) are one-line :class:`~ttforge.errors.OutputError` s naming the path 
 the fix; errors raised by the caller's own code inside :func:`atomic_path` and
 :func:`atomic_dir` pass through unchanged (after the temporaries are removed).
 
+What a write never destroys (docs/hardening.md):
+
+- anything but a regular file: an existing target that is a device, a FIFO or a socket
+  is refused (``-o /dev/null`` is never replaced by a file);
+- an input of the running command: inside :func:`command_inputs` (every ``ttforge``
+  command runs in one) a target that is the same file (same inode) as an input, or a
+  directory to be replaced that holds an input, is refused;
+- a directory's files it did not write: :func:`atomic_dir` with ``owner`` replaces an
+  existing directory only if ``owner`` recognises all of it (:func:`check_owned_dir`).
+
+Temporaries are named ``.<name>.ttforge-<pid>.<random>.tmp`` (``.old`` for a directory
+moved aside); a process killed while writing (SIGKILL, power loss) leaves one behind,
+and the next write next to the same target removes it once that process is gone (a
+directory moved aside is put back if its replacement never arrived).
+
 This module imports nothing heavy (``hw`` uses it and knows nothing of PyTorch).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Callable, Iterable, Iterator, Mapping
 
-from ttforge.errors import OutputError
+from ttforge.errors import OutputError, show_path
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_path", "atomic_dir",
-           "write_files_atomically", "check_output_file", "check_output_dir", "make_output_dir"]
+           "write_files_atomically", "check_output_file", "check_output_dir", "make_output_dir",
+           "command_inputs", "note_input", "check_not_input", "check_owned_dir", "clean_stale",
+           "staging_dir", "commit_dir"]
+
+_TAG = "ttforge-"
+
+
+def _prefix(name: str) -> str:
+    """The temporary-name prefix of this process for a target called ``name``."""
+    return f".{name}.{_TAG}{os.getpid()}."
+
+
+# ------------------------------------------------------------------------- the command's inputs
+_inputs: list[tuple[str, int, int, bool]] | None = None   # (path, st_dev, st_ino, is_dir)
+
+
+@contextlib.contextmanager
+def command_inputs(paths: Iterable[str | os.PathLike] = ()) -> Iterator[None]:
+    """While the block runs, no atomic write may destroy one of ``paths`` (nor any path
+    given to :func:`note_input`): writing over the same file (same inode, through any
+    name, link or symlink) is a one-line :class:`OutputError`, and so is replacing a
+    directory that holds one. ``ttforge.cli.main`` runs every command in one, with every
+    existing path of its command line except the outputs."""
+    global _inputs
+    saved = _inputs
+    _inputs = [] if saved is None else list(saved)
+    try:
+        for p in paths:
+            note_input(p)
+        yield
+    finally:
+        _inputs = saved
+
+
+def note_input(path: str | os.PathLike) -> None:
+    """Record ``path`` as an input of the running command (nothing outside
+    :func:`command_inputs`; nothing if it does not exist)."""
+    if _inputs is None:
+        return
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return
+    _inputs.append((os.path.abspath(os.fsdecode(path)), st.st_dev, st.st_ino, stat.S_ISDIR(st.st_mode)))
+
+
+def check_not_input(path: str | os.PathLike, flag: str = "-o", *, tree: bool = False) -> None:
+    """One-line :class:`OutputError` if ``path`` is an input of the running command, or
+    (``tree``: a directory about to be replaced) holds one."""
+    if not _inputs:
+        return
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return  # a new path: it cannot be an input
+    where = f"{flag} {show_path(path)}" if flag else show_path(path)
+    for name, dev, ino, _is_dir in _inputs:
+        if (st.st_dev, st.st_ino) == (dev, ino):
+            raise OutputError(f"{where} is the input {show_path(name)} (the same file); writing it "
+                              f"would destroy the input; choose another output path")
+    if tree and stat.S_ISDIR(st.st_mode):
+        top = os.path.realpath(path)
+        for name, _dev, _ino, _is_dir in _inputs:
+            real = os.path.realpath(name)
+            if os.path.commonpath([top, real]) == top:
+                raise OutputError(f"{where} holds the input {show_path(name)}; replacing the "
+                                  f"directory would delete it; choose another output path")
+
+
+# ------------------------------------------------------------------------- stale temporaries
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True   # someone else's process (or nonsense): leave its files alone
+    return True
+
+
+def clean_stale(parent: str | os.PathLike, name: str) -> list[Path]:
+    """Remove the temporaries for target ``parent/name`` left by ttforge processes that
+    no longer run (their names carry the process id); a directory moved aside whose
+    replacement never arrived is put back. Returns what was removed."""
+    parent = Path(parent)
+    head = f".{name}.{_TAG}"
+    removed: list[Path] = []
+    try:
+        entries = [e for e in os.scandir(parent) if e.name.startswith(head)]
+    except OSError:
+        return removed
+    for e in entries:
+        rest = e.name[len(head):]
+        pid_text, _, tail = rest.partition(".")
+        if not pid_text.isdigit() or not tail:
+            continue
+        if _alive(int(pid_text)):
+            continue
+        p = Path(e.path)
+        target = parent / name
+        try:
+            if tail.endswith(".old") and not os.path.lexists(target):
+                os.replace(p, target)   # the old output, moved aside by a killed run: back
+                continue
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink()
+            removed.append(p)
+        except OSError:
+            continue
+    return removed
+
+
+# ------------------------------------------------------------------------- owned directories
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_owned_dir(out: str | os.PathLike, marker: str, fmt: str,
+                    files_of: Callable[[dict], Mapping[str, str | None]], *,
+                    flag: str = "-o", command: str = "ttforge") -> None:
+    """An existing, non-empty ``out`` may be replaced only if it is ``command``'s own
+    output, recognised by content: ``marker`` is a JSON object with ``format`` ``fmt``,
+    ``files_of(manifest)`` lists the other files it wrote (name -> sha256, or ``None``
+    for "any content"), and every file in ``out`` is the marker or one of them with that
+    content (ttforge's own stale temporaries aside). Anything else is a one-line
+    :class:`OutputError`: a directory holding a file ttforge did not write is never
+    replaced."""
+    p = Path(out)
+    if not p.is_dir():
+        return
+    try:
+        present = sorted(q for q in p.rglob("*") if not q.is_dir() or q.is_symlink())
+    except OSError as e:
+        raise OutputError(f"{flag} {show_path(p)}: cannot be listed ({e.strerror}); "
+                          f"choose another output path") from None
+    present = [q for q in present if not (q.name.startswith(".") and _TAG in q.name)]
+    if not present:
+        return
+    where = f"{flag} {show_path(p)}"
+    hint = f"move it away or choose an empty or new directory"
+    mpath = p / marker
+    manifest = None
+    if mpath.is_file() and not mpath.is_symlink() and mpath.stat().st_size < (1 << 24):
+        try:
+            manifest = json.loads(mpath.read_bytes().decode("utf-8"))
+        except (OSError, ValueError, RecursionError):
+            manifest = None
+    files = None
+    if isinstance(manifest, dict) and manifest.get("format") == fmt:
+        try:
+            files = dict(files_of(manifest))
+        except (TypeError, ValueError, KeyError, AttributeError):
+            files = None
+    if files is None:
+        raise OutputError(f"{where} is not empty and not a {command} output (no valid {marker}); {hint}")
+    for q in present:
+        rel = q.relative_to(p).as_posix()
+        if rel == marker:
+            continue
+        if rel not in files or not q.is_file() or q.is_symlink():
+            raise OutputError(f"{where} is not empty: it holds {show_path(rel)}, which {command} did "
+                              f"not write; {hint}")
+        want = files[rel]
+        if want is not None and _sha256_file(q) != want:
+            raise OutputError(f"{where}: {show_path(rel)} was changed after {command} wrote it; "
+                              f"{hint}")
 
 
 def _umask() -> int:
@@ -50,8 +241,28 @@ def check_output_file(path: str | os.PathLike, flag: str = "-o", example: str = 
     p = Path(path).expanduser()
     if p.is_dir():
         raise OutputError(f"{flag} {p} is a directory; give a file name (e.g. {p}/{example})")
+    _check_regular(p, flag)
     _check_ancestors(p, flag)
+    check_not_input(p, flag)
     return p
+
+
+_KINDS = ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"))
+
+
+def _check_regular(p: Path, flag: str = "") -> None:
+    """Outputs go only to a regular file or a new path."""
+    try:
+        mode = os.stat(p).st_mode
+    except (OSError, ValueError):
+        return
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return
+    kind = next((k for test, k in _KINDS if test(mode)), "not a regular file")
+    where = f"{flag} {show_path(p)}" if flag else show_path(p)
+    raise OutputError(f"{where} is {kind}; ttforge writes only to a regular file or a new path; "
+                      f"choose another output path")
 
 
 def check_output_dir(path: str | os.PathLike, flag: str = "-o") -> Path:
@@ -60,6 +271,7 @@ def check_output_dir(path: str | os.PathLike, flag: str = "-o") -> Path:
     if p.exists() and not p.is_dir():
         raise OutputError(f"{flag} {p} exists and is not a directory; choose another output path")
     _check_ancestors(p, flag)
+    check_not_input(p, flag)
     return p
 
 
@@ -96,6 +308,8 @@ def _mkdir(parent: Path, path: Path) -> None:
 def _replace(tmp: Path, path: Path) -> None:
     if path.is_dir():
         raise OutputError(f"{path} is a directory; give a file name (e.g. {path}/out)")
+    _check_regular(path)
+    check_not_input(path, "")
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual mode
         os.replace(tmp, path)
@@ -143,13 +357,19 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     parent = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
         raise OutputError(f"{path} is a directory; give a file name (e.g. {path}/out)")
+    _check_regular(path)
+    check_not_input(path, "")
     _mkdir(parent, path)
+    clean_stale(parent, path.name)
+    tmp = None
     try:
-        fd, name = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=suffix)
+        fd, name = tempfile.mkstemp(dir=parent, prefix=_prefix(path.name), suffix=suffix)
+        tmp = Path(name)
+        os.close(fd)
     except OSError as e:
+        if tmp is not None:
+            _unlink(tmp)
         raise _fail(path, e) from None
-    os.close(fd)
-    tmp = Path(name)
     try:
         yield tmp
         _fsync_file(tmp)
@@ -159,52 +379,95 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
         raise
 
 
+def staging_dir(path: str | os.PathLike) -> Path:
+    """A new, empty temporary directory next to ``path`` (for :func:`commit_dir`), named
+    so that :func:`clean_stale` removes it once this process is gone."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{show_path(out)} exists and is not a directory; choose another output path")
+    parent = out.parent if str(out.parent) else Path(".")
+    _mkdir(parent, out)
+    clean_stale(parent, out.name)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=_prefix(out.name), suffix=".tmp", dir=parent))
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700; give the usual mode
+    except OSError as e:
+        raise _fail(out, e) from None
+    return tmp
+
+
+def commit_dir(tmp: str | os.PathLike, path: str | os.PathLike, *, keep: Iterable[str] = ()) -> Path:
+    """Replace the directory ``path`` by the filled staging directory ``tmp`` in one
+    rename (the old one is moved aside first and deleted once the new one is in place).
+    The entries of the old ``path`` named in ``keep`` (top-level names) move into the
+    new one first, so files the caller did not write survive the replacement."""
+    tmp, out = Path(tmp), Path(path)
+    parent = out.parent if str(out.parent) else Path(".")
+    old = None
+    try:
+        for f in tmp.rglob("*"):
+            if f.is_file() and not f.is_symlink():
+                _fsync_file(f)
+        if out.exists():
+            check_not_input(out, "", tree=True)
+            old = Path(tempfile.mkdtemp(prefix=_prefix(out.name), suffix=".old", dir=parent))
+            os.rmdir(old)
+            for name in keep:
+                src, dst = out / name, tmp / name
+                if not os.path.lexists(src) or os.path.lexists(dst):
+                    continue
+                if src.is_dir() and not src.is_symlink():
+                    shutil.copytree(src, dst, symlinks=True)
+                else:
+                    shutil.copy2(src, dst, follow_symlinks=False)
+            os.replace(out, old)
+        os.replace(tmp, out)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and old.exists() and not out.exists():
+            os.replace(old, out)
+        if isinstance(e, OSError):
+            raise _fail(out, e) from None
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return out
+
+
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_dir(path: str | os.PathLike, *, owner: Callable[[Path], None] | None = None) -> Iterator[Path]:
     """A temporary directory next to ``path`` that replaces ``path`` when the block ends.
 
     Fill the yielded directory; on success it is renamed to ``path`` (an existing
     ``path`` is replaced: moved aside, then deleted once the new one is in place). On
     any exception the temporary directory is deleted and ``path`` is left as it was.
-    The caller decides whether an existing ``path`` may be replaced.
+    ``owner(path)`` (e.g. a :func:`check_owned_dir`), called before the block and again
+    before the rename, raises if an existing ``path`` may not be replaced; a directory
+    that holds an input of the running command is never replaced.
     """
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out} exists and is not a directory; choose another output path")
-    parent = out.parent if str(out.parent) else Path(".")
-    _mkdir(parent, out)
-    try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700; give the usual mode
-    except OSError as e:
-        raise _fail(out, e) from None
-    old = None
+    check_not_input(out, "", tree=True)
+    if owner is not None:
+        owner(out)
+    tmp = staging_dir(out)
     try:
         yield tmp
-        for f in tmp.rglob("*"):
-            if f.is_file():
-                _fsync_file(f)
-        try:
-            if out.exists():
-                old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=parent))
-                os.rmdir(old)
-                os.replace(out, old)
-            os.replace(tmp, out)
-        except OSError as e:
-            raise _fail(out, e) from None
+        if owner is not None:
+            owner(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and old.exists() and not out.exists():
-            os.replace(old, out)
         raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    commit_dir(tmp, out)
 
 
-def write_files_atomically(out: str | os.PathLike, files: Mapping[str, bytes]) -> Path:
-    """Replace the directory ``out`` by one holding exactly ``files`` (name -> bytes)."""
+def write_files_atomically(out: str | os.PathLike, files: Mapping[str, bytes], *,
+                           owner: Callable[[Path], None] | None = None) -> Path:
+    """Replace the directory ``out`` by one holding exactly ``files`` (name -> bytes);
+    ``owner`` as in :func:`atomic_dir`."""
     out = Path(out)
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, owner=owner) as tmp:
         for name, data in files.items():
             target = tmp / name
             target.parent.mkdir(parents=True, exist_ok=True)

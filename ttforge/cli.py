@@ -1,8 +1,10 @@
 """The ``ttforge`` command line.
 
 Each subcommand lives next to the code it drives and registers itself here through a
-``(name, help, add_arguments, run)`` entry; ``run(args)`` returns an exit status. A
-:class:`~ttforge.errors.TTForgeError` anywhere becomes one line on stderr and exit 2.
+``(name, help, add_arguments, run)`` entry; ``run(args)`` returns an exit status. It
+runs through :func:`ttforge.boundary.run_command`: any error becomes one line on stderr
+and a documented exit status (2: the user can fix it, 3: the machine, a tool or a
+device failed; docs/cli.md "Exit codes").
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import sys
 from typing import Callable, Sequence
 
 from ttforge import __version__
-from ttforge.errors import TTForgeError
 
 __all__ = ["main", "build_parser"]
 
@@ -56,7 +57,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
                 "Program a board with a bitstream through openFPGALoader."),
     "run": ("ttforge.firmware.cli:run_cli_spec",
             "Run inference on a board (or its simulation) through the UART bridge."),
-    "regress": ("ttforge.sim.regress:regress_cli_spec",
+    "regress": ("ttforge.sim.cli:regress_cli_spec",
                 "Random regression of the generated RTL against the golden executor (cocotb on Icarus or "
                 "Verilator, or the native Verilator harness); exit 1 on any failure."),
     "flow": ("ttforge.flow.cli:flow_cli_spec",
@@ -123,20 +124,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
-    try:
-        return int(args._run(args) or 0)
-    except TTForgeError as e:
-        print(f"ttforge {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except ModuleNotFoundError as e:
-        hint = _missing_extra(args.command, e)
-        if hint is None:
-            raise
-        print(hint, file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"ttforge {args.command}: interrupted", file=sys.stderr)
-        return 130
+    # one error line and a documented exit status whatever happens (ttforge.boundary)
+    from ttforge.boundary import run_command
+
+    return run_command(args.command, args._run, args, _missing_extra)
 
 
 if __name__ == "__main__":

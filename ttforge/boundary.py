@@ -1,0 +1,162 @@
+"""The boundary between a ``ttforge`` command and the person who ran it.
+
+:func:`run_command` runs one subcommand so that, whatever happens, the user sees at
+most one error line ``ttforge COMMAND: error: ...`` and a documented exit status
+(docs/cli.md, "Exit codes"; docs/hardening.md):
+
+====== ==================================================================================
+status meaning
+====== ==================================================================================
+0      success
+1      the command ran and its check failed (``regress``, ``diverge``)
+2      a problem the user can fix: :class:`~ttforge.errors.UserError`, a bad command line,
+       a file that does not exist or cannot be read, an input nested too deeply
+3      the machine, a tool or a device failed: :class:`~ttforge.errors.EnvironmentFailure`,
+       a full disk or an I/O error, memory exhausted
+70     a bug in ttforge (any other exception); ``TTFORGE_DEBUG=1`` shows its traceback
+130    interrupted (Ctrl-C); 143: terminated (SIGTERM or SIGHUP)
+====== ==================================================================================
+
+While the command runs, SIGTERM and SIGHUP act like Ctrl-C (every atomic write removes
+its temporary and keeps the old file), and the command's input files are protected
+from its own outputs (:func:`ttforge.atomic.command_inputs`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from ttforge.errors import (EXIT_ENVIRONMENT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_TERMINATED,
+                            EXIT_USER, TTForgeError, one_line, show_path)
+
+__all__ = ["run_command", "Terminated", "signals_interrupt", "input_paths", "INPUT_ARGUMENTS",
+           "describe_os_error"]
+
+#: The argument names (argparse ``dest``) that name a command's input files or
+#: directories; an output may never be one of them (:func:`ttforge.atomic.command_inputs`).
+INPUT_ARGUMENTS = ("checkpoint", "source", "artifact", "config", "data", "input", "inputs", "replay",
+                   "bitstream")
+
+# errno values a user fixes by giving another path or fixing permissions (exit 2); any
+# other OSError is the machine's (exit 3: disk full, I/O error, too many open files, ...)
+_USER_ERRNOS = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR, errno.EEXIST,
+                errno.ENAMETOOLONG, errno.ELOOP, errno.EROFS, errno.ENXIO, errno.ENOTEMPTY,
+                errno.EINVAL, errno.EXDEV, errno.ETXTBSY, errno.EBUSY}
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised like Ctrl-C so every cleanup that handles an interrupt
+    (atomic writes, temporary directories, child processes) runs."""
+
+
+@contextlib.contextmanager
+def signals_interrupt() -> Iterator[None]:
+    """While the block runs (in the main thread), SIGTERM and SIGHUP raise
+    :class:`Terminated`; the previous handlers come back afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {}
+
+    def handler(signum, frame):  # noqa: ARG001
+        raise Terminated(signal.Signals(signum).name)
+
+    for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if sig is None:
+            continue
+        try:
+            saved[sig] = signal.signal(sig, handler)
+        except (ValueError, OSError):  # pragma: no cover - not the main thread / not settable
+            pass
+    try:
+        yield
+    finally:
+        for sig, old in saved.items():
+            with contextlib.suppress(ValueError, OSError):
+                signal.signal(sig, old)
+
+
+def input_paths(args: Any) -> list[str]:
+    """The values of ``args`` (an argparse namespace) that name existing input paths."""
+    out: list[str] = []
+    for key in INPUT_ARGUMENTS:
+        value = getattr(args, key, None)
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(v, (str, os.PathLike)) and str(v) and str(v) != "-":
+                with contextlib.suppress(OSError, ValueError):
+                    if os.path.exists(Path(v).expanduser()):
+                        out.append(str(Path(v).expanduser()))
+    return out
+
+
+def describe_os_error(e: OSError) -> tuple[str, int]:
+    """One line and the exit status for an :class:`OSError` nobody turned into a
+    :class:`~ttforge.errors.TTForgeError`."""
+    why = e.strerror or str(e) or type(e).__name__
+    name = e.filename if e.filename is not None else None
+    where = f"{show_path(name)}: " if name is not None else ""
+    if e.errno in _USER_ERRNOS or isinstance(e, (FileNotFoundError, PermissionError, IsADirectoryError,
+                                                  NotADirectoryError, FileExistsError)):
+        fix = ("check the path and its permissions" if e.errno in (errno.EACCES, errno.EPERM)
+               else "check the path")
+        return f"{where}{why}; {fix}", EXIT_USER
+    return f"{where}{why} (a problem of the machine, not of the input; free space or retry)", EXIT_ENVIRONMENT
+
+
+def _say(command: str, message: str) -> None:
+    prefix = f"ttforge {command}: " if command else "ttforge: "
+    print(prefix + "error: " + one_line(message), file=sys.stderr)
+
+
+def run_command(command: str, run: Callable[[Any], Any], args: Any,
+                missing_extra: Callable[[str, ModuleNotFoundError], str | None] | None = None) -> int:
+    """``run(args)`` as the command ``command``: its exit status, or one stderr line and
+    the status of what went wrong (the table in this module's docstring)."""
+    from ttforge.atomic import command_inputs
+
+    try:
+        with signals_interrupt(), command_inputs(input_paths(args)):
+            return int(run(args) or 0)
+    except Terminated as e:
+        print(f"ttforge {command}: terminated ({e})", file=sys.stderr)
+        return EXIT_TERMINATED
+    except KeyboardInterrupt:
+        print(f"ttforge {command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except TTForgeError as e:
+        _say(command, str(e))
+        return int(getattr(e, "exit_code", EXIT_USER))
+    except ModuleNotFoundError as e:
+        hint = missing_extra(command, e) if missing_extra else None
+        if hint is None:
+            return _internal(command, e)
+        print(hint, file=sys.stderr)
+        return EXIT_USER
+    except OSError as e:
+        message, code = describe_os_error(e)
+        _say(command, message)
+        return code
+    except RecursionError:
+        _say(command, "an input is nested too deeply to read (a JSON/TOML document, manifest or "
+                      "config nested thousands of levels); give a file ttforge wrote or a plain one")
+        return EXIT_USER
+    except MemoryError:
+        _say(command, "ran out of memory; give smaller inputs or sizes, or free memory")
+        return EXIT_ENVIRONMENT
+    except Exception as e:  # noqa: BLE001 - the boundary: a bug is one line too
+        return _internal(command, e)
+
+
+def _internal(command: str, e: BaseException) -> int:
+    if os.environ.get("TTFORGE_DEBUG"):
+        raise e
+    _say(command, f"internal error {type(e).__name__}: {e}; this is a bug in ttforge, please "
+                  f"report it (run with TTFORGE_DEBUG=1 for the traceback)")
+    return EXIT_INTERNAL
