@@ -37,7 +37,8 @@ __all__ = [
     "TrainConfig", "TrainLayer", "TrainState", "TraceRecord", "TrainTrace", "StepStats",
     "exp2_table", "softmax_grad", "init_state", "state_from_network", "calibrate_state",
     "export_network", "train_step", "train_step_fast", "train_step_traced", "check_batch",
-    "update_shift_bounds", "check_lr", "PHASES", "TRAIN_SPEC_VERSION", "MAX_FAST_BITS",
+    "update_shift_bounds", "check_lr", "truncate_ranks", "PHASES", "TRAIN_SPEC_VERSION", "MAX_FAST_BITS",
+    "train_step_stats", "widths", "loss_bits",
 ]
 
 #: Version of the "Training" part of docs/arithmetic.md that this module implements.
@@ -938,3 +939,33 @@ def check_lr(state: TrainState, batch: int) -> None:
     if zero and all(zero):
         raise ConfigError(f"lr_shift={state.lr_shift} rounds every update to zero at these exponents; "
                           f"lower --lr-shift (e.g. to {max(0, state.lr_shift - 16)})")
+
+
+# ---------------------------------------------------------------------------------------
+# rank truncation (host, between epochs)
+# ---------------------------------------------------------------------------------------
+def truncate_ranks(state: TrainState, layer: int, ranks: Sequence[int]) -> TrainState:
+    """Keep, on every internal bond of layer ``layer``, the ``ranks[k-1]`` slices of highest
+    score ``sum(master_(k-1)[..., j]^2) * sum(master_k[j, ...]^2)`` (Python integers; ties
+    to the lower index; kept slices in their order). Exponents stay; the schedule keeps
+    its order with the new ranks. Deterministic and integer-only."""
+    L = state.layers[layer]
+    shape = L.schedule.shape
+    new_ranks = (1, *[int(r) for r in ranks], 1) if len(ranks) == shape.d - 1 else tuple(ranks)
+    if len(new_ranks) != shape.d + 1:
+        raise ShapeError(f"give {shape.d - 1} internal ranks for layer {layer}")
+    masters = [g.copy() for g in L.masters]
+    for k in range(1, shape.d):
+        r_old, r_new = masters[k].shape[0], new_ranks[k]
+        if not 1 <= r_new <= r_old:
+            raise ShapeError(f"rank {r_new} of bond {k} must be in 1..{r_old} (truncation only)")
+        left = [int(v) for v in (masters[k - 1].astype(object) ** 2).reshape(-1, r_old).sum(axis=0)]
+        right = [int(v) for v in (masters[k].astype(object) ** 2).reshape(r_old, -1).sum(axis=1)]
+        score = [a * b for a, b in zip(left, right)]
+        keep = sorted(sorted(range(r_old), key=lambda j: (-score[j], j))[:r_new])
+        masters[k - 1] = np.ascontiguousarray(masters[k - 1][..., keep])
+        masters[k] = np.ascontiguousarray(masters[k][keep])
+    sched = ContractionSchedule(TTShape(shape.out_modes, shape.in_modes, new_ranks), L.schedule.order)
+    layers = list(state.layers)
+    layers[layer] = replace(L, schedule=sched, masters=tuple(masters))
+    return replace(state, layers=tuple(layers))

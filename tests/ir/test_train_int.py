@@ -252,3 +252,25 @@ def test_config_validation():
         TrainConfig(w_bits=6, master_bits=4)
     with pytest.raises(ConfigError, match="rounding"):
         TrainConfig(rounding="up")
+
+
+def test_truncate_ranks_keeps_the_strongest_slices_deterministically():
+    from ttforge.ir.train import truncate_ranks
+
+    state, x, y, _ = _case(4, n_layers=2, d=3, rank=4)
+    L = state.layers[0]
+    r = L.schedule.shape.ranks
+    small = tuple(max(1, v - 1) for v in r[1:-1])
+    a = truncate_ranks(state, 0, small)
+    b = truncate_ranks(state, 0, small)
+    assert compare_states(a, b) is None
+    assert a.layers[0].schedule.shape.ranks == (1, *small, 1)
+    assert a.layers[0].schedule.order == L.schedule.order
+    # the kept slices are slices of the original masters
+    g0 = L.masters[0]
+    kept = a.layers[0].masters[0]
+    for j in range(kept.shape[3]):
+        assert any(np.array_equal(kept[..., j], g0[..., i]) for i in range(g0.shape[3]))
+    train_step(a, x, y)  # a truncated state still trains
+    with pytest.raises(ShapeError, match="truncation only"):
+        truncate_ranks(state, 0, tuple(v + 1 for v in r[1:-1]))
