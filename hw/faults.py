@@ -1,7 +1,7 @@
 """Deliberate RTL faults (mutants) for the tests that must fail.
 
 Every bit-exactness check has a sibling that breaks the hardware on purpose and must
-see the check fail (``docs/formal.md``, "Mutation check"). A fault is named here, once,
+see the check fail (``docs/verification.md``, "Mutation testing"). A fault is named here, once,
 with a one-line description and the block that carries it; the generators take it as
 ``fault=NAME``:
 

