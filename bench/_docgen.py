@@ -145,12 +145,13 @@ def headline() -> list[tuple[str, str, str, str, str]]:
     synth, boards = load("hw_synth"), load("boards")
     if synth:
         g = _fmax_groups(synth, "ecp5-85f", 16)
+        g = [x for x in g if len(x[3]) >= 3] or g   # the latest run over >= 3 seeds, else the latest
         if g:
             lab, c, dirty, fs, _ = g[-1]
             rows.append(("Fmax, ECP5-85F engine L = 16 (the core in its I/O harness)",
                          f"{_fmax_text(fs)}; the placement seed alone moves it by up to 20%",
                          "100 MHz", source("hw_synth", c, dirty),
-                         "`python bench/bench_hw.py --synth-only --targets ecp5-85f:16`"))
+                         "`python bench/bench_hw.py --synth-only --targets ecp5-85f:16 --seeds 1 2 3`"))
     if boards:
         b = {(r["model"], r["board"]): r for r in boards["rows"]}
 

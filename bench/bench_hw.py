@@ -300,23 +300,23 @@ def synth_config(device: str, lanes: int) -> AccelConfig:
     return AccelConfig(lanes=lanes)
 
 
-def synth(targets, label: str) -> list[dict]:
+def synth(targets, label: str, seeds=(1,)) -> list[dict]:
     from ttforge.hw.report import report
     from ttforge.hw.synth import SynthError
 
     runs = []
-    for dev, lanes in targets:
+    for (dev, lanes), seed in ((t, s) for t in targets for s in seeds):
         cfg = synth_config(dev, lanes)
         t0 = time.perf_counter()
         commit, dirty = git("rev-parse", "HEAD"), git_dirty("hw")
-        print(f"place and route: {dev} L={lanes} ...", file=sys.stderr, flush=True)
+        print(f"place and route: {dev} L={lanes} seed {seed} ...", file=sys.stderr, flush=True)
         try:
-            rep = report(cfg, [dev])
+            rep = report(cfg, [dev], seed=seed)
             result, error = rep["devices"][dev], None
         except SynthError as e:
             result, error = None, str(e)
         runs.append({"label": label, "date_utc": utc_now(), "git_commit": commit, "git_dirty": dirty,
-                     "device": dev, "lanes": lanes, "config": cfg.to_dict(), "result": result,
+                     "device": dev, "lanes": lanes, "seed": seed, "config": cfg.to_dict(), "result": result,
                      "error": error, "wall_s": round(time.perf_counter() - t0, 1)})
         print(f"  {_synth_line(runs[-1])}", file=sys.stderr, flush=True)
     return runs
@@ -520,6 +520,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         f"and append the runs to --synth-out")
     p.add_argument("--synth-only", action="store_true", help="place and route only (no simulation)")
     p.add_argument("--synth-label", default="current", help="label of the --synth runs in the table")
+    p.add_argument("--seeds", nargs="+", type=int, default=[1], metavar="N",
+                   help="nextpnr placement seeds of each --synth run (Fmax moves by up to 20%% with the seed; "
+                        "docs/benchmarks.md quotes min and median), default 1")
     p.add_argument("--targets", nargs="+", default=None, metavar="DEVICE:L",
                    help="place and route these (e.g. ecp5-85f:16 ice40up5k:4) instead of the default list")
     p.add_argument("--out", type=Path, default=None, help=f"JSON results (default {DEFAULT_JSON.relative_to(ROOT)})")
@@ -602,7 +605,7 @@ def main(argv=None) -> int:
         targets = SYNTH_TARGETS[:2] if args.quick else SYNTH_TARGETS
         if args.targets:
             targets = [(t.split(":")[0], int(t.split(":")[1])) for t in args.targets]
-        new = synth(targets, args.synth_label)
+        new = synth(targets, args.synth_label, args.seeds)
         synth_runs = synth_runs + new
         args.synth_out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(args.synth_out, json.dumps({"runs": synth_runs}, indent=2) + "\n")
