@@ -127,6 +127,10 @@ def _fmt_list(v: list[int]) -> str:
 
 
 def _inspect_run(args: argparse.Namespace) -> int:
+    from ttforge.ir.train_state import inspect_state_run, is_state_file
+
+    if is_state_file(args.artifact):  # a training state (.ttts): its own tables
+        return inspect_state_run(args.artifact, args.json)
     info = inspect_artifact(args.artifact)
     if args.json:
         print(dump_json(info))

@@ -38,7 +38,7 @@ __all__ = [
     "exp2_table", "softmax_grad", "init_state", "state_from_network", "calibrate_state",
     "export_network", "train_step", "train_step_fast", "train_step_traced", "check_batch",
     "update_shift_bounds", "check_lr", "truncate_ranks", "PHASES", "TRAIN_SPEC_VERSION", "MAX_FAST_BITS",
-    "train_step_stats", "widths", "loss_bits",
+    "train_step_stats", "widths", "loss_bits", "predict",
 ]
 
 #: Version of the "Training" part of docs/arithmetic.md that this module implements.
@@ -969,3 +969,12 @@ def truncate_ranks(state: TrainState, layer: int, ranks: Sequence[int]) -> Train
     layers = list(state.layers)
     layers[layer] = replace(L, schedule=sched, masters=tuple(masters))
     return replace(state, layers=tuple(layers))
+
+
+def predict(state: TrainState, x: np.ndarray, fast: bool = True, chunk: int = 512) -> np.ndarray:
+    """Classes the state's network predicts for integer inputs ``x`` (index of the first
+    maximum of the logits), by the fast forward (equal to the executor) or the golden one."""
+    net = export_network(state)
+    impl = _Fast if fast else _Golden
+    out = [np.argmax(impl.forward(net, x[i:i + chunk])[0], axis=1) for i in range(0, len(x), chunk)]
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)

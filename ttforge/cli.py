@@ -63,10 +63,14 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "flow": ("ttforge.flow.cli:flow_cli_spec",
              "Run the whole journey: train -> quantize -> compile -> RTL -> bit-exact simulation -> "
              "bitstream -> report (unchanged stages are skipped)."),
+    "train-int": ("ttforge.ir.train_cli:train_int_cli_spec",
+                  "Train with the all-integer step (docs/arithmetic.md, Training) from a random init, an "
+                  "artifact or a state; writes the state, the exported artifact, metrics and curves."),
 }
 
 #: Subcommands that need the ``train`` extra (PyTorch); without it they say so in one line.
-NEEDS_TRAIN_EXTRA = ("train", "decompose", "export-onnx", "quantize", "diverge", "export-qonnx", "flow")
+NEEDS_TRAIN_EXTRA = ("train", "decompose", "export-onnx", "quantize", "diverge", "export-qonnx", "flow",
+                     "train-int")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1,0 +1,406 @@
+"""The training-state file: one versioned, hashed, atomically written file per state.
+
+The container is the artifact's (``docs/artifact.md``): a ZIP, every member stored, with
+``manifest.json`` (format ``ttforge-train-state``, the config, counters, RNG state,
+exponents, schedules and a tensor table with a sha256 per tensor) and ``tensors.bin``
+(little-endian two's complement integers, 8-byte aligned, sha256 in the manifest).
+Writing is deterministic (no timestamps) and atomic (:mod:`ttforge.atomic`); loading
+checks the format, its version, every checksum, every shape and range and the
+consistency of the state, and reports each problem in one line (an
+:class:`~ttforge.errors.ArtifactError` naming the file). ``docs/arithmetic.md``
+("Training") specifies what the fields mean; by convention the file ends in ``.ttts``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ttforge import __version__
+from ttforge.errors import ArtifactError, TTForgeError
+from ttforge.ir.arith import ARITHMETIC_SPEC_VERSION, ROUNDING
+from ttforge.ir.artifact import dump_json
+from ttforge.ir.schedule import ContractionSchedule
+from ttforge.ir.train import TRAIN_SPEC_VERSION, TrainConfig, TrainLayer, TrainState
+
+__all__ = ["STATE_FORMAT", "STATE_FORMAT_VERSION", "dumps_state", "loads_state", "save_state",
+           "load_state", "is_state_file", "state_summary"]
+
+STATE_FORMAT = "ttforge-train-state"
+#: Version of the container and manifest layout of a training state.
+STATE_FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+PAYLOAD = "tensors.bin"
+ALIGN = 8
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+_DTYPES = {"int8": 8, "int16": 16, "int32": 32, "int64": 64}
+
+
+def _dtype_for(bits: int) -> str:
+    for name, width in _DTYPES.items():
+        if bits <= width:
+            return name
+    raise ArtifactError(f"a {bits}-bit tensor does not fit int64")  # pragma: no cover
+
+
+def _build(state: TrainState) -> tuple[bytes, bytes]:
+    cfg = state.config
+    payload = bytearray()
+    tensors: list[dict[str, Any]] = []
+
+    def add(name: str, array: np.ndarray, bits: int) -> str:
+        dtype = _dtype_for(bits)
+        data = np.ascontiguousarray(np.asarray(array, dtype=np.int64).astype("<" + np.dtype(dtype).str[1:]))
+        raw = data.tobytes(order="C")
+        payload.extend(b"\0" * (-len(payload) % ALIGN))
+        tensors.append({"name": name, "offset": len(payload), "nbytes": len(raw),
+                        "shape": [int(s) for s in data.shape], "dtype": dtype,
+                        "sha256": hashlib.sha256(raw).hexdigest()})
+        payload.extend(raw)
+        return name
+
+    layers = []
+    for i, L in enumerate(state.layers):
+        layers.append({
+            "in_features": int(L.in_features),
+            "out_features": int(L.out_features),
+            "relu": bool(L.relu),
+            "schedule": L.schedule.to_dict(),
+            "master_exps": [int(e) for e in L.master_exps],
+            "bias_exp": int(L.bias_exp),
+            "step_exps": [int(e) for e in L.step_exps],
+            "grad_exps": [int(e) for e in L.grad_exps],
+            "masters": [add(f"layers.{i}.masters.{k}", g, cfg.master_bits) for k, g in enumerate(L.masters)],
+            "bias": None if L.bias is None else add(f"layers.{i}.bias", L.bias, cfg.bias_bits),
+        })
+    try:
+        meta = json.loads(json.dumps(state.meta, sort_keys=True, allow_nan=False))
+    except (TypeError, ValueError) as e:
+        raise ArtifactError(f"state meta is not plain JSON data ({e})") from None
+    manifest = {
+        "format": STATE_FORMAT,
+        "format_version": STATE_FORMAT_VERSION,
+        "arithmetic": {"spec": "docs/arithmetic.md", "version": ARITHMETIC_SPEC_VERSION,
+                       "training_version": TRAIN_SPEC_VERSION, "rounding": ROUNDING,
+                       "overflow": "saturate", "weights": "narrow"},
+        "producer": {"name": "ttforge", "version": __version__},
+        "meta": meta,
+        "config": state.config.to_dict(),
+        "counters": {"step": int(state.step), "epoch": int(state.epoch), "words": int(state.words)},
+        "rng": {"generator": "xorshift32", "state": int(state.rng)},
+        "lr_shift": int(state.lr_shift),
+        "in_exp": int(state.in_exp),
+        "layers": layers,
+        "tensors": tensors,
+        "payload": {"member": PAYLOAD, "byte_order": "little", "alignment": ALIGN,
+                    "nbytes": len(payload), "sha256": hashlib.sha256(bytes(payload)).hexdigest()},
+    }
+    return (dump_json(manifest) + "\n").encode("utf-8"), bytes(payload)
+
+
+def _member(z: zipfile.ZipFile, name: str, data: bytes) -> None:
+    info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
+    info.compress_type = zipfile.ZIP_STORED
+    info.create_system = 3
+    info.external_attr = 0o644 << 16
+    z.writestr(info, data)
+
+
+def dumps_state(state: TrainState) -> bytes:
+    """The state file's bytes (deterministic: equal states give equal bytes)."""
+    if not isinstance(state, TrainState):
+        raise ArtifactError(f"save_state needs a TrainState, got {type(state).__name__}")
+    manifest, payload = _build(state)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+        _member(z, MANIFEST, manifest)
+        _member(z, PAYLOAD, payload)
+    return buf.getvalue()
+
+
+def save_state(state: TrainState, path: str | os.PathLike) -> Path:
+    """Write ``state`` to ``path`` atomically (temporary name, then rename)."""
+    from ttforge.atomic import atomic_write_bytes
+
+    return atomic_write_bytes(path, dumps_state(state))
+
+
+# ---------------------------------------------------------------------------------------
+# reading
+# ---------------------------------------------------------------------------------------
+class _R:
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, msg: str) -> ArtifactError:
+        return ArtifactError(f"{self.source}: {' '.join(str(msg).split())}")
+
+    def get(self, obj: Any, key: str, where: str = "") -> Any:
+        if not isinstance(obj, dict):
+            raise self.fail(f"{where or 'manifest'} must be a JSON object")
+        if key not in obj:
+            raise self.fail(f"manifest field {where + '.' if where else ''}{key} is missing; the state "
+                            f"file is damaged or not from ttforge")
+        return obj[key]
+
+    def int_(self, obj: Any, key: str, where: str = "", lo: int | None = None, hi: int | None = None) -> int:
+        v = self.get(obj, key, where)
+        name = f"{where + '.' if where else ''}{key}"
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise self.fail(f"manifest field {name}={v!r} must be an integer")
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            raise self.fail(f"manifest field {name}={v} is out of range {lo}..{hi}")
+        return v
+
+    def ints(self, obj: Any, key: str, where: str, n: int) -> list[int]:
+        v = self.get(obj, key, where)
+        if (not isinstance(v, list) or len(v) != n
+                or any(isinstance(e, bool) or not isinstance(e, int) for e in v)):
+            raise self.fail(f"manifest field {where}.{key}={v!r} must be a list of {n} integers")
+        return v
+
+
+def _open(data: bytes, r: _R) -> tuple[dict, bytes]:
+    if not data:
+        raise r.fail("is empty (0 bytes); it is not a ttforge training state")
+    if data[:4] != b"PK\x03\x04":
+        raise r.fail("is not a ttforge training state (no ZIP signature); give a .ttts file written by "
+                     "ttforge train-int")
+    try:
+        z = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+        raise r.fail(f"is truncated or damaged ({len(data)} bytes; {e}); re-copy it") from None
+    with z:
+        names = z.namelist()
+        if MANIFEST not in names or PAYLOAD not in names:
+            raise r.fail(f"is not a ttforge training state (members {names[:4]}); give a .ttts file")
+
+        def read(name: str) -> bytes:
+            try:
+                return z.read(name)
+            except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as e:
+                raise r.fail(f"is damaged: member {name} cannot be read ({e}); re-copy it") from None
+
+        try:
+            manifest = json.loads(read(MANIFEST).decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise r.fail(f"has an unreadable {MANIFEST} ({e}); it is damaged") from None
+        fmt = manifest.get("format") if isinstance(manifest, dict) else None
+        if fmt != STATE_FORMAT:
+            hint = " (it is an inference artifact: start from it with --from)" if fmt == "ttforge-artifact" else ""
+            raise r.fail(f"is not a ttforge training state (format {fmt!r}){hint}")
+        version = manifest.get("format_version")
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise r.fail(f"has an unknown format_version {version!r}; it is damaged")
+        if version > STATE_FORMAT_VERSION:
+            raise r.fail(f"has format_version {version}, written by a newer ttforge (this one reads "
+                         f"{STATE_FORMAT_VERSION}); upgrade ttforge")
+        payload = read(PAYLOAD)
+    return manifest, payload
+
+
+def _tensors(manifest: dict, payload: bytes, r: _R) -> dict[str, np.ndarray]:
+    info = r.get(manifest, "payload")
+    if r.get(info, "byte_order", "payload") != "little":
+        raise r.fail("manifest field payload.byte_order must be 'little'")
+    nbytes = r.int_(info, "nbytes", "payload", 0)
+    if len(payload) != nbytes:
+        raise r.fail(f"payload has {len(payload)} bytes, the manifest says {nbytes}; it is truncated")
+    if hashlib.sha256(payload).hexdigest() != r.get(info, "sha256", "payload"):
+        raise r.fail("is corrupt: payload sha256 mismatch; re-copy it")
+    table = r.get(manifest, "tensors")
+    if not isinstance(table, list):
+        raise r.fail("manifest field tensors must be a list")
+    out: dict[str, np.ndarray] = {}
+    for j, t in enumerate(table):
+        where = f"tensors[{j}]"
+        name = r.get(t, "name", where)
+        if not isinstance(name, str) or name in out:
+            raise r.fail(f"manifest field {where}.name={name!r} must be a unique string")
+        dtype = r.get(t, "dtype", where)
+        if dtype not in _DTYPES:
+            raise r.fail(f"tensor {name} has dtype {dtype!r}; expected one of {sorted(_DTYPES)}")
+        shape = r.get(t, "shape", where)
+        if not isinstance(shape, list) or any(isinstance(s, bool) or not isinstance(s, int) or s < 0
+                                              for s in shape):
+            raise r.fail(f"tensor {name} has a malformed shape {shape!r}")
+        offset = r.int_(t, "offset", where, 0)
+        size = r.int_(t, "nbytes", where, 0)
+        itemsize = _DTYPES[dtype] // 8
+        if size != math.prod(shape) * itemsize or offset + size > len(payload):
+            raise r.fail(f"tensor {name} does not fit the payload (offset {offset}, {size} bytes)")
+        raw = payload[offset:offset + size]
+        if hashlib.sha256(raw).hexdigest() != r.get(t, "sha256", where):
+            raise r.fail(f"is corrupt: tensor {name} fails its sha256 check; re-copy it")
+        out[name] = np.frombuffer(raw, dtype="<i" + str(itemsize)).reshape(shape).astype(np.int64)
+    return out
+
+
+def loads_state(data: bytes, source: str = "<bytes>") -> TrainState:
+    """Parse and verify a state file's bytes; every problem is one line naming ``source``."""
+    r = _R(source)
+    manifest, payload = _open(bytes(data), r)
+    ar = r.get(manifest, "arithmetic")
+    if r.int_(ar, "version", "arithmetic") != ARITHMETIC_SPEC_VERSION:
+        raise r.fail(f"follows arithmetic spec version {ar['version']}; this ttforge implements "
+                     f"{ARITHMETIC_SPEC_VERSION}")
+    tv = r.int_(ar, "training_version", "arithmetic")
+    if tv != TRAIN_SPEC_VERSION:
+        raise r.fail(f"follows training spec version {tv}; this ttforge implements {TRAIN_SPEC_VERSION}")
+    tensors = _tensors(manifest, payload, r)
+    cfg_d = r.get(manifest, "config")
+    if not isinstance(cfg_d, dict):
+        raise r.fail("manifest field config must be a JSON object")
+    try:
+        cfg = TrainConfig.from_dict(cfg_d)
+    except TTForgeError as e:
+        raise r.fail(f"config: {e}") from None
+    except TypeError as e:
+        raise r.fail(f"config is malformed ({e})") from None
+    layers_d = r.get(manifest, "layers")
+    if not isinstance(layers_d, list) or not layers_d:
+        raise r.fail("manifest field layers must be a non-empty list")
+    layers = []
+    for i, d in enumerate(layers_d):
+        w = f"layers[{i}]"
+        try:
+            sched = ContractionSchedule.from_dict(r.get(d, "schedule", w))
+        except TTForgeError as e:
+            raise r.fail(f"{w}.schedule: {e}") from None
+        except (TypeError, ValueError, AttributeError) as e:
+            raise r.fail(f"{w}.schedule is malformed ({e})") from None
+        nd = sched.shape.d
+        names = r.get(d, "masters", w)
+        if not isinstance(names, list) or len(names) != nd or any(n not in tensors for n in names
+                                                                  if isinstance(n, str)):
+            raise r.fail(f"{w}.masters must name {nd} tensors of the tensor table")
+        if any(not isinstance(n, str) for n in names):
+            raise r.fail(f"{w}.masters must be tensor names")
+        bname = r.get(d, "bias", w)
+        if bname is not None and (not isinstance(bname, str) or bname not in tensors):
+            raise r.fail(f"{w}.bias names tensor {bname!r}, which the tensor table lacks")
+        relu = r.get(d, "relu", w)
+        if not isinstance(relu, bool):
+            raise r.fail(f"manifest field {w}.relu must be true or false")
+        layers.append(TrainLayer(
+            in_features=r.int_(d, "in_features", w, 1), out_features=r.int_(d, "out_features", w, 1),
+            schedule=sched, relu=relu, masters=tuple(tensors[n] for n in names),
+            master_exps=tuple(r.ints(d, "master_exps", w, nd)), bias=None if bname is None else tensors[bname],
+            bias_exp=r.int_(d, "bias_exp", w), step_exps=tuple(r.ints(d, "step_exps", w, nd)),
+            grad_exps=tuple(r.ints(d, "grad_exps", w, nd))))
+    counters = r.get(manifest, "counters")
+    rng = r.get(manifest, "rng")
+    if r.get(rng, "generator", "rng") != "xorshift32":
+        raise r.fail("manifest field rng.generator must be 'xorshift32'")
+    meta = r.get(manifest, "meta")
+    if not isinstance(meta, dict):
+        raise r.fail("manifest field meta must be a JSON object")
+    try:
+        return TrainState(config=cfg, layers=tuple(layers), in_exp=r.int_(manifest, "in_exp"),
+                          lr_shift=r.int_(manifest, "lr_shift", "", 0, 62),
+                          rng=r.int_(rng, "state", "rng", 1, 0xFFFFFFFF),
+                          words=r.int_(counters, "words", "counters", 0),
+                          step=r.int_(counters, "step", "counters", 0),
+                          epoch=r.int_(counters, "epoch", "counters", 0), meta=meta)
+    except TTForgeError as e:
+        raise r.fail(f"inconsistent state: {e}") from None
+
+
+def load_state(path: str | os.PathLike) -> TrainState:
+    """Read and verify a training-state file (one-line ArtifactError on any problem)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ArtifactError(f"{path} is a directory; give the state file (e.g. run/state.ttts)")
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ArtifactError(f"{path} does not exist; give the path of a training state (.ttts)") from None
+    except OSError as e:
+        raise ArtifactError(f"{path} cannot be read ({e.strerror})") from None
+    return loads_state(data, str(path))
+
+
+def is_state_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a ZIP whose manifest says ``ttforge-train-state`` (no full check)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            if MANIFEST not in z.namelist() or z.getinfo(MANIFEST).file_size > 64 << 20:
+                return False
+            return json.loads(z.read(MANIFEST)).get("format") == STATE_FORMAT
+    except (OSError, zipfile.BadZipFile, ValueError, AttributeError, EOFError, KeyError):
+        return False
+
+
+def state_summary(state: TrainState, path: str | None = None) -> dict[str, Any]:
+    """What ``ttforge inspect`` shows for a state: counters, config, per-layer exponents and
+    training memory (:func:`~ttforge.ir.train_memory.training_memory`)."""
+    from ttforge.ir.train_memory import training_memory
+
+    layers = []
+    for i, L in enumerate(state.layers):
+        s = L.schedule.shape
+        layers.append({
+            "kind": "dense" if s.d == 1 else "tt", "in_features": L.in_features,
+            "out_features": L.out_features, "out_modes": list(s.out_modes), "in_modes": list(s.in_modes),
+            "ranks": list(s.ranks), "order": list(L.schedule.order), "relu": L.relu,
+            "master_exps": list(L.master_exps), "bias_exp": L.bias_exp, "step_exps": list(L.step_exps),
+            "grad_exps": list(L.grad_exps), "params": int(sum(g.size for g in L.masters)
+                                                          + (0 if L.bias is None else L.bias.size)),
+        })
+    return {"state": path, "format": STATE_FORMAT, "format_version": STATE_FORMAT_VERSION,
+            "training_version": TRAIN_SPEC_VERSION, "config": state.config.to_dict(),
+            "step": state.step, "epoch": state.epoch, "words": state.words, "rng": state.rng,
+            "lr_shift": state.lr_shift, "in_exp": state.in_exp, "meta": state.meta, "layers": layers,
+            "memory": training_memory(state, batch=int(state.meta.get("batch", 32)))}
+
+
+def inspect_state_run(path: str | os.PathLike, as_json: bool = False) -> int:
+    """``ttforge inspect STATE``: counters, widths, per-layer exponents, training memory."""
+    state = load_state(path)
+    info = state_summary(state, str(path))
+    if as_json:
+        print(dump_json(info))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    c = Console()
+    cfg = state.config
+    c.print(f"[bold]{path}[/]: {STATE_FORMAT} v{STATE_FORMAT_VERSION}, training spec v{TRAIN_SPEC_VERSION}, "
+            f"step {state.step}, epoch {state.epoch}, {state.words:,} xorshift32 words drawn "
+            f"(state {state.rng:#010x}), learning rate 2^-{state.lr_shift}, rounding {cfg.rounding}",
+            highlight=False)
+    c.print(f"widths: cores {cfg.w_bits} (master {cfg.master_bits}), activations {cfg.act_bits}, "
+            f"intermediates {cfg.inter_bits}, accumulators {cfg.acc_bits}, gradients {cfg.grad_bits}, "
+            f"probabilities 2^-{cfg.prob_bits}, bias {cfg.bias_bits}", highlight=False)
+    if state.meta:
+        c.print("meta: " + ", ".join(f"{k}={v}" for k, v in state.meta.items()), highlight=False)
+    t = Table(title="Layers", title_justify="left")
+    for col in ("#", "kind", "in->out", "ranks", "order", "params", "master exps", "bias exp", "step exps",
+                "grad exps"):
+        t.add_column(col, justify="left" if col in ("kind", "order") else "right", no_wrap=True)
+    for i, L in enumerate(info["layers"]):
+        t.add_row(str(i), L["kind"], f"{L['in_features']}->{L['out_features']}",
+                  ",".join(map(str, L["ranks"])), ",".join(map(str, L["order"])), f"{L['params']:,}",
+                  ",".join(map(str, L["master_exps"])), str(L["bias_exp"]),
+                  ",".join(map(str, L["step_exps"])), ",".join(map(str, L["grad_exps"])))
+    c.print(t)
+    mem = info["memory"]
+    m = Table(title=f"On-chip training memory, batch {mem['batch']} (bytes, bit-packed) vs FP32 dense + Adam",
+              title_justify="left")
+    m.add_column("item")
+    m.add_column("bytes", justify="right")
+    for k, v in mem["items"].items():
+        m.add_row(k.replace("_", " "), f"{v:,}", end_section=k == "rng_and_exponents")
+    m.add_row("FP32 dense + Adam", f"{mem['fp32_dense_adam']['total']:,}")
+    m.add_row("ratio", f"{mem['ratio']:.1f}x")
+    c.print(m)
+    return 0
