@@ -40,6 +40,7 @@ after truncation, ends with exactly the weights of an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import time
@@ -51,14 +52,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from ttforge.atomic import check_output_dir
+from ttforge.atomic import check_output_dir, replace_dir
 from ttforge.errors import CheckpointError, ConfigError, ShapeError
 from ttforge.model.checkpoint import load_checkpoint, save_checkpoint
 from ttforge.model.data import Dataset, load_dataset
 from ttforge.model.layers import TTLinear
 from ttforge.model.network import ModelConfig, build_model
 from ttforge.model.progress import _Progress, _print_summary, _summary, _tt_params, _tt_ranks, _write_metrics
-from ttforge.model.train_config import (CHECKPOINT_NAME, PLOT_NAME, TrainConfig, _KIND, _compare_for_resume,
+from ttforge.model.train_config import (CHECKPOINT_NAME, METRICS_NAME, PLOT_NAME, TrainConfig, _KIND, _compare_for_resume,
                                         _is_int, _stored_config, default_out_dir)
 
 __all__ = [
@@ -159,6 +160,18 @@ def load_trained(path: str | os.PathLike) -> Trained:
 
 
 # -- training --------------------------------------------------------------------------
+#: The files a run writes into its directory (the rest of a directory is the user's).
+_RUN_FILES = (CHECKPOINT_NAME, METRICS_NAME, PLOT_NAME)
+
+
+def _relocated(res: TrainResult, out_dir: Path) -> TrainResult:
+    """``res`` with its paths in ``out_dir`` (after the staging directory became it)."""
+    return dataclasses.replace(
+        res, out_dir=out_dir, checkpoint=out_dir / res.checkpoint.name,
+        metrics_path=out_dir / res.metrics_path.name,
+        plot_path=None if res.plot_path is None else out_dir / res.plot_path.name)
+
+
 def _make_prior(cfg: TrainConfig, model: nn.Module):
     try:
         from ttforge.model.rank_adaptive import RankAdaptivePrior
@@ -174,6 +187,7 @@ def train(
     progress: bool = True,
     overwrite: bool = False,
     stop_after: int | None = None,
+    _shown_dir: Path | None = None,
 ) -> TrainResult:
     """Train as ``cfg`` says, writing checkpoint, metrics and plot into ``out_dir``.
 
@@ -186,7 +200,10 @@ def train(
     progress : bool
         Show a progress bar, one line per epoch and the final summary tables.
     overwrite : bool
-        Start afresh even if ``out_dir`` already holds a checkpoint.
+        Start afresh even if ``out_dir`` already holds a checkpoint. The new run is
+        built beside the old one and replaces it whole at the end; until then (and after
+        an error or an interruption) the old run stays whole. Files in ``out_dir`` that
+        a run does not write are kept.
     stop_after : int, optional
         Stop after this many epochs in this call (``result.complete`` is then False);
         for time-boxed runs and tests of resuming.
@@ -217,6 +234,11 @@ def train(
         )
     if stop_after is not None and (not _is_int(stop_after) or stop_after < 1):
         raise ConfigError(f"stop_after={stop_after!r} must be an integer >= 1")
+    if overwrite and not resume and ckpt_path.exists() and _shown_dir is None:
+        # the old run stays whole until the new one is complete (ttforge.atomic.replace_dir)
+        res = replace_dir(out_dir, lambda d: train(cfg, d, progress=progress, stop_after=stop_after,
+                                                   _shown_dir=out_dir), own=_RUN_FILES)
+        return _relocated(res, out_dir)
 
     ds, model_cfg = _load_data(cfg)
     n_train = ds.x_train.shape[0]
@@ -367,7 +389,7 @@ def train(
     metrics_path = _write_metrics(out_dir, cfg, model_cfg, history, truncation,
                                   summary if complete else None)
     if progress:
-        _print_summary(model, summary, complete, out_dir)
+        _print_summary(model, summary, complete, _shown_dir or out_dir)
     model.eval()
     return TrainResult(out_dir, ckpt_path, metrics_path, plot_path, model, model_cfg, history,
                        summary, complete)

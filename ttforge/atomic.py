@@ -46,7 +46,7 @@ from ttforge.errors import OutputError, show_path
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_path", "atomic_dir",
            "write_files_atomically", "check_output_file", "check_output_dir", "make_output_dir",
            "command_inputs", "note_input", "check_not_input", "check_owned_dir", "clean_stale",
-           "staging_dir", "commit_dir"]
+           "staging_dir", "commit_dir", "replace_dir"]
 
 _TAG = "ttforge-"
 
@@ -90,9 +90,11 @@ def note_input(path: str | os.PathLike) -> None:
     _inputs.append((os.path.abspath(os.fsdecode(path)), st.st_dev, st.st_ino, stat.S_ISDIR(st.st_mode)))
 
 
-def check_not_input(path: str | os.PathLike, flag: str = "-o", *, tree: bool = False) -> None:
+def check_not_input(path: str | os.PathLike, flag: str = "-o", *, tree: bool = False,
+                    spare: Iterable[str] = ()) -> None:
     """One-line :class:`OutputError` if ``path`` is an input of the running command, or
-    (``tree``: a directory about to be replaced) holds one."""
+    (``tree``: a directory about to be replaced) holds one outside its top-level entries
+    named in ``spare`` (which survive the replacement)."""
     if not _inputs:
         return
     try:
@@ -108,7 +110,8 @@ def check_not_input(path: str | os.PathLike, flag: str = "-o", *, tree: bool = F
         top = os.path.realpath(path)
         for name, _dev, _ino, _is_dir in _inputs:
             real = os.path.realpath(name)
-            if os.path.commonpath([top, real]) == top:
+            if os.path.commonpath([top, real]) == top and not (
+                    real != top and os.path.relpath(real, top).split(os.sep)[0] in set(spare)):
                 raise OutputError(f"{where} holds the input {show_path(name)}; replacing the "
                                   f"directory would delete it; choose another output path")
 
@@ -403,13 +406,14 @@ def commit_dir(tmp: str | os.PathLike, path: str | os.PathLike, *, keep: Iterabl
     new one first, so files the caller did not write survive the replacement."""
     tmp, out = Path(tmp), Path(path)
     parent = out.parent if str(out.parent) else Path(".")
+    keep = list(keep)
     old = None
     try:
         for f in tmp.rglob("*"):
             if f.is_file() and not f.is_symlink():
                 _fsync_file(f)
         if out.exists():
-            check_not_input(out, "", tree=True)
+            check_not_input(out, "", tree=True, spare=keep)
             old = Path(tempfile.mkdtemp(prefix=_prefix(out.name), suffix=".old", dir=parent))
             os.rmdir(old)
             for name in keep:
@@ -432,6 +436,29 @@ def commit_dir(tmp: str | os.PathLike, path: str | os.PathLike, *, keep: Iterabl
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return out
+
+
+def replace_dir(path: str | os.PathLike, fill: Callable[[Path], object], *, own: Iterable[str]):
+    """Run ``fill(staging)`` on a new directory beside ``path``, then replace ``path`` by
+    it in one rename: ``path`` is the complete new result or, after any error or an
+    interruption (Ctrl-C, SIGTERM), the old one, whole. Top-level entries of the old
+    ``path`` that are not in ``own`` (the names ``fill`` writes) are not the caller's and
+    move into the new directory. Returns what ``fill`` returned."""
+    out = Path(path)
+    tmp = staging_dir(out)
+    try:
+        result = fill(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    own = set(own)
+    try:
+        keep = [e.name for e in os.scandir(out) if e.name not in own
+                and not (e.name.startswith(".") and _TAG in e.name)] if out.is_dir() else []
+    except OSError:
+        keep = []
+    commit_dir(tmp, out, keep=keep)
+    return result
 
 
 @contextlib.contextmanager

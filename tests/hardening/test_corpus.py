@@ -25,7 +25,8 @@ CASES = load_cases()
 
 def snapshot(root: Path) -> dict[str, bytes | None]:
     """Every path under ``root`` (hidden temporaries included) with its bytes."""
-    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None)
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else
+                                       "fifo" if p.is_fifo() else "link" if p.is_symlink() else None)
             for p in sorted(root.rglob("*"))}
 
 
@@ -33,8 +34,20 @@ def prepare(tmp: Path, valid: dict) -> dict[str, Path]:
     (tmp / "existing.txt").write_text("an existing file\n")
     (tmp / "existing_dir").mkdir()
     (tmp / "existing_dir" / "keep.txt").write_text("an existing directory's file\n")
+    # inputs the command could destroy: copies of the valid files, links to them, a FIFO
+    # and a directory that only pretends to be a ttforge generate output
+    shutil.copyfile(valid["artifact"], tmp / "model.ttfa")
+    shutil.copyfile(valid["checkpoint"], tmp / "last.pt")
+    (tmp / "model-link.ttfa").symlink_to(tmp / "model.ttfa")
+    (tmp / "last-hard.pt").hardlink_to(tmp / "last.pt")
+    os.mkfifo(tmp / "pipe")
+    (tmp / "fakegen").mkdir()
+    (tmp / "fakegen" / "generate.json").write_text('{"format": "ttforge-generate", "files": {}}\n')
+    (tmp / "fakegen" / "thesis.tex").write_text("a user's file\n")
     return {"corpus": CORPUS, "tmp": tmp, "artifact": valid["artifact"], "inputs": valid["inputs"],
-            "checkpoint": valid["checkpoint"], "file": tmp / "existing.txt", "dir": tmp / "existing_dir"}
+            "checkpoint": valid["checkpoint"], "file": tmp / "existing.txt", "dir": tmp / "existing_dir",
+            "art_copy": tmp / "model.ttfa", "ckpt_copy": tmp / "last.pt", "art_link": tmp / "model-link.ttfa",
+            "ckpt_hard": tmp / "last-hard.pt", "fifo": tmp / "pipe", "fakegen": tmp / "fakegen"}
 
 
 def check(case, code: int, stderr: str, before: dict, after: dict) -> None:
