@@ -169,6 +169,25 @@ def headline() -> list[tuple[str, str, str, str, str]]:
                      f"{m['cold']['wall_s']:.1f} s cold ({m['cold']['stages']['bitstream']['seconds']:.0f} s of it "
                      f"the bitstream), {m['again']['wall_s']:.1f} s when nothing changed", "",
                      source("flow"), "`python bench/bench_flow.py`"))
+    reg = load("regress")
+    if reg:
+        clean = [r for r in reg["runs"] if r["fault"] is None]
+        if clean:
+            c, dirty = _regress_commit(clean)
+            rows.append(("bit-exact vectors (random configurations, every output `np.array_equal`)",
+                         "; ".join(f"{r['vectors'] if r['passed'] == r['cases'] else 0:,} / {r['vectors']:,} on "
+                                   f"{SIM_NAMES.get(r['sim'], r['sim'])} ({r['passed']}/{r['cases']} cases)"
+                                   for r in clean), "100%", source("regress", c, dirty),
+                         "`python bench/bench_regress.py`"))
+        faulted = [r for r in reg["runs"] if r["fault"] is not None]
+        if faulted:
+            c, dirty = _regress_commit(faulted)
+            sims = sorted({r["sim"] for r in faulted})
+            rows.append(("mutation kill rate (deliberate RTL faults, `ttforge regress --fault`)",
+                         "; ".join(f"{sum(r['passed'] == 0 for r in faulted if r['sim'] == sim)}/"
+                                   f"{sum(r['sim'] == sim for r in faulted)} on {SIM_NAMES.get(sim, sim)}"
+                                   for sim in sims), "every fault", source("regress", c, dirty),
+                         "`python bench/bench_regress.py --faults all`"))
     cli = load("cli_import")
     if cli:
         a, bf = cli["after"]["--version"], cli["before"]["--version"]
@@ -180,10 +199,21 @@ def headline() -> list[tuple[str, str, str, str, str]]:
     return rows
 
 
+SIM_NAMES = {"icarus": "cocotb + Icarus", "verilator": "cocotb + Verilator",
+             "verilator-native": "the native Verilator harness"}
+
+
+def _regress_commit(runs: list[dict]) -> tuple[str | None, bool | None]:
+    """The commit of a group of runs (None when they disagree: then the source says re-measure)."""
+    commits = {(r["environment"]["git_commit"], bool(r["environment"]["git_dirty"])) for r in runs}
+    return next(iter(commits)) if len(commits) == 1 else (None, None)
+
+
 README_ANCHORS = {
     "TT-layer compression": "accuracy", "accuracy per precision": "quantized-accuracy",
     "on-chip memory": "quantized-accuracy", "MAC-lane": "accelerator", "Fmax, ECP5": "fmax-and-area",
     "Fmax, board": "boards", "`ttforge flow`": "flow", "`ttforge --version`": "cli-start-up",
+    "bit-exact vectors": "regressions-and-mutation", "mutation kill rate": "regressions-and-mutation",
 }
 
 
@@ -363,11 +393,26 @@ def block_cli() -> str:
         f"\n\nMedian of 5 runs, each in a fresh interpreter; from {source('cli_import', d['after_commit'], False)}."
 
 
+def block_regress() -> str:
+    d = load("regress")
+    if not d:
+        return ("No `bench/results/regress.json` yet: the long regressions and kill rates quoted in "
+                "[verification.md](verification.md#speed-and-long-runs) were measured from working trees "
+                "and are to be re-run with the commands above.")
+    rows = [[SIM_NAMES.get(r["sim"], r["sim"]), f"`{r['fault']}`" if r["fault"] else "—",
+             f"{r['passed']}/{r['cases']}" + (" (killed)" if r["fault"] and r["passed"] == 0 else ""),
+             _num(r["vectors"]), r["distinct_configs"], f"{r['seconds']:,.0f} s",
+             f"`{r['environment']['git_commit'][:7]}`" + (" (dirty)" if r["environment"]["git_dirty"] else "")]
+            for r in d["runs"]]
+    return table(["simulator", "fault", "cases passed", "vectors", "distinct configs", "wall", "commit"], rows) + \
+        "\n\nFrom `regress.json`; a faulted run must pass no case."
+
+
 BLOCKS: dict[str, Callable[[], str]] = {
     "readme": block_readme, "summary": block_summary, "accuracy": block_accuracy, "quant": block_quant,
     "stochastic": block_stochastic, "speed": block_speed, "accelerator": block_accelerator,
     "fmax": block_fmax, "boards": block_boards, "sim": block_sim, "native": block_native,
-    "flow": block_flow, "cli": block_cli,
+    "flow": block_flow, "cli": block_cli, "regress": block_regress,
 }
 
 
