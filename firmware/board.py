@@ -8,7 +8,8 @@ iCEBreaker (``docs/boards.md``).
   the same component is simulated (:func:`sim_verilog`: ``clk``, ``rst``, the pins) and
   built for a board.
 * :class:`BoardTop` puts a :class:`BoardCore` on an amaranth-boards platform: it requests
-  the UART and LED resources and makes the ``sync`` clock: on the ULX3S an ECP5 ``EHXPLLL``
+  the UART and LED pins (``dir="-"``, through ``amaranth.lib.io.Buffer``) and makes the
+  ``sync`` clock: on the ULX3S an ECP5 ``EHXPLLL``
   from the 25 MHz oscillator (default 50 MHz; table :data:`ECP5_PLL`), reset held until the
   PLL locks; on the iCEBreaker the 12 MHz oscillator directly.
 * :data:`BOARDS` describes each board: platform, device (the key of
@@ -19,7 +20,7 @@ import dataclasses
 from typing import Callable
 
 from amaranth.hdl import Cat, ClockDomain, Elaboratable, Instance, Module, Signal
-from amaranth.lib import wiring
+from amaranth.lib import io, wiring
 from amaranth.lib.wiring import In, Out
 
 from ttforge.errors import ConfigError
@@ -221,7 +222,7 @@ class BoardTop(Elaboratable):
         if self.clk_hz != b.osc_hz:
             # ECP5 PLL from the oscillator; reset until it locks
             clki_div, clkfb_div, clkop_div, cphase = ECP5_PLL[self.clk_hz]
-            osc = platform.request(platform.default_clk, dir="i")
+            m.submodules.osc = osc = io.Buffer("i", platform.request(platform.default_clk, dir="-"))
             m.domains.sync = cd = ClockDomain("sync")
             lock = Signal()
             m.submodules.pll = Instance(
@@ -253,9 +254,13 @@ class BoardTop(Elaboratable):
             # (nextpnr derives the PLL output's constraint from the oscillator's)
         # (otherwise the platform makes `sync` from the oscillator, with a reset synchronizer)
         m.submodules.core = core = BoardCore(self.config, divisor=self.divisor, clk_hz=self.clk_hz)
-        uart = platform.request("uart", 0)
-        m.d.comb += [core.uart_rx.eq(uart.rx.i), uart.tx.o.eq(core.uart_tx)]
+        # pins through amaranth.lib.io buffers (plain: UARTRx synchronises its input, the
+        # other outputs come from registers or are LEDs)
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.uart_rx = rx = io.Buffer("i", uart.rx)
+        m.submodules.uart_tx = tx = io.Buffer("o", uart.tx)
+        m.d.comb += [core.uart_rx.eq(rx.i), tx.o.eq(core.uart_tx)]
         for i, src in enumerate(b.led_map):
-            led = platform.request("led", i)
+            m.submodules[f"led_{i}"] = led = io.Buffer("o", platform.request("led", i, dir="-"))
             m.d.comb += led.o.eq(core.leds[src])
         return m

@@ -1,36 +1,52 @@
 """UART (8N1) and the UART-to-AXI4-Lite/AXI4-Stream bridge, in Amaranth.
 
+The bridge is a chain of small components joined by ``amaranth.lib.stream`` interfaces
+(``docs/boards.md``, "Protocol"):
+
+    rx pin -> UARTRx -> StreamFIFO -> CommandParser -> AXI4LiteMaster -> axil
+                                         |     \\-> m_axis (input vectors)
+                                         v response
+              tx pin <- UARTTx <- SlipEscaper <- FrameSender <- s_axis (output vectors)
+
 * :class:`UARTRx`, :class:`UARTTx`: 8 data bits, no parity, one stop bit, LSB first;
   one bit lasts ``divisor`` clock cycles (``divisor = round(f_clk / baud)``, >= 4). The
   receiver synchronises the pin through two flip-flops, samples each bit in its middle
-  and reports a byte whose stop bit is 0 as a framing error.
-* :class:`Bridge`: the device side of the protocol of :mod:`ttforge.firmware.protocol`
-  (``docs/boards.md``): SLIP-framed requests in, an AXI4-Lite master (WRITE32, READ32,
-  WRITE_BURST), an AXI4-Stream master that streams input vectors into the core
-  (STREAM_IN), responses and output-vector frames (every ``m_axis`` beat of the core)
-  out. Frames carry a CRC-8 (0x07); every response carries the AXI response code.
-* :class:`BridgeCore`: UART pins <-> receive FIFO <-> bridge <-> SLIP escaper <->
-  transmitter; the byte level and the pins level in one component.
+  and reports a byte whose stop bit is 0 as a framing error. A UART cannot wait: the
+  receiver's stream is ``always_ready`` (a byte its consumer does not take is lost).
+* :class:`StreamFIFO`: the received bytes, buffered (:class:`amaranth.lib.fifo.SyncFIFOBuffered`).
+* :class:`CommandParser`: SLIP-framed requests of :mod:`ttforge.firmware.protocol` in;
+  AXI4-Lite requests (WRITE32, READ32, WRITE_BURST) to the :class:`AXI4LiteMaster`, beats
+  of input vectors on ``m_axis`` (STREAM_IN), and one response per request to the
+  :class:`FrameSender`.
+* :class:`FrameSender`: responses and output-vector frames (every ``s_axis`` beat of the
+  core) as bytes, with their CRC-8 (0x07); :class:`SlipEscaper` escapes them.
+* :class:`Bridge` joins parser, master and sender; :class:`BridgeCore` adds the UART,
+  the FIFO and the escaper (the pins level).
 
-Nothing here waits forever: an AXI4-Lite transaction and a stream beat the core does not
+Nothing here waits forever: every wait for a handshake goes through one helper,
+:class:`HandshakeTimeout`; an AXI4-Lite transaction and a stream beat the core does not
 take are abandoned after a timeout and reported (``Status.TIMEOUT``, ``Status.STALL``).
 """
 
-
-
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
-from amaranth.lib import fifo, wiring
+from amaranth.lib import data, enum, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ttforge.firmware.protocol import END, ESC, ESC_END, ESC_ESC, OUTPUT_TYPE, PROTOCOL_VERSION, Cmd, Status
-from ttforge.hw.axil import AXI4LiteSignature
+from ttforge.hw.axil import AXI4LiteSignature, DATA_BITS
 from ttforge.hw.axis import AXISSignature
 
-__all__ = ["UARTRx", "UARTTx", "Bridge", "BridgeCore", "crc8_next", "MIN_DIVISOR",
-           "RX_FIFO_DEPTH"]
+__all__ = ["UARTRx", "UARTTx", "StreamFIFO", "SlipEscaper", "HandshakeTimeout", "TxByte",
+           "AXI4LiteMaster", "axil_request_layout", "AXIL_RESPONSE", "RESPONSE", "CommandParser",
+           "FrameSender", "Bridge", "BridgeCore", "crc8_next", "MIN_DIVISOR", "RX_FIFO_DEPTH",
+           "AXIL_TIMEOUT_TICKS"]
 
 MIN_DIVISOR = 4
 RX_FIFO_DEPTH = 32
+#: ticks (byte times) an AXI4-Lite handshake may take before the bridge abandons it
+AXIL_TIMEOUT_TICKS = 2
+#: the AXI4-Lite response the bridge gives itself for an address beyond the core's
+DECERR = 3
 
 
 def _check_divisor(divisor: int) -> int:
@@ -41,95 +57,44 @@ def _check_divisor(divisor: int) -> int:
     return divisor
 
 
-class _UARTPort(wiring.Component):
-    """A UART side clocked every ``divisor`` cycles per bit (the signature is the subclass's)."""
+# ----------------------------------------------------------------------- helpers
 
-    def __init__(self, divisor: int):
-        try:
-            self.divisor = _check_divisor(divisor)
-        except ValueError:
-            self._MustUse__silence = True     # not an elaboratable to warn about
-            raise
-        super().__init__()
+class HandshakeTimeout:
+    """The one wait-for-a-handshake-with-a-timeout of the bridge.
 
+    One tick counter per state machine: :meth:`wait`, called inside the states that wait
+    for a handshake, counts ``tick`` pulses while the machine waits (the count restarts
+    whenever the handshake completes or no state waits) and moves ``state`` to ``ok`` on
+    the handshake, or to ``fail`` once ``limit`` ticks passed without it.
+    """
 
-class UARTRx(_UARTPort):
-    """``rx`` pin -> ``data``/``valid`` (a one-cycle pulse per byte); ``frame_error``
-    pulses for a byte whose stop bit is 0 (the byte is dropped)."""
+    def __init__(self, m: Module, tick, limit: int, *, name: str):
+        self.limit = int(limit)
+        self.count = Signal(range(self.limit + 2), name=f"{name}_ticks")
+        self.waiting = Signal(name=f"{name}_waiting")
+        with m.If(~self.waiting):
+            m.d.sync += self.count.eq(0)
+        with m.Elif(tick):
+            m.d.sync += self.count.eq(self.count + 1)
 
-    rx: In(1, init=1)
-    data: Out(8)
-    valid: Out(1)
-    frame_error: Out(1)
-
-    def elaborate(self, platform):
-        m = Module()
-        d = self.divisor
-        s1 = Signal(init=1)
-        s2 = Signal(init=1)
-        m.d.sync += [s1.eq(self.rx), s2.eq(s1)]
-        cnt = Signal(range(d))
-        bit = Signal(range(8))
-        sr = Signal(8)
-        m.d.comb += self.data.eq(sr)          # valid while `valid` is high (and until the next start bit)
-        m.d.sync += [self.valid.eq(0), self.frame_error.eq(0)]
-        with m.If(cnt != 0):
-            m.d.sync += cnt.eq(cnt - 1)
-        with m.FSM():
-            with m.State("IDLE"):
-                with m.If(~s2):
-                    m.d.sync += cnt.eq(d // 2 - 1)
-                    m.next = "START"
-            with m.State("START"):
-                with m.If(cnt == 0):
-                    with m.If(~s2):
-                        m.d.sync += [cnt.eq(d - 1), bit.eq(0)]
-                        m.next = "DATA"
-                    with m.Else():
-                        m.next = "IDLE"      # a glitch, not a start bit
-            with m.State("DATA"):
-                with m.If(cnt == 0):
-                    m.d.sync += [sr.eq(Cat(sr[1:], s2)), cnt.eq(d - 1), bit.eq(bit + 1)]
-                    with m.If(bit == 7):
-                        m.next = "STOP"
-            with m.State("STOP"):
-                with m.If(cnt == 0):
-                    with m.If(s2):
-                        m.d.sync += self.valid.eq(1)
-                        m.next = "IDLE"
-                    with m.Else():
-                        m.d.sync += self.frame_error.eq(1)
-                        m.next = "BREAK"
-            with m.State("BREAK"):       # wait for the line to return high
-                with m.If(s2):
-                    m.next = "IDLE"
-        return m
+    def wait(self, m: Module, done, *, state: Signal, ok, fail):
+        """Wait for ``done`` in the current state; return the "gave up" condition (for the
+        caller's own bookkeeping: it is true in the cycle ``state`` moves to ``fail``)."""
+        expired = self.count == self.limit
+        m.d.comb += self.waiting.eq(1)
+        with m.If(done):
+            m.d.sync += [self.count.eq(0), state.eq(ok)]
+        with m.Elif(expired):
+            m.d.sync += state.eq(fail)
+        return ~done & expired
 
 
-class UARTTx(_UARTPort):
-    """``data``/``valid``/``ready`` -> ``tx`` pin (idle high)."""
-
-    data: In(8)
-    valid: In(1)
-    ready: Out(1)
-    tx: Out(1, init=1)
-
-    def elaborate(self, platform):
-        m = Module()
-        d = self.divisor
-        sr = Signal(10, init=0x3FF)
-        bits = Signal(range(11))
-        cnt = Signal(range(d))
-        m.d.comb += [self.tx.eq(sr[0]), self.ready.eq(bits == 0)]
-        with m.If(bits == 0):
-            with m.If(self.valid):
-                m.d.sync += [sr.eq(Cat(Const(0, 1), self.data, Const(1, 1))), bits.eq(10),
-                             cnt.eq(d - 1)]
-        with m.Elif(cnt == 0):
-            m.d.sync += [sr.eq(Cat(sr[1:], Const(1, 1))), bits.eq(bits - 1), cnt.eq(d - 1)]
-        with m.Else():
-            m.d.sync += cnt.eq(cnt - 1)
-        return m
+def _select(m: Module, index, values, out):
+    """``out = values[index]`` (a case per value; ``out`` keeps its default elsewhere)."""
+    with m.Switch(index):
+        for k, v in enumerate(values):
+            with m.Case(k):
+                m.d.comb += out.eq(v)
 
 
 def _crc8_matrix() -> list[tuple[list[int], list[int]]]:
@@ -161,64 +126,289 @@ def crc8_next(crc, byte):
     return Cat(*bits)
 
 
+# -------------------------------------------------------------------------- UART
+
+class _UARTPort(wiring.Component):
+    """A UART side clocked every ``divisor`` cycles per bit (the signature is the subclass's)."""
+
+    def __new__(cls, divisor, *args, src_loc_at=0, **kwargs):
+        _check_divisor(divisor)      # before the object exists: nothing left to warn about
+        return super().__new__(cls, src_loc_at=1 + src_loc_at)
+
+    def __init__(self, divisor: int):
+        self.divisor = _check_divisor(divisor)
+        super().__init__()
+
+
+class UARTRx(_UARTPort):
+    """``rx`` pin -> byte stream ``o`` (``valid`` one cycle per byte; ``always_ready``:
+    a UART cannot wait). ``frame_error`` pulses for a byte whose stop bit is 0 (the byte
+    is dropped)."""
+
+    rx: In(1, init=1)
+    o: Out(stream.Signature(8, always_ready=True))
+    frame_error: Out(1)
+
+    class State(enum.Enum, shape=3):
+        IDLE = 0
+        START = 1
+        DATA = 2
+        STOP = 3
+        BREAK = 4       # a framing error: wait for the line to return high
+
+    def elaborate(self, platform):
+        m = Module()
+        S = self.State
+        d = self.divisor
+        s1 = Signal(init=1)
+        s2 = Signal(init=1)
+        m.d.sync += [s1.eq(self.rx), s2.eq(s1)]
+        cnt = Signal(range(d))
+        bit = Signal(range(8))
+        sr = Signal(8)
+        state = Signal(S)
+        m.d.comb += self.o.payload.eq(sr)     # valid while `o.valid` is high (and until the next start bit)
+        m.d.sync += [self.o.valid.eq(0), self.frame_error.eq(0)]
+        with m.If(cnt != 0):
+            m.d.sync += cnt.eq(cnt - 1)
+        with m.Switch(state):
+            with m.Case(S.IDLE):
+                with m.If(~s2):
+                    m.d.sync += [cnt.eq(d // 2 - 1), state.eq(S.START)]
+            with m.Case(S.START):
+                with m.If(cnt == 0):
+                    with m.If(~s2):
+                        m.d.sync += [cnt.eq(d - 1), bit.eq(0), state.eq(S.DATA)]
+                    with m.Else():
+                        m.d.sync += state.eq(S.IDLE)      # a glitch, not a start bit
+            with m.Case(S.DATA):
+                with m.If(cnt == 0):
+                    m.d.sync += [sr.eq(Cat(sr[1:], s2)), cnt.eq(d - 1), bit.eq(bit + 1)]
+                    with m.If(bit == 7):
+                        m.d.sync += state.eq(S.STOP)
+            with m.Case(S.STOP):
+                with m.If(cnt == 0):
+                    with m.If(s2):
+                        m.d.sync += [self.o.valid.eq(1), state.eq(S.IDLE)]
+                    with m.Else():
+                        m.d.sync += [self.frame_error.eq(1), state.eq(S.BREAK)]
+            with m.Case(S.BREAK):
+                with m.If(s2):
+                    m.d.sync += state.eq(S.IDLE)
+        return m
+
+
+class UARTTx(_UARTPort):
+    """Byte stream ``i`` -> ``tx`` pin (idle high); ``i.ready`` while idle."""
+
+    i: In(stream.Signature(8))
+    tx: Out(1, init=1)
+
+    def elaborate(self, platform):
+        m = Module()
+        d = self.divisor
+        sr = Signal(10, init=0x3FF)
+        bits = Signal(range(11))
+        cnt = Signal(range(d))
+        m.d.comb += [self.tx.eq(sr[0]), self.i.ready.eq(bits == 0)]
+        with m.If(bits == 0):
+            with m.If(self.i.valid):
+                m.d.sync += [sr.eq(Cat(Const(0, 1), self.i.payload, Const(1, 1))), bits.eq(10),
+                             cnt.eq(d - 1)]
+        with m.Elif(cnt == 0):
+            m.d.sync += [sr.eq(Cat(sr[1:], Const(1, 1))), bits.eq(bits - 1), cnt.eq(d - 1)]
+        with m.Else():
+            m.d.sync += cnt.eq(cnt - 1)
+        return m
+
+
+class StreamFIFO(wiring.Component):
+    """A first-word-fall-through FIFO of ``depth`` bytes between two byte streams
+    (:class:`amaranth.lib.fifo.SyncFIFOBuffered`)."""
+
+    w: In(stream.Signature(8))
+    r: Out(stream.Signature(8))
+
+    def __init__(self, depth: int):
+        self.depth = int(depth)
+        super().__init__()
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.fifo = q = fifo.SyncFIFOBuffered(width=8, depth=self.depth)
+        m.d.comb += [q.w_data.eq(self.w.payload), q.w_en.eq(self.w.valid), self.w.ready.eq(q.w_rdy),
+                     self.r.payload.eq(q.r_data), self.r.valid.eq(q.r_rdy), q.r_en.eq(self.r.ready)]
+        return m
+
+
+class TxByte(data.Struct):
+    """A byte to send; ``raw`` marks a frame delimiter (END) the escaper must not escape."""
+    data: 8
+    raw: 1
+
+
+class SlipEscaper(wiring.Component):
+    """:class:`TxByte` stream -> UART bytes: a non-raw END or ESC goes out as two bytes
+    (ESC, ESC_END/ESC_ESC)."""
+
+    i: In(stream.Signature(TxByte))
+    o: Out(stream.Signature(8))
+
+    def elaborate(self, platform):
+        m = Module()
+        second = Signal()
+        second_b = Signal(8)
+        byte = self.i.payload.data
+        needs = ~self.i.payload.raw & ((byte == END) | (byte == ESC))
+        with m.If(second):
+            m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(second_b)]
+            with m.If(self.o.ready):
+                m.d.sync += second.eq(0)
+        with m.Else():
+            m.d.comb += [self.o.valid.eq(self.i.valid), self.i.ready.eq(self.o.ready),
+                         self.o.payload.eq(Mux(needs, ESC, byte))]
+            with m.If(self.i.valid & self.o.ready & needs):
+                m.d.sync += [second.eq(1), second_b.eq(Mux(byte == END, ESC_END, ESC_ESC))]
+        return m
+
+
+# ------------------------------------------------------------------ AXI4-Lite master
+
+def axil_request_layout(addr_bits: int) -> data.StructLayout:
+    """One AXI4-Lite transaction: a write of ``data`` to ``addr``, or a read of ``addr``."""
+    return data.StructLayout({"write": 1, "addr": addr_bits, "data": DATA_BITS})
+
+
+#: the outcome of a transaction: the AXI response, the read data, or a timeout
+AXIL_RESPONSE = data.StructLayout({"resp": 2, "data": DATA_BITS, "timeout": 1})
+
+
+class AXI4LiteMaster(wiring.Component):
+    """One AXI4-Lite transaction per ``req`` beat; its outcome is one ``rsp`` beat.
+
+    ``req`` is taken (``ready``) in the cycle its ``rsp`` is: the request's payload (held
+    by its sender) drives the address and write data for the whole transaction, so the
+    master keeps no copy. A write drives AW and W together; every handshake (AW and W,
+    B, AR, R) is abandoned after ``timeout_ticks`` ticks (``rsp.timeout``). ``rsp.data``
+    is the read data (valid for a read that did not time out).
+    """
+
+    class State(enum.Enum, shape=3):
+        IDLE = 0
+        WRITE = 1       # AW and W
+        B = 2
+        AR = 3
+        R = 4
+        TIMEOUT = 5
+
+    def __init__(self, addr_bits: int, *, timeout_ticks: int = AXIL_TIMEOUT_TICKS):
+        self.addr_bits = int(addr_bits)
+        self.timeout_ticks = int(timeout_ticks)
+        super().__init__({
+            "req": In(stream.Signature(axil_request_layout(self.addr_bits))),
+            "rsp": Out(stream.Signature(AXIL_RESPONSE)),
+            "axil": Out(AXI4LiteSignature(self.addr_bits)),
+            "tick": In(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        S = self.State
+        ax, req, rsp = self.axil, self.req, self.rsp
+        state = Signal(S)
+        timer = HandshakeTimeout(m, self.tick, self.timeout_ticks, name="axil")
+        aw_done = Signal()
+        w_done = Signal()
+        m.d.comb += [ax.awaddr.eq(req.p.addr), ax.araddr.eq(req.p.addr), ax.wdata.eq(req.p.data),
+                     ax.wstrb.eq(0xF),
+                     rsp.p.data.eq(ax.rdata), rsp.p.resp.eq(Mux(state == S.R, ax.rresp, ax.bresp)),
+                     rsp.p.timeout.eq(state == S.TIMEOUT),
+                     req.ready.eq(rsp.valid & rsp.ready)]
+        with m.Switch(state):
+            with m.Case(S.IDLE):
+                m.d.sync += [aw_done.eq(0), w_done.eq(0)]
+                with m.If(req.valid):
+                    m.d.sync += state.eq(Mux(req.p.write, S.WRITE, S.AR))
+            with m.Case(S.WRITE):
+                m.d.comb += [ax.awvalid.eq(~aw_done), ax.wvalid.eq(~w_done)]
+                with m.If(ax.awready):
+                    m.d.sync += aw_done.eq(1)
+                with m.If(ax.wready):
+                    m.d.sync += w_done.eq(1)
+                timer.wait(m, (aw_done | ax.awready) & (w_done | ax.wready),
+                           state=state, ok=S.B, fail=S.TIMEOUT)
+            with m.Case(S.B):
+                m.d.comb += [rsp.valid.eq(ax.bvalid), ax.bready.eq(rsp.ready)]
+                timer.wait(m, ax.bvalid & rsp.ready, state=state, ok=S.IDLE, fail=S.TIMEOUT)
+            with m.Case(S.AR):
+                m.d.comb += ax.arvalid.eq(1)
+                timer.wait(m, ax.arready, state=state, ok=S.R, fail=S.TIMEOUT)
+            with m.Case(S.R):
+                m.d.comb += [rsp.valid.eq(ax.rvalid), ax.rready.eq(rsp.ready)]
+                timer.wait(m, ax.rvalid & rsp.ready, state=state, ok=S.IDLE, fail=S.TIMEOUT)
+            with m.Case(S.TIMEOUT):
+                m.d.comb += rsp.valid.eq(1)
+                with m.If(rsp.ready):
+                    m.d.sync += state.eq(S.IDLE)
+        return m
+
+
+# -------------------------------------------------------------------- command side
+
+#: a response to send, from the command side's frame registers (held until taken)
+RESPONSE = data.StructLayout({"cmd": 8, "status": 3, "resp": 2, "count": 16, "data": DATA_BITS})
+
 _HDR_LEN = {Cmd.WRITE32: 8, Cmd.READ32: 4, Cmd.WRITE_BURST: 6, Cmd.STREAM_IN: 2, Cmd.PING: 0}
 
 
-class Bridge(wiring.Component):
-    """Byte streams <-> AXI4-Lite master ``axil`` and AXI4-Stream ``m_axis`` (input
-    vectors to the core) / ``s_axis`` (output vectors from the core).
+class CommandParser(wiring.Component):
+    """Received bytes (``rx``: SLIP-framed requests) -> AXI4-Lite requests (``bus_req``,
+    outcomes on ``bus_rsp``), input-vector beats (``m_axis``) and one ``response`` per
+    request.
 
-    ``rx_data``/``rx_valid``/``rx_ready``: received bytes (SLIP-framed requests);
-    ``rx_lost`` pulses when a byte was lost before the bridge (reported as OVERRUN in
-    the next response). ``tx_data``/``tx_raw``/``tx_valid``/``tx_ready``: bytes to
-    send, ``tx_raw`` marking the frame delimiters that the escaper must not escape.
-    ``busy``: a vector is being streamed in; ``error``: the last response had a status
-    other than OK or an AXI response other than OKAY.
+    ``lost`` pulses when a byte was lost before the parser (reported as OVERRUN in the
+    next response). ``busy``: a vector is being streamed in; ``error``: the last
+    response had a status other than OK or an AXI response other than OKAY. A beat the
+    core does not take within ``stall_ticks`` ticks is abandoned (STALL).
 
-    Timeouts are counted in ticks of ``tick_cycles`` clock cycles: a stream beat the
-    core does not take within ``stall_ticks`` ticks is abandoned (STALL), an AXI4-Lite
-    handshake not completed within 2 ticks is abandoned (TIMEOUT), and an output frame
-    whose next beat does not come within ``stall_ticks`` ticks is closed.
-
-    Written for size (it shares the iCE40UP5K with the accelerator): the header is
-    one 64-bit register written a byte lane at a time, burst data and READ32 data reuse
-    its upper half, and responses are sent from the frame registers while the
-    command side waits (the host sends one request at a time).
+    Written for size (it shares the iCE40UP5K with the accelerator): the header is one
+    64-bit register written a byte lane at a time, burst data and READ32 data reuse its
+    upper half, and the response is sent from the frame registers while the parser waits
+    (the host sends one request at a time).
     """
 
-    def __init__(self, *, addr_bits: int, elem_bytes: int, stream_elems: int,
-                 tick_cycles: int = 1024, stall_ticks: int = 16):
+    class State(enum.Enum, shape=3):
+        RX = 0
+        BEAT = 1        # an input beat for the core
+        BUS = 2         # an AXI4-Lite transaction
+        NEXT_ADDR = 3   # the burst's next word address
+        EXEC = 4        # the frame is complete: run it or answer it
+        RESPOND = 5
+        SEND = 6
+
+    def __init__(self, *, addr_bits: int, elem_bytes: int, stream_elems: int, stall_ticks: int):
         self.addr_bits = int(addr_bits)
         self.elem_bytes = int(elem_bytes)
         self.stream_elems = int(stream_elems)
-        self.tick_cycles = max(2, int(tick_cycles))
-        self.stall_ticks = max(2, int(stall_ticks))
-        if not 1 <= self.elem_bytes <= 4:
-            raise ValueError(f"elem_bytes={elem_bytes} must be 1..4")
-        if not 2 <= self.addr_bits <= 32:
-            raise ValueError(f"addr_bits={addr_bits} must be 2..32")
+        self.stall_ticks = int(stall_ticks)
         W = self.elem_bytes * 8 * self.stream_elems
         super().__init__({
-            "rx_data": In(8), "rx_valid": In(1), "rx_ready": Out(1), "rx_lost": In(1),
-            "tx_data": Out(8), "tx_raw": Out(1), "tx_valid": Out(1), "tx_ready": In(1),
-            "axil": Out(AXI4LiteSignature(self.addr_bits)),
+            "rx": In(stream.Signature(8)), "lost": In(1), "tick": In(1),
+            "bus_req": Out(stream.Signature(axil_request_layout(self.addr_bits))),
+            "bus_rsp": In(stream.Signature(AXIL_RESPONSE)),
             "m_axis": Out(AXISSignature(W)),
-            "s_axis": In(AXISSignature(W)),
+            "response": Out(stream.Signature(RESPONSE)),
             "busy": Out(1), "error": Out(1),
         })
 
     def elaborate(self, platform):
         m = Module()
+        S = self.State
         B, E = self.elem_bytes, self.stream_elems
         LW = 8 * B
         AB = self.addr_bits
-        ax = self.axil
-
-        # ------------------------------------------------------------------ ticks
-        pre = Signal(range(self.tick_cycles))
-        tick = Signal()
-        m.d.comb += tick.eq(pre == self.tick_cycles - 1)
-        m.d.sync += pre.eq(Mux(tick, 0, pre + 1))
+        state = Signal(S)
+        beat_timer = HandshakeTimeout(m, self.tick, self.stall_ticks, name="beat")
 
         # ------------------------------------------------------------ frame state
         esc = Signal()
@@ -238,20 +428,15 @@ class Bridge(wiring.Component):
         stalled = Signal()
         timed_out = Signal()
         resp = Signal(2)             # first non-OKAY AXI response of the frame
+        rd_ok = Signal()             # READ32: the read completed OKAY (its data is sent)
         addr_over = Signal()         # a burst ran past the core's address space
         lane = Signal(range(max(E, 2)))
         beat = Signal(LW * E)
         beat_last = Signal()
-        tmo = Signal(range(self.stall_ticks + 1))
-        aw_done = Signal()
-        w_done = Signal()
-        after_write = Signal()       # 0: back to RX (burst), 1: respond (WRITE32)
         last_err = Signal()
         st = Signal(3)               # the status being reported
-        r_go = Signal()              # command side -> transmitter: send the response
-        r_done = Signal()            # transmitter -> command side: response sent
         m.d.comb += self.error.eq(last_err)
-        with m.If(self.rx_lost):
+        with m.If(self.lost):
             m.d.sync += overrun.eq(1)
 
         known = Signal()
@@ -265,19 +450,24 @@ class Bridge(wiring.Component):
         addr_bad = Signal()
         m.d.comb += addr_bad.eq(addr_over | (hdr[AB:32] != 0 if AB < 32 else 0))
 
-        byte_in = self.rx_data
+        byte_in = self.rx.payload
         data_b = Signal(8)
         m.d.comb += data_b.eq(Mux(esc, Mux(byte_in == ESC_END, END, ESC), byte_in))
 
         new_frame = [started.eq(0), esc.eq(0), hdr_cnt.eq(0), in_body.eq(0), done.eq(0),
                      ebyte.eq(0), tail.eq(0), crc.eq(0), bad_esc.eq(0), stalled.eq(0),
-                     timed_out.eq(0), resp.eq(0), lane.eq(0), addr_over.eq(0)]
+                     timed_out.eq(0), resp.eq(0), rd_ok.eq(0), lane.eq(0), addr_over.eq(0)]
         m.d.comb += self.busy.eq(started & is_stream)
-        m.d.comb += [ax.awaddr.eq(hdr[:AB]), ax.araddr.eq(hdr[:AB]),
-                     ax.wdata.eq(hdr[32:64]), ax.wstrb.eq(0xF),
+        m.d.comb += [self.bus_req.p.write.eq(cmd != Cmd.READ32),
+                     self.bus_req.p.addr.eq(hdr[:AB]), self.bus_req.p.data.eq(hdr[32:64]),
                      # one element per beat: the element bytes in hdr are the beat
                      self.m_axis.tdata.eq(beat if E > 1 else hdr[32:32 + LW]),
                      self.m_axis.tlast.eq(beat_last)]
+        # the response is sent from the frame registers
+        m.d.comb += [self.response.p.cmd.eq(cmd), self.response.p.status.eq(st),
+                     self.response.p.resp.eq(resp), self.response.p.count.eq(done),
+                     # READ32 data only from a completed OKAY read (0 otherwise)
+                     self.response.p.data.eq(hdr[32:64] & rd_ok.replicate(DATA_BITS))]
 
         status = Signal(3)
         bad_len = (hdr_cnt != hdr_len) | (in_body & ((done != n_items) | (n_items == 0))) | (tail != 1)
@@ -293,14 +483,14 @@ class Bridge(wiring.Component):
         lane_w = Signal(3)
         m.d.comb += lane_w.eq(Mux(in_body, 4 + ebyte, hdr_cnt[:3]))
 
-        with m.FSM():
-            with m.State("RX"):
-                m.d.comb += self.rx_ready.eq(1)
-                with m.If(self.rx_valid):
+        with m.Switch(state):
+            with m.Case(S.RX):
+                m.d.comb += self.rx.ready.eq(1)
+                with m.If(self.rx.valid):
                     with m.If(byte_in == END):
                         m.d.sync += esc.eq(0)
                         with m.If(started):
-                            m.next = "EXEC"
+                            m.d.sync += state.eq(S.EXEC)
                         with m.Else():
                             m.d.sync += new_frame      # an empty frame: ignored
                     with m.Elif((byte_in == ESC) & ~esc):
@@ -328,9 +518,7 @@ class Bridge(wiring.Component):
                                 with m.If(eb_last):
                                     m.d.sync += done.eq(done + 1)
                                     with m.If(is_burst):
-                                        m.d.sync += [aw_done.eq(0), w_done.eq(0), tmo.eq(0),
-                                                     after_write.eq(0)]
-                                        m.next = "WRITE"
+                                        m.d.sync += state.eq(S.BUS)
                                     with m.Elif(~stalled):
                                         el = Signal(LW)
                                         m.d.comb += el.eq(Cat(hdr[32:32 + 8 * (B - 1)], data_b)
@@ -342,144 +530,133 @@ class Bridge(wiring.Component):
                                                         m.d.sync += beat[LW * j:LW * (j + 1)].eq(el)
                                         last_el = done + 1 == n_items
                                         with m.If(last_el | (lane == E - 1)):
-                                            m.d.sync += [beat_last.eq(last_el), lane.eq(0), tmo.eq(0)]
-                                            m.next = "BEAT"
+                                            m.d.sync += [beat_last.eq(last_el), lane.eq(0),
+                                                         state.eq(S.BEAT)]
                                         with m.Else():
                                             m.d.sync += lane.eq(lane + 1)
                         with m.Elif(tail != 3):
                             m.d.sync += tail.eq(tail + 1)
 
-            with m.State("BEAT"):
+            with m.Case(S.BEAT):
                 # an input beat for the core; abandoned after stall_ticks ticks
                 m.d.comb += self.m_axis.tvalid.eq(1)
-                with m.If(tick):
-                    m.d.sync += tmo.eq(tmo + 1)
-                give_up = tmo == self.stall_ticks
-                with m.If(self.m_axis.tready | give_up):
-                    if E > 1:
-                        m.d.sync += beat.eq(0)         # unused lanes of a last beat are 0
-                    m.next = "RX"
-                with m.If(~self.m_axis.tready & give_up):
+                gave_up = beat_timer.wait(m, self.m_axis.tready, state=state, ok=S.RX, fail=S.RX)
+                with m.If(gave_up):
                     m.d.sync += stalled.eq(1)
+                if E > 1:
+                    with m.If(self.m_axis.tready | gave_up):
+                        m.d.sync += beat.eq(0)         # unused lanes of a last beat are 0
 
-            with m.State("WRITE"):
-                with m.If(addr_bad):
-                    m.d.sync += resp.eq(Mux(resp == 0, 3, resp))   # DECERR: beyond the core
-                    m.next = "WDONE"
+            with m.Case(S.EXEC):
+                ok = status == Status.OK
+                with m.If(ok & ((cmd == Cmd.WRITE32) | (cmd == Cmd.READ32))):
+                    m.d.sync += state.eq(S.BUS)
                 with m.Else():
-                    m.d.comb += [ax.awvalid.eq(~aw_done), ax.wvalid.eq(~w_done)]
-                    with m.If(ax.awready):
-                        m.d.sync += aw_done.eq(1)
-                    with m.If(ax.wready):
-                        m.d.sync += w_done.eq(1)
-                    with m.If(tick):
-                        m.d.sync += tmo.eq(tmo + 1)
-                    with m.If((aw_done | ax.awready) & (w_done | ax.wready)):
-                        m.d.sync += tmo.eq(0)
-                        m.next = "BRESP"
-                    with m.Elif(tmo == 2):
-                        m.d.sync += timed_out.eq(1)
-                        m.next = "WDONE"
-            with m.State("BRESP"):
-                m.d.comb += ax.bready.eq(1)
-                with m.If(tick):
-                    m.d.sync += tmo.eq(tmo + 1)
-                with m.If(ax.bvalid):
-                    with m.If(resp == 0):
-                        m.d.sync += resp.eq(ax.bresp)
-                    m.next = "WDONE"
-                with m.Elif(tmo == 2):
-                    m.d.sync += timed_out.eq(1)
-                    m.next = "WDONE"
-            with m.State("WDONE"):
+                    m.d.sync += state.eq(S.RESPOND)
+
+            with m.Case(S.BUS):
+                # one AXI4-Lite transaction: a burst word (then back to RX), WRITE32 or READ32
+                after = Mux(is_burst, S.NEXT_ADDR, S.RESPOND)
+                with m.If(addr_bad):
+                    m.d.sync += [resp.eq(Mux(resp == 0, DECERR, resp)),   # beyond the core
+                                 state.eq(after)]
+                with m.Else():
+                    m.d.comb += [self.bus_req.valid.eq(1), self.bus_rsp.ready.eq(1)]
+                    with m.If(self.bus_rsp.valid):
+                        m.d.sync += state.eq(after)
+                        with m.If(self.bus_rsp.p.timeout):
+                            m.d.sync += timed_out.eq(1)
+                        with m.Else():
+                            # (the read data; after a write, hdr[32:64] is not needed again)
+                            m.d.sync += [resp.eq(Mux(resp == 0, self.bus_rsp.p.resp, resp)),
+                                         hdr[32:64].eq(self.bus_rsp.p.data),
+                                         rd_ok.eq(self.bus_rsp.p.resp == 0)]
+
+            with m.Case(S.NEXT_ADDR):
                 # the burst's next word address (a carry out of the core's space: DECERR)
                 nxt = Signal(AB - 1)
                 m.d.comb += nxt.eq(hdr[2:AB] + 1)
-                m.d.sync += hdr[2:AB].eq(nxt)
+                m.d.sync += [hdr[2:AB].eq(nxt), state.eq(S.RX)]
                 with m.If(nxt == 0):
                     m.d.sync += addr_over.eq(1)
-                with m.If(after_write):
-                    m.next = "RESPOND"
-                with m.Else():
-                    m.next = "RX"
 
-            with m.State("EXEC"):
-                m.d.sync += [aw_done.eq(0), w_done.eq(0), tmo.eq(0)]
-                ok = status == Status.OK
-                with m.If(ok & (cmd == Cmd.WRITE32)):
-                    m.d.sync += after_write.eq(1)
-                    m.next = "WRITE"
-                with m.Elif(ok & (cmd == Cmd.READ32)):
-                    with m.If(addr_bad):
-                        m.d.sync += resp.eq(3)
-                        m.next = "RESPOND"
-                    with m.Else():
-                        m.next = "AR"
-                with m.Else():
-                    m.next = "RESPOND"
-            with m.State("AR"):
-                m.d.comb += ax.arvalid.eq(1)
-                with m.If(tick):
-                    m.d.sync += tmo.eq(tmo + 1)
-                with m.If(ax.arready):
-                    m.d.sync += tmo.eq(0)
-                    m.next = "R"
-                with m.Elif(tmo == 2):
-                    m.d.sync += timed_out.eq(1)
-                    m.next = "RESPOND"
-            with m.State("R"):
-                m.d.comb += ax.rready.eq(1)
-                with m.If(tick):
-                    m.d.sync += tmo.eq(tmo + 1)
-                with m.If(ax.rvalid):
-                    m.d.sync += [hdr[32:64].eq(ax.rdata), resp.eq(ax.rresp)]
-                    m.next = "RESPOND"
-                with m.Elif(tmo == 2):
-                    m.d.sync += timed_out.eq(1)
-                    m.next = "RESPOND"
+            with m.Case(S.RESPOND):
+                m.d.sync += [st.eq(status), overrun.eq(self.lost), state.eq(S.SEND)]
+            with m.Case(S.SEND):
+                m.d.comb += self.response.valid.eq(1)
+                with m.If(self.response.ready):
+                    m.d.sync += [last_err.eq((st != 0) | (resp != 0)), *new_frame, state.eq(S.RX)]
+        return m
 
-            with m.State("RESPOND"):
-                m.d.sync += [st.eq(status), overrun.eq(self.rx_lost)]
-                m.next = "SEND"
-            with m.State("SEND"):
-                # the transmitter sends the response from the frame registers
-                m.d.comb += r_go.eq(1)
-                with m.If(r_done):
-                    m.d.sync += [last_err.eq((st != 0) | (resp != 0)), *new_frame]
-                    m.next = "RX"
 
-        # ------------------------------------------------------------ transmitter
-        # frames: END, type, body..., crc, END (END raw; the rest escaped downstream)
+# ---------------------------------------------------------------------- transmitter
+
+class FrameSender(wiring.Component):
+    """Responses (``response``) and output vectors (``s_axis``, every beat of the core up
+    to ``tlast``) -> frames of :class:`TxByte` (``o``): END, type, body, CRC-8, END (END
+    raw; the escaper escapes the rest). A response frame and an output frame never
+    interleave; a response waiting wins. An output frame whose next beat does not come
+    within ``stall_ticks`` ticks is closed."""
+
+    class State(enum.Enum, shape=4):
+        IDLE = 0
+        R_START = 1
+        R_TYPE = 2
+        R_BODY = 3
+        R_CRC = 4
+        R_STOP = 5
+        O_START = 6
+        O_TYPE = 7
+        O_WAIT = 8      # the next beat of the output vector (held by the core until taken)
+        O_BYTES = 9
+        CRC = 10
+        STOP = 11
+
+    def __init__(self, *, addr_bits: int, elem_bytes: int, stream_elems: int, stall_ticks: int):
+        self.addr_bits = int(addr_bits)
+        self.elem_bytes = int(elem_bytes)
+        self.stream_elems = int(stream_elems)
+        self.stall_ticks = int(stall_ticks)
+        W = self.elem_bytes * 8 * self.stream_elems
+        super().__init__({
+            "response": In(stream.Signature(RESPONSE)),
+            "s_axis": In(AXISSignature(W)),
+            "o": Out(stream.Signature(TxByte)),
+            "tick": In(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        S = self.State
+        B, E = self.elem_bytes, self.stream_elems
+        r = self.response.p
+        o = self.o
+        state = Signal(S)
+        timer = HandshakeTimeout(m, self.tick, self.stall_ticks, name="out")
+
         tcrc = Signal(8)
         tidx = Signal(3)
         obyte = Signal(range(max(B * E, 2)))
-        otmo = Signal(range(self.stall_ticks + 1))
         send = Signal()
-        m.d.comb += send.eq(self.tx_valid & self.tx_ready)
-        with m.If(send & ~self.tx_raw):
-            m.d.sync += tcrc.eq(crc8_next(tcrc, self.tx_data))
+        m.d.comb += send.eq(o.valid & o.ready)
+        with m.If(send & ~o.p.raw):
+            m.d.sync += tcrc.eq(crc8_next(tcrc, o.p.data))
 
-        rd_ok = Signal()
-        with m.If(r_done):
-            m.d.sync += rd_ok.eq(0)
-        with m.If(self.axil.rvalid & self.axil.rready & (self.axil.rresp == 0)):
-            m.d.sync += rd_ok.eq(1)
         # the response body: byte tidx for cmd, and its length
         r_len = Signal(3)
         r_byte = Signal(8)
-        ping = [PROTOCOL_VERSION, B, E, AB]
+        ping = [PROTOCOL_VERSION, B, E, self.addr_bits]
         bodies = {
-            Cmd.WRITE32: [st, resp],
-            # READ32 data only from a completed OKAY read (0 otherwise)
-            Cmd.READ32: [st, resp, *[hdr[32 + 8 * k:40 + 8 * k] & rd_ok.replicate(8) for k in range(4)]],
-            Cmd.WRITE_BURST: [st, resp, done[0:8], done[8:16]],
-            Cmd.STREAM_IN: [st, done[0:8], done[8:16]],
-            Cmd.PING: [st, *ping],
+            Cmd.WRITE32: [r.status, r.resp],
+            Cmd.READ32: [r.status, r.resp, *[r.data[8 * k:8 * k + 8] for k in range(4)]],
+            Cmd.WRITE_BURST: [r.status, r.resp, r.count[0:8], r.count[8:16]],
+            Cmd.STREAM_IN: [r.status, r.count[0:8], r.count[8:16]],
+            Cmd.PING: [r.status, *ping],
         }
         m.d.comb += r_len.eq(1)
         with m.If(tidx == 0):
-            m.d.comb += r_byte.eq(st)
-        with m.Switch(cmd):
+            m.d.comb += r_byte.eq(r.status)
+        with m.Switch(r.cmd):
             for c, body in bodies.items():
                 with m.Case(int(c)):
                     m.d.comb += r_len.eq(len(body))
@@ -488,105 +665,124 @@ class Bridge(wiring.Component):
                             with m.Case(k):
                                 m.d.comb += r_byte.eq(v)
         out_byte = Signal(8)
-        with m.Switch(obyte):
-            for k in range(B * E):
-                with m.Case(k):
-                    m.d.comb += out_byte.eq(self.s_axis.tdata[8 * k:8 * k + 8])
+        _select(m, obyte, [self.s_axis.tdata[8 * k:8 * k + 8] for k in range(B * E)], out_byte)
 
-        with m.FSM():
-            with m.State("IDLE"):
-                m.d.sync += [tcrc.eq(0), tidx.eq(0), obyte.eq(0), otmo.eq(0)]
-                with m.If(r_go):
-                    m.next = "R_START"
+        def put(byte, nxt, *, raw=False):
+            """Send ``byte`` in this state, then go to ``nxt``."""
+            m.d.comb += [o.valid.eq(1), o.p.data.eq(byte), o.p.raw.eq(raw)]
+            with m.If(o.ready):
+                m.d.sync += state.eq(nxt)
+
+        with m.Switch(state):
+            with m.Case(S.IDLE):
+                m.d.sync += [tcrc.eq(0), tidx.eq(0), obyte.eq(0)]
+                with m.If(self.response.valid):
+                    m.d.sync += state.eq(S.R_START)
                 with m.Elif(self.s_axis.tvalid):
-                    m.next = "O_START"
-            with m.State("R_START"):
-                m.d.comb += [self.tx_valid.eq(1), self.tx_raw.eq(1), self.tx_data.eq(END)]
-                with m.If(send):
-                    m.next = "R_TYPE"
-            with m.State("R_TYPE"):
-                m.d.comb += [self.tx_valid.eq(1), self.tx_data.eq(cmd | 0x80)]
-                with m.If(send):
-                    m.next = "R_BODY"
-            with m.State("R_BODY"):
-                m.d.comb += [self.tx_valid.eq(1), self.tx_data.eq(r_byte)]
-                with m.If(send):
+                    m.d.sync += state.eq(S.O_START)
+            with m.Case(S.R_START):
+                put(END, S.R_TYPE, raw=True)
+            with m.Case(S.R_TYPE):
+                put(r.cmd | 0x80, S.R_BODY)
+            with m.Case(S.R_BODY):
+                m.d.comb += [o.valid.eq(1), o.p.data.eq(r_byte)]
+                with m.If(o.ready):
                     m.d.sync += tidx.eq(tidx + 1)
                     with m.If(tidx + 1 == r_len):
-                        m.next = "R_CRC"
-            with m.State("R_CRC"):
-                m.d.comb += [self.tx_valid.eq(1), self.tx_data.eq(tcrc)]
-                with m.If(send):
-                    m.next = "R_STOP"
-            with m.State("R_STOP"):
-                m.d.comb += [self.tx_valid.eq(1), self.tx_raw.eq(1), self.tx_data.eq(END)]
-                with m.If(send):
-                    m.d.comb += r_done.eq(1)
-                    m.next = "IDLE"
-            with m.State("O_START"):
-                m.d.comb += [self.tx_valid.eq(1), self.tx_raw.eq(1), self.tx_data.eq(END)]
-                with m.If(send):
-                    m.next = "O_TYPE"
-            with m.State("O_TYPE"):
-                m.d.comb += [self.tx_valid.eq(1), self.tx_data.eq(OUTPUT_TYPE)]
-                with m.If(send):
-                    m.next = "O_WAIT"
-            with m.State("O_WAIT"):
-                # the next beat of the output vector (held by the core until taken)
-                with m.If(tick):
-                    m.d.sync += otmo.eq(otmo + 1)
-                with m.If(self.s_axis.tvalid):
-                    m.d.sync += [obyte.eq(0), otmo.eq(0)]
-                    m.next = "O_BYTES"
-                with m.Elif(otmo == self.stall_ticks):
-                    m.next = "CRC"             # the core stopped mid-vector: close the frame
-            with m.State("O_BYTES"):
-                m.d.comb += [self.tx_valid.eq(1), self.tx_data.eq(out_byte)]
-                with m.If(send):
+                        m.d.sync += state.eq(S.R_CRC)
+            with m.Case(S.R_CRC):
+                put(tcrc, S.R_STOP)
+            with m.Case(S.R_STOP):
+                put(END, S.IDLE, raw=True)
+                m.d.comb += self.response.ready.eq(o.ready)      # the response is sent
+            with m.Case(S.O_START):
+                put(END, S.O_TYPE, raw=True)
+            with m.Case(S.O_TYPE):
+                put(OUTPUT_TYPE, S.O_WAIT)
+            with m.Case(S.O_WAIT):
+                # the core stopped mid-vector: close the frame
+                timer.wait(m, self.s_axis.tvalid, state=state, ok=S.O_BYTES, fail=S.CRC)
+                m.d.sync += obyte.eq(0)
+            with m.Case(S.O_BYTES):
+                m.d.comb += [o.valid.eq(1), o.p.data.eq(out_byte)]
+                with m.If(o.ready):
                     m.d.sync += obyte.eq(obyte + 1)
                     with m.If(obyte == B * E - 1):
                         m.d.comb += self.s_axis.tready.eq(1)     # the beat is sent: take it
-                        with m.If(self.s_axis.tlast):
-                            m.next = "CRC"
-                        with m.Else():
-                            m.next = "O_WAIT"
-            with m.State("CRC"):
-                m.d.comb += [self.tx_valid.eq(1), self.tx_data.eq(tcrc)]
-                with m.If(send):
-                    m.next = "STOP"
-            with m.State("STOP"):
-                m.d.comb += [self.tx_valid.eq(1), self.tx_raw.eq(1), self.tx_data.eq(END)]
-                with m.If(send):
-                    m.next = "IDLE"
+                        m.d.sync += state.eq(Mux(self.s_axis.tlast, S.CRC, S.O_WAIT))
+            with m.Case(S.CRC):
+                put(tcrc, S.STOP)
+            with m.Case(S.STOP):
+                put(END, S.IDLE, raw=True)
         return m
 
 
-class SlipEscaper(wiring.Component):
-    """``data``/``raw``/``valid``/``ready`` -> UART bytes: a non-raw END or ESC goes out
-    as two bytes (ESC, ESC_END/ESC_ESC)."""
+# ----------------------------------------------------------------------------- bridge
 
-    data: In(8)
-    raw: In(1)
-    valid: In(1)
-    ready: Out(1)
-    o_data: Out(8)
-    o_valid: Out(1)
-    o_ready: In(1)
+class Bridge(wiring.Component):
+    """Byte streams <-> AXI4-Lite master ``axil`` and AXI4-Stream ``m_axis`` (input
+    vectors to the core) / ``s_axis`` (output vectors from the core): a
+    :class:`CommandParser`, an :class:`AXI4LiteMaster` and a :class:`FrameSender`.
+
+    ``rx``: received bytes (SLIP-framed requests); ``rx_lost`` pulses when a byte was
+    lost before the bridge (reported as OVERRUN in the next response). ``tx``: bytes to
+    send (:class:`TxByte`, to a :class:`SlipEscaper`). ``busy``: a vector is being
+    streamed in; ``error``: the last response had a status other than OK or an AXI
+    response other than OKAY.
+
+    Timeouts are counted in ticks of ``tick_cycles`` clock cycles: a stream beat the
+    core does not take within ``stall_ticks`` ticks is abandoned (STALL), an AXI4-Lite
+    handshake not completed within :data:`AXIL_TIMEOUT_TICKS` ticks is abandoned
+    (TIMEOUT), and an output frame whose next beat does not come within ``stall_ticks``
+    ticks is closed.
+    """
+
+    def __init__(self, *, addr_bits: int, elem_bytes: int, stream_elems: int,
+                 tick_cycles: int = 1024, stall_ticks: int = 16):
+        self.addr_bits = int(addr_bits)
+        self.elem_bytes = int(elem_bytes)
+        self.stream_elems = int(stream_elems)
+        self.tick_cycles = max(2, int(tick_cycles))
+        self.stall_ticks = max(2, int(stall_ticks))
+        if not 1 <= self.elem_bytes <= 4:
+            raise ValueError(f"elem_bytes={elem_bytes} must be 1..4")
+        if not 2 <= self.addr_bits <= 32:
+            raise ValueError(f"addr_bits={addr_bits} must be 2..32")
+        W = self.elem_bytes * 8 * self.stream_elems
+        super().__init__({
+            "rx": In(stream.Signature(8)), "rx_lost": In(1),
+            "tx": Out(stream.Signature(TxByte)),
+            "axil": Out(AXI4LiteSignature(self.addr_bits)),
+            "m_axis": Out(AXISSignature(W)),
+            "s_axis": In(AXISSignature(W)),
+            "busy": Out(1), "error": Out(1),
+        })
 
     def elaborate(self, platform):
         m = Module()
-        second = Signal()
-        second_b = Signal(8)
-        needs = ~self.raw & ((self.data == END) | (self.data == ESC))
-        with m.If(second):
-            m.d.comb += [self.o_valid.eq(1), self.o_data.eq(second_b)]
-            with m.If(self.o_ready):
-                m.d.sync += second.eq(0)
-        with m.Else():
-            m.d.comb += [self.o_valid.eq(self.valid), self.ready.eq(self.o_ready),
-                         self.o_data.eq(Mux(needs, ESC, self.data))]
-            with m.If(self.valid & self.o_ready & needs):
-                m.d.sync += [second.eq(1), second_b.eq(Mux(self.data == END, ESC_END, ESC_ESC))]
+        shape = dict(addr_bits=self.addr_bits, elem_bytes=self.elem_bytes,
+                     stream_elems=self.stream_elems, stall_ticks=self.stall_ticks)
+        m.submodules.parser = parser = CommandParser(**shape)
+        m.submodules.master = master = AXI4LiteMaster(self.addr_bits)
+        m.submodules.sender = sender = FrameSender(**shape)
+
+        # ticks: the time base of every timeout
+        pre = Signal(range(self.tick_cycles))
+        tick = Signal()
+        m.d.comb += tick.eq(pre == self.tick_cycles - 1)
+        m.d.sync += pre.eq(Mux(tick, 0, pre + 1))
+        m.d.comb += [parser.tick.eq(tick), master.tick.eq(tick), sender.tick.eq(tick)]
+
+        wiring.connect(m, wiring.flipped(self.rx), parser.rx)
+        wiring.connect(m, parser.bus_req, master.req)
+        wiring.connect(m, master.rsp, parser.bus_rsp)
+        wiring.connect(m, parser.response, sender.response)
+        wiring.connect(m, master.axil, wiring.flipped(self.axil))
+        wiring.connect(m, parser.m_axis, wiring.flipped(self.m_axis))
+        wiring.connect(m, wiring.flipped(self.s_axis), sender.s_axis)
+        wiring.connect(m, sender.o, wiring.flipped(self.tx))
+        m.d.comb += [parser.lost.eq(self.rx_lost), self.busy.eq(parser.busy),
+                     self.error.eq(parser.error)]
         return m
 
 
@@ -614,17 +810,17 @@ class BridgeCore(wiring.Component):
         m = Module()
         m.submodules.urx = urx = UARTRx(self.divisor)
         m.submodules.utx = utx = UARTTx(self.divisor)
-        m.submodules.fifo = q = fifo.SyncFIFOBuffered(width=8, depth=RX_FIFO_DEPTH)
+        m.submodules.fifo = q = StreamFIFO(RX_FIFO_DEPTH)
         m.submodules.bridge = br = self.bridge
         m.submodules.esc = esc = SlipEscaper()
+        # the receiver cannot wait (always_ready): a byte the FIFO cannot take is lost
+        m.d.comb += [q.w.payload.eq(urx.o.payload), q.w.valid.eq(urx.o.valid),
+                     br.rx_lost.eq((urx.o.valid & ~q.w.ready) | urx.frame_error)]
+        wiring.connect(m, q.r, br.rx)
+        wiring.connect(m, br.tx, esc.i)
+        wiring.connect(m, esc.o, utx.i)
         m.d.comb += [
             urx.rx.eq(self.rx), self.tx.eq(utx.tx),
-            q.w_data.eq(urx.data), q.w_en.eq(urx.valid),
-            br.rx_data.eq(q.r_data), br.rx_valid.eq(q.r_rdy), q.r_en.eq(br.rx_ready),
-            br.rx_lost.eq((urx.valid & ~q.w_rdy) | urx.frame_error),
-            esc.data.eq(br.tx_data), esc.raw.eq(br.tx_raw), esc.valid.eq(br.tx_valid),
-            br.tx_ready.eq(esc.ready),
-            utx.data.eq(esc.o_data), utx.valid.eq(esc.o_valid), esc.o_ready.eq(utx.ready),
             self.busy.eq(br.busy), self.error.eq(br.error),
             self.rx_activity.eq(~urx.rx), self.tx_activity.eq(~utx.tx),
         ]

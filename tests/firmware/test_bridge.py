@@ -228,15 +228,15 @@ def test_uart_loopback_random_bytes():
 
     async def tb(ctx):
         for b in data:
-            ctx.set(tx.data, b)
-            ctx.set(tx.valid, 1)
-            await ctx.tick().until(tx.ready)
-            ctx.set(tx.valid, 0)
+            ctx.set(tx.i.payload, b)
+            ctx.set(tx.i.valid, 1)
+            await ctx.tick().until(tx.i.ready)
+            ctx.set(tx.i.valid, 0)
             await ctx.tick()
         await ctx.tick().repeat(200)
 
     async def mon(ctx):
-        async for _, _, valid, d, fe in ctx.tick().sample(rx.valid, rx.data, rx.frame_error):
+        async for _, _, valid, d, fe in ctx.tick().sample(rx.o.valid, rx.o.payload, rx.frame_error):
             assert not fe
             if valid:
                 got.append(d)
