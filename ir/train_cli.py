@@ -46,10 +46,11 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--resume", metavar="STATE", help="continue from a training state (.ttts)")
     p.add_argument("-o", "--out", default="runs/train-int", help="output directory (default runs/train-int)")
     p.add_argument("--epochs", type=int, default=10, help="epochs to run (in total, when resuming)")
-    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--batch", type=int, default=None, help="samples per step (default 32, or the state's)")
     p.add_argument("--lr-shift", type=int, default=8, help="learning rate 2^-LR_SHIFT per summed batch gradient")
-    p.add_argument("--lr-decay-at", type=parse_int_list, default=[],
-                   help="epochs after which the learning rate halves (lr-shift + 1), e.g. 6,9")
+    p.add_argument("--lr-decay-at", type=parse_int_list, default=None,
+                   help="epochs after which the learning rate halves (lr-shift + 1), e.g. 6,9 (default none, "
+                        "or the state's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--hidden", type=int, default=None, help="TT layer output size (default 64 digits, 512 else)")
     p.add_argument("--cores", type=int, default=None, help="cores of the TT layer (default 3 digits, 4 else)")
@@ -165,7 +166,7 @@ def _run(args: argparse.Namespace) -> int:
     from ttforge.ir.train_state import load_state, save_state
 
     for name in ("epochs", "batch", "calib_samples"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')}={getattr(args, name)} must be >= 1")
     if not 0 <= args.lr_shift <= 62:
         raise ConfigError(f"--lr-shift={args.lr_shift} must be in 0..62")
@@ -173,8 +174,14 @@ def _run(args: argparse.Namespace) -> int:
     state: TrainState | None = None
     if args.resume:
         state = load_state(args.resume)
+        if args.batch is None:
+            args.batch = int(state.meta.get("batch", 32))
+        if args.lr_decay_at is None:
+            args.lr_decay_at = [int(e) for e in state.meta.get("lr_decay_at", [])]
     elif args.from_artifact:
         net = load_artifact(args.from_artifact)
+    args.batch = 32 if args.batch is None else args.batch
+    args.lr_decay_at = [] if args.lr_decay_at is None else args.lr_decay_at
     from ttforge.model.data import load_dataset
 
     ds = load_dataset(args.data)
@@ -201,7 +208,8 @@ def _run(args: argparse.Namespace) -> int:
         xq = quantize(x, state.config.act_bits, state.in_exp)
         cal = epoch_order(seed, 0, len(y))[:args.calib_samples]
         state = calibrate_state(state, xq[cal], y[cal])
-        state = state.replace(meta={**state.meta, "seed": seed, "batch": args.batch, "data": ds.name})
+        state = state.replace(meta={**state.meta, "seed": seed, "batch": args.batch, "data": ds.name,
+                                    "lr_decay_at": list(args.lr_decay_at)})
     else:
         _check_fits(state, x.shape[1], np.concatenate([y, yt]), f"the state {args.resume}")
         seed = int(state.meta.get("seed", seed))

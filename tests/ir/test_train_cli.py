@@ -1,0 +1,73 @@
+"""`ttforge train-int`: runs, resumes bit-exactly, and refuses bad input in one line
+(exit 2) before any step."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ttforge.cli import main
+from ttforge.ir.train_state import load_state, save_state
+
+pytest.importorskip("sklearn")
+
+
+def _run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(["train-int", "--quiet", *argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_train_then_resume_equals_one_straight_run(tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    common = ["--batch", "64", "--hidden", "16", "--ranks", "2", "--seed", "3"]
+    code, out, _ = _run(capsys, "-o", str(a), "--epochs", "2", *common)
+    assert code == 0 and "final" in out
+    for f in ("state.ttts", "model.ttfa", "metrics.json", "curves.png"):
+        assert (a / f).is_file()
+    assert _run(capsys, "-o", str(b), "--epochs", "1", *common)[0] == 0
+    assert load_state(b / "state.ttts").epoch == 1
+    assert _run(capsys, "-o", str(b), "--epochs", "2", "--resume", str(b / "state.ttts"))[0] == 0
+    assert (a / "state.ttts").read_bytes() == (b / "state.ttts").read_bytes()
+    hist = json.loads((b / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in hist] == [1, 2]
+
+
+def test_resume_sibling_another_seed_differs(tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    common = ["--batch", "64", "--hidden", "16", "--ranks", "2", "--epochs", "1"]
+    assert _run(capsys, "-o", str(a), "--seed", "1", *common)[0] == 0
+    assert _run(capsys, "-o", str(b), "--seed", "2", *common)[0] == 0
+    assert (a / "state.ttts").read_bytes() != (b / "state.ttts").read_bytes()
+
+
+def _foreign_state(tmp_path, n_in=30, n_out=6):
+    from ttforge.ir import ContractionSchedule, TTShape
+    from ttforge.ir.train import TrainConfig, init_state
+
+    s1 = ContractionSchedule(TTShape((n_in,), (n_in,), (1, 1)), (0,))
+    s2 = ContractionSchedule(TTShape((n_out,), (n_in,), (1, 1)), (0,))
+    return save_state(init_state([(n_in, n_in, s1), (n_in, n_out, s2)], TrainConfig()),
+                      tmp_path / f"f{n_in}-{n_out}.ttts")
+
+
+@pytest.mark.parametrize("case, pattern", [
+    ("features", "takes 30 inputs but the data has 64 features"),
+    ("labels", "labels of the data are 0..9 but"),
+    ("batch", "float64-exact fast path"),
+    ("lr", "rounds every update to zero"),
+    ("epochs", "--epochs=0 must be >= 1"),
+])
+def test_bad_input_is_one_line_exit_2_before_any_step(tmp_path, capsys, case, pattern):
+    out = tmp_path / "out"
+    argv = {"features": lambda: ["--resume", str(_foreign_state(tmp_path))],
+            "labels": lambda: ["--resume", str(_foreign_state(tmp_path, n_in=64, n_out=6))],
+            "batch": lambda: ["--batch", str(1 << 40)],
+            "lr": lambda: ["--lr-shift", "62"],
+            "epochs": lambda: ["--epochs", "0"]}[case]()
+    code, _, err = _run(capsys, "-o", str(out), *argv)
+    assert code == 2
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert len(lines) == 1 and __import__("re").search(pattern, lines[0]), err
+    assert not out.exists()  # nothing written: no step ran
