@@ -60,7 +60,13 @@ def _env() -> dict:
     return {"when": utc_now(), "cpu": cpu_model(), "threads": 1, "numpy": np.__version__,
             "torch": package_version("torch"),
             "git": {"commit": git("rev-parse", "HEAD"),
-                    "dirty": git_dirty("ir", "bench/bench_train_int.py")}}
+                    # the files this measurement runs; other agents' edits elsewhere in ir/ are named apart
+                    "dirty": git_dirty(*MINE),
+                    "other_ir_files_dirty": git_dirty("ir", "ttforge")}}
+
+
+MINE = ("ir/train.py", "ir/train_state.py", "ir/train_cli.py", "ir/train_memory.py", "ir/train_diverge.py",
+        "bench/bench_train_int.py")
 
 
 def _data(name: str):
@@ -82,6 +88,7 @@ def run_int(name: str, seeds=SEEDS, epochs: int | None = None) -> dict:
     from ttforge.ir.train import TrainConfig, calibrate_state, init_state, predict
     from ttforge.ir.train_cli import _model, epoch_order, run_training
 
+    env = _env()  # the tree the run starts from
     s = SETTINGS[name]
     epochs = epochs or s["epochs"]
     ds, x, y, xt, yt = _data(name)
@@ -108,7 +115,7 @@ def run_int(name: str, seeds=SEEDS, epochs: int | None = None) -> dict:
                      "state_sha256": hashlib.sha256(dumps_state(state)).hexdigest(),
                      "seconds": time.perf_counter() - t0})
     return {"part": f"{name}-int", "data": name, "settings": {**s, "epochs": epochs}, "config": TrainConfig().to_dict(),
-            "runs": runs, "env": _env()}
+            "runs": runs, "env": env}
 
 
 def run_float(name: str, seeds=SEEDS) -> dict:
@@ -123,6 +130,7 @@ def run_float(name: str, seeds=SEEDS) -> dict:
     from ttforge.quant.ptq import float_accuracy, make_config, quantize_trained
 
     torch.set_num_threads(1)
+    env = _env()
     s = SETTINGS[name]
     ds, x, y, xt, yt = _data(name)
     mcfg = dict(kind="tt", hidden=(s["hidden"],), ranks=s["ranks"])
@@ -156,7 +164,7 @@ def run_float(name: str, seeds=SEEDS) -> dict:
             print(f"{name} seed {seed}: float {100 * float_acc:.2f}% PTQ {100 * ptq_acc:.2f}% "
                   f"(state {100 * acc_start:.2f}%) int FT {100 * hist[-1]['test_acc']:.2f}%", file=sys.stderr,
                   flush=True)
-    return {"part": f"{name}-float", "data": name, "settings": s, "float_model": mcfg, "runs": runs, "env": _env()}
+    return {"part": f"{name}-float", "data": name, "settings": s, "float_model": mcfg, "runs": runs, "env": env}
 
 
 def run_speed(steps_fast: int = 20, steps_golden: int = 3) -> dict:
@@ -165,6 +173,7 @@ def run_speed(steps_fast: int = 20, steps_golden: int = 3) -> dict:
     from ttforge.ir.train_cli import _model
 
     out = {}
+    env = _env()
     for name in ("mnist", "digits"):
         s = SETTINGS[name]
         _, x, y, _, _ = _data(name)
@@ -185,7 +194,7 @@ def run_speed(steps_fast: int = 20, steps_golden: int = 3) -> dict:
             row[label] = {"steps": n, "seconds": sec, "samples_per_s": n * B / sec}
             print(f"{name} {label}: {n * B / sec:.1f} samples/s", file=sys.stderr, flush=True)
         out[name] = row
-    return {"part": "speed", "speed": out, "env": _env()}
+    return {"part": "speed", "speed": out, "env": env}
 
 
 def memory() -> dict:
