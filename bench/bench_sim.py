@@ -79,7 +79,7 @@ def _versions() -> dict:
 def throughput(sim: str, vectors: int, runs: int, build_root: Path) -> dict:
     from ttforge.hw.program import compile_program
     from ttforge.ir.executor import execute
-    from ttforge.sim.regress import make_case
+    from ttforge.sim.cases import make_case
     from ttforge.sim.runner import build, run_inference
 
     cfg = _standard()

@@ -6,8 +6,10 @@
   :func:`run_job` (any sequence of testbench operations).
 * :mod:`ttforge.sim.tb` — the cocotb testbench (``cocotbext-axi`` bus models); loaded
   by the simulator, not imported here.
-* :mod:`ttforge.sim.regress` — random configurations, parallel runs, JUnit XML,
-  reproducers and the ``ttforge regress`` command.
+* :mod:`ttforge.sim.regress` — :func:`regress`, many random cases in parallel; its parts:
+  :mod:`~ttforge.sim.cases` (seed -> case), :mod:`~ttforge.sim.check` (run and check one),
+  :mod:`~ttforge.sim.reproducer`, :mod:`~ttforge.sim.report` (JUnit XML, table) and
+  :mod:`~ttforge.sim.cli` (``ttforge regress``).
 * :mod:`ttforge.sim.native` — a native Verilator C++ harness for bulk runs (and the C ABI
   a bare-metal driver links against): :func:`build_native`, :func:`run_native`.
 * :mod:`ttforge.sim.formal` — SymbiYosys checks of the AXI4-Stream and AXI4-Lite rules:

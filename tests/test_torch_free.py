@@ -77,7 +77,7 @@ def test_inspect_and_generate_an_artifact_without_torch(tmp_path):
     r = _run(f"""
         import numpy as np
         from ttforge.ir import save_artifact
-        from ttforge.sim.regress import random_network
+        from ttforge.ir.random import random_network
         from ttforge.cli import main
         net = random_network(np.random.default_rng(3))
         save_artifact(net, {str(tmp_path / 'net.ttfa')!r})

@@ -14,8 +14,11 @@ from ttforge.cli import main
 from ttforge.hw.config import AccelConfig
 from ttforge.hw.program import compile_program
 from ttforge.ir.executor import execute
-from ttforge.sim.regress import (locate_divergence, make_case, random_config, random_network,
-                                 regress, replay)
+from ttforge.ir.random import random_network
+from ttforge.sim.cases import make_case, random_config
+from ttforge.sim.check import locate_divergence
+from ttforge.sim.regress import regress
+from ttforge.sim.reproducer import replay
 
 from .conftest import SIMS, _available
 

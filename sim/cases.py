@@ -1,0 +1,104 @@
+"""The cases of ``ttforge regress``: seed ``s`` determines one (:func:`make_case`).
+
+A case is a random integer TT network (:func:`ttforge.ir.random.random_network`), an
+:class:`~ttforge.hw.config.AccelConfig` at or above the smallest that runs it (random
+lanes and beat packing; depths rounded up to powers of two so that cases share simulator
+builds; some widths and depths raised further), random input vectors and the
+probabilities of stream gaps and back-pressure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ttforge.errors import ConfigError
+from ttforge.ir.random import random_network
+
+__all__ = ["RegressCase", "random_config", "make_case"]
+
+
+def _pow2_at_least(v: int) -> int:
+    return 1 << max(0, int(v) - 1).bit_length()
+
+
+def random_config(net, rng: np.random.Generator, lanes: int | None = None,
+                  stream_elems: int | None = None):
+    """An :class:`AccelConfig` at or above the smallest that runs ``net``.
+
+    One case in seven gets exactly the smallest config (memories filled to the last
+    element, where range checks bite). The others get a *pooled* config: widths and
+    depths raised to a few standard values (core 8 bits, buffers 16 bits, accumulator 32
+    or 48, depths powers of two with a floor), so that different networks share a
+    configuration, and hence a simulator build, while the engine runs programs smaller
+    than its memories."""
+    from ttforge.hw.config import AccelConfig
+
+    L = int(lanes) if lanes is not None else int(rng.choice([1, 2, 4, 4, 8, 16]))
+    E = int(stream_elems) if stream_elems is not None else int(rng.choice([1, 1, 2, 4]))
+    smallest = AccelConfig.for_network(net, lanes=L, stream_elems=E)
+    if rng.random() < 1 / 7:
+        return smallest
+    need = smallest.to_dict()
+    d = dict(need)
+    d.pop("axil_addr_bits")
+    d["core_depth"] = max(_pow2_at_least(need["core_depth"]), 512)
+    d["bias_depth"] = max(_pow2_at_least(need["bias_depth"]), 64)
+    d["buf_depth"] = max(_pow2_at_least(need["buf_depth"]), 256)
+    d["desc_depth"] = max(_pow2_at_least(need["desc_depth"]), 16)
+    d["act_bits"] = need["act_bits"] if rng.random() < 0.3 else max(need["act_bits"], 8)
+    d["core_bits"] = max(need["core_bits"], 8)
+    d["inter_bits"] = max(need["inter_bits"], d["act_bits"], 16)
+    d["acc_bits"] = 32 if need["acc_bits"] <= 32 else 48
+    d["bias_bits"] = max(need["bias_bits"], min(32, d["acc_bits"]))
+    cfg = AccelConfig(**d)
+    cfg.check(net)
+    return cfg
+
+
+@dataclass(frozen=True, eq=False)
+class RegressCase:
+    """One regression case (everything follows from ``seed``)."""
+
+    seed: int
+    net: Any
+    config: Any
+    inputs: np.ndarray
+    gaps: float
+    backpressure: float
+
+    @property
+    def shape(self) -> str:
+        """``in>out`` per layer with its TT ranks, e.g. ``30>20 r3,5 | 20>5``."""
+        parts = []
+        for layer in self.net.layers:
+            r = layer.schedule.shape.ranks[1:-1]
+            parts.append(f"{layer.in_features}>{layer.out_features}"
+                         + (" r" + ",".join(map(str, r)) if r else "")
+                         + f" w{layer.w_bits}")
+        return " | ".join(parts)
+
+
+def make_case(seed: int, vectors: int = 16, *, config=None) -> RegressCase:
+    """The case of ``seed``: network, config (or the given one, with networks redrawn
+    until one fits it), ``vectors`` random inputs and the stream pause probabilities."""
+    rng = np.random.default_rng([int(seed), 0x77F0])
+    for _ in range(200):
+        net = random_network(rng)
+        if config is None:
+            cfg = random_config(net, rng)
+            break
+        if config.fits(net):
+            cfg = config
+            break
+    else:
+        raise ConfigError(f"--config: no random network of seed {seed} fits {config.summary()}; "
+                          f"raise its depths and widths")
+    # the pauses before the inputs: the same seed keeps them with any --vectors
+    gaps = float(rng.choice([0.0, 0.1, 0.3]))
+    bp = float(rng.choice([0.0, 0.1, 0.3]))
+    bits = net.layers[0].in_bits
+    X = rng.integers(-(1 << (bits - 1)), 1 << (bits - 1), size=(int(vectors), net.in_features))
+    return RegressCase(int(seed), net, cfg, X.astype(np.int64), gaps, bp)

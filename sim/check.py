@@ -1,0 +1,247 @@
+"""Run one case of ``ttforge regress`` and check it (:func:`run_case`).
+
+:func:`run_case` compiles the network for the config, simulates it with cocotb
+(:func:`ttforge.sim.runner.run_inference`) or the native harness and requires:
+
+* every output equal to :func:`ttforge.ir.executor.execute` (``np.array_equal``);
+* ``VECTORS``, ``BUSY_LANE_CYCLES`` (the MACs) and ``SAT_EVENTS`` equal to the
+  executor's counts, and ``CYCLES`` equal to the analytic cycle model
+  (:mod:`ttforge.hw.cycles`) plus the ``IN_STALL`` and ``OUT_STALL`` cycles
+  (``docs/hardware.md``, "Engine timing": exact).
+
+A failure is located in the RTL by running truncated programs
+(:func:`locate_divergence`) and leaves a reproducer (:mod:`ttforge.sim.reproducer`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ttforge.errors import ConfigError
+from ttforge.sim.cases import RegressCase
+
+__all__ = ["NATIVE", "REGRESS_SIMULATORS", "CaseResult", "run_case", "locate_divergence", "describe"]
+
+
+#: simulators ``ttforge regress`` runs: the cocotb testbench on Icarus or Verilator, or
+#: the native Verilator C++ harness (``ttforge.sim.native``) for bulk runs, with the same
+#: networks, pauses, output and counter checks
+NATIVE = "verilator-native"
+REGRESS_SIMULATORS = ("icarus", "verilator", NATIVE)
+
+
+def _simulator_problem(sim: str) -> str:
+    """Why ``sim`` cannot run here ('' when it can), or a bad name."""
+    from ttforge.sim.runner import simulator_problem
+
+    if sim not in REGRESS_SIMULATORS:
+        raise ConfigError(f"--sim {sim}: use one of {', '.join(REGRESS_SIMULATORS)}")
+    return simulator_problem(sim) or ""
+
+
+@dataclass
+class CaseResult:
+    """One case's outcome (a row of the summary)."""
+
+    seed: int
+    sim: str
+    shape: str
+    lanes: int
+    stream_elems: int
+    steps: int
+    vectors: int
+    gaps: float
+    backpressure: float
+    result: str = "pass"              # "pass", "FAIL" or "ERROR"
+    reason: str = ""
+    cycles: int = 0                   # the CYCLES counter over all vectors
+    sim_cycles: int = 0               # all simulated cycles (loading included)
+    sim_seconds: float = 0.0          # wall time inside the simulator
+    seconds: float = 0.0              # wall time of the case (build, compile, run)
+    build_seconds: float = 0.0
+    mismatched_vectors: int = 0
+    divergence: dict | None = None
+    reproducer: str | None = None
+    config: dict = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return self.result == "pass"
+
+    @property
+    def cycles_per_second(self) -> float:
+        return self.sim_cycles / self.sim_seconds if self.sim_seconds else 0.0
+
+
+def describe(res: CaseResult) -> str:
+    """A few lines: the verdict, and the first divergence by output element and step."""
+    lines = [f"seed {res.seed} on {res.sim}: {res.result}" + (f": {res.reason}" if res.reason else "")]
+    div = res.divergence or {}
+    rtl = div.get("rtl")
+    if rtl:
+        lines.append("first divergence: " + str(rtl.get("detail")))
+    return "\n".join(lines)
+
+
+def _check_counters(c: dict, prog, X, traces) -> list[str]:
+    from ttforge.hw.cycles import program_cycles
+
+    B = len(X)
+    model = program_cycles(prog.descriptors, prog.config, prog.globals)
+    want = {"VECTORS": B, "BUSY_LANE_CYCLES": model.busy_lane_cycles * B,
+            "SAT_EVENTS": sum(t.saturations for t in traces),
+            "CYCLES": model.total * B + c["IN_STALL"] + c["OUT_STALL"]}
+    return [f"{k}={c[k]} but the {'cycle model' if k == 'CYCLES' else 'executor'} gives {v}"
+            for k, v in want.items() if c[k] != v]
+
+
+def locate_divergence(sim_build, program, x: np.ndarray, *, workdir=None) -> dict:
+    """The first step whose RTL result differs from the model, for one input vector.
+
+    The register map has no read-back window for the ping-pong buffers, but the program
+    is data: the program cut after step ``k`` (``LAST`` set on step ``k``, ``OUT_BUF``
+    its destination buffer, ``OUT_COUNT`` its output extent) streams step ``k``'s
+    intermediate out through ``m_axis``. All cuts run in one simulation; the first ``k``
+    where the RTL and :func:`ttforge.hw.model.run_program` of the same cut disagree is
+    reported with its layer, step, element, expected and got. The stream carries the low
+    ``act_bits`` bits of each buffer element, so a difference confined to the upper bits
+    of an intermediate shows at the next step that uses it.
+    """
+    from ttforge.hw.model import run_program
+    from ttforge.hw.program import decode_descriptor, encode_descriptor
+    from ttforge.sim.runner import load_writes, run_job, timeout_cycles
+
+    cfg = program.config
+    x = np.asarray(x, dtype=np.int64).reshape(1, -1)
+    ops, arrays, expected = [], {"x": x}, []
+    cuts = []
+    for k, st in enumerate(program.steps):
+        descs = [list(d) for d in program.descriptors[:k + 1]]
+        d = decode_descriptor(descs[k])
+        descs[k] = list(encode_descriptor(d.__class__(**{**d.__dict__, "LAST": 1})))
+        extent = min(max(st.out_size, st.zfill_to), cfg.buf_depth)
+        cut = program.with_words(descriptors=descs, out_buf=1 - st.src, out_count=extent)
+        want, _ = run_program(cut, cfg, x)
+        cuts.append((k, st, extent))
+        expected.append(want)
+        arrays[f"w{k}"] = load_writes(cut)
+        ops += [{"op": "load", "writes": f"w{k}", "name": f"load{k}"},
+                {"op": "stream", "inputs": "x", "name": f"cut{k}",
+                 "timeout_cycles": timeout_cycles(cut, 1)}]
+    out_max = max(e for _, _, e in cuts)
+    # run_job takes one out_count; every cut's frame is read up to the longest
+    job = run_job(sim_build, ops, arrays, out_count=out_max, workdir=workdir)
+    for (k, st, extent), want in zip(cuts, expected):
+        got = job.arrays[f"cut{k}"][:, :extent]
+        r = job.op(f"cut{k}")
+        if r["timeout"] or r["received"] != 1:
+            return {"step_index": k, "layer": st.layer, "step": st.step, "element": None,
+                    "expected": None, "got": None,
+                    "detail": f"the program cut after step {k} produced no output vector"}
+        if not np.array_equal(got, want):
+            e = int(np.flatnonzero(got[0] != want[0])[0])
+            return {"step_index": k, "layer": st.layer, "step": st.step, "element": e,
+                    "expected": int(want[0, e]), "got": int(got[0, e]),
+                    "n_diff": int(np.count_nonzero(got[0] != want[0])), "n_elements": extent,
+                    "detail": (f"layer {st.layer}, step {st.step} (descriptor {k}, mode {st.mode}): "
+                               f"element {e} of its output: expected {int(want[0, e])}, "
+                               f"got {int(got[0, e])} (low {cfg.act_bits} bits); "
+                               f"{int(np.count_nonzero(got[0] != want[0]))} of {extent} differ")}
+    return {"step_index": None, "layer": None, "step": None, "element": None, "expected": None,
+            "got": None, "detail": "every step's intermediate agrees (the difference is in the "
+            "output phase: stream packing or the final read)"}
+
+
+def _first_output_diff(got: np.ndarray, want: np.ndarray) -> dict | None:
+    n = min(len(got), len(want))
+    for v in range(len(want)):
+        if v >= n:
+            return {"vector": v, "element": None, "expected": None, "got": None}
+        bad = np.flatnonzero(got[v] != want[v])
+        if bad.size:
+            e = int(bad[0])
+            return {"vector": v, "element": e, "expected": int(want[v, e]), "got": int(got[v, e])}
+    return None
+
+
+def run_case(case: RegressCase, sim: str, *, fault: str | None = None,
+             build_root: str | os.PathLike | None = None, out_dir: str | os.PathLike | None = None,
+             waves_on_failure: bool = True) -> CaseResult:
+    """Simulate one case and check it (see the module docstring); on failure, write a
+    reproducer under ``out_dir`` (when given)."""
+    from ttforge.hw.model import run_program
+    from ttforge.hw.program import compile_program
+    from ttforge.ir.executor import execute_traced
+    from ttforge.sim.reproducer import write_reproducer  # it imports this module
+    from ttforge.sim.runner import build, run_inference
+
+    t0 = time.perf_counter()
+    prog = compile_program(case.net, case.config)
+    res = CaseResult(seed=case.seed, sim=sim, shape=case.shape, lanes=case.config.lanes,
+                     stream_elems=case.config.stream_elems, steps=len(prog.steps),
+                     vectors=len(case.inputs), gaps=case.gaps, backpressure=case.backpressure,
+                     config=case.config.to_dict())
+    expected, traces = execute_traced(case.net, case.inputs)
+    got = None
+    try:
+        model_out, _ = run_program(prog, case.config, case.inputs)
+        if not np.array_equal(model_out, expected):   # a compiler/model bug, not the RTL
+            res.result, res.reason = "FAIL", "hw.model.run_program differs from the executor"
+        problems = []
+        if sim == NATIVE:
+            from ttforge.sim.native import build_native, run_native
+
+            nb = build_native(case.config, fault=fault)
+            res.build_seconds = nb.build_seconds
+            r = run_native(nb, prog, case.inputs, seed=case.seed, gaps=case.gaps,
+                           backpressure=case.backpressure, check=False)
+            got = r.outputs
+            counters = {k.upper(): int(v) for k, v in r.counters.items()}
+            res.cycles, res.sim_cycles, res.sim_seconds = r.cycles, r.total_cycles, r.total_seconds
+            if not r.report.get("ok", True):
+                problems.append(f"the harness reports: {r.report.get('problem') or 'not ok'} "
+                                f"(STATUS {r.status:#x}, ERROR_CODE {r.error_code})")
+        else:
+            b = build(case.config, sim, fault=fault, build_root=build_root)
+            res.build_seconds = b.build_seconds
+            r = run_inference(b, prog, case.inputs, seed=case.seed, gaps=case.gaps,
+                              backpressure=case.backpressure)
+            got, counters = r.outputs, r.counters
+            res.cycles, res.sim_cycles = r.cycles, r.sim_cycles
+            res.sim_seconds = r.job.sim_wall_s
+            if r.load_errors:
+                problems.append(f"{r.load_errors} load-image writes answered with an error")
+        if got.shape != expected.shape or not np.array_equal(got, expected):
+            res.mismatched_vectors = int(len(expected) - min(len(got), len(expected))
+                                         + np.sum(np.any(got[:len(expected)] != expected[:len(got)], axis=1)))
+            first = _first_output_diff(got, expected)
+            problems.append(f"{res.mismatched_vectors} of {len(expected)} vectors differ; first: "
+                            f"vector {first['vector']}, output element {first['element']}: "
+                            f"expected {first['expected']}, got {first['got']}")
+            res.divergence = {"output": first}
+            try:
+                # the locator drives truncated programs through the cocotb testbench
+                lb = build(case.config, "verilator", fault=fault, build_root=build_root) \
+                    if sim == NATIVE else b
+                res.divergence["rtl"] = locate_divergence(lb, prog, case.inputs[first["vector"]])
+            except Exception as e:  # noqa: BLE001 - the verdict stands without the location
+                res.divergence["rtl"] = {"detail": f"could not locate: {e}"}
+        else:
+            problems += _check_counters(counters, prog, case.inputs, traces)
+        if problems:
+            res.result = "FAIL"
+            res.reason = "; ".join(([res.reason] if res.reason else []) + problems)
+    except Exception as e:  # noqa: BLE001 - reported as an ERROR row, the run goes on
+        res.result, res.reason = "ERROR", f"{type(e).__name__}: {e}"
+        res.divergence = {"traceback": traceback.format_exc()}
+    res.seconds = time.perf_counter() - t0
+    if not res.passed and out_dir is not None:
+        res.reproducer = str(write_reproducer(case, sim, res, prog, expected, got, out_dir,
+                                              fault=fault, build_root=build_root,
+                                              waves=waves_on_failure))
+    return res

@@ -1,0 +1,91 @@
+"""The ``ttforge.sim`` subcommand: ``regress``.
+
+``regress_cli_spec()`` returns ``(add_arguments, run)`` for :mod:`ttforge.cli`, which
+holds the one-line help of every subcommand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ttforge.atomic import check_output_dir
+from ttforge.errors import ConfigError
+from ttforge.hw.faults import FAULTS
+from ttforge.sim.check import REGRESS_SIMULATORS, CaseResult, describe
+from ttforge.sim.regress import regress
+from ttforge.sim.report import print_table
+from ttforge.sim.reproducer import replay
+
+__all__ = ["regress_cli_spec"]
+
+
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seeds", type=int, default=8, metavar="N",
+                   help="number of random cases (seeds S .. S+N-1; default 8)")
+    p.add_argument("--seed-start", type=int, default=0, metavar="S", help="first seed (default 0)")
+    p.add_argument("--jobs", type=int, default=1, metavar="J",
+                   help="cases simulated in parallel (processes; default 1)")
+    p.add_argument("--sim", metavar="SIM",
+                   help="simulator: icarus or verilator (the cocotb testbench), or verilator-native "
+                        "(the C++ harness, for bulk runs); default icarus; with --replay, the "
+                        "reproducer's")
+    p.add_argument("--vectors", type=int, default=16, metavar="V",
+                   help="input vectors per case (default 16)")
+    p.add_argument("--out", metavar="DIR", default="regress-out",
+                   help="junit.xml, summary.json and reproducers go here (default regress-out)")
+    p.add_argument("--replay", metavar="DIR", help="rerun one reproducer directory")
+    p.add_argument("--fault", metavar="NAME", help="build the RTL with a deliberate fault")
+    p.add_argument("--config", metavar="FILE",
+                   help="run every case on this AccelConfig (JSON/TOML) instead of random ones")
+    p.add_argument("--build-root", metavar="DIR",
+                   help="simulator build cache (default $TTFORGE_SIM_CACHE or ~/.cache/ttforge/sim)")
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    for flag, v, lo in (("--seeds", args.seeds, 1), ("--jobs", args.jobs, 1),
+                        ("--vectors", args.vectors, 1), ("--seed-start", args.seed_start, 0)):
+        if v < lo:
+            raise ConfigError(f"{flag} {v}: must be at least {lo}")
+    if args.sim is not None and args.sim not in REGRESS_SIMULATORS:
+        raise ConfigError(f"--sim {args.sim}: use one of {', '.join(REGRESS_SIMULATORS)}")
+    if args.fault is not None and args.fault not in FAULTS:
+        raise ConfigError(f"--fault {args.fault}: unknown; use one of {', '.join(FAULTS)}")
+    if args.out:
+        check_output_dir(args.out, "--out")  # before the simulations, not after
+    if args.replay and not (Path(args.replay) / "case.json").is_file():
+        raise ConfigError(f"--replay {args.replay}: no case.json there; give a reproducer "
+                          f"directory written by ttforge regress")
+
+
+def _run(args: argparse.Namespace) -> int:
+    _check_args(args)
+    if args.replay:
+        res = replay(args.replay, sim=args.sim, build_root=args.build_root)
+        print(describe(res))
+        if res.passed:
+            print(f"replay of {args.replay}: passes now ({res.vectors} vectors on {res.sim})")
+        return 0 if res.passed else 1
+    config = None
+    if args.config:
+        from ttforge.hw.config import AccelConfig
+
+        config = AccelConfig.load(args.config)
+    seeds = range(args.seed_start, args.seed_start + args.seeds)
+    done = [0]
+
+    def progress(r: CaseResult) -> None:
+        done[0] += 1
+        print(f"[{done[0]}/{args.seeds}] seed {r.seed}: {r.result} ({r.seconds:.1f} s)",
+              file=sys.stderr, flush=True)
+
+    rep = regress(seeds, args.sim or "icarus", jobs=args.jobs, vectors=args.vectors, out_dir=args.out,
+                  fault=args.fault, build_root=args.build_root, config=config, progress=progress)
+    print_table(rep)
+    print(f"wrote {Path(args.out) / 'junit.xml'} and {Path(args.out) / 'summary.json'}")
+    return 0 if rep.failed == 0 else 1
+
+
+def regress_cli_spec():
+    return _add_arguments, _run

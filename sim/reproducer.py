@@ -1,0 +1,91 @@
+"""Reproducers of failing ``ttforge regress`` cases: written by :func:`write_reproducer`,
+rerun by :func:`replay` (``ttforge regress --replay DIR``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from ttforge.atomic import atomic_dir
+from ttforge.errors import ConfigError
+from ttforge.sim.cases import RegressCase
+from ttforge.sim.check import CaseResult, describe, run_case
+
+__all__ = ["write_reproducer", "replay"]
+
+
+def write_reproducer(case: RegressCase, sim: str, res: CaseResult, prog, expected, got,
+                     out_dir, *, fault=None, build_root=None, waves=True) -> Path:
+    """``<out_dir>/repro-<sim>-seed<N>/``: ``case.json`` (seed, sim, fault, pauses, the
+    verdict and the divergence), ``artifact.ttfa``, ``config.json``, ``load_image.json``,
+    ``inputs.npy``, ``expected.npy``, ``got.npy``, ``divergence.txt`` and a waveform of
+    the first failing vector (``waves.fst`` or ``dump.vcd``)."""
+    final = Path(out_dir) / (f"repro-{sim}-seed{case.seed}" if fault is None
+                             else f"repro-{sim}-{fault}-seed{case.seed}")
+    with atomic_dir(final) as d:  # a complete reproducer or none (never half of one)
+        _fill_reproducer(d, final, case, sim, res, prog, expected, got, fault=fault,
+                         build_root=build_root, waves=waves)
+    return final
+
+
+def _fill_reproducer(d: Path, final: Path, case: RegressCase, sim: str, res: CaseResult, prog,
+                     expected, got, *, fault, build_root, waves) -> None:
+    from ttforge.hw.program import load_image, load_image_to_json
+    from ttforge.ir.artifact import save_artifact
+
+    save_artifact(case.net, d / "artifact.ttfa", meta={"regress_seed": case.seed})
+    (d / "config.json").write_text(case.config.to_json())
+    (d / "load_image.json").write_text(load_image_to_json(load_image(prog)))
+    np.save(d / "inputs.npy", case.inputs)
+    np.save(d / "expected.npy", expected)
+    if got is not None:
+        np.save(d / "got.npy", got)
+    wave = None
+    first = (res.divergence or {}).get("output")
+    if waves and first is not None and res.result == "FAIL":
+        try:
+            from ttforge.sim.runner import build, run_inference
+
+            wb = build(case.config, sim, fault=fault, build_root=build_root, waves=True)
+            v = first["vector"]
+            r = run_inference(wb, prog, case.inputs[v:v + 1], seed=case.seed, waves=True,
+                              workdir=d / "waves_run")
+            if r.waves is not None:
+                wave = d / r.waves.name
+                shutil.move(str(r.waves), wave)
+            shutil.rmtree(d / "waves_run", ignore_errors=True)
+        except Exception as e:  # noqa: BLE001
+            (d / "waves_error.txt").write_text(f"{type(e).__name__}: {e}\n")
+    info = {"seed": case.seed, "sim": sim, "fault": fault, "vectors": len(case.inputs),
+            "gaps": case.gaps, "backpressure": case.backpressure, "shape": case.shape,
+            "result": res.result, "reason": res.reason, "divergence": res.divergence,
+            "waves": wave.name if wave else None,
+            "replay": f"ttforge regress --replay {final}"}
+    (d / "case.json").write_text(json.dumps(info, indent=1, default=str))
+    (d / "divergence.txt").write_text(describe(res) + "\n")
+
+
+def replay(directory: str | os.PathLike, *, sim: str | None = None,
+           build_root: str | os.PathLike | None = None) -> CaseResult:
+    """Rerun a reproducer directory (its artifact, config and inputs, on its simulator
+    unless ``sim`` is given); the divergence is located again if it still fails."""
+    from ttforge.hw.config import AccelConfig
+    from ttforge.ir.artifact import load_artifact
+
+    d = Path(directory)
+    info_path = d / "case.json"
+    if not info_path.is_file():
+        raise ConfigError(f"--replay {d}: no case.json there; give a directory written by "
+                          f"ttforge regress (repro-<sim>-seed<N>)")
+    info = json.loads(info_path.read_text())
+    net = load_artifact(d / "artifact.ttfa")
+    cfg = AccelConfig.load(d / "config.json")
+    X = np.load(d / "inputs.npy")
+    case = RegressCase(int(info["seed"]), net, cfg, X, float(info.get("gaps", 0.0)),
+                       float(info.get("backpressure", 0.0)))
+    return run_case(case, sim or info["sim"], fault=info.get("fault"), build_root=build_root,
+                    out_dir=None)
