@@ -10,10 +10,12 @@ import math
 
 import numpy as np
 
-from ttforge.errors import ConfigError
+from ttforge.errors import ConfigError, DataError
 
 __all__ = [
     "ARITHMETIC_SPEC_VERSION",
+    "MAX_ACC_BITS",
+    "shift_range",
     "ROUNDING",
     "ROUNDING_ALIASES",
     "int_range",
@@ -33,6 +35,18 @@ ARITHMETIC_SPEC_VERSION = 1
 ROUNDING = "FLOOR_PLUS_HALF"
 #: Earlier manifests named the same rule ``HALF_UP``; readers accept it as an alias.
 ROUNDING_ALIASES = ("HALF_UP",)
+
+#: The widest accumulator the int64 executor computes exactly: every sum fits 48 bits,
+#: so the rounding constant and any shift of :func:`shift_range` never overflow int64
+#: (and a float64 model of the same sums is exact too).
+MAX_ACC_BITS = 48
+
+
+def shift_range(acc_bits: int) -> tuple[int, int]:
+    """``(lo, hi)``: the shifts for which :func:`rshift_round` on an ``acc_bits``-bit
+    accumulator is exact in int64: a left shift (negative) keeps every value below
+    2^63 (``acc_bits - 1 - lo <= 62``), a right shift adds at most 2^61 (``hi = 62``)."""
+    return acc_bits - 63, 62
 
 
 def int_range(bits: int, narrow: bool = False) -> tuple[int, int]:
@@ -58,8 +72,24 @@ def rshift_round(a: np.ndarray, s: int) -> np.ndarray:
 
 
 def quantize(x: np.ndarray, bits: int, exp: int, narrow: bool = False) -> np.ndarray:
-    """Real values to integers of ``(bits, exp)``: ``sat(floor(x / 2^exp + 1/2))``."""
-    scaled = np.floor(np.ldexp(np.asarray(x, dtype=np.float64), -int(exp)) + 0.5)
+    """Real values to integers of ``(bits, exp)``: ``sat(floor(x / 2^exp + 1/2))``, exactly.
+
+    ``x / 2^exp`` is exact in float64 (a power of two; an underflow only to values
+    far below one half); ``floor(v + 1/2)`` is computed as ``floor(v)`` plus one when
+    ``v >= floor(v) + 1/2``, which is exact for every finite ``v`` (adding one half in
+    float64 would round ``0.49999999999999994`` up to 1). ``+-inf`` saturate; a NaN is
+    a one-line :class:`~ttforge.errors.DataError` naming its position.
+    """
+    v = np.ldexp(np.asarray(x, dtype=np.float64), -int(exp))
+    nan = np.isnan(v)
+    if nan.any():
+        where = tuple(int(i) for i in np.argwhere(nan)[0])
+        raise DataError(f"input value at index {where if len(where) != 1 else where[0]} is NaN "
+                        f"({int(nan.sum())} NaN in all); inputs must be numbers")
+    f = np.floor(v)
+    with np.errstate(invalid="ignore"):
+        up = v >= f + 0.5             # f + 1/2 is exact while |f| < 2^52
+    scaled = np.where(np.abs(v) >= 2.0 ** 52, v, f + up)   # from 2^52 on, v is an integer
     lo, hi = int_range(bits, narrow)
     return np.clip(scaled, lo, hi).astype(np.int64)
 

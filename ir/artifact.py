@@ -34,9 +34,10 @@ from typing import Any
 import numpy as np
 
 from ttforge import __version__
-from ttforge.errors import ArtifactError, TTForgeError
+from ttforge.errors import ArtifactError, TTForgeError, show, show_path
+from ttforge.limits import MAX_ARTIFACT_BYTES, MAX_EXP, MAX_LAYER_ELEMENTS, MAX_MANIFEST_BYTES, read_bounded
 from ttforge.ir.schedule import ContractionSchedule
-from ttforge.ir.arith import ARITHMETIC_SPEC_VERSION, ROUNDING, ROUNDING_ALIASES, int_range
+from ttforge.ir.arith import ARITHMETIC_SPEC_VERSION, MAX_ACC_BITS, ROUNDING, ROUNDING_ALIASES, int_range
 from ttforge.ir.executor import IntLayer, IntNetwork
 
 __all__ = [
@@ -49,6 +50,8 @@ __all__ = [
     "loads_artifact",
     "layer_kind",
     "dump_json",
+    "check_container",
+    "parse_manifest",
 ]
 
 ARTIFACT_FORMAT = "ttforge-artifact"
@@ -235,16 +238,16 @@ class _Reader:
         v = self.get(obj, key, where)
         name = f"{where + '.' if where else ''}{key}"
         if isinstance(v, bool) or not isinstance(v, int):
-            raise self.fail(f"manifest field {name}={v!r} must be an integer")
+            raise self.fail(f"manifest field {name}={show(v)} must be an integer")
         if (lo is not None and v < lo) or (hi is not None and v > hi):
-            raise self.fail(f"manifest field {name}={v} is out of range {lo}..{hi}")
+            raise self.fail(f"manifest field {name}={show(v)} is out of range {lo}..{hi}")
         return v
 
     def ints(self, obj: Any, key: str, where: str, n: int | None = None) -> list[int]:
         v = self.get(obj, key, where)
         name = f"{where}.{key}"
         if not isinstance(v, list) or any(isinstance(e, bool) or not isinstance(e, int) for e in v):
-            raise self.fail(f"manifest field {name}={v!r} must be a list of integers")
+            raise self.fail(f"manifest field {name}={show(v)} must be a list of integers")
         if n is not None and len(v) != n:
             raise self.fail(f"manifest field {name} has {len(v)} entries; the schedule needs {n}")
         return v
@@ -252,8 +255,50 @@ class _Reader:
     def bool_(self, obj: Any, key: str, where: str) -> bool:
         v = self.get(obj, key, where)
         if not isinstance(v, bool):
-            raise self.fail(f"manifest field {where}.{key}={v!r} must be true or false")
+            raise self.fail(f"manifest field {where}.{key}={show(v)} must be true or false")
         return v
+
+
+def check_container(z: zipfile.ZipFile, fail, size: int, members: tuple[str, ...] = (MANIFEST, PAYLOAD)) -> None:
+    """The container rules of docs/artifact.md (also those of the training state), checked
+    on the central directory before any member is read: each of ``members`` once and
+    nothing else, every member stored (a compressed member could inflate to gigabytes
+    before any check: a ZIP bomb), none encrypted, ``manifest.json`` at most
+    ``MAX_MANIFEST_BYTES`` and no member larger than the ``size``-byte file. ``fail(msg)``
+    makes the error."""
+    infos = z.infolist()
+    names = [i.filename for i in infos]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise fail(f"has the member {show(dup[0])} {names.count(dup[0])} times; it holds each "
+                   f"member once (it is damaged or was edited)")
+    extra = [n for n in names if n not in members]
+    if extra:
+        raise fail(f"has the member {show(extra[0])} besides {' and '.join(members)}; it holds "
+                   f"exactly those (it is damaged or was edited)")
+    for info in infos:
+        if info.flag_bits & 0x1:
+            raise fail(f"member {show(info.filename)} is encrypted; ttforge never encrypts "
+                       f"(it is not from ttforge)")
+        if info.compress_type != zipfile.ZIP_STORED or info.file_size != info.compress_size:
+            raise fail(f"member {show(info.filename)} is compressed (method {info.compress_type}); "
+                       f"members are stored uncompressed (docs/artifact.md), re-export it")
+        limit = MAX_MANIFEST_BYTES if info.filename == MANIFEST else size
+        if info.file_size > limit:
+            raise fail(f"member {show(info.filename)} claims {info.file_size:,} bytes, more than "
+                       f"{'the limit of ' + format(limit, ',') if info.filename == MANIFEST else 'the file holds'}; "
+                       f"it is damaged")
+
+
+def parse_manifest(raw: bytes, fail) -> Any:
+    """``raw`` as JSON; undecodable, too deeply nested or holding an integer of too many
+    digits is ``fail(msg)``."""
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except RecursionError:
+        raise fail(f"has a {MANIFEST} nested too deeply to read; it is damaged or not from ttforge") from None
+    except (UnicodeDecodeError, ValueError) as e:  # JSONDecodeError, or an int of too many digits
+        raise fail(f"has an unreadable {MANIFEST} ({show(str(e))}); it is damaged or not from ttforge") from None
 
 
 def _open(data: bytes, r: _Reader) -> tuple[dict, bytes]:
@@ -264,30 +309,30 @@ def _open(data: bytes, r: _Reader) -> tuple[dict, bytes]:
         raise r.fail("is not a ttforge artifact (no ZIP signature); give a .ttfa file written by save_artifact")
     try:
         z = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
-        raise r.fail(f"is truncated or damaged ({len(data)} bytes; {e}); re-copy it") from None
+    except Exception as e:  # noqa: BLE001 - zipfile raises many kinds on a damaged directory
+        raise r.fail(f"is truncated or damaged ({len(data)} bytes; {type(e).__name__}: {e}); "
+                     f"re-copy it") from None
     with z:
-        names = z.namelist()
+        infos = z.infolist()
+        names = [i.filename for i in infos]
         if MANIFEST not in names:
             raise r.fail(f"is not a ttforge artifact (no {MANIFEST} member); give a .ttfa file written by save_artifact")
+        check_container(z, r.fail, len(data))
 
         def read(name: str) -> bytes:
             try:
                 return z.read(name)
             except zipfile.BadZipFile as e:
                 raise r.fail(f"is corrupt: member {name} fails its ZIP check ({e}); re-copy it") from None
-            except (OSError, EOFError, ValueError, NotImplementedError) as e:
+            except Exception as e:  # noqa: BLE001 - any failure of a damaged member is one line
                 raise r.fail(f"is damaged: member {name} cannot be read ({type(e).__name__}: {e}); re-copy it") from None
 
-        try:
-            manifest = json.loads(read(MANIFEST).decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise r.fail(f"has an unreadable {MANIFEST} ({e}); it is damaged or not from ttforge") from None
+        manifest = parse_manifest(read(MANIFEST), r.fail)
         if not isinstance(manifest, dict) or manifest.get("format") != ARTIFACT_FORMAT:
             raise r.fail(f"is not a ttforge artifact ({MANIFEST} lacks format={ARTIFACT_FORMAT!r})")
         version = manifest.get("format_version")
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-            raise r.fail(f"has an unknown format_version {version!r}; it is damaged")
+            raise r.fail(f"has an unknown format_version {show(version)}; it is damaged")
         if version > ARTIFACT_FORMAT_VERSION:
             raise r.fail(
                 f"has format_version {version}, written by a newer ttforge (this one reads "
@@ -297,6 +342,10 @@ def _open(data: bytes, r: _Reader) -> tuple[dict, bytes]:
         if member != PAYLOAD or PAYLOAD not in names:
             raise r.fail(f"has no {PAYLOAD} payload member; it is damaged")
         payload = read(PAYLOAD)
+        producer = r.get(manifest, "producer", "")
+        for key in ("name", "version"):
+            if not isinstance(r.get(producer, key, "producer"), str):
+                raise r.fail(f"manifest field producer.{key} must be a string")
     return manifest, payload
 
 
@@ -312,7 +361,7 @@ def _check_arithmetic(manifest: dict, r: _Reader) -> None:
         if key == "rounding" and got in ROUNDING_ALIASES:
             continue  # the same rule under its earlier name
         if got != want:
-            raise r.fail(f"manifest field arithmetic.{key}={got!r}; this ttforge only executes {want!r}")
+            raise r.fail(f"manifest field arithmetic.{key}={show(got)}; this ttforge only executes {want!r}")
 
 
 def _tensors(manifest: dict, payload: bytes, r: _Reader) -> dict[str, np.ndarray]:
@@ -320,6 +369,7 @@ def _tensors(manifest: dict, payload: bytes, r: _Reader) -> dict[str, np.ndarray
     if r.get(info, "byte_order", "payload") != "little":
         raise r.fail("manifest field payload.byte_order must be 'little'")
     nbytes = r.int_(info, "nbytes", "payload", 0)
+    align = r.int_(info, "alignment", "payload", 1, 4096)
     if len(payload) != nbytes:
         raise r.fail(f"payload {PAYLOAD} has {len(payload)} bytes, the manifest says {nbytes}; "
                      f"it is truncated or damaged, re-copy it")
@@ -333,15 +383,19 @@ def _tensors(manifest: dict, payload: bytes, r: _Reader) -> dict[str, np.ndarray
         where = f"tensors[{j}]"
         name = r.get(t, "name", where)
         if not isinstance(name, str) or name in out:
-            raise r.fail(f"manifest field {where}.name={name!r} must be a unique string")
+            raise r.fail(f"manifest field {where}.name={show(name)} must be a unique string")
         dtype = r.get(t, "dtype", where)
         if not isinstance(dtype, str) or dtype not in _DTYPES:
-            raise r.fail(f"tensor {name} has dtype {dtype!r}; artifact tensors hold integers "
+            raise r.fail(f"tensor {show(name)} has dtype {show(dtype)}; artifact tensors hold integers "
                          f"({', '.join(_DTYPES)}), never non-integer values")
         shape = r.ints(t, "shape", where)
         if any(s < 0 for s in shape):
-            raise r.fail(f"tensor {name} has a negative size in shape {shape}")
+            raise r.fail(f"tensor {name} has a negative size in shape {show(shape)}")
+        if len(shape) > 8 or any(s > len(payload) for s in shape):
+            raise r.fail(f"tensor {name} has shape {show(shape)}, larger than its {len(payload)}-byte payload")
         offset = r.int_(t, "offset", where, 0)
+        if offset % align:
+            raise r.fail(f"tensor {name} starts at byte {offset}, not a multiple of payload.alignment={align}")
         size = r.int_(t, "nbytes", where, 0)
         itemsize = _DTYPES[dtype] // 8
         if size != math.prod(shape) * itemsize:
@@ -358,24 +412,40 @@ def _tensors(manifest: dict, payload: bytes, r: _Reader) -> dict[str, np.ndarray
 
 def _layer(i: int, d: dict, tensors: dict[str, np.ndarray], r: _Reader) -> IntLayer:
     w = f"layers[{i}]"
+    sd = r.get(d, "schedule", w)
+    r.get(sd, "steps", f"{w}.schedule")   # required: a reader executes them (docs/artifact.md)
+    for key in ("out_modes", "in_modes", "ranks"):
+        v = r.get(sd, key, f"{w}.schedule")
+        if isinstance(v, list) and (len(v) > 64 or any(isinstance(e, int) and not isinstance(e, bool)
+                                                        and e > MAX_LAYER_ELEMENTS for e in v)):
+            raise r.fail(f"manifest field {w}.schedule.{key}={show(v)} is out of range (at most 64 "
+                         f"entries of at most {MAX_LAYER_ELEMENTS:,})")
     try:
-        sched = ContractionSchedule.from_dict(r.get(d, "schedule", w))
+        sched = ContractionSchedule.from_dict(sd)
     except TTForgeError as e:
         raise r.fail(f"{w}.schedule: {e}") from None
     except (TypeError, ValueError) as e:
         raise r.fail(f"{w}.schedule is malformed ({e})") from None
     shape = sched.shape
+    sizes = [shape.in_size] + [st.A * st.K * st.Q for st in sched.steps] + [st.A * st.P * st.Q for st in sched.steps]
+    if max(sizes) > MAX_LAYER_ELEMENTS:
+        raise r.fail(f"{w} has an intermediate of {max(sizes):,} elements per sample, above ttforge's "
+                     f"limit of {MAX_LAYER_ELEMENTS:,}; it is damaged or not from ttforge")
     kind = r.get(d, "kind", w)
     if kind != ("dense" if shape.d == 1 else "tt"):
-        raise r.fail(f"{w}.kind={kind!r} but its schedule has {shape.d} cores "
+        raise r.fail(f"{w}.kind={show(kind)} but its schedule has {shape.d} cores "
                      f"(dense is exactly 1 core, tt more)")
     bits = {k: r.int_(d, k, w, 2, hi) for k, hi in
-            (("w_bits", 8), ("in_bits", 32), ("inter_bits", 32), ("out_bits", 32), ("acc_bits", 64))}
+            (("w_bits", 8), ("in_bits", 32), ("inter_bits", 32), ("out_bits", 32), ("acc_bits", MAX_ACC_BITS))}
     in_f = r.int_(d, "in_features", w, 1)
     out_f = r.int_(d, "out_features", w, 1)
-    in_exp = r.int_(d, "in_exp", w)
+    in_exp = r.int_(d, "in_exp", w, -MAX_EXP, MAX_EXP)
     core_exps = r.ints(d, "core_exps", w, shape.d)
     step_exps = r.ints(d, "step_exps", w, shape.d)
+    for key, values in (("core_exps", core_exps), ("step_exps", step_exps)):
+        if any(abs(e) > MAX_EXP for e in values):
+            raise r.fail(f"manifest field {w}.{key}={show(values)} is out of range "
+                         f"{-MAX_EXP}..{MAX_EXP}")
     relu = r.bool_(d, "relu", w)
     has_bias = r.bool_(d, "has_bias", w)
     names = r.get(d, "cores", w)
@@ -385,7 +455,7 @@ def _layer(i: int, d: dict, tensors: dict[str, np.ndarray], r: _Reader) -> IntLa
     cores = []
     for k, (name, want) in enumerate(zip(names, shape.core_shapes)):
         if not isinstance(name, str) or name not in tensors:
-            raise r.fail(f"{w}.cores[{k}] names tensor {name!r}, which the tensor table lacks")
+            raise r.fail(f"{w}.cores[{k}] names tensor {show(name)}, which the tensor table lacks")
         g = tensors[name]
         if tuple(g.shape) != want:
             raise r.fail(f"{w} core {k} ({name}) has shape {list(g.shape)} but the schedule "
@@ -397,10 +467,10 @@ def _layer(i: int, d: dict, tensors: dict[str, np.ndarray], r: _Reader) -> IntLa
     bias = None
     bias_name = r.get(d, "bias", w)
     if has_bias != (bias_name is not None):
-        raise r.fail(f"{w}.has_bias={has_bias} disagrees with {w}.bias={bias_name!r}")
+        raise r.fail(f"{w}.has_bias={has_bias} disagrees with {w}.bias={show(bias_name)}")
     if has_bias:
         if not isinstance(bias_name, str) or bias_name not in tensors:
-            raise r.fail(f"{w}.bias names tensor {bias_name!r}, which the tensor table lacks")
+            raise r.fail(f"{w}.bias names tensor {show(bias_name)}, which the tensor table lacks")
         bias = tensors[bias_name]
         if tuple(bias.shape) != (out_f,):
             raise r.fail(f"{w} bias ({bias_name}) has shape {list(bias.shape)}; expected [{out_f}]")
@@ -418,7 +488,7 @@ def _layer(i: int, d: dict, tensors: dict[str, np.ndarray], r: _Reader) -> IntLa
     for key, derived in (("acc_exps", _acc_exps(layer)), ("shifts", list(layer.shifts()))):
         stored = r.ints(d, key, w, shape.d)
         if stored != derived:
-            raise r.fail(f"{w}.{key}={stored} do not match the exponents (they give {derived}); "
+            raise r.fail(f"{w}.{key}={show(stored)} do not match the exponents (they give {derived}); "
                          f"the artifact is inconsistent, re-export it")
     return layer
 
@@ -445,7 +515,7 @@ def loads_artifact(data: bytes, source: str = "<bytes>") -> IntNetwork:
                       ("output", {"features": last.out_features, "bits": last.out_bits, "exp": last.out_exp})):
         got = r.get(manifest, key, "")
         if got != want:
-            raise r.fail(f"manifest field {key}={got!r} disagrees with the layers ({want}); re-export it")
+            raise r.fail(f"manifest field {key}={show(got)} disagrees with the layers ({want}); re-export it")
     return net
 
 
@@ -458,11 +528,9 @@ def load_artifact(path: str | os.PathLike) -> IntNetwork:
     """
     path = Path(path)
     if path.is_dir():
-        raise ArtifactError(f"{path} is a directory; give the artifact file (e.g. model.ttfa)")
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ArtifactError(f"{path} does not exist; give the path of a ttforge artifact (.ttfa)") from None
-    except OSError as e:
-        raise ArtifactError(f"{path} cannot be read ({e.strerror})") from None
-    return loads_artifact(data, str(path))
+        raise ArtifactError(f"{show_path(path)} is a directory; give the artifact file (e.g. model.ttfa)")
+    if not os.path.lexists(path):
+        raise ArtifactError(f"{show_path(path)} does not exist; give the path of a ttforge artifact (.ttfa)")
+    # a regular file of bounded size, checked before reading (a FIFO or /dev/zero never ends)
+    data = read_bounded(path, "artifact", MAX_ARTIFACT_BYTES, ArtifactError)
+    return loads_artifact(data, show_path(path))

@@ -13,7 +13,8 @@ import numpy as np
 
 from ttforge.errors import ConfigError, ShapeError
 from ttforge.ir.schedule import ContractionSchedule
-from ttforge.ir.arith import acc_bits_needed, int_range, quantize, rshift_round, saturate
+from ttforge.ir.arith import MAX_ACC_BITS, acc_bits_needed, int_range, quantize, rshift_round, saturate, shift_range
+from ttforge.limits import MAX_EXP
 
 __all__ = ["IntLayer", "IntNetwork", "StepTrace", "execute", "execute_traced", "layer_from_dense", "check_input"]
 
@@ -78,12 +79,32 @@ class IntLayer:
             raise ShapeError("in/out features exceed the TT shape")
         if self.bias is not None and tuple(self.bias.shape) != (self.out_features,):
             raise ShapeError(f"bias has shape {tuple(self.bias.shape)}; expected ({self.out_features},)")
+        self._check_exact()
         for t, need in enumerate(self.acc_bits_needed()):
             if need > self.acc_bits:
                 raise ConfigError(
                     f"step {t} (core {self.schedule.steps[t].core}) can reach {need}-bit sums but "
                     f"acc_bits={self.acc_bits}; raise acc_bits to {need} or lower the widths"
                 )
+
+    def _check_exact(self) -> None:
+        """The fields for which this int64 executor is exact (docs/artifact.md, "What the
+        loader refuses"): ``acc_bits <= 48``, exponents within ``+-MAX_EXP``, every
+        shift within :func:`~ttforge.ir.arith.shift_range`."""
+        if isinstance(self.acc_bits, bool) or not isinstance(self.acc_bits, (int, np.integer)) \
+                or not 2 <= self.acc_bits <= MAX_ACC_BITS:
+            raise ConfigError(f"acc_bits={self.acc_bits!r} must be an integer in 2..{MAX_ACC_BITS} "
+                              f"(the widest accumulator computed exactly in int64)")
+        for name, values in (("in_exp", (self.in_exp,)), ("core_exps", self.core_exps),
+                             ("step_exps", self.step_exps)):
+            if any(abs(int(e)) > MAX_EXP for e in values):
+                raise ConfigError(f"{name}={list(values)} must lie in {-MAX_EXP}..{MAX_EXP}")
+        lo, hi = shift_range(self.acc_bits)
+        for t, s in enumerate(self.shifts()):
+            if not lo <= s <= hi:
+                raise ConfigError(
+                    f"step {t} shifts by {s} ({'left ' + str(-s) if s < 0 else 'right ' + str(s)}); "
+                    f"with acc_bits={self.acc_bits} the exact range is {lo}..{hi}; change the exponents")
 
     # -- derived ---------------------------------------------------------------------
     def step_in(self, t: int) -> tuple[int, int]:

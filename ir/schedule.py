@@ -26,7 +26,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
-from ttforge.errors import ShapeError
+from ttforge.errors import ShapeError, LimitError
+from ttforge.limits import MAX_SEARCH_CORES
 from ttforge.ir.tt import TTShape
 
 __all__ = ["ContractionStep", "ContractionSchedule", "ScheduleCost", "schedule_orders"]
@@ -299,6 +300,11 @@ class ContractionSchedule:
         """
         if objective not in ("macs", "peak"):
             raise ShapeError(f"objective={objective!r} must be 'macs' or 'peak'")
+        if shape.d > MAX_SEARCH_CORES:   # d * 2^(d-1) orders: bounded in time, with a clear message
+            raise LimitError(f"a TT layer of {shape.d} cores has {shape.d * 2 ** (shape.d - 1):,} "
+                             f"contraction orders to search; ttforge searches at most "
+                             f"{MAX_SEARCH_CORES} cores (use fewer cores, e.g. --n-cores "
+                             f"{min(4, MAX_SEARCH_CORES)}, or give the order)")
         if lanes is not None and (isinstance(lanes, bool) or int(lanes) != lanes or lanes < 1):
             raise ShapeError(f"lanes={lanes!r} must be an integer >= 1 (or None)")
         best, best_key = None, None

@@ -25,9 +25,10 @@ from typing import Any
 import numpy as np
 
 from ttforge import __version__
-from ttforge.errors import ArtifactError, TTForgeError
+from ttforge.errors import ArtifactError, TTForgeError, show, show_path
+from ttforge.limits import MAX_ARTIFACT_BYTES, MAX_MANIFEST_BYTES, file_kind, read_bounded
 from ttforge.ir.arith import ARITHMETIC_SPEC_VERSION, ROUNDING
-from ttforge.ir.artifact import dump_json
+from ttforge.ir.artifact import check_container, dump_json, parse_manifest
 from ttforge.ir.schedule import ContractionSchedule
 from ttforge.ir.train import TRAIN_SPEC_VERSION, TrainConfig, TrainLayer, TrainState
 
@@ -176,23 +177,21 @@ def _open(data: bytes, r: _R) -> tuple[dict, bytes]:
                      "ttforge train-int")
     try:
         z = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
-        raise r.fail(f"is truncated or damaged ({len(data)} bytes; {e}); re-copy it") from None
+    except Exception as e:  # noqa: BLE001 - zipfile raises many kinds on a damaged directory
+        raise r.fail(f"is truncated or damaged ({len(data)} bytes; {type(e).__name__}: {e}); re-copy it") from None
     with z:
         names = z.namelist()
         if MANIFEST not in names or PAYLOAD not in names:
-            raise r.fail(f"is not a ttforge training state (members {names[:4]}); give a .ttts file")
+            raise r.fail(f"is not a ttforge training state (members {show(names[:4])}); give a .ttts file")
+        check_container(z, r.fail, len(data))   # the artifact's container rules (ZIP bombs, ...)
 
         def read(name: str) -> bytes:
             try:
                 return z.read(name)
-            except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as e:
+            except Exception as e:  # noqa: BLE001 - any failure of a damaged member is one line
                 raise r.fail(f"is damaged: member {name} cannot be read ({e}); re-copy it") from None
 
-        try:
-            manifest = json.loads(read(MANIFEST).decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise r.fail(f"has an unreadable {MANIFEST} ({e}); it is damaged") from None
+        manifest = parse_manifest(read(MANIFEST), r.fail)
         fmt = manifest.get("format") if isinstance(manifest, dict) else None
         if fmt != STATE_FORMAT:
             hint = " (it is an inference artifact: start from it with --from)" if fmt == "ttforge-artifact" else ""
@@ -319,23 +318,23 @@ def load_state(path: str | os.PathLike) -> TrainState:
     path = Path(path)
     if path.is_dir():
         raise ArtifactError(f"{path} is a directory; give the state file (e.g. run/state.ttts)")
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ArtifactError(f"{path} does not exist; give the path of a training state (.ttts)") from None
-    except OSError as e:
-        raise ArtifactError(f"{path} cannot be read ({e.strerror})") from None
-    return loads_state(data, str(path))
+    if not os.path.lexists(path):
+        raise ArtifactError(f"{show_path(path)} does not exist; give the path of a training state (.ttts)")
+    data = read_bounded(path, "training state", MAX_ARTIFACT_BYTES, ArtifactError)
+    return loads_state(data, show_path(path))
 
 
 def is_state_file(path: str | os.PathLike) -> bool:
     """Whether ``path`` is a ZIP whose manifest says ``ttforge-train-state`` (no full check)."""
     try:
+        if file_kind(os.stat(path).st_mode) is not None:
+            return False   # a FIFO or a device is never opened here
         with zipfile.ZipFile(path) as z:
-            if MANIFEST not in z.namelist() or z.getinfo(MANIFEST).file_size > 64 << 20:
+            info = z.getinfo(MANIFEST)
+            if info.file_size > MAX_MANIFEST_BYTES or info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 1:
                 return False
             return json.loads(z.read(MANIFEST)).get("format") == STATE_FORMAT
-    except (OSError, zipfile.BadZipFile, ValueError, AttributeError, EOFError, KeyError):
+    except Exception:  # noqa: BLE001 - anything unreadable is "not a state"; the loader says why
         return False
 
 

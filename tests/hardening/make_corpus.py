@@ -143,6 +143,99 @@ def artifacts(base: bytes) -> dict[str, bytes]:
     out["no_manifest.ttfa"] = _rezip(b"{}", p0, fix_sums=False, names=("readme.txt", "tensors.bin"))
     out["no_payload.ttfa"] = _rezip(json.loads(json.dumps(m0)), p0, fix_sums=False,
                                     names=("manifest.json", "other.bin"))
+    out.update(hostile_artifacts(base, m0, p0))
+    return out
+
+
+def _raw_zip(members: list[tuple[str, bytes]], method: int = zipfile.ZIP_STORED, flag_bits: int = 0) -> bytes:
+    """A ZIP with exactly ``members`` (duplicates allowed), compressed with ``method``."""
+    import warnings
+
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Duplicate name"
+        with zipfile.ZipFile(buf, "w", method) as z:
+            for name, data in members:
+                info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+                info.compress_type = method
+                z.writestr(info, data)
+    data = bytearray(buf.getvalue())
+    if flag_bits:  # set the flag in every local and central header
+        for sig, off in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+            i = data.find(sig)
+            while i >= 0:
+                data[i + off] |= flag_bits
+                i = data.find(sig, i + 4)
+    return bytes(data)
+
+
+def hostile_artifacts(base: bytes, m0: dict, p0: bytes) -> dict[str, bytes]:
+    """Artifacts an adversary would write (issue 19): bombs, duplicates, fields where the
+    int64 executor would not be exact, values too long for a line, deep nesting."""
+    text = json.dumps(m0, indent=1).encode()
+    out: dict[str, bytes] = {}
+    # 2. bombs and container tricks
+    out["deflated_bomb.ttfa"] = _raw_zip([("manifest.json", text), ("tensors.bin", p0 + bytes(4 << 20))],
+                                         zipfile.ZIP_DEFLATED)
+    out["duplicate_manifest.ttfa"] = _raw_zip([("manifest.json", b"{}"), ("manifest.json", text),
+                                               ("tensors.bin", p0)])
+    out["extra_member.ttfa"] = _raw_zip([("manifest.json", text), ("tensors.bin", p0), ("evil.py", b"x")])
+    out["encrypted_flag.ttfa"] = _raw_zip([("manifest.json", text), ("tensors.bin", p0)], flag_bits=0x1)
+    damaged = bytearray(base)
+    cd = damaged.rfind(b"PK\x01\x02")
+    damaged[cd + 10:cd + 12] = b"\x63\x00"   # central directory: compression method 99 (AES)
+    out["central_directory_method.ttfa"] = bytes(damaged)
+    # 3. a manifest nested 200,000 deep, an integer of 5,000 digits
+    out["manifest_nested_deep.ttfa"] = _rezip(b'{"format": "ttforge-artifact", "x": ' + b"[" * 200_000
+                                              + b"]" * 200_000 + b"}", p0, fix_sums=False)
+    out["manifest_huge_int.ttfa"] = _rezip(text.replace(b'"format_version": 1', b'"format_version": '
+                                                        + b"9" * 5000), p0, fix_sums=False)
+
+    def edited(edit) -> bytes:
+        m = json.loads(json.dumps(m0))
+        edit(m)
+        return _rezip(m, p0)
+
+    # 4. fields outside the range where the int64 executor is exact; required keys
+    def acc64(m):
+        m["layers"][0]["acc_bits"] = 64
+    def right_shift_64(m):
+        last = m["layers"][-1]
+        last["step_exps"][-1] += 64
+        last["shifts"][-1] += 64
+        m["output"]["exp"] += 64
+    def left_shift_40(m):
+        last = m["layers"][-1]
+        last["step_exps"][-1] -= 40 + last["shifts"][-1]
+        last["shifts"][-1] = -40
+        m["output"]["exp"] = last["step_exps"][-1]
+    def exp_huge(m):
+        m["layers"][0]["in_exp"] = -(10 ** 6)
+        m["input"]["exp"] = -(10 ** 6)
+    def drop(*path):
+        def edit(m):
+            obj = m
+            for k in path[:-1]:
+                obj = obj[k]
+            del obj[path[-1]]
+        return edit
+    def long_string(m):
+        m["layers"][0]["kind"] = "k" * 250_000
+    def newline_name(m):
+        m["layers"][0]["cores"][0] = "line one\nline two"
+    def huge_modes(m):
+        m["layers"][0]["schedule"]["in_modes"] = [1 << 30] * 3
+    out["acc_bits_64.ttfa"] = edited(acc64)
+    out["shift_right_64.ttfa"] = edited(right_shift_64)
+    out["shift_left_40.ttfa"] = edited(left_shift_40)
+    out["exp_huge.ttfa"] = edited(exp_huge)
+    out["producer_missing.ttfa"] = edited(drop("producer"))
+    out["alignment_missing.ttfa"] = edited(drop("payload", "alignment"))
+    out["steps_missing.ttfa"] = edited(drop("layers", 0, "schedule", "steps"))
+    # 5. values too long for an error line, names with newlines
+    out["kind_quarter_megabyte.ttfa"] = edited(long_string)
+    out["core_name_newline.ttfa"] = edited(newline_name)
+    out["modes_huge.ttfa"] = edited(huge_modes)
     return out
 
 

@@ -58,6 +58,7 @@ def check(case, code: int, stderr: str, before: dict, after: dict) -> None:
     assert lines[0].startswith(f"ttforge {cmd}: error: ") or (
         case.id == "cli/command-unknown" and lines[0].startswith("ttforge: error: ")), lines[0]
     assert code == 2, f"{case.id}: exit {code}: {lines[0]}"
+    assert len(lines[0]) <= 1200, f"{case.id}: a {len(lines[0])}-character line"
     assert case.expect.lower() in lines[0].lower(), f"{case.id}: {case.expect!r} not in {lines[0]!r}"
     assert after == before, f"{case.id}: files changed: {sorted(set(after) ^ set(before))}"
 

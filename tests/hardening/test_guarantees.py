@@ -263,3 +263,23 @@ def test_train_overwrite_replaces_the_run_whole_or_keeps_the_old_one_whole(tmp_p
     assert after["last.pt"] != before["last.pt"] and after["metrics.json"] != before["metrics.json"]
     assert json.loads(after["metrics.json"])["config"]["seed"] == 5
     assert sorted(os.listdir(tmp_path)) == ["run"]
+
+
+# ----------------------------------------------------------------------- 2. inputs: regular files
+@pytest.mark.parametrize("argv,word", [
+    (["inspect", "{fifo}"], "FIFO"),
+    (["inspect", "/dev/zero"], "character device"),
+    (["generate", "{fifo}", "-o", "{tmp}/gen", "--no-verilog"], "FIFO"),
+])
+def test_a_fifo_or_a_device_given_as_input_is_refused_up_front(tmp_path, argv, word):
+    """Reading a FIFO blocks forever and /dev/zero never ends: both are refused before
+    any read (a real process with a timeout, so a regression fails instead of hanging)."""
+    import shutil
+
+    fifo = tmp_path / "pipe.ttfa"
+    os.mkfifo(fifo)
+    exe = shutil.which("ttforge", path=str(Path(sys.executable).parent)) or shutil.which("ttforge")
+    args = [a.replace("{fifo}", str(fifo)).replace("{tmp}", str(tmp_path)) for a in argv]
+    out = subprocess.run([exe, *args], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and word in out.stderr, out.stderr
+    assert sorted(os.listdir(tmp_path)) == ["pipe.ttfa"]

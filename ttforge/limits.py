@@ -1,0 +1,125 @@
+"""The limits ttforge states for what it reads and for its arguments (docs/hardening.md).
+
+Every reader bounds what it will allocate *before* allocating, from sizes it can check
+(the file's size, a header's claimed shape, a stored member's size), and every count a
+user gives has an upper bound; going past one is a one-line
+:class:`~ttforge.errors.LimitError` (exit 2) that names the limit. The limits are far
+above anything ttforge is for (small FPGAs: an MNIST network is ~20 KB) and far below
+what would exhaust a laptop.
+
+:func:`open_regular` is the one way an input file is opened: it refuses a directory, a
+FIFO, a device or a socket up front (reading ``/dev/zero`` or a FIFO would never end)
+and a file larger than the reader's limit.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import BinaryIO
+
+from ttforge.errors import LimitError, UserError, show_path
+
+__all__ = [
+    "MAX_ARTIFACT_BYTES", "MAX_MANIFEST_BYTES", "MAX_CONFIG_BYTES", "MAX_CHECKPOINT_BYTES",
+    "MAX_IDX_BYTES", "MAX_NPY_BYTES", "MAX_CLASSES", "MAX_HIDDEN", "MAX_PARAMETERS",
+    "MAX_SEED", "MAX_BATCH", "MAX_SEEDS", "MAX_VECTORS", "MAX_JOBS", "MAX_SEARCH_CORES",
+    "MAX_LAYER_ELEMENTS", "MAX_EXP", "open_regular", "read_bounded", "check_limit", "file_kind",
+]
+
+MiB = 1 << 20
+#: A compiled artifact (.ttfa), whole file.
+MAX_ARTIFACT_BYTES = 256 * MiB
+#: Its ``manifest.json`` member.
+MAX_MANIFEST_BYTES = 16 * MiB
+#: A JSON or TOML configuration file.
+MAX_CONFIG_BYTES = 4 * MiB
+#: A training checkpoint (.pt).
+MAX_CHECKPOINT_BYTES = 2048 * MiB
+#: One IDX file, after gzip decompression (the MNIST training images are 47 MB).
+MAX_IDX_BYTES = 1024 * MiB
+#: An ``.npy`` file of inputs (``run``, ``diverge --input``), by its header's shape.
+MAX_NPY_BYTES = 1024 * MiB
+#: Classes a label file may imply (its largest label + 1).
+MAX_CLASSES = 10_000
+#: Width of one hidden layer.
+MAX_HIDDEN = 1 << 16
+#: Parameters of a model built from a configuration or a checkpoint's config.
+MAX_PARAMETERS = 1 << 28
+#: Largest seed (``--seed``, ``seed =``): a non-negative 63-bit integer.
+MAX_SEED = (1 << 63) - 1
+#: Batch sizes (``--batch``, ``--batch-size``).
+MAX_BATCH = 1 << 20
+#: ``regress --seeds`` (random cases in one run).
+MAX_SEEDS = 100_000
+#: ``regress --vectors`` (vectors per case).
+MAX_VECTORS = 1_000_000
+#: Worker processes (``--jobs``): never more than this, nor more than there is work.
+MAX_JOBS = 256
+#: Cores of one TT layer whose contraction order is searched (``d * 2^(d-1)`` orders).
+MAX_SEARCH_CORES = 12
+#: Elements of any intermediate of one layer for one sample (padded input included).
+MAX_LAYER_ELEMENTS = 1 << 24
+#: Largest magnitude of an exponent (``in_exp``, ``core_exps``, ``step_exps``).
+MAX_EXP = 1024
+
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"))
+
+
+def file_kind(mode: int) -> str | None:
+    """``None`` for a regular file, else what it is (``"a FIFO"``, ...)."""
+    if stat.S_ISREG(mode):
+        return None
+    return next((k for test, k in _KINDS if test(mode)), "not a regular file")
+
+
+def check_limit(value: int, limit: int, what: str, fix: str = "") -> int:
+    """``value`` if ``<= limit``, else a one-line :class:`LimitError` naming both."""
+    if value > limit:
+        raise LimitError(f"{what} is {value:,}, above ttforge's limit of {limit:,}"
+                         + (f"; {fix}" if fix else ""))
+    return value
+
+
+def open_regular(path: str | os.PathLike, what: str, limit: int,
+                 error: type[UserError] = UserError) -> tuple[BinaryIO, int]:
+    """Open ``path`` for reading if it is a regular file of at most ``limit`` bytes:
+    ``(file, size)``. A missing file, a directory, a FIFO, a device or a socket, an
+    unreadable or too large file is a one-line ``error`` naming ``what``."""
+    p = Path(path)
+    where = f"{what} {show_path(p)}"
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        raise error(f"{where} does not exist; check the path") from None
+    except (OSError, ValueError) as e:
+        raise error(f"{where} cannot be read ({getattr(e, 'strerror', None) or e})") from None
+    kind = file_kind(st.st_mode)
+    if kind is not None:
+        raise error(f"{where} is {kind}, not a regular file; give the file itself") from None
+    if st.st_size > limit:
+        raise error(f"{where} has {st.st_size:,} bytes, above ttforge's limit of {limit:,} "
+                    f"for {what}s; it is not one ttforge wrote") from None
+    try:
+        f = open(p, "rb")  # noqa: SIM115 - returned to the caller
+    except OSError as e:
+        raise error(f"{where} cannot be read ({e.strerror}); check its permissions") from None
+    return f, st.st_size
+
+
+def read_bounded(path: str | os.PathLike, what: str, limit: int,
+                 error: type[UserError] = UserError) -> bytes:
+    """All bytes of a regular file of at most ``limit`` bytes (:func:`open_regular`);
+    never more than ``limit`` bytes are read, even if the file grows meanwhile."""
+    f, _ = open_regular(path, what, limit, error)
+    with f:
+        try:
+            data = f.read(limit + 1)
+        except OSError as e:
+            raise error(f"{what} {show_path(path)} cannot be read ({e.strerror})") from None
+    if len(data) > limit:
+        raise error(f"{what} {show_path(path)} grew above ttforge's limit of {limit:,} bytes while "
+                    f"being read")
+    return data
