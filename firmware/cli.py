@@ -80,8 +80,7 @@ def _run_build(args: argparse.Namespace) -> int:
 
 
 def build_cli_spec():
-    return ("Build a board bitstream (accelerator + UART bridge) with the pip open toolchain; "
-            "report resources and Fmax.", _add_build, _run_build)
+    return _add_build, _run_build
 
 
 # ------------------------------------------------------------------------- program
@@ -141,7 +140,7 @@ def _run_program(args: argparse.Namespace) -> int:
 
 
 def program_cli_spec():
-    return ("Program a board with a bitstream through openFPGALoader.", _add_program, _run_program)
+    return _add_program, _run_program
 
 
 # ------------------------------------------------------------------------- run
@@ -257,5 +256,4 @@ def _run_run(args: argparse.Namespace) -> int:
 
 
 def run_cli_spec():
-    return ("Run inference on a board (or its simulation) through the UART bridge.",
-            _add_run, _run_run)
+    return _add_run, _run_run

@@ -87,5 +87,4 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def flow_cli_spec():
-    return ("Run the whole journey: train -> quantize -> compile -> RTL -> bit-exact simulation -> "
-            "bitstream -> report (unchanged stages are skipped).", _add_arguments, _run)
+    return _add_arguments, _run

@@ -68,7 +68,7 @@ def _schedule_run(args: argparse.Namespace) -> int:
 
 
 def schedule_cli_spec():
-    return "Show the cost of every contraction order of a TT layer and the one chosen.", _schedule_arguments, _schedule_run
+    return _schedule_arguments, _schedule_run
 
 
 # ---------------------------------------------------------------------------------------
@@ -183,5 +183,4 @@ def _inspect_run(args: argparse.Namespace) -> int:
 
 
 def inspect_cli_spec():
-    return ("Show the layers, shapes, ranks, bit widths and on-chip bytes of a compiled artifact.",
-            _inspect_arguments, _inspect_run)
+    return _inspect_arguments, _inspect_run
