@@ -175,17 +175,13 @@ def _load_inputs(path: str, net) -> np.ndarray:
     width, integers outside the input format) is a one-line error naming INPUTS.
     """
     from ttforge.ir.executor import check_input   # the executor's own input check
+    from ttforge.limits import read_array
 
     p = Path(path)
-    try:
-        if p.suffix == ".npy":
-            x = np.load(p, allow_pickle=False)
-        else:
-            x = np.loadtxt(p, delimiter="," if p.suffix == ".csv" else None, ndmin=2)
-            if np.all(np.mod(x, 1) == 0):
-                x = x.astype(np.int64)
-    except (OSError, ValueError, EOFError) as e:
-        raise DataError(f"INPUTS {p}: cannot read ({e}); give a .npy, .txt or .csv array") from None
+    # bounded before allocating, a regular file, never a pickle, "no vectors" when empty
+    x = read_array(p, "INPUTS", DataError)
+    if p.suffix != ".npy" and np.all(np.mod(x, 1) == 0):
+        x = x.astype(np.int64)
     bits = net.layers[0].in_bits
     if x.dtype.kind not in "iuf":
         raise DataError(f"INPUTS {p}: holds {x.dtype} values; give integers (quantized, {bits}-bit) "

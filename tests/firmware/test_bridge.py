@@ -25,22 +25,32 @@ DIV = 4
 class Dut(wiring.Component):
     """BridgeCore + AXI4-Lite register file + a stream loopback (each element + 1)."""
 
-    def __init__(self, elem_bytes=1, stream_elems=2, stall_ticks=16, loop=True):
+    def __init__(self, elem_bytes=1, stream_elems=2, stall_ticks=16, loop=True, slave=True,
+                 partial=False):
         self.core = BridgeCore(divisor=DIV, addr_bits=ADDR_BITS, elem_bytes=elem_bytes,
                                stream_elems=stream_elems, stall_ticks=stall_ticks)
         self.eb, self.E, self.loop = elem_bytes, stream_elems, loop
+        self.slave, self.partial = slave, partial
         super().__init__({"rx": wiring.In(1, init=1), "tx": wiring.Out(1, init=1),
                           "written": wiring.Out(32)})
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.core = c = self.core
-        m.submodules.slave = s = AXI4LiteSlave(ADDR_BITS)
-        m.submodules.rf = rf = RegisterFile((REGS, WINS), ADDR_BITS)
-        wiring.connect(m, c.axil, s.axil)
-        wiring.connect(m, s.bus, rf.bus)
+        if self.slave:           # else nobody answers on the AXI4-Lite bus
+            m.submodules.slave = s = AXI4LiteSlave(ADDR_BITS)
+            m.submodules.rf = rf = RegisterFile((REGS, WINS), ADDR_BITS)
+            wiring.connect(m, c.axil, s.axil)
+            wiring.connect(m, s.bus, rf.bus)
         m.d.comb += [c.rx.eq(self.rx), self.tx.eq(c.tx)]
         LW = 8 * self.eb
+        if self.partial:
+            # one output beat without tlast, then nothing: the core stopped mid-vector
+            sent = Signal()
+            m.d.comb += [c.s_axis.tvalid.eq(~sent), c.s_axis.tdata.eq(0x55 * ((1 << LW * self.E) // 255)),
+                         c.s_axis.tlast.eq(0)]
+            with m.If(c.s_axis.tready):
+                m.d.sync += sent.eq(1)
         if self.loop:
             # one-beat register: m_axis -> (+1 per lane) -> s_axis
             full = Signal()
@@ -216,6 +226,22 @@ def test_stream_stall_is_reported_not_hung():
     parsed = P.Parser().feed(got)
     assert parsed[0] == Response(Cmd.STREAM_IN, Status.STALL, count=4)
     assert parsed[1].cmd == Cmd.PING and parsed[1].status == 0
+
+
+def test_axil_timeout_is_reported_not_hung():
+    dut = Dut(slave=False)                            # no AXI4-Lite handshake ever completes
+    req = P.write32(0x20, 7) + P.read32(0x20) + P.write_burst(0x20, [1, 2]) + P.ping()
+    got = run(dut, req, cycles=3000)
+    assert got == frames(Response(Cmd.WRITE32, Status.TIMEOUT, resp=0),
+                         Response(Cmd.READ32, Status.TIMEOUT, resp=0, data=0),
+                         Response(Cmd.WRITE_BURST, Status.TIMEOUT, resp=0, count=2),
+                         Response(Cmd.PING, 0, info=(P.PROTOCOL_VERSION, 1, 2, ADDR_BITS)))
+
+
+def test_output_frame_closed_when_the_core_stops_mid_vector():
+    dut = Dut(loop=False, partial=True, stall_ticks=4)
+    got = run(dut, b"", cycles=2000)
+    assert got == P.encode_output(b"\x55\x55")        # one beat (2 lanes), no tlast
 
 
 def test_uart_loopback_random_bytes():
