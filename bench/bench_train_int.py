@@ -66,6 +66,7 @@ def _env() -> dict:
 
 
 MINE = ("ir/train.py", "ir/train_state.py", "ir/train_cli.py", "ir/train_memory.py", "ir/train_diverge.py",
+        "model/train_int.py",
         "bench/bench_train_int.py")
 
 
@@ -86,7 +87,7 @@ def _int_args(name: str, seed: int):
 def run_int(name: str, seeds=SEEDS, epochs: int | None = None) -> dict:
     from ttforge.ir.arith import quantize
     from ttforge.ir.train import TrainConfig, calibrate_state, init_state, predict
-    from ttforge.ir.train_cli import _model, epoch_order, run_training
+    from ttforge.ir.train_cli import epoch_order, run_training, tt_layers as _model
 
     env = _env()  # the tree the run starts from
     s = SETTINGS[name]
@@ -170,7 +171,7 @@ def run_float(name: str, seeds=SEEDS) -> dict:
 def run_speed(steps_fast: int = 20, steps_golden: int = 3) -> dict:
     from ttforge.ir.arith import quantize
     from ttforge.ir.train import TrainConfig, calibrate_state, init_state, train_step, train_step_fast
-    from ttforge.ir.train_cli import _model
+    from ttforge.ir.train_cli import tt_layers as _model
 
     out = {}
     env = _env()
@@ -199,7 +200,7 @@ def run_speed(steps_fast: int = 20, steps_golden: int = 3) -> dict:
 
 def memory() -> dict:
     from ttforge.ir.train import TrainConfig, init_state
-    from ttforge.ir.train_cli import _model
+    from ttforge.ir.train_cli import tt_layers as _model
     from ttforge.ir.train_memory import training_memory
 
     rows = []

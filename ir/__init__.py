@@ -8,7 +8,9 @@ TT shapes (:class:`TTShape`), contraction schedules and their cost model
 :func:`load_artifact`, ``docs/artifact.md``), the on-chip byte accounting
 (:func:`on_chip_bytes`), the stochastic-rounding generator (:class:`Xorshift32`,
 :func:`stochastic_rshift`) and the divergence search over integer traces
-(:func:`compare_traces`). ``ttforge.model`` and ``ttforge.quant`` build on it with
+(:func:`compare_traces`), and the all-integer training step with its state file
+(:func:`train_step`, :func:`save_state`; ``docs/arithmetic.md``, "Training").
+``ttforge.model`` and ``ttforge.quant`` build on it with
 PyTorch; ``ttforge.hw``, ``ttforge.sim`` and ``ttforge.firmware`` import only this.
 """
 
@@ -43,6 +45,9 @@ from ttforge.ir.onchip import on_chip_bytes
 from ttforge.ir.rng import Xorshift32, derive_sr_seed, integer_update, stochastic_rshift
 from ttforge.ir.schedule import ContractionSchedule, ContractionStep, ScheduleCost, schedule_orders
 from ttforge.ir.tt import TTShape, factorize, max_ranks, resolve_ranks
+from ttforge.ir.train import (TrainConfig, TrainState, calibrate_state, export_network, init_state,
+                              state_from_network, train_step, train_step_fast, train_step_traced)
+from ttforge.ir.train_state import load_state, save_state
 
 __all__ = [
     "TTShape", "factorize", "max_ranks", "resolve_ranks",
@@ -55,4 +60,6 @@ __all__ = [
     "on_chip_bytes",
     "Xorshift32", "stochastic_rshift", "derive_sr_seed", "integer_update",
     "DivergenceReport", "Mismatch", "compare_traces", "first_diff",
+    "TrainConfig", "TrainState", "init_state", "state_from_network", "calibrate_state", "export_network",
+    "train_step", "train_step_fast", "train_step_traced", "save_state", "load_state",
 ]

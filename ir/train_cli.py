@@ -3,11 +3,11 @@
 From a random init, from a compiled artifact (``--from``, e.g. a PTQ network) or from a
 state (``--resume``). Every epoch ends with the state written atomically
 (``state.ttts``), the exported inference artifact (``model.ttfa``), ``metrics.json`` and
-``curves.png``. Bad input (labels out of range, a state that does not match the data,
+``curves.png`` (plotted by the caller). Bad input (labels out of range, a state that does not match the data,
 widths that would overflow, a learning rate that rounds every update to zero) is one
-line and exit status 2, before any step runs. The data sets come from
-:func:`ttforge.model.data.load_dataset` (the ``train`` extra); the step itself is
-numpy-only.
+line and exit status 2, before any step runs. The command is registered by
+:mod:`ttforge.model.train_int`, which supplies the data sets and the plot (the ``train``
+extra); everything here, the step included, is numpy-only.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -30,7 +30,7 @@ from ttforge.ir.train import (TrainConfig, TrainState, calibrate_state, check_ba
                               train_step_fast, train_step_stats)
 from ttforge.ir.tt import TTShape, factorize
 
-__all__ = ["train_int_cli_spec", "run_training", "epoch_order"]
+__all__ = ["arguments", "run", "run_training", "epoch_order", "tt_layers", "HELP"]
 
 
 def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
@@ -38,7 +38,7 @@ def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng(np.random.SeedSequence([int(seed), 1, int(epoch)])).permutation(n)
 
 
-def _arguments(p: argparse.ArgumentParser) -> None:
+def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="digits", help="'digits' (default) or a directory of MNIST IDX files")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--from", dest="from_artifact", metavar="ARTIFACT",
@@ -75,7 +75,7 @@ def _config(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainC
     return TrainConfig(**d)
 
 
-def _model(args: argparse.Namespace, n_in: int, n_out: int, digits: bool) -> list[tuple[int, int, ContractionSchedule]]:
+def tt_layers(args: argparse.Namespace, n_in: int, n_out: int, digits: bool) -> list[tuple[int, int, ContractionSchedule]]:
     hidden = args.hidden or (64 if digits else 512)
     d = args.cores or (3 if digits else 4)
     rank = args.ranks or (4 if digits else 16)
@@ -138,29 +138,10 @@ def run_training(state: TrainState, xq: np.ndarray, y: np.ndarray, xq_test: np.n
     return state, history
 
 
-def _plot(history: list[dict[str, Any]], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
-    from ttforge.atomic import atomic_path
-
-    ep = [h["epoch"] for h in history]
-    fig = Figure(figsize=(9, 3.5), layout="constrained")
-    a, b = fig.subplots(1, 2)
-    a.plot(ep, [h["train_loss_bits"] for h in history], "o-", ms=3)
-    a.set(xlabel="epoch", ylabel="cross-entropy (bits)", title="training loss")
-    b.plot(ep, [100 * h["train_acc"] for h in history], "o-", ms=3, label="train")
-    b.plot(ep, [100 * h["test_acc"] for h in history], "s-", ms=3, label="test")
-    b.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
-    b.legend()
-    fig.suptitle(title)
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-
-
-def _run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, load_data: Callable, plot: Callable | None = None) -> int:
+    """The command: ``load_data(spec) -> (name, x_train, y_train, x_test, y_test)`` (floats in
+    [0, 1] and integer labels, numpy) and ``plot(history, path, title)`` come from the caller
+    (``ttforge.model.train_int``: the data sets and matplotlib live outside the contract)."""
     from ttforge.atomic import atomic_write_text, check_output_dir, make_output_dir
     from ttforge.ir.artifact import load_artifact, save_artifact
     from ttforge.ir.train_state import load_state, save_state
@@ -182,13 +163,9 @@ def _run(args: argparse.Namespace) -> int:
         net = load_artifact(args.from_artifact)
     args.batch = 32 if args.batch is None else args.batch
     args.lr_decay_at = [] if args.lr_decay_at is None else args.lr_decay_at
-    from ttforge.model.data import load_dataset
-
-    ds = load_dataset(args.data)
-    x = ds.x_train.numpy().astype(np.float64)
-    y = ds.y_train.numpy().astype(np.int64)
-    xt = ds.x_test.numpy().astype(np.float64)
-    yt = ds.y_test.numpy().astype(np.int64)
+    ds_name, x, y, xt, yt = load_data(args.data)
+    x, xt = np.asarray(x, dtype=np.float64), np.asarray(xt, dtype=np.float64)
+    y, yt = np.asarray(y, dtype=np.int64), np.asarray(yt, dtype=np.int64)
     seed = args.seed
     if state is None:
         if args.from_artifact:
@@ -200,7 +177,7 @@ def _run(args: argparse.Namespace) -> int:
                                        meta={"from": str(args.from_artifact)})
             what = f"the artifact {args.from_artifact}"
         else:
-            shapes = _model(args, x.shape[1], int(max(y.max(), yt.max())) + 1, args.data == "digits")
+            shapes = tt_layers(args, x.shape[1], int(max(y.max(), yt.max())) + 1, args.data == "digits")
             state = init_state(shapes, _config(args), seed=seed, lr_shift=args.lr_shift,
                                in_exp=-(_config(args).act_bits - 1))
             what = "the network"
@@ -208,7 +185,7 @@ def _run(args: argparse.Namespace) -> int:
         xq = quantize(x, state.config.act_bits, state.in_exp)
         cal = epoch_order(seed, 0, len(y))[:args.calib_samples]
         state = calibrate_state(state, xq[cal], y[cal])
-        state = state.replace(meta={**state.meta, "seed": seed, "batch": args.batch, "data": ds.name,
+        state = state.replace(meta={**state.meta, "seed": seed, "batch": args.batch, "data": ds_name,
                                     "lr_decay_at": list(args.lr_decay_at)})
     else:
         _check_fits(state, x.shape[1], np.concatenate([y, yt]), f"the state {args.resume}")
@@ -243,26 +220,27 @@ def _run(args: argparse.Namespace) -> int:
     def save(st: TrainState, row: dict[str, Any]) -> None:
         history.append(row)
         save_state(st, out / "state.ttts")
-        save_artifact(export_network(st, {"data": ds.name}), out / "model.ttfa")
-        atomic_write_text(metrics_path, json.dumps({"config": st.config.to_dict(), "data": ds.name,
+        save_artifact(export_network(st, {"data": ds_name}), out / "model.ttfa")
+        atomic_write_text(metrics_path, json.dumps({"config": st.config.to_dict(), "data": ds_name,
                                                     "seed": seed, "batch": args.batch,
                                                     "initial_test_acc": acc0, "history": history},
                                                    indent=1) + "\n")
-        _plot(history, out / "curves.png", f"ttforge train-int on {ds.name}")
+        if plot is not None:
+            plot(history, out / "curves.png", f"ttforge train-int on {ds_name}")
 
     with Progress(TextColumn("[bold]train-int[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), console=console, disable=args.quiet, transient=True) as prog:
-        task = prog.add_task(f"{ds.name}", total=total)
+        task = prog.add_task(f"{ds_name}", total=total)
 
         def on_epoch(st: TrainState, row: dict[str, Any]) -> None:
             save(st, row)
-            prog.update(task, description=f"{ds.name} epoch {row['epoch']}/{args.epochs} "
+            prog.update(task, description=f"{ds_name} epoch {row['epoch']}/{args.epochs} "
                                           f"test {100 * row['test_acc']:.2f}%")
 
         state, _ = run_training(state, xq, y, xq_test, yt, args.epochs, args.batch, seed,
                                 tuple(args.lr_decay_at), args.golden, lambda: prog.advance(task), on_epoch)
     secs = time.perf_counter() - t_start
-    table = Table(title=f"ttforge train-int: {ds.name}, {'golden' if args.golden else 'fast'} step", title_justify="left")
+    table = Table(title=f"ttforge train-int: {ds_name}, {'golden' if args.golden else 'fast'} step", title_justify="left")
     for col in ("epoch", "loss (bits)", "train %", "test %", "lr shift", "changed %", "saturations", "s"):
         table.add_column(col, justify="right")
     for h in history:
@@ -279,6 +257,5 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def train_int_cli_spec():
-    return ("Train with the all-integer step (docs/arithmetic.md, Training) from a random init, an artifact "
-            "or a state; writes the state, the exported artifact, metrics and curves.", _arguments, _run)
+HELP = ("Train with the all-integer step (docs/arithmetic.md, Training) from a random init, an artifact "
+        "or a state; writes the state, the exported artifact, metrics and curves.")

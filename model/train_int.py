@@ -1,0 +1,50 @@
+"""``ttforge train-int``: the command of :mod:`ttforge.ir.train_cli` with the project's data
+sets (:func:`~ttforge.model.data.load_dataset`: digits or MNIST IDX files) and its loss and
+accuracy plot (matplotlib). The integer step itself lives in the torch-free contract."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = ["train_int_cli_spec", "load_numpy", "plot_int_history"]
+
+
+def load_numpy(spec: str) -> tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(name, x_train, y_train, x_test, y_test)`` of a data spec as numpy arrays."""
+    from ttforge.model.data import load_dataset
+
+    ds = load_dataset(spec)
+    return (ds.name, ds.x_train.numpy(), ds.y_train.numpy(), ds.x_test.numpy(), ds.y_test.numpy())
+
+
+def plot_int_history(history: Sequence[dict[str, Any]], path: str | os.PathLike, title: str) -> None:
+    """Loss (bits) and train/test accuracy per epoch, written atomically as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    from ttforge.atomic import atomic_path
+
+    ep = [h["epoch"] for h in history]
+    fig = Figure(figsize=(9, 3.5), layout="constrained")
+    a, b = fig.subplots(1, 2)
+    a.plot(ep, [h["train_loss_bits"] for h in history], "o-", ms=3)
+    a.set(xlabel="epoch", ylabel="cross-entropy (bits)", title="training loss")
+    b.plot(ep, [100 * h["train_acc"] for h in history], "o-", ms=3, label="train")
+    b.plot(ep, [100 * h["test_acc"] for h in history], "s-", ms=3, label="test")
+    b.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    b.legend()
+    fig.suptitle(title)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+
+
+def train_int_cli_spec():
+    """``(add_arguments, run)`` of ``ttforge train-int`` (its help is listed in ttforge.cli)."""
+    from ttforge.ir.train_cli import arguments, run
+
+    return arguments, lambda args: run(args, load_numpy, plot_int_history)
