@@ -101,7 +101,8 @@ class QuantSection:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        from ttforge.quant.ptq import BIT_RANGES, parse_layer_bits
+        from ttforge.ir.arith import BIT_RANGES
+        from ttforge.quant.ptq import parse_layer_bits
 
         for key, (lo, hi) in BIT_RANGES.items():  # the ranges ttforge quantize enforces
             _int("quant", key, getattr(self, key), lo, hi)

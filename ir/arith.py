@@ -15,6 +15,7 @@ from ttforge.errors import ConfigError, DataError
 __all__ = [
     "ARITHMETIC_SPEC_VERSION",
     "MAX_ACC_BITS",
+    "BIT_RANGES",
     "shift_range",
     "ROUNDING",
     "ROUNDING_ALIASES",
@@ -40,6 +41,12 @@ ROUNDING_ALIASES = ("HALF_UP",)
 #: so the rounding constant and any shift of :func:`shift_range` never overflow int64
 #: (and a float64 model of the same sums is exact too).
 MAX_ACC_BITS = 48
+
+#: The widths a quantized network may use, ``name: (lo, hi)`` inclusive: core (weight)
+#: bits, the input and layer-output bits, the intermediate bits between contraction steps
+#: and the accumulator bits. ``ttforge quantize``, QAT, low-precision training and
+#: ``ttforge flow`` all check against this one table.
+BIT_RANGES = {"w_bits": (2, 8), "act_bits": (2, 16), "inter_bits": (2, 16), "acc_bits": (8, MAX_ACC_BITS)}
 
 
 def shift_range(acc_bits: int) -> tuple[int, int]:

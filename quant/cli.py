@@ -20,7 +20,8 @@ from torch import nn
 from ttforge.errors import ArtifactError, CheckpointError, ConfigError, DataError, TTForgeError
 from ttforge.model.layers import TTLinear
 from ttforge.quant.diverge import find_divergence, float_model_of, quant_network_for
-from ttforge.quant.ptq import (MAX_EXACT_ACC_BITS, _linear_layers, check_accumulators, make_config,
+from ttforge.ir.arith import MAX_ACC_BITS
+from ttforge.quant.ptq import (_linear_layers, check_accumulators, make_config,
                                parse_layer_bits, quantize_trained)
 from ttforge.quant.qat import QuantNetwork
 from ttforge.quant.qonnx_export import (DEFAULT_OPSET, MIN_OPSET, QUANT_OPS, REQUANT_MODES, _qonnx,
@@ -46,7 +47,7 @@ def _add_quantize_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--inter-bits", type=int, default=16, metavar="B",
                    help="bits of the intermediates between contraction steps, 2..16 (default 16)")
     g.add_argument("--acc-bits", type=int, default=32, metavar="B",
-                   help=f"accumulator bits, 8..{MAX_EXACT_ACC_BITS} (default 32)")
+                   help=f"accumulator bits, 8..{MAX_ACC_BITS} (default 32)")
     g.add_argument("--layer-bits", default="", metavar="L:B[,L:B...]",
                    help="core bits per linear layer, overriding --w-bits (e.g. 0:4,1:8)")
     g = p.add_argument_group("calibration and fine-tuning")

@@ -45,10 +45,9 @@ from ttforge.errors import ConfigError, DataError
 from ttforge.errors import NotBitExactError  # noqa: F401 - defined in ttforge.errors
 from ttforge.model.data import Dataset, load_dataset
 from ttforge.model.layers import TTLinear
-from ttforge.ir.arith import acc_bits_needed
+from ttforge.ir.arith import BIT_RANGES, MAX_ACC_BITS, acc_bits_needed
 from ttforge.ir.executor import IntNetwork, execute
 from ttforge.quant.qat import (
-    MAX_EXACT_ACC_BITS,
     LayerQuant,
     QuantConfig,
     QuantNetwork,
@@ -59,7 +58,6 @@ from ttforge.quant.qat import (
 )
 
 __all__ = [
-    "BIT_RANGES",
     "NotBitExactError",
     "quantize_trained",
     "evaluate_quantized",
@@ -78,7 +76,6 @@ __all__ = [
 # configuration
 # ---------------------------------------------------------------------------------------
 # the bit widths `ttforge quantize` (and a flow config) accepts, inclusive
-BIT_RANGES = {"w_bits": (2, 8), "act_bits": (2, 16), "inter_bits": (2, 16), "acc_bits": (8, MAX_EXACT_ACC_BITS)}
 _FLAGS = {"w_bits": "--w-bits", "act_bits": "--act-bits", "inter_bits": "--inter-bits", "acc_bits": "--acc-bits"}
 
 
@@ -152,8 +149,8 @@ def check_accumulators(model: nn.Module, config: QuantConfig) -> None:
             x_bits = q.act_bits if t == 0 else q.inter_bits
             need = acc_bits_needed(step.K, q.w_bits, x_bits)
             if need > q.acc_bits:
-                fix = (f"raise --acc-bits to {need}" if need <= MAX_EXACT_ACC_BITS
-                       else f"lower --w-bits/--act-bits/--inter-bits (at most {MAX_EXACT_ACC_BITS} bits)")
+                fix = (f"raise --acc-bits to {need}" if need <= MAX_ACC_BITS
+                       else f"lower --w-bits/--act-bits/--inter-bits (at most {MAX_ACC_BITS} bits)")
                 raise ConfigError(
                     f"layer {i} step {t}: {step.K} products of {q.w_bits}-bit cores and {x_bits}-bit "
                     f"inputs need a {need}-bit accumulator but --acc-bits is {q.acc_bits}; {fix}"

@@ -25,7 +25,7 @@ from ttforge.errors import ConfigError
 from ttforge.model.layers import TTLinear
 from ttforge.ir.schedule import ContractionSchedule
 from ttforge.ir.tt import TTShape
-from ttforge.ir.arith import exponent_for_max, int_range
+from ttforge.ir.arith import BIT_RANGES, exponent_for_max, int_range
 from ttforge.ir.executor import IntLayer, IntNetwork
 
 __all__ = [
@@ -40,7 +40,6 @@ __all__ = [
 ]
 
 Calibration = Literal["max", "mse"]
-MAX_EXACT_ACC_BITS = 48  # float64 keeps every accumulator and rounding exact below this
 
 
 @dataclass(frozen=True)
@@ -53,8 +52,7 @@ class LayerQuant:
     acc_bits: int = 32
 
     def __post_init__(self) -> None:
-        for name, lo, hi in (("w_bits", 2, 8), ("act_bits", 2, 16), ("inter_bits", 2, 16),
-                             ("acc_bits", 8, MAX_EXACT_ACC_BITS)):
+        for name, (lo, hi) in BIT_RANGES.items():
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
                 raise ConfigError(f"{name}={v!r} must be an integer in {lo}..{hi}")

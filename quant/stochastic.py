@@ -44,12 +44,11 @@ from torch import nn
 from ttforge.errors import ConfigError, DataError
 from ttforge.model.data import Dataset, load_dataset
 from ttforge.model.network import ModelConfig, build_model
-from ttforge.ir.arith import int_range, quantize, rshift_round, saturate
+from ttforge.ir.arith import BIT_RANGES, MAX_ACC_BITS, int_range, quantize, rshift_round, saturate
 from ttforge.ir.executor import IntNetwork
 from ttforge.ir.rng import (UpdateStats, Xorshift32, derive_sr_seed, integer_update,
                             stochastic_rshift, xorshift32_step)
 from ttforge.quant.qat import (
-    MAX_EXACT_ACC_BITS,
     LayerQuant,
     QuantConfig,
     QuantLinear,
@@ -143,10 +142,9 @@ class LowPrecisionConfig:
     threads: int = 1
 
     def __post_init__(self) -> None:
-        for name, lo, hi in (("w_bits", 2, 8), ("master_extra_bits", 0, 16), ("act_bits", 2, 16),
-                             ("inter_bits", 2, 16), ("acc_bits", 8, MAX_EXACT_ACC_BITS),
+        for name, lo, hi in (*((n, *r) for n, r in BIT_RANGES.items()), ("master_extra_bits", 0, 16),
                              ("epochs", 0, 10**6), ("batch_size", 1, 10**9), ("frac_bits", 1, 32),
-                             ("update_bits", 8, MAX_EXACT_ACC_BITS), ("headroom_bits", 0, 8),
+                             ("update_bits", 8, MAX_ACC_BITS), ("headroom_bits", 0, 8),
                              ("calib_samples", 1, 10**9), ("seed", 0, 2**63 - 1), ("threads", 1, 1024)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
