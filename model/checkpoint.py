@@ -28,7 +28,8 @@ from typing import Any
 import torch
 
 from ttforge.atomic import atomic_write_bytes
-from ttforge.errors import CheckpointError
+from ttforge.errors import CheckpointError, show_path
+from ttforge.limits import MAX_CHECKPOINT_BYTES, read_bounded
 
 __all__ = [
     "MAGIC",
@@ -58,9 +59,10 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if path.is_dir():
         raise CheckpointError(f"checkpoint {path} is a directory; give the checkpoint file (e.g. {path}/last.pt)")
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist; give the path of a ttforge checkpoint")
-    data = path.read_bytes()
+    if not os.path.lexists(path):
+        raise CheckpointError(f"checkpoint {show_path(path)} does not exist; give the path of a ttforge checkpoint")
+    # a regular file of bounded size, refused before reading otherwise (FIFO, /dev/zero)
+    data = read_bounded(path, "checkpoint", MAX_CHECKPOINT_BYTES, CheckpointError)
     if data[: len(MAGIC)] != MAGIC[: len(data)] or not data:
         raise CheckpointError(
             f"{path} is not a ttforge checkpoint (bad magic number); give a file written by "
@@ -103,4 +105,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         ) from None
     if not isinstance(payload, dict):
         raise CheckpointError(f"checkpoint {path} does not hold a dict payload; it was not written by ttforge")
+    for key, kind in (("state_dict", dict), ("config", dict), ("model_config", dict)):
+        if key in payload and not isinstance(payload[key], kind):
+            raise CheckpointError(f"checkpoint {show_path(path)}: its {key} is a {type(payload[key]).__name__}, "
+                                  f"not a {kind.__name__}; it was not written by ttforge")
     return payload

@@ -33,6 +33,8 @@ import numpy as np
 import torch
 
 from ttforge.errors import DataError
+from ttforge.errors import show_path
+from ttforge.limits import MAX_CLASSES, MAX_IDX_BYTES, open_regular
 
 __all__ = ["Dataset", "load_digits_split", "read_idx", "load_mnist_idx", "load_dataset",
            "DIGITS_SPLIT_SEED"]
@@ -107,17 +109,27 @@ def load_digits_split(test_fraction: float = 0.2) -> Dataset:
 
 
 def _read_bytes(path: Path) -> bytes:
-    if not path.is_file():
-        raise DataError(f"IDX file {path} does not exist; give the path of an existing IDX file")
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":  # gzip, whatever the file is called
-        try:
-            return gzip.decompress(raw)
-        except (EOFError, OSError, zlib.error) as e:
-            raise DataError(
-                f"IDX file {path} is a damaged gzip stream ({e}); re-copy the file"
-            ) from None
-    return raw
+    """The (decompressed) bytes of an IDX file: a regular file, at most ``MAX_IDX_BYTES``
+    before and after gzip decompression (a small gzip never inflates past the limit)."""
+    if not os.path.lexists(path):
+        raise DataError(f"IDX file {show_path(path)} does not exist; give the path of an existing IDX file")
+    f, _ = open_regular(path, "IDX file", MAX_IDX_BYTES, DataError)
+    with f:
+        if f.read(2) == b"\x1f\x8b":  # gzip, whatever the file is called
+            f.seek(0)
+            try:
+                with gzip.GzipFile(fileobj=f) as g:
+                    raw = g.read(MAX_IDX_BYTES + 1)
+            except (EOFError, OSError, zlib.error) as e:
+                raise DataError(
+                    f"IDX file {show_path(path)} is a damaged gzip stream ({e}); re-copy the file"
+                ) from None
+            if len(raw) > MAX_IDX_BYTES:
+                raise DataError(f"IDX file {show_path(path)} inflates to more than ttforge's limit of "
+                                f"{MAX_IDX_BYTES:,} bytes; it is not an MNIST-sized data set")
+            return raw
+        f.seek(0)
+        return f.read(MAX_IDX_BYTES + 1)
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
@@ -205,6 +217,10 @@ def _load_pair(directory: Path, prefix: str) -> tuple[np.ndarray, np.ndarray]:
         )
     if not np.issubdtype(labels.dtype, np.integer) or (labels.size and labels.min() < 0):
         raise DataError(f"IDX file {labels_path} must hold non-negative integer labels")
+    if labels.size and int(labels.max()) >= MAX_CLASSES:
+        raise DataError(f"IDX file {labels_path} holds the label {int(labels.max()):,}, which implies "
+                        f"{int(labels.max()) + 1:,} classes; ttforge's limit is {MAX_CLASSES:,} "
+                        f"(labels are 0 .. classes-1)")
     if images.dtype != np.uint8:
         raise DataError(
             f"IDX file {images_path} holds {images.dtype} pixels; expected unsigned bytes (0x08)"

@@ -26,6 +26,7 @@ from typing import Any, Sequence
 from torch import nn
 
 from ttforge.errors import ConfigError, ShapeError
+from ttforge.limits import MAX_HIDDEN, MAX_PARAMETERS, MAX_SEARCH_CORES, check_limit
 from ttforge.model.layers import TTLinear, default_num_cores
 from ttforge.model.tt import TTShape, factorize
 
@@ -119,8 +120,14 @@ class ModelConfig:
             if getattr(self, name) is not None:
                 _int(name, getattr(self, name))
         object.__setattr__(self, "hidden", _int_tuple("hidden", self.hidden))
+        for name in ("in_features", "out_features"):
+            if getattr(self, name) is not None:
+                check_limit(getattr(self, name), MAX_HIDDEN * 16, name)
+        for h in self.hidden:
+            check_limit(h, MAX_HIDDEN, "a hidden size", "give smaller hidden sizes")
         if self.n_cores is not None:
             _int("n_cores", self.n_cores)
+            check_limit(self.n_cores, MAX_SEARCH_CORES, "n_cores", "use fewer cores per TT layer")
         for name in ("tt_last_layer", "bias"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be true or false")
@@ -306,10 +313,22 @@ class ModelConfig:
         return cls(**{k: tup(v) for k, v in data.items()})
 
 
+def _n_params(spec: LayerSpec, bias: bool) -> int:
+    """Parameters ``spec.build`` allocates, counted without allocating them."""
+    n = spec.out_features if bias else 0
+    if spec.kind == "dense" or spec.in_modes is None or spec.ranks is None:
+        return n + spec.in_features * spec.out_features
+    return n + sum(spec.ranks[k] * spec.out_modes[k] * spec.in_modes[k] * spec.ranks[k + 1]
+                   for k in range(len(spec.in_modes)))
+
+
 def build_model(cfg: ModelConfig) -> nn.Sequential:
     """``nn.Sequential(Flatten, L0, ReLU, ..., L_last)`` as described by ``cfg``."""
     layers: list[nn.Module] = [nn.Flatten()]
     specs = cfg.layer_specs()
+    # bounded before anything is allocated (a checkpoint's config may claim any size)
+    check_limit(sum(_n_params(s, cfg.bias) for s in specs), MAX_PARAMETERS, "the model's parameter count",
+                "give smaller hidden sizes or ranks")
     for i, spec in enumerate(specs):
         layers.append(spec.build(cfg.bias))
         if i < len(specs) - 1:

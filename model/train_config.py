@@ -12,7 +12,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ttforge.errors import CheckpointError, ConfigError
+from ttforge.errors import CheckpointError, ConfigError, show
+from ttforge.limits import MAX_BATCH, MAX_SEED
 from ttforge.model.network import ModelConfig
 
 __all__ = ["TrainConfig", "default_out_dir", "CHECKPOINT_NAME", "METRICS_NAME", "PLOT_NAME"]
@@ -94,12 +95,13 @@ class TrainConfig:
                f"data={self.data!r} must be 'digits' or a directory of IDX files")
         _check(isinstance(self.model, ModelConfig), "model must be a ModelConfig")
         _check(_is_int(self.epochs) and self.epochs >= 1, f"epochs={self.epochs!r} must be an integer >= 1")
-        _check(_is_int(self.batch_size) and self.batch_size >= 1,
-               f"batch_size={self.batch_size!r} must be an integer >= 1")
+        _check(_is_int(self.batch_size) and 1 <= self.batch_size <= MAX_BATCH,
+               f"batch_size={show(self.batch_size)} must be an integer in 1..{MAX_BATCH:,}")
         _check(_is_num(self.lr) and self.lr > 0, f"lr={self.lr!r} must be a positive number (e.g. 1e-2)")
         _check(_is_num(self.weight_decay) and self.weight_decay >= 0,
                f"weight_decay={self.weight_decay!r} must be a number >= 0")
-        _check(_is_int(self.seed) and self.seed >= 0, f"seed={self.seed!r} must be an integer >= 0")
+        _check(_is_int(self.seed) and 0 <= self.seed <= MAX_SEED,
+               f"seed={show(self.seed)} must be an integer in 0..{MAX_SEED} (2^63-1)")
         _check(isinstance(self.rank_adaptive, bool), f"rank_adaptive={self.rank_adaptive!r} must be true or false")
         _check(self.prior in _PRIORS, f"prior={self.prior!r} must be one of {', '.join(_PRIORS)}")
         _check(_is_num(self.eta) and self.eta > 0, f"eta={self.eta!r} must be a positive number")

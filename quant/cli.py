@@ -234,13 +234,10 @@ def _add_diverge_arguments(p: argparse.ArgumentParser) -> None:
 
 def _inputs(args: argparse.Namespace, data_spec: str | None, n_features: int) -> tuple[torch.Tensor, str]:
     if args.input:
+        from ttforge.limits import read_array
+
         path = Path(args.input)
-        if not path.is_file():
-            raise DataError(f"--input {path} does not exist; give a .npy file of (batch, {n_features}) inputs")
-        try:
-            x = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as e:
-            raise DataError(f"--input {path} is not a .npy array ({e})") from None
+        x = read_array(path, "--input", DataError)   # bounded, regular, never a pickle, not empty
         if x.ndim != 2 or x.shape[1] != n_features or not np.issubdtype(x.dtype, np.number):
             raise DataError(f"--input {path} has shape {x.shape} ({x.dtype}); give (batch, {n_features}) numbers")
         if not np.isfinite(x).all():

@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 from ttforge.atomic import check_output_dir
-from ttforge.errors import ConfigError
+from ttforge.errors import ConfigError, LimitError
+from ttforge.limits import MAX_JOBS, MAX_SEED, MAX_SEEDS, MAX_VECTORS
 from ttforge.hw.faults import FAULTS
 from ttforge.sim.check import REGRESS_SIMULATORS, CaseResult, describe
 from ttforge.sim.regress import regress
@@ -44,10 +45,13 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    for flag, v, lo in (("--seeds", args.seeds, 1), ("--jobs", args.jobs, 1),
-                        ("--vectors", args.vectors, 1), ("--seed-start", args.seed_start, 0)):
+    for flag, v, lo, hi in (("--seeds", args.seeds, 1, MAX_SEEDS), ("--jobs", args.jobs, 1, MAX_JOBS),
+                            ("--vectors", args.vectors, 1, MAX_VECTORS),
+                            ("--seed-start", args.seed_start, 0, MAX_SEED - args.seeds)):
         if v < lo:
             raise ConfigError(f"{flag} {v}: must be at least {lo}")
+        if v > hi:   # stated limits (docs/hardening.md); --jobs is also capped to the cases
+            raise LimitError(f"{flag} {v}: above ttforge's limit of {hi:,}")
     if args.sim is not None and args.sim not in REGRESS_SIMULATORS:
         raise ConfigError(f"--sim {args.sim}: use one of {', '.join(REGRESS_SIMULATORS)}")
     if args.fault is not None and args.fault not in FAULTS:

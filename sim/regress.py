@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Sequence
 
 from ttforge.atomic import atomic_write_text
-from ttforge.errors import ConfigError
+from ttforge.errors import SimulatorMissing
+from ttforge.limits import MAX_JOBS
 from ttforge.sim.cases import make_case
 from ttforge.sim.check import CaseResult, _simulator_problem, run_case
 from ttforge.sim.report import RegressReport, junit_xml
@@ -57,7 +58,7 @@ def regress(seeds: Sequence[int], sim: str, *, jobs: int = 1, vectors: int = 16,
     ``junit.xml`` and ``summary.json`` into ``out_dir`` (when given)."""
     missing = _simulator_problem(sim)
     if missing:
-        raise ConfigError(missing)
+        raise SimulatorMissing(missing)   # the machine's, not the input's: exit 3
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -66,6 +67,7 @@ def regress(seeds: Sequence[int], sim: str, *, jobs: int = 1, vectors: int = 16,
               None if out is None else str(out), None if config is None else config.to_dict())
              for s in seeds]
     results: list[CaseResult] = []
+    jobs = max(1, min(int(jobs), len(tasks), MAX_JOBS))   # never more workers than cases
     if jobs <= 1:
         for t in tasks:
             results.append(_worker(t))

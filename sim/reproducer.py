@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from ttforge.atomic import atomic_dir
-from ttforge.errors import ConfigError
+from ttforge.errors import ConfigError, show, show_path
+from ttforge.limits import MAX_CONFIG_BYTES, read_bounded
 from ttforge.sim.cases import RegressCase
 from ttforge.sim.check import CaseResult, describe, run_case
 
@@ -81,11 +82,18 @@ def replay(directory: str | os.PathLike, *, sim: str | None = None,
     if not info_path.is_file():
         raise ConfigError(f"--replay {d}: no case.json there; give a directory written by "
                           f"ttforge regress (repro-<sim>-seed<N>)")
-    info = json.loads(info_path.read_text())
+    try:
+        info = json.loads(read_bounded(info_path, "--replay case.json", MAX_CONFIG_BYTES, ConfigError))
+        seed, sim_name = int(info["seed"]), str(sim or info["sim"])
+        gaps, backpressure = float(info.get("gaps", 0.0)), float(info.get("backpressure", 0.0))
+        fault = info.get("fault")
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:
+        raise ConfigError(f"--replay {show_path(d)}: case.json is damaged ({type(e).__name__}: "
+                          f"{show(str(e))}); give a directory written by ttforge regress") from None
     net = load_artifact(d / "artifact.ttfa")
     cfg = AccelConfig.load(d / "config.json")
-    X = np.load(d / "inputs.npy")
-    case = RegressCase(int(info["seed"]), net, cfg, X, float(info.get("gaps", 0.0)),
-                       float(info.get("backpressure", 0.0)))
-    return run_case(case, sim or info["sim"], fault=info.get("fault"), build_root=build_root,
-                    out_dir=None)
+    from ttforge.limits import read_array
+
+    X = read_array(d / "inputs.npy", "--replay inputs", ConfigError)
+    case = RegressCase(seed, net, cfg, X, gaps, backpressure)
+    return run_case(case, sim_name, fault=fault, build_root=build_root, out_dir=None)

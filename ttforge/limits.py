@@ -25,7 +25,8 @@ __all__ = [
     "MAX_ARTIFACT_BYTES", "MAX_MANIFEST_BYTES", "MAX_CONFIG_BYTES", "MAX_CHECKPOINT_BYTES",
     "MAX_IDX_BYTES", "MAX_NPY_BYTES", "MAX_CLASSES", "MAX_HIDDEN", "MAX_PARAMETERS",
     "MAX_SEED", "MAX_BATCH", "MAX_SEEDS", "MAX_VECTORS", "MAX_JOBS", "MAX_SEARCH_CORES",
-    "MAX_LAYER_ELEMENTS", "MAX_EXP", "open_regular", "read_bounded", "check_limit", "file_kind",
+    "MAX_LAYER_ELEMENTS", "MAX_EXP", "open_regular", "read_bounded", "read_array", "check_limit",
+    "file_kind",
 ]
 
 MiB = 1 << 20
@@ -123,3 +124,67 @@ def read_bounded(path: str | os.PathLike, what: str, limit: int,
         raise error(f"{what} {show_path(path)} grew above ttforge's limit of {limit:,} bytes while "
                     f"being read")
     return data
+
+
+def read_array(path: str | os.PathLike, what: str, error: type[UserError] = UserError,
+               limit: int = MAX_NPY_BYTES):
+    """An array of vectors from a ``.npy`` file (or ``.txt``/``.csv`` text): the one reader
+    of user-given input arrays. The ``.npy`` header is checked before any data is read:
+    its shape times its item size must fit ``limit`` *and* the file (a 256-byte header
+    claiming 10^12 rows is refused, not allocated); object arrays (pickles) and ``.npz``
+    archives named ``.npy`` are refused; an empty array is "holds no vectors", and numpy's
+    own warnings never reach the terminal."""
+    import io
+    import math
+    import warnings
+
+    import numpy as np
+
+    p = Path(path)
+    where = f"{what} {show_path(p)}"
+    if not os.path.lexists(p):
+        raise error(f"{where} does not exist; give a .npy, .txt or .csv array")
+    if p.suffix != ".npy":
+        data = read_bounded(p, what, limit, error)
+        if not data.strip():
+            raise error(f"{where} holds no vectors (the file is empty); give at least one")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                x = np.loadtxt(io.BytesIO(data), delimiter="," if p.suffix == ".csv" else None, ndmin=2)
+        except (ValueError, TypeError) as e:
+            raise error(f"{where}: cannot read ({str(e).splitlines()[0][:200]}); give a .npy, .txt or "
+                        f".csv array of numbers") from None
+    else:
+        f, size = open_regular(p, what, limit + (1 << 16), error)
+        with f:
+            try:
+                version = np.lib.format.read_magic(f)
+                if version == (1, 0):
+                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+                elif version in ((2, 0), (3, 0)):
+                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+                else:
+                    raise ValueError(f"unknown .npy version {version}")
+            except Exception as e:  # noqa: BLE001 - numpy's header parser raises several kinds
+                f.seek(0)
+                kind = " (it is a ZIP archive: an .npz named .npy?)" if f.read(4) == b"PK\x03\x04" else ""
+                raise error(f"{where}: not a .npy array{kind} ({str(e).splitlines()[0][:200]})") from None
+            if dtype.hasobject:
+                raise error(f"{where} holds Python objects; give an array of numbers (pickles are never "
+                            f"loaded)")
+            nbytes = math.prod(shape) * dtype.itemsize
+            if nbytes > limit:
+                raise LimitError(f"{where}: its header declares shape {tuple(shape)} ({nbytes:,} bytes), "
+                                 f"above ttforge's limit of {limit:,} bytes")
+            if nbytes > size - f.tell():
+                raise error(f"{where} is truncated: its header declares shape {tuple(shape)} "
+                            f"({nbytes:,} bytes) but {size - f.tell():,} bytes follow it; re-copy it")
+            f.seek(0)
+            try:
+                x = np.load(f, allow_pickle=False)
+            except Exception as e:  # noqa: BLE001
+                raise error(f"{where}: cannot read ({str(e).splitlines()[0][:200]})") from None
+    if x.size == 0:
+        raise error(f"{where} holds no vectors (shape {x.shape}); give at least one")
+    return x

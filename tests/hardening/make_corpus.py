@@ -288,6 +288,36 @@ def idx_dirs() -> dict[str, dict[str, bytes]]:
         "huge_dims": {I: _idx(0x08, (0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF), b""), L: good_l},
         "damaged_gzip": {I + ".gz": gzip.compress(good_i, mtime=0)[:-12], L: good_l},
         "empty_dir": {".keep": b""},
+        "labels_billion": {I: good_i, L: _idx(0x0C, (n,), np.full(n, 2_000_000_000, ">i4").tobytes())},
+    }
+
+
+def hostile_misc() -> dict[str, bytes]:
+    """Input arrays, configs and reproducers an adversary would give (issue 19)."""
+    import numpy.lib.format as fmt
+
+    def npy_header(shape, dtype="<i8") -> bytes:
+        buf = io.BytesIO()
+        fmt.write_array_header_1_0(buf, {"descr": dtype, "fortran_order": False, "shape": shape})
+        return buf.getvalue()
+
+    npz = io.BytesIO()
+    np.savez(npz, x=np.zeros((2, 5), np.int64))
+    empty = io.BytesIO()
+    np.save(empty, np.zeros((0, 5), np.int64))
+    obj = npy_header((2,), "|O") + b"\x80\x04N."   # an object array: a pickle, never loaded
+    deep = b'{"model": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"
+    return {
+        "inputs_claims_terabytes.npy": npy_header((10 ** 12, 784)) + bytes(64),
+        "inputs_npz_named.npy": npz.getvalue(),
+        "inputs_empty.npy": empty.getvalue(),
+        "inputs_empty.txt": b"",
+        "inputs_objects.npy": obj,
+        "inputs_truncated.npy": npy_header((100, 5)) + bytes(16),
+        "config_nested_deep.json": deep,
+        "config_nested_deep.toml": b"a = " + b"[" * 100_000 + b"]" * 100_000 + b"\n",
+        "config_huge_int.json": b'{"epochs": ' + b"9" * 5000 + b"}",
+        "replay_damaged/case.json": b"{not json",
     }
 
 
@@ -296,7 +326,18 @@ def checkpoints(valid: bytes) -> dict[str, bytes]:
     flipped[-5] ^= 0x10
     newer = bytearray(valid)
     newer[8:12] = struct.pack(">I", 99)
+    import hashlib as _h
+    import torch
+
+    def ckpt(payload) -> bytes:
+        buf = io.BytesIO()
+        torch.save(payload, buf)
+        body = buf.getvalue()
+        return struct.pack(">8sIQ32s", b"TTFCKPT\0", 1, len(body), _h.sha256(body).digest()) + body
+
     return {
+        "state_list.pt": ckpt({"kind": "ttforge-train", "config": {}, "model_config": {},
+                               "state_dict": [1, 2, 3]}),
         "empty.pt": b"",
         "bad_magic.pt": b"PK\x03\x04" + bytes(60),
         "truncated.pt": valid[: len(valid) // 2],
@@ -351,6 +392,9 @@ def main() -> None:
         d.mkdir(parents=True, exist_ok=True)
         for name, data in files.items():
             (d / name).write_bytes(data)
+    for name, data in hostile_misc().items():
+        (CORPUS / "misc" / name).parent.mkdir(parents=True, exist_ok=True)
+        (CORPUS / "misc" / name).write_bytes(data)
     d = CORPUS / "onnx"
     d.mkdir(parents=True, exist_ok=True)
     for name, data in onnx_files().items():

@@ -283,3 +283,30 @@ def test_a_fifo_or_a_device_given_as_input_is_refused_up_front(tmp_path, argv, w
     out = subprocess.run([exe, *args], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and word in out.stderr, out.stderr
     assert sorted(os.listdir(tmp_path)) == ["pipe.ttfa"]
+
+
+def test_a_gzip_idx_file_is_never_inflated_past_the_limit(tmp_path, monkeypatch):
+    """A small .gz that inflates past MAX_IDX_BYTES is refused after reading at most the
+    limit (here lowered to 1 MiB: the real one is 1 GiB)."""
+    import gzip
+
+    import ttforge.model.data as data
+    from ttforge.errors import DataError
+
+    monkeypatch.setattr(data, "MAX_IDX_BYTES", 1 << 20)
+    bomb = tmp_path / "t10k-images-idx3-ubyte.gz"
+    bomb.write_bytes(gzip.compress(b"\0\0\x08\x03" + bytes(8 << 20), mtime=0))
+    assert bomb.stat().st_size < 64 << 10
+    with pytest.raises(DataError, match="inflates to more than"):
+        data.read_idx(bomb)
+
+
+def test_a_model_config_is_bounded_before_anything_is_allocated():
+    pytest.importorskip("torch")
+    from ttforge.errors import LimitError
+    from ttforge.model.network import ModelConfig, build_model
+
+    with pytest.raises(LimitError, match="hidden size"):
+        ModelConfig(kind="dense", hidden=(10 ** 9,), in_features=64, out_features=10)
+    with pytest.raises(LimitError, match="parameter count"):
+        build_model(ModelConfig(kind="dense", hidden=(1 << 16,) * 80, in_features=64, out_features=10))
