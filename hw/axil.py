@@ -200,58 +200,24 @@ class Window:
         return self.name.lower()
 
 
-def _get(obj: Any, *names: str, default: Any = dataclasses.MISSING) -> Any:
-    for n in names:
-        if isinstance(obj, dict) and n in obj:
-            return obj[n]
-        if hasattr(obj, n):
-            return getattr(obj, n)
-    if default is dataclasses.MISSING:
-        raise AttributeError(f"{type(obj).__name__} has none of {names}")
-    return default
-
-
-def _access(a: Any) -> str:
-    a = getattr(a, "value", getattr(a, "name", a))
-    return str(a).upper()
-
-
 def normalize_regmap(regmap: Any) -> tuple[list[Reg], list[Window]]:
-    """The registers and windows of a :class:`RegisterMap` (or of lists of
-    :class:`Reg`/:class:`Window`, as used in tests), sorted by address, checked for
-    overlaps and alignment."""
-    if isinstance(regmap, tuple) and len(regmap) == 2:
-        raw_regs, raw_wins = regmap
+    """The registers and windows of a :class:`ttforge.hw.regmap.RegisterMap`, or of a
+    ``(registers, windows)`` pair of :class:`Reg`/:class:`Window` lists (tests), sorted
+    by address, checked for overlaps and alignment."""
+    from ttforge.hw.regmap import RegisterMap
+
+    if isinstance(regmap, RegisterMap):
+        regs = [Reg(r.name, r.addr, r.access, r.width, r.reset) for r in regmap.registers]
+        wins = [Window(w.name, w.base, w.depth, w.data_bits) for w in regmap.windows]
+    elif isinstance(regmap, tuple) and len(regmap) == 2:
+        regs, wins = list(regmap[0]), list(regmap[1])
+        bad = [x for x in regs if not isinstance(x, Reg)] + \
+              [x for x in wins if not isinstance(x, Window)]
+        if bad:
+            raise TypeError(f"register map entries must be Reg/Window, got {type(bad[0]).__name__}")
     else:
-        raw_regs = _get(regmap, "registers", "regs")
-        raw_wins = _get(regmap, "windows", default=[])
-    if isinstance(raw_regs, dict):
-        raw_regs = list(raw_regs.values())
-    if isinstance(raw_wins, dict):
-        raw_wins = list(raw_wins.values())
-    regs = []
-    for r in raw_regs:
-        if isinstance(r, Reg):
-            regs.append(r)
-            continue
-        regs.append(Reg(
-            name=str(_get(r, "name")).upper(),
-            addr=int(_get(r, "addr", "address", "offset")),
-            access=_access(_get(r, "access")),
-            width=int(_get(r, "width", "bits", default=DATA_BITS)),
-            reset=int(_get(r, "reset", default=0) or 0),
-        ))
-    wins = []
-    for w in raw_wins:
-        if isinstance(w, Window):
-            wins.append(w)
-            continue
-        wins.append(Window(
-            name=str(_get(w, "name")).upper(),
-            base=int(_get(w, "base", "addr", "address", "offset")),
-            depth=int(_get(w, "depth", "words", "size_words", "elements")),
-            data_bits=int(_get(w, "data_bits", "width", "bits", default=DATA_BITS)),
-        ))
+        raise TypeError("normalize_regmap takes a RegisterMap or a (registers, windows) pair, "
+                        f"got {type(regmap).__name__}")
     regs.sort(key=lambda r: r.addr)
     wins.sort(key=lambda w: w.base)
     spans = [(r.addr, r.addr + 4, r.name) for r in regs] + \

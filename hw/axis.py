@@ -26,12 +26,14 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ttforge.hw.config import stream_lane_bits
+
 __all__ = ["lane_bits", "element_layout", "AXISSignature", "AXISToElements", "ElementsToAXIS"]
 
 
-def lane_bits(act_bits: int) -> int:
-    """Bits per element lane on the stream buses: ``act_bits`` rounded up to bytes."""
-    return (int(act_bits) + 7) // 8 * 8
+#: bits per element lane on the stream buses (``act_bits`` rounded up to bytes); its one
+#: home is :func:`ttforge.hw.config.stream_lane_bits`
+lane_bits = stream_lane_bits
 
 
 def element_layout(act_bits: int) -> data.StructLayout:
@@ -70,7 +72,8 @@ class AXISToElements(wiring.Component):
     (``min(E, max(1, count - received))`` elements), the last of which is marked
     ``last``. A ``tlast`` that comes early or late is passed through as it is (the
     engine reports it as an error). ``flush`` drops a held beat and restarts the
-    vector count (soft reset).
+    vector count (soft reset). ``open`` low refuses new beats (``tready`` low; the
+    engine's ``status.in_open``: disabled, in error); a held beat is kept.
 
     A beat is taken into a register when the adapter is empty, or in the cycle its
     previous beat's last element leaves, so a stream of beats runs without bubbles.
@@ -85,6 +88,7 @@ class AXISToElements(wiring.Component):
             "out": Out(stream.Signature(element_layout(self.act_bits))),
             "count": In(self.count_bits),
             "flush": In(1),
+            "open": In(1, init=1),
         })
 
     def elaborate(self, platform):
@@ -139,7 +143,7 @@ class AXISToElements(wiring.Component):
         ]
         leaving = Signal()   # the held beat's last element is taken this cycle
         m.d.comb += leaving.eq(full & self.out.ready & end_of_beat)
-        m.d.comb += self.s.tready.eq(~full | leaving)
+        m.d.comb += self.s.tready.eq((~full | leaving) & self.open)
 
         with m.If(leaving & beat_last):
             m.d.sync += [vec_start.eq(1), rem.eq(self.count)]

@@ -13,8 +13,9 @@ the zero padding), the steps, the output latency and ``OUT_COUNT`` cycles to str
 output.
 
 Every fixed overhead is a named field of :class:`EngineTiming`; :data:`ENGINE_TIMING`
-holds the values of the RTL (``ttforge.hw.engine.ENGINE_TIMING``, checked by a test);
-the RTL's tests compare the model with the simulated counters.
+is the one home of the engine's timing: the RTL (``ttforge.hw.engine``) is built from it
+(the output FIFO depth) and follows it, and the RTL's tests compare the model with the
+simulated counters.
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ __all__ = ["EngineTiming", "ENGINE_TIMING", "StepCycles", "ProgramCycles", "Laye
 
 @dataclass(frozen=True)
 class EngineTiming:
-    """Fixed cycle costs of the engine (all >= 0); the RTL (``ttforge.hw.engine``) is
-    the authority, and a test keeps these equal to its ``ENGINE_TIMING``.
+    """Fixed cycle costs of the engine (all >= 0); :data:`ENGINE_TIMING` holds the
+    values the RTL (``ttforge.hw.engine``) is built with and follows, which its tests
+    check against the simulated counters.
 
     Cycles of one inference, from the first input element accepted to the last output
     element accepted, with streams that never stall::
@@ -60,6 +62,9 @@ class EngineTiming:
         Extra cycles of a step that zero-fills, beyond one per element.
     output_latency : int
         From entering the output phase to the first output element.
+    fifo_depth : int
+        Entries of the output FIFO (the engine issues buffer reads while it has room;
+        the RTL is built with this depth).
     """
 
     fetch: int = 26
@@ -67,6 +72,7 @@ class EngineTiming:
     drain_elem: int = 12
     zfill_exit: int = 0
     output_latency: int = 3
+    fifo_depth: int = 4
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -85,7 +91,7 @@ class EngineTiming:
         return cls(**{f.name: int(lower[f.name]) for f in dataclasses.fields(cls) if f.name in lower})
 
 
-#: The engine's timing (equal to ``ttforge.hw.engine.ENGINE_TIMING``, checked by a test).
+#: The engine's timing: the RTL's own (``ttforge.hw.engine`` imports it).
 ENGINE_TIMING = EngineTiming()
 
 
@@ -116,7 +122,7 @@ def step_cycles(d: Descriptor, config: AccelConfig, timing: EngineTiming = ENGIN
     mac = blocks * K
     busy = N0 * N1 * K * ((N2 - 1) * L + last_lanes)
     t = timing
-    if (mode1 and not d.OUT_WORD) or getattr(config, "serial_requant", 0):
+    if (mode1 and not d.OUT_WORD) or config.serial_requant:
         # element outputs (with serial_requant every step writes one element per cycle)
         stall_full = max(0, L - K)
         stall_last = max(0, last_lanes - K)

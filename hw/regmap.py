@@ -61,6 +61,11 @@ class Field:
     lsb: int
     width: int
     description: str = ""
+    #: two's complement (the hardware reads the field as a signed number)
+    signed: bool = False
+    #: the engine port the field is bound to in the RTL top (``"control.enable"``; see
+    #: :class:`ttforge.hw.top.TTAccel`), or ``None``
+    bind: str | None = None
 
     @property
     def mask(self) -> int:
@@ -112,6 +117,9 @@ class Register:
     description: str = ""
     fields: tuple[Field, ...] = ()
     value: int | None = None
+    #: the engine port the whole register is bound to in the RTL top (a counter pair:
+    #: on ``<NAME>_LO``), or ``None`` (constants; registers whose fields are bound)
+    bind: str | None = None
 
     def field(self, name: str) -> Field:
         for f in self.fields:
@@ -141,6 +149,8 @@ class Window:
     memory: str
     signed: bool
     description: str = ""
+    #: the engine load port the window writes (``"load.cmem"``)
+    bind: str | None = None
 
     @property
     def size_bytes(self) -> int:
@@ -219,7 +229,8 @@ FLAGS_FIELDS: tuple[Field, ...] = (
     Field("OUT_WORD", 4, 1, "mode 1: results form one aligned word (Q = 1, P mod L = 0)"),
     Field("LAST", 5, 1, "the program's last step"),
     Field("SAT_BITS", 8, 8, "saturation width, 2..inter_bits"),
-    Field("SHIFT", 16, 8, "requantization right shift, signed (negative: left shift)"),
+    Field("SHIFT", 16, 8, "requantization right shift, signed (negative: left shift)",
+          signed=True),
     Field("LAST_LANES", 24, 8, "lanes valid in the last p block (mode 1: P - (N2-1)*L; mode 0: L)"),
 )
 
@@ -237,8 +248,8 @@ COUNTER_BITS = 48
 REG_REGION_BYTES = 0x100
 
 
-def _f(name: str, lsb: int, width: int, description: str = "") -> Field:
-    return Field(name, lsb, width, description)
+def _f(name: str, lsb: int, width: int, description: str = "", bind: str | None = None) -> Field:
+    return Field(name, lsb, width, description, bind=bind)
 
 
 def _pack(fields: tuple[Field, ...], values: dict[str, int]) -> int:
@@ -473,38 +484,51 @@ def _registers(c: AccelConfig) -> list[Register]:
 
     regs.append(Register("CTRL", 0x040, "RW", 3, 0,
                          "control; clear ENABLE before writing the memories and program registers",
-                         (_f("ENABLE", 0, 1, "1: accept input vectors and run inferences"),
-                          _f("IRQ_DONE_EN", 1, 1, "raise irq while IRQ_STATUS.DONE is set"),
-                          _f("IRQ_ERROR_EN", 2, 1, "raise irq while IRQ_STATUS.ERROR is set"))))
+                         (_f("ENABLE", 0, 1, "1: accept input vectors and run inferences",
+                             "control.enable"),
+                          _f("IRQ_DONE_EN", 1, 1, "raise irq while IRQ_STATUS.DONE is set",
+                             "irq_enable.DONE"),
+                          _f("IRQ_ERROR_EN", 2, 1, "raise irq while IRQ_STATUS.ERROR is set",
+                             "irq_enable.ERROR"))))
     regs.append(Register("CMD", 0x044, "WO", 3, 0,
                          "commands: write 1 to a bit to perform it (reads answer SLVERR)",
                          (_f("SOFT_RESET", 0, 1, "abort the inference in flight (a partial input vector is "
-                             "dropped), clear STATUS and ERROR_CODE; memories, registers and counters keep"),
-                          _f("CLEAR_ERROR", 1, 1, "clear STATUS.ERROR and ERROR_CODE; the next vector runs"),
-                          _f("CLEAR_COUNTERS", 2, 1, "zero every performance counter"))))
+                             "dropped), clear STATUS and ERROR_CODE; memories, registers and counters keep",
+                             "control.soft_reset"),
+                          _f("CLEAR_ERROR", 1, 1, "clear STATUS.ERROR and ERROR_CODE; the next vector runs",
+                             "control.clear_error"),
+                          _f("CLEAR_COUNTERS", 2, 1, "zero every performance counter",
+                             "control.clear_counters"))))
     regs.append(Register("STATUS", 0x048, "RO", 3, 0, "engine state",
                          (_f("BUSY", 0, 1, "an inference is in flight (first input element accepted "
-                             "until the last output element accepted)"),
-                          _f("DONE", 1, 1, "the last inference completed; cleared when the next starts"),
+                             "until the last output element accepted)", "status.busy"),
+                          _f("DONE", 1, 1, "the last inference completed; cleared when the next starts",
+                             "status.done"),
                           _f("ERROR", 2, 1, "an inference stopped with an error (ERROR_CODE); input "
-                             "is refused until CMD.CLEAR_ERROR or CMD.SOFT_RESET"))))
+                             "is refused until CMD.CLEAR_ERROR or CMD.SOFT_RESET", "status.error"))))
     regs.append(Register("ERROR_CODE", 0x04C, "RO", 32, 0, "the first error since it was last cleared",
-                         (_f("CODE", 0, 8, "an ErrorCode (0: none)"),
-                          _f("STEP", 16, 16, "the step (descriptor index) that failed"))))
+                         (_f("CODE", 0, 8, "an ErrorCode (0: none)", "status.error_code"),
+                          _f("STEP", 16, 16, "the step (descriptor index) that failed",
+                             "status.error_step"))))
     regs.append(Register("IRQ_STATUS", 0x050, "W1C", 2, 0,
                          "interrupt causes (sticky; write 1 to clear); irq = |(IRQ_STATUS & CTRL.IRQ_*_EN)",
-                         (_f("DONE", 0, 1, "an inference completed"),
-                          _f("ERROR", 1, 1, "an inference stopped with an error"))))
-    regs.append(Register("IN_COUNT", 0x060, "RW", 32, 0, "elements per input vector (layer 0 in_features)"))
+                         (_f("DONE", 0, 1, "an inference completed", "status.done_pulse"),
+                          _f("ERROR", 1, 1, "an inference stopped with an error",
+                             "status.error_pulse"))))
+    regs.append(Register("IN_COUNT", 0x060, "RW", 32, 0, "elements per input vector (layer 0 in_features)",
+                         bind="program.in_count"))
     regs.append(Register("IN_PAD", 0x064, "RW", 32, 0,
-                         "the input is zero-padded to this many elements in BUF0"))
-    regs.append(Register("OUT_COUNT", 0x068, "RW", 32, 0, "elements per output vector"))
+                         "the input is zero-padded to this many elements in BUF0",
+                         bind="program.in_pad"))
+    regs.append(Register("OUT_COUNT", 0x068, "RW", 32, 0, "elements per output vector",
+                         bind="program.out_count"))
     regs.append(Register("OUT_BUF", 0x06C, "RW", 1, 0, "buffer holding the final output (at element 0)",
-                         (_f("BUF", 0, 1, "0: BUF0, 1: BUF1"),)))
+                         (_f("BUF", 0, 1, "0: BUF0, 1: BUF1", "program.out_buf"),)))
     addr = 0x080
     for name, description in COUNTERS:
         regs.append(Register(f"{name}_LO", addr, "RO", 32, 0,
-                             f"{description}: bits 31:0 (reading latches {name}_HI)"))
+                             f"{description}: bits 31:0 (reading latches {name}_HI)",
+                             bind=f"counters.{name.lower()}"))
         regs.append(Register(f"{name}_HI", addr + 4, "RO", COUNTER_BITS - 32, 0,
                              f"{description}: bits {COUNTER_BITS - 1}:32, as latched by the last {name}_LO read"))
         addr += 8
@@ -515,11 +539,11 @@ def _windows(c: AccelConfig) -> list[Window]:
     s = c.region_bytes
     return [
         Window("DMEM", 1 * s, c.desc_depth * DESC_WORDS, 32, "DMEM", False,
-               "descriptor program: word 24*s + w of step s"),
+               "descriptor program: word 24*s + w of step s", "load.dmem"),
         Window("CMEM", 2 * s, c.core_depth, c.core_bits, "CMEM", True,
-               "core elements (element address e)"),
+               "core elements (element address e)", "load.cmem"),
         Window("BMEM", 3 * s, c.bias_depth, c.bias_bits, "BMEM", True,
-               "bias elements (element address e)"),
+               "bias elements (element address e)", "load.bmem"),
     ]
 
 

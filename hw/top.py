@@ -15,82 +15,70 @@ it for at least one cycle). AXI's own convention is the active-low ``aresetn``;
 ``verilog(config, reset="aresetn")`` emits that port instead (still synchronous: the
 core resets on a rising edge of ``clk`` while ``aresetn`` is low).
 
-Binding: registers and register fields bind to the engine ports of the same
-lower-case name (``IN_COUNT`` -> ``in_count``, ``CTRL.SOFT_RESET`` -> ``soft_reset``,
-``CYCLES_LO``/``CYCLES_HI`` -> ``cycles``; windows ``DMEM``/``CMEM``/``BMEM`` ->
-``dmem_addr/data/we``...). A write-1 field on a read-write register drives a one-cycle
-pulse; the ``W1C`` interrupt-status bits are set by the engine's ``done`` pulse and by
-the rising edge of ``error``; ``irq`` is high while any enabled status bit is set.
-A read-only register that binds to no engine port reads as its reset value (e.g. an
-ID or a configuration word). Every engine input must be bound, or generation fails.
+Binding: by declaration. Each register, register field and window of the register map
+(``hw/regmap.py``) that the engine serves names its engine port (``bind``:
+``"control.enable"``, ``"status.error_code"``, ``"counters.cycles"`` on a counter's
+``_LO`` register, ``"load.cmem"`` on a window), and the engine's ports are the typed
+groups of :mod:`ttforge.hw.engine.signatures`. Writable bits drive ``control``/
+``program`` inputs (a ``WO`` command is a one-cycle pulse); read-only bits read
+``status``; the ``W1C`` interrupt-status bits are set by the ``status`` events they
+name (``done_pulse``, ``error_pulse``) and enabled by the ``CTRL`` fields bound to
+``irq_enable.<FIELD>``; ``irq`` is high while any enabled status bit is set. A
+read-only register that binds to nothing reads as its reset value (an ID or a
+configuration word). Every engine input must be bound, and every binding must name an
+engine port of the right direction, or generation fails. The input adapter takes beats
+only while the engine's ``status.in_open`` is high (``docs/hardware.md``).
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from amaranth.hdl import ClockDomain, Elaboratable, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from ttforge.hw.axil import AXI4LiteSignature, AXI4LiteSlave, RegisterFile, normalize_regmap
+from ttforge.errors import ConfigError
+from ttforge.hw.axil import AXI4LiteSignature, AXI4LiteSlave, RegisterFile
 from ttforge.hw.axis import AXISSignature, AXISToElements, ElementsToAXIS
+from ttforge.hw.config import AccelConfig
 from ttforge.hw.emit import VERILATOR_WAIVERS, emit_verilog, port_map
 from ttforge.hw.faults import ENGINE_FAULTS
+from ttforge.hw.regmap import RegisterMap
 
-__all__ = ["TOP_NAME", "TTAccel", "verilog", "verilator_waivers", "PULSE_PORTS"]
+__all__ = ["TOP_NAME", "TTAccel", "verilog", "verilator_waivers"]
 
 TOP_NAME = "ttforge_accel"
 
-#: engine control inputs that act on a one-cycle pulse
-PULSE_PORTS = ("clear_error", "clear_counters", "soft_reset", "start")
 
-
-def _fields(regmap: Any) -> dict[str, list[tuple[str, int, int]]]:
-    """``register name -> [(field name, lsb, width)]`` from a RegisterMap (if it has
-    bit fields)."""
-    out: dict[str, list[tuple[str, int, int]]] = {}
-    regs = getattr(regmap, "registers", None)
-    if regs is None:
-        return out
-    if isinstance(regs, dict):
-        regs = list(regs.values())
-    for r in regs:
-        fs = getattr(r, "fields", None) or getattr(r, "bitfields", None) or []
-        if isinstance(fs, dict):
-            fs = list(fs.values())
-        lst = []
-        for f in fs:
-            name = getattr(f, "name")
-            lsb = getattr(f, "lsb", getattr(f, "offset", getattr(f, "bit", None)))
-            width = getattr(f, "width", getattr(f, "bits", 1))
-            lst.append((str(name).upper(), int(lsb), int(width)))
-        out[str(r.name).upper()] = lst
+def _engine_ports(engine: wiring.Component) -> dict[str, tuple]:
+    """``{"control.enable": (flow, value), ...}``: every leaf port of the engine below
+    its stream ports, by dotted path."""
+    out = {}
+    for path, member, value in engine.signature.flatten(engine):
+        if path[0] in ("inp", "out"):
+            continue
+        out[".".join(map(str, path))] = (member.flow, value)
     return out
 
 
 class TTAccel(wiring.Component):
     """The accelerator: ``axil`` (AXI4-Lite slave), ``s_axis`` (in), ``m_axis`` (out), ``irq``.
 
-    ``engine`` and ``regmap`` default to ``TTEngine(config)`` and
-    ``RegisterMap(config)``; tests may pass stand-ins. ``fault`` names a deliberate
-    fault of :data:`ttforge.hw.faults.FAULTS` (tests that must fail only; ``None``
-    builds the real hardware).
+    ``engine`` defaults to ``TTEngine(config)``; tests may pass a stand-in with the same
+    port groups. ``fault`` names a deliberate fault of :data:`ttforge.hw.faults.FAULTS`
+    (tests that must fail only; ``None`` builds the real hardware).
     """
 
-    def __init__(self, config, *, engine=None, regmap=None, fault=None):
+    def __init__(self, config: AccelConfig, *, engine=None, fault=None):
         from ttforge.hw.faults import check_fault
+        if not isinstance(config, AccelConfig):
+            raise ConfigError(f"TTAccel needs an AccelConfig, got {type(config).__name__}")
         self.fault = check_fault(fault)
         if fault is not None and engine is not None and fault in ENGINE_FAULTS:
             raise ValueError(f"fault={fault!r} is in the engine; pass it to the engine instead")
         self.config = config
-        if regmap is None:
-            from ttforge.hw.regmap import RegisterMap
-            regmap = RegisterMap(config)
-        self.regmap = regmap
+        self.regmap = RegisterMap(config)
         self._engine = engine
-        W = config.tdata_bits if hasattr(config, "tdata_bits") else \
-            config.stream_elems * ((config.act_bits + 7) // 8 * 8)
+        W = config.tdata_bits
         super().__init__({
             "axil": In(AXI4LiteSignature(config.axil_addr_bits)),
             "s_axis": In(AXISSignature(W)),
@@ -113,7 +101,7 @@ class TTAccel(wiring.Component):
         slave = AXI4LiteSlave(cfg.axil_addr_bits,
                               fault=self.fault if self.fault == "axil_double_resp" else None)
         rf = RegisterFile(self.regmap, cfg.axil_addr_bits)
-        unpack = AXISToElements(cfg, count_bits=len(engine.in_count))
+        unpack = AXISToElements(cfg, count_bits=len(engine.program.in_count))
         pack = ElementsToAXIS(cfg, fault=self.fault if self.fault == "axis_unstable" else None)
         m.submodules.engine = engine
         m.submodules.axil = slave
@@ -127,103 +115,71 @@ class TTAccel(wiring.Component):
         wiring.connect(m, unpack.out, engine.inp)
         wiring.connect(m, engine.out, pack.inp)
         wiring.connect(m, pack.m, wiring.flipped(self.m_axis))
-        m.d.comb += unpack.count.eq(engine.in_count)
+        m.d.comb += [unpack.count.eq(engine.program.in_count),
+                     unpack.open.eq(engine.status.in_open),
+                     unpack.flush.eq(engine.control.soft_reset),
+                     pack.flush.eq(engine.control.soft_reset)]
 
-        self._bind(m, engine, rf, unpack, pack)
+        self._bind(m, engine, rf)
         return m
 
     # ------------------------------------------------------------------ binding
-    def _bind(self, m, engine, rf, unpack, pack):
-        regs, windows = normalize_regmap(self.regmap)
-        fields = _fields(self.regmap)
-        members = engine.signature.members
-        bound: set[str] = {"inp", "out"}
-        paired = {n for base in rf.pairs for n in (base + "_LO", base + "_HI")}
+    def _bind(self, m, engine, rf):
+        ports = _engine_ports(engine)
+        bound: set[str] = set()
 
-        def engine_port(names, flow):
-            for n in names:
-                if n in members and members[n].flow == flow:
-                    return n
-            return None
+        def port(path, flow, where):
+            if path not in ports:
+                raise ValueError(f"TTAccel: {where} is bound to {path!r}, which the engine "
+                                 "does not have")
+            if ports[path][0] != flow:
+                raise ValueError(f"TTAccel: {where} is bound to {path!r}, an engine "
+                                 f"{'output' if flow == wiring.In else 'input'}")
+            bound.add(path)
+            return ports[path][1]
 
-        def field_names(reg, fname):
-            # CTRL.ENABLE -> enable; ERROR_CODE.STEP -> error_step; ERROR_CODE.CODE -> error_code
-            return [fname.lower(), f"{reg}_{fname}".lower(), f"{reg.split('_')[0]}_{fname}".lower()]
-
-        # events derived from the engine's status
-        soft_reset = Signal()
-        error_rise = Signal()
-        busy_rise = Signal()
-        done_flag = Signal()   # STATUS.DONE: set by the done pulse, cleared when the next starts
-        if "error" in members:
-            error_q = Signal()
-            m.d.sync += error_q.eq(engine.error)
-            m.d.comb += error_rise.eq(engine.error & ~error_q)
-        if "busy" in members:
-            busy_q = Signal()
-            m.d.sync += busy_q.eq(engine.busy)
-            m.d.comb += busy_rise.eq(engine.busy & ~busy_q)
-        if "done" in members:
-            with m.If(engine.done):
-                m.d.sync += done_flag.eq(1)
-            with m.Elif(busy_rise | soft_reset):
-                m.d.sync += done_flag.eq(0)
-        events = {"done": engine.done if "done" in members else None, "error": error_rise}
-
-        irq_bits = {}      # IRQ_STATUS field -> its sticky bit
-        irq_enables = {}   # field -> enable bit (a field IRQ_<F>_EN of a RW register)
-        for r in regs:
+        paired = {r.name for lo, hi in rf.pairs.values() for r in (lo, hi)}
+        irq_bits, irq_enables = {}, {}
+        for r in self.regmap.registers:
             if r.name in paired:
+                if r.bind is not None:             # the _LO register names the counter
+                    m.d.comb += getattr(rf, r.name[:-3].lower()).eq(
+                        port(r.bind, wiring.Out, r.name))
                 continue
             rfp = getattr(rf, r.port)
-            fl = fields.get(r.name) or []
             if r.access in ("RW", "WO"):
-                wstb = getattr(rf, r.port + "_wstb")
-                if fl:
-                    targets = [(engine_port(field_names(r.name, f), wiring.In), lsb, w, f)
-                               for f, lsb, w in fl]
-                else:
-                    targets = [(engine_port([r.port], wiring.In), 0, r.width, r.name)]
-                for name, lsb, w, fname in targets:
-                    val = rfp[lsb:lsb + w]
-                    mt = fname.startswith("IRQ_") and fname.endswith("_EN")
-                    if mt:
-                        irq_enables[fname[4:-3]] = val[0]
-                    if name is None:
+                targets = [(f.bind, f.lsb, f.width, f"{r.name}.{f.name}") for f in r.fields] \
+                    or [(r.bind, 0, r.width, r.name)]
+                for bind, lsb, w, where in targets:
+                    if bind is None:
                         continue
-                    if name in PULSE_PORTS and r.access == "RW":
-                        val = val & wstb.replicate(w)
-                    m.d.comb += getattr(engine, name).eq(val)
-                    bound.add(name)
-                    if name == "soft_reset":
-                        m.d.comb += soft_reset.eq(val[0])
+                    if bind.startswith("irq_enable."):
+                        irq_enables[bind.split(".", 1)[1]] = rfp[lsb]
+                        continue
+                    m.d.comb += port(bind, wiring.In, where).eq(rfp[lsb:lsb + w])
             elif r.access == "RO":
                 value = Signal(r.width, name=f"{r.port}_value")
                 m.d.comb += value.eq(r.reset & ((1 << r.width) - 1))   # constants read their value
-                if fl:
-                    for f, lsb, w in fl:
-                        if r.name == "STATUS" and f == "DONE" and "done" in members:
-                            m.d.comb += value[lsb:lsb + w].eq(done_flag)
-                            continue
-                        name = engine_port(field_names(r.name, f), wiring.Out)
-                        if name is not None:
-                            m.d.comb += value[lsb:lsb + w].eq(getattr(engine, name))
-                            bound.add(name)
-                else:
-                    name = engine_port([r.port], wiring.Out)
-                    if name is not None:
-                        m.d.comb += value.eq(getattr(engine, name))
-                        bound.add(name)
+                if r.bind is not None:
+                    m.d.comb += value.eq(port(r.bind, wiring.Out, r.name))
+                for f in r.fields:
+                    if f.bind is not None:
+                        m.d.comb += value[f.lsb:f.lsb + f.width].eq(
+                            port(f.bind, wiring.Out, f"{r.name}.{f.name}"))
                 m.d.comb += rfp.eq(value)
             elif r.access == "W1C":
                 setb = getattr(rf, r.port + "_set")
-                for f, lsb, w in fl:
-                    ev = events.get(f.lower())
-                    if ev is not None:
-                        m.d.comb += setb[lsb].eq(ev)
-                        bound.add(f.lower())
-                    irq_bits[f] = rfp[lsb]
-        # irq: any interrupt-status bit whose enable is set (no enables: any bit)
+                for f in r.fields:
+                    if f.bind is not None:
+                        m.d.comb += setb[f.lsb].eq(port(f.bind, wiring.Out, f"{r.name}.{f.name}"))
+                    irq_bits[f.name] = rfp[f.lsb]
+        for w in self.regmap.windows:
+            if w.bind is None:
+                continue
+            for suffix in ("addr", "data", "we"):
+                m.d.comb += port(f"{w.bind}.{suffix}", wiring.In, w.name).eq(
+                    getattr(rf, f"{w.name.lower()}_{suffix}"))
+        # irq: any interrupt-status bit whose enable is set (a bit without an enable: always)
         terms = [bit & irq_enables[f] if f in irq_enables else bit for f, bit in irq_bits.items()]
         if terms:
             any_term = terms[0]
@@ -231,20 +187,8 @@ class TTAccel(wiring.Component):
                 any_term = any_term | t
             m.d.comb += self.irq.eq(any_term)
 
-        for base in rf.pairs:
-            name = base.lower()
-            if name in members:
-                m.d.comb += getattr(rf, name).eq(getattr(engine, name))
-                bound.add(name)
-        for w in windows:
-            for suffix in ("addr", "data", "we"):
-                name = f"{w.port}_{suffix}"
-                if name in members:
-                    m.d.comb += getattr(engine, name).eq(getattr(rf, name))
-                    bound.add(name)
-        m.d.comb += [unpack.flush.eq(soft_reset), pack.flush.eq(soft_reset)]
-
-        unbound = [n for n, mem in members.items() if mem.flow == wiring.In and n not in bound]
+        # status.in_open and program.in_count are also read by the adapter (wired above)
+        unbound = [p for p, (flow, _) in ports.items() if flow == wiring.In and p not in bound]
         if unbound:
             raise ValueError("TTAccel: engine inputs with no register or window in the "
                              f"register map: {', '.join(unbound)}")
@@ -270,7 +214,7 @@ def _ports(core: TTAccel) -> dict:
     return port_map(core, {"axil": "s_axil", "s_axis": "s_axis", "m_axis": "m_axis", "irq": "irq"})
 
 
-def verilog(config, *, reset: str = "rst", engine=None, regmap=None, name: str = TOP_NAME,
+def verilog(config: AccelConfig, *, reset: str = "rst", engine=None, name: str = TOP_NAME,
             fault=None) -> str:
     """The Verilog text of ``TTAccel(config)`` as module ``name`` (default ``ttforge_accel``).
 
@@ -281,7 +225,7 @@ def verilog(config, *, reset: str = "rst", engine=None, regmap=None, name: str =
     """
     from ttforge.hw.faults import check_fault
     check_fault(fault)
-    core = TTAccel(config, engine=engine, regmap=regmap, fault=fault)
+    core = TTAccel(config, engine=engine, fault=fault)
     ports = _ports(core)
     if reset == "rst":
         return emit_verilog(core, name, ports)

@@ -5,6 +5,7 @@ malformed descriptors and streams set the error status and the next inference wo
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import numpy as np
@@ -114,11 +115,11 @@ async def load_program(ctx, dut, prog, *, descriptors=None, cmem=None, bmem=None
                        parts=("dmem", "cmem", "bmem", "globals")):
     """Write a program through the load ports (one element or word per cycle)."""
     images = {
-        "dmem": (dut.dmem_addr, dut.dmem_data, dut.dmem_we,
+        "dmem": (dut.load.dmem.addr, dut.load.dmem.data, dut.load.dmem.we,
                  [w for d in (descriptors or prog.descriptors) for w in d]),
-        "cmem": (dut.cmem_addr, dut.cmem_data, dut.cmem_we,
+        "cmem": (dut.load.cmem.addr, dut.load.cmem.data, dut.load.cmem.we,
                  prog.cmem.tolist() if cmem is None else cmem),
-        "bmem": (dut.bmem_addr, dut.bmem_data, dut.bmem_we,
+        "bmem": (dut.load.bmem.addr, dut.load.bmem.data, dut.load.bmem.we,
                  prog.bmem.tolist() if bmem is None else bmem),
     }
     for part in ("dmem", "cmem", "bmem"):
@@ -134,10 +135,10 @@ async def load_program(ctx, dut, prog, *, descriptors=None, cmem=None, bmem=None
     if "globals" in parts:
         g = dict(prog.globals)
         g.update(globals_ or {})
-        ctx.set(dut.in_count, g["IN_COUNT"])
-        ctx.set(dut.in_pad, g["IN_PAD"])
-        ctx.set(dut.out_count, g["OUT_COUNT"])
-        ctx.set(dut.out_buf, g["OUT_BUF"])
+        ctx.set(dut.program.in_count, g["IN_COUNT"])
+        ctx.set(dut.program.in_pad, g["IN_PAD"])
+        ctx.set(dut.program.out_count, g["OUT_COUNT"])
+        ctx.set(dut.program.out_buf, g["OUT_BUF"])
         await ctx.tick()  # the engine registers its checks of the program registers
 
 
@@ -162,7 +163,7 @@ async def send_vector(ctx, dut, values, rng, gap, lasts=None):
 
 async def wait_idle(ctx, dut, limit=200_000):
     for _ in range(limit):
-        if not ctx.get(dut.busy):
+        if not ctx.get(dut.status.busy):
             return
         await ctx.tick()
     raise AssertionError("engine stayed busy")
@@ -191,7 +192,7 @@ def simulate(cfg, script, *, expect_vectors, seed=0, gap=0.0, stall=0.0, max_cyc
         crng = random.Random(seed + 7)
         cur, curl = [], []
         cycles = 0
-        sigs = (dut.out.valid, dut.out.payload.data, dut.out.payload.last, dut.done)
+        sigs = (dut.out.valid, dut.out.payload.data, dut.out.payload.last, dut.status.done_pulse)
         ready = None
         while len(run.outputs) < expect_vectors or not finished["producer"]:
             r = not (stall and crng.random() < stall)
@@ -211,13 +212,13 @@ def simulate(cfg, script, *, expect_vectors, seed=0, gap=0.0, stall=0.0, max_cyc
                     cur, curl = [], []
         ctx.set(dut.out.ready, 1)
         for _ in range(4):
-            run.done_pulses += ctx.get(dut.done)
+            run.done_pulses += ctx.get(dut.status.done_pulse)
             await ctx.tick()
         assert not cur, "a partial output vector"
         for n in COUNTERS:
-            run.counters[n] = ctx.get(getattr(dut, n))
+            run.counters[n] = ctx.get(getattr(dut.counters, n))
         for n in ("busy", "error", "error_code", "error_step"):
-            run.status[n] = ctx.get(getattr(dut, n))
+            run.status[n] = ctx.get(getattr(dut.status, n))
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
@@ -230,7 +231,7 @@ def simulate(cfg, script, *, expect_vectors, seed=0, gap=0.0, stall=0.0, max_cyc
 def stream_script(prog, X, *, gap=0.0, pause=0, **load_kw):
     async def script(ctx, dut, rng):
         await load_program(ctx, dut, prog, **load_kw)
-        ctx.set(dut.enable, 1)
+        ctx.set(dut.control.enable, 1)
         for x in X:
             await send_vector(ctx, dut, x, rng, gap)
             for _ in range(pause):
@@ -347,9 +348,9 @@ def test_input_waits_for_enable():
         ctx.set(dut.inp.payload.data, int(X[0][0]))
         await ctx.tick().repeat(5)
         seen["ready_disabled"] = ctx.get(dut.inp.ready)
-        seen["busy_disabled"] = ctx.get(dut.busy)
+        seen["busy_disabled"] = ctx.get(dut.status.busy)
         ctx.set(dut.inp.valid, 0)
-        ctx.set(dut.enable, 1)
+        ctx.set(dut.control.enable, 1)
         await send_vector(ctx, dut, X[0], rng, 0.0)
 
     run = simulate(cfg, script, expect_vectors=1)
@@ -432,7 +433,7 @@ def _error_then_recover(prog, X, net, cfg, *, bad_load, bad_lasts=None, expect_c
 
     async def script(ctx, dut, rng):
         await load_program(ctx, dut, prog, **bad_load)
-        ctx.set(dut.enable, 1)
+        ctx.set(dut.control.enable, 1)
         vec = list(X[0]) + ([] if bad_lasts is None else [0] * bad_lasts[1])
         await send_vector(ctx, dut, vec, rng, 0.0, lasts=None if bad_lasts is None else bad_lasts[0])
         for _ in range(3):
@@ -440,13 +441,13 @@ def _error_then_recover(prog, X, net, cfg, *, bad_load, bad_lasts=None, expect_c
         await wait_idle(ctx, dut)
         for _ in range(3):
             await ctx.tick()
-        seen["error"] = ctx.get(dut.error)
-        seen["code"] = ctx.get(dut.error_code)
-        seen["step"] = ctx.get(dut.error_step)
+        seen["error"] = ctx.get(dut.status.error)
+        seen["code"] = ctx.get(dut.status.error_code)
+        seen["step"] = ctx.get(dut.status.error_step)
         seen["ready_while_error"] = ctx.get(dut.inp.ready)
         await load_program(ctx, dut, prog)
-        await pulse(ctx, dut.clear_error)
-        seen["error_after_clear"] = ctx.get(dut.error)
+        await pulse(ctx, dut.control.clear_error)
+        seen["error_after_clear"] = ctx.get(dut.status.error)
         await send_vector(ctx, dut, X[0], rng, 0.0)
 
     run = simulate(cfg, script, expect_vectors=1)
@@ -504,18 +505,18 @@ def test_malformed_descriptors_set_error_and_the_next_inference_works():
 
     async def script(ctx, dut, rng):
         await load_program(ctx, dut, prog, parts=("cmem", "bmem", "globals"))
-        ctx.set(dut.enable, 1)
+        ctx.set(dut.control.enable, 1)
         for name, descs, code, step in faults:
             await load_program(ctx, dut, prog, descriptors=descs, parts=("dmem",))
             await send_vector(ctx, dut, X[0], rng, 0.0)
             await ctx.tick()
             await wait_idle(ctx, dut)
             await ctx.tick()
-            seen.append((name, ctx.get(dut.error), ctx.get(dut.error_code), ctx.get(dut.error_step),
-                         ctx.get(dut.inp.ready), ctx.get(dut.vectors)))
+            seen.append((name, ctx.get(dut.status.error), ctx.get(dut.status.error_code), ctx.get(dut.status.error_step),
+                         ctx.get(dut.inp.ready), ctx.get(dut.counters.vectors)))
             await load_program(ctx, dut, prog, parts=("dmem",))
-            await pulse(ctx, dut.clear_error)
-            assert ctx.get(dut.error) == 0
+            await pulse(ctx, dut.control.clear_error)
+            assert ctx.get(dut.status.error) == 0
             await send_vector(ctx, dut, X[0], rng, 0.0)
             await wait_idle(ctx, dut)    # never rewrite DMEM under a running inference
 
@@ -558,13 +559,13 @@ def test_tlast_early():
 
     async def script(ctx, dut, rng):
         await load_program(ctx, dut, prog)
-        ctx.set(dut.enable, 1)
+        ctx.set(dut.control.enable, 1)
         lasts = [0] * len(X[0])
         lasts[1] = 1
         await send_vector(ctx, dut, list(X[0][:2]), rng, 0.0, lasts=lasts[:2])
         await ctx.tick().repeat(3)
-        seen["code"] = ctx.get(dut.error_code)
-        await pulse(ctx, dut.clear_error)
+        seen["code"] = ctx.get(dut.status.error_code)
+        await pulse(ctx, dut.control.clear_error)
         await send_vector(ctx, dut, X[0], rng, 0.0)
 
     run = simulate(cfg, script, expect_vectors=1)
@@ -579,13 +580,13 @@ def test_soft_reset_aborts_and_memories_keep():
 
     async def script(ctx, dut, rng):
         await load_program(ctx, dut, prog)
-        ctx.set(dut.enable, 1)
+        ctx.set(dut.control.enable, 1)
         await send_vector(ctx, dut, X[0], rng, 0.0)
         await ctx.tick().repeat(40)           # in the middle of the steps
-        seen["busy_before"] = ctx.get(dut.busy)
-        await pulse(ctx, dut.soft_reset)
+        seen["busy_before"] = ctx.get(dut.status.busy)
+        await pulse(ctx, dut.control.soft_reset)
         await ctx.tick()
-        seen["busy_after"] = ctx.get(dut.busy)
+        seen["busy_after"] = ctx.get(dut.status.busy)
         await send_vector(ctx, dut, X[0], rng, 0.0)
 
     run = simulate(cfg, script, expect_vectors=1)
@@ -599,14 +600,14 @@ def test_clear_counters():
 
     async def script(ctx, dut, rng):
         await load_program(ctx, dut, prog)
-        ctx.set(dut.enable, 1)
+        ctx.set(dut.control.enable, 1)
         await send_vector(ctx, dut, X[0], rng, 0.0)
         await wait_idle(ctx, dut)
         await ctx.tick().repeat(3)
-        assert ctx.get(dut.cycles) > 0 and ctx.get(dut.vectors) == 1
-        await pulse(ctx, dut.clear_counters)
+        assert ctx.get(dut.counters.cycles) > 0 and ctx.get(dut.counters.vectors) == 1
+        await pulse(ctx, dut.control.clear_counters)
         for n in COUNTERS:
-            assert ctx.get(getattr(dut, n)) == 0, n
+            assert ctx.get(getattr(dut.counters, n)) == 0, n
 
     simulate(cfg, script, expect_vectors=1)
 
@@ -615,7 +616,7 @@ def test_clear_counters():
 def model_cycles(prog, cfg, vectors=1):
     """The analytic cycle count of docs/hardware.md "Engine timing" (no stream stalls),
     written independently of ttforge.hw.cycles."""
-    T = ENGINE_TIMING
+    T = {f.upper(): v for f, v in dataclasses.asdict(ENGINE_TIMING).items()}
     L = cfg.lanes
     total = max(prog.in_pad, prog.in_count)
     for s in prog.steps:
@@ -645,9 +646,8 @@ def test_cycle_counter_equals_engine_timing_model(lanes, seed):
     assert run.counters["in_stall"] == 0 and run.counters["out_stall"] == 0
     assert run.counters["cycles"] == model_cycles(prog, cfg, len(X))
     # the project's analytic model (hw/cycles.py), fed the RTL's constants, agrees exactly
-    from ttforge.hw.cycles import EngineTiming, program_cycles
-    timing = EngineTiming.from_mapping(ENGINE_TIMING)
-    model = program_cycles(prog.descriptors, cfg, prog.globals, timing)
+    from ttforge.hw.cycles import program_cycles
+    model = program_cycles(prog.descriptors, cfg, prog.globals, ENGINE_TIMING)
     assert model.total * len(X) == run.counters["cycles"]
     assert model.busy_lane_cycles * len(X) == run.counters["busy_lane_cycles"]
 

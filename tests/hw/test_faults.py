@@ -99,7 +99,7 @@ def run_engine(cfg, prog, X, *, fault=None, seed=0, gap=0.2, stall=0.2, limit=20
     async def producer(ctx):
         rng = random.Random(seed)
         await load_program(ctx, dut, prog)
-        ctx.set(dut.enable, 1)
+        ctx.set(dut.control.enable, 1)
         for x in X:
             await send_vector(ctx, dut, x, rng, gap)
         state["sent"] = True
@@ -111,7 +111,7 @@ def run_engine(cfg, prog, X, *, fault=None, seed=0, gap=0.2, stall=0.2, limit=20
             r = not (stall and crng.random() < stall)
             ctx.set(dut.out.ready, r)
             _, _, valid, data, last, err = await ctx.tick().sample(
-                dut.out.valid, dut.out.payload.data, dut.out.payload.last, dut.error)
+                dut.out.valid, dut.out.payload.data, dut.out.payload.last, dut.status.error)
             if err:
                 res.error = 1
                 break

@@ -1,0 +1,273 @@
+"""``TTEngine``: the programmable TT-contraction engine of ``docs/hardware.md``.
+
+A :class:`amaranth.lib.wiring.Component` parameterised by an
+:class:`~ttforge.hw.config.AccelConfig`, made of small components connected with
+:func:`amaranth.lib.wiring.connect` around the memories it owns (CMEM, BMEM, BUF0/BUF1,
+DMEM, with synchronous read ports):
+
+========================  ==========================================================
+:class:`Controller`       phases: input, pad, descriptor fetch, run, zero fill, output;
+                          ``STATUS`` bits; the input, pad and fill writes
+:class:`DescriptorFetch`  reads and decodes one step's descriptor, the step constants
+:class:`IssueUnit`        address generator, operand pipeline, ``L`` MAC lanes
+:class:`ResultWriter`     result register, bias reads, the serial element writer
+:class:`RequantBank`      ``L`` requantization units (one with ``serial_requant``)
+:class:`OutputPath`       reads the output vector through a FIFO onto ``out``
+:class:`ErrorUnit`        the first error, the abort and the pipeline flush
+:class:`PerfCounters`     the performance counters
+========================  ==========================================================
+
+Its ports are the typed groups of :mod:`ttforge.hw.engine.signatures`; the descriptor
+and its ``FLAGS`` word are :class:`amaranth.lib.data.Struct` views generated from the
+field table of :mod:`ttforge.hw.regmap`; the controller's states are the
+:class:`~ttforge.hw.engine.signatures.State` enum. The timing it follows is documented
+in ``docs/hardware.md`` ("Engine timing") and is :data:`ttforge.hw.cycles.ENGINE_TIMING`.
+A new datapath unit is a component here with an annotated signature, wired in
+:meth:`TTEngine.elaborate`; an error it detects is one more bit of ``errors`` with its
+code in its ``ERRORS``.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ttforge.errors import ConfigError
+from ttforge.hw.axis import element_layout
+from ttforge.hw.config import DESC_WORDS, AccelConfig
+from ttforge.hw.cycles import ENGINE_TIMING
+from ttforge.hw.engine.controller import Controller
+from ttforge.hw.engine.counters import PerfCounters
+from ttforge.hw.engine.errors import ErrorUnit
+from ttforge.hw.engine.fetch import DescriptorFetch
+from ttforge.hw.engine.geometry import Geometry
+from ttforge.hw.engine.issue import IssueUnit
+from ttforge.hw.engine.output import OutputPath
+from ttforge.hw.engine.requant import RequantBank
+from ttforge.hw.engine.signatures import (ControlSignature, CounterSignature, LoadSignature,
+                                          ProgramSignature, State, StatusSignature)
+from ttforge.hw.engine.writer import ResultWriter
+from ttforge.hw.faults import ENGINE_FAULTS, check_fault
+from ttforge.hw.regmap import ErrorCode
+
+__all__ = ["TTEngine", "ERROR_CODES", "ERROR_NAMES", "ENGINE_TIMING", "DESC_WORDS",
+           "element_layout", "State", "Controller", "DescriptorFetch", "IssueUnit",
+           "ResultWriter", "RequantBank", "OutputPath", "ErrorUnit", "PerfCounters",
+           "Geometry"]
+
+#: ``error_code`` values: :class:`ttforge.hw.regmap.ErrorCode` (0: no error). The first
+#: error is kept until ``clear_error`` or ``soft_reset``. ``MISALIGNED`` also covers a
+#: word-output step (mode 0, or ``OUT_WORD``) whose ``O_LANE`` is not 1 (its lanes would
+#: not form one word).
+ERROR_CODES = {e.name: int(e) for e in ErrorCode}
+ERROR_NAMES = {int(e): e.name for e in ErrorCode}
+
+
+class TTEngine(wiring.Component):
+    """The engine; see the module docstring and ``docs/hardware.md``.
+
+    Ports (:mod:`ttforge.hw.engine.signatures`):
+
+    * ``inp`` (stream in), ``out`` (stream out) of :func:`~ttforge.hw.axis.element_layout`;
+    * ``load`` (``dmem``/``cmem``/``bmem``: ``addr``, ``data``, ``we``), ``program``
+      (``in_count``, ``in_pad``, ``out_count``, ``out_buf``), ``control`` (``enable``;
+      pulses ``clear_error``, ``clear_counters``, ``soft_reset``);
+    * ``status``: ``busy``, ``done`` (``STATUS.DONE``), ``done_pulse`` (the cycle after a
+      vector's last output element is accepted), ``error``, ``error_pulse``,
+      ``error_code`` (:data:`ERROR_CODES`), ``error_step``, ``in_open``;
+    * ``counters``: ``cycles``, ``busy_lane_cycles``, ``in_stall``, ``out_stall``,
+      ``sat_events``, ``vectors`` (48 bits; ``counter_bits`` of them count).
+    """
+
+    #: deliberate faults for the tests that must fail (never set in generated hardware);
+    #: the registry with their descriptions is :data:`ttforge.hw.faults.FAULTS`
+    FAULTS = ENGINE_FAULTS
+
+    def __init__(self, config: AccelConfig, *, fault: str | None = None):
+        if not isinstance(config, AccelConfig):
+            raise ConfigError(f"TTEngine needs an AccelConfig, got {type(config).__name__}")
+        self.fault = check_fault(fault, self.FAULTS, "TTEngine")
+        self.config = config
+        self.geom = Geometry(config)
+        elem = element_layout(config.act_bits)
+        super().__init__({
+            "inp": In(stream.Signature(elem)),
+            "out": Out(stream.Signature(elem)),
+            "load": In(LoadSignature(config)),
+            "program": In(ProgramSignature()),
+            "control": In(ControlSignature()),
+            "status": Out(StatusSignature()),
+            "counters": Out(CounterSignature()),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        g, c = self.geom, self.config
+        L, IB = g.L, c.inter_bits
+        fault = self.fault
+
+        # ------------------------------------------------------------------ memories
+        word = data.ArrayLayout(signed(IB), L)
+        buf = [Memory(shape=word, depth=c.buf_depth // L, init=[]) for _ in range(2)]
+        cmem = Memory(shape=data.ArrayLayout(signed(c.core_bits), L), depth=c.core_depth // L,
+                      init=[])
+        bmem = Memory(shape=data.ArrayLayout(signed(c.bias_bits), L), depth=c.bias_depth // L,
+                      init=[])
+        dmem = Memory(shape=32, depth=g.dmem_depth, init=[])
+        m.submodules.buf0, m.submodules.buf1 = buf
+        m.submodules.cmem, m.submodules.bmem, m.submodules.dmem = cmem, bmem, dmem
+        buf_rp = [b.read_port() for b in buf]
+        buf_wp = [b.write_port(granularity=1) for b in buf]
+        cmem_wp, bmem_wp = cmem.write_port(granularity=1), bmem.write_port(granularity=1)
+        dmem_wp = dmem.write_port()
+
+        # load ports: element writes with per-lane enables
+        ld = self.load
+        m.d.comb += [
+            cmem_wp.addr.eq(g.word_of(ld.cmem.addr, c.core_depth)),
+            cmem_wp.en.eq(Mux(ld.cmem.we, g.onehot(ld.cmem.addr), 0)),
+            bmem_wp.addr.eq(g.word_of(ld.bmem.addr, c.bias_depth)),
+            bmem_wp.en.eq(Mux(ld.bmem.we, g.onehot(ld.bmem.addr), 0)),
+            dmem_wp.addr.eq(ld.dmem.addr),
+            dmem_wp.data.eq(ld.dmem.data),
+            dmem_wp.en.eq(ld.dmem.we),
+        ]
+        for l in range(L):
+            m.d.comb += [cmem_wp.data[l].eq(ld.cmem.data), bmem_wp.data[l].eq(ld.bmem.data)]
+
+        # ------------------------------------------------------------------ components
+        m.submodules.ctrl = ctrl = Controller(g)
+        m.submodules.fetch = fetch = DescriptorFetch(g)
+        m.submodules.issue = issue = IssueUnit(g, fault=fault)
+        m.submodules.writer = writer = ResultWriter(g)
+        m.submodules.requant = rqb = RequantBank(g, fault=fault)
+        m.submodules.output = outp = OutputPath(g, fault=fault)
+        m.submodules.errors = err = ErrorUnit(
+            DescriptorFetch.ERRORS + IssueUnit.ERRORS + ResultWriter.ERRORS
+            + (ErrorCode.BUF_RANGE,))
+        m.submodules.counters = cnt = PerfCounters(g)
+
+        desc, flags = fetch.desc, fetch.desc.flags
+        flush = err.flush
+        # results leave through the serial element writer (mode 1 element outputs; every
+        # output with serial_requant, which has one requantization unit)
+        elem_out = Signal()
+        m.d.comb += elem_out.eq(1 if g.serial else flags.mode & ~flags.out_word)
+
+        # the controller: streams, program registers, control
+        wiring.connect(m, wiring.flipped(self.inp), ctrl.inp)
+        wiring.connect(m, wiring.flipped(self.program), ctrl.program)
+        wiring.connect(m, wiring.flipped(self.control), ctrl.control)
+        m.d.comb += [
+            ctrl.error.eq(err.error), ctrl.abort.eq(err.abort),
+            ctrl.fetch_done.eq(fetch.done),
+            ctrl.pipe_busy.eq(issue.busy | writer.busy | rqb.busy),
+            ctrl.last_step.eq(flags.last), ctrl.src.eq(flags.src),
+            ctrl.zf_nonempty.eq(fetch.zf_nonempty), ctrl.zf_start.eq(fetch.zf_start),
+            ctrl.zf_end.eq(fetch.zf_end), ctrl.out_finished.eq(outp.finished),
+        ]
+        # the descriptor fetch
+        wiring.connect(m, fetch.dmem, dmem.read_port())
+        m.d.comb += [fetch.active.eq(ctrl.fetching), fetch.base.eq(ctrl.dptr),
+                     fetch.step.eq(ctrl.step)]
+        # issue: the source buffer word comes back from the buffer read ports below
+        wiring.connect(m, issue.cmem, cmem.read_port())
+        m.d.comb += [
+            issue.start.eq(fetch.done), issue.running.eq(ctrl.running), issue.flush.eq(flush),
+            issue.elem_out.eq(elem_out), issue.desc.eq(desc), issue.ov_end.eq(fetch.ov_end),
+            issue.b_off.eq(fetch.b_off),
+            issue.x_word.eq(Mux(flags.src, buf_rp[1].data.as_value(), buf_rp[0].data.as_value())),
+        ]
+        # the result writer
+        wiring.connect(m, writer.bmem, bmem.read_port())
+        m.d.comb += [
+            writer.running.eq(ctrl.running), writer.flush.eq(flush),
+            writer.elem_out.eq(elem_out), writer.use_bias.eq(flags.bias),
+            writer.o_lane.eq(desc.o_lane), writer.ov_end.eq(fetch.ov_end),
+            writer.pre_valid.eq(issue.pre_valid), writer.pre_tag.eq(issue.pre_tag),
+            writer.res_valid.eq(issue.res_valid), writer.res_tag.eq(issue.res_tag),
+            writer.res.eq(issue.res),
+        ]
+        # requantization
+        m.d.comb += [
+            rqb.flush.eq(flush), rqb.rq.eq(fetch.rq), rqb.relu.eq(flags.relu),
+            rqb.valid.eq(writer.valid), rqb.acc.eq(writer.acc), rqb.bias.eq(writer.bias),
+            rqb.bias_en.eq(writer.bias_en), rqb.zero.eq(writer.zero),
+            rqb.addr_valid.eq(writer.addr_valid), rqb.addr.eq(writer.addr),
+        ]
+        # the output path
+        wiring.connect(m, outp.out, wiring.flipped(self.out))
+        m.d.comb += [
+            outp.active.eq(ctrl.outputting), outp.begin.eq(ctrl.out_begin),
+            outp.flush.eq(flush), outp.out_last.eq(ctrl.out_last),
+        ]
+        m.d.comb += [outp.word[l].eq(Mux(self.program.out_buf, buf_rp[1].data[l],
+                                         buf_rp[0].data[l])[:c.act_bits]) for l in range(L)]
+        # errors, in priority order: descriptor fields, issue, serial writer, zero fill
+        m.d.comb += [
+            err.conds.eq(Cat(fetch.errors, issue.errors, writer.errors, ctrl.zfill_err)),
+            err.in_err.eq(ctrl.in_err), err.in_code.eq(ctrl.in_code), err.step.eq(ctrl.step),
+            err.clear_error.eq(self.control.clear_error),
+            err.soft_reset.eq(self.control.soft_reset),
+        ]
+
+        # ------------------------------------------------------------------ buffer ports
+        # reads: the output phase's element, else the issue unit's source element
+        for b in range(2):
+            m.d.comb += [
+                buf_rp[b].addr.eq(Mux(ctrl.outputting, g.word_of(outp.rd_addr, c.buf_depth),
+                                      g.word_of(issue.x_addr, c.buf_depth))),
+                buf_rp[b].en.eq(Mux(ctrl.outputting, outp.rd_en, 1)),
+            ]
+        # writes: requantized results while running, else the controller's element
+        # (input, padding, zero fill)
+        wr_en = Signal()
+        wr_sel = Signal()
+        wr_addr = Signal.like(buf_wp[0].addr)
+        wr_mask = Signal(L)
+        wr_data = Signal(word)
+        y_v = ctrl.running & rqb.y_valid
+        with m.If(y_v):
+            m.d.comb += [wr_en.eq(1), wr_sel.eq(~flags.src),
+                         wr_addr.eq(g.word_of(rqb.y_addr, c.buf_depth)),
+                         wr_mask.eq(Mux(~elem_out, rqb.y_mask, g.onehot(rqb.y_addr)))]
+            y0 = rqb.y[0]
+            if fault == "requant_lsb":   # test hook: flip bit 0 of lane 0
+                y0 = (y0 ^ 1).as_signed()
+            for l in range(L):
+                m.d.comb += wr_data[l].eq(
+                    y0 if (g.serial or l == 0) else Mux(~elem_out, rqb.y[l], y0))
+        with m.Else():
+            m.d.comb += [wr_en.eq(ctrl.wr_en), wr_sel.eq(ctrl.wr_sel),
+                         wr_addr.eq(g.word_of(ctrl.wr_elem, c.buf_depth)),
+                         wr_mask.eq(g.onehot(ctrl.wr_elem))]
+            m.d.comb += [wr_data[l].eq(ctrl.wr_value) for l in range(L)]
+        for b in range(2):
+            m.d.comb += [
+                buf_wp[b].addr.eq(wr_addr),
+                buf_wp[b].data.eq(wr_data),
+                buf_wp[b].en.eq(Mux(wr_en & (wr_sel == b), wr_mask, 0)),
+            ]
+
+        # ------------------------------------------------------------------ status, counters
+        st = self.status
+        m.d.comb += [
+            st.busy.eq(ctrl.busy), st.done.eq(ctrl.done), st.done_pulse.eq(ctrl.done_pulse),
+            st.error.eq(err.error), st.error_pulse.eq(err.error_pulse),
+            st.error_code.eq(err.error_code), st.error_step.eq(err.error_step),
+            st.in_open.eq(ctrl.in_open),
+        ]
+        wiring.connect(m, cnt.counters, wiring.flipped(self.counters))
+        m.d.comb += [
+            cnt.clear.eq(self.control.clear_counters), cnt.busy.eq(ctrl.busy),
+            cnt.running.eq(ctrl.running), cnt.lanes_issued.eq(issue.lanes_issued),
+            cnt.result_written.eq(rqb.y_valid), cnt.sat_count.eq(rqb.sat_count),
+            cnt.in_stall.eq(ctrl.in_stall),
+            cnt.out_stall.eq(self.out.valid & ~self.out.ready),
+            cnt.done.eq(ctrl.done_pulse),
+        ]
+        #: internal signals for tests and debugging (not ports)
+        self.debug = {"state": ctrl.state, "step": ctrl.step}
+        return m

@@ -1,0 +1,221 @@
+"""``Controller``: the engine's phases (input, pad, fetch, run, zero fill, output)."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ttforge.hw.axis import element_layout
+from ttforge.hw.config import DESC_WORDS
+from ttforge.hw.engine.geometry import Geometry
+from ttforge.hw.engine.signatures import (ERROR_CODE_BITS, STEP_BITS, ControlSignature,
+                                          ProgramSignature, State)
+from ttforge.hw.regmap import ErrorCode
+
+__all__ = ["Controller"]
+
+
+class Controller(wiring.Component):
+    """The state machine of ``docs/hardware.md`` ("Engine timing") over :class:`State`.
+
+    Input: accepts ``inp`` while enabled (and not in ``error``, except to discard the
+    rest of a vector after a stream error, state ``DRAIN``), writes element ``j`` to
+    BUF0 and checks ``tlast`` against ``IN_COUNT`` and the program registers (stream
+    errors: ``in_err``/``in_code``); then ``IN_PAD - IN_COUNT`` zeros. Per step:
+    ``fetching`` until the descriptor fetch is ``fetch_done``, ``running`` until the
+    datapath is idle (``pipe_busy`` low), then the zero fill ``zf_start .. zf_end - 1``
+    of the destination buffer (``zfill_err``: beyond ``buf_depth``); after the step with
+    ``last_step``, the output (``out_begin``, ``outputting`` until ``out_finished``).
+    ``wr_*`` is its buffer write (input elements, padding and fill zeros, one element per
+    cycle: ``wr_value`` to element ``wr_elem`` of buffer ``wr_sel``). ``abort`` or a soft
+    reset return it to ``IDLE``.
+
+    Status: ``busy`` (from the cycle accepting the first input element to the return to
+    ``IDLE``), ``done_pulse`` (the cycle after the last output element is accepted),
+    ``done`` (``STATUS.DONE``: set by ``done_pulse``, cleared when the next inference
+    starts, in that very cycle, and by a soft reset), ``in_open`` (the input adapter may
+    take a beat: enabled and no error, none being raised; or discarding the rest of a
+    vector, never past its ``tlast``), ``in_stall`` (an ``IN_STALL`` cycle)."""
+
+    def __init__(self, geom: Geometry):
+        self.geom = g = geom
+        c = g.config
+        super().__init__({
+            "inp": In(stream.Signature(element_layout(c.act_bits))),
+            "program": In(ProgramSignature()),
+            "control": In(ControlSignature()),
+            "error": In(1),
+            "abort": In(1),
+            "fetch_done": In(1),
+            "pipe_busy": In(1),
+            "last_step": In(1),
+            "src": In(1),
+            "zf_nonempty": In(1),
+            "zf_start": In(g.awp),
+            "zf_end": In(g.awp),
+            "out_finished": In(1),
+            "state": Out(State),
+            "step": Out(STEP_BITS),
+            "dptr": Out(max(1, (g.dmem_depth + DESC_WORDS).bit_length())),
+            "fetching": Out(1),
+            "running": Out(1),
+            "out_begin": Out(1),
+            "outputting": Out(1),
+            "out_last": Out(g.awp),
+            "wr_en": Out(1),
+            "wr_sel": Out(1),
+            "wr_elem": Out(g.eb),
+            "wr_value": Out(signed(c.act_bits)),
+            "in_err": Out(1),
+            "in_code": Out(ERROR_CODE_BITS),
+            "zfill_err": Out(1),
+            "busy": Out(1),
+            "done": Out(1),
+            "done_pulse": Out(1),
+            "in_open": Out(1),
+            "in_stall": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        g, c = self.geom, self.geom.config
+        AWP = g.awp
+        pg, ct = self.program, self.control
+        state, step, dptr = self.state, self.step, self.dptr
+        enable, soft_reset = ct.enable, ct.soft_reset
+
+        # checks of the program registers, registered (they are written while disabled)
+        prog_bad = Signal()
+        m.d.sync += prog_bad.eq((pg.in_count == 0) | (pg.in_count > pg.in_pad)
+                                | (pg.in_pad > c.buf_depth) | (pg.out_count == 0)
+                                | (pg.out_count > c.buf_depth))
+        # (when the registers pass these checks every count fits in AWP bits, so the
+        # comparisons below use AWP bits)
+        last_idx = Signal(AWP)                # IN_COUNT - 1
+        one_elem = Signal()                   # IN_COUNT == 1
+        has_pad = Signal()                    # IN_PAD > IN_COUNT
+        pad_last = Signal(AWP)                # IN_PAD - 1
+        m.d.sync += [last_idx.eq(pg.in_count - 1), one_elem.eq(pg.in_count == 1),
+                     has_pad.eq(pg.in_pad > pg.in_count), pad_last.eq(pg.in_pad - 1),
+                     self.out_last.eq(pg.out_count - 1)]
+
+        accept = Signal()
+        m.d.comb += [
+            # a pending error refuses new vectors, but the offending one is still drained
+            self.inp.ready.eq(enable & ((state == State.DRAIN) | (~self.error & (
+                (state == State.IDLE) | (state == State.INPUT))))),
+            accept.eq(self.inp.valid & self.inp.ready),
+            self.fetching.eq(state == State.FETCH),
+            self.running.eq(state == State.RUN),
+            self.outputting.eq(state == State.OUTPUT),
+            self.in_stall.eq((state == State.INPUT) & self.inp.ready & ~self.inp.valid),
+        ]
+        j = Signal(AWP)                       # input element / pad index
+        jj = Mux(state == State.IDLE, 0, j)
+        exp_last_r = Signal()                 # element j is the vector's last
+        exp_last = Signal()
+        m.d.comb += exp_last.eq(Mux(state == State.IDLE, one_elem, exp_last_r))
+        with m.If(accept):
+            m.d.sync += exp_last_r.eq(jj + 1 == last_idx)
+        in_last = self.inp.payload.last
+        z = Signal(AWP)
+        zf_last = Signal(AWP + 1)             # zf_end - 1 (a fill runs from zf_start to here)
+        done_r = Signal()
+        m.d.sync += done_r.eq(0)
+        m.d.comb += self.done_pulse.eq(done_r)
+
+        # busy: from the cycle accepting the first element (still IDLE) until the return
+        # to IDLE after the last output element
+        m.d.comb += self.busy.eq((state != State.IDLE) | accept)
+
+        def next_step():
+            return [state.eq(State.FETCH), step.eq(step + 1), dptr.eq(dptr + DESC_WORDS)]
+
+        def to_output():
+            m.d.sync += state.eq(State.OUTPUT)
+            m.d.comb += self.out_begin.eq(1)
+
+        with m.Switch(state):
+            with m.Case(State.IDLE, State.INPUT):
+                with m.If(accept):
+                    with m.If((state == State.IDLE) & prog_bad):
+                        m.d.sync += state.eq(Mux(in_last, State.IDLE, State.DRAIN))
+                    with m.Elif(in_last & ~exp_last):
+                        m.d.sync += state.eq(State.IDLE)
+                    with m.Elif(~in_last & exp_last):
+                        m.d.sync += state.eq(State.DRAIN)
+                    with m.Else():
+                        m.d.comb += [self.wr_en.eq(1), self.wr_sel.eq(0), self.wr_elem.eq(jj),
+                                     self.wr_value.eq(self.inp.payload.data)]
+                        m.d.sync += j.eq(jj + 1)
+                        with m.If(exp_last):
+                            m.d.sync += [step.eq(0), dptr.eq(0)]
+                            m.d.sync += state.eq(Mux(has_pad, State.PAD, State.FETCH))
+                        with m.Else():
+                            m.d.sync += state.eq(State.INPUT)
+            with m.Case(State.DRAIN):
+                with m.If(accept & in_last):
+                    m.d.sync += state.eq(State.IDLE)
+            with m.Case(State.PAD):
+                m.d.comb += [self.wr_en.eq(1), self.wr_sel.eq(0), self.wr_elem.eq(j)]
+                m.d.sync += j.eq(j + 1)
+                with m.If(j == pad_last):
+                    m.d.sync += [state.eq(State.FETCH), step.eq(0), dptr.eq(0)]
+            with m.Case(State.FETCH):
+                with m.If(self.fetch_done):
+                    m.d.sync += state.eq(State.RUN)
+            with m.Case(State.RUN):
+                m.d.sync += zf_last.eq(self.zf_end - 1)
+                with m.If(~self.pipe_busy):
+                    with m.If(self.zf_nonempty):
+                        m.d.sync += [state.eq(State.ZFILL), z.eq(self.zf_start)]
+                    with m.Elif(self.last_step):
+                        to_output()
+                    with m.Else():
+                        m.d.sync += next_step()
+            with m.Case(State.ZFILL):
+                m.d.comb += [self.wr_en.eq(z < c.buf_depth), self.wr_sel.eq(~self.src),
+                             self.wr_elem.eq(z)]
+                m.d.sync += z.eq(z + 1)
+                with m.If(z == zf_last):
+                    with m.If(self.last_step):
+                        to_output()
+                    with m.Else():
+                        m.d.sync += next_step()
+            with m.Case(State.OUTPUT):
+                with m.If(self.out_finished):
+                    m.d.sync += [state.eq(State.IDLE), done_r.eq(1)]
+        with m.If(self.abort | soft_reset):
+            m.d.sync += state.eq(State.IDLE)
+        m.d.comb += self.zfill_err.eq((state == State.ZFILL) & (z >= c.buf_depth))
+
+        # stream and program-register errors, found when an element is accepted
+        in_sel = Signal(ERROR_CODE_BITS)
+        with m.If(((state == State.IDLE) | (state == State.INPUT)) & accept):
+            with m.If((state == State.IDLE) & prog_bad):
+                m.d.comb += in_sel.eq(ErrorCode.GLOBALS)
+            with m.Elif(in_last & ~exp_last):
+                m.d.comb += in_sel.eq(ErrorCode.TLAST_EARLY)
+            with m.Elif(~in_last & exp_last):
+                m.d.comb += in_sel.eq(ErrorCode.TLAST_LATE)
+        m.d.comb += [self.in_err.eq(in_sel != 0), self.in_code.eq(in_sel)]
+
+        # STATUS.DONE: set when an inference completes, cleared when the next one starts
+        # (its first element accepted; in that very cycle, so that BUSY and DONE are
+        # never read together) and by a soft reset
+        start = Signal()
+        done_q = Signal()
+        m.d.comb += [start.eq(accept & (state == State.IDLE)),
+                     self.done.eq(done_q & ~start)]
+        with m.If(start | soft_reset):
+            m.d.sync += done_q.eq(0)
+        with m.Elif(done_r):
+            m.d.sync += done_q.eq(1)
+        # the input adapter may take a beat only while the engine takes vectors, or to
+        # finish discarding a vector after a stream error (never past its tlast): its
+        # tready is low while disabled (so after reset) and while in error
+        m.d.comb += self.in_open.eq(enable & (
+            ((state == State.DRAIN) & ~(accept & in_last))
+            | ~(self.error | self.in_err | self.abort)))
+        return m

@@ -1,0 +1,126 @@
+"""``DescriptorFetch``: reads one step's descriptor from DMEM and decodes it."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Signal, signed
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import ReadPort
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from ttforge.hw.blocks import RequantDecode, requant_widths, sat_add, saturate_value
+from ttforge.hw.config import DESC_WORDS
+from ttforge.hw.engine.geometry import Geometry
+from ttforge.hw.engine.signatures import BOUND_WORDS, STEP_BITS, descriptor_layout
+from ttforge.hw.regmap import DESCRIPTOR_WORDS, ErrorCode
+
+__all__ = ["DescriptorFetch", "requant_consts_layout"]
+
+
+def requant_consts_layout(geom: Geometry) -> data.StructLayout:
+    """The per-step constants of the requantization units (:class:`RequantDecode`)."""
+    c = geom.config
+    kw = requant_widths(c.acc_bits, c.bias_bits, c.inter_bits)[2]
+    return data.StructLayout({"shamt": kw, "round": 1, "hi": signed(c.inter_bits),
+                              "lo": signed(c.inter_bits)})
+
+
+class DescriptorFetch(wiring.Component):
+    """Reads the ``DESC_WORDS`` words of the descriptor at DMEM word ``base`` while
+    ``active`` (one synchronous read per cycle, each registered), holds it decoded in
+    ``desc`` (:func:`descriptor_layout`: bounds minus one, addresses saturated) and
+    derives the step constants: ``ov_end = O_BASE + OUT_VALID``, the zero-fill range
+    ``zf_start .. zf_end`` (``zf_nonempty``), the bias offset ``b_off = B_BASE - O_BASE``
+    and the requantization constants ``rq``. ``done`` is high in the cycle the last word
+    arrives (``DESC_WORDS + 1`` cycles after ``active`` rose; the address generator
+    starts then). ``errors`` are the field checks, in the order of :attr:`ERRORS`
+    (``NO_LAST`` in the first cycle, the others with ``done``)."""
+
+    ERRORS = (ErrorCode.NO_LAST, ErrorCode.BOUND_ZERO, ErrorCode.SAT_BITS,
+              ErrorCode.LAST_LANES, ErrorCode.ZFILL_ORDER, ErrorCode.MISALIGNED)
+
+    def __init__(self, geom: Geometry):
+        self.geom = g = geom
+        c = g.config
+        self.dmem_addr_bits = ceil_log2(g.dmem_depth)
+        super().__init__({
+            "active": In(1),
+            "base": In(max(1, (g.dmem_depth + DESC_WORDS).bit_length())),
+            "step": In(STEP_BITS),
+            "dmem": In(ReadPort.Signature(addr_width=self.dmem_addr_bits, shape=32)),
+            "done": Out(1),
+            "desc": Out(descriptor_layout(g.aw, g.cw)),
+            "zf_nonempty": Out(1),
+            "zf_start": Out(g.awp),
+            "zf_end": Out(g.awp),
+            "ov_end": Out(g.awp),
+            "b_off": Out(signed(g.awp + 1)),
+            "rq": Out(requant_consts_layout(g)),
+            "errors": Out(len(self.ERRORS)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        g, c = self.geom, self.geom.config
+        aw = g.aw
+        desc, flags = self.desc, self.desc.flags
+        fw = Signal(range(DESC_WORDS + 2))
+        d_r = Signal(32)                      # DMEM read data, registered
+        zfill_from_word = Signal(32)          # ZFILL_FROM as read (not saturated)
+        bound_zero = Signal()
+        m.d.sync += d_r.eq(self.dmem.data)
+
+        dec = RequantDecode(acc_bits=c.acc_bits, bias_bits=c.bias_bits, inter_bits=c.inter_bits)
+        m.submodules.decode = dec
+        m.d.comb += [dec.shift.eq(flags.shift), dec.sat_bits.eq(flags.sat_bits)]
+
+        o_base = desc.o_base
+        assert DESCRIPTOR_WORDS[-1][1] == "ZFILL_TO"
+        with m.If(self.active):
+            m.d.comb += [self.dmem.addr.eq(self.base + fw), self.dmem.en.eq(1)]
+            m.d.sync += fw.eq(fw + 1)
+            d = d_r              # word fw - 2 (read at fw - 2, registered at fw - 1)
+            with m.Switch(fw):
+                with m.Case(0):
+                    m.d.sync += bound_zero.eq(0)
+                for w, name, _ in DESCRIPTOR_WORDS[:-1]:
+                    field = desc[name.lower()]
+                    with m.Case(w + 2):
+                        if name == "FLAGS":
+                            m.d.sync += field.eq(d)
+                        elif name in BOUND_WORDS:
+                            m.d.sync += field.eq(d - 1)
+                            with m.If(d == 0):
+                                m.d.sync += bound_zero.eq(1)
+                        else:
+                            m.d.sync += field.eq(saturate_value(d, aw))
+                            if name == "ZFILL_FROM":
+                                m.d.sync += zfill_from_word.eq(d)
+                with m.Case(DESC_WORDS + 1):
+                    # the last word (ZFILL_TO) arrives; everything else is registered
+                    m.d.sync += [
+                        desc.zfill_to.eq(saturate_value(d, aw)),
+                        self.zf_nonempty.eq(d > zfill_from_word),
+                        self.zf_start.eq(sat_add(o_base, desc.zfill_from, aw)),
+                        self.zf_end.eq(sat_add(o_base, saturate_value(d, aw), aw)),
+                        self.ov_end.eq(sat_add(o_base, desc.out_valid, aw)),
+                        self.b_off.eq(desc.b_base - o_base),
+                        self.rq.shamt.eq(dec.shamt), self.rq.round.eq(dec.round),
+                        self.rq.hi.eq(dec.hi), self.rq.lo.eq(dec.lo),
+                    ]
+                    m.d.comb += self.done.eq(1)
+        with m.Else():
+            m.d.sync += fw.eq(0)
+
+        fetch_end = self.done
+        word_out = ~flags.mode | flags.out_word
+        m.d.comb += self.errors.eq(Cat(
+            self.active & (fw == 0) & (self.step >= c.desc_depth),            # NO_LAST
+            fetch_end & bound_zero,                                           # BOUND_ZERO
+            fetch_end & dec.bad_sat,                                          # SAT_BITS
+            fetch_end & ((flags.last_lanes == 0) | (flags.last_lanes > g.L)),  # LAST_LANES
+            fetch_end & (d_r < zfill_from_word),                              # ZFILL_ORDER
+            fetch_end & word_out & (desc.o_lane != 1),                        # MISALIGNED
+        ))
+        return m
+

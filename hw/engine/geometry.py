@@ -1,0 +1,83 @@
+"""Widths and address arithmetic shared by the engine's components."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from amaranth.hdl import Const
+from amaranth.utils import ceil_log2
+
+from ttforge.hw.config import DESC_WORDS, AccelConfig
+
+__all__ = ["Geometry"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Geometry:
+    """What every component of one engine needs to know about its configuration.
+
+    ``L`` lanes (``lg = log2 L``); element addresses are ``aw`` bits, held saturating in
+    ``awp = aw + 1`` bits (``ttforge.hw.blocks``); loop counters are ``cw = 32`` bits;
+    ``nvw`` bits count valid lanes (0..L); ``eb`` bits hold an in-range buffer element
+    address; ``serial``: every result leaves through the serial element writer (one
+    requantization unit, ``serial_requant``)."""
+
+    config: AccelConfig
+
+    @property
+    def L(self) -> int:
+        return self.config.lanes
+
+    @property
+    def lg(self) -> int:
+        return self.L.bit_length() - 1
+
+    @property
+    def aw(self) -> int:
+        c = self.config
+        return max(ceil_log2(max(c.core_depth, c.bias_depth, c.buf_depth)), self.lg, 1)
+
+    @property
+    def awp(self) -> int:
+        return self.aw + 1
+
+    cw: int = 32
+
+    @property
+    def nvw(self) -> int:
+        return max(1, self.L.bit_length())
+
+    @property
+    def eb(self) -> int:
+        return max(1, ceil_log2(self.config.buf_depth))
+
+    @property
+    def lane_bits(self) -> int:
+        """Bits of a lane index (at least 1)."""
+        return max(1, self.lg)
+
+    @property
+    def serial(self) -> bool:
+        return bool(self.config.serial_requant)
+
+    @property
+    def dmem_depth(self) -> int:
+        return self.config.desc_depth * DESC_WORDS
+
+    def lane_of(self, addr):
+        """The lane of element address ``addr``."""
+        return addr[:self.lg] if self.lg else Const(0, 1)
+
+    def misaligned(self, addr):
+        """``addr`` is not a multiple of ``L``."""
+        return addr[:self.lg].any() if self.lg else Const(0, 1)
+
+    def word_of(self, addr, depth: int):
+        """The word (row of ``L`` elements) of ``addr`` in a memory of ``depth`` elements."""
+        return addr[self.lg:self.lg + ceil_log2(depth // self.L)]
+
+    def onehot(self, addr):
+        """The lane enable of ``addr`` (``L`` bits, one set)."""
+        if self.L == 1:
+            return Const(1, 1)
+        return (Const(1, self.L) << addr[:self.lg])[:self.L]

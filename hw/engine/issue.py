@@ -1,0 +1,208 @@
+"""``IssueUnit``: the address generator, the operand pipeline and the MAC lanes."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Mux, ResetInserter, Signal, signed
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import ReadPort
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from ttforge.hw.blocks import AddressGen, MacLanes, saturate_value
+from ttforge.hw.engine.geometry import Geometry
+from ttforge.hw.engine.signatures import BOUND_WORDS, descriptor_layout
+from ttforge.hw.regmap import ErrorCode
+
+__all__ = ["IssueUnit", "result_tag_layout"]
+
+
+def result_tag_layout(geom: Geometry) -> data.StructLayout:
+    """What travels with an iteration through the MAC lanes: its output element address
+    ``e``, bias address ``b``, valid lanes ``nv`` and (word outputs) the lanes whose
+    output index is padding, ``zmask``."""
+    return data.StructLayout({"e": geom.awp, "b": geom.awp, "nv": geom.nvw,
+                              **({} if geom.serial else {"zmask": geom.L})})
+
+
+class IssueUnit(wiring.Component):
+    """One loop iteration per cycle while ``running``: the address generator
+    (:class:`~ttforge.hw.blocks.AddressGen`, started by ``start``) addresses the source
+    buffer (``x_addr``; the engine reads it and returns the word in ``x_word``) and CMEM
+    (``cmem``); the words are registered, the broadcast operand is selected (mode 1:
+    lane ``x mod L`` of the x word; mode 0: lane ``c mod L`` of the core word) into
+    :class:`~ttforge.hw.blocks.MacLanes`, whose results (``res``, ``res_valid``,
+    ``res_tag``; one cycle ahead ``pre_valid``/``pre_tag``) go to the result writer.
+
+    Element outputs (``elem_out``): the serial writer needs ``v_b`` cycles for block
+    ``b``, so the last iteration of block ``b+1`` is held until ``v_b`` cycles after
+    block ``b``'s; only the address generator ever waits. ``lanes_issued`` is the valid
+    lanes of the iteration issued this cycle (0 if none); ``busy`` is high while an
+    iteration is in flight; ``errors`` are the address checks at issue and, one stage
+    later, of the bias word, in the order of :attr:`ERRORS`. ``flush`` empties the
+    pipeline."""
+
+    ERRORS = (ErrorCode.BUF_RANGE, ErrorCode.MISALIGNED, ErrorCode.CMEM_RANGE,
+              ErrorCode.MISALIGNED, ErrorCode.BUF_RANGE, ErrorCode.MISALIGNED,
+              ErrorCode.BMEM_RANGE, ErrorCode.MISALIGNED)
+
+    def __init__(self, geom: Geometry, *, fault: str | None = None):
+        self.geom = g = geom
+        c = g.config
+        self.fault = fault
+        self.tag_layout = result_tag_layout(g)
+        super().__init__({
+            "start": In(1),
+            "running": In(1),
+            "flush": In(1),
+            "elem_out": In(1),
+            "desc": In(descriptor_layout(g.aw, g.cw)),
+            "ov_end": In(g.awp),
+            "b_off": In(signed(g.awp + 1)),
+            "x_addr": Out(g.awp),
+            "x_word": In(data.ArrayLayout(signed(c.inter_bits), g.L)),
+            "cmem": In(ReadPort.Signature(addr_width=ceil_log2(c.core_depth // g.L),
+                                          shape=data.ArrayLayout(signed(c.core_bits), g.L))),
+            "lanes_issued": Out(g.nvw),
+            "busy": Out(1),
+            "pre_valid": Out(1),
+            "pre_tag": Out(self.tag_layout),
+            "res_valid": Out(1),
+            "res_tag": Out(self.tag_layout),
+            "res": Out(data.ArrayLayout(signed(c.acc_bits), g.L)),
+            "errors": Out(len(self.ERRORS)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        g, c = self.geom, self.geom.config
+        L, lg, aw, AWP, nvw = g.L, g.lg, g.aw, g.awp, g.nvw
+        IB, CB, AB = c.inter_bits, c.core_bits, c.acc_bits
+        desc, flags = self.desc, self.desc.flags
+        mode = flags.mode
+        word_out = ~mode | flags.out_word
+        tag_layout = self.tag_layout
+        flush = self.flush
+        running = self.running
+
+        gen = AddressGen(bound_width=g.cw, addr_width=aw,
+                         streams=(("x", 4), ("c", 4), ("o", 3)), slab=(),
+                         fault=self.fault if self.fault == "wrong_stride" else None)
+        m.submodules.gen = ResetInserter({"sync": flush})(gen)
+        m.d.comb += [gen.start.eq(self.start), gen.x_base.eq(desc.x_base),
+                     gen.c_base.eq(desc.c_base), gen.o_base.eq(desc.o_base)]
+        for j, n in enumerate(BOUND_WORDS):
+            m.d.comb += gen.bound_m1[j].eq(desc[n.lower()])
+        for j in range(4):
+            m.d.comb += [gen.x_stride[j].eq(desc[f"x_s{j}"]), gen.c_stride[j].eq(desc[f"c_s{j}"])]
+        for j in range(3):
+            m.d.comb += gen.o_stride[j].eq(desc[f"o_s{j}"])
+
+        mac = MacLanes(lanes=L, x_bits=IB, c_bits=CB, acc_bits=AB, tag_width=tag_layout.size)
+        m.submodules.mac = ResetInserter({"sync": flush})(mac)
+        stall = Signal()          # the address generator holds (only it ever waits)
+        g_valid = Signal()
+        adv = Signal()
+        m.d.comb += [g_valid.eq(running & gen.valid), adv.eq(g_valid & ~stall),
+                     gen.en.eq(running & ~stall)]
+        x_ptr, c_ptr, o_ptr = gen.x_addr, gen.c_addr, gen.o_addr
+        m.d.comb += self.x_addr.eq(x_ptr)
+        # the bias address B_BASE + (o - O_BASE) = o + (B_BASE - O_BASE), saturating
+        b_sum = Signal(signed(AWP + 2))
+        b_ptr = Signal(AWP)
+        m.d.comb += [b_sum.eq(o_ptr + self.b_off),
+                     b_ptr.eq(Mux(b_sum < 0, 0, saturate_value(b_sum[:AWP + 1], aw)))]
+        # lanes valid in this iteration: LAST_LANES in the last p block of mode 1
+        g_nv = Signal(nvw)
+        m.d.comb += g_nv.eq(Mux(mode & gen.i2_last, flags.last_lanes[:nvw], L))
+        m.d.comb += self.lanes_issued.eq(Mux(adv, g_nv, 0))
+
+        # stage 1: memory reads in flight; stage 2: the words registered (no logic after
+        # a block RAM output), then the broadcast operand is selected into MacLanes
+        ZL = 1 if g.serial else L
+        s1_v, s1_first, s1_last = Signal(), Signal(), Signal()
+        s1_xlane = Signal(g.lane_bits)
+        s1_clane = Signal(g.lane_bits)
+        s1_tag = Signal(tag_layout)
+        s1_ovalid = Signal()                 # lane 0's output index is not padding
+        g_zmask = Signal(ZL)                 # lanes whose output index is padding
+        # o + l >= OV_END  <=>  rel = OV_END - o <= l: one subtraction, then each lane
+        # compares rel's few low bits with its constant (no adder per lane)
+        g_rel = Signal(signed(AWP + 1))
+        m.d.comb += g_rel.eq(self.ov_end - o_ptr)
+        rel_small = Signal()                 # 0 <= rel < L
+        m.d.comb += rel_small.eq(~g_rel[lg:].any())
+        if ZL == 1:
+            m.d.comb += g_zmask.eq(g_rel[-1] | (rel_small & (g_rel[:lg] == 0 if lg else 1)))
+        else:
+            m.d.comb += g_zmask.eq(Cat(*[g_rel[-1] | (rel_small & (g_rel[:lg] <= l))
+                                         for l in range(L)]))
+        o_valid_out = ~g_zmask[0]            # o < OV_END
+        s2_v, s2_first, s2_last = Signal(), Signal(), Signal()
+        s2_xlane = Signal(g.lane_bits)
+        s2_clane = Signal(g.lane_bits)
+        s2_tag = Signal(tag_layout)
+        s2_x = Signal(data.ArrayLayout(signed(IB), L))
+        s2_c = Signal(data.ArrayLayout(signed(CB), L))
+        m.d.sync += [s1_v.eq(adv), s1_first.eq(gen.first), s1_last.eq(gen.last),
+                     s1_xlane.eq(g.lane_of(x_ptr)), s1_clane.eq(g.lane_of(c_ptr)),
+                     s1_tag.e.eq(o_ptr), s1_tag.b.eq(b_ptr), s1_tag.nv.eq(g_nv),
+                     s1_ovalid.eq(o_valid_out)]
+        if not g.serial:
+            m.d.sync += s1_tag.zmask.eq(g_zmask)
+        m.d.sync += [s2_v.eq(s1_v), s2_first.eq(s1_first), s2_last.eq(s1_last),
+                     s2_xlane.eq(s1_xlane), s2_clane.eq(s1_clane), s2_tag.eq(s1_tag),
+                     s2_c.eq(self.cmem.data), s2_x.eq(self.x_word)]
+        with m.If(flush):
+            m.d.sync += [s1_v.eq(0), s2_v.eq(0)]
+
+        # checks at issue (G stage), and of the bias word one stage later (b is the sum
+        # of o and an offset)
+        s1_bias = s1_v & word_out & flags.bias & s1_ovalid
+        m.d.comb += self.errors.eq(Cat(
+            g_valid & (x_ptr >= c.buf_depth),                    # BUF_RANGE
+            g_valid & ~mode & g.misaligned(x_ptr),               # MISALIGNED
+            g_valid & (c_ptr >= c.core_depth),                   # CMEM_RANGE
+            g_valid & mode & g.misaligned(c_ptr),                # MISALIGNED
+            g_valid & word_out & (o_ptr >= c.buf_depth),         # BUF_RANGE
+            g_valid & word_out & g.misaligned(o_ptr),            # MISALIGNED
+            running & s1_bias & (s1_tag.b >= c.bias_depth),      # BMEM_RANGE
+            running & s1_bias & g.misaligned(s1_tag.b),          # MISALIGNED
+        ))
+
+        # operand selection from the registered words
+        m.d.comb += [self.cmem.addr.eq(g.word_of(c_ptr, c.core_depth)), self.cmem.en.eq(1)]
+        xsel = Signal(signed(IB))
+        csel = Signal(signed(CB))
+        if L == 1:
+            m.d.comb += [xsel.eq(s2_x[0]), csel.eq(s2_c[0])]
+        else:
+            m.d.comb += [xsel.eq(s2_x[s2_xlane]), csel.eq(s2_c[s2_clane])]
+        for l in range(L):
+            m.d.comb += [
+                mac.x[l].eq(Mux(mode, xsel, s2_x[l])),
+                mac.c[l].eq(Mux(mode, s2_c[l], csel)),
+            ]
+        m.d.comb += [mac.en.eq(1), mac.in_valid.eq(s2_v), mac.in_first.eq(s2_first),
+                     mac.in_last.eq(s2_last), mac.in_tag.eq(s2_tag.as_value()),
+                     self.pre_valid.eq(mac.pre_valid), self.pre_tag.eq(mac.pre_tag),
+                     self.res_valid.eq(mac.res_valid), self.res_tag.eq(mac.res_tag),
+                     self.res.eq(mac.res)]
+
+        # Element outputs: the writer needs v_b cycles for block b, so the last iteration
+        # of block b+1 may enter the pipeline no earlier than v_b cycles after block b's
+        # (it then reaches the accumulators just as the writer takes b's last lane). The
+        # address generator holds instead of the pipeline: nothing after it ever stalls.
+        hold = Signal(nvw)
+        hold_nz = Signal()                    # hold != 0, as a register
+        m.d.comb += stall.eq(self.elem_out & gen.last & hold_nz)
+        with m.If(adv & self.elem_out & gen.last):
+            m.d.sync += [hold.eq(g_nv - 1), hold_nz.eq(g_nv > 1)]
+        with m.Elif(hold_nz):
+            m.d.sync += [hold.eq(hold - 1), hold_nz.eq(hold != 1)]
+        with m.If(gen.start):
+            m.d.sync += [hold.eq(0), hold_nz.eq(0)]
+
+        m.d.comb += self.busy.eq(gen.valid | s1_v | s2_v | mac.busy)
+        #: internal signals for tests and debugging (not ports)
+        self.debug = {"stall": stall}
+        return m

@@ -1,0 +1,82 @@
+"""``OutputPath``: streams the output vector from its buffer through a FIFO."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, ResetInserter, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.wiring import In, Out
+
+from ttforge.hw.axis import element_layout
+from ttforge.hw.cycles import ENGINE_TIMING
+from ttforge.hw.engine.geometry import Geometry
+
+__all__ = ["OutputPath"]
+
+
+class OutputPath(wiring.Component):
+    """While ``active``: reads elements ``0 .. OUT_COUNT - 1`` (``out_last`` = OUT_COUNT
+    - 1; restarted by ``begin``) of the output buffer (``rd_addr``, ``rd_en``; the engine
+    returns the word, from ``OUT_BUF``, in ``word``: the low ``act_bits`` of each
+    element), one per cycle while the FIFO of
+    ``ENGINE_TIMING.fifo_depth`` entries has room for it, and offers them on ``out``, the
+    last with ``last``. ``finished`` is high in the cycle the last element is accepted.
+    ``flush`` drops what is in flight and in the FIFO."""
+
+    def __init__(self, geom: Geometry, *, fault: str | None = None):
+        self.geom = g = geom
+        c = g.config
+        self.fault = fault
+        super().__init__({
+            "active": In(1),
+            "begin": In(1),
+            "flush": In(1),
+            "out_last": In(g.awp),
+            "rd_addr": Out(g.awp),
+            "rd_en": Out(1),
+            "word": In(data.ArrayLayout(signed(c.act_bits), g.L)),
+            "out": Out(stream.Signature(element_layout(c.act_bits))),
+            "finished": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        g, c = self.geom, self.geom.config
+        L, XB = g.L, c.act_bits
+        fifo = SyncFIFO(width=XB + 1, depth=ENGINE_TIMING.fifo_depth)
+        m.submodules.fifo = ResetInserter({"sync": self.flush})(fifo)
+        o_idx = Signal(g.awp)
+        o_more = Signal()                     # o_idx < OUT_COUNT
+        out_issue = Signal()
+        # reads in flight: issued (stage 1), word registered (stage 2), then into the FIFO
+        o_inf1, o_inf2 = Signal(), Signal()
+        o_lane1, o_lane2 = Signal(g.lane_bits), Signal(g.lane_bits)
+        o_last1, o_last2 = Signal(), Signal()
+        o_raw = Signal(data.ArrayLayout(signed(XB), L))   # stream elements: act_bits
+        m.d.comb += [
+            self.rd_addr.eq(o_idx),
+            self.rd_en.eq(out_issue),
+            self.out.valid.eq(fifo.r_rdy & self.active),
+            self.out.payload.data.eq(fifo.r_data[:XB]),
+            # (test hook drop_tlast: the last element is never marked at the port)
+            self.out.payload.last.eq(0 if self.fault == "drop_tlast" else fifo.r_data[XB]),
+            fifo.r_en.eq(self.out.ready & self.active),
+        ]
+        m.d.sync += o_raw.eq(self.word)
+        m.d.sync += [o_inf1.eq(out_issue), o_lane1.eq(g.lane_of(o_idx)),
+                     o_last1.eq(o_idx == self.out_last),
+                     o_inf2.eq(o_inf1), o_lane2.eq(o_lane1), o_last2.eq(o_last1)]
+        with m.If(self.flush):
+            m.d.sync += [o_inf1.eq(0), o_inf2.eq(0)]
+        rsel = o_raw[o_lane2] if L > 1 else o_raw[0]
+        m.d.comb += [fifo.w_en.eq(o_inf2), fifo.w_data.eq(Cat(rsel, o_last2))]
+
+        with m.If(self.active):
+            m.d.comb += out_issue.eq(o_more & (fifo.level + o_inf1 + o_inf2 < fifo.depth))
+            with m.If(out_issue):
+                m.d.sync += [o_idx.eq(o_idx + 1), o_more.eq(o_idx != self.out_last)]
+        with m.If(self.begin):
+            m.d.sync += [o_idx.eq(0), o_more.eq(1)]
+        o_end = fifo.r_data[XB] if self.fault == "drop_tlast" else self.out.payload.last
+        m.d.comb += self.finished.eq(self.active & self.out.valid & self.out.ready & o_end)
+        return m

@@ -1,0 +1,76 @@
+"""``RequantBank``: the requantization units and the write address beside them."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, ResetInserter, Signal, signed
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from ttforge.hw.blocks import Requant
+from ttforge.hw.engine.fetch import requant_consts_layout
+from ttforge.hw.engine.geometry import Geometry
+
+__all__ = ["RequantBank"]
+
+
+class RequantBank(wiring.Component):
+    """``N`` :class:`~ttforge.hw.blocks.Requant` units (1 with ``serial_requant``, else
+    ``L``) with the step constants ``rq`` and ``relu``, and the buffer element address
+    (``addr``, ``addr_valid``) delayed alongside them. After ``Requant.LATENCY`` cycles:
+    ``y_valid``, ``y_addr``, the lanes written ``y_mask`` (word writes), the results
+    ``y`` and ``sat_count`` (valid lanes changed by saturation). ``busy`` while a result
+    is in the pipeline; ``flush`` empties it."""
+
+    def __init__(self, geom: Geometry, *, fault: str | None = None):
+        self.geom = g = geom
+        c = g.config
+        self.fault = fault
+        self.units = N = 1 if g.serial else g.L
+        super().__init__({
+            "flush": In(1),
+            "rq": In(requant_consts_layout(g)),
+            "relu": In(1),
+            "valid": In(N),
+            "acc": In(data.ArrayLayout(signed(c.acc_bits), N)),
+            "bias": In(data.ArrayLayout(signed(c.bias_bits), N)),
+            "bias_en": In(N),
+            "zero": In(N),
+            "addr_valid": In(1),
+            "addr": In(g.eb),
+            "y_valid": Out(1),
+            "y_addr": Out(g.eb),
+            "y_mask": Out(N),
+            "y": Out(data.ArrayLayout(signed(c.inter_bits), N)),
+            "sat_count": Out(range(N + 1)),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        g, c = self.geom, self.geom.config
+        rq_fault = self.fault if self.fault in ("round_off_by_one", "sat_bound") else None
+        units = [Requant(acc_bits=c.acc_bits, bias_bits=c.bias_bits, inter_bits=c.inter_bits,
+                         fault=rq_fault) for _ in range(self.units)]
+        for l, unit in enumerate(units):
+            m.submodules[f"rq{l}"] = ResetInserter({"sync": self.flush})(unit)
+            m.d.comb += [unit.shamt.eq(self.rq.shamt), unit.round.eq(self.rq.round),
+                         unit.relu.eq(self.relu), unit.hi.eq(self.rq.hi), unit.lo.eq(self.rq.lo),
+                         unit.in_valid.eq(self.valid[l]), unit.acc.eq(self.acc[l]),
+                         unit.bias.eq(self.bias[l]), unit.bias_en.eq(self.bias_en[l]),
+                         unit.zero.eq(self.zero[l]),
+                         self.y[l].eq(unit.out)]
+        # write address alongside the requantization pipeline
+        wm_v = [Signal(name=f"wm_v{i}") for i in range(Requant.LATENCY)]
+        wm_e = [Signal(g.eb, name=f"wm_e{i}") for i in range(Requant.LATENCY)]
+        m.d.sync += [wm_v[0].eq(self.addr_valid), wm_e[0].eq(self.addr)]
+        for i in range(1, Requant.LATENCY):
+            m.d.sync += [wm_v[i].eq(wm_v[i - 1]), wm_e[i].eq(wm_e[i - 1])]
+        with m.If(self.flush):
+            m.d.sync += [v.eq(0) for v in wm_v]
+        m.d.comb += [
+            self.y_valid.eq(wm_v[-1]), self.y_addr.eq(wm_e[-1]),
+            self.y_mask.eq(Cat(*[u.out_valid for u in units])),    # (word writes only)
+            self.sat_count.eq(sum(u.sat for u in units)),
+            self.busy.eq(Cat(*wm_v).any()),
+        ]
+        return m

@@ -1,0 +1,159 @@
+"""``ResultWriter``: the result register, the bias reads and the serial element writer."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import ReadPort
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from ttforge.hw.blocks import sat_add
+from ttforge.hw.engine.geometry import Geometry
+from ttforge.hw.engine.issue import result_tag_layout
+from ttforge.hw.regmap import ErrorCode
+
+__all__ = ["ResultWriter"]
+
+
+class ResultWriter(wiring.Component):
+    """Takes each MAC result (``res``, while ``running``) into the result register and
+    feeds the requantization units: a word result (mode 0, ``OUT_WORD``) to every lane at
+    once, with the bias word read from BMEM two cycles ahead; an element result
+    (``elem_out``: mode 1, or every result with ``serial_requant``) through the serial
+    writer, lanes ``0 .. nv-1`` one per cycle to unit 0, at ``e = o + l*O_LANE`` with
+    the bias element ``b + l*O_LANE``, while the lanes compute the next block.
+
+    Outputs per requantization unit (``N`` = 1 with ``serial_requant``, else ``L``):
+    ``valid``, ``acc``, ``bias``, ``bias_en``, ``zero`` (padding); the buffer element
+    address of what enters the units, ``addr_valid``/``addr``; ``busy`` while a result
+    is being written; ``errors`` are the serial writer's address checks, in the order of
+    :attr:`ERRORS`. ``flush`` drops what is in flight."""
+
+    ERRORS = (ErrorCode.BUF_RANGE, ErrorCode.BMEM_RANGE)
+
+    def __init__(self, geom: Geometry):
+        self.geom = g = geom
+        c = g.config
+        self.units = N = 1 if g.serial else g.L
+        tag = result_tag_layout(g)
+        super().__init__({
+            "running": In(1),
+            "flush": In(1),
+            "elem_out": In(1),
+            "use_bias": In(1),
+            "o_lane": In(g.awp),
+            "ov_end": In(g.awp),
+            "pre_valid": In(1),
+            "pre_tag": In(tag),
+            "res_valid": In(1),
+            "res_tag": In(tag),
+            "res": In(data.ArrayLayout(signed(c.acc_bits), g.L)),
+            "bmem": In(ReadPort.Signature(addr_width=ceil_log2(c.bias_depth // g.L),
+                                          shape=data.ArrayLayout(signed(c.bias_bits), g.L))),
+            "valid": Out(N),
+            "acc": Out(data.ArrayLayout(signed(c.acc_bits), N)),
+            "bias": Out(data.ArrayLayout(signed(c.bias_bits), N)),
+            "bias_en": Out(N),
+            "zero": Out(N),
+            "addr_valid": Out(1),
+            "addr": Out(g.eb),
+            "busy": Out(1),
+            "errors": Out(len(self.ERRORS)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        g, c = self.geom, self.geom.config
+        L, aw, AWP, nvw, EB = g.L, g.aw, g.awp, g.nvw, g.eb
+        AB, BB = c.acc_bits, c.bias_bits
+        running, elem_out, use_bias = self.running, self.elem_out, self.use_bias
+        res_tag, pre_tag = self.res_tag, self.pre_tag
+        bmem = self.bmem
+
+        R = Signal(data.ArrayLayout(signed(AB), L))
+        R_v = Signal()                       # word-mode result valid (one cycle)
+        R_e = Signal(EB)
+        R_z = Signal(L)
+        R_ben = Signal(L)
+        R_vm = Signal(L)                     # valid lanes of a word-mode result
+        w_busy, w_vnxt = Signal(), Signal()
+        w_lane = Signal(g.lane_bits)
+        w_nv = Signal(nvw)
+        w_e, w_b = Signal(AWP, name="w_e"), Signal(AWP, name="w_b")
+        q0_v, q0_zero, q0_ben = Signal(), Signal(), Signal()
+        q0_val = Signal(signed(AB))
+        q0_e = Signal(EB)
+        q0_blane = Signal(g.lane_bits)
+        q1_v, q1_zero, q1_ben = Signal(), Signal(), Signal()
+        q1_val = Signal(signed(AB))
+        q1_e = Signal(EB)
+        q1_blane = Signal(g.lane_bits)
+
+        deposit = Signal()
+        m.d.comb += deposit.eq(running & self.res_valid)
+        with m.If(deposit):
+            m.d.sync += R.eq(self.res)
+        m.d.sync += R_v.eq(deposit & ~elem_out)
+        with m.If(deposit & ~elem_out):
+            m.d.sync += R_e.eq(res_tag.e)
+            if not g.serial:
+                m.d.sync += [R_z.eq(res_tag.zmask), R_ben.eq(Mux(use_bias, ~res_tag.zmask, 0))]
+            m.d.sync += [R_vm[l].eq(res_tag.nv > l) for l in range(L)]
+
+        # BMEM reads, registered (bias_r) two cycles after the address: the bias word of a
+        # word-mode result (read while the result is one stage before the accumulator, so
+        # it arrives with R), or the serial writer's element (arrives with q1)
+        bias_r = Signal(data.ArrayLayout(signed(BB), L))
+        m.d.sync += bias_r.eq(bmem.data)
+        w_inrange = Signal()
+        m.d.comb += w_inrange.eq(w_e < self.ov_end)
+        with m.If(w_busy):
+            m.d.comb += [bmem.addr.eq(g.word_of(w_b, c.bias_depth)), bmem.en.eq(1)]
+        with m.Else():
+            m.d.comb += [bmem.addr.eq(g.word_of(pre_tag.b, c.bias_depth)),
+                         bmem.en.eq(running & self.pre_valid & ~elem_out)]
+
+        # the serial element writer
+        w_act = w_busy & running
+        m.d.sync += q0_v.eq(0)
+        m.d.sync += [q1_v.eq(q0_v), q1_val.eq(q0_val), q1_e.eq(q0_e), q1_zero.eq(q0_zero),
+                     q1_ben.eq(q0_ben), q1_blane.eq(q0_blane)]
+        with m.If(w_act):
+            m.d.sync += [q0_v.eq(1), q0_val.eq(R[w_lane] if L > 1 else R[0]), q0_e.eq(w_e),
+                         q0_zero.eq(~w_inrange), q0_ben.eq(use_bias & w_inrange),
+                         q0_blane.eq(g.lane_of(w_b))]
+            with m.If(w_vnxt):
+                m.d.sync += [w_lane.eq(w_lane + 1), w_vnxt.eq(w_lane + 2 < w_nv),
+                             w_e.eq(sat_add(w_e, self.o_lane, aw)),
+                             w_b.eq(sat_add(w_b, self.o_lane, aw))]
+            with m.Else():
+                m.d.sync += w_busy.eq(0)
+        with m.If(deposit & elem_out):
+            m.d.sync += [w_busy.eq(1), w_lane.eq(0), w_nv.eq(res_tag.nv),
+                         w_vnxt.eq(res_tag.nv > 1), w_e.eq(res_tag.e), w_b.eq(res_tag.b)]
+        m.d.comb += self.errors.eq(Cat(
+            w_act & (w_e >= c.buf_depth),                                    # BUF_RANGE
+            w_act & use_bias & w_inrange & (w_b >= c.bias_depth),            # BMEM_RANGE
+        ))
+        with m.If(self.flush):
+            m.d.sync += [R_v.eq(0), w_busy.eq(0), q0_v.eq(0), q1_v.eq(0)]
+
+        # into the requantization units: unit 0 takes word lane 0 or the serial element
+        bsel = bias_r[q1_blane] if L > 1 else bias_r[0]
+        word = ~elem_out
+        m.d.comb += [
+            self.valid[0].eq(Mux(word, R_v & R_vm[0], q1_v)),
+            self.acc[0].eq(Mux(word, R[0], q1_val)),
+            self.bias[0].eq(Mux(word, bias_r[0], bsel)),
+            self.bias_en[0].eq(Mux(word, R_ben[0], q1_ben)),
+            self.zero[0].eq(Mux(word, R_z[0], q1_zero)),
+            self.addr_valid.eq(Mux(word, R_v, q1_v)),
+            self.addr.eq(Mux(word, R_e, q1_e)),
+            self.busy.eq(w_busy | R_v | q0_v | q1_v),
+        ]
+        for l in range(1, self.units):
+            m.d.comb += [self.valid[l].eq(R_v & R_vm[l]), self.acc[l].eq(R[l]),
+                         self.bias[l].eq(bias_r[l]), self.bias_en[l].eq(R_ben[l]),
+                         self.zero[l].eq(R_z[l])]
+        return m

@@ -1,0 +1,143 @@
+"""What docs/hardware.md promises about STATUS.DONE and about refusing input, checked on
+the whole TTAccel (AXI4-Lite register reads, s_axis_tready) in Amaranth's simulator.
+
+Both failed on the RTL before the engine was split into components (issue 12, part 8):
+DONE read BUSY+DONE for the whole next inference when vectors were queued, and the input
+adapter took one beat after reset, while disabled and while in error."""
+
+from __future__ import annotations
+
+import numpy as np
+from amaranth.sim import Simulator
+
+from ttforge.hw.axil import OKAY
+from ttforge.hw.config import AccelConfig
+from ttforge.hw.program import compile_program, load_image
+from ttforge.hw.regmap import ErrorCode, RegisterMap
+from ttforge.hw.top import TTAccel
+from ttforge.ir.executor import execute
+from ttforge.ir.random import engine_network, random_inputs
+
+from .axis_drive import send_vectors
+from .test_axil import Master
+
+BUSY, DONE, ERROR = 0b001, 0b010, 0b100
+
+
+def _setup(n_vectors=3):
+    net = engine_network(37)
+    cfg = AccelConfig.for_network(net, lanes=4)
+    prog = compile_program(net, cfg)
+    X = random_inputs(net, n_vectors, np.random.default_rng(2))
+    return net, cfg, prog, X
+
+
+def _simulate(dut, *benches, sink=None):
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    for b in benches:
+        sim.add_testbench(b)
+    if sink is not None:
+        sim.add_process(sink)
+    sim.run()
+
+
+def _sink(dut, got):
+    async def sink(ctx):
+        ctx.set(dut.m_axis.tready, 1)
+        cur = []
+        while True:
+            _, _, valid, data, last = await ctx.tick().sample(
+                dut.m_axis.tvalid, dut.m_axis.tdata, dut.m_axis.tlast)
+            if valid:
+                cur.append(data - (1 << 8) if data >> 7 else data)
+                if last:
+                    got.append(cur)
+                    cur = []
+    return sink
+
+
+def test_status_done_clears_when_a_queued_vector_starts():
+    """Three vectors streamed back to back: while the second and third run, STATUS reads
+    BUSY without DONE (a driver polling DONE sees no false completion); at the end DONE
+    without BUSY."""
+    net, cfg, prog, X = _setup(3)
+    rm = RegisterMap(cfg)
+    dut = TTAccel(cfg)
+    got: list[list[int]] = []
+    loaded = {"ok": False}
+    seen: list[tuple[int, int]] = []        # (vectors out so far, STATUS)
+
+    async def control(ctx):
+        m = Master(ctx, dut.axil)
+        for addr, data in load_image(prog, rm):
+            assert await m.write(addr, data) == OKAY
+        loaded["ok"] = True
+        for _ in range(20_000):
+            status, resp = await m.read(rm.addr("STATUS"))
+            assert resp == OKAY
+            seen.append((len(got), status))
+            if len(got) == len(X):
+                break
+        status, _ = await m.read(rm.addr("STATUS"))
+        seen.append((len(got), status))
+
+    async def stream(ctx):
+        while not loaded["ok"]:
+            await ctx.tick()
+        await send_vectors(ctx, dut.s_axis, X, cfg.stream_elems, 8)
+
+    _simulate(dut, control, stream, sink=_sink(dut, got))
+    assert np.array_equal(np.array(got), execute(net, X))
+    both = [s for _, s in seen if s & (BUSY | DONE) == BUSY | DONE]
+    assert not both, f"STATUS read BUSY and DONE together {len(both)} times"
+    during_next = [s for n, s in seen if n in (1, 2)]
+    assert during_next and all(s & (BUSY | DONE) == BUSY for s in during_next[1:])
+    assert seen[-1][1] == DONE
+
+
+def test_input_refused_after_reset_while_disabled_and_in_error():
+    """s_axis_tready stays low right after reset (CTRL.ENABLE is 0), while the engine is
+    disabled and while STATUS.ERROR is set; no beat is taken then, and after
+    CMD.CLEAR_ERROR the vector offered meanwhile runs exactly."""
+    net, cfg, prog, X = _setup(1)
+    rm = RegisterMap(cfg)
+    dut = TTAccel(cfg)
+    got: list[list[int]] = []
+    taken = {"reset": 0, "error": 0, "disabled": 0}
+
+    async def offer(ctx, phase, cycles):
+        """Offer X[0][0] for ``cycles`` cycles; count the beats taken."""
+        ctx.set(dut.s_axis.tdata, int(X[0][0]) & 0xFF)
+        ctx.set(dut.s_axis.tlast, 0)
+        ctx.set(dut.s_axis.tvalid, 1)
+        for _ in range(cycles):
+            _, _, ready = await ctx.tick().sample(dut.s_axis.tready)
+            taken[phase] += ready
+        ctx.set(dut.s_axis.tvalid, 0)
+
+    async def bench(ctx):
+        m = Master(ctx, dut.axil)
+        await offer(ctx, "reset", 20)                     # right after reset
+        for addr, data in load_image(prog, rm):           # ends with CTRL.ENABLE = 1
+            assert await m.write(addr, data) == OKAY
+        # a vector whose tlast comes on its second element: TLAST_EARLY
+        await send_vectors(ctx, dut.s_axis, [list(X[0][:2])], 1, 8)
+        await ctx.tick().repeat(4)
+        status, _ = await m.read(rm.addr("STATUS"))
+        assert status & ERROR
+        assert (await m.read(rm.addr("ERROR_CODE")))[0] & 0xFF == ErrorCode.TLAST_EARLY
+        await offer(ctx, "error", 30)
+        assert (await m.read(rm.addr("STATUS")))[0] & ERROR
+        assert await m.write(rm.addr("CMD"), rm["CMD"].field("CLEAR_ERROR").mask) == OKAY
+        await send_vectors(ctx, dut.s_axis, [X[0]], 1, 8)
+        for _ in range(20_000):
+            if got:
+                break
+            await ctx.tick()
+        assert await m.write(rm.addr("CTRL"), 0) == OKAY
+        await offer(ctx, "disabled", 20)
+
+    _simulate(dut, bench, sink=_sink(dut, got))
+    assert taken == {"reset": 0, "error": 0, "disabled": 0}
+    assert np.array_equal(np.array(got), execute(net, X[:1]))
