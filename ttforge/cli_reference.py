@@ -106,6 +106,37 @@ def _help(parser: argparse.ArgumentParser, action: argparse.Action) -> str:
     return _cell(text)
 
 
+#: The "Exit codes" section (ttforge.errors, ttforge.boundary; docs/hardening.md).
+EXIT_CODES = [
+    "## Exit codes",
+    "",
+    "| status | meaning | raised as |",
+    "|---|---|---|",
+    "| 0 | success | |",
+    "| 1 | the command ran and its check failed: `regress` (a case failed), `diverge` (the "
+    "integer stages diverge), `run --verify` (the board disagrees with the golden executor) | |",
+    "| 2 | a problem the user can fix: a bad argument or configuration value, a damaged or "
+    "foreign file, sizes that do not fit, a stated limit exceeded, an output that would destroy "
+    "an input or a file ttforge did not write, a path that does not exist or cannot be read | "
+    "`ttforge.errors.UserError` (`ConfigError`, `ShapeError`, `DataError`, `CheckpointError`, "
+    "`ArtifactError`, `OutputError`, `LimitError`, ...); argparse usage errors |",
+    "| 3 | the machine, a tool or a device failed: a simulator or the FPGA toolchain not "
+    "installed, a synthesis, build or simulation that failed, a board that does not answer, "
+    "a full disk or an I/O error, memory exhausted | `ttforge.errors.EnvironmentFailure` "
+    "(`SimulatorMissing`, `ToolchainMissing`, `SimError`, `SynthError`, `BuildError`, "
+    "`DeviceError`, `DeviceTimeout`, `ProtocolError`, `FormalToolMissing`, ...) |",
+    "| 70 | a bug in ttforge (any other exception): the line names it; `TTFORGE_DEBUG=1` shows "
+    "the traceback | |",
+    "| 130 | interrupted (Ctrl-C): every file being written keeps its old content | |",
+    "| 143 | terminated (SIGTERM or SIGHUP), handled like Ctrl-C | |",
+    "",
+    "Every exception class is defined in `ttforge.errors`, in one of the two branches. "
+    "`UserError` is also a `ValueError` (as before); `EnvironmentFailure` is not, so "
+    "`except ValueError` never swallows a board timeout.",
+    "",
+]
+
+
 def _anchor(name: str) -> str:
     # GitHub's heading anchor of "`ttforge NAME`"
     return "ttforge-" + name.lower().replace(" ", "-")
@@ -163,9 +194,10 @@ def render(parser: argparse.ArgumentParser | None = None) -> str:
         "",
         " ".join((parser.description or "").split()),
         "",
-        "Every subcommand exits 0 on success and 2 on bad input (one line on stderr naming the",
-        "field and the fix); `ttforge regress` and `ttforge run --verify` exit 1 when the",
-        "hardware disagrees with the golden executor. `ttforge --version` prints the version.",
+        "Every subcommand exits 0 on success; any error is one line on stderr,",
+        "`ttforge COMMAND: error: ...`, naming the field and the fix, never a traceback, and",
+        "the exit status says whose problem it is ([Exit codes](#exit-codes)).",
+        "`ttforge --version` prints the version.",
         "",
         "| command | what it does |",
         "|---|---|",
@@ -173,6 +205,7 @@ def render(parser: argparse.ArgumentParser | None = None) -> str:
     for name in subs:
         out.append(f"| [`{name}`](#{_anchor(name)}) | {_cell(helps.get(name) or subs[name].description or '')} |")
     out.append("")
+    out += EXIT_CODES
     for name, sub in subs.items():
         out += _section(name, sub)
     return "\n".join(out).rstrip("\n") + "\n"
