@@ -3,7 +3,7 @@
     python bench/bench_train_int.py --part digits        # digits: integer from random init, float TT, PTQ + integer FT
     python bench/bench_train_int.py --part mnist-int     # MNIST 784-512-10, TT rank 16, integer from random init
     python bench/bench_train_int.py --part mnist-float   # MNIST float TT + PTQ 4-bit + integer fine-tuning
-    python bench/bench_train_int.py --part speed         # samples/s of the golden and fast steps, one thread
+    python bench/bench_train_int.py --part speed         # samples/s of the golden, fast and C (-O2) steps, one thread
     python bench/bench_train_int.py --combine            # parts -> bench/results/train_int.json (+ memory)
 
 Every part runs with one BLAS thread (set before numpy loads) and writes
@@ -66,7 +66,7 @@ def _env() -> dict:
 
 
 MINE = ("ir/train.py", "ir/train_state.py", "ir/train_cli.py", "ir/train_memory.py", "ir/train_diverge.py",
-        "model/train_int.py",
+        "model/train_int.py", "firmware/train_c.py", "firmware/c/ttforge_train.c",
         "bench/bench_train_int.py")
 
 
@@ -184,8 +184,12 @@ def run_speed(steps_fast: int = 20, steps_golden: int = 3) -> dict:
         B = s["batch"]
         state = calibrate_state(state, xq[:256], y[:256])
         row = {"batch": B}
+        from ttforge.firmware.train_c import build_library, train_step_c
+
+        lib = build_library()
         for label, fn, n in (("fast", lambda st, a, b: train_step_fast(st, a, b)[0], steps_fast),
-                             ("golden", train_step, steps_golden)):
+                             ("golden", train_step, steps_golden),
+                             ("c_O2", lambda st, a, b: train_step_c(st, a, b, lib), steps_golden)):
             st = state
             fn(st, xq[:B], y[:B])  # warm-up
             t0 = time.perf_counter()

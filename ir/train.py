@@ -429,17 +429,19 @@ def _align_bias(b: np.ndarray, e_b: int, e_acc: int, limit: int) -> np.ndarray:
     return np.clip(rshift_round(b, s), -limit, limit)
 
 
-def _round_update(v: np.ndarray, s: int, cfg: TrainConfig, gen: Xorshift32 | None) -> tuple[np.ndarray, np.ndarray]:
+def _round_update(v: np.ndarray, s: int, cfg: TrainConfig, gen: Xorshift32 | None,
+                  bits: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The update ``d`` (in master LSBs) of an exact gradient sum ``v``: ``v / 2^s`` rounded
     stochastically (one word per element, row-major, drawn whatever ``s``) or to nearest.
     ``s > 32``: ``v >> (s - 32)`` (floor) first; ``s <= 0``: a clamped left shift. Also
-    returns the words drawn (empty for nearest)."""
+    returns the words drawn (empty for nearest). ``bits``: the stored width (default
+    ``master_bits``; a bias passes ``bias_bits``)."""
     if cfg.rounding == "stochastic":
         words = gen.draw(v.shape)
     else:
         words = np.zeros(0, dtype=np.uint32)
     if s <= 0:
-        lim = np.int64(1 << (cfg.master_bits + 1))
+        lim = np.int64(1 << ((cfg.master_bits if bits is None else bits) + 1))
         d = np.clip(np.clip(v, -lim, lim) << np.int64(min(-s, _SHIFT_CAP)), -lim, lim)
         return d, words
     if s > 32:
@@ -789,7 +791,7 @@ def _step(state: TrainState, x: np.ndarray, y: np.ndarray, impl, trace: TrainTra
                 trace.add("gradient", i, -1, None, "bias_acc", e_g, acc_b)
             if update:
                 s = L.bias_exp + state.lr_shift - e_g
-                d, words = _round_update(acc_b, s, cfg, gen)
+                d, words = _round_update(acc_b, s, cfg, gen, cfg.bias_bits)
                 bias = np.clip(L.bias - d, *int_range(cfg.bias_bits, narrow=True))
                 stats.changed += int(np.count_nonzero(bias != L.bias))
                 stats.elements += bias.size

@@ -212,7 +212,7 @@ def test_word_order_is_bias_then_cores_in_reverse_schedule_order():
         L = state.layers[rec.layer]
         if rec.name == "bias_acc":
             s = L.bias_exp + state.lr_shift - rec.exp
-            d, _ = _round_update(rec.value, s, cfg, gen)
+            d, _ = _round_update(rec.value, s, cfg, gen, cfg.bias_bits)
             want = np.clip(L.bias - d, -(1 << (cfg.bias_bits - 1)) + 1, (1 << (cfg.bias_bits - 1)) - 1)
             assert np.array_equal(new.layers[rec.layer].bias, want)
         else:
