@@ -255,11 +255,11 @@ class AccelConfig:
     def load(cls, path: str | os.PathLike) -> "AccelConfig":
         """Read a config from a ``.json`` or ``.toml`` file (TOML: top-level keys or an
         ``[accel]`` table)."""
+        from ttforge.limits import MAX_CONFIG_BYTES, read_bounded
+
         p = Path(path).expanduser()
-        try:
-            text = p.read_text(encoding="utf-8")
-        except OSError as e:
-            raise ConfigError(f"cannot read config {p}: {e.strerror or e}; check --config") from None
+        try:   # a regular file of bounded size (a FIFO or /dev/zero is refused, not read)
+            text = read_bounded(p, "config", MAX_CONFIG_BYTES, ConfigError).decode("utf-8")
         except UnicodeDecodeError as e:
             raise ConfigError(f"{p}: is not UTF-8 text ({e.reason} at byte {e.start}); save it as "
                               f"UTF-8 JSON or TOML") from None

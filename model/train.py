@@ -52,7 +52,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ttforge.atomic import check_output_dir, replace_dir
+from ttforge.atomic import check_output_dir, note_input, replace_dir
 from ttforge.errors import CheckpointError, ConfigError, ShapeError
 from ttforge.model.checkpoint import load_checkpoint, save_checkpoint
 from ttforge.model.data import Dataset, load_dataset
@@ -144,6 +144,7 @@ def load_trained(path: str | os.PathLike) -> Trained:
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_NAME
+    note_input(path)   # an output of the command may never be this file (ttforge.atomic)
     payload = load_checkpoint(path)
     cfg = _stored_config(payload, path)
     try:

@@ -40,6 +40,8 @@ def prepare(tmp: Path, valid: dict) -> dict[str, Path]:
     shutil.copyfile(valid["checkpoint"], tmp / "last.pt")
     (tmp / "model-link.ttfa").symlink_to(tmp / "model.ttfa")
     (tmp / "last-hard.pt").hardlink_to(tmp / "last.pt")
+    (tmp / "rundir").mkdir()
+    shutil.copyfile(valid["checkpoint"], tmp / "rundir" / "last.pt")
     os.mkfifo(tmp / "pipe")
     (tmp / "fakegen").mkdir()
     (tmp / "fakegen" / "generate.json").write_text('{"format": "ttforge-generate", "files": {}}\n')
@@ -47,7 +49,8 @@ def prepare(tmp: Path, valid: dict) -> dict[str, Path]:
     return {"corpus": CORPUS, "tmp": tmp, "artifact": valid["artifact"], "inputs": valid["inputs"],
             "checkpoint": valid["checkpoint"], "file": tmp / "existing.txt", "dir": tmp / "existing_dir",
             "art_copy": tmp / "model.ttfa", "ckpt_copy": tmp / "last.pt", "art_link": tmp / "model-link.ttfa",
-            "ckpt_hard": tmp / "last-hard.pt", "fifo": tmp / "pipe", "fakegen": tmp / "fakegen"}
+            "ckpt_hard": tmp / "last-hard.pt", "fifo": tmp / "pipe", "fakegen": tmp / "fakegen",
+            "run_copy": tmp / "rundir"}
 
 
 def check(case, code: int, stderr: str, before: dict, after: dict) -> None:
