@@ -18,7 +18,7 @@ from typing import Any
 
 from ttforge.ir.train import TrainState, exp2_table, widths
 
-__all__ = ["training_memory", "fp32_dense_adam_bytes"]
+__all__ = ["training_memory", "fp32_dense_adam_bytes", "ECP5_85F_BRAM_BYTES", "STATE_ITEMS"]
 
 
 def _b(elements: int, bits: int) -> int:
@@ -46,7 +46,11 @@ def fp32_dense_adam_bytes(sizes: list[int], batch: int) -> dict[str, int]:
 def training_memory(state: TrainState, batch: int, lanes: int = 16) -> dict[str, Any]:
     """Itemized on-chip bytes of one integer training step with ``batch`` samples and
     ``lanes`` MAC lanes (see the module docstring), with the FP32 dense + Adam baseline of
-    the same layer sizes and batch and their ratio."""
+    the same layer sizes and batch: ``ratio`` of the totals; ``state_ratio`` of what does
+    not grow with the batch (FP32 weights, gradients and Adam moments against the master
+    integers, biases, lane accumulators, table, RNG and exponents); the bytes per sample
+    of the batch-dependent buffers; whether it fits the ECP5-85F's block RAM and the
+    largest batch that would."""
     cfg = state.config
     master = sum(_b(g.size, cfg.master_bits) for L in state.layers for g in L.masters)
     bias = sum(_b(L.bias.size, cfg.bias_bits) for L in state.layers if L.bias is not None)
@@ -76,5 +80,18 @@ def training_memory(state: TrainState, batch: int, lanes: int = 16) -> dict[str,
     items["total"] = sum(items.values())
     sizes = [state.in_features] + [L.out_features for L in state.layers]
     base = fp32_dense_adam_bytes(sizes, batch)
+    ours_state = sum(items[k] for k in STATE_ITEMS)
+    base_state = sum(base[k] for k in ("weights", "gradients", "adam_moments"))
+    per_sample = (items["saved_activations"] + items["gradient_buffers"]) // batch
     return {"batch": batch, "lanes": lanes, "items": items, "fp32_dense_adam": base,
-            "ratio": base["total"] / items["total"], "accumulator_bits": acc_bits}
+            "ratio": base["total"] / items["total"],
+            "state_bytes": ours_state, "fp32_state_bytes": base_state, "state_ratio": base_state / ours_state,
+            "per_sample_bytes": per_sample, "fits_ecp5_85f": items["total"] <= ECP5_85F_BRAM_BYTES,
+            "ecp5_85f_max_batch": max(0, (ECP5_85F_BRAM_BYTES - items["total"] + batch * per_sample) // per_sample),
+            "accumulator_bits": acc_bits}
+
+
+#: Block RAM of the ECP5-85F: 208 EBR blocks of 18 Kbit.
+ECP5_85F_BRAM_BYTES = 208 * 18 * 1024 // 8
+#: Items that do not grow with the batch: the training *state* (weights, optimizer, RNG).
+STATE_ITEMS = ("master_weights", "biases", "lane_accumulators", "exp2_table", "rng_and_exponents")
