@@ -39,16 +39,14 @@ after truncation, ends with exactly the weights of an uninterrupted one.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -58,6 +56,7 @@ from ttforge.model.checkpoint import load_checkpoint, save_checkpoint
 from ttforge.model.data import Dataset, load_dataset
 from ttforge.model.layers import TTLinear
 from ttforge.model.network import ModelConfig, build_model
+from ttforge.model.seeding import deterministic, seeded_generator
 from ttforge.model.progress import _Progress, _print_summary, _summary, _tt_params, _tt_ranks, _write_metrics
 from ttforge.model.train_config import (CHECKPOINT_NAME, METRICS_NAME, PLOT_NAME, TrainConfig, _KIND, _compare_for_resume,
                                         _is_int, _stored_config, default_out_dir)
@@ -99,25 +98,6 @@ class Trained:
 
 
 # -- helpers ---------------------------------------------------------------------------
-@contextlib.contextmanager
-def _deterministic(threads: int) -> Iterator[None]:
-    before = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    n_threads = torch.get_num_threads()
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(before, warn_only=warn_only)
-        torch.set_num_threads(n_threads)
-
-
-def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    state = np.random.SeedSequence([seed, epoch]).generate_state(2, dtype=np.uint32)
-    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
-
-
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 2048) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``model`` on ``(x, y)`` (eval mode restored after)."""
@@ -303,7 +283,7 @@ def train(
 
     epoch = start_epoch
     ran = 0
-    with _deterministic(cfg.threads), bar:
+    with deterministic(cfg.threads), bar:
         for epoch in range(start_epoch + 1, total + 1):
             if stop_after is not None and ran >= stop_after:
                 epoch -= 1
@@ -313,7 +293,7 @@ def train(
             bar.describe(f"epoch {epoch}/{total}" + (" (fine-tune)" if phase == "finetune" else ""))
             t0 = time.perf_counter()
             model.train()
-            perm = torch.randperm(n_train, generator=_epoch_generator(cfg.seed, epoch))
+            perm = torch.randperm(n_train, generator=seeded_generator(cfg.seed, epoch))
             penalty_sum = 0.0
             for step in range(steps_per_epoch):
                 idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]

@@ -29,13 +29,12 @@ The float network passed in is never modified: QAT fine-tunes a copy.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import math
 import time
 from dataclasses import replace
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -45,6 +44,7 @@ from ttforge.errors import ConfigError, DataError
 from ttforge.errors import NotBitExactError  # noqa: F401 - defined in ttforge.errors
 from ttforge.model.data import Dataset, load_dataset
 from ttforge.model.layers import TTLinear
+from ttforge.model.seeding import deterministic, seeded_generator
 from ttforge.ir.arith import BIT_RANGES, MAX_ACC_BITS, acc_bits_needed
 from ttforge.ir.executor import IntNetwork, execute
 from ttforge.quant.qat import (
@@ -173,28 +173,9 @@ def weights_fingerprint(model: nn.Module) -> str:
 # ---------------------------------------------------------------------------------------
 # evaluation
 # ---------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def _deterministic(threads: int) -> Iterator[None]:
-    before = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    n_threads = torch.get_num_threads()
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(before, warn_only=warn_only)
-        torch.set_num_threads(n_threads)
-
-
-def _generator(seed: int, *key: int) -> torch.Generator:
-    state = np.random.SeedSequence([seed, *key]).generate_state(2, dtype=np.uint32)
-    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
-
-
 def calibration_samples(ds: Dataset, n: int, seed: int) -> torch.Tensor:
     """The ``n`` training samples (all if fewer) that calibrate the exponents, chosen by ``seed``."""
-    idx = torch.randperm(ds.x_train.shape[0], generator=_generator(seed, 0))[:n]
+    idx = torch.randperm(ds.x_train.shape[0], generator=seeded_generator(seed, 0))[:n]
     return ds.x_train[idx]
 
 
@@ -363,7 +344,7 @@ def quantize_trained(
         "float_acc": float_accuracy(float_model, ds.x_test, ds.y_test),
         "float_fingerprint": weights_fingerprint(float_model),
     }
-    with _deterministic(threads):
+    with deterministic(threads):
         calibrate(qnet, x_cal, config.calibration)
         inet = compile_network(qnet)
         report["ptq"] = evaluate_quantized(qnet, inet, ds.x_test, ds.y_test)
@@ -402,7 +383,7 @@ def fine_tune(module: nn.Module, ds: Dataset, epochs: int, lr: float = 1e-3, bat
     history = []
     for epoch in range(1, epochs + 1):
         module.train()
-        perm = torch.randperm(n, generator=_generator(seed, 1, epoch))
+        perm = torch.randperm(n, generator=seeded_generator(seed, 1, epoch))
         loss_sum = 0.0
         for s in range(steps):
             idx = perm[s * batch_size:(s + 1) * batch_size]

@@ -30,12 +30,11 @@ and software stack (single thread, deterministic algorithms), not across BLAS bu
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
@@ -44,6 +43,7 @@ from torch import nn
 from ttforge.errors import ConfigError, DataError
 from ttforge.model.data import Dataset, load_dataset
 from ttforge.model.network import ModelConfig, build_model
+from ttforge.model.seeding import deterministic, seeded_generator
 from ttforge.ir.arith import BIT_RANGES, MAX_ACC_BITS, int_range, quantize, rshift_round, saturate
 from ttforge.ir.executor import IntNetwork
 from ttforge.ir.rng import (UpdateStats, Xorshift32, derive_sr_seed, integer_update,
@@ -198,25 +198,6 @@ class LowPrecisionResult:
     def integer_weights(self) -> dict[str, np.ndarray]:
         """Copies of every stored integer tensor, by name (``layer{i}.core{k}``, ``layer{i}.bias``)."""
         return {m.name: m.values.copy() for m in self.masters}
-
-
-@contextlib.contextmanager
-def _deterministic(threads: int) -> Iterator[None]:
-    before = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    n_threads = torch.get_num_threads()
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(before, warn_only=warn_only)
-        torch.set_num_threads(n_threads)
-
-
-def _torch_generator(seed: int, *key: int) -> torch.Generator:
-    state = np.random.SeedSequence([seed, *key]).generate_state(2, dtype=np.uint32)
-    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
 def _bias_exp(ql: QuantLinear) -> int:
@@ -389,7 +370,7 @@ def train_low_precision(
     cfg = config
     say = log or (lambda s: None)
     t0 = time.perf_counter()
-    with _deterministic(cfg.threads):
+    with deterministic(cfg.threads):
         float_model = _resolve_model(model, ds, cfg.seed).float()
         for m in float_model.modules():  # biases can be up to acc_bits wide: keep them exact
             if isinstance(getattr(m, "bias", None), nn.Parameter):
@@ -397,7 +378,7 @@ def train_low_precision(
         qcfg = QuantConfig(cfg.layer_quant, {}, cfg.calibration)
         check_accumulators(float_model, qcfg)
         qnet = quantize_model(float_model, qcfg)
-        idx = torch.randperm(ds.x_train.shape[0], generator=_torch_generator(cfg.seed, 0))[:cfg.calib_samples]
+        idx = torch.randperm(ds.x_train.shape[0], generator=seeded_generator(cfg.seed, 0))[:cfg.calib_samples]
         x_cal = ds.x_train[idx].double()
         calibrate(qnet, x_cal, cfg.calibration)
         tr = _Trainer(qnet, cfg)
@@ -426,7 +407,7 @@ def train_low_precision(
             return float(cfg.lr) * 0.5 * (1.0 + math.cos(math.pi * t / total))
         for epoch in range(1, cfg.epochs + 1):
             qnet.train()
-            perm = torch.randperm(n, generator=_torch_generator(cfg.seed, 1, epoch))
+            perm = torch.randperm(n, generator=seeded_generator(cfg.seed, 1, epoch))
             loss_sum = 0.0
             stats = UpdateStats()
             for s in range(steps):

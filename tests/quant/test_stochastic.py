@@ -11,11 +11,11 @@ from torch import nn
 from ttforge.errors import ConfigError
 from ttforge.model.data import load_dataset
 from ttforge.model.network import ModelConfig
+from ttforge.model.seeding import deterministic, seeded_generator
 from ttforge.ir.executor import IntNetwork, execute
 from ttforge.quant.stochastic import (
     LowPrecisionConfig,
     Xorshift32,
-    _torch_generator,
     integer_update,
     stochastic_rshift,
     train_low_precision,
@@ -260,17 +260,10 @@ def test_draw_order_is_the_specified_one(digits):
     cfg = LowPrecisionConfig(w_bits=4, epochs=1, batch_size=n, lr=0.3, lr_schedule="constant", sr_seed=123)
     qnet = start.qnet
     qnet.train()
-    perm = torch.randperm(n, generator=_torch_generator(cfg.seed, 1, 1))
-    with torch.random.fork_rng(devices=[]):
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        n_threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            loss = nn.functional.cross_entropy(qnet(digits.x_train[perm]), digits.y_train[perm])
-            loss.backward()
-        finally:
-            torch.set_num_threads(n_threads)
-            torch.use_deterministic_algorithms(False)
+    perm = torch.randperm(n, generator=seeded_generator(cfg.seed, 1, 1))
+    with torch.random.fork_rng(devices=[]), deterministic(1):
+        loss = nn.functional.cross_entropy(qnet(digits.x_train[perm]), digits.y_train[perm])
+        loss.backward()
 
     def replay(masters):
         gen = Xorshift32(123)
