@@ -148,27 +148,26 @@ def simulate(program, x: np.ndarray) -> dict:
     res: dict = {}
 
     async def bench(ctx):
-        for addr, data, we, values in (
-                (dut.dmem_addr, dut.dmem_data, dut.dmem_we, program.dmem),
-                (dut.cmem_addr, dut.cmem_data, dut.cmem_we, program.cmem.tolist()),
-                (dut.bmem_addr, dut.bmem_data, dut.bmem_we, program.bmem.tolist())):
-            ctx.set(we, 1)
+        for port, values in ((dut.load.dmem, program.dmem),
+                             (dut.load.cmem, program.cmem.tolist()),
+                             (dut.load.bmem, program.bmem.tolist())):
+            ctx.set(port.we, 1)
             for i, v in enumerate(values):
-                ctx.set(addr, i)
-                ctx.set(data, int(v))
+                ctx.set(port.addr, i)
+                ctx.set(port.data, int(v))
                 await ctx.tick()
-            ctx.set(we, 0)
+            ctx.set(port.we, 0)
         g = program.globals
-        ctx.set(dut.in_count, g["IN_COUNT"])
-        ctx.set(dut.in_pad, g["IN_PAD"])
-        ctx.set(dut.out_count, g["OUT_COUNT"])
-        ctx.set(dut.out_buf, g["OUT_BUF"])
+        ctx.set(dut.program.in_count, g["IN_COUNT"])
+        ctx.set(dut.program.in_pad, g["IN_PAD"])
+        ctx.set(dut.program.out_count, g["OUT_COUNT"])
+        ctx.set(dut.program.out_buf, g["OUT_BUF"])
         ctx.set(dut.out.ready, 1)
         await ctx.tick()
-        ctx.set(dut.clear_counters, 1)
+        ctx.set(dut.control.clear_counters, 1)
         await ctx.tick()
-        ctx.set(dut.clear_counters, 0)
-        ctx.set(dut.enable, 1)
+        ctx.set(dut.control.clear_counters, 0)
+        ctx.set(dut.control.enable, 1)
         n = len(x)
         for i, v in enumerate(x):
             ctx.set(dut.inp.valid, 1)
@@ -191,8 +190,10 @@ def simulate(program, x: np.ndarray) -> dict:
         await ctx.tick().repeat(3)     # the counters are final one cycle after done
         res["output"] = out
         for name in ("cycles", "busy_lane_cycles", "in_stall", "out_stall", "sat_events",
-                     "vectors", "error", "error_code"):
-            res[name] = int(ctx.get(getattr(dut, name)))
+                     "vectors"):
+            res[name] = int(ctx.get(getattr(dut.counters, name)))
+        for name in ("error", "error_code"):
+            res[name] = int(ctx.get(getattr(dut.status, name)))
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
