@@ -279,6 +279,54 @@ def block_stochastic() -> str:
         f"\n\nFinal integer-executor test accuracy, mean ± sd over 3 seeds, in %; from {source('stochastic')}."
 
 
+def _pm(ms) -> str:
+    return f"{ms[0]:.2f} ± {ms[1]:.2f}"
+
+
+def block_train_int() -> str:
+    d = load("train_int")
+    if d is None:
+        return "No `train_int.json` yet: run the commands above (**re-measure**)."
+    parts = d.get("parts", {})
+    fgt = {(r["data"], r["method"], r.get("master_extra_bits", 0)): r
+           for r in d.get("float_gradient_trainer", [])}
+    rows = []
+    for name in ("digits", "mnist"):
+        sm = d["summary"].get(name, {})
+        i = parts.get(f"{name}-int", {})
+        ep = i.get("settings", {}).get("epochs", "—")
+        sr = fgt.get((name, "SR", 0))
+        rows.append([name, _pm(sm["float_tt"]) if "float_tt" in sm else "—",
+                     _pm(sm["ptq_4bit"]) if "ptq_4bit" in sm else "—",
+                     _pm(sm["ptq_int_ft"]) if "ptq_int_ft" in sm else "—",
+                     f"{_pm(sm['int_from_random'])} ({ep} epochs)" if "int_from_random" in sm else "—",
+                     f"{sm['int_minus_float_pp']:+.2f}" if "int_minus_float_pp" in sm else "—",
+                     f"{100 * sr['mean_final_acc']:.2f} ({sr['epochs']} epochs)" if sr else "—"])
+    acc = table(["data", "float TT (Adam)", "PTQ, 4-bit cores", "PTQ + integer fine-tuning",
+                 "integer step from random init", "integer − float (pp)",
+                 "float-gradient trainer, 4-bit SR (`stochastic.json`)"], rows)
+    commits = sorted({(p["env"]["git"]["commit"] or "")[:7] + (" (dirty)" if p["env"]["git"]["dirty"] else "")
+                      for p in parts.values() if "env" in p})
+    mem_rows = []
+    for r in d["memory"]["rows"]:
+        mem_rows.append([r["ranks"], r["batch"], f"{r['master_bits']}/{r['inter_bits']}/{r['grad_bits']}",
+                         f"{r['state_bytes']:,}", f"{r['state_ratio']:.0f}x", f"{r['items']['total']:,}",
+                         f"{r['ratio']:.1f}x", "yes" if r["fits_ecp5_85f"] else "no", r["ecp5_85f_max_batch"]])
+    mem = table(["rank", "batch", "master/inter/grad bits", "training state (bytes)", "vs FP32 weights+grads+Adam",
+                 "on chip incl. activations (bytes)", "vs FP32 dense + Adam training", "fits ECP5-85F",
+                 "largest batch that fits"], mem_rows)
+    sp = parts.get("speed", {}).get("speed", {})
+    sp_rows = [[name, v["batch"]] + [f"{v[k]['samples_per_s']:,.1f}" if k in v else "—"
+                                     for k in ("golden", "fast", "c_O2")] for name, v in sp.items()]
+    speed = table(["network", "batch", "golden (int64 einsum)", "fast path (float64 BLAS)", "C, -O2"], sp_rows)
+    return (acc + f"\n\nTest accuracy of the integer executor, mean ± sd over seeds 0, 1, 2, in %; from "
+            f"`train_int.json` (parts at {', '.join(f'`{c}`' for c in commits) or 'no commit'}). The float-gradient "
+            f"column quotes `stochastic.json` (rank 8 on MNIST, other settings there).\n\n" + mem +
+            "\n\nMNIST 784-512-10, TT [7,4,7,4] -> [4,8,4,4], 4-bit forward cores, from `train_int.json` "
+            "(`ttforge.ir.train_memory`).\n\n" + speed + "\n\nSamples per second of one training step, one "
+            "thread, on the shared 2-core machine; from `train_int.json`.")
+
+
 def block_speed() -> str:
     d = load("speed")
     rows = []
@@ -410,7 +458,7 @@ def block_regress() -> str:
 
 BLOCKS: dict[str, Callable[[], str]] = {
     "readme": block_readme, "summary": block_summary, "accuracy": block_accuracy, "quant": block_quant,
-    "stochastic": block_stochastic, "speed": block_speed, "accelerator": block_accelerator,
+    "stochastic": block_stochastic, "train_int": block_train_int, "speed": block_speed, "accelerator": block_accelerator,
     "fmax": block_fmax, "boards": block_boards, "sim": block_sim, "native": block_native,
     "flow": block_flow, "cli": block_cli, "regress": block_regress,
 }

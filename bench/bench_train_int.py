@@ -4,6 +4,7 @@
     python bench/bench_train_int.py --part mnist-int     # MNIST 784-512-10, TT rank 16, integer from random init
     python bench/bench_train_int.py --part mnist-float   # MNIST float TT + PTQ 4-bit + integer fine-tuning
     python bench/bench_train_int.py --part speed         # samples/s of the golden, fast and C (-O2) steps, one thread
+    python bench/bench_train_int.py --part agree         # 1,000 digits steps: golden = fast = C after every step
     python bench/bench_train_int.py --combine            # parts -> bench/results/train_int.json (+ memory)
 
 Every part runs with one BLAS thread (set before numpy loads) and writes
@@ -202,6 +203,52 @@ def run_speed(steps_fast: int = 20, steps_golden: int = 3) -> dict:
     return {"part": "speed", "speed": out, "env": env}
 
 
+def run_agree(steps: int = 1000) -> dict:
+    """Golden, fast and C steps side by side over ``steps`` digits steps (batch 32, epoch
+    orders of seed 0): every state compared after every step (np.array_equal via
+    compare_states); the first divergence, if any, is named."""
+    from ttforge.firmware.train_c import build_library, train_step_c
+    from ttforge.ir.arith import quantize
+    from ttforge.ir.train import TrainConfig, calibrate_state, init_state, train_step, train_step_fast
+    from ttforge.ir.train_cli import epoch_order, tt_layers as _model
+    from ttforge.ir.train_diverge import compare_states
+
+    env = _env()
+    s = SETTINGS["digits"]
+    _, x, y, _, _ = _data("digits")
+    state = init_state(_model(_int_args("digits", 0), x.shape[1], 10, True), TrainConfig(), seed=0,
+                       lr_shift=s["lr_shift"])
+    xq = quantize(x, 8, state.in_exp)
+    state = calibrate_state(state, xq[:256], y[:256])
+    lib = build_library()
+    g = f = c = state
+    B, n, done, first = s["batch"], len(y), 0, None
+    t0 = time.perf_counter()
+    epoch = 0
+    while done < steps and first is None:
+        epoch += 1
+        order = epoch_order(0, epoch, n)
+        for j in range(0, n, B):
+            idx = order[j:j + B]
+            g = train_step(g, xq[idx], y[idx])
+            f = train_step_fast(f, xq[idx], y[idx])[0]
+            c = train_step_c(c, xq[idx], y[idx], lib)
+            done += 1
+            for other, by in ((f, "fast"), (c, "C")):
+                m = compare_states(g, other, "golden", by)
+                if m is not None:
+                    first = m.describe()
+                    break
+            if done >= steps or first:
+                break
+    from ttforge.ir.train_state import dumps_state
+    import hashlib
+
+    return {"part": "agree", "steps": done, "epochs": epoch, "first_divergence": first,
+            "words": g.words, "state_sha256": hashlib.sha256(dumps_state(g)).hexdigest(),
+            "seconds": time.perf_counter() - t0, "env": env}
+
+
 def memory() -> dict:
     from ttforge.ir.train import TrainConfig, init_state
     from ttforge.ir.train_cli import tt_layers as _model
@@ -231,7 +278,8 @@ def combine() -> dict:
         d = json.loads(p.read_text())
         parts[d["part"]] = d
     result = {"benchmark": "train_int", "commands": {
-        k: f"python bench/bench_train_int.py --part {k}" for k in ("digits", "mnist-int", "mnist-float", "speed")},
+        k: f"python bench/bench_train_int.py --part {k}" for k in ("digits", "mnist-int", "mnist-float", "speed",
+                                                                  "agree")},
         "parts": parts, "memory": memory()}
     summary = {}
     for name in ("digits", "mnist"):
@@ -262,7 +310,7 @@ def combine() -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--part", choices=["digits", "mnist-int", "mnist-float", "speed"])
+    p.add_argument("--part", choices=["digits", "mnist-int", "mnist-float", "speed", "agree"])
     p.add_argument("--combine", action="store_true")
     p.add_argument("--epochs", type=int, default=None, help="override the integer epochs (mnist-int)")
     p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
@@ -280,6 +328,8 @@ def main(argv=None) -> int:
             res = run_int("mnist", a.seeds, a.epochs)
         elif a.part == "mnist-float":
             res = run_float("mnist", a.seeds)
+        elif a.part == "agree":
+            res = run_agree()
         else:
             res = run_speed()
         atomic_write_text(RESULTS / f"train_int.{res['part']}.json", json.dumps(res, indent=1) + "\n")
