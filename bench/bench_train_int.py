@@ -5,6 +5,7 @@
     python bench/bench_train_int.py --part mnist-float   # MNIST float TT + PTQ 4-bit + integer fine-tuning
     python bench/bench_train_int.py --part speed         # samples/s of the golden, fast and C (-O2) steps, one thread
     python bench/bench_train_int.py --part agree         # 1,000 digits steps: golden = fast = C after every step
+    python bench/bench_train_int.py --part mnist-int --seeds 1   # one seed at a time (run in parallel)
     python bench/bench_train_int.py --combine            # parts -> bench/results/train_int.json (+ memory)
 
 Every part runs with one BLAS thread (set before numpy loads) and writes
@@ -274,9 +275,13 @@ def _ms(vals) -> tuple[float, float]:
 
 def combine() -> dict:
     parts = {}
-    for p in sorted(RESULTS.glob("train_int.*.json")):
+    for p in sorted(RESULTS.glob("train_int.*.json")):  # a part run seed by seed: its runs concatenated
         d = json.loads(p.read_text())
-        parts[d["part"]] = d
+        if d["part"] in parts and "runs" in d:
+            parts[d["part"]]["runs"] = sorted(parts[d["part"]]["runs"] + d["runs"], key=lambda r: r["seed"])
+            parts[d["part"]].setdefault("envs", [parts[d["part"]]["env"]]).append(d["env"])
+        else:
+            parts[d["part"]] = d
     result = {"benchmark": "train_int", "commands": {
         k: f"python bench/bench_train_int.py --part {k}" for k in ("digits", "mnist-int", "mnist-float", "speed",
                                                                   "agree")},
@@ -332,7 +337,9 @@ def main(argv=None) -> int:
             res = run_agree()
         else:
             res = run_speed()
-        atomic_write_text(RESULTS / f"train_int.{res['part']}.json", json.dumps(res, indent=1) + "\n")
+        tag = "" if list(a.seeds) == list(SEEDS) or a.part in ("speed", "agree") else \
+            "-seeds-" + "-".join(map(str, a.seeds))
+        atomic_write_text(RESULTS / f"train_int.{res['part']}{tag}.json", json.dumps(res, indent=1) + "\n")
     if a.combine:
         res = combine()
         atomic_write_text(OUT, json.dumps(res, indent=1) + "\n")
