@@ -35,9 +35,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ttforge import __version__
 from ttforge.errors import ConfigError, ShapeError
 from ttforge.model.layers import TTLinear
+from ttforge.onnx_graph import DEFAULT_OPSET, MIN_OPSET, OnnxGraph, check_opset, model_proto
 
 __all__ = [
     "DEFAULT_OPSET",
@@ -47,25 +47,7 @@ __all__ = [
     "check_onnx",
 ]
 
-DEFAULT_OPSET = 17
-MIN_OPSET = 13  # Pad/Slice/Reshape take their parameters as inputs; Gemm's C is optional
 SUPPORTED = "nn.Flatten, TTLinear, nn.Linear and nn.ReLU"
-
-
-def _max_opset() -> int:
-    import onnx
-
-    return int(onnx.defs.onnx_opset_version())
-
-
-def _check_opset(opset: Any) -> int:
-    top = _max_opset()
-    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= top:
-        raise ConfigError(
-            f"opset={opset!r} is not supported; use an opset from {MIN_OPSET} to {top} "
-            f"(default {DEFAULT_OPSET})"
-        )
-    return opset
 
 
 def _layers(model: nn.Module) -> list[nn.Module]:
@@ -94,44 +76,11 @@ def _layers(model: nn.Module) -> list[nn.Module]:
     return layers
 
 
-class _Graph:
-    """Collects nodes and initializers with unique names."""
-
-    def __init__(self) -> None:
-        self.nodes: list = []
-        self.inits: list = []
-        self._names: set[str] = set()
-
-    def name(self, base: str) -> str:
-        name, k = base, 1
-        while name in self._names:
-            name, k = f"{base}_{k}", k + 1
-        self._names.add(name)
-        return name
-
-    def const(self, base: str, array: np.ndarray) -> str:
-        from onnx import numpy_helper
-
-        name = self.name(base)
-        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
-        return name
-
-    def ints(self, base: str, values: Sequence[int]) -> str:
-        return self.const(base, np.asarray(list(values), dtype=np.int64))
-
-    def node(self, op: str, inputs: Sequence[str], base: str, **attrs: Any) -> str:
-        from onnx import helper
-
-        out = self.name(base)
-        self.nodes.append(helper.make_node(op, list(inputs), [out], name=out, **attrs))
-        return out
-
-
 def _f32(t: torch.Tensor) -> np.ndarray:
     return t.detach().to(device="cpu", dtype=torch.float32).numpy()
 
 
-def _tt_layer(g: _Graph, x: str, layer: TTLinear, prefix: str) -> str:
+def _tt_layer(g: OnnxGraph, x: str, layer: TTLinear, prefix: str) -> str:
     shape = layer.tt_shape
     pad = shape.in_size - layer.in_features
     if pad:
@@ -187,7 +136,7 @@ def build_onnx(
     import onnx
     from onnx import TensorProto, helper
 
-    opset = _check_opset(opset)
+    opset = check_opset(opset)
     layers = _layers(model)
     linears = [m for m in layers if isinstance(m, (TTLinear, nn.Linear))]
     if not linears:
@@ -210,7 +159,7 @@ def build_onnx(
             f"the first layer takes {n_in} features; give an input_shape whose product is {n_in}"
         )
 
-    g = _Graph()
+    g = OnnxGraph()
     x = g.name("input")
     features = n_in
     for i, m in enumerate(layers):
@@ -244,20 +193,9 @@ def build_onnx(
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", features])],
         initializer=g.inits,
     )
-    opsets = [helper.make_opsetid("", opset)]
-    proto = helper.make_model(
-        graph,
-        opset_imports=opsets,
-        producer_name="ttforge",
-        producer_version=__version__,
-        doc_string="ttforge TT network; TT layers as one Reshape + MatMul per core",
-    )
-    proto.ir_version = helper.find_min_ir_version_for(opsets)
-    helper.set_model_props(proto, {
-        "ttforge.version": __version__,
-        "ttforge.opset": str(opset),
-        "ttforge.layers": json.dumps(_describe(layers)),
-    })
+    proto = model_proto(graph, [helper.make_opsetid("", opset)],
+                        doc="ttforge TT network; TT layers as one Reshape + MatMul per core",
+                        props={"ttforge.opset": str(opset), "ttforge.layers": json.dumps(_describe(layers))})
     onnx.checker.check_model(proto, full_check=True)
     return proto
 

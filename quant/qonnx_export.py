@@ -35,10 +35,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ttforge import __version__
 from ttforge.errors import ConfigError
 from ttforge.ir.arith import ARITHMETIC_SPEC_VERSION, int_range
 from ttforge.ir.executor import IntLayer, IntNetwork, execute
+from ttforge.onnx_graph import DEFAULT_OPSET, MIN_OPSET, OnnxGraph, check_opset, model_proto
 
 __all__ = [
     "QONNX_DOMAIN",
@@ -56,9 +56,6 @@ __all__ = [
 
 #: Domain of the QONNX custom ops.
 QONNX_DOMAIN = "qonnx.custom_op.general"
-#: Default opset of the standard ONNX domain (Pad, Slice and Reshape take inputs from 13).
-DEFAULT_OPSET = 17
-MIN_OPSET = 13
 #: Largest integer magnitude (in units of a tensor's scale) float32 holds exactly.
 FLOAT32_EXACT = 1 << 24
 #: Smallest and largest scale exponent the graph may use: every value is an integer
@@ -181,28 +178,14 @@ def _check_exportable(net: IntNetwork) -> None:
 # ---------------------------------------------------------------------------------------
 # graph building
 # ---------------------------------------------------------------------------------------
-class _Graph:
+class _Graph(OnnxGraph):
+    """An :class:`OnnxGraph` of fixed batch whose every node output has a value info, with
+    float32 scalar constants shared by value."""
+
     def __init__(self, batch: int) -> None:
+        super().__init__()
         self.batch = batch
-        self.nodes: list = []
-        self.inits: list = []
-        self.infos: list = []
-        self._names: set[str] = set()
         self._scalars: dict[tuple[str, float], str] = {}
-
-    def name(self, base: str) -> str:
-        name, k = base, 1
-        while name in self._names:
-            name, k = f"{base}_{k}", k + 1
-        self._names.add(name)
-        return name
-
-    def const(self, base: str, array: np.ndarray) -> str:
-        from onnx import numpy_helper
-
-        name = self.name(base)
-        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
-        return name
 
     def f32(self, base: str, value: float) -> str:
         """A float32 scalar initializer, shared by value."""
@@ -214,17 +197,9 @@ class _Graph:
     def pow2(self, e: int) -> str:
         return self.f32(f"pow2_{e}".replace("-", "m"), np.ldexp(1.0, e))
 
-    def ints(self, base: str, values: Sequence[int]) -> str:
-        return self.const(base, np.asarray(list(values), dtype=np.int64))
-
-    def node(self, op: str, inputs: Sequence[str], base: str, shape: Sequence[int],
+    def node(self, op: str, inputs: Sequence[str], base: str, shape: Sequence[int],  # type: ignore[override]
              domain: str = "", **attrs: Any) -> str:
-        from onnx import TensorProto, helper
-
-        out = self.name(base)
-        self.nodes.append(helper.make_node(op, list(inputs), [out], name=out, domain=domain, **attrs))
-        self.infos.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, list(shape)))
-        return out
+        return super().node(op, inputs, base, domain=domain, shape=shape, **attrs)
 
 
 class _Builder:
@@ -338,12 +313,7 @@ def _check_options(batch: Any, requant: Any, quant_op: Any, opset: Any) -> None:
         raise ConfigError(f"requant={requant!r} is not one of {', '.join(REQUANT_MODES)}")
     if quant_op not in QUANT_OPS:
         raise ConfigError(f"quant_op={quant_op!r} is not one of {', '.join(QUANT_OPS)}")
-    import onnx
-
-    top = int(onnx.defs.onnx_opset_version())
-    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= top:
-        raise ConfigError(f"opset={opset!r} is not supported; use an opset from {MIN_OPSET} to {top} "
-                          f"(default {DEFAULT_OPSET})")
+    check_opset(opset)
 
 
 def build_qonnx(
@@ -394,14 +364,10 @@ def build_qonnx(
     )
     qonnx_version = 2 if requant == "trunc" else 1
     opsets = [helper.make_opsetid("", opset), helper.make_opsetid(QONNX_DOMAIN, qonnx_version)]
-    proto = helper.make_model(graph, opset_imports=opsets, producer_name="ttforge",
-                              producer_version=__version__,
-                              doc_string="ttforge integer TT network in QONNX (bit-exact; docs/export.md)")
-    proto.ir_version = helper.find_min_ir_version_for([helper.make_opsetid("", opset)])
     io_fmt = {"input": {"features": first.in_features, "bits": first.in_bits, "exp": first.in_exp},
               "output": {"features": last.out_features, "bits": last.out_bits, "exp": last.out_exp}}
-    helper.set_model_props(proto, {
-        "ttforge.version": __version__,
+    proto = model_proto(graph, opsets, ir_opsets=[helper.make_opsetid("", opset)],
+                        doc="ttforge integer TT network in QONNX (bit-exact; docs/export.md)", props={
         "ttforge.arithmetic": json.dumps({"spec": "docs/arithmetic.md", "version": ARITHMETIC_SPEC_VERSION,
                                           "rounding": "floor(v + 1/2) as Add(half LSB) + FLOOR",
                                           "requant": requant}),
