@@ -63,6 +63,9 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rounding", choices=["stochastic", "nearest"], default=None)
     p.add_argument("--calib-samples", type=int, default=256)
     p.add_argument("--golden", action="store_true", help="run the golden int64 step (slow) instead of the fast path")
+    p.add_argument("--verify-steps", type=int, default=0, metavar="N",
+                   help="first replay N steps with the golden and the fast step side by side and stop at the "
+                        "first difference (phase, layer, core, element; exit 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -196,6 +199,20 @@ def run(args: argparse.Namespace, load_data: Callable, plot: Callable | None = N
     xq_test = quantize(xt, state.config.act_bits, state.in_exp)
     check_batch(state, args.batch, fast=not args.golden)
     check_lr(state, args.batch)
+    if args.verify_steps < 0:
+        raise ConfigError(f"--verify-steps={args.verify_steps} must be >= 0")
+    if args.verify_steps:
+        from ttforge.ir.train_diverge import replay
+
+        order = epoch_order(seed, state.epoch + 1, len(y))
+        batches = [(xq[order[j:j + args.batch]], y[order[j:j + args.batch]])
+                   for j in range(0, min(len(y), args.verify_steps * args.batch), args.batch)]
+        done, m = replay(state, batches)
+        if m is not None:
+            print(f"ttforge train-int: golden and fast steps differ: {m.describe()}")
+            return 1
+        print(f"golden and fast steps equal for {done} steps (every intermediate of every phase, "
+              f"and the states)")
     make_output_dir(out, "-o")
 
     from rich.console import Console

@@ -71,3 +71,26 @@ def test_bad_input_is_one_line_exit_2_before_any_step(tmp_path, capsys, case, pa
     lines = [l for l in err.splitlines() if l.strip()]
     assert len(lines) == 1 and __import__("re").search(pattern, lines[0]), err
     assert not out.exists()  # nothing written: no step ran
+
+
+def test_verify_steps_replays_golden_against_fast(tmp_path, capsys):
+    code, out, _ = _run(capsys, "-o", str(tmp_path / "v"), "--epochs", "1", "--batch", "64", "--hidden", "16",
+                        "--ranks", "2", "--verify-steps", "3")
+    assert code == 0 and "golden and fast steps equal for 3 steps" in out
+
+
+def test_verify_steps_sibling_a_faulty_fast_path_is_named(tmp_path, capsys, monkeypatch):
+    from ttforge.ir import train as T
+
+    real = T._Fast.core_grad
+
+    def faulty(dout, x):  # one gradient element off by one: must be named, exit 1
+        r = real(dout, x)
+        r.flat[0] += 1
+        return r
+
+    monkeypatch.setattr(T._Fast, "core_grad", staticmethod(faulty))
+    code, out, _ = _run(capsys, "-o", str(tmp_path / "v"), "--epochs", "1", "--batch", "64", "--hidden", "16",
+                        "--ranks", "2", "--verify-steps", "2")
+    assert code == 1 and "training step 0, phase gradient, layer 1" in out and "element 0" in out
+    assert not (tmp_path / "v").exists()
