@@ -120,15 +120,19 @@ int ttft_step_batch(ttft_train *t, int32_t n_layers, ttft_layer *layers, int32_t
                 int64_t *o = malloc(sizeof(int64_t) * (size_t)(B * n_out));
                 int64_t *bias_al = NULL;
                 const int32_t *sh = &L->core_shape[4 * st->core];
+                int64_t *cm = malloc(sizeof(int64_t) * (size_t)((int64_t)st->P * st->K));
                 step_in[i][s_] = hp;
-                if (!o) { ok = 0; break; }
+                if (!o || !cm) { free(o); free(cm); ok = 0; break; }
+                for (p = 0; p < st->P; p++)
+                    for (kk = 0; kk < st->K; kk++)
+                        cm[p * st->K + kk] = fcore[i][st->core][core_index(sh, st->axes, st->K, st->P, p, kk)];
                 if (last && L->has_bias) {
                     int in_bits = (s_ == 0) ? t->act_bits : t->inter_bits;
                     int64_t limit = hi_of(t->acc_bits) - (int64_t)st->K * hi_of(t->w_bits) * ((int64_t)1 << (in_bits - 1));
                     int sb = e_acc - L->bias_exp;
                     if (limit < 0) limit = 0;
                     bias_al = malloc(sizeof(int64_t) * (size_t)L->out_features);
-                    if (!bias_al) { free(o); ok = 0; break; }
+                    if (!bias_al) { free(o); free(cm); ok = 0; break; }
                     for (j = 0; j < L->out_features; j++) {
                         int64_t v = L->bias[j];
                         if (sb < 0) {
@@ -145,15 +149,16 @@ int ttft_step_batch(ttft_train *t, int32_t n_layers, ttft_layer *layers, int32_t
                         for (p = 0; p < st->P; p++)
                             for (q = 0; q < st->Q; q++) {
                                 int64_t acc = 0, e;
-                                for (kk = 0; kk < st->K; kk++)
-                                    acc += fcore[i][st->core][core_index(sh, st->axes, st->K, st->P, p, kk)] *
-                                           hp[((b * st->A + a) * st->K + kk) * st->Q + q];
+                                const int64_t *crow = &cm[p * st->K];
+                                const int64_t *xcol = &hp[(b * st->A + a) * st->K * st->Q + q];
+                                for (kk = 0; kk < st->K; kk++) acc += crow[kk] * xcol[kk * st->Q];
                                 e = (a * st->P + p) * st->Q + q;
                                 if (bias_al && e < L->out_features) acc += bias_al[e];
                                 if (iabs(acc) > maxabs) maxabs = iabs(acc);
                                 o[b * n_out + e] = clip(rshift_round(acc, shift), -hi_of(out_bits) - 1, hi_of(out_bits));
                             }
                 free(bias_al);
+                free(cm);
                 new_step_exps[i][s_] = fit_exp(maxabs, e_acc, out_bits);
                 e_in = L->step_exps[s_];
                 hp = o;
@@ -237,31 +242,40 @@ int ttft_step_batch(ttft_train *t, int32_t n_layers, ttft_layer *layers, int32_t
                 int e_x = (s_ == 0) ? in_exp : L->step_exps[s_ - 1];
                 int64_t A = st->A, K = st->K, Q = st->Q, P = st->P, a, p, q, kk;
                 int e_next = 0;
-                accW = malloc(sizeof(int64_t) * (size_t)(P * K));
-                if (!accW) { ok = 0; break; }
+                int64_t *cm = malloc(sizeof(int64_t) * (size_t)(P * K));
+                int64_t *cidx = malloc(sizeof(int64_t) * (size_t)(P * K));
+                accW = calloc((size_t)(P * K), sizeof(int64_t));
+                if (!accW || !cm || !cidx) { free(accW); free(cm); free(cidx); accW = NULL; ok = 0; break; }
                 for (p = 0; p < P; p++)
                     for (kk = 0; kk < K; kk++) {
-                        int64_t acc = 0;
-                        for (b = 0; b < B; b++)
-                            for (a = 0; a < A; a++)
-                                for (q = 0; q < Q; q++)
-                                    acc += cur[((b * A + a) * P + p) * Q + q] * xin[((b * A + a) * K + kk) * Q + q];
-                        accW[p * K + kk] = acc;
+                        cidx[p * K + kk] = core_index(sh, st->axes, (int32_t)K, (int32_t)P, p, kk);
+                        cm[p * K + kk] = fcore[i][st->core][cidx[p * K + kk]];
                     }
+                for (b = 0; b < B; b++)            /* the sum is exact: any order gives the same */
+                    for (a = 0; a < A; a++)
+                        for (p = 0; p < P; p++) {
+                            const int64_t *dr = &cur[((b * A + a) * P + p) * Q];
+                            int64_t *wr = &accW[p * K];
+                            for (kk = 0; kk < K; kk++) {
+                                const int64_t *xr = &xin[((b * A + a) * K + kk) * Q];
+                                int64_t acc = 0;
+                                for (q = 0; q < Q; q++) acc += dr[q] * xr[q];
+                                wr[kk] += acc;
+                            }
+                        }
                 nxt = NULL;
                 if (i > 0 || s_ > 0) {
                     int e_acc = L->master_exps[st->core] + extra + e_g, shift = grad_exps[s_] - e_acc;
                     int64_t maxabs = 0;
                     nxt = malloc(sizeof(int64_t) * (size_t)(B * A * K * Q));
-                    if (!nxt) { ok = 0; free(accW); accW = NULL; break; }
+                    if (!nxt) { ok = 0; free(accW); free(cm); free(cidx); accW = NULL; break; }
                     for (b = 0; b < B; b++)
                         for (a = 0; a < A; a++)
                             for (kk = 0; kk < K; kk++)
                                 for (q = 0; q < Q; q++) {
                                     int64_t acc = 0;
                                     for (p = 0; p < P; p++)
-                                        acc += fcore[i][st->core][core_index(sh, st->axes, (int32_t)K, (int32_t)P, p, kk)] *
-                                               cur[((b * A + a) * P + p) * Q + q];
+                                        acc += cm[p * K + kk] * cur[((b * A + a) * P + p) * Q + q];
                                     if (iabs(acc) > maxabs) maxabs = iabs(acc);
                                     nxt[((b * A + a) * K + kk) * Q + q] = shift_sat(acc, shift, t->grad_bits, 0);
                                 }
@@ -273,11 +287,13 @@ int ttft_step_batch(ttft_train *t, int32_t n_layers, ttft_layer *layers, int32_t
                     int64_t *m = L->masters[st->core];
                     for (p = 0; p < P; p++)
                         for (kk = 0; kk < K; kk++) {
-                            int64_t ci = core_index(sh, st->axes, (int32_t)K, (int32_t)P, p, kk);
+                            int64_t ci = cidx[p * K + kk];
                             m[ci] = clip(m[ci] - round_update(t, accW[p * K + kk], s, t->master_bits), -mhi, mhi);
                         }
                 }
                 free(accW);
+                free(cm);
+                free(cidx);
                 accW = NULL;
                 free(cur);
                 cur = nxt;
