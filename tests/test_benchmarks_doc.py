@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from ._markdown import ROOT
+from tests.support.markdown import ROOT
 
 sys.path.insert(0, str(ROOT / "bench"))
 import _docgen  # noqa: E402

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from ._markdown import DOCS, anchors, code_blocks, links
+from tests.support.markdown import DOCS, anchors, code_blocks, links
 
 # pages whose ``python`` blocks are executed, each in a fresh namespace and directory
 RUNNABLE = ("getting-started.md", "concepts.md")

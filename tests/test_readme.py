@@ -2,7 +2,7 @@
 
 import pytest
 
-from ._markdown import ROOT, code_blocks
+from tests.support.markdown import ROOT, code_blocks
 
 README = ROOT / "README.md"
 BLOCKS = code_blocks(README, "python")

@@ -10,7 +10,7 @@ def artifact(tmp_path_factory):
     from ttforge.ir.artifact import save_artifact
     from ttforge.quant.qat import compile_network
 
-    from ..quant.test_golden import small_net
+    from tests.support.nets import small_net
 
     q, x = small_net()
     net = compile_network(q)

@@ -258,7 +258,7 @@ def test_float_inputs_are_quantized_with_the_network_format(artifact, tmp_path, 
     from ttforge.ir.artifact import load_artifact
     from ttforge.ir.executor import execute
 
-    from ..quant.test_golden import small_net
+    from tests.support.nets import small_net
 
     monkeypatch.setattr(fs, "simulated_device", _GoldenDevice)
     monkeypatch.setattr(fh.Device, "open_serial", _GoldenDevice)

@@ -18,7 +18,7 @@ from ttforge.hw.regmap import RegisterMap  # noqa: E402
 from ttforge.ir.executor import execute  # noqa: E402
 from ttforge.quant.qat import compile_network  # noqa: E402
 
-from ..quant.test_golden import small_net  # noqa: E402
+from tests.support.nets import small_net  # noqa: E402
 
 N_VEC = 4
 

@@ -199,7 +199,7 @@ def test_a_model_too_big_for_the_board_fails_at_compile(tmp_path, capsys):
 
 def test_replacing_the_idx_files_reruns_train(tmp_path):
     """The data is part of the train fingerprint: same path, new files -> train runs again."""
-    from tests.model.test_data import write_pair
+    from tests.support.data import write_pair
 
     data = tmp_path / "idx"
     data.mkdir()

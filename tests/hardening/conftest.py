@@ -13,7 +13,7 @@ def valid(tmp_path_factory):
     from ttforge.ir.artifact import save_artifact
     from ttforge.quant.qat import compile_network
 
-    from tests.quant.test_golden import small_net
+    from tests.support.nets import small_net
 
     d = tmp_path_factory.mktemp("valid")
     q, x = small_net(inter_bits=12)  # 12: small enough for a float32 QONNX graph

@@ -48,7 +48,7 @@ def valid_artifact() -> bytes:
     from ttforge.ir.artifact import dumps_artifact
     from ttforge.quant.qat import compile_network
 
-    from tests.quant.test_golden import small_net
+    from tests.support.nets import small_net
 
     q, _ = small_net()
     return dumps_artifact(compile_network(q), {"source": "tests/hardening corpus"})

@@ -19,7 +19,7 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
 def test_the_worked_example_has_the_stated_size_and_hash():
     from ttforge.ir import dumps_artifact
 
-    from tests.quant.test_artifact import example_network
+    from tests.support.nets import example_network
 
     text = (DOCS / "artifact.md").read_text()
     m = re.search(r"The file is ([\d,]+) bytes\s+with sha256 `([0-9a-f]{64})`", text)

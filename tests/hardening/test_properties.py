@@ -29,7 +29,7 @@ from ttforge.model.train import TrainConfig
 from ttforge.ir.artifact import dumps_artifact, loads_artifact
 from ttforge.quant.qat import compile_network
 
-from ..quant.test_golden import small_net
+from tests.support.nets import small_net
 
 # the deadline is generous: the machine running CI may be busy; a hang still fails
 FAST = settings(max_examples=120, deadline=5000, derandomize=True, database=None,

@@ -4,28 +4,11 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
+from tests.support.nets import example_network
 from ttforge.errors import ConfigError
 from ttforge.hw.config import AccelConfig
-from ttforge.ir.schedule import ContractionSchedule
-from ttforge.ir.tt import TTShape
-from ttforge.ir.executor import IntLayer, IntNetwork, layer_from_dense
-
-
-def example_network() -> IntNetwork:
-    """The worked example of docs/artifact.md (5 -> 4 TT layer, padded, bias, ReLU; dense 4 -> 3)."""
-    rng = np.random.default_rng(2024)
-    shape = TTShape((2, 2), (3, 2), (1, 2, 1))
-    cores = tuple(rng.integers(-7, 8, size=s).astype(np.int64) for s in shape.core_shapes)
-    tt = IntLayer(in_features=5, out_features=4, schedule=ContractionSchedule(shape, (1, 0)),
-                  cores=cores, core_exps=(-3, -2), w_bits=4, in_bits=8, in_exp=-4, inter_bits=8,
-                  out_bits=8, step_exps=(-3, -2), acc_bits=16,
-                  bias=rng.integers(-300, 300, size=4).astype(np.int64), relu=True)
-    dense = layer_from_dense(rng.integers(-7, 8, size=(3, 4)), core_exps=(-3,), w_bits=4, in_bits=8,
-                             in_exp=-2, inter_bits=8, out_bits=8, step_exps=(-1,), acc_bits=16)
-    return IntNetwork((tt, dense))
 
 
 def test_defaults_are_valid_and_resolve_the_address_width():

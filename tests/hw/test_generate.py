@@ -14,7 +14,7 @@ from ttforge.hw.program import compile_program, load_image, load_image_from_byte
 from ttforge.hw.regmap import RegisterMap
 from ttforge.ir.artifact import save_artifact
 
-from .test_config import example_network
+from tests.support.nets import example_network
 
 FILES = {"config.json", "regmap.json", "ttforge_regs.h", "regmap.md", "load_image.json",
          "load_image.bin", "estimate.json", "generate.json"}

@@ -11,7 +11,7 @@ from ttforge.hw.config import AccelConfig
 from ttforge.hw.synth import verilog_ports
 from ttforge.hw.top import TOP_NAME, verilog
 
-from .._markdown import DOCS, code_blocks
+from tests.support.markdown import DOCS, code_blocks
 from ._stubs import StubEngine
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*created but never used")

@@ -27,7 +27,7 @@ from ttforge.ir.tt import TTShape, max_ranks
 from ttforge.ir.arith import acc_bits_needed, int_range, rshift_round, saturate
 from ttforge.ir.executor import IntLayer, IntNetwork, execute, execute_traced
 
-from .test_config import example_network
+from tests.support.nets import example_network
 
 LANES = (1, 2, 4, 8, 16)
 
@@ -203,7 +203,7 @@ def test_some_random_cases_exercise_every_path():
 
 
 def test_a_quantized_torch_network_runs_exactly():
-    from tests.quant.test_golden import small_net
+    from tests.support.nets import small_net
     from ttforge.quant.qat import compile_network
 
     q, xf = small_net(w_bits=4, inter_bits=8)

@@ -8,7 +8,7 @@ from ttforge.errors import ShapeError
 from ttforge.ir.schedule import ContractionSchedule, schedule_orders
 from ttforge.model.tt import TTShape, tt_to_dense
 
-from .test_tt import random_cores
+from tests.support.nets import random_cores
 
 SHAPE = TTShape((2, 3, 2, 2), (3, 2, 2, 3), (1, 3, 4, 2, 1))
 

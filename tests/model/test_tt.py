@@ -5,6 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.support.nets import random_cores
 from ttforge.errors import ShapeError
 from ttforge.model.tt import (
     TTShape,
@@ -16,12 +17,6 @@ from ttforge.model.tt import (
     tt_svd,
     tt_to_dense,
 )
-
-
-def random_cores(out_modes, in_modes, ranks, seed=0, dtype=torch.float64):
-    g = torch.Generator().manual_seed(seed)
-    shape = TTShape(tuple(out_modes), tuple(in_modes), ranks)
-    return [torch.randn(s, generator=g, dtype=dtype) for s in shape.core_shapes]
 
 
 def dense_by_definition(cores):

@@ -32,7 +32,7 @@ from ttforge.ir.onchip import on_chip_bytes
 from ttforge.ir.executor import IntLayer, IntNetwork, execute, execute_traced, layer_from_dense
 from ttforge.quant.qat import calibrate, compile_network, quantize_model
 
-from .test_golden import random_network, small_net
+from tests.support.nets import EXAMPLE_INPUT, example_network, random_float_network, small_net
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "artifact.md"
 
@@ -110,24 +110,6 @@ def doc_execute(data: bytes, x: np.ndarray) -> np.ndarray:
     return x
 
 
-def example_network() -> IntNetwork:
-    """The worked example of docs/artifact.md: a 5 -> 4 TT layer (padded input, bias,
-    ReLU, right-to-left order) followed by a dense 4 -> 3 layer."""
-    rng = np.random.default_rng(2024)
-    shape = TTShape((2, 2), (3, 2), (1, 2, 1))
-    cores = tuple(rng.integers(-7, 8, size=s).astype(np.int64) for s in shape.core_shapes)
-    tt = IntLayer(in_features=5, out_features=4, schedule=ContractionSchedule(shape, (1, 0)),
-                  cores=cores, core_exps=(-3, -2), w_bits=4, in_bits=8, in_exp=-4, inter_bits=8,
-                  out_bits=8, step_exps=(-3, -2), acc_bits=16,
-                  bias=rng.integers(-300, 300, size=4).astype(np.int64), relu=True)
-    dense = layer_from_dense(rng.integers(-7, 8, size=(3, 4)), core_exps=(-3,), w_bits=4, in_bits=8,
-                             in_exp=-2, inter_bits=8, out_bits=8, step_exps=(-1,), acc_bits=16)
-    return IntNetwork((tt, dense), meta={"source": "docs/artifact.md worked example"})
-
-
-EXAMPLE_INPUT = np.array([[100, -37, 5, 127, -128], [3, 64, -90, 0, 41]], dtype=np.int64)
-
-
 def example_blocks() -> dict[str, object]:
     net = example_network()
     data = dumps_artifact(net)
@@ -180,7 +162,7 @@ def test_same_network_gives_identical_bytes(tmp_path):
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(random_network())
+@given(random_float_network())
 def test_random_networks_round_trip_exactly(case):
     net, cfg, in_f, seed = case
     torch.manual_seed(seed)

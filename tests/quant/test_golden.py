@@ -4,28 +4,14 @@ import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from torch import nn
 
 from ttforge.errors import ConfigError
-from ttforge.model import TTLinear, schedule_orders
 from ttforge.ir.executor import IntLayer, execute, execute_traced
 from ttforge.quant.qat import LayerQuant, QuantConfig, calibrate, compile_network, quantize_model
 
-from .reference import reference_execute
-
-
-def small_net(seed=0, ranks=(4, 3), w_bits=8, inter_bits=16, act_bits=8, calibration="max"):
-    torch.manual_seed(seed)
-    net = nn.Sequential(
-        nn.Flatten(), TTLinear(30, 20, [ranks[0], 2], in_modes=[2, 3, 5], out_modes=[2, 5, 2]),
-        nn.ReLU(), TTLinear(20, 12, [ranks[1]], in_modes=[4, 5], out_modes=[3, 4]), nn.ReLU(),
-        nn.Linear(12, 5),
-    )
-    x = torch.rand(64, 30) * 2 - 0.5
-    q = quantize_model(net, QuantConfig(LayerQuant(w_bits, act_bits, inter_bits), calibration=calibration))
-    calibrate(q, x, calibration)
-    return q, x
+from tests.support.nets import random_float_network, small_net
+from tests.support.reference import reference_execute
 
 
 def test_qat_eval_equals_executor_equals_reference():
@@ -57,33 +43,8 @@ def test_flipping_one_expected_bit_breaks_equality():
     assert not np.array_equal(q.forward_int(x), corrupted)
 
 
-@st.composite
-def random_network(draw):
-    d = draw(st.integers(1, 3))
-    in_modes = [draw(st.integers(1, 4)) for _ in range(d)]
-    out_modes = [draw(st.integers(1, 4)) for _ in range(d)]
-    in_f = draw(st.integers(max(1, int(np.prod(in_modes)) - 2), int(np.prod(in_modes))))
-    out_f = draw(st.integers(max(1, int(np.prod(out_modes)) - 2), int(np.prod(out_modes))))
-    from ttforge.ir.tt import max_ranks
-
-    lim = max_ranks(out_modes, in_modes)
-    ranks = [draw(st.integers(1, min(lim[k], 5))) for k in range(1, d)]
-    order = draw(st.sampled_from(schedule_orders(d)))
-    layer = TTLinear(in_f, out_f, ranks, in_modes=in_modes, out_modes=out_modes,
-                     bias=draw(st.booleans()), schedule=order)
-    hidden_out = draw(st.integers(1, 6))
-    net = nn.Sequential(layer, nn.ReLU(), nn.Linear(out_f, hidden_out))
-    cfg = QuantConfig(
-        LayerQuant(w_bits=draw(st.integers(2, 8)), act_bits=draw(st.sampled_from([8, 16])),
-                   inter_bits=draw(st.sampled_from([8, 16]))),
-        calibration=draw(st.sampled_from(["max", "mse"])),
-    )
-    seed = draw(st.integers(0, 10_000))
-    return net, cfg, in_f, seed
-
-
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(random_network())
+@given(random_float_network())
 def test_random_networks_agree_exactly(case):
     net, cfg, in_f, seed = case
     torch.manual_seed(seed)

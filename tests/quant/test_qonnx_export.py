@@ -32,7 +32,7 @@ from ttforge.quant.qonnx_export import (
     run_qonnx,
 )
 
-from .test_artifact import EXAMPLE_INPUT, example_network
+from tests.support.nets import EXAMPLE_INPUT, example_network
 
 try:
     import qonnx  # noqa: F401
@@ -217,7 +217,7 @@ def test_most_random_networks_are_exportable():
 
 @needs_qonnx
 def test_a_calibrated_network_is_exact_with_qonnx():
-    from .test_golden import small_net
+    from tests.support.nets import small_net
     from ttforge.quant.qat import compile_network
 
     q, x = small_net(inter_bits=8, w_bits=6)

@@ -15,15 +15,8 @@ from ttforge.hw.program import Program, compile_program
 from ttforge.ir.executor import IntNetwork, execute, execute_traced
 from ttforge.quant.qat import compile_network
 
-from ..quant.test_golden import small_net
-
-SIMS = ["icarus", "verilator"]
-
-
-def _available(sim: str) -> str | None:
-    from ttforge.sim.runner import available_simulators
-
-    return available_simulators()[sim]
+from tests.support.nets import small_net
+from tests.support.sims import SIMS, _available
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ def shared_config(nets, lanes, stream_elems=1) -> AccelConfig:
 
 
 def qat_net():
-    from tests.quant.test_golden import small_net
+    from tests.support.nets import small_net
     from ttforge.quant.qat import compile_network
 
     q, x = small_net(seed=3, ranks=(3, 2), w_bits=6, inter_bits=16, act_bits=8)

@@ -20,7 +20,7 @@ from ttforge.sim.check import locate_divergence
 from ttforge.sim.regress import regress
 from ttforge.sim.reproducer import replay
 
-from .conftest import SIMS, _available
+from tests.support.sims import SIMS, _available
 
 #: One engine most random networks fit: every default-run case on Verilator shares its
 #: build (Verilator builds take 15-80 s on this machine; Icarus builds 3 s).

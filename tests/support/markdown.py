@@ -13,7 +13,7 @@ from pathlib import Path
 
 __all__ = ["ROOT", "DOCS", "code_blocks", "links", "anchors", "slug"]
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 
 # an opening fence with its info string (language first), the body, the closing fence
