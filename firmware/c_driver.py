@@ -1,4 +1,4 @@
-"""The C driver for bare-metal hosts (``firmware/c/``, ``docs/c-driver.md``).
+"""The C driver for bare-metal hosts (``firmware/c/``, ``docs/integration.md``, "The C driver").
 
 The driver itself is C99 (``ttforge_driver.h`` / ``ttforge_driver.c``, written against
 the generated register header ``ttforge_regs.h``); this module locates its sources and

@@ -1,4 +1,4 @@
-/* ttforge C driver: see ttforge_driver.h and docs/c-driver.md. C99, no allocation. */
+/* ttforge C driver: see ttforge_driver.h and docs/integration.md ("The C driver"). C99, no allocation. */
 #include "ttforge_driver.h"
 
 static ttfd_result bus(ttfd_dev *dev, uint32_t addr, int r) {

@@ -16,7 +16,7 @@
  *   if (ttfd_load(&dev, ttforge_image, ttforge_image_count) != TTFD_OK) ...
  *   if (ttfd_run(&dev, x, in_count, y, out_count) != TTFD_OK) ...
  *
- * Every function returns a ttfd_result. See docs/c-driver.md.
+ * Every function returns a ttfd_result. See docs/integration.md ("The C driver").
  */
 #ifndef TTFORGE_DRIVER_H
 #define TTFORGE_DRIVER_H

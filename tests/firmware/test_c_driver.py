@@ -1,4 +1,4 @@
-"""The C driver (``firmware/c/``, ``docs/c-driver.md``) on the Verilated model: a C99
+"""The C driver (``firmware/c/``, ``docs/integration.md``, "The C driver") on the Verilated model: a C99
 test program (``ttforge_sim_test.c``) uses the driver through the shim's C ABI
 (``sim/native/axil_shim.h``) to identify the core, apply a load image, run vectors one
 ``ttfd_run`` at a time (or several in flight: ``ttfd_submit``/``ttfd_collect``) and read
