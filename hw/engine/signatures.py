@@ -25,9 +25,11 @@ seen from the side that drives it, so the engine holds them as ``In(...)``, exce
 
 from __future__ import annotations
 
+import functools
+
 from amaranth.hdl import signed, unsigned
 from amaranth.lib import data, enum, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib.wiring import Out
 from amaranth.utils import ceil_log2
 
 from ttforge.hw.config import DESC_WORDS, AccelConfig
@@ -83,11 +85,13 @@ def flags_layout() -> type:
 Flags = flags_layout()
 
 
+@functools.lru_cache(maxsize=None)
 def descriptor_layout(addr_width: int, bound_width: int) -> type:
     """One step's descriptor as the engine holds it, a :class:`data.Struct` with one
     member per :data:`DESCRIPTOR_WORDS` entry (lower-case name): ``flags``
     (:data:`Flags`), the loop bounds minus one (``n0`` .. ``n3``, ``bound_width`` bits),
-    and every address, stride and count word saturated to ``addr_width + 1`` bits."""
+    and every address, stride and count word saturated to ``addr_width + 1`` bits (one
+    class per pair of widths)."""
     fields = {}
     for _, name, _ in DESCRIPTOR_WORDS:
         if name == "FLAGS":
