@@ -1,7 +1,10 @@
 """The ``ttforge`` command line.
 
-Each subcommand lives next to the code it drives and registers itself here through a
-``(name, help, add_arguments, run)`` entry; ``run(args)`` returns an exit status. It
+Each package declares its subcommands in its own ``cli.py`` (``ttforge.model.cli``,
+``ttforge.quant.cli``, ``ttforge.hw.cli``, ``ttforge.sim.cli``, ``ttforge.firmware.cli``,
+``ttforge.flow.cli``, ``ttforge.ir.cli``): a ``<name>_cli_spec()`` returning
+``(add_arguments, run)``, listed here in :data:`SUBCOMMANDS` with its one-line help;
+``run(args)`` returns an exit status. It
 runs through :func:`ttforge.boundary.run_command`: any error becomes one line on stderr
 and a documented exit status (2: the user can fix it, 3: the machine, a tool or a
 device failed; docs/cli.md "Exit codes").
@@ -18,7 +21,7 @@ from ttforge import __version__
 
 __all__ = ["main", "build_parser"]
 
-# name -> ("module:function" returning (help, add_arguments, run), one-line help). The
+# name -> ("module:function" returning (add_arguments, run), one-line help). The
 # help is listed here so that `ttforge --help` imports nothing; a subcommand's module is
 # imported only when that subcommand runs (or when its arguments are listed), so that one
 # subcommand's heavy imports (PyTorch) do not slow or break the others.
@@ -80,8 +83,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _load(spec: str) -> tuple[Callable, Callable]:
     module, func = spec.split(":")
-    spec_ = getattr(importlib.import_module(module), func)()
-    add_arguments, run = spec_[-2:]  # (help, add_arguments, run) until every package's cli.py moves
+    add_arguments, run = getattr(importlib.import_module(module), func)()
     return add_arguments, run
 
 
