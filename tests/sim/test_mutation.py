@@ -26,63 +26,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from ttforge.hw.faults import FAULTS
-from ttforge.hw.program import compile_program
-from ttforge.ir.executor import execute
 
-from ..hw.test_engine import config_for, random_inputs, random_net
-from ..hw.test_faults import KILL_SEED
+from tests.support.mutation import _case
+from tests.support.sims import _available
 
-N_VEC = 4
 #: wall-clock limit of one regression run (an un-faulted Icarus run takes ~10 s)
 WALL_S = 180.0
-
-
-def _available(sim: str) -> str | None:
-    from ttforge.sim.runner import available_simulators
-
-    return available_simulators()[sim]
-
-
-_CASE: dict = {}
-
-
-def _case():
-    if not _CASE:
-        net = random_net(KILL_SEED)
-        cfg = config_for(net, 4, stream_elems=2)
-        X = random_inputs(net, N_VEC, KILL_SEED)
-        _CASE.update(net=net, cfg=cfg, prog=compile_program(net, cfg), X=X,
-                     golden=execute(net, X))
-    return _CASE
-
-
-def _regress_in_process(sim: str, fault: str | None, workdir: str, seed: int = 1) -> dict:
-    """One cocotb regression run (in this process); the verdict as a dict."""
-    from ttforge.sim.runner import build, run_inference
-
-    c = _case()
-    b = build(c["cfg"], sim, fault=fault)
-    try:
-        r = run_inference(b, c["prog"], c["X"], seed=seed, gaps=0.3, backpressure=0.3,
-                          expected=c["golden"], workdir=workdir)
-    except Exception as e:               # the testbench itself gave up
-        return {"passed": False, "why": f"{type(e).__name__}: {e}"}
-    why = []
-    if r.timeout:
-        why.append("timeout")
-    if r.load_errors:
-        why.append(f"{r.load_errors} load errors")
-    if r.outputs.shape != c["golden"].shape:
-        why.append(f"outputs {r.outputs.shape} != {c['golden'].shape}")
-    elif not np.array_equal(r.outputs, c["golden"]):
-        why.append(f"{int((r.outputs != c['golden']).sum())} elements differ")
-    if not r.job.passed:
-        why.append("scoreboard failed")
-    return {"passed": not why, "why": "; ".join(why) or "exact"}
 
 
 def run_regression(sim: str, fault: str | None, *, seed: int = 1, wall_s: float = WALL_S):
@@ -99,7 +51,7 @@ def run_regression(sim: str, fault: str | None, *, seed: int = 1, wall_s: float 
     build(_case()["cfg"], sim, fault=fault)      # compile here (cached on disk), not timed
     root = Path(__file__).resolve().parents[2]
     with tempfile.TemporaryDirectory(prefix="ttforge-mutation-") as wd:
-        code = ("import json, sys; from tests.sim.test_mutation import _regress_in_process; "
+        code = ("import json, sys; from tests.support.mutation import _regress_in_process; "
                 f"print('RESULT ' + json.dumps(_regress_in_process({sim!r}, {fault!r}, {wd!r}, {seed})))")
         p = subprocess.Popen([sys.executable, "-c", code], cwd=root, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True, start_new_session=True)

