@@ -30,7 +30,7 @@ import numpy as np
 
 from ttforge import __version__
 from ttforge.errors import ConfigError, TTForgeError
-from ttforge.errors import FlowError  # noqa: F401 - defined in ttforge.errors
+from ttforge.errors import EXIT_ENVIRONMENT, FlowError
 from ttforge.atomic import atomic_dir, atomic_write_bytes, check_output_dir, make_output_dir
 
 __all__ = ["STAGES", "FlowError", "StageResult", "FlowResult", "run_flow", "fingerprint",
@@ -275,7 +275,7 @@ def _simulate(sim: str, acfg, net, X: np.ndarray, seed: int) -> tuple[np.ndarray
     b = build(acfg, sim)
     r = run_inference(b, program, X, seed=seed)
     if r.timeout or r.load_errors:
-        raise FlowError(f"the {sim} simulation did not complete (timeout={r.timeout}, "
+        raise FlowError(exit_code=EXIT_ENVIRONMENT, message=f"the {sim} simulation did not complete (timeout={r.timeout}, "
                         f"load errors={r.load_errors})")
     c = r.counters
     return r.outputs, {"cycles": c["CYCLES"], "busy_lane_cycles": c["BUSY_LANE_CYCLES"],
@@ -288,7 +288,7 @@ def _pick_simulator(choice: str) -> str:
     if choice != "auto":
         why = simulator_problem(choice)
         if why:
-            raise FlowError(f"[sim] simulator = {choice!r} is not available: {why}")
+            raise FlowError(f"[sim] simulator = {choice!r} is not available: {why}", exit_code=EXIT_ENVIRONMENT)
         return choice
     reasons = []
     for sim in _SIM_ORDER:
@@ -296,7 +296,7 @@ def _pick_simulator(choice: str) -> str:
         if why is None:
             return sim
         reasons.append(f"{sim}: {why}")
-    raise FlowError("no simulator is available (" + "; ".join(reasons) + ")")
+    raise FlowError("no simulator is available (" + "; ".join(reasons) + ")", exit_code=EXIT_ENVIRONMENT)
 
 
 def _stage_sim(ctx: _Ctx, out: Path) -> tuple[dict, str]:
@@ -425,7 +425,7 @@ def _run_one(ctx: _Ctx, name: str, inputs: dict[str, Any], force: bool) -> Stage
         try:
             summary, figure = _RUN[name](ctx, tmp)
         except TTForgeError as e:
-            raise FlowError(f"stage {name} failed: {e}") from None
+            raise FlowError(f"stage {name} failed: {e}", exit_code=e.exit_code) from None
         seconds = time.perf_counter() - t0
         outputs = _hash_tree(tmp)
         rec = {"format": _FORMAT, "version": 1, "stage": name, "ttforge": __version__,

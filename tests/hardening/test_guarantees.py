@@ -310,3 +310,44 @@ def test_a_model_config_is_bounded_before_anything_is_allocated():
         ModelConfig(kind="dense", hidden=(10 ** 9,), in_features=64, out_features=10)
     with pytest.raises(LimitError, match="parameter count"):
         build_model(ModelConfig(kind="dense", hidden=(1 << 16,) * 80, in_features=64, out_features=10))
+
+
+# ----------------------------------------------------------------------- 5. readable lines
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_FAST = settings(max_examples=80, deadline=5000, derandomize=True, database=None)
+
+
+@_FAST
+@given(st.text(alphabet=st.characters(blacklist_characters="\x00/"), min_size=1, max_size=3000))
+def test_any_path_in_an_error_is_one_short_line(name):
+    """A path with newlines, control characters or thousands of characters: one line,
+    quoted when it must be, never more than a few hundred characters of it."""
+    import io
+    from contextlib import redirect_stderr
+
+    from ttforge.cli import main
+
+    err = io.StringIO()
+    with redirect_stderr(err):
+        code = main(["inspect", "/nonexistent-dir-for-ttforge/" + name])
+    text = err.getvalue()
+    assert code == 2 and text.count("\n") == 1 and text.startswith("ttforge inspect: error: "), text[:300]
+    assert len(text) < 1200
+
+
+@_FAST
+@given(st.text(max_size=5000), st.sampled_from([ConfigError, DeviceTimeout, OSError, ValueError]))
+def test_any_message_becomes_one_bounded_line(message, kind):
+    import io
+    from contextlib import redirect_stderr
+
+    def run(args):
+        raise kind(message)
+
+    err = io.StringIO()
+    with redirect_stderr(err):
+        run_command("probe", run, None)
+    text = err.getvalue()
+    assert text.count("\n") == 1 and text.startswith("ttforge probe: error: ") and len(text) <= 2200, text[:300]
