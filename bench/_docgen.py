@@ -293,14 +293,14 @@ def block_train_int() -> str:
     rows = []
     for name in ("digits", "mnist"):
         sm = d["summary"].get(name, {})
-        i = parts.get(f"{name}-int", {})
-        ep = i.get("settings", {}).get("epochs", "—")
         sr = fgt.get((name, "SR", 0))
+        by = sm.get("int_by_epochs", {})
+        ints = "<br>".join(f"{_pm(v)} ({e} epochs)" for e, v in sorted(by.items(), key=lambda kv: int(kv[0])))
+        gaps = "<br>".join(f"{v[0] - sm['float_tt'][0]:+.2f}" for e, v in sorted(by.items(), key=lambda kv: int(kv[0])))
         rows.append([name, _pm(sm["float_tt"]) if "float_tt" in sm else "—",
                      _pm(sm["ptq_4bit"]) if "ptq_4bit" in sm else "—",
                      _pm(sm["ptq_int_ft"]) if "ptq_int_ft" in sm else "—",
-                     f"{_pm(sm['int_from_random'])} ({ep} epochs)" if "int_from_random" in sm else "—",
-                     f"{sm['int_minus_float_pp']:+.2f}" if "int_minus_float_pp" in sm else "—",
+                     ints or "—", gaps if (by and "float_tt" in sm) else "—",
                      f"{100 * sr['mean_final_acc']:.2f} ({sr['epochs']} epochs)" if sr else "—"])
     acc = table(["data", "float TT (Adam)", "PTQ, 4-bit cores", "PTQ + integer fine-tuning",
                  "integer step from random init", "integer − float (pp)",

@@ -94,6 +94,8 @@ def run_int(name: str, seeds=SEEDS, epochs: int | None = None) -> dict:
     env = _env()  # the tree the run starts from
     s = SETTINGS[name]
     epochs = epochs or s["epochs"]
+    # a longer run halves the learning rate at the same fractions of the run
+    decay = tuple(sorted({max(1, round(e * epochs / s["epochs"])) for e in s["lr_decay_at"]}))
     ds, x, y, xt, yt = _data(name)
     runs = []
     for seed in seeds:
@@ -105,7 +107,7 @@ def run_int(name: str, seeds=SEEDS, epochs: int | None = None) -> dict:
         cal = epoch_order(seed, 0, len(y))[:256]
         state = calibrate_state(state, xq[cal], y[cal])
         acc0 = float(np.mean(predict(state, xqt) == yt))
-        state, hist = run_training(state, xq, y, xqt, yt, epochs, s["batch"], seed, s["lr_decay_at"],
+        state, hist = run_training(state, xq, y, xqt, yt, epochs, s["batch"], seed, decay,
                                    on_epoch=lambda st, r: print(f"{name} int seed {seed} epoch {r['epoch']}: "
                                                                 f"test {100 * r['test_acc']:.2f}% "
                                                                 f"({r['seconds']:.0f} s)", file=sys.stderr,
@@ -117,7 +119,9 @@ def run_int(name: str, seeds=SEEDS, epochs: int | None = None) -> dict:
                      "history": hist, "steps": state.step, "words": state.words,
                      "state_sha256": hashlib.sha256(dumps_state(state)).hexdigest(),
                      "seconds": time.perf_counter() - t0})
-    return {"part": f"{name}-int", "data": name, "settings": {**s, "epochs": epochs}, "config": TrainConfig().to_dict(),
+    part = f"{name}-int" + ("" if epochs == s["epochs"] else f"-e{epochs}")
+    return {"part": part, "data": name, "settings": {**s, "epochs": epochs, "lr_decay_at": decay},
+            "config": TrainConfig().to_dict(),
             "runs": runs, "env": env}
 
 
@@ -288,11 +292,16 @@ def combine() -> dict:
         "parts": parts, "memory": memory()}
     summary = {}
     for name in ("digits", "mnist"):
-        i, f = parts.get(f"{name}-int"), parts.get(f"{name}-float")
+        f = parts.get(f"{name}-float")
+        ints = sorted((p for k, p in parts.items() if k.startswith(f"{name}-int")),
+                      key=lambda p: p["settings"]["epochs"])
+        i = ints[-1] if ints else None  # the longest run is the headline
         row = {}
         if i:
             row["int_from_random"] = _ms([r["final_test_acc"] for r in i["runs"]])
             row["int_epochs"] = i["settings"]["epochs"]
+            row["int_by_epochs"] = {str(p["settings"]["epochs"]): _ms([r["final_test_acc"] for r in p["runs"]])
+                                    for p in ints}
         if f:
             row["float_tt"] = _ms([r["float_acc"] for r in f["runs"]])
             row["ptq_4bit"] = _ms([r["ptq_acc"] for r in f["runs"]])
@@ -340,6 +349,7 @@ def main(argv=None) -> int:
         tag = "" if list(a.seeds) == list(SEEDS) or a.part in ("speed", "agree") else \
             "-seeds-" + "-".join(map(str, a.seeds))
         atomic_write_text(RESULTS / f"train_int.{res['part']}{tag}.json", json.dumps(res, indent=1) + "\n")
+        res = None
     if a.combine:
         res = combine()
         atomic_write_text(OUT, json.dumps(res, indent=1) + "\n")
