@@ -8,11 +8,18 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ttforge.errors import ShapeError
+from ttforge.errors import ConfigError, ShapeError
 from ttforge.ir.schedule import ContractionSchedule, Objective
+from ttforge.model.fast import plan_for, tt_apply
 from ttforge.model.tt import TTShape, factorize, tt_rel_error, tt_svd, tt_to_dense
 
-__all__ = ["TTLinear", "default_num_cores", "apply_schedule"]
+__all__ = ["TTLinear", "default_num_cores", "apply_schedule", "tt_apply", "IMPLS"]
+
+#: How :meth:`TTLinear.forward` contracts: ``"fast"`` picks the float-cheapest order for
+#: the batch (:mod:`ttforge.model.fast`); ``"schedule"`` follows the layer's
+#: :class:`ContractionSchedule` step by step, the order the quantized model, the integer
+#: executor and the hardware use (:func:`apply_schedule`).
+IMPLS = ("fast", "schedule")
 
 
 def default_num_cores(in_features: int, out_features: int) -> int:
@@ -117,6 +124,12 @@ class TTLinear(nn.Module):
         Contraction order; by default the cheapest by :meth:`ContractionSchedule.optimal`.
     objective : {"macs", "peak"}
         What the default schedule minimises first.
+    impl : {"fast", "schedule"}
+        How the float forward contracts (see :data:`IMPLS`). ``"fast"`` (the default)
+        chooses the order for the float cost on each batch size and recomputes
+        intermediates in the backward pass; ``"schedule"`` follows ``schedule``, the
+        hardware's order. Both compute the same function within float rounding; the
+        quantization path (``ttforge.quant``) always uses the schedule.
 
     Notes
     -----
@@ -135,8 +148,12 @@ class TTLinear(nn.Module):
         bias: bool = True,
         schedule: ContractionSchedule | Sequence[int] | None = None,
         objective: Objective = "macs",
+        impl: str = "fast",
     ) -> None:
         super().__init__()
+        if impl not in IMPLS:
+            raise ConfigError(f"impl={impl!r} must be one of {', '.join(map(repr, IMPLS))}")
+        self.impl = impl
         for name, v in (("in_features", in_features), ("out_features", out_features)):
             if not isinstance(v, int) or v < 1:
                 raise ShapeError(f"{name}={v!r} must be a positive integer")
@@ -221,7 +238,10 @@ class TTLinear(nn.Module):
         pad = self.tt_shape.in_size - self.in_features
         if pad:
             x = nn.functional.pad(x, (0, pad))
-        y = apply_schedule(x, list(self.cores), self.schedule)
+        if getattr(self, "impl", "fast") == "fast":
+            y = tt_apply(x, list(self.cores), plan_for(self.tt_shape, x.shape[0]))
+        else:
+            y = apply_schedule(x, list(self.cores), self.schedule)
         if self.tt_shape.out_size != self.out_features:
             y = y[:, : self.out_features]
         if self.bias is not None:
@@ -275,5 +295,5 @@ class TTLinear(nn.Module):
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"in_modes={list(self.in_modes)}, out_modes={list(self.out_modes)}, "
             f"ranks={list(self.ranks)}, order={list(self.schedule.order)}, "
-            f"bias={self.bias is not None}"
+            f"bias={self.bias is not None}, impl={getattr(self, 'impl', 'fast')!r}"
         )

@@ -9,7 +9,8 @@ from ttforge.ir.schedule import schedule_orders
 
 def test_forward_equals_dense_weight_for_every_order():
     torch.manual_seed(0)
-    layer = TTLinear(30, 20, ranks=[3, 4], in_modes=[2, 3, 5], out_modes=[2, 2, 5]).double()
+    layer = TTLinear(30, 20, ranks=[3, 4], in_modes=[2, 3, 5], out_modes=[2, 2, 5],
+                     impl="schedule").double()
     x = torch.randn(7, 30, dtype=torch.float64)
     ref = x @ layer.to_dense().T + layer.bias
     for order in schedule_orders(3):
@@ -43,12 +44,17 @@ def test_core_gradients_equal_those_through_the_dense_weight():
     torch.manual_seed(6)
     layer = TTLinear(24, 12, ranks=[3, 2], in_modes=[2, 3, 4], out_modes=[3, 2, 2]).double()
     x = torch.randn(5, 24, dtype=torch.float64)
-    layer(x).sin().sum().backward()
-    via_schedule = [c.grad.clone() for c in layer.cores]
+    grads = {}
+    for impl in ("schedule", "fast"):
+        layer.impl = impl
+        layer.zero_grad()
+        layer(x).sin().sum().backward()
+        grads[impl] = [c.grad.clone() for c in layer.cores]
     layer.zero_grad()
     (x @ layer.to_dense().T + layer.bias).sin().sum().backward()
-    for a, b in zip(via_schedule, layer.cores):
-        assert torch.allclose(a, b.grad, atol=1e-12, rtol=1e-10)
+    for impl in ("schedule", "fast"):
+        for a, b in zip(grads[impl], layer.cores):
+            assert torch.allclose(a, b.grad, atol=1e-12, rtol=1e-10), impl
 
 
 def test_variance_preserving_init():

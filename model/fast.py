@@ -1,0 +1,414 @@
+"""The fast float contraction of a TT-matrix layer (training and float inference).
+
+:func:`~ttforge.model.layers.apply_schedule` follows the hardware's contraction order
+step by step (one core at a time, the order of the layer's
+:class:`~ttforge.ir.schedule.ContractionSchedule`), because the quantized model, the
+integer executor and the accelerator must all round at the same places. A float layer
+has no such constraint, so :func:`tt_apply` picks the order for the float cost on the
+actual batch instead:
+
+1. **Merge**: the cores are cut into contiguous groups, and the cores of a group are
+   multiplied together first (a batch-independent cost: for ``(8, 8, 8, 8)`` modes at
+   rank 16, merging pairs costs 2 M MACs once and halves the per-sample MACs; with one
+   group the dense weight is rebuilt, which wins when the batch is large and the
+   weight small).
+2. **Apply** the merged cores to the batch with the same step machinery as the
+   hardware order (:class:`~ttforge.ir.schedule.ContractionSchedule` on the merged
+   shape), the batch as the *outermost* axis: a step whose block ends the layout is
+   one matrix product ``(B*A, K) @ C^T``, other steps one batched product over
+   ``B*A``; nothing is transposed, not even the input or the output.
+
+The partition and the order are chosen by :func:`plan_for` with a small cost model
+(MACs weighted by how well matrix kernels run on such shapes, plus a per-call
+overhead), cached per (shape, batch bucket): batch buckets are powers of two.
+
+The backward pass is a custom :class:`torch.autograd.Function`: it keeps the input and
+the (small) merged core matrices, not the intermediates, unless they are small; the
+intermediates are recomputed chunk by chunk (batch chunks whose largest intermediate
+holds at most :data:`CHUNK_ELEMENTS` values), and each step's gradients are one matrix
+product where the layout allows it. Peak activation memory is thus bounded by the
+chunk size, not the batch. The backward is written in differentiable torch operations,
+so second derivatives work too.
+
+The arithmetic is float arithmetic in a different order: results equal the
+hardware-order path within float rounding, never bit for bit. Quantization-aware
+training and the integer paths use the hardware order (``quant/``), not this.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from ttforge.ir.schedule import ContractionSchedule, ContractionStep, schedule_orders
+from ttforge.ir.tt import TTShape
+
+__all__ = ["FastPlan", "plan_for", "tt_apply", "merge_cores", "CHUNK_ELEMENTS"]
+
+#: Largest intermediate (values) of one batch chunk: 2**19 float32 values = 2 MiB, so
+#: the running intermediates stay in cache and come from the allocator's heap rather
+#: than from fresh, page-faulting mappings (measured: a 67 MB intermediate costs more
+#: to fault in than to compute).
+CHUNK_ELEMENTS = 1 << 19
+
+#: Intermediates are kept for the backward pass (instead of recomputed) when, over the
+#: whole batch, they hold at most this many values or at most as many as the layer's
+#: input and output (what a dense layer keeps).
+SAVE_ELEMENTS = 1 << 18
+
+# cost model, in multiply-accumulate equivalents (roughly calibrated on an AVX-512 core)
+_CALL = 60_000  # one torch operation (dispatch, threading, python)
+_MATRIX = 300  # one matrix of a batched product
+_WRITE = 2  # one value written
+_COPY = 4  # one value copied by a broadcast (contiguous) copy
+_PERMUTE = 40  # one value copied by a general permutation
+_HALF = 12  # a matrix dimension this small runs at half speed
+
+
+def _eff(*dims: int) -> float:
+    f = 1.0
+    for n in dims:
+        f *= 1.0 + _HALF / n
+    return f
+
+
+@dataclass(frozen=True)
+class FastPlan:
+    """How :func:`tt_apply` contracts one layer shape for one batch bucket.
+
+    Attributes
+    ----------
+    groups : tuple of (int, int)
+        Core ranges ``[lo, hi)`` merged before the batch is touched.
+    schedule : ContractionSchedule
+        The order in which the merged cores meet the batch (on the merged shape).
+    chunk : int
+        Samples per batch chunk (the largest intermediate of a chunk holds at most
+        :data:`CHUNK_ELEMENTS` values); ``0`` means the whole batch at once.
+    cost : float
+        Modelled cost of one forward for the bucket's batch, in MAC equivalents.
+    """
+
+    groups: tuple[tuple[int, int], ...]
+    schedule: ContractionSchedule
+    chunk: int
+    cost: float
+
+    @property
+    def per_sample_intermediate(self) -> int:
+        """Values of the largest intermediate (neither input nor output) per sample."""
+        return max([s.out_elements for s in self.schedule.steps[:-1]], default=0)
+
+    def describe(self) -> dict:
+        return {"groups": [list(g) for g in self.groups],
+                "order": list(self.schedule.order),
+                "merged_in_modes": list(self.schedule.shape.in_modes),
+                "merged_out_modes": list(self.schedule.shape.out_modes),
+                "chunk": self.chunk}
+
+
+def _partitions(d: int):
+    """Every cut of ``0..d-1`` into contiguous groups, as tuples of ``(lo, hi)``."""
+    for mask in range(1 << (d - 1)):
+        cuts = [k + 1 for k in range(d - 1) if mask >> k & 1]
+        bounds = [0, *cuts, d]
+        yield tuple((bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1))
+
+
+def _merged_shape(shape: TTShape, groups) -> TTShape:
+    out_m = tuple(math.prod(shape.out_modes[lo:hi]) for lo, hi in groups)
+    in_m = tuple(math.prod(shape.in_modes[lo:hi]) for lo, hi in groups)
+    ranks = tuple(shape.ranks[lo] for lo, _ in groups) + (1,)
+    return TTShape(out_m, in_m, ranks)
+
+
+def _merge_cost(shape: TTShape, lo: int, hi: int) -> tuple[float, tuple[int, int, int, int]]:
+    """Modelled cost of :func:`merge_cores` on cores ``lo..hi-1`` and the merged shape."""
+    r, m, n = shape.ranks, shape.out_modes, shape.in_modes
+    if hi - lo == 1:
+        return 0.0, (r[lo], m[lo], n[lo], r[lo + 1])
+    half = lo + (hi - lo) // 2
+    ca, (r0, ma, na, r1) = _merge_cost(shape, lo, half)
+    cb, (_, mb, nb, r2) = _merge_cost(shape, half, hi)
+    rows = r0 * ma * na
+    cost = ca + cb + mb * rows * r1 * nb * r2 * _eff(rows, r1, nb * r2) + _MATRIX * mb
+    cost += _COPY * (mb * r1 * nb * r2 + 2 * rows * mb * nb * r2) + 3 * _CALL
+    return cost, (r0, ma * mb, na * nb, r2)
+
+
+def _matrix_cost(s: ContractionStep, core_shape) -> float:
+    """Turning a merged core into the step's ``(P, K)`` matrix: a copy unless a view."""
+    moved = [a for a in s.core_axes if core_shape[a] > 1]
+    return _CALL + (_PERMUTE * math.prod(core_shape) if moved != sorted(moved) else 0.0)
+
+
+def _step_cost(s: ContractionStep, rows: int) -> float:
+    n = rows * s.A
+    if s.Q == 1:
+        return n * s.K * s.P * _eff(n, s.K, s.P) + _WRITE * n * s.P + _CALL
+    return (n * s.K * s.P * s.Q * _eff(s.K, s.P, s.Q) + _WRITE * n * s.P * s.Q
+            + _MATRIX * n + _CALL)
+
+
+def _plan_cost(shape: TTShape, groups, sched: ContractionSchedule, batch: int) -> tuple[float, int]:
+    per_sample = max([s.out_elements for s in sched.steps[:-1]], default=0)
+    chunk = 0 if per_sample == 0 else max(1, CHUNK_ELEMENTS // per_sample)
+    if chunk >= batch:
+        chunk = 0
+    if chunk >= 16:
+        chunk -= chunk % 16  # whole SIMD widths of rows
+    cost = 0.0
+    merged = []
+    for lo, hi in groups:
+        c, mshape = _merge_cost(shape, lo, hi)
+        cost += c
+        merged.append(mshape)
+    cost += sum(_matrix_cost(s, merged[s.core]) for s in sched.steps)
+    rows = chunk or batch
+    n_chunks = 1 if not chunk else -(-batch // chunk)
+    cost += n_chunks * sum(_step_cost(s, rows) for s in sched.steps)
+    # large intermediates that do not fit a chunk budget also pay for page faults
+    return cost, chunk
+
+
+@functools.lru_cache(maxsize=256)
+def _plan_cached(shape: TTShape, bucket: int) -> FastPlan:
+    best = None
+    for groups in _partitions(shape.d):
+        mshape = _merged_shape(shape, groups)
+        for order in schedule_orders(mshape.d):
+            sched = ContractionSchedule.from_order(mshape, order)
+            cost, chunk = _plan_cost(shape, groups, sched, bucket)
+            if best is None or cost < best.cost:
+                best = FastPlan(groups, sched, chunk, cost)
+    assert best is not None
+    return best
+
+
+def batch_bucket(batch: int) -> int:
+    """The power of two at or above ``batch`` (plans are cached per bucket)."""
+    return 1 << max(0, int(batch) - 1).bit_length()
+
+
+def plan_for(shape: TTShape, batch: int) -> FastPlan:
+    """The cheapest plan for ``shape`` and a batch of ``batch`` samples (cached per
+    power-of-two bucket of the batch; the chunk size is the bucket's)."""
+    return _plan_cached(shape, batch_bucket(batch))
+
+
+# -- execution ------------------------------------------------------------------------
+def _merge2(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``(r0, MA, NA, r1) x (r1, MB, NB, r2) -> (r0, MA*MB, NA*NB, r2)``.
+
+    One batched matrix product over ``MB`` (``(r0*MA*NA, r1) @ (r1, NB*r2)`` per ``mb``)
+    and one copy that moves ``MB`` in front of the contiguous ``NA*NB*r2`` blocks: the
+    product is never transposed element by element.
+    """
+    r0, ma, na, r1 = a.shape
+    _, mb, nb, r2 = b.shape
+    out = torch.bmm(a.reshape(1, r0 * ma * na, r1).expand(mb, r0 * ma * na, r1),
+                    b.permute(1, 0, 2, 3).reshape(mb, r1, nb * r2))
+    out = out.view(mb, r0 * ma, na * nb * r2).transpose(0, 1)
+    return out.reshape(r0, ma * mb, na * nb, r2)
+
+
+def merge_cores(cores: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Multiply neighbouring cores ``(r, m, n, r')`` into one ``(r0, prod m, prod n, r_end)``
+    (halves first, so that the largest product is made once)."""
+    if len(cores) == 1:
+        return cores[0]
+    half = len(cores) // 2
+    return _merge2(merge_cores(cores[:half]), merge_cores(cores[half:]))
+
+
+def _step_matrices(cores: Sequence[torch.Tensor], plan: FastPlan) -> list[torch.Tensor]:
+    merged = [merge_cores(cores[lo:hi]) for lo, hi in plan.groups]
+    return [merged[s.core].permute(*s.core_axes).reshape(s.P, s.K) for s in plan.schedule.steps]
+
+
+def _step(t: torch.Tensor, C: torch.Tensor, s: ContractionStep, b: int,
+          out: torch.Tensor | None = None) -> torch.Tensor:
+    """One step on a chunk of ``b`` samples held as ``(b, A, K, Q)`` (batch outermost)."""
+    n = b * s.A
+    if s.Q == 1:
+        return torch.mm(t.reshape(n, s.K), C.t(), out=out.view(n, s.P) if out is not None else None)
+    if n == 1:
+        return torch.mm(C, t.reshape(s.K, s.Q), out=out.view(s.P, s.Q) if out is not None else None)
+    return torch.bmm(C.expand(n, s.P, s.K), t.reshape(n, s.K, s.Q),
+                     out=out.view(n, s.P, s.Q) if out is not None else None)
+
+
+def _forward(x: torch.Tensor, mats: Sequence[torch.Tensor], plan: FastPlan,
+             keep: bool = False):
+    """``x (B, N) -> y (B, M)``; with ``keep`` also the inputs of every step after the first."""
+    steps = plan.schedule.steps
+    batch = x.shape[0]
+    out_size = plan.schedule.shape.out_size
+    chunk = plan.chunk
+    if not chunk or chunk >= batch:
+        t, kept = x, []
+        for s, C in zip(steps, mats):
+            if keep and t is not x:
+                kept.append(t)
+            t = _step(t, C, s, batch)
+        return t.reshape(batch, out_size), kept
+    y = torch.empty(batch, out_size, dtype=x.dtype, device=x.device)
+    bufs = _buffers(x, [chunk * s.out_elements for s in steps[:-1]])
+    for lo in range(0, batch, chunk):
+        t = x[lo:lo + chunk]
+        b = t.shape[0]
+        for i, (s, C) in enumerate(zip(steps, mats)):
+            out = y[lo:lo + b] if i == len(steps) - 1 else bufs[i][:b * s.out_elements]
+            t = _step(t, C, s, b, out=out)
+    return y, []
+
+
+def _buffers(like: torch.Tensor, sizes: Sequence[int]) -> list[torch.Tensor]:
+    """Work buffers reused by every chunk of one call (a fresh large tensor per chunk
+    costs page faults that can exceed the arithmetic)."""
+    return [torch.empty(n, dtype=like.dtype, device=like.device) for n in sizes]
+
+
+def _backward_chunk(x, gy, mats, steps, need_x, kept=None):
+    """Gradients of one chunk: (grad of x or None, [grad of each step matrix])."""
+    b = x.shape[0]
+    ts = [x] + (kept if kept is not None else [])
+    if kept is None:  # recompute the step inputs
+        t = x
+        for s, C in zip(steps[:-1], mats[:-1]):
+            t = _step(t, C, s, b)
+            ts.append(t)
+    g = gy
+    gmats = [None] * len(steps)
+    for i in range(len(steps) - 1, -1, -1):
+        s, C, X = steps[i], mats[i], ts[i]
+        n = b * s.A
+        if s.Q == 1:
+            g2 = g.reshape(n, s.P)
+            gmats[i] = g2.t() @ X.reshape(n, s.K)
+            if i or need_x:
+                g = g2 @ C
+        else:
+            g3 = g.reshape(n, s.P, s.Q)
+            X3 = X.reshape(n, s.K, s.Q)
+            if s.P * s.K <= s.Q * (s.K + s.P):
+                gmats[i] = torch.bmm(g3, X3.transpose(1, 2)).sum(0)
+            else:
+                gmats[i] = (g3.transpose(1, 2).reshape(n * s.Q, s.P).t()
+                            @ X3.transpose(1, 2).reshape(n * s.Q, s.K))
+            if i or need_x:
+                g = torch.bmm(C.t().expand(n, s.K, s.P), g3)
+    return (g.reshape(b, -1) if need_x else None), gmats
+
+
+def _backward_buffered(x, gy, mats, steps, need_x, chunk):
+    """:func:`_backward_chunk` over every chunk with work buffers reused across chunks
+    and gradients accumulated in place (when no graph of the backward is needed)."""
+    batch = x.shape[0]
+    gmats = [torch.zeros_like(C) for C in mats]
+    gx = torch.empty_like(x) if need_x else None
+    fwd = _buffers(x, [chunk * s.out_elements for s in steps[:-1]])
+    # the gradient of each step's input, two ping-pong buffers
+    gsize = max([chunk * s.A * s.K * s.Q for s in steps[1:]], default=0)
+    gbuf = _buffers(x, [gsize, gsize] if len(steps) > 1 else [])
+    tmp_size = max([chunk * s.A * s.P * s.K for s in steps
+                    if s.Q > 1 and s.P * s.K <= s.Q * (s.K + s.P)], default=0)
+    tmp = _buffers(x, [tmp_size])[0] if tmp_size else None
+    for lo in range(0, batch, chunk):
+        xc = x[lo:lo + chunk]
+        b = xc.shape[0]
+        ts, t = [xc], xc
+        for i, (s, C) in enumerate(zip(steps[:-1], mats[:-1])):
+            t = _step(t, C, s, b, out=fwd[i][:b * s.out_elements])
+            ts.append(t)
+        g = gy[lo:lo + b]
+        for i in range(len(steps) - 1, -1, -1):
+            s, C, X = steps[i], mats[i], ts[i]
+            n = b * s.A
+            if i:
+                out = gbuf[i % 2][:n * s.K * s.Q]
+            elif need_x:
+                out = gx[lo:lo + b]
+            else:
+                out = None
+            if s.Q == 1:
+                g2 = g.reshape(n, s.P)
+                gmats[i].addmm_(g2.t(), X.reshape(n, s.K))
+                if out is not None:
+                    g = torch.mm(g2, C, out=out.view(n, s.K))
+            else:
+                g3 = g.reshape(n, s.P, s.Q)
+                X3 = X.reshape(n, s.K, s.Q)
+                if tmp is not None and s.P * s.K <= s.Q * (s.K + s.P):
+                    prod = torch.bmm(g3, X3.transpose(1, 2), out=tmp[:n * s.P * s.K].view(n, s.P, s.K))
+                    gmats[i] += prod.sum(0)
+                else:
+                    gmats[i].addmm_(g3.transpose(1, 2).reshape(n * s.Q, s.P).t(),
+                                    X3.transpose(1, 2).reshape(n * s.Q, s.K))
+                if out is not None:
+                    g = torch.bmm(C.t().expand(n, s.K, s.P), g3, out=out.view(n, s.K, s.Q))
+    return gx, gmats
+
+
+class _TTApply(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, plan, *mats):  # type: ignore[override]
+        batch = x.shape[0]
+        shape = plan.schedule.shape
+        inter = sum(s.out_elements for s in plan.schedule.steps[:-1]) * batch
+        keep = ((not plan.chunk or plan.chunk >= batch)
+                and inter <= max(SAVE_ELEMENTS, batch * (shape.in_size + shape.out_size)))
+        y, kept = _forward(x, mats, plan, keep=keep)
+        ctx.plan, ctx.keep = plan, keep
+        ctx.save_for_backward(x, *mats, *kept)
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):  # type: ignore[override]
+        plan = ctx.plan
+        steps = plan.schedule.steps
+        saved = ctx.saved_tensors
+        x, mats = saved[0], list(saved[1:1 + len(steps)])
+        # kept intermediates carry no graph: with create_graph they are recomputed
+        kept = list(saved[1 + len(steps):]) if ctx.keep and not torch.is_grad_enabled() else None
+        need_x = ctx.needs_input_grad[0]
+        batch = x.shape[0]
+        gy = gy.contiguous()
+        chunk = plan.chunk if plan.chunk and plan.chunk < batch else batch
+        if not torch.is_grad_enabled() and not ctx.keep:
+            gx, gmats = _backward_buffered(x, gy, mats, steps, need_x, chunk)
+            return (gx, None, *gmats)
+        gxs, gmats = [], None
+        for lo in range(0, batch, chunk):
+            gx, gm = _backward_chunk(x[lo:lo + chunk], gy[lo:lo + chunk], mats, steps, need_x,
+                                     kept if chunk == batch else None)
+            gxs.append(gx)
+            gmats = gm if gmats is None else [a + b for a, b in zip(gmats, gm)]
+        gx = (gxs[0] if len(gxs) == 1 else torch.cat(gxs)) if need_x else None
+        return (gx, None, *gmats)
+
+
+def tt_apply(x: torch.Tensor, cores: Sequence[torch.Tensor],
+             plan: FastPlan | None = None) -> torch.Tensor:
+    """Apply the TT-matrix with ``cores`` to ``x`` of shape ``(B, N)``; returns ``(B, M)``.
+
+    The same function as :func:`~ttforge.model.layers.apply_schedule` (within float
+    rounding), computed in the order :func:`plan_for` picks for this batch. Tensors
+    stay on ``x``'s device and dtype.
+    """
+    batch = x.shape[0]
+    if plan is None:
+        plan = plan_for(TTShape.of_cores(cores), batch)
+    out_size = plan.schedule.shape.out_size
+    if batch == 0:
+        # an empty product that still reaches x and the cores (their gradients are zeros)
+        return x.new_zeros(0, out_size) + 0 * (x.sum() + sum(c.sum() for c in cores))
+    x = x.contiguous()
+    mats = _step_matrices(cores, plan)
+    if torch.is_grad_enabled() and (x.requires_grad or any(m.requires_grad for m in mats)):
+        return _TTApply.apply(x, plan, *mats)
+    return _forward(x, mats, plan)[0]

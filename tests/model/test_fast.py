@@ -1,0 +1,143 @@
+"""The fast float path (ttforge.model.fast) equals the hardware-order path within float
+rounding, forward and gradients, for every merge and order; memory and plan caching."""
+
+import pytest
+import torch
+
+import ttforge.model.fast as fast
+from ttforge.errors import ConfigError
+from ttforge.ir.schedule import ContractionSchedule, schedule_orders
+from ttforge.ir.tt import TTShape
+from ttforge.model.layers import TTLinear, apply_schedule
+
+
+def _every_plan(shape: TTShape, chunks=(0, 1, 3)):
+    for groups in fast._partitions(shape.d):
+        merged = fast._merged_shape(shape, groups)
+        for order in schedule_orders(merged.d):
+            for chunk in chunks:
+                yield fast.FastPlan(groups, ContractionSchedule.from_order(merged, order), chunk, 0.0)
+
+
+def _layer(seed=0, **kw):
+    torch.manual_seed(seed)
+    kw = {"ranks": [3, 4], "in_modes": [2, 3, 5], "out_modes": [2, 2, 5], **kw}
+    return TTLinear(30, 20, **kw).double()
+
+
+def test_every_plan_equals_the_schedule_forward_and_gradients():
+    layer = _layer()
+    x = torch.randn(7, 30, dtype=torch.float64)
+    gy = torch.randn(7, 20, dtype=torch.float64)
+    cores = [c.detach().clone().requires_grad_() for c in layer.cores]
+    xr = x.clone().requires_grad_()
+    ref = apply_schedule(xr, cores, layer.schedule)
+    ref.backward(gy)
+    ref_grads = [xr.grad] + [c.grad for c in cores]
+    for plan in _every_plan(layer.tt_shape):
+        cs = [c.detach().clone().requires_grad_() for c in cores]
+        xf = x.clone().requires_grad_()
+        y = fast.tt_apply(xf, cs, plan)
+        assert torch.allclose(y, ref, atol=1e-12, rtol=0), plan.describe()
+        y.backward(gy)
+        for a, b in zip([xf.grad] + [c.grad for c in cs], ref_grads):
+            assert torch.allclose(a, b, atol=1e-11, rtol=0), plan.describe()
+
+
+@pytest.mark.parametrize("chunk", [0, 2])
+def test_gradcheck_and_gradgradcheck_float64(chunk):
+    layer = _layer(seed=2, ranks=[2, 3], in_modes=[2, 3, 5], out_modes=[1, 4, 5])
+    x = torch.randn(5, 30, dtype=torch.float64, requires_grad=True)
+    cores = [c.detach().clone().requires_grad_() for c in layer.cores]
+    for plan in _every_plan(layer.tt_shape, chunks=(chunk,)):
+        f = lambda x, *cs: fast.tt_apply(x, cs, plan)  # noqa: E731
+        assert torch.autograd.gradcheck(f, (x, *cores)), plan.describe()
+    assert torch.autograd.gradgradcheck(f, (x, *cores))
+
+
+def test_ttlinear_uses_the_fast_path_by_default_and_keeps_the_schedule_path():
+    layer = _layer(seed=3)
+    assert layer.impl == "fast" and "impl='fast'" in repr(layer)
+    hw = _layer(seed=3, impl="schedule")
+    x = torch.randn(9, 30, dtype=torch.float64)
+    assert torch.allclose(layer(x), hw(x), atol=1e-12, rtol=0)
+    with pytest.raises(ConfigError, match="impl='magic' must be one of 'fast', 'schedule'"):
+        TTLinear(16, 8, 2, impl="magic")
+
+
+@pytest.mark.parametrize("batch", [0, 1, 2, 17, 64, 300])
+def test_batch_sizes_padding_and_chunks_float32(monkeypatch, batch):
+    monkeypatch.setattr(fast, "CHUNK_ELEMENTS", 256)  # several chunks from small batches on
+    fast._plan_cached.cache_clear()
+    try:
+        torch.manual_seed(batch)
+        layer = TTLinear(784, 500, ranks=6, in_modes=[7, 4, 7, 4], out_modes=[4, 8, 4, 4])
+        hw = TTLinear(784, 500, ranks=6, in_modes=[7, 4, 7, 4], out_modes=[4, 8, 4, 4],
+                      impl="schedule")
+        hw.load_state_dict(layer.state_dict())
+        x = torch.randn(batch, 784)
+        gy = torch.randn(batch, 500)
+        outs = []
+        for m in (layer, hw):
+            xi = x.clone().requires_grad_()
+            y = m(xi)
+            y.backward(gy)
+            outs.append((y.detach(), xi.grad, [c.grad for c in m.cores], m.bias.grad))
+        (y, gx, gc, gb), (y2, gx2, gc2, gb2) = outs
+        assert y.shape == (batch, 500) and y.is_contiguous()
+        scale = float(y2.abs().max()) if batch else 1.0
+        assert torch.allclose(y, y2, atol=1e-5 * scale, rtol=1e-4)
+        assert torch.allclose(gx, gx2, atol=1e-4, rtol=1e-3)
+        for a, b in zip(gc, gc2):
+            assert torch.allclose(a, b, atol=1e-4 * float(b.abs().max()) + 1e-12, rtol=1e-3)
+        assert torch.allclose(gb, gb2)
+    finally:
+        fast._plan_cached.cache_clear()
+
+
+def test_backward_keeps_only_the_input_and_core_matrices_when_chunked(monkeypatch):
+    """The intermediates of a chunked forward are recomputed, not saved: what autograd
+    keeps is the input and the (small) step matrices, whatever the batch."""
+    monkeypatch.setattr(fast, "CHUNK_ELEMENTS", 1 << 12)
+    fast._plan_cached.cache_clear()
+    try:
+        layer = TTLinear(4096, 4096, 16, in_modes=[8] * 4, out_modes=[8] * 4)
+        x = torch.randn(64, 4096, requires_grad=True)
+        plan = fast.plan_for(layer.tt_shape, 64)
+        assert 0 < plan.chunk < 64 and plan.per_sample_intermediate > 4096
+        saved = []
+
+        def pack(t):
+            saved.append(t.numel())
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            y = fast.tt_apply(x, list(layer.cores), plan)
+        mats = fast._step_matrices(list(layer.cores), plan)
+        custom = x.numel() + sum(m.numel() for m in mats)
+        intermediate = 64 * plan.per_sample_intermediate
+        assert sum(saved) < custom + 2 * layer.n_params + 4 * sum(m.numel() for m in mats)
+        assert sum(saved) < intermediate
+        y.sum().backward()
+        assert x.grad.shape == x.shape
+    finally:
+        fast._plan_cached.cache_clear()
+
+
+def test_plans_are_cached_per_batch_bucket_and_merge_for_large_batches():
+    shape = TTShape((8, 8, 8, 8), (8, 8, 8, 8), 16)
+    assert fast.plan_for(shape, 200) is fast.plan_for(shape, 256)
+    assert fast.batch_bucket(1) == 1 and fast.batch_bucket(257) == 512
+    big = fast.plan_for(shape, 256)
+    assert big.groups == ((0, 2), (2, 4))  # merged pairs halve the MACs of this layer
+    mnist = TTShape((4, 8, 4, 4), (7, 4, 7, 4), 16)
+    assert len(fast.plan_for(mnist, 4096).groups) == 1  # a big batch pays for the dense weight
+    assert len(fast.plan_for(mnist, 4).groups) > 1
+
+
+def test_tensors_follow_the_input_dtype():
+    layer = _layer(seed=4).float()
+    x = torch.randn(3, 30)
+    assert layer(x).dtype == torch.float32
+    layer = layer.double()
+    assert layer(x.double()).dtype == torch.float64
