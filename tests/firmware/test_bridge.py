@@ -17,7 +17,7 @@ from ttforge.firmware.protocol import Cmd, Response, Status
 from ttforge.firmware.uart import BridgeCore, UARTRx, UARTTx, crc8_next
 from ttforge.hw.axil import AXI4LiteSlave, RegisterFile
 
-from ..hw.test_axil import REGS, WINS, ADDR_BITS
+from tests.support.axil import ADDR_BITS, REGS, WINS
 
 DIV = 4
 

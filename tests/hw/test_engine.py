@@ -265,7 +265,7 @@ def test_modes_and_bias_paths_are_all_exercised():
 def test_quantized_pytorch_network_end_to_end():
     """A calibrated QAT network (two TT layers with ReLU and a dense head, the builder
     of tests/quant/test_golden.py), compiled and run: equal to the executor."""
-    from tests.quant.test_golden import small_net
+    from tests.support.nets import small_net
     from ttforge.quant.qat import compile_network
 
     q, x = small_net(seed=3, ranks=(3, 2), w_bits=6, inter_bits=16, act_bits=8)

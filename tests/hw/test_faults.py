@@ -32,15 +32,12 @@ from ttforge.hw.top import TTAccel, verilog
 from ttforge.ir.arith import rshift_round
 from ttforge.ir.executor import execute, execute_traced
 
-from .axis_drive import send_vectors, unpack_lanes
-from .test_axil import Master
-from .test_engine import config_for, load_program, random_inputs, random_net, send_vector
+from tests.support.axil import Master
+from tests.support.axis_drive import send_vectors, unpack_lanes
+from tests.support.engine import (KILL_LANES, KILL_SEED, KILL_VECTORS, config_for, load_program, random_inputs,
+                                  random_net, send_vector)
 
 REQUIRED = ("requant_lsb", "round_off_by_one", "wrong_stride", "drop_tlast", "sat_bound")
-
-#: the quick-kill network: random_net(18) at L = 4, 3 vectors (80 MACs per vector; its
-#: steps round 5 ties and saturate 6 results upwards over these vectors)
-KILL_SEED, KILL_LANES, KILL_VECTORS = 18, 4, 3
 
 
 # ------------------------------------------------------------------------ registry

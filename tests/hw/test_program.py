@@ -22,92 +22,14 @@ from ttforge.hw.program import (Descriptor, compile_program, decode_descriptor,
                                 encode_descriptor, load_image, load_image_from_bytes,
                                 load_image_to_bytes, load_image_to_json)
 from ttforge.hw.regmap import ErrorCode, RegisterMap
-from ttforge.ir.schedule import ContractionSchedule, schedule_orders
-from ttforge.ir.tt import TTShape, max_ranks
-from ttforge.ir.arith import acc_bits_needed, int_range, rshift_round, saturate
+from ttforge.ir.arith import int_range, rshift_round, saturate
 from ttforge.ir.executor import IntLayer, IntNetwork, execute, execute_traced
+from ttforge.ir.random import calibrated_layer as random_layer
+from ttforge.ir.random import calibrated_network as random_network
 
 from tests.support.nets import example_network
 
 LANES = (1, 2, 4, 8, 16)
-
-
-# ------------------------------------------------------------------------ random networks
-def random_layer(rng, in_f, out_f, in_modes, out_modes, ranks, order, *, w_bits, in_bits, in_exp,
-                 inter_bits, out_bits, bias, relu, x_cal, jitter=(-1, 0, 0, 1)):
-    """A random TT layer whose step shifts are calibrated on ``x_cal`` (the largest sum
-    maps to the top of the output width, then jittered by -1..+1 so that some saturate)."""
-    shape = TTShape(tuple(out_modes), tuple(in_modes), tuple(ranks))
-    sched = ContractionSchedule(shape, tuple(order))
-    hi = (1 << (w_bits - 1)) - 1
-    cores = tuple(rng.integers(-hi, hi + 1, size=s).astype(np.int64) for s in shape.core_shapes)
-    core_exps = tuple(int(e) for e in rng.integers(-6, 0, size=shape.d))
-    b = None
-    x = np.pad(x_cal, ((0, 0), (0, shape.in_size - in_f)))
-    step_exps, prev = [], in_exp
-    for t, st in enumerate(sched.steps):
-        C = cores[st.core].transpose(st.core_axes).reshape(st.P, st.K)
-        acc = np.matmul(C, x.reshape(-1, st.A, st.K, st.Q)).reshape(x.shape[0], -1)
-        last = t == shape.d - 1
-        if last and bias:
-            mag = max(1, int(np.abs(acc).max()) // 2)
-            b = rng.integers(-mag, mag + 1, size=out_f).astype(np.int64)
-            acc = acc.copy()
-            acc[:, :out_f] += b
-        target = out_bits if last else inter_bits
-        top = max(1, int(np.abs(acc).max()))
-        shift = top.bit_length() - (target - 1) + int(rng.choice(jitter))
-        x = saturate(rshift_round(acc, shift), target)
-        e = core_exps[st.core] + prev + shift
-        step_exps.append(e)
-        prev = e
-    need = 2
-    for t, st in enumerate(sched.steps):
-        bm = int(np.abs(b).max()) if (b is not None and t == shape.d - 1 and b.size) else 0
-        need = max(need, acc_bits_needed(st.K, w_bits, in_bits if t == 0 else inter_bits, bm))
-    lay = IntLayer(in_features=in_f, out_features=out_f, schedule=sched, cores=cores,
-                   core_exps=core_exps, w_bits=w_bits, in_bits=in_bits, in_exp=in_exp,
-                   inter_bits=inter_bits, out_bits=out_bits, step_exps=tuple(step_exps),
-                   acc_bits=need, bias=b, relu=relu)
-    return lay
-
-
-def random_network(seed: int, x_cal_rows: int = 64) -> IntNetwork:
-    rng = np.random.default_rng(seed)
-    act = int(rng.choice([4, 8, 16]))
-    inter = max(int(rng.choice([8, 12, 16])), act)
-    layers = []
-    in_f, in_exp = int(rng.integers(3, 40)), -4
-    lo, hi = int_range(act)
-    x = rng.integers(lo, hi + 1, size=(x_cal_rows, in_f)).astype(np.int64)
-    nlayers = int(rng.integers(1, 4))
-    for li in range(nlayers):
-        out_f = int(rng.integers(2, 40)) if li < nlayers - 1 else int(rng.integers(1, 12))
-        if rng.random() < 0.15:
-            d, in_modes, out_modes, ranks, order = 1, [in_f], [out_f], [1, 1], (0,)
-        else:
-            d = int(rng.integers(2, 5))
-            in_modes, out_modes = _factor(rng, in_f, d), _factor(rng, out_f, d)
-            lim = max_ranks(out_modes, in_modes)
-            ranks = [1] + [int(rng.integers(1, min(lim[k], 6) + 1)) for k in range(1, d)] + [1]
-            orders = schedule_orders(d)
-            order = orders[int(rng.integers(len(orders)))]
-        lay = random_layer(rng, in_f, out_f, in_modes, out_modes, ranks, order,
-                           w_bits=int(rng.integers(2, 9)), in_bits=act, in_exp=in_exp,
-                           inter_bits=inter, out_bits=act, bias=bool(rng.random() < 0.7),
-                           relu=bool(rng.random() < 0.5), x_cal=x)
-        layers.append(lay)
-        x = execute(IntNetwork((lay,)), x)
-        in_f, in_exp = lay.out_features, lay.out_exp
-    return IntNetwork(tuple(layers))
-
-
-def _factor(rng, n: int, d: int) -> list[int]:
-    """``d`` modes whose product is >= n (padding when it is larger)."""
-    modes = [1] * d
-    while int(np.prod(modes)) < n:
-        modes[int(rng.integers(d))] += 1
-    return modes
 
 
 def random_input(net: IntNetwork, rng, batch: int = 9) -> np.ndarray:
@@ -448,7 +370,8 @@ def test_schedule_lane_cycles_equal_the_cycle_model(seed):
 
 
 def test_timing_equals_the_rtl():
-    engine = pytest.importorskip("ttforge.hw.engine")
+    from ttforge.hw import engine
+
     assert engine.ENGINE_TIMING is ENGINE_TIMING      # one home: hw/cycles.py
 
 

@@ -18,8 +18,8 @@ from ttforge.hw.top import TTAccel
 from ttforge.ir.executor import execute
 from ttforge.ir.random import engine_network, random_inputs
 
-from .axis_drive import send_vectors
-from .test_axil import Master
+from tests.support.axil import Master
+from tests.support.axis_drive import send_vectors
 
 BUSY, DONE, ERROR = 0b001, 0b010, 0b100
 

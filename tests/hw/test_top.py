@@ -14,8 +14,8 @@ from ttforge.hw.regmap import MAGIC, RegisterMap
 from ttforge.hw.synth import verilog_ports
 from ttforge.hw.top import TTAccel, verilog
 
-from ._stubs import StubEngine
-from .test_axil import Master
+from tests.support.axil import Master
+from tests.support.stubs import StubEngine
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*created but never used")
 
@@ -162,7 +162,6 @@ def test_axi_end_to_end_with_stub_engine():
 
 
 def test_byte_identical_full_accelerator():
-    pytest.importorskip("ttforge.hw.engine")
     cfg = AccelConfig(lanes=4, core_bits=4, core_depth=256, bias_depth=64, buf_depth=256,
                       desc_depth=8, stream_elems=2)
     a = verilog(cfg)

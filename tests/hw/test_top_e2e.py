@@ -6,23 +6,19 @@ bit in the load image, which must disagree). About 10 s each."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from amaranth.sim import Simulator
 
-pytest.importorskip("ttforge.hw.engine")
-pytest.importorskip("ttforge.hw.program")
+from ttforge.hw.axil import OKAY
+from ttforge.hw.config import AccelConfig
+from ttforge.hw.program import compile_program, load_image
+from ttforge.hw.regmap import RegisterMap
+from ttforge.hw.top import TTAccel
+from ttforge.ir.executor import execute
+from ttforge.quant.qat import compile_network
 
-from ttforge.hw.axil import OKAY  # noqa: E402
-from ttforge.hw.config import AccelConfig  # noqa: E402
-from ttforge.hw.program import compile_program, load_image  # noqa: E402
-from ttforge.hw.regmap import RegisterMap  # noqa: E402
-from ttforge.hw.top import TTAccel  # noqa: E402
-from ttforge.ir.executor import execute  # noqa: E402
-from ttforge.quant.qat import compile_network  # noqa: E402
-
-from ..quant.test_golden import small_net  # noqa: E402
-from .axis_drive import send_vectors, unpack_lanes  # noqa: E402
-from .test_axil import Master  # noqa: E402
+from tests.support.nets import small_net
+from tests.support.axil import Master
+from tests.support.axis_drive import send_vectors, unpack_lanes
 
 N_VEC = 3
 
