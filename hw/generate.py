@@ -87,13 +87,10 @@ def generate(artifact: str | os.PathLike, out_dir: str | os.PathLike, *,
     files: dict[str, bytes] = {}
     notes: list[str] = []
     if verilog:
-        try:
-            from ttforge.hw.top import verilog as emit, verilator_waivers
-        except ImportError as e:  # pragma: no cover - the RTL is part of the package
-            notes.append(f"Verilog not written: ttforge.hw.top is unavailable ({e})")
-        else:
-            files["ttforge_accel.v"] = emit(cfg, reset=reset).encode()
-            files["ttforge_accel.vlt"] = verilator_waivers().encode()
+        from ttforge.hw.top import verilog as emit, verilator_waivers
+
+        files["ttforge_accel.v"] = emit(cfg, reset=reset).encode()
+        files["ttforge_accel.vlt"] = verilator_waivers().encode()
     files["config.json"] = cfg.to_json().encode()
     files["regmap.json"] = regmap.to_json().encode()
     files["ttforge_regs.h"] = regmap.to_c_header().encode()

@@ -154,10 +154,8 @@ def _relocated(res: TrainResult, out_dir: Path) -> TrainResult:
 
 
 def _make_prior(cfg: TrainConfig, model: nn.Module):
-    try:
-        from ttforge.model.rank_adaptive import RankAdaptivePrior
-    except ImportError as e:  # pragma: no cover - the module ships with ttforge
-        raise ConfigError(f"rank-adaptive training is unavailable ({e}); drop --rank-adaptive") from None
+    from ttforge.model.rank_adaptive import RankAdaptivePrior
+
     return RankAdaptivePrior(model, prior=cfg.prior, eta=cfg.eta)
 
 
