@@ -68,6 +68,29 @@ def random_layer(rng: np.random.Generator, in_modes, out_modes, ranks, order, *,
                     step_exps=tuple(step_exps), acc_bits=acc_bits, bias=b, relu=relu)
 
 
+def _draw_modes(rng: np.random.Generator, in_f: int | None, *, top: tuple[int, int],
+                at_least: tuple[int, int]) -> tuple[int, list[int], list[int]]:
+    """1-3 cores; modes below ``top[0]`` (several cores) or ``top[1]`` (one core), redrawn
+    until the input and output sizes reach ``at_least``; the input modes then grown until
+    they hold ``in_f`` (the previous layer's outputs)."""
+    d = int(rng.integers(1, 4))
+    while True:
+        t = top[0] if d > 1 else top[1]
+        in_modes = [int(rng.integers(1, t)) for _ in range(d)]
+        out_modes = [int(rng.integers(1, t)) for _ in range(d)]
+        if np.prod(in_modes) >= at_least[0] and np.prod(out_modes) >= at_least[1]:
+            break
+    if in_f is not None:
+        while int(np.prod(in_modes)) < in_f:
+            in_modes[int(rng.integers(0, d))] += 1
+    return d, in_modes, out_modes
+
+
+def _draw_order(rng: np.random.Generator, d: int) -> tuple[int, ...]:
+    orders = schedule_orders(d)
+    return orders[int(rng.integers(0, len(orders)))]
+
+
 def _rank(rng: np.random.Generator, limit: int, max_rank: int) -> int:
     top = min(limit, max_rank)
     odd = [r for r in (3, 5, 7) if r <= top]
@@ -91,20 +114,10 @@ def random_network(rng: np.random.Generator, *, max_layers: int = 3, max_rank: i
     layers, in_f = [], None
     n_layers = int(rng.integers(1, max_layers + 1))
     for li in range(n_layers):
-        d = int(rng.integers(1, 4))
-        while True:
-            top = 5 if d > 1 else 13
-            in_modes = [int(rng.integers(1, top)) for _ in range(d)]
-            out_modes = [int(rng.integers(1, top)) for _ in range(d)]
-            if np.prod(in_modes) >= 4 and np.prod(out_modes) >= 3:
-                break
-        if in_f is not None:
-            while int(np.prod(in_modes)) < in_f:
-                in_modes[int(rng.integers(0, d))] += 1
+        d, in_modes, out_modes = _draw_modes(rng, in_f, top=(5, 13), at_least=(4, 3))
         lim = max_ranks(out_modes, in_modes)
         ranks = [1] + [_rank(rng, lim[k], max_rank) for k in range(1, d)] + [1]
-        orders = schedule_orders(d)
-        order = orders[int(rng.integers(0, len(orders)))]
+        order = _draw_order(rng, d)
         n_in, n_out = int(np.prod(in_modes)), int(np.prod(out_modes))
         in_features = in_f if in_f is not None else int(rng.integers(max(1, n_in - 2), n_in + 1))
         out_features = int(rng.integers(max(1, n_out - 2), n_out + 1))
@@ -129,20 +142,11 @@ def engine_network(seed: int, *, max_layers: int = 2, max_mode: int = 4, max_ran
     in_exp = int(rng.integers(-4, 0))
     n_layers = int(rng.integers(1, max_layers + 1))
     for li in range(n_layers):
-        d = int(rng.integers(1, 4))
-        while True:  # not too trivial: at least 6 inputs and 4 outputs
-            top = max_mode + 1 if d > 1 else 3 * max_mode
-            in_modes = [int(rng.integers(1, top)) for _ in range(d)]
-            out_modes = [int(rng.integers(1, top)) for _ in range(d)]
-            if np.prod(in_modes) >= 6 and np.prod(out_modes) >= 4:
-                break
-        if in_f is not None:
-            while int(np.prod(in_modes)) < in_f:
-                in_modes[int(rng.integers(0, d))] += 1
+        # not too trivial: at least 6 inputs and 4 outputs
+        d, in_modes, out_modes = _draw_modes(rng, in_f, top=(max_mode + 1, 3 * max_mode), at_least=(6, 4))
         lim = max_ranks(out_modes, in_modes)
         ranks = [int(rng.integers(1, min(lim[k], max_rank) + 1)) for k in range(1, d)]
-        orders = schedule_orders(d)
-        order = orders[int(rng.integers(0, len(orders)))]
+        order = _draw_order(rng, d)
         layer = random_layer(rng, in_modes, out_modes, ranks, order, w_bits=int(rng.integers(2, 9)),
                              in_bits=act_bits, in_exp=in_exp, inter_bits=inter_bits, out_bits=act_bits,
                              bias=bool(rng.integers(0, 2)),
