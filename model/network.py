@@ -30,7 +30,16 @@ from ttforge.limits import MAX_HIDDEN, MAX_PARAMETERS, MAX_SEARCH_CORES, check_l
 from ttforge.model.layers import TTLinear, default_num_cores
 from ttforge.model.tt import TTShape, factorize
 
-__all__ = ["ModelConfig", "LayerSpec", "build_model", "describe", "describe_table"]
+__all__ = ["ModelConfig", "LayerSpec", "build_model", "describe", "describe_table", "check_known_fields"]
+
+
+def check_known_fields(cls, data: dict[str, Any], what: str) -> None:
+    """A :class:`ConfigError` naming the first key of ``data`` that is not a field of the
+    dataclass ``cls`` (and every field there is), e.g. ``unknown config field 'x'``."""
+    known = {f.name for f in fields(cls)}
+    for key in data:
+        if key not in known:
+            raise ConfigError(f"unknown {what} field {key!r}; known fields: {', '.join(sorted(known))}")
 
 IntTuple = tuple[int, ...]
 
@@ -298,12 +307,7 @@ class ModelConfig:
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
         if not isinstance(data, dict):
             raise ConfigError(f"model config must be a table/object of fields, not {data!r}")
-        known = {f.name for f in fields(cls)}
-        for key in data:
-            if key not in known:
-                raise ConfigError(
-                    f"unknown model config field {key!r}; known fields: {', '.join(sorted(known))}"
-                )
+        check_known_fields(cls, data, "model config")
 
         def tup(v):
             if isinstance(v, list):

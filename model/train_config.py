@@ -14,7 +14,7 @@ from typing import Any
 
 from ttforge.errors import CheckpointError, ConfigError, show
 from ttforge.limits import MAX_BATCH, MAX_SEED
-from ttforge.model.network import ModelConfig
+from ttforge.model.network import ModelConfig, check_known_fields
 
 __all__ = ["TrainConfig", "default_out_dir", "CHECKPOINT_NAME", "METRICS_NAME", "PLOT_NAME"]
 
@@ -128,12 +128,7 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
         if not isinstance(data, dict):
             raise ConfigError(f"a training config is a table/object of fields, not {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        for key in data:
-            if key not in known:
-                raise ConfigError(
-                    f"unknown config field {key!r}; known fields: {', '.join(sorted(known))}"
-                )
+        check_known_fields(cls, data, "config")
         kw = dict(data)
         if "model" in kw:
             kw["model"] = ModelConfig.from_dict(kw["model"])
