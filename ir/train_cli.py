@@ -66,6 +66,8 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--verify-steps", type=int, default=0, metavar="N",
                    help="first replay N steps with the golden and the fast step side by side and stop at the "
                         "first difference (phase, layer, core, element; exit 1)")
+    p.add_argument("--export", metavar="ARTIFACT",
+                   help="with --resume: write the state's inference artifact (.ttfa) and exit (no training)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -154,10 +156,19 @@ def run(args: argparse.Namespace, load_data: Callable, plot: Callable | None = N
             raise ConfigError(f"--{name.replace('_', '-')}={getattr(args, name)} must be >= 1")
     if not 0 <= args.lr_shift <= 62:
         raise ConfigError(f"--lr-shift={args.lr_shift} must be in 0..62")
+    if args.export and not args.resume:
+        raise ConfigError("--export needs --resume STATE (the state whose network to export)")
     out = check_output_dir(args.out, "-o")
     state: TrainState | None = None
     if args.resume:
         state = load_state(args.resume)
+        if args.export:  # the inference artifact of a state, nothing else
+            from ttforge.atomic import check_output_file
+
+            path = save_artifact(export_network(state, {"from_state": str(args.resume)}),
+                                 check_output_file(args.export, "--export", "model.ttfa"))
+            print(f"wrote {path} (the network of {args.resume} at step {state.step}, epoch {state.epoch})")
+            return 0
         if args.batch is None:
             args.batch = int(state.meta.get("batch", 32))
         if args.lr_decay_at is None:

@@ -94,3 +94,19 @@ def test_verify_steps_sibling_a_faulty_fast_path_is_named(tmp_path, capsys, monk
                         "--ranks", "2", "--verify-steps", "2")
     assert code == 1 and "training step 0, phase gradient, layer 1" in out and "element 0" in out
     assert not (tmp_path / "v").exists()
+
+
+def test_export_writes_the_artifact_of_a_state(tmp_path, capsys):
+    import numpy as np
+
+    from ttforge.ir import execute, load_artifact
+    from ttforge.ir.train import export_network
+
+    p = _foreign_state(tmp_path, n_in=64, n_out=10)
+    code, out, _ = _run(capsys, "--resume", str(p), "--export", str(tmp_path / "m.ttfa"))
+    assert code == 0 and "wrote" in out
+    net, ref = load_artifact(tmp_path / "m.ttfa"), export_network(load_state(p))
+    x = np.random.default_rng(0).integers(0, 128, size=(5, 64))
+    assert np.array_equal(execute(net, x), execute(ref, x))
+    code, _, err = _run(capsys, "--export", str(tmp_path / "n.ttfa"))
+    assert code == 2 and "--export needs --resume" in err
