@@ -20,7 +20,7 @@ import enum
 import struct
 from typing import Iterable, Iterator
 
-from ttforge.errors import ProtocolError  # noqa: F401 - defined in ttforge.errors
+from ttforge.errors import ConfigError, ProtocolError
 
 __all__ = [
     "END", "ESC", "ESC_END", "ESC_ESC", "PROTOCOL_VERSION", "Cmd", "Status", "OUTPUT_TYPE",
@@ -155,7 +155,7 @@ def encode_request(cmd: int, payload: bytes = b"") -> bytes:
 
 def _u32(v: int, what: str) -> bytes:
     if not 0 <= int(v) <= 0xFFFFFFFF:
-        raise ValueError(f"{what}={v} is not an unsigned 32-bit value")
+        raise ConfigError(f"{what}={v} is not an unsigned 32-bit value")
     return struct.pack("<I", int(v))
 
 
@@ -170,7 +170,7 @@ def read32(addr: int) -> bytes:
 def write_burst(addr: int, words: Iterable[int]) -> bytes:
     words = [int(w) for w in words]
     if not 1 <= len(words) <= MAX_BURST:
-        raise ValueError(f"a burst has 1..{MAX_BURST} words, got {len(words)}")
+        raise ConfigError(f"a burst has 1..{MAX_BURST} words, got {len(words)}")
     body = b"".join(_u32(w, "data") for w in words)
     return encode_request(Cmd.WRITE_BURST, _u32(addr, "addr") + struct.pack("<H", len(words)) + body)
 
@@ -193,7 +193,7 @@ def unpack_elements(data: bytes, elem_bytes: int) -> list[int]:
 def stream_in(values: Iterable[int], elem_bytes: int) -> bytes:
     values = list(values)
     if not 1 <= len(values) <= MAX_STREAM:
-        raise ValueError(f"a vector has 1..{MAX_STREAM} elements, got {len(values)}")
+        raise ConfigError(f"a vector has 1..{MAX_STREAM} elements, got {len(values)}")
     return encode_request(Cmd.STREAM_IN, struct.pack("<H", len(values)) + pack_elements(values, elem_bytes))
 
 

@@ -24,6 +24,7 @@ from typing import Mapping
 from amaranth.back import rtlil
 from amaranth.hdl import _ast, _ir
 from amaranth.lib import wiring
+from ttforge.errors import ConfigError
 
 __all__ = ["emit_verilog", "port_map", "VERILATOR_WAIVERS", "lint_verilog"]
 
@@ -46,7 +47,7 @@ def port_map(component: wiring.Component, names: Mapping[tuple, str] | None = No
             name = sep.join(map(str, path))
         direction = _ir.PortDirection.Input if member.flow == wiring.In else _ir.PortDirection.Output
         if name in ports:
-            raise ValueError(f"two ports named {name}")
+            raise ConfigError(f"two ports named {name}")
         ports[name] = (value, direction)
     return ports
 

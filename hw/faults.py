@@ -17,6 +17,7 @@ build without the argument. Generated products never carry a fault.
 """
 
 from __future__ import annotations
+from ttforge.errors import ConfigError
 
 __all__ = ["FAULTS", "FAULT_BLOCKS", "ENGINE_FAULTS", "DATAPATH_FAULTS", "PROTOCOL_FAULTS",
            "check_fault"]
@@ -65,8 +66,8 @@ def check_fault(fault, allowed=None, where: str = "TTAccel"):
         return None
     names = tuple(FAULTS) if allowed is None else tuple(allowed)
     if fault not in FAULTS:
-        raise ValueError(f"fault={fault!r} is not a known fault; known: {', '.join(FAULTS)}")
+        raise ConfigError(f"fault={fault!r} is not a known fault; known: {', '.join(FAULTS)}")
     if fault not in names:
-        raise ValueError(f"fault={fault!r} is in {FAULT_BLOCKS[fault]}, not in {where}; "
+        raise ConfigError(f"fault={fault!r} is in {FAULT_BLOCKS[fault]}, not in {where}; "
                          f"{where} takes: {', '.join(names)}")
     return fault

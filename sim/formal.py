@@ -24,7 +24,7 @@ Nothing here is imported by the rest of the package; it needs ``pip install
 
 from __future__ import annotations
 
-from ttforge.errors import FormalSetupError, FormalToolMissing  # noqa: F401 - defined in ttforge.errors
+from ttforge.errors import ConfigError, FormalSetupError, FormalToolMissing
 
 import dataclasses
 import os
@@ -209,9 +209,9 @@ def check(config=None, *, depth: int = 8, mode: str = "prove", workdir=None, fau
     from ttforge.hw.top import verilog
 
     if mode not in ("prove", "bmc", "cover"):
-        raise ValueError(f"mode={mode!r} must be 'prove', 'bmc' or 'cover'")
+        raise ConfigError(f"mode={mode!r} must be 'prove', 'bmc' or 'cover'")
     if int(depth) < 1:
-        raise ValueError(f"depth={depth} must be >= 1")
+        raise ConfigError(f"depth={depth} must be >= 1")
     check_fault(fault)
     cfg = config if config is not None else formal_config()
     sby = _tool("yowasp-sby")

@@ -351,3 +351,25 @@ def test_any_message_becomes_one_bounded_line(message, kind):
         run_command("probe", run, None)
     text = err.getvalue()
     assert text.count("\n") == 1 and text.startswith("ttforge probe: error: ") and len(text) <= 2200, text[:300]
+
+
+def test_an_unreadable_file_is_one_line_not_a_permission_traceback(tmp_path, monkeypatch, capsys):
+    """(As root, file modes do not stop a read: the refusal is simulated at open().)"""
+    import builtins
+
+    (tmp_path / "cfg.json").write_text("{}")
+    real_open = builtins.open
+
+    def denied(file, *a, **k):
+        if str(file).endswith("cfg.json"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(file))
+        return real_open(file, *a, **k)
+
+    monkeypatch.setattr(builtins, "open", denied)
+    from ttforge.hw.config import AccelConfig
+
+    with pytest.raises(ConfigError, match="Permission denied") as e:
+        AccelConfig.load(tmp_path / "cfg.json")
+    assert "\n" not in str(e.value)
+    code, err = _boundary(capsys, PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "ro")))
+    assert code == 2 and "Permission denied" in err
