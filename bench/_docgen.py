@@ -296,7 +296,8 @@ def block_train_int() -> str:
         sr = fgt.get((name, "SR", 0))
         by = sm.get("int_by_epochs", {})
         ints = "<br>".join(f"{_pm(v)} ({e} epochs)" for e, v in sorted(by.items(), key=lambda kv: int(kv[0])))
-        gaps = "<br>".join(f"{v[0] - sm['float_tt'][0]:+.2f}" for e, v in sorted(by.items(), key=lambda kv: int(kv[0])))
+        gaps = "<br>".join(f"{v[0] - sm['float_tt'][0]:+.2f}" for e, v in sorted(by.items(), key=lambda kv: int(kv[0]))
+                           ) if "float_tt" in sm else ""
         rows.append([name, _pm(sm["float_tt"]) if "float_tt" in sm else "—",
                      _pm(sm["ptq_4bit"]) if "ptq_4bit" in sm else "—",
                      _pm(sm["ptq_int_ft"]) if "ptq_int_ft" in sm else "—",
@@ -319,12 +320,20 @@ def block_train_int() -> str:
     sp_rows = [[name, v["batch"]] + [f"{v[k]['samples_per_s']:,.1f}" if k in v else "—"
                                      for k in ("golden", "fast", "c_O2")] for name, v in sp.items()]
     speed = table(["network", "batch", "golden (int64 einsum)", "fast path (float64 BLAS)", "C, -O2"], sp_rows)
+    ag = parts.get("agree")
+    agree = "" if not ag else (
+        f"\n\nAgreement: the golden, fast and C steps, run side by side for {ag['steps']:,} digits steps "
+        f"(batch 32, {ag['words']:,} xorshift32 words), compared after every step: "
+        + ("identical states after every step." if ag["first_divergence"] is None
+           else f"FIRST DIVERGENCE: {ag['first_divergence']}.")
+        + f" From `train_int.json` (part at `{(ag['env']['git']['commit'] or '')[:7]}`"
+        + (", dirty" if ag["env"]["git"]["dirty"] else "") + ").")
     return (acc + f"\n\nTest accuracy of the integer executor, mean ± sd over seeds 0, 1, 2, in %; from "
             f"`train_int.json` (parts at {', '.join(f'`{c}`' for c in commits) or 'no commit'}). The float-gradient "
             f"column quotes `stochastic.json` (rank 8 on MNIST, other settings there).\n\n" + mem +
             "\n\nMNIST 784-512-10, TT [7,4,7,4] -> [4,8,4,4], 4-bit forward cores, from `train_int.json` "
             "(`ttforge.ir.train_memory`).\n\n" + speed + "\n\nSamples per second of one training step, one "
-            "thread, on the shared 2-core machine; from `train_int.json`.")
+            "thread, on the shared 2-core machine; from `train_int.json`." + agree)
 
 
 def block_speed() -> str:
