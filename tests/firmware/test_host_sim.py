@@ -25,8 +25,6 @@ N_VEC = 4
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    pytest.importorskip("cocotb_tools.runner")
-    pytest.importorskip("cocotbext.uart")
     from ttforge.firmware.simulate import simulated_device
 
     q, x = small_net()

@@ -3,6 +3,7 @@ import os
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 from torch import nn
@@ -12,8 +13,6 @@ from ttforge.model.layers import TTLinear
 from ttforge.model.onnx_export import DEFAULT_OPSET, build_onnx, check_onnx, export_onnx
 from ttforge.ir.schedule import schedule_orders
 from ttforge.ir.tt import factorize
-
-ort = pytest.importorskip("onnxruntime")
 
 
 def _run(path, x: torch.Tensor) -> np.ndarray:
