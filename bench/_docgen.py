@@ -302,10 +302,14 @@ def block_train_int() -> str:
                      _pm(sm["ptq_4bit"]) if "ptq_4bit" in sm else "—",
                      _pm(sm["ptq_int_ft"]) if "ptq_int_ft" in sm else "—",
                      ints or "—", gaps if (by and "float_tt" in sm) else "—",
-                     f"{100 * sr['mean_final_acc']:.2f} ({sr['epochs']} epochs)" if sr else "—"])
+                     ("<br>".join(f"{_pm(sm[f'float_gradient_x{x}'])} ({'4' if x == 0 else '8'}-bit stored, "
+                                  f"{sm['float_gradient_epochs']} epochs)" for x in (0, 4)
+                                  if f"float_gradient_x{x}" in sm)
+                      or (f"{100 * sr['mean_final_acc']:.2f} ({sr['epochs']} epochs, `stochastic.json`)" if sr
+                          else "—"))])
     acc = table(["data", "float TT (Adam)", "PTQ, 4-bit cores", "PTQ + integer fine-tuning",
                  "integer step from random init", "integer − float (pp)",
-                 "float-gradient trainer, 4-bit SR (`stochastic.json`)"], rows)
+                 "float-gradient trainer, 4-bit cores, SR"], rows)
     commits = sorted({(p["env"]["git"]["commit"] or "")[:7] + (" (dirty)" if p["env"]["git"]["dirty"] else "")
                       for p in parts.values() if "env" in p})
     mem_rows = []
@@ -330,7 +334,8 @@ def block_train_int() -> str:
         + (", dirty" if ag["env"]["git"]["dirty"] else "") + ").")
     return (acc + f"\n\nTest accuracy of the integer executor, mean ± sd over seeds 0, 1, 2, in %; from "
             f"`train_int.json` (parts at {', '.join(f'`{c}`' for c in commits) or 'no commit'}). The float-gradient "
-            f"column quotes `stochastic.json` (rank 8 on MNIST, other settings there).\n\n" + mem +
+            f"trainer (`train_low_precision`: PyTorch gradients, integer weights) ran on the same network where "
+            f"the row says so, else its figure is quoted from `stochastic.json`.\n\n" + mem +
             "\n\nMNIST 784-512-10, TT [7,4,7,4] -> [4,8,4,4], 4-bit forward cores, from `train_int.json` "
             "(`ttforge.ir.train_memory`).\n\n" + speed + "\n\nSamples per second of one training step, one "
             "thread, on the shared 2-core machine; from `train_int.json`." + agree)

@@ -3,6 +3,7 @@
     python bench/bench_train_int.py --part digits        # digits: integer from random init, float TT, PTQ + integer FT
     python bench/bench_train_int.py --part mnist-int     # MNIST 784-512-10, TT rank 16, integer from random init
     python bench/bench_train_int.py --part mnist-float   # MNIST float TT + PTQ 4-bit + integer fine-tuning
+    python bench/bench_train_int.py --part mnist-fgt     # the float-gradient trainer on the same network
     python bench/bench_train_int.py --part speed         # samples/s of the golden, fast and C (-O2) steps, one thread
     python bench/bench_train_int.py --part agree         # 1,000 digits steps: golden = fast = C after every step
     python bench/bench_train_int.py --part mnist-int --seeds 1   # one seed at a time (run in parallel)
@@ -174,6 +175,38 @@ def run_float(name: str, seeds=SEEDS) -> dict:
     return {"part": f"{name}-float", "data": name, "settings": s, "float_model": mcfg, "runs": runs, "env": env}
 
 
+def run_fgt(seeds=SEEDS, epochs: int = 3) -> dict:
+    """The float-gradient trainer (``quant.stochastic.train_low_precision``: PyTorch
+    gradients, integer weights, SR updates) on the same MNIST network (rank 16), with the
+    settings of ``bench_stochastic.py`` for MNIST (lr 0.2 cosine, batch 64), 4-bit weights
+    stored as such (x = 0) and with an 8-bit master (x = 4, as the integer step here)."""
+    import torch
+
+    from ttforge.model.network import ModelConfig
+    from ttforge.quant.stochastic import LowPrecisionConfig, train_low_precision
+
+    torch.set_num_threads(1)
+    env = _env()
+    s = SETTINGS["mnist"]
+    from ttforge.model.data import load_dataset
+
+    ds = load_dataset(s["data"])
+    model = ModelConfig(kind="tt", hidden=(s["hidden"],), ranks=s["ranks"], in_modes=[list(s["in_modes"])],
+                        out_modes=[list(s["out_modes"])])
+    runs = []
+    for extra in (0, 4):
+        for seed in seeds:
+            t0 = time.perf_counter()
+            cfg = LowPrecisionConfig(w_bits=4, master_extra_bits=extra, rounding="stochastic", lr=0.2,
+                                     epochs=epochs, batch_size=64, seed=seed)
+            res = train_low_precision(model, ds, cfg)
+            runs.append({"seed": seed, "master_extra_bits": extra, "final_test_acc": res.history[-1]["test_acc"],
+                         "test_acc": [r["test_acc"] for r in res.history], "seconds": time.perf_counter() - t0})
+            print(f"mnist float-gradient x={extra} seed {seed}: {100 * runs[-1]['final_test_acc']:.2f}%",
+                  file=sys.stderr, flush=True)
+    return {"part": "mnist-fgt", "epochs": epochs, "runs": runs, "env": env}
+
+
 def run_speed(steps_fast: int = 20, steps_golden: int = 3) -> dict:
     from ttforge.ir.arith import quantize
     from ttforge.ir.train import TrainConfig, calibrate_state, init_state, train_step, train_step_fast
@@ -287,8 +320,8 @@ def combine() -> dict:
         else:
             parts[d["part"]] = d
     result = {"benchmark": "train_int", "commands": {
-        k: f"python bench/bench_train_int.py --part {k}" for k in ("digits", "mnist-int", "mnist-float", "speed",
-                                                                  "agree")},
+        k: f"python bench/bench_train_int.py --part {k}" for k in ("digits", "mnist-int", "mnist-float", "mnist-fgt",
+                                                                  "speed", "agree")},
         "parts": parts, "memory": memory()}
     summary = {}
     for name in ("digits", "mnist"):
@@ -308,6 +341,13 @@ def combine() -> dict:
             row["ptq_int_ft"] = _ms([r["ft_acc"] for r in f["runs"]])
         if i and f:
             row["int_minus_float_pp"] = row["int_from_random"][0] - row["float_tt"][0]
+        g = parts.get(f"{name}-fgt")
+        if g:
+            for x in (0, 4):
+                rs = [r["final_test_acc"] for r in g["runs"] if r["master_extra_bits"] == x]
+                if rs:
+                    row[f"float_gradient_x{x}"] = _ms(rs)
+            row["float_gradient_epochs"] = g["epochs"]
         summary[name] = row
     result["summary"] = summary
     try:
@@ -324,7 +364,7 @@ def combine() -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--part", choices=["digits", "mnist-int", "mnist-float", "speed", "agree"])
+    p.add_argument("--part", choices=["digits", "mnist-int", "mnist-float", "mnist-fgt", "speed", "agree"])
     p.add_argument("--combine", action="store_true")
     p.add_argument("--epochs", type=int, default=None, help="override the integer epochs (mnist-int)")
     p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
@@ -344,6 +384,8 @@ def main(argv=None) -> int:
             res = run_float("mnist", a.seeds)
         elif a.part == "agree":
             res = run_agree()
+        elif a.part == "mnist-fgt":
+            res = run_fgt(a.seeds)
         else:
             res = run_speed()
         tag = "" if list(a.seeds) == list(SEEDS) or a.part in ("speed", "agree") else \
