@@ -54,7 +54,7 @@ SETTINGS = {
                    epochs=30, batch=32, lr_shift=7, lr_decay_at=(15, 25), float_epochs=40,
                    ft_epochs=5, ft_lr_shift=9),
     "mnist": dict(data=str(MNIST), hidden=512, cores=4, ranks=16, in_modes=(7, 4, 7, 4), out_modes=(4, 8, 4, 4),
-                  epochs=3, batch=32, lr_shift=8, lr_decay_at=(2,), float_epochs=20, ft_epochs=2,
+                  epochs=3, batch=32, lr_shift=8, lr_decay_at=(2,), float_epochs=20, ft_epochs=1,
                   ft_lr_shift=10),
 }
 
