@@ -12,6 +12,8 @@ for the Amaranth simulation of the engine (fixed widths, lower ranks, at most tw
 model: step shifts calibrated on sample inputs (the largest sum maps to the top of the
 output width), accumulators exactly as wide as :func:`~ttforge.ir.arith.acc_bits_needed`
 says, 16-bit activations and one-core (dense) layers among the TT ones.
+:func:`shifted_network` draws full-range cores and step shifts of both signs (left
+shifts, exact, rounding and saturating steps) for the exports' float32 bounds.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from ttforge.ir.schedule import ContractionSchedule, schedule_orders
 from ttforge.ir.tt import TTShape, max_ranks
 
 __all__ = ["MAX_RANK", "random_layer", "random_network", "engine_network", "calibrated_layer",
-           "calibrated_network", "random_inputs"]
+           "calibrated_network", "shifted_layer", "shifted_network", "random_inputs"]
 
 #: The largest TT rank :func:`random_network` draws by default.
 MAX_RANK = 8
@@ -157,10 +159,15 @@ def engine_network(seed: int, *, max_layers: int = 2, max_mode: int = 4, max_ran
     return IntNetwork(tuple(layers))
 
 
-def random_inputs(net: IntNetwork, n: int, rng: np.random.Generator) -> np.ndarray:
-    """``n`` random input vectors over the whole range of the network's input width."""
+def random_inputs(net: IntNetwork, n: int, rng: np.random.Generator, *, extremes: bool = False) -> np.ndarray:
+    """``n`` random input vectors over the whole range of the network's input width; with
+    ``extremes`` the first is all lowest and the second all highest values."""
     bits = net.layers[0].in_bits
-    return rng.integers(-(1 << (bits - 1)), 1 << (bits - 1), size=(int(n), net.in_features)).astype(np.int64)
+    x = rng.integers(-(1 << (bits - 1)), 1 << (bits - 1), size=(int(n), net.in_features)).astype(np.int64)
+    if extremes:
+        lo, hi = int_range(bits)
+        x[0], x[1] = lo, hi
+    return x
 
 
 # -- calibrated shifts, tight accumulators ---------------------------------------------
@@ -241,3 +248,61 @@ def _factor(rng: np.random.Generator, n: int, d: int) -> list[int]:
     while int(np.prod(modes)) < n:
         modes[int(rng.integers(d))] += 1
     return modes
+
+
+# -- shifts of both signs, exact accumulators -------------------------------------------
+def shifted_layer(rng: np.random.Generator, in_features: int, in_bits: int, in_exp: int, out_bits: int,
+                  last: bool) -> IntLayer:
+    """A random TT layer with full-range cores, random exponents and step shifts of both
+    signs (left shifts, exact, rounding, saturating), accumulators exactly as wide as
+    :func:`acc_bits_needed` says; no ReLU on the ``last`` layer."""
+    d = int(rng.integers(1, 4))
+    in_modes = [int(v) for v in rng.integers(1, 5, size=d)]
+    while np.prod(in_modes) < in_features:
+        in_modes[int(rng.integers(d))] += 1
+    out_modes = [int(v) for v in rng.integers(1, 5, size=d)]
+    lim = max_ranks(out_modes, in_modes)
+    ranks = [1] + [int(rng.integers(1, min(lim[k], 4) + 1)) for k in range(1, d)] + [1]
+    shape = TTShape(tuple(out_modes), tuple(in_modes), tuple(ranks))
+    orders = schedule_orders(d)
+    schedule = ContractionSchedule(shape, orders[int(rng.integers(len(orders)))])
+    out_features = int(rng.integers(max(1, shape.out_size - 2), shape.out_size + 1))
+    w_bits = int(rng.integers(2, 9))
+    hi_w = (1 << (w_bits - 1)) - 1
+    cores = tuple(rng.integers(-hi_w, hi_w + 1, size=s).astype(np.int64) for s in shape.core_shapes)
+    core_exps = tuple(int(e) for e in rng.integers(-6, 1, size=d))
+    inter_bits = int(rng.choice([4, 6, 8, 10]))
+    step_exps, need, prev_exp, prev_bits = [], [], in_exp, in_bits
+    bias = None
+    if rng.random() < 0.6:
+        bias = rng.integers(-(1 << 12), 1 << 12, size=out_features).astype(np.int64)
+    for t, step in enumerate(schedule.steps):
+        final = t == d - 1
+        bmax = int(np.abs(bias).max()) if final and bias is not None else 0
+        n = acc_bits_needed(step.K, w_bits, prev_bits, bmax)
+        need.append(n)
+        bits = out_bits if final else inter_bits
+        acc_exp = core_exps[step.core] + prev_exp
+        shift = int(rng.integers(-2, max(0, n - bits) + 3))  # left shifts, exact, rounding, saturating
+        step_exps.append(acc_exp + shift)
+        prev_exp, prev_bits = acc_exp + shift, bits
+    return IntLayer(in_features=in_features, out_features=out_features, schedule=schedule, cores=cores,
+                    core_exps=core_exps, w_bits=w_bits, in_bits=in_bits, in_exp=in_exp,
+                    inter_bits=inter_bits, out_bits=out_bits, step_exps=tuple(step_exps),
+                    acc_bits=max(need), bias=bias, relu=bool(rng.random() < 0.5) and not last)
+
+
+def shifted_network(seed: int) -> IntNetwork:
+    """1-3 :func:`shifted_layer` s of 4-12-bit activations (the QONNX export tests: float32
+    bounds are reached or refused)."""
+    rng = np.random.default_rng(seed)
+    n_layers = int(rng.integers(1, 4))
+    bits = int(rng.choice([4, 8, 12]))
+    features, exp = int(rng.integers(1, 20)), int(rng.integers(-6, 3))
+    layers = []
+    for li in range(n_layers):
+        out_bits = int(rng.choice([4, 8, 12]))
+        layer = shifted_layer(rng, features, bits, exp, out_bits, li == n_layers - 1)
+        layers.append(layer)
+        features, bits, exp = layer.out_features, layer.out_bits, layer.out_exp
+    return IntNetwork(tuple(layers), meta={"seed": seed})

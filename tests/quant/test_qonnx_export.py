@@ -7,9 +7,6 @@ installed, its own executor (``qonnx.core.onnx_exec.execute_onnx``). Both must g
 after dividing by ``2^out_exp``, exactly what ``ttforge.quant.execute`` gives.
 """
 
-import os
-from pathlib import Path
-
 import numpy as np
 import onnx
 import pytest
@@ -17,9 +14,9 @@ from onnx import numpy_helper
 
 from ttforge.cli import main
 from ttforge.errors import ConfigError
-from ttforge.ir.schedule import ContractionSchedule, schedule_orders
-from ttforge.ir.tt import TTShape, max_ranks
-from ttforge.ir.arith import acc_bits_needed, int_range, rshift_round
+from ttforge.ir.schedule import ContractionSchedule
+from ttforge.ir.tt import TTShape
+from ttforge.ir.arith import int_range, rshift_round
 from ttforge.ir.artifact import save_artifact
 from ttforge.ir.executor import IntLayer, IntNetwork, execute, execute_traced
 from ttforge.quant.qonnx_export import (
@@ -33,15 +30,9 @@ from ttforge.quant.qonnx_export import (
 )
 
 from tests.support.nets import EXAMPLE_INPUT, example_network
+from ttforge.ir.random import random_inputs as _random_inputs
+from ttforge.ir.random import shifted_network
 
-try:
-    import qonnx  # noqa: F401
-
-    HAVE_QONNX = True
-except ImportError:  # optional dependency: the spec evaluator still runs
-    HAVE_QONNX = False
-
-needs_qonnx = pytest.mark.skipif(not HAVE_QONNX, reason="qonnx is not installed (pip install qonnx)")
 
 
 # ---------------------------------------------------------------------------------------
@@ -119,70 +110,16 @@ def reals_of(net: IntNetwork, xi: np.ndarray) -> np.ndarray:
 def assert_exact(net, model, xi, qonnx_too=True):
     want = execute(net, xi)
     assert np.array_equal(ints_of(net, spec_execute(model, reals_of(net, xi))), want)
-    if qonnx_too and HAVE_QONNX:
+    if qonnx_too:
         assert np.array_equal(ints_of(net, run_qonnx(model, reals_of(net, xi))), want)
 
 
 # ---------------------------------------------------------------------------------------
-# random integer networks: full-range cores, random exponents, shifts of both signs
+# random integer networks (ttforge.ir.random.shifted_network): full-range cores, random
+# exponents, shifts of both signs
 # ---------------------------------------------------------------------------------------
-def random_layer(rng, in_features, in_bits, in_exp, out_bits, last):
-    d = int(rng.integers(1, 4))
-    in_modes = [int(v) for v in rng.integers(1, 5, size=d)]
-    while np.prod(in_modes) < in_features:
-        in_modes[int(rng.integers(d))] += 1
-    out_modes = [int(v) for v in rng.integers(1, 5, size=d)]
-    lim = max_ranks(out_modes, in_modes)
-    ranks = [1] + [int(rng.integers(1, min(lim[k], 4) + 1)) for k in range(1, d)] + [1]
-    shape = TTShape(tuple(out_modes), tuple(in_modes), tuple(ranks))
-    orders = schedule_orders(d)
-    schedule = ContractionSchedule(shape, orders[int(rng.integers(len(orders)))])
-    out_features = int(rng.integers(max(1, shape.out_size - 2), shape.out_size + 1))
-    w_bits = int(rng.integers(2, 9))
-    hi_w = (1 << (w_bits - 1)) - 1
-    cores = tuple(rng.integers(-hi_w, hi_w + 1, size=s).astype(np.int64) for s in shape.core_shapes)
-    core_exps = tuple(int(e) for e in rng.integers(-6, 1, size=d))
-    inter_bits = int(rng.choice([4, 6, 8, 10]))
-    step_exps, need, prev_exp, prev_bits = [], [], in_exp, in_bits
-    bias = None
-    if rng.random() < 0.6:
-        bias = rng.integers(-(1 << 12), 1 << 12, size=out_features).astype(np.int64)
-    for t, step in enumerate(schedule.steps):
-        final = t == d - 1
-        bmax = int(np.abs(bias).max()) if final and bias is not None else 0
-        n = acc_bits_needed(step.K, w_bits, prev_bits, bmax)
-        need.append(n)
-        bits = out_bits if final else inter_bits
-        acc_exp = core_exps[step.core] + prev_exp
-        shift = int(rng.integers(-2, max(0, n - bits) + 3))  # left shifts, exact, rounding, saturating
-        step_exps.append(acc_exp + shift)
-        prev_exp, prev_bits = acc_exp + shift, bits
-    return IntLayer(in_features=in_features, out_features=out_features, schedule=schedule, cores=cores,
-                    core_exps=core_exps, w_bits=w_bits, in_bits=in_bits, in_exp=in_exp,
-                    inter_bits=inter_bits, out_bits=out_bits, step_exps=tuple(step_exps),
-                    acc_bits=max(need), bias=bias, relu=bool(rng.random() < 0.5) and not last)
-
-
-def random_int_network(seed):
-    rng = np.random.default_rng(seed)
-    n_layers = int(rng.integers(1, 4))
-    bits = int(rng.choice([4, 8, 12]))
-    features, exp = int(rng.integers(1, 20)), int(rng.integers(-6, 3))
-    layers = []
-    for li in range(n_layers):
-        out_bits = int(rng.choice([4, 8, 12]))
-        layer = random_layer(rng, features, bits, exp, out_bits, li == n_layers - 1)
-        layers.append(layer)
-        features, bits, exp = layer.out_features, layer.out_bits, layer.out_exp
-    return IntNetwork(tuple(layers), meta={"seed": seed})
-
-
 def random_inputs(net, n, seed):
-    lo, hi = int_range(net.layers[0].in_bits)
-    rng = np.random.default_rng(seed)
-    x = rng.integers(lo, hi + 1, size=(n, net.in_features), dtype=np.int64)
-    x[0], x[1] = lo, hi
-    return x
+    return _random_inputs(net, n, np.random.default_rng(seed), extremes=True)
 
 
 # ---------------------------------------------------------------------------------------
@@ -199,7 +136,7 @@ def test_documented_example_is_exact(requant, quant_op):
 
 @pytest.mark.parametrize("seed", range(24))
 def test_random_networks_are_exact_or_refused_for_float32(seed):
-    net = random_int_network(seed)
+    net = shifted_network(seed)
     bounds = float32_bounds(net)
     if not all(b.exact for b in bounds):
         with pytest.raises(ConfigError, match=r"can reach sums of [\d,]+ \(> 2\^24 = 16,777,216\)"):
@@ -211,11 +148,10 @@ def test_random_networks_are_exact_or_refused_for_float32(seed):
 
 
 def test_most_random_networks_are_exportable():
-    exported = sum(all(b.exact for b in float32_bounds(random_int_network(s))) for s in range(24))
+    exported = sum(all(b.exact for b in float32_bounds(shifted_network(s))) for s in range(24))
     assert exported >= 18
 
 
-@needs_qonnx
 def test_a_calibrated_network_is_exact_with_qonnx():
     from tests.support.nets import small_net
     from ttforge.quant.qat import compile_network
@@ -243,13 +179,12 @@ def test_input_quantization_is_exact_for_every_float32():
     model = build_qonnx(net, batch=len(v))
     with np.errstate(invalid="ignore", over="ignore"):
         assert np.array_equal(ints_of(net, spec_execute(model, v)), want)
-        if HAVE_QONNX:
-            assert np.array_equal(ints_of(net, run_qonnx(model, v)), want)
+        assert np.array_equal(ints_of(net, run_qonnx(model, v)), want)
 
 
 def test_bounds_hold_the_traced_accumulators_and_are_attained():
     for seed in range(12):
-        net = random_int_network(seed)
+        net = shifted_network(seed)
         xi = random_inputs(net, 64, seed)
         _, traces = execute_traced(net, xi)
         bounds = {(b.layer, b.step): b.bound for b in float32_bounds(net)}
@@ -293,10 +228,9 @@ def test_one_flipped_core_bit_in_the_graph_breaks_equality():
     want = execute(net, xi)
     _flip_weight_bit(model, "l0_step0_core1_weight", 3, 1, net.layers[0].core_exps[1])
     assert not np.array_equal(ints_of(net, spec_execute(model, reals_of(net, xi))), want)
-    if HAVE_QONNX:
-        assert not np.array_equal(ints_of(net, run_qonnx(model, reals_of(net, xi))), want)
-        with pytest.raises(AssertionError, match="differs from the integer executor at sample"):
-            check_qonnx(net, model, n=len(xi))
+    assert not np.array_equal(ints_of(net, run_qonnx(model, reals_of(net, xi))), want)
+    with pytest.raises(AssertionError, match="differs from the integer executor at sample"):
+        check_qonnx(net, model, n=len(xi))
 
 
 def test_one_flipped_bit_of_the_expected_output_breaks_equality():
@@ -313,10 +247,9 @@ def test_qonnx_half_up_is_not_ttforge_rounding():
     """QONNX's HALF_UP rounds ties away from zero; ttforge's floor(v + 1/2) does not. A graph
     that used it instead of Add(half) + FLOOR is caught on negative ties."""
     assert ROUNDING["HALF_UP"](np.float32(-2.5)) == -3 and int(rshift_round(np.int64(-5), 1)) == -2
-    if HAVE_QONNX:
-        from qonnx.custom_op.general.intquant import resolve_rounding_mode
+    from qonnx.custom_op.general.intquant import resolve_rounding_mode
 
-        assert resolve_rounding_mode("HALF_UP")(np.float32(-2.5)) == -3
+    assert resolve_rounding_mode("HALF_UP")(np.float32(-2.5)) == -3
     net = example_network()
     xi = random_inputs(net, 64, 4)
     model = build_qonnx(net, batch=64)
@@ -402,12 +335,9 @@ def test_cli_writes_a_checked_model(tmp_path, capsys):
     assert main(["export-qonnx", str(art), "-o", str(out), "--check", "8"]) == 0
     text = capsys.readouterr().out
     assert f"wrote {out}" in text and "<= 2^24" in text
-    if HAVE_QONNX:
-        assert "qonnx check: 8 inputs, outputs equal to the integer executor" in text
-        model = onnx.load(str(out))
-        assert check_qonnx(example_network(), model, n=4) == 4
-    else:
-        assert "qonnx is not installed" in text
+    assert "qonnx check: 8 inputs, outputs equal to the integer executor" in text
+    model = onnx.load(str(out))
+    assert check_qonnx(example_network(), model, n=4) == 4
 
 
 def test_cli_refusal_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys):
