@@ -1,4 +1,4 @@
-"""The ``ttforge.model`` subcommands: ``train``, ``decompose`` and ``export-onnx``.
+"""The ``ttforge.model`` subcommands: ``train``, ``decompose``, ``export-onnx`` and ``train-int``.
 
 Each ``*_cli_spec()`` returns ``(add_arguments, run)`` for :mod:`ttforge.cli`, which holds
 the one-line help of every subcommand.
@@ -22,7 +22,7 @@ from ttforge.model.onnx_export import DEFAULT_OPSET, MIN_OPSET, _layers, check_o
 from ttforge.model.train import load_trained, train
 from ttforge.model.train_config import CHECKPOINT_NAME, TrainConfig, _PRIORS, _stored_config, default_out_dir
 
-__all__ = ["train_cli_spec", "decompose_cli_spec", "export_onnx_cli_spec"]
+__all__ = ["train_cli_spec", "decompose_cli_spec", "export_onnx_cli_spec", "train_int_cli_spec"]
 
 
 # -- train -----------------------------------------------------------------------------
@@ -247,3 +247,13 @@ def _run_export_onnx(args: argparse.Namespace) -> int:
 
 def export_onnx_cli_spec():
     return _add_export_onnx_arguments, _run_export_onnx
+
+
+# -- train-int -------------------------------------------------------------------------
+def train_int_cli_spec():
+    """The integer step's command (:mod:`ttforge.ir.train_cli`) with the project's data
+    sets and plot (:mod:`ttforge.model.train_int`)."""
+    from ttforge.ir.train_cli import arguments, run
+    from ttforge.model.train_int import load_numpy, plot_int_history
+
+    return arguments, lambda args: run(args, load_numpy, plot_int_history)

@@ -1,4 +1,5 @@
-"""``ttforge train-int``: the command of :mod:`ttforge.ir.train_cli` with the project's data
+"""What ``ttforge train-int`` (declared in :mod:`ttforge.model.cli`, run by
+:mod:`ttforge.ir.train_cli`) takes from the PyTorch side: the project's data
 sets (:func:`~ttforge.model.data.load_dataset`: digits or MNIST IDX files) and its loss and
 accuracy plot (matplotlib). The integer step itself lives in the torch-free contract."""
 
@@ -9,7 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["train_int_cli_spec", "load_numpy", "plot_int_history"]
+__all__ = ["load_numpy", "plot_int_history"]
 
 
 def load_numpy(spec: str) -> tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -41,10 +42,3 @@ def plot_int_history(history: Sequence[dict[str, Any]], path: str | os.PathLike,
     fig.suptitle(title)
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=110)
-
-
-def train_int_cli_spec():
-    """``(add_arguments, run)`` of ``ttforge train-int`` (its help is listed in ttforge.cli)."""
-    from ttforge.ir.train_cli import arguments, run
-
-    return arguments, lambda args: run(args, load_numpy, plot_int_history)

@@ -66,7 +66,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "flow": ("ttforge.flow.cli:flow_cli_spec",
              "Run the whole journey: train -> quantize -> compile -> RTL -> bit-exact simulation -> "
              "bitstream -> report (unchanged stages are skipped)."),
-    "train-int": ("ttforge.model.train_int:train_int_cli_spec",
+    "train-int": ("ttforge.model.cli:train_int_cli_spec",
                   "Train with the all-integer step (docs/arithmetic.md, Training) from a random init, an "
                   "artifact or a state; writes the state, the exported artifact, metrics and curves."),
 }
