@@ -310,11 +310,15 @@ class FlowConfig:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "FlowConfig":
         """Read and validate a ``.toml`` flow config."""
+        from ttforge.limits import MAX_CONFIG_BYTES, read_bounded
+
         p = Path(path).expanduser()
-        if not p.is_file():
+        if not p.exists():
             raise ConfigError(f"flow config {p} does not exist; give a .toml file (see examples/)")
-        try:
-            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        try:   # a regular file of bounded size: a FIFO or /dev/zero is refused, never read
+            data = tomllib.loads(read_bounded(p, "flow config", MAX_CONFIG_BYTES, ConfigError).decode("utf-8"))
+        except RecursionError:
+            raise ConfigError(f"{p}: is nested too deeply to read; give a plain .toml flow config") from None
         except UnicodeDecodeError:
             raise ConfigError(f"{p}: is not UTF-8 text; give a .toml flow config") from None
         except tomllib.TOMLDecodeError as e:

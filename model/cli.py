@@ -79,11 +79,13 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _read_config_file(path: str) -> dict[str, Any]:
+    from ttforge.limits import MAX_CONFIG_BYTES, read_bounded
+
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise ConfigError(f"--config {path} does not exist; give a .json or .toml file")
-    try:
-        text = p.read_text(encoding="utf-8")
+    try:   # a regular file of bounded size: a FIFO or /dev/zero is refused, never read
+        text = read_bounded(p, "--config", MAX_CONFIG_BYTES, ConfigError).decode("utf-8")
     except UnicodeDecodeError as e:
         raise ConfigError(f"--config {path} is not UTF-8 text ({e.reason} at byte {e.start}); "
                           f"save it as UTF-8 JSON or TOML") from None
