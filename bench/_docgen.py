@@ -337,8 +337,9 @@ def block_train_int() -> str:
             f"trainer (`train_low_precision`: PyTorch gradients, integer weights) ran on the same network where "
             f"the row says so, else its figure is quoted from `stochastic.json`.\n\n" + mem +
             "\n\nMNIST 784-512-10, TT [7,4,7,4] -> [4,8,4,4], 4-bit forward cores, from `train_int.json` "
-            "(`ttforge.ir.train_memory`).\n\n" + speed + "\n\nSamples per second of one training step, one "
-            "thread, on the shared 2-core machine; from `train_int.json`." + agree)
+            "(`ttforge.ir.train_memory`).\n\n" + speed + "\n\nSamples per second of one training step on one "
+            "thread, by the process's CPU time (the shared machine was loaded; wall-clock figures are in the "
+            "JSON); from `train_int.json`." + agree)
 
 
 def block_speed() -> str:
