@@ -1,30 +1,35 @@
 #!/usr/bin/env python
-"""Speed of ttforge's TTLinear vs tensorly-torch's factorized TT layer vs nn.Linear.
+"""Speed and memory of ttforge's TTLinear vs tensorly-torch's factorized TT layer vs nn.Linear.
 
 Same shapes, same ranks, same weights (our cores are copied into the tensorly-torch
-layer and the dense weight is their product, and the three outputs are checked to
-agree before anything is timed), batch 256, float32, CPU, a fixed thread count.
-Forward is timed under ``torch.no_grad()``; forward+backward is one autograd
-forward and ``backward`` of a fixed random output gradient, input gradient
-included, parameter gradients reset to ``None`` before each run (as
-``optimizer.zero_grad()`` does). All contenders are measured in the same process,
-interleaved (one call of each per repetition, the order rotating), and the medians
-are compared.
+layer and the dense weight is their product, and the outputs are checked to agree
+before anything is timed), float32, CPU. Forward is timed under ``torch.no_grad()``;
+forward+backward is one autograd forward and ``backward`` of a fixed random output
+gradient, input gradient included, parameter gradients reset to ``None`` before each
+run (as ``optimizer.zero_grad()`` does). All contenders of a table are measured in the
+same process, interleaved (one call of each per repetition, the order rotating), and
+medians are compared: wall-clock time (the figure the goals use) and, beside it, the
+process CPU time (less sensitive to other processes on a loaded machine at 1 thread).
 
-When the ``opt_einsum`` package is importable, ``torch.einsum`` (which tensorly-torch
-uses) optimizes its contraction order; tensorly-torch is then measured twice, with
-``torch.backends.opt_einsum`` off (what ``pip install tensorly-torch`` gives: it does
-not depend on opt_einsum) and on.
+Contenders: ``ttforge`` is ``TTLinear`` as users get it (``impl="fast"``: contraction
+chosen for the float cost of the batch, :mod:`ttforge.model.fast`);
+``ttforge_schedule`` is the same layer following the hardware's contraction order
+(``impl="schedule"``, what quantization and the accelerator use); tensorly-torch is
+measured with ``torch.backends.opt_einsum`` off (what ``pip install tensorly-torch``
+gives) and on (when the ``opt_einsum`` package is importable); ``dense`` is
+``nn.Linear``.
 
-Also measured, and reported apart from the goals: a *prototype that is not part of
-ttforge* which multiplies neighbouring cores pairwise before contracting (see
-``docs/benchmarks.md`` for why).
+Conditions: every table is measured at 1 and 2 torch threads, idle and with one core
+kept busy by a background process (``--conditions``; "idle" means no load *of ours*:
+on a shared machine other jobs may run). A batch sweep (1 .. 4096) checks that there
+is no cliff, and the peak memory allocated during forward+backward is measured with
+the PyTorch profiler's allocation events.
 
-    python bench/bench_speed.py                    # cases a, b, c; writes the results
-    python bench/bench_speed.py --cases a --reps 5 --no-doc
+    python bench/bench_speed.py                          # everything; writes the JSON
+    python bench/bench_speed.py --cases a --reps 5 --conditions 1:idle --no-sweep
 
-Writes ``bench/results/speed.json`` and the "## TT layer speed" section of
-``docs/benchmarks.md`` (both atomically).
+Writes ``bench/results/speed.json`` (atomically); ``python bench/_docgen.py`` renders
+docs/benchmarks.md from it.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import math
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -45,19 +51,14 @@ import torch
 from torch import nn
 
 from ttforge.atomic import atomic_write_text
-from ttforge.model.layers import TTLinear, apply_schedule
-from ttforge.ir.schedule import ContractionSchedule
-from ttforge.ir.tt import TTShape
+from ttforge.model import fast
+from ttforge.model.layers import TTLinear
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
 from _env import cpu_model, git, git_dirty, package_version, utc_now  # noqa: E402
-from _docsection import update_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_JSON = ROOT / "bench" / "results" / "speed.json"
-DEFAULT_DOC = None  # docs/benchmarks.md is rendered from the JSON: python bench/_docgen.py
-DOC_HEADER = "# ttforge benchmarks"
-SECTION = "## TT layer speed"
 
 
 @dataclass(frozen=True)
@@ -81,37 +82,6 @@ SPEEDUP_GOAL = 5.0
 
 
 # -- the contenders -------------------------------------------------------------------
-def _merge_pairs(cores):
-    """Prototype (not in ttforge): multiply cores (0,1), (2,3), ... into fewer, bigger cores."""
-    merged = []
-    for k in range(0, len(cores), 2):
-        if k + 1 == len(cores):
-            merged.append(cores[k])
-            continue
-        a, b = cores[k], cores[k + 1]
-        r0, m0, n0, _ = a.shape
-        _, m1, n1, r2 = b.shape
-        g = torch.einsum("amnr,rpqs->ampnqs", a, b)
-        merged.append(g.reshape(r0, m0 * m1, n0 * n1, r2))
-    return merged
-
-
-class MergedPairsTT(nn.Module):
-    """Prototype, not part of ttforge: the same TT weight (it shares ``layer``'s cores),
-    contracted by first multiplying neighbouring cores pairwise (batch-independent
-    cost) and then applying the fewer, bigger cores with ttforge's own schedule code."""
-
-    def __init__(self, layer: TTLinear) -> None:
-        super().__init__()
-        self.layer = layer
-        shape = TTShape.of_cores(_merge_pairs([c.detach() for c in layer.cores]))
-        self.schedule = ContractionSchedule.optimal(shape)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = apply_schedule(x, _merge_pairs(list(self.layer.cores)), self.schedule)
-        return y + self.layer.bias
-
-
 def _opt_einsum_available() -> bool:
     return bool(torch.backends.opt_einsum.is_available())
 
@@ -138,16 +108,21 @@ class Contender:
     label: str
     module: nn.Module
     opt_einsum: bool = False  # torch.backends.opt_einsum.enabled while it runs
-    in_goals: bool = True
 
 
-def build_case(case: Case, seed: int = 0) -> tuple[list[Contender], dict]:
+ALL_KEYS = ("ttforge", "ttforge_schedule", "tltorch", "tltorch_opt_einsum", "dense")
+
+
+def build_case(case: Case, seed: int = 0, keys=ALL_KEYS) -> tuple[list[Contender], dict]:
     """The contenders for one case, all computing the same function, and facts about them."""
     import tltorch
 
     torch.manual_seed(seed)
     n_in, n_out = math.prod(case.in_modes), math.prod(case.out_modes)
     ours = TTLinear(n_in, n_out, ranks=case.rank, in_modes=case.in_modes, out_modes=case.out_modes)
+    hw = TTLinear(n_in, n_out, ranks=case.rank, in_modes=case.in_modes, out_modes=case.out_modes,
+                  impl="schedule")
+    hw.load_state_dict(ours.state_dict())
     theirs = tltorch.FactorizedLinear(
         in_tensorized_features=case.in_modes,
         out_tensorized_features=case.out_modes,
@@ -170,21 +145,20 @@ def build_case(case: Case, seed: int = 0) -> tuple[list[Contender], dict]:
         dense = nn.Linear(n_in, n_out)
         dense.weight.copy_(ours.to_dense())
         dense.bias.copy_(ours.bias)
-    proto = MergedPairsTT(ours)
 
-    contenders = [
-        Contender("ttforge", "ttforge TTLinear", ours),
-        Contender("tltorch", "tensorly-torch blocktt factorized", theirs, opt_einsum=False),
-    ]
-    if _opt_einsum_available():
-        contenders.append(Contender("tltorch_opt_einsum",
-                                    "tensorly-torch blocktt factorized + opt_einsum",
-                                    theirs, opt_einsum=True))
-    contenders += [
-        Contender("dense", "nn.Linear", dense),
-        Contender("proto_merged_pairs", "prototype, not in ttforge: cores merged pairwise",
-                  proto, in_goals=False),
-    ]
+    everything = {
+        "ttforge": Contender("ttforge", "ttforge TTLinear (impl='fast', the default)", ours),
+        "ttforge_schedule": Contender("ttforge_schedule",
+                                      "ttforge TTLinear (impl='schedule', the hardware's order)", hw),
+        "tltorch": Contender("tltorch", "tensorly-torch blocktt factorized", theirs, opt_einsum=False),
+        "tltorch_opt_einsum": Contender("tltorch_opt_einsum",
+                                        "tensorly-torch blocktt factorized + opt_einsum", theirs,
+                                        opt_einsum=True),
+        "dense": Contender("dense", "nn.Linear", dense),
+    }
+    if not _opt_einsum_available():
+        everything.pop("tltorch_opt_einsum")
+    contenders = [everything[k] for k in keys if k in everything]
     their_params = sum(f.numel() for f in theirs.weight.factors)
     facts = {
         "in_features": n_in,
@@ -196,19 +170,22 @@ def build_case(case: Case, seed: int = 0) -> tuple[list[Contender], dict]:
         "weight_params": {"ttforge": ours.n_params, "tltorch": their_params,
                           "dense": n_in * n_out},
         "ttforge_schedule_order": list(ours.schedule.order),
-        "prototype_merged_shape": {
-            "in_modes": list(proto.schedule.shape.in_modes),
-            "out_modes": list(proto.schedule.shape.out_modes),
-            "ranks": list(proto.schedule.shape.ranks),
-            "order": list(proto.schedule.order),
-        },
         "macs_per_sample": {
-            "ttforge": ours.schedule.cost(1).macs,
+            "ttforge_schedule": ours.schedule.cost(1).macs,
             "dense": n_in * n_out,
-            "prototype_merged_pairs": proto.schedule.cost(1).macs,
         },
     }
     return contenders, facts
+
+
+def plan_facts(layer: TTLinear, batch: int) -> dict:
+    """What the fast path does for ``batch``: merged groups, order, chunk, MACs."""
+    plan = fast.plan_for(layer.tt_shape, batch)
+    d = plan.describe()
+    d["batch"] = batch
+    d["macs_per_sample"] = sum(st.macs for st in plan.schedule.steps)
+    d["merged_cores"] = len(plan.groups)
+    return d
 
 
 def _check_same_function(contenders: list[Contender], n_in: int, batch: int) -> dict[str, float]:
@@ -255,7 +232,9 @@ def _stats(samples: list[float]) -> dict:
     return {"median": statistics.median(s), "p25": q[0], "p75": q[2], "min": s[0], "n": len(s)}
 
 
-def time_case(contenders: list[Contender], n_in: int, batch: int, reps: int, warmup: int) -> dict:
+def time_case(contenders: list[Contender], n_in: int, batch: int, reps: int, warmup: int,
+              modes=("fwd", "fwd_bwd")) -> tuple[dict, dict]:
+    """Medians of interleaved repetitions: (wall-clock ms, process CPU ms) per key and mode."""
     torch.manual_seed(1)
     x = torch.randn(batch, n_in, requires_grad=True)
     gy = None
@@ -264,26 +243,90 @@ def time_case(contenders: list[Contender], n_in: int, batch: int, reps: int, war
         if gy is None:
             with torch.no_grad():
                 gy = torch.randn_like(c.module(x))
-        runs.append((c.key, "fwd", _forward(c, x)))
-        runs.append((c.key, "fwd_bwd", _forward_backward(c, x, gy)))
-    samples: dict[tuple[str, str], list[float]] = {(k, m): [] for k, m, _ in runs}
+        if "fwd" in modes:
+            runs.append((c.key, "fwd", _forward(c, x)))
+        if "fwd_bwd" in modes:
+            runs.append((c.key, "fwd_bwd", _forward_backward(c, x, gy)))
+    wall: dict[tuple[str, str], list[float]] = {(k, m): [] for k, m, _ in runs}
+    cpu: dict[tuple[str, str], list[float]] = {(k, m): [] for k, m, _ in runs}
     for rep in range(warmup + reps):
         shift = rep % len(runs)
         for key, mode, fn in runs[shift:] + runs[:shift]:  # interleaved, rotating order
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             fn()
-            dt = (time.perf_counter() - t0) * 1e3
+            dt, dc = (time.perf_counter() - t0) * 1e3, (time.process_time() - c0) * 1e3
             if rep >= warmup:
-                samples[(key, mode)].append(dt)
+                wall[(key, mode)].append(dt)
+                cpu[(key, mode)].append(dc)
     out: dict[str, dict] = {}
-    for (key, mode), s in samples.items():
+    out_cpu: dict[str, dict] = {}
+    for (key, mode), s in wall.items():
         out.setdefault(key, {})[mode] = _stats(s)
-    return out
+        out_cpu.setdefault(key, {})[mode] = _stats(cpu[(key, mode)])
+    return out, out_cpu
+
+
+# -- memory ---------------------------------------------------------------------------
+def peak_memory(c: Contender, x: torch.Tensor, gy: torch.Tensor) -> dict:
+    """Peak bytes allocated by the CPU allocator during one forward+backward, above what
+    existed before it (parameters, input and output gradient), from the profiler's
+    allocation events; parameter gradients created by the backward are included."""
+    from torch._C._profiler import _EventType
+    from torch.profiler import ProfilerActivity, profile
+
+    run = _forward_backward(c, x, gy)
+    run()  # warm
+    for p in c.module.parameters():
+        p.grad = None
+    x.grad = None
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        run()
+    events = []
+
+    def walk(nodes):
+        for n in nodes:
+            if n.typed[0] == _EventType.Allocation:
+                events.append((n.start_time_ns, n.typed[1].alloc_size))
+            walk(n.children)
+
+    walk(prof.profiler.kineto_results.experimental_event_tree())
+    events.sort()
+    cur = peak = 0
+    for _, size in events:
+        cur += size
+        peak = max(peak, cur)
+    params = sum(p.numel() * p.element_size() for p in c.module.parameters())
+    if c.key == "tltorch_opt_einsum" or c.key == "tltorch":
+        params = sum(f.numel() * f.element_size() for f in c.module.weight.factors) + \
+            c.module.bias.numel() * c.module.bias.element_size()
+    return {"peak_bytes": peak, "param_bytes": params, "param_and_peak_bytes": peak + params}
+
+
+# -- background load ------------------------------------------------------------------
+class BusyCore:
+    """A child process spinning on one core while the block runs (``load == "busy"``)."""
+
+    def __init__(self, load: str) -> None:
+        self.load = load
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self):
+        if self.load == "busy":
+            self.proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            time.sleep(0.2)
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
 
 # -- environment ----------------------------------------------------------------------
-
-
 def _loadavg() -> list[float] | None:
     try:
         return [round(v, 2) for v in os.getloadavg()]
@@ -291,7 +334,7 @@ def _loadavg() -> list[float] | None:
         return None
 
 
-def environment(threads: int) -> dict:
+def environment() -> dict:
     return {
         "date_utc": utc_now(),
         "python": platform.python_version(),
@@ -299,7 +342,6 @@ def environment(threads: int) -> dict:
         "cpu": cpu_model(),
         "cpus_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
         else os.cpu_count(),
-        "torch_threads": threads,
         "torch": torch.__version__,
         "ttforge": package_version("ttforge"),
         "tensorly": package_version("tensorly"),
@@ -312,179 +354,213 @@ def environment(threads: int) -> dict:
 
 # -- report ---------------------------------------------------------------------------
 def _ratio(results: dict, slower: str, faster: str, mode: str) -> float | None:
-    if slower not in results or faster not in results:
+    if slower not in results or faster not in results or mode not in results[slower]:
         return None
     return results[slower][mode]["median"] / results[faster][mode]["median"]
 
 
-def summarize(case_results: list[dict]) -> dict:
+GOALS = (("tltorch_opt_einsum", 1.5), ("tltorch", SPEEDUP_GOAL))
+
+
+def summarize(conditions: list[dict], memory: list[dict]) -> dict:
     goals = []
-    for cr in case_results:
-        t = cr["timings_ms"]
-        for mode in ("fwd", "fwd_bwd"):
-            for ref in ("tltorch", "tltorch_opt_einsum"):
-                r = _ratio(t, ref, "ttforge", mode)
-                if r is not None:
-                    goals.append({"case": cr["case"], "mode": mode,
-                                  "goal": f"ttforge >= {SPEEDUP_GOAL:g}x faster than {ref}",
-                                  "ratio": r, "met": r >= SPEEDUP_GOAL})
-            if cr["case"] == "c":
-                r = _ratio(t, "dense", "ttforge", mode)
-                goals.append({"case": "c", "mode": mode, "goal": "ttforge faster than dense",
-                              "ratio": r, "met": r > 1.0})
+    for cond in conditions:
+        for cr in cond["cases"]:
+            t = cr["timings_ms"]
+            for mode in ("fwd", "fwd_bwd"):
+                for ref, need in GOALS:
+                    r = _ratio(t, ref, "ttforge", mode)
+                    if r is not None:
+                        goals.append({"condition": cond["name"], "case": cr["case"], "mode": mode,
+                                      "goal": f"ttforge >= {need:g}x faster than {ref}",
+                                      "ratio": r, "met": r >= need})
+                if cr["case"] == "c":
+                    r = _ratio(t, "dense", "ttforge", mode)
+                    goals.append({"condition": cond["name"], "case": "c", "mode": mode,
+                                  "goal": "ttforge faster than dense", "ratio": r, "met": r > 1.0})
+    for m in memory:
+        if m["case"] == "c" and "dense" in m["contenders"] and "ttforge" in m["contenders"]:
+            ours, dense = m["contenders"]["ttforge"], m["contenders"]["dense"]
+            goals.append({"condition": "memory", "case": "c", "mode": f"fwd_bwd batch {m['batch']}",
+                          "goal": "ttforge peak forward+backward memory <= dense",
+                          "ratio": dense["peak_bytes"] / max(ours["peak_bytes"], 1),
+                          "met": ours["peak_bytes"] <= dense["peak_bytes"]})
     return {"goals": goals, "all_met": all(g["met"] for g in goals)}
 
 
-def _ms(v: float) -> str:
-    return f"{v:.2f}" if v < 100 else f"{v:.0f}"
-
-
-def markdown(result: dict, command: str) -> str:
-    env, cases = result["environment"], result["cases"]
-    has_oe = any("tltorch_opt_einsum" in c["timings_ms"] for c in cases)
-    lines = [SECTION, ""]
-    lines.append(
-        f"ttforge `TTLinear` vs tensorly-torch `FactorizedLinear(factorization='blocktt', "
-        f"implementation='factorized')` vs `nn.Linear`: same modes, ranks and weights, batch "
-        f"{result['settings']['batch']}, float32, CPU ({env['cpu']}, "
-        f"{env['torch_threads']} torch thread{'s' * (env['torch_threads'] != 1)}), torch "
-        f"{env['torch']}, tensorly-torch {env['tensorly_torch']}, measured "
-        f"{env['date_utc'][:10]}. Median of {result['settings']['reps']} interleaved "
-        f"repetitions, in milliseconds; *x* columns are how many times faster ttforge is "
-        f"(median over median). Forward runs under `torch.no_grad()`; forward+backward "
-        f"includes the input gradient."
-    )
-    lines += ["", "Regenerate (a few minutes; `pip install opt_einsum` as well for the opt_einsum "
-              "columns):", "", "```", "pip install -e '.[bench]'", command, "```", ""]
-    lines += ["| case | in -> out | modes in / out | ranks | weight params ttforge / tltorch / dense "
-              "| MACs per sample: ttforge schedule / dense / prototype |",
-              "|---|---|---|---|---|---|"]
-    for c in cases:
-        f = c["facts"]
-        p, mac = f["weight_params"], f["macs_per_sample"]
-        lines.append(
-            f"| {c['case']} | {f['in_features']} -> {f['out_features']} | "
-            f"{'x'.join(map(str, f['in_modes']))} / {'x'.join(map(str, f['out_modes']))} | "
-            f"{','.join(map(str, f['ranks']['ttforge']))} (tltorch: "
-            f"{','.join(map(str, f['ranks']['tltorch']))}) | "
-            f"{p['ttforge']:,} / {p['tltorch']:,} / {p['dense']:,} | "
-            f"{mac['ttforge']:,} / {mac['dense']:,} / {mac['prototype_merged_pairs']:,} |"
-        )
-    for mode, title in (("fwd", "Forward"), ("fwd_bwd", "Forward + backward")):
-        head = ["case", "ttforge", "tltorch", "x vs tltorch"]
-        if has_oe:
-            head += ["tltorch + opt_einsum", "x vs tltorch + opt_einsum"]
-        head += ["nn.Linear", "x vs nn.Linear", "prototype merged pairs (not ttforge)"]
-        lines += ["", f"**{title}** (ms, median)", "", "| " + " | ".join(head) + " |",
-                  "|" + "---|" * len(head)]
-        for c in cases:
-            t = c["timings_ms"]
-            row = [c["case"], _ms(t["ttforge"][mode]["median"]), _ms(t["tltorch"][mode]["median"]),
-                   f"{_ratio(t, 'tltorch', 'ttforge', mode):.2f}x"]
-            if has_oe:
-                row += [_ms(t["tltorch_opt_einsum"][mode]["median"]),
-                        f"{_ratio(t, 'tltorch_opt_einsum', 'ttforge', mode):.2f}x"]
-            row += [_ms(t["dense"][mode]["median"]), f"{_ratio(t, 'dense', 'ttforge', mode):.2f}x",
-                    _ms(t["proto_merged_pairs"][mode]["median"])]
-            lines.append("| " + " | ".join(row) + " |")
-    lines += ["", "Goals (ttforge TTLinear; the prototype column does not count):", ""]
-    for g in result["summary"]["goals"]:
-        mode = "forward" if g["mode"] == "fwd" else "forward+backward"
-        lines.append(f"- case {g['case']}, {mode}: {g['goal']}: "
-                     f"**{'met' if g['met'] else 'NOT met'}** ({g['ratio']:.2f}x)")
-    lines.append("")
-    return "\n".join(lines)
-
-
-GENERATED_END = "<!-- end of the generated speed tables; the text below is kept by bench_speed.py -->"
-
-
-def update_doc(path: Path, section: str) -> None:
-    """Rewrite this script's generated part of ``SECTION`` in ``path``."""
-    update_section(path, SECTION, section, GENERATED_END)
-
-
 # -- main -----------------------------------------------------------------------------
+def _condition(text: str) -> tuple[int, str]:
+    threads, _, load = text.partition(":")
+    if not threads.isdigit() or int(threads) < 1 or load not in ("idle", "busy"):
+        raise ValueError(text)
+    return int(threads), load
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v.strip()]
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cases", default=",".join(DEFAULT_CASES),
                    help=f"comma-separated cases from {', '.join(CASES)} (default a,b,c)")
     p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--reps", type=int, default=30, help="timed repetitions per case (default 30)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed repetitions first (default 3)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch.set_num_threads (default 1: on a small, shared machine two "
-                        "OpenMP threads mostly wait on each other and the medians become noise)")
+    p.add_argument("--reps", type=int, default=7, help="timed repetitions per table (default 7)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed repetitions first (default 1)")
+    p.add_argument("--conditions", default="1:idle,1:busy,2:idle,2:busy",
+                   help="THREADS:idle|busy, comma-separated (default: 1 and 2 threads, idle and "
+                        "with one core busy); the first is the headline table")
+    p.add_argument("--sweep-cases", default="a,c", help="cases of the batch sweep (default a,c)")
+    p.add_argument("--sweep-batches", default="1,4,16,64,256,1024,4096")
+    p.add_argument("--sweep-conditions", default="1:idle,2:busy")
+    p.add_argument("--sweep-reps", type=int, default=3)
+    p.add_argument("--no-sweep", action="store_true", help="skip the batch sweep")
+    p.add_argument("--memory-batches", default="256,4096",
+                   help="batches of the peak-memory measurement (default 256,4096)")
     p.add_argument("--out", type=Path, default=DEFAULT_JSON, help="JSON results file")
-    p.add_argument("--doc", type=Path, default=DEFAULT_DOC, help="also write the long-form Markdown section into this file "
-                   "(docs/benchmarks.md itself is rendered from the JSON by bench/_docgen.py)")
-    p.add_argument("--no-doc", action="store_true", help="do not touch the Markdown file")
-    p.add_argument("--render-only", action="store_true",
-                   help="measure nothing: rewrite the Markdown section from the --out JSON")
     args = p.parse_args(argv)
-    names = [c.strip() for c in args.cases.split(",") if c.strip()]
-    for n in names:
-        if n not in CASES:
-            p.error(f"--cases: unknown case {n!r}; choose from {', '.join(CASES)}")
-    args.case_list = [CASES[n] for n in names]
-    for name in ("batch", "reps", "threads"):
+    try:
+        args.case_list = [CASES[n.strip()] for n in args.cases.split(",") if n.strip()]
+        args.sweep_case_list = [CASES[n.strip()] for n in args.sweep_cases.split(",") if n.strip()]
+    except KeyError as e:
+        p.error(f"--cases/--sweep-cases: unknown case {e}; choose from {', '.join(CASES)}")
+    try:
+        args.condition_list = [_condition(c) for c in args.conditions.split(",") if c.strip()]
+        args.sweep_condition_list = [_condition(c) for c in args.sweep_conditions.split(",") if c.strip()]
+    except ValueError as e:
+        p.error(f"--conditions: {e} is not THREADS:idle or THREADS:busy (e.g. 2:busy)")
+    try:
+        args.sweep_batch_list = _ints(args.sweep_batches)
+        args.memory_batch_list = _ints(args.memory_batches)
+    except ValueError:
+        p.error("--sweep-batches/--memory-batches: comma-separated integers, e.g. 1,16,256")
+    if not args.condition_list:
+        p.error("--conditions: give at least one, e.g. 1:idle")
+    for name in ("batch", "reps", "sweep_reps"):
         if getattr(args, name) < 1:
-            p.error(f"--{name} must be >= 1")
+            p.error(f"--{name.replace('_', '-')} must be >= 1")
     if args.warmup < 0:
         p.error("--warmup must be >= 0")
     return args
 
 
+def _cname(threads: int, load: str) -> str:
+    return f"{threads} thread{'s' * (threads != 1)}, {'one core busy' if load == 'busy' else 'idle'}"
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    if args.render_only:
-        result = json.loads(args.out.read_text())
-        update_doc(args.doc, markdown(result, result["command"]))
-        args.doc and print(f"updated the '{SECTION}' section of {args.doc} from {args.out}")
-        return result
-    torch.set_num_threads(args.threads)
     command = "python bench/bench_speed.py" + (
         "" if argv is None and len(sys.argv) == 1 else " " + " ".join(sys.argv[1:] if argv is None else argv))
+    threads_before = torch.get_num_threads()
     load_before = _loadavg()
-    case_results = []
-    for case in args.case_list:
+    built = {}
+    for case in {c.name: c for c in args.case_list + args.sweep_case_list}.values():
         contenders, facts = build_case(case)
         facts["max_abs_diff_vs_ttforge"] = _check_same_function(contenders, facts["in_features"],
                                                                 min(args.batch, 64))
-        t0 = time.perf_counter()
-        timings = time_case(contenders, facts["in_features"], args.batch, args.reps, args.warmup)
-        case_results.append({"case": case.name, "title": case.title, "facts": facts,
-                             "labels": {c.key: c.label for c in contenders},
-                             "timings_ms": timings,
-                             "wall_s": round(time.perf_counter() - t0, 1)})
-        t = timings
-        print(f"case {case.name}: " + ", ".join(
-            f"{k} fwd {v['fwd']['median']:.2f} / fwd+bwd {v['fwd_bwd']['median']:.2f} ms"
-            for k, v in t.items()), flush=True)
-    env = environment(args.threads)
+        facts["ttforge_plan"] = plan_facts(contenders[0].module, args.batch)
+        built[case.name] = (contenders, facts)
+
+    conditions = []
+    try:
+        for threads, load in args.condition_list:
+            torch.set_num_threads(threads)
+            cond = {"name": _cname(threads, load), "threads": threads, "load": load, "cases": []}
+            with BusyCore(load):
+                cond["loadavg_before"] = _loadavg()
+                for case in args.case_list:
+                    contenders, facts = built[case.name]
+                    if conditions:  # the hardware-order path only in the headline table
+                        contenders = [c for c in contenders if c.key != "ttforge_schedule"]
+                    t0 = time.perf_counter()
+                    wall, cpu = time_case(contenders, facts["in_features"], args.batch, args.reps,
+                                          args.warmup)
+                    cond["cases"].append({"case": case.name, "timings_ms": wall, "cpu_ms": cpu,
+                                          "wall_s": round(time.perf_counter() - t0, 1)})
+                    print(f"[{cond['name']}] case {case.name}: " + ", ".join(
+                        f"{k} {v['fwd']['median']:.2f}/{v['fwd_bwd']['median']:.2f} ms"
+                        for k, v in wall.items()), flush=True)
+            conditions.append(cond)
+
+        sweep = []
+        if not args.no_sweep:
+            keys = ("ttforge", "tltorch_opt_einsum", "dense")
+            for threads, load in args.sweep_condition_list:
+                torch.set_num_threads(threads)
+                with BusyCore(load):
+                    for case in args.sweep_case_list:
+                        contenders = [c for c in built[case.name][0] if c.key in keys]
+                        n_in = built[case.name][1]["in_features"]
+                        for batch in args.sweep_batch_list:
+                            reps = args.sweep_reps if batch <= 256 else max(2, args.sweep_reps - 1)
+                            wall, cpu = time_case(contenders, n_in, batch, reps, 1)
+                            sweep.append({"condition": _cname(threads, load), "threads": threads,
+                                          "load": load, "case": case.name, "batch": batch,
+                                          "reps": reps, "timings_ms": wall, "cpu_ms": cpu,
+                                          "ttforge_plan": plan_facts(contenders[0].module, batch)})
+                            print(f"[sweep {_cname(threads, load)}] case {case.name} batch {batch}: "
+                                  + ", ".join(f"{k} {v['fwd']['median']:.2f}/{v['fwd_bwd']['median']:.2f}"
+                                              for k, v in wall.items()), flush=True)
+
+        memory = []
+        torch.set_num_threads(1)
+        for case in args.case_list:
+            contenders, facts = built[case.name]
+            for batch in args.memory_batch_list:
+                if batch != args.batch and case.name != "c":
+                    continue  # the large batch only where the goal is
+                torch.manual_seed(2)
+                x = torch.randn(batch, facts["in_features"], requires_grad=True)
+                gy = torch.randn(batch, facts["out_features"])
+                row = {"case": case.name, "batch": batch, "contenders": {}}
+                for c in contenders:
+                    if batch > args.batch and c.key not in ("ttforge", "dense"):
+                        continue  # the goal's pair only (the others take minutes or GBs)
+                    with _OptEinsum(c.opt_einsum):
+                        row["contenders"][c.key] = peak_memory(c, x, gy)
+                memory.append(row)
+                print(f"[memory] case {case.name} batch {batch}: " + ", ".join(
+                    f"{k} {v['peak_bytes'] / 2**20:.1f} MiB" for k, v in row["contenders"].items()),
+                    flush=True)
+    finally:
+        torch.set_num_threads(threads_before)
+
+    env = environment()
     env["loadavg_before"], env["loadavg_after"] = load_before, _loadavg()
+    head = conditions[0]
+    cases = []
+    for cr in head["cases"]:
+        contenders, facts = built[cr["case"]]
+        cases.append({"case": cr["case"], "title": CASES[cr["case"]].title, "facts": facts,
+                      "labels": {c.key: c.label for c in contenders},
+                      "timings_ms": cr["timings_ms"], "cpu_ms": cr["cpu_ms"], "wall_s": cr["wall_s"]})
     result = {
         "benchmark": "tt_layer_speed",
-        "format_version": 1,
+        "format_version": 2,
         "command": command,
         "settings": {"batch": args.batch, "reps": args.reps, "warmup": args.warmup,
+                     "threads": head["threads"], "load": head["load"],
                      "dtype": "float32", "device": "cpu", "statistic": "median",
+                     "timer": "wall clock (time.perf_counter); cpu_ms: time.process_time",
                      "forward": "torch.no_grad()",
                      "forward_backward": "autograd forward + backward(fixed grad), input grad "
-                                         "included, parameter grads reset to None"},
+                                         "included, parameter grads reset to None",
+                     "memory": "peak bytes allocated during one forward+backward above the "
+                               "state before it (profiler allocation events, 1 thread)"},
         "environment": env,
-        "cases": case_results,
+        "cases": cases,  # the headline condition (the first of --conditions)
+        "conditions": conditions,
+        "sweep": sweep,
+        "memory": memory,
     }
-    result["summary"] = summarize(case_results)
+    result["summary"] = summarize(conditions, memory)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
-    if not args.no_doc:
-        update_doc(args.doc, markdown(result, command))
-        args.doc and print(f"updated the '{SECTION}' section of {args.doc}")
+    print(f"wrote {args.out} (render the docs with: python bench/_docgen.py)")
     for g in result["summary"]["goals"]:
-        print(f"  case {g['case']} {g['mode']}: {g['goal']}: "
+        print(f"  [{g['condition']}] case {g['case']} {g['mode']}: {g['goal']}: "
               f"{'met' if g['met'] else 'NOT met'} ({g['ratio']:.2f}x)")
     return result
 

@@ -20,7 +20,8 @@ actual batch instead:
 
 The partition and the order are chosen by :func:`plan_for` with a small cost model
 (MACs weighted by how well matrix kernels run on such shapes, plus a per-call
-overhead), cached per (shape, batch bucket): batch buckets are powers of two.
+overhead), cached per (shape, batch bucket, thread count): batch buckets are powers of two. The
+merges run on one thread (a parallel region costs more than their arithmetic).
 
 The backward pass is a custom :class:`torch.autograd.Function`: it keeps the input and
 the (small) merged core matrices, not the intermediates, unless they are small; the
@@ -37,6 +38,7 @@ training and the integer paths use the hardware order (``quant/``), not this.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from dataclasses import dataclass
@@ -154,9 +156,13 @@ def _step_cost(s: ContractionStep, rows: int) -> float:
             + _MATRIX * n + _CALL)
 
 
-def _plan_cost(shape: TTShape, groups, sched: ContractionSchedule, batch: int) -> tuple[float, int]:
+def _plan_cost(shape: TTShape, groups, sched: ContractionSchedule, batch: int,
+               threads: int = 1) -> tuple[float, int]:
     per_sample = max([s.out_elements for s in sched.steps[:-1]], default=0)
-    chunk = 0 if per_sample == 0 else max(1, CHUNK_ELEMENTS // per_sample)
+    # with more threads, fewer and larger chunks: every product is a parallel region
+    # whose threads must all be scheduled, which on a busy machine costs a time slice
+    budget = CHUNK_ELEMENTS * max(1, threads)
+    chunk = 0 if per_sample == 0 else max(1, budget // per_sample)
     if chunk >= batch:
         chunk = 0
     if chunk >= 16:
@@ -176,13 +182,13 @@ def _plan_cost(shape: TTShape, groups, sched: ContractionSchedule, batch: int) -
 
 
 @functools.lru_cache(maxsize=256)
-def _plan_cached(shape: TTShape, bucket: int) -> FastPlan:
+def _plan_cached(shape: TTShape, bucket: int, threads: int = 1) -> FastPlan:
     best = None
     for groups in _partitions(shape.d):
         mshape = _merged_shape(shape, groups)
         for order in schedule_orders(mshape.d):
             sched = ContractionSchedule.from_order(mshape, order)
-            cost, chunk = _plan_cost(shape, groups, sched, bucket)
+            cost, chunk = _plan_cost(shape, groups, sched, bucket, threads)
             if best is None or cost < best.cost:
                 best = FastPlan(groups, sched, chunk, cost)
     assert best is not None
@@ -194,10 +200,27 @@ def batch_bucket(batch: int) -> int:
     return 1 << max(0, int(batch) - 1).bit_length()
 
 
-def plan_for(shape: TTShape, batch: int) -> FastPlan:
-    """The cheapest plan for ``shape`` and a batch of ``batch`` samples (cached per
-    power-of-two bucket of the batch; the chunk size is the bucket's)."""
-    return _plan_cached(shape, batch_bucket(batch))
+def plan_for(shape: TTShape, batch: int, threads: int | None = None) -> FastPlan:
+    """The cheapest plan for ``shape`` and a batch of ``batch`` samples on ``threads``
+    threads (default: torch's intra-op threads), cached per power-of-two bucket of the
+    batch; the chunk size is the bucket's."""
+    threads = torch.get_num_threads() if threads is None else threads
+    return _plan_cached(shape, batch_bucket(batch), max(1, min(int(threads), 64)))
+
+
+@contextlib.contextmanager
+def _serial():
+    """Run the block on one intra-op thread (the merges of small cores: a parallel
+    region costs more than their arithmetic, above all when a core is busy)."""
+    n = torch.get_num_threads()
+    if n == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 # -- execution ------------------------------------------------------------------------
@@ -355,16 +378,20 @@ def _backward_buffered(x, gy, mats, steps, need_x, chunk):
 
 
 class _TTApply(torch.autograd.Function):
+    """``y = TT(cores) x`` by ``plan``; the cores are merged inside (on one thread)."""
+
     @staticmethod
-    def forward(ctx, x, plan, *mats):  # type: ignore[override]
+    def forward(ctx, x, plan, *cores):  # type: ignore[override]
         batch = x.shape[0]
         shape = plan.schedule.shape
+        with _serial():
+            mats = _step_matrices(cores, plan)
         inter = sum(s.out_elements for s in plan.schedule.steps[:-1]) * batch
         keep = ((not plan.chunk or plan.chunk >= batch)
                 and inter <= max(SAVE_ELEMENTS, batch * (shape.in_size + shape.out_size)))
         y, kept = _forward(x, mats, plan, keep=keep)
-        ctx.plan, ctx.keep = plan, keep
-        ctx.save_for_backward(x, *mats, *kept)
+        ctx.plan, ctx.keep, ctx.n_cores = plan, keep, len(cores)
+        ctx.save_for_backward(x, *cores, *mats, *kept)
         return y
 
     @staticmethod
@@ -372,24 +399,37 @@ class _TTApply(torch.autograd.Function):
         plan = ctx.plan
         steps = plan.schedule.steps
         saved = ctx.saved_tensors
-        x, mats = saved[0], list(saved[1:1 + len(steps)])
-        # kept intermediates carry no graph: with create_graph they are recomputed
-        kept = list(saved[1 + len(steps):]) if ctx.keep and not torch.is_grad_enabled() else None
+        nc = ctx.n_cores
+        x, cores = saved[0], list(saved[1:1 + nc])
+        mats = list(saved[1 + nc:1 + nc + len(steps)])
         need_x = ctx.needs_input_grad[0]
         batch = x.shape[0]
         gy = gy.contiguous()
         chunk = plan.chunk if plan.chunk and plan.chunk < batch else batch
-        if not torch.is_grad_enabled() and not ctx.keep:
-            gx, gmats = _backward_buffered(x, gy, mats, steps, need_x, chunk)
-            return (gx, None, *gmats)
+        if not torch.is_grad_enabled():
+            kept = list(saved[1 + nc + len(steps):]) if ctx.keep else None
+            if kept is None:
+                gx, gmats = _backward_buffered(x, gy, mats, steps, need_x, chunk)
+            else:
+                gx, gmats = _backward_chunk(x, gy, mats, steps, need_x, kept)
+            if not any(ctx.needs_input_grad[2:]):
+                return (gx, None, *([None] * nc))
+            # the merges' backward: re-merge with a graph (small, one thread)
+            with torch.enable_grad(), _serial():
+                cs = [c.detach().requires_grad_() for c in cores]
+                gcores = torch.autograd.grad(_step_matrices(cs, plan), cs, gmats, allow_unused=True)
+            return (gx, None, *gcores)
+        # create_graph: every gradient as differentiable operations on x and the cores
+        with _serial():
+            mats = _step_matrices(cores, plan)
         gxs, gmats = [], None
         for lo in range(0, batch, chunk):
-            gx, gm = _backward_chunk(x[lo:lo + chunk], gy[lo:lo + chunk], mats, steps, need_x,
-                                     kept if chunk == batch else None)
+            gx, gm = _backward_chunk(x[lo:lo + chunk], gy[lo:lo + chunk], mats, steps, need_x)
             gxs.append(gx)
             gmats = gm if gmats is None else [a + b for a, b in zip(gmats, gm)]
         gx = (gxs[0] if len(gxs) == 1 else torch.cat(gxs)) if need_x else None
-        return (gx, None, *gmats)
+        gcores = torch.autograd.grad(mats, cores, gmats, create_graph=True, allow_unused=True)
+        return (gx, None, *gcores)
 
 
 def tt_apply(x: torch.Tensor, cores: Sequence[torch.Tensor],
@@ -408,7 +448,52 @@ def tt_apply(x: torch.Tensor, cores: Sequence[torch.Tensor],
         # an empty product that still reaches x and the cores (their gradients are zeros)
         return x.new_zeros(0, out_size) + 0 * (x.sum() + sum(c.sum() for c in cores))
     x = x.contiguous()
-    mats = _step_matrices(cores, plan)
-    if torch.is_grad_enabled() and (x.requires_grad or any(m.requires_grad for m in mats)):
-        return _TTApply.apply(x, plan, *mats)
+    if torch.is_grad_enabled() and (x.requires_grad or any(c.requires_grad for c in cores)):
+        if torch.get_num_threads() > 1:
+            return _TTApply.apply(x, plan, *cores)
+        # one thread: the merges go through autograd as they are (no re-merge needed)
+        return _TTApplyMats.apply(x, plan, *_step_matrices(cores, plan))
+    with _serial():
+        mats = _step_matrices(cores, plan)
     return _forward(x, mats, plan)[0]
+
+
+class _TTApplyMats(torch.autograd.Function):
+    """``y = x`` through the step matrices ``mats`` (already merged, with their graph)."""
+
+    @staticmethod
+    def forward(ctx, x, plan, *mats):  # type: ignore[override]
+        batch = x.shape[0]
+        shape = plan.schedule.shape
+        inter = sum(s.out_elements for s in plan.schedule.steps[:-1]) * batch
+        keep = ((not plan.chunk or plan.chunk >= batch)
+                and inter <= max(SAVE_ELEMENTS, batch * (shape.in_size + shape.out_size)))
+        y, kept = _forward(x, mats, plan, keep=keep)
+        ctx.plan, ctx.keep = plan, keep
+        ctx.save_for_backward(x, *mats, *kept)
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):  # type: ignore[override]
+        plan = ctx.plan
+        steps = plan.schedule.steps
+        saved = ctx.saved_tensors
+        x, mats = saved[0], list(saved[1:1 + len(steps)])
+        need_x = ctx.needs_input_grad[0]
+        batch = x.shape[0]
+        gy = gy.contiguous()
+        chunk = plan.chunk if plan.chunk and plan.chunk < batch else batch
+        if not torch.is_grad_enabled():
+            if ctx.keep:
+                gx, gmats = _backward_chunk(x, gy, mats, steps, need_x, list(saved[1 + len(steps):]))
+            else:
+                gx, gmats = _backward_buffered(x, gy, mats, steps, need_x, chunk)
+            return (gx, None, *gmats)
+        # create_graph: kept intermediates carry no graph, so everything is recomputed
+        gxs, gmats = [], None
+        for lo in range(0, batch, chunk):
+            gx, gm = _backward_chunk(x[lo:lo + chunk], gy[lo:lo + chunk], mats, steps, need_x)
+            gxs.append(gx)
+            gmats = gm if gmats is None else [a + b for a, b in zip(gmats, gm)]
+        gx = (gxs[0] if len(gxs) == 1 else torch.cat(gxs)) if need_x else None
+        return (gx, None, *gmats)

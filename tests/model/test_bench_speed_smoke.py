@@ -20,30 +20,37 @@ def _bench():
     return mod
 
 
-def test_tiny_run_writes_json_and_doc_section(tmp_path):
+def test_tiny_run_writes_json(tmp_path):
     bench = _bench()
-    doc = tmp_path / "benchmarks.md"
-    doc.write_text("# ttforge benchmarks\n\n## Accuracy\n\nother text\n")
     out = tmp_path / "speed.json"
-    args = ["--cases", "tiny", "--reps", "1", "--warmup", "0", "--batch", "4", "--threads", "1",
-            "--out", str(out), "--doc", str(doc)]
+    args = ["--cases", "tiny", "--reps", "1", "--warmup", "0", "--batch", "4",
+            "--conditions", "1:idle,2:busy", "--sweep-cases", "tiny", "--sweep-batches", "1,3",
+            "--sweep-conditions", "1:idle", "--sweep-reps", "1", "--memory-batches", "4",
+            "--out", str(out)]
     bench.main(args)
     result = json.loads(out.read_text())
     case = result["cases"][0]
     assert case["case"] == "tiny"
     assert case["facts"]["ranks"]["ttforge"] == case["facts"]["ranks"]["tltorch"]
     assert case["facts"]["weight_params"]["ttforge"] == case["facts"]["weight_params"]["tltorch"]
-    for key in ("ttforge", "tltorch", "dense", "proto_merged_pairs"):
+    assert case["facts"]["ttforge_plan"]["batch"] == 4
+    for key in ("ttforge", "ttforge_schedule", "tltorch", "dense"):  # all in the headline table
         assert case["timings_ms"][key]["fwd"]["n"] == 1
         assert case["timings_ms"][key]["fwd_bwd"]["median"] > 0
-    assert result["environment"]["torch_threads"] == 1
-    text = doc.read_text()
-    assert text.startswith("# ttforge benchmarks\n")
-    assert "## Accuracy\n\nother text" in text  # other sections untouched
-    assert "## TT layer speed" in text and "| tiny |" in text
-    # a second run replaces the generated part and keeps text written below the marker
-    doc.write_text(text + "hand-written analysis\n")
-    bench.main(args)
-    again = doc.read_text()
-    assert again.count("## TT layer speed") == 1 and again.count("| tiny | ") == 3
-    assert "hand-written analysis" in again and "other text" in again
+        assert case["cpu_ms"][key]["fwd_bwd"]["median"] >= 0
+    assert [c["threads"] for c in result["conditions"]] == [1, 2]
+    assert [c["load"] for c in result["conditions"]] == ["idle", "busy"]
+    assert result["settings"]["threads"] == 1
+    assert [s["batch"] for s in result["sweep"]] == [1, 3]
+    mem = result["memory"][0]["contenders"]
+    assert mem["ttforge"]["peak_bytes"] > 0 and mem["dense"]["param_bytes"] > 0
+    goals = result["summary"]["goals"]
+    assert {g["condition"] for g in goals} == {"1 thread, idle", "2 threads, one core busy"}
+
+
+def test_bad_conditions_are_one_line_errors(capsys):
+    bench = _bench()
+    with pytest.raises(SystemExit) as e:
+        bench.parse_args(["--conditions", "2:loaded"])
+    assert e.value.code == 2
+    assert "2:loaded is not THREADS:idle or THREADS:busy" in capsys.readouterr().err

@@ -25,7 +25,16 @@ def _layer(seed=0, **kw):
     return TTLinear(30, 20, **kw).double()
 
 
-def test_every_plan_equals_the_schedule_forward_and_gradients():
+@pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
+def threads(request):
+    """Both autograd routes: 1 thread (merges through autograd) and more (merges inside)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
+
+
+def test_every_plan_equals_the_schedule_forward_and_gradients(threads):
     layer = _layer()
     x = torch.randn(7, 30, dtype=torch.float64)
     gy = torch.randn(7, 20, dtype=torch.float64)
@@ -45,7 +54,7 @@ def test_every_plan_equals_the_schedule_forward_and_gradients():
 
 
 @pytest.mark.parametrize("chunk", [0, 2])
-def test_gradcheck_and_gradgradcheck_float64(chunk):
+def test_gradcheck_and_gradgradcheck_float64(chunk, threads):
     layer = _layer(seed=2, ranks=[2, 3], in_modes=[2, 3, 5], out_modes=[1, 4, 5])
     x = torch.randn(5, 30, dtype=torch.float64, requires_grad=True)
     cores = [c.detach().clone().requires_grad_() for c in layer.cores]
@@ -66,7 +75,7 @@ def test_ttlinear_uses_the_fast_path_by_default_and_keeps_the_schedule_path():
 
 
 @pytest.mark.parametrize("batch", [0, 1, 2, 17, 64, 300])
-def test_batch_sizes_padding_and_chunks_float32(monkeypatch, batch):
+def test_batch_sizes_padding_and_chunks_float32(monkeypatch, batch, threads):
     monkeypatch.setattr(fast, "CHUNK_ELEMENTS", 256)  # several chunks from small batches on
     fast._plan_cached.cache_clear()
     try:
