@@ -455,6 +455,7 @@ def main(argv=None) -> dict:
         "" if argv is None and len(sys.argv) == 1 else " " + " ".join(sys.argv[1:] if argv is None else argv))
     threads_before = torch.get_num_threads()
     load_before = _loadavg()
+    env = environment()  # the tree as it was when the measurement started
     built = {}
     for case in {c.name: c for c in args.case_list + args.sweep_case_list}.values():
         contenders, facts = build_case(case)
@@ -527,7 +528,7 @@ def main(argv=None) -> dict:
     finally:
         torch.set_num_threads(threads_before)
 
-    env = environment()
+    env["date_utc_end"] = utc_now()
     env["loadavg_before"], env["loadavg_after"] = load_before, _loadavg()
     head = conditions[0]
     cases = []
