@@ -131,12 +131,13 @@ def test_a_failing_stage_leaves_the_previous_output_and_no_temporaries(build_cop
     assert err == "ttforge flow: error: stage compile failed: the model does not fit the icebreaker (injected)\n"
 
 
-def test_missing_simulator_is_one_line_and_exit_2(build_copy, tmp_path, monkeypatch, capsys):
+def test_missing_simulator_is_one_line_and_exit_3(build_copy, tmp_path, monkeypatch, capsys):
+    """A simulator that is not installed is the machine's problem: exit 3 (docs/cli.md)."""
     cfg_file = tmp_path / "icarus.toml"
     src = (Path(__file__).resolve().parents[2] / "examples" / "digits-icebreaker.toml").read_text()
     cfg_file.write_text(src.replace('simulator = "auto"', 'simulator = "icarus"'))
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no iverilog
-    assert main(["flow", str(cfg_file), "--short", "--out", str(build_copy)]) == 2
+    assert main(["flow", str(cfg_file), "--short", "--out", str(build_copy)]) == 3
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert err.startswith("ttforge flow: error: stage sim failed: [sim] simulator = 'icarus' is not "
