@@ -110,9 +110,12 @@ def describe_os_error(e: OSError) -> tuple[str, int]:
     return f"{where}{why} (a problem of the machine, not of the input; free space or retry)", EXIT_ENVIRONMENT
 
 
+def _prefix(command: str) -> str:
+    return f"ttforge {command}: " if command else "ttforge: "
+
+
 def _say(command: str, message: str) -> None:
-    prefix = f"ttforge {command}: " if command else "ttforge: "
-    print(prefix + "error: " + one_line(message), file=sys.stderr)
+    print(_prefix(command) + "error: " + one_line(message), file=sys.stderr)
 
 
 def run_command(command: str, run: Callable[[Any], Any], args: Any,
@@ -125,10 +128,10 @@ def run_command(command: str, run: Callable[[Any], Any], args: Any,
         with signals_interrupt(), command_inputs(input_paths(args)):
             return int(run(args) or 0)
     except Terminated as e:
-        print(f"ttforge {command}: terminated ({e})", file=sys.stderr)
+        print(f"{_prefix(command)}terminated ({e})", file=sys.stderr)
         return EXIT_TERMINATED
     except KeyboardInterrupt:
-        print(f"ttforge {command}: interrupted", file=sys.stderr)
+        print(f"{_prefix(command)}interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except TTForgeError as e:
         _say(command, str(e))

@@ -118,21 +118,18 @@ def _missing_extra(command: str, e: ModuleNotFoundError) -> str | None:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv and argv[0] in SUBCOMMANDS else ""
-    try:
-        parser = build_parser(only=command)
-    except ModuleNotFoundError as e:
-        hint = _missing_extra(command, e)
-        if hint is None:
-            raise
-        print(hint, file=sys.stderr)
-        return 2
+    from ttforge.boundary import run_command
+
+    parsers: list = []
+    code = run_command(command, lambda _: parsers.append(build_parser(only=command)), None, _missing_extra)
+    if not parsers:   # importing the subcommand failed or was interrupted: one line said why
+        return code
+    parser = parsers[0]
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
     # one error line and a documented exit status whatever happens (ttforge.boundary)
-    from ttforge.boundary import run_command
-
     return run_command(args.command, args._run, args, _missing_extra)
 
 
