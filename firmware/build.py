@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ttforge.atomic import check_output_dir, check_owned_dir, write_files_atomically
+from ttforge.atomic import check_output_dir, check_owned_dir, claim_work_dir, write_files_atomically
 from ttforge.errors import ConfigError
 from ttforge.errors import BuildError  # noqa: F401 - defined in ttforge.errors
 
@@ -223,7 +223,8 @@ def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=Non
     env_tools = toolchain_env(dev.family)
 
     name = f"ttforge_{b.key}"
-    work = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="ttforge-build-"))
+    # --keep: a new, empty or earlier --keep directory, never one of the user's files
+    work = claim_work_dir(keep, "--keep") if keep else Path(tempfile.mkdtemp(prefix="ttforge-build-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
         bdir = work / "build"
@@ -247,7 +248,10 @@ def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=Non
                            nextpnr_opts=f"--seed {int(seed)} --report report.json --timing-allow-fail",
                            **extra)
         except subprocess.CalledProcessError:
-            raise BuildError(_why_failed(bdir, name, dev.title)) from None
+            why = _why_failed(bdir, name, dev.title)
+            # a design too large for the device is the user's to fix (exit 2); any other
+            # toolchain failure is the tool's (exit 3)
+            raise (ConfigError if "does not fit" in why else BuildError)(why) from None
         finally:
             for k, v in saved.items():
                 if v is None:

@@ -49,6 +49,10 @@ def report(config, devices: list[str], *, target_mhz: float | None = None, seed:
 
     text = verilog(config)
     results = {}
+    if keep is not None:
+        from ttforge.atomic import claim_work_dir
+
+        keep = str(claim_work_dir(keep, "--keep"))   # never a directory of the user's files
     for dev in devices:
         wd = None if keep is None else Path(keep) / dev
         results[dev] = implement(text, dev, target_mhz=target_mhz, seed=seed,

@@ -46,7 +46,10 @@ from ttforge.errors import OutputError, show_path
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_path", "atomic_dir",
            "write_files_atomically", "check_output_file", "check_output_dir", "make_output_dir",
            "command_inputs", "note_input", "check_not_input", "check_owned_dir", "clean_stale",
-           "staging_dir", "commit_dir", "replace_dir"]
+           "staging_dir", "commit_dir", "replace_dir", "claim_work_dir", "WORK_MARKER"]
+
+#: The file that marks a directory as ttforge's work directory (``--keep DIR``).
+WORK_MARKER = ".ttforge-work"
 
 _TAG = "ttforge-"
 
@@ -436,6 +439,29 @@ def commit_dir(tmp: str | os.PathLike, path: str | os.PathLike, *, keep: Iterabl
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return out
+
+
+def claim_work_dir(path: str | os.PathLike, flag: str = "--keep") -> Path:
+    """A directory ttforge may fill with work files (``--keep DIR``): a new or empty one,
+    or one it claimed before (it holds :data:`WORK_MARKER`). A directory holding the
+    user's files is refused (work files such as ``build/`` or ``core.v`` would overwrite
+    theirs). Creates it and the marker."""
+    p = check_output_dir(path, flag)
+    if p.is_dir() and not (p / WORK_MARKER).is_file():
+        try:
+            first = next(iter(sorted(os.listdir(p))), None)
+        except OSError as e:
+            raise OutputError(f"{flag} {show_path(p)}: cannot be listed ({e.strerror})") from None
+        if first is not None:
+            raise OutputError(f"{flag} {show_path(p)} is not empty (it holds {show_path(first)}) and not a "
+                              f"ttforge work directory; its files could be overwritten: give a new or "
+                              f"empty directory")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        (p / WORK_MARKER).write_text("work files of ttforge; this directory may be overwritten by it\n")
+    except OSError as e:
+        raise _fail(p, e) from None
+    return p
 
 
 def replace_dir(path: str | os.PathLike, fill: Callable[[Path], object], *, own: Iterable[str]):

@@ -373,3 +373,17 @@ def test_an_unreadable_file_is_one_line_not_a_permission_traceback(tmp_path, mon
     assert "\n" not in str(e.value)
     code, err = _boundary(capsys, PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "ro")))
     assert code == 2 and "Permission denied" in err
+
+
+def test_a_keep_directory_is_new_empty_or_ttforge_s_own(tmp_path):
+    from ttforge.atomic import WORK_MARKER, claim_work_dir
+
+    new = claim_work_dir(tmp_path / "w")
+    assert (new / WORK_MARKER).is_file()
+    (new / "core.v").write_text("work file")
+    assert claim_work_dir(tmp_path / "w") == new                # a second run reuses it
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "core.v").write_text("the user's own Verilog")
+    with pytest.raises(OutputError, match="not empty"):
+        claim_work_dir(tmp_path / "src")
+    assert sorted(os.listdir(tmp_path / "src")) == ["core.v"]
