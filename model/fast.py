@@ -57,6 +57,15 @@ __all__ = ["FastPlan", "plan_for", "tt_apply", "merge_cores", "CHUNK_ELEMENTS"]
 #: to fault in than to compute).
 CHUNK_ELEMENTS = 1 << 19
 
+#: Intra-op threads of the fast path's products (``None``: ``torch.get_num_threads()``).
+#: One by default: each product at two threads is a parallel region whose threads must
+#: all be scheduled, and on a shared or busy machine that wait costs more than the
+#: second thread saves (measured on the 2-core development machine, loaded by other
+#: jobs: forward+backward of the 4096 x 4096 rank-16 layer 0.72 s on one thread, 1.58 s
+#: on two; 784 x 512 rank 16: 0.05 s vs 0.20 s). On an idle many-core machine set it to
+#: ``None`` (or a number) to let torch's intra-op threads run the products.
+THREADS: int | None = 1
+
 #: Intermediates are kept for the backward pass (instead of recomputed) when, over the
 #: whole batch, they hold at most this many values or at most as many as the layer's
 #: input and output (what a dense layer keeps).
@@ -161,7 +170,7 @@ def _plan_cost(shape: TTShape, groups, sched: ContractionSchedule, batch: int,
     per_sample = max([s.out_elements for s in sched.steps[:-1]], default=0)
     # with more threads, fewer and larger chunks: every product is a parallel region
     # whose threads must all be scheduled, which on a busy machine costs a time slice
-    budget = CHUNK_ELEMENTS * max(1, threads)
+    budget = CHUNK_ELEMENTS * (1 if threads <= 1 else 8 * threads)
     chunk = 0 if per_sample == 0 else max(1, budget // per_sample)
     if chunk >= batch:
         chunk = 0
@@ -204,23 +213,34 @@ def plan_for(shape: TTShape, batch: int, threads: int | None = None) -> FastPlan
     """The cheapest plan for ``shape`` and a batch of ``batch`` samples on ``threads``
     threads (default: torch's intra-op threads), cached per power-of-two bucket of the
     batch; the chunk size is the bucket's."""
-    threads = torch.get_num_threads() if threads is None else threads
+    if threads is None:
+        threads = torch.get_num_threads() if THREADS is None else min(THREADS, torch.get_num_threads())
     return _plan_cached(shape, batch_bucket(batch), max(1, min(int(threads), 64)))
 
 
 @contextlib.contextmanager
-def _serial():
-    """Run the block on one intra-op thread (the merges of small cores: a parallel
-    region costs more than their arithmetic, above all when a core is busy)."""
+def _limit_threads(limit: int | None):
+    """Run the block on at most ``limit`` intra-op threads (``None``: torch's setting)."""
     n = torch.get_num_threads()
-    if n == 1:
+    if limit is None or n <= limit:
         yield
         return
-    torch.set_num_threads(1)
+    torch.set_num_threads(limit)
     try:
         yield
     finally:
         torch.set_num_threads(n)
+
+
+def _serial():
+    """One intra-op thread (the merges of small cores and memory-bound sums: a parallel
+    region costs more than their arithmetic, above all when a core is busy)."""
+    return _limit_threads(1)
+
+
+def _compute():
+    """The intra-op threads of the products: at most :data:`THREADS`."""
+    return _limit_threads(THREADS)
 
 
 # -- execution ------------------------------------------------------------------------
@@ -368,7 +388,8 @@ def _backward_buffered(x, gy, mats, steps, need_x, chunk):
                 X3 = X.reshape(n, s.K, s.Q)
                 if tmp is not None and s.P * s.K <= s.Q * (s.K + s.P):
                     prod = torch.bmm(g3, X3.transpose(1, 2), out=tmp[:n * s.P * s.K].view(n, s.P, s.K))
-                    gmats[i] += prod.sum(0)
+                    with _serial():  # memory-bound: a parallel region costs more than it saves
+                        gmats[i] += prod.sum(0)
                 else:
                     gmats[i].addmm_(g3.transpose(1, 2).reshape(n * s.Q, s.P).t(),
                                     X3.transpose(1, 2).reshape(n * s.Q, s.K))
@@ -381,7 +402,16 @@ class _TTApply(torch.autograd.Function):
     """``y = TT(cores) x`` by ``plan``; the cores are merged inside (on one thread)."""
 
     @staticmethod
-    def forward(ctx, x, plan, *cores):  # type: ignore[override]
+    def forward(ctx, x, plan, bias, *cores):  # type: ignore[override]
+        with _compute():
+            y = _TTApply._forward(ctx, x, plan, *cores)
+            if bias is not None:
+                y += bias
+            ctx.has_bias = bias is not None
+            return y
+
+    @staticmethod
+    def _forward(ctx, x, plan, *cores):
         batch = x.shape[0]
         shape = plan.schedule.shape
         with _serial():
@@ -396,6 +426,13 @@ class _TTApply(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, gy):  # type: ignore[override]
+        with _compute():
+            gx, _, *gcores = _TTApply._backward(ctx, gy)
+            gb = gy.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+            return (gx, None, gb, *gcores)
+
+    @staticmethod
+    def _backward(ctx, gy):
         plan = ctx.plan
         steps = plan.schedule.steps
         saved = ctx.saved_tensors
@@ -412,7 +449,7 @@ class _TTApply(torch.autograd.Function):
                 gx, gmats = _backward_buffered(x, gy, mats, steps, need_x, chunk)
             else:
                 gx, gmats = _backward_chunk(x, gy, mats, steps, need_x, kept)
-            if not any(ctx.needs_input_grad[2:]):
+            if not any(ctx.needs_input_grad[3:]):
                 return (gx, None, *([None] * nc))
             # the merges' backward: re-merge with a graph (small, one thread)
             with torch.enable_grad(), _serial():
@@ -433,8 +470,9 @@ class _TTApply(torch.autograd.Function):
 
 
 def tt_apply(x: torch.Tensor, cores: Sequence[torch.Tensor],
-             plan: FastPlan | None = None) -> torch.Tensor:
-    """Apply the TT-matrix with ``cores`` to ``x`` of shape ``(B, N)``; returns ``(B, M)``.
+             plan: FastPlan | None = None, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Apply the TT-matrix with ``cores`` to ``x`` of shape ``(B, N)``, plus ``bias`` of
+    shape ``(M,)`` if given; returns ``(B, M)``.
 
     The same function as :func:`~ttforge.model.layers.apply_schedule` (within float
     rounding), computed in the order :func:`plan_for` picks for this batch. Tensors
@@ -446,23 +484,38 @@ def tt_apply(x: torch.Tensor, cores: Sequence[torch.Tensor],
     out_size = plan.schedule.shape.out_size
     if batch == 0:
         # an empty product that still reaches x and the cores (their gradients are zeros)
-        return x.new_zeros(0, out_size) + 0 * (x.sum() + sum(c.sum() for c in cores))
+        y = x.new_zeros(0, out_size) + 0 * (x.sum() + sum(c.sum() for c in cores))
+        return y if bias is None else y + bias
     x = x.contiguous()
-    if torch.is_grad_enabled() and (x.requires_grad or any(c.requires_grad for c in cores)):
+    if torch.is_grad_enabled() and (x.requires_grad or any(c.requires_grad for c in cores)
+                                    or (bias is not None and bias.requires_grad)):
         if torch.get_num_threads() > 1:
-            return _TTApply.apply(x, plan, *cores)
+            return _TTApply.apply(x, plan, bias, *cores)
         # one thread: the merges go through autograd as they are (no re-merge needed)
-        return _TTApplyMats.apply(x, plan, *_step_matrices(cores, plan))
+        return _TTApplyMats.apply(x, plan, bias, *_step_matrices(cores, plan))
     with _serial():
         mats = _step_matrices(cores, plan)
-    return _forward(x, mats, plan)[0]
+    with _compute():
+        y = _forward(x, mats, plan)[0]
+        if bias is not None:
+            y = y + bias if y is x else y.add_(bias)
+        return y
 
 
 class _TTApplyMats(torch.autograd.Function):
     """``y = x`` through the step matrices ``mats`` (already merged, with their graph)."""
 
     @staticmethod
-    def forward(ctx, x, plan, *mats):  # type: ignore[override]
+    def forward(ctx, x, plan, bias, *mats):  # type: ignore[override]
+        with _compute():
+            y = _TTApplyMats._forward(ctx, x, plan, *mats)
+            if bias is not None:
+                y += bias
+            ctx.has_bias = bias is not None
+            return y
+
+    @staticmethod
+    def _forward(ctx, x, plan, *mats):
         batch = x.shape[0]
         shape = plan.schedule.shape
         inter = sum(s.out_elements for s in plan.schedule.steps[:-1]) * batch
@@ -475,6 +528,13 @@ class _TTApplyMats(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, gy):  # type: ignore[override]
+        with _compute():
+            gx, _, *gmats = _TTApplyMats._backward(ctx, gy)
+            gb = gy.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+            return (gx, None, gb, *gmats)
+
+    @staticmethod
+    def _backward(ctx, gy):
         plan = ctx.plan
         steps = plan.schedule.steps
         saved = ctx.saved_tensors

@@ -238,11 +238,15 @@ class TTLinear(nn.Module):
         pad = self.tt_shape.in_size - self.in_features
         if pad:
             x = nn.functional.pad(x, (0, pad))
+        unpadded = self.tt_shape.out_size == self.out_features
+        if getattr(self, "impl", "fast") == "fast" and unpadded:
+            y = tt_apply(x, list(self.cores), plan_for(self.tt_shape, x.shape[0]), bias=self.bias)
+            return y.reshape(*lead, self.out_features)
         if getattr(self, "impl", "fast") == "fast":
             y = tt_apply(x, list(self.cores), plan_for(self.tt_shape, x.shape[0]))
         else:
             y = apply_schedule(x, list(self.cores), self.schedule)
-        if self.tt_shape.out_size != self.out_features:
+        if not unpadded:
             y = y[:, : self.out_features]
         if self.bias is not None:
             y = y + self.bias

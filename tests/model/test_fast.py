@@ -62,6 +62,11 @@ def test_gradcheck_and_gradgradcheck_float64(chunk, threads):
         f = lambda x, *cs: fast.tt_apply(x, cs, plan)  # noqa: E731
         assert torch.autograd.gradcheck(f, (x, *cores)), plan.describe()
     assert torch.autograd.gradgradcheck(f, (x, *cores))
+    bias = torch.randn(20, dtype=torch.float64, requires_grad=True)
+    fb = lambda x, b, *cs: fast.tt_apply(x, cs, plan, bias=b)  # noqa: E731
+    assert torch.allclose(fb(x, bias, *cores), f(x, *cores) + bias, atol=1e-12)
+    assert torch.autograd.gradcheck(fb, (x, bias, *cores))
+    assert torch.autograd.gradgradcheck(fb, (x, bias, *cores))
 
 
 def test_ttlinear_uses_the_fast_path_by_default_and_keeps_the_schedule_path():
