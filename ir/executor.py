@@ -179,18 +179,12 @@ class StepTrace:
 
 
 def _run_layer(layer: IntLayer, x: np.ndarray, li: int, traces: list | None) -> np.ndarray:
-    batch = x.shape[0]
     pad = layer.schedule.shape.in_size - layer.in_features
     if pad:
         x = np.pad(x, ((0, 0), (0, pad)))
     last = len(layer.schedule.steps) - 1
     for t, (step, shift) in enumerate(zip(layer.schedule.steps, layer.shifts())):
-        C = layer.core_matrix(t)
-        if step.Q == 1:
-            acc = x.reshape(batch * step.A, step.K) @ C.T
-        else:
-            acc = np.matmul(C, x.reshape(batch * step.A, step.K, step.Q))
-        acc = acc.reshape(batch, -1)
+        acc = step.apply(x, layer.core_matrix(t))
         if t == last and layer.bias is not None:
             acc = acc.copy()
             acc[:, : layer.out_features] += layer.bias

@@ -84,6 +84,19 @@ class ContractionStep:
         """Elements of the intermediate after the step, per sample."""
         return self.A * self.P * self.Q
 
+    def apply(self, x, C):
+        """The step on a batch: ``x`` of shape ``(batch, A*K*Q)``, viewed per sample as
+        ``(A, K, Q)``, times the step's ``(P, K)`` core matrix ``C``:
+        ``out[b, a, p, q] = sum_k C[p, k] x[b, a, k, q]``, returned as ``(batch, A*P*Q)``.
+        One matrix product (``Q == 1``) or one batched product; numpy arrays or torch
+        tensors alike (the integer executor and the PyTorch models compute it the same way)."""
+        batch = x.shape[0]
+        if self.Q == 1:
+            y = x.reshape(batch * self.A, self.K) @ C.T
+        else:
+            y = C @ x.reshape(batch * self.A, self.K, self.Q)
+        return y.reshape(batch, -1)
+
     def lane_cycles(self, lanes: int) -> int:
         """MAC cycles per sample on a row of ``lanes`` MAC lanes, mapped as the
         accelerator maps a step (``docs/hardware.md``, "What one step computes").

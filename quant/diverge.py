@@ -54,18 +54,13 @@ def _float_steps(qnet: QuantNetwork, x: torch.Tensor) -> list[tuple[np.ndarray, 
     for ql in qnet.qlayers:
         cores, schedule, in_f, out_f = _tt_view(ql.layer)
         layer_in = x.numpy().copy()
-        batch = x.shape[0]
         pad = schedule.shape.in_size - in_f
         if pad:
             x = nn.functional.pad(x, (0, pad))
         steps = []
         for t, step in enumerate(schedule.steps):
             C = cores[step.core].detach().double().permute(*step.core_axes).reshape(step.P, step.K)
-            if step.Q == 1:
-                x = x.reshape(batch * step.A, step.K) @ C.T
-            else:
-                x = torch.matmul(C, x.reshape(batch * step.A, step.K, step.Q))
-            x = x.reshape(batch, -1)
+            x = step.apply(x, C)
             if t == len(schedule.steps) - 1 and ql.layer.bias is not None:
                 x = x.clone()
                 x[:, :out_f] += ql.layer.bias.detach().double()

@@ -161,16 +161,10 @@ class QuantLinear(nn.Module):
         pad = schedule.shape.in_size - in_f
         if pad:
             x = nn.functional.pad(x, (0, pad))
-        batch = x.shape[0]
         steps = schedule.steps
         for t, step in enumerate(steps):
             g = fake_quant(cores[step.core].to(dtype), self.q.w_bits, int(self.core_exps[step.core]), True)
-            C = g.permute(*step.core_axes).reshape(step.P, step.K)
-            if step.Q == 1:
-                x = x.reshape(batch * step.A, step.K) @ C.T
-            else:
-                x = torch.matmul(C, x.reshape(batch * step.A, step.K, step.Q))
-            x = x.reshape(batch, -1)
+            x = step.apply(x, g.permute(*step.core_axes).reshape(step.P, step.K))
             bits = self.step_out_bits(t, len(steps))
             if t == len(steps) - 1 and self.layer.bias is not None:
                 acc_exp = int(self.core_exps[step.core]) + int(self.step_exps[t - 1] if t else self.in_exp)
