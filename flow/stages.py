@@ -31,7 +31,7 @@ import numpy as np
 from ttforge import __version__
 from ttforge.errors import ConfigError, TTForgeError
 from ttforge.errors import EXIT_ENVIRONMENT, FlowError
-from ttforge.atomic import atomic_dir, atomic_write_bytes, check_output_dir, make_output_dir
+from ttforge.atomic import atomic_dir, atomic_write_bytes, check_output_dir, check_owned_dir, make_output_dir
 
 __all__ = ["STAGES", "FlowError", "StageResult", "FlowResult", "run_flow", "fingerprint",
            "RECORD", "read_record"]
@@ -91,6 +91,14 @@ def _sha256_file(path: Path) -> str:
 def _hash_tree(root: Path) -> dict[str, str]:
     return {p.relative_to(root).as_posix(): _sha256_file(p)
             for p in sorted(root.rglob("*")) if p.is_file() and p.name != RECORD}
+
+
+def _own_stage(stage_dir: Path) -> None:
+    """An existing stage directory is replaced only if it is a flow stage's, recognised by
+    content: its ``stage.json`` lists every other file in it (their content may have
+    changed: that is why the stage runs again). A directory of the user's is refused."""
+    check_owned_dir(stage_dir, RECORD, _FORMAT, lambda rec: {name: None for name in rec["outputs"]},
+                    flag="--out", command="ttforge flow")
 
 
 def read_record(stage_dir: Path) -> dict[str, Any] | None:
@@ -421,7 +429,7 @@ def _run_one(ctx: _Ctx, name: str, inputs: dict[str, Any], force: bool) -> Stage
     ctx.records.pop(name, None)
     # the stage fills a temporary directory that replaces ctx.dir(name) only once it is
     # complete (ttforge.atomic.atomic_dir): a failure leaves the previous output, or none
-    with atomic_dir(final) as tmp:
+    with atomic_dir(final, owner=_own_stage) as tmp:
         try:
             summary, figure = _RUN[name](ctx, tmp)
         except TTForgeError as e:

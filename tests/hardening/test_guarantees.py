@@ -387,3 +387,19 @@ def test_a_keep_directory_is_new_empty_or_ttforge_s_own(tmp_path):
     with pytest.raises(OutputError, match="not empty"):
         claim_work_dir(tmp_path / "src")
     assert sorted(os.listdir(tmp_path / "src")) == ["core.v"]
+
+
+def test_flow_never_replaces_a_stage_directory_of_the_user_s(tmp_path):
+    from ttforge.flow.stages import _own_stage
+
+    user = tmp_path / "train"
+    user.mkdir()
+    (user / "my_notes.md").write_text("not ttforge's")
+    with pytest.raises(OutputError, match="my_notes.md|not a ttforge flow output"):
+        _own_stage(user)
+    (user / "stage.json").write_text(json.dumps({"format": "ttforge-flow-stage", "outputs": {"last.pt": "x"}}))
+    with pytest.raises(OutputError, match="my_notes.md"):
+        _own_stage(user)
+    (user / "my_notes.md").unlink()
+    (user / "last.pt").write_bytes(b"changed by hand: the stage may replace it")
+    _own_stage(user)
