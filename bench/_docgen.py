@@ -98,6 +98,31 @@ def _fmax_groups(d: dict, device: str, lanes: int) -> list[tuple[str, str, bool,
     return [(lab, c, dirty, [f for _, f in v], [s for s, _ in v]) for (lab, c, dirty), v in groups.items()]
 
 
+def _synth_seeds() -> list[tuple[str, dict]]:
+    """(label, JSON) of every ``bench/results/synth_seeds.<label>.json``, 'before' first."""
+    out = [(p.name.split(".")[1], json.loads(p.read_text())) for p in sorted(RESULTS.glob("synth_seeds.*.json"))]
+    return sorted(out, key=lambda x: x[0] != "before")
+
+
+def block_fmax_seeds() -> str:
+    seeds = _synth_seeds()
+    if not seeds:
+        return ("**Placeholder**: no `synth_seeds.*.json` yet. The ECP5 L = 16 engine before and after "
+                "the engine became components, over seeds 1, 2, 3: `python bench/bench_synth_seeds.py "
+                "--lanes 16 --seeds 1,2,3 --label after` (and `--label before` on the older tree).")
+    rows = []
+    for label, d in seeds:
+        sm = d["summary"]
+        rows.append([label, f"`{(d.get('git_commit') or '')[:7]}`" + (" (dirty)" if d.get("git_dirty") else ""),
+                     d.get("device", "ecp5-85f"), d.get("lanes", 16), ", ".join(str(r["seed"]) for r in d["runs"]),
+                     f"{sm['lut']['median']:,}", f"{sm['ff']['median']:,}", sm["dsp"]["median"], sm["bram"]["median"],
+                     f"{sm['fmax_mhz']['min']:.1f} / {sm['fmax_mhz']['median']:.1f} / {sm['fmax_mhz']['max']:.1f}",
+                     "yes" if all(r.get("routed", True) for r in d["runs"]) else "**no** (placement estimate)"])
+    return table(["run", "commit", "device", "L", "nextpnr seeds", "LUT", "FF", "DSP", "BRAM",
+                  "Fmax MHz min / median / max", "routed"], rows) + \
+        "\n\nFrom `synth_seeds.<run>.json` (`bench/bench_synth_seeds.py`)."
+
+
 def _fmax_text(fs: list[float]) -> str:
     if len(fs) == 1:
         return f"{fs[0]:.1f} MHz (1 seed, an older engine: **to re-measure over seeds 1-3**)"
@@ -143,7 +168,19 @@ def headline() -> list[tuple[str, str, str, str, str]]:
                      + ("exact" if worst == 0 else f"within {pct(worst, 3)}"),
                      "≥ 90%, model within 2%", source("hw"), "`python bench/bench_hw.py`"))
     synth, boards = load("hw_synth"), load("boards")
-    if synth:
+    seeds = _synth_seeds()
+    after = next((d for lab, d in reversed(seeds) if lab != "before"), None)
+    if after:
+        fs = [r["fmax_mhz"] for r in after["runs"]]
+        routed = all(r.get("routed", True) for r in after["runs"])
+        rows.append(("Fmax, ECP5-85F engine L = 16 (the core in its I/O harness)",
+                     f"{min(fs):.1f} / {statistics.median(fs):.1f} MHz (min / median of seeds "
+                     f"{', '.join(str(r['seed']) for r in after['runs'])}"
+                     + ("" if routed else ", nextpnr's placement estimate: not routed") +
+                     "); the placement seed alone moves it by up to 20%", "100 MHz",
+                     source(f"synth_seeds.{after['label']}", after.get("git_commit"), after.get("git_dirty")),
+                     f"`python bench/bench_synth_seeds.py --lanes 16 --seeds 1,2,3 --label {after['label']}`"))
+    elif synth:
         g = _fmax_groups(synth, "ecp5-85f", 16)
         g = [x for x in g if len(x[3]) >= 3] or g   # the latest run over >= 3 seeds, else the latest
         if g:
@@ -474,7 +511,7 @@ def block_regress() -> str:
 BLOCKS: dict[str, Callable[[], str]] = {
     "readme": block_readme, "summary": block_summary, "accuracy": block_accuracy, "quant": block_quant,
     "stochastic": block_stochastic, "train_int": block_train_int, "speed": block_speed, "accelerator": block_accelerator,
-    "fmax": block_fmax, "boards": block_boards, "sim": block_sim, "native": block_native,
+    "fmax": block_fmax, "fmax_seeds": block_fmax_seeds, "boards": block_boards, "sim": block_sim, "native": block_native,
     "flow": block_flow, "cli": block_cli, "regress": block_regress,
 }
 
