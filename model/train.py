@@ -211,6 +211,12 @@ def train(
             f"--out {out_dir} already holds a run ({CHECKPOINT_NAME}); pass --resume to continue "
             f"it, --overwrite to replace it, or choose another --out"
         )
+    elif not overwrite and _shown_dir is None:
+        # metrics.json / the plot of someone else (no last.pt beside them) is never overwritten
+        theirs = [n for n in _RUN_FILES[1:] if (out_dir / n).exists()]
+        if theirs:
+            raise ConfigError(f"--out {out_dir} holds {theirs[0]} but no {CHECKPOINT_NAME} (not a ttforge "
+                              f"run); choose another --out, or pass --overwrite to replace it")
     if stop_after is not None and (not _is_int(stop_after) or stop_after < 1):
         raise ConfigError(f"stop_after={stop_after!r} must be an integer >= 1")
     if overwrite and not resume and ckpt_path.exists() and _shown_dir is None:

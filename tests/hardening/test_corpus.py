@@ -41,6 +41,8 @@ def prepare(tmp: Path, valid: dict) -> dict[str, Path]:
     (tmp / "model-link.ttfa").symlink_to(tmp / "model.ttfa")
     (tmp / "last-hard.pt").hardlink_to(tmp / "last.pt")
     (tmp / "rundir").mkdir()
+    (tmp / "fakerun").mkdir()
+    (tmp / "fakerun" / "metrics.json").write_text('{"mine": true}\n')
     shutil.copyfile(valid["checkpoint"], tmp / "rundir" / "last.pt")
     os.mkfifo(tmp / "pipe")
     (tmp / "fakegen").mkdir()
@@ -50,7 +52,7 @@ def prepare(tmp: Path, valid: dict) -> dict[str, Path]:
             "checkpoint": valid["checkpoint"], "file": tmp / "existing.txt", "dir": tmp / "existing_dir",
             "art_copy": tmp / "model.ttfa", "ckpt_copy": tmp / "last.pt", "art_link": tmp / "model-link.ttfa",
             "ckpt_hard": tmp / "last-hard.pt", "fifo": tmp / "pipe", "fakegen": tmp / "fakegen",
-            "run_copy": tmp / "rundir"}
+            "run_copy": tmp / "rundir", "fakerun": tmp / "fakerun"}
 
 
 def check(case, code: int, stderr: str, before: dict, after: dict) -> None:
