@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ttforge.atomic import check_output_dir
+from ttforge.atomic import check_output_dir, claim_work_dir
 from ttforge.errors import ConfigError, LimitError
 from ttforge.limits import MAX_JOBS, MAX_SEED, MAX_SEEDS, MAX_VECTORS
 from ttforge.hw.faults import FAULTS
@@ -61,6 +61,10 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.replay and not (Path(args.replay) / "case.json").is_file():
         raise ConfigError(f"--replay {args.replay}: no case.json there; give a reproducer "
                           f"directory written by ttforge regress")
+    if args.out and not args.replay:
+        # junit.xml, summary.json and repro-*/ go there: a new, empty or earlier regress
+        # directory, never one holding the user's files (ttforge.atomic.claim_work_dir)
+        claim_work_dir(args.out, "--out")
 
 
 def _run(args: argparse.Namespace) -> int:
