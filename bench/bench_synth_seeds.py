@@ -1,0 +1,108 @@
+#!/usr/bin/env python
+"""Resources and Fmax of one accelerator config over several nextpnr placement seeds.
+
+    python bench/bench_synth_seeds.py --lanes 16 --seeds 1,2,3 --label after
+    PYTHONPATH=/tmp/before_pkg python bench/bench_synth_seeds.py --label before ...
+
+Generates ``ttforge.hw.top.verilog(AccelConfig(lanes=L))`` (the ECP5 L = 16 engine of
+``docs/hardware.md`` by default) from the ``ttforge`` that Python imports, synthesizes it
+once inside the I/O harness of ``ttforge.hw.synth`` (``synth_ecp5``, exactly as
+``ttforge report``), then places and routes it with ``nextpnr-ecp5`` once per seed, the
+seeds in parallel. Each seed gives what ``ttforge report --lanes L --device ecp5-85f
+--seed S`` gives. Writes ``bench/results/synth_seeds.<label>.json`` with every seed's
+LUT/FF/DSP/BRAM/Fmax, their min and median, the commit and whether ``hw/`` was dirty.
+To measure an older commit, check it out in a worktree and put a directory first on
+``PYTHONPATH`` whose ``ttforge`` package maps the worktree's folders (``ttforge/``,
+``hw/``, ``ir/`` ...), e.g. with symbolic links.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
+from _env import git, git_dirty, utc_now  # noqa: E402
+
+from ttforge.hw.config import AccelConfig  # noqa: E402
+from ttforge.hw.synth import DEVICES, harness_verilog, parse_report  # noqa: E402
+from ttforge.hw.tools import run_tool  # noqa: E402
+from ttforge.hw.top import verilog  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+FIELDS = ("lut", "ff", "dsp", "bram", "lutram")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--lanes", type=int, default=16)
+    p.add_argument("--seeds", default="1,2,3")
+    p.add_argument("--label", required=True)
+    p.add_argument("--work", default=None, help="work directory (default: a fresh one in /tmp)")
+    p.add_argument("--no-route", action="store_true",
+                   help="place only: utilisation after packing and nextpnr's post-placement "
+                        "Fmax estimate (minutes instead of the hour routing takes on a busy "
+                        "2-core machine)")
+    a = p.parse_args(argv)
+    seeds = [int(s) for s in a.seeds.split(",")]
+    dev = DEVICES["ecp5-85f"]
+    wd = Path(a.work or f"/tmp/ttforge-synth-seeds-{a.label}")
+    wd.mkdir(parents=True, exist_ok=True)
+    import ttforge.hw.top as top_mod
+    commit, dirty = git("rev-parse", "HEAD"), git_dirty("hw")
+    text = verilog(AccelConfig(lanes=a.lanes))
+    harness, cost = harness_verilog(text, "ttforge_accel")
+    (wd / "core.v").write_text(text)
+    (wd / "harness.v").write_text(harness)
+    (wd / "synth.ys").write_text(
+        "read_verilog -sv core.v harness.v\nhierarchy -top ttforge_pnr_harness\n"
+        f"{dev.synth} -top ttforge_pnr_harness -json netlist.json\ntee -q -o stat.json stat -json\n")
+    t0 = time.time()
+    proc = run_tool("yosys", ["-q", "-l", "yosys.log", "synth.ys"], cwd=wd)
+    if proc.returncode != 0:
+        print(f"yosys failed (log: {wd / 'yosys.log'})", file=sys.stderr)
+        return 1
+    synth_s = round(time.time() - t0)
+
+    def pnr(seed):
+        sd = wd / f"seed{seed}"
+        sd.mkdir(exist_ok=True)
+        t = time.time()
+        run_tool(dev.nextpnr, [*dev.pnr_args, "--json", "../netlist.json", "--report", "report.json",
+                               "--freq", "100", "--seed", str(seed), "--timing-allow-fail",
+                               "-l", "nextpnr.log", "-q", "--lpf-allow-unconstrained",
+                               *(["--no-route"] if a.no_route else [])], cwd=sd, timeout=None)
+        rep = parse_report(sd / "report.json", "ecp5-85f")
+        fmax = rep.fmax_mhz
+        if a.no_route:     # the estimate after placement, as nextpnr logs it
+            found = re.findall(r"Max frequency for clock .*?: ([0-9.]+) MHz",
+                               (sd / "nextpnr.log").read_text(errors="replace"))
+            fmax = float(found[-1]) if found else None
+        return {"seed": seed, "fmax_mhz": fmax, "routed": not a.no_route,
+                "pnr_s": round(time.time() - t), **{f: rep.used(f) for f in FIELDS}}
+
+    with ThreadPoolExecutor(len(seeds)) as ex:
+        runs = list(ex.map(pnr, seeds))
+    summary = {}
+    for f in ("fmax_mhz", *FIELDS):
+        vals = [r[f] for r in runs if r[f] is not None]
+        if vals:
+            summary[f] = {"min": min(vals), "median": statistics.median(vals), "max": max(vals)}
+    out = {"label": a.label, "date_utc": utc_now(), "git_commit": commit, "git_dirty": dirty,
+           "ttforge_hw": str(Path(top_mod.__file__).parent), "device": "ecp5-85f",
+           "lanes": a.lanes, "harness": cost, "synth_s": synth_s, "runs": runs,
+           "summary": summary}
+    path = ROOT / "bench" / "results" / f"synth_seeds.{a.label}.json"
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
