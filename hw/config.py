@@ -24,11 +24,14 @@ from ttforge.errors import ConfigError
 if TYPE_CHECKING:  # pragma: no cover
     from ttforge.ir.executor import IntNetwork
 
-__all__ = ["AccelConfig", "DESC_WORDS", "MAX_LANES", "MAX_DEPTH", "MAX_DESC_DEPTH",
+__all__ = ["AccelConfig", "DESC_WORDS", "COUNTER_BITS", "MAX_LANES", "MAX_DEPTH", "MAX_DESC_DEPTH",
            "stream_lane_bits"]
 
 #: 32-bit words per step descriptor (``docs/hardware.md``, "Descriptor").
 DESC_WORDS = 24
+#: Width of the performance counter registers (``<NAME>_LO``/``<NAME>_HI``); the counters
+#: themselves count ``counter_bits`` (32..COUNTER_BITS) of them.
+COUNTER_BITS = 48
 MAX_LANES = 64
 #: Largest memory depth in elements (addresses are held in 32-bit descriptor words;
 #: this bound keeps the AXI4-Lite windows inside a 32-bit address space).
@@ -106,7 +109,7 @@ class AccelConfig:
     desc_depth: int = 32
     stream_elems: int = 1
     serial_requant: int = 0
-    counter_bits: int = 48
+    counter_bits: int = COUNTER_BITS
     axil_addr_bits: int | None = None
 
     def __post_init__(self) -> None:
@@ -134,7 +137,7 @@ class AccelConfig:
                                   f"use {min(max(_round_up(max(v, 1), L), L), MAX_DEPTH)}")
         self._range("desc_depth", 1, MAX_DESC_DEPTH)
         self._range("serial_requant", 0, 1)
-        self._range("counter_bits", 32, 48)
+        self._range("counter_bits", 32, COUNTER_BITS)
         E = self.stream_elems
         if not _is_pow2(E) or E * stream_lane_bits(self.act_bits) > MAX_TDATA_BITS:
             top = MAX_TDATA_BITS // stream_lane_bits(self.act_bits)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from ttforge.errors import ConfigError
-from ttforge.hw.config import DESC_WORDS, AccelConfig
+from ttforge.hw.config import COUNTER_BITS, DESC_WORDS, AccelConfig
 from ttforge.ir.arith import ARITHMETIC_SPEC_VERSION
 
 __all__ = [
@@ -243,7 +243,6 @@ COUNTERS: tuple[tuple[str, str], ...] = (
     ("SAT_EVENTS", "requantization results changed by saturation (valid lanes, padded outputs included)"),
     ("VECTORS", "inferences completed (the last output element accepted)"),
 )
-COUNTER_BITS = 48
 
 REG_REGION_BYTES = 0x100
 

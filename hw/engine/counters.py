@@ -8,7 +8,7 @@ from amaranth.lib.wiring import In, Out
 
 from ttforge.hw.engine.geometry import Geometry
 from ttforge.hw.engine.signatures import CounterSignature
-from ttforge.hw.regmap import COUNTER_BITS
+from ttforge.hw.config import COUNTER_BITS
 
 __all__ = ["PerfCounters"]
 

@@ -3,8 +3,9 @@ controller states.
 
 Everything here is derived from one place each: the descriptor word table and the
 ``FLAGS`` bitfields of :mod:`ttforge.hw.regmap` (:data:`DESCRIPTOR_WORDS`,
-:data:`FLAGS_FIELDS`), the counter list (:data:`COUNTERS`, :data:`COUNTER_BITS`), the
-descriptor size (:data:`ttforge.hw.config.DESC_WORDS`) and the element stream payload
+:data:`FLAGS_FIELDS`), the counter list (:data:`~ttforge.hw.regmap.COUNTERS`), the
+counter width and the descriptor size (:data:`ttforge.hw.config.COUNTER_BITS`,
+:data:`ttforge.hw.config.DESC_WORDS`) and the element stream payload
 (:func:`ttforge.hw.axis.element_layout`).
 
 Port groups of :class:`~ttforge.hw.engine.TTEngine` (each a :class:`wiring.Signature`
@@ -32,8 +33,8 @@ from amaranth.lib import data, enum, wiring
 from amaranth.lib.wiring import Out
 from amaranth.utils import ceil_log2
 
-from ttforge.hw.config import DESC_WORDS, AccelConfig
-from ttforge.hw.regmap import COUNTER_BITS, COUNTERS, DESCRIPTOR_WORDS, FLAGS_FIELDS
+from ttforge.hw.config import COUNTER_BITS, DESC_WORDS, AccelConfig
+from ttforge.hw.regmap import COUNTERS, DESCRIPTOR_WORDS, FLAGS_FIELDS
 
 __all__ = ["State", "STEP_BITS", "ERROR_CODE_BITS", "COUNTER_NAMES", "flags_layout",
            "descriptor_layout", "MemWriteSignature", "LoadSignature", "ProgramSignature",
