@@ -386,13 +386,45 @@ def block_speed() -> str:
         t = c["timings_ms"]
         for mode, name in (("fwd", "forward"), ("fwd_bwd", "forward + backward")):
             me = t["ttforge"][mode]["median"]
+            cpu = c.get("cpu_ms")
             rows.append([c["case"], c["title"], name, f"{me:.2f}"] +
                         [f"{t[k][mode]['median'] / me:.2f}x" if k in t else "—"
-                         for k in ("tltorch", "tltorch_opt_einsum", "dense")])
-    return table(["case", "layer", "pass", "ttforge ms", "vs tensorly-torch", "vs tensorly-torch + opt_einsum",
-                  "vs nn.Linear"], rows) + \
-        f"\n\nMedian of {d['settings']['reps']} interleaved repetitions, batch {d['settings']['batch']}, one thread; " \
-        f"*x* is how many times faster ttforge is. From {source('speed')}."
+                         for k in ("ttforge_schedule", "tltorch", "tltorch_opt_einsum", "dense")] +
+                        [" / ".join(f"{cpu[k][mode]['median'] / cpu['ttforge'][mode]['median']:.2f}x"
+                                    for k in ("tltorch_opt_einsum", "dense")) if cpu else "—"])
+    s = d["settings"]
+    out = table(["case", "layer", "pass", "ttforge ms", "vs ttforge hardware order", "vs tensorly-torch",
+                 "vs tensorly-torch + opt_einsum", "vs nn.Linear",
+                 "CPU time: vs opt_einsum / nn.Linear"], rows) + \
+        f"\n\nMedian of {s['reps']} interleaved repetitions, batch {s['batch']}, " \
+        f"{s.get('threads', 1)} thread{'s' * (s.get('threads', 1) != 1)}" \
+        f"{', one core busy' if s.get('load') == 'busy' else ''}; *x* is how many times faster ttforge is " \
+        f"(wall clock). From {source('speed')}."
+    if d.get("conditions"):
+        crow = []
+        for cond in d["conditions"]:
+            for c in cond["cases"]:
+                t = c["timings_ms"]
+                crow.append([cond["name"], c["case"]] + [
+                    " / ".join(f"{t[k][m]['median'] / t['ttforge'][m]['median']:.2f}x" for m in ("fwd", "fwd_bwd"))
+                    if k in t else "—" for k in ("tltorch", "tltorch_opt_einsum", "dense")])
+        out += "\n\n" + table(["condition", "case", "vs tensorly-torch (fwd / fwd+bwd)",
+                               "vs tensorly-torch + opt_einsum", "vs nn.Linear"], crow) + \
+            "\n\nThe same ratios at 1 and 2 threads, without and with a child process spinning on one core."
+    if d.get("memory"):
+        mrow = [[m["case"], m["batch"]] + [f"{m['contenders'][k]['peak_bytes'] / 2**20:.1f}"
+                                           if k in m["contenders"] else "—"
+                                           for k in ("ttforge", "ttforge_schedule", "tltorch_opt_einsum", "dense")]
+                for m in d["memory"]]
+        out += "\n\n" + table(["case", "batch", "ttforge MiB", "hardware order MiB",
+                               "tensorly-torch + opt_einsum MiB", "nn.Linear MiB"], mrow) + \
+            "\n\nPeak memory allocated during one forward+backward, above the parameters, input and " \
+            "output gradient that exist before it (parameter gradients included)."
+    met = [g for g in d["summary"]["goals"] if not g["met"]]
+    out += f"\n\nGoals: {len(d['summary']['goals']) - len(met)} of {len(d['summary']['goals'])} met" + \
+        ("." if not met else "; not met: " + "; ".join(
+            f"{g['condition']}, case {g['case']} {g['mode']}, {g['goal']} ({g['ratio']:.2f}x)" for g in met) + ".")
+    return out
 
 
 def block_accelerator() -> str:
