@@ -68,7 +68,7 @@ def _env() -> dict:
                     "other_ir_files_dirty": git_dirty("ir", "ttforge")}}
 
 
-MINE = ("ir/train.py", "ir/train_state.py", "ir/train_cli.py", "ir/train_memory.py", "ir/train_diverge.py",
+MINE = ("ir/train.py", "ir/train_state.py", "ir/train_loop.py", "ir/cli.py", "ir/train_memory.py", "ir/train_diverge.py",
         "model/train_int.py", "firmware/train_c.py", "firmware/c/ttforge_train.c",
         "bench/bench_train_int.py")
 
@@ -90,7 +90,7 @@ def _int_args(name: str, seed: int):
 def run_int(name: str, seeds=SEEDS, epochs: int | None = None) -> dict:
     from ttforge.ir.arith import quantize
     from ttforge.ir.train import TrainConfig, calibrate_state, init_state, predict
-    from ttforge.ir.train_cli import epoch_order, run_training, tt_layers as _model
+    from ttforge.ir.train_loop import epoch_order, run_training, tt_layers as _model
 
     env = _env()  # the tree the run starts from
     s = SETTINGS[name]
@@ -132,7 +132,7 @@ def run_float(name: str, seeds=SEEDS) -> dict:
 
     from ttforge.ir.arith import quantize
     from ttforge.ir.train import TrainConfig, calibrate_state, predict, state_from_network
-    from ttforge.ir.train_cli import epoch_order, run_training
+    from ttforge.ir.train_loop import epoch_order, run_training
     from ttforge.model.network import ModelConfig
     from ttforge.model.train import TrainConfig as FloatConfig, load_trained, train
     from ttforge.quant.ptq import float_accuracy, make_config, quantize_trained
@@ -210,7 +210,7 @@ def run_fgt(seeds=SEEDS, epochs: int = 3) -> dict:
 def run_speed(steps_fast: int = 20, steps_golden: int = 3) -> dict:
     from ttforge.ir.arith import quantize
     from ttforge.ir.train import TrainConfig, calibrate_state, init_state, train_step, train_step_fast
-    from ttforge.ir.train_cli import tt_layers as _model
+    from ttforge.ir.train_loop import tt_layers as _model
 
     out = {}
     env = _env()
@@ -250,7 +250,7 @@ def run_agree(steps: int = 1000) -> dict:
     from ttforge.firmware.train_c import build_library, train_step_c
     from ttforge.ir.arith import quantize
     from ttforge.ir.train import TrainConfig, calibrate_state, init_state, train_step, train_step_fast
-    from ttforge.ir.train_cli import epoch_order, tt_layers as _model
+    from ttforge.ir.train_loop import epoch_order, tt_layers as _model
     from ttforge.ir.train_diverge import compare_states
 
     env = _env()
@@ -291,7 +291,7 @@ def run_agree(steps: int = 1000) -> dict:
 
 def memory() -> dict:
     from ttforge.ir.train import TrainConfig, init_state
-    from ttforge.ir.train_cli import tt_layers as _model
+    from ttforge.ir.train_loop import tt_layers as _model
     from ttforge.ir.train_memory import training_memory
 
     rows = []

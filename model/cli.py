@@ -253,9 +253,9 @@ def export_onnx_cli_spec():
 
 # -- train-int -------------------------------------------------------------------------
 def train_int_cli_spec():
-    """The integer step's command (:mod:`ttforge.ir.train_cli`) with the project's data
+    """The integer step's command (:func:`ttforge.ir.cli.train_int_run`) with the project's data
     sets and plot (:mod:`ttforge.model.train_int`)."""
-    from ttforge.ir.train_cli import arguments, run
+    from ttforge.ir.cli import train_int_arguments as arguments, train_int_run as run
     from ttforge.model.train_int import load_numpy, plot_int_history
 
     return arguments, lambda args: run(args, load_numpy, plot_int_history)

@@ -1,5 +1,5 @@
 """What ``ttforge train-int`` (declared in :mod:`ttforge.model.cli`, run by
-:mod:`ttforge.ir.train_cli`) takes from the PyTorch side: the project's data
+:func:`ttforge.ir.cli.train_int_run`) takes from the PyTorch side: the project's data
 sets (:func:`~ttforge.model.data.load_dataset`: digits or MNIST IDX files) and its loss and
 accuracy plot (matplotlib). The integer step itself lives in the torch-free contract."""
 

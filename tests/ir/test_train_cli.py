@@ -10,9 +10,6 @@ import pytest
 from ttforge.cli import main
 from ttforge.ir.train_state import load_state, save_state
 
-pytest.importorskip("sklearn")
-
-
 def _run(capsys, *argv: str) -> tuple[int, str, str]:
     code = main(["train-int", "--quiet", *argv])
     out = capsys.readouterr()
@@ -57,13 +54,21 @@ def _foreign_state(tmp_path, n_in=30, n_out=6):
     ("labels", "labels of the data are 0..9 but"),
     ("batch", "float64-exact fast path"),
     ("lr", "rounds every update to zero"),
-    ("epochs", "--epochs=0 must be >= 1"),
+    ("epochs", r"--epochs=0 must be in 1\.\.100,000"),
+    ("batch-bound", r"--batch=1,?099,?511,?627,?776 must be in 1\.\.1,048,576"),
+    ("seed", r"--seed=\d+ must be in 0\.\.9,223,372,036,854,775,807"),
+    ("cores", r"--cores=40 must be in 1\.\.12"),
+    ("modes", r"--in-modes=.*give 1\.\.12 modes"),
 ])
 def test_bad_input_is_one_line_exit_2_before_any_step(tmp_path, capsys, case, pattern):
     out = tmp_path / "out"
     argv = {"features": lambda: ["--resume", str(_foreign_state(tmp_path))],
             "labels": lambda: ["--resume", str(_foreign_state(tmp_path, n_in=64, n_out=6))],
-            "batch": lambda: ["--batch", str(1 << 40)],
+            "batch": lambda: ["--batch", str(1 << 20)],
+            "batch-bound": lambda: ["--batch", str(1 << 40)],
+            "seed": lambda: ["--seed", str(10 ** 23)],
+            "cores": lambda: ["--cores", "40"],
+            "modes": lambda: ["--in-modes", ",".join(["2"] * 13)],
             "lr": lambda: ["--lr-shift", "62"],
             "epochs": lambda: ["--epochs", "0"]}[case]()
     code, _, err = _run(capsys, "-o", str(out), *argv)
