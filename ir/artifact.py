@@ -22,10 +22,8 @@ The on-chip byte accounting is :mod:`ttforge.ir.onchip`; ``ttforge inspect`` is 
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
-import math
 import os
 import zipfile
 from pathlib import Path
@@ -35,9 +33,11 @@ import numpy as np
 
 from ttforge import __version__
 from ttforge.errors import ArtifactError, TTForgeError, show, show_path
-from ttforge.limits import MAX_ARTIFACT_BYTES, MAX_EXP, MAX_LAYER_ELEMENTS, MAX_MANIFEST_BYTES, read_bounded
+from ttforge.limits import MAX_ARTIFACT_BYTES, MAX_EXP, MAX_LAYER_ELEMENTS, read_bounded
 from ttforge.ir.schedule import ContractionSchedule
 from ttforge.ir.arith import ARITHMETIC_SPEC_VERSION, MAX_ACC_BITS, ROUNDING, ROUNDING_ALIASES, int_range
+from ttforge.ir.container import (MANIFEST, PAYLOAD, ManifestReader, Payload, check_container, pack,
+                                  parse_manifest, read_tensors)
 from ttforge.ir.executor import IntLayer, IntNetwork
 
 __all__ = [
@@ -59,24 +59,11 @@ ARTIFACT_FORMAT = "ttforge-artifact"
 ARTIFACT_FORMAT_VERSION = 1
 #: Version of ``docs/arithmetic.md`` the stored network follows.
 
-MANIFEST = "manifest.json"
-PAYLOAD = "tensors.bin"
-ALIGN = 8
-_ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest ZIP date: no timestamps, reproducible bytes
-_DTYPES = {"int8": 8, "int16": 16, "int32": 32, "int64": 64}
 
 
 # ---------------------------------------------------------------------------------------
 # writing
 # ---------------------------------------------------------------------------------------
-def _dtype_for(bits: int) -> str:
-    """The narrowest little-endian integer dtype that holds a signed ``bits``-bit value."""
-    for name, width in _DTYPES.items():
-        if bits <= width:
-            return name
-    raise ArtifactError(f"a {bits}-bit tensor does not fit int64")  # pragma: no cover
-
-
 def layer_kind(layer: IntLayer) -> str:
     return "dense" if layer.schedule.shape.d == 1 else "tt"
 
@@ -100,24 +87,8 @@ def _build(net: IntNetwork, meta: dict | None) -> tuple[bytes, bytes]:
     if not isinstance(net, IntNetwork):
         raise ArtifactError(f"save_artifact needs an IntNetwork (compile_network(...)), got {type(net).__name__}")
     merged = _json_meta({**dict(net.meta), **(meta or {})})
-    payload = bytearray()
-    tensors: list[dict[str, Any]] = []
-
-    def add(name: str, array: np.ndarray, bits: int) -> str:
-        dtype = _dtype_for(bits)
-        data = np.ascontiguousarray(np.asarray(array, dtype=np.int64).astype("<" + np.dtype(dtype).str[1:]))
-        raw = data.tobytes(order="C")
-        payload.extend(b"\0" * (-len(payload) % ALIGN))
-        tensors.append({
-            "name": name,
-            "offset": len(payload),
-            "nbytes": len(raw),
-            "shape": [int(s) for s in data.shape],
-            "dtype": dtype,
-            "sha256": hashlib.sha256(raw).hexdigest(),
-        })
-        payload.extend(raw)
-        return name
+    payload = Payload()
+    add = payload.add
 
     layers = []
     for i, layer in enumerate(net.layers):
@@ -159,17 +130,11 @@ def _build(net: IntNetwork, meta: dict | None) -> tuple[bytes, bytes]:
         "input": {"features": int(first.in_features), "bits": int(first.in_bits), "exp": int(first.in_exp)},
         "output": {"features": int(last.out_features), "bits": int(last.out_bits), "exp": int(last.out_exp)},
         "layers": layers,
-        "tensors": tensors,
-        "payload": {
-            "member": PAYLOAD,
-            "byte_order": "little",
-            "alignment": ALIGN,
-            "nbytes": len(payload),
-            "sha256": hashlib.sha256(bytes(payload)).hexdigest(),
-        },
+        "tensors": payload.tensors,
+        "payload": payload.info(),
     }
     text = dump_json(manifest) + "\n"
-    return text.encode("utf-8"), bytes(payload)
+    return text.encode("utf-8"), bytes(payload.data)
 
 
 def dump_json(obj: Any, indent: str = "") -> str:
@@ -185,22 +150,9 @@ def dump_json(obj: Any, indent: str = "") -> str:
     return json.dumps(obj, ensure_ascii=True, allow_nan=False)
 
 
-def _zip_member(z: zipfile.ZipFile, name: str, data: bytes) -> None:
-    info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
-    info.compress_type = zipfile.ZIP_STORED
-    info.create_system = 3
-    info.external_attr = 0o644 << 16
-    z.writestr(info, data)
-
-
 def dumps_artifact(net: IntNetwork, meta: dict | None = None) -> bytes:
     """The artifact of ``net`` as bytes (what :func:`save_artifact` writes)."""
-    manifest, payload = _build(net, meta)
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
-        _zip_member(z, MANIFEST, manifest)
-        _zip_member(z, PAYLOAD, payload)
-    return buf.getvalue()
+    return pack(*_build(net, meta))
 
 
 def save_artifact(net: IntNetwork, path: str | os.PathLike, meta: dict | None = None) -> Path:
@@ -218,90 +170,7 @@ def save_artifact(net: IntNetwork, path: str | os.PathLike, meta: dict | None = 
 # ---------------------------------------------------------------------------------------
 # reading
 # ---------------------------------------------------------------------------------------
-class _Reader:
-    """Validates a manifest field by field; every failure names the field and the file."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-
-    def fail(self, msg: str) -> ArtifactError:
-        return ArtifactError(f"{self.source}: {' '.join(str(msg).split())}")
-
-    def get(self, obj: Any, key: str, where: str) -> Any:
-        if not isinstance(obj, dict):
-            raise self.fail(f"{where or 'manifest'} must be a JSON object")
-        if key not in obj:
-            raise self.fail(f"manifest field {where + '.' if where else ''}{key} is missing; the artifact is damaged or not from ttforge")
-        return obj[key]
-
-    def int_(self, obj: Any, key: str, where: str, lo: int | None = None, hi: int | None = None) -> int:
-        v = self.get(obj, key, where)
-        name = f"{where + '.' if where else ''}{key}"
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise self.fail(f"manifest field {name}={show(v)} must be an integer")
-        if (lo is not None and v < lo) or (hi is not None and v > hi):
-            raise self.fail(f"manifest field {name}={show(v)} is out of range {lo}..{hi}")
-        return v
-
-    def ints(self, obj: Any, key: str, where: str, n: int | None = None) -> list[int]:
-        v = self.get(obj, key, where)
-        name = f"{where}.{key}"
-        if not isinstance(v, list) or any(isinstance(e, bool) or not isinstance(e, int) for e in v):
-            raise self.fail(f"manifest field {name}={show(v)} must be a list of integers")
-        if n is not None and len(v) != n:
-            raise self.fail(f"manifest field {name} has {len(v)} entries; the schedule needs {n}")
-        return v
-
-    def bool_(self, obj: Any, key: str, where: str) -> bool:
-        v = self.get(obj, key, where)
-        if not isinstance(v, bool):
-            raise self.fail(f"manifest field {where}.{key}={show(v)} must be true or false")
-        return v
-
-
-def check_container(z: zipfile.ZipFile, fail, size: int, members: tuple[str, ...] = (MANIFEST, PAYLOAD)) -> None:
-    """The container rules of docs/artifact.md (also those of the training state), checked
-    on the central directory before any member is read: each of ``members`` once and
-    nothing else, every member stored (a compressed member could inflate to gigabytes
-    before any check: a ZIP bomb), none encrypted, ``manifest.json`` at most
-    ``MAX_MANIFEST_BYTES`` and no member larger than the ``size``-byte file. ``fail(msg)``
-    makes the error."""
-    infos = z.infolist()
-    names = [i.filename for i in infos]
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        raise fail(f"has the member {show(dup[0])} {names.count(dup[0])} times; it holds each "
-                   f"member once (it is damaged or was edited)")
-    extra = [n for n in names if n not in members]
-    if extra:
-        raise fail(f"has the member {show(extra[0])} besides {' and '.join(members)}; it holds "
-                   f"exactly those (it is damaged or was edited)")
-    for info in infos:
-        if info.flag_bits & 0x1:
-            raise fail(f"member {show(info.filename)} is encrypted; ttforge never encrypts "
-                       f"(it is not from ttforge)")
-        if info.compress_type != zipfile.ZIP_STORED or info.file_size != info.compress_size:
-            raise fail(f"member {show(info.filename)} is compressed (method {info.compress_type}); "
-                       f"members are stored uncompressed (docs/artifact.md), re-export it")
-        limit = MAX_MANIFEST_BYTES if info.filename == MANIFEST else size
-        if info.file_size > limit:
-            raise fail(f"member {show(info.filename)} claims {info.file_size:,} bytes, more than "
-                       f"{'the limit of ' + format(limit, ',') if info.filename == MANIFEST else 'the file holds'}; "
-                       f"it is damaged")
-
-
-def parse_manifest(raw: bytes, fail) -> Any:
-    """``raw`` as JSON; undecodable, too deeply nested or holding an integer of too many
-    digits is ``fail(msg)``."""
-    try:
-        return json.loads(raw.decode("utf-8"))
-    except RecursionError:
-        raise fail(f"has a {MANIFEST} nested too deeply to read; it is damaged or not from ttforge") from None
-    except (UnicodeDecodeError, ValueError) as e:  # JSONDecodeError, or an int of too many digits
-        raise fail(f"has an unreadable {MANIFEST} ({show(str(e))}); it is damaged or not from ttforge") from None
-
-
-def _open(data: bytes, r: _Reader) -> tuple[dict, bytes]:
+def _open(data: bytes, r: ManifestReader) -> tuple[dict, bytes]:
     """The manifest and the payload of an artifact's bytes (container-level checks)."""
     if not data:
         raise r.fail("is empty (0 bytes); it is not a ttforge artifact (write one with save_artifact)")
@@ -349,7 +218,7 @@ def _open(data: bytes, r: _Reader) -> tuple[dict, bytes]:
     return manifest, payload
 
 
-def _check_arithmetic(manifest: dict, r: _Reader) -> None:
+def _check_arithmetic(manifest: dict, r: ManifestReader) -> None:
     ar = r.get(manifest, "arithmetic", "")
     version = r.int_(ar, "version", "arithmetic")
     if version != ARITHMETIC_SPEC_VERSION:
@@ -364,53 +233,7 @@ def _check_arithmetic(manifest: dict, r: _Reader) -> None:
             raise r.fail(f"manifest field arithmetic.{key}={show(got)}; this ttforge only executes {want!r}")
 
 
-def _tensors(manifest: dict, payload: bytes, r: _Reader) -> dict[str, np.ndarray]:
-    info = r.get(manifest, "payload", "")
-    if r.get(info, "byte_order", "payload") != "little":
-        raise r.fail("manifest field payload.byte_order must be 'little'")
-    nbytes = r.int_(info, "nbytes", "payload", 0)
-    align = r.int_(info, "alignment", "payload", 1, 4096)
-    if len(payload) != nbytes:
-        raise r.fail(f"payload {PAYLOAD} has {len(payload)} bytes, the manifest says {nbytes}; "
-                     f"it is truncated or damaged, re-copy it")
-    if hashlib.sha256(payload).hexdigest() != r.get(info, "sha256", "payload"):
-        raise r.fail(f"is corrupt: payload sha256 mismatch in {PAYLOAD}; re-copy it or re-export it")
-    table = r.get(manifest, "tensors", "")
-    if not isinstance(table, list):
-        raise r.fail("manifest field tensors must be a list")
-    out: dict[str, np.ndarray] = {}
-    for j, t in enumerate(table):
-        where = f"tensors[{j}]"
-        name = r.get(t, "name", where)
-        if not isinstance(name, str) or name in out:
-            raise r.fail(f"manifest field {where}.name={show(name)} must be a unique string")
-        dtype = r.get(t, "dtype", where)
-        if not isinstance(dtype, str) or dtype not in _DTYPES:
-            raise r.fail(f"tensor {show(name)} has dtype {show(dtype)}; artifact tensors hold integers "
-                         f"({', '.join(_DTYPES)}), never non-integer values")
-        shape = r.ints(t, "shape", where)
-        if any(s < 0 for s in shape):
-            raise r.fail(f"tensor {name} has a negative size in shape {show(shape)}")
-        if len(shape) > 8 or any(s > len(payload) for s in shape):
-            raise r.fail(f"tensor {name} has shape {show(shape)}, larger than its {len(payload)}-byte payload")
-        offset = r.int_(t, "offset", where, 0)
-        if offset % align:
-            raise r.fail(f"tensor {name} starts at byte {offset}, not a multiple of payload.alignment={align}")
-        size = r.int_(t, "nbytes", where, 0)
-        itemsize = _DTYPES[dtype] // 8
-        if size != math.prod(shape) * itemsize:
-            raise r.fail(f"tensor {name} has {size} bytes but shape {shape} of {dtype} needs "
-                         f"{math.prod(shape) * itemsize}")
-        if offset + size > len(payload):
-            raise r.fail(f"tensor {name} ends at byte {offset + size}, past the {len(payload)}-byte payload")
-        raw = payload[offset:offset + size]
-        if hashlib.sha256(raw).hexdigest() != r.get(t, "sha256", where):
-            raise r.fail(f"is corrupt: tensor {name} fails its sha256 check; re-copy it or re-export it")
-        out[name] = np.frombuffer(raw, dtype="<i" + str(itemsize)).reshape(shape).astype(np.int64)
-    return out
-
-
-def _layer(i: int, d: dict, tensors: dict[str, np.ndarray], r: _Reader) -> IntLayer:
+def _layer(i: int, d: dict, tensors: dict[str, np.ndarray], r: ManifestReader) -> IntLayer:
     w = f"layers[{i}]"
     sd = r.get(d, "schedule", w)
     r.get(sd, "steps", f"{w}.schedule")   # required: a reader executes them (docs/artifact.md)
@@ -495,10 +318,10 @@ def _layer(i: int, d: dict, tensors: dict[str, np.ndarray], r: _Reader) -> IntLa
 
 def loads_artifact(data: bytes, source: str = "<bytes>") -> IntNetwork:
     """Parse and verify an artifact's bytes; ``source`` names it in error messages."""
-    r = _Reader(source)
+    r = ManifestReader(source)
     manifest, payload = _open(bytes(data), r)
     _check_arithmetic(manifest, r)
-    tensors = _tensors(manifest, payload, r)
+    tensors = read_tensors(manifest, payload, r)
     layers_d = r.get(manifest, "layers", "")
     if not isinstance(layers_d, list) or not layers_d:
         raise r.fail("manifest field layers must be a non-empty list")

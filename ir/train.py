@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 
 from ttforge.errors import ConfigError, ShapeError
-from ttforge.ir.arith import int_range, quantize, rshift_round
+from ttforge.ir.arith import int_range, rshift_round
 from ttforge.ir.executor import IntLayer, IntNetwork, execute_traced
 from ttforge.ir.rng import Xorshift32
 from ttforge.ir.schedule import ContractionSchedule

@@ -13,22 +13,21 @@ consistency of the state, and reports each problem in one line (an
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
-import math
 import os
 import zipfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from ttforge import __version__
 from ttforge.errors import ArtifactError, TTForgeError, show, show_path
 from ttforge.limits import MAX_ARTIFACT_BYTES, MAX_MANIFEST_BYTES, file_kind, read_bounded
 from ttforge.ir.arith import ARITHMETIC_SPEC_VERSION, ROUNDING
-from ttforge.ir.artifact import check_container, dump_json, parse_manifest
+from ttforge.ir.artifact import dump_json
+from ttforge.ir.container import (MANIFEST, PAYLOAD, ManifestReader, Payload, check_container, pack,
+                                  parse_manifest, read_tensors)
 from ttforge.ir.schedule import ContractionSchedule
 from ttforge.ir.train import TRAIN_SPEC_VERSION, TrainConfig, TrainLayer, TrainState
 
@@ -38,35 +37,12 @@ __all__ = ["STATE_FORMAT", "STATE_FORMAT_VERSION", "dumps_state", "loads_state",
 STATE_FORMAT = "ttforge-train-state"
 #: Version of the container and manifest layout of a training state.
 STATE_FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-PAYLOAD = "tensors.bin"
-ALIGN = 8
-_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
-_DTYPES = {"int8": 8, "int16": 16, "int32": 32, "int64": 64}
-
-
-def _dtype_for(bits: int) -> str:
-    for name, width in _DTYPES.items():
-        if bits <= width:
-            return name
-    raise ArtifactError(f"a {bits}-bit tensor does not fit int64")  # pragma: no cover
 
 
 def _build(state: TrainState) -> tuple[bytes, bytes]:
     cfg = state.config
-    payload = bytearray()
-    tensors: list[dict[str, Any]] = []
-
-    def add(name: str, array: np.ndarray, bits: int) -> str:
-        dtype = _dtype_for(bits)
-        data = np.ascontiguousarray(np.asarray(array, dtype=np.int64).astype("<" + np.dtype(dtype).str[1:]))
-        raw = data.tobytes(order="C")
-        payload.extend(b"\0" * (-len(payload) % ALIGN))
-        tensors.append({"name": name, "offset": len(payload), "nbytes": len(raw),
-                        "shape": [int(s) for s in data.shape], "dtype": dtype,
-                        "sha256": hashlib.sha256(raw).hexdigest()})
-        payload.extend(raw)
-        return name
+    payload = Payload()
+    add = payload.add
 
     layers = []
     for i, L in enumerate(state.layers):
@@ -100,31 +76,17 @@ def _build(state: TrainState) -> tuple[bytes, bytes]:
         "lr_shift": int(state.lr_shift),
         "in_exp": int(state.in_exp),
         "layers": layers,
-        "tensors": tensors,
-        "payload": {"member": PAYLOAD, "byte_order": "little", "alignment": ALIGN,
-                    "nbytes": len(payload), "sha256": hashlib.sha256(bytes(payload)).hexdigest()},
+        "tensors": payload.tensors,
+        "payload": payload.info(),
     }
-    return (dump_json(manifest) + "\n").encode("utf-8"), bytes(payload)
-
-
-def _member(z: zipfile.ZipFile, name: str, data: bytes) -> None:
-    info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
-    info.compress_type = zipfile.ZIP_STORED
-    info.create_system = 3
-    info.external_attr = 0o644 << 16
-    z.writestr(info, data)
+    return (dump_json(manifest) + "\n").encode("utf-8"), bytes(payload.data)
 
 
 def dumps_state(state: TrainState) -> bytes:
     """The state file's bytes (deterministic: equal states give equal bytes)."""
     if not isinstance(state, TrainState):
         raise ArtifactError(f"save_state needs a TrainState, got {type(state).__name__}")
-    manifest, payload = _build(state)
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
-        _member(z, MANIFEST, manifest)
-        _member(z, PAYLOAD, payload)
-    return buf.getvalue()
+    return pack(*_build(state))
 
 
 def save_state(state: TrainState, path: str | os.PathLike) -> Path:
@@ -137,39 +99,7 @@ def save_state(state: TrainState, path: str | os.PathLike) -> Path:
 # ---------------------------------------------------------------------------------------
 # reading
 # ---------------------------------------------------------------------------------------
-class _R:
-    def __init__(self, source: str) -> None:
-        self.source = source
-
-    def fail(self, msg: str) -> ArtifactError:
-        return ArtifactError(f"{self.source}: {' '.join(str(msg).split())}")
-
-    def get(self, obj: Any, key: str, where: str = "") -> Any:
-        if not isinstance(obj, dict):
-            raise self.fail(f"{where or 'manifest'} must be a JSON object")
-        if key not in obj:
-            raise self.fail(f"manifest field {where + '.' if where else ''}{key} is missing; the state "
-                            f"file is damaged or not from ttforge")
-        return obj[key]
-
-    def int_(self, obj: Any, key: str, where: str = "", lo: int | None = None, hi: int | None = None) -> int:
-        v = self.get(obj, key, where)
-        name = f"{where + '.' if where else ''}{key}"
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise self.fail(f"manifest field {name}={v!r} must be an integer")
-        if (lo is not None and v < lo) or (hi is not None and v > hi):
-            raise self.fail(f"manifest field {name}={v} is out of range {lo}..{hi}")
-        return v
-
-    def ints(self, obj: Any, key: str, where: str, n: int) -> list[int]:
-        v = self.get(obj, key, where)
-        if (not isinstance(v, list) or len(v) != n
-                or any(isinstance(e, bool) or not isinstance(e, int) for e in v)):
-            raise self.fail(f"manifest field {where}.{key}={v!r} must be a list of {n} integers")
-        return v
-
-
-def _open(data: bytes, r: _R) -> tuple[dict, bytes]:
+def _open(data: bytes, r: ManifestReader) -> tuple[dict, bytes]:
     if not data:
         raise r.fail("is empty (0 bytes); it is not a ttforge training state")
     if data[:4] != b"PK\x03\x04":
@@ -206,46 +136,9 @@ def _open(data: bytes, r: _R) -> tuple[dict, bytes]:
     return manifest, payload
 
 
-def _tensors(manifest: dict, payload: bytes, r: _R) -> dict[str, np.ndarray]:
-    info = r.get(manifest, "payload")
-    if r.get(info, "byte_order", "payload") != "little":
-        raise r.fail("manifest field payload.byte_order must be 'little'")
-    nbytes = r.int_(info, "nbytes", "payload", 0)
-    if len(payload) != nbytes:
-        raise r.fail(f"payload has {len(payload)} bytes, the manifest says {nbytes}; it is truncated")
-    if hashlib.sha256(payload).hexdigest() != r.get(info, "sha256", "payload"):
-        raise r.fail("is corrupt: payload sha256 mismatch; re-copy it")
-    table = r.get(manifest, "tensors")
-    if not isinstance(table, list):
-        raise r.fail("manifest field tensors must be a list")
-    out: dict[str, np.ndarray] = {}
-    for j, t in enumerate(table):
-        where = f"tensors[{j}]"
-        name = r.get(t, "name", where)
-        if not isinstance(name, str) or name in out:
-            raise r.fail(f"manifest field {where}.name={name!r} must be a unique string")
-        dtype = r.get(t, "dtype", where)
-        if dtype not in _DTYPES:
-            raise r.fail(f"tensor {name} has dtype {dtype!r}; expected one of {sorted(_DTYPES)}")
-        shape = r.get(t, "shape", where)
-        if not isinstance(shape, list) or any(isinstance(s, bool) or not isinstance(s, int) or s < 0
-                                              for s in shape):
-            raise r.fail(f"tensor {name} has a malformed shape {shape!r}")
-        offset = r.int_(t, "offset", where, 0)
-        size = r.int_(t, "nbytes", where, 0)
-        itemsize = _DTYPES[dtype] // 8
-        if size != math.prod(shape) * itemsize or offset + size > len(payload):
-            raise r.fail(f"tensor {name} does not fit the payload (offset {offset}, {size} bytes)")
-        raw = payload[offset:offset + size]
-        if hashlib.sha256(raw).hexdigest() != r.get(t, "sha256", where):
-            raise r.fail(f"is corrupt: tensor {name} fails its sha256 check; re-copy it")
-        out[name] = np.frombuffer(raw, dtype="<i" + str(itemsize)).reshape(shape).astype(np.int64)
-    return out
-
-
 def loads_state(data: bytes, source: str = "<bytes>") -> TrainState:
     """Parse and verify a state file's bytes; every problem is one line naming ``source``."""
-    r = _R(source)
+    r = ManifestReader(source, noun="state file")
     manifest, payload = _open(bytes(data), r)
     ar = r.get(manifest, "arithmetic")
     if r.int_(ar, "version", "arithmetic") != ARITHMETIC_SPEC_VERSION:
@@ -254,7 +147,7 @@ def loads_state(data: bytes, source: str = "<bytes>") -> TrainState:
     tv = r.int_(ar, "training_version", "arithmetic")
     if tv != TRAIN_SPEC_VERSION:
         raise r.fail(f"follows training spec version {tv}; this ttforge implements {TRAIN_SPEC_VERSION}")
-    tensors = _tensors(manifest, payload, r)
+    tensors = read_tensors(manifest, payload, r)
     cfg_d = r.get(manifest, "config")
     if not isinstance(cfg_d, dict):
         raise r.fail("manifest field config must be a JSON object")
