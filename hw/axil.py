@@ -43,6 +43,8 @@ from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from ttforge.errors import ConfigError
+
 __all__ = [
     "OKAY", "SLVERR", "AXI4LiteSignature", "RegBusSignature", "AXI4LiteSlave",
     "Reg", "Window", "normalize_regmap", "RegisterFile",
@@ -85,7 +87,7 @@ class AXI4LiteSlave(wiring.Component):
         from ttforge.hw.faults import check_fault
         self.fault = check_fault(fault, ("axil_double_resp",), "AXI4LiteSlave")
         if not 3 <= addr_bits <= 32:
-            raise ValueError(f"addr_bits must be 3..32, got {addr_bits}")
+            raise ConfigError(f"addr_bits must be 3..32, got {addr_bits}")
         self.addr_bits = addr_bits
         super().__init__({
             "axil": In(AXI4LiteSignature(addr_bits)),
@@ -225,17 +227,17 @@ def normalize_regmap(regmap: Any) -> tuple[list[Reg], list[Window]]:
     spans.sort()
     for (a0, a1, n0), (b0, b1, n1) in zip(spans, spans[1:]):
         if b0 < a1:
-            raise ValueError(f"register map: {n0} and {n1} overlap at 0x{b0:x}")
+            raise ConfigError(f"register map: {n0} and {n1} overlap at 0x{b0:x}")
     for r in regs:
         if r.addr % 4:
-            raise ValueError(f"register map: {r.name} at 0x{r.addr:x} is not word aligned")
+            raise ConfigError(f"register map: {r.name} at 0x{r.addr:x} is not word aligned")
         if r.access not in ("RW", "RO", "W1C", "WO"):
-            raise ValueError(f"register map: {r.name} has unknown access {r.access!r}")
+            raise ConfigError(f"register map: {r.name} has unknown access {r.access!r}")
         if not 1 <= r.width <= DATA_BITS:
-            raise ValueError(f"register map: {r.name} width {r.width} is not 1..32")
+            raise ConfigError(f"register map: {r.name} width {r.width} is not 1..32")
     for w in wins:
         if w.base % 4 or w.depth < 1:
-            raise ValueError(f"register map: window {w.name} must be word aligned, depth >= 1")
+            raise ConfigError(f"register map: window {w.name} must be word aligned, depth >= 1")
     return regs, wins
 
 
@@ -278,10 +280,10 @@ class RegisterFile(wiring.Component):
         top = 1 << addr_bits
         for r in self.regs:
             if r.addr >= top:
-                raise ValueError(f"register {r.name} at 0x{r.addr:x} beyond {addr_bits} address bits")
+                raise ConfigError(f"register {r.name} at 0x{r.addr:x} beyond {addr_bits} address bits")
         for w in self.windows:
             if w.base + 4 * w.depth > top:
-                raise ValueError(f"window {w.name} beyond {addr_bits} address bits")
+                raise ConfigError(f"window {w.name} beyond {addr_bits} address bits")
         members: dict[str, Any] = {"bus": In(RegBusSignature(addr_bits))}
         for r in self.regs:
             if r.name in paired:

@@ -19,10 +19,12 @@ non-negative strides the saturating sum is out of range exactly when the true su
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
+
+from ttforge.errors import ConfigError
 
 __all__ = ["sat_add", "saturate_value", "AddressGen", "MacLanes", "Requant", "RequantDecode",
            "requant_widths"]
@@ -69,7 +71,7 @@ class AddressGen(wiring.Component):
         self.slab = tuple(slab)
         for n, lv in self.streams:
             if not 1 <= lv <= 4:
-                raise ValueError(f"stream {n} has {lv} levels; 1..4 allowed")
+                raise ConfigError(f"stream {n} has {lv} levels; 1..4 allowed")
         sig = {
             "start": In(1),
             "en": In(1),

@@ -27,7 +27,7 @@ from ttforge.hw.config import DESC_WORDS, AccelConfig
 from ttforge.hw.regmap import DESCRIPTOR_WORDS, FLAGS_FIELDS, RegisterMap
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ttforge.ir.executor import IntLayer, IntNetwork
+    from ttforge.ir.executor import IntNetwork
 
 __all__ = [
     "Descriptor", "StepInfo", "Program", "compile_program", "requirements",

@@ -10,11 +10,11 @@ for the flow and its I/O harness.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
 from ttforge.errors import ConfigError
+from ttforge.hw.config import AccelConfig
 
 __all__ = ["report", "resolve_config"]
 
@@ -41,9 +41,11 @@ def resolve_config(artifact: str | None = None, config_file: str | None = None,
     return cfg
 
 
-def report(config, devices: list[str], *, target_mhz: float | None = None, seed: int = 1,
+def report(config: AccelConfig, devices: list[str], *, target_mhz: float | None = None, seed: int = 1,
            keep: str | None = None) -> dict[str, Any]:
     """Implement ``config`` on each device; a JSON-ready dict."""
+    if not isinstance(config, AccelConfig):
+        raise ConfigError(f"report needs an AccelConfig, got {type(config).__name__}")
     from ttforge.hw.synth import implement
     from ttforge.hw.top import verilog
 
@@ -57,6 +59,5 @@ def report(config, devices: list[str], *, target_mhz: float | None = None, seed:
         wd = None if keep is None else Path(keep) / dev
         results[dev] = implement(text, dev, target_mhz=target_mhz, seed=seed,
                                  workdir=wd).to_dict()
-    cfg = config.to_dict() if hasattr(config, "to_dict") else dataclasses.asdict(config)
-    return {"config": cfg, "top": "ttforge_accel", "verilog_bytes": len(text.encode()),
+    return {"config": config.to_dict(), "top": "ttforge_accel", "verilog_bytes": len(text.encode()),
             "devices": results}

@@ -74,7 +74,7 @@ class TTAccel(wiring.Component):
             raise ConfigError(f"TTAccel needs an AccelConfig, got {type(config).__name__}")
         self.fault = check_fault(fault)
         if fault is not None and engine is not None and fault in ENGINE_FAULTS:
-            raise ValueError(f"fault={fault!r} is in the engine; pass it to the engine instead")
+            raise ConfigError(f"fault={fault!r} is in the engine; pass it to the engine instead")
         self.config = config
         self.regmap = RegisterMap(config)
         self._engine = engine
@@ -130,10 +130,10 @@ class TTAccel(wiring.Component):
 
         def port(path, flow, where):
             if path not in ports:
-                raise ValueError(f"TTAccel: {where} is bound to {path!r}, which the engine "
+                raise ConfigError(f"TTAccel: {where} is bound to {path!r}, which the engine "
                                  "does not have")
             if ports[path][0] != flow:
-                raise ValueError(f"TTAccel: {where} is bound to {path!r}, an engine "
+                raise ConfigError(f"TTAccel: {where} is bound to {path!r}, an engine "
                                  f"{'output' if flow == wiring.In else 'input'}")
             bound.add(path)
             return ports[path][1]
@@ -190,7 +190,7 @@ class TTAccel(wiring.Component):
         # status.in_open and program.in_count are also read by the adapter (wired above)
         unbound = [p for p, (flow, _) in ports.items() if flow == wiring.In and p not in bound]
         if unbound:
-            raise ValueError("TTAccel: engine inputs with no register or window in the "
+            raise ConfigError("TTAccel: engine inputs with no register or window in the "
                              f"register map: {', '.join(unbound)}")
 
 
@@ -235,7 +235,7 @@ def verilog(config: AccelConfig, *, reset: str = "rst", engine=None, name: str =
         ports = {"clk": (top.clk, _ir.PortDirection.Input),
                  "aresetn": (top.aresetn, _ir.PortDirection.Input), **ports}
         return emit_verilog(top, name, ports)
-    raise ValueError(f"reset={reset!r} must be 'rst' or 'aresetn'")
+    raise ConfigError(f"reset={reset!r} must be 'rst' or 'aresetn'")
 
 
 def verilator_waivers() -> str:

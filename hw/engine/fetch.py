@@ -41,7 +41,6 @@ class DescriptorFetch(wiring.Component):
 
     def __init__(self, geom: Geometry):
         self.geom = g = geom
-        c = g.config
         self.dmem_addr_bits = ceil_log2(g.dmem_depth)
         super().__init__({
             "active": In(1),

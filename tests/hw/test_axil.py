@@ -15,6 +15,7 @@ from amaranth.lib import wiring
 from amaranth.sim import Simulator
 
 from tests.support.axil import ADDR_BITS, REGS, WINS, Master
+from ttforge.errors import ConfigError
 from ttforge.hw.axil import (OKAY, SLVERR, AXI4LiteSlave, Reg, RegisterFile, Window,
                              normalize_regmap)
 
@@ -250,11 +251,11 @@ def test_outstanding_write_while_b_is_stalled():
 
 
 def test_regmap_checks():
-    with pytest.raises(ValueError, match="overlap"):
+    with pytest.raises(ConfigError, match="overlap"):
         normalize_regmap(([Reg("A", 0, "RW"), Reg("B", 0, "RO")], []))
-    with pytest.raises(ValueError, match="overlap"):
+    with pytest.raises(ConfigError, match="overlap"):
         normalize_regmap(([Reg("A", 0x10, "RW")], [Window("W", 0x0, 8)]))
-    with pytest.raises(ValueError, match="aligned"):
+    with pytest.raises(ConfigError, match="aligned"):
         normalize_regmap(([Reg("A", 2, "RW")], []))
 
 

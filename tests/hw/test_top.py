@@ -13,6 +13,7 @@ from ttforge.hw.config import AccelConfig
 from ttforge.hw.regmap import MAGIC, RegisterMap
 from ttforge.hw.synth import verilog_ports
 from ttforge.hw.top import TTAccel, verilog
+from ttforge.errors import ConfigError
 
 from tests.support.axil import Master
 from tests.support.stubs import StubEngine
@@ -48,7 +49,7 @@ def test_port_names_and_directions():
 def test_aresetn_variant():
     ports = {p.name for p in verilog_ports(_emit(reset="aresetn"), "ttforge_accel")}
     assert "aresetn" in ports and "clk" in ports and "rst" not in ports
-    with pytest.raises(ValueError, match="reset"):
+    with pytest.raises(ConfigError, match="reset"):
         _emit(reset="rst_n")
 
 
@@ -75,7 +76,7 @@ def test_unbound_engine_input_is_an_error():
             members["mystery"] = wiring.In(1)
             return wiring.Signature(members)
 
-    with pytest.raises(ValueError, match="mystery"):
+    with pytest.raises(ConfigError, match="mystery"):
         TTAccel(CFG, engine=Extra(CFG)).elaborate(None)
 
 
