@@ -379,10 +379,10 @@ class CommandParser(wiring.Component):
 
     class State(enum.Enum, shape=3):
         RX = 0
-        EXEC = 1        # the frame is complete: run it or answer it
+        BEAT = 1        # an input beat for the core
         BUS = 2         # an AXI4-Lite transaction
         NEXT_ADDR = 3   # the burst's next word address
-        BEAT = 4        # an input beat for the core
+        EXEC = 4        # the frame is complete: run it or answer it
         RESPOND = 5
         SEND = 6
 
