@@ -199,10 +199,41 @@ def _own_output(out: Path) -> None:
     check_owned_dir(out, MARKER, BUILD_FORMAT, files_of, flag="-o", command="ttforge build")
 
 
+#: Placer seeds ``build`` tries in order when none is given (see :func:`build`).
+PLACEMENT_SEEDS = 4
+
+
+def place_with_seeds(place, work: Path, seed: int | None) -> tuple[int, Path, list[dict[str, Any]]]:
+    """Run ``place(seed, build_dir)`` (``None`` on success, else why it failed) for ``seed``,
+    or for seeds ``1..PLACEMENT_SEEDS`` in order when it is ``None``, until one succeeds:
+    ``(seed, build_dir, failed attempts)``. A design that does not fit is refused at once
+    (:class:`ConfigError`, exit 2); when every seed failed, :class:`BuildError` (exit 3)."""
+    seeds = [int(seed)] if seed is not None else list(range(1, PLACEMENT_SEEDS + 1))
+    failed: list[dict[str, Any]] = []
+    for attempt in seeds:
+        bdir = work / ("build" if not failed else f"build-seed{attempt}")
+        why = place(attempt, bdir)
+        if why is None:
+            return attempt, bdir, failed
+        if "does not fit" in why:
+            raise ConfigError(why)
+        failed.append({"seed": attempt, "error": why})
+    tried = ", ".join(str(f["seed"]) for f in failed)
+    raise BuildError(f"{failed[-1]['error']} (placer seed{'s' if len(failed) > 1 else ''} {tried}); "
+                     f"try other seeds with --seed N, or fewer lanes")
+
+
 def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=None,
-          clk_hz: int | None = None, baud: int | None = None, seed: int = 1,
+          clk_hz: int | None = None, baud: int | None = None, seed: int | None = None,
           keep: str | None = None) -> dict[str, Any]:
-    """Build the bitstream of ``board_key`` into ``out_dir`` (atomically); the manifest."""
+    """Build the bitstream of ``board_key`` into ``out_dir`` (atomically); the manifest.
+
+    ``seed`` is nextpnr's placer seed. ``None`` tries seeds ``1..PLACEMENT_SEEDS`` in
+    order and keeps the first that places and routes: near a small device's capacity
+    placement succeeds or fails by the seed alone, and the order makes the result
+    deterministic (the manifest records the seed and the seeds that failed). A design
+    that does not fit is refused at once, whatever the seed.
+    """
     from ttforge import __version__
     from ttforge.firmware.board import DEFAULT_BAUD, BoardTop, board, uart_divisor
     from ttforge.hw.synth import DEVICES, parse_report
@@ -213,6 +244,8 @@ def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=Non
     clk_hz = b.check_clock(b.default_hz if clk_hz is None else clk_hz)
     baud = DEFAULT_BAUD if baud is None else int(baud)
     divisor = uart_divisor(clk_hz, baud)                      # checks the baud rate
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31):
+        raise ConfigError(f"--seed={seed!r} must be an integer in 0..{2**31 - 1} (nextpnr's placer seed)")
     out = check_output_dir(out_dir, "-o")
     _own_output(out)  # a directory holding anything but a previous build is never replaced
     cfg, net = board_config(b, artifact, config_file, lanes)
@@ -244,14 +277,17 @@ def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=Non
         try:
             import subprocess
             extra = {"synth_opts": "-dsp"} if dev.family == "ice40" else {}   # as ttforge report
-            platform.build(top, name=name, build_dir=str(bdir), do_build=True,
-                           nextpnr_opts=f"--seed {int(seed)} --report report.json --timing-allow-fail",
-                           **extra)
-        except subprocess.CalledProcessError:
-            why = _why_failed(bdir, name, dev.title)
-            # a design too large for the device is the user's to fix (exit 2); any other
-            # toolchain failure is the tool's (exit 3)
-            raise (ConfigError if "does not fit" in why else BuildError)(why) from None
+
+            def place(attempt: int, bdir: Path) -> str | None:
+                try:
+                    platform.build(top, name=name, build_dir=str(bdir), do_build=True,
+                                   nextpnr_opts=f"--seed {attempt} --report report.json --timing-allow-fail",
+                                   **extra)
+                except subprocess.CalledProcessError:
+                    return _why_failed(bdir, name, dev.title)
+                return None
+
+            seed, bdir, failed = place_with_seeds(place, work, seed)
         finally:
             for k, v in saved.items():
                 if v is None:
@@ -272,6 +308,7 @@ def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=Non
             "format": BUILD_FORMAT, "version": BUILD_VERSION, "ttforge": __version__,
             "board": b.key, "title": b.title, "device": b.device,
             "clock_hz": clk_hz, "baud": baud, "uart_divisor": divisor, "seed": int(seed),
+            "failed_seeds": failed,
             "config": cfg.to_dict(),
             "artifact": None if artifact is None else {
                 "path": str(artifact), "sha256": _sha256(Path(artifact).expanduser())},

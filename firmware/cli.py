@@ -45,7 +45,8 @@ def _add_build(p: argparse.ArgumentParser) -> None:
     p.add_argument("--freq", type=float, metavar="MHZ",
                    help="system clock (ulx3s: 25, 40, 50 (default), 60, 62.5, 75, 100; icebreaker: 12)")
     p.add_argument("--baud", type=int, default=None, metavar="N", help="UART baud rate (default 115200)")
-    p.add_argument("--seed", type=int, default=1, help="nextpnr placer seed (default 1)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="nextpnr placer seed (default: the first of seeds 1..4 that places and routes)")
     p.add_argument("-o", "--out", metavar="DIR", help="output directory (default: build-BOARD)")
     p.add_argument("--keep", metavar="DIR", help="keep the toolchain's work files in DIR")
     p.add_argument("--json", action="store_true", help="print build.json instead of a summary")

@@ -316,3 +316,45 @@ def test_run_out_is_written_atomically(artifact, tmp_path, capsys, monkeypatch):
     y = np.load(tmp_path / "out" / "y.npy")
     assert y.dtype == np.int64
     assert np.array_equal(y, execute(load_artifact(a), np.load(x)))
+
+
+# --------------------------------------------------------------------------- placer seeds
+def test_build_tries_the_next_placer_seed_when_placement_fails(tmp_path):
+    """Near a small device's capacity placement succeeds or fails by the seed alone: with no
+    --seed, build takes the first of 1..PLACEMENT_SEEDS that places, in order (deterministic)."""
+    from ttforge.firmware.build import PLACEMENT_SEEDS, place_with_seeds
+
+    calls = []
+
+    def place(seed, bdir):
+        calls.append((seed, bdir.name))
+        return None if seed == 3 else "nextpnr failed: ERROR: Failed to place"
+
+    seed, bdir, failed = place_with_seeds(place, tmp_path, None)
+    assert seed == 3 and bdir.name == "build-seed3"
+    assert calls == [(1, "build"), (2, "build-seed2"), (3, "build-seed3")]
+    assert [f["seed"] for f in failed] == [1, 2] and PLACEMENT_SEEDS >= 3
+
+
+def test_build_with_a_given_seed_tries_only_it_and_every_failure_is_one_line(tmp_path):
+    from ttforge.errors import BuildError, ConfigError
+    from ttforge.firmware.build import PLACEMENT_SEEDS, place_with_seeds
+
+    calls = []
+
+    def fail(seed, bdir):
+        calls.append(seed)
+        return "nextpnr failed: ERROR: Failed to place"
+
+    with pytest.raises(BuildError, match=r"placer seed 7\); try other seeds"):
+        place_with_seeds(fail, tmp_path, 7)
+    assert calls == [7]
+    calls.clear()
+    with pytest.raises(BuildError, match=r"placer seeds 1, 2, 3, 4\)"):
+        place_with_seeds(fail, tmp_path, None)
+    assert calls == list(range(1, PLACEMENT_SEEDS + 1))
+    # a design that does not fit is the user's to fix at once, not retried
+    calls.clear()
+    with pytest.raises(ConfigError, match="does not fit"):
+        place_with_seeds(lambda s, d: calls.append(s) or "the design does not fit the iCE40UP5K", tmp_path, None)
+    assert calls == [1]
