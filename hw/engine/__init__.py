@@ -30,9 +30,8 @@ code in its ``ERRORS``.
 from __future__ import annotations
 
 from amaranth.hdl import Cat, Module, Mux, Signal, signed
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In, Out
 
 from ttforge.errors import ConfigError
 from ttforge.hw.axis import element_layout
@@ -46,8 +45,7 @@ from ttforge.hw.engine.geometry import Geometry
 from ttforge.hw.engine.issue import IssueUnit
 from ttforge.hw.engine.output import OutputPath
 from ttforge.hw.engine.requant import RequantBank
-from ttforge.hw.engine.signatures import (ControlSignature, CounterSignature, LoadSignature,
-                                          ProgramSignature, State, StatusSignature)
+from ttforge.hw.engine.signatures import State, engine_signature
 from ttforge.hw.engine.writer import ResultWriter
 from ttforge.hw.faults import ENGINE_FAULTS, check_fault
 from ttforge.hw.regmap import ErrorCode
@@ -91,16 +89,7 @@ class TTEngine(wiring.Component):
         self.fault = check_fault(fault, self.FAULTS, "TTEngine")
         self.config = config
         self.geom = Geometry(config)
-        elem = element_layout(config.act_bits)
-        super().__init__({
-            "inp": In(stream.Signature(elem)),
-            "out": Out(stream.Signature(elem)),
-            "load": In(LoadSignature(config)),
-            "program": In(ProgramSignature()),
-            "control": In(ControlSignature()),
-            "status": Out(StatusSignature()),
-            "counters": Out(CounterSignature()),
-        })
+        super().__init__(engine_signature(config))
 
     def elaborate(self, platform):
         m = Module()

@@ -29,14 +29,15 @@ from __future__ import annotations
 import functools
 
 from amaranth.hdl import signed, unsigned
-from amaranth.lib import data, enum, wiring
-from amaranth.lib.wiring import Out
+from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
+from ttforge.hw.axis import element_layout
 from ttforge.hw.config import COUNTER_BITS, DESC_WORDS, AccelConfig
 from ttforge.hw.regmap import COUNTERS, DESCRIPTOR_WORDS, FLAGS_FIELDS
 
-__all__ = ["State", "STEP_BITS", "ERROR_CODE_BITS", "COUNTER_NAMES", "flags_layout",
+__all__ = ["engine_signature", "State", "STEP_BITS", "ERROR_CODE_BITS", "COUNTER_NAMES", "flags_layout",
            "descriptor_layout", "MemWriteSignature", "LoadSignature", "ProgramSignature",
            "ControlSignature", "StatusSignature", "CounterSignature", "BOUND_WORDS"]
 
@@ -142,3 +143,19 @@ def StatusSignature() -> wiring.Signature:
 
 def CounterSignature() -> wiring.Signature:
     return wiring.Signature({name: Out(COUNTER_BITS) for name in COUNTER_NAMES})
+
+
+def engine_signature(config: AccelConfig) -> wiring.Signature:
+    """The engine's ports: element streams in and out, and the port groups the top binds
+    registers to (load, program, control, status, counters). One definition for the
+    engine and any stand-in for it."""
+    elem = element_layout(config.act_bits)
+    return wiring.Signature({
+        "inp": In(stream.Signature(elem)),
+        "out": Out(stream.Signature(elem)),
+        "load": In(LoadSignature(config)),
+        "program": In(ProgramSignature()),
+        "control": In(ControlSignature()),
+        "status": Out(StatusSignature()),
+        "counters": Out(CounterSignature()),
+    })

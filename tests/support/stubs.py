@@ -4,12 +4,9 @@ not depend on the engine's datapath (emission, lint, binding, AXI paths)."""
 from __future__ import annotations
 
 from amaranth.hdl import Module, Signal, signed
-from amaranth.lib import stream, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib import wiring
 
-from ttforge.hw.axis import element_layout
-from ttforge.hw.engine.signatures import (COUNTER_NAMES, ControlSignature, CounterSignature,
-                                          LoadSignature, ProgramSignature, StatusSignature)
+from ttforge.hw.engine.signatures import (COUNTER_NAMES, engine_signature)
 
 COUNTERS = COUNTER_NAMES
 
@@ -22,15 +19,7 @@ class StubEngine(wiring.Component):
 
     def __init__(self, cfg):
         self.cfg = cfg
-        super().__init__({
-            "inp": In(stream.Signature(element_layout(cfg.act_bits))),
-            "out": Out(stream.Signature(element_layout(cfg.act_bits))),
-            "load": In(LoadSignature(cfg)),
-            "program": In(ProgramSignature()),
-            "control": In(ControlSignature()),
-            "status": Out(StatusSignature()),
-            "counters": Out(CounterSignature()),
-        })
+        super().__init__(engine_signature(cfg))
 
     def elaborate(self, platform):
         m = Module()
