@@ -282,8 +282,9 @@ def train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable 
     if args.resume:
         state = load_state(args.resume)
         if args.export:  # the inference artifact of a state, nothing else
-            from ttforge.atomic import check_output_file
+            from ttforge.atomic import check_output_file, note_input
 
+            note_input(args.resume)   # exporting never writes over the state it exports
             path = save_artifact(export_network(state, {"from_state": str(args.resume)}),
                                  check_output_file(args.export, "--export", "model.ttfa"))
             print(f"wrote {path} (the network of {args.resume} at step {state.step}, epoch {state.epoch})")
@@ -293,6 +294,11 @@ def train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable 
         if args.lr_decay_at is None:
             args.lr_decay_at = [int(e) for e in state.meta.get("lr_decay_at", [])]
     elif args.from_artifact:
+        from ttforge.atomic import check_not_input, note_input
+
+        note_input(args.from_artifact)   # the run's own files never replace the artifact it starts from
+        for name in ("state.ttts", "model.ttfa", "metrics.json", "curves.png"):
+            check_not_input(out / name, "-o")   # refused before any step, not after an epoch
         net = load_artifact(args.from_artifact)
     args.batch = 32 if args.batch is None else args.batch
     args.lr_decay_at = [] if args.lr_decay_at is None else args.lr_decay_at

@@ -115,3 +115,16 @@ def test_export_writes_the_artifact_of_a_state(tmp_path, capsys):
     assert np.array_equal(execute(net, x), execute(ref, x))
     code, _, err = _run(capsys, "--export", str(tmp_path / "n.ttfa"))
     assert code == 2 and "--export needs --resume" in err
+
+
+def test_outputs_never_replace_the_state_or_artifact_they_come_from(tmp_path, capsys):
+    """--export over the --resume state, and a --from artifact inside -o: refused in one
+    line before anything is written; the inputs keep their bytes."""
+    run = tmp_path / "r"
+    assert _run(capsys, "-o", str(run), "--epochs", "1", "--batch", "64", "--hidden", "16", "--ranks", "2")[0] == 0
+    state, model = (run / "state.ttts").read_bytes(), (run / "model.ttfa").read_bytes()
+    code, _, err = _run(capsys, "--resume", str(run / "state.ttts"), "--export", str(run / "state.ttts"))
+    assert code == 2 and "is the input" in err and len(err.strip().splitlines()) == 1
+    code, _, err = _run(capsys, "--from", str(run / "model.ttfa"), "-o", str(run), "--epochs", "1")
+    assert code == 2 and "is the input" in err and len(err.strip().splitlines()) == 1
+    assert (run / "state.ttts").read_bytes() == state and (run / "model.ttfa").read_bytes() == model
