@@ -81,9 +81,14 @@ class Descriptor:
 
 
 def encode_descriptor(d: Descriptor) -> tuple[int, ...]:
-    """The 24 unsigned 32-bit words of a descriptor."""
+    """The 24 unsigned 32-bit words of a descriptor.
+
+    The one check of the signed 8-bit ``SHIFT`` field's range (:func:`compile_program`
+    relies on it; the field itself would wrap a shift silently).
+    """
     if not SHIFT_RANGE[0] <= d.SHIFT <= SHIFT_RANGE[1]:
-        raise ConfigError(f"SHIFT={d.SHIFT} is outside the signed 8-bit field {SHIFT_RANGE}")
+        raise ConfigError(f"SHIFT={d.SHIFT} is outside the signed 8-bit field "
+                          f"{SHIFT_RANGE[0]}..{SHIFT_RANGE[1]}; recalibrate the step's exponents")
     flags = 0
     for name in ("MODE", "SRC", "BIAS", "RELU", "OUT_WORD", "LAST", "SAT_BITS", "LAST_LANES"):
         flags |= _FLAG[name].put(int(getattr(d, name)))
@@ -374,19 +379,17 @@ def compile_program(net: "IntNetwork", config: AccelConfig) -> Program:
     Raises
     ------
     ConfigError
-        ``does not fit: ...`` (see :meth:`AccelConfig.check`), or a step whose shift
-        does not fit the signed 8-bit ``SHIFT`` field.
+        ``does not fit: ...`` (see :meth:`AccelConfig.check`).
+
+    Every step's shift fits the signed 8-bit ``SHIFT`` field: an :class:`IntLayer`
+    refuses a shift outside :func:`ttforge.ir.arith.shift_range` (at most -61..62), and
+    :func:`encode_descriptor` is the one place that checks the field's range.
     """
     if not isinstance(config, AccelConfig):
         raise ConfigError(f"compile_program needs an AccelConfig, got {type(config).__name__}")
     config.check(net)
     L = config.lanes
     plan = _plan(net, L)
-    for s in plan.steps:
-        if not SHIFT_RANGE[0] <= s.shift <= SHIFT_RANGE[1]:
-            raise ConfigError(
-                f"layer {s.layer} step {s.step}: shift {s.shift} does not fit the signed 8-bit "
-                f"SHIFT field ({SHIFT_RANGE[0]}..{SHIFT_RANGE[1]}); recalibrate its exponents")
     cmem = np.zeros(plan.cmem_size, dtype=np.int64)
     bmem = np.zeros(plan.bmem_size, dtype=np.int64)
     for s in plan.steps:

@@ -20,9 +20,9 @@ from ttforge.hw.model import (AccumulatorOverflow, EngineError, requantize, run_
                               run_program_traced)
 from ttforge.hw.program import (Descriptor, compile_program, decode_descriptor,
                                 encode_descriptor, load_image, load_image_from_bytes,
-                                load_image_to_bytes, load_image_to_json)
+                                SHIFT_RANGE, load_image_to_bytes, load_image_to_json)
 from ttforge.hw.regmap import ErrorCode, RegisterMap
-from ttforge.ir.arith import int_range, rshift_round, saturate
+from ttforge.ir.arith import MAX_ACC_BITS, int_range, rshift_round, saturate, shift_range
 from ttforge.ir.executor import IntLayer, IntNetwork, execute, execute_traced
 from ttforge.ir.random import calibrated_layer as random_layer
 from ttforge.ir.random import calibrated_network as random_network
@@ -284,6 +284,25 @@ def test_compile_refuses_what_does_not_fit_and_bad_shifts():
     # the layer itself refuses it (and every exact shift fits the signed 8-bit SHIFT field)
     with pytest.raises(ConfigError, match=r"step 0 shifts by 204 .* the exact range is -?\d+\.\.62"):
         IntLayer(**fields)
+
+
+def test_every_exact_shift_fits_the_shift_field():
+    """Why compile_program does not check SHIFT itself: every shift an IntLayer accepts
+    (shift_range of any acc_bits it accepts) lies inside the signed 8-bit field."""
+    for acc_bits in range(2, MAX_ACC_BITS + 1):
+        lo, hi = shift_range(acc_bits)
+        assert SHIFT_RANGE[0] <= lo <= hi <= SHIFT_RANGE[1], acc_bits
+
+
+def test_a_shift_outside_the_field_is_refused_by_the_one_check():
+    """encode_descriptor is the single SHIFT range check, and compile_program reaches it:
+    a layer forced past its own validation to shift by 200 is refused, never wrapped."""
+    net = example_network()
+    lay = net.layers[1]
+    object.__setattr__(lay, "step_exps", (lay.step_exps[0] + 200 - lay.shifts()[0],))
+    assert lay.shifts()[0] == 200
+    with pytest.raises(ConfigError, match=r"SHIFT=200 is outside the signed 8-bit field -128\.\.127"):
+        compile_program(net, AccelConfig.for_network(net, lanes=4))
 
 
 # --------------------------------------------------------------------------- arithmetic
