@@ -14,6 +14,10 @@ output width), accumulators exactly as wide as :func:`~ttforge.ir.arith.acc_bits
 says, 16-bit activations and one-core (dense) layers among the TT ones.
 :func:`shifted_network` draws full-range cores and step shifts of both signs (left
 shifts, exact, rounding and saturating steps) for the exports' float32 bounds.
+
+:func:`train_layer_shapes` and :func:`train_case` draw training problems for the integer
+trainer and the training engine: a state from :func:`~ttforge.ir.train.init_state`
+(random schedule orders), a labelled batch, calibrated exponents.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from ttforge.ir.schedule import ContractionSchedule, schedule_orders
 from ttforge.ir.tt import TTShape, max_ranks
 
 __all__ = ["MAX_RANK", "random_layer", "random_network", "engine_network", "calibrated_layer",
-           "calibrated_network", "shifted_layer", "shifted_network", "random_inputs"]
+           "calibrated_network", "shifted_layer", "shifted_network", "random_inputs",
+           "train_layer_shapes", "train_case"]
 
 #: The largest TT rank :func:`random_network` draws by default.
 MAX_RANK = 8
@@ -306,3 +311,47 @@ def shifted_network(seed: int) -> IntNetwork:
         layers.append(layer)
         features, bits, exp = layer.out_features, layer.out_bits, layer.out_exp
     return IntNetwork(tuple(layers), meta={"seed": seed})
+
+
+# ---------------------------------------------------------------------------------------
+# training problems
+# ---------------------------------------------------------------------------------------
+def train_layer_shapes(rng: np.random.Generator, n_layers: int, d: int, rank: int, n_in: int,
+                       hidden: int, n_out: int) -> list[tuple[int, int, ContractionSchedule]]:
+    """``(in_features, out_features, schedule)`` per layer: ``n_layers`` layers ``n_in ->
+    hidden -> ... -> n_out``; every layer but the last a TT layer of ``d`` cores (modes by
+    :func:`~ttforge.ir.tt.factorize`, rank ``rank``, a random schedule order), the last
+    (and every layer when ``d = 1``) dense."""
+    from ttforge.ir.tt import factorize
+
+    shapes = []
+    sizes = [n_in] + [hidden] * (n_layers - 1) + [n_out]
+    for i in range(n_layers):
+        a, b = sizes[i], sizes[i + 1]
+        if i == n_layers - 1 or d == 1:
+            sched = ContractionSchedule(TTShape((b,), (a,), (1, 1)), (0,))
+        else:
+            shape = TTShape(factorize(b, d), factorize(a, d), rank)
+            orders = schedule_orders(d)
+            sched = ContractionSchedule(shape, orders[int(rng.integers(len(orders)))])
+            a = min(a, shape.in_size)
+        shapes.append((a, b, sched))
+    return shapes
+
+
+def train_case(seed: int, n_layers: int = 2, d: int = 3, rank: int = 3, n_in: int = 27,
+               hidden: int = 20, n_out: int = 5, batch: int = 6, lr_shift: int = 4, **cfg):
+    """``(state, x, y, rng)``: a random training state (widths ``cfg`` of
+    :class:`~ttforge.ir.train.TrainConfig`), a batch of non-negative inputs and labels,
+    and the state calibrated on that batch (golden)."""
+    from ttforge.ir.train import TrainConfig, calibrate_state, init_state
+
+    rng = np.random.default_rng(seed)
+    config = TrainConfig(**cfg)
+    state = init_state(train_layer_shapes(rng, n_layers, d, rank, n_in, hidden, n_out), config,
+                       seed=seed, lr_shift=lr_shift)
+    hi = (1 << (config.act_bits - 1)) - 1
+    x = rng.integers(0, hi + 1, size=(batch, n_in))
+    y = rng.integers(0, n_out, size=batch)
+    state = calibrate_state(state, x, y, fast=False)
+    return state, x, y, rng

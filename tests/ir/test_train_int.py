@@ -3,7 +3,6 @@ the math of the backward pass, the exponent table, the word order, bad input."""
 
 from __future__ import annotations
 
-import math
 from fractions import Fraction
 
 import numpy as np
@@ -17,35 +16,12 @@ from ttforge.ir.rng import Xorshift32, stochastic_rshift
 from ttforge.ir.train import (TrainConfig, calibrate_state, check_batch, check_lr, exp2_table,
                               export_network, init_state, softmax_grad, train_step,
                               train_step_fast, train_step_traced, _round_update)
+from ttforge.ir.random import train_case
 from ttforge.ir.train_diverge import compare_states, compare_train_traces
 
 
-def _net(rng: np.random.Generator, n_layers: int, d: int, rank: int, n_in: int, hidden: int, n_out: int):
-    shapes = []
-    sizes = [n_in] + [hidden] * (n_layers - 1) + [n_out]
-    for i in range(n_layers):
-        a, b = sizes[i], sizes[i + 1]
-        if i == n_layers - 1 or d == 1:
-            sched = ContractionSchedule(TTShape((b,), (a,), (1, 1)), (0,))
-        else:
-            from ttforge.ir.tt import factorize
-            shape = TTShape(factorize(b, d), factorize(a, d), rank)
-            orders = schedule_orders(d)
-            sched = ContractionSchedule(shape, orders[int(rng.integers(len(orders)))])
-            a = min(a, shape.in_size)
-        shapes.append((a, b, sched))
-    return shapes
-
-
-def _case(seed: int, n_layers=2, d=3, rank=3, n_in=27, hidden=20, n_out=5, batch=6, **cfg):
-    rng = np.random.default_rng(seed)
-    config = TrainConfig(**cfg)
-    state = init_state(_net(rng, n_layers, d, rank, n_in, hidden, n_out), config, seed=seed, lr_shift=4)
-    lo, hi = -(1 << (config.act_bits - 1)), (1 << (config.act_bits - 1)) - 1
-    x = rng.integers(0, hi + 1, size=(batch, n_in))
-    y = rng.integers(0, n_out, size=batch)
-    state = calibrate_state(state, x, y, fast=False)
-    return state, x, y, rng
+def _case(seed: int, **kw):
+    return train_case(seed, **kw)
 
 
 def _assert_states_equal(a, b):

@@ -1,0 +1,488 @@
+"""Compile a training state into the training engine's operation program.
+
+``compile_training(state, batch, config)`` follows ``docs/hardware.md`` ("Training
+engine") exactly: the batch lives in the lanes (a *batch vector* of ``F`` features is
+``F * BW`` words, feature ``f`` of sample ``b`` at word ``f*BW + b // L``, lane
+``b mod L``, with ``BW = Bp / L`` and ``Bp`` the batch slots), every saved activation
+has its own region of ACT, the gradients alternate between two regions of GRAD, the
+masters sit in CMEM in the ``P x K`` layout of the step that uses them (so the update's
+element order is the order of the xorshift32 words), and the step is a list of
+:class:`TrainOp`: ``ZFILL``, ``CONTRACT`` (forward steps, and input gradients through
+the transposed core), ``LOSS`` and ``WGRAD`` (core and bias gradients, each followed
+by its update).
+
+The exponents change after every step (delayed max scaling): the engine records the
+largest ``|acc|`` of every ``CONTRACT`` in ``MAXACC``, and :func:`next_exponents` turns
+those into the state's next exponents; :func:`compile_training` of the new state gives
+the next program (only shift fields differ). :func:`state_from_memories` reads a state
+back from the memory images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from enum import IntEnum
+from typing import Sequence
+
+import numpy as np
+
+from ttforge.errors import ConfigError, ShapeError
+from ttforge.ir.arith import int_range
+from ttforge.ir.train import TrainConfig, TrainState, export_network, widths
+
+__all__ = [
+    "Op", "TrainOp", "TrainEngineConfig", "TrainProgram", "RegionMap", "compile_training",
+    "encode_op", "decode_op", "next_exponents", "state_from_memories", "batch_slots",
+    "TRAIN_DESC_WORDS", "OP_FIELDS",
+]
+
+#: 32-bit words per operation descriptor.
+TRAIN_DESC_WORDS = 32
+
+
+class Op(IntEnum):
+    """Operation kinds (``FLAGS.OP``)."""
+
+    CONTRACT = 0
+    WGRAD = 1
+    LOSS = 2
+    ZFILL = 3
+
+
+#: ``FLAGS`` bit fields: name -> (lsb, width, signed).
+OP_FIELDS = {
+    "OP": (0, 2, False), "SRC": (2, 1, False), "DST": (3, 1, False), "BIAS": (4, 1, False),
+    "RELU": (5, 1, False), "MASK": (6, 1, False), "ONES": (7, 1, False), "LAST": (8, 1, False),
+    "SAT_BITS": (16, 8, False), "SHIFT": (24, 8, True),
+}
+_SIGNED8 = (-128, 127)
+
+
+def _ceil_pow2(v: int) -> int:
+    return 1 << max(0, int(v) - 1).bit_length()
+
+
+def batch_slots(batch: int, lanes: int) -> int:
+    """``Bp``: the smallest power of two holding ``batch`` samples and at least ``lanes``."""
+    return _ceil_pow2(max(int(batch), int(lanes)))
+
+
+@dataclass(frozen=True)
+class TrainEngineConfig:
+    """Parameters of a generated training engine (validated on construction).
+
+    ``lanes`` (``L``, a power of two 1..64); ``train`` the widths (a
+    :class:`~ttforge.ir.train.TrainConfig`); ``acc_bits`` the engine's accumulators
+    (every accumulator of a step must fit, checked per program); memory depths
+    ``act_depth``/``grad_depth`` in words of ``L`` elements, ``core_depth``/``bias_depth``
+    in elements, ``desc_depth`` in operations; ``max_batch`` the batch slots ``Bp`` the
+    label memory holds; ``max_classes`` the widest softmax.
+    """
+
+    lanes: int = 4
+    train: TrainConfig = TrainConfig()
+    acc_bits: int = 48
+    act_depth: int = 4096
+    grad_depth: int = 1024
+    core_depth: int = 4096
+    bias_depth: int = 256
+    desc_depth: int = 64
+    max_batch: int = 64
+    max_classes: int = 16
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.train, TrainConfig):
+            raise ConfigError("TrainEngineConfig.train must be a TrainConfig")
+        for name, lo, hi in (("lanes", 1, 64), ("acc_bits", 8, 48), ("act_depth", 1, 1 << 20),
+                             ("grad_depth", 1, 1 << 20), ("core_depth", 1, 1 << 20),
+                             ("bias_depth", 1, 1 << 16), ("desc_depth", 1, 4096),
+                             ("max_batch", 1, 4096), ("max_classes", 2, 1024)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
+                raise ConfigError(f"TrainEngineConfig.{name}={v!r} must be an integer in {lo}..{hi}")
+        for name in ("lanes", "max_batch"):
+            v = getattr(self, name)
+            if v & (v - 1):
+                raise ConfigError(f"TrainEngineConfig.{name}={v} must be a power of two")
+        if self.max_batch < self.lanes:
+            raise ConfigError(f"max_batch={self.max_batch} must be >= lanes={self.lanes} "
+                              f"(a batch fills at least one word)")
+
+    @property
+    def act_store_bits(self) -> int:
+        """Width of an ACT element (network inputs, step outputs, logits)."""
+        return max(self.train.act_bits, self.train.inter_bits)
+
+    @property
+    def grad_store_bits(self) -> int:
+        """Width of a GRAD element (logit and step-input gradients)."""
+        return max(self.train.grad_bits, self.train.logit_grad_bits)
+
+
+@dataclass(frozen=True)
+class TrainOp:
+    """One operation descriptor, field by field (``docs/hardware.md``, "Training engine").
+
+    ``N`` has four loop bounds; ``U_S``/``V_S`` four strides; ``O_S`` three.
+    """
+
+    OP: int
+    SRC: int = 0
+    DST: int = 0
+    BIAS: int = 0
+    RELU: int = 0
+    MASK: int = 0
+    ONES: int = 0
+    LAST: int = 0
+    SAT_BITS: int = 0
+    SHIFT: int = 0
+    N: tuple[int, int, int, int] = (1, 1, 1, 1)
+    U_BASE: int = 0
+    U_S: tuple[int, int, int, int] = (0, 0, 0, 0)
+    V_BASE: int = 0
+    V_S: tuple[int, int, int, int] = (0, 0, 0, 0)
+    O_BASE: int = 0
+    O_S: tuple[int, int, int] = (0, 0, 0)
+    B_BASE: int = 0
+    BIAS_SHIFT: int = 0
+    BIAS_LIMIT: int = 0
+    M_BASE: int = 0
+    OUT_VALID: int = 0
+    #: what the operation is, for people and for the divergence search (not encoded)
+    label: str = field(default="", compare=False)
+
+
+def _put(name: str, value: int) -> int:
+    lsb, width, sgn = OP_FIELDS[name]
+    lo, hi = (-(1 << (width - 1)), (1 << (width - 1)) - 1) if sgn else (0, (1 << width) - 1)
+    if not lo <= int(value) <= hi:
+        raise ConfigError(f"descriptor field {name}={value} is outside {lo}..{hi}")
+    return (int(value) & ((1 << width) - 1)) << lsb
+
+
+def _get(name: str, word: int) -> int:
+    lsb, width, sgn = OP_FIELDS[name]
+    v = (word >> lsb) & ((1 << width) - 1)
+    return v - (1 << width) if sgn and v >> (width - 1) else v
+
+
+def encode_op(op: TrainOp) -> tuple[int, ...]:
+    """The :data:`TRAIN_DESC_WORDS` unsigned 32-bit words of an operation."""
+    flags = 0
+    for name in OP_FIELDS:
+        flags |= _put(name, getattr(op, name))
+    if not _SIGNED8[0] <= op.BIAS_SHIFT <= _SIGNED8[1]:
+        raise ConfigError(f"BIAS_SHIFT={op.BIAS_SHIFT} is outside the signed 8-bit field")
+    if not 0 <= op.BIAS_LIMIT < 1 << 47:
+        raise ConfigError(f"BIAS_LIMIT={op.BIAS_LIMIT} is outside 0..2^47-1")
+    words = [flags, *op.N, op.U_BASE, *op.U_S, op.V_BASE, *op.V_S, op.O_BASE, *op.O_S, op.B_BASE,
+             op.BIAS_SHIFT & 0xFF, op.BIAS_LIMIT & 0xFFFFFFFF, op.BIAS_LIMIT >> 32, op.M_BASE,
+             op.OUT_VALID]
+    words += [0] * (TRAIN_DESC_WORDS - len(words))
+    for i, w in enumerate(words):
+        if not 0 <= int(w) < 1 << 32:
+            raise ConfigError(f"descriptor word {i} = {w} does not fit in 32 unsigned bits")
+    return tuple(int(w) for w in words)
+
+
+def decode_op(words: Sequence[int]) -> TrainOp:
+    """Inverse of :func:`encode_op`."""
+    w = [int(v) & 0xFFFFFFFF for v in words]
+    if len(w) != TRAIN_DESC_WORDS:
+        raise ShapeError(f"an operation has {TRAIN_DESC_WORDS} words, got {len(w)}")
+    f = w[0]
+    bs = w[20] & 0xFF
+    return TrainOp(
+        **{name: _get(name, f) for name in OP_FIELDS},
+        N=tuple(w[1:5]), U_BASE=w[5], U_S=tuple(w[6:10]), V_BASE=w[10], V_S=tuple(w[11:15]),
+        O_BASE=w[15], O_S=tuple(w[16:19]), B_BASE=w[19], BIAS_SHIFT=bs - 256 if bs >= 128 else bs,
+        BIAS_LIMIT=w[21] | (w[22] & 0xFFFF) << 32, M_BASE=w[23], OUT_VALID=w[24])
+
+
+# ---------------------------------------------------------------------------------------
+# the program
+# ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RegionMap:
+    """Where things live: ``act[i][t]`` the ACT word base of layer ``i``'s step-``t``
+    input (``act[n][0]``: the logits), ``grad`` the two GRAD region bases, ``cmem[i][k]``
+    the CMEM element base of layer ``i``'s core ``k`` (``P x K`` of its step), ``bmem[i]``
+    the BMEM base of layer ``i``'s bias (``-1``: none)."""
+
+    act: tuple[tuple[int, ...], ...]
+    grad: tuple[int, int]
+    cmem: tuple[tuple[int, ...], ...]
+    bmem: tuple[int, ...]
+    act_words: int
+    grad_words: int
+    cmem_size: int
+    bmem_size: int
+
+
+@dataclass(frozen=True)
+class TrainProgram:
+    """A compiled training step: operations, memory images and program registers.
+
+    ``maxacc_ops[j]`` names the ``CONTRACT`` whose ``MAXACC`` sets an exponent:
+    ``("step", layer, t)`` or ``("grad", layer, t)``. ``cmem``/``bmem`` are the element
+    images (masters, biases); ``globals`` the program registers (``BATCH``, ``BW_LOG``,
+    ``IN_COUNT``, ``IN_BASE``, ``STOCH``, ``RNG``).
+    """
+
+    config: TrainEngineConfig
+    batch: int
+    slots: int
+    ops: tuple[TrainOp, ...]
+    regions: RegionMap
+    cmem: np.ndarray
+    bmem: np.ndarray
+    globals: dict
+    maxacc_ops: dict
+
+    @property
+    def words(self) -> tuple[int, ...]:
+        return tuple(w for op in self.ops for w in encode_op(op))
+
+    @property
+    def bw(self) -> int:
+        return self.slots // self.config.lanes
+
+
+def _core_pk(state: TrainState, i: int, k: int) -> tuple[np.ndarray, int]:
+    """Master ``k`` of layer ``i`` as the ``P x K`` matrix of the step that uses it."""
+    L = state.layers[i]
+    t = next(t for t, st in enumerate(L.schedule.steps) if st.core == k)
+    st = L.schedule.steps[t]
+    return L.masters[k].transpose(st.core_axes).reshape(st.P, st.K), t
+
+
+def _regions(state: TrainState, bw: int) -> RegionMap:
+    act: list[tuple[int, ...]] = []
+    off = 0
+    len(state.layers)
+    for i, L in enumerate(state.layers):
+        bases = []
+        for t, st in enumerate(L.schedule.steps):
+            size = st.A * st.K * st.Q
+            if t == 0 and i > 0:
+                size = max(size, state.layers[i - 1].schedule.shape.out_size)
+            bases.append(off)
+            off += size * bw
+        act.append(tuple(bases))
+    act.append((off,))
+    off += state.layers[-1].schedule.shape.out_size * bw
+    gsize = 0
+    for L in state.layers:
+        for st in L.schedule.steps:
+            gsize = max(gsize, st.A * st.K * st.Q, st.A * st.P * st.Q)
+    gsize *= bw
+    cm: list[tuple[int, ...]] = []
+    c_off = 0
+    bm = []
+    b_off = 0
+    for i, L in enumerate(state.layers):
+        bases = [0] * L.d
+        for t, st in enumerate(L.schedule.steps):   # cores in the order of their steps
+            bases[st.core] = c_off
+            c_off += st.P * st.K
+        cm.append(tuple(bases))
+        if L.bias is None:
+            bm.append(-1)
+        else:
+            bm.append(b_off)
+            b_off += L.out_features
+    return RegionMap(act=tuple(act), grad=(0, gsize), cmem=tuple(cm), bmem=tuple(bm),
+                     act_words=off, grad_words=2 * gsize, cmem_size=c_off, bmem_size=b_off)
+
+
+def _check_fits(state: TrainState, batch: int, cfg: TrainEngineConfig, reg: RegionMap, slots: int) -> None:
+    need = [("act_depth", reg.act_words, cfg.act_depth), ("grad_depth", reg.grad_words, cfg.grad_depth),
+            ("core_depth", reg.cmem_size, cfg.core_depth), ("bias_depth", reg.bmem_size, cfg.bias_depth),
+            ("max_batch", slots, cfg.max_batch), ("max_classes", state.n_classes, cfg.max_classes)]
+    for name, want, have in need:
+        if want > have:
+            raise ConfigError(f"this network at batch {batch} needs {name} >= {want} (the engine has "
+                              f"{have}); generate the engine with a larger {name} or use a smaller batch")
+    widest = max(w["bits"] for w in widths(state, batch))
+    if widest > cfg.acc_bits:
+        raise ConfigError(f"a batch of {batch} needs {widest}-bit accumulators but the engine has "
+                          f"acc_bits={cfg.acc_bits}; use a smaller batch or narrower widths")
+    tc, ec = state.config, cfg.train
+    for name in ("w_bits", "master_bits", "act_bits", "inter_bits", "grad_bits", "prob_bits",
+                 "table_bits", "table_frac_bits", "bias_bits"):
+        if getattr(tc, name) != getattr(ec, name):
+            raise ConfigError(f"the state has {name}={getattr(tc, name)} but the engine was generated "
+                              f"with {getattr(ec, name)}; generate it from the state's TrainConfig")
+
+
+def compile_training(state: TrainState, batch: int, config: TrainEngineConfig) -> TrainProgram:
+    """The operation program of one training step of ``state`` on ``batch`` samples."""
+    from ttforge.ir.train import _bias_limit   # the one definition of the bias clamp
+
+    cfg, tc = config, state.config
+    if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
+        raise ConfigError(f"batch={batch!r} must be a positive integer")
+    batch = int(batch)
+    L_ = cfg.lanes
+    slots = batch_slots(batch, L_)
+    bw = slots // L_
+    reg = _regions(state, bw)
+    _check_fits(state, batch, cfg, reg, slots)
+    net = export_network(state)
+    n = len(state.layers)
+    ops: list[TrainOp] = []
+    maxacc: dict[int, tuple[str, int, int]] = {}
+
+    def zfill(dst: int, start: int, end: int, label: str) -> None:
+        if end > start:
+            ops.append(TrainOp(OP=Op.ZFILL, DST=dst, N=(end - start, 1, 1, 1), O_BASE=start, label=label))
+
+    # -- forward --------------------------------------------------------------------
+    first = state.layers[0]
+    zfill(0, reg.act[0][0] + first.in_features * bw, reg.act[0][0] + first.schedule.shape.in_size * bw,
+          "pad the input")
+    for i, (L, IL) in enumerate(zip(state.layers, net.layers)):
+        shifts = IL.shifts()
+        for t, st in enumerate(L.schedule.steps):
+            QW = st.Q * bw
+            last = t == L.d - 1
+            src = reg.act[i][t]
+            dst = reg.act[i][t + 1] if not last else reg.act[i + 1][0]
+            out_elems = st.A * st.P * st.Q
+            kw = {}
+            if last and L.bias is not None:
+                prev = L.step_exps[-2] if L.d > 1 else state.layer_in_exp(i)
+                e_acc = IL.core_exps[st.core] + prev
+                kw = dict(BIAS=1, B_BASE=reg.bmem[i], BIAS_SHIFT=e_acc - L.bias_exp,
+                          BIAS_LIMIT=max(_bias_limit(tc, L), 0))
+            maxacc[len(ops)] = ("step", i, t)
+            ops.append(TrainOp(
+                OP=Op.CONTRACT, SRC=0, DST=0, RELU=int(last and L.relu), SAT_BITS=IL.step_out_bits(t),
+                SHIFT=int(shifts[t]), N=(st.A, st.P, QW, st.K),
+                U_BASE=src, U_S=(st.K * QW, 0, 1, QW),
+                V_BASE=reg.cmem[i][st.core], V_S=(0, st.K, 0, 1),
+                O_BASE=dst, O_S=(st.P * QW, QW, 1),
+                OUT_VALID=(L.out_features if last else out_elems) * bw,
+                label=f"forward layer {i} step {t}", **kw))
+            if last:
+                nxt_in = (state.layers[i + 1].schedule.shape.in_size if i + 1 < n else out_elems)
+                zfill(0, dst + out_elems * bw, dst + nxt_in * bw, f"pad the input of layer {i + 1}")
+    # -- loss -----------------------------------------------------------------------
+    last_layer = state.layers[-1]
+    g_cur, g_nxt = reg.grad
+    e_z = net.layers[-1].out_exp
+    ops.append(TrainOp(OP=Op.LOSS, N=(state.n_classes, 1, 1, 1), U_BASE=reg.act[n][0], O_BASE=g_cur,
+                       SHIFT=e_z + tc.table_frac_bits, label="loss"))
+    zfill(1, g_cur + state.n_classes * bw, g_cur + last_layer.schedule.shape.out_size * bw,
+          "pad the logit gradient")
+    # -- backward, gradients, updates -----------------------------------------------
+    e_g = -tc.prob_bits
+    for i in range(n - 1, -1, -1):
+        L, IL = state.layers[i], net.layers[i]
+        if L.bias is not None:
+            ops.append(TrainOp(OP=Op.WGRAD, ONES=1, DST=1, SHIFT=L.bias_exp + state.lr_shift - e_g,
+                               N=(1, L.out_features, 1, bw), U_BASE=g_cur, U_S=(0, bw, 0, 1),
+                               O_BASE=reg.bmem[i], O_S=(0, 1, 0), label=f"bias gradient layer {i}"))
+        for t in range(L.d - 1, -1, -1):
+            st = L.schedule.steps[t]
+            QW = st.Q * bw
+            e_x = IL.step_in(t)[1]
+            c_base = reg.cmem[i][st.core]
+            e_next = None
+            if i > 0 or t > 0:
+                e_acc = IL.core_exps[st.core] + e_g
+                e_next = L.grad_exps[t]
+                in_elems = st.A * st.K * st.Q
+                kw = {}
+                if t == 0:   # the gradient of the previous layer's output: its ReLU mask
+                    kw = dict(MASK=1, M_BASE=reg.act[i][0])
+                maxacc[len(ops)] = ("grad", i, t)
+                ops.append(TrainOp(
+                    OP=Op.CONTRACT, SRC=1, DST=1, SAT_BITS=tc.grad_bits, SHIFT=e_next - e_acc,
+                    N=(st.A, st.K, QW, st.P), U_BASE=g_cur, U_S=(st.P * QW, 0, 1, QW),
+                    V_BASE=c_base, V_S=(0, 1, 0, st.K), O_BASE=g_nxt, O_S=(st.K * QW, QW, 1),
+                    OUT_VALID=in_elems * bw, label=f"input gradient layer {i} step {t}", **kw))
+                if t == 0:
+                    prev_out = state.layers[i - 1].schedule.shape.out_size
+                    zfill(1, g_nxt + in_elems * bw, g_nxt + prev_out * bw,
+                          f"pad the output gradient of layer {i - 1}")
+            ops.append(TrainOp(
+                OP=Op.WGRAD, DST=0, SHIFT=L.master_exps[st.core] + state.lr_shift - (e_g + e_x),
+                N=(st.P, st.K, st.A, QW), U_BASE=g_cur, U_S=(QW, 0, st.P * QW, 1),
+                V_BASE=reg.act[i][t], V_S=(0, QW, st.K * QW, 1), O_BASE=c_base, O_S=(st.K, 1, 0),
+                label=f"core gradient layer {i} core {st.core}"))
+            if e_next is not None:
+                g_cur, g_nxt = g_nxt, g_cur
+                e_g = e_next
+    ops[-1] = replace(ops[-1], LAST=1)
+    if len(ops) > cfg.desc_depth:
+        raise ConfigError(f"the training program has {len(ops)} operations but the engine holds "
+                          f"desc_depth={cfg.desc_depth}; generate it with a larger desc_depth")
+    for op in ops:
+        encode_op(op)   # every field in range, or one line naming it
+    cm = np.zeros(reg.cmem_size, dtype=np.int64)
+    bm = np.zeros(reg.bmem_size, dtype=np.int64)
+    for i, L in enumerate(state.layers):
+        for k in range(L.d):
+            pk, _ = _core_pk(state, i, k)
+            cm[reg.cmem[i][k]:reg.cmem[i][k] + pk.size] = pk.reshape(-1)
+        if L.bias is not None:
+            bm[reg.bmem[i]:reg.bmem[i] + L.out_features] = L.bias
+    glob = dict(BATCH=batch, BW_LOG=bw.bit_length() - 1, IN_COUNT=first.in_features,
+                IN_BASE=reg.act[0][0], STOCH=int(tc.rounding == "stochastic"), RNG=int(state.rng))
+    return TrainProgram(cfg, batch, slots, tuple(ops), reg, cm, bm, glob, maxacc)
+
+
+def next_exponents(state: TrainState, program: TrainProgram, maxacc: Sequence[int]) -> TrainState:
+    """The state's exponents after a step, from the engine's ``MAXACC`` per operation
+    (delayed max scaling: ``e_acc + max(0, bitlen(M) - (b - 1))``); nothing else changes."""
+    net = export_network(state)
+    layers = list(state.layers)
+    steps = [list(L.step_exps) for L in layers]
+    grads = [list(L.grad_exps) for L in layers]
+    tc = state.config
+    e_g = {}
+    n = len(layers)
+    # the gradient exponent arriving at each step (as the step used it)
+    for i in range(n - 1, -1, -1):
+        g = -tc.prob_bits if i == n - 1 else layers[i + 1].grad_exps[0]
+        for t in range(layers[i].d - 1, -1, -1):
+            e_g[(i, t)] = g
+            g = layers[i].grad_exps[t]
+    for j, (kind, i, t) in program.maxacc_ops.items():
+        M = int(maxacc[j])
+        IL = net.layers[i]
+        if kind == "step":
+            e_acc, bits = IL.acc_exp(t), IL.step_out_bits(t)
+            steps[i][t] = e_acc + max(0, M.bit_length() - (bits - 1))
+        else:
+            e_acc = IL.core_exps[layers[i].schedule.steps[t].core] + e_g[(i, t)]
+            grads[i][t] = e_acc + max(0, M.bit_length() - (tc.grad_bits - 1))
+    layers = [replace(L, step_exps=tuple(s), grad_exps=tuple(g)) for L, s, g in zip(layers, steps, grads)]
+    return replace(state, layers=tuple(layers))
+
+
+def state_from_memories(state: TrainState, program: TrainProgram, cmem: np.ndarray, bmem: np.ndarray,
+                        rng: int, steps: int = 1) -> TrainState:
+    """``state`` with the masters and biases read back from CMEM/BMEM images (the layout of
+    ``program``), the generator state ``rng`` and ``steps`` more steps counted."""
+    reg = program.regions
+    layers = []
+    mlo, mhi = int_range(state.config.master_bits, narrow=True)
+    for i, L in enumerate(state.layers):
+        masters = list(L.masters)
+        for k in range(L.d):
+            t = next(t for t, st in enumerate(L.schedule.steps) if st.core == k)
+            st = L.schedule.steps[t]
+            flat = np.asarray(cmem[reg.cmem[i][k]:reg.cmem[i][k] + st.P * st.K], dtype=np.int64)
+            if flat.size and (flat.min() < mlo or flat.max() > mhi):
+                raise ShapeError(f"layer {i} core {k} read back leaves the master range")
+            tshape = tuple(L.masters[k].shape[a] for a in st.core_axes)
+            masters[k] = np.ascontiguousarray(flat.reshape(tshape).transpose(np.argsort(st.core_axes)))
+        bias = L.bias
+        if L.bias is not None:
+            bias = np.asarray(bmem[reg.bmem[i]:reg.bmem[i] + L.out_features], dtype=np.int64).copy()
+        layers.append(replace(L, masters=tuple(masters), bias=bias))
+    words = state.n_stored() * steps if state.config.rounding == "stochastic" else 0
+    return replace(state, layers=tuple(layers), rng=int(rng), words=state.words + words,
+                   step=state.step + steps)

@@ -1,0 +1,136 @@
+"""The training program and its word-level interpreter against the golden trainer:
+after every step the state read back from the interpreter's memories (masters, biases,
+generator, and the exponents from MAXACC) equals ``ttforge.ir.train.train_step``'s,
+``compare_states`` (exact), over several steps, random networks, widths, batches and
+lanes. Each has a sibling that corrupts one thing and must be caught."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ttforge.errors import ConfigError
+from ttforge.hw.trainer.model import load_batch, load_program, run_step
+from ttforge.hw.trainer.program import (TRAIN_DESC_WORDS, Op, TrainEngineConfig, TrainOp,
+                                        batch_slots, compile_training, decode_op, encode_op,
+                                        next_exponents, state_from_memories)
+from ttforge.ir.random import train_case
+from ttforge.ir.train import TrainConfig, train_step
+from ttforge.ir.train_diverge import compare_states
+
+
+def _engine(state, lanes, **kw):
+    return TrainEngineConfig(lanes=lanes, train=state.config, act_depth=1 << 16, grad_depth=1 << 14,
+                             core_depth=1 << 14, desc_depth=128, max_batch=64, **kw)
+
+
+def run_engine_model(state, batches, lanes, corrupt=None):
+    """Train ``state`` on ``batches`` with the interpreter, the host doing the exponent
+    bookkeeping between steps; returns the final state. ``corrupt(mem, step)`` may alter
+    the memories after a step (for the siblings)."""
+    ecfg = _engine(state, lanes)
+    prog = compile_training(state, len(batches[0][1]), ecfg)
+    mem = load_program(prog)
+    for s, (x, y) in enumerate(batches):
+        load_batch(mem, x, y)
+        run_step(mem, prog)
+        if corrupt is not None:
+            corrupt(mem, s)
+        new = state_from_memories(state, prog, mem.cmem, mem.bmem, mem.rng)
+        state = next_exponents(new, prog, mem.maxacc)
+        prog = compile_training(state, len(y), ecfg)
+        words = prog.words
+        mem.dmem[:len(words)] = words        # the host rewrites the shifts
+    return state
+
+
+def _golden(state, batches):
+    for x, y in batches:
+        state = train_step(state, x, y)
+    return state
+
+
+def _batches(rng, state, n, batch, act_bits):
+    hi = (1 << (act_bits - 1)) - 1
+    return [(rng.integers(0, hi + 1, size=(batch, state.in_features)),
+             rng.integers(0, state.n_classes, size=batch)) for _ in range(n)]
+
+
+CASES = [
+    # seed, layers, d, rank, batch, lanes, widths
+    (0, 2, 3, 3, 6, 4, {}),
+    (1, 2, 2, 4, 8, 8, {"w_bits": 2, "master_bits": 6}),
+    (2, 3, 3, 2, 5, 2, {"rounding": "nearest"}),
+    (3, 1, 3, 3, 3, 1, {"grad_bits": 10, "inter_bits": 12}),
+    (4, 2, 1, 1, 16, 16, {"act_bits": 6}),
+    (5, 2, 3, 5, 4, 4, {"w_bits": 3, "master_bits": 10, "bias_bits": 16}),
+]
+
+
+@pytest.mark.parametrize("seed,n_layers,d,rank,batch,lanes,cfg", CASES)
+def test_interpreter_equals_the_golden_trainer(seed, n_layers, d, rank, batch, lanes, cfg):
+    state, x, y, rng = train_case(seed, n_layers=n_layers, d=d, rank=rank, batch=batch, **cfg)
+    batches = [(x, y)] + _batches(rng, state, 3, batch, state.config.act_bits)
+    got = run_engine_model(state, batches, lanes)
+    want = _golden(state, batches)
+    assert compare_states(got, want) is None
+    assert got.step == want.step == 4
+    # the step really changed the state (else equality would prove little)
+    assert compare_states(state, want) is not None
+
+
+@pytest.mark.parametrize("what", ["cmem", "rng", "maxacc"])
+def test_sibling_a_corrupted_memory_is_caught(what):
+    state, x, y, rng = train_case(7, batch=4)
+    batches = [(x, y)] + _batches(rng, state, 2, 4, state.config.act_bits)
+
+    def corrupt(mem, s):
+        if s != 1:
+            return
+        if what == "cmem":
+            mem.cmem[3] ^= 1
+        elif what == "rng":
+            mem.rng ^= 1
+        else:
+            mem.maxacc[mem.maxacc.argmax()] *= 4
+
+    got = run_engine_model(state, batches, 4, corrupt)
+    diff = compare_states(got, _golden(state, batches))
+    assert diff is not None
+
+
+def test_batch_slots_and_lanes():
+    assert batch_slots(6, 4) == 8 and batch_slots(3, 8) == 8 and batch_slots(16, 16) == 16
+    assert batch_slots(17, 4) == 32
+
+
+def test_descriptor_round_trip_and_field_range():
+    op = TrainOp(OP=Op.CONTRACT, SRC=1, DST=1, BIAS=1, RELU=1, MASK=1, SAT_BITS=16, SHIFT=-7,
+                 N=(2, 3, 4, 5), U_BASE=9, U_S=(1, 2, 3, 4), V_BASE=11, V_S=(5, 6, 7, 8), O_BASE=12,
+                 O_S=(9, 10, 11), B_BASE=13, BIAS_SHIFT=-100, BIAS_LIMIT=(1 << 46) + 5, M_BASE=14,
+                 OUT_VALID=15)
+    words = encode_op(op)
+    assert len(words) == TRAIN_DESC_WORDS
+    assert decode_op(words) == op
+    with pytest.raises(ConfigError, match="SHIFT"):
+        encode_op(TrainOp(OP=Op.CONTRACT, SHIFT=128))
+
+
+def test_program_that_does_not_fit_names_the_field():
+    state, x, y, _ = train_case(0, batch=6)
+    with pytest.raises(ConfigError, match="act_depth"):
+        compile_training(state, 6, TrainEngineConfig(lanes=4, train=state.config, act_depth=8))
+    with pytest.raises(ConfigError, match="grad_bits"):
+        compile_training(state, 6, TrainEngineConfig(lanes=4, train=TrainConfig(grad_bits=12)))
+
+
+def test_program_shape():
+    state, x, y, _ = train_case(0, batch=6)
+    prog = compile_training(state, 6, _engine(state, 4))
+    kinds = [op.OP for op in prog.ops]
+    assert kinds.count(Op.LOSS) == 1
+    n_cores = sum(L.d for L in state.layers)
+    n_bias = sum(L.bias is not None for L in state.layers)
+    assert kinds.count(Op.WGRAD) == n_cores + n_bias
+    assert prog.ops[-1].LAST == 1 and all(op.LAST == 0 for op in prog.ops[:-1])
+    assert np.array_equal(np.array(prog.words[:TRAIN_DESC_WORDS]), np.array(encode_op(prog.ops[0])))
