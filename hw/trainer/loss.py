@@ -56,8 +56,9 @@ def loss_cycles(classes: int, prob_bits: int) -> int:
     ``C`` reads of pass 3 (the last at ``3 C + G + 1``) and the ``8``-cycle tail of the
     pipeline: the last write is at ``3 C + G + 8``, ``done`` one cycle after it.
     """
-    if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
-        raise ConfigError(f"classes={classes!r} must be an integer >= 1")
+    for name, v in (("classes", classes), ("prob_bits", prob_bits)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ConfigError(f"loss_cycles {name}={v!r} must be an integer >= 1")
     return 3 * classes + (prob_bits + 1) + _TAIL
 
 
@@ -115,8 +116,8 @@ class LossUnit(wiring.Component):
         One-cycle pulse in the cycle after the last write (``busy`` is low again, and a
         ``start`` in this cycle is taken).
 
-    Timing
-    ------
+    Notes
+    -----
     ``done`` comes :func:`loss_cycles` ``(C, G) = 3 C + G + 9`` cycles after ``start``.
     Reads: pass 1 at cycles ``1 .. C`` after ``start``, pass 2 at ``C+1 .. 2C``, pass 3
     at ``2C+G+2 .. 3C+G+1``; writes at ``2C+G+9 .. 3C+G+8``.
@@ -124,13 +125,15 @@ class LossUnit(wiring.Component):
 
     def __init__(self, *, act_bits: int, prob_bits: int, table_bits: int, table_frac_bits: int,
                  max_classes: int, fault: str | None = None):
-        for name, v, lo in (("act_bits", act_bits, 2), ("prob_bits", prob_bits, 2),
-                            ("table_bits", table_bits, 2), ("table_frac_bits", table_frac_bits, 0),
-                            ("max_classes", max_classes, 1)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise ConfigError(f"LossUnit {name}={v!r} must be an integer >= {lo}")
+        # the ranges of TrainConfig (so no parameter can ask for an unbounded table)
+        for name, v, lo, hi in (("act_bits", act_bits, 2, 16), ("prob_bits", prob_bits, 2, 24),
+                                ("table_bits", table_bits, 2, 24),
+                                ("table_frac_bits", table_frac_bits, 0, 10),
+                                ("max_classes", max_classes, 1, 1 << 16)):
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                self._refuse(f"LossUnit {name}={v!r} must be an integer in {lo}..{hi}")
         if fault is not None and fault not in LOSS_FAULTS:
-            raise ConfigError(f"fault={fault!r} is not a LossUnit fault; known: {', '.join(LOSS_FAULTS)}")
+            self._refuse(f"fault={fault!r} is not a LossUnit fault; known: {', '.join(LOSS_FAULTS)}")
         self.act_bits, self.prob_bits = act_bits, prob_bits
         self.table_bits, self.table_frac_bits = table_bits, table_frac_bits
         self.max_classes = max_classes
@@ -150,6 +153,11 @@ class LossUnit(wiring.Component):
             "busy": Out(1),
             "done": Out(1),
         })
+
+    def _refuse(self, message: str):
+        # a refused unit is never elaborated: mark it used, or Amaranth warns that it was not
+        self._MustUse__used = True
+        raise ConfigError(message)
 
     @classmethod
     def for_config(cls, cfg: TrainConfig, max_classes: int, fault: str | None = None) -> LossUnit:

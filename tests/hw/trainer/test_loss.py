@@ -19,10 +19,11 @@ from ttforge.errors import ConfigError
 
 # (act_bits, prob_bits, table_bits, table_frac_bits, max_classes, samples)
 WIDTHS = {
-    "default": (8, 15, 15, 6, 10, 140),
-    "narrow": (6, 10, 12, 4, 7, 140),
+    "default": (8, 15, 15, 6, 10, 200),
+    "narrow": (6, 10, 12, 4, 7, 160),
     "wide": (16, 22, 20, 8, 5, 60),
-    "tiny_F0": (2, 2, 2, 0, 4, 60),
+    "widest": (16, 24, 24, 10, 3, 40),   # e R up to 2^48, a 1024-entry table
+    "tiny_F0": (2, 2, 2, 0, 4, 60),      # one table entry, the smallest P and G
 }
 
 
@@ -60,9 +61,9 @@ def golden(sample, cfg):
     return softmax_grad(z[None], h - cfg.table_frac_bits, np.array([y]), cfg)["g"][0]
 
 
-def simulate(unit, samples, seed=0):
+def simulate(unit, samples, seed=0, classes_port=None):
     """Run ``samples`` back to back; per sample: (written g in class order, the classes
-    written, cycles from start to done)."""
+    written, cycles from start to done). ``classes_port`` overrides the ``classes`` given."""
     rng = np.random.default_rng(seed)
     A, Cmax = unit.act_bits, unit.max_classes
     results = []
@@ -80,7 +81,7 @@ def simulate(unit, samples, seed=0):
             C = len(z)
             limit = loss_cycles(C, unit.prob_bits) + 20
             ctx.set(unit.start, 1)
-            ctx.set(unit.classes, C)
+            ctx.set(unit.classes, C if classes_port is None else classes_port)
             ctx.set(unit.label, y)
             ctx.set(unit.h, h)
             ctx.set(unit.valid, valid)
@@ -154,18 +155,29 @@ def test_for_config_and_padding():
         assert cyc == loss_cycles(len(s[0]), cfg.prob_bits)
 
 
+@pytest.mark.parametrize("name,classes_port,C", [("narrow", 0, 1), ("wide", 7, 5)])
+def test_classes_out_of_range_do_not_hang(name, classes_port, C):
+    """``classes`` 0 is taken as 1, more than ``max_classes`` (5 of the 3-bit port) as ``max_classes``."""
+    A, G, P, F, Cmax, _ = WIDTHS[name]
+    cfg = make_cfg(A, G, P, F)
+    unit = LossUnit(act_bits=A, prob_bits=G, table_bits=P, table_frac_bits=F, max_classes=Cmax)
+    samples = [(np.arange(C, dtype=np.int64) - 3, C // 2, -1, 1)]
+    check_equal(unit, cfg, samples, simulate(unit, samples, classes_port=classes_port))
+
+
 def test_loss_cycles():
     assert [loss_cycles(C, 15) for C in (1, 2, 10)] == [27, 30, 54]
     with pytest.raises(ConfigError, match="classes"):
         loss_cycles(0, 15)
 
 
-@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_bad_parameters():
     with pytest.raises(ConfigError, match="fault"):
         LossUnit.for_config(TrainConfig(), 10, fault="nope")
     with pytest.raises(ConfigError, match="max_classes"):
         LossUnit(act_bits=8, prob_bits=15, table_bits=15, table_frac_bits=6, max_classes=0)
+    with pytest.raises(ConfigError, match="table_frac_bits"):
+        LossUnit(act_bits=8, prob_bits=15, table_bits=15, table_frac_bits=11, max_classes=10)
 
 
 @pytest.mark.parametrize("fault", list(LOSS_FAULTS))
