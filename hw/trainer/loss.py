@@ -44,7 +44,7 @@ H_RANGE = range(-64, 64)
 _E_STAGE = 5
 # Cycles from the issue of the last read of pass 3 to ``done``: e*R registered at stage 5,
 # g registered at stage 6 and written (g_valid) at stage 7, ``done`` one cycle later.
-_TAIL = 8
+_TAIL = _E_STAGE + 3
 
 
 def loss_cycles(classes: int, prob_bits: int) -> int:
