@@ -398,59 +398,94 @@ def _backward_buffered(x, gy, mats, steps, need_x, chunk):
     return gx, gmats
 
 
+def _keep(plan: FastPlan, batch: int) -> bool:
+    """Whether the forward keeps its intermediates for the backward (no chunking, and
+    small: see :data:`SAVE_ELEMENTS`)."""
+    shape = plan.schedule.shape
+    inter = sum(s.out_elements for s in plan.schedule.steps[:-1]) * batch
+    return ((not plan.chunk or plan.chunk >= batch)
+            and inter <= max(SAVE_ELEMENTS, batch * (shape.in_size + shape.out_size)))
+
+
+def _forward_saving(ctx, x, plan, bias, mats, before=()):
+    """:func:`_forward` of ``x`` through ``mats`` plus ``bias`` (inside :func:`_compute`),
+    saving for the backward ``x``, the tensors ``before`` (the cores, where they are
+    merged inside), ``mats`` and the kept intermediates (see :func:`_saved`)."""
+    with _compute():
+        keep = _keep(plan, x.shape[0])
+        y, kept = _forward(x, mats, plan, keep=keep)
+        ctx.plan, ctx.keep, ctx.n_before = plan, keep, len(before)
+        ctx.save_for_backward(x, *before, *mats, *kept)
+        if bias is not None:
+            y += bias
+        ctx.has_bias = bias is not None
+        return y
+
+
+def _saved(ctx, gy):
+    """What :func:`_forward_saving` saved, for a backward of ``gy``: ``(x, before, mats,
+    kept or None, need_x, gy contiguous, batch chunk)``."""
+    plan, saved, nb = ctx.plan, ctx.saved_tensors, ctx.n_before
+    nm = len(plan.schedule.steps)
+    x = saved[0]
+    batch = x.shape[0]
+    kept = list(saved[1 + nb + nm:]) if ctx.keep else None
+    chunk = plan.chunk if plan.chunk and plan.chunk < batch else batch
+    return (x, list(saved[1:1 + nb]), list(saved[1 + nb:1 + nb + nm]), kept,
+            ctx.needs_input_grad[0], gy.contiguous(), chunk)
+
+
+def _apply_backward(ctx, backward, gy):
+    """``backward(ctx, gy)`` with the bias's gradient, inside :func:`_compute`: the
+    gradients of ``(x, plan, bias, *tensors)``."""
+    with _compute():
+        gx, _, *grads = backward(ctx, gy)
+        gb = gy.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return (gx, None, gb, *grads)
+
+
+def _backward_no_graph(x, gy, mats, steps, need_x, chunk, kept):
+    """The backward when no graph of it is needed: from the ``kept`` intermediates, or
+    recomputed chunk by chunk with reused buffers (``kept`` is ``None``)."""
+    if kept is None:
+        return _backward_buffered(x, gy, mats, steps, need_x, chunk)
+    return _backward_chunk(x, gy, mats, steps, need_x, kept)
+
+
+def _backward_graph(x, gy, mats, steps, need_x, chunk):
+    """The backward as differentiable operations (``create_graph``), chunk by chunk,
+    recomputing every intermediate (kept ones carry no graph)."""
+    gxs, gmats = [], None
+    for lo in range(0, x.shape[0], chunk):
+        gx, gm = _backward_chunk(x[lo:lo + chunk], gy[lo:lo + chunk], mats, steps, need_x)
+        gxs.append(gx)
+        gmats = gm if gmats is None else [a + b for a, b in zip(gmats, gm)]
+    gx = (gxs[0] if len(gxs) == 1 else torch.cat(gxs)) if need_x else None
+    return gx, gmats
+
+
 class _TTApply(torch.autograd.Function):
     """``y = TT(cores) x`` by ``plan``; the cores are merged inside (on one thread)."""
 
     @staticmethod
     def forward(ctx, x, plan, bias, *cores):  # type: ignore[override]
-        with _compute():
-            y = _TTApply._forward(ctx, x, plan, *cores)
-            if bias is not None:
-                y += bias
-            ctx.has_bias = bias is not None
-            return y
-
-    @staticmethod
-    def _forward(ctx, x, plan, *cores):
-        batch = x.shape[0]
-        shape = plan.schedule.shape
-        with _serial():
+        with _compute(), _serial():
             mats = _step_matrices(cores, plan)
-        inter = sum(s.out_elements for s in plan.schedule.steps[:-1]) * batch
-        keep = ((not plan.chunk or plan.chunk >= batch)
-                and inter <= max(SAVE_ELEMENTS, batch * (shape.in_size + shape.out_size)))
-        y, kept = _forward(x, mats, plan, keep=keep)
-        ctx.plan, ctx.keep, ctx.n_cores = plan, keep, len(cores)
-        ctx.save_for_backward(x, *cores, *mats, *kept)
-        return y
+        return _forward_saving(ctx, x, plan, bias, mats, cores)
 
     @staticmethod
     def backward(ctx, gy):  # type: ignore[override]
-        with _compute():
-            gx, _, *gcores = _TTApply._backward(ctx, gy)
-            gb = gy.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
-            return (gx, None, gb, *gcores)
+        return _apply_backward(ctx, _TTApply._backward, gy)
 
     @staticmethod
     def _backward(ctx, gy):
         plan = ctx.plan
         steps = plan.schedule.steps
-        saved = ctx.saved_tensors
-        nc = ctx.n_cores
-        x, cores = saved[0], list(saved[1:1 + nc])
-        mats = list(saved[1 + nc:1 + nc + len(steps)])
-        need_x = ctx.needs_input_grad[0]
-        batch = x.shape[0]
-        gy = gy.contiguous()
-        chunk = plan.chunk if plan.chunk and plan.chunk < batch else batch
+        x, cores, mats, kept, need_x, gy, chunk = _saved(ctx, gy)
         if not torch.is_grad_enabled():
-            kept = list(saved[1 + nc + len(steps):]) if ctx.keep else None
-            if kept is None:
-                gx, gmats = _backward_buffered(x, gy, mats, steps, need_x, chunk)
-            else:
-                gx, gmats = _backward_chunk(x, gy, mats, steps, need_x, kept)
+            gx, gmats = _backward_no_graph(x, gy, mats, steps, need_x, chunk, kept)
             if not any(ctx.needs_input_grad[3:]):
-                return (gx, None, *([None] * nc))
+                return (gx, None, *([None] * len(cores)))
             # the merges' backward: re-merge with a graph (small, one thread)
             with torch.enable_grad(), _serial():
                 cs = [c.detach().requires_grad_() for c in cores]
@@ -459,12 +494,7 @@ class _TTApply(torch.autograd.Function):
         # create_graph: every gradient as differentiable operations on x and the cores
         with _serial():
             mats = _step_matrices(cores, plan)
-        gxs, gmats = [], None
-        for lo in range(0, batch, chunk):
-            gx, gm = _backward_chunk(x[lo:lo + chunk], gy[lo:lo + chunk], mats, steps, need_x)
-            gxs.append(gx)
-            gmats = gm if gmats is None else [a + b for a, b in zip(gmats, gm)]
-        gx = (gxs[0] if len(gxs) == 1 else torch.cat(gxs)) if need_x else None
+        gx, gmats = _backward_graph(x, gy, mats, steps, need_x, chunk)
         gcores = torch.autograd.grad(mats, cores, gmats, create_graph=True, allow_unused=True)
         return (gx, None, *gcores)
 
@@ -507,53 +537,19 @@ class _TTApplyMats(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, plan, bias, *mats):  # type: ignore[override]
-        with _compute():
-            y = _TTApplyMats._forward(ctx, x, plan, *mats)
-            if bias is not None:
-                y += bias
-            ctx.has_bias = bias is not None
-            return y
-
-    @staticmethod
-    def _forward(ctx, x, plan, *mats):
-        batch = x.shape[0]
-        shape = plan.schedule.shape
-        inter = sum(s.out_elements for s in plan.schedule.steps[:-1]) * batch
-        keep = ((not plan.chunk or plan.chunk >= batch)
-                and inter <= max(SAVE_ELEMENTS, batch * (shape.in_size + shape.out_size)))
-        y, kept = _forward(x, mats, plan, keep=keep)
-        ctx.plan, ctx.keep = plan, keep
-        ctx.save_for_backward(x, *mats, *kept)
-        return y
+        return _forward_saving(ctx, x, plan, bias, mats)
 
     @staticmethod
     def backward(ctx, gy):  # type: ignore[override]
-        with _compute():
-            gx, _, *gmats = _TTApplyMats._backward(ctx, gy)
-            gb = gy.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
-            return (gx, None, gb, *gmats)
+        return _apply_backward(ctx, _TTApplyMats._backward, gy)
 
     @staticmethod
     def _backward(ctx, gy):
-        plan = ctx.plan
-        steps = plan.schedule.steps
-        saved = ctx.saved_tensors
-        x, mats = saved[0], list(saved[1:1 + len(steps)])
-        need_x = ctx.needs_input_grad[0]
-        batch = x.shape[0]
-        gy = gy.contiguous()
-        chunk = plan.chunk if plan.chunk and plan.chunk < batch else batch
+        steps = ctx.plan.schedule.steps
+        x, _, mats, kept, need_x, gy, chunk = _saved(ctx, gy)
         if not torch.is_grad_enabled():
-            if ctx.keep:
-                gx, gmats = _backward_chunk(x, gy, mats, steps, need_x, list(saved[1 + len(steps):]))
-            else:
-                gx, gmats = _backward_buffered(x, gy, mats, steps, need_x, chunk)
+            gx, gmats = _backward_no_graph(x, gy, mats, steps, need_x, chunk, kept)
             return (gx, None, *gmats)
         # create_graph: kept intermediates carry no graph, so everything is recomputed
-        gxs, gmats = [], None
-        for lo in range(0, batch, chunk):
-            gx, gm = _backward_chunk(x[lo:lo + chunk], gy[lo:lo + chunk], mats, steps, need_x)
-            gxs.append(gx)
-            gmats = gm if gmats is None else [a + b for a, b in zip(gmats, gm)]
-        gx = (gxs[0] if len(gxs) == 1 else torch.cat(gxs)) if need_x else None
+        gx, gmats = _backward_graph(x, gy, mats, steps, need_x, chunk)
         return (gx, None, *gmats)
