@@ -353,6 +353,31 @@ class AXI4LiteMaster(wiring.Component):
         return m
 
 
+# ------------------------------------------------------------------ the frame sides
+
+def _beat_bits(elem_bytes: int, stream_elems: int) -> int:
+    """Width of an AXI4-Stream beat of the bridge: ``stream_elems`` elements of
+    ``elem_bytes`` bytes."""
+    return int(elem_bytes) * 8 * int(stream_elems)
+
+
+class _FrameSide(wiring.Component):
+    """What both frame sides (:class:`CommandParser`, :class:`FrameSender`) are made
+    from: the bridge's ``addr_bits``, ``elem_bytes``, ``stream_elems`` and
+    ``stall_ticks``, and a signature of :meth:`members` for the stream beat's width."""
+
+    def __init__(self, *, addr_bits: int, elem_bytes: int, stream_elems: int, stall_ticks: int):
+        self.addr_bits = int(addr_bits)
+        self.elem_bytes = int(elem_bytes)
+        self.stream_elems = int(stream_elems)
+        self.stall_ticks = int(stall_ticks)
+        super().__init__(self.members(_beat_bits(self.elem_bytes, self.stream_elems)))
+
+    def members(self, beat_bits: int) -> dict:
+        """The signature's members, for stream beats of ``beat_bits`` bits."""
+        raise NotImplementedError
+
+
 # -------------------------------------------------------------------- command side
 
 #: a response to send, from the command side's frame registers (held until taken)
@@ -361,7 +386,7 @@ RESPONSE = data.StructLayout({"cmd": 8, "status": 3, "resp": 2, "count": 16, "da
 _HDR_LEN = {Cmd.WRITE32: 8, Cmd.READ32: 4, Cmd.WRITE_BURST: 6, Cmd.STREAM_IN: 2, Cmd.PING: 0}
 
 
-class CommandParser(wiring.Component):
+class CommandParser(_FrameSide):
     """Received bytes (``rx``: SLIP-framed requests) -> AXI4-Lite requests (``bus_req``,
     outcomes on ``bus_rsp``), input-vector beats (``m_axis``) and one ``response`` per
     request.
@@ -386,20 +411,15 @@ class CommandParser(wiring.Component):
         RESPOND = 5
         SEND = 6
 
-    def __init__(self, *, addr_bits: int, elem_bytes: int, stream_elems: int, stall_ticks: int):
-        self.addr_bits = int(addr_bits)
-        self.elem_bytes = int(elem_bytes)
-        self.stream_elems = int(stream_elems)
-        self.stall_ticks = int(stall_ticks)
-        W = self.elem_bytes * 8 * self.stream_elems
-        super().__init__({
+    def members(self, beat_bits: int) -> dict:
+        return {
             "rx": In(stream.Signature(8)), "lost": In(1), "tick": In(1),
             "bus_req": Out(stream.Signature(axil_request_layout(self.addr_bits))),
             "bus_rsp": In(stream.Signature(AXIL_RESPONSE)),
-            "m_axis": Out(AXISSignature(W)),
+            "m_axis": Out(AXISSignature(beat_bits)),
             "response": Out(stream.Signature(RESPONSE)),
             "busy": Out(1), "error": Out(1),
-        })
+        }
 
     def elaborate(self, platform):
         m = Module()
@@ -591,7 +611,7 @@ class CommandParser(wiring.Component):
 
 # ---------------------------------------------------------------------- transmitter
 
-class FrameSender(wiring.Component):
+class FrameSender(_FrameSide):
     """Responses (``response``) and output vectors (``s_axis``, every beat of the core up
     to ``tlast``) -> frames of :class:`TxByte` (``o``): END, type, body, CRC-8, END (END
     raw; the escaper escapes the rest). A response frame and an output frame never
@@ -612,18 +632,13 @@ class FrameSender(wiring.Component):
         CRC = 10
         STOP = 11
 
-    def __init__(self, *, addr_bits: int, elem_bytes: int, stream_elems: int, stall_ticks: int):
-        self.addr_bits = int(addr_bits)
-        self.elem_bytes = int(elem_bytes)
-        self.stream_elems = int(stream_elems)
-        self.stall_ticks = int(stall_ticks)
-        W = self.elem_bytes * 8 * self.stream_elems
-        super().__init__({
+    def members(self, beat_bits: int) -> dict:
+        return {
             "response": In(stream.Signature(RESPONSE)),
-            "s_axis": In(AXISSignature(W)),
+            "s_axis": In(AXISSignature(beat_bits)),
             "o": Out(stream.Signature(TxByte)),
             "tick": In(1),
-        })
+        }
 
     def elaborate(self, platform):
         m = Module()
@@ -748,7 +763,7 @@ class Bridge(wiring.Component):
             raise ValueError(f"elem_bytes={elem_bytes} must be 1..4")
         if not 2 <= self.addr_bits <= 32:
             raise ValueError(f"addr_bits={addr_bits} must be 2..32")
-        W = self.elem_bytes * 8 * self.stream_elems
+        W = _beat_bits(self.elem_bytes, self.stream_elems)
         super().__init__({
             "rx": In(stream.Signature(8)), "rx_lost": In(1),
             "tx": Out(stream.Signature(TxByte)),
@@ -797,7 +812,7 @@ class BridgeCore(wiring.Component):
         self.bridge = Bridge(addr_bits=addr_bits, elem_bytes=elem_bytes,
                              stream_elems=stream_elems, tick_cycles=10 * self.divisor,
                              stall_ticks=stall_ticks)
-        W = elem_bytes * 8 * stream_elems
+        W = _beat_bits(elem_bytes, stream_elems)
         super().__init__({
             "rx": In(1, init=1), "tx": Out(1, init=1),
             "axil": Out(AXI4LiteSignature(addr_bits)),

@@ -279,3 +279,21 @@ def test_uart_loopback_random_bytes():
 def test_divisor_checked(bad):
     with pytest.raises(ValueError, match="divisor"):
         UARTRx(bad)
+
+
+@pytest.mark.parametrize("elem_bytes,stream_elems", [(1, 1), (1, 4), (2, 3), (4, 2)])
+def test_frame_sides_share_the_bridge_shape(elem_bytes, stream_elems):
+    """Parser and sender take the bridge's parameters from one place: their stream beats
+    are exactly as wide as the bridge's and the core's (elem_bytes * 8 * stream_elems)."""
+    from ttforge.firmware.uart import Bridge, CommandParser, FrameSender
+
+    shape = dict(addr_bits=12, elem_bytes=elem_bytes, stream_elems=stream_elems)
+    width = elem_bytes * 8 * stream_elems
+    parser, sender = CommandParser(**shape, stall_ticks=5), FrameSender(**shape, stall_ticks=5)
+    for side in (parser, sender):
+        assert (side.addr_bits, side.elem_bytes, side.stream_elems, side.stall_ticks) == (
+            12, elem_bytes, stream_elems, 5)
+    assert len(parser.m_axis.tdata) == len(sender.s_axis.tdata) == width
+    bridge, core = Bridge(**shape), BridgeCore(divisor=4, **shape)
+    assert len(bridge.m_axis.tdata) == len(bridge.s_axis.tdata) == width
+    assert len(core.m_axis.tdata) == len(core.s_axis.tdata) == width
