@@ -102,7 +102,7 @@ class QuantSection:
 
     def __post_init__(self) -> None:
         from ttforge.ir.arith import BIT_RANGES
-        from ttforge.quant.ptq import parse_layer_bits
+        from ttforge.quant.ptq import QUANTIZE_INT_MIN, is_positive_number, parse_layer_bits
 
         for key, (lo, hi) in BIT_RANGES.items():  # the ranges ttforge quantize enforces
             _int("quant", key, getattr(self, key), lo, hi)
@@ -115,12 +115,9 @@ class QuantSection:
             msg = str(e)
             raise ConfigError(msg if msg.startswith("[quant]") else f"[quant] {msg}") from None
         _choice("quant", "calibration", self.calibration, ("max", "mse"))
-        _int("quant", "calib_samples", self.calib_samples, 1)
-        _int("quant", "qat_epochs", self.qat_epochs, 0)
-        _int("quant", "batch_size", self.batch_size, 1)
-        _int("quant", "seed", self.seed, 0)
-        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not (
-                math.isfinite(self.lr) and self.lr > 0):
+        for key, lo in QUANTIZE_INT_MIN.items():  # the bounds ttforge quantize enforces
+            _int("quant", key, getattr(self, key), lo)
+        if not is_positive_number(self.lr):
             raise ConfigError(f"[quant] lr = {self.lr!r} must be a positive number (e.g. 1e-3)")
 
     def quant_config(self, n_layers: int):

@@ -31,7 +31,8 @@ import numpy as np
 from ttforge import __version__
 from ttforge.errors import ConfigError, TTForgeError
 from ttforge.errors import EXIT_ENVIRONMENT, FlowError
-from ttforge.atomic import atomic_dir, atomic_write_bytes, check_output_dir, check_owned_dir, make_output_dir
+from ttforge.atomic import (atomic_dir, atomic_write_bytes, check_output_dir, check_owned_dir,
+                            make_output_dir, sha256_file)
 
 __all__ = ["STAGES", "FlowError", "StageResult", "FlowResult", "run_flow", "fingerprint",
            "RECORD", "read_record"]
@@ -80,16 +81,8 @@ def fingerprint(inputs: dict[str, Any]) -> str:
     return hashlib.sha256(_canonical({"ttforge": __version__, **inputs})).hexdigest()
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _hash_tree(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): _sha256_file(p)
+    return {p.relative_to(root).as_posix(): sha256_file(p)
             for p in sorted(root.rglob("*")) if p.is_file() and p.name != RECORD}
 
 
@@ -115,7 +108,7 @@ def _intact(stage_dir: Path, rec: dict[str, Any]) -> bool:
     if not isinstance(outputs, dict):
         return False
     try:
-        return all(_sha256_file(stage_dir / name) == digest for name, digest in outputs.items())
+        return all(sha256_file(stage_dir / name) == digest for name, digest in outputs.items())
     except OSError:
         return False
 
@@ -398,7 +391,7 @@ def _data_digest(spec: str) -> str:
     root = Path(spec)
     if not root.is_dir():
         return f"missing:{spec}"  # the stage itself reports it
-    files = {p.name: _sha256_file(p) for p in sorted(root.iterdir()) if p.is_file()}
+    files = {p.name: sha256_file(p) for p in sorted(root.iterdir()) if p.is_file()}
     return hashlib.sha256(_canonical(files)).hexdigest()
 
 

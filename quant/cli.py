@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,8 +20,9 @@ from ttforge.errors import ArtifactError, CheckpointError, ConfigError, DataErro
 from ttforge.model.layers import TTLinear
 from ttforge.quant.diverge import find_divergence, float_model_of, quant_network_for
 from ttforge.ir.arith import MAX_ACC_BITS
-from ttforge.quant.ptq import (_linear_layers, check_accumulators, make_config,
-                               parse_layer_bits, quantize_trained)
+from ttforge.quant.ptq import (QUANTIZE_INT_MIN, _linear_layers, check_accumulators,
+                               is_positive_number, make_config, parse_layer_bits,
+                               quantize_trained)
 from ttforge.quant.qat import QuantNetwork
 from ttforge.quant.qonnx_export import (DEFAULT_OPSET, MIN_OPSET, QUANT_OPS, REQUANT_MODES, _qonnx,
                                         build_qonnx, check_qonnx, float32_bounds)
@@ -86,11 +86,10 @@ def _run_quantize(args: argparse.Namespace) -> int:
     ckpt_out = _check_out(args.save_checkpoint, "--save-checkpoint") if args.save_checkpoint else None
     if ckpt_out is not None and ckpt_out.resolve() == out.resolve():
         raise ConfigError("--save-checkpoint and -o name the same file; give two different files")
-    for flag, v, lo in (("--calib-samples", args.calib_samples, 1), ("--qat-epochs", args.qat_epochs, 0),
-                        ("--batch-size", args.batch_size, 1), ("--seed", args.seed, 0)):
-        if v < lo:
-            raise ConfigError(f"{flag} {v} must be >= {lo}")
-    if not (math.isfinite(args.lr) and args.lr > 0):
+    for key, lo in QUANTIZE_INT_MIN.items():
+        if getattr(args, key) < lo:
+            raise ConfigError(f"--{key.replace('_', '-')} {getattr(args, key)} must be >= {lo}")
+    if not is_positive_number(args.lr):
         raise ConfigError(f"--lr {args.lr} must be a positive number (e.g. 1e-3)")
     layer_bits = parse_layer_bits(args.layer_bits)
     src = Path(args.checkpoint)

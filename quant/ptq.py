@@ -69,7 +69,20 @@ __all__ = [
     "parse_layer_bits",
     "check_accumulators",
     "weights_fingerprint",
+    "QUANTIZE_INT_MIN",
+    "is_positive_number",
 ]
+
+#: The integer options of :func:`quantize_trained` that ``ttforge quantize`` and the flow's
+#: ``[quant]`` table also take, and the smallest value each may have (the one statement of
+#: these bounds; ``lr`` must be :func:`is_positive_number`).
+QUANTIZE_INT_MIN: dict[str, int] = {"calib_samples": 1, "qat_epochs": 0, "batch_size": 1, "seed": 0}
+
+
+def is_positive_number(v: Any) -> bool:
+    """A finite number above 0 (not a bool): what a learning rate must be."""
+    return (not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+            and v > 0)
 
 
 # ---------------------------------------------------------------------------------------
@@ -311,11 +324,13 @@ def quantize_trained(
         ``layers`` (widths and exponents), ``on_chip`` / ``on_chip_layers`` (bytes, see
         :func:`~ttforge.ir.onchip.on_chip_bytes`) and the settings.
     """
-    for name, v, lo in (("calib_samples", calib_samples, 1), ("qat_epochs", qat_epochs, 0),
-                        ("batch_size", batch_size, 1), ("seed", seed, 0), ("threads", threads, 1)):
+    given = {"calib_samples": calib_samples, "qat_epochs": qat_epochs, "batch_size": batch_size,
+             "seed": seed, "threads": threads}
+    for name, lo in {**QUANTIZE_INT_MIN, "threads": 1}.items():
+        v = given[name]
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
             raise ConfigError(f"{name}={v!r} must be an integer >= {lo}")
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
+    if not is_positive_number(lr):
         raise ConfigError(f"lr={lr!r} must be a positive number (e.g. 1e-3)")
     if not isinstance(config, QuantConfig):
         raise ConfigError("config must be a QuantConfig")

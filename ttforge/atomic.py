@@ -46,7 +46,7 @@ from ttforge.errors import OutputError, show_path
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_path", "atomic_dir",
            "write_files_atomically", "check_output_file", "check_output_dir", "make_output_dir",
            "command_inputs", "note_input", "check_not_input", "check_owned_dir", "clean_stale",
-           "staging_dir", "commit_dir", "replace_dir", "claim_work_dir", "WORK_MARKER"]
+           "staging_dir", "commit_dir", "replace_dir", "claim_work_dir", "sha256_file", "WORK_MARKER"]
 
 #: The file that marks a directory as ttforge's work directory (``--keep DIR``).
 WORK_MARKER = ".ttforge-work"
@@ -167,7 +167,8 @@ def clean_stale(parent: str | os.PathLike, name: str) -> list[Path]:
 
 
 # ------------------------------------------------------------------------- owned directories
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """The sha256 (hex) of a file's bytes, read in blocks of 1 MiB."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -221,7 +222,7 @@ def check_owned_dir(out: str | os.PathLike, marker: str, fmt: str,
             raise OutputError(f"{where} is not empty: it holds {show_path(rel)}, which {command} did "
                               f"not write; {hint}")
         want = files[rel]
-        if want is not None and _sha256_file(q) != want:
+        if want is not None and sha256_file(q) != want:
             raise OutputError(f"{where}: {show_path(rel)} was changed after {command} wrote it; "
                               f"{hint}")
 

@@ -109,3 +109,27 @@ def test_missing_or_broken_file(tmp_path, capsys):
     assert main(["flow", str(p)]) == 2
     err = capsys.readouterr().err
     assert "is not valid TOML" in err and err.count("\n") == 1
+
+
+def test_quant_section_checks_the_bounds_of_ttforge_quantize():
+    """[quant] takes its QAT options and their bounds from the one statement that
+    quantize_trained and ttforge quantize use (ttforge.quant.ptq.QUANTIZE_INT_MIN)."""
+    import inspect
+
+    from ttforge.flow.config import QuantSection
+    from ttforge.quant.ptq import QUANTIZE_INT_MIN, quantize_trained
+
+    keys = {*QUANTIZE_INT_MIN, "lr"}
+    assert keys <= set(QuantSection.__dataclass_fields__)
+    assert keys <= set(inspect.signature(quantize_trained).parameters)
+    for key, lo in QUANTIZE_INT_MIN.items():
+        assert getattr(QuantSection(**{key: lo}), key) == lo
+        with pytest.raises(ConfigError, match=rf"^\[quant\] {key} = {lo - 1} must be >= {lo}$"):
+            QuantSection(**{key: lo - 1})
+        with pytest.raises(ConfigError, match=rf"^{key}={lo - 1} must be an integer >= {lo}$"):
+            quantize_trained(None, **{key: lo - 1})
+    for bad in (0, -1e-3, float("nan"), float("inf"), True):
+        with pytest.raises(ConfigError, match=r"^\[quant\] lr = .* must be a positive number"):
+            QuantSection(lr=bad)
+        with pytest.raises(ConfigError, match=r"^lr=.* must be a positive number"):
+            quantize_trained(None, lr=bad)
