@@ -1,0 +1,475 @@
+"""The update path of the training engine: the small units of phase ``update``.
+
+Each unit is bit-exact to a function of the golden trainer (``docs/arithmetic.md``,
+"Update (phase `update`) and the order of words" and "Forward (phase `forward`)"):
+
+========================  ==============================================================
+:class:`Xorshift32Gen`    the state's xorshift32 generator (``ttforge.ir.rng.Xorshift32``)
+:class:`DeriveCore`       the forward core from a master integer
+                          (``ttforge.ir.train._forward_core``), combinational
+:class:`BiasAlign`        the bias at the accumulator exponent
+                          (``ttforge.ir.train._align_bias``), 3 stages
+:class:`UpdateUnit`       ``w' = sat(w - round_s(v))`` of one stored element per cycle
+                          (``ttforge.ir.train._round_update`` and the clamp), 5 stages
+========================  ==============================================================
+
+Every unit takes ``fault=`` (one of :data:`UPDATE_FAULTS`, ``None`` by default) for the
+tests that must fail; ``fault=None`` builds the real hardware. These faults are local to
+this module (``ttforge.hw.faults`` lists the engine's).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from ttforge.errors import ConfigError
+
+__all__ = ["UPDATE_FAULTS", "BiasAlign", "DeriveCore", "UpdateUnit", "Xorshift32Gen"]
+
+#: fault name -> (unit that carries it, one-line description)
+UPDATE_FAULTS: dict[str, tuple[str, str]] = {
+    "wrong_shift": ("Xorshift32Gen", "the first xorshift step shifts by 12 instead of 13"),
+    "floor": ("DeriveCore", "the forward core is floor(master / 2^x) (no rounding constant)"),
+    "no_cap": ("BiasAlign", "the left shift is not capped at 62 - bitlen(limit)"),
+    "bias_floor": ("BiasAlign", "the right shift floors (no rounding constant)"),
+    "drop_word": ("UpdateUnit", "the first stochastic element's draw is skipped (its word is used twice)"),
+    "sign": ("UpdateUnit", "the rounded update is added instead of subtracted"),
+    "round_tie": ("UpdateUnit", "round to nearest adds 2^(s-1) - 1 (ties toward minus infinity)"),
+    "pre_shift": ("UpdateUnit", "for s > 32 the first floor shift is by s - 33 instead of s - 32"),
+}
+
+
+def _check_fault(fault, where: str):
+    if fault is None:
+        return None
+    if fault not in UPDATE_FAULTS or UPDATE_FAULTS[fault][0] != where:
+        names = [n for n, (u, _) in UPDATE_FAULTS.items() if u == where]
+        raise ConfigError(f"fault={fault!r} is not a fault of {where}; it takes: {', '.join(names)}")
+    return fault
+
+
+def _int_param(name: str, v, lo: int, hi: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise ConfigError(f"{name}={v!r} must be an integer in {lo}..{hi}")
+    return v
+
+
+def _clip(x, lim):
+    """``min(max(x, -lim), lim)`` for a non-negative ``lim`` (signed compare, any widths)."""
+    return Mux(x > lim, lim, Mux(x < -lim, -lim, x))
+
+
+def xorshift32_word(x):
+    """``xorshift32_step(x)`` as an expression: three XOR levels, no register."""
+    x1 = x ^ (x << 13)[:32]
+    x2 = x1 ^ (x1 >> 17)
+    return x2 ^ (x2 << 5)[:32]
+
+
+# --------------------------------------------------------------------------------------
+class Xorshift32Gen(wiring.Component):
+    """The xorshift32 generator of the training state (shifts 13, 17, 5).
+
+    Parameters
+    ----------
+    init : int
+        Reset value of the state (the engine loads the real one before any draw).
+    fault : str or None
+        ``"wrong_shift"`` for the test that must fail.
+
+    Attributes
+    ----------
+    load, load_value : In(1), In(32)
+        ``load`` sets the state to ``load_value`` (it wins over ``draw``).
+    draw : In(1)
+        Replace the state by ``xorshift32_step(state)``.
+    state : Out(32)
+        The current state: the last word drawn (the seed before any draw).
+    word : Out(32)
+        ``xorshift32_step(state)``, combinational: the word a draw this cycle consumes.
+
+    Notes
+    -----
+    A state of 0 is a fixed point (the software refuses a 0 seed); the unit just holds it.
+    """
+
+    def __init__(self, *, init: int = 0, fault=None):
+        self.fault = _check_fault(fault, "Xorshift32Gen")
+        self.init = _int_param("init", init, 0, 0xFFFFFFFF)
+        super().__init__({
+            "load": In(1),
+            "load_value": In(32),
+            "draw": In(1),
+            "state": Out(32, init=self.init),
+            "word": Out(32),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        x = self.state
+        if self.fault == "wrong_shift":    # test hook: 12 instead of 13
+            x1 = x ^ (x << 12)[:32]
+            x2 = x1 ^ (x1 >> 17)
+            m.d.comb += self.word.eq(x2 ^ (x2 << 5)[:32])
+        else:
+            m.d.comb += self.word.eq(xorshift32_word(x))
+        with m.If(self.load):
+            m.d.sync += self.state.eq(self.load_value)
+        with m.Elif(self.draw):
+            m.d.sync += self.state.eq(self.word)
+        return m
+
+
+# --------------------------------------------------------------------------------------
+class DeriveCore(wiring.Component):
+    """The forward core of a master integer: ``sat_(w_bits),narrow(rshift_round(master, x))``.
+
+    ``x = master_bits - w_bits``; equal to ``ttforge.ir.train._forward_core`` for every
+    input (combinational: an adder and a clamp).
+
+    Parameters
+    ----------
+    master_bits, w_bits : int
+        Widths of the master (2..32) and of the forward core (2..``master_bits``).
+    fault : str or None
+        ``"floor"`` for the test that must fail.
+
+    Attributes
+    ----------
+    master : In(signed(master_bits))
+    core : Out(signed(w_bits))
+    """
+
+    def __init__(self, master_bits: int, w_bits: int, *, fault=None):
+        self.fault = _check_fault(fault, "DeriveCore")
+        self.master_bits = _int_param("master_bits", master_bits, 2, 32)
+        self.w_bits = _int_param("w_bits", w_bits, 2, self.master_bits)
+        super().__init__({
+            "master": In(signed(self.master_bits)),
+            "core": Out(signed(self.w_bits)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        x = self.master_bits - self.w_bits
+        hi = (1 << (self.w_bits - 1)) - 1
+        r = Signal(signed(self.w_bits + 1))     # |rshift_round| <= 2^(w_bits-1): w_bits + 1 bits
+        if x == 0:
+            m.d.comb += r.eq(self.master)
+        else:
+            half = 0 if self.fault == "floor" else 1 << (x - 1)
+            m.d.comb += r.eq((self.master + half) >> x)
+        m.d.comb += self.core.eq(_clip(r, hi))
+        return m
+
+
+# --------------------------------------------------------------------------------------
+class BiasAlign(wiring.Component):
+    """The bias at the last step's accumulator exponent, clamped to ``+-limit``.
+
+    Equal to ``ttforge.ir.train._align_bias(b, e_b, e_acc, limit)`` with
+    ``shift = e_acc - e_b``, for every input (any ``shift`` in -128..127; the golden is
+    defined for -64..63):
+
+    * ``shift < 0``: ``clip(clip(b, +-limit) << min(-shift, 62 - bitlen(limit)), +-limit)``
+      (the golden's cap keeps its ``int64`` exact; it changes the result only when
+      ``bitlen(limit) > 31``, so it is built as it is);
+    * ``shift >= 0``: ``clip(rshift_round(b, shift), +-limit)``, computed as
+      ``((2b >> shift) + 1) >> 1``.
+
+    Three stages, ``LATENCY = 3`` (decode and first clamp; shift; clamp), one input per
+    cycle; every input travels with its element, so nothing needs to be held.
+
+    Parameters
+    ----------
+    bias_bits : int
+        Width of the stored bias (2..32).
+    acc_bits : int
+        Width of the accumulator (8..63); ``limit < 2^(acc_bits - 1)``.
+    fault : str or None
+        ``"no_cap"`` or ``"bias_floor"`` for the tests that must fail.
+
+    Attributes
+    ----------
+    in_valid : In(1)
+    bias : In(signed(bias_bits))
+    shift : In(signed(8))
+        ``e_acc - e_b``.
+    limit : In(acc_bits - 1)
+        The positive clamp limit (``_bias_limit``).
+    out_valid : Out(1)
+        ``in_valid``, ``LATENCY`` cycles later.
+    aligned : Out(signed(acc_bits))
+    """
+
+    LATENCY = 3
+
+    def __init__(self, bias_bits: int, acc_bits: int, *, fault=None):
+        self.fault = _check_fault(fault, "BiasAlign")
+        self.bias_bits = _int_param("bias_bits", bias_bits, 2, 32)
+        self.acc_bits = _int_param("acc_bits", acc_bits, 8, 63)
+        super().__init__({
+            "in_valid": In(1),
+            "bias": In(signed(self.bias_bits)),
+            "shift": In(signed(8)),
+            "limit": In(self.acc_bits - 1),
+            "out_valid": Out(1),
+            "aligned": Out(signed(self.acc_bits)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        bb, ab = self.bias_bits, self.acc_bits
+        lim0 = Signal(signed(ab))
+        m.d.comb += lim0.eq(self.limit)
+        # Left-shift amount k = min(-shift, 62 - bitlen(max(limit, 1)), acc_bits): a
+        # shift by acc_bits already moves any non-zero value beyond every limit, so the
+        # shifter needs no more; the cap is a priority encoder on limit's top bit.
+        capk = Signal(range(ab + 1))
+        m.d.comb += capk.eq(min(61, ab))
+        if self.fault != "no_cap":
+            for i in range(ab - 1):            # a later (higher) bit overrides
+                with m.If(self.limit[i]):
+                    m.d.comb += capk.eq(min(62 - (i + 1), ab))
+        neg = Signal(9)
+        m.d.comb += neg.eq(-self.shift)         # 1..128 when shift < 0
+        # stage 1: first clamp and both shift amounts
+        v1, l1, left1 = Signal(), Signal(signed(ab)), Signal()
+        c1 = Signal(signed(bb))                 # |clip(b, +-limit)| <= |b|: fits bias_bits
+        b1 = Signal(signed(bb))
+        k1 = Signal(range(ab + 1))
+        r1 = Signal(range(bb + 2))              # right shift of 2b, at most bb + 1
+        m.d.sync += [
+            v1.eq(self.in_valid), l1.eq(lim0), left1.eq(self.shift < 0), b1.eq(self.bias),
+            c1.eq(_clip(self.bias, lim0)),
+            k1.eq(Mux(neg < capk, neg, capk)),
+            r1.eq(Mux(self.shift > bb + 1, bb + 1, self.shift[:7])),
+        ]
+        # stage 2: the shift (|c1 << k| < 2^(bb - 1 + ab): bb + ab bits)
+        v2, l2 = Signal(), Signal(signed(ab))
+        val2 = Signal(signed(bb + ab))
+        b2 = Cat(Const(0, 1), b1).as_signed()
+        t = Signal(signed(bb + 1))
+        m.d.comb += t.eq(b2 >> r1)
+        right = t >> 1 if self.fault == "bias_floor" else (t + 1) >> 1
+        m.d.sync += [v2.eq(v1), l2.eq(l1),
+                     val2.eq(Mux(left1, (c1 << k1)[:bb + ab].as_signed(), right))]
+        # stage 3: the clamp
+        m.d.sync += [self.out_valid.eq(v2), self.aligned.eq(_clip(val2, l2))]
+        return m
+
+
+# --------------------------------------------------------------------------------------
+class UpdateUnit(wiring.Component):
+    """The integer SGD update ``w' = sat_b,narrow(w - round_s(v))``, one element per cycle.
+
+    ``round_s`` is ``ttforge.ir.train._round_update``:
+
+    * ``s <= 0``: ``clip(clip(v, +-2^(b+1)) << min(-s, 40), +-2^(b+1))`` (the cap 40 never
+      changes the result: any non-zero ``v`` shifted by 40 is beyond ``2^(b+1)``; the
+      shifter stops at ``stored_bits_max + 2`` for the same reason);
+    * ``1 <= s <= 32``: ``(v + (word & (2^s - 1))) >> s`` (``stochastic``) or
+      ``(v + 2^(s-1)) >> s``;
+    * ``s > 32``: ``v >> (s - 32)`` first, then the rule for ``s = 32``.
+
+    The unit reads the old ``w`` itself: ``rd_en``/``rd_addr`` are driven in the cycle an
+    element is accepted (``in_valid``) and ``rd_data`` must return it one cycle later (a
+    non-transparent ``amaranth.lib.memory`` read port). ``wr_en``/``wr_addr``/``wr_data``
+    write ``w'`` ``LATENCY`` cycles after ``in_valid``, with ``changed`` (``w' != w``).
+
+    **Assumption:** an address is never read while a write to it is in flight. The
+    elements of one operation have distinct addresses; the engine must not start an
+    operation that reads an address of the previous one within ``LATENCY`` cycles of its
+    last element (there is no read-after-write forwarding).
+
+    The generator is inside: each accepted element draws exactly one word when
+    ``stochastic`` (none otherwise), in acceptance order, so the words equal
+    ``Xorshift32(seed).draw(...)`` of the golden in row-major order. The per-operation
+    constants ``shift``, ``stochastic`` and ``bits`` are sampled with every element and
+    travel with it, so they may change between any two elements (the engine holds them
+    for a whole operation anyway).
+
+    Stages (``LATENCY = 5``): 1 the word masked (or the rounding constant); 2 the
+    ``s > 32`` floor shift, the first ``s <= 0`` clamp, ``w`` from ``rd_data``; 3 the sum
+    ``v + add``, the left shift; 4 the right shift or the second clamp, ``w -+ hi``;
+    5 ``w - d`` and the clamp (compared against ``w -+ hi`` in parallel), ``changed``.
+
+    Parameters
+    ----------
+    acc_bits : int
+        Width of the gradient sum ``v`` (2..63).
+    stored_bits_max : int
+        Width of ``rd_data``/``wr_data``: the widest stored tensor (2..32).
+    addr_width : int
+        Width of ``addr``, ``rd_addr``, ``wr_addr``.
+    fault : str or None
+        ``"drop_word"``, ``"sign"``, ``"round_tie"`` or ``"pre_shift"`` for the tests
+        that must fail.
+
+    Attributes
+    ----------
+    shift : In(signed(8))
+        ``s``.
+    stochastic : In(1)
+        1: stochastic rounding (one word per element); 0: FLOOR_PLUS_HALF (no word).
+    bits : In(6)
+        The stored width ``b`` (2..``stored_bits_max``; another value acts as
+        ``stored_bits_max``).
+    in_valid : In(1)
+    v : In(signed(acc_bits))
+    addr : In(addr_width)
+    rd_en, rd_addr : Out(1), Out(addr_width)
+    rd_data : In(signed(stored_bits_max))
+    wr_en, wr_addr, wr_data : Out(1), Out(addr_width), Out(signed(stored_bits_max))
+    changed : Out(1)
+        With ``wr_en``: ``w' != w``.
+    rng_load, rng_load_value : In(1), In(32)
+        Load the generator's state (wins over a draw in the same cycle).
+    rng_state : Out(32)
+        The generator's state (the last word drawn).
+    drew : Out(1)
+        A word is drawn this cycle (for the words-drawn counter).
+    """
+
+    LATENCY = 5
+
+    def __init__(self, acc_bits: int, stored_bits_max: int, addr_width: int, *, fault=None):
+        self.fault = _check_fault(fault, "UpdateUnit")
+        self.acc_bits = _int_param("acc_bits", acc_bits, 2, 63)
+        self.stored_bits_max = _int_param("stored_bits_max", stored_bits_max, 2, 32)
+        self.addr_width = _int_param("addr_width", addr_width, 1, 32)
+        B, aw = self.stored_bits_max, self.addr_width
+        super().__init__({
+            "shift": In(signed(8)),
+            "stochastic": In(1),
+            "bits": In(6),
+            "in_valid": In(1),
+            "v": In(signed(self.acc_bits)),
+            "addr": In(aw),
+            "rd_en": Out(1),
+            "rd_addr": Out(aw),
+            "rd_data": In(signed(B)),
+            "wr_en": Out(1),
+            "wr_addr": Out(aw),
+            "wr_data": Out(signed(B)),
+            "changed": Out(1),
+            "rng_load": In(1),
+            "rng_load_value": In(32),
+            "rng_state": Out(32),
+            "drew": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        ab, B, aw = self.acc_bits, self.stored_bits_max, self.addr_width
+        m.submodules.gen = gen = Xorshift32Gen()
+
+        def stage(name, shape, value):
+            r = Signal(shape, name=name)
+            m.d.sync += r.eq(value)
+            return r
+
+        def decode_b(b):
+            """``(2^(b+1), 2^(b-1) - 1)`` of the stored width ``b`` (default: ``B``)."""
+            lim = Signal(B + 2, name="dec_lim")
+            hi = Signal(B - 1, name="dec_hi")
+            with m.Switch(b):
+                for w in range(2, B + 1):
+                    with m.Case(w):
+                        m.d.comb += [lim.eq(1 << (w + 1)), hi.eq((1 << (w - 1)) - 1)]
+                with m.Default():
+                    m.d.comb += [lim.eq(1 << (B + 1)), hi.eq((1 << (B - 1)) - 1)]
+            return lim, hi
+
+        # ---- acceptance: the read, the word
+        acc = self.in_valid
+        draw = Signal()
+        m.d.comb += draw.eq(acc & self.stochastic)
+        adv = draw
+        if self.fault == "drop_word":       # test hook: the first stochastic element reuses its word
+            dropped = Signal()
+            with m.If(draw):
+                m.d.sync += dropped.eq(1)
+            adv = draw & dropped
+        m.d.comb += [
+            gen.load.eq(self.rng_load), gen.load_value.eq(self.rng_load_value), gen.draw.eq(adv),
+            self.rng_state.eq(gen.state), self.drew.eq(adv),
+            self.rd_en.eq(acc), self.rd_addr.eq(self.addr),
+        ]
+        s0 = self.shift
+        # add: the word's low s bits (stochastic) or 2^(s-1) (nearest), for s' = min(s, 32)
+        # (only the s >= 1 path uses it): mask bit i is s > i, the half bit is s' - 1 == i
+        mask = Cat(*[s0 > i for i in range(32)])
+        if self.fault == "round_tie":      # test hook: 2^(s-1) - 1
+            half = Cat(*[s0 > i + 1 for i in range(31)], Const(0, 1))
+        else:
+            half = Cat(*[s0 == i + 1 for i in range(31)], s0 >= 32)
+        # stage 1
+        v1 = stage("v1", signed(ab), self.v)
+        add1 = stage("add1", 32, Mux(self.stochastic, gen.word & mask, half))
+        s1 = stage("s1", signed(8), s0)
+        b1 = stage("b1", 6, self.bits)
+        val1 = stage("val1", 1, acc)
+        a1 = stage("a1", aw, self.addr)
+
+        # ---- stage 2: s > 32 floor shift; first clamp of s <= 0; w
+        lim1, _ = decode_b(b1)
+        pre = Signal(range(ab + 1))
+        first = 33 if self.fault == "pre_shift" else 32
+        # shifting by acc_bits or more leaves only the sign: stop there
+        m.d.comb += pre.eq(Mux(s1 > first, Mux(s1 - first >= ab, ab, (s1 - first)[:7]), 0))
+        vs2 = stage("vs2", signed(ab), v1 >> pre)
+        vc2 = stage("vc2", signed(B + 3), _clip(v1, lim1))     # |.| <= 2^(B+1)
+        add2 = stage("add2", 32, add1)
+        w2 = stage("w2", signed(B), self.rd_data)
+        s2 = stage("s2", signed(8), s1)
+        b2 = stage("b2", 6, b1)
+        val2 = stage("val2", 1, val1)
+        a2 = stage("a2", aw, a1)
+
+        # ---- stage 3: v + add; the left shift by k = min(-s, B + 2) (beyond that any
+        # non-zero value is past 2^(b+1) already)
+        sw = max(ab, 33) + 1
+        sum3 = stage("sum3", signed(sw), vs2 + add2)
+        neg = Signal(9)
+        m.d.comb += neg.eq(-s2)
+        k = Signal(range(B + 3))
+        m.d.comb += k.eq(Mux(neg > B + 2, B + 2, neg))
+        LW = 2 * B + 5                                           # |vc2 << k| <= 2^(2B+3)
+        left3 = stage("left3", signed(LW), (vc2 << k)[:LW].as_signed())
+        w3 = stage("w3", signed(B), w2)
+        s3 = stage("s3", signed(8), s2)
+        b3 = stage("b3", 6, b2)
+        val3 = stage("val3", 1, val2)
+        a3 = stage("a3", aw, a2)
+
+        # ---- stage 4: d; w -+ hi for the clamp of stage 5
+        lim3, hi3 = decode_b(b3)
+        sp = Signal(range(33))
+        m.d.comb += sp.eq(Mux(s3 > 32, 32, Mux(s3 < 1, 1, s3[:6])))
+        DW = max(sw, B + 3)
+        d4 = stage("d4", signed(DW), Mux(s3 <= 0, _clip(left3, lim3), sum3 >> sp))
+        w4 = stage("w4", signed(B), w3)
+        hi4 = stage("hi4", signed(B + 1), w3 + hi3)              # diff < -hi  <=>  d > w + hi
+        lo4 = stage("lo4", signed(B + 1), w3 - hi3)              # diff > hi   <=>  d < w - hi
+        h4 = stage("h4", B - 1, hi3)
+        val4 = stage("val4", 1, val3)
+        a4 = stage("a4", aw, a3)
+
+        # ---- stage 5: w - d (+ d for the "sign" fault) and the narrow clamp
+        if self.fault == "sign":           # test hook: w + d
+            diff = w4 + d4
+            over, under = diff > h4, diff < -Cat(h4, Const(0, 1)).as_signed()
+        else:
+            diff = w4 - d4
+            over, under = d4 < lo4, d4 > hi4
+        h4s = Cat(h4, Const(0, 1)).as_signed()
+        new = Signal(signed(B))
+        m.d.comb += new.eq(Mux(over, h4s, Mux(under, -h4s, diff)))
+        m.d.sync += [
+            self.wr_en.eq(val4), self.wr_addr.eq(a4), self.wr_data.eq(new),
+            self.changed.eq(val4 & (new != w4)),
+        ]
+        return m
