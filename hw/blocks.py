@@ -57,6 +57,7 @@ class AddressGen(wiring.Component):
     ``en`` and ``valid`` moves to the next iteration, and ``valid`` falls after the last.
     Outputs are registers: ``<name>_addr``, ``first`` (``i3 == 0``), ``last``
     (``i3 == N3 - 1``), ``final`` (the last iteration), ``i2_last`` (``i2 == N2 - 1``),
+    ``i2_first`` (``i2 == 0``),
     and for each stream in ``slab`` ``<name>_slab_end`` = the stream's address at
     ``(i0 + 1, 0, 0, 0)``, i.e. the start of the next ``i0`` slab.
     """
@@ -80,6 +81,7 @@ class AddressGen(wiring.Component):
             "first": Out(1),
             "last": Out(1),
             "i2_last": Out(1),
+            "i2_first": Out(1),
             "final": Out(1),
         }
         for n, lv in self.streams:
@@ -102,6 +104,7 @@ class AddressGen(wiring.Component):
         wrap = [Signal(name=f"wrap{j}") for j in range(4)]
         one = [Signal(name=f"one{j}") for j in range(4)]
         first = Signal()                                    # i3 == 0
+        first2 = Signal()                                   # i2 == 0
         # N_j == 1 and N_j == 2, decoded from the bounds at start and kept for the inner
         # loops' restarts (the bounds are held while the loops run)
         b_one = [Signal(name=f"n{j}_is1") for j in range(4)]
@@ -111,6 +114,7 @@ class AddressGen(wiring.Component):
             self.first.eq(first),
             self.last.eq(wrap[3]),
             self.i2_last.eq(wrap[2]),
+            self.i2_first.eq(first2),
             self.final.eq(final),
         ]
         adv = Signal()
@@ -122,12 +126,16 @@ class AddressGen(wiring.Component):
                 out += [cnt[k].eq(self.bound_m1[k]), wrap[k].eq(b_one[k]), one[k].eq(b_two[k])]
             if 3 in levels:
                 out.append(first.eq(1))
+            if 2 in levels:
+                out.append(first2.eq(1))
             return out
 
         def step(j):
             out = [cnt[j].eq(cnt[j] - 1), wrap[j].eq(one[j]), one[j].eq(cnt[j] == 2)]
             if j == 3:
                 out.append(first.eq(0))
+            if j == 2:
+                out.append(first2.eq(0))
             return out
 
         # loop counters
@@ -136,7 +144,7 @@ class AddressGen(wiring.Component):
                 z, o = self.bound_m1[k] == 0, self.bound_m1[k] == 1
                 m.d.sync += [cnt[k].eq(self.bound_m1[k]), wrap[k].eq(z), one[k].eq(o),
                              b_one[k].eq(z), b_two[k].eq(o)]
-            m.d.sync += [first.eq(1), self.valid.eq(1)]
+            m.d.sync += [first.eq(1), first2.eq(1), self.valid.eq(1)]
         with m.Elif(adv):
             with m.If(final):
                 m.d.sync += self.valid.eq(0)

@@ -1,0 +1,633 @@
+"""``TrainEngine``: the training engine of ``docs/hardware.md`` ("Training engine").
+
+One :class:`amaranth.lib.wiring.Component` around the memories it owns (ACT, GRAD word
+memories of ``L`` lanes; CMEM, BMEM element memories; DMEM, the label memory, MAXACC):
+
+* the input writer puts ``BATCH`` labelled samples from ``inp`` into ACT (sample ``b``
+  in lane ``b mod L``) and the label memory;
+* the sequencer fetches each operation descriptor from DMEM and runs it: ``CONTRACT``
+  and ``WGRAD`` through one address generator
+  (:class:`~ttforge.hw.blocks.AddressGen`) and one row of ``L`` MAC lanes
+  (:class:`~ttforge.hw.blocks.MacLanes`); a ``CONTRACT`` result goes through the bias
+  alignment, a requantization unit per lane (:class:`~ttforge.hw.blocks.Requant`), the
+  ReLU mask and a word write, a ``WGRAD`` result through an adder tree over the lanes
+  into the update unit (:class:`~ttforge.hw.trainer.update.UpdateUnit`, with the
+  xorshift32 generator), ``LOSS`` runs the loss unit
+  (:class:`~ttforge.hw.trainer.loss.LossUnit`) once per batch slot, ``ZFILL`` writes
+  zero words;
+* every operation waits for its pipeline to drain before the next is fetched, so an
+  operation always sees the results of the ones before it.
+
+The host reaches every memory through ``host`` while the engine is idle (``sel`` picks
+the memory). The timing is fixed by the descriptors alone: :func:`op_cycles` is exact.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from ttforge.errors import ConfigError
+from ttforge.hw.blocks import AddressGen, MacLanes, Requant, RequantDecode
+from ttforge.hw.trainer.loss import LossUnit, loss_cycles
+from ttforge.hw.trainer.program import (OP_FIELDS, TRAIN_DESC_WORDS, Op, TrainEngineConfig,
+                                        TrainOp)
+from ttforge.hw.trainer.update import BiasAlign, DeriveCore, UpdateUnit
+
+__all__ = ["TrainEngine", "HostSel", "TrainError", "op_cycles", "DESC_FIELDS", "FETCH_WORDS"]
+
+#: descriptor words in order (the encoding of :func:`~ttforge.hw.trainer.program.encode_op`)
+DESC_FIELDS = ("FLAGS", "N0", "N1", "N2", "N3", "U_BASE", "U_S0", "U_S1", "U_S2", "U_S3", "V_BASE",
+               "V_S0", "V_S1", "V_S2", "V_S3", "O_BASE", "O_S0", "O_S1", "O_S2", "B_BASE",
+               "BIAS_SHIFT", "BIAS_LIMIT_LO", "BIAS_LIMIT_HI", "M_BASE", "OUT_VALID")
+#: words the sequencer reads of each descriptor (the rest are reserved)
+FETCH_WORDS = len(DESC_FIELDS)
+
+
+class HostSel(enum.Enum, shape=3):
+    """What ``host.sel`` addresses (element addresses; ``MAXACC``: ``2*op + half``)."""
+    DMEM = 0
+    CMEM = 1
+    BMEM = 2
+    MAXACC = 3
+    ACT = 4
+    GRAD = 5
+    LABEL = 6
+
+
+class TrainError(enum.Enum, shape=4):
+    """Error codes of the training engine (``status.error_code``)."""
+    NONE = 0
+    BAD_DESC = 1       #: a loop bound of 0, SAT_BITS outside 2..store width, classes outside 1..max
+    ACT_RANGE = 2      #: an ACT address at or beyond act_depth
+    GRAD_RANGE = 3     #: a GRAD address at or beyond grad_depth
+    CMEM_RANGE = 4     #: a CMEM address at or beyond core_depth
+    BMEM_RANGE = 5     #: a BMEM address at or beyond bias_depth
+    DESC_RANGE = 6     #: no LAST before the end of DMEM
+    BAD_LABEL = 7      #: a label at or beyond the number of classes
+    BAD_PROGRAM = 8    #: BATCH outside 1..slots, IN_COUNT 0, or the input beyond act_depth
+
+
+class _State(enum.Enum, shape=4):
+    IDLE = 0
+    INPUT = 1
+    FETCH = 2
+    DECODE = 3
+    RUN = 4
+    DRAIN = 5
+    LOSS = 6
+    ZFILL = 7
+    DONE = 8
+
+
+def _flags_layout() -> data.StructLayout:
+    fields = {}
+    pos = 0
+    for name, (lsb, width, sgn) in sorted(OP_FIELDS.items(), key=lambda kv: kv[1][0]):
+        if lsb > pos:
+            fields[f"_pad{pos}"] = lsb - pos
+        fields[name.lower()] = signed(width) if sgn else width
+        pos = lsb + width
+    if pos < 32:
+        fields["_pad_top"] = 32 - pos
+    return data.StructLayout(fields)
+
+
+def _desc_layout() -> data.StructLayout:
+    return data.StructLayout({n.lower(): (_flags_layout() if n == "FLAGS" else 32) for n in DESC_FIELDS})
+
+
+# pipeline depths (cycles from an iteration's issue to the write of its result)
+_ISSUE_TO_RES = 4            # issue, memory data, operand register, MacLanes (2)
+
+
+def _tree_latency(lanes: int) -> int:
+    return max(1, ceil_log2(lanes))
+
+
+def contract_drain() -> int:
+    """Cycles after the last ``CONTRACT`` iteration until its last word is written."""
+    return _ISSUE_TO_RES + 1 + BiasAlign.LATENCY + 1 + Requant.LATENCY + 1
+
+
+def wgrad_drain(lanes: int) -> int:
+    """Cycles after the last ``WGRAD`` iteration until its last update is written."""
+    return _ISSUE_TO_RES + 1 + _tree_latency(lanes) + UpdateUnit.LATENCY + 1
+
+
+_FETCH_CYCLES = FETCH_WORDS + 2     # one word per cycle, the read latency, the decode
+
+
+def op_cycles(op: TrainOp, config: TrainEngineConfig, slots: int) -> int:
+    """Cycles of one operation, fetch included (exact: the engine never stalls)."""
+    n = op.N[0] * op.N[1] * op.N[2] * op.N[3]
+    if op.OP == Op.CONTRACT:
+        return _FETCH_CYCLES + n + contract_drain() + 1
+    if op.OP == Op.WGRAD:
+        return _FETCH_CYCLES + n + wgrad_drain(config.lanes) + 1
+    if op.OP == Op.LOSS:
+        return _FETCH_CYCLES + slots * (2 + loss_cycles(op.N[0], config.train.prob_bits)) + 1
+    return _FETCH_CYCLES + op.N[0] + 1
+
+
+class TrainEngine(wiring.Component):
+    """The training engine (module docstring; ``docs/hardware.md``, "Training engine").
+
+    Ports
+    -----
+    inp : stream In, payload ``signed(act_bits)``
+        ``BATCH`` samples, each ``IN_COUNT`` features then its label.
+    host : ``sel`` (:class:`HostSel`), ``addr``, ``wdata`` (32), ``we``, ``re`` in;
+        ``rdata`` (32), ``rvalid`` out (two cycles after ``re``). Only while idle.
+    program : ``batch``, ``bw_log``, ``in_count``, ``in_base``, ``stoch`` in; ``rng_load``
+        and ``rng_value`` load the generator.
+    control : ``enable`` (level: take a batch and run a step), ``clear_error``, ``soft_reset``.
+    status : ``busy``, ``done_pulse``, ``error``, ``error_code``, ``error_op``, ``op``,
+        ``rng`` (the generator state), ``steps``, ``cycles``, ``mac_cycles`` (valid
+        lanes of every issued iteration), ``changed`` (updates that changed a value).
+    """
+
+    def __init__(self, config: TrainEngineConfig):
+        if not isinstance(config, TrainEngineConfig):
+            raise ConfigError(f"TrainEngine needs a TrainEngineConfig, got {type(config).__name__}")
+        self.config = c = config
+        tc = c.train
+        self.L = c.lanes
+        self.lg = ceil_log2(c.lanes)
+        self.aw = max(ceil_log2(max(c.act_depth, c.grad_depth, c.core_depth, c.bias_depth,
+                                    c.desc_depth * TRAIN_DESC_WORDS) + 1), 1)
+        self.sb = max(c.act_store_bits, c.grad_store_bits)     # requantization width
+        self.bwl = max(1, ceil_log2(ceil_log2(c.max_batch) + 1))  # width of BW_LOG
+        super().__init__({
+            "inp": In(stream.Signature(signed(tc.act_bits))),
+            "host": In(data.StructLayout({"sel": HostSel, "addr": 32, "wdata": 32, "we": 1, "re": 1})),
+            "host_rdata": Out(32),
+            "host_rvalid": Out(1),
+            "program": In(data.StructLayout({"batch": 16, "bw_log": self.bwl, "in_count": 16,
+                                             "in_base": 32,
+                                             "stoch": 1, "rng_load": 1, "rng_value": 32})),
+            "control": In(data.StructLayout({"enable": 1, "clear_error": 1, "soft_reset": 1})),
+            "status": Out(data.StructLayout({
+                "busy": 1, "done_pulse": 1, "error": 1, "error_code": TrainError, "error_op": 16,
+                "op": 16, "rng": 32, "steps": 32, "cycles": 48, "mac_cycles": 48, "changed": 32})),
+        })
+
+    # ------------------------------------------------------------------------------
+    def elaborate(self, platform):
+        m = Module()
+        c, tc = self.config, self.config.train
+        L, lg, aw, SB = self.L, self.lg, self.aw, self.sb
+        AB = c.acc_bits
+        AS, GS = c.act_store_bits, c.grad_store_bits
+        host, prog, ctl, st = self.host, self.program, self.control, self.status
+
+        # ------------------------------------------------------------ memories
+        act = Memory(shape=data.ArrayLayout(signed(AS), L), depth=c.act_depth, init=[])
+        grad = Memory(shape=data.ArrayLayout(signed(GS), L), depth=c.grad_depth, init=[])
+        cmem = Memory(shape=signed(tc.master_bits), depth=c.core_depth, init=[])
+        bmem = Memory(shape=signed(tc.bias_bits), depth=c.bias_depth, init=[])
+        dmem = Memory(shape=32, depth=c.desc_depth * TRAIN_DESC_WORDS, init=[])
+        lmem = Memory(shape=16, depth=c.max_batch, init=[])
+        maxm = Memory(shape=AB, depth=c.desc_depth, init=[])
+        m.submodules.act, m.submodules.grad = act, grad
+        m.submodules.cmem, m.submodules.bmem, m.submodules.dmem = cmem, bmem, dmem
+        m.submodules.lmem, m.submodules.maxm = lmem, maxm
+        act_r, act_w = act.read_port(), act.write_port(granularity=1)
+        grad_r, grad_w = grad.read_port(), grad.write_port(granularity=1)
+        cm_r, cm_w = cmem.read_port(), cmem.write_port()
+        bm_r, bm_w = bmem.read_port(), bmem.write_port()
+        dm_r, dm_w = dmem.read_port(), dmem.write_port()
+        lm_r, lm_w = lmem.read_port(), lmem.write_port()
+        mx_r, mx_w = maxm.read_port(), maxm.write_port()
+
+        # ------------------------------------------------------------ sequencer state
+        state = Signal(_State)
+        desc = Signal(_desc_layout())
+        flags = desc.flags
+        op_idx = Signal(16)
+        fw = Signal(range(FETCH_WORDS + 2))        # fetch word counter
+        drain = Signal(range(max(contract_drain(), wgrad_drain(L)) + 2))
+        err = Signal(TrainError)
+        err_op = Signal(16)
+        error = Signal()
+        slots_m1 = Signal(16)
+        bwm1 = Signal(16)
+        m.d.comb += [bwm1.eq((Const(1, 16) << prog.bw_log) - 1),
+                     slots_m1.eq((Const(1, 24) << (prog.bw_log + lg)) - 1)]
+        is_contract = Signal()
+        is_wgrad = Signal()
+        m.d.comb += [is_contract.eq(flags.op == Op.CONTRACT), is_wgrad.eq(flags.op == Op.WGRAD)]
+
+        # ------------------------------------------------------------ address generator
+        m.submodules.gen = gen = AddressGen(bound_width=32, addr_width=aw,
+                                            streams=(("u", 4), ("v", 4), ("o", 3)), slab=())
+        gen_start = Signal()
+        m.d.comb += [gen.start.eq(gen_start), gen.u_base.eq(desc.u_base), gen.v_base.eq(desc.v_base),
+                     gen.o_base.eq(desc.o_base)]
+        for j in range(4):
+            m.d.comb += [gen.bound_m1[j].eq(desc[f"n{j}"] - 1), gen.u_stride[j].eq(desc[f"u_s{j}"]),
+                         gen.v_stride[j].eq(desc[f"v_s{j}"])]
+        for j in range(3):
+            m.d.comb += gen.o_stride[j].eq(desc[f"o_s{j}"])
+        running = Signal()
+        m.d.comb += [running.eq(state == _State.RUN), gen.en.eq(running)]
+        issue = Signal()
+        m.d.comb += issue.eq(running & gen.valid)
+
+        # range checks at issue
+        u_grad = Signal()
+        m.d.comb += u_grad.eq(flags.src | is_wgrad)
+        u_lim = Mux(u_grad, c.grad_depth, c.act_depth)
+        range_err = Signal(TrainError)
+        with m.If(issue):
+            with m.If(gen.u_addr >= u_lim):
+                m.d.comb += range_err.eq(Mux(u_grad, TrainError.GRAD_RANGE, TrainError.ACT_RANGE))
+            with m.Elif(is_contract & (gen.v_addr >= c.core_depth)):
+                m.d.comb += range_err.eq(TrainError.CMEM_RANGE)
+            with m.Elif(is_wgrad & ~flags.ones & (gen.v_addr >= c.act_depth)):
+                m.d.comb += range_err.eq(TrainError.ACT_RANGE)
+            with m.Elif(is_contract & (gen.o_addr >= Mux(flags.dst, c.grad_depth, c.act_depth))):
+                m.d.comb += range_err.eq(Mux(flags.dst, TrainError.GRAD_RANGE, TrainError.ACT_RANGE))
+            with m.Elif(is_wgrad & (gen.o_addr >= Mux(flags.dst, c.bias_depth, c.core_depth))):
+                m.d.comb += range_err.eq(Mux(flags.dst, TrainError.BMEM_RANGE, TrainError.CMEM_RANGE))
+
+        # ------------------------------------------------------------ operands
+        # stage 1: memory data; stage 2: registered operands into the MAC lanes
+        s1_v, s1_first, s1_last = Signal(), Signal(), Signal()
+        s1_o = Signal(aw + 1)
+        m.d.sync += [s1_v.eq(issue),
+                     s1_first.eq(gen.first & (gen.i2_first | is_contract)),
+                     s1_last.eq(gen.last & (gen.i2_last | is_contract)),
+                     s1_o.eq(gen.o_addr)]
+        m.submodules.derive = derive = DeriveCore(tc.master_bits, tc.w_bits)
+        m.d.comb += derive.master.eq(cm_r.data)
+        XB = max(AS, GS)
+        CB = max(tc.w_bits, AS) + 1
+        s2_v, s2_first, s2_last = Signal(), Signal(), Signal()
+        s2_o = Signal(aw + 1)
+        s2_x = Signal(data.ArrayLayout(signed(XB), L))
+        s2_c = Signal(data.ArrayLayout(signed(CB), L))
+        m.d.sync += [s2_v.eq(s1_v), s2_first.eq(s1_first), s2_last.eq(s1_last), s2_o.eq(s1_o)]
+        for l in range(L):
+            m.d.sync += s2_x[l].eq(Mux(is_wgrad | flags.src, grad_r.data[l], act_r.data[l]))
+            m.d.sync += s2_c[l].eq(Mux(is_contract, derive.core, Mux(flags.ones, 1, act_r.data[l])))
+        m.submodules.mac = mac = MacLanes(lanes=L, x_bits=XB, c_bits=CB, acc_bits=AB, tag_width=aw + 1)
+        m.d.comb += [mac.en.eq(1), mac.in_valid.eq(s2_v), mac.in_first.eq(s2_first),
+                     mac.in_last.eq(s2_last), mac.in_tag.eq(s2_o)]
+        for l in range(L):
+            m.d.comb += [mac.x[l].eq(s2_x[l]), mac.c[l].eq(s2_c[l])]
+
+        # valid lanes of an output word: sample ((rel mod BW) * L + l) < BATCH
+        def lane_valid(rel):
+            base = (rel & bwm1) << lg
+            return Cat(*[(base + l) < prog.batch for l in range(L)])
+
+        # ------------------------------------------------------------ CONTRACT results
+        # r0: the sums (and the raw bias, read from BMEM when the result was announced)
+        r_v = Signal()
+        r_o = Signal(aw + 1)
+        r_acc = Signal(data.ArrayLayout(signed(AB), L))
+        m.d.sync += [r_v.eq(mac.res_valid & is_contract), r_o.eq(mac.res_tag)]
+        with m.If(mac.res_valid):
+            m.d.sync += r_acc.eq(mac.res)
+        # the bias element is read when the result appears, and arrives with r_acc
+        res_rel = Signal(aw + 1)
+        m.d.comb += res_rel.eq(mac.res_tag - desc.o_base)
+        bias_addr = Signal(aw + 1)
+        m.d.comb += bias_addr.eq(desc.b_base + (res_rel >> prog.bw_log))
+        m.submodules.balign = balign = BiasAlign(tc.bias_bits, AB)
+        m.d.comb += [balign.in_valid.eq(r_v), balign.bias.eq(bm_r.data), balign.shift.eq(desc.bias_shift[:8]),
+                     balign.limit.eq(Cat(desc.bias_limit_lo, desc.bias_limit_hi)[:AB - 1])]
+
+        def delay(sig, n, name):
+            out = sig
+            for i in range(n):
+                r = Signal.like(sig, name=f"{name}_d{i}")
+                m.d.sync += r.eq(out)
+                out = r
+            return out
+
+        ba_v = delay(r_v, BiasAlign.LATENCY, "ba_v")
+        ba_o = delay(r_o, BiasAlign.LATENCY, "ba_o")
+        ba_acc = delay(r_acc, BiasAlign.LATENCY, "ba_acc")
+        ba_rel = Signal(aw + 1)
+        m.d.comb += ba_rel.eq(ba_o - desc.o_base)
+        ba_inside = Signal()
+        m.d.comb += ba_inside.eq(ba_rel < desc.out_valid)
+        # v: the sum plus the aligned bias (inside the layer's outputs), registered
+        v_v = Signal()
+        v_o = Signal(aw + 1)
+        v_inside = Signal()
+        v_valid = Signal(L)
+        v = Signal(data.ArrayLayout(signed(AB), L))
+        m.d.sync += [v_v.eq(ba_v), v_o.eq(ba_o), v_inside.eq(ba_inside), v_valid.eq(lane_valid(ba_rel))]
+        for l in range(L):
+            m.d.sync += v[l].eq(ba_acc[l] + Mux(flags.bias & ba_inside, balign.aligned, 0))
+        # MAXACC: the largest |v| over the valid lanes of the operation
+        vmax = Signal(AB)
+        mags = []
+        for l in range(L):
+            a = Signal(AB, name=f"abs{l}")
+            m.d.comb += a.eq(Mux(v_valid[l], Mux(v[l] < 0, -v[l], v[l]), 0))
+            mags.append(a)
+        while len(mags) > 1:
+            nxt = []
+            for i in range(0, len(mags), 2):
+                if i + 1 == len(mags):
+                    nxt.append(mags[i])
+                    continue
+                t = Signal(AB, name=f"mx{len(mags)}_{i}")
+                m.d.comb += t.eq(Mux(mags[i] > mags[i + 1], mags[i], mags[i + 1]))
+                nxt.append(t)
+            mags = nxt
+        with m.If(v_v & (mags[0] > vmax)):
+            m.d.sync += vmax.eq(mags[0])
+        # requantization, one unit per lane
+        m.submodules.rqdec = rqd = RequantDecode(acc_bits=AB, bias_bits=AB, inter_bits=SB)
+        m.d.comb += [rqd.shift.eq(flags.shift), rqd.sat_bits.eq(flags.sat_bits)]
+        ys = []
+        for l in range(L):
+            u = Requant(acc_bits=AB, bias_bits=AB, inter_bits=SB)
+            m.submodules[f"rq{l}"] = u
+            m.d.comb += [u.in_valid.eq(v_v), u.acc.eq(v[l]), u.bias.eq(0), u.bias_en.eq(0),
+                         u.zero.eq(~v_inside), u.shamt.eq(rqd.shamt), u.round.eq(rqd.round),
+                         u.relu.eq(flags.relu), u.hi.eq(rqd.hi), u.lo.eq(rqd.lo)]
+            ys.append(u)
+        y_o = delay(v_o, Requant.LATENCY, "y_o")
+        y_v = ys[0].out_valid
+        y_rel = Signal(aw + 1)
+        m.d.comb += y_rel.eq(y_o - desc.o_base)
+        # the mask word is read from ACT one cycle before the write (M_BASE + rel)
+        pre_y_o = delay(v_o, Requant.LATENCY - 1, "pre_y_o")
+        mask_addr = Signal(aw + 2)
+        m.d.comb += mask_addr.eq(desc.m_base + pre_y_o - desc.o_base)
+
+        # ------------------------------------------------------------ WGRAD results
+        tv = Signal()
+        tsum = [Signal(signed(AB), name=f"t0_{l}") for l in range(L)]
+        t_o = Signal(aw + 1)
+        m.d.sync += [tv.eq(mac.res_valid & is_wgrad), t_o.eq(mac.res_tag)]
+        with m.If(mac.res_valid):
+            m.d.sync += [tsum[l].eq(mac.res[l]) for l in range(L)]
+        lvl = tsum
+        lv_v, lv_o = tv, t_o
+        depth = 0
+        while len(lvl) > 1 or depth == 0:
+            nxt = []
+            if len(lvl) == 1:
+                r = Signal(signed(AB), name=f"t{depth + 1}_0")
+                m.d.sync += r.eq(lvl[0])
+                nxt = [r]
+            for i in range(0, len(lvl) - 1, 2):
+                r = Signal(signed(AB), name=f"t{depth + 1}_{i // 2}")
+                m.d.sync += r.eq(lvl[i] + lvl[i + 1])
+                nxt.append(r)
+            nv, no = Signal(name=f"tv{depth + 1}"), Signal(aw + 1, name=f"to{depth + 1}")
+            m.d.sync += [nv.eq(lv_v), no.eq(lv_o)]
+            lvl, lv_v, lv_o = nxt, nv, no
+            depth += 1
+        assert depth == _tree_latency(L)
+        m.submodules.update = upd = UpdateUnit(AB, max(tc.master_bits, tc.bias_bits), aw)
+        m.d.comb += [upd.shift.eq(flags.shift), upd.stochastic.eq(prog.stoch),
+                     upd.bits.eq(Mux(flags.dst, tc.bias_bits, tc.master_bits)),
+                     upd.in_valid.eq(lv_v), upd.v.eq(lvl[0]), upd.addr.eq(lv_o),
+                     upd.rng_load.eq(prog.rng_load & (state == _State.IDLE)),
+                     upd.rng_load_value.eq(prog.rng_value)]
+
+        # ------------------------------------------------------------ loss unit
+        m.submodules.loss = loss = LossUnit(act_bits=tc.act_bits, prob_bits=tc.prob_bits,
+                                            table_bits=tc.table_bits, table_frac_bits=tc.table_frac_bits,
+                                            max_classes=c.max_classes)
+        slot = Signal(16)
+        loss_phase = Signal(2)          # 0: read the label, 1: start, 2: wait for done
+        slot_word = Signal(aw + 1)
+        m.d.comb += slot_word.eq(slot >> lg)
+        slot_lane = Signal(range(L)) if L > 1 else Signal(1)
+        m.d.comb += slot_lane.eq(slot[:lg] if lg else 0)
+        z_lane = Signal.like(slot_lane)
+        m.d.sync += z_lane.eq(slot_lane)
+        m.d.comb += [loss.classes.eq(desc.n0), loss.h.eq(flags.shift), loss.valid.eq(slot < prog.batch),
+                     loss.label.eq(lm_r.data), loss.z_data.eq(act_r.data[z_lane] if L > 1 else act_r.data[0])]
+
+        # ------------------------------------------------------------ input writer
+        in_f = Signal(16)
+        in_b = Signal(16)
+        in_addr = Signal(aw + 2)      # IN_BASE + f*BW + b // L
+        in_row = Signal(aw + 2)       # IN_BASE + b // L
+        bw = Signal(17)
+        m.d.comb += bw.eq(Const(1, 17) << prog.bw_log)
+        zf = Signal(32)               # ZFILL counter
+
+        # ------------------------------------------------------------ memory ports
+        host_idle = Signal()
+        m.d.comb += host_idle.eq(state == _State.IDLE)
+        # ACT read: the U word (CONTRACT from ACT), the V word (WGRAD), the mask, the logits
+        with m.If(host_idle):
+            m.d.comb += act_r.addr.eq(host.addr >> lg)
+        with m.Elif(state == _State.LOSS):
+            m.d.comb += act_r.addr.eq(desc.u_base + (loss.z_addr << prog.bw_log) + slot_word)
+        with m.Elif(is_contract & flags.mask):
+            m.d.comb += act_r.addr.eq(mask_addr)
+        with m.Elif(is_wgrad):
+            m.d.comb += act_r.addr.eq(gen.v_addr)
+        with m.Else():
+            m.d.comb += act_r.addr.eq(gen.u_addr)
+        m.d.comb += grad_r.addr.eq(Mux(host_idle, host.addr >> lg, gen.u_addr))
+        # CMEM / BMEM reads: the core element or the update's old value; the bias
+        with m.If(host_idle):
+            m.d.comb += [cm_r.addr.eq(host.addr), bm_r.addr.eq(host.addr)]
+        with m.Elif(is_wgrad):
+            m.d.comb += [cm_r.addr.eq(upd.rd_addr), bm_r.addr.eq(upd.rd_addr)]
+        with m.Else():
+            m.d.comb += [cm_r.addr.eq(gen.v_addr), bm_r.addr.eq(bias_addr)]
+        m.d.comb += upd.rd_data.eq(Mux(flags.dst, bm_r.data, cm_r.data))
+        # CMEM / BMEM writes: the host, or the update
+        hw_cm = host_idle & host.we & (host.sel == HostSel.CMEM)
+        hw_bm = host_idle & host.we & (host.sel == HostSel.BMEM)
+        m.d.comb += [
+            cm_w.addr.eq(Mux(hw_cm, host.addr, upd.wr_addr)),
+            cm_w.data.eq(Mux(hw_cm, host.wdata, upd.wr_data)),
+            cm_w.en.eq(hw_cm | (upd.wr_en & ~flags.dst & ~host_idle)),
+            bm_w.addr.eq(Mux(hw_bm, host.addr, upd.wr_addr)),
+            bm_w.data.eq(Mux(hw_bm, host.wdata, upd.wr_data)),
+            bm_w.en.eq(hw_bm | (upd.wr_en & flags.dst & ~host_idle)),
+            dm_w.addr.eq(host.addr), dm_w.data.eq(host.wdata),
+            dm_w.en.eq(host_idle & host.we & (host.sel == HostSel.DMEM)),
+        ]
+        # the word write of a CONTRACT result, masked
+        y_word = Signal(data.ArrayLayout(signed(SB), L))
+        for l in range(L):
+            keep = Mux(flags.mask, act_r.data[l] > 0, 1)
+            m.d.comb += y_word[l].eq(Mux(keep, ys[l].out, 0))
+        onehot_in = Signal(L)
+        m.d.comb += onehot_in.eq(Const(1, L) << (in_b[:lg] if lg else 0))
+        loss_word = Signal(aw + 2)
+        m.d.comb += loss_word.eq(desc.o_base + (loss.g_class << prog.bw_log) + slot_word)
+        lane_hot = Signal(L)
+        m.d.comb += lane_hot.eq(Const(1, L) << (slot_lane if lg else 0))
+        with m.If(state == _State.INPUT):
+            m.d.comb += [act_w.addr.eq(in_addr), act_w.en.eq(Mux(self.inp.valid & (in_f < prog.in_count),
+                                                                   onehot_in, 0))]
+            m.d.comb += [act_w.data[l].eq(self.inp.payload) for l in range(L)]
+        with m.Elif(state == _State.ZFILL):
+            m.d.comb += [act_w.addr.eq(desc.o_base + zf), act_w.en.eq(Mux(~flags.dst, (1 << L) - 1, 0)),
+                         grad_w.addr.eq(desc.o_base + zf), grad_w.en.eq(Mux(flags.dst, (1 << L) - 1, 0))]
+        with m.Elif(state == _State.LOSS):
+            m.d.comb += [grad_w.addr.eq(loss_word), grad_w.en.eq(Mux(loss.g_valid, lane_hot, 0))]
+            m.d.comb += [grad_w.data[l].eq(loss.g_value) for l in range(L)]
+        with m.Else():
+            m.d.comb += [act_w.addr.eq(y_o), grad_w.addr.eq(y_o),
+                         act_w.en.eq(Mux(y_v & ~flags.dst & is_contract, (1 << L) - 1, 0)),
+                         grad_w.en.eq(Mux(y_v & flags.dst & is_contract, (1 << L) - 1, 0))]
+            m.d.comb += [act_w.data[l].eq(y_word[l]) for l in range(L)]
+            m.d.comb += [grad_w.data[l].eq(y_word[l]) for l in range(L)]
+        # labels
+        m.d.comb += [lm_w.addr.eq(in_b), lm_w.data.eq(self.inp.payload),
+                     lm_w.en.eq((state == _State.INPUT) & self.inp.valid & (in_f == prog.in_count)),
+                     lm_r.addr.eq(Mux(host_idle, host.addr, slot))]
+        # MAXACC: written at the end of each CONTRACT; read by the host
+        m.d.comb += [mx_w.addr.eq(op_idx), mx_w.data.eq(vmax), mx_r.addr.eq(host.addr >> 1)]
+        # DMEM: the fetch, or the host
+        m.d.comb += dm_r.addr.eq(Mux(host_idle, host.addr, op_idx * TRAIN_DESC_WORDS + fw))
+
+        # ------------------------------------------------------------ host reads
+        h_sel = Signal(HostSel)
+        h_lane = Signal(range(L)) if L > 1 else Signal(1)
+        h_half = Signal()
+        h_v = Signal()
+        m.d.sync += [h_v.eq(host.re & host_idle), h_sel.eq(host.sel), h_half.eq(host.addr[0]),
+                     h_lane.eq(host.addr[:lg] if lg else 0)]
+        h_data = Signal(32)
+        with m.Switch(h_sel):
+            with m.Case(HostSel.DMEM):
+                m.d.comb += h_data.eq(dm_r.data)
+            with m.Case(HostSel.CMEM):
+                m.d.comb += h_data.eq(cm_r.data.as_signed())
+            with m.Case(HostSel.BMEM):
+                m.d.comb += h_data.eq(bm_r.data.as_signed())
+            with m.Case(HostSel.MAXACC):
+                m.d.comb += h_data.eq(Mux(h_half, mx_r.data >> 32, mx_r.data[:32]))
+            with m.Case(HostSel.ACT):
+                m.d.comb += h_data.eq(act_r.data[h_lane] if L > 1 else act_r.data[0])
+            with m.Case(HostSel.GRAD):
+                m.d.comb += h_data.eq(grad_r.data[h_lane] if L > 1 else grad_r.data[0])
+            with m.Case(HostSel.LABEL):
+                m.d.comb += h_data.eq(lm_r.data)
+        m.d.sync += [self.host_rvalid.eq(h_v), self.host_rdata.eq(h_data)]
+
+        # ------------------------------------------------------------ the sequencer
+        m.d.comb += [self.inp.ready.eq(state == _State.INPUT), gen_start.eq(0),
+                     loss.start.eq(0), mx_w.en.eq(0)]
+        done_pulse = Signal()
+        m.d.comb += done_pulse.eq(0)
+
+        def fail(code):
+            return [err.eq(code), err_op.eq(op_idx), error.eq(1), state.eq(_State.IDLE)]
+
+        with m.Switch(state):
+            with m.Case(_State.IDLE):
+                with m.If(ctl.enable & ~error):
+                    with m.If((prog.batch == 0) | (prog.batch > slots_m1 + 1) | (prog.in_count == 0)
+                              | (prog.in_base + ((prog.in_count - 1) << prog.bw_log) + bwm1 >= c.act_depth)
+                              | (slots_m1 + 1 > c.max_batch)):
+                        m.d.sync += fail(TrainError.BAD_PROGRAM)
+                    with m.Else():
+                        m.d.sync += [state.eq(_State.INPUT), in_f.eq(0), in_b.eq(0),
+                                     in_addr.eq(prog.in_base), in_row.eq(prog.in_base)]
+            with m.Case(_State.INPUT):
+                with m.If(self.inp.valid):
+                    with m.If(in_f == prog.in_count):          # the label
+                        nb = in_b + 1
+                        nrow = Mux(nb[:lg] == 0, in_row + 1, in_row) if lg else in_row + 1
+                        m.d.sync += [in_f.eq(0), in_b.eq(nb), in_row.eq(nrow), in_addr.eq(nrow)]
+                        with m.If(nb == prog.batch):
+                            m.d.sync += [state.eq(_State.FETCH), op_idx.eq(0), fw.eq(0)]
+                    with m.Else():
+                        m.d.sync += [in_f.eq(in_f + 1), in_addr.eq(in_addr + bw)]
+            with m.Case(_State.FETCH):
+                # word fw is addressed now, arrives next cycle (stored at fw - 1)
+                m.d.sync += fw.eq(fw + 1)
+                with m.If(fw >= 1):
+                    for i, name in enumerate(DESC_FIELDS):
+                        with m.If(fw - 1 == i):
+                            m.d.sync += desc[name.lower()].eq(dm_r.data)
+                with m.If(fw == FETCH_WORDS):
+                    m.d.sync += state.eq(_State.DECODE)
+            with m.Case(_State.DECODE):
+                bad_bound = Signal()
+                m.d.comb += bad_bound.eq((desc.n0 == 0) | (is_contract | is_wgrad)
+                                         & ((desc.n1 == 0) | (desc.n2 == 0) | (desc.n3 == 0)))
+                with m.If(bad_bound | (is_contract & ((flags.sat_bits < 2) | (flags.sat_bits > SB)))
+                          | ((flags.op == Op.LOSS) & (desc.n0 > c.max_classes))):
+                    m.d.sync += fail(TrainError.BAD_DESC)
+                with m.Elif(is_contract | is_wgrad):
+                    m.d.comb += gen_start.eq(1)
+                    m.d.sync += [state.eq(_State.RUN), vmax.eq(0)]
+                with m.Elif(flags.op == Op.LOSS):
+                    m.d.sync += [state.eq(_State.LOSS), slot.eq(0), loss_phase.eq(0)]
+                with m.Else():
+                    m.d.sync += [state.eq(_State.ZFILL), zf.eq(0)]
+            with m.Case(_State.RUN):
+                with m.If(range_err != TrainError.NONE):
+                    m.d.sync += fail(range_err)
+                with m.Elif(gen.valid & gen.final):
+                    m.d.sync += [state.eq(_State.DRAIN),
+                                 drain.eq(Mux(is_contract, contract_drain(), wgrad_drain(L)))]
+            with m.Case(_State.DRAIN):
+                m.d.sync += drain.eq(drain - 1)
+                with m.If(drain == 1):
+                    m.d.comb += mx_w.en.eq(is_contract)
+                    m.d.sync += state.eq(_State.DONE)
+            with m.Case(_State.LOSS):
+                with m.Switch(loss_phase):
+                    with m.Case(0):
+                        m.d.sync += loss_phase.eq(1)       # the label is being read
+                    with m.Case(1):
+                        with m.If((slot < prog.batch) & (lm_r.data >= desc.n0)):
+                            m.d.sync += fail(TrainError.BAD_LABEL)
+                        with m.Else():
+                            m.d.comb += loss.start.eq(1)
+                            m.d.sync += loss_phase.eq(2)
+                    with m.Case(2):
+                        with m.If(loss.done):
+                            m.d.sync += [slot.eq(slot + 1), loss_phase.eq(0)]
+                            with m.If(slot == slots_m1):
+                                m.d.sync += state.eq(_State.DONE)
+            with m.Case(_State.ZFILL):
+                m.d.sync += zf.eq(zf + 1)
+                with m.If(desc.o_base + zf >= Mux(flags.dst, c.grad_depth, c.act_depth)):
+                    m.d.sync += fail(Mux(flags.dst, TrainError.GRAD_RANGE, TrainError.ACT_RANGE))
+                with m.Elif(zf + 1 == desc.n0):
+                    m.d.sync += state.eq(_State.DONE)
+            with m.Case(_State.DONE):
+                # the operation is complete: the next one, or the end of the step
+                with m.If(flags.last):
+                    m.d.comb += done_pulse.eq(1)
+                    m.d.sync += [state.eq(_State.IDLE), st.steps.eq(st.steps + 1)]
+                with m.Elif(op_idx + 1 >= c.desc_depth):
+                    m.d.sync += fail(TrainError.DESC_RANGE)
+                with m.Else():
+                    m.d.sync += [op_idx.eq(op_idx + 1), fw.eq(0), state.eq(_State.FETCH)]
+
+        # errors are cleared by the host; a soft reset also stops a step
+        with m.If(ctl.clear_error | ctl.soft_reset):
+            m.d.sync += [error.eq(0), err.eq(TrainError.NONE)]
+        with m.If(ctl.soft_reset):
+            m.d.sync += state.eq(_State.IDLE)
+
+        # ------------------------------------------------------------ status, counters
+        busy = Signal()
+        m.d.comb += busy.eq(state != _State.IDLE)
+        with m.If(busy):
+            m.d.sync += st.cycles.eq(st.cycles + 1)
+        with m.If(issue):
+            m.d.sync += st.mac_cycles.eq(st.mac_cycles + L)
+        with m.If(upd.wr_en & upd.changed):
+            m.d.sync += st.changed.eq(st.changed + 1)
+        m.d.comb += [st.busy.eq(busy), st.done_pulse.eq(done_pulse), st.error.eq(error),
+                     st.error_code.eq(err), st.error_op.eq(err_op), st.op.eq(op_idx),
+                     st.rng.eq(upd.rng_state)]
+        return m

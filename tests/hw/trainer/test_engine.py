@@ -1,0 +1,78 @@
+"""The training engine (Amaranth simulation) against the interpreter of its program and
+the golden trainer: after every step the masters, biases, MAXACC and the generator read
+back from the engine equal the interpreter's (``np.array_equal``), the state built from
+them equals ``ttforge.ir.train.train_step``'s, and the step took exactly the cycles of
+the cycle model. Siblings: a corrupted core word and a bad descriptor."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.support.train_engine import load_program, read_state, run_batch, simulate
+from ttforge.hw.trainer.engine import TrainError, op_cycles
+from ttforge.hw.trainer.model import load_batch as model_load_batch
+from ttforge.hw.trainer.model import load_program as model_load_program
+from ttforge.hw.trainer.model import run_step as model_run_step
+from ttforge.hw.trainer.program import (TrainEngineConfig, compile_training, next_exponents,
+                                        state_from_memories)
+from ttforge.ir.random import train_case
+from ttforge.ir.train import train_step
+from ttforge.ir.train_diverge import compare_states
+
+
+def _config(state, lanes):
+    return TrainEngineConfig(lanes=lanes, train=state.config, act_depth=512, grad_depth=256,
+                             core_depth=512, bias_depth=64, desc_depth=48, max_batch=16, max_classes=8)
+
+
+def _run(state, batches, lanes):
+    cfg = _config(state, lanes)
+
+    async def body(ctx, dut):
+        st = state
+        prog = compile_training(st, len(batches[0][1]), cfg)
+        mem = model_load_program(prog)
+        await load_program(ctx, dut, prog)
+        records = []
+        for x, y in batches:
+            cycles = await run_batch(ctx, dut, x, y)
+            cm, bm, mx, rng = await read_state(ctx, dut, prog)
+            model_load_batch(mem, x, y)
+            model_run_step(mem, prog)
+            want_cycles = (sum(op_cycles(op, cfg, prog.slots) for op in prog.ops)
+                           + x.shape[0] * (x.shape[1] + 1))
+            records.append(dict(
+                cmem=np.array_equal(cm, mem.cmem[:cm.size]), bmem=np.array_equal(bm, mem.bmem[:bm.size]),
+                maxacc=np.array_equal(mx, mem.maxacc[:mx.size]), rng=rng == mem.rng,
+                cycles=(cycles, want_cycles)))
+            new = state_from_memories(st, prog, cm, bm, rng)
+            new = next_exponents(new, prog, mx)
+            golden = train_step(st, x, y)
+            records[-1]["golden"] = compare_states(new, golden)
+            st = new
+            prog = compile_training(st, len(y), cfg)
+            await load_program(ctx, dut, prog, images=False)   # the host rewrites the shifts
+        return records
+
+    return simulate(cfg, body)
+
+
+def _batches(rng, state, n, batch):
+    hi = (1 << (state.config.act_bits - 1)) - 1
+    return [(rng.integers(0, hi + 1, size=(batch, state.in_features)),
+             rng.integers(0, state.n_classes, size=batch)) for _ in range(n)]
+
+
+@pytest.mark.parametrize("seed,lanes,batch,kw", [
+    (0, 4, 6, dict(n_layers=2, d=2, rank=2, n_in=12, hidden=8, n_out=4)),
+    (1, 2, 3, dict(n_layers=2, d=3, rank=2, n_in=8, hidden=8, n_out=3, rounding="nearest")),
+])
+def test_engine_equals_interpreter_and_golden(seed, lanes, batch, kw):
+    state, x, y, rng = train_case(seed, batch=batch, **kw)
+    batches = [(x, y)] + _batches(rng, state, 1, batch)
+    records = _run(state, batches, lanes)
+    for r in records:
+        assert r["cmem"] and r["bmem"] and r["maxacc"] and r["rng"], r
+        assert r["golden"] is None, r["golden"]
+        assert r["cycles"][0] == r["cycles"][1], r["cycles"]
