@@ -76,3 +76,78 @@ def test_engine_equals_interpreter_and_golden(seed, lanes, batch, kw):
         assert r["cmem"] and r["bmem"] and r["maxacc"] and r["rng"], r
         assert r["golden"] is None, r["golden"]
         assert r["cycles"][0] == r["cycles"][1], r["cycles"]
+
+
+@pytest.mark.parametrize("seed,lanes,batch,kw", [
+    (2, 1, 2, dict(n_layers=2, d=2, rank=2, n_in=6, hidden=4, n_out=3)),
+    (3, 8, 8, dict(n_layers=3, d=2, rank=3, n_in=10, hidden=9, n_out=4, w_bits=3, master_bits=9)),
+    (4, 4, 5, dict(n_layers=2, d=1, rank=1, n_in=7, hidden=6, n_out=5, grad_bits=10, act_bits=6)),
+])
+def test_engine_more_shapes(seed, lanes, batch, kw):
+    state, x, y, rng = train_case(seed, batch=batch, **kw)
+    records = _run(state, [(x, y)], lanes)
+    r = records[0]
+    assert r["cmem"] and r["bmem"] and r["maxacc"] and r["rng"], r
+    assert r["golden"] is None, r["golden"]
+    assert r["cycles"][0] == r["cycles"][1], r["cycles"]
+
+
+def test_sibling_a_corrupted_core_word_is_caught():
+    from ttforge.hw.trainer.engine import HostSel
+
+    from tests.support.train_engine import host_write
+
+    state, x, y, _ = train_case(0, batch=4, n_layers=2, d=2, rank=2, n_in=8, hidden=6, n_out=3)
+    cfg = _config(state, 4)
+    prog = compile_training(state, 4, cfg)
+
+    async def body(ctx, dut):
+        await load_program(ctx, dut, prog)
+        await host_write(ctx, dut, HostSel.CMEM, 2, int(prog.cmem[2]) ^ 1)
+        await run_batch(ctx, dut, x, y)
+        cm, bm, mx, rng = await read_state(ctx, dut, prog)
+        new = next_exponents(state_from_memories(state, prog, cm, bm, rng), prog, mx)
+        return compare_states(new, train_step(state, x, y))
+
+    assert simulate(cfg, body) is not None
+
+
+@pytest.mark.parametrize("what,code", [("bound", TrainError.BAD_DESC), ("label", TrainError.BAD_LABEL),
+                                       ("nolast", TrainError.DESC_RANGE)])
+def test_bad_program_reports_an_error_and_the_engine_recovers(what, code):
+    from dataclasses import replace
+
+    from ttforge.hw.trainer.program import encode_op
+
+    state, x, y, _ = train_case(1, batch=4, n_layers=2, d=2, rank=2, n_in=8, hidden=6, n_out=3)
+    cfg = TrainEngineConfig(lanes=4, train=state.config, act_depth=512, grad_depth=256, core_depth=512,
+                            bias_depth=64, desc_depth=len(compile_training(state, 4, _config(state, 4)).ops),
+                            max_batch=16, max_classes=8)
+    prog = compile_training(state, 4, cfg)
+    ops = list(prog.ops)
+    yb = y.copy()
+    if what == "bound":
+        ops[1] = replace(ops[1], N=(ops[1].N[0], 0, ops[1].N[2], ops[1].N[3]))
+    elif what == "label":
+        yb[2] = state.n_classes
+    else:
+        ops[-1] = replace(ops[-1], LAST=0)
+    words = [w for op in ops for w in encode_op(op)]
+
+    async def body(ctx, dut):
+        await load_program(ctx, dut, prog, words=words)
+        with pytest.raises(RuntimeError) as e:
+            await run_batch(ctx, dut, x, yb, max_cycles=100_000)
+        got = ctx.get(dut.status.error_code)
+        ctx.set(dut.control.clear_error, 1)
+        await ctx.tick()
+        ctx.set(dut.control.clear_error, 0)
+        await load_program(ctx, dut, prog)          # the good program runs after the error
+        await run_batch(ctx, dut, x, y)
+        cm, bm, mx, rng = await read_state(ctx, dut, prog)
+        new = next_exponents(state_from_memories(state, prog, cm, bm, rng), prog, mx)
+        return got, str(e.value), compare_states(new, train_step(state, x, y))
+
+    got, msg, diff = simulate(cfg, body)
+    assert got == code, msg
+    assert diff is None
