@@ -22,7 +22,7 @@ from ttforge.ir.onchip import on_chip_bytes
 from ttforge.ir.schedule import ContractionSchedule, schedule_orders
 from ttforge.ir.train import (TrainConfig, TrainState, calibrate_state, check_batch, check_lr,
                               export_network, init_state, predict, state_from_network)
-from ttforge.ir.train_loop import check_fits, epoch_order, run_training, tt_layers
+from ttforge.ir.train_loop import Truncation, check_fits, epoch_order, plan_truncations, run_training, tt_layers
 from ttforge.ir.tt import TTShape
 from ttforge.limits import MAX_BATCH, MAX_HIDDEN, MAX_SEARCH_CORES, MAX_SEED
 
@@ -42,6 +42,28 @@ def parse_int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a comma-separated list of integers (e.g. 7,4,7,4)"
         ) from None
+
+
+def parse_truncation(text: str) -> Truncation:
+    """``"EPOCH:R1,R2,..."`` (the first TT layer) or ``"EPOCH:LAYER:R1,R2,..."`` -> a
+    :class:`~ttforge.ir.train_loop.Truncation`, bounded (for argparse ``type=``)."""
+    parts = text.split(":")
+    try:
+        if len(parts) not in (2, 3):
+            raise ValueError
+        epoch, layer = int(parts[0]), (int(parts[1]) if len(parts) == 3 else None)
+        ranks = tuple(int(r) for r in parts[-1].split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text[:80]!r} is not EPOCH:R1,R2,... or EPOCH:LAYER:R1,R2,... (e.g. 5:8,8,8)") from None
+    if not 1 <= epoch <= MAX_EPOCHS:
+        raise argparse.ArgumentTypeError(f"{text[:80]!r}: the epoch must be in 1..{MAX_EPOCHS:,}")
+    if layer is not None and not 0 <= layer < MAX_HIDDEN:
+        raise argparse.ArgumentTypeError(f"{text[:80]!r}: the layer must be in 0..{MAX_HIDDEN - 1:,}")
+    if not 1 <= len(ranks) < MAX_SEARCH_CORES or any(not 1 <= r <= MAX_HIDDEN for r in ranks):
+        raise argparse.ArgumentTypeError(f"{text[:80]!r}: give 1..{MAX_SEARCH_CORES - 1} internal ranks, "
+                                         f"each in 1..{MAX_HIDDEN:,}")
+    return Truncation(epoch, layer, ranks)
 
 
 def _schedule_arguments(p: argparse.ArgumentParser) -> None:
@@ -219,6 +241,11 @@ def train_int_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr-decay-at", type=parse_int_list, default=None,
                    help="epochs after which the learning rate halves (lr-shift + 1), e.g. 6,9 (default none, "
                         "or the state's)")
+    p.add_argument("--truncate-ranks", type=parse_truncation, action="append", default=None,
+                   metavar="EPOCH[:LAYER]:R1,R2,...",
+                   help="after epoch EPOCH the host truncates the internal ranks of the TT layer (LAYER, "
+                        "default the first) to R1,R2,... (deterministic, integer); repeatable (default "
+                        "none, or the state's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--hidden", type=int, default=None, help="TT layer output size (default 64 digits, 512 else)")
     p.add_argument("--cores", type=int, default=None, help="cores of the TT layer (default 3 digits, 4 else)")
@@ -246,6 +273,17 @@ def _config(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainC
         if v is not None:
             d[key] = v
     return TrainConfig(**d)
+
+
+def _truncations_json(truncations) -> list:
+    return [t.to_json() for t in sorted(truncations, key=lambda t: (t.epoch, -1 if t.layer is None else t.layer))]
+
+
+def _meta_list(state: TrainState, key: str) -> list:
+    v = state.meta.get(key, [])
+    if not isinstance(v, list):
+        raise ConfigError(f"the state's meta {key} is not a list; give --{key.replace('_', '-')} explicitly")
+    return v
 
 
 def _check_train_int_bounds(args: argparse.Namespace) -> None:
@@ -293,6 +331,10 @@ def train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable 
             args.batch = int(state.meta.get("batch", 32))
         if args.lr_decay_at is None:
             args.lr_decay_at = [int(e) for e in state.meta.get("lr_decay_at", [])]
+        if args.truncate_ranks is None:
+            args.truncate_ranks = [Truncation.from_json(v) for v in _meta_list(state, "truncate_ranks")]
+        elif args.truncate_ranks:   # the schedule given now is the one a later resume follows
+            state = state.replace(meta={**state.meta, "truncate_ranks": _truncations_json(args.truncate_ranks)})
     elif args.from_artifact:
         from ttforge.atomic import check_not_input, note_input
 
@@ -326,6 +368,8 @@ def train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable 
         state = calibrate_state(state, xq[cal], y[cal])
         state = state.replace(meta={**state.meta, "seed": seed, "batch": args.batch, "data": ds_name,
                                     "lr_decay_at": list(args.lr_decay_at)})
+        if args.truncate_ranks:
+            state = state.replace(meta={**state.meta, "truncate_ranks": _truncations_json(args.truncate_ranks)})
     else:
         check_fits(state, x.shape[1], np.concatenate([y, yt]), f"the state {args.resume}")
         seed = int(state.meta.get("seed", seed))
@@ -333,6 +377,7 @@ def train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable 
         if state.epoch >= args.epochs:
             raise ConfigError(f"the state is at epoch {state.epoch}; give --epochs > {state.epoch} to continue")
     xq_test = quantize(xt, state.config.act_bits, state.in_exp)
+    truncations = plan_truncations(state, args.truncate_ranks or (), args.epochs)
     check_batch(state, args.batch, fast=not args.golden)
     check_lr(state, args.batch)
     if args.verify_steps < 0:
@@ -391,7 +436,8 @@ def train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable 
                                           f"test {100 * row['test_acc']:.2f}%")
 
         state, _ = run_training(state, xq, y, xq_test, yt, args.epochs, args.batch, seed,
-                                tuple(args.lr_decay_at), args.golden, lambda: prog.advance(task), on_epoch)
+                                tuple(args.lr_decay_at), args.golden, lambda: prog.advance(task), on_epoch,
+                                truncations)
     secs = time.perf_counter() - t_start
     table = Table(title=f"ttforge train-int: {ds_name}, {'golden' if args.golden else 'fast'} step", title_justify="left")
     for col in ("epoch", "loss (bits)", "train %", "test %", "lr shift", "changed %", "saturations", "s"):

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ttforge.errors import ShapeError
+from ttforge.errors import ConfigError, ShapeError
 from ttforge.ir.schedule import ContractionSchedule
-from ttforge.ir.train import TrainState, check_batch, check_lr, predict, train_step_fast, train_step_stats
+from ttforge.ir.train import (TrainState, check_batch, check_lr, predict, train_step_fast, train_step_stats,
+                              truncate_ranks)
 from ttforge.ir.tt import TTShape, factorize
 
-__all__ = ["epoch_order", "tt_layers", "check_fits", "run_training"]
+__all__ = ["epoch_order", "tt_layers", "check_fits", "run_training", "Truncation", "plan_truncations"]
 
 
 def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
@@ -54,10 +56,87 @@ def check_fits(state: TrainState, n_features: int, y: np.ndarray, what: str) -> 
                          f"{state.n_classes} classes; give the matching --data")
 
 
+@dataclass(frozen=True)
+class Truncation:
+    """A host rank truncation: after epoch ``epoch``, the internal bonds of TT layer
+    ``layer`` (``None``: the first TT layer) keep ``ranks`` slices each
+    (:func:`~ttforge.ir.train.truncate_ranks`)."""
+
+    epoch: int
+    layer: int | None
+    ranks: tuple[int, ...]
+
+    def __str__(self) -> str:
+        at = f"{self.epoch}" if self.layer is None else f"{self.epoch}:{self.layer}"
+        return f"{at}:{','.join(map(str, self.ranks))}"
+
+    def to_json(self) -> list:
+        return [self.epoch, self.layer, list(self.ranks)]
+
+    @classmethod
+    def from_json(cls, v: Any) -> "Truncation":
+        """One entry of a state's ``meta["truncate_ranks"]`` (a file: checked, one line)."""
+        ok = (isinstance(v, list) and len(v) == 3 and _is_int(v[0])
+              and (v[1] is None or _is_int(v[1])) and isinstance(v[2], list) and v[2]
+              and all(_is_int(r) for r in v[2]))
+        if not ok:
+            raise ConfigError(f"the state's meta truncate_ranks entry {v!r} is not [epoch, layer, [ranks]]; "
+                              f"give --truncate-ranks explicitly")
+        return cls(int(v[0]), None if v[1] is None else int(v[1]), tuple(int(r) for r in v[2]))
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def plan_truncations(state: TrainState, truncations, epochs: int,
+                     flag: str = "--truncate-ranks") -> tuple[Truncation, ...]:
+    """The truncations still to run (epochs ``state.epoch + 1 .. epochs``), each with its
+    layer resolved, in the order they apply; one :class:`ConfigError` line (before any step)
+    for a layer that is not a TT layer, a wrong number of ranks, a rank that does not lower
+    the bond's rank at that point, an epoch after ``epochs`` or two for one layer and epoch.
+    Earlier epochs are skipped: a resumed state already carries them."""
+    tt = [i for i, L in enumerate(state.layers) if L.d >= 2]
+    ranks = {i: list(state.layers[i].schedule.shape.ranks) for i in tt}
+    seen, out = set(), []
+    for t in sorted(truncations, key=lambda t: t.epoch):
+        if not tt:
+            raise ConfigError(f"{flag} {t}: the network has no TT layer (every layer has one core)")
+        layer = tt[0] if t.layer is None else t.layer
+        if layer not in ranks:
+            raise ConfigError(f"{flag} {t}: layer {layer} is not a TT layer; its TT layers are "
+                              f"{', '.join(map(str, tt))}")
+        if (t.epoch, layer) in seen:
+            raise ConfigError(f"{flag} {t}: layer {layer} is truncated twice after epoch {t.epoch}; give it once")
+        seen.add((t.epoch, layer))
+        if t.epoch > epochs:
+            raise ConfigError(f"{flag} {t}: epoch {t.epoch} is after the last one (--epochs {epochs}); "
+                              f"it would never apply")
+        d = len(ranks[layer]) - 1
+        if len(t.ranks) != d - 1:
+            raise ConfigError(f"{flag} {t}: give {d - 1} internal ranks for layer {layer} "
+                              f"(its ranks are {','.join(map(str, ranks[layer]))})")
+        if t.epoch <= state.epoch:
+            continue
+        for k, r in enumerate(t.ranks, start=1):
+            if not 1 <= r <= ranks[layer][k]:
+                raise ConfigError(f"{flag} {t}: rank {r} of bond {k} of layer {layer} must be in "
+                                  f"1..{ranks[layer][k]} (a truncation only lowers ranks)")
+        ranks[layer][1:-1] = list(t.ranks)
+        out.append(Truncation(t.epoch, layer, tuple(t.ranks)))
+    return tuple(out)
+
+
 def run_training(state: TrainState, xq: np.ndarray, y: np.ndarray, xq_test: np.ndarray, y_test: np.ndarray,
                  epochs: int, batch: int, seed: int, lr_decay_at=(), golden: bool = False,
-                 on_step=None, on_epoch=None) -> tuple[TrainState, list[dict[str, Any]]]:
-    """Epochs ``state.epoch + 1 .. epochs``; returns the final state and one row per epoch."""
+                 on_step=None, on_epoch=None, truncations=()) -> tuple[TrainState, list[dict[str, Any]]]:
+    """Epochs ``state.epoch + 1 .. epochs``; returns the final state and one row per epoch.
+
+    After an epoch's steps, the host halves the learning rate (``lr_decay_at``) and applies
+    the epoch's ``truncations`` (:func:`plan_truncations`, in their order) before the
+    evaluation: the epoch's row, and the state handed to ``on_epoch``, are of the
+    truncated network."""
+    truncations = plan_truncations(state, truncations, epochs)
     check_batch(state, batch, fast=not golden)
     check_lr(state, batch)
     step = train_step_stats if golden else train_step_fast
@@ -82,12 +161,16 @@ def run_training(state: TrainState, xq: np.ndarray, y: np.ndarray, xq_test: np.n
         state = state.replace(epoch=epoch)
         if epoch in lr_decay_at:
             state = state.replace(lr_shift=state.lr_shift + 1)
+        for t in truncations:
+            if t.epoch == epoch:
+                state = truncate_ranks(state, t.layer, t.ranks)
         seconds = time.perf_counter() - t0
         test_acc = float(np.mean(predict(state, xq_test) == y_test))
         row = {"epoch": epoch, "step": state.step, "train_loss_bits": loss / n, "train_acc": correct / n,
                "test_acc": test_acc, "lr_shift": state.lr_shift, "saturations": sat,
                "grad_saturations": gsat, "changed_fraction": changed / max(elements, 1),
-               "seconds": seconds, "samples_per_s": n / seconds, "words": state.words}
+               "seconds": seconds, "samples_per_s": n / seconds, "words": state.words,
+               "tt_ranks": {str(i): list(L.schedule.shape.ranks) for i, L in enumerate(state.layers) if L.d >= 2}}
         history.append(row)
         if on_epoch:
             on_epoch(state, row)

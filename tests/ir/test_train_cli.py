@@ -128,3 +128,73 @@ def test_outputs_never_replace_the_state_or_artifact_they_come_from(tmp_path, ca
     code, _, err = _run(capsys, "--from", str(run / "model.ttfa"), "-o", str(run), "--epochs", "1")
     assert code == 2 and "is the input" in err and len(err.strip().splitlines()) == 1
     assert (run / "state.ttts").read_bytes() == state and (run / "model.ttfa").read_bytes() == model
+
+
+# --truncate-ranks: host truncation between epochs --------------------------------------
+_TR = ["--batch", "64", "--hidden", "16", "--ranks", "4", "--seed", "5"]
+
+
+def test_truncate_ranks_is_truncate_ranks_of_the_epoch_state_and_resumes(tmp_path, capsys):
+    """`--truncate-ranks 1:2,3` is `truncate_ranks(state after epoch 1, 0, (2, 3))` on the
+    host, then epoch 2 on the smaller network; byte-identical however the run is cut,
+    and the schedule travels in the state."""
+    from ttforge.ir.train import truncate_ranks
+
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    assert _run(capsys, "-o", str(a), "--epochs", "2", "--truncate-ranks", "1:2,3", *_TR)[0] == 0
+    sa = load_state(a / "state.ttts")
+    assert list(sa.layers[0].schedule.shape.ranks) == [1, 2, 3, 1]
+    assert sa.meta["truncate_ranks"] == [[1, None, [2, 3]]]
+    hist = json.loads((a / "metrics.json").read_text())["history"]
+    assert [h["tt_ranks"]["0"] for h in hist] == [[1, 2, 3, 1], [1, 2, 3, 1]]
+    # cut after epoch 1: the saved state is already truncated; the resume follows the state's schedule
+    assert _run(capsys, "-o", str(b), "--epochs", "1", "--truncate-ranks", "1:2,3", *_TR)[0] == 0
+    assert _run(capsys, "-o", str(b), "--epochs", "2", "--resume", str(b / "state.ttts"))[0] == 0
+    assert (b / "state.ttts").read_bytes() == (a / "state.ttts").read_bytes()
+    # by hand: one epoch without the flag, truncate_ranks, one more epoch
+    assert _run(capsys, "-o", str(c), "--epochs", "1", *_TR)[0] == 0
+    s1 = load_state(c / "state.ttts")
+    s1 = truncate_ranks(s1, 0, (2, 3))
+    save_state(s1.replace(meta={**s1.meta, "truncate_ranks": [[1, None, [2, 3]]]}), c / "state.ttts")
+    assert _run(capsys, "-o", str(c), "--epochs", "2", "--resume", str(c / "state.ttts"))[0] == 0
+    assert (c / "state.ttts").read_bytes() == (a / "state.ttts").read_bytes()
+
+
+def test_truncate_ranks_sibling_another_truncation_differs(tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert _run(capsys, "-o", str(a), "--epochs", "2", "--truncate-ranks", "1:2,3", *_TR)[0] == 0
+    assert _run(capsys, "-o", str(b), "--epochs", "2", "--truncate-ranks", "1:3,2", *_TR)[0] == 0
+    assert (a / "state.ttts").read_bytes() != (b / "state.ttts").read_bytes()
+
+
+@pytest.mark.parametrize("spec, pattern", [
+    ("x:2,2", r"argument --truncate-ranks: 'x:2,2' is not EPOCH:R1,R2,\.\.\. or EPOCH:LAYER:R1,R2"),
+    ("1:2,a", r"is not EPOCH:R1,R2"),
+    ("0:2,2", r"'0:2,2': the epoch must be in 1\.\.100,000"),
+    ("1:99999999:2,2", r"the layer must be in 0\.\.65,535"),
+    ("1:0,2", r"give 1\.\.11 internal ranks, each in 1\.\.65,536"),
+    ("1:2,2,2", r"--truncate-ranks 1:2,2,2: give 2 internal ranks for layer 0 \(its ranks are 1,4,4,1\)"),
+    ("1:5,2", r"rank 5 of bond 1 of layer 0 must be in 1\.\.4 \(a truncation only lowers ranks\)"),
+    ("1:1:2,2", r"layer 1 is not a TT layer; its TT layers are 0"),
+    ("3:2,2", r"epoch 3 is after the last one \(--epochs 2\); it would never apply"),
+])
+def test_bad_truncate_ranks_is_one_line_exit_2_before_any_step(tmp_path, capsys, spec, pattern):
+    out = tmp_path / "out"
+    try:
+        code, _, err = _run(capsys, "-o", str(out), "--epochs", "2", "--truncate-ranks", spec, *_TR)
+    except SystemExit as e:   # argparse: its own one line, exit 2
+        code, err = e.code, capsys.readouterr().err
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert code == 2 and len(lines) == 1 and __import__("re").search(pattern, lines[0]), err
+    assert not out.exists()
+
+
+def test_a_second_truncation_must_lower_the_first(tmp_path, capsys):
+    out = tmp_path / "out"
+    code, _, err = _run(capsys, "-o", str(out), "--epochs", "3", "--truncate-ranks", "1:2,2",
+                        "--truncate-ranks", "2:3,2", *_TR)
+    assert code == 2 and "--truncate-ranks 2:3,2: rank 3 of bond 1 of layer 0 must be in 1..2" in err
+    code, _, err = _run(capsys, "-o", str(out), "--epochs", "3", "--truncate-ranks", "1:2,2",
+                        "--truncate-ranks", "1:0:3,3", *_TR)
+    assert code == 2 and "is truncated twice after epoch 1" in err
+    assert not out.exists()
