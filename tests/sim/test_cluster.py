@@ -1,10 +1,42 @@
 """``ttforge regress`` on Dask (``ttforge.sim.cluster``): the dependency stays out of the
-imports until a run is parallel."""
+imports until a run is parallel; a local cluster gives the verdicts of a run in one
+process; a killed worker's case runs again elsewhere and is reported once; a scheduler
+that goes away ends the run in one line; bad and unreachable addresses."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import subprocess
 import sys
+import threading
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ttforge.cli import main
+from ttforge.errors import ConfigError, SchedulerLost, one_line
+from ttforge.sim.cluster import ClusterSpec, connect, probe, run_tasks
+from ttforge.sim.regress import regress
+
+from ttforge.hw.config import AccelConfig
+
+from tests.support.sims import _available
+
+#: the standard engine of tests/sim/test_regress.py (one build for every case)
+STANDARD = AccelConfig(lanes=4, act_bits=8, core_bits=8, inter_bits=16, acc_bits=32,
+                       bias_bits=32, core_depth=1024, bias_depth=128, buf_depth=1024,
+                       desc_depth=16, stream_elems=2)
+
+
+def _need(sim):
+    reason = _available(sim)
+    if reason:
+        pytest.skip(reason)
 
 
 def test_importing_the_simulation_side_imports_no_dask():
@@ -19,3 +51,195 @@ def test_the_sibling_sees_an_import_of_dask():
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed'))[:1])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() != "[]"
+
+
+# ------------------------------------------------------------------------ verdicts on a cluster
+
+
+#: seeds 2 and 3 on the standard engine with ties rounded the wrong way: 2 passes (no tie
+#: in its 4 vectors), 3 fails; one run holds a pass, a FAIL and a reproducer
+SEEDS, VECTORS, FAULT = [2, 3], 4, "round_off_by_one"
+
+
+def _verdict(r) -> tuple:
+    div = dict(r.divergence or {})
+    div.pop("traceback", None)
+    return (r.seed, r.result, r.reason, r.shape, r.cycles, r.sim_cycles, r.mismatched_vectors,
+            json.dumps(div, sort_keys=True, default=str), json.dumps(r.config, sort_keys=True))
+
+
+def test_a_local_cluster_gives_the_verdicts_of_a_run_in_this_process(tmp_path):
+    """The same seeds in this process and as Dask tasks on a local cluster of 2 worker
+    processes: the same verdicts, cycles and divergences, one row per seed; the failing
+    case's reproducer comes back from its worker whole, its replay command naming where it landed."""
+    _need("icarus")
+    here = regress(SEEDS, "icarus", vectors=VECTORS, out_dir=tmp_path / "here", fault=FAULT,
+                   config=STANDARD)
+    seen = []
+    there = regress(SEEDS, "icarus", vectors=VECTORS, out_dir=tmp_path / "there", fault=FAULT,
+                    config=STANDARD, cluster="local", jobs=2, progress=seen.append)
+    assert [r.result for r in here.results] == ["pass", "FAIL"]   # the run can fail
+    assert [_verdict(r) for r in there.results] == [_verdict(r) for r in here.results]
+    assert sorted(r.seed for r in seen) == SEEDS                   # each once, as it finished
+    summary = json.loads((tmp_path / "there" / "summary.json").read_text())
+    assert summary["complete"] and summary["cluster"]["workers"] == 2
+    assert sorted(summary["cluster"]["ran_on"]) == ["2", "3"]
+    suite = ET.parse(tmp_path / "there" / "junit.xml").getroot().find("testsuite")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == ("2", "1", "0")
+    d = tmp_path / "there" / f"repro-icarus-{FAULT}-seed3"
+    assert there.results[1].reproducer == str(d)
+    for f in ("case.json", "artifact.ttfa", "inputs.npy", "expected.npy", "got.npy", "waves.fst"):
+        assert (d / f).is_file(), f
+    assert json.loads((d / "case.json").read_text())["replay"] == f"ttforge regress --replay {d}"
+    h = tmp_path / "here" / f"repro-icarus-{FAULT}-seed3"
+    for f in ("got.npy", "inputs.npy"):
+        assert np.array_equal(np.load(d / f), np.load(h / f)), f
+    assert (d / "divergence.txt").read_text() == (h / "divergence.txt").read_text()
+
+
+@pytest.mark.parametrize("text,ok", [
+    (None, True), ("local", True), ("tcp://127.0.0.1:8786", True), ("tcp://", False),
+    ("http://host:1", False), ("/nonexistent/scheduler.json", False),
+])
+def test_cluster_addresses(text, ok):
+    if ok:
+        spec = ClusterSpec.parse(text, 3)
+        assert spec.is_local == (text in (None, "local"))
+    else:
+        with pytest.raises(ConfigError, match="--cluster"):
+            ClusterSpec.parse(text)
+
+
+@pytest.mark.parametrize("argv,flag", [
+    (["--cluster", "/nonexistent/scheduler.json"], "--cluster"),
+    (["--cluster", "tcp://127.0.0.1:1", "--jobs", "2"], "--jobs"),
+    (["--cluster", "--replay", "/nonexistent"], "--replay"),
+])
+def test_bad_cluster_arguments_are_one_line_and_exit_2(argv, flag, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["regress", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and flag in err
+
+
+def test_an_unreachable_scheduler_is_one_line_and_exit_3():
+    import socket
+
+    from ttforge.errors import ClusterError, one_line
+    from ttforge.sim.cluster import connect
+
+    with socket.socket() as s:       # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ClusterError, match="cannot reach the scheduler") as e:
+        with connect(ClusterSpec(f"tcp://127.0.0.1:{port}", connect_timeout=1.0)):
+            pass
+    assert e.value.exit_code == 3 and one_line(str(e.value)) == str(e.value)
+
+
+# ------------------------------------------------------------------------ faults
+
+
+def _kill_first_taker(markers: Path, killed: list, timeout: float = 60.0) -> threading.Thread:
+    """A thread that SIGKILLs the worker process that took the first task (the task
+    names itself ``<index>-<pid>`` in ``markers`` when it starts)."""
+    def run():
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = sorted(markers.iterdir())
+            if found:
+                index, pid = found[0].name.split("-")
+                os.kill(int(pid), signal.SIGKILL)
+                killed.append((int(index), int(pid)))
+                return
+            time.sleep(0.02)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def test_a_killed_worker_s_task_runs_again_elsewhere_and_is_reported_once(tmp_path):
+    """SIGKILL of the worker process in the middle of a task: the scheduler runs the task
+    again on a live worker; every task's outcome arrives exactly once, none is an error."""
+    markers = tmp_path / "m"
+    markers.mkdir()
+    outcomes: list = []
+    killed: list = []
+    with connect(ClusterSpec(None, 2)) as client:
+        killer = _kill_first_taker(markers, killed)
+        run_tasks(client, probe, [(i, 1.0, str(markers)) for i in range(4)],
+                  lambda i, out: outcomes.append((i, out)))
+        killer.join()
+    assert killed, "no worker was killed"
+    index, pid = killed[0]
+    assert sorted(i for i, _ in outcomes) == [0, 1, 2, 3]            # once each
+    assert not any(isinstance(o, BaseException) for _, o in outcomes)
+    ran = sorted(int(m.name.split("-")[1]) for m in markers.iterdir() if m.name.startswith(f"{index}-"))
+    assert len(ran) == 2 and pid in ran                                # started twice ...
+    final = dict(outcomes)[index][1]
+    assert not final.endswith(f":{pid}")                               # ... finished elsewhere
+
+
+def _dask(*args: str, cwd: Path) -> subprocess.Popen:
+    exe = Path(sys.executable).parent / "dask"
+    return subprocess.Popen([str(exe), *args], cwd=cwd, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+class _Cluster:
+    """A real scheduler and two workers, each its own process in its own directory."""
+
+    def __init__(self, root: Path):
+        self.file = root / "scheduler.json"
+        self.procs = []
+        (root / "s").mkdir()
+        self.scheduler = _dask("scheduler", "--scheduler-file", str(self.file), "--host", "127.0.0.1",
+                               "--port", "0", "--no-dashboard", cwd=root / "s")
+        self.procs.append(self.scheduler)
+        deadline = time.monotonic() + 60
+        while not self.file.is_file() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for k in range(2):
+            d = root / f"w{k}"
+            d.mkdir()
+            self.procs.append(_dask("worker", "--scheduler-file", str(self.file), "--nthreads", "1",
+                                    "--nworkers", "1", "--no-dashboard", "--local-directory", str(d),
+                                    cwd=d))
+
+    def close(self):
+        for p in self.procs:   # only the processes this test started, by their own ids
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait(timeout=30)
+
+
+@pytest.fixture
+def processes_cluster(tmp_path):
+    c = _Cluster(tmp_path)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def test_a_scheduler_that_goes_away_ends_the_run_in_one_line_keeping_what_finished(processes_cluster):
+    """A scheduler and two workers in separate processes and directories; the scheduler is
+    killed after the first outcome: the run stops with SchedulerLost (one line, exit 3),
+    and the outcome that had arrived was handed on first."""
+    c = processes_cluster
+    outcomes: list = []
+
+    def on_done(i, out):
+        outcomes.append((i, out))
+        if c.scheduler.poll() is None:
+            os.killpg(c.scheduler.pid, signal.SIGKILL)
+
+    with connect(ClusterSpec(str(c.file), connect_timeout=30)) as client:
+        client.wait_for_workers(2, timeout=60)
+        start = time.monotonic()
+        with pytest.raises(SchedulerLost) as e:
+            run_tasks(client, probe, [(i, 0.2 + 2 * i, None) for i in range(4)], on_done)
+        assert time.monotonic() - start < 30
+    assert [i for i, _ in outcomes] == [0] and e.value.done == 1
+    assert e.value.exit_code == 3 and one_line(str(e.value)) == str(e.value)

@@ -1,0 +1,322 @@
+"""ttforge's work as Dask tasks, on this machine or on the user's cluster.
+
+``ttforge regress --jobs J`` and ``--cluster [ADDRESS]`` (and :func:`ttforge.sim.regress.regress`)
+spread their cases over Dask ``distributed``, the engine the clusters of our users already run
+(LSF, SLURM, PBS and SGE through ``dask-jobqueue``, Kubernetes through ``dask-kubernetes``):
+
+* :class:`ClusterSpec` says where: a ``LocalCluster`` of ``workers`` processes on this
+  machine (``address=None``), or a running scheduler named by its address
+  (``tcp://host:port``) or by its scheduler file (``dask scheduler --scheduler-file F``);
+* :func:`connect` starts the local cluster or connects to the scheduler and yields a
+  ``distributed.Client`` (one-line errors: a bad address is a :class:`~ttforge.errors.ConfigError`,
+  exit 2; a scheduler that cannot be reached, or that has no worker, a :class:`ClusterError`,
+  exit 3);
+* :func:`run_tasks` submits one task per item and hands each outcome to a callback as it
+  finishes (in completion order). A worker that dies in the middle of a task is Dask's to
+  handle: the scheduler reruns the task on another worker (or the restarted one), and the
+  callback sees it once; a task that kills ``distributed.scheduler.allowed-failures + 1``
+  workers (default 4) comes back as ``distributed.KilledWorker``. A scheduler that goes away
+  raises :class:`SchedulerLost` (exit 3) after the outcomes that had arrived were handed on.
+
+Nothing here is imported by ``import ttforge.sim``: ``distributed`` is imported when a
+parallel run starts. Workers need the same ttforge (and simulators) as the client; a task
+runs one case at a time per worker process (:func:`one_at_a_time`), so start workers with
+``--nthreads 1`` and as many processes as cores (``dask worker ADDRESS --nworkers N
+--nthreads 1``). See ``docs/verification.md``, "Regressions on a cluster".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import CancelledError
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from ttforge.errors import ClusterError, ConfigError, SchedulerLost, show, show_path  # noqa: F401 - defined in ttforge.errors
+
+__all__ = ["LOCAL", "SCHEMES", "ClusterSpec", "ClusterError", "SchedulerLost", "connect", "run_tasks",
+           "one_at_a_time", "where", "probe"]
+
+#: ``--cluster`` without an address (or with this word): a LocalCluster on this machine.
+LOCAL = "local"
+#: Address schemes of a running scheduler (anything else must be a scheduler file).
+SCHEMES = ("tcp://", "tls://", "ucx://", "inproc://", "ws://", "wss://")
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """Where tasks run.
+
+    Attributes
+    ----------
+    address : str or None
+        ``None``: a ``LocalCluster`` on this machine. Otherwise a scheduler address
+        (``tcp://host:port``) or the path of a scheduler file.
+    workers : int
+        Worker processes of the local cluster (one thread each); ignored for an address.
+    connect_timeout : float
+        Seconds to reach a scheduler.
+    worker_timeout : float
+        Seconds a run waits with no worker at all (none joined, or all gone) before it
+        stops with :class:`ClusterError`.
+    """
+
+    address: str | None = None
+    workers: int = 1
+    connect_timeout: float = 30.0
+    worker_timeout: float = 120.0
+
+    @classmethod
+    def parse(cls, text: str | None, workers: int = 1, flag: str = "--cluster", **kw) -> "ClusterSpec":
+        """``None`` or ``"local"``: a local cluster of ``workers``; ``tcp://host:port`` (or
+        another scheme of :data:`SCHEMES`): that scheduler; else an existing scheduler file.
+        Anything else is a one-line :class:`ConfigError` naming the flag."""
+        if text is None or text == LOCAL:
+            return cls(None, max(1, int(workers)), **kw)
+        t = str(text)
+        if t.startswith(SCHEMES):
+            host = t.split("://", 1)[1]
+            if not host or host.startswith(":"):
+                raise ConfigError(f"{flag} {show(t)}: no host; give tcp://HOST:PORT, a scheduler "
+                                  f"file or nothing (a local cluster)")
+            return cls(t, max(1, int(workers)), **kw)
+        if "://" in t:
+            raise ConfigError(f"{flag} {show(t)}: unknown scheme; use tcp://HOST:PORT (or "
+                              f"{', '.join(s[:-3] for s in SCHEMES[1:])}), a scheduler file or nothing")
+        p = Path(t).expanduser()
+        if not p.is_file():
+            raise ConfigError(f"{flag} {show_path(t)}: neither a scheduler address (tcp://HOST:PORT) nor "
+                              f"an existing scheduler file (dask scheduler --scheduler-file FILE); "
+                              f"give one of them, or nothing for a local cluster")
+        return cls(str(p), max(1, int(workers)), **kw)
+
+    @property
+    def is_local(self) -> bool:
+        return self.address is None
+
+    @property
+    def is_file(self) -> bool:
+        return self.address is not None and not self.address.startswith(SCHEMES)
+
+    def describe(self) -> str:
+        """``local cluster of 2 workers``, ``tcp://h:8786`` or ``scheduler file F``."""
+        if self.is_local:
+            return f"local cluster of {self.workers} worker{'s' if self.workers != 1 else ''}"
+        return f"scheduler file {self.address}" if self.is_file else str(self.address)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Dask's own log lines (a lost connection logs tracebacks) stay out of the terminal:
+    ttforge reports what went wrong in one line."""
+    names = ("distributed", "distributed.client", "distributed.scheduler", "distributed.worker",
+             "distributed.nanny", "distributed.core", "distributed.comm", "distributed.batched",
+             "tornado", "asyncio")
+    saved = {n: logging.getLogger(n).level for n in names}
+    try:
+        for n in names:
+            logging.getLogger(n).setLevel(logging.CRITICAL + 1)
+        yield
+    finally:
+        for n, level in saved.items():
+            logging.getLogger(n).setLevel(level)
+
+
+def _import_distributed():
+    try:
+        import distributed
+    except ImportError as e:  # a broken or partial install
+        raise ClusterError(f"parallel runs need Dask's 'distributed' package, which cannot be imported "
+                           f"({e}); install it with: pip install distributed") from None
+    return distributed
+
+
+def _wait_for_a_worker(client, spec: ClusterSpec) -> None:
+    deadline = time.monotonic() + spec.worker_timeout
+    while time.monotonic() < deadline:
+        if client.nthreads():
+            return
+        time.sleep(0.2)
+    raise ClusterError(f"--cluster {spec.describe()}: no worker joined the scheduler within "
+                       f"{spec.worker_timeout:.0f} s; start workers with: dask worker "
+                       f"{spec.address if not spec.is_file else '--scheduler-file ' + str(spec.address)} "
+                       f"--nthreads 1")
+
+
+def _ttforge_version() -> str:
+    from ttforge import __version__
+
+    return __version__
+
+
+def _check_workers(client, spec: ClusterSpec) -> None:
+    """Every worker runs the command's ttforge version (tasks are ttforge functions)."""
+    from ttforge import __version__
+
+    try:
+        seen = client.run(_ttforge_version)
+    except Exception as e:  # noqa: BLE001 - e.g. the workers cannot import ttforge
+        raise ClusterError(f"--cluster {spec.describe()}: the workers cannot run ttforge ({type(e).__name__}: "
+                           f"{e}); install the same ttforge on every worker (pip install ttforge)") from None
+    for worker, version in sorted(seen.items()):
+        if version != __version__:
+            raise ClusterError(f"--cluster {spec.describe()}: worker {worker} runs ttforge {version}, this "
+                               f"command ttforge {__version__}; install the same version on every worker")
+
+
+@contextlib.contextmanager
+def connect(spec: ClusterSpec) -> Iterator[Any]:
+    """A ``distributed.Client`` on ``spec``'s cluster for the block.
+
+    A local cluster gets its own scratch directory (removed afterwards), binds the
+    scheduler to a free port of 127.0.0.1 and has no dashboard, so two runs on one machine
+    do not meet. A remote scheduler must answer within ``spec.connect_timeout`` and have a
+    worker within ``spec.worker_timeout``. The client (and a local cluster) are closed at
+    the end, also after an error or Ctrl-C.
+    """
+    distributed = _import_distributed()
+    cluster = client = scratch = None
+    with _quiet():
+        try:
+            if spec.is_local:
+                scratch = tempfile.mkdtemp(prefix="ttforge-dask-")
+                try:
+                    cluster = distributed.LocalCluster(
+                        n_workers=spec.workers, threads_per_worker=1, processes=True,
+                        host="127.0.0.1", scheduler_port=0, dashboard_address=None,
+                        silence_logs=logging.CRITICAL, local_directory=scratch)
+                    client = distributed.Client(cluster, set_as_default=False)
+                except (OSError, TimeoutError, RuntimeError) as e:
+                    raise ClusterError(f"--cluster: the local Dask cluster of {spec.workers} workers did not "
+                                       f"start ({type(e).__name__}: {e}); free memory or processes, or "
+                                       f"lower --jobs") from None
+            else:
+                kw = ({"scheduler_file": spec.address} if spec.is_file else {"address": spec.address})
+                try:
+                    client = distributed.Client(timeout=spec.connect_timeout, set_as_default=False, **kw)
+                except (ValueError, KeyError) as e:   # a file that is not a scheduler file
+                    raise ConfigError(f"--cluster {show_path(spec.address)}: not a Dask scheduler file "
+                                      f"({type(e).__name__}: {e}); give the file written by "
+                                      f"dask scheduler --scheduler-file") from None
+                except (OSError, TimeoutError) as e:
+                    raise ClusterError(f"--cluster {spec.describe()}: cannot reach the scheduler "
+                                       f"({type(e).__name__}: {e}); start it (dask scheduler) or check "
+                                       f"the address") from None
+                _wait_for_a_worker(client, spec)
+                _check_workers(client, spec)
+            yield client
+        finally:
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    client.close(timeout=5)
+            if cluster is not None:
+                with contextlib.suppress(Exception):
+                    cluster.close(timeout=10)
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _workers(client) -> int:
+    try:
+        return len(client.nthreads())
+    except Exception:  # noqa: BLE001 - the connection is going: the next outcome says so
+        return -1
+
+
+def run_tasks(client, fn: Callable[[Any], Any], items: Sequence[Any],
+              on_done: Callable[[int, Any], None], *, label: str = "ttforge",
+              worker_timeout: float = 120.0, poll: float = 0.1) -> int:
+    """``fn(item)`` as one Dask task per item; ``on_done(index, outcome)`` in the order they
+    finish, ``outcome`` being the return value or the exception (the task's own, or
+    ``distributed.KilledWorker``). Returns the number of outcomes handed on.
+
+    Raises
+    ------
+    SchedulerLost
+        The client lost its scheduler; every outcome that had arrived was handed on first.
+    ClusterError
+        No worker at all for ``worker_timeout`` seconds.
+    """
+    distributed = _import_distributed()
+    token = uuid.uuid4().hex[:8]
+    futures = {client.submit(fn, item, key=f"{label}-{i}-{token}", pure=False): i
+               for i, item in enumerate(items)}
+    ac = distributed.as_completed(list(futures), loop=client.loop)
+    pending = set(futures)
+    done = 0
+    idle_since = None
+    last_check = time.monotonic()
+    try:
+        while pending:
+            batch = ac.next_batch(block=False)
+            if not batch:
+                time.sleep(poll)
+                now = time.monotonic()
+                if now - last_check >= 2.0:
+                    last_check = now
+                    if _workers(client) == 0:
+                        idle_since = idle_since or now
+                        if now - idle_since > worker_timeout:
+                            raise ClusterError(f"the cluster has had no worker for {worker_timeout:.0f} s "
+                                               f"({len(pending)} of {len(futures)} tasks not run); "
+                                               f"start workers (dask worker ADDRESS --nthreads 1)")
+                    else:
+                        idle_since = None
+                continue
+            for f in batch:
+                pending.discard(f)
+                try:
+                    outcome = f.result()
+                except CancelledError as e:
+                    if client.status != "running" or "scheduler-connection-lost" in str(e):
+                        raise SchedulerLost(f"the scheduler went away after {done} of {len(futures)} "
+                                            f"tasks", done=done) from None
+                    outcome = e
+                except Exception as e:  # noqa: BLE001 - the task's own error is its outcome
+                    outcome = e
+                f.release()
+                on_done(futures[f], outcome)
+                done += 1
+    finally:
+        for f in pending:
+            with contextlib.suppress(Exception):
+                f.cancel()
+    return done
+
+
+_ONE = threading.Lock()
+
+
+@contextlib.contextmanager
+def one_at_a_time() -> Iterator[None]:
+    """Held by a task while it runs a case: the simulator runner sets process-wide
+    environment variables for the simulator (``ttforge.sim.runner``), so the threads of
+    one worker process take turns."""
+    with _ONE:
+        yield
+
+
+def where() -> str:
+    """``host:pid`` of this process (the worker a task ran on)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def probe(item: tuple[int, float, str | None]) -> tuple[int, str]:
+    """A task that does nothing but wait: ``(index, seconds, marker_dir)`` -> ``(index,
+    where())``. With ``marker_dir`` it first creates ``<index>-<pid>`` there (which worker
+    took it). For measuring scheduling overhead and testing what a killed worker does."""
+    index, seconds, marker_dir = item
+    if marker_dir:
+        Path(marker_dir, f"{int(index)}-{os.getpid()}").touch()
+    if seconds:
+        time.sleep(float(seconds))
+    return int(index), where()
