@@ -291,10 +291,12 @@ class UpdateUnit(wiring.Component):
     travel with it, so they may change between any two elements (the engine holds them
     for a whole operation anyway).
 
-    Stages (``LATENCY = 5``): 1 the word masked (or the rounding constant); 2 the
-    ``s > 32`` floor shift, the first ``s <= 0`` clamp, ``w`` from ``rd_data``; 3 the sum
-    ``v + add``, the left shift; 4 the right shift or the second clamp, ``w -+ hi``;
-    5 ``w - d`` and the clamp (compared against ``w -+ hi`` in parallel), ``changed``.
+    Stages (``LATENCY = 5``): 1 the word masked (or the rounding constant) and the shift
+    amounts decoded from ``s``; 2 the ``s > 32`` floor shift, the first ``s <= 0`` clamp
+    and its saturation threshold, ``w`` from ``rd_data``; 3 the sum ``v + add``, the left
+    shift and its saturation flags; 4 the right shift or the clamped left shift,
+    ``w -+ hi``; 5 ``w - d`` and the clamp (compared against ``w -+ hi`` in parallel),
+    ``changed``.
 
     Parameters
     ----------
@@ -371,17 +373,18 @@ class UpdateUnit(wiring.Component):
             m.d.sync += r.eq(value)
             return r
 
-        def decode_b(b):
-            """``(2^(b+1), 2^(b-1) - 1)`` of the stored width ``b`` (default: ``B``)."""
-            lim = Signal(B + 2, name="dec_lim")
-            hi = Signal(B - 1, name="dec_hi")
+        def decode_b(b, tag):
+            """``(b, 2^(b+1), 2^(b-1) - 1)`` of the stored width ``b`` (default ``B``)."""
+            bd = Signal(6, name=f"bd{tag}")
+            lim = Signal(B + 2, name=f"lim{tag}")
+            hi = Signal(B - 1, name=f"hi{tag}")
             with m.Switch(b):
                 for w in range(2, B + 1):
                     with m.Case(w):
-                        m.d.comb += [lim.eq(1 << (w + 1)), hi.eq((1 << (w - 1)) - 1)]
+                        m.d.comb += [bd.eq(w), lim.eq(1 << (w + 1)), hi.eq((1 << (w - 1)) - 1)]
                 with m.Default():
-                    m.d.comb += [lim.eq(1 << (B + 1)), hi.eq((1 << (B - 1)) - 1)]
-            return lim, hi
+                    m.d.comb += [bd.eq(B), lim.eq(1 << (B + 1)), hi.eq((1 << (B - 1)) - 1)]
+            return bd, lim, hi
 
         # ---- acceptance: the read, the word
         acc = self.in_valid
@@ -406,51 +409,68 @@ class UpdateUnit(wiring.Component):
             half = Cat(*[s0 > i + 1 for i in range(31)], Const(0, 1))
         else:
             half = Cat(*[s0 == i + 1 for i in range(31)], s0 >= 32)
+        # The shift amounts are decoded here, once, and travel with the element (no
+        # arithmetic on s in the later stages, which hold the long paths):
+        # pre = min(s - 32, acc_bits) for s > 32 (the floor shift; by acc_bits or more only
+        # the sign is left), k = min(-s, B + 2) for s <= 0 (the left shift; beyond B + 2 any
+        # non-zero value is past 2^(b+1) already), r = min(max(s, 1), 32) - 1 (the right
+        # shift after a fixed >> 1)
+        first = 33 if self.fault == "pre_shift" else 32
+        pre0 = Signal(range(ab + 1))
+        m.d.comb += pre0.eq(Mux(s0 > first, Mux(s0 - first >= ab, ab, (s0 - first)[:7]), 0))
+        neg0 = Signal(9)
+        m.d.comb += neg0.eq(-s0)
+        k0 = Signal(range(B + 3))
+        m.d.comb += k0.eq(Mux(s0 > 0, 0, Mux(neg0 > B + 2, B + 2, neg0)))
+        r0 = Signal(5)
+        m.d.comb += r0.eq(Mux(s0 > 32, 31, Mux(s0 < 1, 0, s0 - 1)))
         # stage 1
         v1 = stage("v1", signed(ab), self.v)
         add1 = stage("add1", 32, Mux(self.stochastic, gen.word & mask, half))
-        s1 = stage("s1", signed(8), s0)
+        left1 = stage("left1", 1, s0 <= 0)
+        pre1 = stage("pre1", range(ab + 1), pre0)
+        k1 = stage("k1", range(B + 3), k0)
+        r1 = stage("r1", 5, r0)
         b1 = stage("b1", 6, self.bits)
         val1 = stage("val1", 1, acc)
         a1 = stage("a1", aw, self.addr)
 
-        # ---- stage 2: s > 32 floor shift; first clamp of s <= 0; w
-        lim1, _ = decode_b(b1)
-        pre = Signal(range(ab + 1))
-        first = 33 if self.fault == "pre_shift" else 32
-        # shifting by acc_bits or more leaves only the sign: stop there
-        m.d.comb += pre.eq(Mux(s1 > first, Mux(s1 - first >= ab, ab, (s1 - first)[:7]), 0))
-        vs2 = stage("vs2", signed(ab), v1 >> pre)
+        # ---- stage 2: s > 32 floor shift; first clamp of s <= 0 and the threshold of the
+        # second: clip(v, +-L) << k passes +-L = 2^(b+1) exactly when |clip(v)| > T = L >> k
+        bd1, lim1, _ = decode_b(b1, 1)
+        e1 = Signal(signed(8))
+        m.d.comb += e1.eq(bd1 + 1 - k1)
+        vs2 = stage("vs2", signed(ab), v1 >> pre1)
         vc2 = stage("vc2", signed(B + 3), _clip(v1, lim1))     # |.| <= 2^(B+1)
+        t2 = stage("t2", B + 2, Cat(*[e1 == i for i in range(B + 2)]))
         add2 = stage("add2", 32, add1)
         w2 = stage("w2", signed(B), self.rd_data)
-        s2 = stage("s2", signed(8), s1)
+        left2 = stage("left2", 1, left1)
+        k2 = stage("k2", range(B + 3), k1)
+        r2 = stage("r2", 5, r1)
         b2 = stage("b2", 6, b1)
         val2 = stage("val2", 1, val1)
         a2 = stage("a2", aw, a1)
 
-        # ---- stage 3: v + add; the left shift by k = min(-s, B + 2) (beyond that any
-        # non-zero value is past 2^(b+1) already)
+        # ---- stage 3: v + add; the left shift (kept on B + 3 bits: it matters only when
+        # it does not saturate) and its saturation flags
         sw = max(ab, 33) + 1
         sum3 = stage("sum3", signed(sw), vs2 + add2)
-        neg = Signal(9)
-        m.d.comb += neg.eq(-s2)
-        k = Signal(range(B + 3))
-        m.d.comb += k.eq(Mux(neg > B + 2, B + 2, neg))
-        LW = 2 * B + 5                                           # |vc2 << k| <= 2^(2B+3)
-        left3 = stage("left3", signed(LW), (vc2 << k)[:LW].as_signed())
+        left3 = stage("left3", signed(B + 3), (vc2 << k2)[:B + 3].as_signed())
+        up3 = stage("up3", 1, vc2 > t2)
+        dn3 = stage("dn3", 1, vc2 < -t2)
         w3 = stage("w3", signed(B), w2)
-        s3 = stage("s3", signed(8), s2)
+        l3 = stage("l3", 1, left2)
+        r3 = stage("r3", 5, r2)
         b3 = stage("b3", 6, b2)
         val3 = stage("val3", 1, val2)
         a3 = stage("a3", aw, a2)
 
         # ---- stage 4: d; w -+ hi for the clamp of stage 5
-        lim3, hi3 = decode_b(b3)
-        sp = Signal(range(33))
-        m.d.comb += sp.eq(Mux(s3 > 32, 32, Mux(s3 < 1, 1, s3[:6])))
-        DW = max(sw, B + 3)
-        d4 = stage("d4", signed(DW), Mux(s3 <= 0, _clip(left3, lim3), sum3 >> sp))
+        _, lim3, hi3 = decode_b(b3, 3)
+        DW = max(sw - 1, B + 3)
+        dl = Mux(up3, lim3, Mux(dn3, -lim3, left3))
+        d4 = stage("d4", signed(DW), Mux(l3, dl, (sum3 >> 1) >> r3))
         w4 = stage("w4", signed(B), w3)
         hi4 = stage("hi4", signed(B + 1), w3 + hi3)              # diff < -hi  <=>  d > w + hi
         lo4 = stage("lo4", signed(B + 1), w3 - hi3)              # diff > hi   <=>  d < w - hi

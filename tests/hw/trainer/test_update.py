@@ -175,6 +175,29 @@ def test_bias_align_equals_golden(bias_bits, acc_bits):
     assert np.array_equal(np.array(got, dtype=np.int64), np.array(exp, dtype=np.int64))
 
 
+def align_exact(b, s, lim):
+    """``_align_bias`` on Python integers, for any shift (the golden's ``int64`` stops at
+    -64..63: ``1 << (s - 1)`` overflows at ``s = 64``)."""
+    def clip(x):
+        return max(-lim, min(lim, x))
+    if s < 0:
+        return clip(clip(b) << min(-s, 62 - max(lim, 1).bit_length()))
+    return clip((b + (1 << (s - 1))) >> s if s else b)
+
+
+def test_bias_align_whole_shift_range():
+    # the port's whole signed(8) range, against the exact form (itself equal to the golden
+    # on the golden's range)
+    rng = random.Random(11)
+    cases = align_cases(24, 48, rng)[::4]
+    assert [align_exact(*c) for c in cases] == golden_align(cases)
+    bmax = 1 << 23
+    ext = [(b, s, lim) for s in (-128, -127, -100, -65, 64, 65, 100, 126, 127)
+           for lim in (0, 1, 1000, (1 << 47) - 1, 1 << 40)
+           for b in (-bmax, bmax - 1, 0, 1, -1, rng.randint(-bmax, bmax - 1))]
+    assert align(24, 48, ext) == [align_exact(*c) for c in ext]
+
+
 @pytest.mark.parametrize("fault", ["no_cap", "bias_floor"])
 def test_bias_align_fault_differs(fault):
     # the cap matters only when bitlen(limit) > 31, i.e. a wide accumulator
