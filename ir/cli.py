@@ -155,6 +155,9 @@ def inspect_artifact(path: str | os.PathLike) -> dict[str, Any]:
 def _inspect_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("artifact", metavar="ARTIFACT", help="a .ttfa file written by save_artifact")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of tables")
+    p.add_argument("--batch", type=int, default=None, metavar="B",
+                   help="a training state (.ttts): state its training memory, and the ratio against FP32 "
+                        "dense training with Adam, for batches of B samples (default: the state's batch)")
 
 
 def _fmt_list(v: list[int]) -> str:
@@ -164,8 +167,13 @@ def _fmt_list(v: list[int]) -> str:
 def _inspect_run(args: argparse.Namespace) -> int:
     from ttforge.ir.train_state import inspect_state_run, is_state_file
 
+    if args.batch is not None and not 1 <= args.batch <= MAX_BATCH:
+        raise ConfigError(f"--batch={show(args.batch)} must be in 1..{MAX_BATCH:,}")
     if is_state_file(args.artifact):  # a training state (.ttts): its own tables
-        return inspect_state_run(args.artifact, args.json)
+        return inspect_state_run(args.artifact, args.json, args.batch)
+    if args.batch is not None:
+        raise ConfigError(f"--batch is for a training state (.ttts); {args.artifact} is an inference "
+                          f"artifact (its memory does not depend on a batch)")
     info = inspect_artifact(args.artifact)
     if args.json:
         print(dump_json(info))

@@ -23,7 +23,7 @@ from typing import Any
 
 from ttforge import __version__
 from ttforge.errors import ArtifactError, TTForgeError, show, show_path
-from ttforge.limits import MAX_ARTIFACT_BYTES, MAX_MANIFEST_BYTES, file_kind, read_bounded
+from ttforge.limits import MAX_ARTIFACT_BYTES, MAX_BATCH, MAX_MANIFEST_BYTES, file_kind, read_bounded
 from ttforge.ir.arith import ARITHMETIC_SPEC_VERSION, ROUNDING
 from ttforge.ir.artifact import dump_json
 from ttforge.ir.container import (MANIFEST, PAYLOAD, ManifestReader, Payload, check_container, pack,
@@ -231,11 +231,25 @@ def is_state_file(path: str | os.PathLike) -> bool:
         return False
 
 
-def state_summary(state: TrainState, path: str | None = None) -> dict[str, Any]:
+def memory_batch(state: TrainState, batch: int | None = None) -> tuple[int, str]:
+    """The batch the training memory is stated for, and where it comes from: ``batch``
+    (``"--batch"``), else the batch the state was trained with (``"state"``: its meta),
+    else 32 (``"default"``)."""
+    if batch is not None:
+        return int(batch), "--batch"
+    b = state.meta.get("batch")
+    if isinstance(b, int) and not isinstance(b, bool) and 1 <= b <= MAX_BATCH:
+        return b, "state"
+    return 32, "default"
+
+
+def state_summary(state: TrainState, path: str | None = None, batch: int | None = None) -> dict[str, Any]:
     """What ``ttforge inspect`` shows for a state: counters, config, per-layer exponents and
-    training memory (:func:`~ttforge.ir.train_memory.training_memory`)."""
+    training memory (:func:`~ttforge.ir.train_memory.training_memory`) for ``batch``
+    (:func:`memory_batch`)."""
     from ttforge.ir.train_memory import training_memory
 
+    b, src = memory_batch(state, batch)
     layers = []
     for i, L in enumerate(state.layers):
         s = L.schedule.shape
@@ -251,13 +265,16 @@ def state_summary(state: TrainState, path: str | None = None) -> dict[str, Any]:
             "training_version": TRAIN_SPEC_VERSION, "config": state.config.to_dict(),
             "step": state.step, "epoch": state.epoch, "words": state.words, "rng": state.rng,
             "lr_shift": state.lr_shift, "in_exp": state.in_exp, "meta": state.meta, "layers": layers,
-            "memory": training_memory(state, batch=int(state.meta.get("batch", 32)))}
+            "memory": {**training_memory(state, batch=b), "batch_from": src}}
 
 
-def inspect_state_run(path: str | os.PathLike, as_json: bool = False) -> int:
-    """``ttforge inspect STATE``: counters, widths, per-layer exponents, training memory."""
+def inspect_state_run(path: str | os.PathLike, as_json: bool = False, batch: int | None = None) -> int:
+    """``ttforge inspect STATE``: counters, widths, per-layer exponents, training memory at
+    ``batch`` (:func:`memory_batch`) and its ratio against FP32 dense training with Adam."""
+    from ttforge.ir.train_memory import ECP5_85F_BRAM_BYTES
+
     state = load_state(path)
-    info = state_summary(state, str(path))
+    info = state_summary(state, str(path), batch)
     if as_json:
         print(dump_json(info))
         return 0
@@ -295,4 +312,14 @@ def inspect_state_run(path: str | os.PathLike, as_json: bool = False) -> int:
     m.add_row("FP32 dense + Adam", f"{mem['fp32_dense_adam']['total']:,}")
     m.add_row("ratio", f"{mem['ratio']:.1f}x")
     c.print(m)
+    sizes = "-".join(str(n) for n in [state.in_features] + [L.out_features for L in state.layers])
+    fit = "fits" if mem["fits_ecp5_85f"] else "does not fit"
+    src = {"--batch": "given by --batch", "state": "the batch the state was trained with; --batch B states "
+           "another", "default": "no batch in the state; --batch B states another"}[mem["batch_from"]]
+    c.print(f"training memory at batch {mem['batch']} ({src}): "
+            f"{mem['items']['total']:,} bytes against {mem['fp32_dense_adam']['total']:,} for FP32 dense "
+            f"training with Adam of the same sizes ({sizes}), {mem['ratio']:.1f}x less; without the "
+            f"batch's buffers (weights and optimizer state only) {mem['state_ratio']:.1f}x less; "
+            f"{fit} the ECP5-85F's {ECP5_85F_BRAM_BYTES:,} bytes of block RAM (up to batch "
+            f"{mem['ecp5_85f_max_batch']:,})", highlight=False)
     return 0

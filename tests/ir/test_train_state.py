@@ -174,3 +174,49 @@ def test_inspect_shows_a_state(tmp_path, capsys):
     assert main(["inspect", "--json", str(p)]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["step"] == 2 and info["words"] == st.words and len(info["layers"]) == 2
+
+
+def test_inspect_states_the_ratio_against_fp32_dense_adam_for_a_stated_batch(tmp_path, capsys):
+    """`ttforge inspect STATE [--batch B]`: the training memory and its ratio against FP32
+    dense training with Adam of the same layer sizes, at the stated batch (default: the
+    batch the state was trained with, else 32); the batch really changes the figure."""
+    from ttforge.cli import main
+    from ttforge.ir.train_memory import fp32_dense_adam_bytes, training_memory
+
+    st, _, _ = _state()
+    plain = save_state(st, tmp_path / "s.ttts")
+    trained = save_state(st.replace(meta={"batch": 64}), tmp_path / "t.ttts")
+    for path, argv, batch, src in ((plain, [], 32, "default"), (trained, [], 64, "state"),
+                                   (trained, ["--batch", "8"], 8, "--batch")):
+        assert main(["inspect", "--json", *argv, str(path)]) == 0
+        mem = json.loads(capsys.readouterr().out)["memory"]
+        ref = training_memory(st, batch)
+        base = fp32_dense_adam_bytes([30, 32, 6], batch)["total"]
+        assert (mem["batch"], mem["batch_from"]) == (batch, src)
+        assert mem["fp32_dense_adam"]["total"] == base and mem["items"] == ref["items"]
+        assert mem["ratio"] == base / ref["items"]["total"] == ref["ratio"]
+        assert main(["inspect", *argv, str(path)]) == 0
+        text = " ".join(capsys.readouterr().out.split())
+        assert f"training memory at batch {batch} (" in text
+        assert (f"{ref['items']['total']:,} bytes against {base:,} for FP32 dense training with Adam of the "
+                f"same sizes (30-32-6), {ref['ratio']:.1f}x less") in text
+    assert training_memory(st, 8)["ratio"] != training_memory(st, 64)["ratio"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--batch", "0"], "--batch=0 must be in 1..1,048,576"),
+    (["--batch", str(1 << 21)], "--batch=2097152 must be in 1..1,048,576"),
+])
+def test_inspect_batch_is_bounded_one_line(tmp_path, capsys, argv, message):
+    from ttforge.cli import main
+
+    st, _, _ = _state()
+    p = save_state(st, tmp_path / "s.ttts")
+    art = save_artifact(export_network(st), tmp_path / "m.ttfa")
+    for path in (p, art):
+        assert main(["inspect", *argv, str(path)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0]
+    assert main(["inspect", "--batch", "4", str(art)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--batch is for a training state (.ttts)" in err[0]
