@@ -1,0 +1,273 @@
+"""The native Verilator harness of the training engine: long training runs in RTL.
+
+:func:`build_train_native` Verilates the training engine (``ttforge.hw.trainer``, behind a
+flat-port wrapper) with ``sim/native/train_main.cpp`` (a line protocol on stdin) and caches
+the executable by the hash of everything that went into it. :class:`TrainSession` is the
+host: it loads a program, streams labelled batches, reads the memories back and does the
+exponent bookkeeping between steps (``docs/hardware.md``, "Training engine").
+:func:`train_native` runs a whole sequence of batches and returns the final state, which
+must equal the golden trainer's bit for bit.
+
+    build = build_train_native(config)
+    state, records = train_native(build, state, batches)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+from amaranth.hdl import Module, Shape
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from ttforge.errors import NativeError
+from ttforge.hw.tools import verilator_env, verilator_root
+from ttforge.hw.trainer.engine import HostSel, TrainEngine, TrainError
+from ttforge.hw.trainer.program import (TrainEngineConfig, TrainProgram, compile_training, next_exponents,
+                                        state_from_memories)
+from ttforge.ir.train import TrainState
+
+__all__ = ["TrainEngineFlat", "train_verilog", "build_train_native", "TrainSession", "train_native",
+           "NativeTrainBuild"]
+
+NATIVE_DIR = Path(__file__).resolve().parent / "native"
+SOURCES = ("train_main.cpp",)
+EXE_NAME = "ttf_train_native"
+TOP = "ttforge_train"
+BUILD_RECIPE = 1
+
+
+class TrainEngineFlat(wiring.Component):
+    """:class:`TrainEngine` with one flat port per field (names a C++ harness can use)."""
+
+    def __init__(self, config: TrainEngineConfig, fault: str | None = None):
+        self.config = config
+        self.fault = fault
+        self._eng = TrainEngine(config, **({"fault": fault} if fault else {}))
+        e = self._eng
+        sig = {"inp_valid": In(1), "inp_ready": Out(1), "inp_payload": In(len(e.inp.payload)),
+               "host_rdata": Out(32), "host_rvalid": Out(1)}
+        for prefix, port, direction in (("host", e.host, In), ("prog", e.program, In),
+                                        ("ctl", e.control, In), ("st", e.status, Out)):
+            for f, shape in port.shape().members.items():
+                sig[f"{prefix}_{f}"] = direction(Shape.cast(shape).width)
+        super().__init__(sig)
+
+    def elaborate(self, platform):
+        m = Module()
+        e = self._eng
+        m.submodules.engine = e
+        m.d.comb += [e.inp.valid.eq(self.inp_valid), self.inp_ready.eq(e.inp.ready),
+                     e.inp.payload.eq(self.inp_payload), self.host_rdata.eq(e.host_rdata),
+                     self.host_rvalid.eq(e.host_rvalid)]
+        for f in e.host.shape().members:
+            m.d.comb += getattr(e.host, f).eq(getattr(self, f"host_{f}"))
+        for f in e.program.shape().members:
+            m.d.comb += getattr(e.program, f).eq(getattr(self, f"prog_{f}"))
+        for f in e.control.shape().members:
+            m.d.comb += getattr(e.control, f).eq(getattr(self, f"ctl_{f}"))
+        for f in e.status.shape().members:
+            m.d.comb += getattr(self, f"st_{f}").eq(getattr(e.status, f))
+        return m
+
+
+def train_verilog(config: TrainEngineConfig, fault: str | None = None) -> str:
+    """Verilog of the flat-port training engine, module ``ttforge_train``."""
+    from amaranth.back import verilog
+
+    return verilog.convert(TrainEngineFlat(config, fault), name=TOP, emit_src=False)
+
+
+@dataclass(frozen=True)
+class NativeTrainBuild:
+    config: TrainEngineConfig
+    directory: Path
+    key: str
+    cached: bool = False
+    build_seconds: float = 0.0
+
+    @property
+    def exe(self) -> Path:
+        return self.directory / EXE_NAME
+
+
+def build_train_native(config: TrainEngineConfig, *, build_root: str | os.PathLike | None = None,
+                       fault: str | None = None, timeout: float = 3600) -> NativeTrainBuild:
+    """Build (or find in the cache) the harness for ``config``: the cache key is the
+    sha256 of the Verilog, the sources, the Verilator version and the recipe; a build
+    compiles in a temporary directory renamed into place when complete."""
+    from ttforge.sim.native import _MAKEFLAGS, _verilator_version, check_native_tools, default_build_root
+
+    cxx = check_native_tools()
+    root = Path(build_root) if build_root is not None else default_build_root()
+    verilog = train_verilog(config, fault)
+    sources = {n: (NATIVE_DIR / n).read_bytes() for n in SOURCES}
+    args_fixed = ("--cc", "--exe", "--build", "--top-module", TOP, "-O3", "--x-assign", "fast",
+                  "--x-initial", "fast", "--noassert", "-Wno-fatal")
+    h = hashlib.sha256()
+    for part in (f"train {BUILD_RECIPE} {_verilator_version()} {' '.join(args_fixed)} {_MAKEFLAGS} {cxx}".encode(),
+                 verilog.encode(), *(n.encode() + b"\0" + s for n, s in sorted(sources.items()))):
+        h.update(hashlib.sha256(part).digest())
+    key = "train-" + h.hexdigest()[:24]
+    final = root / key
+    if (final / EXE_NAME).is_file():
+        return NativeTrainBuild(config, final, key, cached=True)
+    root.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
+    try:
+        for n, s in sources.items():
+            (tmp / n).write_bytes(s)
+        (tmp / f"{TOP}.v").write_text(verilog)
+        args = [*args_fixed, "--Mdir", "obj_dir", "-CFLAGS", "-std=c++17", "-MAKEFLAGS", _MAKEFLAGS,
+                "-o", f"../{EXE_NAME}", f"{TOP}.v", "train_main.cpp"]
+        env = verilator_env()
+        env["CXX"] = cxx
+        proc = subprocess.run([str(verilator_root() / "bin" / "verilator"), *args], cwd=tmp, env=env,
+                              capture_output=True, text=True, timeout=timeout)
+        (tmp / "build.log").write_text(proc.stdout + proc.stderr)
+        if proc.returncode != 0 or not (tmp / EXE_NAME).is_file():
+            lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if "rror" in ln]
+            raise NativeError(f"training harness build failed (verilator exit {proc.returncode}): "
+                              f"{lines[0].strip() if lines else 'see ' + str(tmp / 'build.log')}")
+        (tmp / "build.json").write_text(json.dumps({"key": key, "seconds": round(time.perf_counter() - t0, 3)}))
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not (final / EXE_NAME).is_file():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+            return NativeTrainBuild(config, final, key, cached=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return NativeTrainBuild(config, final, key, cached=False, build_seconds=time.perf_counter() - t0)
+
+
+def _signed(v: int, bits: int) -> int:
+    v &= (1 << bits) - 1
+    return v - (1 << bits) if v >> (bits - 1) else v
+
+
+class TrainSession:
+    """One harness process: the host side of the training engine."""
+
+    def __init__(self, build: NativeTrainBuild, cycle_limit: int = 4_000_000_000):
+        self.build = build
+        self.config = build.config
+        self.proc = subprocess.Popen([str(build.exe), str(int(cycle_limit))], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, bufsize=1 << 16)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write("q\n")
+                self.proc.stdin.close()
+            except OSError:
+                pass
+            self.proc.wait(timeout=30)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _send(self, text: str) -> None:
+        self.proc.stdin.write(text)
+
+    def _answer(self) -> list[str]:
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise NativeError(f"the training harness exited (code {self.proc.poll()})")
+        return line.split()
+
+    def write(self, sel: HostSel, addr: int, values: Iterable[int]) -> None:
+        self._send("".join(f"w {int(sel.value)} {addr + i} {int(v)}\n" for i, v in enumerate(values)))
+
+    def read(self, sel: HostSel, addr: int, count: int, bits: int = 32) -> np.ndarray:
+        self._send(f"r {int(sel.value)} {addr} {count}\n")
+        ans = self._answer()
+        if ans[0] != "v":
+            raise NativeError(f"unexpected harness answer {' '.join(ans)[:80]}")
+        return np.array([_signed(int(v), bits) if bits < 32 else int(v) for v in ans[1:]], dtype=np.int64)
+
+    def load(self, program: TrainProgram, images: bool = True) -> None:
+        self.write(HostSel.DMEM, 0, program.words)
+        g = program.globals
+        self._send(f"p {g['BATCH']} {g['BW_LOG']} {g['IN_COUNT']} {g['IN_BASE']} {g['STOCH']}\n")
+        if images:
+            self.write(HostSel.CMEM, 0, program.cmem)
+            self.write(HostSel.BMEM, 0, program.bmem)
+            self._send(f"g {g['RNG']}\n")
+
+    def step(self, x: np.ndarray, y: np.ndarray) -> int:
+        """Stream one labelled batch and run the step; returns its cycles."""
+        mask = (1 << self.config.train.act_bits) - 1
+        vals = np.concatenate([x.astype(np.int64) & mask, (y.astype(np.int64) & mask)[:, None]], axis=1)
+        self._send(f"b {vals.size} " + " ".join(map(str, vals.reshape(-1).tolist())) + "\n")
+        ans = self._answer()
+        if ans[0] == "done":
+            return int(ans[1])
+        if ans[0] == "error":
+            raise NativeError(f"the training engine stopped with {TrainError(int(ans[1])).name} at "
+                              f"operation {ans[2]}")
+        raise NativeError("the training step did not finish within the cycle limit")
+
+    def maxacc(self, n_ops: int) -> np.ndarray:
+        w = self.read(HostSel.MAXACC, 0, 2 * n_ops)
+        return w[0::2] | (w[1::2] << 32)
+
+    def memories(self, program: TrainProgram) -> tuple[np.ndarray, np.ndarray, int]:
+        tc = self.config.train
+        cm = self.read(HostSel.CMEM, 0, program.cmem.size, tc.master_bits)
+        bm = self.read(HostSel.BMEM, 0, program.bmem.size, tc.bias_bits) if program.bmem.size else \
+            np.zeros(0, dtype=np.int64)
+        return cm, bm, self.status()["rng"]
+
+    def status(self) -> dict:
+        self._send("s\n")
+        ans = self._answer()
+        keys = ("rng", "steps", "cycles", "mac_cycles", "changed", "sim_cycles")
+        return dict(zip(keys, map(int, ans[1:])))
+
+
+def train_native(build: NativeTrainBuild, state: TrainState, batches: Iterable[tuple[np.ndarray, np.ndarray]],
+                 on_step=None) -> tuple[TrainState, list[dict]]:
+    """Train ``state`` on ``batches`` in the RTL (all of one size); the host reads MAXACC
+    after every step and rewrites the shifts. Returns the state read back at the end
+    (masters, biases, generator; exponents and counters kept by the host) and one record
+    per step (``cycles``)."""
+    records = []
+    program = None
+    with TrainSession(build) as s:
+        for x, y in batches:
+            if program is None:
+                program = compile_training(state, len(y), build.config)
+                s.load(program)
+            cycles = s.step(x, y)
+            mx = s.maxacc(len(program.ops))
+            state = next_exponents(state, program, mx)
+            state = state.replace(step=state.step + 1, words=state.words + (
+                state.n_stored() if state.config.rounding == "stochastic" else 0))
+            records.append({"cycles": cycles})
+            if on_step is not None:
+                on_step(len(records), state)
+            program = compile_training(state, len(y), build.config)
+            s.write(HostSel.DMEM, 0, program.words)        # the new shifts
+        if program is None:
+            return state, records
+        cm, bm, rng = s.memories(program)
+    # the host kept the exponents, the step and word counts; the chip the values
+    return state_from_memories(state, program, cm, bm, rng, steps=0), records
