@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import inspect
 import json
 import os
 import shutil
@@ -138,17 +137,6 @@ def check_native_tools() -> str:
     return _cxx()
 
 
-def _verilog(config, fault) -> str:
-    from ttforge.hw import top
-
-    if fault is None:
-        return top.verilog(config)
-    if "fault" not in inspect.signature(top.verilog).parameters:
-        raise ConfigError("fault=: this ttforge.hw.top.verilog has no fault keyword; "
-                          "build without fault= or update ttforge")
-    return top.verilog(config, fault=fault)
-
-
 def _verilator_version() -> str:
     try:
         from importlib.metadata import version
@@ -175,7 +163,11 @@ def build_native(config, *, build_root: str | os.PathLike | None = None, fault=N
     from ttforge.hw.top import verilator_waivers
 
     cxx = check_native_tools()
-    verilog = _verilog(config, fault)
+    root = Path(build_root) if build_root is not None else default_build_root()
+    from ttforge.sim.runner import emit_verilog
+
+    # elaborated once per config and fault for every worker of the machine (cached by key)
+    verilog = emit_verilog(config, fault, cache_root=root)
     waivers = verilator_waivers()
     header = RegisterMap(config).to_c_header()
     missing = [n for n in NATIVE_SOURCES if not (NATIVE_DIR / n).is_file()]
@@ -189,7 +181,6 @@ def build_native(config, *, build_root: str | os.PathLike | None = None, fault=N
                  *(n.encode() + b"\0" + s for n, s in sorted(sources.items()))):
         h.update(hashlib.sha256(part).digest())
     key = h.hexdigest()[:24]
-    root = Path(build_root) if build_root is not None else default_build_root()
     final = root / key
     if (final / EXE_NAME).is_file():
         return NativeBuild(config=config, directory=final, key=key, cached=True)

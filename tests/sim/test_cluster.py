@@ -243,3 +243,35 @@ def test_a_scheduler_that_goes_away_ends_the_run_in_one_line_keeping_what_finish
         assert time.monotonic() - start < 30
     assert [i for i, _ in outcomes] == [0] and e.value.done == 1
     assert e.value.exit_code == 3 and one_line(str(e.value)) == str(e.value)
+
+
+@pytest.mark.slow
+def test_regress_on_a_scheduler_in_other_processes_and_its_loss(processes_cluster, tmp_path, capsys,
+                                                               monkeypatch):
+    """``ttforge regress --cluster SCHEDULER_FILE`` on a scheduler and two workers in their
+    own processes and directories: exit 0 and every seed once. Then the scheduler is killed
+    after the first case of a second run: SchedulerLost (exit 3, one line), and junit.xml
+    and summary.json keep the finished case and list the others as not run."""
+    _need("icarus")
+    c = processes_cluster
+    cfg = tmp_path / "engine.json"
+    cfg.write_text(STANDARD.to_json())
+    monkeypatch.chdir(tmp_path)
+    assert main(["regress", "--cluster", str(c.file), "--seeds", "2", "--seed-start", "2", "--vectors", "4",
+                 "--config", str(cfg), "--out", "ok"]) == 0
+    s = json.loads((tmp_path / "ok" / "summary.json").read_text())
+    assert [r["seed"] for r in s["results"]] == [2, 3] and s["complete"]
+
+    def kill_scheduler(_res):
+        if c.scheduler.poll() is None:
+            os.killpg(c.scheduler.pid, signal.SIGKILL)
+
+    with pytest.raises(SchedulerLost) as e:
+        regress(range(4, 12), "icarus", vectors=4, config=STANDARD, out_dir=tmp_path / "lost",
+                cluster=str(c.file), progress=kill_scheduler)
+    assert e.value.exit_code == 3 and one_line(str(e.value)) == str(e.value)
+    s = json.loads((tmp_path / "lost" / "summary.json").read_text())
+    assert not s["complete"] and len(s["results"]) >= 1
+    assert sorted(s["not_run"] + [r["seed"] for r in s["results"]]) == list(range(4, 12))
+    suite = ET.parse(tmp_path / "lost" / "junit.xml").getroot().find("testsuite")
+    assert suite.get("skipped") == str(len(s["not_run"])) and suite.get("tests") == "8"

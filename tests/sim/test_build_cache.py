@@ -1,0 +1,107 @@
+"""The simulator build cache across tasks, workers and runs: the emitted Verilog is cached
+by config, fault and generator (``ttforge.sim.runner.emit_verilog``), a model is built
+once per key however many workers ask for it at once, and two regressions on one machine
+share a build root without colliding."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import ttforge.sim.runner as runner
+from ttforge.hw.config import AccelConfig
+from ttforge.sim.cluster import ClusterSpec, connect
+
+from tests.support.sims import _available
+
+SMALL = AccelConfig(lanes=2, act_bits=8, core_bits=8, inter_bits=16, acc_bits=32, bias_bits=32,
+                    core_depth=512, bias_depth=64, buf_depth=256, desc_depth=16, stream_elems=1)
+
+
+def _need(sim):
+    reason = _available(sim)
+    if reason:
+        pytest.skip(reason)
+
+
+@pytest.fixture
+def fresh_process_cache(monkeypatch):
+    monkeypatch.setattr(runner, "_EMITTED", {})
+
+
+def test_emitted_verilog_is_cached_on_disk_by_config_fault_and_generator(tmp_path, fresh_process_cache,
+                                                                         monkeypatch):
+    text = runner.emit_verilog(SMALL, None, cache_root=tmp_path)
+    files = sorted((tmp_path / "verilog").iterdir())
+    assert len(files) == 1 and files[0].read_text() == text
+    # another process (here: this one with its memory cleared) finds it without elaborating
+    monkeypatch.setattr(runner, "_EMITTED", {})
+    monkeypatch.setattr(runner, "_emit_uncached", lambda *a: pytest.fail("elaborated again"))
+    assert runner.emit_verilog(SMALL, None, cache_root=tmp_path) == text
+
+
+def test_another_fault_or_generator_is_another_key(tmp_path, fresh_process_cache, monkeypatch):
+    calls = []
+    monkeypatch.setattr(runner, "_emit_uncached", lambda c, f: calls.append(f) or f"// {f}\n")
+    runner.emit_verilog(SMALL, None, cache_root=tmp_path)
+    runner.emit_verilog(SMALL, "requant_lsb", cache_root=tmp_path)
+    assert calls == [None, "requant_lsb"] and len(list((tmp_path / "verilog").iterdir())) == 2
+    monkeypatch.setattr(runner, "_EMITTED", {})
+    monkeypatch.setattr(runner, "_FINGERPRINT", ["a-changed-generator"])   # an edited hw/ source
+    runner.emit_verilog(SMALL, None, cache_root=tmp_path)
+    assert calls == [None, "requant_lsb", None] and len(list((tmp_path / "verilog").iterdir())) == 3
+
+
+def test_the_generator_fingerprint_follows_the_sources(tmp_path, monkeypatch):
+    import ttforge.hw
+
+    a = runner.generator_fingerprint()
+    assert a == runner.generator_fingerprint()
+    monkeypatch.setattr(runner, "_FINGERPRINT", [])
+    fake = tmp_path / "hw"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("# another generator\n")
+    monkeypatch.setattr(ttforge.hw, "__file__", str(fake / "__init__.py"))
+    assert runner.generator_fingerprint() != a
+
+
+def test_two_workers_asking_for_one_model_at_once_build_it_once(tmp_path):
+    """Two Dask workers build the same (cold) key at the same moment: the file lock lets one
+    compile it, the other waits and takes the finished build."""
+    _need("icarus")
+    with connect(ClusterSpec(None, 2)) as client:
+        client.wait_for_workers(2, timeout=60)
+        futs = [client.submit(runner.build, SMALL, "icarus", build_root=str(tmp_path), pure=False,
+                              workers=[w], key=f"build-{i}")
+                for i, w in enumerate(sorted(client.nthreads()))]
+        builds = client.gather(futs)
+    assert len({b.build_dir for b in builds}) == 1
+    assert sorted(b.cached for b in builds) == [False, True]          # one compiled, one reused
+    assert len([p for p in tmp_path.iterdir() if p.name.startswith("icarus-") and p.is_dir()]) == 1
+
+
+@pytest.mark.slow
+def test_two_regressions_at_once_share_a_build_root_without_colliding(tmp_path):
+    """Two ``ttforge regress --jobs 2`` processes at once, one cold build root: both pass,
+    each key is built once, each run keeps its own outputs."""
+    _need("icarus")
+    cfg = tmp_path / "engine.json"
+    cfg.write_text(SMALL.to_json())
+    exe = Path(sys.executable).parent / "ttforge"
+    procs = [subprocess.Popen([str(exe), "regress", "--seeds", "3", "--seed-start", str(10 * k),
+                               "--vectors", "4", "--jobs", "2", "--config", str(cfg),
+                               "--build-root", str(tmp_path / "root"), "--out", str(tmp_path / f"out{k}")],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for k in range(2)]
+    for p in procs:
+        out, err = p.communicate(timeout=900)
+        assert p.returncode == 0, err[-2000:]
+    built = [json.loads(m.read_text()) for m in (tmp_path / "root").glob("icarus-*/ttforge_build.json")]
+    assert len(built) == 1
+    for k in range(2):
+        s = json.loads((tmp_path / f"out{k}" / "summary.json").read_text())
+        assert s["passed"] == 3 and [r["seed"] for r in s["results"]] == [10 * k, 10 * k + 1, 10 * k + 2]
