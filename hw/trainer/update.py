@@ -57,8 +57,22 @@ def _int_param(name: str, v, lo: int, hi: int) -> int:
 
 
 def _clip(x, lim):
-    """``min(max(x, -lim), lim)`` for a non-negative ``lim`` (signed compare, any widths)."""
-    return Mux(x > lim, lim, Mux(x < -lim, -lim, x))
+    """``min(max(x, -lim), lim)`` for a non-negative ``lim`` (any widths). Each bound is the
+    sign of one exact sum (``lim - x``, ``x + lim``): one carry chain, not a negation
+    followed by a comparison."""
+    over = (lim - x)[-1]
+    under = (x + lim)[-1]
+    return Mux(over, lim, Mux(under, -lim, x))
+
+
+def _bitlen(x):
+    """``bitlen(x)`` of an unsigned value as a balanced tree (log depth, no priority chain)."""
+    n = len(x)
+    if n == 1:
+        return x
+    h = 1 << ((n - 1).bit_length() - 1)          # the largest power of two below n
+    hi, lo = x[h:], x[:h]
+    return Mux(hi.any(), _bitlen(hi) + h, _bitlen(lo))
 
 
 def xorshift32_word(x):
@@ -179,8 +193,8 @@ class BiasAlign(wiring.Component):
     * ``shift >= 0``: ``clip(rshift_round(b, shift), +-limit)``, computed as
       ``((2b >> shift) + 1) >> 1``.
 
-    Three stages, ``LATENCY = 3`` (decode and first clamp; shift; clamp), one input per
-    cycle; every input travels with its element, so nothing needs to be held.
+    Three stages, ``LATENCY = 3`` (first clamp and decode; threshold and right shift;
+    left shift and clamp), one input per cycle; every input travels with its element, so nothing needs to be held.
 
     Parameters
     ----------
@@ -224,40 +238,51 @@ class BiasAlign(wiring.Component):
         bb, ab = self.bias_bits, self.acc_bits
         lim0 = Signal(signed(ab))
         m.d.comb += lim0.eq(self.limit)
-        # Left-shift amount k = min(-shift, 62 - bitlen(max(limit, 1)), acc_bits): a
-        # shift by acc_bits already moves any non-zero value beyond every limit, so the
-        # shifter needs no more; the cap is a priority encoder on limit's top bit.
-        capk = Signal(range(ab + 1))
-        m.d.comb += capk.eq(min(61, ab))
-        if self.fault != "no_cap":
-            for i in range(ab - 1):            # a later (higher) bit overrides
-                with m.If(self.limit[i]):
-                    m.d.comb += capk.eq(min(62 - (i + 1), ab))
+        # stage 1: the first clamp; the amounts: k = min(-shift, cap, acc_bits) with
+        # cap = 62 - bitlen(max(limit, 1)) (a shift by acc_bits already moves any non-zero
+        # value beyond every limit, so the shifters need no more), r = min(shift, bb + 1)
+        # for the right shift of 2b (by bb or more only the sign is left).
         neg = Signal(9)
         m.d.comb += neg.eq(-self.shift)         # 1..128 when shift < 0
-        # stage 1: first clamp and both shift amounts
         v1, l1, left1 = Signal(), Signal(signed(ab)), Signal()
         c1 = Signal(signed(bb))                 # |clip(b, +-limit)| <= |b|: fits bias_bits
         b1 = Signal(signed(bb))
         k1 = Signal(range(ab + 1))
-        r1 = Signal(range(bb + 2))              # right shift of 2b, at most bb + 1
+        r1 = Signal(range(bb + 2))
+        # The cap changes the result only when it is below bitlen(limit) (else c << cap
+        # with c != 0 already passes the limit), i.e. when bitlen(limit) >= 32: only the
+        # limit's bits from 31 up are looked at, and with acc_bits <= 32 there is no cap.
+        kk, cap = Signal(range(ab + 1)), Signal(range(ab + 1))
+        m.d.comb += [kk.eq(Mux(neg > ab, ab, neg)), cap.eq(ab)]
+        if ab - 1 > 31 and self.fault != "no_cap":
+            blh = Signal(range(ab))                 # bitlen(limit) - 31 when >= 1
+            m.d.comb += blh.eq(_bitlen(self.limit[31:]))
+            with m.If(blh != 0):
+                m.d.comb += cap.eq(31 - blh)        # 62 - bitlen(limit)
         m.d.sync += [
             v1.eq(self.in_valid), l1.eq(lim0), left1.eq(self.shift < 0), b1.eq(self.bias),
             c1.eq(_clip(self.bias, lim0)),
-            k1.eq(Mux(neg < capk, neg, capk)),
+            k1.eq(Mux(kk < cap, kk, cap)),
             r1.eq(Mux(self.shift > bb + 1, bb + 1, self.shift[:7])),
         ]
-        # stage 2: the shift (|c1 << k| < 2^(bb - 1 + ab): bb + ab bits)
-        v2, l2 = Signal(), Signal(signed(ab))
-        val2 = Signal(signed(bb + ab))
-        b2 = Cat(Const(0, 1), b1).as_signed()
+        # stage 2: the threshold T = limit >> k: c << k passes the limit exactly when
+        # |c| > T, so the left shift itself needs only acc_bits bits. The right shift:
+        # rshift_round(b, s) = ((2b >> s) + 1) >> 1.
+        k = k1
+        v2, l2, left2 = Signal(), Signal(signed(ab)), Signal()
+        c2 = Signal(signed(bb))
+        k2 = Signal(range(ab + 1))
+        t2 = Signal(ab)
+        rv2 = Signal(signed(bb))                # rshift_round(b, s) stays in b's range
         t = Signal(signed(bb + 1))
-        m.d.comb += t.eq(b2 >> r1)
+        m.d.comb += t.eq(Cat(Const(0, 1), b1).as_signed() >> r1)
         right = t >> 1 if self.fault == "bias_floor" else (t + 1) >> 1
-        m.d.sync += [v2.eq(v1), l2.eq(l1),
-                     val2.eq(Mux(left1, (c1 << k1)[:bb + ab].as_signed(), right))]
-        # stage 3: the clamp
-        m.d.sync += [self.out_valid.eq(v2), self.aligned.eq(_clip(val2, l2))]
+        m.d.sync += [v2.eq(v1), l2.eq(l1), left2.eq(left1), c2.eq(c1), k2.eq(k),
+                     t2.eq(l1.as_unsigned() >> k), rv2.eq(right)]
+        # stage 3: the shift or the rounded value, clamped
+        up, dn = (t2 - c2)[-1], (c2 + t2)[-1]   # c > T, c < -T
+        lv = Mux(up, l2, Mux(dn, -l2, (c2 << k2)[:ab].as_signed()))
+        m.d.sync += [self.out_valid.eq(v2), self.aligned.eq(Mux(left2, lv, _clip(rv2, l2)))]
         return m
 
 
@@ -431,13 +456,16 @@ class UpdateUnit(wiring.Component):
         pre1 = stage("pre1", range(ab + 1), pre0)
         k1 = stage("k1", range(B + 3), k0)
         r1 = stage("r1", 5, r0)
+        # the stored width decoded a stage before each use (no decoder before a carry chain)
+        bd0, lim0, _ = decode_b(self.bits, 0)
         b1 = stage("b1", 6, self.bits)
+        bd1 = stage("bd1", 6, bd0)
+        lim1 = stage("lim1", B + 2, lim0)
         val1 = stage("val1", 1, acc)
         a1 = stage("a1", aw, self.addr)
 
         # ---- stage 2: s > 32 floor shift; first clamp of s <= 0 and the threshold of the
         # second: clip(v, +-L) << k passes +-L = 2^(b+1) exactly when |clip(v)| > T = L >> k
-        bd1, lim1, _ = decode_b(b1, 1)
         e1 = Signal(signed(8))
         m.d.comb += e1.eq(bd1 + 1 - k1)
         vs2 = stage("vs2", signed(ab), v1 >> pre1)
@@ -462,12 +490,13 @@ class UpdateUnit(wiring.Component):
         w3 = stage("w3", signed(B), w2)
         l3 = stage("l3", 1, left2)
         r3 = stage("r3", 5, r2)
-        b3 = stage("b3", 6, b2)
+        _, lim2, hi2 = decode_b(b2, 2)
+        lim3 = stage("lim3", B + 2, lim2)
+        hi3 = stage("hi3", B - 1, hi2)
         val3 = stage("val3", 1, val2)
         a3 = stage("a3", aw, a2)
 
         # ---- stage 4: d; w -+ hi for the clamp of stage 5
-        _, lim3, hi3 = decode_b(b3, 3)
         DW = max(sw - 1, B + 3)
         dl = Mux(up3, lim3, Mux(dn3, -lim3, left3))
         d4 = stage("d4", signed(DW), Mux(l3, dl, (sum3 >> 1) >> r3))
@@ -475,6 +504,10 @@ class UpdateUnit(wiring.Component):
         hi4 = stage("hi4", signed(B + 1), w3 + hi3)              # diff < -hi  <=>  d > w + hi
         lo4 = stage("lo4", signed(B + 1), w3 - hi3)              # diff > hi   <=>  d < w - hi
         h4 = stage("h4", B - 1, hi3)
+        # for changed (w' != w), decided beside the clamp instead of after it: w' = hi
+        # equals w iff w = hi, w' = -hi iff w = -hi, w' = w - d iff d = 0
+        wh4 = stage("wh4", 1, (w3 - hi3) == 0)
+        wl4 = stage("wl4", 1, (w3 + hi3) == 0)
         val4 = stage("val4", 1, val3)
         a4 = stage("a4", aw, a3)
 
@@ -490,6 +523,6 @@ class UpdateUnit(wiring.Component):
         m.d.comb += new.eq(Mux(over, h4s, Mux(under, -h4s, diff)))
         m.d.sync += [
             self.wr_en.eq(val4), self.wr_addr.eq(a4), self.wr_data.eq(new),
-            self.changed.eq(val4 & (new != w4)),
+            self.changed.eq(val4 & ~Mux(over, wh4, Mux(under, wl4, d4 == 0))),
         ]
         return m
