@@ -299,6 +299,11 @@ class UpdateUnit(wiring.Component):
       ``(v + 2^(s-1)) >> s``;
     * ``s > 32``: ``v >> (s - 32)`` first, then the rule for ``s = 32``.
 
+    Exact for every input (``rd_data`` any ``signed(stored_bits_max)`` value). The golden
+    computes the ``s <= 0`` shift in ``int64`` and wraps where
+    ``b + 1 + min(-s, 40) >= 63`` (a 24-bit bias and ``s <= -38``); there the unit
+    saturates as ``docs/arithmetic.md`` says, and differs from the golden.
+
     The unit reads the old ``w`` itself: ``rd_en``/``rd_addr`` are driven in the cycle an
     element is accepted (``in_valid``) and ``rd_data`` must return it one cycle later (a
     non-transparent ``amaranth.lib.memory`` read port). ``wr_en``/``wr_addr``/``wr_data``

@@ -219,7 +219,8 @@ class Op:
 def simulate_update(dut, ops, mem0, seed, rng, gap=0.0):
     """Stream the ops' elements through ``dut`` (a gap with probability ``gap``), a memory
     model answering ``rd_addr`` one cycle later and recording writes. Returns the memory,
-    the generator state, the words drawn and the ``(address, changed)`` of every write."""
+    the generator state, the words drawn and the ``(address, value, changed)`` of every
+    write."""
     mem = dict(mem0)
     res = {}
     L = UpdateUnit.LATENCY
@@ -262,7 +263,7 @@ def simulate_update(dut, ops, mem0, seed, rng, gap=0.0):
             wr_en = ctx.get(dut.wr_en)
             if wr_en:
                 wa, wd = ctx.get(dut.wr_addr), ctx.get(dut.wr_data)
-                changed.append((wa, ctx.get(dut.changed)))
+                changed.append((wa, wd, ctx.get(dut.changed)))
             drawn += ctx.get(dut.drew)
             await ctx.tick()
             if rd_en:                    # non-transparent: the value before this edge's write
@@ -284,7 +285,7 @@ def golden_wraps(bits, s):
 
 
 def golden_update(ops, mem0, seed, exact=False):
-    """The memory, generator state, words drawn and ``(address, changed)`` per element
+    """The memory, generator state, words drawn and ``(address, value, changed)`` per element
     after ``ops`` by the golden ``_round_update`` (``exact=False``), or by the spec's
     formula on Python integers (``exact=True``, ``docs/arithmetic.md``; the same words),
     then the clamp."""
@@ -305,7 +306,7 @@ def golden_update(ops, mem0, seed, exact=False):
         new = np.clip(w - d, -hi, hi)
         for a, x, old in zip(addrs, new.tolist(), w.tolist()):
             mem[a] = x
-            changed.append((a, int(x != old)))
+            changed.append((a, x, int(x != old)))
     return mem, gen.state, gen.drawn, changed
 
 
@@ -363,14 +364,31 @@ def make_ops(rng, acc_bits, bits_choices, shifts, n_per_op, regions, wrap_region
 
 def check_update(acc_bits, B, bits_choices, shifts, n_per_op, gap, seed, fault=None, regions=6,
                  exact=False):
+    """Random ops through the unit and through the golden (``exact``: the spec on Python
+    integers). Returns ``(ops, memory got, memory expected, (state, drawn, writes) got,
+    the same expected)``; the memories as arrays in address order."""
     rng = random.Random(seed)
     ops, mem0 = make_ops(rng, acc_bits, bits_choices, shifts, n_per_op, regions, wrap_region=exact)
     dut = UpdateUnit(acc_bits, B, ceil_addr(regions * 64), fault=fault)
     got = simulate_update(dut, ops, mem0, seed, rng, gap=gap)
     exp = golden_update(ops, mem0, seed, exact=exact)
     keys = sorted(mem0)
-    return (np.array([got[0][k] for k in keys]), np.array([exp[0][k] for k in keys]),
+    return (ops, np.array([got[0][k] for k in keys]), np.array([exp[0][k] for k in keys]),
             got[1:], exp[1:])
+
+
+def first_divergence(ops, got_writes, exp_writes):
+    """The first write that differs, named by op, element, constants and values."""
+    where = [(j, i) for j, op in enumerate(ops) for i in range(op.v.size)]
+    for n, (g, e) in enumerate(zip(got_writes, exp_writes)):
+        if g != e:
+            j, i = where[n]
+            op = ops[j]
+            return (f"write {n}: op {j} (s={op.s}, stochastic={op.stochastic}, bits={op.bits}) "
+                    f"element {i} (v={int(op.v[i])}): expected (addr, w', changed) {e}, got {g}")
+    if len(got_writes) != len(exp_writes):
+        return f"{len(got_writes)} writes, expected {len(exp_writes)}"
+    return None
 
 
 def ceil_addr(n):
@@ -381,31 +399,35 @@ def ceil_addr(n):
     (40, 24, (8, 24), 0.0), (40, 24, (8, 24), 0.3), (48, 32, (32, 16, 8), 0.1)])
 def test_update_unit_equals_golden(acc_bits, B, widths, gap):
     # every s in -45..70, both roundings, the stored widths, back to back or with gaps
-    got, exp, (gs, gd, gc), (es, ed, ec) = check_update(
+    ops, got, exp, (gs, gd, gw), (es, ed, ew) = check_update(
         acc_bits, B, widths, range(-45, 71), 20, gap, seed=0x1234567 + acc_bits + int(gap * 10))
+    assert first_divergence(ops, gw, ew) is None, first_divergence(ops, gw, ew)
     assert np.array_equal(got, exp)
     assert (gs, gd) == (es, ed)
-    assert gc == ec
-    assert ed > 900 and sum(c for _, c in ec) > 500
+    assert ed > 900 and sum(c for _, _, c in ew) > 500
 
 
 def test_update_unit_small_widths():
     # a narrow accumulator (below the 33-bit sum) and every stored width 2..8
-    got, exp, (gs, gd, gc), (es, ed, ec) = check_update(
+    ops, got, exp, (gs, gd, gw), (es, ed, ew) = check_update(
         12, 8, (2, 3, 4, 5, 6, 7, 8), list(range(-12, 16)) + [31, 32, 33, 40, 44, 45, 127, -128],
         10, 0.1, seed=99, regions=7)
+    assert first_divergence(ops, gw, ew) is None, first_divergence(ops, gw, ew)
     assert np.array_equal(got, exp)
-    assert (gs, gd, gc) == (es, ed, ec)
+    assert (gs, gd) == (es, ed)
 
 
 @pytest.mark.parametrize("acc_bits,B,widths", [(40, 24, (24, 8)), (48, 32, (32, 16))])
 def test_update_unit_equals_spec_where_golden_wraps(acc_bits, B, widths):
     # s <= 0 down to -64 on the widest tensors, where the golden's int64 can overflow:
     # the unit follows the spec's formula (saturation, never wrap), checked on Python ints
-    got, exp, gm, em = check_update(acc_bits, B, widths, list(range(-64, 1)) + [1, 5, 33, 70],
-                                    12, 0.1, seed=acc_bits * 7, exact=True)
+    ops, got, exp, (gs, gd, gw), (es, ed, ew) = check_update(
+        acc_bits, B, widths, list(range(-64, 1)) + [1, 5, 33, 70], 12, 0.1, seed=acc_bits * 7,
+        exact=True)
+    assert first_divergence(ops, gw, ew) is None, first_divergence(ops, gw, ew)
     assert np.array_equal(got, exp)
-    assert gm == em
+    assert (gs, gd) == (es, ed)
+    assert any(golden_wraps(op.bits, op.s) for op in ops)
 
 
 def test_spec_reference_equals_golden():
@@ -440,7 +462,8 @@ def test_update_unit_equals_golden_where_golden_wraps():
     ("pre_shift", range(33, 45)),
 ])
 def test_update_unit_fault_differs(fault, shifts):
-    got, exp, gm, em = check_update(40, 24, (8, 24), shifts, 12, 0.0, seed=7, fault=fault)
+    ops, got, exp, gm, em = check_update(40, 24, (8, 24), shifts, 12, 0.0, seed=7, fault=fault)
+    assert first_divergence(ops, gm[2], em[2]) is not None
     assert not (np.array_equal(got, exp) and gm == em)
 
 
