@@ -12,6 +12,7 @@ import warnings
 
 import numpy as np
 import pytest
+from amaranth.back import rtlil
 from amaranth.hdl import Module, signed
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
@@ -518,6 +519,14 @@ def test_update_unit_with_memory():
         d, _ = _round_update(np.array(vs, dtype=np.int64), 6, TrainConfig(), gen, 8)
         w = np.clip(w - d, -127, 127)
     assert np.array_equal(got, w)
+
+
+@pytest.mark.parametrize("unit", [
+    lambda: Xorshift32Gen(init=1), lambda: DeriveCore(24, 8), lambda: DeriveCore(2, 2),
+    lambda: BiasAlign(32, 63), lambda: BiasAlign(2, 8), lambda: UpdateUnit(63, 32, 32),
+    lambda: UpdateUnit(2, 2, 1)])
+def test_units_elaborate_at_extreme_widths(unit):
+    rtlil.convert(unit())
 
 
 def test_faults_refused():
