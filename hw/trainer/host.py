@@ -1,0 +1,384 @@
+"""A host driver for the training top (:class:`~ttforge.hw.trainer.top.TrainAccel`) over
+AXI4-Lite, independent of any simulator or board.
+
+The driver is given the bus as callables (the *transport*):
+
+``read32(addr) -> int``
+    one AXI4-Lite read of the 32-bit word at byte address ``addr``;
+``write32(addr, value)``
+    one AXI4-Lite write;
+``stream(frames)``
+    send the samples on ``s_axis``: ``frames`` is a list of samples, each a list of
+    ``IN_COUNT + 1`` integers (the features, then the label); one element per beat, the
+    element in the low ``act_bits`` of ``tdata`` (two's complement), ``tlast`` on each
+    sample's last beat;
+``read_block(addr, n) -> list`` / ``write_block(addr, values)`` (optional)
+    ``n`` consecutive words (a transport that can pipeline accesses is much faster;
+    by default they are single accesses).
+
+A transport raises on a non-``OKAY`` response (:class:`BusError` is there for it).
+:class:`TrainHost` takes plain functions (a board's serial bridge); :class:`AsyncTrainHost`
+takes coroutine functions (a cocotb testbench) and its methods are coroutines. Both run
+the same code: every operation is written once as a generator of bus requests.
+
+The protocol (``docs/hardware.md``, "Training engine: registers and host protocol"):
+:meth:`~TrainHost.load_program` writes the descriptors, the memory images, the program
+registers and the generator; :meth:`~TrainHost.run_batch` gives ``CMD.START``, streams
+the batch and polls ``STATUS`` until ``DONE`` or ``ERROR``; :meth:`~TrainHost.read_state`
+reads CMEM, BMEM, MAXACC and ``RNG``; :meth:`~TrainHost.train_step` does all of a step as
+the host must: run the batch, read the state back, recompute the exponents from MAXACC
+(:func:`~ttforge.hw.trainer.program.next_exponents`), recompile and rewrite only the
+descriptor words that changed (the shifts).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable, Generator, Sequence
+
+import numpy as np
+
+from ttforge.errors import ConfigError
+from ttforge.hw.trainer.regmap import (TRAIN_ERROR_TEXT, TRAIN_MAGIC, TRAIN_REGMAP_VERSION,
+                                       TrainRegisterMap)
+
+__all__ = ["BusError", "TrainEngineError", "StepResult", "TrainHost", "AsyncTrainHost",
+           "DEFAULT_MAX_POLLS"]
+
+DEFAULT_MAX_POLLS = 1_000_000
+_STATUS_DONE, _STATUS_ERROR = 1 << 1, 1 << 2
+_CMD_START, _CMD_SOFT_RESET, _CMD_CLEAR_ERROR = 1, 2, 4
+
+
+class BusError(RuntimeError):
+    """An AXI4-Lite access answered ``SLVERR`` (or did not complete); raised by transports."""
+
+
+class TrainEngineError(RuntimeError):
+    """The engine stopped a step with an error code (``code``, ``name``, ``op``)."""
+
+    def __init__(self, code: int, op: int):
+        self.code, self.op = int(code), int(op)
+        self.name, text = TRAIN_ERROR_TEXT.get(self.code, (f"CODE_{code}", "unknown error code"))
+        super().__init__(f"training engine error {self.code} ({self.name}: {text}) at operation {self.op}")
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What :meth:`TrainHost.train_step` returns: the state after the step (exponents
+    recomputed), the program of the next step (already written to DMEM), and the raw
+    memories read back (``cmem``, ``bmem``, ``maxacc``, ``rng``)."""
+
+    state: Any
+    program: Any
+    cmem: np.ndarray
+    bmem: np.ndarray
+    maxacc: np.ndarray
+    rng: int
+
+
+def _signed32(v: int) -> int:
+    v = int(v) & 0xFFFFFFFF
+    return v - (1 << 32) if v >> 31 else v
+
+
+Gen = Generator[tuple, Any, Any]
+
+
+class _Ops:
+    """Every driver operation as a generator of bus requests."""
+
+    def __init__(self, config):
+        self.config = config
+        self.regmap = TrainRegisterMap(config)
+        self._words: list[int] | None = None      # the descriptor words in DMEM
+        self._globals: dict | None = None
+
+    # -- primitives --------------------------------------------------------------------
+    def _a(self, name: str) -> int:
+        return self.regmap.addr(name)
+
+    def _win(self, name: str):
+        return self.regmap.window(name)
+
+    def read_window(self, name: str, start: int, n: int) -> Gen:
+        """``n`` elements of window ``name`` from element ``start`` (signed windows
+        sign-extended, the others as unsigned 32-bit words)."""
+        w = self._win(name)
+        if n < 0 or start < 0 or start + n > w.depth:
+            raise ConfigError(f"{name}[{start}:{start + n}] is outside the window's {w.depth} elements")
+        if n == 0:
+            return []
+        words = yield ("read_block", w.base + 4 * start, n)
+        return [_signed32(v) if w.signed else int(v) & 0xFFFFFFFF for v in words]
+
+    def write_window(self, name: str, start: int, values: Sequence[int]) -> Gen:
+        w = self._win(name)
+        if w.access != "RW":
+            raise ConfigError(f"window {name} is read-only")
+        vals = [int(v) & 0xFFFFFFFF for v in values]
+        if start < 0 or start + len(vals) > w.depth:
+            raise ConfigError(f"{name}[{start}:{start + len(vals)}] is outside the window's "
+                              f"{w.depth} elements")
+        if vals:
+            yield ("write_block", w.base + 4 * start, vals)
+
+    def read_reg(self, name: str) -> Gen:
+        return (yield ("read", self._a(name)))
+
+    def write_reg(self, name: str, value: int) -> Gen:
+        yield ("write", self._a(name), int(value) & 0xFFFFFFFF)
+
+    # -- identification ----------------------------------------------------------------
+    def check(self) -> Gen:
+        """Read ``ID``, ``VERSION`` and every ``CFG_*`` register; raise ``ConfigError``
+        naming the first that differs from the driver's configuration."""
+        ident = yield from self.read_reg("ID")
+        if ident != TRAIN_MAGIC:
+            raise ConfigError(f"ID reads 0x{ident:08X}, not a ttforge training top (0x{TRAIN_MAGIC:08X})")
+        for r in self.regmap.registers:
+            if r.name == "ID" or r.value is None:
+                continue
+            got = yield from self.read_reg(r.name)
+            if got != r.value:
+                hint = (f"interface version {got & 0xFFFF}, the driver's {TRAIN_REGMAP_VERSION}"
+                        if r.name == "VERSION" else "the core was generated with another config")
+                raise ConfigError(f"{r.name} reads 0x{got:08X}, expected 0x{r.value:08X} ({hint})")
+        return True
+
+    # -- program and state ----------------------------------------------------------------
+    def load_program(self, program, images: bool = True) -> Gen:
+        """Write the descriptors, the program registers and (``images``) CMEM, BMEM and
+        the generator state of ``program``."""
+        self._check_program(program)
+        words = list(program.words)
+        yield from self.write_window("DMEM", 0, words)
+        self._words = words
+        yield from self._write_globals(program.globals)
+        if images:
+            yield from self.load_state(program)
+
+    def load_state(self, program, cmem=None, bmem=None, rng=None) -> Gen:
+        """Write a training state: CMEM and BMEM images (default: ``program``'s) and
+        ``RNG``."""
+        cm = program.cmem if cmem is None else cmem
+        bm = program.bmem if bmem is None else bmem
+        yield from self.write_window("CMEM", 0, [int(v) for v in cm])
+        yield from self.write_window("BMEM", 0, [int(v) for v in bm])
+        yield from self.write_reg("RNG", program.globals["RNG"] if rng is None else rng)
+
+    def rewrite_shifts(self, program) -> Gen:
+        """Bring DMEM and the program registers to ``program`` writing only the words that
+        differ from what this driver loaded (after a step: the shift fields). Returns the
+        number of descriptor words written."""
+        self._check_program(program)
+        words = list(program.words)
+        if self._words is None or len(self._words) != len(words):
+            yield from self.write_window("DMEM", 0, words)
+            n = len(words)
+        else:
+            n = 0
+            for i, (old, new) in enumerate(zip(self._words, words)):
+                if old != new:
+                    yield from self.write_window("DMEM", i, [new])
+                    n += 1
+        self._words = words
+        glob = {k: v for k, v in program.globals.items() if k != "RNG"}
+        if glob != self._globals:
+            yield from self._write_globals(program.globals)
+        return n
+
+    def _write_globals(self, g: dict) -> Gen:
+        for name in ("BATCH", "BW_LOG", "IN_COUNT", "IN_BASE", "STOCH"):
+            yield from self.write_reg(name, g[name])
+        self._globals = {k: v for k, v in g.items() if k != "RNG"}
+
+    def _check_program(self, program) -> None:
+        if program.config != self.config:
+            raise ConfigError("the program was compiled for another TrainEngineConfig than the "
+                              "driver's; compile it with compile_training(state, batch, driver.config)")
+
+    def read_maxacc(self, n_ops: int) -> Gen:
+        """MAXACC of operations ``0 .. n_ops-1`` (int64)."""
+        raw = yield from self.read_window("MAXACC", 0, 2 * n_ops)
+        return np.array([raw[2 * j] | raw[2 * j + 1] << 32 for j in range(n_ops)], dtype=np.int64)
+
+    def read_state(self, program) -> Gen:
+        """``(cmem, bmem, maxacc, rng)`` as the engine holds them after a step (the
+        regions ``program`` uses)."""
+        cm = yield from self.read_window("CMEM", 0, int(program.cmem.size))
+        bm = yield from self.read_window("BMEM", 0, int(program.bmem.size))
+        mx = yield from self.read_maxacc(len(program.ops))
+        rng = yield from self.read_reg("RNG")
+        return (np.array(cm, dtype=np.int64), np.array(bm, dtype=np.int64), mx, int(rng))
+
+    # -- running -----------------------------------------------------------------------
+    def status(self) -> Gen:
+        return (yield from self.read_reg("STATUS"))
+
+    def error(self) -> Gen:
+        """``(code, op)`` of ``ERROR_CODE``."""
+        v = yield from self.read_reg("ERROR_CODE")
+        return v & 0xFF, v >> 16
+
+    def clear_error(self) -> Gen:
+        yield from self.write_reg("CMD", _CMD_CLEAR_ERROR)
+
+    def soft_reset(self) -> Gen:
+        yield from self.write_reg("CMD", _CMD_SOFT_RESET)
+
+    def counters(self) -> Gen:
+        """``CYCLES``, ``MAC_CYCLES`` (48 bits, LO then HI), ``STEPS``, ``CHANGED``."""
+        out = {}
+        for name in ("CYCLES", "MAC_CYCLES"):
+            lo = yield from self.read_reg(f"{name}_LO")
+            hi = yield from self.read_reg(f"{name}_HI")
+            out[name] = lo | hi << 32
+        for name in ("STEPS", "CHANGED"):
+            out[name] = yield from self.read_reg(name)
+        return out
+
+    def run_batch(self, x, y, max_polls: int = DEFAULT_MAX_POLLS) -> Gen:
+        """Start one step (``CMD.START``), stream the batch (``x``: ``(B, IN_COUNT)``,
+        ``y``: ``B`` labels) and poll until it is done; raise :class:`TrainEngineError`
+        if the engine reports an error, ``TimeoutError`` after ``max_polls`` polls."""
+        X = np.asarray(x)
+        Y = np.asarray(y).reshape(-1)
+        if X.ndim != 2 or X.shape[0] != Y.shape[0]:
+            raise ConfigError(f"a batch is x of shape (B, IN_COUNT) and B labels; got {X.shape} and {Y.shape}")
+        if self._globals is not None and (X.shape[0] != self._globals["BATCH"]
+                                          or X.shape[1] != self._globals["IN_COUNT"]):
+            raise ConfigError(f"a batch of shape {X.shape}; the loaded program takes "
+                              f"({self._globals['BATCH']}, {self._globals['IN_COUNT']})")
+        yield from self.write_reg("CMD", _CMD_START)
+        frames = [[int(v) for v in X[b]] + [int(Y[b])] for b in range(X.shape[0])]
+        yield ("stream", frames)
+        for _ in range(max_polls):
+            s = yield from self.status()
+            if s & _STATUS_ERROR:
+                code, op = yield from self.error()
+                raise TrainEngineError(code, op)
+            if s & _STATUS_DONE:
+                return s
+        raise TimeoutError(f"the training step did not finish within {max_polls} STATUS polls")
+
+    def train_step(self, state, program, x, y, max_polls: int = DEFAULT_MAX_POLLS) -> Gen:
+        """One training step of ``state`` (whose program is loaded) on ``(x, y)``;
+        returns a :class:`StepResult` (the next program is already in DMEM)."""
+        from ttforge.hw.trainer.program import (compile_training, next_exponents,
+                                                state_from_memories)
+
+        yield from self.run_batch(x, y, max_polls)
+        cm, bm, mx, rng = yield from self.read_state(program)
+        new = next_exponents(state_from_memories(state, program, cm, bm, rng), program, mx)
+        nxt = compile_training(new, program.batch, self.config)
+        yield from self.rewrite_shifts(nxt)
+        return StepResult(new, nxt, cm, bm, mx, rng)
+
+
+_PUBLIC = ("read_window", "write_window", "read_reg", "write_reg", "check", "load_program",
+           "load_state", "rewrite_shifts", "read_maxacc", "read_state", "status", "error",
+           "clear_error", "soft_reset", "counters", "run_batch", "train_step")
+
+
+class _Base:
+    def __init__(self, config, read32: Callable, write32: Callable, stream: Callable,
+                 read_block: Callable | None = None, write_block: Callable | None = None):
+        self._ops = _Ops(config)
+        self.config = config
+        self.regmap = self._ops.regmap
+        self._read32, self._write32, self._stream = read32, write32, stream
+        self._read_block, self._write_block = read_block, write_block
+
+
+class TrainHost(_Base):
+    """The driver over plain (blocking) transport functions; see the module docstring."""
+
+    def _drive(self, gen: Gen):
+        try:
+            req = next(gen)
+            while True:
+                req = gen.send(self._do(req))
+        except StopIteration as stop:
+            return stop.value
+
+    def _do(self, req):
+        kind, *args = req
+        if kind == "read":
+            return int(self._read32(*args))
+        if kind == "write":
+            return self._write32(*args)
+        if kind == "stream":
+            return self._stream(*args)
+        if kind == "read_block":
+            addr, n = args
+            if self._read_block is not None:
+                return [int(v) for v in self._read_block(addr, n)]
+            return [int(self._read32(addr + 4 * i)) for i in range(n)]
+        if kind == "write_block":
+            addr, vals = args
+            if self._write_block is not None:
+                return self._write_block(addr, vals)
+            for i, v in enumerate(vals):
+                self._write32(addr + 4 * i, v)
+            return None
+        raise AssertionError(kind)  # pragma: no cover
+
+
+class AsyncTrainHost(_Base):
+    """The driver over coroutine transport functions (its methods are coroutines)."""
+
+    async def _drive(self, gen: Gen):
+        try:
+            req = next(gen)
+            while True:
+                req = gen.send(await self._do(req))
+        except StopIteration as stop:
+            return stop.value
+
+    async def _do(self, req):
+        kind, *args = req
+        if kind == "read":
+            return int(await self._read32(*args))
+        if kind == "write":
+            return await self._write32(*args)
+        if kind == "stream":
+            return await self._stream(*args)
+        if kind == "read_block":
+            addr, n = args
+            if self._read_block is not None:
+                return [int(v) for v in await self._read_block(addr, n)]
+            return [int(await self._read32(addr + 4 * i)) for i in range(n)]
+        if kind == "write_block":
+            addr, vals = args
+            if self._write_block is not None:
+                return await self._write_block(addr, vals)
+            for i, v in enumerate(vals):
+                await self._write32(addr + 4 * i, v)
+            return None
+        raise AssertionError(kind)  # pragma: no cover
+
+
+def _wrap(name: str):
+    op = getattr(_Ops, name)
+
+    @functools.wraps(op)
+    def sync(self, *a, **k):
+        return self._drive(getattr(self._ops, name)(*a, **k))
+
+    @functools.wraps(op)
+    async def asyn(self, *a, **k):
+        return await self._drive(getattr(self._ops, name)(*a, **k))
+
+    return sync, asyn
+
+
+for _name in _PUBLIC:
+    _s, _as = _wrap(_name)
+    setattr(TrainHost, _name, _s)
+    setattr(AsyncTrainHost, _name, _as)
+del _name, _s, _as
+
+assert all(inspect.isgeneratorfunction(getattr(_Ops, n)) for n in _PUBLIC)

@@ -1,0 +1,255 @@
+"""``TrainAccel`` in the Amaranth simulator, driven over AXI4-Lite and AXI4-Stream by the
+host driver (``AsyncTrainHost``) through a small bus-functional master: after a step the
+state read back through the windows equals the golden trainer's (``compare_states``)
+and the memories equal the interpreter's (``np.array_equal``); the register map's views;
+the access rules of the windows (SLVERR while busy, read-only windows); a sibling that
+corrupts one CMEM word over AXI and must be seen."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from ttforge.hw.trainer.host import AsyncTrainHost, BusError, TrainEngineError
+from ttforge.hw.trainer.model import load_batch as model_load_batch
+from ttforge.hw.trainer.model import load_program as model_load_program
+from ttforge.hw.trainer.model import run_step as model_run_step
+from ttforge.hw.trainer.program import TrainEngineConfig, compile_training
+from ttforge.hw.trainer.regmap import TRAIN_MAGIC, train_register_map
+from ttforge.hw.trainer.top import TrainAccel
+from ttforge.ir.random import train_case
+from ttforge.ir.train import train_step
+from ttforge.ir.train_diverge import compare_states
+
+
+def _config(state, lanes=4):
+    return TrainEngineConfig(lanes=lanes, train=state.config, act_depth=512, grad_depth=256,
+                             core_depth=512, bias_depth=64, desc_depth=48, max_batch=16, max_classes=8)
+
+
+class _Master:
+    """A bus-functional AXI4-Lite master and AXI4-Stream source for the Amaranth simulator."""
+
+    def __init__(self, ctx, dut):
+        self.ctx, self.dut = ctx, dut
+
+    async def _write(self, addr, value):
+        ctx, ax = self.ctx, self.dut.axil
+        ctx.set(ax.awaddr, addr)
+        ctx.set(ax.awvalid, 1)
+        ctx.set(ax.wdata, int(value) & 0xFFFFFFFF)
+        ctx.set(ax.wstrb, 0xF)
+        ctx.set(ax.wvalid, 1)
+        ctx.set(ax.bready, 1)
+        aw = w = False
+        while not (aw and w):
+            a_now, w_now = ctx.get(ax.awready), ctx.get(ax.wready)
+            await ctx.tick()
+            if a_now and not aw:
+                aw = True
+                ctx.set(ax.awvalid, 0)
+            if w_now and not w:
+                w = True
+                ctx.set(ax.wvalid, 0)
+        while not ctx.get(ax.bvalid):
+            await ctx.tick()
+        resp = ctx.get(ax.bresp)
+        await ctx.tick()
+        ctx.set(ax.bready, 0)
+        return resp
+
+    async def _read(self, addr):
+        ctx, ax = self.ctx, self.dut.axil
+        ctx.set(ax.araddr, addr)
+        ctx.set(ax.arvalid, 1)
+        ctx.set(ax.rready, 1)
+        while not ctx.get(ax.arready):
+            await ctx.tick()
+        await ctx.tick()
+        ctx.set(ax.arvalid, 0)
+        while not ctx.get(ax.rvalid):
+            await ctx.tick()
+        data, resp = ctx.get(ax.rdata), ctx.get(ax.rresp)
+        await ctx.tick()
+        ctx.set(ax.rready, 0)
+        return data, resp
+
+    async def write32(self, addr, value):
+        if await self._write(addr, value):
+            raise BusError(f"SLVERR writing 0x{addr:x}")
+
+    async def read32(self, addr):
+        data, resp = await self._read(addr)
+        if resp:
+            raise BusError(f"SLVERR reading 0x{addr:x}")
+        return data
+
+    async def stream(self, frames):
+        ctx, s = self.ctx, self.dut.s_axis
+        for frame in frames:
+            for i, v in enumerate(frame):
+                ctx.set(s.tdata, int(v) & 0xFF)
+                ctx.set(s.tlast, int(i == len(frame) - 1))
+                ctx.set(s.tvalid, 1)
+                while not ctx.get(s.tready):
+                    await ctx.tick()
+                await ctx.tick()
+        ctx.set(s.tvalid, 0)
+
+
+def _simulate(cfg, body):
+    dut = TrainAccel(cfg)
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    out = {}
+
+    async def tb(ctx):
+        bus = _Master(ctx, dut)
+        host = AsyncTrainHost(cfg, bus.read32, bus.write32, bus.stream)
+        out["r"] = await body(ctx, bus, host)
+
+    sim.add_testbench(tb)
+    sim.run()
+    return out["r"]
+
+
+def _batches(rng, state, n, batch):
+    hi = (1 << (state.config.act_bits - 1)) - 1
+    return [(rng.integers(0, hi + 1, size=(batch, state.in_features)),
+             rng.integers(0, state.n_classes, size=batch)) for _ in range(n)]
+
+
+def test_two_steps_over_axi_equal_the_golden_trainer_and_the_interpreter():
+    state, x, y, rng = train_case(0, batch=5, n_layers=2, d=2, rank=2, n_in=8, hidden=6, n_out=3)
+    cfg = _config(state)
+    batches = [(x, y)] + _batches(rng, state, 1, 5)
+
+    async def body(ctx, bus, host):
+        await host.check()
+        prog = compile_training(state, 5, cfg)
+        await host.load_program(prog)
+        mem = model_load_program(prog)
+        st, records = state, []
+        for bx, by in batches:
+            res = await host.train_step(st, prog, bx, by)
+            model_load_batch(mem, bx, by)
+            model_run_step(mem, prog)
+            golden = train_step(st, bx, by)
+            records.append(dict(
+                golden=compare_states(res.state, golden),
+                cmem=np.array_equal(res.cmem, mem.cmem[:res.cmem.size]),
+                bmem=np.array_equal(res.bmem, mem.bmem[:res.bmem.size]),
+                maxacc=np.array_equal(res.maxacc, mem.maxacc[:res.maxacc.size]),
+                rng=res.rng == mem.rng))
+            # the activations and labels are readable too, and equal the interpreter's
+            act = await host.read_window("ACT", 0, prog.regions.act_words * cfg.lanes)
+            records[-1]["act"] = np.array_equal(np.array(act), mem.act[:prog.regions.act_words].reshape(-1))
+            lab = await host.read_window("LABEL", 0, len(by))
+            records[-1]["label"] = lab == [int(v) for v in by]
+            st, prog = res.state, res.program
+        counters = await host.counters()
+        return records, counters
+
+    records, counters = _simulate(cfg, body)
+    for r in records:
+        assert r.pop("golden") is None
+        assert all(r.values()), r
+    assert counters["STEPS"] == 2 and counters["MAC_CYCLES"] > 0
+
+
+def test_sibling_a_cmem_word_corrupted_over_axi_is_reported():
+    state, x, y, _ = train_case(0, batch=4, n_layers=2, d=2, rank=2, n_in=8, hidden=6, n_out=3)
+    cfg = _config(state)
+
+    async def body(ctx, bus, host):
+        prog = compile_training(state, 4, cfg)
+        await host.load_program(prog)
+        cm = await host.read_window("CMEM", 0, 4)
+        assert cm == [int(v) for v in prog.cmem[:4]]            # the window reads back
+        await host.write_window("CMEM", 2, [int(prog.cmem[2]) ^ 1])
+        res = await host.train_step(state, prog, x, y)
+        return compare_states(res.state, train_step(state, x, y))
+
+    diff = _simulate(cfg, body)
+    assert diff is not None
+
+
+def test_access_rules_and_errors():
+    state, x, y, _ = train_case(1, batch=4, n_layers=2, d=2, rank=2, n_in=8, hidden=6, n_out=3)
+    cfg = _config(state)
+    rm = train_register_map(cfg)
+
+    async def body(ctx, bus, host):
+        out = {}
+        out["id"] = await bus.read32(rm.addr("ID"))
+        out["ro_window_write"] = await bus._write(rm.window("MAXACC").base, 1)
+        out["unmapped"] = (await bus._read(rm.window("LABEL").base + 4 * cfg.max_batch))[1]
+        await host.write_reg("RNG", 0x1234567)
+        out["rng"] = await host.read_reg("RNG")
+        prog = compile_training(state, 4, cfg)
+        await host.load_program(prog)
+        # busy (waiting for samples): windows and RNG answer SLVERR
+        await host.write_reg("CMD", 1)
+        out["busy_read"] = (await bus._read(rm.window("CMEM").base))[1]
+        out["busy_write"] = await bus._write(rm.window("CMEM").base, 5)
+        out["busy_rng"] = await bus._write(rm.addr("RNG"), 5)
+        await host.soft_reset()
+        out["after_reset"] = await host.status()
+        out["cmem0"] = (await host.read_window("CMEM", 0, 1))[0]
+        # a bad label: the engine's error code comes back through the driver
+        yb = y.copy()
+        yb[1] = state.n_classes
+        try:
+            await host.run_batch(x, yb)
+            out["err"] = None
+        except TrainEngineError as e:
+            out["err"] = (e.name, str(e))
+        await host.clear_error()
+        await host.load_program(prog)
+        res = await host.train_step(state, prog, x, y)
+        out["recovered"] = compare_states(res.state, train_step(state, x, y))
+        return out
+
+    out = _simulate(cfg, body)
+    assert out["id"] == TRAIN_MAGIC
+    assert out["ro_window_write"] == 2 and out["unmapped"] == 2
+    assert out["rng"] == 0x1234567
+    assert out["busy_read"] == 2 and out["busy_write"] == 2 and out["busy_rng"] == 2
+    assert out["after_reset"] & 1 == 0
+    assert out["cmem0"] == int(compile_training(state, 4, cfg).cmem[0])   # the busy write was refused
+    assert out["err"] is not None and out["err"][0] == "BAD_LABEL", out["err"]
+    assert out["recovered"] is None
+
+
+def test_register_map_views():
+    state, *_ = train_case(0, batch=4, n_layers=2, d=2, rank=2, n_in=8, hidden=6, n_out=3)
+    rm = train_register_map(_config(state))
+    d = json.loads(rm.to_json())
+    assert d["format"] == "ttforge-train-regmap"
+    names = [r["name"] for r in d["registers"]]
+    for n in ("CTRL", "CMD", "STATUS", "ERROR_CODE", "BATCH", "BW_LOG", "IN_COUNT", "IN_BASE", "STOCH",
+              "RNG", "CYCLES_LO", "MAC_CYCLES_LO", "STEPS", "CHANGED"):
+        assert n in names
+    assert [w["name"] for w in d["windows"]] == ["DMEM", "CMEM", "BMEM", "MAXACC", "ACT", "GRAD", "LABEL"]
+    h = rm.to_c_header()
+    assert "#define TTFORGE_TRAIN_RNG_ADDR 0x0074u" in h
+    md = rm.to_markdown()
+    assert "| `0x0074` | `RNG` |" in md
+    assert rm.decode(rm.window("ACT").base + 8) == ("ACT", 2)
+    assert rm.decode(rm.window("LABEL").base + 4 * rm.window("LABEL").depth) is None
+
+
+def test_driver_refuses_a_program_for_another_config():
+    from ttforge.errors import ConfigError
+    from ttforge.hw.trainer.host import TrainHost
+
+    state, *_ = train_case(0, batch=4, n_layers=2, d=2, rank=2, n_in=8, hidden=6, n_out=3)
+    host = TrainHost(_config(state), lambda a: 0, lambda a, v: None, lambda f: None)
+    prog = compile_training(state, 4, _config(state, lanes=2))
+    with pytest.raises(ConfigError, match="another TrainEngineConfig"):
+        host.load_program(prog)
+    with pytest.raises(ConfigError, match="not a ttforge training top"):
+        host.check()
