@@ -10,7 +10,12 @@ with a one-line description and the block that carries it; the generators take i
   :class:`~ttforge.hw.blocks.Requant`);
 * ``TTAccel(config, fault=...)`` and ``verilog(config, fault=...)`` for any of them
   (the top hands each to the block that carries it: the engine, the stream adapters,
-  the AXI4-Lite slave).
+  the AXI4-Lite slave);
+* ``TrainEngine(config, fault=...)`` for the training engine's faults
+  (``TRAIN_FAULTS``, ``TRAIN_ENGINE_FAULTS``; the engine hands some on to its
+  :class:`~ttforge.hw.trainer.update.UpdateUnit` and
+  :class:`~ttforge.hw.trainer.loss.LossUnit`). They are a registry of their own: every
+  entry of ``FAULTS`` is built into the inference hardware by its mutation run.
 
 ``fault=None`` (the default everywhere) builds the real hardware, byte-identical to a
 build without the argument. Generated products never carry a fault.
@@ -20,7 +25,7 @@ from __future__ import annotations
 from ttforge.errors import ConfigError
 
 __all__ = ["FAULTS", "FAULT_BLOCKS", "ENGINE_FAULTS", "DATAPATH_FAULTS", "PROTOCOL_FAULTS",
-           "check_fault"]
+           "TRAIN_FAULTS", "TRAIN_FAULT_BLOCKS", "TRAIN_ENGINE_FAULTS", "check_fault"]
 
 #: fault name -> one-line description
 FAULTS: dict[str, str] = {
@@ -58,16 +63,48 @@ DATAPATH_FAULTS = ("requant_lsb", "round_off_by_one", "wrong_stride", "drop_tlas
 #: faults of the bus protocols (the formal checks must fail; simulation also sees them)
 PROTOCOL_FAULTS = ("axis_unstable", "axil_double_resp")
 
+#: the training engine's faults: fault name -> one-line description
+TRAIN_FAULTS: dict[str, str] = {
+    "wrong_transpose": "an input-gradient CONTRACT reads the core with its two core strides "
+                       "swapped (the forward P x K layout instead of the transposed one)",
+    "drop_word": "the update skips one xorshift32 draw (the first stochastic element's word "
+                 "is used twice)",
+    "update_sign": "the update adds the rounded gradient instead of subtracting it",
+    "acc_width": "the WGRAD lane sums and adder tree wrap at acc_bits // 2 bits instead of "
+                 "acc_bits",
+    "no_mask": "the ReLU mask of the input gradient is ignored (kept where the saved "
+               "activation is not positive)",
+    "loss_table": "bit 0 of the loss unit's exponent table entry 1 is flipped",
+    "bias_shift_off": "the bias alignment shifts by BIAS_SHIFT + 1",
+}
+
+#: training fault name -> the block that carries it
+TRAIN_FAULT_BLOCKS: dict[str, str] = {
+    "wrong_transpose": "TrainEngine",
+    "drop_word": "UpdateUnit",
+    "update_sign": "UpdateUnit",
+    "acc_width": "TrainEngine",
+    "no_mask": "TrainEngine",
+    "loss_table": "LossUnit",
+    "bias_shift_off": "TrainEngine",
+}
+
+#: faults that ``TrainEngine`` takes (in the engine or the units it builds)
+TRAIN_ENGINE_FAULTS = tuple(TRAIN_FAULTS)
+
 
 def check_fault(fault, allowed=None, where: str = "TTAccel"):
     """``fault`` if it is None or a known fault that ``where`` takes (``allowed``: the
-    names it takes, default all); else a ``ValueError`` naming the known faults."""
+    names it takes, default all of ``FAULTS``); else a ``ValueError`` naming the known
+    faults (of ``TRAIN_FAULTS`` when ``where`` takes training faults only)."""
     if fault is None:
         return None
     names = tuple(FAULTS) if allowed is None else tuple(allowed)
-    if fault not in FAULTS:
-        raise ConfigError(f"fault={fault!r} is not a known fault; known: {', '.join(FAULTS)}")
+    known = TRAIN_FAULTS if names and set(names) <= set(TRAIN_FAULTS) else FAULTS
+    if fault not in known:
+        raise ConfigError(f"fault={fault!r} is not a known fault; known: {', '.join(known)}")
     if fault not in names:
-        raise ConfigError(f"fault={fault!r} is in {FAULT_BLOCKS[fault]}, not in {where}; "
+        blocks = TRAIN_FAULT_BLOCKS if known is TRAIN_FAULTS else FAULT_BLOCKS
+        raise ConfigError(f"fault={fault!r} is in {blocks[fault]}, not in {where}; "
                          f"{where} takes: {', '.join(names)}")
     return fault

@@ -32,6 +32,7 @@ from amaranth.utils import ceil_log2
 
 from ttforge.errors import ConfigError
 from ttforge.hw.blocks import AddressGen, MacLanes, Requant, RequantDecode
+from ttforge.hw.faults import TRAIN_ENGINE_FAULTS, check_fault
 from ttforge.hw.trainer.loss import LossUnit, loss_cycles
 from ttforge.hw.trainer.program import (OP_FIELDS, TRAIN_DESC_WORDS, Op, TrainEngineConfig,
                                         TrainOp)
@@ -148,11 +149,18 @@ class TrainEngine(wiring.Component):
     status : ``busy``, ``done_pulse``, ``error``, ``error_code``, ``error_op``, ``op``,
         ``rng`` (the generator state), ``steps``, ``cycles``, ``mac_cycles`` (valid
         lanes of every issued iteration), ``changed`` (updates that changed a value).
+
+    ``fault`` names a deliberate fault of :data:`ttforge.hw.faults.TRAIN_FAULTS` (tests
+    only); ``None`` builds the real engine.
     """
 
-    def __init__(self, config: TrainEngineConfig):
+    #: deliberate faults for the tests that must fail (never set in generated hardware)
+    FAULTS = TRAIN_ENGINE_FAULTS
+
+    def __init__(self, config: TrainEngineConfig, *, fault: str | None = None):
         if not isinstance(config, TrainEngineConfig):
             raise ConfigError(f"TrainEngine needs a TrainEngineConfig, got {type(config).__name__}")
+        self.fault = check_fault(fault, self.FAULTS, "TrainEngine")
         self.config = c = config
         tc = c.train
         self.L = c.lanes
@@ -183,6 +191,7 @@ class TrainEngine(wiring.Component):
         AB = c.acc_bits
         AS, GS = c.act_store_bits, c.grad_store_bits
         host, prog, ctl, st = self.host, self.program, self.control, self.status
+        fault = self.fault
 
         # ------------------------------------------------------------ memories
         act = Memory(shape=data.ArrayLayout(signed(AS), L), depth=c.act_depth, init=[])
@@ -228,8 +237,12 @@ class TrainEngine(wiring.Component):
         m.d.comb += [gen.start.eq(gen_start), gen.u_base.eq(desc.u_base), gen.v_base.eq(desc.v_base),
                      gen.o_base.eq(desc.o_base)]
         for j in range(4):
-            m.d.comb += [gen.bound_m1[j].eq(desc[f"n{j}"] - 1), gen.u_stride[j].eq(desc[f"u_s{j}"]),
-                         gen.v_stride[j].eq(desc[f"v_s{j}"])]
+            m.d.comb += [gen.bound_m1[j].eq(desc[f"n{j}"] - 1), gen.u_stride[j].eq(desc[f"u_s{j}"])]
+            if fault == "wrong_transpose" and j in (1, 3):   # test hook: input gradients swap
+                m.d.comb += gen.v_stride[j].eq(Mux(is_contract & flags.src, desc[f"v_s{4 - j}"],
+                                                   desc[f"v_s{j}"]))
+            else:
+                m.d.comb += gen.v_stride[j].eq(desc[f"v_s{j}"])
         for j in range(3):
             m.d.comb += gen.o_stride[j].eq(desc[f"o_s{j}"])
         running = Signal()
@@ -299,7 +312,8 @@ class TrainEngine(wiring.Component):
         bias_addr = Signal(aw + 1)
         m.d.comb += bias_addr.eq(desc.b_base + (res_rel >> prog.bw_log))
         m.submodules.balign = balign = BiasAlign(tc.bias_bits, AB)
-        m.d.comb += [balign.in_valid.eq(r_v), balign.bias.eq(bm_r.data), balign.shift.eq(desc.bias_shift[:8]),
+        b_shift = (desc.bias_shift[:8] + 1)[:8] if fault == "bias_shift_off" else desc.bias_shift[:8]  # test hook
+        m.d.comb += [balign.in_valid.eq(r_v), balign.bias.eq(bm_r.data), balign.shift.eq(b_shift),
                      balign.limit.eq(Cat(desc.bias_limit_lo, desc.bias_limit_hi)[:AB - 1])]
 
         def delay(sig, n, name):
@@ -367,7 +381,8 @@ class TrainEngine(wiring.Component):
 
         # ------------------------------------------------------------ WGRAD results
         tv = Signal()
-        tsum = [Signal(signed(AB), name=f"t0_{l}") for l in range(L)]
+        TB = AB // 2 if fault == "acc_width" else AB     # test hook: the tree wraps at AB // 2
+        tsum = [Signal(signed(TB), name=f"t0_{l}") for l in range(L)]
         t_o = Signal(aw + 1)
         m.d.sync += [tv.eq(mac.res_valid & is_wgrad), t_o.eq(mac.res_tag)]
         with m.If(mac.res_valid):
@@ -378,11 +393,11 @@ class TrainEngine(wiring.Component):
         while len(lvl) > 1 or depth == 0:
             nxt = []
             if len(lvl) == 1:
-                r = Signal(signed(AB), name=f"t{depth + 1}_0")
+                r = Signal(signed(TB), name=f"t{depth + 1}_0")
                 m.d.sync += r.eq(lvl[0])
                 nxt = [r]
             for i in range(0, len(lvl) - 1, 2):
-                r = Signal(signed(AB), name=f"t{depth + 1}_{i // 2}")
+                r = Signal(signed(TB), name=f"t{depth + 1}_{i // 2}")
                 m.d.sync += r.eq(lvl[i] + lvl[i + 1])
                 nxt.append(r)
             nv, no = Signal(name=f"tv{depth + 1}"), Signal(aw + 1, name=f"to{depth + 1}")
@@ -390,7 +405,8 @@ class TrainEngine(wiring.Component):
             lvl, lv_v, lv_o = nxt, nv, no
             depth += 1
         assert depth == _tree_latency(L)
-        m.submodules.update = upd = UpdateUnit(AB, max(tc.master_bits, tc.bias_bits), aw)
+        upd_fault = {"drop_word": "drop_word", "update_sign": "sign"}.get(fault)
+        m.submodules.update = upd = UpdateUnit(AB, max(tc.master_bits, tc.bias_bits), aw, fault=upd_fault)
         m.d.comb += [upd.shift.eq(flags.shift), upd.stochastic.eq(prog.stoch),
                      upd.bits.eq(Mux(flags.dst, tc.bias_bits, tc.master_bits)),
                      upd.in_valid.eq(lv_v), upd.v.eq(lvl[0]), upd.addr.eq(lv_o),
@@ -400,7 +416,8 @@ class TrainEngine(wiring.Component):
         # ------------------------------------------------------------ loss unit
         m.submodules.loss = loss = LossUnit(act_bits=tc.act_bits, prob_bits=tc.prob_bits,
                                             table_bits=tc.table_bits, table_frac_bits=tc.table_frac_bits,
-                                            max_classes=c.max_classes)
+                                            max_classes=c.max_classes,
+                                            fault="table_lsb" if fault == "loss_table" else None)
         slot = Signal(16)
         loss_phase = Signal(2)          # 0: read the label, 1: start, 2: wait for done
         slot_word = Signal(aw + 1)
@@ -460,7 +477,7 @@ class TrainEngine(wiring.Component):
         # the word write of a CONTRACT result, masked
         y_word = Signal(data.ArrayLayout(signed(SB), L))
         for l in range(L):
-            keep = Mux(flags.mask, act_r.data[l] > 0, 1)
+            keep = 1 if fault == "no_mask" else Mux(flags.mask, act_r.data[l] > 0, 1)   # test hook
             m.d.comb += y_word[l].eq(Mux(keep, ys[l].out, 0))
         onehot_in = Signal(L)
         m.d.comb += onehot_in.eq(Const(1, L) << (in_b[:lg] if lg else 0))
