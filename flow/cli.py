@@ -1,4 +1,5 @@
-"""``ttforge flow [CONFIG] [--out DIR] [--until STAGE] [--force STAGE|all] [--short]``."""
+"""``ttforge flow [CONFIG] [--out DIR] [--until STAGE] [--force STAGE|all] [--short]`` and
+``ttforge sweep CONFIG [--out DIR] [--jobs J] [--cluster [ADDRESS]]``."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import time
 
 from ttforge.flow.stages import STAGES
 
-__all__ = ["flow_cli_spec"]
+__all__ = ["flow_cli_spec", "sweep_cli_spec"]
 
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
@@ -88,3 +89,64 @@ def _run(args: argparse.Namespace) -> int:
 
 def flow_cli_spec():
     return _add_arguments, _run
+
+
+def _sweep_arguments(p: argparse.ArgumentParser) -> None:
+    p.epilog = ("A sweep config has [sweep] (name, flow: the base flow config, until: compile, sim or "
+                "bitstream, short) and [grid] (axis = [values]; axes: ranks, hidden, w_bits, act_bits, "
+                "lanes, board, epochs, or any dotted flow config key). Writes sweep.csv, sweep.json, "
+                "pareto.png and best-<board>.toml into DIR; a second run recomputes no finished point. "
+                "Example: 'ttforge sweep examples/digits-sweep.toml --jobs 2'.")
+    p.add_argument("config", metavar="CONFIG", help="a sweep config (.toml, see examples/digits-sweep.toml)")
+    p.add_argument("--out", metavar="DIR", help="results and one flow build per point (default build/<name>)")
+    p.add_argument("--jobs", type=int, default=None, metavar="J",
+                   help="points run at once: J > 1 on a local Dask cluster of J workers (default 1: in "
+                        "this process; with a bare --cluster: the cores)")
+    p.add_argument("--cluster", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="run each point as a Dask task: no ADDRESS: a local cluster; else the scheduler "
+                        "at tcp://HOST:PORT or named by a scheduler file")
+
+
+def _sweep_run(args: argparse.Namespace) -> int:
+    import sys
+
+    from ttforge.errors import ConfigError, LimitError
+    from ttforge.flow.sweep import load_sweep, run_sweep
+    from ttforge.limits import MAX_JOBS
+    from ttforge.sim.cluster import LOCAL, ClusterSpec
+
+    if args.jobs is not None and not 1 <= args.jobs <= MAX_JOBS:
+        raise (ConfigError if args.jobs < 1 else LimitError)(
+            f"--jobs {args.jobs}: give 1..{MAX_JOBS}")
+    if args.cluster is not None:
+        if args.cluster != LOCAL and args.jobs is not None:
+            raise ConfigError(f"--jobs {args.jobs}: a running cluster's workers run the points; drop --jobs")
+        ClusterSpec.parse(args.cluster)
+    cfg = load_sweep(args.config)
+    out = args.out or f"build/{cfg.name}"
+    n = [0]
+    total = len(cfg.points())
+
+    def progress(row) -> None:
+        n[0] += 1
+        print(f"[{n[0]}] {', '.join(f'{k.split(chr(46))[-1]}={v}' for k, v in row['params'].items())}: "
+              f"{row['status']}" + (f" ({row['reason']})" if row.get("reason") else "")
+              + (f", int acc {100 * row['int_acc']:.1f}%, {row.get('cycles')} cycles"
+                 if row.get("int_acc") is not None else ""), file=sys.stderr, flush=True)
+
+    print(f"ttforge sweep {cfg.name}: {total} points, until {cfg.until}" + (" (short)" if cfg.short else "")
+          + f" -> {out}")
+    res = run_sweep(cfg, out, jobs=args.jobs, cluster=args.cluster, progress=progress)
+    ok = sum(r["status"] == "ok" for r in res.rows)
+    nofit = sum(r["status"] == "no fit" for r in res.rows)
+    print(f"{ok} ran, {nofit} do not fit, {len(res.failed)} failed; {res.reused} reused from an earlier run; "
+          f"{res.seconds:.1f} s")
+    for board, r in sorted(res.best.items()):
+        print(f"best for {board}: {', '.join(f'{k.split(chr(46))[-1]}={v}' for k, v in r['params'].items())}: "
+              f"int acc {100 * r['int_acc']:.2f}%, {r.get('cycles')} cycles -> {res.out_dir / f'best-{board}.toml'}")
+    print(f"wrote {res.out_dir / 'sweep.csv'}, sweep.json and pareto.png")
+    return 1 if res.failed else 0
+
+
+def sweep_cli_spec():
+    return _sweep_arguments, _sweep_run

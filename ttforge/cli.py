@@ -66,6 +66,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "flow": ("ttforge.flow.cli:flow_cli_spec",
              "Run the whole journey: train -> quantize -> compile -> RTL -> bit-exact simulation -> "
              "bitstream -> report (unchanged stages are skipped)."),
+    "sweep": ("ttforge.flow.cli:sweep_cli_spec",
+              "Design-space exploration: run the flow (train -> quantize -> compile, optionally simulate "
+              "and place and route) over a grid of ranks, bit widths, lanes and boards as Dask tasks; "
+              "results table, Pareto plot and the best flow config per board."),
     "train-int": ("ttforge.model.cli:train_int_cli_spec",
                   "Train with the all-integer step (docs/arithmetic.md, Training) from a random init, an "
                   "artifact or a state; writes the state, the exported artifact, metrics and curves."),
@@ -73,7 +77,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 #: Subcommands that need the ``train`` extra (PyTorch); without it they say so in one line.
 NEEDS_TRAIN_EXTRA = ("train", "decompose", "export-onnx", "quantize", "diverge", "export-qonnx", "flow",
-                     "train-int")
+                     "train-int", "sweep")
 
 
 class _Parser(argparse.ArgumentParser):

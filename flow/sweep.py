@@ -1,0 +1,479 @@
+"""``ttforge sweep CONFIG``: design-space exploration on the flow and the Dask engine.
+
+A sweep config (TOML) names a base flow config and a grid of values; every point of the
+grid is a flow config (validated like any other) run by :func:`ttforge.flow.run_flow` up
+to ``until`` (``compile``: train -> quantize -> compile and the cycle estimate; ``sim``:
+also the exact RTL check; ``bitstream``: also place and route), one Dask task per point
+(:mod:`ttforge.sim.cluster`: in this process, on a local cluster of ``jobs`` workers or on
+the user's cluster)::
+
+    [sweep]
+    name = "digits-sweep"
+    flow = "digits-icebreaker.toml"   # the base flow config (relative to this file); default: the embedded one
+    until = "compile"                 # compile, sim or bitstream
+    short = true                      # the flow's [short] caps (epochs, QAT, vectors)
+
+    [grid]                            # named axes (AXES) or dotted keys of the flow config
+    ranks = [2, 4, 8]
+    w_bits = [2, 4, 8]
+    lanes = [1, 4]
+    board = ["icebreaker", "ulx3s"]
+
+Each point runs in ``OUT/points/<key>/`` (``key``: a hash of its values), so a point with
+the same values is the same flow build: running the sweep again recomputes nothing that
+finished (finished points are taken from ``sweep.json``; a point stopped half-way skips
+the flow stages it completed). The results: ``sweep.csv`` and ``sweep.json`` (one row per
+point: values, float and integer accuracy, on-chip bytes, cycles per inference, lanes,
+utilization, and with ``until = "sim"`` the exact check, with ``bitstream`` the LUTs or
+logic cells, block RAMs and Fmax), ``pareto.png`` (integer accuracy against cycles per
+inference and on-chip bytes, and LUTs when placed, the Pareto front of each board marked)
+and ``best-<board>.toml``: the flow config of the best point of each board (the highest
+integer accuracy among the points that fit it; fewer cycles break a tie), ready for
+``ttforge flow``.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import itertools
+import json
+import math
+import os
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from ttforge.atomic import atomic_path, atomic_write_text, make_output_dir
+from ttforge.errors import ConfigError, TTForgeError, one_line, show
+
+__all__ = ["AXES", "UNTIL", "MAX_POINTS", "SweepConfig", "SweepResult", "load_sweep", "run_sweep",
+           "point_task", "pareto_front", "to_toml"]
+
+#: Short names of the axes most sweeps vary, and the flow config keys they set.
+AXES = {"ranks": "train.model.ranks", "hidden": "train.model.hidden", "w_bits": "quant.w_bits",
+        "act_bits": "quant.act_bits", "lanes": "hw.lanes", "board": "bitstream.board",
+        "epochs": "train.epochs"}
+#: How far each point runs (a flow stage).
+UNTIL = ("compile", "sim", "bitstream")
+#: The most points one sweep may have.
+MAX_POINTS = 4096
+#: The columns of ``sweep.csv`` after the grid's.
+COLUMNS = ("key", "status", "reason", "float_acc", "int_acc", "on_chip_bytes", "cycles", "lanes",
+           "utilization", "exact", "cycles_per_vector", "logic", "logic_kind", "bram", "fmax_mhz",
+           "seconds")
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """A parsed sweep config: ``name``, the base flow config as data (``base``, with the
+    file it came from, ``base_source``), the grid (``(key, values)`` pairs, keys dotted
+    flow config keys), ``until`` and ``short``."""
+
+    name: str
+    base: Mapping[str, Any]
+    grid: tuple[tuple[str, tuple[Any, ...]], ...]
+    until: str = "compile"
+    short: bool = False
+    base_source: str | None = None
+    source: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.until not in UNTIL:
+            raise ConfigError(f"[sweep] until = {self.until!r} is not valid; choose one of {', '.join(UNTIL)}")
+        if not isinstance(self.short, bool):
+            raise ConfigError(f"[sweep] short = {self.short!r} must be true or false")
+        if not self.grid:
+            raise ConfigError("[grid] is empty; name at least one axis, e.g. ranks = [2, 4, 8]")
+        n = math.prod(len(v) for _, v in self.grid)
+        if n > MAX_POINTS:
+            raise ConfigError(f"[grid] has {n:,} points, above ttforge's limit of {MAX_POINTS:,}; "
+                              f"give fewer values")
+
+    @property
+    def axes(self) -> list[str]:
+        return [k for k, _ in self.grid]
+
+    def points(self) -> list["Point"]:
+        """Every point of the grid, in order, each with its flow config validated (one
+        :class:`ConfigError` naming the point and the key when a value is refused)."""
+        from ttforge.flow.config import FlowConfig
+
+        out = []
+        for values in itertools.product(*(v for _, v in self.grid)):
+            params = dict(zip(self.axes, values))
+            data = json.loads(json.dumps(self.base))
+            for key, v in params.items():
+                _set(data, key, v)
+            key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
+            data.setdefault("flow", {})["name"] = f"{self.name}-{key}"
+            try:
+                FlowConfig.from_dict(data, source=self.base_source)
+            except ConfigError as e:
+                raise ConfigError(f"[grid] point {_label(params)}: {e}") from None
+            out.append(Point(key, params, data))
+        return out
+
+
+@dataclass(frozen=True)
+class Point:
+    key: str
+    params: dict[str, Any]
+    flow: dict[str, Any]
+
+
+@dataclass
+class SweepResult:
+    """The rows (one per point, grid order), the output directory and the files written."""
+
+    config: SweepConfig
+    out_dir: Path
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    reused: int = 0
+    seconds: float = 0.0
+    best: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        return [r for r in self.rows if r["status"] == "failed"]
+
+
+def _label(params: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k.split('.')[-1]}={v}" for k, v in params.items())
+
+
+def _set(data: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    d = data
+    for p in parts[:-1]:
+        nxt = d.setdefault(p, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"[grid] {dotted}: {p} is not a table of the flow config")
+        d = nxt
+    d[parts[-1]] = value
+
+
+def _plain(obj: Any) -> Any:
+    """The flow config as TOML-able data: ``None`` left out, paths as strings."""
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items() if v is not None}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    return obj
+
+
+def load_sweep(path: str | os.PathLike) -> SweepConfig:
+    """Read and validate a sweep config (every problem one :class:`ConfigError` line)."""
+    from ttforge.flow.config import FlowConfig, default_config
+    from ttforge.limits import MAX_CONFIG_BYTES, read_bounded
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ConfigError(f"sweep config {p} does not exist; give a .toml file (see examples/*-sweep.toml)")
+    try:
+        data = tomllib.loads(read_bounded(p, "sweep config", MAX_CONFIG_BYTES, ConfigError).decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: is not valid TOML ({e}); fix the syntax") from None
+    except RecursionError:
+        raise ConfigError(f"{p}: is nested too deeply to read") from None
+    for k in data:
+        if k not in ("sweep", "grid"):
+            raise ConfigError(f"{p}: unknown section {k!r}; a sweep config has [sweep] and [grid]")
+    sw = data.get("sweep", {})
+    if not isinstance(sw, dict):
+        raise ConfigError(f"{p}: [sweep] must be a table")
+    for k in sw:
+        if k not in ("name", "flow", "until", "short"):
+            raise ConfigError(f"{p}: [sweep] {k}: unknown key; valid: name, flow, until, short")
+    name = sw.get("name", p.stem)
+    if not (isinstance(name, str) and name and all(c.isalnum() or c in "-_." for c in name)
+            and name not in (".", "..")):
+        raise ConfigError(f"{p}: [sweep] name = {show(name)} must be letters, digits, '-', '_' or '.'")
+    if "flow" in sw:
+        if not isinstance(sw["flow"], str):
+            raise ConfigError(f"{p}: [sweep] flow = {show(sw['flow'])} must be the path of a flow config")
+        fp = (p.parent / sw["flow"]).resolve()
+        try:
+            base_cfg = FlowConfig.load(fp)
+        except ConfigError as e:
+            raise ConfigError(f"{p}: [sweep] flow: {e}") from None
+    else:
+        base_cfg = default_config()
+    grid_in = data.get("grid", {})
+    if not isinstance(grid_in, dict):
+        raise ConfigError(f"{p}: [grid] must be a table of axis = [values]")
+    base = _plain(base_cfg.to_dict())
+    grid = []
+    for axis, values in grid_in.items():
+        key = AXES.get(axis, axis)
+        if "." not in key:
+            raise ConfigError(f"{p}: [grid] {axis}: not an axis; use one of {', '.join(AXES)} or a dotted "
+                              f"flow config key such as quant.calibration")
+        section = key.split(".")[0]
+        if section not in base:
+            raise ConfigError(f"{p}: [grid] {axis}: {section!r} is not a section of a flow config")
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{p}: [grid] {axis} = {show(values)} must be a non-empty list of values")
+        if len({json.dumps(v, sort_keys=True) for v in values}) != len(values):
+            raise ConfigError(f"{p}: [grid] {axis} lists a value twice")
+        grid.append((key, tuple(values)))
+    try:
+        cfg = SweepConfig(name=name, base=base, grid=tuple(grid), until=sw.get("until", "compile"),
+                          short=sw.get("short", False),
+                          base_source=None if base_cfg.source is None else str(base_cfg.source),
+                          source=str(p.resolve()))
+        cfg.points()   # every point validated before any work
+    except ConfigError as e:
+        raise ConfigError(f"{p}: {e}") from None
+    return cfg
+
+
+# ----------------------------------------------------------------------------- one point
+def _metrics(root: Path) -> dict[str, Any]:
+    from ttforge.flow.stages import read_record
+
+    out: dict[str, Any] = {}
+    rec = read_record(root / "quantize")
+    if rec:
+        s = rec["summary"]
+        out.update(float_acc=s["float_acc"], int_acc=s["int_acc"], on_chip_bytes=s["on_chip"]["on_chip_bytes"])
+    rec = read_record(root / "compile")
+    if rec:
+        s = rec["summary"]
+        out.update(cycles=s["cycles"], lanes=s["lanes"], utilization=s["utilization"])
+    rec = read_record(root / "sim")
+    if rec:
+        s = rec["summary"]
+        out.update(exact=s["exact"], cycles_per_vector=s["cycles_per_vector"])
+    rec = read_record(root / "bitstream")
+    if rec:
+        res = rec["summary"]["resources"]
+        kind = next((k for k in ("lc", "lut", "lut4") if k in res), None)
+        bram = next((k for k in ("bram", "ebr", "dp16kd") if k in res), None)
+        out.update(logic=res[kind]["used"] if kind else None, logic_kind=kind,
+                   bram=res[bram]["used"] if bram else None, fmax_mhz=rec["summary"]["fmax_mhz"])
+    return out
+
+
+def point_task(args: tuple) -> dict[str, Any]:
+    """Run one point (on any worker): ``(point_dir, flow_data, base_source, until, short)``
+    -> its row (``status``: ``ok``, ``no fit`` (the model does not fit the board) or
+    ``failed``, with ``reason``, and the metrics of :data:`COLUMNS`)."""
+    from ttforge.flow.config import FlowConfig
+    from ttforge.flow.stages import run_flow
+
+    point_dir, flow_data, base_source, until, short = args
+    t0 = time.perf_counter()
+    row: dict[str, Any] = {"status": "ok", "reason": ""}
+    try:
+        cfg = FlowConfig.from_dict(flow_data, source=base_source)
+        res = run_flow(cfg, point_dir, until=until, short=short)
+        if res.verified is False:
+            row.update(status="failed", reason="the RTL outputs differ from the golden executor")
+    except TTForgeError as e:
+        text = one_line(str(e))
+        row.update(status="no fit" if "does not fit" in text else "failed", reason=text)
+    except Exception as e:  # noqa: BLE001 - one point's bug is its row, the sweep goes on
+        row.update(status="failed", reason=one_line(f"{type(e).__name__}: {e}"))
+    row.update(_metrics(Path(point_dir)))
+    row["seconds"] = round(time.perf_counter() - t0, 2)
+    return row
+
+
+# ----------------------------------------------------------------------------- results
+def pareto_front(rows: Sequence[Mapping[str, Any]], cost: str, gain: str = "int_acc") -> list[int]:
+    """Indices of the rows no other row beats: none with ``cost`` as low and ``gain`` as
+    high and one of them strictly (rows missing either are left out)."""
+    pts = [(i, r[cost], r[gain]) for i, r in enumerate(rows)
+           if r.get(cost) is not None and r.get(gain) is not None]
+    front = []
+    for i, c, g in pts:
+        if not any((c2 <= c and g2 >= g) and (c2 < c or g2 > g) for _, c2, g2 in pts):
+            front.append(i)
+    return sorted(front, key=lambda i: rows[i][cost])
+
+
+def _best(rows: Sequence[Mapping[str, Any]], until: str) -> dict[str, dict[str, Any]]:
+    best: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        if r["status"] != "ok" or r.get("int_acc") is None or (until != "compile" and not r.get("exact")):
+            continue
+        b = r["board"]
+        cur = best.get(b)
+        if cur is None or (r["int_acc"], -(r.get("cycles") or 0)) > (cur["int_acc"], -(cur.get("cycles") or 0)):
+            best[b] = r
+    return best
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"cannot write {v} to TOML")
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)   # a TOML basic string (JSON escapes are TOML escapes)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise ConfigError(f"cannot write a {type(v).__name__} to TOML")
+
+
+def to_toml(data: Mapping[str, Any], header: str = "") -> str:
+    """Nested tables of scalars and lists as TOML (``None`` values left out)."""
+    lines = [f"# {ln}" for ln in header.splitlines()]
+
+    def table(prefix: str, d: Mapping[str, Any]) -> None:
+        scalars = {k: v for k, v in d.items() if not isinstance(v, Mapping) and v is not None}
+        if prefix:
+            lines.extend(["", f"[{prefix}]"])
+        lines.extend(f"{k} = {_toml_value(v)}" for k, v in scalars.items())
+        for k, v in d.items():
+            if isinstance(v, Mapping):
+                table(f"{prefix}.{k}" if prefix else k, v)
+
+    table("", data)
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def _plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    axes_spec = [("cycles", "cycles per inference"), ("on_chip_bytes", "on-chip bytes (weights + buffers)")]
+    if any(r.get("logic") for r in rows):
+        axes_spec.append(("logic", "LUTs / logic cells (placed)"))
+    fig, axs = plt.subplots(1, len(axes_spec), figsize=(5.2 * len(axes_spec), 4.2), squeeze=False)
+    boards = sorted({r["board"] for r in rows})
+    markers = dict(zip(boards, "os^Dv"))
+    for ax, (cost, label) in zip(axs[0], axes_spec):
+        for b in boards:
+            mine = [r for r in rows if r["board"] == b and r["status"] == "ok"
+                    and r.get(cost) is not None and r.get("int_acc") is not None]
+            if not mine:
+                continue
+            ax.scatter([r[cost] for r in mine], [100 * r["int_acc"] for r in mine], marker=markers[b],
+                       alpha=0.6, label=b)
+            front = [mine[i] for i in pareto_front(mine, cost)]
+            ax.plot([r[cost] for r in front], [100 * r["int_acc"] for r in front], "-", lw=1.2)
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("integer accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+
+
+def _write(res: SweepResult, *, final: bool) -> None:
+    cfg, out = res.config, res.out_dir
+    rows = [r for r in res.rows if r]
+    doc = {"format": "ttforge-sweep", "name": cfg.name, "until": cfg.until, "short": cfg.short,
+           "grid": {k: list(v) for k, v in cfg.grid}, "complete": final and len(rows) == len(res.rows),
+           "seconds": round(res.seconds, 1), "rows": rows}
+    atomic_write_text(out / "sweep.json", json.dumps(doc, indent=1, default=str) + "\n")
+    if not final:
+        return
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow([k.split(".")[-1] if k not in ("bitstream.board",) else "board" for k in cfg.axes]
+               + list(COLUMNS))
+    for r in rows:
+        w.writerow([json.dumps(r["params"][k]) if isinstance(r["params"][k], list) else r["params"][k]
+                    for k in cfg.axes] + ["" if r.get(c) is None else r.get(c) for c in COLUMNS])
+    atomic_write_text(out / "sweep.csv", buf.getvalue())
+    _plot(rows, out / "pareto.png", f"ttforge sweep {cfg.name}: {len(rows)} points")
+    for board, r in res.best.items():
+        data = json.loads(json.dumps(r["flow"]))
+        data["flow"]["name"] = f"{cfg.name}-best-{board}"
+        header = (f"The best point of ttforge sweep {cfg.name} for the {board}: {_label(r['params'])}\n"
+                  f"integer accuracy {100 * r['int_acc']:.2f}%, {r.get('cycles')} cycles per inference, "
+                  f"{r.get('on_chip_bytes')} on-chip bytes"
+                  + (" (measured with the flow's [short] caps; this config trains in full)" if cfg.short else "")
+                  + f".\nRun it with: ttforge flow best-{board}.toml")
+        atomic_write_text(out / f"best-{board}.toml", to_toml(data, header))
+
+
+def _finished(out: Path) -> dict[str, dict[str, Any]]:
+    """The rows of an earlier run of this sweep (by point key) that finished."""
+    try:
+        doc = json.loads((out / "sweep.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(doc, dict) or doc.get("format") != "ttforge-sweep":
+        return {}
+    return {r["key"]: r for r in doc.get("rows", []) if isinstance(r, dict) and r.get("key")
+            and r.get("status") in ("ok", "no fit")}
+
+
+def run_sweep(cfg: SweepConfig, out_dir: str | os.PathLike, *, jobs: int | None = None,
+              cluster: str | None = None, progress: Callable[[dict[str, Any]], None] | None = None) -> SweepResult:
+    """Run every point of ``cfg`` not finished in ``out_dir`` before (one task each; in
+    this process when ``jobs`` is 1 and no ``cluster``) and write the results (module
+    docstring). Raises :class:`~ttforge.errors.SchedulerLost` / ``ClusterError`` as
+    ``ttforge regress`` does; the finished points are in ``sweep.json`` then."""
+    out = make_output_dir(out_dir, "--out")
+    if any(out.iterdir()) and not (out / "sweep.json").is_file():
+        raise ConfigError(f"--out {out} is not empty and not a ttforge sweep; give a new or empty directory")
+    points = cfg.points()
+    t0 = time.perf_counter()
+    done = _finished(out)
+    res = SweepResult(cfg, out, rows=[{} for _ in points])
+    todo = []
+    for i, p in enumerate(points):
+        base = {"key": p.key, "params": p.params, "board": p.flow["bitstream"]["board"], "flow": p.flow}
+        old = done.get(p.key)
+        if old is not None and old.get("flow") == p.flow:
+            res.rows[i] = old
+            res.reused += 1
+        else:
+            todo.append((i, base, (str(out / "points" / p.key), p.flow, cfg.base_source, cfg.until, cfg.short)))
+    last = [time.monotonic()]
+
+    def finish(j: int, outcome: Any) -> None:
+        i, base, _ = todo[j]
+        row = dict(base)
+        if isinstance(outcome, BaseException):
+            row.update(status="failed", reason=one_line(f"{type(outcome).__name__}: {outcome}"))
+        else:
+            row.update(outcome)
+        res.rows[i] = row
+        if progress:
+            progress(row)
+        if time.monotonic() - last[0] > 2.0:
+            res.seconds = time.perf_counter() - t0
+            _write(res, final=False)
+            last[0] = time.monotonic()
+
+    try:
+        if not todo:
+            pass
+        elif cluster is None and (jobs is None or jobs <= 1):
+            for j, (_, _, args) in enumerate(todo):
+                finish(j, point_task(args))
+        else:
+            from ttforge.sim.cluster import ClusterSpec, connect, run_tasks
+
+            spec = (ClusterSpec.parse(None, min(int(jobs or os.cpu_count() or 1), len(todo)))
+                    if cluster in (None, "local") else ClusterSpec.parse(cluster))
+            with connect(spec) as client:
+                run_tasks(client, point_task, [a for _, _, a in todo], finish, label=f"sweep-{cfg.name}",
+                          worker_timeout=spec.worker_timeout)
+    except BaseException:
+        res.seconds = time.perf_counter() - t0
+        _write(res, final=False)   # what finished is kept: the next run starts from it
+        raise
+    res.seconds = time.perf_counter() - t0
+    res.best = _best(res.rows, cfg.until)
+    _write(res, final=True)
+    return res

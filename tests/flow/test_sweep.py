@@ -1,0 +1,126 @@
+"""``ttforge sweep``: the config and its one-line errors, the Pareto front, the TOML of the
+best point, and a small sweep run end to end and then resumed without recomputing."""
+
+from __future__ import annotations
+
+import csv
+import json
+import tomllib
+
+import pytest
+
+from ttforge.cli import main
+from ttforge.errors import ConfigError
+from ttforge.flow import FlowConfig
+from ttforge.flow import sweep as sweep_mod
+from ttforge.flow.sweep import load_sweep, pareto_front, run_sweep, to_toml
+
+#: a base flow small enough to train in seconds: one epoch, no rank adaptation, no QAT
+BASE = """
+[flow]
+name = "tiny"
+[train]
+data = "digits"
+epochs = 1
+finetune_epochs = 0
+rank_adaptive = false
+[train.model]
+hidden = [16]
+ranks = 2
+[quant]
+w_bits = 4
+qat_epochs = 0
+calib_samples = 128
+[bitstream]
+board = "icebreaker"
+"""
+
+
+def _write(tmp_path, grid: str, sweep: str = "") -> str:
+    (tmp_path / "base.toml").write_text(BASE)
+    p = tmp_path / "s.toml"
+    p.write_text(f'[sweep]\nname = "t"\nflow = "base.toml"\n{sweep}\n[grid]\n{grid}\n')
+    return str(p)
+
+
+def test_points_are_validated_flow_configs(tmp_path):
+    cfg = load_sweep(_write(tmp_path, "ranks = [2, 3]\nw_bits = [4, 8]\nboard = ['icebreaker', 'ulx3s']"))
+    pts = cfg.points()
+    assert len(pts) == 8 and len({p.key for p in pts}) == 8
+    flows = [FlowConfig.from_dict(p.flow) for p in pts]
+    assert {(f.train.model.ranks, f.quant.w_bits, f.bitstream.board) for f in flows} == {
+        (r, w, b) for r in (2, 3) for w in (4, 8) for b in ("icebreaker", "ulx3s")}
+    assert all(f.train.epochs == 1 for f in flows)          # the base config's other values
+
+
+@pytest.mark.parametrize("grid,sweep,match", [
+    ("", "", r"\[grid\] is empty"),
+    ("colour = [1]", "", "not an axis"),
+    ("w_bits = [4, 1]", "", r"point w_bits=1: \[quant\] w_bits"),
+    ("ranks = []", "", "non-empty list"),
+    ("ranks = [2, 2]", "", "twice"),
+    ("ranks = [2]", 'until = "report"', "until"),
+    ("ranks = [2]", "speed = 1", "unknown key"),
+    ("board = ['icebreaker', 'de10']", "", "board"),
+])
+def test_a_bad_sweep_config_is_one_line(tmp_path, grid, sweep, match, capsys):
+    path = _write(tmp_path, grid, sweep)
+    with pytest.raises(ConfigError, match=match):
+        load_sweep(path)
+    assert main(["sweep", path, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and not (tmp_path / "o").exists()
+
+
+def test_pareto_front_keeps_only_undominated_points():
+    rows = [{"cycles": 100, "int_acc": 0.90}, {"cycles": 200, "int_acc": 0.95},
+            {"cycles": 150, "int_acc": 0.89},          # dominated by the first
+            {"cycles": 300, "int_acc": 0.95},          # dominated by the second (same acc, more cycles)
+            {"cycles": None, "int_acc": 0.99}]         # no cost: left out
+    assert pareto_front(rows, "cycles") == [0, 1]
+    rows[2]["int_acc"] = 0.91                           # the sibling: now it is on the front
+    assert pareto_front(rows, "cycles") == [0, 2, 1]
+
+
+def test_toml_of_a_flow_config_reads_back_as_the_same_config(tmp_path):
+    (tmp_path / "base.toml").write_text(BASE)
+    cfg = FlowConfig.load(tmp_path / "base.toml")
+    text = to_toml(sweep_mod._plain(cfg.to_dict()), "a header\nof two lines")
+    again = FlowConfig.from_dict(tomllib.loads(text))
+    assert again.to_dict() == cfg.to_dict()
+
+
+def test_a_small_sweep_end_to_end_and_resumed(tmp_path, monkeypatch):
+    """Two points (rank bound 2 and 3) through train -> quantize -> compile: a row each
+    with accuracy, on-chip bytes and cycles, the CSV, the Pareto plot and the best point's
+    flow config (which loads); a second run recomputes nothing."""
+    cfg = load_sweep(_write(tmp_path, "ranks = [2, 3]"))
+    res = run_sweep(cfg, tmp_path / "out")
+    assert [r["status"] for r in res.rows] == ["ok", "ok"], [r["reason"] for r in res.rows]
+    assert all(0 < r["int_acc"] <= 1 and r["cycles"] > 0 and r["on_chip_bytes"] > 0 for r in res.rows)
+    assert res.rows[0]["on_chip_bytes"] < res.rows[1]["on_chip_bytes"]    # rank 2 is smaller
+    out = tmp_path / "out"
+    with open(out / "sweep.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [t["ranks"] for t in table] == ["2", "3"] and all(t["status"] == "ok" for t in table)
+    assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    best = FlowConfig.load(out / "best-icebreaker.toml")
+    want = max(res.rows, key=lambda r: (r["int_acc"], -r["cycles"]))
+    assert best.train.model.ranks == want["params"]["train.model.ranks"]
+    assert json.loads((out / "sweep.json").read_text())["complete"]
+
+    monkeypatch.setattr(sweep_mod, "point_task", lambda args: pytest.fail("recomputed a finished point"))
+    again = run_sweep(cfg, out)
+    assert again.reused == 2 and again.rows == res.rows
+
+
+@pytest.mark.slow
+def test_a_sweep_on_a_local_cluster_gives_the_rows_of_one_process(tmp_path):
+    cfg = load_sweep(_write(tmp_path, "ranks = [2, 3]\nlanes = [1, 2]"))
+    here = run_sweep(cfg, tmp_path / "here")
+    there = run_sweep(cfg, tmp_path / "there", cluster="local", jobs=2)
+
+    def strip(rows):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+    assert strip(there.rows) == strip(here.rows)
