@@ -407,12 +407,20 @@ def _fit_exp(acc: np.ndarray, e_acc: int, bits: int) -> int:
     return e_acc + max(0, m.bit_length() - (bits - 1))
 
 
+def _sat_shl(v: np.ndarray, k: int, lim: int) -> np.ndarray:
+    """``clip(v << k, +-lim)`` computed exactly for any ``k >= 0`` (``int64`` never wraps:
+    a value whose shift would pass ``lim`` saturates without being shifted)."""
+    k = min(int(k), 62)
+    big = np.abs(v) > np.int64(lim >> k)
+    return np.where(big, np.sign(v) * np.int64(lim), np.asarray(v) << np.int64(k))
+
+
 def _shift_sat(v: np.ndarray, s: int, bits: int, narrow: bool = False) -> tuple[np.ndarray, int]:
     """``sat_bits(rshift_round(v, s))`` (a clamped left shift for ``s < 0``) and the number
     of saturation events."""
     lo, hi = int_range(bits, narrow)
     if s < 0:
-        v = np.clip(v, -(1 << bits), 1 << bits) << np.int64(min(-s, _SHIFT_CAP))
+        v = _sat_shl(v, min(-s, _SHIFT_CAP), 1 << bits)
     else:
         v = rshift_round(v, s)
     out = np.clip(v, lo, hi)
@@ -441,9 +449,8 @@ def _round_update(v: np.ndarray, s: int, cfg: TrainConfig, gen: Xorshift32 | Non
     else:
         words = np.zeros(0, dtype=np.uint32)
     if s <= 0:
-        lim = np.int64(1 << ((cfg.master_bits if bits is None else bits) + 1))
-        d = np.clip(np.clip(v, -lim, lim) << np.int64(min(-s, _SHIFT_CAP)), -lim, lim)
-        return d, words
+        lim = 1 << ((cfg.master_bits if bits is None else bits) + 1)
+        return _sat_shl(v, min(-s, _SHIFT_CAP), lim), words
     if s > 32:
         v = v >> np.int64(s - 32)
         s = 32

@@ -28,12 +28,22 @@ static int bitlen(uint64_t m) { int n = 0; while (m) { n++; m >>= 1; } return n;
 static int64_t iabs(int64_t v) { return v < 0 ? -v : v; }
 static int imin(int a, int b) { return a < b ? a : b; }
 
+/* clip(v << k, +-lim) without overflow (lim < 2^62): a value that would pass lim saturates */
+static int64_t sat_shl(int64_t v, int k, int64_t lim) {
+    int64_t m;
+    if (k > 62) k = 62;
+    m = lim >> k;
+    if (v > m) return lim;
+    if (v < -m) return -lim;
+    return shl(v, k);
+}
+
 /* sat_bits(rshift_round(v, s)); for s < 0 a clamped left shift (as ir.train._shift_sat) */
 static int64_t shift_sat(int64_t v, int s, int bits, int narrow) {
     int64_t hi = hi_of(bits), lo = narrow ? -hi : -hi - 1;
     if (s < 0) {
         int64_t lim = (int64_t)1 << bits;
-        v = shl(clip(v, -lim, lim), imin(-s, 40));
+        v = sat_shl(v, imin(-s, 40), lim);
     } else {
         v = rshift_round(v, s);
     }
@@ -63,7 +73,7 @@ static int64_t round_update(ttft_train *t, int64_t v, int s, int bits) {
     if (t->stochastic) { t->rng = ttft_xorshift32(t->rng); w = t->rng; t->words++; }
     if (s <= 0) {
         int64_t lim = (int64_t)1 << (bits + 1);
-        return clip(shl(clip(v, -lim, lim), imin(-s, 40)), -lim, lim);
+        return sat_shl(v, imin(-s, 40), lim);
     }
     if (s > 32) { v >>= (s - 32); s = 32; }
     if (t->stochastic) {

@@ -16,15 +16,14 @@ import numpy as np
 
 from ttforge.errors import ShapeError
 from ttforge.hw.trainer.program import (TRAIN_DESC_WORDS, Op, TrainOp, TrainProgram, decode_op)
-from ttforge.ir.arith import int_range, rshift_round
+from ttforge.ir.arith import int_range
 from ttforge.ir.rng import Xorshift32
-from ttforge.ir.train import softmax_grad
+# the golden step's own arithmetic: the interpreter differs from it only in how it moves data
+from ttforge.ir.train import (TrainConfig, _align_bias, _forward_core, _round_update, _shift_sat,
+                              softmax_grad)
 
 __all__ = ["TrainMemories", "load_program", "load_batch", "run_step", "requant", "align_bias",
            "derive_core", "update_values"]
-
-_SHIFT_CAP = 40
-
 
 @dataclass
 class TrainMemories:
@@ -78,47 +77,26 @@ def load_batch(mem: TrainMemories, x: np.ndarray, y: np.ndarray) -> None:
     mem.labels[:B] = y
 
 
-def derive_core(master: np.ndarray, master_bits: int, w_bits: int) -> np.ndarray:
-    """The forward core of a master: ``sat_narrow_w(rshift_round(master, master_bits - w_bits))``."""
-    return np.clip(rshift_round(master, master_bits - w_bits), *int_range(w_bits, narrow=True))
+def derive_core(master: np.ndarray, config: TrainConfig) -> np.ndarray:
+    """The forward core of a master (the golden's ``sat_narrow_w(rshift_round(master, x))``)."""
+    return _forward_core(config, master)
 
 
-def requant(acc: np.ndarray, shift: int, bits: int) -> tuple[np.ndarray, np.ndarray]:
-    """``sat_bits(rshift_round(acc, shift))`` (a negative shift is a saturating left
-    shift) and where it saturated."""
-    if shift < 0:
-        v = np.clip(acc, -(1 << bits), 1 << bits) << np.int64(min(-shift, _SHIFT_CAP))
-    else:
-        v = rshift_round(acc, shift)
-    y = np.clip(v, *int_range(bits))
-    return y, y != v
+def requant(acc: np.ndarray, shift: int, bits: int) -> np.ndarray:
+    """``sat_bits(rshift_round(acc, shift))``; a negative shift is a saturating left shift."""
+    return _shift_sat(acc, shift, bits)[0]
 
 
 def align_bias(b: np.ndarray, shift: int, limit: int) -> np.ndarray:
     """The bias at the accumulator exponent (``shift = e_acc - e_b``), clamped to ``+-limit``."""
-    if shift < 0:
-        lim = np.int64(limit)
-        return np.clip(np.clip(b, -lim, lim) << np.int64(min(-shift, 62 - max(limit, 1).bit_length())),
-                       -lim, lim)
-    return np.clip(rshift_round(b, shift), -limit, limit)
+    return _align_bias(b, 0, shift, limit)
 
 
-def update_values(old: np.ndarray, v: np.ndarray, s: int, bits: int, gen: Xorshift32 | None) -> np.ndarray:
+def update_values(old: np.ndarray, v: np.ndarray, s: int, bits: int, config: TrainConfig,
+                  gen: Xorshift32 | None) -> np.ndarray:
     """``sat_narrow_bits(old - round_s(v))``, one generator word per element in order when
-    ``gen`` is given (stochastic), FLOOR_PLUS_HALF otherwise."""
-    words = gen.draw(v.shape) if gen is not None else None
-    if s <= 0:
-        lim = np.int64(1 << (bits + 1))
-        d = np.clip(np.clip(v, -lim, lim) << np.int64(min(-s, _SHIFT_CAP)), -lim, lim)
-    else:
-        if s > 32:
-            v = v >> np.int64(s - 32)
-            s = 32
-        if words is not None:
-            low = (words & np.uint32((1 << s) - 1 if s < 32 else 0xFFFFFFFF)).astype(np.int64)
-            d = (v + low) >> np.int64(s)
-        else:
-            d = rshift_round(v, s)
+    the rounding is stochastic."""
+    d, _ = _round_update(v, s, config, gen, bits)
     return np.clip(old - d, *int_range(bits, narrow=True))
 
 
@@ -133,7 +111,7 @@ def _addr(base: int, strides, idx) -> np.ndarray:
 
 def run_step(mem: TrainMemories, program: TrainProgram) -> dict:
     """Execute the operations in DMEM from operation 0 to the one with ``LAST``. Returns
-    per-operation counts (``sat`` of ``CONTRACT`` valid lanes, ``changed`` of updates)."""
+    counts (``changed``: updates that changed a value)."""
     c = program.config
     tc = c.train
     L = c.lanes
@@ -142,7 +120,7 @@ def run_step(mem: TrainMemories, program: TrainProgram) -> dict:
     B = mem.regs["BATCH"]
     gen = Xorshift32(mem.rng) if mem.regs["STOCH"] else None
     mems = {0: mem.act, 1: mem.grad}
-    stats = {"sat": 0, "changed": 0}
+    stats = {"changed": 0}
     j = 0
     while True:
         op = decode_op(mem.dmem[j * TRAIN_DESC_WORDS:(j + 1) * TRAIN_DESC_WORDS])
@@ -151,7 +129,7 @@ def run_step(mem: TrainMemories, program: TrainProgram) -> dict:
         elif op.OP == Op.CONTRACT:
             i4 = _grid(op, 4)
             u = mems[op.SRC][_addr(op.U_BASE, op.U_S, i4)]                         # (N0,N1,N2,N3,L)
-            cv = derive_core(mem.cmem[_addr(op.V_BASE, op.V_S, i4)], tc.master_bits, tc.w_bits)
+            cv = derive_core(mem.cmem[_addr(op.V_BASE, op.V_S, i4)], tc)
             acc = (u * cv[..., None]).sum(axis=3)                                   # (N0,N1,N2,L)
             i3 = _grid(op, 3)
             o = _addr(op.O_BASE, op.O_S, i3)
@@ -165,8 +143,7 @@ def run_step(mem: TrainMemories, program: TrainProgram) -> dict:
             sample = ((rel & (bw - 1)) * L)[..., None] + np.arange(L)
             valid = sample < B
             mem.maxacc[j] = int(np.abs(np.where(valid, acc, 0)).max()) if acc.size else 0
-            y, sat = requant(acc, op.SHIFT, op.SAT_BITS)
-            stats["sat"] += int(np.count_nonzero(sat & valid))
+            y = requant(acc, op.SHIFT, op.SAT_BITS)
             if op.RELU:
                 y = np.maximum(y, 0)
             y = np.where(inside[..., None], y, 0)
@@ -181,7 +158,7 @@ def run_step(mem: TrainMemories, program: TrainProgram) -> dict:
             t = np.broadcast_to(_addr(op.O_BASE, op.O_S[:2], _grid(op, 2)), tot.shape).reshape(-1)
             store, bits = (mem.bmem, tc.bias_bits) if op.DST else (mem.cmem, tc.master_bits)
             old = store[t].copy()
-            store[t] = update_values(old, tot.reshape(-1), op.SHIFT, bits, gen)
+            store[t] = update_values(old, tot.reshape(-1), op.SHIFT, bits, tc, gen)
             stats["changed"] += int(np.count_nonzero(store[t] != old))
         elif op.OP == Op.LOSS:
             C = op.N[0]

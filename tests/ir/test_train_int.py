@@ -250,3 +250,19 @@ def test_truncate_ranks_keeps_the_strongest_slices_deterministically():
     train_step(a, x, y)  # a truncated state still trains
     with pytest.raises(ShapeError, match="truncation only"):
         truncate_ranks(state, 0, tuple(v + 1 for v in r[1:-1]))
+
+
+def test_left_shift_updates_saturate_and_never_wrap_int64():
+    """s <= 0 far enough that the old int64 shift wrapped (24-bit stored width, s <= -38):
+    the update saturates at +-2^(b+1), and a requantization at the clamp of its width."""
+    from ttforge.ir.train import _shift_sat
+
+    v = np.array([(1 << 39) - 1, -(1 << 39), 1 << 30, 5, 0, -1], dtype=np.int64)
+    for s in (-38, -40, -60):
+        d, _ = _round_update(v, s, TrainConfig(rounding="nearest"), None, 24)
+        lim = 1 << 25
+        assert d.tolist() == [max(-lim, min(lim, int(x) << min(-s, 40))) for x in v]
+        out, sat = _shift_sat(v, s, 24)
+        hi = (1 << 23) - 1
+        assert out.tolist() == [max(-hi - 1, min(hi, int(x) << min(-s, 40))) for x in v]
+        assert sat == 5

@@ -447,10 +447,9 @@ def test_spec_reference_equals_golden():
                 assert d.tolist() == [spec_round(x, s, st, w, b) for x, w in zip(v, ws)]
 
 
-@pytest.mark.xfail(strict=True, reason="ttforge.ir.train._round_update wraps int64 for s <= 0 when "
-                                       "bits + 1 + min(-s, 40) >= 63 (24-bit bias, s <= -38); the "
-                                       "unit saturates as docs/arithmetic.md says")
-def test_update_unit_equals_golden_where_golden_wraps():
+def test_update_unit_equals_golden_where_golden_used_to_wrap():
+    """The golden once wrapped int64 here (24-bit bias, s <= -38); it saturates now, as the
+    unit and docs/arithmetic.md do."""
     ops = [Op(-38, 0, 24, 0, [(1 << 39) - 1, -(1 << 39), 1 << 30, 5, 0])]
     mem0 = {a: 0 for a in range(5)}
     got = simulate_update(UpdateUnit(40, 24, 3), ops, mem0, 1, random.Random(0))
