@@ -43,6 +43,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
 from _env import cpu_model, git, git_dirty, package_version, utc_now  # noqa: E402
 
+from ttforge.atomic import atomic_write_text  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results" / "train_hw.json"
 LANES = 16
@@ -176,7 +178,8 @@ def _engine_verilog() -> tuple[str, dict]:
         "dmem": (cfg.desc_depth * 32, 32), "labels": (cfg.max_batch, 16), "maxacc": (cfg.desc_depth, cfg.acc_bits),
     }
     est = {k: {"depth": d, "bits": w, "dp16kd": dp16kd_blocks(w, d)} for k, (d, w) in mems.items()}
-    return emit_verilog(eng, "ttforge_train_engine", port_map(eng)), est
+    # "program" is a SystemVerilog keyword (Yosys writes it escaped): that group is "prog"
+    return emit_verilog(eng, "ttforge_train_engine", port_map(eng, {"program": "prog"})), est
 
 
 def part_synth(seeds: list[int], work: Path, timeout: float) -> dict:
@@ -249,14 +252,16 @@ def main(argv=None) -> int:
     p.add_argument("--pnr-timeout", type=float, default=3600, help="seconds per seed")
     p.add_argument("--work", default="/tmp/ttforge-train-hw", help="work directory of the synth part")
     a = p.parse_args(argv)
+    if a.part == "cycles":
+        section = part_cycles()
+    else:
+        section = part_synth([int(s) for s in a.seeds.split(",")], Path(a.work), a.pnr_timeout)
+    # read the file only now: another part may have written it while this one ran
     out = json.loads(OUT.read_text()) if OUT.exists() else {"benchmark": "train_hw"}
     out["commands"] = {"cycles": "python bench/bench_train_hw.py --part cycles",
                        "synth": "python bench/bench_train_hw.py --part synth --seeds 1,2,3"}
-    if a.part == "cycles":
-        out["cycles"] = part_cycles()
-    else:
-        out["synth"] = part_synth([int(s) for s in a.seeds.split(",")], Path(a.work), a.pnr_timeout)
-    OUT.write_text(json.dumps(out, indent=1) + "\n")
+    out[a.part] = section
+    atomic_write_text(OUT, json.dumps(out, indent=1) + "\n")
     print(json.dumps(out[a.part].get("rows") or out[a.part].get("summary"), indent=1)[:3000])
     return 0
 
