@@ -461,6 +461,74 @@ def block_fmax() -> str:
                  rows) + f"\n\nFrom `hw_synth.json` (yosys + nextpnr from pip, the core in its I/O harness)."
 
 
+def block_train_hw() -> str:
+    d = load("train_hw")
+    if not d or "cycles" not in d:
+        return "No `train_hw.json` yet: run the commands above (**re-measure**)."
+    c = d["cycles"]
+    env = c["env"]
+    src = lambda e: f"`{(e.get('git_commit') or '')[:7]}`" + (" (dirty tree: **re-measure**)"  # noqa: E731
+                                                               if e.get("git_dirty") else "")
+    rows = [[r["batch"], r["slots"], _num(r["cycles"]), _num(r["input_cycles"]), _num(r["useful_macs"]),
+             pct(r["utilization"], 2), _num(r["cycles_per_sample"]), _num(r["mac_bound_per_sample"]),
+             f"{r['ratio_to_bound']:.3f}x"] for r in c["rows"]]
+    out = table(["batch", "slots", "cycles / step", "of which input stream", "useful MACs", "utilization",
+                 "cycles / sample", "MAC bound / sample", "cycles / bound"], rows)
+    out += (f"\n\n{c['network']}, L = {c['lanes']}, {_num(c['macs_per_sample'])} MACs per sample "
+            f"(forward {_num(c['forward_macs_per_sample'])}); from the exact cycle model `op_cycles`, "
+            f"`train_hw.json` at {src(env)}.")
+    e = c["ecp5_85f"]
+    mrows = []
+    names = {"act": "ACT (activations)", "grad": "GRAD (gradients)", "cmem": "CMEM (masters)",
+             "bmem": "BMEM (biases)", "dmem": "DMEM (program)"}
+    for key, name in names.items():
+        cells = [name, f"{c['rows'][0]['memory'][key]['bits']}"]
+        for r in c["rows"]:
+            m = r["memory"][key]
+            cells += [f"{_num(m['words'])} words, {_num(m['bytes'])} B", _num(m["dp16kd"])]
+        mrows.append(cells)
+    mrows.append(["**total**", ""] + [x for r in c["rows"] for x in
+                                       (f"**{_num(r['memory_bytes'])} B**", f"**{_num(r['memory_dp16kd'])}**")])
+    head = ["memory", "bits / word"] + [x for r in c["rows"] for x in (f"batch {r['batch']}", "DP16KD")]
+    out += "\n\n" + table(head, mrows) + (
+        f"\n\nThe ECP5-85F has {e['dp16kd']} DP16KD blocks ({_num(e['bytes'])} B with parity bits). A "
+        f"batch of up to L samples takes as much ACT/GRAD as a batch of L: the batch lives in the lanes.")
+    sy = d.get("synth")
+    if not sy:
+        return out + "\n\nNo synthesis yet (`--part synth`): **not yet measured**."
+    dp = sy["depths"]
+    cells = sy.get("synth_cells") or {}
+    ff = sum(v for k, v in cells.items() if k.startswith("TRELLIS_FF"))
+    out += (f"\n\n`TrainEngine`, L = {sy['lanes']}, ACT {_num(dp['act_depth'])} / GRAD {_num(dp['grad_depth'])} "
+            f"words, CMEM {_num(dp['core_depth'])} / BMEM {_num(dp['bias_depth'])} elements, {dp['desc_depth']} "
+            f"operations, {dp['acc_bits']}-bit accumulators, on the {sy['title']} (`synth_ecp5`, then "
+            f"`nextpnr-ecp5`, {sy['target_mhz']:.0f} MHz target, the core in the I/O harness of "
+            f"`ttforge.hw.synth`). After synthesis: {_num(cells.get('LUT4', 0))} LUT4, {_num(ff)} FF, "
+            f"{cells.get('MULT18X18D', 0)} MULT18X18D, {cells.get('DP16KD', 0)} DP16KD"
+            f" (synthesis {sy['synth_s']} s).")
+    srows = []
+    for r in sy["runs"]:
+        if r.get("fmax_mhz") is None:
+            srows.append([r["seed"], "", "", "", "", f"not routed ({r.get('error') or r.get('overflow') or 'no Fmax'}, "
+                          f"{r['pnr_s']} s)", ""])
+            continue
+        rs = r["resources"]
+        cp = r["critical_path"]
+        path = (f"{cp['delay_ns']:.2f} ns: {cp['logic_levels']} logic levels, logic {cp['logic_ns']:.2f} / routing "
+                f"{cp['routing_ns']:.2f} ns, `{(cp.get('start') or {}).get('cell')}` -> "
+                f"`{(cp.get('end') or {}).get('cell')}`") if cp else ""
+        srows.append([r["seed"], *(f"{rs[k]['used']:,}/{rs[k]['available']:,}" if k in rs else ""
+                                   for k in ("lut", "ff", "dsp", "bram")),
+                      f"{r['fmax_mhz']:.2f} ({r['pnr_s']:,} s)", path])
+    out += "\n\n" + table(["nextpnr seed", "LUT", "FF", "DSP", "BRAM", "Fmax MHz (place and route)",
+                            "critical path"], srows)
+    fm = (sy.get("summary") or {}).get("fmax_mhz")
+    if fm:
+        out += (f"\n\nFmax over seeds {', '.join(map(str, fm['seeds']))}: min {fm['min']:.2f}, median "
+                f"{fm['median']:.2f} MHz.")
+    return out + f" Synthesis from `train_hw.json` at {src(sy['env'])}."
+
+
 def block_boards() -> str:
     d = load("boards")
     rows = []
@@ -543,7 +611,7 @@ def block_regress() -> str:
 BLOCKS: dict[str, Callable[[], str]] = {
     "readme": block_readme, "summary": block_summary, "accuracy": block_accuracy, "quant": block_quant,
     "stochastic": block_stochastic, "train_int": block_train_int, "speed": block_speed, "accelerator": block_accelerator,
-    "fmax": block_fmax, "fmax_seeds": block_fmax_seeds, "boards": block_boards, "sim": block_sim, "native": block_native,
+    "fmax": block_fmax, "fmax_seeds": block_fmax_seeds, "train_hw": block_train_hw, "boards": block_boards, "sim": block_sim, "native": block_native,
     "flow": block_flow, "cli": block_cli, "regress": block_regress,
 }
 
