@@ -56,13 +56,18 @@ async def load_program(ctx, dut, program: TrainProgram, words=None, images=True)
         ctx.set(dut.program.rng_load, 0)
 
 
-async def run_batch(ctx, dut, x, y, max_cycles=2_000_000):
+async def run_batch(ctx, dut, x, y, max_cycles=2_000_000, gaps=None):
     """Stream one labelled batch, wait for the step's end; returns the cycles it took
-    (from enable to the done pulse) or raises on an error or a timeout."""
+    (from enable to the done pulse) or raises on an error or a timeout. ``gaps``: a
+    ``random.Random`` that inserts 0-2 idle cycles (``valid`` low) before an element."""
     ctx.set(dut.control.enable, 1)
     c0 = ctx.get(dut.status.cycles)
     for b in range(x.shape[0]):
         for v in list(x[b]) + [int(y[b])]:
+            if gaps is not None:
+                ctx.set(dut.inp.valid, 0)
+                for _ in range(gaps.choice((0, 0, 1, 2))):
+                    await ctx.tick()
             ctx.set(dut.inp.payload, int(v))
             ctx.set(dut.inp.valid, 1)
             while not ctx.get(dut.inp.ready):     # a transfer: valid and ready at a tick

@@ -151,3 +151,23 @@ def test_bad_program_reports_an_error_and_the_engine_recovers(what, code):
     got, msg, diff = simulate(cfg, body)
     assert got == code, msg
     assert diff is None
+
+
+def test_input_gaps_change_nothing_but_the_input_cycles():
+    import random
+
+    state, x, y, _ = train_case(5, batch=5, n_layers=2, d=2, rank=2, n_in=8, hidden=6, n_out=3)
+    cfg = _config(state, 4)
+    prog = compile_training(state, 5, cfg)
+
+    async def body(ctx, dut):
+        await load_program(ctx, dut, prog)
+        cycles = await run_batch(ctx, dut, x, y, gaps=random.Random(3))
+        cm, bm, mx, rng = await read_state(ctx, dut, prog)
+        new = next_exponents(state_from_memories(state, prog, cm, bm, rng), prog, mx)
+        return cycles, compare_states(new, train_step(state, x, y))
+
+    cycles, diff = simulate(cfg, body)
+    assert diff is None
+    no_gaps = sum(op_cycles(op, cfg, prog.slots) for op in prog.ops) + x.shape[0] * (x.shape[1] + 1)
+    assert cycles > no_gaps          # the idle input cycles are counted, nothing else changes
