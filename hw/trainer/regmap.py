@@ -370,8 +370,8 @@ def _registers(c) -> list[Register]:
                           _f("CLEAR_ERROR", 2, 1, "clear STATUS.ERROR and ERROR_CODE",
                              "control.clear_error"))))
     regs.append(Register("STATUS", 0x048, "RO", 5, 0, "engine state",
-                         (_f("BUSY", 0, 1, "a step is in flight (from the first sample until the "
-                             "last operation); the windows answer SLVERR", "status.busy"),
+                         (_f("BUSY", 0, 1, "the engine has left idle: it waits for or takes "
+                             "samples, or runs the step; the windows and RNG writes answer SLVERR", "status.busy"),
                           _f("DONE", 1, 1, "the last step completed; cleared by CMD.START and when "
                              "the next step starts"),
                           _f("ERROR", 2, 1, "a step stopped with an error (ERROR_CODE); no step runs "

@@ -253,3 +253,11 @@ def test_driver_refuses_a_program_for_another_config():
         host.load_program(prog)
     with pytest.raises(ConfigError, match="not a ttforge training top"):
         host.check()
+
+
+def test_error_codes_are_the_engines():
+    from ttforge.hw.trainer.engine import TrainError
+    from ttforge.hw.trainer.regmap import TRAIN_ERROR_TEXT
+
+    assert {k: n for k, (n, _) in TRAIN_ERROR_TEXT.items()} == {int(e.value): e.name for e in TrainError}
+
