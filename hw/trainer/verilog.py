@@ -1,0 +1,75 @@
+"""The generated files of the training top, written atomically into one directory.
+
+:func:`generate_train_verilog` is the Verilog text of ``TrainAccel(config)`` (module
+``ttforge_train``); :func:`generate_train` writes it with its Verilator waivers, the
+configuration and the training register map (JSON, C header, Markdown) into ``out_dir``,
+like ``ttforge generate`` does for the inference top: the directory is replaced as a
+whole, and only if it is empty or a previous output of this function (recognised by its
+``generate_train.json`` manifest and the checksums of every file in it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ttforge.atomic import check_output_dir, check_owned_dir, write_files_atomically
+from ttforge.errors import ConfigError
+from ttforge.hw.trainer.top import TRAIN_TOP_NAME, verilator_waivers
+from ttforge.hw.trainer.top import verilog as _verilog
+
+__all__ = ["generate_train_verilog", "generate_train", "TRAIN_MARKER"]
+
+TRAIN_MARKER = "generate_train.json"
+
+
+def generate_train_verilog(config, *, reset: str = "rst") -> str:
+    """The Verilog of ``TrainAccel(config)`` (``ttforge_train``; byte-identical for the
+    same inputs)."""
+    return _verilog(config, reset=reset)
+
+
+def _own(out: Path) -> None:
+    check_owned_dir(out, TRAIN_MARKER, "ttforge-generate-train", lambda m: m["files"], flag="out_dir",
+                    command="ttforge.hw.trainer.verilog.generate_train")
+
+
+def generate_train(config, out_dir: str | os.PathLike, *, reset: str = "rst",
+                   verilog: bool = True) -> dict[str, Any]:
+    """Write ``ttforge_train.v`` (unless ``verilog=False``), ``ttforge_train.vlt``,
+    ``train_config.json``, ``train_regmap.json``, ``ttforge_train_regs.h`` and
+    ``train_regmap.md`` into ``out_dir``; returns the manifest."""
+    from dataclasses import asdict
+
+    from ttforge import __version__
+    from ttforge.hw.trainer.program import TrainEngineConfig
+    from ttforge.hw.trainer.regmap import TRAIN_REGMAP_VERSION, train_register_map
+
+    if not isinstance(config, TrainEngineConfig):
+        raise ConfigError(f"generate_train needs a TrainEngineConfig, got {type(config).__name__}")
+    if reset not in ("rst", "aresetn"):
+        raise ConfigError(f"reset={reset!r} must be 'rst' or 'aresetn'")
+    out = check_output_dir(out_dir, "out_dir")
+    _own(out)
+    rm = train_register_map(config)
+    files: dict[str, bytes] = {}
+    if verilog:
+        files[f"{TRAIN_TOP_NAME}.v"] = generate_train_verilog(config, reset=reset).encode()
+        files[f"{TRAIN_TOP_NAME}.vlt"] = verilator_waivers().encode()
+    cfg = asdict(config)
+    files["train_config.json"] = (json.dumps(cfg, indent=2, default=str) + "\n").encode()
+    files["train_regmap.json"] = rm.to_json().encode()
+    files["ttforge_train_regs.h"] = rm.to_c_header().encode()
+    files["train_regmap.md"] = ("# ttforge training register map\n\n" + rm.to_markdown()).encode()
+    manifest = {
+        "format": "ttforge-generate-train", "version": 1,
+        "producer": {"name": "ttforge", "version": __version__},
+        "regmap_version": TRAIN_REGMAP_VERSION, "reset": reset, "config": cfg,
+        "files": {n: hashlib.sha256(d).hexdigest() for n, d in sorted(files.items())},
+    }
+    files[TRAIN_MARKER] = (json.dumps(manifest, indent=2, default=str) + "\n").encode()
+    write_files_atomically(out, files, owner=_own)
+    return manifest

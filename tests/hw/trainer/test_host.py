@@ -1,0 +1,151 @@
+"""The training host driver against a recording bus (no simulator): what it writes where,
+that only changed descriptor words are rewritten, that MAXACC halves are joined, that
+engine errors and timeouts surface as one exception each, and that the blocking and
+the coroutine drivers issue the same accesses."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from ttforge.errors import ConfigError
+from ttforge.hw.trainer.host import AsyncTrainHost, TrainEngineError, TrainHost
+from ttforge.hw.trainer.program import TrainEngineConfig, TrainProgram, compile_training
+from ttforge.hw.trainer.regmap import train_register_map
+from ttforge.ir.random import train_case
+
+
+def _setup():
+    state, x, y, _ = train_case(0, batch=4, n_layers=2, d=2, rank=2, n_in=8, hidden=6, n_out=3)
+    cfg = TrainEngineConfig(lanes=4, train=state.config, act_depth=512, grad_depth=256, core_depth=512,
+                            bias_depth=64, desc_depth=48, max_batch=16, max_classes=8)
+    return state, x, y, cfg, compile_training(state, 4, cfg)
+
+
+class _Bus:
+    """Words by byte address; STATUS answers DONE (or ERROR) after ``polls`` reads."""
+
+    def __init__(self, rm, polls=2, error=None):
+        self.rm, self.mem, self.log, self.frames = rm, {}, [], []
+        self.polls, self.error, self.left = polls, error, None
+
+    def read32(self, a):
+        self.log.append(("r", a))
+        if a == self.rm.addr("STATUS"):
+            if self.left is None:
+                return 0
+            self.left -= 1
+            if self.left > 0:
+                return 1
+            return 4 if self.error else 2
+        if a == self.rm.addr("ERROR_CODE"):
+            return self.error or 0
+        return self.mem.get(a, 0)
+
+    def write32(self, a, v):
+        self.log.append(("w", a, v))
+        self.mem[a] = v
+        if a == self.rm.addr("CMD") and v & 1:
+            self.left = self.polls
+
+    def stream(self, frames):
+        self.frames.append(frames)
+
+
+def test_load_program_writes_every_part_where_the_map_says():
+    state, x, y, cfg, prog = _setup()
+    rm = train_register_map(cfg)
+    bus = _Bus(rm)
+    host = TrainHost(cfg, bus.read32, bus.write32, bus.stream)
+    host.load_program(prog)
+    dm, cm, bm = rm.window("DMEM"), rm.window("CMEM"), rm.window("BMEM")
+    assert [bus.mem[dm.base + 4 * i] for i in range(len(prog.words))] == list(prog.words)
+    assert [bus.mem[cm.base + 4 * i] for i in range(prog.cmem.size)] == [int(v) & 0xFFFFFFFF for v in prog.cmem]
+    assert [bus.mem[bm.base + 4 * i] for i in range(prog.bmem.size)] == [int(v) & 0xFFFFFFFF for v in prog.bmem]
+    for name in ("BATCH", "BW_LOG", "IN_COUNT", "IN_BASE", "STOCH", "RNG"):
+        assert bus.mem[rm.addr(name)] == prog.globals[name], name
+
+
+def test_rewrite_shifts_writes_only_the_changed_words():
+    state, x, y, cfg, prog = _setup()
+    rm = train_register_map(cfg)
+    bus = _Bus(rm)
+    host = TrainHost(cfg, bus.read32, bus.write32, bus.stream)
+    host.load_program(prog)
+    ops = list(prog.ops)
+    j = next(i for i, op in enumerate(ops) if op.OP == 0)
+    ops[j] = replace(ops[j], SHIFT=ops[j].SHIFT + 1)
+    changed = TrainProgram(**{**prog.__dict__, "ops": tuple(ops)})
+    bus.log.clear()
+    assert host.rewrite_shifts(changed) == 1
+    assert bus.log == [("w", rm.window("DMEM").base + 4 * 32 * j, changed.words[32 * j])]
+    bus.log.clear()
+    assert host.rewrite_shifts(changed) == 0 and bus.log == []
+
+
+def test_run_batch_streams_samples_then_labels_and_waits_for_done():
+    state, x, y, cfg, prog = _setup()
+    bus = _Bus(train_register_map(cfg), polls=3)
+    host = TrainHost(cfg, bus.read32, bus.write32, bus.stream)
+    host.load_program(prog)
+    host.run_batch(x, y)
+    assert bus.frames == [[[int(v) for v in x[b]] + [int(y[b])] for b in range(len(y))]]
+    with pytest.raises(ConfigError, match="the loaded program takes"):
+        host.run_batch(x[:2], y[:2])
+
+
+def test_engine_error_and_timeout():
+    state, x, y, cfg, prog = _setup()
+    bus = _Bus(train_register_map(cfg), error=7 | (5 << 16))
+    host = TrainHost(cfg, bus.read32, bus.write32, bus.stream)
+    with pytest.raises(TrainEngineError, match=r"error 7 \(BAD_LABEL.*operation 5"):
+        host.run_batch(x, y)
+    bus = _Bus(train_register_map(cfg), polls=10**9)
+    host = TrainHost(cfg, bus.read32, bus.write32, bus.stream)
+    with pytest.raises(TimeoutError):
+        host.run_batch(x, y, max_polls=5)
+
+
+def test_maxacc_halves_and_signed_windows():
+    state, x, y, cfg, prog = _setup()
+    rm = train_register_map(cfg)
+    bus = _Bus(rm)
+    mx, cm = rm.window("MAXACC"), rm.window("CMEM")
+    bus.mem[mx.base], bus.mem[mx.base + 4] = 0xFFFFFFFF, 0x3
+    bus.mem[cm.base] = 0xFFFFFFFE
+    host = TrainHost(cfg, bus.read32, bus.write32, bus.stream)
+    assert host.read_maxacc(1).tolist() == [(3 << 32) | 0xFFFFFFFF]
+    assert host.read_window("CMEM", 0, 1) == [-2]
+    with pytest.raises(ConfigError, match="read-only"):
+        host.write_window("ACT", 0, [1])
+    with pytest.raises(ConfigError, match="outside the window"):
+        host.read_window("LABEL", 0, cfg.max_batch + 1)
+
+
+def test_blocking_and_coroutine_drivers_issue_the_same_accesses():
+    state, x, y, cfg, prog = _setup()
+    rm = train_register_map(cfg)
+    a, b = _Bus(rm), _Bus(rm)
+    TrainHost(cfg, a.read32, a.write32, a.stream).load_program(prog)
+    TrainHost(cfg, a.read32, a.write32, a.stream).read_state(prog)
+
+    async def r(addr):
+        return b.read32(addr)
+
+    async def w(addr, v):
+        b.write32(addr, v)
+
+    async def s(frames):
+        b.stream(frames)
+
+    async def main():
+        h = AsyncTrainHost(cfg, r, w, s)
+        await h.load_program(prog)
+        return await h.read_state(prog)
+
+    got = asyncio.run(main())
+    assert a.log == b.log
+    assert isinstance(got[0], np.ndarray)
