@@ -181,6 +181,31 @@ def test_a_killed_worker_s_task_runs_again_elsewhere_and_is_reported_once(tmp_pa
     assert not final.endswith(f":{pid}")                               # ... finished elsewhere
 
 
+def test_a_task_that_keeps_killing_workers_comes_back_as_killed_worker(tmp_path):
+    """Past ``distributed.scheduler.allowed-failures`` (here 0) a task whose worker dies is
+    not run again: its outcome is ``KilledWorker`` (an ERROR row in ``ttforge regress``), and
+    the run goes on to the others (a task already queued on the dead worker counts the
+    death too)."""
+    import dask
+    from distributed import KilledWorker
+
+    markers = tmp_path / "m"
+    markers.mkdir()
+    outcomes: dict = {}
+    killed: list = []
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        with connect(ClusterSpec(None, 2)) as client:
+            killer = _kill_first_taker(markers, killed)
+            run_tasks(client, probe, [(i, 1.0, str(markers)) for i in range(3)],
+                      lambda i, out: outcomes.__setitem__(i, out))
+            killer.join()
+    index = killed[0][0]
+    assert sorted(outcomes) == [0, 1, 2]
+    assert isinstance(outcomes[index], KilledWorker)
+    assert all(isinstance(o, (tuple, KilledWorker)) for o in outcomes.values())
+    assert any(isinstance(o, tuple) for o in outcomes.values())
+
+
 def _dask(*args: str, cwd: Path) -> subprocess.Popen:
     exe = Path(sys.executable).parent / "dask"
     return subprocess.Popen([str(exe), *args], cwd=cwd, stdout=subprocess.DEVNULL,
