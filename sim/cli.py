@@ -1,4 +1,4 @@
-"""The ``ttforge.sim`` subcommand: ``regress``.
+"""The ``ttforge.sim`` subcommand: ``regress`` (and ``regress --train``).
 
 ``regress_cli_spec()`` returns ``(add_arguments, run)`` for :mod:`ttforge.cli`, which
 holds the one-line help of every subcommand.
@@ -50,6 +50,11 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help="run every case on this AccelConfig (JSON/TOML) instead of random ones")
     p.add_argument("--build-root", metavar="DIR",
                    help="simulator build cache (default $TTFORGE_SIM_CACHE or ~/.cache/ttforge/sim)")
+    p.add_argument("--train", action="store_true",
+                   help="training regression: random networks, widths, ranks, batches and lanes "
+                        "trained in RTL (the native harness) against the golden trainer")
+    p.add_argument("--steps", type=int, default=100, metavar="N",
+                   help="with --train: training steps per case (default 100)")
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -84,6 +89,12 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.train:
+        from ttforge.sim.train_regress import check_train_args, run_train_cli
+
+        check_train_args(args)
+        _check_args(args)
+        return run_train_cli(args)
     _check_args(args)
     if args.replay:
         res = replay(args.replay, sim=args.sim, build_root=args.build_root)

@@ -8,17 +8,18 @@ import numpy as np
 import pytest
 
 from ttforge.hw.trainer.engine import HostSel
-from ttforge.hw.trainer.program import TrainEngineConfig, compile_training
+from ttforge.hw.trainer.program import compile_training
 from ttforge.ir.random import train_case
 from ttforge.ir.train import train_step
 from ttforge.ir.train_diverge import compare_states
 from ttforge.sim.train_native import TrainSession, build_train_native, train_native
+from ttforge.sim.train_regress import family_config, train_regress_case
 
 
 def _setup(seed=0, steps=25, batch=6):
     state, x, y, rng = train_case(seed, batch=batch, n_layers=2, d=2, rank=2, n_in=12, hidden=8, n_out=4)
-    cfg = TrainEngineConfig(lanes=4, train=state.config, act_depth=512, grad_depth=256, core_depth=512,
-                            bias_depth=64, desc_depth=48, max_batch=16, max_classes=8)
+    cfg = family_config(0)       # the engine ttforge regress --train uses for family 0 (one build)
+    assert cfg.train == state.config
     hi = (1 << (state.config.act_bits - 1)) - 1
     batches = [(x, y)] + [(rng.integers(0, hi + 1, size=(batch, state.in_features)),
                            rng.integers(0, state.n_classes, size=batch)) for _ in range(steps - 1)]
@@ -57,3 +58,29 @@ def test_sibling_a_core_word_corrupted_mid_run_is_caught(build):
         after, _, _ = s.memories(prog)
     assert np.array_equal(before, want)          # the control: equal before the corruption
     assert not np.array_equal(after, want)
+
+
+def test_regress_train_cli_runs_a_case_and_writes_the_summary(build, tmp_path, capsys):
+    import json
+
+    from ttforge.cli import main
+
+    assert train_regress_case(18, 1).family == 0        # the build above serves it
+    rc = main(["regress", "--train", "--seed-start", "18", "--seeds", "1", "--steps", "20",
+               "--out", str(tmp_path / "out")])
+    assert rc == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["cases"] == 1 and summary["failed"] == 0 and summary["results"][0]["passed"]
+    assert "1 of 1 passed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["--steps", "0"], "--steps 0"), (["--sim", "icarus"], "--sim icarus"),
+    (["--fault", "x"], "--fault"), (["--steps", str(10 ** 7)], "limit"),
+])
+def test_regress_train_bad_arguments_are_one_line(argv, msg, tmp_path, capsys):
+    from ttforge.cli import main
+
+    rc = main(["regress", "--train", "--out", str(tmp_path / "o"), *argv])
+    err = capsys.readouterr().err
+    assert rc == 2 and msg in err and "Traceback" not in err

@@ -1,0 +1,225 @@
+"""Training regressions: random networks, widths, ranks, batches and lanes trained in RTL
+for many steps, each compared with the golden trainer bit for bit (``ttforge regress
+--train``, ``docs/verification.md``).
+
+A case is a seed. It draws an engine family (lanes and the widths of a ``TrainConfig``,
+from :data:`FAMILIES`, so that a few Verilator builds serve every case), then a network
+(1-3 layers, 1-3 cores, ranks 1-4, small modes), a batch size (1 .. 2L) and labelled
+batches, all from the seed (:func:`train_regress_case`). The RTL (the native harness,
+:mod:`ttforge.sim.train_native`) and :func:`ttforge.ir.train.train_step` train it for
+``steps`` steps; the verdict is ``compare_states`` of the two final states. A failing
+case is rerun step by step to name the first step that differs, and the first difference
+of that step (layer, core or bias, element).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ttforge.hw.trainer.program import TrainEngineConfig, compile_training
+from ttforge.ir.random import train_layer_shapes
+from ttforge.ir.train import TrainConfig, TrainState, calibrate_state, init_state, train_step
+from ttforge.ir.train_diverge import compare_states
+
+__all__ = ["FAMILIES", "TrainCase", "TrainCaseResult", "train_regress_case", "run_train_case", "train_regress",
+           "family_config"]
+
+#: Engine families: (lanes, TrainConfig fields). A case's seed picks one; each is one build.
+FAMILIES: tuple[tuple[int, dict], ...] = (
+    (4, {}),
+    (2, {"w_bits": 2, "master_bits": 6, "rounding": "nearest"}),
+    (8, {"w_bits": 3, "master_bits": 9, "act_bits": 6, "grad_bits": 12}),
+    (1, {"inter_bits": 12, "grad_bits": 10, "bias_bits": 16}),
+    (16, {"w_bits": 4, "master_bits": 10, "prob_bits": 12, "table_bits": 12, "table_frac_bits": 4}),
+)
+
+
+def family_config(family: int) -> TrainEngineConfig:
+    """The engine of family ``family`` (depths that hold every network a case draws)."""
+    lanes, widths = FAMILIES[family]
+    return TrainEngineConfig(lanes=lanes, train=TrainConfig(**widths), act_depth=4096, grad_depth=2048,
+                             core_depth=2048, bias_depth=128, desc_depth=64, max_batch=32, max_classes=8)
+
+
+@dataclass(frozen=True)
+class TrainCase:
+    seed: int
+    family: int
+    state: TrainState = field(repr=False)
+    batches: tuple = field(repr=False)
+
+    @property
+    def batch(self) -> int:
+        return len(self.batches[0][1])
+
+    def describe(self) -> str:
+        layers = "-".join(str(L.in_features) for L in self.state.layers) + f"-{self.state.n_classes}"
+        cores = ",".join(str(L.d) for L in self.state.layers)
+        return f"{layers} cores {cores} batch {self.batch} family {self.family}"
+
+
+def train_regress_case(seed: int, steps: int, family: int | None = None) -> TrainCase:
+    """The network, state and ``steps`` labelled batches of case ``seed`` (deterministic)."""
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 14]))
+    fam = int(rng.integers(len(FAMILIES))) if family is None else int(family)
+    lanes, widths = FAMILIES[fam]
+    cfg = TrainConfig(**widths)
+    n_layers = int(rng.integers(1, 4))
+    d = int(rng.integers(1, 4))
+    rank = int(rng.integers(1, 5))
+    n_in = int(rng.integers(4, 25))
+    hidden = int(rng.integers(4, 17))
+    n_out = int(rng.integers(2, 9))
+    batch = int(rng.integers(1, 2 * lanes + 1))
+    shapes = train_layer_shapes(rng, n_layers, d, rank, n_in, hidden, n_out)
+    state = init_state(shapes, cfg, seed=int(seed), lr_shift=int(rng.integers(2, 7)))
+    hi = (1 << (cfg.act_bits - 1)) - 1
+    batches = tuple((rng.integers(0, hi + 1, size=(batch, state.in_features)),
+                     rng.integers(0, n_out, size=batch)) for _ in range(steps))
+    state = calibrate_state(state, *batches[0], fast=False)
+    return TrainCase(int(seed), fam, state, batches)
+
+
+@dataclass
+class TrainCaseResult:
+    seed: int
+    family: int
+    describe: str
+    steps: int
+    passed: bool
+    first_step: int | None = None
+    difference: str | None = None
+    cycles_per_step: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def run_train_case(case: TrainCase, build) -> TrainCaseResult:
+    """Train ``case`` in RTL (``build``: a :class:`~ttforge.sim.train_native.NativeTrainBuild`
+    of the case's family) and with the golden step; on a mismatch, find the first step."""
+    from ttforge.sim.train_native import train_native
+
+    t0 = time.perf_counter()
+    res = TrainCaseResult(case.seed, case.family, case.describe(), len(case.batches), False)
+    try:
+        compile_training(case.state, case.batch, build.config)   # one line if it cannot fit
+        got, records = train_native(build, case.state, case.batches)
+        want = case.state
+        for x, y in case.batches:
+            want = train_step(want, x, y)
+        diff = compare_states(got, want)
+        res.cycles_per_step = records[0]["cycles"] if records else 0
+        if diff is None:
+            res.passed = True
+        else:
+            res.first_step, res.difference = _first_step(case, build)
+    except Exception as e:  # noqa: BLE001 - a case's failure is its verdict, never a crash of the run
+        res.error = f"{type(e).__name__}: {e}"[:300]
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+def _first_step(case: TrainCase, build) -> tuple[int | None, str | None]:
+    """Rerun ``case`` one step at a time; the first step whose state differs and how."""
+    from ttforge.sim.train_native import train_native
+
+    state = case.state
+    for k, (x, y) in enumerate(case.batches):
+        got, _ = train_native(build, state, [(x, y)])
+        want = train_step(state, x, y)
+        diff = compare_states(got, want)
+        if diff is not None:
+            return k, str(diff)
+        state = want
+    return None, "the states differ after the whole run but not after any single step"
+
+
+def train_regress(seeds: Sequence[int], steps: int, *, build_root=None,
+                  on_case: Callable[[TrainCaseResult], None] | None = None) -> list[TrainCaseResult]:
+    """Run cases ``seeds`` for ``steps`` steps each on the native harness (one build per
+    family, cached); results in the order of ``seeds``."""
+    from ttforge.sim.train_native import build_train_native
+
+    builds: dict[int, object] = {}
+    out = []
+    for seed in seeds:
+        case = train_regress_case(seed, steps)
+        if case.family not in builds:
+            builds[case.family] = build_train_native(family_config(case.family), build_root=build_root)
+        res = run_train_case(case, builds[case.family])
+        out.append(res)
+        if on_case is not None:
+            on_case(res)
+    return out
+
+
+#: the largest ``--steps`` of ``ttforge regress --train``
+MAX_TRAIN_STEPS = 1_000_000
+
+
+def check_train_args(args) -> None:
+    """One-line errors for ``ttforge regress --train`` options that do not apply to it."""
+    from ttforge.errors import ConfigError, LimitError
+
+    for flag, bad in (("--replay", args.replay), ("--config", args.config), ("--cluster", args.cluster),
+                      ("--fault", args.fault)):
+        if bad:
+            raise ConfigError(f"{flag}: not available with --train yet (it runs random training cases "
+                              f"on the native harness); drop {flag}")
+    if args.sim not in (None, "verilator-native"):
+        raise ConfigError(f"--sim {args.sim}: --train runs on verilator-native (the C++ harness); "
+                          f"the cocotb training testbench runs from pytest (tests/sim/test_train_rtl.py)")
+    if args.steps < 1:
+        raise ConfigError(f"--steps {args.steps}: must be at least 1")
+    if args.steps > MAX_TRAIN_STEPS:
+        raise LimitError(f"--steps {args.steps}: above ttforge's limit of {MAX_TRAIN_STEPS:,}")
+
+
+def run_train_cli(args) -> int:
+    """``ttforge regress --train``: cases ``--seed-start .. + --seeds``, ``--steps`` steps
+    each; a summary table, ``summary.json`` in ``--out``; exit 1 if any case failed."""
+    import json
+    import sys
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from ttforge.atomic import atomic_write_bytes
+
+    seeds = range(args.seed_start, args.seed_start + args.seeds)
+    done = [0]
+
+    def line(r: TrainCaseResult) -> None:
+        done[0] += 1
+        verdict = "pass" if r.passed else ("error" if r.error else f"FAIL at step {r.first_step}")
+        print(f"[{done[0]}/{len(seeds)}] seed {r.seed}: {verdict} ({r.describe}, {r.seconds:.1f} s)",
+              file=sys.stderr, flush=True)
+
+    results = train_regress(seeds, args.steps, build_root=args.build_root, on_case=line)
+    table = Table(title=f"training regression: {len(results)} cases x {args.steps} steps (verilator-native)")
+    for col in ("seed", "network", "steps", "cycles/step", "seconds", "result"):
+        table.add_column(col)
+    for r in results:
+        verdict = "pass" if r.passed else (r.error or f"step {r.first_step}: {r.difference}")
+        table.add_row(str(r.seed), r.describe, str(r.steps), str(r.cycles_per_step), f"{r.seconds:.1f}", verdict)
+    Console().print(table)
+    failed = [r for r in results if not r.passed]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {"kind": "train", "simulator": "verilator-native", "steps": args.steps,
+               "cases": len(results), "failed": len(failed), "results": [r.to_dict() for r in results],
+               "reproduce": [f"ttforge regress --train --seed-start {r.seed} --seeds 1 --steps {args.steps}"
+                             for r in failed]}
+    atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
+    print(f"{len(results) - len(failed)} of {len(results)} passed; wrote {out / 'summary.json'}")
+    for cmd in summary["reproduce"]:
+        print(f"reproduce: {cmd}")
+    return 0 if not failed else 1
