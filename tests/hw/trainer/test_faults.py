@@ -161,9 +161,9 @@ def test_case_exercises_every_fault():
     flipped[1] ^= 1
     orig = tmodel.update_values
 
-    def spy(old, v, s, bits, gen):
+    def spy(old, v, *args, **kwargs):
         rec["wgrad"] = max(rec["wgrad"], int(np.abs(v).max()))
-        return orig(old, v, s, bits, gen)
+        return orig(old, v, *args, **kwargs)
 
     for x, y in c["batches"]:
         prog = compile_training(st, BATCH, cfg)
