@@ -16,7 +16,8 @@ The driver is given the bus as callables (the *transport*):
     ``n`` consecutive words (a transport that can pipeline accesses is much faster;
     by default they are single accesses).
 
-A transport raises on a non-``OKAY`` response (:class:`BusError` is there for it).
+A transport raises on a non-``OKAY`` response (:data:`BusError`, which is
+:class:`ttforge.errors.DeviceError`).
 :class:`TrainHost` takes plain functions (a board's serial bridge); :class:`AsyncTrainHost`
 takes coroutine functions (a cocotb testbench) and its methods are coroutines. Both run
 the same code: every operation is written once as a generator of bus requests.
@@ -40,11 +41,11 @@ from typing import Any, Callable, Generator, Sequence
 
 import numpy as np
 
-from ttforge.errors import ConfigError
+from ttforge.errors import ConfigError, DeviceError, DeviceTimeout
 from ttforge.hw.trainer.regmap import (TRAIN_ERROR_TEXT, TRAIN_MAGIC, TRAIN_REGMAP_VERSION,
                                        TrainRegisterMap)
 
-__all__ = ["BusError", "TrainEngineError", "StepResult", "TrainHost", "AsyncTrainHost",
+__all__ = ["BusError", "engine_error", "StepResult", "TrainHost", "AsyncTrainHost",
            "DEFAULT_MAX_POLLS"]
 
 DEFAULT_MAX_POLLS = 1_000_000
@@ -52,17 +53,18 @@ _STATUS_DONE, _STATUS_ERROR = 1 << 1, 1 << 2
 _CMD_START, _CMD_SOFT_RESET, _CMD_CLEAR_ERROR = 1, 2, 4
 
 
-class BusError(RuntimeError):
-    """An AXI4-Lite access answered ``SLVERR`` (or did not complete); raised by transports."""
+#: what a transport raises on a non-``OKAY`` response (the device answered with an error)
+BusError = DeviceError
 
 
-class TrainEngineError(RuntimeError):
-    """The engine stopped a step with an error code (``code``, ``name``, ``op``)."""
-
-    def __init__(self, code: int, op: int):
-        self.code, self.op = int(code), int(op)
-        self.name, text = TRAIN_ERROR_TEXT.get(self.code, (f"CODE_{code}", "unknown error code"))
-        super().__init__(f"training engine error {self.code} ({self.name}: {text}) at operation {self.op}")
+def engine_error(code: int, op: int) -> DeviceError:
+    """The :class:`~ttforge.errors.DeviceError` :meth:`TrainHost.run_batch` raises when the
+    engine stops a step: one line naming the code, its meaning and the operation; the
+    instance carries ``code``, ``name`` and ``op``."""
+    name, text = TRAIN_ERROR_TEXT.get(int(code), (f"CODE_{code}", "unknown error code"))
+    e = DeviceError(f"training engine error {int(code)} ({name}: {text}) at operation {int(op)}")
+    e.code, e.name, e.op = int(code), name, int(op)
+    return e
 
 
 @dataclass(frozen=True)
@@ -242,8 +244,9 @@ class _Ops:
 
     def run_batch(self, x, y, max_polls: int = DEFAULT_MAX_POLLS) -> Gen:
         """Start one step (``CMD.START``), stream the batch (``x``: ``(B, IN_COUNT)``,
-        ``y``: ``B`` labels) and poll until it is done; raise :class:`TrainEngineError`
-        if the engine reports an error, ``TimeoutError`` after ``max_polls`` polls."""
+        ``y``: ``B`` labels) and poll until it is done; raise :func:`engine_error`'s
+        ``DeviceError`` if the engine reports an error, ``DeviceTimeout`` after
+        ``max_polls`` polls."""
         X = np.asarray(x)
         Y = np.asarray(y).reshape(-1)
         if X.ndim != 2 or X.shape[0] != Y.shape[0]:
@@ -259,10 +262,10 @@ class _Ops:
             s = yield from self.status()
             if s & _STATUS_ERROR:
                 code, op = yield from self.error()
-                raise TrainEngineError(code, op)
+                raise engine_error(code, op)
             if s & _STATUS_DONE:
                 return s
-        raise TimeoutError(f"the training step did not finish within {max_polls} STATUS polls")
+        raise DeviceTimeout(f"the training step did not finish within {max_polls} STATUS polls")
 
     def train_step(self, state, program, x, y, max_polls: int = DEFAULT_MAX_POLLS) -> Gen:
         """One training step of ``state`` (whose program is loaded) on ``(x, y)``;

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from ttforge.errors import ConfigError
-from ttforge.hw.trainer.host import AsyncTrainHost, TrainEngineError, TrainHost
+from ttforge.errors import DeviceError, DeviceTimeout
+from ttforge.hw.trainer.host import AsyncTrainHost, TrainHost
 from ttforge.hw.trainer.program import TrainEngineConfig, TrainProgram, compile_training
 from ttforge.hw.trainer.regmap import train_register_map
 from ttforge.ir.random import train_case
@@ -101,11 +102,11 @@ def test_engine_error_and_timeout():
     state, x, y, cfg, prog = _setup()
     bus = _Bus(train_register_map(cfg), error=7 | (5 << 16))
     host = TrainHost(cfg, bus.read32, bus.write32, bus.stream)
-    with pytest.raises(TrainEngineError, match=r"error 7 \(BAD_LABEL.*operation 5"):
+    with pytest.raises(DeviceError, match=r"error 7 \(BAD_LABEL.*operation 5"):
         host.run_batch(x, y)
     bus = _Bus(train_register_map(cfg), polls=10**9)
     host = TrainHost(cfg, bus.read32, bus.write32, bus.stream)
-    with pytest.raises(TimeoutError):
+    with pytest.raises(DeviceTimeout):
         host.run_batch(x, y, max_polls=5)
 
 

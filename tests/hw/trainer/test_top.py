@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from ttforge.hw.trainer.host import AsyncTrainHost, BusError, TrainEngineError
+from ttforge.errors import DeviceError
+from ttforge.hw.trainer.host import AsyncTrainHost, BusError
 from ttforge.hw.trainer.model import load_batch as model_load_batch
 from ttforge.hw.trainer.model import load_program as model_load_program
 from ttforge.hw.trainer.model import run_step as model_run_step
@@ -205,7 +206,7 @@ def test_access_rules_and_errors():
         try:
             await host.run_batch(x, yb)
             out["err"] = None
-        except TrainEngineError as e:
+        except DeviceError as e:
             out["err"] = (e.name, str(e))
         await host.clear_error()
         await host.load_program(prog)
