@@ -14,6 +14,7 @@ must equal the golden trainer's bit for bit.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -81,11 +82,36 @@ class TrainEngineFlat(wiring.Component):
         return m
 
 
+@contextlib.contextmanager
+def _no_zero_meminit():
+    """Amaranth emits every memory's initial contents, one constant bit at a time: for the
+    MNIST-sized ACT (2^17 words of 256 bits) that is 33 M bits and an hour of elaboration.
+    The training engine never reads a word it has not written (padding is zero-filled by
+    the program; padding slots carry a zero gradient), so for the two-state Verilator
+    harness the all-zero initialisation is dropped. Other memories are emitted as usual."""
+    from amaranth.back import rtlil
+
+    emitter = rtlil.ModuleEmitter
+    original = emitter.emit_memory
+
+    def emit_memory(self, cell_idx, cell):
+        if any(cell.init):
+            original(self, cell_idx, cell)
+
+    emitter.emit_memory = emit_memory
+    try:
+        yield
+    finally:
+        emitter.emit_memory = original
+
+
 def train_verilog(config: TrainEngineConfig, fault: str | None = None) -> str:
-    """Verilog of the flat-port training engine, module ``ttforge_train``."""
+    """Verilog of the flat-port training engine, module ``ttforge_train`` (memories without
+    the all-zero initial contents: for the two-state native harness only)."""
     from amaranth.back import verilog
 
-    return verilog.convert(TrainEngineFlat(config, fault), name=TOP, emit_src=False)
+    with _no_zero_meminit():
+        return verilog.convert(TrainEngineFlat(config, fault), name=TOP, emit_src=False)
 
 
 @dataclass(frozen=True)
