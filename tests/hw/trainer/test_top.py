@@ -184,10 +184,14 @@ def test_access_rules_and_errors():
     rm = train_register_map(cfg)
 
     async def body(ctx, bus, host):
+        def dut_irq():
+            return bus.dut.irq
+
         out = {}
         out["id"] = await bus.read32(rm.addr("ID"))
         out["ro_window_write"] = await bus._write(rm.window("MAXACC").base, 1)
         out["unmapped"] = (await bus._read(rm.window("LABEL").base + 4 * cfg.max_batch))[1]
+        await host.write_reg("CTRL", 0b110)             # both interrupts enabled, no ENABLE
         await host.write_reg("RNG", 0x1234567)
         out["rng"] = await host.read_reg("RNG")
         prog = compile_training(state, 4, cfg)
@@ -208,10 +212,14 @@ def test_access_rules_and_errors():
             out["err"] = None
         except DeviceError as e:
             out["err"] = (e.name, str(e))
+        out["irq_error"] = (ctx.get(dut_irq()), await host.read_reg("IRQ_STATUS"))
+        await host.write_reg("IRQ_STATUS", 0b10)        # write 1 to clear
         await host.clear_error()
+        out["irq_cleared"] = (ctx.get(dut_irq()), await host.read_reg("IRQ_STATUS"))
         await host.load_program(prog)
         res = await host.train_step(state, prog, x, y)
         out["recovered"] = compare_states(res.state, train_step(state, x, y))
+        out["irq_done"] = (ctx.get(dut_irq()), await host.read_reg("IRQ_STATUS"))
         return out
 
     out = _simulate(cfg, body)
@@ -223,6 +231,7 @@ def test_access_rules_and_errors():
     assert out["cmem0"] == int(compile_training(state, 4, cfg).cmem[0])   # the busy write was refused
     assert out["err"] is not None and out["err"][0] == "BAD_LABEL", out["err"]
     assert out["recovered"] is None
+    assert out["irq_error"] == (1, 0b10) and out["irq_cleared"] == (0, 0) and out["irq_done"] == (1, 0b01)
 
 
 def test_register_map_views():
