@@ -31,7 +31,7 @@ What the top adds around the slave and the register file:
 
 from __future__ import annotations
 
-from amaranth.hdl import ClockDomain, Elaboratable, Module, Mux, Signal
+from amaranth.hdl import ClockDomain, Elaboratable, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -50,11 +50,6 @@ __all__ = ["TRAIN_TOP_NAME", "TrainAccel", "verilog", "generate_train_verilog",
            "verilator_waivers"]
 
 TRAIN_TOP_NAME = "ttforge_train"
-
-# AXI4-Lite members driven by the master
-_MASTER_OUT = ("awaddr", "awvalid", "wdata", "wstrb", "wvalid", "bready", "araddr", "arvalid",
-               "rready")
-
 
 class TrainAccel(wiring.Component):
     """The training accelerator: ``axil`` (AXI4-Lite slave), ``s_axis`` (samples in), ``irq``."""
