@@ -253,9 +253,13 @@ def judge(run: TrainRun) -> list[dict]:
     """One record per step the RTL completed: ``golden`` (``None`` or the first
     :class:`~ttforge.ir.train_diverge.TrainMismatch` against ``train_step``), and
     ``cmem``, ``bmem``, ``maxacc``, ``rng`` (each ``True`` when it equals the
-    interpreter's); the last record also ``act``, ``grad``, ``labels`` when the run
-    dumped them."""
+    interpreter's), ``mac_cycles`` and ``changed`` (the engine's counters over the step
+    equal the program's MAC-lane cycles and the interpreter's changed updates),
+    ``cycles`` (``(CYCLES over the step, the cycle model)``, not a bool);
+    the last record also ``act``, ``grad``, ``labels`` when the run dumped them."""
+    from ttforge.hw.trainer.engine import op_cycles
     from ttforge.hw.trainer.model import load_batch, load_program, run_step
+    from ttforge.hw.trainer.program import Op
     from ttforge.hw.trainer.program import compile_training, next_exponents, state_from_memories
     from ttforge.ir.train import train_step
     from ttforge.ir.train_diverge import compare_states
@@ -271,11 +275,24 @@ def judge(run: TrainRun) -> list[dict]:
         x, y = batches[k]
         cm, bm, mx, rng = run.cmem[k], run.bmem[k], run.maxacc[k], int(run.rng[k])
         load_batch(mem, x, y)
-        run_step(mem, prog)
+        stats = run_step(mem, prog)
         rec = {"cmem": bool(np.array_equal(cm, mem.cmem[:cm.size])),
                "bmem": bool(np.array_equal(bm, mem.bmem[:bm.size])),
                "maxacc": bool(np.array_equal(mx, mem.maxacc[:mx.size])),
                "rng": rng == mem.rng}
+        if k < len(run.counters):
+            # the engine's own counters, per step: MAC-lane cycles and changed updates
+            # exactly as the program and the interpreter say; CYCLES and the cycle model
+            # (equal when the samples are there as soon as the engine takes them; pauses
+            # in tvalid come on top)
+            now = run.counters[k]
+            before = run.counters[k - 1] if k else {n: 0 for n in now}
+            macs = sum(int(np.prod(op.N)) for op in prog.ops if op.OP in (Op.CONTRACT, Op.WGRAD))
+            rec["mac_cycles"] = now["MAC_CYCLES"] - before["MAC_CYCLES"] == macs * cfg.lanes
+            rec["changed"] = now["CHANGED"] - before["CHANGED"] == stats["changed"]
+            model = (sum(op_cycles(op, cfg, prog.slots) for op in prog.ops)
+                     + x.shape[0] * (x.shape[1] + 1))
+            rec["cycles"] = (now["CYCLES"] - before["CYCLES"], model)
         golden = train_step(golden, x, y)
         try:
             hw = next_exponents(state_from_memories(hw, prog, cm, bm, rng), prog, mx)

@@ -3,7 +3,9 @@ random small networks trained for several steps by the host driver over AXI4-Lit
 AXI4-Stream; after every step the state read back equals the golden trainer's
 (``compare_states(...) is None``) and CMEM, BMEM, MAXACC and the generator equal the
 word-level interpreter's (``np.array_equal``), and after the last step so do the used
-regions of ACT and GRAD and the labels. The sibling corrupts one CMEM word over AXI4-Lite
+regions of ACT and GRAD and the labels; the engine's counters over each step equal the
+program's MAC-lane cycles, the interpreter's changed updates and the cycle model
+(exactly, when the samples never pause). The sibling corrupts one CMEM word over AXI4-Lite
 after loading and must be reported. Longer runs are marked ``slow``."""
 
 from __future__ import annotations
@@ -39,12 +41,15 @@ def _build(sim, case):
     return _BUILDS[key]
 
 
-def _assert_equal(run):
+def _assert_equal(run, gaps):
     assert run.error is None, run.error
     records = judge(run)
     assert len(records) == run.case["steps"]
     for k, r in enumerate(records):
         assert r.pop("golden") is None, f"step {k}"
+        got, model = r.pop("cycles")
+        # the cycle model is exact; pauses in s_axis_tvalid add cycles, never remove any
+        assert got == model if not gaps else got >= model, (k, got, model)
         assert all(r.values()), (k, r)
     return records
 
@@ -54,8 +59,9 @@ def _assert_equal(run):
 def test_training_steps_equal_the_golden_trainer(sim, name):
     case = CASES[name]
     b = _build(sim, case)
-    run = run_train(b, case, gaps=0.3 if name == "stochastic" else 0.0, seed=3)
-    _assert_equal(run)
+    gaps = 0.3 if name == "stochastic" else 0.0
+    run = run_train(b, case, gaps=gaps, seed=3)
+    _assert_equal(run, gaps)
     steps = [c["STEPS"] for c in run.counters]
     assert steps == list(range(1, case["steps"] + 1))
     assert all(c["MAC_CYCLES"] > 0 and c["CYCLES"] > 0 for c in run.counters)
@@ -95,5 +101,6 @@ SLOW = {
 @pytest.mark.parametrize("sim", SIMS)
 def test_training_longer_runs(sim, name):
     case = SLOW[name]
-    run = run_train(_build(sim, case), case, gaps=0.2, seed=7)
-    _assert_equal(run)
+    gaps = 0.2 if "lanes2" in name else 0.0
+    run = run_train(_build(sim, case), case, gaps=gaps, seed=7)
+    _assert_equal(run, gaps)
