@@ -320,3 +320,25 @@ def test_verilog_ports_and_lint():
     ours = [w for w in warnings if "'engine." not in w and "'core.engine." not in w
             and not w.startswith("%Error: Exiting")]
     assert not ours, ours[:5]
+
+
+def test_c_header_compiles_next_to_the_inference_header(tmp_path):
+    import shutil
+    import subprocess
+
+    from ttforge.hw.config import AccelConfig
+    from ttforge.hw.regmap import RegisterMap
+
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    state, *_ = train_case(0, batch=4, n_layers=2, d=2, rank=2, n_in=8, hidden=6, n_out=3)
+    (tmp_path / "train.h").write_text(train_register_map(_config(state)).to_c_header())
+    (tmp_path / "infer.h").write_text(RegisterMap(AccelConfig()).to_c_header())
+    (tmp_path / "main.c").write_text(
+        '#include "infer.h"\n#include "train.h"\n'
+        "int main(void) { return (int)(TTFORGE_TRAIN_RNG_ADDR - 0x74u + TTFORGE_TRAIN_ERR_NONE); }\n")
+    p = subprocess.run([cc, "-std=c99", "-Wall", "-Wextra", "-Werror", "-o", str(tmp_path / "a.out"),
+                        str(tmp_path / "main.c")], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert subprocess.run([str(tmp_path / "a.out")]).returncode == 0
