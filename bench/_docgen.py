@@ -506,6 +506,16 @@ def block_train_hw() -> str:
             f"`ttforge.hw.synth`). After synthesis: {_num(cells.get('LUT4', 0))} LUT4, {_num(ff)} FF, "
             f"{cells.get('MULT18X18D', 0)} MULT18X18D, {cells.get('DP16KD', 0)} DP16KD"
             f" (synthesis {sy['synth_s']} s).")
+    mem, b16 = sy.get("memories") or {}, next((r for r in c["rows"] if r["batch"] == 16), None)
+    if mem and b16 and cells.get("DP16KD"):
+        more = min(mem["act"]["dp16kd"], mem["grad"]["dp16kd"])
+        out += (f" Doubling ACT or GRAD would take at least {more} more blocks, past "
+                f"{e['dp16kd']} with the {cells['DP16KD']} used: these depths are the largest powers of two "
+                f"that fit. The MNIST network needs ACT {_num(b16['memory']['act']['words'])} / GRAD "
+                f"{_num(b16['memory']['grad']['words'])} words at any batch up to L, so it does not fit the "
+                f"85F at L = {sy['lanes']}")
+        holds = c.get("synth_engine_holds") or {}
+        out += "".join(f"; this engine takes the {k} network up to batch {v}" for k, v in holds.items() if v) + "."
     srows = []
     for r in sy["runs"]:
         if r.get("fmax_mhz") is None:

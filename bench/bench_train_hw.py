@@ -92,6 +92,7 @@ def part_cycles() -> dict:
     from ttforge.hw.trainer.engine import contract_drain, op_cycles, wgrad_drain
     from ttforge.hw.trainer.program import Op, TrainEngineConfig, compile_training
 
+    env = _env("cycles")          # the tree the measurement starts from
     state = mnist_state()
     tc = state.config
     # depths large enough for any batch here: the cycle model does not depend on them
@@ -155,12 +156,39 @@ def part_cycles() -> dict:
             "memory_dp16kd": sum(v["dp16kd"] for v in mem.values()),
         })
     return {"network": "784-512-10, TT [7,4,7,4] -> [4,8,4,4] rank 16 + dense 512-10",
+            "synth_engine_holds": synth_engine_holds(),
             "schedule": [[st.core, st.A, st.P, st.Q, st.K] for st in state.layers[0].schedule.steps],
             "lanes": LANES, "train_config": tc.to_dict(),
             "macs_per_sample": per_sample_macs, "forward_macs_per_sample": fwd,
             "contract_drain": contract_drain(), "wgrad_drain": wgrad_drain(LANES),
             "ecp5_85f": {"dp16kd": ECP5_DP16KD, "bytes": ECP5_DP16KD * DP16KD_BITS // 8},
-            "rows": rows, "env": _env("cycles")}
+            "rows": rows, "env": env}
+
+
+def synth_engine_holds() -> dict:
+    """The largest batch (of 1..64, powers of two) whose program the synthesized engine's
+    depths take, for the MNIST and the digits network (0: none)."""
+    from ttforge.errors import ConfigError
+    from ttforge.hw.trainer.program import TrainEngineConfig, compile_training
+    from ttforge.ir.train import TrainConfig, init_state
+    from ttforge.ir.train_loop import tt_layers
+
+    cfg = TrainConfig()
+    ec = TrainEngineConfig(lanes=LANES, train=cfg, **SYNTH_DEPTHS)
+    digits = init_state(tt_layers(argparse.Namespace(hidden=64, cores=3, ranks=4, in_modes=None, out_modes=None,
+                                                     seed=0), 64, 10, True), cfg, seed=0, lr_shift=7,
+                        in_exp=-(cfg.act_bits - 1))
+    out = {}
+    for name, st in (("mnist", mnist_state()), ("digits 64-64-10", digits)):
+        best = 0
+        for batch in (1, 2, 4, 8, 16, 32, 64):
+            try:
+                compile_training(st, batch, ec)
+            except ConfigError:
+                break
+            best = batch
+        out[name] = best
+    return out
 
 
 # ------------------------------------------------------------------------ synthesis
@@ -186,6 +214,7 @@ def part_synth(seeds: list[int], work: Path, timeout: float) -> dict:
     from ttforge.hw.synth import DEVICES, _stat_cells, harness_verilog, parse_report
     from ttforge.hw.tools import run_tool
 
+    env = _env("synth")           # the tree the measurement starts from
     dev = DEVICES["ecp5-85f"]
     work.mkdir(parents=True, exist_ok=True)
     old = json.loads(OUT.read_text()).get("synth", {}) if OUT.exists() else {}
@@ -242,7 +271,7 @@ def part_synth(seeds: list[int], work: Path, timeout: float) -> dict:
             "memories": est, "verilog_sha256": sha, "harness": cost, "synth_s": synth_s,
             "synth_cells": cells,
             "target_mhz": 100.0, "runs": sorted(runs.values(), key=lambda r: r["seed"]),
-            "summary": summary, "env": _env("synth")}
+            "summary": summary, "env": env}
 
 
 def main(argv=None) -> int:
