@@ -7,6 +7,7 @@ holds the one-line help of every subcommand.
 from __future__ import annotations
 
 import argparse
+import copy
 import contextlib
 import sys
 from pathlib import Path
@@ -88,12 +89,18 @@ def _check_args(args: argparse.Namespace) -> None:
         claim_work_dir(args.out, "--out")
 
 
+def _without_fault(args: argparse.Namespace) -> argparse.Namespace:
+    out = copy.copy(args)
+    out.fault = None
+    return out
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.train:
         from ttforge.sim.train_regress import check_train_args, run_train_cli
 
         check_train_args(args)
-        _check_args(args)
+        _check_args(_without_fault(args))   # a training fault is not in FAULTS
         return run_train_cli(args)
     _check_args(args)
     if args.replay:

@@ -155,10 +155,12 @@ def _first_step(case: TrainCase, build) -> tuple[int | None, str | None]:
     return None, "the states differ after the whole run but not after any single step"
 
 
-def train_regress(seeds: Sequence[int], steps: int, *, build_root=None,
+def train_regress(seeds: Sequence[int], steps: int, *, build_root=None, fault: str | None = None,
                   on_case: Callable[[TrainCaseResult], None] | None = None) -> list[TrainCaseResult]:
     """Run cases ``seeds`` for ``steps`` steps each on the native harness (one build per
-    family, cached); results in the order of ``seeds``."""
+    family, cached); results in the order of ``seeds``. ``fault``: build the RTL with a
+    deliberate fault of :data:`ttforge.hw.faults.TRAIN_FAULTS` (a mutation run: some case
+    must fail)."""
     from ttforge.sim.train_native import build_train_native
 
     builds: dict[int, object] = {}
@@ -166,7 +168,8 @@ def train_regress(seeds: Sequence[int], steps: int, *, build_root=None,
     for seed in seeds:
         case = train_regress_case(seed, steps)
         if case.family not in builds:
-            builds[case.family] = build_train_native(family_config(case.family), build_root=build_root)
+            builds[case.family] = build_train_native(family_config(case.family), build_root=build_root,
+                                                     fault=fault)
         res = run_train_case(case, builds[case.family])
         out.append(res)
         if on_case is not None:
@@ -182,8 +185,11 @@ def check_train_args(args) -> None:
     """One-line errors for ``ttforge regress --train`` options that do not apply to it."""
     from ttforge.errors import ConfigError, LimitError
 
-    for flag, bad in (("--replay", args.replay), ("--config", args.config), ("--cluster", args.cluster),
-                      ("--fault", args.fault)):
+    from ttforge.hw.faults import TRAIN_FAULTS
+
+    if args.fault is not None and args.fault not in TRAIN_FAULTS:
+        raise ConfigError(f"--fault {args.fault}: not a training fault; use one of {', '.join(TRAIN_FAULTS)}")
+    for flag, bad in (("--replay", args.replay), ("--config", args.config), ("--cluster", args.cluster)):
         if bad:
             raise ConfigError(f"{flag}: not available with --train yet (it runs random training cases "
                               f"on the native harness); drop {flag}")
@@ -217,7 +223,7 @@ def run_train_cli(args) -> int:
         print(f"[{done[0]}/{len(seeds)}] seed {r.seed}: {verdict} ({r.describe}, {r.seconds:.1f} s)",
               file=sys.stderr, flush=True)
 
-    results = train_regress(seeds, args.steps, build_root=args.build_root, on_case=line)
+    results = train_regress(seeds, args.steps, build_root=args.build_root, fault=args.fault, on_case=line)
     table = Table(title=f"training regression: {len(results)} cases x {args.steps} steps (verilator-native)")
     for col in ("seed", "network", "steps", "cycles/step", "seconds", "result"):
         table.add_column(col)
@@ -228,7 +234,7 @@ def run_train_cli(args) -> int:
     failed = [r for r in results if not r.passed]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    summary = {"kind": "train", "simulator": "verilator-native", "steps": args.steps,
+    summary = {"kind": "train", "simulator": "verilator-native", "steps": args.steps, "fault": args.fault,
                "cases": len(results), "failed": len(failed), "results": [r.to_dict() for r in results],
                "reproduce": [f"ttforge regress --train --seed-start {r.seed} --seeds 1 --steps {args.steps}"
                              for r in failed]}

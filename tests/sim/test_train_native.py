@@ -76,7 +76,7 @@ def test_regress_train_cli_runs_a_case_and_writes_the_summary(build, tmp_path, c
 
 @pytest.mark.parametrize("argv,msg", [
     (["--steps", "0"], "--steps 0"), (["--sim", "icarus"], "--sim icarus"),
-    (["--fault", "x"], "--fault"), (["--steps", str(10 ** 7)], "limit"),
+    (["--fault", "x"], "not a training fault"), (["--fault", "requant_lsb"], "not a training fault"), (["--steps", str(10 ** 7)], "limit"),
 ])
 def test_regress_train_bad_arguments_are_one_line(argv, msg, tmp_path, capsys):
     from ttforge.cli import main
