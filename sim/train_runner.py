@@ -93,6 +93,7 @@ class TrainSimBuild:
     build_dir: Path
     key: str
     waves: bool = False
+    fault: str | None = None
     build_seconds: float = 0.0
     cached: bool = True
 
@@ -101,23 +102,25 @@ class TrainSimBuild:
         return self.build_dir / f"{TRAIN_TOP}.v"
 
 
-def _emit(config) -> str:
-    if config not in _EMITTED:
+def _emit(config, fault=None) -> str:
+    if (config, fault) not in _EMITTED:
         from ttforge.hw.trainer.top import verilog
 
-        _EMITTED[config] = verilog(config)
-    return _EMITTED[config]
+        _EMITTED[config, fault] = verilog(config, fault=fault)
+    return _EMITTED[config, fault]
 
 
-def build_train(config, sim: str, *, waves: bool = False, build_root=None) -> TrainSimBuild:
+def build_train(config, sim: str, *, waves: bool = False, build_root=None,
+                fault: str | None = None) -> TrainSimBuild:
     """Compile ``TrainAccel(config)`` for ``sim`` (cached; a file lock serializes
-    concurrent builds of one key). Raises ``SimulatorMissing`` or ``SimError``."""
+    concurrent builds of one key). ``fault`` builds a deliberately broken engine
+    (``hw.faults.TRAIN_FAULTS``; mutation runs). Raises ``SimulatorMissing`` or ``SimError``."""
     from cocotb_tools.runner import get_runner
 
     from ttforge.sim.runner import TIMESCALE, _runner_env, _tool_version, default_build_root
 
     version = _tool_version(sim)
-    text = _emit(config)
+    text = _emit(config, fault)
     h = hashlib.sha256()
     for part in ("train", str(_RECIPE), sim, str(bool(waves)), version, text):
         h.update(part.encode() + b"\0")
@@ -126,7 +129,7 @@ def build_train(config, sim: str, *, waves: bool = False, build_root=None) -> Tr
     root.mkdir(parents=True, exist_ok=True)
     bdir = root / f"train-{sim}-{key}"
     marker = bdir / "ttforge_build.json"
-    mk = dict(config=config, sim=sim, build_dir=bdir, key=key, waves=bool(waves))
+    mk = dict(config=config, sim=sim, build_dir=bdir, key=key, waves=bool(waves), fault=fault)
     if marker.is_file():
         return TrainSimBuild(**mk)
     with open(root / f"train-{sim}-{key}.lock", "w") as lock:

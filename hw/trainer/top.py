@@ -54,9 +54,14 @@ TRAIN_TOP_NAME = "ttforge_train"
 class TrainAccel(wiring.Component):
     """The training accelerator: ``axil`` (AXI4-Lite slave), ``s_axis`` (samples in), ``irq``."""
 
-    def __init__(self, config: TrainEngineConfig):
+    def __init__(self, config: TrainEngineConfig, *, fault: str | None = None):
         if not isinstance(config, TrainEngineConfig):
             raise ConfigError(f"TrainAccel needs a TrainEngineConfig, got {type(config).__name__}")
+        from ttforge.hw.faults import TRAIN_ENGINE_FAULTS, check_fault
+
+        #: a deliberate fault of ``hw.faults.TRAIN_FAULTS`` built into the engine (mutation
+        #: runs only; ``None`` is the real hardware)
+        self.fault = check_fault(fault, TRAIN_ENGINE_FAULTS, "TrainAccel")
         self.config = config
         self.regmap = TrainRegisterMap(config)
         self.addr_bits = self.regmap.addr_bits
@@ -78,7 +83,8 @@ class TrainAccel(wiring.Component):
         m = Module()
         cfg, rm = self.config, self.regmap
         AB = self.addr_bits
-        m.submodules.engine = eng = TrainEngine(cfg)
+        m.submodules.engine = eng = (TrainEngine(cfg) if self.fault is None
+                                     else TrainEngine(cfg, fault=self.fault))
         m.submodules.axil = slave = AXI4LiteSlave(AB)
         m.submodules.regs = rf = RegisterFile(self._rf_map(), AB)
         ax, inner = self.axil, slave.axil
@@ -233,12 +239,13 @@ class _ActiveLowReset(Elaboratable):
         return m
 
 
-def verilog(config: TrainEngineConfig, *, reset: str = "rst", name: str = TRAIN_TOP_NAME) -> str:
+def verilog(config: TrainEngineConfig, *, reset: str = "rst", name: str = TRAIN_TOP_NAME,
+            fault: str | None = None) -> str:
     """The Verilog text of ``TrainAccel(config)`` as module ``name`` (``ttforge_train``):
     ports ``clk``, ``rst`` (active high, synchronous; ``reset="aresetn"``: ``aresetn``,
     active low, synchronous), ``s_axil_*``, ``s_axis_*``, ``irq``. Byte-identical for the
-    same inputs."""
-    core = TrainAccel(config)
+    same inputs. ``fault`` builds a deliberately broken engine (mutation runs)."""
+    core = TrainAccel(config, fault=fault)
     ports = port_map(core, {"axil": "s_axil", "s_axis": "s_axis", "irq": "irq"})
     if reset == "rst":
         return emit_verilog(core, name, ports)

@@ -104,3 +104,57 @@ def test_training_longer_runs(sim, name):
     gaps = 0.2 if "lanes2" in name else 0.0
     run = run_train(_build(sim, case), case, gaps=gaps, seed=7)
     _assert_equal(run, gaps)
+
+
+# ------------------------------------------------------------------------- mutations
+def _mutation_case():
+    """The case of tests/hw/trainer/test_faults.py (it exercises every training fault):
+    seed 4, batch 6, two steps, a TT hidden layer with ReLU and bias, table_frac_bits 4,
+    the narrowest acc_bits the spec allows for it."""
+    from ttforge.ir.random import train_case
+    from ttforge.ir.train import widths
+
+    net = dict(n_layers=2, d=2, rank=3, n_in=16, hidden=16, n_out=4, table_frac_bits=4)
+    state, *_ = train_case(4, batch=6, **net)
+    acc_bits = max(w["bits"] for w in widths(state, 6))
+    return dict(seed=4, batch=6, steps=2, net=net,
+                engine=dict(lanes=4, acc_bits=acc_bits, act_depth=512, grad_depth=256, core_depth=512,
+                            bias_depth=64, desc_depth=48, max_batch=16, max_classes=8))
+
+
+def _killed(run) -> list[str]:
+    """What differs from the golden trainer or the interpreter (empty: the fault survived)."""
+    if run.error is not None:
+        return [run.error]
+    out = []
+    for k, r in enumerate(judge(run)):
+        if r.pop("golden") is not None:
+            out.append(f"step {k}: golden")
+        r.pop("cycles")
+        out += [f"step {k}: {n}" for n, ok in r.items() if not ok]
+    return out
+
+
+def _mutation(sim, fault):
+    why = _available(sim)
+    if why:
+        pytest.skip(why)
+    case = _mutation_case()
+    b = build_train(case_config(case)[1], sim, fault=fault)
+    return _killed(run_train(b, case, dump_final=False))
+
+
+@pytest.mark.parametrize("fault", [None, "wrong_transpose"])
+def test_a_training_mutation_is_killed_on_icarus(fault):
+    """The fault-free control agrees on this case; the wrong transpose is seen."""
+    diff = _mutation("icarus", fault)
+    assert (diff == []) if fault is None else diff, diff
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", [None, "wrong_transpose", "drop_word", "update_sign", "acc_width",
+                                   "no_mask", "loss_table", "bias_shift_off"])
+@pytest.mark.parametrize("sim", SIMS)
+def test_every_training_mutation_is_killed(sim, fault):
+    diff = _mutation(sim, fault)
+    assert (diff == []) if fault is None else diff, diff

@@ -342,3 +342,14 @@ def test_c_header_compiles_next_to_the_inference_header(tmp_path):
                         str(tmp_path / "main.c")], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     assert subprocess.run([str(tmp_path / "a.out")]).returncode == 0
+
+
+def test_a_fault_must_be_a_training_fault():
+    from ttforge.errors import ConfigError
+
+    state, *_ = train_case(0, batch=4, n_layers=2, d=2, rank=2, n_in=8, hidden=6, n_out=3)
+    cfg = _config(state)
+    with pytest.raises(ConfigError, match="known: wrong_transpose"):
+        TrainAccel(cfg, fault="requant_lsb")          # an inference fault
+    assert TrainAccel(cfg, fault="no_mask").fault == "no_mask"
+    assert TrainAccel(cfg).fault is None
