@@ -437,7 +437,10 @@ def run_sweep(cfg: SweepConfig, out_dir: str | os.PathLike, *, jobs: int | None 
             res.rows[i] = old
             res.reused += 1
         else:
-            todo.append((i, base, (str(out / "points" / p.key), p.flow, cfg.base_source, cfg.until, cfg.short)))
+            # absolute: a worker's working directory is not the command's (on a cluster the
+            # point builds land where the workers see this path; the table needs nothing shared)
+            todo.append((i, base, (str((out / "points" / p.key).resolve()), p.flow, cfg.base_source,
+                                   cfg.until, cfg.short)))
     last = [time.monotonic()]
 
     def finish(j: int, outcome: Any) -> None:

@@ -63,15 +63,16 @@ def _worker(args) -> CaseResult:
 def case_task(args) -> tuple[CaseResult, bytes | None, str]:
     """One case as a Dask task, on any worker: ``(result, reproducer, worker)``.
 
-    ``args`` are :func:`regress`'s ``(seed, vectors, sim, fault, build_root, None,
-    config_dict)``. The worker's file system need not be the client's: a reproducer is
+    ``args`` are :func:`regress`'s ``(seed, vectors, sim, fault, build_root, out_dir,
+    config_dict)`` (``out_dir``: the client's, or ``None`` when it keeps no reproducer). The worker's file system need not be the client's: a reproducer is
     written to a temporary directory of the worker and comes back as the bytes of a tar
     archive, which the client unpacks into the output directory. ``build_root`` is a
     path on the worker (``None``: the worker's default cache)."""
     from ttforge.sim.cluster import one_at_a_time, where
 
     with one_at_a_time(), tempfile.TemporaryDirectory(prefix="ttforge-case-") as tmp:
-        res = _worker((*args[:5], tmp, *args[6:]))
+        # a reproducer only when the client keeps one (args[5]: its output directory or None)
+        res = _worker((*args[:5], tmp if args[5] is not None else None, *args[6:]))
         blob = None
         if res.reproducer:
             buf = io.BytesIO()
@@ -204,7 +205,7 @@ def regress(seeds: Sequence[int], sim: str, *, jobs: int | None = None, vectors:
     try:
         with connect(spec) as client:
             col.cluster["workers"] = len(client.nthreads())
-            run_tasks(client, case_task, [(*t[:5], None, t[6]) for t in tasks], done,
+            run_tasks(client, case_task, tasks, done,
                       label=f"regress-{sim}", worker_timeout=spec.worker_timeout)
     except SchedulerLost as e:
         rep = col.report()
