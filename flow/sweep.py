@@ -22,7 +22,9 @@ the user's cluster)::
 Each point runs in ``OUT/points/<key>/`` (``key``: a hash of its values), so a point with
 the same values is the same flow build: running the sweep again recomputes nothing that
 finished (finished points are taken from ``sweep.json``; a point stopped half-way skips
-the flow stages it completed). The results: ``sweep.csv`` and ``sweep.json`` (one row per
+the flow stages it completed). Points that agree on ``[train]`` and ``[quant]`` (and differ
+in lanes or board, say) train and quantize once: the first of them runs in a first wave,
+the others start from its build (:data:`SHARED_STAGES`) in a second. The results: ``sweep.csv`` and ``sweep.json`` (one row per
 point: values, float and integer accuracy, on-chip bytes, cycles per inference, lanes,
 utilization, and with ``until = "sim"`` the exact check, with ``bitstream`` the LUTs or
 logic cells, block RAMs and Fmax), ``pareto.png`` (integer accuracy against cycles per
@@ -50,7 +52,7 @@ from typing import Any, Callable, Mapping, Sequence
 from ttforge.atomic import atomic_path, atomic_write_text, make_output_dir
 from ttforge.errors import ConfigError, TTForgeError, one_line, show
 
-__all__ = ["AXES", "UNTIL", "MAX_POINTS", "SweepConfig", "SweepResult", "load_sweep", "run_sweep",
+__all__ = ["AXES", "UNTIL", "MAX_POINTS", "SHARED_STAGES", "SweepConfig", "SweepResult", "load_sweep", "run_sweep",
            "point_task", "pareto_front", "to_toml"]
 
 #: Short names of the axes most sweeps vary, and the flow config keys they set.
@@ -260,17 +262,51 @@ def _metrics(root: Path) -> dict[str, Any]:
     return out
 
 
+#: The flow stages that depend on the [train] and [quant] sections alone: points that agree on
+#: those share them (:func:`point_task` copies them from a sibling point's build).
+SHARED_STAGES = ("train", "quantize")
+
+
+def _seed_stages(point_dir: Path, sibling: Path) -> None:
+    """Copy the completed ``train`` and ``quantize`` stages of ``sibling`` (a point with the
+    same [train] and [quant]) into ``point_dir``, each whole or not at all. The flow then
+    skips them: their fingerprints (config sections, upstream digests, ttforge version)
+    are this point's too, and their files are checked against the record."""
+    import shutil
+
+    from ttforge.flow.stages import RECORD
+
+    for stage in SHARED_STAGES:
+        src, dst = sibling / stage, point_dir / stage
+        if not (src / RECORD).is_file() or dst.exists():
+            continue
+        point_dir.mkdir(parents=True, exist_ok=True)
+        tmp = point_dir / f".{stage}.seed-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            shutil.copytree(src, tmp)
+            os.replace(tmp, dst)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)   # the stage then simply runs
+            return
+
+
 def point_task(args: tuple) -> dict[str, Any]:
-    """Run one point (on any worker): ``(point_dir, flow_data, base_source, until, short)``
-    -> its row (``status``: ``ok``, ``no fit`` (the model does not fit the board) or
-    ``failed``, with ``reason``, and the metrics of :data:`COLUMNS`)."""
+    """Run one point (on any worker): ``(point_dir, flow_data, base_source, until, short[,
+    sibling_dir])`` -> its row (``status``: ``ok``, ``no fit`` (the model does not fit the
+    board) or ``failed``, with ``reason``, and the metrics of :data:`COLUMNS`). With
+    ``sibling_dir`` (a finished point with the same [train] and [quant], when this worker
+    sees it) the point starts from that point's trained and quantized network."""
     from ttforge.flow.config import FlowConfig
     from ttforge.flow.stages import run_flow
 
-    point_dir, flow_data, base_source, until, short = args
+    point_dir, flow_data, base_source, until, short = args[:5]
+    sibling = args[5] if len(args) > 5 else None
     t0 = time.perf_counter()
     row: dict[str, Any] = {"status": "ok", "reason": ""}
     try:
+        if sibling and Path(sibling).is_dir():
+            _seed_stages(Path(point_dir), Path(sibling))
         cfg = FlowConfig.from_dict(flow_data, source=base_source)
         res = run_flow(cfg, point_dir, until=until, short=short)
         if res.verified is False:
@@ -458,20 +494,48 @@ def run_sweep(cfg: SweepConfig, out_dir: str | os.PathLike, *, jobs: int | None 
             _write(res, final=False)
             last[0] = time.monotonic()
 
+    # points that agree on [train] and [quant] train and quantize once: the first of each
+    # such group runs in a first wave, the others start from its build in a second wave
+    # (a group whose point finished in an earlier run needs no first wave)
+    def share_key(flow: Mapping[str, Any]) -> str:
+        return json.dumps([flow.get(k) for k in ("train", "quant")], sort_keys=True, default=str)
+
+    source: dict[str, str] = {}
+    for i, p in enumerate(points):
+        if res.rows[i]:
+            source.setdefault(share_key(p.flow), str((out / "points" / p.key).resolve()))
+    waves: list[list[int]] = [[], []]
+    for j, (i, _, _) in enumerate(todo):
+        k = share_key(points[i].flow)
+        if k in source:
+            waves[1].append(j)
+        else:
+            source[k] = todo[j][2][0]
+            waves[0].append(j)
+
+    def task_args(j: int) -> tuple:
+        i, _, a = todo[j]
+        sib = source[share_key(points[i].flow)]
+        return a + (sib,) if sib != a[0] else a
+
     try:
         if not todo:
             pass
         elif cluster is None and (jobs is None or jobs <= 1):
-            for j, (_, _, args) in enumerate(todo):
-                finish(j, point_task(args))
+            for wave in waves:
+                for j in wave:
+                    finish(j, point_task(task_args(j)))
         else:
             from ttforge.sim.cluster import ClusterSpec, connect, run_tasks
 
             spec = (ClusterSpec.parse(None, min(int(jobs or os.cpu_count() or 1), len(todo)))
                     if cluster in (None, "local") else ClusterSpec.parse(cluster))
             with connect(spec) as client:
-                run_tasks(client, point_task, [a for _, _, a in todo], finish, label=f"sweep-{cfg.name}",
-                          worker_timeout=spec.worker_timeout)
+                for wave in waves:
+                    if wave:
+                        run_tasks(client, point_task, [task_args(j) for j in wave],
+                                  lambda k, outcome, wave=wave: finish(wave[k], outcome),
+                                  label=f"sweep-{cfg.name}", worker_timeout=spec.worker_timeout)
     except BaseException:
         res.seconds = time.perf_counter() - t0
         _write(res, final=False)   # what finished is kept: the next run starts from it

@@ -124,3 +124,17 @@ def test_a_sweep_on_a_local_cluster_gives_the_rows_of_one_process(tmp_path):
         return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
 
     assert strip(there.rows) == strip(here.rows)
+
+
+def test_points_that_differ_downstream_train_once(tmp_path):
+    """Two points that differ only in lanes: the second starts from the first one's trained
+    and quantized network (its train and quantize records are the first one's, byte for
+    byte, timings included), and its own compile stage ran for its lanes."""
+    cfg = load_sweep(_write(tmp_path, "lanes = [1, 2]"))
+    res = run_sweep(cfg, tmp_path / "out")
+    assert [r["status"] for r in res.rows] == ["ok", "ok"]
+    a, b = (tmp_path / "out" / "points" / r["key"] for r in res.rows)
+    for stage in ("train", "quantize"):
+        assert (a / stage / "stage.json").read_bytes() == (b / stage / "stage.json").read_bytes()
+    assert (a / "compile" / "stage.json").read_bytes() != (b / "compile" / "stage.json").read_bytes()
+    assert [r["lanes"] for r in res.rows] == [1, 2] and res.rows[0]["int_acc"] == res.rows[1]["int_acc"]
