@@ -5,7 +5,9 @@
 * :mod:`~ttforge.flow.stages`: the stages (train, quantize, compile, rtl, sim,
   bitstream, report), their fingerprints and the skipping of unchanged stages.
 * :mod:`~ttforge.flow.report`: the self-contained HTML report and its Markdown twin.
-* :mod:`~ttforge.flow.cli`: the ``ttforge flow`` command.
+* :mod:`~ttforge.flow.sweep`: ``ttforge sweep``, the flow over a grid of ranks, widths, lanes
+  and boards as Dask tasks, with a results table, a Pareto plot and the best config per board.
+* :mod:`~ttforge.flow.cli`: the ``ttforge flow`` and ``ttforge sweep`` commands.
 """
 
 from ttforge.flow.config import (BOARDS, DEFAULT_CONFIG, SIMULATORS, FlowConfig, default_config,

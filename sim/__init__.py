@@ -6,10 +6,12 @@
   :func:`run_job` (any sequence of testbench operations).
 * :mod:`ttforge.sim.tb` — the cocotb testbench (``cocotbext-axi`` bus models); loaded
   by the simulator, not imported here.
-* :mod:`ttforge.sim.regress` — :func:`regress`, many random cases in parallel; its parts:
+* :mod:`ttforge.sim.regress` — :func:`regress`, many random cases, in this process or as Dask tasks; its parts:
   :mod:`~ttforge.sim.cases` (seed -> case), :mod:`~ttforge.sim.check` (run and check one),
   :mod:`~ttforge.sim.reproducer`, :mod:`~ttforge.sim.report` (JUnit XML, table) and
   :mod:`~ttforge.sim.cli` (``ttforge regress``).
+* :mod:`ttforge.sim.cluster` — where a parallel run's tasks go: a local Dask cluster or the
+  user's (``ttforge regress --jobs/--cluster``, ``ttforge sweep``); imported only then.
 * :mod:`ttforge.sim.native` — a native Verilator C++ harness for bulk runs (and the C ABI
   a bare-metal driver links against): :func:`build_native`, :func:`run_native`.
 * :mod:`ttforge.sim.formal` — SymbiYosys checks of the AXI4-Stream and AXI4-Lite rules:

@@ -138,3 +138,19 @@ def test_points_that_differ_downstream_train_once(tmp_path):
         assert (a / stage / "stage.json").read_bytes() == (b / stage / "stage.json").read_bytes()
     assert (a / "compile" / "stage.json").read_bytes() != (b / "compile" / "stage.json").read_bytes()
     assert [r["lanes"] for r in res.rows] == [1, 2] and res.rows[0]["int_acc"] == res.rows[1]["int_acc"]
+
+
+def test_the_placed_figures_come_from_the_bitstream_record(tmp_path):
+    """``until = "bitstream"`` rows carry the logic (LUTs or iCE40 logic cells), block RAMs
+    and Fmax of the flow's bitstream record (a record written here: place and route takes
+    minutes)."""
+    for stage, summary in (("bitstream", {"resources": {"lc": {"used": 4825, "available": 5280},
+                                                        "bram": {"used": 8, "available": 30}},
+                                          "fmax_mhz": 31.2}),
+                           ("compile", {"cycles": 1538, "lanes": 1, "utilization": 0.87})):
+        (tmp_path / stage).mkdir()
+        (tmp_path / stage / "stage.json").write_text(json.dumps(
+            {"format": "ttforge-flow-stage", "stage": stage, "summary": summary}))
+    m = sweep_mod._metrics(tmp_path)
+    assert (m["logic"], m["logic_kind"], m["bram"], m["fmax_mhz"], m["cycles"]) == (4825, "lc", 8, 31.2, 1538)
+    assert "int_acc" not in m                                        # no quantize record: no accuracy
