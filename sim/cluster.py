@@ -192,7 +192,7 @@ def connect(spec: ClusterSpec) -> Iterator[Any]:
                 try:
                     cluster = distributed.LocalCluster(
                         n_workers=spec.workers, threads_per_worker=1, processes=True,
-                        host="127.0.0.1", scheduler_port=0, dashboard_address=":0",
+                        host="127.0.0.1", scheduler_port=0, dashboard_address="127.0.0.1:0",
                         silence_logs=logging.CRITICAL, local_directory=scratch)
                     client = distributed.Client(cluster, set_as_default=False)
                 except (OSError, TimeoutError, RuntimeError) as e:
