@@ -57,13 +57,14 @@ class AddressGen(wiring.Component):
     ``en`` and ``valid`` moves to the next iteration, and ``valid`` falls after the last.
     Outputs are registers: ``<name>_addr``, ``first`` (``i3 == 0``), ``last``
     (``i3 == N3 - 1``), ``final`` (the last iteration), ``i2_last`` (``i2 == N2 - 1``),
-    ``i2_first`` (``i2 == 0``),
+    ``i2_first`` (``i2 == 0``; only with ``i2_first=True``),
     and for each stream in ``slab`` ``<name>_slab_end`` = the stream's address at
     ``(i0 + 1, 0, 0, 0)``, i.e. the start of the next ``i0`` slab.
     """
 
     def __init__(self, *, bound_width: int, addr_width: int,
-                 streams=(("x", 4), ("c", 4), ("o", 3), ("b", 3)), slab=("o",), fault=None):
+                 streams=(("x", 4), ("c", 4), ("o", 3), ("b", 3)), slab=("o",), i2_first: bool = False,
+                 fault=None):
         from ttforge.hw.faults import check_fault
         self.fault = check_fault(fault, ("wrong_stride",), "AddressGen")
         self.bound_width = int(bound_width)
@@ -81,9 +82,11 @@ class AddressGen(wiring.Component):
             "first": Out(1),
             "last": Out(1),
             "i2_last": Out(1),
-            "i2_first": Out(1),
             "final": Out(1),
         }
+        self.has_i2_first = bool(i2_first)
+        if self.has_i2_first:       # only where a reduction spans two loops (no unused register)
+            sig["i2_first"] = Out(1)
         for n, lv in self.streams:
             sig[f"{n}_base"] = In(aw + 1)
             sig[f"{n}_stride"] = In(data.ArrayLayout(aw + 1, lv))
@@ -110,11 +113,12 @@ class AddressGen(wiring.Component):
         b_one = [Signal(name=f"n{j}_is1") for j in range(4)]
         b_two = [Signal(name=f"n{j}_is2") for j in range(4)]
         final = wrap[0] & wrap[1] & wrap[2] & wrap[3]
+        if self.has_i2_first:
+            m.d.comb += self.i2_first.eq(first2)
         m.d.comb += [
             self.first.eq(first),
             self.last.eq(wrap[3]),
             self.i2_last.eq(wrap[2]),
-            self.i2_first.eq(first2),
             self.final.eq(final),
         ]
         adv = Signal()
@@ -126,7 +130,7 @@ class AddressGen(wiring.Component):
                 out += [cnt[k].eq(self.bound_m1[k]), wrap[k].eq(b_one[k]), one[k].eq(b_two[k])]
             if 3 in levels:
                 out.append(first.eq(1))
-            if 2 in levels:
+            if 2 in levels and self.has_i2_first:
                 out.append(first2.eq(1))
             return out
 
@@ -134,7 +138,7 @@ class AddressGen(wiring.Component):
             out = [cnt[j].eq(cnt[j] - 1), wrap[j].eq(one[j]), one[j].eq(cnt[j] == 2)]
             if j == 3:
                 out.append(first.eq(0))
-            if j == 2:
+            if j == 2 and self.has_i2_first:
                 out.append(first2.eq(0))
             return out
 
@@ -144,7 +148,9 @@ class AddressGen(wiring.Component):
                 z, o = self.bound_m1[k] == 0, self.bound_m1[k] == 1
                 m.d.sync += [cnt[k].eq(self.bound_m1[k]), wrap[k].eq(z), one[k].eq(o),
                              b_one[k].eq(z), b_two[k].eq(o)]
-            m.d.sync += [first.eq(1), first2.eq(1), self.valid.eq(1)]
+            m.d.sync += [first.eq(1), self.valid.eq(1)]
+            if self.has_i2_first:
+                m.d.sync += first2.eq(1)
         with m.Elif(adv):
             with m.If(final):
                 m.d.sync += self.valid.eq(0)

@@ -232,7 +232,7 @@ class TrainEngine(wiring.Component):
 
         # ------------------------------------------------------------ address generator
         m.submodules.gen = gen = AddressGen(bound_width=32, addr_width=aw,
-                                            streams=(("u", 4), ("v", 4), ("o", 3)), slab=())
+                                            streams=(("u", 4), ("v", 4), ("o", 3)), slab=(), i2_first=True)
         gen_start = Signal()
         m.d.comb += [gen.start.eq(gen_start), gen.u_base.eq(desc.u_base), gen.v_base.eq(desc.v_base),
                      gen.o_base.eq(desc.o_base)]
