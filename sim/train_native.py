@@ -44,7 +44,7 @@ __all__ = ["TrainEngineFlat", "train_verilog", "build_train_native", "TrainSessi
 NATIVE_DIR = Path(__file__).resolve().parent / "native"
 SOURCES = ("train_main.cpp",)
 EXE_NAME = "ttf_train_native"
-TOP = "ttforge_train"
+TOP = "ttforge_train_engine"
 BUILD_RECIPE = 1
 
 
@@ -106,7 +106,7 @@ def _no_zero_meminit():
 
 
 def train_verilog(config: TrainEngineConfig, fault: str | None = None) -> str:
-    """Verilog of the flat-port training engine, module ``ttforge_train`` (memories without
+    """Verilog of the flat-port training engine, module ``ttforge_train_engine`` (memories without
     the all-zero initial contents: for the two-state native harness only)."""
     from amaranth.back import verilog
 

@@ -1,6 +1,6 @@
 // The native Verilator harness of the training engine (ttforge.sim.train_native).
 //
-// Drives the flat-port wrapper ``ttforge_train`` of ttforge.hw.trainer.TrainEngine from a
+// Drives the flat-port wrapper ``ttforge_train_engine`` of ttforge.hw.trainer.TrainEngine from a
 // line protocol on stdin (one command per line, answers on stdout):
 //   w SEL ADDR VALUE         host write (one cycle)
 //   r SEL ADDR COUNT         host reads of COUNT consecutive addresses -> "v x0 x1 ..."
@@ -19,10 +19,10 @@
 #include <string>
 #include <vector>
 
-#include "Vttforge_train.h"
+#include "Vttforge_train_engine.h"
 #include "verilated.h"
 
-static Vttforge_train* top;
+static Vttforge_train_engine* top;
 static uint64_t sim_cycles = 0;
 
 static void tick() {
@@ -35,7 +35,7 @@ static void tick() {
 
 int main(int argc, char** argv) {
     Verilated::commandArgs(argc, argv);
-    top = new Vttforge_train;
+    top = new Vttforge_train_engine;
     top->clk = 0;
     top->rst = 1;
     tick();
