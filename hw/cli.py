@@ -21,7 +21,14 @@ __all__ = ["generate_cli_spec", "report_cli_spec"]
 
 # -- generate --------------------------------------------------------------------------
 def _add_generate_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("artifact", metavar="ARTIFACT", help="a compiled artifact (.ttfa, from ttforge quantize)")
+    p.add_argument("artifact", metavar="ARTIFACT",
+                   help="a compiled artifact (.ttfa, from ttforge quantize); with --train, a training "
+                        "state (.ttts, from ttforge train-int)")
+    p.add_argument("--train", action="store_true",
+                   help="generate the training engine for the training state ARTIFACT (docs/hardware.md, "
+                        "'Training engine'): Verilog, register map (JSON, C header, Markdown), config")
+    p.add_argument("--batch", type=int, metavar="B",
+                   help="with --train: the batch size the engine must hold (default 32)")
     p.add_argument("-o", "--out", metavar="DIR", required=True,
                    help="output directory (created, or replaced if it holds a previous output)")
     p.add_argument("--config", metavar="FILE",
@@ -41,7 +48,49 @@ def _kbits(bits: int) -> str:
     return f"{bits / 1024:.1f}k" if bits >= 1024 else str(bits)
 
 
+def _run_generate_train(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ttforge.hw.trainer.engine import op_cycles
+    from ttforge.hw.trainer.program import compile_training, fit_engine
+    from ttforge.hw.trainer.verilog import generate_train
+    from ttforge.ir.train_state import load_state
+    from ttforge.limits import MAX_BATCH
+
+    for flag, v in (("--config", args.config), ("--stream-elems", args.stream_elems), ("--json", args.json)):
+        if v:
+            raise ConfigError(f"{flag}: not used with --train (the engine is fitted to the state and --batch)")
+    batch = 32 if args.batch is None else args.batch
+    if not 1 <= batch <= MAX_BATCH:
+        raise ConfigError(f"--batch {batch}: must be in 1..{MAX_BATCH:,}")
+    state = load_state(args.artifact)
+    cfg = fit_engine(state, batch, 4 if args.lanes is None else args.lanes)
+    manifest = generate_train(cfg, args.out, reset=args.reset, verilog=not args.no_verilog)
+    prog = compile_training(state, batch, cfg)
+    cycles = sum(op_cycles(op, cfg, prog.slots) for op in prog.ops) + batch * (state.in_features + 1)
+    console = Console() if Console().is_terminal else Console(width=120)
+    t = Table(title=f"ttforge generate --train: L={cfg.lanes}, batch {batch} ({prog.slots} slots)",
+              title_justify="left")
+    for col in ("memory", "depth", "width", "KiB"):
+        t.add_column(col, justify="left" if col == "memory" else "right")
+    tc = cfg.train
+    for name, depth, width in (("ACT", cfg.act_depth, cfg.lanes * cfg.act_store_bits),
+                               ("GRAD", cfg.grad_depth, cfg.lanes * cfg.grad_store_bits),
+                               ("CMEM", cfg.core_depth, tc.master_bits), ("BMEM", cfg.bias_depth, tc.bias_bits),
+                               ("DMEM", cfg.desc_depth * 32, 32)):
+        t.add_row(name, f"{depth:,}", str(width), f"{depth * width / 8192:,.1f}")
+    console.print(t)
+    console.print(f"one step: {len(prog.ops)} operations, {cycles:,} cycles ({cycles / batch:,.0f} per sample)")
+    console.print(f"wrote {len(manifest['files']) + 1} files to {args.out}")
+    return 0
+
+
 def _run_generate(args: argparse.Namespace) -> int:
+    if args.train:
+        return _run_generate_train(args)
+    if args.batch is not None:
+        raise ConfigError("--batch: only with --train (a training engine's batch)")
     res = generate(args.artifact, args.out, config_file=args.config, lanes=args.lanes,
                    stream_elems=args.stream_elems, reset=args.reset, verilog=not args.no_verilog)
     est, cfg = res["_estimate"], res["_config"]

@@ -33,7 +33,7 @@ from ttforge.ir.train import TrainConfig, TrainState, export_network, widths
 __all__ = [
     "Op", "TrainOp", "TrainEngineConfig", "TrainProgram", "RegionMap", "compile_training",
     "encode_op", "decode_op", "next_exponents", "state_from_memories", "batch_slots",
-    "TRAIN_DESC_WORDS", "OP_FIELDS",
+    "TRAIN_DESC_WORDS", "OP_FIELDS", "fit_engine",
 ]
 
 #: 32-bit words per operation descriptor.
@@ -486,3 +486,24 @@ def state_from_memories(state: TrainState, program: TrainProgram, cmem: np.ndarr
     words = state.n_stored() * steps if state.config.rounding == "stochastic" else 0
     return replace(state, layers=tuple(layers), rng=int(rng), words=state.words + words,
                    step=state.step + steps)
+
+
+def fit_engine(state: TrainState, batch: int, lanes: int = 4, acc_bits: int = 48) -> TrainEngineConfig:
+    """The smallest engine (depths rounded up to powers of two) that trains ``state`` on
+    batches of ``batch`` samples with ``lanes`` lanes, with the state's widths."""
+    def pow2(v: int) -> int:
+        return 1 << max(0, int(v) - 1).bit_length()
+
+    if isinstance(lanes, bool) or not isinstance(lanes, (int, np.integer)) or not 1 <= lanes <= 64 \
+            or lanes & (lanes - 1):
+        raise ConfigError(f"lanes={lanes!r} must be a power of two in 1..64")
+    slots = batch_slots(batch, lanes)
+    probe = TrainEngineConfig(lanes=lanes, train=state.config, acc_bits=acc_bits, act_depth=1 << 20,
+                              grad_depth=1 << 20, core_depth=1 << 20, bias_depth=1 << 16, desc_depth=4096,
+                              max_batch=slots, max_classes=max(2, pow2(state.n_classes)))
+    prog = compile_training(state, batch, probe)
+    r = prog.regions
+    return TrainEngineConfig(lanes=lanes, train=state.config, acc_bits=acc_bits, act_depth=pow2(r.act_words),
+                             grad_depth=pow2(r.grad_words), core_depth=pow2(max(r.cmem_size, 1)),
+                             bias_depth=pow2(max(r.bmem_size, 1)), desc_depth=pow2(len(prog.ops)),
+                             max_batch=slots, max_classes=probe.max_classes)

@@ -1,0 +1,60 @@
+"""``ttforge generate --train STATE --batch B``: the training engine fitted to a state, its
+register files written; bad options are one line, exit 2."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ttforge.cli import main
+from ttforge.hw.trainer.program import compile_training, fit_engine
+from ttforge.ir.random import train_case
+from ttforge.ir.train_state import save_state
+
+
+@pytest.fixture
+def state_file(tmp_path):
+    state, *_ = train_case(0, batch=6)
+    path = tmp_path / "s.ttts"
+    save_state(state, path)
+    return state, path
+
+
+def test_generate_train_writes_the_engine_for_the_state(state_file, tmp_path, capsys):
+    state, path = state_file
+    out = tmp_path / "out"
+    assert main(["generate", "--train", str(path), "--batch", "6", "--lanes", "4", "-o", str(out),
+                 "--no-verilog"]) == 0
+    cfg = json.loads((out / "train_config.json").read_text())
+    assert cfg["lanes"] == 4 and cfg["max_batch"] == 8
+    assert "TTFORGE_TRAIN" in (out / "ttforge_train_regs.h").read_text()
+    fitted = fit_engine(state, 6, 4)
+    assert cfg["act_depth"] == fitted.act_depth
+    compile_training(state, 6, fitted)            # the fitted engine holds the program
+    assert "operations" in capsys.readouterr().out
+
+
+def test_fit_engine_is_the_smallest_power_of_two(state_file):
+    state, _ = state_file
+    cfg = fit_engine(state, 6, 4)
+    prog = compile_training(state, 6, cfg)
+    r = prog.regions
+    assert cfg.act_depth // 2 < r.act_words <= cfg.act_depth
+    assert cfg.grad_depth // 2 < r.grad_words <= cfg.grad_depth
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["--batch", "0"], "--batch 0"), (["--lanes", "3"], "lanes=3"), (["--json"], "--json"),
+])
+def test_generate_train_bad_options_are_one_line(state_file, tmp_path, capsys, argv, msg):
+    _, path = state_file
+    rc = main(["generate", "--train", str(path), "-o", str(tmp_path / "o"), "--no-verilog", *argv])
+    err = capsys.readouterr().err
+    assert rc == 2 and msg in err and "Traceback" not in err
+
+
+def test_batch_without_train_is_refused(state_file, tmp_path, capsys):
+    _, path = state_file
+    rc = main(["generate", str(path), "--batch", "3", "-o", str(tmp_path / "o")])
+    assert rc == 2 and "--batch" in capsys.readouterr().err
