@@ -519,8 +519,8 @@ def block_train_hw() -> str:
     srows = []
     for r in sy["runs"]:
         if r.get("fmax_mhz") is None:
-            srows.append([r["seed"], "", "", "", "", f"not routed ({r.get('error') or r.get('overflow') or 'no Fmax'}, "
-                          f"{r['pnr_s']} s)", ""])
+            srows.append([r["seed"], "", "", "", "", f"no result ({r.get('error') or r.get('overflow') or 'no Fmax'}, "
+                          f"{r['pnr_s']:,} s)", ""])
             continue
         rs = r["resources"]
         cp = r["critical_path"]
@@ -529,13 +529,16 @@ def block_train_hw() -> str:
                 f"`{(cp.get('end') or {}).get('cell')}`") if cp else ""
         srows.append([r["seed"], *(f"{rs[k]['used']:,}/{rs[k]['available']:,}" if k in rs else ""
                                    for k in ("lut", "ff", "dsp", "bram")),
-                      f"{r['fmax_mhz']:.2f} ({r['pnr_s']:,} s)", path])
+                      f"{r['fmax_mhz']:.2f} ({r['pnr_s']:,} s)" if r["routed"] else
+                      f"{r['fmax_mhz']:.2f}, **placement estimate, not routed** ({r['pnr_s']:,} s)", path])
     out += "\n\n" + table(["nextpnr seed", "LUT", "FF", "DSP", "BRAM", "Fmax MHz (place and route)",
                             "critical path"], srows)
     fm = (sy.get("summary") or {}).get("fmax_mhz")
     if fm:
-        out += (f"\n\nFmax over seeds {', '.join(map(str, fm['seeds']))}: min {fm['min']:.2f}, median "
-                f"{fm['median']:.2f} MHz.")
+        n = len(fm["seeds"])
+        out += (f"\n\nFmax over seed{'s' if n > 1 else ''} {', '.join(map(str, fm['seeds']))}: min "
+                f"{fm['min']:.2f}, median {fm['median']:.2f} MHz; the 100 MHz goal is "
+                f"{'met' if fm['min'] >= 100 else '**not met**'}.")
     return out + f" Synthesis from `train_hw.json` at {src(sy['env'])}."
 
 

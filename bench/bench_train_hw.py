@@ -5,6 +5,7 @@ step of the seed MNIST network, and the engine's resources and Fmax on the ECP5-
     python bench/bench_train_hw.py --part cycles              # seconds: the exact cycle model
     python bench/bench_train_hw.py --part synth --seeds 1     # yosys once, then nextpnr per seed
     python bench/bench_train_hw.py --part synth --seeds 2 --pnr-timeout 2400
+    python bench/bench_train_hw.py --part synth --seeds 1 --no-route   # placement and its estimate only
 
 Every part merges its section into ``bench/results/train_hw.json`` (the other sections
 are kept), with the commit and whether the files it measures were dirty.
@@ -35,6 +36,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import statistics
 import sys
 import time
@@ -210,7 +212,7 @@ def _engine_verilog() -> tuple[str, dict]:
     return emit_verilog(eng, "ttforge_train_engine", port_map(eng, {"program": "prog"})), est
 
 
-def part_synth(seeds: list[int], work: Path, timeout: float) -> dict:
+def part_synth(seeds: list[int], work: Path, timeout: float, no_route: bool = False) -> dict:
     from ttforge.hw.synth import DEVICES, _stat_cells, harness_verilog, parse_report
     from ttforge.hw.tools import run_tool
 
@@ -235,28 +237,39 @@ def part_synth(seeds: list[int], work: Path, timeout: float) -> dict:
         if proc.returncode != 0:
             raise SystemExit(f"yosys failed (log: {work / 'yosys.log'})")
         synth_s = round(time.time() - t0)
+    if synth_s is None:              # the netlist of an earlier run: its time from the Yosys log
+        found = re.findall(r"End of script\..*?time: ([0-9.]+)s", (work / "yosys.log").read_text(errors="replace"))
+        synth_s = round(float(found[-1])) if found else None
     cells = _stat_cells(work / "stat.json")
-    runs = {r["seed"]: r for r in old.get("runs", [])} if old.get("verilog_sha256") == sha else {}
+    runs = {(r["seed"], r["routed"]): r for r in old.get("runs", [])} if old.get("verilog_sha256") == sha else {}
     for seed in seeds:
-        sd = work / f"seed{seed}"
+        sd = work / (f"seed{seed}-placed" if no_route else f"seed{seed}")
         sd.mkdir(exist_ok=True)
         t = time.time()
+        key = (seed, not no_route)
         try:
             run_tool(dev.nextpnr, [*dev.pnr_args, "--json", "../netlist.json", "--report", "report.json",
                                    "--freq", "100", "--seed", str(seed), "--timing-allow-fail",
-                                   "-l", "nextpnr.log", "-q", "--lpf-allow-unconstrained"],
+                                   "-l", "nextpnr.log", "-q", "--lpf-allow-unconstrained",
+                                   *(["--no-route"] if no_route else [])],
                      cwd=sd, timeout=timeout)
         except Exception as e:       # the timeout: recorded, not a figure
-            runs[seed] = {"seed": seed, "routed": False, "pnr_s": round(time.time() - t),
-                          "error": f"{type(e).__name__}: {str(e)[:200]}"}
-            print(f"seed {seed}: {runs[seed]['error']}", file=sys.stderr)
+            runs[key] = {"seed": seed, "routed": not no_route, "pnr_s": round(time.time() - t),
+                         "error": f"{type(e).__name__}: {str(e)[:200]}"}
+            print(f"seed {seed}: {runs[key]['error']}", file=sys.stderr)
             continue
         rep = parse_report(sd / "report.json", "ecp5-85f", log=sd / "nextpnr.log")
-        runs[seed] = {"seed": seed, "routed": rep.fmax_mhz is not None, "pnr_s": round(time.time() - t),
-                      "fmax_mhz": rep.fmax_mhz, "resources": rep.resources,
-                      "critical_path": rep.critical_path, "overflow": rep.overflow}
-        print(f"seed {seed}: {rep.fmax_mhz} MHz in {runs[seed]['pnr_s']} s", file=sys.stderr)
-    done = [r for r in sorted(runs.values(), key=lambda r: r["seed"]) if r.get("fmax_mhz") is not None]
+        fmax = rep.fmax_mhz
+        if no_route:       # nextpnr's estimate after placement, as its log gives it
+            found = re.findall(r"Max frequency for clock .*?: ([0-9.]+) MHz",
+                               (sd / "nextpnr.log").read_text(errors="replace"))
+            fmax = float(found[-1]) if found else None
+        runs[key] = {"seed": seed, "routed": not no_route, "pnr_s": round(time.time() - t),
+                     "fmax_mhz": fmax, "resources": rep.resources,
+                     "critical_path": rep.critical_path, "overflow": rep.overflow}
+        print(f"seed {seed}: {fmax} MHz in {runs[key]['pnr_s']} s", file=sys.stderr)
+    ordered = sorted(runs.values(), key=lambda r: (r["seed"], not r["routed"]))
+    done = [r for r in ordered if r["routed"] and r.get("fmax_mhz") is not None]
     summary = {}
     if done:
         fm = [r["fmax_mhz"] for r in done]
@@ -270,7 +283,7 @@ def part_synth(seeds: list[int], work: Path, timeout: float) -> dict:
     return {"device": dev.key, "title": dev.title, "lanes": LANES, "depths": SYNTH_DEPTHS,
             "memories": est, "verilog_sha256": sha, "harness": cost, "synth_s": synth_s,
             "synth_cells": cells,
-            "target_mhz": 100.0, "runs": sorted(runs.values(), key=lambda r: r["seed"]),
+            "target_mhz": 100.0, "runs": ordered,
             "summary": summary, "env": env}
 
 
@@ -280,11 +293,13 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", default="1", help="nextpnr seeds, comma separated, run one at a time")
     p.add_argument("--pnr-timeout", type=float, default=3600, help="seconds per seed")
     p.add_argument("--work", default="/tmp/ttforge-train-hw", help="work directory of the synth part")
+    p.add_argument("--no-route", action="store_true",
+                   help="place only: nextpnr's post-placement Fmax estimate (when routing takes hours)")
     a = p.parse_args(argv)
     if a.part == "cycles":
         section = part_cycles()
     else:
-        section = part_synth([int(s) for s in a.seeds.split(",")], Path(a.work), a.pnr_timeout)
+        section = part_synth([int(s) for s in a.seeds.split(",")], Path(a.work), a.pnr_timeout, a.no_route)
     # read the file only now: another part may have written it while this one ran
     out = json.loads(OUT.read_text()) if OUT.exists() else {"benchmark": "train_hw"}
     out["commands"] = {"cycles": "python bench/bench_train_hw.py --part cycles",
