@@ -37,6 +37,7 @@ from ttforge.hw.tools import ToolchainMissing, verilator_env, verilator_root
 __all__ = [
     "NATIVE_SOURCES", "NativeBuild", "NativeResult", "NativeError", "build_native", "run_native",
     "check_native_tools", "default_build_root", "write_vectors", "read_vectors", "link_c_driver",
+    "verilate_cached",
 ]
 
 #: the harness sources (``sim/native/``), all hashed into the build key
@@ -185,32 +186,52 @@ def build_native(config, *, build_root: str | os.PathLike | None = None, fault=N
     if (final / EXE_NAME).is_file():
         return NativeBuild(config=config, directory=final, key=key, cached=True)
 
+    inc = "include"
+    files = {**{f"{inc}/{n}": d for n, d in sources.items()}, f"{inc}/ttforge_regs.h": header.encode(),
+             "ttforge_accel.v": verilog.encode(), "ttforge_accel.vlt": waivers.encode(),
+             "config.json": (config.to_json() if hasattr(config, "to_json") else "{}").encode()}
+
+    def args_for(tmp: Path) -> list[str]:
+        return [*_VERILATOR_ARGS, "-j", str(max(1, int(jobs))), "--Mdir", "obj_dir",
+                "-CFLAGS", f"-std=c++17 -I{tmp / inc}", "-MAKEFLAGS", _MAKEFLAGS,
+                "-o", f"../{EXE_NAME}", "ttforge_accel.vlt", "ttforge_accel.v",
+                str(tmp / inc / "ttf_sim.cpp"), str(tmp / inc / "main.cpp")]
+
+    directory, cached, seconds = verilate_cached(root, key, EXE_NAME, files, args_for, cxx=cxx,
+                                                 timeout=timeout, what="native harness")
+    return NativeBuild(config=config, directory=directory, key=key, cached=cached, build_seconds=seconds)
+
+
+def verilate_cached(root: Path, key: str, exe_name: str, files: dict[str, bytes], args_for, *, cxx: str,
+                    timeout: float, what: str) -> tuple[Path, bool, float]:
+    """Build ``root/key/exe_name`` with Verilator, once: ``files`` (relative path -> bytes)
+    are written to a temporary directory under ``root``, ``verilator *args_for(tmp)`` runs
+    there, and the directory is renamed to ``root/key`` when complete, so a directory of
+    that name is always a whole build. A lock file (``<key>.lock``) lets one process build
+    a key while others wait for it and then find it cached. Returns ``(directory, cached,
+    build seconds)``; a failed build is one line (:class:`NativeError`) naming the first
+    error (the directory is kept with ``TTFORGE_NATIVE_KEEP_FAILED`` set)."""
+    final = root / key
+    if (final / exe_name).is_file():
+        return final, True, 0.0
     root.mkdir(parents=True, exist_ok=True)
 
-    def compile_() -> NativeBuild:
+    def compile_() -> tuple[Path, bool, float]:
         t0 = time.perf_counter()
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
         try:
-            inc = tmp / "include"
-            inc.mkdir()
-            for name, data in sources.items():
-                (inc / name).write_bytes(data)
-            (inc / "ttforge_regs.h").write_text(header)
-            (tmp / "ttforge_accel.v").write_text(verilog)
-            (tmp / "ttforge_accel.vlt").write_text(waivers)
-            (tmp / "config.json").write_text(config.to_json() if hasattr(config, "to_json") else "{}")
-            args = [*_VERILATOR_ARGS, "-j", str(max(1, int(jobs))), "--Mdir", "obj_dir",
-                    "-CFLAGS", f"-std=c++17 -I{inc}", "-MAKEFLAGS", _MAKEFLAGS,
-                    "-o", f"../{EXE_NAME}", "ttforge_accel.vlt", "ttforge_accel.v",
-                    str(inc / "ttf_sim.cpp"), str(inc / "main.cpp")]
+            for rel, data in files.items():
+                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+                (tmp / rel).write_bytes(data)
+            args = args_for(tmp)
             env = verilator_env()
             env["CXX"] = cxx
             proc = subprocess.run([str(verilator_root() / "bin" / "verilator"), *args], cwd=tmp, env=env,
                                   capture_output=True, text=True, timeout=timeout)
             (tmp / "build.log").write_text(proc.stdout + proc.stderr)
-            if proc.returncode != 0 or not (tmp / EXE_NAME).is_file():
+            if proc.returncode != 0 or not (tmp / exe_name).is_file():
                 lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if "rror" in ln]
-                raise NativeError(f"native harness build failed (verilator exit {proc.returncode}): "
+                raise NativeError(f"{what} build failed (verilator exit {proc.returncode}): "
                                   f"{lines[0].strip() if lines else 'see ' + str(tmp / 'build.log')}")
             (tmp / "build.json").write_text(json.dumps({
                 "key": key, "verilator": _verilator_version(), "args": args, "cxx": cxx,
@@ -218,22 +239,21 @@ def build_native(config, *, build_root: str | os.PathLike | None = None, fault=N
             try:
                 os.rename(tmp, final)
             except OSError:
-                if not (final / EXE_NAME).is_file():  # not a concurrent identical build
+                if not (final / exe_name).is_file():  # not a concurrent identical build
                     raise
                 shutil.rmtree(tmp, ignore_errors=True)
-                return NativeBuild(config=config, directory=final, key=key, cached=True)
+                return final, True, 0.0
         except BaseException:
             if not os.environ.get("TTFORGE_NATIVE_KEEP_FAILED"):  # keep it to read build.log
                 shutil.rmtree(tmp, ignore_errors=True)
             raise
-        return NativeBuild(config=config, directory=final, key=key, cached=False,
-                           build_seconds=time.perf_counter() - t0)
+        return final, False, time.perf_counter() - t0
 
     # one build of a key at a time across processes; a waiter then finds it cached
     with open(root / f"{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if (final / EXE_NAME).is_file():
-            return NativeBuild(config=config, directory=final, key=key, cached=True)
+        if (final / exe_name).is_file():
+            return final, True, 0.0
         return compile_()
 
 

@@ -16,12 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
-import shutil
 import subprocess
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -32,7 +28,6 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ttforge.errors import NativeError
-from ttforge.hw.tools import verilator_env, verilator_root
 from ttforge.hw.trainer.engine import HostSel, TrainEngine, TrainError
 from ttforge.hw.trainer.program import (TrainEngineConfig, TrainProgram, compile_training, next_exponents,
                                         state_from_memories)
@@ -132,7 +127,8 @@ def build_train_native(config: TrainEngineConfig, *, build_root: str | os.PathLi
     """Build (or find in the cache) the harness for ``config``: the cache key is the
     sha256 of the Verilog, the sources, the Verilator version and the recipe; a build
     compiles in a temporary directory renamed into place when complete."""
-    from ttforge.sim.native import _MAKEFLAGS, _verilator_version, check_native_tools, default_build_root
+    from ttforge.sim.native import (_MAKEFLAGS, _verilator_version, check_native_tools, default_build_root,
+                                   verilate_cached)
 
     cxx = check_native_tools()
     root = Path(build_root) if build_root is not None else default_build_root()
@@ -145,39 +141,15 @@ def build_train_native(config: TrainEngineConfig, *, build_root: str | os.PathLi
                  verilog.encode(), *(n.encode() + b"\0" + s for n, s in sorted(sources.items()))):
         h.update(hashlib.sha256(part).digest())
     key = "train-" + h.hexdigest()[:24]
-    final = root / key
-    if (final / EXE_NAME).is_file():
-        return NativeTrainBuild(config, final, key, cached=True)
-    root.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
-    try:
-        for n, s in sources.items():
-            (tmp / n).write_bytes(s)
-        (tmp / f"{TOP}.v").write_text(verilog)
-        args = [*args_fixed, "--Mdir", "obj_dir", "-CFLAGS", "-std=c++17", "-MAKEFLAGS", _MAKEFLAGS,
+    files = {**sources, f"{TOP}.v": verilog.encode()}
+
+    def args_for(tmp: Path) -> list[str]:
+        return [*args_fixed, "--Mdir", "obj_dir", "-CFLAGS", "-std=c++17", "-MAKEFLAGS", _MAKEFLAGS,
                 "-o", f"../{EXE_NAME}", f"{TOP}.v", "train_main.cpp"]
-        env = verilator_env()
-        env["CXX"] = cxx
-        proc = subprocess.run([str(verilator_root() / "bin" / "verilator"), *args], cwd=tmp, env=env,
-                              capture_output=True, text=True, timeout=timeout)
-        (tmp / "build.log").write_text(proc.stdout + proc.stderr)
-        if proc.returncode != 0 or not (tmp / EXE_NAME).is_file():
-            lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if "rror" in ln]
-            raise NativeError(f"training harness build failed (verilator exit {proc.returncode}): "
-                              f"{lines[0].strip() if lines else 'see ' + str(tmp / 'build.log')}")
-        (tmp / "build.json").write_text(json.dumps({"key": key, "seconds": round(time.perf_counter() - t0, 3)}))
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not (final / EXE_NAME).is_file():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-            return NativeTrainBuild(config, final, key, cached=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return NativeTrainBuild(config, final, key, cached=False, build_seconds=time.perf_counter() - t0)
+
+    directory, cached, seconds = verilate_cached(root, key, EXE_NAME, files, args_for, cxx=cxx,
+                                                 timeout=timeout, what="training harness")
+    return NativeTrainBuild(config, directory, key, cached=cached, build_seconds=seconds)
 
 
 def _signed(v: int, bits: int) -> int:
