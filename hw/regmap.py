@@ -383,13 +383,7 @@ class RegisterMap:
             out.append(f"#define TTFORGE_CFG_{k.upper()} {v}u")
         out.append("")
         out.append("/* registers */")
-        for r in self.registers:
-            out.append(f"/* {r.name} ({r.access}): {_c_comment(r.description)} */")
-            out.append(f"#define TTFORGE_{r.name}_ADDR 0x{r.addr:04X}u")
-            out.append(f"#define TTFORGE_{r.name}_RESET 0x{r.reset:08X}u")
-            for f in r.fields:
-                out.append(f"#define TTFORGE_{r.name}_{f.name}_SHIFT {f.lsb}u")
-                out.append(f"#define TTFORGE_{r.name}_{f.name}_MASK 0x{f.mask:08X}u")
+        out += c_register_defines(self.registers, "TTFORGE_")
         out.append("")
         out.append("/* write windows: element i at BASE + 4*i, one element per 32-bit word */")
         for w in self.windows:
@@ -421,17 +415,8 @@ class RegisterMap:
             f"`stream_elems={c.stream_elems}`: {self.addr_bits}-bit byte addresses, four "
             f"regions of 0x{self.region_bytes:X} bytes. Unlisted addresses answer `SLVERR`.",
             "",
-            "| address | register | access | width | reset | description |",
-            "|---|---|---|---|---|---|",
+            *markdown_register_tables(self.registers),
         ]
-        for r in self.registers:
-            lines.append(f"| `0x{r.addr:04X}` | `{r.name}` | {r.access} | {r.width} | "
-                         f"`0x{r.reset:X}` | {_md(r.description)} |")
-        lines += ["", "Bitfields:", "", "| register | field | bits | description |", "|---|---|---|---|"]
-        for r in self.registers:
-            for f in r.fields:
-                bits = str(f.lsb) if f.width == 1 else f"{f.lsb + f.width - 1}:{f.lsb}"
-                lines.append(f"| `{r.name}` | `{f.name}` | {bits} | {_md(f.description)} |")
         lines += ["", "Write windows (one element per 32-bit word, write-only):", "",
                   "| base | window | elements | bits used | description |", "|---|---|---|---|---|"]
         for w in self.windows:
@@ -441,6 +426,34 @@ class RegisterMap:
         for code in ErrorCode:
             lines.append(f"| {int(code)} | `{code.name}` | {_md(ERROR_TEXT[code])} |")
         return "\n".join(lines) + "\n"
+
+
+def c_register_defines(registers, prefix: str) -> list[str]:
+    """``#define <prefix><REG>_ADDR``, ``_RESET`` and per field ``_SHIFT``/``_MASK`` of
+    ``registers`` (C99), each register under a comment with its access and description."""
+    out = []
+    for r in registers:
+        out.append(f"/* {r.name} ({r.access}): {_c_comment(r.description)} */")
+        out.append(f"#define {prefix}{r.name}_ADDR 0x{r.addr:04X}u")
+        out.append(f"#define {prefix}{r.name}_RESET 0x{r.reset:08X}u")
+        for f in r.fields:
+            out.append(f"#define {prefix}{r.name}_{f.name}_SHIFT {f.lsb}u")
+            out.append(f"#define {prefix}{r.name}_{f.name}_MASK 0x{f.mask:08X}u")
+    return out
+
+
+def markdown_register_tables(registers) -> list[str]:
+    """The register table and the bitfield table of ``registers`` (Markdown lines)."""
+    lines = ["| address | register | access | width | reset | description |", "|---|---|---|---|---|---|"]
+    for r in registers:
+        lines.append(f"| `0x{r.addr:04X}` | `{r.name}` | {r.access} | {r.width} | "
+                     f"`0x{r.reset:X}` | {_md(r.description)} |")
+    lines += ["", "Bitfields:", "", "| register | field | bits | description |", "|---|---|---|---|"]
+    for r in registers:
+        for f in r.fields:
+            bits = str(f.lsb) if f.width == 1 else f"{f.lsb + f.width - 1}:{f.lsb}"
+            lines.append(f"| `{r.name}` | `{f.name}` | {bits} | {_md(f.description)} |")
+    return lines
 
 
 def _c_comment(s: str) -> str:

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from ttforge.errors import ConfigError
-from ttforge.hw.regmap import Field, Register, Window, _c_comment, _md, _pack
+from ttforge.hw.regmap import (Field, Register, Window, _c_comment, _md, _pack, c_register_defines,
+                                markdown_register_tables)
 from ttforge.ir.arith import ARITHMETIC_SPEC_VERSION
 
 __all__ = ["TRAIN_REGMAP_VERSION", "TRAIN_MAGIC", "TrainWindow", "TrainRegisterMap",
@@ -206,14 +207,7 @@ class TrainRegisterMap:
             if isinstance(v, str):
                 continue
             out.append(f"#define {P}CFG_{k.upper()} {int(v)}u")
-        out += ["", "/* registers */"]
-        for r in self.registers:
-            out.append(f"/* {r.name} ({r.access}): {_c_comment(r.description)} */")
-            out.append(f"#define {P}{r.name}_ADDR 0x{r.addr:04X}u")
-            out.append(f"#define {P}{r.name}_RESET 0x{r.reset:08X}u")
-            for f in r.fields:
-                out.append(f"#define {P}{r.name}_{f.name}_SHIFT {f.lsb}u")
-                out.append(f"#define {P}{r.name}_{f.name}_MASK 0x{f.mask:08X}u")
+        out += ["", "/* registers */", *c_register_defines(self.registers, P)]
         out += ["", "/* windows: element i at BASE + 4*i, one element per 32-bit word */"]
         for w in self.windows:
             out.append(f"/* {w.name} ({w.access}): {_c_comment(w.description)} */")
@@ -245,17 +239,8 @@ class TrainRegisterMap:
             f"{self.addr_bits}-bit byte addresses, eight regions of 0x{self.region_bytes:X} "
             "bytes. Unlisted addresses answer `SLVERR`.",
             "",
-            "| address | register | access | width | reset | description |",
-            "|---|---|---|---|---|---|",
+            *markdown_register_tables(self.registers),
         ]
-        for r in self.registers:
-            lines.append(f"| `0x{r.addr:04X}` | `{r.name}` | {r.access} | {r.width} | "
-                         f"`0x{r.reset:X}` | {_md(r.description)} |")
-        lines += ["", "Bitfields:", "", "| register | field | bits | description |", "|---|---|---|---|"]
-        for r in self.registers:
-            for f in r.fields:
-                bits = str(f.lsb) if f.width == 1 else f"{f.lsb + f.width - 1}:{f.lsb}"
-                lines.append(f"| `{r.name}` | `{f.name}` | {bits} | {_md(f.description)} |")
         lines += ["", "Windows (one element per 32-bit word; only while `STATUS.BUSY` is 0):", "",
                   "| base | window | access | elements | bits | description |",
                   "|---|---|---|---|---|---|"]
