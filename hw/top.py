@@ -197,7 +197,7 @@ class TTAccel(wiring.Component):
 class _ActiveLowReset(Elaboratable):
     """Wraps the core with ``clk`` and an active-low synchronous ``aresetn``."""
 
-    def __init__(self, core: TTAccel):
+    def __init__(self, core):
         self.core = core
         self.clk = Signal()
         self.aresetn = Signal(init=1)
@@ -226,7 +226,13 @@ def verilog(config: AccelConfig, *, reset: str = "rst", engine=None, name: str =
     from ttforge.hw.faults import check_fault
     check_fault(fault)
     core = TTAccel(config, engine=engine, fault=fault)
-    ports = _ports(core)
+    return emit_with_reset(core, name, _ports(core), reset)
+
+
+def emit_with_reset(core, name: str, ports: dict, reset: str) -> str:
+    """Verilog of ``core`` as module ``name`` with ``ports`` and the reset convention
+    ``reset``: ``"rst"`` (``clk``, ``rst`` active high, synchronous) or ``"aresetn"``
+    (``clk``, ``aresetn`` active low, synchronous, through :class:`_ActiveLowReset`)."""
     if reset == "rst":
         return emit_verilog(core, name, ports)
     if reset == "aresetn":

@@ -31,7 +31,7 @@ What the top adds around the slave and the register file:
 
 from __future__ import annotations
 
-from amaranth.hdl import ClockDomain, Elaboratable, Module, Signal
+from amaranth.hdl import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -41,7 +41,7 @@ from ttforge.hw.axil import Reg as _AReg
 from ttforge.hw.axil import Window as _AWin
 from ttforge.hw.axis import AXISSignature
 from ttforge.hw.config import stream_lane_bits
-from ttforge.hw.emit import VERILATOR_WAIVERS, emit_verilog, port_map
+from ttforge.hw.emit import VERILATOR_WAIVERS, port_map
 from ttforge.hw.trainer.engine import HostSel, TrainEngine
 from ttforge.hw.trainer.program import TrainEngineConfig
 from ttforge.hw.trainer.regmap import WINDOW_ORDER, TrainRegisterMap
@@ -225,37 +225,17 @@ class TrainAccel(wiring.Component):
         return m
 
 
-class _ActiveLowReset(Elaboratable):
-    def __init__(self, core):
-        self.core = core
-        self.clk = Signal()
-        self.aresetn = Signal(init=1)
-
-    def elaborate(self, platform):
-        m = Module()
-        m.domains.sync = cd = ClockDomain("sync")
-        m.d.comb += [cd.clk.eq(self.clk), cd.rst.eq(~self.aresetn)]
-        m.submodules.core = self.core
-        return m
-
-
 def verilog(config: TrainEngineConfig, *, reset: str = "rst", name: str = TRAIN_TOP_NAME,
             fault: str | None = None) -> str:
     """The Verilog text of ``TrainAccel(config)`` as module ``name`` (``ttforge_train``):
     ports ``clk``, ``rst`` (active high, synchronous; ``reset="aresetn"``: ``aresetn``,
     active low, synchronous), ``s_axil_*``, ``s_axis_*``, ``irq``. Byte-identical for the
     same inputs. ``fault`` builds a deliberately broken engine (mutation runs)."""
+    from ttforge.hw.top import emit_with_reset
+
     core = TrainAccel(config, fault=fault)
-    ports = port_map(core, {"axil": "s_axil", "s_axis": "s_axis", "irq": "irq"})
-    if reset == "rst":
-        return emit_verilog(core, name, ports)
-    if reset == "aresetn":
-        from amaranth.hdl import _ir
-        top = _ActiveLowReset(core)
-        ports = {"clk": (top.clk, _ir.PortDirection.Input),
-                 "aresetn": (top.aresetn, _ir.PortDirection.Input), **ports}
-        return emit_verilog(top, name, ports)
-    raise ConfigError(f"reset={reset!r} must be 'rst' or 'aresetn'")
+    return emit_with_reset(core, name, port_map(core, {"axil": "s_axil", "s_axis": "s_axis", "irq": "irq"}),
+                           reset)
 
 
 #: the name the task and the docs use
