@@ -534,12 +534,36 @@ def block_train_hw() -> str:
     out += "\n\n" + table(["nextpnr seed", "LUT", "FF", "DSP", "BRAM", "Fmax MHz (place and route)",
                             "critical path"], srows)
     fm = (sy.get("summary") or {}).get("fmax_mhz")
+    out += "\n\n"
     if fm:
         n = len(fm["seeds"])
-        out += (f"\n\nFmax over seed{'s' if n > 1 else ''} {', '.join(map(str, fm['seeds']))}: min "
+        out += (f"Fmax over seed{'s' if n > 1 else ''} {', '.join(map(str, fm['seeds']))}: min "
                 f"{fm['min']:.2f}, median {fm['median']:.2f} MHz; the 100 MHz goal is "
-                f"{'met' if fm['min'] >= 100 else '**not met**'}.")
-    return out + f" Synthesis from `train_hw.json` at {src(sy['env'])}."
+                f"{'met' if fm['min'] >= 100 else '**not met**'}. ")
+    else:
+        est = [r["fmax_mhz"] for r in sy["runs"] if r.get("fmax_mhz")]
+        out += ("No seed routed: the Fmax is nextpnr's estimate after placement"
+                + ("; the 100 MHz goal is **not met**. " if est and max(est) < 100 else ". "))
+    out += f"From `train_hw.json` at {src(sy['env'])}."
+    # samples per second at the measured clock against the C integer step on one core
+    ti = load("train_int") or {}
+    speed = (((ti.get("parts") or {}).get("speed") or {}).get("speed") or {}).get("mnist") or {}
+    ests = [r for r in sy["runs"] if r.get("fmax_mhz")]
+    b32 = next((r for r in c["rows"] if r["batch"] == speed.get("batch")), None)
+    if speed.get("c_O2") and ests and b32:
+        f = min(r["fmax_mhz"] for r in (fm and done_runs(sy) or ests))
+        kind = "routed Fmax" if fm else "post-placement estimate"
+        sps = f * 1e6 / b32["cycles_per_sample"]
+        cps = speed["c_O2"]["samples_per_s"]
+        out += (f"\n\nTraining speed of the MNIST network at batch {b32['batch']}, had it fit: "
+                f"{_num(sps, 1)} samples/s at {f:.2f} MHz ({kind}), {_num(100e6 / b32['cycles_per_sample'], 1)} "
+                f"at 100 MHz, against {_num(cps, 1)} samples/s of the C integer step (-O2) on one core of this "
+                f"machine (`train_int.json`): {sps / cps:.2f}x and {100e6 / b32['cycles_per_sample'] / cps:.2f}x.")
+    return out
+
+
+def done_runs(sy: dict) -> list[dict]:
+    return [r for r in sy["runs"] if r.get("routed") and r.get("fmax_mhz")]
 
 
 def block_boards() -> str:
