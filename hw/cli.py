@@ -11,7 +11,7 @@ import argparse
 import json
 from typing import Any
 
-from ttforge.atomic import atomic_write_text, check_output_file
+from ttforge.atomic import atomic_write_text, check_output_dir, check_output_file
 from ttforge.errors import ConfigError
 from ttforge.hw.generate import MARKER, generate
 from ttforge.hw.report import report, resolve_config
@@ -64,6 +64,7 @@ def _run_generate_train(args: argparse.Namespace) -> int:
     batch = 32 if args.batch is None else args.batch
     if not 1 <= batch <= MAX_BATCH:
         raise ConfigError(f"--batch {batch}: must be in 1..{MAX_BATCH:,}")
+    check_output_dir(args.out, "-o")   # named by its flag, before any work
     state = load_state(args.artifact)
     cfg = fit_engine(state, batch, 4 if args.lanes is None else args.lanes)
     manifest = generate_train(cfg, args.out, reset=args.reset, verilog=not args.no_verilog)
