@@ -11,6 +11,13 @@ random init, calibrated on 256 samples, 8,000 training images in the order of
 byte-identical (their ``.ttts`` sha256 are recorded), and the RTL state's accuracy on the
 2,000 test images is reported beside the integer-training figure of ``train_int.json``.
 Writes ``bench/results/train_rtl.json`` (the git commit; the tree must be clean).
+
+With ``--checkpoint-dir DIR`` the RTL runs in chunks of ``--chunk`` steps; after each chunk the
+state read back from the RTL is compared with the golden trainer's at the same step (a
+divergence stops the run there, naming the step) and saved as ``DIR/rtl-STEP.ttts``, with the
+cycles so far in ``DIR/progress.json``. A later run with the same arguments resumes from the
+last checkpoint: the next chunk starts from the state the RTL produced, so the final state is
+still the RTL's own after the whole epoch.
 """
 
 from __future__ import annotations
@@ -45,6 +52,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", type=int, default=0, help="stop after this many steps (0: whole epochs)")
     ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--checkpoint-dir", default=None, help="run in chunks, checkpointing the RTL state here")
+    ap.add_argument("--chunk", type=int, default=25, help="steps per chunk with --checkpoint-dir")
     a = ap.parse_args(argv)
 
     from bench_train_int import SETTINGS, _data, _int_args
@@ -101,17 +110,24 @@ def main(argv=None) -> int:
             print(f"RTL step {k}/{len(batches)} ({(now - last[0]) / 10:.2f} s/step)", file=sys.stderr, flush=True)
             last[0] = now
 
-    rtl, records = train_native(build, state, batches, on_step=progress)
-    rtl_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    gold = start
+    gold_at = [start]
     for xb, yb in batches:
-        gold, _ = train_step_fast(gold, xb, yb)
+        gold_at.append(train_step_fast(gold_at[-1], xb, yb)[0])
+    gold = gold_at[-1]
     gold_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if a.checkpoint_dir is None:
+        rtl, records = train_native(build, state, batches, on_step=progress)
+        cycles = [rec["cycles"] for rec in records]
+        rtl_s = time.perf_counter() - t0
+    else:
+        rtl, cycles, rtl_s = _chunked(a, build, state, batches, gold_at, progress)
+        if rtl is None:
+            return 1
     rtl_bytes, gold_bytes = dumps_state(rtl.replace(meta=gold.meta)), dumps_state(gold)
     equal = rtl_bytes == gold_bytes
     acc = float(np.mean(predict(rtl, xqt) == yt))
-    cycles = [rec["cycles"] for rec in records]
     model_cycles = sum(op_cycles(op, ecfg, prog.slots) for op in prog.ops) + a.batch * (x.shape[1] + 1)
     ref = None
     ref_path = ROOT / "bench" / "results" / f"train_int.mnist-int-seeds-{a.seed}.json"
@@ -131,6 +147,7 @@ def main(argv=None) -> int:
         "cycles_per_sample": model_cycles / a.batch,
         "samples_per_s_at_50MHz": 50e6 * a.batch / model_cycles,
         "harness": {"build_seconds": round(build_s, 1), "cached": build.cached, "rtl_seconds": round(rtl_s, 1),
+                    "checkpointed_chunks": a.chunk if a.checkpoint_dir else None,
                     "sim_cycles_per_second": sum(cycles) / rtl_s, "golden_fast_seconds": round(gold_s, 1)},
         "env": {"when": utc_now(), "cpu": cpu_model(), "git": {"commit": git("rev-parse", "HEAD"),
                                                                "dirty": git_dirty("hw", "sim", "ir", "bench")}},
@@ -139,6 +156,46 @@ def main(argv=None) -> int:
     print(json.dumps({k: out[k] for k in ("state_equal_to_golden", "test_acc", "integer_training_test_acc_same_epochs",
                                           "cycles_per_sample", "samples_per_s_at_50MHz")}), flush=True)
     return 0 if equal else 1
+
+
+def _chunked(a, build, state, batches, gold_at, progress):
+    """The RTL run in checkpointed chunks (see the module docstring); ``(state, cycles, seconds)``
+    or ``(None, ...)`` at the first chunk whose state differs from the golden trainer's."""
+    from ttforge.atomic import atomic_write_text
+    from ttforge.ir.train_state import dumps_state, load_state, save_state
+    from ttforge.sim.train_native import train_native
+
+    ck = Path(a.checkpoint_dir)
+    ck.mkdir(parents=True, exist_ok=True)
+    key = {"seed": a.seed, "lanes": a.lanes, "batch": a.batch, "epochs": a.epochs, "steps": len(batches),
+           "commit": git("rev-parse", "HEAD")}
+    prog_file = ck / "progress.json"
+    done, cycles, seconds = 0, [], 0.0
+    if prog_file.is_file():
+        p = json.loads(prog_file.read_text())
+        if p["key"] != key:
+            print(f"{ck}: checkpoints of another run ({p['key']}); use another --checkpoint-dir", file=sys.stderr)
+            return None, [], 0.0
+        done, cycles, seconds = p["done"], p["cycles"], p["seconds"]
+        state = load_state(ck / f"rtl-{done}.ttts")
+        print(f"resuming at step {done}/{len(batches)}", file=sys.stderr, flush=True)
+    while done < len(batches):
+        t0 = time.perf_counter()
+        part = batches[done:done + a.chunk]
+        state, records = train_native(build, state, part,
+                                      on_step=lambda k, st, base=done: progress(base + k, st))
+        seconds += time.perf_counter() - t0
+        done += len(part)
+        cycles += [rec["cycles"] for rec in records]
+        if dumps_state(state.replace(meta=gold_at[done].meta)) != dumps_state(gold_at[done]):
+            print(f"step {done}: the RTL state differs from the golden trainer's", file=sys.stderr)
+            return None, cycles, seconds
+        save_state(state, ck / f"rtl-{done}.ttts")
+        atomic_write_text(prog_file, json.dumps({"key": key, "done": done, "cycles": cycles,
+                                                 "seconds": seconds}) + "\n")
+        print(f"checkpoint {done}/{len(batches)}: equal to golden ({seconds:.0f} s RTL so far)",
+              file=sys.stderr, flush=True)
+    return state, cycles, seconds
 
 
 if __name__ == "__main__":
