@@ -103,6 +103,9 @@ def _desc_layout() -> data.StructLayout:
 
 # pipeline depths (cycles from an iteration's issue to the write of its result)
 _ISSUE_TO_RES = 4            # issue, memory data, operand register, MacLanes (2)
+#: stages of the MAXACC maximum after v (|v|, the max levels): within the Requant latency,
+#: so the maximum is complete when the drain writes it
+MAXACC_STAGES = Requant.LATENCY
 
 
 def _tree_latency(lanes: int) -> int:
@@ -275,47 +278,49 @@ class TrainEngine(wiring.Component):
                      s1_first.eq(gen.first & (gen.i2_first | is_contract)),
                      s1_last.eq(gen.last & (gen.i2_last | is_contract)),
                      s1_o.eq(gen.o_addr)]
+        # The forward core is derived from the registered master (after s2, before the
+        # MAC lanes' operand register), not from the block RAM's output: the RAM's
+        # clock-to-out, an adder and a clamp do not fit one cycle with the operand mux.
         m.submodules.derive = derive = DeriveCore(tc.master_bits, tc.w_bits)
-        m.d.comb += derive.master.eq(cm_r.data)
         XB = max(AS, GS)
         CB = max(tc.w_bits, AS) + 1
         s2_v, s2_first, s2_last = Signal(), Signal(), Signal()
         s2_o = Signal(aw + 1)
         s2_x = Signal(data.ArrayLayout(signed(XB), L))
         s2_c = Signal(data.ArrayLayout(signed(CB), L))
-        m.d.sync += [s2_v.eq(s1_v), s2_first.eq(s1_first), s2_last.eq(s1_last), s2_o.eq(s1_o)]
+        s2_master = Signal(signed(tc.master_bits))
+        m.d.sync += [s2_v.eq(s1_v), s2_first.eq(s1_first), s2_last.eq(s1_last), s2_o.eq(s1_o),
+                     s2_master.eq(cm_r.data)]
+        m.d.comb += derive.master.eq(s2_master)
         for l in range(L):
             m.d.sync += s2_x[l].eq(Mux(is_wgrad | flags.src, grad_r.data[l], act_r.data[l]))
-            m.d.sync += s2_c[l].eq(Mux(is_contract, derive.core, Mux(flags.ones, 1, act_r.data[l])))
+            m.d.sync += s2_c[l].eq(Mux(flags.ones, 1, act_r.data[l]))
         m.submodules.mac = mac = MacLanes(lanes=L, x_bits=XB, c_bits=CB, acc_bits=AB, tag_width=aw + 1)
         m.d.comb += [mac.en.eq(1), mac.in_valid.eq(s2_v), mac.in_first.eq(s2_first),
                      mac.in_last.eq(s2_last), mac.in_tag.eq(s2_o)]
         for l in range(L):
-            m.d.comb += [mac.x[l].eq(s2_x[l]), mac.c[l].eq(s2_c[l])]
+            m.d.comb += [mac.x[l].eq(s2_x[l]), mac.c[l].eq(Mux(is_contract, derive.core, s2_c[l]))]
 
-        # valid lanes of an output word: sample ((rel mod BW) * L + l) < BATCH
+        # Per-step constants, registered: they are set before a step starts (the program)
+        # or while its descriptor is fetched, and read only from the FETCH state on (at
+        # least one cycle later), so the variable shifts and decoders that form them are
+        # off every datapath cycle.
+        bwl_r = Signal.like(prog.bw_log)
+        bwm1_r = Signal(16)
+        batch_hi = Signal(16)                 # BATCH >> lg: output words whose lanes are all valid
+        batch_lo = Signal(L)                  # lane l is valid in word BATCH >> lg iff batch_lo[l]
+        m.d.sync += [bwl_r.eq(prog.bw_log), bwm1_r.eq(bwm1), batch_hi.eq(prog.batch >> lg),
+                     batch_lo.eq(Cat(*[prog.batch[:lg] > l for l in range(L)]) if lg else 0)]
+
+        # valid lanes of an output word: sample ((rel mod BW) * L + l) < BATCH, i.e. all
+        # lanes below word BATCH >> lg, the lanes below BATCH mod L in that word, none above
+        # (one comparison of q, not L comparisons of q * L + l)
         def lane_valid(rel):
-            base = (rel & bwm1) << lg
-            return Cat(*[(base + l) < prog.batch for l in range(L)])
+            q = rel & bwm1_r
+            return Mux(q < batch_hi, (1 << L) - 1, Mux(q == batch_hi, batch_lo, 0))
 
         # ------------------------------------------------------------ CONTRACT results
         # r0: the sums (and the raw bias, read from BMEM when the result was announced)
-        r_v = Signal()
-        r_o = Signal(aw + 1)
-        r_acc = Signal(data.ArrayLayout(signed(AB), L))
-        m.d.sync += [r_v.eq(mac.res_valid & is_contract), r_o.eq(mac.res_tag)]
-        with m.If(mac.res_valid):
-            m.d.sync += r_acc.eq(mac.res)
-        # the bias element is read when the result appears, and arrives with r_acc
-        res_rel = Signal(aw + 1)
-        m.d.comb += res_rel.eq(mac.res_tag - desc.o_base)
-        bias_addr = Signal(aw + 1)
-        m.d.comb += bias_addr.eq(desc.b_base + (res_rel >> prog.bw_log))
-        m.submodules.balign = balign = BiasAlign(tc.bias_bits, AB)
-        b_shift = (desc.bias_shift[:8] + 1)[:8] if fault == "bias_shift_off" else desc.bias_shift[:8]  # test hook
-        m.d.comb += [balign.in_valid.eq(r_v), balign.bias.eq(bm_r.data), balign.shift.eq(b_shift),
-                     balign.limit.eq(Cat(desc.bias_limit_lo, desc.bias_limit_hi)[:AB - 1])]
-
         def delay(sig, n, name):
             out = sig
             for i in range(n):
@@ -324,60 +329,115 @@ class TrainEngine(wiring.Component):
                 out = r
             return out
 
+        # An iteration's output position relative to O_BASE (rel), formed once at s3 (a
+        # register after s2) and carried along: the bias address (read when the result
+        # appears, one cycle after the MAC lanes' operand stage), the lane mask, the
+        # inside flag and the mask word's address are each one short path from registers.
+        s3_rel = Signal(aw + 1)
+        m.d.sync += s3_rel.eq(s2_o - desc.o_base)
+        bias_addr = Signal(aw + 1)          # with the result (MAC lanes: operands + 2)
+        m.d.sync += bias_addr.eq(desc.b_base + (s3_rel >> bwl_r))
+        s4_rel = delay(s3_rel, 1, "s4_rel")
+        r_v = Signal()
+        r_o = Signal(aw + 1)
+        r_rel = Signal(aw + 1)
+        r_acc = Signal(data.ArrayLayout(signed(AB), L))
+        m.d.sync += [r_v.eq(mac.res_valid & is_contract), r_o.eq(mac.res_tag), r_rel.eq(s4_rel)]
+        with m.If(mac.res_valid):
+            m.d.sync += r_acc.eq(mac.res)
+        # the bias element read at bias_addr arrives with r_acc
+        m.submodules.balign = balign = BiasAlign(tc.bias_bits, AB)
+        b_shift = (desc.bias_shift[:8] + 1)[:8] if fault == "bias_shift_off" else desc.bias_shift[:8]  # test hook
+        m.d.comb += [balign.in_valid.eq(r_v), balign.bias.eq(bm_r.data), balign.shift.eq(b_shift),
+                     balign.limit.eq(Cat(desc.bias_limit_lo, desc.bias_limit_hi)[:AB - 1])]
+
         ba_v = delay(r_v, BiasAlign.LATENCY, "ba_v")
         ba_o = delay(r_o, BiasAlign.LATENCY, "ba_o")
         ba_acc = delay(r_acc, BiasAlign.LATENCY, "ba_acc")
-        ba_rel = Signal(aw + 1)
-        m.d.comb += ba_rel.eq(ba_o - desc.o_base)
-        ba_inside = Signal()
-        m.d.comb += ba_inside.eq(ba_rel < desc.out_valid)
-        # v: the sum plus the aligned bias (inside the layer's outputs), registered
+        # -acc beside acc, so that |v| below is a multiplexer, not a negation after the add
+        r_nacc = Signal(data.ArrayLayout(signed(AB), L))
+        for l in range(L):
+            m.d.sync += r_nacc[l].eq(-r_acc[l])
+        ba_nacc = delay(r_nacc, BiasAlign.LATENCY - 1, "ba_nacc")
+        # the inside flag and the lane mask, decided a cycle after rel and carried to v
+        q_inside, q_valid = Signal(), Signal(L)
+        m.d.sync += [q_inside.eq(r_rel < desc.out_valid), q_valid.eq(lane_valid(r_rel))]
+        ba_inside = delay(q_inside, BiasAlign.LATENCY - 1, "ba_inside")
+        ba_valid = delay(q_valid, BiasAlign.LATENCY - 1, "ba_valid")
+        # v: the sum plus the aligned bias (inside the layer's outputs), registered; nv = -v
+        # (both wrap at AB bits, so |v| mod 2^AB is Mux(v < 0, nv, v) for every v)
         v_v = Signal()
         v_o = Signal(aw + 1)
         v_inside = Signal()
         v_valid = Signal(L)
         v = Signal(data.ArrayLayout(signed(AB), L))
-        m.d.sync += [v_v.eq(ba_v), v_o.eq(ba_o), v_inside.eq(ba_inside), v_valid.eq(lane_valid(ba_rel))]
+        nv = Signal(data.ArrayLayout(signed(AB), L))
+        m.d.sync += [v_v.eq(ba_v), v_o.eq(ba_o), v_inside.eq(ba_inside), v_valid.eq(ba_valid)]
+        b_add = Signal(signed(AB))
+        m.d.comb += b_add.eq(Mux(flags.bias & ba_inside, balign.aligned, 0))
         for l in range(L):
-            m.d.sync += v[l].eq(ba_acc[l] + Mux(flags.bias & ba_inside, balign.aligned, 0))
-        # MAXACC: the largest |v| over the valid lanes of the operation
+            m.d.sync += [v[l].eq(ba_acc[l] + b_add), nv[l].eq(ba_nacc[l] - b_add)]
+        # MAXACC: the largest |v| over the valid lanes of the operation, pipelined: |v|
+        # registered, then one max level per stage (several when L > 16), then the running
+        # maximum. The MAXACC_STAGES stages end before the write of MAXACC at the end of
+        # the drain (they take the Requant unit's latency, which the drain covers).
         vmax = Signal(AB)
         mags = []
         for l in range(L):
             a = Signal(AB, name=f"abs{l}")
-            m.d.comb += a.eq(Mux(v_valid[l], Mux(v[l] < 0, -v[l], v[l]), 0))
+            m.d.sync += a.eq(Mux(v_valid[l], Mux(v[l][-1], nv[l], v[l]), 0))
             mags.append(a)
-        while len(mags) > 1:
-            nxt = []
-            for i in range(0, len(mags), 2):
-                if i + 1 == len(mags):
-                    nxt.append(mags[i])
-                    continue
-                t = Signal(AB, name=f"mx{len(mags)}_{i}")
-                m.d.comb += t.eq(Mux(mags[i] > mags[i + 1], mags[i], mags[i + 1]))
-                nxt.append(t)
-            mags = nxt
-        with m.If(v_v & (mags[0] > vmax)):
+        mv = delay(v_v, 1, "mx_v")
+        levels = ceil_log2(L)
+        per_stage = -(-levels // (MAXACC_STAGES - 1)) if levels else 1
+        stage = 0
+        while len(mags) > 1 or stage < MAXACC_STAGES - 1:
+            for _ in range(per_stage):
+                if len(mags) == 1:
+                    break
+                nxt = []
+                for i in range(0, len(mags), 2):
+                    if i + 1 == len(mags):
+                        nxt.append(mags[i])
+                        continue
+                    t = Signal(AB, name=f"mx{len(mags)}_{i}")
+                    m.d.comb += t.eq(Mux(mags[i] > mags[i + 1], mags[i], mags[i + 1]))
+                    nxt.append(t)
+                mags = nxt
+            regs = []
+            for i, x in enumerate(mags):
+                r = Signal(AB, name=f"mxs{stage}_{i}")
+                m.d.sync += r.eq(x)
+                regs.append(r)
+            mags = regs
+            mv = delay(mv, 1, f"mx_v{stage}")
+            stage += 1
+        assert stage == MAXACC_STAGES - 1 and len(mags) == 1
+        with m.If(mv & (mags[0] > vmax)):
             m.d.sync += vmax.eq(mags[0])
-        # requantization, one unit per lane
+        # requantization, one unit per lane; its per-operation constants registered (the
+        # flags are fetched many cycles before the first result)
         m.submodules.rqdec = rqd = RequantDecode(acc_bits=AB, bias_bits=AB, inter_bits=SB)
         m.d.comb += [rqd.shift.eq(flags.shift), rqd.sat_bits.eq(flags.sat_bits)]
+        rq_shamt, rq_round = Signal.like(rqd.shamt), Signal()
+        rq_hi, rq_lo = Signal.like(rqd.hi), Signal.like(rqd.lo)
+        m.d.sync += [rq_shamt.eq(rqd.shamt), rq_round.eq(rqd.round), rq_hi.eq(rqd.hi), rq_lo.eq(rqd.lo)]
         ys = []
         for l in range(L):
             u = Requant(acc_bits=AB, bias_bits=AB, inter_bits=SB)
             m.submodules[f"rq{l}"] = u
             m.d.comb += [u.in_valid.eq(v_v), u.acc.eq(v[l]), u.bias.eq(0), u.bias_en.eq(0),
-                         u.zero.eq(~v_inside), u.shamt.eq(rqd.shamt), u.round.eq(rqd.round),
-                         u.relu.eq(flags.relu), u.hi.eq(rqd.hi), u.lo.eq(rqd.lo)]
+                         u.zero.eq(~v_inside), u.shamt.eq(rq_shamt), u.round.eq(rq_round),
+                         u.relu.eq(flags.relu), u.hi.eq(rq_hi), u.lo.eq(rq_lo)]
             ys.append(u)
         y_o = delay(v_o, Requant.LATENCY, "y_o")
         y_v = ys[0].out_valid
-        y_rel = Signal(aw + 1)
-        m.d.comb += y_rel.eq(y_o - desc.o_base)
-        # the mask word is read from ACT one cycle before the write (M_BASE + rel)
-        pre_y_o = delay(v_o, Requant.LATENCY - 1, "pre_y_o")
-        mask_addr = Signal(aw + 2)
-        m.d.comb += mask_addr.eq(desc.m_base + pre_y_o - desc.o_base)
+        # the mask word is read from ACT one cycle before the write (M_BASE + rel): its
+        # address formed from rel beside v and carried
+        ba_rel = delay(r_rel, BiasAlign.LATENCY, "ba_rel")
+        v_maddr = Signal(aw + 2)
+        m.d.sync += v_maddr.eq(desc.m_base + ba_rel)
+        mask_addr = delay(v_maddr, Requant.LATENCY - 1, "mask_addr")
 
         # ------------------------------------------------------------ WGRAD results
         tv = Signal()
@@ -445,7 +505,7 @@ class TrainEngine(wiring.Component):
         with m.If(host_idle):
             m.d.comb += act_r.addr.eq(host.addr >> lg)
         with m.Elif(state == _State.LOSS):
-            m.d.comb += act_r.addr.eq(desc.u_base + (loss.z_addr << prog.bw_log) + slot_word)
+            m.d.comb += act_r.addr.eq(desc.u_base + (loss.z_addr << bwl_r) + slot_word)
         with m.Elif(is_contract & flags.mask):
             m.d.comb += act_r.addr.eq(mask_addr)
         with m.Elif(is_wgrad):
@@ -482,7 +542,7 @@ class TrainEngine(wiring.Component):
         onehot_in = Signal(L)
         m.d.comb += onehot_in.eq(Const(1, L) << (in_b[:lg] if lg else 0))
         loss_word = Signal(aw + 2)
-        m.d.comb += loss_word.eq(desc.o_base + (loss.g_class << prog.bw_log) + slot_word)
+        m.d.comb += loss_word.eq(desc.o_base + (loss.g_class << bwl_r) + slot_word)
         lane_hot = Signal(L)
         m.d.comb += lane_hot.eq(Const(1, L) << (slot_lane if lg else 0))
         with m.If(state == _State.INPUT):
