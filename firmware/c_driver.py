@@ -35,10 +35,12 @@ _CHECKED = ("lanes", "act_bits", "core_bits", "inter_bits", "acc_bits", "bias_bi
             "bias_depth", "buf_depth", "desc_depth", "stream_elems")
 
 
-def driver_sources(*, sim: bool = False) -> list[Path]:
-    """Paths of the driver sources (with the simulation hooks and test program if ``sim``);
-    a missing file (an install without package data) is a one-line error."""
-    names = DRIVER_SOURCES + (SIM_SOURCES if sim else ())
+def driver_sources(*, sim: bool = False, names: tuple[str, ...] | None = None) -> list[Path]:
+    """Paths of the driver sources (with the simulation hooks and test program if ``sim``;
+    ``names``: other files of ``C_DIR``, e.g. the training driver's); a missing file (an
+    install without package data) is a one-line error."""
+    if names is None:
+        names = DRIVER_SOURCES + (SIM_SOURCES if sim else ())
     paths = [C_DIR / n for n in names]
     for p in paths:
         if not p.is_file():

@@ -259,11 +259,12 @@ def verilate_cached(root: Path, key: str, exe_name: str, files: dict[str, bytes]
 
 def link_c_driver(build: NativeBuild, sources: Sequence[str | os.PathLike], output: str | os.PathLike,
                   *, cflags: Sequence[str] = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"),
-                  timeout: float = 600) -> Path:
+                  timeout: float = 600, libs: Sequence[str] | None = None) -> Path:
     """Compile C ``sources`` (a driver written against ``ttforge_regs.h`` and
     ``axil_shim.h``, both in ``build.include_dir``) and link them with the build's
     Verilated model and shim into the executable ``output`` (the C compiler is ``$CC``
-    or ``cc``; the link uses the C++ compiler, as the model is C++)."""
+    or ``cc``; the link uses the C++ compiler, as the model is C++). ``libs``: the
+    objects and archives of ``build.obj_dir`` to link (default: the inference harness's)."""
     cc = next((c for c in (os.environ.get("CC", "").strip(), "cc", "gcc")
                if c and shutil.which(c.split()[0])), None)
     if cc is None:
@@ -282,8 +283,8 @@ def link_c_driver(build: NativeBuild, sources: Sequence[str | os.PathLike], outp
                 raise NativeError(f"compiling {src} failed: {first}")
             objs.append(str(obj))
         o = build.obj_dir
-        lib = [str(o / n) for n in ("ttf_sim.o", "verilated.o", "verilated_threads.o",
-                                    "Vttforge_accel__ALL.a")]
+        lib = [str(o / n) for n in (libs or ("ttf_sim.o", "verilated.o", "verilated_threads.o",
+                                             "Vttforge_accel__ALL.a"))]
         proc = subprocess.run([*cxx.split(), *objs, *lib, "-pthread", "-o", str(out)],
                               capture_output=True, text=True, timeout=timeout)
         if proc.returncode:
