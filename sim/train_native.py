@@ -15,12 +15,11 @@ must equal the golden trainer's bit for bit.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import ClassVar, Iterable
 
 import numpy as np
 from amaranth.hdl import Module, Shape
@@ -32,6 +31,7 @@ from ttforge.hw.trainer.engine import HostSel, TrainEngine, TrainError
 from ttforge.hw.trainer.program import (TrainEngineConfig, TrainProgram, compile_training, next_exponents,
                                         state_from_memories)
 from ttforge.ir.train import TrainState
+from ttforge.sim.native import VerilatedBuild
 
 __all__ = ["TrainEngineFlat", "train_verilog", "build_train_native", "TrainSession", "train_native",
            "NativeTrainBuild"]
@@ -110,16 +110,10 @@ def train_verilog(config: TrainEngineConfig, fault: str | None = None) -> str:
 
 
 @dataclass(frozen=True)
-class NativeTrainBuild:
-    config: TrainEngineConfig
-    directory: Path
-    key: str
-    cached: bool = False
-    build_seconds: float = 0.0
+class NativeTrainBuild(VerilatedBuild):
+    """A built training harness (:class:`ttforge.sim.native.VerilatedBuild`)."""
 
-    @property
-    def exe(self) -> Path:
-        return self.directory / EXE_NAME
+    exe_name: ClassVar[str] = EXE_NAME
 
 
 def build_train_native(config: TrainEngineConfig, *, build_root: str | os.PathLike | None = None,
@@ -127,20 +121,16 @@ def build_train_native(config: TrainEngineConfig, *, build_root: str | os.PathLi
     """Build (or find in the cache) the harness for ``config``: the cache key is the
     sha256 of the Verilog, the sources, the Verilator version and the recipe; a build
     compiles in a temporary directory renamed into place when complete."""
-    from ttforge.sim.native import (_MAKEFLAGS, _verilator_version, check_native_tools, default_build_root,
-                                   verilate_cached)
+    from ttforge.sim.native import (_MAKEFLAGS, build_key, check_native_tools, default_build_root, recipe_line,
+                                   verilate_cached, verilator_args)
 
     cxx = check_native_tools()
     root = Path(build_root) if build_root is not None else default_build_root()
     verilog = train_verilog(config, fault)
     sources = {n: (NATIVE_DIR / n).read_bytes() for n in SOURCES}
-    args_fixed = ("--cc", "--exe", "--build", "--top-module", TOP, "-O3", "--x-assign", "fast",
-                  "--x-initial", "fast", "--noassert", "-Wno-fatal")
-    h = hashlib.sha256()
-    for part in (f"train {BUILD_RECIPE} {_verilator_version()} {' '.join(args_fixed)} {_MAKEFLAGS} {cxx}".encode(),
-                 verilog.encode(), *(n.encode() + b"\0" + s for n, s in sorted(sources.items()))):
-        h.update(hashlib.sha256(part).digest())
-    key = "train-" + h.hexdigest()[:24]
+    args_fixed = verilator_args(TOP)
+    key = "train-" + build_key(recipe_line("train", BUILD_RECIPE, args_fixed, cxx), verilog.encode(),
+                               *(n.encode() + b"\0" + s for n, s in sorted(sources.items())))
     files = {**sources, f"{TOP}.v": verilog.encode()}
 
     def args_for(tmp: Path) -> list[str]:
