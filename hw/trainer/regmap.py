@@ -27,7 +27,7 @@ from ttforge.hw.regmap import (Field, Register, Window, _c_comment, _md, _pack, 
 from ttforge.ir.arith import ARITHMETIC_SPEC_VERSION
 
 __all__ = ["TRAIN_REGMAP_VERSION", "TRAIN_MAGIC", "TrainWindow", "TrainRegisterMap",
-           "train_register_map", "TRAIN_ERROR_TEXT", "TRAIN_COUNTERS", "WINDOW_ORDER",
+           "train_register_map", "TRAIN_ERROR_TEXT", "TOP_ERRORS", "TRAIN_COUNTERS", "WINDOW_ORDER",
            "bw_log_bits"]
 
 #: version of the training register map (``VERSION.HW``)
@@ -49,7 +49,15 @@ TRAIN_ERROR_TEXT = {
     6: ("DESC_RANGE", "desc_depth operations ran and none had LAST set"),
     7: ("BAD_LABEL", "a label at or beyond the number of classes"),
     8: ("BAD_PROGRAM", "BATCH outside 1..slots, IN_COUNT 0, or the input beyond act_depth"),
+    16: ("TLAST_EARLY", "CTRL.TLAST_CHECK: tlast on a feature beat (before the sample's label); "
+                        "ERROR_CODE.OP is the sample of the batch"),
+    17: ("TLAST_LATE", "CTRL.TLAST_CHECK: a label without tlast; the rest of the packet is "
+                       "discarded up to its tlast; ERROR_CODE.OP is the sample of the batch"),
 }
+
+#: the codes the top raises itself (the ``s_axis`` TLAST check), name -> code: above the
+#: engine's 4-bit ``TrainError`` (codes 0..15), so they never collide with one it adds
+TOP_ERRORS = {"TLAST_EARLY": 16, "TLAST_LATE": 17}
 
 #: the 48-bit counters, each read as ``<NAME>_LO`` then ``<NAME>_HI``
 TRAIN_COUNTERS = (
@@ -341,11 +349,14 @@ def _registers(c) -> list[Register]:
             ("CFG_MAX_CLASSES", c.max_classes, "widest softmax"))):
         const(name, 0x014 + 4 * i, d, value=v)
 
-    regs.append(Register("CTRL", 0x040, "RW", 3, 0, "control",
+    regs.append(Register("CTRL", 0x040, "RW", 4, 0, "control",
                          (_f("ENABLE", 0, 1, "1: run a step for every batch that arrives (continuous); "
                              "0: run one step per CMD.START", "control.enable"),
                           _f("IRQ_DONE_EN", 1, 1, "raise irq while IRQ_STATUS.DONE is set"),
-                          _f("IRQ_ERROR_EN", 2, 1, "raise irq while IRQ_STATUS.ERROR is set"))))
+                          _f("IRQ_ERROR_EN", 2, 1, "raise irq while IRQ_STATUS.ERROR is set"),
+                          _f("TLAST_CHECK", 3, 1, "1: each sample is one s_axis packet, tlast on its "
+                             "label and nowhere else (else TLAST_EARLY / TLAST_LATE); 0: tlast is "
+                             "ignored"))))
     regs.append(Register("CMD", 0x044, "WO", 3, 0,
                          "commands: write 1 to a bit to perform it (reads answer SLVERR)",
                          (_f("START", 0, 1, "take one batch of BATCH samples from s_axis and run one "
@@ -365,7 +376,8 @@ def _registers(c) -> list[Register]:
                           _f("IN_OPEN", 4, 1, "s_axis takes samples (s_axis_tready)"))))
     regs.append(Register("ERROR_CODE", 0x04C, "RO", 32, 0, "the first error since it was last cleared",
                          (_f("CODE", 0, 8, "an error code (0: none)", "status.error_code"),
-                          _f("OP", 16, 16, "the operation (descriptor index) that failed",
+                          _f("OP", 16, 16, "the operation (descriptor index) that failed; for "
+                             "TLAST_EARLY / TLAST_LATE the sample of the batch",
                              "status.error_op"))))
     regs.append(Register("IRQ_STATUS", 0x050, "W1C", 2, 0,
                          "interrupt causes (sticky; write 1 to clear); irq = |(IRQ_STATUS & CTRL.IRQ_*_EN)",

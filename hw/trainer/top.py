@@ -25,13 +25,23 @@ What the top adds around the slave and the register file:
   and the interrupt bits.
 * the sample stream: one element per beat (``tdata`` is ``act_bits`` rounded up to
   bytes; the low ``act_bits`` are the element, two's complement); each sample is
-  ``IN_COUNT`` features then its label; ``tlast`` is not used (a master may set it on
-  each label). ``tready`` is high while the engine takes samples (``STATUS.IN_OPEN``).
+  ``IN_COUNT`` features then its label. ``tready`` is high while the engine takes
+  samples (``STATUS.IN_OPEN``) and while a stream error discards the rest of a packet.
+* the ``TLAST`` check (``CTRL.TLAST_CHECK``; off: ``tlast`` is ignored): a sample is one
+  packet, ``tlast`` on its label and nowhere else. ``tlast`` on a feature is
+  ``TLAST_EARLY`` (the packet ended: the next beat starts a new one); a label without
+  ``tlast`` is ``TLAST_LATE``, and the rest of that packet is taken and discarded up to
+  and including its ``tlast`` beat, so the next sample starts in sync, as the inference
+  top does. Either stops the step at once (the engine is soft-reset in the cycle of the
+  beat; what it wrote keeps), sets ``STATUS.ERROR`` with the code and the sample of the
+  batch in ``ERROR_CODE.OP``, and no step starts until ``CMD.CLEAR_ERROR`` or
+  ``CMD.SOFT_RESET``. The codes (16, 17) lie above the engine's 4-bit ``TrainError``,
+  so the two never collide.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -44,7 +54,7 @@ from ttforge.hw.config import stream_lane_bits
 from ttforge.hw.emit import VERILATOR_WAIVERS, port_map
 from ttforge.hw.trainer.engine import HostSel, TrainEngine
 from ttforge.hw.trainer.program import TrainEngineConfig
-from ttforge.hw.trainer.regmap import WINDOW_ORDER, TrainRegisterMap
+from ttforge.hw.trainer.regmap import TOP_ERRORS, WINDOW_ORDER, TrainRegisterMap
 
 __all__ = ["TRAIN_TOP_NAME", "TrainAccel", "verilog", "generate_train_verilog",
            "verilator_waivers"]
@@ -187,26 +197,34 @@ class TrainAccel(wiring.Component):
                      prog.stoch.eq(rf.stoch), prog.rng_value.eq(rf.rng),
                      prog.rng_load.eq(rf.rng_wstb)]
         start = Signal()
-        m.d.comb += [start.eq(rf.cmd[0]), eng.control.soft_reset.eq(rf.cmd[1]),
-                     eng.control.clear_error.eq(rf.cmd[2])]
+        t_bad = Signal()            # a beat breaks the TLAST rule (see "samples" below)
+        t_err = Signal()            # the TLAST error stands
+        error = Signal()            # the engine's or the stream's
+        m.d.comb += [start.eq(rf.cmd[0]),
+                     # a TLAST error stops the step in the cycle of its beat
+                     eng.control.soft_reset.eq(rf.cmd[1] | t_bad),
+                     eng.control.clear_error.eq(rf.cmd[2]), error.eq(st.error | t_err)]
         armed = Signal()
         with m.If(start):
             m.d.sync += armed.eq(1)
-        with m.If(busy | st.error | rf.cmd[1] | rf.cmd[2]):
+        with m.If(busy | error | rf.cmd[1] | rf.cmd[2]):
             m.d.sync += armed.eq(0)
-        m.d.comb += eng.control.enable.eq(rf.ctrl[0] | armed)
+        m.d.comb += eng.control.enable.eq((rf.ctrl[0] | armed) & ~t_err)
         busy_d, err_d = Signal(), Signal()
-        m.d.sync += [busy_d.eq(busy), err_d.eq(st.error)]
+        m.d.sync += [busy_d.eq(busy), err_d.eq(error)]
         done = Signal()
         with m.If(start | (busy & ~busy_d)):
             m.d.sync += done.eq(0)
         with m.If(st.done_pulse):
             m.d.sync += done.eq(1)
         err_pulse = Signal()
-        m.d.comb += err_pulse.eq(st.error & ~err_d)
+        m.d.comb += err_pulse.eq(error & ~err_d)
+        t_code = Signal(8)
+        t_smp_err = Signal(16)
         m.d.comb += [
-            rf.status.eq(busy | (done << 1) | (st.error << 2) | (armed << 3) | (eng.inp.ready << 4)),
-            rf.error_code.eq(st.error_code.as_value() | (st.error_op << 16)),
+            rf.status.eq(busy | (done << 1) | (error << 2) | (armed << 3) | (self.s_axis.tready << 4)),
+            rf.error_code.eq(Mux(t_err, t_code | (t_smp_err << 16),
+                                 st.error_code.as_value() | (st.error_op << 16))),
             rf.op.eq(st.op),
             rf.cycles.eq(st.cycles), rf.mac_cycles.eq(st.mac_cycles),
             rf.steps.eq(st.steps), rf.changed.eq(st.changed),
@@ -217,11 +235,35 @@ class TrainAccel(wiring.Component):
             if r.access == "RO" and r.value is not None:
                 m.d.comb += getattr(rf, r.port).eq(r.value)
 
-        # ------------------------------------------------ samples
+        # ------------------------------------------------ samples, and the TLAST check
         ab = cfg.train.act_bits
-        m.d.comb += [eng.inp.payload.eq(self.s_axis.tdata[:ab].as_signed()),
-                     eng.inp.valid.eq(self.s_axis.tvalid),
-                     self.s_axis.tready.eq(eng.inp.ready)]
+        ax_s = self.s_axis
+        t_pos = Signal(16)          # the element the next beat is (IN_COUNT: the label) ...
+        t_smp = Signal(16)          # ... of this sample of the batch: the engine's in_f, in_b
+        t_drop = Signal()           # discarding the rest of a packet after TLAST_LATE
+        beat = Signal()             # a beat the engine takes
+        is_label = Signal()
+        m.d.comb += [eng.inp.payload.eq(ax_s.tdata[:ab].as_signed()),
+                     eng.inp.valid.eq(ax_s.tvalid & ~t_drop),
+                     ax_s.tready.eq(eng.inp.ready | t_drop),
+                     beat.eq(ax_s.tvalid & eng.inp.ready & ~t_drop),
+                     is_label.eq(t_pos == rf.in_count),
+                     t_bad.eq(beat & rf.ctrl[3] & (ax_s.tlast != is_label))]
+        # the position follows the engine's input writer: it starts at 0 whenever the
+        # engine is not taking samples (a new batch, a step's end, an abort)
+        with m.If(~eng.inp.ready):
+            m.d.sync += [t_pos.eq(0), t_smp.eq(0)]
+        with m.Elif(beat):
+            m.d.sync += [t_pos.eq(Mux(is_label, 0, t_pos + 1)), t_smp.eq(t_smp + is_label)]
+        with m.If(t_drop & ax_s.tvalid & ax_s.tlast):
+            m.d.sync += t_drop.eq(0)
+        with m.If(rf.cmd[1] | rf.cmd[2]):
+            m.d.sync += t_err.eq(0)
+        with m.If(t_bad):           # the first error is kept (the engine is idle meanwhile)
+            m.d.sync += [t_err.eq(1), t_smp_err.eq(t_smp), t_drop.eq(is_label),
+                         t_code.eq(Mux(is_label, TOP_ERRORS["TLAST_LATE"], TOP_ERRORS["TLAST_EARLY"]))]
+        with m.If(rf.cmd[1]):       # a soft reset also ends a discard
+            m.d.sync += t_drop.eq(0)
         return m
 
 
@@ -243,8 +285,14 @@ generate_train_verilog = verilog
 
 
 def verilator_waivers() -> str:
-    """The ``.vlt`` configuration for the emitted training top."""
+    """The ``.vlt`` configuration for the emitted training top: the inference top's
+    waivers and one more, with its reason (``verilator --lint-only -Wall`` reports
+    nothing with them; ``tests/hw/trainer/test_top.py`` checks it)."""
     return VERILATOR_WAIVERS + (
-        "// The training top takes one element per beat; tlast is not used (docs/hardware.md,\n"
-        "// \"Training engine: registers and host protocol\").\n"
-        "lint_off -rule UNUSEDSIGNAL -file \"*\" -match \"*'s_axis_tlast'*\"\n")
+        "// The training engine computes its addresses and result tags one bit wider than\n"
+        "// the memories they index (a sum of a base and an offset, carried through the\n"
+        "// pipeline delays: bias_addr, mask_addr_d*, to*, y_o_d*), and the update unit halves\n"
+        "// its sum (update.sum3 >> 1, bit 0 unread); the memory ports read the low bits. Only\n"
+        "// such partly read signals of the engine are waived: a signal nothing reads at all is\n"
+        "// still reported (\"Signal is not used\").\n"
+        "lint_off -rule UNUSEDSIGNAL -file \"*\" -match \"Bits of signal are not used: 'engine.*\"\n")
