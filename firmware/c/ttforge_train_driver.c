@@ -24,7 +24,8 @@ const char *ttftd_result_name(ttftd_result r) {
 }
 
 const char *ttftd_hw_error_name(uint32_t code) {
-    /* the TTFORGE_TRAIN_ERR_* codes of the register header (TRAIN_ERROR_TEXT) */
+    /* the TTFORGE_TRAIN_ERR_* codes of the register header (TRAIN_ERROR_TEXT; a test
+     * compares every code with it) */
     switch (code) {
     case 0u: return "NONE";
     case TTFORGE_TRAIN_ERR_BAD_DESC: return "BAD_DESC";
@@ -35,6 +36,10 @@ const char *ttftd_hw_error_name(uint32_t code) {
     case TTFORGE_TRAIN_ERR_DESC_RANGE: return "DESC_RANGE";
     case TTFORGE_TRAIN_ERR_BAD_LABEL: return "BAD_LABEL";
     case TTFORGE_TRAIN_ERR_BAD_PROGRAM: return "BAD_PROGRAM";
+#ifdef TTFORGE_TRAIN_ERR_TLAST_EARLY /* the top's s_axis checks (CTRL.TLAST_CHECK) */
+    case TTFORGE_TRAIN_ERR_TLAST_EARLY: return "TLAST_EARLY";
+    case TTFORGE_TRAIN_ERR_TLAST_LATE: return "TLAST_LATE";
+#endif
     default: return "?";
     }
 }

@@ -70,7 +70,7 @@ int main(int argc, char **argv) {
     int a;
 
     if (argc >= 2 && strcmp(argv[1], "--names") == 0) {
-        for (i = 0; i < 10u; ++i) printf("hw_name_%u %s\n", (unsigned)i, ttftd_hw_error_name(i));
+        for (i = 0; i < 32u; ++i) printf("hw_name_%u %s\n", (unsigned)i, ttftd_hw_error_name(i));
         return 0;
     }
     if (argc < 2) die("usage: ttforge_train_sim_test SAMPLES [options]", 0);

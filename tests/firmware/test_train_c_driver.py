@@ -1,0 +1,391 @@
+"""The C training driver (``firmware/c/ttforge_train_driver.{h,c}``, ``docs/integration.md``,
+"Training with the C driver").
+
+Pure Python: the exponent tables of :mod:`ttforge.firmware.train_c_driver`, measured once
+from the first state, reproduce ``compile_training(next_exponents(...))`` word for word
+and every exponent over 50+ steps of random networks (MAXACC from the word-level
+interpreter, the exponents also equal to the golden trainer's), and refuse exactly the
+exponents ``compile_training`` refuses. Siblings: a table constant off by one, a MAXACC
+bit flipped.
+
+On the Verilated ``TrainAccel`` (AXI4-Lite + AXI4-Stream through the native shim): a C99
+test program trains N steps with the driver and the state read back (CMEM, BMEM, RNG,
+the driver's exponents) equals the golden trainer's byte for byte (the state file).
+Siblings that must fail: the generated C table corrupted by one, one MAXACC bit flipped
+on the bus. Errors: a bad label (HW_ERROR BAD_LABEL), an exponent leaving its range
+(EXP_RANGE, nothing written), a step that never finishes (TIMEOUT), a register header of
+another engine (MISMATCH). The first build of the model takes ~1 min, then it is cached.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from ttforge.errors import ConfigError, OutputError
+from ttforge.firmware.c_driver import C_DIR
+from ttforge.firmware.train_c_driver import (build_train_axil, exponent_tables, export_train_driver,
+                                             link_train_c_driver, state_with_exponents, train_driver_sources,
+                                             train_program_c)
+from ttforge.hw.trainer import model as interp
+from ttforge.hw.trainer.program import (TrainEngineConfig, compile_training, fit_engine, next_exponents,
+                                        state_from_memories)
+from ttforge.hw.trainer.regmap import TRAIN_ERROR_TEXT, TrainRegisterMap
+from ttforge.ir.random import train_case
+from ttforge.ir.train import train_step
+from ttforge.ir.train_state import dumps_state
+from ttforge.sim.native import write_vectors
+
+STRICT = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic")
+PICKY = ("-Wconversion", "-Wsign-conversion", "-Wshadow", "-Wstrict-prototypes", "-Wmissing-prototypes",
+         "-Wcast-qual")
+BATCH = 4
+
+
+def _case(seed=0, steps=12):
+    state, x, y, rng = train_case(seed, batch=BATCH, n_layers=2, d=2, rank=2, n_in=8, hidden=6, n_out=3)
+    hi = (1 << (state.config.act_bits - 1)) - 1
+    batches = [(x, y)] + [(rng.integers(0, hi + 1, size=(BATCH, state.in_features)),
+                           rng.integers(0, state.n_classes, size=BATCH)) for _ in range(steps - 1)]
+    return state, batches
+
+
+def _golden(state, batches):
+    for x, y in batches:
+        state = train_step(state, x, y)
+    return state
+
+
+def _maxacc(program, x, y) -> np.ndarray:
+    """MAXACC of every operation of one step, from the word-level interpreter."""
+    mem = interp.load_program(program)
+    interp.load_batch(mem, x, y)
+    interp.run_step(mem, program)
+    return mem.maxacc
+
+
+# ------------------------------------------------------------------ the tables (pure Python)
+def _regress_cases():
+    from ttforge.sim.train_regress import family_config, train_regress_case
+
+    for seed in (3, 7, 11, 20):
+        case = train_regress_case(seed, 52)
+        yield case.state, list(case.batches), family_config(case.family)
+
+
+def _walk(state, batches, config, tables, corrupt=None):
+    """Apply the tables step by step next to compile_training(next_exponents(...));
+    returns the first (step, what) that differs, or None."""
+    prog0 = compile_training(state, len(batches[0][1]), config)
+    values = tables.init
+    for k, (x, y) in enumerate(batches):
+        prog = compile_training(state, len(y), config)
+        mx = _maxacc(prog, x, y)
+        if corrupt is not None and k == corrupt[0]:
+            mx = mx.copy()
+            mx[corrupt[1]] ^= 1 << corrupt[2]
+        nxt = next_exponents(state, prog, mx)
+        values = tables.next_values(values, mx)
+        assert tables.violation(values) is None
+        if [_exp(nxt, v) for v in tables.variables] != list(values):
+            return k, "exponents"
+        want = compile_training(nxt, len(y), config).words
+        if tables.words(prog0.words, values) != list(want):
+            return k, "words"
+        state = train_step(state, x, y)
+        if corrupt is None:   # the golden trainer's delayed scaling is the same rule
+            assert [L.step_exps for L in state.layers] == [L.step_exps for L in nxt.layers]
+            assert [L.grad_exps for L in state.layers] == [L.grad_exps for L in nxt.layers]
+    return None
+
+
+def test_tables_reproduce_compile_training_over_many_steps():
+    n = 0
+    for state, batches, config in _regress_cases():
+        prog = compile_training(state, len(batches[0][1]), config)
+        tables = exponent_tables(state, prog)
+        assert tables.fields and tables.variables
+        assert _walk(state, batches, config, tables) is None
+        n += len(batches)
+    assert n >= 200
+
+
+def test_sibling_a_table_constant_off_by_one_is_caught():
+    from dataclasses import replace
+
+    state, batches, config = next(_regress_cases())
+    tables = exponent_tables(state, compile_training(state, len(batches[0][1]), config))
+    f = tables.fields[len(tables.fields) // 2]
+    bad = replace(tables, fields=tuple(replace(g, const=g.const + 1) if g is f else g for g in tables.fields))
+    assert _walk(state, batches[:3], config, bad) == (0, "words")
+    v = tables.variables[-1]
+    bad = replace(tables, variables=tuple(replace(u, const=u.const + 1) if u is v else u
+                                          for u in tables.variables))
+    assert _walk(state, batches[:3], config, bad) is not None
+
+
+def test_sibling_a_flipped_maxacc_bit_changes_the_exponents():
+    state, batches, config = next(_regress_cases())
+    prog = compile_training(state, len(batches[0][1]), config)
+    tables = exponent_tables(state, prog)
+    j = tables.variables[0].op
+    mx = _maxacc(prog, *batches[0])
+    flipped = mx.copy()
+    flipped[j] ^= 1 << 30
+    assert tables.next_values(tables.init, flipped) != tables.next_values(tables.init, mx)
+
+
+def test_range_checks_are_those_of_compile_training():
+    """Random exponents, many near or past a field's edge: the tables refuse a set of
+    exponents exactly when compile_training refuses the state."""
+    state, batches = _case()
+    config = fit_engine(state, BATCH)
+    prog = compile_training(state, BATCH, config)
+    tables = exponent_tables(state, prog)
+    rng = np.random.default_rng(5)
+    seen = {True: 0, False: 0}
+    for scale in (4, 40, 150, 400, 1500):
+        for _ in range(40):
+            values = [v + int(rng.integers(-scale, scale + 1)) for v in tables.init]
+            st = state_with_exponents(state, tables, values)
+            try:
+                words = compile_training(st, BATCH, config).words
+                ok = True
+            except (ConfigError, OverflowError):
+                # OverflowError: export_network's bias alignment by a shift >= 64 (ir/train.py)
+                # fails before encode_op would name the BIAS_SHIFT field; refused either way
+                ok = False
+            assert (tables.violation(values) is None) == ok, (values, tables.violation(values))
+            if ok:
+                assert tables.words(prog.words, values) == list(words)
+            seen[ok] += 1
+    assert seen[True] > 20 and seen[False] > 20
+
+
+def test_program_c_text_is_deterministic_and_checks_the_header():
+    state, _ = _case()
+    config = fit_engine(state, BATCH)
+    text = train_program_c(state, BATCH, config, symbol="prog")
+    assert text == train_program_c(state, BATCH, config, symbol="prog")
+    assert f"#if !defined(TTFORGE_TRAIN_CFG_LANES) || TTFORGE_TRAIN_CFG_LANES != {config.lanes}u" in text
+    assert "const ttftd_program prog = {" in text
+    with pytest.raises(ConfigError, match="C identifier"):
+        train_program_c(state, BATCH, config, symbol="1bad")
+    with pytest.raises(ConfigError, match="TrainEngineConfig"):
+        train_program_c(state, BATCH, object())
+
+
+def test_export_train_driver(tmp_path):
+    state, _ = _case()
+    config = fit_engine(state, BATCH)
+    names = sorted(p.name for p in export_train_driver(config, tmp_path, state, BATCH, sim=True))
+    assert names == sorted(["ttforge_train_regs.h", "ttforge_train_program.c", "ttforge_train_driver.h",
+                            "ttforge_train_driver.c", "ttforge_train_sim_hooks.h", "ttforge_train_sim_hooks.c",
+                            "ttforge_train_sim_test.c"])
+    assert not list(tmp_path.glob(".*"))
+    with pytest.raises(ConfigError, match="both state and batch"):
+        export_train_driver(config, tmp_path / "x", state)
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(OutputError, match="is not a directory"):
+        export_train_driver(config, tmp_path / "f", state, BATCH)
+    assert (tmp_path / "f").read_text() == "x"
+
+
+MMIO_MAIN = """\
+#include "ttforge_train_driver.h"
+extern const ttftd_program ttforge_train_program;
+static int dma_send(void *ctx, const int32_t *x, uint32_t n) { (void)ctx; (void)x; (void)n; return 0; }
+int main(void) {
+    static int32_t samples[4 * 16];
+    ttftd_dev dev;
+    ttftd_hooks hooks;
+    ttftd_counters c;
+    ttftd_mmio_hooks(&hooks, (volatile uint32_t *)0x43C00000u);
+    hooks.stream_send = dma_send;
+    if (ttftd_init(&dev, &hooks) != TTFTD_OK) return 1;
+    if (ttftd_load_program(&dev, &ttforge_train_program) != TTFTD_OK) return 2;
+    if (ttftd_step(&dev, samples, 4u) != TTFTD_OK) return 3;
+    return ttftd_read_counters(&dev, &c) == TTFTD_OK ? 0 : 4;
+}
+"""
+
+
+@pytest.mark.parametrize("cc", ["gcc", "clang"])
+def test_mmio_only_build_compiles(tmp_path, cc):
+    if shutil.which(cc) is None:
+        pytest.skip(f"{cc} is not installed")
+    state, _ = _case()
+    export_train_driver(fit_engine(state, BATCH), tmp_path, state, BATCH)
+    (tmp_path / "main.c").write_text(MMIO_MAIN)
+    for src in ("ttforge_train_driver.c", "ttforge_train_program.c", "main.c"):
+        proc = subprocess.run([cc, *STRICT, *PICKY, "-O2", "-ffreestanding", "-c", f"-I{tmp_path}",
+                               str(tmp_path / src), "-o", str(tmp_path / (src + ".o"))],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+    # and as C++ (the header's extern "C")
+    proc = subprocess.run(["g++", "-fsyntax-only", "-x", "c++", f"-I{tmp_path}", str(tmp_path / "main.c")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+# ------------------------------------------------------------------ on the Verilated TrainAccel
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    state, batches = _case()
+    config = fit_engine(state, BATCH)
+    try:
+        build = build_train_axil(config)
+    except Exception as e:  # noqa: BLE001 - a machine without the toolchain skips, with the reason
+        from ttforge.hw.tools import ToolchainMissing
+        if isinstance(e, ToolchainMissing):
+            pytest.skip(str(e))
+        raise
+    d = tmp_path_factory.mktemp("train_cdrv")
+    return state, batches, config, build, d
+
+
+def _exe(setup, name="exe", program_text=None, cflags=()):
+    state, _, config, build, d = setup
+    src = d / f"{name}_program.c"
+    src.write_text(program_text if program_text is not None else train_program_c(state, BATCH, config))
+    srcs = [p for p in train_driver_sources(sim=True) if p.suffix == ".c"] + [src]
+    return link_train_c_driver(build, srcs, d / name, cflags=(*STRICT, *cflags))
+
+
+@pytest.fixture(scope="module")
+def exe(setup):
+    return _exe(setup)
+
+
+def run(exe, batches, tmp_path, *args):
+    rows = np.concatenate([np.concatenate([x, np.asarray(y)[:, None]], axis=1) for x, y in batches])
+    write_vectors(tmp_path / "samples.bin", rows)
+    proc = subprocess.run([str(exe), str(tmp_path / "samples.bin"), *map(str, args)], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rep = {}
+    for line in proc.stdout.splitlines():
+        k, *v = line.split()
+        rep[k] = v[0] if len(v) == 1 and k not in ("cmem", "bmem", "exps") else v
+    return rep
+
+
+def _state_of(setup, rep, steps):
+    state, _, config, _, _ = setup
+    prog = compile_training(state, BATCH, config)
+    tables = exponent_tables(state, prog)
+    got = state_from_memories(state, prog, np.array(rep["cmem"], dtype=np.int64),
+                              np.array(rep["bmem"], dtype=np.int64), int(rep["rng"]), steps=steps)
+    return state_with_exponents(got, tables, [int(v) for v in rep["exps"]])
+
+
+@pytest.mark.parametrize("args", [(), ("--seed", 3, "--gaps", 0.4), ("--reload-at", 4)],
+                         ids=["plain", "stream-gaps", "checkpoint-resume"])
+def test_c_driver_trains_equal_to_golden(setup, exe, tmp_path, args):
+    state, batches = setup[0], setup[1]
+    rep = run(exe, batches, tmp_path, *args)
+    assert rep["result"] == "OK" and int(rep["steps"]) == len(batches)
+    got = _state_of(setup, rep, len(batches))
+    want = _golden(state, batches)
+    assert dumps_state(got) == dumps_state(want)          # byte for byte, the state file
+    # STEPS counts since the last reset (the resume resets the core after step 4)
+    assert int(rep["hw_steps"]) == len(batches) - (5 if "--reload-at" in args else 0)
+    assert int(rep["rewritten"]) > 0                       # the exponents did move
+    # the control of the siblings below: the golden state itself, one word off, differs
+    bad = want.layers[0].masters[0].copy()
+    bad.flat[0] ^= 1
+    assert not np.array_equal(bad, got.layers[0].masters[0])
+
+
+def test_sibling_corrupted_c_table_fails(setup, tmp_path):
+    state, batches, config, _, _ = setup
+    text = train_program_c(state, BATCH, config)
+    # the constant of the third exponent-dependent field, off by one
+    rows = [m for m in re.finditer(r"\{(\d+)u, (\d+)u, (\d+)u, (-?\d+), (-?\d+), (-?\d+), ", text)]
+    m = rows[2]
+    bad = text[:m.start(6)] + str(int(m.group(6)) + 1) + text[m.end(6):]
+    assert bad != text
+    rep = run(_exe(setup, "bad_table", bad), batches, tmp_path)
+    want = _golden(state, batches)
+    assert rep["result"] != "OK" or dumps_state(_state_of(setup, rep, len(batches))) != dumps_state(want)
+
+
+def test_sibling_flipped_maxacc_bit_fails(setup, exe, tmp_path):
+    state, batches, config, _, _ = setup
+    prog = compile_training(state, BATCH, config)
+    tables = exponent_tables(state, prog)
+    addr = TrainRegisterMap(config).window("MAXACC").base + 8 * tables.variables[0].op
+    rep = run(exe, batches, tmp_path, "--flip", 2, addr, 31)       # bitlen(M) becomes 32
+    want = _golden(state, batches)
+    assert rep["result"] != "OK" or dumps_state(_state_of(setup, rep, len(batches))) != dumps_state(want)
+
+
+def test_exponent_out_of_range_is_an_error_and_nothing_is_written(setup, exe, tmp_path):
+    state, batches, config, _, _ = setup
+    tables = exponent_tables(state, compile_training(state, BATCH, config))
+    one = _golden(state, batches[:1])
+    prog1 = compile_training(one, BATCH, config)
+    mx = _maxacc(prog1, *batches[1])
+    exps1 = [_exp(one, v) for v in tables.variables]
+
+    def flipped(j):
+        m = mx.copy()
+        m[tables.variables[j].op] ^= 1 << 47
+        return m
+
+    # a variable whose MAXACC with bit 47 set pushes a field out of its range
+    j = next(j for j in range(len(tables.variables))
+             if tables.violation(tables.next_values(exps1, flipped(j))) is not None)
+    with pytest.raises((ConfigError, OverflowError)):   # compile_training refuses it too
+        compile_training(next_exponents(one, prog1, flipped(j)), BATCH, config)
+    addr = TrainRegisterMap(config).window("MAXACC").base + 8 * tables.variables[j].op + 4
+    rep = run(exe, batches, tmp_path, "--flip", 1, addr, 15)     # MAXACC bit 47 in step 1
+    assert rep["result"] == "EXP_RANGE" and rep["steps"] == "1"
+    assert rep["range_var"] != "0" or rep["range_value"] != "0"
+    # nothing committed: the driver's exponents are those after step 0
+    assert [int(v) for v in rep["exps"]] == exps1
+
+
+def _exp(state, var):
+    L = state.layers[var.layer]
+    return (L.step_exps if var.kind == "step" else L.grad_exps)[var.step]
+
+
+def test_bad_label_is_hw_error_with_its_name(setup, exe, tmp_path):
+    state, batches = setup[0], setup[1]
+    x, y = batches[1]
+    y = np.array(y)
+    y[2] = state.n_classes + 1
+    rep = run(exe, [batches[0], (x, y)], tmp_path)
+    assert rep["result"] == "HW_ERROR" and rep["hw_name"] == "BAD_LABEL" and rep["steps"] == "1"
+    assert int(rep["hw_code"]) == next(k for k, (n, _) in TRAIN_ERROR_TEXT.items() if n == "BAD_LABEL")
+
+
+def test_error_names_are_the_register_maps(exe):
+    proc = subprocess.run([str(exe), "--names"], capture_output=True, text=True, timeout=60)
+    names = dict(line.split() for line in proc.stdout.splitlines())
+    for code, (name, _) in TRAIN_ERROR_TEXT.items():
+        assert names[f"hw_name_{code}"] == name
+    assert all(names[f"hw_name_{k}"] == "?" for k in range(32) if k not in TRAIN_ERROR_TEXT)
+
+
+def test_step_that_never_finishes_times_out(setup, exe, tmp_path):
+    rep = run(exe, setup[1][:2], tmp_path, "--timeout-polls", 1)
+    assert rep["result"] == "TIMEOUT" and rep["steps"] == "0"
+
+
+def test_header_of_another_engine_is_mismatch(setup, tmp_path):
+    state, batches, config, _, d = setup
+    other = TrainEngineConfig(**{**{k: getattr(config, k) for k in config.__dataclass_fields__},
+                                 "max_classes": config.max_classes * 2})
+    inc = tmp_path / "inc"
+    inc.mkdir()
+    (inc / "ttforge_train_regs.h").write_text(TrainRegisterMap(other).to_c_header())
+    text = train_program_c(state, BATCH, other)
+    rep = run(_exe(setup, "other", text, (f"-I{inc}",)), batches[:1], tmp_path)
+    assert rep["result"] == "MISMATCH"
+    assert int(rep["mismatch_addr"]) == TrainRegisterMap(config).addr("CFG_MAX_CLASSES")
