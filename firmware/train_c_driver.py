@@ -29,17 +29,17 @@ the one config- and network-specific piece a firmware build needs and locates th
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import numpy as np
 
 from ttforge.atomic import atomic_write_text, check_output_dir
 from ttforge.errors import ConfigError
 from ttforge.firmware.c_driver import C_DIR, _ident
+from ttforge.sim.native import NativeBuild
 
 __all__ = ["TRAIN_DRIVER_SOURCES", "TRAIN_SIM_SOURCES", "ExpField", "ExpVar", "ExponentTables",
            "exponent_tables", "train_program_c", "export_train_driver", "train_driver_sources",
@@ -422,24 +422,12 @@ _TRAIN_AXIL_EXE = "ttf_train_axil"
 _TRAIN_AXIL_TOP = "ttforge_train"
 
 
-@dataclass(frozen=True)
-class TrainAxilBuild:
+class TrainAxilBuild(NativeBuild):
     """A Verilated ``TrainAccel``: ``include/`` holds ``ttforge_train_regs.h`` and the shim
     header, ``obj_dir/`` the model's libraries (link a C driver with
-    :func:`link_train_c_driver`)."""
+    :func:`link_train_c_driver`), ``exe`` a smoke program (reads ``ID``)."""
 
-    config: object
-    directory: Path
-    key: str
-    cached: bool = False
-
-    @property
-    def include_dir(self) -> Path:
-        return self.directory / "include"
-
-    @property
-    def obj_dir(self) -> Path:
-        return self.directory / "obj_dir"
+    exe_name: ClassVar[str] = _TRAIN_AXIL_EXE
 
 
 def build_train_axil(config, *, build_root: str | os.PathLike | None = None, fault: str | None = None,
@@ -448,8 +436,8 @@ def build_train_axil(config, *, build_root: str | os.PathLike | None = None, fau
     Verilated ``TrainAccel(config)`` with the shim of ``sim/native/axil_shim.h``."""
     from ttforge.hw.trainer.regmap import TrainRegisterMap
     from ttforge.hw.trainer.top import verilator_waivers, verilog
-    from ttforge.sim.native import (_MAKEFLAGS, NATIVE_DIR, _verilator_version, check_native_tools,
-                                   default_build_root, verilate_cached)
+    from ttforge.sim.native import (_MAKEFLAGS, NATIVE_DIR, build_key, check_native_tools, default_build_root,
+                                   recipe_line, verilate_cached, verilator_args)
     from ttforge.sim.train_native import _no_zero_meminit
 
     cxx = check_native_tools()
@@ -458,14 +446,10 @@ def build_train_axil(config, *, build_root: str | os.PathLike | None = None, fau
         text = verilog(config, fault=fault)
     sources = {n: (NATIVE_DIR / n).read_bytes() for n in TRAIN_AXIL_SOURCES}
     header = TrainRegisterMap(config).to_c_header().encode()
-    fixed = ("--cc", "--exe", "--build", "--top-module", _TRAIN_AXIL_TOP, "-O3", "--x-assign", "fast",
-             "--x-initial", "fast", "--noassert", "-Wno-fatal")
-    h = hashlib.sha256()
-    for part in (f"train-axil 1 {_verilator_version()} {' '.join(fixed)} {_MAKEFLAGS} {cxx}".encode(),
-                 text.encode(), verilator_waivers().encode(), header,
-                 *(n.encode() + b"\0" + s for n, s in sorted(sources.items()))):
-        h.update(hashlib.sha256(part).digest())
-    key = "train-axil-" + h.hexdigest()[:24]
+    fixed = verilator_args(_TRAIN_AXIL_TOP)
+    key = "train-axil-" + build_key(recipe_line("train-axil", 1, fixed, cxx), text.encode(),
+                                    verilator_waivers().encode(), header,
+                                    *(n.encode() + b"\0" + s for n, s in sorted(sources.items())))
     files = {**{f"include/{n}": s for n, s in sources.items()}, f"include/{TRAIN_REGS_H}": header,
              f"{_TRAIN_AXIL_TOP}.v": text.encode(), f"{_TRAIN_AXIL_TOP}.vlt": verilator_waivers().encode()}
 
@@ -475,9 +459,9 @@ def build_train_axil(config, *, build_root: str | os.PathLike | None = None, fau
                 "-o", f"../{_TRAIN_AXIL_EXE}", f"{_TRAIN_AXIL_TOP}.vlt", f"{_TRAIN_AXIL_TOP}.v",
                 str(inc / "train_axil_sim.cpp"), str(inc / "train_axil_main.cpp")]
 
-    directory, cached, _ = verilate_cached(root, key, _TRAIN_AXIL_EXE, files, args_for, cxx=cxx,
-                                           timeout=timeout, what="training AXI4-Lite harness")
-    return TrainAxilBuild(config, directory, key, cached)
+    directory, cached, seconds = verilate_cached(root, key, _TRAIN_AXIL_EXE, files, args_for, cxx=cxx,
+                                                 timeout=timeout, what="training AXI4-Lite harness")
+    return TrainAxilBuild(config, directory, key, cached=cached, build_seconds=seconds)
 
 
 def link_train_c_driver(build: TrainAxilBuild, sources: Sequence[str | os.PathLike], output: str | os.PathLike,
