@@ -54,6 +54,9 @@ BATCHES = (32, 16)
 #: the engine that is synthesized (fits the ECP5-85F's 208 DP16KD, see the module docstring)
 SYNTH_DEPTHS = dict(act_depth=8192, grad_depth=2048, core_depth=32768, bias_depth=1024,
                     desc_depth=32, max_batch=64, max_classes=16, acc_bits=48)
+#: the same engine with small memories (``--small``): the same logic, 20 DP16KD, so Yosys
+#: takes ~2 min instead of ~10 and placement is quicker: the loop for timing work
+SMALL_DEPTHS = dict(SYNTH_DEPTHS, act_depth=512, grad_depth=512, core_depth=2048, bias_depth=256)
 ECP5_DP16KD = 208
 DP16KD_BITS = 18 * 1024
 #: DP16KD shapes (data width incl. parity, depth); 36 bits only as a pseudo-dual port
@@ -194,13 +197,13 @@ def synth_engine_holds() -> dict:
 
 
 # ------------------------------------------------------------------------ synthesis
-def _engine_verilog() -> tuple[str, dict]:
+def _engine_verilog(depths: dict = SYNTH_DEPTHS) -> tuple[str, dict]:
     from ttforge.hw.emit import emit_verilog, port_map
     from ttforge.hw.trainer.engine import TrainEngine
     from ttforge.hw.trainer.program import TrainEngineConfig
 
     from ttforge.ir.train import TrainConfig
-    cfg = TrainEngineConfig(lanes=LANES, train=TrainConfig(), **SYNTH_DEPTHS)
+    cfg = TrainEngineConfig(lanes=LANES, train=TrainConfig(), **depths)
     eng = TrainEngine(cfg)
     mems = {
         "act": (cfg.act_depth, LANES * cfg.act_store_bits), "grad": (cfg.grad_depth, LANES * cfg.grad_store_bits),
@@ -212,15 +215,16 @@ def _engine_verilog() -> tuple[str, dict]:
     return emit_verilog(eng, "ttforge_train_engine", port_map(eng, {"program": "prog"})), est
 
 
-def part_synth(seeds: list[int], work: Path, timeout: float, no_route: bool = False) -> dict:
+def part_synth(seeds: list[int], work: Path, timeout: float, no_route: bool = False,
+               section: str = "synth", depths: dict = SYNTH_DEPTHS) -> dict:
     from ttforge.hw.synth import DEVICES, _stat_cells, harness_verilog, parse_report
     from ttforge.hw.tools import run_tool
 
     env = _env("synth")           # the tree the measurement starts from
     dev = DEVICES["ecp5-85f"]
     work.mkdir(parents=True, exist_ok=True)
-    old = json.loads(OUT.read_text()).get("synth", {}) if OUT.exists() else {}
-    text, est = _engine_verilog()
+    old = json.loads(OUT.read_text()).get(section, {}) if OUT.exists() else {}
+    text, est = _engine_verilog(depths)
     sha = hashlib.sha256(text.encode()).hexdigest()
     harness, cost = harness_verilog(text, "ttforge_train_engine")
     net = work / "netlist.json"
@@ -280,7 +284,12 @@ def part_synth(seeds: list[int], work: Path, timeout: float, no_route: bool = Fa
             if vals:
                 summary[f] = {"min": min(vals), "max": max(vals),
                               "available": done[0]["resources"][f]["available"]}
-    return {"device": dev.key, "title": dev.title, "lanes": LANES, "depths": SYNTH_DEPTHS,
+    placed = [r for r in ordered if not r["routed"] and r.get("fmax_mhz") is not None]
+    if placed:                     # nextpnr's estimate after placement (no routing delays known)
+        fm = [r["fmax_mhz"] for r in placed]
+        summary["placed_fmax_mhz"] = {"min": min(fm), "median": statistics.median(fm), "max": max(fm),
+                                      "seeds": [r["seed"] for r in placed]}
+    return {"device": dev.key, "title": dev.title, "lanes": LANES, "depths": depths,
             "memories": est, "verilog_sha256": sha, "harness": cost, "synth_s": synth_s,
             "synth_cells": cells,
             "target_mhz": 100.0, "runs": ordered,
@@ -295,16 +304,36 @@ def main(argv=None) -> int:
     p.add_argument("--work", default="/tmp/ttforge-train-hw", help="work directory of the synth part")
     p.add_argument("--no-route", action="store_true",
                    help="place only: nextpnr's post-placement Fmax estimate (when routing takes hours)")
+    p.add_argument("--small", action="store_true",
+                   help="synth part: the engine with small memories (SMALL_DEPTHS), into section synth_small")
+    p.add_argument("--label", default=None,
+                   help="with --small: also append the runs to fmax_steps under this label (what changed)")
     a = p.parse_args(argv)
+    if a.label is not None and not (a.part == "synth" and a.small):
+        p.error("--label takes --part synth --small (the timing loop's table)")
+    key = "synth_small" if a.small else a.part
     if a.part == "cycles":
         section = part_cycles()
     else:
-        section = part_synth([int(s) for s in a.seeds.split(",")], Path(a.work), a.pnr_timeout, a.no_route)
+        work = Path(a.work + ("-small" if a.small else ""))
+        section = part_synth([int(s) for s in a.seeds.split(",")], work, a.pnr_timeout, a.no_route,
+                             section=key, depths=SMALL_DEPTHS if a.small else SYNTH_DEPTHS)
     # read the file only now: another part may have written it while this one ran
     out = json.loads(OUT.read_text()) if OUT.exists() else {"benchmark": "train_hw"}
     out["commands"] = {"cycles": "python bench/bench_train_hw.py --part cycles",
-                       "synth": "python bench/bench_train_hw.py --part synth --seeds 1,2,3"}
-    out[a.part] = section
+                       "synth": "python bench/bench_train_hw.py --part synth --seeds 1,2,3",
+                       "synth_small": "python bench/bench_train_hw.py --part synth --small --seeds 1 "
+                                      "--label WHAT"}
+    out[key] = section
+    if a.label is not None:        # one row per run: the table of the timing work
+        cells = section["synth_cells"]
+        for r in section["runs"]:
+            if r["seed"] in {int(x) for x in a.seeds.split(",")} and r["routed"] == (not a.no_route):
+                out.setdefault("fmax_steps", []).append({
+                    "label": a.label, "git_commit": section["env"]["git_commit"],
+                    "git_dirty": section["env"]["git_dirty"], "seed": r["seed"], "routed": r["routed"],
+                    "fmax_mhz": r.get("fmax_mhz"), "lut4": cells.get("LUT4"), "ff": cells.get("TRELLIS_FF"),
+                    "critical_path": r.get("critical_path") or {}})
     atomic_write_text(OUT, json.dumps(out, indent=1) + "\n")
     print(json.dumps(out[a.part].get("rows") or out[a.part].get("summary"), indent=1)[:3000])
     return 0

@@ -601,15 +601,27 @@ class TrainEngine(wiring.Component):
         done_pulse = Signal()
         m.d.comb += done_pulse.eq(0)
 
+        # The program check (a shift and three adders deep) is registered: it judges the
+        # program of the cycle before, and a step starts only when the program has not
+        # changed since (prog_settled), so a program set together with ``enable`` waits
+        # one idle cycle (not counted: the cycle counter counts busy cycles only).
+        prog_bad = Signal()
+        prog_q = Signal.like(prog)
+        prog_settled = Signal()
+        m.d.sync += [prog_q.eq(prog),
+                     prog_bad.eq((prog.batch == 0) | (prog.batch > slots_m1 + 1) | (prog.in_count == 0)
+                                 | (prog.in_base + ((prog.in_count - 1) << prog.bw_log) + bwm1 >= c.act_depth)
+                                 | (slots_m1 + 1 > c.max_batch))]
+        m.d.comb += prog_settled.eq((prog_q.batch == prog.batch) & (prog_q.bw_log == prog.bw_log)
+                                    & (prog_q.in_count == prog.in_count) & (prog_q.in_base == prog.in_base))
+
         def fail(code):
             return [err.eq(code), err_op.eq(op_idx), error.eq(1), state.eq(_State.IDLE)]
 
         with m.Switch(state):
             with m.Case(_State.IDLE):
-                with m.If(ctl.enable & ~error):
-                    with m.If((prog.batch == 0) | (prog.batch > slots_m1 + 1) | (prog.in_count == 0)
-                              | (prog.in_base + ((prog.in_count - 1) << prog.bw_log) + bwm1 >= c.act_depth)
-                              | (slots_m1 + 1 > c.max_batch)):
+                with m.If(ctl.enable & ~error & prog_settled):
+                    with m.If(prog_bad):
                         m.d.sync += fail(TrainError.BAD_PROGRAM)
                     with m.Else():
                         m.d.sync += [state.eq(_State.INPUT), in_f.eq(0), in_b.eq(0),

@@ -39,22 +39,26 @@ LOSS_FAULTS: dict[str, str] = {
 H_RANGE = range(-64, 64)
 
 # Latency of the datapath, in cycles after a read is issued, of the stage where ``e`` is
-# used (accumulated into S in pass 2, multiplied by R in pass 3): 1 the memory returns z,
-# 2 t, 3 the table address, 4 e, 5 used.
-_E_STAGE = 5
-# Cycles from the issue of the last read of pass 3 to ``done``: e*R registered at stage 5,
-# g registered at stage 6 and written (g_valid) at stage 7, ``done`` one cycle later.
+# used (accumulated into S in pass 2, multiplied by R in pass 3): 1 the memory returns z
+# (registered as it arrives: it comes through the engine's lane multiplexer), 2 the max
+# and u, 3 u shifted (both ways), 4 t (the direction chosen and capped), 5 the table
+# address, 6 the table entry registered, 7 e, 8 used. Each stage is one short path (a
+# shifter, or an adder and a comparison), for the engine's clock.
+_E_STAGE = 8
+# Cycles from the issue of the last read of pass 3 to ``done``: e*R registered at stage
+# _E_STAGE, g registered at the next and written (g_valid) at the one after, ``done`` one
+# cycle later.
 _TAIL = _E_STAGE + 3
 
 
 def loss_cycles(classes: int, prob_bits: int) -> int:
     """Cycles from the ``start`` pulse to the ``done`` pulse for ``classes`` = C:
-    ``3 C + G + 9`` with ``G = prob_bits``.
+    ``3 C + G + 12`` with ``G = prob_bits``.
 
     With ``start`` at cycle 0: the ``C`` reads of pass 1 at cycles ``1 .. C``, the ``C``
     reads of pass 2, ``G + 1`` cycles while the divider forms R's ``G + 1`` bits, the
-    ``C`` reads of pass 3 (the last at ``3 C + G + 1``) and the ``8``-cycle tail of the
-    pipeline: the last write is at ``3 C + G + 8``, ``done`` one cycle after it.
+    ``C`` reads of pass 3 (the last at ``3 C + G + 1``) and the ``11``-cycle tail of the
+    pipeline: the last write is at ``3 C + G + 11``, ``done`` one cycle after it.
     """
     for name, v in (("classes", classes), ("prob_bits", prob_bits)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -118,9 +122,9 @@ class LossUnit(wiring.Component):
 
     Notes
     -----
-    ``done`` comes :func:`loss_cycles` ``(C, G) = 3 C + G + 9`` cycles after ``start``.
+    ``done`` comes :func:`loss_cycles` ``(C, G) = 3 C + G + 12`` cycles after ``start``.
     Reads: pass 1 at cycles ``1 .. C`` after ``start``, pass 2 at ``C+1 .. 2C``, pass 3
-    at ``2C+G+2 .. 3C+G+1``; writes at ``2C+G+9 .. 3C+G+8``.
+    at ``2C+G+2 .. 3C+G+1``; writes at ``2C+G+12 .. 3C+G+11``.
     """
 
     def __init__(self, *, act_bits: int, prob_bits: int, table_bits: int, table_frac_bits: int,
@@ -241,45 +245,52 @@ class LossUnit(wiring.Component):
                 m.next = "IDLE"
 
         # -- the datapath pipeline (one token per stage) -------------------------------
-        tok = [issue] + [Signal(token, name=f"tok{i}") for i in range(1, 7)]
-        for i in range(1, 7):
+        E = _E_STAGE
+        tok = [issue] + [Signal(token, name=f"tok{i}") for i in range(1, E + 2)]
+        for i in range(1, E + 2):
             m.d.sync += tok[i].eq(tok[i - 1])
 
-        # stage 1: z arrives; pass 1 keeps the max, passes 2 and 3 form u = max - z >= 0
-        z = self.z_data
+        # stage 1: z arrives and is registered
+        z = Signal(signed(A))
+        m.d.sync += z.eq(self.z_data)
+        # stage 2: pass 1 keeps the max, passes 2 and 3 form u = max - z >= 0
         zmax = Signal(signed(A))
         u = Signal(A)                   # max - z <= 2^A - 1
-        with m.If((tok[1].pass_ == PASS_MAX) & ((tok[1].cls == 0) | (z > zmax))):
+        with m.If((tok[2].pass_ == PASS_MAX) & ((tok[2].cls == 0) | (z > zmax))):
             m.d.sync += zmax.eq(z)
         m.d.sync += u.eq(zmax - z)
 
-        # stage 2: t = u moved to F fractional bits, capped
+        # stage 3: u moved to F fractional bits, both ways (the left shift, and the
+        # FLOOR_PLUS_HALF right shift); stage 4: the direction, capped: t
         shifted_left = Signal(A + t_bits)
-        m.d.comb += shifted_left.eq(u << lsh)
+        m.d.sync += shifted_left.eq(u << lsh)
         rounded_right = Signal(A)
-        m.d.comb += rounded_right.eq(((u >> rsh_m1) + 1) >> 1)
+        m.d.sync += rounded_right.eq(((u >> rsh_m1) + 1) >> 1)
         t_raw = Signal(A + t_bits)
         m.d.comb += t_raw.eq(Mux(left, shifted_left, rounded_right))
         t = Signal(range(cap + 1))
         m.d.sync += t.eq(Mux(t_raw > cap, cap, t_raw))
 
-        # stage 3: the table address (a synchronous ROM read); t >> F waits beside it
+        # stage 5: the table address (a synchronous ROM read); t >> F waits beside it
         m.submodules.table = rom = Memory(shape=unsigned(P + 1), depth=1 << F, init=self.table())
         rd = rom.read_port()
         m.d.comb += rd.addr.eq(t[:F])
         t_int = Signal(range(P + 2))
         m.d.sync += t_int.eq(t >> F)
 
-        # stage 4: e = T[t mod 2^F] >> (t >> F)
+        # stage 6: the entry registered (the ROM's output and the shifter are two paths);
+        # stage 7: e = T[t mod 2^F] >> (t >> F)
+        entry, t_int6 = Signal(P + 1), Signal.like(t_int)
+        m.d.sync += [entry.eq(rd.data), t_int6.eq(t_int)]
         e = Signal(P + 1)
-        m.d.sync += e.eq(rd.data >> t_int)
+        m.d.sync += e.eq(entry >> t_int6)
 
-        # stage 5: pass 2 accumulates S (the divider starts after its last e), pass 3
+        # stage E: pass 2 accumulates S (the divider starts after its last e), pass 3
         # multiplies by R
         prod = Signal(P + G + 2)
-        with m.If(tok[5].pass_ == PASS_SUM):
+        with m.If(tok[E].pass_ == PASS_SUM):
             m.d.sync += S.eq(S + e)
-            with m.If(tok[5].last):
+            with m.If(tok[E].last):
                 m.d.sync += div_steps.eq(G + 1)
         m.d.sync += prod.eq(e * R)
 
@@ -292,15 +303,16 @@ class LossUnit(wiring.Component):
             m.d.sync += [rem.eq(Mux(fits, doubled - S, doubled)), R.eq((R << 1) | fits),
                          div_steps.eq(div_steps - 1)]
 
-        # stage 6: p = rshift_round(e R, P), g = p - 2^G [c == y]; registered outputs
+        # stage E + 1: g = rshift_round(e R, P) - 2^G [c == y]; registered outputs. One
+        # adder: (x >> P) - 2^G = (x - 2^(P+G)) >> P, so the label's 2^G joins the
+        # rounding constant (p = (eR + half) >> P <= 2^G fits G + 1 bits, so g is exact)
         half = 0 if self.fault == "round_floor" else 1 << (P - 1)
-        p = Signal(G + 1)
-        m.d.comb += p.eq((prod + half) >> P)
+        hit = tok[E + 1].cls == label
         g = Signal(signed(G + 2))
-        m.d.comb += g.eq(p - Mux(tok[6].cls == label, 1 << G, 0))
-        is_out = tok[6].pass_ == PASS_GRAD
-        m.d.sync += [self.g_valid.eq(is_out), self.g_class.eq(tok[6].cls),
-                     self.g_value.eq(Mux(real, g, 0)), out_last.eq(is_out & tok[6].last),
+        m.d.comb += g.eq((prod + Mux(hit, half - (1 << (P + G)), half)) >> P)
+        is_out = tok[E + 1].pass_ == PASS_GRAD
+        m.d.sync += [self.g_valid.eq(is_out), self.g_class.eq(tok[E + 1].cls),
+                     self.g_value.eq(Mux(real, g, 0)), out_last.eq(is_out & tok[E + 1].last),
                      self.done.eq(self.g_valid & out_last)]
 
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
