@@ -27,7 +27,7 @@ from ttforge.errors import ConfigError, SimError, ToolchainMissing
 from ttforge.firmware.uart import BridgeCore, MIN_DIVISOR
 
 __all__ = ["Board", "BOARDS", "board", "BoardCore", "BoardTop", "ECP5_PLL", "LEDS",
-           "uart_divisor", "sim_verilog", "SIM_TOP", "DEFAULT_BAUD"]
+           "uart_divisor", "sim_verilog", "SIM_TOP", "DEFAULT_BAUD", "bridge_params"]
 
 DEFAULT_BAUD = 115200
 SIM_TOP = "ttforge_board"
@@ -126,8 +126,30 @@ def uart_divisor(clk_hz: float, baud: int) -> int:
     return div
 
 
+def bridge_params(accel) -> tuple[int, int, int]:
+    """``(addr_bits, elem_bytes, stream_elems)`` of the UART bridge that fits ``accel``
+    (an accelerator component with ``axil`` and ``s_axis``, and a ``config``): read from
+    its ports, so that what the bridge's PING reports is what the accelerator takes. An
+    accelerator whose config has no ``stream_elems`` takes one element per beat."""
+    elems = int(getattr(accel.config, "stream_elems", 1))
+    beat = len(accel.s_axis.tdata)
+    if beat % (8 * elems):
+        raise ConfigError(f"the accelerator's s_axis beat of {beat} bits is not {elems} whole-byte elements")
+    return len(accel.axil.awaddr), beat // 8 // elems, elems
+
+
+def _inference_accel(config, engine=None):
+    from ttforge.hw.top import TTAccel
+    return TTAccel(config, engine=engine)
+
+
 class BoardCore(wiring.Component):
     """Accelerator + UART bridge + LEDs, all in ``sync``.
+
+    The accelerator is ``accel(config)`` (default: the inference top
+    :class:`ttforge.hw.top.TTAccel`; the training board passes
+    :class:`ttforge.hw.trainer.top.TrainAccel`); the bridge is sized from its ports
+    (:func:`bridge_params`), and its ``m_axis`` (if it has one) goes back over the UART.
 
     ``leds`` (see :data:`LEDS`): 0 heartbeat (about 1 Hz at ``clk_hz``), 1/2 UART
     receive/transmit activity, 3 a vector in flight, 4 error (the bridge's last response
@@ -139,26 +161,27 @@ class BoardCore(wiring.Component):
     leds: Out(len(LEDS))
     irq: Out(1)
 
-    def __init__(self, config, *, divisor: int, clk_hz: int, engine=None):
+    def __init__(self, config, *, divisor: int, clk_hz: int, engine=None,
+                 accel: Callable | None = None):
         self.config = config
         self.divisor = int(divisor)
         self.clk_hz = int(clk_hz)
         self._engine = engine
+        self._accel = accel
         super().__init__()
 
     def elaborate(self, platform):
-        from ttforge.hw.axis import lane_bits
-        from ttforge.hw.top import TTAccel
-
         m = Module()
         cfg = self.config
-        m.submodules.accel = accel = TTAccel(cfg, engine=self._engine)
+        m.submodules.accel = accel = (_inference_accel(cfg, self._engine) if self._accel is None
+                                      else self._accel(cfg))
+        addr_bits, elem_bytes, stream_elems = bridge_params(accel)
         m.submodules.bridge = br = BridgeCore(
-            divisor=self.divisor, addr_bits=cfg.axil_addr_bits,
-            elem_bytes=lane_bits(cfg.act_bits) // 8, stream_elems=cfg.stream_elems)
+            divisor=self.divisor, addr_bits=addr_bits, elem_bytes=elem_bytes, stream_elems=stream_elems)
         wiring.connect(m, br.axil, accel.axil)
         wiring.connect(m, br.m_axis, accel.s_axis)
-        wiring.connect(m, accel.m_axis, br.s_axis)
+        if hasattr(accel, "m_axis"):     # a training top sends nothing back on a stream
+            wiring.connect(m, accel.m_axis, br.s_axis)
         m.d.comb += [br.rx.eq(self.uart_rx), self.uart_tx.eq(br.tx), self.irq.eq(accel.irq)]
 
         # LEDs: one free-running counter; activity is shown for the 1/32 s period after it
@@ -188,12 +211,13 @@ class BoardCore(wiring.Component):
 
 
 def sim_verilog(config, *, divisor: int, clk_hz: int = 100_000_000, name: str = SIM_TOP,
-                engine=None) -> str:
+                engine=None, accel: Callable | None = None) -> str:
     """Verilog of :class:`BoardCore` for simulation: ports ``clk``, ``rst`` (active high,
-    synchronous), ``uart_rx``, ``uart_tx``, ``leds``, ``irq``."""
+    synchronous), ``uart_rx``, ``uart_tx``, ``leds``, ``irq`` (``accel``: as for
+    :class:`BoardCore`)."""
     from amaranth.back import rtlil
 
-    core = BoardCore(config, divisor=divisor, clk_hz=clk_hz, engine=engine)
+    core = BoardCore(config, divisor=divisor, clk_hz=clk_hz, engine=engine, accel=accel)
     text = rtlil.convert(core, name=name, emit_src=False)
     # processes lowered to cells (`proc`): Icarus Verilog 11 never evaluates an
     # `always @*` block whose inputs do not change after time 0 (its outputs would stay
@@ -240,12 +264,14 @@ def _run_builtin_yosys(script: str) -> str:
 
 
 class BoardTop(Elaboratable):
-    """A :class:`BoardCore` on a board's platform (elaborate with that platform)."""
+    """A :class:`BoardCore` on a board's platform (elaborate with that platform);
+    ``accel`` as for :class:`BoardCore`."""
 
     def __init__(self, board_key: str, config, *, clk_hz: int | None = None,
-                 baud: int = DEFAULT_BAUD):
+                 baud: int = DEFAULT_BAUD, accel: Callable | None = None):
         self.board = board(board_key)
         self.config = config
+        self.accel = accel
         self.clk_hz = self.board.check_clock(clk_hz or self.board.default_hz)
         self.baud = int(baud)
         self.divisor = uart_divisor(self.clk_hz, self.baud)
@@ -287,7 +313,8 @@ class BoardTop(Elaboratable):
             m.d.comb += cd.rst.eq(hold)
             # (nextpnr derives the PLL output's constraint from the oscillator's)
         # (otherwise the platform makes `sync` from the oscillator, with a reset synchronizer)
-        m.submodules.core = core = BoardCore(self.config, divisor=self.divisor, clk_hz=self.clk_hz)
+        m.submodules.core = core = BoardCore(self.config, divisor=self.divisor, clk_hz=self.clk_hz,
+                                             accel=self.accel)
         # pins through amaranth.lib.io buffers (plain: UARTRx synchronises its input, the
         # other outputs come from registers or are LEDs)
         uart = platform.request("uart", 0, dir="-")

@@ -31,12 +31,15 @@ from ttforge.firmware import protocol as P
 from ttforge.firmware.protocol import AXI_RESP, Cmd, OutputFrame, Response, Status
 
 __all__ = ["Device", "DeviceError", "DeviceTimeout", "Transport", "SerialTransport",
-           "COUNTERS", "TTFG_ID"]
+           "COUNTERS", "TTFG_ID", "BURST_WORDS", "READ_WINDOW"]
 
 TTFG_ID = 0x54544647
 COUNTERS = ("CYCLES", "BUSY_LANE_CYCLES", "IN_STALL", "OUT_STALL", "SAT_EVENTS", "VECTORS")
 #: words per WRITE_BURST frame when loading
 BURST_WORDS = 256
+#: READ32 requests in flight in :meth:`Device.read32_many` (3 x 10 bytes < the bridge's
+#: 32-byte receive FIFO)
+READ_WINDOW = 3
 
 
 class Transport(Protocol):
@@ -200,6 +203,35 @@ class Device:
         if r.count != len(words):
             raise DeviceError(f"{self.t.name}: burst at 0x{addr:X} wrote {r.count} of {len(words)} words")
         self._axi(r, f"burst write at 0x{addr:X}")
+
+    def read32_many(self, addrs, *, window: int = READ_WINDOW) -> list[int]:
+        """READ32 of each of ``addrs``, with up to ``window`` requests in flight (the
+        link's round trip is paid once per ``window`` reads, not per read). The window
+        is bounded by the bridge's receive FIFO: ``window`` requests of at most 10 bytes
+        each (escapes included) must fit in it while the bridge answers one."""
+        addrs = [int(a) for a in addrs]
+        out: list[int] = []
+        sent = 0
+        while len(out) < len(addrs):
+            while sent < len(addrs) and sent - len(out) < window:
+                self.t.write(P.read32(addrs[sent]))
+                sent += 1
+            r = self._wait(self._responses, "answer to READ32")
+            if r.cmd != Cmd.READ32 or r.status != Status.OK:
+                self.resync()
+                raise DeviceError(f"{self.t.name}: read of 0x{addrs[len(out)]:X}: {r.describe()}")
+            out.append(self._axi(r, f"read of 0x{addrs[len(out)]:X}").data)
+        return out
+
+    def stream_in(self, values, *, timeout: float | None = None) -> None:
+        """Send ``values`` (integers) as one STREAM_IN frame: beats of the bridge's
+        ``m_axis``; a non-OK answer (e.g. ``STALL``) or a short count raises."""
+        if self.info is None:
+            self.ping()
+        values = list(values)
+        r = self.request(P.stream_in(values, self.info["elem_bytes"]), Cmd.STREAM_IN, timeout=timeout)
+        if r.count != len(values):
+            raise DeviceError(f"{self.t.name}: STREAM_IN took {r.count} of {len(values)} elements")
 
     def _reg(self, name: str) -> int:
         if self._regs is None:

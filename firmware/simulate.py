@@ -35,11 +35,13 @@ SIM_CLK_NS = 10
 
 
 class SimTransport:
-    """The simulated board as a transport (``write``/``read``/``close``)."""
+    """The simulated board as a transport (``write``/``read``/``close``); ``accel`` picks
+    the accelerator of the board top (:class:`~ttforge.firmware.board.BoardCore`; default
+    the inference top)."""
 
     def __init__(self, config, *, divisor: int = SIM_DIVISOR, clk_ns: int = SIM_CLK_NS,
                  build_dir: str | os.PathLike | None = None, timeout: float = 60.0,
-                 log_file: str | os.PathLike | None = None, engine=None):
+                 log_file: str | os.PathLike | None = None, engine=None, accel=None):
         import shutil as _sh
         from ttforge.firmware.board import SIM_TOP, sim_verilog
 
@@ -53,7 +55,8 @@ class SimTransport:
                               "'ttforge[sim]'") from None
         self.name = "simulated board"
         self.default_timeout = float(timeout)
-        verilog = sim_verilog(config, divisor=divisor, clk_hz=int(1e9 // clk_ns), engine=engine)
+        verilog = sim_verilog(config, divisor=divisor, clk_hz=int(1e9 // clk_ns), engine=engine,
+                              accel=accel)
         key = hashlib.sha256(verilog.encode()).hexdigest()[:16]
         # absolute: the simulator runs inside the build directory (as sim.runner.run_job)
         root = Path(build_dir).resolve() if build_dir else Path(tempfile.gettempdir()) / "ttforge-simboard"

@@ -60,6 +60,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
                 "Program a board with a bitstream through openFPGALoader."),
     "run": ("ttforge.firmware.cli:run_cli_spec",
             "Run inference on a board (or its simulation) through the UART bridge."),
+    "train-board": ("ttforge.cli:train_board_cli_spec",
+                    "Train a state on a board (or its simulation) over the UART bridge: stream labelled "
+                    "batches, show the device's loss, checkpoint and pull the learned state back "
+                    "(resumable; --check: equal to the golden trainer)."),
     "regress": ("ttforge.sim.cli:regress_cli_spec",
                 "Random regression of the generated RTL against the golden executor (cocotb on Icarus or "
                 "Verilator, or the native Verilator harness); exit 1 on any failure."),
@@ -77,7 +81,19 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 #: Subcommands that need the ``train`` extra (PyTorch); without it they say so in one line.
 NEEDS_TRAIN_EXTRA = ("train", "decompose", "export-onnx", "quantize", "diverge", "export-qonnx", "flow",
-                     "train-int", "sweep")
+                     "train-int", "sweep", "train-board")
+
+
+def train_board_cli_spec():
+    """``ttforge train-board`` (:mod:`ttforge.firmware.train_cli`) with ``train-int``'s data
+    sets (:func:`ttforge.model.train_int.load_numpy`): firmware never imports the model
+    package, so the loader is joined here, when the command runs."""
+    from ttforge.firmware.train_cli import train_board_arguments, train_board_run
+
+    def run(args):
+        from ttforge.model.train_int import load_numpy
+        return train_board_run(args, load_numpy)
+    return train_board_arguments, run
 
 
 class _Parser(argparse.ArgumentParser):

@@ -30,6 +30,14 @@ reads CMEM, BMEM, MAXACC and ``RNG``; :meth:`~TrainHost.train_step` does all of 
 the host must: run the batch, read the state back, recompute the exponents from MAXACC
 (:func:`~ttforge.hw.trainer.program.next_exponents`), recompile and rewrite only the
 descriptor words that changed (the shifts).
+
+Over a slow link (a board's UART) a step need not read the state back:
+``train_step(..., read_back=False)`` reads only the ``MAXACC`` words of the operations that
+set an exponent (the exponents depend on MAXACC and the exponents alone, never on the
+weights); the masters, biases and generator stay on the device until
+:meth:`~TrainHost.read_state` at a checkpoint. ``logits=True`` also reads the batch's
+logits from ``ACT`` (:meth:`~TrainHost.read_logits`), from which the host computes the
+step's loss as the device computed it.
 """
 
 from __future__ import annotations
@@ -71,14 +79,20 @@ def engine_error(code: int, op: int) -> DeviceError:
 class StepResult:
     """What :meth:`TrainHost.train_step` returns: the state after the step (exponents
     recomputed), the program of the next step (already written to DMEM), and the raw
-    memories read back (``cmem``, ``bmem``, ``maxacc``, ``rng``)."""
+    memories read back (``cmem``, ``bmem``, ``maxacc``, ``rng``). A light step
+    (``read_back=False``) reads no memory: ``cmem``, ``bmem`` and ``rng`` are ``None``,
+    ``maxacc`` maps each exponent-setting operation to its value, and the state's masters,
+    biases and ``rng`` are those it had (the device holds the new ones). ``logits``: the
+    batch's ``(B, classes)`` logits when asked for; ``rewritten``: descriptor words written."""
 
     state: Any
     program: Any
-    cmem: np.ndarray
-    bmem: np.ndarray
-    maxacc: np.ndarray
-    rng: int
+    cmem: np.ndarray | None
+    bmem: np.ndarray | None
+    maxacc: Any
+    rng: int | None
+    logits: np.ndarray | None = None
+    rewritten: int = 0
 
 
 def _signed32(v: int) -> int:
@@ -207,6 +221,34 @@ class _Ops:
         raw = yield from self.read_window("MAXACC", 0, 2 * n_ops)
         return np.array([raw[2 * j] | raw[2 * j + 1] << 32 for j in range(n_ops)], dtype=np.int64)
 
+    def read_maxacc_used(self, program) -> Gen:
+        """``{op: MAXACC}`` of the operations whose MAXACC sets an exponent
+        (``program.maxacc_ops``), read in runs of consecutive operations."""
+        idx = sorted(program.maxacc_ops)
+        out: dict[int, int] = {}
+        k = 0
+        while k < len(idx):
+            e = k
+            while e + 1 < len(idx) and idx[e + 1] == idx[e] + 1:
+                e += 1
+            raw = yield from self.read_window("MAXACC", 2 * idx[k], 2 * (e - k + 1))
+            for n, j in enumerate(idx[k:e + 1]):
+                out[j] = raw[2 * n] | raw[2 * n + 1] << 32
+            k = e + 1
+        return out
+
+    def read_logits(self, program) -> Gen:
+        """The logits of the last step's batch, ``(batch, classes)`` int64, from ``ACT``
+        (class ``f`` of sample ``b`` is element ``L * base + f * slots + b``)."""
+        from ttforge.hw.trainer.program import Op
+
+        classes = next(op.N[0] for op in program.ops if op.OP == Op.LOSS)
+        base = program.regions.act[-1][0] * self.config.lanes
+        rows = []
+        for f in range(classes):
+            rows.append((yield from self.read_window("ACT", base + f * program.slots, program.batch)))
+        return np.array(rows, dtype=np.int64).T.copy()
+
     def read_state(self, program) -> Gen:
         """``(cmem, bmem, maxacc, rng)`` as the engine holds them after a step (the
         regions ``program`` uses)."""
@@ -267,23 +309,37 @@ class _Ops:
                 return s
         raise DeviceTimeout(f"the training step did not finish within {max_polls} STATUS polls")
 
-    def train_step(self, state, program, x, y, max_polls: int = DEFAULT_MAX_POLLS) -> Gen:
+    def train_step(self, state, program, x, y, max_polls: int = DEFAULT_MAX_POLLS,
+                   read_back: bool = True, logits: bool = False) -> Gen:
         """One training step of ``state`` (whose program is loaded) on ``(x, y)``;
-        returns a :class:`StepResult` (the next program is already in DMEM)."""
+        returns a :class:`StepResult` (the next program is already in DMEM).
+        ``read_back=False``: the light step (only MAXACC crosses the bus; see the module
+        docstring); ``logits``: also read the batch's logits."""
         from ttforge.hw.trainer.program import (compile_training, next_exponents,
                                                 state_from_memories)
 
         yield from self.run_batch(x, y, max_polls)
-        cm, bm, mx, rng = yield from self.read_state(program)
-        new = next_exponents(state_from_memories(state, program, cm, bm, rng), program, mx)
+        lg = (yield from self.read_logits(program)) if logits else None
+        if read_back:
+            cm, bm, mx, rng = yield from self.read_state(program)
+            cur = state_from_memories(state, program, cm, bm, rng)
+        else:
+            cm = bm = rng = None
+            mx = yield from self.read_maxacc_used(program)
+            # the counters advance as state_from_memories advances them; the values stay
+            # on the device
+            words = state.n_stored() if state.config.rounding == "stochastic" else 0
+            cur = state.replace(step=state.step + 1, words=state.words + words)
+        new = next_exponents(cur, program, mx)
         nxt = compile_training(new, program.batch, self.config)
-        yield from self.rewrite_shifts(nxt)
-        return StepResult(new, nxt, cm, bm, mx, rng)
+        n = yield from self.rewrite_shifts(nxt)
+        return StepResult(new, nxt, cm, bm, mx, rng, lg, n)
 
 
 _PUBLIC = ("read_window", "write_window", "read_reg", "write_reg", "check", "load_program",
-           "load_state", "rewrite_shifts", "read_maxacc", "read_state", "status", "error",
-           "clear_error", "soft_reset", "counters", "run_batch", "train_step")
+           "load_state", "rewrite_shifts", "read_maxacc", "read_maxacc_used", "read_logits",
+           "read_state", "status", "error", "clear_error", "soft_reset", "counters", "run_batch",
+           "train_step")
 
 
 class _Base:

@@ -1,0 +1,225 @@
+"""``ttforge train-board``: train a TT network on a board (or its simulation) over the UART
+bridge, watch it learn, pull the learned state back (``docs/boards.md``, "Training on the
+board").
+
+The command is declared here without any data set code (firmware never imports
+``ttforge.model``): ``train_board_run(args, load_data)`` takes the loader of ``ttforge
+train-int`` (:func:`ttforge.model.train_int.load_numpy`), which ``ttforge.cli`` passes in.
+
+The run is a sequence of global steps counted from the step of the state it started
+from: step ``k`` of the run takes batch ``k mod S`` (``S`` batches per epoch) of epoch
+``E0 + k // S + 1`` in the order :func:`ttforge.ir.train_loop.epoch_order` gives, like
+``train-int``. Checkpoints are the output state file itself, written atomically, with the
+run's parameters in its ``meta["board_run"]``; ``--resume`` reads it back and continues
+to the same end, so an interrupted and resumed run ends in the same bytes as one that
+was never interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import math
+from typing import Callable
+
+import numpy as np
+
+from ttforge.errors import ConfigError
+
+__all__ = ["train_board_arguments", "train_board_run", "run_batches", "META_KEY"]
+
+#: the state's ``meta`` key that records a board run (its start and its parameters)
+META_KEY = "board_run"
+_MAX_STEPS = 10_000_000
+
+
+def train_board_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("state", metavar="STATE", help="the training state to start from (.ttts, e.g. from "
+                                                  "ttforge train-int)")
+    p.add_argument("--data", default="digits", choices=["digits", "mnist"],
+                   help="'digits' (embedded, default) or 'mnist' (IDX files in --mnist-dir)")
+    p.add_argument("--mnist-dir", metavar="DIR", help="with --data mnist: the directory of MNIST IDX files")
+    link = p.add_mutually_exclusive_group()
+    link.add_argument("--port", metavar="PORT", help="the board's serial port (e.g. /dev/ttyUSB0)")
+    link.add_argument("--sim", action="store_true",
+                      help="train on the simulated board top (Icarus + cocotb, the real UART bridge RTL)")
+    p.add_argument("--baud", type=int, default=115200, help="UART baud rate (default 115200)")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=int, metavar="N", help="train N steps")
+    length.add_argument("--epochs", type=int, metavar="E", help="train E epochs (default 1)")
+    p.add_argument("--batch", type=int, help="samples per step (default: the state's, or 32)")
+    p.add_argument("--lanes", type=int, default=None, help="MAC lanes of the engine (default 4)")
+    p.add_argument("--seed", type=int, default=None, help="sample order seed (default: the state's, or 0)")
+    p.add_argument("--checkpoint-every", type=int, default=0, metavar="K",
+                   help="read the whole state back and write -o every K steps (default: only at the end)")
+    p.add_argument("--loss-every", type=int, default=1, metavar="K",
+                   help="read the batch's logits every K steps for the running loss (0: never; default 1)")
+    p.add_argument("-o", "--out", required=True, metavar="OUT.ttts",
+                   help="the learned state (and the checkpoints), written atomically")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run from its last checkpoint (-o) to the same end")
+    p.add_argument("--check", action="store_true",
+                   help="run the golden trainer alongside and stop at the first difference (exit 1)")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="seconds to wait for an answer (default 2; 120 with --sim)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run_batches(xq: np.ndarray, y: np.ndarray, batch: int, seed: int, start_epoch: int, first: int,
+                last: int):
+    """The batches of run steps ``first .. last-1`` (see the module docstring)."""
+    from ttforge.ir.train_loop import epoch_order
+
+    n = len(y)
+    per = math.ceil(n / batch)
+    order, cur = None, None
+    for k in range(first, last):
+        e, j = start_epoch + k // per + 1, k % per
+        if e != cur:
+            order, cur = epoch_order(seed, e, n), e
+        idx = order[j * batch:(j + 1) * batch]
+        yield xq[idx], y[idx]
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    for name, lo, hi in (("steps", 1, _MAX_STEPS), ("epochs", 1, 100_000), ("batch", 1, 4096),
+                         ("lanes", 1, 64), ("seed", 0, 2**63 - 1), ("checkpoint_every", 0, _MAX_STEPS),
+                         ("loss_every", 0, _MAX_STEPS), ("baud", 1, 100_000_000)):
+        v = getattr(args, name)
+        if v is not None and not lo <= v <= hi:
+            raise ConfigError(f"--{name.replace('_', '-')} {v} must be in {lo}..{hi:,}")
+    if args.timeout is not None and not (math.isfinite(args.timeout) and args.timeout > 0):
+        raise ConfigError(f"--timeout {args.timeout:g} must be a positive number of seconds")
+    if not args.port and not args.sim:
+        raise ConfigError("give --port PORT (the board's serial port, e.g. /dev/ttyUSB0) or --sim")
+    if args.data == "mnist" and not args.mnist_dir:
+        raise ConfigError("--data mnist needs --mnist-dir DIR (the directory of the MNIST IDX files)")
+    if args.data != "mnist" and args.mnist_dir:
+        raise ConfigError("--mnist-dir is for --data mnist; drop it or give --data mnist")
+
+
+def _resume_params(state, args, out) -> dict:
+    run = state.meta.get(META_KEY)
+    if not isinstance(run, dict):
+        raise ConfigError(f"-o {out} was not written by ttforge train-board (no {META_KEY} record); "
+                          "drop --resume to start a new run")
+    for name in ("batch", "seed", "lanes"):
+        v = getattr(args, name)
+        if v is not None and v != run.get(name):
+            raise ConfigError(f"--{name} {v} differs from the run being resumed ({run.get(name)}); drop "
+                              f"--{name} to continue it")
+    if run.get("data") != args.data:
+        raise ConfigError(f"--data {args.data} differs from the run being resumed ({run.get('data')}); "
+                          "give the same --data")
+    return run
+
+
+def train_board_run(args: argparse.Namespace, load_data: Callable) -> int:
+    """The command; ``load_data(spec) -> (name, x_train, y_train, x_test, y_test)`` as for
+    ``ttforge train-int``."""
+    from ttforge.atomic import check_output_file
+    from ttforge.hw.trainer.program import fit_engine
+    from ttforge.ir.arith import quantize
+    from ttforge.ir.train import check_batch, predict
+    from ttforge.ir.train_loop import check_fits
+    from ttforge.ir.train_state import dumps_state, load_state, save_state
+
+    _check_args(args)
+    out = check_output_file(args.out, "-o", "state.ttts")
+    if args.resume:
+        state = load_state(out)
+        run = _resume_params(state, args, out)
+    else:
+        state = load_state(args.state)
+        run = {"start_step": int(state.step), "start_epoch": int(state.epoch), "data": args.data,
+               "batch": int(args.batch or state.meta.get("batch", 32)),
+               "seed": int(args.seed if args.seed is not None else state.meta.get("seed", 0)),
+               "lanes": int(args.lanes or 4)}
+    batch, seed, lanes = run["batch"], run["seed"], run["lanes"]
+    check_batch(state, batch)
+    ds_name, x, y, xt, yt = load_data(args.mnist_dir if args.data == "mnist" else "digits")
+    y, yt = np.asarray(y, dtype=np.int64), np.asarray(yt, dtype=np.int64)
+    check_fits(state, np.asarray(x).shape[1], np.concatenate([y, yt]), f"the state {args.state}")
+    xq = quantize(np.asarray(x, dtype=np.float64), state.config.act_bits, state.in_exp)
+    per = math.ceil(len(y) / batch)
+    total = args.steps if args.steps is not None else (args.epochs or 1) * per
+    run["target_step"] = run["start_step"] + total
+    first, last = state.step - run["start_step"], total
+    if first >= last:
+        raise ConfigError(f"-o {out} is at step {state.step}, the end of this run; give more --steps or "
+                          "--epochs to go on")
+    engine = fit_engine(state, batch, lanes=lanes)
+
+    def stamped(st):
+        k = st.step - run["start_step"]
+        return st.replace(epoch=run["start_epoch"] + k // per, meta={**st.meta, META_KEY: dict(run)})
+
+    if args.sim:
+        from ttforge.firmware.train_board import simulated_train_device
+        dev = simulated_train_device(engine, timeout=args.timeout or 120.0)
+    else:
+        from ttforge.firmware.train_host import TrainDevice
+        dev = TrainDevice.open_serial(args.port, engine, args.baud, timeout=args.timeout or 2.0)
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.table import Table
+
+    from ttforge.firmware.train_host import train_on_device
+
+    console = Console(stderr=True)
+    where = "simulated board" if args.sim else f"board on {args.port} at {args.baud} baud"
+    loss_shown = {"sum": 0.0, "n": 0, "correct": 0, "last": None}
+    with dev, Progress(TextColumn("[bold]train-board[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                       TextColumn("{task.fields[rate]}"), TextColumn("{task.fields[loss]}"),
+                       TimeRemainingColumn(), console=console, disable=args.quiet, transient=True) as prog:
+        task = prog.add_task(f"{ds_name} on the {where}", total=last - first, rate="", loss="")
+
+        def on_step(info):
+            if info.loss_bits is not None:
+                n = min(loss_shown["n"] + 1, 20)      # a running mean over about 20 steps
+                loss_shown["last"] = info.loss_bits if loss_shown["last"] is None else \
+                    loss_shown["last"] + (info.loss_bits - loss_shown["last"]) / n
+                loss_shown["n"] = n
+            rate = f"{info.samples / max(info.seconds, 1e-9):.1f} samples/s"
+            loss = "" if loss_shown["last"] is None else f"loss {loss_shown['last']:.3f} bits (device)"
+            prog.update(task, advance=1, rate=rate, loss=loss)
+
+        res = train_on_device(dev, state, run_batches(xq, y, batch, seed, run["start_epoch"], first, last),
+                              checkpoint_every=args.checkpoint_every,
+                              on_checkpoint=lambda st: save_state(stamped(st), out), check=args.check,
+                              loss_every=args.loss_every, on_step=on_step)
+    final = stamped(res.state)
+    digest = hashlib.sha256(dumps_state(final)).hexdigest()
+    acc = float(np.mean(predict(final, quantize(np.asarray(xt, dtype=np.float64), state.config.act_bits,
+                                                state.in_exp)) == yt)) if res.mismatch is None else None
+    table = Table(title=f"ttforge train-board: {ds_name} on the {where}", title_justify="left")
+    table.add_column("")
+    table.add_column("", justify="right")
+    rows = [("steps", f"{res.steps} (state step {final.step} of {run['target_step']})"),
+            ("samples", f"{res.samples:,}"),
+            ("wall time", f"{res.seconds:.1f} s ({res.samples / max(res.seconds, 1e-9):.1f} samples/s)"),
+            ("device cycles", f"{res.cycles:,} ({res.mac_cycles:,} MAC lane-cycles)"),
+            ("link bytes", f"{res.tx:,} to the board, {res.rx:,} back"),
+            ("per step", f"{np.mean(res.step_tx):,.0f} + {np.mean(res.step_rx):,.0f} bytes"
+                         if res.step_tx else "-")]
+    if res.losses:
+        lo = res.losses
+        rows.append(("loss (device logits)", f"{lo[0][1]:.4f} -> {lo[-1][1]:.4f} bits"))
+        rows.append(("train accuracy (device)", f"{100 * sum(c for _, _, c, _ in lo) / sum(n for *_, n in lo):.2f}%"))
+    if acc is not None:
+        rows.append(("test accuracy", f"{100 * acc:.2f}%"))
+    rows.append(("state sha256", digest if res.mismatch is None else "(not written: it diverged)"))
+    if args.check:
+        rows.append(("equal to golden", "yes, byte for byte" if res.mismatch is None else "NO"))
+    for k, v in rows:
+        table.add_row(k, v)
+    Console().print(table)
+    if res.mismatch is not None:
+        last_ok = max([c for c in res.checkpoints if c < (res.mismatch.step or 0)], default=run["start_step"])
+        print(f"ttforge train-board: the device diverged from the golden trainer: {res.mismatch.describe()} "
+              f"(the last state known equal is step {last_ok}; -o holds the last good checkpoint"
+              f"{'' if args.checkpoint_every == 1 else '; rerun with --checkpoint-every 1 to name the step'})")
+        return 1
+    print(f"wrote {out} (step {final.step}, sha256 {digest})")
+    return 0

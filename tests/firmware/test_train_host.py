@@ -1,0 +1,138 @@
+"""The training driver over the bridge protocol, without a simulator: the light step reads
+only the exponent-setting MAXACC words (never CMEM, BMEM or RNG); the exponents depend on
+MAXACC and the exponents alone, never on the weights; over the link model the driver's
+exponents follow the golden trainer step by step (and a flipped MAXACC bit must not);
+the link model's byte count is the protocol encoders' (its equality with the bytes on the
+simulated board's wire is tests/firmware/test_train_board.py's); 2,000,000 baud is an
+exact divisor of the ULX3S's 50 MHz."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ttforge.firmware.train_host import (LinkModel, TrainDevice, _exponents_only, logits_from_trace,
+                                         maxacc_from_trace)
+from ttforge.hw.trainer.host import TrainHost
+from ttforge.hw.trainer.program import compile_training, fit_engine, next_exponents
+from ttforge.hw.trainer.regmap import train_register_map
+from ttforge.ir.random import train_case
+from ttforge.ir.train import train_step_traced
+from ttforge.ir.train_diverge import compare_states
+
+BATCH = 4
+
+
+def _case(steps=3):
+    state, x, y, rng = train_case(1, batch=BATCH, n_layers=2, d=2, rank=2, n_in=8, hidden=6, n_out=3)
+    batches = [(rng.integers(0, 128, size=(BATCH, 8)), rng.integers(0, 3, size=BATCH)) for _ in range(steps)]
+    return state, batches, fit_engine(state, BATCH, lanes=4)
+
+
+def test_the_light_step_reads_maxacc_of_the_exponent_ops_only():
+    state, batches, cfg = _case(1)
+    x, y = batches[0]
+    prog = compile_training(state, BATCH, cfg)
+    rm = train_register_map(cfg)
+    reads = []
+
+    def read32(a):          # a bus that has finished every step (STATUS: DONE)
+        reads.append(a)
+        return 2 if a == rm.addr("STATUS") else 0
+
+    host = TrainHost(cfg, read32, lambda a, v: None, lambda frames: None)
+    host.load_program(prog)
+    reads.clear()
+    r = host.train_step(state, prog, x, y, read_back=False)
+    reads = set(reads)
+    mx = rm.window("MAXACC")
+    want = {mx.base + 4 * (2 * j + h) for j in prog.maxacc_ops for h in (0, 1)}
+    assert {a for a in reads if mx.base <= a < mx.base + 4 * mx.depth} == want
+    for name in ("CMEM", "BMEM", "ACT", "GRAD"):
+        w = rm.window(name)
+        assert not any(w.base <= a < w.base + 4 * w.depth for a in reads), name
+    assert rm.addr("RNG") not in reads
+    assert r.cmem is None and r.rng is None and set(r.maxacc) == set(prog.maxacc_ops)
+    assert r.state.step == state.step + 1 and r.state.words == state.words + state.n_stored()
+
+
+def test_the_exponents_do_not_depend_on_the_weights():
+    state, batches, cfg = _case(1)
+    x, y = batches[0]
+    prog = compile_training(state, BATCH, cfg)
+    new, trace = train_step_traced(state, x, y)
+    mx = maxacc_from_trace(prog, trace)
+    zero = state.replace(layers=tuple(L.__class__(**{**L.__dict__, "masters": tuple(np.zeros_like(g) for g in L.masters)})
+                                      for L in state.layers))
+    a, b = next_exponents(state, prog, mx), next_exponents(zero, prog, mx)
+    assert [(L.step_exps, L.grad_exps) for L in a.layers] == [(L.step_exps, L.grad_exps) for L in b.layers]
+    assert [(L.step_exps, L.grad_exps) for L in a.layers] == [(L.step_exps, L.grad_exps) for L in new.layers]
+    # and the next program's descriptors (the shifts) are the same from stale weights
+    assert compile_training(a, BATCH, cfg).words == compile_training(new, BATCH, cfg).words
+
+
+def _drive(state, batches, cfg, corrupt=None):
+    """The driver over the link model fed by the golden trace; ``(device, host state, golden)``."""
+    model = LinkModel(cfg)
+    dev = TrainDevice(model, cfg, timeout=1.0)
+    dev.connect()
+    dev.load(state, BATCH)
+    cur = gold = state
+    for k, (x, y) in enumerate(batches):
+        gold_next, trace = train_step_traced(gold, x, y)
+        mx = maxacc_from_trace(dev.program, trace)
+        if corrupt == k:
+            j = min(mx)
+            mx[j] ^= 1 << 40        # one bit, above every accumulator here: the exponent moves
+        model.set_step(dev.program, mx, logits_from_trace(trace))
+        r = dev.step(cur, x, y, logits=True)
+        assert np.array_equal(r.logits, logits_from_trace(trace))
+        cur, gold = r.state, gold_next
+        yield dev, cur, gold
+
+
+def test_over_the_link_model_the_exponents_follow_the_golden_trainer():
+    state, batches, cfg = _case()
+    for dev, cur, gold in _drive(state, batches, cfg):
+        assert compare_states(gold, _exponents_only(gold, cur)) is None
+        assert dev.program.words == compile_training(gold, BATCH, cfg).words
+
+
+def test_a_flipped_maxacc_bit_is_a_named_exponent_difference():
+    state, batches, cfg = _case()
+    found = [compare_states(gold, _exponents_only(gold, cur)) for _, cur, gold in _drive(state, batches, cfg, 1)]
+    assert found[0] is None and found[1] is not None
+    assert found[1].step == 2 and found[1].name in ("step_exps", "grad_exps")
+
+
+def test_link_model_bytes_are_the_encoders_bytes():
+    from ttforge.firmware import protocol as P
+
+    state, batches, cfg = _case(1)
+    model = LinkModel(cfg)
+    dev = TrainDevice(model, cfg, timeout=1.0)
+    dev.connect()
+    a = dev.link.tx
+    dev.host.write_reg("CMD", 1)
+    assert dev.link.tx - a == len(P.write32(dev.host.regmap.addr("CMD"), 1))
+    a, b = dev.link.tx, dev.link.rx
+    dev.host.read_window("MAXACC", 0, 5)
+    mx = dev.host.regmap.window("MAXACC").base
+    assert dev.link.tx - a == sum(len(P.read32(mx + 4 * i)) for i in range(5))
+    assert dev.link.rx - b == 5 * len(P.encode_response(P.Response(P.Cmd.READ32, 0, data=0)))
+
+
+def test_two_megabaud_is_an_exact_divisor_of_the_ulx3s_clock():
+    from ttforge.firmware.board import BOARDS, uart_divisor
+
+    assert uart_divisor(BOARDS["ulx3s"].default_hz, 2_000_000) == 25
+    assert 50_000_000 / 25 == 2_000_000
+
+
+def test_the_training_board_top_prepares_for_the_ulx3s():
+    pytest.importorskip("amaranth_boards")
+    from ttforge.firmware.board import BOARDS
+    from ttforge.firmware.train_board import TrainBoardTop
+
+    state, _, cfg = _case(1)
+    BOARDS["ulx3s"].platform().prepare(TrainBoardTop("ulx3s", cfg, baud=2_000_000))
