@@ -417,7 +417,7 @@ def export_train_driver(config, out_dir: str | os.PathLike, state=None, batch: i
 # the Verilated TrainAccel behind the AXI4-Lite shim (for testing the driver)
 # ---------------------------------------------------------------------------------------
 #: the harness sources (``sim/native/``): the shim's C ABI and its implementation for the training top
-TRAIN_AXIL_SOURCES = ("axil_shim.h", "train_axil_sim.cpp", "train_axil_main.cpp")
+TRAIN_AXIL_SOURCES = ("axil_shim.h", "axil_master.h", "train_axil_sim.cpp", "train_axil_main.cpp")
 _TRAIN_AXIL_EXE = "ttf_train_axil"
 _TRAIN_AXIL_TOP = "ttforge_train"
 

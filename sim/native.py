@@ -42,7 +42,7 @@ __all__ = [
 
 #: the harness sources (``sim/native/``), all hashed into the build key
 NATIVE_DIR = Path(__file__).resolve().parent / "native"
-NATIVE_SOURCES = ("axil_shim.h", "ttf_sim.h", "ttf_sim.cpp", "main.cpp")
+NATIVE_SOURCES = ("axil_shim.h", "axil_master.h", "ttf_sim.h", "ttf_sim.cpp", "main.cpp")
 EXE_NAME = "ttf_native"
 #: bump when the build recipe changes (it is part of the cache key)
 BUILD_RECIPE = 1

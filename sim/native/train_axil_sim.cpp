@@ -4,7 +4,8 @@
 // (firmware/c/ttforge_train_driver.c) links against this file and the model.
 //
 // Clocking as in ttf_sim.h: evaluate with clk low, sample the handshakes, raise clk,
-// then let the source choose its signals for the next cycle. The training top has no
+// then let the source choose its signals for the next cycle; the AXI4-Lite master is
+// the harnesses' one (axil_master.h). The training top has no
 // m_axis: the sink functions of axil_shim.h report nothing received.
 #include <cstdint>
 #include <deque>
@@ -12,6 +13,7 @@
 #include <new>
 
 #include "Vttforge_train.h"
+#include "axil_master.h"
 #include "axil_shim.h"
 #include "verilated.h"
 
@@ -22,7 +24,7 @@ class TrainSim {
     TrainSim() : ctx_(new VerilatedContext), m_(new Vttforge_train{ctx_.get(), "ttforge_train"}) {
         m_->clk = 0;
         m_->rst = 1;
-        idle_bus();
+        axil_.idle(*m_);
         m_->s_axis_tvalid = 0;
         m_->s_axis_tlast = 0;
         m_->eval();
@@ -38,16 +40,7 @@ class TrainSim {
         m.clk = 0;
         m.eval();
         const bool s_fire = m.s_axis_tvalid && m.s_axis_tready;
-        aw_fire_ = m.s_axil_awvalid && m.s_axil_awready;
-        w_fire_ = m.s_axil_wvalid && m.s_axil_wready;
-        b_fire_ = m.s_axil_bvalid && m.s_axil_bready;
-        if (b_fire_) bresp_ = m.s_axil_bresp;
-        ar_fire_ = m.s_axil_arvalid && m.s_axil_arready;
-        r_fire_ = m.s_axil_rvalid && m.s_axil_rready;
-        if (r_fire_) {
-            rresp_ = m.s_axil_rresp;
-            rdata_ = m.s_axil_rdata;
-        }
+        axil_.sample(m);
         m.clk = 1;
         m.eval();
         ++cycle_;
@@ -69,47 +62,9 @@ class TrainSim {
         m_->rst = 0;
     }
 
-    void set_timeout(uint32_t c) { timeout_ = c ? c : TTF_AXIL_DEFAULT_TIMEOUT; }
-
-    int write32(uint32_t addr, uint32_t data) {
-        Vttforge_train& m = *m_;
-        m.s_axil_awaddr = addr;
-        m.s_axil_awvalid = 1;
-        m.s_axil_wdata = data;
-        m.s_axil_wstrb = 0xF;
-        m.s_axil_wvalid = 1;
-        m.s_axil_bready = 1;
-        for (uint32_t n = 0; n < timeout_; ++n) {
-            tick();
-            if (aw_fire_) m.s_axil_awvalid = 0;
-            if (w_fire_) m.s_axil_wvalid = 0;
-            if (b_fire_) {
-                m.s_axil_bready = 0;
-                return static_cast<int>(bresp_);
-            }
-        }
-        idle_bus();
-        return TTF_AXIL_TIMEOUT;
-    }
-
-    int read32(uint32_t addr, uint32_t* data) {
-        Vttforge_train& m = *m_;
-        m.s_axil_araddr = addr;
-        m.s_axil_arvalid = 1;
-        m.s_axil_rready = 1;
-        for (uint32_t n = 0; n < timeout_; ++n) {
-            tick();
-            if (ar_fire_) m.s_axil_arvalid = 0;
-            if (r_fire_) {
-                m.s_axil_rready = 0;
-                if (data) *data = rdata_;
-                return static_cast<int>(rresp_);
-            }
-        }
-        idle_bus();
-        if (data) *data = 0;
-        return TTF_AXIL_TIMEOUT;
-    }
+    void set_timeout(uint32_t c) { axil_.set_timeout(c); }
+    int write32(uint32_t addr, uint32_t data) { return axil_.write32(*m_, [this] { tick(); }, addr, data); }
+    int read32(uint32_t addr, uint32_t* data) { return axil_.read32(*m_, [this] { tick(); }, addr, data); }
 
     void config(uint64_t seed, double gaps) {
         rng_ = seed * 0x9E3779B97F4A7C15ull + 1u;
@@ -129,21 +84,10 @@ class TrainSim {
         return (rng_ * 0x2545F4914F6CDD1Dull) >> 11;
     }
 
-    void idle_bus() {
-        Vttforge_train& m = *m_;
-        m.s_axil_awvalid = 0;
-        m.s_axil_wvalid = 0;
-        m.s_axil_bready = 0;
-        m.s_axil_arvalid = 0;
-        m.s_axil_rready = 0;
-    }
-
     std::unique_ptr<VerilatedContext> ctx_;
     std::unique_ptr<Vttforge_train> m_;
     uint64_t cycle_ = 0;
-    uint32_t timeout_ = TTF_AXIL_DEFAULT_TIMEOUT;
-    bool aw_fire_ = false, w_fire_ = false, b_fire_ = false, ar_fire_ = false, r_fire_ = false;
-    uint32_t bresp_ = 0, rresp_ = 0, rdata_ = 0;
+    ttf::AxilMaster<Vttforge_train> axil_;
     std::deque<std::pair<uint32_t, bool>> tx_;
     bool tx_valid_ = false;
     uint64_t rng_ = 1, gap_thr_ = 0;

@@ -23,6 +23,7 @@
 #include "verilated.h"
 #include "ttforge_regs.h"
 #include "axil_shim.h"
+#include "axil_master.h"
 
 namespace ttf {
 
@@ -135,16 +136,7 @@ class Sim {
         const bool s_fire = m.s_axis_tvalid && m.s_axis_tready;
         const bool m_fire = m.m_axis_tvalid && m.m_axis_tready;
         if (m_fire) capture_beat();
-        aw_fire_ = m.s_axil_awvalid && m.s_axil_awready;
-        w_fire_ = m.s_axil_wvalid && m.s_axil_wready;
-        b_fire_ = m.s_axil_bvalid && m.s_axil_bready;
-        if (b_fire_) bresp_ = m.s_axil_bresp;
-        ar_fire_ = m.s_axil_arvalid && m.s_axil_arready;
-        r_fire_ = m.s_axil_rvalid && m.s_axil_rready;
-        if (r_fire_) {
-            rresp_ = m.s_axil_rresp;
-            rdata_ = m.s_axil_rdata;
-        }
+        axil_.sample(m);
         m.clk = 1;
         m.eval();
         ++cycle_;
@@ -173,46 +165,14 @@ class Sim {
     }
 
     // ------------------------------------------------------------------ AXI4-Lite
-    void set_timeout(uint32_t c) { timeout_ = c ? c : TTF_AXIL_DEFAULT_TIMEOUT; }
+    void set_timeout(uint32_t c) { axil_.set_timeout(c); }
 
     int write32(uint32_t addr, uint32_t data) {
-        Vttforge_accel& m = *m_;
-        m.s_axil_awaddr = addr;
-        m.s_axil_awvalid = 1;
-        m.s_axil_wdata = data;
-        m.s_axil_wstrb = 0xF;
-        m.s_axil_wvalid = 1;
-        m.s_axil_bready = 1;
-        for (uint32_t n = 0; n < timeout_; ++n) {
-            tick();
-            if (aw_fire_) m.s_axil_awvalid = 0;
-            if (w_fire_) m.s_axil_wvalid = 0;
-            if (b_fire_) {
-                m.s_axil_bready = 0;
-                return bresp_;
-            }
-        }
-        idle_bus();
-        return TTF_AXIL_TIMEOUT;
+        return axil_.write32(*m_, [this] { tick(); }, addr, data);
     }
 
     int read32(uint32_t addr, uint32_t* data) {
-        Vttforge_accel& m = *m_;
-        m.s_axil_araddr = addr;
-        m.s_axil_arvalid = 1;
-        m.s_axil_rready = 1;
-        for (uint32_t n = 0; n < timeout_; ++n) {
-            tick();
-            if (ar_fire_) m.s_axil_arvalid = 0;
-            if (r_fire_) {
-                m.s_axil_rready = 0;
-                if (data) *data = rdata_;
-                return rresp_;
-            }
-        }
-        idle_bus();
-        if (data) *data = 0;
-        return TTF_AXIL_TIMEOUT;
+        return axil_.read32(*m_, [this] { tick(); }, addr, data);
     }
 
     // a 48-bit counter: LO first (latches HI), then HI
@@ -279,18 +239,7 @@ class Sim {
     }
 
   private:
-    void idle_bus() {
-        Vttforge_accel& m = *m_;
-        m.s_axil_awvalid = 0;
-        m.s_axil_wvalid = 0;
-        m.s_axil_bready = 0;
-        m.s_axil_arvalid = 0;
-        m.s_axil_rready = 0;
-        m.s_axil_awaddr = 0;
-        m.s_axil_araddr = 0;
-        m.s_axil_wdata = 0;
-        m.s_axil_wstrb = 0;
-    }
+    void idle_bus() { axil_.idle(*m_); }
 
     void capture_beat() {
         uint32_t w[kTdataWords];
@@ -313,10 +262,7 @@ class Sim {
     std::unique_ptr<Vttforge_accel> m_;
     uint64_t cycle_ = 0;
     uint64_t last_hs_ = 0;
-    uint32_t timeout_ = TTF_AXIL_DEFAULT_TIMEOUT;
-    // AXI4-Lite handshakes of the last cycle
-    bool aw_fire_ = false, w_fire_ = false, b_fire_ = false, ar_fire_ = false, r_fire_ = false;
-    uint32_t bresp_ = 0, rresp_ = 0, rdata_ = 0;
+    AxilMaster<Vttforge_accel> axil_;
     // stream source: packed beats, the one being offered
     XorShift rng_;
     uint64_t gap_thr_ = 0, bp_thr_ = 0;
