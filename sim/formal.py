@@ -49,7 +49,8 @@ from typing import Any, Callable
 
 __all__ = ["FormalResult", "FormalSetupError", "FormalToolMissing", "FormalTarget", "TARGETS",
            "check", "formal_config", "formal_train_config", "PROPERTIES", "TRAIN_PROPERTIES",
-           "INTERNAL_SIGNALS", "TRAIN_TEXT_FAULTS", "props_source", "instrument"]
+           "INTERNAL_SIGNALS", "TRAIN_INTERNAL_SIGNALS", "TRAIN_PROPS_SIGNALS", "TRAIN_TEXT_FAULTS",
+           "text_fault", "props_source", "instrument"]
 
 _HERE = Path(__file__).resolve().parent
 PROPS_FILE = _HERE / "formal" / "ttforge_props.sv"
@@ -135,6 +136,8 @@ TRAIN_TEXT_FAULTS: dict[str, tuple[str, str, str]] = {
                        r"assign \\axil.axil__arvalid  = g_full;",
                        "the AR gate hands its address to the slave at once, not after the "
                        "element was fetched (a stale answer, and the held address is taken twice)"),
+    "tlast_unchecked": (r"assign t_bad = [^;\n]+;", "assign t_bad = 1'h0;",
+                        "the TLAST check never fires (a malformed packet is taken as samples)"),
 }
 
 _PORTS = ("clk", "rst", "s_axil_awaddr", "s_axil_awvalid", "s_axil_awready", "s_axil_wdata",
@@ -197,7 +200,8 @@ class FormalTarget:
     tied off and their properties are not asserted); ``r_latency``/``b_latency``: the
     response latency bounds (cycles a request may wait with no VALID response);
     ``soft_reset_default``: whether software may pulse ``CMD.SOFT_RESET`` by default;
-    ``extra``: ``(props file, module, port -> expression)`` of a second property module.
+    ``extra``: ``(props file, module, top ports, port -> expression)`` of a second
+    property module.
     """
 
     name: str
@@ -255,8 +259,14 @@ def _train_verilog(cfg, fault):
             return verilog(cfg, fault=fault)
         raise ConfigError(f"fault={fault!r} is not a fault of ttforge_train; known: "
                           f"{', '.join([*TRAIN_TEXT_FAULTS, *TRAIN_ENGINE_FAULTS])}")
+    return text_fault(verilog(cfg), fault)
+
+
+def text_fault(verilog_text: str, fault: str) -> str:
+    """``verilog_text`` with the deliberate fault ``fault`` of :data:`TRAIN_TEXT_FAULTS`
+    built in (its pattern must match exactly once)."""
     pattern, repl, _ = TRAIN_TEXT_FAULTS[fault]
-    text, n = re.subn(pattern, repl, verilog(cfg))
+    text, n = re.subn(pattern, repl, verilog_text)
     if n != 1:
         raise FormalSetupError(f"fault {fault!r}: its pattern matched {n} times in the emitted "
                                "Verilog (expected once); update TRAIN_TEXT_FAULTS in sim/formal.py")
@@ -267,6 +277,16 @@ def _train_params(cfg) -> dict:
     from ttforge.hw.trainer.regmap import train_register_map
     rm = train_register_map(cfg)
     return {"REGION_LOG": (rm.region_bytes - 1).bit_length()}
+
+
+def _train_addr_bits(cfg) -> int:
+    from ttforge.hw.trainer.regmap import train_register_map
+    return train_register_map(cfg).addr_bits
+
+
+def _train_tdata_bits(cfg) -> int:
+    from ttforge.hw.config import stream_lane_bits
+    return stream_lane_bits(cfg.train.act_bits)
 
 
 _COMMON = ("b_hold", "r_hold", "b_has_request", "r_has_request", "b_answered", "r_answered",
@@ -283,26 +303,17 @@ TARGETS: dict[str, FormalTarget] = {
     "train": FormalTarget(
         name="train", module="ttforge_train", verilog=_train_verilog,
         default_config=formal_train_config,
-        addr_bits=lambda c: _train_addr_bits(c), tdata_bits=lambda c: _train_tdata_bits(c),
+        addr_bits=_train_addr_bits, tdata_bits=_train_tdata_bits,
         internal=TRAIN_INTERNAL_SIGNALS, has_m_axis=False, r_latency=7, b_latency=2,
         # a soft reset only stops the engine: the bus logic keeps every request and the
         # s_axis slave may drop TREADY at any time, so the proof allows it
         soft_reset_default=True, properties=(*_COMMON, *TRAIN_PROPERTIES),
         covers=("cover_write", "cover_read", "cover_back_to_back", "cover_input_beat",
                 "cover_window_read", "cover_window_write", "cover_tlast_error"),
-        extra=("ttforge_train_props.sv", "ttforge_train_formal_props", TRAIN_PROPS_SIGNALS),
+        extra=("ttforge_train_props.sv", "ttforge_train_formal_props", _TRAIN_PORTS,
+               TRAIN_PROPS_SIGNALS),
         extra_params=_train_params),
 }
-
-
-def _train_addr_bits(cfg) -> int:
-    from ttforge.hw.trainer.regmap import train_register_map
-    return train_register_map(cfg).addr_bits
-
-
-def _train_tdata_bits(cfg) -> int:
-    from ttforge.hw.config import stream_lane_bits
-    return stream_lane_bits(cfg.train.act_bits)
 
 
 def _target_of(config, target: str | None) -> FormalTarget:
@@ -354,7 +365,7 @@ def instrument(verilog_text: str, *, addr_bits: int, tdata_bits: int,
         allow_soft_reset = t.soft_reset_default
     if verilog_text.count("\nmodule ") + verilog_text.startswith("module ") != 1:
         raise FormalSetupError("the emitted Verilog is not one flat module")
-    extra_sigs = t.extra[2] if t.extra else {}
+    extra_sigs = t.extra[3] if t.extra else {}
     for k, v in {**t.internal, **extra_sigs}.items():
         for name in _identifiers(v):
             if not re.search(r"(?:reg|wire)\b[^;\n]*\s" + re.escape(name.rstrip()) + r"(?:\s|;|$)",
@@ -373,10 +384,10 @@ def instrument(verilog_text: str, *, addr_bits: int, tdata_bits: int,
                       "B_LATENCY": t.b_latency,
                       "HAS_M_AXIS": t.has_m_axis, "HELPERS": bool(helpers)}, conns)
     if t.extra is not None:
-        _, module, sigs = t.extra
+        _, module, ports, sigs = t.extra
         body += _instance(module, "tprops", {"AW": addr_bits, **(params or {}),
                                              "HELPERS": bool(helpers)},
-                          {**{p: p for p in _TRAIN_PORTS}, **sigs})
+                          {**{p: p for p in ports}, **sigs})
     i = verilog_text.rindex("endmodule")
     return verilog_text[:i] + "`ifdef FORMAL\n" + body + "`endif\n" + verilog_text[i:]
 

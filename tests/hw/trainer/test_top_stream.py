@@ -193,6 +193,7 @@ def test_a_tlast_error_stops_the_step_names_the_sample_and_the_next_batch_trains
     _assert_exact(out["exact"])
 
 
+@pytest.mark.slow
 def test_without_the_check_tlast_is_ignored():
     state, x, y, _ = _case(3)
     cfg = _config(state, lanes=2)
@@ -231,8 +232,10 @@ def _corrupt(prog, what):
     return i, [w for op in ops for w in encode_op(op)]
 
 
-@pytest.mark.parametrize("what,name", [("act_range", "ACT_RANGE"), ("cmem_range", "CMEM_RANGE"),
-                                       ("sat_bits", "BAD_DESC"), ("batch0", "BAD_PROGRAM")])
+@pytest.mark.parametrize("what,name", [
+    ("act_range", "ACT_RANGE"), ("batch0", "BAD_PROGRAM"),
+    pytest.param("cmem_range", "CMEM_RANGE", marks=pytest.mark.slow),
+    pytest.param("sat_bits", "BAD_DESC", marks=pytest.mark.slow)])
 def test_a_bad_descriptor_or_program_is_reported_and_the_engine_recovers(what, name):
     state, x, y, _ = _case(4)
     cfg = _config(state, lanes=2)
@@ -268,7 +271,7 @@ def test_a_bad_descriptor_or_program_is_reported_and_the_engine_recovers(what, n
 # --------------------------------------------------------------------------- reset, pauses
 
 
-@pytest.mark.parametrize("when", ["mid_batch", "mid_step"])
+@pytest.mark.parametrize("when", ["mid_step", pytest.param("mid_batch", marks=pytest.mark.slow)])
 def test_a_soft_reset_aborts_the_step_and_the_next_one_is_exact(when):
     """``mid_batch``: after 1.5 samples the host stops streaming and soft-resets (the
     engine leaves the input, ``tready`` drops); ``mid_step``: the whole batch is in and
