@@ -354,38 +354,37 @@ class TrainEngine(wiring.Component):
         ba_v = delay(r_v, BiasAlign.LATENCY, "ba_v")
         ba_o = delay(r_o, BiasAlign.LATENCY, "ba_o")
         ba_acc = delay(r_acc, BiasAlign.LATENCY, "ba_acc")
-        # -acc beside acc, so that |v| below is a multiplexer, not a negation after the add
-        r_nacc = Signal(data.ArrayLayout(signed(AB), L))
-        for l in range(L):
-            m.d.sync += r_nacc[l].eq(-r_acc[l])
-        ba_nacc = delay(r_nacc, BiasAlign.LATENCY - 1, "ba_nacc")
         # the inside flag and the lane mask, decided a cycle after rel and carried to v
         q_inside, q_valid = Signal(), Signal(L)
         m.d.sync += [q_inside.eq(r_rel < desc.out_valid), q_valid.eq(lane_valid(r_rel))]
         ba_inside = delay(q_inside, BiasAlign.LATENCY - 1, "ba_inside")
         ba_valid = delay(q_valid, BiasAlign.LATENCY - 1, "ba_valid")
-        # v: the sum plus the aligned bias (inside the layer's outputs), registered; nv = -v
-        # (both wrap at AB bits, so |v| mod 2^AB is Mux(v < 0, nv, v) for every v)
+        # v: the sum plus the aligned bias (inside the layer's outputs), registered
         v_v = Signal()
         v_o = Signal(aw + 1)
         v_inside = Signal()
         v_valid = Signal(L)
         v = Signal(data.ArrayLayout(signed(AB), L))
-        nv = Signal(data.ArrayLayout(signed(AB), L))
         m.d.sync += [v_v.eq(ba_v), v_o.eq(ba_o), v_inside.eq(ba_inside), v_valid.eq(ba_valid)]
         b_add = Signal(signed(AB))
         m.d.comb += b_add.eq(Mux(flags.bias & ba_inside, balign.aligned, 0))
         for l in range(L):
-            m.d.sync += [v[l].eq(ba_acc[l] + b_add), nv[l].eq(ba_nacc[l] - b_add)]
-        # MAXACC: the largest |v| over the valid lanes of the operation, pipelined: |v|
+            m.d.sync += v[l].eq(ba_acc[l] + b_add)
+        # MAXACC: the largest |v| over the valid lanes of the operation, pipelined: a key
         # registered, then one max level per stage (several when L > 16), then the running
         # maximum. The MAXACC_STAGES stages end before the write of MAXACC at the end of
         # the drain (they take the Requant unit's latency, which the drain covers).
-        vmax = Signal(AB)
+        # The key of v (AB bits, wrapping) is Cat(n, k) with n = v < 0 and k = v XOR n
+        # (k = -v - 1 for a negative v): |v| mod 2^AB = k + n, and 2k + n orders the keys
+        # as |v| orders them, so no negation (a carry chain) precedes the comparisons;
+        # the one addition k + n is made when MAXACC is written.
+        KB = AB + 1
+        vmax = Signal(KB)
         mags = []
         for l in range(L):
-            a = Signal(AB, name=f"abs{l}")
-            m.d.sync += a.eq(Mux(v_valid[l], Mux(v[l][-1], nv[l], v[l]), 0))
+            a = Signal(KB, name=f"key{l}")
+            n = v[l][-1]
+            m.d.sync += a.eq(Mux(v_valid[l], Cat(n, v[l].as_unsigned() ^ n.replicate(AB)), 0))
             mags.append(a)
         mv = delay(v_v, 1, "mx_v")
         levels = ceil_log2(L)
@@ -400,13 +399,13 @@ class TrainEngine(wiring.Component):
                     if i + 1 == len(mags):
                         nxt.append(mags[i])
                         continue
-                    t = Signal(AB, name=f"mx{len(mags)}_{i}")
+                    t = Signal(KB, name=f"mx{len(mags)}_{i}")
                     m.d.comb += t.eq(Mux(mags[i] > mags[i + 1], mags[i], mags[i + 1]))
                     nxt.append(t)
                 mags = nxt
             regs = []
             for i, x in enumerate(mags):
-                r = Signal(AB, name=f"mxs{stage}_{i}")
+                r = Signal(KB, name=f"mxs{stage}_{i}")
                 m.d.sync += r.eq(x)
                 regs.append(r)
             mags = regs
@@ -482,6 +481,10 @@ class TrainEngine(wiring.Component):
         loss_phase = Signal(2)          # 0: read the label, 1: start, 2: wait for done
         slot_word = Signal(aw + 1)
         m.d.comb += slot_word.eq(slot >> lg)
+        # U_BASE + slot word and O_BASE + slot word, registered: the slot changes at a
+        # sample's done, two cycles before its next read (label read, start)
+        loss_rbase, loss_wbase = Signal(aw + 2), Signal(aw + 2)
+        m.d.sync += [loss_rbase.eq(desc.u_base + slot_word), loss_wbase.eq(desc.o_base + slot_word)]
         slot_lane = Signal(range(L)) if L > 1 else Signal(1)
         m.d.comb += slot_lane.eq(slot[:lg] if lg else 0)
         z_lane = Signal.like(slot_lane)
@@ -497,6 +500,9 @@ class TrainEngine(wiring.Component):
         bw = Signal(17)
         m.d.comb += bw.eq(Const(1, 17) << prog.bw_log)
         zf = Signal(32)               # ZFILL counter
+        zf_addr = Signal(33)          # O_BASE + zf, kept beside it (no adder before the write)
+        n0_m1 = Signal(32)            # N0 - 1, registered (the descriptor is held from DECODE)
+        m.d.sync += n0_m1.eq(desc.n0 - 1)
 
         # ------------------------------------------------------------ memory ports
         host_idle = Signal()
@@ -505,7 +511,7 @@ class TrainEngine(wiring.Component):
         with m.If(host_idle):
             m.d.comb += act_r.addr.eq(host.addr >> lg)
         with m.Elif(state == _State.LOSS):
-            m.d.comb += act_r.addr.eq(desc.u_base + (loss.z_addr << bwl_r) + slot_word)
+            m.d.comb += act_r.addr.eq(loss_rbase + (loss.z_addr << bwl_r))
         with m.Elif(is_contract & flags.mask):
             m.d.comb += act_r.addr.eq(mask_addr)
         with m.Elif(is_wgrad):
@@ -542,7 +548,7 @@ class TrainEngine(wiring.Component):
         onehot_in = Signal(L)
         m.d.comb += onehot_in.eq(Const(1, L) << (in_b[:lg] if lg else 0))
         loss_word = Signal(aw + 2)
-        m.d.comb += loss_word.eq(desc.o_base + (loss.g_class << bwl_r) + slot_word)
+        m.d.comb += loss_word.eq(loss_wbase + (loss.g_class << bwl_r))
         lane_hot = Signal(L)
         m.d.comb += lane_hot.eq(Const(1, L) << (slot_lane if lg else 0))
         with m.If(state == _State.INPUT):
@@ -550,8 +556,8 @@ class TrainEngine(wiring.Component):
                                                                    onehot_in, 0))]
             m.d.comb += [act_w.data[l].eq(self.inp.payload) for l in range(L)]
         with m.Elif(state == _State.ZFILL):
-            m.d.comb += [act_w.addr.eq(desc.o_base + zf), act_w.en.eq(Mux(~flags.dst, (1 << L) - 1, 0)),
-                         grad_w.addr.eq(desc.o_base + zf), grad_w.en.eq(Mux(flags.dst, (1 << L) - 1, 0))]
+            m.d.comb += [act_w.addr.eq(zf_addr), act_w.en.eq(Mux(~flags.dst, (1 << L) - 1, 0)),
+                         grad_w.addr.eq(zf_addr), grad_w.en.eq(Mux(flags.dst, (1 << L) - 1, 0))]
         with m.Elif(state == _State.LOSS):
             m.d.comb += [grad_w.addr.eq(loss_word), grad_w.en.eq(Mux(loss.g_valid, lane_hot, 0))]
             m.d.comb += [grad_w.data[l].eq(loss.g_value) for l in range(L)]
@@ -566,7 +572,7 @@ class TrainEngine(wiring.Component):
                      lm_w.en.eq((state == _State.INPUT) & self.inp.valid & (in_f == prog.in_count)),
                      lm_r.addr.eq(Mux(host_idle, host.addr, slot))]
         # MAXACC: written at the end of each CONTRACT; read by the host
-        m.d.comb += [mx_w.addr.eq(op_idx), mx_w.data.eq(vmax), mx_r.addr.eq(host.addr >> 1)]
+        m.d.comb += [mx_w.addr.eq(op_idx), mx_w.data.eq(vmax[1:] + vmax[0]), mx_r.addr.eq(host.addr >> 1)]
         # DMEM: the fetch, or the host
         m.d.comb += dm_r.addr.eq(Mux(host_idle, host.addr, op_idx * TRAIN_DESC_WORDS + fw))
 
@@ -658,7 +664,7 @@ class TrainEngine(wiring.Component):
                 with m.Elif(flags.op == Op.LOSS):
                     m.d.sync += [state.eq(_State.LOSS), slot.eq(0), loss_phase.eq(0)]
                 with m.Else():
-                    m.d.sync += [state.eq(_State.ZFILL), zf.eq(0)]
+                    m.d.sync += [state.eq(_State.ZFILL), zf.eq(0), zf_addr.eq(desc.o_base)]
             with m.Case(_State.RUN):
                 with m.If(range_err != TrainError.NONE):
                     m.d.sync += fail(range_err)
@@ -686,10 +692,10 @@ class TrainEngine(wiring.Component):
                             with m.If(slot == slots_m1):
                                 m.d.sync += state.eq(_State.DONE)
             with m.Case(_State.ZFILL):
-                m.d.sync += zf.eq(zf + 1)
-                with m.If(desc.o_base + zf >= Mux(flags.dst, c.grad_depth, c.act_depth)):
+                m.d.sync += [zf.eq(zf + 1), zf_addr.eq(zf_addr + 1)]
+                with m.If(zf_addr >= Mux(flags.dst, c.grad_depth, c.act_depth)):
                     m.d.sync += fail(Mux(flags.dst, TrainError.GRAD_RANGE, TrainError.ACT_RANGE))
-                with m.Elif(zf + 1 == desc.n0):
+                with m.Elif(zf == n0_m1):
                     m.d.sync += state.eq(_State.DONE)
             with m.Case(_State.DONE):
                 # the operation is complete: the next one, or the end of the step
