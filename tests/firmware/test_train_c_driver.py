@@ -32,11 +32,12 @@ from ttforge.firmware.train_c_driver import (build_train_axil, exponent_tables, 
                                              link_train_c_driver, state_with_exponents, train_driver_sources,
                                              train_program_c)
 from ttforge.hw.trainer import model as interp
-from ttforge.hw.trainer.program import (TrainEngineConfig, compile_training, fit_engine, next_exponents,
+from ttforge.hw.trainer.engine import op_cycles
+from ttforge.hw.trainer.program import (Op, TrainEngineConfig, compile_training, fit_engine, next_exponents,
                                         state_from_memories)
 from ttforge.hw.trainer.regmap import TRAIN_ERROR_TEXT, TrainRegisterMap
 from ttforge.ir.random import train_case
-from ttforge.ir.train import train_step
+from ttforge.ir.train import train_step, train_step_stats
 from ttforge.ir.train_state import dumps_state
 from ttforge.sim.native import write_vectors
 
@@ -248,12 +249,17 @@ def setup(tmp_path_factory):
     return state, batches, config, build, d
 
 
-def _exe(setup, name="exe", program_text=None, cflags=()):
-    state, _, config, build, d = setup
+def _link(build, d, text, name="exe", cflags=()):
     src = d / f"{name}_program.c"
-    src.write_text(program_text if program_text is not None else train_program_c(state, BATCH, config))
+    src.write_text(text)
     srcs = [p for p in train_driver_sources(sim=True) if p.suffix == ".c"] + [src]
     return link_train_c_driver(build, srcs, d / name, cflags=(*STRICT, *cflags))
+
+
+def _exe(setup, name="exe", program_text=None, cflags=()):
+    state, _, config, build, d = setup
+    text = program_text if program_text is not None else train_program_c(state, BATCH, config)
+    return _link(build, d, text, name, cflags)
 
 
 @pytest.fixture(scope="module")
@@ -274,9 +280,9 @@ def run(exe, batches, tmp_path, *args):
     return rep
 
 
-def _state_of(setup, rep, steps):
-    state, _, config, _, _ = setup
-    prog = compile_training(state, BATCH, config)
+def _state_of(setup, rep, steps, batch=BATCH):
+    state, config = setup[0], setup[2]
+    prog = compile_training(state, batch, config)
     tables = exponent_tables(state, prog)
     got = state_from_memories(state, prog, np.array(rep["cmem"], dtype=np.int64),
                               np.array(rep["bmem"], dtype=np.int64), int(rep["rng"]), steps=steps)
@@ -295,6 +301,21 @@ def test_c_driver_trains_equal_to_golden(setup, exe, tmp_path, args):
     # STEPS counts since the last reset (the resume resets the core after step 4)
     assert int(rep["hw_steps"]) == len(batches) - (5 if "--reload-at" in args else 0)
     assert int(rep["rewritten"]) > 0                       # the exponents did move
+    if not args:
+        # the engine's counters: MAC-lane cycles and changed updates exactly as the program
+        # and the golden step say; CYCLES the cycle model exactly (op_cycles + one cycle per
+        # sample element: the shim offers every beat as soon as the engine takes it)
+        config = setup[2]
+        prog = compile_training(state, BATCH, config)
+        macs = sum(int(np.prod(op.N)) for op in prog.ops if op.OP in (Op.CONTRACT, Op.WGRAD))
+        assert int(rep["mac_cycles"]) == len(batches) * macs * config.lanes
+        s, changed = state, 0
+        for x, y in batches:
+            s, stats = train_step_stats(s, x, y)
+            changed += stats.changed
+        assert int(rep["changed"]) == changed
+        model = sum(op_cycles(op, config, prog.slots) for op in prog.ops) + BATCH * (state.in_features + 1)
+        assert int(rep["cycles"]) == len(batches) * model
     # the control of the siblings below: the golden state itself, one word off, differs
     bad = want.layers[0].masters[0].copy()
     bad.flat[0] ^= 1
@@ -389,3 +410,20 @@ def test_header_of_another_engine_is_mismatch(setup, tmp_path):
     rep = run(_exe(setup, "other", text, (f"-I{inc}",)), batches[:1], tmp_path)
     assert rep["result"] == "MISMATCH"
     assert int(rep["mismatch_addr"]) == TrainRegisterMap(config).addr("CFG_MAX_CLASSES")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [3, 11])
+def test_c_driver_random_networks_50_steps(seed, tmp_path):
+    """Random networks of ``ttforge regress --train`` (their widths and lanes; an engine
+    fitted to each, one build each, ~1 min), 50 steps through the C driver."""
+    from ttforge.sim.train_regress import FAMILIES, train_regress_case
+
+    case = train_regress_case(seed, 50)
+    config = fit_engine(case.state, case.batch, lanes=FAMILIES[case.family][0])
+    build = build_train_axil(config)
+    exe = _link(build, tmp_path, train_program_c(case.state, case.batch, config))
+    rep = run(exe, case.batches, tmp_path, "--gaps", 0.2, "--seed", seed)
+    assert rep["result"] == "OK" and int(rep["steps"]) == 50
+    got = _state_of((case.state, None, config), rep, 50, case.batch)
+    assert dumps_state(got) == dumps_state(_golden(case.state, case.batches))
