@@ -147,10 +147,10 @@ _PORTS = ("clk", "rst", "s_axil_awaddr", "s_axil_awvalid", "s_axil_awready", "s_
           "s_axis_tvalid", "s_axis_tready", "s_axis_tlast", "m_axis_tdata", "m_axis_tvalid",
           "m_axis_tready", "m_axis_tlast")
 _M_AXIS = ("m_axis_tdata", "m_axis_tvalid", "m_axis_tready", "m_axis_tlast")
-_TRAIN_PORTS = ("clk", "rst", "s_axil_awaddr", "s_axil_awvalid", "s_axil_awready", "s_axil_bresp",
-                "s_axil_bvalid", "s_axil_bready", "s_axil_araddr", "s_axil_arvalid",
-                "s_axil_arready", "s_axil_rresp", "s_axil_rvalid", "s_axil_rready",
-                "s_axis_tvalid", "s_axis_tready", "s_axis_tlast")
+_TRAIN_PORTS = ("clk", "rst", "s_axil_bvalid", "s_axis_tvalid", "s_axis_tready", "s_axis_tlast",
+                "window_read_ok", "window_write_ok")
+#: outputs of the AXI4-Lite property module that a target's extra module reads
+_SHARED_OUTPUTS = ("window_read_ok", "window_write_ok")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,8 +200,9 @@ class FormalTarget:
     tied off and their properties are not asserted); ``r_latency``/``b_latency``: the
     response latency bounds (cycles a request may wait with no VALID response);
     ``soft_reset_default``: whether software may pulse ``CMD.SOFT_RESET`` by default;
-    ``extra``: ``(props file, module, top ports, port -> expression)`` of a second
-    property module.
+    ``extra``: ``(props file, module, ports, port -> expression)`` of a second property
+    module (``ports``: the top's ports and the AXI4-Lite module's outputs it reads, by
+    name); ``extra_params``: more parameters of the AXI4-Lite module for a config.
     """
 
     name: str
@@ -358,7 +359,7 @@ def instrument(verilog_text: str, *, addr_bits: int, tdata_bits: int,
     ``free_memories`` drops the zero initialisation of the memories (their contents at
     time 0 become unconstrained: a superset of the real behaviour, so every proof still
     covers the real hardware, and the base case reaches deep behaviour sooner).
-    ``params``: the extra property module's parameters (``FormalTarget.extra_params``);
+    ``params``: more parameters of the AXI4-Lite property module (``FormalTarget.extra_params``);
     ``r_latency`` replaces the target's read latency bound (to show it is tight)."""
     t = TARGETS[target]
     if allow_soft_reset is None:
@@ -378,15 +379,20 @@ def instrument(verilog_text: str, *, addr_bits: int, tdata_bits: int,
     if not t.has_m_axis:
         conns["m_axis_tdata"] = f"{{{tdata_bits}{{1'b0}}}}"
     conns.update(t.internal)
-    body = _instance("ttforge_formal_props", "props",
-                     {"AW": addr_bits, "TW": tdata_bits, "ALLOW_SOFT_RESET": bool(allow_soft_reset),
-                      "R_LATENCY": t.r_latency if r_latency is None else int(r_latency),
-                      "B_LATENCY": t.b_latency,
-                      "HAS_M_AXIS": t.has_m_axis, "HELPERS": bool(helpers)}, conns)
+    body = ""
+    if t.extra is not None:         # the shared module's outputs feed the extra one
+        body += "".join(f"wire {w};\n" for w in _SHARED_OUTPUTS)
+        conns.update({w: w for w in _SHARED_OUTPUTS})
+    else:
+        conns.update({w: "" for w in _SHARED_OUTPUTS})
+    body += _instance("ttforge_formal_props", "props",
+                      {"AW": addr_bits, "TW": tdata_bits, "ALLOW_SOFT_RESET": bool(allow_soft_reset),
+                       "R_LATENCY": t.r_latency if r_latency is None else int(r_latency),
+                       "B_LATENCY": t.b_latency, "HAS_M_AXIS": t.has_m_axis,
+                       "HELPERS": bool(helpers), **(params or {})}, conns)
     if t.extra is not None:
         _, module, ports, sigs = t.extra
-        body += _instance(module, "tprops", {"AW": addr_bits, **(params or {}),
-                                             "HELPERS": bool(helpers)},
+        body += _instance(module, "tprops", {"HELPERS": bool(helpers)},
                           {**{p: p for p in ports}, **sigs})
     i = verilog_text.rindex("endmodule")
     return verilog_text[:i] + "`ifdef FORMAL\n" + body + "`endif\n" + verilog_text[i:]

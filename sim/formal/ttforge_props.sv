@@ -36,7 +36,8 @@ module ttforge_formal_props #(
     parameter integer R_LATENCY = 2,
     parameter integer B_LATENCY = 2,
     parameter integer HAS_M_AXIS = 1,
-    parameter integer HELPERS = 1
+    parameter integer HELPERS = 1,
+    parameter integer REGION_LOG = 0
 ) (
     input wire clk,
     input wire rst,
@@ -69,7 +70,12 @@ module ttforge_formal_props #(
     input wire aw_full,
     input wire w_full,
     input wire [1:0] ar_held,
-    input wire soft_reset
+    input wire soft_reset,
+    // a read / a write answered OKAY, the only one outstanding, whose address lies in
+    // regions 1..7 of 2^REGION_LOG bytes (the training top's windows; its cover
+    // statements read these)
+    output wire window_read_ok,
+    output wire window_write_ok
 );
 `ifdef FORMAL
     reg f_past_valid = 1'b0;
@@ -120,6 +126,14 @@ module ttforge_formal_props #(
             f_rwait <= (f_ar != 0 && !s_axil_rvalid && f_rwait != 4'd15) ? f_rwait + 1 : 0;
         end
     end
+
+    reg f_rwin = 1'b0, f_wwin = 1'b0;
+    always @(posedge clk) begin
+        if (ar_hs) f_rwin <= (s_axil_araddr >> REGION_LOG) != 0;
+        if (aw_hs) f_wwin <= (s_axil_awaddr >> REGION_LOG) != 0;
+    end
+    assign window_read_ok = r_hs && f_ar == 1 && f_rwin && s_axil_rresp == 2'b00;
+    assign window_write_ok = b_hs && f_aw == 1 && f_w == 1 && f_wwin && s_axil_bresp == 2'b00;
 
     // ---------------------------------------------------------------- properties
     always @(posedge clk) begin

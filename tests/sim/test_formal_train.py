@@ -33,8 +33,11 @@ def test_instrumented_verilog_is_the_emitted_module_plus_the_property_instances(
     head, rest = inst.split("`ifdef FORMAL\n", 1)
     block, tail = rest.split("`endif\n", 1)
     assert head + tail == text                    # the design itself is untouched
-    assert block.startswith("ttforge_formal_props #(") and block.count(";") == 2
-    assert "ttforge_train_formal_props #(" in block
+    # two wires (the AXI4-Lite module's window outputs, read by the training module)
+    # and the two instances
+    assert block.startswith("wire window_read_ok;\nwire window_write_ok;\nttforge_formal_props #(")
+    assert block.count(";") == 4 and "ttforge_train_formal_props #(" in block
+    assert ".window_read_ok(window_read_ok)" in block and ".REGION_LOG(" in block
     assert ".HAS_M_AXIS(0)" in block and ".R_LATENCY(7)" in block and ".ALLOW_SOFT_RESET(1)" in block
     assert ".m_axis_tvalid(1'b0)" in block        # no m_axis: tied off, its rules not asserted
     for port in ("g_full", "host_rvalid", "t_pos", "s_axis_tlast"):
