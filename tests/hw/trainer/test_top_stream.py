@@ -24,18 +24,16 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from ttforge.errors import DeviceError
 from ttforge.hw.trainer.engine import op_cycles
 from ttforge.hw.trainer.host import AsyncTrainHost
 from ttforge.hw.trainer.program import compile_training, encode_op
 from ttforge.hw.trainer.regmap import TOP_ERRORS, train_register_map
-from ttforge.hw.trainer.top import TrainAccel
 from ttforge.ir.random import train_case
 from ttforge.ir.train import train_step
 from ttforge.ir.train_diverge import compare_states
-from tests.hw.trainer.test_top import _config, _Master
+from tests.hw.trainer.test_top import _config, _simulate
 
 CTRL_TLAST_CHECK = 1 << 3
 STATUS_BUSY, STATUS_ERROR, STATUS_IN_OPEN = 1, 1 << 2, 1 << 4
@@ -85,18 +83,9 @@ class _Stream:
 
 
 def _run(cfg, body):
-    dut = TrainAccel(cfg)
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    out = {}
-
-    async def tb(ctx):
-        bus = _Master(ctx, dut)
-        out["r"] = await body(ctx, bus, dut)
-
-    sim.add_testbench(tb)
-    sim.run()
-    return out["r"]
+    """``body(ctx, bus, dut)`` in ``test_top``'s simulation (each test builds its host
+    with its own stream source)."""
+    return _simulate(cfg, lambda ctx, bus, host: body(ctx, bus, bus.dut))
 
 
 def _host(cfg, bus, stream):
@@ -122,6 +111,7 @@ def _assert_exact(pair):
 # --------------------------------------------------------------------------- TLAST
 
 
+@pytest.mark.slow      # the recovery of the next test runs the same stream, with the check on
 def test_tlast_on_every_label_trains_exactly_with_the_check_on():
     state, x, y, _ = _case()
     cfg = _config(state, lanes=2)
