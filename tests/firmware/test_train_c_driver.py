@@ -413,7 +413,7 @@ def test_header_of_another_engine_is_mismatch(setup, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [3, 11])
+@pytest.mark.parametrize("seed", [12, 20, 4])   # nearest rounding L=2; L=8 6-bit; L=16
 def test_c_driver_random_networks_50_steps(seed, tmp_path):
     """Random networks of ``ttforge regress --train`` (their widths and lanes; an engine
     fitted to each, one build each, ~1 min), 50 steps through the C driver."""
