@@ -330,8 +330,12 @@ def train_program_c(state, batch: int, config, *, symbol: str = "ttforge_train_p
     from ttforge.hw.trainer.program import TrainEngineConfig, compile_training
     from ttforge.hw.trainer.regmap import TrainRegisterMap
 
+    from ttforge.ir.train import TrainState
+
     if not isinstance(config, TrainEngineConfig):
         raise ConfigError("train_program_c: config must be a ttforge.hw.trainer.program.TrainEngineConfig")
+    if not isinstance(state, TrainState):
+        raise ConfigError("train_program_c: state must be a ttforge.ir.train.TrainState (load_state(path))")
     sym = _ident(symbol)
     program = compile_training(state, batch, config)
     tab = tables if tables is not None else exponent_tables(state, program)
@@ -385,6 +389,7 @@ def train_program_c(state, batch: int, config, *, symbol: str = "ttforge_train_p
     nv = max(1, len(tab.variables))
     lines += [f"static int32_t {sym}_exps[{nv}] = {{{', '.join(map(str, tab.init)) or '0'}}};",
               f"static int32_t {sym}_scratch[{nv}];", "",
+              f"extern const ttftd_program {sym};   /* external linkage in C++ too */",
               f"const ttftd_program {sym} = {{",
               f"    {len(program.ops)}u, {batch}u, {g['BW_LOG']}u, {g['IN_COUNT']}u, {g['IN_BASE']}u, "
               f"{g['STOCH']}u, 0x{g['RNG']:08X}u,",

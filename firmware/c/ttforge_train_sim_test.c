@@ -13,7 +13,7 @@
  * back, reset the model and load the program and the state again (a checkpoint and a
  * resume). --names: print the engine error names and exit.
  * Prints "key value" lines (arrays as "key v0 v1 ..."): result, steps, hw_code, hw_op,
- * hw_name, bus_addr, mismatch_addr, range_var, range_value, rewritten, the counters, rng,
+ * hw_name, bus_addr, mismatch_addr, range_var, range_value, [range_label,] rewritten, the counters, rng,
  * exps, cmem, bmem. Exit status 0 (the result is printed), 2 for bad arguments or files.
  */
 #include <stdio.h>
@@ -137,6 +137,7 @@ int main(int argc, char **argv) {
            (unsigned)dev.mismatch_addr, (unsigned)dev.mismatch_got);
     printf("range_var %ld\nrange_value %lld\nrewritten %u\n", (long)dev.range_var, (long long)dev.range_value,
            (unsigned)rewritten);
+    if (r == TTFTD_EXP_RANGE && dev.range_var < 0) printf("range_label %s\n", p->labels[-1 - dev.range_var]);
     if (r != TTFTD_MISMATCH && ttftd_read_counters(&dev, &c) == TTFTD_OK)
         printf("cycles %llu\nmac_cycles %llu\nhw_steps %u\nchanged %u\n", (unsigned long long)c.cycles,
                (unsigned long long)c.mac_cycles, (unsigned)c.steps, (unsigned)c.changed);

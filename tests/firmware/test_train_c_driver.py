@@ -178,6 +178,8 @@ def test_program_c_text_is_deterministic_and_checks_the_header():
         train_program_c(state, BATCH, config, symbol="1bad")
     with pytest.raises(ConfigError, match="TrainEngineConfig"):
         train_program_c(state, BATCH, object())
+    with pytest.raises(ConfigError, match="TrainState"):
+        train_program_c(object(), BATCH, config)
 
 
 def test_export_train_driver(tmp_path):
@@ -227,10 +229,11 @@ def test_mmio_only_build_compiles(tmp_path, cc):
                                str(tmp_path / src), "-o", str(tmp_path / (src + ".o"))],
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr
-    # and as C++ (the header's extern "C")
-    proc = subprocess.run(["g++", "-fsyntax-only", "-x", "c++", f"-I{tmp_path}", str(tmp_path / "main.c")],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
+    # and as C++ (the header's extern "C", the program's extern definition)
+    for src in ("ttforge_train_driver.c", "ttforge_train_program.c", "main.c"):
+        proc = subprocess.run(["g++", "-Wall", "-Wextra", "-Werror", "-fsyntax-only", "-x", "c++", f"-I{tmp_path}",
+                               str(tmp_path / src)], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
 
 
 # ------------------------------------------------------------------ on the Verilated TrainAccel
@@ -276,7 +279,8 @@ def run(exe, batches, tmp_path, *args):
     rep = {}
     for line in proc.stdout.splitlines():
         k, *v = line.split()
-        rep[k] = v[0] if len(v) == 1 and k not in ("cmem", "bmem", "exps") else v
+        rep[k] = " ".join(v) if k == "range_label" else v[0] if len(v) == 1 and k not in ("cmem", "bmem", "exps") \
+            else v
     return rep
 
 
@@ -366,7 +370,14 @@ def test_exponent_out_of_range_is_an_error_and_nothing_is_written(setup, exe, tm
     addr = TrainRegisterMap(config).window("MAXACC").base + 8 * tables.variables[j].op + 4
     rep = run(exe, batches, tmp_path, "--flip", 1, addr, 15)     # MAXACC bit 47 in step 1
     assert rep["result"] == "EXP_RANGE" and rep["steps"] == "1"
-    assert rep["range_var"] != "0" or rep["range_value"] != "0"
+    # the first variable or field out of range, as the tables name it
+    why = tables.violation(tables.next_values(exps1, flipped(j)))
+    if int(rep["range_var"]) < 0:
+        f = tables.fields[-1 - int(rep["range_var"])]
+        assert rep["range_label"] == f"{f.label}: {f.name}" and why.startswith(f"{f.label}: {f.name}={rep['range_value']} ")
+    else:
+        v = tables.variables[int(rep["range_var"])]
+        assert why.startswith(f"{v.kind}_exps[{v.layer}][{v.step}]={rep['range_value']} ")
     # nothing committed: the driver's exponents are those after step 0
     assert [int(v) for v in rep["exps"]] == exps1
 
