@@ -21,8 +21,9 @@ from ttforge.ir.executor import IntLayer
 from ttforge.ir.onchip import on_chip_bytes
 from ttforge.ir.schedule import ContractionSchedule, schedule_orders
 from ttforge.ir.train import (TrainConfig, TrainState, calibrate_state, check_batch, check_lr,
-                              export_network, init_state, predict, state_from_network)
-from ttforge.ir.train_loop import Truncation, check_fits, epoch_order, plan_truncations, run_training, tt_layers
+                              export_network, init_state, predict)
+from ttforge.ir.train_loop import (Truncation, check_fits, epoch_order, network_train_config, plan_truncations,
+                                  run_training, state_from_artifact, tt_layers)
 from ttforge.ir.tt import TTShape
 from ttforge.limits import MAX_BATCH, MAX_HIDDEN, MAX_SEARCH_CORES, MAX_SEED
 
@@ -358,22 +359,18 @@ def train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable 
     seed = args.seed
     if state is None:
         if args.from_artifact:
-            base = TrainConfig(w_bits=net.layers[0].w_bits, act_bits=net.layers[0].in_bits,
-                               inter_bits=net.layers[0].inter_bits, acc_bits=net.layers[0].acc_bits,
-                               master_bits=min(24, net.layers[0].w_bits + 4))
-            state = state_from_network(net, _config(args, base), lr_shift=args.lr_shift,
-                                       sr_seed=int(np.random.SeedSequence([seed, 2]).generate_state(1)[0]) or 1,
-                                       meta={"from": str(args.from_artifact)})
-            what = f"the artifact {args.from_artifact}"
+            state = state_from_artifact(net, x, y, config=_config(args, network_train_config(net)), seed=seed,
+                                        lr_shift=args.lr_shift, calib_samples=args.calib_samples,
+                                        meta={"from": str(args.from_artifact)},
+                                        what=f"the artifact {args.from_artifact}", labels=np.concatenate([y, yt]))
         else:
             shapes = tt_layers(args, x.shape[1], int(max(y.max(), yt.max())) + 1, args.data == "digits")
             state = init_state(shapes, _config(args), seed=seed, lr_shift=args.lr_shift,
                                in_exp=-(_config(args).act_bits - 1))
-            what = "the network"
-        check_fits(state, x.shape[1], np.concatenate([y, yt]), what)
-        xq = quantize(x, state.config.act_bits, state.in_exp)
-        cal = epoch_order(seed, 0, len(y))[:args.calib_samples]
-        state = calibrate_state(state, xq[cal], y[cal])
+            check_fits(state, x.shape[1], np.concatenate([y, yt]), "the network")
+            xq = quantize(x, state.config.act_bits, state.in_exp)
+            cal = epoch_order(seed, 0, len(y))[:args.calib_samples]
+            state = calibrate_state(state, xq[cal], y[cal])
         state = state.replace(meta={**state.meta, "seed": seed, "batch": args.batch, "data": ds_name,
                                     "lr_decay_at": list(args.lr_decay_at)})
         if args.truncate_ranks:

@@ -17,11 +17,13 @@ import numpy as np
 
 from ttforge.errors import ConfigError, ShapeError
 from ttforge.ir.schedule import ContractionSchedule
-from ttforge.ir.train import (TrainState, check_batch, check_lr, predict, train_step_fast, train_step_stats,
-                              truncate_ranks)
+from ttforge.ir.arith import quantize
+from ttforge.ir.train import (TrainConfig, TrainState, calibrate_state, check_batch, check_lr, predict,
+                              state_from_network, train_step_fast, train_step_stats, truncate_ranks)
 from ttforge.ir.tt import TTShape, factorize
 
-__all__ = ["epoch_order", "tt_layers", "check_fits", "run_training", "Truncation", "plan_truncations"]
+__all__ = ["epoch_order", "tt_layers", "check_fits", "run_training", "Truncation", "plan_truncations",
+           "network_train_config", "state_from_artifact"]
 
 
 def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
@@ -54,6 +56,34 @@ def check_fits(state: TrainState, n_features: int, y: np.ndarray, what: str) -> 
     if y.size and (y.min() < 0 or y.max() >= state.n_classes):
         raise ShapeError(f"labels of the data are {int(y.min())}..{int(y.max())} but {what} has "
                          f"{state.n_classes} classes; give the matching --data")
+
+
+def network_train_config(net, **widths) -> TrainConfig:
+    """The training widths of a compiled network (its first layer's core, activation,
+    intermediate and accumulator widths; masters four bits wider than the cores, at most
+    24), with ``widths`` (fields of :class:`~ttforge.ir.train.TrainConfig`) on top."""
+    L0 = net.layers[0]
+    d = TrainConfig(w_bits=L0.w_bits, act_bits=L0.in_bits, inter_bits=L0.inter_bits, acc_bits=L0.acc_bits,
+                    master_bits=min(24, L0.w_bits + 4)).to_dict()
+    d.update({k: v for k, v in widths.items() if v is not None})
+    return TrainConfig(**d)
+
+
+def state_from_artifact(net, x: np.ndarray, y: np.ndarray, *, config, seed: int, lr_shift: int,
+                        calib_samples: int, meta: dict | None = None, what: str = "the artifact",
+                        labels: np.ndarray | None = None) -> TrainState:
+    """The training state that continues a compiled network ``net`` (``ttforge train-int
+    --from``, the flow's on-device training): :func:`~ttforge.ir.train.state_from_network`
+    with the stochastic-rounding seed of ``seed``, checked against the data (``x`` float
+    features, ``y`` labels; ``labels``: every label the run will see, default ``y``) and
+    calibrated on the first ``calib_samples`` of epoch 0's order."""
+    state = state_from_network(net, config, lr_shift=lr_shift,
+                               sr_seed=int(np.random.SeedSequence([seed, 2]).generate_state(1)[0]) or 1,
+                               meta=meta)
+    check_fits(state, x.shape[1], y if labels is None else labels, what)
+    xq = quantize(x, state.config.act_bits, state.in_exp)
+    cal = epoch_order(seed, 0, len(y))[:calib_samples]
+    return calibrate_state(state, xq[cal], y[cal])
 
 
 @dataclass(frozen=True)
