@@ -264,12 +264,15 @@ def part_synth(seeds: list[int], work: Path, timeout: float, no_route: bool = Fa
             continue
         rep = parse_report(sd / "report.json", "ecp5-85f", log=sd / "nextpnr.log")
         fmax = rep.fmax_mhz
-        if no_route:       # nextpnr's estimate after placement, as its log gives it
-            found = re.findall(r"Max frequency for clock .*?: ([0-9.]+) MHz",
-                               (sd / "nextpnr.log").read_text(errors="replace"))
-            fmax = float(found[-1]) if found else None
+        # nextpnr's estimate after placement, as its log gives it (the first figure: a
+        # routed run prints the routed one after it)
+        found = re.findall(r"Max frequency for clock .*?: ([0-9.]+) MHz",
+                           (sd / "nextpnr.log").read_text(errors="replace"))
+        placed = float(found[0]) if found else None
+        if no_route:
+            fmax = placed
         runs[key] = {"seed": seed, "routed": not no_route, "pnr_s": round(time.time() - t),
-                     "fmax_mhz": fmax, "resources": rep.resources,
+                     "fmax_mhz": fmax, "placed_fmax_mhz": placed, "resources": rep.resources,
                      "critical_path": rep.critical_path, "overflow": rep.overflow}
         print(f"seed {seed}: {fmax} MHz in {runs[key]['pnr_s']} s", file=sys.stderr)
     ordered = sorted(runs.values(), key=lambda r: (r["seed"], not r["routed"]))
@@ -284,11 +287,16 @@ def part_synth(seeds: list[int], work: Path, timeout: float, no_route: bool = Fa
             if vals:
                 summary[f] = {"min": min(vals), "max": max(vals),
                               "available": done[0]["resources"][f]["available"]}
-    placed = [r for r in ordered if not r["routed"] and r.get("fmax_mhz") is not None]
-    if placed:                     # nextpnr's estimate after placement (no routing delays known)
-        fm = [r["fmax_mhz"] for r in placed]
+    # nextpnr's estimate after placement (no routing delays known), one per seed: a placed
+    # run's, or the one a routed run printed before routing
+    placed = {}
+    for r in ordered:
+        if r.get("placed_fmax_mhz") is not None and (r["seed"] not in placed or not r["routed"]):
+            placed[r["seed"]] = r["placed_fmax_mhz"]
+    if placed:
+        fm = list(placed.values())
         summary["placed_fmax_mhz"] = {"min": min(fm), "median": statistics.median(fm), "max": max(fm),
-                                      "seeds": [r["seed"] for r in placed]}
+                                      "seeds": sorted(placed)}
     return {"device": dev.key, "title": dev.title, "lanes": LANES, "depths": depths,
             "memories": est, "verilog_sha256": sha, "harness": cost, "synth_s": synth_s,
             "synth_cells": cells,

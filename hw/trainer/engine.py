@@ -248,8 +248,11 @@ class TrainEngine(wiring.Component):
                 m.d.comb += gen.v_stride[j].eq(desc[f"v_s{j}"])
         for j in range(3):
             m.d.comb += gen.o_stride[j].eq(desc[f"o_s{j}"])
+        # state == RUN as a register of its own (set with the state, cleared wherever the
+        # state leaves RUN): it enables every address register, so no state decoder
+        # stands before that fan-out
         running = Signal()
-        m.d.comb += [running.eq(state == _State.RUN), gen.en.eq(running)]
+        m.d.comb += gen.en.eq(running)
         issue = Signal()
         m.d.comb += issue.eq(running & gen.valid)
 
@@ -622,7 +625,7 @@ class TrainEngine(wiring.Component):
                                     & (prog_q.in_count == prog.in_count) & (prog_q.in_base == prog.in_base))
 
         def fail(code):
-            return [err.eq(code), err_op.eq(op_idx), error.eq(1), state.eq(_State.IDLE)]
+            return [err.eq(code), err_op.eq(op_idx), error.eq(1), state.eq(_State.IDLE), running.eq(0)]
 
         with m.Switch(state):
             with m.Case(_State.IDLE):
@@ -660,7 +663,7 @@ class TrainEngine(wiring.Component):
                     m.d.sync += fail(TrainError.BAD_DESC)
                 with m.Elif(is_contract | is_wgrad):
                     m.d.comb += gen_start.eq(1)
-                    m.d.sync += [state.eq(_State.RUN), vmax.eq(0)]
+                    m.d.sync += [state.eq(_State.RUN), running.eq(1), vmax.eq(0)]
                 with m.Elif(flags.op == Op.LOSS):
                     m.d.sync += [state.eq(_State.LOSS), slot.eq(0), loss_phase.eq(0)]
                 with m.Else():
@@ -669,7 +672,7 @@ class TrainEngine(wiring.Component):
                 with m.If(range_err != TrainError.NONE):
                     m.d.sync += fail(range_err)
                 with m.Elif(gen.valid & gen.final):
-                    m.d.sync += [state.eq(_State.DRAIN),
+                    m.d.sync += [state.eq(_State.DRAIN), running.eq(0),
                                  drain.eq(Mux(is_contract, contract_drain(), wgrad_drain(L)))]
             with m.Case(_State.DRAIN):
                 m.d.sync += drain.eq(drain - 1)
@@ -711,7 +714,7 @@ class TrainEngine(wiring.Component):
         with m.If(ctl.clear_error | ctl.soft_reset):
             m.d.sync += [error.eq(0), err.eq(TrainError.NONE)]
         with m.If(ctl.soft_reset):
-            m.d.sync += state.eq(_State.IDLE)
+            m.d.sync += [state.eq(_State.IDLE), running.eq(0)]
 
         # ------------------------------------------------------------ status, counters
         busy = Signal()
