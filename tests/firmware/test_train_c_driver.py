@@ -73,12 +73,12 @@ def _maxacc(program, x, y) -> np.ndarray:
 def _regress_cases():
     from ttforge.sim.train_regress import family_config, train_regress_case
 
-    for seed in (3, 7, 11, 20):
+    for seed in (3, 11, 20, 28, 4):     # families 3, 1, 2, 0, 4 (every width set and lane count)
         case = train_regress_case(seed, 52)
         yield case.state, list(case.batches), family_config(case.family)
 
 
-def _walk(state, batches, config, tables, corrupt=None):
+def _walk(state, batches, config, tables):
     """Apply the tables step by step next to compile_training(next_exponents(...));
     returns the first (step, what) that differs, or None."""
     prog0 = compile_training(state, len(batches[0][1]), config)
@@ -86,9 +86,6 @@ def _walk(state, batches, config, tables, corrupt=None):
     for k, (x, y) in enumerate(batches):
         prog = compile_training(state, len(y), config)
         mx = _maxacc(prog, x, y)
-        if corrupt is not None and k == corrupt[0]:
-            mx = mx.copy()
-            mx[corrupt[1]] ^= 1 << corrupt[2]
         nxt = next_exponents(state, prog, mx)
         values = tables.next_values(values, mx)
         assert tables.violation(values) is None
@@ -98,9 +95,9 @@ def _walk(state, batches, config, tables, corrupt=None):
         if tables.words(prog0.words, values) != list(want):
             return k, "words"
         state = train_step(state, x, y)
-        if corrupt is None:   # the golden trainer's delayed scaling is the same rule
-            assert [L.step_exps for L in state.layers] == [L.step_exps for L in nxt.layers]
-            assert [L.grad_exps for L in state.layers] == [L.grad_exps for L in nxt.layers]
+        # the golden trainer's delayed scaling is the same rule
+        assert [L.step_exps for L in state.layers] == [L.step_exps for L in nxt.layers]
+        assert [L.grad_exps for L in state.layers] == [L.grad_exps for L in nxt.layers]
     return None
 
 
@@ -112,7 +109,7 @@ def test_tables_reproduce_compile_training_over_many_steps():
         assert tables.fields and tables.variables
         assert _walk(state, batches, config, tables) is None
         n += len(batches)
-    assert n >= 200
+    assert n >= 250
 
 
 def test_sibling_a_table_constant_off_by_one_is_caught():
