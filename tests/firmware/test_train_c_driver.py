@@ -233,6 +233,109 @@ def test_mmio_only_build_compiles(tmp_path, cc):
         assert proc.returncode == 0, proc.stderr
 
 
+FAKE_BUS_MAIN = """\
+/* the driver's argument and bus error paths against a fake bus (no simulator) */
+#include <stdio.h>
+#include "ttforge_train_driver.h"
+extern const ttftd_program ttforge_train_program;
+
+static int fail_write_at = -1, fail_read_code = 0;
+static uint32_t fail_addr = 0xFFFFFFFFu;
+
+static int rd(void *ctx, uint32_t a, uint32_t *d) {
+    (void)ctx;
+    if (a == fail_addr) return fail_read_code;
+    switch (a) { /* a core that identifies as the header says, never DONE */
+    case TTFORGE_TRAIN_ID_ADDR: *d = TTFORGE_TRAIN_MAGIC; break;
+    case TTFORGE_TRAIN_VERSION_ADDR: *d = TTFORGE_TRAIN_VERSION_RESET; break;
+    case TTFORGE_TRAIN_CFG_LANES_ADDR: *d = TTFORGE_TRAIN_CFG_LANES_RESET; break;
+    case TTFORGE_TRAIN_CFG_WIDTHS_ADDR: *d = TTFORGE_TRAIN_CFG_WIDTHS_RESET; break;
+    case TTFORGE_TRAIN_CFG_WIDTHS2_ADDR: *d = TTFORGE_TRAIN_CFG_WIDTHS2_RESET; break;
+    case TTFORGE_TRAIN_CFG_ACT_DEPTH_ADDR: *d = TTFORGE_TRAIN_CFG_ACT_DEPTH_RESET; break;
+    case TTFORGE_TRAIN_CFG_GRAD_DEPTH_ADDR: *d = TTFORGE_TRAIN_CFG_GRAD_DEPTH_RESET; break;
+    case TTFORGE_TRAIN_CFG_CORE_DEPTH_ADDR: *d = TTFORGE_TRAIN_CFG_CORE_DEPTH_RESET; break;
+    case TTFORGE_TRAIN_CFG_BIAS_DEPTH_ADDR: *d = TTFORGE_TRAIN_CFG_BIAS_DEPTH_RESET; break;
+    case TTFORGE_TRAIN_CFG_DESC_DEPTH_ADDR: *d = TTFORGE_TRAIN_CFG_DESC_DEPTH_RESET; break;
+    case TTFORGE_TRAIN_CFG_MAX_BATCH_ADDR: *d = TTFORGE_TRAIN_CFG_MAX_BATCH_RESET; break;
+    case TTFORGE_TRAIN_CFG_MAX_CLASSES_ADDR: *d = TTFORGE_TRAIN_CFG_MAX_CLASSES_RESET; break;
+    default: *d = 0;
+    }
+    return 0;
+}
+static int wr(void *ctx, uint32_t a, uint32_t d) {
+    (void)ctx; (void)d;
+    return (fail_write_at >= 0 && a == (uint32_t)fail_write_at) ? 2 : 0;
+}
+static int send(void *ctx, const int32_t *e, uint32_t n) { (void)ctx; (void)e; (void)n; return 0; }
+static int send_fails(void *ctx, const int32_t *e, uint32_t n) { (void)ctx; (void)e; (void)n; return 1; }
+
+int main(void) {
+    static int32_t samples[4096];
+    const ttftd_program *p = &ttforge_train_program;
+    ttftd_dev dev;
+    ttftd_hooks h = {0, rd, wr, 0, 0};
+    uint64_t m;
+    int r;
+    printf("init %s\\n", ttftd_result_name(ttftd_init(&dev, &h)));
+    printf("no_program %s\\n", ttftd_result_name(ttftd_step(&dev, samples, p->batch)));
+    printf("null_program %s\\n", ttftd_result_name(ttftd_load_program(&dev, 0)));
+    printf("load %s\\n", ttftd_result_name(ttftd_load_program(&dev, p)));
+    printf("no_stream %s\\n", ttftd_result_name(ttftd_run_batch(&dev, samples, p->batch)));
+    dev.hooks.stream_send = send_fails;
+    printf("stream_error %s\\n", ttftd_result_name(ttftd_run_batch(&dev, samples, p->batch)));
+    dev.hooks.stream_send = send;
+    printf("wrong_batch %s\\n", ttftd_result_name(ttftd_run_batch(&dev, samples, p->batch + 1u)));
+    printf("null_samples %s\\n", ttftd_result_name(ttftd_run_batch(&dev, 0, p->batch)));
+    dev.timeout_polls = 5;
+    printf("never_done %s\\n", ttftd_result_name(ttftd_run_batch(&dev, samples, p->batch)));
+    printf("maxacc_beyond %s\\n", ttftd_result_name(ttftd_read_maxacc(&dev, TTFORGE_TRAIN_MAXACC_DEPTH, &m)));
+    printf("state_beyond %s\\n", ttftd_result_name(ttftd_read_state(&dev, samples, TTFORGE_TRAIN_CMEM_DEPTH + 1u,
+                                                                     0, 0, 0)));
+    fail_write_at = (int)TTFORGE_TRAIN_CMEM_BASE;
+    r = ttftd_load_program(&dev, p);
+    printf("bus_error %s %u\\n", ttftd_result_name((ttftd_result)r), (unsigned)dev.bus_addr);
+    fail_write_at = -1;
+    fail_addr = TTFORGE_TRAIN_STATUS_ADDR;
+    fail_read_code = -1;
+    r = ttftd_run_batch(&dev, samples, p->batch);
+    printf("bus_timeout %s %u\\n", ttftd_result_name((ttftd_result)r), (unsigned)dev.bus_addr);
+    fail_addr = TTFORGE_TRAIN_CFG_MAX_CLASSES_ADDR;
+    fail_read_code = 2;
+    printf("identify_slverr %s\\n", ttftd_result_name(ttftd_identify(&dev)));
+    for (r = 0; r <= 9; ++r) printf("name_%d %s\\n", r, ttftd_result_name((ttftd_result)r));
+    return 0;
+}
+"""
+
+
+def test_error_paths_against_a_fake_bus(tmp_path):
+    """Every result code the driver gives without a simulator: arguments, a missing or
+    failing stream hook, a step that never finishes, SLVERR and a bus timeout (with the
+    address), out-of-range reads; never a hang."""
+    state, _ = _case()
+    config = fit_engine(state, BATCH)
+    export_train_driver(config, tmp_path, state, BATCH)
+    (tmp_path / "main.c").write_text(FAKE_BUS_MAIN)
+    exe = tmp_path / "fake"
+    proc = subprocess.run(["cc", *STRICT, f"-I{tmp_path}", *(str(tmp_path / f) for f in (
+        "ttforge_train_driver.c", "ttforge_train_program.c", "main.c")), "-o", str(exe)],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60).stdout
+    rep = {k: v for k, *v in (line.split() for line in out.splitlines())}
+    rm = TrainRegisterMap(config)
+    assert rep["no_program"] == ["BAD_ARG"] and rep["init"] == ["OK"] and rep["null_program"] == ["BAD_ARG"]
+    assert rep["load"] == ["OK"] and rep["no_stream"] == ["NO_STREAM"] and rep["stream_error"] == ["STREAM_ERROR"]
+    assert rep["wrong_batch"] == rep["null_samples"] == ["BAD_ARG"] and rep["never_done"] == ["TIMEOUT"]
+    assert rep["maxacc_beyond"] == rep["state_beyond"] == ["BAD_ARG"]
+    assert rep["bus_error"] == ["BUS_ERROR", str(rm.window("CMEM").base)]
+    assert rep["bus_timeout"] == ["TIMEOUT", str(rm.addr("STATUS"))]
+    assert rep["identify_slverr"] == ["BUS_ERROR"]
+    assert [rep[f"name_{k}"][0] for k in range(10)] == [
+        "OK", "TIMEOUT", "BUS_ERROR", "HW_ERROR", "MISMATCH", "BAD_ARG", "NO_STREAM", "STREAM_ERROR",
+        "EXP_RANGE", "?"]
+
+
 # ------------------------------------------------------------------ on the Verilated TrainAccel
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
