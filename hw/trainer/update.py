@@ -252,8 +252,8 @@ class BiasAlign(wiring.Component):
         # The cap changes the result only when it is below bitlen(limit) (else c << cap
         # with c != 0 already passes the limit), i.e. when bitlen(limit) >= 32: only the
         # limit's bits from 31 up are looked at, and with acc_bits <= 32 there is no cap.
-        kk, cap = Signal(range(ab + 1)), Signal(range(ab + 1))
-        m.d.comb += [kk.eq(Mux(neg > ab, ab, neg)), cap.eq(ab)]
+        cap = Signal(range(ab + 1))
+        m.d.comb += cap.eq(ab)
         if ab - 1 > 31 and self.fault != "no_cap":
             blh = Signal(range(ab))                 # bitlen(limit) - 31 when >= 1
             m.d.comb += blh.eq(_bitlen(self.limit[31:]))
@@ -262,7 +262,9 @@ class BiasAlign(wiring.Component):
         m.d.sync += [
             v1.eq(self.in_valid), l1.eq(lim0), left1.eq(self.shift < 0), b1.eq(self.bias),
             c1.eq(_clip(self.bias, lim0)),
-            k1.eq(Mux(kk < cap, kk, cap)),
+            # min(-shift, acc_bits, cap) = min(-shift, cap): cap <= acc_bits (one
+            # comparison before the register, not two in a row)
+            k1.eq(Mux(neg < cap, neg, cap)),
             r1.eq(Mux(self.shift > bb + 1, bb + 1, self.shift[:7])),
         ]
         # stage 2: the threshold T = limit >> k: c << k passes the limit exactly when
