@@ -215,6 +215,16 @@ def _engine_verilog(depths: dict = SYNTH_DEPTHS) -> tuple[str, dict]:
     return emit_verilog(eng, "ttforge_train_engine", port_map(eng, {"program": "prog"})), est
 
 
+def _placed_estimate(log: Path) -> float | None:
+    """nextpnr's Fmax estimate after placement, as its log gives it (the first figure: a
+    routed run prints the routed one after it); None if placement did not finish."""
+    try:
+        found = re.findall(r"Max frequency for clock .*?: ([0-9.]+) MHz", log.read_text(errors="replace"))
+    except OSError:
+        return None
+    return float(found[0]) if found else None
+
+
 def part_synth(seeds: list[int], work: Path, timeout: float, no_route: bool = False,
                section: str = "synth", depths: dict = SYNTH_DEPTHS) -> dict:
     from ttforge.hw.synth import DEVICES, _stat_cells, harness_verilog, parse_report
@@ -257,18 +267,15 @@ def part_synth(seeds: list[int], work: Path, timeout: float, no_route: bool = Fa
                                    "-l", "nextpnr.log", "-q", "--lpf-allow-unconstrained",
                                    *(["--no-route"] if no_route else [])],
                      cwd=sd, timeout=timeout)
-        except Exception as e:       # the timeout: recorded, not a figure
+        except Exception as e:       # the timeout: recorded, not a figure (but the placement's)
             runs[key] = {"seed": seed, "routed": not no_route, "pnr_s": round(time.time() - t),
-                         "error": f"{type(e).__name__}: {str(e)[:200]}"}
+                         "error": f"{type(e).__name__}: {str(e)[:200]}",
+                         "placed_fmax_mhz": _placed_estimate(sd / "nextpnr.log")}
             print(f"seed {seed}: {runs[key]['error']}", file=sys.stderr)
             continue
         rep = parse_report(sd / "report.json", "ecp5-85f", log=sd / "nextpnr.log")
         fmax = rep.fmax_mhz
-        # nextpnr's estimate after placement, as its log gives it (the first figure: a
-        # routed run prints the routed one after it)
-        found = re.findall(r"Max frequency for clock .*?: ([0-9.]+) MHz",
-                           (sd / "nextpnr.log").read_text(errors="replace"))
-        placed = float(found[0]) if found else None
+        placed = _placed_estimate(sd / "nextpnr.log")
         if no_route:
             fmax = placed
         runs[key] = {"seed": seed, "routed": not no_route, "pnr_s": round(time.time() - t),
