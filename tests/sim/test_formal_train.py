@@ -109,6 +109,15 @@ def test_the_assumptions_leave_window_accesses_and_stream_errors_reachable(tmp_p
     assert set(r.covered) == set(formal.TARGETS["train"].covers)
 
 
+@pytest.mark.slow
+def test_proven_at_the_default_config(tmp_path):
+    """The default TrainEngineConfig (4 lanes, 4096-word memories, 64 descriptors)."""
+    from ttforge.hw.trainer.program import TrainEngineConfig
+
+    r = _run(tmp_path, config=TrainEngineConfig(), mode="prove", depth=10)
+    assert r.proven, (str(r), r.summary)
+
+
 def test_properties_are_documented():
     src = formal.props_source("train")
     for name in formal.TARGETS["train"].properties:

@@ -349,6 +349,7 @@ def test_c_header_compiles_next_to_the_inference_header(tmp_path):
     assert subprocess.run([str(tmp_path / "a.out")]).returncode == 0
 
 
+@pytest.mark.filterwarnings("ignore::amaranth.hdl._ir.UnusedElaboratable")   # built to be refused
 def test_a_fault_must_be_a_training_fault():
     from ttforge.errors import ConfigError
 
