@@ -345,7 +345,9 @@ def main(argv=None) -> int:
         for r in section["runs"]:
             if r["seed"] in {int(x) for x in a.seeds.split(",")} and r["routed"] == (not a.no_route):
                 out.setdefault("fmax_steps", []).append({
-                    "label": a.label, "git_commit": section["env"]["git_commit"],
+                    "label": a.label, "depths": f"ACT {section['depths']['act_depth']} / GRAD "
+                                                f"{section['depths']['grad_depth']}",
+                    "git_commit": section["env"]["git_commit"],
                     "git_dirty": section["env"]["git_dirty"], "seed": r["seed"], "routed": r["routed"],
                     "fmax_mhz": r.get("fmax_mhz"), "lut4": cells.get("LUT4"), "ff": cells.get("TRELLIS_FF"),
                     "critical_path": r.get("critical_path") or {}})
