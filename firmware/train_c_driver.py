@@ -374,8 +374,7 @@ def train_program_c(state, batch: int, config, *, symbol: str = "ttforge_train_p
                   f'#error "{TRAIN_REGS_H} is for another training engine ({k} != {int(v)}); '
                   f'regenerate it or the program"', "#endif"]
     lines += ["", f"#define {sym.upper()}_BATCH {batch}u", f"#define {sym.upper()}_IN_COUNT {g['IN_COUNT']}u", ""]
-    hexw = lambda w: f"0x{int(w):08X}u"  # noqa: E731
-    lines += _c_array("uint32_t", f"{sym}_dmem", words, 6, hexw)
+    lines += _c_array("uint32_t", f"{sym}_dmem", words, 6, lambda w: f"0x{int(w):08X}u")
     lines += _c_array("int32_t", f"{sym}_cmem", [int(v) for v in program.cmem], 12)
     lines += _c_array("int32_t", f"{sym}_bmem", [int(v) for v in program.bmem], 8)
     lines += _c_array("ttftd_var", f"{sym}_vars", var_rows, 1) if var_rows else \

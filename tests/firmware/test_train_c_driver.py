@@ -27,11 +27,11 @@ import numpy as np
 import pytest
 
 from ttforge.errors import ConfigError, OutputError
-from ttforge.firmware.c_driver import C_DIR
 from ttforge.firmware.train_c_driver import (build_train_axil, exponent_tables, export_train_driver,
                                              link_train_c_driver, state_with_exponents, train_driver_sources,
                                              train_program_c)
 from ttforge.hw.trainer import model as interp
+from ttforge.hw.tools import ToolchainMissing
 from ttforge.hw.trainer.engine import op_cycles
 from ttforge.hw.trainer.program import (Op, TrainEngineConfig, compile_training, fit_engine, next_exponents,
                                         state_from_memories)
@@ -140,7 +140,7 @@ def test_sibling_a_flipped_maxacc_bit_changes_the_exponents():
 def test_range_checks_are_those_of_compile_training():
     """Random exponents, many near or past a field's edge: the tables refuse a set of
     exponents exactly when compile_training refuses the state."""
-    state, batches = _case()
+    state, _ = _case()
     config = fit_engine(state, BATCH)
     prog = compile_training(state, BATCH, config)
     tables = exponent_tables(state, prog)
@@ -343,11 +343,8 @@ def setup(tmp_path_factory):
     config = fit_engine(state, BATCH)
     try:
         build = build_train_axil(config)
-    except Exception as e:  # noqa: BLE001 - a machine without the toolchain skips, with the reason
-        from ttforge.hw.tools import ToolchainMissing
-        if isinstance(e, ToolchainMissing):
-            pytest.skip(str(e))
-        raise
+    except ToolchainMissing as e:      # a machine without the toolchain skips, with the reason
+        pytest.skip(str(e))
     d = tmp_path_factory.mktemp("train_cdrv")
     return state, batches, config, build, d
 
@@ -511,7 +508,7 @@ def test_step_that_never_finishes_times_out(setup, exe, tmp_path):
 
 
 def test_header_of_another_engine_is_mismatch(setup, tmp_path):
-    state, batches, config, _, d = setup
+    state, batches, config, _, _ = setup
     other = TrainEngineConfig(**{**{k: getattr(config, k) for k in config.__dataclass_fields__},
                                  "max_classes": config.max_classes * 2})
     inc = tmp_path / "inc"
