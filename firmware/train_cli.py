@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import math
+import os
 from typing import Callable
 
 import numpy as np
@@ -92,6 +93,9 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ConfigError(f"--timeout {args.timeout:g} must be a positive number of seconds")
     if not args.port and not args.sim:
         raise ConfigError("give --port PORT (the board's serial port, e.g. /dev/ttyUSB0) or --sim")
+    if args.port and not os.path.exists(args.port):
+        raise ConfigError(f"--port {args.port} does not exist; give the board's serial port (e.g. "
+                          "/dev/ttyUSB0; is the board attached?)")
     if args.data == "mnist" and not args.mnist_dir:
         raise ConfigError("--data mnist needs --mnist-dir DIR (the directory of the MNIST IDX files)")
     if args.data != "mnist" and args.mnist_dir:
@@ -117,7 +121,7 @@ def _resume_params(state, args, out) -> dict:
 def train_board_run(args: argparse.Namespace, load_data: Callable) -> int:
     """The command; ``load_data(spec) -> (name, x_train, y_train, x_test, y_test)`` as for
     ``ttforge train-int``."""
-    from ttforge.atomic import check_output_file
+    from ttforge.atomic import check_output_file, note_input
     from ttforge.hw.trainer.program import fit_engine
     from ttforge.ir.arith import quantize
     from ttforge.ir.train import check_batch, predict
@@ -125,6 +129,7 @@ def train_board_run(args: argparse.Namespace, load_data: Callable) -> int:
     from ttforge.ir.train_state import dumps_state, load_state, save_state
 
     _check_args(args)
+    note_input(args.state)     # the run never writes over the state it starts from
     out = check_output_file(args.out, "-o", "state.ttts")
     if args.resume:
         state = load_state(out)
