@@ -42,7 +42,7 @@ from ttforge.errors import SimError, SimulatorMissing  # noqa: F401 - defined in
 __all__ = ["SIMULATORS", "SimBuild", "SimResult", "JobResult", "SimError", "SimulatorMissing",
            "build", "run_job", "run_inference", "available_simulators", "simulator_problem",
            "default_build_root", "emit_verilog", "generator_fingerprint",
-           "register_addresses", "TOP", "fault_supported"]
+           "register_addresses", "TOP", "fault_supported", "run_testbench"]
 
 #: The simulators the runner knows (cocotb_tools.runner names).
 SIMULATORS = ("icarus", "verilator")
@@ -386,6 +386,37 @@ class JobResult:
         raise KeyError(name)
 
 
+def run_testbench(sim: str, build_dir: Path, test_module: str, toplevel: str, wd: Path,
+                  extra_env: Mapping[str, str], *, waves: bool = False, plusargs: Sequence[str] = (),
+                  test_args: Sequence[str] = (), seed: int = 0,
+                  what: str = "simulation") -> tuple[dict, dict[str, np.ndarray], float]:
+    """Run the cocotb module ``test_module`` on a build (``cocotb_tools.runner``, this
+    module's timescale and simulator environment) in the work directory ``wd``, where the
+    testbench writes ``results.json`` and ``results.npz``; returns ``(summary, arrays,
+    wall seconds)``. A simulator that fails or writes no results is one line
+    (:class:`SimError`) naming ``wd/sim.log``."""
+    from cocotb_tools.runner import get_runner
+
+    t0 = time.perf_counter()
+    try:
+        with _runner_env(sim):
+            get_runner(sim).test(test_module=test_module, hdl_toplevel=toplevel, hdl_toplevel_lang="verilog",
+                                 build_dir=build_dir, test_dir=wd, extra_env=dict(extra_env), waves=waves,
+                                 plusargs=list(plusargs), test_args=list(test_args),
+                                 results_xml=str(wd / "results.xml"), timescale=TIMESCALE,
+                                 log_file=wd / "sim.log", seed=seed)
+    except SystemExit as e:   # the runner exits when the simulator process fails
+        raise SimError(f"{sim} simulation failed (exit {e.code}); see {wd / 'sim.log'}") from None
+    wall = time.perf_counter() - t0
+    res_path = wd / "results.json"
+    if not res_path.is_file():
+        raise SimError(f"{sim} {what} wrote no results; see {wd / 'sim.log'}")
+    summary = json.loads(res_path.read_text())
+    with np.load(wd / "results.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    return summary, arrays, wall
+
+
 def run_job(sim_build: SimBuild, ops: Sequence[Mapping[str, Any]], arrays: Mapping[str, np.ndarray],
             *, out_count: int, seed: int = 0, waves: bool = False,
             workdir: str | os.PathLike | None = None) -> JobResult:
@@ -396,7 +427,7 @@ def run_job(sim_build: SimBuild, ops: Sequence[Mapping[str, Any]], arrays: Mappi
     removed afterwards unless ``waves``) receives the job, the results, ``sim.log``
     and the waveform (``waves.fst`` with Icarus, ``dump.vcd`` with Verilator).
     """
-    from cocotb_tools.runner import get_results, get_runner
+    from cocotb_tools.runner import get_results
 
     if waves and not sim_build.waves:
         raise ConfigError("waves=True needs a build made with build(..., waves=True)")
@@ -427,25 +458,10 @@ def run_job(sim_build: SimBuild, ops: Sequence[Mapping[str, Any]], arrays: Mappi
             # exit), so flush every step: the file is complete even if the run dies
             wave_file = wd / "dump.vcd"
             test_args += ["--trace-flush", "--trace-file", str(wave_file)]
-    runner = get_runner(sim_build.sim)
+    summary, got, wall = run_testbench(sim_build.sim, sim_build.build_dir, "ttforge.sim.tb", TOP, wd,
+                                       {"TTFORGE_SIM_JOB": str(wd)}, waves=waves, plusargs=plusargs,
+                                       test_args=test_args, seed=seed, what="simulation")
     results_xml = wd / "results.xml"
-    t0 = time.perf_counter()
-    try:
-        with _runner_env(sim_build.sim):
-            runner.test(test_module="ttforge.sim.tb", hdl_toplevel=TOP, hdl_toplevel_lang="verilog",
-                        build_dir=sim_build.build_dir,
-                        test_dir=wd, extra_env={"TTFORGE_SIM_JOB": str(wd)}, waves=waves,
-                        plusargs=plusargs, test_args=test_args, results_xml=str(results_xml), timescale=TIMESCALE,
-                        log_file=wd / "sim.log", seed=seed)
-    except SystemExit as e:   # the runner exits when the simulator process fails
-        raise SimError(f"{sim_build.sim} simulation failed (exit {e.code}); see {wd / 'sim.log'}") from None
-    wall = time.perf_counter() - t0
-    res_path = wd / "results.json"
-    if not res_path.is_file():
-        raise SimError(f"{sim_build.sim} simulation wrote no results; see {wd / 'sim.log'}")
-    summary = json.loads(res_path.read_text())
-    with np.load(wd / "results.npz") as z:
-        got = {k: z[k] for k in z.files}
     try:
         _, failed = get_results(results_xml)
     except RuntimeError:

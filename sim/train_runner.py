@@ -198,9 +198,7 @@ def run_train(build: TrainSimBuild, case: dict, *, corrupt: dict | None = None, 
     over AXI4-Lite after the program is loaded (a sibling that must fail). ``gaps``: the
     probability of a pause in ``s_axis_tvalid``.
     """
-    from cocotb_tools.runner import get_runner
-
-    from ttforge.sim.runner import TIMESCALE, _runner_env
+    from ttforge.sim.runner import run_testbench
 
     _, cfg, _ = case_config(case)
     if _hw_key(cfg) != _hw_key(build.config):
@@ -220,24 +218,9 @@ def run_train(build: TrainSimBuild, case: dict, *, corrupt: dict | None = None, 
             plusargs.append(f"+dumpfile_path={wd / 'waves.fst'}")
         else:
             test_args += ["--trace-flush", "--trace-file", str(wd / "dump.vcd")]
-    t0 = time.perf_counter()
-    try:
-        with _runner_env(build.sim):
-            get_runner(build.sim).test(
-                test_module="ttforge.sim.train_tb", hdl_toplevel=TRAIN_TOP, hdl_toplevel_lang="verilog",
-                build_dir=build.build_dir, test_dir=wd, extra_env={"TTFORGE_TRAIN_JOB": str(wd)},
-                waves=waves, plusargs=plusargs, test_args=test_args,
-                results_xml=str(wd / "results.xml"), timescale=TIMESCALE, log_file=wd / "sim.log",
-                seed=seed)
-    except SystemExit as e:
-        raise SimError(f"{build.sim} simulation failed (exit {e.code}); see {wd / 'sim.log'}") from None
-    wall = time.perf_counter() - t0
-    res_path = wd / "results.json"
-    if not res_path.is_file():
-        raise SimError(f"{build.sim} training simulation wrote no results; see {wd / 'sim.log'}")
-    summary = json.loads(res_path.read_text())
-    with np.load(wd / "results.npz") as z:
-        arrs = {k: z[k] for k in z.files}
+    summary, arrs, wall = run_testbench(build.sim, build.build_dir, "ttforge.sim.train_tb", TRAIN_TOP, wd,
+                                        {"TTFORGE_TRAIN_JOB": str(wd)}, waves=waves, plusargs=plusargs,
+                                        test_args=test_args, seed=seed, what="training simulation")
     n = int(summary["steps_done"])
     run = TrainRun(case=case,
                    cmem=[arrs[f"cmem_{k}"] for k in range(n)], bmem=[arrs[f"bmem_{k}"] for k in range(n)],
