@@ -135,6 +135,7 @@ class TrainDevice:
         ``CFG_*`` register (:meth:`TrainHost.check`). One-line :class:`DeviceError`."""
         from ttforge.hw.config import stream_lane_bits
 
+        self.dev.resync()       # a frame a killed run left half-sent is dropped
         info = self.dev.ping()
         want = {"elem_bytes": stream_lane_bits(self.config.train.act_bits) // 8, "stream_elems": 1,
                 "addr_bits": self.host.regmap.addr_bits}
@@ -155,6 +156,10 @@ class TrainDevice:
         from ttforge.hw.trainer.program import compile_training
 
         program = compile_training(state, batch, self.config)
+        # a step a killed run left running is stopped, a stale error cleared: the
+        # windows take writes only while the engine is idle
+        self.host.soft_reset()
+        self.host.clear_error()
         self.host.load_program(program)
         self.program = program
         return program
