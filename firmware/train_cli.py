@@ -132,6 +132,9 @@ def train_board_run(args: argparse.Namespace, load_data: Callable) -> int:
     note_input(args.state)     # the run never writes over the state it starts from
     out = check_output_file(args.out, "-o", "state.ttts")
     if args.resume:
+        if not out.exists():
+            raise ConfigError(f"--resume: -o {out} does not exist, so there is no run to resume; drop --resume "
+                              "to start one")
         state = load_state(out)
         run = _resume_params(state, args, out)
     else:

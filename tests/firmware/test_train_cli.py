@@ -18,6 +18,7 @@ needs_icarus = pytest.mark.skipif(shutil.which("iverilog") is None, reason="need
 
 def _digits():
     pytest.importorskip("sklearn")
+    pytest.importorskip("torch")
     from ttforge.model.train_int import load_numpy
     return load_numpy("digits")
 
@@ -72,7 +73,9 @@ def test_bad_paths_are_one_line(capsys, tmp_path, digits_state):
     _one_line_error(capsys, ["train-board", str(path), "--sim", "-o", str(path)], "the input")
     _one_line_error(capsys, ["train-board", str(tmp_path / "none.ttts"), "--sim", "-o", str(tmp_path / "o.ttts")],
                     "does not exist")
-    # --resume needs a run to resume: the state given is not one
+    # --resume needs a run to resume: none at all, or a state that is not one
+    _one_line_error(capsys, ["train-board", str(path), "--sim", "--resume", "-o", str(tmp_path / "o.ttts")],
+                    "no run to resume")
     shutil.copy(path, tmp_path / "o.ttts")
     _one_line_error(capsys, ["train-board", str(path), "--sim", "--resume", "-o", str(tmp_path / "o.ttts")],
                     "drop --resume")
