@@ -23,7 +23,7 @@ from typing import Callable
 from ttforge.errors import ConfigError
 from ttforge.firmware.board import DEFAULT_BAUD, SIM_TOP, BoardTop, sim_verilog
 
-__all__ = ["train_accel", "train_sim_verilog", "TrainBoardTop", "simulated_train_device"]
+__all__ = ["train_accel", "train_sim_verilog", "TrainBoardTop", "simulated_train_device", "open_train_device"]
 
 
 def _check_config(config) -> None:
@@ -74,3 +74,18 @@ def simulated_train_device(config, *, timeout: float = 120.0, fault: str | None 
     except BaseException:
         t.close()
         raise
+
+
+def open_train_device(config, *, sim: bool = False, port: str | None = None, baud: int = DEFAULT_BAUD,
+                      timeout: float | None = None, **sim_kwargs):
+    """The :class:`~ttforge.firmware.train_host.TrainDevice` a run trains on: the simulated
+    board (``sim``; ``timeout`` default 120 s) or the board on serial ``port`` at ``baud``
+    (default 2 s). Same driver either way; only the transport differs."""
+    if sim:
+        return simulated_train_device(config, timeout=timeout or 120.0, **sim_kwargs)
+    if not port:
+        raise ConfigError("give --port PORT (the board's serial port, e.g. /dev/ttyUSB0) or --sim")
+    from ttforge.firmware.train_host import TrainDevice
+
+    _check_config(config)
+    return TrainDevice.open_serial(port, config, baud, timeout=timeout or 2.0)

@@ -162,12 +162,9 @@ def train_board_run(args: argparse.Namespace, load_data: Callable) -> int:
         k = st.step - run["start_step"]
         return st.replace(epoch=run["start_epoch"] + k // per, meta={**st.meta, META_KEY: dict(run)})
 
-    if args.sim:
-        from ttforge.firmware.train_board import simulated_train_device
-        dev = simulated_train_device(engine, timeout=args.timeout or 120.0)
-    else:
-        from ttforge.firmware.train_host import TrainDevice
-        dev = TrainDevice.open_serial(args.port, engine, args.baud, timeout=args.timeout or 2.0)
+    from ttforge.firmware.train_board import open_train_device
+
+    dev = open_train_device(engine, sim=args.sim, port=args.port, baud=args.baud, timeout=args.timeout)
 
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
