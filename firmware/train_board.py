@@ -77,15 +77,26 @@ def simulated_train_device(config, *, timeout: float = 120.0, fault: str | None 
 
 
 def open_train_device(config, *, sim: bool = False, port: str | None = None, baud: int = DEFAULT_BAUD,
-                      timeout: float | None = None, **sim_kwargs):
+                      timeout: float | None = None, train=None, **sim_kwargs):
     """The :class:`~ttforge.firmware.train_host.TrainDevice` a run trains on: the simulated
     board (``sim``; ``timeout`` default 120 s) or the board on serial ``port`` at ``baud``
-    (default 2 s). Same driver either way; only the transport differs."""
+    (default 2 s). Same driver either way; only the transport differs. On a board,
+    ``config=None`` reads the engine from its ``CFG_*`` registers
+    (:func:`~ttforge.firmware.train_host.engine_from_board`, with ``train``: the state's
+    :class:`~ttforge.ir.train.TrainConfig`)."""
     if sim:
         return simulated_train_device(config, timeout=timeout or 120.0, **sim_kwargs)
     if not port:
         raise ConfigError("give --port PORT (the board's serial port, e.g. /dev/ttyUSB0) or --sim")
-    from ttforge.firmware.train_host import TrainDevice
+    from ttforge.firmware.host import SerialTransport
+    from ttforge.firmware.train_host import TrainDevice, engine_from_board
 
-    _check_config(config)
-    return TrainDevice.open_serial(port, config, baud, timeout=timeout or 2.0)
+    t = SerialTransport(port, baud, timeout=timeout or 2.0)
+    try:
+        if config is None:
+            config = engine_from_board(t, train, timeout=timeout or 2.0)
+        _check_config(config)
+        return TrainDevice(t, config, timeout=timeout or 2.0)
+    except BaseException:
+        t.close()
+        raise

@@ -49,7 +49,8 @@ def train_board_arguments(p: argparse.ArgumentParser) -> None:
     length.add_argument("--steps", type=int, metavar="N", help="train N steps")
     length.add_argument("--epochs", type=int, metavar="E", help="train E epochs (default 1)")
     p.add_argument("--batch", type=int, help="samples per step (default: the state's, or 32)")
-    p.add_argument("--lanes", type=int, default=None, help="MAC lanes of the engine (default 4)")
+    p.add_argument("--lanes", type=int, default=None,
+                   help="--sim: MAC lanes of the simulated engine (default 4; a board's engine is read from it)")
     p.add_argument("--seed", type=int, default=None, help="sample order seed (default: the state's, or 0)")
     p.add_argument("--checkpoint-every", type=int, default=0, metavar="K",
                    help="read the whole state back and write -o every K steps (default: only at the end)")
@@ -156,7 +157,8 @@ def train_board_run(args: argparse.Namespace, load_data: Callable) -> int:
     if first >= last:
         raise ConfigError(f"-o {out} is at step {state.step}, the end of this run; give more --steps or "
                           "--epochs to go on")
-    engine = fit_engine(state, batch, lanes=lanes)
+    # the simulated board is generated for the state; a board's engine is read from it
+    engine = fit_engine(state, batch, lanes=lanes) if args.sim else None
 
     def stamped(st):
         k = st.step - run["start_step"]
@@ -164,7 +166,8 @@ def train_board_run(args: argparse.Namespace, load_data: Callable) -> int:
 
     from ttforge.firmware.train_board import open_train_device
 
-    dev = open_train_device(engine, sim=args.sim, port=args.port, baud=args.baud, timeout=args.timeout)
+    dev = open_train_device(engine, sim=args.sim, port=args.port, baud=args.baud, timeout=args.timeout,
+                            train=state.config)
 
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn

@@ -28,7 +28,7 @@ from ttforge.firmware.host import BURST_WORDS, Device, SerialTransport
 from ttforge.firmware import protocol as P
 
 __all__ = ["CountingTransport", "TrainDevice", "StepInfo", "DeviceRun", "train_on_device",
-           "STREAM_CHUNK"]
+           "engine_from_board", "STREAM_CHUNK"]
 
 #: at most this many elements per STREAM_IN frame (whole samples): a frame is written in
 #: well under a second even at 115200 baud (the serial port's write timeout)
@@ -152,10 +152,14 @@ class TrainDevice:
 
     def load(self, state, batch: int):
         """Compile ``state`` for batches of ``batch`` and write all of it (descriptors,
-        program registers, CMEM, BMEM, RNG); returns the program."""
+        program registers, CMEM, BMEM, RNG); returns the program. A network that does not
+        fit the engine is a one-line :class:`~ttforge.errors.ConfigError` naming the
+        memory, before anything is written."""
         from ttforge.hw.trainer.program import compile_training
 
         program = compile_training(state, batch, self.config)
+        if self.dev.info is None:
+            self.connect()
         # a step a killed run left running is stopped, a stale error cleared: the
         # windows take writes only while the engine is idle
         self.host.soft_reset()
@@ -189,6 +193,46 @@ class TrainDevice:
 
     def counters(self) -> dict:
         return self.host.counters()
+
+
+def engine_from_board(transport, train, *, timeout: float | None = None):
+    """The :class:`~ttforge.hw.trainer.program.TrainEngineConfig` of the training engine
+    behind ``transport``, read from its ``ID`` and ``CFG_*`` registers (whose addresses
+    do not depend on the engine); ``train`` (the state's
+    :class:`~ttforge.ir.train.TrainConfig`) gives what the registers do not hold, and the
+    widths the registers do hold replace its own, so that a state of other widths is
+    refused by name when it is compiled. One-line :class:`DeviceError` if the board does
+    not run a training bitstream."""
+    from dataclasses import replace as _replace
+
+    from ttforge.hw.trainer.program import TrainEngineConfig
+    from ttforge.hw.trainer.regmap import TRAIN_MAGIC, TrainRegisterMap
+
+    dev = Device(transport, timeout=timeout)
+    dev.resync()
+    dev.ping()
+    rm = TrainRegisterMap(TrainEngineConfig(train=train))     # register addresses only
+    regs = {r.name: r for r in rm.registers}
+    ident = dev.read32(rm.addr("ID"))
+    if ident != TRAIN_MAGIC:
+        raise DeviceError(f"{transport.name}: ID reads 0x{ident:08X}, not a ttforge training top "
+                          f"(0x{TRAIN_MAGIC:08X}); program the board with a training bitstream")
+
+    def fields(name):
+        v = dev.read32(rm.addr(name))
+        return {f.name: (v >> f.lsb) & ((1 << f.width) - 1) for f in regs[name].fields}
+
+    lanes, w1, w2 = fields("CFG_LANES"), fields("CFG_WIDTHS"), fields("CFG_WIDTHS2")
+    widths = {k.lower(): v for k, v in {**w1, **w2}.items()}
+    widths["table_frac_bits"] = lanes["TABLE_FRAC_BITS"]
+    depth = {k: dev.read32(rm.addr(f"CFG_{k.upper()}")) for k in
+             ("act_depth", "grad_depth", "core_depth", "bias_depth", "desc_depth", "max_batch", "max_classes")}
+    try:
+        return TrainEngineConfig(lanes=lanes["LANES"], acc_bits=lanes["ACC_BITS"],
+                                 train=_replace(train, **widths), **depth)
+    except (ConfigError, TypeError, ValueError) as e:
+        raise DeviceError(f"{transport.name}: the board's CFG registers describe no training engine "
+                          f"({e}); program the board with a training bitstream") from None
 
 
 @dataclass(frozen=True)

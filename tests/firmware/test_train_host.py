@@ -136,3 +136,24 @@ def test_the_training_board_top_prepares_for_the_ulx3s():
 
     state, _, cfg = _case(1)
     BOARDS["ulx3s"].platform().prepare(TrainBoardTop("ulx3s", cfg, baud=2_000_000))
+
+
+def test_the_engine_is_read_from_the_board_and_a_network_too_big_for_it_is_one_line():
+    from dataclasses import replace
+
+    from ttforge.errors import ConfigError, DeviceError
+    from ttforge.firmware.train_host import engine_from_board
+
+    state, _, cfg = _case(1)
+    assert engine_from_board(LinkModel(cfg), state.config) == cfg
+    small = replace(cfg, core_depth=cfg.core_depth // 2)
+    dev = TrainDevice(LinkModel(small), engine_from_board(LinkModel(small), state.config), timeout=1.0)
+    dev.connect()
+    before = dev.link.tx
+    with pytest.raises(ConfigError, match=r"needs core_depth >= \d+ \(the engine has"):
+        dev.load(state, BATCH)
+    assert dev.link.tx == before            # nothing written
+    wrong = LinkModel(cfg)
+    wrong.mem[wrong.regmap.addr("ID")] ^= 1  # sibling: not a training top
+    with pytest.raises(DeviceError, match="not a ttforge training top"):
+        engine_from_board(wrong, state.config)
