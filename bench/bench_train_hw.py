@@ -6,6 +6,7 @@ step of the seed MNIST network, and the engine's resources and Fmax on the ECP5-
     python bench/bench_train_hw.py --part synth --seeds 1     # yosys once, then nextpnr per seed
     python bench/bench_train_hw.py --part synth --seeds 2 --pnr-timeout 2400
     python bench/bench_train_hw.py --part synth --seeds 1 --no-route   # placement and its estimate only
+    python bench/bench_train_hw.py --part synth --small --seeds 1 --label "what changed"   # timing loop
 
 Every part merges its section into ``bench/results/train_hw.json`` (the other sections
 are kept), with the commit and whether the files it measures were dirty.
@@ -28,7 +29,14 @@ ECP5 DP16KD blocks they would take, against the 208 blocks (18 kbit each) of the
 RAM: the MNIST network does not fit, see the memory section), emitted as Verilog
 (``ttforge.hw.emit.emit_verilog``), synthesized once in the I/O harness of
 ``ttforge.hw.synth`` (``synth_ecp5``, as ``ttforge report``) and placed and routed with
-``nextpnr-ecp5 --85k`` (speed 6, 100 MHz target) per seed, one seed at a time.
+``nextpnr-ecp5 --85k`` (speed 6, 100 MHz target) per seed, one seed at a time. Every run
+records nextpnr's post-placement estimate (a routed run prints it before routing; a
+routed run stopped by ``--pnr-timeout`` keeps it); the summary gives min/median over seeds.
+
+**The timing loop** (``--small``): the same engine with ``SMALL_DEPTHS`` (the same logic,
+20 DP16KD), into section ``synth_small`` and work directory ``<work>-small``; ``--label``
+appends each run (Fmax, synthesized LUT4/FF, critical path) to ``fmax_steps``, the table of
+the timing work in docs/benchmarks.md.
 """
 
 from __future__ import annotations
