@@ -11,10 +11,8 @@ import json
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from ttforge.errors import DeviceError
-from ttforge.hw.trainer.host import AsyncTrainHost, BusError
 from ttforge.hw.trainer.model import load_batch as model_load_batch
 from ttforge.hw.trainer.model import load_program as model_load_program
 from ttforge.hw.trainer.model import run_step as model_run_step
@@ -24,97 +22,8 @@ from ttforge.hw.trainer.top import TrainAccel
 from ttforge.ir.random import train_case
 from ttforge.ir.train import train_step
 from ttforge.ir.train_diverge import compare_states
-
-
-def _config(state, lanes=4):
-    return TrainEngineConfig(lanes=lanes, train=state.config, act_depth=512, grad_depth=256,
-                             core_depth=512, bias_depth=64, desc_depth=48, max_batch=16, max_classes=8)
-
-
-class _Master:
-    """A bus-functional AXI4-Lite master and AXI4-Stream source for the Amaranth simulator."""
-
-    def __init__(self, ctx, dut):
-        self.ctx, self.dut = ctx, dut
-
-    async def _write(self, addr, value):
-        ctx, ax = self.ctx, self.dut.axil
-        ctx.set(ax.awaddr, addr)
-        ctx.set(ax.awvalid, 1)
-        ctx.set(ax.wdata, int(value) & 0xFFFFFFFF)
-        ctx.set(ax.wstrb, 0xF)
-        ctx.set(ax.wvalid, 1)
-        ctx.set(ax.bready, 1)
-        aw = w = False
-        while not (aw and w):
-            a_now, w_now = ctx.get(ax.awready), ctx.get(ax.wready)
-            await ctx.tick()
-            if a_now and not aw:
-                aw = True
-                ctx.set(ax.awvalid, 0)
-            if w_now and not w:
-                w = True
-                ctx.set(ax.wvalid, 0)
-        while not ctx.get(ax.bvalid):
-            await ctx.tick()
-        resp = ctx.get(ax.bresp)
-        await ctx.tick()
-        ctx.set(ax.bready, 0)
-        return resp
-
-    async def _read(self, addr):
-        ctx, ax = self.ctx, self.dut.axil
-        ctx.set(ax.araddr, addr)
-        ctx.set(ax.arvalid, 1)
-        ctx.set(ax.rready, 1)
-        while not ctx.get(ax.arready):
-            await ctx.tick()
-        await ctx.tick()
-        ctx.set(ax.arvalid, 0)
-        while not ctx.get(ax.rvalid):
-            await ctx.tick()
-        data, resp = ctx.get(ax.rdata), ctx.get(ax.rresp)
-        await ctx.tick()
-        ctx.set(ax.rready, 0)
-        return data, resp
-
-    async def write32(self, addr, value):
-        if await self._write(addr, value):
-            raise BusError(f"SLVERR writing 0x{addr:x}")
-
-    async def read32(self, addr):
-        data, resp = await self._read(addr)
-        if resp:
-            raise BusError(f"SLVERR reading 0x{addr:x}")
-        return data
-
-    async def stream(self, frames):
-        ctx, s = self.ctx, self.dut.s_axis
-        for frame in frames:
-            for i, v in enumerate(frame):
-                ctx.set(s.tdata, int(v) & 0xFF)
-                ctx.set(s.tlast, int(i == len(frame) - 1))
-                ctx.set(s.tvalid, 1)
-                while not ctx.get(s.tready):
-                    await ctx.tick()
-                await ctx.tick()
-        ctx.set(s.tvalid, 0)
-
-
-def _simulate(cfg, body):
-    dut = TrainAccel(cfg)
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    out = {}
-
-    async def tb(ctx):
-        bus = _Master(ctx, dut)
-        host = AsyncTrainHost(cfg, bus.read32, bus.write32, bus.stream)
-        out["r"] = await body(ctx, bus, host)
-
-    sim.add_testbench(tb)
-    sim.run()
-    return out["r"]
+from tests.support.train_top import simulate_top as _simulate
+from tests.support.train_top import top_config as _config
 
 
 def _batches(rng, state, n, batch):

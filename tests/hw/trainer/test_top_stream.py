@@ -33,7 +33,8 @@ from ttforge.hw.trainer.regmap import TOP_ERRORS, train_register_map
 from ttforge.ir.random import train_case
 from ttforge.ir.train import train_step
 from ttforge.ir.train_diverge import compare_states
-from tests.hw.trainer.test_top import _config, _simulate
+from tests.support.train_top import simulate_top as _simulate
+from tests.support.train_top import top_config as _config
 
 CTRL_TLAST_CHECK = 1 << 3
 STATUS_BUSY, STATUS_ERROR, STATUS_IN_OPEN = 1, 1 << 2, 1 << 4
