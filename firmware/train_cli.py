@@ -44,6 +44,9 @@ def train_board_arguments(p: argparse.ArgumentParser) -> None:
     link.add_argument("--port", metavar="PORT", help="the board's serial port (e.g. /dev/ttyUSB0)")
     link.add_argument("--sim", action="store_true",
                       help="train on the simulated board top (Icarus + cocotb, the real UART bridge RTL)")
+    p.add_argument("--simulator", choices=["icarus", "verilator"], default="icarus",
+                   help="--sim: the simulator of the board top (default icarus; verilator compiles for "
+                        "minutes, then runs several times faster)")
     p.add_argument("--baud", type=int, default=115200, help="UART baud rate (default 115200)")
     length = p.add_mutually_exclusive_group()
     length.add_argument("--steps", type=int, metavar="N", help="train N steps")
@@ -167,7 +170,7 @@ def train_board_run(args: argparse.Namespace, load_data: Callable) -> int:
     from ttforge.firmware.train_board import open_train_device
 
     dev = open_train_device(engine, sim=args.sim, port=args.port, baud=args.baud, timeout=args.timeout,
-                            train=state.config)
+                            train=state.config, **({"simulator": args.simulator} if args.sim else {}))
 
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
