@@ -14,6 +14,7 @@ of that step (layer, core or bias, element).
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -28,6 +29,7 @@ from ttforge.ir.train import (TrainConfig, TrainState, calibrate_state, check_ba
 from ttforge.ir.train_diverge import compare_states
 
 __all__ = ["FAMILIES", "TrainCase", "TrainCaseResult", "train_regress_case", "run_train_case", "train_regress",
+           "train_case_task",
            "family_config"]
 
 #: Engine families: (lanes, TrainConfig fields). A case's seed picks one; each is one build.
@@ -155,26 +157,79 @@ def _first_step(case: TrainCase, build) -> tuple[int | None, str | None]:
     return None, "the states differ after the whole run but not after any single step"
 
 
+def train_case_task(args: tuple) -> tuple[TrainCaseResult, str]:
+    """One case as a Dask task, on any worker: ``(seed, steps, build_root, fault)`` ->
+    ``(result, worker)``. The harness of the case's family is built there once (the build
+    cache's lock keeps two tasks of a worker machine from building the same key)."""
+    from ttforge.sim.cluster import one_at_a_time, where
+    from ttforge.sim.train_native import build_train_native
+
+    seed, steps, build_root, fault = args
+    with one_at_a_time():
+        case = train_regress_case(seed, steps)
+        try:
+            build = build_train_native(family_config(case.family), build_root=build_root, fault=fault)
+        except Exception as e:  # noqa: BLE001 - the case's verdict, as for a local run
+            return (TrainCaseResult(case.seed, case.family, case.describe(), steps, False,
+                                    error=f"{type(e).__name__}: {e}"[:300]), where())
+        return run_train_case(case, build), where()
+
+
 def train_regress(seeds: Sequence[int], steps: int, *, build_root=None, fault: str | None = None,
-                  on_case: Callable[[TrainCaseResult], None] | None = None) -> list[TrainCaseResult]:
+                  on_case: Callable[[TrainCaseResult], None] | None = None, jobs: int | None = None,
+                  cluster: str | None = None) -> list[TrainCaseResult]:
     """Run cases ``seeds`` for ``steps`` steps each on the native harness (one build per
     family, cached); results in the order of ``seeds``. ``fault``: build the RTL with a
     deliberate fault of :data:`ttforge.hw.faults.TRAIN_FAULTS` (a mutation run: some case
-    must fail)."""
-    from ttforge.sim.train_native import build_train_native
+    must fail). ``jobs`` > 1 or ``cluster`` (``"local"`` or a scheduler address/file) runs
+    each case as a Dask task, as ``ttforge regress`` does (:mod:`ttforge.sim.cluster`); the
+    verdicts are the same, ``on_case`` is called as cases finish."""
+    seeds = list(seeds)
+    if cluster is None and (jobs is None or int(jobs) <= 1):
+        from ttforge.sim.train_native import build_train_native
 
-    builds: dict[int, object] = {}
-    out = []
-    for seed in seeds:
-        case = train_regress_case(seed, steps)
-        if case.family not in builds:
-            builds[case.family] = build_train_native(family_config(case.family), build_root=build_root,
-                                                     fault=fault)
-        res = run_train_case(case, builds[case.family])
-        out.append(res)
+        builds: dict[int, object] = {}
+        out = []
+        for seed in seeds:
+            case = train_regress_case(seed, steps)
+            if case.family not in builds:
+                builds[case.family] = build_train_native(family_config(case.family), build_root=build_root,
+                                                         fault=fault)
+            res = run_train_case(case, builds[case.family])
+            out.append(res)
+            if on_case is not None:
+                on_case(res)
+        return out
+
+    from ttforge.sim.cluster import ClusterSpec, SchedulerLost, connect, run_tasks
+    from ttforge.sim.regress import MAX_JOBS
+
+    if cluster is None or cluster == "local":
+        n = int(jobs) if jobs is not None else (os.cpu_count() or 1)
+        spec = ClusterSpec.parse(None, max(1, min(n, len(seeds), MAX_JOBS)))
+    else:
+        spec = ClusterSpec.parse(cluster)
+    broot = None if build_root is None else str(build_root)
+    results: dict[int, TrainCaseResult] = {}
+
+    def done(i: int, outcome) -> None:
+        seed = seeds[i]
+        if isinstance(outcome, BaseException):   # the task itself failed (KilledWorker, ...)
+            res = TrainCaseResult(seed, -1, "?", steps, False, error=f"{type(outcome).__name__}: {outcome}"[:300])
+        else:
+            res = outcome[0]
+        results[seed] = res
         if on_case is not None:
             on_case(res)
-    return out
+
+    try:
+        with connect(spec) as client:
+            run_tasks(client, train_case_task, [(s, int(steps), broot, fault) for s in seeds], done,
+                      label="regress-train", worker_timeout=spec.worker_timeout)
+    except SchedulerLost as e:
+        raise SchedulerLost(f"--cluster {spec.describe()}: the scheduler went away after "
+                            f"{len(results)} of {len(seeds)} cases", done=e.done) from None
+    return [results[s] for s in seeds if s in results]
 
 
 #: the largest ``--steps`` of ``ttforge regress --train``
@@ -189,7 +244,7 @@ def check_train_args(args) -> None:
 
     if args.fault is not None and args.fault not in TRAIN_FAULTS:
         raise ConfigError(f"--fault {args.fault}: not a training fault; use one of {', '.join(TRAIN_FAULTS)}")
-    for flag, bad in (("--replay", args.replay), ("--config", args.config), ("--cluster", args.cluster)):
+    for flag, bad in (("--replay", args.replay), ("--config", args.config)):
         if bad:
             raise ConfigError(f"{flag}: not available with --train yet (it runs random training cases "
                               f"on the native harness); drop {flag}")
@@ -223,7 +278,8 @@ def run_train_cli(args) -> int:
         print(f"[{done[0]}/{len(seeds)}] seed {r.seed}: {verdict} ({r.describe}, {r.seconds:.1f} s)",
               file=sys.stderr, flush=True)
 
-    results = train_regress(seeds, args.steps, build_root=args.build_root, fault=args.fault, on_case=line)
+    results = train_regress(seeds, args.steps, build_root=args.build_root, fault=args.fault, on_case=line,
+                            jobs=args.jobs, cluster=args.cluster)
     table = Table(title=f"training regression: {len(results)} cases x {args.steps} steps (verilator-native)")
     for col in ("seed", "network", "steps", "cycles/step", "seconds", "result"):
         table.add_column(col)

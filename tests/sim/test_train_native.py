@@ -84,3 +84,24 @@ def test_regress_train_bad_arguments_are_one_line(argv, msg, tmp_path, capsys):
     rc = main(["regress", "--train", "--out", str(tmp_path / "o"), *argv])
     err = capsys.readouterr().err
     assert rc == 2 and msg in err and "Traceback" not in err
+
+
+def test_regress_train_on_a_local_dask_cluster_gives_the_local_verdicts(build, tmp_path, capsys):
+    """Two cases as Dask tasks (two workers) and the same two in this process: the same
+    verdicts and cycles; the CLI takes --jobs/--cluster with --train."""
+    import json
+
+    from ttforge.cli import main
+    from ttforge.sim.train_regress import train_regress
+
+    seeds = [18, 21]
+    assert all(train_regress_case(s, 1).family == 0 for s in seeds)   # the fixture's build serves them
+    local = train_regress(seeds, 6)
+    remote = train_regress(seeds, 6, jobs=2)
+    key = [(r.seed, r.passed, r.cycles_per_step, r.describe, r.error) for r in local]
+    assert key == [(r.seed, r.passed, r.cycles_per_step, r.describe, r.error) for r in remote]
+    assert all(r.passed for r in local)
+    rc = main(["regress", "--train", "--seed-start", "18", "--seeds", "1", "--steps", "4", "--cluster",
+               "--out", str(tmp_path / "out")])
+    assert rc == 0 and json.loads((tmp_path / "out" / "summary.json").read_text())["failed"] == 0
+    capsys.readouterr()
