@@ -18,11 +18,18 @@ names the section and key (``[quant] w_bits = 0 is out of range; give an integer
 ``[sim]``
     ``simulator`` (``auto``, ``verilator-native``, ``icarus``, ``verilator``),
     ``vectors`` (test-set samples run through the RTL), ``seed``.
+``[device_train]``
+    On-device training of the quantized network (off unless ``enabled = true``):
+    ``transport`` (``sim``: the simulated board; ``serial`` with ``port``, ``baud``),
+    ``epochs``, ``samples``, ``batch``, ``lanes``, ``lr_shift``, ``master_bits``,
+    ``rounding``, ``calib_samples``, ``eval_samples``, ``seed``, ``check`` (see
+    :class:`DeviceTrainSection`).
 ``[bitstream]``
     ``board`` (``icebreaker``, ``ulx3s`` or ``none``), ``freq_mhz``, ``seed``.
 ``[short]``
     What ``--short`` changes: ``epochs``, ``finetune_epochs``, ``qat_epochs``,
-    ``calib_samples``, ``vectors`` (each a cap), and the bitstream is not built.
+    ``calib_samples``, ``vectors``, ``device_samples`` (each a cap; on-device training
+    runs one epoch), and the bitstream is not built.
 
 The embedded default (:func:`default_config`) is ``examples/digits-icebreaker.toml``,
 packaged as ``ttforge/flow/default.toml`` (a link to that file, so there is one copy).
@@ -41,7 +48,7 @@ from typing import Any, Mapping
 from ttforge.errors import ConfigError, ShapeError, TTForgeError
 
 __all__ = ["FlowConfig", "FlowSection", "QuantSection", "HwSection", "SimSection",
-           "BitstreamSection", "ShortSection", "SIMULATORS", "BOARDS", "load_config",
+           "DeviceTrainSection", "BitstreamSection", "ShortSection", "SIMULATORS", "BOARDS", "load_config",
            "default_config", "DEFAULT_CONFIG"]
 
 #: The packaged default (a link to examples/digits-icebreaker.toml in the source tree).
@@ -191,6 +198,61 @@ class BitstreamSection:
 
 
 @dataclass(frozen=True)
+class DeviceTrainSection:
+    """``[device_train]``: train the quantized network on the board and check it.
+
+    Off unless ``enabled``. The integer training state continues the quantized network
+    (``ttforge train-int --from``: its widths, masters ``master_bits`` wide, 0 meaning four
+    bits wider than the cores), calibrated on ``calib_samples``; ``epochs`` epochs of
+    ``samples`` training samples (0: all) in batches of ``batch`` run on the training
+    accelerator (``lanes`` MAC lanes, memories sized to the network) on ``transport``
+    ``"sim"`` (the simulated board: the board top in Icarus with its real UART bridge) or
+    ``"serial"`` (a board running the training bitstream on ``port`` at ``baud``). With
+    ``check`` the golden trainer runs alongside and the first divergent step stops the run.
+    """
+
+    enabled: bool = False
+    transport: str = "sim"
+    port: str = ""
+    baud: int = 115200
+    epochs: int = 1
+    samples: int = 0
+    batch: int = 16
+    lanes: int = 4
+    lr_shift: int = 6
+    master_bits: int = 0
+    rounding: str = "stochastic"
+    calib_samples: int = 256
+    eval_samples: int = 0
+    seed: int = 0
+    check: bool = True
+
+    def __post_init__(self) -> None:
+        for key in ("enabled", "check"):
+            if not isinstance(getattr(self, key), bool):
+                raise ConfigError(f"[device_train] {key} = {getattr(self, key)!r} must be true or false")
+        _choice("device_train", "transport", self.transport, ("sim", "serial"))
+        if not isinstance(self.port, str):
+            raise ConfigError(f"[device_train] port = {self.port!r} must be a string like '/dev/ttyUSB0'")
+        if self.enabled and self.transport == "serial" and not self.port:
+            raise ConfigError("[device_train] transport = 'serial' needs port (e.g. port = '/dev/ttyUSB0')")
+        _int("device_train", "baud", self.baud, 300, 12_000_000)
+        _int("device_train", "epochs", self.epochs, 1, 1000)
+        _int("device_train", "samples", self.samples, 0, 10_000_000)
+        _int("device_train", "batch", self.batch, 1, 1024)
+        _int("device_train", "lanes", self.lanes, 1, 64)
+        if self.lanes & (self.lanes - 1):
+            raise ConfigError(f"[device_train] lanes = {self.lanes} must be a power of two (1, 2, 4, ... 64)")
+        _int("device_train", "lr_shift", self.lr_shift, 0, 30)
+        if self.master_bits:
+            _int("device_train", "master_bits", self.master_bits, 2, 24)
+        _choice("device_train", "rounding", self.rounding, ("stochastic", "nearest"))
+        _int("device_train", "calib_samples", self.calib_samples, 1, 10_000_000)
+        _int("device_train", "eval_samples", self.eval_samples, 0, 10_000_000)
+        _int("device_train", "seed", self.seed, 0)
+
+
+@dataclass(frozen=True)
 class ShortSection:
     """``[short]``: caps applied by ``--short`` (and no bitstream)."""
 
@@ -199,9 +261,11 @@ class ShortSection:
     qat_epochs: int = 0
     calib_samples: int = 256
     vectors: int = 16
+    device_samples: int = 64
 
     def __post_init__(self) -> None:
         _int("short", "epochs", self.epochs, 1)
+        _int("short", "device_samples", self.device_samples, 1)
         for key in ("finetune_epochs", "qat_epochs"):
             _int("short", key, getattr(self, key), 0)
         _int("short", "calib_samples", self.calib_samples, 1)
@@ -209,8 +273,9 @@ class ShortSection:
 
 
 _SECTIONS: dict[str, type] = {"flow": FlowSection, "quant": QuantSection, "hw": HwSection,
-                              "sim": SimSection, "bitstream": BitstreamSection, "short": ShortSection}
-_ALL = ("flow", "train", "quant", "hw", "sim", "bitstream", "short")
+                              "sim": SimSection, "device_train": DeviceTrainSection,
+                              "bitstream": BitstreamSection, "short": ShortSection}
+_ALL = ("flow", "train", "quant", "hw", "sim", "device_train", "bitstream", "short")
 
 
 def _section(name: str, cls: type, data: Any):
@@ -270,6 +335,7 @@ class FlowConfig:
     quant: QuantSection = field(default_factory=QuantSection)
     hw: HwSection = field(default_factory=HwSection)
     sim: SimSection = field(default_factory=SimSection)
+    device_train: DeviceTrainSection = field(default_factory=DeviceTrainSection)
     bitstream: BitstreamSection = field(default_factory=BitstreamSection)
     short: ShortSection = field(default_factory=ShortSection)
     source: Path | None = None
@@ -332,7 +398,11 @@ class FlowConfig:
                      finetune_epochs=min(self.train.finetune_epochs, s.finetune_epochs))
         q = replace(self.quant, qat_epochs=min(self.quant.qat_epochs, s.qat_epochs),
                     calib_samples=min(self.quant.calib_samples, s.calib_samples))
-        return replace(self, train=tr, quant=q, sim=replace(self.sim, vectors=min(self.sim.vectors, s.vectors)))
+        dt = self.device_train
+        dt = replace(dt, epochs=1, samples=min(dt.samples or s.device_samples, s.device_samples),
+                     eval_samples=min(dt.eval_samples or s.vectors, s.vectors))
+        return replace(self, train=tr, quant=q, sim=replace(self.sim, vectors=min(self.sim.vectors, s.vectors)),
+                       device_train=dt)
 
     def section(self, name: str) -> dict[str, Any]:
         """One section as plain data (what a stage's fingerprint records)."""

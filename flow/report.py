@@ -21,7 +21,7 @@ __all__ = ["write_report", "PLOTS"]
 
 #: The plots of a report (file names in the report stage's directory).
 PLOTS = ("training.png", "ranks.png", "memory.png", "stages.png")
-_STAGE_ORDER = ("train", "quantize", "compile", "rtl", "sim", "bitstream", "report")
+_STAGE_ORDER = ("train", "quantize", "compile", "rtl", "sim", "device-train", "bitstream", "report")
 
 
 def _pct(v: float | None) -> str:
@@ -214,6 +214,7 @@ def _sections(cfg, records: dict[str, dict], statuses: dict[str, str], short: bo
     else:
         out.append(("Verification (RTL vs integer golden executor, np.array_equal)", ["", ""],
                     [["simulation", statuses.get("sim", "not run")]], ""))
+    out += _device_train_sections(_summary(records, "device-train"), statuses)
     # stages
     rows = []
     for s in _STAGE_ORDER:
@@ -224,6 +225,50 @@ def _sections(cfg, records: dict[str, dict], statuses: dict[str, str], short: bo
                      rec.get("figure", "") if rec else ""])
     out.append(("Stages", ["stage", "status", "time (last run)", "key figure"], rows,
                 "short run (--short): fewer epochs and vectors, no bitstream" if short else ""))
+    return out
+
+
+def _device_train_sections(dev: dict[str, Any] | None, statuses: dict[str, str]) -> list:
+    """The on-device training tables: per epoch from the device, the equality verdict with
+    the state hashes, the memory against FP32 dense training, the speed at the board clock."""
+    title = "On-device training"
+    if not dev:
+        why = statuses.get("device-train", "not run")
+        return [(title, ["", ""], [["on-device training", why]], "")]
+    where = "simulated board (Icarus, UART bridge)" if dev["transport"] == "sim" else "board (serial)"
+    rows = [["start (quantized network)", "-", "-", "-", _pct(dev["start_test_acc"])]]
+    rows += [[f"epoch {h['epoch']}", f"{h['steps']:,}",
+              "-" if h["loss_bits"] is None else f"{h['loss_bits']:.3f}", _pct(h.get("train_acc")),
+              _pct(h["test_acc"])] for h in dev["history"]]
+    out = [(f"{title}: loss and accuracy per epoch", ["", "steps", "loss (bits, device)",
+                                                      "train acc (device)", "test acc (state read back)"],
+            rows, f"{where}; {dev['lanes']} lanes, batch {dev['batch']}; test accuracy on "
+                  f"{dev['eval_samples']:,} test samples")]
+    eq = dev["equal_to_golden"]
+    verdict = "not checked" if eq is None else ("yes" if eq else "NO")
+    rows = [["state equal to the golden trainer (byte for byte)", verdict],
+            ["state sha256 (device)", dev["state_sha256"]], ["start state sha256", dev["start_sha256"]],
+            ["steps / samples", f"{dev['steps']:,} / {dev['samples']:,}"]]
+    if dev.get("mismatch"):
+        rows.append(["first difference", dev["mismatch"]])
+    out.append((f"{title}: verification (golden trainer alongside, every step)", ["", ""], rows, ""))
+    m = dev["memory"]
+    rows = [[k.replace("_", " "), _n(v)] for k, v in m.get("items", {}).items() if k != "total"]
+    rows.append(["total (integer training on chip)", _n(m["total"])])
+    rows.append(["FP32 dense training with Adam (same layers, batch)", _n(m["fp32_dense_adam"])])
+    note = f"{m['ratio']:.1f}x less memory than FP32 dense training" if m.get("ratio") else ""
+    out.append((f"{title}: memory (bytes)", ["item", "bytes"], rows, note))
+    meas = dev.get("cycles_per_step_measured")
+    mac = dev.get("mac_cycles_per_step_measured")
+    rows = [["cycles per step (cycle model: samples there when taken)", _n(dev["cycles_per_step_model"])],
+            ["cycles per step (engine counter, with the waits for samples on the link)",
+             "-" if meas is None else _n(round(meas))],
+            ["MAC-lane cycles per step (program)", _n(dev["mac_cycles_per_step_model"])],
+            ["MAC-lane cycles per step (engine counter)", "-" if mac is None else _n(round(mac))],
+            [f"samples/s at {dev['clock_hz'] / 1e6:g} MHz", f"{dev['samples_per_s']:,.1f}"],
+            ["link bytes per sample", "-" if dev["link_bytes_per_sample"] is None
+             else f"{dev['link_bytes_per_sample']:,.1f}"]]
+    out.append((f"{title}: speed", ["", ""], rows, ""))
     return out
 
 

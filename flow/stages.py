@@ -38,7 +38,7 @@ __all__ = ["STAGES", "FlowError", "StageResult", "FlowResult", "run_flow", "fing
            "RECORD", "read_record"]
 
 #: Stage names, in order.
-STAGES = ("train", "quantize", "compile", "rtl", "sim", "bitstream", "report")
+STAGES = ("train", "quantize", "compile", "rtl", "sim", "device-train", "bitstream", "report")
 #: The record every completed stage writes into its directory.
 RECORD = "stage.json"
 _FORMAT = "ttforge-flow-stage"
@@ -347,6 +347,102 @@ def _stage_sim(ctx: _Ctx, out: Path) -> tuple[dict, str]:
     return summary, f"{sim}: {agree}/{n} vectors equal ({verdict}), {per:,.0f} cycles/vector{built}"
 
 
+def _stage_device_train(ctx: _Ctx, out: Path) -> tuple[dict, str]:
+    """Train the quantized network on the (simulated) board, epoch by epoch, checked
+    against the golden trainer; the state read back, per-epoch loss and accuracy from the
+    device, the memory table and the samples/s at the board clock."""
+    from ttforge.firmware.train_board import open_train_device
+    from ttforge.firmware.train_host import train_on_device
+    from ttforge.hw.trainer.engine import op_cycles
+    from ttforge.hw.trainer.program import Op, compile_training, fit_engine
+    from ttforge.ir.arith import quantize
+    from ttforge.ir.artifact import load_artifact
+    from ttforge.ir.train import predict
+    from ttforge.ir.train_loop import epoch_order, network_train_config, state_from_artifact
+    from ttforge.ir.train_memory import training_memory
+    from ttforge.ir.train_state import dumps_state, save_state
+    from ttforge.model.train_int import load_numpy
+
+    dt = ctx.cfg.device_train
+    net = load_artifact(ctx.dir("quantize") / "model.ttfa")
+    _, x, y, xt, yt = load_numpy(ctx.cfg.train.data)
+    x, xt = np.asarray(x, dtype=np.float64), np.asarray(xt, dtype=np.float64)
+    y, yt = np.asarray(y, dtype=np.int64), np.asarray(yt, dtype=np.int64)
+    tcfg = network_train_config(net, master_bits=dt.master_bits or None, rounding=dt.rounding)
+    state = state_from_artifact(net, x, y, config=tcfg, seed=dt.seed, lr_shift=dt.lr_shift,
+                                calib_samples=dt.calib_samples, meta={"from": "flow:" + ctx.cfg.name},
+                                labels=np.concatenate([y, yt]))
+    xq = quantize(x, tcfg.act_bits, state.in_exp)
+    n_eval = min(dt.eval_samples or len(yt), len(yt))
+    xqt, yte = quantize(xt[:n_eval], tcfg.act_bits, state.in_exp), yt[:n_eval]
+    ecfg = fit_engine(state, dt.batch, lanes=dt.lanes)
+    prog = compile_training(state, dt.batch, ecfg)
+    step_cycles = sum(op_cycles(op, ecfg, prog.slots) for op in prog.ops) + dt.batch * (x.shape[1] + 1)
+    step_macs = ecfg.lanes * sum(int(np.prod(op.N)) for op in prog.ops if op.OP in (Op.CONTRACT, Op.WGRAD))
+    b = _board(ctx)
+    clk = ctx.cfg.bitstream.clk_hz or (b.default_hz if b is not None else 50_000_000)
+    acc0 = float(np.mean(predict(state, xqt) == yte))
+    start_sha = hashlib.sha256(dumps_state(state)).hexdigest()
+    history, mismatch, equal = [], None, True
+    totals = {"steps": 0, "samples": 0, "seconds": 0.0, "cycles": 0, "mac_cycles": 0, "tx": 0, "rx": 0}
+    n = min(dt.samples or len(y), len(y))
+    ctx.say(f"device-train: {dt.epochs} epoch(s) of {n // dt.batch} steps on the "
+            f"{'simulated board' if dt.transport == 'sim' else dt.port}")
+    with open_train_device(ecfg, sim=dt.transport == "sim", port=dt.port or None, baud=dt.baud) as dev:
+        for epoch in range(1, dt.epochs + 1):
+            order = epoch_order(dt.seed, epoch, len(y))[:n]
+            batches = [(xq[order[i:i + dt.batch]], y[order[i:i + dt.batch]])
+                       for i in range(0, n - dt.batch + 1, dt.batch)]
+            run = train_on_device(dev, state, batches, check=dt.check, loss_every=1)
+            state = run.state
+            for k in ("steps", "samples", "cycles", "mac_cycles", "tx", "rx"):
+                totals[k] += int(getattr(run, k))
+            totals["seconds"] += run.seconds
+            # (step, loss in bits, correct, batch) of every step, from the device's logits
+            losses = [lb for _, lb, _, _ in run.losses if lb is not None]
+            seen = [(c, b) for _, _, c, b in run.losses if c is not None]
+            history.append({"epoch": epoch, "steps": run.steps, "samples": run.samples,
+                            "loss_bits": float(np.mean(losses)) if losses else None,
+                            "train_acc": sum(c for c, _ in seen) / sum(b for _, b in seen) if seen else None,
+                            "test_acc": float(np.mean(predict(state, xqt) == yte)),
+                            "cycles": run.cycles, "seconds": round(run.seconds, 3)})
+            ctx.say(f"device-train: epoch {epoch}: loss {history[-1]['loss_bits']}, "
+                    f"test acc {_pct(history[-1]['test_acc'])}")
+            if dt.check:
+                mismatch = run.mismatch
+                equal = equal and mismatch is None and dumps_state(run.state) == dumps_state(run.golden)
+                if not equal:
+                    break
+    save_state(state, out / "device.ttts")
+    mem = training_memory(state, dt.batch, lanes=dt.lanes)
+    summary = {
+        "transport": dt.transport, "lanes": dt.lanes, "batch": dt.batch, "engine": {
+            k: getattr(ecfg, k) for k in ("lanes", "act_depth", "grad_depth", "core_depth", "bias_depth",
+                                          "desc_depth", "max_batch", "acc_bits")},
+        "start_test_acc": acc0, "history": history, "eval_samples": n_eval, **totals,
+        "checked": dt.check, "equal_to_golden": equal if dt.check else None,
+        "mismatch": None if mismatch is None else str(mismatch),
+        "start_sha256": start_sha, "state_sha256": hashlib.sha256(dumps_state(state)).hexdigest(),
+        # the engine's own counters: MAC-lane cycles are the program's exactly; CYCLES also
+        # counts the cycles the engine waits for samples to arrive over the link
+        "cycles_per_step_model": step_cycles,
+        "cycles_per_step_measured": totals["cycles"] / totals["steps"] if totals["steps"] else None,
+        "mac_cycles_per_step_model": step_macs,
+        "mac_cycles_per_step_measured": totals["mac_cycles"] / totals["steps"] if totals["steps"] else None,
+        "clock_hz": clk, "samples_per_s": clk * dt.batch / step_cycles,
+        "link_bytes_per_sample": (totals["tx"] + totals["rx"]) / totals["samples"] if totals["samples"] else None,
+        "memory": {"items": mem["items"], "total": mem["items"]["total"],
+                   "fp32_dense_adam": mem["fp32_dense_adam"]["total"], "ratio": mem["ratio"]},
+    }
+    (out / "device_train.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    verdict = ("equal to the golden trainer" if equal else "DIVERGED from the golden trainer") if dt.check \
+        else "not checked"
+    last = history[-1] if history else {"test_acc": acc0}
+    steps = f"{totals['steps']} step{'s' if totals['steps'] != 1 else ''}"
+    return summary, (f"{steps} on the {'simulated board' if dt.transport == 'sim' else 'board'}, "
+                     f"test acc {_pct(acc0)} -> {_pct(last['test_acc'])}, {verdict}")
+
+
 def _stage_bitstream(ctx: _Ctx, out: Path) -> tuple[dict, str]:
     from ttforge.firmware.build import build
 
@@ -372,15 +468,17 @@ def _stage_report(ctx: _Ctx, out: Path) -> tuple[dict, str]:
 
 _RUN: dict[str, Callable[[_Ctx, Path], tuple[dict, str]]] = {
     "train": _stage_train, "quantize": _stage_quantize, "compile": _stage_compile,
-    "rtl": _stage_rtl, "sim": _stage_sim, "bitstream": _stage_bitstream, "report": _stage_report,
+    "rtl": _stage_rtl, "sim": _stage_sim, "device-train": _stage_device_train,
+    "bitstream": _stage_bitstream, "report": _stage_report,
 }
 #: config sections each stage reads; upstream stages whose outputs it reads
 _READS = {"train": ("train",), "quantize": ("quant",), "compile": ("hw",), "rtl": (),
-          "sim": ("sim",), "bitstream": ("bitstream",), "report": ("flow",)}
+          "sim": ("sim",), "device-train": ("device_train",), "bitstream": ("bitstream",),
+          "report": ("flow",)}
 _UPSTREAM = {"train": (), "quantize": ("train",), "compile": ("quantize",),
-             "rtl": ("quantize", "compile"), "sim": ("quantize", "compile"),
+             "rtl": ("quantize", "compile"), "sim": ("quantize", "compile"), "device-train": ("quantize",),
              "bitstream": ("quantize", "compile", "rtl", "sim"),
-             "report": ("train", "quantize", "compile", "rtl", "sim", "bitstream")}
+             "report": ("train", "quantize", "compile", "rtl", "sim", "device-train", "bitstream")}
 
 
 def _data_digest(spec: str) -> str:
@@ -399,10 +497,12 @@ def _inputs(ctx: _Ctx, name: str, statuses: dict[str, str]) -> dict[str, Any]:
     d: dict[str, Any] = {"stage": name, "config": {s: ctx.cfg.section(s) for s in _READS[name]}}
     if name == "compile":  # the board sizes the accelerator
         d["config"]["board"] = ctx.cfg.bitstream.board
-    if name in ("train", "sim"):  # training data; the test vectors come from the data too
+    if name in ("train", "sim", "device-train"):  # training data; the test vectors come from it too
         d["data"] = _data_digest(ctx.cfg.train.data)
-        if name == "sim":
+        if name != "train":
             d["config"]["data"] = ctx.cfg.train.data
+    if name == "device-train":  # the board clock of the samples/s figure
+        d["config"]["clock"] = [ctx.cfg.bitstream.board, ctx.cfg.bitstream.freq_mhz]
     d["upstream"] = {u: ctx.digest(u) for u in _UPSTREAM[name]}
     if name == "report":
         d["short"] = ctx.short
@@ -503,6 +603,8 @@ def _run_stages(cfg, root: Path, until, force, short, on_stage, on_done, say) ->
             why = stop
         elif i > last and name != "report":
             why = f"--until {until}"
+        elif name == "device-train" and not cfg.device_train.enabled:
+            why = "[device_train] enabled = false"
         elif name == "bitstream" and cfg.bitstream.board == "none":
             why = "no board ([bitstream] board = 'none')"
         elif name == "bitstream" and short:
@@ -528,6 +630,11 @@ def _run_stages(cfg, root: Path, until, force, short, on_stage, on_done, say) ->
                     res.status = "failed" if res.status == "ran" else res.status
                     res.reason = "the RTL outputs differ from the golden executor"
                     stop = "verification failed"
+            if name == "device-train" and res.record["summary"]["equal_to_golden"] is False:
+                result.verified = False
+                res.status = "failed" if res.status == "ran" else res.status
+                res.reason = "the device's training state differs from the golden trainer's"
+                stop = "verification failed"
         if name == "report" and res.record is not None:
             _publish(root)
         result.stages.append(res)

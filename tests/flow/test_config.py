@@ -70,7 +70,7 @@ def test_relative_data_resolves_against_the_config_file(tmp_path):
 
 
 @pytest.mark.parametrize("edit, message", [
-    (("[quant]", "[quantize]"), "unknown section 'quantize'; valid sections: flow, train, quant, hw, sim, bitstream, short"),
+    (("[quant]", "[quantize]"), "unknown section 'quantize'; valid sections: flow, train, quant, hw, sim, device_train, bitstream, short"),
     (("w_bits = 4", "w_bit = 4"), "[quant] unknown key 'w_bit'; valid keys: w_bits, act_bits"),
     (("w_bits = 4", "w_bits = 0"), "[quant] w_bits = 0 is out of range; give an integer in 2..8"),
     (("w_bits = 4", 'w_bits = "4"'), "[quant] w_bits = '4' must be an integer (2..8)"),

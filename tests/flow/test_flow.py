@@ -65,7 +65,7 @@ def test_second_run_skips_every_stage_and_is_fast(build_copy):
     elapsed = time.perf_counter() - t0
     st = _statuses(res)
     assert st == {"train": "skipped", "quantize": "skipped", "compile": "skipped", "rtl": "skipped",
-                  "sim": "skipped", "bitstream": "not run", "report": "skipped"}
+                  "sim": "skipped", "device-train": "not run", "bitstream": "not run", "report": "skipped"}
     assert res.verified is True
     assert elapsed < 10, f"an all-skipped run took {elapsed:.1f} s"
 
@@ -102,7 +102,7 @@ def test_changing_sim_vectors_reruns_only_sim_and_report(build_copy):
     cfg2 = replace(cfg, short=replace(cfg.short, vectors=cfg.short.vectors + 3))
     st = _statuses(run_flow(cfg2, build_copy, short=True))
     assert st == {"train": "skipped", "quantize": "skipped", "compile": "skipped", "rtl": "skipped",
-                  "sim": "ran", "bitstream": "not run", "report": "ran"}
+                  "sim": "ran", "device-train": "not run", "bitstream": "not run", "report": "ran"}
     assert _record(build_copy, "sim")["summary"]["vectors"] == cfg.short.vectors + 3
 
 
@@ -181,7 +181,7 @@ def test_until_and_force_validate_stage_names(tmp_path, capsys):
     (tmp_path / "busy" / "x.txt").write_text("mine")
     with pytest.raises(ConfigError, match="is not empty and not a ttforge flow build"):
         run_flow(default_config(), tmp_path / "busy", until="train")
-    assert set(STAGES) == {"train", "quantize", "compile", "rtl", "sim", "bitstream", "report"}
+    assert STAGES == ("train", "quantize", "compile", "rtl", "sim", "device-train", "bitstream", "report")
 
 
 def test_a_model_too_big_for_the_board_fails_at_compile(tmp_path, capsys):
