@@ -12,8 +12,15 @@ the model does not fit the board or timing is not met at the board clock.
 The bitstream holds the accelerator for one :class:`~ttforge.hw.config.AccelConfig`,
 not the network: networks are loaded at run time over the UART (``ttforge run``), so one
 bitstream runs every artifact that fits its config.
+
+``--train STATE`` builds the training board top instead
+(:class:`~ttforge.firmware.train_board.TrainBoardTop`): the engine is the smallest that
+trains the state at ``--batch`` with ``--lanes`` (:func:`train_board_config`, i.e.
+:func:`~ttforge.hw.trainer.program.fit_engine`), the same memory check, toolchain and
+manifest, plus the training register map (JSON, C header, Markdown).
 """
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -28,7 +35,8 @@ from ttforge.errors import ConfigError
 from ttforge.errors import BuildError  # noqa: F401 - defined in ttforge.errors
 
 __all__ = ["BuildError", "build", "check_timing", "toolchain_env", "MARKER", "memory_bits", "BRAM_BITS",
-           "SPRAM_BITS", "memory_parts", "memory_misfit", "board_config"]
+           "SPRAM_BITS", "memory_parts", "memory_misfit", "board_config", "train_board_config",
+           "TRAIN_REGMAP_FILES"]
 
 MARKER = "build.json"
 BUILD_FORMAT = "ttforge-build"
@@ -69,9 +77,27 @@ def toolchain_env(family: str) -> dict[str, str]:
     return env
 
 
+def _is_train(config) -> bool:
+    from ttforge.hw.trainer.program import TrainEngineConfig
+    return isinstance(config, TrainEngineConfig)
+
+
 def memory_parts(config) -> dict[str, int]:
-    """Bits of each of the accelerator's memories: ``cores``, ``biases``, ``buffers``
-    (the two ping-pong buffers together) and ``descriptors``."""
+    """Bits of each of the accelerator's memories: for an ``AccelConfig`` ``cores``,
+    ``biases``, ``buffers`` (the two ping-pong buffers together) and ``descriptors``; for a
+    ``TrainEngineConfig`` the training engine's ``act``, ``grad``, ``cmem``, ``bmem``,
+    ``dmem``, ``labels``, ``maxacc`` and the loss unit's ``exp2`` table (as
+    :class:`~ttforge.hw.trainer.engine.TrainEngine` declares them)."""
+    if _is_train(config):
+        from ttforge.hw.trainer.program import TRAIN_DESC_WORDS
+
+        c, tc = config, config.train
+        return {"act": c.act_depth * c.lanes * c.act_store_bits,
+                "grad": c.grad_depth * c.lanes * c.grad_store_bits,
+                "cmem": c.core_depth * tc.master_bits, "bmem": c.bias_depth * tc.bias_bits,
+                "dmem": c.desc_depth * TRAIN_DESC_WORDS * 32, "labels": c.max_batch * 16,
+                "maxacc": c.desc_depth * c.acc_bits,
+                "exp2": (1 << tc.table_frac_bits) * (tc.table_bits + 1)}
     from ttforge.hw.config import DESC_WORDS
 
     return {"cores": config.core_depth * config.core_bits,
@@ -103,12 +129,14 @@ def memory_misfit(config, device: str) -> str | None:
     if need <= have:
         return None
     kb = {k: f"{v / 1024:.1f}" for k, v in parts.items()}
-    why = (f"the accelerator's memories need {need / 1024:.1f} kbit (cores {kb['cores']} + "
-           f"biases {kb['biases']} + buffers 2 x {config.buf_depth} x {config.inter_bits} bit = "
-           f"{kb['buffers']} + descriptors {kb['descriptors']}) but the {DEVICES[device].title} "
-           f"has {have / 1024:.0f} kbit of block RAM")
+    if "buffers" in parts:
+        kb["buffers"] = f"2 x {config.buf_depth} x {config.inter_bits} bit = {kb['buffers']}"
+    what = "training engine's" if _is_train(config) else "accelerator's"
+    why = (f"the {what} memories need {need / 1024:.1f} kbit ("
+           + " + ".join(f"{k} {v}" for k, v in kb.items())
+           + f") but the {DEVICES[device].title} has {have / 1024:.0f} kbit of block RAM")
     spram = SPRAM_BITS.get(device, 0)
-    if spram and parts["buffers"] <= spram and need - parts["buffers"] <= have:
+    if spram and "buffers" in parts and parts["buffers"] <= spram and need - parts["buffers"] <= have:
         why += (f"; the buffers alone would fit its {spram // 1024} kbit of SPRAM, but they are "
                 "simple dual-port memories (a read and a write port each), which map to block "
                 "RAM only, not to the single-port SB_SPRAM256KA")
@@ -146,6 +174,33 @@ def board_config(board, artifact=None, config_file=None, lanes=None):
     else:
         raise ConfigError("give an ARTIFACT or --config FILE (the accelerator to build)")
     return cfg, net
+
+
+#: the training register map's files in a ``--train`` build (name -> TrainRegisterMap method)
+TRAIN_REGMAP_FILES = {"train_regmap.json": "to_json", "train_regs.h": "to_c_header",
+                      "train_regmap.md": "to_markdown"}
+
+
+def train_board_config(board, state_path, batch=None, lanes=None):
+    """``(TrainEngineConfig, TrainState, batch)``: the smallest training engine
+    (:func:`~ttforge.hw.trainer.program.fit_engine`) that trains the state at
+    ``state_path`` on batches of ``batch`` samples (default: the state's, or 32) with
+    ``lanes`` lanes (default: the board's), each argument checked in one line."""
+    from ttforge.hw.trainer.program import fit_engine
+    from ttforge.ir.train import check_batch
+    from ttforge.ir.train_state import load_state
+
+    for flag, v, hi in (("--batch", batch, 4096), ("--lanes", lanes, 64)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= hi):
+            raise ConfigError(f"{flag} {v!r} must be an integer in 1..{hi}")
+    if lanes is not None and lanes & (lanes - 1):
+        raise ConfigError(f"--lanes {lanes} must be a power of two (1, 2, 4, ... 64): the engine "
+                          "splits the batch slots evenly over its lanes")
+    state = load_state(state_path)
+    batch = int(batch if batch is not None else state.meta.get("batch", 32))
+    check_batch(state, batch)
+    lanes = int(lanes if lanes is not None else board.default_lanes)
+    return fit_engine(state, batch, lanes=lanes), state, batch
 
 
 def _sha256(path: Path) -> str:
@@ -225,8 +280,12 @@ def place_with_seeds(place, work: Path, seed: int | None) -> tuple[int, Path, li
 
 def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=None,
           clk_hz: int | None = None, baud: int | None = None, seed: int | None = None,
-          keep: str | None = None) -> dict[str, Any]:
+          keep: str | None = None, train=None, batch: int | None = None) -> dict[str, Any]:
     """Build the bitstream of ``board_key`` into ``out_dir`` (atomically); the manifest.
+
+    ``train`` (a training-state path) builds the training board top for that state at
+    ``batch`` instead of the inference accelerator (:func:`train_board_config`); it
+    excludes ``artifact`` and ``config_file``.
 
     ``seed`` is nextpnr's placer seed. ``None`` tries seeds ``1..PLACEMENT_SEEDS`` in
     order and keeps the first that places and routes: near a small device's capacity
@@ -246,13 +305,29 @@ def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=Non
     divisor = uart_divisor(clk_hz, baud)                      # checks the baud rate
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31):
         raise ConfigError(f"--seed={seed!r} must be an integer in 0..{2**31 - 1} (nextpnr's placer seed)")
+    if train is not None and (artifact is not None or config_file):
+        raise ConfigError("--train STATE builds the training engine sized for the state; drop "
+                          "ARTIFACT and --config (they size the inference accelerator)")
+    if train is None and batch is not None:
+        raise ConfigError("--batch is for --train STATE (the training engine's batch); drop it")
+    if train is not None:
+        from ttforge.atomic import note_input
+        note_input(train)      # -o never replaces the state the build reads
     out = check_output_dir(out_dir, "-o")
     _own_output(out)  # a directory holding anything but a previous build is never replaced
-    cfg, net = board_config(b, artifact, config_file, lanes)
+    if train is not None:
+        from ttforge.firmware.train_board import TrainBoardTop
+
+        cfg, _, batch = train_board_config(b, train, batch, lanes)
+        make_top, fix = TrainBoardTop, ("use a smaller --batch, fewer --lanes or a smaller network"
+                                        + (" (or the ulx3s)" if b.key != "ulx3s" else ""))
+    else:
+        cfg, net = board_config(b, artifact, config_file, lanes)
+        make_top, fix = BoardTop, "use a smaller model or another board"
     dev = DEVICES[b.device]
     misfit = memory_misfit(cfg, b.device)
     if misfit:
-        raise ConfigError(f"does not fit: {misfit}; use a smaller model or another board")
+        raise ConfigError(f"does not fit: {misfit}; {fix}")
     env_tools = toolchain_env(dev.family)
 
     name = f"ttforge_{b.key}"
@@ -270,7 +345,7 @@ def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=Non
         over = {**env_tools, f"AMARANTH_ENV_{toolchain.upper()}": str(envfile),
                 f"AMARANTH_ENV_{platform_toolchain}": str(envfile)}
         platform = b.platform()
-        top = BoardTop(b.key, cfg, clk_hz=clk_hz, baud=baud)
+        top = make_top(b.key, cfg, clk_hz=clk_hz, baud=baud)
         saved = {k: os.environ.get(k) for k in over}
         os.environ.update(over)
         t0 = time.monotonic()
@@ -309,7 +384,7 @@ def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=Non
             "board": b.key, "title": b.title, "device": b.device,
             "clock_hz": clk_hz, "baud": baud, "uart_divisor": divisor, "seed": int(seed),
             "failed_seeds": failed,
-            "config": cfg.to_dict(),
+            "config": dataclasses.asdict(cfg) if train is not None else cfg.to_dict(),
             "artifact": None if artifact is None else {
                 "path": str(artifact), "sha256": _sha256(Path(artifact).expanduser())},
             "resources": resources, "fmax_mhz": fmax, "timing_met": True,
@@ -321,6 +396,14 @@ def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=Non
                  "pnr_report.json": (bdir / "report.json").read_bytes(),
                  "nextpnr.log": (bdir / f"{name}.tim").read_bytes(),
                  }
+        if train is not None:
+            from ttforge.hw.trainer.regmap import train_register_map
+
+            regmap = train_register_map(cfg)
+            manifest["train"] = {"state": {"path": str(train), "sha256": _sha256(Path(train).expanduser())},
+                                 "batch": batch, "lanes": cfg.lanes,
+                                 "memory_bits": memory_parts(cfg)}
+            files.update({f: getattr(regmap, meth)().encode() for f, meth in TRAIN_REGMAP_FILES.items()})
         manifest["files"] = {name: hashlib.sha256(data).hexdigest() for name, data in sorted(files.items())}
         files[MARKER] = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
         write_files_atomically(out, files, owner=_own_output)

@@ -40,8 +40,13 @@ def _add_build(p: argparse.ArgumentParser) -> None:
                    help="size the accelerator for this artifact (the smallest config that runs it)")
     p.add_argument("--board", required=True, metavar="BOARD", help="ulx3s or icebreaker")
     p.add_argument("--config", metavar="FILE", help="an AccelConfig (JSON or TOML) instead of sizing")
+    p.add_argument("--train", metavar="STATE",
+                   help="build the training engine instead, the smallest that trains this state "
+                        "(.ttts, e.g. from ttforge train-int) at --batch")
+    p.add_argument("--batch", type=int, metavar="B",
+                   help="--train: samples per step (default: the state's, or 32)")
     p.add_argument("--lanes", type=int, metavar="L",
-                   help="MAC lanes (default: 4 on the ulx3s, 1 on the icebreaker)")
+                   help="MAC lanes (default: 4 on the ulx3s, 1 on the icebreaker; --train: a power of two)")
     p.add_argument("--freq", type=float, metavar="MHZ",
                    help="system clock (ulx3s: 25, 40, 50 (default), 60, 62.5, 75, 100; icebreaker: 12)")
     p.add_argument("--baud", type=int, default=None, metavar="N", help="UART baud rate (default 115200)")
@@ -65,7 +70,8 @@ def _run_build(args: argparse.Namespace) -> int:
                                    f"{b.default_hz / 1e6:g})")
     clk = None if args.freq is None else int(round(args.freq * 1e6))
     man = build(b.key, out, artifact=args.artifact, config_file=args.config, lanes=args.lanes,
-                clk_hz=clk, baud=args.baud, seed=args.seed, keep=args.keep)
+                clk_hz=clk, baud=args.baud, seed=args.seed, keep=args.keep, train=args.train,
+                batch=args.batch)
     if args.json:
         print(json.dumps(man, indent=2, sort_keys=True))
         return 0
@@ -75,6 +81,10 @@ def _run_build(args: argparse.Namespace) -> int:
     print(f"Fmax {man['fmax_mhz']} MHz (timing met at {man['clock_hz'] / 1e6:g} MHz), "
           f"built in {man['seconds']} s")
     bit = man["bitstream"]
+    if "train" in man:
+        t = man["train"]
+        print(f"training engine: {t['lanes']} lanes, batch {t['batch']}; register map in "
+              f"{Path(out) / 'train_regmap.md'} (and .json, train_regs.h)")
     print(f"wrote {Path(out) / bit['file']} ({bit['bytes']} bytes, sha256 {bit['sha256']}) "
           f"and {Path(out) / 'build.json'}")
     return 0
