@@ -1,0 +1,103 @@
+"""``ttforge build --train STATE``: argument and fit errors are one line, exit status 2, with
+nothing written and no toolchain run; the memory check counts exactly the memories the
+training engine declares."""
+
+from __future__ import annotations
+
+from argparse import Namespace
+
+import pytest
+
+from ttforge.cli import main
+
+
+@pytest.fixture(scope="module")
+def state(tmp_path_factory):
+    """The default digits network of ``ttforge train-int`` (64 -> TT 64 -> 10), as a state file."""
+    from ttforge.ir.train import TrainConfig, init_state
+    from ttforge.ir.train_loop import tt_layers
+    from ttforge.ir.train_state import save_state
+
+    cfg = TrainConfig()
+    a = Namespace(hidden=None, cores=None, ranks=None, in_modes=None, out_modes=None)
+    st = init_state(tt_layers(a, 64, 10, True), cfg, seed=0, lr_shift=7, in_exp=-(cfg.act_bits - 1))
+    path = tmp_path_factory.mktemp("st") / "state.ttts"
+    save_state(st.replace(meta={"batch": 16}), path)
+    return path
+
+
+@pytest.fixture
+def no_toolchain(monkeypatch):
+    """Any attempt to run the toolchain fails the test: every error must come before it."""
+    import ttforge.firmware.build as fb
+
+    def boom(*a, **k):
+        raise AssertionError("the toolchain was reached")
+    monkeypatch.setattr(fb, "toolchain_env", boom)
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["--board", "ulx3s", "--batch", "4", "--config", "x.json"], "--batch is for --train STATE"),
+    (["--board", "ulx3s", "--train", "{state}", "x.ttfa"], "drop ARTIFACT and --config"),
+    (["--board", "ulx3s", "--train", "{state}", "--config", "c.json"], "drop ARTIFACT and --config"),
+    (["--board", "ulx3s", "--train", "{state}", "--lanes", "3"], "--lanes 3 must be a power of two"),
+    (["--board", "ulx3s", "--train", "{state}", "--lanes", "128"], "--lanes 128 must be an integer in 1..64"),
+    (["--board", "ulx3s", "--train", "{state}", "--batch", "0"], "--batch 0 must be an integer in 1..4096"),
+    (["--board", "ulx3s", "--train", "{state}", "--batch", "99999999"], "--batch 99999999 must be"),
+    (["--board", "ulx3s", "--train", "{state}", "--freq", "33"], "--freq 33 MHz is not available"),
+    (["--board", "ulx3s", "--train", "{tmp}/missing.ttts"], "does not exist; give the path of a training state"),
+    (["--board", "ulx3s", "--train", "{tmp}/garbage.ttts"], "garbage.ttts"),
+    (["--board", "ulx3s", "--train", "{tmp}"], "is a directory; give the state file"),
+    (["--board", "icebreaker", "--train", "{state}", "--batch", "4"],
+     "does not fit: the training engine's memories need "),
+    (["--board", "icebreaker", "--train", "{state}", "--lanes", "16"],
+     "the iCE40UP5K-SG48 (iCEBreaker) has 120 kbit of block RAM; use a smaller --batch, fewer --lanes"),
+])
+def test_bad_arguments_are_one_line_and_write_nothing(capsys, tmp_path, state, no_toolchain, extra, match):
+    (tmp_path / "garbage.ttts").write_bytes(b"not a state")
+    out = tmp_path / "out"
+    argv = ["build", *[a.format(state=state, tmp=tmp_path) for a in extra], "-o", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert match in err, err
+    assert not out.exists()
+
+
+def test_the_output_is_never_the_state_it_reads(capsys, state, no_toolchain):
+    assert main(["build", "--board", "ulx3s", "--train", str(state), "-o", str(state.parent)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "-o" in err, err
+    assert state.is_file()
+
+
+def test_a_state_that_fits_reaches_the_toolchain(capsys, tmp_path, state, no_toolchain):
+    """The sibling of the misfits above: the same state at batch 1 passes every check (the
+    toolchain stub is reached), so the errors come from the arguments, not the state."""
+    main(["build", "--board", "icebreaker", "--train", str(state), "--batch", "1", "-o", str(tmp_path / "out")])
+    assert "the toolchain was reached" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("lanes, batch", [(1, 1), (4, 16), (16, 16)])
+def test_memory_parts_are_the_memories_the_engine_declares(state, monkeypatch, lanes, batch):
+    """Every ``lib.memory.Memory`` the elaborated training engine creates, in bits, is one
+    of ``memory_parts`` (no memory missed, none counted that is not there)."""
+    from amaranth.hdl import Fragment, Shape
+    from amaranth.lib import memory
+
+    from ttforge.firmware.build import memory_parts
+    from ttforge.hw.trainer.engine import TrainEngine
+    from ttforge.hw.trainer.program import fit_engine
+    from ttforge.ir.train_state import load_state
+
+    declared = []
+    init = memory.Memory.__init__
+
+    def record(self, *, shape, depth, **kw):
+        declared.append(Shape.cast(shape).width * depth)
+        init(self, shape=shape, depth=depth, **kw)
+    monkeypatch.setattr(memory.Memory, "__init__", record)
+    cfg = fit_engine(load_state(state), batch, lanes)
+    Fragment.get(TrainEngine(cfg), None)
+    assert sorted(declared) == sorted(memory_parts(cfg).values())
