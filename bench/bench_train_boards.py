@@ -110,16 +110,18 @@ def one_build(board: str, state: Path, work: Path, *, batch: int, lanes: int,
 
 
 def part_ulx3s(work: Path, state: Path) -> dict:
+    env = _env()          # the tree the measurement starts from
     return {"network": "train-int default digits", **ULX3S,
             "build": one_build("ulx3s", state, work, batch=ULX3S["batch"], lanes=ULX3S["lanes"],
                                clk_hz=ULX3S["clk_hz"]),
-            "env": _env()}
+            "env": env}
 
 
 def part_icebreaker(work: Path, state: Path) -> dict:
     from ttforge.firmware.board import board as get_board
     from ttforge.firmware.build import memory_misfit, memory_parts, train_board_config
 
+    env = _env()          # the tree the measurement starts from
     b = get_board("icebreaker")
     mem = []
     for batch in ICEBREAKER_BATCHES:
@@ -128,7 +130,7 @@ def part_icebreaker(work: Path, state: Path) -> dict:
                     "misfit": memory_misfit(cfg, b.device)})
     # the smallest engine: lanes 1, batch 1 (larger batches add memory, not logic)
     return {"network": "train-int default digits", "memory_by_batch": mem,
-            "build": one_build("icebreaker", state, work, batch=1, lanes=1), "env": _env()}
+            "build": one_build("icebreaker", state, work, batch=1, lanes=1), "env": env}
 
 
 def main(argv=None) -> int:

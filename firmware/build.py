@@ -207,14 +207,14 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _why_failed(build_dir: Path, name: str, device_title: str) -> str:
+def _why_failed(build_dir: Path, name: str, device_title: str, fix: str) -> str:
+    """Why the toolchain failed, one clause; ``fix`` follows a logic overflow."""
     from ttforge.hw.synth import log_overflow
 
     tim = build_dir / f"{name}.tim"
     over = log_overflow(tim)
     if over:
-        return (f"the design does not fit the {device_title}: {over}; use fewer lanes, a "
-                "smaller model or the ulx3s")
+        return f"the design does not fit the {device_title}: {over}; {fix}"
     for log, tool in ((tim, "nextpnr"), (build_dir / f"{name}.rpt", "yosys")):
         try:
             lines = log.read_text(errors="replace").splitlines()
@@ -319,11 +319,20 @@ def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=Non
         from ttforge.firmware.train_board import TrainBoardTop
 
         cfg, _, batch = train_board_config(b, train, batch, lanes)
-        make_top, fix = TrainBoardTop, ("use a smaller --batch, fewer --lanes or a smaller network"
-                                        + (" (or the ulx3s)" if b.key != "ulx3s" else ""))
+        other = " (or the ulx3s)" if b.key != "ulx3s" else ""
+        make_top, fix = TrainBoardTop, f"use a smaller --batch, fewer --lanes or a smaller network{other}"
+        # the engine's logic grows with the lanes and the widths, hardly with the network or
+        # the batch (they size memories): past one lane, only another board helps
+        if cfg.lanes > 1:
+            logic_fix = f"use fewer --lanes{other}"
+        elif other:
+            logic_fix = "one lane is the smallest training engine; build for the ulx3s"
+        else:
+            logic_fix = "train with narrower widths (the state's TrainConfig)"
     else:
         cfg, net = board_config(b, artifact, config_file, lanes)
         make_top, fix = BoardTop, "use a smaller model or another board"
+        logic_fix = "use fewer lanes, a smaller model or the ulx3s"
     dev = DEVICES[b.device]
     misfit = memory_misfit(cfg, b.device)
     if misfit:
@@ -359,7 +368,7 @@ def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=Non
                                    nextpnr_opts=f"--seed {attempt} --report report.json --timing-allow-fail",
                                    **extra)
                 except subprocess.CalledProcessError:
-                    return _why_failed(bdir, name, dev.title)
+                    return _why_failed(bdir, name, dev.title, logic_fix)
                 return None
 
             seed, bdir, failed = place_with_seeds(place, work, seed)
