@@ -519,7 +519,9 @@ def block_train_hw() -> str:
     srows = []
     for r in sy["runs"]:
         if r.get("fmax_mhz") is None:
-            srows.append([r["seed"], "", "", "", "", f"no result ({r.get('error') or r.get('overflow') or 'no Fmax'}, "
+            pl = (f"{r['placed_fmax_mhz']:.2f}, **placement estimate**; routing " if r.get("placed_fmax_mhz")
+                  else "")
+            srows.append([r["seed"], "", "", "", "", f"{pl}no result ({r.get('error') or r.get('overflow') or 'no Fmax'}, "
                           f"{r['pnr_s']:,} s)", ""])
             continue
         rs = r["resources"]
@@ -544,7 +546,25 @@ def block_train_hw() -> str:
         est = [r["fmax_mhz"] for r in sy["runs"] if r.get("fmax_mhz")]
         out += ("No seed routed: the Fmax is nextpnr's estimate after placement"
                 + ("; the 100 MHz goal is **not met**. " if est and max(est) < 100 else ". "))
+    pf = (sy.get("summary") or {}).get("placed_fmax_mhz")
+    if pf:
+        out += (f"Post-placement estimate over seed{'s' if len(pf['seeds']) > 1 else ''} "
+                f"{', '.join(map(str, pf['seeds']))}: min {pf['min']:.2f}, median {pf['median']:.2f} MHz. ")
     out += f"From `train_hw.json` at {src(sy['env'])}."
+    steps = d.get("fmax_steps") or []
+    if steps:     # the timing work, one nextpnr run a row (bench_train_hw.py --label)
+        def cpath(cp):
+            return (f"{cp['delay_ns']:.2f} ns, {cp['logic_levels']} levels, `{(cp.get('start') or {}).get('cell')}`"
+                    f" -> `{(cp.get('end') or {}).get('cell')}`") if cp else ""
+        srows = [[st["label"], st.get("depths", ""), f"`{(st.get('git_commit') or '')[:7]}`"
+                  + (" (dirty)" if st.get("git_dirty") else ""), st["seed"],
+                  "" if st.get("fmax_mhz") is None else
+                  f"{st['fmax_mhz']:.2f}" + ("" if st["routed"] else " (placement estimate)"),
+                  _num(st["lut4"]) if st.get("lut4") else "", _num(st["ff"]) if st.get("ff") else "",
+                  cpath(st.get("critical_path") or {})] for st in steps]
+        out += "\n\nThe timing work, one nextpnr run a row (`fmax_steps`):\n\n" + table(
+            ["change", "engine", "commit", "seed", "Fmax MHz", "LUT4 (synthesis)", "FF (synthesis)",
+             "critical path"], srows)
     # samples per second at the measured clock against the C integer step on one core
     ti = load("train_int") or {}
     speed = (((ti.get("parts") or {}).get("speed") or {}).get("speed") or {}).get("mnist") or {}

@@ -234,7 +234,7 @@ def _placed_estimate(log: Path) -> float | None:
 
 
 def part_synth(seeds: list[int], work: Path, timeout: float, no_route: bool = False,
-               section: str = "synth", depths: dict = SYNTH_DEPTHS) -> dict:
+               section: str = "synth", depths: dict = SYNTH_DEPTHS, collect: bool = False) -> dict:
     from ttforge.hw.synth import DEVICES, _stat_cells, harness_verilog, parse_report
     from ttforge.hw.tools import run_tool
 
@@ -270,11 +270,21 @@ def part_synth(seeds: list[int], work: Path, timeout: float, no_route: bool = Fa
         t = time.time()
         key = (seed, not no_route)
         try:
-            run_tool(dev.nextpnr, [*dev.pnr_args, "--json", "../netlist.json", "--report", "report.json",
-                                   "--freq", "100", "--seed", str(seed), "--timing-allow-fail",
-                                   "-l", "nextpnr.log", "-q", "--lpf-allow-unconstrained",
-                                   *(["--no-route"] if no_route else [])],
-                     cwd=sd, timeout=timeout)
+            if collect:              # a run made (or stopped) outside this process: its files
+                log, rpt = sd / "nextpnr.log", sd / "report.json"
+                if not log.exists() or log.stat().st_mtime < net.stat().st_mtime:
+                    raise FileNotFoundError(f"no nextpnr log of this netlist in {sd}")
+                t = sd.stat().st_mtime          # the log's creation: the run's start
+                if not rpt.exists() or rpt.stat().st_mtime < net.stat().st_mtime:
+                    t = time.time() - (log.stat().st_mtime - t)
+                    raise RuntimeError("nextpnr did not finish (stopped)")
+                t = time.time() - (rpt.stat().st_mtime - t)
+            else:
+                run_tool(dev.nextpnr, [*dev.pnr_args, "--json", "../netlist.json", "--report", "report.json",
+                                       "--freq", "100", "--seed", str(seed), "--timing-allow-fail",
+                                       "-l", "nextpnr.log", "-q", "--lpf-allow-unconstrained",
+                                       *(["--no-route"] if no_route else [])],
+                         cwd=sd, timeout=timeout)
         except Exception as e:       # the timeout: recorded, not a figure (but the placement's)
             runs[key] = {"seed": seed, "routed": not no_route, "pnr_s": round(time.time() - t),
                          "error": f"{type(e).__name__}: {str(e)[:200]}",
@@ -329,6 +339,9 @@ def main(argv=None) -> int:
                    help="place only: nextpnr's post-placement Fmax estimate (when routing takes hours)")
     p.add_argument("--small", action="store_true",
                    help="synth part: the engine with small memories (SMALL_DEPTHS), into section synth_small")
+    p.add_argument("--collect", action="store_true",
+                   help="synth part: record the seeds' nextpnr runs already in the work directory "
+                        "(one stopped by hand keeps its post-placement estimate) instead of running nextpnr")
     p.add_argument("--label", default=None,
                    help="with --small: also append the runs to fmax_steps under this label (what changed)")
     a = p.parse_args(argv)
@@ -340,7 +353,8 @@ def main(argv=None) -> int:
     else:
         work = Path(a.work + ("-small" if a.small else ""))
         section = part_synth([int(s) for s in a.seeds.split(",")], work, a.pnr_timeout, a.no_route,
-                             section=key, depths=SMALL_DEPTHS if a.small else SYNTH_DEPTHS)
+                             section=key, depths=SMALL_DEPTHS if a.small else SYNTH_DEPTHS,
+                             collect=a.collect)
     # read the file only now: another part may have written it while this one ran
     out = json.loads(OUT.read_text()) if OUT.exists() else {"benchmark": "train_hw"}
     out["commands"] = {"cycles": "python bench/bench_train_hw.py --part cycles",
@@ -360,7 +374,7 @@ def main(argv=None) -> int:
                     "fmax_mhz": r.get("fmax_mhz"), "lut4": cells.get("LUT4"), "ff": cells.get("TRELLIS_FF"),
                     "critical_path": r.get("critical_path") or {}})
     atomic_write_text(OUT, json.dumps(out, indent=1) + "\n")
-    print(json.dumps(out[a.part].get("rows") or out[a.part].get("summary"), indent=1)[:3000])
+    print(json.dumps(out[key].get("rows") or out[key].get("summary"), indent=1)[:3000])
     return 0
 
 
