@@ -71,6 +71,35 @@ def _pnr_util(log: Path) -> dict:
     return {name: [int(u), int(a)] for name, u, a, _ in _UTIL.findall(text)}
 
 
+def _synth_cells(rpt: Path) -> dict:
+    """The primitive cell counts of yosys's ``stat`` in the build's report (``{cell: n}``;
+    the last count of each, as the report lists the flattened top last)."""
+    try:
+        text = rpt.read_text(errors="replace")
+    except OSError:
+        return {}
+    return {c: int(n) for n, c in re.findall(r"^\s+(\d+)\s+([A-Z][A-Z0-9_]+)\s*$", text, re.M)}
+
+
+def _placed_estimate(log: Path) -> float | None:
+    """nextpnr's first ``Max frequency`` (after placement), or None."""
+    try:
+        found = re.findall(r"Max frequency for clock .*?: ([0-9.]+) MHz", log.read_text(errors="replace"))
+    except OSError:
+        return None
+    return float(found[0]) if found else None
+
+
+def kept_figures(keep: Path, board: str) -> dict:
+    """What the kept work files of a build say without nextpnr's final report: yosys's
+    cells, nextpnr's utilisation and post-placement Fmax estimate."""
+    bdir = keep / "build"
+    name = f"ttforge_{board}"
+    return {"routed": False, "synth_cells": _synth_cells(bdir / f"{name}.rpt"),
+            "nextpnr_utilisation": _pnr_util(bdir / f"{name}.tim"),
+            "placed_fmax_estimate_mhz": _placed_estimate(bdir / f"{name}.tim")}
+
+
 def one_build(board: str, state: Path, work: Path, *, batch: int, lanes: int,
               clk_hz: int | None = None) -> dict:
     """One ``ttforge build --train`` (seed 1, work files kept): its figures or why it failed."""
@@ -99,13 +128,13 @@ def one_build(board: str, state: Path, work: Path, *, batch: int, lanes: int,
         if rep.is_file():          # placed and routed, timing missed: the figures all the same
             r = parse_report(rep, b.device)
             row.update(resources=r.resources, fmax_mhz=r.fmax_mhz, critical_path=r.critical_path,
-                       timing_met=False, routed=True)
+                       timing_met=False, routed=True, synth_cells=_synth_cells(keep / "build" / f"{name}.rpt"))
         else:
-            row["routed"] = False
-            row["nextpnr_utilisation"] = _pnr_util(keep / "build" / f"{name}.tim")
+            row.update(kept_figures(keep, board))
         return row
     row.update(resources=man["resources"], fmax_mhz=man["fmax_mhz"], critical_path=man["critical_path"],
-               timing_met=True, routed=True, bitstream=man["bitstream"], seconds=man["seconds"])
+               timing_met=True, routed=True, bitstream=man["bitstream"], seconds=man["seconds"],
+               synth_cells=_synth_cells(keep / "build" / f"ttforge_{board}.rpt"))
     return row
 
 
@@ -133,11 +162,31 @@ def part_icebreaker(work: Path, state: Path) -> dict:
             "build": one_build("icebreaker", state, work, batch=1, lanes=1), "env": env}
 
 
+def salvage(part: str, work: Path) -> int:
+    """Merge the kept figures of an interrupted ``--part`` run in ``work`` into the results
+    (marked ``stopped: true``; the environment is the tree now, as the run's was lost)."""
+    if part == "all" or work is None:
+        raise SystemExit("--salvage needs one --part and the --work of the run")
+    p = ULX3S if part == "ulx3s" else {"batch": 1, "lanes": 1}
+    keep = work / f"keep-{part}-b{p['batch']}-l{p['lanes']}"
+    res = json.loads(OUT.read_text()) if OUT.is_file() else {}
+    res[part] = {"network": "train-int default digits", **p, "stopped": True,
+                 "build": {"board": part, **kept_figures(keep, part)}, "env": _env()}
+    atomic_write_text(OUT, json.dumps(res, indent=2, default=str) + "\n")
+    print(json.dumps(res[part], indent=2))
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--part", choices=["ulx3s", "icebreaker", "all"], default="all")
     ap.add_argument("--work", type=Path, default=None, help="keep the builds' work files here")
+    ap.add_argument("--salvage", action="store_true",
+                    help="record --part from the kept files in --work of a run stopped before nextpnr "
+                         "finished (a timeout): its cells, utilisation and placed Fmax estimate")
     a = ap.parse_args(argv)
+    if a.salvage:
+        return salvage(a.part, a.work)
     work = a.work or Path(tempfile.mkdtemp(prefix="bench-train-boards-"))
     work.mkdir(parents=True, exist_ok=True)
     state = digits_state(work)
