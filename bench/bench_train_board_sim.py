@@ -99,35 +99,22 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(OUT))
     a = ap.parse_args(argv)
 
-    from bench_train_int import SETTINGS, _data, _int_args
+    from _mnist_case import epoch_batches, mnist_start, step_cycles
+
+    from ttforge.atomic import atomic_write_text
     from ttforge.firmware.train_board import simulated_train_device
     from ttforge.firmware.train_host import train_on_device
     from ttforge.firmware.uart import MIN_DIVISOR
-    from ttforge.hw.trainer.engine import op_cycles
     from ttforge.hw.trainer.program import compile_training, fit_engine
-    from ttforge.ir.arith import quantize
-    from ttforge.ir.train import TrainConfig, calibrate_state, init_state, predict
-    from ttforge.ir.train_loop import epoch_order, tt_layers
+    from ttforge.ir.train import predict
     from ttforge.ir.train_state import dumps_state
 
-    from ttforge.atomic import atomic_write_text
-
     t_start = time.perf_counter()
-    s = SETTINGS["mnist"]
-    ds, x, y, xt, yt = _data("mnist")
-    cfg = TrainConfig()
-    state = init_state(tt_layers(_int_args("mnist", a.seed), x.shape[1], 10, False), cfg, seed=a.seed,
-                       lr_shift=s["lr_shift"], in_exp=-(cfg.act_bits - 1))
-    xq, xqt = quantize(x, 8, state.in_exp), quantize(xt, 8, state.in_exp)
-    cal = epoch_order(a.seed, 0, len(y))[:256]
-    state = calibrate_state(state, xq[cal], y[cal])
+    state, xq, y, xqt, yt = mnist_start(a.seed)
     ecfg = fit_engine(state, a.batch, lanes=a.lanes)
     prog = compile_training(state, a.batch, ecfg)
-    order = epoch_order(a.seed, 1, len(y))
-    batches = [(xq[order[i * a.batch:(i + 1) * a.batch]], y[order[i * a.batch:(i + 1) * a.batch]])
-               for i in range(a.steps)]
-    ops_cycles = sum(op_cycles(op, ecfg, prog.slots) for op in prog.ops)
-    model_cycles = ops_cycles + a.batch * (x.shape[1] + 1)    # + the input, one element a cycle
+    batches = epoch_batches(xq, y, a.seed, 1, a.batch, a.steps)
+    ops_cycles, model_cycles = step_cycles(ecfg, prog, a.batch, xq.shape[1])
     cps = model_cycles / a.batch
     compute_s = {clk: cps / clk for clk, _ in SHARE_RATES}
     budget = 60 * a.budget_minutes

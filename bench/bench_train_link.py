@@ -113,31 +113,19 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(OUT))
     a = ap.parse_args(argv)
 
-    from bench_train_int import SETTINGS, _data, _int_args
+    from _mnist_case import epoch_batches, mnist_start, step_cycles
 
     from ttforge.firmware.board import uart_divisor
     from ttforge.firmware.train_host import (LinkModel, TrainDevice, logits_from_trace,
                                              maxacc_from_trace)
-    from ttforge.hw.trainer.engine import op_cycles
     from ttforge.hw.trainer.program import compile_training, fit_engine
-    from ttforge.ir.arith import quantize
-    from ttforge.ir.train import TrainConfig, calibrate_state, init_state, train_step_traced
-    from ttforge.ir.train_loop import epoch_order, tt_layers
+    from ttforge.ir.train import train_step_traced
 
     t_start = time.perf_counter()
-    s = SETTINGS["mnist"]
-    ds, x, y, xt, yt = _data("mnist")
-    cfg = TrainConfig()
-    state = init_state(tt_layers(_int_args("mnist", a.seed), x.shape[1], 10, False), cfg, seed=a.seed,
-                       lr_shift=s["lr_shift"], in_exp=-(cfg.act_bits - 1))
-    xq = quantize(x, 8, state.in_exp)
-    cal = epoch_order(a.seed, 0, len(y))[:256]
-    state = calibrate_state(state, xq[cal], y[cal])
+    state, xq, y, _, _ = mnist_start(a.seed)
     ecfg = fit_engine(state, a.batch, lanes=a.lanes)
     prog = compile_training(state, a.batch, ecfg)
-    order = epoch_order(a.seed, 1, len(y))
-    batches = [(xq[order[i * a.batch:(i + 1) * a.batch]], y[order[i * a.batch:(i + 1) * a.batch]])
-               for i in range(a.steps)]
+    batches = epoch_batches(xq, y, a.seed, 1, a.batch, a.steps)
 
     model = LinkModel(ecfg)
     link = CategorisedLink(model)
@@ -172,7 +160,7 @@ def main(argv=None) -> int:
     breakdown = {c: float(np.mean([st["categories"].get(c, {"tx": 0, "rx": 0})["tx"]
                                    + st["categories"].get(c, {"tx": 0, "rx": 0})["rx"] for st in steps]))
                  for c in cats}
-    model_cycles = sum(op_cycles(op, ecfg, prog.slots) for op in prog.ops) + a.batch * (x.shape[1] + 1)
+    model_cycles = step_cycles(ecfg, prog, a.batch, xq.shape[1])[1]
     cps = model_cycles / a.batch
     rates = []
     for clk, baud in RATES:

@@ -56,23 +56,16 @@ def main(argv=None) -> int:
     ap.add_argument("--chunk", type=int, default=25, help="steps per chunk with --checkpoint-dir")
     a = ap.parse_args(argv)
 
-    from bench_train_int import SETTINGS, _data, _int_args
+    from _mnist_case import mnist_start, step_cycles
 
-    from ttforge.hw.trainer.engine import op_cycles
     from ttforge.hw.trainer.program import TrainEngineConfig, compile_training
-    from ttforge.ir.arith import quantize
-    from ttforge.ir.train import TrainConfig, calibrate_state, init_state, predict, train_step_fast
-    from ttforge.ir.train_loop import epoch_order, tt_layers
+    from ttforge.ir.train import predict, train_step_fast
+    from ttforge.ir.train_loop import epoch_order
     from ttforge.ir.train_state import dumps_state
     from ttforge.sim.train_native import build_train_native, train_native
 
-    s = SETTINGS["mnist"]
-    ds, x, y, xt, yt = _data("mnist")
-    cfg = TrainConfig()
-    state = init_state(tt_layers(_int_args("mnist", a.seed), x.shape[1], 10, False), cfg, seed=a.seed,
-                       lr_shift=s["lr_shift"], in_exp=-(cfg.act_bits - 1))
-    xq, xqt = quantize(x, 8, state.in_exp), quantize(xt, 8, state.in_exp)
-    state = calibrate_state(state, xq[epoch_order(a.seed, 0, len(y))[:256]], y[epoch_order(a.seed, 0, len(y))[:256]])
+    state, xq, y, xqt, yt = mnist_start(a.seed)
+    cfg = state.config
     start = state
 
     def pow2(v):
@@ -128,7 +121,7 @@ def main(argv=None) -> int:
     rtl_bytes, gold_bytes = dumps_state(rtl.replace(meta=gold.meta)), dumps_state(gold)
     equal = rtl_bytes == gold_bytes
     acc = float(np.mean(predict(rtl, xqt) == yt))
-    model_cycles = sum(op_cycles(op, ecfg, prog.slots) for op in prog.ops) + a.batch * (x.shape[1] + 1)
+    model_cycles = step_cycles(ecfg, prog, a.batch, xq.shape[1])[1]
     ref = None
     ref_path = ROOT / "bench" / "results" / f"train_int.mnist-int-seeds-{a.seed}.json"
     if ref_path.is_file():
