@@ -1,9 +1,13 @@
 """``ttforge build --train STATE``: argument and fit errors are one line, exit status 2, with
 nothing written and no toolchain run; the memory check counts exactly the memories the
-training engine declares."""
+training engine declares; and (slow: synthesis, placement and routing take 10-30 minutes,
+``pytest -m slow tests/firmware/test_build_train.py``) a real ULX3S training bitstream."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 from argparse import Namespace
 
 import pytest
@@ -101,3 +105,31 @@ def test_memory_parts_are_the_memories_the_engine_declares(state, monkeypatch, l
     cfg = fit_engine(load_state(state), batch, lanes)
     Fragment.get(TrainEngine(cfg), None)
     assert sorted(declared) == sorted(memory_parts(cfg).values())
+
+
+@pytest.mark.slow
+def test_ulx3s_digits_training_bitstream(state, tmp_path, capsys):
+    """Four lanes at 25 MHz (the 16-lane engine misses the 50 MHz default: docs/boards.md,
+    "Training bitstreams"); the output holds the bitstream, its manifest and the training
+    register map of exactly the engine that was built."""
+    from ttforge.firmware.build import TRAIN_REGMAP_FILES
+    from ttforge.hw.trainer.program import fit_engine
+    from ttforge.hw.trainer.regmap import train_register_map
+    from ttforge.ir.train_state import load_state
+
+    out = tmp_path / "b"
+    assert main(["build", "--board", "ulx3s", "--train", str(state), "--batch", "16", "--lanes", "4",
+                 "--freq", "25", "-o", str(out)]) == 0, capsys.readouterr().err
+    man = json.loads((out / "build.json").read_text())
+    bit = out / man["bitstream"]["file"]
+    assert hashlib.sha256(bit.read_bytes()).hexdigest() == man["bitstream"]["sha256"]
+    assert man["timing_met"] and man["fmax_mhz"] >= 25 and man["clock_hz"] == 25_000_000
+    cfg = fit_engine(load_state(state), 16, 4)
+    assert man["config"] == json.loads(json.dumps(dataclasses.asdict(cfg)))
+    assert man["train"]["batch"] == 16 and man["train"]["lanes"] == 4
+    regmap = train_register_map(cfg)
+    for name, meth in TRAIN_REGMAP_FILES.items():
+        data = (out / name).read_bytes()
+        assert data == getattr(regmap, meth)().encode()
+        assert man["files"][name] == hashlib.sha256(data).hexdigest()
+    assert man["resources"]["bram"]["used"] >= 1 and man["resources"]["dsp"]["used"] >= 4
