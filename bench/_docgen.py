@@ -521,8 +521,9 @@ def block_train_hw() -> str:
         if r.get("fmax_mhz") is None:
             pl = (f"{r['placed_fmax_mhz']:.2f}, **placement estimate**; routing " if r.get("placed_fmax_mhz")
                   else "")
-            srows.append([r["seed"], "", "", "", "", f"{pl}no result ({r.get('error') or r.get('overflow') or 'no Fmax'}, "
-                          f"{r['pnr_s']:,} s)", ""])
+            why = r.get("error") or r.get("overflow") or "no Fmax"
+            why = "stopped at the time limit" if why.startswith("TimeoutExpired") else why
+            srows.append([r["seed"], "", "", "", "", f"{pl}no result ({why}, {r['pnr_s']:,} s)", ""])
             continue
         rs = r["resources"]
         cp = r["critical_path"]
@@ -549,7 +550,8 @@ def block_train_hw() -> str:
     pf = (sy.get("summary") or {}).get("placed_fmax_mhz")
     if pf:
         out += (f"Post-placement estimate over seed{'s' if len(pf['seeds']) > 1 else ''} "
-                f"{', '.join(map(str, pf['seeds']))}: min {pf['min']:.2f}, median {pf['median']:.2f} MHz. ")
+                f"{', '.join(map(str, pf['seeds']))}: min {pf['min']:.2f}, median {pf['median']:.2f} MHz"
+                + ("; the 100 MHz goal is **not met**. " if not fm and pf["max"] < 100 else ". "))
     out += f"From `train_hw.json` at {src(sy['env'])}."
     steps = d.get("fmax_steps") or []
     if steps:     # the timing work, one nextpnr run a row (bench_train_hw.py --label)
@@ -568,10 +570,10 @@ def block_train_hw() -> str:
     # samples per second at the measured clock against the C integer step on one core
     ti = load("train_int") or {}
     speed = (((ti.get("parts") or {}).get("speed") or {}).get("speed") or {}).get("mnist") or {}
-    ests = [r for r in sy["runs"] if r.get("fmax_mhz")]
+    ests = [r for r in sy["runs"] if r.get("fmax_mhz") or r.get("placed_fmax_mhz")]
     b32 = next((r for r in c["rows"] if r["batch"] == speed.get("batch")), None)
     if speed.get("c_O2") and ests and b32:
-        f = min(r["fmax_mhz"] for r in (fm and done_runs(sy) or ests))
+        f = min(r.get("fmax_mhz") or r["placed_fmax_mhz"] for r in (fm and done_runs(sy) or ests))
         kind = "routed Fmax" if fm else "post-placement estimate"
         sps = f * 1e6 / b32["cycles_per_sample"]
         cps = speed["c_O2"]["samples_per_s"]
