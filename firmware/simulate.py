@@ -61,11 +61,11 @@ class SimTransport:
                               "'ttforge[sim]'") from None
         self.name = "simulated board"
         self.default_timeout = float(timeout)
-        verilog = sim_verilog(config, divisor=divisor, clk_hz=int(1e9 // clk_ns), engine=engine,
-                              accel=accel)
-        key = hashlib.sha256(verilog.encode()).hexdigest()[:16]
         # absolute: the simulator runs inside the build directory (as sim.runner.run_job)
         root = Path(build_dir).resolve() if build_dir else Path(tempfile.gettempdir()) / "ttforge-simboard"
+        verilog = sim_verilog(config, divisor=divisor, clk_hz=int(1e9 // clk_ns), engine=engine,
+                              accel=accel, cache_dir=root)
+        key = hashlib.sha256(verilog.encode()).hexdigest()[:16]
         self.build_dir = bd = root / (key if simulator == "icarus" else f"{simulator}-{key}")
         bd.mkdir(parents=True, exist_ok=True)
         src = bd / f"{SIM_TOP}.v"

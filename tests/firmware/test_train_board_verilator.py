@@ -3,7 +3,7 @@ implementation with Icarus): a few light steps with the golden trainer alongside
 (``check=True``, as ``ttforge train-board --sim --simulator verilator --check``) end in
 its bytes; the same board with a deliberate engine fault (``update_sign``) is caught by
 the exponents of the next step; a simulator that is not one, or ``--simulator`` without
-``--sim``, is one line."""
+``--sim``, is one line; the board top's Verilog is cached by its Yosys script."""
 
 from __future__ import annotations
 
@@ -75,3 +75,20 @@ def test_simulator_without_sim_is_one_line(capsys, tmp_path):
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "--simulator verilator is for --sim" in err, err
     assert not (tmp_path / "o.ttts").exists()
+
+
+def test_the_board_verilog_is_cached_by_its_yosys_script(tmp_path, monkeypatch):
+    """Yosys runs once for a board top (the MNIST engine's memories take it many
+    minutes); another top (another divisor) is not served the first one's Verilog."""
+    from ttforge.firmware import board
+    from ttforge.firmware.train_board import train_accel
+
+    cfg = _case()[2]
+    runs = []
+    real = board._run_builtin_yosys
+    monkeypatch.setattr(board, "_run_builtin_yosys", lambda script: runs.append(1) or real(script))
+    first = board.sim_verilog(cfg, divisor=4, accel=train_accel(), cache_dir=tmp_path)
+    assert board.sim_verilog(cfg, divisor=4, accel=train_accel(), cache_dir=tmp_path) == first
+    assert len(runs) == 1 and len(list(tmp_path.glob("yosys-*.v"))) == 1
+    other = board.sim_verilog(cfg, divisor=5, accel=train_accel(), cache_dir=tmp_path)
+    assert len(runs) == 2 and other != first
