@@ -54,9 +54,10 @@ class Transport(Protocol):
 
 
 class SerialTransport:
-    """A serial port (pyserial): 8N1 at ``baud``."""
+    """A serial port (pyserial): 8N1 at ``baud``. ``setting`` names where the user gave
+    ``port`` (a CLI flag or a config key), so an error names what to fix."""
 
-    def __init__(self, port: str, baud: int = 115200, *, timeout: float = 2.0):
+    def __init__(self, port: str, baud: int = 115200, *, timeout: float = 2.0, setting: str = "--port"):
         try:
             import serial
         except ImportError:
@@ -69,7 +70,7 @@ class SerialTransport:
             self._s = serial.Serial(port, self.baud, timeout=0.05, write_timeout=self.default_timeout)
         except (serial.SerialException, OSError, ValueError) as e:
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise DeviceError(f"cannot open serial port {port}: {msg}; check --port "
+            raise DeviceError(f"cannot open serial port {port}: {msg}; check {setting} "
                               "(e.g. /dev/ttyUSB0) and that the board is attached") from None
         self._serial = serial
 

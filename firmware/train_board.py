@@ -77,21 +77,22 @@ def simulated_train_device(config, *, timeout: float = 120.0, fault: str | None 
 
 
 def open_train_device(config, *, sim: bool = False, port: str | None = None, baud: int = DEFAULT_BAUD,
-                      timeout: float | None = None, train=None, **sim_kwargs):
+                      timeout: float | None = None, train=None, port_setting: str = "--port", **sim_kwargs):
     """The :class:`~ttforge.firmware.train_host.TrainDevice` a run trains on: the simulated
     board (``sim``; ``timeout`` default 120 s) or the board on serial ``port`` at ``baud``
     (default 2 s). Same driver either way; only the transport differs. On a board,
     ``config=None`` reads the engine from its ``CFG_*`` registers
     (:func:`~ttforge.firmware.train_host.engine_from_board`, with ``train``: the state's
-    :class:`~ttforge.ir.train.TrainConfig`)."""
+    :class:`~ttforge.ir.train.TrainConfig`). ``port_setting`` is where the user gave the
+    port (the CLI's ``--port``, the flow's ``[device_train] port``): errors name it."""
     if sim:
         return simulated_train_device(config, timeout=timeout or 120.0, **sim_kwargs)
     if not port:
-        raise ConfigError("give --port PORT (the board's serial port, e.g. /dev/ttyUSB0) or --sim")
+        raise ConfigError(f"give {port_setting} (the board's serial port, e.g. /dev/ttyUSB0) or the simulated board")
     from ttforge.firmware.host import SerialTransport
     from ttforge.firmware.train_host import TrainDevice, engine_from_board
 
-    t = SerialTransport(port, baud, timeout=timeout or 2.0)
+    t = SerialTransport(port, baud, timeout=timeout or 2.0, setting=port_setting)
     try:
         if config is None:
             config = engine_from_board(t, train, timeout=timeout or 2.0)

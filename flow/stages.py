@@ -22,7 +22,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -212,7 +212,7 @@ def _stage_compile(ctx: _Ctx, out: Path) -> tuple[dict, str]:
     from ttforge.ir.artifact import load_artifact
 
     artifact = ctx.dir("quantize") / "model.ttfa"
-    lanes = ctx.cfg.hw.lanes or None
+    lanes, elems = ctx.cfg.hw.lanes or None, ctx.cfg.hw.stream_elems
     b = _board(ctx)
     if b is not None:
         from ttforge.firmware.build import board_config, memory_misfit
@@ -228,17 +228,28 @@ def _stage_compile(ctx: _Ctx, out: Path) -> tuple[dict, str]:
     else:
         net = load_artifact(artifact)
         acfg = AccelConfig.for_network(net, lanes=lanes or 4)
+    if elems != acfg.stream_elems:
+        # the stream width sizes only the AXI4-Stream ports (and the board's UART bridge,
+        # which takes its beat from them), not the memories checked above
+        try:
+            acfg = replace(acfg, stream_elems=elems)
+        except ConfigError as e:   # the network's stream elements are wider than [quant] act_bits
+            raise ConfigError(f"[hw] {e} for the network's {acfg.act_bits}-bit stream elements; "
+                              f"give a smaller stream_elems") from None
     program = compile_program(net, acfg)
     est = estimate(program)
     (out / "config.json").write_text(acfg.to_json())
     (out / "estimate.json").write_text(json.dumps(est.to_dict(), indent=2) + "\n")
     summary = {"config": acfg.to_dict(), "board": ctx.cfg.bitstream.board, "steps": len(program.steps),
                "cycles": est.cycles, "macs": est.macs, "utilization": est.utilization,
-               "dense_cycles": est.dense_cycles, "lanes": acfg.lanes,
+               "dense_cycles": est.dense_cycles, "lanes": acfg.lanes, "stream_elems": acfg.stream_elems,
+               "tdata_bits": acfg.tdata_bits,
                "layers": [{"layer": x.layer, "in_features": x.in_features, "out_features": x.out_features,
                            "cycles": x.cycles, "macs": x.macs, "utilization": x.utilization}
                           for x in est.layers]}
-    return summary, f"L={acfg.lanes}: {est.cycles:,} cycles per inference, utilization {_pct(est.utilization)}"
+    beat = f", {acfg.stream_elems} elements per beat" if acfg.stream_elems > 1 else ""
+    return summary, (f"L={acfg.lanes}{beat}: {est.cycles:,} cycles per inference, "
+                     f"utilization {_pct(est.utilization)}")
 
 
 def _stage_rtl(ctx: _Ctx, out: Path) -> tuple[dict, str]:
@@ -388,7 +399,8 @@ def _stage_device_train(ctx: _Ctx, out: Path) -> tuple[dict, str]:
     n = min(dt.samples or len(y), len(y))
     ctx.say(f"device-train: {dt.epochs} epoch(s) of {n // dt.batch} steps on the "
             f"{'simulated board' if dt.transport == 'sim' else dt.port}")
-    with open_train_device(ecfg, sim=dt.transport == "sim", port=dt.port or None, baud=dt.baud) as dev:
+    with open_train_device(ecfg, sim=dt.transport == "sim", port=dt.port or None, baud=dt.baud,
+                           port_setting="[device_train] port") as dev:
         for epoch in range(1, dt.epochs + 1):
             order = epoch_order(dt.seed, epoch, len(y))[:n]
             batches = [(xq[order[i:i + dt.batch]], y[order[i:i + dt.batch]])

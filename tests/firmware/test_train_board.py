@@ -152,3 +152,18 @@ def test_the_board_top_in_verilator_trains_equal_to_golden(tmp_path):
     with simulated_train_device(cfg, simulator="verilator", build_dir=tmp_path) as dev:
         run = train_on_device(dev, state, batches, loss_every=0)
     assert dumps_state(run.state) == dumps_state(_golden_run(state, batches))
+
+
+@pytest.mark.parametrize("setting", ["--port", "[device_train] port"])
+def test_a_port_that_cannot_be_opened_names_the_setting_it_came_from(tmp_path, setting):
+    """The CLI's flag or the flow's config key: the one line says which to fix."""
+    pytest.importorskip("serial")  # pyserial is the optional 'board' extra
+    from ttforge.errors import DeviceError
+    from ttforge.firmware.train_board import open_train_device
+
+    with pytest.raises(DeviceError) as e:
+        open_train_device(None, port=str(tmp_path / "no-such-tty"), port_setting=setting)
+    msg = str(e.value)
+    assert len(msg.splitlines()) == 1 and f"check {setting} " in msg, msg
+    other = "[device_train] port" if setting == "--port" else "--port"
+    assert other not in msg, msg
