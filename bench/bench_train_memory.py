@@ -1,25 +1,19 @@
 #!/usr/bin/env python
-"""What on-chip training memory the seed network needs, and what fits the ECP5-85F.
+"""Which training engines fit the ECP5-85F: the seed network at ranks 16, 8 and 4, and digits.
 
     python bench/bench_train_memory.py
 
-Two views of the same step (``docs/arithmetic.md``, "Training"), for the seed's MNIST
-network (784-512-10, the 784-512 layer TT [7,4,7,4] -> [4,8,4,4]) at ranks 16, 8 and 4,
-and for the default digits network of ``ttforge train-int``:
-
-* **the step's own accounting** (``ttforge.ir.train_memory.training_memory``, what
-  ``ttforge inspect STATE --batch B`` prints): bit-packed bytes of the state and of the
-  batch's buffers against FP32 dense training with Adam at the same batch. ``state_ratio``
-  (the batch-independent part) is the *upper bound* of the ratio at any batch: the
-  batch's buffers only add to our side. The bench also gives the state ratio for each
-  ``master_bits`` (the width of the stored integers), the one width that moves it.
-* **the training engine as generated** (``ttforge.hw.trainer``): the smallest engine
-  (``fit_engine``: depths rounded up to powers of two) for ``lanes`` L and batch B, its
-  memories (``ttforge.firmware.build.memory_parts``) as DP16KD blocks of the ECP5-85F
-  (one block shape per memory, as ``bench/bench_train_hw.py`` counts them), and the
-  largest batch of each L that fits the 208 blocks. The engine keeps every saved
-  activation and gradient of the whole batch (lane l holds sample l), so its memory grows
-  with the batch: the rows say how far that goes.
+For the seed's MNIST network (784-512-10, the 784-512 layer TT [7,4,7,4] -> [4,8,4,4]) at
+ranks 16, 8 and 4 and the default digits network of ``ttforge train-int``, each with the
+default ``TrainConfig`` widths: the smallest training engine (``fit_engine``: depths
+rounded up to powers of two) for ``lanes`` L and batch B, its memories
+(``ttforge.firmware.build.memory_parts``) as DP16KD blocks of the ECP5-85F (one block
+shape per memory, as ``bench/bench_train_hw.py`` counts them), and the largest batch of
+each L that fits the 208 blocks. The engine keeps every saved activation and gradient of
+the whole batch (lane l holds sample l), so its memory grows with the batch. The step's
+own byte accounting (bit-packed, against FP32 dense training with Adam) is the memory
+table of ``bench/bench_train_int.py`` (``ttforge.ir.train_memory``); this is the
+generated hardware's.
 
 Writes ``bench/results/train_memory.json`` (the commit; the tree must be clean for a
 recorded figure). Seconds: no training, no synthesis.
@@ -42,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results" / "train_memory.json"
 LANES = (1, 2, 4, 8, 16)
 BATCHES = (1, 2, 3, 4, 8, 16, 32)
-MEASURED = ("ir/train.py", "ir/train_memory.py", "hw/trainer/program.py", "firmware/build.py",
+MEASURED = ("ir/train.py", "hw/trainer/program.py", "firmware/build.py",
             "bench/bench_train_memory.py", "bench/bench_train_hw.py")
 
 
@@ -89,20 +83,7 @@ def engine_blocks(state, batch: int, lanes: int) -> dict:
 
 
 def measure(name: str) -> dict:
-    from ttforge.ir.train_memory import training_memory
-
     title, state = network(name)
-    golden = []
-    for b in BATCHES:
-        m = training_memory(state, b)
-        golden.append({"batch": b, "bytes": m["items"]["total"], "items": m["items"],
-                       "fp32_dense_adam_bytes": m["fp32_dense_adam"]["total"], "ratio": m["ratio"],
-                       "fits_ecp5_85f": m["fits_ecp5_85f"]})
-    m1 = training_memory(state, 1)
-    by_master = []
-    for mb in range(state.config.w_bits, 9):
-        mm = training_memory(network(name, master_bits=mb)[1], 1)
-        by_master.append({"master_bits": mb, "state_bytes": mm["state_bytes"], "state_ratio": mm["state_ratio"]})
     engine, largest = [], {}
     for lanes in LANES:
         best = 0
@@ -113,9 +94,6 @@ def measure(name: str) -> dict:
                 best = max(best, b)
         largest[str(lanes)] = best
     return {"network": title, "params": sum(g.size for L in state.layers for g in L.masters),
-            "state_bytes": m1["state_bytes"], "fp32_state_bytes": m1["fp32_state_bytes"],
-            "state_ratio": m1["state_ratio"], "per_sample_bytes": m1["per_sample_bytes"],
-            "golden": golden, "state_ratio_by_master_bits": by_master,
             "engine": engine, "engine_largest_batch_fitting": largest}
 
 
@@ -129,9 +107,7 @@ def main(argv=None) -> int:
            "env": {"when": utc_now(), "git_commit": git("rev-parse", "HEAD"), "git_dirty": git_dirty(*MEASURED)}}
     atomic_write_text(a.out, json.dumps(out, indent=1) + "\n")
     for n, d in out["networks"].items():
-        print(f"{n}: state {d['state_bytes']} B, state ratio {d['state_ratio']:.1f}x (upper bound at any batch), "
-              f"per sample {d['per_sample_bytes']} B; largest batch on the 85F by lanes "
-              f"{d['engine_largest_batch_fitting']}")
+        print(f"{n}: the largest batch whose engine fits the ECP5-85F, by lanes: {d['engine_largest_batch_fitting']}")
     return 0
 
 
