@@ -14,7 +14,8 @@ names the section and key (``[quant] w_bits = 0 is out of range; give an integer
 ``[quant]``
     Widths, calibration and optional QAT of ``ttforge quantize``.
 ``[hw]``
-    ``lanes`` (MAC lanes; default: the board's, or 4 without a board).
+    ``lanes`` (MAC lanes; default: the board's, or 4 without a board), ``stream_elems``
+    (elements per AXI4-Stream beat, a power of two; default 1).
 ``[sim]``
     ``simulator`` (``auto``, ``verilator-native``, ``icarus``, ``verilator``),
     ``vectors`` (test-set samples run through the RTL), ``seed``.
@@ -140,19 +141,29 @@ class QuantSection:
 
 @dataclass(frozen=True)
 class HwSection:
-    """``[hw]``: ``lanes`` (MAC lanes; 0 means the board's default, or 4 without a board)."""
+    """``[hw]``: ``lanes`` (MAC lanes; 0 means the board's default, or 4 without a board)
+    and ``stream_elems`` (elements per AXI4-Stream beat of the inference accelerator, a
+    power of two; ``tdata`` is ``stream_elems`` bytes wide for 8-bit activations)."""
 
     lanes: int = 0
+    stream_elems: int = 1
 
     def __post_init__(self) -> None:
         _int("hw", "lanes", self.lanes, 0)
-        if self.lanes:
-            from ttforge.hw.config import AccelConfig
+        self.accel_check(8)   # the narrowest elements (one byte): the widest stream_elems
 
-            try:
-                AccelConfig(lanes=self.lanes, core_depth=64, bias_depth=64, buf_depth=64)
-            except ConfigError as e:
-                raise ConfigError(f"[hw] {e} (0: the board's default)") from None
+    def accel_check(self, act_bits: int) -> None:
+        """Raise the one-line ``[hw]`` error of the accelerator's own checks of ``lanes``
+        and ``stream_elems`` (its ``tdata`` width) for ``act_bits``-bit stream elements."""
+        from ttforge.hw.config import AccelConfig
+
+        try:
+            AccelConfig(lanes=self.lanes or 1, act_bits=act_bits, inter_bits=32, core_depth=64,
+                        bias_depth=64, buf_depth=64, stream_elems=self.stream_elems)
+        except ConfigError as e:
+            fix = (" (0: the board's default)" if str(e).startswith("lanes") else
+                   f" for {act_bits}-bit activations ([quant] act_bits)" if act_bits > 8 else "")
+            raise ConfigError(f"[hw] {e}{fix}") from None
 
 
 @dataclass(frozen=True)
@@ -348,6 +359,8 @@ class FlowConfig:
         for name, cls in (("train", TrainConfig), *_SECTIONS.items()):
             if not isinstance(getattr(self, name), cls):
                 raise ConfigError(f"FlowConfig.{name} must be a {cls.__name__}")
+        # the stream's tdata is stream_elems elements of the activation width ([quant] act_bits)
+        self.hw.accel_check(self.quant.act_bits)
 
     @property
     def name(self) -> str:

@@ -186,7 +186,8 @@ def _sections(cfg, records: dict[str, dict], statuses: dict[str, str], short: bo
                          _n(sim["cycles_per_vector"]), "-", _pct(sim["utilization"])])
         c = comp["config"]
         note = (f"accelerator: {c['lanes']} MAC lane(s), {c['core_bits']}-bit cores, {c['act_bits']}-bit "
-                f"activations, {c['acc_bits']}-bit accumulators; dense engine with the same lanes: "
+                f"activations, {c['acc_bits']}-bit accumulators, {c.get('stream_elems', 1)} element(s) per "
+                f"AXI4-Stream beat; dense engine with the same lanes: "
                 f"{comp['dense_cycles']:,} cycles")
         out.append(("Cycles per inference and MAC-lane utilization",
                     ["layer", "cycles (model)", "MACs", "utilization"], rows, note))

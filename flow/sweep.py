@@ -11,12 +11,13 @@ the user's cluster)::
     name = "digits-sweep"
     flow = "digits-icebreaker.toml"   # the base flow config (relative to this file); default: the embedded one
     until = "compile"                 # compile, sim or bitstream
-    short = true                      # the flow's [short] caps (epochs, QAT, vectors)
+    short = true                      # the flow's [short] caps (epochs, QAT, vectors); no bitstream
 
     [grid]                            # named axes (AXES) or dotted keys of the flow config
     ranks = [2, 4, 8]
     w_bits = [2, 4, 8]
     lanes = [1, 4]
+    stream_elems = [1, 2]             # [hw] stream_elems: elements per AXI4-Stream beat
     board = ["icebreaker", "ulx3s"]
 
 Each point runs in ``OUT/points/<key>/`` (``key``: a hash of its values), so a point with
@@ -26,7 +27,7 @@ the flow stages it completed). Points that agree on ``[train]`` and ``[quant]`` 
 in lanes or board, say) train and quantize once: the first of them runs in a first wave,
 the others start from its build (:data:`SHARED_STAGES`) in a second. The results: ``sweep.csv`` and ``sweep.json`` (one row per
 point: values, float and integer accuracy, on-chip bytes, cycles per inference, lanes,
-utilization, and with ``until = "sim"`` the exact check, with ``bitstream`` the LUTs or
+stream_elems, utilization, and with ``until = "sim"`` the exact check, with ``bitstream`` the LUTs or
 logic cells, block RAMs and Fmax), ``pareto.png`` (integer accuracy against cycles per
 inference and on-chip bytes, and LUTs when placed, the Pareto front of each board marked)
 and ``best-<board>.toml``: the flow config of the best point of each board (the highest
@@ -57,7 +58,8 @@ __all__ = ["AXES", "UNTIL", "MAX_POINTS", "SHARED_STAGES", "SweepConfig", "Sweep
 
 #: Short names of the axes most sweeps vary, and the flow config keys they set.
 AXES = {"ranks": "train.model.ranks", "hidden": "train.model.hidden", "w_bits": "quant.w_bits",
-        "act_bits": "quant.act_bits", "lanes": "hw.lanes", "board": "bitstream.board",
+        "act_bits": "quant.act_bits", "lanes": "hw.lanes", "stream_elems": "hw.stream_elems",
+        "board": "bitstream.board",
         "epochs": "train.epochs"}
 #: How far each point runs (a flow stage).
 UNTIL = ("compile", "sim", "bitstream")
@@ -65,8 +67,8 @@ UNTIL = ("compile", "sim", "bitstream")
 MAX_POINTS = 4096
 #: The columns of ``sweep.csv`` after the grid's.
 COLUMNS = ("key", "status", "reason", "float_acc", "int_acc", "on_chip_bytes", "cycles", "lanes",
-           "utilization", "exact", "cycles_per_vector", "logic", "logic_kind", "bram", "fmax_mhz",
-           "seconds")
+           "stream_elems", "utilization", "exact", "cycles_per_vector", "logic", "logic_kind", "bram",
+           "fmax_mhz", "us_at_fmax", "seconds")
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,9 @@ class SweepConfig:
             raise ConfigError(f"[sweep] until = {self.until!r} is not valid; choose one of {', '.join(UNTIL)}")
         if not isinstance(self.short, bool):
             raise ConfigError(f"[sweep] short = {self.short!r} must be true or false")
+        if self.short and self.until == "bitstream":   # the flow's --short builds no bitstream
+            raise ConfigError("[sweep] short = true builds no bitstream, so until = 'bitstream' would "
+                              "place nothing; set short = false (or until = 'sim')")
         if not self.grid:
             raise ConfigError("[grid] is empty; name at least one axis, e.g. ranks = [2, 4, 8]")
         n = math.prod(len(v) for _, v in self.grid)
@@ -247,7 +252,8 @@ def _metrics(root: Path) -> dict[str, Any]:
     rec = read_record(root / "compile")
     if rec:
         s = rec["summary"]
-        out.update(cycles=s["cycles"], lanes=s["lanes"], utilization=s["utilization"])
+        out.update(cycles=s["cycles"], lanes=s["lanes"], utilization=s["utilization"],
+                   stream_elems=s.get("stream_elems", 1))
     rec = read_record(root / "sim")
     if rec:
         s = rec["summary"]
@@ -257,8 +263,11 @@ def _metrics(root: Path) -> dict[str, Any]:
         res = rec["summary"]["resources"]
         kind = next((k for k in ("lc", "lut", "lut4") if k in res), None)
         bram = next((k for k in ("bram", "ebr", "dp16kd") if k in res), None)
+        fmax = rec["summary"]["fmax_mhz"]
         out.update(logic=res[kind]["used"] if kind else None, logic_kind=kind,
-                   bram=res[bram]["used"] if bram else None, fmax_mhz=rec["summary"]["fmax_mhz"])
+                   bram=res[bram]["used"] if bram else None, fmax_mhz=fmax)
+        if fmax and out.get("cycles"):   # the latency the placed design reaches: cycles at Fmax
+            out["us_at_fmax"] = round(out["cycles"] / fmax, 3)
     return out
 
 
@@ -322,10 +331,13 @@ def point_task(args: tuple) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- results
-def pareto_front(rows: Sequence[Mapping[str, Any]], cost: str, gain: str = "int_acc") -> list[int]:
+def pareto_front(rows: Sequence[Mapping[str, Any]], cost: str, gain: str = "int_acc", *,
+                 higher: bool = True) -> list[int]:
     """Indices of the rows no other row beats: none with ``cost`` as low and ``gain`` as
-    high and one of them strictly (rows missing either are left out)."""
-    pts = [(i, r[cost], r[gain]) for i, r in enumerate(rows)
+    high (as low, with ``higher=False``) and one of them strictly (rows missing either are
+    left out)."""
+    sign = 1 if higher else -1
+    pts = [(i, r[cost], sign * r[gain]) for i, r in enumerate(rows)
            if r.get(cost) is not None and r.get(gain) is not None]
     front = []
     for i, c, g in pts:
@@ -383,27 +395,35 @@ def _plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    axes_spec = [("cycles", "cycles per inference"), ("on_chip_bytes", "on-chip bytes (weights + buffers)")]
+    acc = ("int_acc", "integer accuracy (%)", 100, True)
+    # (x cost, its label, y gain, its label, scale of y, higher y is better)
+    axes_spec = [("cycles", "cycles per inference", *acc),
+                 ("on_chip_bytes", "on-chip bytes (weights + buffers)", *acc)]
     if any(r.get("logic") for r in rows):
-        axes_spec.append(("logic", "LUTs / logic cells (placed)"))
+        axes_spec.append(("logic", "LUTs / logic cells (placed)", *acc))
+        # the hardware's own trade-off (points of one network share its accuracy): area
+        # against the latency the placed design reaches
+        axes_spec.append(("logic", "LUTs / logic cells (placed)", "us_at_fmax",
+                          "us per inference at Fmax", 1, False))
     fig, axs = plt.subplots(1, len(axes_spec), figsize=(5.2 * len(axes_spec), 4.2), squeeze=False)
     boards = sorted({r["board"] for r in rows})
     markers = dict(zip(boards, "os^Dv"))
-    for ax, (cost, label) in zip(axs[0], axes_spec):
+    for ax, (cost, label, gain, ylabel, scale, higher) in zip(axs[0], axes_spec):
         for b in boards:
             mine = [r for r in rows if r["board"] == b and r["status"] == "ok"
-                    and r.get(cost) is not None and r.get("int_acc") is not None]
+                    and r.get(cost) is not None and r.get(gain) is not None]
             if not mine:
                 continue
-            ax.scatter([r[cost] for r in mine], [100 * r["int_acc"] for r in mine], marker=markers[b],
+            ax.scatter([r[cost] for r in mine], [scale * r[gain] for r in mine], marker=markers[b],
                        alpha=0.6, label=b)
-            front = [mine[i] for i in pareto_front(mine, cost)]
-            ax.plot([r[cost] for r in front], [100 * r["int_acc"] for r in front], "-", lw=1.2)
+            front = [mine[i] for i in pareto_front(mine, cost, gain, higher=higher)]
+            ax.plot([r[cost] for r in front], [scale * r[gain] for r in front], "-", lw=1.2)
         ax.set_xscale("log")
         ax.set_xlabel(label)
-        ax.set_ylabel("integer accuracy (%)")
+        ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
