@@ -607,6 +607,49 @@ def block_boards() -> str:
         f"\n\nFrom {source('boards')}."
 
 
+def block_train_boards() -> str:
+    d = load("train_boards")
+    if not d:
+        return "No `bench/results/train_boards.json` yet: run the commands above."
+    rows = []
+    for part in ("ulx3s", "icebreaker"):
+        sec = d.get(part)
+        if not sec:
+            continue
+        b = sec["build"]
+        util = b.get("nextpnr_utilisation") or {}
+        cells = b.get("synth_cells") or {}
+        res = b.get("resources") or {}
+
+        def used(*keys):
+            for k in keys:
+                if k in res:
+                    return res[k][0] if isinstance(res[k], (list, tuple)) else res[k]
+                if k in util:
+                    return util[k][0]
+            return None
+
+        if b.get("error"):
+            fmax = f"does not fit: {b['error'].split(';')[0]}"
+        elif b.get("routed"):
+            fmax = f"{b['fmax_mhz']:.1f} MHz (routed{'' if b.get('timing_met') else ', below the board clock'})"
+        elif b.get("placed_fmax_estimate_mhz"):
+            fmax = f"{b['placed_fmax_estimate_mhz']:.1f} MHz, **placement estimate** (not routed)"
+        else:
+            fmax = "—"
+        logic = used("TRELLIS_COMB", "ICESTORM_LC")
+        rows.append([part, sec.get("network", ""), f"{sec.get('lanes', b.get('lanes', ''))} / {sec.get('batch', b.get('batch', ''))}",
+                     f"{(sec.get('clk_hz') or b.get('clock_hz', 0)) / 1e6:g} MHz",
+                     _num(cells["LUT4"]) if "LUT4" in cells else "—",
+                     _num(logic) if logic is not None else "—",
+                     _num(cells["TRELLIS_FF"]) if "TRELLIS_FF" in cells else "—",
+                     used("MULT18X18D", "ICESTORM_DSP") if used("MULT18X18D", "ICESTORM_DSP") is not None else "—",
+                     used("DP16KD", "ICESTORM_RAM") if used("DP16KD", "ICESTORM_RAM") is not None else "—",
+                     fmax, source("train_boards", sec["env"]["git_commit"], sec["env"]["git_dirty"])])
+    return table(["board", "network", "lanes / batch", "clock", "LUT4 (synthesis)", "logic cells (placed)",
+                  "FF (synthesis)", "DSP", "block RAM", "Fmax", "from"], rows)
+
+
 def block_sim() -> str:
     d = load("sim")
     rows = []
@@ -670,7 +713,7 @@ def block_regress() -> str:
 BLOCKS: dict[str, Callable[[], str]] = {
     "readme": block_readme, "summary": block_summary, "accuracy": block_accuracy, "quant": block_quant,
     "stochastic": block_stochastic, "train_int": block_train_int, "speed": block_speed, "accelerator": block_accelerator,
-    "fmax": block_fmax, "fmax_seeds": block_fmax_seeds, "train_hw": block_train_hw, "boards": block_boards, "sim": block_sim, "native": block_native,
+    "fmax": block_fmax, "fmax_seeds": block_fmax_seeds, "train_hw": block_train_hw, "boards": block_boards, "train_boards": block_train_boards, "sim": block_sim, "native": block_native,
     "flow": block_flow, "cli": block_cli, "regress": block_regress,
 }
 
