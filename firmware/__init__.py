@@ -6,7 +6,9 @@
 * :mod:`~ttforge.firmware.build`: ``ttforge build`` (bitstreams with the pip toolchain);
 * :mod:`~ttforge.firmware.host`: the host driver (``Device``) and its serial transport;
 * :mod:`~ttforge.firmware.simulate`: the simulated board as a transport (Icarus + cocotb);
-* :mod:`~ttforge.firmware.cli`: ``ttforge build``, ``program`` and ``run``.
+* :mod:`~ttforge.firmware.cli`: ``ttforge build``, ``program`` and ``run``;
+* :mod:`~ttforge.firmware.infer_c`, :mod:`~ttforge.firmware.train_c`: the C integer
+  executor and training step (``firmware/c/``), equal to the golden ones: the CPU baselines.
 """
 
 __all__: list[str] = []

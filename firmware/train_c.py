@@ -10,17 +10,13 @@ returns the new state.
 from __future__ import annotations
 
 import ctypes as C
-import hashlib
 import os
-import shutil
-import subprocess
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from ttforge.errors import ConfigError
+from ttforge.firmware.cc import load_c_library
 from ttforge.ir.train import TrainState, check_batch, exp2_table
 
 __all__ = ["build_library", "train_step_c", "SOURCE"]
@@ -49,33 +45,12 @@ class _Train(C.Structure):
                [("rng", C.c_uint32), ("words", C.c_uint64), ("step", C.c_uint64), ("table", C.POINTER(C.c_int64))]
 
 
-_LIBS: dict[str, C.CDLL] = {}
-
-
 def build_library(cache: str | os.PathLike | None = None, cc: str | None = None) -> C.CDLL:
     """Compile ``ttforge_train.c`` with ``-O2`` (once per source version) and load it."""
-    src = SOURCE.read_bytes()
-    key = hashlib.sha256(src).hexdigest()[:16]
-    if key in _LIBS:
-        return _LIBS[key]
-    cc = cc or os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if not cc:
-        raise ConfigError("no C compiler (cc) found; install gcc to build the C training step")
-    cache = Path(cache or Path(tempfile.gettempdir()) / "ttforge-train-c")
-    cache.mkdir(parents=True, exist_ok=True)
-    lib = cache / f"libttforge_train-{key}.so"
-    if not lib.exists():
-        tmp = cache / f".{lib.name}.{os.getpid()}.tmp"
-        r = subprocess.run([cc, "-O2", "-std=c99", "-Wall", "-shared", "-fPIC", "-o", str(tmp), str(SOURCE)],
-                           capture_output=True, text=True)
-        if r.returncode != 0:
-            raise ConfigError(f"compiling {SOURCE.name} failed: {r.stderr.strip().splitlines()[-1:]}")
-        os.replace(tmp, lib)
-    so = C.CDLL(str(lib))
+    so = load_c_library(SOURCE, cache, cc)
     so.ttft_step_batch.restype = C.c_int
     so.ttft_step_batch.argtypes = [C.POINTER(_Train), C.c_int32, C.POINTER(_Layer), C.c_int32,
                                    C.POINTER(C.c_int64), C.POINTER(C.c_int64)]
-    _LIBS[key] = so
     return so
 
 
