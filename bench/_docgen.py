@@ -458,7 +458,7 @@ def block_fmax() -> str:
                      "re-measured over seeds 1, 2, 3", "—", "ecp5-85f", 16, "1, 2, 3", "", "", "", "",
                      "**not yet measured**"])
     return table(["run", "commit", "device", "L", "nextpnr seed", "LUT (LC)", "FF", "DSP", "BRAM", "Fmax MHz"],
-                 rows) + f"\n\nFrom `hw_synth.json` (yosys + nextpnr from pip, the core in its I/O harness)."
+                 rows) + "\n\nFrom `hw_synth.json` (yosys + nextpnr from pip, the core in its I/O harness)."
 
 
 def block_train_hw() -> str:
@@ -599,8 +599,9 @@ def block_boards() -> str:
                      b.get("bram", "—") if ok else "—", f"{b['fmax_mhz']:.1f} MHz" if ok else "—",
                      _num(r["cycles"]), f"{r['at_board_clock']['us']:,.1f} us at {r['at_board_clock']['mhz']:.0f} MHz"
                      if ok else "—", f"{r['uart_ms']:.1f} ms"])
-    cpu = "; ".join(f"{m['key']}: {m['cpu']['latency_us']:,.0f} us" for m in d["models"]
-                    if isinstance(m.get("cpu"), dict) and "latency_us" in m["cpu"])
+    cpu = "; ".join(f"{m['key']}: {m['cpu']['latency_us']:,.0f} us"
+                    + (f" (C executor, -O2: {m['cpu']['c_latency_us']:,.0f} us)" if "c_latency_us" in m["cpu"] else "")
+                    for m in d["models"] if isinstance(m.get("cpu"), dict) and "latency_us" in m["cpu"])
     return table(["model", "board", "fits", "LUT (LC)", "DSP", "block RAM", "Fmax", "cycles / vector",
                   "latency", "UART per vector (115200 baud)"], rows) + \
         (f"\n\nThe same integer model on one CPU core (numpy), batch 1: {cpu}." if cpu else "") + \

@@ -170,7 +170,9 @@ def make_model(key: str, workdir: Path) -> dict:
 
 def cpu_timing(net, x: np.ndarray, repeats: int = 7, inner: int = 20) -> dict:
     """The integer golden executor on this CPU: median latency of one vector (batch 1)
-    and median throughput at batch ``CPU_BATCH``, over ``repeats`` repeats."""
+    and median throughput at batch ``CPU_BATCH``, over ``repeats`` repeats; and the C
+    executor's latency (``c_latency_us``, ``firmware/c/ttforge_infer.c`` at -O2, checked
+    equal to the golden executor first)."""
     from ttforge.ir.executor import execute
 
     rows = np.resize(x, (max(CPU_BATCH, inner), x.shape[1]))
@@ -184,10 +186,24 @@ def cpu_timing(net, x: np.ndarray, repeats: int = 7, inner: int = 20) -> dict:
         t0 = time.perf_counter()
         execute(net, rows[:CPU_BATCH])
         thr.append(CPU_BATCH / (time.perf_counter() - t0))
-    return {"latency_us": statistics.median(lat) * 1e6, "per_s_batch": statistics.median(thr),
-            "batch": CPU_BATCH, "repeats": repeats, "inner": inner,
-            "latency_us_all": [round(v * 1e6, 1) for v in lat],
-            "per_s_batch_all": [round(v, 1) for v in thr]}
+    out = {"latency_us": statistics.median(lat) * 1e6, "per_s_batch": statistics.median(thr),
+           "batch": CPU_BATCH, "repeats": repeats, "inner": inner,
+           "latency_us_all": [round(v * 1e6, 1) for v in lat],
+           "per_s_batch_all": [round(v, 1) for v in thr]}
+    try:                          # the C executor (-O2), bit-identical to execute: the other baseline
+        from ttforge.firmware.infer_c import CNetwork
+
+        cn = CNetwork(net)
+    except Exception as e:        # no C compiler: the numpy figures stand alone
+        return out | {"c_error": str(e).splitlines()[0]}
+    assert np.array_equal(cn.run(rows[:inner]), execute(net, rows[:inner]))
+    clat = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for i in range(inner):
+            cn.run(rows[i:i + 1])
+        clat.append((time.perf_counter() - t0) / inner)
+    return out | {"c_latency_us": statistics.median(clat) * 1e6, "c_latency_us_all": [round(v * 1e6, 1) for v in clat]}
 
 
 # ------------------------------------------------------------------------ builds
