@@ -92,9 +92,11 @@ def flow_cli_spec():
 
 
 def _sweep_arguments(p: argparse.ArgumentParser) -> None:
+    from ttforge.flow.sweep import AXES
+
     p.epilog = ("A sweep config has [sweep] (name, flow: the base flow config, until: compile, sim or "
-                "bitstream, short) and [grid] (axis = [values]; axes: ranks, hidden, w_bits, act_bits, "
-                "lanes, board, epochs, or any dotted flow config key). Writes sweep.csv, sweep.json, "
+                f"bitstream, short) and [grid] (axis = [values]; axes: {', '.join(AXES)}, or any dotted "
+                "flow config key). Writes sweep.csv, sweep.json, "
                 "pareto.png and best-<board>.toml into DIR; a second run recomputes no finished point. "
                 "Example: 'ttforge sweep examples/digits-sweep.toml --jobs 2'.")
     p.add_argument("config", metavar="CONFIG", help="a sweep config (.toml, see examples/digits-sweep.toml)")

@@ -72,8 +72,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
              "bitstream -> report (unchanged stages are skipped)."),
     "sweep": ("ttforge.flow.cli:sweep_cli_spec",
               "Design-space exploration: run the flow (train -> quantize -> compile, optionally simulate "
-              "and place and route) over a grid of ranks, bit widths, lanes and boards as Dask tasks; "
-              "results table, Pareto plot and the best flow config per board."),
+              "and place and route) over a grid of ranks, bit widths, lanes, stream widths and boards as "
+              "Dask tasks; results table, Pareto plot and the best flow config per board."),
     "train-int": ("ttforge.model.cli:train_int_cli_spec",
                   "Train with the all-integer step (docs/arithmetic.md, Training) from a random init, an "
                   "artifact or a state; writes the state, the exported artifact, metrics and curves."),

@@ -82,6 +82,15 @@ def test_relative_data_resolves_against_the_config_file(tmp_path):
     (('name = "t"', 'name = "a/b"'), "[flow] name = 'a/b' must be a non-empty name"),
     (("[bitstream]", "[sim]\nsimulator = \"modelsim\"\n[bitstream]"), "[sim] simulator = 'modelsim' is not valid; choose one of auto, verilator-native, icarus, verilator"),
     (("[bitstream]", "[hw]\nlanes = 3\n[bitstream]"), "[hw] lanes=3 must be a power of two"),
+    (("[bitstream]", "[hw]\nstream_elems = 3\n[bitstream]"),
+     "[hw] stream_elems=3 must be a power of two in 1..128 (tdata is at most 1024 bits)"),
+    (("[bitstream]", "[hw]\nstream_elems = 0\n[bitstream]"), "[hw] stream_elems=0 must be a power of two in 1..128"),
+    (("[bitstream]", "[hw]\nstream_elems = 256\n[bitstream]"), "[hw] stream_elems=256 must be a power of two"),
+    (("[bitstream]", "[hw]\nstream_elems = \"2\"\n[bitstream]"), "[hw] stream_elems='2' must be an integer"),
+    (("[bitstream]", "[hw]\nstream_elems = 1e9\n[bitstream]"), "[hw] stream_elems=1000000000.0 must be an integer"),
+    (("w_bits = 4", "w_bits = 4\nact_bits = 12\n[hw]\nstream_elems = 128"),
+     "[hw] stream_elems=128 must be a power of two in 1..64 (tdata is at most 1024 bits) for 12-bit "
+     "activations ([quant] act_bits)"),
     (("[quant]", "[quant]\nlayer_bits = \"0:9\""), "[quant] layer_bits (layer 0) = 9 is out of range; give an integer in 2..8"),
 ])
 def test_bad_config_is_one_precise_line(tmp_path, capsys, edit, message):

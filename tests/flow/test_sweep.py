@@ -62,6 +62,8 @@ def test_points_are_validated_flow_configs(tmp_path):
     ("ranks = [2]", 'until = "report"', "until"),
     ("ranks = [2]", "speed = 1", "unknown key"),
     ("board = ['icebreaker', 'de10']", "", "board"),
+    ("stream_elems = [1, 3]", "", r"point stream_elems=3: \[hw\] stream_elems=3 must be a power of two in 1\.\.128"),
+    ("lanes = [1]", 'until = "bitstream"\nshort = true', r"\[sweep\] short = true builds no bitstream"),
 ])
 def test_a_bad_sweep_config_is_one_line(tmp_path, grid, sweep, match, capsys):
     path = _write(tmp_path, grid, sweep)
@@ -154,3 +156,28 @@ def test_the_placed_figures_come_from_the_bitstream_record(tmp_path):
     m = sweep_mod._metrics(tmp_path)
     assert (m["logic"], m["logic_kind"], m["bram"], m["fmax_mhz"], m["cycles"]) == (4825, "lc", 8, 31.2, 1538)
     assert "int_acc" not in m                                        # no quantize record: no accuracy
+
+
+@pytest.mark.parametrize("until", ["compile", pytest.param("sim", marks=pytest.mark.slow)])
+def test_stream_width_is_an_axis(tmp_path, until):
+    """``stream_elems = [1, 2]``: one trained and quantized network, two accelerators that
+    differ only in their AXI4-Stream beat (the compile stage's config, the stream_elems
+    column of the CSV) and take the same cycles; with ``until = "sim"`` each is checked
+    exactly in simulation."""
+    cfg = load_sweep(_write(tmp_path, "stream_elems = [1, 2]", f'until = "{until}"'))
+    assert cfg.axes == ["hw.stream_elems"]
+    res = run_sweep(cfg, tmp_path / "out")
+    assert [r["status"] for r in res.rows] == ["ok", "ok"], [r["reason"] for r in res.rows]
+    assert [r["stream_elems"] for r in res.rows] == [1, 2]
+    a, b = (tmp_path / "out" / "points" / r["key"] for r in res.rows)
+    for stage in ("train", "quantize"):
+        assert (a / stage / "stage.json").read_bytes() == (b / stage / "stage.json").read_bytes()
+    ca, cb = (json.loads((d / "compile" / "config.json").read_text()) for d in (a, b))
+    assert cb == {**ca, "stream_elems": 2}
+    assert res.rows[0]["cycles"] == res.rows[1]["cycles"] and res.rows[0]["int_acc"] == res.rows[1]["int_acc"]
+    with open(tmp_path / "out" / "sweep.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [t["stream_elems"] for t in table] == ["1", "2"]
+    if until == "sim":
+        assert [r["exact"] for r in res.rows] == [True, True]
+        assert all(r["cycles_per_vector"] > 0 for r in res.rows)
