@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ttforge.errors import ConfigError
 from ttforge.firmware.cc import load_c_library
 from ttforge.ir.executor import IntNetwork, check_input
 
@@ -24,7 +25,8 @@ SOURCE = Path(__file__).resolve().parent / "c" / "ttforge_infer.c"
 
 class _Step(C.Structure):
     _fields_ = [("A", C.c_int32), ("K", C.c_int32), ("Q", C.c_int32), ("P", C.c_int32), ("shift", C.c_int32),
-                ("out_bits", C.c_int32), ("C", C.POINTER(C.c_int32))]
+                ("out_bits", C.c_int32), ("acc32", C.c_int32), ("C", C.POINTER(C.c_int32)),
+                ("Ct", C.POINTER(C.c_int32))]
 
 
 class _Layer(C.Structure):
@@ -46,16 +48,22 @@ class CNetwork:
     """``net`` arranged for the C executor; ``run(x)`` equals ``execute(net, x)``."""
 
     def __init__(self, net: IntNetwork, lib: C.CDLL | None = None):
+        for i, L in enumerate(net.layers):
+            if max(L.in_bits, L.inter_bits, L.out_bits, L.w_bits) > 32:
+                raise ConfigError(f"layer {i} has a width above 32 bits; the C executor keeps activations "
+                                  f"and cores in 32 bits (use the golden executor)")
         self.net, self.lib = net, lib or build_library()
         self._keep: list = []            # every array ctypes points into lives as long as self
         self._layers = (_Layer * len(net.layers))()
         for i, L in enumerate(net.layers):
             steps = (_Step * len(L.schedule.steps))()
+            need = L.acc_bits_needed()   # the widest sum each step can reach (bias included)
             for t, (st, shift) in enumerate(zip(L.schedule.steps, L.shifts())):
                 mat = np.ascontiguousarray(L.core_matrix(t), dtype=np.int32)
-                self._keep.append(mat)
-                steps[t] = _Step(st.A, st.K, st.Q, st.P, int(shift), L.step_out_bits(t),
-                                 mat.ctypes.data_as(C.POINTER(C.c_int32)))
+                mat_t = np.ascontiguousarray(mat.T)
+                self._keep += [mat, mat_t]
+                steps[t] = _Step(st.A, st.K, st.Q, st.P, int(shift), L.step_out_bits(t), int(need[t] <= 32),
+                                 mat.ctypes.data_as(C.POINTER(C.c_int32)), mat_t.ctypes.data_as(C.POINTER(C.c_int32)))
             bias = None if L.bias is None else np.ascontiguousarray(L.bias, dtype=np.int64)
             self._keep += [steps, bias]
             self._layers[i] = _Layer(len(L.schedule.steps), L.in_features, L.out_features,

@@ -8,8 +8,10 @@
  * FLOOR_PLUS_HALF rounding (right by `shift`, or left by -shift) and saturates to
  * `out_bits` (two's complement, full range). After the last step the output is cut to
  * out_features and, with relu, clamped at 0. The input of a layer is zero-padded from
- * in_features to in_size. Accumulators are int64 (the loader bounds acc_bits to 48, so
- * no sum overflows). No floating point.
+ * in_features to in_size. Activations are int32 (every width is at most 32 bits);
+ * accumulators are int32 where no sum of the step can need more than 32 bits
+ * (IntLayer.acc_bits_needed, from the widths and the reduction length) and int64 otherwise (the loader bounds acc_bits to 48). No
+ * floating point.
  *
  * The core matrices are what IntLayer.core_matrix(t) returns (the Python side arranges
  * them once: ttforge.firmware.infer_c). Tested equal to the golden executor
@@ -27,8 +29,10 @@ extern "C" {
 typedef struct {
     int32_t A, K, Q, P;
     int32_t shift;             /* right shift (negative: left) */
-    int32_t out_bits;          /* saturation width of the step's output */
+    int32_t out_bits;          /* saturation width of the step's output (at most 32) */
+    int32_t acc32;             /* 1: every sum of the step fits 32 bits (IntLayer.acc_bits_needed) */
     const int32_t *C;          /* P x K, row-major */
+    const int32_t *Ct;         /* the same, transposed: K x P, row-major */
 } ttfi_step;
 
 typedef struct {

@@ -52,7 +52,8 @@ def test_a_flipped_core_bit_in_c_is_caught():
     x = np.eye(4, dtype=np.int64) * 100
     cn = CNetwork(net)
     assert np.array_equal(cn.run(x), execute(net, x))
-    cn._keep[0][1, 2] ^= 1          # the step's P x K matrix as C reads it
+    cn._keep[0][1, 2] ^= 1          # the step's P x K matrix as C reads it, and its transpose
+    cn._keep[1][2, 1] ^= 1
     assert not np.array_equal(cn.run(x), execute(net, x))
 
 
