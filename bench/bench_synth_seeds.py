@@ -49,6 +49,9 @@ def main(argv=None) -> int:
                    help="place only: utilisation after packing and nextpnr's post-placement "
                         "Fmax estimate (minutes instead of the hour routing takes on a busy "
                         "2-core machine)")
+    p.add_argument("--collect", action="store_true",
+                   help="record the seeds' nextpnr runs already in --work (no Yosys, no nextpnr), "
+                        "after checking that its core.v is the Verilog this tree generates")
     a = p.parse_args(argv)
     seeds = [int(s) for s in a.seeds.split(",")]
     dev = DEVICES["ecp5-85f"]
@@ -58,6 +61,13 @@ def main(argv=None) -> int:
     commit, dirty = git("rev-parse", "HEAD"), git_dirty("hw")
     text = verilog(AccelConfig(lanes=a.lanes))
     harness, cost = harness_verilog(text, "ttforge_accel")
+    if a.collect:
+        # the runs in wd measured this tree's engine only if its Verilog is byte-identical
+        if not (wd / "core.v").is_file() or (wd / "core.v").read_text() != text:
+            print(f"{wd / 'core.v'} is not the Verilog of this tree's engine: run without --collect",
+                  file=sys.stderr)
+            return 1
+        return _record(a, seeds, wd, commit, dirty, cost, top_mod, None, collect=True)
     (wd / "core.v").write_text(text)
     (wd / "harness.v").write_text(harness)
     (wd / "synth.ys").write_text(
@@ -69,23 +79,33 @@ def main(argv=None) -> int:
         print(f"yosys failed (log: {wd / 'yosys.log'})", file=sys.stderr)
         return 1
     synth_s = round(time.time() - t0)
+    return _record(a, seeds, wd, commit, dirty, cost, top_mod, synth_s)
+
+
+def _record(a, seeds, wd: Path, commit: str, dirty: bool, cost, top_mod, synth_s, collect: bool = False) -> int:
+    """Place and route each seed (or, with ``collect``, read its finished run) and write
+    the JSON."""
+    dev = DEVICES["ecp5-85f"]
 
     def pnr(seed):
         sd = wd / f"seed{seed}"
         sd.mkdir(exist_ok=True)
         t = time.time()
-        run_tool(dev.nextpnr, [*dev.pnr_args, "--json", "../netlist.json", "--report", "report.json",
-                               "--freq", "100", "--seed", str(seed), "--timing-allow-fail",
-                               "-l", "nextpnr.log", "-q", "--lpf-allow-unconstrained",
-                               *(["--no-route"] if a.no_route else [])], cwd=sd, timeout=None)
+        if not collect:
+            run_tool(dev.nextpnr, [*dev.pnr_args, "--json", "../netlist.json", "--report", "report.json",
+                                   "--freq", "100", "--seed", str(seed), "--timing-allow-fail",
+                                   "-l", "nextpnr.log", "-q", "--lpf-allow-unconstrained",
+                                   *(["--no-route"] if a.no_route else [])], cwd=sd, timeout=None)
         rep = parse_report(sd / "report.json", "ecp5-85f")
         fmax = rep.fmax_mhz
         if a.no_route:     # the estimate after placement, as nextpnr logs it
             found = re.findall(r"Max frequency for clock .*?: ([0-9.]+) MHz",
                                (sd / "nextpnr.log").read_text(errors="replace"))
             fmax = float(found[-1]) if found else None
+        cp = rep.critical_path if not a.no_route else None
         return {"seed": seed, "fmax_mhz": fmax, "routed": not a.no_route,
-                "pnr_s": round(time.time() - t), **{f: rep.used(f) for f in FIELDS}}
+                "pnr_s": None if collect else round(time.time() - t), **{f: rep.used(f) for f in FIELDS},
+                "critical_path": cp}
 
     with ThreadPoolExecutor(len(seeds)) as ex:
         runs = list(ex.map(pnr, seeds))
@@ -97,7 +117,7 @@ def main(argv=None) -> int:
     out = {"label": a.label, "date_utc": utc_now(), "git_commit": commit, "git_dirty": dirty,
            "ttforge_hw": str(Path(top_mod.__file__).parent), "device": "ecp5-85f",
            "lanes": a.lanes, "harness": cost, "synth_s": synth_s, "runs": runs,
-           "summary": summary}
+           "summary": summary, "collected": collect}
     path = ROOT / "bench" / "results" / f"synth_seeds.{a.label}.json"
     path.write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
