@@ -118,9 +118,21 @@ def block_fmax_seeds() -> str:
                      f"{sm['lut']['median']:,}", f"{sm['ff']['median']:,}", sm["dsp"]["median"], sm["bram"]["median"],
                      f"{sm['fmax_mhz']['min']:.1f} / {sm['fmax_mhz']['median']:.1f} / {sm['fmax_mhz']['max']:.1f}",
                      "yes" if all(r.get("routed", True) for r in d["runs"]) else "**no** (placement estimate)"])
-    return table(["run", "commit", "device", "L", "nextpnr seeds", "LUT", "FF", "DSP", "BRAM",
-                  "Fmax MHz min / median / max", "routed"], rows) + \
-        "\n\nFrom `synth_seeds.<run>.json` (`bench/bench_synth_seeds.py`)."
+    paths = []
+    for label, d in seeds:
+        for r in d["runs"]:
+            cp = r.get("critical_path") or {}
+            if cp.get("delay_ns"):
+                cell = (lambda e: (e or {}).get("cell", "?").split("_TRELLIS")[0].split("_LUT4")[0])
+                paths.append([label, r["seed"], f"{r['fmax_mhz']:.2f}", f"{cp['delay_ns']:.2f}",
+                              f"{cp['routing_ns']:.2f} ({cp['routing_ns'] / cp['delay_ns']:.0%})",
+                              cp.get("logic_levels", ""), f"`{cell(cp.get('start'))}` -> `{cell(cp.get('end'))}`"])
+    out = table(["run", "commit", "device", "L", "nextpnr seeds", "LUT", "FF", "DSP", "BRAM",
+                 "Fmax MHz min / median / max", "routed"], rows)
+    if paths:
+        out += "\n\nThe routed critical paths:\n\n" + table(
+            ["run", "seed", "Fmax MHz", "path ns", "of which routing ns", "logic levels", "from -> to"], paths)
+    return out + "\n\nFrom `synth_seeds.<run>.json` (`bench/bench_synth_seeds.py`)."
 
 
 def _fmax_text(fs: list[float]) -> str:
