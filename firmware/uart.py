@@ -381,9 +381,21 @@ class _FrameSide(wiring.Component):
 # -------------------------------------------------------------------- command side
 
 #: a response to send, from the command side's frame registers (held until taken)
-RESPONSE = data.StructLayout({"cmd": 8, "status": 3, "resp": 2, "count": 16, "data": DATA_BITS})
-
+#: (``kind``: the request type decoded once, one bit per :data:`_KINDS` entry, none for an
+#: unknown one; ``data_ok``: READ32 data is sent only from a completed OKAY read, else 0)
 _HDR_LEN = {Cmd.WRITE32: 8, Cmd.READ32: 4, Cmd.WRITE_BURST: 6, Cmd.STREAM_IN: 2, Cmd.PING: 0}
+_KINDS = tuple(_HDR_LEN)
+RESPONSE = data.StructLayout({"cmd": 8, "kind": len(_KINDS), "status": 3, "resp": 2, "count": 16,
+                              "data": DATA_BITS, "data_ok": 1})
+
+
+def _one_hot_select(kind, values: dict):
+    """``values[c]`` for the one kind ``c`` set in the one-hot ``kind`` (0 for none): an
+    AND-OR of the few values, no compare of the 8-bit request type."""
+    out = Const(0, 1)
+    for c, v in values.items():
+        out = out | Mux(kind[_KINDS.index(c)], v, 0)
+    return out
 
 
 class CommandParser(_FrameSide):
@@ -436,7 +448,9 @@ class CommandParser(_FrameSide):
         cmd = Signal(8)
         hdr_cnt = Signal(4)
         hdr = Signal(64)             # header bytes; [32:64] also burst words, stream
-        #                              elements and READ32 data
+        #                              elements and READ32 data. Address bits at and above
+        #                              addr_bits are never stored: `addr_over` records that
+        #                              one was set (they only ever make the access DECERR)
         in_body = Signal()
         n_items = Signal(16)
         done = Signal(16)
@@ -449,7 +463,8 @@ class CommandParser(_FrameSide):
         timed_out = Signal()
         resp = Signal(2)             # first non-OKAY AXI response of the frame
         rd_ok = Signal()             # READ32: the read completed OKAY (its data is sent)
-        addr_over = Signal()         # a burst ran past the core's address space
+        addr_over = Signal()         # the address is beyond the core's space (a high
+        #                              address bit set, or a burst ran past its end)
         lane = Signal(range(max(E, 2)))
         beat = Signal(LW * E)
         beat_last = Signal()
@@ -459,16 +474,18 @@ class CommandParser(_FrameSide):
         with m.If(self.lost):
             m.d.sync += overrun.eq(1)
 
-        known = Signal()
+        # the request type, decoded once when its byte arrives (one-hot: every use below
+        # is one flip-flop, not a compare of the 8-bit cmd)
+        kind = Signal(len(_KINDS))
+        known = kind.any()
         hdr_len = Signal(4)
-        with m.Switch(cmd):
-            for c, h in _HDR_LEN.items():
-                with m.Case(int(c)):
-                    m.d.comb += [known.eq(1), hdr_len.eq(h)]
-        is_burst = cmd == Cmd.WRITE_BURST
-        is_stream = cmd == Cmd.STREAM_IN
-        addr_bad = Signal()
-        m.d.comb += addr_bad.eq(addr_over | (hdr[AB:32] != 0 if AB < 32 else 0))
+        m.d.comb += hdr_len.eq(_one_hot_select(kind, _HDR_LEN))
+
+        def is_(c):
+            return kind[_KINDS.index(c)]
+        is_burst = is_(Cmd.WRITE_BURST)
+        is_stream = is_(Cmd.STREAM_IN)
+        addr_bad = addr_over
 
         byte_in = self.rx.payload
         data_b = Signal(8)
@@ -478,16 +495,16 @@ class CommandParser(_FrameSide):
                      ebyte.eq(0), tail.eq(0), crc.eq(0), bad_esc.eq(0), stalled.eq(0),
                      timed_out.eq(0), resp.eq(0), rd_ok.eq(0), lane.eq(0), addr_over.eq(0)]
         m.d.comb += self.busy.eq(started & is_stream)
-        m.d.comb += [self.bus_req.p.write.eq(cmd != Cmd.READ32),
+        m.d.comb += [self.bus_req.p.write.eq(~is_(Cmd.READ32)),
                      self.bus_req.p.addr.eq(hdr[:AB]), self.bus_req.p.data.eq(hdr[32:64]),
                      # one element per beat: the element bytes in hdr are the beat
                      self.m_axis.tdata.eq(beat if E > 1 else hdr[32:32 + LW]),
                      self.m_axis.tlast.eq(beat_last)]
         # the response is sent from the frame registers
-        m.d.comb += [self.response.p.cmd.eq(cmd), self.response.p.status.eq(st),
+        m.d.comb += [self.response.p.cmd.eq(cmd), self.response.p.kind.eq(kind),
+                     self.response.p.status.eq(st),
                      self.response.p.resp.eq(resp), self.response.p.count.eq(done),
-                     # READ32 data only from a completed OKAY read (0 otherwise)
-                     self.response.p.data.eq(hdr[32:64] & rd_ok.replicate(DATA_BITS))]
+                     self.response.p.data.eq(hdr[32:64]), self.response.p.data_ok.eq(rd_ok)]
 
         status = Signal(3)
         bad_len = (hdr_cnt != hdr_len) | (in_body & ((done != n_items) | (n_items == 0))) | (tail != 1)
@@ -520,12 +537,21 @@ class CommandParser(_FrameSide):
                         with m.If(esc & (byte_in != ESC_END) & (byte_in != ESC_ESC)):
                             m.d.sync += bad_esc.eq(1)
                         with m.If(~started):
-                            m.d.sync += [started.eq(1), cmd.eq(data_b)]
+                            m.d.sync += [started.eq(1), cmd.eq(data_b),
+                                         kind.eq(Cat(*(data_b == c for c in _KINDS)))]
                         with m.Elif((hdr_cnt != hdr_len) | (in_body & (done != n_items))):
                             with m.Switch(lane_w):
                                 for k in range(8):
                                     with m.Case(k):
-                                        m.d.sync += hdr[8 * k:8 * k + 8].eq(data_b)
+                                        # address bits below addr_bits (lane 0 whole:
+                                        # it is also the low byte of STREAM_IN's n)
+                                        low = 8 if k >= 4 else max(0, min(8, AB - 8 * k))
+                                        keep = 8 if k == 0 else low
+                                        if keep:
+                                            m.d.sync += hdr[8 * k:8 * k + keep].eq(data_b[:keep])
+                                        if low < 8:       # a header byte of the address
+                                            with m.If(~in_body & (data_b[low:] != 0)):
+                                                m.d.sync += addr_over.eq(1)
                             with m.If(~in_body):
                                 m.d.sync += hdr_cnt.eq(hdr_cnt + 1)
                                 with m.If((hdr_cnt + 1 == hdr_len) & (is_burst | is_stream)):
@@ -569,7 +595,7 @@ class CommandParser(_FrameSide):
 
             with m.Case(S.EXEC):
                 ok = status == Status.OK
-                with m.If(ok & ((cmd == Cmd.WRITE32) | (cmd == Cmd.READ32))):
+                with m.If(ok & (is_(Cmd.WRITE32) | is_(Cmd.READ32))):
                     m.d.sync += state.eq(S.BUS)
                 with m.Else():
                     m.d.sync += state.eq(S.RESPOND)
@@ -618,19 +644,18 @@ class FrameSender(_FrameSide):
     interleave; a response waiting wins. An output frame whose next beat does not come
     within ``stall_ticks`` ticks is closed."""
 
-    class State(enum.Enum, shape=4):
+    # one state sequence for both kinds of frame (``output`` tells them apart): a
+    # response goes START, TYPE, BODY, CRC, STOP; an output vector START, TYPE, then
+    # WAIT/BYTES per beat, CRC, STOP (fewer states: a smaller decode on the iCE40UP5K)
+    class State(enum.Enum, shape=3):
         IDLE = 0
-        R_START = 1
-        R_TYPE = 2
-        R_BODY = 3
-        R_CRC = 4
-        R_STOP = 5
-        O_START = 6
-        O_TYPE = 7
-        O_WAIT = 8      # the next beat of the output vector (held by the core until taken)
-        O_BYTES = 9
-        CRC = 10
-        STOP = 11
+        START = 1
+        TYPE = 2
+        BODY = 3        # the response's body bytes
+        WAIT = 4        # the next beat of the output vector (held by the core until taken)
+        BYTES = 5       # the beat's bytes
+        CRC = 6
+        STOP = 7
 
     def members(self, beat_bits: int) -> dict:
         return {
@@ -661,24 +686,23 @@ class FrameSender(_FrameSide):
         r_len = Signal(3)
         r_byte = Signal(8)
         ping = [PROTOCOL_VERSION, B, E, self.addr_bits]
+        data = Mux(r.data_ok, r.data, 0)
         bodies = {
             Cmd.WRITE32: [r.status, r.resp],
-            Cmd.READ32: [r.status, r.resp, *[r.data[8 * k:8 * k + 8] for k in range(4)]],
+            Cmd.READ32: [r.status, r.resp, *[data[8 * k:8 * k + 8] for k in range(4)]],
             Cmd.WRITE_BURST: [r.status, r.resp, r.count[0:8], r.count[8:16]],
             Cmd.STREAM_IN: [r.status, r.count[0:8], r.count[8:16]],
             Cmd.PING: [r.status, *ping],
         }
-        m.d.comb += r_len.eq(1)
-        with m.If(tidx == 0):
-            m.d.comb += r_byte.eq(r.status)
-        with m.Switch(r.cmd):
-            for c, body in bodies.items():
-                with m.Case(int(c)):
-                    m.d.comb += r_len.eq(len(body))
-                    with m.Switch(tidx):
-                        for k, v in enumerate(body[1:], start=1):
-                            with m.Case(k):
-                                m.d.comb += r_byte.eq(v)
+        # an unknown request's body is its status alone
+        m.d.comb += r_len.eq(Mux(r.kind.any(), _one_hot_select(r.kind, {c: len(b) for c, b in bodies.items()}), 1))
+        with m.Switch(tidx):
+            with m.Case(0):
+                m.d.comb += r_byte.eq(r.status)
+            for k in range(1, max(map(len, bodies.values()))):
+                with m.Case(k):
+                    m.d.comb += r_byte.eq(_one_hot_select(
+                        r.kind, {c: b[k] for c, b in bodies.items() if k < len(b)}))
         out_byte = Signal(8)
         _select(m, obyte, [self.s_axis.tdata[8 * k:8 * k + 8] for k in range(B * E)], out_byte)
 
@@ -688,47 +712,40 @@ class FrameSender(_FrameSide):
             with m.If(o.ready):
                 m.d.sync += state.eq(nxt)
 
+        output = Signal()            # the frame is an output vector (else a response)
         with m.Switch(state):
             with m.Case(S.IDLE):
                 m.d.sync += [tcrc.eq(0), tidx.eq(0), obyte.eq(0)]
                 with m.If(self.response.valid):
-                    m.d.sync += state.eq(S.R_START)
+                    m.d.sync += [output.eq(0), state.eq(S.START)]
                 with m.Elif(self.s_axis.tvalid):
-                    m.d.sync += state.eq(S.O_START)
-            with m.Case(S.R_START):
-                put(END, S.R_TYPE, raw=True)
-            with m.Case(S.R_TYPE):
-                put(r.cmd | 0x80, S.R_BODY)
-            with m.Case(S.R_BODY):
+                    m.d.sync += [output.eq(1), state.eq(S.START)]
+            with m.Case(S.START):
+                put(END, S.TYPE, raw=True)
+            with m.Case(S.TYPE):
+                put(Mux(output, OUTPUT_TYPE, r.cmd | 0x80), Mux(output, S.WAIT, S.BODY))
+            with m.Case(S.BODY):
                 m.d.comb += [o.valid.eq(1), o.p.data.eq(r_byte)]
                 with m.If(o.ready):
                     m.d.sync += tidx.eq(tidx + 1)
                     with m.If(tidx + 1 == r_len):
-                        m.d.sync += state.eq(S.R_CRC)
-            with m.Case(S.R_CRC):
-                put(tcrc, S.R_STOP)
-            with m.Case(S.R_STOP):
-                put(END, S.IDLE, raw=True)
-                m.d.comb += self.response.ready.eq(o.ready)      # the response is sent
-            with m.Case(S.O_START):
-                put(END, S.O_TYPE, raw=True)
-            with m.Case(S.O_TYPE):
-                put(OUTPUT_TYPE, S.O_WAIT)
-            with m.Case(S.O_WAIT):
+                        m.d.sync += state.eq(S.CRC)
+            with m.Case(S.WAIT):
                 # the core stopped mid-vector: close the frame
-                timer.wait(m, self.s_axis.tvalid, state=state, ok=S.O_BYTES, fail=S.CRC)
+                timer.wait(m, self.s_axis.tvalid, state=state, ok=S.BYTES, fail=S.CRC)
                 m.d.sync += obyte.eq(0)
-            with m.Case(S.O_BYTES):
+            with m.Case(S.BYTES):
                 m.d.comb += [o.valid.eq(1), o.p.data.eq(out_byte)]
                 with m.If(o.ready):
                     m.d.sync += obyte.eq(obyte + 1)
                     with m.If(obyte == B * E - 1):
                         m.d.comb += self.s_axis.tready.eq(1)     # the beat is sent: take it
-                        m.d.sync += state.eq(Mux(self.s_axis.tlast, S.CRC, S.O_WAIT))
+                        m.d.sync += state.eq(Mux(self.s_axis.tlast, S.CRC, S.WAIT))
             with m.Case(S.CRC):
                 put(tcrc, S.STOP)
             with m.Case(S.STOP):
                 put(END, S.IDLE, raw=True)
+                m.d.comb += self.response.ready.eq(o.ready & ~output)   # the response is sent
         return m
 
 

@@ -176,6 +176,24 @@ def test_escaped_bytes_and_burst():
     assert got == want
 
 
+def test_addresses_beyond_the_core_are_decerr_and_touch_nothing():
+    """An address bit at or above addr_bits (not stored by the parser, only flagged) makes
+    the access DECERR without a bus transaction, in every header byte; the sibling
+    addresses inside the core are OKAY (a register written before is unchanged)."""
+    dut = Dut()
+    high = [1 << ADDR_BITS, 1 << 15, 1 << 23, 1 << 31]
+    req = (P.write32(0x20, 7) + b"".join(P.write32(h | 0x20, 9) for h in high)
+           + b"".join(P.read32(h | 0x20) for h in high) + P.read32(0x20)
+           + P.write_burst((1 << ADDR_BITS) | 0x20, [5]))
+    got = run(dut, req, cycles=9000)
+    want = frames(Response(Cmd.WRITE32, 0, resp=0),
+                  *[Response(Cmd.WRITE32, 0, resp=3) for _ in high],
+                  *[Response(Cmd.READ32, 0, resp=3, data=0) for _ in high],
+                  Response(Cmd.READ32, 0, resp=0, data=7),
+                  Response(Cmd.WRITE_BURST, 0, resp=3, count=1))
+    assert got == want
+
+
 def test_stream_in_and_output_frame():
     dut = Dut(elem_bytes=1, stream_elems=2)
     vec = [1, -2, 3, 127, -128]
