@@ -26,10 +26,14 @@ merges run on one thread (a parallel region costs more than their arithmetic).
 The backward pass is a custom :class:`torch.autograd.Function`: it keeps the input and
 the (small) merged core matrices, not the intermediates, unless they are small; the
 intermediates are recomputed chunk by chunk (batch chunks whose largest intermediate
-holds at most :data:`CHUNK_ELEMENTS` values), and each step's gradients are one matrix
-product where the layout allows it. Peak activation memory is thus bounded by the
-chunk size, not the batch. The backward is written in differentiable torch operations,
-so second derivatives work too.
+holds at most :data:`BACKWARD_CHUNK_ELEMENTS` values), and each step's gradients are
+one matrix product per chunk where the layout allows it, written in the orientation
+matrix kernels run fastest. Recomputing costs one product per chunk; keeping the
+intermediates instead would cost more here: a 64 MiB buffer takes longer to fault in
+(31-39 ms, measured) than the 4096 x 4096 layer's recomputation (19-24 ms). Peak
+activation memory is thus bounded by the chunk size, not the batch. Under
+``create_graph`` the backward is written in differentiable torch operations, so second
+derivatives work too.
 
 The arithmetic is float arithmetic in a different order: results equal the
 hardware-order path within float rounding, never bit for bit. Quantization-aware
@@ -49,7 +53,8 @@ import torch
 from ttforge.ir.schedule import ContractionSchedule, ContractionStep, schedule_orders
 from ttforge.ir.tt import TTShape
 
-__all__ = ["FastPlan", "plan_for", "tt_apply", "merge_cores", "CHUNK_ELEMENTS"]
+__all__ = ["FastPlan", "plan_for", "tt_apply", "merge_cores", "CHUNK_ELEMENTS",
+           "BACKWARD_CHUNK_ELEMENTS"]
 
 #: Largest intermediate (values) of one batch chunk: 2**19 float32 values = 2 MiB, so
 #: the running intermediates stay in cache and come from the allocator's heap rather
@@ -58,11 +63,12 @@ __all__ = ["FastPlan", "plan_for", "tt_apply", "merge_cores", "CHUNK_ELEMENTS"]
 CHUNK_ELEMENTS = 1 << 19
 
 #: The same bound for the backward pass, which holds about three chunk-sized buffers
-#: (the recomputed intermediate, its gradient and a product) instead of one: a quarter
-#: keeps them in a core's 2 MiB cache together (measured, forward+backward at batch
-#: 256: 1024 x 1024 rank 8, 12.6 ms with 16-sample backward chunks vs 16.5 ms with 64;
-#: 4096 x 4096 rank 16, 132 ms with 2 vs 146 ms with 8).
-BACKWARD_CHUNK_ELEMENTS = 1 << 17
+#: (the recomputed intermediate, its gradient and a product) instead of one: half as
+#: many values keeps them closer to a core's 2 MiB cache (measured, forward+backward
+#: of the 1024 x 1024 rank-8 layer at batch 256, 1 thread: 12.6-12.8 ms with 16- or
+#: 32-sample backward chunks, 16.5 ms with 64; the 4096 x 4096 rank-16 layer is within
+#: noise from 2 to 8 samples; fewer chunks, less Python per backward).
+BACKWARD_CHUNK_ELEMENTS = 1 << 18
 
 #: Intra-op threads of the fast path's products (``None``: ``torch.get_num_threads()``).
 #: One by default: each product at two threads is a parallel region whose threads must
@@ -381,8 +387,8 @@ def _wide(s: ContractionStep) -> bool:
     return s.Q > 1 or s.P >= s.K
 
 
-#: Cost model of a sample-wise step's matrix gradient ``sum_j X_j g_j^T``: one batched
-#: product into a work buffer and a sum costs about ``_SUM_VALUE`` MACs per value of
+#: Cost model of a sample-wise step's matrix gradient ``sum_j X_j g_j^T``: batched
+#: products into a work buffer and its sum cost about ``_SUM_VALUE`` MACs per value of
 #: the buffer; accumulating each sample's product in place (``addmm_``, no buffer)
 #: costs ``_LOOP_CALL`` per call. Measured on the two merged-pair layers: the loop
 #: wins for ``64 x 1024`` per-sample gradients (25 ms vs 30 ms), the buffer for
@@ -410,8 +416,9 @@ def _backward_buffered(x, gy, mats, steps, need_x, chunk, kept=None):
     forward's intermediates over the whole batch) or are recomputed per chunk.
 
     Each matrix gradient is one product per chunk for a flat step, in the faster
-    orientation (:func:`_wide`), and for a step over samples either one batched
-    product and a sum or a product per sample accumulated in place (:func:`_loops`).
+    orientation (:func:`_wide`), and for a step over samples either a batched product
+    accumulated per sample slot over the chunks and summed once at the end, or a
+    product per sample accumulated in place (:func:`_loops`).
     """
     batch = x.shape[0]
     gmats: list[torch.Tensor | None] = [None] * len(steps)
@@ -420,9 +427,8 @@ def _backward_buffered(x, gy, mats, steps, need_x, chunk, kept=None):
     # the gradient of each step's input, two ping-pong buffers
     gsize = max([chunk * s.A * s.K * s.Q for s in steps[1:]], default=0)
     gbuf = _buffers(x, [gsize, gsize] if len(steps) > 1 else [])
-    tmp_size = max([chunk * s.A * s.P * s.K for s in steps if s.Q > 1 and not _loops(s)],
-                   default=0)
-    tmp = _buffers(x, [tmp_size])[0] if tmp_size else None
+    sums = {i: _buffers(x, [chunk * s.A * s.P * s.K])[0]
+            for i, s in enumerate(steps) if s.Q > 1 and not _loops(s)}
     for lo in range(0, batch, chunk):
         xc = x[lo:lo + chunk]
         b = xc.shape[0]
@@ -451,15 +457,27 @@ def _backward_buffered(x, gy, mats, steps, need_x, chunk, kept=None):
             else:
                 g3, X3 = g.reshape(n, s.P, s.Q), X.reshape(n, s.K, s.Q)
                 if _loops(s):
-                    for j in range(n):
-                        gm = _addmm(gm, X3[j], g3[j].t())
+                    # unbind: every sample's view in one call (this loop runs per sample)
+                    pairs = zip(X3.unbind(0), g3.transpose(1, 2).unbind(0))
+                    if gm is None:
+                        gm = torch.mm(*next(pairs))
+                    for Xj, gj in pairs:
+                        gm.addmm_(Xj, gj)
                 else:
-                    prod = torch.bmm(X3, g3.transpose(1, 2), out=tmp[:n * s.K * s.P].view(n, s.K, s.P))
-                    with _serial():  # memory-bound: a parallel region costs more than it saves
-                        gm = prod.sum(0) if gm is None else gm.add_(prod.sum(0))
+                    # each sample slot of the buffer accumulates over the chunks; one
+                    # sum over the slots at the end
+                    prod = sums[i][:n * s.K * s.P].view(n, s.K, s.P)
+                    if lo:
+                        prod.baddbmm_(X3, g3.transpose(1, 2))
+                    else:
+                        torch.bmm(X3, g3.transpose(1, 2), out=prod)
                 if out is not None:
                     g = torch.bmm(C.t().expand(n, s.K, s.P), g3, out=out.view(n, s.K, s.Q))
             gmats[i] = gm
+    with _serial():  # memory-bound: a parallel region costs more than it saves
+        for i, buf in sums.items():
+            s = steps[i]
+            gmats[i] = buf[:chunk * s.A * s.K * s.P].view(chunk * s.A, s.K, s.P).sum(0)
     return gx, [gm.t() if _wide(s) else gm for s, gm in zip(steps, gmats)]
 
 
