@@ -61,7 +61,7 @@ static void rows_int64(const int32_t *m, int32_t n, const int32_t *v, int32_t K,
  * (rows of the transposed core matrix Ct, x[a, k, q] the scalar). */
 static void step_one(const ttfi_step *s, const int64_t *bias, int32_t n_bias, const int32_t *in, int32_t *out,
                      int64_t *acc, int32_t *acc32) {
-    int32_t a, p, q, k;
+    int32_t a, p, q;
     const int32_t A = s->A, K = s->K, Q = s->Q, P = s->P;
     for (a = 0; a < A; a++) {
         const int32_t *xa = in + (int64_t)a * K * Q;
@@ -69,16 +69,8 @@ static void step_one(const ttfi_step *s, const int64_t *bias, int32_t n_bias, co
         if (Q >= P) {                           /* for each p: Q sums, inner loop over q */
             for (p = 0; p < P; p++) {
                 const int32_t *c = s->C + (int64_t)p * K;
-                if (s->acc32) {
-                    memset(acc32, 0, sizeof(int32_t) * (size_t)Q);
-                    for (k = 0; k < K; k++) {
-                        const int32_t ck = c[k], *xk = xa + (int64_t)k * Q;
-                        for (q = 0; q < Q; q++) acc32[q] += ck * xk[q];
-                    }
-                    for (q = 0; q < Q; q++) acc[q] = acc32[q];
-                } else {
-                    rows_int64(xa, Q, c, K, 1, acc);   /* x[a, k, q] rows, c[p, k] scalars */
-                }
+                if (s->acc32) rows_int32(xa, Q, c, K, 1, acc32, acc);   /* x[a, k, q] rows, c[p, k] scalars */
+                else rows_int64(xa, Q, c, K, 1, acc);
                 for (q = 0; q < Q; q++) {
                     int64_t flat = (int64_t)a * P * Q + (int64_t)p * Q + q, v = acc[q];
                     if (bias && flat < n_bias) v += bias[flat];
