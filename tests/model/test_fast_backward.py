@@ -91,3 +91,18 @@ def test_the_backward_uses_smaller_chunks_than_the_forward():
     assert plan.describe()["backward_chunk"] == plan.backward_chunk
     small = fast.plan_for(shape, 1, threads=1)
     assert small.backward_chunk == 0  # one sample: the whole batch at once
+
+
+@pytest.mark.parametrize("loop_call", [0, 10 ** 12], ids=["per-sample-loop", "bmm-and-sum"])
+def test_gradcheck_float64_with_sliced_kept_and_recomputed_chunks(monkeypatch, one_thread, loop_call):
+    monkeypatch.setattr(fast, "_LOOP_CALL", loop_call)
+    torch.manual_seed(6)
+    layer = TTLinear(30, 20, ranks=[2, 3], in_modes=[2, 3, 5], out_modes=[1, 4, 5]).double()
+    x = torch.randn(3, 30, dtype=torch.float64, requires_grad=True)
+    cores = [c.detach().clone().requires_grad_() for c in layer.cores]
+    for chunk, backward_chunk in ((0, 2), (2, 1)):
+        # one plan with a step over samples (the route under test) per chunking
+        plan = next(p for p in _plans(layer.tt_shape, chunk, backward_chunk)
+                    if any(s.Q > 1 for s in p.schedule.steps))
+        f = lambda x, *cs: fast.tt_apply(x, cs, plan)  # noqa: E731
+        assert torch.autograd.gradcheck(f, (x, *cores)), plan.describe()
