@@ -15,8 +15,10 @@ once per board (its output does not depend on the seed); nextpnr then runs once 
 on that netlist (``--jobs`` at a time). ``--no-route`` stops after placement: whether the
 seed places, the utilisation after packing and nextpnr's post-placement Fmax estimate
 (minutes instead of the quarter hour a routed iCEBreaker seed takes on a loaded 2-core
-machine). Writes ``bench/results/board_seeds.<label>.json`` (atomically) with the commit
-and whether ``firmware/`` or ``hw/`` had uncommitted changes.
+machine); Fmax is then the estimate of nextpnr's log. ``--reparse`` runs no tool and
+rebuilds the JSON from what an earlier run left in ``--work``. Writes
+``bench/results/board_seeds.<label>.json`` (atomically) with Yosys' cell counts, the
+commit and whether ``firmware/`` or ``hw/`` had uncommitted changes.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import statistics
 import subprocess
@@ -54,9 +57,10 @@ def test_artifact(path: Path) -> Path:
     return path
 
 
-def synthesize(board_key: str, artifact: Path, work: Path) -> dict:
-    """The board top's build files in ``work`` and Yosys run once: ``{"config", "device",
-    "nextpnr": argv template, "env", "seconds"}``."""
+def synthesize(board_key: str, artifact: Path, work: Path, run: bool = True) -> dict:
+    """The board top's build files in ``work`` and Yosys run once (``run``; else the
+    netlist already there is used): ``{"config", "device", "nextpnr": argv template,
+    "env", "seconds"}``."""
     from ttforge.firmware.board import BoardTop, board
     from ttforge.firmware.build import board_config, toolchain_env
     from ttforge.hw.synth import DEVICES
@@ -75,17 +79,38 @@ def synthesize(board_key: str, artifact: Path, work: Path) -> dict:
     yosys = next(shlex.split(ln) for ln in lines if ln.startswith('"$YOSYS"'))
     nextpnr = next(shlex.split(ln) for ln in lines if ln.startswith('"$NEXTPNR'))
     t0 = time.monotonic()
-    r = subprocess.run([env[yosys[0][1:]], *yosys[1:]], cwd=work, env=env, capture_output=True, text=True)
+    r = subprocess.run([env[yosys[0][1:]], *yosys[1:]], cwd=work, env=env, capture_output=True,
+                       text=True) if run else subprocess.CompletedProcess([], 0)
     if r.returncode:
         raise SystemExit(f"yosys failed for the {b.key}: see {work / (name + '.rpt')}")
     return {"config": cfg.to_dict(), "device": b.device, "device_title": dev.title,
+            "yosys_cells": yosys_cells(work / f"{name}.rpt"),
             "nextpnr": [env[nextpnr[0][1:]], *nextpnr[1:]], "env": env,
             "seconds": round(time.monotonic() - t0, 1), "name": name}
 
 
-def place(syn: dict, work: Path, seed: int, route: bool) -> dict:
+def yosys_cells(rpt: Path) -> dict[str, int]:
+    """The cell counts of Yosys' last ``stat`` in its log (``SB_LUT4``, the flip-flop
+    kinds, ``SB_CARRY``; on the ECP5 ``LUT4``, ``TRELLIS_FF`` ...), and ``FF``: every
+    flip-flop."""
+    cells = {}
+    for n, kind in re.findall(r"^\s+(\d+)\s+((?:SB|TRELLIS|CCU2|LUT|MULT|DP16|PDP)\w*)$",
+                              rpt.read_text(errors="replace"), re.M):
+        cells[kind] = int(n)        # the last stat (the whole design) wins
+    cells["FF"] = sum(v for k, v in cells.items() if k.startswith(("SB_DFF", "TRELLIS_FF")))
+    return cells
+
+
+def _log_fmax(tim: Path) -> float | None:
+    """The last Fmax nextpnr's log states (after placement only, the report has none)."""
+    found = re.findall(r"Max frequency for clock '[^']*': ([0-9.]+) MHz", tim.read_text(errors="replace"))
+    return float(found[-1]) if found else None
+
+
+def place(syn: dict, work: Path, seed: int, route: bool, run: bool = True) -> dict:
     """nextpnr with ``seed`` on the synthesized netlist (its own report, log and output
-    names, so seeds can run side by side): placed?, resources, Fmax, seconds."""
+    names, so seeds can run side by side): placed?, resources, Fmax, seconds. ``run``
+    False: read the report and log an earlier run left in ``work``."""
     from ttforge.hw.synth import log_overflow, parse_report
 
     name, argv = syn["name"], list(syn["nextpnr"])
@@ -98,8 +123,9 @@ def place(syn: dict, work: Path, seed: int, route: bool) -> dict:
     if not route:
         argv.append("--no-route")
     t0 = time.monotonic()
-    r = subprocess.run(argv, cwd=work, env=syn["env"], capture_output=True, text=True)
-    out = {"seed": seed, "routed": route, "seconds": round(time.monotonic() - t0, 1)}
+    r = (subprocess.run(argv, cwd=work, env=syn["env"], capture_output=True, text=True) if run
+         else subprocess.CompletedProcess(argv, 0))
+    out = {"seed": seed, "routed": route, "seconds": round(time.monotonic() - t0, 1) if run else None}
     rep, tim = work / own["--report"], work / own["--log"]
     if r.returncode or not rep.is_file():
         errs = [ln.strip() for ln in tim.read_text(errors="replace").splitlines()
@@ -107,7 +133,7 @@ def place(syn: dict, work: Path, seed: int, route: bool) -> dict:
         return {**out, "placed": False, "error": (errs[-1] if errs else f"exit status {r.returncode}"),
                 "overflow": log_overflow(tim)}
     rp = parse_report(rep, syn["device"], log=tim)
-    return {**out, "placed": True, "resources": rp.resources, "fmax_mhz": rp.fmax_mhz,
+    return {**out, "placed": True, "resources": rp.resources, "fmax_mhz": rp.fmax_mhz or _log_fmax(tim),
             "critical_path_ns": (rp.critical_path or {}).get("delay_ns")}
 
 
@@ -134,6 +160,9 @@ def main(argv=None) -> int:
     p.add_argument("--label", required=True, help="the result's name: board_seeds.LABEL.json")
     p.add_argument("--work", type=Path, default=None, help="keep the build files here")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--reparse", action="store_true",
+                   help="run no tool: rebuild the JSON from the reports and logs an earlier run "
+                        "left in --work (same boards, seeds and --no-route)")
     p.add_argument("--ttforge-commit", default=None,
                    help="the commit of the ttforge that Python imports, when it is not this "
                         "checkout's (a PYTHONPATH install of another commit); recorded as given")
@@ -144,6 +173,8 @@ def main(argv=None) -> int:
         p.error(f"--seeds {a.seeds!r} must be comma-separated integers")
     if a.jobs < 1:
         p.error("--jobs must be >= 1")
+    if a.reparse and a.work is None:
+        p.error("--reparse needs --work (the directory of the earlier run)")
     out = a.out or ROOT / "bench" / "results" / f"board_seeds.{a.label}.json"
     import ttforge
 
@@ -162,19 +193,20 @@ def main(argv=None) -> int:
     for bk in a.boards:
         bw = work / bk
         bw.mkdir(exist_ok=True)
-        syn = synthesize(bk, art, bw)
+        syn = synthesize(bk, art, bw, run=not a.reparse)
         print(f"{bk}: yosys {syn['seconds']} s", flush=True)
         with ThreadPoolExecutor(a.jobs) as ex:
-            runs = list(ex.map(lambda s: place(syn, bw, s, not a.no_route), seeds))
+            runs = list(ex.map(lambda s: place(syn, bw, s, not a.no_route, run=not a.reparse), seeds))
         for r in runs:
             print(f"{bk} seed {r['seed']}: " + (f"placed, {r['resources']}, Fmax {r['fmax_mhz']} MHz"
                                                 if r["placed"] else f"NOT placed: {r['error']}")
                   + f" ({r['seconds']} s)", flush=True)
         boards[bk] = {"device": syn["device"], "config": syn["config"], "yosys_seconds": syn["seconds"],
+                      "yosys_cells": syn["yosys_cells"],
                       "seeds": runs, **summary(runs)}
     result = {"benchmark": "board_seeds", "format_version": 1, "label": a.label,
               "command": " ".join(["python bench/bench_board_seeds.py", *(sys.argv[1:] if argv is None else argv)]),
-              "routed": not a.no_route, "environment": env, "boards": boards,
+              "routed": not a.no_route, "reparsed": a.reparse, "environment": env, "boards": boards,
               "seconds": round(time.monotonic() - t_all, 1)}
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, json.dumps(result, indent=2) + "\n")
