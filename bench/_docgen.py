@@ -620,6 +620,10 @@ def block_boards() -> str:
         f"\n\nFrom {source('boards')}."
 
 
+def _or_dash(v) -> str:
+    return "—" if v is None else str(v)
+
+
 def block_train_boards() -> str:
     d = load("train_boards")
     if not d:
@@ -636,9 +640,9 @@ def block_train_boards() -> str:
 
         def used(*keys):
             for k in keys:
-                if k in res:
-                    return res[k][0] if isinstance(res[k], (list, tuple)) else res[k]
-                if k in util:
+                if k in res:          # a routed build's resources: {"lut": {"used": ..}, ..}
+                    return res[k]["used"] if isinstance(res[k], dict) else res[k]
+                if k in util:         # nextpnr's utilisation of a stopped or failed run
                     return util[k][0]
             return None
 
@@ -650,14 +654,14 @@ def block_train_boards() -> str:
             fmax = f"{b['placed_fmax_estimate_mhz']:.1f} MHz, **placement estimate** (not routed)"
         else:
             fmax = "—"
-        logic = used("TRELLIS_COMB", "ICESTORM_LC")
+        logic = used("lut", "TRELLIS_COMB", "ICESTORM_LC")
         rows.append([part, sec.get("network", ""), f"{sec.get('lanes', b.get('lanes', ''))} / {sec.get('batch', b.get('batch', ''))}",
                      f"{(sec.get('clk_hz') or b.get('clock_hz', 0)) / 1e6:g} MHz",
                      _num(cells["LUT4"]) if "LUT4" in cells else "—",
                      _num(logic) if logic is not None else "—",
                      _num(cells["TRELLIS_FF"]) if "TRELLIS_FF" in cells else "—",
-                     used("MULT18X18D", "ICESTORM_DSP") if used("MULT18X18D", "ICESTORM_DSP") is not None else "—",
-                     used("DP16KD", "ICESTORM_RAM") if used("DP16KD", "ICESTORM_RAM") is not None else "—",
+                     _or_dash(used("dsp", "MULT18X18D", "ICESTORM_DSP")),
+                     _or_dash(used("bram", "DP16KD", "ICESTORM_RAM")),
                      fmax, source("train_boards", sec["env"]["git_commit"], sec["env"]["git_dirty"])])
     return table(["board", "network", "lanes / batch", "clock", "LUT4 (synthesis)", "logic cells (placed)",
                   "FF (synthesis)", "DSP", "block RAM", "Fmax", "from"], rows)
