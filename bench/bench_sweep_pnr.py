@@ -59,7 +59,10 @@ def main(argv: list[str] | None = None) -> int:
            "bench": "python bench/bench_sweep_pnr.py", "environment": env,
            "loadavg_after": [round(x, 2) for x in os.getloadavg()],
            "until": cfg.until, "short": cfg.short, "grid": {k: list(v) for k, v in cfg.grid},
+           # seconds: this command (points finished by an earlier run are reused, not
+           # recomputed); point_seconds: what the points took when they ran
            "points": len(rows), "reused": res.reused, "seconds": round(res.seconds, 1),
+           "point_seconds": round(sum(r.get("seconds") or 0 for r in rows), 1),
            "best": {b: r["key"] for b, r in res.best.items()}, "rows": rows}
     RESULT.parent.mkdir(parents=True, exist_ok=True)
     RESULT.write_text(json.dumps(doc, indent=1, default=str) + "\n")

@@ -405,7 +405,11 @@ def _plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
         # against the latency the placed design reaches
         axes_spec.append(("logic", "LUTs / logic cells (placed)", "us_at_fmax",
                           "us per inference at Fmax", 1, False))
-    fig, axs = plt.subplots(1, len(axes_spec), figsize=(5.2 * len(axes_spec), 4.2), squeeze=False)
+        accs = {r.get("int_acc") for r in rows if r["status"] == "ok"}
+        if len(accs) == 1:   # one network on different hardware: accuracy plots say nothing
+            axes_spec = axes_spec[-1:]
+            title += f" (one network: integer accuracy {100 * accs.pop():.1f}% at every point)"
+    fig, axs = plt.subplots(1, len(axes_spec), figsize=(max(5.2 * len(axes_spec), 8), 4.6), squeeze=False)
     boards = sorted({r["board"] for r in rows})
     markers = dict(zip(boards, "os^Dv"))
     for ax, (cost, label, gain, ylabel, scale, higher) in zip(axs[0], axes_spec):
@@ -418,7 +422,15 @@ def _plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
                        alpha=0.6, label=b)
             front = [mine[i] for i in pareto_front(mine, cost, gain, higher=higher)]
             ax.plot([r[cost] for r in front], [scale * r[gain] for r in front], "-", lw=1.2)
-        ax.set_xscale("log")
+            if len(rows) <= 16:   # few points: name each by its values (the board is the marker)
+                for j, r in enumerate(sorted(mine, key=lambda r: r[cost])):   # above, below: apart
+                    ax.annotate(_label({k: v for k, v in r["params"].items() if k != "bitstream.board"}),
+                                (r[cost], scale * r[gain]), fontsize=7, xytext=(4, 5 if j % 2 else -10),
+                                textcoords="offset points")
+        ax.margins(x=0.25)
+        xs = [r[cost] for r in rows if r.get(cost)]
+        if xs and max(xs) > 10 * min(xs):   # a log axis only where the costs span decades
+            ax.set_xscale("log")
         ax.set_xlabel(label)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
