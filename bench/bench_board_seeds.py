@@ -130,6 +130,8 @@ def place(syn: dict, work: Path, seed: int, route: bool, run: bool = True) -> di
     if r.returncode or not rep.is_file():
         errs = [ln.strip() for ln in tim.read_text(errors="replace").splitlines()
                 if ln.startswith("ERROR")] if tim.is_file() else []
+        if not run and not errs:        # an earlier run stopped before this seed ended
+            return {**out, "placed": None, "error": "not finished (the run was stopped)"}
         return {**out, "placed": False, "error": (errs[-1] if errs else f"exit status {r.returncode}"),
                 "overflow": log_overflow(tim)}
     rp = parse_report(rep, syn["device"], log=tim)
@@ -139,10 +141,12 @@ def place(syn: dict, work: Path, seed: int, route: bool, run: bool = True) -> di
 
 def summary(seeds: list[dict]) -> dict:
     ok = [s for s in seeds if s["placed"]]
+    unfinished = [s["seed"] for s in seeds if s["placed"] is None]
     fmax = [s["fmax_mhz"] for s in ok if s.get("fmax_mhz")]
     res = ok[0]["resources"] if ok else {}
     return {"placed_seeds": [s["seed"] for s in ok],
-            "failed_seeds": [s["seed"] for s in seeds if not s["placed"]],
+            "failed_seeds": [s["seed"] for s in seeds if s["placed"] is False],
+            "unfinished_seeds": unfinished,
             "resources": res,
             "fmax_min_mhz": min(fmax) if fmax else None,
             "fmax_median_mhz": statistics.median(fmax) if fmax else None}
@@ -199,7 +203,8 @@ def main(argv=None) -> int:
             runs = list(ex.map(lambda s: place(syn, bw, s, not a.no_route, run=not a.reparse), seeds))
         for r in runs:
             print(f"{bk} seed {r['seed']}: " + (f"placed, {r['resources']}, Fmax {r['fmax_mhz']} MHz"
-                                                if r["placed"] else f"NOT placed: {r['error']}")
+                                                if r["placed"] else f"NOT placed: {r['error']}"
+                                                if r["placed"] is False else r["error"])
                   + f" ({r['seconds']} s)", flush=True)
         boards[bk] = {"device": syn["device"], "config": syn["config"], "yosys_seconds": syn["seconds"],
                       "yosys_cells": syn["yosys_cells"],
