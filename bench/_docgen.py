@@ -391,6 +391,16 @@ def block_train_int() -> str:
             "JSON); from `train_int.json`." + agree)
 
 
+def _speed_load(env: dict) -> str:
+    """The machine's 1-minute load average around the speed run, as the JSON recorded it."""
+    before, after = env.get("loadavg_before"), env.get("loadavg_after")
+    if not before or not after:
+        return ""
+    return (f" Load average (1 min) {before[0]:.1f} before the run and {after[0]:.1f} after it on "
+            f"{env.get('cpus_available', '?')} CPUs: not an idle machine (\"idle\" below means no "
+            "load of the benchmark's own).")
+
+
 def block_speed() -> str:
     d = load("speed")
     rows = []
@@ -403,26 +413,34 @@ def block_speed() -> str:
                         [f"{t[k][mode]['median'] / me:.2f}x" if k in t else "—"
                          for k in ("ttforge_schedule", "tltorch", "tltorch_opt_einsum", "dense")] +
                         [" / ".join(f"{cpu[k][mode]['median'] / cpu['ttforge'][mode]['median']:.2f}x"
-                                    for k in ("tltorch_opt_einsum", "dense")) if cpu else "—"])
+                                    for k in ("tltorch", "tltorch_opt_einsum", "dense")) if cpu else "—"])
     s = d["settings"]
     out = table(["case", "layer", "pass", "ttforge ms", "vs ttforge hardware order", "vs tensorly-torch",
                  "vs tensorly-torch + opt_einsum", "vs nn.Linear",
-                 "CPU time: vs opt_einsum / nn.Linear"], rows) + \
+                 "CPU time: vs tensorly-torch / + opt_einsum / nn.Linear"], rows) + \
         f"\n\nMedian of {s['reps']} interleaved repetitions, batch {s['batch']}, " \
         f"{s.get('threads', 1)} thread{'s' * (s.get('threads', 1) != 1)}" \
         f"{', one core busy' if s.get('load') == 'busy' else ''}; *x* is how many times faster ttforge is " \
-        f"(wall clock). From {source('speed')}."
+        f"(wall clock). From {source('speed')}." + _speed_load(d.get("environment") or {})
     if d.get("conditions"):
         crow = []
+
+        def ratios(t, k):
+            return " / ".join(f"{t[k][m]['median'] / t['ttforge'][m]['median']:.2f}x"
+                              for m in ("fwd", "fwd_bwd")) if k in t else "—"
         for cond in d["conditions"]:
             for c in cond["cases"]:
-                t = c["timings_ms"]
+                t, cpu = c["timings_ms"], c.get("cpu_ms")
                 crow.append([cond["name"], c["case"]] + [
-                    " / ".join(f"{t[k][m]['median'] / t['ttforge'][m]['median']:.2f}x" for m in ("fwd", "fwd_bwd"))
-                    if k in t else "—" for k in ("tltorch", "tltorch_opt_einsum", "dense")])
+                    ratios(t, k) for k in ("tltorch", "tltorch_opt_einsum", "dense")] + [
+                    " ; ".join(ratios(cpu, k) for k in ("tltorch", "tltorch_opt_einsum"))
+                    if cpu and cond.get("threads") == 1 else "—"])
         out += "\n\n" + table(["condition", "case", "vs tensorly-torch (fwd / fwd+bwd)",
-                               "vs tensorly-torch + opt_einsum", "vs nn.Linear"], crow) + \
-            "\n\nThe same ratios at 1 and 2 threads, without and with a child process spinning on one core."
+                               "vs tensorly-torch + opt_einsum", "vs nn.Linear",
+                               "CPU time, 1 thread: vs tensorly-torch ; + opt_einsum"], crow) + \
+            "\n\nThe same ratios at 1 and 2 threads, without and with a child process spinning on one " \
+            "core; at one thread also by the process's CPU time (at two threads CPU time adds up both " \
+            "threads, so it is left out)."
     if d.get("memory"):
         mrow = [[m["case"], m["batch"]] + [f"{m['contenders'][k]['peak_bytes'] / 2**20:.1f}"
                                            if k in m["contenders"] else "—"
