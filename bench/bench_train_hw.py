@@ -95,6 +95,17 @@ def mnist_state():
     return init_state(tt_layers(a, 784, 10, False), cfg, seed=0, lr_shift=8, in_exp=-(cfg.act_bits - 1))
 
 
+def memory_shapes(cfg) -> dict[str, tuple[int, int]]:
+    """``{memory: (depth, width in bits)}`` of every memory a ``TrainEngineConfig``'s engine
+    declares (as ``ttforge.firmware.build.memory_parts`` counts their bits)."""
+    tc = cfg.train
+    return {"act": (cfg.act_depth, cfg.lanes * cfg.act_store_bits),
+            "grad": (cfg.grad_depth, cfg.lanes * cfg.grad_store_bits),
+            "cmem": (cfg.core_depth, tc.master_bits), "bmem": (cfg.bias_depth, tc.bias_bits),
+            "dmem": (cfg.desc_depth * 32, 32), "labels": (cfg.max_batch, 16), "maxacc": (cfg.desc_depth, cfg.acc_bits),
+            "exp2": (1 << tc.table_frac_bits, tc.table_bits + 1)}
+
+
 def dp16kd_blocks(width: int, depth: int) -> int:
     """The fewest DP16KD blocks holding ``depth`` words of ``width`` bits (one shape for all)."""
     return min(-(-width // w) * -(-depth // d) for w, d in DP16KD_MODES)
@@ -213,11 +224,7 @@ def _engine_verilog(depths: dict = SYNTH_DEPTHS) -> tuple[str, dict]:
     from ttforge.ir.train import TrainConfig
     cfg = TrainEngineConfig(lanes=LANES, train=TrainConfig(), **depths)
     eng = TrainEngine(cfg)
-    mems = {
-        "act": (cfg.act_depth, LANES * cfg.act_store_bits), "grad": (cfg.grad_depth, LANES * cfg.grad_store_bits),
-        "cmem": (cfg.core_depth, cfg.train.master_bits), "bmem": (cfg.bias_depth, cfg.train.bias_bits),
-        "dmem": (cfg.desc_depth * 32, 32), "labels": (cfg.max_batch, 16), "maxacc": (cfg.desc_depth, cfg.acc_bits),
-    }
+    mems = {k: v for k, v in memory_shapes(cfg).items() if k != "exp2"}
     est = {k: {"depth": d, "bits": w, "dp16kd": dp16kd_blocks(w, d)} for k, (d, w) in mems.items()}
     # "program" is a SystemVerilog keyword (Yosys writes it escaped): that group is "prog"
     return emit_verilog(eng, "ttforge_train_engine", port_map(eng, {"program": "prog"})), est

@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
 from _env import git, git_dirty, utc_now  # noqa: E402
-from bench_train_hw import ECP5_DP16KD, dp16kd_blocks  # noqa: E402
+from bench_train_hw import ECP5_DP16KD, dp16kd_blocks, memory_shapes  # noqa: E402
 
 from ttforge.atomic import atomic_write_text  # noqa: E402
 
@@ -69,17 +69,13 @@ def engine_blocks(state, batch: int, lanes: int) -> dict:
     except ConfigError as e:      # beyond the largest engine fit_engine probes (2^20 words)
         return {"lanes": lanes, "batch": batch, "dp16kd": None, "dp16kd_total": None,
                 "fits_ecp5_85f": False, "why": str(e)}
-    c, tc = ec, ec.train
-    shapes = {"act": (c.lanes * c.act_store_bits, c.act_depth), "grad": (c.lanes * c.grad_store_bits, c.grad_depth),
-              "cmem": (tc.master_bits, c.core_depth), "bmem": (tc.bias_bits, c.bias_depth),
-              "dmem": (32, c.desc_depth * 32), "labels": (16, c.max_batch), "maxacc": (c.acc_bits, c.desc_depth),
-              "exp2": (tc.table_bits + 1, 1 << tc.table_frac_bits)}
-    assert set(shapes) == set(memory_parts(ec)), "a memory of the engine is not counted"
-    blocks = {k: dp16kd_blocks(w, d) for k, (w, d) in shapes.items()}
+    shapes = memory_shapes(ec)
+    assert {k: d * w for k, (d, w) in shapes.items()} == memory_parts(ec), "a memory of the engine is not counted"
+    blocks = {k: dp16kd_blocks(w, d) for k, (d, w) in shapes.items()}
     total = sum(blocks.values())
     return {"lanes": lanes, "batch": batch, "dp16kd": blocks, "dp16kd_total": total,
             "fits_ecp5_85f": total <= ECP5_DP16KD,
-            "act_words": c.act_depth, "grad_words": c.grad_depth}
+            "act_words": ec.act_depth, "grad_words": ec.grad_depth}
 
 
 def measure(name: str) -> dict:
