@@ -7,6 +7,8 @@
     python bench/bench_train_int.py --part speed         # samples/s of the golden, fast and C (-O2) steps, one thread
     python bench/bench_train_int.py --part agree         # 1,000 digits steps: golden = fast = C after every step
     python bench/bench_train_int.py --part mnist-int --seeds 1   # one seed at a time (run in parallel)
+    python bench/bench_train_int.py --part mnist-int --master-bits 4 --inter-bits 8 --grad-bits 8
+                                                         # 4-bit masters (the paper's 4-bit update)
     python bench/bench_train_int.py --combine            # parts -> bench/results/train_int.json (+ memory)
 
 Every part runs with one BLAS thread (set before numpy loads) and writes
@@ -87,7 +89,15 @@ def _int_args(name: str, seed: int):
                               out_modes=s["out_modes"], seed=seed)
 
 
-def run_int(name: str, seeds=SEEDS, epochs: int | None = None) -> dict:
+def _variant(cfg) -> str:
+    """The part-name suffix of a non-default integer config ("" for the default)."""
+    d = type(cfg)()
+    if (cfg.master_bits, cfg.inter_bits, cfg.grad_bits) == (d.master_bits, d.inter_bits, d.grad_bits):
+        return ""
+    return f"-m{cfg.master_bits}i{cfg.inter_bits}g{cfg.grad_bits}"
+
+
+def run_int(name: str, seeds=SEEDS, epochs: int | None = None, widths: dict | None = None) -> dict:
     from ttforge.ir.arith import quantize
     from ttforge.ir.train import TrainConfig, calibrate_state, init_state, predict
     from ttforge.ir.train_loop import epoch_order, run_training, tt_layers as _model
@@ -101,7 +111,7 @@ def run_int(name: str, seeds=SEEDS, epochs: int | None = None) -> dict:
     runs = []
     for seed in seeds:
         t0 = time.perf_counter()
-        cfg = TrainConfig()
+        cfg = TrainConfig(**(widths or {}))
         state = init_state(_model(_int_args(name, seed), x.shape[1], 10, name == "digits"), cfg, seed=seed,
                            lr_shift=s["lr_shift"], in_exp=-(cfg.act_bits - 1))
         xq, xqt = quantize(x, 8, state.in_exp), quantize(xt, 8, state.in_exp)
@@ -120,9 +130,10 @@ def run_int(name: str, seeds=SEEDS, epochs: int | None = None) -> dict:
                      "history": hist, "steps": state.step, "words": state.words,
                      "state_sha256": hashlib.sha256(dumps_state(state)).hexdigest(),
                      "seconds": time.perf_counter() - t0})
-    part = f"{name}-int" + ("" if epochs == s["epochs"] else f"-e{epochs}")
+    cfg = TrainConfig(**(widths or {}))
+    part = f"{name}-int" + ("" if epochs == s["epochs"] else f"-e{epochs}") + _variant(cfg)
     return {"part": part, "data": name, "settings": {**s, "epochs": epochs, "lr_decay_at": decay},
-            "config": TrainConfig().to_dict(),
+            "config": cfg.to_dict(), "variant": _variant(cfg),
             "runs": runs, "env": env}
 
 
@@ -328,8 +339,9 @@ def combine() -> dict:
     summary = {}
     for name in ("digits", "mnist"):
         f = parts.get(f"{name}-float")
-        ints = sorted((p for k, p in parts.items() if k.startswith(f"{name}-int")),
+        ints = sorted((p for k, p in parts.items() if k.startswith(f"{name}-int") and not p.get("variant")),
                       key=lambda p: p["settings"]["epochs"])
+        variants = [p for k, p in parts.items() if k.startswith(f"{name}-int") and p.get("variant")]
         i = ints[-1] if ints else None  # the longest run is the headline
         row = {}
         if i:
@@ -343,6 +355,14 @@ def combine() -> dict:
             row["ptq_int_ft"] = _ms([r["ft_acc"] for r in f["runs"]])
         if i and f:
             row["int_minus_float_pp"] = row["int_from_random"][0] - row["float_tt"][0]
+        for v in variants:  # other widths of the same step, e.g. 4-bit masters
+            c = v["config"]
+            vr = {"master_bits": c["master_bits"], "inter_bits": c["inter_bits"], "grad_bits": c["grad_bits"],
+                  "epochs": v["settings"]["epochs"], "seeds": [r["seed"] for r in v["runs"]],
+                  "int_from_random": _ms([r["final_test_acc"] for r in v["runs"]])}
+            if f:
+                vr["int_minus_float_pp"] = vr["int_from_random"][0] - row["float_tt"][0]
+            row.setdefault("int_variants", {})[v["variant"].lstrip("-")] = vr
         g = parts.get(f"{name}-fgt")
         if g:
             for x in (0, 4):
@@ -370,18 +390,24 @@ def main(argv=None) -> int:
     p.add_argument("--combine", action="store_true")
     p.add_argument("--epochs", type=int, default=None, help="override the integer epochs (mnist-int)")
     p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    for w in ("master", "inter", "grad"):  # widths of the integer step (digits, mnist-int); default: TrainConfig's
+        p.add_argument(f"--{w}-bits", type=int, default=None, help=f"TrainConfig.{w}_bits of the integer runs")
     a = p.parse_args(argv)
     from ttforge.atomic import atomic_write_text
 
+    widths = {f"{w}_bits": getattr(a, f"{w}_bits") for w in ("master", "inter", "grad")
+              if getattr(a, f"{w}_bits") is not None}
+    if widths and a.part not in ("digits", "mnist-int"):
+        p.error("--master-bits/--inter-bits/--grad-bits apply to --part digits or mnist-int")
     if a.part:
         if a.part == "digits":
-            res = run_int("digits", a.seeds, a.epochs)
-            res["float"] = run_float("digits", a.seeds)
-            res["part"] = "digits-int"
-            fl = res.pop("float")
-            atomic_write_text(RESULTS / "train_int.digits-float.json", json.dumps(fl, indent=1) + "\n")
+            res = run_int("digits", a.seeds, a.epochs, widths)
+            if not widths:  # the float reference does not depend on the integer widths
+                res["part"] = "digits-int"
+                fl = run_float("digits", a.seeds)
+                atomic_write_text(RESULTS / "train_int.digits-float.json", json.dumps(fl, indent=1) + "\n")
         elif a.part == "mnist-int":
-            res = run_int("mnist", a.seeds, a.epochs)
+            res = run_int("mnist", a.seeds, a.epochs, widths)
         elif a.part == "mnist-float":
             res = run_float("mnist", a.seeds)
         elif a.part == "agree":
