@@ -358,3 +358,18 @@ def test_build_with_a_given_seed_tries_only_it_and_every_failure_is_one_line(tmp
     with pytest.raises(ConfigError, match="does not fit"):
         place_with_seeds(lambda s, d: calls.append(s) or "the design does not fit the iCE40UP5K", tmp_path, None)
     assert calls == [1]
+
+
+def test_freq_help_names_every_clock_the_boards_make():
+    """The ``--freq`` help lists exactly the clocks of the board table (one source of truth
+    for what the ULX3S PLL can make; the help is a literal to keep the CLI import light)."""
+    import re
+
+    from ttforge.firmware import cli
+    from ttforge.firmware.board import BOARDS
+
+    text = re.search(r'help="system clock \((.*?)\)"', open(cli.__file__).read()).group(1)
+    for b in BOARDS.values():
+        listed = re.search(rf"{b.key}: ([0-9., ()a-z]+?)(;|$)", text).group(1)
+        mhz = {float(v) for v in re.findall(r"[0-9.]+", listed)}
+        assert mhz == {h / 1e6 for h in b.clocks_hz}, b.key
