@@ -1,0 +1,185 @@
+#!/usr/bin/env python
+"""The accelerator against the CPU it replaces: the seed MNIST network per vector.
+
+    python bench/bench_vs_cpu.py                   # writes bench/results/vs_cpu.json
+    python bench/bench_vs_cpu.py --repeats 3 --out /tmp/v.json
+
+One run measures, side by side on one core of this machine, the integer golden executor
+(``ttforge.ir.executor.execute``, numpy) and the C executor (``firmware/c/ttforge_infer.c``
+at -O2, checked bit-identical first) on one vector at a time (batch 1), interleaved, the
+median of ``--repeats`` repeats of ``--inner`` vectors each. Beside them, the engine's
+cycles per vector at every lane count (``ttforge.hw.cycles.estimate`` of the compiled
+program: the exact cycle model, equal to the RTL's ``CYCLES`` counter in the tests), so
+the latency at a clock is ``cycles / f`` with nothing estimated but the clock itself.
+
+Clocks: the ULX3S board clock (50 MHz) and each PLL clock the ULX3S top can make
+(:data:`ttforge.firmware.board.ECP5_PLL`). A clock counts as *reached* at a lane count
+only when a routed nextpnr run of that engine (the core in its I/O harness,
+``bench/results/synth_seeds.*.json``, the lowest of its seeds) recorded an Fmax at least
+as high; the others are predictions and marked so. A board top adds the UART bridge to
+the engine (``boards.json`` has those, at the lane counts ``ttforge build`` picks).
+
+The network is the seed's (784-512-10, the 784-512 layer TT [7,4,7,4] -> [4,8,4,4] rank
+16, 4-bit cores, 8-bit activations), integer from a calibrated random init as the training
+benchmarks build it (``bench/_mnist_case.py``): its schedule and shapes are those of the
+trained MNIST artifact of ``bench_boards.py`` (the L = 4 cycles are checked equal to
+``boards.json`` when that file has them), and the time of either executor does not depend
+on the weights' values.
+"""
+
+from __future__ import annotations
+
+import os
+
+# one core: no BLAS or OpenMP threads behind numpy (set before numpy is imported)
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_v] = "1"
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
+from _env import cpu_model, git, git_dirty, utc_now  # noqa: E402
+
+from ttforge.atomic import atomic_write_text  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+DEFAULT_JSON = RESULTS / "vs_cpu.json"
+LANES = (4, 8, 16, 32, 64)
+BOARD_HZ = 50_000_000
+GOAL = 3.0            # issue 16: >= 3x faster per vector than the golden executor
+
+
+def network(seed: int = 0):
+    """The seed MNIST network (an ``IntNetwork``) and 40 of its quantized test inputs."""
+    from _mnist_case import mnist_start
+
+    from ttforge.ir.train import export_network
+
+    state, _, _, xqt, _ = mnist_start(seed)
+    return export_network(state), xqt[:40]
+
+
+def cpu_latency(net, x: np.ndarray, repeats: int, inner: int) -> dict:
+    """Median batch-1 latency (us) of the golden executor and the C executor, interleaved."""
+    from ttforge.firmware.infer_c import CNetwork
+    from ttforge.ir.executor import execute
+
+    cn = CNetwork(net)
+    rows = np.resize(x, (inner, x.shape[1]))
+    if not np.array_equal(cn.run(rows), execute(net, rows)):
+        raise SystemExit("the C executor disagrees with the golden executor")
+    execute(net, rows[:1])
+    cn.run(rows[:1])
+    gold, c = [], []
+    for r in range(repeats):
+        for name in (("golden", "c") if r % 2 == 0 else ("c", "golden")):
+            run = (lambda v: execute(net, v)) if name == "golden" else cn.run
+            t0 = time.perf_counter()
+            for i in range(inner):
+                run(rows[i:i + 1])
+            (gold if name == "golden" else c).append((time.perf_counter() - t0) / inner * 1e6)
+    return {"golden_us": statistics.median(gold), "c_us": statistics.median(c),
+            "golden_us_all": [round(v, 1) for v in gold], "c_us_all": [round(v, 1) for v in c],
+            "repeats": repeats, "inner": inner}
+
+
+def engine_rows(net) -> list[dict]:
+    """Cycles, MACs and utilization per vector at each lane count (the exact cycle model)."""
+    from ttforge.hw.config import AccelConfig
+    from ttforge.hw.cycles import estimate
+    from ttforge.hw.program import compile_program
+
+    rows = []
+    for L in LANES:
+        est = estimate(compile_program(net, AccelConfig.for_network(net, lanes=L)))
+        cycles = sum(layer.cycles for layer in est.layers) + est.input_cycles + est.output_cycles
+        macs = sum(layer.macs for layer in est.layers)
+        rows.append({"lanes": L, "cycles": cycles, "macs": macs,
+                     "utilization": macs / (L * cycles)})
+    return rows
+
+
+def routed_fmax() -> dict[int, dict]:
+    """Lanes -> the lowest routed Fmax (MHz) over the seeds of the newest engine record,
+    with its label and commit (``synth_seeds.*.json``)."""
+    best: dict[int, dict] = {}
+    for path in sorted(RESULTS.glob("synth_seeds.*.json")):
+        d = json.loads(path.read_text())
+        runs = [r for r in d.get("runs", []) if r.get("routed") and r.get("fmax_mhz")]
+        if not runs or d.get("device") != "ecp5-85f":
+            continue
+        rec = {"fmax_mhz_min": min(r["fmax_mhz"] for r in runs), "seeds": [r["seed"] for r in runs],
+               "label": d.get("label"), "commit": d.get("git_commit"), "date_utc": d.get("date_utc", ""),
+               "lut": d.get("summary", {}).get("lut", {}).get("median")}
+        L = d.get("lanes")
+        if L not in best or rec["date_utc"] > best[L]["date_utc"]:
+            best[L] = rec
+    return best
+
+
+def clocks() -> list[int]:
+    from ttforge.firmware.board import ECP5_PLL
+
+    return sorted({BOARD_HZ, *ECP5_PLL})
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--inner", type=int, default=20)
+    p.add_argument("--out", type=Path, default=DEFAULT_JSON)
+    a = p.parse_args(argv)
+    if a.repeats < 1 or a.inner < 1:
+        p.error("--repeats and --inner must be >= 1")
+    t0 = time.perf_counter()
+    net, x = network()
+    cpu = cpu_latency(net, x, a.repeats, a.inner)
+    fmax = routed_fmax()
+    rows = engine_rows(net)
+    for r in rows:
+        f = fmax.get(r["lanes"])
+        r["routed"] = f
+        r["at"] = []
+        for hz in clocks():
+            us = r["cycles"] / hz * 1e6
+            r["at"].append({"mhz": hz / 1e6, "latency_us": us, "vectors_per_s": hz / r["cycles"],
+                            "macs_per_s": r["macs"] * hz / r["cycles"],
+                            "vs_golden": cpu["golden_us"] / us, "vs_c": cpu["c_us"] / us,
+                            "reached": bool(f and f["fmax_mhz_min"] >= hz / 1e6)})
+        r["mhz_for_goal"] = r["cycles"] * GOAL / cpu["golden_us"]
+    boards = RESULTS / "boards.json"
+    check = None
+    if boards.exists():
+        b = json.loads(boards.read_text())
+        l4 = [r["cycles"] for r in b.get("rows", []) if r.get("model") == "mnist" and r.get("board") == "ulx3s"]
+        if l4:
+            check = {"boards_json_cycles_L4": l4[0], "equal": l4[0] == rows[0]["cycles"]}
+    out = {"benchmark": "vs_cpu", "command": "python bench/bench_vs_cpu.py " + " ".join(argv or sys.argv[1:]),
+           "environment": {"date_utc": utc_now(), "git_commit": git("rev-parse", "HEAD"),
+                           "git_dirty": git_dirty(), "cpu": cpu_model(), "cpus_available": os.cpu_count(),
+                           "loadavg": list(os.getloadavg()), "numpy": np.__version__},
+           "network": "MNIST 784-512-10, TT [7,4,7,4] -> [4,8,4,4] rank 16, 4-bit cores",
+           "goal_x": GOAL, "cpu": cpu, "engine": rows, "boards_check": check,
+           "seconds": round(time.perf_counter() - t0, 1)}
+    atomic_write_text(a.out, json.dumps(out, indent=2) + "\n")
+    print(f"golden {cpu['golden_us']:.0f} us, C {cpu['c_us']:.0f} us per vector (one core)")
+    for r in rows:
+        best = max((c for c in r["at"] if c["reached"]), key=lambda c: c["mhz"], default=None)
+        print(f"L={r['lanes']:>2}: {r['cycles']:>7,} cycles, {r['utilization']:.1%}; "
+              f"{GOAL:g}x the golden executor needs {r['mhz_for_goal']:.1f} MHz; "
+              + (f"routed {r['routed']['fmax_mhz_min']:.1f} MHz -> {best['vs_golden']:.2f}x golden, "
+                 f"{best['vs_c']:.2f}x C at {best['mhz']:g} MHz" if best else "no routed clock"))
+    print(f"wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
