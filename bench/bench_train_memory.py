@@ -5,7 +5,8 @@
 
 For the seed's MNIST network (784-512-10, the 784-512 layer TT [7,4,7,4] -> [4,8,4,4]) at
 ranks 16, 8 and 4 and the default digits network of ``ttforge train-int``, each with the
-default ``TrainConfig`` widths: the smallest training engine (``fit_engine``: depths
+default ``TrainConfig`` widths and with 4-bit masters, 8-bit intermediates and gradients
+(the ``-m4i8g8`` entries, the widths of the 4-bit rows of the step's memory table): the smallest training engine (``fit_engine``: depths
 rounded up to powers of two) for ``lanes`` L and batch B, its memories
 (``ttforge.firmware.build.memory_parts``) as DP16KD blocks of the ECP5-85F (one block
 shape per memory, as ``bench/bench_train_hw.py`` counts them), and the largest batch of
@@ -40,13 +41,18 @@ MEASURED = ("ir/train.py", "hw/trainer/program.py", "firmware/build.py",
             "bench/bench_train_memory.py", "bench/bench_train_hw.py")
 
 
-def network(name: str, master_bits: int = 8):
+#: The width sets measured: the default ``TrainConfig`` and 4-bit masters with 8-bit
+#: intermediates and gradients (the paper's 4-bit update).
+WIDTHS = {"": {}, "-m4i8g8": {"master_bits": 4, "inter_bits": 8, "grad_bits": 8}}
+
+
+def network(name: str, widths: dict | None = None):
     """``(title, state)`` of a benchmark network with the default ``TrainConfig`` widths
-    (``master_bits`` aside)."""
+    but for ``widths``."""
     from ttforge.ir.train import TrainConfig, init_state
     from ttforge.ir.train_loop import tt_layers
 
-    cfg = TrainConfig(master_bits=master_bits)
+    cfg = TrainConfig(**(widths or {}))
     if name == "digits":
         a = argparse.Namespace(hidden=64, cores=3, ranks=4, in_modes=None, out_modes=None, seed=0)
         return "digits 64-64-10 (TT rank 4)", init_state(tt_layers(a, 64, 10, True), cfg, seed=0, lr_shift=7,
@@ -78,8 +84,8 @@ def engine_blocks(state, batch: int, lanes: int) -> dict:
             "act_words": ec.act_depth, "grad_words": ec.grad_depth}
 
 
-def measure(name: str) -> dict:
-    title, state = network(name)
+def measure(name: str, widths: dict | None = None) -> dict:
+    title, state = network(name, widths)
     engine, largest = [], {}
     for lanes in LANES:
         best = 0
@@ -89,7 +95,9 @@ def measure(name: str) -> dict:
             if row["fits_ecp5_85f"]:
                 best = max(best, b)
         largest[str(lanes)] = best
+    c = state.config
     return {"network": title, "params": sum(g.size for L in state.layers for g in L.masters),
+            "master_bits": c.master_bits, "inter_bits": c.inter_bits, "grad_bits": c.grad_bits,
             "engine": engine, "engine_largest_batch_fitting": largest}
 
 
@@ -99,7 +107,8 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     out = {"benchmark": "train_memory", "command": "python bench/bench_train_memory.py",
            "ecp5_85f_dp16kd": ECP5_DP16KD,
-           "networks": {n: measure(n) for n in ("mnist-r16", "mnist-r8", "mnist-r4", "digits")},
+           "networks": {n + tag: measure(n, w) for tag, w in WIDTHS.items()
+                        for n in ("mnist-r16", "mnist-r8", "mnist-r4", "digits")},
            "env": {"when": utc_now(), "git_commit": git("rev-parse", "HEAD"), "git_dirty": git_dirty(*MEASURED)}}
     atomic_write_text(a.out, json.dumps(out, indent=1) + "\n")
     for n, d in out["networks"].items():
