@@ -143,7 +143,7 @@ class TTEngine(wiring.Component):
         # results leave through the serial element writer (mode 1 element outputs; every
         # output with serial_requant, which has one requantization unit)
         elem_out = Signal()
-        m.d.comb += elem_out.eq(1 if g.serial else flags.mode & ~flags.out_word)
+        m.d.comb += elem_out.eq(1 if g.serial else fetch.elem_out)
 
         # the controller: streams, program registers, control
         wiring.connect(m, wiring.flipped(self.inp), ctrl.inp)

@@ -106,9 +106,6 @@ class Controller(wiring.Component):
             self.inp.ready.eq(enable & ((state == State.DRAIN) | (~self.error & (
                 (state == State.IDLE) | (state == State.INPUT))))),
             accept.eq(self.inp.valid & self.inp.ready),
-            self.fetching.eq(state == State.FETCH),
-            self.running.eq(state == State.RUN),
-            self.outputting.eq(state == State.OUTPUT),
             self.in_stall.eq((state == State.INPUT) & self.inp.ready & ~self.inp.valid),
         ]
         j = Signal(AWP)                       # input element / pad index
@@ -129,47 +126,53 @@ class Controller(wiring.Component):
         # to IDLE after the last output element
         m.d.comb += self.busy.eq((state != State.IDLE) | accept)
 
+        # running, fetching and outputting are one-hot flops set with every write of
+        # `state` (no decode of `state` before their large fan-out; same timing)
+        def go(s):
+            return [state.eq(s), self.fetching.eq(s == State.FETCH),
+                    self.running.eq(s == State.RUN), self.outputting.eq(s == State.OUTPUT)]
+
         def next_step():
-            return [state.eq(State.FETCH), step.eq(step + 1), dptr.eq(dptr + DESC_WORDS)]
+            return [*go(State.FETCH), step.eq(step + 1), dptr.eq(dptr + DESC_WORDS)]
 
         def to_output():
-            m.d.sync += state.eq(State.OUTPUT)
+            m.d.sync += go(State.OUTPUT)
             m.d.comb += self.out_begin.eq(1)
 
         with m.Switch(state):
             with m.Case(State.IDLE, State.INPUT):
                 with m.If(accept):
                     with m.If((state == State.IDLE) & prog_bad):
-                        m.d.sync += state.eq(Mux(in_last, State.IDLE, State.DRAIN))
+                        m.d.sync += go(Mux(in_last, State.IDLE, State.DRAIN))
                     with m.Elif(in_last & ~exp_last):
-                        m.d.sync += state.eq(State.IDLE)
+                        m.d.sync += go(State.IDLE)
                     with m.Elif(~in_last & exp_last):
-                        m.d.sync += state.eq(State.DRAIN)
+                        m.d.sync += go(State.DRAIN)
                     with m.Else():
                         m.d.comb += [self.wr_en.eq(1), self.wr_sel.eq(0), self.wr_elem.eq(jj),
                                      self.wr_value.eq(self.inp.payload.data)]
                         m.d.sync += j.eq(jj + 1)
                         with m.If(exp_last):
                             m.d.sync += [step.eq(0), dptr.eq(0)]
-                            m.d.sync += state.eq(Mux(has_pad, State.PAD, State.FETCH))
+                            m.d.sync += go(Mux(has_pad, State.PAD, State.FETCH))
                         with m.Else():
-                            m.d.sync += state.eq(State.INPUT)
+                            m.d.sync += go(State.INPUT)
             with m.Case(State.DRAIN):
                 with m.If(accept & in_last):
-                    m.d.sync += state.eq(State.IDLE)
+                    m.d.sync += go(State.IDLE)
             with m.Case(State.PAD):
                 m.d.comb += [self.wr_en.eq(1), self.wr_sel.eq(0), self.wr_elem.eq(j)]
                 m.d.sync += j.eq(j + 1)
                 with m.If(j == pad_last):
-                    m.d.sync += [state.eq(State.FETCH), step.eq(0), dptr.eq(0)]
+                    m.d.sync += [*go(State.FETCH), step.eq(0), dptr.eq(0)]
             with m.Case(State.FETCH):
                 with m.If(self.fetch_done):
-                    m.d.sync += state.eq(State.RUN)
+                    m.d.sync += go(State.RUN)
             with m.Case(State.RUN):
                 m.d.sync += zf_last.eq(self.zf_end - 1)
                 with m.If(~self.pipe_busy):
                     with m.If(self.zf_nonempty):
-                        m.d.sync += [state.eq(State.ZFILL), z.eq(self.zf_start)]
+                        m.d.sync += [*go(State.ZFILL), z.eq(self.zf_start)]
                     with m.Elif(self.last_step):
                         to_output()
                     with m.Else():
@@ -185,9 +188,9 @@ class Controller(wiring.Component):
                         m.d.sync += next_step()
             with m.Case(State.OUTPUT):
                 with m.If(self.out_finished):
-                    m.d.sync += [state.eq(State.IDLE), done_r.eq(1)]
+                    m.d.sync += [*go(State.IDLE), done_r.eq(1)]
         with m.If(self.abort | soft_reset):
-            m.d.sync += state.eq(State.IDLE)
+            m.d.sync += go(State.IDLE)
         m.d.comb += self.zfill_err.eq((state == State.ZFILL) & (z >= c.buf_depth))
 
         # stream and program-register errors, found when an element is accepted

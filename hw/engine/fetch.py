@@ -31,7 +31,9 @@ class DescriptorFetch(wiring.Component):
     ``desc`` (:func:`descriptor_layout`: bounds minus one, addresses saturated) and
     derives the step constants: ``ov_end = O_BASE + OUT_VALID``, the zero-fill range
     ``zf_start .. zf_end`` (``zf_nonempty``), the bias offset ``b_off = B_BASE - O_BASE``
-    and the requantization constants ``rq``. ``done`` is high in the cycle the last word
+    and the requantization constants ``rq``; ``elem_out`` (mode 1 without ``OUT_WORD``)
+    is a register one cycle behind ``FLAGS`` (FLAGS is word 0, so it is ready long
+    before ``done``; no flag decode before its fan-out). ``done`` is high in the cycle the last word
     arrives (``DESC_WORDS + 1`` cycles after ``active`` rose; the address generator
     starts then). ``errors`` are the field checks, in the order of :attr:`ERRORS`
     (``NO_LAST`` in the first cycle, the others with ``done``)."""
@@ -55,6 +57,7 @@ class DescriptorFetch(wiring.Component):
             "ov_end": Out(g.awp),
             "b_off": Out(signed(g.awp + 1)),
             "rq": Out(requant_consts_layout(g)),
+            "elem_out": Out(1),
             "errors": Out(len(self.ERRORS)),
         })
 
@@ -110,6 +113,9 @@ class DescriptorFetch(wiring.Component):
                     m.d.comb += self.done.eq(1)
         with m.Else():
             m.d.sync += fw.eq(0)
+
+        assert DESCRIPTOR_WORDS[0][1] == "FLAGS"
+        m.d.sync += self.elem_out.eq(flags.mode & ~flags.out_word)
 
         fetch_end = self.done
         word_out = ~flags.mode | flags.out_word

@@ -192,9 +192,11 @@ class IssueUnit(wiring.Component):
         # of block b+1 may enter the pipeline no earlier than v_b cycles after block b's
         # (it then reaches the accumulators just as the writer takes b's last lane). The
         # address generator holds instead of the pipeline: nothing after it ever stalls.
+        # (hold_nz is only ever set in an element-output step and cleared at its start,
+        # so the stall needs no elem_out: two registers, one LUT before gen.en)
         hold = Signal(nvw)
         hold_nz = Signal()                    # hold != 0, as a register
-        m.d.comb += stall.eq(self.elem_out & gen.last & hold_nz)
+        m.d.comb += stall.eq(gen.last & hold_nz)
         with m.If(adv & self.elem_out & gen.last):
             m.d.sync += [hold.eq(g_nv - 1), hold_nz.eq(g_nv > 1)]
         with m.Elif(hold_nz):
