@@ -9,6 +9,7 @@
     python bench/bench_train_int.py --part mnist-int --seeds 1   # one seed at a time (run in parallel)
     python bench/bench_train_int.py --part mnist-int --master-bits 4 --inter-bits 8 --grad-bits 8
                                                          # 4-bit masters (the paper's 4-bit update)
+    python bench/bench_train_int.py --part mnist-int --ranks 8 --lr-shift 7   # another rank / learning rate
     python bench/bench_train_int.py --combine            # parts -> bench/results/train_int.json (+ memory)
 
 Every part runs with one BLAS thread (set before numpy loads) and writes
@@ -83,9 +84,9 @@ def _data(name: str):
     return ds, f(ds.x_train).astype(np.float64), f(ds.y_train), f(ds.x_test).astype(np.float64), f(ds.y_test)
 
 
-def _int_args(name: str, seed: int):
+def _int_args(name: str, seed: int, ranks: int | None = None):
     s = SETTINGS[name]
-    return argparse.Namespace(hidden=s["hidden"], cores=s["cores"], ranks=s["ranks"], in_modes=s["in_modes"],
+    return argparse.Namespace(hidden=s["hidden"], cores=s["cores"], ranks=ranks or s["ranks"], in_modes=s["in_modes"],
                               out_modes=s["out_modes"], seed=seed)
 
 
@@ -97,13 +98,15 @@ def _variant(cfg) -> str:
     return f"-m{cfg.master_bits}i{cfg.inter_bits}g{cfg.grad_bits}"
 
 
-def run_int(name: str, seeds=SEEDS, epochs: int | None = None, widths: dict | None = None) -> dict:
+def run_int(name: str, seeds=SEEDS, epochs: int | None = None, widths: dict | None = None,
+            ranks: int | None = None, lr_shift: int | None = None) -> dict:
     from ttforge.ir.arith import quantize
     from ttforge.ir.train import TrainConfig, calibrate_state, init_state, predict
     from ttforge.ir.train_loop import epoch_order, run_training, tt_layers as _model
 
     env = _env()  # the tree the run starts from
-    s = SETTINGS[name]
+    over = {k: v for k, v in (("ranks", ranks), ("lr_shift", lr_shift)) if v is not None and v != SETTINGS[name][k]}
+    s = {**SETTINGS[name], **over}
     epochs = epochs or s["epochs"]
     # a longer run halves the learning rate at the same fractions of the run
     decay = tuple(sorted({max(1, round(e * epochs / s["epochs"])) for e in s["lr_decay_at"]}))
@@ -112,8 +115,8 @@ def run_int(name: str, seeds=SEEDS, epochs: int | None = None, widths: dict | No
     for seed in seeds:
         t0 = time.perf_counter()
         cfg = TrainConfig(**(widths or {}))
-        state = init_state(_model(_int_args(name, seed), x.shape[1], 10, name == "digits"), cfg, seed=seed,
-                           lr_shift=s["lr_shift"], in_exp=-(cfg.act_bits - 1))
+        state = init_state(_model(_int_args(name, seed, s["ranks"]), x.shape[1], 10, name == "digits"), cfg,
+                           seed=seed, lr_shift=s["lr_shift"], in_exp=-(cfg.act_bits - 1))
         xq, xqt = quantize(x, 8, state.in_exp), quantize(xt, 8, state.in_exp)
         cal = epoch_order(seed, 0, len(y))[:256]
         state = calibrate_state(state, xq[cal], y[cal])
@@ -131,9 +134,10 @@ def run_int(name: str, seeds=SEEDS, epochs: int | None = None, widths: dict | No
                      "state_sha256": hashlib.sha256(dumps_state(state)).hexdigest(),
                      "seconds": time.perf_counter() - t0})
     cfg = TrainConfig(**(widths or {}))
-    part = f"{name}-int" + ("" if epochs == s["epochs"] else f"-e{epochs}") + _variant(cfg)
+    variant = _variant(cfg) + "".join(f"-{'r' if k == 'ranks' else 'lr'}{v}" for k, v in over.items())
+    part = f"{name}-int" + ("" if epochs == SETTINGS[name]["epochs"] else f"-e{epochs}") + variant
     return {"part": part, "data": name, "settings": {**s, "epochs": epochs, "lr_decay_at": decay},
-            "config": cfg.to_dict(), "variant": _variant(cfg),
+            "config": cfg.to_dict(), "variant": variant,
             "runs": runs, "env": env}
 
 
@@ -358,6 +362,7 @@ def combine() -> dict:
         for v in variants:  # other widths of the same step, e.g. 4-bit masters
             c = v["config"]
             vr = {"master_bits": c["master_bits"], "inter_bits": c["inter_bits"], "grad_bits": c["grad_bits"],
+                  "ranks": v["settings"]["ranks"], "lr_shift": v["settings"]["lr_shift"],
                   "epochs": v["settings"]["epochs"], "seeds": [r["seed"] for r in v["runs"]],
                   "int_from_random": _ms([r["final_test_acc"] for r in v["runs"]])}
             if f:
@@ -392,22 +397,25 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     for w in ("master", "inter", "grad"):  # widths of the integer step (digits, mnist-int); default: TrainConfig's
         p.add_argument(f"--{w}-bits", type=int, default=None, help=f"TrainConfig.{w}_bits of the integer runs")
+    p.add_argument("--ranks", type=int, default=None, help="TT rank of the integer runs (default: the setting's)")
+    p.add_argument("--lr-shift", type=int, default=None, help="learning rate 2^-N of the integer runs")
     a = p.parse_args(argv)
     from ttforge.atomic import atomic_write_text
 
     widths = {f"{w}_bits": getattr(a, f"{w}_bits") for w in ("master", "inter", "grad")
               if getattr(a, f"{w}_bits") is not None}
-    if widths and a.part not in ("digits", "mnist-int"):
-        p.error("--master-bits/--inter-bits/--grad-bits apply to --part digits or mnist-int")
+    other = {"ranks": a.ranks, "lr_shift": a.lr_shift}
+    if (widths or a.ranks or a.lr_shift is not None) and a.part not in ("digits", "mnist-int"):
+        p.error("--master-bits/--inter-bits/--grad-bits/--ranks/--lr-shift apply to --part digits or mnist-int")
     if a.part:
         if a.part == "digits":
-            res = run_int("digits", a.seeds, a.epochs, widths)
-            if not widths:  # the float reference does not depend on the integer widths
+            res = run_int("digits", a.seeds, a.epochs, widths, **other)
+            if not res["variant"]:  # the float reference does not depend on the integer widths
                 res["part"] = "digits-int"
                 fl = run_float("digits", a.seeds)
                 atomic_write_text(RESULTS / "train_int.digits-float.json", json.dumps(fl, indent=1) + "\n")
         elif a.part == "mnist-int":
-            res = run_int("mnist", a.seeds, a.epochs, widths)
+            res = run_int("mnist", a.seeds, a.epochs, widths, **other)
         elif a.part == "mnist-float":
             res = run_float("mnist", a.seeds)
         elif a.part == "agree":
