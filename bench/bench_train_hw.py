@@ -7,6 +7,7 @@ step of the seed MNIST network, and the engine's resources and Fmax on the ECP5-
     python bench/bench_train_hw.py --part synth --seeds 2 --pnr-timeout 2400
     python bench/bench_train_hw.py --part synth --seeds 1 --no-route   # placement and its estimate only
     python bench/bench_train_hw.py --part synth --small --seeds 1 --label "what changed"   # timing loop
+    python bench/bench_train_hw.py --part synth --seeds 1 --label "what changed"   # the same, full depths
 
 Every part merges its section into ``bench/results/train_hw.json`` (the other sections
 are kept), with the commit and whether the files it measures were dirty.
@@ -36,7 +37,9 @@ routed run stopped by ``--pnr-timeout`` keeps it); the summary gives min/median 
 **The timing loop** (``--small``): the same engine with ``SMALL_DEPTHS`` (the same logic,
 20 DP16KD), into section ``synth_small`` and work directory ``<work>-small``; ``--label``
 appends each run (Fmax, synthesized LUT4/FF, critical path) to ``fmax_steps``, the table of
-the timing work in docs/benchmarks.md.
+the timing work in docs/benchmarks.md. A section of another engine (another Verilog hash)
+is not overwritten: it moves to ``<section>_history``, and its routed runs join
+``fmax_steps`` as the "before" row.
 """
 
 from __future__ import annotations
@@ -336,6 +339,20 @@ def part_synth(seeds: list[int], work: Path, timeout: float, no_route: bool = Fa
             "summary": summary, "env": env}
 
 
+def _steps(out: dict, section: dict, label: str, seeds: set[int] | None, routed: bool) -> None:
+    """Append the runs of ``section`` (of ``seeds``, all if None) to ``fmax_steps``."""
+    cells = section["synth_cells"]
+    for r in section["runs"]:
+        if (seeds is None or r["seed"] in seeds) and r["routed"] == routed and r.get("fmax_mhz"):
+            out.setdefault("fmax_steps", []).append({
+                "label": label, "depths": f"ACT {section['depths']['act_depth']} / GRAD "
+                                          f"{section['depths']['grad_depth']}",
+                "git_commit": section["env"]["git_commit"],
+                "git_dirty": section["env"]["git_dirty"], "seed": r["seed"], "routed": r["routed"],
+                "fmax_mhz": r.get("fmax_mhz"), "lut4": cells.get("LUT4"), "ff": cells.get("TRELLIS_FF"),
+                "critical_path": r.get("critical_path") or {}})
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--part", choices=("cycles", "synth"), required=True)
@@ -350,10 +367,10 @@ def main(argv=None) -> int:
                    help="synth part: record the seeds' nextpnr runs already in the work directory "
                         "(one stopped by hand keeps its post-placement estimate) instead of running nextpnr")
     p.add_argument("--label", default=None,
-                   help="with --small: also append the runs to fmax_steps under this label (what changed)")
+                   help="synth part: also append the runs to fmax_steps under this label (what changed)")
     a = p.parse_args(argv)
-    if a.label is not None and not (a.part == "synth" and a.small):
-        p.error("--label takes --part synth --small (the timing loop's table)")
+    if a.label is not None and a.part != "synth":
+        p.error("--label takes --part synth (the timing loop's table)")
     key = "synth_small" if a.small else a.part
     if a.part == "cycles":
         section = part_cycles()
@@ -368,18 +385,16 @@ def main(argv=None) -> int:
                        "synth": "python bench/bench_train_hw.py --part synth --seeds 1,2,3",
                        "synth_small": "python bench/bench_train_hw.py --part synth --small --seeds 1 "
                                       "--label WHAT"}
+    old = out.get(key)
+    if a.part == "synth" and old and old.get("verilog_sha256") != section["verilog_sha256"]:
+        # another engine: the section measured before is kept (history), and its routed runs
+        # join the timing table as the "before" of this one
+        out.setdefault(f"{key}_history", []).append(old)
+        if any(r["routed"] and r.get("fmax_mhz") for r in old["runs"]):
+            _steps(out, old, f"as routed at {old['env']['git_commit'][:7]}", None, True)
     out[key] = section
     if a.label is not None:        # one row per run: the table of the timing work
-        cells = section["synth_cells"]
-        for r in section["runs"]:
-            if r["seed"] in {int(x) for x in a.seeds.split(",")} and r["routed"] == (not a.no_route):
-                out.setdefault("fmax_steps", []).append({
-                    "label": a.label, "depths": f"ACT {section['depths']['act_depth']} / GRAD "
-                                                f"{section['depths']['grad_depth']}",
-                    "git_commit": section["env"]["git_commit"],
-                    "git_dirty": section["env"]["git_dirty"], "seed": r["seed"], "routed": r["routed"],
-                    "fmax_mhz": r.get("fmax_mhz"), "lut4": cells.get("LUT4"), "ff": cells.get("TRELLIS_FF"),
-                    "critical_path": r.get("critical_path") or {}})
+        _steps(out, section, a.label, {int(x) for x in a.seeds.split(",")}, not a.no_route)
     atomic_write_text(OUT, json.dumps(out, indent=1) + "\n")
     print(json.dumps(out[key].get("rows") or out[key].get("summary"), indent=1)[:3000])
     return 0

@@ -145,7 +145,7 @@ class TrainEngine(wiring.Component):
     inp : stream In, payload ``signed(act_bits)``
         ``BATCH`` samples, each ``IN_COUNT`` features then its label.
     host : ``sel`` (:class:`HostSel`), ``addr``, ``wdata`` (32), ``we``, ``re`` in;
-        ``rdata`` (32), ``rvalid`` out (two cycles after ``re``). Only while idle.
+        ``rdata`` (32), ``rvalid`` out (three cycles after ``re``). Only while idle.
     program : ``batch``, ``bw_log``, ``in_count``, ``in_base``, ``stoch`` in; ``rng_load``
         and ``rng_value`` load the generator.
     control : ``enable`` (level: take a batch and run a step), ``clear_error``, ``soft_reset``.
@@ -580,29 +580,46 @@ class TrainEngine(wiring.Component):
         m.d.comb += dm_r.addr.eq(Mux(host_idle, host.addr, op_idx * TRAIN_DESC_WORDS + fw))
 
         # ------------------------------------------------------------ host reads
+        # Three cycles: the memories read (re), their outputs are registered as they are
+        # (a DP16KD's unregistered output takes ~6 ns before any logic: no mux after it),
+        # then the lane and memory multiplexer fills host_rdata from those registers.
         h_sel = Signal(HostSel)
         h_lane = Signal(range(L)) if L > 1 else Signal(1)
         h_half = Signal()
         h_v = Signal()
         m.d.sync += [h_v.eq(host.re & host_idle), h_sel.eq(host.sel), h_half.eq(host.addr[0]),
                      h_lane.eq(host.addr[:lg] if lg else 0)]
+        q_sel = Signal.like(h_sel, name="q_sel")
+        q_lane = Signal.like(h_lane, name="q_lane")
+        q_half = Signal(name="q_half")
+        q_v = Signal(name="q_v")
+        q_act = Signal.like(act_r.data, name="q_act")
+        q_grad = Signal.like(grad_r.data, name="q_grad")
+        q_dm = Signal.like(dm_r.data, name="q_dm")
+        q_cm = Signal.like(cm_r.data, name="q_cm")
+        q_bm = Signal.like(bm_r.data, name="q_bm")
+        q_mx = Signal.like(mx_r.data, name="q_mx")
+        q_lm = Signal.like(lm_r.data, name="q_lm")
+        m.d.sync += [q_v.eq(h_v), q_sel.eq(h_sel), q_lane.eq(h_lane), q_half.eq(h_half),
+                     q_act.eq(act_r.data), q_grad.eq(grad_r.data), q_dm.eq(dm_r.data),
+                     q_cm.eq(cm_r.data), q_bm.eq(bm_r.data), q_mx.eq(mx_r.data), q_lm.eq(lm_r.data)]
         h_data = Signal(32)
-        with m.Switch(h_sel):
+        with m.Switch(q_sel):
             with m.Case(HostSel.DMEM):
-                m.d.comb += h_data.eq(dm_r.data)
+                m.d.comb += h_data.eq(q_dm)
             with m.Case(HostSel.CMEM):
-                m.d.comb += h_data.eq(cm_r.data.as_signed())
+                m.d.comb += h_data.eq(q_cm.as_signed())
             with m.Case(HostSel.BMEM):
-                m.d.comb += h_data.eq(bm_r.data.as_signed())
+                m.d.comb += h_data.eq(q_bm.as_signed())
             with m.Case(HostSel.MAXACC):
-                m.d.comb += h_data.eq(Mux(h_half, mx_r.data >> 32, mx_r.data[:32]))
+                m.d.comb += h_data.eq(Mux(q_half, q_mx >> 32, q_mx[:32]))
             with m.Case(HostSel.ACT):
-                m.d.comb += h_data.eq(act_r.data[h_lane] if L > 1 else act_r.data[0])
+                m.d.comb += h_data.eq(q_act[q_lane] if L > 1 else q_act[0])
             with m.Case(HostSel.GRAD):
-                m.d.comb += h_data.eq(grad_r.data[h_lane] if L > 1 else grad_r.data[0])
+                m.d.comb += h_data.eq(q_grad[q_lane] if L > 1 else q_grad[0])
             with m.Case(HostSel.LABEL):
-                m.d.comb += h_data.eq(lm_r.data)
-        m.d.sync += [self.host_rvalid.eq(h_v), self.host_rdata.eq(h_data)]
+                m.d.comb += h_data.eq(q_lm)
+        m.d.sync += [self.host_rvalid.eq(q_v), self.host_rdata.eq(h_data)]
 
         # ------------------------------------------------------------ the sequencer
         m.d.comb += [self.inp.ready.eq(state == _State.INPUT), gen_start.eq(0),

@@ -70,8 +70,9 @@ int main(int argc, char** argv) {
                 top->host_re = 1;
                 tick();
                 top->host_re = 0;
-                tick();
-                tick();
+                // the engine's read latency (three cycles today): wait for rvalid
+                for (int k = 0; k < 8 && !top->host_rvalid; ++k)
+                    tick();
                 out += " " + std::to_string((uint32_t)top->host_rdata);
             }
             std::cout << out << "\n" << std::flush;

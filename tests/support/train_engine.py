@@ -25,8 +25,12 @@ async def host_read(ctx, dut, sel, addr, signed_bits=None):
     ctx.set(dut.host.re, 1)
     await ctx.tick()
     ctx.set(dut.host.re, 0)
-    await ctx.tick()
-    await ctx.tick()
+    for _ in range(8):          # the engine's read latency (three cycles today)
+        await ctx.tick()
+        if ctx.get(dut.host_rvalid):
+            break
+    else:
+        raise AssertionError("host_rvalid never rose")
     v = ctx.get(dut.host_rdata)
     if signed_bits:
         v &= (1 << signed_bits) - 1
