@@ -356,6 +356,11 @@ def block_train_int() -> str:
                                   if f"float_gradient_x{x}" in sm)
                       or (f"{100 * sr['mean_final_acc']:.2f} ({sr['epochs']} epochs, `stochastic.json`)" if sr
                           else "—"))])
+        for v in sm.get("int_variants", {}).values():  # the same step at other widths / ranks / rates
+            rows.append([f"{name}, rank {v['ranks']}, {v['master_bits']}-bit masters, {v['inter_bits']}-bit "
+                         f"intermediates, {v['grad_bits']}-bit gradients, lr 2^-{v['lr_shift']}", "—", "—", "—",
+                         f"{_pm(v['int_from_random'])} ({v['epochs']} epochs)",
+                         f"{v['int_minus_float_pp']:+.2f}" if "int_minus_float_pp" in v else "—", "—"])
     acc = table(["data", "float TT (Adam)", "PTQ, 4-bit cores", "PTQ + integer fine-tuning",
                  "integer step from random init", "integer − float (pp)",
                  "float-gradient trainer, 4-bit cores, SR"], rows)
@@ -366,9 +371,27 @@ def block_train_int() -> str:
         mem_rows.append([r["ranks"], r["batch"], f"{r['master_bits']}/{r['inter_bits']}/{r['grad_bits']}",
                          f"{r['state_bytes']:,}", f"{r['state_ratio']:.0f}x", f"{r['items']['total']:,}",
                          f"{r['ratio']:.1f}x", "yes" if r["fits_ecp5_85f"] else "no", r["ecp5_85f_max_batch"]])
-    mem = table(["rank", "batch", "master/inter/grad bits", "training state (bytes)", "vs FP32 weights+grads+Adam",
-                 "on chip incl. activations (bytes)", "vs FP32 dense + Adam training", "fits ECP5-85F",
-                 "largest batch that fits"], mem_rows)
+    mem = table(["rank", "batch", "master/inter/grad bits", "training state (bytes)",
+                 "vs FP32 dense weights + gradients + Adam moments", "on chip incl. activations (bytes)",
+                 "vs FP32 dense + Adam training incl. activations", "fits ECP5-85F", "largest batch that fits"],
+                mem_rows)
+    # the seed network (rank 16) item by item, both width sets, batch 1 and 32
+    seed = [r for r in d["memory"]["rows"] if r["ranks"] == 16]
+    names = {"master_weights": "master cores (the forward cores are their top bits)", "biases": "biases",
+             "lane_accumulators": "gradient accumulators of the MAC lanes", "exp2_table": "exponent table",
+             "rng_and_exponents": "xorshift32 state, exponents", "saved_activations": "saved activations (batch)",
+             "gradient_buffers": "gradient ping-pong buffers (batch)", "logits_one_sample": "logits, one sample"}
+    item_rows = [[what] + [f"{r['items'][k]:,}" for r in seed] for k, what in names.items()]
+    item_rows.insert(5, ["*training state (the five above)*"] + [f"*{r['state_bytes']:,}*" for r in seed])
+    item_rows += [["**total**"] + [f"**{r['items']['total']:,}**" for r in seed]]
+    fp = {r["batch"]: r["fp32_dense_adam"] for r in seed}
+    fp_names = {"weights": "weights + biases", "gradients": "their gradients", "adam_moments": "Adam's two moments",
+                "saved_activations": "saved activations (batch)", "activation_gradients": "activation gradients (batch)"}
+    fp_rows = [[what] + [f"{fp[b][k]:,}" for b in sorted(fp)] for k, what in fp_names.items()]
+    fp_rows += [["**total**"] + [f"**{fp[b]['total']:,}**" for b in sorted(fp)]]
+    items = (table(["integer step, rank 16 (bytes)"] + [f"{r['master_bits']}/{r['inter_bits']}/{r['grad_bits']} bits, "
+                                                        f"batch {r['batch']}" for r in seed], item_rows)
+             + "\n\n" + table(["FP32 dense 784-512-10, Adam (bytes)"] + [f"batch {b}" for b in sorted(fp)], fp_rows))
     sp = parts.get("speed", {}).get("speed", {})
     sp_rows = [[name, v["batch"]] + [f"{v[k]['samples_per_s']:,.1f}" if k in v else "—"
                                      for k in ("golden", "fast", "c_O2")] for name, v in sp.items()]
@@ -386,7 +409,9 @@ def block_train_int() -> str:
             f"trainer (`train_low_precision`: PyTorch gradients, integer weights) ran on the same network where "
             f"the row says so, else its figure is quoted from `stochastic.json`.\n\n" + mem +
             "\n\nMNIST 784-512-10, TT [7,4,7,4] -> [4,8,4,4], 4-bit forward cores, from `train_int.json` "
-            "(`ttforge.ir.train_memory`).\n\n" + speed + "\n\nSamples per second of one training step on one "
+            "(`ttforge.ir.train_memory`). The training state is what does not grow with the batch: master cores, "
+            "biases, lane accumulators, exponent table, RNG and exponents. Item by item, the seed network "
+            "(bit-packed bytes):\n\n" + items + "\n\n" + speed + "\n\nSamples per second of one training step on one "
             "thread, by the process's CPU time (the shared machine was loaded; wall-clock figures are in the "
             "JSON); from `train_int.json`." + agree)
 
@@ -745,11 +770,34 @@ def block_regress() -> str:
         "\n\nFrom `regress.json`; a faulted run must pass no case."
 
 
+def block_vs_cpu() -> str:
+    d = load("vs_cpu")
+    cpu = d["cpu"]
+    rows = []
+    for r in d["engine"]:
+        at = {round(c["mhz"], 3): c for c in r["at"]}
+        best = max((c for c in r["at"] if c["reached"]), key=lambda c: c["mhz"], default=None)
+        f = r.get("routed")
+        rows.append([r["lanes"], _num(r["cycles"]), pct(r["utilization"], 1),
+                     f"{at[50.0]['latency_us']:,.0f} us ({at[50.0]['vs_golden']:.2f}x / {at[50.0]['vs_c']:.2f}x)",
+                     f"{r['mhz_for_goal']:.1f} MHz",
+                     (f"{f['fmax_mhz_min']:.1f} MHz (`{f['label']}`, seeds {', '.join(map(str, f['seeds']))})"
+                      if f else "not routed"),
+                     (f"{best['mhz']:g} MHz: {best['latency_us']:,.0f} us, {best['vectors_per_s']:,.0f} vectors/s, "
+                      f"**{best['vs_golden']:.2f}x** / {best['vs_c']:.2f}x" if best else "—")])
+    return table(["L", "cycles / vector", "utilization", "at 50 MHz (x golden / x C)",
+                  f"clock for {d['goal_x']:g}x golden", "routed Fmax (lowest seed)",
+                  "fastest PLL clock reached (x golden / x C)"], rows) + \
+        (f"\n\nOne core of this machine, batch 1, the median of {cpu['repeats']} interleaved repeats "
+         f"of {cpu['inner']} vectors: golden executor (numpy) **{cpu['golden_us']:,.0f} us**, "
+         f"C executor (-O2) **{cpu['c_us']:,.0f} us** per vector. From {source('vs_cpu')}.")
+
+
 BLOCKS: dict[str, Callable[[], str]] = {
     "readme": block_readme, "summary": block_summary, "accuracy": block_accuracy, "quant": block_quant,
     "stochastic": block_stochastic, "train_int": block_train_int, "speed": block_speed, "accelerator": block_accelerator,
     "fmax": block_fmax, "fmax_seeds": block_fmax_seeds, "train_hw": block_train_hw, "boards": block_boards, "train_boards": block_train_boards, "sim": block_sim, "native": block_native,
-    "flow": block_flow, "cli": block_cli, "regress": block_regress,
+    "flow": block_flow, "cli": block_cli, "regress": block_regress, "vs_cpu": block_vs_cpu,
 }
 
 
