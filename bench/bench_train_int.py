@@ -345,7 +345,9 @@ def combine() -> dict:
         f = parts.get(f"{name}-float")
         ints = sorted((p for k, p in parts.items() if k.startswith(f"{name}-int") and not p.get("variant")),
                       key=lambda p: p["settings"]["epochs"])
-        variants = [p for k, p in parts.items() if k.startswith(f"{name}-int") and p.get("variant")]
+        # keyed by the part's own suffix: the same widths at other epochs are another entry
+        variants = {k[len(f"{name}-int-"):]: p for k, p in parts.items()
+                    if k.startswith(f"{name}-int") and p.get("variant")}
         i = ints[-1] if ints else None  # the longest run is the headline
         row = {}
         if i:
@@ -359,7 +361,7 @@ def combine() -> dict:
             row["ptq_int_ft"] = _ms([r["ft_acc"] for r in f["runs"]])
         if i and f:
             row["int_minus_float_pp"] = row["int_from_random"][0] - row["float_tt"][0]
-        for v in variants:  # other widths of the same step, e.g. 4-bit masters
+        for key, v in variants.items():  # other widths of the same step, e.g. 4-bit masters
             c = v["config"]
             vr = {"master_bits": c["master_bits"], "inter_bits": c["inter_bits"], "grad_bits": c["grad_bits"],
                   "ranks": v["settings"]["ranks"], "lr_shift": v["settings"]["lr_shift"],
@@ -367,7 +369,7 @@ def combine() -> dict:
                   "int_from_random": _ms([r["final_test_acc"] for r in v["runs"]])}
             if f:
                 vr["int_minus_float_pp"] = vr["int_from_random"][0] - row["float_tt"][0]
-            row.setdefault("int_variants", {})[v["variant"].lstrip("-")] = vr
+            row.setdefault("int_variants", {})[key] = vr
         g = parts.get(f"{name}-fgt")
         if g:
             for x in (0, 4):
