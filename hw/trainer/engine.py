@@ -434,12 +434,13 @@ class TrainEngine(wiring.Component):
             ys.append(u)
         y_o = delay(v_o, Requant.LATENCY, "y_o")
         y_v = ys[0].out_valid
-        # the mask word is read from ACT one cycle before the write (M_BASE + rel): its
-        # address formed from rel beside v and carried
+        # the mask word is read from ACT two cycles before the write (M_BASE + rel) and its
+        # lanes' "> 0" registered (keep, below), so a block output meets one comparison,
+        # not the write data's multiplexers: its address formed from rel beside v and carried
         ba_rel = delay(r_rel, BiasAlign.LATENCY, "ba_rel")
         v_maddr = Signal(aw + 2)
         m.d.sync += v_maddr.eq(desc.m_base + ba_rel)
-        mask_addr = delay(v_maddr, Requant.LATENCY - 1, "mask_addr")
+        mask_addr = delay(v_maddr, Requant.LATENCY - 2, "mask_addr")
 
         # ------------------------------------------------------------ WGRAD results
         tv = Signal()
@@ -545,8 +546,10 @@ class TrainEngine(wiring.Component):
         ]
         # the word write of a CONTRACT result, masked
         y_word = Signal(data.ArrayLayout(signed(SB), L))
+        keep_q = Signal(L)
+        m.d.sync += keep_q.eq(Cat(act_r.data[l] > 0 for l in range(L)))
         for l in range(L):
-            keep = 1 if fault == "no_mask" else Mux(flags.mask, act_r.data[l] > 0, 1)   # test hook
+            keep = 1 if fault == "no_mask" else Mux(flags.mask, keep_q[l], 1)   # test hook
             m.d.comb += y_word[l].eq(Mux(keep, ys[l].out, 0))
         onehot_in = Signal(L)
         m.d.comb += onehot_in.eq(Const(1, L) << (in_b[:lg] if lg else 0))
