@@ -122,6 +122,9 @@ def wgrad_drain(lanes: int) -> int:
     return _ISSUE_TO_RES + 1 + _tree_latency(lanes) + UpdateUnit.LATENCY + 1
 
 
+#: the loss unit's read latency: the ACT word is registered before the logit's lane is
+#: chosen (a block output through a 16-way multiplexer does not fit the clock)
+LOSS_Z_DELAY = 2
 _FETCH_CYCLES = FETCH_WORDS + 2     # one word per cycle, the read latency, the decode
 
 
@@ -133,7 +136,7 @@ def op_cycles(op: TrainOp, config: TrainEngineConfig, slots: int) -> int:
     if op.OP == Op.WGRAD:
         return _FETCH_CYCLES + n + wgrad_drain(config.lanes) + 1
     if op.OP == Op.LOSS:
-        return _FETCH_CYCLES + slots * (2 + loss_cycles(op.N[0], config.train.prob_bits)) + 1
+        return _FETCH_CYCLES + slots * (2 + loss_cycles(op.N[0], config.train.prob_bits, LOSS_Z_DELAY)) + 1
     return _FETCH_CYCLES + op.N[0] + 1
 
 
@@ -480,7 +483,8 @@ class TrainEngine(wiring.Component):
         m.submodules.loss = loss = LossUnit(act_bits=tc.act_bits, prob_bits=tc.prob_bits,
                                             table_bits=tc.table_bits, table_frac_bits=tc.table_frac_bits,
                                             max_classes=c.max_classes,
-                                            fault="table_lsb" if fault == "loss_table" else None)
+                                            fault="table_lsb" if fault == "loss_table" else None,
+                                            z_delay=LOSS_Z_DELAY)
         slot = Signal(16)
         loss_phase = Signal(2)          # 0: read the label, 1: start, 2: wait for done
         slot_word = Signal(aw + 1)
@@ -493,8 +497,11 @@ class TrainEngine(wiring.Component):
         m.d.comb += slot_lane.eq(slot[:lg] if lg else 0)
         z_lane = Signal.like(slot_lane)
         m.d.sync += z_lane.eq(slot_lane)
+        # the ACT word as it left the blocks, registered (the loss's logit, the host's reads)
+        act_q = Signal.like(act_r.data, name="act_q")
+        m.d.sync += act_q.eq(act_r.data)
         m.d.comb += [loss.classes.eq(desc.n0), loss.h.eq(flags.shift), loss.valid.eq(slot < prog.batch),
-                     loss.label.eq(lm_r.data), loss.z_data.eq(act_r.data[z_lane] if L > 1 else act_r.data[0])]
+                     loss.label.eq(lm_r.data), loss.z_data.eq(act_q[z_lane] if L > 1 else act_q[0])]
 
         # ------------------------------------------------------------ input writer
         in_f = Signal(16)
@@ -596,7 +603,6 @@ class TrainEngine(wiring.Component):
         q_lane = Signal.like(h_lane, name="q_lane")
         q_half = Signal(name="q_half")
         q_v = Signal(name="q_v")
-        q_act = Signal.like(act_r.data, name="q_act")
         q_grad = Signal.like(grad_r.data, name="q_grad")
         q_dm = Signal.like(dm_r.data, name="q_dm")
         q_cm = Signal.like(cm_r.data, name="q_cm")
@@ -604,7 +610,7 @@ class TrainEngine(wiring.Component):
         q_mx = Signal.like(mx_r.data, name="q_mx")
         q_lm = Signal.like(lm_r.data, name="q_lm")
         m.d.sync += [q_v.eq(h_v), q_sel.eq(h_sel), q_lane.eq(h_lane), q_half.eq(h_half),
-                     q_act.eq(act_r.data), q_grad.eq(grad_r.data), q_dm.eq(dm_r.data),
+                     q_grad.eq(grad_r.data), q_dm.eq(dm_r.data),
                      q_cm.eq(cm_r.data), q_bm.eq(bm_r.data), q_mx.eq(mx_r.data), q_lm.eq(lm_r.data)]
         h_data = Signal(32)
         with m.Switch(q_sel):
@@ -617,7 +623,7 @@ class TrainEngine(wiring.Component):
             with m.Case(HostSel.MAXACC):
                 m.d.comb += h_data.eq(Mux(q_half, q_mx >> 32, q_mx[:32]))
             with m.Case(HostSel.ACT):
-                m.d.comb += h_data.eq(q_act[q_lane] if L > 1 else q_act[0])
+                m.d.comb += h_data.eq(act_q[q_lane] if L > 1 else act_q[0])
             with m.Case(HostSel.GRAD):
                 m.d.comb += h_data.eq(q_grad[q_lane] if L > 1 else q_grad[0])
             with m.Case(HostSel.LABEL):

@@ -43,7 +43,8 @@ H_RANGE = range(-64, 64)
 # (registered as it arrives: it comes through the engine's lane multiplexer), 2 the max
 # and u, 3 u shifted (both ways), 4 t (the direction chosen and capped), 5 the table
 # address, 6 the table entry registered, 7 e, 8 used. Each stage is one short path (a
-# shifter, or an adder and a comparison), for the engine's clock.
+# shifter, or an adder and a comparison), for the engine's clock. With ``z_delay`` 2 every
+# stage comes one cycle later.
 _E_STAGE = 8
 # Cycles from the issue of the last read of pass 3 to ``done``: e*R registered at stage
 # _E_STAGE, g registered at the next and written (g_valid) at the one after, ``done`` one
@@ -51,9 +52,9 @@ _E_STAGE = 8
 _TAIL = _E_STAGE + 3
 
 
-def loss_cycles(classes: int, prob_bits: int) -> int:
+def loss_cycles(classes: int, prob_bits: int, z_delay: int = 1) -> int:
     """Cycles from the ``start`` pulse to the ``done`` pulse for ``classes`` = C:
-    ``3 C + G + 12`` with ``G = prob_bits``.
+    ``3 C + G + 12`` with ``G = prob_bits`` (plus ``z_delay - 1``: see :class:`LossUnit`).
 
     With ``start`` at cycle 0: the ``C`` reads of pass 1 at cycles ``1 .. C``, the ``C``
     reads of pass 2, ``G + 1`` cycles while the divider forms R's ``G + 1`` bits, the
@@ -63,7 +64,9 @@ def loss_cycles(classes: int, prob_bits: int) -> int:
     for name, v in (("classes", classes), ("prob_bits", prob_bits)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ConfigError(f"loss_cycles {name}={v!r} must be an integer >= 1")
-    return 3 * classes + (prob_bits + 1) + _TAIL
+    if z_delay not in (1, 2):
+        raise ConfigError(f"loss_cycles z_delay={z_delay!r} must be 1 or 2")
+    return 3 * classes + (prob_bits + 1) + _TAIL + z_delay - 1
 
 
 class LossUnit(wiring.Component):
@@ -83,6 +86,10 @@ class LossUnit(wiring.Component):
         Largest number of classes ``C`` a sample may have.
     fault : str or None
         A deliberate fault of :data:`LOSS_FAULTS` (tests only); ``None`` builds the real unit.
+    z_delay : int
+        Cycles from a read (``z_en``) to its ``z_data``: 1, or 2 for a memory whose output
+        word is registered before its lane is chosen (the training engine). Every later
+        event (writes, ``done``) moves by ``z_delay - 1`` cycles.
 
     Ports
     -----
@@ -103,10 +110,10 @@ class LossUnit(wiring.Component):
     z_addr : Out(range(max_classes))
         Class whose logit is read.
     z_en : Out(1)
-        Read enable; ``z_data`` must hold the logit ``z[z_addr]`` exactly one cycle
-        later (a synchronous, non-transparent memory read port).
+        Read enable; ``z_data`` must hold the logit ``z[z_addr]`` exactly ``z_delay``
+        cycles later (1: a synchronous, non-transparent memory read port).
     z_data : In(signed(act_bits))
-        The logit read in the previous cycle.
+        The logit read ``z_delay`` cycles before.
     g_valid : Out(1)
         A gradient write: ``g_value`` is the gradient of class ``g_class``. Exactly C
         writes per sample, classes 0..C-1 in order, on consecutive cycles.
@@ -128,7 +135,7 @@ class LossUnit(wiring.Component):
     """
 
     def __init__(self, *, act_bits: int, prob_bits: int, table_bits: int, table_frac_bits: int,
-                 max_classes: int, fault: str | None = None):
+                 max_classes: int, fault: str | None = None, z_delay: int = 1):
         # the ranges of TrainConfig (so no parameter can ask for an unbounded table)
         for name, v, lo, hi in (("act_bits", act_bits, 2, 16), ("prob_bits", prob_bits, 2, 24),
                                 ("table_bits", table_bits, 2, 24),
@@ -136,12 +143,15 @@ class LossUnit(wiring.Component):
                                 ("max_classes", max_classes, 1, 1 << 16)):
             if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
                 self._refuse(f"LossUnit {name}={v!r} must be an integer in {lo}..{hi}")
+        if z_delay not in (1, 2):
+            self._refuse(f"LossUnit z_delay={z_delay!r} must be 1 or 2")
         if fault is not None and fault not in LOSS_FAULTS:
             self._refuse(f"fault={fault!r} is not a LossUnit fault; known: {', '.join(LOSS_FAULTS)}")
         self.act_bits, self.prob_bits = act_bits, prob_bits
         self.table_bits, self.table_frac_bits = table_bits, table_frac_bits
         self.max_classes = max_classes
         self.fault = fault
+        self.z_delay = z_delay
         super().__init__({
             "start": In(1),
             "classes": In(range(max_classes + 1)),
@@ -171,7 +181,7 @@ class LossUnit(wiring.Component):
 
     def cycles(self, classes: int) -> int:
         """:func:`loss_cycles` of this unit."""
-        return loss_cycles(classes, self.prob_bits)
+        return loss_cycles(classes, self.prob_bits, self.z_delay)
 
     def table(self) -> list[int]:
         """The exponent table the ROM holds (with this unit's fault, if any)."""
@@ -246,7 +256,13 @@ class LossUnit(wiring.Component):
 
         # -- the datapath pipeline (one token per stage) -------------------------------
         E = _E_STAGE
-        tok = [issue] + [Signal(token, name=f"tok{i}") for i in range(1, E + 2)]
+        # a later z (z_delay 2) delays the tokens that go with it: the stages keep their numbers
+        tok = [issue]
+        for i in range(self.z_delay - 1):
+            t = Signal(token, name=f"tok0_d{i}")
+            m.d.sync += t.eq(tok[0])
+            tok = [t]
+        tok += [Signal(token, name=f"tok{i}") for i in range(1, E + 2)]
         for i in range(1, E + 2):
             m.d.sync += tok[i].eq(tok[i - 1])
 

@@ -61,9 +61,10 @@ def golden(sample, cfg):
     return softmax_grad(z[None], h - cfg.table_frac_bits, np.array([y]), cfg)["g"][0]
 
 
-def simulate(unit, samples, seed=0, classes_port=None):
+def simulate(unit, samples, seed=0, classes_port=None, mem_delay=None):
     """Run ``samples`` back to back; per sample: (written g in class order, the classes
-    written, cycles from start to done). ``classes_port`` overrides the ``classes`` given."""
+    written, cycles from start to done). ``classes_port`` overrides the ``classes`` given;
+    the logit memory answers ``mem_delay`` cycles after a read (default: ``unit.z_delay``)."""
     rng = np.random.default_rng(seed)
     A, Cmax = unit.act_bits, unit.max_classes
     results = []
@@ -76,10 +77,10 @@ def simulate(unit, samples, seed=0, classes_port=None):
         ctx.set(unit.valid, int(rng.integers(0, 2)))
 
     async def bench(ctx):
-        req = None  # the address read in the previous cycle
+        reqs = [None] * (mem_delay or unit.z_delay)   # the addresses read in the cycles before
         for z, y, h, valid in samples:
             C = len(z)
-            limit = loss_cycles(C, unit.prob_bits) + 20
+            limit = loss_cycles(C, unit.prob_bits, unit.z_delay) + 20
             ctx.set(unit.start, 1)
             ctx.set(unit.classes, C if classes_port is None else classes_port)
             ctx.set(unit.label, y)
@@ -87,7 +88,8 @@ def simulate(unit, samples, seed=0, classes_port=None):
             ctx.set(unit.valid, valid)
             cyc, values, classes, write_cycles = 0, [], [], []
             while True:
-                ctx.set(unit.z_data, int(z[req]) if req is not None
+                req = reqs[0]
+                ctx.set(unit.z_data, int(z[req]) if req is not None and req < C
                         else int(rng.integers(-(1 << (A - 1)), 1 << (A - 1))))
                 if cyc > 0 and ctx.get(unit.done):
                     assert not ctx.get(unit.busy), "busy in the done cycle"
@@ -104,6 +106,7 @@ def simulate(unit, samples, seed=0, classes_port=None):
                     assert req < C, f"read of class {req} >= C={C}"
                 else:
                     req = None
+                reqs = reqs[1:] + [req]
                 await ctx.tick()
                 cyc += 1
                 # the sample's inputs are held by the unit: scramble them, and pulse
@@ -128,8 +131,8 @@ def check_equal(unit, cfg, samples, results):
         assert np.array_equal(g, want), \
             f"sample {i} (z={s[0].tolist()}, y={s[1]}, h={s[2]}, valid={s[3]}): " \
             f"first divergence at class {int(np.flatnonzero(g != want)[0])}: expected {want.tolist()}, got {g.tolist()}"
-        assert cyc == loss_cycles(C, cfg.prob_bits) == unit.cycles(C), \
-            f"sample {i}: {cyc} cycles for C={C}, loss_cycles says {loss_cycles(C, cfg.prob_bits)}"
+        want_cyc = loss_cycles(C, cfg.prob_bits, unit.z_delay)
+        assert cyc == want_cyc == unit.cycles(C), f"sample {i}: {cyc} cycles for C={C}, loss_cycles says {want_cyc}"
 
 
 @pytest.mark.parametrize("name", list(WIDTHS))
@@ -142,6 +145,31 @@ def test_equals_softmax_grad(name):
     samples += [(np.full(C, (1 << (A - 1)) - 1, dtype=np.int64), C - 1, 0, 1) for C in range(1, Cmax + 1)]
     unit = LossUnit(act_bits=A, prob_bits=G, table_bits=P, table_frac_bits=F, max_classes=Cmax)
     check_equal(unit, cfg, samples, simulate(unit, samples, seed=len(name)))
+
+
+@pytest.mark.parametrize("name", ["narrow", "wide"])
+def test_a_registered_memory_word_z_delay_2_is_exact_one_cycle_later(name):
+    """``z_delay=2`` (the training engine's: the ACT word registered before its lane is
+    chosen): the same gradients, every sample one cycle longer (``loss_cycles``)."""
+    A, G, P, F, Cmax, n = WIDTHS[name]
+    cfg = make_cfg(A, G, P, F)
+    rng = np.random.default_rng(5)
+    samples = random_samples(rng, A, Cmax, min(n, 20), valid_every=9)
+    unit = LossUnit(act_bits=A, prob_bits=G, table_bits=P, table_frac_bits=F, max_classes=Cmax, z_delay=2)
+    results = simulate(unit, samples, seed=1)
+    check_equal(unit, cfg, samples, results)
+    assert [r[2] for r in results] == [loss_cycles(len(s[0]), G) + 1 for s in samples]
+
+
+def test_sibling_a_z_delay_2_unit_on_a_one_cycle_memory_diverges():
+    """The sibling that must fail: the unit reads each logit a cycle late (the next class's)."""
+    A, G, P, F, Cmax, _ = WIDTHS["narrow"]
+    cfg = make_cfg(A, G, P, F)
+    rng = np.random.default_rng(5)
+    samples = random_samples(rng, A, Cmax, 12)
+    unit = LossUnit(act_bits=A, prob_bits=G, table_bits=P, table_frac_bits=F, max_classes=Cmax, z_delay=2)
+    with pytest.raises(AssertionError, match="first divergence"):
+        check_equal(unit, cfg, samples, simulate(unit, samples, seed=1, mem_delay=1))
 
 
 def test_for_config_and_padding():
@@ -167,8 +195,11 @@ def test_classes_out_of_range_do_not_hang(name, classes_port, C):
 
 def test_loss_cycles():
     assert [loss_cycles(C, 15) for C in (1, 2, 10)] == [30, 33, 57]      # 3 C + G + 12
+    assert [loss_cycles(C, 15, 2) for C in (1, 10)] == [31, 58]
     with pytest.raises(ConfigError, match="classes"):
         loss_cycles(0, 15)
+    with pytest.raises(ConfigError, match="z_delay"):
+        loss_cycles(1, 15, 3)
 
 
 def test_bad_parameters():
@@ -176,6 +207,8 @@ def test_bad_parameters():
         LossUnit.for_config(TrainConfig(), 10, fault="nope")
     with pytest.raises(ConfigError, match="max_classes"):
         LossUnit(act_bits=8, prob_bits=15, table_bits=15, table_frac_bits=6, max_classes=0)
+    with pytest.raises(ConfigError, match="z_delay"):
+        LossUnit(act_bits=8, prob_bits=15, table_bits=15, table_frac_bits=6, max_classes=10, z_delay=0)
     with pytest.raises(ConfigError, match="table_frac_bits"):
         LossUnit(act_bits=8, prob_bits=15, table_bits=15, table_frac_bits=11, max_classes=10)
 
