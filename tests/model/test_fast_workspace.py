@@ -1,0 +1,110 @@
+"""The fast path's reused work buffers (ttforge.model.fast._buffers) never leak into a
+result, and the merge's own backward (fast._Merge2) gives autograd's gradients."""
+
+import pytest
+import torch
+
+import ttforge.model.fast as fast
+from ttforge.ir.schedule import ContractionSchedule
+from ttforge.ir.tt import TTShape
+from ttforge.model.layers import TTLinear
+
+
+@pytest.fixture
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _chunked_plan(shape: TTShape) -> fast.FastPlan:
+    groups = ((0, 1), (1, shape.d))
+    merged = fast._merged_shape(shape, groups)
+    return fast.FastPlan(groups, ContractionSchedule.from_order(merged, (1, 0)), 2, 0.0, 1)
+
+
+def _run(layer, plan, x, gy):
+    cores = [c.detach().clone().requires_grad_() for c in layer.cores]
+    xr = x.clone().requires_grad_()
+    y = fast.tt_apply(xr, cores, plan)
+    y.backward(gy)
+    return [y.detach(), xr.grad] + [c.grad for c in cores]
+
+
+def test_results_survive_the_next_call_and_the_block_is_kept(one_thread):
+    """A second call (another batch, reusing the block) leaves the first call's output
+    and gradients as they were: none of them is a view of the work block."""
+    torch.manual_seed(3)
+    layer = TTLinear(30, 20, ranks=[3, 4], in_modes=[2, 3, 5], out_modes=[2, 2, 5]).double()
+    plan = _chunked_plan(layer.tt_shape)
+    x, gy = torch.randn(7, 30, dtype=torch.float64), torch.randn(7, 20, dtype=torch.float64)
+    fast.clear_workspace()
+    first = _run(layer, plan, x, gy)
+    kept = [t.clone() for t in first]
+    assert fast.workspace_bytes() > 0
+    _run(layer, plan, 3 * torch.randn(7, 30, dtype=torch.float64), torch.randn(7, 20, dtype=torch.float64))
+    for got, want in zip(first, kept):
+        assert torch.equal(got, want)
+    fast.clear_workspace()
+    assert fast.workspace_bytes() == 0
+    again = _run(layer, plan, x, gy)  # a fresh block gives the same results
+    for got, want in zip(again, kept):
+        assert torch.equal(got, want)
+
+
+def test_a_result_aliasing_the_block_is_caught(monkeypatch, one_thread):
+    """The check above can fail: a backward whose input gradient lives in the work
+    block is overwritten by the next call."""
+    torch.manual_seed(3)
+    layer = TTLinear(30, 20, ranks=[3, 4], in_modes=[2, 3, 5], out_modes=[2, 2, 5]).double()
+    plan = _chunked_plan(layer.tt_shape)
+    real = fast._backward_buffered
+
+    def aliasing(x, *args, **kw):
+        gx, gmats = real(x, *args, **kw)
+        held = fast._buffers(x, [gx.numel()])[0].view_as(gx)
+        return held.copy_(gx), gmats
+
+    monkeypatch.setattr(fast, "_backward_buffered", aliasing)
+    x, gy = torch.randn(7, 30, dtype=torch.float64), torch.randn(7, 20, dtype=torch.float64)
+    first = _run(layer, plan, x, gy)
+    gx = first[1].clone()
+    _run(layer, plan, 3 * torch.randn(7, 30, dtype=torch.float64), torch.randn(7, 20, dtype=torch.float64))
+    assert not torch.equal(first[1], gx)
+
+
+@pytest.mark.parametrize("cut", [1, 2])
+def test_the_merge_backward_equals_autograd_of_the_dense_product(cut):
+    """_Merge2's gradients (work-buffer and create_graph branches) are those of an
+    einsum of the two cores, and its double backward passes gradgradcheck."""
+    torch.manual_seed(cut)
+    a = torch.randn(2, 3, 4, 5, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(5, 2, 3, 1 + cut, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(2, 6, 12, 1 + cut, dtype=torch.float64)
+    ref = torch.einsum("amnr,rpqs->ampnqs", a, b).reshape(2, 6, 12, 1 + cut)
+    want = torch.autograd.grad(ref, (a, b), g)
+    got = torch.autograd.grad(fast._merge2(a, b), (a, b), g)
+    for u, v in zip(got, want):
+        assert torch.allclose(u, v, atol=1e-12, rtol=0)
+    assert torch.autograd.gradgradcheck(fast._merge2, (a, b))
+
+
+def test_a_wrong_merge_backward_is_caught(monkeypatch):
+    """The comparison above can fail: a backward that skips the move of ``MB`` in
+    front of ``NA`` gives other core gradients."""
+    torch.manual_seed(1)
+    a = torch.randn(2, 3, 4, 5, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(5, 2, 3, 2, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(2, 6, 12, 2, dtype=torch.float64)
+    want = torch.autograd.grad(torch.einsum("amnr,rpqs->ampnqs", a, b).reshape(2, 6, 12, 2), (a, b), g)
+
+    def unmoved(ctx, g):
+        a, b = ctx.saved_tensors
+        gp = g.reshape(a[..., 0].numel(), b[0].numel())
+        return ((gp @ b.reshape(b.shape[0], -1).t()).view(a.shape),
+                (a.reshape(-1, a.shape[-1]).t() @ gp).view(b.shape))
+
+    monkeypatch.setattr(fast._Merge2, "backward", staticmethod(unmoved))
+    got = torch.autograd.grad(fast._merge2(a, b), (a, b), g)
+    assert not all(torch.allclose(u, v, atol=1e-12, rtol=0) for u, v in zip(got, want))
