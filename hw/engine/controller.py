@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -100,19 +100,38 @@ class Controller(wiring.Component):
                      has_pad.eq(pg.in_pad > pg.in_count), pad_last.eq(pg.in_pad - 1),
                      self.out_last.eq(pg.out_count - 1)]
 
+        # one-hot flops beside `state`, written with every assignment of it (go() below):
+        # nothing decodes `state` (fan-out from one flop each; same timing)
+        idle = Signal(init=1)                  # IDLE
+        taking = Signal(init=1)                # IDLE or INPUT
+        inputting = Signal()                   # INPUT
+        drain, pad, zfill = Signal(), Signal(), Signal()
+        phase = [(idle, (State.IDLE,)), (taking, (State.IDLE, State.INPUT)),
+                 (inputting, (State.INPUT,)), (drain, (State.DRAIN,)), (pad, (State.PAD,)),
+                 (self.fetching, (State.FETCH,)), (self.running, (State.RUN,)),
+                 (zfill, (State.ZFILL,)), (self.outputting, (State.OUTPUT,))]
+        self.debug = {"idle": idle, "taking": taking, "inputting": inputting, "drain": drain,
+                      "pad": pad, "zfill": zfill}
+
+        def go(s):
+            def is_(states):
+                if isinstance(s, State):
+                    return s in states
+                return Cat(*[s == x for x in states]).any()
+            return [state.eq(s), *[flag.eq(is_(states)) for flag, states in phase]]
+
         accept = Signal()
         m.d.comb += [
             # a pending error refuses new vectors, but the offending one is still drained
-            self.inp.ready.eq(enable & ((state == State.DRAIN) | (~self.error & (
-                (state == State.IDLE) | (state == State.INPUT))))),
+            self.inp.ready.eq(enable & (drain | (~self.error & taking))),
             accept.eq(self.inp.valid & self.inp.ready),
-            self.in_stall.eq((state == State.INPUT) & self.inp.ready & ~self.inp.valid),
+            self.in_stall.eq(inputting & self.inp.ready & ~self.inp.valid),
         ]
         j = Signal(AWP)                       # input element / pad index
-        jj = Mux(state == State.IDLE, 0, j)
+        jj = Mux(idle, 0, j)
         exp_last_r = Signal()                 # element j is the vector's last
         exp_last = Signal()
-        m.d.comb += exp_last.eq(Mux(state == State.IDLE, one_elem, exp_last_r))
+        m.d.comb += exp_last.eq(Mux(idle, one_elem, exp_last_r))
         with m.If(accept):
             m.d.sync += exp_last_r.eq(jj + 1 == last_idx)
         in_last = self.inp.payload.last
@@ -124,13 +143,7 @@ class Controller(wiring.Component):
 
         # busy: from the cycle accepting the first element (still IDLE) until the return
         # to IDLE after the last output element
-        m.d.comb += self.busy.eq((state != State.IDLE) | accept)
-
-        # running, fetching and outputting are one-hot flops set with every write of
-        # `state` (no decode of `state` before their large fan-out; same timing)
-        def go(s):
-            return [state.eq(s), self.fetching.eq(s == State.FETCH),
-                    self.running.eq(s == State.RUN), self.outputting.eq(s == State.OUTPUT)]
+        m.d.comb += self.busy.eq(~idle | accept)
 
         def next_step():
             return [*go(State.FETCH), step.eq(step + 1), dptr.eq(dptr + DESC_WORDS)]
@@ -139,64 +152,64 @@ class Controller(wiring.Component):
             m.d.sync += go(State.OUTPUT)
             m.d.comb += self.out_begin.eq(1)
 
-        with m.Switch(state):
-            with m.Case(State.IDLE, State.INPUT):
-                with m.If(accept):
-                    with m.If((state == State.IDLE) & prog_bad):
-                        m.d.sync += go(Mux(in_last, State.IDLE, State.DRAIN))
-                    with m.Elif(in_last & ~exp_last):
-                        m.d.sync += go(State.IDLE)
-                    with m.Elif(~in_last & exp_last):
-                        m.d.sync += go(State.DRAIN)
-                    with m.Else():
-                        m.d.comb += [self.wr_en.eq(1), self.wr_sel.eq(0), self.wr_elem.eq(jj),
-                                     self.wr_value.eq(self.inp.payload.data)]
-                        m.d.sync += j.eq(jj + 1)
-                        with m.If(exp_last):
-                            m.d.sync += [step.eq(0), dptr.eq(0)]
-                            m.d.sync += go(Mux(has_pad, State.PAD, State.FETCH))
-                        with m.Else():
-                            m.d.sync += go(State.INPUT)
-            with m.Case(State.DRAIN):
-                with m.If(accept & in_last):
+        # (the phases are exclusive: one If per phase flag, no priority chain)
+        with m.If(taking):
+            with m.If(accept):
+                with m.If(idle & prog_bad):
+                    m.d.sync += go(Mux(in_last, State.IDLE, State.DRAIN))
+                with m.Elif(in_last & ~exp_last):
                     m.d.sync += go(State.IDLE)
-            with m.Case(State.PAD):
-                m.d.comb += [self.wr_en.eq(1), self.wr_sel.eq(0), self.wr_elem.eq(j)]
-                m.d.sync += j.eq(j + 1)
-                with m.If(j == pad_last):
-                    m.d.sync += [*go(State.FETCH), step.eq(0), dptr.eq(0)]
-            with m.Case(State.FETCH):
-                with m.If(self.fetch_done):
-                    m.d.sync += go(State.RUN)
-            with m.Case(State.RUN):
-                m.d.sync += zf_last.eq(self.zf_end - 1)
-                with m.If(~self.pipe_busy):
-                    with m.If(self.zf_nonempty):
-                        m.d.sync += [*go(State.ZFILL), z.eq(self.zf_start)]
-                    with m.Elif(self.last_step):
-                        to_output()
+                with m.Elif(~in_last & exp_last):
+                    m.d.sync += go(State.DRAIN)
+                with m.Else():
+                    m.d.comb += [self.wr_en.eq(1), self.wr_sel.eq(0), self.wr_elem.eq(jj),
+                                 self.wr_value.eq(self.inp.payload.data)]
+                    m.d.sync += j.eq(jj + 1)
+                    with m.If(exp_last):
+                        m.d.sync += [step.eq(0), dptr.eq(0)]
+                        m.d.sync += go(Mux(has_pad, State.PAD, State.FETCH))
                     with m.Else():
-                        m.d.sync += next_step()
-            with m.Case(State.ZFILL):
-                m.d.comb += [self.wr_en.eq(z < c.buf_depth), self.wr_sel.eq(~self.src),
-                             self.wr_elem.eq(z)]
-                m.d.sync += z.eq(z + 1)
-                with m.If(z == zf_last):
-                    with m.If(self.last_step):
-                        to_output()
-                    with m.Else():
-                        m.d.sync += next_step()
-            with m.Case(State.OUTPUT):
-                with m.If(self.out_finished):
-                    m.d.sync += [*go(State.IDLE), done_r.eq(1)]
+                        m.d.sync += go(State.INPUT)
+        with m.If(drain):
+            with m.If(accept & in_last):
+                m.d.sync += go(State.IDLE)
+        with m.If(pad):
+            m.d.comb += [self.wr_en.eq(1), self.wr_sel.eq(0), self.wr_elem.eq(j)]
+            m.d.sync += j.eq(j + 1)
+            with m.If(j == pad_last):
+                m.d.sync += [*go(State.FETCH), step.eq(0), dptr.eq(0)]
+        with m.If(self.fetching):
+            with m.If(self.fetch_done):
+                m.d.sync += go(State.RUN)
+        with m.If(self.running):
+            m.d.sync += zf_last.eq(self.zf_end - 1)
+            with m.If(~self.pipe_busy):
+                with m.If(self.zf_nonempty):
+                    m.d.sync += [*go(State.ZFILL), z.eq(self.zf_start)]
+                with m.Elif(self.last_step):
+                    to_output()
+                with m.Else():
+                    m.d.sync += next_step()
+        with m.If(zfill):
+            m.d.comb += [self.wr_en.eq(z < c.buf_depth), self.wr_sel.eq(~self.src),
+                         self.wr_elem.eq(z)]
+            m.d.sync += z.eq(z + 1)
+            with m.If(z == zf_last):
+                with m.If(self.last_step):
+                    to_output()
+                with m.Else():
+                    m.d.sync += next_step()
+        with m.If(self.outputting):
+            with m.If(self.out_finished):
+                m.d.sync += [*go(State.IDLE), done_r.eq(1)]
         with m.If(self.abort | soft_reset):
             m.d.sync += go(State.IDLE)
-        m.d.comb += self.zfill_err.eq((state == State.ZFILL) & (z >= c.buf_depth))
+        m.d.comb += self.zfill_err.eq(zfill & (z >= c.buf_depth))
 
         # stream and program-register errors, found when an element is accepted
         in_sel = Signal(ERROR_CODE_BITS)
-        with m.If(((state == State.IDLE) | (state == State.INPUT)) & accept):
-            with m.If((state == State.IDLE) & prog_bad):
+        with m.If(taking & accept):
+            with m.If(idle & prog_bad):
                 m.d.comb += in_sel.eq(ErrorCode.GLOBALS)
             with m.Elif(in_last & ~exp_last):
                 m.d.comb += in_sel.eq(ErrorCode.TLAST_EARLY)
@@ -209,7 +222,7 @@ class Controller(wiring.Component):
         # never read together) and by a soft reset
         start = Signal()
         done_q = Signal()
-        m.d.comb += [start.eq(accept & (state == State.IDLE)),
+        m.d.comb += [start.eq(accept & idle),
                      self.done.eq(done_q & ~start)]
         with m.If(start | soft_reset):
             m.d.sync += done_q.eq(0)
@@ -219,6 +232,6 @@ class Controller(wiring.Component):
         # finish discarding a vector after a stream error (never past its tlast): its
         # tready is low while disabled (so after reset) and while in error
         m.d.comb += self.in_open.eq(enable & (
-            ((state == State.DRAIN) & ~(accept & in_last))
+            (drain & ~(accept & in_last))
             | ~(self.error | self.in_err | self.abort)))
         return m

@@ -110,9 +110,13 @@ class DescriptorFetch(wiring.Component):
                         self.rq.shamt.eq(dec.shamt), self.rq.round.eq(dec.round),
                         self.rq.hi.eq(dec.hi), self.rq.lo.eq(dec.lo),
                     ]
-                    m.d.comb += self.done.eq(1)
         with m.Else():
             m.d.sync += fw.eq(0)
+        # done (fw == DESC_WORDS + 1 while active) from a register: it starts the address
+        # generator, whose start fans out to every counter and address register
+        done_q = Signal()
+        m.d.sync += done_q.eq(self.active & (fw == DESC_WORDS))
+        m.d.comb += self.done.eq(done_q & self.active)
 
         assert DESCRIPTOR_WORDS[0][1] == "FLAGS"
         m.d.sync += self.elem_out.eq(flags.mode & ~flags.out_word)
