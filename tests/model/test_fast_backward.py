@@ -20,14 +20,6 @@ def _plans(shape: TTShape, chunk: int, backward_chunk):
                                 backward_chunk)
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("loop_call", [0, 10 ** 12], ids=["per-sample-loop", "bmm-and-sum"])
 @pytest.mark.parametrize("chunk,backward_chunk", [(0, None), (0, 2), (3, 1), (3, 0)],
                          ids=["kept", "kept-sliced", "recomputed-small", "recomputed-whole"])

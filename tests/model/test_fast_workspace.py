@@ -10,14 +10,6 @@ from ttforge.ir.tt import TTShape
 from ttforge.model.layers import TTLinear
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _chunked_plan(shape: TTShape) -> fast.FastPlan:
     groups = ((0, 1), (1, shape.d))
     merged = fast._merged_shape(shape, groups)
