@@ -35,7 +35,7 @@ from ttforge.errors import ConfigError
 from ttforge.errors import BuildError  # noqa: F401 - defined in ttforge.errors
 
 __all__ = ["BuildError", "build", "check_timing", "toolchain_env", "MARKER", "memory_bits", "BRAM_BITS",
-           "SPRAM_BITS", "memory_parts", "memory_misfit", "board_config", "train_board_config",
+           "SPRAM_BITS", "SPRAM_SHAPE", "spram_blocks", "memory_parts", "memory_misfit", "board_config", "train_board_config",
            "TRAIN_REGMAP_FILES"]
 
 MARKER = "build.json"
@@ -44,9 +44,11 @@ BUILD_VERSION = 1
 
 #: block RAM bits of each device (ECP5-85F: 208 DP16KD x 18 kbit; iCE40UP5K: 30 EBR x 4 kbit)
 BRAM_BITS = {"ecp5-85f": 208 * 18 * 1024, "ice40up5k": 30 * 4096}
-#: single-port RAM bits (iCE40UP5K: 4 SB_SPRAM256KA x 256 kbit, 16K x 16 each); the
-#: accelerator does not use them (see :func:`memory_misfit`)
+#: single-port RAM bits (iCE40UP5K: 4 SB_SPRAM256KA x 256 kbit, 16K x 16 each); they
+#: hold the ping-pong buffers of a config with ``buf_ports=1`` (see :func:`spram_blocks`)
 SPRAM_BITS = {"ecp5-85f": 0, "ice40up5k": 4 * 256 * 1024}
+#: SB_SPRAM256KA geometry: words x bits
+SPRAM_SHAPE = (16384, 16)
 
 
 # tool variable -> (yowasp console script, pip distribution that ships it)
@@ -111,22 +113,45 @@ def memory_bits(config) -> int:
     return sum(memory_parts(config).values())
 
 
+def spram_blocks(config) -> int:
+    """``SB_SPRAM256KA`` blocks that the two ping-pong buffers of ``config`` take as
+    single-port memories (each buffer: a word of ``lanes * inter_bits`` bits, 16 bits
+    a block wide, 16K words a block deep)."""
+    words, bits = SPRAM_SHAPE
+    wide = -(-config.lanes * config.inter_bits // bits)
+    deep = -(-(config.buf_depth // config.lanes) // words)
+    return 2 * wide * deep
+
+
 def memory_misfit(config, device: str) -> str | None:
-    """Why the memories of ``config`` cannot fit the block RAM of ``device`` (a key of
+    """Why the memories of ``config`` cannot fit the RAM of ``device`` (a key of
     ``ttforge.hw.synth.DEVICES``), as one clause; None if their bits fit.
 
     A bit count below the device's is necessary, not sufficient (the RAM primitives'
-    aspect ratios waste some); nextpnr decides the rest. Where the buffers alone would
-    fit the device's single-port RAM (the iCE40UP5K's SPRAM) the clause says why that
-    does not help: each engine buffer has a read port and a write port (a simple
-    dual-port memory), which yosys maps to block RAM, never to a single-port
-    ``SB_SPRAM256KA``.
+    aspect ratios waste some); nextpnr decides the rest. With ``buf_ports=1`` on a device
+    with single-port RAM (the iCE40UP5K) the buffers go to its ``SB_SPRAM256KA`` blocks
+    (:func:`spram_blocks`) and the rest to block RAM. With ``buf_ports=2`` every memory
+    is block RAM; where the buffers would fit the SPRAM the clause says to set
+    ``buf_ports=1``.
     """
     from ttforge.hw.synth import DEVICES
 
     parts = memory_parts(config)
     need, have = sum(parts.values()), BRAM_BITS[device]
-    if need <= have:
+    spram = SPRAM_BITS.get(device, 0)
+    single = "buffers" in parts and getattr(config, "buf_ports", 2) == 1 and spram
+    if single:
+        blocks, total = spram_blocks(config), spram // (SPRAM_SHAPE[0] * SPRAM_SHAPE[1])
+        rest = need - parts["buffers"]
+        if blocks > total:
+            return (f"the single-port buffers (2 x {config.buf_depth} x {config.inter_bits} bit "
+                    f"at lanes={config.lanes}) need {blocks} SB_SPRAM256KA but the "
+                    f"{DEVICES[device].title} has {total}")
+        if rest <= have:
+            return None
+        need = rest
+        parts = {k: v for k, v in parts.items() if k != "buffers"}
+    elif need <= have:
         return None
     kb = {k: f"{v / 1024:.1f}" for k, v in parts.items()}
     if "buffers" in parts:
@@ -135,11 +160,12 @@ def memory_misfit(config, device: str) -> str | None:
     why = (f"the {what} memories need {need / 1024:.1f} kbit ("
            + " + ".join(f"{k} {v}" for k, v in kb.items())
            + f") but the {DEVICES[device].title} has {have / 1024:.0f} kbit of block RAM")
-    spram = SPRAM_BITS.get(device, 0)
-    if spram and "buffers" in parts and parts["buffers"] <= spram and need - parts["buffers"] <= have:
-        why += (f"; the buffers alone would fit its {spram // 1024} kbit of SPRAM, but they are "
-                "simple dual-port memories (a read and a write port each), which map to block "
-                "RAM only, not to the single-port SB_SPRAM256KA")
+    if single:
+        why += " (the buffers are in SPRAM)"
+    elif (spram and "buffers" in parts and need - parts["buffers"] <= have
+          and spram_blocks(config) * SPRAM_SHAPE[0] * SPRAM_SHAPE[1] <= spram):
+        why += (f"; the buffers alone would fit its {spram // 1024} kbit of SPRAM "
+                "(SB_SPRAM256KA) as single-port memories: set buf_ports = 1")
     return why
 
 
@@ -171,6 +197,11 @@ def board_config(board, artifact=None, config_file=None, lanes=None):
         over = {k: v for k, v in board.config_overrides if k in fields}
         if over:
             cfg = AccelConfig.from_dict({**fields, **over}, source=f"the {board.key} defaults")
+        # buffers that do not fit the block RAM go to the single-port RAM, if that fits
+        single = dataclasses.replace(cfg, buf_ports=1)
+        if (SPRAM_BITS.get(board.device) and memory_misfit(cfg, board.device)
+                and not memory_misfit(single, board.device)):
+            cfg = single
     else:
         raise ConfigError("give an ARTIFACT or --config FILE (the accelerator to build)")
     return cfg, net
@@ -361,6 +392,11 @@ def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=Non
         try:
             import subprocess
             extra = {"synth_opts": "-dsp"} if dev.family == "ice40" else {}   # as ttforge report
+            if train is None:
+                from ttforge.hw.synth import synth_extras
+                after_read, opts = synth_extras(cfg, b.device)
+                if after_read:   # single-port buffers in SPRAM
+                    extra = {"synth_opts": f"-dsp {opts}", "script_after_read": "\n".join(after_read)}
 
             def place(attempt: int, bdir: Path) -> str | None:
                 try:

@@ -91,6 +91,13 @@ class AccelConfig:
         Width of the performance counters, 32..48 (default 48). The counter registers
         stay 48 bits (``<NAME>_LO``/``<NAME>_HI``); bits at and above ``counter_bits``
         read 0 and the counters wrap at ``2**counter_bits``. 32 saves area on small FPGAs.
+    buf_ports : int
+        Ports of each ping-pong buffer: 2 (the default) a read port and a write port (a
+        simple dual-port memory: block RAM); 1 one port whose address is the writer's in
+        a write cycle, else the reader's (a single-port memory, which the iCE40UP5K's
+        ``SB_SPRAM256KA`` can hold: ``ttforge.hw.synth.single_port_script``). The
+        engine never reads and writes one buffer in the same cycle, so both compute
+        the same values in the same cycles.
     axil_addr_bits : int or None
         AXI4-Lite byte-address width. ``None`` (the default) takes the smallest width
         that holds the register map (``docs/hardware.md``, "Register map"); the
@@ -110,6 +117,7 @@ class AccelConfig:
     stream_elems: int = 1
     serial_requant: int = 0
     counter_bits: int = COUNTER_BITS
+    buf_ports: int = 2
     axil_addr_bits: int | None = None
 
     def __post_init__(self) -> None:
@@ -138,6 +146,7 @@ class AccelConfig:
         self._range("desc_depth", 1, MAX_DESC_DEPTH)
         self._range("serial_requant", 0, 1)
         self._range("counter_bits", 32, COUNTER_BITS)
+        self._range("buf_ports", 1, 2)
         E = self.stream_elems
         if not _is_pow2(E) or E * stream_lane_bits(self.act_bits) > MAX_TDATA_BITS:
             top = MAX_TDATA_BITS // stream_lane_bits(self.act_bits)

@@ -58,6 +58,6 @@ def report(config: AccelConfig, devices: list[str], *, target_mhz: float | None 
     for dev in devices:
         wd = None if keep is None else Path(keep) / dev
         results[dev] = implement(text, dev, target_mhz=target_mhz, seed=seed,
-                                 workdir=wd).to_dict()
+                                 workdir=wd, config=config).to_dict()
     return {"config": config.to_dict(), "top": "ttforge_accel", "verilog_bytes": len(text.encode()),
             "devices": results}

@@ -31,7 +31,8 @@ from ttforge.errors import SynthError  # noqa: F401 - defined in ttforge.errors
 from ttforge.hw.tools import run_tool
 
 __all__ = ["DEVICES", "Device", "SynthError", "PortInfo", "verilog_ports", "harness_verilog",
-           "implement", "ImplResult", "SynthReport", "parse_report", "log_overflow"]
+           "implement", "ImplResult", "SynthReport", "parse_report", "log_overflow",
+           "single_port_script", "synth_extras"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -289,11 +290,36 @@ def _critical_path(report: dict) -> dict[str, Any]:
     }
 
 
+def single_port_script(config) -> list[str]:
+    """Yosys commands, run after reading the design and before ``synth_ice40 -spram``,
+    that let the single-port buffers of ``config`` (``buf_ports=1``) map to
+    ``SB_SPRAM256KA``: Amaranth gives every memory an initial value (zeros) and the
+    SPRAM has none, so the buffers' memories (marked with
+    :data:`~ttforge.hw.engine.buffers.SINGLE_PORT_ATTR`) get an undefined one. The engine
+    never reads a buffer element it has not written. Empty for ``buf_ports=2``."""
+    from ttforge.hw.engine.buffers import SINGLE_PORT_ATTR
+
+    if getattr(config, "buf_ports", 2) != 1:
+        return []
+    bits = config.buf_depth * config.inter_bits
+    return ["proc", f"memory_collect a:{SINGLE_PORT_ATTR}",
+            f"setparam -set INIT {bits}'bx a:{SINGLE_PORT_ATTR}"]
+
+
+def synth_extras(config, device: str) -> tuple[list[str], str]:
+    """``(commands after read, extra synth options)`` of ``config`` on ``device``: the
+    iCE40 maps single-port buffers to SPRAM (:func:`single_port_script`, ``-spram``)."""
+    cmds = single_port_script(config) if DEVICES[device].family == "ice40" else []
+    return cmds, ("-spram" if cmds else "")
+
+
 def implement(verilog: str, device: str, top: str = "ttforge_accel", *,
               target_mhz: float | None = None, seed: int = 1,
-              workdir: str | Path | None = None) -> ImplResult:
-    """Synthesize and place-and-route ``verilog`` (module ``top``) on ``device``."""
+              workdir: str | Path | None = None, config=None) -> ImplResult:
+    """Synthesize and place-and-route ``verilog`` (module ``top``) on ``device``;
+    ``config`` (its ``AccelConfig``) adds :func:`synth_extras`."""
     dev = DEVICES[device]
+    after_read, opts = synth_extras(config, device) if config is not None else ([], "")
     if target_mhz is None:
         target_mhz = 100.0 if dev.family == "ecp5" else 30.0
     own = workdir is None
@@ -307,7 +333,8 @@ def implement(verilog: str, device: str, top: str = "ttforge_accel", *,
         script = "\n".join([
             "read_verilog -sv core.v harness.v",
             "hierarchy -top ttforge_pnr_harness",
-            f"{dev.synth} -top ttforge_pnr_harness -json netlist.json",
+            *after_read,
+            f"{dev.synth} {opts} -top ttforge_pnr_harness -json netlist.json".replace("  ", " "),
             "tee -q -o stat.json stat -json",
         ]) + "\n"
         (wd / "synth.ys").write_text(script)

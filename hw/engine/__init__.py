@@ -37,6 +37,7 @@ from ttforge.errors import ConfigError
 from ttforge.hw.axis import element_layout
 from ttforge.hw.config import DESC_WORDS, AccelConfig
 from ttforge.hw.cycles import ENGINE_TIMING
+from ttforge.hw.engine.buffers import SINGLE_PORT_ATTR, connect_single_port
 from ttforge.hw.engine.controller import Controller
 from ttforge.hw.engine.counters import PerfCounters
 from ttforge.hw.engine.errors import ErrorUnit
@@ -99,7 +100,10 @@ class TTEngine(wiring.Component):
 
         # ------------------------------------------------------------------ memories
         word = data.ArrayLayout(signed(IB), L)
-        buf = [Memory(shape=word, depth=c.buf_depth // L, init=[]) for _ in range(2)]
+        single = c.buf_ports == 1      # one port per buffer (hw/engine/buffers.py)
+        battrs = {SINGLE_PORT_ATTR: 1} if single else None
+        buf = [Memory(shape=word, depth=c.buf_depth // L, init=[], attrs=battrs)
+               for _ in range(2)]
         cmem = Memory(shape=data.ArrayLayout(signed(c.core_bits), L), depth=c.core_depth // L,
                       init=[])
         bmem = Memory(shape=data.ArrayLayout(signed(c.bias_bits), L), depth=c.bias_depth // L,
@@ -204,7 +208,7 @@ class TTEngine(wiring.Component):
 
         # ------------------------------------------------------------------ buffer ports
         # reads: the output phase's element, else the issue unit's source element
-        for b in range(2):
+        for b in range(2 if not single else 0):
             m.d.comb += [
                 buf_rp[b].addr.eq(Mux(ctrl.outputting, g.word_of(outp.rd_addr, c.buf_depth),
                                       g.word_of(issue.x_addr, c.buf_depth))),
@@ -233,12 +237,24 @@ class TTEngine(wiring.Component):
                          wr_addr.eq(g.word_of(ctrl.wr_elem, c.buf_depth)),
                          wr_mask.eq(g.onehot(ctrl.wr_elem))]
             m.d.comb += [wr_data[l].eq(ctrl.wr_value) for l in range(L)]
-        for b in range(2):
+        for b in range(2 if not single else 0):
             m.d.comb += [
                 buf_wp[b].addr.eq(wr_addr),
                 buf_wp[b].data.eq(wr_data),
                 buf_wp[b].en.eq(Mux(wr_en & (wr_sel == b), wr_mask, 0)),
             ]
+        clash = []
+        for b in range(2 if single else 0):
+            # the source buffer's data may be used in any RUN cycle, OUT_BUF's while
+            # outputting (a superset of the cycles that use it)
+            clash.append(connect_single_port(
+                m, b, buf_rp[b], buf_wp[b],
+                rd_addr=Mux(ctrl.outputting, g.word_of(outp.rd_addr, c.buf_depth),
+                            g.word_of(issue.x_addr, c.buf_depth)),
+                rd_en=Mux(ctrl.outputting, outp.rd_en, 1),
+                rd_need=Mux(ctrl.outputting, outp.rd_en & (self.program.out_buf == b),
+                            ctrl.running & (flags.src == b)),
+                wr=wr_en & (wr_sel == b), wr_addr=wr_addr, wr_data=wr_data, wr_mask=wr_mask))
 
         # ------------------------------------------------------------------ status, counters
         st = self.status
@@ -258,5 +274,6 @@ class TTEngine(wiring.Component):
             cnt.done.eq(ctrl.done_pulse),
         ]
         #: internal signals for tests and debugging (not ports)
-        self.debug = {"state": ctrl.state, "step": ctrl.step}
+        self.debug = {"state": ctrl.state, "step": ctrl.step,
+                      **({"buf_clash": Cat(*clash)} if single else {})}
         return m

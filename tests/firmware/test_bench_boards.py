@@ -125,12 +125,17 @@ def test_fit_precheck_names_the_spram_limit(bench):
     why = bench.precheck(cfg, "ice40up5k")
     # buffers 2 x 14336 x 16 bit = 448.0 kbit; all memories 542.1 kbit > 120 kbit of EBR
     assert "542.1 kbit" in why and "2 x 14336 x 16 bit = 448.0" in why and "120 kbit" in why
-    assert "SB_SPRAM256KA" in why and "dual-port" in why
+    assert "SB_SPRAM256KA" in why and "buf_ports = 1" in why
     assert bench.precheck(cfg, "ecp5-85f") is None
+    # with single-port buffers they go to the SPRAM and the rest (94.1 kbit) fits the EBR
+    assert bench.precheck(AccelConfig(**MNIST_ICE, buf_ports=1), "ice40up5k") is None
     # memories that do not fit even with the buffers in SPRAM: no SPRAM clause
     big = AccelConfig(**{**MNIST_ICE, "core_depth": 65536, "buf_depth": 1024})
     why = bench.precheck(big, "ice40up5k")
     assert why and "SPRAM" not in why
+    why = bench.precheck(AccelConfig(**{**MNIST_ICE, "core_depth": 65536, "buf_ports": 1}),
+                         "ice40up5k")
+    assert "needs 256.0 kbit" not in why and "(the buffers are in SPRAM)" in why
 
 
 def test_build_refuses_a_misfit_with_the_reason(tmp_path, capsys):

@@ -1,0 +1,80 @@
+"""The iCEBreaker's single-port RAM in the memory pre-check and the build's config:
+buffers with ``buf_ports=1`` count against the four ``SB_SPRAM256KA`` blocks, the rest
+against the EBR; ``ttforge build`` picks single-port buffers only where the block RAM
+is too small and they fit the SPRAM."""
+
+from __future__ import annotations
+
+import pytest
+
+from ttforge.firmware.board import board
+from ttforge.firmware.build import board_config, memory_misfit, spram_blocks
+from ttforge.hw.config import AccelConfig
+from ttforge.hw.synth import single_port_script, synth_extras
+
+MNIST_ICE = dict(lanes=1, act_bits=8, core_bits=4, inter_bits=16, acc_bits=26, bias_bits=15,
+                 core_depth=21184, bias_depth=524, buf_depth=14336, desc_depth=5,
+                 serial_requant=1, counter_bits=32)
+
+
+@pytest.mark.parametrize("fields,blocks", [
+    ({}, 2),                                            # 14336 x 16 bit: one block each
+    ({"lanes": 2, "buf_depth": 14336}, 4),               # 32-bit words: two blocks wide
+    ({"buf_depth": 16385}, 4),                           # two blocks deep
+    ({"inter_bits": 12}, 2),                             # a 12-bit word still takes a block
+    ({"lanes": 4, "buf_depth": 14336}, 8),
+])
+def test_spram_blocks(fields, blocks):
+    assert spram_blocks(AccelConfig(**{**MNIST_ICE, **fields})) == blocks
+
+
+def test_precheck_counts_the_spram():
+    one = AccelConfig(**MNIST_ICE, buf_ports=1)
+    assert memory_misfit(one, "ice40up5k") is None
+    why = memory_misfit(AccelConfig(**{**MNIST_ICE, "lanes": 4, "buf_ports": 1}), "ice40up5k")
+    assert why == ("the single-port buffers (2 x 14336 x 16 bit at lanes=4) need 8 "
+                   "SB_SPRAM256KA but the iCE40UP5K-SG48 (iCEBreaker) has 4")
+    # the ECP5 has no SPRAM: single-port buffers are block RAM like the others
+    assert memory_misfit(one, "ecp5-85f") is None
+    big = AccelConfig(**{**MNIST_ICE, "buf_depth": 1 << 20, "buf_ports": 1})
+    assert "block RAM" in memory_misfit(big, "ecp5-85f")
+
+
+def test_build_config_takes_the_spram_only_when_needed(tmp_path):
+    from tests.support.nets import example_network
+    from ttforge.ir.artifact import save_artifact
+
+    art = tmp_path / "small.ttfa"
+    save_artifact(example_network(), art)
+    cfg, _ = board_config(board("icebreaker"), art)
+    assert cfg.buf_ports == 2                       # fits the EBR: the build is unchanged
+    cfg, _ = board_config(board("ulx3s"), art)
+    assert cfg.buf_ports == 2
+
+
+def test_synthesis_script_only_for_single_port_buffers():
+    two, one = AccelConfig(**MNIST_ICE), AccelConfig(**MNIST_ICE, buf_ports=1)
+    assert single_port_script(two) == [] and synth_extras(two, "ice40up5k") == ([], "")
+    assert single_port_script(one) == ["proc", "memory_collect a:ttforge_single_port",
+                                       "setparam -set INIT 229376'bx a:ttforge_single_port"]
+    assert synth_extras(one, "ice40up5k")[1] == "-spram"
+    assert synth_extras(one, "ecp5-85f") == ([], "")
+
+
+def test_build_config_moves_buffers_that_do_not_fit_the_ebr_to_the_spram(tmp_path, monkeypatch):
+    from tests.support.nets import example_network
+    from ttforge.ir.artifact import save_artifact
+
+    art = tmp_path / "small.ttfa"
+    save_artifact(example_network(), art)
+    # the MNIST TT-MLP's config (training it takes minutes): 448 kbit of buffers
+    mnist = {k: v for k, v in MNIST_ICE.items() if k not in ("serial_requant", "counter_bits")}
+    monkeypatch.setattr(AccelConfig, "for_network",
+                        classmethod(lambda cls, net, lanes=4, **kw: cls(**{**mnist, "lanes": lanes})))
+    cfg, _ = board_config(board("icebreaker"), art)
+    assert cfg == AccelConfig(**MNIST_ICE, buf_ports=1)
+    cfg, _ = board_config(board("ulx3s"), art, lanes=1)
+    assert cfg.buf_ports == 2                       # 479 kbit of block RAM hold them
+    # four lanes need 8 SPRAM blocks: the config stays dual-port and is refused
+    cfg, _ = board_config(board("icebreaker"), art, lanes=4)
+    assert cfg.buf_ports == 2 and "buf_ports = 1" not in memory_misfit(cfg, "ice40up5k")
