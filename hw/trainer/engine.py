@@ -335,14 +335,15 @@ class TrainEngine(wiring.Component):
                 out = r
             return out
 
-        # An iteration's output position relative to O_BASE (rel), formed once at s3 (a
-        # register after s2) and carried along: the bias address (read when the result
-        # appears, one cycle after the MAC lanes' operand stage), the lane mask, the
-        # inside flag and the mask word's address are each one short path from registers.
-        s3_rel = Signal(aw + 1)
-        m.d.sync += s3_rel.eq(s2_o - desc.o_base)
-        bias_addr = Signal(aw + 1)          # with the result (MAC lanes: operands + 2)
-        m.d.sync += bias_addr.eq(desc.b_base + (s3_rel >> bwl_r))
+        # An iteration's output position relative to O_BASE (rel), formed once at s2 and
+        # carried along: the bias address (read two cycles before the result appears, its
+        # element registered as it leaves the block: bias_q), the lane mask, the inside
+        # flag and the mask word's address are each one short path from registers.
+        s2_rel = Signal(aw + 1)
+        m.d.sync += s2_rel.eq(s1_o - desc.o_base)
+        s3_rel = delay(s2_rel, 1, "s3_rel")
+        bias_addr = Signal(aw + 1)          # the result's (MAC lanes: operands + 3) less 2
+        m.d.sync += bias_addr.eq(desc.b_base + (s2_rel >> bwl_r))
         s4_rel = delay(s3_rel, 1, "s4_rel")
         r_v = Signal()
         r_o = Signal(aw + 1)
@@ -351,10 +352,12 @@ class TrainEngine(wiring.Component):
         m.d.sync += [r_v.eq(mac.res_valid & is_contract), r_o.eq(mac.res_tag), r_rel.eq(s4_rel)]
         with m.If(mac.res_valid):
             m.d.sync += r_acc.eq(mac.res)
-        # the bias element read at bias_addr arrives with r_acc
+        # the bias element read at bias_addr, registered, arrives with r_acc
+        bias_q = Signal.like(bm_r.data, name="bias_q")
+        m.d.sync += bias_q.eq(bm_r.data)
         m.submodules.balign = balign = BiasAlign(tc.bias_bits, AB)
         b_shift = (desc.bias_shift[:8] + 1)[:8] if fault == "bias_shift_off" else desc.bias_shift[:8]  # test hook
-        m.d.comb += [balign.in_valid.eq(r_v), balign.bias.eq(bm_r.data), balign.shift.eq(b_shift),
+        m.d.comb += [balign.in_valid.eq(r_v), balign.bias.eq(bias_q), balign.shift.eq(b_shift),
                      balign.limit.eq(Cat(desc.bias_limit_lo, desc.bias_limit_hi)[:AB - 1])]
 
         ba_v = delay(r_v, BiasAlign.LATENCY, "ba_v")
