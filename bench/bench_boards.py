@@ -9,6 +9,7 @@ this machine's CPU, and the dense INT8 model's memory against the device's.
     python bench/bench_boards.py --models digits --boards icebreaker --out /tmp/b.json
     python bench/bench_boards.py --build-dir /tmp/builds  # keep the builds; reuse those of the same config
     python bench/bench_boards.py --render-only            # rewrite the docs section from the JSON
+    python bench/bench_boards.py --models mnist --boards icebreaker --merge   # one row, the others kept
 
 The models (``MODELS``), trained and quantized with the library API (what ``ttforge
 train`` and ``ttforge quantize --w-bits 4`` run), seed 0, one thread:
@@ -244,8 +245,13 @@ def run_build(b, artifact: Path, cfg_dict: dict, build_dir: Path, name: str, see
             r = {"ok": False, "error": str(e), "reused": False}
             # what nextpnr got to (e.g. Fmax when timing was not met)
             rep = work / "build" / "report.json"
+            tim = work / "build" / f"ttforge_{b.key}.tim"
             if rep.is_file():
-                r["report"] = parse_report(rep, b.device, log=work / "build" / f"ttforge_{b.key}.tim").to_dict()
+                r["report"] = parse_report(rep, b.device, log=tim).to_dict()
+            elif tim.is_file():       # not placed: what nextpnr packed
+                from ttforge.hw.synth import _UTIL_RE
+                r["utilisation"] = {name: {"used": int(u), "available": int(a)}
+                                    for name, u, a, _ in _UTIL_RE.findall(tim.read_text(errors="replace"))}
             return r
         finally:
             import shutil
@@ -346,6 +352,8 @@ def _resources(r: dict) -> tuple[str, str, str, str, str]:
     bram = frac("bram") + (" DP16KD" if r["device"] == "ecp5-85f" else " EBR")
     if b.get("lutram"):
         bram += f" + {b['lutram']} LUTRAM"
+    if (res.get("spram") or {}).get("used"):
+        bram += f" + {frac('spram')} SPRAM"
     return logic, ff, frac("dsp"), bram, f"{b['fmax_mhz']:.1f} MHz"
 
 
@@ -402,8 +410,21 @@ def markdown(result: dict) -> str:
     L.append("")
     why = [r for r in result["rows"] if r["fits"] is False or (r.get("build") or {}).get("error")]
     for r in why:
-        L.append(f"- {r['model']} on the {r['board']}: {r.get('why_not') or r['build']['error']}.")
+        util = (r.get("build") or {}).get("utilisation") or {}
+        packed = ", ".join(f"{k} {v['used']:,} / {v['available']:,}" for k, v in util.items()
+                           if v["used"])
+        L.append(f"- {r['model']} on the {r['board']}: {r.get('why_not') or r['build']['error']}"
+                 + (f" (packed: {packed})" if packed else "") + ".")
     if why:
+        L.append("")
+    later = [r for r in result["rows"] if r.get("run")]
+    for r in later:
+        e = r["run"]["environment"]
+        L.append(f"- {r['model']} on the {r['board']}: measured in a later run, {e['date_utc'][:10]} "
+                 f"(commit `{(e['git_commit'] or '?')[:7]}`, {r['run']['seconds'] / 60:.0f} min), "
+                 f"`{r['run']['command']}`; its CPU latency there: "
+                 f"{_us(r['run']['model']['cpu']['latency_us'])} us.")
+    if later:
         L.append("")
     L.append(f"**The same integer model on this machine's CPU** (`ttforge.quant.execute`, numpy, "
              f"median of {result['cpu_repeats']} repeats, measured in the same run)")
@@ -428,6 +449,19 @@ def markdown(result: dict) -> str:
                  f"{'yes' if d['fits'] else '**no**'} |")
     L.append("")
     return "\n".join(L)
+
+
+def merge_rows(old: dict, new: dict) -> dict:
+    """``old`` with the rows of ``new`` in place of its rows of the same model and board
+    (appended if new); each new row carries its run (``run``: command, environment,
+    seconds, its model's entry with the CPU timing). ``old``'s models and CPU timings
+    stay: its other rows were compared with them in one run."""
+    models = {m["key"]: m for m in new["models"]}
+    fresh = {(r["model"], r["board"]): {**r, "run": {
+        "command": new["command"], "environment": new["environment"],
+        "seconds": new["seconds"], "model": models[r["model"]]}} for r in new["rows"]}
+    rows = [fresh.pop((r["model"], r["board"]), r) for r in old["rows"]]
+    return {**old, "rows": rows + list(fresh.values())}
 
 
 def update_doc(path: Path, section: str) -> None:
@@ -482,6 +516,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--doc", type=Path, default=DEFAULT_DOC, help="also write the long-form Markdown section into this file "
                    "(docs/benchmarks.md itself is rendered from the JSON by bench/_docgen.py)")
     p.add_argument("--no-doc", action="store_true", help="do not touch the Markdown file")
+    p.add_argument("--merge", action="store_true",
+                   help="replace only the rows measured now in the existing --out JSON, keeping its "
+                        "other rows and its models (the CPU timings those rows were compared with); "
+                        "the new rows record this run (command, environment, model, CPU timing)")
     p.add_argument("--render-only", action="store_true",
                    help="rewrite the docs section from the JSON of --out (measure nothing)")
     args = p.parse_args(argv)
@@ -552,6 +590,8 @@ def main(argv=None) -> int:
     result = {"benchmark": "boards", "format_version": 1, "command": command, "environment": env,
               "cpu_repeats": args.cpu_repeats, "models": models, "rows": rows,
               "seconds": round(time.perf_counter() - t_all, 1)}
+    if args.merge:
+        result = merge_rows(json.loads(args.out.read_text()), result)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, json.dumps(result, indent=2, default=str) + "\n")
     print(f"wrote {args.out}")

@@ -192,3 +192,21 @@ def test_bench_build_on_the_icebreaker_and_its_reuse(bench, artifact, tmp_path):
     assert again["reused"] and again["fmax_mhz"] == r["fmax_mhz"]
     other = {**cfg.to_dict(), "lanes": 2}
     assert bench._reusable(out, other, b, 1) is None
+
+
+def test_merge_replaces_only_the_measured_rows(bench):
+    """--merge: the new row takes its place (its run recorded), the others and the
+    models they were compared with stay."""
+    env = {"date_utc": "2026-12-02T21:00:00Z", "git_commit": "abc1234"}
+    old = {"command": "old", "models": [{"key": "mnist", "cpu": {"latency_us": 1.0}}],
+           "rows": [{"model": "mnist", "board": "ulx3s", "v": 1},
+                    {"model": "mnist", "board": "icebreaker", "v": 2}]}
+    new = {"command": "new", "environment": env, "seconds": 60.0,
+           "models": [{"key": "mnist", "cpu": {"latency_us": 2.0}}],
+           "rows": [{"model": "mnist", "board": "icebreaker", "v": 3}]}
+    out = bench.merge_rows(old, new)
+    assert out["models"] == old["models"] and out["command"] == "old"
+    assert [r["v"] for r in out["rows"]] == [1, 3]
+    run = out["rows"][1]["run"]
+    assert run["command"] == "new" and run["model"]["cpu"]["latency_us"] == 2.0
+    assert "run" not in out["rows"][0]
