@@ -464,11 +464,15 @@ def _wide(s: ContractionStep) -> bool:
 #: Cost model of a sample-wise step's matrix gradient ``sum_j X_j g_j^T``: batched
 #: products into a work buffer and its sum cost about ``_SUM_VALUE`` MACs per value of
 #: the buffer; accumulating each sample's product in place (``addmm_``, no buffer)
-#: costs ``_LOOP_CALL`` per call. Measured on the two merged-pair layers: the loop
-#: wins for ``64 x 1024`` per-sample gradients (25 ms vs 30 ms), the buffer for
-#: ``256 x 32`` (2.6 ms vs 3.4 ms).
+#: costs ``_LOOP_CALL`` per call. Measured on the two merged-pair layers: the buffer
+#: wins for ``256 x 32`` per-sample gradients (2.6 ms vs 3.4 ms) and, since the buffer
+#: is a reused work block (:func:`_buffers`), also for ``64 x 1024`` (forward+backward
+#: of the 4096 x 4096 layer, 1 thread, CPU-time medians of three interleaved runs on
+#: the loaded machine: 140 / 145 / 171 ms with the buffer, 157 / 145 / 176 ms with
+#: the loop; with a fresh buffer per call the loop had won, 25 ms vs 30 ms); the loop
+#: remains for per-sample gradients above 100,000 values.
 _SUM_VALUE = 20
-_LOOP_CALL = 300_000
+_LOOP_CALL = 2_000_000
 
 
 def _loops(s: ContractionStep) -> bool:
