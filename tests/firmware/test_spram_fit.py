@@ -78,3 +78,28 @@ def test_build_config_moves_buffers_that_do_not_fit_the_ebr_to_the_spram(tmp_pat
     # four lanes need 8 SPRAM blocks: the config stays dual-port and is refused
     cfg, _ = board_config(board("icebreaker"), art, lanes=4)
     assert cfg.buf_ports == 2 and "buf_ports = 1" not in memory_misfit(cfg, "ice40up5k")
+
+
+@pytest.mark.skipif(__import__("shutil").which("iverilog") is None, reason="needs Icarus Verilog")
+def test_simulated_board_with_single_port_buffers_equals_golden(tmp_path):
+    """The board top with single-port buffers (the iCEBreaker's SPRAM build), the host
+    driver over the simulated UART: outputs equal the golden executor; one flipped
+    output bit must not."""
+    import numpy as np
+
+    from tests.support.nets import example_network
+    from ttforge.firmware.simulate import simulated_device
+    from ttforge.ir.executor import execute
+
+    net = example_network()
+    cfg = AccelConfig.for_network(net, lanes=1)
+    cfg = AccelConfig(**{**cfg.to_dict(), "serial_requant": 1, "counter_bits": 32,
+                         "buf_ports": 1})
+    x = np.random.default_rng(5).integers(-128, 128, size=(3, net.in_features))
+    with simulated_device(cfg, build_dir=tmp_path, timeout=120) as dev:
+        dev.load(net)
+        got = dev.infer(x)
+    golden = execute(net, x)
+    assert np.array_equal(got, golden)
+    got[0, 0] ^= 1
+    assert not np.array_equal(got, golden)
