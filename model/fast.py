@@ -337,40 +337,57 @@ def _step_matrices(cores: Sequence[torch.Tensor], plan: FastPlan) -> list[torch.
 
 
 def _step(t: torch.Tensor, C: torch.Tensor, s: ContractionStep, b: int,
-          out: torch.Tensor | None = None) -> torch.Tensor:
-    """One step on a chunk of ``b`` samples held as ``(b, A, K, Q)`` (batch outermost)."""
+          out: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """One step on a chunk of ``b`` samples held as ``(b, A, K, Q)`` (batch outermost),
+    plus ``bias`` (the layer's, ``A == 1`` only) added by the product itself."""
     n = b * s.A
     if s.Q == 1:
-        return torch.mm(t.reshape(n, s.K), C.t(), out=out.view(n, s.P) if out is not None else None)
+        o = out.view(n, s.P) if out is not None else None
+        if bias is None:
+            return torch.mm(t.reshape(n, s.K), C.t(), out=o)
+        return torch.addmm(bias, t.reshape(n, s.K), C.t(), out=o)
     if n == 1:
-        return torch.mm(C, t.reshape(s.K, s.Q), out=out.view(s.P, s.Q) if out is not None else None)
-    return torch.bmm(C.expand(n, s.P, s.K), t.reshape(n, s.K, s.Q),
-                     out=out.view(n, s.P, s.Q) if out is not None else None)
+        o = out.view(s.P, s.Q) if out is not None else None
+        if bias is None:
+            return torch.mm(C, t.reshape(s.K, s.Q), out=o)
+        return torch.addmm(bias.view(s.P, s.Q), C, t.reshape(s.K, s.Q), out=o)
+    o = out.view(n, s.P, s.Q) if out is not None else None
+    if bias is None:
+        return torch.bmm(C.expand(n, s.P, s.K), t.reshape(n, s.K, s.Q), out=o)
+    return torch.baddbmm(bias.view(1, s.P, s.Q).expand(n, s.P, s.Q), C.expand(n, s.P, s.K),
+                         t.reshape(n, s.K, s.Q), out=o)
 
 
 def _forward(x: torch.Tensor, mats: Sequence[torch.Tensor], plan: FastPlan,
-             keep: bool = False):
-    """``x (B, N) -> y (B, M)``; with ``keep`` also the inputs of every step after the first."""
+             keep: bool = False, bias: torch.Tensor | None = None):
+    """``x (B, N) -> y (B, M)`` plus ``bias`` if given; with ``keep`` also the inputs of
+    every step after the first."""
     steps = plan.schedule.steps
     batch = x.shape[0]
     out_size = plan.schedule.shape.out_size
     chunk = plan.chunk
+    # the last product adds the bias when its rows are whole samples (no pass over y)
+    fused = bias if steps[-1].A == 1 else None
     if not chunk or chunk >= batch:
         t, kept = x, []
-        for s, C in zip(steps, mats):
+        for i, (s, C) in enumerate(zip(steps, mats)):
             if keep and t is not x:
                 kept.append(t)
-            t = _step(t, C, s, batch)
-        return t.reshape(batch, out_size), kept
-    y = torch.empty(batch, out_size, dtype=x.dtype, device=x.device)
-    bufs = _buffers(x, [chunk * s.out_elements for s in steps[:-1]])
-    for lo in range(0, batch, chunk):
-        t = x[lo:lo + chunk]
-        b = t.shape[0]
-        for i, (s, C) in enumerate(zip(steps, mats)):
-            out = y[lo:lo + b] if i == len(steps) - 1 else bufs[i][:b * s.out_elements]
-            t = _step(t, C, s, b, out=out)
-    return y, []
+            t = _step(t, C, s, batch, bias=fused if i == len(steps) - 1 else None)
+        y = t.reshape(batch, out_size)
+    else:
+        y, kept = torch.empty(batch, out_size, dtype=x.dtype, device=x.device), []
+        bufs = _buffers(x, [chunk * s.out_elements for s in steps[:-1]])
+        for lo in range(0, batch, chunk):
+            t = x[lo:lo + chunk]
+            b = t.shape[0]
+            for i, (s, C) in enumerate(zip(steps, mats)):
+                last = i == len(steps) - 1
+                t = _step(t, C, s, b, out=y[lo:lo + b] if last else bufs[i][:b * s.out_elements],
+                          bias=fused if last else None)
+    if bias is not None and fused is None:
+        y += bias
+    return y, kept
 
 
 #: Per-thread work blocks of the CPU paths, one per dtype (see :func:`_buffers`).
@@ -577,11 +594,9 @@ def _forward_saving(ctx, x, plan, bias, mats, before=()):
     merged inside), ``mats`` and the kept intermediates (see :func:`_saved`)."""
     with _compute():
         keep = _keep(plan, x.shape[0])
-        y, kept = _forward(x, mats, plan, keep=keep)
+        y, kept = _forward(x, mats, plan, keep=keep, bias=bias)
         ctx.plan, ctx.keep, ctx.n_before = plan, keep, len(before)
         ctx.save_for_backward(x, *before, *mats, *kept)
-        if bias is not None:
-            y += bias
         ctx.has_bias = bias is not None
         return y
 
@@ -683,10 +698,7 @@ def tt_apply(x: torch.Tensor, cores: Sequence[torch.Tensor],
     with _serial():
         mats = _step_matrices(cores, plan)
     with _compute():
-        y = _forward(x, mats, plan)[0]
-        if bias is not None:
-            y = y + bias if y is x else y.add_(bias)
-        return y
+        return _forward(x, mats, plan, bias=bias)[0]
 
 
 class _TTApplyMats(torch.autograd.Function):

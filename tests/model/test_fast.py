@@ -53,6 +53,24 @@ def test_every_plan_equals_the_schedule_forward_and_gradients(threads):
             assert torch.allclose(a, b, atol=1e-11, rtol=0), plan.describe()
 
 
+def test_the_bias_is_added_once_on_every_route(threads):
+    """Added by the last product when its rows are whole samples, else after it: the
+    same output for every plan and chunking, with and without autograd."""
+    layer = _layer(seed=6)
+    x = torch.randn(7, 30, dtype=torch.float64)
+    bias = torch.randn(20, dtype=torch.float64)
+    ref = apply_schedule(x, list(layer.cores), layer.schedule).detach() + bias
+    fused = set()
+    for plan in _every_plan(layer.tt_shape):
+        fused.add(plan.schedule.steps[-1].A == 1)
+        with torch.no_grad():
+            assert torch.allclose(fast.tt_apply(x, list(layer.cores), plan, bias=bias), ref,
+                                  atol=1e-12, rtol=0), plan.describe()
+        y = fast.tt_apply(x, list(layer.cores), plan, bias=bias.clone().requires_grad_())
+        assert torch.allclose(y.detach(), ref, atol=1e-12, rtol=0), plan.describe()
+    assert fused == {True, False}
+
+
 @pytest.mark.parametrize("chunk", [0, 2])
 def test_gradcheck_and_gradgradcheck_float64(chunk, threads):
     layer = _layer(seed=2, ranks=[2, 3], in_modes=[2, 3, 5], out_modes=[1, 4, 5])
