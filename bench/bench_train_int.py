@@ -10,6 +10,7 @@
     python bench/bench_train_int.py --part mnist-int --master-bits 4 --inter-bits 8 --grad-bits 8
                                                          # 4-bit masters (the paper's 4-bit update)
     python bench/bench_train_int.py --part mnist-int --ranks 8 --lr-shift 7   # another rank / learning rate
+    python bench/bench_train_int.py --part mnist-int --ranks 8 --batch 4      # a batch the ECP5-85F engine fits
     python bench/bench_train_int.py --combine            # parts -> bench/results/train_int.json (+ memory)
 
 Every part runs with one BLAS thread (set before numpy loads) and writes
@@ -90,6 +91,10 @@ def _int_args(name: str, seed: int, ranks: int | None = None):
                               out_modes=s["out_modes"], seed=seed)
 
 
+#: Part-name tags of the settings a run may override (e.g. mnist-int-r8-b4).
+TAGS = {"ranks": "r", "lr_shift": "lr", "batch": "b"}
+
+
 def _variant(cfg) -> str:
     """The part-name suffix of a non-default integer config ("" for the default)."""
     d = type(cfg)()
@@ -99,13 +104,14 @@ def _variant(cfg) -> str:
 
 
 def run_int(name: str, seeds=SEEDS, epochs: int | None = None, widths: dict | None = None,
-            ranks: int | None = None, lr_shift: int | None = None) -> dict:
+            ranks: int | None = None, lr_shift: int | None = None, batch: int | None = None) -> dict:
     from ttforge.ir.arith import quantize
     from ttforge.ir.train import TrainConfig, calibrate_state, init_state, predict
     from ttforge.ir.train_loop import epoch_order, run_training, tt_layers as _model
 
     env = _env()  # the tree the run starts from
-    over = {k: v for k, v in (("ranks", ranks), ("lr_shift", lr_shift)) if v is not None and v != SETTINGS[name][k]}
+    over = {k: v for k, v in (("ranks", ranks), ("lr_shift", lr_shift), ("batch", batch))
+            if v is not None and v != SETTINGS[name][k]}
     s = {**SETTINGS[name], **over}
     epochs = epochs or s["epochs"]
     # a longer run halves the learning rate at the same fractions of the run
@@ -134,7 +140,7 @@ def run_int(name: str, seeds=SEEDS, epochs: int | None = None, widths: dict | No
                      "state_sha256": hashlib.sha256(dumps_state(state)).hexdigest(),
                      "seconds": time.perf_counter() - t0})
     cfg = TrainConfig(**(widths or {}))
-    variant = _variant(cfg) + "".join(f"-{'r' if k == 'ranks' else 'lr'}{v}" for k, v in over.items())
+    variant = _variant(cfg) + "".join(f"-{TAGS[k]}{v}" for k, v in over.items())
     part = f"{name}-int" + ("" if epochs == SETTINGS[name]["epochs"] else f"-e{epochs}") + variant
     return {"part": part, "data": name, "settings": {**s, "epochs": epochs, "lr_decay_at": decay},
             "config": cfg.to_dict(), "variant": variant,
@@ -365,6 +371,7 @@ def combine() -> dict:
             c = v["config"]
             vr = {"master_bits": c["master_bits"], "inter_bits": c["inter_bits"], "grad_bits": c["grad_bits"],
                   "ranks": v["settings"]["ranks"], "lr_shift": v["settings"]["lr_shift"],
+                  "batch": v["settings"]["batch"],
                   "epochs": v["settings"]["epochs"], "seeds": [r["seed"] for r in v["runs"]],
                   "int_from_random": _ms([r["final_test_acc"] for r in v["runs"]])}
             if f:
@@ -401,14 +408,17 @@ def main(argv=None) -> int:
         p.add_argument(f"--{w}-bits", type=int, default=None, help=f"TrainConfig.{w}_bits of the integer runs")
     p.add_argument("--ranks", type=int, default=None, help="TT rank of the integer runs (default: the setting's)")
     p.add_argument("--lr-shift", type=int, default=None, help="learning rate 2^-N of the integer runs")
+    p.add_argument("--batch", type=int, default=None, help="mini-batch of the integer runs (e.g. one that fits "
+                   "the ECP5-85F engine)")
     a = p.parse_args(argv)
     from ttforge.atomic import atomic_write_text
 
     widths = {f"{w}_bits": getattr(a, f"{w}_bits") for w in ("master", "inter", "grad")
               if getattr(a, f"{w}_bits") is not None}
-    other = {"ranks": a.ranks, "lr_shift": a.lr_shift}
-    if (widths or a.ranks or a.lr_shift is not None) and a.part not in ("digits", "mnist-int"):
-        p.error("--master-bits/--inter-bits/--grad-bits/--ranks/--lr-shift apply to --part digits or mnist-int")
+    other = {"ranks": a.ranks, "lr_shift": a.lr_shift, "batch": a.batch}
+    if (widths or any(v is not None for v in other.values())) and a.part not in ("digits", "mnist-int"):
+        p.error("--master-bits/--inter-bits/--grad-bits/--ranks/--lr-shift/--batch apply to --part digits or "
+                "mnist-int")
     if a.part:
         if a.part == "digits":
             res = run_int("digits", a.seeds, a.epochs, widths, **other)
