@@ -33,9 +33,12 @@ intermediates instead would cost more here: a 64 MiB buffer takes longer to faul
 (31-39 ms, measured) than the 4096 x 4096 layer's recomputation (19-24 ms). Peak
 activation memory is thus bounded by the chunk size, not the batch. On the CPU the
 chunk buffers of both passes come from one work block per thread that is kept between
-calls (:func:`workspace_bytes`), so that no call pays page faults for them. Under
-``create_graph`` the backward is written in differentiable torch operations, so second
-derivatives work too.
+calls (at most :data:`KEEP_BYTES`, :func:`workspace_bytes`), so that no call pays page
+faults for them. Under ``create_graph`` the backward is written in differentiable
+torch operations, so second derivatives work too. The backward follows the forward's
+plan: a cost that adds the backward's products, the recomputation and the merges'
+backward picks the same plan for the benchmark layers at every batch from 1 to 4,096
+(docs/benchmarks.md, "TT layer speed").
 
 The arithmetic is float arithmetic in a different order: results equal the
 hardware-order path within float rounding, never bit for bit. Quantization-aware
@@ -57,7 +60,7 @@ from ttforge.ir.schedule import ContractionSchedule, ContractionStep, schedule_o
 from ttforge.ir.tt import TTShape
 
 __all__ = ["FastPlan", "plan_for", "tt_apply", "merge_cores", "CHUNK_ELEMENTS",
-           "BACKWARD_CHUNK_ELEMENTS", "workspace_bytes", "clear_workspace"]
+           "BACKWARD_CHUNK_ELEMENTS", "KEEP_BYTES", "workspace_bytes", "clear_workspace"]
 
 #: Largest intermediate (values) of one batch chunk: 2**19 float32 values = 2 MiB, so
 #: the running intermediates stay in cache and come from the allocator's heap rather
@@ -397,6 +400,11 @@ _WORKSPACE = threading.local()
 #: of float32: whole cache lines and SIMD vectors).
 _ALIGN = 16
 
+#: Largest block kept between calls (bytes); a call that needs more gets fresh buffers,
+#: so a thread never holds more than this after a large call (the chunk budgets keep
+#: the usual sets of buffers at a few MiB).
+KEEP_BYTES = 1 << 24
+
 
 def _buffers(like: torch.Tensor, sizes: Sequence[int]) -> list[torch.Tensor]:
     """Work buffers of ``sizes`` values, reused by every chunk of one call and, on the
@@ -407,15 +415,16 @@ def _buffers(like: torch.Tensor, sizes: Sequence[int]) -> list[torch.Tensor]:
     (measured, forward+backward of the 1024 x 1024 rank-8 layer at batch 256: 1,250
     to 1,500 page faults and 13.5-16 ms per call with fresh buffers, none and 10-11
     ms once the allocator kept them). The block holds the largest set of buffers one
-    call has needed (:func:`workspace_bytes`); no result is ever a view of it. Other
-    devices' allocators cache blocks themselves, so there the buffers are fresh.
+    call has needed, up to :data:`KEEP_BYTES` (:func:`workspace_bytes`); no result is
+    ever a view of it. Other devices' allocators cache blocks themselves, so there the
+    buffers are fresh.
     """
-    if like.device.type != "cpu":
-        return [torch.empty(n, dtype=like.dtype, device=like.device) for n in sizes]
     offsets, total = [], 0
     for n in sizes:
         offsets.append(total)
         total += -(-n // _ALIGN) * _ALIGN
+    if like.device.type != "cpu" or total * like.element_size() > KEEP_BYTES:
+        return [torch.empty(n, dtype=like.dtype, device=like.device) for n in sizes]
     blocks = _WORKSPACE.__dict__.setdefault("blocks", {})
     block = blocks.get(like.dtype)
     if block is None or block.numel() < total:

@@ -100,3 +100,16 @@ def test_a_wrong_merge_backward_is_caught(monkeypatch):
     monkeypatch.setattr(fast._Merge2, "backward", staticmethod(unmoved))
     got = torch.autograd.grad(fast._merge2(a, b), (a, b), g)
     assert not all(torch.allclose(u, v, atol=1e-12, rtol=0) for u, v in zip(got, want))
+
+
+def test_a_set_larger_than_the_cap_is_not_kept(monkeypatch):
+    """A thread keeps at most KEEP_BYTES between calls: larger sets are fresh tensors."""
+    fast.clear_workspace()
+    like = torch.empty(1)
+    monkeypatch.setattr(fast, "KEEP_BYTES", 4 * 1000)
+    small = fast._buffers(like, [100, 200])
+    assert fast.workspace_bytes() == 4 * (112 + 208)  # offsets aligned to 16 values
+    assert small[1].data_ptr() - small[0].data_ptr() == 4 * 112
+    big = fast._buffers(like, [2000])
+    assert fast.workspace_bytes() == 4 * (112 + 208) and big[0].numel() == 2000
+    fast.clear_workspace()
