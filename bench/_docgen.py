@@ -357,8 +357,9 @@ def block_train_int() -> str:
                       or (f"{100 * sr['mean_final_acc']:.2f} ({sr['epochs']} epochs, `stochastic.json`)" if sr
                           else "—"))])
         for v in sm.get("int_variants", {}).values():  # the same step at other widths / ranks / rates
-            rows.append([f"{name}, rank {v['ranks']}, {v['master_bits']}-bit masters, {v['inter_bits']}-bit "
-                         f"intermediates, {v['grad_bits']}-bit gradients, lr 2^-{v['lr_shift']}", "—", "—", "—",
+            rows.append([f"{name}, rank {v['ranks']}, batch {v.get('batch', 32)}, {v['master_bits']}-bit masters, "
+                         f"{v['inter_bits']}-bit intermediates, {v['grad_bits']}-bit gradients, "
+                         f"lr 2^-{v['lr_shift']}", "—", "—", "—",
                          f"{_pm(v['int_from_random'])} ({v['epochs']} epochs)",
                          f"{v['int_minus_float_pp']:+.2f}" if "int_minus_float_pp" in v else "—", "—"])
     acc = table(["data", "float TT (Adam)", "PTQ, 4-bit cores", "PTQ + integer fine-tuning",
@@ -376,7 +377,7 @@ def block_train_int() -> str:
                  "vs FP32 dense + Adam training incl. activations", "fits ECP5-85F", "largest batch that fits"],
                 mem_rows)
     # the seed network (rank 16) item by item, both width sets, batch 1 and 32
-    seed = [r for r in d["memory"]["rows"] if r["ranks"] == 16]
+    seed = [r for r in d["memory"]["rows"] if r["ranks"] == 16 and r["batch"] in (1, 32)]
     names = {"master_weights": "master cores (the forward cores are their top bits)", "biases": "biases",
              "lane_accumulators": "gradient accumulators of the MAC lanes", "exp2_table": "exponent table",
              "rng_and_exponents": "xorshift32 state, exponents", "saved_activations": "saved activations (batch)",

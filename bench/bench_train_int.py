@@ -317,7 +317,7 @@ def memory() -> dict:
 
     rows = []
     for ranks in (16, 8, 4):
-        for batch in (32, 1):
+        for batch in (32, 4, 1):  # 4: the batch the ECP5-85F engine trains rank 8 at
             for cfg in (TrainConfig(), TrainConfig(master_bits=4, inter_bits=8, grad_bits=8)):
                 a = _int_args("mnist", 0)
                 a.ranks = ranks
