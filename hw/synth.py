@@ -295,15 +295,21 @@ def single_port_script(config) -> list[str]:
     that let the single-port buffers of ``config`` (``buf_ports=1``) map to
     ``SB_SPRAM256KA``: Amaranth gives every memory an initial value (zeros) and the
     SPRAM has none, so the buffers' memories (marked with
-    :data:`~ttforge.hw.engine.buffers.SINGLE_PORT_ATTR`) get an undefined one. The engine
-    never reads a buffer element it has not written. Empty for ``buf_ports=2``."""
+    :data:`~ttforge.hw.engine.buffers.SINGLE_PORT_ATTR`) get an undefined one (the engine
+    never reads a buffer element it has not written) and ask for the SPRAM
+    (``ram_style "huge"``). Empty for ``buf_ports=2``."""
     from ttforge.hw.engine.buffers import SINGLE_PORT_ATTR
 
     if getattr(config, "buf_ports", 2) != 1:
         return []
     bits = config.buf_depth * config.inter_bits
-    return ["proc", f"memory_collect a:{SINGLE_PORT_ATTR}",
-            f"setparam -set INIT {bits}'bx a:{SINGLE_PORT_ATTR}"]
+    # the buffers: by the attribute (RTLIL, the board build) or by name (the Verilog of
+    # ttforge.hw.top.verilog, written without attributes); ram_style "huge": SPRAM even
+    # where block RAM would cost yosys less (small buffers), as the pre-check counts them
+    sel = f"a:{SINGLE_PORT_ATTR} */*engine.buf0 */*engine.buf1"
+    return ["proc", f"select -set ttforge_spram {sel}", "memory_collect @ttforge_spram",
+            f"setparam -set INIT {bits}'bx @ttforge_spram t:$mem_v2 %i",
+            'setattr -set ram_style "huge" @ttforge_spram t:$mem_v2 %i']
 
 
 def synth_extras(config, device: str) -> tuple[list[str], str]:

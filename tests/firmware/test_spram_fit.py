@@ -55,8 +55,9 @@ def test_build_config_takes_the_spram_only_when_needed(tmp_path):
 def test_synthesis_script_only_for_single_port_buffers():
     two, one = AccelConfig(**MNIST_ICE), AccelConfig(**MNIST_ICE, buf_ports=1)
     assert single_port_script(two) == [] and synth_extras(two, "ice40up5k") == ([], "")
-    assert single_port_script(one) == ["proc", "memory_collect a:ttforge_single_port",
-                                       "setparam -set INIT 229376'bx a:ttforge_single_port"]
+    script = single_port_script(one)
+    assert script[0] == "proc" and "memory_collect @ttforge_spram" in script
+    assert "setparam -set INIT 229376'bx @ttforge_spram t:$mem_v2 %i" in script
     assert synth_extras(one, "ice40up5k")[1] == "-spram"
     assert synth_extras(one, "ecp5-85f") == ([], "")
 

@@ -83,3 +83,31 @@ def test_buf_ports_is_validated_and_marks_the_memories():
     one = verilog.convert(TTEngine(AccelConfig(**{**cfg.to_dict(), "buf_ports": 1})), name="e")
     assert SINGLE_PORT_ATTR not in two
     assert one.count(SINGLE_PORT_ATTR) == 2
+
+
+@pytest.mark.slow
+def test_yosys_maps_the_single_port_buffers_to_spram(tmp_path):
+    """The synthesis path of ``ttforge report`` (Verilog in): with the script of
+    ``single_port_script`` and ``-spram`` the two buffers are SB_SPRAM256KA, even small
+    ones that block RAM would hold; without it they are block RAM."""
+    import json
+
+    from ttforge.hw.synth import synth_extras
+    from ttforge.hw.tools import run_tool
+    from ttforge.hw.top import verilog as top_verilog
+
+    cfg = AccelConfig.for_device("ice40up5k", lanes=1, buf_ports=1)
+    (tmp_path / "core.v").write_text(top_verilog(cfg))
+    cells = {}
+    for name, conf in (("one", cfg), ("two", AccelConfig(**{**cfg.to_dict(), "buf_ports": 2}))):
+        after, opts = synth_extras(conf, "ice40up5k")
+        (tmp_path / f"{name}.ys").write_text("\n".join(
+            ["read_verilog -sv core.v", *after,
+             f"synth_ice40 -dsp {opts} -top ttforge_accel -run begin:map_ffram",
+             f"tee -q -o {name}.json stat -json"]) + "\n")
+        proc = run_tool("yosys", ["-q", f"{name}.ys"], cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        cells[name] = json.loads((tmp_path / f"{name}.json").read_text())["design"]["num_cells_by_type"]
+    assert cells["one"].get("SB_SPRAM256KA") == 2
+    assert "SB_SPRAM256KA" not in cells["two"]
+    assert cells["one"]["SB_RAM40_4K"] < cells["two"]["SB_RAM40_4K"]
