@@ -5,7 +5,9 @@ running it reads the step's source and writes the other buffer (results and the 
 fill); the input and its padding write BUF0 before the first step reads anything; the
 output phase reads ``OUT_BUF`` and writes nothing. So one address per buffer is enough:
 the writer's in a write cycle, else the reader's, with the read disabled while writing
-(its data register holds, as the single-port RAM's ``rdwr no_change`` does). Yosys maps
+(its data register holds, as the single-port RAM's ``rdwr no_change`` does; the engine
+registers every read word in the next cycle, so it would not need the hold either: yosys'
+``SB_SPRAM256KA`` simulation model makes the output undefined after a write). Yosys maps
 such a memory to the iCE40UP5K's ``SB_SPRAM256KA`` once its initial contents are
 dropped (the engine never reads an element it has not written):
 :func:`ttforge.hw.synth.single_port_script`.
