@@ -208,10 +208,15 @@ class MacLanes(wiring.Component):
     a result one cycle ahead (the operand stage holds a ``last`` iteration). ``en`` low
     freezes every stage (a stall); latency from the inputs to ``res`` is 2 cycles.
     Sums wrap at ``acc_bits`` (the compiler proves they never need to).
+    ``reset_less_data``: only the valid bits are reset (by the domain's reset or a
+    :class:`ResetInserter`); the operands, products, tags and accumulators, read only
+    with a valid bit, are not (a reset then drives a few flops, not every one).
     """
 
-    def __init__(self, *, lanes: int, x_bits: int, c_bits: int, acc_bits: int, tag_width: int = 1):
+    def __init__(self, *, lanes: int, x_bits: int, c_bits: int, acc_bits: int, tag_width: int = 1,
+                 reset_less_data: bool = False):
         self.lanes = int(lanes)
+        self.reset_less_data = bool(reset_less_data)
         self.acc_bits = int(acc_bits)
         self.x_bits = int(x_bits)
         self.c_bits = int(c_bits)
@@ -236,14 +241,17 @@ class MacLanes(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         L = self.lanes
-        op_v, op_first, op_last = Signal(), Signal(), Signal()
-        op_tag = Signal(self.tag_width)
-        op_x = Signal(data.ArrayLayout(signed(self.x_bits), L))
-        op_c = Signal(data.ArrayLayout(signed(self.c_bits), L))
-        pr_v, pr_first, pr_last = Signal(), Signal(), Signal()
-        pr_tag = Signal(self.tag_width)
-        pr = Signal(data.ArrayLayout(signed(self.x_bits + self.c_bits), L))
-        acc = Signal(data.ArrayLayout(signed(self.acc_bits), L))
+        rl = self.reset_less_data
+        op_v = Signal()
+        op_first, op_last = Signal(reset_less=rl), Signal(reset_less=rl)
+        op_tag = Signal(self.tag_width, reset_less=rl)
+        op_x = Signal(data.ArrayLayout(signed(self.x_bits), L), reset_less=rl)
+        op_c = Signal(data.ArrayLayout(signed(self.c_bits), L), reset_less=rl)
+        pr_v = Signal()
+        pr_first, pr_last = Signal(reset_less=rl), Signal(reset_less=rl)
+        pr_tag = Signal(self.tag_width, reset_less=rl)
+        pr = Signal(data.ArrayLayout(signed(self.x_bits + self.c_bits), L), reset_less=rl)
+        acc = Signal(data.ArrayLayout(signed(self.acc_bits), L), reset_less=rl)
 
         with m.If(self.en):
             m.d.sync += [
@@ -344,13 +352,17 @@ class Requant(wiring.Component):
     Equals ``saturate(rshift_round(acc + bias, SHIFT), SAT_BITS)`` (then ReLU / zeroing)
     of ``ttforge.ir.arith`` for every input. Every stage is a short path (an adder or
     three multiplexer levels). The step constants (``shamt``, ``round``, ``hi``, ``lo``,
-    ``relu``) must be held while values are in flight.
+    ``relu``) must be held while values are in flight. ``reset_less_data``: only the
+    valid chain, ``out_valid`` and ``sat`` are reset; the values (``out`` included),
+    read only with a valid bit, are not.
     """
 
     LATENCY = 5
 
-    def __init__(self, *, acc_bits: int, bias_bits: int, inter_bits: int, fault=None):
+    def __init__(self, *, acc_bits: int, bias_bits: int, inter_bits: int, fault=None,
+                 reset_less_data: bool = False):
         from ttforge.hw.faults import check_fault
+        self.reset_less_data = bool(reset_less_data)
         self.fault = check_fault(fault, ("round_off_by_one", "sat_bound"), "Requant")
         self.acc_bits = int(acc_bits)
         self.bias_bits = int(bias_bits)
@@ -377,12 +389,13 @@ class Requant(wiring.Component):
         ib, vw, uw, kw = self.inter_bits, self.vw, self.uw, self.kw
         T = ib + 2
         valid = [Signal(name=f"v{k}") for k in range(1, 5)]
-        zero = [Signal(name=f"z{k}") for k in range(1, 5)]
+        rl = self.reset_less_data
+        zero = [Signal(name=f"z{k}", reset_less=rl) for k in range(1, 5)]
         m.d.sync += [valid[0].eq(self.in_valid), zero[0].eq(self.zero)]
         for k in range(1, 4):
             m.d.sync += [valid[k].eq(valid[k - 1]), zero[k].eq(zero[k - 1])]
         # 1: bias
-        v = Signal(signed(vw))
+        v = Signal(signed(vw), reset_less=rl)
         m.d.sync += v.eq(self.acc + Mux(self.bias_en, self.bias, 0))
         # The shifted value u = (v << IB) >> shamt is needed only as its low T bits and
         # whether it fits in them (every higher bit equal to the sign): the shifters
@@ -395,9 +408,9 @@ class Requant(wiring.Component):
         # from 8a + 8 up (T + 6 - IB = 8), for the coarse amount a = shamt >> 3.
         widened = Signal(signed(uw))
         m.d.comb += widened.eq(Cat(Const(0, ib), v).as_signed())
-        w = Signal(WL)
-        hz = Signal()
-        neg2 = Signal()
+        w = Signal(WL, reset_less=rl)
+        hz = Signal(reset_less=rl)
+        neg2 = Signal(reset_less=rl)
         amt = self.shamt[3:] if kw > 3 else Const(0, 1)
         if kw > 3:
             m.d.sync += w.eq(widened >> Cat(Const(0, 3), amt))
@@ -420,7 +433,7 @@ class Requant(wiring.Component):
         # 3: fine shift: u = w[b : b + T] (b = shamt & 7); it fits if hz and the window
         # bits from b + T - 1 up to T + 5 equal the sign
         fb = self.shamt[:min(3, kw)]
-        u = Signal(T)
+        u = Signal(T, reset_less=rl)
         m.d.sync += u.eq(w >> fb)
         eq_from = {T + 6: Const(1, 1)}       # eq_from[p]: w[p .. T+5] all equal the sign
         for p in range(T + 5, T - 2, -1):
@@ -430,11 +443,11 @@ class Requant(wiring.Component):
             for b in range(1 << len(fb)):
                 with m.Case(b):
                     m.d.comb += fit_sel.eq(eq_from[min(b + T - 1, T + 6)])
-        fits3, neg3 = Signal(), Signal()
+        fits3, neg3 = Signal(reset_less=rl), Signal(reset_less=rl)
         m.d.sync += [fits3.eq(hz & fit_sel), neg3.eq(neg2)]
         # 4: rounding on T bits
-        fits, neg = Signal(), Signal()
-        r = Signal(signed(T))
+        fits, neg = Signal(reset_less=rl), Signal(reset_less=rl)
+        r = Signal(signed(T), reset_less=rl)
         uT = u.as_signed()
         rc = 1
         if self.fault == "round_off_by_one":
@@ -442,7 +455,7 @@ class Requant(wiring.Component):
             # (u odd and the bits below the shifted-out half bit all zero)
             sh = Signal(kw, name="fault_sh")
             m.d.comb += sh.eq(Mux(self.shamt >= ib, self.shamt - ib, 0))
-            lz2, lz3 = Signal(name="fault_lz2"), Signal(name="fault_lz3")
+            lz2, lz3 = Signal(name="fault_lz2", reset_less=rl), Signal(name="fault_lz3", reset_less=rl)
             m.d.sync += [lz2.eq((v & ((Const(1, vw + 1) << sh) - 1)[:vw]) == 0), lz3.eq(lz2)]
             rc = Mux(uT[0] & lz3, 0, 1)
         m.d.sync += [fits.eq(fits3), neg.eq(neg3),
@@ -458,6 +471,8 @@ class Requant(wiring.Component):
         m.d.comb += c.eq(Mux(over, hi, Mux(under, self.lo, r[:ib].as_signed())))
         y = Signal(signed(ib))
         m.d.comb += y.eq(Mux(zero[3] | (self.relu & c[ib - 1]), 0, c))
-        m.d.sync += [self.out_valid.eq(valid[3]), self.out.eq(y),
+        out = Signal(signed(ib), reset_less=rl)
+        m.d.sync += [self.out_valid.eq(valid[3]), out.eq(y),
                      self.sat.eq(valid[3] & (over | under))]
+        m.d.comb += self.out.eq(out)
         return m

@@ -155,6 +155,9 @@ class Controller(wiring.Component):
         # (the phases are exclusive: one If per phase flag, no priority chain)
         with m.If(taking):
             with m.If(accept):
+                # (j counts every accepted element: after an error it is never read, and
+                # its enable then needs no error decode of the stream's last bit)
+                m.d.sync += j.eq(jj + 1)
                 with m.If(idle & prog_bad):
                     m.d.sync += go(Mux(in_last, State.IDLE, State.DRAIN))
                 with m.Elif(in_last & ~exp_last):
@@ -164,7 +167,6 @@ class Controller(wiring.Component):
                 with m.Else():
                     m.d.comb += [self.wr_en.eq(1), self.wr_sel.eq(0), self.wr_elem.eq(jj),
                                  self.wr_value.eq(self.inp.payload.data)]
-                    m.d.sync += j.eq(jj + 1)
                     with m.If(exp_last):
                         m.d.sync += [step.eq(0), dptr.eq(0)]
                         m.d.sync += go(Mux(has_pad, State.PAD, State.FETCH))

@@ -97,7 +97,9 @@ class IssueUnit(wiring.Component):
         for j in range(3):
             m.d.comb += gen.o_stride[j].eq(desc[f"o_s{j}"])
 
-        mac = MacLanes(lanes=L, x_bits=IB, c_bits=CB, acc_bits=AB, tag_width=tag_layout.size)
+        # (data flops without reset: the flush and reset nets drive only the valid bits)
+        mac = MacLanes(lanes=L, x_bits=IB, c_bits=CB, acc_bits=AB, tag_width=tag_layout.size,
+                       reset_less_data=True)
         m.submodules.mac = ResetInserter({"sync": flush})(mac)
         stall = Signal()          # the address generator holds (only it ever waits)
         g_valid = Signal()

@@ -49,8 +49,9 @@ class RequantBank(wiring.Component):
         m = Module()
         g, c = self.geom, self.geom.config
         rq_fault = self.fault if self.fault in ("round_off_by_one", "sat_bound") else None
+        # (data flops without reset: the flush and reset nets drive only the valid bits)
         units = [Requant(acc_bits=c.acc_bits, bias_bits=c.bias_bits, inter_bits=c.inter_bits,
-                         fault=rq_fault) for _ in range(self.units)]
+                         fault=rq_fault, reset_less_data=True) for _ in range(self.units)]
         for l, unit in enumerate(units):
             m.submodules[f"rq{l}"] = ResetInserter({"sync": self.flush})(unit)
             m.d.comb += [unit.shamt.eq(self.rq.shamt), unit.round.eq(self.rq.round),
