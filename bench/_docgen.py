@@ -99,9 +99,10 @@ def _fmax_groups(d: dict, device: str, lanes: int) -> list[tuple[str, str, bool,
 
 
 def _synth_seeds() -> list[tuple[str, dict]]:
-    """(label, JSON) of every ``bench/results/synth_seeds.<label>.json``, 'before' first."""
+    """(label, JSON) of every ``bench/results/synth_seeds.<label>.json``, 'before' first, then
+    by date (the latest last: the headline's figure)."""
     out = [(p.name.split(".")[1], json.loads(p.read_text())) for p in sorted(RESULTS.glob("synth_seeds.*.json"))]
-    return sorted(out, key=lambda x: x[0] != "before")
+    return sorted(out, key=lambda x: (x[0] != "before", x[1].get("date_utc", "")))
 
 
 def block_fmax_seeds() -> str:
