@@ -496,6 +496,11 @@ class TrainEngine(wiring.Component):
         # sample's done, two cycles before its next read (label read, start)
         loss_rbase, loss_wbase = Signal(aw + 2), Signal(aw + 2)
         m.d.sync += [loss_rbase.eq(desc.u_base + slot_word), loss_wbase.eq(desc.o_base + slot_word)]
+        # the logit's ACT address, formed a cycle ahead from the loss unit's next class and
+        # registered: the read address of the ACT blocks leaves a register (loss_rbase is
+        # set by the start cycle, the cycle before the first read)
+        loss_raddr = Signal(aw + 2)
+        m.d.sync += loss_raddr.eq(loss_rbase + (loss.z_addr_next << bwl_r))
         slot_lane = Signal(range(L)) if L > 1 else Signal(1)
         m.d.comb += slot_lane.eq(slot[:lg] if lg else 0)
         z_lane = Signal.like(slot_lane)
@@ -525,7 +530,7 @@ class TrainEngine(wiring.Component):
         with m.If(host_idle):
             m.d.comb += act_r.addr.eq(host.addr >> lg)
         with m.Elif(state == _State.LOSS):
-            m.d.comb += act_r.addr.eq(loss_rbase + (loss.z_addr << bwl_r))
+            m.d.comb += act_r.addr.eq(loss_raddr)
         with m.Elif(is_contract & flags.mask):
             m.d.comb += act_r.addr.eq(mask_addr)
         with m.Elif(is_wgrad):

@@ -109,6 +109,9 @@ class LossUnit(wiring.Component):
         unit still writes ``C`` zeros in the same number of cycles).
     z_addr : Out(range(max_classes))
         Class whose logit is read.
+    z_addr_next : Out(range(max_classes))
+        ``z_addr`` of the next cycle (a read address can be formed a cycle ahead and
+        registered). ``z_addr`` is the class counter in every cycle, read or not.
     z_en : Out(1)
         Read enable; ``z_data`` must hold the logit ``z[z_addr]`` exactly ``z_delay``
         cycles later (1: a synchronous, non-transparent memory read port).
@@ -159,6 +162,7 @@ class LossUnit(wiring.Component):
             "h": In(signed(8)),
             "valid": In(1),
             "z_addr": Out(range(max_classes)),
+            "z_addr_next": Out(range(max_classes)),
             "z_en": Out(1),
             "z_data": In(signed(act_bits)),
             "g_valid": Out(1),
@@ -215,6 +219,9 @@ class LossUnit(wiring.Component):
         PASS_NONE, PASS_MAX, PASS_SUM, PASS_GRAD = 0, 1, 2, 3
         token = data.StructLayout({"pass_": 2, "cls": cls_shape, "last": 1})
         c = Signal(cls_shape)           # class being read
+        c_next = Signal(cls_shape)      # its value in the next cycle (z_addr_next)
+        m.d.comb += c_next.eq(c)
+        m.d.sync += c.eq(c_next)
         wait = Signal(range(G + 2))
         issue = Signal(token)           # the read issued in this cycle (pass 0: none)
         out_last = Signal()             # the write out in this cycle is the sample's last
@@ -222,26 +229,28 @@ class LossUnit(wiring.Component):
         R = Signal(G + 1)               # R <= 2^G since S >= 2^P
         rem = Signal(s_bits + 1)        # partial remainder < S, doubled before compare
         div_steps = Signal(range(G + 2))
-        m.d.comb += [self.z_en.eq(issue.pass_ != PASS_NONE), self.z_addr.eq(issue.cls)]
+        m.d.comb += [self.z_en.eq(issue.pass_ != PASS_NONE), self.z_addr.eq(c),
+                     self.z_addr_next.eq(c_next)]
 
         with m.FSM(name="loss_fsm") as fsm:
             with m.State("IDLE"), m.If(self.start):
                 C = Mux(self.classes == 0, 1, Mux(self.classes > Cmax, Cmax, self.classes))
+                m.d.comb += c_next.eq(0)
                 m.d.sync += [n_last.eq(C - 1), label.eq(self.label), real.eq(self.valid),
                              left.eq(self.h >= 0),
                              lsh.eq(Mux(self.h > t_bits, t_bits, self.h)),
                              # for h < 0, ~h = -h - 1
                              rsh_m1.eq(Mux((~self.h).as_unsigned() > A, A, ~self.h)),
-                             c.eq(0),
                              S.eq(0), rem.eq(1 << (P - 1)), R.eq(0), div_steps.eq(0)]
                 m.next = "MAX"
             for name, pass_, nxt in (("MAX", PASS_MAX, "SUM"), ("SUM", PASS_SUM, "DIVIDE"),
                                      ("GRAD", PASS_GRAD, "DRAIN")):
                 with m.State(name):
                     m.d.comb += [issue.pass_.eq(pass_), issue.cls.eq(c), issue.last.eq(c == n_last)]
-                    m.d.sync += c.eq(c + 1)
+                    m.d.comb += c_next.eq(c + 1)
                     with m.If(c == n_last):
-                        m.d.sync += [c.eq(0), wait.eq(G)]
+                        m.d.comb += c_next.eq(0)
+                        m.d.sync += wait.eq(G)
                         m.next = nxt
             with m.State("DIVIDE"):
                 # G + 1 idle read cycles: the divider starts when the last e of pass 2
