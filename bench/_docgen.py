@@ -772,11 +772,34 @@ def block_regress() -> str:
         "\n\nFrom `regress.json`; a faulted run must pass no case."
 
 
+def block_vs_cpu() -> str:
+    d = load("vs_cpu")
+    cpu = d["cpu"]
+    rows = []
+    for r in d["engine"]:
+        at = {round(c["mhz"], 3): c for c in r["at"]}
+        best = max((c for c in r["at"] if c["reached"]), key=lambda c: c["mhz"], default=None)
+        f = r.get("routed")
+        rows.append([r["lanes"], _num(r["cycles"]), pct(r["utilization"], 1),
+                     f"{at[50.0]['latency_us']:,.0f} us ({at[50.0]['vs_golden']:.2f}x / {at[50.0]['vs_c']:.2f}x)",
+                     f"{r['mhz_for_goal']:.1f} MHz",
+                     (f"{f['fmax_mhz_min']:.1f} MHz (`{f['label']}`, seeds {', '.join(map(str, f['seeds']))})"
+                      if f else "not routed"),
+                     (f"{best['mhz']:g} MHz: {best['latency_us']:,.0f} us, {best['vectors_per_s']:,.0f} vectors/s, "
+                      f"**{best['vs_golden']:.2f}x** / {best['vs_c']:.2f}x" if best else "—")])
+    return table(["L", "cycles / vector", "utilization", "at 50 MHz (x golden / x C)",
+                  f"clock for {d['goal_x']:g}x golden", "routed Fmax (lowest seed)",
+                  "fastest PLL clock reached (x golden / x C)"], rows) + \
+        (f"\n\nOne core of this machine, batch 1, the median of {cpu['repeats']} interleaved repeats "
+         f"of {cpu['inner']} vectors: golden executor (numpy) **{cpu['golden_us']:,.0f} us**, "
+         f"C executor (-O2) **{cpu['c_us']:,.0f} us** per vector. From {source('vs_cpu')}.")
+
+
 BLOCKS: dict[str, Callable[[], str]] = {
     "readme": block_readme, "summary": block_summary, "accuracy": block_accuracy, "quant": block_quant,
     "stochastic": block_stochastic, "train_int": block_train_int, "speed": block_speed, "accelerator": block_accelerator,
     "fmax": block_fmax, "fmax_seeds": block_fmax_seeds, "train_hw": block_train_hw, "boards": block_boards, "train_boards": block_train_boards, "sim": block_sim, "native": block_native,
-    "flow": block_flow, "cli": block_cli, "regress": block_regress,
+    "flow": block_flow, "cli": block_cli, "regress": block_regress, "vs_cpu": block_vs_cpu,
 }
 
 
