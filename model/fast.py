@@ -21,7 +21,8 @@ actual batch instead:
 The partition and the order are chosen by :func:`plan_for` with a small cost model
 (MACs weighted by how well matrix kernels run on such shapes, plus a per-call
 overhead), cached per (shape, batch bucket, thread count): batch buckets are powers of two. The
-merges run on one thread (a parallel region costs more than their arithmetic).
+merges run on one thread, forward and backward (a parallel region costs more than their
+arithmetic); they are made once per forward and the backward reuses them.
 
 The backward pass is a custom :class:`torch.autograd.Function`: it keeps the input and
 the (small) merged core matrices, not the intermediates, unless they are small; the
@@ -291,6 +292,11 @@ class _Merge2(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, a, b):  # type: ignore[override]
+        with _serial():
+            return _Merge2._forward(ctx, a, b)
+
+    @staticmethod
+    def _forward(ctx, a, b):
         ctx.save_for_backward(a, b)
         r0, ma, na, r1 = a.shape
         _, mb, nb, r2 = b.shape
@@ -303,6 +309,11 @@ class _Merge2(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):  # type: ignore[override]
+        with _serial():
+            return _Merge2._backward(ctx, g)
+
+    @staticmethod
+    def _backward(ctx, g):
         a, b = ctx.saved_tensors
         r0, ma, na, r1 = a.shape
         _, mb, nb, r2 = b.shape
@@ -597,42 +608,6 @@ def _keep(plan: FastPlan, batch: int) -> bool:
             and inter <= max(SAVE_ELEMENTS, batch * (shape.in_size + shape.out_size)))
 
 
-def _forward_saving(ctx, x, plan, bias, mats, before=()):
-    """:func:`_forward` of ``x`` through ``mats`` plus ``bias`` (inside :func:`_compute`),
-    saving for the backward ``x``, the tensors ``before`` (the cores, where they are
-    merged inside), ``mats`` and the kept intermediates (see :func:`_saved`)."""
-    with _compute():
-        keep = _keep(plan, x.shape[0])
-        y, kept = _forward(x, mats, plan, keep=keep, bias=bias)
-        ctx.plan, ctx.keep, ctx.n_before = plan, keep, len(before)
-        ctx.save_for_backward(x, *before, *mats, *kept)
-        ctx.has_bias = bias is not None
-        return y
-
-
-def _saved(ctx, gy):
-    """What :func:`_forward_saving` saved, for a backward of ``gy``: ``(x, before, mats,
-    kept or None, need_x, gy contiguous, batch chunk)``."""
-    plan, saved, nb = ctx.plan, ctx.saved_tensors, ctx.n_before
-    nm = len(plan.schedule.steps)
-    x = saved[0]
-    batch = x.shape[0]
-    kept = list(saved[1 + nb + nm:]) if ctx.keep else None
-    chunk = plan.chunk if plan.backward_chunk is None else plan.backward_chunk
-    chunk = chunk if chunk and chunk < batch else batch
-    return (x, list(saved[1:1 + nb]), list(saved[1 + nb:1 + nb + nm]), kept,
-            ctx.needs_input_grad[0], gy.contiguous(), chunk)
-
-
-def _apply_backward(ctx, backward, gy):
-    """``backward(ctx, gy)`` with the bias's gradient, inside :func:`_compute`: the
-    gradients of ``(x, plan, bias, *tensors)``."""
-    with _compute():
-        gx, _, *grads = backward(ctx, gy)
-        gb = gy.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
-        return (gx, None, gb, *grads)
-
-
 def _backward_graph(x, gy, mats, steps, need_x, chunk):
     """The backward as differentiable operations (``create_graph``), chunk by chunk,
     recomputing every intermediate (kept ones carry no graph)."""
@@ -643,41 +618,6 @@ def _backward_graph(x, gy, mats, steps, need_x, chunk):
         gmats = gm if gmats is None else [a + b for a, b in zip(gmats, gm)]
     gx = (gxs[0] if len(gxs) == 1 else torch.cat(gxs)) if need_x else None
     return gx, gmats
-
-
-class _TTApply(torch.autograd.Function):
-    """``y = TT(cores) x`` by ``plan``; the cores are merged inside (on one thread)."""
-
-    @staticmethod
-    def forward(ctx, x, plan, bias, *cores):  # type: ignore[override]
-        with _compute(), _serial():
-            mats = _step_matrices(cores, plan)
-        return _forward_saving(ctx, x, plan, bias, mats, cores)
-
-    @staticmethod
-    def backward(ctx, gy):  # type: ignore[override]
-        return _apply_backward(ctx, _TTApply._backward, gy)
-
-    @staticmethod
-    def _backward(ctx, gy):
-        plan = ctx.plan
-        steps = plan.schedule.steps
-        x, cores, mats, kept, need_x, gy, chunk = _saved(ctx, gy)
-        if not torch.is_grad_enabled():
-            gx, gmats = _backward_buffered(x, gy, mats, steps, need_x, chunk, kept)
-            if not any(ctx.needs_input_grad[3:]):
-                return (gx, None, *([None] * len(cores)))
-            # the merges' backward: re-merge with a graph (small, one thread)
-            with torch.enable_grad(), _serial():
-                cs = [c.detach().requires_grad_() for c in cores]
-                gcores = torch.autograd.grad(_step_matrices(cs, plan), cs, gmats, allow_unused=True)
-            return (gx, None, *gcores)
-        # create_graph: every gradient as differentiable operations on x and the cores
-        with _serial():
-            mats = _step_matrices(cores, plan)
-        gx, gmats = _backward_graph(x, gy, mats, steps, need_x, chunk)
-        gcores = torch.autograd.grad(mats, cores, gmats, create_graph=True, allow_unused=True)
-        return (gx, None, *gcores)
 
 
 def tt_apply(x: torch.Tensor, cores: Sequence[torch.Tensor],
@@ -700,10 +640,11 @@ def tt_apply(x: torch.Tensor, cores: Sequence[torch.Tensor],
     x = x.contiguous()
     if torch.is_grad_enabled() and (x.requires_grad or any(c.requires_grad for c in cores)
                                     or (bias is not None and bias.requires_grad)):
-        if torch.get_num_threads() > 1:
-            return _TTApply.apply(x, plan, bias, *cores)
-        # one thread: the merges go through autograd as they are (no re-merge needed)
-        return _TTApplyMats.apply(x, plan, bias, *_step_matrices(cores, plan))
+        # the merges go through autograd (their backward runs on one thread too): the
+        # merged matrices are made once per forward and reused by the backward
+        with _serial():
+            mats = _step_matrices(cores, plan)
+        return _TTApplyMats.apply(x, plan, bias, *mats)
     with _serial():
         mats = _step_matrices(cores, plan)
     with _compute():
@@ -711,23 +652,32 @@ def tt_apply(x: torch.Tensor, cores: Sequence[torch.Tensor],
 
 
 class _TTApplyMats(torch.autograd.Function):
-    """``y = x`` through the step matrices ``mats`` (already merged, with their graph)."""
+    """``y = x`` through the step matrices ``mats`` (already merged, with their graph)
+    plus ``bias``; saves ``x``, ``mats`` and the kept intermediates (:func:`_keep`)."""
 
     @staticmethod
     def forward(ctx, x, plan, bias, *mats):  # type: ignore[override]
-        return _forward_saving(ctx, x, plan, bias, mats)
+        with _compute():
+            keep = _keep(plan, x.shape[0])
+            y, kept = _forward(x, mats, plan, keep=keep, bias=bias)
+        ctx.plan, ctx.keep, ctx.has_bias = plan, keep, bias is not None
+        ctx.save_for_backward(x, *mats, *kept)
+        return y
 
     @staticmethod
     def backward(ctx, gy):  # type: ignore[override]
-        return _apply_backward(ctx, _TTApplyMats._backward, gy)
-
-    @staticmethod
-    def _backward(ctx, gy):
-        steps = ctx.plan.schedule.steps
-        x, _, mats, kept, need_x, gy, chunk = _saved(ctx, gy)
-        if not torch.is_grad_enabled():
-            gx, gmats = _backward_buffered(x, gy, mats, steps, need_x, chunk, kept)
-            return (gx, None, *gmats)
-        # create_graph: kept intermediates carry no graph, so everything is recomputed
-        gx, gmats = _backward_graph(x, gy, mats, steps, need_x, chunk)
-        return (gx, None, *gmats)
+        plan, saved = ctx.plan, ctx.saved_tensors
+        steps = plan.schedule.steps
+        x, mats = saved[0], list(saved[1:1 + len(steps)])
+        kept = list(saved[1 + len(steps):]) if ctx.keep else None
+        batch, need_x, gy = x.shape[0], ctx.needs_input_grad[0], gy.contiguous()
+        chunk = plan.chunk if plan.backward_chunk is None else plan.backward_chunk
+        chunk = chunk if chunk and chunk < batch else batch
+        with _compute():
+            if torch.is_grad_enabled():
+                # create_graph: kept intermediates carry no graph, so all are recomputed
+                gx, gmats = _backward_graph(x, gy, mats, steps, need_x, chunk)
+            else:
+                gx, gmats = _backward_buffered(x, gy, mats, steps, need_x, chunk, kept)
+            gb = gy.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return (gx, None, gb, *gmats)
