@@ -346,8 +346,10 @@ class Requant(wiring.Component):
        ``u`` fits in them (a value outside that range saturates for every
        ``SAT_BITS <= IB``, rounded or not).
     4. ``r = (u + 1) >> 1`` if ``round`` else ``u``, on ``T`` bits.
-    5. ``sat = r > hi or r < lo`` (or ``u`` did not fit); clamp; ReLU (``max(., 0)``) if
-       ``relu``; 0 if ``zero``.
+    5. ``sat = r > hi or r < lo`` (or ``u`` did not fit), as a masked check (the bits of
+       ``r`` from ``SAT_BITS - 1`` up not all equal to its sign: ``lo`` must be
+       ``-hi - 1``, a ``SAT_BITS`` range as :class:`RequantDecode` gives); clamp; ReLU
+       (``max(., 0)``) if ``relu``; 0 if ``zero``.
 
     Equals ``saturate(rshift_round(acc + bias, SHIFT), SAT_BITS)`` (then ReLU / zeroing)
     of ``ttforge.ir.arith`` for every input. Every stage is a short path (an adder or
@@ -466,7 +468,16 @@ class Requant(wiring.Component):
         if self.fault == "sat_bound":       # test hook: upper bound 2^(b-1), off by one
             hi = Signal(signed(T), name="fault_hi")
             m.d.comb += hi.eq(self.hi + 1)
-        m.d.comb += [over.eq(Mux(fits, r > hi, ~neg)), under.eq(Mux(fits, r < self.lo, neg))]
+            m.d.comb += [over.eq(Mux(fits, r > hi, ~neg)), under.eq(Mux(fits, r < self.lo, neg))]
+        else:
+            # masked check, no comparator: with hi = 2^(b-1) - 1 and lo = -2^(b-1), r
+            # saturates iff its bits b-1 .. T-1 (ones of ~hi on T bits) are not all equal
+            # to its sign; an AND/OR of a few LUTs instead of two carry chains
+            mask = Cat(~self.hi.as_unsigned(), Const((1 << (T - ib)) - 1, T - ib))
+            big = Signal()
+            m.d.comb += big.eq(((r.as_unsigned() ^ r[T - 1].replicate(T)) & mask).any())
+            m.d.comb += [over.eq(Mux(fits, big & ~r[T - 1], ~neg)),
+                         under.eq(Mux(fits, big & r[T - 1], neg))]
         c = Signal(signed(ib))
         m.d.comb += c.eq(Mux(over, hi, Mux(under, self.lo, r[:ib].as_signed())))
         y = Signal(signed(ib))

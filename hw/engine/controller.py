@@ -136,7 +136,14 @@ class Controller(wiring.Component):
             m.d.sync += exp_last_r.eq(jj + 1 == last_idx)
         in_last = self.inp.payload.last
         z = Signal(AWP)
-        zf_last = Signal(AWP + 1)             # zf_end - 1 (a fill runs from zf_start to here)
+        # the end of a fill (z == zf_end - 1) registered a cycle ahead: z_last is high in
+        # the fill's last cycle (zf_pen = zf_end - 2 is registered while running), so the
+        # step transition starts from a flop, not from a comparator
+        z_last = Signal()
+        zf_pen = Signal(AWP + 1)
+        # the next step's number and descriptor address, ready before they are needed
+        step_next = Signal(STEP_BITS, init=1)
+        dptr_next = Signal(len(dptr), init=DESC_WORDS)
         done_r = Signal()
         m.d.sync += done_r.eq(0)
         m.d.comb += self.done_pulse.eq(done_r)
@@ -146,7 +153,11 @@ class Controller(wiring.Component):
         m.d.comb += self.busy.eq(~idle | accept)
 
         def next_step():
-            return [*go(State.FETCH), step.eq(step + 1), dptr.eq(dptr + DESC_WORDS)]
+            return [*go(State.FETCH), step.eq(step_next), dptr.eq(dptr_next),
+                    step_next.eq(step_next + 1), dptr_next.eq(dptr_next + DESC_WORDS)]
+
+        def first_step():
+            return [step.eq(0), dptr.eq(0), step_next.eq(1), dptr_next.eq(DESC_WORDS)]
 
         def to_output():
             m.d.sync += go(State.OUTPUT)
@@ -168,7 +179,7 @@ class Controller(wiring.Component):
                     m.d.comb += [self.wr_en.eq(1), self.wr_sel.eq(0), self.wr_elem.eq(jj),
                                  self.wr_value.eq(self.inp.payload.data)]
                     with m.If(exp_last):
-                        m.d.sync += [step.eq(0), dptr.eq(0)]
+                        m.d.sync += first_step()
                         m.d.sync += go(Mux(has_pad, State.PAD, State.FETCH))
                     with m.Else():
                         m.d.sync += go(State.INPUT)
@@ -179,15 +190,16 @@ class Controller(wiring.Component):
             m.d.comb += [self.wr_en.eq(1), self.wr_sel.eq(0), self.wr_elem.eq(j)]
             m.d.sync += j.eq(j + 1)
             with m.If(j == pad_last):
-                m.d.sync += [*go(State.FETCH), step.eq(0), dptr.eq(0)]
+                m.d.sync += [*go(State.FETCH), *first_step()]
         with m.If(self.fetching):
             with m.If(self.fetch_done):
                 m.d.sync += go(State.RUN)
         with m.If(self.running):
-            m.d.sync += zf_last.eq(self.zf_end - 1)
+            m.d.sync += zf_pen.eq(self.zf_end - 2)
             with m.If(~self.pipe_busy):
                 with m.If(self.zf_nonempty):
-                    m.d.sync += [*go(State.ZFILL), z.eq(self.zf_start)]
+                    m.d.sync += [*go(State.ZFILL), z.eq(self.zf_start),
+                                 z_last.eq(self.zf_start + 1 == self.zf_end)]
                 with m.Elif(self.last_step):
                     to_output()
                 with m.Else():
@@ -195,8 +207,8 @@ class Controller(wiring.Component):
         with m.If(zfill):
             m.d.comb += [self.wr_en.eq(z < c.buf_depth), self.wr_sel.eq(~self.src),
                          self.wr_elem.eq(z)]
-            m.d.sync += z.eq(z + 1)
-            with m.If(z == zf_last):
+            m.d.sync += [z.eq(z + 1), z_last.eq(z == zf_pen)]
+            with m.If(z_last):
                 with m.If(self.last_step):
                     to_output()
                 with m.Else():
