@@ -52,6 +52,7 @@ import contextlib
 import functools
 import math
 import threading
+import time
 from dataclasses import dataclass, replace
 from typing import Sequence
 
@@ -77,14 +78,17 @@ CHUNK_ELEMENTS = 1 << 19
 #: noise from 2 to 8 samples; fewer chunks, less Python per backward).
 BACKWARD_CHUNK_ELEMENTS = 1 << 18
 
-#: Intra-op threads of the fast path's products (``None``: ``torch.get_num_threads()``).
-#: One by default: each product at two threads is a parallel region whose threads must
-#: all be scheduled, and on a shared or busy machine that wait costs more than the
-#: second thread saves (measured on the 2-core development machine, loaded by other
-#: jobs: forward+backward of the 4096 x 4096 rank-16 layer 0.72 s on one thread, 1.58 s
-#: on two; 784 x 512 rank 16: 0.05 s vs 0.20 s). On an idle many-core machine set it to
-#: ``None`` (or a number) to let torch's intra-op threads run the products.
-THREADS: int | None = 1
+#: Intra-op threads of the fast path's products: a number caps them, ``None`` uses
+#: ``torch.get_num_threads()``, ``"auto"`` (the default) picks per call between one
+#: thread and torch's, whichever ran the same products faster lately (:class:`_ThreadTuner`).
+#: Two threads help on an idle machine and hurt on a busy one: each product is a
+#: parallel region whose threads must all be scheduled (measured on the 2-core
+#: development machine, loaded by other jobs: forward+backward of the 4096 x 4096
+#: rank-16 layer 0.72 s on one thread, 1.58 s on two; 784 x 512 rank 16: 0.05 s vs
+#: 0.20 s), and which case holds changes while a program runs. Products at one or two
+#: threads can differ in the last bits, so for results that repeat from run to run at
+#: several threads set a number; at one thread nothing is chosen.
+THREADS: int | None | str = "auto"
 
 #: Intermediates are kept for the backward pass (instead of recomputed) when, over the
 #: whole batch, they hold at most this many values or at most as many as the layer's
@@ -248,7 +252,8 @@ def plan_for(shape: TTShape, batch: int, threads: int | None = None) -> FastPlan
     threads (default: torch's intra-op threads), cached per power-of-two bucket of the
     batch; the chunk size is the bucket's."""
     if threads is None:
-        threads = torch.get_num_threads() if THREADS is None else min(THREADS, torch.get_num_threads())
+        threads = (torch.get_num_threads() if THREADS is None
+                   else 1 if THREADS == "auto" else min(THREADS, torch.get_num_threads()))
     return _plan_cached(shape, batch_bucket(batch), max(1, min(int(threads), 64)))
 
 
@@ -272,9 +277,92 @@ def _serial():
     return _limit_threads(1)
 
 
-def _compute():
-    """The intra-op threads of the products: at most :data:`THREADS`."""
-    return _limit_threads(THREADS)
+class _ThreadTuner:
+    """Per region of products (a key), the recent wall times at one thread and at
+    torch's thread count; :meth:`pick` returns the count of the lower median.
+
+    Each count is tried :data:`TRIES` times first. Afterwards the other count is tried
+    again after :data:`RETRY` calls, an interval that doubles (up to :data:`RETRY_MAX`)
+    while the choice stays and is reset when it changes, so that a slow count costs
+    little once known; and at once after a call that took more than :data:`SLOWER`
+    times the other count's median (another process took a core): the choice follows
+    the machine's load within a few calls.
+    """
+
+    TRIES = 2
+    KEEP = 4
+    RETRY = 16
+    RETRY_MAX = 512
+    SLOWER = 1.5
+
+    def __init__(self) -> None:
+        self.state: dict = {}
+        self.lock = threading.Lock()
+
+    @staticmethod
+    def _median(times: list[float]) -> float:
+        return sorted(times)[(len(times) - 1) // 2]
+
+    def _best(self, st: dict) -> int:
+        return min(st["times"], key=lambda t: self._median(st["times"][t]))
+
+    def pick(self, key, n: int) -> int:
+        with self.lock:
+            st = self.state.setdefault((key, n), {"times": {1: [], n: []}, "calls": 0, "retry": None,
+                                                  "every": self.RETRY, "next": self.RETRY, "best": 1})
+            st["calls"] += 1
+            times = st["times"]
+            for t in (1, n):  # 1, n, 1, n while trying
+                if len(times[t]) < self.TRIES and len(times[t]) <= len(times[n + 1 - t]):
+                    return t
+            if st["retry"] is not None:
+                t, st["retry"] = st["retry"], None
+                return t
+            if st["calls"] >= st["next"]:
+                st["next"] = st["calls"] + st["every"]
+                st["every"] = min(2 * st["every"], self.RETRY_MAX)
+                return n + 1 - st["best"]
+            return st["best"]
+
+    def record(self, key, n: int, t: int, seconds: float) -> None:
+        with self.lock:
+            st = self.state[(key, n)]
+            other = st["times"][n + 1 - t]
+            if len(other) >= self.TRIES and seconds > self.SLOWER * self._median(other):
+                st["retry"] = n + 1 - t
+            times = st["times"][t]
+            times.append(seconds)
+            del times[:-self.KEEP]
+            if len(other) >= self.TRIES and len(times) >= self.TRIES:
+                best = self._best(st)
+                if best != st["best"]:
+                    st["best"], st["every"] = best, self.RETRY
+                    st["next"] = st["calls"] + self.RETRY
+
+
+_TUNER = _ThreadTuner()
+
+
+def _key(x: torch.Tensor, plan: FastPlan, *what):
+    """The :data:`_TUNER` key of a region of products on ``x`` (``None`` off the CPU,
+    where torch's intra-op threads do not run them)."""
+    return (plan, x.shape[0], x.dtype, *what) if x.device.type == "cpu" else None
+
+
+@contextlib.contextmanager
+def _compute(key=None):
+    """The intra-op threads of the products: at most :data:`THREADS`, or under
+    ``"auto"`` the count :data:`_TUNER` picks for ``key`` (timed for it)."""
+    n = torch.get_num_threads()
+    if THREADS != "auto" or n <= 1 or key is None:
+        with _limit_threads(None if THREADS == "auto" else THREADS):
+            yield
+        return
+    t = _TUNER.pick(key, n)
+    t0 = time.perf_counter()
+    with _limit_threads(t):
+        yield
+    _TUNER.record(key, n, t, time.perf_counter() - t0)
 
 
 # -- execution ------------------------------------------------------------------------
@@ -647,7 +735,7 @@ def tt_apply(x: torch.Tensor, cores: Sequence[torch.Tensor],
         return _TTApplyMats.apply(x, plan, bias, *mats)
     with _serial():
         mats = _step_matrices(cores, plan)
-    with _compute():
+    with _compute(_key(x, plan, "forward", False)):
         return _forward(x, mats, plan, bias=bias)[0]
 
 
@@ -657,8 +745,8 @@ class _TTApplyMats(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, plan, bias, *mats):  # type: ignore[override]
-        with _compute():
-            keep = _keep(plan, x.shape[0])
+        keep = _keep(plan, x.shape[0])
+        with _compute(_key(x, plan, "forward", keep)):
             y, kept = _forward(x, mats, plan, keep=keep, bias=bias)
         ctx.plan, ctx.keep, ctx.has_bias = plan, keep, bias is not None
         ctx.save_for_backward(x, *mats, *kept)
@@ -673,7 +761,7 @@ class _TTApplyMats(torch.autograd.Function):
         batch, need_x, gy = x.shape[0], ctx.needs_input_grad[0], gy.contiguous()
         chunk = plan.chunk if plan.backward_chunk is None else plan.backward_chunk
         chunk = chunk if chunk and chunk < batch else batch
-        with _compute():
+        with _compute(_key(x, plan, "backward", need_x, torch.is_grad_enabled())):
             if torch.is_grad_enabled():
                 # create_graph: kept intermediates carry no graph, so all are recomputed
                 gx, gmats = _backward_graph(x, gy, mats, steps, need_x, chunk)

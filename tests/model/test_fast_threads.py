@@ -1,0 +1,110 @@
+"""The fast path's thread choice (ttforge.model.fast.THREADS = "auto", _ThreadTuner):
+it follows the measured times, and the products it times give the same function at
+either thread count."""
+
+import pytest
+import torch
+
+import ttforge.model.fast as fast
+from ttforge.model.layers import TTLinear, apply_schedule
+
+
+def _drive(tuner, cost, calls, n=2, key="k"):
+    """Run ``calls`` picks, each recorded with ``cost(call, threads)`` seconds; the picks."""
+    picks = []
+    for i in range(calls):
+        t = tuner.pick(key, n)
+        tuner.record(key, n, t, cost(i, t))
+        picks.append(t)
+    return picks
+
+
+@pytest.mark.parametrize("fast_count", [1, 2])
+def test_the_faster_count_is_chosen_after_trying_both(fast_count):
+    """Both counts are tried twice, then the faster one runs; the slower one is only
+    retried, at intervals that double."""
+    picks = _drive(fast._ThreadTuner(), lambda i, t: 1.0 if t == fast_count else 3.0, 300)
+    assert picks[:4] == [1, 2, 1, 2]
+    slow = [i for i, t in enumerate(picks) if i >= 4 and t != fast_count]
+    assert 1 <= len(slow) <= 6  # retries at 16, 32, 64, 128 and 256 calls' intervals
+    assert all(slow[k + 1] - slow[k] >= slow[k] - slow[k - 1] for k in range(1, len(slow) - 1))
+
+
+def test_the_choice_follows_a_change_of_load():
+    """Two threads win while idle; once a call at two threads takes longer than one
+    thread's median (a core taken), one thread is retried at once, and kept once two
+    threads' median is the slower (three slow calls)."""
+    busy_from = 40
+
+    def cost(i, t):
+        if i < busy_from:
+            return 1.0 if t == 2 else 1.6
+        return 8.0 if t == 2 else 1.6
+
+    picks = _drive(fast._ThreadTuner(), cost, 60)
+    assert picks[4:busy_from] == [2] * len(picks[4:busy_from]) or picks[4:busy_from].count(1) <= 2
+    assert picks[busy_from + 1] == 1
+    assert picks[busy_from + 5:] == [1] * len(picks[busy_from + 5:])
+
+
+def test_a_broken_tuner_is_caught():
+    """Sibling: a tuner that keeps the first count whatever it measures fails the
+    first test's check."""
+
+    class Stuck(fast._ThreadTuner):
+        def pick(self, key, n):
+            super().pick(key, n)
+            return 1
+
+    picks = _drive(Stuck(), lambda i, t: 1.0 if t == 2 else 3.0, 100)
+    assert picks[:4] != [1, 2, 1, 2]
+
+
+@pytest.fixture
+def two_threads_auto(monkeypatch):
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    monkeypatch.setattr(fast, "THREADS", "auto")
+    monkeypatch.setattr(fast, "_TUNER", fast._ThreadTuner())
+    yield
+    torch.set_num_threads(before)
+
+
+def test_every_count_the_tuner_picks_gives_the_schedule_function(two_threads_auto):
+    """Enough calls that both counts run the forward and the backward (float64: equal
+    to the hardware order within rounding)."""
+    torch.manual_seed(5)
+    layer = TTLinear(64, 48, ranks=[3, 4], in_modes=[4, 4, 4], out_modes=[4, 3, 4]).double()
+    x = torch.randn(33, 64, dtype=torch.float64, requires_grad=True)
+    ref = apply_schedule(x, list(layer.cores), layer.schedule) + layer.bias
+    gref = torch.autograd.grad(ref.sum(), [x, *layer.cores])
+    seen = set()
+    orig = fast._TUNER.pick
+
+    def pick(key, n):
+        t = orig(key, n)
+        seen.add((key[3], t))
+        return t
+
+    fast._TUNER.pick = pick
+    for _ in range(6):
+        y = layer(x)
+        g = torch.autograd.grad(y.sum(), [x, *layer.cores])
+        assert torch.allclose(y, ref, rtol=1e-12, atol=1e-12)
+        for a, b in zip(g, gref):
+            assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)
+    assert seen >= {("forward", 1), ("forward", 2), ("backward", 1), ("backward", 2)}
+
+
+def test_off_the_cpu_or_with_a_fixed_count_nothing_is_timed(monkeypatch):
+    """THREADS as a number caps the threads without a tuner; a key of None (another
+    device) is never timed."""
+    tuner = fast._ThreadTuner()
+    monkeypatch.setattr(fast, "_TUNER", tuner)
+    monkeypatch.setattr(fast, "THREADS", 1)
+    with fast._compute(("k",)):
+        pass
+    monkeypatch.setattr(fast, "THREADS", "auto")
+    with fast._compute(None):
+        pass
+    assert tuner.state == {}
