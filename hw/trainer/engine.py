@@ -220,6 +220,16 @@ class TrainEngine(wiring.Component):
 
         # ------------------------------------------------------------ sequencer state
         state = Signal(_State)
+        # The states that steer the memory ports, decoded as registers of their own (set
+        # with the state by go()): each selects the address and enable multiplexers of
+        # many block RAMs, so no state decoder stands before that fan-out.
+        st_idle, st_input = Signal(init=1, name="st_idle"), Signal(name="st_input")
+        st_loss, st_zfill = Signal(name="st_loss"), Signal(name="st_zfill")
+
+        def go(s):
+            return [state.eq(s), st_idle.eq(s == _State.IDLE), st_input.eq(s == _State.INPUT),
+                    st_loss.eq(s == _State.LOSS), st_zfill.eq(s == _State.ZFILL)]
+
         desc = Signal(_desc_layout())
         flags = desc.flags
         op_idx = Signal(16)
@@ -232,9 +242,17 @@ class TrainEngine(wiring.Component):
         bwm1 = Signal(16)
         m.d.comb += [bwm1.eq((Const(1, 16) << prog.bw_log) - 1),
                      slots_m1.eq((Const(1, 24) << (prog.bw_log + lg)) - 1)]
+        # The operation's decodes and its loop bounds less one, registered: the descriptor
+        # is held from its fetch (FLAGS is its first word, N0..N3 the next) and read from
+        # DECODE on, so the decoders and the bound subtractions are off every cycle of the
+        # run (they steered the address generator's restarts and the memory ports' selects).
         is_contract = Signal()
         is_wgrad = Signal()
-        m.d.comb += [is_contract.eq(flags.op == Op.CONTRACT), is_wgrad.eq(flags.op == Op.WGRAD)]
+        act_mask = Signal()           # CONTRACT with the ReLU mask: ACT reads the mask word
+        n_m1 = [Signal(32, name=f"n{j}_m1") for j in range(4)]
+        m.d.sync += [is_contract.eq(flags.op == Op.CONTRACT), is_wgrad.eq(flags.op == Op.WGRAD),
+                     act_mask.eq((flags.op == Op.CONTRACT) & flags.mask)]
+        m.d.sync += [n_m1[j].eq(desc[f"n{j}"] - 1) for j in range(4)]
 
         # ------------------------------------------------------------ address generator
         m.submodules.gen = gen = AddressGen(bound_width=32, addr_width=aw,
@@ -243,7 +261,7 @@ class TrainEngine(wiring.Component):
         m.d.comb += [gen.start.eq(gen_start), gen.u_base.eq(desc.u_base), gen.v_base.eq(desc.v_base),
                      gen.o_base.eq(desc.o_base)]
         for j in range(4):
-            m.d.comb += [gen.bound_m1[j].eq(desc[f"n{j}"] - 1), gen.u_stride[j].eq(desc[f"u_s{j}"])]
+            m.d.comb += [gen.bound_m1[j].eq(n_m1[j]), gen.u_stride[j].eq(desc[f"u_s{j}"])]
             if fault == "wrong_transpose" and j in (1, 3):   # test hook: input gradients swap
                 m.d.comb += gen.v_stride[j].eq(Mux(is_contract & flags.src, desc[f"v_s{4 - j}"],
                                                    desc[f"v_s{j}"]))
@@ -440,13 +458,15 @@ class TrainEngine(wiring.Component):
             ys.append(u)
         y_o = delay(v_o, Requant.LATENCY, "y_o")
         y_v = ys[0].out_valid
-        # the mask word is read from ACT two cycles before the write (M_BASE + rel) and its
-        # lanes' "> 0" registered (keep, below), so a block output meets one comparison,
-        # not the write data's multiplexers: its address formed from rel beside v and carried
+        # the mask word is read from ACT three cycles before the write (M_BASE + rel), the
+        # word registered as it leaves the blocks (act_q) and its lanes' "> 0" registered
+        # (keep, below): a block output meets only the blocks' own output multiplexer
+        # (a comparison after it was the routed critical path at 516f95c); the address is
+        # formed from rel beside v and carried
         ba_rel = delay(r_rel, BiasAlign.LATENCY, "ba_rel")
         v_maddr = Signal(aw + 2)
         m.d.sync += v_maddr.eq(desc.m_base + ba_rel)
-        mask_addr = delay(v_maddr, Requant.LATENCY - 2, "mask_addr")
+        mask_addr = delay(v_maddr, Requant.LATENCY - 3, "mask_addr")
 
         # ------------------------------------------------------------ WGRAD results
         tv = Signal()
@@ -479,7 +499,7 @@ class TrainEngine(wiring.Component):
         m.d.comb += [upd.shift.eq(flags.shift), upd.stochastic.eq(prog.stoch),
                      upd.bits.eq(Mux(flags.dst, tc.bias_bits, tc.master_bits)),
                      upd.in_valid.eq(lv_v), upd.v.eq(lvl[0]), upd.addr.eq(lv_o),
-                     upd.rng_load.eq(prog.rng_load & (state == _State.IDLE)),
+                     upd.rng_load.eq(prog.rng_load & st_idle),
                      upd.rng_load_value.eq(prog.rng_value)]
 
         # ------------------------------------------------------------ loss unit
@@ -520,18 +540,16 @@ class TrainEngine(wiring.Component):
         m.d.comb += bw.eq(Const(1, 17) << prog.bw_log)
         zf = Signal(32)               # ZFILL counter
         zf_addr = Signal(33)          # O_BASE + zf, kept beside it (no adder before the write)
-        n0_m1 = Signal(32)            # N0 - 1, registered (the descriptor is held from DECODE)
-        m.d.sync += n0_m1.eq(desc.n0 - 1)
 
         # ------------------------------------------------------------ memory ports
         host_idle = Signal()
-        m.d.comb += host_idle.eq(state == _State.IDLE)
+        m.d.comb += host_idle.eq(st_idle)
         # ACT read: the U word (CONTRACT from ACT), the V word (WGRAD), the mask, the logits
         with m.If(host_idle):
             m.d.comb += act_r.addr.eq(host.addr >> lg)
-        with m.Elif(state == _State.LOSS):
+        with m.Elif(st_loss):
             m.d.comb += act_r.addr.eq(loss_raddr)
-        with m.Elif(is_contract & flags.mask):
+        with m.Elif(act_mask):
             m.d.comb += act_r.addr.eq(mask_addr)
         with m.Elif(is_wgrad):
             m.d.comb += act_r.addr.eq(gen.v_addr)
@@ -562,7 +580,7 @@ class TrainEngine(wiring.Component):
         # the word write of a CONTRACT result, masked
         y_word = Signal(data.ArrayLayout(signed(SB), L))
         keep_q = Signal(L)
-        m.d.sync += keep_q.eq(Cat(act_r.data[l] > 0 for l in range(L)))
+        m.d.sync += keep_q.eq(Cat(act_q[l] > 0 for l in range(L)))
         for l in range(L):
             keep = 1 if fault == "no_mask" else Mux(flags.mask, keep_q[l], 1)   # test hook
             m.d.comb += y_word[l].eq(Mux(keep, ys[l].out, 0))
@@ -572,14 +590,14 @@ class TrainEngine(wiring.Component):
         m.d.comb += loss_word.eq(loss_wbase + (loss.g_class << bwl_r))
         lane_hot = Signal(L)
         m.d.comb += lane_hot.eq(Const(1, L) << (slot_lane if lg else 0))
-        with m.If(state == _State.INPUT):
+        with m.If(st_input):
             m.d.comb += [act_w.addr.eq(in_addr), act_w.en.eq(Mux(self.inp.valid & (in_f < prog.in_count),
                                                                    onehot_in, 0))]
             m.d.comb += [act_w.data[l].eq(self.inp.payload) for l in range(L)]
-        with m.Elif(state == _State.ZFILL):
+        with m.Elif(st_zfill):
             m.d.comb += [act_w.addr.eq(zf_addr), act_w.en.eq(Mux(~flags.dst, (1 << L) - 1, 0)),
                          grad_w.addr.eq(zf_addr), grad_w.en.eq(Mux(flags.dst, (1 << L) - 1, 0))]
-        with m.Elif(state == _State.LOSS):
+        with m.Elif(st_loss):
             m.d.comb += [grad_w.addr.eq(loss_word), grad_w.en.eq(Mux(loss.g_valid, lane_hot, 0))]
             m.d.comb += [grad_w.data[l].eq(loss.g_value) for l in range(L)]
         with m.Else():
@@ -590,7 +608,7 @@ class TrainEngine(wiring.Component):
             m.d.comb += [grad_w.data[l].eq(y_word[l]) for l in range(L)]
         # labels
         m.d.comb += [lm_w.addr.eq(in_b), lm_w.data.eq(self.inp.payload),
-                     lm_w.en.eq((state == _State.INPUT) & self.inp.valid & (in_f == prog.in_count)),
+                     lm_w.en.eq(st_input & self.inp.valid & (in_f == prog.in_count)),
                      lm_r.addr.eq(Mux(host_idle, host.addr, slot))]
         # MAXACC: written at the end of each CONTRACT; read by the host
         m.d.comb += [mx_w.addr.eq(op_idx), mx_w.data.eq(vmax[1:] + vmax[0]), mx_r.addr.eq(host.addr >> 1)]
@@ -639,7 +657,7 @@ class TrainEngine(wiring.Component):
         m.d.sync += [self.host_rvalid.eq(q_v), self.host_rdata.eq(h_data)]
 
         # ------------------------------------------------------------ the sequencer
-        m.d.comb += [self.inp.ready.eq(state == _State.INPUT), gen_start.eq(0),
+        m.d.comb += [self.inp.ready.eq(st_input), gen_start.eq(0),
                      loss.start.eq(0), mx_w.en.eq(0)]
         done_pulse = Signal()
         m.d.comb += done_pulse.eq(0)
@@ -659,7 +677,7 @@ class TrainEngine(wiring.Component):
                                     & (prog_q.in_count == prog.in_count) & (prog_q.in_base == prog.in_base))
 
         def fail(code):
-            return [err.eq(code), err_op.eq(op_idx), error.eq(1), state.eq(_State.IDLE), running.eq(0)]
+            return [err.eq(code), err_op.eq(op_idx), error.eq(1), *go(_State.IDLE), running.eq(0)]
 
         with m.Switch(state):
             with m.Case(_State.IDLE):
@@ -667,7 +685,7 @@ class TrainEngine(wiring.Component):
                     with m.If(prog_bad):
                         m.d.sync += fail(TrainError.BAD_PROGRAM)
                     with m.Else():
-                        m.d.sync += [state.eq(_State.INPUT), in_f.eq(0), in_b.eq(0),
+                        m.d.sync += [*go(_State.INPUT), in_f.eq(0), in_b.eq(0),
                                      in_addr.eq(prog.in_base), in_row.eq(prog.in_base)]
             with m.Case(_State.INPUT):
                 with m.If(self.inp.valid):
@@ -676,7 +694,7 @@ class TrainEngine(wiring.Component):
                         nrow = Mux(nb[:lg] == 0, in_row + 1, in_row) if lg else in_row + 1
                         m.d.sync += [in_f.eq(0), in_b.eq(nb), in_row.eq(nrow), in_addr.eq(nrow)]
                         with m.If(nb == prog.batch):
-                            m.d.sync += [state.eq(_State.FETCH), op_idx.eq(0), fw.eq(0)]
+                            m.d.sync += [*go(_State.FETCH), op_idx.eq(0), fw.eq(0)]
                     with m.Else():
                         m.d.sync += [in_f.eq(in_f + 1), in_addr.eq(in_addr + bw)]
             with m.Case(_State.FETCH):
@@ -687,7 +705,7 @@ class TrainEngine(wiring.Component):
                         with m.If(fw - 1 == i):
                             m.d.sync += desc[name.lower()].eq(dm_r.data)
                 with m.If(fw == FETCH_WORDS):
-                    m.d.sync += state.eq(_State.DECODE)
+                    m.d.sync += go(_State.DECODE)
             with m.Case(_State.DECODE):
                 bad_bound = Signal()
                 m.d.comb += bad_bound.eq((desc.n0 == 0) | (is_contract | is_wgrad)
@@ -697,22 +715,22 @@ class TrainEngine(wiring.Component):
                     m.d.sync += fail(TrainError.BAD_DESC)
                 with m.Elif(is_contract | is_wgrad):
                     m.d.comb += gen_start.eq(1)
-                    m.d.sync += [state.eq(_State.RUN), running.eq(1), vmax.eq(0)]
+                    m.d.sync += [*go(_State.RUN), running.eq(1), vmax.eq(0)]
                 with m.Elif(flags.op == Op.LOSS):
-                    m.d.sync += [state.eq(_State.LOSS), slot.eq(0), loss_phase.eq(0)]
+                    m.d.sync += [*go(_State.LOSS), slot.eq(0), loss_phase.eq(0)]
                 with m.Else():
-                    m.d.sync += [state.eq(_State.ZFILL), zf.eq(0), zf_addr.eq(desc.o_base)]
+                    m.d.sync += [*go(_State.ZFILL), zf.eq(0), zf_addr.eq(desc.o_base)]
             with m.Case(_State.RUN):
                 with m.If(range_err != TrainError.NONE):
                     m.d.sync += fail(range_err)
                 with m.Elif(gen.valid & gen.final):
-                    m.d.sync += [state.eq(_State.DRAIN), running.eq(0),
+                    m.d.sync += [*go(_State.DRAIN), running.eq(0),
                                  drain.eq(Mux(is_contract, contract_drain(), wgrad_drain(L)))]
             with m.Case(_State.DRAIN):
                 m.d.sync += drain.eq(drain - 1)
                 with m.If(drain == 1):
                     m.d.comb += mx_w.en.eq(is_contract)
-                    m.d.sync += state.eq(_State.DONE)
+                    m.d.sync += go(_State.DONE)
             with m.Case(_State.LOSS):
                 with m.Switch(loss_phase):
                     with m.Case(0):
@@ -727,32 +745,32 @@ class TrainEngine(wiring.Component):
                         with m.If(loss.done):
                             m.d.sync += [slot.eq(slot + 1), loss_phase.eq(0)]
                             with m.If(slot == slots_m1):
-                                m.d.sync += state.eq(_State.DONE)
+                                m.d.sync += go(_State.DONE)
             with m.Case(_State.ZFILL):
                 m.d.sync += [zf.eq(zf + 1), zf_addr.eq(zf_addr + 1)]
                 with m.If(zf_addr >= Mux(flags.dst, c.grad_depth, c.act_depth)):
                     m.d.sync += fail(Mux(flags.dst, TrainError.GRAD_RANGE, TrainError.ACT_RANGE))
-                with m.Elif(zf == n0_m1):
-                    m.d.sync += state.eq(_State.DONE)
+                with m.Elif(zf == n_m1[0]):
+                    m.d.sync += go(_State.DONE)
             with m.Case(_State.DONE):
                 # the operation is complete: the next one, or the end of the step
                 with m.If(flags.last):
                     m.d.comb += done_pulse.eq(1)
-                    m.d.sync += [state.eq(_State.IDLE), st.steps.eq(st.steps + 1)]
+                    m.d.sync += [*go(_State.IDLE), st.steps.eq(st.steps + 1)]
                 with m.Elif(op_idx + 1 >= c.desc_depth):
                     m.d.sync += fail(TrainError.DESC_RANGE)
                 with m.Else():
-                    m.d.sync += [op_idx.eq(op_idx + 1), fw.eq(0), state.eq(_State.FETCH)]
+                    m.d.sync += [op_idx.eq(op_idx + 1), fw.eq(0), *go(_State.FETCH)]
 
         # errors are cleared by the host; a soft reset also stops a step
         with m.If(ctl.clear_error | ctl.soft_reset):
             m.d.sync += [error.eq(0), err.eq(TrainError.NONE)]
         with m.If(ctl.soft_reset):
-            m.d.sync += [state.eq(_State.IDLE), running.eq(0)]
+            m.d.sync += [*go(_State.IDLE), running.eq(0)]
 
         # ------------------------------------------------------------ status, counters
         busy = Signal()
-        m.d.comb += busy.eq(state != _State.IDLE)
+        m.d.comb += busy.eq(~st_idle)
         with m.If(busy):
             m.d.sync += st.cycles.eq(st.cycles + 1)
         with m.If(issue):
