@@ -113,3 +113,51 @@ def test_a_set_larger_than_the_cap_is_not_kept(monkeypatch):
     big = fast._buffers(like, [2000])
     assert fast.workspace_bytes() == 4 * (112 + 208) and big[0].numel() == 2000
     fast.clear_workspace()
+
+
+def _interleaved(layers, plans, xs, gys):
+    """Both forwards first, then both backwards (the second forward reuses the block
+    while the first layer's merged matrices wait for their backward)."""
+    runs = []
+    for layer, plan, x in zip(layers, plans, xs):
+        cores = [c.detach().clone().requires_grad_() for c in layer.cores]
+        x = x.clone().requires_grad_()
+        runs.append((x, cores, fast.tt_apply(x, cores, plan)))
+    for (_, _, y), gy in zip(runs, gys):
+        y.backward(gy)
+    return [[y.detach(), x.grad] + [c.grad for c in cores] for x, cores, y in runs]
+
+
+def _merged_plan(shape: TTShape) -> fast.FastPlan:
+    groups = ((0, shape.d),)
+    return fast.FastPlan(groups, ContractionSchedule.from_order(fast._merged_shape(shape, groups), (0,)), 0, 0.0)
+
+
+@pytest.mark.parametrize("alias", [False, True], ids=["fresh", "aliasing-sibling"])
+def test_merged_matrices_survive_another_layers_forward(monkeypatch, one_thread, alias):
+    """The merge's products go through the work block, its result does not: a second
+    layer's forward between the first's forward and backward leaves the first's
+    gradients as computed alone. Sibling: a merge whose result is a view of the block
+    changes them or is refused by autograd."""
+    torch.manual_seed(4)
+    layers = [TTLinear(30, 20, ranks=[3, 4], in_modes=[2, 3, 5], out_modes=[2, 2, 5]).double(),
+              TTLinear(30, 20, ranks=[2, 2], in_modes=[2, 3, 5], out_modes=[2, 2, 5]).double()]
+    plans = [_merged_plan(l.tt_shape) for l in layers]
+    xs = [torch.randn(5, 30, dtype=torch.float64) for _ in layers]
+    gys = [torch.randn(5, 20, dtype=torch.float64) for _ in layers]
+    alone = [_interleaved([l], [p], [x], [g])[0] for l, p, x, g in zip(layers, plans, xs, gys)]
+    if alias:
+        real = fast._Merge2._forward
+
+        def aliasing(ctx, a, b):
+            out = real(ctx, a, b)
+            return fast._buffers(a, [out.numel()])[0].view_as(out).copy_(out)
+
+        monkeypatch.setattr(fast._Merge2, "_forward", staticmethod(aliasing))
+    try:
+        both = _interleaved(layers, plans, xs, gys)
+    except RuntimeError as e:  # autograd refuses a block view modified in place
+        assert alias and "modified inplace" in str(e)
+        return
+    same = all(torch.equal(a, b) for want, got in zip(alone, both) for a, b in zip(want, got))
+    assert same != alias
