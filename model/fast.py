@@ -281,7 +281,8 @@ class _ThreadTuner:
     """Per region of products (a key), the recent wall times at one thread and at
     torch's thread count; :meth:`pick` returns the count of the lower median.
 
-    Each count is tried :data:`TRIES` times first. Afterwards the other count is tried
+    Each count is tried :data:`TRIES` times first (once if one is :data:`CLEAR` times
+    slower than the other). Afterwards the other count is tried
     again after :data:`RETRY` calls, an interval that doubles (up to :data:`RETRY_MAX`)
     while the choice stays and is reset when it changes, so that a slow count costs
     little once known; and at once after a call that took more than :data:`SLOWER`
@@ -290,6 +291,7 @@ class _ThreadTuner:
     """
 
     TRIES = 2
+    CLEAR = 2.0
     KEEP = 4
     RETRY = 16
     RETRY_MAX = 512
@@ -306,15 +308,26 @@ class _ThreadTuner:
     def _best(self, st: dict) -> int:
         return min(st["times"], key=lambda t: self._median(st["times"][t]))
 
+    def _tried(self, times: dict) -> bool:
+        """Both counts tried :data:`TRIES` times, or once each and one :data:`CLEAR`
+        times slower (a busy core: no second slow call)."""
+        if all(len(v) >= self.TRIES for v in times.values()):
+            return True
+        if not all(times.values()):
+            return False
+        a, b = (self._median(v) for v in times.values())
+        return max(a, b) > self.CLEAR * min(a, b)
+
     def pick(self, key, n: int) -> int:
         with self.lock:
             st = self.state.setdefault((key, n), {"times": {1: [], n: []}, "calls": 0, "retry": None,
                                                   "every": self.RETRY, "next": self.RETRY, "best": 1})
             st["calls"] += 1
             times = st["times"]
-            for t in (1, n):  # 1, n, 1, n while trying
-                if len(times[t]) < self.TRIES and len(times[t]) <= len(times[n + 1 - t]):
-                    return t
+            if not self._tried(times):
+                for t in (1, n):  # 1, n, 1, n while trying
+                    if len(times[t]) < self.TRIES and len(times[t]) <= len(times[n + 1 - t]):
+                        return t
             if st["retry"] is not None:
                 t, st["retry"] = st["retry"], None
                 return t
@@ -328,12 +341,12 @@ class _ThreadTuner:
         with self.lock:
             st = self.state[(key, n)]
             other = st["times"][n + 1 - t]
-            if len(other) >= self.TRIES and seconds > self.SLOWER * self._median(other):
+            if self._tried(st["times"]) and seconds > self.SLOWER * self._median(other):
                 st["retry"] = n + 1 - t
             times = st["times"][t]
             times.append(seconds)
             del times[:-self.KEEP]
-            if len(other) >= self.TRIES and len(times) >= self.TRIES:
+            if self._tried(st["times"]):
                 best = self._best(st)
                 if best != st["best"]:
                     st["best"], st["every"] = best, self.RETRY

@@ -23,11 +23,19 @@ def _drive(tuner, cost, calls, n=2, key="k"):
 def test_the_faster_count_is_chosen_after_trying_both(fast_count):
     """Both counts are tried twice, then the faster one runs; the slower one is only
     retried, at intervals that double."""
-    picks = _drive(fast._ThreadTuner(), lambda i, t: 1.0 if t == fast_count else 3.0, 300)
+    picks = _drive(fast._ThreadTuner(), lambda i, t: 1.0 if t == fast_count else 1.5, 300)
     assert picks[:4] == [1, 2, 1, 2]
     slow = [i for i, t in enumerate(picks) if i >= 4 and t != fast_count]
     assert 1 <= len(slow) <= 6  # retries at 16, 32, 64, 128 and 256 calls' intervals
     assert all(slow[k + 1] - slow[k] >= slow[k] - slow[k - 1] for k in range(1, len(slow) - 1))
+
+
+@pytest.mark.parametrize("fast_count", [1, 2])
+def test_a_count_much_slower_is_tried_once(fast_count):
+    """A count more than twice as slow as the other (a busy core) is not tried twice."""
+    picks = _drive(fast._ThreadTuner(), lambda i, t: 1.0 if t == fast_count else 5.0, 15)
+    assert picks[:2] == [1, 2]
+    assert picks[2:] == [fast_count] * 13
 
 
 def test_the_choice_follows_a_change_of_load():
@@ -56,7 +64,7 @@ def test_a_broken_tuner_is_caught():
             super().pick(key, n)
             return 1
 
-    picks = _drive(Stuck(), lambda i, t: 1.0 if t == 2 else 3.0, 100)
+    picks = _drive(Stuck(), lambda i, t: 1.0 if t == 2 else 1.5, 100)
     assert picks[:4] != [1, 2, 1, 2]
 
 
