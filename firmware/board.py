@@ -99,9 +99,9 @@ BOARDS: dict[str, Board] = {
                         bitstream="bin", loader_board="ice40_generic", default_lanes=1,
                         # led 0 is the red LED (error), led 1 the green (heartbeat)
                         led_map=(4, 0),
-                        # one serial requantization unit and 32-bit counters (hw: for the
+                        # one serial requantization unit and 24-bit counters (hw: for the
                         # logic cells, as AccelConfig.for_device("ice40up5k"))
-                        config_overrides=(("serial_requant", 1), ("counter_bits", 32))),
+                        config_overrides=(("serial_requant", 1), ("counter_bits", 24))),
 }
 
 

@@ -24,14 +24,16 @@ from ttforge.errors import ConfigError
 if TYPE_CHECKING:  # pragma: no cover
     from ttforge.ir.executor import IntNetwork
 
-__all__ = ["AccelConfig", "DESC_WORDS", "COUNTER_BITS", "MAX_LANES", "MAX_DEPTH", "MAX_DESC_DEPTH",
+__all__ = ["AccelConfig", "DESC_WORDS", "COUNTER_BITS", "MIN_COUNTER_BITS", "MAX_LANES", "MAX_DEPTH", "MAX_DESC_DEPTH",
            "stream_lane_bits"]
 
 #: 32-bit words per step descriptor (``docs/hardware.md``, "Descriptor").
 DESC_WORDS = 24
 #: Width of the performance counter registers (``<NAME>_LO``/``<NAME>_HI``); the counters
-#: themselves count ``counter_bits`` (32..COUNTER_BITS) of them.
+#: themselves count ``counter_bits`` (MIN_COUNTER_BITS..COUNTER_BITS) of them.
 COUNTER_BITS = 48
+#: Narrowest performance counters (``counter_bits``): 2**24 cycles is 1.4 s at 12 MHz.
+MIN_COUNTER_BITS = 24
 MAX_LANES = 64
 #: Largest memory depth in elements (addresses are held in 32-bit descriptor words;
 #: this bound keeps the AXI4-Lite windows inside a 32-bit address space).
@@ -88,9 +90,10 @@ class AccelConfig:
         cycle, with the element-output timing of ``docs/hardware.md``). Saves the area
         of ``lanes - 1`` requantization units (small FPGAs).
     counter_bits : int
-        Width of the performance counters, 32..48 (default 48). The counter registers
+        Width of the performance counters, 24..48 (default 48). The counter registers
         stay 48 bits (``<NAME>_LO``/``<NAME>_HI``); bits at and above ``counter_bits``
-        read 0 and the counters wrap at ``2**counter_bits``. 32 saves area on small FPGAs.
+        read 0 and the counters wrap at ``2**counter_bits``. Narrower counters save
+        logic cells on small FPGAs (24: 2**24 cycles, 1.4 s at 12 MHz).
     buf_ports : int
         Ports of each ping-pong buffer: 2 (the default) a read port and a write port (a
         simple dual-port memory: block RAM); 1 one port whose address is the writer's in
@@ -145,7 +148,7 @@ class AccelConfig:
                                   f"use {min(max(_round_up(max(v, 1), L), L), MAX_DEPTH)}")
         self._range("desc_depth", 1, MAX_DESC_DEPTH)
         self._range("serial_requant", 0, 1)
-        self._range("counter_bits", 32, COUNTER_BITS)
+        self._range("counter_bits", MIN_COUNTER_BITS, COUNTER_BITS)
         self._range("buf_ports", 1, 2)
         E = self.stream_elems
         if not _is_pow2(E) or E * stream_lane_bits(self.act_bits) > MAX_TDATA_BITS:
@@ -178,6 +181,21 @@ class AccelConfig:
         return (4 * self.region_bytes - 1).bit_length()
 
     @property
+    def addr_bits(self) -> int:
+        """Bits of an element address: the largest memory's, at least ``log2 lanes`` and 1."""
+        lg = self.lanes.bit_length() - 1
+        return max((max(self.core_depth, self.bias_depth, self.buf_depth) - 1).bit_length(), lg, 1)
+
+    @property
+    def loop_bits(self) -> int:
+        """Width of the engine's loop counters, ``addr_bits + 1``: a descriptor loop bound
+        ``N0..N3`` is at most ``2**loop_bits - 1`` (a larger one stops the engine with
+        ``BOUND_ZERO``). Every compiled bound is at most the largest memory depth (one
+        loop covers a row, a reduction or a core of a buffer or CMEM), so the compiler
+        never meets the limit; a hand-written descriptor can."""
+        return self.addr_bits + 1
+
+    @property
     def tdata_bits(self) -> int:
         """Width of ``s_axis_tdata`` / ``m_axis_tdata``."""
         return self.stream_elems * stream_lane_bits(self.act_bits)
@@ -206,7 +224,7 @@ class AccelConfig:
         ``"ice40up5k"``: 8-bit activations and cores, 16-bit intermediates and biases,
         32-bit accumulators, ``core_depth=1024``, ``bias_depth=128``, ``buf_depth=1024``,
         ``desc_depth=16``, one serial requantization unit (``serial_requant=1``) and
-        32-bit performance counters (``counter_bits=32``), for the logic cells: at
+        24-bit performance counters (``counter_bits=24``), for the logic cells: at
         ``lanes <= 4`` the memories fit the UP5K's 30
         4-kbit EBRs (the defaults of :class:`AccelConfig` need more block RAM than the
         UP5K has). ``"ecp5-85f"``: the :class:`AccelConfig` defaults. ``overrides``
@@ -215,7 +233,7 @@ class AccelConfig:
         presets: dict[str, dict[str, int]] = {
             "ice40up5k": dict(act_bits=8, core_bits=8, inter_bits=16, acc_bits=32, bias_bits=16,
                               core_depth=1024, bias_depth=128, buf_depth=1024, desc_depth=16,
-                              serial_requant=1, counter_bits=32),
+                              serial_requant=1, counter_bits=24),
             "ecp5-85f": {},
         }
         key = str(device).lower()

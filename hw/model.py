@@ -119,7 +119,7 @@ def _step(d: Descriptor, s: int, cfg: AccelConfig, bufs: np.ndarray, cmem: np.nd
     """Execute descriptor ``d`` (step ``s``) in place; returns (dst, extent written)."""
     L = cfg.lanes
     N = tuple(int(n) for n in d.N)
-    if min(N) == 0:
+    if min(N) == 0 or max(N) >> cfg.loop_bits:   # the engine's loop counters
         raise EngineError(ErrorCode.BOUND_ZERO, s, f"N={list(N)}")
     if not 2 <= d.SAT_BITS <= cfg.inter_bits:
         raise EngineError(ErrorCode.SAT_BITS, s, f"SAT_BITS={d.SAT_BITS}, inter_bits={cfg.inter_bits}")

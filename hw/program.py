@@ -405,7 +405,15 @@ def compile_program(net: "IntNetwork", config: AccelConfig) -> Program:
             cmem[s.c_base:s.c_base + s.c_size] = blk.reshape(nb, L, s.K).transpose(0, 2, 1).reshape(-1)
         if s.bias:
             bmem[s.b_base:s.b_base + layer.out_features] = layer.bias
-    descriptors = tuple(encode_descriptor(_descriptor_for(s, L)) for s in plan.steps)
+    descs = [_descriptor_for(s, L) for s in plan.steps]
+    for s, d in zip(plan.steps, descs):
+        # unreachable for a schedule whose loops each stay inside one memory: the
+        # engine's counters hold bounds below 2**loop_bits (AccelConfig.loop_bits)
+        if max(d.N) >> config.loop_bits:
+            raise ConfigError(f"does not fit: step {s.index}'s loop bound {max(d.N)} needs more than "
+                              f"loop_bits={config.loop_bits} (the largest memory's address bits + 1); "
+                              f"raise core_depth, bias_depth or buf_depth")
+    descriptors = tuple(encode_descriptor(d) for d in descs)
     return Program(config=config, steps=plan.steps, descriptors=descriptors, cmem=_frozen(cmem),
                    bmem=_frozen(bmem), in_count=plan.in_count, in_pad=plan.in_pad,
                    out_count=plan.out_count, out_buf=plan.out_buf,

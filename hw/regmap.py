@@ -167,7 +167,7 @@ class ErrorCode(enum.IntEnum):
     """``ERROR_CODE.CODE`` values (``docs/hardware.md``, "Errors")."""
 
     NONE = 0
-    BOUND_ZERO = 1      #: a loop bound N0..N3 is 0
+    BOUND_ZERO = 1      #: a loop bound N0..N3 is 0 or at least 2**loop_bits
     SAT_BITS = 2        #: SAT_BITS outside 2..inter_bits
     MISALIGNED = 3      #: a word access not at a multiple of L, or a word output with O_LANE != 1
     BUF_RANGE = 4       #: a buffer address at or beyond buf_depth (reads, writes, ZFILL)
@@ -183,7 +183,8 @@ class ErrorCode(enum.IntEnum):
 
 ERROR_TEXT = {
     ErrorCode.NONE: "no error",
-    ErrorCode.BOUND_ZERO: "a descriptor loop bound N0..N3 is 0",
+    ErrorCode.BOUND_ZERO: "a descriptor loop bound N0..N3 is 0, or at least 2**loop_bits "
+                          "(AccelConfig.loop_bits: the largest memory's address bits + 1)",
     ErrorCode.SAT_BITS: "descriptor SAT_BITS is outside 2..inter_bits",
     ErrorCode.MISALIGNED: "a word access at an element address that is not a multiple of L, "
                           "or a word output (mode 0, OUT_WORD) with O_LANE != 1",

@@ -86,10 +86,13 @@ class Controller(wiring.Component):
         enable, soft_reset = ct.enable, ct.soft_reset
 
         # checks of the program registers, registered (they are written while disabled)
+        # (IN_PAD <= buf_depth < 2**AWP, so IN_COUNT > IN_PAD is IN_COUNT's high bits or
+        # an AWP-bit compare: no 32-bit comparator)
         prog_bad = Signal()
-        m.d.sync += prog_bad.eq((pg.in_count == 0) | (pg.in_count > pg.in_pad)
-                                | (pg.in_pad > c.buf_depth) | (pg.out_count == 0)
-                                | (pg.out_count > c.buf_depth))
+        hi = pg.in_count[AWP:].any() | pg.in_pad[AWP:].any() | pg.out_count[AWP:].any()
+        m.d.sync += prog_bad.eq(hi | (pg.in_count == 0) | (pg.in_count[:AWP] > pg.in_pad[:AWP])
+                                | (pg.in_pad[:AWP] > c.buf_depth) | (pg.out_count == 0)
+                                | (pg.out_count[:AWP] > c.buf_depth))
         # (when the registers pass these checks every count fits in AWP bits, so the
         # comparisons below use AWP bits)
         last_idx = Signal(AWP)                # IN_COUNT - 1
@@ -97,7 +100,7 @@ class Controller(wiring.Component):
         has_pad = Signal()                    # IN_PAD > IN_COUNT
         pad_last = Signal(AWP)                # IN_PAD - 1
         m.d.sync += [last_idx.eq(pg.in_count - 1), one_elem.eq(pg.in_count == 1),
-                     has_pad.eq(pg.in_pad > pg.in_count), pad_last.eq(pg.in_pad - 1),
+                     has_pad.eq(pg.in_pad[:AWP] > pg.in_count[:AWP]), pad_last.eq(pg.in_pad - 1),
                      self.out_last.eq(pg.out_count - 1)]
 
         # one-hot flops beside `state`, written with every assignment of it (go() below):

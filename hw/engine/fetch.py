@@ -92,7 +92,8 @@ class DescriptorFetch(wiring.Component):
                             m.d.sync += field.eq(d)
                         elif name in BOUND_WORDS:
                             m.d.sync += field.eq(d - 1)
-                            with m.If(d == 0):
+                            # a bound above the cw-bit counters is refused, not truncated
+                            with m.If((d == 0) | d[g.cw:].any()):
                                 m.d.sync += bound_zero.eq(1)
                         else:
                             m.d.sync += field.eq(saturate_value(d, aw))

@@ -17,7 +17,8 @@ class Geometry:
     """What every component of one engine needs to know about its configuration.
 
     ``L`` lanes (``lg = log2 L``); element addresses are ``aw`` bits, held saturating in
-    ``awp = aw + 1`` bits (``ttforge.hw.blocks``); loop counters are ``cw = 32`` bits;
+    ``awp = aw + 1`` bits (``ttforge.hw.blocks``); loop counters are ``cw =
+    AccelConfig.loop_bits = aw + 1`` bits (the fetch refuses a larger bound);
     ``nvw`` bits count valid lanes (0..L); ``eb`` bits hold an in-range buffer element
     address; ``serial``: every result leaves through the serial element writer (one
     requantization unit, ``serial_requant``)."""
@@ -34,14 +35,15 @@ class Geometry:
 
     @property
     def aw(self) -> int:
-        c = self.config
-        return max(ceil_log2(max(c.core_depth, c.bias_depth, c.buf_depth)), self.lg, 1)
+        return self.config.addr_bits
 
     @property
     def awp(self) -> int:
         return self.aw + 1
 
-    cw: int = 32
+    @property
+    def cw(self) -> int:
+        return self.config.loop_bits
 
     @property
     def nvw(self) -> int:

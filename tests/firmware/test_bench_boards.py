@@ -117,7 +117,7 @@ def test_device_memory_and_the_dense_model(bench):
 
 MNIST_ICE = dict(lanes=1, act_bits=8, core_bits=4, inter_bits=16, acc_bits=26, bias_bits=15,
                  core_depth=21184, bias_depth=522, buf_depth=14336, desc_depth=5,
-                 stream_elems=1, serial_requant=1, counter_bits=32)
+                 stream_elems=1, serial_requant=1, counter_bits=24)
 
 
 def test_fit_precheck_names_the_spram_limit(bench):

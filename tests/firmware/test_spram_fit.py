@@ -14,7 +14,7 @@ from ttforge.hw.synth import single_port_script, synth_extras
 
 MNIST_ICE = dict(lanes=1, act_bits=8, core_bits=4, inter_bits=16, acc_bits=26, bias_bits=15,
                  core_depth=21184, bias_depth=524, buf_depth=14336, desc_depth=5,
-                 serial_requant=1, counter_bits=32)
+                 serial_requant=1, counter_bits=24)
 
 
 @pytest.mark.parametrize("fields,blocks", [

@@ -48,7 +48,7 @@ def test_short_run_writes_every_stage_and_verifies_exactly(default_build):
     assert np.array_equal(v["expected"], v["got"])
     # the RTL simulated the accelerator the iCEBreaker build would hold (board sizing)
     acc = json.loads((default_build / "compile" / "config.json").read_text())
-    assert acc["lanes"] == 1 and acc["serial_requant"] == 1 and acc["counter_bits"] == 32
+    assert acc["lanes"] == 1 and acc["serial_requant"] == 1 and acc["counter_bits"] == 24
     assert json.loads((default_build / "rtl" / "config.json").read_text()) == acc
     assert (default_build / "report.html").is_file() and (default_build / "report.md").is_file()
     assert not [p for p in default_build.iterdir() if p.name.startswith(".")]  # no temporaries

@@ -36,7 +36,7 @@ def test_defaults_are_valid_and_resolve_the_address_width():
     ({"stream_elems": 256}, r"stream_elems=256"),
     ({"axil_addr_bits": 8}, r"axil_addr_bits=8 must be in 16\.\.32"),
     ({"serial_requant": 2}, r"serial_requant=2 must be in 0\.\.1"),
-    ({"counter_bits": 24}, r"counter_bits=24 must be in 32\.\.48"),
+    ({"counter_bits": 23}, r"counter_bits=23 must be in 24\.\.48"),
 ])
 def test_bad_fields_are_named(kwargs, pattern):
     with pytest.raises(ConfigError, match=pattern) as e:
@@ -46,7 +46,7 @@ def test_bad_fields_are_named(kwargs, pattern):
 
 def test_device_presets():
     c = AccelConfig.for_device("ice40up5k", 4)
-    assert c.lanes == 4 and c.serial_requant == 1 and c.buf_depth == 1024 and c.counter_bits == 32
+    assert c.lanes == 4 and c.serial_requant == 1 and c.buf_depth == 1024 and c.counter_bits == 24
     assert AccelConfig.for_device("ecp5-85f", 16) == AccelConfig(lanes=16)
     assert AccelConfig.for_device("ice40up5k", 2, buf_depth=512).buf_depth == 512
     with pytest.raises(ConfigError, match="device='x' has no preset"):

@@ -222,6 +222,7 @@ def _descriptor_faults(prog, cfg):
     m1 = next(i for i, s in enumerate(steps) if s.mode == 1)
     cases = [
         ("bound 0", last, {"N": (1, 0, 1, 1)}, "BOUND_ZERO"),
+        ("bound beyond the loop counters", last, {"N": (1, 1 << cfg.loop_bits, 1, 1)}, "BOUND_ZERO"),
         ("SAT_BITS 1", 0, {"SAT_BITS": 1}, "SAT_BITS"),
         ("SAT_BITS > inter_bits", last, {"SAT_BITS": cfg.inter_bits + 1}, "SAT_BITS"),
         ("LAST_LANES 0", m1, {"LAST_LANES": 0}, "LAST_LANES"),
@@ -290,6 +291,16 @@ def test_bad_globals(bad):
     """Bad program registers: error GLOBALS, the vector is drained, then all is well."""
     net, cfg, prog, X = _small()
     bad = {k: (cfg.buf_depth + 1 if v >= 1 << 16 else v) for k, v in bad.items()}
+    _error_then_recover(prog, X, net, cfg, bad_load={"globals_": bad},
+                        expect_code=ERROR_CODES["GLOBALS"])
+
+
+@pytest.mark.parametrize("reg", ["IN_COUNT", "IN_PAD", "OUT_COUNT"])
+def test_bad_globals_in_the_high_bits(reg):
+    """A program register whose low bits are valid and bit 31 set (the controller checks
+    the high bits apart from its address-width comparisons): error GLOBALS."""
+    net, cfg, prog, X = _small()
+    bad = {reg: prog.globals[reg] | 1 << 31}
     _error_then_recover(prog, X, net, cfg, bad_load={"globals_": bad},
                         expect_code=ERROR_CODES["GLOBALS"])
 
@@ -428,9 +439,10 @@ def test_serial_requant_is_bit_exact_and_follows_the_model(lanes, seed):
         quiet.counters["cycles"]
 
 
-def test_32_bit_counters_count_the_same():
+@pytest.mark.parametrize("bits", [32, 24])
+def test_narrow_counters_count_the_same(bits):
     net = random_net(37)
-    cfg = config_for(net, 4, counter_bits=32)
+    cfg = config_for(net, 4, counter_bits=bits)
     prog = compile_program(net, cfg)
     X = random_inputs(net, 2, 2)
     golden, traces = execute_traced(net, X)

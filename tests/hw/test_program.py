@@ -239,6 +239,43 @@ def test_malformed_descriptors_set_the_error_code(field, value, code):
     assert e.value.code == code and e.value.step == 0
 
 
+def test_a_bound_beyond_the_loop_counters_is_refused_not_truncated():
+    """N1 = 2**loop_bits would read as 0 in loop_bits-bit counters: BOUND_ZERO; the
+    largest bound that fits (sibling) passes the check and fails later, on its range."""
+    net, cfg, p = _one_step_program()
+    assert cfg.loop_bits == cfg.addr_bits + 1 < 32
+    d = p.descriptor(0)
+    x = np.zeros((1, 5), dtype=np.int64)
+    codes = []
+    for n in (1 << cfg.loop_bits, (1 << cfg.loop_bits) - 1):
+        bad = Descriptor(**{**d.__dict__, "N": (d.N[0], n) + tuple(d.N[2:])})
+        with pytest.raises(EngineError) as e:
+            run_program(p.with_words(descriptors=[encode_descriptor(bad)] + list(p.descriptors[1:])), cfg, x)
+        codes.append(e.value.code)
+    assert codes[0] == ErrorCode.BOUND_ZERO and codes[1] != ErrorCode.BOUND_ZERO
+
+
+def test_compiled_bounds_fit_the_loop_counters():
+    """Every loop bound compile_program emits is at most the largest memory depth."""
+    net, cfg, p = _one_step_program()
+    depth = max(cfg.core_depth, cfg.bias_depth, cfg.buf_depth)
+    assert max(max(p.descriptor(s).N) for s in range(len(p.steps))) <= depth < 1 << cfg.loop_bits
+
+
+def test_compile_refuses_a_bound_beyond_the_loop_counters(monkeypatch):
+    """A (hypothetical) schedule loop longer than the counters is one error naming the
+    field; with the counters one bit wider (sibling) the same program compiles."""
+    from ttforge.errors import ConfigError
+
+    net, cfg, p = _one_step_program()
+    nb = max(max(p.descriptor(s).N) for s in range(len(p.steps))).bit_length()
+    monkeypatch.setattr(AccelConfig, "loop_bits", property(lambda c: nb - 1))
+    with pytest.raises(ConfigError, match=r"does not fit: step \d+'s loop bound \d+ needs more than loop_bits="):
+        compile_program(net, cfg)
+    monkeypatch.setattr(AccelConfig, "loop_bits", property(lambda c: nb))
+    compile_program(net, cfg)
+
+
 def test_more_engine_errors():
     net, cfg, p = _one_step_program()
     x = np.zeros((1, 5), dtype=np.int64)
