@@ -249,8 +249,9 @@ def batch_bucket(batch: int) -> int:
 
 def plan_for(shape: TTShape, batch: int, threads: int | None = None) -> FastPlan:
     """The cheapest plan for ``shape`` and a batch of ``batch`` samples on ``threads``
-    threads (default: torch's intra-op threads), cached per power-of-two bucket of the
-    batch; the chunk size is the bucket's."""
+    threads (default: the products' threads under :data:`THREADS`; under ``"auto"`` the
+    one-thread plan, whose cache-sized chunks both counts run), cached per power-of-two
+    bucket of the batch; the chunk size is the bucket's."""
     if threads is None:
         threads = (torch.get_num_threads() if THREADS is None
                    else 1 if THREADS == "auto" else min(THREADS, torch.get_num_threads()))
