@@ -90,8 +90,11 @@ class ResultWriter(wiring.Component):
         q1_e = Signal(EB)
         q1_blane = Signal(g.lane_bits)
 
+        # the deposit (running & res_valid) registered a cycle ahead from the MAC's
+        # announcement: a local flop, not the controller's high fan-out `running`, drives
+        # the result and lane registers (a flush empties the MAC, so none follows it)
         deposit = Signal()
-        m.d.comb += deposit.eq(running & self.res_valid)
+        m.d.sync += deposit.eq(running & self.pre_valid & ~self.flush)
         with m.If(deposit):
             m.d.sync += R.eq(self.res)
         m.d.sync += R_v.eq(deposit & ~elem_out)
