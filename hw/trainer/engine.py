@@ -495,7 +495,9 @@ class TrainEngine(wiring.Component):
             depth += 1
         assert depth == _tree_latency(L)
         upd_fault = {"drop_word": "drop_word", "update_sign": "sign"}.get(fault)
-        m.submodules.update = upd = UpdateUnit(AB, max(tc.master_bits, tc.bias_bits), aw, fault=upd_fault)
+        # the shift is held from the fetch: its decoders are registered in the unit
+        m.submodules.update = upd = UpdateUnit(AB, max(tc.master_bits, tc.bias_bits), aw, fault=upd_fault,
+                                               held_shift=True)
         m.d.comb += [upd.shift.eq(flags.shift), upd.stochastic.eq(prog.stoch),
                      upd.bits.eq(Mux(flags.dst, tc.bias_bits, tc.master_bits)),
                      upd.in_valid.eq(lv_v), upd.v.eq(lvl[0]), upd.addr.eq(lv_o),

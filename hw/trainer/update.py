@@ -341,6 +341,11 @@ class UpdateUnit(wiring.Component):
     fault : str or None
         ``"drop_word"``, ``"sign"``, ``"round_tie"`` or ``"pre_shift"`` for the tests
         that must fail.
+    held_shift : bool
+        ``True``: the shift amounts and masks are decoded from ``shift`` into registers
+        every cycle, so ``shift`` must hold its value from at least the cycle before an
+        element (the training engine holds it for a whole operation). Takes the decoders
+        (comparisons of ``s``) off the cycle of the element's first stage.
 
     Attributes
     ----------
@@ -369,8 +374,10 @@ class UpdateUnit(wiring.Component):
 
     LATENCY = 5
 
-    def __init__(self, acc_bits: int, stored_bits_max: int, addr_width: int, *, fault=None):
+    def __init__(self, acc_bits: int, stored_bits_max: int, addr_width: int, *, fault=None,
+                 held_shift: bool = False):
         self.fault = _check_fault(fault, "UpdateUnit")
+        self.held_shift = bool(held_shift)
         self.acc_bits = _int_param("acc_bits", acc_bits, 2, 63)
         self.stored_bits_max = _int_param("stored_bits_max", stored_bits_max, 2, 32)
         self.addr_width = _int_param("addr_width", addr_width, 1, 32)
@@ -456,10 +463,15 @@ class UpdateUnit(wiring.Component):
         m.d.comb += k0.eq(Mux(s0 > 0, 0, Mux(neg0 > B + 2, B + 2, neg0)))
         r0 = Signal(5)
         m.d.comb += r0.eq(Mux(s0 > 32, 31, Mux(s0 < 1, 0, s0 - 1)))
+        left0 = s0 <= 0
+        if self.held_shift:          # decoded a cycle ahead from the held shift
+            mask, half, pre0, k0, r0, left0 = (stage(f"{n}_h", x.shape(), x) for n, x in (
+                ("mask", mask), ("half", half), ("pre0", pre0), ("k0", k0), ("r0", r0),
+                ("left0", left0)))
         # stage 1
         v1 = stage("v1", signed(ab), self.v)
         add1 = stage("add1", 32, Mux(self.stochastic, gen.word & mask, half))
-        left1 = stage("left1", 1, s0 <= 0)
+        left1 = stage("left1", 1, left0)
         pre1 = stage("pre1", range(ab + 1), pre0)
         k1 = stage("k1", range(B + 3), k0)
         r1 = stage("r1", 5, r0)

@@ -217,9 +217,10 @@ class Op:
         self.v = np.asarray(v, dtype=np.int64)
 
 
-def simulate_update(dut, ops, mem0, seed, rng, gap=0.0):
+def simulate_update(dut, ops, mem0, seed, rng, gap=0.0, hold=False):
     """Stream the ops' elements through ``dut`` (a gap with probability ``gap``), a memory
-    model answering ``rd_addr`` one cycle later and recording writes. Returns the memory,
+    model answering ``rd_addr`` one cycle later and recording writes (``hold``: an idle
+    cycle presenting each op's shift before its first element). Returns the memory,
     the generator state, the words drawn and the ``(address, value, changed)`` of every
     write."""
     mem = dict(mem0)
@@ -232,6 +233,9 @@ def simulate_update(dut, ops, mem0, seed, rng, gap=0.0):
         earliest = last_accept.get(op.base, -10**9) + L + 1   # no read while a write is in flight
         while cycle < earliest:
             elems.append(None)
+            cycle += 1
+        if hold:
+            elems.append(op.s)
             cycle += 1
         for i, v in enumerate(op.v.tolist()):
             while rng.random() < gap:
@@ -250,8 +254,10 @@ def simulate_update(dut, ops, mem0, seed, rng, gap=0.0):
         drawn = 0
         changed = []
         for e in elems:
-            if e is None:
+            if e is None or isinstance(e, int):
                 ctx.set(dut.in_valid, 0)
+                if e is not None:
+                    ctx.set(dut.shift, e)
             else:
                 s, st, b, a, v = e
                 ctx.set(dut.in_valid, 1)
@@ -364,14 +370,14 @@ def make_ops(rng, acc_bits, bits_choices, shifts, n_per_op, regions, wrap_region
 
 
 def check_update(acc_bits, B, bits_choices, shifts, n_per_op, gap, seed, fault=None, regions=6,
-                 exact=False):
+                 exact=False, held=False, hold=None):
     """Random ops through the unit and through the golden (``exact``: the spec on Python
     integers). Returns ``(ops, memory got, memory expected, (state, drawn, writes) got,
     the same expected)``; the memories as arrays in address order."""
     rng = random.Random(seed)
     ops, mem0 = make_ops(rng, acc_bits, bits_choices, shifts, n_per_op, regions, wrap_region=exact)
-    dut = UpdateUnit(acc_bits, B, ceil_addr(regions * 64), fault=fault)
-    got = simulate_update(dut, ops, mem0, seed, rng, gap=gap)
+    dut = UpdateUnit(acc_bits, B, ceil_addr(regions * 64), fault=fault, held_shift=held)
+    got = simulate_update(dut, ops, mem0, seed, rng, gap=gap, hold=held if hold is None else hold)
     exp = golden_update(ops, mem0, seed, exact=exact)
     keys = sorted(mem0)
     return (ops, np.array([got[0][k] for k in keys]), np.array([exp[0][k] for k in keys]),
@@ -406,6 +412,19 @@ def test_update_unit_equals_golden(acc_bits, B, widths, gap):
     assert np.array_equal(got, exp)
     assert (gs, gd) == (es, ed)
     assert ed > 900 and sum(c for _, _, c in ew) > 500
+
+
+@pytest.mark.parametrize("hold", [True, False])
+def test_update_unit_held_shift(hold):
+    # held_shift (the engine's unit): equal to the golden when the shift is presented a
+    # cycle before each operation; not when it changes with the operation's first element
+    ops, got, exp, (gs, gd, gw), (es, ed, ew) = check_update(
+        40, 24, (8, 24), range(-45, 71), 8, 0.0, seed=0x5eed, held=True, hold=hold)
+    if hold:
+        assert first_divergence(ops, gw, ew) is None, first_divergence(ops, gw, ew)
+        assert np.array_equal(got, exp) and (gs, gd) == (es, ed)
+    else:
+        assert first_divergence(ops, gw, ew) is not None
 
 
 def test_update_unit_small_widths():
