@@ -48,3 +48,11 @@ def test_apt_get_runs_with_sudo_only_for_a_user(uid, prefix, tmp_path):
     assert r.returncode == 0, r.stderr
     assert [ln.split(" install")[0] for ln in r.stdout.splitlines()] == [
         f"{prefix}apt-get update", f"{prefix}apt-get"]
+
+
+def test_ci_runs_the_readme_test_command():
+    """.ci/run runs the same pytest invocation as the README's fresh-machine line."""
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    readme_cmd = next(line for block in SHELL_BLOCKS for line in block.splitlines()
+                      if "apt-get" in line).rsplit("&& ", 1)[1].strip()
+    assert readme_cmd in [line.strip() for line in ci], readme_cmd
