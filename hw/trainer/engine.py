@@ -496,8 +496,10 @@ class TrainEngine(wiring.Component):
         assert depth == _tree_latency(L)
         upd_fault = {"drop_word": "drop_word", "update_sign": "sign"}.get(fault)
         # the shift is held from the fetch: its decoders are registered in the unit
+        # the old value is read from the block outputs registered as they leave (q_cm,
+        # q_bm), then selected: late_read
         m.submodules.update = upd = UpdateUnit(AB, max(tc.master_bits, tc.bias_bits), aw, fault=upd_fault,
-                                               held_shift=True)
+                                               held_shift=True, late_read=True)
         m.d.comb += [upd.shift.eq(flags.shift), upd.stochastic.eq(prog.stoch),
                      upd.bits.eq(Mux(flags.dst, tc.bias_bits, tc.master_bits)),
                      upd.in_valid.eq(lv_v), upd.v.eq(lvl[0]), upd.addr.eq(lv_o),
@@ -565,7 +567,6 @@ class TrainEngine(wiring.Component):
             m.d.comb += [cm_r.addr.eq(upd.rd_addr), bm_r.addr.eq(upd.rd_addr)]
         with m.Else():
             m.d.comb += [cm_r.addr.eq(gen.v_addr), bm_r.addr.eq(bias_addr)]
-        m.d.comb += upd.rd_data.eq(Mux(flags.dst, bm_r.data, cm_r.data))
         # CMEM / BMEM writes: the host, or the update
         hw_cm = host_idle & host.we & (host.sel == HostSel.CMEM)
         hw_bm = host_idle & host.we & (host.sel == HostSel.BMEM)
@@ -640,6 +641,9 @@ class TrainEngine(wiring.Component):
         m.d.sync += [q_v.eq(h_v), q_sel.eq(h_sel), q_lane.eq(h_lane), q_half.eq(h_half),
                      q_grad.eq(grad_r.data), q_dm.eq(dm_r.data),
                      q_cm.eq(cm_r.data), q_bm.eq(bm_r.data), q_mx.eq(mx_r.data), q_lm.eq(lm_r.data)]
+        # the update's old value, a cycle after the read (UpdateUnit(late_read=True)): a
+        # block output through the select to the unit did not fit the clock
+        m.d.comb += upd.rd_data.eq(Mux(flags.dst, q_bm, q_cm))
         h_data = Signal(32)
         with m.Switch(q_sel):
             with m.Case(HostSel.DMEM):

@@ -346,6 +346,10 @@ class UpdateUnit(wiring.Component):
         every cycle, so ``shift`` must hold its value from at least the cycle before an
         element (the training engine holds it for a whole operation). Takes the decoders
         (comparisons of ``s``) off the cycle of the element's first stage.
+    late_read : bool
+        ``True``: ``rd_data`` returns the old value two cycles after ``in_valid``, not one
+        (the engine registers the block outputs before its CMEM/BMEM select). Same
+        ``LATENCY``: the value skips the stage-2 register it would otherwise wait in.
 
     Attributes
     ----------
@@ -375,9 +379,10 @@ class UpdateUnit(wiring.Component):
     LATENCY = 5
 
     def __init__(self, acc_bits: int, stored_bits_max: int, addr_width: int, *, fault=None,
-                 held_shift: bool = False):
+                 held_shift: bool = False, late_read: bool = False):
         self.fault = _check_fault(fault, "UpdateUnit")
         self.held_shift = bool(held_shift)
+        self.late_read = bool(late_read)
         self.acc_bits = _int_param("acc_bits", acc_bits, 2, 63)
         self.stored_bits_max = _int_param("stored_bits_max", stored_bits_max, 2, 32)
         self.addr_width = _int_param("addr_width", addr_width, 1, 32)
@@ -491,7 +496,8 @@ class UpdateUnit(wiring.Component):
         vc2 = stage("vc2", signed(B + 3), _clip(v1, lim1))     # |.| <= 2^(B+1)
         t2 = stage("t2", B + 2, Cat(*[e1 == i for i in range(B + 2)]))
         add2 = stage("add2", 32, add1)
-        w2 = stage("w2", signed(B), self.rd_data)
+        # w is not used before stage 4: a read answered a cycle later enters at w3
+        w2 = self.rd_data if self.late_read else stage("w2", signed(B), self.rd_data)
         left2 = stage("left2", 1, left1)
         k2 = stage("k2", range(B + 3), k1)
         r2 = stage("r2", 5, r1)

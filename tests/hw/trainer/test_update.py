@@ -217,10 +217,10 @@ class Op:
         self.v = np.asarray(v, dtype=np.int64)
 
 
-def simulate_update(dut, ops, mem0, seed, rng, gap=0.0, hold=False):
+def simulate_update(dut, ops, mem0, seed, rng, gap=0.0, hold=False, late=False):
     """Stream the ops' elements through ``dut`` (a gap with probability ``gap``), a memory
-    model answering ``rd_addr`` one cycle later and recording writes (``hold``: an idle
-    cycle presenting each op's shift before its first element). Returns the memory,
+    model answering ``rd_addr`` one cycle later (``late``: two) and recording writes
+    (``hold``: an idle cycle presenting each op's shift before its first element). Returns the memory,
     the generator state, the words drawn and the ``(address, value, changed)`` of every
     write."""
     mem = dict(mem0)
@@ -253,6 +253,7 @@ def simulate_update(dut, ops, mem0, seed, rng, gap=0.0, hold=False):
         ctx.set(dut.rng_load, 0)
         drawn = 0
         changed = []
+        pend = None                     # late: the word read at the previous edge
         for e in elems:
             if e is None or isinstance(e, int):
                 ctx.set(dut.in_valid, 0)
@@ -273,8 +274,13 @@ def simulate_update(dut, ops, mem0, seed, rng, gap=0.0, hold=False):
                 changed.append((wa, wd, ctx.get(dut.changed)))
             drawn += ctx.get(dut.drew)
             await ctx.tick()
-            if rd_en:                    # non-transparent: the value before this edge's write
-                ctx.set(dut.rd_data, mem[rd_addr])
+            val = mem[rd_addr] if rd_en else None   # non-transparent: before this edge's write
+            if late:
+                if pend is not None:
+                    ctx.set(dut.rd_data, pend)
+                pend = val
+            elif rd_en:
+                ctx.set(dut.rd_data, val)
             if wr_en:
                 mem[wa] = wd
         res.update(state=ctx.get(dut.rng_state), drawn=drawn, changed=changed)
@@ -370,14 +376,16 @@ def make_ops(rng, acc_bits, bits_choices, shifts, n_per_op, regions, wrap_region
 
 
 def check_update(acc_bits, B, bits_choices, shifts, n_per_op, gap, seed, fault=None, regions=6,
-                 exact=False, held=False, hold=None):
+                 exact=False, held=False, hold=None, late_read=False, late=None):
     """Random ops through the unit and through the golden (``exact``: the spec on Python
     integers). Returns ``(ops, memory got, memory expected, (state, drawn, writes) got,
     the same expected)``; the memories as arrays in address order."""
     rng = random.Random(seed)
     ops, mem0 = make_ops(rng, acc_bits, bits_choices, shifts, n_per_op, regions, wrap_region=exact)
-    dut = UpdateUnit(acc_bits, B, ceil_addr(regions * 64), fault=fault, held_shift=held)
-    got = simulate_update(dut, ops, mem0, seed, rng, gap=gap, hold=held if hold is None else hold)
+    dut = UpdateUnit(acc_bits, B, ceil_addr(regions * 64), fault=fault, held_shift=held,
+                     late_read=late_read)
+    got = simulate_update(dut, ops, mem0, seed, rng, gap=gap, hold=held if hold is None else hold,
+                          late=late_read if late is None else late)
     exp = golden_update(ops, mem0, seed, exact=exact)
     keys = sorted(mem0)
     return (ops, np.array([got[0][k] for k in keys]), np.array([exp[0][k] for k in keys]),
@@ -421,6 +429,20 @@ def test_update_unit_held_shift(hold):
     ops, got, exp, (gs, gd, gw), (es, ed, ew) = check_update(
         40, 24, (8, 24), range(-45, 71), 8, 0.0, seed=0x5eed, held=True, hold=hold)
     if hold:
+        assert first_divergence(ops, gw, ew) is None, first_divergence(ops, gw, ew)
+        assert np.array_equal(got, exp) and (gs, gd) == (es, ed)
+    else:
+        assert first_divergence(ops, gw, ew) is not None
+
+
+@pytest.mark.parametrize("late", [True, False])
+@pytest.mark.parametrize("gap", [0.0, 0.3])
+def test_update_unit_late_read(late, gap):
+    # late_read (the engine's unit, held shift too): equal to the golden when the old value
+    # comes two cycles after the element; not when it comes one cycle after
+    ops, got, exp, (gs, gd, gw), (es, ed, ew) = check_update(
+        40, 24, (8, 24), range(-45, 71), 8, gap, seed=0x1a7e, held=True, late_read=True, late=late)
+    if late:
         assert first_divergence(ops, gw, ew) is None, first_divergence(ops, gw, ew)
         assert np.array_equal(got, exp) and (gs, gd) == (es, ed)
     else:
