@@ -795,6 +795,28 @@ def block_vs_cpu() -> str:
          f"C executor (-O2) **{cpu['c_us']:,.0f} us** per vector. From {source('vs_cpu')}.")
 
 
+def block_schedule() -> str:
+    d = load("schedule")
+    rows = [[s["lanes"], f"{s['differ']} / {s['shapes']}", f"{s['gain_median']:.2f}x", f"{s['gain_p90']:.2f}x",
+             f"{s['gain_max']:.2f}x", f"{s['mac_ratio_median']:.3f}x", "yes" if s["never_slower"] else "**no**"]
+            for s in d["study"]]
+    out = table(["L", "shapes where the orders differ", "fewer cycles there (median)", "p90", "max",
+                 "MACs there (median)", "never slower"], rows)
+    eng = []
+    for e in d["engine"]:
+        a, b = e["runs"]
+        ok = all(r["equal_golden"] and r["model_exact"] for r in e["runs"])
+        eng.append([e["layer"], f"`{a['order']}` {_num(a['macs'])} MACs: {_num(a['cycles'])} ({pct(a['utilization'], 1)})",
+                    f"`{b['order']}` {_num(b['macs'])} MACs: {_num(b['cycles'])} ({pct(b['utilization'], 1)})",
+                    f"**{e['speedup']:.2f}x**", "yes" if ok else "**no**"])
+    lanes = d["engine"][0]["lanes"] if d["engine"] else "-"
+    return out + "\n\n" + table(
+        ["layer", "fewest MACs: CYCLES (utilization)", "fewest cycles: CYCLES (utilization)",
+         "speed-up", "equal to golden, cycle model exact"], eng) + \
+        (f"\n\nCYCLES and utilization are the engine's own counters for one vector at L = {lanes} in "
+         f"Amaranth's simulator. From {source('schedule')}.")
+
+
 BLOCKS: dict[str, Callable[[], str]] = {
     "readme": block_readme, "summary": block_summary, "accuracy": block_accuracy, "quant": block_quant,
     "stochastic": block_stochastic, "train_int": block_train_int, "speed": block_speed, "accelerator": block_accelerator,

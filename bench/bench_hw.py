@@ -97,11 +97,12 @@ SWEEP_RANKS = (2, 4, 8, 16, 32)
 
 # ------------------------------------------------------------------------ the networks
 def build_network(spec: LayerSpec, lanes: int | None, seed: int = 0, rank: int | None = None,
-                  calib_rows: int = 32) -> IntNetwork:
-    """One quantized TT layer with random integer cores (see the module docstring)."""
+                  calib_rows: int = 32, objective: str = "macs") -> IntNetwork:
+    """One quantized TT layer with random integer cores (see the module docstring); its
+    order is ``ContractionSchedule.optimal(shape, objective=objective, lanes=lanes)``."""
     rng = np.random.default_rng(seed)
     shape = TTShape(spec.out_modes, spec.in_modes, rank or spec.rank)
-    sched = ContractionSchedule.optimal(shape, lanes=lanes)
+    sched = ContractionSchedule.optimal(shape, objective=objective, lanes=lanes)
     _, hi = int_range(spec.w_bits, narrow=True)
     cores = tuple(rng.integers(-hi, hi + 1, size=s).astype(np.int64) for s in shape.core_shapes)
     core_exps = tuple(-(spec.w_bits - 1) for _ in range(shape.d))

@@ -14,7 +14,9 @@ names the section and key (``[quant] w_bits = 0 is out of range; give an integer
 ``[quant]``
     Widths, calibration and optional QAT of ``ttforge quantize``.
 ``[hw]``
-    ``lanes`` (MAC lanes; default: the board's, or 4 without a board), ``stream_elems``
+    ``lanes`` (MAC lanes; default: the board's, or 4 without a board; with
+    ``[train.model] objective = "cycles"`` the TT layers' contraction orders are chosen
+    for the fewest cycles on that many lanes), ``stream_elems``
     (elements per AXI4-Stream beat, a power of two; default 1).
 ``[sim]``
     ``simulator`` (``auto``, ``verilator-native``, ``icarus``, ``verilator``),
@@ -299,7 +301,7 @@ def _section(name: str, cls: type, data: Any):
     return cls(**dict(data))
 
 
-def _train(data: Any, base_dir: Path | None):
+def _train(data: Any, base_dir: Path | None, lanes: int = 0):
     from ttforge.model.data import load_digits_split
     from ttforge.model.train import TrainConfig
 
@@ -314,13 +316,19 @@ def _train(data: Any, base_dir: Path | None):
         if not p.is_absolute() and base_dir is not None:
             p = base_dir / p
         d["data"] = str(p.resolve())
+    model_table = d.get("model")
+    if (lanes and isinstance(model_table, Mapping) and model_table.get("objective") == "cycles"
+            and "lanes" not in model_table):
+        d["model"] = {**model_table, "lanes": lanes}    # [hw] lanes: the orders are chosen for it
     try:
         cfg = TrainConfig.from_dict(d)
     except ShapeError as e:  # sizes given in [train.model] that its modes or ranks do not fit
         raise ConfigError(f"[train.model] {e}") from None
     except TTForgeError as e:
         msg = str(e).replace("unknown config field", "unknown key").replace(
-            "unknown model config field", "[train.model] unknown key").replace("known fields", "valid keys")
+            "unknown model config field", "[train.model] unknown key").replace("known fields", "valid keys").replace(
+            "objective='cycles' needs lanes", "[train.model] objective='cycles' needs lanes").replace(
+            "give lanes or", "set [hw] lanes or")
         raise ConfigError(msg if msg.startswith("[train") else f"[train] {msg}") from None
     model = cfg.model
     try:
@@ -361,6 +369,12 @@ class FlowConfig:
                 raise ConfigError(f"FlowConfig.{name} must be a {cls.__name__}")
         # the stream's tdata is stream_elems elements of the activation width ([quant] act_bits)
         self.hw.accel_check(self.quant.act_bits)
+        # with objective 'cycles' the TT layers' orders are chosen for [hw] lanes (a flow
+        # that only varies lanes keeps its network: the 'macs' order does not depend on them)
+        model = self.train.model
+        if model.lanes is not None and self.hw.lanes and model.lanes != self.hw.lanes:
+            raise ConfigError(f"[train.model] lanes = {model.lanes} differs from [hw] lanes = {self.hw.lanes}; "
+                              f"drop [train.model] lanes (the flow takes it from [hw])")
 
     @property
     def name(self) -> str:
@@ -380,7 +394,8 @@ class FlowConfig:
                               for name, c in _SECTIONS.items() if name in data}
         if "flow" not in data and src is not None:
             kw["flow"] = FlowSection(name=src.stem)
-        kw["train"] = _train(data.get("train", {}), src.parent if src else None)
+        hw = kw.get("hw")
+        kw["train"] = _train(data.get("train", {}), src.parent if src else None, hw.lanes if hw else 0)
         return cls(**kw, source=src)
 
     @classmethod

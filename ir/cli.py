@@ -19,7 +19,7 @@ from ttforge.ir.artifact import (ARTIFACT_FORMAT, ARTIFACT_FORMAT_VERSION, dump_
                                  load_artifact)
 from ttforge.ir.executor import IntLayer
 from ttforge.ir.onchip import on_chip_bytes
-from ttforge.ir.schedule import ContractionSchedule, schedule_orders
+from ttforge.ir.schedule import OBJECTIVES, ContractionSchedule, schedule_orders
 from ttforge.ir.train import (TrainConfig, TrainState, calibrate_state, check_batch, check_lr,
                               export_network, init_state, predict)
 from ttforge.ir.train_loop import (Truncation, check_fits, epoch_order, network_train_config, plan_truncations,
@@ -73,16 +73,24 @@ def _schedule_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ranks", type=parse_int_list, required=True,
                    help="one int (upper bound on every bond) or the d-1 internal ranks")
     p.add_argument("--batch", type=int, default=1, help="batch size for the costs (default 1)")
-    p.add_argument("--objective", choices=["macs", "peak"], default="macs")
+    p.add_argument("--objective", choices=list(OBJECTIVES), default="macs",
+                   help="what the chosen order minimises first ('cycles' needs --lanes)")
+    p.add_argument("--lanes", type=int, default=None,
+                   help="MAC lanes of the accelerator: adds each order's cycles on them to the cost")
     p.add_argument("--json", action="store_true", help="print the chosen schedule as JSON")
 
 
 def _schedule_run(args: argparse.Namespace) -> int:
     if args.batch < 1:
         raise ConfigError(f"--batch={args.batch} must be >= 1")
+    lanes = args.lanes
+    if lanes is not None and not 1 <= lanes <= MAX_HIDDEN:
+        raise ConfigError(f"--lanes={lanes} must be in 1..{MAX_HIDDEN:,}")
+    if args.objective == "cycles" and lanes is None:
+        raise ConfigError("--objective cycles needs --lanes (the accelerator's MAC lanes)")
     ranks = args.ranks[0] if len(args.ranks) == 1 else args.ranks
     shape = TTShape(tuple(args.out_modes), tuple(args.in_modes), ranks)
-    best = ContractionSchedule.optimal(shape, args.batch, args.objective)
+    best = ContractionSchedule.optimal(shape, args.batch, args.objective, lanes=lanes)
     if args.json:
         print(json.dumps(best.to_dict(), indent=2))
         return 0
@@ -92,13 +100,16 @@ def _schedule_run(args: argparse.Namespace) -> int:
     dense = args.batch * shape.in_size * shape.out_size
     table = Table(title=f"TT {shape.out_size}x{shape.in_size}, ranks {list(shape.ranks)}, "
                         f"batch {args.batch} (dense: {dense:,} MACs)")
-    for col in ("order", "MACs", "x dense", "peak elements", ""):
+    cols = ("order", "MACs", "x dense", "peak elements") + (
+        (f"cycles on {lanes} lanes", "lanes busy") if lanes else ()) + ("",)
+    for col in cols:
         table.add_column(col, justify="right")
-    rows = [ContractionSchedule(shape, o) for o in schedule_orders(shape.d)]
-    for s in sorted(rows, key=lambda s: (s.cost(args.batch).macs, s.cost(args.batch).peak_elements)):
-        c = s.cost(args.batch)
+    costs = [(s, s.cost(args.batch, lanes=lanes)) for s in
+             (ContractionSchedule(shape, o) for o in schedule_orders(shape.d))]
+    for s, c in sorted(costs, key=lambda sc: (sc[1].macs, sc[1].lane_cycles or 0, sc[1].peak_elements)):
+        lane_cols = (f"{c.lane_cycles:,}", f"{c.macs / (lanes * c.lane_cycles):.1%}") if lanes else ()
         table.add_row(str(list(s.order)), f"{c.macs:,}", f"{c.macs / dense:.3f}",
-                      f"{c.peak_elements:,}", "chosen" if s.order == best.order else "")
+                      f"{c.peak_elements:,}", *lane_cols, "chosen" if s.order == best.order else "")
     Console().print(table)
     return 0
 

@@ -30,9 +30,11 @@ from ttforge.errors import ShapeError, LimitError
 from ttforge.limits import MAX_SEARCH_CORES
 from ttforge.ir.tt import TTShape
 
-__all__ = ["ContractionStep", "ContractionSchedule", "ScheduleCost", "schedule_orders"]
+__all__ = ["ContractionStep", "ContractionSchedule", "ScheduleCost", "schedule_orders", "OBJECTIVES"]
 
-Objective = Literal["macs", "peak"]
+Objective = Literal["macs", "peak", "cycles"]
+#: the objectives :meth:`ContractionSchedule.optimal` knows
+OBJECTIVES = ("macs", "peak", "cycles")
 
 
 @dataclass(frozen=True)
@@ -299,20 +301,24 @@ class ContractionSchedule:
         cls, shape: TTShape, batch: int = 1, objective: Objective = "macs",
         lanes: int | None = None,
     ) -> "ContractionSchedule":
-        """The cheapest schedule: fewest MACs then smallest peak (or the reverse).
+        """The cheapest schedule for ``objective``.
 
-        With ``lanes`` (the MAC lanes of the accelerator that will run it), schedules
-        with equal MACs are told apart by their cycles on that many lanes
-        (:meth:`ContractionStep.lane_cycles`) before the peak: the MAC count stays the
-        first criterion (objective ``"macs"``), but among equals the one that keeps the
-        lanes busiest wins. ``lanes=None`` keeps the lane-independent choice.
+        ``"macs"``: fewest MACs, then (with ``lanes``) fewest cycles on that many lanes,
+        then smallest peak. ``"peak"``: smallest peak, then MACs, then cycles.
+        ``"cycles"`` (needs ``lanes``, the MAC lanes of the accelerator that will run
+        it): fewest cycles on those lanes (:meth:`ContractionStep.lane_cycles`, what the
+        engine's cycle model counts), then MACs, then peak. A schedule with a few more
+        MACs can keep every lane busy where the fewest-MAC one leaves lanes idle.
 
         Every step's cost is linear in the batch, so the choice does not depend on it;
         ``batch`` only scales the reported costs. Ties left after every criterion go to
         the first order of :func:`schedule_orders`.
         """
-        if objective not in ("macs", "peak"):
-            raise ShapeError(f"objective={objective!r} must be 'macs' or 'peak'")
+        if objective not in OBJECTIVES:
+            raise ShapeError(f"objective={objective!r} must be one of {', '.join(map(repr, OBJECTIVES))}")
+        if objective == "cycles" and lanes is None:
+            raise ShapeError("objective='cycles' needs lanes=<the accelerator's MAC lanes>; "
+                             "give lanes or use objective='macs'")
         if shape.d > MAX_SEARCH_CORES:   # d * 2^(d-1) orders: bounded in time, with a clear message
             raise LimitError(f"a TT layer of {shape.d} cores has {shape.d * 2 ** (shape.d - 1):,} "
                              f"contraction orders to search; ttforge searches at most "
@@ -325,8 +331,9 @@ class ContractionSchedule:
             sched = cls(shape, order)
             c = sched.cost(batch, lanes=lanes)
             lc = c.lane_cycles if lanes is not None else 0
-            key = ((c.macs, lc, c.peak_elements) if objective == "macs"
-                   else (c.peak_elements, c.macs, lc))
+            key = {"macs": (c.macs, lc, c.peak_elements),
+                   "peak": (c.peak_elements, c.macs, lc),
+                   "cycles": (lc, c.macs, c.peak_elements)}[objective]
             if best_key is None or key < best_key:
                 best, best_key = sched, key
         assert best is not None

@@ -122,8 +122,13 @@ class TTLinear(nn.Module):
         Add a learnable bias.
     schedule : ContractionSchedule or sequence of int, optional
         Contraction order; by default the cheapest by :meth:`ContractionSchedule.optimal`.
-    objective : {"macs", "peak"}
-        What the default schedule minimises first.
+    objective : {"macs", "peak", "cycles"}
+        What the default schedule minimises first (:meth:`ContractionSchedule.optimal`);
+        ``"cycles"`` needs ``lanes``.
+    lanes : int, optional
+        The MAC lanes of the accelerator the layer is meant for: the default schedule
+        is then chosen with its cycles on that many lanes in the cost (first with
+        ``objective="cycles"``, among equal MACs otherwise).
     impl : {"fast", "schedule"}
         How the float forward contracts (see :data:`IMPLS`). ``"fast"`` (the default)
         chooses the order for the float cost on each batch size and recomputes
@@ -149,6 +154,7 @@ class TTLinear(nn.Module):
         schedule: ContractionSchedule | Sequence[int] | None = None,
         objective: Objective = "macs",
         impl: str = "fast",
+        lanes: int | None = None,
     ) -> None:
         super().__init__()
         if impl not in IMPLS:
@@ -170,6 +176,7 @@ class TTLinear(nn.Module):
         out_m = _modes("out_modes", out_features, out_modes, d)
         self.tt_shape = TTShape(out_m, in_m, ranks)  # type: ignore[arg-type]
         self.objective = objective
+        self.lanes = lanes
         self.cores = nn.ParameterList(
             nn.Parameter(torch.empty(s)) for s in self.tt_shape.core_shapes
         )
@@ -180,7 +187,8 @@ class TTLinear(nn.Module):
     # -- structure -------------------------------------------------------------------
     def _set_schedule(self, schedule: ContractionSchedule | Sequence[int] | None) -> None:
         if schedule is None:
-            schedule = ContractionSchedule.optimal(self.tt_shape, objective=self.objective)
+            schedule = ContractionSchedule.optimal(self.tt_shape, objective=self.objective,
+                                                   lanes=self.lanes)
         elif not isinstance(schedule, ContractionSchedule):
             schedule = ContractionSchedule.from_order(self.tt_shape, schedule)
         elif schedule.shape != self.tt_shape:

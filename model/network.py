@@ -27,6 +27,7 @@ from torch import nn
 
 from ttforge.errors import ConfigError, ShapeError
 from ttforge.limits import MAX_HIDDEN, MAX_PARAMETERS, MAX_SEARCH_CORES, check_limit
+from ttforge.ir.schedule import OBJECTIVES
 from ttforge.model.layers import TTLinear, default_num_cores
 from ttforge.model.tt import TTShape, factorize
 
@@ -55,11 +56,12 @@ class LayerSpec:
     out_modes: IntTuple | None = None
     ranks: IntTuple | None = None  # all d + 1 bond ranks
 
-    def build(self, bias: bool) -> nn.Module:
+    def build(self, bias: bool, objective: str = "macs", lanes: int | None = None) -> nn.Module:
         if self.kind == "dense":
             return nn.Linear(self.in_features, self.out_features, bias=bias)
         return TTLinear(self.in_features, self.out_features, ranks=self.ranks,
-                        in_modes=self.in_modes, out_modes=self.out_modes, bias=bias)
+                        in_modes=self.in_modes, out_modes=self.out_modes, bias=bias,
+                        objective=objective, lanes=lanes)
 
 
 def _int(name: str, v: Any, minimum: int = 1) -> int:
@@ -109,6 +111,13 @@ class ModelConfig:
         Make the classifier layer a TT layer too.
     bias : bool
         Biases on every layer.
+    objective : {"macs", "peak", "cycles"}
+        What each TT layer's contraction order minimises first
+        (:meth:`~ttforge.ir.schedule.ContractionSchedule.optimal`).
+    lanes : int or None
+        The MAC lanes of the accelerator the network is meant for: the orders are then
+        chosen with their cycles on that many lanes in the cost (needed by ``"cycles"``).
+        ``ttforge flow`` takes it from ``[hw] lanes``.
     """
 
     kind: str = "tt"
@@ -121,10 +130,20 @@ class ModelConfig:
     out_modes: tuple[IntTuple, ...] | None = None
     tt_last_layer: bool = False
     bias: bool = True
+    objective: str = "macs"
+    lanes: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ("tt", "dense"):
             raise ConfigError(f"kind={self.kind!r} must be 'tt' or 'dense'")
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"objective={self.objective!r} must be one of "
+                              f"{', '.join(map(repr, OBJECTIVES))}")
+        if self.lanes is not None:
+            check_limit(_int("lanes", self.lanes), MAX_HIDDEN, "lanes", "give fewer MAC lanes")
+        elif self.objective == "cycles":
+            raise ConfigError("objective='cycles' needs lanes (the accelerator's MAC lanes); "
+                              "give lanes or use objective='macs'")
         for name in ("in_features", "out_features"):
             if getattr(self, name) is not None:
                 _int(name, getattr(self, name))
@@ -290,6 +309,8 @@ class ModelConfig:
             out_modes=tuple(m.out_modes for m in tts) if tts else None,
             tt_last_layer=bool(tts) and kinds[-1] == "tt",
             bias=(linears[0].bias is not None) if bias is None else bias,
+            objective=tts[0].objective if tts else "macs",
+            lanes=tts[0].lanes if tts else None,
         )
 
     # -- plain data ------------------------------------------------------------------
@@ -334,7 +355,7 @@ def build_model(cfg: ModelConfig) -> nn.Sequential:
     check_limit(sum(_n_params(s, cfg.bias) for s in specs), MAX_PARAMETERS, "the model's parameter count",
                 "give smaller hidden sizes or ranks")
     for i, spec in enumerate(specs):
-        layers.append(spec.build(cfg.bias))
+        layers.append(spec.build(cfg.bias, cfg.objective, cfg.lanes))
         if i < len(specs) - 1:
             layers.append(nn.ReLU())
     return nn.Sequential(*layers)

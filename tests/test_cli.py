@@ -1,9 +1,11 @@
+import json
 import subprocess
 import sys
 
 import pytest
 
 from ttforge.cli import SUBCOMMANDS, main
+from ttforge.ir import ContractionSchedule, TTShape
 
 
 def run(*args):
@@ -33,6 +35,24 @@ def test_schedule_table_and_json(capsys):
     assert '"order": [\n    3,\n    2,\n    1,\n    0\n  ]' in capsys.readouterr().out
 
 
+def test_schedule_for_the_lanes(capsys):
+    """With --lanes the table gives each order's cycles on them; --objective cycles picks
+    the fewest (64 x 105 rank 4: not the fewest-MAC order)."""
+    args = ["schedule", "--in-modes", "3,5,7", "--out-modes", "4,2,8", "--ranks", "4", "--lanes", "16"]
+    assert main(args + ["--json"]) == 0
+    few = json.loads(capsys.readouterr().out)["order"]
+    assert main(args + ["--objective", "cycles", "--json"]) == 0
+    fast = json.loads(capsys.readouterr().out)["order"]
+    shape = TTShape((4, 2, 8), (3, 5, 7), 4)
+    assert few == list(ContractionSchedule.optimal(shape, lanes=16).order)
+    assert fast == list(ContractionSchedule.optimal(shape, objective="cycles", lanes=16).order) != few
+    assert main(args + ["--objective", "cycles"]) == 0
+    out = capsys.readouterr().out
+    cyc = ContractionSchedule(shape, tuple(fast)).cost(lanes=16).lane_cycles
+    assert "cycles on" in out and "chosen" in out
+    assert f"{cyc:,}" in out
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -40,6 +60,9 @@ def test_schedule_table_and_json(capsys):
         (["schedule", "--in-modes", "4,4,4", "--out-modes", "4,4,4", "--ranks", "99,2"], "exceeds the maximal TT rank"),
         (["schedule", "--in-modes", "4,a", "--out-modes", "4,4", "--ranks", "2"], "not a comma-separated list"),
         (["schedule", "--in-modes", "4,4", "--out-modes", "4,4", "--ranks", "2", "--batch", "0"], "--batch"),
+        (["schedule", "--in-modes", "4,4", "--out-modes", "4,4", "--ranks", "2", "--objective", "cycles"],
+         "--objective cycles needs --lanes"),
+        (["schedule", "--in-modes", "4,4", "--out-modes", "4,4", "--ranks", "2", "--lanes", "0"], "--lanes=0"),
         (["no-such-command"], "invalid choice"),
     ],
 )

@@ -92,6 +92,11 @@ def test_relative_data_resolves_against_the_config_file(tmp_path):
      "[hw] stream_elems=128 must be a power of two in 1..64 (tdata is at most 1024 bits) for 12-bit "
      "activations ([quant] act_bits)"),
     (("[quant]", "[quant]\nlayer_bits = \"0:9\""), "[quant] layer_bits (layer 0) = 9 is out of range; give an integer in 2..8"),
+    (("ranks = 2", "ranks = 2\nobjective = \"cycles\""),
+     "[train.model] objective='cycles' needs lanes (the accelerator's MAC lanes); set [hw] lanes or use objective='macs'"),
+    (("ranks = 2", "ranks = 2\nobjective = \"fast\""), "objective='fast' must be one of 'macs', 'peak', 'cycles'"),
+    (("ranks = 2", "ranks = 2\nlanes = 8\n[hw]\nlanes = 16"),
+     "[train.model] lanes = 8 differs from [hw] lanes = 16; drop [train.model] lanes (the flow takes it from [hw])"),
 ])
 def test_bad_config_is_one_precise_line(tmp_path, capsys, edit, message):
     old, new = edit
@@ -147,3 +152,15 @@ def test_quant_section_checks_the_bounds_of_ttforge_quantize():
             QuantSection(lr=bad)
         with pytest.raises(ConfigError, match=r"^lr=.* must be a positive number"):
             quantize_trained(None, lr=bad)
+
+
+def test_the_cycles_objective_takes_the_lanes_from_hw(tmp_path):
+    """[train.model] objective = "cycles" chooses the TT orders for [hw] lanes; with the
+    default objective the network does not depend on the lanes (a sweep over lanes trains
+    once)."""
+    text = GOOD.replace("ranks = 2", "ranks = 2\nobjective = \"cycles\"") + "[hw]\nlanes = 16\n"
+    model = FlowConfig.load(_cfg(tmp_path, text)).train.model
+    assert (model.objective, model.lanes) == ("cycles", 16)
+    plain = FlowConfig.load(_cfg(tmp_path, GOOD + "[hw]\nlanes = 16\n", "p.toml")).train.model
+    assert (plain.objective, plain.lanes) == ("macs", None)
+

@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -62,6 +63,9 @@ def test_with_ranks_describes_a_truncated_model():
     (dict(in_modes=((4, 4),), out_modes=((8, 8),)), ShapeError, "multiply to 16, fewer than 64"),
     (dict(in_modes=((8, 8),), n_cores=3), ConfigError, "disagree with n_cores=3"),
     (dict(in_features=0), ConfigError, "in_features=0"),
+    (dict(objective="cycles"), ConfigError, "objective='cycles' needs lanes"),
+    (dict(objective="time"), ConfigError, "objective='time' must be one of 'macs', 'peak', 'cycles'"),
+    (dict(lanes=0), ConfigError, "lanes=0 must be an integer >= 1"),
 ])
 def test_bad_configs_are_one_line_errors(kwargs, error, message):
     base = dict(in_features=64, out_features=10)
@@ -90,3 +94,16 @@ def test_describe_counts_parameters_and_compression():
     assert tt["compression"] == pytest.approx(64 * 64 / 512)
     assert sum(r["params"] for r in rows) == sum(p.numel() for p in model.parameters())
     assert describe_table(model).row_count == 3
+
+
+def test_the_order_objective_and_lanes_survive_json_and_of_model():
+    cfg = ModelConfig(in_features=105, hidden=(64,), out_features=10, ranks=4,
+                      in_modes=((3, 5, 7),), out_modes=((4, 2, 8),), objective="cycles", lanes=16)
+    model = build_model(cfg)
+    fast = model[1].schedule
+    assert fast.order != build_model(replace(cfg, objective="macs", lanes=None))[1].schedule.order
+    again = ModelConfig.from_dict(json.loads(json.dumps(cfg.resolved().to_dict())))
+    assert (again.objective, again.lanes) == ("cycles", 16)
+    assert build_model(again)[1].schedule == fast
+    assert ModelConfig.of_model(model) == cfg.resolved()
+

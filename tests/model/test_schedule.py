@@ -1,11 +1,13 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from ttforge.errors import ShapeError
 from ttforge.ir.schedule import ContractionSchedule, schedule_orders
+from ttforge.model.layers import TTLinear
 from ttforge.model.tt import TTShape, tt_to_dense
 
 from tests.support.nets import random_cores
@@ -155,3 +157,64 @@ def test_single_core():
     sched = ContractionSchedule.optimal(shape)
     assert sched.order == (0,) and sched.cost().macs == 30
     assert math.prod(shape.core_shapes[0]) == 30
+
+
+def _random_shapes(n, seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    while len(out) < n:
+        d = int(rng.integers(2, 5))
+        om, im = (tuple(int(v) for v in rng.integers(2, 9, d)) for _ in range(2))
+        r = int(rng.choice([2, 4, 8, 16]))
+        try:
+            out.append(TTShape(om, im, (1,) + (r,) * (d - 1) + (1,)))
+        except ShapeError:
+            continue
+    return out
+
+
+@pytest.mark.parametrize("lanes", [4, 16, 64])
+def test_the_cycles_objective_picks_the_fewest_cycles_on_the_lanes(lanes):
+    """objective='cycles' chooses, among every order, one with the fewest cycles on
+    ``lanes`` lanes (then MACs, then peak); on some shapes that is not the fewest-MAC
+    order, and there it is strictly faster at the price of a few more MACs."""
+    differ = 0
+    for shape in _random_shapes(60):
+        costs = {o: ContractionSchedule(shape, o).cost(lanes=lanes) for o in schedule_orders(shape.d)}
+        want = min((c.lane_cycles, c.macs, c.peak_elements) for c in costs.values())
+        fast = ContractionSchedule.optimal(shape, objective="cycles", lanes=lanes)
+        fc = costs[fast.order]
+        assert (fc.lane_cycles, fc.macs, fc.peak_elements) == want
+        few = ContractionSchedule.optimal(shape, lanes=lanes)
+        if few.order != fast.order:
+            differ += 1
+            assert fc.lane_cycles < costs[few.order].lane_cycles
+            assert fc.macs >= costs[few.order].macs
+    assert differ >= 2     # the objective matters on these shapes (2-6 of 60 at these lanes)
+
+
+def test_the_cycles_objective_needs_lanes():
+    shape = TTShape((4, 2, 8), (3, 5, 7), 4)
+    with pytest.raises(ShapeError, match="objective='cycles' needs lanes"):
+        ContractionSchedule.optimal(shape, objective="cycles")
+    with pytest.raises(ShapeError, match="objective='fast' must be one of 'macs', 'peak', 'cycles'"):
+        ContractionSchedule.optimal(shape, objective="fast")
+
+
+def test_ttlinear_chooses_its_order_for_the_lanes():
+    # 64 x 105, rank 4: on 16 lanes the fewest-MAC order leaves most lanes idle
+    shape = TTShape((4, 2, 8), (3, 5, 7), 4)
+    few = ContractionSchedule.optimal(shape, lanes=16)
+    fast = ContractionSchedule.optimal(shape, objective="cycles", lanes=16)
+    assert fast.cost(lanes=16).lane_cycles < few.cost(lanes=16).lane_cycles
+    layer = TTLinear(105, 64, ranks=4, in_modes=(3, 5, 7), out_modes=(4, 2, 8), objective="cycles", lanes=16)
+    assert layer.schedule.order == fast.order != few.order
+    # a truncation re-chooses the order with the same objective and lanes
+    cores = [g.detach()[..., :2] if k == 0 else (g.detach()[:2] if k == 1 else g.detach())
+             for k, g in enumerate(layer.cores)]
+    layer.set_cores(cores)
+    assert layer.schedule == ContractionSchedule.optimal(layer.tt_shape, objective="cycles", lanes=16)
+    assert TTLinear(105, 64, ranks=4, in_modes=(3, 5, 7), out_modes=(4, 2, 8)).schedule.order == \
+        ContractionSchedule.optimal(shape).order
+    with pytest.raises(ShapeError, match="needs lanes"):
+        TTLinear(105, 64, ranks=4, in_modes=(3, 5, 7), out_modes=(4, 2, 8), objective="cycles")
