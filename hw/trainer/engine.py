@@ -295,7 +295,7 @@ class TrainEngine(wiring.Component):
                 m.d.comb += range_err.eq(Mux(flags.dst, TrainError.BMEM_RANGE, TrainError.CMEM_RANGE))
 
         # ------------------------------------------------------------ operands
-        # stage 1: memory data; stage 2: registered operands into the MAC lanes
+        # stage 1: memory data; stage 2: the words registered, selected into the MAC lanes
         s1_v, s1_first, s1_last = Signal(), Signal(), Signal()
         s1_o = Signal(aw + 1)
         m.d.sync += [s1_v.eq(issue),
@@ -310,6 +310,13 @@ class TrainEngine(wiring.Component):
         CB = max(tc.w_bits, AS) + 1
         s2_v, s2_first, s2_last = Signal(), Signal(), Signal()
         s2_o = Signal(aw + 1)
+        # the ACT and GRAD words registered as they leave the blocks (act_q, q_grad: also the
+        # mask's, the loss's and the host's); the operand selects follow these registers
+        # into the MAC lanes' operand register, not the block outputs (a DP16KD output
+        # through its depth multiplexer and a select does not fit the clock)
+        act_q = Signal.like(act_r.data, name="act_q")
+        q_grad = Signal.like(grad_r.data, name="q_grad")
+        m.d.sync += [act_q.eq(act_r.data), q_grad.eq(grad_r.data)]
         s2_x = Signal(data.ArrayLayout(signed(XB), L))
         s2_c = Signal(data.ArrayLayout(signed(CB), L))
         s2_master = Signal(signed(tc.master_bits))
@@ -317,8 +324,8 @@ class TrainEngine(wiring.Component):
                      s2_master.eq(cm_r.data)]
         m.d.comb += derive.master.eq(s2_master)
         for l in range(L):
-            m.d.sync += s2_x[l].eq(Mux(is_wgrad | flags.src, grad_r.data[l], act_r.data[l]))
-            m.d.sync += s2_c[l].eq(Mux(flags.ones, 1, act_r.data[l]))
+            m.d.comb += s2_x[l].eq(Mux(is_wgrad | flags.src, q_grad[l], act_q[l]))
+            m.d.comb += s2_c[l].eq(Mux(flags.ones, 1, act_q[l]))
         m.submodules.mac = mac = MacLanes(lanes=L, x_bits=XB, c_bits=CB, acc_bits=AB, tag_width=aw + 1)
         m.d.comb += [mac.en.eq(1), mac.in_valid.eq(s2_v), mac.in_first.eq(s2_first),
                      mac.in_last.eq(s2_last), mac.in_tag.eq(s2_o)]
@@ -529,9 +536,7 @@ class TrainEngine(wiring.Component):
         m.d.comb += slot_lane.eq(slot[:lg] if lg else 0)
         z_lane = Signal.like(slot_lane)
         m.d.sync += z_lane.eq(slot_lane)
-        # the ACT word as it left the blocks, registered (the loss's logit, the host's reads)
-        act_q = Signal.like(act_r.data, name="act_q")
-        m.d.sync += act_q.eq(act_r.data)
+        # the logit from the ACT word as it left the blocks, registered (act_q)
         m.d.comb += [loss.classes.eq(desc.n0), loss.h.eq(flags.shift), loss.valid.eq(slot < prog.batch),
                      loss.label.eq(lm_r.data), loss.z_data.eq(act_q[z_lane] if L > 1 else act_q[0])]
 
@@ -632,14 +637,13 @@ class TrainEngine(wiring.Component):
         q_lane = Signal.like(h_lane, name="q_lane")
         q_half = Signal(name="q_half")
         q_v = Signal(name="q_v")
-        q_grad = Signal.like(grad_r.data, name="q_grad")
         q_dm = Signal.like(dm_r.data, name="q_dm")
         q_cm = Signal.like(cm_r.data, name="q_cm")
         q_bm = Signal.like(bm_r.data, name="q_bm")
         q_mx = Signal.like(mx_r.data, name="q_mx")
         q_lm = Signal.like(lm_r.data, name="q_lm")
         m.d.sync += [q_v.eq(h_v), q_sel.eq(h_sel), q_lane.eq(h_lane), q_half.eq(h_half),
-                     q_grad.eq(grad_r.data), q_dm.eq(dm_r.data),
+                     q_dm.eq(dm_r.data),
                      q_cm.eq(cm_r.data), q_bm.eq(bm_r.data), q_mx.eq(mx_r.data), q_lm.eq(lm_r.data)]
         # the update's old value, a cycle after the read (UpdateUnit(late_read=True)): a
         # block output through the select to the unit did not fit the clock
