@@ -86,8 +86,10 @@ BACKWARD_CHUNK_ELEMENTS = 1 << 18
 #: development machine, loaded by other jobs: forward+backward of the 4096 x 4096
 #: rank-16 layer 0.72 s on one thread, 1.58 s on two; 784 x 512 rank 16: 0.05 s vs
 #: 0.20 s), and which case holds changes while a program runs. Products at one or two
-#: threads can differ in the last bits, so for results that repeat from run to run at
-#: several threads set a number; at one thread nothing is chosen.
+#: threads can differ in the last bits, so under ``"auto"`` nothing is chosen while
+#: PyTorch's deterministic algorithms are on (``torch.use_deterministic_algorithms``, as
+#: in :func:`ttforge.model.seeding.deterministic`, which training runs in): the products
+#: then run on torch's thread count and a seeded run repeats bit for bit at any count.
 THREADS: int | None | str = "auto"
 
 #: Intermediates are kept for the backward pass (instead of recomputed) when, over the
@@ -366,9 +368,11 @@ def _key(x: torch.Tensor, plan: FastPlan, *what):
 @contextlib.contextmanager
 def _compute(key=None):
     """The intra-op threads of the products: at most :data:`THREADS`, or under
-    ``"auto"`` the count :data:`_TUNER` picks for ``key`` (timed for it)."""
+    ``"auto"`` the count :data:`_TUNER` picks for ``key`` (timed for it); torch's
+    count, untimed, while deterministic algorithms are on (results that repeat)."""
     n = torch.get_num_threads()
-    if THREADS != "auto" or n <= 1 or key is None:
+    if (THREADS != "auto" or n <= 1 or key is None
+            or torch.are_deterministic_algorithms_enabled()):
         with _limit_threads(None if THREADS == "auto" else THREADS):
             yield
         return

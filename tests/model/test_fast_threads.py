@@ -116,3 +116,47 @@ def test_off_the_cpu_or_with_a_fixed_count_nothing_is_timed(monkeypatch):
     with fast._compute(None):
         pass
     assert tuner.state == {}
+
+
+def _fwd_bwd_twice():
+    """Forward+backward of one layer twice on the same input: the two results."""
+    torch.manual_seed(7)
+    layer = TTLinear(1024, 1024, ranks=8, in_modes=[4, 8, 8, 4], out_modes=[4, 8, 8, 4])
+    x = torch.randn(256, 1024, requires_grad=True)
+    runs = []
+    for _ in range(2):
+        y = layer(x)
+        runs.append([y, *torch.autograd.grad(y.square().sum(), [x, *layer.cores])])
+    return runs
+
+
+def test_deterministic_algorithms_fix_the_count_and_results_repeat(two_threads_auto):
+    """Under deterministic algorithms (what training runs in) "auto" times nothing and
+    runs torch's count: the same call gives the same bits."""
+    from ttforge.model.seeding import deterministic
+
+    with deterministic(2):
+        a, b = _fwd_bwd_twice()
+    assert fast._TUNER.state == {}
+    for u, v in zip(a, b):
+        assert torch.equal(u, v)
+
+
+def test_without_deterministic_algorithms_auto_is_timed(two_threads_auto):
+    """Sibling: outside deterministic algorithms the tuner picks (and times) the count,
+    which is what may change the last bits between calls."""
+    _fwd_bwd_twice()
+    assert fast._TUNER.state != {}
+
+
+def test_a_seeded_training_run_at_two_threads_repeats(tmp_path, two_threads_auto):
+    """``ttforge.model.train.train`` at 2 threads, twice from one seed: equal weights."""
+    from ttforge.model.network import ModelConfig
+    from ttforge.model.train import TrainConfig, train
+
+    cfg = TrainConfig(model=ModelConfig(hidden=(32,), ranks=4), epochs=1, batch_size=128,
+                      threads=2)
+    a = train(cfg, tmp_path / "a", progress=False).model.state_dict()
+    b = train(cfg, tmp_path / "b", progress=False).model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert fast._TUNER.state == {}
