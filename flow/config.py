@@ -320,15 +320,21 @@ def _train(data: Any, base_dir: Path | None, lanes: int = 0):
     if (lanes and isinstance(model_table, Mapping) and model_table.get("objective") == "cycles"
             and "lanes" not in model_table):
         d["model"] = {**model_table, "lanes": lanes}    # [hw] lanes: the orders are chosen for it
+    if isinstance(d.get("model"), Mapping):
+        from ttforge.model.network import ModelConfig
+
+        try:   # the model table's own errors name [train.model], not [train]
+            ModelConfig.from_dict(dict(d["model"]))
+        except TTForgeError as e:
+            msg = str(e).replace("unknown model config field", "unknown key").replace("known fields", "valid keys")
+            raise ConfigError(f"[train.model] {msg.replace('give lanes or', 'set [hw] lanes or')}") from None
     try:
         cfg = TrainConfig.from_dict(d)
     except ShapeError as e:  # sizes given in [train.model] that its modes or ranks do not fit
         raise ConfigError(f"[train.model] {e}") from None
     except TTForgeError as e:
         msg = str(e).replace("unknown config field", "unknown key").replace(
-            "unknown model config field", "[train.model] unknown key").replace("known fields", "valid keys").replace(
-            "objective='cycles' needs lanes", "[train.model] objective='cycles' needs lanes").replace(
-            "give lanes or", "set [hw] lanes or")
+            "unknown model config field", "[train.model] unknown key").replace("known fields", "valid keys")
         raise ConfigError(msg if msg.startswith("[train") else f"[train] {msg}") from None
     model = cfg.model
     try:
