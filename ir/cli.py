@@ -81,8 +81,8 @@ def _schedule_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _schedule_run(args: argparse.Namespace) -> int:
-    if args.batch < 1:
-        raise ConfigError(f"--batch={args.batch} must be >= 1")
+    if not 1 <= args.batch <= MAX_BATCH:
+        raise ConfigError(f"--batch={args.batch} must be in 1..{MAX_BATCH:,}")
     lanes = args.lanes
     if lanes is not None and not 1 <= lanes <= MAX_HIDDEN:
         raise ConfigError(f"--lanes={lanes} must be in 1..{MAX_HIDDEN:,}")

@@ -63,6 +63,8 @@ def test_schedule_for_the_lanes(capsys):
         (["schedule", "--in-modes", "4,4", "--out-modes", "4,4", "--ranks", "2", "--objective", "cycles"],
          "--objective cycles needs --lanes"),
         (["schedule", "--in-modes", "4,4", "--out-modes", "4,4", "--ranks", "2", "--lanes", "0"], "--lanes=0"),
+        (["schedule", "--in-modes", "4,4", "--out-modes", "4,4", "--ranks", "2", "--batch", "100000000000"],
+         "--batch=100000000000 must be in 1..1,048,576"),
         (["no-such-command"], "invalid choice"),
     ],
 )
