@@ -26,8 +26,8 @@ from amaranth.utils import ceil_log2
 
 from ttforge.errors import ConfigError
 
-__all__ = ["sat_add", "saturate_value", "AddressGen", "MacLanes", "Requant", "RequantDecode",
-           "requant_widths"]
+__all__ = ["sat_add", "saturate_value", "decode_onehot", "onehot_select", "AddressGen",
+           "MacLanes", "Requant", "RequantDecode", "requant_widths"]
 
 
 def sat_add(a, b, addr_width: int):
@@ -41,6 +41,25 @@ def saturate_value(v, addr_width: int):
     if len(v) <= addr_width:
         return v
     return Mux(v[addr_width:].any(), Const(1 << addr_width, addr_width + 1), v[:addr_width + 1])
+
+
+def decode_onehot(index, n: int):
+    """``n`` bits, bit ``index`` set (none if ``index >= n``): one comparison a bit."""
+    return Cat(*[index == i for i in range(n)])
+
+
+def onehot_select(items, onehot):
+    """``items[i]`` for the set bit ``i`` of ``onehot`` (0 if none), as an AND-OR tree.
+
+    A variable index ``word[idx]`` reaches Yosys, through the Verilog, as a shift of the
+    whole word by ``idx * width``; at 64 lanes (2,048-bit words) reading and optimising
+    those shifts took Yosys hours. The AND-OR is linear in the word and as deep as the
+    multiplexer tree."""
+    terms = [Mux(onehot[i], v, 0) for i, v in enumerate(items)]
+    while len(terms) > 1:
+        terms = [terms[i] | terms[i + 1] if i + 1 < len(terms) else terms[i]
+                 for i in range(0, len(terms), 2)]
+    return terms[0]
 
 
 # --------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from ttforge.hw.blocks import AddressGen, MacLanes, saturate_value
+from ttforge.hw.blocks import AddressGen, MacLanes, decode_onehot, onehot_select, saturate_value
 from ttforge.hw.engine.geometry import Geometry
 from ttforge.hw.engine.signatures import BOUND_WORDS, descriptor_layout
 from ttforge.hw.regmap import ErrorCode
@@ -140,8 +140,8 @@ class IssueUnit(wiring.Component):
                                          for l in range(L)]))
         o_valid_out = ~g_zmask[0]            # o < OV_END
         s2_v, s2_first, s2_last = Signal(), Signal(), Signal()
-        s2_xlane = Signal(g.lane_bits)
-        s2_clane = Signal(g.lane_bits)
+        s2_xoh = Signal(L)                   # the broadcast lanes, one-hot (AND-OR select)
+        s2_coh = Signal(L)
         s2_tag = Signal(tag_layout)
         s2_x = Signal(data.ArrayLayout(signed(IB), L))
         s2_c = Signal(data.ArrayLayout(signed(CB), L))
@@ -152,7 +152,8 @@ class IssueUnit(wiring.Component):
         if not g.serial:
             m.d.sync += s1_tag.zmask.eq(g_zmask)
         m.d.sync += [s2_v.eq(s1_v), s2_first.eq(s1_first), s2_last.eq(s1_last),
-                     s2_xlane.eq(s1_xlane), s2_clane.eq(s1_clane), s2_tag.eq(s1_tag),
+                     s2_xoh.eq(decode_onehot(s1_xlane, L)), s2_coh.eq(decode_onehot(s1_clane, L)),
+                     s2_tag.eq(s1_tag),
                      s2_c.eq(self.cmem.data), s2_x.eq(self.x_word)]
         with m.If(flush):
             m.d.sync += [s1_v.eq(0), s2_v.eq(0)]
@@ -178,7 +179,8 @@ class IssueUnit(wiring.Component):
         if L == 1:
             m.d.comb += [xsel.eq(s2_x[0]), csel.eq(s2_c[0])]
         else:
-            m.d.comb += [xsel.eq(s2_x[s2_xlane]), csel.eq(s2_c[s2_clane])]
+            m.d.comb += [xsel.eq(onehot_select([s2_x[l] for l in range(L)], s2_xoh)),
+                         csel.eq(onehot_select([s2_c[l] for l in range(L)], s2_coh))]
         for l in range(L):
             m.d.comb += [
                 mac.x[l].eq(Mux(mode, xsel, s2_x[l])),

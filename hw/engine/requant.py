@@ -71,7 +71,17 @@ class RequantBank(wiring.Component):
         m.d.comb += [
             self.y_valid.eq(wm_v[-1]), self.y_addr.eq(wm_e[-1]),
             self.y_mask.eq(Cat(*[u.out_valid for u in units])),    # (word writes only)
-            self.sat_count.eq(sum(u.sat for u in units)),
+            self.sat_count.eq(_popcount([u.sat for u in units])),
             self.busy.eq(Cat(*wm_v).any()),
         ]
         return m
+
+
+def _popcount(bits):
+    """The number of set ``bits``, as a balanced adder tree (``sum`` chains ``N`` adders,
+    one bit wider each)."""
+    terms = list(bits)
+    while len(terms) > 1:
+        terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i]
+                 for i in range(0, len(terms), 2)]
+    return terms[0]

@@ -8,7 +8,7 @@ from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from ttforge.hw.blocks import sat_add
+from ttforge.hw.blocks import decode_onehot, onehot_select, sat_add
 from ttforge.hw.engine.geometry import Geometry
 from ttforge.hw.engine.issue import result_tag_layout
 from ttforge.hw.regmap import ErrorCode
@@ -79,16 +79,17 @@ class ResultWriter(wiring.Component):
         R_vm = Signal(L)                     # valid lanes of a word-mode result
         w_busy, w_vnxt = Signal(), Signal()
         w_lane = Signal(g.lane_bits)
+        w_oh = Signal(L)                     # w_lane, one-hot (the AND-OR select of R)
         w_nv = Signal(nvw)
         w_e, w_b = Signal(AWP, name="w_e"), Signal(AWP, name="w_b")
         q0_v, q0_zero, q0_ben = Signal(), Signal(), Signal()
         q0_val = Signal(signed(AB))
         q0_e = Signal(EB)
-        q0_blane = Signal(g.lane_bits)
+        q0_boh = Signal(L)                   # the bias element's lane, one-hot
         q1_v, q1_zero, q1_ben = Signal(), Signal(), Signal()
         q1_val = Signal(signed(AB))
         q1_e = Signal(EB)
-        q1_blane = Signal(g.lane_bits)
+        q1_boh = Signal(L)
 
         # the deposit (running & res_valid) registered a cycle ahead from the MAC's
         # announcement: a local flop, not the controller's high fan-out `running`, drives
@@ -121,19 +122,20 @@ class ResultWriter(wiring.Component):
         w_act = w_busy & running
         m.d.sync += q0_v.eq(0)
         m.d.sync += [q1_v.eq(q0_v), q1_val.eq(q0_val), q1_e.eq(q0_e), q1_zero.eq(q0_zero),
-                     q1_ben.eq(q0_ben), q1_blane.eq(q0_blane)]
+                     q1_ben.eq(q0_ben), q1_boh.eq(q0_boh)]
         with m.If(w_act):
-            m.d.sync += [q0_v.eq(1), q0_val.eq(R[w_lane] if L > 1 else R[0]), q0_e.eq(w_e),
-                         q0_zero.eq(~w_inrange), q0_ben.eq(use_bias & w_inrange),
-                         q0_blane.eq(g.lane_of(w_b))]
+            m.d.sync += [q0_v.eq(1), q0_val.eq(onehot_select([R[l] for l in range(L)], w_oh)),
+                         q0_e.eq(w_e), q0_zero.eq(~w_inrange), q0_ben.eq(use_bias & w_inrange),
+                         q0_boh.eq(decode_onehot(g.lane_of(w_b), L))]
             with m.If(w_vnxt):
-                m.d.sync += [w_lane.eq(w_lane + 1), w_vnxt.eq(w_lane + 2 < w_nv),
+                m.d.sync += [w_lane.eq(w_lane + 1), w_oh.eq(Cat(0, w_oh[:-1]) if L > 1 else 1),
+                             w_vnxt.eq(w_lane + 2 < w_nv),
                              w_e.eq(sat_add(w_e, self.o_lane, aw)),
                              w_b.eq(sat_add(w_b, self.o_lane, aw))]
             with m.Else():
                 m.d.sync += w_busy.eq(0)
         with m.If(deposit & elem_out):
-            m.d.sync += [w_busy.eq(1), w_lane.eq(0), w_nv.eq(res_tag.nv),
+            m.d.sync += [w_busy.eq(1), w_lane.eq(0), w_oh.eq(1), w_nv.eq(res_tag.nv),
                          w_vnxt.eq(res_tag.nv > 1), w_e.eq(res_tag.e), w_b.eq(res_tag.b)]
         m.d.comb += self.errors.eq(Cat(
             w_act & (w_e >= c.buf_depth),                                    # BUF_RANGE
@@ -143,7 +145,7 @@ class ResultWriter(wiring.Component):
             m.d.sync += [R_v.eq(0), w_busy.eq(0), q0_v.eq(0), q1_v.eq(0)]
 
         # into the requantization units: unit 0 takes word lane 0 or the serial element
-        bsel = bias_r[q1_blane] if L > 1 else bias_r[0]
+        bsel = onehot_select([bias_r[l] for l in range(L)], q1_boh)
         word = ~elem_out
         m.d.comb += [
             self.valid[0].eq(Mux(word, R_v & R_vm[0], q1_v)),
