@@ -72,14 +72,24 @@ class AXISToElements(wiring.Component):
     (``min(E, max(1, count - received))`` elements), the last of which is marked
     ``last``. A ``tlast`` that comes early or late is passed through as it is (the
     engine reports it as an error). ``flush`` drops a held beat and restarts the
-    vector count (soft reset). ``open`` low refuses new beats (``tready`` low; the
-    engine's ``status.in_open``: disabled, in error); a held beat is kept.
+    vector count (soft reset). ``open`` low refuses new beats (the engine's
+    ``status.in_open``: disabled, in error) from the next cycle on: ``tready`` is
+    registered, so a beat may still be taken in the cycle ``open`` falls; it is held
+    (like any held beat) until the engine takes it or ``flush`` drops it.
 
-    A beat is taken into a register when the adapter is empty, or in the cycle its
-    previous beat's last element leaves, so a stream of beats runs without bubbles.
+    ``tready`` comes from flops only (no path from the engine's ``ready``): a skid
+    register takes a beat that arrives while the element register is still busy, and
+    ``tready`` is low while the skid register is full. The element register takes a
+    beat (from the skid register first) when it is empty, or in the cycle its previous
+    beat's last element leaves, so a stream of beats runs without bubbles.
+    ``fault="skid_drop"`` (a test hook) loses the beat that should go to the skid
+    register.
     """
 
-    def __init__(self, config=None, *, stream_elems=None, act_bits=None, count_bits=None):
+    def __init__(self, config=None, *, stream_elems=None, act_bits=None, count_bits=None,
+                 fault=None):
+        from ttforge.hw.faults import check_fault
+        self.fault = check_fault(fault, ("skid_drop",), "AXISToElements")
         self.elems, self.act_bits, self.count_bits = _params(
             config, stream_elems=stream_elems, act_bits=act_bits, count_bits=count_bits)
         self.lane = lane_bits(self.act_bits)
@@ -128,9 +138,26 @@ class AXISToElements(wiring.Component):
             rem_le_0.eq(rem[-1] | ~rem.any()),
             rem_minus.eq(Mux(rem_le_0, rem, rem - E)),
         ]
-        li_count = last_index(Cat(self.count, Const(0, 2)).as_signed(), self.s.tlast, "li_count")
-        li_minus = last_index(rem_minus, self.s.tlast, "li_minus")
-        li_rem = last_index(rem, self.s.tlast, "li_rem")
+        # the skid register and the beat offered to the element register (the skid
+        # register's first; while it is full tready is low)
+        skid = Signal(E * W)
+        skid_last = Signal()
+        skid_full = Signal()
+        open_r = Signal()
+        m.d.sync += open_r.eq(self.open)
+        m.d.comb += self.s.tready.eq(~skid_full & open_r)
+        taken = Signal()                    # a bus beat is accepted this cycle
+        m.d.comb += taken.eq(self.s.tvalid & self.s.tready)
+        in_valid = Signal()
+        in_data = Signal(E * W)
+        in_last = Signal()
+        m.d.comb += [in_valid.eq(skid_full | taken),
+                     in_data.eq(Mux(skid_full, skid, self.s.tdata)),
+                     in_last.eq(Mux(skid_full, skid_last, self.s.tlast))]
+
+        li_count = last_index(Cat(self.count, Const(0, 2)).as_signed(), in_last, "li_count")
+        li_minus = last_index(rem_minus, in_last, "li_minus")
+        li_rem = last_index(rem, in_last, "li_rem")
         last_idx = Signal(range(max(E, 2)))     # of the held beat (loaded with it)
 
         lanes = Array(beat.word_select(j, W)[:A].as_signed() for j in range(E))
@@ -143,7 +170,8 @@ class AXISToElements(wiring.Component):
         ]
         leaving = Signal()   # the held beat's last element is taken this cycle
         m.d.comb += leaving.eq(full & self.out.ready & end_of_beat)
-        m.d.comb += self.s.tready.eq((~full | leaving) & self.open)
+        load = Signal()      # the element register takes the offered beat
+        m.d.comb += load.eq(in_valid & (~full | leaving))
 
         with m.If(leaving & beat_last):
             m.d.sync += [vec_start.eq(1), rem.eq(self.count)]
@@ -162,16 +190,25 @@ class AXISToElements(wiring.Component):
             m.d.sync += idx.eq(idx + 1)
         with m.If(leaving):
             m.d.sync += full.eq(0)
-        with m.If(self.s.tvalid & self.s.tready):
+        with m.If(load):
             m.d.sync += [
-                beat.eq(self.s.tdata),
-                beat_last.eq(self.s.tlast),
+                beat.eq(in_data),
+                beat_last.eq(in_last),
                 last_idx.eq(li_in),
                 full.eq(1),
                 idx.eq(0),
             ]
+        # the skid register: filled by a beat the element register cannot take, emptied
+        # when it takes it (tready was low meanwhile, so no beat comes in that cycle)
+        with m.If(skid_full & load):
+            m.d.sync += skid_full.eq(0)
+        with m.If(taken & ~load):
+            m.d.sync += [skid.eq(self.s.tdata), skid_last.eq(self.s.tlast)]
+            if self.fault != "skid_drop":
+                m.d.sync += skid_full.eq(1)
         with m.If(self.flush):
-            m.d.sync += [full.eq(0), idx.eq(0), vec_start.eq(1), rem.eq(self.count)]
+            m.d.sync += [full.eq(0), idx.eq(0), vec_start.eq(1), rem.eq(self.count),
+                         skid_full.eq(0)]
         return m
 
 

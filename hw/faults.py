@@ -42,6 +42,8 @@ FAULTS: dict[str, str] = {
                      "beat is dropped)",
     "axil_double_resp": "the AXI4-Lite slave keeps the accepted write request, so every "
                         "write is answered twice (a B response with no request)",
+    "skid_drop": "the s_axis adapter's skid register never fills: a beat taken while the "
+                 "element register is busy (engine back-pressure) is lost",
 }
 
 #: fault name -> the block that carries it
@@ -53,13 +55,15 @@ FAULT_BLOCKS: dict[str, str] = {
     "sat_bound": "Requant",
     "axis_unstable": "ElementsToAXIS",
     "axil_double_resp": "AXI4LiteSlave",
+    "skid_drop": "AXISToElements",
 }
 
 #: faults that ``TTEngine`` takes (in the engine or the blocks it builds)
 ENGINE_FAULTS = tuple(n for n, b in FAULT_BLOCKS.items()
                       if b in ("TTEngine", "Requant", "AddressGen"))
 #: faults that change what is computed (the exact end-to-end check must fail)
-DATAPATH_FAULTS = ("requant_lsb", "round_off_by_one", "wrong_stride", "drop_tlast", "sat_bound")
+DATAPATH_FAULTS = ("requant_lsb", "round_off_by_one", "wrong_stride", "drop_tlast", "sat_bound",
+                   "skid_drop")
 #: faults of the bus protocols (the formal checks must fail; simulation also sees them)
 PROTOCOL_FAULTS = ("axis_unstable", "axil_double_resp")
 

@@ -101,7 +101,8 @@ class TTAccel(wiring.Component):
         slave = AXI4LiteSlave(cfg.axil_addr_bits,
                               fault=self.fault if self.fault == "axil_double_resp" else None)
         rf = RegisterFile(self.regmap, cfg.axil_addr_bits)
-        unpack = AXISToElements(cfg, count_bits=len(engine.program.in_count))
+        unpack = AXISToElements(cfg, count_bits=len(engine.program.in_count),
+                                fault=self.fault if self.fault == "skid_drop" else None)
         pack = ElementsToAXIS(cfg, fault=self.fault if self.fault == "axis_unstable" else None)
         m.submodules.engine = engine
         m.submodules.axil = slave

@@ -28,7 +28,8 @@ class Controller(wiring.Component):
     of the destination buffer (``zfill_err``: beyond ``buf_depth``); after the step with
     ``last_step``, the output (``out_begin``, ``outputting`` until ``out_finished``).
     ``wr_*`` is its buffer write (input elements, padding and fill zeros, one element per
-    cycle: ``wr_value`` to element ``wr_elem`` of buffer ``wr_sel``). ``abort`` or a soft
+    cycle: ``wr_value`` to element ``wr_elem`` of buffer ``wr_sel``); input and pad
+    writes come from registers, a cycle after the element is accepted. ``abort`` or a soft
     reset return it to ``IDLE``.
 
     Status: ``busy`` (from the cycle accepting the first input element to the return to
@@ -166,6 +167,22 @@ class Controller(wiring.Component):
             m.d.sync += go(State.OUTPUT)
             m.d.comb += self.out_begin.eq(1)
 
+        # the input and pad writes leave from registers a cycle after the element is
+        # accepted (the handshake's logic ends in these flops, not in the buffer's
+        # address and enables); the last one lands in the first FETCH cycle, long before
+        # a step reads BUF0. The zero fill writes from its own flops (z) directly: it
+        # never meets an input or pad write.
+        in_we = Signal()
+        in_elem = Signal.like(self.wr_elem)
+        in_value = Signal.like(self.wr_value)
+        m.d.sync += in_we.eq(0)
+        with m.If(zfill):
+            m.d.comb += [self.wr_en.eq(z < c.buf_depth), self.wr_sel.eq(~self.src),
+                         self.wr_elem.eq(z)]
+        with m.Else():
+            m.d.comb += [self.wr_en.eq(in_we), self.wr_sel.eq(0), self.wr_elem.eq(in_elem),
+                         self.wr_value.eq(in_value)]
+
         # (the phases are exclusive: one If per phase flag, no priority chain)
         with m.If(taking):
             with m.If(accept):
@@ -179,8 +196,8 @@ class Controller(wiring.Component):
                 with m.Elif(~in_last & exp_last):
                     m.d.sync += go(State.DRAIN)
                 with m.Else():
-                    m.d.comb += [self.wr_en.eq(1), self.wr_sel.eq(0), self.wr_elem.eq(jj),
-                                 self.wr_value.eq(self.inp.payload.data)]
+                    m.d.sync += [in_we.eq(1), in_elem.eq(jj),
+                                 in_value.eq(self.inp.payload.data)]
                     with m.If(exp_last):
                         m.d.sync += first_step()
                         m.d.sync += go(Mux(has_pad, State.PAD, State.FETCH))
@@ -190,8 +207,7 @@ class Controller(wiring.Component):
             with m.If(accept & in_last):
                 m.d.sync += go(State.IDLE)
         with m.If(pad):
-            m.d.comb += [self.wr_en.eq(1), self.wr_sel.eq(0), self.wr_elem.eq(j)]
-            m.d.sync += j.eq(j + 1)
+            m.d.sync += [in_we.eq(1), in_elem.eq(j), in_value.eq(0), j.eq(j + 1)]
             with m.If(j == pad_last):
                 m.d.sync += [*go(State.FETCH), *first_step()]
         with m.If(self.fetching):
@@ -208,8 +224,6 @@ class Controller(wiring.Component):
                 with m.Else():
                     m.d.sync += next_step()
         with m.If(zfill):
-            m.d.comb += [self.wr_en.eq(z < c.buf_depth), self.wr_sel.eq(~self.src),
-                         self.wr_elem.eq(z)]
             m.d.sync += [z.eq(z + 1), z_last.eq(z == zf_pen)]
             with m.If(z_last):
                 with m.If(self.last_step):

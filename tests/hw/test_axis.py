@@ -27,10 +27,11 @@ def _rand_vec(rng, n, bits):
     return [rng.randint(lo, hi) for _ in range(n)]
 
 
-@pytest.mark.parametrize("E,A", [(1, 8), (4, 8), (3, 5), (2, 12), (8, 4)])
-def test_axis_to_elements(E, A):
+def _stream_through(E, A, *, fault=None, ready_p=0.7, pause_p=0.3):
+    """Vectors of several lengths through ``AXISToElements`` with random ``tvalid``
+    pauses and element back-pressure: (elements received, elements expected)."""
     rng = random.Random(E * 100 + A)
-    dut = AXISToElements(stream_elems=E, act_bits=A, count_bits=8)
+    dut = AXISToElements(stream_elems=E, act_bits=A, count_bits=8, fault=fault)
     W = lane_bits(A)
     lengths = [1, E, E + 1, 2 * E, 3 * E - 1 if E > 1 else 3, 7]
     vectors = [_rand_vec(rng, n, A) for n in lengths]
@@ -46,7 +47,7 @@ def test_axis_to_elements(E, A):
                 for j in range(E):
                     mask |= ((1 << A) - 1) << (j * W)
                 word = (word & mask) | (junk & ~mask)
-                while rng.random() < 0.3:
+                while rng.random() < pause_p:
                     await ctx.tick()
                 ctx.set(dut.s.tdata, word)
                 ctx.set(dut.s.tlast, last)
@@ -54,12 +55,12 @@ def test_axis_to_elements(E, A):
                 await ctx.tick().until(dut.s.tready)
                 ctx.set(dut.s.tvalid, 0)
             # count is held until the last beat of the vector has been taken in
-            await ctx.tick().repeat(E + 2)
+            await ctx.tick().repeat(2 * E + 4)
 
     async def sink(ctx):
         total = sum(len(v) for v in vectors)
         while len(got) < total:
-            ready = rng.random() < 0.7
+            ready = rng.random() < ready_p
             ctx.set(dut.out.ready, ready)
             _, _, valid, data, last = await ctx.tick().sample(
                 dut.out.valid, dut.out.p.data, dut.out.p.last)
@@ -69,10 +70,96 @@ def test_axis_to_elements(E, A):
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     sim.add_testbench(source)
-    sim.add_testbench(sink)
+    sim.add_testbench(sink, background=True)
     sim.run_until(1e-2)
     expected = [(v, i == len(vec) - 1) for vec in vectors for i, v in enumerate(vec)]
-    assert [(d, bool(l)) for d, l in got] == expected
+    return [(d, bool(l)) for d, l in got], expected
+
+
+@pytest.mark.parametrize("E,A", [(1, 8), (4, 8), (3, 5), (2, 12), (8, 4)])
+def test_axis_to_elements(E, A):
+    got, expected = _stream_through(E, A)
+    assert got == expected
+
+
+@pytest.mark.parametrize("E,A", [(1, 8), (4, 8)])
+def test_axis_to_elements_heavy_backpressure(E, A):
+    """Mostly-stalled element side and a source that never pauses: the skid register
+    fills and empties often; every beat arrives once, in order."""
+    got, expected = _stream_through(E, A, ready_p=0.25, pause_p=0.0)
+    assert got == expected
+
+
+@pytest.mark.parametrize("E,A", [(1, 8), (4, 8)])
+def test_axis_to_elements_skid_drop_fault_loses_a_beat(E, A):
+    """Sibling: a skid register that never fills loses a beat under back-pressure."""
+    got, expected = _stream_through(E, A, fault="skid_drop", ready_p=0.25, pause_p=0.0)
+    assert got != expected
+
+
+def test_axis_to_elements_tready_is_registered():
+    """``tready`` does not follow the element side's ``ready`` or ``open`` within a
+    cycle (it comes from flops): changing them between clock edges leaves it alone."""
+    E, A = 2, 8
+    dut = AXISToElements(stream_elems=E, act_bits=A, count_bits=8)
+    seen = []
+
+    async def tb(ctx):
+        ctx.set(dut.count, 6)
+        ctx.set(dut.s.tvalid, 1)
+        rng = random.Random(5)
+        for _ in range(60):
+            ctx.set(dut.s.tdata, rng.getrandbits(E * 8))
+            ctx.set(dut.s.tlast, rng.random() < 0.3)
+            before = ctx.get(dut.s.tready)
+            for ready, opn in ((0, 0), (1, 1), (0, 1), (1, 0)):
+                ctx.set(dut.out.ready, ready)
+                ctx.set(dut.open, opn)
+                assert ctx.get(dut.s.tready) == before
+            ctx.set(dut.out.ready, rng.random() < 0.4)
+            ctx.set(dut.open, rng.random() < 0.8)
+            seen.append(before)
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.run()
+    assert 0 in seen and 1 in seen
+
+
+def test_axis_to_elements_open_closes_tready_from_the_next_cycle():
+    """``open`` low: ``tready`` is low from the next cycle on; a beat taken in the
+    cycle ``open`` fell is held, and leaves once the element side takes it."""
+    E, A = 1, 8
+    dut = AXISToElements(stream_elems=E, act_bits=A, count_bits=8)
+
+    async def tb(ctx):
+        ctx.set(dut.count, 3)
+        ctx.set(dut.out.ready, 0)
+        await ctx.tick()
+        assert ctx.get(dut.s.tready)            # open (init 1) registered after reset
+        ctx.set(dut.s.tvalid, 1)
+        ctx.set(dut.s.tdata, 7)
+        ctx.set(dut.open, 0)
+        assert ctx.get(dut.s.tready)            # still high in the cycle open falls
+        await ctx.tick()                        # beat 7 taken
+        ctx.set(dut.s.tdata, 9)
+        for _ in range(5):
+            assert not ctx.get(dut.s.tready)
+            await ctx.tick()
+        assert ctx.get(dut.out.valid) and ctx.get(dut.out.p.data) == 7
+        ctx.set(dut.out.ready, 1)
+        await ctx.tick()
+        assert not ctx.get(dut.out.valid)       # beat 9 was never taken
+        ctx.set(dut.open, 1)
+        await ctx.tick()
+        assert ctx.get(dut.s.tready)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.run()
 
 
 def test_axis_to_elements_full_rate():

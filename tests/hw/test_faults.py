@@ -287,10 +287,12 @@ def _top_case():
     return net, cfg, load_image(prog, RegisterMap(cfg)), X
 
 
-@pytest.mark.parametrize("fault", [None, "drop_tlast", "axis_unstable", "axil_double_resp"])
+@pytest.mark.parametrize("fault", [None, "drop_tlast", "axis_unstable", "axil_double_resp",
+                                   "skid_drop"])
 def test_top_level_faults_are_killed(fault):
     """Through the AXI top: the un-faulted accelerator is exact; a dropped tlast, an
-    unstable m_axis beat and a doubled AXI4-Lite write response are each caught."""
+    unstable m_axis beat, a doubled AXI4-Lite write response and an input beat lost in
+    the s_axis skid register are each caught."""
     net, cfg, writes, X = _top_case()
     golden = execute(net, X)
     res, resp = run_top(cfg, writes, X, golden.shape[1], fault=fault,
