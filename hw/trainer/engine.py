@@ -594,10 +594,15 @@ class TrainEngine(wiring.Component):
             m.d.comb += y_word[l].eq(Mux(keep, ys[l].out, 0))
         onehot_in = Signal(L)
         m.d.comb += onehot_in.eq(Const(1, L) << (in_b[:lg] if lg else 0))
+        # the loss gradient's write (address, lane enable, value) registered: a cycle after
+        # g_valid, the last one in the done cycle, still in LOSS (the address's shift and
+        # adder no longer stand before the GRAD blocks' address fan-out)
         loss_word = Signal(aw + 2)
-        m.d.comb += loss_word.eq(loss_wbase + (loss.g_class << bwl_r))
+        m.d.sync += loss_word.eq(loss_wbase + (loss.g_class << bwl_r))
         lane_hot = Signal(L)
-        m.d.comb += lane_hot.eq(Const(1, L) << (slot_lane if lg else 0))
+        m.d.sync += lane_hot.eq(Mux(loss.g_valid, Const(1, L) << (slot_lane if lg else 0), 0))
+        loss_g = Signal.like(loss.g_value)
+        m.d.sync += loss_g.eq(loss.g_value)
         with m.If(st_input):
             m.d.comb += [act_w.addr.eq(in_addr), act_w.en.eq(Mux(self.inp.valid & (in_f < prog.in_count),
                                                                    onehot_in, 0))]
@@ -606,8 +611,8 @@ class TrainEngine(wiring.Component):
             m.d.comb += [act_w.addr.eq(zf_addr), act_w.en.eq(Mux(~flags.dst, (1 << L) - 1, 0)),
                          grad_w.addr.eq(zf_addr), grad_w.en.eq(Mux(flags.dst, (1 << L) - 1, 0))]
         with m.Elif(st_loss):
-            m.d.comb += [grad_w.addr.eq(loss_word), grad_w.en.eq(Mux(loss.g_valid, lane_hot, 0))]
-            m.d.comb += [grad_w.data[l].eq(loss.g_value) for l in range(L)]
+            m.d.comb += [grad_w.addr.eq(loss_word), grad_w.en.eq(lane_hot)]
+            m.d.comb += [grad_w.data[l].eq(loss_g) for l in range(L)]
         with m.Else():
             m.d.comb += [act_w.addr.eq(y_o), grad_w.addr.eq(y_o),
                          act_w.en.eq(Mux(y_v & ~flags.dst & is_contract, (1 << L) - 1, 0)),
