@@ -340,6 +340,13 @@ class _ThreadTuner:
                 return n + 1 - st["best"]
             return st["best"]
 
+    def expect(self, key, n: int, t: int) -> float | None:
+        """The median time of count ``t`` on ``key`` (``None``: not yet timed)."""
+        with self.lock:
+            st = self.state.get((key, n))
+            times = st["times"][t] if st else None
+            return self._median(times) if times else None
+
     def record(self, key, n: int, t: int, seconds: float) -> None:
         with self.lock:
             st = self.state[(key, n)]
@@ -365,22 +372,60 @@ def _key(x: torch.Tensor, plan: FastPlan, *what):
     return (plan, x.shape[0], x.dtype, *what) if x.device.type == "cpu" else None
 
 
+class _Run:
+    """The thread count of one region of products under way: :meth:`chunk` after each
+    batch chunk moves the rest of the region to the other count when this one is
+    clearly losing (see :func:`_compute`)."""
+
+    def __init__(self, threads: int = 0, other: int = 0, expect: float | None = None) -> None:
+        self.threads, self.other, self.expect = threads, other, expect
+        self.t0 = time.perf_counter()
+        self.projected: float | None = None
+
+    def chunk(self, done: int, total: int) -> None:
+        """``done`` of ``total`` samples are through (judged from a sixteenth of the
+        region on, so that one slow chunk does not decide)."""
+        if self.expect is None or self.projected is not None or not total <= 16 * done < 16 * total:
+            return
+        projected = (time.perf_counter() - self.t0) * total / done
+        if projected > _ThreadTuner.CLEAR * self.expect:
+            # e.g. two threads with a core taken: a parallel region per product waits
+            # for a time slice, and a whole call took 6-11x one thread's (4096 layer,
+            # batch 1024); one chunk of it costs little
+            self.projected = projected
+            torch.set_num_threads(self.other)
+
+
+#: What :func:`_compute` yields when nothing is tuned.
+_UNTUNED = _Run()
+
+
 @contextlib.contextmanager
 def _compute(key=None):
     """The intra-op threads of the products: at most :data:`THREADS`, or under
     ``"auto"`` the count :data:`_TUNER` picks for ``key`` (timed for it); torch's
-    count, untimed, while deterministic algorithms are on (results that repeat)."""
+    count, untimed, while deterministic algorithms are on (results that repeat).
+
+    Yields a :class:`_Run`: a chunked region that reports its chunks to it leaves a
+    count projected to take more than :data:`_ThreadTuner.CLEAR` times the other
+    count's median after the chunk that shows it (the call is recorded at the
+    projected time), so that trying a count that a busy core makes slow costs about
+    a chunk, not a call.
+    """
     n = torch.get_num_threads()
     if (THREADS != "auto" or n <= 1 or key is None
             or torch.are_deterministic_algorithms_enabled()):
         with _limit_threads(None if THREADS == "auto" else THREADS):
-            yield
+            yield _UNTUNED
         return
     t = _TUNER.pick(key, n)
-    t0 = time.perf_counter()
-    with _limit_threads(t):
-        yield
-    _TUNER.record(key, n, t, time.perf_counter() - t0)
+    run = _Run(t, n + 1 - t, _TUNER.expect(key, n, n + 1 - t))
+    torch.set_num_threads(t)
+    try:
+        yield run
+    finally:
+        torch.set_num_threads(n)
+    _TUNER.record(key, n, t, run.projected or time.perf_counter() - run.t0)
 
 
 # -- execution ------------------------------------------------------------------------
@@ -483,9 +528,9 @@ def _step(t: torch.Tensor, C: torch.Tensor, s: ContractionStep, b: int,
 
 
 def _forward(x: torch.Tensor, mats: Sequence[torch.Tensor], plan: FastPlan,
-             keep: bool = False, bias: torch.Tensor | None = None):
+             keep: bool = False, bias: torch.Tensor | None = None, run: _Run = _UNTUNED):
     """``x (B, N) -> y (B, M)`` plus ``bias`` if given; with ``keep`` also the inputs of
-    every step after the first."""
+    every step after the first; chunks are reported to ``run``."""
     steps = plan.schedule.steps
     batch = x.shape[0]
     out_size = plan.schedule.shape.out_size
@@ -509,6 +554,7 @@ def _forward(x: torch.Tensor, mats: Sequence[torch.Tensor], plan: FastPlan,
                 last = i == len(steps) - 1
                 t = _step(t, C, s, b, out=y[lo:lo + b] if last else bufs[i][:b * s.out_elements],
                           bias=fused if last else None)
+            run.chunk(lo + b, batch)
     if bias is not None and fused is None:
         y += bias
     return y, kept
@@ -634,7 +680,7 @@ def _addmm(acc: torch.Tensor | None, a: torch.Tensor, b: torch.Tensor) -> torch.
     return torch.mm(a, b) if acc is None else acc.addmm_(a, b)
 
 
-def _backward_buffered(x, gy, mats, steps, need_x, chunk, kept=None):
+def _backward_buffered(x, gy, mats, steps, need_x, chunk, kept=None, run: _Run = _UNTUNED):
     """The backward when no graph of it is needed: gradients of ``x`` (or ``None``) and
     of each step matrix, chunk by chunk with work buffers reused across chunks and the
     matrix gradients accumulated in place; the step inputs come from ``kept`` (the
@@ -702,6 +748,7 @@ def _backward_buffered(x, gy, mats, steps, need_x, chunk, kept=None):
                 if out is not None:
                     g = torch.bmm(C.t().expand(n, s.K, s.P), g3, out=out.view(n, s.K, s.Q))
             gmats[i] = gm
+        run.chunk(lo + b, batch)
     with _serial():  # memory-bound: a parallel region costs more than it saves
         for i, buf in sums.items():
             s = steps[i]
@@ -757,8 +804,8 @@ def tt_apply(x: torch.Tensor, cores: Sequence[torch.Tensor],
         return _TTApplyMats.apply(x, plan, bias, *mats)
     with _serial():
         mats = _step_matrices(cores, plan)
-    with _compute(_key(x, plan, "forward", False)):
-        return _forward(x, mats, plan, bias=bias)[0]
+    with _compute(_key(x, plan, "forward", False)) as run:
+        return _forward(x, mats, plan, bias=bias, run=run)[0]
 
 
 class _TTApplyMats(torch.autograd.Function):
@@ -768,8 +815,8 @@ class _TTApplyMats(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, plan, bias, *mats):  # type: ignore[override]
         keep = _keep(plan, x.shape[0])
-        with _compute(_key(x, plan, "forward", keep)):
-            y, kept = _forward(x, mats, plan, keep=keep, bias=bias)
+        with _compute(_key(x, plan, "forward", keep)) as run:
+            y, kept = _forward(x, mats, plan, keep=keep, bias=bias, run=run)
         ctx.plan, ctx.keep, ctx.has_bias = plan, keep, bias is not None
         ctx.save_for_backward(x, *mats, *kept)
         return y
@@ -783,11 +830,11 @@ class _TTApplyMats(torch.autograd.Function):
         batch, need_x, gy = x.shape[0], ctx.needs_input_grad[0], gy.contiguous()
         chunk = plan.chunk if plan.backward_chunk is None else plan.backward_chunk
         chunk = chunk if chunk and chunk < batch else batch
-        with _compute(_key(x, plan, "backward", need_x, torch.is_grad_enabled())):
+        with _compute(_key(x, plan, "backward", need_x, torch.is_grad_enabled())) as run:
             if torch.is_grad_enabled():
                 # create_graph: kept intermediates carry no graph, so all are recomputed
                 gx, gmats = _backward_graph(x, gy, mats, steps, need_x, chunk)
             else:
-                gx, gmats = _backward_buffered(x, gy, mats, steps, need_x, chunk, kept)
+                gx, gmats = _backward_buffered(x, gy, mats, steps, need_x, chunk, kept, run)
             gb = gy.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return (gx, None, gb, *gmats)

@@ -160,3 +160,64 @@ def test_a_seeded_training_run_at_two_threads_repeats(tmp_path, two_threads_auto
     b = train(cfg, tmp_path / "b", progress=False).model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert fast._TUNER.state == {}
+
+
+class _Losing(fast._ThreadTuner):
+    """Picks two threads and expects one thread to take ``expect`` seconds."""
+
+    def __init__(self, expect):
+        super().__init__()
+        self.expected, self.recorded = expect, []
+
+    def pick(self, key, n):
+        return 2
+
+    def expect(self, key, n, t):
+        return self.expected
+
+    def record(self, key, n, t, seconds):
+        self.recorded.append((key[3], t, seconds))
+
+
+def _threads_per_chunk(monkeypatch, tuner):
+    """Forward+backward of a chunked layer under ``tuner``: the thread count each
+    step of each chunk ran on, per pass, and the gradients against the hardware order."""
+    monkeypatch.setattr(fast, "_TUNER", tuner)
+    monkeypatch.setattr(fast, "CHUNK_ELEMENTS", 1 << 12)  # chunks of 2 samples
+    monkeypatch.setattr(fast, "BACKWARD_CHUNK_ELEMENTS", 1 << 12)
+    fast._plan_cached.cache_clear()
+    seen = []
+    step = fast._step
+    monkeypatch.setattr(fast, "_step", lambda *a, **k: seen.append(torch.get_num_threads()) or step(*a, **k))
+    torch.manual_seed(2)
+    layer = TTLinear(512, 512, ranks=4, in_modes=[8, 8, 8], out_modes=[8, 8, 8]).double()
+    x = torch.randn(40, 512, dtype=torch.float64)
+    assert fast.plan_for(layer.tt_shape, 40).chunk == 2
+    try:
+        y = layer(x)
+        g = torch.autograd.grad(y.sum(), list(layer.cores))
+    finally:
+        fast._plan_cached.cache_clear()
+    ref = apply_schedule(x, list(layer.cores), layer.schedule) + layer.bias
+    assert torch.allclose(y, ref, rtol=1e-12, atol=1e-12)
+    for a, b in zip(g, torch.autograd.grad(ref.sum(), list(layer.cores))):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)
+    return seen
+
+
+def test_a_count_losing_within_a_call_hands_the_rest_to_the_other(two_threads_auto, monkeypatch):
+    """Two threads projected far slower than one thread's median (a busy core) run a
+    sixteenth of the region; the rest runs on one thread, and the call is recorded at
+    the projected time; torch's count is back afterwards."""
+    tuner = _Losing(1e-9)
+    seen = _threads_per_chunk(monkeypatch, tuner)
+    assert seen[0] == 2 and seen[-1] == 1 and 1 < seen.count(2) < len(seen) // 2
+    assert [(w, t) for w, t, _ in tuner.recorded] == [("forward", 2), ("backward", 2)]
+    assert all(s > 1e-6 for _, _, s in tuner.recorded)
+    assert torch.get_num_threads() == 2
+
+
+def test_without_a_median_to_lose_against_the_count_stays(two_threads_auto, monkeypatch):
+    """Sibling: with nothing to compare (the other count not yet timed) every chunk
+    runs on the picked count."""
+    assert set(_threads_per_chunk(monkeypatch, _Losing(None))) == {2}
