@@ -313,3 +313,46 @@ def test_requant_exhaustive_small_widths():
         assert not bad, bad[:5]
 
     run(dut, bench)
+
+
+# ---------------------------------------------------------------------- one-hot selects
+def _onehot_select_outputs(n, width, pick):
+    """Every (index, word values) case of ``onehot_select(items, decode_onehot(idx, n))``,
+    with ``pick(onehot)`` choosing the one-hot fed to the select."""
+    from amaranth.hdl import Signal, signed
+
+    from ttforge.hw.blocks import decode_onehot, onehot_select
+
+    m = Module()
+    idx = Signal(range(n + 1))
+    items = [Signal(signed(width), name=f"w{i}") for i in range(n)]
+    out = Signal(signed(width))
+    m.d.comb += out.eq(onehot_select(items, pick(decode_onehot(idx, n))))
+    rng = random.Random(n)
+    vals = [rng.randrange(-2**(width - 1), 2**(width - 1)) for _ in range(n)]
+    got = []
+
+    async def bench(ctx):
+        for i, s in enumerate(items):
+            ctx.set(s, vals[i])
+        for k in range(n + 1):
+            ctx.set(idx, k)
+            got.append(ctx.get(out))
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    return vals, got
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 64])
+def test_onehot_select_equals_indexing(n):
+    vals, got = _onehot_select_outputs(n, 32, lambda oh: oh)
+    assert got == vals + [0]          # an index past the items selects nothing
+
+
+def test_onehot_select_with_a_shifted_onehot_differs():
+    # the sibling that must fail: the one-hot one lane off selects other words
+    from amaranth.hdl import Cat
+    vals, got = _onehot_select_outputs(8, 16, lambda oh: Cat(oh[1:], oh[0]))
+    assert got != vals + [0]
