@@ -21,9 +21,8 @@ actual batch instead:
 The partition and the order are chosen by :func:`plan_for` with a small cost model
 (MACs weighted by how well matrix kernels run on such shapes, plus a per-call
 overhead), cached per (shape, batch bucket, thread count): batch buckets are powers of two. The
-merges are made once per forward and the backward reuses them; small merges run on one
-thread (a parallel region costs more than their arithmetic), large ones
-(:data:`MERGE_PARALLEL_ELEMENTS`) on the thread count the products use.
+merges run on one thread, forward and backward (a parallel region costs more than their
+arithmetic); they are made once per forward and the backward reuses them.
 
 The backward pass is a custom :class:`torch.autograd.Function`: it keeps the input and
 the (small) merged core matrices, not the intermediates, unless they are small; the
@@ -444,7 +443,7 @@ class _Merge2(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, a, b):  # type: ignore[override]
-        with _merge_threads(a, b, "forward"):
+        with _serial():
             return _Merge2._forward(ctx, a, b)
 
     @staticmethod
@@ -465,7 +464,7 @@ class _Merge2(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):  # type: ignore[override]
-        with _merge_threads(*ctx.saved_tensors, "backward"):
+        with _serial():
             return _Merge2._backward(ctx, g)
 
     @staticmethod
@@ -485,24 +484,6 @@ class _Merge2(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             gb = (a.reshape(r0 * ma * na, r1).t() @ gp).view(b.shape)
         return ga, gb
-
-
-#: Merges whose result holds at least this many values run on the thread count of the
-#: products (tuned under ``THREADS="auto"``, one region per merge and pass); smaller ones
-#: on one thread. Measured, the 784 x 512 rank-16 layer's merges (a 401,408-value
-#: weight) at 2 threads, batch 256, on the loaded machine: forward 2.16 -> 1.64 ms on
-#: two threads instead of one, forward+backward 5.98 -> 5.59 ms (medians of 41).
-MERGE_PARALLEL_ELEMENTS = 1 << 16
-
-
-def _merge_threads(a: torch.Tensor, b: torch.Tensor, what: str):
-    """The threads of merging ``a`` and ``b`` (see :data:`MERGE_PARALLEL_ELEMENTS`)."""
-    r0, ma, na, _ = a.shape
-    _, mb, nb, r2 = b.shape
-    if r0 * ma * na * mb * nb * r2 < MERGE_PARALLEL_ELEMENTS:
-        return _serial()
-    cpu = a.device.type == "cpu"
-    return _compute((tuple(a.shape), tuple(b.shape), a.dtype, "merge", what) if cpu else None)
 
 
 def _merge2(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -816,11 +797,13 @@ def tt_apply(x: torch.Tensor, cores: Sequence[torch.Tensor],
     x = x.contiguous()
     if torch.is_grad_enabled() and (x.requires_grad or any(c.requires_grad for c in cores)
                                     or (bias is not None and bias.requires_grad)):
-        # the merges go through autograd: the merged matrices are made once per
-        # forward and reused by the backward
-        mats = _step_matrices(cores, plan)
+        # the merges go through autograd (their backward runs on one thread too): the
+        # merged matrices are made once per forward and reused by the backward
+        with _serial():
+            mats = _step_matrices(cores, plan)
         return _TTApplyMats.apply(x, plan, bias, *mats)
-    mats = _step_matrices(cores, plan)
+    with _serial():
+        mats = _step_matrices(cores, plan)
     with _compute(_key(x, plan, "forward", False)) as run:
         return _forward(x, mats, plan, bias=bias, run=run)[0]
 

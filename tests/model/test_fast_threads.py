@@ -221,23 +221,3 @@ def test_without_a_median_to_lose_against_the_count_stays(two_threads_auto, monk
     """Sibling: with nothing to compare (the other count not yet timed) every chunk
     runs on the picked count."""
     assert set(_threads_per_chunk(monkeypatch, _Losing(None))) == {2}
-
-
-def test_large_merges_run_on_the_tuned_count_small_ones_on_one_thread(two_threads_auto):
-    """The 784 x 512 rank-16 layer at batch 256 rebuilds its weight: the last merge
-    (401,408 values) is a tuned region, forward and backward; the merges of core pairs
-    (14,336 values) are not; the layer still equals the hardware order (float64)."""
-    torch.manual_seed(4)
-    layer = TTLinear(784, 512, ranks=16, in_modes=[7, 4, 7, 4], out_modes=[4, 8, 4, 4]).double()
-    assert fast.plan_for(layer.tt_shape, 256).groups == ((0, 4),)
-    x = torch.randn(256, 784, dtype=torch.float64, requires_grad=True)
-    ref = apply_schedule(x, list(layer.cores), layer.schedule) + layer.bias
-    gref = torch.autograd.grad(ref.sum(), [x, *layer.cores])
-    for _ in range(3):
-        y = layer(x)
-        g = torch.autograd.grad(y.sum(), [x, *layer.cores])
-    assert torch.allclose(y, ref, rtol=1e-12, atol=1e-12)
-    assert all(torch.allclose(a, b, rtol=1e-12, atol=1e-10) for a, b in zip(g, gref))
-    merges = {(k[0], k[1], k[4]) for k, _ in fast._TUNER.state if k[3:4] == ("merge",)}
-    big = ((1, 32, 28, 16), (16, 16, 28, 1))
-    assert merges == {(*big, "forward"), (*big, "backward")}
