@@ -416,6 +416,22 @@ def test_cycle_counter_equals_engine_timing_model(lanes, seed):
     assert model.busy_lane_cycles * len(X) == run.counters["busy_lane_cycles"]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("lanes,seed", [(32, 4), (64, 31)])
+def test_wide_engines_bit_exact_and_cycle_exact(lanes, seed):
+    # the lane counts of issue 16's MACs per cycle: one-hot selects and 64-lane words
+    check_bit_exact(lanes, seed)
+    net = random_net(seed)
+    cfg = config_for(net, lanes)
+    prog = compile_program(net, cfg)
+    X = random_inputs(net, 1, seed)
+    run = simulate(cfg, stream_script(prog, X, pause=5), expect_vectors=1)
+    assert np.array_equal(np.array(run.outputs), execute(net, X))
+    from ttforge.hw.cycles import program_cycles
+    assert run.counters["cycles"] == model_cycles(prog, cfg)
+    assert program_cycles(prog.descriptors, cfg, prog.globals, ENGINE_TIMING).total == run.counters["cycles"]
+
+
 @pytest.mark.parametrize("lanes,seed", [(1, 21), (2, 0), (4, 15), (4, 37), (8, 10), (16, 4),
                                         (16, 31), (4, 9)])
 def test_serial_requant_is_bit_exact_and_follows_the_model(lanes, seed):
