@@ -11,6 +11,10 @@ once inside the I/O harness of ``ttforge.hw.synth`` (``synth_ecp5``, exactly as
 seeds in parallel. Each seed gives what ``ttforge report --lanes L --device ecp5-85f
 --seed S`` gives. Writes ``bench/results/synth_seeds.<label>.json`` with every seed's
 LUT/FF/DSP/BRAM/Fmax, their min and median, the commit and whether ``hw/`` was dirty.
+``--rates`` adds to an existing ``synth_seeds.<label>.json`` what its Fmax (min and
+median) gives the MNIST seed network of ``bench_vs_cpu.py``: vectors/s and MAC/s one
+vector at a time and in throughput mode (``AccelConfig.throughput``), from the exact
+cycle model of the tree that runs it (no synthesis).
 To measure an older commit, check it out in a worktree and put a directory first on
 ``PYTHONPATH`` whose ``ttforge`` package maps the worktree's folders (``ttforge/``,
 ``hw/``, ``ir/`` ...), e.g. with symbolic links.
@@ -52,7 +56,12 @@ def main(argv=None) -> int:
     p.add_argument("--collect", action="store_true",
                    help="record the seeds' nextpnr runs already in --work (no Yosys, no nextpnr), "
                         "after checking that its core.v is the Verilog this tree generates")
+    p.add_argument("--rates", action="store_true",
+                   help="add vectors/s and MAC/s of the MNIST seed network at the label's Fmax "
+                        "to its JSON (the cycle model of this tree; no synthesis)")
     a = p.parse_args(argv)
+    if a.rates:
+        return _rates(a.label)
     seeds = [int(s) for s in a.seeds.split(",")]
     dev = DEVICES["ecp5-85f"]
     wd = Path(a.work or f"/tmp/ttforge-synth-seeds-{a.label}")
@@ -121,6 +130,41 @@ def _record(a, seeds, wd: Path, commit: str, dirty: bool, cost, top_mod, synth_s
     path = ROOT / "bench" / "results" / f"synth_seeds.{a.label}.json"
     path.write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _rates(label: str) -> int:
+    """Add ``rates`` to ``synth_seeds.<label>.json``: the MNIST seed network's cycles
+    per vector (one at a time; throughput mode's steady state) and its vectors/s and
+    MAC/s at the recorded Fmax min and median."""
+    from bench_vs_cpu import network
+
+    from ttforge.hw.cycles import program_cycles
+    from ttforge.hw.program import compile_program
+
+    path = ROOT / "bench" / "results" / f"synth_seeds.{label}.json"
+    out = json.loads(path.read_text())
+    net, _ = network(0)
+    cfg = AccelConfig.for_network(net, lanes=out["lanes"])
+    prog = compile_program(net, cfg)
+    pc = program_cycles(prog.descriptors, cfg, prog.globals)
+    macs = pc.busy_lane_cycles
+    at = {}
+    for k in ("min", "median"):
+        hz = out["summary"]["fmax_mhz"][k] * 1e6
+        at[k] = {"fmax_mhz": hz / 1e6,
+                 "vectors_s": hz / pc.total, "macs_s": hz / pc.total * macs,
+                 "throughput_vectors_s": hz / pc.vector_cycles,
+                 "throughput_macs_s": hz / pc.vector_cycles * macs}
+    out["rates"] = {"network": "MNIST seed network (bench_vs_cpu.network(0): 784-512-10)",
+                    "lanes": cfg.lanes, "macs_per_vector": macs, "cycles_per_vector": pc.total,
+                    "throughput_cycles_per_vector": pc.vector_cycles,
+                    "model_commit": git("rev-parse", "HEAD"), "model_dirty": git_dirty("hw"),
+                    "note": "the routed engine is throughput=0; throughput mode's rate assumes "
+                            "its staging memory leaves Fmax as it is (not routed)",
+                    "at": at}
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps(out["rates"], indent=2))
     return 0
 
 

@@ -101,6 +101,13 @@ class AccelConfig:
         ``SB_SPRAM256KA`` can hold: ``ttforge.hw.synth.single_port_script``). The
         engine never reads and writes one buffer in the same cycle, so both compute
         the same values in the same cycles.
+    throughput : int
+        0 (the default): one vector at a time (input, steps, output). 1: throughput mode
+        (``docs/hardware.md``, "Throughput mode"): an input staging memory of
+        ``buf_depth`` elements takes the next vector from the stream while the current
+        one computes and drains, and is copied into BUF0 one word per cycle when the
+        vector starts. Costs a memory of ``buf_depth * act_bits`` bits; needs
+        ``buf_ports = 2``.
     axil_addr_bits : int or None
         AXI4-Lite byte-address width. ``None`` (the default) takes the smallest width
         that holds the register map (``docs/hardware.md``, "Register map"); the
@@ -121,6 +128,7 @@ class AccelConfig:
     serial_requant: int = 0
     counter_bits: int = COUNTER_BITS
     buf_ports: int = 2
+    throughput: int = 0
     axil_addr_bits: int | None = None
 
     def __post_init__(self) -> None:
@@ -150,6 +158,10 @@ class AccelConfig:
         self._range("serial_requant", 0, 1)
         self._range("counter_bits", MIN_COUNTER_BITS, COUNTER_BITS)
         self._range("buf_ports", 1, 2)
+        self._range("throughput", 0, 1)
+        if self.throughput and self.buf_ports != 2:
+            raise ConfigError("throughput=1 needs buf_ports=2 (the copy into BUF0 is a word "
+                              "write beside the buffers' reads); use throughput=0")
         E = self.stream_elems
         if not _is_pow2(E) or E * stream_lane_bits(self.act_bits) > MAX_TDATA_BITS:
             top = MAX_TDATA_BITS // stream_lane_bits(self.act_bits)

@@ -10,7 +10,9 @@ block ``b+1`` is ready ``K`` cycles later); the last block's drain, the pipeline
 and the zero fill (one element per cycle) follow; every step also pays the descriptor
 fetch. Per inference: ``IN_PAD`` cycles to take the input (one element per cycle, then
 the zero padding), the steps, the output latency and ``OUT_COUNT`` cycles to stream the
-output.
+output. In throughput mode (``AccelConfig.throughput``) the next vector's input overlaps
+the current vector's steps and output, and each vector first copies its staged input
+into BUF0 (``ceil(IN_PAD / L)`` cycles): :attr:`ProgramCycles.vector_cycles`.
 
 Every fixed overhead is a named field of :class:`EngineTiming`; :data:`ENGINE_TIMING`
 is the one home of the engine's timing: the RTL (``ttforge.hw.engine``) is built from it
@@ -48,6 +50,15 @@ class EngineTiming:
                              + (ZFILL_TO - ZFILL_FROM) + (zfill_exit if it zero-fills)]
         + output_latency + OUT_COUNT
 
+    In throughput mode, per vector in the steady state (back-to-back vectors, streams
+    that never stall)::
+
+        stage_turnaround + ceil(IN_PAD / L)
+        + max(IN_PAD, sum over steps of [...] + output_latency + OUT_COUNT)
+
+    and the first vector's latency is ``IN_PAD + stage_turnaround + ceil(IN_PAD / L)``
+    + the steps + the output.
+
     Attributes
     ----------
     fetch : int
@@ -65,6 +76,9 @@ class EngineTiming:
     fifo_depth : int
         Entries of the output FIFO (the engine issues buffer reads while it has room;
         the RTL is built with this depth).
+    stage_turnaround : int
+        Throughput mode: from the cycle a vector is staged (or the previous vector's last
+        output element is accepted, whichever is later) to its copy's first cycle.
     """
 
     fetch: int = 26
@@ -73,6 +87,7 @@ class EngineTiming:
     zfill_exit: int = 0
     output_latency: int = 3
     fifo_depth: int = 4
+    stage_turnaround: int = 1
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -145,10 +160,26 @@ class ProgramCycles:
     input_cycles: int
     output_cycles: int
     lanes: int
+    #: throughput mode: the copy of a staged vector into BUF0 and the turnaround before it
+    stage_cycles: int = 0
 
     @property
     def total(self) -> int:
+        """Cycles of one inference on its own (the latency; without throughput mode)."""
         return self.input_cycles + sum(s.total for s in self.steps) + self.output_cycles
+
+    @property
+    def vector_cycles(self) -> int:
+        """Throughput mode: cycles per vector in the steady state (the input of the next
+        vector overlaps the steps and output of this one)."""
+        compute = sum(s.total for s in self.steps) + self.output_cycles
+        return self.stage_cycles + max(self.input_cycles, compute)
+
+    @property
+    def throughput_latency(self) -> int:
+        """Throughput mode: cycles of a vector from its first element accepted to its
+        last output element accepted, when the engine was idle."""
+        return self.total + self.stage_cycles
 
     @property
     def busy_lane_cycles(self) -> int:
@@ -170,11 +201,13 @@ def program_cycles(descriptors: Iterable[Descriptor | Sequence[int]], config: Ac
             d = decode_descriptor(d)
         steps.append(step_cycles(d, config, timing))
     t = timing
+    in_cycles = max(int(globals_["IN_PAD"]), int(globals_.get("IN_COUNT", 0)))
     return ProgramCycles(
         steps=tuple(steps),
-        input_cycles=max(int(globals_["IN_PAD"]), int(globals_.get("IN_COUNT", 0))),
+        input_cycles=in_cycles,
         output_cycles=t.output_latency + int(globals_["OUT_COUNT"]),
         lanes=config.lanes,
+        stage_cycles=t.stage_turnaround + -(-in_cycles // config.lanes),
     )
 
 

@@ -129,6 +129,12 @@ class TTEngine(wiring.Component):
         ]
         for l in range(L):
             m.d.comb += [cmem_wp.data[l].eq(ld.cmem.data), bmem_wp.data[l].eq(ld.bmem.data)]
+        if c.throughput:
+            # throughput mode: the staging memory the next vector streams into
+            stage = Memory(shape=data.ArrayLayout(signed(c.act_bits), L), depth=c.buf_depth // L,
+                           init=[])
+            m.submodules.stage = stage
+            stage_wp, stage_rp = stage.write_port(granularity=1), stage.read_port()
 
         # ------------------------------------------------------------------ components
         m.submodules.ctrl = ctrl = Controller(g)
@@ -206,6 +212,14 @@ class TTEngine(wiring.Component):
             err.soft_reset.eq(self.control.soft_reset),
         ]
 
+        if c.throughput:
+            m.d.comb += [
+                stage_wp.addr.eq(g.word_of(ctrl.stage_elem, c.buf_depth)),
+                stage_wp.en.eq(Mux(ctrl.stage_we, g.onehot(ctrl.stage_elem), 0)),
+                stage_rp.addr.eq(ctrl.copy_addr[:len(stage_rp.addr)]),
+            ]
+            m.d.comb += [stage_wp.data[l].eq(ctrl.stage_value) for l in range(L)]
+
         # ------------------------------------------------------------------ buffer ports
         # reads: the output phase's element, else the issue unit's source element
         for b in range(2 if not single else 0):
@@ -232,6 +246,12 @@ class TTEngine(wiring.Component):
             for l in range(L):
                 m.d.comb += wr_data[l].eq(
                     y0 if (g.serial or l == 0) else Mux(~elem_out, rqb.y[l], y0))
+        if c.throughput:
+            # the copy of a staged vector into BUF0, a word per cycle
+            with m.Elif(ctrl.copy_we):
+                m.d.comb += [wr_en.eq(1), wr_sel.eq(0), wr_mask.eq(-1),
+                             wr_addr.eq(ctrl.copy_word[:len(wr_addr)])]
+                m.d.comb += [wr_data[l].eq(stage_rp.data[l]) for l in range(L)]
         with m.Else():
             m.d.comb += [wr_en.eq(ctrl.wr_en), wr_sel.eq(ctrl.wr_sel),
                          wr_addr.eq(g.word_of(ctrl.wr_elem, c.buf_depth)),

@@ -39,7 +39,16 @@ class Controller(wiring.Component):
     take a beat: enabled and no error, none being raised; or discarding the rest of a
     vector, never past its ``tlast``), ``in_stall`` (an ``IN_STALL`` cycle)."""
 
-    def __init__(self, geom: Geometry):
+    #: test hook (never set in generated hardware; not in ``ttforge.hw.faults``: it
+    #: needs throughput mode, which the regression's random configs do not build):
+    #: the input side does not wait for the copy, so the next vector's input
+    #: overwrites a staged vector that is not yet copied
+    STAGE_FAULTS = ("stage_overwrite",)
+
+    def __init__(self, geom: Geometry, *, fault: str | None = None):
+        if fault is not None and fault not in self.STAGE_FAULTS:
+            raise ValueError(f"Controller fault={fault!r}; known: {', '.join(self.STAGE_FAULTS)}")
+        self.fault = fault
         self.geom = g = geom
         c = g.config
         super().__init__({
@@ -76,6 +85,10 @@ class Controller(wiring.Component):
             "done_pulse": Out(1),
             "in_open": Out(1),
             "in_stall": Out(1),
+            # throughput mode: the staging memory's element write and the copy into BUF0
+            **({"stage_we": Out(1), "stage_elem": Out(g.eb),
+                "stage_value": Out(signed(c.act_bits)), "copy_addr": Out(g.eb),
+                "copy_we": Out(1), "copy_word": Out(g.eb)} if c.throughput else {}),
         })
 
     def elaborate(self, platform):
@@ -104,6 +117,7 @@ class Controller(wiring.Component):
                      has_pad.eq(pg.in_pad[:AWP] > pg.in_count[:AWP]), pad_last.eq(pg.in_pad - 1),
                      self.out_last.eq(pg.out_count - 1)]
 
+        tp = bool(c.throughput)
         # one-hot flops beside `state`, written with every assignment of it (go() below):
         # nothing decodes `state` (fan-out from one flop each; same timing)
         idle = Signal(init=1)                  # IDLE
@@ -117,12 +131,48 @@ class Controller(wiring.Component):
         self.debug = {"idle": idle, "taking": taking, "inputting": inputting, "drain": drain,
                       "pad": pad, "zfill": zfill}
 
-        def go(s):
+        def flags_of(s, table):
             def is_(states):
                 if isinstance(s, State):
                     return s in states
                 return Cat(*[s == x for x in states]).any()
-            return [state.eq(s), *[flag.eq(is_(states)) for flag, states in phase]]
+            return [flag.eq(is_(states)) for flag, states in table]
+
+        def go(s):
+            return [state.eq(s), *flags_of(s, phase)]
+
+        # Throughput mode runs two state machines: the input side (IDLE, INPUT, DRAIN,
+        # PAD into the staging memory, then FETCH meaning "staged": the vector waits for
+        # the copy) and the compute side (`state`: IDLE, INPUT meaning the copy into
+        # BUF0, FETCH, RUN, ZFILL, OUTPUT). Otherwise one machine does both (in_go and
+        # c_go are go).
+        staged = Signal()
+        c_idle = Signal(init=1)
+        copying = Signal()
+        if tp:
+            in_phase = [(idle, (State.IDLE,)), (taking, (State.IDLE, State.INPUT)),
+                        (inputting, (State.INPUT,)), (drain, (State.DRAIN,)), (pad, (State.PAD,)),
+                        (staged, (State.FETCH,))]
+            overwrite = self.fault == "stage_overwrite"
+            if overwrite:    # staged is set, but the input side is idle again at once
+                in_phase = [(idle, (State.IDLE, State.FETCH)),
+                            (taking, (State.IDLE, State.INPUT, State.FETCH)),
+                            *in_phase[2:5]]
+            c_phase = [(c_idle, (State.IDLE,)), (copying, (State.INPUT,)),
+                       (self.fetching, (State.FETCH,)), (self.running, (State.RUN,)),
+                       (zfill, (State.ZFILL,)), (self.outputting, (State.OUTPUT,))]
+            self.debug.update(staged=staged, copying=copying, c_idle=c_idle)
+
+            def in_go(s):
+                if not overwrite:
+                    return flags_of(s, in_phase)
+                staging = s is State.FETCH if isinstance(s, State) else s == State.FETCH
+                return [*flags_of(s, in_phase), staged.eq(staged | staging)]
+
+            def c_go(s):
+                return [state.eq(s), *flags_of(s, c_phase)]
+        else:
+            in_go = c_go = go
 
         accept = Signal()
         m.d.comb += [
@@ -153,18 +203,18 @@ class Controller(wiring.Component):
         m.d.comb += self.done_pulse.eq(done_r)
 
         # busy: from the cycle accepting the first element (still IDLE) until the return
-        # to IDLE after the last output element
-        m.d.comb += self.busy.eq(~idle | accept)
+        # to IDLE after the last output element (in throughput mode: of both sides)
+        m.d.comb += self.busy.eq(~idle | accept | (~c_idle if tp else 0))
 
         def next_step():
-            return [*go(State.FETCH), step.eq(step_next), dptr.eq(dptr_next),
+            return [*c_go(State.FETCH), step.eq(step_next), dptr.eq(dptr_next),
                     step_next.eq(step_next + 1), dptr_next.eq(dptr_next + DESC_WORDS)]
 
         def first_step():
             return [step.eq(0), dptr.eq(0), step_next.eq(1), dptr_next.eq(DESC_WORDS)]
 
         def to_output():
-            m.d.sync += go(State.OUTPUT)
+            m.d.sync += c_go(State.OUTPUT)
             m.d.comb += self.out_begin.eq(1)
 
         # the input and pad writes leave from registers a cycle after the element is
@@ -176,12 +226,18 @@ class Controller(wiring.Component):
         in_elem = Signal.like(self.wr_elem)
         in_value = Signal.like(self.wr_value)
         m.d.sync += in_we.eq(0)
-        with m.If(zfill):
-            m.d.comb += [self.wr_en.eq(z < c.buf_depth), self.wr_sel.eq(~self.src),
+        if tp:
+            m.d.comb += [self.stage_we.eq(in_we), self.stage_elem.eq(in_elem),
+                         self.stage_value.eq(in_value),
+                         self.wr_en.eq(zfill & (z < c.buf_depth)), self.wr_sel.eq(~self.src),
                          self.wr_elem.eq(z)]
-        with m.Else():
-            m.d.comb += [self.wr_en.eq(in_we), self.wr_sel.eq(0), self.wr_elem.eq(in_elem),
-                         self.wr_value.eq(in_value)]
+        else:
+            with m.If(zfill):
+                m.d.comb += [self.wr_en.eq(z < c.buf_depth), self.wr_sel.eq(~self.src),
+                             self.wr_elem.eq(z)]
+            with m.Else():
+                m.d.comb += [self.wr_en.eq(in_we), self.wr_sel.eq(0), self.wr_elem.eq(in_elem),
+                             self.wr_value.eq(in_value)]
 
         # (the phases are exclusive: one If per phase flag, no priority chain)
         with m.If(taking):
@@ -190,34 +246,53 @@ class Controller(wiring.Component):
                 # its enable then needs no error decode of the stream's last bit)
                 m.d.sync += j.eq(jj + 1)
                 with m.If(idle & prog_bad):
-                    m.d.sync += go(Mux(in_last, State.IDLE, State.DRAIN))
+                    m.d.sync += in_go(Mux(in_last, State.IDLE, State.DRAIN))
                 with m.Elif(in_last & ~exp_last):
-                    m.d.sync += go(State.IDLE)
+                    m.d.sync += in_go(State.IDLE)
                 with m.Elif(~in_last & exp_last):
-                    m.d.sync += go(State.DRAIN)
+                    m.d.sync += in_go(State.DRAIN)
                 with m.Else():
                     m.d.sync += [in_we.eq(1), in_elem.eq(jj),
                                  in_value.eq(self.inp.payload.data)]
                     with m.If(exp_last):
-                        m.d.sync += first_step()
-                        m.d.sync += go(Mux(has_pad, State.PAD, State.FETCH))
+                        if not tp:
+                            m.d.sync += first_step()
+                        m.d.sync += in_go(Mux(has_pad, State.PAD, State.FETCH))
                     with m.Else():
-                        m.d.sync += go(State.INPUT)
+                        m.d.sync += in_go(State.INPUT)
         with m.If(drain):
             with m.If(accept & in_last):
-                m.d.sync += go(State.IDLE)
+                m.d.sync += in_go(State.IDLE)
         with m.If(pad):
             m.d.sync += [in_we.eq(1), in_elem.eq(j), in_value.eq(0), j.eq(j + 1)]
             with m.If(j == pad_last):
-                m.d.sync += [*go(State.FETCH), *first_step()]
+                m.d.sync += in_go(State.FETCH)
+                if not tp:
+                    m.d.sync += first_step()
+        if tp:
+            # the copy: staging word q is read in COPY cycle q and written to BUF0 word q
+            # in the next cycle (from the read port's data, by the engine); the staging
+            # memory is free for the next vector from the cycle after its last read
+            q = Signal(AWP)
+            q_last = Signal(AWP)                  # word of IN_PAD - 1
+            m.d.sync += q_last.eq(pad_last >> g.lg)
+            m.d.sync += self.copy_we.eq(0)
+            m.d.comb += self.copy_addr.eq(q)
+            with m.If(c_idle & staged & ~self.error):
+                m.d.sync += [*c_go(State.INPUT), q.eq(0), *first_step()]
+            with m.If(copying):
+                m.d.sync += [q.eq(q + 1), self.copy_we.eq(1), self.copy_word.eq(q)]
+                with m.If(q == q_last):
+                    m.d.sync += c_go(State.FETCH)
+                    m.d.sync += staged.eq(0) if self.fault else in_go(State.IDLE)
         with m.If(self.fetching):
             with m.If(self.fetch_done):
-                m.d.sync += go(State.RUN)
+                m.d.sync += c_go(State.RUN)
         with m.If(self.running):
             m.d.sync += zf_pen.eq(self.zf_end - 2)
             with m.If(~self.pipe_busy):
                 with m.If(self.zf_nonempty):
-                    m.d.sync += [*go(State.ZFILL), z.eq(self.zf_start),
+                    m.d.sync += [*c_go(State.ZFILL), z.eq(self.zf_start),
                                  z_last.eq(self.zf_start + 1 == self.zf_end)]
                 with m.Elif(self.last_step):
                     to_output()
@@ -232,9 +307,14 @@ class Controller(wiring.Component):
                     m.d.sync += next_step()
         with m.If(self.outputting):
             with m.If(self.out_finished):
-                m.d.sync += [*go(State.IDLE), done_r.eq(1)]
+                m.d.sync += [*c_go(State.IDLE), done_r.eq(1)]
+        # an engine error stops the computing vector; in throughput mode the input side
+        # goes on (the staged vector starts once the error is cleared)
         with m.If(self.abort | soft_reset):
-            m.d.sync += go(State.IDLE)
+            m.d.sync += c_go(State.IDLE)
+        if tp:
+            with m.If(soft_reset):
+                m.d.sync += in_go(State.IDLE)
         m.d.comb += self.zfill_err.eq(zfill & (z >= c.buf_depth))
 
         # stream and program-register errors, found when an element is accepted
@@ -253,7 +333,7 @@ class Controller(wiring.Component):
         # never read together) and by a soft reset
         start = Signal()
         done_q = Signal()
-        m.d.comb += [start.eq(accept & idle),
+        m.d.comb += [start.eq((c_idle & staged & ~self.error) if tp else (accept & idle)),
                      self.done.eq(done_q & ~start)]
         with m.If(start | soft_reset):
             m.d.sync += done_q.eq(0)
