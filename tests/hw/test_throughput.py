@@ -221,3 +221,35 @@ def test_axi_top_with_stalls(throughput, fault):
     sim.run()
     exact = len(outs) == len(X) and np.array_equal(np.array(outs), golden)
     assert exact == (fault is None)
+
+
+def test_stream_error_of_the_next_vector_leaves_the_current_one():
+    """A vector whose tlast comes early, sent while the previous one computes: the
+    previous one still completes exactly, ``TLAST_EARLY`` stands, and after
+    ``clear_error`` the next vector runs exactly."""
+    from ttforge.hw.engine import ERROR_CODES
+
+    from tests.support.engine import pulse, send_vector
+
+    net = random_net(15)
+    cfg = config_for(net, 4, throughput=1)
+    prog = compile_program(net, cfg)
+    X = random_inputs(net, 2, 15)
+    seen = {}
+
+    async def script(ctx, dut, rng):
+        await load_program(ctx, dut, prog)
+        ctx.set(dut.control.enable, 1)
+        await send_vector(ctx, dut, X[0], rng, 0.0)
+        await send_vector(ctx, dut, list(X[1][:2]), rng, 0.0, lasts=[0, 1])   # while X[0] runs
+        await ctx.tick().repeat(3)
+        seen["code"] = ctx.get(dut.status.error_code)
+        while ctx.get(dut.status.busy):
+            await ctx.tick()
+        await pulse(ctx, dut.control.clear_error)
+        await send_vector(ctx, dut, X[1], rng, 0.0)
+
+    run = simulate(cfg, script, expect_vectors=2)
+    assert seen["code"] == ERROR_CODES["TLAST_EARLY"]
+    assert np.array_equal(np.array(run.outputs), execute(net, X))
+    assert run.status["error"] == 0
