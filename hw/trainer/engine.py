@@ -200,13 +200,23 @@ class TrainEngine(wiring.Component):
         fault = self.fault
 
         # ------------------------------------------------------------ memories
-        act = Memory(shape=data.ArrayLayout(signed(AS), L), depth=c.act_depth, init=[])
-        grad = Memory(shape=data.ArrayLayout(signed(GS), L), depth=c.grad_depth, init=[])
-        cmem = Memory(shape=signed(tc.master_bits), depth=c.core_depth, init=[])
-        bmem = Memory(shape=signed(tc.bias_bits), depth=c.bias_depth, init=[])
-        dmem = Memory(shape=32, depth=c.desc_depth * TRAIN_DESC_WORDS, init=[])
-        lmem = Memory(shape=16, depth=c.max_batch, init=[])
-        maxm = Memory(shape=AB, depth=c.desc_depth, init=[])
+        # no_rw_check: no word read in a cycle that writes its address is used (an
+        # operation reads and writes disjoint regions: compile_training refuses one that
+        # does not, read_write_overlap; the update writes an element LATENCY cycles after
+        # reading it, the elements distinct; the drain separates operations; the host
+        # reads or writes, never both). Without it Yosys emulates Amaranth's read-old-data
+        # ports on the DP16KD (a write delayed a cycle, and at every block a comparison of
+        # the read address with it and a bypass of the read word): the routed critical path
+        # at af76131 (train_hw.json). The attribute is in the RTLIL; ttforge.hw.emit's
+        # write_verilog -noattr drops it from the Verilog, so Yosys still emulates today.
+        rw = {"no_rw_check": 1}
+        act = Memory(shape=data.ArrayLayout(signed(AS), L), depth=c.act_depth, init=[], attrs=rw)
+        grad = Memory(shape=data.ArrayLayout(signed(GS), L), depth=c.grad_depth, init=[], attrs=rw)
+        cmem = Memory(shape=signed(tc.master_bits), depth=c.core_depth, init=[], attrs=rw)
+        bmem = Memory(shape=signed(tc.bias_bits), depth=c.bias_depth, init=[], attrs=rw)
+        dmem = Memory(shape=32, depth=c.desc_depth * TRAIN_DESC_WORDS, init=[], attrs=rw)
+        lmem = Memory(shape=16, depth=c.max_batch, init=[], attrs=rw)
+        maxm = Memory(shape=AB, depth=c.desc_depth, init=[], attrs=rw)
         m.submodules.act, m.submodules.grad = act, grad
         m.submodules.cmem, m.submodules.bmem, m.submodules.dmem = cmem, bmem, dmem
         m.submodules.lmem, m.submodules.maxm = lmem, maxm

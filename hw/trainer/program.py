@@ -33,7 +33,7 @@ from ttforge.ir.train import TrainConfig, TrainState, export_network, widths
 __all__ = [
     "Op", "TrainOp", "TrainEngineConfig", "TrainProgram", "RegionMap", "compile_training",
     "encode_op", "decode_op", "next_exponents", "state_from_memories", "batch_slots",
-    "TRAIN_DESC_WORDS", "OP_FIELDS", "fit_engine",
+    "TRAIN_DESC_WORDS", "OP_FIELDS", "fit_engine", "read_write_overlap",
 ]
 
 #: 32-bit words per operation descriptor.
@@ -315,6 +315,36 @@ def _check_fits(state: TrainState, batch: int, cfg: TrainEngineConfig, reg: Regi
                               f"with {getattr(ec, name)}; generate it from the state's TrainConfig")
 
 
+def _span(base: int, n, strides) -> tuple[int, int]:
+    """The lowest and highest address of ``base + sum_j i_j * strides[j]``, ``i_j < n[j]``."""
+    lo = hi = base
+    for nj, sj in zip(n, strides):
+        lo += min(0, (nj - 1) * sj)
+        hi += max(0, (nj - 1) * sj)
+    return lo, hi
+
+
+def read_write_overlap(op: TrainOp) -> str | None:
+    """Why ``op`` may read a word of a memory it writes, or None.
+
+    The engine's ACT and GRAD blocks do not order a read and a write of one address in
+    the same cycle (``no_rw_check``), so an operation's reads and writes of one memory
+    must lie in disjoint regions: a ``CONTRACT``'s U (and mask) words and its outputs, a
+    ``LOSS``'s logits (ACT) and gradients (GRAD) are in different memories already.
+    """
+    if op.OP != Op.CONTRACT:
+        return None
+    out = _span(op.O_BASE, op.N[:3], op.O_S)
+    reads = [("U", op.SRC, _span(op.U_BASE, op.N, op.U_S))]
+    if op.MASK:
+        reads.append(("M", 0, (op.M_BASE + out[0] - op.O_BASE, op.M_BASE + out[1] - op.O_BASE)))
+    for name, mem, (lo, hi) in reads:
+        if mem == op.DST and lo <= out[1] and out[0] <= hi:
+            return (f"reads {name} words {lo}..{hi} of {('ACT', 'GRAD')[mem]} while writing "
+                    f"words {out[0]}..{out[1]} of it (in place)")
+    return None
+
+
 def compile_training(state: TrainState, batch: int, config: TrainEngineConfig) -> TrainProgram:
     """The operation program of one training step of ``state`` on ``batch`` samples."""
     from ttforge.ir.train import _bias_limit   # the one definition of the bias clamp
@@ -420,6 +450,9 @@ def compile_training(state: TrainState, batch: int, config: TrainEngineConfig) -
                           f"desc_depth={cfg.desc_depth}; generate it with a larger desc_depth")
     for op in ops:
         encode_op(op)   # every field in range, or one line naming it
+        clash = read_write_overlap(op)
+        if clash:       # the engine's memories rely on it (no_rw_check): a compiler bug
+            raise ConfigError(f"operation {op.label!r}: {clash}")
     cm = np.zeros(reg.cmem_size, dtype=np.int64)
     bm = np.zeros(reg.bmem_size, dtype=np.int64)
     for i, L in enumerate(state.layers):

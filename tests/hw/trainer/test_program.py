@@ -6,12 +6,14 @@ lanes. Each has a sibling that corrupts one thing and must be caught."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from ttforge.errors import ConfigError
 from ttforge.hw.trainer.model import load_batch, load_program, run_step
-from ttforge.hw.trainer.program import (TRAIN_DESC_WORDS, Op, TrainEngineConfig, TrainOp,
+from ttforge.hw.trainer.program import (TRAIN_DESC_WORDS, Op, TrainEngineConfig, TrainOp, read_write_overlap,
                                         batch_slots, compile_training, decode_op, encode_op,
                                         next_exponents, state_from_memories)
 from ttforge.ir.random import train_case
@@ -134,3 +136,37 @@ def test_program_shape():
     assert kinds.count(Op.WGRAD) == n_cores + n_bias
     assert prog.ops[-1].LAST == 1 and all(op.LAST == 0 for op in prog.ops[:-1])
     assert np.array_equal(np.array(prog.words[:TRAIN_DESC_WORDS]), np.array(encode_op(prog.ops[0])))
+
+
+@pytest.mark.parametrize("seed,lanes,batch", [(0, 4, 6), (3, 1, 2), (5, 16, 16)])
+def test_no_operation_reads_a_region_it_writes(seed, lanes, batch):
+    # the engine's memories carry no_rw_check: a compiled operation never reads (U, mask)
+    # words of the memory region it writes
+    state, _, _, _ = train_case(seed, batch=batch)
+    prog = compile_training(state, batch, _engine(state, lanes))
+    assert all(read_write_overlap(op) is None for op in prog.ops)
+    assert sum(op.OP == Op.CONTRACT for op in prog.ops) >= 2
+
+
+def test_sibling_an_in_place_contract_is_reported():
+    state, _, _, _ = train_case(0, batch=6)
+    prog = compile_training(state, 6, _engine(state, 4))
+    op = next(op for op in prog.ops if op.OP == Op.CONTRACT and op.SRC == 0)
+    assert read_write_overlap(op) is None
+    assert "in place" in read_write_overlap(replace(op, O_BASE=op.U_BASE))
+    masked = next(op for op in prog.ops if op.MASK)
+    assert read_write_overlap(masked) is None
+    assert "reads M" in read_write_overlap(replace(masked, DST=0, O_BASE=masked.M_BASE + 1))
+    assert read_write_overlap(replace(op, O_BASE=op.U_BASE, DST=1)) is None   # another memory
+
+
+def test_engine_memories_carry_no_rw_check():
+    # without the attribute Yosys emulates read-old-data ports on the block RAM (a delayed
+    # write and a compare at every block); each of the seven memories carries it in the
+    # RTLIL (hw/emit.py's write_verilog -noattr drops it from the Verilog today)
+    from amaranth.back import rtlil
+
+    from ttforge.hw.trainer.engine import TrainEngine
+    state, _, _, _ = train_case(0, batch=2)
+    text = rtlil.convert(TrainEngine(_engine(state, 2)), emit_src=False)
+    assert text.count("attribute \\no_rw_check 1") == 7
