@@ -342,10 +342,11 @@ class UpdateUnit(wiring.Component):
         ``"drop_word"``, ``"sign"``, ``"round_tie"`` or ``"pre_shift"`` for the tests
         that must fail.
     held_shift : bool
-        ``True``: the shift amounts and masks are decoded from ``shift`` into registers
-        every cycle, so ``shift`` must hold its value from at least the cycle before an
-        element (the training engine holds it for a whole operation). Takes the decoders
-        (comparisons of ``s``) off the cycle of the element's first stage.
+        ``True``: ``shift`` is registered, and the shift amounts and masks are decoded from
+        that copy into registers, so ``shift`` must hold its value from at least two cycles
+        before an element (the training engine holds it for a whole operation). Takes the
+        decoders (comparisons of ``s``) off the element's first stage and the descriptor's
+        fan-out.
     late_read : bool
         ``True``: ``rd_data`` returns the old value two cycles after ``in_valid``, not one
         (the engine registers the block outputs before its CMEM/BMEM select). Same
@@ -445,7 +446,10 @@ class UpdateUnit(wiring.Component):
             self.rng_state.eq(gen.state), self.drew.eq(adv),
             self.rd_en.eq(acc), self.rd_addr.eq(self.addr),
         ]
-        s0 = self.shift
+        # held_shift: a local copy of s, so the decoders are not shared with other users of
+        # the descriptor field (Yosys shared them with the loss unit's: the routed seed-2
+        # critical path at af76131, desc SHIFT -> mask_h, 13.2 ns)
+        s0 = stage("s_h", signed(8), self.shift) if self.held_shift else self.shift
         # add: the word's low s bits (stochastic) or 2^(s-1) (nearest), for s' = min(s, 32)
         # (only the s >= 1 path uses it): mask bit i is s > i, the half bit is s' - 1 == i
         mask = Cat(*[s0 > i for i in range(32)])

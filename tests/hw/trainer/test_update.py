@@ -220,7 +220,7 @@ class Op:
 def simulate_update(dut, ops, mem0, seed, rng, gap=0.0, hold=False, late=False):
     """Stream the ops' elements through ``dut`` (a gap with probability ``gap``), a memory
     model answering ``rd_addr`` one cycle later (``late``: two) and recording writes
-    (``hold``: an idle cycle presenting each op's shift before its first element). Returns the memory,
+    (``hold``: two idle cycles presenting each op's shift before its first element). Returns the memory,
     the generator state, the words drawn and the ``(address, value, changed)`` of every
     write."""
     mem = dict(mem0)
@@ -234,9 +234,9 @@ def simulate_update(dut, ops, mem0, seed, rng, gap=0.0, hold=False, late=False):
         while cycle < earliest:
             elems.append(None)
             cycle += 1
-        if hold:
-            elems.append(op.s)
-            cycle += 1
+        if hold:                 # held_shift: the shift two cycles before the first element
+            elems += [op.s, op.s]
+            cycle += 2
         for i, v in enumerate(op.v.tolist()):
             while rng.random() < gap:
                 elems.append(None)
@@ -424,8 +424,8 @@ def test_update_unit_equals_golden(acc_bits, B, widths, gap):
 
 @pytest.mark.parametrize("hold", [True, False])
 def test_update_unit_held_shift(hold):
-    # held_shift (the engine's unit): equal to the golden when the shift is presented a
-    # cycle before each operation; not when it changes with the operation's first element
+    # held_shift (the engine's unit): equal to the golden when the shift is presented two
+    # cycles before each operation; not when it changes with the operation's first element
     ops, got, exp, (gs, gd, gw), (es, ed, ew) = check_update(
         40, 24, (8, 24), range(-45, 71), 8, 0.0, seed=0x5eed, held=True, hold=hold)
     if hold:
