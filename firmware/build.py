@@ -86,7 +86,8 @@ def _is_train(config) -> bool:
 
 def memory_parts(config) -> dict[str, int]:
     """Bits of each of the accelerator's memories: for an ``AccelConfig`` ``cores``,
-    ``biases``, ``buffers`` (the two ping-pong buffers together) and ``descriptors``; for a
+    ``biases``, ``buffers`` (the two ping-pong buffers together), ``descriptors`` and, in
+    throughput mode, the input ``staging`` memory; for a
     ``TrainEngineConfig`` the training engine's ``act``, ``grad``, ``cmem``, ``bmem``,
     ``dmem``, ``labels``, ``maxacc`` and the loss unit's ``exp2`` table (as
     :class:`~ttforge.hw.trainer.engine.TrainEngine` declares them)."""
@@ -102,10 +103,13 @@ def memory_parts(config) -> dict[str, int]:
                 "exp2": (1 << tc.table_frac_bits) * (tc.table_bits + 1)}
     from ttforge.hw.config import DESC_WORDS
 
-    return {"cores": config.core_depth * config.core_bits,
-            "biases": config.bias_depth * config.bias_bits,
-            "buffers": 2 * config.buf_depth * config.inter_bits,
-            "descriptors": config.desc_depth * DESC_WORDS * 32}
+    parts = {"cores": config.core_depth * config.core_bits,
+             "biases": config.bias_depth * config.bias_bits,
+             "buffers": 2 * config.buf_depth * config.inter_bits,
+             "descriptors": config.desc_depth * DESC_WORDS * 32}
+    if getattr(config, "throughput", 0):   # the input staging memory of throughput mode
+        parts["staging"] = config.buf_depth * config.act_bits
+    return parts
 
 
 def memory_bits(config) -> int:
