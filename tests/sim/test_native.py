@@ -68,9 +68,12 @@ def test_native_equals_executor_back_to_back(build, nets, name):
     check(build, net, _inputs(name, net, 40))
 
 
+# (the build takes 2 elements a beat: while a beat drains, the input adapter's skid
+# register already holds the next one, so a gap of one cycle is hidden; gaps of 0.2
+# left the coverage network without a single input stall since 4cab273)
 @pytest.mark.parametrize("name,seed,gaps,bp", [
     ("random15", 1, 0.3, 0.3), ("random37", 2, 0.5, 0.0), ("random3", 3, 0.0, 0.6),
-    ("coverage", 4, 0.2, 0.4), ("qat", 5, 0.25, 0.25)])
+    ("coverage", 4, 0.5, 0.4), ("qat", 5, 0.25, 0.25)])
 def test_native_equals_executor_with_gaps_and_backpressure(build, nets, name, seed, gaps, bp):
     net = nets[name]
     res = check(build, net, _inputs(name, net, 30), seed=seed, gaps=gaps, backpressure=bp)
