@@ -122,14 +122,28 @@ class DescriptorFetch(wiring.Component):
         assert DESCRIPTOR_WORDS[0][1] == "FLAGS"
         m.d.sync += self.elem_out.eq(flags.mode & ~flags.out_word)
 
+        # ZFILL_TO < ZFILL_FROM, registered a cycle before the check: ZFILL_TO leaves DMEM
+        # while ZFILL_FROM is in d_r (a comparator straight into the error priority was
+        # the iCE40's critical path)
+        assert DESCRIPTOR_WORDS[-2][1] == "ZFILL_FROM" and DESCRIPTOR_WORDS[-1][0] == DESC_WORDS - 1
+        zf_order_bad = Signal()
+        with m.If(self.active & (fw == DESC_WORDS)):
+            m.d.sync += zf_order_bad.eq(self.dmem.data < d_r)
+        # step >= desc_depth: for a power-of-two depth the step's high bits, no carry chain
+        step_over = Signal()
+        if c.desc_depth & (c.desc_depth - 1) == 0:
+            m.d.comb += step_over.eq(self.step[c.desc_depth.bit_length() - 1:].any())
+        else:
+            m.d.comb += step_over.eq(self.step >= c.desc_depth)
+
         fetch_end = self.done
         word_out = ~flags.mode | flags.out_word
         m.d.comb += self.errors.eq(Cat(
-            self.active & (fw == 0) & (self.step >= c.desc_depth),            # NO_LAST
+            self.active & (fw == 0) & step_over,                              # NO_LAST
             fetch_end & bound_zero,                                           # BOUND_ZERO
             fetch_end & dec.bad_sat,                                          # SAT_BITS
             fetch_end & ((flags.last_lanes == 0) | (flags.last_lanes > g.L)),  # LAST_LANES
-            fetch_end & (d_r < zfill_from_word),                              # ZFILL_ORDER
+            fetch_end & zf_order_bad,                                         # ZFILL_ORDER
             fetch_end & word_out & (desc.o_lane != 1),                        # MISALIGNED
         ))
         return m
