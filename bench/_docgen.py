@@ -205,6 +205,15 @@ def headline() -> list[tuple[str, str, str, str, str]]:
                          f"{_fmax_text(fs)}; the placement seed alone moves it by up to 20%",
                          "100 MHz", source("hw_synth", c, dirty),
                          "`python bench/bench_hw.py --synth-only --targets ecp5-85f:16 --seeds 1 2 3`"))
+    if synth:
+        # the iCE40UP5K L = 4 engine: the latest labelled run over >= 3 seeds
+        g = [x for x in _fmax_groups(synth, "ice40up5k", 4) if len(x[3]) >= 3]
+        if g:
+            lab, c, dirty, fs, _ = g[-1]
+            rows.append(("Fmax, iCE40UP5K engine L = 4 (the core in its I/O harness)",
+                         f"{_fmax_text(fs)}", "30 MHz", source("hw_synth", c, dirty),
+                         f"`python bench/bench_hw.py --synth-only --targets ice40up5k:4 --seeds 1 2 3 "
+                         f"--synth-label {lab}`"))
     if boards:
         b = {(r["model"], r["board"]): r for r in boards["rows"]}
 
@@ -264,7 +273,7 @@ def _regress_commit(runs: list[dict]) -> tuple[str | None, bool | None]:
 
 README_ANCHORS = {
     "TT-layer compression": "accuracy", "accuracy per precision": "quantized-accuracy",
-    "on-chip memory": "quantized-accuracy", "MAC-lane": "accelerator", "Fmax, ECP5": "fmax-and-area",
+    "on-chip memory": "quantized-accuracy", "MAC-lane": "accelerator", "Fmax, ECP5": "fmax-and-area", "Fmax, iCE40": "fmax-and-area",
     "Fmax, board": "boards", "`ttforge flow`": "flow", "`ttforge --version`": "cli-start-up",
     "bit-exact vectors": "regressions-and-mutation", "mutation kill rate": "regressions-and-mutation",
 }
