@@ -333,8 +333,7 @@ def _train(data: Any, base_dir: Path | None, lanes: int = 0):
     except ShapeError as e:  # sizes given in [train.model] that its modes or ranks do not fit
         raise ConfigError(f"[train.model] {e}") from None
     except TTForgeError as e:
-        msg = str(e).replace("unknown config field", "unknown key").replace(
-            "unknown model config field", "[train.model] unknown key").replace("known fields", "valid keys")
+        msg = str(e).replace("unknown config field", "unknown key").replace("known fields", "valid keys")
         raise ConfigError(msg if msg.startswith("[train") else f"[train] {msg}") from None
     model = cfg.model
     try:

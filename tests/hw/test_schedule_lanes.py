@@ -36,7 +36,11 @@ def _run(order):
     X = random_inputs(net, 1, 0)
     run = simulate(cfg, stream_script(prog, X), expect_vectors=1)
     assert run.status["error"] == 0
-    assert np.array_equal(np.array(run.outputs, dtype=np.int64), execute(net, X))
+    got, golden = np.array(run.outputs, dtype=np.int64), execute(net, X)
+    assert np.array_equal(got, golden)
+    flipped = golden.copy()
+    flipped.flat[0] ^= 1                      # the sibling: one bit of the golden output
+    assert not np.array_equal(got, flipped)
     assert run.counters["cycles"] == estimate(prog).cycles
     return run.counters["cycles"]
 
