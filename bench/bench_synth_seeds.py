@@ -34,6 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
 from _env import git, git_dirty, utc_now  # noqa: E402
 
+from ttforge.atomic import atomic_write_text  # noqa: E402
 from ttforge.hw.config import AccelConfig  # noqa: E402
 from ttforge.hw.synth import DEVICES, harness_verilog, parse_report  # noqa: E402
 from ttforge.hw.tools import run_tool  # noqa: E402
@@ -128,7 +129,7 @@ def _record(a, seeds, wd: Path, commit: str, dirty: bool, cost, top_mod, synth_s
            "lanes": a.lanes, "harness": cost, "synth_s": synth_s, "runs": runs,
            "summary": summary, "collected": collect}
     path = ROOT / "bench" / "results" / f"synth_seeds.{a.label}.json"
-    path.write_text(json.dumps(out, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(out, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -163,7 +164,7 @@ def _rates(label: str) -> int:
                     "note": "the routed engine is throughput=0; throughput mode's rate assumes "
                             "its staging memory leaves Fmax as it is (not routed)",
                     "at": at}
-    path.write_text(json.dumps(out, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(out, indent=2) + "\n")
     print(json.dumps(out["rates"], indent=2))
     return 0
 
