@@ -15,6 +15,10 @@ LUT/FF/DSP/BRAM/Fmax, their min and median, the commit and whether ``hw/`` was d
 median) gives the MNIST seed network of ``bench_vs_cpu.py``: vectors/s and MAC/s one
 vector at a time and in throughput mode (``AccelConfig.throughput``), from the exact
 cycle model of the tree that runs it (no synthesis).
+``--router router2`` routes with nextpnr's router2 (default: router1, nextpnr's);
+``--frontend rtlil`` has Yosys read Amaranth's RTLIL of the engine instead of its Verilog
+(the same design; the Verilog frontend's per-lane memory writes and lane selects take
+most of an L = 64 synthesis: ``ttforge.hw.synth``).
 To measure an older commit, check it out in a worktree and put a directory first on
 ``PYTHONPATH`` whose ``ttforge`` package maps the worktree's folders (``ttforge/``,
 ``hw/``, ``ir/`` ...), e.g. with symbolic links.
@@ -36,7 +40,8 @@ from _env import git, git_dirty, utc_now  # noqa: E402
 
 from ttforge.atomic import atomic_write_text  # noqa: E402
 from ttforge.hw.config import AccelConfig  # noqa: E402
-from ttforge.hw.synth import DEVICES, harness_verilog, parse_report  # noqa: E402
+from ttforge.hw.synth import (DEVICES, FRONTENDS, ROUTERS, accel_rtlil, harness_for_ports,  # noqa: E402
+                               harness_verilog, parse_report, router_args, rtlil_ports, synth_script)
 from ttforge.hw.tools import run_tool  # noqa: E402
 from ttforge.hw.top import verilog  # noqa: E402
 
@@ -49,6 +54,11 @@ def main(argv=None) -> int:
     p.add_argument("--lanes", type=int, default=16)
     p.add_argument("--seeds", default="1,2,3")
     p.add_argument("--label", required=True)
+    p.add_argument("--router", choices=ROUTERS, default=ROUTERS[0],
+                   help=f"nextpnr's router (default {ROUTERS[0]})")
+    p.add_argument("--frontend", choices=FRONTENDS, default=FRONTENDS[0],
+                   help="what Yosys reads: the emitted Verilog (default) or Amaranth's RTLIL "
+                        "of the same engine (much faster at L = 64)")
     p.add_argument("--work", default=None, help="work directory (default: a fresh one in /tmp)")
     p.add_argument("--no-route", action="store_true",
                    help="place only: utilisation after packing and nextpnr's post-placement "
@@ -69,20 +79,23 @@ def main(argv=None) -> int:
     wd.mkdir(parents=True, exist_ok=True)
     import ttforge.hw.top as top_mod
     commit, dirty = git("rev-parse", "HEAD"), git_dirty("hw")
-    text = verilog(AccelConfig(lanes=a.lanes))
-    harness, cost = harness_verilog(text, "ttforge_accel")
+    cfg = AccelConfig(lanes=a.lanes)
+    if a.frontend == "rtlil":
+        text, core = accel_rtlil(cfg), "core.il"
+        harness, cost = harness_for_ports(rtlil_ports(text, "ttforge_accel"), "ttforge_accel")
+    else:
+        text, core = verilog(cfg), "core.v"
+        harness, cost = harness_verilog(text, "ttforge_accel")
     if a.collect:
-        # the runs in wd measured this tree's engine only if its Verilog is byte-identical
-        if not (wd / "core.v").is_file() or (wd / "core.v").read_text() != text:
-            print(f"{wd / 'core.v'} is not the Verilog of this tree's engine: run without --collect",
+        # the runs in wd measured this tree's engine only if its core is byte-identical
+        if not (wd / core).is_file() or (wd / core).read_text() != text:
+            print(f"{wd / core} is not the {a.frontend} of this tree's engine: run without --collect",
                   file=sys.stderr)
             return 1
         return _record(a, seeds, wd, commit, dirty, cost, top_mod, None, collect=True)
-    (wd / "core.v").write_text(text)
+    (wd / core).write_text(text)
     (wd / "harness.v").write_text(harness)
-    (wd / "synth.ys").write_text(
-        "read_verilog -sv core.v harness.v\nhierarchy -top ttforge_pnr_harness\n"
-        f"{dev.synth} -top ttforge_pnr_harness -json netlist.json\ntee -q -o stat.json stat -json\n")
+    (wd / "synth.ys").write_text(synth_script(dev.key, a.frontend))
     t0 = time.time()
     proc = run_tool("yosys", ["-q", "-l", "yosys.log", "synth.ys"], cwd=wd)
     if proc.returncode != 0:
@@ -105,6 +118,7 @@ def _record(a, seeds, wd: Path, commit: str, dirty: bool, cost, top_mod, synth_s
             run_tool(dev.nextpnr, [*dev.pnr_args, "--json", "../netlist.json", "--report", "report.json",
                                    "--freq", "100", "--seed", str(seed), "--timing-allow-fail",
                                    "-l", "nextpnr.log", "-q", "--lpf-allow-unconstrained",
+                                   *router_args(a.router),
                                    *(["--no-route"] if a.no_route else [])], cwd=sd, timeout=None)
         rep = parse_report(sd / "report.json", "ecp5-85f")
         fmax = rep.fmax_mhz
@@ -126,7 +140,8 @@ def _record(a, seeds, wd: Path, commit: str, dirty: bool, cost, top_mod, synth_s
             summary[f] = {"min": min(vals), "median": statistics.median(vals), "max": max(vals)}
     out = {"label": a.label, "date_utc": utc_now(), "git_commit": commit, "git_dirty": dirty,
            "ttforge_hw": str(Path(top_mod.__file__).parent), "device": "ecp5-85f",
-           "lanes": a.lanes, "harness": cost, "synth_s": synth_s, "runs": runs,
+           "lanes": a.lanes, "router": a.router, "frontend": a.frontend,
+           "harness": cost, "synth_s": synth_s, "runs": runs,
            "summary": summary, "collected": collect}
     path = ROOT / "bench" / "results" / f"synth_seeds.{a.label}.json"
     atomic_write_text(path, json.dumps(out, indent=2) + "\n")

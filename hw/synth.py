@@ -15,6 +15,14 @@ and no core logic can be optimised away. The harness costs at most one flip-flop
 port bit plus one LUT (the load multiplexer) per output bit; the report gives these
 numbers (``harness``) beside the totals, which include them. DSP and block-RAM counts
 are the core's own.
+
+**The front end.** Yosys reads the core as the Verilog users get (default), or as
+Amaranth's own RTLIL of the same design (``rtlil=``, :func:`accel_rtlil`). Both describe
+the same logic (the Verilog is written from that RTLIL), but the Verilog frontend reads a
+memory written per lane as L full-width write ports and a variable lane index as a shift
+of the whole word, logic quadratic in L that the coarse passes then take minutes to fold
+at L = 64; the RTLIL keeps one write port with per-lane enables. **The router**:
+nextpnr's ``router1`` (its default) or ``router2`` (:data:`ROUTERS`).
 """
 
 from __future__ import annotations
@@ -30,9 +38,15 @@ from typing import Any
 from ttforge.errors import SynthError  # noqa: F401 - defined in ttforge.errors
 from ttforge.hw.tools import run_tool
 
-__all__ = ["DEVICES", "Device", "SynthError", "PortInfo", "verilog_ports", "harness_verilog",
-           "implement", "ImplResult", "SynthReport", "parse_report", "log_overflow",
-           "single_port_script", "synth_extras"]
+__all__ = ["DEVICES", "Device", "SynthError", "PortInfo", "verilog_ports", "rtlil_ports",
+           "harness_verilog", "harness_for_ports", "accel_rtlil", "ROUTERS", "FRONTENDS",
+           "router_args", "synth_script", "implement", "ImplResult", "SynthReport",
+           "parse_report", "log_overflow", "single_port_script", "synth_extras"]
+
+#: nextpnr's routers (``--router``); the first is nextpnr's default and ours
+ROUTERS = ("router1", "router2")
+#: how Yosys reads the core: the emitted Verilog, or Amaranth's RTLIL of the same design
+FRONTENDS = ("verilog", "rtlil")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,10 +105,41 @@ def verilog_ports(verilog: str, top: str) -> list[PortInfo]:
     return [decl[n] for n in header]
 
 
+_RTLIL_PORT_RE = re.compile(r"^\s*wire\s+(?:width\s+(\d+)\s+)?(?:signed\s+)?(input|output|inout)"
+                            r"\s+(\d+)\s+\\(\S+)\s*$", re.M)
+
+
+def rtlil_ports(text: str, top: str) -> list[PortInfo]:
+    """The ports of module ``top`` in RTLIL text (Amaranth's), in port order."""
+    mt = re.search(rf"^module\s+\\{re.escape(top)}\s*$(.*?)^end\s*$", text, re.M | re.S)
+    if not mt:
+        raise SynthError(f"module {top} not found in the RTLIL")
+    found = sorted((int(idx), PortInfo(name, d, int(w) if w else 1))
+                   for w, d, idx, name in _RTLIL_PORT_RE.findall(mt.group(1)))
+    return [p for _, p in found]
+
+
+def accel_rtlil(config, name: str = "ttforge_accel") -> str:
+    """Amaranth's RTLIL of ``TTAccel(config)`` as module ``name``, with the ports and the
+    ``clk``/``rst`` of :func:`ttforge.hw.top.verilog` (its ``reset="rst"`` form): the
+    design Yosys reads with ``frontend="rtlil"``. No source locations, so the text
+    depends only on the design."""
+    from amaranth.back import rtlil
+
+    from ttforge.hw.top import TTAccel, _ports   # the port names of the emitted Verilog
+
+    core = TTAccel(config)
+    return rtlil.convert(core, name=name, ports=_ports(core), emit_src=False)
+
+
 def harness_verilog(verilog: str, top: str, clock: str = "clk") -> tuple[str, dict[str, int]]:
     """A module ``ttforge_pnr_harness`` wrapping ``top`` (see the module docstring) and the
     harness's nominal cost ``{"ff": ..., "lut": ...}``."""
-    ports = verilog_ports(verilog, top)
+    return harness_for_ports(verilog_ports(verilog, top), top, clock)
+
+
+def harness_for_ports(ports: list[PortInfo], top: str, clock: str = "clk") -> tuple[str, dict[str, int]]:
+    """:func:`harness_verilog` from a port list (:func:`verilog_ports`, :func:`rtlil_ports`)."""
     ins = [p for p in ports if p.direction == "input" and p.name != clock]
     outs = [p for p in ports if p.direction == "output"]
     n_in = sum(p.width for p in ins)
@@ -319,12 +364,41 @@ def synth_extras(config, device: str) -> tuple[list[str], str]:
     return cmds, ("-spram" if cmds else "")
 
 
+def router_args(router: str) -> list[str]:
+    """nextpnr's arguments for ``router`` (one of :data:`ROUTERS`)."""
+    if router not in ROUTERS:
+        raise SynthError(f"router={router!r} is unknown; choose one of {', '.join(ROUTERS)}")
+    return ["--router", router]
+
+
+def synth_script(device: str, frontend: str = "verilog", after_read=(), opts: str = "") -> str:
+    """The Yosys script that synthesizes ``core.v`` (``frontend="verilog"``) or
+    ``core.il`` (``"rtlil"``) inside ``harness.v`` for ``device`` into ``netlist.json``,
+    with the cell statistics in ``stat.json``."""
+    if frontend not in FRONTENDS:
+        raise SynthError(f"frontend={frontend!r} is unknown; choose one of {', '.join(FRONTENDS)}")
+    dev = DEVICES[device]
+    read = (["read_verilog -sv core.v harness.v"] if frontend == "verilog"
+            else ["read_rtlil core.il", "read_verilog -sv harness.v"])
+    return "\n".join([
+        *read,
+        "hierarchy -top ttforge_pnr_harness",
+        *after_read,
+        f"{dev.synth} {opts} -top ttforge_pnr_harness -json netlist.json".replace("  ", " "),
+        "tee -q -o stat.json stat -json",
+    ]) + "\n"
+
+
 def implement(verilog: str, device: str, top: str = "ttforge_accel", *,
               target_mhz: float | None = None, seed: int = 1,
-              workdir: str | Path | None = None, config=None) -> ImplResult:
+              workdir: str | Path | None = None, config=None, router: str = ROUTERS[0],
+              rtlil: str | None = None) -> ImplResult:
     """Synthesize and place-and-route ``verilog`` (module ``top``) on ``device``;
-    ``config`` (its ``AccelConfig``) adds :func:`synth_extras`."""
+    ``config`` (its ``AccelConfig``) adds :func:`synth_extras`. ``rtlil``, the same
+    design as Amaranth RTLIL (:func:`accel_rtlil`), is what Yosys reads instead of the
+    Verilog when given; ``router`` is nextpnr's (:data:`ROUTERS`)."""
     dev = DEVICES[device]
+    rargs = router_args(router)
     after_read, opts = synth_extras(config, device) if config is not None else ([], "")
     if target_mhz is None:
         target_mhz = 100.0 if dev.family == "ecp5" else 30.0
@@ -333,17 +407,15 @@ def implement(verilog: str, device: str, top: str = "ttforge_accel", *,
     wd = Path(tmp.name if own else workdir)
     wd.mkdir(parents=True, exist_ok=True)
     try:
-        harness, cost = harness_verilog(verilog, top)
-        (wd / "core.v").write_text(verilog)
+        if rtlil is None:
+            harness, cost = harness_verilog(verilog, top)
+            (wd / "core.v").write_text(verilog)
+        else:
+            harness, cost = harness_for_ports(rtlil_ports(rtlil, top), top)
+            (wd / "core.il").write_text(rtlil)
         (wd / "harness.v").write_text(harness)
-        script = "\n".join([
-            "read_verilog -sv core.v harness.v",
-            "hierarchy -top ttforge_pnr_harness",
-            *after_read,
-            f"{dev.synth} {opts} -top ttforge_pnr_harness -json netlist.json".replace("  ", " "),
-            "tee -q -o stat.json stat -json",
-        ]) + "\n"
-        (wd / "synth.ys").write_text(script)
+        (wd / "synth.ys").write_text(synth_script(device, "verilog" if rtlil is None else "rtlil",
+                                                  after_read, opts))
         t0 = time.monotonic()
         proc = run_tool("yosys", ["-q", "-l", "yosys.log", "synth.ys"], cwd=wd)
         t1 = time.monotonic()
@@ -352,7 +424,7 @@ def implement(verilog: str, device: str, top: str = "ttforge_accel", *,
         cells = _stat_cells(wd / "stat.json")
         args = [*dev.pnr_args, "--json", "netlist.json", "--report", "report.json",
                 "--freq", str(target_mhz), "--seed", str(seed), "--timing-allow-fail",
-                "-l", "nextpnr.log", "-q"]
+                "-l", "nextpnr.log", "-q", *rargs]
         if dev.family == "ecp5":
             args += ["--lpf-allow-unconstrained"]
         proc = run_tool(dev.nextpnr, args, cwd=wd)

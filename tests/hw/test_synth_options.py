@@ -1,0 +1,42 @@
+"""The synthesis flow's options: nextpnr's router and the RTLIL front end (no tools run)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ttforge.hw.config import AccelConfig
+from ttforge.hw.synth import (ROUTERS, SynthError, accel_rtlil, harness_for_ports, harness_verilog,
+                              router_args, rtlil_ports, synth_script, verilog_ports)
+from ttforge.hw.top import verilog
+
+
+def test_router_args():
+    assert ROUTERS[0] == "router1"          # nextpnr's default stays ours
+    assert router_args("router2") == ["--router", "router2"]
+    with pytest.raises(SynthError, match="router='router3' is unknown; choose one of router1, router2"):
+        router_args("router3")
+
+
+def test_rtlil_ports_are_the_verilog_ports():
+    cfg = AccelConfig(lanes=4)
+    text = accel_rtlil(cfg)
+    r = rtlil_ports(text, "ttforge_accel")
+    v = verilog_ports(verilog(cfg), "ttforge_accel")
+    assert sorted(r, key=lambda p: p.name) == sorted(v, key=lambda p: p.name)
+    # the harness costs the same from either port list
+    assert harness_for_ports(r, "ttforge_accel")[1] == harness_verilog(verilog(cfg), "ttforge_accel")[1]
+    # sibling: a port of another width is not the same port list
+    bad = [p if p.name != "s_axis_tdata" else type(p)(p.name, p.direction, p.width + 1) for p in r]
+    assert sorted(bad, key=lambda p: p.name) != sorted(v, key=lambda p: p.name)
+    with pytest.raises(SynthError, match="module nope not found in the RTLIL"):
+        rtlil_ports(text, "nope")
+
+
+def test_synth_script_front_ends():
+    v = synth_script("ecp5-85f")
+    assert v.splitlines()[0] == "read_verilog -sv core.v harness.v"
+    r = synth_script("ecp5-85f", "rtlil")
+    assert r.splitlines()[:2] == ["read_rtlil core.il", "read_verilog -sv harness.v"]
+    assert v.splitlines()[1:] == r.splitlines()[2:]     # the same synthesis after the read
+    with pytest.raises(SynthError, match="frontend='vhdl' is unknown"):
+        synth_script("ecp5-85f", "vhdl")
