@@ -119,17 +119,17 @@ def rtlil_ports(text: str, top: str) -> list[PortInfo]:
     return [p for _, p in found]
 
 
-def accel_rtlil(config, name: str = "ttforge_accel") -> str:
+def accel_rtlil(config, name: str = "ttforge_accel", platform=None) -> str:
     """Amaranth's RTLIL of ``TTAccel(config)`` as module ``name``, with the ports and the
-    ``clk``/``rst`` of :func:`ttforge.hw.top.verilog` (its ``reset="rst"`` form): the
-    design Yosys reads with ``frontend="rtlil"``. No source locations, so the text
-    depends only on the design."""
+    ``clk``/``rst`` of :func:`ttforge.hw.top.verilog` (its ``reset="rst"`` form), elaborated
+    for ``platform`` as that function's: the design Yosys reads with ``frontend="rtlil"``.
+    No source locations, so the text depends only on the design."""
     from amaranth.back import rtlil
 
     from ttforge.hw.top import TTAccel, _ports   # the port names of the emitted Verilog
 
     core = TTAccel(config)
-    return rtlil.convert(core, name=name, ports=_ports(core), emit_src=False)
+    return rtlil.convert(core, name=name, platform=platform, ports=_ports(core), emit_src=False)
 
 
 def harness_verilog(verilog: str, top: str, clock: str = "clk") -> tuple[str, dict[str, int]]:
