@@ -141,6 +141,11 @@ def _add_report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", type=float, metavar="MHZ",
                    help="nextpnr target frequency (default 100 on ECP5, 30 on iCE40)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placer seed (default 1)")
+    p.add_argument("--router", choices=["router1", "router2"], default="router1",
+                   help="nextpnr's router (default router1, nextpnr's own default)")
+    p.add_argument("--frontend", choices=["verilog", "rtlil"], default="verilog",
+                   help="what Yosys reads: the emitted Verilog (default) or Amaranth's RTLIL of "
+                        "the same design (minutes faster from 32 lanes up)")
     p.add_argument("--json", metavar="PATH", nargs="?", const="-",
                    help="write JSON to PATH (or print it, with no PATH) instead of the table")
     p.add_argument("-o", "--out", metavar="PATH",
@@ -224,7 +229,8 @@ def _run_report(args: argparse.Namespace) -> int:
     yowasp_command("yosys")
     for d in devices:
         yowasp_command("nextpnr-ecp5" if d.startswith("ecp5") else "nextpnr-ice40")
-    rep = report(cfg, devices, target_mhz=args.target, seed=args.seed, keep=args.keep)
+    rep = report(cfg, devices, target_mhz=args.target, seed=args.seed, keep=args.keep,
+                 router=args.router, frontend=args.frontend)
     if args.json:
         _write_json(rep, args.json)
     else:

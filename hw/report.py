@@ -42,14 +42,20 @@ def resolve_config(artifact: str | None = None, config_file: str | None = None,
 
 
 def report(config: AccelConfig, devices: list[str], *, target_mhz: float | None = None, seed: int = 1,
-           keep: str | None = None) -> dict[str, Any]:
-    """Implement ``config`` on each device; a JSON-ready dict."""
+           keep: str | None = None, router: str = "router1",
+           frontend: str = "verilog") -> dict[str, Any]:
+    """Implement ``config`` on each device; a JSON-ready dict. ``router`` is nextpnr's,
+    ``frontend`` what Yosys reads (:mod:`ttforge.hw.synth`)."""
     if not isinstance(config, AccelConfig):
         raise ConfigError(f"report needs an AccelConfig, got {type(config).__name__}")
-    from ttforge.hw.synth import implement
+    from ttforge.hw.synth import FRONTENDS, accel_rtlil, implement, router_args
     from ttforge.hw.top import verilog
 
+    router_args(router)                              # a bad name fails before any work
+    if frontend not in FRONTENDS:
+        raise ConfigError(f"frontend={frontend!r} is unknown; choose one of {', '.join(FRONTENDS)}")
     text = verilog(config)
+    il = accel_rtlil(config) if frontend == "rtlil" else None
     results = {}
     if keep is not None:
         from ttforge.atomic import claim_work_dir
@@ -58,6 +64,6 @@ def report(config: AccelConfig, devices: list[str], *, target_mhz: float | None 
     for dev in devices:
         wd = None if keep is None else Path(keep) / dev
         results[dev] = implement(text, dev, target_mhz=target_mhz, seed=seed,
-                                 workdir=wd, config=config).to_dict()
+                                 workdir=wd, config=config, router=router, rtlil=il).to_dict()
     return {"config": config.to_dict(), "top": "ttforge_accel", "verilog_bytes": len(text.encode()),
-            "devices": results}
+            "router": router, "frontend": frontend, "devices": results}

@@ -40,3 +40,13 @@ def test_synth_script_front_ends():
     assert v.splitlines()[1:] == r.splitlines()[2:]     # the same synthesis after the read
     with pytest.raises(SynthError, match="frontend='vhdl' is unknown"):
         synth_script("ecp5-85f", "vhdl")
+
+
+def test_report_refuses_unknown_router_and_frontend_before_work():
+    from ttforge.errors import ConfigError
+    from ttforge.hw.report import report
+
+    with pytest.raises(SynthError, match="router='fast' is unknown"):
+        report(AccelConfig(lanes=4), ["ecp5-85f"], router="fast")
+    with pytest.raises(ConfigError, match="frontend='vhdl' is unknown"):
+        report(AccelConfig(lanes=4), ["ecp5-85f"], frontend="vhdl")
