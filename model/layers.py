@@ -10,7 +10,7 @@ from torch import nn
 
 from ttforge.errors import ConfigError, ShapeError
 from ttforge.ir.schedule import ContractionSchedule, Objective
-from ttforge.model.fast import plan_for, tt_apply
+from ttforge.model.fast import MergeCache, plan_for, tt_apply
 from ttforge.model.tt import TTShape, factorize, tt_rel_error, tt_svd, tt_to_dense
 
 __all__ = ["TTLinear", "default_num_cores", "apply_schedule", "tt_apply", "IMPLS"]
@@ -247,11 +247,17 @@ class TTLinear(nn.Module):
         if pad:
             x = nn.functional.pad(x, (0, pad))
         unpadded = self.tt_shape.out_size == self.out_features
-        if getattr(self, "impl", "fast") == "fast" and unpadded:
-            y = tt_apply(x, list(self.cores), plan_for(self.tt_shape, x.shape[0]), bias=self.bias)
+        fast = getattr(self, "impl", "fast") == "fast"
+        if fast:
+            cache = self.__dict__.get("_merge_cache")  # made lazily: older pickles lack it
+            if cache is None:
+                cache = self.__dict__["_merge_cache"] = MergeCache()
+        if fast and unpadded:
+            y = tt_apply(x, list(self.cores), plan_for(self.tt_shape, x.shape[0]), bias=self.bias,
+                         cache=cache)
             return y.reshape(*lead, self.out_features)
-        if getattr(self, "impl", "fast") == "fast":
-            y = tt_apply(x, list(self.cores), plan_for(self.tt_shape, x.shape[0]))
+        if fast:
+            y = tt_apply(x, list(self.cores), plan_for(self.tt_shape, x.shape[0]), cache=cache)
         else:
             y = apply_schedule(x, list(self.cores), self.schedule)
         if not unpadded:
