@@ -59,6 +59,9 @@ def main(argv=None) -> int:
     p.add_argument("--frontend", choices=FRONTENDS, default=FRONTENDS[0],
                    help="what Yosys reads: the emitted Verilog (default) or Amaranth's RTLIL "
                         "of the same engine (much faster at L = 64)")
+    p.add_argument("--out", default=None,
+                   help="the JSON to write (default: bench/results/synth_seeds.<label>.json, which "
+                        "the docs' Fmax table and bench_vs_cpu.py read)")
     p.add_argument("--work", default=None, help="work directory (default: a fresh one in /tmp)")
     p.add_argument("--no-route", action="store_true",
                    help="place only: utilisation after packing and nextpnr's post-placement "
@@ -143,7 +146,7 @@ def _record(a, seeds, wd: Path, commit: str, dirty: bool, cost, top_mod, synth_s
            "lanes": a.lanes, "router": a.router, "frontend": a.frontend,
            "harness": cost, "synth_s": synth_s, "runs": runs,
            "summary": summary, "collected": collect}
-    path = ROOT / "bench" / "results" / f"synth_seeds.{a.label}.json"
+    path = Path(a.out) if a.out else ROOT / "bench" / "results" / f"synth_seeds.{a.label}.json"
     atomic_write_text(path, json.dumps(out, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
     return 0
