@@ -452,15 +452,15 @@ class _Merge2(torch.autograd.Function):
         ctx.save_for_backward(a, b)
         r0, ma, na, r1 = a.shape
         _, mb, nb, r2 = b.shape
-        # one product per mb, then whole NA*NB*r2 blocks moved: measured faster than
-        # one product and a copy of NB*r2 blocks (0.37 vs 0.48 ms for the 784 x 512 layer)
-        # the products go to a work buffer (a fresh one costs page faults, more than the
-        # products for the 784 x 512 layer), then one copy into the result
-        tmp = _buffers(a, [mb * r0 * ma * na * nb * r2])[0].view(mb, r0 * ma * na, nb * r2)
-        torch.bmm(a.reshape(1, r0 * ma * na, r1).expand(mb, r0 * ma * na, r1),
-                  b.permute(1, 0, 2, 3).reshape(mb, r1, nb * r2), out=tmp)
+        # one product (r0*MA*NA, r1) @ (r1, MB*NB*r2) into a work buffer (a fresh one
+        # costs page faults, more than the product for the 784 x 512 layer), then one
+        # copy that moves MB in front of NA: measured 0.21 ms against 0.33 ms for a
+        # batched product per mb and a copy of whole NA*NB*r2 blocks (784 x 512 layer,
+        # the last merge, 1 thread, CPU-time medians of 38 interleaved calls)
+        tmp = _buffers(a, [r0 * ma * na * mb * nb * r2])[0].view(r0 * ma * na, mb * nb * r2)
+        torch.mm(a.reshape(r0 * ma * na, r1), b.reshape(r1, mb * nb * r2), out=tmp)
         out = a.new_empty(r0, ma * mb, na * nb, r2)
-        out.view(r0 * ma, mb, na * nb * r2).copy_(tmp.view(mb, r0 * ma, na * nb * r2).transpose(0, 1))
+        out.view(r0 * ma, mb, na, nb * r2).copy_(tmp.view(r0 * ma, na, mb, nb * r2).transpose(1, 2))
         return out
 
     @staticmethod
