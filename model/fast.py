@@ -783,10 +783,18 @@ def _backward_graph(x, gy, mats, steps, need_x, chunk):
 CACHE_MERGED = True
 
 
+#: Integer dtypes of each element size, to compare float values bit for bit.
+_BITS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
 def _bits(t: torch.Tensor) -> torch.Tensor:
-    """``t``'s values as raw bytes (so that ``-0.0`` and ``0.0``, or two NaNs, compare
-    as what they are)."""
-    return t.detach().contiguous().view(-1).view(torch.uint8)
+    """``t``'s values as integers of the same width (so that ``-0.0`` and ``0.0``, or
+    two NaNs, compare as what they are); same-width integers compare about twice as
+    fast as bytes (24 vs 53 us for the 4096 x 4096 layer's cores)."""
+    t = t.detach()
+    if not t.is_contiguous():
+        t = t.contiguous()
+    return t.view(-1).view(_BITS.get(t.element_size(), torch.uint8))
 
 
 class MergeCache:
