@@ -12,7 +12,10 @@ medians are compared: wall-clock time (the figure the goals use) and, beside it,
 process CPU time (less sensitive to other processes on a loaded machine at 1 thread).
 
 Contenders: ``ttforge`` is ``TTLinear`` as users get it (``impl="fast"``: contraction
-chosen for the float cost of the batch, :mod:`ttforge.model.fast`);
+chosen for the float cost of the batch, :mod:`ttforge.model.fast`; a forward without
+autograd reuses the merged cores of the previous call while the cores are unchanged, as
+inference does); ``ttforge_uncached`` (headline table only) is the same layer with the
+cores merged again on every call, what the first call after a weight change costs;
 ``ttforge_schedule`` is the same layer following the hardware's contraction order
 (``impl="schedule"``, what quantization and the accelerator use); tensorly-torch is
 measured with ``torch.backends.opt_einsum`` off (what ``pip install tensorly-torch``
@@ -110,7 +113,26 @@ class Contender:
     opt_einsum: bool = False  # torch.backends.opt_einsum.enabled while it runs
 
 
-ALL_KEYS = ("ttforge", "ttforge_schedule", "tltorch", "tltorch_opt_einsum", "dense")
+ALL_KEYS = ("ttforge", "ttforge_uncached", "ttforge_schedule", "tltorch", "tltorch_opt_einsum", "dense")
+#: contenders of the headline table only
+HEADLINE_ONLY = ("ttforge_uncached", "ttforge_schedule")
+
+
+class _Uncached(nn.Module):
+    """``layer`` with its kept merged matrices (:class:`ttforge.model.fast.MergeCache`)
+    dropped before every call: what the first inference call after a change of the
+    weights costs (calls under autograd never keep them, so forward+backward is the
+    layer's own)."""
+
+    def __init__(self, layer: TTLinear) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cache = self.layer.__dict__.get("_merge_cache")
+        if cache is not None:
+            cache.clear()
+        return self.layer(x)
 
 
 def build_case(case: Case, seed: int = 0, keys=ALL_KEYS) -> tuple[list[Contender], dict]:
@@ -148,6 +170,9 @@ def build_case(case: Case, seed: int = 0, keys=ALL_KEYS) -> tuple[list[Contender
 
     everything = {
         "ttforge": Contender("ttforge", "ttforge TTLinear (impl='fast', the default)", ours),
+        "ttforge_uncached": Contender("ttforge_uncached",
+                                      "ttforge TTLinear (impl='fast'), cores merged again every call",
+                                      _Uncached(ours)),
         "ttforge_schedule": Contender("ttforge_schedule",
                                       "ttforge TTLinear (impl='schedule', the hardware's order)", hw),
         "tltorch": Contender("tltorch", "tensorly-torch blocktt factorized", theirs, opt_einsum=False),
@@ -474,8 +499,8 @@ def main(argv=None) -> dict:
                 cond["loadavg_before"] = _loadavg()
                 for case in args.case_list:
                     contenders, facts = built[case.name]
-                    if conditions:  # the hardware-order path only in the headline table
-                        contenders = [c for c in contenders if c.key != "ttforge_schedule"]
+                    if conditions:  # the hardware order and the uncached merges: headline only
+                        contenders = [c for c in contenders if c.key not in HEADLINE_ONLY]
                     t0 = time.perf_counter()
                     wall, cpu = time_case(contenders, facts["in_features"], args.batch, args.reps,
                                           args.warmup)
@@ -520,6 +545,8 @@ def main(argv=None) -> dict:
                 for c in contenders:
                     if batch > args.batch and c.key not in ("ttforge", "dense"):
                         continue  # the goal's pair only (the others take minutes or GBs)
+                    if c.key == "ttforge_uncached":
+                        continue  # forward+backward is ttforge's own
                     with _OptEinsum(c.opt_einsum):
                         row["contenders"][c.key] = peak_memory(c, x, gy)
                 memory.append(row)

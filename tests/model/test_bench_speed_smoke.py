@@ -34,10 +34,11 @@ def test_tiny_run_writes_json(tmp_path):
     assert case["facts"]["ranks"]["ttforge"] == case["facts"]["ranks"]["tltorch"]
     assert case["facts"]["weight_params"]["ttforge"] == case["facts"]["weight_params"]["tltorch"]
     assert case["facts"]["ttforge_plan"]["batch"] == 4
-    for key in ("ttforge", "ttforge_schedule", "tltorch", "dense"):  # all in the headline table
+    for key in ("ttforge", "ttforge_uncached", "ttforge_schedule", "tltorch", "dense"):  # headline
         assert case["timings_ms"][key]["fwd"]["n"] == 1
         assert case["timings_ms"][key]["fwd_bwd"]["median"] > 0
         assert case["cpu_ms"][key]["fwd_bwd"]["median"] >= 0
+    assert "ttforge_uncached" not in result["conditions"][1]["cases"][0]["timings_ms"]
     assert [c["threads"] for c in result["conditions"]] == [1, 2]
     assert [c["load"] for c in result["conditions"]] == ["idle", "busy"]
     assert result["settings"]["threads"] == 1
