@@ -3,8 +3,8 @@
 A case is a random integer TT network (:func:`ttforge.ir.random.random_network`), an
 :class:`~ttforge.hw.config.AccelConfig` at or above the smallest that runs it (random
 lanes and beat packing; depths rounded up to powers of two so that cases share simulator
-builds; some widths and depths raised further), random input vectors and the
-probabilities of stream gaps and back-pressure.
+builds; some widths and depths raised further; one in five in throughput mode), random
+input vectors and the probabilities of stream gaps and back-pressure.
 """
 
 from __future__ import annotations
@@ -81,9 +81,23 @@ class RegressCase:
         return " | ".join(parts)
 
 
+#: the share of random configs built in throughput mode (``AccelConfig.throughput``)
+THROUGHPUT_SHARE = 0.2
+
+
+def _throughput_drawn(seed: int) -> bool:
+    """Whether seed ``seed``'s random config is built in throughput mode.
+
+    Drawn from a generator of its own, so that adding the draw left every seed's
+    network, config, inputs and pauses as they were."""
+    return bool(np.random.default_rng([int(seed), 0x77F1]).random() < THROUGHPUT_SHARE)
+
+
 def make_case(seed: int, vectors: int = 16, *, config=None) -> RegressCase:
     """The case of ``seed``: network, config (or the given one, with networks redrawn
     until one fits it), ``vectors`` random inputs and the stream pause probabilities."""
+    from ttforge.hw.config import AccelConfig
+
     rng = np.random.default_rng([int(seed), 0x77F0])
     for _ in range(200):
         net = random_network(rng)
@@ -96,6 +110,8 @@ def make_case(seed: int, vectors: int = 16, *, config=None) -> RegressCase:
     else:
         raise ConfigError(f"--config: no random network of seed {seed} fits {config.summary()}; "
                           f"raise its depths and widths")
+    if config is None and cfg.buf_ports == 2 and _throughput_drawn(seed):
+        cfg = AccelConfig.from_dict({**cfg.to_dict(), "throughput": 1})
     # the pauses before the inputs: the same seed keeps them with any --vectors
     gaps = float(rng.choice([0.0, 0.1, 0.3]))
     bp = float(rng.choice([0.0, 0.1, 0.3]))

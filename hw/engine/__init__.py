@@ -46,13 +46,13 @@ from ttforge.hw.engine.geometry import Geometry
 from ttforge.hw.engine.issue import IssueUnit
 from ttforge.hw.engine.output import OutputPath
 from ttforge.hw.engine.requant import RequantBank
-from ttforge.hw.engine.signatures import State, engine_signature
+from ttforge.hw.engine.signatures import ComputeState, InputState, State, engine_signature
 from ttforge.hw.engine.writer import ResultWriter
 from ttforge.hw.faults import ENGINE_FAULTS, check_fault
 from ttforge.hw.regmap import ErrorCode
 
 __all__ = ["TTEngine", "ERROR_CODES", "ERROR_NAMES", "ENGINE_TIMING", "DESC_WORDS",
-           "element_layout", "State", "Controller", "DescriptorFetch", "IssueUnit",
+           "element_layout", "State", "InputState", "ComputeState", "Controller", "DescriptorFetch", "IssueUnit",
            "ResultWriter", "RequantBank", "OutputPath", "ErrorUnit", "PerfCounters",
            "Geometry"]
 
@@ -202,8 +202,9 @@ class TTEngine(wiring.Component):
             outp.active.eq(ctrl.outputting), outp.begin.eq(ctrl.out_begin),
             outp.flush.eq(flush), outp.out_last.eq(ctrl.out_last),
         ]
-        m.d.comb += [outp.word[l].eq(Mux(self.program.out_buf, buf_rp[1].data[l],
-                                         buf_rp[0].data[l])[:c.act_bits]) for l in range(L)]
+        m.d.comb += [outp.words[b][l].eq(buf_rp[b].data[l][:c.act_bits])
+                     for b in range(2) for l in range(L)]
+        m.d.comb += outp.buf.eq(self.program.out_buf)
         # errors, in priority order: descriptor fields, issue, serial writer, zero fill
         m.d.comb += [
             err.conds.eq(Cat(fetch.errors, issue.errors, writer.errors, ctrl.zfill_err)),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from enum import Enum
+
 from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -9,15 +11,17 @@ from amaranth.lib.wiring import In, Out
 from ttforge.hw.axis import element_layout
 from ttforge.hw.config import DESC_WORDS
 from ttforge.hw.engine.geometry import Geometry
-from ttforge.hw.engine.signatures import (ERROR_CODE_BITS, STEP_BITS, ControlSignature,
-                                          ProgramSignature, State)
+from ttforge.hw.engine.signatures import (ERROR_CODE_BITS, STEP_BITS, ComputeState,
+                                          ControlSignature, InputState, ProgramSignature, State)
 from ttforge.hw.regmap import ErrorCode
 
 __all__ = ["Controller"]
 
 
 class Controller(wiring.Component):
-    """The state machine of ``docs/hardware.md`` ("Engine timing") over :class:`State`.
+    """The state machine of ``docs/hardware.md`` ("Engine timing") over :class:`State`
+    (throughput mode: two, the input side's :class:`InputState` and the compute side's
+    :class:`ComputeState`).
 
     Input: accepts ``inp`` while enabled (and not in ``error``, except to discard the
     rest of a vector after a stream error, state ``DRAIN``), writes element ``j`` to
@@ -39,8 +43,9 @@ class Controller(wiring.Component):
     take a beat: enabled and no error, none being raised; or discarding the rest of a
     vector, never past its ``tlast``), ``in_stall`` (an ``IN_STALL`` cycle)."""
 
-    #: test hook (never set in generated hardware; not in ``ttforge.hw.faults``: it
-    #: needs throughput mode, which the regression's random configs do not build):
+    #: test hook (never set in generated hardware; not in ``ttforge.hw.faults``, whose
+    #: every entry the mutation run builds into its one config, without throughput mode;
+    #: ``tests/hw/test_throughput.py`` builds this one):
     #: the input side does not wait for the copy, so the next vector's input
     #: overwrites a staged vector that is not yet copied
     STAGE_FAULTS = ("stage_overwrite",)
@@ -65,7 +70,7 @@ class Controller(wiring.Component):
             "zf_start": In(g.awp),
             "zf_end": In(g.awp),
             "out_finished": In(1),
-            "state": Out(State),
+            "state": Out(ComputeState if c.throughput else State),
             "step": Out(STEP_BITS),
             "dptr": Out(max(1, (g.dmem_depth + DESC_WORDS).bit_length())),
             "fetching": Out(1),
@@ -133,7 +138,7 @@ class Controller(wiring.Component):
 
         def flags_of(s, table):
             def is_(states):
-                if isinstance(s, State):
+                if isinstance(s, Enum):
                     return s in states
                 return Cat(*[s == x for x in states]).any()
             return [flag.eq(is_(states)) for flag, states in table]
@@ -141,32 +146,36 @@ class Controller(wiring.Component):
         def go(s):
             return [state.eq(s), *flags_of(s, phase)]
 
-        # Throughput mode runs two state machines: the input side (IDLE, INPUT, DRAIN,
-        # PAD into the staging memory, then FETCH meaning "staged": the vector waits for
-        # the copy) and the compute side (`state`: IDLE, INPUT meaning the copy into
-        # BUF0, FETCH, RUN, ZFILL, OUTPUT). Otherwise one machine does both (in_go and
-        # c_go are go).
+        # Throughput mode runs two state machines: the input side (InputState: IDLE,
+        # INPUT, DRAIN, PAD into the staging memory, then STAGED: the vector waits for
+        # the copy; it has no state register, only its one-hot flags) and the compute
+        # side (`state`, ComputeState: IDLE, COPY into BUF0, FETCH, RUN, ZFILL, OUTPUT).
+        # Otherwise one machine (State) does both: in_go and c_go are go, the input
+        # side's end is FETCH.
+        IS = InputState if tp else State
+        CS = ComputeState if tp else State
+        in_done = InputState.STAGED if tp else State.FETCH
         staged = Signal()
         c_idle = Signal(init=1)
         copying = Signal()
         if tp:
-            in_phase = [(idle, (State.IDLE,)), (taking, (State.IDLE, State.INPUT)),
-                        (inputting, (State.INPUT,)), (drain, (State.DRAIN,)), (pad, (State.PAD,)),
-                        (staged, (State.FETCH,))]
+            in_phase = [(idle, (IS.IDLE,)), (taking, (IS.IDLE, IS.INPUT)),
+                        (inputting, (IS.INPUT,)), (drain, (IS.DRAIN,)), (pad, (IS.PAD,)),
+                        (staged, (IS.STAGED,))]
             overwrite = self.fault == "stage_overwrite"
             if overwrite:    # staged is set, but the input side is idle again at once
-                in_phase = [(idle, (State.IDLE, State.FETCH)),
-                            (taking, (State.IDLE, State.INPUT, State.FETCH)),
+                in_phase = [(idle, (IS.IDLE, IS.STAGED)),
+                            (taking, (IS.IDLE, IS.INPUT, IS.STAGED)),
                             *in_phase[2:5]]
-            c_phase = [(c_idle, (State.IDLE,)), (copying, (State.INPUT,)),
-                       (self.fetching, (State.FETCH,)), (self.running, (State.RUN,)),
-                       (zfill, (State.ZFILL,)), (self.outputting, (State.OUTPUT,))]
+            c_phase = [(c_idle, (CS.IDLE,)), (copying, (CS.COPY,)),
+                       (self.fetching, (CS.FETCH,)), (self.running, (CS.RUN,)),
+                       (zfill, (CS.ZFILL,)), (self.outputting, (CS.OUTPUT,))]
             self.debug.update(staged=staged, copying=copying, c_idle=c_idle)
 
             def in_go(s):
                 if not overwrite:
                     return flags_of(s, in_phase)
-                staging = s is State.FETCH if isinstance(s, State) else s == State.FETCH
+                staging = s is IS.STAGED if isinstance(s, IS) else s == IS.STAGED
                 return [*flags_of(s, in_phase), staged.eq(staged | staging)]
 
             def c_go(s):
@@ -207,14 +216,14 @@ class Controller(wiring.Component):
         m.d.comb += self.busy.eq(~idle | accept | (~c_idle if tp else 0))
 
         def next_step():
-            return [*c_go(State.FETCH), step.eq(step_next), dptr.eq(dptr_next),
+            return [*c_go(CS.FETCH), step.eq(step_next), dptr.eq(dptr_next),
                     step_next.eq(step_next + 1), dptr_next.eq(dptr_next + DESC_WORDS)]
 
         def first_step():
             return [step.eq(0), dptr.eq(0), step_next.eq(1), dptr_next.eq(DESC_WORDS)]
 
         def to_output():
-            m.d.sync += c_go(State.OUTPUT)
+            m.d.sync += c_go(CS.OUTPUT)
             m.d.comb += self.out_begin.eq(1)
 
         # the input and pad writes leave from registers a cycle after the element is
@@ -246,27 +255,27 @@ class Controller(wiring.Component):
                 # its enable then needs no error decode of the stream's last bit)
                 m.d.sync += j.eq(jj + 1)
                 with m.If(idle & prog_bad):
-                    m.d.sync += in_go(Mux(in_last, State.IDLE, State.DRAIN))
+                    m.d.sync += in_go(Mux(in_last, IS.IDLE, IS.DRAIN))
                 with m.Elif(in_last & ~exp_last):
-                    m.d.sync += in_go(State.IDLE)
+                    m.d.sync += in_go(IS.IDLE)
                 with m.Elif(~in_last & exp_last):
-                    m.d.sync += in_go(State.DRAIN)
+                    m.d.sync += in_go(IS.DRAIN)
                 with m.Else():
                     m.d.sync += [in_we.eq(1), in_elem.eq(jj),
                                  in_value.eq(self.inp.payload.data)]
                     with m.If(exp_last):
                         if not tp:
                             m.d.sync += first_step()
-                        m.d.sync += in_go(Mux(has_pad, State.PAD, State.FETCH))
+                        m.d.sync += in_go(Mux(has_pad, IS.PAD, in_done))
                     with m.Else():
-                        m.d.sync += in_go(State.INPUT)
+                        m.d.sync += in_go(IS.INPUT)
         with m.If(drain):
             with m.If(accept & in_last):
-                m.d.sync += in_go(State.IDLE)
+                m.d.sync += in_go(IS.IDLE)
         with m.If(pad):
             m.d.sync += [in_we.eq(1), in_elem.eq(j), in_value.eq(0), j.eq(j + 1)]
             with m.If(j == pad_last):
-                m.d.sync += in_go(State.FETCH)
+                m.d.sync += in_go(in_done)
                 if not tp:
                     m.d.sync += first_step()
         if tp:
@@ -279,20 +288,20 @@ class Controller(wiring.Component):
             m.d.sync += self.copy_we.eq(0)
             m.d.comb += self.copy_addr.eq(q)
             with m.If(c_idle & staged & ~self.error):
-                m.d.sync += [*c_go(State.INPUT), q.eq(0), *first_step()]
+                m.d.sync += [*c_go(CS.COPY), q.eq(0), *first_step()]
             with m.If(copying):
                 m.d.sync += [q.eq(q + 1), self.copy_we.eq(1), self.copy_word.eq(q)]
                 with m.If(q == q_last):
-                    m.d.sync += c_go(State.FETCH)
-                    m.d.sync += staged.eq(0) if self.fault else in_go(State.IDLE)
+                    m.d.sync += c_go(CS.FETCH)
+                    m.d.sync += staged.eq(0) if self.fault else in_go(IS.IDLE)
         with m.If(self.fetching):
             with m.If(self.fetch_done):
-                m.d.sync += c_go(State.RUN)
+                m.d.sync += c_go(CS.RUN)
         with m.If(self.running):
             m.d.sync += zf_pen.eq(self.zf_end - 2)
             with m.If(~self.pipe_busy):
                 with m.If(self.zf_nonempty):
-                    m.d.sync += [*c_go(State.ZFILL), z.eq(self.zf_start),
+                    m.d.sync += [*c_go(CS.ZFILL), z.eq(self.zf_start),
                                  z_last.eq(self.zf_start + 1 == self.zf_end)]
                 with m.Elif(self.last_step):
                     to_output()
@@ -307,14 +316,14 @@ class Controller(wiring.Component):
                     m.d.sync += next_step()
         with m.If(self.outputting):
             with m.If(self.out_finished):
-                m.d.sync += [*c_go(State.IDLE), done_r.eq(1)]
+                m.d.sync += [*c_go(CS.IDLE), done_r.eq(1)]
         # an engine error stops the computing vector; in throughput mode the input side
         # goes on (the staged vector starts once the error is cleared)
         with m.If(self.abort | soft_reset):
-            m.d.sync += c_go(State.IDLE)
+            m.d.sync += c_go(CS.IDLE)
         if tp:
             with m.If(soft_reset):
-                m.d.sync += in_go(State.IDLE)
+                m.d.sync += in_go(IS.IDLE)
         m.d.comb += self.zfill_err.eq(zfill & (z >= c.buf_depth))
 
         # stream and program-register errors, found when an element is accepted

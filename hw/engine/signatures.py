@@ -37,7 +37,7 @@ from ttforge.hw.axis import element_layout
 from ttforge.hw.config import COUNTER_BITS, DESC_WORDS, AccelConfig
 from ttforge.hw.regmap import COUNTERS, DESCRIPTOR_WORDS, FLAGS_FIELDS
 
-__all__ = ["engine_signature", "State", "STEP_BITS", "ERROR_CODE_BITS", "COUNTER_NAMES", "flags_layout",
+__all__ = ["engine_signature", "State", "InputState", "ComputeState", "STEP_BITS", "ERROR_CODE_BITS", "COUNTER_NAMES", "flags_layout",
            "descriptor_layout", "MemWriteSignature", "LoadSignature", "ProgramSignature",
            "ControlSignature", "StatusSignature", "CounterSignature", "BOUND_WORDS"]
 
@@ -57,6 +57,30 @@ class State(enum.Enum, shape=3):
     INPUT = 1     #: taking the rest of the vector, one element per cycle
     DRAIN = 2     #: discarding the rest of a vector after a stream error
     PAD = 3       #: writing the zero padding up to IN_PAD
+    FETCH = 4     #: reading one step's descriptor from DMEM
+    RUN = 5       #: the step's loop iterations and the pipeline drain
+    ZFILL = 6     #: the step's zero fill
+    OUTPUT = 7    #: streaming OUT_COUNT elements from OUT_BUF
+
+
+class InputState(enum.Enum, shape=3):
+    """Throughput mode's input side: a vector into the staging memory.
+
+    The states it shares with :class:`State` keep their meaning and encoding."""
+    IDLE = 0      #: waiting for the first element of a vector
+    INPUT = 1     #: taking the rest of the vector into the staging memory
+    DRAIN = 2     #: discarding the rest of a vector after a stream error
+    PAD = 3       #: writing the zero padding up to IN_PAD into the staging memory
+    STAGED = 4    #: the vector waits, staged, until the compute side has copied it
+
+
+class ComputeState(enum.Enum, shape=3):
+    """Throughput mode's compute side (the controller's ``state``).
+
+    Encoded as :class:`State` (``COPY`` takes ``INPUT``'s code), so that ``state`` reads
+    the same on a debugger whichever mode built the engine."""
+    IDLE = 0      #: no vector staged, or waiting for an error to be cleared
+    COPY = 1      #: copying the staged vector into BUF0, one word per cycle
     FETCH = 4     #: reading one step's descriptor from DMEM
     RUN = 5       #: the step's loop iterations and the pipeline drain
     ZFILL = 6     #: the step's zero fill

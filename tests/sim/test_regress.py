@@ -37,9 +37,10 @@ def _need(sim):
 
 # ------------------------------------------------------------------------ cases (no simulator)
 def test_cases_are_deterministic_and_fit_their_config():
-    ranks, lanes, modes = set(), set(), set()
+    ranks, lanes, modes, throughput = set(), set(), set(), set()
     for seed in range(40):
         a, b = make_case(seed, 3), make_case(seed, 3)
+        throughput.add(a.config.throughput)
         assert a.shape == b.shape and a.config == b.config
         assert np.array_equal(a.inputs, b.inputs)
         smallest = AccelConfig.for_network(a.net, lanes=a.config.lanes,
@@ -54,6 +55,9 @@ def test_cases_are_deterministic_and_fit_their_config():
             ranks |= set(layer.schedule.shape.ranks[1:-1])
     assert {3, 5, 7} <= ranks                   # the odd ranks rank-adaptive training leaves
     assert {1, 2, 4, 8, 16} <= lanes and modes == {0, 1}
+    assert throughput == {0, 1}
+    # the short Icarus regression (seeds 0..2) runs one engine in throughput mode
+    assert [make_case(s, 1).config.throughput for s in range(3)] == [0, 1, 0]
 
 
 def test_random_config_is_at_least_the_smallest():
@@ -213,3 +217,22 @@ def test_native_regression_and_its_fault_sibling(tmp_path):
     bad = regress(range(2), "verilator-native", jobs=1, vectors=8, out_dir=tmp_path / "bad",
                   config=STANDARD, fault="requant_lsb")
     assert bad.failed == 2 and all("vectors differ" in r.reason for r in bad.results)
+
+
+def test_summary_table_marks_throughput_mode():
+    """The summary table says which cases ran an engine in throughput mode."""
+    import io
+
+    from ttforge.sim.check import CaseResult
+    from ttforge.sim.report import RegressReport, print_table
+
+    def row(seed, tp):
+        return CaseResult(seed=seed, sim="icarus", shape="4>4", lanes=4, stream_elems=1,
+                          steps=1, vectors=2, gaps=0.0, backpressure=0.0,
+                          config={"lanes": 4, "throughput": tp})
+    buf = io.StringIO()
+    print_table(RegressReport(sim="icarus", results=[row(11, 0), row(12, 1)], seconds=1.0),
+                file=buf)
+    lines = {ln.split()[1]: ln for ln in buf.getvalue().splitlines()
+             if ln.split()[1:2] in (["11"], ["12"])}
+    assert "yes" in lines["12"] and "yes" not in lines["11"]
