@@ -65,15 +65,19 @@ __all__ = ["FastPlan", "plan_for", "tt_apply", "merge_cores", "MergeCache", "CAC
            "CHUNK_ELEMENTS",
            "BACKWARD_CHUNK_ELEMENTS", "KEEP_BYTES", "workspace_bytes", "clear_workspace"]
 
-#: Largest intermediate (values) of one batch chunk: 2**19 float32 values = 2 MiB, so
-#: the running intermediates stay in cache and come from the allocator's heap rather
-#: than from fresh, page-faulting mappings (measured: a 67 MB intermediate costs more
-#: to fault in than to compute).
-CHUNK_ELEMENTS = 1 << 19
+#: Largest intermediate (values) of one batch chunk: 2**18 float32 values = 1 MiB, so
+#: the running intermediates stay in a core's 2 MiB cache beside the step's input and
+#: come from the allocator's heap rather than from fresh, page-faulting mappings
+#: (measured: a 67 MB intermediate costs more to fault in than to compute). Half the
+#: earlier 2**19 (measured side by side, 1 thread, batch 256, CPU-time medians of 41 /
+#: 11 / 9 interleaved: forward of the 1024 x 1024 rank-8 layer 2.54 -> 2.41 ms, at
+#: batch 1,024 9.53 -> 9.22, 4096 x 4096 rank 16 32.2 -> 31.4; forward+backward 1-3 %
+#: faster; the plans of the benchmark layers keep their merges and orders).
+CHUNK_ELEMENTS = 1 << 18
 
 #: The same bound for the backward pass, which holds about three chunk-sized buffers
-#: (the recomputed intermediate, its gradient and a product) instead of one: half as
-#: many values keeps them closer to a core's 2 MiB cache (measured, forward+backward
+#: (the recomputed intermediate, its gradient and a product) instead of one; it was
+#: half the forward's bound before that was halved too (measured, forward+backward
 #: of the 1024 x 1024 rank-8 layer at batch 256, 1 thread: 12.6-12.8 ms with 16- or
 #: 32-sample backward chunks, 16.5 ms with 64; the 4096 x 4096 rank-16 layer is within
 #: noise from 2 to 8 samples; fewer chunks, less Python per backward).
