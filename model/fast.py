@@ -41,6 +41,10 @@ plan: a cost that adds the backward's products, the recomputation and the merges
 backward picks the same plan for the benchmark layers at every batch from 1 to 4,096
 (docs/benchmarks.md, "TT layer speed").
 
+Calls without autograd (inference) keep the merged matrices between calls in the
+layer's :class:`MergeCache` and reuse them while the cores are bit for bit unchanged
+(compared on every call), so repeated inference pays the merges once.
+
 The arithmetic is float arithmetic in a different order: results equal the
 hardware-order path within float rounding, never bit for bit. Quantization-aware
 training and the integer paths use the hardware order (``quant/``), not this.
