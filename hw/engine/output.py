@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, ResetInserter, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, ResetInserter, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
@@ -17,11 +17,17 @@ __all__ = ["OutputPath"]
 class OutputPath(wiring.Component):
     """While ``active``: reads elements ``0 .. OUT_COUNT - 1`` (``out_last`` = OUT_COUNT
     - 1; restarted by ``begin``) of the output buffer (``rd_addr``, ``rd_en``; the engine
-    returns the word, from ``OUT_BUF``, in ``word``: the low ``act_bits`` of each
-    element), one per cycle while the FIFO of
+    returns the word of both buffers in ``words``, the low ``act_bits`` of each element,
+    and ``OUT_BUF`` in ``buf``), one per cycle while the FIFO of
     ``ENGINE_TIMING.fifo_depth`` entries has room for it, and offers them on ``out``, the
     last with ``last``. ``finished`` is high in the cycle the last element is accepted.
-    ``flush`` drops what is in flight and in the FIFO."""
+    ``flush`` drops what is in flight and in the FIFO.
+
+    Both buffers' words are registered as they leave the block RAMs and ``buf`` selects
+    between the registers: no logic between a block RAM output and a flip-flop (the
+    select before the register was the routed seed-2 critical path of the ECP5 L = 16
+    engine at 4cab273, DP16KD DOB -> LUT -> ``o_raw``, 10.0 ns). ``buf`` must be held
+    while an output runs (``OUT_BUF`` is a program register)."""
 
     def __init__(self, geom: Geometry, *, fault: str | None = None):
         self.geom = g = geom
@@ -34,7 +40,8 @@ class OutputPath(wiring.Component):
             "out_last": In(g.awp),
             "rd_addr": Out(g.awp),
             "rd_en": Out(1),
-            "word": In(data.ArrayLayout(signed(c.act_bits), g.L)),
+            "words": In(data.ArrayLayout(data.ArrayLayout(signed(c.act_bits), g.L), 2)),
+            "buf": In(1),
             "out": Out(stream.Signature(element_layout(c.act_bits))),
             "finished": Out(1),
         })
@@ -52,7 +59,8 @@ class OutputPath(wiring.Component):
         o_inf1, o_inf2 = Signal(), Signal()
         o_lane1, o_lane2 = Signal(g.lane_bits), Signal(g.lane_bits)
         o_last1, o_last2 = Signal(), Signal()
-        o_raw = Signal(data.ArrayLayout(signed(XB), L))   # stream elements: act_bits
+        # stream elements (act_bits) of both buffers
+        o_raw = Signal(data.ArrayLayout(data.ArrayLayout(signed(XB), L), 2))
         m.d.comb += [
             self.rd_addr.eq(o_idx),
             self.rd_en.eq(out_issue),
@@ -62,13 +70,15 @@ class OutputPath(wiring.Component):
             self.out.payload.last.eq(0 if self.fault == "drop_tlast" else fifo.r_data[XB]),
             fifo.r_en.eq(self.out.ready & self.active),
         ]
-        m.d.sync += o_raw.eq(self.word)
+        m.d.sync += o_raw.eq(self.words)
         m.d.sync += [o_inf1.eq(out_issue), o_lane1.eq(g.lane_of(o_idx)),
                      o_last1.eq(o_idx == self.out_last),
                      o_inf2.eq(o_inf1), o_lane2.eq(o_lane1), o_last2.eq(o_last1)]
         with m.If(self.flush):
             m.d.sync += [o_inf1.eq(0), o_inf2.eq(0)]
-        rsel = o_raw[o_lane2] if L > 1 else o_raw[0]
+        o_word = Signal(data.ArrayLayout(signed(XB), L))
+        m.d.comb += o_word.eq(Mux(self.buf, o_raw[1].as_value(), o_raw[0].as_value()))
+        rsel = o_word[o_lane2] if L > 1 else o_word[0]
         m.d.comb += [fifo.w_en.eq(o_inf2), fifo.w_data.eq(Cat(rsel, o_last2))]
 
         with m.If(self.active):
