@@ -38,6 +38,7 @@ docs/benchmarks.md from it.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -126,7 +127,8 @@ class _Uncached(nn.Module):
 
     def __init__(self, layer: TTLinear) -> None:
         super().__init__()
-        self.layer = layer
+        # a copy: emptying the measured layer's own cache would slow its calls too
+        self.layer = copy.deepcopy(layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         cache = self.layer.__dict__.get("_merge_cache")
