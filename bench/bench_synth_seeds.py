@@ -4,8 +4,9 @@
     python bench/bench_synth_seeds.py --lanes 16 --seeds 1,2,3 --label after
     PYTHONPATH=/tmp/before_pkg python bench/bench_synth_seeds.py --label before ...
 
-Generates ``ttforge.hw.top.verilog(AccelConfig(lanes=L))`` (the ECP5 L = 16 engine of
-``docs/hardware.md`` by default) from the ``ttforge`` that Python imports, synthesizes it
+Generates ``ttforge.hw.top.verilog(AccelConfig(lanes=L), platform=ECP5)`` (the ECP5
+L = 16 engine of ``docs/hardware.md`` by default, its MACs in ``MULT18X18D`` registers:
+``ttforge.hw.ecp5_dsp``) from the ``ttforge`` that Python imports, synthesizes it
 once inside the I/O harness of ``ttforge.hw.synth`` (``synth_ecp5``, exactly as
 ``ttforge report``), then places and routes it with ``nextpnr-ecp5`` once per seed, the
 seeds in parallel. Each seed gives what ``ttforge report --lanes L --device ecp5-85f
@@ -40,6 +41,7 @@ from _env import git, git_dirty, utc_now  # noqa: E402
 
 from ttforge.atomic import atomic_write_text  # noqa: E402
 from ttforge.hw.config import AccelConfig  # noqa: E402
+from ttforge.hw.ecp5_dsp import SynthTarget  # noqa: E402
 from ttforge.hw.synth import (DEVICES, FRONTENDS, ROUTERS, accel_rtlil, harness_for_ports,  # noqa: E402
                                harness_verilog, parse_report, router_args, rtlil_ports, synth_script)
 from ttforge.hw.tools import run_tool  # noqa: E402
@@ -83,11 +85,12 @@ def main(argv=None) -> int:
     import ttforge.hw.top as top_mod
     commit, dirty = git("rev-parse", "HEAD"), git_dirty("hw")
     cfg = AccelConfig(lanes=a.lanes)
+    target = SynthTarget(dev.family)   # the ECP5's MULT18X18D form of MacLanes (hw/ecp5_dsp.py)
     if a.frontend == "rtlil":
-        text, core = accel_rtlil(cfg), "core.il"
+        text, core = accel_rtlil(cfg, platform=target), "core.il"
         harness, cost = harness_for_ports(rtlil_ports(text, "ttforge_accel"), "ttforge_accel")
     else:
-        text, core = verilog(cfg), "core.v"
+        text, core = verilog(cfg, platform=target), "core.v"
         harness, cost = harness_verilog(text, "ttforge_accel")
     if a.collect:
         # the runs in wd measured this tree's engine only if its core is byte-identical

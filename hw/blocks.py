@@ -25,6 +25,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from ttforge.errors import ConfigError
+from ttforge.hw.ecp5_dsp import DSP_BITS, Ecp5Mult, target_family
 
 __all__ = ["sat_add", "saturate_value", "decode_onehot", "onehot_select", "AddressGen",
            "MacLanes", "Requant", "RequantDecode", "requant_widths"]
@@ -230,6 +231,14 @@ class MacLanes(wiring.Component):
     ``reset_less_data``: only the valid bits are reset (by the domain's reset or a
     :class:`ResetInserter`); the operands, products, tags and accumulators, read only
     with a valid bit, are not (a reset then drives a few flops, not every one).
+
+    Elaborated for the ECP5 (``platform`` an amaranth-boards ECP5 platform or
+    :data:`ttforge.hw.ecp5_dsp.ECP5`), with ``reset_less_data`` and operands of at most
+    18 bits, each lane's operand and product registers are the input and output
+    registers of one ``MULT18X18D`` (:class:`~ttforge.hw.ecp5_dsp.Ecp5Mult`, enabled by
+    ``en``, no reset): the same registers, the same cycles, but nextpnr times the
+    multiply inside the DSP instead of as fabric-to-fabric logic. Everywhere else
+    (simulation, generic Verilog) the multiply is Amaranth's ``*`` between flip-flops.
     """
 
     def __init__(self, *, lanes: int, x_bits: int, c_bits: int, acc_bits: int, tag_width: int = 1,
@@ -272,16 +281,25 @@ class MacLanes(wiring.Component):
         pr = Signal(data.ArrayLayout(signed(self.x_bits + self.c_bits), L), reset_less=rl)
         acc = Signal(data.ArrayLayout(signed(self.acc_bits), L), reset_less=rl)
 
+        # the DSP's registers have no reset of their own wired here: only resetless data
+        dsp = (rl and target_family(platform) == "ecp5"
+               and max(self.x_bits, self.c_bits) <= DSP_BITS)
         with m.If(self.en):
             m.d.sync += [
                 op_v.eq(self.in_valid), op_first.eq(self.in_first), op_last.eq(self.in_last),
-                op_tag.eq(self.in_tag), op_x.eq(self.x), op_c.eq(self.c),
+                op_tag.eq(self.in_tag), *([] if dsp else [op_x.eq(self.x), op_c.eq(self.c)]),
                 pr_v.eq(op_v), pr_first.eq(op_first), pr_last.eq(op_last), pr_tag.eq(op_tag),
             ]
-            for l in range(L):
-                m.d.sync += pr[l].eq(op_x[l] * op_c[l])
+            if not dsp:
+                for l in range(L):
+                    m.d.sync += pr[l].eq(op_x[l] * op_c[l])
             with m.If(pr_v):
                 m.d.sync += acc.eq(self.res)
+        if dsp:
+            for l in range(L):
+                m.submodules[f"dsp{l}"] = mul = Ecp5Mult(a_bits=self.x_bits, b_bits=self.c_bits)
+                m.d.comb += [mul.en.eq(self.en), mul.a.eq(self.x[l]), mul.b.eq(self.c[l]),
+                             pr[l].eq(mul.p)]
         for l in range(L):
             s = Signal(signed(self.acc_bits), name=f"sum{l}")
             m.d.comb += s.eq(Mux(pr_first, pr[l], acc[l] + pr[l]))

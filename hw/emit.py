@@ -109,10 +109,11 @@ def port_map(component: wiring.Component, names: Mapping[tuple, str] | None = No
     return ports
 
 
-def emit_verilog(component, name: str, ports: Mapping[str, tuple]) -> str:
+def emit_verilog(component, name: str, ports: Mapping[str, tuple], platform=None) -> str:
     """Verilog text of ``component`` as module ``name`` with the given ``ports``
-    (Yosys: :func:`run_builtin_yosys`; its failures are one line)."""
-    text = rtlil.convert(component, name=name, ports=dict(ports), emit_src=False)
+    (Yosys: :func:`run_builtin_yosys`; its failures are one line), elaborated with
+    ``platform`` (e.g. :data:`ttforge.hw.ecp5_dsp.ECP5`; ``None``: generic)."""
+    text = rtlil.convert(component, name=name, platform=platform, ports=dict(ports), emit_src=False)
     strip = ("-remove generator -remove top -remove src -remove amaranth.hierarchy "
              "-remove amaranth.decoding")
     script = "\n".join([

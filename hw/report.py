@@ -48,14 +48,14 @@ def report(config: AccelConfig, devices: list[str], *, target_mhz: float | None 
     ``frontend`` what Yosys reads (:mod:`ttforge.hw.synth`)."""
     if not isinstance(config, AccelConfig):
         raise ConfigError(f"report needs an AccelConfig, got {type(config).__name__}")
-    from ttforge.hw.synth import FRONTENDS, accel_rtlil, implement, router_args
+    from ttforge.hw.ecp5_dsp import SynthTarget
+    from ttforge.hw.synth import DEVICES, FRONTENDS, accel_rtlil, implement, router_args
     from ttforge.hw.top import verilog
 
     router_args(router)                              # a bad name fails before any work
     if frontend not in FRONTENDS:
         raise ConfigError(f"frontend={frontend!r} is unknown; choose one of {', '.join(FRONTENDS)}")
     text = verilog(config)
-    il = accel_rtlil(config) if frontend == "rtlil" else None
     results = {}
     if keep is not None:
         from ttforge.atomic import claim_work_dir
@@ -63,7 +63,12 @@ def report(config: AccelConfig, devices: list[str], *, target_mhz: float | None 
         keep = str(claim_work_dir(keep, "--keep"))   # never a directory of the user's files
     for dev in devices:
         wd = None if keep is None else Path(keep) / dev
-        results[dev] = implement(text, dev, target_mhz=target_mhz, seed=seed,
+        # elaborated for the device's family (the ECP5: MULT18X18D with its registers,
+        # ttforge.hw.ecp5_dsp); an unknown key is implement's one-line error
+        target = SynthTarget(DEVICES[dev].family) if dev in DEVICES else None
+        dtext = verilog(config, platform=target)
+        il = accel_rtlil(config, platform=target) if frontend == "rtlil" else None
+        results[dev] = implement(dtext, dev, target_mhz=target_mhz, seed=seed,
                                  workdir=wd, config=config, router=router, rtlil=il).to_dict()
     return {"config": config.to_dict(), "top": "ttforge_accel", "verilog_bytes": len(text.encode()),
             "router": router, "frontend": frontend, "devices": results}

@@ -216,32 +216,35 @@ def _ports(core: TTAccel) -> dict:
 
 
 def verilog(config: AccelConfig, *, reset: str = "rst", engine=None, name: str = TOP_NAME,
-            fault=None) -> str:
+            fault=None, platform=None) -> str:
     """The Verilog text of ``TTAccel(config)`` as module ``name`` (default ``ttforge_accel``).
 
     ``reset="rst"`` (default): ports ``clk`` and ``rst`` (active high, synchronous);
     ``reset="aresetn"``: ``clk`` and ``aresetn`` (active low, synchronous). The same
     inputs always give byte-identical text. ``fault`` builds a deliberately broken
     variant (:data:`ttforge.hw.faults.FAULTS`; for the mutation and formal checks).
+    ``platform`` is what the design is elaborated for (``None``: generic Verilog, for
+    simulation; :data:`ttforge.hw.ecp5_dsp.ECP5`: ECP5 synthesis, the multipliers as
+    ``MULT18X18D`` instances with their registers).
     """
     from ttforge.hw.faults import check_fault
     check_fault(fault)
     core = TTAccel(config, engine=engine, fault=fault)
-    return emit_with_reset(core, name, _ports(core), reset)
+    return emit_with_reset(core, name, _ports(core), reset, platform)
 
 
-def emit_with_reset(core, name: str, ports: dict, reset: str) -> str:
+def emit_with_reset(core, name: str, ports: dict, reset: str, platform=None) -> str:
     """Verilog of ``core`` as module ``name`` with ``ports`` and the reset convention
     ``reset``: ``"rst"`` (``clk``, ``rst`` active high, synchronous) or ``"aresetn"``
     (``clk``, ``aresetn`` active low, synchronous, through :class:`_ActiveLowReset`)."""
     if reset == "rst":
-        return emit_verilog(core, name, ports)
+        return emit_verilog(core, name, ports, platform)
     if reset == "aresetn":
         from amaranth.hdl import _ir
         top = _ActiveLowReset(core)
         ports = {"clk": (top.clk, _ir.PortDirection.Input),
                  "aresetn": (top.aresetn, _ir.PortDirection.Input), **ports}
-        return emit_verilog(top, name, ports)
+        return emit_verilog(top, name, ports, platform)
     raise ConfigError(f"reset={reset!r} must be 'rst' or 'aresetn'")
 
 
