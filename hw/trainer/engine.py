@@ -613,22 +613,45 @@ class TrainEngine(wiring.Component):
         m.d.sync += lane_hot.eq(Mux(loss.g_valid, Const(1, L) << (slot_lane if lg else 0), 0))
         loss_g = Signal.like(loss.g_value)
         m.d.sync += loss_g.eq(loss.g_value)
+        # The ACT and GRAD writes (address, lane enables, word) are chosen here and written
+        # a cycle later from registers (aw_*, gw_*), so the blocks' write pins (60 and more
+        # blocks each, spread over the die) are driven by flip-flops, not by the state
+        # decode and this multiplexer (the routed seed-1 path at af76131 ran st_zfill ->
+        # the multiplexer -> WEA). Exact, and the same cycles: no word is read within a
+        # cycle of its write (an operation reads regions it does not write, which
+        # compile_training checks; its last write is at the latest in its last DRAIN,
+        # ZFILL or LOSS cycle, so the delayed one lands in DONE, before the next FETCH and
+        # before the host can read in IDLE).
+        a_addr, a_en = Signal.like(act_w.addr), Signal.like(act_w.en)
+        a_data = Signal.like(act_w.data)
+        g_addr, g_en = Signal.like(grad_w.addr), Signal.like(grad_w.en)
+        g_data = Signal.like(grad_w.data)
         with m.If(st_input):
-            m.d.comb += [act_w.addr.eq(in_addr), act_w.en.eq(Mux(self.inp.valid & (in_f < prog.in_count),
-                                                                   onehot_in, 0))]
-            m.d.comb += [act_w.data[l].eq(self.inp.payload) for l in range(L)]
+            m.d.comb += [a_addr.eq(in_addr), a_en.eq(Mux(self.inp.valid & (in_f < prog.in_count),
+                                                         onehot_in, 0))]
+            m.d.comb += [a_data[l].eq(self.inp.payload) for l in range(L)]
         with m.Elif(st_zfill):
-            m.d.comb += [act_w.addr.eq(zf_addr), act_w.en.eq(Mux(~flags.dst, (1 << L) - 1, 0)),
-                         grad_w.addr.eq(zf_addr), grad_w.en.eq(Mux(flags.dst, (1 << L) - 1, 0))]
+            m.d.comb += [a_addr.eq(zf_addr), a_en.eq(Mux(~flags.dst, (1 << L) - 1, 0)),
+                         g_addr.eq(zf_addr), g_en.eq(Mux(flags.dst, (1 << L) - 1, 0))]
         with m.Elif(st_loss):
-            m.d.comb += [grad_w.addr.eq(loss_word), grad_w.en.eq(lane_hot)]
-            m.d.comb += [grad_w.data[l].eq(loss_g) for l in range(L)]
+            m.d.comb += [g_addr.eq(loss_word), g_en.eq(lane_hot)]
+            m.d.comb += [g_data[l].eq(loss_g) for l in range(L)]
         with m.Else():
-            m.d.comb += [act_w.addr.eq(y_o), grad_w.addr.eq(y_o),
-                         act_w.en.eq(Mux(y_v & ~flags.dst & is_contract, (1 << L) - 1, 0)),
-                         grad_w.en.eq(Mux(y_v & flags.dst & is_contract, (1 << L) - 1, 0))]
-            m.d.comb += [act_w.data[l].eq(y_word[l]) for l in range(L)]
-            m.d.comb += [grad_w.data[l].eq(y_word[l]) for l in range(L)]
+            m.d.comb += [a_addr.eq(y_o), g_addr.eq(y_o),
+                         a_en.eq(Mux(y_v & ~flags.dst & is_contract, (1 << L) - 1, 0)),
+                         g_en.eq(Mux(y_v & flags.dst & is_contract, (1 << L) - 1, 0))]
+            m.d.comb += [a_data[l].eq(y_word[l]) for l in range(L)]
+            m.d.comb += [g_data[l].eq(y_word[l]) for l in range(L)]
+        # addresses and words without a reset (only the enables need one)
+        aw_addr = Signal.like(a_addr, name="aw_addr", reset_less=True)
+        aw_data = Signal.like(a_data, name="aw_data", reset_less=True)
+        gw_addr = Signal.like(g_addr, name="gw_addr", reset_less=True)
+        gw_data = Signal.like(g_data, name="gw_data", reset_less=True)
+        aw_en, gw_en = Signal.like(a_en, name="aw_en"), Signal.like(g_en, name="gw_en")
+        m.d.sync += [aw_addr.eq(a_addr), aw_data.eq(a_data), aw_en.eq(a_en),
+                     gw_addr.eq(g_addr), gw_data.eq(g_data), gw_en.eq(g_en)]
+        m.d.comb += [act_w.addr.eq(aw_addr), act_w.data.eq(aw_data), act_w.en.eq(aw_en),
+                     grad_w.addr.eq(gw_addr), grad_w.data.eq(gw_data), grad_w.en.eq(gw_en)]
         # labels
         m.d.comb += [lm_w.addr.eq(in_b), lm_w.data.eq(self.inp.payload),
                      lm_w.en.eq(st_input & self.inp.valid & (in_f == prog.in_count)),
