@@ -133,9 +133,12 @@ def _record(a, seeds, wd: Path, commit: str, dirty: bool, cost, top_mod, synth_s
                                (sd / "nextpnr.log").read_text(errors="replace"))
             fmax = float(found[-1]) if found else None
         cp = rep.critical_path if not a.no_route else None
-        return {"seed": seed, "fmax_mhz": fmax, "routed": not a.no_route,
-                "pnr_s": None if collect else round(time.time() - t), **{f: rep.used(f) for f in FIELDS},
-                "critical_path": cp}
+        run = {"seed": seed, "fmax_mhz": fmax, "routed": not a.no_route,
+               "pnr_s": None if collect else round(time.time() - t), **{f: rep.used(f) for f in FIELDS},
+               "critical_path": cp}
+        if a.no_route:     # nextpnr's estimated delays after placement: where to look, not a figure
+            run["critical_path_placed"] = rep.critical_path
+        return run
 
     with ThreadPoolExecutor(len(seeds)) as ex:
         runs = list(ex.map(pnr, seeds))

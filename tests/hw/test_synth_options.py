@@ -50,3 +50,45 @@ def test_report_refuses_unknown_router_and_frontend_before_work():
         report(AccelConfig(lanes=4), ["ecp5-85f"], router="fast")
     with pytest.raises(ConfigError, match="frontend='vhdl' is unknown"):
         report(AccelConfig(lanes=4), ["ecp5-85f"], frontend="vhdl")
+
+
+def test_bench_synth_seeds_collects_a_placement_only_run(tmp_path):
+    """bench_synth_seeds.py --collect --no-route --frontend rtlil --out: the run in --work
+    (a stand-in nextpnr report and log) is recorded with the router and front end, the
+    log's placement estimate as Fmax, and the placed critical path apart from the routed
+    one; a core that is not this tree's is refused."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    work, out = tmp_path / "work", tmp_path / "out.json"
+    (work / "seed2").mkdir(parents=True)
+    from ttforge.hw.ecp5_dsp import SynthTarget
+
+    (work / "core.il").write_text(accel_rtlil(AccelConfig(lanes=4), platform=SynthTarget("ecp5")))
+    step = {"type": "routing", "net": "n", "delay": 5.0, "from": {"cell": "a", "port": "Q"},
+            "to": {"cell": "b", "port": "DI"}}
+    (work / "seed2" / "report.json").write_text(json.dumps({
+        "utilization": {"TRELLIS_COMB": {"used": 100, "available": 83640}},
+        "fmax": {"clk": {"achieved": 55.0}},
+        "critical_paths": [{"from": "clk", "to": "clk", "path": [step]}]}))
+    (work / "seed2" / "nextpnr.log").write_text(
+        "Info: Max frequency for clock 'clk': 54.67 MHz (FAIL at 100.00 MHz)\n")
+    cmd = [sys.executable, str(root / "bench" / "bench_synth_seeds.py"), "--lanes", "4", "--seeds", "2",
+           "--label", "t", "--frontend", "rtlil", "--router", "router2", "--no-route", "--collect",
+           "--work", str(work), "--out", str(out)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    d = json.loads(out.read_text())
+    assert (d["router"], d["frontend"], d["lanes"]) == ("router2", "rtlil", 4)
+    (run,) = d["runs"]
+    assert run["fmax_mhz"] == 54.67 and run["routed"] is False and run["critical_path"] is None
+    assert run["critical_path_placed"]["delay_ns"] == 5.0
+    # sibling: another engine's core in --work is refused, nothing written
+    (work / "core.il").write_text("module \\ttforge_accel\nend\n")
+    out.unlink()
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 1 and "is not the rtlil of this tree's engine" in res.stderr
+    assert not out.exists()
