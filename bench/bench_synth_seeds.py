@@ -136,8 +136,6 @@ def _record(a, seeds, wd: Path, commit: str, dirty: bool, cost, top_mod, synth_s
         run = {"seed": seed, "fmax_mhz": fmax, "routed": not a.no_route,
                "pnr_s": None if collect else round(time.time() - t), **{f: rep.used(f) for f in FIELDS},
                "critical_path": cp}
-        if a.no_route:     # nextpnr's estimated delays after placement: where to look, not a figure
-            run["critical_path_placed"] = rep.critical_path
         return run
 
     with ThreadPoolExecutor(len(seeds)) as ex:
