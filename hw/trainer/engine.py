@@ -724,6 +724,17 @@ class TrainEngine(wiring.Component):
         m.d.comb += prog_settled.eq((prog_q.batch == prog.batch) & (prog_q.bw_log == prog.bw_log)
                                     & (prog_q.in_count == prog.in_count) & (prog_q.in_base == prog.in_base))
 
+        # The descriptor's checks, registered: FLAGS and N0..N3 are its first words, stored
+        # by the FETCH's sixth cycle, 20 cycles before DECODE reads the verdict (the 32-bit
+        # comparisons stood before gen_start, the load enable of every address register:
+        # the routed seed-1 path at 5f73007, desc -> the checks -> gen_start -> gen.u_p1 CE).
+        bad_desc = Signal()
+        d_contract, d_wgrad = flags.op == Op.CONTRACT, flags.op == Op.WGRAD
+        m.d.sync += bad_desc.eq((desc.n0 == 0)
+                                | ((d_contract | d_wgrad) & ((desc.n1 == 0) | (desc.n2 == 0) | (desc.n3 == 0)))
+                                | (d_contract & ((flags.sat_bits < 2) | (flags.sat_bits > SB)))
+                                | ((flags.op == Op.LOSS) & (desc.n0 > c.max_classes)))
+
         def fail(code):
             return [err.eq(code), err_op.eq(op_idx), error.eq(1), *go(_State.IDLE), running.eq(0)]
 
@@ -755,11 +766,7 @@ class TrainEngine(wiring.Component):
                 with m.If(fw == FETCH_WORDS):
                     m.d.sync += go(_State.DECODE)
             with m.Case(_State.DECODE):
-                bad_bound = Signal()
-                m.d.comb += bad_bound.eq((desc.n0 == 0) | (is_contract | is_wgrad)
-                                         & ((desc.n1 == 0) | (desc.n2 == 0) | (desc.n3 == 0)))
-                with m.If(bad_bound | (is_contract & ((flags.sat_bits < 2) | (flags.sat_bits > SB)))
-                          | ((flags.op == Op.LOSS) & (desc.n0 > c.max_classes))):
+                with m.If(bad_desc):
                     m.d.sync += fail(TrainError.BAD_DESC)
                 with m.Elif(is_contract | is_wgrad):
                     m.d.comb += gen_start.eq(1)

@@ -14,7 +14,7 @@ from ttforge.hw.trainer.engine import TrainError, op_cycles
 from ttforge.hw.trainer.model import load_batch as model_load_batch
 from ttforge.hw.trainer.model import load_program as model_load_program
 from ttforge.hw.trainer.model import run_step as model_run_step
-from ttforge.hw.trainer.program import (TrainEngineConfig, compile_training, next_exponents,
+from ttforge.hw.trainer.program import (Op, TrainEngineConfig, compile_training, next_exponents,
                                         state_from_memories)
 from ttforge.ir.random import train_case
 from ttforge.ir.train import train_step
@@ -113,7 +113,8 @@ def test_sibling_a_corrupted_core_word_is_caught():
 
 
 @pytest.mark.parametrize("what,code", [("bound", TrainError.BAD_DESC), ("label", TrainError.BAD_LABEL),
-                                       ("nolast", TrainError.DESC_RANGE)])
+                                       ("nolast", TrainError.DESC_RANGE), ("sat_bits", TrainError.BAD_DESC),
+                                       ("classes", TrainError.BAD_DESC)])
 def test_bad_program_reports_an_error_and_the_engine_recovers(what, code):
     from dataclasses import replace
 
@@ -130,6 +131,12 @@ def test_bad_program_reports_an_error_and_the_engine_recovers(what, code):
         ops[1] = replace(ops[1], N=(ops[1].N[0], 0, ops[1].N[2], ops[1].N[3]))
     elif what == "label":
         yb[2] = state.n_classes
+    elif what == "sat_bits":        # the descriptor checks (registered during the fetch)
+        i = next(k for k, op in enumerate(ops) if op.OP == Op.CONTRACT)
+        ops[i] = replace(ops[i], SAT_BITS=1)
+    elif what == "classes":
+        i = next(k for k, op in enumerate(ops) if op.OP == Op.LOSS)
+        ops[i] = replace(ops[i], N=(cfg.max_classes + 1, *ops[i].N[1:]))
     else:
         ops[-1] = replace(ops[-1], LAST=0)
     words = [w for op in ops for w in encode_op(op)]
