@@ -10,6 +10,7 @@ from amaranth.utils import ceil_log2
 
 from ttforge.hw.blocks import RequantDecode, requant_widths, sat_add, saturate_value
 from ttforge.hw.config import DESC_WORDS
+from ttforge.hw.ecp5_dsp import target_family
 from ttforge.hw.engine.geometry import Geometry
 from ttforge.hw.engine.signatures import BOUND_WORDS, STEP_BITS, descriptor_layout
 from ttforge.hw.regmap import DESCRIPTOR_WORDS, ErrorCode
@@ -124,11 +125,17 @@ class DescriptorFetch(wiring.Component):
 
         # ZFILL_TO < ZFILL_FROM, registered a cycle before the check: ZFILL_TO leaves DMEM
         # while ZFILL_FROM is in d_r (a comparator straight into the error priority was
-        # the iCE40's critical path)
+        # the iCE40's critical path). Elaborated for the ECP5, from flip-flops at the check
+        # instead (ZFILL_TO in d_r, ZFILL_FROM in zfill_from_word): a DP16KD's output takes
+        # 5.83 ns, so the early compare was every seed's critical path there
+        # (bench/results/synth_seeds.mult-dsp-regs.json). Same function, same cycles.
         assert DESCRIPTOR_WORDS[-2][1] == "ZFILL_FROM" and DESCRIPTOR_WORDS[-1][0] == DESC_WORDS - 1
         zf_order_bad = Signal()
-        with m.If(self.active & (fw == DESC_WORDS)):
-            m.d.sync += zf_order_bad.eq(self.dmem.data < d_r)
+        if target_family(platform) == "ecp5":
+            m.d.comb += zf_order_bad.eq(d_r < zfill_from_word)
+        else:
+            with m.If(self.active & (fw == DESC_WORDS)):
+                m.d.sync += zf_order_bad.eq(self.dmem.data < d_r)
         # step >= desc_depth: for a power-of-two depth the step's high bits, no carry chain
         step_over = Signal()
         if c.desc_depth & (c.desc_depth - 1) == 0:
