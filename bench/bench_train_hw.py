@@ -340,9 +340,13 @@ def part_synth(seeds: list[int], work: Path, timeout: float, no_route: bool = Fa
 
 
 def _steps(out: dict, section: dict, label: str, seeds: set[int] | None, routed: bool) -> None:
-    """Append the runs of ``section`` (of ``seeds``, all if None) to ``fmax_steps``."""
+    """Append the runs of ``section`` (of ``seeds``, all if None) to ``fmax_steps``; a run
+    already there (same commit, seed and routing, under any label) is not added again."""
     cells = section["synth_cells"]
+    have = {(s["git_commit"], s["seed"], s["routed"]) for s in out.get("fmax_steps", [])}
     for r in section["runs"]:
+        if (section["env"]["git_commit"], r["seed"], r["routed"]) in have:
+            continue
         if (seeds is None or r["seed"] in seeds) and r["routed"] == routed and r.get("fmax_mhz"):
             out.setdefault("fmax_steps", []).append({
                 "label": label, "depths": f"ACT {section['depths']['act_depth']} / GRAD "
