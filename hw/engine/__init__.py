@@ -177,7 +177,7 @@ class TTEngine(wiring.Component):
             issue.start.eq(fetch.done), issue.running.eq(ctrl.running), issue.flush.eq(flush),
             issue.elem_out.eq(elem_out), issue.desc.eq(desc), issue.ov_end.eq(fetch.ov_end),
             issue.b_off.eq(fetch.b_off),
-            *[issue.x_words[b].eq(buf_rp[b].data) for b in range(2)],
+            issue.x_word.eq(Mux(flags.src, buf_rp[1].data.as_value(), buf_rp[0].data.as_value())),
         ]
         # the result writer
         wiring.connect(m, writer.bmem, bmem.read_port())

@@ -9,7 +9,6 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from ttforge.hw.blocks import AddressGen, MacLanes, decode_onehot, onehot_select, saturate_value
-from ttforge.hw.ecp5_dsp import target_family
 from ttforge.hw.engine.geometry import Geometry
 from ttforge.hw.engine.signatures import BOUND_WORDS, descriptor_layout
 from ttforge.hw.regmap import ErrorCode
@@ -28,10 +27,8 @@ def result_tag_layout(geom: Geometry) -> data.StructLayout:
 class IssueUnit(wiring.Component):
     """One loop iteration per cycle while ``running``: the address generator
     (:class:`~ttforge.hw.blocks.AddressGen`, started by ``start``) addresses the source
-    buffers (``x_addr``; the engine reads both and returns their words in ``x_words``,
-    the descriptor's source buffer ``flags.src`` is used) and CMEM (``cmem``); the words
-    are registered (elaborated for the ECP5, both buffers' words, and the source chosen
-    after the registers: no select between a block RAM output and a register), the broadcast operand is selected (mode 1:
+    buffer (``x_addr``; the engine reads it and returns the word in ``x_word``) and CMEM
+    (``cmem``); the words are registered, the broadcast operand is selected (mode 1:
     lane ``x mod L`` of the x word; mode 0: lane ``c mod L`` of the core word) into
     :class:`~ttforge.hw.blocks.MacLanes`, whose results (``res``, ``res_valid``,
     ``res_tag``; one cycle ahead ``pre_valid``/``pre_tag``) go to the result writer.
@@ -62,7 +59,7 @@ class IssueUnit(wiring.Component):
             "ov_end": In(g.awp),
             "b_off": In(signed(g.awp + 1)),
             "x_addr": Out(g.awp),
-            "x_words": In(data.ArrayLayout(data.ArrayLayout(signed(c.inter_bits), g.L), 2)),
+            "x_word": In(data.ArrayLayout(signed(c.inter_bits), g.L)),
             "cmem": In(ReadPort.Signature(addr_width=ceil_log2(c.core_depth // g.L),
                                           shape=data.ArrayLayout(signed(c.core_bits), g.L))),
             "lanes_issued": Out(g.nvw),
@@ -157,17 +154,7 @@ class IssueUnit(wiring.Component):
         m.d.sync += [s2_v.eq(s1_v), s2_first.eq(s1_first), s2_last.eq(s1_last),
                      s2_xoh.eq(decode_onehot(s1_xlane, L)), s2_coh.eq(decode_onehot(s1_clane, L)),
                      s2_tag.eq(s1_tag),
-                     s2_c.eq(self.cmem.data)]
-        xw = self.x_words
-        if target_family(platform) == "ecp5":
-            # the ECP5's block RAM clock-to-out is 5.8 ns: a select between it and s2_x was
-            # the critical path of a routed seed (synth_seeds.zforder-ecp5.json, seed 1);
-            # flags.src holds for the whole step, so selecting a cycle later is the same
-            s2_xw = Signal.like(xw)
-            m.d.sync += s2_xw.eq(xw)
-            m.d.comb += s2_x.eq(Mux(flags.src, s2_xw[1].as_value(), s2_xw[0].as_value()))
-        else:
-            m.d.sync += s2_x.eq(Mux(flags.src, xw[1].as_value(), xw[0].as_value()))
+                     s2_c.eq(self.cmem.data), s2_x.eq(self.x_word)]
         with m.If(flush):
             m.d.sync += [s1_v.eq(0), s2_v.eq(0)]
 
