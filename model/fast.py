@@ -58,7 +58,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 
@@ -805,6 +805,15 @@ def _bits(t: torch.Tensor) -> torch.Tensor:
     return t.view(-1).view(_BITS.get(t.element_size(), torch.uint8))
 
 
+class _Merged(NamedTuple):
+    """What :class:`MergeCache` keeps: the merged matrices and what they were made from."""
+    plan: FastPlan
+    device: torch.device
+    dtype: torch.dtype
+    cores: tuple            # copies of the cores
+    matrices: list          # the plan's step matrices
+
+
 class MergeCache:
     """One layer's merged step matrices from its last call without autograd, reused
     while the cores are bit for bit the ones they were made from.
@@ -821,7 +830,7 @@ class MergeCache:
     """
 
     def __init__(self) -> None:
-        self._entry: tuple | None = None  # (plan, device, dtype, core copies, matrices)
+        self._entry: _Merged | None = None
 
     def __getstate__(self) -> dict:
         return {"_entry": None}
@@ -836,22 +845,22 @@ class MergeCache:
         e = self._entry
         if e is None:
             return 0
-        seen = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in (*e[3], *e[4])}
+        seen = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in (*e.cores, *e.matrices)}
         return sum(seen.values())
 
     def matrices(self, cores: Sequence[torch.Tensor], plan: FastPlan) -> list[torch.Tensor]:
         """The step matrices of ``plan`` for ``cores``, merged now or kept from before."""
         e = self._entry  # one read: another thread may replace it meanwhile
         c0 = cores[0]
-        if (e is not None and e[0] == plan and e[1] == c0.device and e[2] == c0.dtype
-                and len(e[3]) == len(cores)
+        if (e is not None and e.plan == plan and e.device == c0.device and e.dtype == c0.dtype
+                and len(e.cores) == len(cores)
                 and all(k.shape == c.shape and torch.equal(_bits(k), _bits(c))
-                        for k, c in zip(e[3], cores))):
-            return e[4]
+                        for k, c in zip(e.cores, cores))):
+            return e.matrices
         with torch.no_grad(), _serial():
             mats = _step_matrices(cores, plan)
-            self._entry = (plan, c0.device, c0.dtype,
-                           tuple(c.detach().clone() for c in cores), mats)
+            self._entry = _Merged(plan, c0.device, c0.dtype,
+                                  tuple(c.detach().clone() for c in cores), mats)
         return mats
 
 
