@@ -14,7 +14,9 @@ Two components:
   held and the previous ``R`` response has been taken. Every address is answered, so
   the bus never hangs: ``OKAY`` (0) or ``SLVERR`` (2). Address bits ``[1:0]`` are
   ignored (accesses are to whole 32-bit words); ``AWPROT``/``ARPROT`` are not used and
-  not present.
+  not present. With ``read_latency=1`` the decoder answers a read strobe one cycle
+  later (the slave holds the address and waits), which lets :class:`RegisterFile` put a
+  register in the middle of its read multiplexer.
 * :class:`RegisterFile` decodes that register bus from a :class:`RegisterMap` (the
   single source of the map, ``hw/regmap.py``): the register file itself, write-1-to-clear
   bits, read-only inputs, 48-bit counters read as ``<NAME>_LO``/``<NAME>_HI`` with the
@@ -83,11 +85,12 @@ def RegBusSignature(addr_bits: int) -> wiring.Signature:
 class AXI4LiteSlave(wiring.Component):
     """AXI4-Lite slave front end: ``axil`` (the bus) -> ``bus`` (:func:`RegBusSignature`)."""
 
-    def __init__(self, addr_bits: int, *, fault=None):
+    def __init__(self, addr_bits: int, *, read_latency: int = 0, fault=None):
         from ttforge.hw.faults import check_fault
         self.fault = check_fault(fault, ("axil_double_resp",), "AXI4LiteSlave")
         if not 3 <= addr_bits <= 32:
             raise ConfigError(f"addr_bits must be 3..32, got {addr_bits}")
+        self.read_latency = _check_read_latency(read_latency)
         self.addr_bits = addr_bits
         super().__init__({
             "axil": In(AXI4LiteSignature(addr_bits)),
@@ -155,12 +158,16 @@ class AXI4LiteSlave(wiring.Component):
         with m.If(ax.arvalid & ~ar_full):
             m.d.sync += [ar_full.eq(1), ar_addr.eq(ax.araddr[2:])]
         do_read = Signal()
+        r_wait = Signal()       # read_latency 1: the strobe was last cycle, answer now
         m.d.comb += [
-            do_read.eq(ar_full & ~r_valid),
+            do_read.eq(ar_full & ~r_valid & ~r_wait),
             bus.r_stb.eq(do_read),
-            bus.r_addr.eq(ar_addr),
+            bus.r_addr.eq(ar_addr),     # held (ar_full) until the answer is taken
         ]
-        with m.If(do_read):
+        answer = do_read if self.read_latency == 0 else r_wait
+        if self.read_latency:
+            m.d.sync += r_wait.eq(do_read)
+        with m.If(answer):
             m.d.sync += [
                 ar_full.eq(0), r_valid.eq(1),
                 # an erroring read returns 0 data
@@ -270,9 +277,15 @@ class RegisterFile(wiring.Component):
 
     and per window ``<w>``: ``Out <w>_addr`` (element index), ``Out(data_bits) <w>_data``,
     ``Out(1) <w>_we``.
+
+    ``read_latency`` (0 or 1, the slave's): with 1, reads answer a cycle after the
+    strobe from a two-level multiplexer with registers between the levels (groups of
+    :data:`READ_GROUP` words), so the held read address fans out to small multiplexers
+    only; a read returns the registers as they were in the strobe's cycle.
     """
 
-    def __init__(self, regmap: Any, addr_bits: int):
+    def __init__(self, regmap: Any, addr_bits: int, *, read_latency: int = 0):
+        self.read_latency = _check_read_latency(read_latency)
         self.regs, self.windows = normalize_regmap(regmap)
         self.addr_bits = addr_bits
         self.pairs = counter_pairs(self.regs)
@@ -373,20 +386,58 @@ class RegisterFile(wiring.Component):
             shadows[base] = shadow
             with m.If(bus.r_stb & (bus.r_addr == (lo.addr >> 2))):
                 m.d.sync += shadow.eq(getattr(self, base.lower())[32:])
+        readable = {}       # word address -> the value a read returns
+        for r in self.regs:
+            if r.access == "WO":
+                continue          # write-only: SLVERR on read
+            if r.name in paired:
+                base = paired[r.name]
+                lo = r is self.pairs[base][0]
+                readable[r.addr >> 2] = getattr(self, base.lower())[:32] if lo else shadows[base]
+            else:
+                readable[r.addr >> 2] = getattr(self, r.port)
         r_ok = Signal()
-        with m.Switch(bus.r_addr):
-            for r in self.regs:
-                if r.access == "WO":
-                    continue          # write-only: SLVERR on read
-                with m.Case(r.addr >> 2):
-                    m.d.comb += r_ok.eq(1)
-                    if r.name in paired:
-                        base = paired[r.name]
-                        if r is self.pairs[base][0]:
-                            m.d.comb += bus.r_data.eq(getattr(self, base.lower())[:32])
-                        else:
-                            m.d.comb += bus.r_data.eq(shadows[base])
-                    else:
-                        m.d.comb += bus.r_data.eq(getattr(self, r.port))
+        if self.read_latency == 0:
+            _read_mux(m, bus.r_addr, readable, bus.r_data, r_ok)
+        else:
+            # level 1 (registered): within each group of READ_GROUP words, by the low
+            # address bits; level 2: the group, by the registered high bits
+            k = READ_GROUP.bit_length() - 1
+            groups: dict[int, dict[int, Any]] = {}
+            for word, value in readable.items():
+                groups.setdefault(word >> k, {})[word & (READ_GROUP - 1)] = value
+            high = Signal(len(bus.r_addr) - k, name="rd_high")
+            m.d.sync += high.eq(bus.r_addr[k:])
+            level2 = {}
+            for g, members in sorted(groups.items()):
+                data_c = Signal(DATA_BITS, name=f"rd_grp{g}_c")
+                ok_c = Signal(name=f"rd_grp{g}_ok_c")
+                _read_mux(m, bus.r_addr[:k], members, data_c, ok_c)
+                data = Signal(DATA_BITS, name=f"rd_grp{g}", reset_less=True)
+                ok = Signal(name=f"rd_grp{g}_ok", reset_less=True)
+                m.d.sync += [data.eq(data_c), ok.eq(ok_c)]
+                level2[g] = (data, ok)
+            with m.Switch(high):
+                for g, (data, ok) in level2.items():
+                    with m.Case(g):
+                        m.d.comb += [bus.r_data.eq(data), r_ok.eq(ok)]
         m.d.comb += bus.r_err.eq(~r_ok)
         return m
+
+
+READ_GROUP = 8
+"""Words per first-level read multiplexer of a ``read_latency=1`` :class:`RegisterFile`."""
+
+
+def _check_read_latency(read_latency: int) -> int:
+    if read_latency not in (0, 1):
+        raise ConfigError(f"read_latency must be 0 or 1, got {read_latency!r}")
+    return read_latency
+
+
+def _read_mux(m: Module, addr, values: dict[int, Any], data, ok) -> None:
+    """``data``/``ok`` (comb) = ``values[addr]``/1, or 0/0 where ``addr`` is no key."""
+    with m.Switch(addr):
+        for key, value in values.items():
+            with m.Case(key):
+                m.d.comb += [data.eq(value), ok.eq(1)]

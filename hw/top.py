@@ -98,9 +98,12 @@ class TTAccel(wiring.Component):
         m = Module()
         cfg = self.config
         engine = self._make_engine()
-        slave = AXI4LiteSlave(cfg.axil_addr_bits,
+        # reads answer a cycle later from a registered two-level multiplexer: the held
+        # read address fanning out to the whole register file was an ECP5 critical path
+        # (85dbcb2, seed 3: axil.ar_addr -> s_axil_rdata, 79% routing)
+        slave = AXI4LiteSlave(cfg.axil_addr_bits, read_latency=1,
                               fault=self.fault if self.fault == "axil_double_resp" else None)
-        rf = RegisterFile(self.regmap, cfg.axil_addr_bits)
+        rf = RegisterFile(self.regmap, cfg.axil_addr_bits, read_latency=1)
         unpack = AXISToElements(cfg, count_bits=len(engine.program.in_count),
                                 fault=self.fault if self.fault == "skid_drop" else None)
         pack = ElementsToAXIS(cfg, fault=self.fault if self.fault == "axis_unstable" else None)

@@ -20,9 +20,11 @@ from ttforge.hw.axil import (OKAY, SLVERR, AXI4LiteSlave, Reg, RegisterFile, Win
                              normalize_regmap)
 
 class Dut(Elaboratable):
+    READ_LATENCY = 0        # every test runs with both (the read_latency fixture)
+
     def __init__(self, regmap=(REGS, WINS)):
-        self.slave = AXI4LiteSlave(ADDR_BITS)
-        self.rf = RegisterFile(regmap, ADDR_BITS)
+        self.slave = AXI4LiteSlave(ADDR_BITS, read_latency=self.READ_LATENCY)
+        self.rf = RegisterFile(regmap, ADDR_BITS, read_latency=self.READ_LATENCY)
         self.ax = self.slave.axil
 
     def elaborate(self, platform):
@@ -31,6 +33,12 @@ class Dut(Elaboratable):
         m.submodules.rf = self.rf
         wiring.connect(m, self.slave.bus, self.rf.bus)
         return m
+
+
+@pytest.fixture(autouse=True, params=[0, 1], ids=["read-latency-0", "read-latency-1"])
+def read_latency(request, monkeypatch):
+    monkeypatch.setattr(Dut, "READ_LATENCY", request.param)
+    return request.param
 
 
 def run(tb, dut=None, extra=()):
@@ -287,3 +295,35 @@ def test_concurrent_reads_and_writes():
     sim.run()
     assert reads == [(0x5A, OKAY)] * 25
     assert writes == [(a, OKAY if a == 0x20 else SLVERR) for a, _ in writes]
+
+
+def test_read_latency_adds_exactly_one_cycle(read_latency):
+    """RVALID is seen 2 clock edges after ARVALID with the combinational decoder, 3
+    with the registered two-level one; the data are the same."""
+    seen = {}
+
+    async def tb(ctx, dut):
+        ax = dut.ax
+        ctx.set(dut.rf.status, 0x3C)
+        ctx.set(ax.araddr, 0x04)
+        ctx.set(ax.arvalid, 1)
+        ctx.set(ax.rready, 1)
+        cycles = 0
+        while True:
+            await ctx.tick()
+            cycles += 1
+            if ctx.get(ax.arready) == 0:
+                ctx.set(ax.arvalid, 0)
+            if ctx.get(ax.rvalid):
+                seen["r"] = (cycles, ctx.get(ax.rdata), ctx.get(ax.rresp))
+                return
+            assert cycles < 10
+    run(tb)
+    assert seen["r"] == (2 + read_latency, 0x3C, OKAY)
+
+
+def test_read_latency_is_checked():
+    with pytest.raises(ConfigError, match="read_latency must be 0 or 1"):
+        AXI4LiteSlave(ADDR_BITS, read_latency=2)
+    with pytest.raises(ConfigError, match="read_latency must be 0 or 1"):
+        RegisterFile((REGS, WINS), ADDR_BITS, read_latency=-1)
