@@ -35,11 +35,11 @@ from pathlib import Path
 import numpy as np
 
 from ttforge.atomic import atomic_write_text
-from ttforge.errors import ShapeError
 from ttforge.hw.config import AccelConfig
 from ttforge.hw.cycles import estimate
 from ttforge.hw.program import compile_program
 from ttforge.ir.executor import execute
+from ttforge.ir.random import random_shapes
 from ttforge.ir.schedule import ContractionSchedule, schedule_orders
 from ttforge.ir.tt import TTShape
 
@@ -51,22 +51,6 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_JSON = ROOT / "bench" / "results" / "schedule.json"
 STUDY_LANES = (4, 16, 64)
 SIM_LANES = 16
-
-
-def random_shapes(n: int, seed: int = 0) -> list[TTShape]:
-    """``n`` valid random TT-matrix shapes (see the module docstring)."""
-    rng = np.random.default_rng(seed)
-    out = []
-    while len(out) < n:
-        d = int(rng.integers(2, 5))
-        om = tuple(int(v) for v in rng.integers(2, 9, d))
-        im = tuple(int(v) for v in rng.integers(2, 9, d))
-        r = int(rng.choice([2, 4, 8, 16]))
-        try:
-            out.append(TTShape(om, im, (1,) + (r,) * (d - 1) + (1,)))
-        except ShapeError:          # a rank above the bond's maximal rank
-            continue
-    return out
 
 
 def compare(shape: TTShape, lanes: int) -> dict:

@@ -15,6 +15,9 @@ says, 16-bit activations and one-core (dense) layers among the TT ones.
 :func:`shifted_network` draws full-range cores and step shifts of both signs (left
 shifts, exact, rounding and saturating steps) for the exports' float32 bounds.
 
+:func:`random_shapes` draws TT-matrix shapes alone (no cores) for the schedule's cost
+model: 2-4 cores, modes 2-8, one rank of 2, 4, 8 or 16 on every inner bond.
+
 :func:`train_layer_shapes` and :func:`train_case` draw training problems for the integer
 trainer and the training engine: a state from :func:`~ttforge.ir.train.init_state`
 (random schedule orders), a labelled batch, calibrated exponents.
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ttforge.errors import ShapeError
 from ttforge.ir.arith import acc_bits_needed, int_range, rshift_round, saturate
 from ttforge.ir.executor import IntLayer, IntNetwork, execute
 from ttforge.ir.schedule import ContractionSchedule, schedule_orders
@@ -31,7 +35,7 @@ from ttforge.ir.tt import TTShape, max_ranks
 
 __all__ = ["MAX_RANK", "random_layer", "random_network", "engine_network", "calibrated_layer",
            "calibrated_network", "shifted_layer", "shifted_network", "random_inputs",
-           "train_layer_shapes", "train_case"]
+           "train_layer_shapes", "train_case", "random_shapes"]
 
 #: The largest TT rank :func:`random_network` draws by default.
 MAX_RANK = 8
@@ -355,3 +359,21 @@ def train_case(seed: int, n_layers: int = 2, d: int = 3, rank: int = 3, n_in: in
     y = rng.integers(0, n_out, size=batch)
     state = calibrate_state(state, x, y, fast=False)
     return state, x, y, rng
+
+
+def random_shapes(n: int, seed: int = 0) -> list[TTShape]:
+    """``n`` random valid TT-matrix shapes: 2-4 cores, output and input modes 2-8, one
+    rank of 2, 4, 8 or 16 on every inner bond (a draw above a bond's maximal rank is
+    skipped). The schedule benchmark and the schedule tests share it."""
+    rng = np.random.default_rng(seed)
+    out: list[TTShape] = []
+    while len(out) < n:
+        d = int(rng.integers(2, 5))
+        om = tuple(int(v) for v in rng.integers(2, 9, d))
+        im = tuple(int(v) for v in rng.integers(2, 9, d))
+        r = int(rng.choice([2, 4, 8, 16]))
+        try:
+            out.append(TTShape(om, im, (1,) + (r,) * (d - 1) + (1,)))
+        except ShapeError:          # a rank above the bond's maximal rank
+            continue
+    return out

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from ttforge.errors import ShapeError
+from ttforge.ir.random import random_shapes
 from ttforge.ir.schedule import ContractionSchedule, schedule_orders
 from ttforge.model.layers import TTLinear
 from ttforge.model.tt import TTShape, tt_to_dense
@@ -159,27 +160,13 @@ def test_single_core():
     assert math.prod(shape.core_shapes[0]) == 30
 
 
-def _random_shapes(n, seed=0):
-    rng = np.random.default_rng(seed)
-    out = []
-    while len(out) < n:
-        d = int(rng.integers(2, 5))
-        om, im = (tuple(int(v) for v in rng.integers(2, 9, d)) for _ in range(2))
-        r = int(rng.choice([2, 4, 8, 16]))
-        try:
-            out.append(TTShape(om, im, (1,) + (r,) * (d - 1) + (1,)))
-        except ShapeError:
-            continue
-    return out
-
-
 @pytest.mark.parametrize("lanes", [4, 16, 64])
 def test_the_cycles_objective_picks_the_fewest_cycles_on_the_lanes(lanes):
     """objective='cycles' chooses, among every order, one with the fewest cycles on
     ``lanes`` lanes (then MACs, then peak); on some shapes that is not the fewest-MAC
     order, and there it is strictly faster at the price of a few more MACs."""
     differ = 0
-    for shape in _random_shapes(60):
+    for shape in random_shapes(60):
         costs = {o: ContractionSchedule(shape, o).cost(lanes=lanes) for o in schedule_orders(shape.d)}
         want = min((c.lane_cycles, c.macs, c.peak_elements) for c in costs.values())
         fast = ContractionSchedule.optimal(shape, objective="cycles", lanes=lanes)
