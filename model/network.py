@@ -299,6 +299,17 @@ class ModelConfig:
                 f"optional TT classifier; this mix cannot be described"
             )
         tts = [linears[i] for i in tt_idx]
+        # one objective, one lane count and one bias flag describe every layer: a model
+        # whose layers differ would be rebuilt with other schedules (other integers)
+        for field, values in (("objective", [m.objective for m in tts]),
+                              ("lanes", [m.lanes for m in tts]),
+                              ("bias", [m.bias is not None for m in linears] if bias is None else [])):
+            if len(set(values)) > 1:
+                raise ConfigError(
+                    f"the layers' {field} differ ({values}): ModelConfig has one {field} for "
+                    f"every {'linear' if field == 'bias' else 'TT'} layer; build the layers "
+                    f"with the same {field}"
+                )
         return cls(
             kind="tt" if tts else "dense",
             in_features=linears[0].in_features,

@@ -107,3 +107,21 @@ def test_the_order_objective_and_lanes_survive_json_and_of_model():
     assert build_model(again)[1].schedule == fast
     assert ModelConfig.of_model(model) == cfg.resolved()
 
+
+@pytest.mark.parametrize("field", ["objective", "lanes", "bias"])
+def test_of_model_refuses_layers_it_cannot_describe_with_one_value(field):
+    """ModelConfig has one objective, lane count and bias flag: layers that differ in
+    one of them are refused (one line naming it), not described by the first layer's."""
+    cfg = ModelConfig(in_features=105, hidden=(64,), out_features=10, ranks=4, tt_last_layer=True,
+                      in_modes=((3, 5, 7), (4, 4, 4)), out_modes=((4, 2, 8), (2, 5, 1)),
+                      objective="cycles", lanes=16)
+    model = build_model(cfg)
+    assert ModelConfig.of_model(model) == cfg.resolved()        # all alike: described
+    last = model[-1]
+    if field == "bias":
+        last.bias = None
+    else:
+        setattr(last, field, "macs" if field == "objective" else 4)
+    with pytest.raises(ConfigError, match=f"the layers' {field} differ"):
+        ModelConfig.of_model(model)
+
