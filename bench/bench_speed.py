@@ -293,6 +293,20 @@ def time_case(contenders: list[Contender], n_in: int, batch: int, reps: int, war
     return out, out_cpu
 
 
+def tuner_summary(threads: int) -> list[dict]:
+    """What the fast path's thread tuner (``THREADS = "auto"``) measured and chose for
+    each region of products of the table just timed at ``threads`` threads: recent
+    wall-clock ms per thread count, calls, and the count it would run next."""
+    rows = []
+    for (key, n), st in list(fast._TUNER.state.items()):
+        if n != threads:
+            continue
+        rows.append({"region": " ".join(str(k) for k in key[1:]), "calls": st["calls"],
+                     "chosen": st["best"],
+                     "ms": {str(t): [round(v * 1e3, 3) for v in ts] for t, ts in st["times"].items()}})
+    return rows
+
+
 # -- memory ---------------------------------------------------------------------------
 def peak_memory(c: Contender, x: torch.Tensor, gy: torch.Tensor) -> dict:
     """Peak bytes allocated by the CPU allocator during one forward+backward, above what
@@ -503,11 +517,13 @@ def main(argv=None) -> dict:
                     contenders, facts = built[case.name]
                     if conditions:  # the hardware order and the uncached merges: headline only
                         contenders = [c for c in contenders if c.key not in HEADLINE_ONLY]
+                    fast._TUNER.state.clear()  # every table starts as a program does
                     t0 = time.perf_counter()
                     wall, cpu = time_case(contenders, facts["in_features"], args.batch, args.reps,
                                           args.warmup)
                     cond["cases"].append({"case": case.name, "timings_ms": wall, "cpu_ms": cpu,
-                                          "wall_s": round(time.perf_counter() - t0, 1)})
+                                          "wall_s": round(time.perf_counter() - t0, 1),
+                                          "ttforge_threads": tuner_summary(threads)})
                     print(f"[{cond['name']}] case {case.name}: " + ", ".join(
                         f"{k} {v['fwd']['median']:.2f}/{v['fwd_bwd']['median']:.2f} ms"
                         for k, v in wall.items()), flush=True)

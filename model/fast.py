@@ -141,6 +141,11 @@ class FastPlan:
         Samples per batch chunk of the backward pass (at most
         :data:`BACKWARD_CHUNK_ELEMENTS` values per intermediate; ``0`` the whole batch);
         ``None``: ``chunk``.
+    bucket : int
+        The batch bucket the chunks were sized for (``0``: chunks given by hand, kept
+        at every thread count; see :func:`_for_threads`).
+    threads : int
+        The thread count the chunks were sized for.
     """
 
     groups: tuple[tuple[int, int], ...]
@@ -148,6 +153,8 @@ class FastPlan:
     chunk: int
     cost: float
     backward_chunk: int | None = None
+    bucket: int = 0
+    threads: int = 1
 
     @property
     def per_sample_intermediate(self) -> int:
@@ -210,8 +217,12 @@ def _chunk(per_sample: int, batch: int, threads: int, budget: int) -> int:
     """Samples per chunk whose largest intermediate (``per_sample`` values a sample)
     fits ``budget`` values scaled for ``threads``; ``0``: the whole batch."""
     # with more threads, fewer and larger chunks: every product is a parallel region
-    # whose threads must all be scheduled, which on a busy machine costs a time slice
-    budget *= 1 if threads <= 1 else 8 * threads
+    # whose threads must all be scheduled; 2 * threads times the budget (measured, 2
+    # threads, wall-clock medians of 19 interleaved: forward of the 1024 x 1024 rank-8
+    # layer at batch 256 1.27 ms at 2**20 values a chunk, 1.53 ms at 2**18, 1.69 ms
+    # unchunked (the former 8 * threads); forward+backward of the 4096 x 4096 layer 75
+    # ms at 2**20, 82 ms at 2**18 and at 2**22)
+    budget *= 1 if threads <= 1 else 2 * threads
     chunk = 0 if per_sample == 0 else max(1, budget // per_sample)
     if chunk >= batch:
         chunk = 0
@@ -250,7 +261,22 @@ def _plan_cached(shape: TTShape, bucket: int, threads: int = 1) -> FastPlan:
                 best = FastPlan(groups, sched, chunk, cost)
     assert best is not None
     return replace(best, backward_chunk=_chunk(
-        best.per_sample_intermediate, bucket, threads, BACKWARD_CHUNK_ELEMENTS))
+        best.per_sample_intermediate, bucket, threads, BACKWARD_CHUNK_ELEMENTS),
+        bucket=bucket, threads=threads)
+
+
+@functools.lru_cache(maxsize=256)
+def _for_threads(plan: FastPlan, threads: int) -> FastPlan:
+    """``plan`` (same merges, same order, so the same step matrices) with the batch
+    chunks sized for ``threads`` threads: under ``THREADS = "auto"`` the plan is the
+    one-thread plan, and a region the tuner runs on more threads takes their larger
+    chunks. A plan whose chunks were given by hand (``bucket == 0``) is kept."""
+    if plan.bucket == 0 or threads == plan.threads:
+        return plan
+    per_sample = plan.per_sample_intermediate
+    return replace(plan, chunk=_chunk(per_sample, plan.bucket, threads, CHUNK_ELEMENTS),
+                   backward_chunk=_chunk(per_sample, plan.bucket, threads, BACKWARD_CHUNK_ELEMENTS),
+                   threads=threads)
 
 
 def batch_bucket(batch: int) -> int:
@@ -261,8 +287,9 @@ def batch_bucket(batch: int) -> int:
 def plan_for(shape: TTShape, batch: int, threads: int | None = None) -> FastPlan:
     """The cheapest plan for ``shape`` and a batch of ``batch`` samples on ``threads``
     threads (default: the products' threads under :data:`THREADS`; under ``"auto"`` the
-    one-thread plan, whose cache-sized chunks both counts run), cached per power-of-two
-    bucket of the batch; the chunk size is the bucket's."""
+    one-thread plan, whose merges and order every count runs, a region on more threads
+    with their chunks, :func:`_for_threads`), cached per power-of-two bucket of the
+    batch; the chunk size is the bucket's."""
     if threads is None:
         threads = (torch.get_num_threads() if THREADS is None
                    else 1 if THREADS == "auto" else min(THREADS, torch.get_num_threads()))
@@ -294,19 +321,28 @@ class _ThreadTuner:
     torch's thread count; :meth:`pick` returns the count of the lower median.
 
     Each count is tried :data:`TRIES` times first (once if one is :data:`CLEAR` times
-    slower than the other). Afterwards the other count is tried
-    again after :data:`RETRY` calls, an interval that doubles (up to :data:`RETRY_MAX`)
-    while the choice stays and is reset when it changes, so that a slow count costs
-    little once known; and at once after a call that took more than :data:`SLOWER`
-    times the other count's median (another process took a core): the choice follows
-    the machine's load within a few calls.
+    slower than the other). Afterwards the other count is probed again after
+    :data:`RETRY` calls, an interval that doubles (up to :data:`RETRY_MAX`) while the
+    choice stays and is reset when it changes, so that a slow count costs little once
+    known; at once after a call that took more than :data:`SLOWER` times the other
+    count's median (another process took a core); and a probe that ran faster than the
+    chosen count's median is confirmed by one more call at once, so that a count whose
+    first trials were slow switches in two calls when its fresh times are better.
+
+    Why probe early and confirm: right after a program (or the benchmark) moves to two
+    threads, the first parallel regions can be several times slower than later ones
+    (measured on the 2-core machine: 256 x 784 x 512 products 6-8 ms for the first ten
+    calls, 0.6 ms afterwards, one thread 1.2 ms); the old rule (probe after 16 calls)
+    kept one thread for a whole 12-call benchmark table after such a start. The
+    confirmation keeps a single lucky probe (two threads beside a busy core) from
+    switching.
     """
 
     TRIES = 2
     CLEAR = 2.0
     KEEP = 4
-    RETRY = 16
-    RETRY_MAX = 512
+    RETRY = 2
+    RETRY_MAX = 256
     SLOWER = 1.5
 
     def __init__(self) -> None:
@@ -333,7 +369,7 @@ class _ThreadTuner:
     def pick(self, key, n: int) -> int:
         with self.lock:
             st = self.state.setdefault((key, n), {"times": {1: [], n: []}, "calls": 0, "retry": None,
-                                                  "every": self.RETRY, "next": self.RETRY, "best": 1})
+                                                  "every": self.RETRY, "next": None, "best": 1})
             st["calls"] += 1
             times = st["times"]
             if not self._tried(times):
@@ -343,6 +379,8 @@ class _ThreadTuner:
             if st["retry"] is not None:
                 t, st["retry"] = st["retry"], None
                 return t
+            if st["next"] is None:  # the trials are over: the first probe is RETRY calls on
+                st["next"] = st["calls"] + st["every"]
             if st["calls"] >= st["next"]:
                 st["next"] = st["calls"] + st["every"]
                 st["every"] = min(2 * st["every"], self.RETRY_MAX)
@@ -359,9 +397,12 @@ class _ThreadTuner:
     def record(self, key, n: int, t: int, seconds: float) -> None:
         with self.lock:
             st = self.state[(key, n)]
-            other = st["times"][n + 1 - t]
-            if self._tried(st["times"]) and seconds > self.SLOWER * self._median(other):
-                st["retry"] = n + 1 - t
+            if self._tried(st["times"]):
+                if t != st["best"]:
+                    if seconds < self._median(st["times"][st["best"]]):
+                        st["retry"] = t  # a probe that beat the choice: confirm it
+                elif seconds > self.SLOWER * self._median(st["times"][n + 1 - t]):
+                    st["retry"] = n + 1 - t
             times = st["times"][t]
             times.append(seconds)
             del times[:-self.KEEP]
@@ -390,6 +431,12 @@ class _Run:
         self.threads, self.other, self.expect = threads, other, expect
         self.t0 = time.perf_counter()
         self.projected: float | None = None
+
+    def plan(self, plan: FastPlan) -> FastPlan:
+        """``plan`` with the chunks of the count the tuner picked (:func:`_for_threads`);
+        untuned regions keep the plan as given (a seeded run's products stay as they
+        were)."""
+        return plan if self.threads <= 1 else _for_threads(plan, self.threads)
 
     def chunk(self, done: int, total: int) -> None:
         """``done`` of ``total`` samples are through (judged from a sixteenth of the
@@ -517,7 +564,7 @@ def _step_matrices(cores: Sequence[torch.Tensor], plan: FastPlan) -> list[torch.
 def _step(t: torch.Tensor, C: torch.Tensor, s: ContractionStep, b: int,
           out: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> torch.Tensor:
     """One step on a chunk of ``b`` samples held as ``(b, A, K, Q)`` (batch outermost),
-    plus ``bias`` (the layer's, ``A == 1`` only) added by the product itself."""
+    plus ``bias`` (the layer's, ``A == 1`` only)."""
     n = b * s.A
     if s.Q == 1:
         o = out.view(n, s.P) if out is not None else None
@@ -530,10 +577,12 @@ def _step(t: torch.Tensor, C: torch.Tensor, s: ContractionStep, b: int,
             return torch.mm(C, t.reshape(s.K, s.Q), out=o)
         return torch.addmm(bias.view(s.P, s.Q), C, t.reshape(s.K, s.Q), out=o)
     o = out.view(n, s.P, s.Q) if out is not None else None
-    if bias is None:
-        return torch.bmm(C.expand(n, s.P, s.K), t.reshape(n, s.K, s.Q), out=o)
-    return torch.baddbmm(bias.view(1, s.P, s.Q).expand(n, s.P, s.Q), C.expand(n, s.P, s.K),
-                         t.reshape(n, s.K, s.Q), out=o)
+    r = torch.bmm(C.expand(n, s.P, s.K), t.reshape(n, s.K, s.Q), out=o)
+    # the bias added after the product, in place while the chunk is in cache: baddbmm
+    # with an expanded bias first copies it into every sample's output (measured,
+    # forward of the 1024 x 1024 rank-8 layer at batch 256, 1 thread, CPU-time medians
+    # of 29 interleaved: 2.70 ms with baddbmm, 2.29 ms with bmm and add_)
+    return r if bias is None else r.add_(bias.view(1, s.P, s.Q))
 
 
 def _forward(x: torch.Tensor, mats: Sequence[torch.Tensor], plan: FastPlan,
@@ -898,7 +947,7 @@ def tt_apply(x: torch.Tensor, cores: Sequence[torch.Tensor],
         with _serial():
             mats = _step_matrices(cores, plan)
     with _compute(_key(x, plan, "forward", False)) as run:
-        return _forward(x, mats, plan, bias=bias, run=run)[0]
+        return _forward(x, mats, run.plan(plan), bias=bias, run=run)[0]
 
 
 class _TTApplyMats(torch.autograd.Function):
@@ -909,7 +958,9 @@ class _TTApplyMats(torch.autograd.Function):
     def forward(ctx, x, plan, bias, *mats):  # type: ignore[override]
         keep = _keep(plan, x.shape[0])
         with _compute(_key(x, plan, "forward", keep)) as run:
-            y, kept = _forward(x, mats, plan, keep=keep, bias=bias, run=run)
+            # keep only if the one-thread plan keeps (its chunks: none): then so does
+            # every count's
+            y, kept = _forward(x, mats, run.plan(plan), keep=keep, bias=bias, run=run)
         ctx.plan, ctx.keep, ctx.has_bias = plan, keep, bias is not None
         ctx.save_for_backward(x, *mats, *kept)
         return y
@@ -921,9 +972,10 @@ class _TTApplyMats(torch.autograd.Function):
         x, mats = saved[0], list(saved[1:1 + len(steps)])
         kept = list(saved[1 + len(steps):]) if ctx.keep else None
         batch, need_x, gy = x.shape[0], ctx.needs_input_grad[0], gy.contiguous()
-        chunk = plan.chunk if plan.backward_chunk is None else plan.backward_chunk
-        chunk = chunk if chunk and chunk < batch else batch
         with _compute(_key(x, plan, "backward", need_x, torch.is_grad_enabled())) as run:
+            p = run.plan(plan)
+            chunk = p.chunk if p.backward_chunk is None else p.backward_chunk
+            chunk = chunk if chunk and chunk < batch else batch
             if torch.is_grad_enabled():
                 # create_graph: kept intermediates carry no graph, so all are recomputed
                 gx, gmats = _backward_graph(x, gy, mats, steps, need_x, chunk)

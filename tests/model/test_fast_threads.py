@@ -19,29 +19,96 @@ def _drive(tuner, cost, calls, n=2, key="k"):
     return picks
 
 
+def _probes(picks, fast_count, start):
+    """Indices from ``start`` on where the other count ran."""
+    return [i for i, t in enumerate(picks) if i >= start and t != fast_count]
+
+
 @pytest.mark.parametrize("fast_count", [1, 2])
 def test_the_faster_count_is_chosen_after_trying_both(fast_count):
     """Both counts are tried twice, then the faster one runs; the slower one is only
-    retried, at intervals that double."""
+    probed, one call at a time, at intervals that double."""
     picks = _drive(fast._ThreadTuner(), lambda i, t: 1.0 if t == fast_count else 1.5, 300)
     assert picks[:4] == [1, 2, 1, 2]
-    slow = [i for i, t in enumerate(picks) if i >= 4 and t != fast_count]
-    assert 1 <= len(slow) <= 6  # retries at 16, 32, 64, 128 and 256 calls' intervals
-    assert all(slow[k + 1] - slow[k] >= slow[k] - slow[k - 1] for k in range(1, len(slow) - 1))
+    slow = _probes(picks, fast_count, 5)
+    assert 1 <= len(slow) <= 9  # probes 2, 4, 8, ..., 256 calls apart
+    assert all(slow[k + 1] - slow[k] >= 2 * (slow[k] - slow[k - 1]) for k in range(1, len(slow) - 1))
 
 
 @pytest.mark.parametrize("fast_count", [1, 2])
 def test_a_count_much_slower_is_tried_once(fast_count):
-    """A count more than twice as slow as the other (a busy core) is not tried twice."""
-    picks = _drive(fast._ThreadTuner(), lambda i, t: 1.0 if t == fast_count else 5.0, 15)
+    """A count more than twice as slow as the other (a busy core) is not tried twice
+    in a row: once at the start, then single probes whose intervals double."""
+    picks = _drive(fast._ThreadTuner(), lambda i, t: 1.0 if t == fast_count else 5.0, 40)
     assert picks[:2] == [1, 2]
-    assert picks[2:] == [fast_count] * 13
+    slow = _probes(picks, fast_count, 2)
+    assert len(slow) <= 5 and all(b - a > 1 for a, b in zip(slow, slow[1:]))  # 2, 4, 8, 16 apart
+    assert picks[2] == fast_count
+
+
+@pytest.mark.parametrize("fast_count", [1, 2])
+def test_a_slow_start_is_corrected_within_a_few_calls(fast_count):
+    """The faster count's first three calls are slow (right after a program moves to
+    two threads its first parallel regions can be several times slower): a probe soon
+    after finds it fast, one confirming call switches, and from call 13 on it runs
+    except for single probes of the other."""
+    seen = {1: 0, 2: 0}
+
+    def cost(i, t):
+        seen[t] += 1
+        if t != fast_count:
+            return 1.0
+        return 8.0 if seen[t] <= 3 else 0.5
+
+    picks = _drive(fast._ThreadTuner(), cost, 40)
+    assert picks[12:].count(fast_count) >= len(picks[12:]) - 4
+    slow = _probes(picks, fast_count, 12)
+    assert all(b - a > 1 for a, b in zip(slow, slow[1:]))
+
+
+def test_a_single_lucky_probe_does_not_switch():
+    """Two threads beside a busy core are slow but once fast: the confirming call is
+    slow again, and one thread stays (but for single probes)."""
+    seen = {1: 0, 2: 0}
+
+    def cost(i, t):
+        seen[t] += 1
+        return 1.0 if t == 1 else (0.4 if seen[t] == 3 else 5.0)
+
+    picks = _drive(fast._ThreadTuner(), cost, 40)
+    assert picks[:2] == [1, 2]
+    lucky = [i for i, t in enumerate(picks) if t == 2][2]
+    assert picks[lucky + 1] == 2  # the confirmation
+    slow = _probes(picks, 1, lucky + 2)
+    assert all(b - a > 1 for a, b in zip(slow, slow[1:])) and len(slow) <= 3
+
+
+def test_a_tuner_without_confirmation_is_caught():
+    """Sibling: a tuner whose probes are never confirmed stays on the count its slow
+    start chose for longer than the slow-start test allows."""
+
+    class Unconfirmed(fast._ThreadTuner):
+        def record(self, key, n, t, seconds):
+            super().record(key, n, t, seconds)
+            st = self.state[(key, n)]
+            if st["retry"] == t:
+                st["retry"] = None
+
+    seen = {1: 0, 2: 0}
+
+    def cost(i, t):
+        seen[t] += 1
+        return 1.0 if t == 1 else (8.0 if seen[t] <= 3 else 0.5)
+
+    picks = _drive(Unconfirmed(), cost, 40)
+    assert picks[12:].count(2) < len(picks[12:]) - 4
 
 
 def test_the_choice_follows_a_change_of_load():
     """Two threads win while idle; once a call at two threads takes longer than one
     thread's median (a core taken), one thread is retried at once, and kept once two
-    threads' median is the slower (three slow calls)."""
+    threads' median is the slower (three slow calls); afterwards two threads only in
+    single probes."""
     busy_from = 40
 
     def cost(i, t):
@@ -50,9 +117,12 @@ def test_the_choice_follows_a_change_of_load():
         return 8.0 if t == 2 else 1.6
 
     picks = _drive(fast._ThreadTuner(), cost, 60)
-    assert picks[4:busy_from] == [2] * len(picks[4:busy_from]) or picks[4:busy_from].count(1) <= 2
+    probes = _probes(picks, 2, 4)
+    probes = [i for i in probes if i < busy_from]
+    assert len(probes) <= 5 and all(b - a > 1 for a, b in zip(probes, probes[1:]))
     assert picks[busy_from + 1] == 1
-    assert picks[busy_from + 5:] == [1] * len(picks[busy_from + 5:])
+    late = _probes(picks, 1, busy_from + 5)
+    assert len(late) <= 3 and all(b - a > 1 for a, b in zip(late, late[1:]))
 
 
 def test_a_broken_tuner_is_caught():
@@ -221,3 +291,67 @@ def test_without_a_median_to_lose_against_the_count_stays(two_threads_auto, monk
     """Sibling: with nothing to compare (the other count not yet timed) every chunk
     runs on the picked count."""
     assert set(_threads_per_chunk(monkeypatch, _Losing(None))) == {2}
+
+
+class _Picks(fast._ThreadTuner):
+    """Always picks ``count`` (nothing to compare against)."""
+
+    def __init__(self, count):
+        super().__init__()
+        self.count = count
+
+    def pick(self, key, n):
+        return self.count
+
+    def expect(self, key, n, t):
+        return None
+
+    def record(self, key, n, t, seconds):
+        pass
+
+
+def _chunk_sizes(monkeypatch, count):
+    """Forward (inference) and forward+backward of a chunked layer with the tuner
+    picking ``count``: the samples of each step's chunk, the one-thread plan, and the
+    results checked against the hardware order (float64)."""
+    monkeypatch.setattr(fast, "_TUNER", _Picks(count))
+    monkeypatch.setattr(fast, "CHUNK_ELEMENTS", 1 << 12)
+    monkeypatch.setattr(fast, "BACKWARD_CHUNK_ELEMENTS", 1 << 12)
+    fast._plan_cached.cache_clear()
+    fast._for_threads.cache_clear()
+    sizes = []
+    step = fast._step
+    monkeypatch.setattr(fast, "_step", lambda t, C, s, b, *a, **k: sizes.append(b) or step(t, C, s, b, *a, **k))
+    torch.manual_seed(2)
+    layer = TTLinear(512, 512, ranks=4, in_modes=[8, 8, 8], out_modes=[8, 8, 8]).double()
+    x = torch.randn(40, 512, dtype=torch.float64)
+    try:
+        plan = fast.plan_for(layer.tt_shape, 40)
+        ref = apply_schedule(x, list(layer.cores), layer.schedule) + layer.bias
+        with torch.no_grad():
+            assert torch.allclose(layer(x), ref, rtol=1e-12, atol=1e-12)
+        y = layer(x)
+        g = torch.autograd.grad(y.sum(), list(layer.cores))
+        for a, b in zip(g, torch.autograd.grad(ref.sum(), list(layer.cores))):
+            assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)
+    finally:
+        fast._plan_cached.cache_clear()
+        fast._for_threads.cache_clear()
+    return sizes, plan
+
+
+def test_a_region_on_two_threads_runs_their_larger_chunks(two_threads_auto, monkeypatch):
+    """Under "auto" the plan is the one-thread plan; a region the tuner runs on two
+    threads takes the two-thread chunks (4x the values: fewer parallel regions), with
+    the same merges and order, so the same function."""
+    sizes, plan = _chunk_sizes(monkeypatch, 2)
+    two = fast._for_threads(plan, 2)
+    assert plan.chunk == 2 and two.chunk == 8 and two.groups == plan.groups
+    assert two.schedule == plan.schedule
+    assert max(sizes) == 8 and 2 not in sizes
+
+
+def test_a_region_on_one_thread_keeps_the_plan_chunks(two_threads_auto, monkeypatch):
+    """Sibling: picked one thread, every chunk is the plan's own."""
+    sizes, plan = _chunk_sizes(monkeypatch, 1)
+    assert set(sizes) == {plan.chunk}
