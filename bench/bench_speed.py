@@ -296,13 +296,14 @@ def time_case(contenders: list[Contender], n_in: int, batch: int, reps: int, war
 def tuner_summary(threads: int) -> list[dict]:
     """What the fast path's thread tuner (``THREADS = "auto"``) measured and chose for
     each region of products of the table just timed at ``threads`` threads: recent
-    wall-clock ms per thread count, calls, and the count it would run next."""
+    wall-clock ms per thread count (the last few), calls, the calls run at each count,
+    and the count it would run next."""
     rows = []
     for (key, n), st in list(fast._TUNER.state.items()):
         if n != threads:
             continue
         rows.append({"region": " ".join(str(k) for k in key[1:]), "calls": st["calls"],
-                     "chosen": st["best"],
+                     "chosen": st["best"], "runs": {str(t): c for t, c in st.get("runs", {}).items()},
                      "ms": {str(t): [round(v * 1e3, 3) for v in ts] for t, ts in st["times"].items()}})
     return rows
 

@@ -320,28 +320,33 @@ class _ThreadTuner:
     """Per region of products (a key), the recent wall times at one thread and at
     torch's thread count; :meth:`pick` returns the count of the lower median.
 
-    Each count is tried :data:`TRIES` times first (once if one is :data:`CLEAR` times
-    slower than the other). Afterwards the other count is probed again after
-    :data:`RETRY` calls, an interval that doubles (up to :data:`RETRY_MAX`) while the
-    choice stays and is reset when it changes, so that a slow count costs little once
-    known; at once after a call that took more than :data:`SLOWER` times the other
-    count's median (another process took a core); and a probe that ran faster than the
+    Each count is tried :data:`TRIES` times first, alternating, and the lower median
+    (with two times, the faster) decides. Afterwards the other count is probed again
+    after :data:`RETRY` calls, an interval that doubles (up to :data:`RETRY_MAX`) while
+    the choice stays and is reset when it changes, so that a slow count costs little
+    once known; at once after two calls in a row that took more than :data:`SLOWER`
+    times the other count's median (another process took a core; one such call on a
+    loaded machine is often noise, and each probe costs a call at the slower count);
+    and a probe that ran faster than the
     chosen count's median is confirmed by one more call at once, so that a count whose
     first trials were slow switches in two calls when its fresh times are better.
 
-    Why probe early and confirm: right after a program (or the benchmark) moves to two
-    threads, the first parallel regions can be several times slower than later ones
-    (measured on the 2-core machine: 256 x 784 x 512 products 6-8 ms for the first ten
-    calls, 0.6 ms afterwards, one thread 1.2 ms); the old rule (probe after 16 calls)
-    kept one thread for a whole 12-call benchmark table after such a start. The
-    confirmation keeps a single lucky probe (two threads beside a busy core) from
+    Why two trials each, whatever the first showed, and a probe soon after: right after
+    a program (or the benchmark) moves to two threads, the first parallel regions can be
+    several times slower than later ones (measured on the 2-core machine: 256 x 784 x
+    512 products 6-8 ms for the first ten calls, 0.6 ms afterwards, one thread 1.2 ms).
+    The former rule decided after one trial each when one count was twice as slow, and
+    probed first after 16 calls, so one such trial kept one thread for a
+    whole 12-call benchmark table. A second trial of a count that a busy core makes
+    slow costs one slow call (chunked regions leave it after a chunk, :class:`_Run`).
+    The confirmation keeps a single lucky probe (two threads beside a busy core) from
     switching.
     """
 
     TRIES = 2
     CLEAR = 2.0
     KEEP = 4
-    RETRY = 2
+    RETRY = 4
     RETRY_MAX = 256
     SLOWER = 1.5
 
@@ -357,19 +362,14 @@ class _ThreadTuner:
         return min(st["times"], key=lambda t: self._median(st["times"][t]))
 
     def _tried(self, times: dict) -> bool:
-        """Both counts tried :data:`TRIES` times, or once each and one :data:`CLEAR`
-        times slower (a busy core: no second slow call)."""
-        if all(len(v) >= self.TRIES for v in times.values()):
-            return True
-        if not all(times.values()):
-            return False
-        a, b = (self._median(v) for v in times.values())
-        return max(a, b) > self.CLEAR * min(a, b)
+        """Both counts tried :data:`TRIES` times."""
+        return all(len(v) >= self.TRIES for v in times.values())
 
     def pick(self, key, n: int) -> int:
         with self.lock:
             st = self.state.setdefault((key, n), {"times": {1: [], n: []}, "calls": 0, "retry": None,
-                                                  "every": self.RETRY, "next": None, "best": 1})
+                                                  "every": self.RETRY, "next": None, "best": 1,
+                                                  "runs": {1: 0, n: 0}})
             st["calls"] += 1
             times = st["times"]
             if not self._tried(times):
@@ -402,7 +402,12 @@ class _ThreadTuner:
                     if seconds < self._median(st["times"][st["best"]]):
                         st["retry"] = t  # a probe that beat the choice: confirm it
                 elif seconds > self.SLOWER * self._median(st["times"][n + 1 - t]):
-                    st["retry"] = n + 1 - t
+                    st["slow"] = st.get("slow", 0) + 1
+                    if st["slow"] >= 2:
+                        st["retry"], st["slow"] = n + 1 - t, 0
+                else:
+                    st["slow"] = 0
+            st["runs"][t] += 1
             times = st["times"][t]
             times.append(seconds)
             del times[:-self.KEEP]
