@@ -28,7 +28,31 @@ from ttforge.errors import ConfigError
 from ttforge.hw.ecp5_dsp import DSP_BITS, Ecp5Mult, target_family
 
 __all__ = ["sat_add", "saturate_value", "decode_onehot", "onehot_select", "AddressGen",
-           "MacLanes", "Requant", "RequantDecode", "requant_widths"]
+           "MacLanes", "Requant", "RequantDecode", "requant_widths", "FANOUT_ATTR",
+           "fanout_copies", "group_of"]
+
+#: the attribute of a register copy made to split a high fan-out net
+#: (:func:`fanout_copies`): ``keep``. Yosys' ``opt_merge`` would otherwise merge copies
+#: with the same inputs back into one register; ``keep`` on the wire alone does not stop
+#: it, so :func:`ttforge.hw.synth.synth_script` also marks the flip-flops driving such
+#: wires (``setattr -set keep 1 a:keep %ci1:+[Q]``).
+FANOUT_ATTR = "keep"
+
+
+def fanout_copies(shape, n: int, name: str, **kwargs) -> list[Signal]:
+    """``n`` registers of ``shape`` that the caller assigns the same value in the same
+    cycles, each driving one group of lanes instead of one register driving all of them
+    (each net's fan-out divided by ``n``; same values, same cycles). With ``n > 1`` they
+    carry :data:`FANOUT_ATTR` so that synthesis keeps them apart; with ``n == 1`` the
+    one register is an ordinary signal (small designs unchanged)."""
+    attrs = {FANOUT_ATTR: 1} if n > 1 else {}
+    return [Signal(shape, name=f"{name}_g{k}" if n > 1 else name, attrs=attrs, **kwargs)
+            for k in range(n)]
+
+
+def group_of(lane: int, lanes: int, groups: int) -> int:
+    """The fan-out group of ``lane`` among ``lanes`` split into ``groups`` equal groups."""
+    return lane * groups // lanes
 
 
 def sat_add(a, b, addr_width: int):
@@ -239,11 +263,19 @@ class MacLanes(wiring.Component):
     ``en``, no reset): the same registers, the same cycles, but nextpnr times the
     multiply inside the DSP instead of as fabric-to-fabric logic. Everywhere else
     (simulation, generic Verilog) the multiply is Amaranth's ``*`` between flip-flops.
+
+    ``groups``: the product stage's valid and ``first`` registers, which enable and
+    select every accumulator bit, are ``groups`` copies (:func:`fanout_copies`), each
+    driving ``lanes / groups`` lanes; same cycles.
     """
 
     def __init__(self, *, lanes: int, x_bits: int, c_bits: int, acc_bits: int, tag_width: int = 1,
-                 reset_less_data: bool = False):
+                 reset_less_data: bool = False, groups: int = 1):
         self.lanes = int(lanes)
+        self.groups = int(groups)
+        if self.groups < 1 or self.lanes % self.groups:
+            raise ConfigError(f"MacLanes groups={groups} must divide lanes={lanes}; "
+                              "use a divisor of the lane count")
         self.reset_less_data = bool(reset_less_data)
         self.acc_bits = int(acc_bits)
         self.x_bits = int(x_bits)
@@ -275,8 +307,12 @@ class MacLanes(wiring.Component):
         op_tag = Signal(self.tag_width, reset_less=rl)
         op_x = Signal(data.ArrayLayout(signed(self.x_bits), L), reset_less=rl)
         op_c = Signal(data.ArrayLayout(signed(self.c_bits), L), reset_less=rl)
-        pr_v = Signal()
-        pr_first, pr_last = Signal(reset_less=rl), Signal(reset_less=rl)
+        G = self.groups
+        pr_vg = fanout_copies(1, G, "pr_v")
+        pr_v = pr_vg[0]
+        pr_firstg = fanout_copies(1, G, "pr_first", reset_less=rl)
+        pr_first = pr_firstg[0]
+        pr_last = Signal(reset_less=rl)
         pr_tag = Signal(self.tag_width, reset_less=rl)
         pr = Signal(data.ArrayLayout(signed(self.x_bits + self.c_bits), L), reset_less=rl)
         acc = Signal(data.ArrayLayout(signed(self.acc_bits), L), reset_less=rl)
@@ -288,13 +324,15 @@ class MacLanes(wiring.Component):
             m.d.sync += [
                 op_v.eq(self.in_valid), op_first.eq(self.in_first), op_last.eq(self.in_last),
                 op_tag.eq(self.in_tag), *([] if dsp else [op_x.eq(self.x), op_c.eq(self.c)]),
-                pr_v.eq(op_v), pr_first.eq(op_first), pr_last.eq(op_last), pr_tag.eq(op_tag),
+                *[v.eq(op_v) for v in pr_vg], *[f.eq(op_first) for f in pr_firstg],
+                pr_last.eq(op_last), pr_tag.eq(op_tag),
             ]
             if not dsp:
                 for l in range(L):
                     m.d.sync += pr[l].eq(op_x[l] * op_c[l])
-            with m.If(pr_v):
-                m.d.sync += acc.eq(self.res)
+            for l in range(L):
+                with m.If(pr_vg[group_of(l, L, G)]):
+                    m.d.sync += acc[l].eq(self.res[l])
         if dsp:
             for l in range(L):
                 m.submodules[f"dsp{l}"] = mul = Ecp5Mult(a_bits=self.x_bits, b_bits=self.c_bits)
@@ -302,7 +340,7 @@ class MacLanes(wiring.Component):
                              pr[l].eq(mul.p)]
         for l in range(L):
             s = Signal(signed(self.acc_bits), name=f"sum{l}")
-            m.d.comb += s.eq(Mux(pr_first, pr[l], acc[l] + pr[l]))
+            m.d.comb += s.eq(Mux(pr_firstg[group_of(l, L, G)], pr[l], acc[l] + pr[l]))
             m.d.comb += self.res[l].eq(s)
         m.d.comb += [
             self.pre_valid.eq(op_v & op_last),
@@ -517,8 +555,17 @@ class Requant(wiring.Component):
                          under.eq(Mux(fits, big & r[T - 1], neg))]
         c = Signal(signed(ib))
         m.d.comb += c.eq(Mux(over, hi, Mux(under, self.lo, r[:ib].as_signed())))
+        # the clamped value's sign from stage-4 registers: a saturated value has the sign
+        # of the unclamped one (hi > 0 > lo), an unsaturated one fits in SAT_BITS; so the
+        # ReLU's zeroing (mapped to the flip-flops' reset input) does not wait for the
+        # saturation check on hi/lo (the L = 16 engine's seed 2 path at 85dbcb2)
+        c_neg = Signal()
+        if self.fault == "sat_bound":
+            m.d.comb += c_neg.eq(c[ib - 1])
+        else:
+            m.d.comb += c_neg.eq(Mux(fits, r[T - 1], neg))
         y = Signal(signed(ib))
-        m.d.comb += y.eq(Mux(zero[3] | (self.relu & c[ib - 1]), 0, c))
+        m.d.comb += y.eq(Mux(zero[3] | (self.relu & c_neg), 0, c))
         out = Signal(signed(ib), reset_less=rl)
         m.d.sync += [self.out_valid.eq(valid[3]), out.eq(y),
                      self.sat.eq(valid[3] & (over | under))]

@@ -371,6 +371,12 @@ def router_args(router: str) -> list[str]:
     return ["--router", router]
 
 
+#: Yosys commands that keep the register copies of :func:`ttforge.hw.blocks.fanout_copies`
+#: apart: ``keep`` on their wires does not stop ``opt_merge`` from merging flip-flops with
+#: the same inputs, ``keep`` on the flip-flops (the cells driving those wires) does
+FANOUT_KEEP = ("proc", "setattr -set keep 1 a:keep %ci1:+[Q]")
+
+
 def synth_script(device: str, frontend: str = "verilog", after_read=(), opts: str = "") -> str:
     """The Yosys script that synthesizes ``core.v`` (``frontend="verilog"``) or
     ``core.il`` (``"rtlil"``) inside ``harness.v`` for ``device`` into ``netlist.json``,
@@ -383,6 +389,7 @@ def synth_script(device: str, frontend: str = "verilog", after_read=(), opts: st
     return "\n".join([
         *read,
         "hierarchy -top ttforge_pnr_harness",
+        *FANOUT_KEEP,
         *after_read,
         f"{dev.synth} {opts} -top ttforge_pnr_harness -json netlist.json".replace("  ", " "),
         "tee -q -o stat.json stat -json",

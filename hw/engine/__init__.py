@@ -145,7 +145,7 @@ class TTEngine(wiring.Component):
         m.submodules.output = outp = OutputPath(g, fault=fault)
         m.submodules.errors = err = ErrorUnit(
             DescriptorFetch.ERRORS + IssueUnit.ERRORS + ResultWriter.ERRORS
-            + (ErrorCode.BUF_RANGE,))
+            + (ErrorCode.BUF_RANGE,), groups=g.rq_groups)
         m.submodules.counters = cnt = PerfCounters(g)
 
         desc, flags = fetch.desc, fetch.desc.flags
@@ -176,9 +176,13 @@ class TTEngine(wiring.Component):
         m.d.comb += [
             issue.start.eq(fetch.done), issue.running.eq(ctrl.running), issue.flush.eq(flush),
             issue.elem_out.eq(elem_out), issue.desc.eq(desc), issue.ov_end.eq(fetch.ov_end),
-            issue.b_off.eq(fetch.b_off),
-            issue.x_word.eq(Mux(flags.src, buf_rp[1].data.as_value(), buf_rp[0].data.as_value())),
+            issue.b_off.eq(fetch.b_off), issue.mode_g.eq(fetch.mode),
         ]
+        # the source buffer's word, each lane group selecting with its own copy of
+        # FLAGS.SRC (fetch.src_g)
+        for l in range(L):
+            m.d.comb += issue.x_word[l].eq(Mux(fetch.src_g[g.group(l)], buf_rp[1].data[l],
+                                               buf_rp[0].data[l]))
         # the result writer
         wiring.connect(m, writer.bmem, bmem.read_port())
         m.d.comb += [
@@ -191,7 +195,7 @@ class TTEngine(wiring.Component):
         ]
         # requantization
         m.d.comb += [
-            rqb.flush.eq(flush), rqb.rq.eq(fetch.rq), rqb.relu.eq(flags.relu),
+            rqb.flush.eq(flush), rqb.flush_g.eq(err.flush_g), rqb.rq.eq(fetch.rq),
             rqb.valid.eq(writer.valid), rqb.acc.eq(writer.acc), rqb.bias.eq(writer.bias),
             rqb.bias_en.eq(writer.bias_en), rqb.zero.eq(writer.zero),
             rqb.addr_valid.eq(writer.addr_valid), rqb.addr.eq(writer.addr),
@@ -227,7 +231,9 @@ class TTEngine(wiring.Component):
             m.d.comb += [
                 buf_rp[b].addr.eq(Mux(ctrl.outputting, g.word_of(outp.rd_addr, c.buf_depth),
                                       g.word_of(issue.x_addr, c.buf_depth))),
-                buf_rp[b].en.eq(Mux(ctrl.outputting, outp.rd_en, 1)),
+                # (always enabled: a word read without a use is never consumed, and an
+                # enable would gate every output register of the buffers)
+                buf_rp[b].en.eq(1),
             ]
         # writes: requantized results while running, else the controller's element
         # (input, padding, zero fill)
@@ -241,23 +247,30 @@ class TTEngine(wiring.Component):
             m.d.comb += [wr_en.eq(1), wr_sel.eq(~flags.src),
                          wr_addr.eq(g.word_of(rqb.y_addr, c.buf_depth)),
                          wr_mask.eq(Mux(~elem_out, rqb.y_mask, g.onehot(rqb.y_addr)))]
-            y0 = rqb.y[0]
-            if fault == "requant_lsb":   # test hook: flip bit 0 of lane 0
-                y0 = (y0 ^ 1).as_signed()
-            for l in range(L):
-                m.d.comb += wr_data[l].eq(
-                    y0 if (g.serial or l == 0) else Mux(~elem_out, rqb.y[l], y0))
         if c.throughput:
             # the copy of a staged vector into BUF0, a word per cycle
             with m.Elif(ctrl.copy_we):
                 m.d.comb += [wr_en.eq(1), wr_sel.eq(0), wr_mask.eq(-1),
                              wr_addr.eq(ctrl.copy_word[:len(wr_addr)])]
-                m.d.comb += [wr_data[l].eq(stage_rp.data[l]) for l in range(L)]
         with m.Else():
             m.d.comb += [wr_en.eq(ctrl.wr_en), wr_sel.eq(ctrl.wr_sel),
                          wr_addr.eq(g.word_of(ctrl.wr_elem, c.buf_depth)),
                          wr_mask.eq(g.onehot(ctrl.wr_elem))]
-            m.d.comb += [wr_data[l].eq(ctrl.wr_value) for l in range(L)]
+        # the write data, in the same priority, each lane group selecting with its own
+        # copies of the result valid and ELEM_OUT (y_valid_g, elem_out_g: per-lane
+        # control nets end in one group, fanout_copies)
+        y0 = rqb.y[0]
+        if fault == "requant_lsb":   # test hook: flip bit 0 of lane 0
+            y0 = (y0 ^ 1).as_signed()
+        y_vg = [Signal(name=f"y_v_g{k}") for k in range(g.rq_groups)]
+        m.d.comb += [v.eq(ctrl.running & rqb.y_valid_g[k]) for k, v in enumerate(y_vg)]
+        for l in range(L):
+            k = g.group(l) if not g.serial else 0
+            y_l = y0 if (g.serial or l == 0) else Mux(~fetch.elem_out_g[k], rqb.y[l], y0)
+            other = ctrl.wr_value
+            if c.throughput:
+                other = Mux(ctrl.copy_we, stage_rp.data[l], ctrl.wr_value)
+            m.d.comb += wr_data[l].eq(Mux(y_vg[k], y_l, other))
         for b in range(2 if not single else 0):
             m.d.comb += [
                 buf_wp[b].addr.eq(wr_addr),

@@ -6,6 +6,7 @@ from amaranth.hdl import Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from ttforge.hw.blocks import fanout_copies
 from ttforge.hw.engine.signatures import ERROR_CODE_BITS, STEP_BITS
 from ttforge.hw.regmap import ErrorCode
 
@@ -22,10 +23,12 @@ class ErrorUnit(wiring.Component):
     once. ``error``, ``error_code``, ``error_step`` keep the first error until
     ``clear_error`` or ``soft_reset``; ``error_pulse`` is high in the cycle ``error``
     rises. ``flush`` (one register driving the large flush net) rises with ``abort`` or
-    the cycle after a soft reset."""
+    the cycle after a soft reset; ``flush_g`` is ``groups`` copies of it, one per lane
+    group (:func:`~ttforge.hw.blocks.fanout_copies`)."""
 
-    def __init__(self, codes: tuple[ErrorCode, ...]):
+    def __init__(self, codes: tuple[ErrorCode, ...], groups: int = 1):
         self.codes = tuple(ErrorCode(c) for c in codes)
+        self.groups = int(groups)
         super().__init__({
             "conds": In(len(self.codes)),
             "in_err": In(1),
@@ -35,6 +38,7 @@ class ErrorUnit(wiring.Component):
             "soft_reset": In(1),
             "abort": Out(1),
             "flush": Out(1),
+            "flush_g": Out(self.groups),
             "error": Out(1),
             "error_pulse": Out(1),
             "error_code": Out(ERROR_CODE_BITS),
@@ -71,5 +75,10 @@ class ErrorUnit(wiring.Component):
         error_q = Signal()
         m.d.sync += error_q.eq(self.error)
         m.d.comb += self.error_pulse.eq(self.error & ~error_q)
-        m.d.sync += self.flush.eq((err_now & ~self.abort & ~self.soft_reset) | self.soft_reset)
+        flush_next = (err_now & ~self.abort & ~self.soft_reset) | self.soft_reset
+        m.d.sync += self.flush.eq(flush_next)
+        copies = fanout_copies(1, self.groups, "flush") if self.groups > 1 else [self.flush]
+        if self.groups > 1:
+            m.d.sync += [f.eq(flush_next) for f in copies]
+        m.d.comb += [self.flush_g[k].eq(f) for k, f in enumerate(copies)]
         return m

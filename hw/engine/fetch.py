@@ -8,22 +8,24 @@ from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from ttforge.hw.blocks import RequantDecode, requant_widths, sat_add, saturate_value
+from ttforge.hw.blocks import (RequantDecode, fanout_copies, requant_widths, sat_add,
+                               saturate_value)
 from ttforge.hw.config import DESC_WORDS
 from ttforge.hw.ecp5_dsp import target_family
 from ttforge.hw.engine.geometry import Geometry
-from ttforge.hw.engine.signatures import BOUND_WORDS, STEP_BITS, descriptor_layout
+from ttforge.hw.engine.signatures import BOUND_WORDS, STEP_BITS, Flags, descriptor_layout
 from ttforge.hw.regmap import DESCRIPTOR_WORDS, ErrorCode
 
 __all__ = ["DescriptorFetch", "requant_consts_layout"]
 
 
 def requant_consts_layout(geom: Geometry) -> data.StructLayout:
-    """The per-step constants of the requantization units (:class:`RequantDecode`)."""
+    """The per-step constants of the requantization units (:class:`RequantDecode`, and
+    ``FLAGS.RELU``)."""
     c = geom.config
     kw = requant_widths(c.acc_bits, c.bias_bits, c.inter_bits)[2]
     return data.StructLayout({"shamt": kw, "round": 1, "hi": signed(c.inter_bits),
-                              "lo": signed(c.inter_bits)})
+                              "lo": signed(c.inter_bits), "relu": 1})
 
 
 class DescriptorFetch(wiring.Component):
@@ -32,9 +34,12 @@ class DescriptorFetch(wiring.Component):
     ``desc`` (:func:`descriptor_layout`: bounds minus one, addresses saturated) and
     derives the step constants: ``ov_end = O_BASE + OUT_VALID``, the zero-fill range
     ``zf_start .. zf_end`` (``zf_nonempty``), the bias offset ``b_off = B_BASE - O_BASE``
-    and the requantization constants ``rq``; ``elem_out`` (mode 1 without ``OUT_WORD``)
+    and the requantization constants ``rq`` (``Geometry.rq_groups`` copies, one per lane
+    group); ``mode`` and ``src_g`` (``FLAGS.MODE`` and ``FLAGS.SRC``, ``Geometry.groups``
+    copies written with ``FLAGS``, for the per-lane operand and source-buffer selects); ``elem_out`` (mode 1 without ``OUT_WORD``)
     is a register one cycle behind ``FLAGS`` (FLAGS is word 0, so it is ready long
-    before ``done``; no flag decode before its fan-out). ``done`` is high in the cycle the last word
+    before ``done``; no flag decode before its fan-out; ``elem_out_g``: one copy per lane
+group for the buffer write's per-lane selects). ``done`` is high in the cycle the last word
     arrives (``DESC_WORDS + 1`` cycles after ``active`` rose; the address generator
     starts then). ``errors`` are the field checks, in the order of :attr:`ERRORS`
     (``NO_LAST`` in the first cycle, the others with ``done``)."""
@@ -57,8 +62,11 @@ class DescriptorFetch(wiring.Component):
             "zf_end": Out(g.awp),
             "ov_end": Out(g.awp),
             "b_off": Out(signed(g.awp + 1)),
-            "rq": Out(requant_consts_layout(g)),
+            "rq": Out(data.ArrayLayout(requant_consts_layout(g), g.rq_groups)),
+            "mode": Out(g.groups),
+            "src_g": Out(g.groups),
             "elem_out": Out(1),
+            "elem_out_g": Out(g.groups),
             "errors": Out(len(self.ERRORS)),
         })
 
@@ -77,6 +85,20 @@ class DescriptorFetch(wiring.Component):
         m.submodules.decode = dec
         m.d.comb += [dec.shift.eq(flags.shift), dec.sat_bits.eq(flags.sat_bits)]
 
+        # the copies of the per-lane constants, one per lane group (fanout_copies)
+        # (one group: FLAGS.MODE and elem_out themselves, no second register)
+        rq_g = fanout_copies(requant_consts_layout(g), g.rq_groups, "rq")
+        many = g.groups > 1
+        mode_g = fanout_copies(1, g.groups, "mode") if many else []
+        src_g = fanout_copies(1, g.groups, "src") if many else []
+        eo_g = fanout_copies(1, g.groups, "elem_out") if many and not g.serial else []
+        m.d.comb += [self.rq[k].eq(rq_g[k]) for k in range(g.rq_groups)]
+        m.d.comb += [self.mode[k].eq(mode_g[k] if many else flags.mode) for k in range(g.groups)]
+        m.d.comb += [self.src_g[k].eq(src_g[k] if many else flags.src) for k in range(g.groups)]
+        # (serial_requant: every output is an element output)
+        m.d.comb += [self.elem_out_g[k].eq(1 if g.serial else eo_g[k] if eo_g else self.elem_out)
+                     for k in range(g.groups)]
+        d_flags = Flags(d_r)                  # the FLAGS word as it arrives
         o_base = desc.o_base
         assert DESCRIPTOR_WORDS[-1][1] == "ZFILL_TO"
         with m.If(self.active):
@@ -91,6 +113,10 @@ class DescriptorFetch(wiring.Component):
                     with m.Case(w + 2):
                         if name == "FLAGS":
                             m.d.sync += field.eq(d)
+                            m.d.sync += [mg.eq(d_flags.mode) for mg in mode_g]
+                            m.d.sync += [sg.eq(d_flags.src) for sg in src_g]
+                            m.d.sync += [rq_g[k].relu.eq(d_flags.relu)
+                                         for k in range(g.rq_groups)]
                         elif name in BOUND_WORDS:
                             m.d.sync += field.eq(d - 1)
                             # a bound above the cw-bit counters is refused, not truncated
@@ -109,9 +135,10 @@ class DescriptorFetch(wiring.Component):
                         self.zf_end.eq(sat_add(o_base, saturate_value(d, aw), aw)),
                         self.ov_end.eq(sat_add(o_base, desc.out_valid, aw)),
                         self.b_off.eq(desc.b_base - o_base),
-                        self.rq.shamt.eq(dec.shamt), self.rq.round.eq(dec.round),
-                        self.rq.hi.eq(dec.hi), self.rq.lo.eq(dec.lo),
                     ]
+                    for rq in rq_g:
+                        m.d.sync += [rq.shamt.eq(dec.shamt), rq.round.eq(dec.round),
+                                     rq.hi.eq(dec.hi), rq.lo.eq(dec.lo)]
         with m.Else():
             m.d.sync += fw.eq(0)
         # done (fw == DESC_WORDS + 1 while active) from a register: it starts the address
@@ -122,6 +149,7 @@ class DescriptorFetch(wiring.Component):
 
         assert DESCRIPTOR_WORDS[0][1] == "FLAGS"
         m.d.sync += self.elem_out.eq(flags.mode & ~flags.out_word)
+        m.d.sync += [e.eq(flags.mode & ~flags.out_word) for e in eo_g]
 
         # ZFILL_TO < ZFILL_FROM, registered a cycle before the check: ZFILL_TO leaves DMEM
         # while ZFILL_FROM is in d_r (a comparator straight into the error priority was

@@ -9,7 +9,10 @@ from amaranth.utils import ceil_log2
 
 from ttforge.hw.config import DESC_WORDS, AccelConfig
 
-__all__ = ["Geometry"]
+__all__ = ["Geometry", "GROUP_LANES"]
+
+#: lanes per fan-out group above 16 lanes (:attr:`Geometry.groups`)
+GROUP_LANES = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +60,25 @@ class Geometry:
     def lane_bits(self) -> int:
         """Bits of a lane index (at least 1)."""
         return max(1, self.lg)
+
+    @property
+    def groups(self) -> int:
+        """Lane groups with their own copy of the per-lane control registers
+        (:func:`~ttforge.hw.blocks.fanout_copies`): 1 up to 16 lanes (those designs are
+        unchanged), else one per :data:`GROUP_LANES` lanes, so that no control net drives
+        more than one group's flip-flops and LUTs (at L = 64 single nets drove 2,048 flip-flops
+        and the router could not resolve the congestion)."""
+        return 1 if self.L <= 16 else self.L // GROUP_LANES
+
+    def group(self, lane: int) -> int:
+        """The fan-out group of ``lane``."""
+        return lane * self.groups // self.L
+
+    @property
+    def rq_groups(self) -> int:
+        """Copies of the requantization constants: one per lane group (one with
+        ``serial_requant``, which has one unit)."""
+        return 1 if self.serial else self.groups
 
     @property
     def serial(self) -> bool:

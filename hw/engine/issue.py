@@ -39,7 +39,8 @@ class IssueUnit(wiring.Component):
     lanes of the iteration issued this cycle (0 if none); ``busy`` is high while an
     iteration is in flight; ``errors`` are the address checks at issue and, one stage
     later, of the bias word, in the order of :attr:`ERRORS`. ``flush`` empties the
-    pipeline."""
+    pipeline. ``mode_g``: ``FLAGS.MODE`` again, one copy per lane group (the operand
+    selects of that group's lanes)."""
 
     ERRORS = (ErrorCode.BUF_RANGE, ErrorCode.MISALIGNED, ErrorCode.CMEM_RANGE,
               ErrorCode.MISALIGNED, ErrorCode.BUF_RANGE, ErrorCode.MISALIGNED,
@@ -56,6 +57,7 @@ class IssueUnit(wiring.Component):
             "flush": In(1),
             "elem_out": In(1),
             "desc": In(descriptor_layout(g.aw, g.cw)),
+            "mode_g": In(g.groups),
             "ov_end": In(g.awp),
             "b_off": In(signed(g.awp + 1)),
             "x_addr": Out(g.awp),
@@ -99,7 +101,7 @@ class IssueUnit(wiring.Component):
 
         # (data flops without reset: the flush and reset nets drive only the valid bits)
         mac = MacLanes(lanes=L, x_bits=IB, c_bits=CB, acc_bits=AB, tag_width=tag_layout.size,
-                       reset_less_data=True)
+                       reset_less_data=True, groups=g.groups)
         m.submodules.mac = ResetInserter({"sync": flush})(mac)
         stall = Signal()          # the address generator holds (only it ever waits)
         g_valid = Signal()
@@ -181,10 +183,12 @@ class IssueUnit(wiring.Component):
         else:
             m.d.comb += [xsel.eq(onehot_select([s2_x[l] for l in range(L)], s2_xoh)),
                          csel.eq(onehot_select([s2_c[l] for l in range(L)], s2_coh))]
+        # (each lane group's selects from its own copy of FLAGS.MODE, mode_g)
         for l in range(L):
+            mode_l = self.mode_g[g.group(l)]
             m.d.comb += [
-                mac.x[l].eq(Mux(mode, xsel, s2_x[l])),
-                mac.c[l].eq(Mux(mode, s2_c[l], csel)),
+                mac.x[l].eq(Mux(mode_l, xsel, s2_x[l])),
+                mac.c[l].eq(Mux(mode_l, s2_c[l], csel)),
             ]
         m.d.comb += [mac.en.eq(1), mac.in_valid.eq(s2_v), mac.in_first.eq(s2_first),
                      mac.in_last.eq(s2_last), mac.in_tag.eq(s2_tag.as_value()),

