@@ -350,6 +350,8 @@ class TrainEngine(wiring.Component):
         bwm1_r = Signal(16)
         batch_hi = Signal(16)                 # BATCH >> lg: output words whose lanes are all valid
         batch_lo = Signal(L)                  # lane l is valid in word BATCH >> lg iff batch_lo[l]
+        slots_m1_r = Signal(16)               # slots - 1 (the last LOSS slot): no shift, no
+        m.d.sync += slots_m1_r.eq(slots_m1)   # decrement before the loss's last-slot compare
         m.d.sync += [bwl_r.eq(prog.bw_log), bwm1_r.eq(bwm1), batch_hi.eq(prog.batch >> lg),
                      batch_lo.eq(Cat(*[prog.batch[:lg] > l for l in range(L)]) if lg else 0)]
 
@@ -537,17 +539,30 @@ class TrainEngine(wiring.Component):
         # sample's done, two cycles before its next read (label read, start)
         loss_rbase, loss_wbase = Signal(aw + 2), Signal(aw + 2)
         m.d.sync += [loss_rbase.eq(desc.u_base + slot_word), loss_wbase.eq(desc.o_base + slot_word)]
-        # the logit's ACT address, formed a cycle ahead from the loss unit's next class and
-        # registered: the read address of the ACT blocks leaves a register (loss_rbase is
-        # set by the start cycle, the cycle before the first read)
+        # the logit's ACT address (loss_rbase + class * BW), registered: the read address of
+        # the ACT blocks leaves a register. It is stepped by BW (registered) as the class
+        # advances and reloaded from loss_rbase when the class returns to 0 (z_step: the
+        # loss unit's class counter and C - 1 only), so no shift, and no adder of the class,
+        # stands after the next-class decision (at 5f73007 that compare -> << BW_LOG -> the
+        # U_BASE adder was seed 2's routed critical path, 48 levels). loss_rbase is set by
+        # the start cycle, the cycle before the first read, and holds during the sample.
         loss_raddr = Signal(aw + 2)
-        m.d.sync += loss_raddr.eq(loss_rbase + (loss.z_addr_next << bwl_r))
+        loss_bw = Signal(aw + 2)
+        m.d.sync += [loss_bw.eq(Const(1, aw + 2) << bwl_r),
+                     loss_raddr.eq(Mux(loss.z_step, loss_raddr + loss_bw, loss_rbase))]
         slot_lane = Signal(range(L)) if L > 1 else Signal(1)
         m.d.comb += slot_lane.eq(slot[:lg] if lg else 0)
         z_lane = Signal.like(slot_lane)
         m.d.sync += z_lane.eq(slot_lane)
+        # The label of a slot is read ahead (lab_addr: 0 from the FETCH on, slot + 1 from a
+        # sample's start), so it is out of the label memory in the slot's phase 0, where its
+        # check (label >= C, a real slot) is registered: phase 1's start (the load enable of
+        # the loss unit's sample registers) follows a flip-flop, not the memory and two
+        # comparisons. The label and `valid` are held by the unit from the start.
+        lab_addr = Signal(range(c.max_batch))
+        lab_bad, lab_valid = Signal(), Signal()
         # the logit from the ACT word as it left the blocks, registered (act_q)
-        m.d.comb += [loss.classes.eq(desc.n0), loss.h.eq(flags.shift), loss.valid.eq(slot < prog.batch),
+        m.d.comb += [loss.classes.eq(desc.n0), loss.h.eq(flags.shift), loss.valid.eq(lab_valid),
                      loss.label.eq(lm_r.data), loss.z_data.eq(act_q[z_lane] if L > 1 else act_q[0])]
 
         # ------------------------------------------------------------ input writer
@@ -655,7 +670,7 @@ class TrainEngine(wiring.Component):
         # labels
         m.d.comb += [lm_w.addr.eq(in_b), lm_w.data.eq(self.inp.payload),
                      lm_w.en.eq(st_input & self.inp.valid & (in_f == prog.in_count)),
-                     lm_r.addr.eq(Mux(host_idle, host.addr, slot))]
+                     lm_r.addr.eq(Mux(host_idle, host.addr, lab_addr))]
         # MAXACC: written at the end of each CONTRACT; read by the host
         m.d.comb += [mx_w.addr.eq(op_idx), mx_w.data.eq(vmax[1:] + vmax[0]), mx_r.addr.eq(host.addr >> 1)]
         # DMEM: the fetch, or the host
@@ -705,24 +720,45 @@ class TrainEngine(wiring.Component):
         m.d.sync += [self.host_rvalid.eq(q_v), self.host_rdata.eq(h_data)]
 
         # ------------------------------------------------------------ the sequencer
-        m.d.comb += [self.inp.ready.eq(st_input), gen_start.eq(0),
-                     loss.start.eq(0), mx_w.en.eq(0)]
+        m.d.comb += [self.inp.ready.eq(st_input), loss.start.eq(0), mx_w.en.eq(0)]
+        # The address generator's start (the load enable of all its registers) leaves a
+        # flip-flop: DECODE's decision to run, made in the FETCH's last cycle, the cycle
+        # before DECODE (its operands, the registered descriptor checks and decodes, are
+        # set from the FETCH's seventh cycle on and hold through DECODE; DECODE is entered
+        # only from there). Same cycle, same verdict as deciding in DECODE.
+        gen_go = Signal()
+        m.d.sync += gen_go.eq(0)
+        m.d.comb += gen_start.eq(gen_go)
         done_pulse = Signal()
         m.d.comb += done_pulse.eq(0)
 
-        # The program check (a shift and three adders deep) is registered: it judges the
-        # program of the cycle before, and a step starts only when the program has not
-        # changed since (prog_settled), so a program set together with ``enable`` waits
-        # one idle cycle (not counted: the cycle counter counts busy cycles only).
-        prog_bad = Signal()
+        # The program check, in three registered stages: the simple checks and the input's
+        # extent IN_COUNT << BW_LOG, then IN_BASE + that extent, then its comparison with
+        # the ACT depth (IN_BASE + ((IN_COUNT - 1) << BW_LOG) + BW - 1 >= depth is, for
+        # IN_COUNT >= 1, IN_BASE + (IN_COUNT << BW_LOG) > depth). In one stage (a shift
+        # and three adders) it was seed 3's routed critical path at 5f73007 (36 levels).
+        # It judges the program of three cycles before, and a step starts only when the
+        # program has not changed in those cycles (prog_settled), so a program set together
+        # with ``enable`` waits three idle cycles (not counted: the cycle counter counts busy
+        # cycles only). A bad program is refused in IDLE, as before: no new state can hang.
         prog_q = Signal.like(prog)
+        prog_same = Signal()
+        prog_same_d = Signal(2)
         prog_settled = Signal()
-        m.d.sync += [prog_q.eq(prog),
-                     prog_bad.eq((prog.batch == 0) | (prog.batch > slots_m1 + 1) | (prog.in_count == 0)
-                                 | (prog.in_base + ((prog.in_count - 1) << prog.bw_log) + bwm1 >= c.act_depth)
-                                 | (slots_m1 + 1 > c.max_batch))]
-        m.d.comb += prog_settled.eq((prog_q.batch == prog.batch) & (prog_q.bw_log == prog.bw_log)
-                                    & (prog_q.in_count == prog.in_count) & (prog_q.in_base == prog.in_base))
+        m.d.comb += prog_same.eq((prog_q.batch == prog.batch) & (prog_q.bw_log == prog.bw_log)
+                                 & (prog_q.in_count == prog.in_count) & (prog_q.in_base == prog.in_base))
+        m.d.sync += [prog_q.eq(prog), prog_same_d.eq(Cat(prog_same, prog_same_d[0]))]
+        m.d.comb += prog_settled.eq(prog_same & prog_same_d.all())
+        ab = c.act_depth.bit_length()          # IN_BASE <= act_depth fits these bits
+        pb1, pb2, prog_bad = Signal(), Signal(), Signal()
+        base1 = Signal(ab)
+        ext1 = Signal(len(prog.in_count) + (1 << len(prog.bw_log)) - 1)
+        sum2 = Signal(max(ab, len(ext1)) + 1)
+        m.d.sync += [pb1.eq((prog.batch == 0) | (prog.batch > slots_m1 + 1) | (prog.in_count == 0)
+                            | (prog.in_base > c.act_depth) | (slots_m1 + 1 > c.max_batch)),
+                     base1.eq(prog.in_base[:ab]), ext1.eq(prog.in_count << prog.bw_log),
+                     pb2.eq(pb1), sum2.eq(base1 + ext1),
+                     prog_bad.eq(pb2 | (sum2 > c.act_depth))]
 
         # The descriptor's checks, registered: FLAGS and N0..N3 are its first words, stored
         # by the FETCH's sixth cycle, 20 cycles before DECODE reads the verdict (the 32-bit
@@ -758,18 +794,17 @@ class TrainEngine(wiring.Component):
                         m.d.sync += [in_f.eq(in_f + 1), in_addr.eq(in_addr + bw)]
             with m.Case(_State.FETCH):
                 # word fw is addressed now, arrives next cycle (stored at fw - 1)
-                m.d.sync += fw.eq(fw + 1)
+                m.d.sync += [fw.eq(fw + 1), lab_addr.eq(0)]
                 with m.If(fw >= 1):
                     for i, name in enumerate(DESC_FIELDS):
                         with m.If(fw - 1 == i):
                             m.d.sync += desc[name.lower()].eq(dm_r.data)
                 with m.If(fw == FETCH_WORDS):
-                    m.d.sync += go(_State.DECODE)
+                    m.d.sync += [*go(_State.DECODE), gen_go.eq(~bad_desc & (is_contract | is_wgrad))]
             with m.Case(_State.DECODE):
                 with m.If(bad_desc):
                     m.d.sync += fail(TrainError.BAD_DESC)
-                with m.Elif(is_contract | is_wgrad):
-                    m.d.comb += gen_start.eq(1)
+                with m.Elif(is_contract | is_wgrad):      # gen_start is gen_go now
                     m.d.sync += [*go(_State.RUN), running.eq(1), vmax.eq(0)]
                 with m.Elif(flags.op == Op.LOSS):
                     m.d.sync += [*go(_State.LOSS), slot.eq(0), loss_phase.eq(0)]
@@ -788,18 +823,19 @@ class TrainEngine(wiring.Component):
                     m.d.sync += go(_State.DONE)
             with m.Case(_State.LOSS):
                 with m.Switch(loss_phase):
-                    with m.Case(0):
-                        m.d.sync += loss_phase.eq(1)       # the label is being read
+                    with m.Case(0):                        # the slot's label is out: checked
+                        m.d.sync += [loss_phase.eq(1), lab_valid.eq(slot < prog.batch),
+                                     lab_bad.eq((slot < prog.batch) & (lm_r.data >= desc.n0))]
                     with m.Case(1):
-                        with m.If((slot < prog.batch) & (lm_r.data >= desc.n0)):
+                        with m.If(lab_bad):
                             m.d.sync += fail(TrainError.BAD_LABEL)
                         with m.Else():
                             m.d.comb += loss.start.eq(1)
-                            m.d.sync += loss_phase.eq(2)
+                            m.d.sync += [loss_phase.eq(2), lab_addr.eq(slot + 1)]
                     with m.Case(2):
                         with m.If(loss.done):
                             m.d.sync += [slot.eq(slot + 1), loss_phase.eq(0)]
-                            with m.If(slot == slots_m1):
+                            with m.If(slot == slots_m1_r):
                                 m.d.sync += go(_State.DONE)
             with m.Case(_State.ZFILL):
                 m.d.sync += [zf.eq(zf + 1), zf_addr.eq(zf_addr + 1)]
@@ -821,7 +857,7 @@ class TrainEngine(wiring.Component):
         with m.If(ctl.clear_error | ctl.soft_reset):
             m.d.sync += [error.eq(0), err.eq(TrainError.NONE)]
         with m.If(ctl.soft_reset):
-            m.d.sync += [*go(_State.IDLE), running.eq(0)]
+            m.d.sync += [*go(_State.IDLE), running.eq(0), gen_go.eq(0)]
 
         # ------------------------------------------------------------ status, counters
         busy = Signal()

@@ -112,6 +112,11 @@ class LossUnit(wiring.Component):
     z_addr_next : Out(range(max_classes))
         ``z_addr`` of the next cycle (a read address can be formed a cycle ahead and
         registered). ``z_addr`` is the class counter in every cycle, read or not.
+    z_step : Out(1)
+        ``z_addr_next`` is ``z_addr + 1``; otherwise it is 0 (a user can step a read
+        address by a constant stride instead of forming it from ``z_addr_next``).
+        Decided from the class counter and the sample's ``C - 1`` alone, never from
+        ``start``: the counter is 0 in every cycle outside the three read passes.
     z_en : Out(1)
         Read enable; ``z_data`` must hold the logit ``z[z_addr]`` exactly ``z_delay``
         cycles later (1: a synchronous, non-transparent memory read port).
@@ -163,6 +168,7 @@ class LossUnit(wiring.Component):
             "valid": In(1),
             "z_addr": Out(range(max_classes)),
             "z_addr_next": Out(range(max_classes)),
+            "z_step": Out(1),
             "z_en": Out(1),
             "z_data": In(signed(act_bits)),
             "g_valid": Out(1),
@@ -229,13 +235,18 @@ class LossUnit(wiring.Component):
         R = Signal(G + 1)               # R <= 2^G since S >= 2^P
         rem = Signal(s_bits + 1)        # partial remainder < S, doubled before compare
         div_steps = Signal(range(G + 2))
+        step = Signal()                 # c_next is c + 1 (else 0)
         m.d.comb += [self.z_en.eq(issue.pass_ != PASS_NONE), self.z_addr.eq(c),
-                     self.z_addr_next.eq(c_next)]
+                     self.z_addr_next.eq(c_next), self.z_step.eq(step)]
 
+        # c is 0 outside the read passes (each pass ends by setting it to 0, and IDLE,
+        # DIVIDE and DRAIN hold it), so `start` need not clear it: the read address a user
+        # forms from c_next (or steps with z_step) does not wait for the `start` decision
+        # (at 5f73007 the label check -> start -> c_next -> the ACT read address was the
+        # routed critical path of seed 2, 48 levels, train_hw.json).
         with m.FSM(name="loss_fsm") as fsm:
             with m.State("IDLE"), m.If(self.start):
                 C = Mux(self.classes == 0, 1, Mux(self.classes > Cmax, Cmax, self.classes))
-                m.d.comb += c_next.eq(0)
                 m.d.sync += [n_last.eq(C - 1), label.eq(self.label), real.eq(self.valid),
                              left.eq(self.h >= 0),
                              lsh.eq(Mux(self.h > t_bits, t_bits, self.h)),
@@ -247,9 +258,9 @@ class LossUnit(wiring.Component):
                                      ("GRAD", PASS_GRAD, "DRAIN")):
                 with m.State(name):
                     m.d.comb += [issue.pass_.eq(pass_), issue.cls.eq(c), issue.last.eq(c == n_last)]
-                    m.d.comb += c_next.eq(c + 1)
+                    m.d.comb += [c_next.eq(c + 1), step.eq(1)]
                     with m.If(c == n_last):
-                        m.d.comb += c_next.eq(0)
+                        m.d.comb += [c_next.eq(0), step.eq(0)]
                         m.d.sync += wait.eq(G)
                         m.next = nxt
             with m.State("DIVIDE"):

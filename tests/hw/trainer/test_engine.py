@@ -178,3 +178,80 @@ def test_input_gaps_change_nothing_but_the_input_cycles():
     assert diff is None
     no_gaps = sum(op_cycles(op, cfg, prog.slots) for op in prog.ops) + x.shape[0] * (x.shape[1] + 1)
     assert cycles > no_gaps          # the idle input cycles are counted, nothing else changes
+
+
+async def _until_error_or_input(ctx, dut, cycles=40):
+    """Tick until the engine reports an error or takes input: ("error", code), ("input",
+    None) or ("idle", None) after ``cycles``."""
+    for _ in range(cycles):
+        await ctx.tick()
+        if ctx.get(dut.status.error):
+            return "error", ctx.get(dut.status.error_code)
+        if ctx.get(dut.inp.ready):
+            return "input", None
+    return "idle", None
+
+
+@pytest.mark.parametrize("what", ["batch0", "in_count0", "extent", "extent_edge", "base_beyond",
+                                  "stale_good", "stale_bad"])
+def test_the_program_check_stops_a_bad_program_in_idle_and_the_engine_recovers(what):
+    """The program check (three registered stages, ``prog_settled``): a bad program is
+    refused with ``BAD_PROGRAM`` before any input is taken, and the engine is idle, not
+    hung; a program set in the same cycle as ``enable`` is judged itself, never by the
+    verdict on the program before it (``stale_good``: good -> bad with enable; ``stale_bad``:
+    bad -> good with enable, which must run). ``extent``: the input's last word one beyond
+    ACT (the adder stage); ``extent_edge``: exactly the last word of ACT (accepted). After
+    it, the good program trains exactly (the golden trainer's state)."""
+    state, x, y, _ = train_case(1, batch=4, n_layers=2, d=2, rank=2, n_in=8, hidden=6, n_out=3)
+    cfg = _config(state, 4)
+    prog = compile_training(state, 4, cfg)
+    g = prog.globals
+    words = -(-g["BATCH"] // cfg.lanes)                      # input words of one feature
+    last = g["IN_BASE"] + ((g["IN_COUNT"] - 1) << g["BW_LOG"]) + (1 << g["BW_LOG"]) - 1
+    assert words <= 1 << g["BW_LOG"] and last < cfg.act_depth
+    top_base = cfg.act_depth - 1 - (last - g["IN_BASE"])    # the highest IN_BASE that fits
+    bad = {"batch0": ("batch", 0), "in_count0": ("in_count", 0), "extent": ("in_base", top_base + 1),
+           "extent_edge": ("in_base", top_base), "base_beyond": ("in_base", cfg.act_depth + 5),
+           "stale_good": ("in_base", top_base + 1), "stale_bad": ("in_base", top_base + 1)}[what]
+
+    async def body(ctx, dut):
+        await load_program(ctx, dut, prog)
+        for _ in range(5):
+            await ctx.tick()
+        if what == "stale_bad":          # the bad program settled, then the good one with enable
+            ctx.set(dut.program[bad[0]], bad[1])
+            for _ in range(5):
+                await ctx.tick()
+            ctx.set(dut.program[bad[0]], g["IN_BASE"])
+            ctx.set(dut.control.enable, 1)
+            seen = await _until_error_or_input(ctx, dut)
+            if seen[0] != "input":       # refused on the old verdict: no batch to stream
+                return seen, None
+            await run_batch(ctx, dut, x, y)
+            cm, bm, mx, rng = await read_state(ctx, dut, prog)
+            new = next_exponents(state_from_memories(state, prog, cm, bm, rng), prog, mx)
+            return seen, compare_states(new, train_step(state, x, y))
+        ctx.set(dut.program[bad[0]], bad[1])     # with enable in the same cycle
+        ctx.set(dut.control.enable, 1)
+        seen = await _until_error_or_input(ctx, dut)
+        busy = ctx.get(dut.status.busy)
+        if seen[0] != ("input" if what == "extent_edge" else "error"):
+            return (seen, busy), None    # judged wrongly: no recovery to try
+        ctx.set(dut.control.enable, 0)
+        ctx.set(dut.control.soft_reset, 1)       # leaves INPUT (extent_edge); clears the error
+        await ctx.tick()
+        ctx.set(dut.control.soft_reset, 0)
+        await load_program(ctx, dut, prog)       # the good program runs after it
+        await run_batch(ctx, dut, x, y)
+        cm, bm, mx, rng = await read_state(ctx, dut, prog)
+        new = next_exponents(state_from_memories(state, prog, cm, bm, rng), prog, mx)
+        return (seen, busy), compare_states(new, train_step(state, x, y))
+
+    seen, diff = simulate(cfg, body)
+    if what == "stale_bad":
+        assert seen == ("input", None), seen
+    elif what == "extent_edge":
+        assert seen == (("input", None), 1)
+    else:
+        assert seen == (("error", TrainError.BAD_PROGRAM), 0), seen
+    assert diff is None

@@ -107,7 +107,12 @@ def simulate(unit, samples, seed=0, classes_port=None, mem_delay=None):
                 else:
                     req = None
                 reqs = reqs[1:] + [req]
+                # z_addr_next is the next z_addr, and z_addr + 1 exactly when z_step (else
+                # 0): the engine steps its read address by that rule
+                now, nxt, step = ctx.get(unit.z_addr), ctx.get(unit.z_addr_next), ctx.get(unit.z_step)
+                assert nxt == (now + 1 if step else 0), f"cycle {cyc}: z_addr {now} -> {nxt}, z_step {step}"
                 await ctx.tick()
+                assert ctx.get(unit.z_addr) == nxt, f"cycle {cyc}: z_addr_next {nxt} was not the next z_addr"
                 cyc += 1
                 # the sample's inputs are held by the unit: scramble them, and pulse
                 # `start` now and then while busy (ignored)
