@@ -53,6 +53,13 @@ def test_the_assumptions_leave_the_bus_traffic_reachable(tmp_path):
                               "cover_input_beat"}
 
 
+def test_the_read_latency_bound_is_tight(tmp_path):
+    """The register file answers a read a cycle after its strobe (read_latency=1): bound
+    3 holds (the proof above), bound 2 fails from reset."""
+    r = _run(tmp_path, mode="bmc", depth=6, r_latency=2)
+    assert r.status == "FAIL" and r.failed == ("r_answered",), str(r)
+
+
 def test_double_write_response_fails_with_a_counterexample(tmp_path):
     """Sibling (fault axil_double_resp): BMC from reset finds the second B response of
     one write, and reports the property and the trace."""
