@@ -257,13 +257,13 @@ class TTEngine(wiring.Component):
                          wr_addr.eq(g.word_of(ctrl.wr_elem, c.buf_depth)),
                          wr_mask.eq(g.onehot(ctrl.wr_elem))]
         # the write data, in the same priority, each lane group selecting with its own
-        # copies of the result valid and ELEM_OUT (y_valid_g, elem_out_g: per-lane
+        # copies of RUN, the result valid and ELEM_OUT (running_g, y_valid_g, elem_out_g: per-lane
         # control nets end in one group, fanout_copies)
         y0 = rqb.y[0]
         if fault == "requant_lsb":   # test hook: flip bit 0 of lane 0
             y0 = (y0 ^ 1).as_signed()
         y_vg = [Signal(name=f"y_v_g{k}") for k in range(g.rq_groups)]
-        m.d.comb += [v.eq(ctrl.running & rqb.y_valid_g[k]) for k, v in enumerate(y_vg)]
+        m.d.comb += [v.eq(ctrl.running_g[k] & rqb.y_valid_g[k]) for k, v in enumerate(y_vg)]
         for l in range(L):
             k = g.group(l) if not g.serial else 0
             y_l = y0 if (g.serial or l == 0) else Mux(~fetch.elem_out_g[k], rqb.y[l], y0)

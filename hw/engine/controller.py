@@ -9,6 +9,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ttforge.hw.axis import element_layout
+from ttforge.hw.blocks import fanout_copies
 from ttforge.hw.config import DESC_WORDS
 from ttforge.hw.engine.geometry import Geometry
 from ttforge.hw.engine.signatures import (ERROR_CODE_BITS, STEP_BITS, ComputeState,
@@ -30,7 +31,8 @@ class Controller(wiring.Component):
     ``fetching`` until the descriptor fetch is ``fetch_done``, ``running`` until the
     datapath is idle (``pipe_busy`` low), then the zero fill ``zf_start .. zf_end - 1``
     of the destination buffer (``zfill_err``: beyond ``buf_depth``); after the step with
-    ``last_step``, the output (``out_begin``, ``outputting`` until ``out_finished``).
+    ``last_step``, the output (``out_begin``, ``outputting`` until ``out_finished``);
+    ``running_g``: ``running`` again, one register per lane group.
     ``wr_*`` is its buffer write (input elements, padding and fill zeros, one element per
     cycle: ``wr_value`` to element ``wr_elem`` of buffer ``wr_sel``); input and pad
     writes come from registers, a cycle after the element is accepted. ``abort`` or a soft
@@ -75,6 +77,7 @@ class Controller(wiring.Component):
             "dptr": Out(max(1, (g.dmem_depth + DESC_WORDS).bit_length())),
             "fetching": Out(1),
             "running": Out(1),
+            "running_g": Out(g.groups),
             "out_begin": Out(1),
             "outputting": Out(1),
             "out_last": Out(g.awp),
@@ -129,9 +132,15 @@ class Controller(wiring.Component):
         taking = Signal(init=1)                # IDLE or INPUT
         inputting = Signal()                   # INPUT
         drain, pad, zfill = Signal(), Signal(), Signal()
+        # `running` again, one copy per lane group (the buffer write data's per-lane
+        # selects), written with it; one group: `running` itself
+        run_g = fanout_copies(1, g.groups, "running") if g.groups > 1 else []
+        m.d.comb += [self.running_g[k].eq(run_g[k] if run_g else self.running)
+                     for k in range(g.groups)]
         phase = [(idle, (State.IDLE,)), (taking, (State.IDLE, State.INPUT)),
                  (inputting, (State.INPUT,)), (drain, (State.DRAIN,)), (pad, (State.PAD,)),
                  (self.fetching, (State.FETCH,)), (self.running, (State.RUN,)),
+                 *[(r, (State.RUN,)) for r in run_g],
                  (zfill, (State.ZFILL,)), (self.outputting, (State.OUTPUT,))]
         self.debug = {"idle": idle, "taking": taking, "inputting": inputting, "drain": drain,
                       "pad": pad, "zfill": zfill}
@@ -169,6 +178,7 @@ class Controller(wiring.Component):
                             *in_phase[2:5]]
             c_phase = [(c_idle, (CS.IDLE,)), (copying, (CS.COPY,)),
                        (self.fetching, (CS.FETCH,)), (self.running, (CS.RUN,)),
+                       *[(r, (CS.RUN,)) for r in run_g],
                        (zfill, (CS.ZFILL,)), (self.outputting, (CS.OUTPUT,))]
             self.debug.update(staged=staged, copying=copying, c_idle=c_idle)
 

@@ -8,6 +8,7 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from ttforge.hw.axis import element_layout
+from ttforge.hw.blocks import decode_onehot, onehot_select
 from ttforge.hw.cycles import ENGINE_TIMING
 from ttforge.hw.engine.geometry import Geometry
 
@@ -57,7 +58,7 @@ class OutputPath(wiring.Component):
         out_issue = Signal()
         # reads in flight: issued (stage 1), word registered (stage 2), then into the FIFO
         o_inf1, o_inf2 = Signal(), Signal()
-        o_lane1, o_lane2 = Signal(g.lane_bits), Signal(g.lane_bits)
+        o_lane1 = Signal(g.lane_bits)
         o_last1, o_last2 = Signal(), Signal()
         # stream elements (act_bits) of both buffers
         o_raw = Signal(data.ArrayLayout(data.ArrayLayout(signed(XB), L), 2))
@@ -73,13 +74,18 @@ class OutputPath(wiring.Component):
         m.d.sync += o_raw.eq(self.words)
         m.d.sync += [o_inf1.eq(out_issue), o_lane1.eq(g.lane_of(o_idx)),
                      o_last1.eq(o_idx == self.out_last),
-                     o_inf2.eq(o_inf1), o_lane2.eq(o_lane1), o_last2.eq(o_last1)]
+                     o_inf2.eq(o_inf1), o_last2.eq(o_last1)]
         with m.If(self.flush):
             m.d.sync += [o_inf1.eq(0), o_inf2.eq(0)]
         # the element of each buffer's word, then the buffer: OUT_BUF drives act_bits
         # LUTs, not a select of every lane (L * act_bits)
         if L > 1:
-            rsel = Mux(self.buf, o_raw[1][o_lane2], o_raw[0][o_lane2])
+            # (the lane as a registered one-hot: AND-OR selects, each bit on 2 * act_bits
+            # LUTs instead of a binary index into every multiplexer of the tree)
+            o_oh2 = Signal(L)
+            m.d.sync += o_oh2.eq(decode_onehot(o_lane1, L))
+            rsel = Mux(self.buf, onehot_select([o_raw[1][l] for l in range(L)], o_oh2),
+                       onehot_select([o_raw[0][l] for l in range(L)], o_oh2))
         else:
             rsel = Mux(self.buf, o_raw[1][0], o_raw[0][0])
         m.d.comb += [fifo.w_en.eq(o_inf2), fifo.w_data.eq(Cat(rsel, o_last2))]

@@ -470,7 +470,8 @@ def test_lane_groups_have_their_own_control_copies(lanes, groups):
     cfg = AccelConfig(lanes=lanes)
     assert Geometry(cfg).groups == groups
     text = rtlil.convert(TTEngine(cfg), name="e", emit_src=False)
-    for name in ("deposit", "pr_v", "pr_first", "mode", "elem_out", "flush", "y_valid", "rq"):
+    for name in ("deposit", "pr_v", "pr_first", "mode", "src", "elem_out", "flush", "y_valid", "rq",
+                 "running"):
         copies = [k for k in range(groups) if f"\\{name}_g{k} " in text or f"\\{name}_g{k}\n" in text
                   or f"\\{name}_g{k}." in text]
         assert len(copies) == (groups if groups > 1 else 0), (name, copies)
