@@ -771,6 +771,13 @@ class TrainEngine(wiring.Component):
                                 | (d_contract & ((flags.sat_bits < 2) | (flags.sat_bits > SB)))
                                 | ((flags.op == Op.LOSS) & (desc.n0 > c.max_classes)))
 
+        # The operation is the last DMEM holds (op_idx + 1 >= desc_depth), registered:
+        # op_idx is set at the FETCH's start and read in DONE, at least 27 cycles later
+        # (the increment's carry chain and the comparison stood before the error
+        # registers' load enable: b1c92e0's routed seed-1 path, op_idx -> err CE, 22 levels)
+        op_end = Signal()
+        m.d.sync += op_end.eq(op_idx + 1 >= c.desc_depth)
+
         def fail(code):
             return [err.eq(code), err_op.eq(op_idx), error.eq(1), *go(_State.IDLE), running.eq(0)]
 
@@ -848,7 +855,7 @@ class TrainEngine(wiring.Component):
                 with m.If(flags.last):
                     m.d.comb += done_pulse.eq(1)
                     m.d.sync += [*go(_State.IDLE), st.steps.eq(st.steps + 1)]
-                with m.Elif(op_idx + 1 >= c.desc_depth):
+                with m.Elif(op_end):
                     m.d.sync += fail(TrainError.DESC_RANGE)
                 with m.Else():
                     m.d.sync += [op_idx.eq(op_idx + 1), fw.eq(0), *go(_State.FETCH)]
