@@ -574,6 +574,17 @@ class TrainEngine(wiring.Component):
         m.d.comb += bw.eq(Const(1, 17) << prog.bw_log)
         zf = Signal(32)               # ZFILL counter
         zf_addr = Signal(33)          # O_BASE + zf, kept beside it (no adder before the write)
+        # ZFILL's range check (zf_addr >= the depth) and its end (zf == N0 - 1), each decided
+        # a cycle ahead into a flip-flop (zf_addr and zf step by one a cycle; at DECODE from
+        # O_BASE and N0 - 1): a 33-bit and a 32-bit comparison no longer stand before the
+        # state and error registers' load enables (the shape of b1c92e0's seed-1 path, a
+        # counter's comparison -> err CE). Same cycles, same errors.
+        zf_over, zf_done = Signal(), Signal()
+        zf_lim = Signal(range(max(c.act_depth, c.grad_depth) + 1))     # the depth, and less 1
+        zf_lim_m1 = Signal.like(zf_lim)
+        n0_m2 = Signal(32)
+        m.d.sync += [zf_lim.eq(Mux(flags.dst, c.grad_depth, c.act_depth)),
+                     zf_lim_m1.eq(Mux(flags.dst, c.grad_depth - 1, c.act_depth - 1)), n0_m2.eq(desc.n0 - 2)]
 
         # ------------------------------------------------------------ memory ports
         host_idle = Signal()
@@ -816,7 +827,8 @@ class TrainEngine(wiring.Component):
                 with m.Elif(flags.op == Op.LOSS):
                     m.d.sync += [*go(_State.LOSS), slot.eq(0), loss_phase.eq(0)]
                 with m.Else():
-                    m.d.sync += [*go(_State.ZFILL), zf.eq(0), zf_addr.eq(desc.o_base)]
+                    m.d.sync += [*go(_State.ZFILL), zf.eq(0), zf_addr.eq(desc.o_base),
+                                 zf_over.eq(desc.o_base >= zf_lim), zf_done.eq(n_m1[0] == 0)]
             with m.Case(_State.RUN):
                 with m.If(range_err != TrainError.NONE):
                     m.d.sync += fail(range_err)
@@ -845,10 +857,11 @@ class TrainEngine(wiring.Component):
                             with m.If(slot == slots_m1_r):
                                 m.d.sync += go(_State.DONE)
             with m.Case(_State.ZFILL):
-                m.d.sync += [zf.eq(zf + 1), zf_addr.eq(zf_addr + 1)]
-                with m.If(zf_addr >= Mux(flags.dst, c.grad_depth, c.act_depth)):
+                m.d.sync += [zf.eq(zf + 1), zf_addr.eq(zf_addr + 1),
+                             zf_over.eq(zf_addr >= zf_lim_m1), zf_done.eq(zf == n0_m2)]
+                with m.If(zf_over):
                     m.d.sync += fail(Mux(flags.dst, TrainError.GRAD_RANGE, TrainError.ACT_RANGE))
-                with m.Elif(zf == n_m1[0]):
+                with m.Elif(zf_done):
                     m.d.sync += go(_State.DONE)
             with m.Case(_State.DONE):
                 # the operation is complete: the next one, or the end of the step

@@ -114,7 +114,8 @@ def test_sibling_a_corrupted_core_word_is_caught():
 
 @pytest.mark.parametrize("what,code", [("bound", TrainError.BAD_DESC), ("label", TrainError.BAD_LABEL),
                                        ("nolast", TrainError.DESC_RANGE), ("sat_bits", TrainError.BAD_DESC),
-                                       ("classes", TrainError.BAD_DESC)])
+                                       ("classes", TrainError.BAD_DESC),
+                                       ("zfill_act", TrainError.ACT_RANGE), ("zfill_grad", TrainError.GRAD_RANGE)])
 def test_bad_program_reports_an_error_and_the_engine_recovers(what, code):
     from dataclasses import replace
 
@@ -137,6 +138,10 @@ def test_bad_program_reports_an_error_and_the_engine_recovers(what, code):
     elif what == "classes":
         i = next(k for k, op in enumerate(ops) if op.OP == Op.LOSS)
         ops[i] = replace(ops[i], N=(cfg.max_classes + 1, *ops[i].N[1:]))
+    elif what.startswith("zfill"):  # the first operation a ZFILL whose last word is one beyond ACT / GRAD
+        dst = int(what == "zfill_grad")
+        depth = cfg.grad_depth if dst else cfg.act_depth
+        ops[0] = replace(ops[0], OP=Op.ZFILL, DST=dst, N=(5, 1, 1, 1), O_BASE=depth - 4)
     else:
         ops[-1] = replace(ops[-1], LAST=0)
     words = [w for op in ops for w in encode_op(op)]
@@ -146,6 +151,7 @@ def test_bad_program_reports_an_error_and_the_engine_recovers(what, code):
         with pytest.raises(RuntimeError) as e:
             await run_batch(ctx, dut, x, yb, max_cycles=100_000)
         got = ctx.get(dut.status.error_code)
+        err_cycles = ctx.get(dut.status.cycles)
         ctx.set(dut.control.clear_error, 1)
         await ctx.tick()
         ctx.set(dut.control.clear_error, 0)
@@ -153,11 +159,14 @@ def test_bad_program_reports_an_error_and_the_engine_recovers(what, code):
         await run_batch(ctx, dut, x, y)
         cm, bm, mx, rng = await read_state(ctx, dut, prog)
         new = next_exponents(state_from_memories(state, prog, cm, bm, rng), prog, mx)
-        return got, str(e.value), compare_states(new, train_step(state, x, y))
+        return got, str(e.value), compare_states(new, train_step(state, x, y)), err_cycles
 
-    got, msg, diff = simulate(cfg, body)
+    got, msg, diff, err_cycles = simulate(cfg, body)
     assert got == code, msg
     assert diff is None
+    if what.startswith("zfill"):     # raised at the first word beyond: the input, the fetch, 4 words, then it
+        from ttforge.hw.trainer.engine import _FETCH_CYCLES
+        assert err_cycles == x.shape[0] * (x.shape[1] + 1) + _FETCH_CYCLES + 4 + 1, err_cycles
 
 
 def test_input_gaps_change_nothing_but_the_input_cycles():
