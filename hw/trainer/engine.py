@@ -287,21 +287,34 @@ class TrainEngine(wiring.Component):
         issue = Signal()
         m.d.comb += issue.eq(running & gen.valid)
 
-        # range checks at issue
+        # range checks at issue. Each address is compared with a constant depth (a power of
+        # two: an OR of its high bits, no carry chain), and the operation's choice between two
+        # depths is made after the comparisons by a register (u_grad, the FLAGS bits: held
+        # from the fetch), not before them by a multiplexer of constants: a comparison with a
+        # selected limit (a carry chain) stood before the state and error registers' load
+        # enables, b1c92e0's routed seed-2 path (is_wgrad -> u_addr >= u_lim -> state CE).
+        def beyond(addr, depth):
+            if depth & (depth - 1) == 0:
+                k = depth.bit_length() - 1
+                return addr[k:].any() if k < len(addr) else Const(0, 1)
+            return addr >= depth
+
         u_grad = Signal()
-        m.d.comb += u_grad.eq(flags.src | is_wgrad)
-        u_lim = Mux(u_grad, c.grad_depth, c.act_depth)
+        m.d.sync += u_grad.eq(flags.src | (flags.op == Op.WGRAD))
+        u_bad = Mux(u_grad, beyond(gen.u_addr, c.grad_depth), beyond(gen.u_addr, c.act_depth))
+        o_bad_c = Mux(flags.dst, beyond(gen.o_addr, c.grad_depth), beyond(gen.o_addr, c.act_depth))
+        o_bad_w = Mux(flags.dst, beyond(gen.o_addr, c.bias_depth), beyond(gen.o_addr, c.core_depth))
         range_err = Signal(TrainError)
         with m.If(issue):
-            with m.If(gen.u_addr >= u_lim):
+            with m.If(u_bad):
                 m.d.comb += range_err.eq(Mux(u_grad, TrainError.GRAD_RANGE, TrainError.ACT_RANGE))
-            with m.Elif(is_contract & (gen.v_addr >= c.core_depth)):
+            with m.Elif(is_contract & beyond(gen.v_addr, c.core_depth)):
                 m.d.comb += range_err.eq(TrainError.CMEM_RANGE)
-            with m.Elif(is_wgrad & ~flags.ones & (gen.v_addr >= c.act_depth)):
+            with m.Elif(is_wgrad & ~flags.ones & beyond(gen.v_addr, c.act_depth)):
                 m.d.comb += range_err.eq(TrainError.ACT_RANGE)
-            with m.Elif(is_contract & (gen.o_addr >= Mux(flags.dst, c.grad_depth, c.act_depth))):
+            with m.Elif(is_contract & o_bad_c):
                 m.d.comb += range_err.eq(Mux(flags.dst, TrainError.GRAD_RANGE, TrainError.ACT_RANGE))
-            with m.Elif(is_wgrad & (gen.o_addr >= Mux(flags.dst, c.bias_depth, c.core_depth))):
+            with m.Elif(is_wgrad & o_bad_w):
                 m.d.comb += range_err.eq(Mux(flags.dst, TrainError.BMEM_RANGE, TrainError.CMEM_RANGE))
 
         # ------------------------------------------------------------ operands

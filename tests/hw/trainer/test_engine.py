@@ -115,7 +115,8 @@ def test_sibling_a_corrupted_core_word_is_caught():
 @pytest.mark.parametrize("what,code", [("bound", TrainError.BAD_DESC), ("label", TrainError.BAD_LABEL),
                                        ("nolast", TrainError.DESC_RANGE), ("sat_bits", TrainError.BAD_DESC),
                                        ("classes", TrainError.BAD_DESC),
-                                       ("zfill_act", TrainError.ACT_RANGE), ("zfill_grad", TrainError.GRAD_RANGE)])
+                                       ("zfill_act", TrainError.ACT_RANGE), ("zfill_grad", TrainError.GRAD_RANGE),
+                                       ("o_edge", TrainError.ACT_RANGE)])
 def test_bad_program_reports_an_error_and_the_engine_recovers(what, code):
     from dataclasses import replace
 
@@ -138,6 +139,12 @@ def test_bad_program_reports_an_error_and_the_engine_recovers(what, code):
     elif what == "classes":
         i = next(k for k, op in enumerate(ops) if op.OP == Op.LOSS)
         ops[i] = replace(ops[i], N=(cfg.max_classes + 1, *ops[i].N[1:]))
+    elif what == "o_edge":           # a forward CONTRACT whose last output word is the first beyond ACT
+        i = next(k for k, op in enumerate(ops) if op.OP == Op.CONTRACT and op.DST == 0)
+        op = ops[i]
+        extent = sum((op.N[j] - 1) * op.O_S[j] for j in range(3))
+        assert min(op.O_S) >= 0
+        ops[i] = replace(op, O_BASE=cfg.act_depth - extent)
     elif what.startswith("zfill"):  # the first operation a ZFILL whose last word is one beyond ACT / GRAD
         dst = int(what == "zfill_grad")
         depth = cfg.grad_depth if dst else cfg.act_depth
