@@ -311,7 +311,6 @@ class MacLanes(wiring.Component):
         pr_vg = fanout_copies(1, G, "pr_v")
         pr_v = pr_vg[0]
         pr_firstg = fanout_copies(1, G, "pr_first", reset_less=rl)
-        pr_first = pr_firstg[0]
         pr_last = Signal(reset_less=rl)
         pr_tag = Signal(self.tag_width, reset_less=rl)
         pr = Signal(data.ArrayLayout(signed(self.x_bits + self.c_bits), L), reset_less=rl)
