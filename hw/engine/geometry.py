@@ -7,6 +7,7 @@ import dataclasses
 from amaranth.hdl import Const
 from amaranth.utils import ceil_log2
 
+from ttforge.hw.blocks import group_of
 from ttforge.hw.config import DESC_WORDS, AccelConfig
 
 __all__ = ["Geometry", "GROUP_LANES"]
@@ -72,7 +73,7 @@ class Geometry:
 
     def group(self, lane: int) -> int:
         """The fan-out group of ``lane``."""
-        return lane * self.groups // self.L
+        return group_of(lane, self.L, self.groups)
 
     @property
     def rq_groups(self) -> int:
