@@ -4,6 +4,7 @@ step of the seed MNIST network, and the engine's resources and Fmax on the ECP5-
 
     python bench/bench_train_hw.py --part cycles              # seconds: the exact cycle model
     python bench/bench_train_hw.py --part synth --seeds 1     # yosys once, then nextpnr per seed
+    python bench/bench_train_hw.py --part synth --seeds 1,2,3 --jobs 3   # the seeds' nextpnr at once
     python bench/bench_train_hw.py --part synth --seeds 2 --pnr-timeout 2400
     python bench/bench_train_hw.py --part synth --seeds 1 --no-route   # placement and its estimate only
     python bench/bench_train_hw.py --part synth --small --seeds 1 --label "what changed"   # timing loop
@@ -30,7 +31,7 @@ ECP5 DP16KD blocks they would take, against the 208 blocks (18 kbit each) of the
 RAM: the MNIST network does not fit, see the memory section), emitted as Verilog
 (``ttforge.hw.emit.emit_verilog``), synthesized once in the I/O harness of
 ``ttforge.hw.synth`` (``synth_ecp5``, as ``ttforge report``) and placed and routed with
-``nextpnr-ecp5 --85k`` (speed 6, 100 MHz target) per seed, one seed at a time. Every run
+``nextpnr-ecp5 --85k`` (speed 6, 100 MHz target) per seed, one seed at a time (``--jobs N``: N at once). Every run
 records nextpnr's post-placement estimate (a routed run prints it before routing; a
 routed run stopped by ``--pnr-timeout`` keeps it); the summary gives min/median over seeds.
 
@@ -51,6 +52,7 @@ import re
 import statistics
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
@@ -244,7 +246,8 @@ def _placed_estimate(log: Path) -> float | None:
 
 
 def part_synth(seeds: list[int], work: Path, timeout: float, no_route: bool = False,
-               section: str = "synth", depths: dict = SYNTH_DEPTHS, collect: bool = False) -> dict:
+               section: str = "synth", depths: dict = SYNTH_DEPTHS, collect: bool = False,
+               jobs: int = 1) -> dict:
     from ttforge.hw.synth import DEVICES, _stat_cells, harness_verilog, parse_report
     from ttforge.hw.tools import run_tool
 
@@ -274,7 +277,8 @@ def part_synth(seeds: list[int], work: Path, timeout: float, no_route: bool = Fa
         synth_s = round(float(found[-1])) if found else None
     cells = _stat_cells(work / "stat.json")
     runs = {(r["seed"], r["routed"]): r for r in old.get("runs", [])} if old.get("verilog_sha256") == sha else {}
-    for seed in seeds:
+    def one(seed: int) -> tuple[tuple[int, bool], dict]:
+        """Place (and route) one seed; its record, or the error that stopped it."""
         sd = work / (f"seed{seed}-placed" if no_route else f"seed{seed}")
         sd.mkdir(exist_ok=True)
         t = time.time()
@@ -296,20 +300,29 @@ def part_synth(seeds: list[int], work: Path, timeout: float, no_route: bool = Fa
                                        *(["--no-route"] if no_route else [])],
                          cwd=sd, timeout=timeout)
         except Exception as e:       # the timeout: recorded, not a figure (but the placement's)
-            runs[key] = {"seed": seed, "routed": not no_route, "pnr_s": round(time.time() - t),
-                         "error": f"{type(e).__name__}: {str(e)[:200]}",
-                         "placed_fmax_mhz": _placed_estimate(sd / "nextpnr.log")}
-            print(f"seed {seed}: {runs[key]['error']}", file=sys.stderr)
-            continue
+            rec = {"seed": seed, "routed": not no_route, "pnr_s": round(time.time() - t),
+                   "error": f"{type(e).__name__}: {str(e)[:200]}",
+                   "placed_fmax_mhz": _placed_estimate(sd / "nextpnr.log")}
+            print(f"seed {seed}: {rec['error']}", file=sys.stderr)
+            return key, rec
         rep = parse_report(sd / "report.json", "ecp5-85f", log=sd / "nextpnr.log")
         fmax = rep.fmax_mhz
         placed = _placed_estimate(sd / "nextpnr.log")
         if no_route:
             fmax = placed
-        runs[key] = {"seed": seed, "routed": not no_route, "pnr_s": round(time.time() - t),
-                     "fmax_mhz": fmax, "placed_fmax_mhz": placed, "resources": rep.resources,
-                     "critical_path": rep.critical_path, "overflow": rep.overflow}
-        print(f"seed {seed}: {fmax} MHz in {runs[key]['pnr_s']} s", file=sys.stderr)
+        rec = {"seed": seed, "routed": not no_route, "pnr_s": round(time.time() - t),
+               "fmax_mhz": fmax, "placed_fmax_mhz": placed, "resources": rep.resources,
+               "critical_path": rep.critical_path, "overflow": rep.overflow}
+        if jobs > 1:
+            rec["parallel_seeds"] = min(jobs, len(seeds))   # its time shared the cores
+        print(f"seed {seed}: {fmax} MHz in {rec['pnr_s']} s", file=sys.stderr)
+        return key, rec
+
+    # seeds in parallel (--jobs): each nextpnr is started and timed by this process, so
+    # its pnr_s is its own wall time (not a --collect reconstruction)
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        for key, rec in pool.map(one, seeds):
+            runs[key] = rec
     ordered = sorted(runs.values(), key=lambda r: (r["seed"], not r["routed"]))
     done = [r for r in ordered if r["routed"] and r.get("fmax_mhz") is not None]
     summary = {}
@@ -360,7 +373,9 @@ def _steps(out: dict, section: dict, label: str, seeds: set[int] | None, routed:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--part", choices=("cycles", "synth"), required=True)
-    p.add_argument("--seeds", default="1", help="nextpnr seeds, comma separated, run one at a time")
+    p.add_argument("--seeds", default="1", help="nextpnr seeds, comma separated")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="synth part: seeds placed and routed at once (each timed by this process)")
     p.add_argument("--pnr-timeout", type=float, default=3600, help="seconds per seed")
     p.add_argument("--work", default="/tmp/ttforge-train-hw", help="work directory of the synth part")
     p.add_argument("--no-route", action="store_true",
@@ -373,6 +388,8 @@ def main(argv=None) -> int:
     p.add_argument("--label", default=None,
                    help="synth part: also append the runs to fmax_steps under this label (what changed)")
     a = p.parse_args(argv)
+    if a.jobs < 1:
+        p.error("--jobs must be at least 1 (seeds routed at once)")
     if a.label is not None and a.part != "synth":
         p.error("--label takes --part synth (the timing loop's table)")
     key = "synth_small" if a.small else a.part
@@ -382,7 +399,7 @@ def main(argv=None) -> int:
         work = Path(a.work + ("-small" if a.small else ""))
         section = part_synth([int(s) for s in a.seeds.split(",")], work, a.pnr_timeout, a.no_route,
                              section=key, depths=SMALL_DEPTHS if a.small else SYNTH_DEPTHS,
-                             collect=a.collect)
+                             collect=a.collect, jobs=a.jobs)
     # read the file only now: another part may have written it while this one ran
     out = json.loads(OUT.read_text()) if OUT.exists() else {"benchmark": "train_hw"}
     out["commands"] = {"cycles": "python bench/bench_train_hw.py --part cycles",
