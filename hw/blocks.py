@@ -427,18 +427,28 @@ class Requant(wiring.Component):
 
     Equals ``saturate(rshift_round(acc + bias, SHIFT), SAT_BITS)`` (then ReLU / zeroing)
     of ``ttforge.ir.arith`` for every input. Every stage is a short path (an adder or
-    three multiplexer levels). The step constants (``shamt``, ``round``, ``hi``, ``lo``,
-    ``relu``) must be held while values are in flight. ``reset_less_data``: only the
-    valid chain, ``out_valid`` and ``sat`` are reset; the values (``out`` included),
-    read only with a valid bit, are not.
+    three multiplexer levels); the saturation decision (whether ``r`` saturates, and the
+    clamped value's sign) is made beside the rounding in stage 4 and registered, so
+    stage 5 is the clamp, ReLU and zero select alone. The step constants (``shamt``,
+    ``round``, ``hi``, ``lo``, ``relu``) must be held while values are in flight.
+    ``reset_less_data``: only the valid chain, ``out_valid`` and ``sat`` are reset; the
+    values (``out`` included), read only with a valid bit, are not.
+
+    ``hold_consts``: the unit reads its own registered copy of the step constants (a
+    cycle behind the inputs, kept apart from the other units' copies by
+    :data:`FANOUT_ATTR`), so no path runs from the one register shared by every unit
+    into a unit's logic. The constants must then be set at least one cycle before the
+    first value that uses them enters (the engine sets them when the descriptor is
+    fetched, cycles before its step's first result).
     """
 
     LATENCY = 5
 
     def __init__(self, *, acc_bits: int, bias_bits: int, inter_bits: int, fault=None,
-                 reset_less_data: bool = False):
+                 reset_less_data: bool = False, hold_consts: bool = False):
         from ttforge.hw.faults import check_fault
         self.reset_less_data = bool(reset_less_data)
+        self.hold_consts = bool(hold_consts)
         self.fault = check_fault(fault, ("round_off_by_one", "sat_bound"), "Requant")
         self.acc_bits = int(acc_bits)
         self.bias_bits = int(bias_bits)
@@ -466,6 +476,21 @@ class Requant(wiring.Component):
         T = ib + 2
         valid = [Signal(name=f"v{k}") for k in range(1, 5)]
         rl = self.reset_less_data
+        # the step constants: the ports, or this unit's own registered copy of them
+        shamt, rnd, relu, hi_c, lo_c = self.shamt, self.round, self.relu, self.hi, self.lo
+        if self.hold_consts:
+            # (no reset: a constant is always set before a value uses it)
+            kept = {FANOUT_ATTR: 1}
+            # (lo only where the sat_bound hook compares with it; else lo = -hi - 1 is
+            # implied, and a kept register nothing reads would stay in the netlist)
+            ports = [self.shamt, self.round, self.relu, self.hi]
+            if self.fault == "sat_bound":
+                ports.append(self.lo)
+            held = [Signal.like(p, name=f"{p.name}_h", attrs=kept, reset_less=True)
+                    for p in ports]
+            m.d.sync += [h.eq(p) for h, p in zip(held, ports)]
+            shamt, rnd, relu, hi_c = held[:4]
+            lo_c = held[4] if len(held) > 4 else None
         zero = [Signal(name=f"z{k}", reset_less=rl) for k in range(1, 5)]
         m.d.sync += [valid[0].eq(self.in_valid), zero[0].eq(self.zero)]
         for k in range(1, 4):
@@ -487,7 +512,7 @@ class Requant(wiring.Component):
         w = Signal(WL, reset_less=rl)
         hz = Signal(reset_less=rl)
         neg2 = Signal(reset_less=rl)
-        amt = self.shamt[3:] if kw > 3 else Const(0, 1)
+        amt = shamt[3:] if kw > 3 else Const(0, 1)
         if kw > 3:
             m.d.sync += w.eq(widened >> Cat(Const(0, 3), amt))
         else:
@@ -508,7 +533,7 @@ class Requant(wiring.Component):
         m.d.sync += [hz.eq(hz_sel), neg2.eq(sgn)]
         # 3: fine shift: u = w[b : b + T] (b = shamt & 7); it fits if hz and the window
         # bits from b + T - 1 up to T + 5 equal the sign
-        fb = self.shamt[:min(3, kw)]
+        fb = shamt[:min(3, kw)]
         u = Signal(T, reset_less=rl)
         m.d.sync += u.eq(w >> fb)
         eq_from = {T + 6: Const(1, 1)}       # eq_from[p]: w[p .. T+5] all equal the sign
@@ -530,43 +555,47 @@ class Requant(wiring.Component):
             # test hook: rounding constant 2^(s-1) - 1, i.e. +0 instead of +1 on a tie
             # (u odd and the bits below the shifted-out half bit all zero)
             sh = Signal(kw, name="fault_sh")
-            m.d.comb += sh.eq(Mux(self.shamt >= ib, self.shamt - ib, 0))
+            m.d.comb += sh.eq(Mux(shamt >= ib, shamt - ib, 0))
             lz2, lz3 = Signal(name="fault_lz2", reset_less=rl), Signal(name="fault_lz3", reset_less=rl)
             m.d.sync += [lz2.eq((v & ((Const(1, vw + 1) << sh) - 1)[:vw]) == 0), lz3.eq(lz2)]
             rc = Mux(uT[0] & lz3, 0, 1)
-        m.d.sync += [fits.eq(fits3), neg.eq(neg3),
-                     r.eq(Mux(self.round, (uT + rc)[1:T + 1].as_signed(), uT))]
-        # 5: saturate, ReLU, zero
-        over, under = Signal(), Signal()
-        hi = self.hi
+        r_next = Signal(signed(T))
+        m.d.comb += r_next.eq(Mux(rnd, (uT + rc)[1:T + 1].as_signed(), uT))
+        m.d.sync += [fits.eq(fits3), neg.eq(neg3), r.eq(r_next)]
+        # The saturation decision, registered in stage 4 from the value r is given:
+        # ``sat4`` (r saturates) and ``neg4`` (the clamped value's sign: a saturated
+        # value has the sign of the unclamped one, hi > 0 > lo; an unsaturated one fits
+        # in SAT_BITS). Stage 5 then only selects (the clamp, ReLU and zero read
+        # registers): the L = 16 engine's seed 1 path at 2efd00b ran from the constants
+        # through this check, the clamp and the ReLU in one cycle.
         if self.fault == "sat_bound":       # test hook: upper bound 2^(b-1), off by one
+            # (comparators in stage 5, as before the registered decision)
+            over, under = Signal(), Signal()
             hi = Signal(signed(T), name="fault_hi")
-            m.d.comb += hi.eq(self.hi + 1)
-            m.d.comb += [over.eq(Mux(fits, r > hi, ~neg)), under.eq(Mux(fits, r < self.lo, neg))]
+            m.d.comb += hi.eq(hi_c + 1)
+            m.d.comb += [over.eq(Mux(fits, r > hi, ~neg)), under.eq(Mux(fits, r < lo_c, neg))]
+            c = Signal(signed(ib))
+            m.d.comb += c.eq(Mux(over, hi, Mux(under, lo_c, r[:ib].as_signed())))
+            sat, c_neg = over | under, c[ib - 1]
         else:
             # masked check, no comparator: with hi = 2^(b-1) - 1 and lo = -2^(b-1), r
             # saturates iff its bits b-1 .. T-1 (ones of ~hi on T bits) are not all equal
-            # to its sign; an AND/OR of a few LUTs instead of two carry chains
-            mask = Cat(~self.hi.as_unsigned(), Const((1 << (T - ib)) - 1, T - ib))
-            big = Signal()
-            m.d.comb += big.eq(((r.as_unsigned() ^ r[T - 1].replicate(T)) & mask).any())
-            m.d.comb += [over.eq(Mux(fits, big & ~r[T - 1], ~neg)),
-                         under.eq(Mux(fits, big & r[T - 1], neg))]
-        c = Signal(signed(ib))
-        m.d.comb += c.eq(Mux(over, hi, Mux(under, self.lo, r[:ib].as_signed())))
-        # the clamped value's sign from stage-4 registers: a saturated value has the sign
-        # of the unclamped one (hi > 0 > lo), an unsaturated one fits in SAT_BITS; so the
-        # ReLU's zeroing (mapped to the flip-flops' reset input) does not wait for the
-        # saturation check on hi/lo (the L = 16 engine's seed 2 path at 85dbcb2)
-        c_neg = Signal()
-        if self.fault == "sat_bound":
-            m.d.comb += c_neg.eq(c[ib - 1])
-        else:
-            m.d.comb += c_neg.eq(Mux(fits, r[T - 1], neg))
+            # to its sign; an AND/OR of a few LUTs instead of two carry chains. u that did
+            # not fit in T bits (~fits3) saturates whatever r is, to u's sign.
+            mask = Cat(~hi_c.as_unsigned(), Const((1 << (T - ib)) - 1, T - ib))
+            sat4, neg4 = Signal(reset_less=rl), Signal(reset_less=rl)
+            big = ((r_next.as_unsigned() ^ r_next[T - 1].replicate(T)) & mask).any()
+            m.d.sync += [sat4.eq(~fits3 | big), neg4.eq(Mux(fits3, r_next[T - 1], neg3))]
+            # the clamp: hi, or lo = ~hi for a negative value
+            c = Signal(signed(ib))
+            m.d.comb += c.eq(Mux(sat4, (hi_c.as_unsigned() ^ neg4.replicate(ib)).as_signed(),
+                                 r[:ib].as_signed()))
+            sat, c_neg = sat4, neg4
+        # 5: the clamp, ReLU (zero if negative), zero
         y = Signal(signed(ib))
-        m.d.comb += y.eq(Mux(zero[3] | (self.relu & c_neg), 0, c))
+        m.d.comb += y.eq(Mux(zero[3] | (relu & c_neg), 0, c))
         out = Signal(signed(ib), reset_less=rl)
         m.d.sync += [self.out_valid.eq(valid[3]), out.eq(y),
-                     self.sat.eq(valid[3] & (over | under))]
+                     self.sat.eq(valid[3] & sat)]
         m.d.comb += self.out.eq(out)
         return m

@@ -41,7 +41,8 @@ class DescriptorFetch(wiring.Component):
     before ``done``; no flag decode before its fan-out; ``elem_out_g``: one copy per lane
 group for the buffer write's per-lane selects). ``done`` is high in the cycle the last word
     arrives (``DESC_WORDS + 1`` cycles after ``active`` rose; the address generator
-    starts then). ``errors`` are the field checks, in the order of :attr:`ERRORS`
+    starts then; a register, so also in the cycle after ``active`` fell in the cycle
+    before it); ``zf_end`` is valid from the cycle after ``done``. ``errors`` are the field checks, in the order of :attr:`ERRORS`
     (``NO_LAST`` in the first cycle, the others with ``done``)."""
 
     ERRORS = (ErrorCode.NO_LAST, ErrorCode.BOUND_ZERO, ErrorCode.SAT_BITS,
@@ -132,7 +133,6 @@ group for the buffer write's per-lane selects). ``done`` is high in the cycle th
                         desc.zfill_to.eq(saturate_value(d, aw)),
                         self.zf_nonempty.eq(d > zfill_from_word),
                         self.zf_start.eq(sat_add(o_base, desc.zfill_from, aw)),
-                        self.zf_end.eq(sat_add(o_base, saturate_value(d, aw), aw)),
                         self.ov_end.eq(sat_add(o_base, desc.out_valid, aw)),
                         self.b_off.eq(desc.b_base - o_base),
                     ]
@@ -141,11 +141,23 @@ group for the buffer write's per-lane selects). ``done`` is high in the cycle th
                                      rq.hi.eq(dec.hi), rq.lo.eq(dec.lo)]
         with m.Else():
             m.d.sync += fw.eq(0)
-        # done (fw == DESC_WORDS + 1 while active) from a register: it starts the address
-        # generator, whose start fans out to every counter and address register
+        # zf_end = O_BASE + ZFILL_TO from the registered fields, a cycle after done (the
+        # controller reads it first in the step's last RUN cycle, at least 3 cycles after
+        # done): no path from the DMEM word through ZFILL_TO's saturation and the add
+        # (the L = 16 engine's seed 3 path at 2efd00b)
+        m.d.sync += self.zf_end.eq(sat_add(o_base, desc.zfill_to, aw))
+        # done (fw == DESC_WORDS + 1) is a register alone: it starts the address
+        # generator, whose start fans out to every counter and address register, and ANDed
+        # with `active` it was the L = 16 engine's seed 2 path at 2efd00b (from the
+        # controller's FETCH flag). `active` falls between the register's setting and
+        # done only by a soft reset (an abort comes from an error, and the only error
+        # during a fetch, NO_LAST, is found at fw == 0); done then starts the address
+        # generator in IDLE, whose reset (the engine's flush, the cycle after the soft
+        # reset) wins, and the controller, no longer fetching, ignores it. The checks
+        # below are still taken only while active.
         done_q = Signal()
         m.d.sync += done_q.eq(self.active & (fw == DESC_WORDS))
-        m.d.comb += self.done.eq(done_q & self.active)
+        m.d.comb += self.done.eq(done_q)
 
         assert DESCRIPTOR_WORDS[0][1] == "FLAGS"
         m.d.sync += self.elem_out.eq(flags.mode & ~flags.out_word)
@@ -171,7 +183,7 @@ group for the buffer write's per-lane selects). ``done`` is high in the cycle th
         else:
             m.d.comb += step_over.eq(self.step >= c.desc_depth)
 
-        fetch_end = self.done
+        fetch_end = done_q & self.active
         word_out = ~flags.mode | flags.out_word
         m.d.comb += self.errors.eq(Cat(
             self.active & (fw == 0) & step_over,                              # NO_LAST

@@ -43,9 +43,9 @@ def ref_requant(acc, bias, bias_en, shift, sat_bits, relu, zero):
 class RequantPair(wiring.Component):
     """Decode + one lane, as the engine wires them."""
 
-    def __init__(self, **w):
+    def __init__(self, hold_consts=False, **w):
         self.dec = RequantDecode(**w)
-        self.rq = Requant(**w)
+        self.rq = Requant(hold_consts=hold_consts, **w)
         super().__init__({})
 
     def elaborate(self, platform):
@@ -57,10 +57,14 @@ class RequantPair(wiring.Component):
         return m
 
 
+@pytest.mark.parametrize("hold_consts", [False, True])
 @pytest.mark.parametrize("acc_bits,bias_bits,inter_bits", [(24, 16, 8), (20, 24, 16), (9, 4, 4)])
-def test_requant_equals_arith(acc_bits, bias_bits, inter_bits):
+def test_requant_equals_arith(acc_bits, bias_bits, inter_bits, hold_consts):
+    """(hold_consts: the constants are set a cycle before the first value, as the engine
+    sets them)"""
     rng = random.Random(acc_bits * 100 + inter_bits)
-    dut = RequantPair(acc_bits=acc_bits, bias_bits=bias_bits, inter_bits=inter_bits)
+    dut = RequantPair(acc_bits=acc_bits, bias_bits=bias_bits, inter_bits=inter_bits,
+                      hold_consts=hold_consts)
     amax, bmax = 2 ** (acc_bits - 1), 2 ** (bias_bits - 1)
     vw = max(acc_bits, bias_bits) + 1
     cases = []
@@ -106,11 +110,12 @@ def test_requant_equals_arith(acc_bits, bias_bits, inter_bits):
     assert seen["sat"] > 10 and seen["neg_shift"] > 10
 
 
-def test_requant_pipelined_back_to_back():
+@pytest.mark.parametrize("hold_consts", [False, True])
+def test_requant_pipelined_back_to_back(hold_consts):
     """One value per cycle, outputs exactly LATENCY cycles later, in order."""
     rng = random.Random(5)
     w = dict(acc_bits=20, bias_bits=12, inter_bits=8)
-    dut = RequantPair(**w)
+    dut = RequantPair(hold_consts=hold_consts, **w)
     shift, sat_bits = 6, 8
     vals = [(rng.randint(-2**19, 2**19 - 1), rng.randint(-2**11, 2**11 - 1)) for _ in range(50)]
 
