@@ -28,7 +28,7 @@ class RequantBank(wiring.Component):
         self.geom = g = geom
         c = g.config
         self.fault = fault
-        self.units = N = g.units
+        self.units = N = 1 if g.serial else g.L
         super().__init__({
             "flush": In(1),
             "flush_g": In(g.rq_groups),
@@ -53,9 +53,12 @@ class RequantBank(wiring.Component):
         m = Module()
         g, c = self.geom, self.geom.config
         rq_fault = self.fault if self.fault in ("round_off_by_one", "sat_bound") else None
-        # (data flops without reset: the flush and reset nets drive only the valid bits)
+        # (data flops without reset: the flush and reset nets drive only the valid bits;
+        # each unit reads its own registered copy of the step constants, hold_consts:
+        # the fetch sets them when the descriptor arrives, cycles before a result)
         units = [Requant(acc_bits=c.acc_bits, bias_bits=c.bias_bits, inter_bits=c.inter_bits,
-                         fault=rq_fault, reset_less_data=True) for _ in range(self.units)]
+                         fault=rq_fault, reset_less_data=True, hold_consts=True)
+                 for _ in range(self.units)]
         G = g.rq_groups
         for l, unit in enumerate(units):
             k = group_of(l, self.units, G)
