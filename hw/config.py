@@ -89,6 +89,15 @@ class AccelConfig:
         mode-1 element outputs (the same values at the same addresses, one element per
         cycle, with the element-output timing of ``docs/hardware.md``). Saves the area
         of ``lanes - 1`` requantization units (small FPGAs).
+    requant_units : int or None
+        Requantization units ``U`` shared by the ``lanes`` word outputs: ``None`` (the
+        default) resolves to ``lanes`` (one per lane; 1 with ``serial_requant``). A power
+        of two in 2..``lanes``: a word result is requantized ``U`` lanes a cycle, in
+        ``lanes / U`` cycles from a shadow register while the lanes compute the next
+        block (the same values at the same addresses; a block shorter than ``lanes / U``
+        cycles waits, ``docs/hardware.md`` "Engine timing"). Saves the area of
+        ``lanes - U`` units, about half the logic of a wide engine.
+        :attr:`requant_count` is the resolved number.
     counter_bits : int
         Width of the performance counters, 24..48 (default 48). The counter registers
         stay 48 bits (``<NAME>_LO``/``<NAME>_HI``); bits at and above ``counter_bits``
@@ -126,6 +135,7 @@ class AccelConfig:
     desc_depth: int = 32
     stream_elems: int = 1
     serial_requant: int = 0
+    requant_units: int | None = None
     counter_bits: int = COUNTER_BITS
     buf_ports: int = 2
     throughput: int = 0
@@ -134,7 +144,7 @@ class AccelConfig:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
-            if f.name == "axil_addr_bits" and v is None:
+            if f.name in ("axil_addr_bits", "requant_units") and v is None:
                 continue
             if isinstance(v, bool) or not isinstance(v, int):
                 raise ConfigError(f"{f.name}={v!r} must be an integer")
@@ -156,6 +166,7 @@ class AccelConfig:
                                   f"use {min(max(_round_up(max(v, 1), L), L), MAX_DEPTH)}")
         self._range("desc_depth", 1, MAX_DESC_DEPTH)
         self._range("serial_requant", 0, 1)
+        self._check_requant_units()
         self._range("counter_bits", MIN_COUNTER_BITS, COUNTER_BITS)
         self._range("buf_ports", 1, 2)
         self._range("throughput", 0, 1)
@@ -174,6 +185,18 @@ class AccelConfig:
             raise ConfigError(f"axil_addr_bits={self.axil_addr_bits} must be in {need}..32 "
                               f"(the register map of this config spans 2**{need} bytes)")
 
+    def _check_requant_units(self) -> None:
+        L, U = self.lanes, self.requant_units
+        if U is None:
+            return
+        if self.serial_requant:
+            if U != 1:
+                raise ConfigError(f"requant_units={U} with serial_requant=1 must be 1 (one serial "
+                                  f"unit); drop requant_units or set serial_requant=0")
+        elif not (_is_pow2(U) and U <= L and (U >= 2 or U == L)):
+            raise ConfigError(f"requant_units={U} must be a power of two in {min(2, L)}..lanes={L} "
+                              f"(one unit: serial_requant=1)")
+
     def _range(self, name: str, lo: int, hi: int, hi_name: str | None = None) -> None:
         v = getattr(self, name)
         if not lo <= v <= hi:
@@ -186,6 +209,14 @@ class AccelConfig:
         """Size of each of the four equal AXI4-Lite regions (registers, DMEM, CMEM, BMEM)."""
         words = max(64, self.desc_depth * DESC_WORDS, self.core_depth, self.bias_depth)
         return 1 << (4 * words - 1).bit_length()
+
+    @property
+    def requant_count(self) -> int:
+        """Requantization units of the engine: ``requant_units``, else one per lane (one
+        with ``serial_requant``)."""
+        if self.requant_units is not None:
+            return self.requant_units
+        return 1 if self.serial_requant else self.lanes
 
     @property
     def required_addr_bits(self) -> int:

@@ -1,7 +1,9 @@
 """The analytic cycle model of the engine, and a dense matrix-vector engine to compare.
 
 Per step (``docs/hardware.md``): one MAC cycle per loop iteration (``N0*N1*N2*N3``);
-word writes (mode 0, or ``OUT_WORD``) never stall; element writes (mode 1) drain one
+word writes (mode 0, or ``OUT_WORD``) never stall with a requantization unit per lane
+(with ``U = requant_units`` units a word result drains in ``D = L / U`` cycles, and a
+block shorter than ``D`` waits ``D - K``); element writes (mode 1) drain one
 valid lane per cycle from a shadow register while the lanes compute the next block, so
 block ``b`` followed by a block of ``K = N3`` cycles stalls the lanes
 ``max(0, v_b - K)`` cycles (``v_b`` its valid lanes; with a single shadow register this
@@ -145,8 +147,11 @@ def step_cycles(d: Descriptor, config: AccelConfig, timing: EngineTiming = ENGIN
         stall = N0 * N1 * ((N2 - 1) * stall_full + stall_last) - stall_last
         drain = t.drain_elem + last_lanes
     else:
-        stall = 0
-        drain = t.drain_word
+        # word outputs: through U = requant_units units in D = L / U cycles from the result
+        # register, so a block of K < D cycles waits D - K (D = 1: never)
+        D = L // config.requant_count
+        stall = (blocks - 1) * max(0, D - K)
+        drain = t.drain_word + D - 1
     fill = max(0, int(d.ZFILL_TO) - int(d.ZFILL_FROM))
     zfill = fill + (t.zfill_exit if fill else 0)
     return StepCycles(mac, busy, stall, drain, zfill, t.fetch)

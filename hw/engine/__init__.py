@@ -35,6 +35,7 @@ from amaranth.lib.memory import Memory
 
 from ttforge.errors import ConfigError
 from ttforge.hw.axis import element_layout
+from ttforge.hw.blocks import decode_onehot
 from ttforge.hw.config import DESC_WORDS, AccelConfig
 from ttforge.hw.cycles import ENGINE_TIMING
 from ttforge.hw.engine.buffers import SINGLE_PORT_ATTR, connect_single_port
@@ -243,10 +244,17 @@ class TTEngine(wiring.Component):
         wr_mask = Signal(L)
         wr_data = Signal(word)
         y_v = ctrl.running & rqb.y_valid
+        if g.drain == 1:
+            word_mask = rqb.y_mask
+        else:
+            # a chunk of `units` lanes of the word (the lane field of y_addr names it)
+            U = g.units
+            chunk = decode_onehot(rqb.y_addr[U.bit_length() - 1:g.lg], g.drain)
+            word_mask = Cat(*[Mux(chunk[j], rqb.y_mask, 0) for j in range(g.drain)])
         with m.If(y_v):
             m.d.comb += [wr_en.eq(1), wr_sel.eq(~flags.src),
                          wr_addr.eq(g.word_of(rqb.y_addr, c.buf_depth)),
-                         wr_mask.eq(Mux(~elem_out, rqb.y_mask, g.onehot(rqb.y_addr)))]
+                         wr_mask.eq(Mux(~elem_out, word_mask, g.onehot(rqb.y_addr)))]
         if c.throughput:
             # the copy of a staged vector into BUF0, a word per cycle
             with m.Elif(ctrl.copy_we):
@@ -266,7 +274,8 @@ class TTEngine(wiring.Component):
         m.d.comb += [v.eq(ctrl.running_g[k] & rqb.y_valid_g[k]) for k, v in enumerate(y_vg)]
         for l in range(L):
             k = g.group(l) if not g.serial else 0
-            y_l = y0 if (g.serial or l == 0) else Mux(~fetch.elem_out_g[k], rqb.y[l], y0)
+            u = l % g.units        # (lane l's unit; l itself with a unit per lane)
+            y_l = y0 if (g.serial or u == 0) else Mux(~fetch.elem_out_g[k], rqb.y[u], y0)
             other = ctrl.wr_value
             if c.throughput:
                 other = Mux(ctrl.copy_we, stage_rp.data[l], ctrl.wr_value)

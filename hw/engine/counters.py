@@ -24,7 +24,7 @@ class PerfCounters(wiring.Component):
 
     def __init__(self, geom: Geometry):
         self.geom = g = geom
-        self.units = 1 if g.serial else g.L
+        self.units = g.units
         super().__init__({
             "clear": In(1),
             "busy": In(1),

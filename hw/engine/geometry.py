@@ -25,7 +25,8 @@ class Geometry:
     AccelConfig.loop_bits = aw + 1`` bits (the fetch refuses a larger bound);
     ``nvw`` bits count valid lanes (0..L); ``eb`` bits hold an in-range buffer element
     address; ``serial``: every result leaves through the serial element writer (one
-    requantization unit, ``serial_requant``)."""
+    requantization unit, ``serial_requant``); ``units`` requantization units, a word
+    result drained through them in ``drain`` chunks of ``units`` lanes."""
 
     config: AccelConfig
 
@@ -84,6 +85,18 @@ class Geometry:
     @property
     def serial(self) -> bool:
         return bool(self.config.serial_requant)
+
+    @property
+    def units(self) -> int:
+        """Requantization units (``AccelConfig.requant_units``: ``L``, 1 with
+        ``serial_requant``, or a power of two in between)."""
+        return self.config.requant_count
+
+    @property
+    def drain(self) -> int:
+        """Cycles (chunks of ``units`` lanes) in which a word result goes through the
+        units: 1 with a unit per lane; word outputs only (``serial`` writes elements)."""
+        return 1 if self.serial else self.L // self.units
 
     @property
     def dmem_depth(self) -> int:

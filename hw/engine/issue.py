@@ -35,7 +35,8 @@ class IssueUnit(wiring.Component):
 
     Element outputs (``elem_out``): the serial writer needs ``v_b`` cycles for block
     ``b``, so the last iteration of block ``b+1`` is held until ``v_b`` cycles after
-    block ``b``'s; only the address generator ever waits. ``lanes_issued`` is the valid
+    block ``b``'s; only the address generator ever waits. Word outputs through fewer
+    requantization units than lanes wait the same way, ``v_b = Geometry.drain``. ``lanes_issued`` is the valid
     lanes of the iteration issued this cycle (0 if none); ``busy`` is high while an
     iteration is in flight; ``errors`` are the address checks at issue and, one stage
     later, of the bias word, in the order of :attr:`ERRORS`. ``flush`` empties the
@@ -207,6 +208,11 @@ class IssueUnit(wiring.Component):
         m.d.comb += stall.eq(gen.last & hold_nz)
         with m.If(adv & self.elem_out & gen.last):
             m.d.sync += [hold.eq(g_nv - 1), hold_nz.eq(g_nv > 1)]
+        if g.drain > 1:
+            # fewer requantization units than lanes: a word result drains through them in
+            # `drain` cycles from the result register, like `drain` element outputs
+            with m.Elif(adv & gen.last):
+                m.d.sync += [hold.eq(g.drain - 1), hold_nz.eq(1)]
         with m.Elif(hold_nz):
             m.d.sync += [hold.eq(hold - 1), hold_nz.eq(hold != 1)]
         with m.If(gen.start):

@@ -28,7 +28,7 @@ class RequantBank(wiring.Component):
         self.geom = g = geom
         c = g.config
         self.fault = fault
-        self.units = N = 1 if g.serial else g.L
+        self.units = N = g.units
         super().__init__({
             "flush": In(1),
             "flush_g": In(g.rq_groups),

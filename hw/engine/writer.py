@@ -8,7 +8,7 @@ from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from ttforge.hw.blocks import decode_onehot, fanout_copies, onehot_select, sat_add
+from ttforge.hw.blocks import decode_onehot, fanout_copies, group_of, onehot_select, sat_add
 from ttforge.hw.engine.geometry import Geometry
 from ttforge.hw.engine.issue import result_tag_layout
 from ttforge.hw.regmap import ErrorCode
@@ -24,18 +24,23 @@ class ResultWriter(wiring.Component):
     writer, lanes ``0 .. nv-1`` one per cycle to unit 0, at ``e = o + l*O_LANE`` with
     the bias element ``b + l*O_LANE``, while the lanes compute the next block.
 
-    Outputs per requantization unit (``N`` = 1 with ``serial_requant``, else ``L``):
-    ``valid``, ``acc``, ``bias``, ``bias_en``, ``zero`` (padding); the buffer element
-    address of what enters the units, ``addr_valid``/``addr``; ``busy`` while a result
-    is being written; ``errors`` are the serial writer's address checks, in the order of
-    :attr:`ERRORS`. ``flush`` drops what is in flight."""
+    With fewer units than lanes (``requant_units``, ``Geometry.drain`` > 1) a word result
+    and its bias word stay in the result register while they go through the units
+    ``units`` lanes a cycle, in ``drain`` cycles (the issue unit holds the next block's
+    last iteration so that it never overwrites a result still draining).
+
+    Outputs per requantization unit (``N = Geometry.units``): ``valid``, ``acc``,
+    ``bias``, ``bias_en``, ``zero`` (padding); the buffer element address of what enters
+    the units, ``addr_valid``/``addr`` (a drained chunk's: its first lane's); ``busy``
+    while a result is being written; ``errors`` are the serial writer's address checks,
+    in the order of :attr:`ERRORS`. ``flush`` drops what is in flight."""
 
     ERRORS = (ErrorCode.BUF_RANGE, ErrorCode.BMEM_RANGE)
 
     def __init__(self, geom: Geometry):
         self.geom = g = geom
         c = g.config
-        self.units = N = 1 if g.serial else g.L
+        self.units = N = g.units
         tag = result_tag_layout(g)
         super().__init__({
             "running": In(1),
@@ -151,18 +156,62 @@ class ResultWriter(wiring.Component):
         # into the requantization units: unit 0 takes word lane 0 or the serial element
         bsel = onehot_select([bias_r[l] for l in range(L)], q1_boh)
         word = ~elem_out
+        if g.drain == 1:
+            w_v, w_addr = R_v, R_e
+            w_in = [(R_v & R_vm[l], R[l], bias_r[l], R_ben[l], R_z[l]) for l in range(self.units)]
+        else:
+            w_v, w_addr, w_in, d_busy = self._drain(m, deposit & ~elem_out, R, R_e, R_vm, R_ben, R_z, dep_g)
         m.d.comb += [
-            self.valid[0].eq(Mux(word, R_v & R_vm[0], q1_v)),
-            self.acc[0].eq(Mux(word, R[0], q1_val)),
-            self.bias[0].eq(Mux(word, bias_r[0], bsel)),
-            self.bias_en[0].eq(Mux(word, R_ben[0], q1_ben)),
-            self.zero[0].eq(Mux(word, R_z[0], q1_zero)),
-            self.addr_valid.eq(Mux(word, R_v, q1_v)),
-            self.addr.eq(Mux(word, R_e, q1_e)),
-            self.busy.eq(w_busy | R_v | q0_v | q1_v),
+            self.valid[0].eq(Mux(word, w_in[0][0], q1_v)),
+            self.acc[0].eq(Mux(word, w_in[0][1], q1_val)),
+            self.bias[0].eq(Mux(word, w_in[0][2], bsel)),
+            self.bias_en[0].eq(Mux(word, w_in[0][3], q1_ben)),
+            self.zero[0].eq(Mux(word, w_in[0][4], q1_zero)),
+            self.addr_valid.eq(Mux(word, w_v, q1_v)),
+            self.addr.eq(Mux(word, w_addr, q1_e)),
+            self.busy.eq(w_busy | (R_v if g.drain == 1 else d_busy) | q0_v | q1_v),
         ]
-        for l in range(1, self.units):
-            m.d.comb += [self.valid[l].eq(R_v & R_vm[l]), self.acc[l].eq(R[l]),
-                         self.bias[l].eq(bias_r[l]), self.bias_en[l].eq(R_ben[l]),
-                         self.zero[l].eq(R_z[l])]
+        for u in range(1, self.units):
+            valid, acc, bias, ben, zero = w_in[u]
+            m.d.comb += [self.valid[u].eq(valid), self.acc[u].eq(acc), self.bias[u].eq(bias),
+                         self.bias_en[u].eq(ben), self.zero[u].eq(zero)]
         return m
+
+    def _drain(self, m, start, R, R_e, R_vm, R_ben, R_z, dep_g):
+        """The word drain through ``U = units`` units: chunk ``j`` (lanes ``jU .. jU+U-1``)
+        in the ``j``-th cycle after ``start`` (a word result's deposit); returns the valid, the chunk's element
+        address, each unit's (valid, acc, bias, bias_en, zero) and the busy flag."""
+        g, c = self.geom, self.geom.config
+        L, U, D = g.L, self.units, g.drain
+        # the bias word of R: bias_r follows BMEM's (always enabled) read every cycle,
+        # and the next block's word is read while this one drains
+        Rb = Signal(data.ArrayLayout(signed(c.bias_bits), L))
+        for l in range(L):
+            with m.If(dep_g[g.group(l)]):
+                m.d.sync += Rb[l].eq(self.bmem.data[l])
+        d_busy = Signal()
+        d_j = Signal(range(D))
+        # the chunk one-hot, one copy per group of units (each bit selects 2 x acc_bits + 3
+        # bits of every unit: at L = 64, U = 16 over a thousand LUTs on one net)
+        G = g.rq_groups
+        d_oh = fanout_copies(D, G, "drain_oh")
+        with m.If(d_busy):
+            m.d.sync += [d_j.eq(d_j + 1), d_busy.eq(~d_oh[0][-1])]
+            m.d.sync += [oh.eq(Cat(0, oh[:-1])) for oh in d_oh]
+        with m.If(start):
+            m.d.sync += [d_busy.eq(1), d_j.eq(0)]
+            m.d.sync += [oh.eq(1) for oh in d_oh]
+        with m.If(self.flush):
+            m.d.sync += d_busy.eq(0)
+        units = []
+        for u in range(U):
+            oh = d_oh[group_of(u, U, G)]
+            lanes = [j * U + u for j in range(D)]
+            units.append((d_busy & onehot_select([R_vm[l] for l in lanes], oh),
+                          onehot_select([R[l] for l in lanes], oh),
+                          onehot_select([Rb[l] for l in lanes], oh),
+                          onehot_select([R_ben[l] for l in lanes], oh),
+                          onehot_select([R_z[l] for l in lanes], oh)))
+        addr = Signal.like(R_e)
+        m.d.comb += addr.eq(R_e | (d_j << (U.bit_length() - 1)))
+        return d_busy, addr, units, d_busy

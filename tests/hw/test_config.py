@@ -37,11 +37,28 @@ def test_defaults_are_valid_and_resolve_the_address_width():
     ({"axil_addr_bits": 8}, r"axil_addr_bits=8 must be in 16\.\.32"),
     ({"serial_requant": 2}, r"serial_requant=2 must be in 0\.\.1"),
     ({"counter_bits": 23}, r"counter_bits=23 must be in 24\.\.48"),
+    ({"lanes": 16, "requant_units": 3}, r"requant_units=3 must be a power of two in 2\.\.lanes=16"),
+    ({"lanes": 16, "requant_units": 32}, r"requant_units=32 must be a power of two in 2\.\.lanes=16"),
+    ({"lanes": 16, "requant_units": 1}, r"requant_units=1 .*\(one unit: serial_requant=1\)"),
+    ({"lanes": 16, "requant_units": 0}, r"requant_units=0 must be a power of two"),
+    ({"lanes": 16, "requant_units": 4.0}, r"requant_units=4\.0 must be an integer"),
+    ({"serial_requant": 1, "requant_units": 2}, r"requant_units=2 with serial_requant=1 must be 1"),
 ])
 def test_bad_fields_are_named(kwargs, pattern):
     with pytest.raises(ConfigError, match=pattern) as e:
         AccelConfig(**kwargs)
     assert "\n" not in str(e.value)
+
+
+def test_requant_units_resolve():
+    # None: one unit per lane (one with serial_requant); a single lane has its one unit
+    assert AccelConfig(lanes=16).requant_count == 16
+    assert AccelConfig(lanes=16, requant_units=4).requant_count == 4
+    assert AccelConfig(lanes=16, serial_requant=1).requant_count == 1
+    assert AccelConfig(lanes=16, serial_requant=1, requant_units=1).requant_count == 1
+    assert AccelConfig(lanes=1, requant_units=1).requant_count == 1
+    c = AccelConfig(lanes=64, requant_units=16)
+    assert AccelConfig.from_dict(json.loads(c.to_json())) == c
 
 
 def test_device_presets():
