@@ -548,7 +548,8 @@ class Requant(wiring.Component):
         m.d.sync += [fits3.eq(hz & fit_sel), neg3.eq(neg2)]
         # 4: rounding on T bits
         fits, neg = Signal(reset_less=rl), Signal(reset_less=rl)
-        r = Signal(signed(T), reset_less=rl)
+        # (the masked check reads only r's low IB bits; the fault hook's comparators all T)
+        r = Signal(signed(T if self.fault == "sat_bound" else ib), reset_less=rl)
         uT = u.as_signed()
         rc = 1
         if self.fault == "round_off_by_one":
@@ -561,7 +562,7 @@ class Requant(wiring.Component):
             rc = Mux(uT[0] & lz3, 0, 1)
         r_next = Signal(signed(T))
         m.d.comb += r_next.eq(Mux(rnd, (uT + rc)[1:T + 1].as_signed(), uT))
-        m.d.sync += [fits.eq(fits3), neg.eq(neg3), r.eq(r_next)]
+        m.d.sync += [fits.eq(fits3), neg.eq(neg3), r.eq(r_next[:len(r)])]
         # The saturation decision, registered in stage 4 from the value r is given:
         # ``sat4`` (r saturates) and ``neg4`` (the clamped value's sign: a saturated
         # value has the sign of the unclamped one, hi > 0 > lo; an unsaturated one fits
