@@ -54,6 +54,8 @@ FIELDS = ("lut", "ff", "dsp", "bram", "lutram")
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--lanes", type=int, default=16)
+    p.add_argument("--requant-units", type=int, default=None,
+                   help="AccelConfig.requant_units (default: one per lane)")
     p.add_argument("--seeds", default="1,2,3")
     p.add_argument("--label", required=True)
     p.add_argument("--router", choices=ROUTERS, default=ROUTERS[0],
@@ -84,7 +86,7 @@ def main(argv=None) -> int:
     wd.mkdir(parents=True, exist_ok=True)
     import ttforge.hw.top as top_mod
     commit, dirty = git("rev-parse", "HEAD"), git_dirty("hw")
-    cfg = AccelConfig(lanes=a.lanes)
+    cfg = AccelConfig(lanes=a.lanes, requant_units=a.requant_units)
     target = SynthTarget(dev.family)   # the ECP5's MULT18X18D form of MacLanes (hw/ecp5_dsp.py)
     if a.frontend == "rtlil":
         text, core = accel_rtlil(cfg, platform=target), "core.il"
@@ -147,7 +149,7 @@ def _record(a, seeds, wd: Path, commit: str, dirty: bool, cost, top_mod, synth_s
             summary[f] = {"min": min(vals), "median": statistics.median(vals), "max": max(vals)}
     out = {"label": a.label, "date_utc": utc_now(), "git_commit": commit, "git_dirty": dirty,
            "ttforge_hw": str(Path(top_mod.__file__).parent), "device": "ecp5-85f",
-           "lanes": a.lanes, "router": a.router, "frontend": a.frontend,
+           "lanes": a.lanes, "requant_units": a.requant_units, "router": a.router, "frontend": a.frontend,
            "harness": cost, "synth_s": synth_s, "runs": runs,
            "summary": summary, "collected": collect}
     path = Path(a.out) if a.out else ROOT / "bench" / "results" / f"synth_seeds.{a.label}.json"
