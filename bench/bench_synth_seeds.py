@@ -16,6 +16,9 @@ LUT/FF/DSP/BRAM/Fmax, their min and median, the commit and whether ``hw/`` was d
 median) gives the MNIST seed network of ``bench_vs_cpu.py``: vectors/s and MAC/s one
 vector at a time and in throughput mode (``AccelConfig.throughput``), from the exact
 cycle model of the tree that runs it (no synthesis).
+``--network mnist-seed`` sizes the config to the MNIST seed network of ``bench_vs_cpu.py``
+(``AccelConfig.for_network`` at ``--lanes``: its core, accumulator and bias widths and
+depths), the engine that runs it; ``--requant-units`` sets ``AccelConfig.requant_units``.
 ``--router router2`` routes with nextpnr's router2 (default: router1, nextpnr's);
 ``--frontend rtlil`` has Yosys read Amaranth's RTLIL of the engine instead of its Verilog
 (the same design; the Verilog frontend's per-lane memory writes and lane selects take
@@ -28,6 +31,7 @@ To measure an older commit, check it out in a worktree and put a directory first
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 import statistics
@@ -56,6 +60,9 @@ def main(argv=None) -> int:
     p.add_argument("--lanes", type=int, default=16)
     p.add_argument("--requant-units", type=int, default=None,
                    help="AccelConfig.requant_units (default: one per lane)")
+    p.add_argument("--network", choices=("default", "mnist-seed"), default="default",
+                   help="default: AccelConfig's defaults at --lanes; mnist-seed: the config "
+                        "sized to bench_vs_cpu.py's MNIST seed network")
     p.add_argument("--seeds", default="1,2,3")
     p.add_argument("--label", required=True)
     p.add_argument("--router", choices=ROUTERS, default=ROUTERS[0],
@@ -87,6 +94,12 @@ def main(argv=None) -> int:
     import ttforge.hw.top as top_mod
     commit, dirty = git("rev-parse", "HEAD"), git_dirty("hw")
     cfg = AccelConfig(lanes=a.lanes, requant_units=a.requant_units)
+    if a.network == "mnist-seed":
+        from bench_vs_cpu import network
+
+        cfg = dataclasses.replace(AccelConfig.for_network(network()[0], lanes=a.lanes),
+                                  requant_units=a.requant_units)
+    a.config = cfg.to_dict()
     target = SynthTarget(dev.family)   # the ECP5's MULT18X18D form of MacLanes (hw/ecp5_dsp.py)
     if a.frontend == "rtlil":
         text, core = accel_rtlil(cfg, platform=target), "core.il"
@@ -149,7 +162,8 @@ def _record(a, seeds, wd: Path, commit: str, dirty: bool, cost, top_mod, synth_s
             summary[f] = {"min": min(vals), "median": statistics.median(vals), "max": max(vals)}
     out = {"label": a.label, "date_utc": utc_now(), "git_commit": commit, "git_dirty": dirty,
            "ttforge_hw": str(Path(top_mod.__file__).parent), "device": "ecp5-85f",
-           "lanes": a.lanes, "requant_units": a.requant_units, "router": a.router, "frontend": a.frontend,
+           "lanes": a.lanes, "requant_units": a.requant_units, "network": a.network,
+           "config": a.config, "router": a.router, "frontend": a.frontend,
            "harness": cost, "synth_s": synth_s, "runs": runs,
            "summary": summary, "collected": collect}
     path = Path(a.out) if a.out else ROOT / "bench" / "results" / f"synth_seeds.{a.label}.json"

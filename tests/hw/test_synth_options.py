@@ -83,6 +83,7 @@ def test_bench_synth_seeds_collects_a_placement_only_run(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     d = json.loads(out.read_text())
     assert (d["router"], d["frontend"], d["lanes"]) == ("router2", "rtlil", 4)
+    assert (d["network"], d["requant_units"], d["config"]["lanes"]) == ("default", None, 4)
     (run,) = d["runs"]
     assert run["fmax_mhz"] == 54.67 and run["routed"] is False and run["critical_path"] is None
     # sibling: another engine's core in --work is refused, nothing written
