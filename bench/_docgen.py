@@ -792,14 +792,15 @@ def block_vs_cpu() -> str:
         at = {round(c["mhz"], 3): c for c in r["at"]}
         best = max((c for c in r["at"] if c["reached"]), key=lambda c: c["mhz"], default=None)
         f = r.get("routed")
-        rows.append([r["lanes"], _num(r["cycles"]), pct(r["utilization"], 1),
+        lanes = f"{r['lanes']} (U = {r['requant_units']})" if r.get("requant_units") else r["lanes"]
+        rows.append([lanes, _num(r["cycles"]), pct(r["utilization"], 1),
                      f"{at[50.0]['latency_us']:,.0f} us ({at[50.0]['vs_golden']:.2f}x / {at[50.0]['vs_c']:.2f}x)",
                      f"{r['mhz_for_goal']:.1f} MHz",
                      (f"{f['fmax_mhz_min']:.1f} MHz (`{f['label']}`, seeds {', '.join(map(str, f['seeds']))})"
                       if f else "not routed"),
                      (f"{best['mhz']:g} MHz: {best['latency_us']:,.0f} us, {best['vectors_per_s']:,.0f} vectors/s, "
                       f"**{best['vs_golden']:.2f}x** / {best['vs_c']:.2f}x" if best else "—")])
-    return table(["L", "cycles / vector", "utilization", "at 50 MHz (x golden / x C)",
+    return table(["L (shared requantization units U)", "cycles / vector", "utilization", "at 50 MHz (x golden / x C)",
                   f"clock for {d['goal_x']:g}x golden", "routed Fmax (lowest seed)",
                   "fastest PLL clock reached (x golden / x C)"], rows) + \
         (f"\n\nOne core of this machine, batch 1, the median of {cpu['repeats']} interleaved repeats "

@@ -8,7 +8,8 @@ One run measures, side by side on one core of this machine, the integer golden e
 (``ttforge.ir.executor.execute``, numpy) and the C executor (``firmware/c/ttforge_infer.c``
 at -O2, checked bit-identical first) on one vector at a time (batch 1), interleaved, the
 median of ``--repeats`` repeats of ``--inner`` vectors each. Beside them, the engine's
-cycles per vector at every lane count (``ttforge.hw.cycles.estimate`` of the compiled
+cycles per vector at every lane count, and at 32 and 64 lanes also with shared
+requantization units (``AccelConfig.requant_units``) (``ttforge.hw.cycles.estimate`` of the compiled
 program: the exact cycle model, equal to the RTL's ``CYCLES`` counter in the tests), so
 the latency at a clock is ``cycles / f`` with nothing estimated but the clock itself.
 
@@ -53,6 +54,10 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 DEFAULT_JSON = RESULTS / "vs_cpu.json"
 LANES = (4, 8, 16, 32, 64)
+#: (lanes, requant_units) of the engines compared: one requantization unit per lane at
+#: every lane count, and the wide engines with shared units (AccelConfig.requant_units;
+#: 16 units cost the MNIST network 6 cycles at L = 64, 8 would cost 794)
+ENGINES = tuple((L, None) for L in LANES) + ((32, 8), (64, 16))
 BOARD_HZ = 50_000_000
 GOAL = 3.0            # issue 16: >= 3x faster per vector than the golden executor
 
@@ -97,20 +102,24 @@ def engine_rows(net) -> list[dict]:
     from ttforge.hw.cycles import estimate
     from ttforge.hw.program import compile_program
 
+    import dataclasses
+
     rows = []
-    for L in LANES:
-        est = estimate(compile_program(net, AccelConfig.for_network(net, lanes=L)))
+    for L, units in ENGINES:
+        cfg = dataclasses.replace(AccelConfig.for_network(net, lanes=L), requant_units=units)
+        est = estimate(compile_program(net, cfg))
         cycles = sum(layer.cycles for layer in est.layers) + est.input_cycles + est.output_cycles
         macs = sum(layer.macs for layer in est.layers)
-        rows.append({"lanes": L, "cycles": cycles, "macs": macs,
+        rows.append({"lanes": L, "requant_units": units, "cycles": cycles, "macs": macs,
                      "utilization": macs / (L * cycles)})
     return rows
 
 
-def routed_fmax() -> dict[int, dict]:
-    """Lanes -> the lowest routed Fmax (MHz) over the seeds of the newest engine record,
-    with its label and commit (``synth_seeds.*.json``)."""
-    best: dict[int, dict] = {}
+def routed_fmax() -> dict[tuple[int, int | None], dict]:
+    """(lanes, requant_units) -> the lowest routed Fmax (MHz) over the seeds of the newest
+    engine record, with its label, commit and config (``synth_seeds.*.json``; ``network``
+    ``mnist-seed``: the config sized to this network, else AccelConfig's defaults)."""
+    best: dict[tuple[int, int | None], dict] = {}
     for path in sorted(RESULTS.glob("synth_seeds.*.json")):
         d = json.loads(path.read_text())
         runs = [r for r in d.get("runs", []) if r.get("routed") and r.get("fmax_mhz")]
@@ -118,10 +127,11 @@ def routed_fmax() -> dict[int, dict]:
             continue
         rec = {"fmax_mhz_min": min(r["fmax_mhz"] for r in runs), "seeds": [r["seed"] for r in runs],
                "label": d.get("label"), "commit": d.get("git_commit"), "date_utc": d.get("date_utc", ""),
-               "lut": d.get("summary", {}).get("lut", {}).get("median")}
-        L = d.get("lanes")
-        if L not in best or rec["date_utc"] > best[L]["date_utc"]:
-            best[L] = rec
+               "lut": d.get("summary", {}).get("lut", {}).get("median"),
+               "network": d.get("network", "default")}
+        key = (d.get("lanes"), d.get("requant_units"))
+        if key not in best or rec["date_utc"] > best[key]["date_utc"]:
+            best[key] = rec
     return best
 
 
@@ -145,7 +155,7 @@ def main(argv=None) -> int:
     fmax = routed_fmax()
     rows = engine_rows(net)
     for r in rows:
-        f = fmax.get(r["lanes"])
+        f = fmax.get((r["lanes"], r["requant_units"]))
         r["routed"] = f
         r["at"] = []
         for hz in clocks():
@@ -173,7 +183,8 @@ def main(argv=None) -> int:
     print(f"golden {cpu['golden_us']:.0f} us, C {cpu['c_us']:.0f} us per vector (one core)")
     for r in rows:
         best = max((c for c in r["at"] if c["reached"]), key=lambda c: c["mhz"], default=None)
-        print(f"L={r['lanes']:>2}: {r['cycles']:>7,} cycles, {r['utilization']:.1%}; "
+        units = f" U={r['requant_units']}" if r["requant_units"] else ""
+        print(f"L={r['lanes']:>2}{units}: {r['cycles']:>7,} cycles, {r['utilization']:.1%}; "
               f"{GOAL:g}x the golden executor needs {r['mhz_for_goal']:.1f} MHz; "
               + (f"routed {r['routed']['fmax_mhz_min']:.1f} MHz -> {best['vs_golden']:.2f}x golden, "
                  f"{best['vs_c']:.2f}x C at {best['mhz']:g} MHz" if best else "no routed clock"))
