@@ -128,6 +128,28 @@ LOSS_Z_DELAY = 2
 _FETCH_CYCLES = FETCH_WORDS + 2     # one word per cycle, the read latency, the decode
 
 
+def inc_eq(x, y):
+    """``x + 1 == y`` (unsigned, no wrap) without the increment's carry chain.
+
+    The carry into bit ``i`` of ``x + 1`` must be ``x_i ^ y_i`` for the sum to equal ``y``,
+    and the carry out of bit ``i`` is then known from bit ``i`` alone: bit 0 needs
+    ``y_0 = ~x_0`` (its carry out ``x_0``), bit ``i > 0`` needs ``x_i ^ y_i`` equal to the
+    carry from below, ``x_{i-1} & ~y_{i-1}`` (``x_0`` from bit 0). Each bit's check reads
+    four bits: one LUT level per bit and an AND of them, where ``x + 1 == y`` was an
+    adder's carry chain and then the comparison.
+    """
+    n = max(len(x), len(y)) + 1
+    x, y = x.as_unsigned(), y.as_unsigned()
+    xs = [x[i] if i < len(x) else Const(0, 1) for i in range(n)]
+    ys = [y[i] if i < len(y) else Const(0, 1) for i in range(n)]
+    ok = [ys[0] == ~xs[0]]
+    carry = xs[0]
+    for i in range(1, n):
+        ok.append((xs[i] ^ ys[i]) == carry)
+        carry = xs[i] & ~ys[i]
+    return Cat(*ok).all()
+
+
 def op_cycles(op: TrainOp, config: TrainEngineConfig, slots: int) -> int:
     """Cycles of one operation, fetch included (exact: the engine never stalls)."""
     n = op.N[0] * op.N[1] * op.N[2] * op.N[3]
@@ -229,16 +251,27 @@ class TrainEngine(wiring.Component):
         mx_r, mx_w = maxm.read_port(), maxm.write_port()
 
         # ------------------------------------------------------------ sequencer state
-        state = Signal(_State)
-        # The states that steer the memory ports, decoded as registers of their own (set
-        # with the state by go()): each selects the address and enable multiplexers of
-        # many block RAMs, so no state decoder stands before that fan-out.
-        st_idle, st_input = Signal(init=1, name="st_idle"), Signal(name="st_input")
-        st_loss, st_zfill = Signal(name="st_loss"), Signal(name="st_zfill")
+        # One-hot: a flip-flop per state (IDLE's set at reset), exactly one of them set.
+        # A transition clears the flag of the state it leaves and sets the one it enters
+        # (go), so each flag's next value and load enable see only the transitions into
+        # and out of its own state, each condition ANDed with one flag: with a binary state
+        # every transition's condition met a state decoder and all of them met in the load
+        # enable of the state register (b1c92e0's routed paths all ended at the state or
+        # error registers' CE). The flags also steer the memory ports' multiplexers
+        # (st_idle, st_input, st_loss, st_zfill) and every address register (running = RUN)
+        # with no decoder before that fan-out.
+        st_idle = Signal(init=1, name="st_idle")
+        st_input, st_fetch = Signal(name="st_input"), Signal(name="st_fetch")
+        st_decode, running = Signal(name="st_decode"), Signal(name="running")
+        st_drain, st_loss = Signal(name="st_drain"), Signal(name="st_loss")
+        st_zfill, st_done = Signal(name="st_zfill"), Signal(name="st_done")
+        flag = {_State.IDLE: st_idle, _State.INPUT: st_input, _State.FETCH: st_fetch,
+                _State.DECODE: st_decode, _State.RUN: running, _State.DRAIN: st_drain,
+                _State.LOSS: st_loss, _State.ZFILL: st_zfill, _State.DONE: st_done}
 
-        def go(s):
-            return [state.eq(s), st_idle.eq(s == _State.IDLE), st_input.eq(s == _State.INPUT),
-                    st_loss.eq(s == _State.LOSS), st_zfill.eq(s == _State.ZFILL)]
+        def go(frm, to):
+            """Leave state ``frm`` for ``to`` (the same state: stay)."""
+            return [flag[frm].eq(0), flag[to].eq(1)]
 
         desc = Signal(_desc_layout())
         flags = desc.flags
@@ -258,10 +291,14 @@ class TrainEngine(wiring.Component):
         # run (they steered the address generator's restarts and the memory ports' selects).
         is_contract = Signal()
         is_wgrad = Signal()
-        act_mask = Signal()           # CONTRACT with the ReLU mask: ACT reads the mask word
+        is_loss = Signal()
+        # ACT reads the logits (LOSS) or the mask word (CONTRACT with the ReLU mask) from
+        # la_addr below, else an address-generator stream
+        la_sel = Signal()
         n_m1 = [Signal(32, name=f"n{j}_m1") for j in range(4)]
         m.d.sync += [is_contract.eq(flags.op == Op.CONTRACT), is_wgrad.eq(flags.op == Op.WGRAD),
-                     act_mask.eq((flags.op == Op.CONTRACT) & flags.mask)]
+                     is_loss.eq(flags.op == Op.LOSS),
+                     la_sel.eq((flags.op == Op.LOSS) | ((flags.op == Op.CONTRACT) & flags.mask))]
         m.d.sync += [n_m1[j].eq(desc[f"n{j}"] - 1) for j in range(4)]
 
         # ------------------------------------------------------------ address generator
@@ -279,10 +316,7 @@ class TrainEngine(wiring.Component):
                 m.d.comb += gen.v_stride[j].eq(desc[f"v_s{j}"])
         for j in range(3):
             m.d.comb += gen.o_stride[j].eq(desc[f"o_s{j}"])
-        # state == RUN as a register of its own (set with the state, cleared wherever the
-        # state leaves RUN): it enables every address register, so no state decoder
-        # stands before that fan-out
-        running = Signal()
+        # running (the RUN flag) enables every address register
         m.d.comb += gen.en.eq(running)
         issue = Signal()
         m.d.comb += issue.eq(running & gen.valid)
@@ -398,10 +432,13 @@ class TrainEngine(wiring.Component):
         r_v = Signal()
         r_o = Signal(aw + 1)
         r_rel = Signal(aw + 1)
-        r_acc = Signal(data.ArrayLayout(signed(AB), L))
+        # The sums are registered in every cycle, not only with res_valid: they are read only
+        # with the valid bit that travels beside them (r_v, tv), and res_valid (a LUT of
+        # the MAC lanes' pr_v and pr_last) was the load enable of these 2 x L x acc_bits
+        # flip-flops (1,536 at L = 16), the engine's widest net. No reset: data.
+        r_acc = Signal(data.ArrayLayout(signed(AB), L), reset_less=True)
         m.d.sync += [r_v.eq(mac.res_valid & is_contract), r_o.eq(mac.res_tag), r_rel.eq(s4_rel)]
-        with m.If(mac.res_valid):
-            m.d.sync += r_acc.eq(mac.res)
+        m.d.sync += r_acc.eq(mac.res)
         # the bias element read at bias_addr, registered, arrives with r_acc
         bias_q = Signal.like(bm_r.data, name="bias_q")
         m.d.sync += bias_q.eq(bm_r.data)
@@ -477,16 +514,19 @@ class TrainEngine(wiring.Component):
         # flags are fetched many cycles before the first result)
         m.submodules.rqdec = rqd = RequantDecode(acc_bits=AB, bias_bits=AB, inter_bits=SB)
         m.d.comb += [rqd.shift.eq(flags.shift), rqd.sat_bits.eq(flags.sat_bits)]
-        rq_shamt, rq_round = Signal.like(rqd.shamt), Signal()
-        rq_hi, rq_lo = Signal.like(rqd.hi), Signal.like(rqd.lo)
-        m.d.sync += [rq_shamt.eq(rqd.shamt), rq_round.eq(rqd.round), rq_hi.eq(rqd.hi), rq_lo.eq(rqd.lo)]
+        # (no lo: Requant's masked saturation check implies lo = -hi - 1 and reads its lo
+        # port only under its sat_bound fault, which this engine never builds; a register
+        # for it would be read by nothing)
+        rq_shamt, rq_round = Signal.like(rqd.shamt, name="rq_shamt"), Signal(name="rq_round")
+        rq_hi = Signal.like(rqd.hi, name="rq_hi")
+        m.d.sync += [rq_shamt.eq(rqd.shamt), rq_round.eq(rqd.round), rq_hi.eq(rqd.hi)]
         ys = []
         for l in range(L):
             u = Requant(acc_bits=AB, bias_bits=AB, inter_bits=SB)
             m.submodules[f"rq{l}"] = u
             m.d.comb += [u.in_valid.eq(v_v), u.acc.eq(v[l]), u.bias.eq(0), u.bias_en.eq(0),
                          u.zero.eq(~v_inside), u.shamt.eq(rq_shamt), u.round.eq(rq_round),
-                         u.relu.eq(flags.relu), u.hi.eq(rq_hi), u.lo.eq(rq_lo)]
+                         u.relu.eq(flags.relu), u.hi.eq(rq_hi)]
             ys.append(u)
         y_o = delay(v_o, Requant.LATENCY, "y_o")
         y_v = ys[0].out_valid
@@ -498,16 +538,16 @@ class TrainEngine(wiring.Component):
         ba_rel = delay(r_rel, BiasAlign.LATENCY, "ba_rel")
         v_maddr = Signal(aw + 2)
         m.d.sync += v_maddr.eq(desc.m_base + ba_rel)
-        mask_addr = delay(v_maddr, Requant.LATENCY - 3, "mask_addr")
+        assert Requant.LATENCY - 3 >= 1
+        mask_prev = delay(v_maddr, Requant.LATENCY - 4, "mask_addr")   # the address a cycle early
 
         # ------------------------------------------------------------ WGRAD results
         tv = Signal()
         TB = AB // 2 if fault == "acc_width" else AB     # test hook: the tree wraps at AB // 2
-        tsum = [Signal(signed(TB), name=f"t0_{l}") for l in range(L)]
+        tsum = [Signal(signed(TB), name=f"t0_{l}", reset_less=True) for l in range(L)]
         t_o = Signal(aw + 1)
         m.d.sync += [tv.eq(mac.res_valid & is_wgrad), t_o.eq(mac.res_tag)]
-        with m.If(mac.res_valid):
-            m.d.sync += [tsum[l].eq(mac.res[l]) for l in range(L)]
+        m.d.sync += [tsum[l].eq(mac.res[l]) for l in range(L)]     # every cycle: see r_acc
         lvl = tsum
         lv_v, lv_o = tv, t_o
         depth = 0
@@ -561,8 +601,17 @@ class TrainEngine(wiring.Component):
         # the start cycle, the cycle before the first read, and holds during the sample.
         loss_raddr = Signal(aw + 2)
         loss_bw = Signal(aw + 2)
-        m.d.sync += [loss_bw.eq(Const(1, aw + 2) << bwl_r),
-                     loss_raddr.eq(Mux(loss.z_step, loss_raddr + loss_bw, loss_rbase))]
+        loss_rnext = Mux(loss.z_step, loss_raddr + loss_bw, loss_rbase)
+        m.d.sync += [loss_bw.eq(Const(1, aw + 2) << bwl_r), loss_raddr.eq(loss_rnext)]
+        # The logit address and the mask word's address share one register (la_addr), loaded
+        # with the one the operation uses (is_loss, held from the fetch): the ACT read address,
+        # whose 13 nets each reach the 128 address pins of the ACT blocks, is a 4-way
+        # multiplexer of registers (host, la_addr, V, U: one LUT4 pair and a PFUMX), not a
+        # 5-way one (a second LUT level). la_addr(t) = the chosen address at t whenever
+        # is_loss(t - 1) = is_loss(t), i.e. from the FETCH's fourth cycle (FLAGS stored at
+        # fw = 2, decoded at 3) to the next FETCH: through every cycle ACT is read for it.
+        la_addr = Signal(aw + 2, name="la_addr")
+        m.d.sync += la_addr.eq(Mux(is_loss, loss_rnext, mask_prev))
         slot_lane = Signal(range(L)) if L > 1 else Signal(1)
         m.d.comb += slot_lane.eq(slot[:lg] if lg else 0)
         z_lane = Signal.like(slot_lane)
@@ -602,13 +651,13 @@ class TrainEngine(wiring.Component):
         # ------------------------------------------------------------ memory ports
         host_idle = Signal()
         m.d.comb += host_idle.eq(st_idle)
-        # ACT read: the U word (CONTRACT from ACT), the V word (WGRAD), the mask, the logits
+        # ACT read: the U word (CONTRACT from ACT), the V word (WGRAD), the mask or the
+        # logits (la_addr: outside the LOSS state and the masked CONTRACT's run the word read
+        # is not used, so the selects are FLAGS decodes held for the operation)
         with m.If(host_idle):
             m.d.comb += act_r.addr.eq(host.addr >> lg)
-        with m.Elif(st_loss):
-            m.d.comb += act_r.addr.eq(loss_raddr)
-        with m.Elif(act_mask):
-            m.d.comb += act_r.addr.eq(mask_addr)
+        with m.Elif(la_sel):
+            m.d.comb += act_r.addr.eq(la_addr)
         with m.Elif(is_wgrad):
             m.d.comb += act_r.addr.eq(gen.v_addr)
         with m.Else():
@@ -748,7 +797,7 @@ class TrainEngine(wiring.Component):
         # The address generator's start (the load enable of all its registers) leaves a
         # flip-flop: DECODE's decision to run, made in the FETCH's last cycle, the cycle
         # before DECODE (its operands, the registered descriptor checks and decodes, are
-        # set from the FETCH's seventh cycle on and hold through DECODE; DECODE is entered
+        # set from the FETCH's eighth cycle on and hold through DECODE; DECODE is entered
         # only from there). Same cycle, same verdict as deciding in DECODE.
         gen_go = Signal()
         m.d.sync += gen_go.eq(0)
@@ -785,9 +834,10 @@ class TrainEngine(wiring.Component):
                      prog_bad.eq(pb2 | (sum2 > c.act_depth))]
 
         # The descriptor's checks, registered: FLAGS and N0..N3 are its first words, stored
-        # by the FETCH's sixth cycle, 20 cycles before DECODE reads the verdict (the 32-bit
-        # comparisons stood before gen_start, the load enable of every address register:
-        # the routed seed-1 path at 5f73007, desc -> the checks -> gen_start -> gen.u_p1 CE).
+        # by the FETCH's seventh cycle (through dq), 19 cycles before DECODE reads the
+        # verdict (the 32-bit comparisons stood before gen_start, the load enable of every
+        # address register: the routed seed-1 path at 5f73007, desc -> the checks ->
+        # gen_start -> gen.u_p1 CE).
         bad_desc = Signal()
         d_contract, d_wgrad = flags.op == Op.CONTRACT, flags.op == Op.WGRAD
         m.d.sync += bad_desc.eq((desc.n0 == 0)
@@ -802,95 +852,112 @@ class TrainEngine(wiring.Component):
         op_end = Signal()
         m.d.sync += op_end.eq(op_idx + 1 >= c.desc_depth)
 
-        def fail(code):
-            return [err.eq(code), err_op.eq(op_idx), error.eq(1), *go(_State.IDLE), running.eq(0)]
+        def fail(frm, code):
+            """Stop in state ``frm`` with error ``code`` (back to IDLE, the error held)."""
+            return [err.eq(code), err_op.eq(op_idx), error.eq(1), *go(frm, _State.IDLE)]
 
-        with m.Switch(state):
-            with m.Case(_State.IDLE):
-                with m.If(ctl.enable & ~error & prog_settled):
-                    with m.If(prog_bad):
-                        m.d.sync += fail(TrainError.BAD_PROGRAM)
-                    with m.Else():
-                        m.d.sync += [*go(_State.INPUT), in_f.eq(0), in_b.eq(0),
-                                     in_addr.eq(prog.in_base), in_row.eq(prog.in_base)]
-            with m.Case(_State.INPUT):
-                with m.If(self.inp.valid):
-                    with m.If(in_f == prog.in_count):          # the label
-                        nb = in_b + 1
-                        nrow = Mux(nb[:lg] == 0, in_row + 1, in_row) if lg else in_row + 1
-                        m.d.sync += [in_f.eq(0), in_b.eq(nb), in_row.eq(nrow), in_addr.eq(nrow)]
-                        with m.If(nb == prog.batch):
-                            m.d.sync += [*go(_State.FETCH), op_idx.eq(0), fw.eq(0)]
-                    with m.Else():
-                        m.d.sync += [in_f.eq(in_f + 1), in_addr.eq(in_addr + bw)]
-            with m.Case(_State.FETCH):
-                # word fw is addressed now, arrives next cycle (stored at fw - 1)
-                m.d.sync += [fw.eq(fw + 1), lab_addr.eq(0)]
-                with m.If(fw >= 1):
-                    for i, name in enumerate(DESC_FIELDS):
-                        with m.If(fw - 1 == i):
-                            m.d.sync += desc[name.lower()].eq(dm_r.data)
-                with m.If(fw == FETCH_WORDS):
-                    m.d.sync += [*go(_State.DECODE), gen_go.eq(~bad_desc & (is_contract | is_wgrad))]
-            with m.Case(_State.DECODE):
-                with m.If(bad_desc):
-                    m.d.sync += fail(TrainError.BAD_DESC)
-                with m.Elif(is_contract | is_wgrad):      # gen_start is gen_go now
-                    m.d.sync += [*go(_State.RUN), running.eq(1), vmax.eq(0)]
-                with m.Elif(flags.op == Op.LOSS):
-                    m.d.sync += [*go(_State.LOSS), slot.eq(0), loss_phase.eq(0)]
+        S = _State
+        with m.If(st_idle):
+            # the input writer's counters are loaded in every idle cycle, not by the start
+            # (they are read only in INPUT, entered only from here, so they hold the same
+            # values there): the start decision (a 68-bit comparison, prog_settled) reaches
+            # only the state flags, not these 66 flip-flops' load enables as well
+            m.d.sync += [in_f.eq(0), in_b.eq(0), in_addr.eq(prog.in_base), in_row.eq(prog.in_base)]
+            with m.If(ctl.enable & ~error & prog_settled):
+                with m.If(prog_bad):
+                    m.d.sync += fail(S.IDLE, TrainError.BAD_PROGRAM)
                 with m.Else():
-                    m.d.sync += [*go(_State.ZFILL), zf.eq(0), zf_addr.eq(desc.o_base),
-                                 zf_over.eq(desc.o_base >= zf_lim), zf_done.eq(n_m1[0] == 0)]
-            with m.Case(_State.RUN):
-                with m.If(range_err != TrainError.NONE):
-                    m.d.sync += fail(range_err)
-                with m.Elif(gen.valid & gen.final):
-                    m.d.sync += [*go(_State.DRAIN), running.eq(0),
-                                 drain.eq(Mux(is_contract, contract_drain(), wgrad_drain(L)))]
-            with m.Case(_State.DRAIN):
-                m.d.sync += drain.eq(drain - 1)
-                with m.If(drain == 1):
-                    m.d.comb += mx_w.en.eq(is_contract)
-                    m.d.sync += go(_State.DONE)
-            with m.Case(_State.LOSS):
-                with m.Switch(loss_phase):
-                    with m.Case(0):                        # the slot's label is out: checked
-                        m.d.sync += [loss_phase.eq(1), lab_valid.eq(slot < prog.batch),
-                                     lab_bad.eq((slot < prog.batch) & (lm_r.data >= desc.n0))]
-                    with m.Case(1):
-                        with m.If(lab_bad):
-                            m.d.sync += fail(TrainError.BAD_LABEL)
-                        with m.Else():
-                            m.d.comb += loss.start.eq(1)
-                            m.d.sync += [loss_phase.eq(2), lab_addr.eq(slot + 1)]
-                    with m.Case(2):
-                        with m.If(loss.done):
-                            m.d.sync += [slot.eq(slot + 1), loss_phase.eq(0)]
-                            with m.If(slot == slots_m1_r):
-                                m.d.sync += go(_State.DONE)
-            with m.Case(_State.ZFILL):
-                m.d.sync += [zf.eq(zf + 1), zf_addr.eq(zf_addr + 1),
-                             zf_over.eq(zf_addr >= zf_lim_m1), zf_done.eq(zf == n0_m2)]
-                with m.If(zf_over):
-                    m.d.sync += fail(Mux(flags.dst, TrainError.GRAD_RANGE, TrainError.ACT_RANGE))
-                with m.Elif(zf_done):
-                    m.d.sync += go(_State.DONE)
-            with m.Case(_State.DONE):
-                # the operation is complete: the next one, or the end of the step
-                with m.If(flags.last):
-                    m.d.comb += done_pulse.eq(1)
-                    m.d.sync += [*go(_State.IDLE), st.steps.eq(st.steps + 1)]
-                with m.Elif(op_end):
-                    m.d.sync += fail(TrainError.DESC_RANGE)
+                    m.d.sync += go(S.IDLE, S.INPUT)
+        with m.If(st_input):
+            with m.If(self.inp.valid):
+                with m.If(in_f == prog.in_count):          # the label
+                    nb = in_b + 1
+                    nrow = Mux(nb[:lg] == 0, in_row + 1, in_row) if lg else in_row + 1
+                    m.d.sync += [in_f.eq(0), in_b.eq(nb), in_row.eq(nrow), in_addr.eq(nrow)]
+                    with m.If(inc_eq(in_b, prog.batch)):    # nb == BATCH
+                        m.d.sync += [*go(S.INPUT, S.FETCH), op_idx.eq(0), fw.eq(0)]
                 with m.Else():
-                    m.d.sync += [op_idx.eq(op_idx + 1), fw.eq(0), *go(_State.FETCH)]
+                    m.d.sync += [in_f.eq(in_f + 1), in_addr.eq(in_addr + bw)]
+        # The DMEM word is registered as it leaves the block (dq) and stored into its
+        # descriptor field a cycle later: the block's output (a DP16KD's clock-to-out) met
+        # only that register, not the 25 fields' flip-flops spread over the die beside their
+        # users. Word i is addressed at fw = i, leaves the block at fw = i + 1 and is
+        # stored at fw = i + 2: the last two words (M_BASE, OUT_VALID) land in the FETCH's
+        # last cycle and in DECODE, and nothing reads them before a result exists; FLAGS
+        # and N0..N3, which the decodes and checks read, are stored by fw = 6, 19 cycles
+        # before DECODE. Same cycles.
+        dq = Signal(32, name="dq", reset_less=True)
+        dq_at = Signal(range(FETCH_WORDS + 1), name="dq_at")
+        dq_v = Signal(name="dq_v")
+        m.d.sync += [dq.eq(dm_r.data), dq_v.eq(0), dq_at.eq(fw - 1)]
+        with m.If(dq_v):
+            for i, name in enumerate(DESC_FIELDS):
+                with m.If(dq_at == i):
+                    m.d.sync += desc[name.lower()].eq(dq)
+        with m.If(st_fetch):
+            # word fw is addressed now, leaves the block next cycle (dq_at = fw - 1)
+            m.d.sync += [fw.eq(fw + 1), lab_addr.eq(0), dq_v.eq(fw >= 1)]
+            with m.If(fw == FETCH_WORDS):
+                m.d.sync += [*go(S.FETCH, S.DECODE), gen_go.eq(~bad_desc & (is_contract | is_wgrad))]
+        with m.If(st_decode):
+            with m.If(bad_desc):
+                m.d.sync += fail(S.DECODE, TrainError.BAD_DESC)
+            with m.Elif(is_contract | is_wgrad):      # gen_start is gen_go now
+                m.d.sync += [*go(S.DECODE, S.RUN), vmax.eq(0)]
+            with m.Elif(flags.op == Op.LOSS):
+                m.d.sync += [*go(S.DECODE, S.LOSS), slot.eq(0), loss_phase.eq(0)]
+            with m.Else():
+                m.d.sync += [*go(S.DECODE, S.ZFILL), zf.eq(0), zf_addr.eq(desc.o_base),
+                             zf_over.eq(desc.o_base >= zf_lim), zf_done.eq(n_m1[0] == 0)]
+        with m.If(running):
+            with m.If(range_err != TrainError.NONE):
+                m.d.sync += fail(S.RUN, range_err)
+            with m.Elif(gen.valid & gen.final):
+                m.d.sync += [*go(S.RUN, S.DRAIN),
+                             drain.eq(Mux(is_contract, contract_drain(), wgrad_drain(L)))]
+        with m.If(st_drain):
+            m.d.sync += drain.eq(drain - 1)
+            with m.If(drain == 1):
+                m.d.comb += mx_w.en.eq(is_contract)
+                m.d.sync += go(S.DRAIN, S.DONE)
+        with m.If(st_loss):
+            with m.Switch(loss_phase):
+                with m.Case(0):                        # the slot's label is out: checked
+                    m.d.sync += [loss_phase.eq(1), lab_valid.eq(slot < prog.batch),
+                                 lab_bad.eq((slot < prog.batch) & (lm_r.data >= desc.n0))]
+                with m.Case(1):
+                    with m.If(lab_bad):
+                        m.d.sync += fail(S.LOSS, TrainError.BAD_LABEL)
+                    with m.Else():
+                        m.d.comb += loss.start.eq(1)
+                        m.d.sync += [loss_phase.eq(2), lab_addr.eq(slot + 1)]
+                with m.Case(2):
+                    with m.If(loss.done):
+                        m.d.sync += [slot.eq(slot + 1), loss_phase.eq(0)]
+                        with m.If(slot == slots_m1_r):
+                            m.d.sync += go(S.LOSS, S.DONE)
+        with m.If(st_zfill):
+            m.d.sync += [zf.eq(zf + 1), zf_addr.eq(zf_addr + 1),
+                         zf_over.eq(zf_addr >= zf_lim_m1), zf_done.eq(zf == n0_m2)]
+            with m.If(zf_over):
+                m.d.sync += fail(S.ZFILL, Mux(flags.dst, TrainError.GRAD_RANGE, TrainError.ACT_RANGE))
+            with m.Elif(zf_done):
+                m.d.sync += go(S.ZFILL, S.DONE)
+        with m.If(st_done):
+            # the operation is complete: the next one, or the end of the step
+            with m.If(flags.last):
+                m.d.comb += done_pulse.eq(1)
+                m.d.sync += [*go(S.DONE, S.IDLE), st.steps.eq(st.steps + 1)]
+            with m.Elif(op_end):
+                m.d.sync += fail(S.DONE, TrainError.DESC_RANGE)
+            with m.Else():
+                m.d.sync += [op_idx.eq(op_idx + 1), fw.eq(0), *go(S.DONE, S.FETCH)]
 
         # errors are cleared by the host; a soft reset also stops a step
         with m.If(ctl.clear_error | ctl.soft_reset):
             m.d.sync += [error.eq(0), err.eq(TrainError.NONE)]
         with m.If(ctl.soft_reset):
-            m.d.sync += [*go(_State.IDLE), running.eq(0), gen_go.eq(0)]
+            m.d.sync += [*(f.eq(s == S.IDLE) for s, f in flag.items()), gen_go.eq(0)]
 
         # ------------------------------------------------------------ status, counters
         busy = Signal()

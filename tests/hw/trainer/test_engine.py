@@ -174,6 +174,15 @@ def test_bad_program_reports_an_error_and_the_engine_recovers(what, code):
     if what.startswith("zfill"):     # raised at the first word beyond: the input, the fetch, 4 words, then it
         from ttforge.hw.trainer.engine import _FETCH_CYCLES
         assert err_cycles == x.shape[0] * (x.shape[1] + 1) + _FETCH_CYCLES + 4 + 1, err_cycles
+    # every error stops the step in the busy cycle the binary-state sequencer (042e0c9)
+    # stopped it in: the one-hot sequencer and the descriptor's registered fetch moved none
+    assert err_cycles == _ERROR_BUSY_CYCLES[what], (what, err_cycles)
+
+
+#: the busy cycle of each error case above, as the engine at 042e0c9 raised it (the same
+#: figures as 68f7f12's and 37d200f's; ZFILL's follow the formula in the test)
+_ERROR_BUSY_CYCLES = {"bound": 154, "label": 362, "nolast": 871, "sat_bits": 63, "classes": 282,
+                      "zfill_act": 68, "zfill_grad": 68, "o_edge": 108}
 
 
 def test_input_gaps_change_nothing_but_the_input_cycles():
@@ -271,3 +280,31 @@ def test_the_program_check_stops_a_bad_program_in_idle_and_the_engine_recovers(w
     else:
         assert seen == (("error", TrainError.BAD_PROGRAM), 0), seen
     assert diff is None
+
+
+@pytest.mark.parametrize("xw,yw", [(4, 4), (3, 5), (5, 3), (1, 2)])
+def test_inc_eq_is_the_increment_compared_without_its_carry_chain(xw, yw):
+    """``inc_eq(x, y)`` (the input writer's last-sample check, ``in_b + 1 == BATCH``) is
+    ``x + 1 == y`` for every pair of the widths, no wrap (all ones + 1 is not 0)."""
+    from amaranth.hdl import Module, Signal
+    from amaranth.sim import Simulator
+
+    from ttforge.hw.trainer.engine import inc_eq
+
+    x, y, o = Signal(xw), Signal(yw), Signal()
+    m = Module()
+    m.d.comb += o.eq(inc_eq(x, y))
+    wrong = []
+
+    async def tb(ctx):
+        for a in range(1 << xw):
+            for b in range(1 << yw):
+                ctx.set(x, a)
+                ctx.set(y, b)
+                if ctx.get(o) != int(a + 1 == b):
+                    wrong.append((a, b))
+
+    sim = Simulator(m)
+    sim.add_testbench(tb)
+    sim.run()
+    assert wrong == []
