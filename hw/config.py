@@ -358,4 +358,5 @@ class AccelConfig:
     def summary(self) -> str:
         return (f"L={self.lanes} act{self.act_bits}/core{self.core_bits}/inter{self.inter_bits}/"
                 f"acc{self.acc_bits}/bias{self.bias_bits} cmem={self.core_depth} "
-                f"bmem={self.bias_depth} buf=2x{self.buf_depth} desc={self.desc_depth}")
+                f"bmem={self.bias_depth} buf=2x{self.buf_depth} desc={self.desc_depth}"
+                + (f" requant_units={self.requant_units}" if self.requant_units else ""))

@@ -93,6 +93,20 @@ def _throughput_drawn(seed: int) -> bool:
     return bool(np.random.default_rng([int(seed), 0x77F1]).random() < THROUGHPUT_SHARE)
 
 
+#: the share of random configs with shared requantization units (``requant_units``)
+SHARED_REQUANT_SHARE = 0.25
+
+
+def _requant_units_drawn(seed: int, lanes: int) -> int | None:
+    """Seed ``seed``'s shared requantization units at ``lanes`` lanes (a power of two in
+    2..lanes/2), or ``None`` (one per lane). A generator of its own, as the throughput
+    draw: every seed's network, config, inputs and pauses stay as they were."""
+    rng = np.random.default_rng([int(seed), 0x77F2])
+    if lanes < 4 or rng.random() >= SHARED_REQUANT_SHARE:
+        return None
+    return int(rng.choice([1 << k for k in range(1, lanes.bit_length() - 1)]))
+
+
 def make_case(seed: int, vectors: int = 16, *, config=None) -> RegressCase:
     """The case of ``seed``: network, config (or the given one, with networks redrawn
     until one fits it), ``vectors`` random inputs and the stream pause probabilities."""
@@ -112,6 +126,9 @@ def make_case(seed: int, vectors: int = 16, *, config=None) -> RegressCase:
                           f"raise its depths and widths")
     if config is None and cfg.buf_ports == 2 and _throughput_drawn(seed):
         cfg = AccelConfig.from_dict({**cfg.to_dict(), "throughput": 1})
+    units = _requant_units_drawn(seed, cfg.lanes) if config is None and not cfg.serial_requant else None
+    if units is not None:
+        cfg = AccelConfig.from_dict({**cfg.to_dict(), "requant_units": units})
     # the pauses before the inputs: the same seed keeps them with any --vectors
     gaps = float(rng.choice([0.0, 0.1, 0.3]))
     bp = float(rng.choice([0.0, 0.1, 0.3]))

@@ -84,8 +84,8 @@ def junit_xml(rep: RegressReport) -> str:
 
 
 def print_table(rep: RegressReport, file=None) -> None:
-    """The summary table (seed, shape, lanes, beat packing, throughput mode, vectors,
-    cycles, result, time)."""
+    """The summary table (seed, shape, lanes, beat packing, throughput mode, shared
+    requantization units, vectors, cycles, result, time)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -97,14 +97,16 @@ def print_table(rep: RegressReport, file=None) -> None:
              f"{rep.seconds:.1f} s, {rep.cycles_per_second:,.0f} simulated cycles/s"
              + (f"; {len(rep.not_run)} not run" if rep.not_run else ""))
     t = Table(title=title, title_justify="left")
-    # tp: the engine runs in throughput mode (AccelConfig.throughput)
-    for col in ("seed", "shape", "L", "E", "tp", "steps", "vectors", "gaps/bp", "cycles", "result",
+    # tp: the engine runs in throughput mode (AccelConfig.throughput); U: its shared
+    # requantization units (AccelConfig.requant_units; - for one per lane)
+    for col in ("seed", "shape", "L", "E", "tp", "U", "steps", "vectors", "gaps/bp", "cycles", "result",
                 "time", "cycles/s"):
         t.add_column(col, justify="left" if col in ("shape", "result") else "right")
     for r in rep.results:
         style = "" if r.passed else "bold red"
         tp = "yes" if (r.config or {}).get("throughput") else "-"
-        t.add_row(str(r.seed), r.shape, str(r.lanes), str(r.stream_elems), tp, str(r.steps),
+        units = str((r.config or {}).get("requant_units") or "-")
+        t.add_row(str(r.seed), r.shape, str(r.lanes), str(r.stream_elems), tp, units, str(r.steps),
                   str(r.vectors), f"{r.gaps:.1f}/{r.backpressure:.1f}", f"{r.cycles:,}",
                   r.result, f"{r.seconds:.1f}s", f"{r.cycles_per_second:,.0f}", style=style)
     console.print(t)

@@ -490,8 +490,17 @@ def test_lane_groups_have_their_own_control_copies(lanes, groups):
 def test_serial_requant_is_bit_exact_and_follows_the_model(lanes, seed):
     """serial_requant=1: one requantization unit, word outputs through the serial writer;
     the same outputs and counters, the element-output timing for every step."""
+    check_variant(lanes, seed, serial_requant=1)
+
+
+def check_variant(lanes, seed, **config):
+    """A random network on the engine with the ``config`` overrides: exact with gaps and
+    back-pressure (outputs, saturation and busy counters), and without them its cycles
+    equal both cycle models; returns the config, program, inputs and cycles."""
+    from ttforge.hw.cycles import program_cycles
+
     net = random_net(seed)
-    cfg = config_for(net, lanes, serial_requant=1)
+    cfg = config_for(net, lanes, **config)
     prog = compile_program(net, cfg)
     X = random_inputs(net, 2, seed)
     golden, traces = execute_traced(net, X)
@@ -502,10 +511,10 @@ def test_serial_requant_is_bit_exact_and_follows_the_model(lanes, seed):
     assert run.counters["busy_lane_cycles"] == macs_per_vector(net) * len(X)
     quiet = simulate(cfg, stream_script(prog, X, pause=5), expect_vectors=len(X))
     assert np.array_equal(np.array(quiet.outputs), golden)
-    assert quiet.counters["cycles"] == model_cycles(prog, cfg, len(X))
-    from ttforge.hw.cycles import program_cycles
-    assert program_cycles(prog.descriptors, cfg, prog.globals).total * len(X) == \
-        quiet.counters["cycles"]
+    cycles = quiet.counters["cycles"]
+    assert cycles == model_cycles(prog, cfg, len(X))
+    assert program_cycles(prog.descriptors, cfg, prog.globals).total * len(X) == cycles
+    return cfg, prog, X, cycles
 
 
 #: (lanes, requant_units, seed): random networks whose word-output steps include blocks
@@ -520,46 +529,29 @@ def test_shared_requant_units_are_bit_exact_and_follow_the_model(lanes, units, s
     cycles; the same outputs and counters as the golden executor, and the cycles of the
     model (which differ from a unit per lane's wherever a word step has more than one
     chunk)."""
+    from ttforge.hw.cycles import program_cycles
+
+    cfg, prog, X, cycles = check_variant(lanes, seed, requant_units=units)
+    # the sibling: a unit per lane's model is a different count (the drain is measured)
+    full = dataclasses.replace(cfg, requant_units=None)
+    assert program_cycles(prog.descriptors, full, prog.globals).total * len(X) != cycles
+
+
+def _shared_run(lanes, units, seed, vectors, fault=None):
+    """One quiet run of a random network on ``units`` shared requantization units: the
+    run, the golden outputs, the program and the config."""
     net = random_net(seed)
     cfg = config_for(net, lanes, requant_units=units)
     prog = compile_program(net, cfg)
-    X = random_inputs(net, 2, seed)
-    golden, traces = execute_traced(net, X)
-    run = simulate(cfg, stream_script(prog, X, gap=0.2), expect_vectors=len(X), seed=seed,
-                   stall=0.2)
-    assert np.array_equal(np.array(run.outputs), golden)
-    assert run.counters["sat_events"] == sum(t.saturations for t in traces)
-    assert run.counters["busy_lane_cycles"] == macs_per_vector(net) * len(X)
-    quiet = simulate(cfg, stream_script(prog, X, pause=5), expect_vectors=len(X))
-    assert np.array_equal(np.array(quiet.outputs), golden)
-    from ttforge.hw.cycles import program_cycles
-    assert quiet.counters["cycles"] == model_cycles(prog, cfg, len(X))
-    assert program_cycles(prog.descriptors, cfg, prog.globals).total * len(X) == quiet.counters["cycles"]
-    # the sibling: a unit per lane's model is a different count (the drain is measured)
-    full = dataclasses.replace(cfg, requant_units=None)
-    assert program_cycles(prog.descriptors, full, prog.globals).total * len(X) != quiet.counters["cycles"]
-
-
-def test_shared_requant_units_coverage_net():
-    # mode 0 with a bias word, mode 1 OUT_WORD and element outputs, padding lanes
-    net, _, _ = coverage_net()
-    cfg = config_for(net, 4, requant_units=2)
-    prog = compile_program(net, cfg)
-    X = random_inputs(net, 3, 11)
-    golden, traces = execute_traced(net, X)
-    run = simulate(cfg, stream_script(prog, X, gap=0.2), expect_vectors=len(X), seed=3, stall=0.2)
-    assert np.array_equal(np.array(run.outputs), golden)
-    assert run.counters["sat_events"] == sum(t.saturations for t in traces)
+    X = random_inputs(net, vectors, seed)
+    run = simulate(cfg, stream_script(prog, X, pause=5), expect_vectors=len(X), fault=fault)
+    return run, execute(net, X), prog, cfg
 
 
 @pytest.mark.parametrize("lanes,units,seed", [(4, 2, 30), (16, 4, 79)])
 def test_shared_requant_units_fault_breaks_equality(lanes, units, seed):
-    net = random_net(seed)
-    cfg = config_for(net, lanes, requant_units=units)
-    prog = compile_program(net, cfg)
-    X = random_inputs(net, 2, seed)
-    run = simulate(cfg, stream_script(prog, X), expect_vectors=len(X), fault="requant_lsb")
-    assert not np.array_equal(np.array(run.outputs), execute(net, X))
+    run, golden, _, _ = _shared_run(lanes, units, seed, 2, fault="requant_lsb")
+    assert not np.array_equal(np.array(run.outputs), golden)
 
 
 @pytest.mark.slow
@@ -567,12 +559,8 @@ def test_shared_requant_units_fault_breaks_equality(lanes, units, seed):
 def test_wide_shared_requant_engines_are_exact(lanes, units, seed):
     # the wide engines with fewer units than lanes (the area lever of issue 16): the
     # drain's chunk select per group of units beside the lane groups
-    net = random_net(seed)
-    cfg = config_for(net, lanes, requant_units=units)
-    prog = compile_program(net, cfg)
-    X = random_inputs(net, 1, seed)
-    run = simulate(cfg, stream_script(prog, X, pause=5), expect_vectors=1)
-    assert np.array_equal(np.array(run.outputs), execute(net, X))
+    run, golden, prog, cfg = _shared_run(lanes, units, seed, 1)
+    assert np.array_equal(np.array(run.outputs), golden)
     assert run.counters["cycles"] == model_cycles(prog, cfg)
 
 
@@ -591,9 +579,12 @@ def test_narrow_counters_count_the_same(bits):
     assert run.counters["vectors"] == 2
 
 
-def test_serial_requant_coverage_net():
+@pytest.mark.parametrize("variant", [{"serial_requant": 1}, {"requant_units": 2}])
+def test_requant_variants_coverage_net(variant):
+    # mode 0 with a bias word, mode 1 OUT_WORD and element outputs, padding lanes, on one
+    # serial unit and on 2 units shared by the 4 lanes
     net, cfg, prog = coverage_net()
-    cfg = config_for(net, 4, serial_requant=1)
+    cfg = config_for(net, 4, **variant)
     prog = compile_program(net, cfg)
     X = random_inputs(net, 3, 11)
     golden, traces = execute_traced(net, X)

@@ -37,16 +37,17 @@ def _need(sim):
 
 # ------------------------------------------------------------------------ cases (no simulator)
 def test_cases_are_deterministic_and_fit_their_config():
-    ranks, lanes, modes, throughput = set(), set(), set(), set()
+    ranks, lanes, modes, throughput, units = set(), set(), set(), set(), set()
     for seed in range(40):
         a, b = make_case(seed, 3), make_case(seed, 3)
         throughput.add(a.config.throughput)
+        units.add((a.config.lanes, a.config.requant_units))
         assert a.shape == b.shape and a.config == b.config
         assert np.array_equal(a.inputs, b.inputs)
         smallest = AccelConfig.for_network(a.net, lanes=a.config.lanes,
                                            stream_elems=a.config.stream_elems)
         for k, v in smallest.to_dict().items():
-            if k != "axil_addr_bits":
+            if k not in ("axil_addr_bits", "requant_units"):
                 assert getattr(a.config, k) >= v, (seed, k)
         prog = compile_program(a.net, a.config)
         modes |= {s.mode for s in prog.steps}
@@ -56,6 +57,9 @@ def test_cases_are_deterministic_and_fit_their_config():
     assert {3, 5, 7} <= ranks                   # the odd ranks rank-adaptive training leaves
     assert {1, 2, 4, 8, 16} <= lanes and modes == {0, 1}
     assert throughput == {0, 1}
+    # shared requantization units at 4..16 lanes, below the lanes
+    shared = {(L, U) for L, U in units if U is not None}
+    assert {L for L, _ in shared} >= {4, 8, 16} and all(2 <= U < L for L, U in shared)
     # the short Icarus regression (seeds 0..2) runs one engine in throughput mode
     assert [make_case(s, 1).config.throughput for s in range(3)] == [0, 1, 0]
 
