@@ -294,11 +294,14 @@ def part_synth(seeds: list[int], work: Path, timeout: float, no_route: bool = Fa
                     raise RuntimeError("nextpnr did not finish (stopped)")
                 t = time.time() - (rpt.stat().st_mtime - t)
             else:
-                run_tool(dev.nextpnr, [*dev.pnr_args, "--json", "../netlist.json", "--report", "report.json",
-                                       "--freq", "100", "--seed", str(seed), "--timing-allow-fail",
-                                       "-l", "nextpnr.log", "-q", "--lpf-allow-unconstrained",
-                                       *(["--no-route"] if no_route else [])],
-                         cwd=sd, timeout=timeout)
+                proc = run_tool(dev.nextpnr, [*dev.pnr_args, "--json", "../netlist.json", "--report",
+                                              "report.json", "--freq", "100", "--seed", str(seed),
+                                              "--timing-allow-fail", "-l", "nextpnr.log", "-q",
+                                              "--lpf-allow-unconstrained",
+                                              *(["--no-route"] if no_route else [])],
+                                cwd=sd, timeout=timeout)
+                if proc.returncode != 0:   # stopped (a signal) or failed: recorded, not a figure
+                    raise RuntimeError(f"nextpnr exited with {proc.returncode}")
         except Exception as e:       # the timeout: recorded, not a figure (but the placement's)
             rec = {"seed": seed, "routed": not no_route, "pnr_s": round(time.time() - t),
                    "error": f"{type(e).__name__}: {str(e)[:200]}",
