@@ -8,7 +8,7 @@ from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from ttforge.hw.blocks import decode_onehot, fanout_copies, group_of, onehot_select, sat_add
+from ttforge.hw.blocks import decode_onehot, fanout_copies, onehot_select, sat_add
 from ttforge.hw.engine.geometry import Geometry
 from ttforge.hw.engine.issue import result_tag_layout
 from ttforge.hw.regmap import ErrorCode
@@ -160,7 +160,7 @@ class ResultWriter(wiring.Component):
             w_v, w_addr = R_v, R_e
             w_in = [(R_v & R_vm[l], R[l], bias_r[l], R_ben[l], R_z[l]) for l in range(self.units)]
         else:
-            w_v, w_addr, w_in, d_busy = self._drain(m, deposit & ~elem_out, R, R_e, R_vm, R_ben, R_z, dep_g)
+            w_v, w_addr, w_in, d_busy = self._drain(m, deposit & ~elem_out, R, R_e, R_vm, R_ben, R_z, dep_g, bias_r)
         m.d.comb += [
             self.valid[0].eq(Mux(word, w_in[0][0], q1_v)),
             self.acc[0].eq(Mux(word, w_in[0][1], q1_val)),
@@ -177,41 +177,55 @@ class ResultWriter(wiring.Component):
                          self.bias_en[u].eq(ben), self.zero[u].eq(zero)]
         return m
 
-    def _drain(self, m, start, R, R_e, R_vm, R_ben, R_z, dep_g):
+    def _drain(self, m, start, R, R_e, R_vm, R_ben, R_z, dep_g, bias_r):
         """The word drain through ``U = units`` units: chunk ``j`` (lanes ``jU .. jU+U-1``)
-        in the ``j``-th cycle after ``start`` (a word result's deposit); returns the valid, the chunk's element
+        in the ``j``-th cycle after ``start`` (a word result's deposit). The result
+        register and its lane flags shift down by ``U`` lanes a cycle, so unit ``u``
+        always reads lane ``u`` (no multiplexer between the register and the unit's
+        adder); the bias word arrives in ``bias_r`` with chunk 0 and is kept, shifted a
+        chunk ahead, in ``Rb`` for the others. Returns the valid, the chunk's element
         address, each unit's (valid, acc, bias, bias_en, zero) and the busy flag."""
         g, c = self.geom, self.geom.config
         L, U, D = g.L, self.units, g.drain
-        # the bias word of R: bias_r follows BMEM's (always enabled) read every cycle,
-        # and the next block's word is read while this one drains
-        Rb = Signal(data.ArrayLayout(signed(c.bias_bits), L))
-        for l in range(L):
-            with m.If(dep_g[g.group(l)]):
-                m.d.sync += Rb[l].eq(self.bmem.data[l])
+        G = g.groups
         d_busy = Signal()
         d_j = Signal(range(D))
-        # the chunk one-hot, one copy per group of units (each bit selects 2 x acc_bits + 3
-        # bits of every unit: at L = 64, U = 16 over a thousand LUTs on one net)
-        G = g.rq_groups
-        d_oh = fanout_copies(D, G, "drain_oh")
+        # copies per lane group: the first chunk's cycle (it loads Rb, and the units take
+        # chunk 0's bias from bias_r) and the shift enable (each drives every flip-flop
+        # of its group's lanes in R and Rb)
+        first_g = fanout_copies(1, G, "drain_first")
+        shift_g = fanout_copies(1, G, "drain_shift")
+        m.d.sync += [f.eq(start) for f in first_g]
         with m.If(d_busy):
-            m.d.sync += [d_j.eq(d_j + 1), d_busy.eq(~d_oh[0][-1])]
-            m.d.sync += [oh.eq(Cat(0, oh[:-1])) for oh in d_oh]
+            m.d.sync += [d_j.eq(d_j + 1), d_busy.eq(d_j != D - 1)]
+            m.d.sync += [s.eq(d_j != D - 1) for s in shift_g]
         with m.If(start):
             m.d.sync += [d_busy.eq(1), d_j.eq(0)]
-            m.d.sync += [oh.eq(1) for oh in d_oh]
+            m.d.sync += [s.eq(1) for s in shift_g]
         with m.If(self.flush):
-            m.d.sync += d_busy.eq(0)
+            m.d.sync += [d_busy.eq(0)] + [s.eq(0) for s in shift_g]
+        # the shift (a deposit in the same cycle, the next block's, wins: it comes in the
+        # cycle of the last chunk at the earliest)
+        for l in range(L - U):
+            k = g.group(l)
+            with m.If(shift_g[k] & ~dep_g[k]):
+                m.d.sync += R[l].eq(R[l + U])
+        with m.If(d_busy & ~start):
+            m.d.sync += [R_vm.eq(R_vm >> U), R_ben.eq(R_ben >> U), R_z.eq(R_z >> U)]
+        # Rb: chunks 1 .. D-1 of the bias word, loaded a chunk ahead in chunk 0's cycle
+        Rb = Signal(data.ArrayLayout(signed(c.bias_bits), L - U))
+        for l in range(L - U):
+            k = g.group(l)
+            with m.If(first_g[k]):
+                m.d.sync += Rb[l].eq(bias_r[l + U])
+            if l + U < L - U:
+                with m.Elif(shift_g[k]):
+                    m.d.sync += Rb[l].eq(Rb[l + U])
         units = []
         for u in range(U):
-            oh = d_oh[group_of(u, U, G)]
-            lanes = [j * U + u for j in range(D)]
-            units.append((d_busy & onehot_select([R_vm[l] for l in lanes], oh),
-                          onehot_select([R[l] for l in lanes], oh),
-                          onehot_select([Rb[l] for l in lanes], oh),
-                          onehot_select([R_ben[l] for l in lanes], oh),
-                          onehot_select([R_z[l] for l in lanes], oh)))
+            k = g.group(u)
+            units.append((d_busy & R_vm[u], R[u], Mux(first_g[k], bias_r[u], Rb[u]), R_ben[u],
+                          R_z[u]))
         addr = Signal.like(R_e)
         m.d.comb += addr.eq(R_e | (d_j << (U.bit_length() - 1)))
         return d_busy, addr, units, d_busy
