@@ -312,16 +312,6 @@ class Controller(wiring.Component):
         with m.If(self.fetching):
             with m.If(self.fetch_done):
                 m.d.sync += c_go(CS.RUN)
-        with m.If(self.running):
-            m.d.sync += zf_pen.eq(self.zf_end - 2)
-            with m.If(~self.pipe_busy):
-                with m.If(self.zf_nonempty):
-                    m.d.sync += [*c_go(CS.ZFILL), z.eq(self.zf_start),
-                                 z_last.eq(self.zf_start + 1 == self.zf_end)]
-                with m.Elif(self.last_step):
-                    to_output()
-                with m.Else():
-                    m.d.sync += next_step()
         with m.If(zfill):
             m.d.sync += [z.eq(z + 1), z_last.eq(z == zf_pen)]
             with m.If(z_last):
@@ -332,6 +322,21 @@ class Controller(wiring.Component):
         with m.If(self.outputting):
             with m.If(self.out_finished):
                 m.d.sync += [*c_go(CS.IDLE), done_r.eq(1)]
+        # the end of RUN last (before the abort; the phases are exclusive, so the order is
+        # free): the pipeline's busy bits come from every unit of the datapath, and the
+        # last If of a flop's assignments is the last multiplexer before its D input
+        # (the L = 16 engine's seed 3 path at da96e89: writer.R_v -> pipe_busy -> 5 LUTs
+        # of the earlier phases' selects -> ctrl.fetching)
+        with m.If(self.running):
+            m.d.sync += zf_pen.eq(self.zf_end - 2)
+            with m.If(~self.pipe_busy):
+                with m.If(self.zf_nonempty):
+                    m.d.sync += [*c_go(CS.ZFILL), z.eq(self.zf_start),
+                                 z_last.eq(self.zf_start + 1 == self.zf_end)]
+                with m.Elif(self.last_step):
+                    to_output()
+                with m.Else():
+                    m.d.sync += next_step()
         # an engine error stops the computing vector; in throughput mode the input side
         # goes on (the staged vector starts once the error is cleared)
         with m.If(self.abort | soft_reset):
