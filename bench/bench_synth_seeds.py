@@ -18,7 +18,8 @@ vector at a time and in throughput mode (``AccelConfig.throughput``), from the e
 cycle model of the tree that runs it (no synthesis).
 ``--network mnist-seed`` sizes the config to the MNIST seed network of ``bench_vs_cpu.py``
 (``AccelConfig.for_network`` at ``--lanes``: its core, accumulator and bias widths and
-depths), the engine that runs it; ``--requant-units`` sets ``AccelConfig.requant_units``.
+depths), the engine that runs it; ``--requant-units`` sets ``AccelConfig.requant_units``
+and ``--set FIELD=VALUE`` any other field.
 ``--router router2`` routes with nextpnr's router2 (default: router1, nextpnr's);
 ``--frontend rtlil`` has Yosys read Amaranth's RTLIL of the engine instead of its Verilog
 (the same design; the Verilog frontend's per-lane memory writes and lane selects take
@@ -63,6 +64,8 @@ def main(argv=None) -> int:
     p.add_argument("--network", choices=("default", "mnist-seed"), default="default",
                    help="default: AccelConfig's defaults at --lanes; mnist-seed: the config "
                         "sized to bench_vs_cpu.py's MNIST seed network")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override one AccelConfig field (integer), after --network (repeatable)")
     p.add_argument("--seeds", default="1,2,3")
     p.add_argument("--label", required=True)
     p.add_argument("--router", choices=ROUTERS, default=ROUTERS[0],
@@ -99,6 +102,12 @@ def main(argv=None) -> int:
 
         cfg = dataclasses.replace(AccelConfig.for_network(network()[0], lanes=a.lanes),
                                   requant_units=a.requant_units)
+    for item in a.set:
+        field, _, value = item.partition("=")
+        try:
+            cfg = dataclasses.replace(cfg, **{field: int(value)})
+        except (TypeError, ValueError) as e:
+            p.error(f"--set {item}: {e}")
     a.config = cfg.to_dict()
     target = SynthTarget(dev.family)   # the ECP5's MULT18X18D form of MacLanes (hw/ecp5_dsp.py)
     if a.frontend == "rtlil":
