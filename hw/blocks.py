@@ -156,22 +156,52 @@ class AddressGen(wiring.Component):
         # loops' restarts (the bounds are held while the loops run)
         b_one = [Signal(name=f"n{j}_is1") for j in range(4)]
         b_two = [Signal(name=f"n{j}_is2") for j in range(4)]
-        final = wrap[0] & wrap[1] & wrap[2] & wrap[3]
         if self.has_i2_first:
             m.d.comb += self.i2_first.eq(first2)
         m.d.comb += [
             self.first.eq(first),
             self.last.eq(wrap[3]),
             self.i2_last.eq(wrap[2]),
-            self.final.eq(final),
         ]
         adv = Signal()
         m.d.comb += adv.eq(self.en & self.valid & ~self.start)
 
+        # Which loop advances, as registers: lvl[j] (j = 3..0) is high when loop j is the
+        # deepest that advances on the next step (loops j+1.. wrap, j does not), `fin`
+        # when every loop wraps (the last iteration). They are decoded from the next
+        # values of the wrap flags (wrap_n) and registered beside them, so the clock
+        # enables of the counters and address registers are `adv` and one flop each,
+        # not a chain through the wrap flags (the L = 16 engine's seed 3 path at
+        # 95b9014: gen.last -> stall -> wrap0 -> first -> cnt1 CE -> cnt0 CE -> o_next0
+        # CE, 5 LUTs). Same values as the wraps give, every cycle.
+        wrap_n = [Signal(name=f"wrap{j}_n") for j in range(4)]
+        lvl = [Signal(name=f"lvl{j}", init=int(j == 3)) for j in range(4)]   # (all wraps 0)
+        fin = Signal()
+        m.d.comb += [w.eq(r) for w, r in zip(wrap_n, wrap)]
+        with m.If(self.start):
+            m.d.comb += [wrap_n[k].eq(self.bound_m1[k] == 0) for k in range(4)]
+        with m.Elif(adv):
+            with m.If(lvl[3]):
+                m.d.comb += wrap_n[3].eq(one[3])
+            with m.If(lvl[2]):
+                m.d.comb += [wrap_n[3].eq(b_one[3]), wrap_n[2].eq(one[2])]
+            with m.If(lvl[1]):
+                m.d.comb += [wrap_n[3].eq(b_one[3]), wrap_n[2].eq(b_one[2]),
+                             wrap_n[1].eq(one[1])]
+            with m.If(lvl[0]):
+                m.d.comb += [wrap_n[3].eq(b_one[3]), wrap_n[2].eq(b_one[2]),
+                             wrap_n[1].eq(b_one[1]), wrap_n[0].eq(one[0])]
+        m.d.sync += [w.eq(n) for w, n in zip(wrap, wrap_n)]
+        m.d.sync += [lvl[3].eq(~wrap_n[3]), lvl[2].eq(wrap_n[3] & ~wrap_n[2]),
+                     lvl[1].eq(wrap_n[3] & wrap_n[2] & ~wrap_n[1]),
+                     lvl[0].eq(wrap_n[3] & wrap_n[2] & wrap_n[1] & ~wrap_n[0]),
+                     fin.eq(wrap_n[3] & wrap_n[2] & wrap_n[1] & wrap_n[0])]
+        m.d.comb += self.final.eq(fin)
+
         def restart(levels):
             out = []
             for k in levels:
-                out += [cnt[k].eq(self.bound_m1[k]), wrap[k].eq(b_one[k]), one[k].eq(b_two[k])]
+                out += [cnt[k].eq(self.bound_m1[k]), one[k].eq(b_two[k])]
             if 3 in levels:
                 out.append(first.eq(1))
             if 2 in levels and self.has_i2_first:
@@ -179,32 +209,32 @@ class AddressGen(wiring.Component):
             return out
 
         def step(j):
-            out = [cnt[j].eq(cnt[j] - 1), wrap[j].eq(one[j]), one[j].eq(cnt[j] == 2)]
+            out = [cnt[j].eq(cnt[j] - 1), one[j].eq(cnt[j] == 2)]
             if j == 3:
                 out.append(first.eq(0))
             if j == 2 and self.has_i2_first:
                 out.append(first2.eq(0))
             return out
 
-        # loop counters
+        # loop counters (the wrap flags above; the lvl and fin flags are exclusive)
         with m.If(self.start):
             for k in range(4):
                 z, o = self.bound_m1[k] == 0, self.bound_m1[k] == 1
-                m.d.sync += [cnt[k].eq(self.bound_m1[k]), wrap[k].eq(z), one[k].eq(o),
+                m.d.sync += [cnt[k].eq(self.bound_m1[k]), one[k].eq(o),
                              b_one[k].eq(z), b_two[k].eq(o)]
             m.d.sync += [first.eq(1), self.valid.eq(1)]
             if self.has_i2_first:
                 m.d.sync += first2.eq(1)
         with m.Elif(adv):
-            with m.If(final):
+            with m.If(fin):
                 m.d.sync += self.valid.eq(0)
-            with m.Elif(~wrap[3]):
+            with m.If(lvl[3]):
                 m.d.sync += step(3)
-            with m.Elif(~wrap[2]):
+            with m.If(lvl[2]):
                 m.d.sync += restart([3]) + step(2)
-            with m.Elif(~wrap[1]):
+            with m.If(lvl[1]):
                 m.d.sync += restart([3, 2]) + step(1)
-            with m.Else():
+            with m.If(lvl[0]):
                 m.d.sync += restart([3, 2, 1]) + step(0)
 
         # address streams
@@ -219,21 +249,17 @@ class AddressGen(wiring.Component):
             with m.If(self.start):
                 m.d.sync += [q.eq(base) for q in p]
                 m.d.sync += nxt0.eq(sat_add(base, stride[0], aw))
-            with m.Elif(adv & ~final):
-                # the deepest loop that advances is the first j (from 3 down) not wrapping
-                first_case = True
+            with m.Elif(adv):
+                # the deepest loop that advances, lvl[j] (none in the last iteration)
                 for j in (3, 2, 1):
-                    cond = ~wrap[j]
-                    ctx = m.If(cond) if first_case else m.Elif(cond)
-                    first_case = False
-                    with ctx:
-                        if j < lv:  # a shallower stream ignores the deeper loops
+                    if j < lv:  # a shallower stream ignores the deeper loops
+                        with m.If(lvl[j]):
                             sj = stride[j]
                             if self.fault == "wrong_stride" and n == "x" and j == 3:
                                 sj = sj + 1     # test hook: k-loop stride one element off
                             t = sat_add(p[j], sj, aw)
                             m.d.sync += [q.eq(t) for q in p[j:]]
-                with m.Else():  # loop 0 advances
+                with m.If(lvl[0]):  # loop 0 advances
                     m.d.sync += [q.eq(nxt0) for q in p]
                     m.d.sync += nxt0.eq(sat_add(nxt0, stride[0], aw))
         return m
