@@ -286,15 +286,24 @@ class ImplResult:
         return dataclasses.asdict(self)
 
 
+#: what to do when Yosys's abc9 asserts while reintegrating its LUT mapping (a Yosys bug,
+#: not a design error: the same RTL simulates exactly). Known trigger with Yosys 0.70:
+#: 4-bit cores with shared requantization units at 32 or more lanes (docs/benchmarks.md)
+ABC9_HINT = ("Yosys's abc9 crashed mapping LUTs (a Yosys bug); known trigger: core_bits < 8 "
+             "with requant_units < lanes at 32+ lanes: use core_bits=8 or leave requant_units unset")
+
+
 def _fail(stage: str, proc, log: Path) -> SynthError:
     text = (proc.stderr or "") + (proc.stdout or "")
+    logtext = log.read_text(errors="replace") if log.is_file() else ""
     errs = [ln.strip() for ln in text.splitlines() if ln.startswith("ERROR")] or \
         [ln.strip() for ln in text.splitlines() if "ERROR" in ln.upper()]
-    if not errs and log.is_file():
-        errs = [ln.strip() for ln in log.read_text(errors="replace").splitlines()
-                if ln.startswith("ERROR")]
+    if not errs:
+        errs = [ln.strip() for ln in logtext.splitlines() if ln.startswith("ERROR")]
     reason = errs[-1] if errs else (text.strip().splitlines() or ["no output"])[-1]
-    return SynthError(f"{stage} failed: {reason} (log: {log})")
+    passes = re.findall(r"^[\d.]+ Executing (\S+) pass", logtext, re.M)
+    hint = f"; {ABC9_HINT}" if "Assert" in reason and passes[-1:] == ["ABC_OPS_REINTEGRATE"] else ""
+    return SynthError(f"{stage} failed: {reason}{hint} (log: {log})")
 
 
 def _critical_path(report: dict) -> dict[str, Any]:

@@ -181,3 +181,23 @@ def test_fanout_copies_survive_yosys(tmp_path, frontend):
         assert proc.returncode == 0, proc.stderr[-2000:]
         ffs[keep] = _stat_cells(wd / "stat.json").get("TRELLIS_FF")
     assert ffs == {True: 68, False: 65}
+
+
+def test_abc9_crash_gets_the_known_trigger_hint(tmp_path):
+    """Yosys 0.70's abc9 asserts on some netlists (4-bit cores with shared requantization
+    units at 32+ lanes): the one-line error adds what to change; an assert in another pass
+    (sibling) does not get that hint."""
+    from types import SimpleNamespace
+
+    from ttforge.hw.synth import ABC9_HINT, _fail
+
+    def error(last_pass):
+        log = tmp_path / f"{last_pass}.log"
+        log.write_text(f"5.46.17.6. Executing AIGER frontend.\n"
+                       f"5.46.17.7. Executing {last_pass} pass (reintegrate).\n"
+                       "ERROR: Assert `GetSize(conn.first) == GetSize(conn.second)' failed in rtlil.cc:3091.\n")
+        return str(_fail("yosys", SimpleNamespace(stderr="", stdout=""), log))
+
+    msg = error("ABC_OPS_REINTEGRATE")
+    assert ABC9_HINT in msg and "\n" not in msg and msg.startswith("yosys failed: ERROR: Assert")
+    assert ABC9_HINT not in error("OPT_EXPR")
