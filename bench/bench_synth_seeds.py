@@ -47,7 +47,7 @@ from _env import git, git_dirty, utc_now  # noqa: E402
 from ttforge.atomic import atomic_write_text  # noqa: E402
 from ttforge.hw.config import AccelConfig  # noqa: E402
 from ttforge.hw.ecp5_dsp import SynthTarget  # noqa: E402
-from ttforge.hw.synth import (DEVICES, FRONTENDS, ROUTERS, accel_rtlil, harness_for_ports,  # noqa: E402
+from ttforge.hw.synth import (DEVICES, FRONTENDS, LUT_MAPPERS, ROUTERS, accel_rtlil, harness_for_ports,  # noqa: E402
                                harness_verilog, parse_report, router_args, rtlil_ports, synth_script)
 from ttforge.hw.tools import run_tool  # noqa: E402
 from ttforge.hw.top import verilog  # noqa: E402
@@ -66,6 +66,9 @@ def main(argv=None) -> int:
                         "sized to bench_vs_cpu.py's MNIST seed network")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override one AccelConfig field (integer), after --network (repeatable)")
+    p.add_argument("--lut-mapper", choices=LUT_MAPPERS, default=LUT_MAPPERS[0],
+                   help="Yosys's LUT mapping: abc9 (synth_ecp5's, default) or abc (where abc9 "
+                        "crashes: ttforge.hw.synth.ABC9_HINT)")
     p.add_argument("--seeds", default="1,2,3")
     p.add_argument("--label", required=True)
     p.add_argument("--router", choices=ROUTERS, default=ROUTERS[0],
@@ -125,7 +128,7 @@ def main(argv=None) -> int:
         return _record(a, seeds, wd, commit, dirty, cost, top_mod, None, collect=True)
     (wd / core).write_text(text)
     (wd / "harness.v").write_text(harness)
-    (wd / "synth.ys").write_text(synth_script(dev.key, a.frontend))
+    (wd / "synth.ys").write_text(synth_script(dev.key, a.frontend, lut_mapper=a.lut_mapper))
     t0 = time.time()
     proc = run_tool("yosys", ["-q", "-l", "yosys.log", "synth.ys"], cwd=wd)
     if proc.returncode != 0:
@@ -172,7 +175,7 @@ def _record(a, seeds, wd: Path, commit: str, dirty: bool, cost, top_mod, synth_s
     out = {"label": a.label, "date_utc": utc_now(), "git_commit": commit, "git_dirty": dirty,
            "ttforge_hw": str(Path(top_mod.__file__).parent), "device": "ecp5-85f",
            "lanes": a.lanes, "requant_units": a.requant_units, "network": a.network,
-           "config": a.config, "router": a.router, "frontend": a.frontend,
+           "config": a.config, "lut_mapper": a.lut_mapper, "router": a.router, "frontend": a.frontend,
            "harness": cost, "synth_s": synth_s, "runs": runs,
            "summary": summary, "collected": collect}
     path = Path(a.out) if a.out else ROOT / "bench" / "results" / f"synth_seeds.{a.label}.json"

@@ -288,9 +288,9 @@ class ImplResult:
 
 #: what to do when Yosys's abc9 asserts while reintegrating its LUT mapping (a Yosys bug,
 #: not a design error: the same RTL simulates exactly). Known trigger with Yosys 0.70:
-#: 4-bit cores with shared requantization units at 32 or more lanes (docs/benchmarks.md)
-ABC9_HINT = ("Yosys's abc9 crashed mapping LUTs (a Yosys bug); known trigger: core_bits < 8 "
-             "with requant_units < lanes at 32+ lanes: use core_bits=8 or leave requant_units unset")
+#: shared requantization units at 32 or more lanes with some widths (docs/benchmarks.md)
+ABC9_HINT = ("Yosys's abc9 crashed mapping LUTs (a Yosys bug); known trigger: requant_units "
+             "< lanes at 32+ lanes: leave requant_units unset, or map with abc (lut_mapper)")
 
 
 def _fail(stage: str, proc, log: Path) -> SynthError:
@@ -386,21 +386,38 @@ def router_args(router: str) -> list[str]:
 FANOUT_KEEP = ("proc", "setattr -set keep 1 a:keep %ci1:+[Q]")
 
 
-def synth_script(device: str, frontend: str = "verilog", after_read=(), opts: str = "") -> str:
+#: LUT mappers of :func:`synth_script`: ``abc9`` (``synth_ecp5``'s own, timing-driven) or
+#: ``abc`` (ABC's classic ``-lut 4`` mapping in its place, for a netlist on which abc9
+#: crashes: :data:`ABC9_HINT`)
+LUT_MAPPERS = ("abc9", "abc")
+
+
+def synth_script(device: str, frontend: str = "verilog", after_read=(), opts: str = "",
+                 lut_mapper: str = "abc9") -> str:
     """The Yosys script that synthesizes ``core.v`` (``frontend="verilog"``) or
     ``core.il`` (``"rtlil"``) inside ``harness.v`` for ``device`` into ``netlist.json``,
-    with the cell statistics in ``stat.json``."""
+    with the cell statistics in ``stat.json``; ``lut_mapper="abc"`` runs the synthesis
+    command's script around its LUT mapping step with ``abc -lut 4`` instead (ECP5)."""
     if frontend not in FRONTENDS:
         raise SynthError(f"frontend={frontend!r} is unknown; choose one of {', '.join(FRONTENDS)}")
+    if lut_mapper not in LUT_MAPPERS or (lut_mapper == "abc" and not device.startswith("ecp5")):
+        raise SynthError(f"lut_mapper={lut_mapper!r} is unknown for {device}; choose abc9"
+                         + (" or abc" if device.startswith("ecp5") else ""))
     dev = DEVICES[device]
     read = (["read_verilog -sv core.v harness.v"] if frontend == "verilog"
             else ["read_rtlil core.il", "read_verilog -sv harness.v"])
+    synth = f"{dev.synth} {opts} -top ttforge_pnr_harness".replace("  ", " ")
+    if lut_mapper == "abc9":
+        steps = [f"{synth} -json netlist.json"]
+    else:   # synth_lattice's map_luts step with abc in place of abc9
+        steps = [f"{synth} -run :map_luts", "techmap -map +/lattice/latches_map.v",
+                 "abc -lut 4", "clean", f"{synth} -run map_cells: -json netlist.json"]
     return "\n".join([
         *read,
         "hierarchy -top ttforge_pnr_harness",
         *FANOUT_KEEP,
         *after_read,
-        f"{dev.synth} {opts} -top ttforge_pnr_harness -json netlist.json".replace("  ", " "),
+        *steps,
         "tee -q -o stat.json stat -json",
     ]) + "\n"
 

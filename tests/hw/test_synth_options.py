@@ -201,3 +201,17 @@ def test_abc9_crash_gets_the_known_trigger_hint(tmp_path):
     msg = error("ABC_OPS_REINTEGRATE")
     assert ABC9_HINT in msg and "\n" not in msg and msg.startswith("yosys failed: ERROR: Assert")
     assert ABC9_HINT not in error("OPT_EXPR")
+
+
+def test_lut_mapper_abc_replaces_only_the_lut_mapping():
+    """lut_mapper='abc': synth_ecp5 up to its LUT mapping, abc -lut 4, then the rest; an
+    unknown mapper or abc on a device without that split is one line naming the field."""
+    from ttforge.hw.synth import synth_script
+
+    default = synth_script("ecp5-85f", "rtlil")
+    abc = synth_script("ecp5-85f", "rtlil", lut_mapper="abc")
+    assert "abc -lut 4" in abc and "-run :map_luts" in abc and "-run map_cells:" in abc
+    assert "abc -lut" not in default and default.count("synth_ecp5") == 1
+    for bad, dev in (("abc8", "ecp5-85f"), ("abc", "ice40up5k")):
+        with pytest.raises(SynthError, match=f"lut_mapper={bad!r} is unknown"):
+            synth_script(dev, "rtlil", lut_mapper=bad)
