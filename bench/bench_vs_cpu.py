@@ -8,7 +8,7 @@ One run measures, side by side on one core of this machine, the integer golden e
 (``ttforge.ir.executor.execute``, numpy) and the C executor (``firmware/c/ttforge_infer.c``
 at -O2, checked bit-identical first) on one vector at a time (batch 1), interleaved, the
 median of ``--repeats`` repeats of ``--inner`` vectors each. Beside them, the engine's
-cycles per vector at every lane count, and at 32 and 64 lanes also with shared
+cycles per vector at every lane count, and at 16, 32 and 64 lanes also with shared
 requantization units (``AccelConfig.requant_units``) (``ttforge.hw.cycles.estimate`` of the compiled
 program: the exact cycle model, equal to the RTL's ``CYCLES`` counter in the tests), so
 the latency at a clock is ``cycles / f`` with nothing estimated but the clock itself.
@@ -57,7 +57,7 @@ LANES = (4, 8, 16, 32, 64)
 #: (lanes, requant_units) of the engines compared: one requantization unit per lane at
 #: every lane count, and the wide engines with shared units (AccelConfig.requant_units;
 #: 16 units cost the MNIST network 6 cycles at L = 64, 8 would cost 794)
-ENGINES = tuple((L, None) for L in LANES) + ((32, 8), (64, 16))
+ENGINES = tuple((L, None) for L in LANES) + ((16, 4), (32, 8), (64, 16))
 BOARD_HZ = 50_000_000
 GOAL = 3.0            # issue 16: >= 3x faster per vector than the golden executor
 
