@@ -380,7 +380,8 @@ class RegisterMap:
             "",
             "/* configuration this header was generated for (also readable in CFG_*) */",
         ]
-        for k, v in c.to_dict().items():
+        # (requant_units unset is resolved: the header names the units the engine has)
+        for k, v in {**c.to_dict(), "requant_units": c.requant_count}.items():
             out.append(f"#define TTFORGE_CFG_{k.upper()} {v}u")
         out.append("")
         out.append("/* registers */")

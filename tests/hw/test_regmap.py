@@ -143,6 +143,13 @@ def test_c_header_compiles_strictly_and_matches(tmp_path):
                     str(tmp_path / "u.o"), str(tmp_path / "u.c")], check=True, cwd=tmp_path)
 
 
+@pytest.mark.parametrize("units, want", [(None, 16), (4, 4)])
+def test_c_header_names_the_requantization_units_the_engine_has(units, want):
+    # requant_units unset is one unit per lane: the header says 16, never "None"
+    text = RegisterMap(AccelConfig(lanes=16, requant_units=units)).to_c_header()
+    assert f"#define TTFORGE_CFG_REQUANT_UNITS {want}u" in text and "None" not in text
+
+
 def test_the_documented_default_map_is_what_the_code_emits():
     from pathlib import Path
 

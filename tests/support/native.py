@@ -15,7 +15,7 @@ from ttforge.sim.native import build_native
 def shared_config(nets, lanes, stream_elems=1) -> AccelConfig:
     """The smallest config that runs every one of ``nets`` (field-wise maximum)."""
     dicts = [AccelConfig.for_network(n, lanes=lanes, stream_elems=stream_elems).to_dict() for n in nets]
-    fields = {k: max(d[k] for d in dicts) for k in dicts[0]}
+    fields = {k: max((d[k] for d in dicts if d[k] is not None), default=None) for k in dicts[0]}
     fields.pop("axil_addr_bits", None)
     cfg = AccelConfig(**fields)
     for n in nets:
