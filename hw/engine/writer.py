@@ -160,7 +160,7 @@ class ResultWriter(wiring.Component):
             w_v, w_addr = R_v, R_e
             w_in = [(R_v & R_vm[l], R[l], bias_r[l], R_ben[l], R_z[l]) for l in range(self.units)]
         else:
-            w_v, w_addr, w_in, d_busy = self._drain(m, deposit & ~elem_out, R, R_e, R_vm, R_ben, R_z, dep_g, bias_r)
+            w_v, w_addr, w_in = self._drain(m, deposit & ~elem_out, R, R_e, R_vm, R_ben, R_z, dep_g, bias_r)
         m.d.comb += [
             self.valid[0].eq(Mux(word, w_in[0][0], q1_v)),
             self.acc[0].eq(Mux(word, w_in[0][1], q1_val)),
@@ -169,7 +169,7 @@ class ResultWriter(wiring.Component):
             self.zero[0].eq(Mux(word, w_in[0][4], q1_zero)),
             self.addr_valid.eq(Mux(word, w_v, q1_v)),
             self.addr.eq(Mux(word, w_addr, q1_e)),
-            self.busy.eq(w_busy | (R_v if g.drain == 1 else d_busy) | q0_v | q1_v),
+            self.busy.eq(w_busy | w_v | q0_v | q1_v),
         ]
         for u in range(1, self.units):
             valid, acc, bias, ben, zero = w_in[u]
@@ -184,7 +184,8 @@ class ResultWriter(wiring.Component):
         always reads lane ``u`` (no multiplexer between the register and the unit's
         adder); the bias word arrives in ``bias_r`` with chunk 0 and is kept, shifted a
         chunk ahead, in ``Rb`` for the others. Returns the valid, the chunk's element
-        address, each unit's (valid, acc, bias, bias_en, zero) and the busy flag."""
+        address and each unit's (valid, acc, bias, bias_en, zero); the valid is high
+        while the drain is busy."""
         g, c = self.geom, self.geom.config
         L, U, D = g.L, self.units, g.drain
         G = g.groups
@@ -228,4 +229,4 @@ class ResultWriter(wiring.Component):
                           R_z[u]))
         addr = Signal.like(R_e)
         m.d.comb += addr.eq(R_e | (d_j << (U.bit_length() - 1)))
-        return d_busy, addr, units, d_busy
+        return d_busy, addr, units
