@@ -510,18 +510,7 @@ class _Merge2(torch.autograd.Function):
     @staticmethod
     def _forward(ctx, a, b):
         ctx.save_for_backward(a, b)
-        r0, ma, na, r1 = a.shape
-        _, mb, nb, r2 = b.shape
-        # one product (r0*MA*NA, r1) @ (r1, MB*NB*r2) into a work buffer (a fresh one
-        # costs page faults, more than the product for the 784 x 512 layer), then one
-        # copy that moves MB in front of NA: measured 0.21 ms against 0.33 ms for a
-        # batched product per mb and a copy of whole NA*NB*r2 blocks (784 x 512 layer,
-        # the last merge, 1 thread, CPU-time medians of 38 interleaved calls)
-        tmp = _buffers(a, [r0 * ma * na * mb * nb * r2])[0].view(r0 * ma * na, mb * nb * r2)
-        torch.mm(a.reshape(r0 * ma * na, r1), b.reshape(r1, mb * nb * r2), out=tmp)
-        out = a.new_empty(r0, ma * mb, na * nb, r2)
-        out.view(r0 * ma, mb, na, nb * r2).copy_(tmp.view(r0 * ma, na, mb, nb * r2).transpose(1, 2))
-        return out
+        return _merge2_product(a, b)
 
     @staticmethod
     def backward(ctx, g):  # type: ignore[override]
@@ -531,20 +520,46 @@ class _Merge2(torch.autograd.Function):
     @staticmethod
     def _backward(ctx, g):
         a, b = ctx.saved_tensors
-        r0, ma, na, r1 = a.shape
-        _, mb, nb, r2 = b.shape
-        g = g.reshape(r0, ma, mb, na, nb * r2).transpose(2, 3)
-        if torch.is_grad_enabled():  # create_graph: differentiable operations
-            gp = g.reshape(r0 * ma * na, mb * nb * r2)
-        else:
-            gp = _buffers(g, [g.numel()])[0].view(g.shape)
-            gp = gp.copy_(g).view(r0 * ma * na, mb * nb * r2)
-        ga = gb = None
-        if ctx.needs_input_grad[0]:
-            ga = (gp @ b.reshape(r1, mb * nb * r2).t()).view(a.shape)
-        if ctx.needs_input_grad[1]:
-            gb = (a.reshape(r0 * ma * na, r1).t() @ gp).view(b.shape)
-        return ga, gb
+        return _merge2_grads(a, b, g, *ctx.needs_input_grad[:2])
+
+
+def _merge2_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The merge ``(r0, MA, NA, r1) x (r1, MB, NB, r2) -> (r0, MA*MB, NA*NB, r2)``, no
+    autograd (see :class:`_Merge2`); the result is a fresh tensor."""
+    r0, ma, na, r1 = a.shape
+    _, mb, nb, r2 = b.shape
+    # one product (r0*MA*NA, r1) @ (r1, MB*NB*r2) into a work buffer (a fresh one
+    # costs page faults, more than the product for the 784 x 512 layer), then one
+    # copy that moves MB in front of NA: measured 0.21 ms against 0.33 ms for a
+    # batched product per mb and a copy of whole NA*NB*r2 blocks (784 x 512 layer,
+    # the last merge, 1 thread, CPU-time medians of 38 interleaved calls)
+    tmp = _buffers(a, [r0 * ma * na * mb * nb * r2])[0].view(r0 * ma * na, mb * nb * r2)
+    torch.mm(a.reshape(r0 * ma * na, r1), b.reshape(r1, mb * nb * r2), out=tmp)
+    out = a.new_empty(r0, ma * mb, na * nb, r2)
+    out.view(r0 * ma, mb, na, nb * r2).copy_(tmp.view(r0 * ma, na, mb, nb * r2).transpose(1, 2))
+    return out
+
+
+def _merge2_grads(a: torch.Tensor, b: torch.Tensor, g: torch.Tensor, need_a: bool = True,
+                  need_b: bool = True, work: torch.Tensor | None = None):
+    """Gradients of ``a`` and ``b`` (or ``None``) of :func:`_merge2_product` given the
+    result's gradient ``g``: one copy of ``g`` into the layout ``(r0*MA*NA, MB*NB*r2)``
+    (``work``, ``g.numel()`` values, or the thread's work block; unless autograd
+    records: ``create_graph``) and one product each."""
+    r0, ma, na, r1 = a.shape
+    _, mb, nb, r2 = b.shape
+    g = g.reshape(r0, ma, mb, na, nb * r2).transpose(2, 3)
+    if torch.is_grad_enabled():  # create_graph: differentiable operations
+        gp = g.reshape(r0 * ma * na, mb * nb * r2)
+    else:
+        gp = (_buffers(g, [g.numel()])[0] if work is None else work).view(g.shape)
+        gp = gp.copy_(g).view(r0 * ma * na, mb * nb * r2)
+    ga = gb = None
+    if need_a:
+        ga = (gp @ b.reshape(r1, mb * nb * r2).t()).view(a.shape)
+    if need_b:
+        gb = (a.reshape(r0 * ma * na, r1).t() @ gp).view(b.shape)
+    return ga, gb
 
 
 def _merge2(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -559,6 +574,39 @@ def merge_cores(cores: Sequence[torch.Tensor]) -> torch.Tensor:
         return cores[0]
     half = len(cores) // 2
     return _merge2(merge_cores(cores[:half]), merge_cores(cores[half:]))
+
+
+def _merge_tree(cores: Sequence[torch.Tensor], merge=None, lo: int = 0,
+                hi: int | None = None):
+    """:func:`merge_cores` of ``cores[lo:hi]`` with ``merge`` (default
+    :func:`_merge2_product`, no autograd) and the tree of merges it made, for
+    :func:`_tree_grads`: a core's index, or ``(left, right, a, b)`` with the two merged
+    operands (``None`` for a core)."""
+    hi = len(cores) if hi is None else hi
+    merge = _merge2_product if merge is None else merge
+    if hi - lo == 1:
+        return cores[lo], lo
+    half = lo + (hi - lo) // 2
+    a, left = _merge_tree(cores, merge, lo, half)
+    b, right = _merge_tree(cores, merge, half, hi)
+    return merge(a, b), (left, right, None if isinstance(left, int) else a,
+                         None if isinstance(right, int) else b)
+
+
+def _tree_grads(cores: Sequence[torch.Tensor], tree, g: torch.Tensor, grads: list,
+                work: torch.Tensor | None = None) -> None:
+    """Fill ``grads[k]`` with core ``k``'s gradient, given the gradient ``g`` of the
+    merge ``tree`` (:func:`_merge_tree`) walked from its root (whose moved gradient
+    goes to ``work`` if given, see :func:`_merge2_grads`)."""
+    if isinstance(tree, int):
+        grads[tree] = g
+        return
+    left, right, a, b = tree
+    a = cores[left] if a is None else a
+    b = cores[right] if b is None else b
+    ga, gb = _merge2_grads(a, b, g, work=work)
+    _tree_grads(cores, left, ga, grads)
+    _tree_grads(cores, right, gb, grads)
 
 
 def _step_matrices(cores: Sequence[torch.Tensor], plan: FastPlan) -> list[torch.Tensor]:
@@ -943,6 +991,8 @@ def tt_apply(x: torch.Tensor, cores: Sequence[torch.Tensor],
                                     or (bias is not None and bias.requires_grad)):
         # the merges go through autograd (their backward runs on one thread too): the
         # merged matrices are made once per forward and reused by the backward
+        if len(plan.groups) == 1:
+            return _TTApplyDense.apply(x, plan, bias, *cores)
         with _serial():
             mats = _step_matrices(cores, plan)
         return _TTApplyMats.apply(x, plan, bias, *mats)
@@ -988,3 +1038,47 @@ class _TTApplyMats(torch.autograd.Function):
                 gx, gmats = _backward_buffered(x, gy, mats, steps, need_x, chunk, kept, run)
             gb = gy.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return (gx, None, gb, *gmats)
+
+
+class _TTApplyDense(torch.autograd.Function):
+    """A one-group plan (the dense weight ``W`` rebuilt from the cores) in one autograd
+    node: ``y = x W^T + bias`` with the merges made without autograd, and a backward
+    that forms ``gW = gy^T x`` and walks the merge tree itself (:func:`_tree_grads`).
+
+    The products are those of :class:`_TTApplyMats` over :class:`_Merge2` nodes; what
+    goes is the Python and autograd bookkeeping of five nodes per call.
+    """
+
+    @staticmethod
+    def forward(ctx, x, plan, bias, *cores):  # type: ignore[override]
+        with _serial():
+            w, ctx.tree = _merge_tree(cores)
+        w = w.view(plan.schedule.shape.out_size, plan.schedule.shape.in_size)
+        with _compute(_key(x, plan, "forward", False)) as run:
+            y = _forward(x, [w], run.plan(plan), bias=bias, run=run)[0]
+        ctx.plan, ctx.has_bias = plan, bias is not None
+        ctx.save_for_backward(x, w, *cores)
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):  # type: ignore[override]
+        x, w, *cores = ctx.saved_tensors
+        plan, need_x, gy = ctx.plan, ctx.needs_input_grad[0], gy.contiguous()
+        graph = torch.is_grad_enabled()
+        if graph:  # create_graph: the merges again, differentiable
+            w, tree = _merge_tree(cores, _merge2)
+            w = w.view(gy.shape[1], x.shape[1])
+        else:
+            tree = ctx.tree
+        # gW and its moved copy in kept work buffers: a fresh gW faults its pages in on
+        # every call (784 x 512 layer, 1 thread, medians of 101 interleaved: 6.5 ms
+        # per forward+backward with a fresh one, 6.0 ms with the buffer)
+        gw, work = (None, None) if graph else _buffers(x, [w.numel(), w.numel()])
+        with _compute(_key(x, plan, "backward", need_x, graph)):
+            gx = gy @ w if need_x else None
+            gw = gy.t() @ x if graph else torch.mm(gy.t(), x, out=gw.view(w.shape))
+            gb = gy.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        grads = [None] * len(cores)
+        with _serial():
+            _tree_grads(cores, tree, gw.view(1, *gw.shape, 1), grads, work)
+        return (gx, None, gb, *grads)

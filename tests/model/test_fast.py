@@ -201,3 +201,25 @@ def test_tensors_follow_the_input_dtype():
     assert layer(x).dtype == torch.float32
     layer = layer.double()
     assert layer(x.double()).dtype == torch.float64
+
+
+@pytest.mark.parametrize("need", ["all", "cores", "input"])
+def test_the_one_group_plan_is_one_node_with_every_derivative(threads, need):
+    """The dense-weight plan (one group) runs as one autograd node that walks the merge
+    tree itself: first and second derivatives (gradcheck, gradgradcheck) with the bias,
+    for four cores (a tree two merges deep), and only the gradients asked for."""
+    torch.manual_seed(7)
+    layer = TTLinear(24, 12, ranks=[2, 3, 2], in_modes=[2, 3, 2, 2], out_modes=[1, 3, 2, 2]).double()
+    groups = ((0, 4),)
+    plan = fast.FastPlan(groups, ContractionSchedule.from_order(
+        fast._merged_shape(layer.tt_shape, groups), (0,)), 0, 0.0)
+    x = torch.randn(5, 24, dtype=torch.float64, requires_grad=need != "cores")
+    bias = torch.randn(12, dtype=torch.float64, requires_grad=need == "all")
+    cores = [c.detach().clone().requires_grad_(need != "input") for c in layer.cores]
+    y = fast.tt_apply(x, cores, plan, bias=bias)
+    assert type(y.grad_fn).__name__ == "_TTApplyDenseBackward"
+    ref = apply_schedule(x, cores, layer.schedule) + bias
+    assert torch.allclose(y, ref, atol=1e-12, rtol=0)
+    f = lambda x, b, *cs: fast.tt_apply(x, cs, plan, bias=b)  # noqa: E731
+    assert torch.autograd.gradcheck(f, (x, bias, *cores))
+    assert torch.autograd.gradgradcheck(f, (x, bias, *cores))
