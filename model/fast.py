@@ -39,7 +39,9 @@ faults for them. Under ``create_graph`` the backward is written in differentiabl
 torch operations, so second derivatives work too. The backward follows the forward's
 plan: a cost that adds the backward's products, the recomputation and the merges'
 backward picks the same plan for the benchmark layers at every batch from 1 to 4,096
-(docs/benchmarks.md, "TT layer speed").
+(docs/benchmarks.md, "TT layer speed"). A one-group plan (the dense weight rebuilt)
+is a single autograd node, :class:`_TTApplyDense`, whose backward forms the weight's
+gradient and walks the merge tree itself.
 
 Calls without autograd (inference) keep the merged matrices between calls in the
 layer's :class:`MergeCache` and reuse them while the cores are bit for bit unchanged
@@ -1046,7 +1048,10 @@ class _TTApplyDense(torch.autograd.Function):
     that forms ``gW = gy^T x`` and walks the merge tree itself (:func:`_tree_grads`).
 
     The products are those of :class:`_TTApplyMats` over :class:`_Merge2` nodes; what
-    goes is the Python and autograd bookkeeping of five nodes per call.
+    goes is the Python and autograd bookkeeping of five nodes per call (784 x 512
+    rank-16 layer, 1 thread, forward+backward, medians of 61-101 interleaved calls:
+    7.3-8.3 ms as five nodes, 6.9-7.2 ms as one; batch 64: 4.12 -> 3.40 ms; a tiny
+    layer's fixed cost 639 -> 455 us, ``nn.Linear`` 117 us).
     """
 
     @staticmethod
