@@ -571,11 +571,8 @@ def _merge2(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def merge_cores(cores: Sequence[torch.Tensor]) -> torch.Tensor:
     """Multiply neighbouring cores ``(r, m, n, r')`` into one ``(r0, prod m, prod n, r_end)``
-    (halves first, so that the largest product is made once)."""
-    if len(cores) == 1:
-        return cores[0]
-    half = len(cores) // 2
-    return _merge2(merge_cores(cores[:half]), merge_cores(cores[half:]))
+    (halves first, so that the largest product is made once), through autograd."""
+    return _merge_tree(cores, _merge2)[0]
 
 
 def _merge_tree(cores: Sequence[torch.Tensor], merge=None, lo: int = 0,
