@@ -161,9 +161,10 @@ class AXISToElements(wiring.Component):
         last_idx = Signal(range(max(E, 2)))     # of the held beat (loaded with it)
 
         lanes = Array(beat.word_select(j, W)[:A].as_signed() for j in range(E))
-        end_of_beat = Signal()
+        # idx == last_idx, registered with every change of either (the element's `last`
+        # and the handshake's decisions then start from flops, not from a comparator)
+        end_of_beat = Signal(init=1)
         m.d.comb += [
-            end_of_beat.eq(idx == last_idx),
             self.out.valid.eq(full),
             self.out.p.data.eq(lanes[idx]),
             self.out.p.last.eq(beat_last & end_of_beat),
@@ -187,7 +188,7 @@ class AXISToElements(wiring.Component):
             m.d.comb += li_in.eq(Mux(vec_start, li_count, li_rem))
 
         with m.If(full & self.out.ready & ~end_of_beat):
-            m.d.sync += idx.eq(idx + 1)
+            m.d.sync += [idx.eq(idx + 1), end_of_beat.eq(idx + 1 == last_idx)]
         with m.If(leaving):
             m.d.sync += full.eq(0)
         with m.If(load):
@@ -197,6 +198,7 @@ class AXISToElements(wiring.Component):
                 last_idx.eq(li_in),
                 full.eq(1),
                 idx.eq(0),
+                end_of_beat.eq(li_in == 0),
             ]
         # the skid register: filled by a beat the element register cannot take, emptied
         # when it takes it (tready was low meanwhile, so no beat comes in that cycle)
@@ -208,7 +210,7 @@ class AXISToElements(wiring.Component):
                 m.d.sync += skid_full.eq(1)
         with m.If(self.flush):
             m.d.sync += [full.eq(0), idx.eq(0), vec_start.eq(1), rem.eq(self.count),
-                         skid_full.eq(0)]
+                         skid_full.eq(0), end_of_beat.eq(Mux(load, li_in, last_idx) == 0)]
         return m
 
 

@@ -27,7 +27,7 @@ class Controller(wiring.Component):
     Input: accepts ``inp`` while enabled (and not in ``error``, except to discard the
     rest of a vector after a stream error, state ``DRAIN``), writes element ``j`` to
     BUF0 and checks ``tlast`` against ``IN_COUNT`` and the program registers (stream
-    errors: ``in_err``/``in_code``); then ``IN_PAD - IN_COUNT`` zeros. Per step:
+    errors: ``in_err``/``in_code``, registered: high the cycle after the beat); then ``IN_PAD - IN_COUNT`` zeros. Per step:
     ``fetching`` until the descriptor fetch is ``fetch_done``, ``running`` until the
     datapath is idle (``pipe_busy`` low), then the zero fill ``zf_start .. zf_end - 1``
     of the destination buffer (``zfill_err``: beyond ``buf_depth``); after the step with
@@ -118,10 +118,9 @@ class Controller(wiring.Component):
         # (when the registers pass these checks every count fits in AWP bits, so the
         # comparisons below use AWP bits)
         last_idx = Signal(AWP)                # IN_COUNT - 1
-        one_elem = Signal()                   # IN_COUNT == 1
         has_pad = Signal()                    # IN_PAD > IN_COUNT
         pad_last = Signal(AWP)                # IN_PAD - 1
-        m.d.sync += [last_idx.eq(pg.in_count - 1), one_elem.eq(pg.in_count == 1),
+        m.d.sync += [last_idx.eq(pg.in_count - 1),
                      has_pad.eq(pg.in_pad[:AWP] > pg.in_count[:AWP]), pad_last.eq(pg.in_pad - 1),
                      self.out_last.eq(pg.out_count - 1)]
 
@@ -196,27 +195,45 @@ class Controller(wiring.Component):
         accept = Signal()
         m.d.comb += [
             # a pending error refuses new vectors, but the offending one is still drained
-            self.inp.ready.eq(enable & (drain | (~self.error & taking))),
+            self.inp.ready.eq(enable & (drain | (~self.error & ~self.in_err & taking))),
             accept.eq(self.inp.valid & self.inp.ready),
             self.in_stall.eq(inputting & self.inp.ready & ~self.inp.valid),
         ]
         j = Signal(AWP)                       # input element / pad index
         jj = Mux(idle, 0, j)
-        exp_last_r = Signal()                 # element j is the vector's last
+        # element jj is the vector's last: a flop (the input's decisions start from it),
+        # IN_COUNT == 1 after every cycle that may be followed by IDLE (the input side
+        # returns to IDLE from anywhere by a soft reset, and without throughput mode by
+        # an abort), held while INPUT waits for an element
         exp_last = Signal()
-        m.d.comb += exp_last.eq(Mux(idle, one_elem, exp_last_r))
-        with m.If(accept):
-            m.d.sync += exp_last_r.eq(jj + 1 == last_idx)
         in_last = self.inp.payload.last
+        to_idle = soft_reset if tp else soft_reset | self.abort
+        with m.If(accept & ~in_last & ~to_idle):
+            m.d.sync += exp_last.eq(jj + 1 == last_idx)
+        with m.Elif(~inputting | accept | to_idle):
+            m.d.sync += exp_last.eq(pg.in_count == 1)
+        # j == IN_PAD - 1 for the j of the next cycle, registered: j only changes by an
+        # accepted element (to jj + 1) or a pad write (to j + 1 = jj + 1), and PAD is
+        # only entered by an accepted element, so the compare needs no enable and the
+        # end of PAD starts from this flop, not from a comparator
+        pad_at_last = Signal()
+        m.d.sync += pad_at_last.eq(jj + 1 == pad_last)
         z = Signal(AWP)
         # the end of a fill (z == zf_end - 1) registered a cycle ahead: z_last is high in
         # the fill's last cycle (zf_pen = zf_end - 2 is registered while running), so the
         # step transition starts from a flop, not from a comparator
         z_last = Signal()
         zf_pen = Signal(AWP + 1)
-        # the next step's number and descriptor address, ready before they are needed
+        # the next step's number and descriptor address, ready before they are needed:
+        # registered from step/dptr in every cycle (a step lasts more than one cycle,
+        # so they are current whenever next_step() reads them), so their flops have no
+        # enable and no select: the step transition's decision ends in step/dptr alone
         step_next = Signal(STEP_BITS, init=1)
         dptr_next = Signal(len(dptr), init=DESC_WORDS)
+        m.d.sync += [step_next.eq(step + 1), dptr_next.eq(dptr + DESC_WORDS)]
+        # (the registers standing for a compare, for tests/hw/test_controller.py)
+        self.debug.update(j=j, last_idx=last_idx, pad_last=pad_last, exp_last=exp_last,
+                          pad_at_last=pad_at_last, step_next=step_next, dptr_next=dptr_next)
         done_r = Signal()
         m.d.sync += done_r.eq(0)
         m.d.comb += self.done_pulse.eq(done_r)
@@ -226,11 +243,7 @@ class Controller(wiring.Component):
         m.d.comb += self.busy.eq(~idle | accept | (~c_idle if tp else 0))
 
         def next_step():
-            return [*c_go(CS.FETCH), step.eq(step_next), dptr.eq(dptr_next),
-                    step_next.eq(step_next + 1), dptr_next.eq(dptr_next + DESC_WORDS)]
-
-        def first_step():
-            return [step.eq(0), dptr.eq(0), step_next.eq(1), dptr_next.eq(DESC_WORDS)]
+            return [*c_go(CS.FETCH), step.eq(step_next), dptr.eq(dptr_next)]
 
         def to_output():
             m.d.sync += c_go(CS.OUTPUT)
@@ -279,8 +292,6 @@ class Controller(wiring.Component):
                     m.d.sync += [in_we.eq(1), in_elem.eq(jj),
                                  in_value.eq(self.inp.payload.data)]
                     with m.If(exp_last):
-                        if not tp:
-                            m.d.sync += first_step()
                         m.d.sync += in_go(Mux(has_pad, IS.PAD, in_done))
                     with m.Else():
                         m.d.sync += in_go(IS.INPUT)
@@ -289,10 +300,8 @@ class Controller(wiring.Component):
                 m.d.sync += in_go(IS.IDLE)
         with m.If(pad):
             m.d.sync += [in_we.eq(1), in_elem.eq(j), in_value.eq(0), j.eq(j + 1)]
-            with m.If(j == pad_last):
+            with m.If(pad_at_last):
                 m.d.sync += in_go(in_done)
-                if not tp:
-                    m.d.sync += first_step()
         if tp:
             # the copy: staging word q is read in COPY cycle q and written to BUF0 word q
             # in the next cycle (from the read port's data, by the engine); the staging
@@ -303,12 +312,18 @@ class Controller(wiring.Component):
             m.d.sync += self.copy_we.eq(0)
             m.d.comb += self.copy_addr.eq(q)
             with m.If(c_idle & staged & ~self.error):
-                m.d.sync += [*c_go(CS.COPY), q.eq(0), *first_step()]
+                m.d.sync += [*c_go(CS.COPY), q.eq(0)]
             with m.If(copying):
                 m.d.sync += [q.eq(q + 1), self.copy_we.eq(1), self.copy_word.eq(q)]
                 with m.If(q == q_last):
                     m.d.sync += c_go(CS.FETCH)
                     m.d.sync += staged.eq(0) if self.fault else in_go(IS.IDLE)
+        # step 0's number and descriptor address are set while idle (nothing reads them
+        # then; a stream error reports step 0 anyway), not in the cycle the input ends:
+        # the input handshake's decisions never reach step/dptr, whose only other
+        # assignment is next_step()
+        with m.If(c_idle if tp else idle):
+            m.d.sync += [step.eq(0), dptr.eq(0)]
         with m.If(self.fetching):
             with m.If(self.fetch_done):
                 m.d.sync += c_go(CS.RUN)
@@ -355,7 +370,16 @@ class Controller(wiring.Component):
                 m.d.comb += in_sel.eq(ErrorCode.TLAST_EARLY)
             with m.Elif(~in_last & exp_last):
                 m.d.comb += in_sel.eq(ErrorCode.TLAST_LATE)
-        m.d.comb += [self.in_err.eq(in_sel != 0), self.in_code.eq(in_sel)]
+        # registered: the error unit's first-error flops take them a cycle later, so no
+        # path runs from the stream handshake through this decode into their enables;
+        # meanwhile in_err itself keeps the input refused (ready above), as `error` does
+        # from the next cycle on
+        in_err_now = Signal()
+        m.d.comb += in_err_now.eq(in_sel != 0)
+        # (a clear or soft reset in the error's own cycle wins over it, as it did when
+        # the error unit took it at once)
+        m.d.sync += [self.in_err.eq(in_err_now & ~ct.clear_error & ~soft_reset),
+                     self.in_code.eq(in_sel)]
 
         # STATUS.DONE: set when an inference completes, cleared when the next one starts
         # (its first element accepted; in that very cycle, so that BUSY and DONE are
@@ -373,5 +397,5 @@ class Controller(wiring.Component):
         # tready is low while disabled (so after reset) and while in error
         m.d.comb += self.in_open.eq(enable & (
             (drain & ~(accept & in_last))
-            | ~(self.error | self.in_err | self.abort)))
+            | ~(self.error | in_err_now | self.in_err | self.abort)))
         return m

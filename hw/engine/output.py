@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, ResetInserter, Signal, signed
+from amaranth.hdl import Module, Mux, ResetInserter, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
@@ -51,7 +51,7 @@ class OutputPath(wiring.Component):
         m = Module()
         g, c = self.geom, self.geom.config
         L, XB = g.L, c.act_bits
-        fifo = SyncFIFO(width=XB + 1, depth=ENGINE_TIMING.fifo_depth)
+        fifo = SyncFIFO(width=XB, depth=ENGINE_TIMING.fifo_depth)
         m.submodules.fifo = ResetInserter({"sync": self.flush})(fifo)
         o_idx = Signal(g.awp)
         o_more = Signal()                     # o_idx < OUT_COUNT
@@ -59,22 +59,18 @@ class OutputPath(wiring.Component):
         # reads in flight: issued (stage 1), word registered (stage 2), then into the FIFO
         o_inf1, o_inf2 = Signal(), Signal()
         o_lane1 = Signal(g.lane_bits)
-        o_last1, o_last2 = Signal(), Signal()
         # stream elements (act_bits) of both buffers
         o_raw = Signal(data.ArrayLayout(data.ArrayLayout(signed(XB), L), 2))
         m.d.comb += [
             self.rd_addr.eq(o_idx),
             self.rd_en.eq(out_issue),
             self.out.valid.eq(fifo.r_rdy & self.active),
-            self.out.payload.data.eq(fifo.r_data[:XB]),
-            # (test hook drop_tlast: the last element is never marked at the port)
-            self.out.payload.last.eq(0 if self.fault == "drop_tlast" else fifo.r_data[XB]),
+            self.out.payload.data.eq(fifo.r_data),
             fifo.r_en.eq(self.out.ready & self.active),
         ]
         m.d.sync += o_raw.eq(self.words)
         m.d.sync += [o_inf1.eq(out_issue), o_lane1.eq(g.lane_of(o_idx)),
-                     o_last1.eq(o_idx == self.out_last),
-                     o_inf2.eq(o_inf1), o_last2.eq(o_last1)]
+                     o_inf2.eq(o_inf1)]
         with m.If(self.flush):
             m.d.sync += [o_inf1.eq(0), o_inf2.eq(0)]
         # the element of each buffer's word, then the buffer: OUT_BUF drives act_bits
@@ -88,7 +84,7 @@ class OutputPath(wiring.Component):
                        onehot_select([o_raw[0][l] for l in range(L)], o_oh2))
         else:
             rsel = Mux(self.buf, o_raw[1][0], o_raw[0][0])
-        m.d.comb += [fifo.w_en.eq(o_inf2), fifo.w_data.eq(Cat(rsel, o_last2))]
+        m.d.comb += [fifo.w_en.eq(o_inf2), fifo.w_data.eq(rsel)]
 
         with m.If(self.active):
             m.d.comb += out_issue.eq(o_more & (fifo.level + o_inf1 + o_inf2 < fifo.depth))
@@ -96,6 +92,22 @@ class OutputPath(wiring.Component):
                 m.d.sync += [o_idx.eq(o_idx + 1), o_more.eq(o_idx != self.out_last)]
         with m.If(self.begin):
             m.d.sync += [o_idx.eq(0), o_more.eq(1)]
-        o_end = fifo.r_data[XB] if self.fault == "drop_tlast" else self.out.payload.last
-        m.d.comb += self.finished.eq(self.active & self.out.valid & self.out.ready & o_end)
+        # the element at the FIFO's head is the last one when the count of accepted
+        # elements says so (a registered compare): `last` and `finished` come from a flop,
+        # not from the FIFO's read data, which leaves LUT RAM addressed by the FIFO's read
+        # pointer (the stream's adapter decides its tready from `last`, and `finished`
+        # ends every phase flop of the controller: 7-8 LUT levels from the read pointer)
+        fire = Signal()
+        o_acc = Signal(g.awp)                  # elements accepted so far
+        o_at_last = Signal()                   # o_acc == OUT_COUNT - 1
+        m.d.comb += fire.eq(self.out.valid & self.out.ready)
+        with m.If(fire):
+            m.d.sync += [o_acc.eq(o_acc + 1), o_at_last.eq(o_acc + 1 == self.out_last)]
+        with m.If(self.begin):
+            m.d.sync += [o_acc.eq(0), o_at_last.eq(self.out_last == 0)]
+        m.d.comb += [
+            # (test hook drop_tlast: the last element is never marked at the port)
+            self.out.payload.last.eq(0 if self.fault == "drop_tlast" else o_at_last),
+            self.finished.eq(fire & o_at_last),
+        ]
         return m
