@@ -72,7 +72,8 @@ def synthesize(board_key: str, artifact: Path, work: Path, run: bool = True) -> 
     name = NAME.format(board=b.key)
     extra = {"synth_opts": "-dsp"} if dev.family == "ice40" else {}   # as ttforge build
     plan = b.platform().build(BoardTop(b.key, cfg), name=name, do_build=False,
-                              nextpnr_opts="--seed 1 --report report.json --timing-allow-fail",
+                              nextpnr_opts="--seed 1 --report report.json --timing-allow-fail "
+                              + " ".join(dev.placer_args),
                               **extra)
     plan.extract(str(work))
     lines = [ln for ln in (work / f"build_{name}.sh").read_text().splitlines() if ln.startswith('"$')]

@@ -20,6 +20,9 @@ cycle model of the tree that runs it (no synthesis).
 (``AccelConfig.for_network`` at ``--lanes``: its core, accumulator and bias widths and
 depths), the engine that runs it; ``--requant-units`` sets ``AccelConfig.requant_units``
 and ``--set FIELD=VALUE`` any other field.
+The JSON also records the netlist's logic levels (``ttforge.hw.levels``: how many register
+inputs sit behind how many LUT levels, and the deepest paths), which do not depend on the
+seed, and nextpnr's placer options (``Device.placer_args``).
 ``--router router2`` routes with nextpnr's router2 (default: router1, nextpnr's);
 ``--frontend rtlil`` has Yosys read Amaranth's RTLIL of the engine instead of its Verilog
 (the same design; the Verilog frontend's per-lane memory writes and lane selects take
@@ -49,6 +52,7 @@ from ttforge.hw.config import AccelConfig  # noqa: E402
 from ttforge.hw.ecp5_dsp import SynthTarget  # noqa: E402
 from ttforge.hw.synth import (DEVICES, FRONTENDS, LUT_MAPPERS, ROUTERS, accel_rtlil, harness_for_ports,  # noqa: E402
                                harness_verilog, parse_report, router_args, rtlil_ports, synth_script)
+from ttforge.hw.levels import logic_levels  # noqa: E402
 from ttforge.hw.tools import run_tool  # noqa: E402
 from ttforge.hw.top import verilog  # noqa: E402
 
@@ -135,10 +139,14 @@ def main(argv=None) -> int:
         print(f"yosys failed (log: {wd / 'yosys.log'})", file=sys.stderr)
         return 1
     synth_s = round(time.time() - t0)
-    return _record(a, seeds, wd, commit, dirty, cost, top_mod, synth_s)
+    lv = logic_levels(wd / "netlist.json")
+    print(f"logic levels (register inputs with 6 / 7 or more): {lv.at_least(6)} / {lv.at_least(7)}; "
+          f"deepest {lv.paths[0].levels:.1f}: {lv.paths[0].start} -> {lv.paths[0].end}")
+    return _record(a, seeds, wd, commit, dirty, cost, top_mod, synth_s, levels=lv.to_dict())
 
 
-def _record(a, seeds, wd: Path, commit: str, dirty: bool, cost, top_mod, synth_s, collect: bool = False) -> int:
+def _record(a, seeds, wd: Path, commit: str, dirty: bool, cost, top_mod, synth_s, collect: bool = False,
+            levels: dict | None = None) -> int:
     """Place and route each seed (or, with ``collect``, read its finished run) and write
     the JSON."""
     dev = DEVICES["ecp5-85f"]
@@ -148,7 +156,7 @@ def _record(a, seeds, wd: Path, commit: str, dirty: bool, cost, top_mod, synth_s
         sd.mkdir(exist_ok=True)
         t = time.time()
         if not collect:
-            run_tool(dev.nextpnr, [*dev.pnr_args, "--json", "../netlist.json", "--report", "report.json",
+            run_tool(dev.nextpnr, [*dev.pnr_args, *dev.placer_args, "--json", "../netlist.json", "--report", "report.json",
                                    "--freq", "100", "--seed", str(seed), "--timing-allow-fail",
                                    "-l", "nextpnr.log", "-q", "--lpf-allow-unconstrained",
                                    *router_args(a.router),
@@ -175,8 +183,9 @@ def _record(a, seeds, wd: Path, commit: str, dirty: bool, cost, top_mod, synth_s
     out = {"label": a.label, "date_utc": utc_now(), "git_commit": commit, "git_dirty": dirty,
            "ttforge_hw": str(Path(top_mod.__file__).parent), "device": "ecp5-85f",
            "lanes": a.lanes, "requant_units": a.requant_units, "network": a.network,
-           "config": a.config, "lut_mapper": a.lut_mapper, "router": a.router, "frontend": a.frontend,
-           "harness": cost, "synth_s": synth_s, "runs": runs,
+           "config": a.config, "lut_mapper": a.lut_mapper, "router": a.router,
+           "placer_args": list(dev.placer_args), "frontend": a.frontend,
+           "harness": cost, "synth_s": synth_s, "logic_levels": levels, "runs": runs,
            "summary": summary, "collected": collect}
     path = Path(a.out) if a.out else ROOT / "bench" / "results" / f"synth_seeds.{a.label}.json"
     atomic_write_text(path, json.dumps(out, indent=2) + "\n")

@@ -294,7 +294,7 @@ def part_synth(seeds: list[int], work: Path, timeout: float, no_route: bool = Fa
                     raise RuntimeError("nextpnr did not finish (stopped)")
                 t = time.time() - (rpt.stat().st_mtime - t)
             else:
-                proc = run_tool(dev.nextpnr, [*dev.pnr_args, "--json", "../netlist.json", "--report",
+                proc = run_tool(dev.nextpnr, [*dev.pnr_args, *dev.placer_args, "--json", "../netlist.json", "--report",
                                               "report.json", "--freq", "100", "--seed", str(seed),
                                               "--timing-allow-fail", "-l", "nextpnr.log", "-q",
                                               "--lpf-allow-unconstrained",
@@ -351,7 +351,7 @@ def part_synth(seeds: list[int], work: Path, timeout: float, no_route: bool = Fa
     return {"device": dev.key, "title": dev.title, "lanes": LANES, "depths": depths,
             "memories": est, "verilog_sha256": sha, "harness": cost, "synth_s": synth_s,
             "synth_cells": cells,
-            "target_mhz": 100.0, "runs": ordered,
+            "target_mhz": 100.0, "placer_args": list(dev.placer_args), "runs": ordered,
             "summary": summary, "env": env}
 
 

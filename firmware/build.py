@@ -405,7 +405,8 @@ def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=Non
             def place(attempt: int, bdir: Path) -> str | None:
                 try:
                     platform.build(top, name=name, build_dir=str(bdir), do_build=True,
-                                   nextpnr_opts=f"--seed {attempt} --report report.json --timing-allow-fail",
+                                   nextpnr_opts=f"--seed {attempt} --report report.json --timing-allow-fail "
+                                   + " ".join(dev.placer_args),
                                    **extra)
                 except subprocess.CalledProcessError:
                     return _why_failed(bdir, name, dev.title, logic_fix)

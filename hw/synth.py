@@ -41,7 +41,8 @@ from ttforge.hw.tools import run_tool
 __all__ = ["DEVICES", "Device", "SynthError", "PortInfo", "verilog_ports", "rtlil_ports",
            "harness_verilog", "harness_for_ports", "accel_rtlil", "ROUTERS", "FRONTENDS",
            "router_args", "synth_script", "implement", "ImplResult", "SynthReport",
-           "parse_report", "log_overflow", "single_port_script", "synth_extras"]
+           "parse_report", "log_overflow", "single_port_script", "synth_extras",
+           "ECP5_PLACER_ARGS"]
 
 #: nextpnr's routers (``--router``); the first is nextpnr's default and ours
 ROUTERS = ("router1", "router2")
@@ -59,6 +60,17 @@ class Device:
     pnr_args: tuple[str, ...]
     # nextpnr utilization keys -> report fields
     resources: tuple[tuple[str, str], ...]
+    # nextpnr's placer options, in every place-and-route of the device (implement, the
+    # benches, the board builds): see ECP5_PLACER_ARGS
+    placer_args: tuple[str, ...] = ()
+
+
+#: The ECP5's placer weights timing 3x its default (``--placer-heap-timingweight``, 10):
+#: measured on the L = 16 engine's netlist at ad0b211 (synthesized once, seeds 1-3,
+#: routed with router1), 95.28 / 87.67 / 87.68 MHz at the default and 100.92 / 89.44 /
+#: 102.17 MHz at 30; the placement estimates 67.8 / 66.4 / 64.7 against 84.2 / 72.1 /
+#: 83.7 MHz (docs/benchmarks.md, "Fmax").
+ECP5_PLACER_ARGS = ("--placer-heap-timingweight", "30")
 
 
 DEVICES: dict[str, Device] = {
@@ -68,6 +80,7 @@ DEVICES: dict[str, Device] = {
         pnr_args=("--85k", "--package", "CABGA381", "--speed", "6"),
         resources=(("TRELLIS_COMB", "lut"), ("TRELLIS_FF", "ff"), ("MULT18X18D", "dsp"),
                    ("DP16KD", "bram"), ("TRELLIS_RAMW", "lutram"), ("TRELLIS_IO", "io")),
+        placer_args=ECP5_PLACER_ARGS,
     ),
     "ice40up5k": Device(
         key="ice40up5k", family="ice40", title="iCE40UP5K-SG48 (iCEBreaker)",
@@ -455,7 +468,7 @@ def implement(verilog: str, device: str, top: str = "ttforge_accel", *,
         if proc.returncode != 0:
             raise _fail("yosys", proc, wd / "yosys.log")
         cells = _stat_cells(wd / "stat.json")
-        args = [*dev.pnr_args, "--json", "netlist.json", "--report", "report.json",
+        args = [*dev.pnr_args, *dev.placer_args, "--json", "netlist.json", "--report", "report.json",
                 "--freq", str(target_mhz), "--seed", str(seed), "--timing-allow-fail",
                 "-l", "nextpnr.log", "-q", *rargs]
         if dev.family == "ecp5":

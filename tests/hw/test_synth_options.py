@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from ttforge.hw.config import AccelConfig
@@ -215,3 +217,33 @@ def test_lut_mapper_abc_replaces_only_the_lut_mapping():
     for bad, dev in (("abc8", "ecp5-85f"), ("abc", "ice40up5k")):
         with pytest.raises(SynthError, match=f"lut_mapper={bad!r} is unknown"):
             synth_script(dev, "rtlil", lut_mapper=bad)
+
+
+@pytest.mark.parametrize("device", ["ecp5-85f", "ice40up5k"])
+def test_implement_places_with_the_devices_placer_options(tmp_path, monkeypatch, device):
+    """implement() hands nextpnr the device's placer options (the ECP5's timing weight,
+    ECP5_PLACER_ARGS; none on the iCE40), and nothing else of the sort."""
+    import subprocess
+
+    import ttforge.hw.synth as synth
+
+    calls = []
+
+    def fake_run_tool(tool, args, cwd=None, **kw):
+        calls.append((tool, list(args)))
+        if tool == "yosys":
+            (Path(cwd) / "stat.json").write_text("{}")
+            return subprocess.CompletedProcess(args, 0, "", "")
+        return subprocess.CompletedProcess(args, 1, "", "ERROR: stopped by the test")
+
+    monkeypatch.setattr(synth, "run_tool", fake_run_tool)
+    with pytest.raises(SynthError, match="stopped by the test"):
+        synth.implement(verilog(AccelConfig(lanes=1)), device, workdir=tmp_path)
+    pnr = next(args for tool, args in calls if tool.startswith("nextpnr"))
+    expected = synth.ECP5_PLACER_ARGS if device == "ecp5-85f" else ()
+    assert synth.DEVICES[device].placer_args == expected
+    flags = [a for a in pnr if a.startswith("--placer")]
+    assert flags == [a for a in expected if a.startswith("--")]
+    if expected:
+        i = pnr.index(expected[0])
+        assert tuple(pnr[i:i + len(expected)]) == expected
