@@ -32,6 +32,7 @@ from __future__ import annotations
 from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
+from amaranth.utils import ceil_log2
 
 from ttforge.errors import ConfigError
 from ttforge.hw.axis import element_layout
@@ -103,17 +104,35 @@ class TTEngine(wiring.Component):
         word = data.ArrayLayout(signed(IB), L)
         single = c.buf_ports == 1      # one port per buffer (hw/engine/buffers.py)
         battrs = {SINGLE_PORT_ATTR: 1} if single else None
-        buf = [Memory(shape=word, depth=c.buf_depth // L, init=[], attrs=battrs)
-               for _ in range(2)]
+        # Two ports (block RAM): BUF0 and BUF1 are the halves of one memory, the buffer's
+        # number its address's top bit, so that a block RAM's output goes straight into
+        # the operand register (a DP16KD's output takes 5.83 ns; with a select of two
+        # memories after it this was the critical path of two ECP5 L = 16 seeds, buf0
+        # -> issue.s2_x, 95.3 and 102.2 MHz), and the two halves share every block RAM's
+        # depth (a 256-word buffer used half of each 512 x 36 block). One port each
+        # (single-port RAM, hw/engine/buffers.py): two memories. (A buffer of a number of
+        # words that is not a power of two takes the next power's rows in the shared
+        # memory: the halves are addressed by wiring, no adder.)
+        words = c.buf_depth // L
+        word_bits = ceil_log2(words)
+        if single:
+            buf = [Memory(shape=word, depth=words, init=[], attrs=battrs) for _ in range(2)]
+        else:
+            bufs = Memory(shape=word, depth=2 << word_bits, init=[])
         cmem = Memory(shape=data.ArrayLayout(signed(c.core_bits), L), depth=c.core_depth // L,
                       init=[])
         bmem = Memory(shape=data.ArrayLayout(signed(c.bias_bits), L), depth=c.bias_depth // L,
                       init=[])
         dmem = Memory(shape=32, depth=g.dmem_depth, init=[])
-        m.submodules.buf0, m.submodules.buf1 = buf
+        if single:
+            m.submodules.buf0, m.submodules.buf1 = buf
+            buf_rp = [b.read_port() for b in buf]
+            buf_wp = [b.write_port(granularity=1) for b in buf]
+        else:
+            m.submodules.bufs = bufs
+            bufs_rp, bufs_wp = bufs.read_port(), bufs.write_port(granularity=1)
+            buf_rp = [bufs_rp, bufs_rp]       # (either buffer's data: the one port's)
         m.submodules.cmem, m.submodules.bmem, m.submodules.dmem = cmem, bmem, dmem
-        buf_rp = [b.read_port() for b in buf]
-        buf_wp = [b.write_port(granularity=1) for b in buf]
         cmem_wp, bmem_wp = cmem.write_port(granularity=1), bmem.write_port(granularity=1)
         dmem_wp = dmem.write_port()
 
@@ -183,7 +202,7 @@ class TTEngine(wiring.Component):
         # FLAGS.SRC (fetch.src_g)
         for l in range(L):
             m.d.comb += issue.x_word[l].eq(Mux(fetch.src_g[g.group(l)], buf_rp[1].data[l],
-                                               buf_rp[0].data[l]))
+                                               buf_rp[0].data[l]) if single else buf_rp[0].data[l])
         # the result writer
         wiring.connect(m, writer.bmem, bmem.read_port())
         m.d.comb += [
@@ -227,20 +246,25 @@ class TTEngine(wiring.Component):
             m.d.comb += [stage_wp.data[l].eq(ctrl.stage_value) for l in range(L)]
 
         # ------------------------------------------------------------------ buffer ports
-        # reads: the output phase's element, else the issue unit's source element
-        for b in range(2 if not single else 0):
+        # reads: the output phase's element of OUT_BUF, else the issue unit's source
+        # element (FLAGS.SRC, held through the step)
+        if not single:
+            rd_word = Signal(word_bits)
+            rd_buf = Signal()
             m.d.comb += [
-                buf_rp[b].addr.eq(Mux(ctrl.outputting, g.word_of(outp.rd_addr, c.buf_depth),
-                                      g.word_of(issue.x_addr, c.buf_depth))),
+                rd_word.eq(Mux(ctrl.outputting, g.word_of(outp.rd_addr, c.buf_depth),
+                               g.word_of(issue.x_addr, c.buf_depth))),
+                rd_buf.eq(Mux(ctrl.outputting, self.program.out_buf, flags.src)),
+                bufs_rp.addr.eq(Cat(rd_word, rd_buf)),
                 # (always enabled: a word read without a use is never consumed, and an
                 # enable would gate every output register of the buffers)
-                buf_rp[b].en.eq(1),
+                bufs_rp.en.eq(1),
             ]
         # writes: requantized results while running, else the controller's element
         # (input, padding, zero fill)
         wr_en = Signal()
         wr_sel = Signal()
-        wr_addr = Signal.like(buf_wp[0].addr)
+        wr_addr = Signal(word_bits)
         wr_mask = Signal(L)
         wr_data = Signal(word)
         y_v = ctrl.running & rqb.y_valid
@@ -280,11 +304,11 @@ class TTEngine(wiring.Component):
             if c.throughput:
                 other = Mux(ctrl.copy_we, stage_rp.data[l], ctrl.wr_value)
             m.d.comb += wr_data[l].eq(Mux(y_vg[k], y_l, other))
-        for b in range(2 if not single else 0):
+        if not single:
             m.d.comb += [
-                buf_wp[b].addr.eq(wr_addr),
-                buf_wp[b].data.eq(wr_data),
-                buf_wp[b].en.eq(Mux(wr_en & (wr_sel == b), wr_mask, 0)),
+                bufs_wp.addr.eq(Cat(wr_addr, wr_sel)),
+                bufs_wp.data.eq(wr_data),
+                bufs_wp.en.eq(Mux(wr_en, wr_mask, 0)),
             ]
         clash = []
         for b in range(2 if single else 0):

@@ -15,8 +15,10 @@ from ttforge.hw.cycles import ENGINE_TIMING
 from ttforge.hw.engine import TTEngine
 
 
-@pytest.mark.parametrize("throughput", [0, 1])
-def test_memory_parts_are_the_memories_the_inference_engine_declares(monkeypatch, throughput):
+@pytest.mark.parametrize("throughput,buf_ports,buf_depth", [(0, 2, 256), (1, 2, 256), (0, 1, 256),
+                                                        (0, 2, 96), (0, 1, 96)])
+def test_memory_parts_are_the_memories_the_inference_engine_declares(monkeypatch, throughput,
+                                                                     buf_ports, buf_depth):
     declared = []
     init = memory.Memory.__init__
 
@@ -25,9 +27,14 @@ def test_memory_parts_are_the_memories_the_inference_engine_declares(monkeypatch
             declared.append(Shape.cast(shape).width * depth)
         init(self, shape=shape, depth=depth, **kw)
     monkeypatch.setattr(memory.Memory, "__init__", record)
-    cfg = AccelConfig(lanes=4, buf_depth=256, core_depth=128, bias_depth=64, throughput=throughput)
+    cfg = AccelConfig(lanes=4, buf_depth=buf_depth, core_depth=128, bias_depth=64,
+                      throughput=throughput, buf_ports=buf_ports)
     Fragment.get(TTEngine(cfg), None)
     parts = dict(memory_parts(cfg))
     buffers = parts.pop("buffers")
-    assert sorted(declared) == sorted([*parts.values(), buffers // 2, buffers // 2])
+    # two ports: one memory of both halves (24 words of 96 elements take 32 rows each);
+    # one port: two memories
+    halves = [buffers] if buf_ports == 2 else [buffers // 2, buffers // 2]
+    assert sorted(declared) == sorted([*parts.values(), *halves])
+    assert buffers == 2 * (32 if buf_depth == 96 and buf_ports == 2 else buf_depth // 4) * 4 * cfg.inter_bits
     assert ("staging" in parts) == bool(throughput)
