@@ -103,15 +103,9 @@ def memory_parts(config) -> dict[str, int]:
                 "exp2": (1 << tc.table_frac_bits) * (tc.table_bits + 1)}
     from ttforge.hw.config import DESC_WORDS
 
-    # the ping-pong buffers: with two ports the halves of one memory, each the next power
-    # of two of buf_depth / L words (hw/engine/__init__.py), else two memories
-    L = config.lanes
-    rows = config.buf_depth // L
-    if getattr(config, "buf_ports", 2) == 2:
-        rows = 1 << max(0, rows - 1).bit_length()
     parts = {"cores": config.core_depth * config.core_bits,
              "biases": config.bias_depth * config.bias_bits,
-             "buffers": 2 * rows * L * config.inter_bits,
+             "buffers": 2 * config.buf_depth * config.inter_bits,
              "descriptors": config.desc_depth * DESC_WORDS * 32}
     if getattr(config, "throughput", 0):   # the input staging memory of throughput mode
         parts["staging"] = config.buf_depth * config.act_bits

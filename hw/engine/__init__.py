@@ -105,20 +105,20 @@ class TTEngine(wiring.Component):
         single = c.buf_ports == 1      # one port per buffer (hw/engine/buffers.py)
         battrs = {SINGLE_PORT_ATTR: 1} if single else None
         # Two ports (block RAM): BUF0 and BUF1 are the halves of one memory, the buffer's
-        # number its address's top bit, so that a block RAM's output goes straight into
+        # number its address's low bit, so that a block RAM's output goes straight into
         # the operand register (a DP16KD's output takes 5.83 ns; with a select of two
         # memories after it this was the critical path of two ECP5 L = 16 seeds, buf0
         # -> issue.s2_x, 95.3 and 102.2 MHz), and the two halves share every block RAM's
         # depth (a 256-word buffer used half of each 512 x 36 block). One port each
-        # (single-port RAM, hw/engine/buffers.py): two memories. (A buffer of a number of
-        # words that is not a power of two takes the next power's rows in the shared
-        # memory: the halves are addressed by wiring, no adder.)
+        # (single-port RAM, hw/engine/buffers.py): two memories. (The low bit, not the
+        # top one: the halves interleave, addressed by wiring, and a buffer of a number
+        # of words that is not a power of two takes no more rows than it has.)
         words = c.buf_depth // L
         word_bits = ceil_log2(words)
         if single:
             buf = [Memory(shape=word, depth=words, init=[], attrs=battrs) for _ in range(2)]
         else:
-            bufs = Memory(shape=word, depth=2 << word_bits, init=[])
+            bufs = Memory(shape=word, depth=2 * words, init=[])
         cmem = Memory(shape=data.ArrayLayout(signed(c.core_bits), L), depth=c.core_depth // L,
                       init=[])
         bmem = Memory(shape=data.ArrayLayout(signed(c.bias_bits), L), depth=c.bias_depth // L,
@@ -255,7 +255,7 @@ class TTEngine(wiring.Component):
                 rd_word.eq(Mux(ctrl.outputting, g.word_of(outp.rd_addr, c.buf_depth),
                                g.word_of(issue.x_addr, c.buf_depth))),
                 rd_buf.eq(Mux(ctrl.outputting, self.program.out_buf, flags.src)),
-                bufs_rp.addr.eq(Cat(rd_word, rd_buf)),
+                bufs_rp.addr.eq(Cat(rd_buf, rd_word)),
                 # (always enabled: a word read without a use is never consumed, and an
                 # enable would gate every output register of the buffers)
                 bufs_rp.en.eq(1),
@@ -306,7 +306,7 @@ class TTEngine(wiring.Component):
             m.d.comb += wr_data[l].eq(Mux(y_vg[k], y_l, other))
         if not single:
             m.d.comb += [
-                bufs_wp.addr.eq(Cat(wr_addr, wr_sel)),
+                bufs_wp.addr.eq(Cat(wr_sel, wr_addr)),
                 bufs_wp.data.eq(wr_data),
                 bufs_wp.en.eq(Mux(wr_en, wr_mask, 0)),
             ]

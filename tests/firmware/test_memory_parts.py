@@ -32,9 +32,9 @@ def test_memory_parts_are_the_memories_the_inference_engine_declares(monkeypatch
     Fragment.get(TTEngine(cfg), None)
     parts = dict(memory_parts(cfg))
     buffers = parts.pop("buffers")
-    # two ports: one memory of both halves (24 words of 96 elements take 32 rows each);
-    # one port: two memories
+    # two ports: one memory of both halves (24 words of 96 elements: 48 rows); one port:
+    # two memories
     halves = [buffers] if buf_ports == 2 else [buffers // 2, buffers // 2]
     assert sorted(declared) == sorted([*parts.values(), *halves])
-    assert buffers == 2 * (32 if buf_depth == 96 and buf_ports == 2 else buf_depth // 4) * 4 * cfg.inter_bits
+    assert buffers == 2 * buf_depth * cfg.inter_bits
     assert ("staging" in parts) == bool(throughput)
