@@ -85,7 +85,7 @@ class EngineTiming:
 
     fetch: int = 26
     drain_word: int = 11
-    drain_elem: int = 12
+    drain_elem: int = 13
     zfill_exit: int = 0
     output_latency: int = 3
     fifo_depth: int = 4

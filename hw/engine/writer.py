@@ -95,6 +95,14 @@ class ResultWriter(wiring.Component):
         q1_val = Signal(signed(AB))
         q1_e = Signal(EB)
         q1_boh = Signal(L)
+        # the element with its bias element selected (the lane's AND-OR select of the bias
+        # word, registered: it ran into unit 0's bias adder, the routed critical path of
+        # all three ECP5 L = 16 seeds at 76f9f95, 93.5-106.3 MHz; one more cycle of the
+        # element drain, ENGINE_TIMING.drain_elem)
+        q2_v, q2_zero, q2_ben = Signal(), Signal(), Signal()
+        q2_val = Signal(signed(AB))
+        q2_e = Signal(EB)
+        q2_bias = Signal(signed(BB))
 
         # the deposit (running & res_valid) registered a cycle ahead from the MAC's
         # announcement: a local flop, not the controller's high fan-out `running`, drives
@@ -132,6 +140,9 @@ class ResultWriter(wiring.Component):
         m.d.sync += q0_v.eq(0)
         m.d.sync += [q1_v.eq(q0_v), q1_val.eq(q0_val), q1_e.eq(q0_e), q1_zero.eq(q0_zero),
                      q1_ben.eq(q0_ben), q1_boh.eq(q0_boh)]
+        m.d.sync += [q2_v.eq(q1_v), q2_val.eq(q1_val), q2_e.eq(q1_e), q2_zero.eq(q1_zero),
+                     q2_ben.eq(q1_ben),
+                     q2_bias.eq(onehot_select([bias_r[l] for l in range(L)], q1_boh))]
         with m.If(w_act):
             m.d.sync += [q0_v.eq(1), q0_val.eq(onehot_select([R[l] for l in range(L)], w_oh)),
                          q0_e.eq(w_e), q0_zero.eq(~w_inrange), q0_ben.eq(use_bias & w_inrange),
@@ -151,10 +162,9 @@ class ResultWriter(wiring.Component):
             w_act & use_bias & w_inrange & (w_b >= c.bias_depth),            # BMEM_RANGE
         ))
         with m.If(self.flush):
-            m.d.sync += [R_v.eq(0), w_busy.eq(0), q0_v.eq(0), q1_v.eq(0)]
+            m.d.sync += [R_v.eq(0), w_busy.eq(0), q0_v.eq(0), q1_v.eq(0), q2_v.eq(0)]
 
         # into the requantization units: unit 0 takes word lane 0 or the serial element
-        bsel = onehot_select([bias_r[l] for l in range(L)], q1_boh)
         word = ~elem_out
         if g.drain == 1:
             w_v, w_addr = R_v, R_e
@@ -162,14 +172,14 @@ class ResultWriter(wiring.Component):
         else:
             w_v, w_addr, w_in = self._drain(m, deposit & ~elem_out, R, R_e, R_vm, R_ben, R_z, dep_g, bias_r)
         m.d.comb += [
-            self.valid[0].eq(Mux(word, w_in[0][0], q1_v)),
-            self.acc[0].eq(Mux(word, w_in[0][1], q1_val)),
-            self.bias[0].eq(Mux(word, w_in[0][2], bsel)),
-            self.bias_en[0].eq(Mux(word, w_in[0][3], q1_ben)),
-            self.zero[0].eq(Mux(word, w_in[0][4], q1_zero)),
-            self.addr_valid.eq(Mux(word, w_v, q1_v)),
-            self.addr.eq(Mux(word, w_addr, q1_e)),
-            self.busy.eq(w_busy | w_v | q0_v | q1_v),
+            self.valid[0].eq(Mux(word, w_in[0][0], q2_v)),
+            self.acc[0].eq(Mux(word, w_in[0][1], q2_val)),
+            self.bias[0].eq(Mux(word, w_in[0][2], q2_bias)),
+            self.bias_en[0].eq(Mux(word, w_in[0][3], q2_ben)),
+            self.zero[0].eq(Mux(word, w_in[0][4], q2_zero)),
+            self.addr_valid.eq(Mux(word, w_v, q2_v)),
+            self.addr.eq(Mux(word, w_addr, q2_e)),
+            self.busy.eq(w_busy | w_v | q0_v | q1_v | q2_v),
         ]
         for u in range(1, self.units):
             valid, acc, bias, ben, zero = w_in[u]
