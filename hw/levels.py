@@ -112,12 +112,19 @@ def logic_levels(netlist: str | Path | dict, top: str = "ttforge_pnr_harness",
                  keep: int = 50) -> LevelReport:
     """The logic levels of every register input of ``top`` in a Yosys JSON netlist (a
     path, or the parsed JSON) of an ECP5 design, and its ``keep`` deepest paths."""
-    data = netlist if isinstance(netlist, dict) else json.loads(Path(netlist).read_text())
+    if not isinstance(netlist, dict):
+        path = Path(netlist)
+        if not path.is_file():        # (a FIFO or a device would block the read)
+            raise SynthError(f"logic levels: {path} is not a file; give Yosys' JSON netlist")
+        try:
+            netlist = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise SynthError(f"logic levels: cannot read {path} as JSON ({e})") from None
     try:
-        module = data["modules"][top]
-    except KeyError:
+        module = netlist["modules"][top]
+        cells = module["cells"]
+    except (KeyError, TypeError):
         raise SynthError(f"logic levels: no module {top!r} in the netlist") from None
-    cells = module["cells"]
     driver: dict[int, tuple[str, str]] = {}
     for name, c in cells.items():
         for port, direction in c.get("port_directions", {}).items():
@@ -205,7 +212,7 @@ def main(argv=None) -> int:
         return 2
     try:
         rep = logic_levels(args[0])
-    except (OSError, ValueError, SynthError) as e:
+    except SynthError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print("levels: register inputs  " + "  ".join(f"{k}: {v}" for k, v in sorted(rep.histogram.items())))

@@ -4,6 +4,7 @@ whose every level is counted by hand from the documented weights."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -92,6 +93,14 @@ def test_unknown_cells_and_modules_are_one_line_errors(tmp_path, capsys):
     bad.write_text("{")
     assert main([str(bad)]) == 2
     assert capsys.readouterr().err.startswith("error:")
+    listed = tmp_path / "list.json"
+    listed.write_text("[1, 2]")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path in (listed, fifo, tmp_path):   # not a netlist, a FIFO (never opened), a directory
+        assert main([str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and len(err.strip().splitlines()) == 1
     good = tmp_path / "good.json"
     good.write_text(json.dumps(_netlist(_ff("a", 10, 2), _lut("l1", [2], 3), _ff("b", 3, 4))))
     assert main([str(good)]) == 0
