@@ -174,7 +174,7 @@ def logic_levels(netlist: str | Path | dict, top: str = "ttforge_pnr_harness",
         return memo[bit]
 
     names = _names(module)
-    deepest: dict[tuple, LevelPath] = {}
+    deepest: dict[tuple, tuple[float, str | None, str, int]] = {}  # (levels, start, end, bit)
     hist: Counter = Counter()
     for name, c in cells.items():
         if c["type"] not in _ENDS:
@@ -189,9 +189,8 @@ def logic_levels(netlist: str | Path | dict, top: str = "ttforge_pnr_harness",
                     continue
                 hist[int(lv)] += 1
                 key = (_base(start) if start else None, _base(name))
-                if key not in deepest or lv > deepest[key].levels:
-                    deepest[key] = LevelPath(lv, start, f"{name}.{port}", (b,))
-    paths = sorted(deepest.values(), key=lambda p: -p.levels)[:keep]
+                if key not in deepest or lv > deepest[key][0]:
+                    deepest[key] = (lv, start, f"{name}.{port}", b)
 
     def nets(bit: int) -> tuple[str, ...]:
         out = []
@@ -200,7 +199,8 @@ def logic_levels(netlist: str | Path | dict, top: str = "ttforge_pnr_harness",
             bit = memo[bit][1]
         return tuple(reversed(out))
 
-    paths = tuple(LevelPath(p.levels, p.start, p.end, nets(p.nets[0])) for p in paths)
+    paths = tuple(LevelPath(lv, start, end, nets(b))
+                  for lv, start, end, b in sorted(deepest.values(), key=lambda p: -p[0])[:keep])
     return LevelReport(dict(hist), paths)
 
 
