@@ -116,6 +116,15 @@ def dp16kd_blocks(width: int, depth: int) -> int:
     return min(-(-width // w) * -(-depth // d) for w, d in DP16KD_MODES)
 
 
+def memory_blocks(name: str, width: int, depth: int, lanes: int = LANES) -> int:
+    """DP16KD blocks of the engine memory ``name``: ACT is ``act_groups(lanes)`` memories
+    of an equal share of the word's bits (``TrainEngine``), each rounded up on its own."""
+    from ttforge.hw.trainer.engine import act_groups
+
+    n = act_groups(lanes) if name == "act" else 1
+    return n * dp16kd_blocks(width // n, depth)
+
+
 # ------------------------------------------------------------------------ cycles
 def part_cycles() -> dict:
     from ttforge.hw.trainer.engine import contract_drain, op_cycles, wgrad_drain
@@ -169,9 +178,9 @@ def part_cycles() -> dict:
             "bmem": {"words": reg.bmem_size, "bits": tc.bias_bits},
             "dmem": {"words": len(prog.ops) * 32, "bits": 32},
         }
-        for v in mem.values():
+        for k, v in mem.items():
             v["bytes"] = v["words"] * v["bits"] // 8
-            v["dp16kd"] = dp16kd_blocks(v["bits"], v["words"])
+            v["dp16kd"] = memory_blocks(k, v["bits"], v["words"])
         rows.append({
             "batch": batch, "slots": prog.slots, "ops": len(prog.ops), "by_kind": kinds,
             "op_cycles": op_total, "input_cycles": in_cycles, "cycles": total,
@@ -230,7 +239,7 @@ def _engine_verilog(depths: dict = SYNTH_DEPTHS) -> tuple[str, dict]:
     cfg = TrainEngineConfig(lanes=LANES, train=TrainConfig(), **depths)
     eng = TrainEngine(cfg)
     mems = {k: v for k, v in memory_shapes(cfg).items() if k != "exp2"}
-    est = {k: {"depth": d, "bits": w, "dp16kd": dp16kd_blocks(w, d)} for k, (d, w) in mems.items()}
+    est = {k: {"depth": d, "bits": w, "dp16kd": memory_blocks(k, w, d)} for k, (d, w) in mems.items()}
     # "program" is a SystemVerilog keyword (Yosys writes it escaped): that group is "prog"
     return emit_verilog(eng, "ttforge_train_engine", port_map(eng, {"program": "prog"})), est
 

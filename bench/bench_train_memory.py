@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
 from _env import git, git_dirty, utc_now  # noqa: E402
-from bench_train_hw import ECP5_DP16KD, dp16kd_blocks, memory_shapes  # noqa: E402
+from bench_train_hw import ECP5_DP16KD, memory_blocks, memory_shapes  # noqa: E402
 
 from ttforge.atomic import atomic_write_text  # noqa: E402
 
@@ -77,7 +77,7 @@ def engine_blocks(state, batch: int, lanes: int) -> dict:
                 "fits_ecp5_85f": False, "why": str(e)}
     shapes = memory_shapes(ec)
     assert {k: d * w for k, (d, w) in shapes.items()} == memory_parts(ec), "a memory of the engine is not counted"
-    blocks = {k: dp16kd_blocks(w, d) for k, (d, w) in shapes.items()}
+    blocks = {k: memory_blocks(k, w, d, lanes) for k, (d, w) in shapes.items()}
     total = sum(blocks.values())
     return {"lanes": lanes, "batch": batch, "dp16kd": blocks, "dp16kd_total": total,
             "fits_ecp5_85f": total <= ECP5_DP16KD,

@@ -88,9 +88,9 @@ def memory_parts(config) -> dict[str, int]:
     """Bits of each of the accelerator's memories: for an ``AccelConfig`` ``cores``,
     ``biases``, ``buffers`` (the two ping-pong buffers together), ``descriptors`` and, in
     throughput mode, the input ``staging`` memory; for a
-    ``TrainEngineConfig`` the training engine's ``act``, ``grad``, ``cmem``, ``bmem``,
-    ``dmem``, ``labels``, ``maxacc`` and the loss unit's ``exp2`` table (as
-    :class:`~ttforge.hw.trainer.engine.TrainEngine` declares them)."""
+    ``TrainEngineConfig`` the training engine's ``act`` (all of its ``act_groups``
+    memories), ``grad``, ``cmem``, ``bmem``, ``dmem``, ``labels``, ``maxacc`` and the loss
+    unit's ``exp2`` table (as :class:`~ttforge.hw.trainer.engine.TrainEngine` declares them)."""
     if _is_train(config):
         from ttforge.hw.trainer.program import TRAIN_DESC_WORDS
 

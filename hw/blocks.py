@@ -104,17 +104,26 @@ class AddressGen(wiring.Component):
     ``i2_first`` (``i2 == 0``; only with ``i2_first=True``),
     and for each stream in ``slab`` ``<name>_slab_end`` = the stream's address at
     ``(i0 + 1, 0, 0, 0)``, i.e. the start of the next ``i0`` slab.
+
+    For each stream in ``next_streams``, ``<name>_addr_next`` (combinational) is the value
+    ``<name>_addr`` takes at the next clock edge, so that a user can register a copy of
+    the address (or a choice between streams) that equals it in every cycle: a block
+    RAM's address pins then leave a register placed near them, not this one.
     """
 
     def __init__(self, *, bound_width: int, addr_width: int,
                  streams=(("x", 4), ("c", 4), ("o", 3), ("b", 3)), slab=("o",), i2_first: bool = False,
-                 fault=None):
+                 next_streams=(), fault=None):
         from ttforge.hw.faults import check_fault
         self.fault = check_fault(fault, ("wrong_stride",), "AddressGen")
         self.bound_width = int(bound_width)
         self.addr_width = aw = int(addr_width)
         self.streams = tuple((str(n), int(lv)) for n, lv in streams)
         self.slab = tuple(slab)
+        self.next_streams = tuple(next_streams)
+        unknown = set(self.next_streams) - {n for n, _ in streams}
+        if unknown:
+            raise ConfigError(f"next_streams names {sorted(unknown)}, not streams of this generator")
         for n, lv in self.streams:
             if not 1 <= lv <= 4:
                 raise ConfigError(f"stream {n} has {lv} levels; 1..4 allowed")
@@ -135,6 +144,8 @@ class AddressGen(wiring.Component):
             sig[f"{n}_base"] = In(aw + 1)
             sig[f"{n}_stride"] = In(data.ArrayLayout(aw + 1, lv))
             sig[f"{n}_addr"] = Out(aw + 1)
+            if n in self.next_streams:
+                sig[f"{n}_addr_next"] = Out(aw + 1)
         for n in self.slab:
             sig[f"{n}_slab_end"] = Out(aw + 1)
         super().__init__(sig)
@@ -246,9 +257,15 @@ class AddressGen(wiring.Component):
             m.d.comb += getattr(self, f"{n}_addr").eq(p[lv - 1])
             if n in self.slab:
                 m.d.comb += getattr(self, f"{n}_slab_end").eq(nxt0)
+            # the address's next value: what p[lv - 1] is assigned below (held otherwise)
+            nx = getattr(self, f"{n}_addr_next") if n in self.next_streams else None
+            if nx is not None:
+                m.d.comb += nx.eq(p[lv - 1])
             with m.If(self.start):
                 m.d.sync += [q.eq(base) for q in p]
                 m.d.sync += nxt0.eq(sat_add(base, stride[0], aw))
+                if nx is not None:
+                    m.d.comb += nx.eq(base)
             with m.Elif(adv):
                 # the deepest loop that advances, lvl[j] (none in the last iteration)
                 for j in (3, 2, 1):
@@ -258,10 +275,16 @@ class AddressGen(wiring.Component):
                             if self.fault == "wrong_stride" and n == "x" and j == 3:
                                 sj = sj + 1     # test hook: k-loop stride one element off
                             t = sat_add(p[j], sj, aw)
+                            if nx is not None:      # one adder for the register and the output
+                                t_sig = Signal(aw + 1, name=f"{n}_step{j}")
+                                m.d.comb += [t_sig.eq(t), nx.eq(t_sig)]
+                                t = t_sig
                             m.d.sync += [q.eq(t) for q in p[j:]]
                 with m.If(lvl[0]):  # loop 0 advances
                     m.d.sync += [q.eq(nxt0) for q in p]
                     m.d.sync += nxt0.eq(sat_add(nxt0, stride[0], aw))
+                    if nx is not None:
+                        m.d.comb += nx.eq(nxt0)
         return m
 
 

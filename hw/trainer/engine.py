@@ -31,7 +31,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from ttforge.errors import ConfigError
-from ttforge.hw.blocks import AddressGen, MacLanes, Requant, RequantDecode
+from ttforge.hw.blocks import AddressGen, MacLanes, Requant, RequantDecode, fanout_copies
 from ttforge.hw.faults import TRAIN_ENGINE_FAULTS, check_fault
 from ttforge.hw.trainer.loss import LossUnit, loss_cycles
 from ttforge.hw.trainer.program import (OP_FIELDS, TRAIN_DESC_WORDS, Op, TrainEngineConfig,
@@ -120,6 +120,23 @@ def contract_drain() -> int:
 def wgrad_drain(lanes: int) -> int:
     """Cycles after the last ``WGRAD`` iteration until its last update is written."""
     return _ISSUE_TO_RES + 1 + _tree_latency(lanes) + UpdateUnit.LATENCY + 1
+
+
+#: ACT is this many memories (at most; one per lane when there are fewer lanes), each
+#: holding ``L / ACT_GROUPS`` lanes of every word and addressed by its own read- and
+#: write-address registers: one register drove the address pins of all of ACT's blocks
+#: (116 DP16KD at L = 16), and that fan-out's routing was the critical path of two of
+#: three seeds at cf0e5ab (train_hw.json: gen.u_addr / v_addr -> the ACT blocks' ADB)
+ACT_GROUPS = 4
+#: cycles from a ``host`` read (``re``) to ``host_rvalid``: the ACT and GRAD read addresses
+#: are registers (loaded from ``host.addr`` in the cycle of ``re``), the block outputs are
+#: registered, then the memory and lane are chosen into ``host_rdata``
+HOST_READ_LATENCY = 4
+
+
+def act_groups(lanes: int) -> int:
+    """How many memories ACT is split into at ``lanes`` lanes (:data:`ACT_GROUPS`)."""
+    return min(lanes, ACT_GROUPS)
 
 
 #: the loss unit's read latency: the ACT word is registered before the logit's lane is
@@ -232,17 +249,25 @@ class TrainEngine(wiring.Component):
         # at af76131 (train_hw.json). ttforge.hw.emit keeps the attribute in the Verilog
         # (KEPT_ATTRIBUTES), so synthesis from the emitted text sees it.
         rw = {"no_rw_check": 1}
-        act = Memory(shape=data.ArrayLayout(signed(AS), L), depth=c.act_depth, init=[], attrs=rw)
+        G = act_groups(L)
+        acts = [Memory(shape=data.ArrayLayout(signed(AS), L // G), depth=c.act_depth, init=[], attrs=rw)
+                for _ in range(G)]
         grad = Memory(shape=data.ArrayLayout(signed(GS), L), depth=c.grad_depth, init=[], attrs=rw)
         cmem = Memory(shape=signed(tc.master_bits), depth=c.core_depth, init=[], attrs=rw)
         bmem = Memory(shape=signed(tc.bias_bits), depth=c.bias_depth, init=[], attrs=rw)
         dmem = Memory(shape=32, depth=c.desc_depth * TRAIN_DESC_WORDS, init=[], attrs=rw)
         lmem = Memory(shape=16, depth=c.max_batch, init=[], attrs=rw)
         maxm = Memory(shape=AB, depth=c.desc_depth, init=[], attrs=rw)
-        m.submodules.act, m.submodules.grad = act, grad
+        for g, a in enumerate(acts):
+            m.submodules[f"act{g}" if G > 1 else "act"] = a
+        m.submodules.grad = grad
         m.submodules.cmem, m.submodules.bmem, m.submodules.dmem = cmem, bmem, dmem
         m.submodules.lmem, m.submodules.maxm = lmem, maxm
-        act_r, act_w = act.read_port(), act.write_port(granularity=1)
+        act_rs = [a.read_port() for a in acts]
+        act_ws = [a.write_port(granularity=1) for a in acts]
+        # the ACT word as the G memories give it (lanes in order)
+        act_rdata = Signal(data.ArrayLayout(signed(AS), L), name="act_rdata")
+        m.d.comb += act_rdata.eq(Cat(*[r.data.as_value() for r in act_rs]))
         grad_r, grad_w = grad.read_port(), grad.write_port(granularity=1)
         cm_r, cm_w = cmem.read_port(), cmem.write_port()
         bm_r, bm_w = bmem.read_port(), bmem.write_port()
@@ -303,7 +328,8 @@ class TrainEngine(wiring.Component):
 
         # ------------------------------------------------------------ address generator
         m.submodules.gen = gen = AddressGen(bound_width=32, addr_width=aw,
-                                            streams=(("u", 4), ("v", 4), ("o", 3)), slab=(), i2_first=True)
+                                            streams=(("u", 4), ("v", 4), ("o", 3)), slab=(), i2_first=True,
+                                            next_streams=("u", "v"))
         gen_start = Signal()
         m.d.comb += [gen.start.eq(gen_start), gen.u_base.eq(desc.u_base), gen.v_base.eq(desc.v_base),
                      gen.o_base.eq(desc.o_base)]
@@ -371,9 +397,9 @@ class TrainEngine(wiring.Component):
         # mask's, the loss's and the host's); the operand selects follow these registers
         # into the MAC lanes' operand register, not the block outputs (a DP16KD output
         # through its depth multiplexer and a select does not fit the clock)
-        act_q = Signal.like(act_r.data, name="act_q")
+        act_q = Signal.like(act_rdata, name="act_q")
         q_grad = Signal.like(grad_r.data, name="q_grad")
-        m.d.sync += [act_q.eq(act_r.data), q_grad.eq(grad_r.data)]
+        m.d.sync += [act_q.eq(act_rdata), q_grad.eq(grad_r.data)]
         s2_x = Signal(data.ArrayLayout(signed(XB), L))
         s2_c = Signal(data.ArrayLayout(signed(CB), L))
         s2_master = Signal(signed(tc.master_bits))
@@ -611,7 +637,9 @@ class TrainEngine(wiring.Component):
         # is_loss(t - 1) = is_loss(t), i.e. from the FETCH's fourth cycle (FLAGS stored at
         # fw = 2, decoded at 3) to the next FETCH: through every cycle ACT is read for it.
         la_addr = Signal(aw + 2, name="la_addr")
-        m.d.sync += la_addr.eq(Mux(is_loss, loss_rnext, mask_prev))
+        la_next = Signal.like(la_addr, name="la_next")
+        m.d.comb += la_next.eq(Mux(is_loss, loss_rnext, mask_prev))
+        m.d.sync += la_addr.eq(la_next)
         slot_lane = Signal(range(L)) if L > 1 else Signal(1)
         m.d.comb += slot_lane.eq(slot[:lg] if lg else 0)
         z_lane = Signal.like(slot_lane)
@@ -653,16 +681,29 @@ class TrainEngine(wiring.Component):
         m.d.comb += host_idle.eq(st_idle)
         # ACT read: the U word (CONTRACT from ACT), the V word (WGRAD), the mask or the
         # logits (la_addr: outside the LOSS state and the masked CONTRACT's run the word read
-        # is not used, so the selects are FLAGS decodes held for the operation)
-        with m.If(host_idle):
-            m.d.comb += act_r.addr.eq(host.addr >> lg)
+        # is not used, so the selects are FLAGS decodes held for the operation), the host's
+        # in IDLE. The address pins of each ACT memory and of GRAD leave registers (act_ra,
+        # grad_ra: no multiplexer between them and the blocks), loaded with the choice made
+        # from next values: the generator's <n>_addr_next and la_addr's input are what
+        # v_addr, u_addr and la_addr hold in the next cycle, and la_sel and is_wgrad are
+        # held from the FETCH, so the registers equal the old multiplexer in every cycle
+        # the engine reads ACT. The host's address is taken in the cycle of its read (re)
+        # and read in the next: HOST_READ_LATENCY.
+        act_ra = fanout_copies(len(act_rs[0].addr), G, "act_ra")
+        grad_ra = Signal.like(grad_r.addr, name="grad_ra")
+        act_ra_next = Signal.like(act_ra[0], name="act_ra_next")
+        with m.If(st_idle):
+            m.d.comb += act_ra_next.eq(host.addr >> lg)
         with m.Elif(la_sel):
-            m.d.comb += act_r.addr.eq(la_addr)
+            m.d.comb += act_ra_next.eq(la_next)
         with m.Elif(is_wgrad):
-            m.d.comb += act_r.addr.eq(gen.v_addr)
+            m.d.comb += act_ra_next.eq(gen.v_addr_next)
         with m.Else():
-            m.d.comb += act_r.addr.eq(gen.u_addr)
-        m.d.comb += grad_r.addr.eq(Mux(host_idle, host.addr >> lg, gen.u_addr))
+            m.d.comb += act_ra_next.eq(gen.u_addr_next)
+        m.d.sync += [r.eq(act_ra_next) for r in act_ra]
+        m.d.sync += grad_ra.eq(Mux(st_idle, host.addr >> lg, gen.u_addr_next))
+        m.d.comb += [r.addr.eq(a) for r, a in zip(act_rs, act_ra)]
+        m.d.comb += grad_r.addr.eq(grad_ra)
         # CMEM / BMEM reads: the core element or the update's old value; the bias
         with m.If(host_idle):
             m.d.comb += [cm_r.addr.eq(host.addr), bm_r.addr.eq(host.addr)]
@@ -710,8 +751,9 @@ class TrainEngine(wiring.Component):
         # compile_training checks; its last write is at the latest in its last DRAIN,
         # ZFILL or LOSS cycle, so the delayed one lands in DONE, before the next FETCH and
         # before the host can read in IDLE).
-        a_addr, a_en = Signal.like(act_w.addr), Signal.like(act_w.en)
-        a_data = Signal.like(act_w.data)
+        a_addr = Signal.like(act_ws[0].addr)
+        a_en = Signal(L)
+        a_data = Signal.like(act_rdata)
         g_addr, g_en = Signal.like(grad_w.addr), Signal.like(grad_w.en)
         g_data = Signal.like(grad_w.data)
         with m.If(st_input):
@@ -730,16 +772,21 @@ class TrainEngine(wiring.Component):
                          g_en.eq(Mux(y_v & flags.dst & is_contract, (1 << L) - 1, 0))]
             m.d.comb += [a_data[l].eq(y_word[l]) for l in range(L)]
             m.d.comb += [g_data[l].eq(y_word[l]) for l in range(L)]
-        # addresses and words without a reset (only the enables need one)
-        aw_addr = Signal.like(a_addr, name="aw_addr", reset_less=True)
+        # addresses and words without a reset (only the enables need one); ACT's address in
+        # one copy per ACT memory (fanout_copies)
+        aw_addr = fanout_copies(len(a_addr), G, "aw_addr", reset_less=True)
         aw_data = Signal.like(a_data, name="aw_data", reset_less=True)
         gw_addr = Signal.like(g_addr, name="gw_addr", reset_less=True)
         gw_data = Signal.like(g_data, name="gw_data", reset_less=True)
         aw_en, gw_en = Signal.like(a_en, name="aw_en"), Signal.like(g_en, name="gw_en")
-        m.d.sync += [aw_addr.eq(a_addr), aw_data.eq(a_data), aw_en.eq(a_en),
+        m.d.sync += [r.eq(a_addr) for r in aw_addr]
+        m.d.sync += [aw_data.eq(a_data), aw_en.eq(a_en),
                      gw_addr.eq(g_addr), gw_data.eq(g_data), gw_en.eq(g_en)]
-        m.d.comb += [act_w.addr.eq(aw_addr), act_w.data.eq(aw_data), act_w.en.eq(aw_en),
-                     grad_w.addr.eq(gw_addr), grad_w.data.eq(gw_data), grad_w.en.eq(gw_en)]
+        GL = L // G                     # lanes of one ACT memory
+        for g, (w, a) in enumerate(zip(act_ws, aw_addr)):
+            m.d.comb += [w.addr.eq(a), w.en.eq(aw_en[g * GL:(g + 1) * GL]),
+                         w.data.eq(aw_data.as_value()[g * GL * AS:(g + 1) * GL * AS])]
+        m.d.comb += [grad_w.addr.eq(gw_addr), grad_w.data.eq(gw_data), grad_w.en.eq(gw_en)]
         # labels
         m.d.comb += [lm_w.addr.eq(in_b), lm_w.data.eq(self.inp.payload),
                      lm_w.en.eq(st_input & self.inp.valid & (in_f == prog.in_count)),
@@ -750,9 +797,12 @@ class TrainEngine(wiring.Component):
         m.d.comb += dm_r.addr.eq(Mux(host_idle, host.addr, op_idx * TRAIN_DESC_WORDS + fw))
 
         # ------------------------------------------------------------ host reads
-        # Three cycles: the memories read (re), their outputs are registered as they are
-        # (a DP16KD's unregistered output takes ~6 ns before any logic: no mux after it),
-        # then the lane and memory multiplexer fills host_rdata from those registers.
+        # HOST_READ_LATENCY = 4 cycles: CMEM, BMEM, DMEM, MAXACC and the labels are read in
+        # the cycle of re, ACT and GRAD in the next (their address registers are loaded in
+        # the cycle of re, above); every block output is registered as it leaves (a
+        # DP16KD's unregistered output takes ~6 ns before any logic: no mux after it), the
+        # small memories' a second time to wait for ACT's, then the lane and memory
+        # multiplexer fills host_rdata from those registers.
         h_sel = Signal(HostSel)
         h_lane = Signal(range(L)) if L > 1 else Signal(1)
         h_half = Signal()
@@ -774,23 +824,30 @@ class TrainEngine(wiring.Component):
         # the update's old value, a cycle after the read (UpdateUnit(late_read=True)): a
         # block output through the select to the unit did not fit the clock
         m.d.comb += upd.rd_data.eq(Mux(flags.dst, q_bm, q_cm))
+        # the third stage: the read's controls and the small memories' words once more
+        # (hq_*), beside ACT's and GRAD's words (act_q, q_grad)
+        hq = {}
+        for name, sig in (("v", q_v), ("sel", q_sel), ("lane", q_lane), ("half", q_half), ("dm", q_dm),
+                          ("cm", q_cm), ("bm", q_bm), ("mx", q_mx), ("lm", q_lm)):
+            hq[name] = Signal.like(sig, name=f"hq_{name}")
+            m.d.sync += hq[name].eq(sig)
         h_data = Signal(32)
-        with m.Switch(q_sel):
+        with m.Switch(hq["sel"]):
             with m.Case(HostSel.DMEM):
-                m.d.comb += h_data.eq(q_dm)
+                m.d.comb += h_data.eq(hq["dm"])
             with m.Case(HostSel.CMEM):
-                m.d.comb += h_data.eq(q_cm.as_signed())
+                m.d.comb += h_data.eq(hq["cm"].as_signed())
             with m.Case(HostSel.BMEM):
-                m.d.comb += h_data.eq(q_bm.as_signed())
+                m.d.comb += h_data.eq(hq["bm"].as_signed())
             with m.Case(HostSel.MAXACC):
-                m.d.comb += h_data.eq(Mux(q_half, q_mx >> 32, q_mx[:32]))
+                m.d.comb += h_data.eq(Mux(hq["half"], hq["mx"] >> 32, hq["mx"][:32]))
             with m.Case(HostSel.ACT):
-                m.d.comb += h_data.eq(act_q[q_lane] if L > 1 else act_q[0])
+                m.d.comb += h_data.eq(act_q[hq["lane"]] if L > 1 else act_q[0])
             with m.Case(HostSel.GRAD):
-                m.d.comb += h_data.eq(q_grad[q_lane] if L > 1 else q_grad[0])
+                m.d.comb += h_data.eq(q_grad[hq["lane"]] if L > 1 else q_grad[0])
             with m.Case(HostSel.LABEL):
-                m.d.comb += h_data.eq(q_lm)
-        m.d.sync += [self.host_rvalid.eq(q_v), self.host_rdata.eq(h_data)]
+                m.d.comb += h_data.eq(hq["lm"])
+        m.d.sync += [self.host_rvalid.eq(hq["v"]), self.host_rdata.eq(h_data)]
 
         # ------------------------------------------------------------ the sequencer
         m.d.comb += [self.inp.ready.eq(st_input), loss.start.eq(0), mx_w.en.eq(0)]

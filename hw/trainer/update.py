@@ -65,6 +65,20 @@ def _clip(x, lim):
     return Mux(over, lim, Mux(under, -lim, x))
 
 
+def _clamp_pow2(x, k):
+    """``min(max(x, -2^k), 2^k)`` of a signed ``x`` as a ``signed(k + 2)`` value, with no
+    carry chain: ``x`` is beyond the bounds exactly when its bits ``k..`` below the sign
+    are not all copies of the sign (an OR or an AND of them)."""
+    n = len(x)
+    if n <= k + 1:
+        return x.as_signed()
+    sign, top = x[-1], x[k:n - 1]
+    above = ~sign & top.any()              # x >= 2^k
+    below = sign & ~top.all()              # x < -2^k
+    return Mux(above, Const(1 << k, signed(k + 2)),
+               Mux(below, Const(-(1 << k), signed(k + 2)), x[:k + 1].as_signed()))
+
+
 def _bitlen(x):
     """``bitlen(x)`` of an unsigned value as a balanced tree (log depth, no priority chain)."""
     n = len(x)
@@ -526,9 +540,17 @@ class UpdateUnit(wiring.Component):
         a3 = stage("a3", aw, a2)
 
         # ---- stage 4: d; w -+ hi for the clamp of stage 5
+        # d is clamped to +-2^(b_max + 1) as it is registered (the bits above that, an OR
+        # and an AND, no carry): w -+ hi lies within +-2^b_max, so a clamped d compares with
+        # them (stage 5) as the full one does, d == 0 as it does, and w - d is used only
+        # where d is within both. Stage 5's comparisons are then B + 3 bits wide, not the
+        # sum's 48 (a 48-bit carry chain into the clamp's select was seed 3's routed
+        # critical path at cf0e5ab, train_hw.json: d4 -> wr_data, 54 levels).
         DW = max(sw - 1, B + 3)
         dl = Mux(up3, lim3, Mux(dn3, -lim3, left3))
-        d4 = stage("d4", signed(DW), Mux(l3, dl, (sum3 >> 1) >> r3))
+        d_full = Signal(signed(DW), name="d_full")
+        m.d.comb += d_full.eq(Mux(l3, dl, (sum3 >> 1) >> r3))
+        d4 = stage("d4", signed(B + 3), _clamp_pow2(d_full, B + 1))
         w4 = stage("w4", signed(B), w3)
         hi4 = stage("hi4", signed(B + 1), w3 + hi3)              # diff < -hi  <=>  d > w + hi
         lo4 = stage("lo4", signed(B + 1), w3 - hi3)              # diff > hi   <=>  d < w - hi

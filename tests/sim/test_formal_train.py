@@ -38,7 +38,7 @@ def test_instrumented_verilog_is_the_emitted_module_plus_the_property_instances(
     assert block.startswith("wire window_read_ok;\nwire window_write_ok;\nttforge_formal_props #(")
     assert block.count(";") == 4 and "ttforge_train_formal_props #(" in block
     assert ".window_read_ok(window_read_ok)" in block and ".REGION_LOG(" in block
-    assert ".HAS_M_AXIS(0)" in block and ".R_LATENCY(8)" in block and ".ALLOW_SOFT_RESET(1)" in block
+    assert ".HAS_M_AXIS(0)" in block and f".R_LATENCY({formal._TRAIN_R_LATENCY})" in block and ".ALLOW_SOFT_RESET(1)" in block
     assert ".m_axis_tvalid(1'b0)" in block        # no m_axis: tied off, its rules not asserted
     for port in ("g_full", "host_rvalid", "t_pos", "s_axis_tlast"):
         assert f".{port}(" in block
@@ -57,8 +57,13 @@ def test_a_fault_of_the_other_top_or_a_stale_pattern_is_refused(tmp_path):
         text_fault(text.replace("assign t_bad", "assign t_bad_renamed"), "tlast_unchecked")
 
 
+#: k-induction depth: two more than the read latency bound (a read's whole wait, its
+#: request and its answer inside the induction window; one less is UNKNOWN)
+PROVE_DEPTH = formal._TRAIN_R_LATENCY + 2
+
+
 def test_training_top_protocol_properties_are_proven(tmp_path):
-    r = _run(tmp_path, mode="prove", depth=10)
+    r = _run(tmp_path, mode="prove", depth=PROVE_DEPTH)
     assert r.proven, (str(r), r.summary)
     assert r.failed == () and r.trace is None
 
@@ -66,7 +71,7 @@ def test_training_top_protocol_properties_are_proven(tmp_path):
 def test_ar_gate_overwriting_its_latch_fails_the_proof(tmp_path):
     """Sibling (``ar_gate_overwrite``: the gate takes a new address while it holds one):
     the base case finds a read that is lost, from reset, and names the invariant."""
-    r = _run(tmp_path, mode="prove", depth=10, fault="ar_gate_overwrite")
+    r = _run(tmp_path, mode="prove", depth=PROVE_DEPTH, fault="ar_gate_overwrite")
     assert r.status == "FAIL", (str(r), r.summary)
     assert "ar_tracked" in r.failed
     assert r.trace is not None and r.trace.is_file() and r.trace_kind == "basecase"
@@ -75,7 +80,7 @@ def test_ar_gate_overwriting_its_latch_fails_the_proof(tmp_path):
 @pytest.mark.slow
 def test_ar_gate_overwrite_breaks_a_protocol_rule(tmp_path):
     """The same fault without the helper invariants: a protocol rule fails (the lost
-    read is never answered; since the host port's read takes three cycles, BMC meets
+    read is never answered; since the host port's read takes four cycles, BMC meets
     an answer the response counter no longer matches to a request first, at step 10)."""
     r = _run(tmp_path, mode="bmc", depth=12, fault="ar_gate_overwrite", helpers=False)
     assert r.status == "FAIL" and {"r_answered", "r_has_request"} & set(r.failed), str(r)
@@ -93,11 +98,16 @@ def test_an_unchecked_tlast_fails_the_stream_rule(tmp_path):
     assert r.status == "FAIL" and "s_tlast_flagged" in r.failed, str(r)
 
 
+def test_the_read_latency_bound_follows_the_engine():
+    from ttforge.hw.trainer.engine import HOST_READ_LATENCY
+    assert formal._TRAIN_R_LATENCY == 1 + 1 + HOST_READ_LATENCY + 1 + 2
+
+
 @pytest.mark.slow
 def test_the_read_latency_bound_is_tight(tmp_path):
-    """A window read that meets a window write waits 7 cycles: bound 8 holds (the proof
-    above), bound 7 fails from reset."""
-    r = _run(tmp_path, mode="bmc", depth=12, r_latency=7)
+    """A window read that meets a window write waits 8 cycles: bound 9 holds (the proof
+    above), bound 8 fails from reset."""
+    r = _run(tmp_path, mode="bmc", depth=12, r_latency=formal._TRAIN_R_LATENCY - 1)
     assert r.status == "FAIL" and r.failed == ("r_answered",), str(r)
 
 
@@ -115,7 +125,7 @@ def test_proven_at_the_default_config(tmp_path):
     """The default TrainEngineConfig (4 lanes, 4096-word memories, 64 descriptors)."""
     from ttforge.hw.trainer.program import TrainEngineConfig
 
-    r = _run(tmp_path, config=TrainEngineConfig(), mode="prove", depth=10)
+    r = _run(tmp_path, config=TrainEngineConfig(), mode="prove", depth=PROVE_DEPTH)
     assert r.proven, (str(r), r.summary)
 
 

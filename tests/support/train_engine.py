@@ -25,7 +25,7 @@ async def host_read(ctx, dut, sel, addr, signed_bits=None):
     ctx.set(dut.host.re, 1)
     await ctx.tick()
     ctx.set(dut.host.re, 0)
-    for _ in range(8):          # the engine's read latency (three cycles today)
+    for _ in range(8):          # the engine's read latency (HOST_READ_LATENCY, four cycles today)
         await ctx.tick()
         if ctx.get(dut.host_rvalid):
             break

@@ -13,11 +13,11 @@ import warnings
 import numpy as np
 import pytest
 from amaranth.back import rtlil
-from amaranth.hdl import Module, signed
+from amaranth.hdl import Module, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.sim import Simulator
-from ttforge.hw.trainer.update import BiasAlign, DeriveCore, UpdateUnit, Xorshift32Gen
+from ttforge.hw.trainer.update import BiasAlign, DeriveCore, UpdateUnit, Xorshift32Gen, _clamp_pow2
 from ttforge.ir.rng import Xorshift32, xorshift32_step
 from ttforge.ir.train import TrainConfig, _align_bias, _forward_core, _round_update
 
@@ -209,6 +209,28 @@ def test_bias_align_fault_differs(fault):
 
 
 # ------------------------------------------------------------------------- UpdateUnit
+@pytest.mark.parametrize("width,k", [(8, 0), (8, 3), (8, 6), (8, 7), (5, 4), (9, 2)])
+def test_clamp_pow2_is_the_clamp(width, k):
+    """``_clamp_pow2`` (the update's stage-4 clamp of d) is ``min(max(x, -2^k), 2^k)`` for
+    every ``signed(width)`` value, including both bounds and the values next to them."""
+    x = Signal(signed(width))
+    y = Signal(signed(k + 2))
+    m = Module()
+    m.d.comb += y.eq(_clamp_pow2(x, k))
+    got, want = [], []
+
+    async def bench(ctx):
+        for v in range(-(1 << (width - 1)), 1 << (width - 1)):
+            ctx.set(x, v)
+            got.append(ctx.get(y))
+            want.append(min(max(v, -(1 << k)), 1 << k))
+
+    run(m, bench, clock=False)
+    assert got == want
+    if k < width - 1:           # both bounds are reached (a narrower x is passed through)
+        assert got.count(1 << k) > 1 and got.count(-(1 << k)) > 1
+
+
 class Op:
     """One operation: a tensor (a region of the memory), its constants and its ``v``."""
 
