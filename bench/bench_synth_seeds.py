@@ -51,7 +51,8 @@ from ttforge.atomic import atomic_write_text  # noqa: E402
 from ttforge.hw.config import AccelConfig  # noqa: E402
 from ttforge.hw.ecp5_dsp import SynthTarget  # noqa: E402
 from ttforge.hw.synth import (DEVICES, FRONTENDS, LUT_MAPPERS, ROUTERS, accel_rtlil, harness_for_ports,  # noqa: E402
-                               harness_verilog, parse_report, router_args, rtlil_ports, synth_script)
+                               harness_verilog, nextpnr_args, parse_report, router_args, rtlil_ports,
+                               synth_script)
 from ttforge.hw.levels import logic_levels  # noqa: E402
 from ttforge.hw.tools import run_tool  # noqa: E402
 from ttforge.hw.top import verilog  # noqa: E402
@@ -156,11 +157,9 @@ def _record(a, seeds, wd: Path, commit: str, dirty: bool, cost, top_mod, synth_s
         sd.mkdir(exist_ok=True)
         t = time.time()
         if not collect:
-            run_tool(dev.nextpnr, [*dev.pnr_args, *dev.placer_args, "--json", "../netlist.json", "--report", "report.json",
-                                   "--freq", "100", "--seed", str(seed), "--timing-allow-fail",
-                                   "-l", "nextpnr.log", "-q", "--lpf-allow-unconstrained",
-                                   *router_args(a.router),
-                                   *(["--no-route"] if a.no_route else [])], cwd=sd, timeout=None)
+            run_tool(dev.nextpnr, nextpnr_args("ecp5-85f", seed=seed, netlist="../netlist.json",
+                                               extra=[*router_args(a.router), *(["--no-route"] if a.no_route else [])]),
+                     cwd=sd, timeout=None)
         rep = parse_report(sd / "report.json", "ecp5-85f")
         fmax = rep.fmax_mhz
         if a.no_route:     # the estimate after placement, as nextpnr logs it

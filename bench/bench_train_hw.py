@@ -257,7 +257,7 @@ def _placed_estimate(log: Path) -> float | None:
 def part_synth(seeds: list[int], work: Path, timeout: float, no_route: bool = False,
                section: str = "synth", depths: dict = SYNTH_DEPTHS, collect: bool = False,
                jobs: int = 1) -> dict:
-    from ttforge.hw.synth import DEVICES, _stat_cells, harness_verilog, parse_report
+    from ttforge.hw.synth import DEVICES, _stat_cells, harness_verilog, nextpnr_args, parse_report
     from ttforge.hw.tools import run_tool
 
     env = _env("synth")           # the tree the measurement starts from
@@ -303,11 +303,8 @@ def part_synth(seeds: list[int], work: Path, timeout: float, no_route: bool = Fa
                     raise RuntimeError("nextpnr did not finish (stopped)")
                 t = time.time() - (rpt.stat().st_mtime - t)
             else:
-                proc = run_tool(dev.nextpnr, [*dev.pnr_args, *dev.placer_args, "--json", "../netlist.json", "--report",
-                                              "report.json", "--freq", "100", "--seed", str(seed),
-                                              "--timing-allow-fail", "-l", "nextpnr.log", "-q",
-                                              "--lpf-allow-unconstrained",
-                                              *(["--no-route"] if no_route else [])],
+                proc = run_tool(dev.nextpnr, nextpnr_args("ecp5-85f", seed=seed, netlist="../netlist.json",
+                                                          extra=["--no-route"] if no_route else []),
                                 cwd=sd, timeout=timeout)
                 if proc.returncode != 0:   # stopped (a signal) or failed: recorded, not a figure
                     raise RuntimeError(f"nextpnr exited with {proc.returncode}")

@@ -40,7 +40,7 @@ from ttforge.hw.tools import run_tool
 
 __all__ = ["DEVICES", "Device", "SynthError", "PortInfo", "verilog_ports", "rtlil_ports",
            "harness_verilog", "harness_for_ports", "accel_rtlil", "ROUTERS", "FRONTENDS",
-           "router_args", "synth_script", "implement", "ImplResult", "SynthReport",
+           "router_args", "nextpnr_args", "synth_script", "implement", "ImplResult", "SynthReport",
            "parse_report", "log_overflow", "single_port_script", "synth_extras",
            "ECP5_PLACER_ARGS"]
 
@@ -405,6 +405,22 @@ FANOUT_KEEP = ("proc", "setattr -set keep 1 a:keep %ci1:+[Q]")
 LUT_MAPPERS = ("abc9", "abc")
 
 
+def nextpnr_args(device: str, *, seed: int = 1, target_mhz: float = 100, netlist: str = "netlist.json",
+                 report: str = "report.json", log: str = "nextpnr.log", extra=()) -> list[str]:
+    """nextpnr's command line for ``device`` as this project runs it: the part
+    (``Device.pnr_args``), the placer's options (``Device.placer_args``), the netlist, the
+    JSON report, the target clock, the placement seed, timing failures allowed (the Fmax
+    is the measurement), a log, quiet, then ``extra``; on the ECP5 pins without
+    constraints allowed (the synthesis harness has no LPF)."""
+    dev = DEVICES[device]
+    args = [*dev.pnr_args, *dev.placer_args, "--json", netlist, "--report", report,
+            "--freq", str(target_mhz), "--seed", str(seed), "--timing-allow-fail",
+            "-l", log, "-q", *extra]
+    if dev.family == "ecp5":
+        args.append("--lpf-allow-unconstrained")
+    return args
+
+
 def synth_script(device: str, frontend: str = "verilog", after_read=(), opts: str = "",
                  lut_mapper: str = "abc9") -> str:
     """The Yosys script that synthesizes ``core.v`` (``frontend="verilog"``) or
@@ -468,12 +484,8 @@ def implement(verilog: str, device: str, top: str = "ttforge_accel", *,
         if proc.returncode != 0:
             raise _fail("yosys", proc, wd / "yosys.log")
         cells = _stat_cells(wd / "stat.json")
-        args = [*dev.pnr_args, *dev.placer_args, "--json", "netlist.json", "--report", "report.json",
-                "--freq", str(target_mhz), "--seed", str(seed), "--timing-allow-fail",
-                "-l", "nextpnr.log", "-q", *rargs]
-        if dev.family == "ecp5":
-            args += ["--lpf-allow-unconstrained"]
-        proc = run_tool(dev.nextpnr, args, cwd=wd)
+        proc = run_tool(dev.nextpnr, nextpnr_args(device, seed=seed, target_mhz=target_mhz, extra=rargs),
+                        cwd=wd)
         t2 = time.monotonic()
         if proc.returncode != 0:
             over = log_overflow(wd / "nextpnr.log")

@@ -247,3 +247,20 @@ def test_implement_places_with_the_devices_placer_options(tmp_path, monkeypatch,
     if expected:
         i = pnr.index(expected[0])
         assert tuple(pnr[i:i + len(expected)]) == expected
+
+
+@pytest.mark.parametrize("device", ["ecp5-85f", "ice40up5k"])
+def test_nextpnr_args_is_the_one_command_line(device):
+    """``nextpnr_args``: the part, the placer options, the seed, the target clock, the
+    netlist and the extra options, in the one form ``implement`` and the benches use;
+    unconstrained pins allowed on the ECP5 only."""
+    import ttforge.hw.synth as synth
+
+    dev = synth.DEVICES[device]
+    args = synth.nextpnr_args(device, seed=7, target_mhz=50, netlist="../n.json", extra=["--no-route"])
+    assert args[:len(dev.pnr_args)] == list(dev.pnr_args)
+    assert args[len(dev.pnr_args):len(dev.pnr_args) + len(dev.placer_args)] == list(dev.placer_args)
+    pairs = {a: args[i + 1] for i, a in enumerate(args[:-1]) if a in ("--seed", "--freq", "--json", "--report")}
+    assert pairs == {"--seed": "7", "--freq": "50", "--json": "../n.json", "--report": "report.json"}
+    assert "--no-route" in args and "--timing-allow-fail" in args
+    assert ("--lpf-allow-unconstrained" in args) == (device == "ecp5-85f")
