@@ -92,6 +92,9 @@ def main(argv=None) -> int:
     p.add_argument("--collect", action="store_true",
                    help="record the seeds' nextpnr runs already in --work (no Yosys, no nextpnr), "
                         "after checking that its core.v is the Verilog this tree generates")
+    p.add_argument("--copies", type=int, default=1,
+                   help="independent engines in the harness (each on its own shift-register "
+                        "stretch): what several engines side by side cost and how fast they route")
     p.add_argument("--rates", action="store_true",
                    help="add vectors/s and MAC/s of the MNIST seed network at the label's Fmax "
                         "to its JSON (the cycle model of this tree; no synthesis)")
@@ -120,10 +123,11 @@ def main(argv=None) -> int:
     target = SynthTarget(dev.family)   # the ECP5's MULT18X18D form of MacLanes (hw/ecp5_dsp.py)
     if a.frontend == "rtlil":
         text, core = accel_rtlil(cfg, platform=target), "core.il"
-        harness, cost = harness_for_ports(rtlil_ports(text, "ttforge_accel"), "ttforge_accel")
+        harness, cost = harness_for_ports(rtlil_ports(text, "ttforge_accel"), "ttforge_accel",
+                                          copies=a.copies)
     else:
         text, core = verilog(cfg, platform=target), "core.v"
-        harness, cost = harness_verilog(text, "ttforge_accel")
+        harness, cost = harness_verilog(text, "ttforge_accel", copies=a.copies)
     if a.collect:
         # the runs in wd measured this tree's engine only if its core is byte-identical
         if not (wd / core).is_file() or (wd / core).read_text() != text:
@@ -182,6 +186,7 @@ def _record(a, seeds, wd: Path, commit: str, dirty: bool, cost, top_mod, synth_s
     out = {"label": a.label, "date_utc": utc_now(), "git_commit": commit, "git_dirty": dirty,
            "ttforge_hw": str(Path(top_mod.__file__).parent), "device": "ecp5-85f",
            "lanes": a.lanes, "requant_units": a.requant_units, "network": a.network,
+           "copies": a.copies,
            "config": a.config, "lut_mapper": a.lut_mapper, "router": a.router,
            "placer_args": list(dev.placer_args), "frontend": a.frontend,
            "harness": cost, "synth_s": synth_s, "logic_levels": levels, "runs": runs,
@@ -195,7 +200,8 @@ def _record(a, seeds, wd: Path, commit: str, dirty: bool, cost, top_mod, synth_s
 def _rates(label: str) -> int:
     """Add ``rates`` to ``synth_seeds.<label>.json``: the MNIST seed network's cycles
     per vector (one at a time; throughput mode's steady state) and its vectors/s and
-    MAC/s at the recorded Fmax min and median."""
+    MAC/s at the recorded Fmax min and median (times ``copies``: independent engines, each
+    on its own vector)."""
     from bench_vs_cpu import network
 
     from ttforge.hw.cycles import program_cycles
@@ -209,14 +215,15 @@ def _rates(label: str) -> int:
     pc = program_cycles(prog.descriptors, cfg, prog.globals)
     macs = pc.busy_lane_cycles
     at = {}
+    n = out.get("copies", 1)
     for k in ("min", "median"):
-        hz = out["summary"]["fmax_mhz"][k] * 1e6
+        hz = out["summary"]["fmax_mhz"][k] * 1e6 * n      # n engines: n vectors at a time
         at[k] = {"fmax_mhz": hz / 1e6,
                  "vectors_s": hz / pc.total, "macs_s": hz / pc.total * macs,
                  "throughput_vectors_s": hz / pc.vector_cycles,
                  "throughput_macs_s": hz / pc.vector_cycles * macs}
     out["rates"] = {"network": "MNIST seed network (bench_vs_cpu.network(0): 784-512-10)",
-                    "lanes": cfg.lanes, "macs_per_vector": macs, "cycles_per_vector": pc.total,
+                    "lanes": cfg.lanes, "copies": n, "macs_per_vector": macs, "cycles_per_vector": pc.total,
                     "throughput_cycles_per_vector": pc.vector_cycles,
                     "model_commit": git("rev-parse", "HEAD"), "model_dirty": git_dirty("hw"),
                     "note": "the routed engine is throughput=0; throughput mode's rate assumes "

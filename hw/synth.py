@@ -145,18 +145,26 @@ def accel_rtlil(config, name: str = "ttforge_accel", platform=None) -> str:
     return rtlil.convert(core, name=name, platform=platform, ports=_ports(core), emit_src=False)
 
 
-def harness_verilog(verilog: str, top: str, clock: str = "clk") -> tuple[str, dict[str, int]]:
-    """A module ``ttforge_pnr_harness`` wrapping ``top`` (see the module docstring) and the
-    harness's nominal cost ``{"ff": ..., "lut": ...}``."""
-    return harness_for_ports(verilog_ports(verilog, top), top, clock)
+def harness_verilog(verilog: str, top: str, clock: str = "clk", copies: int = 1) -> tuple[str, dict[str, int]]:
+    """A module ``ttforge_pnr_harness`` wrapping ``top`` (see the module docstring; ``copies``
+    instances of it: :func:`harness_for_ports`) and the harness's nominal cost
+    ``{"ff": ..., "lut": ...}``."""
+    return harness_for_ports(verilog_ports(verilog, top), top, clock, copies)
 
 
-def harness_for_ports(ports: list[PortInfo], top: str, clock: str = "clk") -> tuple[str, dict[str, int]]:
-    """:func:`harness_verilog` from a port list (:func:`verilog_ports`, :func:`rtlil_ports`)."""
+def harness_for_ports(ports: list[PortInfo], top: str, clock: str = "clk",
+                      copies: int = 1) -> tuple[str, dict[str, int]]:
+    """:func:`harness_verilog` from a port list (:func:`verilog_ports`, :func:`rtlil_ports`).
+
+    ``copies`` instances of ``top`` (``core``, ``core1``, ...), each on its own stretch of
+    the input and output shift registers, so that synthesis cannot merge them: what
+    several independent engines on one device cost and how fast they route."""
+    if not isinstance(copies, int) or copies < 1:
+        raise SynthError(f"copies={copies!r} must be a positive integer (engines in the harness)")
     ins = [p for p in ports if p.direction == "input" and p.name != clock]
     outs = [p for p in ports if p.direction == "output"]
-    n_in = sum(p.width for p in ins)
-    n_out = sum(p.width for p in outs)
+    n_in = sum(p.width for p in ins) * copies
+    n_out = sum(p.width for p in outs) * copies
     lines = [
         "module ttforge_pnr_harness(input wire clk, input wire din, input wire ld, output wire dout);",
         f"  reg [{max(n_in, 1) - 1}:0] in_sr = 0;",
@@ -170,18 +178,18 @@ def harness_for_ports(ports: list[PortInfo], top: str, clock: str = "clk") -> tu
          else "    else out_sr <= 1'b0;"),
         f"  assign dout = out_sr[{max(n_out, 1) - 1}];",
     ]
-    conns = [f"    .{clock}(clk)"]
-    pos = 0
-    for p in ins:
-        conns.append(f"    .{p.name}(in_sr[{pos + p.width - 1}:{pos}])")
-        pos += p.width
-    pos = 0
-    for p in outs:
-        conns.append(f"    .{p.name}(core_out[{pos + p.width - 1}:{pos}])")
-        pos += p.width
-    lines.append(f"  {top} core (")
-    lines.append(",\n".join(conns))
-    lines.append("  );")
+    pos_in = pos_out = 0
+    for k in range(copies):
+        conns = [f"    .{clock}(clk)"]
+        for p in ins:
+            conns.append(f"    .{p.name}(in_sr[{pos_in + p.width - 1}:{pos_in}])")
+            pos_in += p.width
+        for p in outs:
+            conns.append(f"    .{p.name}(core_out[{pos_out + p.width - 1}:{pos_out}])")
+            pos_out += p.width
+        lines.append(f"  {top} {'core' if k == 0 else f'core{k}'} (")
+        lines.append(",\n".join(conns))
+        lines.append("  );")
     lines.append("endmodule")
     return "\n".join(lines) + "\n", {"ff": n_in + n_out, "lut": n_out,
                                      "input_bits": n_in, "output_bits": n_out}

@@ -34,6 +34,30 @@ def test_rtlil_ports_are_the_verilog_ports():
         rtlil_ports(text, "nope")
 
 
+def test_harness_copies_are_instances_on_their_own_bits():
+    """``copies=3``: three instances, the shift registers three times as long, and no
+    bit of the input or output registers reaches two instances (synthesis could merge
+    copies with the same inputs into one engine)."""
+    import re
+
+    ports = rtlil_ports(accel_rtlil(AccelConfig(lanes=1)), "ttforge_accel")
+    one, c1 = harness_for_ports(ports, "ttforge_accel")
+    three, c3 = harness_for_ports(ports, "ttforge_accel", copies=3)
+    assert c3["input_bits"] == 3 * c1["input_bits"] and c3["output_bits"] == 3 * c1["output_bits"]
+    assert [ln.split()[1] for ln in three.splitlines() if ln.startswith("  ttforge_accel ")] == \
+        ["core", "core1", "core2"]
+    seen = {}
+    conns = "\n".join(ln for ln in three.splitlines() if ln.startswith("    ."))   # port connections
+    for kind, hi, lo in re.findall(r"(in_sr|core_out)\[(\d+):(\d+)\]", conns):
+        for bit in range(int(lo), int(hi) + 1):
+            assert (kind, bit) not in seen, (kind, bit)
+            seen[(kind, bit)] = 1
+    assert sum(k == "in_sr" for k, _ in seen) == c3["input_bits"]
+    assert sum(k == "core_out" for k, _ in seen) == c3["output_bits"]
+    with pytest.raises(SynthError, match="copies"):
+        harness_for_ports(ports, "ttforge_accel", copies=0)
+
+
 def test_synth_script_front_ends():
     v = synth_script("ecp5-85f")
     assert v.splitlines()[0] == "read_verilog -sv core.v harness.v"
