@@ -330,7 +330,7 @@ def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=Non
     """
     from ttforge import __version__
     from ttforge.firmware.board import DEFAULT_BAUD, BoardTop, board, uart_divisor
-    from ttforge.hw.synth import DEVICES, parse_report
+    from ttforge.hw.synth import ABC_LUT_STEPS, DEVICES, abc9_crashed, parse_report
 
     # every argument is checked before the (minutes-long) toolchain starts; a 0 is
     # checked like any other value, not taken for "the default"
@@ -388,8 +388,6 @@ def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=Non
         toolchain = platform_toolchain = b.platform().toolchain
         over = {**env_tools, f"AMARANTH_ENV_{toolchain.upper()}": str(envfile),
                 f"AMARANTH_ENV_{platform_toolchain}": str(envfile)}
-        platform = b.platform()
-        top = make_top(b.key, cfg, clk_hz=clk_hz, baud=baud)
         saved = {k: os.environ.get(k) for k in over}
         os.environ.update(over)
         t0 = time.monotonic()
@@ -402,13 +400,30 @@ def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=Non
                 if after_read:   # single-port buffers in SPRAM
                     extra = {"synth_opts": f"-dsp {opts}", "script_after_read": "\n".join(after_read)}
 
+            mapper = {"lut_mapper": "abc9"}
+
             def place(attempt: int, bdir: Path) -> str | None:
+                # a platform and a top of their own for each attempt: an Amaranth platform
+                # prepares one design once (a second build on it asserts)
+                platform = b.platform()
+                top = make_top(b.key, cfg, clk_hz=clk_hz, baud=baud)
+                opts = dict(extra)
+                if mapper["lut_mapper"] == "abc":   # synth_ecp5 around abc in abc9's place
+                    opts["synth_opts"] = f"{opts.get('synth_opts', '')} -run :map_luts".strip()
+                    opts["script_after_synth"] = "\n".join([*ABC_LUT_STEPS, "synth_ecp5 -run map_cells:"])
                 try:
                     platform.build(top, name=name, build_dir=str(bdir), do_build=True,
                                    nextpnr_opts=f"--seed {attempt} --report report.json --timing-allow-fail "
                                    + " ".join(dev.placer_args),
-                                   **extra)
+                                   **opts)
                 except subprocess.CalledProcessError:
+                    rpt = bdir / f"{name}.rpt"
+                    log = rpt.read_text(errors="replace") if rpt.is_file() else ""
+                    if mapper["lut_mapper"] == "abc9" and dev.family == "ecp5" and abc9_crashed(log):
+                        # a Yosys bug, not the seed's doing: this design and every later
+                        # seed map their LUTs with abc (the manifest says so)
+                        mapper["lut_mapper"] = "abc"
+                        return place(attempt, bdir)
                     return _why_failed(bdir, name, dev.title, logic_fix)
                 return None
 
@@ -433,6 +448,7 @@ def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=Non
             "format": BUILD_FORMAT, "version": BUILD_VERSION, "ttforge": __version__,
             "board": b.key, "title": b.title, "device": b.device,
             "clock_hz": clk_hz, "baud": baud, "uart_divisor": divisor, "seed": int(seed),
+            "lut_mapper": mapper["lut_mapper"],
             "failed_seeds": failed,
             "config": dataclasses.asdict(cfg) if train is not None else cfg.to_dict(),
             "artifact": None if artifact is None else {

@@ -257,15 +257,17 @@ class AddressGen(wiring.Component):
             m.d.comb += getattr(self, f"{n}_addr").eq(p[lv - 1])
             if n in self.slab:
                 m.d.comb += getattr(self, f"{n}_slab_end").eq(nxt0)
-            # the address's next value: what p[lv - 1] is assigned below (held otherwise)
+            # the address's next value: what p[lv - 1] is assigned below (held otherwise), as
+            # an AND-OR of the candidates under exclusive selects, each select a function of
+            # registers (start, en, valid, lvl) only, so the candidates' adders meet two
+            # LUT levels, not a priority chain of multiplexers
             nx = getattr(self, f"{n}_addr_next") if n in self.next_streams else None
-            if nx is not None:
-                m.d.comb += nx.eq(p[lv - 1])
+            cands = []                      # (select, value)
             with m.If(self.start):
                 m.d.sync += [q.eq(base) for q in p]
                 m.d.sync += nxt0.eq(sat_add(base, stride[0], aw))
-                if nx is not None:
-                    m.d.comb += nx.eq(base)
+            if nx is not None:
+                cands.append((self.start, base))
             with m.Elif(adv):
                 # the deepest loop that advances, lvl[j] (none in the last iteration)
                 for j in (3, 2, 1):
@@ -277,14 +279,18 @@ class AddressGen(wiring.Component):
                             t = sat_add(p[j], sj, aw)
                             if nx is not None:      # one adder for the register and the output
                                 t_sig = Signal(aw + 1, name=f"{n}_step{j}")
-                                m.d.comb += [t_sig.eq(t), nx.eq(t_sig)]
+                                m.d.comb += t_sig.eq(t)
                                 t = t_sig
+                                cands.append((adv & lvl[j], t))
                             m.d.sync += [q.eq(t) for q in p[j:]]
                 with m.If(lvl[0]):  # loop 0 advances
                     m.d.sync += [q.eq(nxt0) for q in p]
                     m.d.sync += nxt0.eq(sat_add(nxt0, stride[0], aw))
-                    if nx is not None:
-                        m.d.comb += nx.eq(nxt0)
+            if nx is not None:
+                moves = [adv & lvl[j] for j in range(lv)]
+                cands.append((adv & lvl[0], nxt0))
+                cands.append((~self.start & ~Cat(*moves).any(), p[lv - 1]))      # held
+                m.d.comb += nx.eq(onehot_select([v for _, v in cands], Cat(*[c for c, _ in cands])))
         return m
 
 

@@ -40,8 +40,8 @@ from ttforge.hw.tools import run_tool
 
 __all__ = ["DEVICES", "Device", "SynthError", "PortInfo", "verilog_ports", "rtlil_ports",
            "harness_verilog", "harness_for_ports", "accel_rtlil", "ROUTERS", "FRONTENDS",
-           "router_args", "nextpnr_args", "synth_script", "implement", "ImplResult", "SynthReport",
-           "parse_report", "log_overflow", "single_port_script", "synth_extras",
+           "router_args", "nextpnr_args", "synth_script", "ABC_LUT_STEPS", "abc9_crashed", "implement",
+           "ImplResult", "SynthReport", "parse_report", "log_overflow", "single_port_script", "synth_extras",
            "ECP5_PLACER_ARGS"]
 
 #: nextpnr's routers (``--router``); the first is nextpnr's default and ours
@@ -314,6 +314,23 @@ ABC9_HINT = ("Yosys's abc9 crashed mapping LUTs (a Yosys bug); known trigger: re
              "< lanes at 32+ lanes: leave requant_units unset, or map with abc (lut_mapper)")
 
 
+#: synth_lattice's LUT mapping with ABC's classic ``abc -lut 4`` in abc9's place, run
+#: between ``-run :map_luts`` and ``-run map_cells:`` of the synthesis command: the way
+#: around abc9's crashes (:data:`ABC9_HINT`; ECP5 only)
+ABC_LUT_STEPS = ("techmap -map +/lattice/latches_map.v", "abc -lut 4", "clean")
+
+
+def abc9_crashed(log_text: str, reason: str | None = None) -> bool:
+    """Whether a Yosys run ended in abc9's known assertion: ``reason`` (default: the log's
+    last ``ERROR`` line) is an assertion and the last pass the log began is
+    ``ABC_OPS_REINTEGRATE``."""
+    if reason is None:
+        errs = [ln.strip() for ln in log_text.splitlines() if ln.startswith("ERROR")]
+        reason = errs[-1] if errs else ""
+    passes = re.findall(r"^[\d.]+ Executing (\S+) pass", log_text, re.M)
+    return "Assert" in reason and passes[-1:] == ["ABC_OPS_REINTEGRATE"]
+
+
 def _fail(stage: str, proc, log: Path) -> SynthError:
     text = (proc.stderr or "") + (proc.stdout or "")
     logtext = log.read_text(errors="replace") if log.is_file() else ""
@@ -322,8 +339,7 @@ def _fail(stage: str, proc, log: Path) -> SynthError:
     if not errs:
         errs = [ln.strip() for ln in logtext.splitlines() if ln.startswith("ERROR")]
     reason = errs[-1] if errs else (text.strip().splitlines() or ["no output"])[-1]
-    passes = re.findall(r"^[\d.]+ Executing (\S+) pass", logtext, re.M)
-    hint = f"; {ABC9_HINT}" if "Assert" in reason and passes[-1:] == ["ABC_OPS_REINTEGRATE"] else ""
+    hint = f"; {ABC9_HINT}" if abc9_crashed(logtext, reason) else ""
     return SynthError(f"{stage} failed: {reason}{hint} (log: {log})")
 
 
@@ -447,8 +463,7 @@ def synth_script(device: str, frontend: str = "verilog", after_read=(), opts: st
     if lut_mapper == "abc9":
         steps = [f"{synth} -json netlist.json"]
     else:   # synth_lattice's map_luts step with abc in place of abc9
-        steps = [f"{synth} -run :map_luts", "techmap -map +/lattice/latches_map.v",
-                 "abc -lut 4", "clean", f"{synth} -run map_cells: -json netlist.json"]
+        steps = [f"{synth} -run :map_luts", *ABC_LUT_STEPS, f"{synth} -run map_cells: -json netlist.json"]
     return "\n".join([
         *read,
         "hierarchy -top ttforge_pnr_harness",

@@ -31,7 +31,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from ttforge.errors import ConfigError
-from ttforge.hw.blocks import AddressGen, MacLanes, Requant, RequantDecode, fanout_copies
+from ttforge.hw.blocks import AddressGen, MacLanes, Requant, RequantDecode, fanout_copies, onehot_select
 from ttforge.hw.faults import TRAIN_ENGINE_FAULTS, check_fault
 from ttforge.hw.trainer.loss import LossUnit, loss_cycles
 from ttforge.hw.trainer.program import (OP_FIELDS, TRAIN_DESC_WORDS, Op, TrainEngineConfig,
@@ -306,10 +306,22 @@ class TrainEngine(wiring.Component):
         err = Signal(TrainError)
         err_op = Signal(16)
         error = Signal()
+        # The program as the step uses it (prog_q): taken from ``program`` in every idle
+        # cycle but the one that decides a start (start_step), and held through the step.
+        # The program check below judges this copy, and the start decision reads only
+        # registers (prog_settled: its comparisons with ``program`` registered), not a
+        # comparison of the 68 bits of ``program`` in its own cycle (that comparison into the
+        # state flags was the routed critical path of two of three seeds at 9e8840b,
+        # train_hw.json: prog -> prog_same -> inp_ready). STOCH and the RNG load are read
+        # from ``program`` directly.
+        prog_q = Signal.like(prog, name="prog_q")
+        start_step = Signal()
+        with m.If(st_idle & ~start_step):
+            m.d.sync += prog_q.eq(prog)
         slots_m1 = Signal(16)
         bwm1 = Signal(16)
-        m.d.comb += [bwm1.eq((Const(1, 16) << prog.bw_log) - 1),
-                     slots_m1.eq((Const(1, 24) << (prog.bw_log + lg)) - 1)]
+        m.d.comb += [bwm1.eq((Const(1, 16) << prog_q.bw_log) - 1),
+                     slots_m1.eq((Const(1, 24) << (prog_q.bw_log + lg)) - 1)]
         # The operation's decodes and its loop bounds less one, registered: the descriptor
         # is held from its fetch (FLAGS is its first word, N0..N3 the next) and read from
         # DECODE on, so the decoders and the bound subtractions are off every cycle of the
@@ -419,14 +431,14 @@ class TrainEngine(wiring.Component):
         # or while its descriptor is fetched, and read only from the FETCH state on (at
         # least one cycle later), so the variable shifts and decoders that form them are
         # off every datapath cycle.
-        bwl_r = Signal.like(prog.bw_log)
+        bwl_r = Signal.like(prog_q.bw_log)
         bwm1_r = Signal(16)
         batch_hi = Signal(16)                 # BATCH >> lg: output words whose lanes are all valid
         batch_lo = Signal(L)                  # lane l is valid in word BATCH >> lg iff batch_lo[l]
         slots_m1_r = Signal(16)               # slots - 1 (the last LOSS slot): no shift, no
         m.d.sync += slots_m1_r.eq(slots_m1)   # decrement before the loss's last-slot compare
-        m.d.sync += [bwl_r.eq(prog.bw_log), bwm1_r.eq(bwm1), batch_hi.eq(prog.batch >> lg),
-                     batch_lo.eq(Cat(*[prog.batch[:lg] > l for l in range(L)]) if lg else 0)]
+        m.d.sync += [bwl_r.eq(prog_q.bw_log), bwm1_r.eq(bwm1), batch_hi.eq(prog_q.batch >> lg),
+                     batch_lo.eq(Cat(*[prog_q.batch[:lg] > l for l in range(L)]) if lg else 0)]
 
         # valid lanes of an output word: sample ((rel mod BW) * L + l) < BATCH, i.e. all
         # lanes below word BATCH >> lg, the lanes below BATCH mod L in that word, none above
@@ -661,7 +673,7 @@ class TrainEngine(wiring.Component):
         in_addr = Signal(aw + 2)      # IN_BASE + f*BW + b // L
         in_row = Signal(aw + 2)       # IN_BASE + b // L
         bw = Signal(17)
-        m.d.comb += bw.eq(Const(1, 17) << prog.bw_log)
+        m.d.comb += bw.eq(Const(1, 17) << prog_q.bw_log)
         zf = Signal(32)               # ZFILL counter
         zf_addr = Signal(33)          # O_BASE + zf, kept beside it (no adder before the write)
         # ZFILL's range check (zf_addr >= the depth) and its end (zf == N0 - 1), each decided
@@ -691,15 +703,12 @@ class TrainEngine(wiring.Component):
         # and read in the next: HOST_READ_LATENCY.
         act_ra = fanout_copies(len(act_rs[0].addr), G, "act_ra")
         grad_ra = Signal.like(grad_r.addr, name="grad_ra")
+        # (the choice as an AND-OR under exclusive selects, each a function of registers:
+        # the next addresses meet two LUT levels here, not a chain of multiplexers)
         act_ra_next = Signal.like(act_ra[0], name="act_ra_next")
-        with m.If(st_idle):
-            m.d.comb += act_ra_next.eq(host.addr >> lg)
-        with m.Elif(la_sel):
-            m.d.comb += act_ra_next.eq(la_next)
-        with m.Elif(is_wgrad):
-            m.d.comb += act_ra_next.eq(gen.v_addr_next)
-        with m.Else():
-            m.d.comb += act_ra_next.eq(gen.u_addr_next)
+        a_sel = Cat(st_idle, ~st_idle & la_sel, ~st_idle & ~la_sel & is_wgrad, ~st_idle & ~la_sel & ~is_wgrad)
+        m.d.comb += act_ra_next.eq(onehot_select([host.addr >> lg, la_next, gen.v_addr_next, gen.u_addr_next],
+                                                 a_sel))
         m.d.sync += [r.eq(act_ra_next) for r in act_ra]
         m.d.sync += grad_ra.eq(Mux(st_idle, host.addr >> lg, gen.u_addr_next))
         m.d.comb += [r.addr.eq(a) for r, a in zip(act_rs, act_ra)]
@@ -757,7 +766,7 @@ class TrainEngine(wiring.Component):
         g_addr, g_en = Signal.like(grad_w.addr), Signal.like(grad_w.en)
         g_data = Signal.like(grad_w.data)
         with m.If(st_input):
-            m.d.comb += [a_addr.eq(in_addr), a_en.eq(Mux(self.inp.valid & (in_f < prog.in_count),
+            m.d.comb += [a_addr.eq(in_addr), a_en.eq(Mux(self.inp.valid & (in_f < prog_q.in_count),
                                                          onehot_in, 0))]
             m.d.comb += [a_data[l].eq(self.inp.payload) for l in range(L)]
         with m.Elif(st_zfill):
@@ -789,7 +798,7 @@ class TrainEngine(wiring.Component):
         m.d.comb += [grad_w.addr.eq(gw_addr), grad_w.data.eq(gw_data), grad_w.en.eq(gw_en)]
         # labels
         m.d.comb += [lm_w.addr.eq(in_b), lm_w.data.eq(self.inp.payload),
-                     lm_w.en.eq(st_input & self.inp.valid & (in_f == prog.in_count)),
+                     lm_w.en.eq(st_input & self.inp.valid & (in_f == prog_q.in_count)),
                      lm_r.addr.eq(Mux(host_idle, host.addr, lab_addr))]
         # MAXACC: written at the end of each CONTRACT; read by the host
         m.d.comb += [mx_w.addr.eq(op_idx), mx_w.data.eq(vmax[1:] + vmax[0]), mx_r.addr.eq(host.addr >> 1)]
@@ -867,26 +876,27 @@ class TrainEngine(wiring.Component):
         # the ACT depth (IN_BASE + ((IN_COUNT - 1) << BW_LOG) + BW - 1 >= depth is, for
         # IN_COUNT >= 1, IN_BASE + (IN_COUNT << BW_LOG) > depth). In one stage (a shift
         # and three adders) it was seed 3's routed critical path at 5f73007 (36 levels).
-        # It judges the program of three cycles before, and a step starts only when the
-        # program has not changed in those cycles (prog_settled), so a program set together
-        # with ``enable`` waits three idle cycles (not counted: the cycle counter counts busy
-        # cycles only). A bad program is refused in IDLE, as before: no new state can hang.
-        prog_q = Signal.like(prog)
+        # It judges prog_q of three cycles before, and a step starts only when prog_q has
+        # not changed in those cycles (prog_settled: prog_same of the last three cycles,
+        # registered; prog_same(t) is prog(t) == prog_q(t), i.e. prog_q(t + 1) == prog_q(t)
+        # in an idle cycle), so a program set together with ``enable`` waits four idle
+        # cycles (not counted: the cycle counter counts busy cycles only). A bad program is
+        # refused in IDLE, as before: no new state can hang.
         prog_same = Signal()
-        prog_same_d = Signal(2)
+        prog_same_d = Signal(3)
         prog_settled = Signal()
         m.d.comb += prog_same.eq((prog_q.batch == prog.batch) & (prog_q.bw_log == prog.bw_log)
                                  & (prog_q.in_count == prog.in_count) & (prog_q.in_base == prog.in_base))
-        m.d.sync += [prog_q.eq(prog), prog_same_d.eq(Cat(prog_same, prog_same_d[0]))]
-        m.d.comb += prog_settled.eq(prog_same & prog_same_d.all())
+        m.d.sync += prog_same_d.eq(Cat(prog_same, prog_same_d[:2]))
+        m.d.comb += prog_settled.eq(prog_same_d.all())
         ab = c.act_depth.bit_length()          # IN_BASE <= act_depth fits these bits
         pb1, pb2, prog_bad = Signal(), Signal(), Signal()
         base1 = Signal(ab)
         ext1 = Signal(len(prog.in_count) + (1 << len(prog.bw_log)) - 1)
         sum2 = Signal(max(ab, len(ext1)) + 1)
-        m.d.sync += [pb1.eq((prog.batch == 0) | (prog.batch > slots_m1 + 1) | (prog.in_count == 0)
-                            | (prog.in_base > c.act_depth) | (slots_m1 + 1 > c.max_batch)),
-                     base1.eq(prog.in_base[:ab]), ext1.eq(prog.in_count << prog.bw_log),
+        m.d.sync += [pb1.eq((prog_q.batch == 0) | (prog_q.batch > slots_m1 + 1) | (prog_q.in_count == 0)
+                            | (prog_q.in_base > c.act_depth) | (slots_m1 + 1 > c.max_batch)),
+                     base1.eq(prog_q.in_base[:ab]), ext1.eq(prog_q.in_count << prog_q.bw_log),
                      pb2.eq(pb1), sum2.eq(base1 + ext1),
                      prog_bad.eq(pb2 | (sum2 > c.act_depth))]
 
@@ -919,19 +929,20 @@ class TrainEngine(wiring.Component):
             # (they are read only in INPUT, entered only from here, so they hold the same
             # values there): the start decision (a 68-bit comparison, prog_settled) reaches
             # only the state flags, not these 66 flip-flops' load enables as well
-            m.d.sync += [in_f.eq(0), in_b.eq(0), in_addr.eq(prog.in_base), in_row.eq(prog.in_base)]
-            with m.If(ctl.enable & ~error & prog_settled):
+            m.d.sync += [in_f.eq(0), in_b.eq(0), in_addr.eq(prog_q.in_base), in_row.eq(prog_q.in_base)]
+            m.d.comb += start_step.eq(ctl.enable & ~error & prog_settled)
+            with m.If(start_step):
                 with m.If(prog_bad):
                     m.d.sync += fail(S.IDLE, TrainError.BAD_PROGRAM)
                 with m.Else():
                     m.d.sync += go(S.IDLE, S.INPUT)
         with m.If(st_input):
             with m.If(self.inp.valid):
-                with m.If(in_f == prog.in_count):          # the label
+                with m.If(in_f == prog_q.in_count):          # the label
                     nb = in_b + 1
                     nrow = Mux(nb[:lg] == 0, in_row + 1, in_row) if lg else in_row + 1
                     m.d.sync += [in_f.eq(0), in_b.eq(nb), in_row.eq(nrow), in_addr.eq(nrow)]
-                    with m.If(inc_eq(in_b, prog.batch)):    # nb == BATCH
+                    with m.If(inc_eq(in_b, prog_q.batch)):    # nb == BATCH
                         m.d.sync += [*go(S.INPUT, S.FETCH), op_idx.eq(0), fw.eq(0)]
                 with m.Else():
                     m.d.sync += [in_f.eq(in_f + 1), in_addr.eq(in_addr + bw)]
@@ -980,8 +991,8 @@ class TrainEngine(wiring.Component):
         with m.If(st_loss):
             with m.Switch(loss_phase):
                 with m.Case(0):                        # the slot's label is out: checked
-                    m.d.sync += [loss_phase.eq(1), lab_valid.eq(slot < prog.batch),
-                                 lab_bad.eq((slot < prog.batch) & (lm_r.data >= desc.n0))]
+                    m.d.sync += [loss_phase.eq(1), lab_valid.eq(slot < prog_q.batch),
+                                 lab_bad.eq((slot < prog_q.batch) & (lm_r.data >= desc.n0))]
                 with m.Case(1):
                     with m.If(lab_bad):
                         m.d.sync += fail(S.LOSS, TrainError.BAD_LABEL)

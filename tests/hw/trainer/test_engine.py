@@ -222,9 +222,10 @@ async def _until_error_or_input(ctx, dut, cycles=40):
 def test_the_program_check_stops_a_bad_program_in_idle_and_the_engine_recovers(what):
     """The program check (three registered stages, ``prog_settled``): a bad program is
     refused with ``BAD_PROGRAM`` before any input is taken, and the engine is idle, not
-    hung; a program set in the same cycle as ``enable`` is judged itself, never by the
-    verdict on the program before it (``stale_good``: good -> bad with enable; ``stale_bad``:
-    bad -> good with enable, which must run). ``extent``: the input's last word one beyond
+    hung; a program set in the cycle before ``enable`` is judged itself, never by the
+    verdict on the program before it (``stale_good``: good -> bad, then enable; ``stale_bad``:
+    bad -> good, then enable, which must run). (A program set in the same cycle as
+    ``enable`` is the next step's: test_a_program_changed_during_a_step_leaves_that_step_alone.) ``extent``: the input's last word one beyond
     ACT (the adder stage); ``extent_edge``: exactly the last word of ACT (accepted). After
     it, the good program trains exactly (the golden trainer's state)."""
     state, x, y, _ = train_case(1, batch=4, n_layers=2, d=2, rank=2, n_in=8, hidden=6, n_out=3)
@@ -248,6 +249,7 @@ def test_the_program_check_stops_a_bad_program_in_idle_and_the_engine_recovers(w
             for _ in range(5):
                 await ctx.tick()
             ctx.set(dut.program[bad[0]], g["IN_BASE"])
+            await ctx.tick()
             ctx.set(dut.control.enable, 1)
             seen = await _until_error_or_input(ctx, dut)
             if seen[0] != "input":       # refused on the old verdict: no batch to stream
@@ -256,7 +258,8 @@ def test_the_program_check_stops_a_bad_program_in_idle_and_the_engine_recovers(w
             cm, bm, mx, rng = await read_state(ctx, dut, prog)
             new = next_exponents(state_from_memories(state, prog, cm, bm, rng), prog, mx)
             return seen, compare_states(new, train_step(state, x, y))
-        ctx.set(dut.program[bad[0]], bad[1])     # with enable in the same cycle
+        ctx.set(dut.program[bad[0]], bad[1])     # then enable, a cycle later
+        await ctx.tick()
         ctx.set(dut.control.enable, 1)
         seen = await _until_error_or_input(ctx, dut)
         busy = ctx.get(dut.status.busy)
@@ -280,6 +283,77 @@ def test_the_program_check_stops_a_bad_program_in_idle_and_the_engine_recovers(w
     else:
         assert seen == (("error", TrainError.BAD_PROGRAM), 0), seen
     assert diff is None
+
+
+@pytest.mark.parametrize("when", ["with_enable", "input", "run"])
+def test_a_program_changed_during_a_step_leaves_that_step_alone(when):
+    """The engine runs a step with the program it judged (``prog_q``, taken in idle cycles
+    and held from the start): a bad IN_BASE and BATCH written in the same cycle as
+    ``enable`` (the start decision reads registers only, so that change is the next
+    step's), while the step takes its input, or while it runs leave the step exact (the
+    golden trainer's state) and raise no error.
+    Sibling: the same bad program written before ``enable`` is refused (the change is seen
+    at all)."""
+    state, x, y, _ = train_case(1, batch=4, n_layers=2, d=2, rank=2, n_in=8, hidden=6, n_out=3)
+    cfg = _config(state, 4)
+    prog = compile_training(state, 4, cfg)
+
+    def spoil(ctx, dut):
+        ctx.set(dut.program.in_base, cfg.act_depth + 5)
+        ctx.set(dut.program.batch, 0)
+
+    async def body(ctx, dut):
+        await load_program(ctx, dut, prog)
+        for _ in range(5):
+            await ctx.tick()
+        ctx.set(dut.control.enable, 1)
+        if when == "with_enable":
+            spoil(ctx, dut)
+        seen = await _until_error_or_input(ctx, dut)
+        assert seen[0] == "input", seen
+        ctx.set(dut.control.enable, 0)
+        for b in range(x.shape[0]):          # the batch, one element a transfer
+            for v in list(x[b]) + [int(y[b])]:
+                ctx.set(dut.inp.payload, int(v))
+                ctx.set(dut.inp.valid, 1)
+                while not ctx.get(dut.inp.ready):
+                    await ctx.tick()
+                await ctx.tick()
+                if when == "input" and b == 1:
+                    spoil(ctx, dut)
+        ctx.set(dut.inp.valid, 0)
+        for i in range(200_000):
+            if when == "run" and i == 50:    # the operations run
+                assert ctx.get(dut.status.busy)
+                spoil(ctx, dut)
+            if ctx.get(dut.status.done_pulse) or ctx.get(dut.status.error):
+                break
+            await ctx.tick()
+        err = ctx.get(dut.status.error)
+        await ctx.tick()
+        cm, bm, mx, rng = await read_state(ctx, dut, prog)
+        new = next_exponents(state_from_memories(state, prog, cm, bm, rng), prog, mx)
+        return err, compare_states(new, train_step(state, x, y))
+
+    err, diff = simulate(cfg, body)
+    assert err == 0 and diff is None
+
+
+def test_sibling_a_bad_program_before_enable_is_refused():
+    state, x, y, _ = train_case(1, batch=4, n_layers=2, d=2, rank=2, n_in=8, hidden=6, n_out=3)
+    cfg = _config(state, 4)
+    prog = compile_training(state, 4, cfg)
+
+    async def body(ctx, dut):
+        await load_program(ctx, dut, prog)
+        ctx.set(dut.program.in_base, cfg.act_depth + 5)
+        ctx.set(dut.program.batch, 0)
+        for _ in range(5):
+            await ctx.tick()
+        ctx.set(dut.control.enable, 1)
+        return await _until_error_or_input(ctx, dut)
+
+    assert simulate(cfg, body) == ("error", TrainError.BAD_PROGRAM)
 
 
 @pytest.mark.parametrize("xw,yw", [(4, 4), (3, 5), (5, 3), (1, 2)])
