@@ -100,7 +100,7 @@ def main(argv=None) -> int:
                         "to its JSON (the cycle model of this tree; no synthesis)")
     a = p.parse_args(argv)
     if a.rates:
-        return _rates(a.label)
+        return _rates(Path(a.out) if a.out else ROOT / "bench" / "results" / f"synth_seeds.{a.label}.json")
     seeds = [int(s) for s in a.seeds.split(",")]
     dev = DEVICES["ecp5-85f"]
     wd = Path(a.work or f"/tmp/ttforge-synth-seeds-{a.label}")
@@ -197,8 +197,8 @@ def _record(a, seeds, wd: Path, commit: str, dirty: bool, cost, top_mod, synth_s
     return 0
 
 
-def _rates(label: str) -> int:
-    """Add ``rates`` to ``synth_seeds.<label>.json``: the MNIST seed network's cycles
+def _rates(path: Path) -> int:
+    """Add ``rates`` to ``path`` (``synth_seeds.<label>.json``): the MNIST seed network's cycles
     per vector (one at a time; throughput mode's steady state) and its vectors/s and
     MAC/s at the recorded Fmax min and median (times ``copies``: independent engines, each
     on its own vector)."""
@@ -207,7 +207,6 @@ def _rates(label: str) -> int:
     from ttforge.hw.cycles import program_cycles
     from ttforge.hw.program import compile_program
 
-    path = ROOT / "bench" / "results" / f"synth_seeds.{label}.json"
     out = json.loads(path.read_text())
     net, _ = network(0)
     cfg = AccelConfig.for_network(net, lanes=out["lanes"])
@@ -217,11 +216,11 @@ def _rates(label: str) -> int:
     at = {}
     n = out.get("copies", 1)
     for k in ("min", "median"):
-        hz = out["summary"]["fmax_mhz"][k] * 1e6 * n      # n engines: n vectors at a time
-        at[k] = {"fmax_mhz": hz / 1e6,
-                 "vectors_s": hz / pc.total, "macs_s": hz / pc.total * macs,
-                 "throughput_vectors_s": hz / pc.vector_cycles,
-                 "throughput_macs_s": hz / pc.vector_cycles * macs}
+        hz = out["summary"]["fmax_mhz"][k] * 1e6
+        at[k] = {"fmax_mhz": hz / 1e6,                     # n engines: n vectors at a time
+                 "vectors_s": n * hz / pc.total, "macs_s": n * hz / pc.total * macs,
+                 "throughput_vectors_s": n * hz / pc.vector_cycles,
+                 "throughput_macs_s": n * hz / pc.vector_cycles * macs}
     out["rates"] = {"network": "MNIST seed network (bench_vs_cpu.network(0): 784-512-10)",
                     "lanes": cfg.lanes, "copies": n, "macs_per_vector": macs, "cycles_per_vector": pc.total,
                     "throughput_cycles_per_vector": pc.vector_cycles,

@@ -120,6 +120,31 @@ def test_bench_synth_seeds_collects_a_placement_only_run(tmp_path):
     assert not out.exists()
 
 
+def test_bench_synth_seeds_rates_count_every_copy(tmp_path):
+    """--rates on a JSON of ``copies`` engines: vectors/s and MAC/s are ``copies`` times one
+    engine's at the recorded Fmax, and the Fmax recorded is the clock's, not multiplied."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    rows = {}
+    for n in (1, 3):
+        path = tmp_path / f"s{n}.json"
+        path.write_text(json.dumps({"lanes": 4, "copies": n,
+                                    "summary": {"fmax_mhz": {"min": 50.0, "median": 60.0}}}))
+        res = subprocess.run([sys.executable, str(root / "bench" / "bench_synth_seeds.py"), "--rates",
+                              "--label", "t", "--out", str(path)], capture_output=True, text=True, timeout=600)
+        assert res.returncode == 0, res.stderr[-2000:]
+        rows[n] = json.loads(path.read_text())["rates"]
+    assert rows[3]["at"]["min"]["fmax_mhz"] == rows[1]["at"]["min"]["fmax_mhz"] == 50.0
+    for k in ("vectors_s", "macs_s", "throughput_vectors_s"):
+        assert rows[3]["at"]["median"][k] == pytest.approx(3 * rows[1]["at"]["median"][k], rel=1e-12)
+    one = rows[1]
+    assert one["at"]["min"]["vectors_s"] == pytest.approx(50e6 / one["cycles_per_vector"], rel=1e-12)
+
+
 @pytest.mark.slow
 def test_implement_reads_rtlil_and_routes_with_router2(tmp_path):
     """A small counter through yosys (from its RTLIL) and nextpnr-ecp5 with router2: the
