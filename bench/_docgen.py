@@ -794,11 +794,15 @@ def block_vs_cpu() -> str:
         at = {round(c["mhz"], 3): c for c in r["at"]}
         best = max((c for c in r["at"] if c["reached"]), key=lambda c: c["mhz"], default=None)
         f = r.get("routed")
-        lanes = f"{r['lanes']} (U = {r['requant_units']})" if r.get("requant_units") else r["lanes"]
+        lanes = f"{r['lanes']} (U = {r['requant_units']})" if r.get("requant_units") else str(r["lanes"])
+        if r.get("copies", 1) > 1:
+            lanes += f", {r['copies']} engines (throughput)"
+        fx = r.get("at_fmax")
         rows.append([lanes, _num(r["cycles"]), pct(r["utilization"], 1),
                      f"{at[50.0]['latency_us']:,.0f} us ({at[50.0]['vs_golden']:.2f}x / {at[50.0]['vs_c']:.2f}x)",
                      f"{r['mhz_for_goal']:.1f} MHz",
-                     (f"{f['fmax_mhz_min']:.1f} MHz (`{f['label']}`, seeds {', '.join(map(str, f['seeds']))})"
+                     (f"{f['fmax_mhz_min']:.1f} MHz (`{f['label']}`, seeds {', '.join(map(str, f['seeds']))}"
+                      + (f"; at it {fx['vs_golden']:.2f}x / {fx['vs_c']:.2f}x" if fx else "") + ")"
                       if f else "not routed"),
                      (f"{best['mhz']:g} MHz: {best['latency_us']:,.0f} us, {best['vectors_per_s']:,.0f} vectors/s, "
                       f"**{best['vs_golden']:.2f}x** / {best['vs_c']:.2f}x" if best else "—")])

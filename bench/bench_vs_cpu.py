@@ -57,7 +57,10 @@ LANES = (4, 8, 16, 32, 64)
 #: (lanes, requant_units) of the engines compared: one requantization unit per lane at
 #: every lane count, and the wide engines with shared units (AccelConfig.requant_units;
 #: 16 units cost the MNIST network 6 cycles at L = 64, 8 would cost 794)
-ENGINES = tuple((L, None) for L in LANES) + ((16, 4), (32, 8), (64, 16))
+#: (lanes, requant_units, copies): copies > 1 is that many independent engines side by side
+#: (``bench_synth_seeds.py --copies``), each on its own vector: copies vectors per engine
+#: latency, so the per-vector figure is a throughput (no multi-engine top is built yet)
+ENGINES = tuple((L, None, 1) for L in LANES) + ((16, 4, 1), (32, 8, 1), (64, 16, 1), (16, None, 4))
 BOARD_HZ = 50_000_000
 GOAL = 3.0            # issue 16: >= 3x faster per vector than the golden executor
 
@@ -105,21 +108,21 @@ def engine_rows(net) -> list[dict]:
     import dataclasses
 
     rows = []
-    for L, units in ENGINES:
+    for L, units, copies in ENGINES:
         cfg = dataclasses.replace(AccelConfig.for_network(net, lanes=L), requant_units=units)
         est = estimate(compile_program(net, cfg))
         cycles = sum(layer.cycles for layer in est.layers) + est.input_cycles + est.output_cycles
         macs = sum(layer.macs for layer in est.layers)
-        rows.append({"lanes": L, "requant_units": units, "cycles": cycles, "macs": macs,
+        rows.append({"lanes": L, "requant_units": units, "copies": copies, "cycles": cycles, "macs": macs,
                      "utilization": macs / (L * cycles)})
     return rows
 
 
-def routed_fmax() -> dict[tuple[int, int | None], dict]:
-    """(lanes, requant_units) -> the lowest routed Fmax (MHz) over the seeds of the newest
+def routed_fmax() -> dict[tuple[int, int | None, int], dict]:
+    """(lanes, requant_units, copies) -> the lowest routed Fmax (MHz) over the seeds of the newest
     engine record, with its label, commit and config (``synth_seeds.*.json``; ``network``
     ``mnist-seed``: the config sized to this network, else AccelConfig's defaults)."""
-    best: dict[tuple[int, int | None], dict] = {}
+    best: dict[tuple[int, int | None, int], dict] = {}
     for path in sorted(RESULTS.glob("synth_seeds.*.json")):
         d = json.loads(path.read_text())
         runs = [r for r in d.get("runs", []) if r.get("routed") and r.get("fmax_mhz")]
@@ -129,7 +132,7 @@ def routed_fmax() -> dict[tuple[int, int | None], dict]:
                "label": d.get("label"), "commit": d.get("git_commit"), "date_utc": d.get("date_utc", ""),
                "lut": d.get("summary", {}).get("lut", {}).get("median"),
                "network": d.get("network", "default")}
-        key = (d.get("lanes"), d.get("requant_units"))
+        key = (d.get("lanes"), d.get("requant_units"), d.get("copies", 1))
         if key not in best or rec["date_utc"] > best[key]["date_utc"]:
             best[key] = rec
     return best
@@ -155,16 +158,21 @@ def main(argv=None) -> int:
     fmax = routed_fmax()
     rows = engine_rows(net)
     for r in rows:
-        f = fmax.get((r["lanes"], r["requant_units"]))
+        f = fmax.get((r["lanes"], r["requant_units"], r["copies"]))
         r["routed"] = f
         r["at"] = []
+        n = r["copies"]
         for hz in clocks():
-            us = r["cycles"] / hz * 1e6
-            r["at"].append({"mhz": hz / 1e6, "latency_us": us, "vectors_per_s": hz / r["cycles"],
-                            "macs_per_s": r["macs"] * hz / r["cycles"],
+            us = r["cycles"] / hz * 1e6 / n          # per vector (n engines: a throughput)
+            r["at"].append({"mhz": hz / 1e6, "latency_us": us, "vectors_per_s": n * hz / r["cycles"],
+                            "macs_per_s": n * r["macs"] * hz / r["cycles"],
                             "vs_golden": cpu["golden_us"] / us, "vs_c": cpu["c_us"] / us,
                             "reached": bool(f and f["fmax_mhz_min"] >= hz / 1e6)})
-        r["mhz_for_goal"] = r["cycles"] * GOAL / cpu["golden_us"]
+        if f:      # at the routed Fmax itself (a board top clocked there, not a PLL step)
+            us = r["cycles"] / (f["fmax_mhz_min"] * 1e6) * 1e6 / n
+            r["at_fmax"] = {"mhz": f["fmax_mhz_min"], "latency_us": us,
+                            "vs_golden": cpu["golden_us"] / us, "vs_c": cpu["c_us"] / us}
+        r["mhz_for_goal"] = r["cycles"] * GOAL / cpu["golden_us"] / n
     boards = RESULTS / "boards.json"
     check = None
     if boards.exists():
@@ -183,7 +191,8 @@ def main(argv=None) -> int:
     print(f"golden {cpu['golden_us']:.0f} us, C {cpu['c_us']:.0f} us per vector (one core)")
     for r in rows:
         best = max((c for c in r["at"] if c["reached"]), key=lambda c: c["mhz"], default=None)
-        units = f" U={r['requant_units']}" if r["requant_units"] else ""
+        units = (f" U={r['requant_units']}" if r["requant_units"] else "") + \
+            (f" x{r['copies']} engines" if r["copies"] > 1 else "")
         print(f"L={r['lanes']:>2}{units}: {r['cycles']:>7,} cycles, {r['utilization']:.1%}; "
               f"{GOAL:g}x the golden executor needs {r['mhz_for_goal']:.1f} MHz; "
               + (f"routed {r['routed']['fmax_mhz_min']:.1f} MHz -> {best['vs_golden']:.2f}x golden, "
