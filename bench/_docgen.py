@@ -105,6 +105,12 @@ def _synth_seeds() -> list[tuple[str, dict]]:
     return sorted(out, key=lambda x: (x[0] != "before", x[1].get("date_utc", "")))
 
 
+def _lanes_copies(d: dict) -> str:
+    """The lanes of a ``synth_seeds`` record, and its engines when there are several."""
+    n = d.get("copies", 1)
+    return str(d.get("lanes", 16)) + (f" (x{n} engines)" if n > 1 else "")
+
+
 def block_fmax_seeds() -> str:
     seeds = _synth_seeds()
     if not seeds:
@@ -115,7 +121,7 @@ def block_fmax_seeds() -> str:
     for label, d in seeds:
         sm = d["summary"]
         rows.append([label, f"`{(d.get('git_commit') or '')[:7]}`" + (" (dirty)" if d.get("git_dirty") else ""),
-                     d.get("device", "ecp5-85f"), d.get("lanes", 16), ", ".join(str(r["seed"]) for r in d["runs"]),
+                     d.get("device", "ecp5-85f"), _lanes_copies(d), ", ".join(str(r["seed"]) for r in d["runs"]),
                      f"{sm['lut']['median']:,}", f"{sm['ff']['median']:,}", sm["dsp"]["median"], sm["bram"]["median"],
                      f"{sm['fmax_mhz']['min']:.1f} / {sm['fmax_mhz']['median']:.1f} / {sm['fmax_mhz']['max']:.1f}",
                      "yes" if all(r.get("routed", True) for r in d["runs"]) else "**no** (placement estimate)"])
@@ -187,6 +193,7 @@ def headline() -> list[tuple[str, str, str, str, str]]:
     # the table below, not the figure of the goal)
     after = next((d for lab, d in reversed(seeds) if lab != "before" and d.get("lanes", 16) == 16
                   and not d.get("requant_units") and d.get("network", "default") == "default"
+                  and d.get("copies", 1) == 1
                   and all(r.get("routed", True) for r in d["runs"])), None)
     if after:
         fs = [r["fmax_mhz"] for r in after["runs"]]
