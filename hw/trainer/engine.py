@@ -551,7 +551,13 @@ class TrainEngine(wiring.Component):
         # requantization, one unit per lane; its per-operation constants registered (the
         # flags are fetched many cycles before the first result)
         m.submodules.rqdec = rqd = RequantDecode(acc_bits=AB, bias_bits=AB, inter_bits=SB)
-        m.d.comb += [rqd.shift.eq(flags.shift), rqd.sat_bits.eq(flags.sat_bits)]
+        # decoded from copies of SHIFT and SAT_BITS of their own (a cycle after the fetch
+        # stores them): the descriptor's flip-flops, spread over the die, met the decode's
+        # carry chain in one cycle (the routed seed-2 path at 49f37c7, desc -> rq_shamt)
+        rq_shift_h = Signal.like(flags.shift, name="rq_shift_h")
+        rq_sat_h = Signal.like(flags.sat_bits, name="rq_sat_h")
+        m.d.sync += [rq_shift_h.eq(flags.shift), rq_sat_h.eq(flags.sat_bits)]
+        m.d.comb += [rqd.shift.eq(rq_shift_h), rqd.sat_bits.eq(rq_sat_h)]
         # (no lo: Requant's masked saturation check implies lo = -hi - 1 and reads its lo
         # port only under its sat_bound fault, which this engine never builds; a register
         # for it would be read by nothing)
@@ -669,6 +675,12 @@ class TrainEngine(wiring.Component):
 
         # ------------------------------------------------------------ input writer
         in_f = Signal(16)
+        # in_f == IN_COUNT (the sample's label is next), kept beside in_f: set from in_f's
+        # increment compared without its carry chain (inc_eq), cleared with in_f (IN_COUNT
+        # >= 1: the program check refuses 0), so no 16-bit comparison stands between the
+        # counter and the ACT write enables, the label write and the state (the routed
+        # seed-3 path at 49f37c7, inp_ready -> in_f < IN_COUNT -> fw)
+        f_last = Signal()
         in_b = Signal(16)
         in_addr = Signal(aw + 2)      # IN_BASE + f*BW + b // L
         in_row = Signal(aw + 2)       # IN_BASE + b // L
@@ -766,7 +778,7 @@ class TrainEngine(wiring.Component):
         g_addr, g_en = Signal.like(grad_w.addr), Signal.like(grad_w.en)
         g_data = Signal.like(grad_w.data)
         with m.If(st_input):
-            m.d.comb += [a_addr.eq(in_addr), a_en.eq(Mux(self.inp.valid & (in_f < prog_q.in_count),
+            m.d.comb += [a_addr.eq(in_addr), a_en.eq(Mux(self.inp.valid & ~f_last,
                                                          onehot_in, 0))]
             m.d.comb += [a_data[l].eq(self.inp.payload) for l in range(L)]
         with m.Elif(st_zfill):
@@ -798,7 +810,7 @@ class TrainEngine(wiring.Component):
         m.d.comb += [grad_w.addr.eq(gw_addr), grad_w.data.eq(gw_data), grad_w.en.eq(gw_en)]
         # labels
         m.d.comb += [lm_w.addr.eq(in_b), lm_w.data.eq(self.inp.payload),
-                     lm_w.en.eq(st_input & self.inp.valid & (in_f == prog_q.in_count)),
+                     lm_w.en.eq(st_input & self.inp.valid & f_last),
                      lm_r.addr.eq(Mux(host_idle, host.addr, lab_addr))]
         # MAXACC: written at the end of each CONTRACT; read by the host
         m.d.comb += [mx_w.addr.eq(op_idx), mx_w.data.eq(vmax[1:] + vmax[0]), mx_r.addr.eq(host.addr >> 1)]
@@ -905,12 +917,18 @@ class TrainEngine(wiring.Component):
         # verdict (the 32-bit comparisons stood before gen_start, the load enable of every
         # address register: the routed seed-1 path at 5f73007, desc -> the checks ->
         # gen_start -> gen.u_p1 CE).
+        # In two stages: the fields' tests, registered, then their combination with the
+        # operation (one stage was the routed seed-1 path at 49f37c7, desc -> bad_desc).
         bad_desc = Signal()
         d_contract, d_wgrad = flags.op == Op.CONTRACT, flags.op == Op.WGRAD
-        m.d.sync += bad_desc.eq((desc.n0 == 0)
-                                | ((d_contract | d_wgrad) & ((desc.n1 == 0) | (desc.n2 == 0) | (desc.n3 == 0)))
-                                | (d_contract & ((flags.sat_bits < 2) | (flags.sat_bits > SB)))
-                                | ((flags.op == Op.LOSS) & (desc.n0 > c.max_classes)))
+        bd_n0_zero, bd_n123_zero, bd_sat, bd_classes = (Signal(name=f"bd_{n}") for n in
+                                                        ("n0_zero", "n123_zero", "sat", "classes"))
+        m.d.sync += [bd_n0_zero.eq(desc.n0 == 0),
+                     bd_n123_zero.eq((desc.n1 == 0) | (desc.n2 == 0) | (desc.n3 == 0)),
+                     bd_sat.eq((flags.sat_bits < 2) | (flags.sat_bits > SB)),
+                     bd_classes.eq(desc.n0 > c.max_classes)]
+        m.d.sync += bad_desc.eq(bd_n0_zero | ((d_contract | d_wgrad) & bd_n123_zero) | (d_contract & bd_sat)
+                                | ((flags.op == Op.LOSS) & bd_classes))
 
         # The operation is the last DMEM holds (op_idx + 1 >= desc_depth), registered:
         # op_idx is set at the FETCH's start and read in DONE, at least 27 cycles later
@@ -929,7 +947,8 @@ class TrainEngine(wiring.Component):
             # (they are read only in INPUT, entered only from here, so they hold the same
             # values there): the start decision (a 68-bit comparison, prog_settled) reaches
             # only the state flags, not these 66 flip-flops' load enables as well
-            m.d.sync += [in_f.eq(0), in_b.eq(0), in_addr.eq(prog_q.in_base), in_row.eq(prog_q.in_base)]
+            m.d.sync += [in_f.eq(0), f_last.eq(0), in_b.eq(0), in_addr.eq(prog_q.in_base),
+                         in_row.eq(prog_q.in_base)]
             m.d.comb += start_step.eq(ctl.enable & ~error & prog_settled)
             with m.If(start_step):
                 with m.If(prog_bad):
@@ -938,14 +957,15 @@ class TrainEngine(wiring.Component):
                     m.d.sync += go(S.IDLE, S.INPUT)
         with m.If(st_input):
             with m.If(self.inp.valid):
-                with m.If(in_f == prog_q.in_count):          # the label
+                with m.If(f_last):          # the label
                     nb = in_b + 1
                     nrow = Mux(nb[:lg] == 0, in_row + 1, in_row) if lg else in_row + 1
-                    m.d.sync += [in_f.eq(0), in_b.eq(nb), in_row.eq(nrow), in_addr.eq(nrow)]
+                    m.d.sync += [in_f.eq(0), f_last.eq(0), in_b.eq(nb), in_row.eq(nrow), in_addr.eq(nrow)]
                     with m.If(inc_eq(in_b, prog_q.batch)):    # nb == BATCH
                         m.d.sync += [*go(S.INPUT, S.FETCH), op_idx.eq(0), fw.eq(0)]
                 with m.Else():
-                    m.d.sync += [in_f.eq(in_f + 1), in_addr.eq(in_addr + bw)]
+                    m.d.sync += [in_f.eq(in_f + 1), f_last.eq(inc_eq(in_f, prog_q.in_count)),
+                                 in_addr.eq(in_addr + bw)]
         # The DMEM word is registered as it leaves the block (dq) and stored into its
         # descriptor field a cycle later: the block's output (a DP16KD's clock-to-out) met
         # only that register, not the 25 fields' flip-flops spread over the die beside their
