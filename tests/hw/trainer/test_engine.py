@@ -26,6 +26,13 @@ def _config(state, lanes):
                              core_depth=512, bias_depth=64, desc_depth=48, max_batch=16, max_classes=8)
 
 
+def _small_case(seed):
+    """The small two-layer case at batch 4 on 4 lanes: state, batch, config, program."""
+    state, x, y, _ = train_case(seed, batch=4, n_layers=2, d=2, rank=2, n_in=8, hidden=6, n_out=3)
+    cfg = _config(state, 4)
+    return state, x, y, cfg, compile_training(state, 4, cfg)
+
+
 def _run(state, batches, lanes):
     cfg = _config(state, lanes)
 
@@ -97,9 +104,7 @@ def test_sibling_a_corrupted_core_word_is_caught():
 
     from tests.support.train_engine import host_write
 
-    state, x, y, _ = train_case(0, batch=4, n_layers=2, d=2, rank=2, n_in=8, hidden=6, n_out=3)
-    cfg = _config(state, 4)
-    prog = compile_training(state, 4, cfg)
+    state, x, y, cfg, prog = _small_case(0)
 
     async def body(ctx, dut):
         await load_program(ctx, dut, prog)
@@ -228,9 +233,7 @@ def test_the_program_check_stops_a_bad_program_in_idle_and_the_engine_recovers(w
     ``enable`` is the next step's: test_a_program_changed_during_a_step_leaves_that_step_alone.) ``extent``: the input's last word one beyond
     ACT (the adder stage); ``extent_edge``: exactly the last word of ACT (accepted). After
     it, the good program trains exactly (the golden trainer's state)."""
-    state, x, y, _ = train_case(1, batch=4, n_layers=2, d=2, rank=2, n_in=8, hidden=6, n_out=3)
-    cfg = _config(state, 4)
-    prog = compile_training(state, 4, cfg)
+    state, x, y, cfg, prog = _small_case(1)
     g = prog.globals
     words = -(-g["BATCH"] // cfg.lanes)                      # input words of one feature
     last = g["IN_BASE"] + ((g["IN_COUNT"] - 1) << g["BW_LOG"]) + (1 << g["BW_LOG"]) - 1
@@ -294,9 +297,7 @@ def test_a_program_changed_during_a_step_leaves_that_step_alone(when):
     golden trainer's state) and raise no error.
     Sibling: the same bad program written before ``enable`` is refused (the change is seen
     at all)."""
-    state, x, y, _ = train_case(1, batch=4, n_layers=2, d=2, rank=2, n_in=8, hidden=6, n_out=3)
-    cfg = _config(state, 4)
-    prog = compile_training(state, 4, cfg)
+    state, x, y, cfg, prog = _small_case(1)
 
     def spoil(ctx, dut):
         ctx.set(dut.program.in_base, cfg.act_depth + 5)
@@ -340,9 +341,7 @@ def test_a_program_changed_during_a_step_leaves_that_step_alone(when):
 
 
 def test_sibling_a_bad_program_before_enable_is_refused():
-    state, x, y, _ = train_case(1, batch=4, n_layers=2, d=2, rank=2, n_in=8, hidden=6, n_out=3)
-    cfg = _config(state, 4)
-    prog = compile_training(state, 4, cfg)
+    state, x, y, cfg, prog = _small_case(1)
 
     async def body(ctx, dut):
         await load_program(ctx, dut, prog)
