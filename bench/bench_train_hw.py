@@ -257,7 +257,7 @@ def _placed_estimate(log: Path) -> float | None:
 def part_synth(seeds: list[int], work: Path, timeout: float, no_route: bool = False,
                section: str = "synth", depths: dict = SYNTH_DEPTHS, collect: bool = False,
                jobs: int = 1) -> dict:
-    from ttforge.hw.synth import DEVICES, _stat_cells, harness_verilog, nextpnr_args, parse_report
+    from ttforge.hw.synth import DEVICES, _stat_cells, harness_verilog, nextpnr_args, parse_report, synth_script
     from ttforge.hw.tools import run_tool
 
     env = _env("synth")           # the tree the measurement starts from
@@ -273,9 +273,10 @@ def part_synth(seeds: list[int], work: Path, timeout: float, no_route: bool = Fa
     if not same:
         (work / "core.v").write_text(text)
         (work / "harness.v").write_text(harness)
-        (work / "synth.ys").write_text(
-            "read_verilog -sv core.v harness.v\nhierarchy -top ttforge_pnr_harness\n"
-            f"{dev.synth} -top ttforge_pnr_harness -json netlist.json\ntee -q -o stat.json stat -json\n")
+        # hw.synth's script: it marks the flip-flops of fanout_copies' registers keep
+        # (FANOUT_KEEP), without which opt_merge merges the copies back into one register
+        # (this script did not, until ACT's address copies of 9e8840b were measured)
+        (work / "synth.ys").write_text(synth_script(dev.key))
         t0 = time.time()
         proc = run_tool("yosys", ["-q", "-l", "yosys.log", "synth.ys"], cwd=work, timeout=None)
         if proc.returncode != 0:

@@ -554,9 +554,11 @@ class TrainEngine(wiring.Component):
         # decoded from copies of SHIFT and SAT_BITS of their own (a cycle after the fetch
         # stores them): the descriptor's flip-flops, spread over the die, met the decode's
         # carry chain in one cycle (the routed seed-2 path at 49f37c7, desc -> rq_shamt)
+        # (stored from the DMEM word with FLAGS itself, below: a copy registered from FLAGS
+        # every cycle was merged by Yosys with the update unit's own, s_h, and the one
+        # register then fed both decoders, 81efef5's routed seed-1 path)
         rq_shift_h = Signal.like(flags.shift, name="rq_shift_h")
         rq_sat_h = Signal.like(flags.sat_bits, name="rq_sat_h")
-        m.d.sync += [rq_shift_h.eq(flags.shift), rq_sat_h.eq(flags.sat_bits)]
         m.d.comb += [rqd.shift.eq(rq_shift_h), rqd.sat_bits.eq(rq_sat_h)]
         # (no lo: Requant's masked saturation check implies lo = -hi - 1 and reads its lo
         # port only under its sat_bound fault, which this engine never builds; a register
@@ -982,6 +984,9 @@ class TrainEngine(wiring.Component):
             for i, name in enumerate(DESC_FIELDS):
                 with m.If(dq_at == i):
                     m.d.sync += desc[name.lower()].eq(dq)
+                    if name == "FLAGS":     # the requantization decode's own copies
+                        fq = data.View(_flags_layout(), dq)
+                        m.d.sync += [rq_shift_h.eq(fq.shift), rq_sat_h.eq(fq.sat_bits)]
         with m.If(st_fetch):
             # word fw is addressed now, leaves the block next cycle (dq_at = fw - 1)
             m.d.sync += [fw.eq(fw + 1), lab_addr.eq(0), dq_v.eq(fw >= 1)]

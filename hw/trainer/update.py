@@ -478,12 +478,14 @@ class UpdateUnit(wiring.Component):
         # non-zero value is past 2^(b+1) already), r = min(max(s, 1), 32) - 1 (the right
         # shift after a fixed >> 1)
         first = 33 if self.fault == "pre_shift" else 32
+        # (each bound compared with s itself, beside the subtraction or negation, not after
+        # it: one carry chain deep, the routed path at 81efef5 was -s then its comparison)
         pre0 = Signal(range(ab + 1))
-        m.d.comb += pre0.eq(Mux(s0 > first, Mux(s0 - first >= ab, ab, (s0 - first)[:7]), 0))
+        m.d.comb += pre0.eq(Mux(s0 > first, Mux(s0 >= first + ab, ab, (s0 - first)[:7]), 0))
         neg0 = Signal(9)
         m.d.comb += neg0.eq(-s0)
         k0 = Signal(range(B + 3))
-        m.d.comb += k0.eq(Mux(s0 > 0, 0, Mux(neg0 > B + 2, B + 2, neg0)))
+        m.d.comb += k0.eq(Mux(s0 > 0, 0, Mux(s0 < -(B + 2), B + 2, neg0)))
         r0 = Signal(5)
         m.d.comb += r0.eq(Mux(s0 > 32, 31, Mux(s0 < 1, 0, s0 - 1)))
         left0 = s0 <= 0
