@@ -99,6 +99,8 @@ def main(argv=None) -> int:
                    help="add vectors/s and MAC/s of the MNIST seed network at the label's Fmax "
                         "to its JSON (the cycle model of this tree; no synthesis)")
     a = p.parse_args(argv)
+    if a.copies < 1:
+        p.error(f"--copies {a.copies}: give a positive number of engines")
     if a.rates:
         return _rates(Path(a.out) if a.out else ROOT / "bench" / "results" / f"synth_seeds.{a.label}.json")
     seeds = [int(s) for s in a.seeds.split(",")]
