@@ -117,6 +117,16 @@ class AccelConfig:
         one computes and drains, and is copied into BUF0 one word per cycle when the
         vector starts. Costs a memory of ``buf_depth * act_bits`` bits; needs
         ``buf_ports = 2``.
+    read_registers : int
+        0 (the default) or 1: one more register stage between the operand memories'
+        read data (the source buffer and CMEM words) and the MAC lanes' operand
+        registers. A block RAM without its output register drives the operand registers
+        straight from its read data (the ECP5 DP16KD's clock-to-output is 5.8 ns of a
+        10 ns cycle), and where the memories are spread over the device the routing
+        to the lanes adds the rest: with 1 the read data is registered beside the
+        memory and the path to the lanes gets a cycle of its own. Costs
+        ``lanes * (inter_bits + core_bits)`` flip-flops and one cycle per step
+        (``ttforge.hw.cycles``; the values are the same).
     axil_addr_bits : int or None
         AXI4-Lite byte-address width. ``None`` (the default) takes the smallest width
         that holds the register map (``docs/hardware.md``, "Register map"); the
@@ -139,6 +149,7 @@ class AccelConfig:
     counter_bits: int = COUNTER_BITS
     buf_ports: int = 2
     throughput: int = 0
+    read_registers: int = 0
     axil_addr_bits: int | None = None
 
     def __post_init__(self) -> None:
@@ -170,6 +181,7 @@ class AccelConfig:
         self._range("counter_bits", MIN_COUNTER_BITS, COUNTER_BITS)
         self._range("buf_ports", 1, 2)
         self._range("throughput", 0, 1)
+        self._range("read_registers", 0, 1)
         if self.throughput and self.buf_ports != 2:
             raise ConfigError("throughput=1 needs buf_ports=2 (the copy into BUF0 is a word "
                               "write beside the buffers' reads); use throughput=0")
@@ -359,4 +371,5 @@ class AccelConfig:
         return (f"L={self.lanes} act{self.act_bits}/core{self.core_bits}/inter{self.inter_bits}/"
                 f"acc{self.acc_bits}/bias{self.bias_bits} cmem={self.core_depth} "
                 f"bmem={self.bias_depth} buf=2x{self.buf_depth} desc={self.desc_depth}"
-                + (f" requant_units={self.requant_units}" if self.requant_units else ""))
+                + (f" requant_units={self.requant_units}" if self.requant_units else "")
+                + (" read_registers=1" if self.read_registers else ""))

@@ -67,7 +67,8 @@ class EngineTiming:
         Per step: reading the 24 descriptor words from DMEM and checking them.
     drain_word : int
         Per step with word outputs (mode 0, ``OUT_WORD``): from the last MAC cycle until
-        the next phase (pipeline, requantization, the last word write).
+        the next phase (pipeline, requantization, the last word write); a config with
+        ``read_registers = 1`` takes one more (its operand register stage).
     drain_elem : int
         The same for element outputs (mode 1), plus one cycle per valid lane of the
         last block (``v_last``).
@@ -145,13 +146,13 @@ def step_cycles(d: Descriptor, config: AccelConfig, timing: EngineTiming = ENGIN
         stall_last = max(0, last_lanes - K)
         # every block but the step's last stalls before the next one moves in
         stall = N0 * N1 * ((N2 - 1) * stall_full + stall_last) - stall_last
-        drain = t.drain_elem + last_lanes
+        drain = t.drain_elem + last_lanes + config.read_registers
     else:
         # word outputs: through U = requant_units units in D = L / U cycles from the result
         # register, so a block of K < D cycles waits D - K (D = 1: never)
         D = L // config.requant_count
         stall = (blocks - 1) * max(0, D - K)
-        drain = t.drain_word + D - 1
+        drain = t.drain_word + D - 1 + config.read_registers
     fill = max(0, int(d.ZFILL_TO) - int(d.ZFILL_FROM))
     zfill = fill + (t.zfill_exit if fill else 0)
     return StepCycles(mac, busy, stall, drain, zfill, t.fetch)

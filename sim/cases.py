@@ -107,6 +107,16 @@ def _requant_units_drawn(seed: int, lanes: int) -> int | None:
     return int(rng.choice([1 << k for k in range(1, lanes.bit_length() - 1)]))
 
 
+#: the share of random configs with the operand register stage (``read_registers``)
+READ_REGISTERS_SHARE = 0.25
+
+
+def _read_registers_drawn(seed: int) -> int:
+    """Seed ``seed``'s ``read_registers`` (0 or 1), from a generator of its own as the
+    draws above, so every seed's network, config, inputs and pauses stay as they were."""
+    return int(np.random.default_rng([int(seed), 0x77F3]).random() < READ_REGISTERS_SHARE)
+
+
 def make_case(seed: int, vectors: int = 16, *, config=None) -> RegressCase:
     """The case of ``seed``: network, config (or the given one, with networks redrawn
     until one fits it), ``vectors`` random inputs and the stream pause probabilities."""
@@ -129,6 +139,8 @@ def make_case(seed: int, vectors: int = 16, *, config=None) -> RegressCase:
     units = _requant_units_drawn(seed, cfg.lanes) if config is None and not cfg.serial_requant else None
     if units is not None:
         cfg = AccelConfig.from_dict({**cfg.to_dict(), "requant_units": units})
+    if config is None and _read_registers_drawn(seed):
+        cfg = AccelConfig.from_dict({**cfg.to_dict(), "read_registers": 1})
     # the pauses before the inputs: the same seed keeps them with any --vectors
     gaps = float(rng.choice([0.0, 0.1, 0.3]))
     bp = float(rng.choice([0.0, 0.1, 0.3]))

@@ -154,12 +154,30 @@ class IssueUnit(wiring.Component):
                      s1_ovalid.eq(o_valid_out)]
         if not g.serial:
             m.d.sync += s1_tag.zmask.eq(g_zmask)
-        m.d.sync += [s2_v.eq(s1_v), s2_first.eq(s1_first), s2_last.eq(s1_last),
-                     s2_xoh.eq(decode_onehot(s1_xlane, L)), s2_coh.eq(decode_onehot(s1_clane, L)),
-                     s2_tag.eq(s1_tag),
-                     s2_c.eq(self.cmem.data), s2_x.eq(self.x_word)]
+        # AccelConfig.read_registers: the memories' read data registered once more (beside
+        # the memories) before the operand registers, the control a stage later with it
+        r_v, r_first, r_last = s1_v, s1_first, s1_last
+        r_xlane, r_clane, r_tag = s1_xlane, s1_clane, s1_tag
+        r_x, r_c = self.x_word, self.cmem.data
+        valids = [s1_v, s2_v]
+        for k in range(c.read_registers):
+            q_v, q_first, q_last = Signal(name=f"r{k}_v"), Signal(name=f"r{k}_first"), Signal(name=f"r{k}_last")
+            q_xlane = Signal(g.lane_bits, name=f"r{k}_xlane")
+            q_clane = Signal(g.lane_bits, name=f"r{k}_clane")
+            q_tag = Signal(tag_layout, name=f"r{k}_tag", reset_less=True)
+            q_x = Signal(data.ArrayLayout(signed(IB), L), name=f"r{k}_x", reset_less=True)
+            q_c = Signal(data.ArrayLayout(signed(CB), L), name=f"r{k}_c", reset_less=True)
+            m.d.sync += [q_v.eq(r_v), q_first.eq(r_first), q_last.eq(r_last),
+                         q_xlane.eq(r_xlane), q_clane.eq(r_clane), q_tag.eq(r_tag),
+                         q_x.eq(r_x), q_c.eq(r_c)]
+            r_v, r_first, r_last, r_xlane, r_clane, r_tag, r_x, r_c = (
+                q_v, q_first, q_last, q_xlane, q_clane, q_tag, q_x, q_c)
+            valids.append(q_v)
+        m.d.sync += [s2_v.eq(r_v), s2_first.eq(r_first), s2_last.eq(r_last),
+                     s2_xoh.eq(decode_onehot(r_xlane, L)), s2_coh.eq(decode_onehot(r_clane, L)),
+                     s2_tag.eq(r_tag), s2_c.eq(r_c), s2_x.eq(r_x)]
         with m.If(flush):
-            m.d.sync += [s1_v.eq(0), s2_v.eq(0)]
+            m.d.sync += [v.eq(0) for v in valids]
 
         # checks at issue (G stage), and of the bias word one stage later (b is the sum
         # of o and an offset)
@@ -218,7 +236,7 @@ class IssueUnit(wiring.Component):
         with m.If(gen.start):
             m.d.sync += [hold.eq(0), hold_nz.eq(0)]
 
-        m.d.comb += self.busy.eq(gen.valid | s1_v | s2_v | mac.busy)
+        m.d.comb += self.busy.eq(gen.valid | Cat(*valids).any() | mac.busy)
         #: internal signals for tests and debugging (not ports)
         self.debug = {"stall": stall}
         return m

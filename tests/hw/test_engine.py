@@ -21,9 +21,9 @@ from tests.support.engine import (COUNTERS, _layer, config_for, coverage_net, lo
                                   wait_idle)
 
 
-def check_bit_exact(lanes, seed, vectors=2, gap=0.25, stall=0.25):
+def check_bit_exact(lanes, seed, vectors=2, gap=0.25, stall=0.25, **over):
     net = random_net(seed)
-    cfg = config_for(net, lanes)
+    cfg = config_for(net, lanes, **over)
     prog = compile_program(net, cfg)
     X = random_inputs(net, vectors, seed)
     golden, traces = execute_traced(net, X)
@@ -50,6 +50,12 @@ FAST_CASES = [(1, 21), (2, 0), (4, 15), (4, 37), (8, 10), (16, 4), (16, 31)]
 @pytest.mark.parametrize("lanes,seed", FAST_CASES)
 def test_random_network_bit_exact_with_gaps_and_backpressure(lanes, seed):
     check_bit_exact(lanes, seed)
+
+
+@pytest.mark.parametrize("lanes,seed", [(1, 21), (4, 37), (16, 31)])
+def test_read_registers_bit_exact_with_gaps_and_backpressure(lanes, seed):
+    # AccelConfig.read_registers = 1: the operands a stage later, the same values
+    check_bit_exact(lanes, seed, read_registers=1)
 
 
 @pytest.mark.slow
@@ -381,7 +387,7 @@ def model_cycles(prog, cfg, vectors=1):
     """The analytic cycle count of docs/hardware.md "Engine timing" (no stream stalls),
     written independently of ttforge.hw.cycles."""
     T = {f.upper(): v for f, v in dataclasses.asdict(ENGINE_TIMING).items()}
-    L = cfg.lanes
+    L, extra = cfg.lanes, cfg.read_registers       # the operand stage drains one more
     total = max(prog.in_pad, prog.in_count)
     for s in prog.steps:
         d = decode_descriptor(prog.descriptors[s.index])
@@ -390,21 +396,22 @@ def model_cycles(prog, cfg, vectors=1):
         if (d.MODE == 1 and not d.OUT_WORD) or cfg.serial_requant:
             blocks = ([L] * (N2 - 1) + [d.LAST_LANES]) * (N0 * N1)
             total += sum(max(0, v - N3) for v in blocks[:-1])
-            total += T["DRAIN_ELEM"] + blocks[-1]
+            total += T["DRAIN_ELEM"] + blocks[-1] + extra
         else:
             drain = L // cfg.requant_count      # cycles of a word result through the units
             total += (N0 * N1 * N2 - 1) * max(0, drain - N3)
-            total += T["DRAIN_WORD"] + drain - 1
+            total += T["DRAIN_WORD"] + drain - 1 + extra
         z = d.ZFILL_TO - d.ZFILL_FROM
         total += z + (T["ZFILL_EXIT"] if z else 0)
     total += T["OUTPUT_LATENCY"] + prog.out_count
     return total * vectors
 
 
-@pytest.mark.parametrize("lanes,seed", [(1, 5), (2, 13), (4, 9), (16, 15)])
-def test_cycle_counter_equals_engine_timing_model(lanes, seed):
+@pytest.mark.parametrize("lanes,seed,read_registers",
+                         [(1, 5, 0), (2, 13, 0), (4, 9, 0), (16, 15, 0), (1, 5, 1), (16, 15, 1)])
+def test_cycle_counter_equals_engine_timing_model(lanes, seed, read_registers):
     net = random_net(seed)
-    cfg = config_for(net, lanes)
+    cfg = config_for(net, lanes, read_registers=read_registers)
     prog = compile_program(net, cfg)
     X = random_inputs(net, 2, seed)
     run = simulate(cfg, stream_script(prog, X, pause=5), expect_vectors=len(X))

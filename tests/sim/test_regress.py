@@ -38,9 +38,11 @@ def _need(sim):
 # ------------------------------------------------------------------------ cases (no simulator)
 def test_cases_are_deterministic_and_fit_their_config():
     ranks, lanes, modes, throughput, units = set(), set(), set(), set(), set()
+    read_regs = set()
     for seed in range(40):
         a, b = make_case(seed, 3), make_case(seed, 3)
         throughput.add(a.config.throughput)
+        read_regs.add((a.config.lanes, a.config.read_registers))
         units.add((a.config.lanes, a.config.requant_units))
         assert a.shape == b.shape and a.config == b.config
         assert np.array_equal(a.inputs, b.inputs)
@@ -57,6 +59,8 @@ def test_cases_are_deterministic_and_fit_their_config():
     assert {3, 5, 7} <= ranks                   # the odd ranks rank-adaptive training leaves
     assert {1, 2, 4, 8, 16} <= lanes and modes == {0, 1}
     assert throughput == {0, 1}
+    # the operand register stage at one lane and at several
+    assert {(1, 1), (4, 1)} <= read_regs and {r for _, r in read_regs} == {0, 1}
     # shared requantization units at 4..16 lanes, below the lanes
     shared = {(L, U) for L, U in units if U is not None}
     assert {L for L, _ in shared} >= {4, 8, 16} and all(2 <= U < L for L, U in shared)
@@ -94,6 +98,15 @@ def test_short_regression(sim, tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["passed"] == n and summary["cycles_per_second"] > 0
     assert all(r["cycles"] > 0 for r in summary["results"])
+
+
+def test_regression_with_the_operand_register_stage(tmp_path):
+    """Seed 4 draws ``read_registers = 1`` (the short regression's seeds 0..2 do not):
+    its outputs exact and its cycles the model's, on Icarus."""
+    _need("icarus")
+    assert make_case(4, 1).config.read_registers == 1
+    rep = regress([4], "icarus", vectors=8, out_dir=tmp_path)
+    assert rep.failed == 0, [(r.seed, r.reason) for r in rep.results if not r.passed]
 
 
 def test_a_faulty_rtl_fails_with_a_reproducer_that_replays(tmp_path, capsys):
