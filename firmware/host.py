@@ -263,6 +263,7 @@ class Device:
             bias_depth=self.read32(self._reg("CFG_BIAS_DEPTH")),
             buf_depth=self.read32(self._reg("CFG_BUF_DEPTH")),
             desc_depth=self.read32(self._reg("CFG_DESC_DEPTH")),
+            engines=max(1, (lanes_w >> 16) & 0xFF),
             axil_addr_bits=max(self.info["addr_bits"], 1),
         )
         self.config = cfg

@@ -35,6 +35,8 @@ COUNTER_BITS = 48
 #: Narrowest performance counters (``counter_bits``): 2**24 cycles is 1.4 s at 12 MHz.
 MIN_COUNTER_BITS = 24
 MAX_LANES = 64
+#: most engines side by side (``AccelConfig.engines``)
+MAX_ENGINES = 8
 #: Largest memory depth in elements (addresses are held in 32-bit descriptor words;
 #: this bound keeps the AXI4-Lite windows inside a 32-bit address space).
 MAX_DEPTH = 1 << 24
@@ -127,6 +129,12 @@ class AccelConfig:
         memory and the path to the lanes gets a cycle of its own. Costs
         ``lanes * (inter_bits + core_bits)`` flip-flops and one cycle per step
         (``ttforge.hw.cycles``; the values are the same).
+    engines : int
+        Engines side by side, 1..8 (default 1): each holds the same network and the
+        input vectors take turns (``ttforge.hw.engine.array``: vector ``k`` to engine
+        ``k mod engines``, the outputs in the input's order), so the accelerator
+        takes ``engines`` vectors at a time behind the same registers and streams.
+        Costs ``engines`` times the engine; needs ``throughput = 0``.
     axil_addr_bits : int or None
         AXI4-Lite byte-address width. ``None`` (the default) takes the smallest width
         that holds the register map (``docs/hardware.md``, "Register map"); the
@@ -150,6 +158,7 @@ class AccelConfig:
     buf_ports: int = 2
     throughput: int = 0
     read_registers: int = 0
+    engines: int = 1
     axil_addr_bits: int | None = None
 
     def __post_init__(self) -> None:
@@ -182,6 +191,10 @@ class AccelConfig:
         self._range("buf_ports", 1, 2)
         self._range("throughput", 0, 1)
         self._range("read_registers", 0, 1)
+        self._range("engines", 1, MAX_ENGINES)
+        if self.engines > 1 and self.throughput:
+            raise ConfigError(f"engines={self.engines} needs throughput=0 (each engine holds one "
+                              "vector; the engines are the vectors in flight); use throughput=0")
         if self.throughput and self.buf_ports != 2:
             raise ConfigError("throughput=1 needs buf_ports=2 (the copy into BUF0 is a word "
                               "write beside the buffers' reads); use throughput=0")
@@ -372,4 +385,5 @@ class AccelConfig:
                 f"acc{self.acc_bits}/bias{self.bias_bits} cmem={self.core_depth} "
                 f"bmem={self.bias_depth} buf=2x{self.buf_depth} desc={self.desc_depth}"
                 + (f" requant_units={self.requant_units}" if self.requant_units else "")
-                + (" read_registers=1" if self.read_registers else ""))
+                + (" read_registers=1" if self.read_registers else "")
+                + (f" engines={self.engines}" if self.engines > 1 else ""))

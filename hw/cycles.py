@@ -168,6 +168,12 @@ class ProgramCycles:
     lanes: int
     #: throughput mode: the copy of a staged vector into BUF0 and the turnaround before it
     stage_cycles: int = 0
+    #: ``AccelConfig.engines``: engines taking the vectors in turn
+    engines: int = 1
+    #: elements of one input vector (``IN_COUNT``: the stream takes one a cycle)
+    in_count: int = 0
+    #: elements of one output vector (``OUT_COUNT``: the stream gives one a cycle)
+    out_count: int = 0
 
     @property
     def total(self) -> int:
@@ -180,6 +186,14 @@ class ProgramCycles:
         vector overlaps the steps and output of this one)."""
         compute = sum(s.total for s in self.steps) + self.output_cycles
         return self.stage_cycles + max(self.input_cycles, compute)
+
+    @property
+    def array_vector_cycles(self) -> float:
+        """Engines side by side (``engines``): cycles per vector in the steady state of
+        back-to-back vectors. Each engine takes ``total`` cycles a vector and the engines
+        take the vectors in turn, so ``engines`` vectors leave every ``total`` cycles,
+        unless the streams, one element a cycle and one vector at a time, are slower."""
+        return max(self.total / self.engines, self.in_count, self.out_count)
 
     @property
     def throughput_latency(self) -> int:
@@ -214,6 +228,9 @@ def program_cycles(descriptors: Iterable[Descriptor | Sequence[int]], config: Ac
         output_cycles=t.output_latency + int(globals_["OUT_COUNT"]),
         lanes=config.lanes,
         stage_cycles=t.stage_turnaround + -(-in_cycles // config.lanes),
+        engines=config.engines,
+        in_count=int(globals_.get("IN_COUNT", 0)),
+        out_count=int(globals_["OUT_COUNT"]),
     )
 
 

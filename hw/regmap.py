@@ -481,9 +481,12 @@ def _registers(c: AccelConfig) -> list[Register]:
           _pack(version_fields, {"HW": REGMAP_VERSION, "ARITH": ARITHMETIC_SPEC_VERSION,
                                  "DESC_WORDS": DESC_WORDS}))
     lane_fields = (_f("LANES", 0, 8, "MAC lanes L"),
-                   _f("STREAM_ELEMS", 8, 8, "elements per AXI4-Stream beat"))
-    const("CFG_LANES", 0x008, "lanes and stream packing", lane_fields,
-          _pack(lane_fields, {"LANES": c.lanes, "STREAM_ELEMS": c.stream_elems}))
+                   _f("STREAM_ELEMS", 8, 8, "elements per AXI4-Stream beat"),
+                   _f("ENGINES", 16, 8, "engines taking the vectors in turn (0 reads as 1: "
+                      "bitstreams before the field)"))
+    const("CFG_LANES", 0x008, "lanes, stream packing and engines", lane_fields,
+          _pack(lane_fields, {"LANES": c.lanes, "STREAM_ELEMS": c.stream_elems,
+                              "ENGINES": c.engines}))
     width_fields = (_f("ACT_BITS", 0, 8, "stream element width"), _f("CORE_BITS", 8, 8, "core element width"),
                     _f("INTER_BITS", 16, 8, "buffer element width"), _f("ACC_BITS", 24, 8, "accumulator width"))
     const("CFG_WIDTHS", 0x00C, "element widths", width_fields,

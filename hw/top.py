@@ -90,6 +90,10 @@ class TTAccel(wiring.Component):
         if self._engine is not None:
             return self._engine
         from ttforge.hw.engine import TTEngine
+        if self.config.engines > 1:
+            from ttforge.hw.engine.array import EngineArray
+            fault = self.fault if self.fault in ENGINE_FAULTS else None
+            return EngineArray(self.config, fault=fault)
         if self.fault in ENGINE_FAULTS:
             return TTEngine(self.config, fault=self.fault)
         return TTEngine(self.config)

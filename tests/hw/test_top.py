@@ -95,7 +95,7 @@ def test_axi_end_to_end_with_stub_engine():
     async def tb(ctx):
         m = Master(ctx, dut.axil, ready_delay=2)
         assert await m.read(rm.addr("ID")) == (MAGIC, OKAY)
-        assert (await m.read(rm.addr("CFG_LANES")))[0] == CFG.lanes | (CFG.stream_elems << 8)
+        assert (await m.read(rm.addr("CFG_LANES")))[0] == CFG.lanes | (CFG.stream_elems << 8) | (CFG.engines << 16)
         assert await m.read(rm.addr("CMD")) == (0, SLVERR)            # WO
         assert await m.write(rm.addr("ID"), 1) == SLVERR              # RO
         assert await m.write(0x0F0, 1) == SLVERR                      # unmapped

@@ -121,7 +121,11 @@ def simulate(cfg, script, *, expect_vectors, seed=0, gap=0.0, stall=0.0, max_cyc
              fault=None):
     """Run ``script(ctx, dut, rng)`` (the producer) against a consumer that takes
     ``expect_vectors`` output vectors with random ready; returns a :class:`Run`."""
-    dut = TTEngine(cfg, fault=fault) if fault else TTEngine(cfg)
+    if cfg.engines > 1:
+        from ttforge.hw.engine.array import EngineArray
+        dut = EngineArray(cfg, fault=fault)
+    else:
+        dut = TTEngine(cfg, fault=fault) if fault else TTEngine(cfg)
     run = Run()
     rng = random.Random(seed)
     finished = {"producer": False}

@@ -1,0 +1,157 @@
+"""``EngineArray``: ``AccelConfig.engines`` engines behind one engine's ports.
+
+Every engine holds the same network (the load ports, the program registers and the
+control are broadcast to all of them), and the vectors take turns: vector ``k`` of the
+input stream goes to engine ``k mod E`` and its output leaves the output stream in
+the ``k``-th place, so the host sees one engine that takes ``E`` vectors at a time
+(``E`` times the vectors per second, one vector's latency unchanged) and needs no
+change at all. The array has :func:`~ttforge.hw.engine.signatures.engine_signature`'s
+ports, so :class:`~ttforge.hw.top.TTAccel` puts it where the engine goes.
+
+* Input: elements go to engine ``sel_in``; after an element with ``last`` is taken,
+  the next engine. A vector ends at its ``last`` in every case (an engine that
+  refused a vector's rest after a stream error discards it up to its ``last``), so
+  the turns follow the engines' own vector boundaries.
+* Output: elements come from engine ``sel_out`` until one with ``last``, then the next
+  engine. An engine whose vector ended with an error has no output for it: the error
+  (its ``error_pulse``) leaves a token, and the output side skips that engine's turn by
+  taking the token. Each engine holds at most one vector (``throughput = 0``): it
+  takes its next vector only after the previous one's output is taken or its error
+  raised, so a token always stands for the turn the output side waits for.
+* Status: ``busy``, ``error``, ``error_pulse``, ``done_pulse`` are any engine's;
+  ``error_code``/``error_step`` the lowest-numbered engine in error; ``done`` that of
+  the engine given the last vector (every engine takes the same cycles for a vector,
+  so the vector started last ends last); ``in_open`` that of ``sel_in``.
+* Counters: the sums over the engines (``CYCLES`` counts engine-cycles, so
+  ``BUSY_LANE_CYCLES / (CYCLES * L)`` is still the lanes' utilization), registered:
+  they read one cycle late.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import wiring
+
+from ttforge.errors import ConfigError
+from ttforge.hw.config import AccelConfig
+from ttforge.hw.engine.signatures import COUNTER_NAMES, engine_signature
+
+__all__ = ["EngineArray"]
+
+
+def _sum_tree(values):
+    """The sum of ``values`` as a balanced tree of adders (no long chain of them)."""
+    values = list(values)
+    while len(values) > 1:
+        values = [values[i] + values[i + 1] if i + 1 < len(values) else values[i]
+                  for i in range(0, len(values), 2)]
+    return values[0]
+
+
+class EngineArray(wiring.Component):
+    """``config.engines`` :class:`~ttforge.hw.engine.TTEngine` s taking vectors in turn
+    (see the module docstring); the ports of one engine."""
+
+    def __init__(self, config: AccelConfig, *, engines=None, fault: str | None = None):
+        if not isinstance(config, AccelConfig):
+            raise ConfigError(f"EngineArray needs an AccelConfig, got {type(config).__name__}")
+        self.config = config
+        self._engines = engines
+        #: a deliberate engine fault (tests that must fail), in the last engine only: the
+        #: vectors of its turns go wrong, the others stay right
+        self.fault = fault
+        super().__init__(engine_signature(config))
+
+    def _make_engines(self):
+        if self._engines is not None:
+            return list(self._engines)
+        from ttforge.hw.engine import TTEngine
+        one = dataclasses.replace(self.config, engines=1)
+        E = self.config.engines
+        return [TTEngine(one, fault=self.fault if j == E - 1 else None) for j in range(E)]
+
+    def elaborate(self, platform):
+        m = Module()
+        engines = self._make_engines()
+        E = len(engines)
+        for j, e in enumerate(engines):
+            m.submodules[f"engine{j}"] = e
+            # the same network in every engine: loads, program and control broadcast
+            for group in ("load", "program", "control"):
+                for path, _, value in e.signature.members[group].signature.flatten(
+                        getattr(e, group)):
+                    src = getattr(self, group)
+                    for p in path:
+                        src = src[p] if isinstance(p, int) else getattr(src, p)
+                    m.d.comb += value.eq(src)
+        soft_reset = self.control.soft_reset
+
+        # ---------------------------------------------------------------- input turns
+        sel_in = Signal(range(E))
+        last_in = Signal(range(E))        # the engine given the last vector
+        for j, e in enumerate(engines):
+            m.d.comb += [e.inp.payload.eq(self.inp.payload),
+                         e.inp.valid.eq(self.inp.valid & (sel_in == j))]
+        ready = Signal()
+        m.d.comb += [ready.eq(Mux(sel_in == 0, engines[0].inp.ready, 0)),
+                     self.status.in_open.eq(engines[0].status.in_open & (sel_in == 0))]
+        for j, e in enumerate(engines[1:], 1):
+            with m.If(sel_in == j):
+                m.d.comb += [ready.eq(e.inp.ready), self.status.in_open.eq(e.status.in_open)]
+        m.d.comb += self.inp.ready.eq(ready)
+        with m.If(self.inp.valid & ready & self.inp.payload.last):
+            m.d.sync += [sel_in.eq(Mux(sel_in == E - 1, 0, sel_in + 1)), last_in.eq(sel_in)]
+
+        # ---------------------------------------------------------------- output turns
+        sel_out = Signal(range(E))
+        # an engine's vector that ended in an error: a token, taken in its output turn
+        token = [Signal(name=f"token{j}") for j in range(E)]
+        taken = Signal()                  # the turn of sel_out's token
+        out_valid = Signal()
+        for j, e in enumerate(engines):
+            with m.If(sel_out == j):
+                m.d.comb += [self.out.payload.eq(e.out.payload), out_valid.eq(e.out.valid),
+                             taken.eq(token[j] & ~e.out.valid)]
+            m.d.comb += e.out.ready.eq(self.out.ready & (sel_out == j))
+            with m.If(e.status.error_pulse):
+                m.d.sync += token[j].eq(1)
+            with m.Elif(taken & (sel_out == j)):
+                m.d.sync += token[j].eq(0)
+        m.d.comb += self.out.valid.eq(out_valid)
+        with m.If((out_valid & self.out.ready & self.out.payload.last) | taken):
+            m.d.sync += sel_out.eq(Mux(sel_out == E - 1, 0, sel_out + 1))
+        with m.If(soft_reset):
+            m.d.sync += [sel_in.eq(0), sel_out.eq(0), last_in.eq(0)]
+            m.d.sync += [t.eq(0) for t in token]
+
+        # ---------------------------------------------------------------- status
+        st = self.status
+
+        def any_of(name):
+            v = getattr(engines[0].status, name)
+            for e in engines[1:]:
+                v = v | getattr(e.status, name)
+            return v
+
+        m.d.comb += [st.busy.eq(any_of("busy")), st.error.eq(any_of("error")),
+                     st.error_pulse.eq(any_of("error_pulse")),
+                     st.done_pulse.eq(any_of("done_pulse"))]
+        for j in reversed(range(E)):          # the lowest-numbered engine in error wins
+            e = engines[j]
+            with m.If(e.status.error):
+                m.d.comb += [st.error_code.eq(e.status.error_code),
+                             st.error_step.eq(e.status.error_step)]
+        for j, e in enumerate(engines):
+            with m.If(last_in == j):
+                m.d.comb += st.done.eq(e.status.done)
+
+        # ---------------------------------------------------------------- counters
+        # (each engine's counters wrap at 2**counter_bits, and so does the sum: the bits
+        # above counter_bits read 0 as for one engine)
+        cb = self.config.counter_bits
+        for name in COUNTER_NAMES:
+            m.d.sync += getattr(self.counters, name).eq(
+                _sum_tree(getattr(e.counters, name)[:cb] for e in engines)[:cb])
+        return m

@@ -1,0 +1,152 @@
+"""EngineArray (``AccelConfig.engines > 1``): the vectors take turns over engines holding
+one network; the outputs leave in the input's order, bit-exact; a vector that ends in an
+error gives up its turn; the counters are the engines' sums."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ttforge.errors import ConfigError
+from ttforge.hw.config import AccelConfig
+from ttforge.hw.engine import ENGINE_TIMING, ERROR_CODES
+from ttforge.hw.program import compile_program
+from ttforge.ir.executor import execute, execute_traced
+
+from tests.support.engine import (config_for, load_program, macs_per_vector, pulse, random_inputs,
+                                  random_net, send_vector, simulate, stream_script)
+
+
+def _case(lanes, seed, engines, vectors, **over):
+    net = random_net(seed)
+    cfg = config_for(net, lanes, engines=engines, **over)
+    return net, cfg, compile_program(net, cfg), random_inputs(net, vectors, seed)
+
+
+@pytest.mark.parametrize("lanes,seed,engines", [(1, 21, 2), (4, 37, 3), (16, 31, 2)])
+def test_array_bit_exact_in_order_with_gaps_and_backpressure(lanes, seed, engines):
+    net, cfg, prog, X = _case(lanes, seed, engines, 2 * engines + 1)
+    golden, traces = execute_traced(net, X)
+    run = simulate(cfg, stream_script(prog, X, gap=0.2), expect_vectors=len(X), seed=seed,
+                   stall=0.2)
+    assert np.array_equal(np.array(run.outputs, dtype=np.int64), golden)
+    assert all(ls == [0] * (len(ls) - 1) + [1] for ls in run.lasts)
+    assert run.status["error"] == 0 and run.status["busy"] == 0
+    # the counters: the engines' sums
+    assert run.counters["vectors"] == len(X)
+    assert run.counters["busy_lane_cycles"] == macs_per_vector(net) * len(X)
+    assert run.counters["sat_events"] == sum(t.saturations for t in traces)
+    assert run.done_pulses == len(X)
+
+
+def test_a_fault_in_one_engine_breaks_its_turns_only():
+    # the sibling: the last engine flips a requantization bit; its vectors (1, 3, 5 of
+    # two engines) differ from the executor's and the others do not
+    net, cfg, prog, X = _case(4, 37, 2, 6)
+    golden = execute(net, X)
+    run = simulate(cfg, stream_script(prog, X), expect_vectors=len(X), fault="requant_lsb")
+    got = np.array(run.outputs, dtype=np.int64)
+    same = [bool(np.array_equal(got[k], golden[k])) for k in range(len(X))]
+    assert same == [True, False] * 3
+
+
+def _finish_cycles(cfg, prog, X):
+    """The cycles at which each vector's last output element is accepted (the stream in
+    and out never pauses)."""
+    from amaranth.sim import Simulator
+
+    from ttforge.hw.engine.array import EngineArray
+
+    dut = EngineArray(cfg)
+    seen = {"loaded": None, "done": []}
+
+    async def producer(ctx):
+        await load_program(ctx, dut, prog)
+        ctx.set(dut.control.enable, 1)
+        seen["loaded"] = True
+        for x in X:
+            await send_vector(ctx, dut, x, None, 0.0)
+
+    async def consumer(ctx):
+        ctx.set(dut.out.ready, 1)
+        t = 0
+        while len(seen["done"]) < len(X):
+            _, _, valid, last = await ctx.tick().sample(dut.out.valid, dut.out.payload.last)
+            t += 1
+            assert t < 200_000
+            if valid and last:
+                seen["done"].append(t)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(producer)
+    sim.add_testbench(consumer)
+    sim.run()
+    return seen["done"]
+
+
+def test_engines_run_side_by_side_at_the_models_rate():
+    """Back-to-back vectors on E engines: in the steady state E vectors leave every
+    ``total`` cycles of the single-engine model (``ProgramCycles.array_vector_cycles``
+    per vector), and the first E leave one input's time apart."""
+    from ttforge.hw.cycles import program_cycles
+
+    E = 3
+    net, cfg, prog, X = _case(4, 37, E, 3 * E)
+    model = program_cycles(prog.descriptors, cfg, prog.globals, ENGINE_TIMING)
+    assert model.engines == E
+    done = _finish_cycles(cfg, prog, X)
+    period = [done[k + E] - done[k] for k in range(len(X) - E)]
+    assert period == [model.total] * len(period)
+    assert model.array_vector_cycles == model.total / E
+    n_in = prog.globals["IN_COUNT"]
+    assert [done[k + 1] - done[k] for k in range(E - 1)] == [n_in] * (E - 1)
+
+
+def test_a_stream_error_gives_up_its_turn():
+    """Vector 1 (engine 1 of 2) ends early (TLAST_EARLY): no output for it, the error is
+    engine 1's; after CLEAR_ERROR the next vectors come out in order."""
+    net, cfg, prog, X = _case(4, 37, 2, 4)
+    golden = execute(net, X)
+    seen = {}
+
+    async def script(ctx, dut, rng):
+        await load_program(ctx, dut, prog)
+        ctx.set(dut.control.enable, 1)
+        await send_vector(ctx, dut, X[0], rng, 0.0)
+        await send_vector(ctx, dut, list(X[1][:2]), rng, 0.0, lasts=[0, 1])
+        await ctx.tick().repeat(3)
+        seen["code"] = ctx.get(dut.status.error_code)
+        seen["error"] = ctx.get(dut.status.error)
+        await pulse(ctx, dut.control.clear_error)
+        for x in X[2:]:
+            await send_vector(ctx, dut, x, rng, 0.0)
+
+    run = simulate(cfg, script, expect_vectors=3, stall=0.3, seed=4)
+    assert seen == {"code": ERROR_CODES["TLAST_EARLY"], "error": 1}
+    assert np.array_equal(np.array(run.outputs), golden[[0, 2, 3]])
+    assert run.counters["vectors"] == 3
+
+
+def test_soft_reset_restarts_the_turns():
+    net, cfg, prog, X = _case(4, 37, 2, 3)
+    golden = execute(net, X)
+
+    async def script(ctx, dut, rng):
+        await load_program(ctx, dut, prog)
+        ctx.set(dut.control.enable, 1)
+        await send_vector(ctx, dut, X[0], rng, 0.0)      # engine 0 starts computing
+        await ctx.tick().repeat(20)
+        await pulse(ctx, dut.control.soft_reset)        # ... and is aborted
+        for x in X[1:]:
+            await send_vector(ctx, dut, x, rng, 0.0)
+
+    run = simulate(cfg, script, expect_vectors=2)
+    assert np.array_equal(np.array(run.outputs), golden[1:])
+
+
+@pytest.mark.parametrize("over,field", [({"engines": 0}, "engines"), ({"engines": 9}, "engines"),
+                                        ({"engines": 2, "throughput": 1}, "throughput")])
+def test_engines_config_is_checked(over, field):
+    with pytest.raises(ConfigError, match=field):
+        AccelConfig(**over)
