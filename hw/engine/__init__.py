@@ -17,7 +17,10 @@ DMEM, with synchronous read ports):
 :class:`PerfCounters`     the performance counters
 ========================  ==========================================================
 
-Its ports are the typed groups of :mod:`ttforge.hw.engine.signatures`; the descriptor
+:class:`EngineArray` (``hw/engine/array.py``) puts ``AccelConfig.engines`` engines behind
+one engine's ports, the vectors taking turns.
+
+The engine's ports are the typed groups of :mod:`ttforge.hw.engine.signatures`; the descriptor
 and its ``FLAGS`` word are :class:`amaranth.lib.data.Struct` views generated from the
 field table of :mod:`ttforge.hw.regmap`; the controller's states are the
 :class:`~ttforge.hw.engine.signatures.State` enum. The timing it follows is documented
@@ -45,6 +48,7 @@ from ttforge.hw.engine.counters import PerfCounters
 from ttforge.hw.engine.errors import ErrorUnit
 from ttforge.hw.engine.fetch import DescriptorFetch
 from ttforge.hw.engine.geometry import Geometry
+from ttforge.hw.engine.array import EngineArray
 from ttforge.hw.engine.issue import IssueUnit
 from ttforge.hw.engine.output import OutputPath
 from ttforge.hw.engine.requant import RequantBank
@@ -56,7 +60,7 @@ from ttforge.hw.regmap import ErrorCode
 __all__ = ["TTEngine", "ERROR_CODES", "ERROR_NAMES", "ENGINE_TIMING", "DESC_WORDS",
            "element_layout", "State", "InputState", "ComputeState", "Controller", "DescriptorFetch", "IssueUnit",
            "ResultWriter", "RequantBank", "OutputPath", "ErrorUnit", "PerfCounters",
-           "Geometry"]
+           "Geometry", "EngineArray"]
 
 #: ``error_code`` values: :class:`ttforge.hw.regmap.ErrorCode` (0: no error). The first
 #: error is kept until ``clear_error`` or ``soft_reset``. ``MISALIGNED`` also covers a
