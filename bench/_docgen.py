@@ -106,9 +106,13 @@ def _synth_seeds() -> list[tuple[str, dict]]:
 
 
 def _lanes_copies(d: dict) -> str:
-    """The lanes of a ``synth_seeds`` record, and its engines when there are several."""
+    """The lanes of a ``synth_seeds`` record, and its engines when there are several
+    (harness copies, or ``AccelConfig.engines``) and its operand register stage."""
     n = d.get("copies", 1)
-    return str(d.get("lanes", 16)) + (f" (x{n} engines)" if n > 1 else "")
+    cfg = d.get("config") if isinstance(d.get("config"), dict) else {}
+    e, rr = cfg.get("engines", 1), cfg.get("read_registers", 0)
+    return (str(d.get("lanes", 16)) + (f" (x{n} engines, harness)" if n > 1 else "")
+            + (f" (x{e} engines)" if e > 1 else "") + (", read_registers" if rr else ""))
 
 
 def block_fmax_seeds() -> str:
@@ -803,9 +807,16 @@ def block_vs_cpu() -> str:
         f = r.get("routed")
         lanes = f"{r['lanes']} (U = {r['requant_units']})" if r.get("requant_units") else str(r["lanes"])
         if r.get("copies", 1) > 1:
-            lanes += f", {r['copies']} engines (throughput)"
+            lanes += f", {r['copies']} engines side by side (harness; throughput)"
+        if r.get("engines", 1) > 1:
+            lanes += f", `engines = {r['engines']}` (one top; throughput)"
+        if r.get("read_registers"):
+            lanes += ", `read_registers`"
         fx = r.get("at_fmax")
-        rows.append([lanes, _num(r["cycles"]), pct(r["utilization"], 1),
+        rows.append([lanes, _num(r["cycles"]) + (f" ({_num(round(r['vector_cycles']))} with "
+                                                  f"{r['in_flight']} in flight)"
+                                                  if r.get("in_flight", 1) > 1 else ""),
+                     pct(r["utilization"], 1),
                      f"{at[50.0]['latency_us']:,.0f} us ({at[50.0]['vs_golden']:.2f}x / {at[50.0]['vs_c']:.2f}x)",
                      f"{r['mhz_for_goal']:.1f} MHz",
                      (f"{f['fmax_mhz_min']:.1f} MHz (`{f['label']}`, seeds {', '.join(map(str, f['seeds']))}"

@@ -54,13 +54,17 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 DEFAULT_JSON = RESULTS / "vs_cpu.json"
 LANES = (4, 8, 16, 32, 64)
-#: (lanes, requant_units) of the engines compared: one requantization unit per lane at
-#: every lane count, and the wide engines with shared units (AccelConfig.requant_units;
-#: 16 units cost the MNIST network 6 cycles at L = 64, 8 would cost 794)
-#: (lanes, requant_units, copies): copies > 1 is that many independent engines side by side
-#: (``bench_synth_seeds.py --copies``), each on its own vector: copies vectors per engine
-#: latency, so the per-vector figure is a throughput (no multi-engine top is built yet)
-ENGINES = tuple((L, None, 1) for L in LANES) + ((16, 4, 1), (32, 8, 1), (64, 16, 1), (16, None, 4))
+#: The engines compared, as ``Engine`` rows: one requantization unit per lane at every
+#: lane count, and the wide engines with shared units (AccelConfig.requant_units; 16
+#: units cost the MNIST network 6 cycles at L = 64, 8 would cost 794). ``copies > 1``:
+#: that many independent engines side by side in the synthesis harness only
+#: (``bench_synth_seeds.py --copies``); ``engines > 1``: the accelerator with
+#: ``AccelConfig.engines`` (``EngineArray``: one top, the vectors in turn). Either way
+#: several vectors are in flight and the per-vector figure is a throughput.
+#: ``read_registers``: AccelConfig.read_registers (one cycle more a step).
+ENGINES = tuple((L, None, 1, 1, 0) for L in LANES) + (
+    (16, 4, 1, 1, 0), (32, 8, 1, 1, 0), (64, 16, 1, 1, 0), (16, None, 4, 1, 0), (16, None, 4, 1, 1),
+    (16, None, 1, 4, 1))
 BOARD_HZ = 50_000_000
 GOAL = 3.0            # issue 16: >= 3x faster per vector than the golden executor
 
@@ -99,30 +103,42 @@ def cpu_latency(net, x: np.ndarray, repeats: int, inner: int) -> dict:
             "repeats": repeats, "inner": inner}
 
 
+def engine_key(r: dict) -> tuple:
+    """The key that pairs an engine row with its synthesis record."""
+    return (r["lanes"], r["requant_units"], r["copies"], r["engines"], r["read_registers"])
+
+
 def engine_rows(net) -> list[dict]:
-    """Cycles, MACs and utilization per vector at each lane count (the exact cycle model)."""
+    """Cycles, MACs and utilization per vector of each engine row (the exact cycle
+    model); ``vector_cycles`` is the cycles per vector with every engine busy (a
+    throughput: ``cycles / copies``, or ``ProgramCycles.array_vector_cycles``)."""
     from ttforge.hw.config import AccelConfig
-    from ttforge.hw.cycles import estimate
+    from ttforge.hw.cycles import estimate, program_cycles
     from ttforge.hw.program import compile_program
 
     import dataclasses
 
     rows = []
-    for L, units, copies in ENGINES:
-        cfg = dataclasses.replace(AccelConfig.for_network(net, lanes=L), requant_units=units)
-        est = estimate(compile_program(net, cfg))
+    for L, units, copies, engines, rr in ENGINES:
+        cfg = dataclasses.replace(AccelConfig.for_network(net, lanes=L), requant_units=units,
+                                  engines=engines, read_registers=rr)
+        prog = compile_program(net, cfg)
+        est = estimate(prog)
         cycles = sum(layer.cycles for layer in est.layers) + est.input_cycles + est.output_cycles
         macs = sum(layer.macs for layer in est.layers)
-        rows.append({"lanes": L, "requant_units": units, "copies": copies, "cycles": cycles, "macs": macs,
+        per = program_cycles(prog.descriptors, cfg, prog.globals).array_vector_cycles / copies
+        rows.append({"lanes": L, "requant_units": units, "copies": copies, "engines": engines,
+                     "read_registers": rr, "cycles": cycles, "vector_cycles": per,
+                     "in_flight": copies * engines, "macs": macs,
                      "utilization": macs / (L * cycles)})
     return rows
 
 
-def routed_fmax() -> dict[tuple[int, int | None, int], dict]:
-    """(lanes, requant_units, copies) -> the lowest routed Fmax (MHz) over the seeds of the newest
+def routed_fmax() -> dict[tuple, dict]:
+    """:func:`engine_key` -> the lowest routed Fmax (MHz) over the seeds of the newest
     engine record, with its label, commit and config (``synth_seeds.*.json``; ``network``
     ``mnist-seed``: the config sized to this network, else AccelConfig's defaults)."""
-    best: dict[tuple[int, int | None, int], dict] = {}
+    best: dict[tuple, dict] = {}
     for path in sorted(RESULTS.glob("synth_seeds.*.json")):
         d = json.loads(path.read_text())
         runs = [r for r in d.get("runs", []) if r.get("routed") and r.get("fmax_mhz")]
@@ -132,10 +148,20 @@ def routed_fmax() -> dict[tuple[int, int | None, int], dict]:
                "label": d.get("label"), "commit": d.get("git_commit"), "date_utc": d.get("date_utc", ""),
                "lut": d.get("summary", {}).get("lut", {}).get("median"),
                "network": d.get("network", "default")}
-        key = (d.get("lanes"), d.get("requant_units"), d.get("copies", 1))
+        cfg = d.get("config") if isinstance(d.get("config"), dict) else {}
+        key = (d.get("lanes"), d.get("requant_units"), d.get("copies", 1), cfg.get("engines", 1),
+               cfg.get("read_registers", 0))
         if key not in best or rec["date_utc"] > best[key]["date_utc"]:
             best[key] = rec
     return best
+
+
+def row_suffix(r: dict) -> str:
+    """`` U=4 x4 engines ...``: what sets a row apart beside its lanes."""
+    return ((f" U={r['requant_units']}" if r["requant_units"] else "")
+            + (f" x{r['copies']} engines (harness)" if r["copies"] > 1 else "")
+            + (f" x{r['engines']} engines" if r.get("engines", 1) > 1 else "")
+            + (" read_registers" if r.get("read_registers") else ""))
 
 
 def clocks() -> list[int]:
@@ -158,21 +184,21 @@ def main(argv=None) -> int:
     fmax = routed_fmax()
     rows = engine_rows(net)
     for r in rows:
-        f = fmax.get((r["lanes"], r["requant_units"], r["copies"]))
+        f = fmax.get(engine_key(r))
         r["routed"] = f
         r["at"] = []
-        n = r["copies"]
+        per = r["vector_cycles"]                   # per vector (several in flight: a throughput)
         for hz in clocks():
-            us = r["cycles"] / hz * 1e6 / n          # per vector (n engines: a throughput)
-            r["at"].append({"mhz": hz / 1e6, "latency_us": us, "vectors_per_s": n * hz / r["cycles"],
-                            "macs_per_s": n * r["macs"] * hz / r["cycles"],
+            us = per / hz * 1e6
+            r["at"].append({"mhz": hz / 1e6, "latency_us": us, "vectors_per_s": hz / per,
+                            "macs_per_s": r["macs"] * hz / per,
                             "vs_golden": cpu["golden_us"] / us, "vs_c": cpu["c_us"] / us,
                             "reached": bool(f and f["fmax_mhz_min"] >= hz / 1e6)})
         if f:      # at the routed Fmax itself (a board top clocked there, not a PLL step)
-            us = r["cycles"] / (f["fmax_mhz_min"] * 1e6) * 1e6 / n
+            us = per / (f["fmax_mhz_min"] * 1e6) * 1e6
             r["at_fmax"] = {"mhz": f["fmax_mhz_min"], "latency_us": us,
                             "vs_golden": cpu["golden_us"] / us, "vs_c": cpu["c_us"] / us}
-        r["mhz_for_goal"] = r["cycles"] * GOAL / cpu["golden_us"] / n
+        r["mhz_for_goal"] = per * GOAL / cpu["golden_us"]
     boards = RESULTS / "boards.json"
     check = None
     if boards.exists():
@@ -191,8 +217,7 @@ def main(argv=None) -> int:
     print(f"golden {cpu['golden_us']:.0f} us, C {cpu['c_us']:.0f} us per vector (one core)")
     for r in rows:
         best = max((c for c in r["at"] if c["reached"]), key=lambda c: c["mhz"], default=None)
-        units = (f" U={r['requant_units']}" if r["requant_units"] else "") + \
-            (f" x{r['copies']} engines" if r["copies"] > 1 else "")
+        units = row_suffix(r)
         print(f"L={r['lanes']:>2}{units}: {r['cycles']:>7,} cycles, {r['utilization']:.1%}; "
               f"{GOAL:g}x the golden executor needs {r['mhz_for_goal']:.1f} MHz; "
               + (f"routed {r['routed']['fmax_mhz_min']:.1f} MHz -> {best['vs_golden']:.2f}x golden, "
