@@ -262,12 +262,12 @@ class AddressGen(wiring.Component):
             # registers (start, en, valid, lvl) only, so the candidates' adders meet two
             # LUT levels, not a priority chain of multiplexers
             nx = getattr(self, f"{n}_addr_next") if n in self.next_streams else None
-            cands = []                      # (select, value)
+            if nx is not None:
+                self._next_stream(m, n, lv, p, nxt0, adv, lvl, nx)
+                continue
             with m.If(self.start):
                 m.d.sync += [q.eq(base) for q in p]
                 m.d.sync += nxt0.eq(sat_add(base, stride[0], aw))
-            if nx is not None:
-                cands.append((self.start, base))
             with m.Elif(adv):
                 # the deepest loop that advances, lvl[j] (none in the last iteration)
                 for j in (3, 2, 1):
@@ -277,21 +277,51 @@ class AddressGen(wiring.Component):
                             if self.fault == "wrong_stride" and n == "x" and j == 3:
                                 sj = sj + 1     # test hook: k-loop stride one element off
                             t = sat_add(p[j], sj, aw)
-                            if nx is not None:      # one adder for the register and the output
-                                t_sig = Signal(aw + 1, name=f"{n}_step{j}")
-                                m.d.comb += t_sig.eq(t)
-                                t = t_sig
-                                cands.append((adv & lvl[j], t))
                             m.d.sync += [q.eq(t) for q in p[j:]]
                 with m.If(lvl[0]):  # loop 0 advances
                     m.d.sync += [q.eq(nxt0) for q in p]
                     m.d.sync += nxt0.eq(sat_add(nxt0, stride[0], aw))
-            if nx is not None:
-                moves = [adv & lvl[j] for j in range(lv)]
-                cands.append((adv & lvl[0], nxt0))
-                cands.append((~self.start & ~Cat(*moves).any(), p[lv - 1]))      # held
-                m.d.comb += nx.eq(onehot_select([v for _, v in cands], Cat(*[c for c, _ in cands])))
         return m
+
+    def _next_stream(self, m, n, lv, p, nxt0, adv, lvl, nx):
+        """A stream of ``next_streams``: the values its levels step to are registers too,
+        ``step_j = p_j + S_j`` (saturating) beside ``nxt0 = p_0 + S_0``, so that
+        ``<n>_addr_next`` is an AND-OR of registers (no adder before the user's copies:
+        the training engine's routed seed-1 path at 54b7efe, gen.v_p1 -> an adder -> the
+        ACT address copies, 18 levels). Whenever ``p_k`` takes a value ``V``, ``step_k``
+        takes ``V + S_k``; every ``V`` is itself a register (``base``, ``step_j`` or
+        ``nxt0``), so each update is one adder from registers. (Saturating sums of
+        non-negative values: ``sat(sat(a + b) + c) = sat(a + b + c)``, the same addresses as
+        stepping from ``p``.)"""
+        aw = self.addr_width
+        base = getattr(self, f"{n}_base")
+        stride = list(getattr(self, f"{n}_stride"))
+        if self.fault == "wrong_stride" and n == "x" and lv == 4:
+            stride[3] = stride[3] + 1       # test hook: k-loop stride one element off
+        step = [None] + [Signal(aw + 1, name=f"{n}_step{j}") for j in range(1, lv)]
+
+        def restarted(v, levels):
+            """``p_k = v`` for ``k`` in ``levels``, with their step registers."""
+            return [p[k].eq(v) for k in levels] + \
+                [step[k].eq(sat_add(v, stride[k], aw)) for k in levels if k]
+
+        cands = [(self.start, base)]        # (select, value) of the next address
+        with m.If(self.start):
+            m.d.sync += restarted(base, range(lv))
+            m.d.sync += nxt0.eq(sat_add(base, stride[0], aw))
+        with m.Elif(adv):
+            for j in (3, 2, 1):
+                if j < lv:
+                    with m.If(lvl[j]):
+                        m.d.sync += restarted(step[j], range(j, lv))
+                    cands.append((adv & lvl[j], step[j]))
+            with m.If(lvl[0]):
+                m.d.sync += restarted(nxt0, range(lv))
+                m.d.sync += nxt0.eq(sat_add(nxt0, stride[0], aw))
+        moves = [adv & lvl[j] for j in range(lv)]
+        cands.append((adv & lvl[0], nxt0))
+        cands.append((~self.start & ~Cat(*moves).any(), p[lv - 1]))      # held
+        m.d.comb += nx.eq(onehot_select([v for _, v in cands], Cat(*[c for c, _ in cands])))
 
 
 # --------------------------------------------------------------------------------------

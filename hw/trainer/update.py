@@ -207,8 +207,9 @@ class BiasAlign(wiring.Component):
     * ``shift >= 0``: ``clip(rshift_round(b, shift), +-limit)``, computed as
       ``((2b >> shift) + 1) >> 1``.
 
-    Three stages, ``LATENCY = 3`` (first clamp and decode; threshold and right shift;
-    left shift and clamp), one input per cycle; every input travels with its element, so nothing needs to be held.
+    Four stages, ``LATENCY = 4`` (first clamp and decode; threshold and right shift;
+    the comparisons and the left shift; the select), one input per cycle; every input
+    travels with its element, so nothing needs to be held.
 
     Parameters
     ----------
@@ -232,7 +233,7 @@ class BiasAlign(wiring.Component):
     aligned : Out(signed(acc_bits))
     """
 
-    LATENCY = 3
+    LATENCY = 4
 
     def __init__(self, bias_bits: int, acc_bits: int, *, fault=None):
         self.fault = _check_fault(fault, "BiasAlign")
@@ -295,10 +296,19 @@ class BiasAlign(wiring.Component):
         right = t >> 1 if self.fault == "bias_floor" else (t + 1) >> 1
         m.d.sync += [v2.eq(v1), l2.eq(l1), left2.eq(left1), c2.eq(c1), k2.eq(k),
                      t2.eq(l1.as_unsigned() >> k), rv2.eq(right)]
-        # stage 3: the shift or the rounded value, clamped
-        up, dn = (t2 - c2)[-1], (c2 + t2)[-1]   # c > T, c < -T
-        lv = Mux(up, l2, Mux(dn, -l2, (c2 << k2)[:ab].as_signed()))
-        m.d.sync += [self.out_valid.eq(v2), self.aligned.eq(Mux(left2, lv, _clip(rv2, l2)))]
+        # stage 3: the comparisons (c > T, c < -T; the rounded value against the limit)
+        # and the shifted value, each registered; stage 4 only selects. (In one stage the
+        # comparison's carry chain met the selects before the output register: the
+        # training engine's routed seed-2 path at 54b7efe, t2 -> aligned, 54 levels.)
+        v3, left3, up3, dn3 = Signal(), Signal(), Signal(), Signal()
+        l3, nl3, sh3 = Signal(signed(ab)), Signal(signed(ab)), Signal(signed(ab))
+        rc3 = Signal(signed(ab))
+        m.d.sync += [v3.eq(v2), left3.eq(left2), up3.eq((t2 - c2)[-1]), dn3.eq((c2 + t2)[-1]),
+                     l3.eq(l2), nl3.eq(-l2), sh3.eq((c2 << k2)[:ab].as_signed()),
+                     rc3.eq(_clip(rv2, l2))]
+        # stage 4: the shift or the rounded value, clamped
+        lv = Mux(up3, l3, Mux(dn3, nl3, sh3))
+        m.d.sync += [self.out_valid.eq(v3), self.aligned.eq(Mux(left3, lv, rc3))]
         return m
 
 
