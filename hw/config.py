@@ -120,15 +120,14 @@ class AccelConfig:
         vector starts. Costs a memory of ``buf_depth * act_bits`` bits; needs
         ``buf_ports = 2``.
     read_registers : int
-        0 (the default) or 1: one more register stage between the operand memories'
-        read data (the source buffer and CMEM words) and the MAC lanes' operand
-        registers. A block RAM without its output register drives the operand registers
-        straight from its read data (the ECP5 DP16KD's clock-to-output is 5.8 ns of a
-        10 ns cycle), and where the memories are spread over the device the routing
-        to the lanes adds the rest: with 1 the read data is registered beside the
-        memory and the path to the lanes gets a cycle of its own. Costs
-        ``lanes * (inter_bits + core_bits)`` flip-flops and one cycle per step
-        (``ttforge.hw.cycles``; the values are the same).
+        0 (the default) or 1: the operands' reads take a cycle more. A block RAM without
+        its output register drives the operand registers straight from its read data
+        (the ECP5 DP16KD's clock-to-output is 5.8 ns of a 10 ns cycle), and where the
+        memories are spread over the device the routing to the lanes adds the rest.
+        With 1, CMEM is banks of one block RAM's depth whose read data is registered at
+        each bank (:class:`ttforge.hw.engine.banks.RegisteredBanks`) and the source
+        buffer's word is registered once more. One cycle more per step
+        (``ttforge.hw.cycles``); the values are the same.
     engines : int
         Engines side by side, 1..8 (default 1): each holds the same network and the
         input vectors take turns (``ttforge.hw.engine.array``: vector ``k`` to engine

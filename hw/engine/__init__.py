@@ -49,6 +49,7 @@ from ttforge.hw.engine.errors import ErrorUnit
 from ttforge.hw.engine.fetch import DescriptorFetch
 from ttforge.hw.engine.geometry import Geometry
 from ttforge.hw.engine.array import EngineArray
+from ttforge.hw.engine.banks import RegisteredBanks
 from ttforge.hw.engine.issue import IssueUnit
 from ttforge.hw.engine.output import OutputPath
 from ttforge.hw.engine.requant import RequantBank
@@ -123,8 +124,13 @@ class TTEngine(wiring.Component):
             buf = [Memory(shape=word, depth=words, init=[], attrs=battrs) for _ in range(2)]
         else:
             bufs = Memory(shape=word, depth=2 * words, init=[])
-        cmem = Memory(shape=data.ArrayLayout(signed(c.core_bits), L), depth=c.core_depth // L,
-                      init=[])
+        cword = data.ArrayLayout(signed(c.core_bits), L)
+        if c.read_registers:
+            # each block RAM's read data registered by itself, the bank selected a cycle
+            # later (hw/engine/banks.py): the issue unit's extra stage for the core word
+            cmem = RegisteredBanks(cword, c.core_depth // L)
+        else:
+            cmem = Memory(shape=cword, depth=c.core_depth // L, init=[])
         bmem = Memory(shape=data.ArrayLayout(signed(c.bias_bits), L), depth=c.bias_depth // L,
                       init=[])
         dmem = Memory(shape=32, depth=g.dmem_depth, init=[])
@@ -137,7 +143,8 @@ class TTEngine(wiring.Component):
             bufs_rp, bufs_wp = bufs.read_port(), bufs.write_port(granularity=1)
             buf_rp = [bufs_rp, bufs_rp]       # (either buffer's data: the one port's)
         m.submodules.cmem, m.submodules.bmem, m.submodules.dmem = cmem, bmem, dmem
-        cmem_wp, bmem_wp = cmem.write_port(granularity=1), bmem.write_port(granularity=1)
+        cmem_wp = cmem.write if c.read_registers else cmem.write_port(granularity=1)
+        bmem_wp = bmem.write_port(granularity=1)
         dmem_wp = dmem.write_port()
 
         # load ports: element writes with per-lane enables
@@ -196,7 +203,7 @@ class TTEngine(wiring.Component):
         m.d.comb += [fetch.active.eq(ctrl.fetching), fetch.base.eq(ctrl.dptr),
                      fetch.step.eq(ctrl.step)]
         # issue: the source buffer word comes back from the buffer read ports below
-        wiring.connect(m, issue.cmem, cmem.read_port())
+        wiring.connect(m, issue.cmem, cmem.read if c.read_registers else cmem.read_port())
         m.d.comb += [
             issue.start.eq(fetch.done), issue.running.eq(ctrl.running), issue.flush.eq(flush),
             issue.elem_out.eq(elem_out), issue.desc.eq(desc), issue.ov_end.eq(fetch.ov_end),

@@ -154,8 +154,10 @@ class IssueUnit(wiring.Component):
                      s1_ovalid.eq(o_valid_out)]
         if not g.serial:
             m.d.sync += s1_tag.zmask.eq(g_zmask)
-        # AccelConfig.read_registers: the memories' read data registered once more (beside
-        # the memories) before the operand registers, the control a stage later with it
+        # AccelConfig.read_registers: the source buffer's word registered once more before
+        # the operand registers, the control a stage later with it; the core word comes
+        # a cycle later by itself (the engine's CMEM registers each block RAM's read data,
+        # hw/engine/banks.py), so it passes this stage as it is
         r_v, r_first, r_last = s1_v, s1_first, s1_last
         r_xlane, r_clane, r_tag = s1_xlane, s1_clane, s1_tag
         r_x, r_c = self.x_word, self.cmem.data
@@ -166,12 +168,11 @@ class IssueUnit(wiring.Component):
             q_clane = Signal(g.lane_bits, name=f"r{k}_clane")
             q_tag = Signal(tag_layout, name=f"r{k}_tag", reset_less=True)
             q_x = Signal(data.ArrayLayout(signed(IB), L), name=f"r{k}_x", reset_less=True)
-            q_c = Signal(data.ArrayLayout(signed(CB), L), name=f"r{k}_c", reset_less=True)
             m.d.sync += [q_v.eq(r_v), q_first.eq(r_first), q_last.eq(r_last),
                          q_xlane.eq(r_xlane), q_clane.eq(r_clane), q_tag.eq(r_tag),
-                         q_x.eq(r_x), q_c.eq(r_c)]
-            r_v, r_first, r_last, r_xlane, r_clane, r_tag, r_x, r_c = (
-                q_v, q_first, q_last, q_xlane, q_clane, q_tag, q_x, q_c)
+                         q_x.eq(r_x)]
+            r_v, r_first, r_last, r_xlane, r_clane, r_tag, r_x = (
+                q_v, q_first, q_last, q_xlane, q_clane, q_tag, q_x)
             valids.append(q_v)
         m.d.sync += [s2_v.eq(r_v), s2_first.eq(r_first), s2_last.eq(r_last),
                      s2_xoh.eq(decode_onehot(r_xlane, L)), s2_coh.eq(decode_onehot(r_clane, L)),

@@ -58,6 +58,24 @@ def test_read_registers_bit_exact_with_gaps_and_backpressure(lanes, seed):
     check_bit_exact(lanes, seed, read_registers=1)
 
 
+@pytest.mark.parametrize("lanes,seed", [(1, 21), (4, 37)])
+def test_read_registers_with_cmem_in_several_banks(lanes, seed, monkeypatch):
+    # CMEM in banks of 4 words (hw/engine/banks.py; 512 on the ECP5), so that the cores
+    # span several banks and the bank select is exercised: exact, and the cycle model's
+    import ttforge.hw.engine.banks as banks
+
+    monkeypatch.setattr(banks, "BANK_DEPTH", 4)
+    net = random_net(seed)
+    cfg = config_for(net, lanes, read_registers=1)
+    assert cfg.core_depth // lanes > 4 * 2
+    run = check_bit_exact(lanes, seed, read_registers=1)
+    prog = compile_program(net, cfg)
+    X = random_inputs(net, 1, seed)
+    run = simulate(cfg, stream_script(prog, X, pause=5), expect_vectors=1)
+    assert np.array_equal(np.array(run.outputs), execute(net, X))
+    assert run.counters["cycles"] == model_cycles(prog, cfg)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("lanes", [1, 2, 4, 8, 16])
 @pytest.mark.parametrize("seed", range(30))

@@ -1,0 +1,91 @@
+"""``RegisteredBanks``: a memory whose reads are registered at each block RAM.
+
+A memory deeper than one block RAM is several block RAMs deep, and the select among them
+(by the address's high bits) lies between the block RAMs' outputs and any register after
+the memory: a register placed after it sits as far from the block RAMs as the next
+stage's register did (``docs/benchmarks.md``, the four MNIST-sized engines with
+``read_registers``: ``cmem`` DOB -> the register, 3 logic levels, 5.7 ns of routing after
+the DP16KD's 5.8 ns clock-to-output). Here the memory is split into banks of one block
+RAM's depth, each bank's read data is registered by itself (nothing but the register
+after the block RAM, so the placer puts it beside it), and the bank is selected a cycle
+later, from registers.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory, ReadPort, WritePort
+from amaranth.lib.wiring import Out
+from amaranth.utils import ceil_log2
+
+from ttforge.errors import ConfigError
+from ttforge.hw.blocks import decode_onehot, onehot_select
+
+__all__ = ["RegisteredBanks", "BANK_DEPTH"]
+
+#: words per bank: an ECP5 DP16KD's depth at its widest (512 x 36 bits); a wider word is
+#: several of them side by side, each bank one block RAM deep
+BANK_DEPTH = 512
+
+
+class RegisteredBanks(wiring.Component):
+    """``depth`` words of ``shape`` in banks of ``bank_depth`` words.
+
+    ``read`` (a :class:`ReadPort` signature): the word at ``addr`` arrives on ``data``
+    **two** cycles after the address (one more than a synchronous memory: the bank's
+    registered read data, then the select); ``en`` low holds the bank's read, as a
+    memory port does. ``write`` (a :class:`WritePort` signature with granularity 1): the
+    bank of ``addr``'s high bits takes the write. A write at or beyond ``depth`` is
+    dropped, as a memory of that depth drops it; a read there gives an unspecified word
+    (its user checks the range, as the engine's ``CMEM_RANGE`` does).
+    """
+
+    def __init__(self, shape, depth: int, bank_depth: int | None = None):
+        bank_depth = BANK_DEPTH if bank_depth is None else int(bank_depth)
+        if depth < 1 or bank_depth < 1 or bank_depth & (bank_depth - 1):
+            raise ConfigError(f"RegisteredBanks: depth={depth} must be >= 1 and bank_depth="
+                              f"{bank_depth} a power of two")
+        self.shape, self.depth = shape, int(depth)
+        self.bank_depth = min(bank_depth, 1 << ceil_log2(self.depth))
+        self.n_banks = -(-self.depth // self.bank_depth)
+        aw = ceil_log2(self.depth)
+        super().__init__({
+            "read": Out(ReadPort.Signature(addr_width=aw, shape=shape)),
+            "write": Out(WritePort.Signature(addr_width=aw, shape=shape, granularity=1)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        lb = ceil_log2(self.bank_depth)
+        nb, rd, wr = self.n_banks, self.read, self.write
+        hi_r, hi_w = rd.addr[lb:], wr.addr[lb:]
+        qs = []
+        for b in range(nb):
+            depth = min(self.bank_depth, self.depth - b * self.bank_depth)
+            mem = Memory(shape=self.shape, depth=depth, init=[])
+            m.submodules[f"bank{b}"] = mem
+            wp, rp = mem.write_port(granularity=1), mem.read_port()
+            # this bank's writes; one beyond the depth is dropped (as a memory of that
+            # depth drops it: a bank shorter than the others would wrap it onto a word)
+            en = wr.en
+            if len(hi_w):
+                en = en & (hi_w == b).replicate(len(wp.en))
+            if depth < (1 << lb):
+                en = en & (wr.addr[:lb] < depth).replicate(len(wp.en))
+            m.d.comb += [wp.addr.eq(wr.addr[:lb]), wp.data.eq(wr.data), wp.en.eq(en),
+                         rp.addr.eq(rd.addr[:lb]), rp.en.eq(rd.en)]
+            q = Signal(self.shape, name=f"bank{b}_q", reset_less=True)
+            m.d.sync += q.eq(rp.data)          # the block RAM's output, registered by itself
+            qs.append(q)
+        if nb == 1 and not len(hi_r):
+            m.d.comb += rd.data.eq(qs[0])
+            return m
+        # the bank of the address, registered as the read is issued and again beside the
+        # banks' data (a one-hot select: an AND-OR of registers); none beyond the depth
+        sel1, sel2 = Signal(nb, name="bank_sel1"), Signal(nb, name="bank_sel2")
+        with m.If(rd.en):
+            m.d.sync += sel1.eq(decode_onehot(hi_r, nb))
+        m.d.sync += sel2.eq(sel1)
+        m.d.comb += rd.data.eq(onehot_select(qs, sel2))
+        return m
