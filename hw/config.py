@@ -124,10 +124,10 @@ class AccelConfig:
         its output register drives the operand registers straight from its read data
         (the ECP5 DP16KD's clock-to-output is 5.8 ns of a 10 ns cycle), and where the
         memories are spread over the device the routing to the lanes adds the rest.
-        With 1, CMEM is banks of one block RAM's depth whose read data is registered at
-        each bank (:class:`ttforge.hw.engine.banks.RegisteredBanks`) and the source
-        buffer's word is registered once more. One cycle more per step
-        (``ttforge.hw.cycles``); the values are the same.
+        With 1, CMEM and the buffers are banks of one block RAM's depth whose read data
+        is registered at each bank (:class:`ttforge.hw.engine.banks.RegisteredBanks`).
+        One cycle more per step and per output (``ttforge.hw.cycles``); the values are
+        the same; needs ``buf_ports = 2``.
     engines : int
         Engines side by side, 1..8 (default 1): each holds the same network and the
         input vectors take turns (``ttforge.hw.engine.array``: vector ``k`` to engine
@@ -190,6 +190,9 @@ class AccelConfig:
         self._range("buf_ports", 1, 2)
         self._range("throughput", 0, 1)
         self._range("read_registers", 0, 1)
+        if self.read_registers and self.buf_ports != 2:
+            raise ConfigError("read_registers=1 needs buf_ports=2 (the buffers' banks are "
+                              "simple dual-port block RAMs); use read_registers=0")
         self._range("engines", 1, MAX_ENGINES)
         if self.engines > 1 and self.throughput:
             raise ConfigError(f"engines={self.engines} needs throughput=0 (each engine holds one "

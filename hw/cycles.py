@@ -225,7 +225,7 @@ def program_cycles(descriptors: Iterable[Descriptor | Sequence[int]], config: Ac
     return ProgramCycles(
         steps=tuple(steps),
         input_cycles=in_cycles,
-        output_cycles=t.output_latency + int(globals_["OUT_COUNT"]),
+        output_cycles=t.output_latency + config.read_registers + int(globals_["OUT_COUNT"]),
         lanes=config.lanes,
         stage_cycles=t.stage_turnaround + -(-in_cycles // config.lanes),
         engines=config.engines,

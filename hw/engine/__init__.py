@@ -61,7 +61,7 @@ from ttforge.hw.regmap import ErrorCode
 __all__ = ["TTEngine", "ERROR_CODES", "ERROR_NAMES", "ENGINE_TIMING", "DESC_WORDS",
            "element_layout", "State", "InputState", "ComputeState", "Controller", "DescriptorFetch", "IssueUnit",
            "ResultWriter", "RequantBank", "OutputPath", "ErrorUnit", "PerfCounters",
-           "Geometry", "EngineArray"]
+           "Geometry", "EngineArray", "RegisteredBanks"]
 
 #: ``error_code`` values: :class:`ttforge.hw.regmap.ErrorCode` (0: no error). The first
 #: error is kept until ``clear_error`` or ``soft_reset``. ``MISALIGNED`` also covers a
@@ -122,13 +122,15 @@ class TTEngine(wiring.Component):
         word_bits = ceil_log2(words)
         if single:
             buf = [Memory(shape=word, depth=words, init=[], attrs=battrs) for _ in range(2)]
+        elif c.read_registers:
+            # each block RAM's read data registered by itself (hw/engine/banks.py): the
+            # issue unit's and the output path's reads take a cycle more
+            bufs = RegisteredBanks(word, 2 * words)
         else:
             bufs = Memory(shape=word, depth=2 * words, init=[])
         cword = data.ArrayLayout(signed(c.core_bits), L)
         if c.read_registers:
-            # each block RAM's read data registered by itself, the bank selected a cycle
-            # later (hw/engine/banks.py): the issue unit's extra stage for the core word
-            cmem = RegisteredBanks(cword, c.core_depth // L)
+            cmem = RegisteredBanks(cword, c.core_depth // L)     # (as the buffers)
         else:
             cmem = Memory(shape=cword, depth=c.core_depth // L, init=[])
         bmem = Memory(shape=data.ArrayLayout(signed(c.bias_bits), L), depth=c.bias_depth // L,
@@ -140,7 +142,10 @@ class TTEngine(wiring.Component):
             buf_wp = [b.write_port(granularity=1) for b in buf]
         else:
             m.submodules.bufs = bufs
-            bufs_rp, bufs_wp = bufs.read_port(), bufs.write_port(granularity=1)
+            if c.read_registers:
+                bufs_rp, bufs_wp = bufs.read, bufs.write
+            else:
+                bufs_rp, bufs_wp = bufs.read_port(), bufs.write_port(granularity=1)
             buf_rp = [bufs_rp, bufs_rp]       # (either buffer's data: the one port's)
         m.submodules.cmem, m.submodules.bmem, m.submodules.dmem = cmem, bmem, dmem
         cmem_wp = cmem.write if c.read_registers else cmem.write_port(granularity=1)

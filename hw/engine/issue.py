@@ -154,10 +154,9 @@ class IssueUnit(wiring.Component):
                      s1_ovalid.eq(o_valid_out)]
         if not g.serial:
             m.d.sync += s1_tag.zmask.eq(g_zmask)
-        # AccelConfig.read_registers: the source buffer's word registered once more before
-        # the operand registers, the control a stage later with it; the core word comes
-        # a cycle later by itself (the engine's CMEM registers each block RAM's read data,
-        # hw/engine/banks.py), so it passes this stage as it is
+        # AccelConfig.read_registers: the words come a cycle later (the engine's buffers
+        # and CMEM register each block RAM's read data, hw/engine/banks.py), so the
+        # control goes through a stage of its own and the words pass as they are
         r_v, r_first, r_last = s1_v, s1_first, s1_last
         r_xlane, r_clane, r_tag = s1_xlane, s1_clane, s1_tag
         r_x, r_c = self.x_word, self.cmem.data
@@ -167,12 +166,10 @@ class IssueUnit(wiring.Component):
             q_xlane = Signal(g.lane_bits, name=f"r{k}_xlane")
             q_clane = Signal(g.lane_bits, name=f"r{k}_clane")
             q_tag = Signal(tag_layout, name=f"r{k}_tag", reset_less=True)
-            q_x = Signal(data.ArrayLayout(signed(IB), L), name=f"r{k}_x", reset_less=True)
             m.d.sync += [q_v.eq(r_v), q_first.eq(r_first), q_last.eq(r_last),
-                         q_xlane.eq(r_xlane), q_clane.eq(r_clane), q_tag.eq(r_tag),
-                         q_x.eq(r_x)]
-            r_v, r_first, r_last, r_xlane, r_clane, r_tag, r_x = (
-                q_v, q_first, q_last, q_xlane, q_clane, q_tag, q_x)
+                         q_xlane.eq(r_xlane), q_clane.eq(r_clane), q_tag.eq(r_tag)]
+            r_v, r_first, r_last, r_xlane, r_clane, r_tag = (
+                q_v, q_first, q_last, q_xlane, q_clane, q_tag)
             valids.append(q_v)
         m.d.sync += [s2_v.eq(r_v), s2_first.eq(r_first), s2_last.eq(r_last),
                      s2_xoh.eq(decode_onehot(r_xlane, L)), s2_coh.eq(decode_onehot(r_clane, L)),

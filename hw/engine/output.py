@@ -51,7 +51,9 @@ class OutputPath(wiring.Component):
         m = Module()
         g, c = self.geom, self.geom.config
         L, XB = g.L, c.act_bits
-        fifo = SyncFIFO(width=XB, depth=ENGINE_TIMING.fifo_depth)
+        # (read_registers: one entry more, for the read one more cycle in flight; else
+        # the credit check below would let the reads run one in every few cycles)
+        fifo = SyncFIFO(width=XB, depth=ENGINE_TIMING.fifo_depth + c.read_registers)
         m.submodules.fifo = ResetInserter({"sync": self.flush})(fifo)
         o_idx = Signal(g.awp)
         o_more = Signal()                     # o_idx < OUT_COUNT
@@ -69,17 +71,26 @@ class OutputPath(wiring.Component):
             fifo.r_en.eq(self.out.ready & self.active),
         ]
         m.d.sync += o_raw.eq(self.words)
-        m.d.sync += [o_inf1.eq(out_issue), o_lane1.eq(g.lane_of(o_idx)),
-                     o_inf2.eq(o_inf1)]
+        # AccelConfig.read_registers: the buffers' words come a cycle later (registered at
+        # each block RAM, hw/engine/banks.py): one more stage of reads in flight
+        extra = [Signal(name=f"o_inf1_r{k}") for k in range(c.read_registers)]
+        lanes = [Signal(g.lane_bits, name=f"o_lane1_r{k}") for k in range(c.read_registers)]
+        m.d.sync += [o_inf1.eq(out_issue), o_lane1.eq(g.lane_of(o_idx))]
+        prev_v, prev_l = o_inf1, o_lane1
+        for v, ln in zip(extra, lanes):
+            m.d.sync += [v.eq(prev_v), ln.eq(prev_l)]
+            prev_v, prev_l = v, ln
+        m.d.sync += o_inf2.eq(prev_v)
+        o_lane_w = prev_l                     # the lane of the word arriving next cycle
         with m.If(self.flush):
-            m.d.sync += [o_inf1.eq(0), o_inf2.eq(0)]
+            m.d.sync += [o_inf1.eq(0), o_inf2.eq(0), *[v.eq(0) for v in extra]]
         # the element of each buffer's word, then the buffer: OUT_BUF drives act_bits
         # LUTs, not a select of every lane (L * act_bits)
         if L > 1:
             # (the lane as a registered one-hot: AND-OR selects, each bit on 2 * act_bits
             # LUTs instead of a binary index into every multiplexer of the tree)
             o_oh2 = Signal(L)
-            m.d.sync += o_oh2.eq(decode_onehot(o_lane1, L))
+            m.d.sync += o_oh2.eq(decode_onehot(o_lane_w, L))
             rsel = Mux(self.buf, onehot_select([o_raw[1][l] for l in range(L)], o_oh2),
                        onehot_select([o_raw[0][l] for l in range(L)], o_oh2))
         else:
@@ -87,7 +98,10 @@ class OutputPath(wiring.Component):
         m.d.comb += [fifo.w_en.eq(o_inf2), fifo.w_data.eq(rsel)]
 
         with m.If(self.active):
-            m.d.comb += out_issue.eq(o_more & (fifo.level + o_inf1 + o_inf2 < fifo.depth))
+            in_flight = o_inf1 + o_inf2
+            for v in extra:
+                in_flight = in_flight + v
+            m.d.comb += out_issue.eq(o_more & (fifo.level + in_flight < fifo.depth))
             with m.If(out_issue):
                 m.d.sync += [o_idx.eq(o_idx + 1), o_more.eq(o_idx != self.out_last)]
         with m.If(self.begin):

@@ -421,7 +421,7 @@ def model_cycles(prog, cfg, vectors=1):
             total += T["DRAIN_WORD"] + drain - 1 + extra
         z = d.ZFILL_TO - d.ZFILL_FROM
         total += z + (T["ZFILL_EXIT"] if z else 0)
-    total += T["OUTPUT_LATENCY"] + prog.out_count
+    total += T["OUTPUT_LATENCY"] + extra + prog.out_count       # (a read a cycle longer)
     return total * vectors
 
 
