@@ -31,7 +31,8 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from ttforge.errors import ConfigError
-from ttforge.hw.blocks import AddressGen, MacLanes, Requant, RequantDecode, fanout_copies, onehot_select
+from ttforge.hw.blocks import (FANOUT_ATTR, AddressGen, MacLanes, Requant, RequantDecode, fanout_copies,
+                               onehot_select)
 from ttforge.hw.faults import TRAIN_ENGINE_FAULTS, check_fault
 from ttforge.hw.trainer.loss import LossUnit, loss_cycles
 from ttforge.hw.trainer.program import (OP_FIELDS, TRAIN_DESC_WORDS, Op, TrainEngineConfig,
@@ -557,8 +558,11 @@ class TrainEngine(wiring.Component):
         # (stored from the DMEM word with FLAGS itself, below: a copy registered from FLAGS
         # every cycle was merged by Yosys with the update unit's own, s_h, and the one
         # register then fed both decoders, 81efef5's routed seed-1 path)
-        rq_shift_h = Signal.like(flags.shift, name="rq_shift_h")
-        rq_sat_h = Signal.like(flags.sat_bits, name="rq_sat_h")
+        # (kept apart, FANOUT_ATTR: the same D and enable as the descriptor's own FLAGS
+        # flops, and Yosys merged them into those again: 6ec3d41's routed seeds 1 and 2,
+        # desc -> rq_shamt, had no rq_shift_h left in the netlist)
+        rq_shift_h = Signal.like(flags.shift, name="rq_shift_h", attrs={FANOUT_ATTR: 1})
+        rq_sat_h = Signal.like(flags.sat_bits, name="rq_sat_h", attrs={FANOUT_ATTR: 1})
         m.d.comb += [rqd.shift.eq(rq_shift_h), rqd.sat_bits.eq(rq_sat_h)]
         # (no lo: Requant's masked saturation check implies lo = -hi - 1 and reads its lo
         # port only under its sat_bound fault, which this engine never builds; a register
