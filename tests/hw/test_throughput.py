@@ -92,10 +92,10 @@ def run_back_to_back(cfg, prog, X, *, limit=60_000):
 CASES = [(1, 5), (2, 13), (4, 9), (16, 15), (4, None), (16, None)]
 
 
-@pytest.mark.parametrize("lanes,seed", CASES)
-def test_steady_state_cycles_equal_the_model(lanes, seed):
+@pytest.mark.parametrize("lanes,seed,read_registers", [(*c, 0) for c in CASES] + [(4, 9, 1), (4, None, 1)])
+def test_steady_state_cycles_equal_the_model(lanes, seed, read_registers):
     net = _net(seed)
-    cfg = config_for(net, lanes, throughput=1)
+    cfg = config_for(net, lanes, throughput=1, read_registers=read_registers)
     prog = compile_program(net, cfg)
     X = random_inputs(net, 4, 7 if seed is None else seed)
     outs, ends, cycles = run_back_to_back(cfg, prog, X)
