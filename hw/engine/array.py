@@ -54,19 +54,16 @@ class EngineArray(wiring.Component):
     """``config.engines`` :class:`~ttforge.hw.engine.TTEngine` s taking vectors in turn
     (see the module docstring); the ports of one engine."""
 
-    def __init__(self, config: AccelConfig, *, engines=None, fault: str | None = None):
+    def __init__(self, config: AccelConfig, *, fault: str | None = None):
         if not isinstance(config, AccelConfig):
             raise ConfigError(f"EngineArray needs an AccelConfig, got {type(config).__name__}")
         self.config = config
-        self._engines = engines
         #: a deliberate engine fault (tests that must fail), in the last engine only: the
         #: vectors of its turns go wrong, the others stay right
         self.fault = fault
         super().__init__(engine_signature(config))
 
     def _make_engines(self):
-        if self._engines is not None:
-            return list(self._engines)
         from ttforge.hw.engine import TTEngine
         one = dataclasses.replace(self.config, engines=1)
         E = self.config.engines

@@ -76,6 +76,22 @@ def test_read_registers_with_cmem_in_several_banks(lanes, seed, monkeypatch):
     assert run.counters["cycles"] == model_cycles(prog, cfg)
 
 
+@pytest.mark.parametrize("fault", ["requant_lsb"])
+def test_read_registers_fault_breaks_equality(fault, monkeypatch):
+    # the sibling of the banked reads' exactness: the same engine with one bit of a
+    # result flipped must differ from the executor
+    import ttforge.hw.engine.banks as banks
+
+    monkeypatch.setattr(banks, "BANK_DEPTH", 4)
+    net = random_net(37)
+    cfg = config_for(net, 4, read_registers=1)
+    prog = compile_program(net, cfg)
+    X = random_inputs(net, 2, 37)
+    run = simulate(cfg, stream_script(prog, X), expect_vectors=len(X), fault=fault,
+                   max_cycles=20_000)
+    assert not np.array_equal(np.array(run.outputs), execute(net, X))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("lanes", [1, 2, 4, 8, 16])
 @pytest.mark.parametrize("seed", range(30))
