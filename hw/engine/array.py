@@ -22,6 +22,11 @@ ports, so :class:`~ttforge.hw.top.TTAccel` puts it where the engine goes.
   ``error_code``/``error_step`` the lowest-numbered engine in error; ``done`` that of
   the engine given the last vector (every engine takes the same cycles for a vector,
   so the vector started last ends last); ``in_open`` that of ``sel_in``.
+* Broadcast: the loads, the program and the control reach every engine through a
+  register of its own, a cycle after the ports (the engines' status follows a cycle
+  later than one engine's would; no beat moves in the cycle a soft reset is on its
+  way): no net ties the engines together but the streams, so the placer can spread
+  them as it does independent engines.
 * Counters: the sums over the engines (``CYCLES`` counts engine-cycles, so
   ``BUSY_LANE_CYCLES / (CYCLES * L)`` is still the lanes' utilization), registered:
   they read one cycle late.
@@ -75,30 +80,35 @@ class EngineArray(wiring.Component):
         E = len(engines)
         for j, e in enumerate(engines):
             m.submodules[f"engine{j}"] = e
-            # the same network in every engine: loads, program and control broadcast
+            # the same network in every engine: loads, program and control broadcast,
+            # through a register in each engine so that no net ties the engines
+            # together and the placer may spread them (one cycle later, for all alike)
             for group in ("load", "program", "control"):
                 for path, _, value in e.signature.members[group].signature.flatten(
                         getattr(e, group)):
                     src = getattr(self, group)
                     for p in path:
                         src = src[p] if isinstance(p, int) else getattr(src, p)
-                    m.d.comb += value.eq(src)
-        soft_reset = self.control.soft_reset
+                    m.d.sync += value.eq(src)
+        # the array's own turns restart with the engines, on the delayed soft reset
+        soft_reset = Signal()
+        m.d.sync += soft_reset.eq(self.control.soft_reset)
 
         # ---------------------------------------------------------------- input turns
         sel_in = Signal(range(E))
         last_in = Signal(range(E))        # the engine given the last vector
         for j, e in enumerate(engines):
             m.d.comb += [e.inp.payload.eq(self.inp.payload),
-                         e.inp.valid.eq(self.inp.valid & (sel_in == j))]
+                         e.inp.valid.eq(self.inp.valid & ~soft_reset & (sel_in == j))]
         ready = Signal()
         m.d.comb += [ready.eq(Mux(sel_in == 0, engines[0].inp.ready, 0)),
                      self.status.in_open.eq(engines[0].status.in_open & (sel_in == 0))]
         for j, e in enumerate(engines[1:], 1):
             with m.If(sel_in == j):
                 m.d.comb += [ready.eq(e.inp.ready), self.status.in_open.eq(e.status.in_open)]
-        m.d.comb += self.inp.ready.eq(ready)
-        with m.If(self.inp.valid & ready & self.inp.payload.last):
+        # no beat goes in or out while the engines' soft reset is on its way to them
+        m.d.comb += self.inp.ready.eq(ready & ~soft_reset)
+        with m.If(self.inp.valid & self.inp.ready & self.inp.payload.last):
             m.d.sync += [sel_in.eq(Mux(sel_in == E - 1, 0, sel_in + 1)), last_in.eq(sel_in)]
 
         # ---------------------------------------------------------------- output turns
@@ -111,13 +121,13 @@ class EngineArray(wiring.Component):
             with m.If(sel_out == j):
                 m.d.comb += [self.out.payload.eq(e.out.payload), out_valid.eq(e.out.valid),
                              taken.eq(token[j] & ~e.out.valid)]
-            m.d.comb += e.out.ready.eq(self.out.ready & (sel_out == j))
+            m.d.comb += e.out.ready.eq(self.out.ready & ~soft_reset & (sel_out == j))
             with m.If(e.status.error_pulse):
                 m.d.sync += token[j].eq(1)
             with m.Elif(taken & (sel_out == j)):
                 m.d.sync += token[j].eq(0)
-        m.d.comb += self.out.valid.eq(out_valid)
-        with m.If((out_valid & self.out.ready & self.out.payload.last) | taken):
+        m.d.comb += self.out.valid.eq(out_valid & ~soft_reset)
+        with m.If((self.out.valid & self.out.ready & self.out.payload.last) | taken):
             m.d.sync += sel_out.eq(Mux(sel_out == E - 1, 0, sel_out + 1))
         with m.If(soft_reset):
             m.d.sync += [sel_in.eq(0), sel_out.eq(0), last_in.eq(0)]
