@@ -85,12 +85,15 @@ class RegressCase:
 THROUGHPUT_SHARE = 0.2
 
 
-def _throughput_drawn(seed: int) -> bool:
-    """Whether seed ``seed``'s random config is built in throughput mode.
+def _side_rng(seed: int, salt: int) -> np.random.Generator:
+    """A generator of its own for one config option's draw (``salt`` names the option):
+    adding a draw leaves every seed's network, config, inputs and pauses as they were."""
+    return np.random.default_rng([int(seed), salt])
 
-    Drawn from a generator of its own, so that adding the draw left every seed's
-    network, config, inputs and pauses as they were."""
-    return bool(np.random.default_rng([int(seed), 0x77F1]).random() < THROUGHPUT_SHARE)
+
+def _throughput_drawn(seed: int) -> bool:
+    """Whether seed ``seed``'s random config is built in throughput mode."""
+    return bool(_side_rng(seed, 0x77F1).random() < THROUGHPUT_SHARE)
 
 
 #: the share of random configs with shared requantization units (``requant_units``)
@@ -99,9 +102,8 @@ SHARED_REQUANT_SHARE = 0.25
 
 def _requant_units_drawn(seed: int, lanes: int) -> int | None:
     """Seed ``seed``'s shared requantization units at ``lanes`` lanes (a power of two in
-    2..lanes/2), or ``None`` (one per lane). A generator of its own, as the throughput
-    draw: every seed's network, config, inputs and pauses stay as they were."""
-    rng = np.random.default_rng([int(seed), 0x77F2])
+    2..lanes/2), or ``None`` (one per lane)."""
+    rng = _side_rng(seed, 0x77F2)
     if lanes < 4 or rng.random() >= SHARED_REQUANT_SHARE:
         return None
     return int(rng.choice([1 << k for k in range(1, lanes.bit_length() - 1)]))
@@ -112,9 +114,19 @@ READ_REGISTERS_SHARE = 0.25
 
 
 def _read_registers_drawn(seed: int) -> int:
-    """Seed ``seed``'s ``read_registers`` (0 or 1), from a generator of its own as the
-    draws above, so every seed's network, config, inputs and pauses stay as they were."""
-    return int(np.random.default_rng([int(seed), 0x77F3]).random() < READ_REGISTERS_SHARE)
+    """Seed ``seed``'s ``read_registers`` (0 or 1)."""
+    return int(_side_rng(seed, 0x77F3).random() < READ_REGISTERS_SHARE)
+
+
+#: the share of random configs (one engine's throughput mode aside) built as an engine
+#: array (``AccelConfig.engines`` 2 or 3)
+ENGINES_SHARE = 0.15
+
+
+def _engines_drawn(seed: int) -> int:
+    """Seed ``seed``'s ``engines``: 1, or 2 or 3 in :data:`ENGINES_SHARE` of the seeds."""
+    rng = _side_rng(seed, 0x77F4)
+    return int(rng.choice([2, 3])) if rng.random() < ENGINES_SHARE else 1
 
 
 def make_case(seed: int, vectors: int = 16, *, config=None) -> RegressCase:
@@ -141,6 +153,8 @@ def make_case(seed: int, vectors: int = 16, *, config=None) -> RegressCase:
         cfg = AccelConfig.from_dict({**cfg.to_dict(), "requant_units": units})
     if config is None and _read_registers_drawn(seed):
         cfg = AccelConfig.from_dict({**cfg.to_dict(), "read_registers": 1})
+    if config is None and not cfg.throughput and _engines_drawn(seed) > 1:
+        cfg = AccelConfig.from_dict({**cfg.to_dict(), "engines": _engines_drawn(seed)})
     # the pauses before the inputs: the same seed keeps them with any --vectors
     gaps = float(rng.choice([0.0, 0.1, 0.3]))
     bp = float(rng.choice([0.0, 0.1, 0.3]))

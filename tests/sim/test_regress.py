@@ -123,6 +123,17 @@ def test_regression_on_an_engine_array(tmp_path):
     assert rep.vectors == 14
 
 
+def test_random_configs_draw_engine_arrays(tmp_path):
+    """Some random configs are engine arrays (seeds 20 and 24 draw three engines, 26 two;
+    the short regression's seeds 0..2 one): seed 20's random network, gaps and
+    back-pressure on three engines, every output exact and in order, on Icarus."""
+    drawn = {s: make_case(s, 1).config.engines for s in range(30)}
+    assert {s: e for s, e in drawn.items() if e > 1} == {20: 3, 24: 3, 26: 2}
+    _need("icarus")
+    rep = regress([20], "icarus", vectors=7, out_dir=tmp_path)
+    assert rep.failed == 0, [(r.seed, r.reason) for r in rep.results if not r.passed]
+
+
 def test_a_faulty_rtl_fails_with_a_reproducer_that_replays(tmp_path, capsys):
     """The sibling of the regression: RTL with a flipped requantization bit fails, the
     reproducer holds everything (waveform included), names layer 0 step 0 and the
