@@ -393,12 +393,15 @@ def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=Non
         t0 = time.monotonic()
         try:
             import subprocess
+            from ttforge.hw.synth import FANOUT_KEEP, synth_extras
             extra = {"synth_opts": "-dsp"} if dev.family == "ice40" else {}   # as ttforge report
+            after_read = []
             if train is None:
-                from ttforge.hw.synth import synth_extras
                 after_read, opts = synth_extras(cfg, b.device)
                 if after_read:   # single-port buffers in SPRAM
-                    extra = {"synth_opts": f"-dsp {opts}", "script_after_read": "\n".join(after_read)}
+                    extra["synth_opts"] = f"-dsp {opts}"
+            # the register copies stay apart, as in every synthesis ttforge measures
+            extra["script_after_read"] = "\n".join([*FANOUT_KEEP, *after_read])
 
             mapper = {"lut_mapper": "abc9"}
 

@@ -137,3 +137,36 @@ def test_ulx3s_digits_training_bitstream(state, tmp_path, capsys):
         assert data == getattr(regmap, meth)().encode()
         assert man["files"][name] == hashlib.sha256(data).hexdigest()
     assert man["resources"]["bram"]["used"] >= 1 and man["resources"]["dsp"]["used"] >= 4
+
+
+class _Stop(Exception):
+    """Raised by the stand-in for Amaranth's platform build: the script was seen."""
+
+
+@pytest.mark.parametrize("board_key", ["ulx3s", "icebreaker"])
+@pytest.mark.parametrize("kind", ["inference", "train"])
+def test_board_builds_keep_the_register_copies_apart(kind, board_key, state, artifact, tmp_path,
+                                                    monkeypatch):
+    """``ttforge build`` synthesizes with the FANOUT_KEEP commands, as every measured
+    synthesis does: without them Yosys merges the engine's register copies back into one
+    (tests/hw/test_synth_options.py), and a board top would lose what the copies gain."""
+    from amaranth.build.plat import Platform
+
+    import ttforge.firmware.build as fb
+    from ttforge.hw.synth import FANOUT_KEEP
+
+    seen = {}
+
+    def fake_build(self, top, **kw):
+        seen.update(kw)
+        raise _Stop
+
+    monkeypatch.setattr(fb, "toolchain_env", lambda family: {})
+    monkeypatch.setattr(Platform, "build", fake_build)
+    kw = {"train": state, "batch": 1} if kind == "train" else {"artifact": artifact / "small.ttfa"}
+    with pytest.raises(_Stop):
+        fb.build(board_key, tmp_path / "out", **kw)
+    lines = seen["script_after_read"].splitlines()
+    assert lines[:len(FANOUT_KEEP)] == list(FANOUT_KEEP)
+    # the iCE40's single-port buffers still go to SPRAM after them
+    assert ("-spram" in seen.get("synth_opts", "")) == any("spram" in x.lower() for x in lines[2:])
