@@ -22,11 +22,13 @@ ports, so :class:`~ttforge.hw.top.TTAccel` puts it where the engine goes.
   ``error_code``/``error_step`` the lowest-numbered engine in error; ``done`` that of
   the engine given the last vector (every engine takes the same cycles for a vector,
   so the vector started last ends last); ``in_open`` that of ``sel_in``.
-* Broadcast: the loads, the program and the control reach every engine through a
-  register of its own, a cycle after the ports (the engines' status follows a cycle
-  later than one engine's would; no beat moves in the cycle a soft reset is on its
-  way): no net ties the engines together but the streams, so the placer can spread
-  them as it does independent engines.
+* Distance: the engines lie apart on the chip, so nothing crosses between them in one
+  cycle through logic. The loads, the program and the control reach every engine
+  through a register of its own, a cycle after the ports (the engines' status follows
+  a cycle later than one engine's would; no beat moves in the cycle a soft reset is on
+  its way), and each engine's input and output streams pass a FIFO of three elements
+  beside it (flops on the array's side; the soft reset empties them). An engine's
+  next vector waits in its input FIFO, so the turns run at the engines' own rate.
 * Counters: the sums over the engines (``CYCLES`` counts engine-cycles, so
   ``BUSY_LANE_CYCLES / (CYCLES * L)`` is still the lanes' utilization), registered:
   they read one cycle late.
@@ -36,8 +38,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Module, Mux, ResetInserter, Signal
 from amaranth.lib import wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 
 from ttforge.errors import ConfigError
 from ttforge.hw.config import AccelConfig
@@ -94,18 +97,33 @@ class EngineArray(wiring.Component):
         soft_reset = Signal()
         m.d.sync += soft_reset.eq(self.control.soft_reset)
 
+        # every stream crosses the chip through a small FIFO beside its engine (flops
+        # only on the array's side: no path runs from one engine's handshake through
+        # the turns into another engine); the soft reset empties them
+        elem_bits = len(self.inp.payload.as_value())
+
+        def beside(name):
+            fifo = ResetInserter(soft_reset)(SyncFIFOBuffered(width=elem_bits, depth=3))
+            m.submodules[name] = fifo
+            return fifo
+
+        fifo_in = [beside(f"in_fifo{j}") for j in range(E)]
+        fifo_out = [beside(f"out_fifo{j}") for j in range(E)]
+
         # ---------------------------------------------------------------- input turns
         sel_in = Signal(range(E))
         last_in = Signal(range(E))        # the engine given the last vector
-        for j, e in enumerate(engines):
-            m.d.comb += [e.inp.payload.eq(self.inp.payload),
-                         e.inp.valid.eq(self.inp.valid & ~soft_reset & (sel_in == j))]
+        for j, (e, f) in enumerate(zip(engines, fifo_in)):
+            m.d.comb += [f.w_data.eq(self.inp.payload.as_value()),
+                         f.w_en.eq(self.inp.valid & ~soft_reset & (sel_in == j)),
+                         e.inp.payload.eq(f.r_data), e.inp.valid.eq(f.r_rdy),
+                         f.r_en.eq(e.inp.ready)]
         ready = Signal()
-        m.d.comb += [ready.eq(Mux(sel_in == 0, engines[0].inp.ready, 0)),
+        m.d.comb += [ready.eq(Mux(sel_in == 0, fifo_in[0].w_rdy, 0)),
                      self.status.in_open.eq(engines[0].status.in_open & (sel_in == 0))]
         for j, e in enumerate(engines[1:], 1):
             with m.If(sel_in == j):
-                m.d.comb += [ready.eq(e.inp.ready), self.status.in_open.eq(e.status.in_open)]
+                m.d.comb += [ready.eq(fifo_in[j].w_rdy), self.status.in_open.eq(e.status.in_open)]
         # no beat goes in or out while the engines' soft reset is on its way to them
         m.d.comb += self.inp.ready.eq(ready & ~soft_reset)
         with m.If(self.inp.valid & self.inp.ready & self.inp.payload.last):
@@ -117,11 +135,15 @@ class EngineArray(wiring.Component):
         token = [Signal(name=f"token{j}") for j in range(E)]
         taken = Signal()                  # the turn of sel_out's token
         out_valid = Signal()
-        for j, e in enumerate(engines):
+        for j, (e, f) in enumerate(zip(engines, fifo_out)):
+            m.d.comb += [f.w_data.eq(e.out.payload.as_value()), f.w_en.eq(e.out.valid),
+                         e.out.ready.eq(f.w_rdy),
+                         f.r_en.eq(self.out.ready & ~soft_reset & (sel_out == j))]
+            # an engine takes its next vector only once its output is all in its FIFO,
+            # so a token waits behind the FIFO's last elements of the vector before
             with m.If(sel_out == j):
-                m.d.comb += [self.out.payload.eq(e.out.payload), out_valid.eq(e.out.valid),
-                             taken.eq(token[j] & ~e.out.valid)]
-            m.d.comb += e.out.ready.eq(self.out.ready & ~soft_reset & (sel_out == j))
+                m.d.comb += [self.out.payload.eq(f.r_data), out_valid.eq(f.r_rdy),
+                             taken.eq(token[j] & ~f.r_rdy)]
             with m.If(e.status.error_pulse):
                 m.d.sync += token[j].eq(1)
             with m.Elif(taken & (sel_out == j)):
