@@ -30,8 +30,8 @@ ports, so :class:`~ttforge.hw.top.TTAccel` puts it where the engine goes.
   beside it (flops on the array's side; the soft reset empties them). An engine's
   next vector waits in its input FIFO, so the turns run at the engines' own rate.
 * Counters: the sums over the engines (``CYCLES`` counts engine-cycles, so
-  ``BUSY_LANE_CYCLES / (CYCLES * L)`` is still the lanes' utilization), registered:
-  they read one cycle late.
+  ``BUSY_LANE_CYCLES / (CYCLES * L)`` is still the lanes' utilization), kept by the
+  array from the engines' increments: they read one cycle late.
 """
 
 from __future__ import annotations
@@ -177,10 +177,31 @@ class EngineArray(wiring.Component):
                 m.d.comb += st.done.eq(e.status.done)
 
         # ---------------------------------------------------------------- counters
-        # (each engine's counters wrap at 2**counter_bits, and so does the sum: the bits
-        # above counter_bits read 0 as for one engine)
+        # The sums are kept by the array, from the engines' increments: no counter adds
+        # more than `lanes` in a cycle, so the low k bits of an engine's counter (2**k >
+        # lanes) give its increment exactly, modulo 2**k, and only those bits cross the
+        # chip (not E x 6 counters of counter_bits). A sum lags its engines by a cycle,
+        # as a registered sum would; the engines clear a cycle after the port (their
+        # control register), their increment is void the cycle after that, when the sum
+        # clears. The sum wraps at 2**counter_bits as each engine's counter does.
         cb = self.config.counter_bits
+        k = max(1, self.config.lanes.bit_length())
+        clear_e = Signal()                # the engines' clear_counters, a cycle late
+        clear_d = Signal()                # the cycle their counters read 0
+        m.d.sync += [clear_e.eq(self.control.clear_counters), clear_d.eq(clear_e)]
         for name in COUNTER_NAMES:
-            m.d.sync += getattr(self.counters, name).eq(
-                _sum_tree(getattr(e.counters, name)[:cb] for e in engines)[:cb])
+            incs = []
+            for j, e in enumerate(engines):
+                low = getattr(e.counters, name)[:k]
+                before = Signal(k, name=f"{name}_low{j}")
+                inc = Signal(k, name=f"{name}_inc{j}")
+                m.d.sync += before.eq(low)
+                m.d.comb += inc.eq(low - before)
+                incs.append(inc)
+            total = Signal(cb, name=f"{name}_sum")
+            with m.If(clear_d):
+                m.d.sync += total.eq(0)
+            with m.Else():
+                m.d.sync += total.eq(total + _sum_tree(incs))
+            m.d.comb += getattr(self.counters, name).eq(total)
         return m
