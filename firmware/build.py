@@ -401,9 +401,7 @@ def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=Non
                 if after_read:   # single-port buffers in SPRAM
                     extra["synth_opts"] = f"-dsp {opts}"
             # the register copies stay apart, as in every synthesis ttforge measures
-            extra["script_after_read"] = "\n".join([*FANOUT_KEEP, *after_read])
-
-            mapper = {"lut_mapper": "abc9"}
+            mapper = {"lut_mapper": "abc9", "fanout_keep": True}
 
             def place(attempt: int, bdir: Path) -> str | None:
                 # a platform and a top of their own for each attempt: an Amaranth platform
@@ -411,6 +409,8 @@ def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=Non
                 platform = b.platform()
                 top = make_top(b.key, cfg, clk_hz=clk_hz, baud=baud)
                 opts = dict(extra)
+                keep = list(FANOUT_KEEP) if mapper["fanout_keep"] else []
+                opts["script_after_read"] = "\n".join([*keep, *after_read])
                 if mapper["lut_mapper"] == "abc":   # synth_ecp5 around abc in abc9's place
                     opts["synth_opts"] = f"{opts.get('synth_opts', '')} -run :map_luts".strip()
                     opts["script_after_synth"] = "\n".join([*ABC_LUT_STEPS, "synth_ecp5 -run map_cells:"])
@@ -424,8 +424,13 @@ def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=Non
                     log = rpt.read_text(errors="replace") if rpt.is_file() else ""
                     if mapper["lut_mapper"] == "abc9" and dev.family == "ecp5" and abc9_crashed(log):
                         # a Yosys bug, not the seed's doing: this design and every later
-                        # seed map their LUTs with abc (the manifest says so)
-                        mapper["lut_mapper"] = "abc"
+                        # seed map their LUTs with abc9 without the kept register copies
+                        # (what the crash has needed: the four-engine array), and if it
+                        # crashes still, with abc and the copies (the manifest says which)
+                        if mapper["fanout_keep"]:
+                            mapper["fanout_keep"] = False
+                        else:
+                            mapper.update(lut_mapper="abc", fanout_keep=True)
                         return place(attempt, bdir)
                     return _why_failed(bdir, name, dev.title, logic_fix)
                 return None
@@ -451,7 +456,7 @@ def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=Non
             "format": BUILD_FORMAT, "version": BUILD_VERSION, "ttforge": __version__,
             "board": b.key, "title": b.title, "device": b.device,
             "clock_hz": clk_hz, "baud": baud, "uart_divisor": divisor, "seed": int(seed),
-            "lut_mapper": mapper["lut_mapper"],
+            "lut_mapper": mapper["lut_mapper"], "fanout_keep": mapper["fanout_keep"],
             "failed_seeds": failed,
             "config": dataclasses.asdict(cfg) if train is not None else cfg.to_dict(),
             "artifact": None if artifact is None else {

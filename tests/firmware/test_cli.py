@@ -368,16 +368,19 @@ def test_build_retries_on_a_new_platform_and_top(artifact, tmp_path, monkeypatch
 
 
 @pytest.mark.parametrize("board", ["ulx3s", "icebreaker"])
-def test_build_maps_with_abc_where_abc9_crashes(board, artifact, tmp_path, monkeypatch):
+def test_build_maps_around_abc9_crashes(board, artifact, tmp_path, monkeypatch):
     """Yosys' abc9 asserting in ABC_OPS_REINTEGRATE (a Yosys bug, hw.synth.ABC9_HINT) is
-    not the placer seed's doing: on the ECP5 the same seed is built again with LUTs mapped
-    by ``abc -lut 4`` (synth_ecp5 run to map_luts, abc, then from map_cells), and later
-    seeds keep it. Sibling: the iCE40 has no such fallback (the failure is the seed's)."""
+    not the placer seed's doing: on the ECP5 the same seed is built again with abc9 but
+    without the FANOUT_KEEP commands (the crash has needed them), and if that crashes too,
+    with LUTs mapped by ``abc -lut 4`` (synth_ecp5 run to map_luts, abc, then from
+    map_cells) and the commands back; later seeds keep the last. Sibling: the iCE40 has
+    no such fallback (the failure is the seed's)."""
     import subprocess
 
     from amaranth.build.plat import Platform
 
     from ttforge.firmware.build import build
+    from ttforge.hw.synth import FANOUT_KEEP
 
     class Stop(Exception):
         pass
@@ -386,7 +389,7 @@ def test_build_maps_with_abc_where_abc9_crashes(board, artifact, tmp_path, monke
 
     def fake_build(self, elaboratable, name="top", build_dir="build", do_build=True, **kw):
         calls.append(kw)
-        if len(calls) == 1:
+        if len(calls) <= 2:
             (Path(build_dir)).mkdir(parents=True, exist_ok=True)
             (Path(build_dir) / f"{name}.rpt").write_text(
                 "2.46.17.7. Executing ABC_OPS_REINTEGRATE pass (reintegrate ABC mapped design).\n"
@@ -397,15 +400,22 @@ def test_build_maps_with_abc_where_abc9_crashes(board, artifact, tmp_path, monke
     monkeypatch.setattr(Platform, "build", fake_build)
     with pytest.raises(Stop):
         build(board, tmp_path / "out", artifact=artifact / "small.ttfa")
-    first, again = calls[0], calls[1]
+
+    def kept(kw):
+        return kw["script_after_read"].splitlines()[:len(FANOUT_KEEP)] == list(FANOUT_KEEP)
+
+    first, again, third = calls[0], calls[1], calls[2]
     assert "-run" not in first.get("synth_opts", "") and "script_after_synth" not in first
+    assert kept(first)
     if board == "ulx3s":
-        assert again["nextpnr_opts"].split()[1] == "1"             # the same seed
-        assert again["synth_opts"].endswith("-run :map_luts")
-        assert again["script_after_synth"].splitlines() == [
+        assert [c["nextpnr_opts"].split()[1] for c in calls] == ["1", "1", "1"]   # one seed
+        assert not kept(again) and "script_after_synth" not in again
+        assert kept(third) and third["synth_opts"].endswith("-run :map_luts")
+        assert third["script_after_synth"].splitlines() == [
             "techmap -map +/lattice/latches_map.v", "abc -lut 4", "clean", "synth_ecp5 -run map_cells:"]
     else:
-        assert again["nextpnr_opts"].split()[1] == "2" and "script_after_synth" not in again
+        assert [c["nextpnr_opts"].split()[1] for c in calls] == ["1", "2", "3"]
+        assert all(kept(c) and "script_after_synth" not in c for c in calls)
 
 
 def test_build_with_a_given_seed_tries_only_it_and_every_failure_is_one_line(tmp_path):
