@@ -43,6 +43,7 @@ from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 
 from ttforge.errors import ConfigError
+from ttforge.hw.blocks import FANOUT_ATTR
 from ttforge.hw.config import AccelConfig
 from ttforge.hw.engine.signatures import COUNTER_NAMES, engine_signature
 
@@ -85,14 +86,21 @@ class EngineArray(wiring.Component):
             m.submodules[f"engine{j}"] = e
             # the same network in every engine: loads, program and control broadcast,
             # through a register in each engine so that no net ties the engines
-            # together and the placer may spread them (one cycle later, for all alike)
+            # together and the placer may spread them (one cycle later, for all alike).
+            # The registers are kept (FANOUT_ATTR): Yosys would merge the E copies of
+            # the same value into one, and the soft reset would again reach every
+            # engine's flip-flops as one net. Only the control needs a reset.
             for group in ("load", "program", "control"):
                 for path, _, value in e.signature.members[group].signature.flatten(
                         getattr(e, group)):
                     src = getattr(self, group)
                     for p in path:
                         src = src[p] if isinstance(p, int) else getattr(src, p)
-                    m.d.sync += value.eq(src)
+                    name = "_".join(str(p) for p in (group, *path))
+                    copy = Signal.like(value, name=f"{name}_e{j}", attrs={FANOUT_ATTR: 1},
+                                       reset_less=group != "control")
+                    m.d.sync += copy.eq(src)
+                    m.d.comb += value.eq(copy)
         # the array's own turns restart with the engines, on the delayed soft reset
         soft_reset = Signal()
         m.d.sync += soft_reset.eq(self.control.soft_reset)
