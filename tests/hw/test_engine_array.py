@@ -14,7 +14,8 @@ from ttforge.hw.program import compile_program
 from ttforge.ir.executor import execute, execute_traced
 
 from tests.support.engine import (config_for, load_program, macs_per_vector, pulse, random_inputs,
-                                  random_net, send_vector, simulate, stream_script)
+                                  random_net, run_testbenches, send_vector, simulate,
+                                  stream_script)
 
 
 def _case(lanes, seed, engines, vectors, **over):
@@ -53,8 +54,6 @@ def test_a_fault_in_one_engine_breaks_its_turns_only():
 def _finish_cycles(cfg, prog, X):
     """The cycles at which each vector's last output element is accepted (the stream in
     and out never pauses)."""
-    from amaranth.sim import Simulator
-
     from ttforge.hw.engine.array import EngineArray
 
     dut = EngineArray(cfg)
@@ -77,11 +76,7 @@ def _finish_cycles(cfg, prog, X):
             if valid and last:
                 seen["done"].append(t)
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(producer)
-    sim.add_testbench(consumer)
-    sim.run()
+    run_testbenches(dut, producer, consumer)
     return seen["done"]
 
 
@@ -158,8 +153,6 @@ def _counter_mismatches(clear_at, engines_summed, monkeypatch):
     """Simulate 4 vectors on 3 engines; on every cycle compare the array's counters with
     the sum of the first ``engines_summed`` engines' counters a cycle before: the number
     of cycles that differ, the cycles compared, and the counters seen above 0."""
-    from amaranth.sim import Simulator
-
     from ttforge.hw.engine.array import EngineArray
     from ttforge.hw.engine.signatures import COUNTER_NAMES
 
@@ -194,11 +187,7 @@ def _counter_mismatches(clear_at, engines_summed, monkeypatch):
             t += 1
             assert t < 100_000
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(producer)
-    sim.add_testbench(checker)
-    sim.run()
+    run_testbenches(dut, producer, checker)
     return seen
 
 

@@ -166,12 +166,17 @@ def simulate(cfg, script, *, expect_vectors, seed=0, gap=0.0, stall=0.0, max_cyc
         for n in ("busy", "error", "error_code", "error_step"):
             run.status[n] = ctx.get(getattr(dut.status, n))
 
+    run_testbenches(dut, producer, consumer)
+    return run
+
+
+def run_testbenches(dut, *benches) -> None:
+    """Simulate ``dut`` on a 100 MHz clock with the async testbenches ``benches``."""
     sim = Simulator(dut)
     sim.add_clock(1e-8)
-    sim.add_testbench(producer)
-    sim.add_testbench(consumer)
+    for bench in benches:
+        sim.add_testbench(bench)
     sim.run()
-    return run
 
 
 def stream_script(prog, X, *, gap=0.0, pause=0, **load_kw):
