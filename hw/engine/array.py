@@ -31,14 +31,14 @@ ports, so :class:`~ttforge.hw.top.TTAccel` puts it where the engine goes.
   next vector waits in its input FIFO, so the turns run at the engines' own rate.
 * Counters: the sums over the engines (``CYCLES`` counts engine-cycles, so
   ``BUSY_LANE_CYCLES / (CYCLES * L)`` is still the lanes' utilization), kept by the
-  array from the engines' increments: they read one cycle late.
+  array from the engines' increments: they read two cycles late.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from amaranth.hdl import Module, Mux, ResetInserter, Signal
+from amaranth.hdl import Cat, Module, Mux, ResetInserter, Signal
 from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 
@@ -188,26 +188,26 @@ class EngineArray(wiring.Component):
         # The sums are kept by the array, from the engines' increments: no counter adds
         # more than `lanes` in a cycle, so the low k bits of an engine's counter (2**k >
         # lanes) give its increment exactly, modulo 2**k, and only those bits cross the
-        # chip (not E x 6 counters of counter_bits). A sum lags its engines by a cycle,
-        # as a registered sum would; the engines clear a cycle after the port (their
-        # control register), their increment is void the cycle after that, when the sum
-        # clears. The sum wraps at 2**counter_bits as each engine's counter does.
+        # chip (not E x 6 counters of counter_bits). Each increment is registered beside
+        # its engine before the sum (a routed path ran from an engine's counter through
+        # the subtraction into the 48-bit sum), so a sum lags its engines by two cycles.
+        # The engines clear a cycle after the port (their control register); their
+        # increment is void two cycles after that, when the sum clears. The sum wraps at
+        # 2**counter_bits as each engine's counter does.
         cb = self.config.counter_bits
         k = max(1, self.config.lanes.bit_length())
-        clear_e = Signal()                # the engines' clear_counters, a cycle late
-        clear_d = Signal()                # the cycle their counters read 0
-        m.d.sync += [clear_e.eq(self.control.clear_counters), clear_d.eq(clear_e)]
+        clear_at = Signal(3)              # the engines' clear_counters, 1 / 2 / 3 cycles late
+        m.d.sync += clear_at.eq(Cat(self.control.clear_counters, clear_at[:2]))
         for name in COUNTER_NAMES:
             incs = []
             for j, e in enumerate(engines):
                 low = getattr(e.counters, name)[:k]
                 before = Signal(k, name=f"{name}_low{j}")
                 inc = Signal(k, name=f"{name}_inc{j}")
-                m.d.sync += before.eq(low)
-                m.d.comb += inc.eq(low - before)
+                m.d.sync += [before.eq(low), inc.eq(low - before)]
                 incs.append(inc)
             total = Signal(cb, name=f"{name}_sum")
-            with m.If(clear_d):
+            with m.If(clear_at[2]):
                 m.d.sync += total.eq(0)
             with m.Else():
                 m.d.sync += total.eq(total + _sum_tree(incs))
