@@ -147,9 +147,10 @@ class _Stop(Exception):
 @pytest.mark.parametrize("kind", ["inference", "train"])
 def test_board_builds_keep_the_register_copies_apart(kind, board_key, state, artifact, tmp_path,
                                                     monkeypatch):
-    """``ttforge build`` synthesizes with the FANOUT_KEEP commands, as every measured
-    synthesis does: without them Yosys merges the engine's register copies back into one
-    (tests/hw/test_synth_options.py), and a board top would lose what the copies gain."""
+    """``ttforge build`` synthesizes ECP5 boards with the FANOUT_KEEP commands, as every
+    measured synthesis there does: without them Yosys merges the engine's register copies
+    back into one (tests/hw/test_synth_options.py), and a board top would lose what the
+    copies gain. Not on the iCE40, whose logic cells are the limit."""
     from amaranth.build.plat import Platform
 
     import ttforge.firmware.build as fb
@@ -167,6 +168,8 @@ def test_board_builds_keep_the_register_copies_apart(kind, board_key, state, art
     with pytest.raises(_Stop):
         fb.build(board_key, tmp_path / "out", **kw)
     lines = seen["script_after_read"].splitlines()
-    assert lines[:len(FANOUT_KEEP)] == list(FANOUT_KEEP)
+    # on the ECP5 only: the iCE40 is bound by its logic cells (the copies took the MNIST
+    # network off the iCEBreaker)
+    assert (lines[:len(FANOUT_KEEP)] == list(FANOUT_KEEP)) == (board_key == "ulx3s")
     # the iCE40's single-port buffers still go to SPRAM after them
-    assert ("-spram" in seen.get("synth_opts", "")) == any("spram" in x.lower() for x in lines[2:])
+    assert ("-spram" in seen.get("synth_opts", "")) == any("spram" in x.lower() for x in lines)
