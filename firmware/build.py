@@ -401,8 +401,7 @@ def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=Non
                 if after_read:   # single-port buffers in SPRAM
                     extra["synth_opts"] = f"-dsp {opts}"
             # the register copies stay apart on the ECP5, as in every synthesis ttforge
-            # measures there; the iCE40 is bound by its logic cells, not its routing, and
-            # the copies took the MNIST network off the iCEBreaker (5,506 of 5,280 LC)
+            # measures there; the iCE40 is bound by its logic cells, not its routing
             mapper = {"lut_mapper": "abc9", "fanout_keep": dev.family == "ecp5"}
 
             def place(attempt: int, bdir: Path) -> str | None:

@@ -153,8 +153,9 @@ def make_case(seed: int, vectors: int = 16, *, config=None) -> RegressCase:
         cfg = AccelConfig.from_dict({**cfg.to_dict(), "requant_units": units})
     if config is None and _read_registers_drawn(seed):
         cfg = AccelConfig.from_dict({**cfg.to_dict(), "read_registers": 1})
-    if config is None and not cfg.throughput and _engines_drawn(seed) > 1:
-        cfg = AccelConfig.from_dict({**cfg.to_dict(), "engines": _engines_drawn(seed)})
+    engines = _engines_drawn(seed) if config is None and not cfg.throughput else 1
+    if engines > 1:
+        cfg = AccelConfig.from_dict({**cfg.to_dict(), "engines": engines})
     # the pauses before the inputs: the same seed keeps them with any --vectors
     gaps = float(rng.choice([0.0, 0.1, 0.3]))
     bp = float(rng.choice([0.0, 0.1, 0.3]))

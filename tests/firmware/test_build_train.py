@@ -168,8 +168,7 @@ def test_board_builds_keep_the_register_copies_apart(kind, board_key, state, art
     with pytest.raises(_Stop):
         fb.build(board_key, tmp_path / "out", **kw)
     lines = seen["script_after_read"].splitlines()
-    # on the ECP5 only: the iCE40 is bound by its logic cells (the copies took the MNIST
-    # network off the iCEBreaker)
+    # on the ECP5 only: the iCE40 is bound by its logic cells
     assert (lines[:len(FANOUT_KEEP)] == list(FANOUT_KEEP)) == (board_key == "ulx3s")
     # the iCE40's single-port buffers still go to SPRAM after them
     assert ("-spram" in seen.get("synth_opts", "")) == any("spram" in x.lower() for x in lines)
