@@ -354,7 +354,8 @@ def markdown(result: dict, synth_runs: list[dict] | None, command: str) -> str:
         f"counters, `BUSY_LANE_CYCLES / (L x CYCLES)` over the whole inference (input and output "
         f"streaming, descriptor fetches and pipeline drains included). Every output equals the "
         f"integer golden executor (`np.array_equal`). Engine timing: FETCH {ENGINE_TIMING.fetch}, "
-        f"DRAIN_WORD {ENGINE_TIMING.drain_word}, DRAIN_ELEM {ENGINE_TIMING.drain_elem}, "
+        f"DRAIN_WORD {ENGINE_TIMING.drain_word}, DRAIN_ELEM {ENGINE_TIMING.drain_elem} "
+        f"(+ BIAS_SELECT {ENGINE_TIMING.bias_select} with more than one lane), "
         f"OUTPUT_LATENCY {ENGINE_TIMING.output_latency} cycles.")
     L += ["", f"Regenerate (the simulations took "
           f"{sum((r.get('sim') or {}).get('seconds', 0) for r in result['rows']) / 60:.0f} min on the shared "

@@ -48,7 +48,7 @@ class EngineTiming:
 
         IN_PAD (IN_COUNT received + the zero padding, one element per cycle)
         + sum over steps of [fetch + N0*N1*N2*N3 + writer stalls
-                             + (drain_word | drain_elem + v_last)
+                             + (drain_word | drain_elem + v_last [+ bias_select if L > 1])
                              + (ZFILL_TO - ZFILL_FROM) + (zfill_exit if it zero-fills)]
         + output_latency + OUT_COUNT
 
@@ -71,7 +71,10 @@ class EngineTiming:
         ``read_registers = 1`` takes one more (its operand register stage).
     drain_elem : int
         The same for element outputs (mode 1), plus one cycle per valid lane of the
-        last block (``v_last``).
+        last block (``v_last``), plus ``bias_select`` with more than one lane.
+    bias_select : int
+        Element outputs with more than one lane: the registered select of the bias
+        element's lane before the requantization unit (one lane has nothing to select).
     zfill_exit : int
         Extra cycles of a step that zero-fills, beyond one per element.
     output_latency : int
@@ -86,7 +89,8 @@ class EngineTiming:
 
     fetch: int = 26
     drain_word: int = 11
-    drain_elem: int = 13
+    drain_elem: int = 12
+    bias_select: int = 1
     zfill_exit: int = 0
     output_latency: int = 3
     fifo_depth: int = 4
@@ -146,7 +150,8 @@ def step_cycles(d: Descriptor, config: AccelConfig, timing: EngineTiming = ENGIN
         stall_last = max(0, last_lanes - K)
         # every block but the step's last stalls before the next one moves in
         stall = N0 * N1 * ((N2 - 1) * stall_full + stall_last) - stall_last
-        drain = t.drain_elem + last_lanes + config.read_registers
+        drain = (t.drain_elem + (t.bias_select if L > 1 else 0) + last_lanes
+                 + config.read_registers)
     else:
         # word outputs: through U = requant_units units in D = L / U cycles from the result
         # register, so a block of K < D cycles waits D - K (D = 1: never)

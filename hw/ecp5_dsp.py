@@ -45,7 +45,8 @@ __all__ = ["SynthTarget", "ECP5", "target_family", "Ecp5Mult", "mult18x18d_model
 #: Width of each ``MULT18X18D`` operand (two's complement with ``SIGNEDA/B`` high).
 DSP_BITS = 18
 
-#: Families a :class:`SynthTarget` may name (only ``ecp5`` changes the design today).
+#: Families a :class:`SynthTarget` may name (each changes the design: ``ecp5`` here,
+#: ``ice40`` in :mod:`ttforge.hw.ice40_dsp` and the accelerator's AXI4-Lite reads).
 FAMILIES = ("ecp5", "ice40")
 
 
@@ -76,10 +77,12 @@ ECP5 = SynthTarget("ecp5")
 
 def target_family(platform) -> str | None:
     """The FPGA family of ``platform`` (a :class:`SynthTarget` or an Amaranth
-    ``LatticePlatform``, whose ``family`` is ``"ecp5"``, ``"ice40"`` ...); ``None`` for
+    ``LatticePlatform`` or ``SiliconBluePlatform``, whose ``family`` is ``"ecp5"``,
+    ``"iCE40"`` ...), in lower case; ``None`` for
     ``None`` (simulation, generic Verilog) or a platform without a family."""
     family = getattr(platform, "family", None) if platform is not None else None
-    return family if isinstance(family, str) else None
+    # (lower case: Amaranth's SiliconBlue platforms, the iCEBreaker's, say "iCE40")
+    return family.lower() if isinstance(family, str) else None
 
 
 class Ecp5Mult(wiring.Component):

@@ -98,7 +98,7 @@ class ResultWriter(wiring.Component):
         # the element with its bias element selected (the lane's AND-OR select of the bias
         # word, registered: it ran into unit 0's bias adder, the routed critical path of
         # all three ECP5 L = 16 seeds at 76f9f95, 93.5-106.3 MHz; one more cycle of the
-        # element drain, ENGINE_TIMING.drain_elem)
+        # element drain, ENGINE_TIMING.bias_select; only with more than one lane)
         q2_v, q2_zero, q2_ben = Signal(), Signal(), Signal()
         q2_val = Signal(signed(AB))
         q2_e = Signal(EB)
@@ -140,9 +140,16 @@ class ResultWriter(wiring.Component):
         m.d.sync += q0_v.eq(0)
         m.d.sync += [q1_v.eq(q0_v), q1_val.eq(q0_val), q1_e.eq(q0_e), q1_zero.eq(q0_zero),
                      q1_ben.eq(q0_ben), q1_boh.eq(q0_boh)]
-        m.d.sync += [q2_v.eq(q1_v), q2_val.eq(q1_val), q2_e.eq(q1_e), q2_zero.eq(q1_zero),
-                     q2_ben.eq(q1_ben),
-                     q2_bias.eq(onehot_select([bias_r[l] for l in range(L)], q1_boh))]
+        if L > 1:
+            m.d.sync += [q2_v.eq(q1_v), q2_val.eq(q1_val), q2_e.eq(q1_e), q2_zero.eq(q1_zero),
+                         q2_ben.eq(q1_ben),
+                         q2_bias.eq(onehot_select([bias_r[l] for l in range(L)], q1_boh))]
+            # the element entering unit 0: valid, value, address, zero, bias enable, bias
+            e_v, e_val, e_e, e_zero, e_ben, e_bias = q2_v, q2_val, q2_e, q2_zero, q2_ben, q2_bias
+        else:
+            # one lane: nothing to select, so no stage for it (ENGINE_TIMING.bias_select;
+            # 60 flip-flops of the MNIST network's iCE40UP5K logic cells)
+            e_v, e_val, e_e, e_zero, e_ben, e_bias = q1_v, q1_val, q1_e, q1_zero, q1_ben, bias_r[0]
         with m.If(w_act):
             m.d.sync += [q0_v.eq(1), q0_val.eq(onehot_select([R[l] for l in range(L)], w_oh)),
                          q0_e.eq(w_e), q0_zero.eq(~w_inrange), q0_ben.eq(use_bias & w_inrange),
@@ -162,7 +169,9 @@ class ResultWriter(wiring.Component):
             w_act & use_bias & w_inrange & (w_b >= c.bias_depth),            # BMEM_RANGE
         ))
         with m.If(self.flush):
-            m.d.sync += [R_v.eq(0), w_busy.eq(0), q0_v.eq(0), q1_v.eq(0), q2_v.eq(0)]
+            m.d.sync += [R_v.eq(0), w_busy.eq(0), q0_v.eq(0), q1_v.eq(0)]
+            if L > 1:
+                m.d.sync += q2_v.eq(0)
 
         # into the requantization units: unit 0 takes word lane 0 or the serial element
         word = ~elem_out
@@ -172,14 +181,14 @@ class ResultWriter(wiring.Component):
         else:
             w_v, w_addr, w_in = self._drain(m, deposit & ~elem_out, R, R_e, R_vm, R_ben, R_z, dep_g, bias_r)
         m.d.comb += [
-            self.valid[0].eq(Mux(word, w_in[0][0], q2_v)),
-            self.acc[0].eq(Mux(word, w_in[0][1], q2_val)),
-            self.bias[0].eq(Mux(word, w_in[0][2], q2_bias)),
-            self.bias_en[0].eq(Mux(word, w_in[0][3], q2_ben)),
-            self.zero[0].eq(Mux(word, w_in[0][4], q2_zero)),
-            self.addr_valid.eq(Mux(word, w_v, q2_v)),
-            self.addr.eq(Mux(word, w_addr, q2_e)),
-            self.busy.eq(w_busy | w_v | q0_v | q1_v | q2_v),
+            self.valid[0].eq(Mux(word, w_in[0][0], e_v)),
+            self.acc[0].eq(Mux(word, w_in[0][1], e_val)),
+            self.bias[0].eq(Mux(word, w_in[0][2], e_bias)),
+            self.bias_en[0].eq(Mux(word, w_in[0][3], e_ben)),
+            self.zero[0].eq(Mux(word, w_in[0][4], e_zero)),
+            self.addr_valid.eq(Mux(word, w_v, e_v)),
+            self.addr.eq(Mux(word, w_addr, e_e)),
+            self.busy.eq(w_busy | w_v | q0_v | q1_v | (q2_v if L > 1 else 0)),
         ]
         for u in range(1, self.units):
             valid, acc, bias, ben, zero = w_in[u]

@@ -430,7 +430,7 @@ def model_cycles(prog, cfg, vectors=1):
         if (d.MODE == 1 and not d.OUT_WORD) or cfg.serial_requant:
             blocks = ([L] * (N2 - 1) + [d.LAST_LANES]) * (N0 * N1)
             total += sum(max(0, v - N3) for v in blocks[:-1])
-            total += T["DRAIN_ELEM"] + blocks[-1] + extra
+            total += T["DRAIN_ELEM"] + (T["BIAS_SELECT"] if L > 1 else 0) + blocks[-1] + extra
         else:
             drain = L // cfg.requant_count      # cycles of a word result through the units
             total += (N0 * N1 * N2 - 1) * max(0, drain - N3)

@@ -394,7 +394,10 @@ def test_cycle_model_by_hand():
     # 12 blocks of K=3 cycles; 6 full blocks (4 lanes) stall 1 each, partial blocks (2) 0; the
     # last block (partial) drains 2 elements
     assert sc.mac_cycles == 36 and sc.busy_lane_cycles == 2 * 3 * 3 * (4 + 2)
-    assert sc.stall_cycles == 6 and sc.drain_cycles == t.drain_elem + 2
+    assert sc.stall_cycles == 6 and sc.drain_cycles == t.drain_elem + t.bias_select + 2
+    # one lane: no bias lane to select, no stage for it
+    one = step_cycles(Descriptor(**{**base, "LAST_LANES": 1}), AccelConfig(lanes=1))
+    assert one.drain_cycles == t.drain_elem + 1
     assert sc.zfill_cycles == 4 + t.zfill_exit and sc.overhead_cycles == t.fetch
     d0 = Descriptor(**{**base, "MODE": 0, "LAST_LANES": 4, "ZFILL_TO": 5})
     sc0 = step_cycles(d0, cfg)
