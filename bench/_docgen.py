@@ -54,6 +54,21 @@ def source(name: str, commit: str | None = None, dirty: bool | None = None) -> s
     return f"{where} at `{commit[:7]}`" + (" (dirty tree: **re-measure**)" if dirty else "")
 
 
+def merged_source(name: str) -> str:
+    """:func:`source` of a results file whose rows a later run replaced (``--merge``: a
+    row's own ``run``), with those rows' commits: "... (iCEBreaker rows at `abc1234`)"."""
+    d = load(name) or {}
+    later: dict[str, list[str]] = {}
+    for r in d.get("rows", []):
+        env = (r.get("run") or {}).get("environment") or {}
+        if env.get("git_commit"):
+            mark = " (dirty tree: **re-measure**)" if env.get("git_dirty") else ""
+            later.setdefault(f"`{env['git_commit'][:7]}`{mark}", []).append(
+                f"{r.get('model', '?')} on the {r.get('board', '?')}")
+    extra = "; ".join(f"{', '.join(rows)} at {c}" for c, rows in later.items())
+    return source(name) + (f" ({extra})" if extra else "")
+
+
 def pct(x: float, nd: int = 2) -> str:
     return f"{100 * x:.{nd}f}%"
 
@@ -236,7 +251,7 @@ def headline() -> list[tuple[str, str, str, str, str]]:
         rows.append(("Fmax, board tops (accelerator + UART bridge, nextpnr seed 1)",
                      f"ULX3S, L = 4: digits {fm(('digits', 'ulx3s'))}, MNIST {fm(('mnist', 'ulx3s'))}; "
                      f"iCEBreaker, L = 1: digits {fm(('digits', 'icebreaker'))}, MNIST {fm(('mnist', 'icebreaker'))}",
-                     "board clock (50 / 12 MHz)", source("boards"), "`python bench/bench_boards.py`"))
+                     "board clock (50 / 12 MHz)", merged_source("boards"), "`python bench/bench_boards.py`"))
     fl = load("flow")
     if fl:
         m = fl["measurement"]
@@ -687,7 +702,7 @@ def block_boards() -> str:
     return table(["model", "board", "fits", "LUT (LC)", "DSP", "block RAM", "Fmax", "cycles / vector",
                   "latency", "UART per vector (115200 baud)"], rows) + \
         (f"\n\nThe same integer model on one CPU core (numpy), batch 1: {cpu}." if cpu else "") + \
-        f"\n\nFrom {source('boards')}."
+        f"\n\nFrom {merged_source('boards')}."
 
 
 def _or_dash(v) -> str:
