@@ -649,10 +649,15 @@ class TrainEngine(wiring.Component):
         # stands after the next-class decision (at 5f73007 that compare -> << BW_LOG -> the
         # U_BASE adder was seed 2's routed critical path, 48 levels). loss_rbase is set by
         # the start cycle, the cycle before the first read, and holds during the sample.
-        loss_raddr = Signal(aw + 2)
-        loss_bw = Signal(aw + 2)
-        loss_rnext = Mux(loss.z_step, loss_raddr + loss_bw, loss_rbase)
-        m.d.sync += [loss_bw.eq(Const(1, aw + 2) << bwl_r), loss_raddr.eq(loss_rnext)]
+        # The next class's address is kept ready (loss_rplus = the address + BW, added
+        # beside it as it is registered), so the choice is a multiplexer of registers: at
+        # ec4a6a4 the adder after the register stood before the ACT address copies (seeds
+        # 2 and 3's routed critical paths, loss_raddr's carry chain -> act_ra_next, 93.3 /
+        # 96.5 MHz). BW is the one being registered, so loss_rplus is always loss_raddr +
+        # BW, also in the cycle after BW_LOG changes.
+        loss_rplus = Signal(aw + 2)
+        loss_rnext = Mux(loss.z_step, loss_rplus, loss_rbase)
+        m.d.sync += loss_rplus.eq(loss_rnext + (Const(1, aw + 2) << bwl_r))
         # The logit address and the mask word's address share one register (la_addr), loaded
         # with the one the operation uses (is_loss, held from the fetch): the ACT read address,
         # whose 13 nets each reach the 128 address pins of the ACT blocks, is a 4-way

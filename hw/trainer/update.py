@@ -443,17 +443,21 @@ class UpdateUnit(wiring.Component):
             return r
 
         def decode_b(b, tag):
-            """``(b, 2^(b+1), 2^(b-1) - 1)`` of the stored width ``b`` (default ``B``)."""
+            """``(b, 2^(b+1), 2^(b-1) - 1, -2^(b+1))`` of the stored width ``b`` (default
+            ``B``): the negative bound decoded too, not negated (no carry chain)."""
             bd = Signal(6, name=f"bd{tag}")
             lim = Signal(B + 2, name=f"lim{tag}")
             hi = Signal(B - 1, name=f"hi{tag}")
+            nlim = Signal(signed(B + 3), name=f"nlim{tag}")
             with m.Switch(b):
                 for w in range(2, B + 1):
                     with m.Case(w):
-                        m.d.comb += [bd.eq(w), lim.eq(1 << (w + 1)), hi.eq((1 << (w - 1)) - 1)]
+                        m.d.comb += [bd.eq(w), lim.eq(1 << (w + 1)), hi.eq((1 << (w - 1)) - 1),
+                                     nlim.eq(-(1 << (w + 1)))]
                 with m.Default():
-                    m.d.comb += [bd.eq(B), lim.eq(1 << (B + 1)), hi.eq((1 << (B - 1)) - 1)]
-            return bd, lim, hi
+                    m.d.comb += [bd.eq(B), lim.eq(1 << (B + 1)), hi.eq((1 << (B - 1)) - 1),
+                                 nlim.eq(-(1 << (B + 1)))]
+            return bd, lim, hi, nlim
 
         # ---- acceptance: the read, the word
         acc = self.in_valid
@@ -511,7 +515,7 @@ class UpdateUnit(wiring.Component):
         k1 = stage("k1", range(B + 3), k0)
         r1 = stage("r1", 5, r0)
         # the stored width decoded a stage before each use (no decoder before a carry chain)
-        bd0, lim0, _ = decode_b(self.bits, 0)
+        bd0, lim0, _, _ = decode_b(self.bits, 0)
         b1 = stage("b1", 6, self.bits)
         bd1 = stage("bd1", 6, bd0)
         lim1 = stage("lim1", B + 2, lim0)
@@ -545,8 +549,11 @@ class UpdateUnit(wiring.Component):
         w3 = stage("w3", signed(B), w2)
         l3 = stage("l3", 1, left2)
         r3 = stage("r3", 5, r2)
-        _, lim2, hi2 = decode_b(b2, 2)
+        _, lim2, hi2, nlim2 = decode_b(b2, 2)
         lim3 = stage("lim3", B + 2, lim2)
+        # (-lim decoded, not negated in stage 4: lim3's negation, a carry chain before the
+        # clamp into d4, was seed 1's routed critical path at ec4a6a4, 88.5 MHz)
+        nlim3 = stage("nlim3", signed(B + 3), nlim2)
         hi3 = stage("hi3", B - 1, hi2)
         val3 = stage("val3", 1, val2)
         a3 = stage("a3", aw, a2)
@@ -559,7 +566,7 @@ class UpdateUnit(wiring.Component):
         # sum's 48 (a 48-bit carry chain into the clamp's select was seed 3's routed
         # critical path at cf0e5ab, train_hw.json: d4 -> wr_data, 54 levels).
         DW = max(sw - 1, B + 3)
-        dl = Mux(up3, lim3, Mux(dn3, -lim3, left3))
+        dl = Mux(up3, lim3, Mux(dn3, nlim3, left3))
         d_full = Signal(signed(DW), name="d_full")
         m.d.comb += d_full.eq(Mux(l3, dl, (sum3 >> 1) >> r3))
         d4 = stage("d4", signed(B + 3), _clamp_pow2(d_full, B + 1))
