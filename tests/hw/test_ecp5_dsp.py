@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import gc
 import random
-import shutil
-import subprocess
 import warnings
 
 import pytest
@@ -28,6 +26,8 @@ from ttforge.hw.config import AccelConfig
 from ttforge.hw.ecp5_dsp import (ECP5, MODEL_FAULTS, Ecp5Mult, SynthTarget, mult18x18d_model,
                                  target_family)
 from ttforge.hw.top import verilog
+
+from tests.support.sims import icarus_lines
 
 L, XB, CB, AB, TW = 2, 16, 8, 30, 3
 CYCLES = 600
@@ -114,25 +114,16 @@ endmodule
 
 
 def _icarus_trace(rows, tmp_path, model: str):
-    if shutil.which("iverilog") is None:
-        pytest.skip("Icarus Verilog is not installed (apt-get install iverilog)")
     text = amaranth_verilog.convert(_mac(), name="mac", platform=ECP5, emit_src=False)
     assert text.count("MULT18X18D") == L
     sw = 4 + TW + L * XB + L * CB
-    (tmp_path / "mac.v").write_text(text)
-    (tmp_path / "model.v").write_text(model)
-    (tmp_path / "tb.v").write_text(_TB.format(tw1=TW - 1, x1=L * XB - 1, c1=L * CB - 1,
-                                              r1=L * AB - 1, s1=sw - 1, n1=len(rows) - 1, n=len(rows)))
-    with open(tmp_path / "stim.hex", "w") as f:
-        for en, v, fi, la, tag, x, c in rows:
-            word = (((((((en << 1 | v) << 1 | fi) << 1 | la) << TW | tag) << (L * XB)) | x) << (L * CB)) | c
-            f.write(f"{word:x}\n")
-    subprocess.run(["iverilog", "-g2012", "-o", "sim.vvp", "tb.v", "mac.v", "model.v"],
-                   cwd=tmp_path, check=True, capture_output=True)
-    out = subprocess.run(["vvp", "-n", "sim.vvp"], cwd=tmp_path, check=True, capture_output=True,
-                         text=True).stdout
-    return [tuple(int(t) for t in ln.split()) for ln in out.splitlines()
-            if ln and ln[0].isdigit()]
+    stim = "".join(
+        f"{(((((((en << 1 | v) << 1 | fi) << 1 | la) << TW | tag) << (L * XB)) | x) << (L * CB)) | c:x}\n"
+        for en, v, fi, la, tag, x, c in rows)
+    tb = _TB.format(tw1=TW - 1, x1=L * XB - 1, c1=L * CB - 1, r1=L * AB - 1, s1=sw - 1,
+                    n1=len(rows) - 1, n=len(rows))
+    out = icarus_lines(tmp_path, {"mac.v": text, "model.v": model, "tb.v": tb, "stim.hex": stim})
+    return [tuple(int(t) for t in ln.split()) for ln in out if ln and ln[0].isdigit()]
 
 
 def test_ecp5_form_equals_the_behavioural_mac_every_cycle(tmp_path):

@@ -11,8 +11,6 @@ against the golden executor is tests/sim/test_ice40_engine.py."""
 from __future__ import annotations
 
 import random
-import shutil
-import subprocess
 
 import pytest
 from amaranth.back import verilog as amaranth_verilog
@@ -23,6 +21,8 @@ from ttforge.hw.ecp5_dsp import ECP5, target_family
 from ttforge.hw.ice40_dsp import (ICE40, ICE40UP5K_DSPS, MODEL_FAULTS, Ice40Accumulator,
                                   dsp_counters, sb_mac16_model)
 from ttforge.hw.top import verilog
+
+from tests.support.sims import icarus_lines
 
 CYCLES = 400
 MASK = (1 << 32) - 1
@@ -71,18 +71,12 @@ endmodule
 
 
 def _icarus_trace(rows, tmp_path, model: str):
-    if shutil.which("iverilog") is None:
-        pytest.skip("Icarus Verilog is not installed (apt-get install iverilog)")
     text = amaranth_verilog.convert(Ice40Accumulator(32), name="acc", emit_src=False)
     assert text.count("SB_MAC16") == 1
-    (tmp_path / "acc.v").write_text(text + model)
-    (tmp_path / "tb.v").write_text(_TB.format(n=len(rows), n1=len(rows) - 1))
-    (tmp_path / "stim.hex").write_text("".join(f"{(r << 33) | (c << 32) | i:09x}\n" for r, c, i in rows))
-    subprocess.run(["iverilog", "-g2012", "-o", "sim.vvp", "tb.v", "acc.v"], cwd=tmp_path,
-                   check=True, capture_output=True)
-    run = subprocess.run(["vvp", "-n", "sim.vvp"], cwd=tmp_path, check=True, capture_output=True,
-                         text=True)
-    return [int(v) if v.isdigit() else None for v in run.stdout.split()[:len(rows)]]
+    stim = "".join(f"{(r << 33) | (c << 32) | i:09x}\n" for r, c, i in rows)
+    out = icarus_lines(tmp_path, {"acc.v": text + model, "stim.hex": stim,
+                                  "tb.v": _TB.format(n=len(rows), n1=len(rows) - 1)})
+    return [int(v) if v.isdigit() else None for v in out[:len(rows)]]
 
 
 def test_accumulator_is_a_counter_every_cycle(tmp_path):

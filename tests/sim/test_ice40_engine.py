@@ -8,7 +8,6 @@ fail."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 import ttforge.sim.runner as runner
@@ -20,19 +19,14 @@ from ttforge.hw.top import verilog
 from ttforge.ir.executor import execute
 
 from tests.support.engine import config_for, random_inputs, random_net
-from tests.support.sims import _available
+from tests.support.sims import assert_exact_run, family_build
 
 
 def _ice40_build(monkeypatch, tmp_path, config, model_fault=None):
-    """A ``SimBuild`` of the iCE40 form of ``TTAccel(config)`` plus the SB_MAC16 model
-    (one Verilog file: the runner's cache key is a hash of the text)."""
-    reason = _available("icarus")
-    if reason:
-        pytest.skip(reason)
+    """A ``SimBuild`` of the iCE40 form of ``TTAccel(config)`` plus the SB_MAC16 model."""
     text = verilog(config, platform=ICE40)
     assert text.count("SB_MAC16 #(") == 6
-    monkeypatch.setattr(runner, "_emit", lambda cfg, fault, root=None: text + sb_mac16_model(model_fault))
-    return runner.build(config, "icarus", build_root=tmp_path / "build")
+    return family_build(monkeypatch, tmp_path, config, text + sb_mac16_model(model_fault))
 
 
 @pytest.fixture(scope="module")
@@ -45,22 +39,7 @@ def case():
 
 
 def test_ice40_engine_is_bit_and_cycle_exact_in_icarus(monkeypatch, tmp_path, case):
-    net, cfg, prog, X, golden = case
-    b = _ice40_build(monkeypatch, tmp_path, cfg)
-    r = runner.run_inference(b, prog, X, seed=2, gaps=0.3, backpressure=0.3, expected=golden)
-    assert not r.timeout and r.load_errors == 0
-    assert np.array_equal(r.outputs, golden)
-    assert r.job.passed
-    c, B = r.counters, len(X)
-    model = program_cycles(prog.descriptors, cfg, prog.globals)
-    assert c["VECTORS"] == B and c["BUSY_LANE_CYCLES"] == model.busy_lane_cycles * B
-    assert c["IN_STALL"] > 0 and c["OUT_STALL"] > 0
-    assert c["CYCLES"] == model.total * B + c["IN_STALL"] + c["OUT_STALL"]
-    # the siblings: one flipped golden bit, or a model one cycle per vector off, differ
-    bad = golden.copy()
-    bad.flat[0] ^= 1
-    assert not np.array_equal(r.outputs, bad)
-    assert c["CYCLES"] != (model.total + 1) * B + c["IN_STALL"] + c["OUT_STALL"]
+    assert_exact_run(_ice40_build(monkeypatch, tmp_path, case[1]), case)
 
 
 def test_ice40_engine_with_a_model_that_ignores_the_clear_fails(monkeypatch, tmp_path, case):
