@@ -126,8 +126,10 @@ class AccelConfig:
         memories are spread over the device the routing to the lanes adds the rest.
         With 1, CMEM and the buffers are banks of one block RAM's depth whose read data
         is registered at each bank (:class:`ttforge.hw.engine.banks.RegisteredBanks`).
-        One cycle more per step and per output (``ttforge.hw.cycles``); the values are
-        the same; needs ``buf_ports = 2``.
+        With 2, the bank select is registered too (the bank registers then load only
+        the select, beside their block RAMs). ``read_registers`` cycles more per step
+        and per output (``ttforge.hw.cycles``); the values are the same; needs
+        ``buf_ports = 2``.
     engines : int
         Engines side by side, 1..8 (default 1): each holds the same network and the
         input vectors take turns (``ttforge.hw.engine.array``: vector ``k`` to engine
@@ -189,10 +191,11 @@ class AccelConfig:
         self._range("counter_bits", MIN_COUNTER_BITS, COUNTER_BITS)
         self._range("buf_ports", 1, 2)
         self._range("throughput", 0, 1)
-        self._range("read_registers", 0, 1)
+        self._range("read_registers", 0, 2)
         if self.read_registers and self.buf_ports != 2:
-            raise ConfigError("read_registers=1 needs buf_ports=2 (the buffers' banks are "
-                              "simple dual-port block RAMs); use read_registers=0")
+            raise ConfigError(f"read_registers={self.read_registers} needs buf_ports=2 (the "
+                              "buffers' banks are simple dual-port block RAMs); use "
+                              "read_registers=0")
         self._range("engines", 1, MAX_ENGINES)
         if self.engines > 1 and self.throughput:
             raise ConfigError(f"engines={self.engines} needs throughput=0 (each engine holds one "
@@ -387,5 +390,5 @@ class AccelConfig:
                 f"acc{self.acc_bits}/bias{self.bias_bits} cmem={self.core_depth} "
                 f"bmem={self.bias_depth} buf=2x{self.buf_depth} desc={self.desc_depth}"
                 + (f" requant_units={self.requant_units}" if self.requant_units else "")
-                + (" read_registers=1" if self.read_registers else "")
+                + (f" read_registers={self.read_registers}" if self.read_registers else "")
                 + (f" engines={self.engines}" if self.engines > 1 else ""))

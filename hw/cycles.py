@@ -68,7 +68,7 @@ class EngineTiming:
     drain_word : int
         Per step with word outputs (mode 0, ``OUT_WORD``): from the last MAC cycle until
         the next phase (pipeline, requantization, the last word write); a config with
-        ``read_registers = 1`` takes one more (its operand register stage).
+        ``read_registers = r`` takes ``r`` more (its operand register stages).
     drain_elem : int
         The same for element outputs (mode 1), plus one cycle per valid lane of the
         last block (``v_last``), plus ``bias_select`` with more than one lane.

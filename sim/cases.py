@@ -114,8 +114,12 @@ READ_REGISTERS_SHARE = 0.25
 
 
 def _read_registers_drawn(seed: int) -> int:
-    """Seed ``seed``'s ``read_registers`` (0 or 1)."""
-    return int(_side_rng(seed, 0x77F3).random() < READ_REGISTERS_SHARE)
+    """Seed ``seed``'s ``read_registers``: 0, or 1 or 2 (the bank select registered too)
+    in :data:`READ_REGISTERS_SHARE` of the seeds."""
+    rng = _side_rng(seed, 0x77F3)
+    if rng.random() >= READ_REGISTERS_SHARE:
+        return 0
+    return 1 + int(rng.random() < 0.5)
 
 
 #: the share of random configs (one engine's throughput mode aside) built as an engine
@@ -151,8 +155,9 @@ def make_case(seed: int, vectors: int = 16, *, config=None) -> RegressCase:
     units = _requant_units_drawn(seed, cfg.lanes) if config is None and not cfg.serial_requant else None
     if units is not None:
         cfg = AccelConfig.from_dict({**cfg.to_dict(), "requant_units": units})
-    if config is None and _read_registers_drawn(seed):
-        cfg = AccelConfig.from_dict({**cfg.to_dict(), "read_registers": 1})
+    rr = _read_registers_drawn(seed) if config is None else 0
+    if rr:
+        cfg = AccelConfig.from_dict({**cfg.to_dict(), "read_registers": rr})
     engines = _engines_drawn(seed) if config is None and not cfg.throughput else 1
     if engines > 1:
         cfg = AccelConfig.from_dict({**cfg.to_dict(), "engines": engines})

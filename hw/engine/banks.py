@@ -34,19 +34,25 @@ class RegisteredBanks(wiring.Component):
 
     ``read`` (a :class:`ReadPort` signature): the word at ``addr`` arrives on ``data``
     **two** cycles after the address (one more than a synchronous memory: the bank's
-    registered read data, then the select); ``en`` low holds the bank's read, as a
-    memory port does. ``write`` (a :class:`WritePort` signature with granularity 1): the
+    registered read data, then the select), **three** with ``select_register`` (the
+    select registered too: the bank registers' only loads are the select's LUTs, so
+    nothing pulls them away from their block RAMs); ``en`` low holds the bank's read, as
+    a memory port does. ``write`` (a :class:`WritePort` signature with granularity 1): the
     bank of ``addr``'s high bits takes the write. A write at or beyond ``depth`` is
     dropped, as a memory of that depth drops it; a read there gives an unspecified word
     (its user checks the range, as the engine's ``CMEM_RANGE`` does).
     """
 
-    def __init__(self, shape, depth: int, bank_depth: int | None = None):
+    def __init__(self, shape, depth: int, bank_depth: int | None = None, *,
+                 select_register: bool = False):
         bank_depth = BANK_DEPTH if bank_depth is None else int(bank_depth)
         if depth < 1 or bank_depth < 1 or bank_depth & (bank_depth - 1):
             raise ConfigError(f"RegisteredBanks: depth={depth} must be >= 1 and bank_depth="
                               f"{bank_depth} a power of two")
         self.shape, self.depth = shape, int(depth)
+        self.select_register = bool(select_register)
+        #: cycles from the address to its word on ``read.data``
+        self.latency = 3 if self.select_register else 2
         self.bank_depth = min(bank_depth, 1 << ceil_log2(self.depth))
         self.n_banks = -(-self.depth // self.bank_depth)
         aw = ceil_log2(self.depth)
@@ -78,14 +84,21 @@ class RegisteredBanks(wiring.Component):
             q = Signal(self.shape, name=f"bank{b}_q", reset_less=True)
             m.d.sync += q.eq(rp.data)          # the block RAM's output, registered by itself
             qs.append(q)
+        word = Signal(self.shape, name="bank_word")
         if nb == 1 and not len(hi_r):
-            m.d.comb += rd.data.eq(qs[0])
-            return m
-        # the bank of the address, registered as the read is issued and again beside the
-        # banks' data (a one-hot select: an AND-OR of registers); none beyond the depth
-        sel1, sel2 = Signal(nb, name="bank_sel1"), Signal(nb, name="bank_sel2")
-        with m.If(rd.en):
-            m.d.sync += sel1.eq(decode_onehot(hi_r, nb))
-        m.d.sync += sel2.eq(sel1)
-        m.d.comb += rd.data.eq(onehot_select(qs, sel2))
+            m.d.comb += word.eq(qs[0])
+        else:
+            # the bank of the address, registered as the read is issued and again beside
+            # the banks' data (a one-hot select: an AND-OR of registers); none beyond the
+            # depth
+            sel1, sel2 = Signal(nb, name="bank_sel1"), Signal(nb, name="bank_sel2")
+            with m.If(rd.en):
+                m.d.sync += sel1.eq(decode_onehot(hi_r, nb))
+            m.d.sync += sel2.eq(sel1)
+            m.d.comb += word.eq(onehot_select(qs, sel2))
+        if self.select_register:
+            word_q = Signal(self.shape, name="bank_word_q", reset_less=True)
+            m.d.sync += word_q.eq(word)
+            word = word_q
+        m.d.comb += rd.data.eq(word)
         return m

@@ -1,5 +1,6 @@
 """RegisteredBanks: a memory split into banks whose read data is registered at each bank,
-read two cycles after the address; the same words as one memory."""
+read two cycles after the address (three with the select registered too); the same words
+as one memory."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ from ttforge.errors import ConfigError
 from ttforge.hw.engine.banks import RegisteredBanks
 
 
+@pytest.mark.parametrize("select_register", [False, True])
 @pytest.mark.parametrize("depth,bank_depth", [(13, 4), (16, 4), (8, 8), (5, 512), (1, 4)])
-def test_banks_read_what_was_written_two_cycles_later(depth, bank_depth):
-    dut = RegisteredBanks(8, depth, bank_depth)
+def test_banks_read_what_was_written_two_cycles_later(depth, bank_depth, select_register):
+    dut = RegisteredBanks(8, depth, bank_depth, select_register=select_register)
+    assert dut.latency == (3 if select_register else 2)
     assert dut.n_banks == -(-depth // dut.bank_depth)
     model = [0] * depth
     rng = random.Random(depth * 31 + bank_depth)
@@ -58,10 +61,14 @@ def test_banks_read_what_was_written_two_cycles_later(depth, bank_depth):
     sim.run()
     want = result["want"]
     # seen[t] is the output sampled at the clock edge ending cycle t: the word of the
-    # address set in cycle t is there at the edge ending cycle t + 2
-    for t in range(len(want) - 2):
+    # address set in cycle t is there at the edge ending cycle t + latency
+    n = dut.latency
+    for t in range(len(want) - n):
         if want[t] is not None:
-            assert seen[t + 2] == want[t], (t, seen[t + 2], want[t])
+            assert seen[t + n] == want[t], (t, seen[t + n], want[t])
+    # the sibling: a cycle earlier is not the word (where the words differ at all)
+    if depth > 1:
+        assert any(want[t] is not None and seen[t + n - 1] != want[t] for t in range(len(want) - n))
 
 
 def test_bad_banks_are_refused():

@@ -52,23 +52,24 @@ def test_random_network_bit_exact_with_gaps_and_backpressure(lanes, seed):
     check_bit_exact(lanes, seed)
 
 
-@pytest.mark.parametrize("lanes,seed", [(1, 21), (4, 37), (16, 31)])
-def test_read_registers_bit_exact_with_gaps_and_backpressure(lanes, seed):
-    # AccelConfig.read_registers = 1: the operands a stage later, the same values
-    check_bit_exact(lanes, seed, read_registers=1)
+@pytest.mark.parametrize("lanes,seed,rr", [(1, 21, 1), (4, 37, 1), (16, 31, 1), (4, 37, 2),
+                                           (16, 31, 2)])
+def test_read_registers_bit_exact_with_gaps_and_backpressure(lanes, seed, rr):
+    # AccelConfig.read_registers = 1 (2): the operands a stage (two) later, the same values
+    check_bit_exact(lanes, seed, read_registers=rr)
 
 
-@pytest.mark.parametrize("lanes,seed", [(1, 21), (4, 37)])
-def test_read_registers_with_cmem_in_several_banks(lanes, seed, monkeypatch):
+@pytest.mark.parametrize("lanes,seed,rr", [(1, 21, 1), (4, 37, 1), (1, 21, 2), (4, 37, 2)])
+def test_read_registers_with_cmem_in_several_banks(lanes, seed, rr, monkeypatch):
     # CMEM in banks of 4 words (hw/engine/banks.py; 512 on the ECP5), so that the cores
     # span several banks and the bank select is exercised: exact, and the cycle model's
     import ttforge.hw.engine.banks as banks
 
     monkeypatch.setattr(banks, "BANK_DEPTH", 4)
     net = random_net(seed)
-    cfg = config_for(net, lanes, read_registers=1)
+    cfg = config_for(net, lanes, read_registers=rr)
     assert cfg.core_depth // lanes > 4 * 2
-    run = check_bit_exact(lanes, seed, read_registers=1)
+    run = check_bit_exact(lanes, seed, read_registers=rr)
     prog = compile_program(net, cfg)
     X = random_inputs(net, 1, seed)
     run = simulate(cfg, stream_script(prog, X, pause=5), expect_vectors=1)
@@ -76,15 +77,15 @@ def test_read_registers_with_cmem_in_several_banks(lanes, seed, monkeypatch):
     assert run.counters["cycles"] == model_cycles(prog, cfg)
 
 
-@pytest.mark.parametrize("fault", ["requant_lsb"])
-def test_read_registers_fault_breaks_equality(fault, monkeypatch):
+@pytest.mark.parametrize("fault,rr", [("requant_lsb", 1), ("requant_lsb", 2)])
+def test_read_registers_fault_breaks_equality(fault, rr, monkeypatch):
     # the sibling of the banked reads' exactness: the same engine with one bit of a
     # result flipped must differ from the executor
     import ttforge.hw.engine.banks as banks
 
     monkeypatch.setattr(banks, "BANK_DEPTH", 4)
     net = random_net(37)
-    cfg = config_for(net, 4, read_registers=1)
+    cfg = config_for(net, 4, read_registers=rr)
     prog = compile_program(net, cfg)
     X = random_inputs(net, 2, 37)
     run = simulate(cfg, stream_script(prog, X), expect_vectors=len(X), fault=fault,
@@ -442,7 +443,8 @@ def model_cycles(prog, cfg, vectors=1):
 
 
 @pytest.mark.parametrize("lanes,seed,read_registers",
-                         [(1, 5, 0), (2, 13, 0), (4, 9, 0), (16, 15, 0), (1, 5, 1), (16, 15, 1)])
+                         [(1, 5, 0), (2, 13, 0), (4, 9, 0), (16, 15, 0), (1, 5, 1), (16, 15, 1),
+                          (1, 5, 2), (16, 15, 2)])
 def test_cycle_counter_equals_engine_timing_model(lanes, seed, read_registers):
     net = random_net(seed)
     cfg = config_for(net, lanes, read_registers=read_registers)

@@ -142,7 +142,7 @@ def test_soft_reset_restarts_the_turns():
 
 @pytest.mark.parametrize("over,field", [({"engines": 0}, "engines"), ({"engines": 9}, "engines"),
                                         ({"engines": 2, "throughput": 1}, "throughput"),
-                                        ({"read_registers": 2}, "read_registers"),
+                                        ({"read_registers": 3}, "read_registers"),
                                         ({"read_registers": 1, "buf_ports": 1}, "buf_ports")])
 def test_engines_config_is_checked(over, field):
     with pytest.raises(ConfigError, match=field):
