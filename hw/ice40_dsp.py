@@ -55,6 +55,10 @@ class Ice40Accumulator(wiring.Component):
     """``q`` = the sum of ``inc`` since the last ``clear`` (or reset), modulo 2**32, in
     one ``SB_MAC16``: ``q <= 0`` in a cycle with ``clear``, else ``q <= q + inc``.
 
+    The reset is the ``sync`` domain's own: an ``Instance`` does not see a
+    ``ResetInserter`` around it, so a user that needs another reset drives ``clear``
+    (the engine's counters are inside no ``ResetInserter``).
+
     Parameters
     ----------
     inc_bits : int
