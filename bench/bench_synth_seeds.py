@@ -49,7 +49,7 @@ from _env import git, git_dirty, utc_now  # noqa: E402
 
 from ttforge.atomic import atomic_write_text  # noqa: E402
 from ttforge.hw.config import AccelConfig  # noqa: E402
-from ttforge.hw.ecp5_dsp import SynthTarget  # noqa: E402
+from ttforge.hw.target import SynthTarget  # noqa: E402
 from ttforge.hw.synth import (DEVICES, FRONTENDS, LUT_MAPPERS, ROUTERS, accel_rtlil, harness_for_ports,  # noqa: E402
                                harness_verilog, nextpnr_args, parse_report, router_args, rtlil_ports,
                                synth_script)

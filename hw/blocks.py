@@ -25,7 +25,8 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from ttforge.errors import ConfigError
-from ttforge.hw.ecp5_dsp import DSP_BITS, Ecp5Mult, target_family
+from ttforge.hw.ecp5_dsp import DSP_BITS, Ecp5Mult
+from ttforge.hw.target import target_family
 
 __all__ = ["sat_add", "saturate_value", "decode_onehot", "onehot_select", "AddressGen",
            "MacLanes", "Requant", "RequantDecode", "requant_widths", "FANOUT_ATTR",

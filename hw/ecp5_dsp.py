@@ -10,11 +10,12 @@ its inputs and a clock-to-out at its outputs. The registers are the same two the
 behavioural :class:`~ttforge.hw.blocks.MacLanes` has, so latency and cycle counts do
 not change.
 
-* :class:`SynthTarget` names what a design is elaborated for. It is passed to Amaranth
-  as the ``platform`` argument (``ttforge.hw.top.verilog(config, platform=ECP5)``), the
-  same way an amaranth-boards platform reaches every ``elaborate``;
-  :func:`target_family` reads the family from either (``None`` for simulation and
-  generic Verilog).
+* :class:`SynthTarget`, :data:`ECP5` and :func:`target_family` live in
+  :mod:`ttforge.hw.target` (and are importable from here): a target is passed to
+  Amaranth as the ``platform`` argument (``ttforge.hw.top.verilog(config,
+  platform=ECP5)``), the same way an amaranth-boards platform reaches every
+  ``elaborate``, and :func:`target_family` reads the family from either (``None`` for
+  simulation and generic Verilog).
 * :class:`Ecp5Mult` is one ``MULT18X18D`` instance: signed ``a`` x signed ``b`` with
   the input registers and the output register on ``CLK0``, all enabled by ``en``
   (``CE0``), no reset (``RST0`` tied low; the data registers of ``MacLanes`` that it
@@ -31,58 +32,18 @@ not change.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from amaranth.hdl import ClockSignal, Const, Instance, Module, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ttforge.errors import ConfigError
+from ttforge.hw.target import ECP5, SynthTarget, target_family  # noqa: F401 (public here too)
 
 __all__ = ["SynthTarget", "ECP5", "target_family", "Ecp5Mult", "mult18x18d_model",
            "MODEL_FAULTS", "DSP_BITS"]
 
 #: Width of each ``MULT18X18D`` operand (two's complement with ``SIGNEDA/B`` high).
 DSP_BITS = 18
-
-#: Families a :class:`SynthTarget` may name (each changes the design: ``ecp5`` here,
-#: ``ice40`` in :mod:`ttforge.hw.ice40_dsp` and the accelerator's AXI4-Lite reads).
-FAMILIES = ("ecp5", "ice40")
-
-
-@dataclass(frozen=True)
-class SynthTarget:
-    """The FPGA family a design is elaborated for, when no amaranth-boards platform is.
-
-    Passed as Amaranth's ``platform`` (``rtlil.convert(..., platform=target)``); blocks
-    read it with :func:`target_family`. It has no resources: a block that requests pins
-    needs a real platform.
-
-    Parameters
-    ----------
-    family : {"ecp5", "ice40"}
-    """
-
-    family: str
-
-    def __post_init__(self):
-        if self.family not in FAMILIES:
-            raise ConfigError(f"SynthTarget family={self.family!r} is unknown; "
-                              f"choose one of {', '.join(FAMILIES)}")
-
-
-#: Elaborate for the Lattice ECP5 (``MULT18X18D`` with its registers in ``MacLanes``).
-ECP5 = SynthTarget("ecp5")
-
-
-def target_family(platform) -> str | None:
-    """The FPGA family of ``platform`` (a :class:`SynthTarget` or an Amaranth
-    ``LatticePlatform`` or ``SiliconBluePlatform``, whose ``family`` is ``"ecp5"``,
-    ``"iCE40"`` ...), in lower case; ``None`` for
-    ``None`` (simulation, generic Verilog) or a platform without a family."""
-    family = getattr(platform, "family", None) if platform is not None else None
-    # (lower case: Amaranth's SiliconBlue platforms, the iCEBreaker's, say "iCE40")
-    return family.lower() if isinstance(family, str) else None
 
 
 class Ecp5Mult(wiring.Component):

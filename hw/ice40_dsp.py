@@ -6,7 +6,7 @@ performance counter costs a logic cell per bit in the fabric (a LUT, a carry and
 flip-flop); an ``SB_MAC16`` holds a 32-bit adder and its output register. So, elaborated
 for the iCE40, counters go into the spare blocks (:func:`dsp_counters` decides how many).
 
-* :data:`ICE40` is the :class:`~ttforge.hw.ecp5_dsp.SynthTarget` for the iCE40, for the
+* :data:`ICE40` (from :mod:`ttforge.hw.target`) is the target for the iCE40, for the
   ``platform`` argument where no amaranth-boards platform is (``verilog(config,
   platform=ICE40)``).
 * :class:`Ice40Accumulator` is one ``SB_MAC16``: ``q <= 0`` when ``clear`` (or the
@@ -36,13 +36,10 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ttforge.errors import ConfigError, ToolchainMissing
-from ttforge.hw.ecp5_dsp import SynthTarget, target_family
+from ttforge.hw.target import ICE40, target_family
 
 __all__ = ["ICE40", "ICE40UP5K_DSPS", "ACC_BITS", "Ice40Accumulator", "dsp_counters",
            "sb_mac16_model", "MODEL_FAULTS"]
-
-#: Elaborate for the Lattice iCE40 (counters in ``SB_MAC16`` blocks, :func:`dsp_counters`).
-ICE40 = SynthTarget("ice40")
 
 #: ``SB_MAC16`` blocks of the iCE40UP5K, the iCE40 ttforge targets (the iCEBreaker's).
 ICE40UP5K_DSPS = 8

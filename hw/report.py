@@ -48,7 +48,7 @@ def report(config: AccelConfig, devices: list[str], *, target_mhz: float | None 
     ``frontend`` what Yosys reads (:mod:`ttforge.hw.synth`)."""
     if not isinstance(config, AccelConfig):
         raise ConfigError(f"report needs an AccelConfig, got {type(config).__name__}")
-    from ttforge.hw.ecp5_dsp import SynthTarget
+    from ttforge.hw.target import SynthTarget
     from ttforge.hw.synth import DEVICES, FRONTENDS, accel_rtlil, implement, router_args
     from ttforge.hw.top import verilog
 

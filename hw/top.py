@@ -38,7 +38,7 @@ from amaranth.lib.wiring import In, Out
 
 from ttforge.errors import ConfigError
 from ttforge.hw.axil import AXI4LiteSignature, AXI4LiteSlave, RegisterFile
-from ttforge.hw.ecp5_dsp import target_family
+from ttforge.hw.target import target_family
 from ttforge.hw.axis import AXISSignature, AXISToElements, ElementsToAXIS
 from ttforge.hw.config import AccelConfig
 from ttforge.hw.emit import VERILATOR_WAIVERS, emit_verilog, port_map

@@ -11,7 +11,7 @@ from amaranth.utils import ceil_log2
 from ttforge.hw.blocks import (RequantDecode, fanout_copies, requant_widths, sat_add,
                                saturate_value)
 from ttforge.hw.config import DESC_WORDS
-from ttforge.hw.ecp5_dsp import target_family
+from ttforge.hw.target import target_family
 from ttforge.hw.engine.geometry import Geometry
 from ttforge.hw.engine.signatures import BOUND_WORDS, STEP_BITS, Flags, descriptor_layout
 from ttforge.hw.regmap import DESCRIPTOR_WORDS, ErrorCode

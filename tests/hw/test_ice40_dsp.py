@@ -17,7 +17,7 @@ from amaranth.back import verilog as amaranth_verilog
 
 from ttforge.errors import ConfigError
 from ttforge.hw.config import AccelConfig
-from ttforge.hw.ecp5_dsp import ECP5, target_family
+from ttforge.hw.target import ECP5, target_family
 from ttforge.hw.ice40_dsp import (ICE40, ICE40UP5K_DSPS, MODEL_FAULTS, Ice40Accumulator,
                                   dsp_counters, sb_mac16_model)
 from ttforge.hw.top import verilog
