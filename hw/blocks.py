@@ -109,7 +109,10 @@ class AddressGen(wiring.Component):
     For each stream in ``next_streams``, ``<name>_addr_next`` (combinational) is the value
     ``<name>_addr`` takes at the next clock edge, so that a user can register a copy of
     the address (or a choice between streams) that equals it in every cycle: a block
-    RAM's address pins then leave a register placed near them, not this one.
+    RAM's address pins then leave a register placed near them, not this one. It is
+    ``<name>_next_cand[i]`` for the one set bit ``i`` of ``<name>_next_sel``: registers,
+    under selects that are functions of registers, so a user choosing between streams
+    can fold their candidates into one AND-OR (one choice, not a choice of choices).
     """
 
     def __init__(self, *, bound_width: int, addr_width: int,
@@ -147,6 +150,8 @@ class AddressGen(wiring.Component):
             sig[f"{n}_addr"] = Out(aw + 1)
             if n in self.next_streams:
                 sig[f"{n}_addr_next"] = Out(aw + 1)
+                sig[f"{n}_next_cand"] = Out(data.ArrayLayout(aw + 1, lv + 2))
+                sig[f"{n}_next_sel"] = Out(lv + 2)
         for n in self.slab:
             sig[f"{n}_slab_end"] = Out(aw + 1)
         super().__init__(sig)
@@ -322,7 +327,9 @@ class AddressGen(wiring.Component):
         moves = [adv & lvl[j] for j in range(lv)]
         cands.append((adv & lvl[0], nxt0))
         cands.append((~self.start & ~Cat(*moves).any(), p[lv - 1]))      # held
-        m.d.comb += nx.eq(onehot_select([v for _, v in cands], Cat(*[c for c, _ in cands])))
+        sel, cand = getattr(self, f"{n}_next_sel"), getattr(self, f"{n}_next_cand")
+        m.d.comb += [sel.eq(Cat(*[c for c, _ in cands])), *(cand[i].eq(v) for i, (_, v) in enumerate(cands))]
+        m.d.comb += nx.eq(onehot_select(list(cand), sel))
 
 
 # --------------------------------------------------------------------------------------

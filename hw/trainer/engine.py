@@ -330,8 +330,8 @@ class TrainEngine(wiring.Component):
         is_contract = Signal()
         is_wgrad = Signal()
         is_loss = Signal()
-        # ACT reads the logits (LOSS) or the mask word (CONTRACT with the ReLU mask) from
-        # la_addr below, else an address-generator stream
+        # ACT reads the logits (LOSS) or the mask word (CONTRACT with the ReLU mask) at
+        # loss_rplus / loss_rbase or mask_prev below, else an address-generator stream
         la_sel = Signal()
         n_m1 = [Signal(32, name=f"n{j}_m1") for j in range(4)]
         m.d.sync += [is_contract.eq(flags.op == Op.CONTRACT), is_wgrad.eq(flags.op == Op.WGRAD),
@@ -658,17 +658,6 @@ class TrainEngine(wiring.Component):
         loss_rplus = Signal(aw + 2)
         loss_rnext = Mux(loss.z_step, loss_rplus, loss_rbase)
         m.d.sync += loss_rplus.eq(loss_rnext + (Const(1, aw + 2) << bwl_r))
-        # The logit address and the mask word's address share one register (la_addr), loaded
-        # with the one the operation uses (is_loss, held from the fetch): the ACT read address,
-        # whose 13 nets each reach the 128 address pins of the ACT blocks, is a 4-way
-        # multiplexer of registers (host, la_addr, V, U: one LUT4 pair and a PFUMX), not a
-        # 5-way one (a second LUT level). la_addr(t) = the chosen address at t whenever
-        # is_loss(t - 1) = is_loss(t), i.e. from the FETCH's fourth cycle (FLAGS stored at
-        # fw = 2, decoded at 3) to the next FETCH: through every cycle ACT is read for it.
-        la_addr = Signal(aw + 2, name="la_addr")
-        la_next = Signal.like(la_addr, name="la_next")
-        m.d.comb += la_next.eq(Mux(is_loss, loss_rnext, mask_prev))
-        m.d.sync += la_addr.eq(la_next)
         slot_lane = Signal(range(L)) if L > 1 else Signal(1)
         m.d.comb += slot_lane.eq(slot[:lg] if lg else 0)
         z_lane = Signal.like(slot_lane)
@@ -715,23 +704,33 @@ class TrainEngine(wiring.Component):
         host_idle = Signal()
         m.d.comb += host_idle.eq(st_idle)
         # ACT read: the U word (CONTRACT from ACT), the V word (WGRAD), the mask or the
-        # logits (la_addr: outside the LOSS state and the masked CONTRACT's run the word read
+        # logits (la_sel: outside the LOSS state and the masked CONTRACT's run the word read
         # is not used, so the selects are FLAGS decodes held for the operation), the host's
         # in IDLE. The address pins of each ACT memory and of GRAD leave registers (act_ra,
         # grad_ra: no multiplexer between them and the blocks), loaded with the choice made
-        # from next values: the generator's <n>_addr_next and la_addr's input are what
-        # v_addr, u_addr and la_addr hold in the next cycle, and la_sel and is_wgrad are
-        # held from the FETCH, so the registers equal the old multiplexer in every cycle
-        # the engine reads ACT. The host's address is taken in the cycle of its read (re)
+        # from next values: the generator's candidates under its selects are what v_addr
+        # and u_addr hold in the next cycle, the logit address steps (loss_rplus, z_step)
+        # or restarts (loss_rbase), and la_sel, is_loss and is_wgrad are held from the
+        # FETCH, so the registers equal a multiplexer of the current addresses in every
+        # cycle the engine reads ACT. The host's address is taken in the cycle of its read (re)
         # and read in the next: HOST_READ_LATENCY.
         act_ra = fanout_copies(len(act_rs[0].addr), G, "act_ra")
         grad_ra = Signal.like(grad_r.addr, name="grad_ra")
-        # (the choice as an AND-OR under exclusive selects, each a function of registers:
-        # the next addresses meet two LUT levels here, not a chain of multiplexers)
+        # The choice is one AND-OR under exclusive selects, each a function of flip-flops,
+        # over every register the next address can be (the host's; the logit address's
+        # next and base, the mask's; the generator's candidates of V and U), not a choice
+        # among choices: at 1d044b9 the two-tier choice (the logit address's multiplexer
+        # under z_step, the generator's own AND-OR) was 7 LUT levels before the copies on
+        # all three seeds' routed critical paths (train_hw.json).
         act_ra_next = Signal.like(act_ra[0], name="act_ra_next")
-        a_sel = Cat(st_idle, ~st_idle & la_sel, ~st_idle & ~la_sel & is_wgrad, ~st_idle & ~la_sel & ~is_wgrad)
-        m.d.comb += act_ra_next.eq(onehot_select([host.addr >> lg, la_next, gen.v_addr_next, gen.u_addr_next],
-                                                 a_sel))
+        run_la, run_v = ~st_idle & la_sel, ~st_idle & ~la_sel & is_wgrad
+        run_u = ~st_idle & ~la_sel & ~is_wgrad
+        a_items = [host.addr >> lg, loss_rplus, loss_rbase, mask_prev,
+                   *gen.v_next_cand, *gen.u_next_cand]
+        a_sel = Cat(st_idle, run_la & is_loss & loss.z_step, run_la & is_loss & ~loss.z_step,
+                    run_la & ~is_loss, *(run_v & s for s in gen.v_next_sel),
+                    *(run_u & s for s in gen.u_next_sel))
+        m.d.comb += act_ra_next.eq(onehot_select(a_items, a_sel))
         m.d.sync += [r.eq(act_ra_next) for r in act_ra]
         m.d.sync += grad_ra.eq(Mux(st_idle, host.addr >> lg, gen.u_addr_next))
         m.d.comb += [r.addr.eq(a) for r, a in zip(act_rs, act_ra)]

@@ -235,7 +235,14 @@ class LossUnit(wiring.Component):
         R = Signal(G + 1)               # R <= 2^G since S >= 2^P
         rem = Signal(s_bits + 1)        # partial remainder < S, doubled before compare
         div_steps = Signal(range(G + 2))
-        step = Signal()                 # c_next is c + 1 (else 0)
+        # step (c_next is c + 1, else 0) is decided from two flip-flops: `reading` (a read
+        # pass: MAX, SUM or GRAD) and `c_last` (c == C - 1), each set a cycle ahead beside
+        # the state and c, so no comparison of c with C - 1 and no state decode stands
+        # before a user's read address (the training engine's routed critical paths at
+        # 1d044b9, loss.c -> z_step -> the logit address -> the ACT address copies)
+        reading, c_last = Signal(), Signal()
+        step = Signal()
+        m.d.comb += step.eq(reading & ~c_last)
         m.d.comb += [self.z_en.eq(issue.pass_ != PASS_NONE), self.z_addr.eq(c),
                      self.z_addr_next.eq(c_next), self.z_step.eq(step)]
 
@@ -247,7 +254,8 @@ class LossUnit(wiring.Component):
         with m.FSM(name="loss_fsm") as fsm:
             with m.State("IDLE"), m.If(self.start):
                 C = Mux(self.classes == 0, 1, Mux(self.classes > Cmax, Cmax, self.classes))
-                m.d.sync += [n_last.eq(C - 1), label.eq(self.label), real.eq(self.valid),
+                m.d.sync += [n_last.eq(C - 1), reading.eq(1), c_last.eq(C == 1),
+                             label.eq(self.label), real.eq(self.valid),
                              left.eq(self.h >= 0),
                              lsh.eq(Mux(self.h > t_bits, t_bits, self.h)),
                              # for h < 0, ~h = -h - 1
@@ -257,11 +265,12 @@ class LossUnit(wiring.Component):
             for name, pass_, nxt in (("MAX", PASS_MAX, "SUM"), ("SUM", PASS_SUM, "DIVIDE"),
                                      ("GRAD", PASS_GRAD, "DRAIN")):
                 with m.State(name):
-                    m.d.comb += [issue.pass_.eq(pass_), issue.cls.eq(c), issue.last.eq(c == n_last)]
-                    m.d.comb += [c_next.eq(c + 1), step.eq(1)]
-                    with m.If(c == n_last):
-                        m.d.comb += [c_next.eq(0), step.eq(0)]
-                        m.d.sync += wait.eq(G)
+                    m.d.comb += [issue.pass_.eq(pass_), issue.cls.eq(c), issue.last.eq(c_last)]
+                    m.d.comb += c_next.eq(c + 1)
+                    m.d.sync += c_last.eq(c + 1 == n_last)
+                    with m.If(c_last):
+                        m.d.comb += c_next.eq(0)
+                        m.d.sync += [wait.eq(G), c_last.eq(n_last == 0), reading.eq(name == "MAX")]
                         m.next = nxt
             with m.State("DIVIDE"):
                 # G + 1 idle read cycles: the divider starts when the last e of pass 2
@@ -270,6 +279,7 @@ class LossUnit(wiring.Component):
                 # ready exactly in time whatever the pipeline depth.
                 m.d.sync += wait.eq(wait - 1)
                 with m.If(wait == 0):
+                    m.d.sync += reading.eq(1)
                     m.next = "GRAD"
             with m.State("DRAIN"), m.If(self.g_valid & out_last):  # the last write is out now
                 m.next = "IDLE"

@@ -257,6 +257,15 @@ def test_address_generator_equals_nested_loops(seed):
                     ctx.set(getattr(dut, f"{n}_stride")[j], min(s, 2**aw))
             ctx.set(dut.start, 1)
 
+            def next_of(n):
+                """<n>_addr_next, checked to be the one candidate its one-hot select names."""
+                sel = ctx.get(getattr(dut, f"{n}_next_sel"))
+                assert sel and not sel & (sel - 1), (n, bin(sel))
+                cand = ctx.get(getattr(dut, f"{n}_next_cand")[sel.bit_length() - 1])
+                nxt = ctx.get(getattr(dut, f"{n}_addr_next"))
+                assert cand == nxt, (n, cand, nxt)
+                return nxt
+
             def check_ahead(nxt):
                 for n, v in nxt.items():
                     now = ctx.get(getattr(dut, f"{n}_addr"))
@@ -265,7 +274,7 @@ def test_address_generator_equals_nested_loops(seed):
                     ahead["moved"] += v != prev[n]
 
             prev = {n: ctx.get(getattr(dut, f"{n}_addr")) for n in "xco"}
-            nxt = {n: ctx.get(getattr(dut, f"{n}_addr_next")) for n in "xco"}
+            nxt = {n: next_of(n) for n in "xco"}
             await ctx.tick()
             check_ahead(nxt)
             ctx.set(dut.start, 0)
@@ -280,7 +289,7 @@ def test_address_generator_equals_nested_loops(seed):
                     row["slab"] = ctx.get(dut.o_slab_end)
                     got.append(row)
                 prev = {n: ctx.get(getattr(dut, f"{n}_addr")) for n in "xco"}
-                nxt = {n: ctx.get(getattr(dut, f"{n}_addr_next")) for n in "xco"}
+                nxt = {n: next_of(n) for n in "xco"}
                 await ctx.tick()
                 check_ahead(nxt)
                 if not ctx.get(dut.valid):
