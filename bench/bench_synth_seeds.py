@@ -52,7 +52,7 @@ from ttforge.hw.config import AccelConfig  # noqa: E402
 from ttforge.hw.target import SynthTarget  # noqa: E402
 from ttforge.hw.synth import (DEVICES, FRONTENDS, LUT_MAPPERS, ROUTERS, accel_rtlil, harness_for_ports,  # noqa: E402
                                harness_verilog, nextpnr_args, parse_report, router_args, rtlil_ports,
-                               synth_script)
+                               run_synthesis, synth_script)
 from ttforge.hw.levels import logic_levels  # noqa: E402
 from ttforge.hw.tools import run_tool  # noqa: E402
 from ttforge.hw.top import verilog  # noqa: E402
@@ -141,7 +141,7 @@ def main(argv=None) -> int:
     (wd / "harness.v").write_text(harness)
     (wd / "synth.ys").write_text(synth_script(dev.key, a.frontend, lut_mapper=a.lut_mapper))
     t0 = time.time()
-    proc = run_tool("yosys", ["-q", "-l", "yosys.log", "synth.ys"], cwd=wd)
+    proc, fold = run_synthesis(wd, dev.key)     # (and the block RAMs' output registers)
     if proc.returncode != 0:
         print(f"yosys failed (log: {wd / 'yosys.log'})", file=sys.stderr)
         return 1
@@ -149,11 +149,11 @@ def main(argv=None) -> int:
     lv = logic_levels(wd / "netlist.json")
     print(f"logic levels (register inputs with 6 / 7 or more): {lv.at_least(6)} / {lv.at_least(7)}; "
           f"deepest {lv.paths[0].levels:.1f}: {lv.paths[0].start} -> {lv.paths[0].end}")
-    return _record(a, seeds, wd, commit, dirty, cost, top_mod, synth_s, levels=lv.to_dict())
+    return _record(a, seeds, wd, commit, dirty, cost, top_mod, synth_s, levels=lv.to_dict(), fold=fold)
 
 
 def _record(a, seeds, wd: Path, commit: str, dirty: bool, cost, top_mod, synth_s, collect: bool = False,
-            levels: dict | None = None) -> int:
+            levels: dict | None = None, fold: dict | None = None) -> int:
     """Place and route each seed (or, with ``collect``, read its finished run) and write
     the JSON."""
     dev = DEVICES["ecp5-85f"]
@@ -191,7 +191,8 @@ def _record(a, seeds, wd: Path, commit: str, dirty: bool, cost, top_mod, synth_s
            "copies": a.copies,
            "config": a.config, "lut_mapper": a.lut_mapper, "router": a.router,
            "placer_args": list(dev.placer_args), "frontend": a.frontend,
-           "harness": cost, "synth_s": synth_s, "logic_levels": levels, "runs": runs,
+           "harness": cost, "synth_s": synth_s, "logic_levels": levels, "outreg_fold": fold,
+           "runs": runs,
            "summary": summary, "collected": collect}
     path = Path(a.out) if a.out else ROOT / "bench" / "results" / f"synth_seeds.{a.label}.json"
     atomic_write_text(path, json.dumps(out, indent=2) + "\n")

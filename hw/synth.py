@@ -42,7 +42,7 @@ __all__ = ["DEVICES", "Device", "SynthError", "PortInfo", "verilog_ports", "rtli
            "harness_verilog", "harness_for_ports", "accel_rtlil", "ROUTERS", "FRONTENDS",
            "router_args", "nextpnr_args", "synth_script", "ABC_LUT_STEPS", "abc9_crashed", "implement",
            "ImplResult", "SynthReport", "parse_report", "log_overflow", "single_port_script", "synth_extras",
-           "ECP5_PLACER_ARGS"]
+           "ECP5_PLACER_ARGS", "NO_RW_CHECK", "run_synthesis"]
 
 #: nextpnr's routers (``--router``); the first is nextpnr's default and ours
 ROUTERS = ("router1", "router2")
@@ -423,6 +423,15 @@ def router_args(router: str) -> list[str]:
 FANOUT_KEEP = ("proc", "setattr -set keep 1 a:keep %ci1:+[Q]")
 
 
+#: Yosys commands that let a memory marked ``no_rw_check`` (``RegisteredBanks``' banks, a
+#: read and a write port each, whose users never read a word in the cycle it is written)
+#: leave a read of the word being written undefined: Amaranth's RTLIL asks for the old
+#: word, which the ECP5 block RAM does not promise across its ports, so Yosys otherwise
+#: delays the write and puts a bypass multiplexer after the block RAM, between it and the
+#: register that could be its output register (hw/ecp5_bram.py)
+NO_RW_CHECK = ("memory_collect", "setparam -set RD_COLLISION_X_MASK 1'1 t:$mem_v2 a:no_rw_check %i")
+
+
 #: LUT mappers of :func:`synth_script`: ``abc9`` (``synth_ecp5``'s own, timing-driven) or
 #: ``abc`` (ABC's classic ``-lut 4`` mapping in its place, for a netlist on which abc9
 #: crashes: :data:`ABC9_HINT`)
@@ -468,10 +477,24 @@ def synth_script(device: str, frontend: str = "verilog", after_read=(), opts: st
         *read,
         "hierarchy -top ttforge_pnr_harness",
         *FANOUT_KEEP,
+        *(NO_RW_CHECK if dev.family == "ecp5" else ()),
         *after_read,
         *steps,
         "tee -q -o stat.json stat -json",
     ]) + "\n"
+
+
+def run_synthesis(workdir: str | Path, device: str, timeout: float | None = 3600):
+    """Run ``synth.ys`` (:func:`synth_script`) in ``workdir`` with Yosys, then, on the
+    ECP5, give the block RAMs their output registers in ``netlist.json``
+    (:func:`ttforge.hw.ecp5_bram.fold_netlist_file`). Returns Yosys's completed process
+    and the fold's counts (``{}`` where none ran)."""
+    proc = run_tool("yosys", ["-q", "-l", "yosys.log", "synth.ys"], cwd=workdir, timeout=timeout)
+    fold = {}
+    if proc.returncode == 0 and DEVICES[device].family == "ecp5":
+        from ttforge.hw.ecp5_bram import fold_netlist_file
+        fold = dict(fold_netlist_file(Path(workdir) / "netlist.json"))
+    return proc, fold
 
 
 def implement(verilog: str, device: str, top: str = "ttforge_accel", *,
@@ -502,7 +525,7 @@ def implement(verilog: str, device: str, top: str = "ttforge_accel", *,
         (wd / "synth.ys").write_text(synth_script(device, "verilog" if rtlil is None else "rtlil",
                                                   after_read, opts))
         t0 = time.monotonic()
-        proc = run_tool("yosys", ["-q", "-l", "yosys.log", "synth.ys"], cwd=wd)
+        proc, _ = run_synthesis(wd, device)
         t1 = time.monotonic()
         if proc.returncode != 0:
             raise _fail("yosys", proc, wd / "yosys.log")

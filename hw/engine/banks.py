@@ -13,7 +13,7 @@ later, from registers.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Module, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import Out
@@ -22,7 +22,13 @@ from amaranth.utils import ceil_log2
 from ttforge.errors import ConfigError
 from ttforge.hw.blocks import decode_onehot, onehot_select
 
-__all__ = ["RegisteredBanks", "BANK_DEPTH"]
+__all__ = ["RegisteredBanks", "BANK_DEPTH", "POISON_COLLISIONS"]
+
+#: Tests only: a read of a word in the cycle it is written gives the word inverted, so a
+#: bit-exact run proves that no read whose word is used meets a write of it. The banks
+#: are marked ``no_rw_check`` (such a read is undefined in synthesis, hw/synth.NO_RW_CHECK:
+#: what lets the ECP5 block RAM hold the bank register), and this makes "undefined" seen.
+POISON_COLLISIONS = False
 
 #: words per bank: an ECP5 DP16KD's depth at its widest (512 x 36 bits); a wider word is
 #: several of them side by side, each bank one block RAM deep
@@ -40,7 +46,9 @@ class RegisteredBanks(wiring.Component):
     a memory port does. ``write`` (a :class:`WritePort` signature with granularity 1): the
     bank of ``addr``'s high bits takes the write. A write at or beyond ``depth`` is
     dropped, as a memory of that depth drops it; a read there gives an unspecified word
-    (its user checks the range, as the engine's ``CMEM_RANGE`` does).
+    (its user checks the range, as the engine's ``CMEM_RANGE`` does), and so does a read
+    of a word in the cycle it is written (the banks are ``no_rw_check``: the engine never
+    uses such a read, :data:`POISON_COLLISIONS`).
     """
 
     def __init__(self, shape, depth: int, bank_depth: int | None = None, *,
@@ -66,10 +74,23 @@ class RegisteredBanks(wiring.Component):
         lb = ceil_log2(self.bank_depth)
         nb, rd, wr = self.n_banks, self.read, self.write
         hi_r, hi_w = rd.addr[lb:], wr.addr[lb:]
+        # The block RAMs read in every cycle, and `en` (a cycle later) is the bank registers'
+        # load enable: the same words as a memory port that holds its read while `en` is
+        # low (q(t + 2) = en(t) ? mem[addr(t)] : q(t + 1) either way), but each bank
+        # register is then a plain register of its block RAM's output with its own
+        # enable, which an ECP5 DP16KD can hold itself (REGMODE OUTREG,
+        # hw/ecp5_bram.fold_output_registers: 0.96 ns from its clock, not 5.83)
+        en_d = Signal(name="bank_en_d")
+        m.d.sync += en_d.eq(rd.en)
+        poison = Signal(name="bank_poison")     # (tests: POISON_COLLISIONS)
+        if POISON_COLLISIONS:
+            m.d.sync += poison.eq(rd.en & wr.en.any() & (rd.addr == wr.addr))
         qs = []
         for b in range(nb):
             depth = min(self.bank_depth, self.depth - b * self.bank_depth)
-            mem = Memory(shape=self.shape, depth=depth, init=[])
+            # no_rw_check: a read of the word being written is undefined (its users never
+            # make one whose word they use: POISON_COLLISIONS checks it in the tests)
+            mem = Memory(shape=self.shape, depth=depth, init=[], attrs={"no_rw_check": 1})
             m.submodules[f"bank{b}"] = mem
             wp, rp = mem.write_port(granularity=1), mem.read_port()
             # this bank's writes; one beyond the depth is dropped (as a memory of that
@@ -80,9 +101,13 @@ class RegisteredBanks(wiring.Component):
             if depth < (1 << lb):
                 en = en & (wr.addr[:lb] < depth).replicate(len(wp.en))
             m.d.comb += [wp.addr.eq(wr.addr[:lb]), wp.data.eq(wr.data), wp.en.eq(en),
-                         rp.addr.eq(rd.addr[:lb]), rp.en.eq(rd.en)]
+                         rp.addr.eq(rd.addr[:lb]), rp.en.eq(1)]
             q = Signal(self.shape, name=f"bank{b}_q", reset_less=True)
-            m.d.sync += q.eq(rp.data)          # the block RAM's output, registered by itself
+            with m.If(en_d):
+                m.d.sync += q.eq(rp.data)      # the block RAM's output, registered by itself
+                if POISON_COLLISIONS:
+                    with m.If(poison):
+                        m.d.sync += q.eq(~Value.cast(rp.data))
             qs.append(q)
         word = Signal(self.shape, name="bank_word")
         if nb == 1 and not len(hi_r):

@@ -74,3 +74,37 @@ def test_banks_read_what_was_written_two_cycles_later(depth, bank_depth, select_
 def test_bad_banks_are_refused():
     with pytest.raises(ConfigError, match="bank_depth"):
         RegisteredBanks(8, 16, 3)
+
+
+@pytest.mark.parametrize("poison", [False, True])
+def test_a_read_as_the_word_is_written_is_poisoned_in_the_tests(poison, monkeypatch):
+    """POISON_COLLISIONS is live: with it, the read of a word in the cycle it is written
+    is that word's old value inverted (the engine tests run with it and stay exact);
+    without it, the old value (the simulation's, not a promise of the block RAM's)."""
+    import ttforge.hw.engine.banks as banks
+
+    monkeypatch.setattr(banks, "POISON_COLLISIONS", poison)
+    dut = RegisteredBanks(8, 8, 4)
+    got = {}
+
+    async def tb(ctx):
+        ctx.set(dut.write.addr, 5)
+        ctx.set(dut.write.data, 0x3C)
+        ctx.set(dut.write.en, 0xFF)
+        await ctx.tick()
+        ctx.set(dut.write.data, 0x81)            # written again while read
+        ctx.set(dut.read.addr, 5)
+        ctx.set(dut.read.en, 1)
+        await ctx.tick()
+        ctx.set(dut.write.en, 0)
+        await ctx.tick()
+        got["collided"] = ctx.get(dut.read.data)
+        await ctx.tick().repeat(2)
+        got["after"] = ctx.get(dut.read.data)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+    assert got["after"] == 0x81
+    assert got["collided"] == (0x3C ^ 0xFF if poison else 0x3C)

@@ -282,6 +282,7 @@ def test_implement_places_with_the_devices_placer_options(tmp_path, monkeypatch,
         calls.append((tool, list(args)))
         if tool == "yosys":
             (Path(cwd) / "stat.json").write_text("{}")
+            (Path(cwd) / "netlist.json").write_text('{"modules": {}}')
             return subprocess.CompletedProcess(args, 0, "", "")
         return subprocess.CompletedProcess(args, 1, "", "ERROR: stopped by the test")
 
