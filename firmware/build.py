@@ -79,6 +79,15 @@ def toolchain_env(family: str) -> dict[str, str]:
     return env
 
 
+def _outreg_fold(netlist: Path) -> dict | None:
+    """The block RAM output-register fold's counts of an ECP5 build (hw/ecp5_bram), or
+    None (an iCE40 build)."""
+    try:
+        return json.loads(netlist.with_name(netlist.name + ".outreg.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def _is_train(config) -> bool:
     from ttforge.hw.trainer.program import TrainEngineConfig
     return isinstance(config, TrainEngineConfig)
@@ -381,6 +390,12 @@ def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=Non
     try:
         bdir = work / "build"
         envfile = work / "toolchain.sh"
+        if dev.family == "ecp5" and "NEXTPNR_ECP5" in env_tools:
+            # nextpnr through hw/ecp5_bram's wrapper: the block RAMs' output registers
+            # folded into the netlist first, as in every ECP5 synthesis ttforge measures
+            from ttforge.hw.ecp5_bram import nextpnr_wrapper
+            env_tools = {**env_tools, "NEXTPNR_ECP5": str(nextpnr_wrapper(
+                work / "nextpnr-ecp5-outreg", env_tools["NEXTPNR_ECP5"]))}
         envfile.write_text("".join(f"export {k}='{v}'\n" for k, v in env_tools.items()))
         # the tools by variable, and Amaranth's toolchain environment script (which also
         # skips its PATH check of tools the build does not run, e.g. openFPGALoader);
@@ -393,7 +408,7 @@ def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=Non
         t0 = time.monotonic()
         try:
             import subprocess
-            from ttforge.hw.synth import FANOUT_KEEP, synth_extras
+            from ttforge.hw.synth import FANOUT_KEEP, NO_RW_CHECK, synth_extras
             extra = {"synth_opts": "-dsp"} if dev.family == "ice40" else {}   # as ttforge report
             after_read = []
             if train is None:
@@ -411,7 +426,8 @@ def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=Non
                 top = make_top(b.key, cfg, clk_hz=clk_hz, baud=baud)
                 opts = dict(extra)
                 keep = list(FANOUT_KEEP) if mapper["fanout_keep"] else []
-                opts["script_after_read"] = "\n".join([*keep, *after_read])
+                no_rw = list(NO_RW_CHECK) if dev.family == "ecp5" else []     # (hw/ecp5_bram)
+                opts["script_after_read"] = "\n".join([*keep, *no_rw, *after_read])
                 if mapper["lut_mapper"] == "abc":   # synth_ecp5 around abc in abc9's place
                     opts["synth_opts"] = f"{opts.get('synth_opts', '')} -run :map_luts".strip()
                     opts["script_after_synth"] = "\n".join([*ABC_LUT_STEPS, "synth_ecp5 -run map_cells:"])
@@ -458,6 +474,7 @@ def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=Non
             "board": b.key, "title": b.title, "device": b.device,
             "clock_hz": clk_hz, "baud": baud, "uart_divisor": divisor, "seed": int(seed),
             "lut_mapper": mapper["lut_mapper"], "fanout_keep": mapper["fanout_keep"],
+            "outreg_fold": _outreg_fold(bdir / f"{name}.json"),
             "failed_seeds": failed,
             "config": dataclasses.asdict(cfg) if train is not None else cfg.to_dict(),
             "artifact": None if artifact is None else {

@@ -299,3 +299,42 @@ def ecp5_cells_with_dp16kd(fault: str | None = None) -> str:
     if head.endswith("(* blackbox *)"):
         head = head[:-len("(* blackbox *)")]
     return head + "\n" + text[start:end] + dp16kd_model(fault) + text[end:]
+
+
+def nextpnr_wrapper(path: str | Path, nextpnr: str) -> Path:
+    """Write at ``path`` an executable that folds the netlist nextpnr is given
+    (``--json FILE``) and then runs ``nextpnr`` with the same arguments: what a build
+    that runs nextpnr by name (Amaranth's ``NEXTPNR_ECP5``) uses, so that a board top is
+    placed from the same netlist as ttforge's own synthesis runs place. The counts go to
+    ``FILE.outreg.json``."""
+    import shlex
+    import sys
+
+    path = Path(path)
+    path.write_text("#!/bin/sh\n"
+                    f"exec {shlex.quote(sys.executable)} -m ttforge.hw.ecp5_bram "
+                    f"{shlex.quote(str(nextpnr))} \"$@\"\n")
+    path.chmod(0o755)
+    return path
+
+
+def _main(argv: list[str]) -> int:
+    """``python -m ttforge.hw.ecp5_bram NEXTPNR ARGS...``: :func:`nextpnr_wrapper`'s body."""
+    import os
+
+    if not argv:
+        print("usage: python -m ttforge.hw.ecp5_bram NEXTPNR [nextpnr arguments]", file=__import__("sys").stderr)
+        return 2
+    nextpnr, args = argv[0], argv[1:]
+    if "--json" in args[:-1]:
+        net = Path(args[args.index("--json") + 1])
+        report = fold_netlist_file(net)
+        net.with_name(net.name + ".outreg.json").write_text(json.dumps(dict(report)) + "\n")
+    os.execv(nextpnr, [nextpnr, *args])
+    return 0      # (not reached)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(_main(sys.argv[1:]))

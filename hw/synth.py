@@ -429,7 +429,7 @@ FANOUT_KEEP = ("proc", "setattr -set keep 1 a:keep %ci1:+[Q]")
 #: word, which the ECP5 block RAM does not promise across its ports, so Yosys otherwise
 #: delays the write and puts a bypass multiplexer after the block RAM, between it and the
 #: register that could be its output register (hw/ecp5_bram.py)
-NO_RW_CHECK = ("memory_collect", "setparam -set RD_COLLISION_X_MASK 1'1 t:$mem_v2 a:no_rw_check %i")
+NO_RW_CHECK = ("proc", "memory_collect", "setparam -set RD_COLLISION_X_MASK 1'1 t:$mem_v2 a:no_rw_check %i")
 
 
 #: LUT mappers of :func:`synth_script`: ``abc9`` (``synth_ecp5``'s own, timing-driven) or
