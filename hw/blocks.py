@@ -144,6 +144,8 @@ class AddressGen(wiring.Component):
         self.has_i2_first = bool(i2_first)
         if self.has_i2_first:       # only where a reduction spans two loops (no unused register)
             sig["i2_first"] = Out(1)
+        if next_streams:
+            sig["lvl_valid"] = Out(4)
         for n, lv in self.streams:
             sig[f"{n}_base"] = In(aw + 1)
             sig[f"{n}_stride"] = In(data.ArrayLayout(aw + 1, lv))
@@ -209,11 +211,18 @@ class AddressGen(wiring.Component):
                 m.d.comb += [wrap_n[3].eq(b_one[3]), wrap_n[2].eq(b_one[2]),
                              wrap_n[1].eq(b_one[1]), wrap_n[0].eq(one[0])]
         m.d.sync += [w.eq(n) for w, n in zip(wrap, wrap_n)]
-        m.d.sync += [lvl[3].eq(~wrap_n[3]), lvl[2].eq(wrap_n[3] & ~wrap_n[2]),
-                     lvl[1].eq(wrap_n[3] & wrap_n[2] & ~wrap_n[1]),
-                     lvl[0].eq(wrap_n[3] & wrap_n[2] & wrap_n[1] & ~wrap_n[0]),
+        lvl_n = [wrap_n[3] & wrap_n[2] & wrap_n[1] & ~wrap_n[0], wrap_n[3] & wrap_n[2] & ~wrap_n[1],
+                 wrap_n[3] & ~wrap_n[2], ~wrap_n[3]]                   # lvl[j]'s next value
+        m.d.sync += [*(lv.eq(n) for lv, n in zip(lvl, lvl_n)),
                      fin.eq(wrap_n[3] & wrap_n[2] & wrap_n[1] & wrap_n[0])]
         m.d.comb += self.final.eq(fin)
+        if self.next_streams:
+            # lvl_valid[j] = lvl[j] & valid, a register of its own (from the next values of
+            # both): with `en` high, loop j advances exactly when it is set, so a user
+            # choosing among the candidates while `en` is known high reads one flip-flop
+            valid_n = Signal(name="valid_n")
+            m.d.comb += valid_n.eq(Mux(self.start, 1, Mux(adv & fin, 0, self.valid)))
+            m.d.sync += self.lvl_valid.eq(Cat(*(n & valid_n for n in lvl_n)))
 
         def restart(levels):
             out = []

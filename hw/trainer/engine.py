@@ -334,9 +334,14 @@ class TrainEngine(wiring.Component):
         # loss_rplus / loss_rbase or mask_prev below, else an address-generator stream
         la_sel = Signal()
         n_m1 = [Signal(32, name=f"n{j}_m1") for j in range(4)]
+        # (mask_op and u_op: la_sel's parts, for the ACT address's selects below)
+        mask_op, u_op = Signal(name="mask_op"), Signal(name="u_op")
         m.d.sync += [is_contract.eq(flags.op == Op.CONTRACT), is_wgrad.eq(flags.op == Op.WGRAD),
                      is_loss.eq(flags.op == Op.LOSS),
-                     la_sel.eq((flags.op == Op.LOSS) | ((flags.op == Op.CONTRACT) & flags.mask))]
+                     la_sel.eq((flags.op == Op.LOSS) | ((flags.op == Op.CONTRACT) & flags.mask)),
+                     mask_op.eq((flags.op == Op.CONTRACT) & flags.mask),
+                     u_op.eq((flags.op != Op.LOSS) & (flags.op != Op.WGRAD)
+                             & ~((flags.op == Op.CONTRACT) & flags.mask))]
         m.d.sync += [n_m1[j].eq(desc[f"n{j}"] - 1) for j in range(4)]
 
         # ------------------------------------------------------------ address generator
@@ -344,6 +349,7 @@ class TrainEngine(wiring.Component):
                                             streams=(("u", 4), ("v", 4), ("o", 3)), slab=(), i2_first=True,
                                             next_streams=("u", "v"))
         gen_start = Signal()
+        gen_go = Signal(name="gen_go")      # (the start, a flip-flop: set below)
         m.d.comb += [gen.start.eq(gen_start), gen.u_base.eq(desc.u_base), gen.v_base.eq(desc.v_base),
                      gen.o_base.eq(desc.o_base)]
         for j in range(4):
@@ -716,21 +722,26 @@ class TrainEngine(wiring.Component):
         # and read in the next: HOST_READ_LATENCY.
         act_ra = fanout_copies(len(act_rs[0].addr), G, "act_ra")
         grad_ra = Signal.like(grad_r.addr, name="grad_ra")
-        # The choice is one AND-OR under exclusive selects, each a function of flip-flops,
+        # The choice is one AND-OR under exclusive selects, each of at most four flip-flops,
         # over every register the next address can be (the host's; the logit address's
-        # next and base, the mask's; the generator's candidates of V and U), not a choice
-        # among choices: at 1d044b9 the two-tier choice (the logit address's multiplexer
-        # under z_step, the generator's own AND-OR) was 7 LUT levels before the copies on
-        # all three seeds' routed critical paths (train_hw.json).
+        # next and base, the mask's; the generator's base and stepped candidates of V or
+        # U), not a choice among choices: at 1d044b9 the two-tier choice (the logit
+        # address's multiplexer under z_step, the generator's own AND-OR) was 7 LUT levels
+        # before the copies on all three seeds' routed critical paths (train_hw.json). A
+        # stream's address is read only in RUN, where the generator advances in every
+        # cycle (no stall: issue = running & valid) and `start` (gen_go, the DECODE cycle)
+        # is low, so its base is chosen under gen_go, loop j's candidate under running &
+        # lvl_valid[j] (= the generator's own adv & lvl[j]), and its held address, never
+        # read, not at all (the register then takes 0).
         act_ra_next = Signal.like(act_ra[0], name="act_ra_next")
-        run_la, run_v = ~st_idle & la_sel, ~st_idle & ~la_sel & is_wgrad
-        run_u = ~st_idle & ~la_sel & ~is_wgrad
-        a_items = [host.addr >> lg, loss_rplus, loss_rbase, mask_prev,
-                   *gen.v_next_cand, *gen.u_next_cand]
-        a_sel = Cat(st_idle, run_la & is_loss & loss.z_step, run_la & is_loss & ~loss.z_step,
-                    run_la & ~is_loss, *(run_v & s for s in gen.v_next_sel),
-                    *(run_u & s for s in gen.u_next_sel))
-        m.d.comb += act_ra_next.eq(onehot_select(a_items, a_sel))
+        a_items = [host.addr >> lg, loss_rplus, loss_rbase, mask_prev]
+        a_sel = [st_idle, ~st_idle & is_loss & loss.z_step, ~st_idle & is_loss & ~loss.z_step,
+                 ~st_idle & mask_op]
+        for op, cand in ((is_wgrad, gen.v_next_cand), (u_op, gen.u_next_cand)):
+            # cand: base, the steps of loops 3, 2, 1, nxt0 (loop 0), held
+            a_items += [cand[0], cand[1], cand[2], cand[3], cand[4]]
+            a_sel += [gen_go & op, *(running & op & gen.lvl_valid[j] for j in (3, 2, 1, 0))]
+        m.d.comb += act_ra_next.eq(onehot_select(a_items, Cat(*a_sel)))
         m.d.sync += [r.eq(act_ra_next) for r in act_ra]
         m.d.sync += grad_ra.eq(Mux(st_idle, host.addr >> lg, gen.u_addr_next))
         m.d.comb += [r.addr.eq(a) for r, a in zip(act_rs, act_ra)]
@@ -887,7 +898,6 @@ class TrainEngine(wiring.Component):
         # before DECODE (its operands, the registered descriptor checks and decodes, are
         # set from the FETCH's eighth cycle on and hold through DECODE; DECODE is entered
         # only from there). Same cycle, same verdict as deciding in DECODE.
-        gen_go = Signal()
         m.d.sync += gen_go.eq(0)
         m.d.comb += gen_start.eq(gen_go)
         done_pulse = Signal()

@@ -242,7 +242,7 @@ def test_address_generator_equals_nested_loops(seed):
     aw = 10
     dut = AddressGen(bound_width=4, addr_width=aw, next_streams=("x", "c", "o"))
     cases = [_agen_case(rng, aw, big=(i % 3 == 2)) for i in range(6)]
-    ahead = {"equal": 0, "moved": 0}     # <n>_addr_next against the next cycle's <n>_addr
+    ahead = {"equal": 0, "moved": 0, "lvl": 0}   # <n>_addr_next against the next <n>_addr
     cases.append(([3, 2, 2, 5], {"x": 0, "c": 0, "o": 0, "b": 4}, {"x": [40, 0, 4, 8],
                   "c": [0, 5, 0, 1], "o": [24, 8, 4], "b": [24, 8, 4]}))  # a mode-0 step
 
@@ -266,6 +266,19 @@ def test_address_generator_equals_nested_loops(seed):
                 assert cand == nxt, (n, cand, nxt)
                 return nxt
 
+            def check_lvl_valid(en):
+                """lvl_valid: one-hot, or 0 when no loop would advance; with en high, the
+                loop whose candidate the generator chooses (base at start, held if none)."""
+                lv, sel = ctx.get(dut.lvl_valid), ctx.get(dut.x_next_sel)
+                valid, start = ctx.get(dut.valid), ctx.get(dut.start)
+                assert not lv & (lv - 1), bin(lv)
+                assert bool(lv) == bool(valid and not ctx.get(dut.final)), (bin(lv), valid)
+                if en and valid and not start:
+                    # candidates: base, loops 3, 2, 1, 0, held
+                    want = 1 << (1 + (3, 2, 1, 0).index(lv.bit_length() - 1)) if lv else 1 << 5
+                    assert sel == want, (bin(sel), bin(lv))
+                    ahead["lvl"] += bool(lv)
+
             def check_ahead(nxt):
                 for n, v in nxt.items():
                     now = ctx.get(getattr(dut, f"{n}_addr"))
@@ -282,6 +295,7 @@ def test_address_generator_equals_nested_loops(seed):
             for _ in range(len(ref) * 3 + 5):
                 en = rng.random() < 0.7
                 ctx.set(dut.en, en)
+                check_lvl_valid(en)
                 if ctx.get(dut.valid) and en:
                     row = {n: ctx.get(getattr(dut, f"{n}_addr")) for n in "xcob"}
                     row["first"] = bool(ctx.get(dut.first))
@@ -299,7 +313,7 @@ def test_address_generator_equals_nested_loops(seed):
 
     run(dut, bench)
     # the check compared values that change (not only held ones)
-    assert ahead["moved"] > 50 and ahead["equal"] > ahead["moved"]
+    assert ahead["moved"] > 50 and ahead["equal"] > ahead["moved"] and ahead["lvl"] > 50
 
 
 def test_address_generator_next_names_its_streams():
