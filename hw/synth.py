@@ -477,7 +477,10 @@ def synth_script(device: str, frontend: str = "verilog", after_read=(), opts: st
         *read,
         "hierarchy -top ttforge_pnr_harness",
         *FANOUT_KEEP,
-        *(NO_RW_CHECK if dev.family == "ecp5" else ()),
+        # (RTLIL only: Amaranth's RTLIL carries the memories as $memrd_v2 / $memwr_v2 cells;
+        # the Verilog frontend's memories are not ready for memory_collect before synthesis,
+        # and there Yosys reads the no_rw_check attribute itself)
+        *(NO_RW_CHECK if dev.family == "ecp5" and frontend == "rtlil" else ()),
         *after_read,
         *steps,
         "tee -q -o stat.json stat -json",

@@ -257,6 +257,7 @@ def test_the_model_says_it_is_ours():
 def test_the_ecp5_scripts_leave_no_rw_check_collisions_undefined():
     from ttforge.hw.synth import FANOUT_KEEP, NO_RW_CHECK, synth_script
 
-    ecp5 = synth_script("ecp5-85f").splitlines()
+    ecp5 = synth_script("ecp5-85f", "rtlil").splitlines()
+    assert NO_RW_CHECK[-1] not in synth_script("ecp5-85f", "verilog").splitlines()
     assert ecp5[ecp5.index(FANOUT_KEEP[-1]) + 1:][:len(NO_RW_CHECK)] == list(NO_RW_CHECK)
     assert NO_RW_CHECK[-1] not in synth_script("ice40up5k").splitlines()
