@@ -416,12 +416,8 @@ class TrainEngine(wiring.Component):
         # mask's, the loss's and the host's); the operand selects follow these registers
         # into the MAC lanes' operand register, not the block outputs (a DP16KD output
         # through its depth multiplexer and a select does not fit the clock)
-        # (no reset: loaded in every cycle, so each is a plain register of its block RAMs'
-        # read data, which the ECP5 flows give the block RAMs themselves, hw/ecp5_bram:
-        # 0.96 ns from the clock, not 5.83; at 44c3e1e seed 3's routed critical path was an
-        # ACT block -> act_q, 5.83 + 4.59 ns)
-        act_q = Signal.like(act_rdata, name="act_q", reset_less=True)
-        q_grad = Signal.like(grad_r.data, name="q_grad", reset_less=True)
+        act_q = Signal.like(act_rdata, name="act_q")
+        q_grad = Signal.like(grad_r.data, name="q_grad")
         m.d.sync += [act_q.eq(act_rdata), q_grad.eq(grad_r.data)]
         s2_x = Signal(data.ArrayLayout(signed(XB), L))
         s2_c = Signal(data.ArrayLayout(signed(CB), L))
