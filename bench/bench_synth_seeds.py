@@ -75,6 +75,8 @@ def main(argv=None) -> int:
                    help="Yosys's LUT mapping: abc9 (synth_ecp5's, default) or abc (where abc9 "
                         "crashes: ttforge.hw.synth.ABC9_HINT)")
     p.add_argument("--seeds", default="1,2,3")
+    p.add_argument("--outreg-fold", action="store_true",
+                   help="give the block RAMs their output registers (hw/ecp5_bram.py)")
     p.add_argument("--label", required=True)
     p.add_argument("--router", choices=ROUTERS, default=ROUTERS[0],
                    help=f"nextpnr's router (default {ROUTERS[0]})")
@@ -141,7 +143,7 @@ def main(argv=None) -> int:
     (wd / "harness.v").write_text(harness)
     (wd / "synth.ys").write_text(synth_script(dev.key, a.frontend, lut_mapper=a.lut_mapper))
     t0 = time.time()
-    proc, fold = run_synthesis(wd, dev.key)     # (and the block RAMs' output registers)
+    proc, fold = run_synthesis(wd, dev.key, outreg_fold=a.outreg_fold)
     if proc.returncode != 0:
         print(f"yosys failed (log: {wd / 'yosys.log'})", file=sys.stderr)
         return 1

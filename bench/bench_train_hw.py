@@ -280,8 +280,7 @@ def part_synth(seeds: list[int], work: Path, timeout: float, no_route: bool = Fa
         # (this script did not, until ACT's address copies of 9e8840b were measured)
         (work / "synth.ys").write_text(synth_script(dev.key))
         t0 = time.time()
-        proc, fold = run_synthesis(work, dev.key, timeout=None)   # (and the ECP5 block RAMs'
-        # output registers: hw/ecp5_bram.py)
+        proc, fold = run_synthesis(work, dev.key, timeout=None)
         if proc.returncode != 0:
             raise SystemExit(f"yosys failed (log: {work / 'yosys.log'})")
         synth_s = round(time.time() - t0)

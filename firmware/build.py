@@ -79,15 +79,6 @@ def toolchain_env(family: str) -> dict[str, str]:
     return env
 
 
-def _outreg_fold(netlist: Path) -> dict | None:
-    """The block RAM output-register fold's counts of an ECP5 build (hw/ecp5_bram), or
-    None (an iCE40 build)."""
-    try:
-        return json.loads(netlist.with_name(netlist.name + ".outreg.json").read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def _is_train(config) -> bool:
     from ttforge.hw.trainer.program import TrainEngineConfig
     return isinstance(config, TrainEngineConfig)
@@ -390,12 +381,6 @@ def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=Non
     try:
         bdir = work / "build"
         envfile = work / "toolchain.sh"
-        if dev.family == "ecp5" and "NEXTPNR_ECP5" in env_tools:
-            # nextpnr through hw/ecp5_bram's wrapper: the block RAMs' output registers
-            # folded into the netlist first, as in every ECP5 synthesis ttforge measures
-            from ttforge.hw.ecp5_bram import nextpnr_wrapper
-            env_tools = {**env_tools, "NEXTPNR_ECP5": str(nextpnr_wrapper(
-                work / "nextpnr-ecp5-outreg", env_tools["NEXTPNR_ECP5"]))}
         envfile.write_text("".join(f"export {k}='{v}'\n" for k, v in env_tools.items()))
         # the tools by variable, and Amaranth's toolchain environment script (which also
         # skips its PATH check of tools the build does not run, e.g. openFPGALoader);
@@ -474,7 +459,6 @@ def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=Non
             "board": b.key, "title": b.title, "device": b.device,
             "clock_hz": clk_hz, "baud": baud, "uart_divisor": divisor, "seed": int(seed),
             "lut_mapper": mapper["lut_mapper"], "fanout_keep": mapper["fanout_keep"],
-            "outreg_fold": _outreg_fold(bdir / f"{name}.json"),
             "failed_seeds": failed,
             "config": dataclasses.asdict(cfg) if train is not None else cfg.to_dict(),
             "artifact": None if artifact is None else {

@@ -487,14 +487,16 @@ def synth_script(device: str, frontend: str = "verilog", after_read=(), opts: st
     ]) + "\n"
 
 
-def run_synthesis(workdir: str | Path, device: str, timeout: float | None = 3600):
+def run_synthesis(workdir: str | Path, device: str, timeout: float | None = 3600, *,
+                  outreg_fold: bool = False):
     """Run ``synth.ys`` (:func:`synth_script`) in ``workdir`` with Yosys, then, on the
-    ECP5, give the block RAMs their output registers in ``netlist.json``
-    (:func:`ttforge.hw.ecp5_bram.fold_netlist_file`). Returns Yosys's completed process
-    and the fold's counts (``{}`` where none ran)."""
+    ECP5 with ``outreg_fold``, give the block RAMs their output registers in
+    ``netlist.json`` (:func:`ttforge.hw.ecp5_bram.fold_netlist_file`; off by default: on
+    the two designs measured it placed and routed worse, docs/benchmarks.md). Returns
+    Yosys's completed process and the fold's counts (``{}`` where none ran)."""
     proc = run_tool("yosys", ["-q", "-l", "yosys.log", "synth.ys"], cwd=workdir, timeout=timeout)
     fold = {}
-    if proc.returncode == 0 and DEVICES[device].family == "ecp5":
+    if proc.returncode == 0 and outreg_fold and DEVICES[device].family == "ecp5":
         from ttforge.hw.ecp5_bram import fold_netlist_file
         fold = dict(fold_netlist_file(Path(workdir) / "netlist.json"))
     return proc, fold
