@@ -23,6 +23,12 @@ register (``OCEB``) does the same at the same edge. Only a block RAM that reads 
 every cycle is folded, so no question of what the data output holds while ``CEB`` is low
 arises. :class:`ttforge.hw.engine.banks.RegisteredBanks` is written so (its read enable,
 a cycle later, is its bank registers' enable).
+
+It is an option (``hw.synth.run_synthesis(..., outreg_fold=True)``, ``bench_synth_seeds.py
+--outreg-fold``), off by default: with the registers pinned to the block RAM sites, their
+loads are placed against the block RAM columns, and both designs measured placed and
+routed worse (the four-engine array 76.6 against 88.6 MHz, the training engine with
+``act_q`` folded 86.9 against 101.3 MHz on seed 1; docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -27,7 +27,8 @@ __all__ = ["RegisteredBanks", "BANK_DEPTH", "POISON_COLLISIONS"]
 #: Tests only: a read of a word in the cycle it is written gives the word inverted, so a
 #: bit-exact run proves that no read whose word is used meets a write of it. The banks
 #: are marked ``no_rw_check`` (such a read is undefined in synthesis, hw/synth.NO_RW_CHECK:
-#: what lets the ECP5 block RAM hold the bank register), and this makes "undefined" seen.
+#: no bypass after the block RAM, and what lets the ECP5 block RAM hold the bank register
+#: when that option is on), and this makes "undefined" seen.
 POISON_COLLISIONS = False
 
 #: words per bank: an ECP5 DP16KD's depth at its widest (512 x 36 bits); a wider word is
@@ -79,7 +80,7 @@ class RegisteredBanks(wiring.Component):
         # low (q(t + 2) = en(t) ? mem[addr(t)] : q(t + 1) either way), but each bank
         # register is then a plain register of its block RAM's output with its own
         # enable, which an ECP5 DP16KD can hold itself (REGMODE OUTREG,
-        # hw/ecp5_bram.fold_output_registers: 0.96 ns from its clock, not 5.83)
+        # hw/ecp5_bram.fold_output_registers, an option: 0.96 ns from its clock, not 5.83)
         en_d = Signal(name="bank_en_d")
         m.d.sync += en_d.eq(rd.en)
         poison = Signal(name="bank_poison")     # (tests: POISON_COLLISIONS)
