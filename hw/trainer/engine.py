@@ -330,15 +330,13 @@ class TrainEngine(wiring.Component):
         is_contract = Signal()
         is_wgrad = Signal()
         is_loss = Signal()
-        # ACT reads the logits (LOSS) or the mask word (CONTRACT with the ReLU mask) at
-        # loss_rplus / loss_rbase or mask_prev below, else an address-generator stream
-        la_sel = Signal()
+        # ACT reads the logits (LOSS, is_loss) or the mask word (CONTRACT with the ReLU
+        # mask, mask_op) at loss_rplus / loss_rbase or mask_prev below, else an
+        # address-generator stream (V for WGRAD, U otherwise: u_op)
         n_m1 = [Signal(32, name=f"n{j}_m1") for j in range(4)]
-        # (mask_op and u_op: la_sel's parts, for the ACT address's selects below)
         mask_op, u_op = Signal(name="mask_op"), Signal(name="u_op")
         m.d.sync += [is_contract.eq(flags.op == Op.CONTRACT), is_wgrad.eq(flags.op == Op.WGRAD),
                      is_loss.eq(flags.op == Op.LOSS),
-                     la_sel.eq((flags.op == Op.LOSS) | ((flags.op == Op.CONTRACT) & flags.mask)),
                      mask_op.eq((flags.op == Op.CONTRACT) & flags.mask),
                      u_op.eq((flags.op != Op.LOSS) & (flags.op != Op.WGRAD)
                              & ~((flags.op == Op.CONTRACT) & flags.mask))]
@@ -710,13 +708,13 @@ class TrainEngine(wiring.Component):
         host_idle = Signal()
         m.d.comb += host_idle.eq(st_idle)
         # ACT read: the U word (CONTRACT from ACT), the V word (WGRAD), the mask or the
-        # logits (la_sel: outside the LOSS state and the masked CONTRACT's run the word read
+        # logits (is_loss, mask_op: outside the LOSS state and the masked CONTRACT's run the word read
         # is not used, so the selects are FLAGS decodes held for the operation), the host's
         # in IDLE. The address pins of each ACT memory and of GRAD leave registers (act_ra,
         # grad_ra: no multiplexer between them and the blocks), loaded with the choice made
         # from next values: the generator's candidates under its selects are what v_addr
         # and u_addr hold in the next cycle, the logit address steps (loss_rplus, z_step)
-        # or restarts (loss_rbase), and la_sel, is_loss and is_wgrad are held from the
+        # or restarts (loss_rbase), and mask_op, u_op, is_loss and is_wgrad are held from the
         # FETCH, so the registers equal a multiplexer of the current addresses in every
         # cycle the engine reads ACT. The host's address is taken in the cycle of its read (re)
         # and read in the next: HOST_READ_LATENCY.
