@@ -475,9 +475,16 @@ class RequantDecode(wiring.Component):
 
     ``hi``/``lo`` are the range of ``SAT_BITS``; ``bad_sat`` flags ``SAT_BITS`` outside
     ``2..inter_bits``.
+
+    With ``pipelined=True``, ``shamt`` and ``round`` follow ``shift`` one cycle late: the
+    sums ``IB + s`` and ``IB + s - 1`` and the three comparisons of ``s`` are registered,
+    and ``shamt`` is a multiplexer of them (no carry chain after the register; for a
+    caller whose ``SHIFT`` is settled cycles before it is read).
     """
 
-    def __init__(self, *, acc_bits: int, bias_bits: int, inter_bits: int):
+    def __init__(self, *, acc_bits: int, bias_bits: int, inter_bits: int,
+                 pipelined: bool = False):
+        self.pipelined = bool(pipelined)
         self.inter_bits = ib = int(inter_bits)
         self.vw, self.uw, self.kw = requant_widths(acc_bits, bias_bits, inter_bits)
         super().__init__({
@@ -494,13 +501,23 @@ class RequantDecode(wiring.Component):
         m = Module()
         ib, vw = self.inter_bits, self.vw
         s = self.shift
-        with m.If(s > 0):
-            m.d.comb += self.round.eq(1)
-            m.d.comb += self.shamt.eq(Mux(s >= vw, ib + vw - 1, ib + s - 1))
-        with m.Else():
-            neg = Signal(8)
-            m.d.comb += neg.eq(-s)
-            m.d.comb += self.shamt.eq(Mux(neg >= ib, 0, ib - neg))
+        if self.pipelined:
+            # shamt = IB + s - 1 clamped to IB + VW - 1 (s > 0), IB + s clamped to 0 (s <= 0)
+            pos, ge_vw, le_nib = Signal(), Signal(), Signal()
+            t, tm1 = Signal(signed(10)), Signal(signed(10))
+            m.d.sync += [pos.eq(s > 0), ge_vw.eq(s >= vw), le_nib.eq(s <= -ib),
+                         t.eq(ib + s), tm1.eq(ib + s - 1)]
+            m.d.comb += [self.round.eq(pos),
+                         self.shamt.eq(Mux(pos, Mux(ge_vw, ib + vw - 1, tm1),
+                                           Mux(le_nib, 0, t)))]
+        else:
+            with m.If(s > 0):
+                m.d.comb += self.round.eq(1)
+                m.d.comb += self.shamt.eq(Mux(s >= vw, ib + vw - 1, ib + s - 1))
+            with m.Else():
+                neg = Signal(8)
+                m.d.comb += neg.eq(-s)
+                m.d.comb += self.shamt.eq(Mux(neg >= ib, 0, ib - neg))
         with m.Switch(self.sat_bits):
             for b in range(2, ib + 1):
                 with m.Case(b):

@@ -555,7 +555,11 @@ class TrainEngine(wiring.Component):
             m.d.sync += vmax.eq(mags[0])
         # requantization, one unit per lane; its per-operation constants registered (the
         # flags are fetched many cycles before the first result)
-        m.submodules.rqdec = rqd = RequantDecode(acc_bits=AB, bias_bits=AB, inter_bits=SB)
+        # (pipelined: its sums and comparisons registered a cycle ahead of rq_shamt, whose
+        # input is then one multiplexer; 3a09814's routed seed 2 ended at rq_shift_h ->
+        # rq_shamt through 12 levels, a carry chain among them)
+        m.submodules.rqdec = rqd = RequantDecode(acc_bits=AB, bias_bits=AB, inter_bits=SB,
+                                                 pipelined=True)
         # decoded from copies of SHIFT and SAT_BITS of their own (a cycle after the fetch
         # stores them): the descriptor's flip-flops, spread over the die, met the decode's
         # carry chain in one cycle (the routed seed-2 path at 49f37c7, desc -> rq_shamt)

@@ -156,6 +156,35 @@ def test_requant_decode_flags_bad_sat_bits():
     sim.run()
 
 
+@pytest.mark.parametrize("acc_bits,bias_bits,inter_bits", [(48, 48, 8), (24, 16, 8), (9, 4, 4),
+                                                        (20, 24, 16)])
+def test_requant_decode_pipelined_equals_combinational(acc_bits, bias_bits, inter_bits):
+    """Every SHIFT: the pipelined decode's shamt and round, a cycle after the shift is
+    set, equal the combinational decode's (which test_requant_equals_arith proves)."""
+    w = dict(acc_bits=acc_bits, bias_bits=bias_bits, inter_bits=inter_bits)
+    comb, pipe = RequantDecode(**w), RequantDecode(pipelined=True, **w)
+    top = Module()
+    top.submodules.comb, top.submodules.pipe = comb, pipe
+    top.d.comb += pipe.shift.eq(comb.shift)
+    seen = []
+
+    async def bench(ctx):
+        for s in range(-128, 128):
+            ctx.set(comb.shift, s)
+            await ctx.delay(1e-9)
+            want = (ctx.get(comb.shamt), ctx.get(comb.round))
+            await ctx.tick()
+            got = (ctx.get(pipe.shamt), ctx.get(pipe.round))
+            assert got == want, f"shift {s}: pipelined {got}, combinational {want}"
+            seen.append(want[0])
+
+    sim = Simulator(top)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert len(set(seen)) > 3 + inter_bits          # both clamps and the sums are exercised
+
+
 def test_requant_one_bit_fault_is_caught():
     """Sibling: a reference with one bit flipped disagrees (the comparison can fail)."""
     y, _ = ref_requant(1000, 0, False, 3, 8, False, False)
