@@ -503,8 +503,8 @@ class RequantDecode(wiring.Component):
         s = self.shift
         if self.pipelined:
             # shamt = IB + s - 1 clamped to IB + VW - 1 (s > 0), IB + s clamped to 0 (s <= 0)
-            pos, ge_vw, le_nib = Signal(), Signal(), Signal()
-            t, tm1 = Signal(signed(10)), Signal(signed(10))
+            pos, ge_vw, le_nib = Signal(name="pos"), Signal(name="ge_vw"), Signal(name="le_nib")
+            t, tm1 = Signal(signed(10), name="t"), Signal(signed(10), name="tm1")
             m.d.sync += [pos.eq(s > 0), ge_vw.eq(s >= vw), le_nib.eq(s <= -ib),
                          t.eq(ib + s), tm1.eq(ib + s - 1)]
             m.d.comb += [self.round.eq(pos),
