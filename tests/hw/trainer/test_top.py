@@ -59,6 +59,13 @@ def test_two_steps_over_axi_equal_the_golden_trainer_and_the_interpreter():
             records[-1]["act"] = np.array_equal(np.array(act), mem.act[:prog.regions.act_words].reshape(-1))
             lab = await host.read_window("LABEL", 0, len(by))
             records[-1]["label"] = lab == [int(v) for v in by]
+            # and so are the gradients and the descriptors (every word the host can read;
+            # the host has rewritten the exponents for the next step: res.program)
+            grad = await host.read_window("GRAD", 0, prog.regions.grad_words * cfg.lanes)
+            records[-1]["grad"] = np.array_equal(np.array(grad),
+                                                 mem.grad[:prog.regions.grad_words].reshape(-1))
+            dm = await host.read_window("DMEM", 0, len(res.program.words))
+            records[-1]["dmem"] = dm == [w & 0xFFFFFFFF for w in res.program.words]
             st, prog = res.state, res.program
         counters = await host.counters()
         return records, counters
