@@ -231,6 +231,7 @@ def synth_engine_holds() -> dict:
 
 # ------------------------------------------------------------------------ synthesis
 def _engine_verilog(depths: dict = SYNTH_DEPTHS) -> tuple[str, dict]:
+    from ttforge.hw.ecp5_dsp import ECP5
     from ttforge.hw.emit import emit_verilog, port_map
     from ttforge.hw.trainer.engine import TrainEngine
     from ttforge.hw.trainer.program import TrainEngineConfig
@@ -241,7 +242,9 @@ def _engine_verilog(depths: dict = SYNTH_DEPTHS) -> tuple[str, dict]:
     mems = {k: v for k, v in memory_shapes(cfg).items() if k != "exp2"}
     est = {k: {"depth": d, "bits": w, "dp16kd": memory_blocks(k, w, d)} for k, (d, w) in mems.items()}
     # "program" is a SystemVerilog keyword (Yosys writes it escaped): that group is "prog"
-    return emit_verilog(eng, "ttforge_train_engine", port_map(eng, {"program": "prog"})), est
+    # elaborated for the ECP5, as a ULX3S build elaborates it (the MAC lanes' registers
+    # inside the MULT18X18D primitives, hw/ecp5_dsp.py)
+    return emit_verilog(eng, "ttforge_train_engine", port_map(eng, {"program": "prog"}), ECP5), est
 
 
 def _placed_estimate(log: Path) -> float | None:

@@ -441,7 +441,13 @@ class TrainEngine(wiring.Component):
         for l in range(L):
             m.d.comb += s2_x[l].eq(Mux(is_wgrad | flags.src, q_grad[l], act_q[l]))
             m.d.comb += s2_c[l].eq(Mux(flags.ones, 1, act_q[l]))
-        m.submodules.mac = mac = MacLanes(lanes=L, x_bits=XB, c_bits=CB, acc_bits=AB, tag_width=aw + 1)
+        # reset_less_data: the sums are read only under res_valid (r_acc, tsum), so the data
+        # registers need no reset, and on the ECP5 each lane's operand and product
+        # registers are then a MULT18X18D's own (hw/ecp5_dsp.py): 6f1c35f's routed seed 3
+        # ended at op_x -> the multiplier -> pr, 3.9 ns of multiply timed between fabric
+        # flip-flops 25 rows apart
+        m.submodules.mac = mac = MacLanes(lanes=L, x_bits=XB, c_bits=CB, acc_bits=AB, tag_width=aw + 1,
+                                          reset_less_data=True)
         m.d.comb += [mac.en.eq(1), mac.in_valid.eq(s2_v), mac.in_first.eq(s2_first),
                      mac.in_last.eq(s2_last), mac.in_tag.eq(s2_o)]
         for l in range(L):
