@@ -426,7 +426,9 @@ class TrainEngine(wiring.Component):
         # selects, the mask's "> 0"), act_qx for the lane multiplexers of the loss and the
         # host, so the lanes' copy is not pulled towards those (3a09814's routed seed 3
         # ended at an ACT block -> act_q, 5.83 + 4.59 ns, with no logic between).
-        act_q, act_qx = (fanout_copies(act_rdata.shape(), 2, "act_q") if G > 1
+        # (no reset: kept copies keep a reset as a LUT before each flip-flop, Yosys does
+        # not fold it into a kept cell; every reader of act_q waits for a valid bit)
+        act_q, act_qx = (fanout_copies(act_rdata.shape(), 2, "act_q", reset_less=True) if G > 1
                          else [Signal.like(act_rdata, name="act_q")] * 2)
         q_grad = Signal.like(grad_r.data, name="q_grad")
         m.d.sync += [act_q.eq(act_rdata), q_grad.eq(grad_r.data)]
@@ -441,13 +443,11 @@ class TrainEngine(wiring.Component):
         for l in range(L):
             m.d.comb += s2_x[l].eq(Mux(is_wgrad | flags.src, q_grad[l], act_q[l]))
             m.d.comb += s2_c[l].eq(Mux(flags.ones, 1, act_q[l]))
-        # reset_less_data: the sums are read only under res_valid (r_acc, tsum), so the data
-        # registers need no reset, and on the ECP5 each lane's operand and product
-        # registers are then a MULT18X18D's own (hw/ecp5_dsp.py): 6f1c35f's routed seed 3
-        # ended at op_x -> the multiplier -> pr, 3.9 ns of multiply timed between fabric
-        # flip-flops 25 rows apart
-        m.submodules.mac = mac = MacLanes(lanes=L, x_bits=XB, c_bits=CB, acc_bits=AB, tag_width=aw + 1,
-                                          reset_less_data=True)
+        # (not reset_less_data, so not the ECP5 form of hw/ecp5_dsp.py: with the operand
+        # registers inside the MULT18X18D, act_q alone spans the block RAMs to the DSP row,
+        # and cfe7765 routed at 78.83 / 78.75 MHz, seeds 1 and 2, at a block RAM -> act_q,
+        # 6.2 ns of routing; the fabric operand register op_x is a second stage for that)
+        m.submodules.mac = mac = MacLanes(lanes=L, x_bits=XB, c_bits=CB, acc_bits=AB, tag_width=aw + 1)
         m.d.comb += [mac.en.eq(1), mac.in_valid.eq(s2_v), mac.in_first.eq(s2_first),
                      mac.in_last.eq(s2_last), mac.in_tag.eq(s2_o)]
         for l in range(L):

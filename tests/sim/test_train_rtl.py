@@ -159,34 +159,3 @@ def test_every_training_mutation_is_killed(sim, fault):
     diff = _mutation(sim, fault)
     assert (diff == []) if fault is None else diff, diff
 
-
-# --------------------------------------------------------------------- the ECP5 form
-def _ecp5_train_build(monkeypatch, tmp_path, case, model_fault=None):
-    """The training top as a ULX3S build elaborates it (``platform=ECP5``: each MAC lane's
-    operand and product registers inside a MULT18X18D) with ttforge's MULT18X18D model,
-    on Icarus."""
-    import ttforge.sim.train_runner as train_runner
-    from ttforge.hw.ecp5_dsp import ECP5, mult18x18d_model
-    from ttforge.hw.trainer.top import verilog
-
-    why = _available("icarus")
-    if why:
-        pytest.skip(why)
-    cfg = case_config(case)[1]
-    text = verilog(cfg, platform=ECP5)
-    assert text.count("MULT18X18D #(") == cfg.lanes
-    monkeypatch.setattr(train_runner, "_emit", lambda config, fault=None: text + mult18x18d_model(model_fault))
-    return build_train(cfg, "icarus", build_root=tmp_path / "build")
-
-
-def test_training_ecp5_form_equals_the_golden_trainer(monkeypatch, tmp_path):
-    case = CASES["stochastic"]
-    run = run_train(_ecp5_train_build(monkeypatch, tmp_path, case), case, gaps=0.3, seed=3)
-    _assert_equal(run, 0.3)
-
-
-def test_training_ecp5_form_with_a_wrong_dsp_model_fails(monkeypatch, tmp_path):
-    """Sibling: the operands taken as unsigned by the model must be seen."""
-    case = dict(CASES["stochastic"], steps=1)
-    run = run_train(_ecp5_train_build(monkeypatch, tmp_path, case, "unsigned"), case, dump_final=False)
-    assert _killed(run), "a wrong MULT18X18D model went unnoticed"
