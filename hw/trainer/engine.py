@@ -422,18 +422,12 @@ class TrainEngine(wiring.Component):
         # mask's, the loss's and the host's); the operand selects follow these registers
         # into the MAC lanes' operand register, not the block outputs (a DP16KD output
         # through its depth multiplexer and a select does not fit the clock)
-        # In two copies where ACT is split (G > 1): act_q for the lanes (the operand
-        # selects, the mask's "> 0"), act_qx for the lane multiplexers of the loss and the
-        # host, so the lanes' copy is not pulled towards those (3a09814's routed seed 3
-        # ended at an ACT block -> act_q, 5.83 + 4.59 ns, with no logic between).
-        # (no reset: kept copies keep a reset as a LUT before each flip-flop, Yosys does
-        # not fold it into a kept cell; every reader of act_q waits for a valid bit)
-        act_q, act_qx = (fanout_copies(act_rdata.shape(), 2, "act_q", reset_less=True) if G > 1
-                         else [Signal.like(act_rdata, name="act_q")] * 2)
+        # (one register: two kept copies, the lanes' and the loss's and host's, routed
+        # worse at b5ae4db, 94.05 / 96.70 MHz on seeds 1 and 2, one ending at a block RAM
+        # -> the lanes' copy)
+        act_q = Signal.like(act_rdata, name="act_q")
         q_grad = Signal.like(grad_r.data, name="q_grad")
         m.d.sync += [act_q.eq(act_rdata), q_grad.eq(grad_r.data)]
-        if G > 1:
-            m.d.sync += act_qx.eq(act_rdata)
         s2_x = Signal(data.ArrayLayout(signed(XB), L))
         s2_c = Signal(data.ArrayLayout(signed(CB), L))
         s2_master = Signal(signed(tc.master_bits))
@@ -698,9 +692,9 @@ class TrainEngine(wiring.Component):
         # comparisons. The label and `valid` are held by the unit from the start.
         lab_addr = Signal(range(c.max_batch))
         lab_bad, lab_valid = Signal(), Signal()
-        # the logit from the ACT word as it left the blocks, registered (act_qx)
+        # the logit from the ACT word as it left the blocks, registered (act_q)
         m.d.comb += [loss.classes.eq(desc.n0), loss.h.eq(flags.shift), loss.valid.eq(lab_valid),
-                     loss.label.eq(lm_r.data), loss.z_data.eq(act_qx[z_lane] if L > 1 else act_qx[0])]
+                     loss.label.eq(lm_r.data), loss.z_data.eq(act_q[z_lane] if L > 1 else act_q[0])]
 
         # ------------------------------------------------------------ input writer
         in_f = Signal(16)
@@ -890,7 +884,7 @@ class TrainEngine(wiring.Component):
         # block output through the select to the unit did not fit the clock
         m.d.comb += upd.rd_data.eq(Mux(flags.dst, q_bm, q_cm))
         # the third stage: the read's controls and the small memories' words once more
-        # (hq_*), beside ACT's and GRAD's words (act_qx, q_grad)
+        # (hq_*), beside ACT's and GRAD's words (act_q, q_grad)
         hq = {}
         for name, sig in (("v", q_v), ("dm", q_dm), ("cm", q_cm), ("bm", q_bm), ("mx", q_mx),
                           ("lm", q_lm)):
@@ -911,7 +905,7 @@ class TrainEngine(wiring.Component):
                  ((q_sel == HostSel.MAXACC) & q_half, hq["mx"] >> 32),
                  ((q_sel == HostSel.MAXACC) & ~q_half, hq["mx"][:32]),
                  (q_sel == HostSel.LABEL, hq["lm"])]
-        picks += [((q_sel == HostSel.ACT) & (q_lane == l), act_qx[l]) for l in range(L)]
+        picks += [((q_sel == HostSel.ACT) & (q_lane == l), act_q[l]) for l in range(L)]
         picks += [((q_sel == HostSel.GRAD) & (q_lane == l), q_grad[l]) for l in range(L)]
         hq_pick = Signal(len(picks), name="hq_pick")
         m.d.sync += hq_pick.eq(Cat(*(c for c, _ in picks)))
