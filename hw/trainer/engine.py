@@ -288,12 +288,7 @@ class TrainEngine(wiring.Component):
         # with no decoder before that fan-out.
         st_idle = Signal(init=1, name="st_idle")
         st_input, st_fetch = Signal(name="st_input"), Signal(name="st_fetch")
-        st_decode = Signal(name="st_decode")
-        # RUN in two kept copies: running for the engine, run_a for the ACT address's
-        # selects alone (running, read by every address register, was the start of the
-        # routed seed-1 path at 6f1c35f, 2.8 ns of routing before the first LUT)
-        running = Signal(name="running", attrs={FANOUT_ATTR: 1})
-        run_a = Signal(name="run_a", attrs={FANOUT_ATTR: 1})
+        st_decode, running = Signal(name="st_decode"), Signal(name="running")
         st_drain, st_loss = Signal(name="st_drain"), Signal(name="st_loss")
         st_zfill, st_done = Signal(name="st_zfill"), Signal(name="st_done")
         flag = {_State.IDLE: st_idle, _State.INPUT: st_input, _State.FETCH: st_fetch,
@@ -302,10 +297,7 @@ class TrainEngine(wiring.Component):
 
         def go(frm, to):
             """Leave state ``frm`` for ``to`` (the same state: stay)."""
-            out = [flag[frm].eq(0), flag[to].eq(1)]
-            if _State.RUN in (frm, to):
-                out.append(run_a.eq(to == _State.RUN))
-            return out
+            return [flag[frm].eq(0), flag[to].eq(1)]
 
         desc = Signal(_desc_layout())
         flags = desc.flags
@@ -422,9 +414,13 @@ class TrainEngine(wiring.Component):
         # mask's, the loss's and the host's); the operand selects follow these registers
         # into the MAC lanes' operand register, not the block outputs (a DP16KD output
         # through its depth multiplexer and a select does not fit the clock)
-        # (one register: two kept copies, the lanes' and the loss's and host's, routed
-        # worse at b5ae4db, 94.05 / 96.70 MHz on seeds 1 and 2, one ending at a block RAM
-        # -> the lanes' copy)
+        # (Measured after 6f1c35f and not kept, log only in docs/benchmarks.md: act_q in two
+        # kept copies, the lanes' and the loss's and host's, b5ae4db, 94.05 / 96.70 / 96.53
+        # MHz, two seeds at a block RAM -> a copy; the MAC lanes in the ECP5 DSP form,
+        # cfe7765, 78.83 / 78.75, act_q alone then spanning the block RAMs to the DSP row;
+        # the host's read as one AND-OR under a registered one-hot pick and a copy of
+        # `running` for the ACT address's selects, 6f9b7c6, 94.46 / 100.56 / 103.32, seed 1
+        # at a MAC lane. None beat 6f1c35f's minimum, 98.95.)
         act_q = Signal.like(act_rdata, name="act_q")
         q_grad = Signal.like(grad_r.data, name="q_grad")
         m.d.sync += [act_q.eq(act_rdata), q_grad.eq(grad_r.data)]
@@ -437,10 +433,6 @@ class TrainEngine(wiring.Component):
         for l in range(L):
             m.d.comb += s2_x[l].eq(Mux(is_wgrad | flags.src, q_grad[l], act_q[l]))
             m.d.comb += s2_c[l].eq(Mux(flags.ones, 1, act_q[l]))
-        # (not reset_less_data, so not the ECP5 form of hw/ecp5_dsp.py: with the operand
-        # registers inside the MULT18X18D, act_q alone spans the block RAMs to the DSP row,
-        # and cfe7765 routed at 78.83 / 78.75 MHz, seeds 1 and 2, at a block RAM -> act_q,
-        # 6.2 ns of routing; the fabric operand register op_x is a second stage for that)
         m.submodules.mac = mac = MacLanes(lanes=L, x_bits=XB, c_bits=CB, acc_bits=AB, tag_width=aw + 1)
         m.d.comb += [mac.en.eq(1), mac.in_valid.eq(s2_v), mac.in_first.eq(s2_first),
                      mac.in_last.eq(s2_last), mac.in_tag.eq(s2_o)]
@@ -747,7 +739,7 @@ class TrainEngine(wiring.Component):
         # before the copies on all three seeds' routed critical paths (train_hw.json). A
         # stream's address is read only in RUN, where the generator advances in every
         # cycle (no stall: issue = running & valid) and `start` (gen_go, the DECODE cycle)
-        # is low, so its base is chosen under gen_go, loop j's candidate under run_a &
+        # is low, so its base is chosen under gen_go, loop j's candidate under running &
         # lvl_valid[j] (= the generator's own adv & lvl[j]), and its held address, never
         # read, not at all (the register then takes 0).
         act_ra_next = Signal.like(act_ra[0], name="act_ra_next")
@@ -757,7 +749,7 @@ class TrainEngine(wiring.Component):
         for op, cand in ((is_wgrad, gen.v_next_cand), (u_op, gen.u_next_cand)):
             # cand: base, the steps of loops 3, 2, 1, nxt0 (loop 0), held
             a_items += [cand[0], cand[1], cand[2], cand[3], cand[4]]
-            a_sel += [gen_go & op, *(run_a & op & gen.lvl_valid[j] for j in (3, 2, 1, 0))]
+            a_sel += [gen_go & op, *(running & op & gen.lvl_valid[j] for j in (3, 2, 1, 0))]
         m.d.comb += act_ra_next.eq(onehot_select(a_items, Cat(*a_sel)))
         m.d.sync += [r.eq(act_ra_next) for r in act_ra]
         m.d.sync += grad_ra.eq(Mux(st_idle, host.addr >> lg, gen.u_addr_next))
@@ -886,31 +878,26 @@ class TrainEngine(wiring.Component):
         # the third stage: the read's controls and the small memories' words once more
         # (hq_*), beside ACT's and GRAD's words (act_q, q_grad)
         hq = {}
-        for name, sig in (("v", q_v), ("dm", q_dm), ("cm", q_cm), ("bm", q_bm), ("mx", q_mx),
-                          ("lm", q_lm)):
+        for name, sig in (("v", q_v), ("sel", q_sel), ("lane", q_lane), ("half", q_half), ("dm", q_dm),
+                          ("cm", q_cm), ("bm", q_bm), ("mx", q_mx), ("lm", q_lm)):
             hq[name] = Signal.like(sig, name=f"hq_{name}")
             m.d.sync += hq[name].eq(sig)
-        # host_rdata is one AND-OR of every word it can be, under a one-hot choice
-        # registered here from q_sel, q_half and q_lane (hq_pick): a lane multiplexer
-        # inside a memory multiplexer was 7 LUT levels, the routed seed-2 path at 6f1c35f
-        # (act_q -> host_rdata)
-        def word(v):
-            """``v`` as the 32-bit word the host reads (sign-extended)."""
-            w = Signal(32)
-            m.d.comb += w.eq(v)
-            return w
-        picks = [(q_sel == HostSel.DMEM, hq["dm"]),
-                 (q_sel == HostSel.CMEM, hq["cm"].as_signed()),
-                 (q_sel == HostSel.BMEM, hq["bm"].as_signed()),
-                 ((q_sel == HostSel.MAXACC) & q_half, hq["mx"] >> 32),
-                 ((q_sel == HostSel.MAXACC) & ~q_half, hq["mx"][:32]),
-                 (q_sel == HostSel.LABEL, hq["lm"])]
-        picks += [((q_sel == HostSel.ACT) & (q_lane == l), act_q[l]) for l in range(L)]
-        picks += [((q_sel == HostSel.GRAD) & (q_lane == l), q_grad[l]) for l in range(L)]
-        hq_pick = Signal(len(picks), name="hq_pick")
-        m.d.sync += hq_pick.eq(Cat(*(c for c, _ in picks)))
         h_data = Signal(32)
-        m.d.comb += h_data.eq(onehot_select([word(v) for _, v in picks], hq_pick))
+        with m.Switch(hq["sel"]):
+            with m.Case(HostSel.DMEM):
+                m.d.comb += h_data.eq(hq["dm"])
+            with m.Case(HostSel.CMEM):
+                m.d.comb += h_data.eq(hq["cm"].as_signed())
+            with m.Case(HostSel.BMEM):
+                m.d.comb += h_data.eq(hq["bm"].as_signed())
+            with m.Case(HostSel.MAXACC):
+                m.d.comb += h_data.eq(Mux(hq["half"], hq["mx"] >> 32, hq["mx"][:32]))
+            with m.Case(HostSel.ACT):
+                m.d.comb += h_data.eq(act_q[hq["lane"]] if L > 1 else act_q[0])
+            with m.Case(HostSel.GRAD):
+                m.d.comb += h_data.eq(q_grad[hq["lane"]] if L > 1 else q_grad[0])
+            with m.Case(HostSel.LABEL):
+                m.d.comb += h_data.eq(hq["lm"])
         m.d.sync += [self.host_rvalid.eq(hq["v"]), self.host_rdata.eq(h_data)]
 
         # ------------------------------------------------------------ the sequencer

@@ -310,8 +310,4 @@ def verilator_waivers() -> str:
         "// kept apart from the descriptor's flags): the kept registers take the names of the\n"
         "// decode's inputs they drive, and those aliases are read by nothing.\n"
         "lint_off -rule UNUSEDSIGNAL -file \"*\" -match \"Signal is not used: '*engine.sat_bits'\"\n"
-        "lint_off -rule UNUSEDSIGNAL -file \"*\" -match \"Signal is not used: '*engine.shift$*'\"\n"
-        "// The RUN flag kept apart from its copy for the ACT address (running, run_a): the\n"
-        "// kept flag takes the name of the address generator's enable it drives (en), and\n"
-        "// the alias running is read by nothing.\n"
-        "lint_off -rule UNUSEDSIGNAL -file \"*\" -match \"Signal is not used: '*engine.running'\"\n")
+        "lint_off -rule UNUSEDSIGNAL -file \"*\" -match \"Signal is not used: '*engine.shift$*'\"\n")
