@@ -366,13 +366,18 @@ class MacLanes(wiring.Component):
     multiply inside the DSP instead of as fabric-to-fabric logic. Everywhere else
     (simulation, generic Verilog) the multiply is Amaranth's ``*`` between flip-flops.
 
+    ``dsp_inputs=False``: in that ECP5 form only the product register is the DSP's; the
+    operand registers stay in the fabric (same registers, same cycles), so that they
+    can sit between distant sources and the DSP row.
+
     ``groups``: the product stage's valid and ``first`` registers, which enable and
     select every accumulator bit, are ``groups`` copies (:func:`fanout_copies`), each
     driving ``lanes / groups`` lanes; same cycles.
     """
 
     def __init__(self, *, lanes: int, x_bits: int, c_bits: int, acc_bits: int, tag_width: int = 1,
-                 reset_less_data: bool = False, groups: int = 1):
+                 reset_less_data: bool = False, groups: int = 1, dsp_inputs: bool = True):
+        self.dsp_inputs = bool(dsp_inputs)
         self.lanes = int(lanes)
         self.groups = int(groups)
         if self.groups < 1 or self.lanes % self.groups:
@@ -424,7 +429,8 @@ class MacLanes(wiring.Component):
         with m.If(self.en):
             m.d.sync += [
                 op_v.eq(self.in_valid), op_first.eq(self.in_first), op_last.eq(self.in_last),
-                op_tag.eq(self.in_tag), *([] if dsp else [op_x.eq(self.x), op_c.eq(self.c)]),
+                op_tag.eq(self.in_tag),
+                *([] if dsp and self.dsp_inputs else [op_x.eq(self.x), op_c.eq(self.c)]),
                 *[v.eq(op_v) for v in pr_vg], *[f.eq(op_first) for f in pr_firstg],
                 pr_last.eq(op_last), pr_tag.eq(op_tag),
             ]
@@ -436,9 +442,10 @@ class MacLanes(wiring.Component):
                     m.d.sync += acc[l].eq(self.res[l])
         if dsp:
             for l in range(L):
-                m.submodules[f"dsp{l}"] = mul = Ecp5Mult(a_bits=self.x_bits, b_bits=self.c_bits)
-                m.d.comb += [mul.en.eq(self.en), mul.a.eq(self.x[l]), mul.b.eq(self.c[l]),
-                             pr[l].eq(mul.p)]
+                mul = Ecp5Mult(a_bits=self.x_bits, b_bits=self.c_bits, input_registers=self.dsp_inputs)
+                m.submodules[f"dsp{l}"] = mul
+                a, b = (self.x[l], self.c[l]) if self.dsp_inputs else (op_x[l], op_c[l])
+                m.d.comb += [mul.en.eq(self.en), mul.a.eq(a), mul.b.eq(b), pr[l].eq(mul.p)]
         for l in range(L):
             s = Signal(signed(self.acc_bits), name=f"sum{l}")
             m.d.comb += s.eq(Mux(pr_firstg[group_of(l, L, G)], pr[l], acc[l] + pr[l]))

@@ -52,18 +52,24 @@ class Ecp5Mult(wiring.Component):
 
     Behaves exactly as ``a_r, b_r <= a, b`` and ``p <= a_r * b_r``, both only when
     ``en`` (one clock enable, ``CE0``, for all three registers), with no reset.
+    With ``input_registers=False`` the DSP keeps only its output register: ``p <= a *
+    b`` when ``en``, one clock edge after ``a``/``b`` (the caller's operand registers
+    stay in the fabric, free to be placed between their sources and the DSP).
 
     Parameters
     ----------
     a_bits, b_bits : int
         Operand widths, 1..18 (sign-extended to 18 bits).
+    input_registers : bool
+        Whether the A and B registers are the DSP's (default) or absent.
     """
 
-    def __init__(self, *, a_bits: int, b_bits: int):
+    def __init__(self, *, a_bits: int, b_bits: int, input_registers: bool = True):
         for name, v in (("a_bits", a_bits), ("b_bits", b_bits)):
             if not 1 <= int(v) <= DSP_BITS:
                 raise ConfigError(f"Ecp5Mult {name}={v} must be 1..{DSP_BITS} (one MULT18X18D)")
         self.a_bits, self.b_bits = int(a_bits), int(b_bits)
+        self.input_registers = bool(input_registers)
         super().__init__({
             "en": In(1),
             "a": In(signed(self.a_bits)),
@@ -84,10 +90,12 @@ class Ecp5Mult(wiring.Component):
         for i in range(2 * DSP_BITS):
             ports[f"o_P{i}"] = p36[i]
         regs = {}
-        for r in ("INPUTA", "INPUTB", "OUTPUT"):
+        used = ("INPUTA", "INPUTB", "OUTPUT") if self.input_registers else ("OUTPUT",)
+        for r in used:
             regs.update({f"p_REG_{r}_CLK": "CLK0", f"p_REG_{r}_CE": "CE0", f"p_REG_{r}_RST": "RST0"})
-        for r in ("INPUTC", "PIPELINE"):
-            regs[f"p_REG_{r}_CLK"] = "NONE"
+        for r in ("INPUTA", "INPUTB", "INPUTC", "PIPELINE"):
+            if r not in used:
+                regs[f"p_REG_{r}_CLK"] = "NONE"
         m.submodules.dsp = Instance(
             "MULT18X18D",
             **regs,

@@ -34,8 +34,9 @@ CYCLES = 600
 OUTS = ("res_valid", "res_tag", "res", "pre_valid", "pre_tag", "mac_valid", "busy")
 
 
-def _mac():
-    return MacLanes(lanes=L, x_bits=XB, c_bits=CB, acc_bits=AB, tag_width=TW, reset_less_data=True)
+def _mac(dsp_inputs=True):
+    return MacLanes(lanes=L, x_bits=XB, c_bits=CB, acc_bits=AB, tag_width=TW, reset_less_data=True,
+                    dsp_inputs=dsp_inputs)
 
 
 def _stimulus(seed=5):
@@ -113,9 +114,11 @@ endmodule
 """
 
 
-def _icarus_trace(rows, tmp_path, model: str):
-    text = amaranth_verilog.convert(_mac(), name="mac", platform=ECP5, emit_src=False)
+def _icarus_trace(rows, tmp_path, model: str, dsp_inputs=True):
+    text = amaranth_verilog.convert(_mac(dsp_inputs), name="mac", platform=ECP5, emit_src=False)
     assert text.count("MULT18X18D") == L
+    # the output-register-only form leaves the A/B registers off
+    assert (text.count('.REG_INPUTA_CLK("NONE")') == L) == (not dsp_inputs)
     sw = 4 + TW + L * XB + L * CB
     stim = "".join(
         f"{(((((((en << 1 | v) << 1 | fi) << 1 | la) << TW | tag) << (L * XB)) | x) << (L * CB)) | c:x}\n"
@@ -126,10 +129,11 @@ def _icarus_trace(rows, tmp_path, model: str):
     return [tuple(int(t) for t in ln.split()) for ln in out if ln and ln[0].isdigit()]
 
 
-def test_ecp5_form_equals_the_behavioural_mac_every_cycle(tmp_path):
+@pytest.mark.parametrize("dsp_inputs", [True, False])
+def test_ecp5_form_equals_the_behavioural_mac_every_cycle(tmp_path, dsp_inputs):
     rows = _stimulus()
     want = _amaranth_trace(rows)
-    got = _icarus_trace(rows, tmp_path, mult18x18d_model())
+    got = _icarus_trace(rows, tmp_path, mult18x18d_model(), dsp_inputs)
     assert len(got) == len(want) == CYCLES
     assert sum(t[0] for t in want) > 20 and sum(1 - r[0] for r in rows) > 50  # results, stalls
     assert got == want
@@ -140,10 +144,12 @@ def test_ecp5_form_equals_the_behavioural_mac_every_cycle(tmp_path):
     assert bad != want
 
 
-@pytest.mark.parametrize("fault", sorted(MODEL_FAULTS))
-def test_a_wrong_dsp_model_fails_the_check(tmp_path, fault):
+@pytest.mark.parametrize("dsp_inputs,fault", [(True, f) for f in sorted(MODEL_FAULTS)] +
+                         [(False, f) for f in sorted(MODEL_FAULTS) if f != "no_input_reg"])
+def test_a_wrong_dsp_model_fails_the_check(tmp_path, dsp_inputs, fault):
+    """(the output-register-only form has no input register for no_input_reg to drop)"""
     rows = _stimulus()
-    assert _icarus_trace(rows, tmp_path, mult18x18d_model(fault)) != _amaranth_trace(rows)
+    assert _icarus_trace(rows, tmp_path, mult18x18d_model(fault), dsp_inputs) != _amaranth_trace(rows)
 
 
 def test_target_selects_the_dsp_only_for_the_ecp5():
