@@ -433,7 +433,8 @@ class TrainEngine(wiring.Component):
         for l in range(L):
             m.d.comb += s2_x[l].eq(Mux(is_wgrad | flags.src, q_grad[l], act_q[l]))
             m.d.comb += s2_c[l].eq(Mux(flags.ones, 1, act_q[l]))
-        m.submodules.mac = mac = MacLanes(lanes=L, x_bits=XB, c_bits=CB, acc_bits=AB, tag_width=aw + 1)
+        m.submodules.mac = mac = MacLanes(lanes=L, x_bits=XB, c_bits=CB, acc_bits=AB, tag_width=aw + 1,
+                                          reset_less_data=True, dsp_inputs=False)
         m.d.comb += [mac.en.eq(1), mac.in_valid.eq(s2_v), mac.in_first.eq(s2_first),
                      mac.in_last.eq(s2_last), mac.in_tag.eq(s2_o)]
         for l in range(L):
