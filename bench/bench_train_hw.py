@@ -242,8 +242,8 @@ def _engine_verilog(depths: dict = SYNTH_DEPTHS) -> tuple[str, dict]:
     mems = {k: v for k, v in memory_shapes(cfg).items() if k != "exp2"}
     est = {k: {"depth": d, "bits": w, "dp16kd": memory_blocks(k, w, d)} for k, (d, w) in mems.items()}
     # "program" is a SystemVerilog keyword (Yosys writes it escaped): that group is "prog"
-    # elaborated for the ECP5, as a ULX3S build elaborates it (the MAC lanes' registers
-    # inside the MULT18X18D primitives, hw/ecp5_dsp.py)
+    # elaborated for the ECP5, as a ULX3S build elaborates it (today the same Verilog as
+    # the generic form: the training engine takes none of the ECP5 forms, hw/ecp5_dsp.py)
     return emit_verilog(eng, "ttforge_train_engine", port_map(eng, {"program": "prog"}), ECP5), est
 
 

@@ -420,7 +420,8 @@ class TrainEngine(wiring.Component):
         # cfe7765, 78.83 / 78.75, act_q alone then spanning the block RAMs to the DSP row;
         # the host's read as one AND-OR under a registered one-hot pick and a copy of
         # `running` for the ACT address's selects, 6f9b7c6, 94.46 / 100.56 / 103.32, seed 1
-        # at a MAC lane. None beat 6f1c35f's minimum, 98.95.)
+        # at a MAC lane; the DSP's product register only, MacLanes(dsp_inputs=False),
+        # a23ba43, 99.97 / 94.61 / 97.32. None beat 6f1c35f's minimum, 98.95.)
         act_q = Signal.like(act_rdata, name="act_q")
         q_grad = Signal.like(grad_r.data, name="q_grad")
         m.d.sync += [act_q.eq(act_rdata), q_grad.eq(grad_r.data)]

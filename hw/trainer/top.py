@@ -269,18 +269,16 @@ class TrainAccel(wiring.Component):
 
 
 def verilog(config: TrainEngineConfig, *, reset: str = "rst", name: str = TRAIN_TOP_NAME,
-            fault: str | None = None, platform=None) -> str:
+            fault: str | None = None) -> str:
     """The Verilog text of ``TrainAccel(config)`` as module ``name`` (``ttforge_train``):
     ports ``clk``, ``rst`` (active high, synchronous; ``reset="aresetn"``: ``aresetn``,
     active low, synchronous), ``s_axil_*``, ``s_axis_*``, ``irq``. Byte-identical for the
-    same inputs. ``fault`` builds a deliberately broken engine (mutation runs);
-    ``platform`` a family's form (:data:`ttforge.hw.ecp5_dsp.ECP5`: the MAC lanes'
-    registers inside ``MULT18X18D`` primitives, as a ULX3S build elaborates it)."""
+    same inputs. ``fault`` builds a deliberately broken engine (mutation runs)."""
     from ttforge.hw.top import emit_with_reset
 
     core = TrainAccel(config, fault=fault)
     return emit_with_reset(core, name, port_map(core, {"axil": "s_axil", "s_axis": "s_axis", "irq": "irq"}),
-                           reset, platform)
+                           reset)
 
 
 #: the name the task and the docs use

@@ -158,15 +158,15 @@ def test_requant_decode_flags_bad_sat_bits():
 
 @pytest.mark.parametrize("acc_bits,bias_bits,inter_bits", [(48, 48, 8), (24, 16, 8), (9, 4, 4),
                                                         (20, 24, 16)])
-def test_requant_decode_pipelined_equals_combinational(acc_bits, bias_bits, inter_bits):
-    """Every SHIFT: the pipelined decode's shamt and round, a cycle after the shift is
-    set, equal the combinational decode's (which test_requant_equals_arith proves)."""
-    w = dict(acc_bits=acc_bits, bias_bits=bias_bits, inter_bits=inter_bits)
+def _decode_mismatches(flip: int = 0, **w):
+    """Every SHIFT through the pipelined and the combinational decode: the shifts whose
+    pipelined shamt and round, a cycle later (shamt XOR ``flip``: a corrupted result),
+    differ from the combinational ones; and the shamt values seen."""
     comb, pipe = RequantDecode(**w), RequantDecode(pipelined=True, **w)
     top = Module()
     top.submodules.comb, top.submodules.pipe = comb, pipe
     top.d.comb += pipe.shift.eq(comb.shift)
-    seen = []
+    bad, seen = [], []
 
     async def bench(ctx):
         for s in range(-128, 128):
@@ -174,15 +174,32 @@ def test_requant_decode_pipelined_equals_combinational(acc_bits, bias_bits, inte
             await ctx.delay(1e-9)
             want = (ctx.get(comb.shamt), ctx.get(comb.round))
             await ctx.tick()
-            got = (ctx.get(pipe.shamt), ctx.get(pipe.round))
-            assert got == want, f"shift {s}: pipelined {got}, combinational {want}"
+            got = (ctx.get(pipe.shamt) ^ flip, ctx.get(pipe.round))
+            if got != want:
+                bad.append((s, got, want))
             seen.append(want[0])
 
     sim = Simulator(top)
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
+    return bad, seen
+
+
+@pytest.mark.parametrize("acc_bits,bias_bits,inter_bits", [(48, 48, 8), (24, 16, 8), (9, 4, 4),
+                                                        (20, 24, 16)])
+def test_requant_decode_pipelined_equals_combinational(acc_bits, bias_bits, inter_bits):
+    """Every SHIFT: the pipelined decode's shamt and round, a cycle after the shift is
+    set, equal the combinational decode's (which test_requant_equals_arith proves)."""
+    bad, seen = _decode_mismatches(acc_bits=acc_bits, bias_bits=bias_bits, inter_bits=inter_bits)
+    assert not bad, f"(shift, pipelined, combinational): {bad[:3]}"
     assert len(set(seen)) > 3 + inter_bits          # both clamps and the sums are exercised
+
+
+def test_requant_decode_comparison_sees_one_flipped_bit():
+    """Sibling: with one bit of the pipelined shamt flipped, every SHIFT disagrees."""
+    bad, _ = _decode_mismatches(flip=1, acc_bits=24, bias_bits=16, inter_bits=8)
+    assert len(bad) == 256
 
 
 def test_requant_one_bit_fault_is_caught():

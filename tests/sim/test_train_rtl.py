@@ -158,4 +158,3 @@ def test_a_training_mutation_is_killed_on_icarus(fault):
 def test_every_training_mutation_is_killed(sim, fault):
     diff = _mutation(sim, fault)
     assert (diff == []) if fault is None else diff, diff
-
