@@ -131,8 +131,9 @@ def wgrad_drain(lanes: int) -> int:
 ACT_GROUPS = 4
 #: cycles from a ``host`` read (``re``) to ``host_rvalid``: the ACT and GRAD read addresses
 #: are registers (loaded from ``host.addr`` in the cycle of ``re``), the block outputs are
-#: registered, then the memory and lane are chosen into ``host_rdata``
-HOST_READ_LATENCY = 4
+#: registered, the lane of ACT's and GRAD's word and the small memories' word are picked
+#: into registers, then one of those three into ``host_rdata``
+HOST_READ_LATENCY = 5
 
 
 def act_groups(lanes: int) -> int:
@@ -188,7 +189,7 @@ class TrainEngine(wiring.Component):
     inp : stream In, payload ``signed(act_bits)``
         ``BATCH`` samples, each ``IN_COUNT`` features then its label.
     host : ``sel`` (:class:`HostSel`), ``addr``, ``wdata`` (32), ``we``, ``re`` in;
-        ``rdata`` (32), ``rvalid`` out (three cycles after ``re``). Only while idle.
+        ``rdata`` (32), ``rvalid`` out (:data:`HOST_READ_LATENCY` cycles after ``re``). Only while idle.
     program : ``batch``, ``bw_log``, ``in_count``, ``in_base``, ``stoch`` in; ``rng_load``
         and ``rng_value`` load the generator.
     control : ``enable`` (level: take a batch and run a step), ``clear_error``, ``soft_reset``.
@@ -849,12 +850,12 @@ class TrainEngine(wiring.Component):
         m.d.comb += dm_r.addr.eq(Mux(host_idle, host.addr, op_idx * TRAIN_DESC_WORDS + fw))
 
         # ------------------------------------------------------------ host reads
-        # HOST_READ_LATENCY = 4 cycles: CMEM, BMEM, DMEM, MAXACC and the labels are read in
+        # HOST_READ_LATENCY = 5 cycles: CMEM, BMEM, DMEM, MAXACC and the labels are read in
         # the cycle of re, ACT and GRAD in the next (their address registers are loaded in
         # the cycle of re, above); every block output is registered as it leaves (a
         # DP16KD's unregistered output takes ~6 ns before any logic: no mux after it), the
-        # small memories' a second time to wait for ACT's, then the lane and memory
-        # multiplexer fills host_rdata from those registers.
+        # small memories' a second time to wait for ACT's, then the lanes and the memory
+        # are chosen in two registered stages (below).
         h_sel = Signal(HostSel)
         h_lane = Signal(range(L)) if L > 1 else Signal(1)
         h_half = Signal()
@@ -883,23 +884,35 @@ class TrainEngine(wiring.Component):
                           ("cm", q_cm), ("bm", q_bm), ("mx", q_mx), ("lm", q_lm)):
             hq[name] = Signal.like(sig, name=f"hq_{name}")
             m.d.sync += hq[name].eq(sig)
-        h_data = Signal(32)
+        # the fourth stage: ACT's and GRAD's lanes picked (a 16-way choice each) and the
+        # small memories' word chosen, each into a register; the fifth chooses one of the
+        # three into host_rdata. (One stage for both was 7 LUT levels from act_q and the
+        # routed critical path of seed 2 at 6f1c35f, 98.95 MHz; a host read is rare, the
+        # extra cycle costs nothing.)
+        small = Signal(32)
         with m.Switch(hq["sel"]):
             with m.Case(HostSel.DMEM):
-                m.d.comb += h_data.eq(hq["dm"])
+                m.d.comb += small.eq(hq["dm"])
             with m.Case(HostSel.CMEM):
-                m.d.comb += h_data.eq(hq["cm"].as_signed())
+                m.d.comb += small.eq(hq["cm"].as_signed())
             with m.Case(HostSel.BMEM):
-                m.d.comb += h_data.eq(hq["bm"].as_signed())
+                m.d.comb += small.eq(hq["bm"].as_signed())
             with m.Case(HostSel.MAXACC):
-                m.d.comb += h_data.eq(Mux(hq["half"], hq["mx"] >> 32, hq["mx"][:32]))
-            with m.Case(HostSel.ACT):
-                m.d.comb += h_data.eq(act_q[hq["lane"]] if L > 1 else act_q[0])
-            with m.Case(HostSel.GRAD):
-                m.d.comb += h_data.eq(q_grad[hq["lane"]] if L > 1 else q_grad[0])
+                m.d.comb += small.eq(Mux(hq["half"], hq["mx"] >> 32, hq["mx"][:32]))
             with m.Case(HostSel.LABEL):
-                m.d.comb += h_data.eq(hq["lm"])
-        m.d.sync += [self.host_rvalid.eq(hq["v"]), self.host_rdata.eq(h_data)]
+                m.d.comb += small.eq(hq["lm"])
+        hp_small = Signal(32, name="hp_small")
+        hp_act = Signal(32, name="hp_act")
+        hp_grad = Signal(32, name="hp_grad")
+        hp_sel = Signal.like(hq["sel"], name="hp_sel")
+        hp_v = Signal(name="hp_v")
+        m.d.sync += [hp_small.eq(small), hp_sel.eq(hq["sel"]), hp_v.eq(hq["v"]),
+                     hp_act.eq(act_q[hq["lane"]] if L > 1 else act_q[0]),
+                     hp_grad.eq(q_grad[hq["lane"]] if L > 1 else q_grad[0])]
+        h_data = Signal(32)
+        m.d.comb += h_data.eq(Mux(hp_sel == HostSel.ACT, hp_act,
+                                  Mux(hp_sel == HostSel.GRAD, hp_grad, hp_small)))
+        m.d.sync += [self.host_rvalid.eq(hp_v), self.host_rdata.eq(h_data)]
 
         # ------------------------------------------------------------ the sequencer
         m.d.comb += [self.inp.ready.eq(st_input), loss.start.eq(0), mx_w.en.eq(0)]

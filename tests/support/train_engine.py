@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from amaranth.sim import Simulator
 
-from ttforge.hw.trainer.engine import HostSel, TrainEngine
+from ttforge.hw.trainer.engine import HOST_READ_LATENCY, HostSel, TrainEngine
 from ttforge.hw.trainer.program import TrainProgram
 
 
@@ -25,12 +25,15 @@ async def host_read(ctx, dut, sel, addr, signed_bits=None):
     ctx.set(dut.host.re, 1)
     await ctx.tick()
     ctx.set(dut.host.re, 0)
-    for _ in range(8):          # the engine's read latency (HOST_READ_LATENCY, four cycles today)
+    for waited in range(2, 2 * HOST_READ_LATENCY):
         await ctx.tick()
         if ctx.get(dut.host_rvalid):
             break
     else:
         raise AssertionError("host_rvalid never rose")
+    # every read, of every memory, is answered exactly HOST_READ_LATENCY cycles after re
+    # (the AR gate of the top and the formal bound count on it)
+    assert waited == HOST_READ_LATENCY, f"host_rvalid {waited} cycles after re, not {HOST_READ_LATENCY}"
     v = ctx.get(dut.host_rdata)
     if signed_bits:
         v &= (1 << signed_bits) - 1
