@@ -120,7 +120,7 @@ TRAIN_INTERNAL_SIGNALS: dict[str, str] = {
 #: ports and internal signals of ``ttforge_train`` the training property module reads
 TRAIN_PROPS_SIGNALS: dict[str, str] = {
     "g_full": "g_full", "g_phase": "g_phase", "ar_full": r"\axil.ar_full ",
-    "h_v": r"\engine.h_v ", "q_v": r"\engine.q_v ", "hq_v": r"\engine.hq_v ", "hp_v": r"\engine.hp_v ", "host_rvalid": r"\engine.host_rvalid ", "any_we": "any_we",
+    "h_v": r"\engine.h_v ", "q_v": r"\engine.q_v ", "hq_v": r"\engine.hq_v ", "hr_v": r"\engine.hr_v ", "hp_v": r"\engine.hp_v ", "host_rvalid": r"\engine.host_rvalid ", "any_we": "any_we",
     "tlast_check": r"\regs.ctrl [3]", "in_count": r"\regs.in_count ",
     "status_error": r"\regs.status [2]", "error_code": "error_code[7:0]",
     "eng_ready": r"\engine.inp__ready ", "t_drop": "t_drop", "t_pos": "t_pos",
@@ -294,12 +294,12 @@ def _train_tdata_bits(cfg) -> int:
 #: ``ttforge_train``'s read latency bound, from its AR gate (hw/trainer/top.py): the cycle
 #: that decides, at most one cycle behind a window write on the host port (window writes
 #: are two cycles apart: ``window_write_spaced``), the host port's read
-#: (the engine's ``HOST_READ_LATENCY``, 5, written out so that importing this module needs
+#: (the engine's ``HOST_READ_LATENCY``, 6, written out so that importing this module needs
 #: no Amaranth; a test checks the two agree: the ACT and GRAD address registers, the
 #: memory outputs registered before the read-back multiplexer), the cycle that latches
 #: the element and hands the address on, and the slave's two cycles
 #: (``tests/sim/test_formal_train.py`` shows a bound one smaller fails)
-_TRAIN_R_LATENCY = 1 + 1 + 5 + 1 + 2
+_TRAIN_R_LATENCY = 1 + 1 + 6 + 1 + 2
 
 _COMMON = ("b_hold", "r_hold", "b_has_request", "r_has_request", "b_answered", "r_answered",
            "reset_quiet", "outstanding_bound", "aw_tracked", "w_tracked", "ar_tracked")

@@ -103,7 +103,7 @@ def _desc_layout() -> data.StructLayout:
 
 
 # pipeline depths (cycles from an iteration's issue to the write of its result)
-_ISSUE_TO_RES = 4            # issue, memory data, operand register, MacLanes (2)
+_ISSUE_TO_RES = 5            # issue, memory data, block output register, operand register, MacLanes (2)
 #: stages of the MAXACC maximum after v (|v|, the max levels): within the Requant latency,
 #: so the maximum is complete when the drain writes it
 MAXACC_STAGES = Requant.LATENCY
@@ -130,10 +130,10 @@ def wgrad_drain(lanes: int) -> int:
 #: three seeds at cf0e5ab (train_hw.json: gen.u_addr / v_addr -> the ACT blocks' ADB)
 ACT_GROUPS = 4
 #: cycles from a ``host`` read (``re``) to ``host_rvalid``: the ACT and GRAD read addresses
-#: are registers (loaded from ``host.addr`` in the cycle of ``re``), the block outputs are
-#: registered, the lane of ACT's and GRAD's word and the small memories' word are picked
-#: into registers, then one of those three into ``host_rdata``
-HOST_READ_LATENCY = 5
+#: are registers (loaded from ``host.addr`` in the cycle of ``re``), their block outputs
+#: are registered twice (act_o, act_q), the lane of ACT's and GRAD's word and the small
+#: memories' word are picked into registers, then one of those three into ``host_rdata``
+HOST_READ_LATENCY = 6
 
 
 def act_groups(lanes: int) -> int:
@@ -141,9 +141,10 @@ def act_groups(lanes: int) -> int:
     return min(lanes, ACT_GROUPS)
 
 
-#: the loss unit's read latency: the ACT word is registered before the logit's lane is
-#: chosen (a block output through a 16-way multiplexer does not fit the clock)
-LOSS_Z_DELAY = 2
+#: the loss unit's read latency: the ACT word is registered twice (act_o, act_q) before
+#: the logit's lane is chosen (a block output through a 16-way multiplexer does not fit
+#: the clock, nor does a block output routed across the die)
+LOSS_Z_DELAY = 3
 _FETCH_CYCLES = FETCH_WORDS + 2     # one word per cycle, the read latency, the decode
 
 
@@ -396,13 +397,17 @@ class TrainEngine(wiring.Component):
                 m.d.comb += range_err.eq(Mux(flags.dst, TrainError.BMEM_RANGE, TrainError.CMEM_RANGE))
 
         # ------------------------------------------------------------ operands
-        # stage 1: memory data; stage 2: the words registered, selected into the MAC lanes
+        # stage 0: memory data; stage 1: the words registered as they leave the blocks
+        # (act_o, grad_o, cm_o); stage 2: registered again, selected into the MAC lanes
+        s0_v, s0_first, s0_last = Signal(), Signal(), Signal()
+        s0_o = Signal(aw + 1)
+        m.d.sync += [s0_v.eq(issue),
+                     s0_first.eq(gen.first & (gen.i2_first | is_contract)),
+                     s0_last.eq(gen.last & (gen.i2_last | is_contract)),
+                     s0_o.eq(gen.o_addr)]
         s1_v, s1_first, s1_last = Signal(), Signal(), Signal()
         s1_o = Signal(aw + 1)
-        m.d.sync += [s1_v.eq(issue),
-                     s1_first.eq(gen.first & (gen.i2_first | is_contract)),
-                     s1_last.eq(gen.last & (gen.i2_last | is_contract)),
-                     s1_o.eq(gen.o_addr)]
+        m.d.sync += [s1_v.eq(s0_v), s1_first.eq(s0_first), s1_last.eq(s0_last), s1_o.eq(s0_o)]
         # The forward core is derived from the registered master (after s2, before the
         # MAC lanes' operand register), not from the block RAM's output: the RAM's
         # clock-to-out, an adder and a clamp do not fit one cycle with the operand mux.
@@ -423,14 +428,26 @@ class TrainEngine(wiring.Component):
         # `running` for the ACT address's selects, 6f9b7c6, 94.46 / 100.56 / 103.32, seed 1
         # at a MAC lane; the DSP's product register only, MacLanes(dsp_inputs=False),
         # a23ba43, 99.97 / 94.61 / 97.32. None beat 6f1c35f's minimum, 98.95.)
+        # Two registers after ACT's and GRAD's blocks: act_o / grad_o, whose only load is
+        # act_q / q_grad, sit by the blocks (or are the DP16KD's own output register where
+        # the netlist is folded, hw/ecp5_bram.py), and act_q / q_grad sit by their
+        # readers, so no path is a block's 5.83 ns clock-to-out plus a route across the
+        # die (act_q alone was at 6f1c35f: a block -> act_q with 4.5-4.7 ns of routing
+        # ended seeds at a23ba43 and cfe7765). Every ACT and GRAD read takes a cycle
+        # more: the operands (stage 1), the mask (its address a cycle earlier), the
+        # loss's logits (LOSS_Z_DELAY) and the host's (HOST_READ_LATENCY).
+        act_o = Signal.like(act_rdata, name="act_o", reset_less=True)
+        grad_o = Signal.like(grad_r.data, name="grad_o", reset_less=True)
+        cm_o = Signal.like(cm_r.data, name="cm_o", reset_less=True)
+        m.d.sync += [act_o.eq(act_rdata), grad_o.eq(grad_r.data), cm_o.eq(cm_r.data)]
         act_q = Signal.like(act_rdata, name="act_q")
         q_grad = Signal.like(grad_r.data, name="q_grad")
-        m.d.sync += [act_q.eq(act_rdata), q_grad.eq(grad_r.data)]
+        m.d.sync += [act_q.eq(act_o), q_grad.eq(grad_o)]
         s2_x = Signal(data.ArrayLayout(signed(XB), L))
         s2_c = Signal(data.ArrayLayout(signed(CB), L))
         s2_master = Signal(signed(tc.master_bits))
         m.d.sync += [s2_v.eq(s1_v), s2_first.eq(s1_first), s2_last.eq(s1_last), s2_o.eq(s1_o),
-                     s2_master.eq(cm_r.data)]
+                     s2_master.eq(cm_o)]
         m.d.comb += derive.master.eq(s2_master)
         for l in range(L):
             m.d.comb += s2_x[l].eq(Mux(is_wgrad | flags.src, q_grad[l], act_q[l]))
@@ -597,16 +614,16 @@ class TrainEngine(wiring.Component):
             ys.append(u)
         y_o = delay(v_o, Requant.LATENCY, "y_o")
         y_v = ys[0].out_valid
-        # the mask word is read from ACT three cycles before the write (M_BASE + rel), the
-        # word registered as it leaves the blocks (act_q) and its lanes' "> 0" registered
+        # the mask word is read from ACT four cycles before the write (M_BASE + rel), the
+        # word registered twice as it leaves the blocks (act_o, act_q) and its lanes' "> 0" registered
         # (keep, below): a block output meets only the blocks' own output multiplexer
         # (a comparison after it was the routed critical path at 516f95c); the address is
         # formed from rel beside v and carried
         ba_rel = delay(r_rel, BiasAlign.LATENCY, "ba_rel")
         v_maddr = Signal(aw + 2)
         m.d.sync += v_maddr.eq(desc.m_base + ba_rel)
-        assert Requant.LATENCY - 3 >= 1
-        mask_prev = delay(v_maddr, Requant.LATENCY - 4, "mask_addr")   # the address a cycle early
+        assert Requant.LATENCY - 5 >= 0
+        mask_prev = delay(v_maddr, Requant.LATENCY - 5, "mask_addr")   # (act_ra_next's address)
 
         # ------------------------------------------------------------ WGRAD results
         tv = Signal()
@@ -850,12 +867,12 @@ class TrainEngine(wiring.Component):
         m.d.comb += dm_r.addr.eq(Mux(host_idle, host.addr, op_idx * TRAIN_DESC_WORDS + fw))
 
         # ------------------------------------------------------------ host reads
-        # HOST_READ_LATENCY = 5 cycles: CMEM, BMEM, DMEM, MAXACC and the labels are read in
+        # HOST_READ_LATENCY = 6 cycles: CMEM, BMEM, DMEM, MAXACC and the labels are read in
         # the cycle of re, ACT and GRAD in the next (their address registers are loaded in
         # the cycle of re, above); every block output is registered as it leaves (a
-        # DP16KD's unregistered output takes ~6 ns before any logic: no mux after it), the
-        # small memories' a second time to wait for ACT's, then the lanes and the memory
-        # are chosen in two registered stages (below).
+        # DP16KD's unregistered output takes ~6 ns before any logic: no mux after it),
+        # ACT's and GRAD's twice (act_o, act_q), the small memories' twice more to wait
+        # for ACT's, then the lanes and the memory are chosen in two registered stages.
         h_sel = Signal(HostSel)
         h_lane = Signal(range(L)) if L > 1 else Signal(1)
         h_half = Signal()
@@ -877,38 +894,39 @@ class TrainEngine(wiring.Component):
         # the update's old value, a cycle after the read (UpdateUnit(late_read=True)): a
         # block output through the select to the unit did not fit the clock
         m.d.comb += upd.rd_data.eq(Mux(flags.dst, q_bm, q_cm))
-        # the third stage: the read's controls and the small memories' words once more
-        # (hq_*), beside ACT's and GRAD's words (act_q, q_grad)
-        hq = {}
+        # the third and fourth stages: the read's controls and the small memories' words
+        # twice more (hq_*, hr_*), beside ACT's and GRAD's words (act_o, act_q; grad_o, q_grad)
+        hq, hr = {}, {}
         for name, sig in (("v", q_v), ("sel", q_sel), ("lane", q_lane), ("half", q_half), ("dm", q_dm),
                           ("cm", q_cm), ("bm", q_bm), ("mx", q_mx), ("lm", q_lm)):
             hq[name] = Signal.like(sig, name=f"hq_{name}")
-            m.d.sync += hq[name].eq(sig)
-        # the fourth stage: ACT's and GRAD's lanes picked (a 16-way choice each) and the
-        # small memories' word chosen, each into a register; the fifth chooses one of the
+            hr[name] = Signal.like(sig, name=f"hr_{name}")
+            m.d.sync += [hq[name].eq(sig), hr[name].eq(hq[name])]
+        # the fifth stage: ACT's and GRAD's lanes picked (a 16-way choice each) and the
+        # small memories' word chosen, each into a register; the sixth chooses one of the
         # three into host_rdata. (One stage for both was 7 LUT levels from act_q and the
         # routed critical path of seed 2 at 6f1c35f, 98.95 MHz; a host read is rare, the
         # extra cycle costs nothing.)
         small = Signal(32)
-        with m.Switch(hq["sel"]):
+        with m.Switch(hr["sel"]):
             with m.Case(HostSel.DMEM):
-                m.d.comb += small.eq(hq["dm"])
+                m.d.comb += small.eq(hr["dm"])
             with m.Case(HostSel.CMEM):
-                m.d.comb += small.eq(hq["cm"].as_signed())
+                m.d.comb += small.eq(hr["cm"].as_signed())
             with m.Case(HostSel.BMEM):
-                m.d.comb += small.eq(hq["bm"].as_signed())
+                m.d.comb += small.eq(hr["bm"].as_signed())
             with m.Case(HostSel.MAXACC):
-                m.d.comb += small.eq(Mux(hq["half"], hq["mx"] >> 32, hq["mx"][:32]))
+                m.d.comb += small.eq(Mux(hr["half"], hr["mx"] >> 32, hr["mx"][:32]))
             with m.Case(HostSel.LABEL):
-                m.d.comb += small.eq(hq["lm"])
+                m.d.comb += small.eq(hr["lm"])
         hp_small = Signal(32, name="hp_small")
         hp_act = Signal(32, name="hp_act")
         hp_grad = Signal(32, name="hp_grad")
-        hp_sel = Signal.like(hq["sel"], name="hp_sel")
+        hp_sel = Signal.like(hr["sel"], name="hp_sel")
         hp_v = Signal(name="hp_v")
-        m.d.sync += [hp_small.eq(small), hp_sel.eq(hq["sel"]), hp_v.eq(hq["v"]),
-                     hp_act.eq(act_q[hq["lane"]] if L > 1 else act_q[0]),
-                     hp_grad.eq(q_grad[hq["lane"]] if L > 1 else q_grad[0])]
+        m.d.sync += [hp_small.eq(small), hp_sel.eq(hr["sel"]), hp_v.eq(hr["v"]),
+                     hp_act.eq(act_q[hr["lane"]] if L > 1 else act_q[0]),
+                     hp_grad.eq(q_grad[hr["lane"]] if L > 1 else q_grad[0])]
         h_data = Signal(32)
         m.d.comb += h_data.eq(Mux(hp_sel == HostSel.ACT, hp_act,
                                   Mux(hp_sel == HostSel.GRAD, hp_grad, hp_small)))

@@ -44,7 +44,7 @@ H_RANGE = range(-64, 64)
 # and u, 3 u shifted (both ways), 4 t (the direction chosen and capped), 5 the table
 # address, 6 the table entry registered, 7 e, 8 used. Each stage is one short path (a
 # shifter, or an adder and a comparison), for the engine's clock. With ``z_delay`` 2 every
-# stage comes one cycle later.
+# stage comes one cycle later (``z_delay`` 3: two).
 _E_STAGE = 8
 # Cycles from the issue of the last read of pass 3 to ``done``: e*R registered at stage
 # _E_STAGE, g registered at the next and written (g_valid) at the one after, ``done`` one
@@ -64,8 +64,8 @@ def loss_cycles(classes: int, prob_bits: int, z_delay: int = 1) -> int:
     for name, v in (("classes", classes), ("prob_bits", prob_bits)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ConfigError(f"loss_cycles {name}={v!r} must be an integer >= 1")
-    if z_delay not in (1, 2):
-        raise ConfigError(f"loss_cycles z_delay={z_delay!r} must be 1 or 2")
+    if z_delay not in (1, 2, 3):
+        raise ConfigError(f"loss_cycles z_delay={z_delay!r} must be 1, 2 or 3")
     return 3 * classes + (prob_bits + 1) + _TAIL + z_delay - 1
 
 
@@ -87,9 +87,9 @@ class LossUnit(wiring.Component):
     fault : str or None
         A deliberate fault of :data:`LOSS_FAULTS` (tests only); ``None`` builds the real unit.
     z_delay : int
-        Cycles from a read (``z_en``) to its ``z_data``: 1, or 2 for a memory whose output
-        word is registered before its lane is chosen (the training engine). Every later
-        event (writes, ``done``) moves by ``z_delay - 1`` cycles.
+        Cycles from a read (``z_en``) to its ``z_data``: 1, or 2 or 3 for a memory whose
+        output word is registered once or twice before its lane is chosen (the training
+        engine: twice). Every later event (writes, ``done``) moves by ``z_delay - 1`` cycles.
 
     Ports
     -----
@@ -151,8 +151,8 @@ class LossUnit(wiring.Component):
                                 ("max_classes", max_classes, 1, 1 << 16)):
             if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
                 self._refuse(f"LossUnit {name}={v!r} must be an integer in {lo}..{hi}")
-        if z_delay not in (1, 2):
-            self._refuse(f"LossUnit z_delay={z_delay!r} must be 1 or 2")
+        if z_delay not in (1, 2, 3):
+            self._refuse(f"LossUnit z_delay={z_delay!r} must be 1, 2 or 3")
         if fault is not None and fault not in LOSS_FAULTS:
             self._refuse(f"fault={fault!r} is not a LossUnit fault; known: {', '.join(LOSS_FAULTS)}")
         self.act_bits, self.prob_bits = act_bits, prob_bits
@@ -286,7 +286,7 @@ class LossUnit(wiring.Component):
 
         # -- the datapath pipeline (one token per stage) -------------------------------
         E = _E_STAGE
-        # a later z (z_delay 2) delays the tokens that go with it: the stages keep their numbers
+        # a later z (z_delay 2, 3) delays the tokens that go with it: the stages keep their numbers
         tok = [issue]
         for i in range(self.z_delay - 1):
             t = Signal(token, name=f"tok0_d{i}")

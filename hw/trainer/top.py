@@ -10,7 +10,7 @@ tlast`` (the labelled samples) and ``irq``.
 What the top adds around the slave and the register file:
 
 * **read windows** onto the engine memories. The register bus answers a read in the
-  cycle it is strobed, the engine's ``host`` port five cycles after ``re``
+  cycle it is strobed, the engine's ``host`` port six cycles after ``re``
   (:data:`~ttforge.hw.trainer.engine.HOST_READ_LATENCY`); so a gate on
   the AR channel holds each read address, and if it falls in a window, reads the
   element through ``host`` first (while the engine is idle; otherwise the answer is

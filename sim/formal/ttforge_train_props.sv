@@ -41,6 +41,7 @@ module ttforge_train_formal_props #(
     input wire h_v,
     input wire q_v,
     input wire hq_v,
+    input wire hr_v,
     input wire hp_v,
     input wire host_rvalid,
     input wire any_we,
@@ -90,9 +91,9 @@ module ttforge_train_formal_props #(
     always @(posedge clk) begin
         if (HELPERS && f_past_valid && !rst) begin
             gate_phase: assert(g_phase != 2'd3);
-            // a window read is in exactly one stage of the host port's five-cycle read
-            gate_fetch: assert(((g_full && g_phase == 2'd1) == (h_v || q_v || hq_v || hp_v || host_rvalid))
-                               && {2'b0, h_v} + {2'b0, q_v} + {2'b0, hq_v} + {2'b0, hp_v}
+            // a window read is in exactly one stage of the host port's six-cycle read
+            gate_fetch: assert(((g_full && g_phase == 2'd1) == (h_v || q_v || hq_v || hr_v || hp_v || host_rvalid))
+                               && {2'b0, h_v} + {2'b0, q_v} + {2'b0, hq_v} + {2'b0, hr_v} + {2'b0, hp_v}
                                   + {2'b0, host_rvalid} <= 3'd1);
             gate_exclusive: assert(!(g_full && ar_full));
             beat_tracked: assert(f_pos == t_pos);

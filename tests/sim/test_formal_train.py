@@ -80,7 +80,7 @@ def test_ar_gate_overwriting_its_latch_fails_the_proof(tmp_path):
 @pytest.mark.slow
 def test_ar_gate_overwrite_breaks_a_protocol_rule(tmp_path):
     """The same fault without the helper invariants: a protocol rule fails (the lost
-    read is never answered; with the host port's five-cycle read, BMC meets
+    read is never answered; with the host port's six-cycle read, BMC meets
     an answer the response counter no longer matches to a request first, at step 10)."""
     r = _run(tmp_path, mode="bmc", depth=12, fault="ar_gate_overwrite", helpers=False)
     assert r.status == "FAIL" and {"r_answered", "r_has_request"} & set(r.failed), str(r)
@@ -105,8 +105,8 @@ def test_the_read_latency_bound_follows_the_engine():
 
 @pytest.mark.slow
 def test_the_read_latency_bound_is_tight(tmp_path):
-    """A window read that meets a window write waits 9 cycles: bound 10 holds (the proof
-    above), bound 9 fails from reset."""
+    """A window read that meets a window write waits 10 cycles: bound 11 holds (the proof
+    above), bound 10 fails from reset."""
     r = _run(tmp_path, mode="bmc", depth=formal._TRAIN_R_LATENCY + 3, r_latency=formal._TRAIN_R_LATENCY - 1)
     assert r.status == "FAIL" and r.failed == ("r_answered",), str(r)
 

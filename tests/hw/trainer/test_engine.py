@@ -134,12 +134,14 @@ def test_bad_program_reports_an_error_and_the_engine_recovers(what, code):
     prog = compile_training(state, 4, cfg)
     ops = list(prog.ops)
     yb = y.copy()
+    done_slots = 0      # LOSS slots of the failing operation run whole before its error
     # fail_at: the operation that raises the error (the ones before it run whole)
     if what == "bound":
         ops[1] = replace(ops[1], N=(ops[1].N[0], 0, ops[1].N[2], ops[1].N[3]))
         fail_at = 1
     elif what == "label":
-        yb[2] = state.n_classes
+        done_slots = 2
+        yb[done_slots] = state.n_classes
         fail_at = next(k for k, op in enumerate(ops) if op.OP == Op.LOSS)
     elif what == "sat_bits":        # the descriptor checks (registered during the fetch)
         i = fail_at = next(k for k, op in enumerate(ops) if op.OP == Op.CONTRACT)
@@ -187,11 +189,18 @@ def test_bad_program_reports_an_error_and_the_engine_recovers(what, code):
         assert err_cycles == x.shape[0] * (x.shape[1] + 1) + _FETCH_CYCLES + 4 + 1, err_cycles
     # every error stops the step in the busy cycle the binary-state sequencer (042e0c9)
     # stopped it in: the one-hot sequencer and the descriptor's registered fetch moved none;
-    # BiasAlign's fourth stage (LATENCY 3 -> 4) drains each CONTRACT before it a cycle later
+    # BiasAlign's fourth stage (LATENCY 3 -> 4) drains each CONTRACT before it a cycle later;
+    # the second register after ACT's and GRAD's blocks (_ISSUE_TO_RES 4 -> 5, LOSS_Z_DELAY
+    # 2 -> 3) drains each CONTRACT and WGRAD a cycle later and each LOSS slot's sample
+    from ttforge.hw.trainer.engine import _ISSUE_TO_RES, LOSS_Z_DELAY
     from ttforge.hw.trainer.update import BiasAlign
-    contracts = sum(op.OP == Op.CONTRACT for op in prog.ops[:fail_at])
-    assert err_cycles == _ERROR_BUSY_CYCLES[what] + (BiasAlign.LATENCY - 3) * contracts, \
-        (what, err_cycles, contracts)
+    before = prog.ops[:fail_at]
+    contracts = sum(op.OP == Op.CONTRACT for op in before)
+    wgrads = sum(op.OP == Op.WGRAD for op in before)
+    loss_slots = prog.slots * sum(op.OP == Op.LOSS for op in before) + done_slots
+    moved = ((BiasAlign.LATENCY - 3) * contracts + (_ISSUE_TO_RES - 4) * (contracts + wgrads)
+             + (LOSS_Z_DELAY - 2) * loss_slots)
+    assert err_cycles == _ERROR_BUSY_CYCLES[what] + moved, (what, err_cycles, contracts, wgrads, loss_slots)
 
 
 #: the busy cycle of each error case above, as the engine at 042e0c9 raised it (the same

@@ -152,29 +152,32 @@ def test_equals_softmax_grad(name):
     check_equal(unit, cfg, samples, simulate(unit, samples, seed=len(name)))
 
 
+@pytest.mark.parametrize("z_delay", [2, 3])
 @pytest.mark.parametrize("name", ["narrow", "wide"])
-def test_a_registered_memory_word_z_delay_2_is_exact_one_cycle_later(name):
-    """``z_delay=2`` (the training engine's: the ACT word registered before its lane is
-    chosen): the same gradients, every sample one cycle longer (``loss_cycles``)."""
+def test_a_registered_memory_word_is_exact_and_later(name, z_delay):
+    """``z_delay`` 2 or 3 (the ACT word registered once or twice before its lane is
+    chosen; the training engine's is 3): the same gradients, every sample ``z_delay - 1``
+    cycles longer (``loss_cycles``)."""
     A, G, P, F, Cmax, n = WIDTHS[name]
     cfg = make_cfg(A, G, P, F)
     rng = np.random.default_rng(5)
     samples = random_samples(rng, A, Cmax, min(n, 20), valid_every=9)
-    unit = LossUnit(act_bits=A, prob_bits=G, table_bits=P, table_frac_bits=F, max_classes=Cmax, z_delay=2)
+    unit = LossUnit(act_bits=A, prob_bits=G, table_bits=P, table_frac_bits=F, max_classes=Cmax, z_delay=z_delay)
     results = simulate(unit, samples, seed=1)
     check_equal(unit, cfg, samples, results)
-    assert [r[2] for r in results] == [loss_cycles(len(s[0]), G) + 1 for s in samples]
+    assert [r[2] for r in results] == [loss_cycles(len(s[0]), G) + z_delay - 1 for s in samples]
 
 
-def test_sibling_a_z_delay_2_unit_on_a_one_cycle_memory_diverges():
+@pytest.mark.parametrize("z_delay", [2, 3])
+def test_sibling_a_later_unit_on_a_faster_memory_diverges(z_delay):
     """The sibling that must fail: the unit reads each logit a cycle late (the next class's)."""
     A, G, P, F, Cmax, _ = WIDTHS["narrow"]
     cfg = make_cfg(A, G, P, F)
     rng = np.random.default_rng(5)
     samples = random_samples(rng, A, Cmax, 12)
-    unit = LossUnit(act_bits=A, prob_bits=G, table_bits=P, table_frac_bits=F, max_classes=Cmax, z_delay=2)
+    unit = LossUnit(act_bits=A, prob_bits=G, table_bits=P, table_frac_bits=F, max_classes=Cmax, z_delay=z_delay)
     with pytest.raises(AssertionError, match="first divergence"):
-        check_equal(unit, cfg, samples, simulate(unit, samples, seed=1, mem_delay=1))
+        check_equal(unit, cfg, samples, simulate(unit, samples, seed=1, mem_delay=z_delay - 1))
 
 
 def test_for_config_and_padding():
@@ -201,10 +204,11 @@ def test_classes_out_of_range_do_not_hang(name, classes_port, C):
 def test_loss_cycles():
     assert [loss_cycles(C, 15) for C in (1, 2, 10)] == [30, 33, 57]      # 3 C + G + 12
     assert [loss_cycles(C, 15, 2) for C in (1, 10)] == [31, 58]
+    assert [loss_cycles(C, 15, 3) for C in (1, 10)] == [32, 59]
     with pytest.raises(ConfigError, match="classes"):
         loss_cycles(0, 15)
     with pytest.raises(ConfigError, match="z_delay"):
-        loss_cycles(1, 15, 3)
+        loss_cycles(1, 15, 4)
 
 
 def test_bad_parameters():
