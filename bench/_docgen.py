@@ -603,6 +603,10 @@ def block_train_hw() -> str:
             f"`ttforge.hw.synth`). After synthesis: {_num(cells.get('LUT4', 0))} LUT4, {_num(ff)} FF, "
             f"{cells.get('MULT18X18D', 0)} MULT18X18D, {cells.get('DP16KD', 0)} DP16KD"
             f" (synthesis {sy['synth_s']} s).")
+    fold = sy.get("outreg_fold") or {}
+    if fold:
+        out += (f" Then {fold['flip_flops']} flip-flops became the output registers of {fold['brams']} "
+                f"DP16KD (`--outreg-fold`, `hw/ecp5_bram.py`).")
     mem, b16 = sy.get("memories") or {}, next((r for r in c["rows"] if r["batch"] == 16), None)
     if mem and b16 and cells.get("DP16KD"):
         more = min(mem["act"]["dp16kd"], mem["grad"]["dp16kd"])

@@ -242,8 +242,8 @@ def _engine_verilog(depths: dict = SYNTH_DEPTHS) -> tuple[str, dict]:
     mems = {k: v for k, v in memory_shapes(cfg).items() if k != "exp2"}
     est = {k: {"depth": d, "bits": w, "dp16kd": memory_blocks(k, w, d)} for k, (d, w) in mems.items()}
     # "program" is a SystemVerilog keyword (Yosys writes it escaped): that group is "prog"
-    # elaborated for the ECP5, as a ULX3S build elaborates it (today the same Verilog as
-    # the generic form: the training engine takes none of the ECP5 forms, hw/ecp5_dsp.py)
+    # elaborated for the ECP5, as a ULX3S build elaborates it (the MAC lanes in their
+    # MULT18X18D form, hw/ecp5_dsp.py)
     return emit_verilog(eng, "ttforge_train_engine", port_map(eng, {"program": "prog"}), ECP5), est
 
 
@@ -259,7 +259,7 @@ def _placed_estimate(log: Path) -> float | None:
 
 def part_synth(seeds: list[int], work: Path, timeout: float, no_route: bool = False,
                section: str = "synth", depths: dict = SYNTH_DEPTHS, collect: bool = False,
-               jobs: int = 1) -> dict:
+               jobs: int = 1, outreg_fold: bool = False) -> dict:
     from ttforge.hw.synth import (DEVICES, _stat_cells, harness_verilog, nextpnr_args, parse_report, run_synthesis,
                                   synth_script)
     from ttforge.hw.tools import run_tool
@@ -272,10 +272,15 @@ def part_synth(seeds: list[int], work: Path, timeout: float, no_route: bool = Fa
     sha = hashlib.sha256(text.encode()).hexdigest()
     harness, cost = harness_verilog(text, "ttforge_train_engine")
     net = work / "netlist.json"
-    same = (work / "core.v").exists() and (work / "core.v").read_text() == text and net.exists()
+    # (fold.json: the fold's counts where the netlist in work was folded, so a netlist is
+    # reused only with the same --outreg-fold)
+    marker = work / "fold.json"
+    same = ((work / "core.v").exists() and (work / "core.v").read_text() == text and net.exists()
+            and marker.exists() == outreg_fold)
     synth_s = old.get("synth_s") if same and old.get("verilog_sha256") == sha else None
-    fold = old.get("outreg_fold") if same and old.get("verilog_sha256") == sha else None
+    fold = json.loads(marker.read_text()) if same and outreg_fold else ({} if same else None)
     if not same:
+        marker.unlink(missing_ok=True)
         (work / "core.v").write_text(text)
         (work / "harness.v").write_text(harness)
         # hw.synth's script: it marks the flip-flops of fanout_copies' registers keep
@@ -283,15 +288,18 @@ def part_synth(seeds: list[int], work: Path, timeout: float, no_route: bool = Fa
         # (this script did not, until ACT's address copies of 9e8840b were measured)
         (work / "synth.ys").write_text(synth_script(dev.key))
         t0 = time.time()
-        proc, fold = run_synthesis(work, dev.key, timeout=None)
+        proc, fold = run_synthesis(work, dev.key, timeout=None, outreg_fold=outreg_fold)
         if proc.returncode != 0:
             raise SystemExit(f"yosys failed (log: {work / 'yosys.log'})")
+        if outreg_fold:
+            marker.write_text(json.dumps(fold))
         synth_s = round(time.time() - t0)
     if synth_s is None:              # the netlist of an earlier run: its time from the Yosys log
         found = re.findall(r"End of script\..*?time: ([0-9.]+)s", (work / "yosys.log").read_text(errors="replace"))
         synth_s = round(float(found[-1])) if found else None
     cells = _stat_cells(work / "stat.json")
-    runs = {(r["seed"], r["routed"]): r for r in old.get("runs", [])} if old.get("verilog_sha256") == sha else {}
+    runs = ({(r["seed"], r["routed"]): r for r in old.get("runs", [])}
+            if old.get("verilog_sha256") == sha and bool(old.get("outreg_fold")) == outreg_fold else {})
     def one(seed: int) -> tuple[tuple[int, bool], dict]:
         """Place (and route) one seed; its record, or the error that stopped it."""
         sd = work / (f"seed{seed}-placed" if no_route else f"seed{seed}")
@@ -400,6 +408,9 @@ def main(argv=None) -> int:
     p.add_argument("--collect", action="store_true",
                    help="synth part: record the seeds' nextpnr runs already in the work directory "
                         "(one stopped by hand keeps its post-placement estimate) instead of running nextpnr")
+    p.add_argument("--outreg-fold", action="store_true",
+                   help="synth part: give the block RAMs their output registers in the netlist "
+                        "(hw/ecp5_bram.py) before placing it")
     p.add_argument("--label", default=None,
                    help="synth part: also append the runs to fmax_steps under this label (what changed)")
     a = p.parse_args(argv)
@@ -414,7 +425,7 @@ def main(argv=None) -> int:
         work = Path(a.work + ("-small" if a.small else ""))
         section = part_synth([int(s) for s in a.seeds.split(",")], work, a.pnr_timeout, a.no_route,
                              section=key, depths=SMALL_DEPTHS if a.small else SYNTH_DEPTHS,
-                             collect=a.collect, jobs=a.jobs)
+                             collect=a.collect, jobs=a.jobs, outreg_fold=a.outreg_fold)
     # read the file only now: another part may have written it while this one ran
     out = json.loads(OUT.read_text()) if OUT.exists() else {"benchmark": "train_hw"}
     out["commands"] = {"cycles": "python bench/bench_train_hw.py --part cycles",

@@ -452,7 +452,15 @@ class TrainEngine(wiring.Component):
         for l in range(L):
             m.d.comb += s2_x[l].eq(Mux(is_wgrad | flags.src, q_grad[l], act_q[l]))
             m.d.comb += s2_c[l].eq(Mux(flags.ones, 1, act_q[l]))
-        m.submodules.mac = mac = MacLanes(lanes=L, x_bits=XB, c_bits=CB, acc_bits=AB, tag_width=aw + 1)
+        # (data registers without reset, read only with their valid bits: elaborated for
+        # the ECP5, each lane's operand and product registers are a MULT18X18D's own, so
+        # nextpnr need not place the multiplier between fabric registers: at fce8aea with
+        # the blocks' output registers folded, seed 1 ended at op_x -> the multiplier 25
+        # rows away -> pr, 10.14 ns; the operands now come from act_q, itself fed from the
+        # block RAMs' output registers, not from the block RAMs across the die, cfe7765's
+        # 78.8 MHz path)
+        m.submodules.mac = mac = MacLanes(lanes=L, x_bits=XB, c_bits=CB, acc_bits=AB, tag_width=aw + 1,
+                                          reset_less_data=True)
         m.d.comb += [mac.en.eq(1), mac.in_valid.eq(s2_v), mac.in_first.eq(s2_first),
                      mac.in_last.eq(s2_last), mac.in_tag.eq(s2_o)]
         for l in range(L):

@@ -169,8 +169,8 @@ def test_mac_keeps_the_fabric_multiply_where_the_dsp_form_does_not_fit():
         return rtlil.convert(mac, platform=ECP5, emit_src=False).count("MULT18X18D")
 
     assert dsps(_mac()) == L
-    # reset data registers (the training engine's MacLanes): the DSP's would not follow
-    # a ResetInserter, so the fabric registers stay
+    # reset data registers: the DSP's would not follow a ResetInserter, so the fabric
+    # registers stay
     assert dsps(MacLanes(lanes=L, x_bits=XB, c_bits=CB, acc_bits=AB)) == 0
     assert dsps(MacLanes(lanes=L, x_bits=20, c_bits=CB, acc_bits=40, reset_less_data=True)) == 0
 
