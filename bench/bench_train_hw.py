@@ -72,8 +72,6 @@ SYNTH_DEPTHS = dict(act_depth=8192, grad_depth=2048, core_depth=32768, bias_dept
 SMALL_DEPTHS = dict(SYNTH_DEPTHS, act_depth=512, grad_depth=512, core_depth=2048, bias_depth=256)
 ECP5_DP16KD = 208
 DP16KD_BITS = 18 * 1024
-#: DP16KD shapes (data width incl. parity, depth); 36 bits only as a pseudo-dual port
-DP16KD_MODES = ((1, 16384), (2, 8192), (4, 4096), (9, 2048), (18, 1024), (36, 512))
 #: the files each part measures (its ``git_dirty`` says whether any differs from the commit)
 HW_FILES = ("hw/trainer/engine.py", "hw/trainer/program.py", "hw/trainer/update.py",
             "hw/trainer/loss.py", "hw/blocks.py", "hw/emit.py", "hw/synth.py", "hw/tools.py",
@@ -113,6 +111,8 @@ def memory_shapes(cfg) -> dict[str, tuple[int, int]]:
 
 def dp16kd_blocks(width: int, depth: int) -> int:
     """The fewest DP16KD blocks holding ``depth`` words of ``width`` bits (one shape for all)."""
+    from ttforge.hw.ecp5_bram import DP16KD_MODES
+
     return min(-(-width // w) * -(-depth // d) for w, d in DP16KD_MODES)
 
 

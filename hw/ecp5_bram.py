@@ -36,7 +36,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["fold_output_registers", "fold_netlist_file", "FoldReport"]
+__all__ = ["fold_output_registers", "fold_netlist_file", "FoldReport", "DP16KD_MODES", "dp16kd_depth"]
+
+#: DP16KD shapes (data width incl. parity, depth); 36 bits only as a pseudo-dual port
+DP16KD_MODES = ((1, 16384), (2, 8192), (4, 4096), (9, 2048), (18, 1024), (36, 512))
+
+
+def dp16kd_depth(width: int) -> int:
+    """The depth of one DP16KD holding words of ``width`` bits (its narrowest mode that
+    holds them; 512 beyond 36 bits, where several blocks stand side by side)."""
+    return next((d for w, d in DP16KD_MODES if width <= w), DP16KD_MODES[-1][1])
 
 _BRAM = "DP16KD"
 _FF = "TRELLIS_FF"

@@ -33,6 +33,8 @@ from amaranth.utils import ceil_log2
 from ttforge.errors import ConfigError
 from ttforge.hw.blocks import (FANOUT_ATTR, AddressGen, MacLanes, Requant, RequantDecode, fanout_copies,
                                onehot_select)
+from ttforge.hw.ecp5_bram import dp16kd_depth
+from ttforge.hw.engine.banks import RegisteredBanks
 from ttforge.hw.faults import TRAIN_ENGINE_FAULTS, check_fault
 from ttforge.hw.trainer.loss import LossUnit, loss_cycles
 from ttforge.hw.trainer.program import (OP_FIELDS, TRAIN_DESC_WORDS, Op, TrainEngineConfig,
@@ -256,7 +258,14 @@ class TrainEngine(wiring.Component):
         acts = [Memory(shape=data.ArrayLayout(signed(AS), L // G), depth=c.act_depth, init=[], attrs=rw)
                 for _ in range(G)]
         grad = Memory(shape=data.ArrayLayout(signed(GS), L), depth=c.grad_depth, init=[], attrs=rw)
-        cmem = Memory(shape=signed(tc.master_bits), depth=c.core_depth, init=[], attrs=rw)
+        # CMEM in banks of one block RAM each, each bank's word registered by itself (the
+        # DP16KD's own output register where the netlist is folded), the bank chosen a
+        # cycle later: its word arrives two cycles after the address, when the register
+        # after one memory had it (q_cm), but no register sits behind a multiplexer of 16
+        # block RAMs spread over the die (6bf3afb's routed seed 2, a CMEM DP16KD -> the
+        # depth multiplexer -> q_cm, 5.83 + 4.42 ns)
+        # (unsigned words: a memory with write granularity takes no signed shape)
+        cmem = RegisteredBanks(tc.master_bits, c.core_depth, dp16kd_depth(tc.master_bits))
         bmem = Memory(shape=signed(tc.bias_bits), depth=c.bias_depth, init=[], attrs=rw)
         dmem = Memory(shape=32, depth=c.desc_depth * TRAIN_DESC_WORDS, init=[], attrs=rw)
         lmem = Memory(shape=16, depth=c.max_batch, init=[], attrs=rw)
@@ -272,7 +281,7 @@ class TrainEngine(wiring.Component):
         act_rdata = Signal(data.ArrayLayout(signed(AS), L), name="act_rdata")
         m.d.comb += act_rdata.eq(Cat(*[r.data.as_value() for r in act_rs]))
         grad_r, grad_w = grad.read_port(), grad.write_port(granularity=1)
-        cm_r, cm_w = cmem.read_port(), cmem.write_port()
+        cm_r, cm_w = cmem.read, cmem.write          # (cm_r.data: two cycles after the address)
         bm_r, bm_w = bmem.read_port(), bmem.write_port()
         dm_r, dm_w = dmem.read_port(), dmem.write_port()
         lm_r, lm_w = lmem.read_port(), lmem.write_port()
@@ -438,8 +447,7 @@ class TrainEngine(wiring.Component):
         # loss's logits (LOSS_Z_DELAY) and the host's (HOST_READ_LATENCY).
         act_o = Signal.like(act_rdata, name="act_o", reset_less=True)
         grad_o = Signal.like(grad_r.data, name="grad_o", reset_less=True)
-        cm_o = Signal.like(cm_r.data, name="cm_o", reset_less=True)
-        m.d.sync += [act_o.eq(act_rdata), grad_o.eq(grad_r.data), cm_o.eq(cm_r.data)]
+        m.d.sync += [act_o.eq(act_rdata), grad_o.eq(grad_r.data)]
         act_q = Signal.like(act_rdata, name="act_q")
         q_grad = Signal.like(grad_r.data, name="q_grad")
         m.d.sync += [act_q.eq(act_o), q_grad.eq(grad_o)]
@@ -447,7 +455,7 @@ class TrainEngine(wiring.Component):
         s2_c = Signal(data.ArrayLayout(signed(CB), L))
         s2_master = Signal(signed(tc.master_bits))
         m.d.sync += [s2_v.eq(s1_v), s2_first.eq(s1_first), s2_last.eq(s1_last), s2_o.eq(s1_o),
-                     s2_master.eq(cm_o)]
+                     s2_master.eq(cm_r.data.as_signed())]
         m.d.comb += derive.master.eq(s2_master)
         for l in range(L):
             m.d.comb += s2_x[l].eq(Mux(is_wgrad | flags.src, q_grad[l], act_q[l]))
@@ -795,7 +803,7 @@ class TrainEngine(wiring.Component):
         m.d.comb += [
             cm_w.addr.eq(Mux(hw_cm, host.addr, upd.wr_addr)),
             cm_w.data.eq(Mux(hw_cm, host.wdata, upd.wr_data)),
-            cm_w.en.eq(hw_cm | (upd.wr_en & ~flags.dst & ~host_idle)),
+            cm_w.en.eq((hw_cm | (upd.wr_en & ~flags.dst & ~host_idle)).replicate(len(cm_w.en))),
             bm_w.addr.eq(Mux(hw_bm, host.addr, upd.wr_addr)),
             bm_w.data.eq(Mux(hw_bm, host.wdata, upd.wr_data)),
             bm_w.en.eq(hw_bm | (upd.wr_en & flags.dst & ~host_idle)),
@@ -892,13 +900,14 @@ class TrainEngine(wiring.Component):
         q_half = Signal(name="q_half")
         q_v = Signal(name="q_v")
         q_dm = Signal.like(dm_r.data, name="q_dm")
-        q_cm = Signal.like(cm_r.data, name="q_cm")
+        q_cm = Signal(signed(tc.master_bits), name="q_cm")
         q_bm = Signal.like(bm_r.data, name="q_bm")
         q_mx = Signal.like(mx_r.data, name="q_mx")
         q_lm = Signal.like(lm_r.data, name="q_lm")
         m.d.sync += [q_v.eq(h_v), q_sel.eq(h_sel), q_lane.eq(h_lane), q_half.eq(h_half),
                      q_dm.eq(dm_r.data),
-                     q_cm.eq(cm_r.data), q_bm.eq(bm_r.data), q_mx.eq(mx_r.data), q_lm.eq(lm_r.data)]
+                     q_bm.eq(bm_r.data), q_mx.eq(mx_r.data), q_lm.eq(lm_r.data)]
+        m.d.comb += q_cm.eq(cm_r.data.as_signed())    # (CMEM's banks register it: RegisteredBanks)
         # the update's old value, a cycle after the read (UpdateUnit(late_read=True)): a
         # block output through the select to the unit did not fit the clock
         m.d.comb += upd.rd_data.eq(Mux(flags.dst, q_bm, q_cm))

@@ -347,12 +347,12 @@ class UpdateUnit(wiring.Component):
     travel with it, so they may change between any two elements (the engine holds them
     for a whole operation anyway).
 
-    Stages (``LATENCY = 5``): 1 the word masked (or the rounding constant) and the shift
+    Stages (``LATENCY = 6``): 1 the word masked (or the rounding constant) and the shift
     amounts decoded from ``s``; 2 the ``s > 32`` floor shift, the first ``s <= 0`` clamp
     and its saturation threshold, ``w`` from ``rd_data``; 3 the sum ``v + add``, the left
-    shift and its saturation flags; 4 the right shift or the clamped left shift,
-    ``w -+ hi``; 5 ``w - d`` and the clamp (compared against ``w -+ hi`` in parallel),
-    ``changed``.
+    shift and its saturation flags; 3b the right shift, the left shift's saturated
+    choice; 4 the one or the other, clamped, ``w -+ hi``; 5 ``w - d`` and the clamp
+    (compared against ``w -+ hi`` in parallel), ``changed``.
 
     Parameters
     ----------
@@ -401,7 +401,7 @@ class UpdateUnit(wiring.Component):
         A word is drawn this cycle (for the words-drawn counter).
     """
 
-    LATENCY = 5
+    LATENCY = 6
 
     def __init__(self, acc_bits: int, stored_bits_max: int, addr_width: int, *, fault=None,
                  held_shift: bool = False, late_read: bool = False):
@@ -558,6 +558,18 @@ class UpdateUnit(wiring.Component):
         val3 = stage("val3", 1, val2)
         a3 = stage("a3", aw, a2)
 
+        # ---- stage 3b: the right shift of the sum, and the left shift's choice, registered
+        # (with the clamp after it in one stage, sum3 -> the 5-level shifter -> the clamp's
+        # OR -> d4 was 9 LUT levels, the routed seed-1 path at 6bf3afb, 97.01 MHz)
+        DW = max(sw - 1, B + 3)
+        rs3b = stage("rs3b", signed(DW), (sum3 >> 1) >> r3)
+        dl3b = stage("dl3b", signed(B + 3), Mux(up3, lim3, Mux(dn3, nlim3, left3)))
+        l3b = stage("l3b", 1, l3)
+        w3b = stage("w3b", signed(B), w3)
+        hi3b = stage("hi3b", B - 1, hi3)
+        val3b = stage("val3b", 1, val3)
+        a3b = stage("a3b", aw, a3)
+
         # ---- stage 4: d; w -+ hi for the clamp of stage 5
         # d is clamped to +-2^(b_max + 1) as it is registered (the bits above that, an OR
         # and an AND, no carry): w -+ hi lies within +-2^b_max, so a clamped d compares with
@@ -565,21 +577,19 @@ class UpdateUnit(wiring.Component):
         # where d is within both. Stage 5's comparisons are then B + 3 bits wide, not the
         # sum's 48 (a 48-bit carry chain into the clamp's select was seed 3's routed
         # critical path at cf0e5ab, train_hw.json: d4 -> wr_data, 54 levels).
-        DW = max(sw - 1, B + 3)
-        dl = Mux(up3, lim3, Mux(dn3, nlim3, left3))
         d_full = Signal(signed(DW), name="d_full")
-        m.d.comb += d_full.eq(Mux(l3, dl, (sum3 >> 1) >> r3))
+        m.d.comb += d_full.eq(Mux(l3b, dl3b, rs3b))
         d4 = stage("d4", signed(B + 3), _clamp_pow2(d_full, B + 1))
-        w4 = stage("w4", signed(B), w3)
-        hi4 = stage("hi4", signed(B + 1), w3 + hi3)              # diff < -hi  <=>  d > w + hi
-        lo4 = stage("lo4", signed(B + 1), w3 - hi3)              # diff > hi   <=>  d < w - hi
-        h4 = stage("h4", B - 1, hi3)
+        w4 = stage("w4", signed(B), w3b)
+        hi4 = stage("hi4", signed(B + 1), w3b + hi3b)            # diff < -hi  <=>  d > w + hi
+        lo4 = stage("lo4", signed(B + 1), w3b - hi3b)            # diff > hi   <=>  d < w - hi
+        h4 = stage("h4", B - 1, hi3b)
         # for changed (w' != w), decided beside the clamp instead of after it: w' = hi
         # equals w iff w = hi, w' = -hi iff w = -hi, w' = w - d iff d = 0
-        wh4 = stage("wh4", 1, (w3 - hi3) == 0)
-        wl4 = stage("wl4", 1, (w3 + hi3) == 0)
-        val4 = stage("val4", 1, val3)
-        a4 = stage("a4", aw, a3)
+        wh4 = stage("wh4", 1, (w3b - hi3b) == 0)
+        wl4 = stage("wl4", 1, (w3b + hi3b) == 0)
+        val4 = stage("val4", 1, val3b)
+        a4 = stage("a4", aw, a3b)
 
         # ---- stage 5: w - d (+ d for the "sign" fault) and the narrow clamp
         if self.fault == "sign":           # test hook: w + d

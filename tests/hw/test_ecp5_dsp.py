@@ -192,3 +192,20 @@ def test_the_model_says_it_is_ours():
     text = mult18x18d_model()
     assert "written by ttforge" in text and "NOT a Lattice model" in text
     assert "DELIBERATELY WRONG" in mult18x18d_model("unsigned")
+
+
+def test_the_training_engine_takes_the_dsp_form_on_the_ecp5():
+    """The training engine's MAC lanes (data registers without reset) are one MULT18X18D
+    each when elaborated for the ECP5, and the fabric multiply everywhere else; the
+    form itself is checked against the behavioural MAC above."""
+    from ttforge.hw.trainer.engine import TrainEngine
+    from ttforge.hw.trainer.program import TrainEngineConfig
+    from ttforge.ir.train import TrainConfig
+
+    cfg = TrainEngineConfig(lanes=4, train=TrainConfig())
+
+    def dsps(platform):
+        return rtlil.convert(TrainEngine(cfg), platform=platform, emit_src=False).count("cell \\MULT18X18D")
+
+    assert dsps(ECP5) == cfg.lanes
+    assert dsps(None) == 0 and dsps(SynthTarget("ice40")) == 0

@@ -85,6 +85,25 @@ def test_engine_equals_interpreter_and_golden(seed, lanes, batch, kw):
         assert r["cycles"][0] == r["cycles"][1], r["cycles"]
 
 
+@pytest.mark.parametrize("bank_depth", [8, 16])
+def test_cmem_in_small_banks_with_collisions_poisoned(bank_depth, monkeypatch):
+    """CMEM is ``RegisteredBanks`` of one block RAM's depth (2048 words of 8 bits on the
+    ECP5, more than these cores hold): in banks of 8 or 16 words the cores span several
+    banks, so the bank select is exercised, and a read of a word in the cycle it is
+    written is poisoned (the banks are ``no_rw_check``): exact, cycle-exact."""
+    import ttforge.hw.engine.banks as banks
+    import ttforge.hw.trainer.engine as engine
+
+    monkeypatch.setattr(engine, "dp16kd_depth", lambda bits: bank_depth)
+    monkeypatch.setattr(banks, "POISON_COLLISIONS", True)
+    state, x, y, rng = train_case(0, batch=6, n_layers=2, d=2, rank=2, n_in=12, hidden=8, n_out=4)
+    assert compile_training(state, 6, _config(state, 4)).cmem.size > 4 * bank_depth
+    for r in _run(state, [(x, y)] + _batches(rng, state, 1, 6), 4):
+        assert r["cmem"] and r["bmem"] and r["maxacc"] and r["rng"], r
+        assert r["golden"] is None, r["golden"]
+        assert r["cycles"][0] == r["cycles"][1], r["cycles"]
+
+
 @pytest.mark.parametrize("seed,lanes,batch,kw", [
     (2, 1, 2, dict(n_layers=2, d=2, rank=2, n_in=6, hidden=4, n_out=3)),
     (3, 8, 8, dict(n_layers=3, d=2, rank=3, n_in=10, hidden=9, n_out=4, w_bits=3, master_bits=9)),
@@ -191,15 +210,16 @@ def test_bad_program_reports_an_error_and_the_engine_recovers(what, code):
     # stopped it in: the one-hot sequencer and the descriptor's registered fetch moved none;
     # BiasAlign's fourth stage (LATENCY 3 -> 4) drains each CONTRACT before it a cycle later;
     # the second register after ACT's and GRAD's blocks (_ISSUE_TO_RES 4 -> 5, LOSS_Z_DELAY
-    # 2 -> 3) drains each CONTRACT and WGRAD a cycle later and each LOSS slot's sample
+    # 2 -> 3) drains each CONTRACT and WGRAD a cycle later and each LOSS slot's sample;
+    # the update unit's right shift a stage of its own (LATENCY 5 -> 6) each WGRAD
     from ttforge.hw.trainer.engine import _ISSUE_TO_RES, LOSS_Z_DELAY
-    from ttforge.hw.trainer.update import BiasAlign
+    from ttforge.hw.trainer.update import BiasAlign, UpdateUnit
     before = prog.ops[:fail_at]
     contracts = sum(op.OP == Op.CONTRACT for op in before)
     wgrads = sum(op.OP == Op.WGRAD for op in before)
     loss_slots = prog.slots * sum(op.OP == Op.LOSS for op in before) + done_slots
     moved = ((BiasAlign.LATENCY - 3) * contracts + (_ISSUE_TO_RES - 4) * (contracts + wgrads)
-             + (LOSS_Z_DELAY - 2) * loss_slots)
+             + (UpdateUnit.LATENCY - 5) * wgrads + (LOSS_Z_DELAY - 2) * loss_slots)
     assert err_cycles == _ERROR_BUSY_CYCLES[what] + moved, (what, err_cycles, contracts, wgrads, loss_slots)
 
 

@@ -163,13 +163,17 @@ def test_sibling_an_in_place_contract_is_reported():
 def test_engine_memories_carry_no_rw_check():
     # without the attribute Yosys emulates read-old-data ports on the block RAM (a delayed
     # write and a compare at every block); each of the memories (ACT as act_groups(L)
-    # memories, GRAD, CMEM, BMEM, DMEM, labels, MAXACC) carries it in the RTLIL (and
-    # hw/emit.py keeps it in the Verilog: tests/hw/test_emit.py)
+    # memories, GRAD, CMEM as one block RAM's depth a bank, BMEM, DMEM, labels, MAXACC)
+    # carries it in the RTLIL (and hw/emit.py keeps it in the Verilog: tests/hw/test_emit.py)
     from amaranth.back import rtlil
 
+    from ttforge.hw.ecp5_bram import dp16kd_depth
     from ttforge.hw.trainer.engine import TrainEngine, act_groups
     state, _, _, _ = train_case(0, batch=2)
     for lanes in (2, 8):
-        text = rtlil.convert(TrainEngine(_engine(state, lanes)), emit_src=False)
+        cfg = _engine(state, lanes)
+        text = rtlil.convert(TrainEngine(cfg), emit_src=False)
         assert act_groups(lanes) == min(lanes, 4)
-        assert text.count("attribute \\no_rw_check 1") == 6 + act_groups(lanes)
+        banks = -(-cfg.core_depth // dp16kd_depth(cfg.train.master_bits))
+        assert banks > 1
+        assert text.count("attribute \\no_rw_check 1") == 5 + act_groups(lanes) + banks
