@@ -313,6 +313,26 @@ def place_with_seeds(place, work: Path, seed: int | None) -> tuple[int, Path, li
                      f"try other seeds with --seed N, or fewer lanes")
 
 
+def with_outreg_fold(platform):
+    """``platform`` (an Amaranth ECP5 platform) with a step between Yosys and nextpnr that
+    gives the netlist's block RAMs their output registers (``python -m
+    ttforge.hw.ecp5_bram``, :func:`ttforge.hw.ecp5_bram.fold_output_registers`), its
+    counts in ``<name>.fold.json``."""
+    base = type(platform)
+    step = (f'"{sys.executable}" -m ttforge.hw.ecp5_bram {{{{name}}}}.json '
+            f'--report {{{{name}}}}.fold.json')
+
+    class OutregFold(base):
+        @property
+        def command_templates(self):
+            synth, *rest = super().command_templates
+            return [synth, step, *rest]
+
+    OutregFold.__name__ = OutregFold.__qualname__ = base.__name__
+    platform.__class__ = OutregFold
+    return platform
+
+
 def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=None,
           clk_hz: int | None = None, baud: int | None = None, seed: int | None = None,
           keep: str | None = None, train=None, batch: int | None = None) -> dict[str, Any]:
@@ -403,11 +423,17 @@ def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=Non
             # the register copies stay apart on the ECP5, as in every synthesis ttforge
             # measures there; the iCE40 is bound by its logic cells, not its routing
             mapper = {"lut_mapper": "abc9", "fanout_keep": dev.family == "ecp5"}
+            # the training engine on the ECP5 takes its block RAMs' output registers (the
+            # registers after ACT, GRAD and CMEM are written to be them, hw/trainer/engine.py),
+            # as bench/bench_train_hw.py --outreg-fold measures it
+            fold = train is not None and dev.family == "ecp5"
 
             def place(attempt: int, bdir: Path) -> str | None:
                 # a platform and a top of their own for each attempt: an Amaranth platform
                 # prepares one design once (a second build on it asserts)
                 platform = b.platform()
+                if fold:
+                    platform = with_outreg_fold(platform)
                 top = make_top(b.key, cfg, clk_hz=clk_hz, baud=baud)
                 opts = dict(extra)
                 keep = list(FANOUT_KEEP) if mapper["fanout_keep"] else []
@@ -460,6 +486,8 @@ def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=Non
             "clock_hz": clk_hz, "baud": baud, "uart_divisor": divisor, "seed": int(seed),
             "lut_mapper": mapper["lut_mapper"], "fanout_keep": mapper["fanout_keep"],
             "failed_seeds": failed,
+            "outreg_fold": (json.loads((bdir / f"{name}.fold.json").read_text())
+                            if (bdir / f"{name}.fold.json").is_file() else None),
             "config": dataclasses.asdict(cfg) if train is not None else cfg.to_dict(),
             "artifact": None if artifact is None else {
                 "path": str(artifact), "sha256": _sha256(Path(artifact).expanduser())},

@@ -34,6 +34,7 @@ routed worse (the four-engine array 76.6 against 88.6 MHz, the training engine w
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 __all__ = ["fold_output_registers", "fold_netlist_file", "FoldReport", "DP16KD_MODES", "dp16kd_depth"]
@@ -182,6 +183,28 @@ def fold_netlist_file(path: str | Path, *, fault: str | None = None) -> FoldRepo
     return report
 
 
+def main(argv=None) -> int:
+    """``python -m ttforge.hw.ecp5_bram NETLIST [--report FILE]``: fold ``NETLIST`` (Yosys
+    JSON) in place and write the counts as JSON to ``FILE`` (the board flow's step
+    between Yosys and nextpnr for the training engine, ``ttforge.firmware.build``)."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m ttforge.hw.ecp5_bram",
+                                description="Give the DP16KD blocks of a Yosys ECP5 netlist their "
+                                            "output registers (in place).")
+    p.add_argument("netlist")
+    p.add_argument("--report", default=None, help="write the counts here (JSON)")
+    a = p.parse_args(argv)
+    try:
+        report = fold_netlist_file(a.netlist)
+    except (OSError, ValueError, KeyError) as e:
+        print(f"error: {a.netlist}: cannot fold ({e})", file=sys.stderr)
+        return 2
+    if a.report:
+        Path(a.report).write_text(json.dumps(dict(report)) + "\n")
+    return 0
+
+
 #: deliberately wrong variants of :func:`dp16kd_model`, for the tests that must fail
 MODEL_FAULTS = ("outreg_ignored",)
 
@@ -315,3 +338,6 @@ def ecp5_cells_with_dp16kd(fault: str | None = None) -> str:
         head = head[:-len("(* blackbox *)")]
     return head + "\n" + text[start:end] + dp16kd_model(fault) + text[end:]
 
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -160,6 +160,7 @@ def test_board_builds_keep_the_register_copies_apart(kind, board_key, state, art
 
     def fake_build(self, top, **kw):
         seen.update(kw)
+        seen["templates"] = list(self.command_templates)
         raise _Stop
 
     monkeypatch.setattr(fb, "toolchain_env", lambda family: {})
@@ -172,3 +173,10 @@ def test_board_builds_keep_the_register_copies_apart(kind, board_key, state, art
     assert (lines[:len(FANOUT_KEEP)] == list(FANOUT_KEEP)) == (board_key == "ulx3s")
     # the iCE40's single-port buffers still go to SPRAM after them
     assert ("-spram" in seen.get("synth_opts", "")) == any("spram" in x.lower() for x in lines)
+    # the training engine on the ECP5 folds its block RAMs' output registers between
+    # Yosys and nextpnr (and nothing else does)
+    steps = seen["templates"]
+    folds = [k for k, t in enumerate(steps) if "-m ttforge.hw.ecp5_bram" in t]
+    assert folds == ([1] if (kind, board_key) == ("train", "ulx3s") else [])
+    if folds:
+        assert "yosys" in steps[0] and "nextpnr" in steps[2]

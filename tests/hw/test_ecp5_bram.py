@@ -261,3 +261,23 @@ def test_the_ecp5_scripts_leave_no_rw_check_collisions_undefined():
     assert NO_RW_CHECK[-1] not in synth_script("ecp5-85f", "verilog").splitlines()
     assert ecp5[ecp5.index(FANOUT_KEEP[-1]) + 1:][:len(NO_RW_CHECK)] == list(NO_RW_CHECK)
     assert NO_RW_CHECK[-1] not in synth_script("ice40up5k").splitlines()
+
+
+def test_the_command_line_folds_in_place_and_reports(tmp_path):
+    """``python -m ttforge.hw.ecp5_bram`` (the board flow's step): the same fold as the
+    function, the counts in the report; a file that is not a netlist is exit 2, one line."""
+    import sys
+
+    _need_tools()
+    net = _synth(tmp_path)
+    want = fold_output_registers(json.loads(json.dumps(net)))
+    (tmp_path / "n.json").write_text(json.dumps(net))
+    proc = subprocess.run([sys.executable, "-m", "ttforge.hw.ecp5_bram", "n.json", "--report", "r.json"],
+                          cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "r.json").read_text()) == want and want["brams"] == 3
+    assert json.loads((tmp_path / "n.json").read_text()) != net       # folded in place
+    (tmp_path / "bad.json").write_text("{not json")
+    proc = subprocess.run([sys.executable, "-m", "ttforge.hw.ecp5_bram", "bad.json"],
+                          cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "bad.json" in proc.stderr
