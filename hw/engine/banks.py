@@ -44,8 +44,10 @@ class RegisteredBanks(wiring.Component):
     registered read data, then the select), **three** with ``select_register`` (the
     select registered too: the bank registers' only loads are the select's LUTs, so
     nothing pulls them away from their block RAMs); ``en`` low holds the bank's read, as
-    a memory port does. ``write`` (a :class:`WritePort` signature with granularity 1): the
-    bank of ``addr``'s high bits takes the write. A write at or beyond ``depth`` is
+    a memory port does. ``write`` (a :class:`WritePort` signature with ``granularity``, 1
+    by default; ``None``: one enable for the word, which a block RAM holds at its full
+    width, where per-bit enables split it into 1-bit-wide blocks): the bank of
+    ``addr``'s high bits takes the write. A write at or beyond ``depth`` is
     dropped, as a memory of that depth drops it; a read there gives an unspecified word
     (its user checks the range, as the engine's ``CMEM_RANGE`` does), and so does a read
     of a word in the cycle it is written (the banks are ``no_rw_check``: the engine never
@@ -53,12 +55,13 @@ class RegisteredBanks(wiring.Component):
     """
 
     def __init__(self, shape, depth: int, bank_depth: int | None = None, *,
-                 select_register: bool = False):
+                 select_register: bool = False, granularity: int | None = 1):
         bank_depth = BANK_DEPTH if bank_depth is None else int(bank_depth)
         if depth < 1 or bank_depth < 1 or bank_depth & (bank_depth - 1):
             raise ConfigError(f"RegisteredBanks: depth={depth} must be >= 1 and bank_depth="
                               f"{bank_depth} a power of two")
         self.shape, self.depth = shape, int(depth)
+        self.granularity = granularity
         self.select_register = bool(select_register)
         #: cycles from the address to its word on ``read.data``
         self.latency = 3 if self.select_register else 2
@@ -67,7 +70,7 @@ class RegisteredBanks(wiring.Component):
         aw = ceil_log2(self.depth)
         super().__init__({
             "read": Out(ReadPort.Signature(addr_width=aw, shape=shape)),
-            "write": Out(WritePort.Signature(addr_width=aw, shape=shape, granularity=1)),
+            "write": Out(WritePort.Signature(addr_width=aw, shape=shape, granularity=granularity)),
         })
 
     def elaborate(self, platform):
@@ -93,7 +96,7 @@ class RegisteredBanks(wiring.Component):
             # make one whose word they use: POISON_COLLISIONS checks it in the tests)
             mem = Memory(shape=self.shape, depth=depth, init=[], attrs={"no_rw_check": 1})
             m.submodules[f"bank{b}"] = mem
-            wp, rp = mem.write_port(granularity=1), mem.read_port()
+            wp, rp = mem.write_port(granularity=self.granularity), mem.read_port()
             # this bank's writes; one beyond the depth is dropped (as a memory of that
             # depth drops it: a bank shorter than the others would wrap it onto a word)
             en = wr.en

@@ -264,8 +264,10 @@ class TrainEngine(wiring.Component):
         # after one memory had it (q_cm), but no register sits behind a multiplexer of 16
         # block RAMs spread over the die (6bf3afb's routed seed 2, a CMEM DP16KD -> the
         # depth multiplexer -> q_cm, 5.83 + 4.42 ns)
-        # (unsigned words: a memory with write granularity takes no signed shape)
-        cmem = RegisteredBanks(tc.master_bits, c.core_depth, dp16kd_depth(tc.master_bits))
+        # (one write enable for the word: per-bit enables would split each bank into 1-bit
+        # wide blocks, 8 DP16KD a bank: 3de5848 took 292 of the 85F's 208)
+        cmem = RegisteredBanks(signed(tc.master_bits), c.core_depth, dp16kd_depth(tc.master_bits),
+                               granularity=None)
         bmem = Memory(shape=signed(tc.bias_bits), depth=c.bias_depth, init=[], attrs=rw)
         dmem = Memory(shape=32, depth=c.desc_depth * TRAIN_DESC_WORDS, init=[], attrs=rw)
         lmem = Memory(shape=16, depth=c.max_batch, init=[], attrs=rw)
@@ -455,7 +457,7 @@ class TrainEngine(wiring.Component):
         s2_c = Signal(data.ArrayLayout(signed(CB), L))
         s2_master = Signal(signed(tc.master_bits))
         m.d.sync += [s2_v.eq(s1_v), s2_first.eq(s1_first), s2_last.eq(s1_last), s2_o.eq(s1_o),
-                     s2_master.eq(cm_r.data.as_signed())]
+                     s2_master.eq(cm_r.data)]
         m.d.comb += derive.master.eq(s2_master)
         for l in range(L):
             m.d.comb += s2_x[l].eq(Mux(is_wgrad | flags.src, q_grad[l], act_q[l]))
@@ -803,7 +805,7 @@ class TrainEngine(wiring.Component):
         m.d.comb += [
             cm_w.addr.eq(Mux(hw_cm, host.addr, upd.wr_addr)),
             cm_w.data.eq(Mux(hw_cm, host.wdata, upd.wr_data)),
-            cm_w.en.eq((hw_cm | (upd.wr_en & ~flags.dst & ~host_idle)).replicate(len(cm_w.en))),
+            cm_w.en.eq(hw_cm | (upd.wr_en & ~flags.dst & ~host_idle)),
             bm_w.addr.eq(Mux(hw_bm, host.addr, upd.wr_addr)),
             bm_w.data.eq(Mux(hw_bm, host.wdata, upd.wr_data)),
             bm_w.en.eq(hw_bm | (upd.wr_en & flags.dst & ~host_idle)),
@@ -900,14 +902,14 @@ class TrainEngine(wiring.Component):
         q_half = Signal(name="q_half")
         q_v = Signal(name="q_v")
         q_dm = Signal.like(dm_r.data, name="q_dm")
-        q_cm = Signal(signed(tc.master_bits), name="q_cm")
+        q_cm = Signal.like(cm_r.data, name="q_cm")
         q_bm = Signal.like(bm_r.data, name="q_bm")
         q_mx = Signal.like(mx_r.data, name="q_mx")
         q_lm = Signal.like(lm_r.data, name="q_lm")
         m.d.sync += [q_v.eq(h_v), q_sel.eq(h_sel), q_lane.eq(h_lane), q_half.eq(h_half),
                      q_dm.eq(dm_r.data),
                      q_bm.eq(bm_r.data), q_mx.eq(mx_r.data), q_lm.eq(lm_r.data)]
-        m.d.comb += q_cm.eq(cm_r.data.as_signed())    # (CMEM's banks register it: RegisteredBanks)
+        m.d.comb += q_cm.eq(cm_r.data)        # (CMEM's banks register it: RegisteredBanks)
         # the update's old value, a cycle after the read (UpdateUnit(late_read=True)): a
         # block output through the select to the unit did not fit the clock
         m.d.comb += upd.rd_data.eq(Mux(flags.dst, q_bm, q_cm))

