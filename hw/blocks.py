@@ -566,15 +566,22 @@ class Requant(wiring.Component):
     into a unit's logic. The constants must then be set at least one cycle before the
     first value that uses them enters (the engine sets them when the descriptor is
     fetched, cycles before its step's first result).
+
+    ``late_sat``: the saturation check is made in stage 5 from the registered ``r`` (all
+    ``T`` bits), before the clamp, not in stage 4 after the rounding's carry chain; the
+    same values in the same cycles. Stage 4 is then the rounding alone (the training
+    engine's routed paths at a23ba43 and fce8aea ran ``u`` -> the rounding carry chain ->
+    the check -> ``sat4`` at 9.8-10.0 ns).
     """
 
     LATENCY = 5
 
     def __init__(self, *, acc_bits: int, bias_bits: int, inter_bits: int, fault=None,
-                 reset_less_data: bool = False, hold_consts: bool = False):
+                 reset_less_data: bool = False, hold_consts: bool = False, late_sat: bool = False):
         from ttforge.hw.faults import check_fault
         self.reset_less_data = bool(reset_less_data)
         self.hold_consts = bool(hold_consts)
+        self.late_sat = bool(late_sat)
         self.fault = check_fault(fault, ("round_off_by_one", "sat_bound"), "Requant")
         self.acc_bits = int(acc_bits)
         self.bias_bits = int(bias_bits)
@@ -675,7 +682,7 @@ class Requant(wiring.Component):
         # 4: rounding on T bits
         fits, neg = Signal(reset_less=rl), Signal(reset_less=rl)
         # (the masked check reads only r's low IB bits; the fault hook's comparators all T)
-        r = Signal(signed(T if self.fault == "sat_bound" else ib), reset_less=rl)
+        r = Signal(signed(T if self.fault == "sat_bound" or self.late_sat else ib), reset_less=rl)
         uT = u.as_signed()
         rc = 1
         if self.fault == "round_off_by_one":
@@ -711,8 +718,12 @@ class Requant(wiring.Component):
             # not fit in T bits (~fits3) saturates whatever r is, to u's sign.
             mask = Cat(~hi_c.as_unsigned(), Const((1 << (T - ib)) - 1, T - ib))
             sat4, neg4 = Signal(reset_less=rl), Signal(reset_less=rl)
-            big = ((r_next.as_unsigned() ^ r_next[T - 1].replicate(T)) & mask).any()
-            m.d.sync += [sat4.eq(~fits3 | big), neg4.eq(Mux(fits3, r_next[T - 1], neg3))]
+            if self.late_sat:     # the same check, a stage later, from the registered r
+                m.d.comb += [sat4.eq(~fits | ((r.as_unsigned() ^ r[T - 1].replicate(T)) & mask).any()),
+                             neg4.eq(Mux(fits, r[T - 1], neg))]
+            else:
+                big = ((r_next.as_unsigned() ^ r_next[T - 1].replicate(T)) & mask).any()
+                m.d.sync += [sat4.eq(~fits3 | big), neg4.eq(Mux(fits3, r_next[T - 1], neg3))]
             # the clamp: hi, or lo = ~hi for a negative value
             c = Signal(signed(ib))
             m.d.comb += c.eq(Mux(sat4, (hi_c.as_unsigned() ^ neg4.replicate(ib)).as_signed(),

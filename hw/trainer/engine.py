@@ -624,7 +624,9 @@ class TrainEngine(wiring.Component):
         m.d.sync += [rq_shamt.eq(rqd.shamt), rq_round.eq(rqd.round), rq_hi.eq(rqd.hi)]
         ys = []
         for l in range(L):
-            u = Requant(acc_bits=AB, bias_bits=AB, inter_bits=SB)
+            # (late_sat: the saturation check after the rounding's register, not after its
+            # carry chain: the same values, and stage 4 the rounding alone)
+            u = Requant(acc_bits=AB, bias_bits=AB, inter_bits=SB, late_sat=True)
             m.submodules[f"rq{l}"] = u
             m.d.comb += [u.in_valid.eq(v_v), u.acc.eq(v[l]), u.bias.eq(0), u.bias_en.eq(0),
                          u.zero.eq(~v_inside), u.shamt.eq(rq_shamt), u.round.eq(rq_round),

@@ -44,9 +44,9 @@ def ref_requant(acc, bias, bias_en, shift, sat_bits, relu, zero):
 class RequantPair(wiring.Component):
     """Decode + one lane, as the engine wires them."""
 
-    def __init__(self, hold_consts=False, **w):
+    def __init__(self, hold_consts=False, late_sat=False, **w):
         self.dec = RequantDecode(**w)
-        self.rq = Requant(hold_consts=hold_consts, **w)
+        self.rq = Requant(hold_consts=hold_consts, late_sat=late_sat, **w)
         super().__init__({})
 
     def elaborate(self, platform):
@@ -58,14 +58,14 @@ class RequantPair(wiring.Component):
         return m
 
 
-@pytest.mark.parametrize("hold_consts", [False, True])
+@pytest.mark.parametrize("hold_consts,late_sat", [(False, False), (True, False), (False, True)])
 @pytest.mark.parametrize("acc_bits,bias_bits,inter_bits", [(24, 16, 8), (20, 24, 16), (9, 4, 4)])
-def test_requant_equals_arith(acc_bits, bias_bits, inter_bits, hold_consts):
+def test_requant_equals_arith(acc_bits, bias_bits, inter_bits, hold_consts, late_sat):
     """(hold_consts: the constants are set a cycle before the first value, as the engine
-    sets them)"""
+    sets them; late_sat: the saturation check a stage later, as the training engine's)"""
     rng = random.Random(acc_bits * 100 + inter_bits)
     dut = RequantPair(acc_bits=acc_bits, bias_bits=bias_bits, inter_bits=inter_bits,
-                      hold_consts=hold_consts)
+                      hold_consts=hold_consts, late_sat=late_sat)
     amax, bmax = 2 ** (acc_bits - 1), 2 ** (bias_bits - 1)
     vw = max(acc_bits, bias_bits) + 1
     cases = []
@@ -137,6 +137,35 @@ def test_requant_pipelined_back_to_back(hold_consts):
             if ctx.get(rq.out_valid):
                 outs.append(ctx.get(rq.out))
         exp = [ref_requant(a, b, True, shift, sat_bits, False, False)[0] for a, b in vals]
+        assert outs == exp
+
+    run(dut, bench)
+
+
+@pytest.mark.parametrize("late_sat", [False, True])
+def test_requant_fit_travels_with_its_value(late_sat):
+    """Back to back, values whose shifted ``u`` does not fit ``T`` bits but whose window
+    is 0 (only the fit says they saturate) between values that fit: a fit decision one
+    stage off its value (``late_sat`` reading the next value's) gets both wrong."""
+    w = dict(acc_bits=20, bias_bits=12, inter_bits=8)
+    dut = RequantPair(late_sat=late_sat, **w)
+    shift, sat_bits = 6, 8               # u = v >> 6 on T = 10 bits: 2^10, 2^11, 2^12 window 0
+    vals = [v for k in range(12) for v in ((-1) ** k * (65536 << (k % 3)), 64 * (k % 5 + 1))]
+
+    async def bench(ctx):
+        rq, dec = dut.rq, dut.dec
+        ctx.set(dec.shift, shift)
+        ctx.set(dec.sat_bits, sat_bits)
+        outs = []
+        for t in range(len(vals) + Requant.LATENCY):
+            ctx.set(rq.in_valid, int(t < len(vals)))
+            if t < len(vals):
+                ctx.set(rq.acc, vals[t])
+            await ctx.tick()
+            if ctx.get(rq.out_valid):
+                outs.append((ctx.get(rq.out), ctx.get(rq.sat)))
+        exp = [ref_requant(a, 0, False, shift, sat_bits, False, False) for a in vals]
+        assert sum(s for _, s in exp) == len(vals) // 2
         assert outs == exp
 
     run(dut, bench)
@@ -376,11 +405,13 @@ def test_address_generator_catches_a_wrong_stride():
     assert ref_addresses(bounds, bases, strides, 10) != good
 
 
-def test_requant_exhaustive_small_widths():
+@pytest.mark.parametrize("late_sat", [False, True])
+def test_requant_exhaustive_small_widths(late_sat):
     """Every accumulator value of a 7-bit accumulator (+ a few biases) at every shift in
-    -6..9, every SAT_BITS, both ReLU settings, pipelined one value per cycle."""
+    -6..9, every SAT_BITS, both ReLU settings, pipelined one value per cycle (and with
+    the saturation check a stage later, ``late_sat``)."""
     w = dict(acc_bits=7, bias_bits=3, inter_bits=4)
-    dut = RequantPair(**w)
+    dut = RequantPair(late_sat=late_sat, **w)
     accs = list(range(-64, 64))
     groups = [(s, sb, relu, bias) for s in range(-6, 10) for sb in (2, 3, 4)
               for relu in (False, True) for bias in (0, -4)]
