@@ -32,7 +32,7 @@ from amaranth.utils import ceil_log2
 
 from ttforge.errors import ConfigError
 from ttforge.hw.blocks import (FANOUT_ATTR, AddressGen, MacLanes, Requant, RequantDecode, fanout_copies,
-                               onehot_select)
+                               group_of, onehot_select)
 from ttforge.hw.ecp5_bram import dp16kd_depth
 from ttforge.hw.engine.banks import RegisteredBanks
 from ttforge.hw.faults import TRAIN_ENGINE_FAULTS, check_fault
@@ -105,7 +105,7 @@ def _desc_layout() -> data.StructLayout:
 
 
 # pipeline depths (cycles from an iteration's issue to the write of its result)
-_ISSUE_TO_RES = 5            # issue, memory data, block output register, operand register, MacLanes (2)
+_ISSUE_TO_RES = 6            # issue, memory data, block output register, s2, s3, MacLanes (2)
 #: stages of the MAXACC maximum after v (|v|, the max levels): within the Requant latency,
 #: so the maximum is complete when the drain writes it
 MAXACC_STAGES = Requant.LATENCY
@@ -453,15 +453,10 @@ class TrainEngine(wiring.Component):
         act_q = Signal.like(act_rdata, name="act_q")
         q_grad = Signal.like(grad_r.data, name="q_grad")
         m.d.sync += [act_q.eq(act_o), q_grad.eq(grad_o)]
-        s2_x = Signal(data.ArrayLayout(signed(XB), L))
-        s2_c = Signal(data.ArrayLayout(signed(CB), L))
         s2_master = Signal(signed(tc.master_bits))
         m.d.sync += [s2_v.eq(s1_v), s2_first.eq(s1_first), s2_last.eq(s1_last), s2_o.eq(s1_o),
                      s2_master.eq(cm_r.data)]
         m.d.comb += derive.master.eq(s2_master)
-        for l in range(L):
-            m.d.comb += s2_x[l].eq(Mux(is_wgrad | flags.src, q_grad[l], act_q[l]))
-            m.d.comb += s2_c[l].eq(Mux(flags.ones, 1, act_q[l]))
         # (data registers without reset, read only with their valid bits: elaborated for
         # the ECP5, each lane's operand and product registers are a MULT18X18D's own, so
         # nextpnr need not place the multiplier between fabric registers: at fce8aea with
@@ -471,10 +466,28 @@ class TrainEngine(wiring.Component):
         # 78.8 MHz path)
         m.submodules.mac = mac = MacLanes(lanes=L, x_bits=XB, c_bits=CB, acc_bits=AB, tag_width=aw + 1,
                                           reset_less_data=True)
-        m.d.comb += [mac.en.eq(1), mac.in_valid.eq(s2_v), mac.in_first.eq(s2_first),
-                     mac.in_last.eq(s2_last), mac.in_tag.eq(s2_o)]
+        # stage 3: the operands registered once more before the MAC lanes' operand
+        # registers (the MULT18X18D's own on the ECP5), the derived core in copies, one a
+        # group of four lanes: the master -> DeriveCore's adder and clamp -> the B inputs
+        # of 16 DSPs along the DSP row was seeds 1 and 2's routed path at cf54c7d (10.6 and
+        # 10.9 ns, 7.8 ns of it routing)
+        NC = min(L, 4)
+        s3_core = fanout_copies(derive.core.shape(), NC, "s3_core", reset_less=True)
+        # (the lanes' words selected from the registered block words as they are registered)
+        s3_x = Signal(data.ArrayLayout(signed(XB), L), name="s3_x", reset_less=True)
+        s3_c = Signal(data.ArrayLayout(signed(CB), L), name="s3_c", reset_less=True)
+        s3_v, s3_first, s3_last = Signal(name="s3_v"), Signal(name="s3_first"), Signal(name="s3_last")
+        s3_o = Signal(aw + 1, name="s3_o")
         for l in range(L):
-            m.d.comb += [mac.x[l].eq(s2_x[l]), mac.c[l].eq(Mux(is_contract, derive.core, s2_c[l]))]
+            m.d.sync += [s3_x[l].eq(Mux(is_wgrad | flags.src, q_grad[l], act_q[l])),
+                         s3_c[l].eq(Mux(flags.ones, 1, act_q[l]))]
+        m.d.sync += [*(k.eq(derive.core) for k in s3_core),
+                     s3_v.eq(s2_v), s3_first.eq(s2_first), s3_last.eq(s2_last), s3_o.eq(s2_o)]
+        m.d.comb += [mac.en.eq(1), mac.in_valid.eq(s3_v), mac.in_first.eq(s3_first),
+                     mac.in_last.eq(s3_last), mac.in_tag.eq(s3_o)]
+        for l in range(L):
+            m.d.comb += [mac.x[l].eq(s3_x[l]),
+                         mac.c[l].eq(Mux(is_contract, s3_core[group_of(l, L, NC)], s3_c[l]))]
 
         # Per-step constants, registered: they are set before a step starts (the program)
         # or while its descriptor is fetched, and read only from the FETCH state on (at
@@ -514,8 +527,8 @@ class TrainEngine(wiring.Component):
         m.d.sync += s2_rel.eq(s1_o - desc.o_base)
         s3_rel = delay(s2_rel, 1, "s3_rel")
         bias_addr = Signal(aw + 1)          # the result's (MAC lanes: operands + 3) less 2
-        m.d.sync += bias_addr.eq(desc.b_base + (s2_rel >> bwl_r))
-        s4_rel = delay(s3_rel, 1, "s4_rel")
+        m.d.sync += bias_addr.eq(desc.b_base + (s3_rel >> bwl_r))
+        s5_rel = delay(s3_rel, 2, "s5_rel")
         r_v = Signal()
         r_o = Signal(aw + 1)
         r_rel = Signal(aw + 1)
@@ -524,7 +537,7 @@ class TrainEngine(wiring.Component):
         # the MAC lanes' pr_v and pr_last) was the load enable of these 2 x L x acc_bits
         # flip-flops (1,536 at L = 16), the engine's widest net. No reset: data.
         r_acc = Signal(data.ArrayLayout(signed(AB), L), reset_less=True)
-        m.d.sync += [r_v.eq(mac.res_valid & is_contract), r_o.eq(mac.res_tag), r_rel.eq(s4_rel)]
+        m.d.sync += [r_v.eq(mac.res_valid & is_contract), r_o.eq(mac.res_tag), r_rel.eq(s5_rel)]
         m.d.sync += r_acc.eq(mac.res)
         # the bias element read at bias_addr, registered, arrives with r_acc
         bias_q = Signal.like(bm_r.data, name="bias_q")

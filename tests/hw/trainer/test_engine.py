@@ -210,7 +210,8 @@ def test_bad_program_reports_an_error_and_the_engine_recovers(what, code):
     # stopped it in: the one-hot sequencer and the descriptor's registered fetch moved none;
     # BiasAlign's fourth stage (LATENCY 3 -> 4) drains each CONTRACT before it a cycle later;
     # the second register after ACT's and GRAD's blocks (_ISSUE_TO_RES 4 -> 5, LOSS_Z_DELAY
-    # 2 -> 3) drains each CONTRACT and WGRAD a cycle later and each LOSS slot's sample;
+    # 2 -> 3) drains each CONTRACT and WGRAD a cycle later and each LOSS slot's sample
+    # (and the operands' third stage, _ISSUE_TO_RES 5 -> 6, one more each CONTRACT and WGRAD);
     # the update unit's right shift a stage of its own (LATENCY 5 -> 6) each WGRAD
     from ttforge.hw.trainer.engine import _ISSUE_TO_RES, LOSS_Z_DELAY
     from ttforge.hw.trainer.update import BiasAlign, UpdateUnit
