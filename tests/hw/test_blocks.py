@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from amaranth.hdl import Module
 from amaranth.lib import wiring
-from amaranth.lib.wiring import connect
 from amaranth.sim import Simulator
 
 from ttforge.errors import ConfigError
@@ -111,6 +110,28 @@ def test_requant_equals_arith(acc_bits, bias_bits, inter_bits, hold_consts, late
     assert seen["sat"] > 10 and seen["neg_shift"] > 10
 
 
+def _back_to_back(dut, shift, sat_bits, vals):
+    """``(out, sat)`` of each ``(acc, bias, bias_en)`` in ``vals`` fed one a cycle."""
+    got = []
+
+    async def bench(ctx):
+        rq, dec = dut.rq, dut.dec
+        ctx.set(dec.shift, shift)
+        ctx.set(dec.sat_bits, sat_bits)
+        for t in range(len(vals) + Requant.LATENCY):
+            ctx.set(rq.in_valid, int(t < len(vals)))
+            if t < len(vals):
+                ctx.set(rq.acc, vals[t][0])
+                ctx.set(rq.bias, vals[t][1])
+                ctx.set(rq.bias_en, vals[t][2])
+            await ctx.tick()
+            if ctx.get(rq.out_valid):
+                got.append((ctx.get(rq.out), ctx.get(rq.sat)))
+
+    run(dut, bench)
+    return got
+
+
 @pytest.mark.parametrize("hold_consts", [False, True])
 def test_requant_pipelined_back_to_back(hold_consts):
     """One value per cycle, outputs exactly LATENCY cycles later, in order."""
@@ -118,28 +139,9 @@ def test_requant_pipelined_back_to_back(hold_consts):
     w = dict(acc_bits=20, bias_bits=12, inter_bits=8)
     dut = RequantPair(hold_consts=hold_consts, **w)
     shift, sat_bits = 6, 8
-    vals = [(rng.randint(-2**19, 2**19 - 1), rng.randint(-2**11, 2**11 - 1)) for _ in range(50)]
-
-    async def bench(ctx):
-        rq, dec = dut.rq, dut.dec
-        ctx.set(dec.shift, shift)
-        ctx.set(dec.sat_bits, sat_bits)
-        outs = []
-        for t in range(len(vals) + Requant.LATENCY):
-            if t < len(vals):
-                ctx.set(rq.in_valid, 1)
-                ctx.set(rq.acc, vals[t][0])
-                ctx.set(rq.bias, vals[t][1])
-                ctx.set(rq.bias_en, 1)
-            else:
-                ctx.set(rq.in_valid, 0)
-            await ctx.tick()
-            if ctx.get(rq.out_valid):
-                outs.append(ctx.get(rq.out))
-        exp = [ref_requant(a, b, True, shift, sat_bits, False, False)[0] for a, b in vals]
-        assert outs == exp
-
-    run(dut, bench)
+    vals = [(rng.randint(-2**19, 2**19 - 1), rng.randint(-2**11, 2**11 - 1), 1) for _ in range(50)]
+    exp = [ref_requant(a, b, True, shift, sat_bits, False, False)[0] for a, b, _ in vals]
+    assert [y for y, _ in _back_to_back(dut, shift, sat_bits, vals)] == exp
 
 
 @pytest.mark.parametrize("late_sat", [False, True])
@@ -150,25 +152,10 @@ def test_requant_fit_travels_with_its_value(late_sat):
     w = dict(acc_bits=20, bias_bits=12, inter_bits=8)
     dut = RequantPair(late_sat=late_sat, **w)
     shift, sat_bits = 6, 8               # u = v >> 6 on T = 10 bits: 2^10, 2^11, 2^12 window 0
-    vals = [v for k in range(12) for v in ((-1) ** k * (65536 << (k % 3)), 64 * (k % 5 + 1))]
-
-    async def bench(ctx):
-        rq, dec = dut.rq, dut.dec
-        ctx.set(dec.shift, shift)
-        ctx.set(dec.sat_bits, sat_bits)
-        outs = []
-        for t in range(len(vals) + Requant.LATENCY):
-            ctx.set(rq.in_valid, int(t < len(vals)))
-            if t < len(vals):
-                ctx.set(rq.acc, vals[t])
-            await ctx.tick()
-            if ctx.get(rq.out_valid):
-                outs.append((ctx.get(rq.out), ctx.get(rq.sat)))
-        exp = [ref_requant(a, 0, False, shift, sat_bits, False, False) for a in vals]
-        assert sum(s for _, s in exp) == len(vals) // 2
-        assert outs == exp
-
-    run(dut, bench)
+    accs = [v for k in range(12) for v in ((-1) ** k * (65536 << (k % 3)), 64 * (k % 5 + 1))]
+    exp = [ref_requant(a, 0, False, shift, sat_bits, False, False) for a in accs]
+    assert sum(s for _, s in exp) == len(accs) // 2
+    assert _back_to_back(dut, shift, sat_bits, [(a, 0, 0) for a in accs]) == exp
 
 
 def test_requant_decode_flags_bad_sat_bits():
