@@ -278,7 +278,9 @@ def part_synth(seeds: list[int], work: Path, timeout: float, no_route: bool = Fa
     same = ((work / "core.v").exists() and (work / "core.v").read_text() == text and net.exists()
             and marker.exists() == outreg_fold)
     synth_s = old.get("synth_s") if same and old.get("verilog_sha256") == sha else None
-    fold = json.loads(marker.read_text()) if same and outreg_fold else ({} if same else None)
+    fold = None                      # (not same: run_synthesis gives it below)
+    if same:
+        fold = json.loads(marker.read_text()) if outreg_fold else {}
     if not same:
         marker.unlink(missing_ok=True)
         (work / "core.v").write_text(text)

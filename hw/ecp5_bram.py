@@ -171,15 +171,17 @@ def fold_output_registers(netlist: dict, *, fault: str | None = None) -> FoldRep
 
 
 def fold_netlist_file(path: str | Path, *, fault: str | None = None) -> FoldReport:
-    """:func:`fold_output_registers` on a Yosys JSON file, rewritten in place (through a
-    temporary file and a rename, so a stopped run leaves the old netlist or the new one)."""
-    path = Path(path)
-    netlist = json.loads(path.read_text())
+    """:func:`fold_output_registers` on a Yosys JSON file, rewritten in place (an atomic
+    write: a stopped run leaves the old netlist or the new one). Only a regular file of
+    at most :data:`~ttforge.limits.MAX_NETLIST_BYTES` is read (else a one-line
+    :class:`~ttforge.errors.UserError`)."""
+    from ttforge.atomic import atomic_write_text
+    from ttforge.limits import MAX_NETLIST_BYTES, read_bounded
+
+    netlist = json.loads(read_bounded(path, "netlist", MAX_NETLIST_BYTES))
     report = fold_output_registers(netlist, fault=fault)
     if report["flip_flops"]:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(netlist))
-        tmp.replace(path)
+        atomic_write_text(path, json.dumps(netlist))
     return report
 
 
@@ -195,13 +197,24 @@ def main(argv=None) -> int:
     p.add_argument("netlist")
     p.add_argument("--report", default=None, help="write the counts here (JSON)")
     a = p.parse_args(argv)
+    from ttforge.atomic import atomic_write_text, check_output_file, command_inputs
+    from ttforge.errors import UserError
+
     try:
+        # the report path checked before the netlist changes: not the netlist itself, not
+        # a directory, a device or a FIFO
+        with command_inputs([a.netlist]):
+            out = check_output_file(a.report, "--report", "fold.json") if a.report else None
         report = fold_netlist_file(a.netlist)
-    except (OSError, ValueError, KeyError) as e:
-        print(f"error: {a.netlist}: cannot fold ({e})", file=sys.stderr)
+        if out is not None:
+            atomic_write_text(out, json.dumps(dict(report)) + "\n")
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
-    if a.report:
-        Path(a.report).write_text(json.dumps(dict(report)) + "\n")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        print(f"error: {a.netlist}: not a Yosys JSON netlist this can fold ({type(e).__name__})",
+              file=sys.stderr)
+        return 2
     return 0
 
 

@@ -409,7 +409,8 @@ class TrainEngine(wiring.Component):
 
         # ------------------------------------------------------------ operands
         # stage 0: memory data; stage 1: the words registered as they leave the blocks
-        # (act_o, grad_o, cm_o); stage 2: registered again, selected into the MAC lanes
+        # (act_o, grad_o; CMEM's bank registers); stage 2: registered again (act_q,
+        # q_grad, s2_master); stage 3: selected into the lanes' operands, registered
         s0_v, s0_first, s0_last = Signal(), Signal(), Signal()
         s0_o = Signal(aw + 1)
         m.d.sync += [s0_v.eq(issue),
@@ -461,9 +462,8 @@ class TrainEngine(wiring.Component):
         # the ECP5, each lane's operand and product registers are a MULT18X18D's own, so
         # nextpnr need not place the multiplier between fabric registers: at fce8aea with
         # the blocks' output registers folded, seed 1 ended at op_x -> the multiplier 25
-        # rows away -> pr, 10.14 ns; the operands now come from act_q, itself fed from the
-        # block RAMs' output registers, not from the block RAMs across the die, cfe7765's
-        # 78.8 MHz path)
+        # rows away -> pr, 10.14 ns; the operands come from the stage-3 registers, not
+        # from the block RAMs across the die, cfe7765's 78.8 MHz path)
         m.submodules.mac = mac = MacLanes(lanes=L, x_bits=XB, c_bits=CB, acc_bits=AB, tag_width=aw + 1,
                                           reset_less_data=True)
         # stage 3: the operands registered once more before the MAC lanes' operand

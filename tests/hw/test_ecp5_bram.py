@@ -283,6 +283,33 @@ def test_the_command_line_folds_in_place_and_reports(tmp_path):
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "bad.json" in proc.stderr
 
 
+@pytest.mark.parametrize("case", ["fifo_netlist", "report_is_netlist", "device_report", "missing"])
+def test_the_command_line_refuses_what_it_must_not_touch(tmp_path, case):
+    """One line, exit 2, nothing changed: a FIFO as the netlist (read, it would hang), the
+    report on the netlist itself (it would replace the netlist with the counts), a
+    device as the report, a missing netlist."""
+    import os
+    import sys
+
+    net = tmp_path / "n.json"
+    net.write_text(json.dumps({"modules": {}}))
+    args = ["n.json"]
+    if case == "fifo_netlist":
+        os.mkfifo(tmp_path / "f.json")
+        args = ["f.json"]
+    elif case == "report_is_netlist":
+        args = ["n.json", "--report", "n.json"]
+    elif case == "device_report":
+        args = ["n.json", "--report", "/dev/null"]
+    else:
+        args = ["gone.json"]
+    proc = subprocess.run([sys.executable, "-m", "ttforge.hw.ecp5_bram", *args], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert json.loads(net.read_text()) == {"modules": {}}
+
+
 @pytest.mark.parametrize("granularity,blocks", [(None, 2), (1, 16)])
 def test_banks_with_one_write_enable_are_one_block_ram_each(tmp_path, granularity, blocks):
     """The training engine's CMEM: 8-bit words in banks of one DP16KD's depth (2048 x 9).
