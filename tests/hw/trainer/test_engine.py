@@ -118,11 +118,16 @@ def test_engine_more_shapes(seed, lanes, batch, kw):
     assert r["cycles"][0] == r["cycles"][1], r["cycles"]
 
 
-def test_sibling_a_corrupted_core_word_is_caught():
+@pytest.mark.parametrize("bank_depth", [None, 8])
+def test_sibling_a_corrupted_core_word_is_caught(bank_depth, monkeypatch):
+    """(bank_depth 8: CMEM in banks of 8 words, as the small-banks test above runs it)"""
+    import ttforge.hw.trainer.engine as engine
     from ttforge.hw.trainer.engine import HostSel
 
     from tests.support.train_engine import host_write
 
+    if bank_depth is not None:
+        monkeypatch.setattr(engine, "dp16kd_depth", lambda bits: bank_depth)
     state, x, y, cfg, prog = _small_case(0)
 
     async def body(ctx, dut):
