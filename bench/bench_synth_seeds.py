@@ -75,6 +75,13 @@ def main(argv=None) -> int:
                    help="Yosys's LUT mapping: abc9 (synth_ecp5's, default) or abc (where abc9 "
                         "crashes: ttforge.hw.synth.ABC9_HINT)")
     p.add_argument("--seeds", default="1,2,3")
+    p.add_argument("--floorplan", action="store_true",
+                   help="an engine array: place once freely (seed 1, no routing), then anchor each "
+                        "engine's block RAMs and multipliers in its own region "
+                        "(ttforge.hw.ecp5_floorplan) and place and route every seed on that netlist")
+    p.add_argument("--no-fanout-keep", action="store_true",
+                   help="leave out the FANOUT_KEEP line (Yosys may merge the register copies; "
+                        "what abc9's ABC_OPS_REINTEGRATE assert has needed on some arrays)")
     p.add_argument("--outreg-fold", action="store_true",
                    help="give the block RAMs their output registers (hw/ecp5_bram.py)")
     p.add_argument("--label", required=True)
@@ -141,7 +148,8 @@ def main(argv=None) -> int:
         return _record(a, seeds, wd, commit, dirty, cost, top_mod, None, collect=True)
     (wd / core).write_text(text)
     (wd / "harness.v").write_text(harness)
-    (wd / "synth.ys").write_text(synth_script(dev.key, a.frontend, lut_mapper=a.lut_mapper))
+    (wd / "synth.ys").write_text(synth_script(dev.key, a.frontend, lut_mapper=a.lut_mapper,
+                                              fanout_keep=not a.no_fanout_keep))
     t0 = time.time()
     proc, fold = run_synthesis(wd, dev.key, outreg_fold=a.outreg_fold)
     if proc.returncode != 0:
@@ -149,13 +157,34 @@ def main(argv=None) -> int:
         return 1
     synth_s = round(time.time() - t0)
     lv = logic_levels(wd / "netlist.json")
+    plan = _floorplan(wd) if a.floorplan else None
     print(f"logic levels (register inputs with 6 / 7 or more): {lv.at_least(6)} / {lv.at_least(7)}; "
           f"deepest {lv.paths[0].levels:.1f}: {lv.paths[0].start} -> {lv.paths[0].end}")
-    return _record(a, seeds, wd, commit, dirty, cost, top_mod, synth_s, levels=lv.to_dict(), fold=fold)
+    return _record(a, seeds, wd, commit, dirty, cost, top_mod, synth_s, levels=lv.to_dict(), fold=fold,
+                   plan=plan)
+
+
+def _floorplan(wd: Path) -> dict:
+    """Place ``wd/netlist.json`` once freely (seed 1, no routing) and write
+    ``wd/netlist.floorplan.json``: each engine's hard blocks anchored in its region
+    (:func:`ttforge.hw.ecp5_floorplan.floorplan_netlist_file`). Returns its report."""
+    from ttforge.hw.ecp5_floorplan import floorplan_netlist_file
+
+    fd = wd / "free"
+    fd.mkdir(exist_ok=True)
+    t = time.time()
+    run_tool(DEVICES["ecp5-85f"].nextpnr, nextpnr_args("ecp5-85f", seed=1, netlist="../netlist.json",
+                                                       extra=["--no-route", "--write", "placed.json"]),
+             cwd=fd, timeout=None)
+    found = re.findall(r"Max frequency for clock .*?: ([0-9.]+) MHz", (fd / "nextpnr.log").read_text(errors="replace"))
+    rep = dict(floorplan_netlist_file(wd / "netlist.json", fd / "placed.json", wd / "netlist.floorplan.json"))
+    rep.update(free_placement_s=round(time.time() - t), free_placement_estimate_mhz=float(found[-1]) if found else None)
+    print(f"floorplan: {rep['cells']} blocks of {rep['engines']} engines anchored", file=sys.stderr)
+    return rep
 
 
 def _record(a, seeds, wd: Path, commit: str, dirty: bool, cost, top_mod, synth_s, collect: bool = False,
-            levels: dict | None = None, fold: dict | None = None) -> int:
+            levels: dict | None = None, fold: dict | None = None, plan: dict | None = None) -> int:
     """Place and route each seed (or, with ``collect``, read its finished run) and write
     the JSON."""
     dev = DEVICES["ecp5-85f"]
@@ -165,7 +194,8 @@ def _record(a, seeds, wd: Path, commit: str, dirty: bool, cost, top_mod, synth_s
         sd.mkdir(exist_ok=True)
         t = time.time()
         if not collect:
-            run_tool(dev.nextpnr, nextpnr_args("ecp5-85f", seed=seed, netlist="../netlist.json",
+            netlist = "../netlist.floorplan.json" if a.floorplan else "../netlist.json"
+            run_tool(dev.nextpnr, nextpnr_args("ecp5-85f", seed=seed, netlist=netlist,
                                                extra=[*router_args(a.router), *(["--no-route"] if a.no_route else [])]),
                      cwd=sd, timeout=None)
         rep = parse_report(sd / "report.json", "ecp5-85f")
@@ -194,6 +224,7 @@ def _record(a, seeds, wd: Path, commit: str, dirty: bool, cost, top_mod, synth_s
            "config": a.config, "lut_mapper": a.lut_mapper, "router": a.router,
            "placer_args": list(dev.placer_args), "frontend": a.frontend,
            "harness": cost, "synth_s": synth_s, "logic_levels": levels, "outreg_fold": fold,
+           "fanout_keep": not a.no_fanout_keep, "floorplan": plan,
            "runs": runs,
            "summary": summary, "collected": collect}
     path = Path(a.out) if a.out else ROOT / "bench" / "results" / f"synth_seeds.{a.label}.json"

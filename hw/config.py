@@ -127,7 +127,10 @@ class AccelConfig:
         With 1, CMEM and the buffers are banks of one block RAM's depth whose read data
         is registered at each bank (:class:`ttforge.hw.engine.banks.RegisteredBanks`).
         With 2, the bank select is registered too (the bank registers then load only
-        the select, beside their block RAMs). ``read_registers`` cycles more per step
+        the select, beside their block RAMs), and so are the banks' writes (address,
+        data, decoded enables: only registers drive a block RAM's write pins; the
+        engine never reads a word in the cycle after its write, so no cycle is added
+        for it). ``read_registers`` cycles more per step
         and per output (``ttforge.hw.cycles``); the values are the same; needs
         ``buf_ports = 2``.
     engines : int

@@ -455,11 +455,12 @@ def nextpnr_args(device: str, *, seed: int = 1, target_mhz: float = 100, netlist
 
 
 def synth_script(device: str, frontend: str = "verilog", after_read=(), opts: str = "",
-                 lut_mapper: str = "abc9") -> str:
+                 lut_mapper: str = "abc9", fanout_keep: bool = True) -> str:
     """The Yosys script that synthesizes ``core.v`` (``frontend="verilog"``) or
     ``core.il`` (``"rtlil"``) inside ``harness.v`` for ``device`` into ``netlist.json``,
     with the cell statistics in ``stat.json``; ``lut_mapper="abc"`` runs the synthesis
-    command's script around its LUT mapping step with ``abc -lut 4`` instead (ECP5)."""
+    command's script around its LUT mapping step with ``abc -lut 4`` instead (ECP5);
+    ``fanout_keep=False`` leaves out :data:`FANOUT_KEEP` (the register copies may merge)."""
     if frontend not in FRONTENDS:
         raise SynthError(f"frontend={frontend!r} is unknown; choose one of {', '.join(FRONTENDS)}")
     if lut_mapper not in LUT_MAPPERS or (lut_mapper == "abc" and not device.startswith("ecp5")):
@@ -476,7 +477,7 @@ def synth_script(device: str, frontend: str = "verilog", after_read=(), opts: st
     return "\n".join([
         *read,
         "hierarchy -top ttforge_pnr_harness",
-        *FANOUT_KEEP,
+        *(FANOUT_KEEP if fanout_keep else ()),
         # (RTLIL only: Amaranth's RTLIL carries the memories as $memrd_v2 / $memwr_v2 cells;
         # the Verilog frontend's memories are not ready for memory_collect before synthesis,
         # and there Yosys reads the no_rw_check attribute itself)

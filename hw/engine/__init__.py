@@ -125,13 +125,15 @@ class TTEngine(wiring.Component):
         elif c.read_registers:
             # each block RAM's read data registered by itself (hw/engine/banks.py): the
             # issue unit's and the output path's reads take a cycle more
-            bufs = RegisteredBanks(word, 2 * words, select_register=c.read_registers > 1)
+            bufs = RegisteredBanks(word, 2 * words, select_register=c.read_registers > 1,
+                                   write_register=c.read_registers > 1)
         else:
             bufs = Memory(shape=word, depth=2 * words, init=[])
         cword = data.ArrayLayout(signed(c.core_bits), L)
         if c.read_registers:
             cmem = RegisteredBanks(cword, c.core_depth // L,      # (as the buffers)
-                                   select_register=c.read_registers > 1)
+                                   select_register=c.read_registers > 1,
+                                   write_register=c.read_registers > 1)
         else:
             cmem = Memory(shape=cword, depth=c.core_depth // L, init=[])
         bmem = Memory(shape=data.ArrayLayout(signed(c.bias_bits), L), depth=c.bias_depth // L,

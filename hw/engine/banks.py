@@ -52,10 +52,19 @@ class RegisteredBanks(wiring.Component):
     (its user checks the range, as the engine's ``CMEM_RANGE`` does), and so does a read
     of a word in the cycle it is written (the banks are ``no_rw_check``: the engine never
     uses such a read, :data:`POISON_COLLISIONS`).
+
+    ``write_register``: the write (address, data and each bank's enables, decoded) is
+    registered once before the block RAMs, so that nothing but a register drives their
+    write pins (the bank decode, the range check and whatever chooses the write leave the
+    block RAM's setup path; on the ECP5 the write enables are the DP16KD's byte enables on
+    its address pins). The word is written a cycle later: a read one cycle after the
+    write, which used to see the new word, now meets the write, and is undefined (and
+    poisoned in the tests) like any other.
     """
 
     def __init__(self, shape, depth: int, bank_depth: int | None = None, *,
-                 select_register: bool = False, granularity: int | None = 1):
+                 select_register: bool = False, granularity: int | None = 1,
+                 write_register: bool = False):
         bank_depth = BANK_DEPTH if bank_depth is None else int(bank_depth)
         if depth < 1 or bank_depth < 1 or bank_depth & (bank_depth - 1):
             raise ConfigError(f"RegisteredBanks: depth={depth} must be >= 1 and bank_depth="
@@ -63,6 +72,7 @@ class RegisteredBanks(wiring.Component):
         self.shape, self.depth = shape, int(depth)
         self.granularity = granularity
         self.select_register = bool(select_register)
+        self.write_register = bool(write_register)
         #: cycles from the address to its word on ``read.data``
         self.latency = 3 if self.select_register else 2
         self.bank_depth = min(bank_depth, 1 << ceil_log2(self.depth))
@@ -86,9 +96,17 @@ class RegisteredBanks(wiring.Component):
         # hw/ecp5_bram.fold_output_registers, an option: 0.96 ns from its clock, not 5.83)
         en_d = Signal(name="bank_en_d")
         m.d.sync += en_d.eq(rd.en)
+        # the write as the block RAMs see it (write_register: a cycle late)
+        if self.write_register:
+            w_addr = Signal.like(wr.addr, name="bank_w_addr")
+            w_data = Signal(self.shape, name="bank_w_data", reset_less=True)
+            w_any = Signal(name="bank_w_any")
+            m.d.sync += [w_addr.eq(wr.addr), w_data.eq(wr.data), w_any.eq(wr.en.any())]
+        else:
+            w_addr, w_data, w_any = wr.addr, wr.data, wr.en.any()
         poison = Signal(name="bank_poison")     # (tests: POISON_COLLISIONS)
         if POISON_COLLISIONS:
-            m.d.sync += poison.eq(rd.en & wr.en.any() & (rd.addr == wr.addr))
+            m.d.sync += poison.eq(rd.en & w_any & (rd.addr == w_addr))
         qs = []
         for b in range(nb):
             depth = min(self.bank_depth, self.depth - b * self.bank_depth)
@@ -104,7 +122,11 @@ class RegisteredBanks(wiring.Component):
                 en = en & (hi_w == b).replicate(len(wp.en))
             if depth < (1 << lb):
                 en = en & (wr.addr[:lb] < depth).replicate(len(wp.en))
-            m.d.comb += [wp.addr.eq(wr.addr[:lb]), wp.data.eq(wr.data), wp.en.eq(en),
+            if self.write_register:
+                en_q = Signal(len(wp.en), name=f"bank{b}_we")
+                m.d.sync += en_q.eq(en)
+                en = en_q
+            m.d.comb += [wp.addr.eq(w_addr[:lb]), wp.data.eq(w_data), wp.en.eq(en),
                          rp.addr.eq(rd.addr[:lb]), rp.en.eq(1)]
             q = Signal(self.shape, name=f"bank{b}_q", reset_less=True)
             with m.If(en_d):

@@ -13,10 +13,11 @@ from ttforge.errors import ConfigError
 from ttforge.hw.engine.banks import RegisteredBanks
 
 
-@pytest.mark.parametrize("select_register", [False, True])
+@pytest.mark.parametrize("select_register,write_register", [(False, False), (True, False), (True, True)])
 @pytest.mark.parametrize("depth,bank_depth", [(13, 4), (16, 4), (8, 8), (5, 512), (1, 4)])
-def test_banks_read_what_was_written_two_cycles_later(depth, bank_depth, select_register):
-    dut = RegisteredBanks(8, depth, bank_depth, select_register=select_register)
+def test_banks_read_what_was_written_two_cycles_later(depth, bank_depth, select_register, write_register):
+    dut = RegisteredBanks(8, depth, bank_depth, select_register=select_register,
+                          write_register=write_register)
     assert dut.latency == (3 if select_register else 2)
     assert dut.n_banks == -(-depth // dut.bank_depth)
     model = [0] * depth
@@ -35,6 +36,8 @@ def test_banks_read_what_was_written_two_cycles_later(depth, bank_depth, select_
                 if a < depth:
                     model[a] = v
         ctx.set(dut.write.en, 0)
+        if write_register:          # the last write reaches its block RAM a cycle later
+            await ctx.tick()
         # reads with the enable toggling: the data two cycles after an enabled address
         want = []
         for t in range(60):
@@ -108,3 +111,42 @@ def test_a_read_as_the_word_is_written_is_poisoned_in_the_tests(poison, monkeypa
     sim.run()
     assert got["after"] == 0x81
     assert got["collided"] == (0x3C ^ 0xFF if poison else 0x3C)
+
+
+@pytest.mark.parametrize("poison", [False, True])
+def test_a_registered_write_lands_a_cycle_later_and_a_read_then_is_poisoned(poison, monkeypatch):
+    """write_register: the word written in cycle t is in its block RAM from cycle t + 2;
+    a read of it in cycle t + 1 meets the write at the block RAM (poisoned in the tests:
+    the old word inverted), a read in t + 2 gives the new word."""
+    import ttforge.hw.engine.banks as banks
+
+    monkeypatch.setattr(banks, "POISON_COLLISIONS", poison)
+    dut = RegisteredBanks(8, 8, 4, write_register=True)
+    got = {}
+
+    async def tb(ctx):
+        ctx.set(dut.write.addr, 6)
+        ctx.set(dut.write.data, 0x3C)
+        ctx.set(dut.write.en, 0xFF)
+        await ctx.tick()
+        ctx.set(dut.write.en, 0)
+        await ctx.tick().repeat(2)
+        ctx.set(dut.write.addr, 6)
+        ctx.set(dut.write.data, 0x81)
+        ctx.set(dut.write.en, 0xFF)
+        await ctx.tick()                          # cycle t: the write of 0x81
+        ctx.set(dut.write.en, 0)
+        ctx.set(dut.read.addr, 6)
+        ctx.set(dut.read.en, 1)
+        await ctx.tick()                          # t + 1: the read meets it
+        await ctx.tick()                          # t + 2: read again
+        got["t1"] = ctx.get(dut.read.data)
+        await ctx.tick()
+        got["t2"] = ctx.get(dut.read.data)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+    assert got["t2"] == 0x81
+    assert got["t1"] == (0x3C ^ 0xFF if poison else 0x3C)
