@@ -127,7 +127,8 @@ def _lanes_copies(d: dict) -> str:
     cfg = d.get("config") if isinstance(d.get("config"), dict) else {}
     e, rr = cfg.get("engines", 1), cfg.get("read_registers", 0)
     return (str(d.get("lanes", 16)) + (f" (x{n} engines, harness)" if n > 1 else "")
-            + (f" (x{e} engines)" if e > 1 else "") + (", read_registers" if rr else ""))
+            + (f" (x{e} engines)" if e > 1 else "") + (f", read_registers = {rr}" if rr else "")
+            + (", floorplanned" if d.get("floorplan") else ""))
 
 
 def block_fmax_seeds() -> str:
@@ -830,7 +831,9 @@ def block_vs_cpu() -> str:
         if r.get("engines", 1) > 1:
             lanes += f", `engines = {r['engines']}` (one top; throughput)"
         if r.get("read_registers"):
-            lanes += ", `read_registers`"
+            lanes += f", `read_registers = {r['read_registers']}`"
+        if f and f.get("floorplan"):
+            lanes += ", floorplanned"
         fx = r.get("at_fmax")
         rows.append([lanes, _num(r["cycles"]) + (f" ({_num(round(r['vector_cycles']))} with "
                                                   f"{r['in_flight']} in flight)"

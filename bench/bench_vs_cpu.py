@@ -63,7 +63,8 @@ LANES = (4, 8, 16, 32, 64)
 #: several vectors are in flight and the per-vector figure is a throughput.
 #: ``read_registers``: AccelConfig.read_registers (one cycle more a step).
 ENGINES = tuple((L, None, 1, 1, 0) for L in LANES) + (
-    (16, 4, 1, 1, 0), (32, 8, 1, 1, 0), (64, 16, 1, 1, 0), (16, None, 4, 1, 0), (16, None, 1, 4, 1))
+    (16, 4, 1, 1, 0), (32, 8, 1, 1, 0), (64, 16, 1, 1, 0), (16, None, 4, 1, 0), (16, None, 1, 4, 1),
+    (16, None, 1, 4, 2))
 BOARD_HZ = 50_000_000
 GOAL = 3.0            # issue 16: >= 3x faster per vector than the golden executor
 
@@ -146,7 +147,7 @@ def routed_fmax() -> dict[tuple, dict]:
         rec = {"fmax_mhz_min": min(r["fmax_mhz"] for r in runs), "seeds": [r["seed"] for r in runs],
                "label": d.get("label"), "commit": d.get("git_commit"), "date_utc": d.get("date_utc", ""),
                "lut": d.get("summary", {}).get("lut", {}).get("median"),
-               "network": d.get("network", "default")}
+               "network": d.get("network", "default"), "floorplan": bool(d.get("floorplan"))}
         cfg = d.get("config") if isinstance(d.get("config"), dict) else {}
         key = (d.get("lanes"), d.get("requant_units"), d.get("copies", 1), cfg.get("engines", 1),
                cfg.get("read_registers", 0))
@@ -160,7 +161,7 @@ def row_suffix(r: dict) -> str:
     return ((f" U={r['requant_units']}" if r["requant_units"] else "")
             + (f" x{r['copies']} engines (harness)" if r["copies"] > 1 else "")
             + (f" x{r['engines']} engines" if r.get("engines", 1) > 1 else "")
-            + (" read_registers" if r.get("read_registers") else ""))
+            + (f" read_registers={r['read_registers']}" if r.get("read_registers") else ""))
 
 
 def clocks() -> list[int]:
