@@ -2,8 +2,8 @@
 
 Placed freely, the four engines of ``AccelConfig(engines=4)`` interleave: nextpnr's
 analytic placer spreads each engine over half the die's width and most of its height
-(the middle 80% of one engine's cells spanned 70 columns and 64 rows of 126 x 95 on
-``e4rr2``), so every engine's nets cross the others', the router meets congestion, and
+(in a free placement of the array with ``read_registers = 2``, the middle 80% of an
+engine's cells spanned 47 to 77 of the die's 126 columns), so every engine's nets cross the others', the router meets congestion, and
 Fmax falls well below one engine's. A hardware engineer's answer is a floorplan; nextpnr
 takes no region constraints without its Python API (not in the pip build), but it takes a
 ``BEL`` attribute on a cell. :func:`floorplan_engines` sets one on every block RAM
