@@ -15,10 +15,17 @@ __all__ = ["ErrorUnit"]
 
 class ErrorUnit(wiring.Component):
     """``conds[i]`` reports error ``codes[i]`` (in priority order: the first true one
-    wins) during an inference; an error found in one cycle stops the inference in the
-    next (``abort``, registered, so that no long path runs from the checks into the
-    controller; in between nothing irreversible happens: writes out of range are
-    suppressed or land in buffers whose contents the failed inference owns). The stream
+    wins) during an inference; an error found in cycle ``t`` stops the inference in
+    ``t + 2`` (``abort``): the conditions are registered as they arrive (with the step),
+    so that the range compares and the checks of every unit end in flops of their own
+    and no path runs from them through the priority choice into the abort code, the
+    flush or the controller (the floorplanned four-engine array's three routed seeds
+    all ended in this unit: an address's range compare -> ``abort_code`` / ``flush_g``);
+    conditions in the cycle after one is registered are ignored (the abort that follows
+    flushes them). In between nothing irreversible happens: writes out of range are
+    suppressed or land in buffers whose contents the failed inference owns, and a write
+    of a result issued in ``t`` or ``t + 1`` is still in the pipeline that the flush
+    clears. The stream
     and program-register errors ``in_err``/``in_code`` of the controller are taken at
     once. ``error``, ``error_code``, ``error_step`` keep the first error until
     ``clear_error`` or ``soft_reset``; ``error_pulse`` is high in the cycle ``error``
@@ -45,9 +52,9 @@ class ErrorUnit(wiring.Component):
             "error_step": Out(STEP_BITS),
         })
 
-    def _first_of(self):
-        """The code of the first true condition, as a balanced tree (short paths)."""
-        nodes = [(self.conds[i], Const(int(cd), ERROR_CODE_BITS)) for i, cd in enumerate(self.codes)]
+    def _first_of(self, conds):
+        """The code of the first true one of ``conds``, as a balanced tree (short paths)."""
+        nodes = [(conds[i], Const(int(cd), ERROR_CODE_BITS)) for i, cd in enumerate(self.codes)]
         while len(nodes) > 1:
             nxt = []
             for k in range(0, len(nodes) - 1, 2):
@@ -60,12 +67,17 @@ class ErrorUnit(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        # the conditions and the step as they arrive, none while an error is on its way
+        conds_q = Signal(len(self.codes), name="conds_q")
+        step_q = Signal(STEP_BITS, name="step_q")
         err_now = Signal()
-        m.d.comb += err_now.eq(self.conds.any())
+        m.d.comb += err_now.eq(conds_q.any())
+        m.d.sync += [conds_q.eq(Mux(err_now | self.abort | self.soft_reset, 0, self.conds)),
+                     step_q.eq(self.step)]
         abort_code = Signal(ERROR_CODE_BITS)
         abort_step = Signal(STEP_BITS)
         m.d.sync += [self.abort.eq(err_now & ~self.abort & ~self.soft_reset),
-                     abort_code.eq(self._first_of()), abort_step.eq(self.step)]
+                     abort_code.eq(self._first_of(conds_q)), abort_step.eq(step_q)]
         with m.If((self.abort | self.in_err) & ~self.error):
             m.d.sync += [self.error.eq(1),
                          self.error_code.eq(Mux(self.abort, abort_code, self.in_code)),
