@@ -313,24 +313,47 @@ def place_with_seeds(place, work: Path, seed: int | None) -> tuple[int, Path, li
                      f"try other seeds with --seed N, or fewer lanes")
 
 
-def with_outreg_fold(platform):
-    """``platform`` (an Amaranth ECP5 platform) with a step between Yosys and nextpnr that
-    gives the netlist's block RAMs their output registers (``python -m
-    ttforge.hw.ecp5_bram``, :func:`ttforge.hw.ecp5_bram.fold_output_registers`), its
-    counts in ``<name>.fold.json``."""
+def with_netlist_steps(platform, steps):
+    """``platform`` (an Amaranth ECP5 platform) with the command ``steps`` (templates)
+    between Yosys and nextpnr, where they can rewrite ``{{name}}.json``. Amaranth's
+    templated platforms have no hook for an extra command, so the platform object takes a
+    subclass of its own class that adds them (the smallest change that keeps every other
+    template its own)."""
     base = type(platform)
-    step = (f'"{sys.executable}" -m ttforge.hw.ecp5_bram {{{{name}}}}.json '
-            f'--report {{{{name}}}}.fold.json')
 
-    class OutregFold(base):
+    class WithSteps(base):
         @property
         def command_templates(self):
             synth, *rest = super().command_templates
-            return [synth, step, *rest]
+            return [synth, *steps, *rest]
 
-    OutregFold.__name__ = OutregFold.__qualname__ = base.__name__
-    platform.__class__ = OutregFold
+    WithSteps.__name__ = WithSteps.__qualname__ = base.__name__
+    platform.__class__ = WithSteps
     return platform
+
+
+def outreg_fold_step() -> str:
+    """The command that gives the netlist's block RAMs their output registers (``python
+    -m ttforge.hw.ecp5_bram``, :func:`ttforge.hw.ecp5_bram.fold_output_registers`), its
+    counts in ``<name>.fold.json``."""
+    return (f'"{sys.executable}" -m ttforge.hw.ecp5_bram {{{{name}}}}.json '
+            f'--report {{{{name}}}}.fold.json')
+
+
+def floorplan_steps(platform) -> list[str]:
+    """The commands that floorplan an engine array (:mod:`ttforge.hw.ecp5_floorplan`):
+    the platform's own nextpnr command placing ``{{name}}.json`` freely (no routing, the
+    placement written to ``{{name}}.free.json``, its log ``{{name}}.free.tim``), then
+    ``python -m ttforge.hw.ecp5_floorplan`` anchoring each engine's hard blocks in
+    ``{{name}}.json`` (its report in ``<name>.floorplan.json``)."""
+    pnr = type(platform).command_templates.fget(platform)[1]
+    free = pnr.replace("--log {{name}}.tim", "--log {{name}}.free.tim").replace(
+        "--textcfg {{name}}.config", "--no-route --write {{name}}.free.json")
+    if free.count("{{name}}.free.") != 2:
+        raise BuildError("Amaranth's nextpnr command is not the one ttforge knows how to run "
+                         "for a free placement; build without engines > 1")
+    return [free, f'"{sys.executable}" -m ttforge.hw.ecp5_floorplan {{{{name}}}}.json '
+                  f'{{{{name}}}}.free.json --report {{{{name}}}}.floorplan.json']
 
 
 def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=None,
@@ -425,15 +448,22 @@ def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=Non
             mapper = {"lut_mapper": "abc9", "fanout_keep": dev.family == "ecp5"}
             # the training engine on the ECP5 takes its block RAMs' output registers (the
             # registers after ACT, GRAD and CMEM are written to be them, hw/trainer/engine.py),
-            # as bench/bench_train_hw.py --outreg-fold measures it
-            fold = train is not None and dev.family == "ecp5"
+            # as bench/bench_train_hw.py --outreg-fold measures it; so does the inference
+            # engine with read_registers = 2 (its bank registers, a register after them)
+            fold = dev.family == "ecp5" and (train is not None or cfg.read_registers > 1)
+            # an engine array on the 85F: each engine's block RAMs and multipliers in a
+            # region of its own (hw/ecp5_floorplan.py), as bench_synth_seeds.py --floorplan
+            plan = train is None and cfg.engines > 1 and b.device == "ecp5-85f"
 
             def place(attempt: int, bdir: Path) -> str | None:
                 # a platform and a top of their own for each attempt: an Amaranth platform
                 # prepares one design once (a second build on it asserts)
                 platform = b.platform()
-                if fold:
-                    platform = with_outreg_fold(platform)
+                steps = [outreg_fold_step()] if fold else []
+                if plan:
+                    steps += floorplan_steps(platform)
+                if steps:
+                    platform = with_netlist_steps(platform, steps)
                 top = make_top(b.key, cfg, clk_hz=clk_hz, baud=baud)
                 opts = dict(extra)
                 keep = list(FANOUT_KEEP) if mapper["fanout_keep"] else []
@@ -488,6 +518,8 @@ def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=Non
             "failed_seeds": failed,
             "outreg_fold": (json.loads((bdir / f"{name}.fold.json").read_text())
                             if (bdir / f"{name}.fold.json").is_file() else None),
+            "floorplan": (json.loads((bdir / f"{name}.floorplan.json").read_text())
+                          if (bdir / f"{name}.floorplan.json").is_file() else None),
             "config": dataclasses.asdict(cfg) if train is not None else cfg.to_dict(),
             "artifact": None if artifact is None else {
                 "path": str(artifact), "sha256": _sha256(Path(artifact).expanduser())},

@@ -29,7 +29,7 @@ import re
 from pathlib import Path
 
 __all__ = ["ECP5_85F_SITES", "ECP5_85F_GRID", "engine_of", "engine_regions", "floorplan_engines",
-           "floorplan_netlist_file", "FloorplanReport"]
+           "floorplan_netlist_file", "FloorplanReport", "main"]
 
 #: the LFE5U-85F's tile grid (columns, rows) in nextpnr's coordinates
 ECP5_85F_GRID = (126, 95)
@@ -148,3 +148,45 @@ def floorplan_netlist_file(netlist: str | Path, placed: str | Path, out: str | P
     report = floorplan_engines(net, pl)
     atomic_write_text(out, json.dumps(net))
     return report
+
+
+def main(argv=None) -> int:
+    """``python -m ttforge.hw.ecp5_floorplan NETLIST PLACED [--report FILE]``: floorplan
+    ``NETLIST`` (Yosys JSON) in place from the free placement ``PLACED`` (nextpnr's
+    ``--write`` JSON) and write the report as JSON to ``FILE`` (the board flow's step
+    before nextpnr for an engine array, ``ttforge.firmware.build``)."""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m ttforge.hw.ecp5_floorplan",
+                                description="Anchor each engine's block RAMs and multipliers of a Yosys "
+                                            "ECP5-85F netlist in its own region (in place).")
+    p.add_argument("netlist")
+    p.add_argument("placed", help="nextpnr's --write JSON of a free placement of NETLIST")
+    p.add_argument("--report", default=None, help="write the report here (JSON)")
+    a = p.parse_args(argv)
+    from ttforge.atomic import atomic_write_text, check_output_file, command_inputs
+    from ttforge.errors import UserError
+
+    try:
+        # the report path checked before the netlist changes: not an input, not a
+        # directory, a device or a FIFO
+        with command_inputs([a.netlist, a.placed]):
+            out = check_output_file(a.report, "--report", "floorplan.json") if a.report else None
+        report = floorplan_netlist_file(a.netlist, a.placed, a.netlist)
+        if out is not None:
+            atomic_write_text(out, json.dumps(dict(report)) + "\n")
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        why = str(e) if isinstance(e, ValueError) and not isinstance(e, json.JSONDecodeError) \
+            else f"not Yosys and nextpnr JSON netlists this can floorplan ({type(e).__name__})"
+        print(f"error: {a.netlist}: {why}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(main())

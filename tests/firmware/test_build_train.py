@@ -143,6 +143,48 @@ class _Stop(Exception):
     """Raised by the stand-in for Amaranth's platform build: the script was seen."""
 
 
+@pytest.mark.parametrize("engines,rr", [(4, 2), (2, 0), (1, 2)])
+def test_an_engine_array_on_the_ulx3s_is_floorplanned(engines, rr, artifact, tmp_path, monkeypatch):
+    """``ttforge build --board ulx3s`` of an engine array (``engines > 1``; the ULX3S's
+    ECP5-85F) places the netlist freely with the platform's own nextpnr command, then
+    floorplans it (``python -m ttforge.hw.ecp5_floorplan``) before the real nextpnr;
+    ``read_registers = 2`` folds the block RAMs' output registers first. One engine is
+    not floorplanned."""
+    import json
+
+    from amaranth.build.plat import Platform
+
+    import ttforge.firmware.build as fb
+    from ttforge.hw.config import AccelConfig
+    from ttforge.ir.artifact import load_artifact
+
+    seen = {}
+
+    def fake_build(self, top, **kw):
+        seen["templates"] = list(self.command_templates)
+        raise _Stop
+
+    net = load_artifact(artifact / "small.ttfa")
+    cfg = AccelConfig.for_network(net, lanes=4)
+    conf = tmp_path / "cfg.json"
+    conf.write_text(json.dumps({**cfg.to_dict(), "engines": engines, "read_registers": rr}))
+    monkeypatch.setattr(fb, "toolchain_env", lambda family: {})
+    monkeypatch.setattr(Platform, "build", fake_build)
+    with pytest.raises(_Stop):
+        fb.build("ulx3s", tmp_path / "out", artifact=artifact / "small.ttfa", config_file=str(conf))
+    steps = [" ".join(t.split()) for t in seen["templates"]]
+    kinds = ["yosys" if "yosys" in t else "fold" if "ecp5_bram" in t else "plan" if "ecp5_floorplan" in t
+             else "free" if "--no-route" in t else "pnr" if "nextpnr" in t else "pack" for t in steps]
+    want = ["yosys"] + (["fold"] if rr > 1 else []) + (["free", "plan"] if engines > 1 else []) + ["pnr", "pack"]
+    assert kinds == want
+    if engines > 1:
+        free, pnr = steps[kinds.index("free")], steps[kinds.index("pnr")]
+        assert "--write {{name}}.free.json" in free and "--textcfg" not in free
+        # the same nextpnr command but for its log, its output and the routing
+        assert free.replace("--log {{name}}.free.tim", "--log {{name}}.tim").replace(
+            "--no-route --write {{name}}.free.json", "--textcfg {{name}}.config") == pnr
+
+
 @pytest.mark.parametrize("board_key", ["ulx3s", "icebreaker"])
 @pytest.mark.parametrize("kind", ["inference", "train"])
 def test_board_builds_keep_the_register_copies_apart(kind, board_key, state, artifact, tmp_path,

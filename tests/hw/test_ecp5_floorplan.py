@@ -159,3 +159,59 @@ def test_nextpnr_takes_every_site_as_a_bel(tmp_path):
     cells = json.loads((tmp_path / "placed.json").read_text())["modules"]["top"]["cells"]
     got = {c["attributes"]["NEXTPNR_BEL"] for c in cells.values() if c["type"] in ECP5_85F_SITES}
     assert got == set(ECP5_85F_SITES["DP16KD"]) | set(ECP5_85F_SITES["MULT18X18D"])
+
+
+def test_the_command_line_floorplans_in_place_and_reports(tmp_path):
+    """``python -m ttforge.hw.ecp5_floorplan`` (the board flow's step): the function's
+    floorplan written over the netlist, its report in the file; a region too small and a
+    file that is not JSON are exit 2, one line, the netlist unchanged."""
+    import subprocess
+    import sys
+
+    net, placed = _array(seed=2)
+    (tmp_path / "n.json").write_text(json.dumps(net))
+    (tmp_path / "p.json").write_text(json.dumps(placed))
+    want = floorplan_engines(net, placed)
+    proc = subprocess.run([sys.executable, "-m", "ttforge.hw.ecp5_floorplan", "n.json", "p.json",
+                           "--report", "r.json"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "n.json").read_text()) == net
+    assert json.loads((tmp_path / "r.json").read_text()) == json.loads(json.dumps(want))
+    for bad in ("small", "notjson"):
+        if bad == "small":
+            n2, p2 = _array(4, brams=10, mults=27)
+            (tmp_path / "p2.json").write_text(json.dumps(p2))
+        else:
+            n2 = {"modules": {}}
+            (tmp_path / "p2.json").write_text("{not json")
+        (tmp_path / "n2.json").write_text(json.dumps(n2))
+        proc = subprocess.run([sys.executable, "-m", "ttforge.hw.ecp5_floorplan", "n2.json", "p2.json"],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+        assert "Traceback" not in proc.stderr and json.loads((tmp_path / "n2.json").read_text()) == n2
+
+
+@pytest.mark.parametrize("case", ["fifo_placed", "report_is_netlist", "report_is_placed", "device_report",
+                                  "missing"])
+def test_the_command_line_refuses_what_it_must_not_touch(tmp_path, case):
+    """One line, exit 2, nothing changed: a FIFO as the placement (read, it would hang),
+    the report on an input (it would replace it), a device as the report, a missing
+    netlist."""
+    import os
+    import subprocess
+    import sys
+
+    net, placed = _array(seed=4)
+    (tmp_path / "n.json").write_text(json.dumps(net))
+    (tmp_path / "p.json").write_text(json.dumps(placed))
+    args = {"fifo_placed": ["n.json", "f.json"], "report_is_netlist": ["n.json", "p.json", "--report", "n.json"],
+            "report_is_placed": ["n.json", "p.json", "--report", "p.json"],
+            "device_report": ["n.json", "p.json", "--report", "/dev/null"], "missing": ["gone.json", "p.json"]}[case]
+    if case == "fifo_placed":
+        os.mkfifo(tmp_path / "f.json")
+    proc = subprocess.run([sys.executable, "-m", "ttforge.hw.ecp5_floorplan", *args], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert json.loads((tmp_path / "n.json").read_text()) == net
+    assert json.loads((tmp_path / "p.json").read_text()) == placed
