@@ -37,7 +37,8 @@ import json
 import sys
 from pathlib import Path
 
-__all__ = ["fold_output_registers", "fold_netlist_file", "FoldReport", "DP16KD_MODES", "dp16kd_depth"]
+__all__ = ["fold_output_registers", "fold_netlist_file", "FoldReport", "DP16KD_MODES", "dp16kd_depth",
+           "run_netlist_step"]
 
 #: DP16KD shapes (data width incl. parity, depth); 36 bits only as a pseudo-dual port
 DP16KD_MODES = ((1, 16384), (2, 8192), (4, 4096), (9, 2048), (18, 1024), (36, 512))
@@ -197,23 +198,33 @@ def main(argv=None) -> int:
     p.add_argument("netlist")
     p.add_argument("--report", default=None, help="write the counts here (JSON)")
     a = p.parse_args(argv)
+    return run_netlist_step(
+        [a.netlist], a.report, "fold.json", lambda: fold_netlist_file(a.netlist),
+        lambda e: f"{a.netlist}: not a Yosys JSON netlist this can fold ({type(e).__name__})")
+
+
+def run_netlist_step(inputs, report, report_name: str, step, bad) -> int:
+    """The body of a netlist command between Yosys and nextpnr (``python -m
+    ttforge.hw.ecp5_bram``, ``python -m ttforge.hw.ecp5_floorplan``): the ``report`` path
+    checked against the ``inputs`` before anything changes (not an input itself, not a
+    directory, a device or a FIFO), then ``step()`` (which rewrites the netlist and
+    returns its report), then the report written atomically. A user error, or an input
+    that is not what the step reads (``bad(exception)`` gives the message), is one line
+    on stderr and exit status 2."""
     from ttforge.atomic import atomic_write_text, check_output_file, command_inputs
     from ttforge.errors import UserError
 
     try:
-        # the report path checked before the netlist changes: not the netlist itself, not
-        # a directory, a device or a FIFO
-        with command_inputs([a.netlist]):
-            out = check_output_file(a.report, "--report", "fold.json") if a.report else None
-        report = fold_netlist_file(a.netlist)
+        with command_inputs(list(inputs)):
+            out = check_output_file(report, "--report", report_name) if report else None
+        result = step()
         if out is not None:
-            atomic_write_text(out, json.dumps(dict(report)) + "\n")
+            atomic_write_text(out, json.dumps(dict(result)) + "\n")
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        print(f"error: {a.netlist}: not a Yosys JSON netlist this can fold ({type(e).__name__})",
-              file=sys.stderr)
+        print(f"error: {bad(e)}", file=sys.stderr)
         return 2
     return 0
 

@@ -156,7 +156,6 @@ def main(argv=None) -> int:
     ``--write`` JSON) and write the report as JSON to ``FILE`` (the board flow's step
     before nextpnr for an engine array, ``ttforge.firmware.build``)."""
     import argparse
-    import sys
 
     p = argparse.ArgumentParser(prog="python -m ttforge.hw.ecp5_floorplan",
                                 description="Anchor each engine's block RAMs and multipliers of a Yosys "
@@ -165,26 +164,15 @@ def main(argv=None) -> int:
     p.add_argument("placed", help="nextpnr's --write JSON of a free placement of NETLIST")
     p.add_argument("--report", default=None, help="write the report here (JSON)")
     a = p.parse_args(argv)
-    from ttforge.atomic import atomic_write_text, check_output_file, command_inputs
-    from ttforge.errors import UserError
+    from ttforge.hw.ecp5_bram import run_netlist_step
 
-    try:
-        # the report path checked before the netlist changes: not an input, not a
-        # directory, a device or a FIFO
-        with command_inputs([a.netlist, a.placed]):
-            out = check_output_file(a.report, "--report", "floorplan.json") if a.report else None
-        report = floorplan_netlist_file(a.netlist, a.placed, a.netlist)
-        if out is not None:
-            atomic_write_text(out, json.dumps(dict(report)) + "\n")
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+    def bad(e):
         why = str(e) if isinstance(e, ValueError) and not isinstance(e, json.JSONDecodeError) \
             else f"not Yosys and nextpnr JSON netlists this can floorplan ({type(e).__name__})"
-        print(f"error: {a.netlist}: {why}", file=sys.stderr)
-        return 2
-    return 0
+        return f"{a.netlist}: {why}"
+
+    return run_netlist_step([a.netlist, a.placed], a.report, "floorplan.json",
+                            lambda: floorplan_netlist_file(a.netlist, a.placed, a.netlist), bad)
 
 
 if __name__ == "__main__":
