@@ -28,6 +28,8 @@ import math
 import re
 from pathlib import Path
 
+from ttforge.hw.config import MAX_ENGINES
+
 __all__ = ["ECP5_85F_SITES", "ECP5_85F_GRID", "engine_of", "engine_regions", "floorplan_engines",
            "floorplan_netlist_file", "FloorplanReport", "main"]
 
@@ -105,6 +107,9 @@ def floorplan_engines(netlist: dict, placed: dict, *, sites=None, grid=ECP5_85F_
     report = FloorplanReport(engines=len(engines), cells=0, regions={})
     if len(engines) < 2:
         return report
+    if len(engines) > MAX_ENGINES:     # (and the region assignment tries n! orders)
+        raise ValueError(f"{len(engines)} engines in the netlist; an array has at most {MAX_ENGINES} "
+                         "(AccelConfig.engines)")
     regions = engine_regions(len(engines), grid)
     cent = {}
     for e in engines:

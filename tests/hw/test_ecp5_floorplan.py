@@ -104,6 +104,19 @@ def test_a_region_too_small_is_an_error_naming_the_engine():
         floorplan_engines(net, placed)
 
 
+def test_more_engines_than_an_array_has_is_an_error_not_a_long_search():
+    net, placed = _array(4, brams=1, mults=1)
+    cells = net["modules"]["ttforge_pnr_harness"]["cells"]
+    pcells = placed["modules"]["top"]["cells"]
+    sites = iter(ECP5_85F_SITES["DP16KD"][-40:])
+    for e in range(4, 12):          # 12 engines: 12! orders to try, were it allowed
+        name = f"core.engine.engine{e}.blk.extra"
+        cells[name] = {"type": "DP16KD", "attributes": {}, "connections": {}}
+        pcells[name] = {"type": "DP16KD", "attributes": {"NEXTPNR_BEL": next(sites)}}
+    with pytest.raises(ValueError, match="12 engines in the netlist; an array has at most 8"):
+        floorplan_engines(net, placed)
+
+
 def test_one_engine_is_left_free():
     net, placed = _array(1)
     before = copy.deepcopy(net)
