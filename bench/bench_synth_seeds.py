@@ -164,6 +164,14 @@ def main(argv=None) -> int:
                    plan=plan)
 
 
+def _placement_estimate(run_dir: Path) -> float | None:
+    """The Fmax nextpnr logged last in ``run_dir/nextpnr.log`` (after placement only: its
+    estimate), or None."""
+    found = re.findall(r"Max frequency for clock .*?: ([0-9.]+) MHz",
+                       (run_dir / "nextpnr.log").read_text(errors="replace"))
+    return float(found[-1]) if found else None
+
+
 def _floorplan(wd: Path) -> dict:
     """Place ``wd/netlist.json`` once freely (seed 1, no routing) and write
     ``wd/netlist.floorplan.json``: each engine's hard blocks anchored in its region
@@ -176,9 +184,8 @@ def _floorplan(wd: Path) -> dict:
     run_tool(DEVICES["ecp5-85f"].nextpnr, nextpnr_args("ecp5-85f", seed=1, netlist="../netlist.json",
                                                        extra=["--no-route", "--write", "placed.json"]),
              cwd=fd, timeout=None)
-    found = re.findall(r"Max frequency for clock .*?: ([0-9.]+) MHz", (fd / "nextpnr.log").read_text(errors="replace"))
     rep = dict(floorplan_netlist_file(wd / "netlist.json", fd / "placed.json", wd / "netlist.floorplan.json"))
-    rep.update(free_placement_s=round(time.time() - t), free_placement_estimate_mhz=float(found[-1]) if found else None)
+    rep.update(free_placement_s=round(time.time() - t), free_placement_estimate_mhz=_placement_estimate(fd))
     print(f"floorplan: {rep['cells']} blocks of {rep['engines']} engines anchored", file=sys.stderr)
     return rep
 
@@ -200,10 +207,8 @@ def _record(a, seeds, wd: Path, commit: str, dirty: bool, cost, top_mod, synth_s
                      cwd=sd, timeout=None)
         rep = parse_report(sd / "report.json", "ecp5-85f")
         fmax = rep.fmax_mhz
-        if a.no_route:     # the estimate after placement, as nextpnr logs it
-            found = re.findall(r"Max frequency for clock .*?: ([0-9.]+) MHz",
-                               (sd / "nextpnr.log").read_text(errors="replace"))
-            fmax = float(found[-1]) if found else None
+        if a.no_route:
+            fmax = _placement_estimate(sd)
         cp = rep.critical_path if not a.no_route else None
         run = {"seed": seed, "fmax_mhz": fmax, "routed": not a.no_route,
                "pnr_s": None if collect else round(time.time() - t), **{f: rep.used(f) for f in FIELDS},

@@ -98,12 +98,15 @@ def floorplan_engines(netlist: dict, placed: dict, *, sites=None, grid=ECP5_85F_
     cells = _top(netlist)["cells"]
     where = {n: c.get("attributes", {}).get("NEXTPNR_BEL") for n, c in _top(placed)["cells"].items()}
     pos: dict[str, tuple[int, int]] = {}
+    blocks: dict[int, list[str]] = {}          # each engine's hard blocks
     for name, cell in cells.items():
-        if cell.get("type") in sites and engine_of(name) is not None:
+        e = engine_of(name) if cell.get("type") in sites else None
+        if e is not None:
             if not where.get(name):
                 raise ValueError(f"{name} is not placed in the free placement given")
             pos[name] = _xy(where[name])
-    engines = sorted({engine_of(n) for n in pos})
+            blocks.setdefault(e, []).append(name)
+    engines = sorted(blocks)
     report = FloorplanReport(engines=len(engines), cells=0, regions={})
     if len(engines) < 2:
         return report
@@ -111,10 +114,8 @@ def floorplan_engines(netlist: dict, placed: dict, *, sites=None, grid=ECP5_85F_
         raise ValueError(f"{len(engines)} engines in the netlist; an array has at most {MAX_ENGINES} "
                          "(AccelConfig.engines)")
     regions = engine_regions(len(engines), grid)
-    cent = {}
-    for e in engines:
-        mine = [pos[n] for n in pos if engine_of(n) == e]
-        cent[e] = (sum(p[0] for p in mine) / len(mine), sum(p[1] for p in mine) / len(mine))
+    cent = {e: (sum(pos[n][0] for n in blocks[e]) / len(blocks[e]),
+                sum(pos[n][1] for n in blocks[e]) / len(blocks[e])) for e in engines}
     mid = [((r[0] + r[2]) / 2, (r[1] + r[3]) / 2) for r in regions]
     # the engines -> regions assignment of least total distance (4! = 24 to try at most)
     best = min(itertools.permutations(range(len(regions)), len(engines)),
@@ -124,7 +125,7 @@ def floorplan_engines(netlist: dict, placed: dict, *, sites=None, grid=ECP5_85F_
         x0, y0, x1, y1 = regions[r]
         report["regions"][e] = [x0, y0, x1, y1]
         for kind, bels in sites.items():
-            mine = [n for n in pos if engine_of(n) == e and cells[n]["type"] == kind]
+            mine = [n for n in blocks[e] if cells[n]["type"] == kind]
             free = [b for b in bels if b not in taken and x0 <= _xy(b)[0] < x1 and y0 <= _xy(b)[1] < y1]
             if len(free) < len(mine):
                 raise ValueError(f"engine {e} has {len(mine)} {kind} but its region "
