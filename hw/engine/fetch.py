@@ -102,43 +102,60 @@ group for the buffer write's per-lane selects). ``done`` is high in the cycle th
         d_flags = Flags(d_r)                  # the FLAGS word as it arrives
         o_base = desc.o_base
         assert DESCRIPTOR_WORDS[-1][1] == "ZFILL_TO"
+        # Every other word is decoded a cycle after it arrives, into registers of its own
+        # (``dec_*``, from d_r in every cycle), and its field is written from those a
+        # cycle later: the bound's ``- 1``, the zero and width check and the address
+        # saturation do not lie between d_r and the descriptor's flip-flops, where they
+        # were the floorplanned four-engine array's critical path on two of three seeds
+        # (bench/results/synth_seeds.mnist-l16-e4-floorplan-errq.json: d_r -> 5 LUTs ->
+        # desc). The last such field (ZFILL_FROM) is written in the cycle ``done`` is
+        # high, so ``zf_start`` takes its value from the decode registers; no other
+        # field is read before the cycle after ``done``.
+        dec_m1 = Signal(g.cw, name="dec_m1")          # word - 1 (a bound)
+        dec_zero = Signal(name="dec_zero")            # a bound of 0 or beyond cw bits
+        dec_sat = Signal(aw + 1, name="dec_sat")      # the word saturated (an address)
+        m.d.sync += [dec_m1.eq(d_r[:g.cw] - 1), dec_zero.eq((d_r == 0) | d_r[g.cw:].any()),
+                     dec_sat.eq(saturate_value(d_r, aw))]
+        decoded = {w: name for w, name, _ in DESCRIPTOR_WORDS[1:-1]}
         with m.If(self.active):
             m.d.comb += [self.dmem.addr.eq(self.base + fw), self.dmem.en.eq(1)]
             m.d.sync += fw.eq(fw + 1)
             d = d_r              # word fw - 2 (read at fw - 2, registered at fw - 1)
             with m.Switch(fw):
-                with m.Case(0):
-                    m.d.sync += bound_zero.eq(0)
-                for w, name, _ in DESCRIPTOR_WORDS[:-1]:
-                    field = desc[name.lower()]
-                    with m.Case(w + 2):
+                for k in range(DESC_WORDS + 2):
+                    with m.Case(k):
+                        if k == 0:
+                            m.d.sync += bound_zero.eq(0)
+                        # word k - 2 as it arrives: FLAGS, ZFILL_FROM's raw word, ZFILL_TO
+                        name = DESCRIPTOR_WORDS[k - 2][1] if k >= 2 else None
                         if name == "FLAGS":
-                            m.d.sync += field.eq(d)
+                            m.d.sync += desc.flags.eq(d)
                             m.d.sync += [mg.eq(d_flags.mode) for mg in mode_g]
                             m.d.sync += [sg.eq(d_flags.src) for sg in src_g]
-                            m.d.sync += [rq_g[k].relu.eq(d_flags.relu)
-                                         for k in range(g.rq_groups)]
-                        elif name in BOUND_WORDS:
-                            m.d.sync += field.eq(d - 1)
+                            m.d.sync += [rq.relu.eq(d_flags.relu) for rq in rq_g]
+                        elif name == "ZFILL_FROM":
+                            m.d.sync += zfill_from_word.eq(d)
+                        elif name == "ZFILL_TO":
+                            # the last word arrives; everything else is registered
+                            m.d.sync += [
+                                desc.zfill_to.eq(saturate_value(d, aw)),
+                                self.zf_nonempty.eq(d > zfill_from_word),
+                                self.zf_start.eq(sat_add(o_base, dec_sat, aw)),
+                                self.ov_end.eq(sat_add(o_base, desc.out_valid, aw)),
+                                self.b_off.eq(desc.b_base - o_base),
+                            ]
+                            for rq in rq_g:
+                                m.d.sync += [rq.shamt.eq(dec.shamt), rq.round.eq(dec.round),
+                                             rq.hi.eq(dec.hi), rq.lo.eq(dec.lo)]
+                        # word k - 3, decoded: its field
+                        name = decoded.get(k - 3)
+                        if name in BOUND_WORDS:
+                            m.d.sync += desc[name.lower()].eq(dec_m1)
                             # a bound above the cw-bit counters is refused, not truncated
-                            with m.If((d == 0) | d[g.cw:].any()):
+                            with m.If(dec_zero):
                                 m.d.sync += bound_zero.eq(1)
-                        else:
-                            m.d.sync += field.eq(saturate_value(d, aw))
-                            if name == "ZFILL_FROM":
-                                m.d.sync += zfill_from_word.eq(d)
-                with m.Case(DESC_WORDS + 1):
-                    # the last word (ZFILL_TO) arrives; everything else is registered
-                    m.d.sync += [
-                        desc.zfill_to.eq(saturate_value(d, aw)),
-                        self.zf_nonempty.eq(d > zfill_from_word),
-                        self.zf_start.eq(sat_add(o_base, desc.zfill_from, aw)),
-                        self.ov_end.eq(sat_add(o_base, desc.out_valid, aw)),
-                        self.b_off.eq(desc.b_base - o_base),
-                    ]
-                    for rq in rq_g:
-                        m.d.sync += [rq.shamt.eq(dec.shamt), rq.round.eq(dec.round),
-                                     rq.hi.eq(dec.hi), rq.lo.eq(dec.lo)]
+                        elif name is not None:
+                            m.d.sync += desc[name.lower()].eq(dec_sat)
         with m.Else():
             m.d.sync += fw.eq(0)
         # zf_end = O_BASE + ZFILL_TO from the registered fields, a cycle after done (the

@@ -197,6 +197,13 @@ class IssueUnit(wiring.Component):
         csel = Signal(signed(CB))
         if L == 1:
             m.d.comb += [xsel.eq(s2_x[0]), csel.eq(s2_c[0])]
+        elif c.read_registers > 1:
+            # the words arrive from a register (the banks' select register), so the
+            # broadcast operands are selected on their way into stage 2 and registered:
+            # only the mode's mux lies before the multipliers (the 16-way select of
+            # s2_x by s2_xoh into a DSP's input was a floorplanned four-engine array's
+            # critical path, bench/results/synth_seeds.mnist-l16-e4-floorplan-errq.json)
+            m.d.sync += [xsel.eq(r_x[r_xlane]), csel.eq(r_c[r_clane])]
         else:
             m.d.comb += [xsel.eq(onehot_select([s2_x[l] for l in range(L)], s2_xoh)),
                          csel.eq(onehot_select([s2_c[l] for l in range(L)], s2_coh))]

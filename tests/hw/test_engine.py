@@ -53,9 +53,11 @@ def test_random_network_bit_exact_with_gaps_and_backpressure(lanes, seed):
 
 
 @pytest.mark.parametrize("lanes,seed,rr", [(1, 21, 1), (4, 37, 1), (16, 31, 1), (4, 37, 2),
-                                           (16, 31, 2)])
+                                           (16, 31, 2), (4, 15, 2), (8, 10, 2)])
 def test_read_registers_bit_exact_with_gaps_and_backpressure(lanes, seed, rr, monkeypatch):
-    # AccelConfig.read_registers = 1 (2): the operands a stage (two) later, the same values;
+    # AccelConfig.read_registers = 1 (2): the operands a stage (two) later, the same values
+    # (seeds 15 and 10 broadcast core elements from lanes other than 0, which at 2 are
+    # selected on their way into stage 2);
     # with a read of a word as it is written poisoned (the banks are no_rw_check in
     # synthesis): exact, so the engine never uses such a read
     import ttforge.hw.engine.banks as banks
