@@ -51,8 +51,8 @@ from ttforge.atomic import atomic_write_text  # noqa: E402
 from ttforge.hw.config import AccelConfig  # noqa: E402
 from ttforge.hw.target import SynthTarget  # noqa: E402
 from ttforge.hw.synth import (DEVICES, FRONTENDS, LUT_MAPPERS, ROUTERS, accel_rtlil, harness_for_ports,  # noqa: E402
-                               harness_verilog, nextpnr_args, parse_report, router_args, rtlil_ports,
-                               run_synthesis, synth_script)
+                               abc9_crashed, harness_verilog, next_lut_mapping, nextpnr_args,
+                               parse_report, router_args, rtlil_ports, run_synthesis, synth_script)
 from ttforge.hw.levels import logic_levels  # noqa: E402
 from ttforge.hw.tools import run_tool  # noqa: E402
 from ttforge.hw.top import verilog  # noqa: E402
@@ -114,8 +114,6 @@ def main(argv=None) -> int:
         return _rates(Path(a.out) if a.out else ROOT / "bench" / "results" / f"synth_seeds.{a.label}.json")
     seeds = [int(s) for s in a.seeds.split(",")]
     dev = DEVICES["ecp5-85f"]
-    wd = Path(a.work or f"/tmp/ttforge-synth-seeds-{a.label}")
-    wd.mkdir(parents=True, exist_ok=True)
     import ttforge.hw.top as top_mod
     commit, dirty = git("rev-parse", "HEAD"), git_dirty("hw")
     cfg = AccelConfig(lanes=a.lanes, requant_units=a.requant_units)
@@ -130,7 +128,12 @@ def main(argv=None) -> int:
             cfg = dataclasses.replace(cfg, **{field: int(value)})
         except (TypeError, ValueError) as e:
             p.error(f"--set {item}: {e}")
+    if a.floorplan and cfg.engines < 2:
+        p.error(f"--floorplan anchors the engines of an array, and this config has "
+                f"{cfg.engines}: add --set engines=N with N >= 2, or leave out --floorplan")
     a.config = cfg.to_dict()
+    wd = Path(a.work or f"/tmp/ttforge-synth-seeds-{a.label}")
+    wd.mkdir(parents=True, exist_ok=True)
     target = SynthTarget(dev.family)   # the ECP5's MULT18X18D form of MacLanes (hw/ecp5_dsp.py)
     if a.frontend == "rtlil":
         text, core = accel_rtlil(cfg, platform=target), "core.il"
@@ -148,10 +151,20 @@ def main(argv=None) -> int:
         return _record(a, seeds, wd, commit, dirty, cost, top_mod, None, collect=True)
     (wd / core).write_text(text)
     (wd / "harness.v").write_text(harness)
-    (wd / "synth.ys").write_text(synth_script(dev.key, a.frontend, lut_mapper=a.lut_mapper,
-                                              fanout_keep=not a.no_fanout_keep))
     t0 = time.time()
-    proc, fold = run_synthesis(wd, dev.key, outreg_fold=a.outreg_fold)
+    while True:
+        (wd / "synth.ys").write_text(synth_script(dev.key, a.frontend, lut_mapper=a.lut_mapper,
+                                                  fanout_keep=not a.no_fanout_keep))
+        proc, fold = run_synthesis(wd, dev.key, outreg_fold=a.outreg_fold)
+        log = wd / "yosys.log"
+        nxt = next_lut_mapping(a.lut_mapper, not a.no_fanout_keep)
+        if proc.returncode == 0 or nxt is None or not abc9_crashed(log.read_text(errors="replace")):
+            break
+        # Yosys's abc9 assert (a Yosys bug that comes and goes with the netlist): the next
+        # mapping, as ttforge build takes it; the JSON records the one that ran
+        print(f"yosys: abc9 asserted; mapping with {nxt[0]}, register copies "
+              f"{'kept' if nxt[1] else 'not kept'}", file=sys.stderr)
+        a.lut_mapper, a.no_fanout_keep = nxt[0], not nxt[1]
     if proc.returncode != 0:
         print(f"yosys failed (log: {wd / 'yosys.log'})", file=sys.stderr)
         return 1

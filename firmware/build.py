@@ -373,7 +373,8 @@ def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=Non
     """
     from ttforge import __version__
     from ttforge.firmware.board import DEFAULT_BAUD, BoardTop, board, uart_divisor
-    from ttforge.hw.synth import ABC_LUT_STEPS, DEVICES, abc9_crashed, parse_report
+    from ttforge.hw.synth import (ABC_LUT_STEPS, DEVICES, abc9_crashed, next_lut_mapping,
+                                   parse_report)
 
     # every argument is checked before the (minutes-long) toolchain starts; a 0 is
     # checked like any other value, not taken for "the default"
@@ -480,15 +481,11 @@ def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=Non
                 except subprocess.CalledProcessError:
                     rpt = bdir / f"{name}.rpt"
                     log = rpt.read_text(errors="replace") if rpt.is_file() else ""
-                    if mapper["lut_mapper"] == "abc9" and dev.family == "ecp5" and abc9_crashed(log):
+                    nxt = next_lut_mapping(mapper["lut_mapper"], mapper["fanout_keep"])
+                    if nxt and dev.family == "ecp5" and abc9_crashed(log):
                         # a Yosys bug, not the seed's doing: this design and every later
-                        # seed map their LUTs with abc9 without the kept register copies
-                        # (what the crash has needed: the four-engine array), and if it
-                        # crashes still, with abc and the copies (the manifest says which)
-                        if mapper["fanout_keep"]:
-                            mapper["fanout_keep"] = False
-                        else:
-                            mapper.update(lut_mapper="abc", fanout_keep=True)
+                        # seed take the next mapping (the manifest says which)
+                        mapper.update(lut_mapper=nxt[0], fanout_keep=nxt[1])
                         return place(attempt, bdir)
                     return _why_failed(bdir, name, dev.title, logic_fix)
                 return None

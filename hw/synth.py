@@ -40,7 +40,8 @@ from ttforge.hw.tools import run_tool
 
 __all__ = ["DEVICES", "Device", "SynthError", "PortInfo", "verilog_ports", "rtlil_ports",
            "harness_verilog", "harness_for_ports", "accel_rtlil", "ROUTERS", "FRONTENDS",
-           "router_args", "nextpnr_args", "synth_script", "ABC_LUT_STEPS", "abc9_crashed", "implement",
+           "router_args", "nextpnr_args", "synth_script", "ABC_LUT_STEPS", "abc9_crashed",
+           "next_lut_mapping", "implement",
            "ImplResult", "SynthReport", "parse_report", "log_overflow", "single_port_script", "synth_extras",
            "ECP5_PLACER_ARGS", "NO_RW_CHECK", "run_synthesis"]
 
@@ -329,6 +330,16 @@ def abc9_crashed(log_text: str, reason: str | None = None) -> bool:
         reason = errs[-1] if errs else ""
     passes = re.findall(r"^[\d.]+ Executing (\S+) pass", log_text, re.M)
     return "Assert" in reason and passes[-1:] == ["ABC_OPS_REINTEGRATE"]
+
+
+def next_lut_mapping(lut_mapper: str, fanout_keep: bool) -> tuple[str, bool] | None:
+    """The LUT mapping to try next after abc9 asserted (:func:`abc9_crashed`) with
+    ``(lut_mapper, fanout_keep)``: abc9 without the kept register copies (what the crash
+    has needed on the four-engine array), then abc with them; ``None`` once abc has run
+    (a failure there is not abc9's bug)."""
+    if lut_mapper != "abc9":
+        return None
+    return ("abc9", False) if fanout_keep else ("abc", True)
 
 
 def _fail(stage: str, proc, log: Path) -> SynthError:
