@@ -455,3 +455,21 @@ def test_freq_help_names_every_clock_the_boards_make():
         listed = re.search(rf"{b.key}: ([0-9., ()a-z]+?)(;|$)", text).group(1)
         mhz = {float(v) for v in re.findall(r"[0-9.]+", listed)}
         assert mhz == {h / 1e6 for h in b.clocks_hz}, b.key
+
+
+def test_build_freq_help_lists_every_clock_of_every_board():
+    """``ttforge build --freq``'s help (written out: the CLI does not import Amaranth to
+    start) names each clock a board top can make, and nothing else."""
+    import argparse
+    import re
+
+    from ttforge.firmware.board import BOARDS
+    from ttforge.firmware.cli import _add_build
+
+    p = argparse.ArgumentParser()
+    _add_build(p)
+    text = next(a.help for a in p._actions if a.dest == "freq").replace(" (default)", "")
+    for key, b in BOARDS.items():
+        listed = re.search(rf"{key}: ([^;)]*)", text).group(1)
+        got = {float(m) for m in re.findall(r"[\d.]+", listed)}
+        assert got == {hz / 1e6 for hz in b.clocks_hz}, key
