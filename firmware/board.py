@@ -48,6 +48,7 @@ ECP5_PLL: dict[int, tuple[int, int, int, int]] = {
     100_000_000: (1, 4, 6, 2),
     105_000_000: (5, 21, 6, 2),
     106_250_000: (4, 17, 6, 2),
+    110_000_000: (5, 22, 5, 2),
 }
 
 #: LED meaning, by index of BoardCore.leds
