@@ -253,6 +253,26 @@ def headline() -> list[tuple[str, str, str, str, str]]:
                      f"ULX3S, L = 4: digits {fm(('digits', 'ulx3s'))}, MNIST {fm(('mnist', 'ulx3s'))}; "
                      f"iCEBreaker, L = 1: digits {fm(('digits', 'icebreaker'))}, MNIST {fm(('mnist', 'icebreaker'))}",
                      "board clock (50 / 12 MHz)", merged_source("boards"), "`python bench/bench_boards.py`"))
+    vc = load("vs_cpu")
+    if vc:
+        # the engine row fastest at its routed Fmax; its fastest PLL step reached
+        routed = [e for e in vc["engine"] if e.get("at_fmax")]
+        if routed:
+            e = max(routed, key=lambda e: e["at_fmax"]["vs_golden"])
+            f, r = e["at_fmax"], e["routed"]
+            steps = [a for a in e["at"] if a["reached"]]
+            what = (f"{e['engines']} engines x L = {e['lanes']}" if e.get("engines", 1) > 1
+                    else f"{e['copies']} engines x L = {e['lanes']} (harness)" if e.get("copies", 1) > 1
+                    else f"L = {e['lanes']}") + (", floorplanned" if r.get("floorplan") else "")
+            fig = (f"{what}: {f['vs_golden']:.2f}x the golden executor, {f['vs_c']:.2f}x the C executor at "
+                   f"{f['mhz']:.1f} MHz (its lowest routed seed, `{r['label']}`)")
+            if steps:
+                st = steps[-1]
+                fig += (f"; at the {st['mhz']:g} MHz PLL step {st['vs_golden']:.2f}x / {st['vs_c']:.2f}x, "
+                        f"{st['vectors_per_s']:,.0f} vectors/s")
+            rows.append(("MNIST seed network on the ULX3S against one CPU core (vectors/s, CPU measured in the same run)",
+                         fig, "3x the golden executor, > 1x the C executor", source("vs_cpu"),
+                         f"`{vc.get('command', 'python bench/bench_vs_cpu.py')}`"))
     fl = load("flow")
     if fl:
         m = fl["measurement"]
@@ -305,6 +325,7 @@ README_ANCHORS = {
     "on-chip memory": "quantized-accuracy", "MAC-lane": "accelerator", "Fmax, ECP5": "fmax-and-area", "Fmax, iCE40": "fmax-and-area",
     "Fmax, board": "boards", "`ttforge flow`": "flow", "`ttforge --version`": "cli-start-up",
     "bit-exact vectors": "regressions-and-mutation", "mutation kill rate": "regressions-and-mutation",
+    "MNIST seed network on the ULX3S": "against-the-cpu-it-replaces",
 }
 
 
