@@ -172,8 +172,9 @@ class IssueUnit(wiring.Component):
                 q_v, q_first, q_last, q_xlane, q_clane, q_tag)
             valids.append(q_v)
         m.d.sync += [s2_v.eq(r_v), s2_first.eq(r_first), s2_last.eq(r_last),
-                     s2_xoh.eq(decode_onehot(r_xlane, L)), s2_coh.eq(decode_onehot(r_clane, L)),
                      s2_tag.eq(r_tag), s2_c.eq(r_c), s2_x.eq(r_x)]
+        if c.read_registers <= 1:     # (at 2 the operands are selected before stage 2)
+            m.d.sync += [s2_xoh.eq(decode_onehot(r_xlane, L)), s2_coh.eq(decode_onehot(r_clane, L))]
         with m.If(flush):
             m.d.sync += [v.eq(0) for v in valids]
 
