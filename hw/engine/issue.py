@@ -128,20 +128,31 @@ class IssueUnit(wiring.Component):
         s1_xlane = Signal(g.lane_bits)
         s1_clane = Signal(g.lane_bits)
         s1_tag = Signal(tag_layout)
-        s1_ovalid = Signal()                 # lane 0's output index is not padding
-        g_zmask = Signal(ZL)                 # lanes whose output index is padding
         # o + l >= OV_END  <=>  rel = OV_END - o <= l: one subtraction, then each lane
         # compares rel's few low bits with its constant (no adder per lane)
         g_rel = Signal(signed(AWP + 1))
         m.d.comb += g_rel.eq(self.ov_end - o_ptr)
-        rel_small = Signal()                 # 0 <= rel < L
-        m.d.comb += rel_small.eq(~g_rel[lg:].any())
-        if ZL == 1:
-            m.d.comb += g_zmask.eq(g_rel[-1] | (rel_small & (g_rel[:lg] == 0 if lg else 1)))
+
+        def padding(rel):
+            """The lanes whose output index is padding, from ``rel = OV_END - o``."""
+            small = ~rel[lg:].any()          # 0 <= rel < L
+            if ZL == 1:
+                return rel[-1] | (small & (rel[:lg] == 0 if lg else 1))
+            return Cat(*[rel[-1] | (small & (rel[:lg] <= l)) for l in range(L)])
+
+        # With a read register the tag waits a cycle anyway: rel is registered at stage 1
+        # and the mask made from it on the way into that register, so no path runs from
+        # the address generator through the subtraction and the compares into a flop
+        # (gen.o_addr -> s1_tag.zmask, 7 levels, was the ULX3S board top's routed seed 2
+        # path at 2a13b22 and the four-engine harness' seed 1 path at 53fe0fd)
+        late_mask = c.read_registers >= 1 and not g.serial
+        s1_rel = Signal(signed(AWP + 1), reset_less=True)
+        s1_ovalid = Signal()                 # lane 0's output index is not padding
+        if late_mask:
+            m.d.sync += s1_rel.eq(g_rel)
+            m.d.comb += s1_ovalid.eq(~padding(s1_rel)[0])
         else:
-            m.d.comb += g_zmask.eq(Cat(*[g_rel[-1] | (rel_small & (g_rel[:lg] <= l))
-                                         for l in range(L)]))
-        o_valid_out = ~g_zmask[0]            # o < OV_END
+            m.d.sync += s1_ovalid.eq(~padding(g_rel)[0])      # o < OV_END
         s2_v, s2_first, s2_last = Signal(), Signal(), Signal()
         s2_xoh = Signal(L)                   # the broadcast lanes, one-hot (AND-OR select)
         s2_coh = Signal(L)
@@ -150,10 +161,9 @@ class IssueUnit(wiring.Component):
         s2_c = Signal(data.ArrayLayout(signed(CB), L))
         m.d.sync += [s1_v.eq(adv), s1_first.eq(gen.first), s1_last.eq(gen.last),
                      s1_xlane.eq(g.lane_of(x_ptr)), s1_clane.eq(g.lane_of(c_ptr)),
-                     s1_tag.e.eq(o_ptr), s1_tag.b.eq(b_ptr), s1_tag.nv.eq(g_nv),
-                     s1_ovalid.eq(o_valid_out)]
-        if not g.serial:
-            m.d.sync += s1_tag.zmask.eq(g_zmask)
+                     s1_tag.e.eq(o_ptr), s1_tag.b.eq(b_ptr), s1_tag.nv.eq(g_nv)]
+        if not g.serial and not late_mask:
+            m.d.sync += s1_tag.zmask.eq(padding(g_rel))
         # AccelConfig.read_registers: the words come a cycle later (the engine's buffers
         # and CMEM register each block RAM's read data, hw/engine/banks.py), so the
         # control goes through a stage of its own and the words pass as they are
@@ -168,6 +178,8 @@ class IssueUnit(wiring.Component):
             q_tag = Signal(tag_layout, name=f"r{k}_tag", reset_less=True)
             m.d.sync += [q_v.eq(r_v), q_first.eq(r_first), q_last.eq(r_last),
                          q_xlane.eq(r_xlane), q_clane.eq(r_clane), q_tag.eq(r_tag)]
+            if late_mask and k == 0:
+                m.d.sync += q_tag.zmask.eq(padding(s1_rel))
             r_v, r_first, r_last, r_xlane, r_clane, r_tag = (
                 q_v, q_first, q_last, q_xlane, q_clane, q_tag)
             valids.append(q_v)

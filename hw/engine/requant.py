@@ -55,9 +55,13 @@ class RequantBank(wiring.Component):
         rq_fault = self.fault if self.fault in ("round_off_by_one", "sat_bound") else None
         # (data flops without reset: the flush and reset nets drive only the valid bits;
         # each unit reads its own registered copy of the step constants, hold_consts:
-        # the fetch sets them when the descriptor arrives, cycles before a result)
+        # the fetch sets them when the descriptor arrives, cycles before a result). With
+        # read_registers = 2 (the build for the highest clock) the saturation check waits
+        # for the rounding's register, late_sat: the ULX3S board top's routed seed 1 at
+        # 2a13b22 ran u -> the rounding carry -> the check -> sat4 at 10.4 ns
         units = [Requant(acc_bits=c.acc_bits, bias_bits=c.bias_bits, inter_bits=c.inter_bits,
-                         fault=rq_fault, reset_less_data=True, hold_consts=True)
+                         fault=rq_fault, reset_less_data=True, hold_consts=True,
+                         late_sat=c.read_registers > 1)
                  for _ in range(self.units)]
         G = g.rq_groups
         for l, unit in enumerate(units):
