@@ -270,8 +270,17 @@ def headline() -> list[tuple[str, str, str, str, str]]:
                 st = steps[-1]
                 fig += (f"; at the {st['mhz']:g} MHz PLL step below it {st['vs_golden']:.2f}x / {st['vs_c']:.2f}x, "
                         f"{st['vectors_per_s']:,.0f} vectors/s")
-            rows.append(("MNIST seed network on the ULX3S's ECP5-85F against one CPU core (the accelerator in its I/O harness; vectors/s, CPU measured in the same run)",
-                         fig, "3x the golden executor, > 1x the C executor", source("vs_cpu"),
+            src = source("vs_cpu")
+            if e.get("at_board"):
+                bd, ab = e["board"], e["at_board"]
+                fig += (f"; **the board top** (`ttforge build`, timing met at {ab['mhz']:g} MHz on seed"
+                        f"{'s' if len(bd['met_seeds']) > 1 else ''} {', '.join(map(str, bd['met_seeds']))}) "
+                        f"**{ab['vs_golden']:.2f}x** / {ab['vs_c']:.2f}x, {ab['vectors_per_s']:,.0f} vectors/s")
+                src += "; " + source(f"board_build.{bd['label']}", bd["commit"], bd["dirty"])
+            rows.append(("MNIST seed network on the ULX3S's ECP5-85F against one CPU core (the accelerator in its I/O harness"
+                         + (" and the board top's bitstream" if e.get("at_board") else "")
+                         + "; vectors/s, CPU measured in the same run)",
+                         fig, "3x the golden executor, > 1x the C executor", src,
                          f"`{vc.get('command', 'python bench/bench_vs_cpu.py')}`"))
     fl = load("flow")
     if fl:
@@ -856,6 +865,7 @@ def block_vs_cpu() -> str:
         if f and f.get("floorplan"):
             lanes += ", floorplanned"
         fx = r.get("at_fmax")
+        bd, ab = r.get("board"), r.get("at_board")
         rows.append([lanes, _num(r["cycles"]) + (f" ({_num(round(r['vector_cycles']))} with "
                                                   f"{r['in_flight']} in flight)"
                                                   if r.get("in_flight", 1) > 1 else ""),
@@ -866,10 +876,13 @@ def block_vs_cpu() -> str:
                       + (f"; at it {fx['vs_golden']:.2f}x / {fx['vs_c']:.2f}x" if fx else "") + ")"
                       if f else "not routed"),
                      (f"{best['mhz']:g} MHz: {best['latency_us']:,.0f} us, {best['vectors_per_s']:,.0f} vectors/s, "
-                      f"**{best['vs_golden']:.2f}x** / {best['vs_c']:.2f}x" if best else "—")])
+                      f"**{best['vs_golden']:.2f}x** / {best['vs_c']:.2f}x" if best else "—"),
+                     (f"{ab['mhz']:g} MHz (`{bd['label']}`, seeds {', '.join(map(str, bd['met_seeds']))}): "
+                      f"**{ab['vs_golden']:.2f}x** / {ab['vs_c']:.2f}x" if ab else "—")])
     return table(["L (shared requantization units U)", "cycles / vector", "utilization", "at 50 MHz (x golden / x C)",
                   f"clock for {d['goal_x']:g}x golden", "routed Fmax (lowest seed)",
-                  "fastest PLL clock reached (x golden / x C)"], rows) + \
+                  "fastest PLL clock reached (x golden / x C)",
+                  "board top met timing (`ttforge build`; x golden / x C)"], rows) + \
         (f"\n\nOne core of this machine, batch 1, the median of {cpu['repeats']} interleaved repeats "
          f"of {cpu['inner']} vectors: golden executor (numpy) **{cpu['golden_us']:,.0f} us**, "
          f"C executor (-O2) **{cpu['c_us']:,.0f} us** per vector. From {source('vs_cpu')}.")

@@ -18,7 +18,10 @@ Clocks: the ULX3S board clock (50 MHz) and each PLL clock the ULX3S top can make
 only when a routed nextpnr run of that engine (the core in its I/O harness,
 ``bench/results/synth_seeds.*.json``, the lowest of its seeds) recorded an Fmax at least
 as high; the others are predictions and marked so. A board top adds the UART bridge to
-the engine (``boards.json`` has those, at the lane counts ``ttforge build`` picks).
+the engine (``boards.json`` has those, at the lane counts ``ttforge build`` picks); where
+``ttforge build`` of an engine row's config met timing at a PLL clock
+(``bench/results/board_build.*.json``, ``bench_board_build.py``), the row's ``at_board``
+is the bitstream's speed at the highest such clock.
 
 The network is the seed's (784-512-10, the 784-512 layer TT [7,4,7,4] -> [4,8,4,4] rank
 16, 4-bit cores, 8-bit activations), integer from a calibrated random init as the training
@@ -156,6 +159,28 @@ def routed_fmax() -> dict[tuple, dict]:
     return best
 
 
+def board_builds() -> dict[tuple, dict]:
+    """:func:`engine_key` -> the board top built by ``ttforge build`` at the highest clock
+    where a placement seed met timing (``board_build.*.json``, ``bench_board_build.py``):
+    its label, commit, clock and the seeds that met it, and every seed's Fmax."""
+    best: dict[tuple, dict] = {}
+    for path in sorted(RESULTS.glob("board_build.*.json")):
+        d = json.loads(path.read_text())
+        met = d.get("summary", {}).get("met_seeds") or []
+        if not met or d.get("device") != "ecp5-85f":
+            continue
+        cfg = d.get("config") or {}
+        env = d.get("environment", {})
+        rec = {"label": d.get("label"), "commit": env.get("git_commit"), "dirty": env.get("git_dirty"),
+               "mhz": d["freq_mhz"], "met_seeds": met,
+               "fmax_mhz": {str(s["seed"]): s.get("fmax_mhz") for s in d.get("seeds", [])}}
+        key = (cfg.get("lanes"), cfg.get("requant_units"), 1, cfg.get("engines", 1),
+               cfg.get("read_registers", 0))
+        if key not in best or rec["mhz"] > best[key]["mhz"]:
+            best[key] = rec
+    return best
+
+
 def row_suffix(r: dict) -> str:
     """`` U=4 x4 engines ...``: what sets a row apart beside its lanes."""
     return ((f" U={r['requant_units']}" if r["requant_units"] else "")
@@ -182,10 +207,12 @@ def main(argv=None) -> int:
     net, x = network()
     cpu = cpu_latency(net, x, a.repeats, a.inner)
     fmax = routed_fmax()
+    built = board_builds()
     rows = engine_rows(net)
     for r in rows:
         f = fmax.get(engine_key(r))
         r["routed"] = f
+        r["board"] = built.get(engine_key(r))
         r["at"] = []
         per = r["vector_cycles"]                   # per vector (several in flight: a throughput)
         for hz in clocks():
@@ -198,6 +225,10 @@ def main(argv=None) -> int:
             us = per / (f["fmax_mhz_min"] * 1e6) * 1e6
             r["at_fmax"] = {"mhz": f["fmax_mhz_min"], "latency_us": us,
                             "vs_golden": cpu["golden_us"] / us, "vs_c": cpu["c_us"] / us}
+        if r["board"]:     # the board top's bitstream, at the clock it met timing at
+            us = per / r["board"]["mhz"]
+            r["at_board"] = {"mhz": r["board"]["mhz"], "latency_us": us, "vectors_per_s": 1e6 / us,
+                             "vs_golden": cpu["golden_us"] / us, "vs_c": cpu["c_us"] / us}
         r["mhz_for_goal"] = per * GOAL / cpu["golden_us"]
     boards = RESULTS / "boards.json"
     check = None
@@ -221,7 +252,9 @@ def main(argv=None) -> int:
         print(f"L={r['lanes']:>2}{units}: {r['cycles']:>7,} cycles, {r['utilization']:.1%}; "
               f"{GOAL:g}x the golden executor needs {r['mhz_for_goal']:.1f} MHz; "
               + (f"routed {r['routed']['fmax_mhz_min']:.1f} MHz -> {best['vs_golden']:.2f}x golden, "
-                 f"{best['vs_c']:.2f}x C at {best['mhz']:g} MHz" if best else "no routed clock"))
+                 f"{best['vs_c']:.2f}x C at {best['mhz']:g} MHz" if best else "no routed clock")
+              + (f"; the board top met {r['board']['mhz']:g} MHz -> {r['at_board']['vs_golden']:.2f}x golden, "
+                 f"{r['at_board']['vs_c']:.2f}x C" if r.get("board") else ""))
     print(f"wrote {a.out}")
     return 0
 

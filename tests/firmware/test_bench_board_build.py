@@ -77,3 +77,27 @@ def test_reparse_needs_work_and_seeds_are_integers(bench, tmp_path, capsys):
         with pytest.raises(SystemExit) as e:
             bench.main(["--config", str(cfg), "--freq", "100", "--label", "t", *argv])
         assert e.value.code == 2
+
+
+def test_vs_cpu_takes_the_highest_clock_a_seed_met(tmp_path, monkeypatch):
+    """``bench_vs_cpu.board_builds``: per engine config, the board build with the highest
+    clock at which some seed met timing; a build no seed met is not a clock reached."""
+    spec = importlib.util.spec_from_file_location("bench_vs_cpu", ROOT / "bench" / "bench_vs_cpu.py")
+    vs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(vs)
+    monkeypatch.setattr(vs, "RESULTS", tmp_path)
+    cfg = {"lanes": 16, "requant_units": None, "engines": 4, "read_registers": 2}
+
+    def result(label, mhz, met, fmax):
+        (tmp_path / f"board_build.{label}.json").write_text(json.dumps({
+            "label": label, "device": "ecp5-85f", "freq_mhz": mhz, "config": cfg,
+            "environment": {"git_commit": "c" * 40, "git_dirty": False},
+            "summary": {"met_seeds": met}, "seeds": [{"seed": 1, "fmax_mhz": fmax}]}))
+
+    result("a", 100.0, [1], 104.0)
+    result("b", 106.25, [1], 107.0)
+    result("c", 110.0, [], 107.5)
+    got = vs.board_builds()
+    assert list(got) == [(16, None, 1, 4, 2)]
+    b = got[(16, None, 1, 4, 2)]
+    assert (b["label"], b["mhz"], b["met_seeds"], b["fmax_mhz"]) == ("b", 106.25, [1], {"1": 107.0})

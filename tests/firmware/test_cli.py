@@ -71,10 +71,10 @@ def test_serial_device_that_does_not_answer_times_out(artifact, capsys):
     master, slave = os.openpty()
     try:
         t0 = time.monotonic()
-        err = one_line_error(capsys, ["run", "--board", "ulx3s", "--port", os.ttyname(slave),
-                                      "--timeout", "0.5", str(artifact / "small.ttfa"),
-                                      str(artifact / "x.npy")], "no answer to PING within 0.5 s",
-                             code=3)
+        one_line_error(capsys, ["run", "--board", "ulx3s", "--port", os.ttyname(slave),
+                                "--timeout", "0.5", str(artifact / "small.ttfa"),
+                                str(artifact / "x.npy")], "no answer to PING within 0.5 s",
+                       code=3)
         assert time.monotonic() - t0 < 10
     finally:
         os.close(master)
