@@ -4,27 +4,21 @@ a seed that met timing, one the build refused, one stopped before its report).""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
 from ttforge.hw import parse_report
+from tests.support.benches import load_bench
 
-ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).resolve().parent / "data"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_board_build", ROOT / "bench" / "bench_board_build.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["bench_board_build"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("bench_board_build")
 
 
 def test_config_is_the_file_or_its_config_entry(bench, tmp_path):
@@ -82,9 +76,7 @@ def test_reparse_needs_work_and_seeds_are_integers(bench, tmp_path, capsys):
 def test_vs_cpu_takes_the_highest_clock_a_seed_met(tmp_path, monkeypatch):
     """``bench_vs_cpu.board_builds``: per engine config, the board build with the highest
     clock at which some seed met timing; a build no seed met is not a clock reached."""
-    spec = importlib.util.spec_from_file_location("bench_vs_cpu", ROOT / "bench" / "bench_vs_cpu.py")
-    vs = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(vs)
+    vs = load_bench("bench_vs_cpu")
     monkeypatch.setattr(vs, "RESULTS", tmp_path)
     cfg = {"lanes": 16, "requant_units": None, "engines": 4, "read_registers": 2}
 

@@ -5,9 +5,7 @@ comparison and the memory pre-check of ``ttforge build``."""
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,17 +13,13 @@ import pytest
 from ttforge.hw import SynthReport, parse_report
 from ttforge.hw.config import AccelConfig
 from ttforge.hw.synth import SynthError
+from tests.support.benches import load_bench
 
-ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).resolve().parent / "data"
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_boards", ROOT / "bench" / "bench_boards.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["bench_boards"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("bench_boards")
 
 
 @pytest.fixture(scope="module")

@@ -1,19 +1,12 @@
 """bench/bench_accuracy.py runs end to end (--quick: digits, 1 seed, 1 epoch); no accuracy is judged."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.benches import load_bench
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_accuracy", ROOT / "bench" / "bench_accuracy.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["bench_accuracy"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("bench_accuracy")
 
 
 def test_quick_run_writes_json_and_table_and_merge_keeps_other_data_sets(tmp_path, capsys):

@@ -1,23 +1,16 @@
 """bench/bench_speed.py runs end to end on a tiny case (so it cannot rot); no timing is judged."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-pytest.importorskip("tltorch")
+from tests.support.benches import load_bench
 
-ROOT = Path(__file__).resolve().parents[2]
+pytest.importorskip("tltorch")
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_speed", ROOT / "bench" / "bench_speed.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["bench_speed"] = mod  # dataclasses look their module up
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("bench_speed")
 
 
 def test_tiny_run_writes_json(tmp_path):

@@ -293,16 +293,11 @@ def test_bad_config(field, value):
 @pytest.mark.slow
 def test_bench_quick_run(tmp_path):
     """bench/bench_stochastic.py runs end to end (so it cannot rot); no number is judged."""
-    import importlib.util
     import json
-    import sys
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[2] / "bench" / "bench_stochastic.py"
-    spec = importlib.util.spec_from_file_location("bench_stochastic", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["bench_stochastic"] = mod
-    spec.loader.exec_module(mod)
+    from tests.support.benches import load_bench
+
+    mod = load_bench("bench_stochastic")
     out, png = tmp_path / "s.json", tmp_path / "s.png"
     assert mod.main(["--quick", "--out", str(out), "--png", str(png)]) == 0
     result = json.loads(out.read_text())
