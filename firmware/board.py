@@ -309,7 +309,15 @@ class BoardTop(Elaboratable):
             lock_s = Signal(2)
             hold = Signal(init=1)
             m.d.por += [lock_s.eq(Cat(lock, lock_s[0])), hold.eq(~lock_s[1])]
-            m.d.comb += cd.rst.eq(hold)
+            # the reset reaches every flip-flop that has one through a global buffer
+            # (nextpnr routes an instantiated DCCA's fabric loads from the global
+            # network; it promotes only clocks by itself): as a fabric net across the
+            # 85F it was the four-engine board top's critical path at 84e827b (12.4 ns of
+            # routing, and a 20,000-load timing-critical net the placer pulled the
+            # engines towards)
+            rst_g = Signal()
+            m.submodules.rst_buf = Instance("DCCA", i_CLKI=hold, i_CE=1, o_CLKO=rst_g)
+            m.d.comb += cd.rst.eq(rst_g)
             # (nextpnr derives the PLL output's constraint from the oscillator's)
         # (otherwise the platform makes `sync` from the oscillator, with a reset synchronizer)
         m.submodules.core = core = BoardCore(self.config, divisor=self.divisor, clk_hz=self.clk_hz,
