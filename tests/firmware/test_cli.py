@@ -5,8 +5,9 @@ times out (one line), it never hangs."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
+import re
 import shutil
+from pathlib import Path
 import sys
 import time
 
@@ -108,7 +109,6 @@ def test_build_bad_inputs(artifact, capsys, tmp_path, monkeypatch):
 
 def test_ecp5_pll_table_matches_ecppll(tmp_path):
     """The EHXPLLL settings equal what yowasp-ecppll computes for each frequency."""
-    import re
     import subprocess
 
     from ttforge.firmware.board import ECP5_PLL
@@ -138,7 +138,12 @@ def test_board_top_elaborates_for_its_platform(board, artifact):
     plan = b.platform().build(BoardTop(board, cfg), name="t", do_build=False)
     files = plan.files
     if board == "ulx3s":
-        assert "EHXPLLL" in files["t.il"] and "FREQUENCY" in files["t.lpf"]
+        il = files["t.il"]
+        assert "EHXPLLL" in il and "FREQUENCY" in files["t.lpf"]
+        # the core's reset is the output of a global buffer (DCCA), not a fabric net
+        dcca = re.search(r"cell \\DCCA \\\S+\n(?:\s+connect .*\n)*?\s+connect \\CLKO \\(\S+)\n", il)
+        core = re.search(r"cell \\\S+ \\core\n(?:\s+connect .*\n)*?\s+connect \\rst \\(\S+) ", il)
+        assert dcca and core and dcca.group(1) == core.group(1)
     else:
         assert "set_io" in files["t.pcf"]
 
@@ -445,7 +450,6 @@ def test_build_with_a_given_seed_tries_only_it_and_every_failure_is_one_line(tmp
 def test_freq_help_names_every_clock_the_boards_make():
     """The ``--freq`` help lists exactly the clocks of the board table (one source of truth
     for what the ULX3S PLL can make; the help is a literal to keep the CLI import light)."""
-    import re
 
     from ttforge.firmware import cli
     from ttforge.firmware.board import BOARDS
@@ -461,7 +465,6 @@ def test_build_freq_help_lists_every_clock_of_every_board():
     """``ttforge build --freq``'s help (written out: the CLI does not import Amaranth to
     start) names each clock a board top can make, and nothing else."""
     import argparse
-    import re
 
     from ttforge.firmware.board import BOARDS
     from ttforge.firmware.cli import _add_build
