@@ -48,7 +48,7 @@ def _add_build(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lanes", type=int, metavar="L",
                    help="MAC lanes (default: 4 on the ulx3s, 1 on the icebreaker; --train: a power of two)")
     p.add_argument("--freq", type=float, metavar="MHZ",
-                   help="system clock (ulx3s: 25, 40, 50 (default), 60, 62.5, 75, 80, 87.5, 90, 100, 105, 106.25, 110; icebreaker: 12)")
+                   help="system clock (ulx3s: 25, 40, 50 (default), 60, 62.5, 75, 80, 87.5, 90, 100, 103.125, 105, 106.25, 110; icebreaker: 12)")
     p.add_argument("--baud", type=int, default=None, metavar="N", help="UART baud rate (default 115200)")
     p.add_argument("--seed", type=int, default=None,
                    help="nextpnr placer seed (default: the first of seeds 1..4 that places and routes)")
