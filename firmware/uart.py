@@ -412,6 +412,14 @@ class CommandParser(_FrameSide):
     64-bit register written a byte lane at a time, burst data and READ32 data reuse its
     upper half, and the response is sent from the frame registers while the parser waits
     (the host sends one request at a time).
+
+    Written for speed too (it shares the ECP5's clock with a 100 MHz engine): a byte is
+    taken in one cycle and acted on in the next, from the registered byte, its decode
+    and the frame's comparisons (``hdr_cnt + 1 == hdr_len``, ``done + 1 == n_items``, the
+    length check) registered in the cycle it was taken, so no counter's compare sits in
+    front of the state register. Two cycles a byte is far above any UART's rate. The
+    frame registers are cleared in a state of their own after the response is taken, so
+    the sender's handshake does not fan out to them.
     """
 
     class State(enum.Enum, shape=3):
@@ -422,6 +430,7 @@ class CommandParser(_FrameSide):
         EXEC = 4        # the frame is complete: run it or answer it
         RESPOND = 5
         SEND = 6
+        CLEAR = 7       # the response is taken: clear the frame registers
 
     def members(self, beat_bits: int) -> dict:
         return {
@@ -487,9 +496,13 @@ class CommandParser(_FrameSide):
         is_stream = is_(Cmd.STREAM_IN)
         addr_bad = addr_over
 
-        byte_in = self.rx.payload
+        # the byte taken in the last cycle (``have``: act on it now) and its decode
+        have = Signal()
+        byte_in = Signal(8)
+        b_end, b_esc, b_esc_end, b_esc_esc = (Signal(name=f"b_{n}") for n in
+                                              ("end", "esc", "esc_end", "esc_esc"))
         data_b = Signal(8)
-        m.d.comb += data_b.eq(Mux(esc, Mux(byte_in == ESC_END, END, ESC), byte_in))
+        m.d.comb += data_b.eq(Mux(esc, Mux(b_esc_end, END, ESC), byte_in))
 
         new_frame = [started.eq(0), esc.eq(0), hdr_cnt.eq(0), in_body.eq(0), done.eq(0),
                      ebyte.eq(0), tail.eq(0), crc.eq(0), bad_esc.eq(0), stalled.eq(0),
@@ -506,8 +519,18 @@ class CommandParser(_FrameSide):
                      self.response.p.resp.eq(resp), self.response.p.count.eq(done),
                      self.response.p.data.eq(hdr[32:64]), self.response.p.data_ok.eq(rd_ok)]
 
+        # the frame's comparisons, registered every cycle: a byte is acted on the cycle
+        # after it is taken, and nothing they read changes in the taking cycle, so they
+        # are current wherever they are used (in RX with ``have``, in EXEC and RESPOND)
+        hdr_more, hdr_last, body_more, last_el, bad_len = (Signal(name=n) for n in (
+            "hdr_more", "hdr_last", "body_more", "last_el", "bad_len"))
+        m.d.sync += [
+            hdr_more.eq(hdr_cnt != hdr_len), hdr_last.eq(hdr_cnt + 1 == hdr_len),
+            body_more.eq(in_body & (done != n_items)), last_el.eq(done + 1 == n_items),
+            bad_len.eq((hdr_cnt != hdr_len) | (in_body & ((done != n_items) | (n_items == 0)))
+                       | (tail != 1)),
+        ]
         status = Signal(3)
-        bad_len = (hdr_cnt != hdr_len) | (in_body & ((done != n_items) | (n_items == 0))) | (tail != 1)
         m.d.comb += status.eq(
             Mux(overrun, Status.OVERRUN,
                 Mux(~known, Status.BAD_CMD,
@@ -522,24 +545,30 @@ class CommandParser(_FrameSide):
 
         with m.Switch(state):
             with m.Case(S.RX):
-                m.d.comb += self.rx.ready.eq(1)
-                with m.If(self.rx.valid):
-                    with m.If(byte_in == END):
+                m.d.comb += self.rx.ready.eq(~have)
+                with m.If(self.rx.valid & ~have):
+                    rx_b = self.rx.payload
+                    m.d.sync += [have.eq(1), byte_in.eq(rx_b), b_end.eq(rx_b == END),
+                                 b_esc.eq(rx_b == ESC), b_esc_end.eq(rx_b == ESC_END),
+                                 b_esc_esc.eq(rx_b == ESC_ESC)]
+                with m.If(have):
+                    m.d.sync += have.eq(0)
+                    with m.If(b_end):
                         m.d.sync += esc.eq(0)
                         with m.If(started):
                             m.d.sync += state.eq(S.EXEC)
                         with m.Else():
                             m.d.sync += new_frame      # an empty frame: ignored
-                    with m.Elif((byte_in == ESC) & ~esc):
+                    with m.Elif(b_esc & ~esc):
                         m.d.sync += esc.eq(1)
                     with m.Else():
                         m.d.sync += [esc.eq(0), crc.eq(crc8_next(crc, data_b))]
-                        with m.If(esc & (byte_in != ESC_END) & (byte_in != ESC_ESC)):
+                        with m.If(esc & ~b_esc_end & ~b_esc_esc):
                             m.d.sync += bad_esc.eq(1)
                         with m.If(~started):
                             m.d.sync += [started.eq(1), cmd.eq(data_b),
                                          kind.eq(Cat(*(data_b == c for c in _KINDS)))]
-                        with m.Elif((hdr_cnt != hdr_len) | (in_body & (done != n_items))):
+                        with m.Elif(hdr_more | body_more):
                             with m.Switch(lane_w):
                                 for k in range(8):
                                     with m.Case(k):
@@ -554,7 +583,7 @@ class CommandParser(_FrameSide):
                                                 m.d.sync += addr_over.eq(1)
                             with m.If(~in_body):
                                 m.d.sync += hdr_cnt.eq(hdr_cnt + 1)
-                                with m.If((hdr_cnt + 1 == hdr_len) & (is_burst | is_stream)):
+                                with m.If(hdr_last & (is_burst | is_stream)):
                                     m.d.sync += [in_body.eq(1),
                                                  n_items.eq(Mux(is_burst, Cat(hdr[32:40], data_b),
                                                                 Cat(hdr[0:8], data_b)))]
@@ -574,7 +603,6 @@ class CommandParser(_FrameSide):
                                                 for j in range(E):
                                                     with m.Case(j):
                                                         m.d.sync += beat[LW * j:LW * (j + 1)].eq(el)
-                                        last_el = done + 1 == n_items
                                         with m.If(last_el | (lane == E - 1)):
                                             m.d.sync += [beat_last.eq(last_el), lane.eq(0),
                                                          state.eq(S.BEAT)]
@@ -631,7 +659,9 @@ class CommandParser(_FrameSide):
             with m.Case(S.SEND):
                 m.d.comb += self.response.valid.eq(1)
                 with m.If(self.response.ready):
-                    m.d.sync += [last_err.eq((st != 0) | (resp != 0)), *new_frame, state.eq(S.RX)]
+                    m.d.sync += [last_err.eq((st != 0) | (resp != 0)), state.eq(S.CLEAR)]
+            with m.Case(S.CLEAR):
+                m.d.sync += [*new_frame, state.eq(S.RX)]
         return m
 
 

@@ -14,7 +14,7 @@ from amaranth.sim import Simulator
 
 from ttforge.firmware import protocol as P
 from ttforge.firmware.protocol import Cmd, Response, Status
-from ttforge.firmware.uart import BridgeCore, UARTRx, UARTTx, crc8_next
+from ttforge.firmware.uart import Bridge, BridgeCore, SlipEscaper, UARTRx, UARTTx, crc8_next
 from ttforge.hw.axil import AXI4LiteSlave, RegisterFile
 
 from tests.support.axil import ADDR_BITS, REGS, WINS
@@ -126,7 +126,6 @@ def frames(*rs):
 
 
 def test_crc8_hardware_matches_protocol():
-    from amaranth.hdl import Const
     from amaranth.sim import Simulator as S
     crc = Signal(8)
     byte = Signal(8)
@@ -236,6 +235,67 @@ def test_bad_frames_are_reported_and_resync():
                   P.slip_encode(bytes([0xD5, Status.BAD_CMD]) + bytes([P.crc8([0xD5, Status.BAD_CMD])])),
                   Response(Cmd.READ32, 0, resp=0, data=0))     # the bad write never ran
     assert got == want
+
+
+def test_bytes_offered_every_cycle():
+    """The parser acts on a byte the cycle after it takes it, from registered compares:
+    with a byte offered on every cycle (a FIFO backed up behind the UART), every request
+    of the other tests still gets exactly its response, and no byte is taken on two
+    cycles in a row."""
+    m = Module()
+    m.submodules.br = br = Bridge(addr_bits=ADDR_BITS, elem_bytes=1, stream_elems=2)
+    m.submodules.esc = esc = SlipEscaper()
+    m.submodules.slave = s = AXI4LiteSlave(ADDR_BITS)
+    m.submodules.rf = rf = RegisterFile((REGS, WINS), ADDR_BITS)
+    wiring.connect(m, br.axil, s.axil)
+    wiring.connect(m, s.bus, rf.bus)
+    wiring.connect(m, br.tx, esc.i)
+    good = P.write32(0x20, 7)
+    corrupt = bytearray(good)
+    corrupt[3] ^= 0x01
+    req = (P.write32(0x20, 0xC0DBC0DB) + P.read32(0x20) + bytes(corrupt)
+           + P.write_burst(0x800, [1, 2, 3]) + P.write_burst(0x20, [0x55]) + P.read32(0x20)
+           + P.ping())
+    want = frames(Response(Cmd.WRITE32, 0, resp=0),
+                  Response(Cmd.READ32, 0, resp=0, data=0xC0DBC0DB),
+                  Response(Cmd.WRITE32, Status.BAD_CRC, resp=0),
+                  Response(Cmd.WRITE_BURST, 0, resp=0, count=3),
+                  Response(Cmd.WRITE_BURST, 0, resp=0, count=1),
+                  Response(Cmd.READ32, 0, resp=0, data=0x55),
+                  Response(Cmd.PING, 0, info=(P.PROTOCOL_VERSION, 1, 2, ADDR_BITS)))
+    got = bytearray()
+    taken = []
+
+    async def tb(ctx):
+        ctx.set(esc.o.ready, 1)
+        for b in req:
+            ctx.set(br.rx.payload, b)
+            ctx.set(br.rx.valid, 1)
+            while True:
+                _, _, ready, out_v, out_b = await ctx.tick().sample(
+                    br.rx.ready, esc.o.valid, esc.o.payload)
+                if out_v:
+                    got.append(out_b)
+                if ready:
+                    break
+        ctx.set(br.rx.valid, 0)
+        for _ in range(400):
+            _, _, out_v, out_b = await ctx.tick().sample(esc.o.valid, esc.o.payload)
+            if out_v:
+                got.append(out_b)
+
+    async def mon(ctx):
+        async for _, _, v, r in ctx.tick().sample(br.rx.valid, br.rx.ready):
+            taken.append(bool(v and r))
+
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.add_process(mon)
+    sim.run()
+    assert bytes(got) == want
+    assert not any(a and b for a, b in zip(taken, taken[1:]))
+    assert sum(taken) == len(req)
 
 
 def test_stream_stall_is_reported_not_hung():
