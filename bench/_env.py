@@ -4,6 +4,7 @@ package versions)."""
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import platform
 import subprocess
 from importlib.metadata import PackageNotFoundError, version
@@ -41,6 +42,17 @@ def cpu_model() -> str:
 def utc_now() -> str:
     """The current UTC time, ISO 8601 to the second (``2026-11-28T23:03:00Z``)."""
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def write_result(path: Path, result: dict, *, announce: bool = True) -> None:
+    """Write a bench's ``result`` as indented JSON to ``path``, atomically (a crash or a
+    signal leaves the previous file, never half of one), its folder made first."""
+    from ttforge.atomic import atomic_write_text
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(result, indent=2) + "\n")
+    if announce:
+        print(f"wrote {path}")
 
 
 def package_version(dist: str) -> str | None:

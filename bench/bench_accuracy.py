@@ -31,7 +31,7 @@ from ttforge.model.network import ModelConfig
 from ttforge.model.train import TrainConfig, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
-from _env import git, git_dirty, utc_now  # noqa: E402
+from _env import git, git_dirty, utc_now, write_result  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST = ROOT.parent / "shared" / "data" / "mnist-t10k"
@@ -132,10 +132,7 @@ def run(datasets: list[str], seeds: list[int], epochs: dict[str, int]) -> tuple[
 
 
 def write(result: dict, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_name(out.name + ".tmp")
-    tmp_out.write_text(json.dumps(result, indent=2) + "\n")
-    tmp_out.replace(out)
+    write_result(out, result, announce=False)
 
 
 def _ranks(r: dict) -> str:

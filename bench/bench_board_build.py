@@ -35,12 +35,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
-from _env import cpu_model, git, git_dirty, utc_now  # noqa: E402
+from _env import cpu_model, git, git_dirty, utc_now, write_result  # noqa: E402
 
 
 def load_config(path: Path) -> dict:
-    """The AccelConfig dict of ``path``: the file itself, or its ``config`` entry."""
-    d = json.loads(path.read_text())
+    """The AccelConfig dict of ``path``: the file itself, or its ``config`` entry (a FIFO,
+    a device or a huge file is refused before it is read)."""
+    from ttforge.limits import MAX_MANIFEST_BYTES, read_bounded
+
+    d = json.loads(read_bounded(path, "config", MAX_MANIFEST_BYTES))
+    if not isinstance(d, dict):
+        raise ValueError("holds no JSON object")
     return d["config"] if isinstance(d.get("config"), dict) else d
 
 
@@ -80,7 +85,6 @@ def build_seed(a, config: Path, work: Path, seed: int, run: bool = True) -> dict
 
 
 def main(argv=None) -> int:
-    from ttforge.atomic import atomic_write_text
     from ttforge.firmware.board import board
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -140,9 +144,7 @@ def main(argv=None) -> int:
                           "fmax_min_mhz": min(fmax) if fmax else None,
                           "fmax_median_mhz": statistics.median(fmax) if fmax else None},
               "seconds": round(time.monotonic() - t_all, 1)}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result(out, result)
     tmp.cleanup()
     return 0
 

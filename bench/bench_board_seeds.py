@@ -24,7 +24,6 @@ commit and whether ``firmware/`` or ``hw/`` had uncommitted changes.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shlex
@@ -39,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
 sys.path.append(str(ROOT))     # tests.support (the test network), after the installed ttforge
-from _env import cpu_model, git, git_dirty, utc_now  # noqa: E402
+from _env import cpu_model, git, git_dirty, utc_now, write_result  # noqa: E402
 
 BOARDS = ("icebreaker", "ulx3s")
 NAME = "ttforge_{board}"
@@ -154,8 +153,6 @@ def summary(seeds: list[dict]) -> dict:
 
 
 def main(argv=None) -> int:
-    from ttforge.atomic import atomic_write_text
-
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--boards", nargs="+", choices=BOARDS, default=list(BOARDS))
@@ -214,9 +211,7 @@ def main(argv=None) -> int:
               "command": " ".join(["python bench/bench_board_seeds.py", *(sys.argv[1:] if argv is None else argv)]),
               "routed": not a.no_route, "reparsed": a.reparse, "environment": env, "boards": boards,
               "seconds": round(time.monotonic() - t_all, 1)}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result(out, result)
     tmp.cleanup()
     return 0
 

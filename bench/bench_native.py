@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
-from _env import cpu_model, git, git_dirty, package_version, utc_now  # noqa: E402
+from _env import cpu_model, git, git_dirty, package_version, utc_now, write_result  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -262,10 +262,7 @@ def run(layers, vectors, runs, cocotb_runs, long_vectors, native_only, out: Path
                   "gaps": 0.0, "backpressure": 0.0, "make_jobs": 2,
                   "speed": "simulated clock cycles per wall-clock second"},
               "environment": environment(), "rows": rows}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, out)
+    write_result(out, result, announce=False)
     return result
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import platform
 import statistics
 import sys
@@ -39,7 +38,7 @@ from ttforge.model.train import TrainConfig, load_trained, train
 from ttforge.quant.ptq import float_accuracy, fine_tune, make_config, quantize_trained
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
-from _env import git, git_dirty, utc_now  # noqa: E402
+from _env import git, git_dirty, utc_now, write_result  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST = ROOT.parent / "shared" / "data" / "mnist-t10k"
@@ -158,10 +157,7 @@ def run(datasets: list[str], seeds: list[int], train_epochs: dict, qat_epochs: d
         "rows": rows,
         "goals": goals(rows),
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(result, indent=2) + "\n")
-    tmp_out.replace(out)
+    write_result(out, result, announce=False)
     return result
 
 

@@ -53,7 +53,7 @@ from ttforge.model.network import ModelConfig
 from ttforge.quant.stochastic import LowPrecisionConfig, train_low_precision
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
-from _env import git, git_dirty  # noqa: E402
+from _env import git, git_dirty, write_result  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST = ROOT.parent / "shared" / "data" / "mnist-t10k"
@@ -157,10 +157,7 @@ def run(groups: list[dict], seeds: list[int], out: Path, merge: bool = False) ->
         "environment": {"python": platform.python_version(), "torch": torch.__version__,
                         "machine": platform.machine()},
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(out)
+    write_result(out, result, announce=False)
     return result
 
 

@@ -146,9 +146,9 @@ class IssueUnit(wiring.Component):
         # (gen.o_addr -> s1_tag.zmask, 7 levels, was the ULX3S board top's routed seed 2
         # path at 2a13b22 and the four-engine harness' seed 1 path at 53fe0fd)
         late_mask = c.read_registers >= 1 and not g.serial
-        s1_rel = Signal(signed(AWP + 1), reset_less=True)
         s1_ovalid = Signal()                 # lane 0's output index is not padding
         if late_mask:
+            s1_rel = Signal(signed(AWP + 1), reset_less=True)
             m.d.sync += s1_rel.eq(g_rel)
             m.d.comb += s1_ovalid.eq(~padding(s1_rel)[0])
         else:

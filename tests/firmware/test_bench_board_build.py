@@ -73,6 +73,23 @@ def test_reparse_needs_work_and_seeds_are_integers(bench, tmp_path, capsys):
         assert e.value.code == 2
 
 
+def test_config_fifo_or_non_object_is_one_usage_line(bench, tmp_path, capsys):
+    """A FIFO with no writer as ``--config`` is refused before it is opened (opening it
+    would block forever); a JSON that is not an object is refused too."""
+    import os
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    (tmp_path / "list.json").write_text("[1, 2]")
+    for path, says in ((fifo, "a FIFO"), (tmp_path / "list.json", "no JSON object")):
+        with pytest.raises(SystemExit) as e:
+            bench.main(["--config", str(path), "--freq", "100", "--label", "t",
+                        "--out", str(tmp_path / "r.json")])
+        assert e.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert "--config" in err and says in err, err
+    assert not (tmp_path / "r.json").exists()
+
+
 def test_vs_cpu_takes_the_highest_clock_a_seed_met(tmp_path, monkeypatch):
     """``bench_vs_cpu.board_builds``: per engine config, the board build with the highest
     clock at which some seed met timing; a build no seed met is not a clock reached."""
