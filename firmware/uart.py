@@ -414,8 +414,8 @@ class CommandParser(_FrameSide):
     (the host sends one request at a time).
 
     Written for speed too (it shares the ECP5's clock with a 100 MHz engine): a byte is
-    taken in one cycle and acted on in the next, from the registered byte, its decode
-    and the frame's comparisons (``hdr_cnt + 1 == hdr_len``, ``done + 1 == n_items``, the
+    decoded in the cycle it appears at the FIFO's output and taken and acted on in the
+    next, from that registered decode and the frame's comparisons (``hdr_cnt + 1 == hdr_len``, ``done + 1 == n_items``, the
     length check) registered in the cycle it was taken, so no counter's compare sits in
     front of the state register. Two cycles a byte is far above any UART's rate. The
     frame registers are cleared in a state of their own after the response is taken, so
@@ -496,9 +496,10 @@ class CommandParser(_FrameSide):
         is_stream = is_(Cmd.STREAM_IN)
         addr_bad = addr_over
 
-        # the byte taken in the last cycle (``have``: act on it now) and its decode
+        # the byte at the FIFO's output (its register), decoded in the cycle it is first
+        # seen (``have`` then rises) and taken and acted on in the next
         have = Signal()
-        byte_in = Signal(8)
+        byte_in = self.rx.payload
         b_end, b_esc, b_esc_end, b_esc_esc = (Signal(name=f"b_{n}") for n in
                                               ("end", "esc", "esc_end", "esc_esc"))
         data_b = Signal(8)
@@ -545,12 +546,11 @@ class CommandParser(_FrameSide):
 
         with m.Switch(state):
             with m.Case(S.RX):
-                m.d.comb += self.rx.ready.eq(~have)
+                m.d.comb += self.rx.ready.eq(have)
                 with m.If(self.rx.valid & ~have):
-                    rx_b = self.rx.payload
-                    m.d.sync += [have.eq(1), byte_in.eq(rx_b), b_end.eq(rx_b == END),
-                                 b_esc.eq(rx_b == ESC), b_esc_end.eq(rx_b == ESC_END),
-                                 b_esc_esc.eq(rx_b == ESC_ESC)]
+                    m.d.sync += [have.eq(1), b_end.eq(byte_in == END), b_esc.eq(byte_in == ESC),
+                                 b_esc_end.eq(byte_in == ESC_END),
+                                 b_esc_esc.eq(byte_in == ESC_ESC)]
                 with m.If(have):
                     m.d.sync += have.eq(0)
                     with m.If(b_end):
