@@ -142,8 +142,8 @@ def test_the_mnist_network_fits_the_icebreakers_logic_cells(tmp_path):
     """The iCEBreaker MNIST top (the config ``ttforge build`` picks for the MNIST TT-MLP of
     bench_boards) packs into the UP5K's 5,280 logic cells, with the iCE40 form's counters
     in SB_MAC16 blocks; the same top with its counters in the fabric (48 bits: wider than
-    an SB_MAC16 accumulator) does not, so the count can fail. 5,193 at a531c1b: the
-    engine's next growth shows here, not in a 19-minute benchmark."""
+    an SB_MAC16 accumulator) does not, so the count can fail. 5,193 at a531c1b, 5,207 at
+    4271106: the engine's next growth shows here, not in a 19-minute benchmark."""
     cfg = AccelConfig(**{**MNIST_ICE, "bias_depth": 522}, buf_ports=1, axil_addr_bits=19)
     assert _packed_lc(cfg, tmp_path / "dsp") <= 5280
     fabric = AccelConfig(**{**MNIST_ICE, "bias_depth": 522, "counter_bits": 48}, buf_ports=1,
