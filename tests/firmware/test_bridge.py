@@ -76,6 +76,15 @@ async def uart_send(ctx, pin, data: bytes, gap=0):
             await ctx.tick().repeat(gap)
 
 
+def simulate(dut, tb, mon):
+    """Run testbench ``tb`` and monitor process ``mon`` on ``dut`` at a 1 MHz clock."""
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.add_process(mon)
+    sim.run()
+
+
 def run(dut, requests: bytes, *, cycles=None, gap=0, stop_after=None):
     """Bit-bang ``requests`` into rx; return every byte seen on tx."""
     got = bytearray()
@@ -113,11 +122,7 @@ def run(dut, requests: bytes, *, cycles=None, gap=0, stop_after=None):
                 got.append(v)
                 state = "idle"
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(tb)
-    sim.add_process(mon)
-    sim.run()
+    simulate(dut, tb, mon)
     return bytes(got)
 
 
@@ -288,11 +293,7 @@ def test_bytes_offered_every_cycle():
         async for _, _, v, r in ctx.tick().sample(br.rx.valid, br.rx.ready):
             taken.append(bool(v and r))
 
-    sim = Simulator(m)
-    sim.add_clock(1e-6)
-    sim.add_testbench(tb)
-    sim.add_process(mon)
-    sim.run()
+    simulate(m, tb, mon)
     assert bytes(got) == want
     assert not any(a and b for a, b in zip(taken, taken[1:]))
     assert sum(taken) == len(req)
@@ -345,11 +346,7 @@ def test_uart_loopback_random_bytes():
             if valid:
                 got.append(d)
 
-    sim = Simulator(m)
-    sim.add_clock(1e-6)
-    sim.add_testbench(tb)
-    sim.add_process(mon)
-    sim.run()
+    simulate(m, tb, mon)
     assert bytes(got) == data
 
 
