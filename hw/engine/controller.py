@@ -123,12 +123,6 @@ class Controller(wiring.Component):
         m.d.sync += [last_idx.eq(pg.in_count - 1),
                      has_pad.eq(pg.in_pad[:AWP] > pg.in_count[:AWP]), pad_last.eq(pg.in_pad - 1),
                      self.out_last.eq(pg.out_count - 1)]
-        # `jj + 1 == last_idx` is `last_idx != 0 and jj == last_idx - 1`: an equality of
-        # registers, no adder's carry chain in front of the compare (the four-engine
-        # board top's seed 1 path at 4271106: ctrl.idle -> jj + 1 -> == -> exp_last)
-        before_last = Signal(AWP)             # IN_COUNT - 2
-        last_nz = Signal()                    # IN_COUNT - 1 != 0 (in AWP bits)
-        m.d.sync += [before_last.eq(pg.in_count - 2), last_nz.eq((pg.in_count - 1)[:AWP] != 0)]
 
         tp = bool(c.throughput)
         # one-hot flops beside `state`, written with every assignment of it (go() below):
@@ -215,7 +209,7 @@ class Controller(wiring.Component):
         in_last = self.inp.payload.last
         to_idle = soft_reset if tp else soft_reset | self.abort
         with m.If(accept & ~in_last & ~to_idle):
-            m.d.sync += exp_last.eq(last_nz & Mux(idle, before_last == 0, j == before_last))
+            m.d.sync += exp_last.eq(jj + 1 == last_idx)
         with m.Elif(~inputting | accept | to_idle):
             m.d.sync += exp_last.eq(pg.in_count == 1)
         # j == IN_PAD - 1 for the j of the next cycle, registered: j only changes by an
@@ -380,10 +374,8 @@ class Controller(wiring.Component):
         # path runs from the stream handshake through this decode into their enables;
         # meanwhile in_err itself keeps the input refused (ready above), as `error` does
         # from the next cycle on
-        # (in_sel != 0, written flat: it also closes the input adapter through in_open
-        # below, across the chip to its open_r; the board top's seed 2 path at 4271106)
         in_err_now = Signal()
-        m.d.comb += in_err_now.eq(taking & accept & ((idle & prog_bad) | (in_last != exp_last)))
+        m.d.comb += in_err_now.eq(in_sel != 0)
         # (a clear or soft reset in the error's own cycle wins over it, as it did when
         # the error unit took it at once)
         m.d.sync += [self.in_err.eq(in_err_now & ~ct.clear_error & ~soft_reset),
