@@ -51,7 +51,7 @@ from ttforge.atomic import atomic_write_text  # noqa: E402
 from ttforge.hw.config import AccelConfig  # noqa: E402
 from ttforge.hw.target import SynthTarget  # noqa: E402
 from ttforge.hw.synth import (DEVICES, FRONTENDS, LUT_MAPPERS, ROUTERS, accel_rtlil, harness_for_ports,  # noqa: E402
-                               abc9_crashed, harness_verilog, next_lut_mapping, nextpnr_args,
+                               abc9_crashed, abc9_failed, harness_verilog, next_lut_mapping, nextpnr_args,
                                parse_report, router_args, rtlil_ports, run_synthesis, synth_script)
 from ttforge.hw.levels import logic_levels  # noqa: E402
 from ttforge.hw.tools import run_tool  # noqa: E402
@@ -158,11 +158,14 @@ def main(argv=None) -> int:
         proc, fold = run_synthesis(wd, dev.key, outreg_fold=a.outreg_fold)
         log = wd / "yosys.log"
         nxt = next_lut_mapping(a.lut_mapper, not a.no_fanout_keep)
-        if proc.returncode == 0 or nxt is None or not abc9_crashed(log.read_text(errors="replace")):
+        text = log.read_text(errors="replace")
+        if nxt is None or not abc9_failed(text):
             break
-        # Yosys's abc9 assert (a Yosys bug that comes and goes with the netlist): the next
-        # mapping, as ttforge build takes it; the JSON records the one that ran
-        print(f"yosys: abc9 asserted; mapping with {nxt[0]}, register copies "
+        # Yosys's abc9 assert or two drivers on a net (a Yosys bug that comes and goes
+        # with the netlist): the next mapping, as ttforge build takes it; the JSON
+        # records the one that ran
+        how = "asserted" if abc9_crashed(text) else "left a net with two drivers"
+        print(f"yosys: abc9 {how}; mapping with {nxt[0]}, register copies "
               f"{'kept' if nxt[1] else 'not kept'}", file=sys.stderr)
         a.lut_mapper, a.no_fanout_keep = nxt[0], not nxt[1]
     if proc.returncode != 0:

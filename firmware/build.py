@@ -373,7 +373,7 @@ def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=Non
     """
     from ttforge import __version__
     from ttforge.firmware.board import DEFAULT_BAUD, BoardTop, board, uart_divisor
-    from ttforge.hw.synth import (ABC_LUT_STEPS, DEVICES, abc9_crashed, next_lut_mapping,
+    from ttforge.hw.synth import (ABC_LUT_STEPS, DEVICES, abc9_failed, next_lut_mapping,
                                    parse_report)
 
     # every argument is checked before the (minutes-long) toolchain starts; a 0 is
@@ -482,9 +482,10 @@ def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=Non
                     rpt = bdir / f"{name}.rpt"
                     log = rpt.read_text(errors="replace") if rpt.is_file() else ""
                     nxt = next_lut_mapping(mapper["lut_mapper"], mapper["fanout_keep"])
-                    if nxt and dev.family == "ecp5" and abc9_crashed(log):
-                        # a Yosys bug, not the seed's doing: this design and every later
-                        # seed take the next mapping (the manifest says which)
+                    if nxt and dev.family == "ecp5" and abc9_failed(log):
+                        # a Yosys bug (abc9 asserted, or left a net with two drivers that
+                        # nextpnr refused), not the seed's doing: this design and every
+                        # later seed take the next mapping (the manifest says which)
                         mapper.update(lut_mapper=nxt[0], fanout_keep=nxt[1])
                         return place(attempt, bdir)
                     return _why_failed(bdir, name, dev.title, logic_fix)

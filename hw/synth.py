@@ -41,6 +41,7 @@ from ttforge.hw.tools import run_tool
 __all__ = ["DEVICES", "Device", "SynthError", "PortInfo", "verilog_ports", "rtlil_ports",
            "harness_verilog", "harness_for_ports", "accel_rtlil", "ROUTERS", "FRONTENDS",
            "router_args", "nextpnr_args", "synth_script", "ABC_LUT_STEPS", "abc9_crashed",
+           "abc9_miscompiled", "abc9_failed",
            "next_lut_mapping", "implement",
            "ImplResult", "SynthReport", "parse_report", "log_overflow", "single_port_script", "synth_extras",
            "ECP5_PLACER_ARGS", "NO_RW_CHECK", "run_synthesis"]
@@ -332,8 +333,27 @@ def abc9_crashed(log_text: str, reason: str | None = None) -> bool:
     return "Assert" in reason and passes[-1:] == ["ABC_OPS_REINTEGRATE"]
 
 
+def abc9_miscompiled(log_text: str) -> bool:
+    """Whether a Yosys run that mapped with abc9 left a net with two drivers: its last
+    ``CHECK`` pass (synth_ecp5's, after the mapping) reports "multiple conflicting
+    drivers", while the checks before the mapping found none. The other face of abc9's
+    bug: Yosys ends well and nextpnr refuses the netlist ("Net ... is multiply driven";
+    the four-engine MNIST board top at f65bb9d, on a requantization register kept by
+    FANOUT_KEEP, where the netlist before abc9 had none)."""
+    if not re.search(r"^[\d.]+ Executing ABC9 pass", log_text, re.M):
+        return False
+    checks = list(re.finditer(r"^[\d.]+ Executing CHECK pass", log_text, re.M))
+    return bool(checks) and "multiple conflicting drivers" in log_text[checks[-1].end():]
+
+
+def abc9_failed(log_text: str) -> bool:
+    """abc9 asserted (:func:`abc9_crashed`) or left a net with two drivers
+    (:func:`abc9_miscompiled`): a Yosys bug, not the design's or the seed's doing."""
+    return abc9_crashed(log_text) or abc9_miscompiled(log_text)
+
+
 def next_lut_mapping(lut_mapper: str, fanout_keep: bool) -> tuple[str, bool] | None:
-    """The LUT mapping to try next after abc9 asserted (:func:`abc9_crashed`) with
+    """The LUT mapping to try next after abc9 failed (:func:`abc9_failed`) with
     ``(lut_mapper, fanout_keep)``: abc9 without the kept register copies (what the crash
     has needed on the four-engine array), then abc with them; ``None`` once abc has run
     (a failure there is not abc9's bug)."""

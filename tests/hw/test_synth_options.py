@@ -416,3 +416,23 @@ def test_nextpnr_args_is_the_one_command_line(device):
     assert pairs == {"--seed": "7", "--freq": "50", "--json": "../n.json", "--report": "report.json"}
     assert "--no-route" in args and "--timing-allow-fail" in args
     assert ("--lpf-allow-unconstrained" in args) == (device == "ecp5-85f")
+
+
+def test_abc9_miscompile_is_read_from_the_last_check_after_abc9():
+    """abc9's other failure: the last CHECK pass, after an ABC9 pass, reports two drivers
+    on a net. Siblings that must not count: the same warning in a check before the
+    mapping only, a clean last check, a run mapped by abc (no ABC9 pass)."""
+    from ttforge.hw.synth import abc9_failed, abc9_miscompiled
+
+    def log(*lines):
+        return "".join(ln + "\n" for ln in lines)
+
+    warn = "Warning: multiple conflicting drivers for top.\\y [15]:"
+    check, abc9, abc = ("5.52. Executing CHECK pass (checking for obvious problems).",
+                        "5.44.3. Executing ABC9 pass.", "5.44. Executing ABC pass.")
+    bad = log(check, "Found and reported 0 problems.", abc9, check, warn)
+    assert abc9_miscompiled(bad) and abc9_failed(bad)
+    assert not abc9_miscompiled(log(check, warn, abc9, check, "Found and reported 0 problems."))
+    assert not abc9_miscompiled(log(abc9, check, "Found and reported 0 problems."))
+    assert not abc9_miscompiled(log(abc, check, warn))
+    assert not abc9_failed(log(abc9, "ERROR: Failed to place"))
