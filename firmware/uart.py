@@ -415,11 +415,11 @@ class CommandParser(_FrameSide):
 
     Written for speed too (it shares the ECP5's clock with a 100 MHz engine): a byte is
     decoded in the cycle it appears at the FIFO's output and taken and acted on in the
-    next, from that registered decode and the frame's comparisons (``hdr_cnt + 1 == hdr_len``, ``done + 1 == n_items``, the
-    length check) registered in the cycle it was taken, so no counter's compare sits in
-    front of the state register. Two cycles a byte is far above any UART's rate. The
-    frame registers are cleared in a state of their own after the response is taken, so
-    the sender's handshake does not fan out to them.
+    next, from that registered decode and from the frame's comparisons (``hdr_cnt + 1 ==
+    hdr_len``, ``done + 1 == n_items``, the length check), registered every cycle, so no
+    counter's compare sits in front of the state register. Two cycles a byte is far above
+    any UART's rate. The frame registers are cleared in a state of their own after the
+    response is taken, so the sender's handshake does not fan out to them.
     """
 
     class State(enum.Enum, shape=3):
@@ -525,11 +525,11 @@ class CommandParser(_FrameSide):
         # are current wherever they are used (in RX with ``have``, in EXEC and RESPOND)
         hdr_more, hdr_last, body_more, last_el, bad_len = (Signal(name=n) for n in (
             "hdr_more", "hdr_last", "body_more", "last_el", "bad_len"))
+        hdr_short, body_short = hdr_cnt != hdr_len, done != n_items
         m.d.sync += [
-            hdr_more.eq(hdr_cnt != hdr_len), hdr_last.eq(hdr_cnt + 1 == hdr_len),
-            body_more.eq(in_body & (done != n_items)), last_el.eq(done + 1 == n_items),
-            bad_len.eq((hdr_cnt != hdr_len) | (in_body & ((done != n_items) | (n_items == 0)))
-                       | (tail != 1)),
+            hdr_more.eq(hdr_short), hdr_last.eq(hdr_cnt + 1 == hdr_len),
+            body_more.eq(in_body & body_short), last_el.eq(done + 1 == n_items),
+            bad_len.eq(hdr_short | (in_body & (body_short | (n_items == 0))) | (tail != 1)),
         ]
         status = Signal(3)
         m.d.comb += status.eq(
