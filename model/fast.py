@@ -45,6 +45,10 @@ backward picks the same plan for the benchmark layers at every batch from 1 to 4
 is a single autograd node, :class:`_TTApplyDense`, whose backward forms the weight's
 gradient and walks the merge tree itself.
 
+Under a ``torch.func`` transform or forward-mode AD (:func:`transformed`) the same
+merges and products run as plain differentiable operations on the whole batch, which
+the transforms can trace (custom nodes, work buffers and in-place writes they cannot).
+
 Calls without autograd (inference) keep the merged matrices between calls in the
 layer's :class:`MergeCache` and reuse them while the cores are bit for bit unchanged
 (compared on every call), so repeated inference pays the merges once.
@@ -70,6 +74,7 @@ from ttforge.ir.schedule import ContractionSchedule, ContractionStep, schedule_o
 from ttforge.ir.tt import TTShape
 
 __all__ = ["FastPlan", "plan_for", "tt_apply", "merge_cores", "MergeCache", "CACHE_MERGED",
+           "transformed",
            "CHUNK_ELEMENTS",
            "BACKWARD_CHUNK_ELEMENTS", "KEEP_BYTES", "workspace_bytes", "clear_workspace"]
 
@@ -574,7 +579,7 @@ def _merge2(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def merge_cores(cores: Sequence[torch.Tensor]) -> torch.Tensor:
     """Multiply neighbouring cores ``(r, m, n, r')`` into one ``(r0, prod m, prod n, r_end)``
     (halves first, so that the largest product is made once), through autograd."""
-    return _merge_tree(cores, _merge2)[0]
+    return _merge_tree(cores, _merge_ops if transformed() else _merge2)[0]
 
 
 def _merge_tree(cores: Sequence[torch.Tensor], merge=None, lo: int = 0,
@@ -610,9 +615,44 @@ def _tree_grads(cores: Sequence[torch.Tensor], tree, g: torch.Tensor, grads: lis
     _tree_grads(cores, right, gb, grads)
 
 
-def _step_matrices(cores: Sequence[torch.Tensor], plan: FastPlan) -> list[torch.Tensor]:
-    merged = [merge_cores(cores[lo:hi]) for lo, hi in plan.groups]
+def _step_matrices(cores: Sequence[torch.Tensor], plan: FastPlan, merge=None) -> list[torch.Tensor]:
+    """The ``(P, K)`` matrix of every step of ``plan``, its groups merged with ``merge``
+    (default :func:`_merge2`, through autograd)."""
+    merged = [_merge_tree(cores[lo:hi], merge or _merge2)[0] for lo, hi in plan.groups]
     return [merged[s.core].permute(*s.core_axes).reshape(s.P, s.K) for s in plan.schedule.steps]
+
+
+def transformed() -> bool:
+    """Whether a ``torch.func`` transform (``vmap``, ``grad``, ``jacrev``, ``jvp``, ...)
+    or forward-mode AD (``torch.autograd.forward_ad``) is under way.
+
+    The fast path's custom autograd nodes, work buffers and in-place writes are then
+    replaced by plain differentiable operations (:func:`_apply_ops`), which every
+    transform supports: the transforms need a ``setup_context``, a vmap rule and a
+    forward-mode rule of each custom node, and a vmap'd call cannot write into an
+    unbatched buffer.
+    """
+    return (torch._C._are_functorch_transforms_active()
+            or getattr(torch.autograd.forward_ad, "_current_level", -1) >= 0)
+
+
+def _merge_ops(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """:func:`_merge2_product` in plain differentiable operations (see :func:`transformed`)."""
+    r0, ma, na, r1 = a.shape
+    _, mb, nb, r2 = b.shape
+    t = a.reshape(r0 * ma * na, r1) @ b.reshape(r1, mb * nb * r2)
+    return t.reshape(r0, ma, na, mb, nb * r2).transpose(2, 3).reshape(r0, ma * mb, na * nb, r2)
+
+
+def _apply_ops(x: torch.Tensor, cores: Sequence[torch.Tensor], plan: FastPlan,
+               bias: torch.Tensor | None) -> torch.Tensor:
+    """:func:`tt_apply` in plain differentiable operations, the whole batch at once, on
+    torch's threads (see :func:`transformed`): the same merges, order and products."""
+    t, batch = x, x.shape[0]
+    for s, C in zip(plan.schedule.steps, _step_matrices(cores, plan, _merge_ops)):
+        t = _step(t, C, s, batch)
+    y = t.reshape(batch, plan.schedule.shape.out_size)
+    return y if bias is None else y + bias
 
 
 def _step(t: torch.Tensor, C: torch.Tensor, s: ContractionStep, b: int,
@@ -992,6 +1032,8 @@ def tt_apply(x: torch.Tensor, cores: Sequence[torch.Tensor],
         # an empty product that still reaches x and the cores (their gradients are zeros)
         y = x.new_zeros(0, out_size) + 0 * (x.sum() + sum(c.sum() for c in cores))
         return y if bias is None else y + bias
+    if transformed():
+        return _apply_ops(x, cores, plan, bias)
     x = x.contiguous()
     if torch.is_grad_enabled() and (x.requires_grad or any(c.requires_grad for c in cores)
                                     or (bias is not None and bias.requires_grad)):
@@ -1002,7 +1044,7 @@ def tt_apply(x: torch.Tensor, cores: Sequence[torch.Tensor],
         with _serial():
             mats = _step_matrices(cores, plan)
         return _TTApplyMats.apply(x, plan, bias, *mats)
-    if cache is not None and CACHE_MERGED:
+    if cache is not None and CACHE_MERGED and x.device.type != "meta":  # meta: no values to compare
         mats = cache.matrices(cores, plan)
     else:
         with _serial():

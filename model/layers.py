@@ -10,7 +10,7 @@ from torch import nn
 
 from ttforge.errors import ConfigError, ShapeError
 from ttforge.ir.schedule import ContractionSchedule, Objective
-from ttforge.model.fast import MergeCache, plan_for, tt_apply
+from ttforge.model.fast import MergeCache, plan_for, transformed, tt_apply
 from ttforge.model.tt import TTShape, factorize, tt_rel_error, tt_svd, tt_to_dense
 
 __all__ = ["TTLinear", "default_num_cores", "apply_schedule", "tt_apply", "IMPLS"]
@@ -87,11 +87,14 @@ def apply_schedule(
     chunk = max(1, _CHUNK_ELEMENTS // per_sample)
     if 16 <= chunk < batch:
         chunk -= chunk % 16  # whole SIMD widths of columns for the matrix kernels
+    # torch.func transforms and forward-mode AD need plain operations (see
+    # ttforge.model.fast.transformed)
+    transpose = (lambda t: t.t().contiguous()) if transformed() else _TransposeCopy.apply
     outs = []
     for lo in range(0, batch, chunk) if batch else [0]:
         xc = x[lo : lo + chunk] if chunk < batch else x
         b = xc.shape[0]
-        t = _TransposeCopy.apply(xc)  # (N, b): batch innermost
+        t = transpose(xc)  # (N, b): batch innermost
         for step, C in zip(steps, mats):
             cols = step.Q * b
             if step.A == 1:
@@ -100,7 +103,7 @@ def apply_schedule(
                 t = t.reshape(step.A, step.K) @ C.T
             else:
                 t = torch.bmm(C.expand(step.A, step.P, step.K), t.reshape(step.A, step.K, cols))
-        outs.append(_TransposeCopy.apply(t.reshape(schedule.shape.out_size, b)))
+        outs.append(transpose(t.reshape(schedule.shape.out_size, b)))
     return outs[0] if len(outs) == 1 else torch.cat(outs)
 
 
@@ -135,6 +138,10 @@ class TTLinear(nn.Module):
         intermediates in the backward pass; ``"schedule"`` follows ``schedule``, the
         hardware's order. Both compute the same function within float rounding; the
         quantization path (``ttforge.quant``) always uses the schedule.
+    device, dtype : optional
+        Where the cores and the bias are made and their dtype, as for
+        :class:`torch.nn.Linear` (``device="meta"`` builds the layer without memory;
+        ``to_empty`` and :meth:`reset_parameters` then materialise it).
 
     Notes
     -----
@@ -155,6 +162,8 @@ class TTLinear(nn.Module):
         objective: Objective = "macs",
         impl: str = "fast",
         lanes: int | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         if impl not in IMPLS:
@@ -177,10 +186,11 @@ class TTLinear(nn.Module):
         self.tt_shape = TTShape(out_m, in_m, ranks)  # type: ignore[arg-type]
         self.objective = objective
         self.lanes = lanes
+        made = {"device": device, "dtype": dtype}
         self.cores = nn.ParameterList(
-            nn.Parameter(torch.empty(s)) for s in self.tt_shape.core_shapes
+            nn.Parameter(torch.empty(s, **made)) for s in self.tt_shape.core_shapes
         )
-        self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
+        self.bias = nn.Parameter(torch.empty(out_features, **made)) if bias else None
         self._set_schedule(schedule)
         self.reset_parameters()
 

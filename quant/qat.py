@@ -13,8 +13,7 @@ power of two small enough to be exact (accumulators are limited to 48 bits), so
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Literal, Mapping
 
 import numpy as np
@@ -90,13 +89,27 @@ class QuantConfig:
 
 
 class _RoundSTE(torch.autograd.Function):
+    """``floor(v + 1/2)`` with the straight-through gradient; written with
+    ``setup_context``, a generated vmap rule and a ``jvp`` so that ``torch.func``
+    transforms and forward-mode AD pass through it."""
+
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, v):  # noqa: D102
+    def forward(v):  # noqa: D102
         return torch.floor(v + 0.5)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):  # noqa: D102
+        pass
 
     @staticmethod
     def backward(ctx, g):  # noqa: D102
         return g
+
+    @staticmethod
+    def jvp(ctx, t):  # noqa: D102
+        return t
 
 
 def fake_quant(x: torch.Tensor, bits: int, exp: int, narrow: bool = False) -> torch.Tensor:
