@@ -73,7 +73,7 @@ import torch
 from ttforge.ir.schedule import ContractionSchedule, ContractionStep, schedule_orders
 from ttforge.ir.tt import TTShape
 
-__all__ = ["FastPlan", "plan_for", "tt_apply", "merge_cores", "MergeCache", "CACHE_MERGED",
+__all__ = ["FastPlan", "plan_for", "plan_macs", "tt_apply", "merge_cores", "MergeCache", "CACHE_MERGED",
            "transformed",
            "CHUNK_ELEMENTS",
            "BACKWARD_CHUNK_ELEMENTS", "KEEP_BYTES", "workspace_bytes", "clear_workspace"]
@@ -194,18 +194,40 @@ def _merged_shape(shape: TTShape, groups) -> TTShape:
     return TTShape(out_m, in_m, ranks)
 
 
-def _merge_cost(shape: TTShape, lo: int, hi: int) -> tuple[float, tuple[int, int, int, int]]:
-    """Modelled cost of :func:`merge_cores` on cores ``lo..hi-1`` and the merged shape."""
+def _merge_cost(shape: TTShape, lo: int, hi: int,
+                macs: bool = False) -> tuple[float, tuple[int, int, int, int]]:
+    """Modelled cost of :func:`merge_cores` on cores ``lo..hi-1`` (with ``macs``: its
+    multiply-accumulates alone) and the merged shape."""
     r, m, n = shape.ranks, shape.out_modes, shape.in_modes
     if hi - lo == 1:
-        return 0.0, (r[lo], m[lo], n[lo], r[lo + 1])
+        return 0, (r[lo], m[lo], n[lo], r[lo + 1])
     half = lo + (hi - lo) // 2
-    ca, (r0, ma, na, r1) = _merge_cost(shape, lo, half)
-    cb, (_, mb, nb, r2) = _merge_cost(shape, half, hi)
+    ca, (r0, ma, na, r1) = _merge_cost(shape, lo, half, macs)
+    cb, (_, mb, nb, r2) = _merge_cost(shape, half, hi, macs)
     rows = r0 * ma * na
+    if macs:
+        return ca + cb + mb * rows * r1 * nb * r2, (r0, ma * mb, na * nb, r2)
     cost = ca + cb + mb * rows * r1 * nb * r2 * _eff(rows, r1, nb * r2) + _MATRIX * mb
     cost += _COPY * (mb * r1 * nb * r2 + 2 * rows * mb * nb * r2) + 3 * _CALL
     return cost, (r0, ma * mb, na * nb, r2)
+
+
+def plan_macs(shape: TTShape, plan: FastPlan, batch: int, backward: bool = False,
+              need_x: bool = True) -> int:
+    """Multiply-accumulates of one :func:`tt_apply` call of ``plan`` (made for the layer
+    ``shape``) on ``batch`` samples: the merges and the step products of the forward,
+    and with ``backward`` those of the backward too (each step's matrix gradient, the
+    gradient of its input unless that is ``x`` and ``need_x`` is false, the
+    intermediates recomputed unless kept, and two products per merge). Work, not
+    time: how fast each product runs is what the plan's cost weighs."""
+    merges = sum(_merge_cost(shape, lo, hi, macs=True)[0] for lo, hi in plan.groups)
+    steps = [batch * s.A * s.K * s.P * s.Q for s in plan.schedule.steps]
+    total = merges + sum(steps)
+    if backward:
+        total += 2 * merges + 2 * sum(steps) - (0 if need_x else steps[0])
+        if len(steps) > 1 and not _keep(plan, batch):
+            total += sum(steps[:-1])
+    return int(total)
 
 
 def _matrix_cost(s: ContractionStep, core_shape) -> float:

@@ -40,6 +40,17 @@ def test_tiny_run_writes_json(tmp_path):
     assert mem["ttforge"]["peak_bytes"] > 0 and mem["dense"]["param_bytes"] > 0
     goals = result["summary"]["goals"]
     assert {g["condition"] for g in goals} == {"1 thread, idle", "2 threads, one core busy"}
+    macs = case["facts"]["call_macs"]
+    assert macs["dense"]["fwd_bwd"] == 3 * macs["dense"]["fwd"] == 3 * 4 * 6 * 6
+    assert macs["ttforge"]["fwd_bwd"] > macs["ttforge"]["fwd"] > 0
+    for g in goals:  # every timed goal has its floor, recomputed here from the table
+        if g["condition"] == "memory":
+            continue
+        t = next(c for c in result["conditions"] if c["name"] == g["condition"])["cases"][0]["timings_ms"]
+        ref = {"tltorch_opt_einsum": "tltorch_opt_einsum", "tltorch": "tltorch"}.get(
+            g["goal"].split()[-1], "dense")
+        rate = macs["dense"][g["mode"]] / t["dense"][g["mode"]]["median"]
+        assert g["floor"] == t[ref][g["mode"]]["median"] * rate / macs["ttforge"][g["mode"]]
 
 
 def test_bad_conditions_are_one_line_errors(capsys):

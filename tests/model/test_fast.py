@@ -223,3 +223,28 @@ def test_the_one_group_plan_is_one_node_with_every_derivative(threads, need):
     f = lambda x, b, *cs: fast.tt_apply(x, cs, plan, bias=b)  # noqa: E731
     assert torch.autograd.gradcheck(f, (x, bias, *cores))
     assert torch.autograd.gradgradcheck(f, (x, bias, *cores))
+
+
+@pytest.mark.parametrize("need_x", [True, False], ids=["x-grad", "no-x-grad"])
+def test_plan_macs_counts_every_product_of_every_plan(need_x, monkeypatch):
+    """plan_macs against torch's own count of the matrix products (FlopCounterMode; it
+    skips in-place accumulations, so the plans here are unchunked), forward and
+    forward+backward, with intermediates kept and recomputed."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    monkeypatch.setattr(fast, "SAVE_ELEMENTS", 0)  # keep only what is at most in + out
+    torch.manual_seed(0)
+    layer = TTLinear(32, 32, ranks=6, in_modes=[2, 4, 4], out_modes=[4, 2, 4])
+    batch, kept = 9, set()
+    for plan in _every_plan(layer.tt_shape, chunks=(0,)):
+        x = torch.randn(batch, 32, requires_grad=need_x)
+        cores = [c.detach().clone().requires_grad_() for c in layer.cores]
+        with FlopCounterMode(display=False) as fc:
+            y = fast.tt_apply(x, cores, plan)
+        assert fc.get_total_flops() == 2 * fast.plan_macs(layer.tt_shape, plan, batch), plan.describe()
+        with FlopCounterMode(display=False) as fc:
+            fast.tt_apply(x, cores, plan).backward(torch.randn_like(y))
+        want = fast.plan_macs(layer.tt_shape, plan, batch, backward=True, need_x=need_x)
+        assert fc.get_total_flops() == 2 * want, plan.describe()
+        kept.add(fast._keep(plan, batch))
+    assert kept == {True, False}  # both backward routes were counted
