@@ -262,19 +262,29 @@ class TTLinear(nn.Module):
             cache = self.__dict__.get("_merge_cache")  # made lazily: older pickles lack it
             if cache is None:
                 cache = self.__dict__["_merge_cache"] = MergeCache()
+        cores = self._core_list()
         if fast and unpadded:
-            y = tt_apply(x, list(self.cores), plan_for(self.tt_shape, x.shape[0]), bias=self.bias,
-                         cache=cache)
+            y = tt_apply(x, cores, plan_for(self.tt_shape, x.shape[0]), bias=self.bias, cache=cache)
             return y.reshape(*lead, self.out_features)
         if fast:
-            y = tt_apply(x, list(self.cores), plan_for(self.tt_shape, x.shape[0]), cache=cache)
+            y = tt_apply(x, cores, plan_for(self.tt_shape, x.shape[0]), cache=cache)
         else:
-            y = apply_schedule(x, list(self.cores), self.schedule)
+            y = apply_schedule(x, cores, self.schedule)
         if not unpadded:
             y = y[:, : self.out_features]
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(*lead, self.out_features)
+
+    def _core_list(self) -> list[torch.Tensor]:
+        """The cores in order: the list's registered parameters directly (iterating a
+        ``ParameterList`` indexes it by string, 6 us of a 145 us batch-1 call), or its
+        items when something else stands in for them (``torch.nn.utils.parametrize``
+        moves a parametrized core out of ``_parameters``)."""
+        params = self.cores._parameters
+        if len(params) == len(self.cores):
+            return list(params.values())
+        return list(self.cores)
 
     def to_dense(self) -> torch.Tensor:
         """The full ``(out_features, in_features)`` weight (padding removed)."""

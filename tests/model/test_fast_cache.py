@@ -134,3 +134,24 @@ def test_copies_and_pickles_carry_no_kept_matrices(one_thread):
         assert other._merge_cache.nbytes == 0
         with torch.no_grad():
             assert torch.equal(other(x), y)
+
+
+def test_a_parametrized_core_is_what_the_layer_computes_with():
+    """torch.nn.utils.parametrize moves a core out of the list's registered parameters;
+    the layer then takes the list's items (the parametrized value), on both paths."""
+    from torch.nn.utils import parametrize
+
+    class Doubled(torch.nn.Module):
+        def forward(self, c):
+            return 2 * c
+
+    for impl in ("fast", "schedule"):
+        torch.manual_seed(0)
+        layer = TTLinear(30, 20, ranks=3, in_modes=[2, 3, 5], out_modes=[2, 2, 5], impl=impl).double()
+        x = torch.randn(4, 30, dtype=torch.float64)
+        before = layer(x) - layer.bias
+        parametrize.register_parametrization(layer.cores, "1", Doubled())
+        for grad_on in (False, True):
+            with torch.set_grad_enabled(grad_on):
+                after = layer(x) - layer.bias
+            assert torch.allclose(after, 2 * before, atol=1e-12, rtol=0), (impl, grad_on)
