@@ -74,7 +74,7 @@ from ttforge.ir.schedule import ContractionSchedule, ContractionStep, schedule_o
 from ttforge.ir.tt import TTShape
 
 __all__ = ["FastPlan", "plan_for", "plan_macs", "tt_apply", "merge_cores", "MergeCache", "CACHE_MERGED",
-           "transformed",
+           "transformed", "PLAIN_WHEN_KEPT",
            "CHUNK_ELEMENTS",
            "BACKWARD_CHUNK_ELEMENTS", "KEEP_BYTES", "workspace_bytes", "clear_workspace"]
 
@@ -114,6 +114,25 @@ THREADS: int | None | str = "auto"
 #: whole batch, they hold at most this many values or at most as many as the layer's
 #: input and output (what a dense layer keeps).
 SAVE_ELEMENTS = 1 << 18
+
+#: Under autograd, a plan of more than one group on a small batch runs as plain
+#: differentiable operations (:func:`_apply_ops`, autograd's own nodes) rather than
+#: through the custom backward, whose Python and work buffers cost more than they save
+#: there (see :func:`_plain` for "small"): measured on the AMD EPYC machine,
+#: forward+backward at 1 thread, medians of 40-100 interleaved calls, 0.57-0.94x the
+#: custom path's time on the three benchmark layers up to the largest such batch, e.g.
+#: 326 against 565 us for the 784 x 512 rank-16 layer at batch 1; 0.72-0.94x at 2
+#: threads. Larger batches keep the custom backward: autograd materializes the gradient
+#: of a core shared by the samples of a batched product per sample (the 1024 layer at
+#: batch 256: 21.5 against 13.0 ms) and would keep the intermediates, which the memory
+#: bound forbids.
+PLAIN_WHEN_KEPT = True
+
+#: The largest per-sample gradient of shared cores (values, summed over the batched
+#: steps) that :data:`PLAIN_WHEN_KEPT` lets autograd materialize: the 784 x 512 rank-8
+#: layer (the MNIST network's) at batch 32 holds 229,376 and ran 5 % faster plain, at
+#: batch 48 344,064 and 4 % slower (1 thread, medians of 100 alternating calls).
+PLAIN_EXPANDED = 1 << 18
 
 # cost model, in multiply-accumulate equivalents (roughly calibrated on an AVX-512 core)
 _CALL = 60_000  # one torch operation (dispatch, threading, python)
@@ -669,7 +688,8 @@ def _merge_ops(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def _apply_ops(x: torch.Tensor, cores: Sequence[torch.Tensor], plan: FastPlan,
                bias: torch.Tensor | None) -> torch.Tensor:
     """:func:`tt_apply` in plain differentiable operations, the whole batch at once, on
-    torch's threads (see :func:`transformed`): the same merges, order and products."""
+    torch's threads (see :func:`transformed` and :data:`PLAIN_WHEN_KEPT`): the same
+    merges, order and products."""
     t, batch = x, x.shape[0]
     for s, C in zip(plan.schedule.steps, _step_matrices(cores, plan, _merge_ops)):
         t = _step(t, C, s, batch)
@@ -935,6 +955,14 @@ def _backward_buffered(x, gy, mats, steps, need_x, chunk, kept=None, run: _Run =
     return gx, [gm.t() if _wide(s) else gm for s, gm in zip(steps, gmats)]
 
 
+def _plain(plan: FastPlan, batch: int) -> bool:
+    """Whether a call under autograd runs as plain operations (:data:`PLAIN_WHEN_KEPT`):
+    more than one group, intermediates the custom path would keep anyway (:func:`_keep`),
+    and per-sample gradients of shared cores within :data:`PLAIN_EXPANDED`."""
+    expanded = sum(batch * s.A * s.P * s.K for s in plan.schedule.steps if s.Q > 1)
+    return len(plan.groups) > 1 and _keep(plan, batch) and expanded <= PLAIN_EXPANDED
+
+
 def _keep(plan: FastPlan, batch: int) -> bool:
     """Whether the forward keeps its intermediates for the backward (no chunking, and
     small: see :data:`SAVE_ELEMENTS`)."""
@@ -1068,6 +1096,8 @@ def tt_apply(x: torch.Tensor, cores: Sequence[torch.Tensor],
         # merged matrices are made once per forward and reused by the backward
         if len(plan.groups) == 1:
             return _TTApplyDense.apply(x, plan, bias, *cores)
+        if PLAIN_WHEN_KEPT and _plain(plan, batch):
+            return _apply_ops(x, cores, plan, bias)
         with _serial():
             mats = _step_matrices(cores, plan)
         return _TTApplyMats.apply(x, plan, bias, *mats)

@@ -6,23 +6,11 @@ import torch
 
 import ttforge.model.fast as fast
 from ttforge.errors import ConfigError
-from ttforge.ir.schedule import ContractionSchedule, schedule_orders
+from ttforge.ir.schedule import ContractionSchedule
 from ttforge.ir.tt import TTShape
 from ttforge.model.layers import TTLinear, apply_schedule
 
-
-def _every_plan(shape: TTShape, chunks=(0, 1, 3)):
-    for groups in fast._partitions(shape.d):
-        merged = fast._merged_shape(shape, groups)
-        for order in schedule_orders(merged.d):
-            for chunk in chunks:
-                yield fast.FastPlan(groups, ContractionSchedule.from_order(merged, order), chunk, 0.0)
-
-
-def _layer(seed=0, **kw):
-    torch.manual_seed(seed)
-    kw = {"ranks": [3, 4], "in_modes": [2, 3, 5], "out_modes": [2, 2, 5], **kw}
-    return TTLinear(30, 20, **kw).double()
+from tests.support.fastpath import every_plan, small_layer
 
 
 @pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
@@ -35,7 +23,7 @@ def threads(request):
 
 
 def test_every_plan_equals_the_schedule_forward_and_gradients(threads):
-    layer = _layer()
+    layer = small_layer()
     x = torch.randn(7, 30, dtype=torch.float64)
     gy = torch.randn(7, 20, dtype=torch.float64)
     cores = [c.detach().clone().requires_grad_() for c in layer.cores]
@@ -43,7 +31,7 @@ def test_every_plan_equals_the_schedule_forward_and_gradients(threads):
     ref = apply_schedule(xr, cores, layer.schedule)
     ref.backward(gy)
     ref_grads = [xr.grad] + [c.grad for c in cores]
-    for plan in _every_plan(layer.tt_shape):
+    for plan in every_plan(layer.tt_shape):
         cs = [c.detach().clone().requires_grad_() for c in cores]
         xf = x.clone().requires_grad_()
         y = fast.tt_apply(xf, cs, plan)
@@ -56,12 +44,12 @@ def test_every_plan_equals_the_schedule_forward_and_gradients(threads):
 def test_the_bias_is_added_once_on_every_route(threads):
     """Added by the last product when its rows are whole samples, else after it: the
     same output for every plan and chunking, with and without autograd."""
-    layer = _layer(seed=6)
+    layer = small_layer(seed=6)
     x = torch.randn(7, 30, dtype=torch.float64)
     bias = torch.randn(20, dtype=torch.float64)
     ref = apply_schedule(x, list(layer.cores), layer.schedule).detach() + bias
     fused = set()
-    for plan in _every_plan(layer.tt_shape):
+    for plan in every_plan(layer.tt_shape):
         fused.add(plan.schedule.steps[-1].A == 1)
         with torch.no_grad():
             assert torch.allclose(fast.tt_apply(x, list(layer.cores), plan, bias=bias), ref,
@@ -73,10 +61,10 @@ def test_the_bias_is_added_once_on_every_route(threads):
 
 @pytest.mark.parametrize("chunk", [0, 2])
 def test_gradcheck_and_gradgradcheck_float64(chunk, threads):
-    layer = _layer(seed=2, ranks=[2, 3], in_modes=[2, 3, 5], out_modes=[1, 4, 5])
+    layer = small_layer(seed=2, ranks=[2, 3], in_modes=[2, 3, 5], out_modes=[1, 4, 5])
     x = torch.randn(5, 30, dtype=torch.float64, requires_grad=True)
     cores = [c.detach().clone().requires_grad_() for c in layer.cores]
-    for plan in _every_plan(layer.tt_shape, chunks=(chunk,)):
+    for plan in every_plan(layer.tt_shape, chunks=(chunk,)):
         f = lambda x, *cs: fast.tt_apply(x, cs, plan)  # noqa: E731
         assert torch.autograd.gradcheck(f, (x, *cores)), plan.describe()
     assert torch.autograd.gradgradcheck(f, (x, *cores))
@@ -88,9 +76,9 @@ def test_gradcheck_and_gradgradcheck_float64(chunk, threads):
 
 
 def test_ttlinear_uses_the_fast_path_by_default_and_keeps_the_schedule_path():
-    layer = _layer(seed=3)
+    layer = small_layer(seed=3)
     assert layer.impl == "fast" and "impl='fast'" in repr(layer)
-    hw = _layer(seed=3, impl="schedule")
+    hw = small_layer(seed=3, impl="schedule")
     x = torch.randn(9, 30, dtype=torch.float64)
     assert torch.allclose(layer(x), hw(x), atol=1e-12, rtol=0)
     with pytest.raises(ConfigError, match="impl='magic' must be one of 'fast', 'schedule'"):
@@ -102,7 +90,7 @@ def test_create_graph_gradients_over_chunks_equal_the_schedule(threads, bias):
     """The differentiable backward (create_graph), recomputed chunk by chunk, sums every
     chunk's core gradients and concatenates the input gradients: first and second
     derivatives equal the hardware-order path's, for every plan with several chunks."""
-    layer = _layer(seed=3)
+    layer = small_layer(seed=3)
     x = torch.randn(7, 30, dtype=torch.float64)
     gy = torch.randn(7, 20, dtype=torch.float64)
     b = torch.randn(20, dtype=torch.float64) if bias else None
@@ -119,7 +107,7 @@ def test_create_graph_gradients_over_chunks_equal_the_schedule(threads, bias):
 
     ref = grads(lambda xr, cs, bb: apply_schedule(xr, cs, layer.schedule)
                 + (bb if bb is not None else 0))
-    for plan in _every_plan(layer.tt_shape, chunks=(2, 3)):
+    for plan in every_plan(layer.tt_shape, chunks=(2, 3)):
         got = grads(lambda xr, cs, bb: fast.tt_apply(xr, cs, plan, bias=bb))
         for a, r in zip(got[0] + got[1], ref[0] + ref[1]):
             assert torch.allclose(a, r, atol=1e-10, rtol=0), plan.describe()
@@ -196,7 +184,7 @@ def test_plans_are_cached_per_batch_bucket_and_merge_for_large_batches():
 
 
 def test_tensors_follow_the_input_dtype():
-    layer = _layer(seed=4).float()
+    layer = small_layer(seed=4).float()
     x = torch.randn(3, 30)
     assert layer(x).dtype == torch.float32
     layer = layer.double()
@@ -236,7 +224,7 @@ def test_plan_macs_counts_every_product_of_every_plan(need_x, monkeypatch):
     torch.manual_seed(0)
     layer = TTLinear(32, 32, ranks=6, in_modes=[2, 4, 4], out_modes=[4, 2, 4])
     batch, kept = 9, set()
-    for plan in _every_plan(layer.tt_shape, chunks=(0,)):
+    for plan in every_plan(layer.tt_shape, chunks=(0,)):
         x = torch.randn(batch, 32, requires_grad=need_x)
         cores = [c.detach().clone().requires_grad_() for c in layer.cores]
         with FlopCounterMode(display=False) as fc:

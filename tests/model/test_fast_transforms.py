@@ -11,6 +11,8 @@ import ttforge.model.fast as fast
 from ttforge.model.layers import TTLinear, apply_schedule
 from ttforge.model.tt import tt_to_dense
 
+from tests.support.fastpath import node_names
+
 IMPLS = ("fast", "schedule")
 
 
@@ -111,25 +113,15 @@ def test_merge_cores_and_apply_schedule_under_vmap():
     assert torch.allclose(y, x @ tt_to_dense(cores).t(), atol=1e-12, rtol=0)
 
 
-def _nodes(fn, seen=None) -> set[str]:
-    """Names of the autograd nodes reachable from ``fn``."""
-    seen = set() if seen is None else seen
-    if fn is not None and type(fn).__name__ not in seen:
-        seen.add(type(fn).__name__)
-        for nxt, _ in fn.next_functions:
-            _nodes(nxt, seen)
-    return seen
-
-
 def test_transformed_only_inside_a_transform_and_the_fast_nodes_stay_outside():
     """Outside every transform the fast path keeps its own autograd nodes and buffers
     (so the plain operations cost nothing there); inside, none of them run."""
     layer = _layer(seed=5)
     x = torch.randn(4, 30, dtype=torch.float64, requires_grad=True)
     assert not fast.transformed()
-    assert _nodes(layer(x).grad_fn) & {"_TTApplyDenseBackward", "_TTApplyMatsBackward"}
+    assert node_names(layer(x).grad_fn) & {"_TTApplyDenseBackward", "_TTApplyMatsBackward"}
     with fwAD.dual_level():
-        assert not _nodes(layer(fwAD.make_dual(x, torch.ones_like(x))).grad_fn) & {
+        assert not node_names(layer(fwAD.make_dual(x, torch.ones_like(x))).grad_fn) & {
             "_TTApplyDenseBackward", "_TTApplyMatsBackward", "_Merge2Backward"}
     seen = []
     vmap(lambda xx: seen.append(fast.transformed()) or layer(xx))(x.detach())
