@@ -1,5 +1,5 @@
-"""TTLinear under torch.func transforms (vmap, grad, jacrev, jvp), forward-mode AD and
-on the meta device: the same function as the hardware-order path and the dense weight,
+"""TTLinear under torch.func transforms (vmap, grad, jacrev, jvp), forward-mode AD,
+torch.compile and on the meta device: the same function as the hardware-order path and the dense weight,
 on both implementations; the fast path keeps its own nodes when nothing is transformed."""
 
 import pytest
@@ -153,3 +153,30 @@ def test_device_and_dtype_as_for_nn_linear():
     assert layer(x).dtype == torch.float64
     ref = apply_schedule(x, list(layer.cores), layer.schedule) + layer.bias
     assert torch.allclose(layer(x), ref, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("impl, plain", [("fast", True), ("fast", False), ("schedule", False)],
+                         ids=["fast-plain", "fast-custom", "schedule"])
+def test_torch_compile_gives_the_eager_function_and_gradients(impl, plain, monkeypatch):
+    """torch.compile (AOT autograd, eager kernels: no C++ compiler needed) through both
+    implementations, the fast path's plain route and its custom backward, and the merge
+    cache (no_grad)."""
+    monkeypatch.setattr(fast, "PLAIN_WHEN_KEPT", plain)
+    torch._dynamo.reset()
+    layer = _layer(impl, seed=10)
+    compiled = torch.compile(layer, backend="aot_eager")
+    x = torch.randn(5, 30, dtype=torch.float64, requires_grad=True)
+    gy = torch.randn(5, 20, dtype=torch.float64)
+    results = []
+    for module in (compiled, layer):
+        layer.zero_grad(set_to_none=True)
+        x.grad = None
+        y = module(x)
+        nodes = node_names(y.grad_fn)
+        y.backward(gy)
+        with torch.no_grad():
+            y_inference = module(x)
+        results.append([y.detach(), y_inference, x.grad] + [c.grad for c in layer.cores])
+    assert bool(nodes & {"_TTApplyMatsBackward", "_TTApplyDenseBackward"}) == (impl == "fast" and not plain)
+    for a, b in zip(*results):
+        assert torch.allclose(a, b, atol=1e-12, rtol=0)
