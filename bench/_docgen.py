@@ -549,8 +549,33 @@ def block_speed(result: str = "speed") -> str:
                                "tensorly-torch + opt_einsum MiB", "nn.Linear MiB"], mrow) + \
             "\n\nPeak memory allocated during one forward+backward, above the parameters, input and " \
             "output gradient that exist before it (parameter gradients included)."
+    if d.get("sweep"):
+        out += "\n\n" + speed_sweep(d["sweep"])
     out += "\n\n" + speed_goals(d["summary"]["goals"])
     return out
+
+
+def speed_sweep(sweep: list[dict]) -> str:
+    """The batch sweep as one row per condition, case and pass: per batch, how many times
+    faster ttforge is than tensorly-torch + opt_einsum and than nn.Linear (a cliff shows
+    as a column where both drop)."""
+    batches = sorted({p["batch"] for p in sweep})
+    rows, reps = {}, set()
+    for p in sweep:
+        t = p["timings_ms"]
+        reps.add(p["reps"])
+        for mode, name in (("fwd", "forward"), ("fwd_bwd", "forward + backward")):
+            me = t["ttforge"][mode]["median"]
+            cell = " / ".join(f"{t[k][mode]['median'] / me:.2f}x" if k in t else "—"
+                              for k in ("tltorch_opt_einsum", "dense"))
+            rows.setdefault((p["condition"], p["case"], name), {})[p["batch"]] = cell
+    body = [[c, case, name] + [cells.get(b, "—") for b in batches]
+            for (c, case, name), cells in rows.items()]
+    return table(["condition", "case", "pass"] + [f"batch {b}" for b in batches], body) + \
+        "\n\nThe batch sweep: how many times faster ttforge is than tensorly-torch + opt_einsum / " \
+        f"than nn.Linear (wall-clock medians of {min(reps)}-{max(reps)} interleaved repetitions a " \
+        "point; the thread tuner starts afresh at each point, whose regions it keys by batch; with a " \
+        "core busy a median of so few can hold a trial of the other thread count)."
 
 
 def speed_goals(goals: list[dict]) -> str:
