@@ -551,7 +551,7 @@ def main(argv=None) -> dict:
                     contenders, facts = built[case.name]
                     if conditions:  # the hardware order and the uncached merges: headline only
                         contenders = [c for c in contenders if c.key not in HEADLINE_ONLY]
-                    fast._TUNER.reset()  # every table starts as a program does
+                    fast._TUNER.state.clear()  # every table starts as a program does
                     t0 = time.perf_counter()
                     wall, cpu = time_case(contenders, facts["in_features"], args.batch, args.reps,
                                           args.warmup)

@@ -391,14 +391,6 @@ class _ThreadTuner:
     slow costs one slow call (chunked regions leave it after a chunk, :class:`_Run`).
     The confirmation keeps a single lucky probe (two threads beside a busy core) from
     switching.
-
-    A clear verdict is shared: once a region's trials found one count at least
-    :data:`CLEAR` times faster than the other (a busy core makes two threads 5-10x
-    slower), regions met for the first time within :data:`SHARED_SECONDS` start on that
-    count and meet the other only as probes, the first after :data:`RETRY` calls, so
-    that every layer, pass and batch size of a program does not pay two slow trials of
-    its own (the batch sweep with a core busy timed little else: its points are new
-    regions of three calls each). A probe that wins is confirmed and switches as above.
     """
 
     TRIES = 2
@@ -407,55 +399,30 @@ class _ThreadTuner:
     RETRY = 4
     RETRY_MAX = 256
     SLOWER = 1.5
-    SHARED_SECONDS = 30.0
 
     def __init__(self) -> None:
         self.state: dict = {}
-        self.shared: dict = {}  # torch's count -> (the clearly faster count, monotonic time)
         self.lock = threading.Lock()
-
-    def reset(self) -> None:
-        """Forget every region and the shared verdict (as a new program starts)."""
-        with self.lock:
-            self.state.clear()
-            self.shared.clear()
 
     @staticmethod
     def _median(times: list[float]) -> float:
         return sorted(times)[(len(times) - 1) // 2]
 
     def _best(self, st: dict) -> int:
-        return min((t for t in st["times"] if st["times"][t]),
-                   key=lambda t: self._median(st["times"][t]))
+        return min(st["times"], key=lambda t: self._median(st["times"][t]))
 
-    def _tried(self, st: dict) -> bool:
-        """Both counts tried :data:`TRIES` times, or the shared verdict's count that many
-        times (a region started from it)."""
-        times, start = st["times"], st["start"]
-        if start is not None and len(times[start]) >= self.TRIES:
-            return True
+    def _tried(self, times: dict) -> bool:
+        """Both counts tried :data:`TRIES` times."""
         return all(len(v) >= self.TRIES for v in times.values())
-
-    def _start(self, n: int) -> int | None:
-        """The count of a clear verdict shared within :data:`SHARED_SECONDS`, if any."""
-        verdict = self.shared.get(n)
-        if verdict is not None and time.monotonic() - verdict[1] <= self.SHARED_SECONDS:
-            return verdict[0]
-        return None
 
     def pick(self, key, n: int) -> int:
         with self.lock:
-            st = self.state.get((key, n))
-            if st is None:
-                start = self._start(n)
-                st = self.state[(key, n)] = {
-                    "times": {1: [], n: []}, "calls": 0, "retry": None, "every": self.RETRY,
-                    "next": None, "best": start or 1, "runs": {1: 0, n: 0}, "start": start}
+            st = self.state.setdefault((key, n), {"times": {1: [], n: []}, "calls": 0, "retry": None,
+                                                  "every": self.RETRY, "next": None, "best": 1,
+                                                  "runs": {1: 0, n: 0}})
             st["calls"] += 1
             times = st["times"]
-            if not self._tried(st):
-                if st["start"] is not None:
-                    return st["start"]
+            if not self._tried(times):
                 for t in (1, n):  # 1, n, 1, n while trying
                     if len(times[t]) < self.TRIES and len(times[t]) <= len(times[n + 1 - t]):
                         return t
@@ -480,12 +447,11 @@ class _ThreadTuner:
     def record(self, key, n: int, t: int, seconds: float) -> None:
         with self.lock:
             st = self.state[(key, n)]
-            if self._tried(st):
-                other = st["times"][n + 1 - t]
+            if self._tried(st["times"]):
                 if t != st["best"]:
                     if seconds < self._median(st["times"][st["best"]]):
                         st["retry"] = t  # a probe that beat the choice: confirm it
-                elif other and seconds > self.SLOWER * self._median(other):
+                elif seconds > self.SLOWER * self._median(st["times"][n + 1 - t]):
                     st["slow"] = st.get("slow", 0) + 1
                     if st["slow"] >= 2:
                         st["retry"], st["slow"] = n + 1 - t, 0
@@ -495,15 +461,11 @@ class _ThreadTuner:
             times = st["times"][t]
             times.append(seconds)
             del times[:-self.KEEP]
-            if self._tried(st):
+            if self._tried(st["times"]):
                 best = self._best(st)
                 if best != st["best"]:
                     st["best"], st["every"] = best, self.RETRY
                     st["next"] = st["calls"] + self.RETRY
-                slower = st["times"][n + 1 - best]
-                if (len(slower) >= self.TRIES and len(st["times"][best]) >= self.TRIES
-                        and self._median(slower) >= self.CLEAR * self._median(st["times"][best])):
-                    self.shared[n] = (best, time.monotonic())
 
 
 _TUNER = _ThreadTuner()

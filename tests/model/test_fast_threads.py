@@ -139,59 +139,6 @@ def test_a_broken_tuner_is_caught():
     assert picks[:4] != [1, 2, 1, 2]
 
 
-@pytest.mark.parametrize("fast_count", [1, 2])
-def test_a_clear_verdict_starts_new_regions_on_its_count(fast_count):
-    """After one region found a count five times faster (a busy core), a region met for
-    the first time starts on that count: no trials of the slow one, a first probe after
-    RETRY calls and then doubling intervals (the first region still tries both twice)."""
-    tuner = fast._ThreadTuner()
-    cost = lambda i, t: 1.0 if t == fast_count else 5.0  # noqa: E731
-    assert _drive(tuner, cost, 6, key="first")[:4] == [1, 2, 1, 2]
-    picks = _drive(tuner, cost, 40, key="second")
-    slow = _probes(picks, fast_count, 0)
-    assert picks[:6] == [fast_count] * 6 and slow[0] == 6  # two calls, then RETRY on
-    gaps = [b - a for a, b in zip(slow, slow[1:])]
-    assert gaps == [4, 8, 16]
-
-
-def test_a_shared_verdict_that_is_wrong_for_a_region_is_left_in_a_few_calls():
-    """Two threads were clearly faster on a large region; a small one where one thread
-    is faster starts on two, and its first probe (confirmed) moves it to one thread."""
-    tuner = fast._ThreadTuner()
-    _drive(tuner, lambda i, t: 1.0 if t == 2 else 3.0, 6, key="large")
-    picks = _drive(tuner, lambda i, t: 1.0 if t == 1 else 2.0, 30, key="small")
-    assert picks[:6] == [2] * 6 and picks[6:10] == [1] * 4  # the probe, confirmed, switches
-    assert picks[10:].count(1) >= len(picks[10:]) - 3  # then single probes of two
-
-
-def test_no_verdict_is_shared_when_close_or_old(monkeypatch):
-    """A 1.5x difference is not a clear verdict, and a clear one older than
-    SHARED_SECONDS is forgotten: new regions try both counts again."""
-    tuner = fast._ThreadTuner()
-    _drive(tuner, lambda i, t: 1.0 if t == 1 else 1.5, 6, key="close")
-    assert _drive(tuner, lambda i, t: 1.0, 4, key="next")[:4] == [1, 2, 1, 2]
-    _drive(tuner, lambda i, t: 1.0 if t == 1 else 5.0, 6, key="clear")
-    now = fast.time.monotonic()
-    monkeypatch.setattr(fast.time, "monotonic", lambda: now + tuner.SHARED_SECONDS + 1)
-    assert _drive(tuner, lambda i, t: 1.0, 4, key="later")[:4] == [1, 2, 1, 2]
-    tuner.reset()
-    assert tuner.state == {} and tuner.shared == {}
-
-
-def test_a_tuner_that_does_not_share_is_caught():
-    """Sibling: without the shared verdict the second region tries the slow count twice."""
-
-    class Alone(fast._ThreadTuner):
-        def _start(self, n):
-            return None
-
-    tuner = Alone()
-    cost = lambda i, t: 1.0 if t == 1 else 5.0  # noqa: E731
-    _drive(tuner, cost, 6, key="first")
-    picks = _drive(tuner, cost, 10, key="second")
-    assert picks[:5] != [1] * 5
-
-
 @pytest.fixture
 def two_threads_auto(monkeypatch):
     before = torch.get_num_threads()
