@@ -47,7 +47,9 @@ gradient and walks the merge tree itself.
 
 Under a ``torch.func`` transform or forward-mode AD (:func:`transformed`) the same
 merges and products run as plain differentiable operations on the whole batch, which
-the transforms can trace (custom nodes, work buffers and in-place writes they cannot).
+the transforms can trace (custom nodes, work buffers and in-place writes they cannot);
+so do small batches under autograd (:data:`PLAIN_WHEN_KEPT`), where autograd's own
+nodes cost less than the custom backward's Python and buffers.
 
 Calls without autograd (inference) keep the merged matrices between calls in the
 layer's :class:`MergeCache` and reuse them while the cores are bit for bit unchanged
