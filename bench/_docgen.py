@@ -181,6 +181,18 @@ def headline() -> list[tuple[str, str, str, str, str]]:
             f"({a['mnist', 'ra']['delta_pp']:+.2f} pp); digits: {a['digits', 'ra']['tt_compression']:.1f}x "
             f"rank-adaptive ({pct(a['digits', 'ra']['mean_test_acc'])}, {a['digits', 'ra']['delta_pp']:+.2f} pp)",
             "≤ 1 pp at ≥ 10x", source("accuracy"), "`python bench/bench_accuracy.py`"))
+    ep = load("epoch_time")
+    if ep:
+        one = [r for r in ep["rows"] if r["dataset"] == "mnist" and r["threads"] == 1]
+        if one:
+            r, c = one[0], one[0]["contenders"]
+            rows.append((
+                "training epoch, MNIST-10k TT network (8,000 samples, batch 64, 1 thread): the fast path "
+                "against the hardware's order",
+                f"{1e3 * c['tt']['epoch_s']:,.0f} ms against {1e3 * c['tt_schedule']['epoch_s']:,.0f} ms "
+                f"(**{r['epoch_speedup']:.2f}x**; the TT layer alone {r['layer_fwd_bwd_speedup']:.2f}x); "
+                f"dense MLP {1e3 * c['dense']['epoch_s']:,.0f} ms", "", source("epoch_time"),
+                "`python bench/bench_epoch.py`"))
     q = load("quant")
     if q:
         qr = _quant_rows(q)
@@ -330,7 +342,7 @@ def _regress_commit(runs: list[dict]) -> tuple[str | None, bool | None]:
 
 
 README_ANCHORS = {
-    "TT-layer compression": "accuracy", "accuracy per precision": "quantized-accuracy",
+    "TT-layer compression": "accuracy", "training epoch": "epoch-time", "accuracy per precision": "quantized-accuracy",
     "on-chip memory": "quantized-accuracy", "MAC-lane": "accelerator", "Fmax, ECP5": "fmax-and-area", "Fmax, iCE40": "fmax-and-area",
     "Fmax, board": "boards", "`ttforge flow`": "flow", "`ttforge --version`": "cli-start-up",
     "bit-exact vectors": "regressions-and-mutation", "mutation kill rate": "regressions-and-mutation",
@@ -368,6 +380,29 @@ def block_accuracy() -> str:
     return table(["data", "model", "test accuracy, mean ± sd", "per seed", "Δ vs dense (pp)",
                   "TT-layer compression", "TT ranks (RA: after truncation, per seed)"], rows) + \
         f"\n\nFrom {source('accuracy')}."
+
+
+def epoch_table(d: dict) -> str:
+    """The epoch-time table of ``bench_epoch.py``'s result ``d``: the TT network with the
+    fast path and in the hardware's order, the dense MLP, and the TT layer alone."""
+    rows = []
+    for r in d["rows"]:
+        c = r["contenders"]
+        acc = " / ".join(", ".join(f"{100 * a:.2f}" for a in sorted(set(c[k]["test_acc"])))
+                         for k in ("tt", "tt_schedule"))
+        rows.append([r["dataset"], r["threads"],
+                     *(f"{1e3 * c[k]['epoch_s']:,.0f} ms" for k in ("tt", "tt_schedule", "dense")),
+                     f"**{r['epoch_speedup']:.2f}x**", f"{r['layer_fwd_bwd_speedup']:.2f}x",
+                     f"{r['epoch_saving_ms']:,.0f} / {r['layer_saving_ms']:,.0f} ms",
+                     f"{acc} ({r['epochs']} epochs)"])
+    return table(["data", "threads", "epoch, TT network (fast path)", "epoch, TT network (hardware order)",
+                  "epoch, dense MLP", "epoch speed-up", "TT layer's forward+backward speed-up (batch 64)",
+                  "epoch saving: measured / the layer's", "test accuracy, fast / hardware order"], rows)
+
+
+def block_epoch_time() -> str:
+    d = load("epoch_time")
+    return epoch_table(d) + f"\n\nFrom {source('epoch_time')}."
 
 
 def block_quant() -> str:
