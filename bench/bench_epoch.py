@@ -84,12 +84,12 @@ def _model_kwargs(ds: str, key: str) -> dict:
     return dict(bench_accuracy.VARIANTS[ds][CONTENDERS[key][1]][1])
 
 
-def _train(ds: str, key: str, epochs: int, threads: int, tmp: Path) -> dict:
+def _train(ds: str, key: str, epochs: int, threads: int, out: Path) -> dict:
     impl = CONTENDERS[key][2]
     cfg = TrainConfig(data=bench_accuracy.DATA[ds], model=ModelConfig(**_model_kwargs(ds, key)),
                       epochs=epochs, lr=bench_accuracy.LR[ds], seed=0, threads=threads)
     with _impl(impl):
-        res = train(cfg, tmp / f"{ds}-{key}-{threads}", progress=False)
+        res = train(cfg, out, progress=False)
     impls = {m.impl for m in res.model if isinstance(m, TTLinear)}
     if impls != ({impl} if impl else set()):  # the patch reached the model it timed
         raise RuntimeError(f"{key}: the trained model's TTLinear impls are {sorted(impls)}, not {impl!r}")
@@ -121,7 +121,7 @@ def measure(ds: str, threads: int, epochs: int, reps: int, layer_reps: int, tmp:
         order = list(CONTENDERS)
         random.Random(rep).shuffle(order)
         for key in order:
-            runs[key].append(_train(ds, key, epochs, threads, tmp))
+            runs[key].append(_train(ds, key, epochs, threads, tmp / f"{ds}-{key}-{threads}-{rep}"))
             print(f"{ds:6s} {threads} thread(s) rep {rep}: {key:12s} epochs "
                   + " ".join(f"{t:.3f}" for t in runs[key][-1]["epoch_s"]) + " s",
                   file=sys.stderr, flush=True)
