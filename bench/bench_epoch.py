@@ -12,8 +12,10 @@ sets. The contenders of a data set run in one process, interleaved (order shuffl
 repetition, fixed seed); the first epoch of a run is reported apart (it plans the
 contractions) and the epoch figure is the median of the other epochs of all repetitions.
 
-Beside it, the TT layer alone, timed as ``bench_speed.py`` times it: forward+backward at
-the training batch and forward (no autograd) at the evaluation batch. From those, the
+Beside it, the trained TT layer alone, timed as ``bench_speed.py`` times it but under the
+training loop's settings (deterministic algorithms, the run's thread count, so no thread
+tuning): forward+backward at the training batch and forward (no autograd) at the
+evaluation batch. From those, the
 saving an epoch should see if nothing but the TT layer changed (steps x the
 forward+backward saving + evaluation batches x the forward saving) is set beside the
 saving it measured.
@@ -37,12 +39,12 @@ import tempfile
 from pathlib import Path
 from unittest import mock
 
-import torch
 from torch import nn
 
 import ttforge.model.network as network
 from ttforge.model.layers import TTLinear
 from ttforge.model.network import ModelConfig
+from ttforge.model.seeding import deterministic
 from ttforge.model.train import TrainConfig, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
@@ -127,8 +129,8 @@ def measure(ds: str, threads: int, epochs: int, reps: int, layer_reps: int, tmp:
                   file=sys.stderr, flush=True)
     first = runs["tt"][0]
     tt_layer = first["layer"]  # trained: the weights the epochs ended with
-    torch.set_num_threads(threads)
-    layer = time_layer(tt_layer, first["batch"], EVAL_BATCH, layer_reps, 5)
+    with deterministic(threads):  # as the training loop runs it (no thread tuning)
+        layer = time_layer(tt_layer, first["batch"], EVAL_BATCH, layer_reps, 5)
     contenders = {}
     for key, rs in runs.items():
         later = [t for r in rs for t in r["epoch_s"][1:]] or [r["epoch_s"][0] for r in rs]
@@ -202,11 +204,13 @@ def main(argv=None) -> dict:
     env["git_dirty"] = git_dirty("model", "bench/bench_epoch.py", "bench/bench_accuracy.py", "bench/bench_speed.py")
     for k in ("tensorly", "tensorly_torch", "opt_einsum"):
         env.pop(k, None)
+    env["loadavg_before"] = bench_speed._loadavg()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for ds in a.datasets:
             for threads in a.threads:
                 rows.append(measure(ds, threads, a.epochs or EPOCHS[ds], a.reps, a.layer_reps, Path(tmp)))
+    env["loadavg_after"] = bench_speed._loadavg()
     result = {"benchmark": "epoch_time", "format_version": 1,
               "command": "python bench/bench_epoch.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "environment": env, "rows": rows}
