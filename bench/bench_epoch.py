@@ -187,7 +187,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=_ints, default=[1, 2], help="torch threads per table (default 1,2)")
     p.add_argument("--epochs", type=int, default=None,
                    help=f"epochs per run (default {EPOCHS['digits']} digits, {EPOCHS['mnist']} MNIST)")
-    p.add_argument("--reps", type=int, default=3, help="runs of every contender (default 3)")
+    p.add_argument("--reps", type=int, default=5, help="runs of every contender (default 5)")
     p.add_argument("--layer-reps", type=int, default=51, help="timed calls of the layer alone (default 51)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     a = p.parse_args(argv)
