@@ -992,7 +992,8 @@ def block_schedule() -> str:
 
 
 BLOCKS: dict[str, Callable[[], str]] = {
-    "readme": block_readme, "summary": block_summary, "accuracy": block_accuracy, "quant": block_quant,
+    "readme": block_readme, "summary": block_summary, "accuracy": block_accuracy,
+    "epoch_time": block_epoch_time, "quant": block_quant,
     "stochastic": block_stochastic, "train_int": block_train_int, "speed": block_speed,
     "speed_epyc": lambda: block_speed("speed_epyc"), "accelerator": block_accelerator,
     "fmax": block_fmax, "fmax_seeds": block_fmax_seeds, "train_hw": block_train_hw, "boards": block_boards, "train_boards": block_train_boards, "sim": block_sim, "native": block_native,
