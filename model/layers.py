@@ -107,6 +107,21 @@ def apply_schedule(
     return outs[0] if len(outs) == 1 else torch.cat(outs)
 
 
+def _autocast_eligible(t: torch.Tensor) -> bool:
+    """Whether autocast casts ``t`` (floating point, not float64: as for ``nn.Linear``)."""
+    return t.is_floating_point() and t.dtype != torch.float64
+
+
+def _autocast_dtype(x: torch.Tensor, core: torch.Tensor) -> torch.dtype | None:
+    """The dtype autocast runs ``nn.Linear``'s product in on ``x``'s device, when autocast
+    is on there and would cast the cores to it; else None."""
+    kind = x.device.type
+    if kind not in ("cpu", "cuda", "xpu", "mps", "hpu") or not torch.is_autocast_enabled(kind):
+        return None
+    low = torch.get_autocast_dtype(kind)
+    return low if _autocast_eligible(core) and core.dtype != low else None
+
+
 class TTLinear(nn.Module):
     """A linear layer whose weight is a TT-matrix.
 
@@ -145,6 +160,9 @@ class TTLinear(nn.Module):
 
     Notes
     -----
+    Under :class:`torch.autocast` the products run in autocast's dtype (cores, input and
+    bias cast to it, differentiably) and the output has it, as for ``nn.Linear``.
+
     Cores are initialised i.i.d. normal with the standard deviation that gives every
     entry of the full weight the variance ``1 / in_features`` (as LeCun/Kaiming-fan-in
     initialisation would), whatever the ranks and modes.
@@ -256,25 +274,40 @@ class TTLinear(nn.Module):
         pad = self.tt_shape.in_size - self.in_features
         if pad:
             x = nn.functional.pad(x, (0, pad))
+        cores, bias = self._core_list(), self.bias
+        low = _autocast_dtype(x, cores[0])
+        if low is not None:
+            # autocast (e.g. bfloat16 on the CPU) runs the products in its lower precision,
+            # as it runs nn.Linear's: x, cores and bias cast (differentiably) and the rest
+            # in that dtype, autocast off inside so that the fast path's own products
+            # (some into work buffers, which autocast would not cast) agree on one dtype
+            with torch.autocast(x.device.type, enabled=False):
+                y = self._contract(x.to(low) if _autocast_eligible(x) else x, [c.to(low) for c in cores],
+                                None if bias is None else bias.to(low))
+        else:
+            y = self._contract(x, cores, bias)
+        return y.reshape(*lead, self.out_features)
+
+    def _contract(self, x: torch.Tensor, cores: list[torch.Tensor], bias: torch.Tensor | None) -> torch.Tensor:
+        """``(B, in_size) -> (B, out_features)`` with these cores and bias (the layer's, or
+        their autocast copies)."""
         unpadded = self.tt_shape.out_size == self.out_features
         fast = getattr(self, "impl", "fast") == "fast"
         if fast:
             cache = self.__dict__.get("_merge_cache")  # made lazily: older pickles lack it
             if cache is None:
                 cache = self.__dict__["_merge_cache"] = MergeCache()
-        cores = self._core_list()
         if fast and unpadded:
-            y = tt_apply(x, cores, plan_for(self.tt_shape, x.shape[0]), bias=self.bias, cache=cache)
-            return y.reshape(*lead, self.out_features)
+            return tt_apply(x, cores, plan_for(self.tt_shape, x.shape[0]), bias=bias, cache=cache)
         if fast:
             y = tt_apply(x, cores, plan_for(self.tt_shape, x.shape[0]), cache=cache)
         else:
             y = apply_schedule(x, cores, self.schedule)
         if not unpadded:
             y = y[:, : self.out_features]
-        if self.bias is not None:
-            y = y + self.bias
-        return y.reshape(*lead, self.out_features)
+        if bias is not None:
+            y = y + bias
+        return y
 
     def _core_list(self) -> list[torch.Tensor]:
         """The cores in order: the list's registered parameters directly (iterating a
