@@ -76,7 +76,7 @@ from ttforge.ir.schedule import ContractionSchedule, ContractionStep, schedule_o
 from ttforge.ir.tt import TTShape
 
 __all__ = ["FastPlan", "plan_for", "plan_macs", "tt_apply", "merge_cores", "MergeCache", "CACHE_MERGED",
-           "transformed", "PLAIN_WHEN_KEPT",
+           "transformed", "autocast_dtype", "autocast_cast", "PLAIN_WHEN_KEPT",
            "CHUNK_ELEMENTS",
            "BACKWARD_CHUNK_ELEMENTS", "KEEP_BYTES", "workspace_bytes", "clear_workspace"]
 
@@ -1069,6 +1069,33 @@ class MergeCache:
         return mats
 
 
+def _autocast_eligible(t: torch.Tensor) -> bool:
+    """Whether autocast casts ``t``: floating point and not float64 (as for ``nn.Linear``)."""
+    return t.is_floating_point() and t.dtype != torch.float64
+
+
+def autocast_dtype(x: torch.Tensor, cores: Sequence[torch.Tensor]) -> torch.dtype | None:
+    """The dtype ``torch.autocast`` runs a product in on ``x``'s device when it is on
+    there and would cast the cores to it; else ``None``.
+
+    The TT contractions then run wholly in that dtype with autocast off inside
+    (:func:`autocast_cast`): autocast casts the operands of ``mm``, but not a work buffer
+    a product writes into, so left on it would mix dtypes between the passes."""
+    kind = x.device.type
+    if not cores or kind not in ("cpu", "cuda", "xpu", "mps", "hpu") or not torch.is_autocast_enabled(kind):
+        return None
+    low = torch.get_autocast_dtype(kind)
+    return low if _autocast_eligible(cores[0]) and cores[0].dtype != low else None
+
+
+def autocast_cast(low: torch.dtype, x: torch.Tensor, cores: Sequence[torch.Tensor],
+                  bias: torch.Tensor | None = None):
+    """``(x, cores, bias)`` cast to ``low`` (differentiably) where autocast would cast them."""
+    def cast(t):
+        return t.to(low) if t is not None and _autocast_eligible(t) else t
+    return cast(x), [cast(c) for c in cores], cast(bias)
+
+
 def tt_apply(x: torch.Tensor, cores: Sequence[torch.Tensor],
              plan: FastPlan | None = None, bias: torch.Tensor | None = None,
              cache: MergeCache | None = None) -> torch.Tensor:
@@ -1077,10 +1104,16 @@ def tt_apply(x: torch.Tensor, cores: Sequence[torch.Tensor],
 
     The same function as :func:`~ttforge.model.layers.apply_schedule` (within float
     rounding), computed in the order :func:`plan_for` picks for this batch. Tensors
-    stay on ``x``'s device and dtype. A call without autograd takes the merged
+    stay on ``x``'s device and dtype (under ``torch.autocast``, autocast's:
+    :func:`autocast_dtype`). A call without autograd takes the merged
     matrices from ``cache`` when the cores are unchanged (:class:`MergeCache`;
     :data:`CACHE_MERGED`).
     """
+    low = autocast_dtype(x, cores)
+    if low is not None:  # the products in autocast's dtype, as nn.Linear's
+        x, cores, bias = autocast_cast(low, x, cores, bias)
+        with torch.autocast(x.device.type, enabled=False):
+            return tt_apply(x, cores, plan, bias, cache)
     batch = x.shape[0]
     if plan is None:
         plan = plan_for(TTShape.of_cores(cores), batch)

@@ -10,7 +10,7 @@ from torch import nn
 
 from ttforge.errors import ConfigError, ShapeError
 from ttforge.ir.schedule import ContractionSchedule, Objective
-from ttforge.model.fast import MergeCache, plan_for, transformed, tt_apply
+from ttforge.model.fast import MergeCache, autocast_cast, autocast_dtype, plan_for, transformed, tt_apply
 from ttforge.model.tt import TTShape, factorize, tt_rel_error, tt_svd, tt_to_dense
 
 __all__ = ["TTLinear", "default_num_cores", "apply_schedule", "tt_apply", "IMPLS"]
@@ -80,6 +80,11 @@ def apply_schedule(
     and the output once. Large batches are processed in chunks (of a multiple of 16
     samples where possible) whose intermediates hold at most ``2**20`` elements.
     """
+    low = autocast_dtype(x, cores)
+    if low is not None:  # the products in autocast's dtype, as nn.Linear's
+        x, cores, _ = autocast_cast(low, x, cores)
+        with torch.autocast(x.device.type, enabled=False):
+            return apply_schedule(x, cores, schedule)
     batch = x.shape[0]
     steps = schedule.steps
     mats = [cores[s.core].permute(*s.core_axes).reshape(s.P, s.K) for s in steps]
@@ -105,21 +110,6 @@ def apply_schedule(
                 t = torch.bmm(C.expand(step.A, step.P, step.K), t.reshape(step.A, step.K, cols))
         outs.append(transpose(t.reshape(schedule.shape.out_size, b)))
     return outs[0] if len(outs) == 1 else torch.cat(outs)
-
-
-def _autocast_eligible(t: torch.Tensor) -> bool:
-    """Whether autocast casts ``t`` (floating point, not float64: as for ``nn.Linear``)."""
-    return t.is_floating_point() and t.dtype != torch.float64
-
-
-def _autocast_dtype(x: torch.Tensor, core: torch.Tensor) -> torch.dtype | None:
-    """The dtype autocast runs ``nn.Linear``'s product in on ``x``'s device, when autocast
-    is on there and would cast the cores to it; else None."""
-    kind = x.device.type
-    if kind not in ("cpu", "cuda", "xpu", "mps", "hpu") or not torch.is_autocast_enabled(kind):
-        return None
-    low = torch.get_autocast_dtype(kind)
-    return low if _autocast_eligible(core) and core.dtype != low else None
 
 
 class TTLinear(nn.Module):
@@ -275,15 +265,10 @@ class TTLinear(nn.Module):
         if pad:
             x = nn.functional.pad(x, (0, pad))
         cores, bias = self._core_list(), self.bias
-        low = _autocast_dtype(x, cores[0])
-        if low is not None:
-            # autocast (e.g. bfloat16 on the CPU) runs the products in its lower precision,
-            # as it runs nn.Linear's: x, cores and bias cast (differentiably) and the rest
-            # in that dtype, autocast off inside so that the fast path's own products
-            # (some into work buffers, which autocast would not cast) agree on one dtype
+        low = autocast_dtype(x, cores)
+        if low is not None:  # the bias too, so that the padded paths add it in that dtype
             with torch.autocast(x.device.type, enabled=False):
-                y = self._contract(x.to(low) if _autocast_eligible(x) else x, [c.to(low) for c in cores],
-                                None if bias is None else bias.to(low))
+                y = self._contract(*autocast_cast(low, x, cores, bias))
         else:
             y = self._contract(x, cores, bias)
         return y.reshape(*lead, self.out_features)

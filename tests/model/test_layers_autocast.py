@@ -73,3 +73,18 @@ def test_outside_autocast_nothing_changes():
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=False):
         assert layer(x).dtype == torch.float32
     assert torch.equal(layer(x), layer(x))
+
+
+@pytest.mark.parametrize("batch", [1, 256])
+def test_the_functions_follow_autocast_too(batch):
+    from ttforge.model.layers import apply_schedule, tt_apply
+
+    layer = _layer("784x512 r16", "fast")
+    cores = list(layer.cores)
+    x = torch.randn(batch, 784, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ys = [tt_apply(x, cores), tt_apply(x, cores, bias=layer.bias), apply_schedule(x, cores, layer.schedule)]
+    for y in ys:
+        assert y.dtype == torch.bfloat16
+    sum(y.float().sum() for y in ys).backward()
+    assert x.grad.dtype == torch.float32 and all(c.grad.dtype == torch.float32 for c in cores)
