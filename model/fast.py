@@ -48,8 +48,9 @@ gradient and walks the merge tree itself.
 Under a ``torch.func`` transform or forward-mode AD (:func:`transformed`) the same
 merges and products run as plain differentiable operations on the whole batch, which
 the transforms can trace (custom nodes, work buffers and in-place writes they cannot);
-so do small batches under autograd (:data:`PLAIN_WHEN_KEPT`), where autograd's own
-nodes cost less than the custom backward's Python and buffers.
+so do small batches under autograd (:data:`PLAIN_WHEN_KEPT`) and small layers rebuilt
+as one dense weight (:data:`PLAIN_DENSE`), where autograd's own nodes cost less than the
+custom backward's Python and buffers.
 
 Calls without autograd (inference) keep the merged matrices between calls in the
 layer's :class:`MergeCache` and reuse them while the cores are bit for bit unchanged
@@ -76,7 +77,7 @@ from ttforge.ir.schedule import ContractionSchedule, ContractionStep, schedule_o
 from ttforge.ir.tt import TTShape
 
 __all__ = ["FastPlan", "plan_for", "plan_macs", "tt_apply", "merge_cores", "MergeCache", "CACHE_MERGED",
-           "transformed", "autocast_dtype", "autocast_cast", "PLAIN_WHEN_KEPT",
+           "transformed", "autocast_dtype", "autocast_cast", "PLAIN_WHEN_KEPT", "PLAIN_DENSE",
            "CHUNK_ELEMENTS",
            "BACKWARD_CHUNK_ELEMENTS", "KEEP_BYTES", "workspace_bytes", "clear_workspace"]
 
@@ -135,6 +136,17 @@ PLAIN_WHEN_KEPT = True
 #: layer (the MNIST network's) at batch 32 holds 229,376 and ran 5 % faster plain, at
 #: batch 48 344,064 and 4 % slower (1 thread, medians of 100 alternating calls).
 PLAIN_EXPANDED = 1 << 18
+
+#: A one-group plan (the dense weight rebuilt) whose weight holds at most this many values
+#: runs under autograd as plain operations too (under :data:`PLAIN_WHEN_KEPT`): there
+#: :class:`_TTApplyDense`'s Python costs more than autograd's own nodes. Measured on the
+#: AMD EPYC machine, forward+backward, medians of 200 interleaved calls, plain against
+#: the custom node: 64 x 64 rank 4 (the digits network's layer) 0.76-0.88x at batches
+#: 64-1,024 on 1 thread, 0.72-0.78x on 2, 0.82-0.85x on 2 with a core busy; 128 x 128
+#: 0.82-0.96x, 0.74-0.92x, 0.85-0.91x. Above it the gain fades and turns (512 x 512
+#: rank 8 1.04-1.07x; a 256 x 512 rank-16 layer at batch 64 beside a busy core 3.2x:
+#: plain operations run on torch's threads, untuned).
+PLAIN_DENSE = 1 << 14
 
 # cost model, in multiply-accumulate equivalents (roughly calibrated on an AVX-512 core)
 _CALL = 60_000  # one torch operation (dispatch, threading, python)
@@ -959,10 +971,14 @@ def _backward_buffered(x, gy, mats, steps, need_x, chunk, kept=None, run: _Run =
 
 def _plain(plan: FastPlan, batch: int) -> bool:
     """Whether a call under autograd runs as plain operations (:data:`PLAIN_WHEN_KEPT`):
-    more than one group, intermediates the custom path would keep anyway (:func:`_keep`),
-    and per-sample gradients of shared cores within :data:`PLAIN_EXPANDED`."""
+    one group whose weight holds at most :data:`PLAIN_DENSE` values, or more than one
+    group, intermediates the custom path would keep anyway (:func:`_keep`), and
+    per-sample gradients of shared cores within :data:`PLAIN_EXPANDED`."""
+    if len(plan.groups) == 1:
+        shape = plan.schedule.shape
+        return shape.in_size * shape.out_size <= PLAIN_DENSE
     expanded = sum(batch * s.A * s.P * s.K for s in plan.schedule.steps if s.Q > 1)
-    return len(plan.groups) > 1 and _keep(plan, batch) and expanded <= PLAIN_EXPANDED
+    return _keep(plan, batch) and expanded <= PLAIN_EXPANDED
 
 
 def _keep(plan: FastPlan, batch: int) -> bool:
@@ -1129,10 +1145,10 @@ def tt_apply(x: torch.Tensor, cores: Sequence[torch.Tensor],
                                     or (bias is not None and bias.requires_grad)):
         # the merges go through autograd (their backward runs on one thread too): the
         # merged matrices are made once per forward and reused by the backward
-        if len(plan.groups) == 1:
-            return _TTApplyDense.apply(x, plan, bias, *cores)
         if PLAIN_WHEN_KEPT and _plain(plan, batch):
             return _apply_ops(x, cores, plan, bias)
+        if len(plan.groups) == 1:
+            return _TTApplyDense.apply(x, plan, bias, *cores)
         with _serial():
             mats = _step_matrices(cores, plan)
         return _TTApplyMats.apply(x, plan, bias, *mats)

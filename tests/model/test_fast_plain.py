@@ -1,7 +1,8 @@
 """The fast path's plain route under autograd (fast.PLAIN_WHEN_KEPT): small batches of a
-plan with more than one group run as autograd's own operations, equal to the hardware
-order and to the custom backward within float rounding; larger batches and the one-group
-plan keep their own nodes."""
+plan with more than one group, and the one-group plan of a small weight
+(fast.PLAIN_DENSE), run as autograd's own operations, equal to the hardware order and to
+the custom backward within float rounding; larger batches and weights keep their own
+nodes."""
 
 import pytest
 import torch
@@ -100,3 +101,33 @@ def test_without_the_plain_route_the_custom_nodes_run(monkeypatch):
     assert not node_names(layer(x).grad_fn) & CUSTOM
     monkeypatch.setattr(fast, "PLAIN_WHEN_KEPT", False)
     assert node_names(layer(x).grad_fn) & CUSTOM
+
+
+def test_a_small_one_group_plan_runs_plain_and_equals_the_custom_node(monkeypatch):
+    layer = small_layer(seed=10)
+    plan = next(p for p in every_plan(layer.tt_shape, chunks=(0,)) if len(p.groups) == 1)
+    x = torch.randn(9, 30, dtype=torch.float64)
+    gy = torch.randn(9, 20, dtype=torch.float64)
+    y, grads, nodes = _grads(layer, x, gy, plan)
+    monkeypatch.setattr(fast, "PLAIN_WHEN_KEPT", False)
+    y_custom, grads_custom, nodes_custom = _grads(layer, x, gy, plan)
+    assert not nodes & CUSTOM and "_TTApplyDenseBackward" in nodes_custom
+    assert torch.allclose(y, y_custom, atol=1e-12, rtol=0)
+    for a, b in zip(grads, grads_custom):
+        assert torch.allclose(a, b, atol=1e-11, rtol=0)
+
+
+@pytest.mark.parametrize("in_modes, out_modes, plain", [
+    ([4, 4, 4], [4, 4, 4], True),   # 64 x 64: the digits network's layer
+    ([4, 4, 8], [4, 4, 8], True),   # 128 x 128 = PLAIN_DENSE values
+    ([4, 4, 8], [4, 8, 8], False),  # 256 x 128: twice that
+])
+def test_the_one_group_route_follows_the_weight_size(in_modes, out_modes, plain):
+    torch.manual_seed(0)
+    layer = TTLinear(int(torch.tensor(in_modes).prod()), int(torch.tensor(out_modes).prod()), ranks=4,
+                     in_modes=in_modes, out_modes=out_modes)
+    plan = fast.plan_for(layer.tt_shape, 256)
+    assert len(plan.groups) == 1
+    assert (layer.in_features * layer.out_features <= fast.PLAIN_DENSE) == plain
+    nodes = node_names(layer(torch.randn(256, layer.in_features, requires_grad=True)).grad_fn)
+    assert ("_TTApplyDenseBackward" not in nodes) == plain and not nodes & (CUSTOM - {"_TTApplyDenseBackward"})
