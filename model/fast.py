@@ -50,7 +50,8 @@ merges and products run as plain differentiable operations on the whole batch, w
 the transforms can trace (custom nodes, work buffers and in-place writes they cannot);
 so do small batches under autograd (:data:`PLAIN_WHEN_KEPT`) and small layers rebuilt
 as one dense weight (:data:`PLAIN_DENSE`), where autograd's own nodes cost less than the
-custom backward's Python and buffers.
+custom backward's Python and buffers, unless the custom nodes would tune their threads
+(plain operations cannot leave a second thread that a busy core holds up).
 
 Calls without autograd (inference) keep the merged matrices between calls in the
 layer's :class:`MergeCache` and reuse them while the cores are bit for bit unchanged
@@ -125,7 +126,11 @@ SAVE_ELEMENTS = 1 << 18
 #: forward+backward at 1 thread, medians of 40-100 interleaved calls, 0.57-0.94x the
 #: custom path's time on the three benchmark layers up to the largest such batch, e.g.
 #: 326 against 565 us for the 784 x 512 rank-16 layer at batch 1; 0.72-0.94x at 2
-#: threads. Larger batches keep the custom backward: autograd materializes the gradient
+#: threads, idle. Not where the custom nodes tune their threads (more than one torch
+#: thread under ``THREADS = "auto"``, deterministic algorithms off): there a busy core
+#: can hold every plain product up by a time slice (see :func:`tt_apply`), so this
+#: applies at one thread, in deterministic runs (training) and off the CPU. Larger
+#: batches keep the custom backward: autograd materializes the gradient
 #: of a core shared by the samples of a batched product per sample (the 1024 layer at
 #: batch 256: 21.5 against 13.0 ms) and would keep the intermediates, which the memory
 #: bound forbids.
@@ -525,6 +530,13 @@ class _Run:
 _UNTUNED = _Run()
 
 
+def _tunes() -> bool:
+    """Whether :func:`_compute` picks the thread count of CPU regions (``THREADS ==
+    "auto"``, more than one torch thread, deterministic algorithms off)."""
+    return (THREADS == "auto" and torch.get_num_threads() > 1
+            and not torch.are_deterministic_algorithms_enabled())
+
+
 @contextlib.contextmanager
 def _compute(key=None):
     """The intra-op threads of the products: at most :data:`THREADS`, or under
@@ -538,8 +550,7 @@ def _compute(key=None):
     a chunk, not a call.
     """
     n = torch.get_num_threads()
-    if (THREADS != "auto" or n <= 1 or key is None
-            or torch.are_deterministic_algorithms_enabled()):
+    if key is None or not _tunes():
         with _limit_threads(None if THREADS == "auto" else THREADS):
             yield _UNTUNED
         return
@@ -1145,7 +1156,12 @@ def tt_apply(x: torch.Tensor, cores: Sequence[torch.Tensor],
                                     or (bias is not None and bias.requires_grad)):
         # the merges go through autograd (their backward runs on one thread too): the
         # merged matrices are made once per forward and reused by the backward
-        if PLAIN_WHEN_KEPT and _plain(plan, batch):
+        # not where the custom nodes tune their threads: plain operations run on all of
+        # torch's threads, and beside busy cores every parallel region waits for a time
+        # slice (2 threads, both cores taken by other processes, forward+backward of the
+        # 1024 x 1024 rank-8 layer at batch 16: 672 ms plain, 2.0 ms through the tuned
+        # custom nodes, nn.Linear 46 ms; the digits layer 124 ms against 1.0 ms)
+        if PLAIN_WHEN_KEPT and not (x.device.type == "cpu" and _tunes()) and _plain(plan, batch):
             return _apply_ops(x, cores, plan, bias)
         if len(plan.groups) == 1:
             return _TTApplyDense.apply(x, plan, bias, *cores)

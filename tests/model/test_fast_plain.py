@@ -25,41 +25,49 @@ def _grads(layer, x, gy, plan):
     return y.detach(), [xr.grad, bias.grad] + [c.grad for c in cores], nodes
 
 
-@pytest.mark.parametrize("threads", [1, 2])
-def test_every_kept_plan_equals_the_schedule_and_the_custom_backward(monkeypatch, threads):
-    before = torch.get_num_threads()
+@pytest.fixture
+def untuned_threads(request):
+    """``threads`` torch threads; at more than one, deterministic algorithms on (as in
+    training), where the custom nodes do not tune their threads either."""
+    threads = request.param
+    before, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(threads)
-    try:
-        layer = small_layer(seed=7)
-        x = torch.randn(7, 30, dtype=torch.float64)
-        gy = torch.randn(7, 20, dtype=torch.float64)
-        cores = [c.detach().clone().requires_grad_() for c in layer.cores]
-        xr = x.clone().requires_grad_()
-        ref = apply_schedule(xr, cores, layer.schedule) + layer.bias.detach()
-        ref.backward(gy)
-        routes = set()
-        for plan in every_plan(layer.tt_shape, chunks=(0,)):
-            if len(plan.groups) == 1:
-                continue
-            assert fast._keep(plan, 7)
-            y, grads, nodes = _grads(layer, x, gy, plan)
-            monkeypatch.setattr(fast, "PLAIN_WHEN_KEPT", False)
-            y_custom, grads_custom, nodes_custom = _grads(layer, x, gy, plan)
-            monkeypatch.setattr(fast, "PLAIN_WHEN_KEPT", True)
-            assert not nodes & CUSTOM and "_TTApplyMatsBackward" in nodes_custom
-            routes.add(plan.groups)
-            assert torch.allclose(y, ref.detach(), atol=1e-12, rtol=0), plan.describe()
-            assert torch.allclose(y, y_custom, atol=1e-12, rtol=0)
-            for a, b in zip(grads[:1] + grads[2:], [xr.grad] + [c.grad for c in cores]):
-                assert torch.allclose(a, b, atol=1e-11, rtol=0), plan.describe()
-            for a, b in zip(grads, grads_custom):
-                assert torch.allclose(a, b, atol=1e-11, rtol=0), plan.describe()
-        assert len(routes) >= 3
-    finally:
-        torch.set_num_threads(before)
+    torch.use_deterministic_algorithms(threads > 1, warn_only=True)
+    yield threads
+    torch.set_num_threads(before)
+    torch.use_deterministic_algorithms(det)
 
 
-def test_gradcheck_and_gradgradcheck_on_the_plain_route():
+@pytest.mark.parametrize("untuned_threads", [1, 2], indirect=True)
+def test_every_kept_plan_equals_the_schedule_and_the_custom_backward(monkeypatch, untuned_threads):
+    layer = small_layer(seed=7)
+    x = torch.randn(7, 30, dtype=torch.float64)
+    gy = torch.randn(7, 20, dtype=torch.float64)
+    cores = [c.detach().clone().requires_grad_() for c in layer.cores]
+    xr = x.clone().requires_grad_()
+    ref = apply_schedule(xr, cores, layer.schedule) + layer.bias.detach()
+    ref.backward(gy)
+    routes = set()
+    for plan in every_plan(layer.tt_shape, chunks=(0,)):
+        if len(plan.groups) == 1:
+            continue
+        assert fast._keep(plan, 7)
+        y, grads, nodes = _grads(layer, x, gy, plan)
+        monkeypatch.setattr(fast, "PLAIN_WHEN_KEPT", False)
+        y_custom, grads_custom, nodes_custom = _grads(layer, x, gy, plan)
+        monkeypatch.setattr(fast, "PLAIN_WHEN_KEPT", True)
+        assert not nodes & CUSTOM and "_TTApplyMatsBackward" in nodes_custom
+        routes.add(plan.groups)
+        assert torch.allclose(y, ref.detach(), atol=1e-12, rtol=0), plan.describe()
+        assert torch.allclose(y, y_custom, atol=1e-12, rtol=0)
+        for a, b in zip(grads[:1] + grads[2:], [xr.grad] + [c.grad for c in cores]):
+            assert torch.allclose(a, b, atol=1e-11, rtol=0), plan.describe()
+        for a, b in zip(grads, grads_custom):
+            assert torch.allclose(a, b, atol=1e-11, rtol=0), plan.describe()
+    assert len(routes) >= 3
+
+
+def test_gradcheck_and_gradgradcheck_on_the_plain_route(one_thread):
     layer = small_layer(seed=8)
     plan = next(p for p in every_plan(layer.tt_shape, chunks=(0,)) if len(p.groups) == 2)
     x = torch.randn(3, 30, dtype=torch.float64, requires_grad=True)
@@ -68,7 +76,7 @@ def test_gradcheck_and_gradgradcheck_on_the_plain_route():
     assert torch.autograd.gradgradcheck(lambda xx, *cs: fast.tt_apply(xx, cs, plan), (x, *cores))
 
 
-def test_the_route_follows_keep_the_groups_and_the_shared_gradients():
+def test_the_route_follows_keep_the_groups_and_the_shared_gradients(one_thread):
     """Plain exactly where the custom path would keep its intermediates, merges more
     than one group and autograd's per-sample gradient of the shared cores is small; the
     one-group plan and the large batches keep their own nodes (the memory bound of the
@@ -94,7 +102,7 @@ def test_the_route_follows_keep_the_groups_and_the_shared_gradients():
     assert "_TTApplyDenseBackward" in node_names(dense(torch.randn(64, 784, requires_grad=True)).grad_fn)
 
 
-def test_without_the_plain_route_the_custom_nodes_run(monkeypatch):
+def test_without_the_plain_route_the_custom_nodes_run(monkeypatch, one_thread):
     """Sibling: switched off, a small batch goes through the custom backward again."""
     layer = small_layer(seed=9)
     x = torch.randn(2, 30, dtype=torch.float64, requires_grad=True)
@@ -103,7 +111,7 @@ def test_without_the_plain_route_the_custom_nodes_run(monkeypatch):
     assert node_names(layer(x).grad_fn) & CUSTOM
 
 
-def test_a_small_one_group_plan_runs_plain_and_equals_the_custom_node(monkeypatch):
+def test_a_small_one_group_plan_runs_plain_and_equals_the_custom_node(monkeypatch, one_thread):
     layer = small_layer(seed=10)
     plan = next(p for p in every_plan(layer.tt_shape, chunks=(0,)) if len(p.groups) == 1)
     x = torch.randn(9, 30, dtype=torch.float64)
@@ -122,7 +130,7 @@ def test_a_small_one_group_plan_runs_plain_and_equals_the_custom_node(monkeypatc
     ([4, 4, 8], [4, 4, 8], True),   # 128 x 128 = PLAIN_DENSE values
     ([4, 4, 8], [4, 8, 8], False),  # 256 x 128: twice that
 ])
-def test_the_one_group_route_follows_the_weight_size(in_modes, out_modes, plain):
+def test_the_one_group_route_follows_the_weight_size(in_modes, out_modes, plain, one_thread):
     torch.manual_seed(0)
     layer = TTLinear(int(torch.tensor(in_modes).prod()), int(torch.tensor(out_modes).prod()), ranks=4,
                      in_modes=in_modes, out_modes=out_modes)
@@ -131,3 +139,25 @@ def test_the_one_group_route_follows_the_weight_size(in_modes, out_modes, plain)
     assert (layer.in_features * layer.out_features <= fast.PLAIN_DENSE) == plain
     nodes = node_names(layer(torch.randn(256, layer.in_features, requires_grad=True)).grad_fn)
     assert ("_TTApplyDenseBackward" not in nodes) == plain and not nodes & (CUSTOM - {"_TTApplyDenseBackward"})
+
+
+@pytest.mark.parametrize("deterministic, plain", [(False, False), (True, True)])
+def test_where_the_threads_are_tuned_the_custom_nodes_run(deterministic, plain):
+    """At two threads under THREADS = "auto" the custom nodes pick one thread when a
+    busy core holds the second up, which plain operations cannot: no plain route there
+    (a small batch and a small one-group layer alike); in deterministic runs, untuned
+    either way, the plain route stays."""
+    before, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(2)
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    try:
+        assert fast._tunes() is not deterministic
+        multi = TTLinear(1024, 1024, ranks=8, in_modes=[4, 8, 8, 4], out_modes=[4, 8, 8, 4])
+        small = TTLinear(64, 64, ranks=4, in_modes=[4, 4, 4], out_modes=[4, 4, 4])
+        for layer, batch in ((multi, 16), (small, 256)):
+            assert fast._plain(fast.plan_for(layer.tt_shape, batch), batch)
+            nodes = node_names(layer(torch.randn(batch, layer.in_features, requires_grad=True)).grad_fn)
+            assert (not nodes & CUSTOM) == plain, (layer, nodes)
+    finally:
+        torch.set_num_threads(before)
+        torch.use_deterministic_algorithms(det)

@@ -157,7 +157,7 @@ def test_device_and_dtype_as_for_nn_linear():
 
 @pytest.mark.parametrize("impl, plain", [("fast", True), ("fast", False), ("schedule", False)],
                          ids=["fast-plain", "fast-custom", "schedule"])
-def test_torch_compile_gives_the_eager_function_and_gradients(impl, plain, monkeypatch):
+def test_torch_compile_gives_the_eager_function_and_gradients(impl, plain, monkeypatch, one_thread):
     """torch.compile (AOT autograd, eager kernels: no C++ compiler needed) through both
     implementations, the fast path's plain route and its custom backward, and the merge
     cache (no_grad)."""
