@@ -6,7 +6,7 @@ import torch
 
 import ttforge.model.fast as fast
 from ttforge.errors import ConfigError
-from ttforge.ir.schedule import ContractionSchedule
+from ttforge.ir.schedule import ContractionSchedule, schedule_orders
 from ttforge.ir.tt import TTShape
 from ttforge.model.layers import TTLinear, apply_schedule
 
@@ -236,3 +236,22 @@ def test_plan_macs_counts_every_product_of_every_plan(need_x, monkeypatch):
         assert fc.get_total_flops() == 2 * want, plan.describe()
         kept.add(fast._keep(plan, batch))
     assert kept == {True, False}  # both backward routes were counted
+
+
+def test_many_cores_plan_quickly_into_few_groups():
+    """Beyond SEARCH_ALL_CORES cores the search tries cuts into at most SEARCH_GROUPS
+    groups (a 12-core layer searched every cut in 17 s a batch bucket); up to it, every
+    cut, as the full search over fast._partitions would."""
+    import time
+
+    shape = TTLinear(4096, 4096, ranks=4, in_modes=[2] * 12, out_modes=[2] * 12).tt_shape
+    fast._plan_cached.cache_clear()
+    t0 = time.perf_counter()
+    plan = fast.plan_for(shape, 64)
+    assert time.perf_counter() - t0 < 5
+    assert len(plan.groups) <= fast.SEARCH_GROUPS
+    seven = TTLinear(128, 128, ranks=4, in_modes=[2] * 7, out_modes=[2] * 7).tt_shape
+    best = min((fast._plan_cost(seven, g, ContractionSchedule.from_order(fast._merged_shape(seven, g), o), 1)[0], g)
+               for g in fast._partitions(7) for o in schedule_orders(len(g)))
+    assert len(best[1]) > fast.SEARCH_GROUPS  # at batch 1 the best cut has five groups
+    assert fast.plan_for(seven, 1).groups == best[1]
