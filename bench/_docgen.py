@@ -596,6 +596,7 @@ def speed_sweep(sweep: list[dict]) -> str:
     as a column where both drop)."""
     batches = sorted({p["batch"] for p in sweep})
     rows, reps = {}, set()
+    warm = {p.get("warmup", 1) for p in sweep}
     for p in sweep:
         t = p["timings_ms"]
         reps.add(p["reps"])
@@ -609,8 +610,10 @@ def speed_sweep(sweep: list[dict]) -> str:
     return table(["condition", "case", "pass"] + [f"batch {b}" for b in batches], body) + \
         "\n\nThe batch sweep: how many times faster ttforge is than tensorly-torch + opt_einsum / " \
         f"than nn.Linear (wall-clock medians of {min(reps)}-{max(reps)} interleaved repetitions a " \
-        "point; the thread tuner starts afresh at each point, whose regions it keys by batch; with a " \
-        "core busy a median of so few can hold a trial of the other thread count)."
+        "point; the thread tuner starts afresh at each point, whose regions it keys by batch; " + (
+            f"at two threads {max(warm)} untimed calls come first, one and the tuner's {max(warm) - 1} trials)."
+            if warm and max(warm) > 1 else "with a core busy a median of so few can hold a trial of the "
+            "other thread count).")
 
 
 def speed_goals(goals: list[dict]) -> str:

@@ -489,7 +489,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--sweep-cases", default="a,c", help="cases of the batch sweep (default a,c)")
     p.add_argument("--sweep-batches", default="1,4,16,64,256,1024,4096")
     p.add_argument("--sweep-conditions", default="1:idle,2:busy")
-    p.add_argument("--sweep-reps", type=int, default=3)
+    p.add_argument("--sweep-reps", type=int, default=5)
     p.add_argument("--no-sweep", action="store_true", help="skip the batch sweep")
     p.add_argument("--memory-batches", default="256,4096",
                    help="batches of the peak-memory measurement (default 256,4096)")
@@ -518,6 +518,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.warmup < 0:
         p.error("--warmup must be >= 0")
     return args
+
+
+def sweep_warmup(threads: int) -> int:
+    """Untimed calls before a sweep point's repetitions: one, and at more than one thread
+    also the thread tuner's first trials (each count :data:`ttforge.model.fast._ThreadTuner.TRIES`
+    times), which start afresh at every batch bucket: a sweep point's few repetitions
+    measure the steady state, not the trials (beside a busy core a trial at two threads
+    can take a time slice, 20-40 ms, and a median of three held two of them)."""
+    return 1 + (2 * fast._ThreadTuner.TRIES if threads > 1 else 0)
 
 
 def _cname(threads: int, load: str) -> str:
@@ -574,10 +583,11 @@ def main(argv=None) -> dict:
                         n_in = built[case.name][1]["in_features"]
                         for batch in args.sweep_batch_list:
                             reps = args.sweep_reps if batch <= 256 else max(2, args.sweep_reps - 1)
-                            wall, cpu = time_case(contenders, n_in, batch, reps, 1)
+                            wall, cpu = time_case(contenders, n_in, batch, reps, sweep_warmup(threads))
                             sweep.append({"condition": _cname(threads, load), "threads": threads,
                                           "load": load, "case": case.name, "batch": batch,
-                                          "reps": reps, "timings_ms": wall, "cpu_ms": cpu,
+                                          "reps": reps, "warmup": sweep_warmup(threads),
+                                          "timings_ms": wall, "cpu_ms": cpu,
                                           "ttforge_plan": plan_facts(contenders[0].module, batch)})
                             print(f"[sweep {_cname(threads, load)}] case {case.name} batch {batch}: "
                                   + ", ".join(f"{k} {v['fwd']['median']:.2f}/{v['fwd_bwd']['median']:.2f}"

@@ -36,6 +36,9 @@ def test_tiny_run_writes_json(tmp_path):
     assert [c["load"] for c in result["conditions"]] == ["idle", "busy"]
     assert result["settings"]["threads"] == 1
     assert [s["batch"] for s in result["sweep"]] == [1, 3]
+    # at one thread one warm-up call; at two the tuner's trials (each count twice) too
+    assert [s["warmup"] for s in result["sweep"]] == [1, 1]
+    assert bench.sweep_warmup(2) == 1 + 2 * 2 and bench.sweep_warmup(1) == 1
     mem = result["memory"][0]["contenders"]
     assert mem["ttforge"]["peak_bytes"] > 0 and mem["dense"]["param_bytes"] > 0
     goals = result["summary"]["goals"]
