@@ -150,7 +150,8 @@ PLAIN_EXPANDED = 1 << 18
 #: 64-1,024 on 1 thread, 0.72-0.78x on 2, 0.82-0.85x on 2 with a core busy; 128 x 128
 #: 0.82-0.96x, 0.74-0.92x, 0.85-0.91x. Above it the gain fades and turns (512 x 512
 #: rank 8 1.04-1.07x; a 256 x 512 rank-16 layer at batch 64 beside a busy core 3.2x:
-#: plain operations run on torch's threads, untuned).
+#: plain operations run on torch's threads, untuned). Like :data:`PLAIN_WHEN_KEPT`, only
+#: where the custom nodes would not tune their threads.
 PLAIN_DENSE = 1 << 14
 
 # cost model, in multiply-accumulate equivalents (roughly calibrated on an AVX-512 core)
