@@ -140,7 +140,7 @@ def build_onnx(
     layers = _layers(model)
     linears = [m for m in layers if isinstance(m, (TTLinear, nn.Linear))]
     if not linears:
-        raise ConfigError(f"the model has no TTLinear or nn.Linear layer; export needs at least one")
+        raise ConfigError("the model has no TTLinear or nn.Linear layer; export needs at least one")
     n_in = linears[0].in_features
     if input_shape is None:
         input_shape = (n_in,)
