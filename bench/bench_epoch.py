@@ -42,6 +42,8 @@ from unittest import mock
 from torch import nn
 
 import ttforge.model.network as network
+from ttforge.atomic import check_output_file
+from ttforge.errors import OutputError
 from ttforge.model.layers import TTLinear
 from ttforge.model.network import ModelConfig
 from ttforge.model.seeding import deterministic
@@ -191,6 +193,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--layer-reps", type=int, default=51, help="timed calls of the layer alone (default 51)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     a = p.parse_args(argv)
+    try:  # a path that cannot take the result fails now, not after minutes of training
+        check_output_file(a.out, "--out", "epoch_time.json")
+    except OutputError as e:
+        p.error(str(e))
     for name in ("epochs", "reps", "layer_reps"):
         v = getattr(a, name)
         if v is not None and v < 1:

@@ -58,7 +58,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ttforge.atomic import atomic_write_text
+from ttforge.atomic import atomic_write_text, check_output_file
+from ttforge.errors import OutputError
 from ttforge.model import fast
 from ttforge.model.layers import TTLinear
 
@@ -495,6 +496,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="batches of the peak-memory measurement (default 256,4096)")
     p.add_argument("--out", type=Path, default=DEFAULT_JSON, help="JSON results file")
     args = p.parse_args(argv)
+    try:  # a path that cannot take the result fails now, not after the timings
+        check_output_file(args.out, "--out", "speed.json")
+    except OutputError as e:
+        p.error(str(e))
     try:
         args.case_list = [CASES[n.strip()] for n in args.cases.split(",") if n.strip()]
         args.sweep_case_list = [CASES[n.strip()] for n in args.sweep_cases.split(",") if n.strip()]

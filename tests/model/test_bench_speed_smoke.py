@@ -62,3 +62,11 @@ def test_bad_conditions_are_one_line_errors(capsys):
         bench.parse_args(["--conditions", "2:loaded"])
     assert e.value.code == 2
     assert "2:loaded is not THREADS:idle or THREADS:busy" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("out, message", [("/dev/null", "is a character device"), (".", "is a directory")])
+def test_an_output_that_cannot_take_the_result_fails_before_any_timing(out, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        _bench().parse_args(["--out", out])
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
