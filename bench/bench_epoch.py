@@ -30,7 +30,9 @@ the table of docs/benchmarks.md's accuracy section from it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import inspect
 import math
 import random
 import statistics
@@ -47,7 +49,7 @@ from ttforge.errors import OutputError
 from ttforge.model.layers import TTLinear
 from ttforge.model.network import ModelConfig
 from ttforge.model.seeding import deterministic
-from ttforge.model.train import TrainConfig, train
+from ttforge.model.train import TrainConfig, evaluate, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
 import bench_accuracy  # noqa: E402
@@ -65,7 +67,7 @@ CONTENDERS = {
     "tt_schedule": ("TT network, TTLinear impl='schedule' (the hardware's order)", 1, "schedule"),
     "dense": ("dense MLP", 0, None),
 }
-EVAL_BATCH = 2048  # ttforge.model.train.evaluate's batch
+EVAL_BATCH = inspect.signature(evaluate).parameters["batch"].default  # the loop's evaluation batch
 
 
 class _ScheduleTTLinear(TTLinear):
@@ -81,7 +83,7 @@ def _impl(impl: str | None):
     """A context in which ``build_model`` makes its TT layers with ``impl``."""
     if impl == "schedule":
         return mock.patch.object(network, "TTLinear", _ScheduleTTLinear)
-    return mock.patch.object(network, "TTLinear", TTLinear)
+    return contextlib.nullcontext()
 
 
 def _model_kwargs(ds: str, key: str) -> dict:
@@ -98,7 +100,8 @@ def _train(ds: str, key: str, epochs: int, threads: int, out: Path) -> dict:
     if impls != ({impl} if impl else set()):  # the patch reached the model it timed
         raise RuntimeError(f"{key}: the trained model's TTLinear impls are {sorted(impls)}, not {impl!r}")
     s = res.summary
-    return {"layer": next((m for m in res.model if isinstance(m, TTLinear)), None), "epoch_s": [h["time_s"] for h in res.history], "test_acc": s["test_acc"],
+    return {"layer": next((m for m in res.model if isinstance(m, TTLinear)), None),
+            "epoch_s": [h["time_s"] for h in res.history], "test_acc": s["test_acc"],
             "n_train": s["n_train"], "n_test": s["n_test"], "batch": cfg.batch_size,
             "steps_per_epoch": math.ceil(s["n_train"] / cfg.batch_size)}
 

@@ -1122,7 +1122,7 @@ def autocast_dtype(x: torch.Tensor, cores: Sequence[torch.Tensor]) -> torch.dtyp
     (:func:`autocast_cast`): autocast casts the operands of ``mm``, but not a work buffer
     a product writes into, so left on it would mix dtypes between the passes."""
     kind = x.device.type
-    if not cores or kind not in ("cpu", "cuda", "xpu", "mps", "hpu") or not torch.is_autocast_enabled(kind):
+    if not cores or not torch.amp.is_autocast_available(kind) or not torch.is_autocast_enabled(kind):
         return None
     low = torch.get_autocast_dtype(kind)
     return low if _autocast_eligible(cores[0]) and cores[0].dtype != low else None
