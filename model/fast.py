@@ -45,9 +45,11 @@ backward picks the same plan for the benchmark layers at every batch from 1 to 4
 is a single autograd node, :class:`_TTApplyDense`, whose backward forms the weight's
 gradient and walks the merge tree itself.
 
-Under a ``torch.func`` transform or forward-mode AD (:func:`transformed`) the same
+Under a ``torch.func`` transform or forward-mode AD (:func:`transformed`), and while
+``torch.export`` or ``torch.jit.trace`` records the call (:func:`captured`), the same
 merges and products run as plain differentiable operations on the whole batch, which
-the transforms can trace (custom nodes, work buffers and in-place writes they cannot);
+the transforms and captures can trace (custom nodes, work buffers and in-place writes
+they cannot);
 so do small batches under autograd (:data:`PLAIN_WHEN_KEPT`) and small layers rebuilt
 as one dense weight (:data:`PLAIN_DENSE`), where autograd's own nodes cost less than the
 custom backward's Python and buffers, unless the custom nodes would tune their threads
@@ -78,7 +80,8 @@ from ttforge.ir.schedule import ContractionSchedule, ContractionStep, schedule_o
 from ttforge.ir.tt import TTShape
 
 __all__ = ["FastPlan", "plan_for", "plan_macs", "tt_apply", "merge_cores", "MergeCache", "CACHE_MERGED",
-           "transformed", "autocast_dtype", "autocast_cast", "PLAIN_WHEN_KEPT", "PLAIN_DENSE",
+           "transformed", "captured", "plain_ops_only", "CAPTURE_BATCH", "autocast_dtype",
+           "autocast_cast", "PLAIN_WHEN_KEPT", "PLAIN_DENSE",
            "CHUNK_ELEMENTS",
            "BACKWARD_CHUNK_ELEMENTS", "KEEP_BYTES", "workspace_bytes", "clear_workspace"]
 
@@ -361,6 +364,12 @@ def _for_threads(plan: FastPlan, threads: int) -> FastPlan:
                    threads=threads)
 
 
+#: The batch whose plan a captured graph (:func:`captured`) records when the batch
+#: size is symbolic (``torch.export`` with a dynamic batch dimension) or traced
+#: (``torch.jit.trace``): the speed table's batch. Any plan gives the same function.
+CAPTURE_BATCH = 256
+
+
 def batch_bucket(batch: int) -> int:
     """The power of two at or above ``batch`` (plans are cached per bucket)."""
     return 1 << max(0, int(batch) - 1).bit_length()
@@ -371,7 +380,10 @@ def plan_for(shape: TTShape, batch: int, threads: int | None = None) -> FastPlan
     threads (default: the products' threads under :data:`THREADS`; under ``"auto"`` the
     one-thread plan, whose merges and order every count runs, a region on more threads
     with their chunks, :func:`_for_threads`), cached per power-of-two bucket of the
-    batch; the chunk size is the bucket's."""
+    batch; the chunk size is the bucket's. A captured call's batch size that is not
+    a number takes :data:`CAPTURE_BATCH`'s plan."""
+    if not isinstance(batch, int) and captured():
+        batch = CAPTURE_BATCH  # a symbolic or traced size (see captured)
     if threads is None:
         threads = (torch.get_num_threads() if THREADS is None
                    else 1 if THREADS == "auto" else min(THREADS, torch.get_num_threads()))
@@ -658,7 +670,7 @@ def _merge2(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def merge_cores(cores: Sequence[torch.Tensor]) -> torch.Tensor:
     """Multiply neighbouring cores ``(r, m, n, r')`` into one ``(r0, prod m, prod n, r_end)``
     (halves first, so that the largest product is made once), through autograd."""
-    return _merge_tree(cores, _merge_ops if transformed() else _merge2)[0]
+    return _merge_tree(cores, _merge_ops if plain_ops_only() else _merge2)[0]
 
 
 def _merge_tree(cores: Sequence[torch.Tensor], merge=None, lo: int = 0,
@@ -715,6 +727,26 @@ def transformed() -> bool:
             or getattr(torch.autograd.forward_ad, "_current_level", -1) >= 0)
 
 
+def captured() -> bool:
+    """Whether the call is being recorded as a graph to run elsewhere:
+    ``torch.export`` (and the exporters built on it) or ``torch.jit.trace``.
+
+    The recorded graph must hold plain operations: a custom autograd node does not
+    survive either capture (``torch.jit.trace`` fails inside it; ``torch.export``
+    finds the work block and the merge cache's tensors as constants, and the in-place
+    ``out=`` products refuse tensors that require gradients), and a batch of a
+    symbolic size (``torch.export`` with a dynamic batch dimension) cannot pick a
+    plan by its size (:data:`CAPTURE_BATCH`).
+    """
+    return torch.jit.is_tracing() or torch.compiler.is_exporting()
+
+
+def plain_ops_only() -> bool:
+    """Whether the call must be plain differentiable operations on the whole batch:
+    a transform (:func:`transformed`) or a capture (:func:`captured`)."""
+    return transformed() or captured()
+
+
 def _merge_ops(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """:func:`_merge2_product` in plain differentiable operations (see :func:`transformed`)."""
     r0, ma, na, r1 = a.shape
@@ -746,7 +778,7 @@ def _step(t: torch.Tensor, C: torch.Tensor, s: ContractionStep, b: int,
         if bias is None:
             return torch.mm(t.reshape(n, s.K), C.t(), out=o)
         return torch.addmm(bias, t.reshape(n, s.K), C.t(), out=o)
-    if n == 1:
+    if isinstance(n, int) and n == 1:  # not a traced size (see captured)
         o = out.view(s.P, s.Q) if out is not None else None
         if bias is None:
             return torch.mm(C, t.reshape(s.K, s.Q), out=o)
@@ -1157,6 +1189,8 @@ def tt_apply(x: torch.Tensor, cores: Sequence[torch.Tensor],
     batch = x.shape[0]
     if plan is None:
         plan = plan_for(TTShape.of_cores(cores), batch)
+    if captured():  # before anything that reads the batch size (see captured)
+        return _apply_ops(x, cores, plan, bias)
     out_size = plan.schedule.shape.out_size
     if batch == 0:
         # an empty product that still reaches x and the cores (their gradients are zeros)

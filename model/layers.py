@@ -10,7 +10,8 @@ from torch import nn
 
 from ttforge.errors import ConfigError, ShapeError
 from ttforge.ir.schedule import ContractionSchedule, Objective
-from ttforge.model.fast import MergeCache, autocast_cast, autocast_dtype, plan_for, transformed, tt_apply
+from ttforge.model.fast import (MergeCache, autocast_cast, autocast_dtype, captured, plan_for, plain_ops_only,
+                                tt_apply)
 from ttforge.model.tt import TTShape, factorize, tt_rel_error, tt_svd, tt_to_dense
 
 __all__ = ["TTLinear", "default_num_cores", "apply_schedule", "tt_apply", "IMPLS"]
@@ -90,21 +91,25 @@ def apply_schedule(
     mats = [cores[s.core].permute(*s.core_axes).reshape(s.P, s.K) for s in steps]
     per_sample = max([schedule.shape.in_size] + [s.out_elements for s in steps])
     chunk = max(1, _CHUNK_ELEMENTS // per_sample)
-    if 16 <= chunk < batch:
+    # a captured graph (ttforge.model.fast.captured) runs the whole batch as one chunk
+    # and never tests its size, which may be symbolic
+    whole = captured()
+    if not whole and 16 <= chunk < batch:
         chunk -= chunk % 16  # whole SIMD widths of columns for the matrix kernels
-    # torch.func transforms and forward-mode AD need plain operations (see
-    # ttforge.model.fast.transformed)
-    transpose = (lambda t: t.t().contiguous()) if transformed() else _TransposeCopy.apply
+    # torch.func transforms, forward-mode AD and graph captures need plain operations
+    # (see ttforge.model.fast.plain_ops_only)
+    transpose = (lambda t: t.t().contiguous()) if plain_ops_only() else _TransposeCopy.apply
+    starts = [0] if whole or batch <= chunk else range(0, batch, chunk)
     outs = []
-    for lo in range(0, batch, chunk) if batch else [0]:
-        xc = x[lo : lo + chunk] if chunk < batch else x
+    for lo in starts:
+        xc = x if len(starts) == 1 else x[lo : lo + chunk]
         b = xc.shape[0]
         t = transpose(xc)  # (N, b): batch innermost
         for step, C in zip(steps, mats):
             cols = step.Q * b
             if step.A == 1:
                 t = C @ t.reshape(step.K, cols)
-            elif cols == 1:
+            elif not whole and cols == 1:
                 t = t.reshape(step.A, step.K) @ C.T
             else:
                 t = torch.bmm(C.expand(step.A, step.P, step.K), t.reshape(step.A, step.K, cols))
@@ -255,7 +260,9 @@ class TTLinear(nn.Module):
 
     # -- math ------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] != self.in_features:
+        # under torch.jit.trace sizes are tensors (the test would warn that it is not
+        # recorded); the traced reshape below still refuses another feature count
+        if not torch.jit.is_tracing() and x.shape[-1] != self.in_features:
             raise ShapeError(
                 f"input has {x.shape[-1]} features; this TTLinear takes {self.in_features}"
             )
