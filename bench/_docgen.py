@@ -1038,9 +1038,9 @@ def main(argv: list[str] | None = None) -> int:
         text = path.read_text(encoding="utf-8")
         new = render(text)
         if new != text:
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(new, encoding="utf-8")
-            tmp.replace(path)
+            from ttforge.atomic import atomic_write_text
+
+            atomic_write_text(path, new)
             print(f"updated {path.relative_to(ROOT)}")
     return 0
 

@@ -3,6 +3,7 @@ package versions)."""
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import json
 import platform
@@ -42,6 +43,20 @@ def cpu_model() -> str:
 def utc_now() -> str:
     """The current UTC time, ISO 8601 to the second (``2026-11-28T23:03:00Z``)."""
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def result_path(text: str | Path) -> Path:
+    """The ``type`` of a bench's ``--out`` argument: the result file as a :class:`Path`,
+    checked before any measurement (:func:`ttforge.atomic.check_output_file`), so that a
+    directory, a device, a FIFO or a file under a file is a usage error (exit 2, one
+    line) at once, not a traceback after minutes or hours of work."""
+    from ttforge.atomic import check_output_file
+    from ttforge.errors import OutputError
+
+    try:
+        return check_output_file(text, "", "result.json")
+    except OutputError as e:  # argparse names the flag: "argument --out: <why>"
+        raise argparse.ArgumentTypeError(str(e).strip()) from None
 
 
 def write_result(path: Path, result: dict, *, announce: bool = True) -> None:

@@ -31,7 +31,7 @@ from ttforge.model.network import ModelConfig
 from ttforge.model.train import TrainConfig, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
-from _env import git, git_dirty, utc_now, write_result  # noqa: E402
+from _env import git, git_dirty, result_path, utc_now, write_result  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST = ROOT.parent / "shared" / "data" / "mnist-t10k"
@@ -198,7 +198,7 @@ def main(argv=None) -> int:
     p.add_argument("--merge", action="store_true",
                    help="keep the rows of data sets not run from the existing --out file")
     p.add_argument("--render-only", action="store_true", help="print the table of --out, run nothing")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--out", type=result_path, default=DEFAULT_OUT)
     args = p.parse_args(argv)
     if args.render_only:
         print(markdown(json.loads(args.out.read_text())))

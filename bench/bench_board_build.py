@@ -35,7 +35,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
-from _env import cpu_model, git, git_dirty, utc_now, write_result  # noqa: E402
+from _env import cpu_model, git, git_dirty, result_path, utc_now, write_result  # noqa: E402
 
 
 def load_config(path: Path) -> dict:
@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     p.add_argument("--jobs", type=int, default=1, help="builds at a time (default 1)")
     p.add_argument("--label", required=True, help="the result's name: board_build.LABEL.json")
     p.add_argument("--work", type=Path, default=None, help="keep the builds here")
-    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--out", type=result_path, default=None)
     p.add_argument("--reparse", action="store_true",
                    help="run no tool: rebuild the JSON from an earlier run's --work")
     a = p.parse_args(argv)

@@ -38,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
 sys.path.append(str(ROOT))     # tests.support (the test network), after the installed ttforge
-from _env import cpu_model, git, git_dirty, utc_now, write_result  # noqa: E402
+from _env import cpu_model, git, git_dirty, result_path, utc_now, write_result  # noqa: E402
 
 BOARDS = ("icebreaker", "ulx3s")
 NAME = "ttforge_{board}"
@@ -161,7 +161,7 @@ def main(argv=None) -> int:
     p.add_argument("--jobs", type=int, default=1, help="seeds placed at a time (default 1)")
     p.add_argument("--label", required=True, help="the result's name: board_seeds.LABEL.json")
     p.add_argument("--work", type=Path, default=None, help="keep the build files here")
-    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--out", type=result_path, default=None)
     p.add_argument("--reparse", action="store_true",
                    help="run no tool: rebuild the JSON from the reports and logs an earlier run "
                         "left in --work (same boards, seeds and --no-route)")

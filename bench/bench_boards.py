@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
-from _env import cpu_model, git, git_dirty, utc_now  # noqa: E402
+from _env import cpu_model, git, git_dirty, result_path, utc_now  # noqa: E402
 from _docsection import update_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -511,7 +511,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--build-dir", type=Path, default=None,
                    help="keep the builds here (BOARD-MODEL/) and reuse those of the same config")
     p.add_argument("--cpu-repeats", type=int, default=7, help="repeats of the CPU timings (median)")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT,
+    p.add_argument("--out", type=result_path, default=DEFAULT_OUT,
                    help=f"JSON results (default {DEFAULT_OUT.relative_to(ROOT)})")
     p.add_argument("--doc", type=Path, default=DEFAULT_DOC, help="also write the long-form Markdown section into this file "
                    "(docs/benchmarks.md itself is rendered from the JSON by bench/_docgen.py)")

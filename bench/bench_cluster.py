@@ -35,7 +35,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
-from _env import cpu_model, git, git_dirty, package_version, utc_now  # noqa: E402
+from _env import cpu_model, git, git_dirty, package_version, result_path, utc_now  # noqa: E402
+from ttforge.atomic import atomic_write_text  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "bench" / "results" / "cluster.json"
@@ -118,7 +119,7 @@ def main(argv=None) -> int:
     p.add_argument("--hit-rate-seeds", type=int, default=50,
                    help="seeds whose configs give the cache hit rate of a longer run (default 50)")
     p.add_argument("--quick", action="store_true", help="4 seeds x 4 vectors, 100 overhead tasks")
-    p.add_argument("-o", "--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("-o", "--out", type=result_path, default=DEFAULT_OUT)
     a = p.parse_args(argv)
     if a.quick:
         a.seeds, a.vectors, a.overhead_tasks, a.rounds = 4, 4, 100, 1
@@ -172,7 +173,7 @@ def main(argv=None) -> int:
                                   cold["builds"] / max(1, cold["cases"]), overhead["ms_per_task"]),
     }
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(result, indent=1) + "\n")
+    atomic_write_text(a.out, json.dumps(result, indent=1) + "\n")
     print(f"wrote {a.out}")
     return 0
 

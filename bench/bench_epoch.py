@@ -44,8 +44,6 @@ from unittest import mock
 from torch import nn
 
 import ttforge.model.network as network
-from ttforge.atomic import check_output_file
-from ttforge.errors import OutputError
 from ttforge.model.layers import TTLinear
 from ttforge.model.network import ModelConfig
 from ttforge.model.seeding import deterministic
@@ -55,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench hel
 import bench_accuracy  # noqa: E402
 import bench_speed  # noqa: E402
 from _docgen import epoch_table  # noqa: E402
-from _env import git_dirty, write_result  # noqa: E402
+from _env import git_dirty, result_path, write_result  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "bench" / "results" / "epoch_time.json"
@@ -194,12 +192,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help=f"epochs per run (default {EPOCHS['digits']} digits, {EPOCHS['mnist']} MNIST)")
     p.add_argument("--reps", type=int, default=5, help="runs of every contender (default 5)")
     p.add_argument("--layer-reps", type=int, default=51, help="timed calls of the layer alone (default 51)")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--out", type=result_path, default=DEFAULT_OUT)
     a = p.parse_args(argv)
-    try:  # a path that cannot take the result fails now, not after minutes of training
-        check_output_file(a.out, "--out", "epoch_time.json")
-    except OutputError as e:
-        p.error(str(e))
     for name in ("epochs", "reps", "layer_reps"):
         v = getattr(a, name)
         if v is not None and v < 1:

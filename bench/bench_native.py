@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
-from _env import cpu_model, git, git_dirty, package_version, utc_now, write_result  # noqa: E402
+from _env import cpu_model, git, git_dirty, package_version, result_path, utc_now, write_result  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -293,7 +293,7 @@ def main(argv=None) -> int:
     p.add_argument("--cocotb-runs", type=int, default=3, help="cocotb runs per layer and simulator")
     p.add_argument("--native-only", action="store_true")
     p.add_argument("--quick", action="store_true", help="small layer, 3 runs, no long stream")
-    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "native.json")
+    p.add_argument("--out", type=result_path, default=ROOT / "bench" / "results" / "native.json")
     p.add_argument("--render-only", action="store_true", help="print the table of --out, run nothing")
     args = p.parse_args(argv)
     if args.render_only:

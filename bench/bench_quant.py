@@ -38,7 +38,7 @@ from ttforge.model.train import TrainConfig, load_trained, train
 from ttforge.quant.ptq import float_accuracy, fine_tune, make_config, quantize_trained
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
-from _env import git, git_dirty, utc_now, write_result  # noqa: E402
+from _env import git, git_dirty, result_path, utc_now, write_result  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST = ROOT.parent / "shared" / "data" / "mnist-t10k"
@@ -211,7 +211,7 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="digits, 1 seed, 3 training epochs, 1 QAT epoch")
     p.add_argument("--datasets", nargs="+", default=["digits", "mnist"], choices=sorted(MODELS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "quant.json")
+    p.add_argument("--out", type=result_path, default=ROOT / "bench" / "results" / "quant.json")
     args = p.parse_args(argv)
     if args.quick:
         result = run(["digits"], [0], {"digits": 3}, {"digits": 1}, args.out)

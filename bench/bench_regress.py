@@ -26,7 +26,8 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
-from _env import cpu_model, git, git_dirty, package_version, utc_now  # noqa: E402
+from _env import cpu_model, git, git_dirty, package_version, result_path, utc_now  # noqa: E402
+from ttforge.atomic import atomic_write_text  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "bench" / "results" / "regress.json"
@@ -62,7 +63,7 @@ def main(argv=None) -> int:
     p.add_argument("--faults", nargs="*", default=None, metavar="NAME",
                    help="run with these deliberate RTL faults instead ('all': every one)")
     p.add_argument("--quick", action="store_true", help="2 cases x 4 vectors, into a temporary file")
-    p.add_argument("--out", type=Path, default=None, help=f"JSON (default {DEFAULT_OUT.relative_to(ROOT)})")
+    p.add_argument("--out", type=result_path, default=None, help=f"JSON (default {DEFAULT_OUT.relative_to(ROOT)})")
     args = p.parse_args(argv)
     if args.quick:
         args.seeds, args.vectors = 2, 4
@@ -90,9 +91,7 @@ def main(argv=None) -> int:
     keys = {(r["sim"], r["fault"]) for r in new}
     runs = [r for r in old if (r["sim"], r["fault"]) not in keys] + new
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_name(out.name + ".tmp")
-    tmp_out.write_text(json.dumps({"benchmark": "regress", "format_version": 1, "runs": runs}, indent=1) + "\n")
-    tmp_out.replace(out)
+    atomic_write_text(out, json.dumps({"benchmark": "regress", "format_version": 1, "runs": runs}, indent=1) + "\n")
     print(f"wrote {out}")
     bad = [r for r in new if (r["fault"] is None and r["passed"] != r["cases"])
            or (r["fault"] is not None and r["passed"] == r["cases"])]

@@ -44,7 +44,7 @@ from ttforge.ir.schedule import ContractionSchedule, schedule_orders
 from ttforge.ir.tt import TTShape
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
-from _env import cpu_model, git, git_dirty, utc_now  # noqa: E402
+from _env import cpu_model, git, git_dirty, result_path, utc_now  # noqa: E402
 from bench_hw import LAYERS as HW_LAYERS, LayerSpec, build_network, simulate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,7 +113,7 @@ def main(argv=None) -> int:
                    help="study shapes simulated besides the two benchmark layers (default 2)")
     p.add_argument("--quick", action="store_true",
                    help="40 shapes; simulate only the smallest layer where the orders differ")
-    p.add_argument("--out", type=Path, default=DEFAULT_JSON)
+    p.add_argument("--out", type=result_path, default=DEFAULT_JSON)
     a = p.parse_args(argv)
     if not 1 <= a.shapes <= 100_000 or not 0 <= a.engine_layers <= 10:
         p.error("--shapes must be in 1..100000 and --engine-layers in 0..10")

@@ -46,6 +46,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results" / "sim.json"
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _env import result_path  # noqa: E402
+from ttforge.atomic import atomic_write_text  # noqa: E402
+
 
 def _standard():
     from ttforge.hw.config import AccelConfig
@@ -150,7 +154,7 @@ def main(argv=None) -> int:
                          "15-180 s here) instead of the same random networks on the standard engine")
     ap.add_argument("--build-root", type=Path,
                     default=Path(os.environ.get("TTFORGE_SIM_CACHE", Path.home() / ".cache/ttforge/sim")))
-    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--out", type=result_path, default=OUT)
     args = ap.parse_args(argv)
     if args.quick:
         args.seeds, args.vectors, args.stream_vectors, args.runs = 4, 8, 16, 1
@@ -168,9 +172,7 @@ def main(argv=None) -> int:
             res["simulators"][sim] = {"throughput": t, "regression": g}
     res["load_average_end"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = args.out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(res, indent=2) + "\n")
-    os.replace(tmp_out, args.out)
+    atomic_write_text(args.out, json.dumps(res, indent=2) + "\n")
     print(markdown(res))
     print(f"wrote {args.out}", file=sys.stderr)
     return 0 if all(r["regression"]["failed"] == 0 for r in res["simulators"].values()) else 1

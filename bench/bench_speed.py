@@ -58,13 +58,12 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ttforge.atomic import atomic_write_text, check_output_file
-from ttforge.errors import OutputError
+from ttforge.atomic import atomic_write_text
 from ttforge.model import fast
 from ttforge.model.layers import TTLinear
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
-from _env import cpu_model, git, git_dirty, package_version, utc_now  # noqa: E402
+from _env import cpu_model, git, git_dirty, package_version, result_path, utc_now  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_JSON = ROOT / "bench" / "results" / "speed.json"
@@ -494,12 +493,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-sweep", action="store_true", help="skip the batch sweep")
     p.add_argument("--memory-batches", default="256,4096",
                    help="batches of the peak-memory measurement (default 256,4096)")
-    p.add_argument("--out", type=Path, default=DEFAULT_JSON, help="JSON results file")
+    p.add_argument("--out", type=result_path, default=DEFAULT_JSON, help="JSON results file")
     args = p.parse_args(argv)
-    try:  # a path that cannot take the result fails now, not after the timings
-        check_output_file(args.out, "--out", "speed.json")
-    except OutputError as e:
-        p.error(str(e))
     try:
         args.case_list = [CASES[n.strip()] for n in args.cases.split(",") if n.strip()]
         args.sweep_case_list = [CASES[n.strip()] for n in args.sweep_cases.split(",") if n.strip()]

@@ -23,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _env import ROOT, cpu_model, git, git_dirty, package_version, utc_now  # noqa: E402
+from ttforge.atomic import atomic_write_text  # noqa: E402
 
 RESULT = ROOT / "bench" / "results" / "sweep_pnr.json"
 PLOT = ROOT / "docs" / "img" / "sweep_pnr.png"
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
            "point_seconds": round(sum(r.get("seconds") or 0 for r in rows), 1),
            "best": {b: r["key"] for b, r in res.best.items()}, "rows": rows}
     RESULT.parent.mkdir(parents=True, exist_ok=True)
-    RESULT.write_text(json.dumps(doc, indent=1, default=str) + "\n")
+    atomic_write_text(RESULT, json.dumps(doc, indent=1, default=str) + "\n")
     PLOT.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(Path(args.out) / "pareto.png", PLOT)
     print(f"wrote {RESULT} and {PLOT} ({len(rows)} points, {res.seconds:.0f} s)")

@@ -45,7 +45,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
-from _env import git, git_dirty, utc_now  # noqa: E402
+from _env import git, git_dirty, result_path, utc_now  # noqa: E402
 
 from ttforge.atomic import atomic_write_text  # noqa: E402
 from ttforge.hw.config import AccelConfig  # noqa: E402
@@ -90,7 +90,7 @@ def main(argv=None) -> int:
     p.add_argument("--frontend", choices=FRONTENDS, default=FRONTENDS[0],
                    help="what Yosys reads: the emitted Verilog (default) or Amaranth's RTLIL "
                         "of the same engine (much faster at L = 64)")
-    p.add_argument("--out", default=None,
+    p.add_argument("--out", type=result_path, default=None,
                    help="the JSON to write (default: bench/results/synth_seeds.<label>.json, which "
                         "the docs' Fmax table and bench_vs_cpu.py read)")
     p.add_argument("--work", default=None, help="work directory (default: a fresh one in /tmp)")

@@ -48,7 +48,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _env import cpu_model, git, git_dirty, package_version, utc_now  # noqa: E402
+from _env import cpu_model, git, git_dirty, package_version, result_path, utc_now  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results" / "train_board_sim.json"
@@ -96,7 +96,7 @@ def main(argv=None) -> int:
     ap.add_argument("--simulator", choices=["icarus", "verilator"], default="verilator")
     ap.add_argument("--poll-s", type=float, default=0.5, help="host seconds between STATUS polls")
     ap.add_argument("--build-dir", default=None, help="simulator build cache (default: the temp dir's)")
-    ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--out", type=result_path, default=str(OUT))
     a = ap.parse_args(argv)
 
     from _mnist_case import epoch_batches, mnist_start, step_cycles

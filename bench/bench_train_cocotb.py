@@ -31,7 +31,8 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _env import cpu_model, git, git_dirty, utc_now  # noqa: E402
+from _env import cpu_model, git, git_dirty, result_path, utc_now  # noqa: E402
+from ttforge.atomic import atomic_write_text  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results" / "train_cocotb.json"
@@ -68,7 +69,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sims", default="icarus,verilator")
     ap.add_argument("--configs", type=int, default=10)
     ap.add_argument("--steps", type=int, default=100)
-    ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--out", type=result_path, default=str(OUT))
     ap.add_argument("--resume", action="store_true", help="keep the finished runs of --out")
     a = ap.parse_args(argv)
 
@@ -95,9 +96,7 @@ def main(argv=None) -> int:
             "env": {"when": utc_now(), "cpu": cpu_model(), "git": {"commit": commit,
                                                                    "dirty": git_dirty("hw", "sim", "ir", "bench")}},
         }
-        tmp = out_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(out, indent=1) + "\n")
-        os.replace(tmp, out_path)
+        atomic_write_text(out_path, json.dumps(out, indent=1) + "\n")
 
     bad = 0
     for sim in a.sims.split(","):

@@ -37,7 +37,8 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _env import cpu_model, git, git_dirty, utc_now  # noqa: E402
+from _env import cpu_model, git, git_dirty, result_path, utc_now  # noqa: E402
+from ttforge.atomic import atomic_write_text  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results" / "train_link.json"
@@ -110,7 +111,7 @@ def main(argv=None) -> int:
     ap.add_argument("--lanes", type=int, default=16)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--out", type=result_path, default=str(OUT))
     a = ap.parse_args(argv)
 
     from _mnist_case import epoch_batches, mnist_start, step_cycles
@@ -198,7 +199,7 @@ def main(argv=None) -> int:
         "env": {"when": utc_now(), "cpu": cpu_model(), "git": {"commit": git("rev-parse", "HEAD"),
                                                                "dirty": git_dirty("firmware", "hw", "ir", "bench")}},
     }
-    Path(a.out).write_text(json.dumps(out, indent=2) + "\n")
+    atomic_write_text(Path(a.out), json.dumps(out, indent=2) + "\n")
     print(json.dumps({"bytes_per_sample": out["bytes_per_sample"], "cycles_per_sample": cps,
                       "rates": [(r["clock_hz"], r["baud"], r.get("link_over_compute")) for r in rates]}), flush=True)
     return 0

@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
-from _env import git, git_dirty, utc_now  # noqa: E402
+from _env import git, git_dirty, result_path, utc_now  # noqa: E402
 from bench_train_hw import ECP5_DP16KD, memory_blocks, memory_shapes  # noqa: E402
 
 from ttforge.atomic import atomic_write_text  # noqa: E402
@@ -103,7 +103,7 @@ def measure(name: str, widths: dict | None = None) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--out", type=result_path, default=OUT)
     a = p.parse_args(argv)
     out = {"benchmark": "train_memory", "command": "python bench/bench_train_memory.py",
            "ecp5_85f_dp16kd": ECP5_DP16KD,

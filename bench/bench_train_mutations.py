@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _env import cpu_model, git, git_dirty, utc_now  # noqa: E402
+from _env import cpu_model, git, git_dirty, result_path, utc_now  # noqa: E402
+from ttforge.atomic import atomic_write_text  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results" / "train_mutations.json"
@@ -29,7 +30,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", type=int, default=4)
     ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--out", type=result_path, default=str(OUT))
     a = ap.parse_args(argv)
     from ttforge.hw.faults import TRAIN_FAULTS
     from ttforge.sim.train_regress import train_regress, train_regress_case
@@ -62,7 +63,7 @@ def main(argv=None) -> int:
            "killed": sum(r["killed"] for r in rows), "total": len(rows), "seconds": round(time.perf_counter() - t0, 1),
            "env": {"when": utc_now(), "cpu": cpu_model(),
                    "git": {"commit": git("rev-parse", "HEAD"), "dirty": git_dirty("hw", "sim", "ir")}}}
-    Path(a.out).write_text(json.dumps(out, indent=2) + "\n")
+    atomic_write_text(Path(a.out), json.dumps(out, indent=2) + "\n")
     print(f"{out['killed']} of {out['total']} faults killed; control passed: {out['control_passed']}")
     return 0 if out["killed"] == out["total"] and out["control_passed"] else 1
 

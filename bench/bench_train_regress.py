@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _env import cpu_model, git, git_dirty, utc_now  # noqa: E402
+from _env import cpu_model, git, git_dirty, result_path, utc_now  # noqa: E402
+from ttforge.atomic import atomic_write_text  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results" / "train_regress.json"
@@ -27,7 +28,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=50)
     ap.add_argument("--seed-start", type=int, default=0)
     ap.add_argument("--steps", type=int, default=1000)
-    ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--out", type=result_path, default=str(OUT))
     a = ap.parse_args(argv)
     from ttforge.sim.train_regress import FAMILIES, train_regress
 
@@ -45,7 +46,7 @@ def main(argv=None) -> int:
            "results": [r.to_dict() for r in res],
            "env": {"when": utc_now(), "cpu": cpu_model(),
                    "git": {"commit": git("rev-parse", "HEAD"), "dirty": git_dirty("hw", "sim", "ir")}}}
-    Path(a.out).write_text(json.dumps(out, indent=2) + "\n")
+    atomic_write_text(Path(a.out), json.dumps(out, indent=2) + "\n")
     print(f"{out['passed']} of {out['cases']} passed in {out['seconds']} s")
     return 0 if out["passed"] == out["cases"] else 1
 

@@ -38,7 +38,8 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _env import cpu_model, git, git_dirty, utc_now  # noqa: E402
+from _env import cpu_model, git, git_dirty, result_path, utc_now  # noqa: E402
+from ttforge.atomic import atomic_write_text  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results" / "train_rtl.json"
@@ -51,7 +52,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", type=int, default=0, help="stop after this many steps (0: whole epochs)")
-    ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--out", type=result_path, default=str(OUT))
     ap.add_argument("--checkpoint-dir", default=None, help="run in chunks, checkpointing the RTL state here")
     ap.add_argument("--chunk", type=int, default=25, help="steps per chunk with --checkpoint-dir")
     a = ap.parse_args(argv)
@@ -145,7 +146,7 @@ def main(argv=None) -> int:
         "env": {"when": utc_now(), "cpu": cpu_model(), "git": {"commit": git("rev-parse", "HEAD"),
                                                                "dirty": git_dirty("hw", "sim", "ir", "bench")}},
     }
-    Path(a.out).write_text(json.dumps(out, indent=2) + "\n")
+    atomic_write_text(Path(a.out), json.dumps(out, indent=2) + "\n")
     print(json.dumps({k: out[k] for k in ("state_equal_to_golden", "test_acc", "integer_training_test_acc_same_epochs",
                                           "cycles_per_sample", "samples_per_s_at_50MHz")}), flush=True)
     return 0 if equal else 1
@@ -154,7 +155,6 @@ def main(argv=None) -> int:
 def _chunked(a, build, state, batches, gold_at, progress):
     """The RTL run in checkpointed chunks (see the module docstring); ``(state, cycles, seconds)``
     or ``(None, ...)`` at the first chunk whose state differs from the golden trainer's."""
-    from ttforge.atomic import atomic_write_text
     from ttforge.ir.train_state import dumps_state, load_state, save_state
     from ttforge.sim.train_native import train_native
 

@@ -49,7 +49,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
-from _env import cpu_model, git, git_dirty, utc_now  # noqa: E402
+from _env import cpu_model, git, git_dirty, result_path, utc_now  # noqa: E402
 
 from ttforge.atomic import atomic_write_text  # noqa: E402
 
@@ -199,7 +199,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--inner", type=int, default=20)
-    p.add_argument("--out", type=Path, default=DEFAULT_JSON)
+    p.add_argument("--out", type=result_path, default=DEFAULT_JSON)
     a = p.parse_args(argv)
     if a.repeats < 1 or a.inner < 1:
         p.error("--repeats and --inner must be >= 1")

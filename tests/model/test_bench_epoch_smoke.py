@@ -54,7 +54,7 @@ def test_the_schedule_contender_builds_hardware_order_layers():
     (["--datasets", "cifar"], "unknown data set 'cifar'"),
     (["--threads", "0"], "every entry must be >= 1"),
     (["--reps", "0"], "--reps 0 must be >= 1"),
-    (["--out", "/dev/null"], "--out /dev/null is a character device"),
+    (["--out", "/dev/null"], "argument --out: /dev/null is a character device"),
     (["--out", "."], "is a directory"),
 ])
 def test_bad_arguments_are_one_line_errors(args, message, capsys):
