@@ -18,7 +18,9 @@ actual batch instead:
    one matrix product ``(B*A, K) @ C^T``, other steps one batched product over
    ``B*A``; nothing is transposed, not even the input or the output.
 
-The partition and the order are chosen by :func:`plan_for` with a small cost model
+No merge forms a tensor larger than :data:`MERGED_VALUES` (the dense weight of a
+4096 x 4096 layer), whatever it would save. The partition and the order are chosen by
+:func:`plan_for` with a small cost model
 (MACs weighted by how well matrix kernels run on such shapes, plus a per-call
 overhead), cached per (shape, batch bucket, thread count): batch buckets are powers of two. The
 merges of cores into pairs run on one thread, forward and backward (a parallel region
@@ -81,7 +83,7 @@ from ttforge.ir.tt import TTShape
 
 __all__ = ["FastPlan", "plan_for", "plan_macs", "tt_apply", "merge_cores", "MergeCache", "CACHE_MERGED",
            "transformed", "captured", "plain_ops_only", "CAPTURE_BATCH", "autocast_dtype",
-           "autocast_cast", "PLAIN_WHEN_KEPT", "PLAIN_DENSE",
+           "autocast_cast", "PLAIN_WHEN_KEPT", "PLAIN_DENSE", "MERGED_VALUES",
            "CHUNK_ELEMENTS",
            "BACKWARD_CHUNK_ELEMENTS", "KEEP_BYTES", "workspace_bytes", "clear_workspace"]
 
@@ -332,11 +334,37 @@ SEARCH_ALL_CORES = 7
 SEARCH_GROUPS = 4
 
 
+#: Values a merged group may hold (``r_lo * prod(m) * prod(n) * r_hi``): the dense
+#: weight of a 4096 x 4096 layer, 64 MiB in float32. Plans whose merges would form a
+#: larger tensor are not considered, whatever their modelled cost: the rebuilt weight,
+#: the merge's work buffer and, under autograd, the weight's gradient and its moved
+#: copy each take that much (a 65536 x 65536 layer of ranks 64-256-64, 8 M parameters,
+#: would otherwise rebuild its 4.3 G-value weight, 17 GB, from batch 256 on, because
+#: at those ranks the dense product is the fewer MACs). A core alone is never merged.
+MERGED_VALUES = 1 << 24
+
+
+def _merged_values(shape: TTShape, lo: int, hi: int) -> int:
+    """Values of cores ``lo..hi-1`` merged into one tensor."""
+    return (shape.ranks[lo] * math.prod(shape.out_modes[lo:hi]) * math.prod(shape.in_modes[lo:hi])
+            * shape.ranks[hi])
+
+
+def _searched(shape: TTShape, groups) -> bool:
+    """Whether the plan search considers the cut ``groups`` (see :data:`SEARCH_ALL_CORES`
+    and :data:`MERGED_VALUES`); the cut into single cores always."""
+    if len(groups) == shape.d:
+        return True
+    if shape.d > SEARCH_ALL_CORES and len(groups) > SEARCH_GROUPS:
+        return False
+    return all(hi - lo == 1 or _merged_values(shape, lo, hi) <= MERGED_VALUES for lo, hi in groups)
+
+
 @functools.lru_cache(maxsize=256)
 def _plan_cached(shape: TTShape, bucket: int, threads: int = 1) -> FastPlan:
     best = None
     for groups in _partitions(shape.d):
-        if shape.d > SEARCH_ALL_CORES and len(groups) > SEARCH_GROUPS:
+        if not _searched(shape, groups):
             continue
         mshape = _merged_shape(shape, groups)
         for order in schedule_orders(mshape.d):

@@ -255,3 +255,60 @@ def test_many_cores_plan_quickly_into_few_groups():
                for g in fast._partitions(7) for o in schedule_orders(len(g)))
     assert len(best[1]) > fast.SEARCH_GROUPS  # at batch 1 the best cut has five groups
     assert fast.plan_for(seven, 1).groups == best[1]
+
+
+@pytest.fixture
+def fresh_plans():
+    fast._plan_cached.cache_clear()
+    yield
+    fast._plan_cached.cache_clear()
+
+
+def test_no_plan_merges_more_than_merged_values(fresh_plans):
+    """A wide layer whose dense product is the fewer MACs (ranks near the maximum) is
+    not rebuilt: 65536 x 65536 at ranks 64-256-64 (8 M parameters) would form its
+    4.3 G-value weight (17 GB) from batch 256 on."""
+    wide = TTShape((16,) * 4, (16,) * 4, (1, 64, 256, 64, 1))
+    for batch in (1, 256, 4096):
+        plan = fast.plan_for(wide, batch)
+        assert all(fast._merged_values(wide, lo, hi) <= fast.MERGED_VALUES
+                   for lo, hi in plan.groups if hi - lo > 1), (batch, plan.groups)
+
+
+def test_the_cap_changes_the_plan_only_where_a_merge_exceeds_it(monkeypatch, fresh_plans):
+    """4096 x 8192 at rank 64: one group (33.6 M values, 435 MB peak forward+backward at
+    batch 256, measured) without the cap; merged pairs (53 MB, 8 % slower) with it. The
+    speed table's layers keep their plans."""
+    layer = TTShape((8, 8, 8, 16), (8,) * 4, 64)
+    assert fast._merged_values(layer, 0, 4) > fast.MERGED_VALUES
+    capped = fast.plan_for(layer, 256).groups
+    table = {s: [fast.plan_for(s, b).groups for b in (1, 256, 4096)] for s in
+             (TTShape((4, 8, 4, 4), (7, 4, 7, 4), 16), TTShape((4, 8, 8, 4), (4, 8, 8, 4), 8),
+              TTShape((8,) * 4, (8,) * 4, 16))}
+    monkeypatch.setattr(fast, "MERGED_VALUES", 1 << 40)
+    fast._plan_cached.cache_clear()
+    assert fast.plan_for(layer, 256).groups == ((0, 4),) != capped
+    assert {s: [fast.plan_for(s, b).groups for b in (1, 256, 4096)] for s in table} == table
+
+
+def test_every_cut_over_the_cap_leaves_single_cores(fresh_plans):
+    """Eight cores of rank 128: every cut the search tries (at most four groups) merges
+    a pair of 67 M values; the plan contracts the cores one by one instead."""
+    shape = TTShape((8,) * 8, (8,) * 8, 128)
+    plan = fast.plan_for(shape, 64)
+    assert plan.groups == tuple((k, k + 1) for k in range(8))
+
+
+def test_a_capped_plan_computes_the_same_function(monkeypatch, fresh_plans, threads):
+    layer = small_layer()
+    shape = layer.tt_shape
+    free = fast.plan_for(shape, 64)
+    monkeypatch.setattr(fast, "MERGED_VALUES", 100)
+    fast._plan_cached.cache_clear()
+    plan = fast.plan_for(shape, 64)
+    assert plan.groups != free.groups
+    assert all(hi - lo == 1 or fast._merged_values(shape, lo, hi) <= 100 for lo, hi in plan.groups)
+    x = torch.randn(64, layer.in_features, dtype=layer.cores[0].dtype, requires_grad=True)
+    ref = apply_schedule(x, list(layer.cores), layer.schedule)
+    got = fast.tt_apply(x, list(layer.cores), plan)
+    assert torch.allclose(got, ref, atol=1e-10, rtol=1e-10)
