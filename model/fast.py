@@ -68,6 +68,7 @@ training and the integer paths use the hardware order (``quant/``), not this.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import math
@@ -471,9 +472,13 @@ class _ThreadTuner:
     RETRY = 4
     RETRY_MAX = 256
     SLOWER = 1.5
+    #: Regions remembered (the least recently picked is forgotten first): a key holds
+    #: the exact batch size, and a server fed every size from 1 to 10^6 would otherwise
+    #: keep a record for each (about 1 KB apiece).
+    KEYS = 4096
 
     def __init__(self) -> None:
-        self.state: dict = {}
+        self.state: collections.OrderedDict = collections.OrderedDict()
         self.lock = threading.Lock()
 
     @staticmethod
@@ -492,6 +497,9 @@ class _ThreadTuner:
             st = self.state.setdefault((key, n), {"times": {1: [], n: []}, "calls": 0, "retry": None,
                                                   "every": self.RETRY, "next": None, "best": 1,
                                                   "runs": {1: 0, n: 0}})
+            self.state.move_to_end((key, n))
+            while len(self.state) > self.KEYS:
+                self.state.popitem(last=False)
             st["calls"] += 1
             times = st["times"]
             if not self._tried(times):
@@ -518,7 +526,9 @@ class _ThreadTuner:
 
     def record(self, key, n: int, t: int, seconds: float) -> None:
         with self.lock:
-            st = self.state[(key, n)]
+            st = self.state.get((key, n))
+            if st is None:  # forgotten since it was picked (other regions' picks)
+                return
             if self._tried(st["times"]):
                 if t != st["best"]:
                     if seconds < self._median(st["times"][st["best"]]):

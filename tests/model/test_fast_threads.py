@@ -356,3 +356,21 @@ def test_a_region_on_one_thread_keeps_the_plan_chunks(two_threads_auto, monkeypa
     """Sibling: picked one thread, every chunk is the plan's own."""
     sizes, plan = _chunk_sizes(monkeypatch, 1)
     assert set(sizes) == {plan.chunk}
+
+
+def test_the_tuner_forgets_the_least_recently_picked_regions():
+    """Its keys hold the exact batch size: a server fed many sizes keeps at most KEYS
+    records, the recently used ones, and a record for a forgotten region is dropped."""
+    tuner = fast._ThreadTuner()
+    tuner.pick("hot", 2)
+    for b in range(3 * tuner.KEYS):
+        tuner.pick(("batch", b), 2)
+        if b % 100 == 0:
+            tuner.pick("hot", 2)  # kept: picked again and again
+    assert len(tuner.state) == tuner.KEYS
+    assert ("hot", 2) in tuner.state and (("batch", 0), 2) not in tuner.state
+    assert (("batch", 3 * tuner.KEYS - 1), 2) in tuner.state
+    tuner.record(("batch", 0), 2, 1, 0.01)  # picked, then forgotten: no error, no record
+    assert (("batch", 0), 2) not in tuner.state and len(tuner.state) == tuner.KEYS
+    tuner.record("hot", 2, 1, 0.01)
+    assert tuner.state[("hot", 2)]["times"][1] == [0.01]
