@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
-from ttforge.errors import ShapeError, LimitError
+from ttforge.errors import LimitError, ShapeError, show
 from ttforge.limits import MAX_SEARCH_CORES
 from ttforge.ir.tt import TTShape
 
@@ -279,7 +280,11 @@ class ContractionSchedule:
     steps: tuple[ContractionStep, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        order = tuple(int(c) for c in self.order)
+        try:  # integers only: int() would take "3" and truncate 1.7
+            order = tuple(operator.index(c) for c in self.order)
+        except TypeError:
+            raise ShapeError(f"schedule order {show(self.order)} must be a sequence of core "
+                             f"indices 0..{self.shape.d - 1}") from None
         object.__setattr__(self, "order", order)
         if sorted(order) != list(range(self.shape.d)):
             raise ShapeError(

@@ -14,10 +14,12 @@ from __future__ import annotations
 import bisect
 import functools
 import math
+import numbers
+import operator
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterable, Sequence
 
-from ttforge.errors import ShapeError
+from ttforge.errors import ShapeError, show
 
 __all__ = ["TTShape", "factorize", "max_ranks", "resolve_ranks"]
 
@@ -39,6 +41,19 @@ def max_ranks(out_modes: Sequence[int], in_modes: Sequence[int]) -> tuple[int, .
     )
 
 
+def integers(name: str, values: object) -> tuple[int, ...]:
+    """``values`` as a tuple of Python ints (numpy integers too), or a one-line
+    :class:`~ttforge.errors.ShapeError` naming ``name``: ``int()`` would take ``"3"``,
+    ``True`` and ``8.5`` (as 8) without a word."""
+    try:
+        out = tuple(operator.index(v) for v in values)  # type: ignore[union-attr]
+        if not any(isinstance(v, bool) for v in values):  # type: ignore[union-attr]
+            return out
+    except TypeError:
+        pass
+    raise ShapeError(f"{name}={show(values)} must be a sequence of integers")
+
+
 def resolve_ranks(
     ranks: int | Sequence[int], out_modes: Sequence[int], in_modes: Sequence[int]
 ) -> tuple[int, ...]:
@@ -50,11 +65,15 @@ def resolve_ranks(
     """
     d = len(out_modes)
     limit = max_ranks(out_modes, in_modes)
-    if isinstance(ranks, int) and not isinstance(ranks, bool):
+    if isinstance(ranks, numbers.Integral) and not isinstance(ranks, bool):
+        ranks = int(ranks)
         if ranks < 1:
             raise ShapeError(f"ranks={ranks} must be >= 1")
         return tuple(min(ranks, lim) for lim in limit)
-    ranks = tuple(int(r) for r in ranks)
+    if isinstance(ranks, (str, bytes)) or not isinstance(ranks, Iterable):
+        raise ShapeError(f"ranks={show(ranks)} must be an int (an upper bound) or a sequence "
+                         f"of ints")
+    ranks = integers("ranks", ranks)
     if len(ranks) == d - 1:
         ranks = (1, *ranks, 1)
     if len(ranks) != d + 1:
@@ -92,8 +111,8 @@ class TTShape:
     ranks: tuple[int, ...]
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "out_modes", tuple(int(m) for m in self.out_modes))
-        object.__setattr__(self, "in_modes", tuple(int(n) for n in self.in_modes))
+        object.__setattr__(self, "out_modes", integers("out_modes", self.out_modes))
+        object.__setattr__(self, "in_modes", integers("in_modes", self.in_modes))
         if len(self.out_modes) != len(self.in_modes) or not self.out_modes:
             raise ShapeError(
                 f"out_modes {list(self.out_modes)} and in_modes {list(self.in_modes)} must be "

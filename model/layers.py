@@ -10,6 +10,7 @@ from torch import nn
 
 from ttforge.errors import ConfigError, ShapeError
 from ttforge.ir.schedule import ContractionSchedule, Objective
+from ttforge.ir.tt import integers
 from ttforge.model.fast import (MergeCache, autocast_cast, autocast_dtype, captured, plan_for, plain_ops_only,
                                 tt_apply)
 from ttforge.model.tt import TTShape, factorize, tt_rel_error, tt_svd, tt_to_dense
@@ -32,7 +33,7 @@ def default_num_cores(in_features: int, out_features: int) -> int:
 def _modes(name: str, features: int, modes: Sequence[int] | None, d: int) -> tuple[int, ...]:
     if modes is None:
         return factorize(features, d)
-    modes = tuple(int(m) for m in modes)
+    modes = integers(name, modes)
     if any(m < 1 for m in modes):
         raise ShapeError(f"{name}={list(modes)}: every mode must be >= 1")
     if math.prod(modes) < features:
@@ -340,7 +341,11 @@ class TTLinear(nn.Module):
         (relative Frobenius norm); ``max_rank`` caps every bond. The achieved error is
         stored as ``layer.decomposition_error``.
         """
-        out_f, in_f = linear.weight.shape
+        weight = getattr(linear, "weight", None)
+        if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
+            raise ConfigError(f"from_linear takes an nn.Linear (a 2-D weight), not "
+                              f"{type(linear).__name__}")
+        out_f, in_f = weight.shape
         layer = cls(in_f, out_f, ranks=1, in_modes=in_modes, out_modes=out_modes,
                     bias=linear.bias is not None)
         W = torch.zeros(layer.tt_shape.out_size, layer.tt_shape.in_size, dtype=torch.float64)

@@ -11,7 +11,7 @@ from typing import Sequence
 
 import torch
 
-from ttforge.errors import ShapeError
+from ttforge.errors import DataError, ShapeError
 from ttforge.ir.tt import TTShape, _prod, factorize, max_ranks, resolve_ranks
 
 __all__ = [
@@ -92,6 +92,10 @@ def tt_svd(
             f"weight of shape {tuple(W.shape)} does not match out_modes {list(out_modes)} "
             f"(product {M}) x in_modes {list(in_modes)} (product {N}); pad or choose other modes"
         )
+    if W.is_floating_point() or W.is_complex():
+        if not bool(torch.isfinite(W).all()):  # an SVD of them fails or returns garbage
+            raise DataError("the weight holds NaN or infinite values; TT-SVD needs finite "
+                            "values (check the trained layer)")
     d = len(out_modes)
     work_dtype = torch.float64
     T = _interleave(W.detach().to(work_dtype), out_modes, in_modes)

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from ttforge.errors import ShapeError
+from ttforge.errors import ConfigError, DataError, ShapeError
 from ttforge.model.layers import TTLinear, apply_schedule
 from ttforge.ir.schedule import schedule_orders
 
@@ -109,3 +109,49 @@ def test_errors_name_the_problem():
         TTLinear(16, 16, 2)(torch.randn(2, 15))
     with pytest.raises(ShapeError, match="in_features"):
         TTLinear(0, 16, 2)
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"in_modes": [8.5, 8], "out_modes": [4, 8]}, "in_modes=[8.5, 8] must be a sequence of integers"),
+    ({"in_modes": [8, 8], "out_modes": ["4", 8]}, "out_modes=['4', 8] must be a sequence of integers"),
+    ({"in_modes": [True, 64], "out_modes": [4, 8]}, "in_modes=[True, 64] must be a sequence"),
+    ({"ranks": 4.5}, "ranks=4.5 must be an int (an upper bound) or a sequence of ints"),
+    ({"ranks": "4"}, "ranks='4' must be an int"),
+    ({"ranks": None}, "ranks=None must be an int"),
+    ({"ranks": [2.5], "in_modes": [8, 8], "out_modes": [4, 8]}, "ranks=[2.5] must be a sequence of integers"),
+    ({"schedule": "ab", "in_modes": [8, 8], "out_modes": [4, 8]},
+     "schedule order ('a', 'b') must be a sequence of core indices 0..1"),
+    ({"schedule": [0.0, 1.0], "in_modes": [8, 8], "out_modes": [4, 8]}, "must be a sequence of core indices"),
+])
+def test_arguments_that_int_would_bend_are_one_line_errors(kw, message):
+    """int() took "4", True and 8.5 (as 8) silently, and a string schedule failed inside
+    int() with a bare ValueError."""
+    kw = {"ranks": 4, **kw}
+    with pytest.raises(ShapeError) as e:
+        TTLinear(64, 32, **kw)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_numpy_integers_are_integers():
+    np = pytest.importorskip("numpy")
+    layer = TTLinear(64, 32, ranks=np.int64(4), in_modes=np.array([8, 8]), out_modes=[4, 8],
+                     schedule=np.array([1, 0]))
+    assert layer.in_modes == (8, 8) and layer.ranks == (1, 4, 1) and layer.schedule.order == (1, 0)
+    assert all(type(v) is int for v in (*layer.in_modes, *layer.ranks, *layer.schedule.order))
+    assert TTLinear(64, 32, ranks=np.array([4]), in_modes=[8, 8], out_modes=[4, 8]).ranks == (1, 4, 1)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_from_linear_refuses_non_finite_weights(bad):
+    """Before: NaN failed inside the SVD (with MKL's messages on stderr), inf gave a
+    rank-1 layer of garbage."""
+    dense = torch.nn.Linear(64, 32)
+    with torch.no_grad():
+        dense.weight[3, 5] = bad
+    with pytest.raises(DataError, match="NaN or infinite values"):
+        TTLinear.from_linear(dense, rel_error=0.1)
+
+
+def test_from_linear_takes_a_linear_layer():
+    with pytest.raises(ConfigError, match="from_linear takes an nn.Linear .* not Conv2d"):
+        TTLinear.from_linear(torch.nn.Conv2d(3, 3, 3), rel_error=0.1)
