@@ -79,6 +79,7 @@ from typing import NamedTuple, Sequence
 
 import torch
 
+from ttforge.errors import ShapeError
 from ttforge.ir.schedule import ContractionSchedule, ContractionStep, schedule_orders
 from ttforge.ir.tt import TTShape
 
@@ -708,6 +709,8 @@ def _merge2(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def merge_cores(cores: Sequence[torch.Tensor]) -> torch.Tensor:
     """Multiply neighbouring cores ``(r, m, n, r')`` into one ``(r0, prod m, prod n, r_end)``
     (halves first, so that the largest product is made once), through autograd."""
+    if not cores:
+        raise ShapeError("merge_cores needs at least one core")
     return _merge_tree(cores, _merge_ops if plain_ops_only() else _merge2)[0]
 
 
@@ -1224,11 +1227,14 @@ def tt_apply(x: torch.Tensor, cores: Sequence[torch.Tensor],
         x, cores, bias = autocast_cast(low, x, cores, bias)
         with torch.autocast(x.device.type, enabled=False):
             return tt_apply(x, cores, plan, bias, cache)
+    if not cores:
+        raise ShapeError("tt_apply needs the layer's cores (got none)")
     batch = x.shape[0]
     if plan is None:
         plan = plan_for(TTShape.of_cores(cores), batch)
     if captured():  # before anything that reads the batch size (see captured)
         return _apply_ops(x, cores, plan, bias)
+    _check_operands(x, cores, plan, bias)
     out_size = plan.schedule.shape.out_size
     if batch == 0:
         # an empty product that still reaches x and the cores (their gradients are zeros)
@@ -1260,6 +1266,23 @@ def tt_apply(x: torch.Tensor, cores: Sequence[torch.Tensor],
             mats = _step_matrices(cores, plan)
     with _compute(_key(x, plan, "forward", False)) as run:
         return _forward(x, mats, run.plan(plan), bias=bias, run=run)[0]
+
+
+def _check_operands(x: torch.Tensor, cores: Sequence[torch.Tensor], plan: FastPlan,
+                    bias: torch.Tensor | None) -> None:
+    """One-line errors for operands that do not fit together (else a reshape deep
+    inside fails with sizes the caller never gave)."""
+    shape = plan.schedule.shape
+    sizes = (math.prod(c.shape[1] for c in cores), math.prod(c.shape[2] for c in cores))
+    if plan.groups[-1][1] != len(cores) or sizes != (shape.out_size, shape.in_size):
+        raise ShapeError(f"the plan is for {plan.groups[-1][1]} cores of a {shape.out_size} x "
+                         f"{shape.in_size} weight, the cores make {len(cores)} of {sizes[0]} x "
+                         f"{sizes[1]}; make the plan with plan_for(TTShape.of_cores(cores), batch)")
+    if x.dim() != 2 or x.shape[1] != shape.in_size:
+        raise ShapeError(f"x has shape {tuple(x.shape)}; these cores take (batch, {shape.in_size})")
+    if bias is not None and tuple(bias.shape) != (shape.out_size,):
+        raise ShapeError(f"bias has shape {tuple(bias.shape)}; these cores give {shape.out_size} "
+                         f"outputs: ({shape.out_size},)")
 
 
 class _TTApplyMats(torch.autograd.Function):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import ttforge.model.fast as fast
-from ttforge.errors import ConfigError
+from ttforge.errors import ConfigError, ShapeError
 from ttforge.ir.schedule import ContractionSchedule, schedule_orders
 from ttforge.ir.tt import TTShape
 from ttforge.model.layers import TTLinear, apply_schedule
@@ -312,3 +312,36 @@ def test_a_capped_plan_computes_the_same_function(monkeypatch, fresh_plans, thre
     ref = apply_schedule(x, list(layer.cores), layer.schedule)
     got = fast.tt_apply(x, list(layer.cores), plan)
     assert torch.allclose(got, ref, atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("features", "x has shape (3, 63); these cores take (batch, 64)"),
+    ("vector", "x has shape (64,); these cores take (batch, 64)"),
+    ("three-d", "x has shape (2, 3, 64); these cores take (batch, 64)"),
+    ("bias", "bias has shape (31,); these cores give 32 outputs"),
+    ("no cores", "tt_apply needs the layer's cores"),
+    ("other plan", "the plan is for 2 cores of a 20 x 30 weight, the cores make 2 of 32 x 64"),
+])
+def test_tt_apply_names_operands_that_do_not_fit(case, message):
+    """Before: a reshape deep inside failed with sizes the caller never gave
+    ("shape '[3, 8, 8]' is invalid for input of size 189"), or an IndexError."""
+    layer = TTLinear(64, 32, ranks=4, in_modes=[8, 8], out_modes=[4, 8])
+    cores = list(layer.cores)
+    x, bias, plan = torch.randn(3, 64), None, None
+    if case == "features":
+        x = torch.randn(3, 63)
+    elif case == "vector":
+        x = torch.randn(64)
+    elif case == "three-d":
+        x = torch.randn(2, 3, 64)
+    elif case == "bias":
+        bias = torch.randn(31)
+    elif case == "no cores":
+        cores = []
+    elif case == "other plan":
+        plan = fast.plan_for(TTShape((4, 5), (5, 6), 2), 3)
+    with pytest.raises(ShapeError) as e:
+        fast.tt_apply(x, cores, plan, bias=bias)
+    assert message in str(e.value)
+    with pytest.raises(ShapeError, match="at least one core"):
+        fast.merge_cores([])
