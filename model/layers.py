@@ -82,6 +82,18 @@ def apply_schedule(
     and the output once. Large batches are processed in chunks (of a multiple of 16
     samples where possible) whose intermediates hold at most ``2**20`` elements.
     """
+    if not isinstance(schedule, ContractionSchedule):
+        raise ShapeError(f"schedule must be a ContractionSchedule (ContractionSchedule.from_order"
+                         f"(shape, order) makes one), not {type(schedule).__name__}")
+    shape = schedule.shape
+    if not captured():  # (a traced size is a tensor: comparing it would warn)
+        if (len(cores) != shape.d
+                or any(tuple(c.shape) != s for c, s in zip(cores, shape.core_shapes))):
+            raise ShapeError(f"the cores have shapes {[tuple(c.shape) for c in cores]}; the "
+                             f"schedule is for {list(shape.core_shapes)}")
+        if x.dim() != 2 or x.shape[1] != shape.in_size:
+            raise ShapeError(f"x has shape {tuple(x.shape)}; these cores take (batch, "
+                             f"{shape.in_size})")
     low = autocast_dtype(x, cores)
     if low is not None:  # the products in autocast's dtype, as nn.Linear's
         x, cores, _ = autocast_cast(low, x, cores)

@@ -155,3 +155,26 @@ def test_from_linear_refuses_non_finite_weights(bad):
 def test_from_linear_takes_a_linear_layer():
     with pytest.raises(ConfigError, match="from_linear takes an nn.Linear .* not Conv2d"):
         TTLinear.from_linear(torch.nn.Conv2d(3, 3, 3), rel_error=0.1)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("features", "x has shape (3, 63); these cores take (batch, 64)"),
+    ("three-d", "x has shape (2, 3, 64); these cores take (batch, 64)"),
+    ("fewer cores", "the cores have shapes [(1, 4, 8, 4)]; the schedule is for [(1, 4, 8, 4), (4, 8, 8, 1)]"),
+    ("a list", "schedule must be a ContractionSchedule"),
+])
+def test_apply_schedule_names_operands_that_do_not_fit(case, message):
+    """Before: a reshape failure, an IndexError or an AttributeError from inside."""
+    layer = TTLinear(64, 32, ranks=4, in_modes=[8, 8], out_modes=[4, 8], impl="schedule")
+    x, cores, schedule = torch.randn(3, 64), list(layer.cores), layer.schedule
+    if case == "features":
+        x = torch.randn(3, 63)
+    elif case == "three-d":
+        x = torch.randn(2, 3, 64)
+    elif case == "fewer cores":
+        cores = cores[:1]
+    else:
+        schedule = list(schedule.order)
+    with pytest.raises(ShapeError) as e:
+        apply_schedule(x, cores, schedule)
+    assert message in str(e.value)
