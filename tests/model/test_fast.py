@@ -320,7 +320,7 @@ def test_a_capped_plan_computes_the_same_function(monkeypatch, fresh_plans, thre
     ("three-d", "x has shape (2, 3, 64); these cores take (batch, 64)"),
     ("bias", "bias has shape (31,); these cores give 32 outputs"),
     ("no cores", "tt_apply needs the layer's cores"),
-    ("other plan", "the plan is for 2 cores of a 20 x 30 weight, the cores make 2 of 32 x 64"),
+    ("other plan", "the plan is for 3 cores of a 20 x 30 weight, the cores make 2 of 32 x 64"),
 ])
 def test_tt_apply_names_operands_that_do_not_fit(case, message):
     """Before: a reshape deep inside failed with sizes the caller never gave
@@ -339,7 +339,7 @@ def test_tt_apply_names_operands_that_do_not_fit(case, message):
     elif case == "no cores":
         cores = []
     elif case == "other plan":
-        plan = fast.plan_for(TTShape((4, 5), (5, 6), 2), 3)
+        plan = fast.plan_for(TTShape((2, 2, 5), (2, 3, 5), 2), 3)
     with pytest.raises(ShapeError) as e:
         fast.tt_apply(x, cores, plan, bias=bias)
     assert message in str(e.value)
