@@ -63,7 +63,11 @@ def decompose(
     layers = []
     for i in linear_idx:
         lin = model[i]
-        tt = TTLinear.from_linear(lin, max_rank=max_rank, rel_error=rel_error)
+        try:
+            tt = TTLinear.from_linear(lin, max_rank=max_rank, rel_error=rel_error)
+        except DataError as e:  # name the layer: the checkpoint holds several
+            raise DataError(f"{checkpoint}: layer {i} (nn.Linear {lin.in_features} -> "
+                            f"{lin.out_features}): {e}") from None
         err = float(tt.decomposition_error)
         if rel_error is not None and err > rel_error:  # tt_svd guarantees this; never pass it on
             raise ShapeError(f"layer {i}: TT-SVD reached relative error {err:.3g} > --rel-error {rel_error}")

@@ -232,6 +232,23 @@ def test_decompose_max_rank_and_skip_last(dense_run, tmp_path):
     assert [type(m).__name__ for m in loaded.model] == ["Flatten", "TTLinear", "ReLU", "Linear"]
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_decompose_names_the_layer_with_non_finite_weights(dense_run, tmp_path, capsys, bad):
+    """A checkpoint whose second layer diverged: exit 2, one line naming the layer, no
+    output (before: NaN failed inside the SVD with MKL's messages, inf went through)."""
+    from ttforge.model.checkpoint import load_checkpoint, save_checkpoint
+
+    payload = load_checkpoint(dense_run / "last.pt")
+    payload["state_dict"]["3.weight"][2, 7] = bad
+    save_checkpoint(tmp_path / "diverged.pt", payload)
+    out = tmp_path / "tt.pt"
+    assert main(["decompose", str(tmp_path / "diverged.pt"), "--rel-error", "0.3", "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "layer 3 (nn.Linear 32 -> 10)" in err[0]
+    assert "NaN or infinite values" in err[0]
+    assert not out.exists()
+
+
 def test_decompose_bad_input(dense_run, tmp_path, capsys):
     bad = tmp_path / "bad.pt"
     raw = bytearray((dense_run / "last.pt").read_bytes())
