@@ -70,6 +70,14 @@ def _check_truncation_args(max_rank, rel_error) -> None:
         raise ShapeError(f"rel_error={rel_error!r} must be in [0, 1)")
 
 
+def _check_finite(tensors: Sequence[torch.Tensor], what: str) -> None:
+    """A one-line :class:`DataError` when ``tensors`` hold NaN or infinite values: an SVD
+    of them fails (with the LAPACK library's messages on stderr) or returns garbage."""
+    if not all(bool(torch.isfinite(t).all()) for t in tensors):
+        raise DataError(f"{what} holds NaN or infinite values; TT-SVD needs finite values "
+                        f"(did training diverge? a lower learning rate helps)")
+
+
 def tt_svd(
     W: torch.Tensor,
     out_modes: Sequence[int],
@@ -92,10 +100,7 @@ def tt_svd(
             f"weight of shape {tuple(W.shape)} does not match out_modes {list(out_modes)} "
             f"(product {M}) x in_modes {list(in_modes)} (product {N}); pad or choose other modes"
         )
-    if W.is_floating_point() or W.is_complex():
-        if not bool(torch.isfinite(W).all()):  # an SVD of them fails or returns garbage
-            raise DataError("the weight holds NaN or infinite values; TT-SVD needs finite "
-                            "values (check the trained layer)")
+    _check_finite([W], "the weight")
     d = len(out_modes)
     work_dtype = torch.float64
     T = _interleave(W.detach().to(work_dtype), out_modes, in_modes)
@@ -125,6 +130,7 @@ def tt_round(
     ``rel_error`` (relative Frobenius norm) of the input TT.
     """
     _check_truncation_args(max_rank, rel_error)
+    _check_finite(cores, "a core")
     shape = TTShape.of_cores(cores)
     dtype = cores[0].dtype
     work = [g.detach().to(torch.float64).clone() for g in cores]

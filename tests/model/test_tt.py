@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.support.nets import random_cores
-from ttforge.errors import ShapeError
+from ttforge.errors import DataError, ShapeError
 from ttforge.model.tt import (
     TTShape,
     factorize,
@@ -163,3 +163,14 @@ def test_tt_svd_rejects_wrong_modes():
 def test_of_cores_rejects_broken_chain():
     with pytest.raises(ShapeError, match="ends with rank 2"):
         TTShape.of_cores([torch.zeros(1, 2, 2, 2), torch.zeros(3, 2, 2, 1)])
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_tt_round_refuses_non_finite_cores(bad):
+    """Before: linalg.svd failed to converge (LAPACK's messages on stderr) or, for inf,
+    returned garbage."""
+    torch.manual_seed(0)
+    cores = [torch.randn(1, 4, 8, 4), torch.randn(4, 8, 8, 1)]
+    cores[1][2, 3, 4, 0] = bad
+    with pytest.raises(DataError, match="a core holds NaN or infinite values"):
+        tt_round(cores, rel_error=0.1)
