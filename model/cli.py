@@ -36,7 +36,8 @@ def _int_list(text: str) -> tuple[int, ...]:
 
 def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.epilog = (
-        "Writes DIR/last.pt (checkpoint after every epoch), DIR/metrics.json and DIR/metrics.png. "
+        "Writes DIR/last.pt (checkpoint after every epoch), DIR/metrics.json and DIR/metrics.png; "
+        "a run whose weights turn NaN or infinite stops (exit 2) and keeps the last epoch's. "
         "Options given on the command line override those of --config. Examples: "
         "'ttforge train --rank-adaptive --out runs/digits'; "
         "'ttforge train --model dense --out runs/digits-dense'; "

@@ -313,6 +313,11 @@ def train(
                 if use_prior and cfg.prior_update_every and (step + 1) % cfg.prior_update_every == 0:
                     prior.update()
                 bar.step()
+            if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+                # stop here: the last checkpoint (the previous epoch's) stays as it was,
+                # and nothing downstream (the prior's SVDs, metrics.json) sees NaN
+                raise ConfigError(f"training diverged in epoch {epoch}: the weights hold NaN or "
+                                  f"infinite values; lower the learning rate (lr={cfg.lr:g})")
             if use_prior:
                 # Re-gauge every bond to the weight's singular directions (same function)
                 # and fit variances and diagonal gauge jointly; with update() alone the

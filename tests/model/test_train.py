@@ -275,3 +275,15 @@ def test_tt_digits_reaches_95_percent(tmp_path):
     ra = train(TrainConfig(rank_adaptive=True), tmp_path / "ra", progress=False)
     assert ra.summary["test_acc"] >= 0.95
     assert ra.summary["tt_compression"] >= 10
+
+
+@pytest.mark.parametrize("rank_adaptive", [False, True])
+def test_a_diverging_run_stops_in_one_line_and_writes_nothing(tmp_path, rank_adaptive):
+    """Before: a rank-adaptive run failed inside linalg.svd (exit 70, "a bug in
+    ttforge"); a plain one finished 'successfully' at chance accuracy with NaN in
+    metrics.json."""
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match=r"training diverged in epoch 1: .* lower the learning "
+                                          r"rate \(lr=1e\+30\)"):
+        train(cfg(lr=1e30, rank_adaptive=rank_adaptive, finetune_epochs=1), out, progress=False)
+    assert not (out / "last.pt").exists() and not (out / "metrics.json").exists()
