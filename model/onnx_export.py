@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ttforge.errors import ConfigError, ShapeError
+from ttforge.errors import ConfigError, DataError, ShapeError
 from ttforge.model.layers import TTLinear
 from ttforge.onnx_graph import DEFAULT_OPSET, MIN_OPSET, OnnxGraph, check_opset, model_proto
 
@@ -141,6 +141,11 @@ def build_onnx(
     linears = [m for m in layers if isinstance(m, (TTLinear, nn.Linear))]
     if not linears:
         raise ConfigError("the model has no TTLinear or nn.Linear layer; export needs at least one")
+    for i, m in enumerate(layers):
+        if not all(bool(torch.isfinite(p).all()) for p in m.parameters()):
+            # the export would be faithful, and its check against PyTorch meaningless (nan)
+            raise DataError(f"layer {i} ({type(m).__name__}) holds NaN or infinite weights; "
+                            f"export a model whose training did not diverge")
     n_in = linears[0].in_features
     if input_shape is None:
         input_shape = (n_in,)

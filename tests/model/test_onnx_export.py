@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from ttforge.errors import ConfigError, ShapeError
+from ttforge.errors import ConfigError, DataError, ShapeError
 from ttforge.model.layers import TTLinear
 from ttforge.model.onnx_export import DEFAULT_OPSET, build_onnx, check_onnx, export_onnx
 from ttforge.ir.schedule import schedule_orders
@@ -232,3 +232,16 @@ def test_cli_corrupt_or_missing_checkpoint_exit_2(trained_run, tmp_path, capsys)
     assert main(["export-onnx", str(tmp_path / "nope.pt"), "-o", str(out)]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_weights_are_refused(bad, tmp_path):
+    """Before: written, and its check against PyTorch reported max |diff| = nan as a
+    success."""
+    model = nn.Sequential(TTLinear(64, 32, ranks=4, in_modes=[8, 8], out_modes=[4, 8]), nn.ReLU(),
+                          nn.Linear(32, 10))
+    with torch.no_grad():
+        model[2].weight[1, 2] = bad
+    with pytest.raises(DataError, match=r"layer 2 \(Linear\) holds NaN or infinite weights"):
+        export_onnx(model, tmp_path / "m.onnx")
+    assert not list(tmp_path.iterdir())
