@@ -45,18 +45,28 @@ def utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def result_path(text: str | Path) -> Path:
-    """The ``type`` of a bench's ``--out`` argument: the result file as a :class:`Path`,
-    checked before any measurement (:func:`ttforge.atomic.check_output_file`), so that a
+def output_path(example: str):
+    """An argparse ``type`` for a bench's output file: the path as a :class:`Path`, checked
+    before any measurement (:func:`ttforge.atomic.check_output_file`), so that a
     directory, a device, a FIFO or a file under a file is a usage error (exit 2, one
-    line) at once, not a traceback after minutes or hours of work."""
-    from ttforge.atomic import check_output_file
-    from ttforge.errors import OutputError
+    line) at once, not a traceback after minutes or hours of work. ``example`` names a
+    file of the kind in the message (``result.json``, ``plot.png``)."""
 
-    try:
-        return check_output_file(text, "", "result.json")
-    except OutputError as e:  # argparse names the flag: "argument --out: <why>"
-        raise argparse.ArgumentTypeError(str(e).strip()) from None
+    def checked(text: str | Path) -> Path:
+        from ttforge.atomic import check_output_file
+        from ttforge.errors import OutputError
+
+        try:
+            return check_output_file(text, "", example)
+        except OutputError as e:  # argparse names the flag: "argument --out: <why>"
+            raise argparse.ArgumentTypeError(str(e).strip()) from None
+
+    checked.__name__ = "output file"  # argparse's name for it in other errors
+    return checked
+
+
+#: The ``type`` of a bench's ``--out`` (its JSON result).
+result_path = output_path("result.json")
 
 
 def write_result(path: Path, result: dict, *, announce: bool = True) -> None:

@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
-from _env import cpu_model, git, git_dirty, result_path, utc_now  # noqa: E402
+from _env import cpu_model, git, git_dirty, output_path, result_path, utc_now  # noqa: E402
 from _docsection import update_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -513,7 +513,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--cpu-repeats", type=int, default=7, help="repeats of the CPU timings (median)")
     p.add_argument("--out", type=result_path, default=DEFAULT_OUT,
                    help=f"JSON results (default {DEFAULT_OUT.relative_to(ROOT)})")
-    p.add_argument("--doc", type=Path, default=DEFAULT_DOC, help="also write the long-form Markdown section into this file "
+    p.add_argument("--doc", type=output_path("section.md"), default=DEFAULT_DOC, help="also write the long-form Markdown section into this file "
                    "(docs/benchmarks.md itself is rendered from the JSON by bench/_docgen.py)")
     p.add_argument("--no-doc", action="store_true", help="do not touch the Markdown file")
     p.add_argument("--merge", action="store_true",

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
-from _env import git, git_dirty, result_path, utc_now  # noqa: E402
+from _env import git, git_dirty, output_path, result_path, utc_now  # noqa: E402
 from _docsection import update_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,7 +126,7 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--short", action="store_true", help="the --short flow (no bitstream)")
     p.add_argument("--out", type=result_path, default=DEFAULT_OUT, help="result JSON")
-    p.add_argument("--doc", type=Path, default=DEFAULT_DOC, help="also write the long-form Markdown section into this file "
+    p.add_argument("--doc", type=output_path("section.md"), default=DEFAULT_DOC, help="also write the long-form Markdown section into this file "
                    "(docs/benchmarks.md itself is rendered from the JSON by bench/_docgen.py)")
     p.add_argument("--no-doc", action="store_true", help="do not touch the Markdown file")
     args = p.parse_args(argv)

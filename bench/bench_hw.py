@@ -55,7 +55,7 @@ from ttforge.ir.arith import acc_bits_needed, int_range, rshift_round, saturate
 from ttforge.ir.executor import IntLayer, IntNetwork, execute
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
-from _env import git, git_dirty, package_version, result_path, utc_now  # noqa: E402
+from _env import git, git_dirty, output_path, package_version, result_path, utc_now  # noqa: E402
 from _docsection import update_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -529,8 +529,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--targets", nargs="+", default=None, metavar="DEVICE:L",
                    help="place and route these (e.g. ecp5-85f:16 ice40up5k:4) instead of the default list")
     p.add_argument("--out", type=result_path, default=None, help=f"JSON results (default {DEFAULT_JSON.relative_to(ROOT)})")
-    p.add_argument("--synth-out", type=Path, default=DEFAULT_SYNTH_JSON, help="JSON of the synthesis runs")
-    p.add_argument("--doc", type=Path, default=DEFAULT_DOC, help="also write the long-form Markdown section into this file "
+    p.add_argument("--synth-out", type=result_path, default=DEFAULT_SYNTH_JSON, help="JSON of the synthesis runs")
+    p.add_argument("--doc", type=output_path("section.md"), default=DEFAULT_DOC, help="also write the long-form Markdown section into this file "
                    "(docs/benchmarks.md itself is rendered from the JSON by bench/_docgen.py)")
     p.add_argument("--no-doc", action="store_true", help="do not touch the Markdown file")
     p.add_argument("--render-only", action="store_true", help="rewrite the docs section from the JSON files")

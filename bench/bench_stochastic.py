@@ -53,7 +53,7 @@ from ttforge.model.network import ModelConfig
 from ttforge.quant.stochastic import LowPrecisionConfig, train_low_precision
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
-from _env import git, git_dirty, result_path, write_result  # noqa: E402
+from _env import git, git_dirty, output_path, result_path, write_result  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST = ROOT.parent / "shared" / "data" / "mnist-t10k"
@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--out", type=result_path, default=None, help=f"JSON to write (default {OUT.relative_to(ROOT)}; "
                    f"--quick: a temporary directory)")
-    p.add_argument("--png", type=Path, default=None, help=f"plot to write (default {PNG.relative_to(ROOT)})")
+    p.add_argument("--png", type=output_path("plot.png"), default=None, help=f"plot to write (default {PNG.relative_to(ROOT)})")
     p.add_argument("--render-only", action="store_true", help="print the table and redraw the plot from --out")
     args = p.parse_args(argv)
     torch.set_num_threads(1)

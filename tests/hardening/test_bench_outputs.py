@@ -33,6 +33,31 @@ def test_out_is_checked_by_result_path(script):
     assert "type=result_path" in _out_argument((BENCH / script).read_text())
 
 
+#: the other files a bench writes where the user says
+OTHER_OUTPUTS = ("--doc", "--png", "--synth-out")
+
+
+def test_every_other_output_argument_is_checked_too():
+    found = []
+    for p in sorted(BENCH.glob("bench_*.py")):
+        for line in p.read_text().splitlines():
+            flag = next((f for f in OTHER_OUTPUTS if f'add_argument("{f}"' in line), None)
+            if flag:
+                found.append((p.name, flag))
+                assert "type=result_path" in line or "type=output_path(" in line, (p.name, line)
+    assert len(found) >= 5
+
+
+@pytest.mark.parametrize("script, flag, example", [
+    ("bench_hw.py", "--doc", "section.md"), ("bench_stochastic.py", "--png", "plot.png")])
+def test_other_outputs_fail_before_any_work(script, flag, example, tmp_path):
+    r = subprocess.run([sys.executable, str(BENCH / script), flag, str(tmp_path)],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"argument {flag}: {tmp_path} is a directory; give a file name (e.g. {tmp_path}/{example})" \
+        in r.stderr
+
+
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_results_are_written_atomically(script):
     text = (BENCH / script).read_text()
