@@ -133,3 +133,30 @@ def test_traced_layer_refuses_another_feature_count():
         traced(torch.randn(4, 31, dtype=torch.float64))
     with pytest.raises(ShapeError, match="31 features"):
         layer(torch.randn(4, 31, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("dynamo", [False, True])
+def test_torch_onnx_export_of_a_network_with_tt_layers(dynamo, tmp_path):
+    """A user's own network through torch.onnx (both exporters, a dynamic batch) runs in
+    onnxruntime as in PyTorch; ttforge's own exporter (docs/export.md) keeps the TT
+    structure instead."""
+    ort = pytest.importorskip("onnxruntime")
+    if dynamo:
+        pytest.importorskip("onnxscript")
+    np = pytest.importorskip("numpy")
+    torch.manual_seed(0)
+    net = nn.Sequential(TTLinear(784, 512, ranks=16, in_modes=[7, 4, 7, 4], out_modes=[4, 8, 4, 4]),
+                        nn.ReLU(), TTLinear(512, 10, ranks=4)).eval()
+    path = tmp_path / "net.onnx"
+    kw = ({"dynamic_shapes": ({0: torch.export.Dim("batch")},)} if dynamo
+          else {"input_names": ["x"], "dynamic_axes": {"x": {0: "batch"}}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.randn(5, 784),), str(path), dynamo=dynamo, **kw)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for b in (1, 3, 64):
+        x = torch.randn(b, 784)
+        got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+        with torch.no_grad():
+            want = net(x).numpy()
+        assert np.allclose(got, want, atol=1e-5, rtol=1e-4), b
