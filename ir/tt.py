@@ -152,6 +152,8 @@ class TTShape:
     @classmethod
     def of_cores(cls, cores: Sequence) -> "TTShape":
         """The shape of a list of 4-way cores (tensors or arrays; checks that the bonds chain)."""
+        if len(cores) == 0:
+            raise ShapeError("a TT-matrix needs at least one core (got none)")
         for k, g in enumerate(cores):
             if len(g.shape) != 4:
                 raise ShapeError(f"core {k} has {len(g.shape)} axes; TT-matrix cores have 4 (r, m, n, r')")

@@ -51,7 +51,7 @@ import torch
 from torch import nn
 
 from ttforge.atomic import check_output_dir, note_input, replace_dir
-from ttforge.errors import CheckpointError, ConfigError, ShapeError
+from ttforge.errors import CheckpointError, ConfigError, DataError, ShapeError
 from ttforge.model.checkpoint import load_checkpoint, save_checkpoint
 from ttforge.model.data import Dataset, load_dataset
 from ttforge.model.layers import TTLinear
@@ -101,6 +101,9 @@ class Trained:
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 2048) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``model`` on ``(x, y)`` (eval mode restored after)."""
+    if x.shape[0] == 0 or x.shape[0] != y.shape[0]:
+        raise DataError(f"evaluate takes as many labels as samples, at least one; got "
+                        f"{x.shape[0]} samples and {y.shape[0]} labels")
     was_training = model.training
     model.eval()
     loss, correct = 0.0, 0

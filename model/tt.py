@@ -91,6 +91,7 @@ def tt_svd(
     guaranteed: each of the ``d - 1`` SVDs discards at most
     ``rel_error * ||W||_F / sqrt(d - 1)``. ``max_rank`` caps every bond; when both are
     given the cap wins and the bound may not hold (check with :func:`tt_rel_error`).
+    The cores have ``W``'s dtype; an integer ``W``'s are float64.
     """
     _check_truncation_args(max_rank, rel_error)
     out_modes, in_modes = tuple(out_modes), tuple(in_modes)
@@ -118,7 +119,9 @@ def tt_svd(
         C = s[:r, None] * Vh[:r]
         r_prev = r
     cores.append(C.reshape(r_prev, out_modes[-1], in_modes[-1], 1))
-    return [g.to(W.dtype) for g in cores]
+    # integer weights come back in float64 (rounding the factors to integers would
+    # leave nothing of them)
+    return [g.to(W.dtype) if W.is_floating_point() or W.is_complex() else g for g in cores]
 
 
 def tt_round(

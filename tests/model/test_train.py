@@ -287,3 +287,12 @@ def test_a_diverging_run_stops_in_one_line_and_writes_nothing(tmp_path, rank_ada
                                           r"rate \(lr=1e\+30\)"):
         train(cfg(lr=1e30, rank_adaptive=rank_adaptive, finetune_epochs=1), out, progress=False)
     assert not (out / "last.pt").exists() and not (out / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("n_x, n_y", [(0, 0), (5, 3)])
+def test_evaluate_needs_one_label_per_sample(n_x, n_y):
+    """Before: ZeroDivisionError for no samples, torch's ValueError for a mismatch."""
+    from ttforge.errors import DataError
+
+    with pytest.raises(DataError, match=f"got {n_x} samples and {n_y} labels"):
+        evaluate(torch.nn.Linear(4, 3), torch.randn(n_x, 4), torch.zeros(n_y, dtype=torch.long))

@@ -174,3 +174,18 @@ def test_tt_round_refuses_non_finite_cores(bad):
     cores[1][2, 3, 4, 0] = bad
     with pytest.raises(DataError, match="a core holds NaN or infinite values"):
         tt_round(cores, rel_error=0.1)
+
+
+def test_no_cores_is_a_one_line_error():
+    """Before: IndexError from inside."""
+    for f in (tt_to_dense, lambda c: tt_round(c, max_rank=2)):
+        with pytest.raises(ShapeError, match="at least one core"):
+            f([])
+
+
+def test_an_integer_weight_decomposes_in_float64():
+    """Before: the factors were cast back to int64, i.e. rounded to zeros."""
+    w = torch.arange(256, dtype=torch.int64).reshape(16, 16)
+    cores = tt_svd(w, [4, 4], [4, 4], rel_error=1e-9)
+    assert all(c.dtype == torch.float64 for c in cores)
+    assert torch.allclose(tt_to_dense(cores), w.double(), atol=1e-9)
