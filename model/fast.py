@@ -354,9 +354,7 @@ def _merged_values(shape: TTShape, lo: int, hi: int) -> int:
 
 def _searched(shape: TTShape, groups) -> bool:
     """Whether the plan search considers the cut ``groups`` (see :data:`SEARCH_ALL_CORES`
-    and :data:`MERGED_VALUES`); the cut into single cores always."""
-    if len(groups) == shape.d:
-        return True
+    and :data:`MERGED_VALUES`)."""
     if shape.d > SEARCH_ALL_CORES and len(groups) > SEARCH_GROUPS:
         return False
     return all(hi - lo == 1 or _merged_values(shape, lo, hi) <= MERGED_VALUES for lo, hi in groups)
@@ -365,11 +363,15 @@ def _searched(shape: TTShape, groups) -> bool:
 @functools.lru_cache(maxsize=256)
 def _plan_cached(shape: TTShape, bucket: int, threads: int = 1) -> FastPlan:
     best = None
-    for groups in _partitions(shape.d):
-        if not _searched(shape, groups):
-            continue
+    cuts = [g for g in _partitions(shape.d) if _searched(shape, g)]
+    single = tuple((k, k + 1) for k in range(shape.d))
+    if not cuts:  # every cut tried merges too much: the cores one by one, in the two
+        cuts = [single]  # end-to-end orders beyond SEARCH_ALL_CORES (2^(d-1) orders else)
+    for groups in cuts:
         mshape = _merged_shape(shape, groups)
-        for order in schedule_orders(mshape.d):
+        orders = (schedule_orders(mshape.d) if mshape.d <= SEARCH_ALL_CORES
+                  else [tuple(range(mshape.d - 1, -1, -1)), tuple(range(mshape.d))])
+        for order in orders:
             sched = ContractionSchedule.from_order(mshape, order)
             cost, chunk = _plan_cost(shape, groups, sched, bucket, threads)
             if best is None or cost < best.cost:

@@ -345,3 +345,17 @@ def test_tt_apply_names_operands_that_do_not_fit(case, message):
     assert message in str(e.value)
     with pytest.raises(ShapeError, match="at least one core"):
         fast.merge_cores([])
+
+
+def test_a_layer_of_many_cores_never_searches_every_order_of_single_cores(fresh_plans):
+    """16 cores (a layer given its own schedule may have more than the 12 the hardware
+    order searches): the cut into single cores has 2^15 orders; only cuts into at most
+    SEARCH_GROUPS groups are searched, and single cores, when nothing else fits the
+    cap, take the two end-to-end orders."""
+    import time
+
+    t0 = time.perf_counter()
+    plan = fast.plan_for(TTShape((2,) * 16, (2,) * 16, 4), 64)
+    assert time.perf_counter() - t0 < 5 and len(plan.groups) <= fast.SEARCH_GROUPS
+    wide = TTShape((8,) * 8, (8,) * 8, 128)
+    assert fast.plan_for(wide, 64).schedule.order in ((7, 6, 5, 4, 3, 2, 1, 0), tuple(range(8)))
