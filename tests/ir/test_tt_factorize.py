@@ -1,7 +1,7 @@
 """``factorize`` on sizes of every kind: the same splits as an exhaustive search over
 every integer (the rule as documented), and bounded time on any size it accepts
 (prime, semiprime, highly composite, up to 2^62 - 1), where a search over every integer
-below the size ran for hours."""
+below the size was killed after 60 s at 10^12."""
 
 import math
 import time
