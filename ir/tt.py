@@ -233,9 +233,11 @@ def _rho(n: int) -> int:
     raise AssertionError(f"no factor of {n} found")  # unreachable for composites
 
 
-def _prime_factors(n: int, out: dict[int, int] | None = None) -> dict[int, int]:
-    """``{prime: exponent}`` of ``n >= 1``."""
-    out = {} if out is None else out
+@functools.lru_cache(maxsize=256)
+def _prime_factors(n: int) -> dict[int, int]:
+    """``{prime: exponent}`` of ``n >= 1`` (cached: :func:`factorize` asks for a padded
+    size's primes in its smoothness test and again for its divisors; do not modify)."""
+    out: dict[int, int] = {}
     for p in range(2, 1000):
         if p * p > n:
             break
@@ -290,7 +292,7 @@ def _best_split(n: int, d: int) -> tuple[int, ...]:
 
     Ties go to the lexicographically largest descending tuple; output is descending.
     The candidates of each factor are the divisors of ``n`` (a search over every
-    integer up to ``n`` took hours at ``n = 10^12``).
+    integer up to ``n`` was killed after 60 s at ``n = 10^12``).
     """
     best: tuple[int, ...] | None = None
     best_key: tuple | None = None

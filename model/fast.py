@@ -85,7 +85,7 @@ from ttforge.ir.tt import TTShape
 
 __all__ = ["FastPlan", "plan_for", "plan_macs", "tt_apply", "merge_cores", "MergeCache", "CACHE_MERGED",
            "transformed", "captured", "plain_ops_only", "CAPTURE_BATCH", "autocast_dtype",
-           "autocast_cast", "PLAIN_WHEN_KEPT", "PLAIN_DENSE", "MERGED_VALUES",
+           "autocast_cast", "check_input", "PLAIN_WHEN_KEPT", "PLAIN_DENSE", "MERGED_VALUES",
            "CHUNK_ELEMENTS",
            "BACKWARD_CHUNK_ELEMENTS", "KEEP_BYTES", "workspace_bytes", "clear_workspace"]
 
@@ -364,9 +364,9 @@ def _searched(shape: TTShape, groups) -> bool:
 def _plan_cached(shape: TTShape, bucket: int, threads: int = 1) -> FastPlan:
     best = None
     cuts = [g for g in _partitions(shape.d) if _searched(shape, g)]
-    single = tuple((k, k + 1) for k in range(shape.d))
     if not cuts:  # every cut tried merges too much: the cores one by one, in the two
-        cuts = [single]  # end-to-end orders beyond SEARCH_ALL_CORES (2^(d-1) orders else)
+        # end-to-end orders beyond SEARCH_ALL_CORES (2^(d-1) orders else)
+        cuts = [tuple((k, k + 1) for k in range(shape.d))]
     for groups in cuts:
         mshape = _merged_shape(shape, groups)
         orders = (schedule_orders(mshape.d) if mshape.d <= SEARCH_ALL_CORES
@@ -1270,6 +1270,12 @@ def tt_apply(x: torch.Tensor, cores: Sequence[torch.Tensor],
         return _forward(x, mats, run.plan(plan), bias=bias, run=run)[0]
 
 
+def check_input(x: torch.Tensor, in_size: int) -> None:
+    """A one-line :class:`ShapeError` unless ``x`` is ``(batch, in_size)``."""
+    if x.dim() != 2 or x.shape[1] != in_size:
+        raise ShapeError(f"x has shape {tuple(x.shape)}; these cores take (batch, {in_size})")
+
+
 def _check_operands(x: torch.Tensor, cores: Sequence[torch.Tensor], plan: FastPlan,
                     bias: torch.Tensor | None) -> None:
     """One-line errors for operands that do not fit together (else a reshape deep
@@ -1281,8 +1287,7 @@ def _check_operands(x: torch.Tensor, cores: Sequence[torch.Tensor], plan: FastPl
         raise ShapeError(f"the plan is for {plan.groups[-1][1]} cores of a {shape.out_size} x "
                          f"{shape.in_size} weight, the cores make {len(cores)} of {sizes[0]} x "
                          f"{sizes[1]}; make the plan with plan_for(TTShape.of_cores(cores), batch)")
-    if x.dim() != 2 or x.shape[1] != shape.in_size:
-        raise ShapeError(f"x has shape {tuple(x.shape)}; these cores take (batch, {shape.in_size})")
+    check_input(x, shape.in_size)
     if bias is not None and (bias.dim() != 1 or bias.shape[0] != shape.out_size):
         raise ShapeError(f"bias has shape {tuple(bias.shape)}; these cores give {shape.out_size} "
                          f"outputs: ({shape.out_size},)")

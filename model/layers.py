@@ -11,8 +11,8 @@ from torch import nn
 from ttforge.errors import ConfigError, ShapeError
 from ttforge.ir.schedule import ContractionSchedule, Objective
 from ttforge.ir.tt import integers
-from ttforge.model.fast import (MergeCache, autocast_cast, autocast_dtype, captured, plan_for, plain_ops_only,
-                                tt_apply)
+from ttforge.model.fast import (MergeCache, autocast_cast, autocast_dtype, captured, check_input, plan_for,
+                                plain_ops_only, tt_apply)
 from ttforge.model.tt import TTShape, factorize, tt_rel_error, tt_svd, tt_to_dense
 
 __all__ = ["TTLinear", "default_num_cores", "apply_schedule", "tt_apply", "IMPLS"]
@@ -91,9 +91,7 @@ def apply_schedule(
                 or any(tuple(c.shape) != s for c, s in zip(cores, shape.core_shapes))):
             raise ShapeError(f"the cores have shapes {[tuple(c.shape) for c in cores]}; the "
                              f"schedule is for {list(shape.core_shapes)}")
-        if x.dim() != 2 or x.shape[1] != shape.in_size:
-            raise ShapeError(f"x has shape {tuple(x.shape)}; these cores take (batch, "
-                             f"{shape.in_size})")
+        check_input(x, shape.in_size)
     low = autocast_dtype(x, cores)
     if low is not None:  # the products in autocast's dtype, as nn.Linear's
         x, cores, _ = autocast_cast(low, x, cores)

@@ -37,6 +37,7 @@ from torch import nn
 
 from ttforge.errors import ConfigError, DataError, ShapeError
 from ttforge.model.layers import TTLinear
+from ttforge.model.tt import all_finite
 from ttforge.onnx_graph import DEFAULT_OPSET, MIN_OPSET, OnnxGraph, check_opset, model_proto
 
 __all__ = [
@@ -142,7 +143,7 @@ def build_onnx(
     if not linears:
         raise ConfigError("the model has no TTLinear or nn.Linear layer; export needs at least one")
     for i, m in enumerate(layers):
-        if not all(bool(torch.isfinite(p).all()) for p in m.parameters()):
+        if not all_finite(m.parameters()):
             # the export would be faithful, and its check against PyTorch meaningless (nan)
             raise DataError(f"layer {i} ({type(m).__name__}) holds NaN or infinite weights; "
                             f"export a model whose training did not diverge")

@@ -57,6 +57,7 @@ from ttforge.model.data import Dataset, load_dataset
 from ttforge.model.layers import TTLinear
 from ttforge.model.network import ModelConfig, build_model
 from ttforge.model.seeding import deterministic, seeded_generator
+from ttforge.model.tt import all_finite
 from ttforge.model.progress import _Progress, _print_summary, _summary, _tt_params, _tt_ranks, _write_metrics
 from ttforge.model.train_config import (CHECKPOINT_NAME, METRICS_NAME, PLOT_NAME, TrainConfig, _KIND, _compare_for_resume,
                                         _is_int, _stored_config, default_out_dir)
@@ -316,7 +317,7 @@ def train(
                 if use_prior and cfg.prior_update_every and (step + 1) % cfg.prior_update_every == 0:
                     prior.update()
                 bar.step()
-            if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+            if not all_finite(model.parameters()):
                 # stop here: the last checkpoint (the previous epoch's) stays as it was,
                 # and nothing downstream (the prior's SVDs, metrics.json) sees NaN
                 raise ConfigError(f"training diverged in epoch {epoch}: the weights hold NaN or "

@@ -7,7 +7,7 @@ the contract (:mod:`ttforge.ir.tt`); this module holds only what needs torch.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import torch
 
@@ -23,6 +23,7 @@ __all__ = [
     "tt_svd",
     "tt_round",
     "tt_rel_error",
+    "all_finite",
 ]
 
 
@@ -70,10 +71,15 @@ def _check_truncation_args(max_rank, rel_error) -> None:
         raise ShapeError(f"rel_error={rel_error!r} must be in [0, 1)")
 
 
+def all_finite(tensors: Iterable[torch.Tensor]) -> bool:
+    """Whether no tensor of ``tensors`` holds a NaN or an infinity."""
+    return all(bool(torch.isfinite(t).all()) for t in tensors)
+
+
 def _check_finite(tensors: Sequence[torch.Tensor], what: str) -> None:
     """A one-line :class:`DataError` when ``tensors`` hold NaN or infinite values: an SVD
     of them fails (with the LAPACK library's messages on stderr) or returns garbage."""
-    if not all(bool(torch.isfinite(t).all()) for t in tensors):
+    if not all_finite(tensors):
         raise DataError(f"{what} holds NaN or infinite values; TT-SVD needs finite values "
                         f"(did training diverge? a lower learning rate helps)")
 
