@@ -1367,12 +1367,15 @@ class _TTApplyDense(torch.autograd.Function):
             tree = ctx.tree
         # gW and its moved copy in kept work buffers: a fresh gW faults its pages in on
         # every call (784 x 512 layer, 1 thread, medians of 101 interleaved: 6.5 ms
-        # per forward+backward with a fresh one, 6.0 ms with the buffer)
-        gw, work = (None, None) if graph else _buffers(x, [w.numel(), w.numel()])
+        # per forward+backward with a fresh one, 6.0 ms with the buffer); but a single
+        # core is its own weight and gW its gradient, which must not be a view of a
+        # buffer that the next call overwrites (autograd keeps it as ``.grad``)
+        fresh = graph or isinstance(tree, int)
+        gw, work = (None, None) if fresh else _buffers(x, [w.numel(), w.numel()])
         grads = [None] * len(cores)
         with _compute(_key(x, plan, "backward", need_x, graph)):
             gx = gy @ w if need_x else None
-            gw = gy.t() @ x if graph else torch.mm(gy.t(), x, out=gw.view(w.shape))
+            gw = gy.t() @ x if fresh else torch.mm(gy.t(), x, out=gw.view(w.shape))
             gb = gy.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
             _tree_grads(cores, tree, gw.view(1, *gw.shape, 1), grads, work)
         return (gx, None, gb, *grads)

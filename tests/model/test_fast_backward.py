@@ -3,6 +3,8 @@ it forms a matrix gradient (flat step in either orientation, per-sample loop, ba
 product and sum) and every way it gets the step inputs (kept intermediates sliced per
 backward chunk, or recomputed) gives the hardware-order path's gradients."""
 
+import math
+
 import pytest
 import torch
 
@@ -98,3 +100,39 @@ def test_gradcheck_float64_with_sliced_kept_and_recomputed_chunks(monkeypatch, o
                     if any(s.Q > 1 for s in p.schedule.steps))
         f = lambda x, *cs: fast.tt_apply(x, cs, plan)  # noqa: E731
         assert torch.autograd.gradcheck(f, (x, *cores)), plan.describe()
+
+
+@pytest.mark.parametrize("plain", [False, True], ids=["custom-backward", "plain-operations"])
+@pytest.mark.parametrize("in_modes,out_modes,ranks,batch", [
+    ([256], [256], [], 8),                      # one core: its own dense weight
+    ([16, 16], [16, 16], [4], 8),               # one group of two cores, rebuilt
+    ([4, 8, 4, 8], [4, 8, 4, 8], [8, 8, 8], 64),  # merged pairs
+    ([2, 3, 5], [2, 2, 5], [3, 4], 7),          # a small layer
+], ids=["one-core", "one-group", "merged-pairs", "small"])
+def test_gradients_accumulate_over_calls(monkeypatch, one_thread, plain, in_modes, out_modes,
+                                         ranks, batch):
+    """Two backward passes into the same ``.grad`` give the sum of their gradients (as
+    ``nn.Linear``'s do), and a gradient taken from one call is not changed by the next:
+    no gradient is a view of a work buffer that a later call writes (a one-core
+    layer's was, so a second backward doubled the new gradient instead of adding)."""
+    monkeypatch.setattr(fast, "PLAIN_WHEN_KEPT", plain)
+    torch.manual_seed(11)
+    layer = TTLinear(math.prod(in_modes), math.prod(out_modes), ranks=ranks, in_modes=in_modes,
+                     out_modes=out_modes)
+    xs = [torch.randn(batch, layer.in_features, requires_grad=True) for _ in range(2)]
+    params = [*layer.cores, layer.bias]
+    alone = []
+    for x in xs:
+        layer.zero_grad(set_to_none=True)
+        layer(x).square().sum().backward()
+        alone.append([p.grad for p in params])
+    for first, again in zip(alone[0], alone[1]):
+        assert not torch.equal(first, again)  # two different gradients, not one buffer
+    kept = [g.clone() for g in alone[0]]
+    layer.zero_grad(set_to_none=True)
+    for x in xs:
+        layer(x).square().sum().backward()
+    for p, a, b in zip(params, *alone):
+        assert torch.equal(p.grad, a + b)
+    for a, k in zip(alone[0], kept):
+        assert torch.equal(a, k)
