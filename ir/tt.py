@@ -25,7 +25,12 @@ __all__ = ["TTShape", "factorize", "max_ranks", "resolve_ranks"]
 
 
 def _prod(xs: Sequence[int]) -> int:
-    return math.prod(int(x) for x in xs)
+    # a loop, not math.prod over a generator: torch.compile traces this (a layer's
+    # sizes in its forward) and breaks the graph at a generator passed to a call
+    p = 1
+    for x in xs:
+        p *= int(x)
+    return p
 
 
 def max_ranks(out_modes: Sequence[int], in_modes: Sequence[int]) -> tuple[int, ...]:

@@ -71,6 +71,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
+import json
 import math
 import threading
 import time
@@ -85,9 +86,9 @@ from ttforge.ir.tt import TTShape
 
 __all__ = ["FastPlan", "plan_for", "plan_macs", "tt_apply", "merge_cores", "MergeCache", "CACHE_MERGED",
            "transformed", "captured", "plain_ops_only", "CAPTURE_BATCH", "autocast_dtype",
-           "autocast_cast", "check_input", "PLAIN_WHEN_KEPT", "PLAIN_DENSE", "MERGED_VALUES",
+           "autocast_cast", "check_input", "check_bias", "PLAIN_WHEN_KEPT", "PLAIN_DENSE", "MERGED_VALUES",
            "CHUNK_ELEMENTS",
-           "BACKWARD_CHUNK_ELEMENTS", "KEEP_BYTES", "workspace_bytes", "clear_workspace"]
+           "BACKWARD_CHUNK_ELEMENTS", "KEEP_BYTES", "workspace_bytes", "clear_workspace", "compiled"]
 
 #: Largest intermediate (values) of one batch chunk: 2**18 float32 values = 1 MiB, so
 #: the running intermediates stay in a core's 2 MiB cache beside the step's input and
@@ -1231,6 +1232,15 @@ def tt_apply(x: torch.Tensor, cores: Sequence[torch.Tensor],
             return tt_apply(x, cores, plan, bias, cache)
     if not cores:
         raise ShapeError("tt_apply needs the layer's cores (got none)")
+    if compiled():  # one opaque operation in the compiled graph (see compiled)
+        # the checks dynamo raises as they are (the operation's fake checks the rest,
+        # its errors wrapped in dynamo's); loops, not generators (see ir.tt._prod)
+        out_size, in_size = 1, 1
+        for c in cores:
+            out_size, in_size = (out_size * c.shape[1], in_size * c.shape[2]) if c.dim() == 4 else (0, 0)
+        check_input(x, in_size)
+        check_bias(bias, out_size)
+        return _tt_apply_op(x, list(cores), bias, "" if plan is None else _plan_spec(plan))
     batch = x.shape[0]
     if plan is None:
         plan = plan_for(TTShape.of_cores(cores), batch)
@@ -1261,11 +1271,18 @@ def tt_apply(x: torch.Tensor, cores: Sequence[torch.Tensor],
         with _serial():
             mats = _step_matrices(cores, plan)
         return _TTApplyMats.apply(x, plan, bias, *mats)
+    return _apply_no_grad(x, cores, plan, bias, cache)
+
+
+def _apply_no_grad(x: torch.Tensor, cores: Sequence[torch.Tensor], plan: FastPlan,
+                   bias: torch.Tensor | None, cache: MergeCache | None = None) -> torch.Tensor:
+    """:func:`tt_apply` without autograd: the merged matrices (from ``cache`` if the
+    cores are unchanged) applied chunk by chunk."""
     if cache is not None and CACHE_MERGED and x.device.type != "meta":  # meta: no values to compare
         mats = cache.matrices(cores, plan)
     else:
         with _serial():
-            mats = _step_matrices(cores, plan)
+            mats = _step_matrices(cores, plan, _merge2_product)
     with _compute(_key(x, plan, "forward", False)) as run:
         return _forward(x, mats, run.plan(plan), bias=bias, run=run)[0]
 
@@ -1274,6 +1291,13 @@ def check_input(x: torch.Tensor, in_size: int) -> None:
     """A one-line :class:`ShapeError` unless ``x`` is ``(batch, in_size)``."""
     if x.dim() != 2 or x.shape[1] != in_size:
         raise ShapeError(f"x has shape {tuple(x.shape)}; these cores take (batch, {in_size})")
+
+
+def check_bias(bias: torch.Tensor | None, out_size: int) -> None:
+    """A one-line :class:`ShapeError` unless ``bias`` is ``None`` or ``(out_size,)``."""
+    if bias is not None and (bias.dim() != 1 or bias.shape[0] != out_size):
+        raise ShapeError(f"bias has shape {tuple(bias.shape)}; these cores give {out_size} "
+                         f"outputs: ({out_size},)")
 
 
 def _check_operands(x: torch.Tensor, cores: Sequence[torch.Tensor], plan: FastPlan,
@@ -1288,9 +1312,7 @@ def _check_operands(x: torch.Tensor, cores: Sequence[torch.Tensor], plan: FastPl
                          f"{shape.in_size} weight, the cores make {len(cores)} of {sizes[0]} x "
                          f"{sizes[1]}; make the plan with plan_for(TTShape.of_cores(cores), batch)")
     check_input(x, shape.in_size)
-    if bias is not None and (bias.dim() != 1 or bias.shape[0] != shape.out_size):
-        raise ShapeError(f"bias has shape {tuple(bias.shape)}; these cores give {shape.out_size} "
-                         f"outputs: ({shape.out_size},)")
+    check_bias(bias, shape.out_size)
 
 
 class _TTApplyMats(torch.autograd.Function):
@@ -1379,3 +1401,119 @@ class _TTApplyDense(torch.autograd.Function):
             gb = gy.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
             _tree_grads(cores, tree, gw.view(1, *gw.shape, 1), grads, work)
         return (gx, None, gb, *grads)
+
+
+# -- torch.compile ----------------------------------------------------------------------
+def compiled() -> bool:
+    """Whether ``torch.compile`` traces the call (and not ``torch.export``, which is
+    :func:`captured`, nor a ``torch.func`` transform, :func:`transformed`: those trace
+    the plain operations, which the transforms can see through).
+
+    The fast path then enters the compiled graph as one opaque operation,
+    ``ttforge::tt_apply``, with a registered backward, ``ttforge::tt_apply_backward``
+    (``torch.library.custom_op``): traced through, its custom autograd nodes, work
+    buffers and tuned thread counts broke the graph at every TT layer, and its
+    per-call Python (merge cache, chunk loops) made dynamo recompile until it hit its
+    limit. The operations run the eager fast path with the plan for the batch they
+    get, so a compiled graph keeps the custom backward's memory bound and takes any
+    batch size without recompiling. A ``create_graph`` backward through a compiled
+    graph is not supported (as for any compiled graph); the eager path has it.
+    """
+    return torch.compiler.is_compiling() and not captured() and not transformed()
+
+
+@torch.compiler.assume_constant_result  # run while dynamo traces, not traced (json)
+def _plan_spec(plan: FastPlan) -> str:
+    """``plan`` as the string argument of the compiled operations (``""``: the
+    default plan of the call's batch)."""
+    return json.dumps([plan.groups, plan.schedule.order, plan.chunk, plan.backward_chunk,
+                       plan.bucket, plan.threads, plan.cost])
+
+
+@functools.lru_cache(maxsize=256)
+def _spec_plan(shape: TTShape, spec: str) -> FastPlan:
+    """The plan of :func:`_plan_spec`'s ``spec`` for ``shape``."""
+    groups, order, chunk, backward_chunk, bucket, threads, cost = json.loads(spec)
+    groups = tuple(tuple(g) for g in groups)
+    sched = ContractionSchedule.from_order(_merged_shape(shape, groups), tuple(order))
+    return FastPlan(groups, sched, chunk, cost, backward_chunk, bucket, threads)
+
+
+def _op_plan(x: torch.Tensor, cores: Sequence[torch.Tensor], spec: str) -> FastPlan:
+    """The plan a compiled operation runs: ``spec``'s, or the default for its batch."""
+    shape = TTShape.of_cores(cores)
+    return _spec_plan(shape, spec) if spec else plan_for(shape, x.shape[0])
+
+
+@torch.library.custom_op("ttforge::tt_apply", mutates_args=())
+def _tt_apply_op(x: torch.Tensor, cores: list[torch.Tensor], bias: torch.Tensor | None,
+                 plan: str) -> torch.Tensor:
+    """:func:`tt_apply` as one operation of a compiled graph (see :func:`compiled`)."""
+    x = x.contiguous()
+    return _apply_no_grad(x, cores, _op_plan(x, cores, plan), bias)
+
+
+@_tt_apply_op.register_fake
+def _tt_apply_fake(x, cores, bias, plan):
+    # the operands' checks of an eager call, while the graph is traced
+    p = _spec_plan(TTShape.of_cores(cores), plan) if plan else plan_for(TTShape.of_cores(cores), CAPTURE_BATCH)
+    _check_operands(x, cores, p, bias)
+    return x.new_empty(x.shape[0], p.schedule.shape.out_size)
+
+
+@torch.library.custom_op("ttforge::tt_apply_backward", mutates_args=())
+def _tt_apply_backward_op(gy: torch.Tensor, x: torch.Tensor, cores: list[torch.Tensor],
+                          plan: str, need_x: bool, need_bias: bool) -> list[torch.Tensor]:
+    """The gradients ``[x (or empty), bias (or empty), *cores]`` of
+    :func:`_tt_apply_op`: the merges again (their trees kept), the no-graph backward of
+    the step matrices, then each group's merge tree walked back to its cores."""
+    if x.shape[0] == 0:  # no samples: zero gradients
+        return [torch.zeros_like(x) if need_x else x.new_empty(0),
+                gy.new_zeros(gy.shape[1]) if need_bias else gy.new_empty(0),
+                *map(torch.zeros_like, cores)]
+    x, gy = x.contiguous(), gy.contiguous()
+    p = _op_plan(x, cores, plan)
+    steps = p.schedule.steps
+    with torch.no_grad(), _serial():
+        trees = [_merge_tree(cores, None, lo, hi) for lo, hi in p.groups]
+    merged = [m for m, _ in trees]
+    mats = [merged[s.core].permute(*s.core_axes).reshape(s.P, s.K) for s in steps]
+    with _compute(_key(x, p, "backward", need_x, False)) as run:
+        q = run.plan(p)
+        chunk = q.chunk if q.backward_chunk is None else q.backward_chunk
+        chunk = chunk if chunk and chunk < x.shape[0] else max(x.shape[0], 1)
+        gx, gmats = _backward_buffered(x, gy, mats, steps, need_x, chunk, None, run)
+        gb = gy.sum(0) if need_bias else gy.new_empty(0)
+    gmerged: list = [None] * len(merged)
+    for s, g in zip(steps, gmats):  # each step matrix back to its merged core's layout
+        axes = s.core_axes
+        g = g.reshape([merged[s.core].shape[a] for a in axes]).permute(*sorted(range(4), key=axes.__getitem__))
+        gmerged[s.core] = g if gmerged[s.core] is None else gmerged[s.core] + g
+    grads: list = [None] * len(cores)
+    with torch.no_grad(), _serial():
+        for (_, tree), g in zip(trees, gmerged):
+            _tree_grads(cores, tree, g, grads)
+    return [gx if need_x else x.new_empty(0), gb, *(g.contiguous() for g in grads)]
+
+
+@_tt_apply_backward_op.register_fake
+def _tt_apply_backward_fake(gy, x, cores, plan, need_x, need_bias):
+    return [torch.empty_like(x) if need_x else x.new_empty(0),
+            gy.new_empty(gy.shape[1]) if need_bias else gy.new_empty(0),
+            *(torch.empty_like(c) for c in cores)]
+
+
+def _tt_apply_setup(ctx, inputs, output) -> None:
+    x, cores, bias, plan = inputs
+    ctx.save_for_backward(x, *cores)
+    ctx.plan, ctx.has_bias = plan, bias is not None
+
+
+def _tt_apply_grads(ctx, gy):
+    x, *cores = ctx.saved_tensors
+    need_x, need_bias = ctx.needs_input_grad[0], ctx.has_bias and ctx.needs_input_grad[2]
+    gx, gb, *gcores = _tt_apply_backward_op(gy, x, cores, ctx.plan, need_x, need_bias)
+    return gx if need_x else None, gcores, gb if need_bias else None, None
+
+
+_tt_apply_op.register_autograd(_tt_apply_grads, setup_context=_tt_apply_setup)

@@ -11,7 +11,7 @@ from torch import nn
 from ttforge.errors import ConfigError, ShapeError
 from ttforge.ir.schedule import ContractionSchedule, Objective
 from ttforge.ir.tt import integers
-from ttforge.model.fast import (MergeCache, autocast_cast, autocast_dtype, captured, check_input, plan_for,
+from ttforge.model.fast import (MergeCache, autocast_cast, autocast_dtype, captured, check_input, compiled, plan_for,
                                 plain_ops_only, tt_apply)
 from ttforge.model.tt import TTShape, factorize, tt_rel_error, tt_svd, tt_to_dense
 
@@ -300,10 +300,13 @@ class TTLinear(nn.Module):
             cache = self.__dict__.get("_merge_cache")  # made lazily: older pickles lack it
             if cache is None:
                 cache = self.__dict__["_merge_cache"] = MergeCache()
-        if fast and unpadded:
-            return tt_apply(x, cores, plan_for(self.tt_shape, x.shape[0]), bias=bias, cache=cache)
         if fast:
-            y = tt_apply(x, cores, plan_for(self.tt_shape, x.shape[0]), cache=cache)
+            # a compiled call picks its plan when it runs (ttforge.model.fast.compiled)
+            plan = None if compiled() else plan_for(self.tt_shape, x.shape[0])
+        if fast and unpadded:
+            return tt_apply(x, cores, plan, bias=bias, cache=cache)
+        if fast:
+            y = tt_apply(x, cores, plan, cache=cache)
         else:
             y = apply_schedule(x, cores, self.schedule)
         if not unpadded:

@@ -28,9 +28,9 @@ def _count_merges(monkeypatch):
     calls = []
     real = fast._step_matrices
 
-    def counted(cores, plan):
+    def counted(cores, plan, *merge):
         calls.append(plan)
-        return real(cores, plan)
+        return real(cores, plan, *merge)
 
     monkeypatch.setattr(fast, "_step_matrices", counted)
     return calls

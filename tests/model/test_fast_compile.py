@@ -1,0 +1,209 @@
+"""torch.compile of the fast path (ttforge.model.fast.compiled): each TT layer is one
+opaque operation of the graph (``ttforge::tt_apply``, its backward
+``ttforge::tt_apply_backward``), so a network compiles as one graph with no break, takes
+any batch size without recompiling, and gives the function and gradients of the
+hardware-order path (its own code, not the operation's)."""
+
+import math
+import shutil
+
+import pytest
+import torch
+from torch import nn
+
+import ttforge.model.fast as fast
+from ttforge.errors import ShapeError
+from ttforge.ir.schedule import ContractionSchedule
+from ttforge.model.layers import TTLinear, apply_schedule
+
+LAYERS = {
+    "small": dict(in_features=30, out_features=20, ranks=3, in_modes=[2, 3, 5], out_modes=[2, 2, 5]),
+    "rebuilt": dict(in_features=784, out_features=512, ranks=16, in_modes=[7, 4, 7, 4],
+                    out_modes=[4, 8, 4, 4]),
+    "merged-pairs": dict(in_features=1024, out_features=1024, ranks=8, in_modes=[4, 8, 4, 8],
+                         out_modes=[4, 8, 4, 8]),
+    "one-core": dict(in_features=256, out_features=256, ranks=[], in_modes=[256], out_modes=[256]),
+    "padded": dict(in_features=29, out_features=17, ranks=3, in_modes=[2, 3, 5], out_modes=[2, 2, 5]),
+}
+
+
+@pytest.fixture(autouse=True)
+def fresh_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def _layer(name: str, seed: int = 3) -> TTLinear:
+    torch.manual_seed(seed)
+    return TTLinear(**LAYERS[name]).double()
+
+
+def _reference(layer: TTLinear, x: torch.Tensor, gy: torch.Tensor):
+    """Output and gradients (x, bias, cores) through the hardware-order path."""
+    x = x.detach().clone().requires_grad_()
+    cores = [c.detach().clone().requires_grad_() for c in layer.cores]
+    bias = layer.bias.detach().clone().requires_grad_()
+    xp = nn.functional.pad(x, (0, layer.tt_shape.in_size - layer.in_features))
+    y = apply_schedule(xp, cores, layer.schedule)[:, :layer.out_features] + bias
+    y.backward(gy)
+    return [y.detach(), x.grad, bias.grad, *(c.grad for c in cores)]
+
+
+def _run(module, layer: TTLinear, x: torch.Tensor, gy: torch.Tensor):
+    layer.zero_grad(set_to_none=True)
+    x = x.detach().clone().requires_grad_()
+    y = module(x)
+    y.backward(gy)
+    return [y.detach(), x.grad, layer.bias.grad, *(c.grad for c in layer.cores)]
+
+
+def _plans_run(monkeypatch) -> list:
+    """The plans the compiled operations run, as they run them."""
+    seen = []
+    real = fast._op_plan
+
+    def spy(x, cores, spec):
+        plan = real(x, cores, spec)
+        seen.append(plan)
+        return plan
+
+    monkeypatch.setattr(fast, "_op_plan", spy)
+    return seen
+
+
+def test_a_network_compiles_to_one_graph_with_an_operation_per_tt_layer():
+    torch.manual_seed(0)
+    net = nn.Sequential(TTLinear(784, 512, 16, in_modes=[7, 4, 7, 4], out_modes=[4, 8, 4, 4]),
+                        nn.ReLU(), TTLinear(512, 10, 4))
+    explained = torch._dynamo.explain(net)(torch.randn(32, 784))
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0)
+    assert explained.graphs[0].code.count("torch.ops.ttforge.tt_apply.default") == 2
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_compiled_layer_gives_the_hardware_order_function_and_gradients(name, monkeypatch):
+    """Every batch size after the first runs the same graph (a recompile fails), on the
+    plan picked for that batch, and equals the hardware order; in eval mode under
+    no_grad too."""
+    layer = _layer(name)
+    compiled = torch.compile(layer, backend="aot_eager", fullgraph=True, dynamic=True)
+    plans = _plans_run(monkeypatch)
+    batches = [7, 256, 33, 2]
+    for i, batch in enumerate(batches):
+        torch.manual_seed(batch)
+        x = torch.randn(batch, layer.in_features, dtype=torch.float64)
+        gy = torch.randn(batch, layer.out_features, dtype=torch.float64)
+        with torch.compiler.set_stance("fail_on_recompile" if i else "default"):
+            got = _run(compiled, layer, x, gy)
+            with torch.no_grad():
+                inference = compiled(x)
+        want = _reference(layer, x, gy)
+        for g, w in zip(got + [inference], want + [want[0]]):
+            assert g.shape == w.shape and torch.allclose(g, w, atol=1e-10, rtol=1e-10)
+    # forward, backward and inference of each batch, each on its batch's plan
+    shape = layer.tt_shape
+    assert plans == [fast.plan_for(shape, b) for b in batches for _ in range(3)]
+    if name == "rebuilt":  # its batches' plans differ (small ones merge pairs): each is the one run
+        assert len({p.groups for p in plans}) > 1
+
+
+@pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
+                    reason="inductor's CPU code needs a C++ compiler")
+def test_inductor_compiles_a_network_with_the_eager_function_and_gradients():
+    torch.manual_seed(1)
+    net = nn.Sequential(TTLinear(784, 512, 16, in_modes=[7, 4, 7, 4], out_modes=[4, 8, 4, 4]),
+                        nn.ReLU(), TTLinear(512, 10, 4)).double()
+    x = torch.randn(64, 784, dtype=torch.float64)
+    results = []
+    for module in (torch.compile(net, fullgraph=True), net):
+        net.zero_grad(set_to_none=True)
+        y = module(x)
+        y.square().sum().backward()
+        results.append([y.detach(), *(p.grad for p in net.parameters())])
+    for a, b in zip(*results):
+        assert torch.allclose(a, b, atol=1e-10, rtol=1e-10)
+
+
+def test_an_explicit_plan_is_the_one_run(monkeypatch):
+    layer = _layer("rebuilt")
+    shape, cores = layer.tt_shape, list(layer.cores)
+    default = fast.plan_for(shape, 16)
+    groups = ((0, 1), (1, 2), (2, 3), (3, 4))
+    assert default.groups != groups
+    merged = fast._merged_shape(shape, groups)
+    plan = fast.FastPlan(groups, ContractionSchedule.from_order(merged, (3, 2, 1, 0)), 5, 0.0, 3)
+    plans = _plans_run(monkeypatch)
+    compiled = torch.compile(lambda x: fast.tt_apply(x, cores, plan, bias=layer.bias),
+                             backend="aot_eager", fullgraph=True)
+    x = torch.randn(16, 784, dtype=torch.float64)
+    gy = torch.randn(16, 512, dtype=torch.float64)
+    got = _run(compiled, layer, x, gy)
+    assert plans == [plan, plan]
+    for g, w in zip(got, _reference(layer, x, gy)):
+        assert torch.allclose(g, w, atol=1e-10, rtol=1e-10)
+
+
+def test_bad_operands_get_the_eager_one_line_errors():
+    layer = _layer("small")
+    cores = list(layer.cores)
+    with pytest.raises(ShapeError, match=r"input has 31 features; this TTLinear takes 30"):
+        torch.compile(layer, backend="aot_eager")(torch.randn(4, 31, dtype=torch.float64))
+    apply = torch.compile(lambda x, b: fast.tt_apply(x, cores, bias=b), backend="aot_eager")
+    with pytest.raises(ShapeError, match=r"^x has shape \(4, 31\); these cores take \(batch, 30\)$"):
+        apply(torch.randn(4, 31, dtype=torch.float64), None)
+    with pytest.raises(ShapeError, match=r"^bias has shape \(21,\); these cores give 20 outputs"):
+        apply(torch.randn(4, 30, dtype=torch.float64), torch.zeros(21, dtype=torch.float64))
+
+
+def test_an_empty_batch_gives_zero_gradients():
+    layer = _layer("merged-pairs")
+    compiled = torch.compile(layer, backend="aot_eager", fullgraph=True)
+    x = torch.randn(0, 1024, dtype=torch.float64, requires_grad=True)
+    y = compiled(x)
+    assert y.shape == (0, 1024)
+    y.sum().backward()
+    assert x.grad.shape == (0, 1024)
+    for p in layer.parameters():
+        assert p.grad.shape == p.shape and not p.grad.any()
+
+
+def test_weights_changed_between_compiled_calls_are_used():
+    """The compiled operation keeps no merged matrices between calls (no merge cache
+    whose staleness a graph could hide): an optimizer step and an in-place change
+    through ``.data`` are both seen."""
+    layer = _layer("rebuilt")
+    compiled = torch.compile(layer, backend="aot_eager", fullgraph=True)
+    x = torch.randn(64, 784, dtype=torch.float64)
+    opt = torch.optim.SGD(layer.parameters(), lr=0.01)
+    for change in (lambda: (compiled(x).sum().backward(), opt.step()),
+                   lambda: layer.cores[2].data.mul_(-2.0)):
+        with torch.no_grad():
+            before = compiled(x)
+        change()
+        with torch.no_grad():
+            after = compiled(x)
+        want = _reference(layer, x, torch.zeros_like(before))[0]
+        assert not torch.allclose(before, after)
+        assert torch.allclose(after, want, atol=1e-10, rtol=1e-10)
+
+
+def test_a_corrupted_backward_operation_is_caught(monkeypatch):
+    """The gradient comparisons above can fail: a backward that drops the last sample's
+    contribution to the core gradients differs from the hardware order."""
+    layer = _layer("small")
+    real = fast._backward_buffered
+
+    def corrupted(x, gy, *rest):
+        gy = gy.clone()
+        gy[-1] = 0
+        return real(x, gy, *rest)
+
+    monkeypatch.setattr(fast, "_backward_buffered", corrupted)
+    x = torch.randn(5, 30, dtype=torch.float64)
+    gy = torch.randn(5, 20, dtype=torch.float64)
+    got = _run(torch.compile(layer, backend="aot_eager"), layer, x, gy)
+    want = _reference(layer, x, gy)
+    assert torch.allclose(got[0], want[0], atol=1e-10, rtol=1e-10)
+    assert not all(torch.allclose(g, w, atol=1e-10, rtol=1e-10) for g, w in zip(got[3:], want[3:]))
+    assert math.isfinite(float(got[3].sum()))
