@@ -61,6 +61,10 @@ Calls without autograd (inference) keep the merged matrices between calls in the
 layer's :class:`MergeCache` and reuse them while the cores are bit for bit unchanged
 (compared on every call), so repeated inference pays the merges once.
 
+Under ``torch.compile`` (:func:`compiled`) a call is one opaque operation of the graph,
+``ttforge::tt_apply``, and its backward another, which run the code above on the
+plan of the batch they get.
+
 The arithmetic is float arithmetic in a different order: results equal the
 hardware-order path within float rounding, never bit for bit. Quantization-aware
 training and the integer paths use the hardware order (``quant/``), not this.
@@ -88,7 +92,8 @@ __all__ = ["FastPlan", "plan_for", "plan_macs", "tt_apply", "merge_cores", "Merg
            "transformed", "captured", "plain_ops_only", "CAPTURE_BATCH", "autocast_dtype",
            "autocast_cast", "check_input", "check_bias", "PLAIN_WHEN_KEPT", "PLAIN_DENSE", "MERGED_VALUES",
            "CHUNK_ELEMENTS",
-           "BACKWARD_CHUNK_ELEMENTS", "KEEP_BYTES", "workspace_bytes", "clear_workspace", "compiled"]
+           "BACKWARD_CHUNK_ELEMENTS", "KEEP_BYTES", "workspace_bytes", "clear_workspace", "compiled",
+           "COMPILED_CACHE_BYTES", "COMPILED_KEPT_BYTES"]
 
 #: Largest intermediate (values) of one batch chunk: 2**18 float32 values = 1 MiB, so
 #: the running intermediates stay in a core's 2 MiB cache beside the step's input and
@@ -750,11 +755,15 @@ def _tree_grads(cores: Sequence[torch.Tensor], tree, g: torch.Tensor, grads: lis
     _tree_grads(cores, right, gb, grads)
 
 
-def _step_matrices(cores: Sequence[torch.Tensor], plan: FastPlan, merge=None) -> list[torch.Tensor]:
+def _step_matrices(cores: Sequence[torch.Tensor], plan: FastPlan, merge=None,
+                   trees: list | None = None) -> list[torch.Tensor]:
     """The ``(P, K)`` matrix of every step of ``plan``, its groups merged with ``merge``
-    (default :func:`_merge2`, through autograd)."""
-    merged = [_merge_tree(cores[lo:hi], merge or _merge2)[0] for lo, hi in plan.groups]
-    return [merged[s.core].permute(*s.core_axes).reshape(s.P, s.K) for s in plan.schedule.steps]
+    (default :func:`_merge2`, through autograd); the groups' merge trees (see
+    :func:`_merge_tree`) are appended to ``trees`` if given."""
+    built = [_merge_tree(cores, merge or _merge2, lo, hi) for lo, hi in plan.groups]
+    if trees is not None:
+        trees.extend(tree for _, tree in built)
+    return [built[s.core][0].permute(*s.core_axes).reshape(s.P, s.K) for s in plan.schedule.steps]
 
 
 def transformed() -> bool:
@@ -919,8 +928,12 @@ def workspace_bytes() -> int:
 
 
 def clear_workspace() -> None:
-    """Free this thread's work blocks (the next call allocates them again)."""
+    """Free this thread's work blocks (the next call allocates them again), and the
+    merges and intermediates that compiled calls keep (:func:`compiled`; every
+    thread's)."""
     getattr(_WORKSPACE, "blocks", {}).clear()
+    _CORE_CACHES.clear()
+    _KEPT.clear()
 
 
 def _backward_chunk(x, gy, mats, steps, need_x):
@@ -1130,6 +1143,8 @@ class _Merged(NamedTuple):
     cores: tuple            # copies of the cores
     bits: tuple             # the copies as integers (_bits), made once
     matrices: list          # the plan's step matrices
+    trees: list             # the groups' merge trees (_merge_tree), for a backward
+    nbytes: int             # bytes held (MergeCache.nbytes)
 
 
 class MergeCache:
@@ -1161,13 +1176,14 @@ class MergeCache:
     def nbytes(self) -> int:
         """Bytes held: the core copies and the merged matrices."""
         e = self._entry
-        if e is None:
-            return 0
-        seen = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in (*e.cores, *e.matrices)}
-        return sum(seen.values())
+        return 0 if e is None else e.nbytes
 
     def matrices(self, cores: Sequence[torch.Tensor], plan: FastPlan) -> list[torch.Tensor]:
         """The step matrices of ``plan`` for ``cores``, merged now or kept from before."""
+        return self.merged(cores, plan)[0]
+
+    def merged(self, cores: Sequence[torch.Tensor], plan: FastPlan) -> tuple[list, list]:
+        """:meth:`matrices` and the groups' merge trees they were made with."""
         e = self._entry  # one read: another thread may replace it meanwhile
         c0 = cores[0]
         # plans come from a cache, so identity usually settles the first test; the
@@ -1177,12 +1193,26 @@ class MergeCache:
                 and e.dtype == c0.dtype and len(e.cores) == len(cores)
                 and all(k.shape == c.shape and torch.equal(kb, _bits(c))
                         for k, kb, c in zip(e.cores, e.bits, cores))):
-            return e.matrices
+            return e.matrices, e.trees
+        trees: list = []
         with torch.no_grad(), _serial():
-            mats = _step_matrices(cores, plan)
+            mats = _step_matrices(cores, plan, None, trees)
             kept = tuple(c.detach().clone() for c in cores)
-            self._entry = _Merged(plan, c0.device, c0.dtype, kept, tuple(map(_bits, kept)), mats)
-        return mats
+        held = [*kept, *mats, *_tree_tensors(trees)]
+        nbytes = sum({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in held}.values())
+        self._entry = _Merged(plan, c0.device, c0.dtype, kept, tuple(map(_bits, kept)), mats, trees, nbytes)
+        return mats, trees
+
+
+def _tree_tensors(trees) -> list[torch.Tensor]:
+    """The merged operands a list of merge trees holds (see :func:`_merge_tree`)."""
+    out, todo = [], list(trees)
+    while todo:
+        t = todo.pop()
+        if not isinstance(t, int):
+            out.extend(m for m in t[2:] if m is not None)
+            todo.extend(t[:2])
+    return out
 
 
 def _autocast_eligible(t: torch.Tensor) -> bool:
@@ -1240,7 +1270,11 @@ def tt_apply(x: torch.Tensor, cores: Sequence[torch.Tensor],
             out_size, in_size = (out_size * c.shape[1], in_size * c.shape[2]) if c.dim() == 4 else (0, 0)
         check_input(x, in_size)
         check_bias(bias, out_size)
-        return _tt_apply_op(x, list(cores), bias, "" if plan is None else _plan_spec(plan))
+        # whether the graph has a backward is fixed for it (dynamo guards on grad mode
+        # and on requires_grad)
+        backward = torch.is_grad_enabled() and (x.requires_grad or any([c.requires_grad for c in cores])
+                                                or (bias is not None and bias.requires_grad))
+        return _tt_apply_op(x, list(cores), bias, "" if plan is None else _plan_spec(plan), backward)
     batch = x.shape[0]
     if plan is None:
         plan = plan_for(TTShape.of_cores(cores), batch)
@@ -1271,18 +1305,17 @@ def tt_apply(x: torch.Tensor, cores: Sequence[torch.Tensor],
         with _serial():
             mats = _step_matrices(cores, plan)
         return _TTApplyMats.apply(x, plan, bias, *mats)
-    return _apply_no_grad(x, cores, plan, bias, cache)
-
-
-def _apply_no_grad(x: torch.Tensor, cores: Sequence[torch.Tensor], plan: FastPlan,
-                   bias: torch.Tensor | None, cache: MergeCache | None = None) -> torch.Tensor:
-    """:func:`tt_apply` without autograd: the merged matrices (from ``cache`` if the
-    cores are unchanged) applied chunk by chunk."""
     if cache is not None and CACHE_MERGED and x.device.type != "meta":  # meta: no values to compare
         mats = cache.matrices(cores, plan)
     else:
         with _serial():
-            mats = _step_matrices(cores, plan, _merge2_product)
+            mats = _step_matrices(cores, plan)
+    return _apply_merged(x, mats, plan, bias)
+
+
+def _apply_merged(x: torch.Tensor, mats: Sequence[torch.Tensor], plan: FastPlan,
+                  bias: torch.Tensor | None) -> torch.Tensor:
+    """``x`` through the step matrices ``mats`` plus ``bias``, without autograd."""
     with _compute(_key(x, plan, "forward", False)) as run:
         return _forward(x, mats, run.plan(plan), bias=bias, run=run)[0]
 
@@ -1315,6 +1348,12 @@ def _check_operands(x: torch.Tensor, cores: Sequence[torch.Tensor], plan: FastPl
     check_bias(bias, shape.out_size)
 
 
+def _backward_chunk_size(plan: FastPlan, batch: int) -> int:
+    """Samples per chunk of the backward of ``batch`` samples under ``plan``."""
+    chunk = plan.chunk if plan.backward_chunk is None else plan.backward_chunk
+    return chunk if chunk and chunk < batch else batch
+
+
 class _TTApplyMats(torch.autograd.Function):
     """``y = x`` through the step matrices ``mats`` (already merged, with their graph)
     plus ``bias``; saves ``x``, ``mats`` and the kept intermediates (:func:`_keep`)."""
@@ -1338,9 +1377,7 @@ class _TTApplyMats(torch.autograd.Function):
         kept = list(saved[1 + len(steps):]) if ctx.keep else None
         batch, need_x, gy = x.shape[0], ctx.needs_input_grad[0], gy.contiguous()
         with _compute(_key(x, plan, "backward", need_x, torch.is_grad_enabled())) as run:
-            p = run.plan(plan)
-            chunk = p.chunk if p.backward_chunk is None else p.backward_chunk
-            chunk = chunk if chunk and chunk < batch else batch
+            chunk = _backward_chunk_size(run.plan(plan), batch)
             if torch.is_grad_enabled():
                 # create_graph: kept intermediates carry no graph, so all are recomputed
                 gx, gmats = _backward_graph(x, gy, mats, steps, need_x, chunk)
@@ -1387,20 +1424,29 @@ class _TTApplyDense(torch.autograd.Function):
             w = w.view(gy.shape[1], x.shape[1])
         else:
             tree = ctx.tree
-        # gW and its moved copy in kept work buffers: a fresh gW faults its pages in on
-        # every call (784 x 512 layer, 1 thread, medians of 101 interleaved: 6.5 ms
-        # per forward+backward with a fresh one, 6.0 ms with the buffer); but a single
-        # core is its own weight and gW its gradient, which must not be a view of a
-        # buffer that the next call overwrites (autograd keeps it as ``.grad``)
-        fresh = graph or isinstance(tree, int)
-        gw, work = (None, None) if fresh else _buffers(x, [w.numel(), w.numel()])
-        grads = [None] * len(cores)
-        with _compute(_key(x, plan, "backward", need_x, graph)):
-            gx = gy @ w if need_x else None
-            gw = gy.t() @ x if fresh else torch.mm(gy.t(), x, out=gw.view(w.shape))
-            gb = gy.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
-            _tree_grads(cores, tree, gw.view(1, *gw.shape, 1), grads, work)
+        gx, grads = _dense_grads(x, gy, w, cores, tree, need_x, _key(x, plan, "backward", need_x, graph))
+        gb = gy.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return (gx, None, gb, *grads)
+
+
+def _dense_grads(x, gy, w, cores, tree, need_x: bool, key) -> tuple:
+    """The gradients of ``x`` (or ``None``) and of each core of ``y = x W^T``, ``W`` the
+    dense weight merged from ``cores`` by ``tree`` (:func:`_merge_tree`), on the
+    threads :func:`_compute` gives ``key``; differentiable under ``create_graph``."""
+    graph = torch.is_grad_enabled()
+    # gW and its moved copy in kept work buffers: a fresh gW faults its pages in on
+    # every call (784 x 512 layer, 1 thread, medians of 101 interleaved: 6.5 ms
+    # per forward+backward with a fresh one, 6.0 ms with the buffer); but a single
+    # core is its own weight and gW its gradient, which must not be a view of a
+    # buffer that the next call overwrites (autograd keeps it as ``.grad``)
+    fresh = graph or isinstance(tree, int)
+    gw, work = (None, None) if fresh else _buffers(x, [w.numel(), w.numel()])
+    grads = [None] * len(cores)
+    with _compute(key):
+        gx = gy @ w if need_x else None
+        gw = gy.t() @ x if fresh else torch.mm(gy.t(), x, out=gw.view(w.shape))
+        _tree_grads(cores, tree, gw.view(1, *gw.shape, 1), grads, work)
+    return gx, grads
 
 
 # -- torch.compile ----------------------------------------------------------------------
@@ -1425,7 +1471,7 @@ def compiled() -> bool:
 @torch.compiler.assume_constant_result  # run while dynamo traces, not traced (json)
 def _plan_spec(plan: FastPlan) -> str:
     """``plan`` as the string argument of the compiled operations (``""``: the
-    default plan of the call's batch)."""
+    default plan of the call's batch, picked when it runs)."""
     return json.dumps([plan.groups, plan.schedule.order, plan.chunk, plan.backward_chunk,
                        plan.bucket, plan.threads, plan.cost])
 
@@ -1439,22 +1485,165 @@ def _spec_plan(shape: TTShape, spec: str) -> FastPlan:
     return FastPlan(groups, sched, chunk, cost, backward_chunk, bucket, threads)
 
 
+@functools.lru_cache(maxsize=256)
+def _shape_of(shapes: tuple) -> TTShape:
+    """:meth:`TTShape.of_cores` of cores of ``shapes`` (15 us a call, 1 us cached)."""
+    return TTShape.of_cores([torch.empty(s, device="meta") for s in shapes])
+
+
 def _op_plan(x: torch.Tensor, cores: Sequence[torch.Tensor], spec: str) -> FastPlan:
     """The plan a compiled operation runs: ``spec``'s, or the default for its batch."""
-    shape = TTShape.of_cores(cores)
+    shape = _shape_of(tuple(tuple(c.shape) for c in cores))
     return _spec_plan(shape, spec) if spec else plan_for(shape, x.shape[0])
+
+
+#: Bytes of forward intermediates the compiled operations hold for their backward
+#: (where an eager call keeps them, :func:`_keep`), least recently stored forgotten
+#: first: a forward whose backward never runs leaves them.
+COMPILED_KEPT_BYTES = 1 << 26
+
+
+class _KeptIntermediates:
+    """The kept intermediates of compiled forward calls, until their backward takes them.
+
+    An operation's outputs must have sizes known while the graph is traced, and which
+    intermediates a call keeps depends on the plan of its batch, which may be known
+    only when it runs; so they wait here, keyed by the call's operands as the backward
+    sees them again (the input's and the cores' storage and version counter, the
+    plan). A forward with the same key computed the same intermediates; a backward
+    that finds none (forgotten, or taken by an earlier backward of the same key)
+    recomputes them, as for a chunked batch.
+    """
+
+    def __init__(self) -> None:
+        self._kept: collections.OrderedDict = collections.OrderedDict()
+        self._lock = threading.Lock()
+        self.nbytes = 0
+
+    @staticmethod
+    def key(x: torch.Tensor, cores: Sequence[torch.Tensor], spec: str) -> tuple:
+        return (x.data_ptr(), x._version, tuple(x.shape), x.stride(), x.dtype, x.device, spec,
+                *[(c.data_ptr(), c._version) for c in cores])
+
+    def put(self, key: tuple, kept: list) -> None:
+        nbytes = sum(k.numel() * k.element_size() for k in kept)
+        with self._lock:
+            self._drop(key)
+            if nbytes > COMPILED_KEPT_BYTES:
+                return
+            self._kept[key] = (kept, nbytes)
+            self.nbytes += nbytes
+            while self.nbytes > COMPILED_KEPT_BYTES:
+                self._drop(next(iter(self._kept)))
+
+    def pop(self, key: tuple) -> list | None:
+        with self._lock:
+            entry = self._kept.get(key)
+            self._drop(key)
+        return None if entry is None else entry[0]
+
+    def _drop(self, key: tuple) -> None:
+        entry = self._kept.pop(key, None)
+        if entry is not None:
+            self.nbytes -= entry[1]
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._kept.clear()
+            self.nbytes = 0
+
+
+_KEPT = _KeptIntermediates()
+
+
+#: Bytes the compiled operations keep between calls, over all layers: merged step
+#: matrices, their merge trees and the copies of the cores they were made from
+#: (:class:`MergeCache`), least recently used forgotten first.
+COMPILED_CACHE_BYTES = 1 << 28
+
+
+class _CoreCaches:
+    """The compiled operations' :class:`MergeCache` of each set of cores (their storage
+    addresses, shapes, dtype, device) and plan.
+
+    A compiled graph passes no layer object to its operations, only tensors: a
+    layer's cores are found by where they are. The address picks an entry; the
+    entry's bit-for-bit comparison decides whether it holds (a freed layer's address
+    taken by another is merged again). Its uses: the backward reuses the forward's
+    merges (the cores do not change between them), and inference calls reuse them
+    while the weights stay (as :class:`MergeCache` does for an eager layer).
+    """
+
+    def __init__(self) -> None:
+        self._caches: collections.OrderedDict = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, cores: Sequence[torch.Tensor], plan: FastPlan) -> MergeCache:
+        key = (plan.groups, plan.schedule.order,
+               *[(c.data_ptr(), tuple(c.shape), c.dtype, c.device) for c in cores])
+        with self._lock:
+            cache = self._caches.get(key)
+            if cache is None:
+                cache = self._caches[key] = MergeCache()
+            self._caches.move_to_end(key)
+        return cache
+
+    def trim(self, limit: int) -> None:
+        """Forget the least recently used entries until at most ``limit`` bytes are held."""
+        with self._lock:
+            held = sum(c.nbytes for c in self._caches.values())
+            while held > limit and self._caches:
+                held -= self._caches.popitem(last=False)[1].nbytes
+
+    @property
+    def nbytes(self) -> int:
+        with self._lock:
+            return sum(c.nbytes for c in self._caches.values())
+
+    def clear(self) -> None:
+        with self._lock:
+            self._caches.clear()
+
+
+_CORE_CACHES = _CoreCaches()
+
+
+def _op_merged(cores: Sequence[torch.Tensor], plan: FastPlan) -> tuple[list, list]:
+    """The step matrices and merge trees of a compiled operation's cores, kept (or
+    not) within :data:`COMPILED_CACHE_BYTES`."""
+    if not CACHE_MERGED or cores[0].device.type == "meta":
+        trees: list = []
+        with torch.no_grad(), _serial():
+            return _step_matrices(cores, plan, _merge2_product, trees), trees
+    cache = _CORE_CACHES.get(cores, plan)
+    held = cache.nbytes
+    merged = cache.merged(cores, plan)
+    if cache.nbytes != held:  # merged now
+        _CORE_CACHES.trim(COMPILED_CACHE_BYTES)
+    return merged
 
 
 @torch.library.custom_op("ttforge::tt_apply", mutates_args=())
 def _tt_apply_op(x: torch.Tensor, cores: list[torch.Tensor], bias: torch.Tensor | None,
-                 plan: str) -> torch.Tensor:
-    """:func:`tt_apply` as one operation of a compiled graph (see :func:`compiled`)."""
-    x = x.contiguous()
-    return _apply_no_grad(x, cores, _op_plan(x, cores, plan), bias)
+                 plan: str, backward: bool) -> torch.Tensor:
+    """:func:`tt_apply` as one operation of a compiled graph (see :func:`compiled`);
+    ``backward``: the graph has a backward, for which the call keeps its intermediates
+    where an eager call would (:class:`_KeptIntermediates`)."""
+    p = _op_plan(x, cores, plan)
+    keep = backward and _keep(p, x.shape[0])
+    key = _KeptIntermediates.key(x, cores, plan) if keep else None
+    with _compute(_key(x, p, "forward", keep)) as run:
+        y, kept = _forward(x.contiguous(), _op_merged(cores, p)[0], run.plan(p), keep=keep, bias=bias, run=run)
+    if keep:
+        _KEPT.put(key, kept)
+    return y
 
 
 @_tt_apply_op.register_fake
-def _tt_apply_fake(x, cores, bias, plan):
+def _tt_apply_fake(x, cores, bias, plan, backward):
     # the operands' checks of an eager call, while the graph is traced
     p = _spec_plan(TTShape.of_cores(cores), plan) if plan else plan_for(TTShape.of_cores(cores), CAPTURE_BATCH)
     _check_operands(x, cores, p, bias)
@@ -1465,33 +1654,38 @@ def _tt_apply_fake(x, cores, bias, plan):
 def _tt_apply_backward_op(gy: torch.Tensor, x: torch.Tensor, cores: list[torch.Tensor],
                           plan: str, need_x: bool, need_bias: bool) -> list[torch.Tensor]:
     """The gradients ``[x (or empty), bias (or empty), *cores]`` of
-    :func:`_tt_apply_op`: the merges again (their trees kept), the no-graph backward of
-    the step matrices, then each group's merge tree walked back to its cores."""
-    if x.shape[0] == 0:  # no samples: zero gradients
+    :func:`_tt_apply_op`: the backward of an eager call (a rebuilt weight's
+    :func:`_dense_grads`, else the no-graph backward of the step matrices and each
+    group's merge tree walked back to its cores) on the forward's merges
+    (:func:`_op_merged`) and intermediates (:class:`_KeptIntermediates`)."""
+    kept = _KEPT.pop(_KeptIntermediates.key(x, cores, plan))
+    batch = x.shape[0]
+    if batch == 0:  # no samples: zero gradients
         return [torch.zeros_like(x) if need_x else x.new_empty(0),
                 gy.new_zeros(gy.shape[1]) if need_bias else gy.new_empty(0),
                 *map(torch.zeros_like, cores)]
     x, gy = x.contiguous(), gy.contiguous()
     p = _op_plan(x, cores, plan)
     steps = p.schedule.steps
-    with torch.no_grad(), _serial():
-        trees = [_merge_tree(cores, None, lo, hi) for lo, hi in p.groups]
-    merged = [m for m, _ in trees]
-    mats = [merged[s.core].permute(*s.core_axes).reshape(s.P, s.K) for s in steps]
+    mats, trees = _op_merged(cores, p)  # the forward's, unless forgotten since
+    gb = gy.sum(0) if need_bias else gy.new_empty(0)
+    if len(p.groups) == 1:
+        gx, grads = _dense_grads(x, gy, mats[0], cores, trees[0], need_x,
+                                 _key(x, p, "backward", need_x, False))
+        return [gx if need_x else x.new_empty(0), gb, *grads]
     with _compute(_key(x, p, "backward", need_x, False)) as run:
-        q = run.plan(p)
-        chunk = q.chunk if q.backward_chunk is None else q.backward_chunk
-        chunk = chunk if chunk and chunk < x.shape[0] else max(x.shape[0], 1)
-        gx, gmats = _backward_buffered(x, gy, mats, steps, need_x, chunk, None, run)
-        gb = gy.sum(0) if need_bias else gy.new_empty(0)
-    gmerged: list = [None] * len(merged)
+        gx, gmats = _backward_buffered(x, gy, mats, steps, need_x, _backward_chunk_size(run.plan(p), batch),
+                                       kept, run)
+    shape = p.schedule.shape  # the merged cores'
+    gmerged: list = [None] * len(p.groups)
     for s, g in zip(steps, gmats):  # each step matrix back to its merged core's layout
+        dims = (shape.ranks[s.core], shape.out_modes[s.core], shape.in_modes[s.core], shape.ranks[s.core + 1])
         axes = s.core_axes
-        g = g.reshape([merged[s.core].shape[a] for a in axes]).permute(*sorted(range(4), key=axes.__getitem__))
+        g = g.reshape([dims[a] for a in axes]).permute(*sorted(range(4), key=axes.__getitem__))
         gmerged[s.core] = g if gmerged[s.core] is None else gmerged[s.core] + g
     grads: list = [None] * len(cores)
     with torch.no_grad(), _serial():
-        for (_, tree), g in zip(trees, gmerged):
+        for tree, g in zip(trees, gmerged):
             _tree_grads(cores, tree, g, grads)
     return [gx if need_x else x.new_empty(0), gb, *(g.contiguous() for g in grads)]
 
@@ -1504,7 +1698,7 @@ def _tt_apply_backward_fake(gy, x, cores, plan, need_x, need_bias):
 
 
 def _tt_apply_setup(ctx, inputs, output) -> None:
-    x, cores, bias, plan = inputs
+    x, cores, bias, plan, _ = inputs
     ctx.save_for_backward(x, *cores)
     ctx.plan, ctx.has_bias = plan, bias is not None
 
@@ -1513,7 +1707,7 @@ def _tt_apply_grads(ctx, gy):
     x, *cores = ctx.saved_tensors
     need_x, need_bias = ctx.needs_input_grad[0], ctx.has_bias and ctx.needs_input_grad[2]
     gx, gb, *gcores = _tt_apply_backward_op(gy, x, cores, ctx.plan, need_x, need_bias)
-    return gx if need_x else None, gcores, gb if need_bias else None, None
+    return gx if need_x else None, gcores, gb if need_bias else None, None, None
 
 
 _tt_apply_op.register_autograd(_tt_apply_grads, setup_context=_tt_apply_setup)

@@ -28,9 +28,9 @@ def _count_merges(monkeypatch):
     calls = []
     real = fast._step_matrices
 
-    def counted(cores, plan, *merge):
+    def counted(cores, plan, *rest):
         calls.append(plan)
-        return real(cores, plan, *merge)
+        return real(cores, plan, *rest)
 
     monkeypatch.setattr(fast, "_step_matrices", counted)
     return calls

@@ -207,3 +207,58 @@ def test_a_corrupted_backward_operation_is_caught(monkeypatch):
     assert torch.allclose(got[0], want[0], atol=1e-10, rtol=1e-10)
     assert not all(torch.allclose(g, w, atol=1e-10, rtol=1e-10) for g, w in zip(got[3:], want[3:]))
     assert math.isfinite(float(got[3].sum()))
+
+
+def test_the_backward_takes_the_forwards_intermediates_and_inference_keeps_none(monkeypatch):
+    """A small batch keeps its intermediates for the backward, as an eager call does,
+    and the backward takes them (none are left, none recomputed); a call under
+    no_grad keeps none; a forward whose backward never runs leaves at most
+    COMPILED_KEPT_BYTES."""
+    layer = _layer("merged-pairs")
+    compiled = torch.compile(layer, backend="aot_eager", fullgraph=True)
+    x = torch.randn(8, 1024, dtype=torch.float64)
+    plan = fast.plan_for(layer.tt_shape, 8)
+    assert len(plan.groups) > 1 and fast._keep(plan, 8)
+    recomputed = []
+    real = fast._backward_buffered
+    monkeypatch.setattr(fast, "_backward_buffered",
+                        lambda *a: (recomputed.append(a[6] is None), real(*a))[1])
+    fast.clear_workspace()
+    compiled(x).sum().backward()
+    assert recomputed == [False] and len(fast._KEPT) == 0
+    with torch.no_grad():
+        compiled(x)
+    assert len(fast._KEPT) == 0
+    y = compiled(x)  # a forward without backward
+    one = fast._KEPT.nbytes
+    assert len(fast._KEPT) == 1 and one == 8 * sum(s.out_elements for s in plan.schedule.steps[:-1]) * 8
+    monkeypatch.setattr(fast, "COMPILED_KEPT_BYTES", 3 * one)
+    xs = [torch.randn(8, 1024, dtype=torch.float64) for _ in range(6)]  # alive: other addresses
+    for other in xs:
+        compiled(other)
+        assert fast._KEPT.nbytes <= 3 * one
+    assert len(fast._KEPT) == 3
+    y.sum().backward()  # its intermediates were forgotten: recomputed
+    assert recomputed[-1] is True
+
+
+def test_the_merges_kept_for_compiled_calls_are_bounded(monkeypatch):
+    """Merged matrices kept between compiled calls, over many layers, stay within
+    COMPILED_CACHE_BYTES (least recently used forgotten first), and a layer whose
+    merges were forgotten still gives its function."""
+    fast.clear_workspace()
+    layers = [_layer("small", seed=s) for s in range(8)]
+    one = fast._CORE_CACHES
+    with torch.no_grad():
+        torch.compile(layers[0], backend="aot_eager")(torch.randn(4, 30, dtype=torch.float64))
+    per_layer = one.nbytes
+    assert per_layer > 0
+    monkeypatch.setattr(fast, "COMPILED_CACHE_BYTES", 3 * per_layer)
+    x = torch.randn(4, 30, dtype=torch.float64)
+    for layer in layers:
+        compiled = torch.compile(layer, backend="aot_eager", fullgraph=True)
+        with torch.no_grad():
+            y = compiled(x)
+        assert one.nbytes <= 3 * per_layer
+        assert torch.allclose(y, _reference(layer, x, torch.zeros_like(y))[0], atol=1e-10, rtol=1e-10)
+    assert len(one._caches) == 3
