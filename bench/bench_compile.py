@@ -11,7 +11,7 @@ batch:
 
 - ``graphs`` / ``breaks``: what ``torch._dynamo.explain`` finds in one call;
 - ``first_step_s``: the first step after ``torch._dynamo.reset()`` (tracing and
-  compiling included);
+  compiling included; inductor's on-disk caches off, as on a first run);
 - ``new_graphs`` / ``sizes_s``: graphs compiled, and the slowest step, over steps at
   other batch sizes (half the batch plus one, twice, 1, three times, the batch again);
 - ``step_ms`` / ``inference_ms``: medians over ``--reps`` repetitions after those, the
@@ -34,6 +34,7 @@ import warnings
 from pathlib import Path
 
 import torch
+import torch._inductor.config
 from torch import nn
 
 from ttforge.model.layers import TTLinear
@@ -141,6 +142,7 @@ def table(result: dict) -> str:
 def main(argv=None) -> dict:
     a = parse_args(argv)
     torch.set_num_threads(a.threads)
+    torch._inductor.config.force_disable_caches = True  # a cold compile, every time
     env = bench_speed.environment()
     env["git_dirty"] = git_dirty("model", "ir", "bench/bench_compile.py")
     for k in ("tensorly", "tensorly_torch", "opt_einsum"):

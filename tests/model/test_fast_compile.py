@@ -28,10 +28,29 @@ LAYERS = {
 
 
 @pytest.fixture(autouse=True)
-def fresh_dynamo():
+def fresh_dynamo(custom_backward, monkeypatch):
+    """A fresh dynamo, and the fast path's routes as users get them (conftest's
+    custom_backward turns the plain ones off for the other fast-path tests)."""
+    monkeypatch.setattr(fast, "PLAIN_WHEN_KEPT", True)
     torch._dynamo.reset()
     yield
     torch._dynamo.reset()
+
+
+@pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
+def threads(request):
+    """Torch's thread count: with one, a small weight is plain operations in the graph
+    (as an eager call's); with two, where the fast path tunes its threads, it is the
+    operation too."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
+
+
+def _operation(layer: TTLinear, threads: int) -> bool:
+    """Whether the compiled graph holds ``layer`` as the opaque operation."""
+    return threads > 1 or layer.tt_shape.in_size * layer.tt_shape.out_size > fast.PLAIN_DENSE
 
 
 def _layer(name: str, seed: int = 3) -> TTLinear:
@@ -72,17 +91,19 @@ def _plans_run(monkeypatch) -> list:
     return seen
 
 
-def test_a_network_compiles_to_one_graph_with_an_operation_per_tt_layer():
+def test_a_network_compiles_to_one_graph_with_an_operation_per_tt_layer(threads):
     torch.manual_seed(0)
     net = nn.Sequential(TTLinear(784, 512, 16, in_modes=[7, 4, 7, 4], out_modes=[4, 8, 4, 4]),
                         nn.ReLU(), TTLinear(512, 10, 4))
     explained = torch._dynamo.explain(net)(torch.randn(32, 784))
     assert (explained.graph_count, explained.graph_break_count) == (1, 0)
-    assert explained.graphs[0].code.count("torch.ops.ttforge.tt_apply.default") == 2
+    code = explained.graphs[0].code
+    assert code.count("torch.ops.ttforge.tt_apply.default") == sum(_operation(m, threads) for m in net[::2])
+    assert ("torch.mm(" in code or "matmul" in code) == (threads == 1)  # the small layer's product
 
 
 @pytest.mark.parametrize("name", list(LAYERS))
-def test_compiled_layer_gives_the_hardware_order_function_and_gradients(name, monkeypatch):
+def test_compiled_layer_gives_the_hardware_order_function_and_gradients(name, monkeypatch, threads):
     """Every batch size after the first runs the same graph (a recompile fails), on the
     plan picked for that batch, and equals the hardware order; in eval mode under
     no_grad too."""
@@ -103,6 +124,9 @@ def test_compiled_layer_gives_the_hardware_order_function_and_gradients(name, mo
             assert g.shape == w.shape and torch.allclose(g, w, atol=1e-10, rtol=1e-10)
     # forward, backward and inference of each batch, each on its batch's plan
     shape = layer.tt_shape
+    if not _operation(layer, threads):
+        assert plans == []  # plain operations
+        return
     assert plans == [fast.plan_for(shape, b) for b in batches for _ in range(3)]
     if name == "rebuilt":  # its batches' plans differ (small ones merge pairs): each is the one run
         assert len({p.groups for p in plans}) > 1
@@ -188,7 +212,8 @@ def test_weights_changed_between_compiled_calls_are_used():
         assert torch.allclose(after, want, atol=1e-10, rtol=1e-10)
 
 
-def test_a_corrupted_backward_operation_is_caught(monkeypatch):
+@pytest.mark.parametrize("threads", [2], indirect=True)
+def test_a_corrupted_backward_operation_is_caught(monkeypatch, threads):
     """The gradient comparisons above can fail: a backward that drops the last sample's
     contribution to the core gradients differs from the hardware order."""
     layer = _layer("small")
@@ -242,7 +267,8 @@ def test_the_backward_takes_the_forwards_intermediates_and_inference_keeps_none(
     assert recomputed[-1] is True
 
 
-def test_the_merges_kept_for_compiled_calls_are_bounded(monkeypatch):
+@pytest.mark.parametrize("threads", [2], indirect=True)
+def test_the_merges_kept_for_compiled_calls_are_bounded(monkeypatch, threads):
     """Merged matrices kept between compiled calls, over many layers, stay within
     COMPILED_CACHE_BYTES (least recently used forgotten first), and a layer whose
     merges were forgotten still gives its function."""
