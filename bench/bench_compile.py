@@ -143,6 +143,8 @@ def main(argv=None) -> dict:
     a = parse_args(argv)
     torch.set_num_threads(a.threads)
     torch._inductor.config.force_disable_caches = True  # a cold compile, every time
+    # compiled in this process: no pool of compile workers left beside the timed calls
+    torch._inductor.config.compile_threads = 1
     env = bench_speed.environment()
     env["git_dirty"] = git_dirty("model", "ir", "bench/bench_compile.py")
     for k in ("tensorly", "tensorly_torch", "opt_einsum"):
