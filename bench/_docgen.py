@@ -405,6 +405,27 @@ def block_epoch_time() -> str:
     return epoch_table(d) + f"\n\nFrom {source('epoch_time')}."
 
 
+def compile_table(d: dict) -> str:
+    """The table of ``bench_compile.py``'s result ``d``: per batch and run, the graphs
+    and breaks, the first step, the graphs compiled at other batch sizes, and the step
+    and inference medians."""
+    rows = []
+    for r in d["rows"]:
+        for name, c in r["contenders"].items():
+            first = c["first_step_s"]
+            rows.append([r["batch"], name if name == "eager" else f"`{name}`",
+                         "-" if c["graphs"] is None else f"{c['graphs']} / {c['breaks']}",
+                         f"{first:.2f} s" if first < 10 else f"{first:.1f} s", c["new_graphs_at_sizes"],
+                         f"{c['step_ms']:.2f} ms", f"{c['inference_ms']:.2f} ms"])
+    return table(["batch", "run", "graphs / breaks", "first step",
+                  f"graphs compiled at {len(d['rows'][0]['contenders']['eager']['sizes'])} other batch sizes",
+                  "step", "inference"], rows)
+
+
+def block_compile() -> str:
+    return compile_table(load("compile")) + f"\n\nFrom {source('compile')}."
+
+
 def block_quant() -> str:
     d = load("quant")
     rows = []
@@ -996,7 +1017,7 @@ def block_schedule() -> str:
 
 BLOCKS: dict[str, Callable[[], str]] = {
     "readme": block_readme, "summary": block_summary, "accuracy": block_accuracy,
-    "epoch_time": block_epoch_time, "quant": block_quant,
+    "epoch_time": block_epoch_time, "compile": block_compile, "quant": block_quant,
     "stochastic": block_stochastic, "train_int": block_train_int, "speed": block_speed,
     "speed_epyc": lambda: block_speed("speed_epyc"), "accelerator": block_accelerator,
     "fmax": block_fmax, "fmax_seeds": block_fmax_seeds, "train_hw": block_train_hw, "boards": block_boards, "train_boards": block_train_boards, "sim": block_sim, "native": block_native,

@@ -41,6 +41,7 @@ from ttforge.model.layers import TTLinear
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
 import bench_speed  # noqa: E402
+from _docgen import compile_table  # noqa: E402
 from _env import git_dirty, result_path, write_result  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,19 +127,6 @@ def measure(batch: int, contenders, reps: int) -> dict:
     return {"batch": batch, "contenders": rows}
 
 
-def table(result: dict) -> str:
-    lines = ["| batch | contender | graphs | breaks | first step s | new graphs at other sizes "
-             "| slowest of those s | step ms | inference ms |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for row in result["rows"]:
-        for name, c in row["contenders"].items():
-            lines.append(f"| {row['batch']} | {name} | {c['graphs'] if c['graphs'] is not None else '-'} "
-                         f"| {c['breaks'] if c['breaks'] is not None else '-'} | {c['first_step_s']:.2f} "
-                         f"| {c['new_graphs_at_sizes']} | {c['sizes_s']:.3f} | {c['step_ms']:.2f} "
-                         f"| {c['inference_ms']:.2f} |")
-    return "\n".join(lines)
-
-
 def main(argv=None) -> dict:
     a = parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -160,7 +148,7 @@ def main(argv=None) -> dict:
               "environment": env, "rows": rows,
               "warnings": sorted({str(w.message).splitlines()[0][:200] for w in caught})}
     write_result(a.out, result)
-    print(table(result))
+    print(compile_table(result))
     return result
 
 

@@ -22,4 +22,4 @@ def test_run_writes_json_and_the_table(tmp_path, capsys):
     for c in (eager, compiled):
         assert c["step_ms"] > 0 and c["inference_ms"] > 0 and c["first_step_s"] > 0
     table = capsys.readouterr().out
-    assert "| 8 | aot_eager | 1 | 0 |" in table and "| 8 | eager | - | - |" in table
+    assert "| 8 | `aot_eager` | 1 / 0 |" in table and "| 8 | eager | - |" in table
