@@ -288,3 +288,23 @@ def test_the_merges_kept_for_compiled_calls_are_bounded(monkeypatch, threads):
         assert one.nbytes <= 3 * per_layer
         assert torch.allclose(y, _reference(layer, x, torch.zeros_like(y))[0], atol=1e-10, rtol=1e-10)
     assert len(one._caches) == 3
+
+
+def test_autocast_runs_the_compiled_layer_in_its_dtype(threads):
+    """Under ``torch.autocast`` a compiled network computes in autocast's dtype and keeps
+    float32 gradients, as the eager one does (bfloat16: the two agree to its rounding)."""
+    torch.manual_seed(2)
+    net = nn.Sequential(TTLinear(784, 512, 16, in_modes=[7, 4, 7, 4], out_modes=[4, 8, 4, 4]),
+                        nn.ReLU(), TTLinear(512, 10, 4))
+    x = torch.randn(64, 784)
+    results = []
+    for module in (torch.compile(net, backend="aot_eager", fullgraph=True), net):
+        net.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = module(x)
+        y.float().square().sum().backward()
+        results.append([y, *(p.grad for p in net.parameters())])
+    assert results[0][0].dtype == results[1][0].dtype == torch.bfloat16
+    for a, b in zip(*results):
+        assert a.dtype == b.dtype and torch.allclose(a.float(), b.float(), rtol=0.05, atol=0.05 * float(b.abs().max()))
+    assert {g.dtype for g in results[0][1:]} == {torch.float32}
