@@ -1472,9 +1472,12 @@ def compiled() -> bool:
     buffers and tuned thread counts broke the graph at every TT layer, and its
     per-call Python (merge cache, chunk loops) made dynamo recompile until it hit its
     limit. The operations run the eager fast path with the plan for the batch they
-    get, so a compiled graph keeps the custom backward's memory bound and takes any
-    batch size without recompiling. A ``create_graph`` backward through a compiled
-    graph is not supported (as for any compiled graph); the eager path has it.
+    get, so a compiled graph keeps the custom backward's memory bound and a new batch
+    size costs no more than dynamo's own recompile to a dynamic batch. A small weight
+    (at most :data:`PLAIN_DENSE` values, where an eager call takes plain operations)
+    is recorded as plain operations instead, with :data:`CAPTURE_BATCH`'s plan. A
+    ``create_graph`` backward through a compiled graph is not supported (as for any
+    compiled graph); the eager path has it.
     """
     return torch.compiler.is_compiling() and not captured() and not transformed()
 
