@@ -1475,7 +1475,9 @@ def compiled() -> bool:
     get, so a compiled graph keeps the custom backward's memory bound and a new batch
     size costs no more than dynamo's own recompile to a dynamic batch. A small weight
     (at most :data:`PLAIN_DENSE` values, where an eager call takes plain operations)
-    is recorded as plain operations instead, with :data:`CAPTURE_BATCH`'s plan. A
+    is recorded as plain operations instead, with :data:`CAPTURE_BATCH`'s plan (decided
+    when the graph is traced, by the thread count then: a graph traced on one thread
+    keeps plain operations if the count is raised later). A
     ``create_graph`` backward through a compiled graph is not supported (as for any
     compiled graph); the eager path has it.
     """
