@@ -88,34 +88,28 @@ class QuantConfig:
         return self.layers.get(i, self.default)
 
 
-class _RoundSTE(torch.autograd.Function):
-    """``floor(v + 1/2)`` with the straight-through gradient; written with
-    ``setup_context``, a generated vmap rule and a ``jvp`` so that ``torch.func``
-    transforms and forward-mode AD pass through it."""
+def _round_ste(v: torch.Tensor) -> torch.Tensor:
+    """``floor(v + 1/2)`` with the straight-through gradient (identity), in plain
+    operations: ``v + (floor(v + 1/2) - v)`` with the difference detached.
 
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(v):  # noqa: D102
-        return torch.floor(v + 0.5)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):  # noqa: D102
-        pass
-
-    @staticmethod
-    def backward(ctx, g):  # noqa: D102
-        return g
-
-    @staticmethod
-    def jvp(ctx, t):  # noqa: D102
-        return t
+    The value is ``floor(v + 1/2)`` exactly: the difference of a float and the integer
+    it rounds to (at most 1/2 apart) is exact, and so is adding it back. Plain
+    operations pass every ``torch.func`` transform and forward-mode AD, and
+    ``torch.compile`` traces them (a custom autograd node with a ``jvp``, as this was,
+    broke its graph at every rounding).
+    """
+    return v + (torch.floor(v + 0.5) - v).detach()
 
 
-def fake_quant(x: torch.Tensor, bits: int, exp: int, narrow: bool = False) -> torch.Tensor:
-    """``sat(floor(x / 2^exp + 1/2)) * 2^exp``; gradient passes inside the range, 0 outside."""
+def fake_quant(x: torch.Tensor, bits: int, exp: int | torch.Tensor, narrow: bool = False) -> torch.Tensor:
+    """``sat(floor(x / 2^exp + 1/2)) * 2^exp``; gradient passes inside the range, 0 outside.
+
+    ``exp`` is an integer or an integer tensor (a module's exponent buffer: compiled
+    graphs then read it when they run, rather than recompiling for each value)."""
     lo, hi = int_range(bits, narrow)
-    q = torch.clamp(_RoundSTE.apply(x * 2.0**-exp), lo, hi)
+    if isinstance(exp, torch.Tensor):  # float64 powers of two, exact (as a Python float's)
+        exp = exp.to(torch.float64)
+    q = torch.clamp(_round_ste(x * 2.0**-exp), lo, hi)
     return q * (2.0**exp)
 
 
@@ -169,25 +163,27 @@ class QuantLinear(nn.Module):
                 self.in_exp.fill_(_choose_exp(x, self.in_bits, False, calibrate))
             for k, g in enumerate(cores):
                 self.core_exps[k] = _choose_exp(g.detach().double(), self.q.w_bits, True, calibrate)
+        # the exponents stay tensors (no int(): a compiled graph would break there and
+        # recompile per value, see fake_quant)
         if self.first:
-            x = fake_quant(x, self.in_bits, int(self.in_exp))
+            x = fake_quant(x, self.in_bits, self.in_exp)
         pad = schedule.shape.in_size - in_f
         if pad:
             x = nn.functional.pad(x, (0, pad))
         steps = schedule.steps
         for t, step in enumerate(steps):
-            g = fake_quant(cores[step.core].to(dtype), self.q.w_bits, int(self.core_exps[step.core]), True)
+            g = fake_quant(cores[step.core].to(dtype), self.q.w_bits, self.core_exps[step.core], True)
             x = step.apply(x, g.permute(*step.core_axes).reshape(step.P, step.K))
             bits = self.step_out_bits(t, len(steps))
             if t == len(steps) - 1 and self.layer.bias is not None:
-                acc_exp = int(self.core_exps[step.core]) + int(self.step_exps[t - 1] if t else self.in_exp)
+                acc_exp = self.core_exps[step.core] + (self.step_exps[t - 1] if t else self.in_exp)
                 b = fake_quant(self.layer.bias.to(dtype), self.q.acc_bits, acc_exp)
                 x = torch.cat([x[:, :out_f] + b, x[:, out_f:]], dim=1) if x.shape[1] > out_f else x + b
             if calibrate:
                 self.step_exps[t] = _choose_exp(x.detach()[:, :out_f] if t == len(steps) - 1 else x.detach(),
                                                 bits, False, calibrate)
             acc = x
-            x = fake_quant(x, bits, int(self.step_exps[t]))
+            x = fake_quant(x, bits, self.step_exps[t])
             if self.trace is not None:
                 self.trace.append((t, acc.detach(), x.detach()))
         x = x[:, :out_f]

@@ -1,0 +1,103 @@
+"""``torch.compile`` of a quantized (QAT) network: one graph with no break, and in eval
+mode the integer executor's outputs bit for bit, with inductor too.
+
+Before: the rounding was a custom autograd node with a ``jvp`` (dynamo breaks the graph
+there) and the exponents were read with ``int()``; the frames between the breaks took the
+bit widths as symbolic integers, and inductor wrote ``1 << (bits - 1)`` in 32-bit
+arithmetic: every output of a layer with a 32-bit bias saturated."""
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from ttforge.ir.executor import execute
+from ttforge.model.layers import TTLinear
+from ttforge.quant import calibrate, compile_network, quantize_model
+
+needs_cxx = pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
+                               reason="inductor's CPU code needs a C++ compiler")
+
+
+@pytest.fixture(autouse=True)
+def fresh_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def _qnet(seed: int = 0):
+    torch.manual_seed(seed)
+    net = nn.Sequential(TTLinear(784, 512, 16, in_modes=[7, 4, 7, 4], out_modes=[4, 8, 4, 4]),
+                        nn.ReLU(), TTLinear(512, 10, 4))
+    q = quantize_model(net)
+    calibrate(q, torch.randn(256, 784))
+    return q
+
+
+def _golden(q, x: torch.Tensor) -> np.ndarray:
+    inet = compile_network(q)
+    return execute(inet, inet.quantize_input(x.numpy()))
+
+
+def _as_int(q, y: torch.Tensor) -> np.ndarray:
+    return (y.double() * 2.0 ** -q.output_exp()).numpy().astype(np.int64)
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
+def test_a_quantized_network_compiles_to_one_graph(training):
+    q = _qnet().train(training)
+    explained = torch._dynamo.explain(q)(torch.randn(32, 784))
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0)
+
+
+@pytest.mark.parametrize("backend", ["aot_eager", pytest.param("inductor", marks=needs_cxx)])
+def test_compiled_eval_is_the_integer_executor_bit_for_bit(backend):
+    """Also after a new calibration: the exponents are read when the graph runs (a
+    recompile would fail)."""
+    q = _qnet().eval()
+    compiled = torch.compile(q, backend=backend, dynamic=True)
+    for i, seed in enumerate((1, 2)):
+        torch.manual_seed(seed)
+        x = torch.randn(300, 784)
+        if i:
+            before = q.qlayers[0].step_exps.clone()
+            calibrate(q, 4 * torch.randn(256, 784)).eval()  # other exponents
+            assert not torch.equal(before, q.qlayers[0].step_exps)
+        with torch.compiler.set_stance("fail_on_recompile" if i else "default"), torch.no_grad():
+            y = compiled(x)
+        golden = _golden(q, x)
+        assert np.array_equal(_as_int(q, y), golden)
+        assert np.array_equal(q.forward_int(x), golden)
+
+
+@needs_cxx
+def test_a_corrupted_core_is_caught_by_the_comparison():
+    """Sibling: one bit of one core flipped, the compiled network's outputs differ from
+    the integer executor of the network before."""
+    q = _qnet().eval()
+    x = torch.randn(300, 784)
+    golden = _golden(q, x)
+    core = q.qlayers[0].layer.cores[1].data
+    core.view(-1).view(torch.int32)[7] ^= 1 << 30
+    with torch.no_grad():
+        y = torch.compile(q)(x)
+    assert not np.array_equal(_as_int(q, y), golden)
+
+
+def test_compiled_training_step_gives_the_eager_loss_and_gradients():
+    """Train mode (float32 fake quantization, straight-through rounding): the compiled
+    step's loss and gradients are the eager step's (AOT autograd: the same kernels)."""
+    q = _qnet().train()
+    x, labels = torch.randn(64, 784), torch.randint(0, 10, (64,))
+    results = []
+    for module in (torch.compile(q, backend="aot_eager", fullgraph=True), q):
+        q.zero_grad(set_to_none=True)
+        loss = nn.functional.cross_entropy(module(x), labels)
+        loss.backward()
+        results.append([loss.detach(), *(p.grad for p in q.parameters() if p.requires_grad)])
+    assert len(results[0]) > 2 and all(g is not None for g in results[0])
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
