@@ -101,3 +101,20 @@ def test_compiled_training_step_gives_the_eager_loss_and_gradients():
     assert len(results[0]) > 2 and all(g is not None for g in results[0])
     for a, b in zip(*results):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("backend", ["aot_eager", pytest.param("inductor", marks=needs_cxx)])
+def test_fake_quant_with_a_tensor_exponent_is_the_integer_ones(backend):
+    """An exponent tensor gives the powers of two of an integer exponent exactly, from
+    -1000 to 1000 (float64), compiled once for all of them."""
+    from ttforge.quant import fake_quant
+
+    compiled = torch.compile(lambda v, e: fake_quant(v, 16, e), backend=backend, dynamic=True)
+    torch.manual_seed(3)
+    v = torch.randn(1000, dtype=torch.float64) * 1e3
+    for e in range(-1000, 1001, 5):
+        x = v * 2.0 ** e
+        with torch.compiler.set_stance("fail_on_recompile" if e > -1000 else "default"):
+            got = compiled(x, torch.tensor(e))
+        assert torch.equal(got, fake_quant(x, 16, e)), e
+        assert torch.equal(fake_quant(x, 16, torch.tensor(e)), fake_quant(x, 16, e)), e
