@@ -1,5 +1,5 @@
-"""``torch.compile`` of a quantized (QAT) network: one graph with no break, and in eval
-mode the integer executor's outputs bit for bit, with inductor too.
+"""``torch.compile`` and ``torch.export`` of a quantized (QAT) network: one graph with no
+break, and in eval mode the integer executor's outputs bit for bit, with inductor too.
 
 Before: the rounding was a custom autograd node with a ``jvp`` (dynamo breaks the graph
 there) and the exponents were read with ``int()``; the frames between the breaks took the
@@ -118,3 +118,17 @@ def test_fake_quant_with_a_tensor_exponent_is_the_integer_ones(backend):
             got = compiled(x, torch.tensor(e))
         assert torch.equal(got, fake_quant(x, 16, e)), e
         assert torch.equal(fake_quant(x, 16, torch.tensor(e)), fake_quant(x, 16, e)), e
+
+
+def test_torch_export_records_the_eval_network_with_a_dynamic_batch():
+    """``torch.export`` (it failed at the exponents' ``int()``, a data-dependent value):
+    the exported graph, at batch sizes other than the example's, gives the integer
+    executor's outputs bit for bit."""
+    q = _qnet().eval()
+    exported = torch.export.export(q, (torch.randn(64, 784),),
+                                   dynamic_shapes=({0: torch.export.Dim("batch")},))
+    for batch in (1, 33, 200):
+        x = torch.randn(batch, 784)
+        with torch.no_grad():
+            y = exported.module()(x)
+        assert np.array_equal(_as_int(q, y), _golden(q, x))
