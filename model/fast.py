@@ -90,7 +90,7 @@ from ttforge.ir.tt import TTShape
 
 __all__ = ["FastPlan", "plan_for", "plan_macs", "tt_apply", "merge_cores", "MergeCache", "CACHE_MERGED",
            "transformed", "captured", "plain_ops_only", "CAPTURE_BATCH", "autocast_dtype",
-           "autocast_cast", "check_input", "check_bias", "PLAIN_WHEN_KEPT", "PLAIN_DENSE", "MERGED_VALUES",
+           "autocast_cast", "in_autocast_dtype", "check_input", "check_bias", "PLAIN_WHEN_KEPT", "PLAIN_DENSE", "MERGED_VALUES",
            "CHUNK_ELEMENTS",
            "BACKWARD_CHUNK_ELEMENTS", "KEEP_BYTES", "workspace_bytes", "clear_workspace", "compiled",
            "COMPILED_CACHE_BYTES", "COMPILED_KEPT_BYTES"]
@@ -1247,6 +1247,22 @@ def autocast_cast(low: torch.dtype, x: torch.Tensor, cores: Sequence[torch.Tenso
     return cast(x), [cast(c) for c in cores], cast(bias)
 
 
+def in_autocast_dtype(fn, x: torch.Tensor, cores: Sequence[torch.Tensor], *args,
+                      bias: torch.Tensor | None = None, **kwargs):
+    """``fn(x, cores, *args, bias=bias, **kwargs)`` with ``x``, ``cores`` and ``bias``
+    cast to autocast's dtype and autocast off inside, where ``torch.autocast`` would
+    cast them (:func:`autocast_dtype`: the products then run in its dtype, as
+    ``nn.Linear``'s do); ``None`` where it would not (``bias`` is passed only if given)."""
+    low = autocast_dtype(x, cores)
+    if low is None:
+        return None
+    x, cores, bias = autocast_cast(low, x, cores, bias)
+    if bias is not None:
+        kwargs["bias"] = bias
+    with torch.autocast(x.device.type, enabled=False):
+        return fn(x, cores, *args, **kwargs)
+
+
 def tt_apply(x: torch.Tensor, cores: Sequence[torch.Tensor],
              plan: FastPlan | None = None, bias: torch.Tensor | None = None,
              cache: MergeCache | None = None) -> torch.Tensor:
@@ -1260,11 +1276,9 @@ def tt_apply(x: torch.Tensor, cores: Sequence[torch.Tensor],
     matrices from ``cache`` when the cores are unchanged (:class:`MergeCache`;
     :data:`CACHE_MERGED`).
     """
-    low = autocast_dtype(x, cores)
-    if low is not None:  # the products in autocast's dtype, as nn.Linear's
-        x, cores, bias = autocast_cast(low, x, cores, bias)
-        with torch.autocast(x.device.type, enabled=False):
-            return tt_apply(x, cores, plan, bias, cache)
+    y = in_autocast_dtype(tt_apply, x, cores, plan, bias=bias, cache=cache)
+    if y is not None:
+        return y
     if not cores:
         raise ShapeError("tt_apply needs the layer's cores (got none)")
     if compiled():  # one opaque operation in the compiled graph (see compiled)

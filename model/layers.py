@@ -11,7 +11,7 @@ from torch import nn
 from ttforge.errors import ConfigError, ShapeError
 from ttforge.ir.schedule import ContractionSchedule, Objective
 from ttforge.ir.tt import integers
-from ttforge.model.fast import (MergeCache, autocast_cast, autocast_dtype, captured, check_input, compiled, plan_for,
+from ttforge.model.fast import (MergeCache, captured, check_input, compiled, in_autocast_dtype, plan_for,
                                 plain_ops_only, tt_apply)
 from ttforge.model.tt import TTShape, factorize, tt_rel_error, tt_svd, tt_to_dense
 
@@ -92,11 +92,9 @@ def apply_schedule(
             raise ShapeError(f"the cores have shapes {[tuple(c.shape) for c in cores]}; the "
                              f"schedule is for {list(shape.core_shapes)}")
         check_input(x, shape.in_size)
-    low = autocast_dtype(x, cores)
-    if low is not None:  # the products in autocast's dtype, as nn.Linear's
-        x, cores, _ = autocast_cast(low, x, cores)
-        with torch.autocast(x.device.type, enabled=False):
-            return apply_schedule(x, cores, schedule)
+    y = in_autocast_dtype(apply_schedule, x, cores, schedule)
+    if y is not None:
+        return y
     batch = x.shape[0]
     steps = schedule.steps
     mats = [cores[s.core].permute(*s.core_axes).reshape(s.P, s.K) for s in steps]
@@ -283,15 +281,13 @@ class TTLinear(nn.Module):
         if pad:
             x = nn.functional.pad(x, (0, pad))
         cores, bias = self._core_list(), self.bias
-        low = autocast_dtype(x, cores)
-        if low is not None:  # the bias too, so that the padded paths add it in that dtype
-            with torch.autocast(x.device.type, enabled=False):
-                y = self._contract(*autocast_cast(low, x, cores, bias))
-        else:
+        # the bias cast too, so that the padded paths add it in autocast's dtype
+        y = in_autocast_dtype(self._contract, x, cores, bias=bias)
+        if y is None:
             y = self._contract(x, cores, bias)
         return y.reshape(*lead, self.out_features)
 
-    def _contract(self, x: torch.Tensor, cores: list[torch.Tensor], bias: torch.Tensor | None) -> torch.Tensor:
+    def _contract(self, x: torch.Tensor, cores: list[torch.Tensor], bias: torch.Tensor | None = None) -> torch.Tensor:
         """``(B, in_size) -> (B, out_features)`` with these cores and bias (the layer's, or
         their autocast copies)."""
         unpadded = self.tt_shape.out_size == self.out_features

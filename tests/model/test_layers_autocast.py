@@ -88,3 +88,16 @@ def test_the_functions_follow_autocast_too(batch):
         assert y.dtype == torch.bfloat16
     sum(y.float().sum() for y in ys).backward()
     assert x.grad.dtype == torch.float32 and all(c.grad.dtype == torch.float32 for c in cores)
+
+
+@pytest.mark.parametrize("impl", ["fast", "schedule"])
+@pytest.mark.parametrize("name", ["784x512 r16", "1000x300 padded"])
+def test_a_layer_without_bias_under_autocast(name, impl):
+    torch.manual_seed(0)
+    layer = TTLinear(**LAYERS[name], impl=impl, bias=False)
+    x = torch.randn(8, layer.in_features, generator=torch.Generator().manual_seed(1))
+    want = layer(x).detach()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(x)
+    assert y.dtype == torch.bfloat16
+    assert ((y.float() - want).norm() / want.norm()).item() < 3e-2
