@@ -106,7 +106,12 @@ def fake_quant(x: torch.Tensor, bits: int, exp: int | torch.Tensor, narrow: bool
 
     ``exp`` is an integer or an integer tensor (a module's exponent buffer: compiled
     graphs then read it when they run, rather than recompiling for each value)."""
-    lo, hi = int_range(bits, narrow)
+    int_range(bits, narrow)  # checks the width
+    # the range as floats, 2.0 ** (bits - 1) rather than 1 << (bits - 1): where a
+    # compiled graph takes the width as a symbolic integer (between graph breaks, as
+    # in calibration), inductor writes the shift in 32-bit arithmetic and 2^31 wraps
+    hi = 2.0 ** (bits - 1) - 1
+    lo = -hi if narrow else -hi - 1
     if isinstance(exp, torch.Tensor):  # float64 powers of two, exact (as a Python float's)
         exp = exp.to(torch.float64)
     q = torch.clamp(_round_ste(x * 2.0**-exp), lo, hi)

@@ -132,3 +132,28 @@ def test_torch_export_records_the_eval_network_with_a_dynamic_batch():
         with torch.no_grad():
             y = exported.module()(x)
         assert np.array_equal(_as_int(q, y), _golden(q, x))
+
+
+@pytest.mark.parametrize("backend, method", [("aot_eager", "max"), ("aot_eager", "mse"),
+                                             pytest.param("inductor", "max", marks=needs_cxx)])
+def test_calibration_in_a_compiled_network_picks_the_eager_exponents(backend, method):
+    """Calibrating through the compiled network (its graph breaks where an exponent is
+    chosen, and the frames between the breaks take the bit widths as symbolic
+    integers) picks the exponents an eager calibration picks; and the bit-width range
+    with a symbolic width is right up to 32 bits (2^31 wrapped in inductor's shift)."""
+    import copy
+
+    from ttforge.quant import fake_quant
+
+    q = _qnet()
+    again = copy.deepcopy(q)
+    x = torch.randn(256, 784)
+    q(x, calibrate=method)
+    torch.compile(again, backend=backend)(x, calibrate=method)
+    for a, b in zip(q.qlayers, again.qlayers):
+        for name in ("in_exp", "core_exps", "step_exps"):
+            assert torch.equal(getattr(a, name), getattr(b, name)), name
+    ranged = torch.compile(lambda v, bits: fake_quant(v, bits, 0), backend=backend, dynamic=True)
+    v = torch.tensor([1e12, -1e12, 3.0], dtype=torch.float64)
+    for bits in (8, 16, 31, 32):
+        assert torch.equal(ranged(v, bits), fake_quant(v, bits, 0)), bits
