@@ -412,14 +412,16 @@ def compile_table(d: dict) -> str:
     rows = []
     for r in d["rows"]:
         for name, c in r["contenders"].items():
-            first = c["first_step_s"]
-            rows.append([r["batch"], name if name == "eager" else f"`{name}`",
+            first, exact = c["first_step_s"], c.get("bit_exact")
+            rows.append([r.get("network", "tt"), r["batch"], name if name == "eager" else f"`{name}`",
                          "-" if c["graphs"] is None else f"{c['graphs']} / {c['breaks']}",
                          f"{first:.2f} s" if first < 10 else f"{first:.1f} s", c["new_graphs_at_sizes"],
-                         f"{c['step_ms']:.2f} ms", f"{c['inference_ms']:.2f} ms"])
-    return table(["batch", "run", "graphs / breaks", "first step",
-                  f"graphs compiled at {len(d['rows'][0]['contenders']['eager']['sizes'])} other batch sizes",
-                  "step", "inference"], rows)
+                         f"{c['step_ms']:.2f} ms", f"{c['inference_ms']:.2f} ms",
+                         "-" if exact is None else ("**yes**" if exact else "**NO**")])
+    sizes = len(next(iter(d["rows"][0]["contenders"].values()))["sizes"])
+    return table(["network", "batch", "run", "graphs / breaks", "first step",
+                  f"graphs compiled at {sizes} other batch sizes", "step", "inference",
+                  "inference bit-exact (eager, integer executor)"], rows)
 
 
 def block_compile() -> str:

@@ -2,10 +2,12 @@
 """``torch.compile`` of a network of TT layers: what compiling costs and what a compiled
 call costs, against the same network run eagerly.
 
-The network is the MNIST-shaped 784-512-10 network of two TT layers (784 x 512 as
-``[7, 4, 7, 4] -> [4, 8, 4, 4]`` rank 16, then 512 x 10 rank 4) with a ReLU between;
-a step is forward + ``sum().backward()``, an inference call is a forward under
-``torch.no_grad``. For each contender (eager; ``torch.compile`` with the
+The networks: ``tt``, the MNIST-shaped 784-512-10 network of two TT layers (784 x 512
+as ``[7, 4, 7, 4] -> [4, 8, 4, 4]`` rank 16, then 512 x 10 rank 4) with a ReLU between;
+``qat``, the same network quantized (``quantize_model``, 8-bit, calibrated on random
+inputs). A step is forward + ``sum().backward()`` (the quantized network in train
+mode), an inference call is a forward under ``torch.no_grad`` (the quantized network in
+eval mode). For each network, contender (eager; ``torch.compile`` with the
 ``aot_eager`` backend, which runs eager kernels; with ``inductor``, the default) and
 batch:
 
@@ -15,7 +17,9 @@ batch:
 - ``new_graphs`` / ``sizes_s``: graphs compiled, and the slowest step, over steps at
   other batch sizes (half the batch plus one, twice, 1, three times, the batch again);
 - ``step_ms`` / ``inference_ms``: medians over ``--reps`` repetitions after those, the
-  contenders interleaved (order shuffled per repetition, fixed seed).
+  contenders interleaved (order shuffled per repetition, fixed seed);
+- ``bit_exact`` (``qat``): whether the inference output equals the eager one and the
+  integer executor's (``np.array_equal``).
 
     python bench/bench_compile.py                     # batches 32 and 256, 1 thread
     python bench/bench_compile.py --batches 32 --reps 5 --out /tmp/c.json
@@ -33,11 +37,14 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch._inductor.config
 from torch import nn
 
+from ttforge.ir.executor import execute
 from ttforge.model.layers import TTLinear
+from ttforge.quant import calibrate, compile_network, quantize_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
 import bench_speed  # noqa: E402
@@ -47,6 +54,7 @@ from _env import git_dirty, result_path, write_result  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "bench" / "results" / "compile.json"
 CONTENDERS = ("eager", "aot_eager", "inductor")
+NETWORKS = ("tt", "qat")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -55,6 +63,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--reps", type=int, default=51, help="timed repetitions per contender and batch")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS))
+    p.add_argument("--networks", nargs="+", choices=NETWORKS, default=list(NETWORKS))
     p.add_argument("--out", type=result_path, default=DEFAULT_OUT)
     a = p.parse_args(argv)
     if min(a.batches) < 1 or a.reps < 1 or a.threads < 1:
@@ -62,10 +71,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     return a
 
 
-def network() -> nn.Module:
+def network(kind: str = "tt") -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(TTLinear(784, 512, 16, in_modes=[7, 4, 7, 4], out_modes=[4, 8, 4, 4]),
-                         nn.ReLU(), TTLinear(512, 10, 4))
+    net = nn.Sequential(TTLinear(784, 512, 16, in_modes=[7, 4, 7, 4], out_modes=[4, 8, 4, 4]),
+                        nn.ReLU(), TTLinear(512, 10, 4))
+    if kind == "qat":
+        net = quantize_model(net)
+        calibrate(net, torch.randn(256, 784))
+    return net.train()
 
 
 def _step(module: nn.Module, x: torch.Tensor) -> float:
@@ -74,11 +87,27 @@ def _step(module: nn.Module, x: torch.Tensor) -> float:
     return time.perf_counter() - t
 
 
-def _inference(module: nn.Module, x: torch.Tensor) -> float:
+def _inference(module: nn.Module, x: torch.Tensor, net: nn.Module) -> float:
+    net.eval()  # (the float network has no mode-dependent layer)
     t = time.perf_counter()
     with torch.no_grad():
         module(x)
-    return time.perf_counter() - t
+    elapsed = time.perf_counter() - t
+    net.train()
+    return elapsed
+
+
+def _bit_exact(module: nn.Module, net: nn.Module, x: torch.Tensor) -> bool:
+    """Whether the quantized network's inference output through ``module`` equals the
+    eager one and the integer executor's."""
+    net.eval()
+    with torch.no_grad():
+        y, eager = module(x), net(x)
+    net.train()
+    inet = compile_network(net)
+    golden = execute(inet, inet.quantize_input(x.numpy()))
+    as_int = (y.double() * 2.0 ** -net.output_exp()).numpy().astype(np.int64)
+    return bool(torch.equal(y, eager) and np.array_equal(as_int, golden))
 
 
 def _unique_graphs() -> int:
@@ -103,11 +132,12 @@ def prepare(name: str, net: nn.Module, batch: int) -> tuple[nn.Module, dict]:
     row["sizes"] = sizes
     row["sizes_s"] = max(_step(module, torch.randn(b, 784)) for b in sizes)
     row["new_graphs_at_sizes"] = _unique_graphs() - mark
+    _inference(module, torch.randn(batch, 784), net)  # the inference graph (eval mode)
     return module, row
 
 
-def measure(batch: int, contenders, reps: int) -> dict:
-    net = network()
+def measure(kind: str, batch: int, contenders, reps: int) -> dict:
+    net = network(kind)
     modules, rows = {}, {}
     for name in contenders:
         modules[name], rows[name] = prepare(name, net, batch)
@@ -120,11 +150,12 @@ def measure(batch: int, contenders, reps: int) -> dict:
         for name in order:
             net.zero_grad(set_to_none=True)
             times[name]["step"].append(_step(modules[name], x))
-            times[name]["inference"].append(_inference(modules[name], x))
+            times[name]["inference"].append(_inference(modules[name], x, net))
     for name in contenders:
         rows[name]["step_ms"] = statistics.median(times[name]["step"]) * 1e3
         rows[name]["inference_ms"] = statistics.median(times[name]["inference"]) * 1e3
-    return {"batch": batch, "contenders": rows}
+        rows[name]["bit_exact"] = _bit_exact(modules[name], net, x) if kind == "qat" else None
+    return {"network": kind, "batch": batch, "contenders": rows}
 
 
 def main(argv=None) -> dict:
@@ -141,7 +172,7 @@ def main(argv=None) -> dict:
     env["loadavg_before"] = bench_speed._loadavg()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        rows = [measure(b, a.contenders, a.reps) for b in a.batches]
+        rows = [measure(k, b, a.contenders, a.reps) for k in a.networks for b in a.batches]
     env["loadavg_after"] = bench_speed._loadavg()
     result = {"benchmark": "compile", "format_version": 1,
               "command": "python bench/bench_compile.py " + " ".join(argv if argv is not None else sys.argv[1:]),

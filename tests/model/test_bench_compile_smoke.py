@@ -1,5 +1,5 @@
-"""bench/bench_compile.py runs end to end (one small batch, two repetitions, eager and
-AOT autograd); no timing is judged, only what it counts."""
+"""bench/bench_compile.py runs end to end (both networks, one small batch, two repetitions,
+eager and AOT autograd); no timing is judged, only what it counts and compares."""
 
 import json
 
@@ -12,14 +12,19 @@ def test_run_writes_json_and_the_table(tmp_path, capsys):
     result = bench.main(["--batches", "8", "--reps", "2", "--contenders", "eager", "aot_eager",
                          "--out", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
-    (row,) = result["rows"]
-    eager, compiled = row["contenders"]["eager"], row["contenders"]["aot_eager"]
-    assert row["batch"] == 8 and eager["graphs"] is None
-    # one graph, no break; other batch sizes: dynamo's dynamic recompile and batch 1's
-    assert (compiled["graphs"], compiled["breaks"]) == (1, 0)
-    assert compiled["new_graphs_at_sizes"] <= 2 and eager["new_graphs_at_sizes"] == 0
-    assert compiled["sizes"] == [5, 16, 1, 24, 8]
-    for c in (eager, compiled):
-        assert c["step_ms"] > 0 and c["inference_ms"] > 0 and c["first_step_s"] > 0
+    rows = {r["network"]: r for r in result["rows"]}
+    assert set(rows) == {"tt", "qat"} and len(result["rows"]) == 2
+    for kind, row in rows.items():
+        eager, compiled = row["contenders"]["eager"], row["contenders"]["aot_eager"]
+        assert row["batch"] == 8 and eager["graphs"] is None
+        # one graph, no break; other batch sizes: dynamo's dynamic recompile and batch 1's
+        assert (compiled["graphs"], compiled["breaks"]) == (1, 0)
+        assert compiled["new_graphs_at_sizes"] <= 2 and eager["new_graphs_at_sizes"] == 0
+        assert compiled["sizes"] == [5, 16, 1, 24, 8]
+        for c in (eager, compiled):
+            assert c["step_ms"] > 0 and c["inference_ms"] > 0 and c["first_step_s"] > 0
+            # the quantized network's inference equals the integer executor's
+            assert c["bit_exact"] is (True if kind == "qat" else None)
     table = capsys.readouterr().out
-    assert "| 8 | `aot_eager` | 1 / 0 |" in table and "| 8 | eager | - |" in table
+    assert "| tt | 8 | `aot_eager` | 1 / 0 |" in table and "| tt | 8 | eager | - |" in table
+    assert "| qat | 8 | `aot_eager` | 1 / 0 |" in table and "**yes** |" in table
