@@ -1335,14 +1335,17 @@ def tt_apply(x: torch.Tensor, cores: Sequence[torch.Tensor],
     else:
         with _serial():
             mats = _step_matrices(cores, plan)
-    return _apply_merged(x, mats, plan, bias)
+    return _apply_merged(x, mats, plan, bias)[0]
 
 
 def _apply_merged(x: torch.Tensor, mats: Sequence[torch.Tensor], plan: FastPlan,
-                  bias: torch.Tensor | None) -> torch.Tensor:
-    """``x`` through the step matrices ``mats`` plus ``bias``, without autograd."""
-    with _compute(_key(x, plan, "forward", False)) as run:
-        return _forward(x, mats, run.plan(plan), bias=bias, run=run)[0]
+                  bias: torch.Tensor | None, keep: bool = False):
+    """``(y, kept)``: ``x`` through the step matrices ``mats`` plus ``bias`` on the
+    threads the tuner picks, with ``keep`` also the intermediates (:func:`_forward`;
+    keep only if the one-thread plan keeps, its chunks none: then so does every
+    count's)."""
+    with _compute(_key(x, plan, "forward", keep)) as run:
+        return _forward(x, mats, run.plan(plan), keep=keep, bias=bias, run=run)
 
 
 def check_input(x: torch.Tensor, in_size: int) -> None:
@@ -1386,10 +1389,7 @@ class _TTApplyMats(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, plan, bias, *mats):  # type: ignore[override]
         keep = _keep(plan, x.shape[0])
-        with _compute(_key(x, plan, "forward", keep)) as run:
-            # keep only if the one-thread plan keeps (its chunks: none): then so does
-            # every count's
-            y, kept = _forward(x, mats, run.plan(plan), keep=keep, bias=bias, run=run)
+        y, kept = _apply_merged(x, mats, plan, bias, keep)
         ctx.plan, ctx.keep, ctx.has_bias = plan, keep, bias is not None
         ctx.save_for_backward(x, *mats, *kept)
         return y
@@ -1677,8 +1677,7 @@ def _tt_apply_op(x: torch.Tensor, cores: list[torch.Tensor], bias: torch.Tensor 
     p = _op_plan(x, cores, plan)
     keep = backward and _keep(p, x.shape[0])
     key = _KeptIntermediates.key(x, cores, plan) if keep else None
-    with _compute(_key(x, p, "forward", keep)) as run:
-        y, kept = _forward(x.contiguous(), _op_merged(cores, p)[0], run.plan(p), keep=keep, bias=bias, run=run)
+    y, kept = _apply_merged(x.contiguous(), _op_merged(cores, p)[0], p, bias, keep)
     if keep:
         _KEPT.put(key, kept)
     return y
@@ -1687,7 +1686,8 @@ def _tt_apply_op(x: torch.Tensor, cores: list[torch.Tensor], bias: torch.Tensor 
 @_tt_apply_op.register_fake
 def _tt_apply_fake(x, cores, bias, plan, backward):
     # the operands' checks of an eager call, while the graph is traced
-    p = _spec_plan(TTShape.of_cores(cores), plan) if plan else plan_for(TTShape.of_cores(cores), CAPTURE_BATCH)
+    shape = TTShape.of_cores(cores)
+    p = _spec_plan(shape, plan) if plan else plan_for(shape, CAPTURE_BATCH)
     _check_operands(x, cores, p, bias)
     return x.new_empty(x.shape[0], p.schedule.shape.out_size)
 
