@@ -405,6 +405,12 @@ def block_epoch_time() -> str:
     return epoch_table(d) + f"\n\nFrom {source('epoch_time')}."
 
 
+def _compile_run(name: str) -> str:
+    if name == "eager":
+        return name
+    return "`inductor` + `COMPILE_OPTIONS`" if name == "inductor-options" else f"`{name}`"
+
+
 def compile_table(d: dict) -> str:
     """The table of ``bench_compile.py``'s result ``d``: per batch and run, the graphs
     and breaks, the first step, the graphs compiled at other batch sizes, and the step
@@ -413,7 +419,7 @@ def compile_table(d: dict) -> str:
     for r in d["rows"]:
         for name, c in r["contenders"].items():
             first, exact = c["first_step_s"], c.get("bit_exact")
-            rows.append([r.get("network", "tt"), r["batch"], name if name == "eager" else f"`{name}`",
+            rows.append([r.get("network", "tt"), r["batch"], _compile_run(name),
                          "-" if c["graphs"] is None else f"{c['graphs']} / {c['breaks']}",
                          f"{first:.2f} s" if first < 10 else f"{first:.1f} s", c["new_graphs_at_sizes"],
                          f"{c['step_ms']:.2f} ms", f"{c['inference_ms']:.2f} ms",

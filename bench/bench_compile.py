@@ -8,8 +8,9 @@ as ``[7, 4, 7, 4] -> [4, 8, 4, 4]`` rank 16, then 512 x 10 rank 4) with a ReLU b
 inputs). A step is forward + ``sum().backward()`` (the quantized network in train
 mode), an inference call is a forward under ``torch.no_grad`` (the quantized network in
 eval mode). For each network, contender (eager; ``torch.compile`` with the
-``aot_eager`` backend, which runs eager kernels; with ``inductor``, the default) and
-batch:
+``aot_eager`` backend, which runs eager kernels; with ``inductor``, the default; and
+``inductor-options``, inductor with :data:`ttforge.quant.COMPILE_OPTIONS`, what
+``QuantNetwork.compile`` passes) and batch:
 
 - ``graphs`` / ``breaks``: what ``torch._dynamo.explain`` finds in one call;
 - ``first_step_s``: the first step after ``torch._dynamo.reset()`` (tracing and
@@ -44,7 +45,7 @@ from torch import nn
 
 from ttforge.ir.executor import execute
 from ttforge.model.layers import TTLinear
-from ttforge.quant import calibrate, compile_network, quantize_model
+from ttforge.quant import COMPILE_OPTIONS, calibrate, compile_network, quantize_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
 import bench_speed  # noqa: E402
@@ -53,7 +54,7 @@ from _env import git_dirty, result_path, write_result  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "bench" / "results" / "compile.json"
-CONTENDERS = ("eager", "aot_eager", "inductor")
+CONTENDERS = ("eager", "aot_eager", "inductor", "inductor-options")
 NETWORKS = ("tt", "qat")
 
 
@@ -122,7 +123,10 @@ def prepare(name: str, net: nn.Module, batch: int) -> tuple[nn.Module, dict]:
         torch._dynamo.reset()
         explained = torch._dynamo.explain(net)(torch.randn(batch, 784))
         torch._dynamo.reset()
-        module = torch.compile(net, backend=name)
+        if name == "inductor-options":
+            module = torch.compile(net, backend="inductor", options=dict(COMPILE_OPTIONS))
+        else:
+            module = torch.compile(net, backend=name)
         row = {"graphs": explained.graph_count, "breaks": explained.graph_break_count}
     before = _unique_graphs()
     row["first_step_s"] = _step(module, torch.randn(batch, 784))

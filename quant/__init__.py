@@ -32,6 +32,7 @@ from ttforge.ir import (
     stochastic_rshift,
 )
 from ttforge.quant.qat import (
+    COMPILE_OPTIONS,
     LayerQuant,
     QuantConfig,
     QuantLinear,
@@ -59,6 +60,7 @@ __all__ = [
     "StepTrace",
     "execute",
     "execute_traced",
+    "COMPILE_OPTIONS",
     "LayerQuant",
     "QuantConfig",
     "QuantLinear",

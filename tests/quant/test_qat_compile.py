@@ -157,3 +157,53 @@ def test_calibration_in_a_compiled_network_picks_the_eager_exponents(backend, me
     v = torch.tensor([1e12, -1e12, 3.0], dtype=torch.float64)
     for bits in (8, 16, 31, 32):
         assert torch.equal(ranged(v, bits), fake_quant(v, bits, 0)), bits
+
+
+@pytest.mark.parametrize("kwargs, expected", [
+    ({}, {"realize_opcount_threshold": 4}),
+    ({"options": {"realize_opcount_threshold": 9, "max_autotune": False}},
+     {"realize_opcount_threshold": 9, "max_autotune": False}),
+    ({"mode": "max-autotune"}, None),
+    ({"backend": "aot_eager"}, None),
+], ids=["default", "own-options-win", "mode", "other-backend"])
+def test_network_compile_passes_the_inductor_options(monkeypatch, kwargs, expected):
+    """``QuantNetwork.compile`` adds :data:`COMPILE_OPTIONS` under inductor only, under
+    the caller's own options, and not beside ``mode`` (``torch.compile`` refuses both)."""
+    from ttforge.quant import COMPILE_OPTIONS
+
+    seen = {}
+
+    def spy(fn, **kw):
+        seen.update(kw)
+        return fn
+
+    monkeypatch.setattr(torch, "compile", spy)
+    _qnet().compile(**kwargs)
+    assert seen.get("options") == expected
+    assert dict(COMPILE_OPTIONS) == {"realize_opcount_threshold": 4}
+    assert {k: v for k, v in seen.items() if k != "options"} == {k: v for k, v in kwargs.items() if k != "options"}
+
+
+@needs_cxx
+def test_network_compiled_with_its_options_is_exact_and_trains():
+    """With :data:`COMPILE_OPTIONS` (other generated code): eval is the integer
+    executor's bit for bit, at a batch of 1 and of 300; a training step's loss and
+    gradients are eager's within float32 rounding (inductor's own kernels)."""
+    q = _qnet().eval()
+    q.compile()
+    for batch in (1, 300):
+        x = torch.randn(batch, 784)
+        with torch.no_grad():
+            y = q(x)
+        assert np.array_equal(_as_int(q, y), _golden(q, x))
+    q.train()
+    x, labels = torch.randn(64, 784), torch.randint(0, 10, (64,))
+    grads = []
+    for compiled in (True, False):
+        q.zero_grad(set_to_none=True)
+        call = q if compiled else q._call_impl  # the module's own, uncompiled call
+        nn.functional.cross_entropy(call(x), labels).backward()
+        grads.append([p.grad for p in q.parameters() if p.requires_grad])
+    assert all(g is not None for g in grads[0]) and len(grads[0]) > 2
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
