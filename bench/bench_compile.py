@@ -169,7 +169,7 @@ def main(argv=None) -> dict:
     # compiled in this process: no pool of compile workers left beside the timed calls
     torch._inductor.config.compile_threads = 1
     env = bench_speed.environment()
-    env["git_dirty"] = git_dirty("model", "ir", "bench/bench_compile.py")
+    env["git_dirty"] = git_dirty("model", "ir", "quant", "bench/bench_compile.py")
     for k in ("tensorly", "tensorly_torch", "opt_einsum"):
         env.pop(k, None)
     env["threads"] = a.threads
