@@ -92,12 +92,19 @@ class ContractionStep:
         ``(A, K, Q)``, times the step's ``(P, K)`` core matrix ``C``:
         ``out[b, a, p, q] = sum_k C[p, k] x[b, a, k, q]``, returned as ``(batch, A*P*Q)``.
         One matrix product (``Q == 1``) or one batched product; numpy arrays or torch
-        tensors alike (the integer executor and the PyTorch models compute it the same way)."""
+        tensors alike (the integer executor and the PyTorch models compute it the same way).
+
+        The batch stays an axis of its own (never merged with ``A``): under
+        ``torch.compile`` with a dynamic batch, inductor indexes a view that merges the
+        symbolic batch with static sizes through a modulo by the batch's extent, one
+        integer division an element in every permutation that follows (measured, a QAT
+        training step of the 784-512-10 network at batch 32: 15.1 against 12.2 ms, and
+        eager 13.4 against 12.3 ms; numpy's integer products take the same time)."""
         batch = x.shape[0]
         if self.Q == 1:
-            y = x.reshape(batch * self.A, self.K) @ C.T
+            y = x.reshape(batch, self.A, self.K) @ C.T
         else:
-            y = C @ x.reshape(batch * self.A, self.K, self.Q)
+            y = C @ x.reshape(batch, self.A, self.K, self.Q)
         return y.reshape(batch, -1)
 
     def lane_cycles(self, lanes: int) -> int:
