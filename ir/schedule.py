@@ -97,9 +97,9 @@ class ContractionStep:
         The batch stays an axis of its own (never merged with ``A``): under
         ``torch.compile`` with a dynamic batch, inductor indexes a view that merges the
         symbolic batch with static sizes through a modulo by the batch's extent, one
-        integer division an element in every permutation that follows (measured, a QAT
-        training step of the 784-512-10 network at batch 32: 15.1 against 12.2 ms, and
-        eager 13.4 against 12.3 ms; numpy's integer products take the same time)."""
+        integer division an element in every permutation that follows (a compiled QAT
+        training step, ``docs/benchmarks.md``, "`torch.compile`"; numpy's integer
+        products take the same time either way)."""
         batch = x.shape[0]
         if self.Q == 1:
             y = x.reshape(batch, self.A, self.K) @ C.T
