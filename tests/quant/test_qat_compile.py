@@ -207,3 +207,55 @@ def test_network_compiled_with_its_options_is_exact_and_trains():
     assert all(g is not None for g in grads[0]) and len(grads[0]) > 2
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def _inductor_code(fn, *args):
+    """The C++ of the graphs inductor compiles while ``fn(*args)`` runs (forward, then
+    backward if ``fn`` runs one)."""
+    from torch._inductor.utils import run_and_get_code
+
+    return run_and_get_code(fn, *args)[1]
+
+
+def _fake_quantizations(q) -> int:
+    """Fake quantizations in one forward: the input, every core, every step, the biases."""
+    return sum(layer.first + 2 * len(layer.core_exps) + (layer.layer.bias is not None)
+               for layer in q.qlayers)
+
+
+@needs_cxx
+@pytest.mark.parametrize("options", [True, False], ids=["options", "inductor-defaults"])
+def test_with_the_options_each_fake_quantization_is_computed_once(options):
+    """What :data:`COMPILE_OPTIONS` changes in the generated forward: each rounding
+    (``floor``) is computed once; with inductor's defaults the quantizations of the step
+    outputs are inlined into both of their consumers (the permutation into the next
+    step's layout and the backward's mask) and computed again (the sibling)."""
+    from ttforge.quant import COMPILE_OPTIONS
+
+    q = _qnet().train()
+    compiled = torch.compile(q, dynamic=True, options=dict(COMPILE_OPTIONS) if options else None)
+    forward = _inductor_code(compiled, torch.randn(16, 784))[0]
+    floors = forward.count(".floor()") + forward.count("std::floor(")
+    assert _fake_quantizations(q) == 17
+    assert (floors == 17) is options, floors
+
+
+@needs_cxx
+def test_no_index_of_a_compiled_dynamic_batch_divides_by_the_batch():
+    """A contraction step keeps the batch an axis of its own (``ContractionStep.apply``):
+    merged with the step's outer modes, inductor indexed every permutation after it
+    through a modulo (an integer division an element) by the symbolic batch's extent
+    (``ks0``), 13 of them in this network's forward and backward with the options."""
+    import re
+
+    from ttforge.quant import COMPILE_OPTIONS
+
+    q = _qnet().train()
+    compiled = torch.compile(q, dynamic=True, options=dict(COMPILE_OPTIONS))
+
+    def step(x):
+        compiled(x).sum().backward()
+
+    code = "\n".join(_inductor_code(step, torch.randn(16, 784)))
+    assert "ks0" in code  # the batch is symbolic
+    assert not re.findall(r"%\s*static_cast<int64_t>\([^;]*?ks\d", code)
