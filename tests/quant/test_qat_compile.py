@@ -135,7 +135,8 @@ def test_torch_export_records_the_eval_network_with_a_dynamic_batch():
 
 
 @pytest.mark.parametrize("backend, method", [("aot_eager", "max"), ("aot_eager", "mse"),
-                                             pytest.param("inductor", "max", marks=needs_cxx)])
+                                             pytest.param("inductor", "max", marks=needs_cxx),
+                                             pytest.param("inductor-options", "mse", marks=needs_cxx)])
 def test_calibration_in_a_compiled_network_picks_the_eager_exponents(backend, method):
     """Calibrating through the compiled network (its graph breaks where an exponent is
     chosen, and the frames between the breaks take the bit widths as symbolic
@@ -149,11 +150,16 @@ def test_calibration_in_a_compiled_network_picks_the_eager_exponents(backend, me
     again = copy.deepcopy(q)
     x = torch.randn(256, 784)
     q(x, calibrate=method)
-    torch.compile(again, backend=backend)(x, calibrate=method)
+    from ttforge.quant import COMPILE_OPTIONS
+
+    options = dict(COMPILE_OPTIONS) if backend == "inductor-options" else None
+    backend = backend.removesuffix("-options")
+    torch.compile(again, backend=backend, options=options)(x, calibrate=method)
     for a, b in zip(q.qlayers, again.qlayers):
         for name in ("in_exp", "core_exps", "step_exps"):
             assert torch.equal(getattr(a, name), getattr(b, name)), name
-    ranged = torch.compile(lambda v, bits: fake_quant(v, bits, 0), backend=backend, dynamic=True)
+    ranged = torch.compile(lambda v, bits: fake_quant(v, bits, 0), backend=backend, dynamic=True,
+                           options=options)
     v = torch.tensor([1e12, -1e12, 3.0], dtype=torch.float64)
     for bits in (8, 16, 31, 32):
         assert torch.equal(ranged(v, bits), fake_quant(v, bits, 0)), bits
