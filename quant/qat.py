@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ttforge.errors import ConfigError
+from ttforge.model import fast
 from ttforge.model.layers import TTLinear
 from ttforge.ir.schedule import ContractionSchedule
 from ttforge.ir.tt import TTShape
@@ -116,11 +117,39 @@ def _round_ste(v: torch.Tensor) -> torch.Tensor:
     return v + (torch.floor(v + 0.5) - v).detach()
 
 
+class _FakeQuantSTE(torch.autograd.Function):
+    """:func:`fake_quant` under autograd in eager mode: the value computed in place in
+    one buffer, and the straight-through gradient as one kept mask (``lo <= round <=
+    hi``). The same values and gradients as the plain operations bit for bit (scaling
+    by the powers of two ``down * up = 1`` is exact), in about half the passes over the
+    data and one allocation instead of seven (the plain operations' backward adds a
+    clamp's four passes and two products)."""
+
+    @staticmethod
+    def forward(ctx, x, down, up, lo, hi):  # type: ignore[override]
+        r = _rounded(x, down)
+        ctx.save_for_backward((r >= lo).logical_and_(r <= hi))
+        return r.clamp_(lo, hi).mul_(up)
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        (inside,) = ctx.saved_tensors
+        return g * inside, None, None, None, None
+
+
+def _rounded(x: torch.Tensor, down) -> torch.Tensor:
+    """``floor(x * down + 1/2)`` in a new tensor, in place after the first product."""
+    return torch.mul(x, down).add_(0.5).floor_()
+
+
 def fake_quant(x: torch.Tensor, bits: int, exp: int | torch.Tensor, narrow: bool = False) -> torch.Tensor:
     """``sat(floor(x / 2^exp + 1/2)) * 2^exp``; gradient passes inside the range, 0 outside.
 
     ``exp`` is an integer or an integer tensor (a module's exponent buffer: compiled
-    graphs then read it when they run, rather than recompiling for each value)."""
+    graphs then read it when they run, rather than recompiling for each value).
+    Eagerly it runs in place (:class:`_FakeQuantSTE` under autograd); traced, captured
+    or under a ``torch.func`` transform or forward-mode AD it is plain operations
+    (:func:`_round_ste`), which every one of them supports."""
     int_range(bits, narrow)  # checks the width
     # the range as floats, 2.0 ** (bits - 1) rather than 1 << (bits - 1): where a
     # compiled graph takes the width as a symbolic integer (between graph breaks, as
@@ -129,8 +158,13 @@ def fake_quant(x: torch.Tensor, bits: int, exp: int | torch.Tensor, narrow: bool
     lo = -hi if narrow else -hi - 1
     if isinstance(exp, torch.Tensor):  # float64 powers of two, exact (as a Python float's)
         exp = exp.to(torch.float64)
-    q = torch.clamp(_round_ste(x * 2.0**-exp), lo, hi)
-    return q * (2.0**exp)
+    down, up = 2.0**-exp, 2.0**exp
+    if torch.compiler.is_compiling() or fast.plain_ops_only():
+        return torch.clamp(_round_ste(x * down), lo, hi) * up
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _FakeQuantSTE.apply(x, down, up, lo, hi)
+    with torch.no_grad():
+        return _rounded(x, down).clamp_(lo, hi).mul_(up)
 
 
 def _tt_view(layer: nn.Module) -> tuple[list[torch.Tensor], ContractionSchedule, int, int]:

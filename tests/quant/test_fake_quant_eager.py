@@ -1,0 +1,108 @@
+"""fake_quant's eager paths (in place, and :class:`_FakeQuantSTE` under autograd) give
+the plain operations' values and straight-through gradients bit for bit: the plain
+operations are what compiled, captured and transformed calls run, and what the QAT
+model's exactness against the integer executor was first proven with."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from ttforge.model import fast
+from ttforge.model.layers import TTLinear
+from ttforge.quant import calibrate, fake_quant, quantize_model
+
+
+def _plain(monkeypatch, *args):
+    """``fake_quant(*args)`` through its plain operations."""
+    with monkeypatch.context() as m:
+        m.setattr(fast, "plain_ops_only", lambda: True)
+        return fake_quant(*args)
+
+
+def _inputs(dtype, bits, exp, narrow):
+    """Random values over and beyond the range, and the edges: the range's ends, the
+    rounding ties around them and inside, zero, tiny and huge values."""
+    torch.manual_seed(bits + 7 * exp)
+    hi = 2.0 ** (bits - 1) - 1
+    lo = -hi if narrow else -hi - 1
+    edges = [lo, hi, lo - 0.5, hi + 0.5, lo - 0.25, hi + 0.25, lo + 0.5, hi - 0.5, 0.5, -0.5, 1.5,
+             -1.5, 0.0, -0.0, 1e-30, -1e-30, 1e30, -1e30]
+    scale = 2.0 ** exp
+    x = torch.cat([torch.randn(500, dtype=torch.float64) * hi * 1.5, torch.tensor(edges, dtype=torch.float64)])
+    return (x * scale).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("bits, exp, narrow", [(2, 0, False), (4, -3, True), (8, -7, False), (8, 5, True),
+                                               (16, -13, False), (32, -20, False)])
+@pytest.mark.parametrize("tensor_exp", [False, True], ids=["int-exp", "tensor-exp"])
+def test_eager_values_and_gradients_are_the_plain_operations(monkeypatch, dtype, bits, exp, narrow, tensor_exp):
+    e = torch.tensor(exp) if tensor_exp else exp
+    x = _inputs(dtype, bits, exp, narrow)
+    before = x.clone()
+    want = _plain(monkeypatch, x, bits, e, narrow)
+    assert torch.equal(fake_quant(x, bits, e, narrow), want)  # no autograd: in place
+    xs = [x.clone().requires_grad_() for _ in range(2)]
+    g = torch.randn_like(x)
+    got = fake_quant(xs[0], bits, e, narrow)
+    assert got.grad_fn is not None and type(got.grad_fn).__name__ == "_FakeQuantSTEBackward"
+    got.backward(g)
+    _plain(monkeypatch, xs[1], bits, e, narrow).backward(g)
+    assert torch.equal(got.detach(), want)
+    assert torch.equal(xs[0].grad, xs[1].grad)
+    assert torch.equal(x, before)  # the input is never written
+    # the straight-through gradient: the output gradient where the rounded value is in range
+    # (in x's dtype, as the comparisons run: 2^31 - 1 is 2^31 in float32)
+    hi = 2.0 ** (bits - 1) - 1
+    r = torch.floor(x * 2.0 ** -exp + 0.5)
+    inside = (r >= (-hi if narrow else -hi - 1)) & (r <= hi)
+    assert torch.equal(xs[0].grad, torch.where(inside, g, torch.zeros_like(g)))
+
+
+def test_second_derivatives_are_the_plain_operations(monkeypatch):
+    """``create_graph``: the gradient is differentiable in the output gradient, as the
+    plain operations' is."""
+    x = _inputs(torch.float64, 8, -4, False)
+    results = []
+    for plain in (False, True):
+        xr = x.clone().requires_grad_()
+        w = torch.linspace(-1, 1, x.numel(), dtype=torch.float64, requires_grad=True)
+        with monkeypatch.context() as m:
+            if plain:
+                m.setattr(fast, "plain_ops_only", lambda: True)
+            y = fake_quant(xr, 8, -4)
+        (gx,) = torch.autograd.grad((y * w).sum(), xr, create_graph=True)
+        (gw,) = torch.autograd.grad((gx ** 2).sum(), w)
+        results.append((gx.detach(), gw))
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+    assert results[0][1].abs().sum() > 0
+
+
+def test_a_quantized_networks_training_step_is_the_plain_operations(monkeypatch):
+    """The 784-512-10 QAT network: loss and every parameter's gradient of a training
+    step bit for bit; and a corrupted network is told apart (the sibling: one core
+    value moved by more than its quantization step)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(TTLinear(784, 512, 16, in_modes=[7, 4, 7, 4], out_modes=[4, 8, 4, 4]),
+                        nn.ReLU(), TTLinear(512, 10, 4))
+    q = calibrate(quantize_model(net), torch.randn(256, 784)).train()
+    x, labels = torch.randn(64, 784), torch.randint(0, 10, (64,))
+
+    def step(model, plain):
+        model.zero_grad(set_to_none=True)
+        with monkeypatch.context() as m:
+            if plain:
+                m.setattr(fast, "plain_ops_only", lambda: True)
+            loss = nn.functional.cross_entropy(model(x), labels)
+            loss.backward()
+        return [loss.detach(), *(p.grad for p in model.parameters())]
+
+    eager, plain = step(q, False), step(q, True)
+    assert len(eager) > 2 and all(g is not None for g in eager)
+    assert all(torch.equal(a, b) for a, b in zip(eager, plain))
+    nudged = copy.deepcopy(q)
+    with torch.no_grad():
+        nudged.qlayers[0].layer.cores[1].view(-1)[5] += 0.25
+    assert not all(torch.equal(a, b) for a, b in zip(step(nudged, False), plain))
