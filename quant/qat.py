@@ -160,10 +160,7 @@ def fake_quant(x: torch.Tensor, bits: int, exp: int | torch.Tensor, narrow: bool
         exp = exp.to(torch.float64)
     down, up = 2.0**-exp, 2.0**exp
     if torch.compiler.is_compiling() or fast.plain_ops_only():
-        # within one past the range first: an infinite value saturates, as it does in
-        # place, rather than giving inf - inf in the rounding (the gradient is the
-        # same: a value that rounds into the range is well inside that clamp)
-        return torch.clamp(_round_ste(torch.clamp(x * down, lo - 1, hi + 1)), lo, hi) * up
+        return torch.clamp(_round_ste(x * down), lo, hi) * up
     if torch.is_grad_enabled() and x.requires_grad:
         return _FakeQuantSTE.apply(x, down, up, lo, hi)
     with torch.no_grad():

@@ -23,7 +23,7 @@ def _plain(monkeypatch, *args):
 
 def _inputs(dtype, bits, exp, narrow):
     """Random values over and beyond the range, and the edges: the range's ends, the
-    rounding ties around them and inside, zero, tiny, huge and infinite values."""
+    rounding ties around them and inside, zero, tiny and huge values."""
     torch.manual_seed(bits + 7 * exp)
     hi = 2.0 ** (bits - 1) - 1
     lo = -hi if narrow else -hi - 1
@@ -31,8 +31,7 @@ def _inputs(dtype, bits, exp, narrow):
              -1.5, 0.0, -0.0, 1e-30, -1e-30, 1e30, -1e30]
     scale = 2.0 ** exp
     x = torch.cat([torch.randn(500, dtype=torch.float64) * hi * 1.5, torch.tensor(edges, dtype=torch.float64)])
-    # infinities saturate on both paths
-    return torch.cat([(x * scale).to(dtype), torch.tensor([float("inf"), -float("inf")], dtype=dtype)])
+    return (x * scale).to(dtype)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -107,10 +106,3 @@ def test_a_quantized_networks_training_step_is_the_plain_operations(monkeypatch)
     with torch.no_grad():
         nudged.qlayers[0].layer.cores[1].view(-1)[5] += 0.25
     assert not all(torch.equal(a, b) for a, b in zip(step(nudged, False), plain))
-
-
-def test_infinities_saturate_and_nan_stays_nan_on_both_paths(monkeypatch):
-    """The plain operations clamp before rounding (``inf - inf`` was NaN there)."""
-    x = torch.tensor([float("inf"), -float("inf"), float("nan"), 3.0])
-    for got in (fake_quant(x, 8, -2), _plain(monkeypatch, x, 8, -2)):
-        assert got[:2].tolist() == [127 * 0.25, -128 * 0.25] and got[2].isnan() and got[3] == 3.0
