@@ -104,9 +104,20 @@ class QuantConfig:
         return self.layers.get(i, self.default)
 
 
+def _round_half_up(v: torch.Tensor) -> torch.Tensor:
+    """``floor(v + 1/2)`` exactly, as :func:`ttforge.ir.arith.quantize` computes it:
+    ``floor(v)``, plus one where ``v >= floor(v) + 1/2``. Adding the half first can
+    round up across an integer (``0.49999999999999994 + 0.5`` is 1 in float64, and a
+    float64 input that close to a half step gave the integer executor's neighbour).
+    Exact while ``|v| < 2^52`` (float32: ``2^23``); beyond, every width saturates."""
+    r = torch.floor(v)
+    return r + (v >= r + 0.5)
+
+
 def _round_ste(v: torch.Tensor) -> torch.Tensor:
-    """``floor(v + 1/2)`` with the straight-through gradient (identity), in plain
-    operations: ``v + (floor(v + 1/2) - v)`` with the difference detached.
+    """``floor(v + 1/2)`` (:func:`_round_half_up`) with the straight-through gradient
+    (identity), in plain operations: ``v + (floor(v + 1/2) - v)`` with the difference
+    detached.
 
     The value is ``floor(v + 1/2)`` exactly: the difference of a float and the integer
     it rounds to (at most 1/2 apart) is exact, and so is adding it back. Plain
@@ -114,7 +125,7 @@ def _round_ste(v: torch.Tensor) -> torch.Tensor:
     ``torch.compile`` traces them (a custom autograd node with a ``jvp``, as this was,
     broke its graph at every rounding).
     """
-    return v + (torch.floor(v + 0.5) - v).detach()
+    return v + (_round_half_up(v) - v).detach()
 
 
 class _FakeQuantSTE(torch.autograd.Function):
@@ -138,8 +149,10 @@ class _FakeQuantSTE(torch.autograd.Function):
 
 
 def _rounded(x: torch.Tensor, down) -> torch.Tensor:
-    """``floor(x * down + 1/2)`` in a new tensor, in place after the first product."""
-    return torch.mul(x, down).add_(0.5).floor_()
+    """``floor(x * down + 1/2)`` (:func:`_round_half_up`) in a new tensor."""
+    v = torch.mul(x, down)
+    r = torch.floor(v)
+    return r.add_(v >= r + 0.5)
 
 
 def fake_quant(x: torch.Tensor, bits: int, exp: int | torch.Tensor, narrow: bool = False) -> torch.Tensor:
@@ -149,7 +162,11 @@ def fake_quant(x: torch.Tensor, bits: int, exp: int | torch.Tensor, narrow: bool
     graphs then read it when they run, rather than recompiling for each value).
     Eagerly it runs in place (:class:`_FakeQuantSTE` under autograd); traced, captured
     or under a ``torch.func`` transform or forward-mode AD it is plain operations
-    (:func:`_round_ste`), which every one of them supports."""
+    (:func:`_round_ste`), which every one of them supports. The two agree bit for bit
+    on every finite value; an infinite one saturates in place (as in the integer
+    executor) and is NaN in the plain operations (``inf - inf`` in the rounding; a
+    clamp before it would cost a compiled training step a second kept mask: 22.3
+    against 12.3 ms, the 784-512-10 network at batch 32)."""
     int_range(bits, narrow)  # checks the width
     # the range as floats, 2.0 ** (bits - 1) rather than 1 << (bits - 1): where a
     # compiled graph takes the width as a symbolic integer (between graph breaks, as

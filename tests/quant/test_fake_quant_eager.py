@@ -5,6 +5,8 @@ model's exactness against the integer executor was first proven with."""
 
 import copy
 
+import numpy as np
+
 import pytest
 import torch
 from torch import nn
@@ -106,3 +108,56 @@ def test_a_quantized_networks_training_step_is_the_plain_operations(monkeypatch)
     with torch.no_grad():
         nudged.qlayers[0].layer.cores[1].view(-1)[5] += 0.25
     assert not all(torch.equal(a, b) for a, b in zip(step(nudged, False), plain))
+
+
+def test_an_infinity_saturates_in_place_as_in_the_integer_executor(monkeypatch):
+    """In place an infinite value saturates, as the integer executor's quantization
+    does; NaN stays NaN. The plain operations give NaN for it (``inf - inf`` in the
+    straight-through rounding): documented, left for the compiled step's speed."""
+    from ttforge.ir.arith import quantize
+
+    x = torch.tensor([float("inf"), -float("inf"), float("nan"), 3.0])
+    got = fake_quant(x, 8, -2)
+    assert got[:2].tolist() == [127 * 0.25, -128 * 0.25] and got[2].isnan() and got[3] == 3.0
+    assert (quantize(x[:2].numpy(), 8, -2) * 0.25).tolist() == got[:2].tolist()
+    assert _plain(monkeypatch, x, 8, -2)[:3].isnan().all()
+
+
+def _near_half_steps(exp: int) -> torch.Tensor:
+    """float64 values at, just below and just above every half step ``(k + 1/2) 2^exp``
+    of -300..300, and random ones with all 53 bits used."""
+    half = torch.arange(-300, 300, dtype=torch.float64) + 0.5
+    below = torch.nextafter(half, torch.tensor(-np.inf, dtype=torch.float64))
+    above = torch.nextafter(half, torch.tensor(np.inf, dtype=torch.float64))
+    torch.manual_seed(exp & 0xFFFF)
+    rand = torch.rand(2000, dtype=torch.float64) * 600 - 300
+    return torch.cat([half, below, above, rand]) * 2.0 ** exp
+
+
+@pytest.mark.parametrize("exp", [0, -7, 9])
+def test_rounding_is_the_integer_executors_next_to_half_steps(monkeypatch, exp):
+    """``floor(v + 1/2)`` as ``ir.arith.quantize`` computes it, on both paths: adding the
+    half first rounded ``0.49999999999999994`` (the float64 just below 1/2) up to 1."""
+    from ttforge.ir.arith import quantize
+
+    x = _near_half_steps(exp)
+    want = torch.from_numpy(quantize(x.numpy(), 16, exp).astype(np.float64)) * 2.0 ** exp
+    assert torch.equal(fake_quant(x, 16, exp), want)
+    assert torch.equal(_plain(monkeypatch, x, 16, exp), want)
+    assert fake_quant(torch.tensor([0.49999999999999994], dtype=torch.float64), 8, 0).item() == 0.0
+
+
+def test_a_quantized_network_is_the_executor_on_float64_inputs_next_to_half_steps():
+    """A float64 input within an ulp below a half step of the input quantization: the
+    QAT model in eval mode and the integer executor agree (they did not)."""
+    from ttforge.ir.executor import execute
+    from ttforge.quant import compile_network
+
+    torch.manual_seed(1)
+    net = nn.Sequential(TTLinear(64, 32, 4), nn.ReLU(), TTLinear(32, 10, 2))
+    q = calibrate(quantize_model(net), torch.randn(256, 64)).eval()
+    e = int(q.qlayers[0].in_exp)
+    k = torch.randint(-100, 100, (64, 64)).double() + 0.5
+    x = torch.nextafter(k, torch.tensor(-np.inf, dtype=torch.float64)) * 2.0 ** e
+    inet = compile_network(q)
+    assert np.array_equal(q.forward_int(x), execute(inet, inet.quantize_input(x.numpy())))
