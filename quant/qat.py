@@ -132,9 +132,9 @@ class _FakeQuantSTE(torch.autograd.Function):
     """:func:`fake_quant` under autograd in eager mode: the value computed in place in
     one buffer, and the straight-through gradient as one kept mask (``lo <= round <=
     hi``). The same values and gradients as the plain operations bit for bit (scaling
-    by the powers of two ``down * up = 1`` is exact), in about half the passes over the
-    data and one allocation instead of seven (the plain operations' backward adds a
-    clamp's four passes and two products)."""
+    by the powers of two ``down * up = 1`` is exact), in fewer passes over the data and
+    fewer allocations (the plain operations allocate at every step, and their backward
+    adds a clamp's four passes and two products)."""
 
     @staticmethod
     def forward(ctx, x, down, up, lo, hi):  # type: ignore[override]
@@ -165,8 +165,8 @@ def fake_quant(x: torch.Tensor, bits: int, exp: int | torch.Tensor, narrow: bool
     (:func:`_round_ste`), which every one of them supports. The two agree bit for bit
     on every finite value; an infinite one saturates in place (as in the integer
     executor) and is NaN in the plain operations (``inf - inf`` in the rounding; a
-    clamp before it would cost a compiled training step a second kept mask: 22.3
-    against 12.3 ms, the 784-512-10 network at batch 32)."""
+    clamp before it would cost a compiled training step a second kept mask, see
+    ``docs/benchmarks.md``)."""
     int_range(bits, narrow)  # checks the width
     # the range as floats, 2.0 ** (bits - 1) rather than 1 << (bits - 1): where a
     # compiled graph takes the width as a symbolic integer (between graph breaks, as
