@@ -111,7 +111,7 @@ def _round_half_up(v: torch.Tensor) -> torch.Tensor:
     float64 input that close to a half step gave the integer executor's neighbour).
     Exact while ``|v| < 2^52`` (float32: ``2^23``); beyond, every width saturates."""
     r = torch.floor(v)
-    return r + (v >= r + 0.5)
+    return r.add_(v >= r + 0.5)  # (floor's backward keeps nothing to overwrite)
 
 
 def _round_ste(v: torch.Tensor) -> torch.Tensor:
@@ -150,9 +150,7 @@ class _FakeQuantSTE(torch.autograd.Function):
 
 def _rounded(x: torch.Tensor, down) -> torch.Tensor:
     """``floor(x * down + 1/2)`` (:func:`_round_half_up`) in a new tensor."""
-    v = torch.mul(x, down)
-    r = torch.floor(v)
-    return r.add_(v >= r + 0.5)
+    return _round_half_up(torch.mul(x, down))
 
 
 def fake_quant(x: torch.Tensor, bits: int, exp: int | torch.Tensor, narrow: bool = False) -> torch.Tensor:
