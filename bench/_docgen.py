@@ -408,6 +408,8 @@ def block_epoch_time() -> str:
 def _compile_run(name: str) -> str:
     if name == "eager":
         return name
+    if name == "eager-plain":
+        return "eager, plain fake quantization"
     return "`inductor` + `COMPILE_OPTIONS`" if name == "inductor-options" else f"`{name}`"
 
 

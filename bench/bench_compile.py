@@ -10,7 +10,11 @@ mode), an inference call is a forward under ``torch.no_grad`` (the quantized net
 eval mode). For each network, contender (eager; ``torch.compile`` with the
 ``aot_eager`` backend, which runs eager kernels; with ``inductor``, the default; and
 ``inductor-options``, inductor with :data:`ttforge.quant.COMPILE_OPTIONS`, what
-``QuantNetwork.compile`` passes) and batch:
+``QuantNetwork.compile`` passes; and ``eager-plain``, eager with fake quantization in
+the plain operations that compiled calls trace, :data:`ttforge.quant.qat.FAKE_QUANT_IN_PLACE`
+off during its calls: against ``eager``, what the in-place fake quantization saves, and
+for the float network, which has none, a control of the noise between two identical
+eager runs) and batch:
 
 - ``graphs`` / ``breaks``: what ``torch._dynamo.explain`` finds in one call;
 - ``first_step_s``: the first step after ``torch._dynamo.reset()`` (tracing and
@@ -45,7 +49,7 @@ from torch import nn
 
 from ttforge.ir.executor import execute
 from ttforge.model.layers import TTLinear
-from ttforge.quant import COMPILE_OPTIONS, calibrate, compile_network, quantize_model
+from ttforge.quant import COMPILE_OPTIONS, calibrate, compile_network, qat, quantize_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
 import bench_speed  # noqa: E402
@@ -54,7 +58,7 @@ from _env import git_dirty, result_path, write_result  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "bench" / "results" / "compile.json"
-CONTENDERS = ("eager", "aot_eager", "inductor", "inductor-options")
+CONTENDERS = ("eager", "aot_eager", "inductor", "inductor-options", "eager-plain")
 NETWORKS = ("tt", "qat")
 
 
@@ -80,6 +84,22 @@ def network(kind: str = "tt") -> nn.Module:
         net = quantize_model(net)
         calibrate(net, torch.randn(256, 784))
     return net.train()
+
+
+class PlainFakeQuant(nn.Module):
+    """``net`` run eagerly with :data:`ttforge.quant.qat.FAKE_QUANT_IN_PLACE` off during
+    its forward (the backward of the plain operations reads no switch)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        qat.FAKE_QUANT_IN_PLACE = False
+        try:
+            return self.net(x)
+        finally:
+            qat.FAKE_QUANT_IN_PLACE = True
 
 
 def _step(module: nn.Module, x: torch.Tensor) -> float:
@@ -117,8 +137,8 @@ def _unique_graphs() -> int:
 
 def prepare(name: str, net: nn.Module, batch: int) -> tuple[nn.Module, dict]:
     """The contender's module, and what compiling it cost (see the module docstring)."""
-    if name == "eager":
-        module, row = net, {"graphs": None, "breaks": None}
+    if name in ("eager", "eager-plain"):
+        module, row = net if name == "eager" else PlainFakeQuant(net), {"graphs": None, "breaks": None}
     else:
         torch._dynamo.reset()
         explained = torch._dynamo.explain(net)(torch.randn(batch, 784))

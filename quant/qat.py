@@ -56,6 +56,11 @@ Calibration = Literal["max", "mse"]
 #: and is 1.13x / 1.10x faster than eager with these).
 COMPILE_OPTIONS: Mapping[str, object] = MappingProxyType({"realize_opcount_threshold": 4})
 
+#: Whether an eager :func:`fake_quant` runs in place (:class:`_FakeQuantSTE`); ``False``
+#: runs the plain operations eagerly too, as compiled and captured calls do (the same
+#: values and gradients, slower: ``bench/bench_compile.py``'s ``eager-plain`` run).
+FAKE_QUANT_IN_PLACE = True
+
 
 @dataclass(frozen=True)
 class LayerQuant:
@@ -158,7 +163,8 @@ def fake_quant(x: torch.Tensor, bits: int, exp: int | torch.Tensor, narrow: bool
 
     ``exp`` is an integer or an integer tensor (a module's exponent buffer: compiled
     graphs then read it when they run, rather than recompiling for each value).
-    Eagerly it runs in place (:class:`_FakeQuantSTE` under autograd); traced, captured
+    Eagerly it runs in place (:class:`_FakeQuantSTE` under autograd; unless
+    :data:`FAKE_QUANT_IN_PLACE` is off); traced, captured
     or under a ``torch.func`` transform or forward-mode AD it is plain operations
     (:func:`_round_ste`), which every one of them supports. The two agree bit for bit
     on every finite value; an infinite one saturates in place (as in the integer
@@ -174,7 +180,7 @@ def fake_quant(x: torch.Tensor, bits: int, exp: int | torch.Tensor, narrow: bool
     if isinstance(exp, torch.Tensor):  # float64 powers of two, exact (as a Python float's)
         exp = exp.to(torch.float64)
     down, up = 2.0**-exp, 2.0**exp
-    if torch.compiler.is_compiling() or fast.plain_ops_only():
+    if torch.compiler.is_compiling() or fast.plain_ops_only() or not FAKE_QUANT_IN_PLACE:
         return torch.clamp(_round_ste(x * down), lo, hi) * up
     if torch.is_grad_enabled() and x.requires_grad:
         return _FakeQuantSTE.apply(x, down, up, lo, hi)

@@ -161,3 +161,23 @@ def test_a_quantized_network_is_the_executor_on_float64_inputs_next_to_half_step
     x = torch.nextafter(k, torch.tensor(-np.inf, dtype=torch.float64)) * 2.0 ** e
     inet = compile_network(q)
     assert np.array_equal(q.forward_int(x), execute(inet, inet.quantize_input(x.numpy())))
+
+
+def test_the_in_place_switch_runs_the_plain_operations_eagerly(monkeypatch):
+    """``FAKE_QUANT_IN_PLACE = False`` (the bench's ``eager-plain`` run) takes the plain
+    operations' path eagerly, with and without autograd, and gives the in-place values."""
+    from ttforge.quant import qat
+
+    x = _inputs(torch.float32, 8, -4, False)
+    want = fake_quant(x, 8, -4)
+    xs = x.clone().requires_grad_()
+    assert type(fake_quant(xs, 8, -4).grad_fn).__name__ == "_FakeQuantSTEBackward"
+    with monkeypatch.context() as m:
+        m.setattr(qat, "FAKE_QUANT_IN_PLACE", False)
+        calls = []
+        m.setattr(qat, "_round_ste", lambda v: calls.append(1) or v + (qat._round_half_up(v) - v).detach())
+        plain = fake_quant(xs, 8, -4)
+        assert calls and type(plain.grad_fn).__name__ != "_FakeQuantSTEBackward"
+        assert torch.equal(plain.detach(), want)
+        with torch.no_grad():
+            assert torch.equal(fake_quant(x, 8, -4), want) and len(calls) == 2
