@@ -719,11 +719,16 @@ def _merge2(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return _Merge2.apply(a, b)
 
 
+def _require_cores(cores: Sequence[torch.Tensor], who: str) -> None:
+    """A one-line :class:`ShapeError` naming ``who`` when ``cores`` is empty."""
+    if not cores:
+        raise ShapeError(f"{who} needs at least one core (got none)")
+
+
 def merge_cores(cores: Sequence[torch.Tensor]) -> torch.Tensor:
     """Multiply neighbouring cores ``(r, m, n, r')`` into one ``(r0, prod m, prod n, r_end)``
     (halves first, so that the largest product is made once), through autograd."""
-    if not cores:
-        raise ShapeError("merge_cores needs at least one core")
+    _require_cores(cores, "merge_cores")
     return _merge_tree(cores, _merge_ops if plain_ops_only() else _merge2)[0]
 
 
@@ -1279,8 +1284,7 @@ def tt_apply(x: torch.Tensor, cores: Sequence[torch.Tensor],
     y = in_autocast_dtype(tt_apply, x, cores, plan, bias=bias, cache=cache)
     if y is not None:
         return y
-    if not cores:
-        raise ShapeError("tt_apply needs the layer's cores (got none)")
+    _require_cores(cores, "tt_apply")
     if compiled():  # one opaque operation in the compiled graph (see compiled)
         # the checks dynamo raises as they are (the operation's fake checks the rest,
         # its errors wrapped in dynamo's); loops, not generators (see ir.tt._prod)

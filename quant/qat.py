@@ -52,8 +52,8 @@ Calibration = Literal["max", "mse"]
 #: permutation. Keeping every computation of more than 4 operations as a buffer of its
 #: own makes the step's output one contiguous pass and the permutation a copy
 #: (``docs/benchmarks.md``, "`torch.compile`": the 784-512-10 network's training step
-#: under inductor takes 1.53x / 1.52x eager's time at batch 32 / 256 with the defaults,
-#: and is 1.13x / 1.10x faster than eager with these).
+#: under inductor takes 1.56x / 1.50x eager's time at batch 32 / 256 with the defaults,
+#: and is 1.11x / 1.09x faster than eager with these).
 COMPILE_OPTIONS: Mapping[str, object] = MappingProxyType({"realize_opcount_threshold": 4})
 
 #: Whether an eager :func:`fake_quant` runs in place (:class:`_FakeQuantSTE`); ``False``
