@@ -111,12 +111,15 @@ class QuantConfig:
 
 def _round_half_up(v: torch.Tensor) -> torch.Tensor:
     """``floor(v + 1/2)`` exactly, as :func:`ttforge.ir.arith.quantize` computes it:
-    ``floor(v)``, plus one where ``v >= floor(v) + 1/2``. Adding the half first can
-    round up across an integer (``0.49999999999999994 + 0.5`` is 1 in float64, and a
-    float64 input that close to a half step gave the integer executor's neighbour).
-    Exact while ``|v| < 2^52`` (float32: ``2^23``); beyond, every width saturates."""
+    ``floor(v)``, plus one where the fraction ``v - floor(v)`` is at least 1/2. Adding
+    the half first can round up across an integer (``0.49999999999999994 + 0.5`` is 1
+    in float64, and a float64 input that close to a half step gave the integer
+    executor's neighbour); so can ``floor(v) + 1/2`` once ``v`` is an integer too large
+    for the half (float32 from ``2^23``: ``2^23 + 1/2`` is a tie that rounds to ``2^23``,
+    and a 32-bit quantization gave ``2^23 + 1``). The fraction is compared exactly at
+    any magnitude: rounding it is monotone and 1/2 is representable."""
     r = torch.floor(v)
-    return r.add_(v >= r + 0.5)  # (floor's backward keeps nothing to overwrite)
+    return r.add_((v - r) >= 0.5)  # (floor's backward keeps nothing to overwrite)
 
 
 def _round_ste(v: torch.Tensor) -> torch.Tensor:

@@ -181,3 +181,21 @@ def test_the_in_place_switch_runs_the_plain_operations_eagerly(monkeypatch):
         assert torch.equal(plain.detach(), want)
         with torch.no_grad():
             assert torch.equal(fake_quant(x, 8, -4), want) and len(calls) == 2
+
+
+@pytest.mark.parametrize("exp", [0, -5, 3])
+def test_rounding_is_the_integer_executors_where_every_value_is_an_integer(monkeypatch, exp):
+    """float32 from ``2^23`` on: every value is an integer and stays itself, as in the
+    executor. ``floor(v) + 1/2`` there is a tie that rounds to ``floor(v)`` for even
+    values, and a 32-bit quantization of ``2^23`` gave ``2^23 + 1``."""
+    from ttforge.ir.arith import quantize
+
+    ints = [2.0 ** 23 + k for k in range(6)] + [2.0 ** 24 - 2, 2.0 ** 24, 2.0 ** 30 + 128, 2.0 ** 31 - 128]
+    v = torch.tensor(ints + [-i for i in ints], dtype=torch.float32)
+    x = v * 2.0 ** exp
+    want = torch.from_numpy(quantize(x.double().numpy(), 32, exp).astype(np.float32)) * 2.0 ** exp
+    assert torch.equal(want, x)  # the executor keeps them
+    assert torch.equal(fake_quant(x, 32, exp), want)
+    assert torch.equal(_plain(monkeypatch, x, 32, exp), want)
+    xs = x.clone().requires_grad_()
+    assert torch.equal(fake_quant(xs, 32, exp).detach(), want)
