@@ -15,13 +15,15 @@ runs, in the operand layouts the fast path gives them (``ttforge.model.fast``):
   before ``2ebcd5d``), ``matrix grad`` ``baddbmm`` per sample slot;
 
 and ``dense``, ``nn.Linear``'s forward product at the same batch. Each is timed alone
-(operands hot in cache, median of ``--reps`` calls after a warm-up), as G
-multiply-accumulates a second and as a fraction of the dense product's rate. A layer
+(operands hot in cache; ``--rounds`` rounds, in each every product of the run in an order
+shuffled with a fixed seed, ``--reps`` calls a round after a warm-up; the median over
+all its calls), as G multiply-accumulates a second and as a fraction of the dense
+product's rate of the same case. A layer
 whose products run below the dense rate cannot reach its goals' floors
 (``bench_speed.py``'s "at nn.Linear's rate") however little else it does.
 
     python bench/bench_products.py                  # cases a, b, c; batch 256; 1 thread
-    python bench/bench_products.py --cases b --reps 50 --out /tmp/p.json
+    python bench/bench_products.py --cases b --rounds 2 --out /tmp/p.json
 
 Writes ``bench/results/products.json`` (atomically).
 """
@@ -29,6 +31,7 @@ Writes ``bench/results/products.json`` (atomically).
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import sys
 import time
@@ -52,27 +55,29 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cases", default="a,b,c", help="comma-separated cases of bench_speed.py")
     p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--reps", type=int, default=200, help="timed calls per product")
+    p.add_argument("--reps", type=int, default=40, help="timed calls per product and round")
+    p.add_argument("--rounds", type=int, default=10, help="rounds over all products (drift is shared)")
     p.add_argument("--out", type=result_path, default=DEFAULT_OUT)
     a = p.parse_args(argv)
     a.cases = [c for c in a.cases.split(",") if c]
     unknown = [c for c in a.cases if c not in bench_speed.CASES]
     if unknown:
         p.error(f"--cases: unknown case {unknown[0]!r}; choose from {', '.join(bench_speed.CASES)}")
-    if a.batch < 1 or a.reps < 1:
-        p.error("--batch and --reps must be at least 1")
+    if a.batch < 1 or a.reps < 1 or a.rounds < 1:
+        p.error("--batch, --reps and --rounds must be at least 1")
     return a
 
 
-def _median_s(fn: Callable[[], object], reps: int) -> float:
-    for _ in range(max(3, reps // 10)):
+def _timed(fn: Callable[[], object], reps: int) -> list[float]:
+    """Seconds of each of ``reps`` calls of ``fn``, after a few untimed ones."""
+    for _ in range(3):
         fn()
     times = []
     for _ in range(reps):
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return times
 
 
 def _products(s, n: int) -> list[tuple[str, int, Callable[[], object]]]:
@@ -94,25 +99,41 @@ def _products(s, n: int) -> list[tuple[str, int, Callable[[], object]]]:
             ("matrix grad", macs, lambda: acc.baddbmm_(x, gy.transpose(1, 2)))]
 
 
-def measure(name: str, batch: int, reps: int) -> dict:
+def products(name: str, batch: int) -> dict:
+    """The case's plan and its products (see the module docstring), not yet timed: each
+    row holds its ``call``."""
     case = bench_speed.CASES[name]
     shape = TTShape(tuple(case.out_modes), tuple(case.in_modes),
                     (1, *([case.rank] * (len(case.in_modes) - 1)), 1))
     plan = fast.plan_for(shape, batch, threads=1)
     chunk = plan.chunk or batch
-    rows = []
     m, k = shape.out_size, shape.in_size
     x, w = torch.randn(batch, k), torch.randn(m, k)
-    dense = batch * m * k / _median_s(lambda: torch.mm(x, w.t()), reps) / 1e9
-    rows.append({"step": None, "product": "dense", "shape": [batch, k, m], "macs": batch * m * k,
-                 "gmacs": dense, "of_dense": 1.0})
+    rows = [{"step": None, "product": "dense", "shape": [batch, k, m], "macs": batch * m * k,
+             "call": lambda: torch.mm(x, w.t())}]
     for i, s in enumerate(plan.schedule.steps):
         n = chunk * s.A
-        for label, macs, fn in _products(s, n):
-            rate = macs / _median_s(fn, reps) / 1e9
-            rows.append({"step": i, "product": label, "shape": [n, s.P, s.K, s.Q], "macs": macs,
-                         "gmacs": rate, "of_dense": rate / dense})
+        rows += [{"step": i, "product": label, "shape": [n, s.P, s.K, s.Q], "macs": macs, "call": fn}
+                 for label, macs, fn in _products(s, n)]
     return {"case": name, "batch": batch, "plan": plan.describe(), "chunk": chunk, "rows": rows}
+
+
+def measure(cases: list[dict], reps: int, rounds: int) -> None:
+    """Time every row of ``cases`` in place (``gmacs``, ``of_dense``; ``call`` dropped)."""
+    rows = [r for c in cases for r in c["rows"]]
+    times: dict[int, list[float]] = {id(r): [] for r in rows}
+    order, rng = list(rows), random.Random(0)
+    for _ in range(rounds):
+        rng.shuffle(order)
+        for r in order:
+            times[id(r)] += _timed(r["call"], reps)
+    for c in cases:
+        for r in c["rows"]:
+            r["gmacs"] = r["macs"] / statistics.median(times[id(r)]) / 1e9
+            del r["call"]
+        dense = c["rows"][0]["gmacs"]
+        for r in c["rows"]:
+            r["of_dense"] = r["gmacs"] / dense
 
 
 def table(result: dict) -> str:
@@ -135,12 +156,14 @@ def main(argv=None) -> dict:
         for k in ("tensorly", "tensorly_torch", "opt_einsum"):
             env.pop(k, None)
         env["threads"] = 1
-        cases = [measure(c, a.batch, a.reps) for c in a.cases]
+        cases = [products(c, a.batch) for c in a.cases]
+        measure(cases, a.reps, a.rounds)
     finally:
         torch.set_num_threads(threads)
     result = {"benchmark": "products", "format_version": 1,
               "command": "python bench/bench_products.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "environment": env, "settings": {"batch": a.batch, "reps": a.reps, "statistic": "median"},
+              "environment": env, "settings": {"batch": a.batch, "reps": a.reps, "rounds": a.rounds,
+                           "statistic": "median of all calls"},
               "cases": cases}
     write_result(a.out, result)
     print(table(result))

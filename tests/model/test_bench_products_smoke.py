@@ -11,7 +11,7 @@ from tests.support.benches import load_bench
 def test_run_writes_json_and_the_table(tmp_path, capsys):
     bench = load_bench("bench_products")
     out = tmp_path / "products.json"
-    result = bench.main(["--cases", "b", "--reps", "2", "--out", str(out)])
+    result = bench.main(["--cases", "b", "--reps", "2", "--rounds", "2", "--out", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     (case,) = result["cases"]
     dense, *rows = case["rows"]
