@@ -946,9 +946,10 @@ def clear_workspace() -> None:
     _KEPT.clear()
 
 
-def _backward_chunk(x, gy, mats, steps, need_x):
+def _backward_chunk(x, gy, mats, steps, need_x, transposed):
     """Gradients of one chunk as differentiable operations, the step inputs recomputed:
-    (grad of x or None, [grad of each step matrix])."""
+    (grad of x or None, [grad of each step matrix]); ``transposed`` is
+    :func:`_transposed` of the step matrices."""
     b = x.shape[0]
     ts, t = [x], x
     for s, C in zip(steps[:-1], mats[:-1]):
@@ -973,7 +974,7 @@ def _backward_chunk(x, gy, mats, steps, need_x):
                 gmats[i] = (g3.transpose(1, 2).reshape(n * s.Q, s.P).t()
                             @ X3.transpose(1, 2).reshape(n * s.Q, s.K))
             if i or need_x:
-                g = torch.bmm(_transposed([C], [s], True)[0].expand(n, s.K, s.P), g3)
+                g = torch.bmm(transposed[i].expand(n, s.K, s.P), g3)
     return (g.reshape(b, -1) if need_x else None), gmats
 
 
@@ -1129,8 +1130,9 @@ def _backward_graph(x, gy, mats, steps, need_x, chunk):
     """The backward as differentiable operations (``create_graph``), chunk by chunk,
     recomputing every intermediate (kept ones carry no graph)."""
     gxs, gmats = [], None
+    transposed = _transposed(mats, steps, need_x)  # once, not per chunk
     for lo in range(0, x.shape[0], chunk):
-        gx, gm = _backward_chunk(x[lo:lo + chunk], gy[lo:lo + chunk], mats, steps, need_x)
+        gx, gm = _backward_chunk(x[lo:lo + chunk], gy[lo:lo + chunk], mats, steps, need_x, transposed)
         gxs.append(gx)
         gmats = gm if gmats is None else [a + b for a, b in zip(gmats, gm)]
     gx = (gxs[0] if len(gxs) == 1 else torch.cat(gxs)) if need_x else None
