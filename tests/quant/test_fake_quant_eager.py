@@ -199,3 +199,7 @@ def test_rounding_is_the_integer_executors_where_every_value_is_an_integer(monke
     assert torch.equal(_plain(monkeypatch, x, 32, exp), want)
     xs = x.clone().requires_grad_()
     assert torch.equal(fake_quant(xs, 32, exp).detach(), want)
+    # sibling: the executor's values with one of them one step off are told apart
+    corrupted = want.clone()
+    corrupted[0] += 2.0 ** exp
+    assert not torch.equal(fake_quant(x, 32, exp), corrupted)
