@@ -450,37 +450,53 @@ def _serial():
 
 class _ThreadTuner:
     """Per region of products (a key), the recent wall times at one thread and at
-    torch's thread count; :meth:`pick` returns the count of the lower median.
+    torch's thread count ``n``; :meth:`pick` returns the count of the lower median.
 
-    Each count is tried :data:`TRIES` times first, alternating, and the lower median
-    (with two times, the faster) decides. Afterwards the other count is probed again
-    after :data:`RETRY` calls, an interval that doubles (up to :data:`RETRY_MAX`) while
-    the choice stays and is reset when it changes, so that a slow count costs little
-    once known; at once after two calls in a row that took more than :data:`SLOWER`
-    times the other count's median (another process took a core; one such call on a
-    loaded machine is often noise, and each probe costs a call at the slower count);
-    and a probe that ran faster than the
-    chosen count's median is confirmed by one more call at once, so that a count whose
-    first trials were slow switches in two calls when its fresh times are better.
+    Trials first, in the order ``1, n, n, 1`` (each count :data:`TRIES` times), and the
+    lower median (with two times, the faster) decides; after three, when both trials at
+    ``n`` took at most ``1 /`` :data:`EARLY` of the one at one thread, ``n`` is chosen
+    without the fourth. Afterwards the other count is probed again after :data:`RETRY`
+    calls (one thread chosen, or ``n`` against a single one-thread time) or
+    :data:`RETRY_MORE` (``n`` chosen), an interval that doubles (up to
+    :data:`RETRY_MAX`) while the choice stays and is reset when it changes, so that a
+    slow count costs little once known; at once after two calls in a row that took
+    more than :data:`SLOWER` times the other count's median (:data:`SLOWER_MORE` at
+    ``n``: another process took a core; one such call on a loaded machine is often
+    noise, and each probe costs a call at the slower count); and a probe that ran
+    faster than the chosen count's median is confirmed by one more call at once, so
+    that a count whose first trials were slow switches in two calls when its fresh
+    times are better.
 
-    Why two trials each, whatever the first showed, and a probe soon after: right after
-    a program (or the benchmark) moves to two threads, the first parallel regions can be
-    several times slower than later ones (measured on the 2-core machine: 256 x 784 x
-    512 products 6-8 ms for the first ten calls, 0.6 ms afterwards, one thread 1.2 ms).
-    The former rule decided after one trial each when one count was twice as slow, and
-    probed first after 16 calls, so one such trial kept one thread for a
-    whole 12-call benchmark table. A second trial of a count that a busy core makes
-    slow costs one slow call (chunked regions leave it after a chunk, :class:`_Run`).
-    The confirmation keeps a single lucky probe (two threads beside a busy core) from
-    switching.
+    Why two trials of a count that loses, whatever the first showed, and a probe soon
+    after one thread won: right after a program (or the benchmark) moves to two
+    threads, the first parallel regions can be several times slower than later ones
+    (measured on the 2-core machine: 256 x 784 x 512 products 6-8 ms for the first ten
+    calls, 0.6 ms afterwards, one thread 1.2 ms). The former rule decided after one
+    trial each when one count was twice as slow, and probed first after 16 calls, so
+    one such trial kept one thread for a whole 12-call benchmark table. A second trial
+    of a count that a busy core makes slow costs one slow call (chunked regions leave
+    it after a chunk, :class:`_Run`). The confirmation keeps a single lucky probe (two
+    threads beside a busy core) from switching.
+
+    Why ``n`` may win early and is probed against later: nothing makes the one-thread
+    count look slower than it is but the first call of a region (it takes that one; a
+    probe soon after an early choice retimes it warm), and a core taken from ``n``
+    shows as ``n``'s own calls slowing down, which :data:`SLOWER_MORE` catches within
+    two calls; every trial or probe of one thread where ``n`` wins costs a call at up
+    to half speed (the benchmark's two-thread idle tables, 12 calls of each pass and
+    contender: 5 of 24 backward and 6 of 49 forward regions on one thread under the
+    former rule, 3 and 3 under this one).
     """
 
     TRIES = 2
+    EARLY = 1.25
     CLEAR = 2.0
     KEEP = 4
     RETRY = 4
+    RETRY_MORE = 16
     RETRY_MAX = 256
     SLOWER = 1.5
+    SLOWER_MORE = 1.0
     #: Regions remembered (the least recently picked is forgotten first): a key holds
     #: the exact batch size, and a server fed every size from 1 to 10^6 would otherwise
     #: keep a record for each (about 1 KB apiece).
@@ -497,9 +513,23 @@ class _ThreadTuner:
     def _best(self, st: dict) -> int:
         return min(st["times"], key=lambda t: self._median(st["times"][t]))
 
-    def _tried(self, times: dict) -> bool:
-        """Both counts tried :data:`TRIES` times."""
-        return all(len(v) >= self.TRIES for v in times.values())
+    def _tried(self, times: dict, n: int) -> bool:
+        """The trials are over: both counts tried :data:`TRIES` times, or ``n`` won
+        early (see the class)."""
+        if all(len(v) >= self.TRIES for v in times.values()):
+            return True
+        one, more = times[1], times[n]
+        return (len(one) == 1 and len(more) >= self.TRIES
+                and self.EARLY * max(more[:self.TRIES]) <= one[0])
+
+    def _choose(self, st: dict, best: int) -> None:
+        """Make ``best`` the choice: the other count's first probe :data:`RETRY` calls
+        on (:data:`RETRY_MORE` where ``n`` wins against two one-thread times), the
+        intervals after it from the same, doubling."""
+        st["best"] = best
+        st["every"] = self.RETRY if best == 1 else self.RETRY_MORE
+        first = self.RETRY if best == 1 or len(st["times"][1]) < self.TRIES else self.RETRY_MORE
+        st["next"] = st["calls"] + first
 
     def pick(self, key, n: int) -> int:
         with self.lock:
@@ -511,15 +541,11 @@ class _ThreadTuner:
                 self.state.popitem(last=False)
             st["calls"] += 1
             times = st["times"]
-            if not self._tried(times):
-                for t in (1, n):  # 1, n, 1, n while trying
-                    if len(times[t]) < self.TRIES and len(times[t]) <= len(times[n + 1 - t]):
-                        return t
+            if st["next"] is None:  # trying: 1, n, n, 1
+                return 1 if not times[1] or len(times[n]) >= self.TRIES else n
             if st["retry"] is not None:
                 t, st["retry"] = st["retry"], None
                 return t
-            if st["next"] is None:  # the trials are over: the first probe is RETRY calls on
-                st["next"] = st["calls"] + st["every"]
             if st["calls"] >= st["next"]:
                 st["next"] = st["calls"] + st["every"]
                 st["every"] = min(2 * st["every"], self.RETRY_MAX)
@@ -538,11 +564,13 @@ class _ThreadTuner:
             st = self.state.get((key, n))
             if st is None:  # forgotten since it was picked (other regions' picks)
                 return
-            if self._tried(st["times"]):
+            decided = st["next"] is not None
+            if decided:
+                other = self._median(st["times"][n + 1 - t])
                 if t != st["best"]:
                     if seconds < self._median(st["times"][st["best"]]):
                         st["retry"] = t  # a probe that beat the choice: confirm it
-                elif seconds > self.SLOWER * self._median(st["times"][n + 1 - t]):
+                elif seconds > (self.SLOWER if t == 1 else self.SLOWER_MORE) * other:
                     st["slow"] = st.get("slow", 0) + 1
                     if st["slow"] >= 2:
                         st["retry"], st["slow"] = n + 1 - t, 0
@@ -552,11 +580,10 @@ class _ThreadTuner:
             times = st["times"][t]
             times.append(seconds)
             del times[:-self.KEEP]
-            if self._tried(st["times"]):
+            if decided or self._tried(st["times"], n):
                 best = self._best(st)
-                if best != st["best"]:
-                    st["best"], st["every"] = best, self.RETRY
-                    st["next"] = st["calls"] + self.RETRY
+                if best != st["best"] or not decided:
+                    self._choose(st, best)
 
 
 _TUNER = _ThreadTuner()

@@ -26,12 +26,19 @@ def _probes(picks, fast_count, start):
 
 @pytest.mark.parametrize("fast_count", [1, 2])
 def test_the_faster_count_is_chosen_after_trying_both(fast_count):
-    """Both counts are tried twice, then the faster one runs; the slower one is only
-    probed, one call at a time, at intervals that double."""
+    """Both counts are tried (two threads winning by 1.5x after three calls, one thread
+    after four), then the faster one runs; the slower one is only probed, one call at a
+    time, at intervals that double, the first after RETRY calls where one thread won
+    and RETRY_MORE where two did."""
     picks = _drive(fast._ThreadTuner(), lambda i, t: 1.0 if t == fast_count else 1.5, 300)
-    assert picks[:4] == [1, 2, 1, 2]
-    slow = _probes(picks, fast_count, 5)
-    assert 1 <= len(slow) <= 8  # probes 4, 8, ..., 256 calls apart
+    assert picks[:4] == ([1, 2, 2, 1] if fast_count == 1 else [1, 2, 2, 2])
+    trials = 4 if fast_count == 1 else 3
+    slow = _probes(picks, fast_count, trials)
+    assert 1 <= len(slow) <= 8  # probes 4 (16), 8 (32), ..., 256 calls apart
+    # two threads won against one one-thread time (the region's first call): retimed soon
+    assert slow[0] == trials - 1 + fast._ThreadTuner.RETRY
+    if fast_count == 2:  # then at intervals from RETRY_MORE on
+        assert slow[1] - slow[0] == fast._ThreadTuner.RETRY_MORE
     assert all(slow[k + 1] - slow[k] >= 2 * (slow[k] - slow[k - 1]) for k in range(1, len(slow) - 1))
 
 
@@ -41,30 +48,66 @@ def test_a_count_much_slower_is_tried_twice_then_probed(fast_count):
     slow trial does not decide: it may be a slow start), then only single probes
     whose intervals double."""
     picks = _drive(fast._ThreadTuner(), lambda i, t: 1.0 if t == fast_count else 5.0, 40)
-    assert picks[:4] == [1, 2, 1, 2]
-    slow = _probes(picks, fast_count, 4)
+    assert picks[:4] == ([1, 2, 2, 1] if fast_count == 1 else [1, 2, 2, 2])
+    trials = 4 if fast_count == 1 else 3
+    slow = _probes(picks, fast_count, trials)
     assert len(slow) <= 4 and all(b - a > 1 for a, b in zip(slow, slow[1:]))  # 4, 8, 16 apart
-    assert picks[4:7] == [fast_count] * 3
+    assert picks[trials:trials + 3] == [fast_count] * 3
 
 
 @pytest.mark.parametrize("fast_count", [1, 2])
 def test_a_slow_start_is_corrected_within_a_few_calls(fast_count):
-    """The faster count's first three calls are slow (right after a program moves to
-    two threads its first parallel regions can be several times slower): a probe soon
-    after finds it fast, one confirming call switches, and from call 15 on it runs
-    except for single probes of the other."""
+    """The faster count's first calls are slow: two threads' first three (right after a
+    program moves to two threads its first parallel regions can be several times
+    slower), one thread's first (a region's first call is cold, and one thread takes
+    it): a probe soon after finds it fast, one confirming call switches, and from call
+    15 on it runs except for single probes of the other."""
     seen = {1: 0, 2: 0}
+    slow_calls = 3 if fast_count == 2 else 1
 
     def cost(i, t):
         seen[t] += 1
         if t != fast_count:
             return 1.0
-        return 8.0 if seen[t] <= 3 else 0.5
+        return 8.0 if seen[t] <= slow_calls else 0.5
 
     picks = _drive(fast._ThreadTuner(), cost, 40)
     assert picks[14:].count(fast_count) >= len(picks[14:]) - 3
     slow = _probes(picks, fast_count, 14)
     assert all(b - a > 1 for a, b in zip(slow, slow[1:]))
+
+
+def test_two_threads_win_early_only_by_a_clear_margin():
+    """Two threads 1.1x faster (less than EARLY): the fourth trial runs, and with two
+    one-thread times the first probe comes RETRY_MORE calls on."""
+    picks = _drive(fast._ThreadTuner(), lambda i, t: 1.0 if t == 2 else 1.1, 100)
+    assert picks[:4] == [1, 2, 2, 1]
+    slow = _probes(picks, 2, 4)
+    assert slow[0] == 3 + fast._ThreadTuner.RETRY_MORE
+
+
+class _OldSlower(fast._ThreadTuner):
+    """Sibling: a call at two threads counts as slow only past SLOWER (as before
+    SLOWER_MORE)."""
+
+    SLOWER_MORE = fast._ThreadTuner.SLOWER
+
+
+@pytest.mark.parametrize("tuner, caught", [(fast._ThreadTuner, True), (_OldSlower, False)])
+def test_two_threads_slower_than_one_thread_is_retried_at_once(tuner, caught):
+    """Two threads chosen; from call 30 they take 1.2x one thread's time (a core partly
+    taken): two such calls in a row retry one thread at once, which then wins; the
+    sibling waits for the next probe."""
+    change = 30
+
+    def cost(i, t):
+        return (1.0 if t == 1 else 0.5) if i < change else (1.0 if t == 1 else 1.2)
+
+    picks = _drive(tuner(), cost, 60)
+    assert picks[change - 1:change + 2] == [2, 2, 2]
+    assert (picks[change + 2] == 1) is caught
+    if caught:
+        assert picks[change + 6:].count(1) >= len(picks[change + 6:]) - 3
 
 
 def test_a_single_lucky_probe_does_not_switch():
@@ -136,7 +179,7 @@ def test_a_broken_tuner_is_caught():
             return 1
 
     picks = _drive(Stuck(), lambda i, t: 1.0 if t == 2 else 1.5, 100)
-    assert picks[:4] != [1, 2, 1, 2]
+    assert picks[:4] != [1, 2, 2, 2]
 
 
 @pytest.fixture
