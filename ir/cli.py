@@ -36,12 +36,19 @@ __all__ = ["schedule_cli_spec", "inspect_cli_spec", "inspect_artifact", "parse_i
 
 
 def parse_int_list(text: str) -> list[int]:
-    """``"7,4,7,4"`` -> ``[7, 4, 7, 4]`` (for argparse ``type=``)."""
+    """``"7,4,7,4"`` (or ``"7x4x7x4"``) -> ``[7, 4, 7, 4]``; blank -> ``[]`` (for argparse
+    ``type=``). An empty item (``"7,,4"``, ``"7,4,"``) is refused, not dropped: a doubled
+    comma is a typo that would otherwise change the list's length."""
+    if not text.strip():
+        return []
+    items = [t.strip() for t in text.replace("x", ",").split(",")]
     try:
-        return [int(t) for t in text.replace("x", ",").split(",") if t.strip()]
+        if not all(items):
+            raise ValueError
+        return [int(t) for t in items]
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a comma-separated list of integers (e.g. 7,4,7,4)"
+            f"{text[:80]!r} is not a comma-separated list of integers (e.g. 7,4,7,4)"
         ) from None
 
 
@@ -90,6 +97,10 @@ def _schedule_run(args: argparse.Namespace) -> int:
         raise ConfigError("--objective cycles needs --lanes (the accelerator's MAC lanes)")
     ranks = args.ranks[0] if len(args.ranks) == 1 else args.ranks
     shape = TTShape(tuple(args.out_modes), tuple(args.in_modes), ranks)
+    if shape.d > MAX_SEARCH_CORES:
+        raise ConfigError(f"--in-modes/--out-modes give {shape.d} cores; ttforge schedule searches "
+                          f"the orders of at most {MAX_SEARCH_CORES}: give at most {MAX_SEARCH_CORES} "
+                          f"modes each (merge neighbours, e.g. 2,2 -> 4)")
     best = ContractionSchedule.optimal(shape, args.batch, args.objective, lanes=lanes)
     if args.json:
         print(json.dumps(best.to_dict(), indent=2))

@@ -334,8 +334,8 @@ class ContractionSchedule:
         if shape.d > MAX_SEARCH_CORES:   # d * 2^(d-1) orders: bounded in time, with a clear message
             raise LimitError(f"a TT layer of {shape.d} cores has {shape.d * 2 ** (shape.d - 1):,} "
                              f"contraction orders to search; ttforge searches at most "
-                             f"{MAX_SEARCH_CORES} cores (use fewer cores, e.g. --n-cores "
-                             f"{min(4, MAX_SEARCH_CORES)}, or give the order)")
+                             f"{MAX_SEARCH_CORES} cores (use at most {MAX_SEARCH_CORES} cores, or "
+                             f"give the order)")
         if lanes is not None and (isinstance(lanes, bool) or int(lanes) != lanes or lanes < 1):
             raise ShapeError(f"lanes={lanes!r} must be an integer >= 1 (or None)")
         best, best_key = None, None

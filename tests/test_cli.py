@@ -65,6 +65,13 @@ def test_schedule_for_the_lanes(capsys):
         (["schedule", "--in-modes", "4,4", "--out-modes", "4,4", "--ranks", "2", "--lanes", "0"], "--lanes=0"),
         (["schedule", "--in-modes", "4,4", "--out-modes", "4,4", "--ranks", "2", "--batch", "100000000000"],
          "--batch=100000000000 must be in 1..1,048,576"),
+        (["schedule", "--in-modes", "7,,4", "--out-modes", "4,8", "--ranks", "2"],
+         "'7,,4' is not a comma-separated list"),
+        (["schedule", "--in-modes", "7,4,", "--out-modes", "4,8", "--ranks", "2"],
+         "'7,4,' is not a comma-separated list"),
+        (["schedule", "--in-modes", ",".join(["2"] * 13), "--out-modes", ",".join(["2"] * 13),
+          "--ranks", "2"], "--in-modes/--out-modes give 13 cores; ttforge schedule searches the orders of at most 12"),
+        (["schedule", "--in-modes", "a" * 10_000, "--out-modes", "4", "--ranks", "2"], "not a comma-separated"),
         (["no-such-command"], "invalid choice"),
     ],
 )
@@ -75,3 +82,4 @@ def test_bad_input_is_one_line_and_exit_2(args, message):
     assert message in lines[-1]
     assert len([line for line in lines if "error" in line]) == 1
     assert "Traceback" not in out.stderr
+    assert len(lines[-1]) < 300  # one readable line, whatever the argument's length
