@@ -965,12 +965,14 @@ def workspace_bytes() -> int:
 
 
 def clear_workspace() -> None:
-    """Free this thread's work blocks (the next call allocates them again), and the
-    merges and intermediates that compiled calls keep (:func:`compiled`; every
-    thread's)."""
+    """Free this thread's work blocks (the next call allocates them again), the threads
+    of the split backward with theirs (:data:`SPLIT_BACKWARD`; made again when next
+    needed), and the merges and intermediates that compiled calls keep
+    (:func:`compiled`; every thread's)."""
     getattr(_WORKSPACE, "blocks", {}).clear()
     _CORE_CACHES.clear()
     _KEPT.clear()
+    _SPLIT_POOL.shutdown()
 
 
 def _backward_chunk(x, gy, mats, steps, need_x, transposed):
@@ -1055,7 +1057,8 @@ def _addmm(acc: torch.Tensor | None, a: torch.Tensor, b: torch.Tensor) -> torch.
     return torch.mm(a, b) if acc is None else acc.addmm_(a, b)
 
 
-def _backward_buffered(x, gy, mats, steps, need_x, chunk, kept=None, run: _Run = _UNTUNED):
+def _backward_buffered(x, gy, mats, steps, need_x, chunk, kept=None, run: _Run = _UNTUNED,
+                       gx: torch.Tensor | None = None):
     """The backward when no graph of it is needed: gradients of ``x`` (or ``None``) and
     of each step matrix, chunk by chunk with work buffers reused across chunks and the
     matrix gradients accumulated in place; the step inputs come from ``kept`` (the
@@ -1064,11 +1067,13 @@ def _backward_buffered(x, gy, mats, steps, need_x, chunk, kept=None, run: _Run =
     Each matrix gradient is one product per chunk for a flat step, in the faster
     orientation (:func:`_wide`), and for a step over samples either a batched product
     accumulated per sample slot over the chunks and summed once at the end, or a
-    product per sample accumulated in place (:func:`_loops`).
+    product per sample accumulated in place (:func:`_loops`). The input gradient goes to
+    ``gx`` if given (``x``'s shape), else to a new tensor.
     """
     batch = x.shape[0]
     gmats: list[torch.Tensor | None] = [None] * len(steps)
-    gx = torch.empty_like(x) if need_x else None
+    if need_x and gx is None:
+        gx = torch.empty_like(x)
     nf = 0 if kept is not None else len(steps) - 1
     # the gradient of each step's input, two ping-pong buffers
     gsize = max([chunk * s.A * s.K * s.Q for s in steps[1:]], default=0)
@@ -1130,6 +1135,116 @@ def _backward_buffered(x, gy, mats, steps, need_x, chunk, kept=None, run: _Run =
             s = steps[i]
             gmats[i] = buf[:chunk * s.A * s.K * s.P].view(chunk * s.A, s.K, s.P).sum(0)
     return gx, [gm.t() if _wide(s) else gm for s, gm in zip(steps, gmats)]
+
+
+#: Under more than one intra-op thread, the CPU backward without a graph
+#: (:func:`_backward_buffered`) runs as that many parts of the batch on as many Python
+#: threads, each part's products on one thread (:func:`_backward_split`), rather than
+#: each product on all threads: the backward's gradient products (a small ``K x P``
+#: output summed over every row of a chunk) and batched products of ``64 x 64``
+#: matrices divide badly between threads. Measured on the 2-core AMD EPYC machine (log
+#: only, one process, medians of 5-61 interleaved calls, merged-pair layers of
+#: 1024 x 1024 to 4096 x 4096 at ranks 8 and 16, batches 64 / 256 / 1,024): the split
+#: 1.12-1.47x faster than two intra-op threads, e.g. the 4096 x 4096 rank-16 layer at
+#: batch 256 63.7 against 77.8 ms (one thread 121.0), the 1024 x 1024 rank-8 layer 5.63
+#: against 6.90 ms (one thread 9.10). The forward stays on intra-op threads (its large
+#: flat products divide well; split, it ran 1.1x slower).
+SPLIT_BACKWARD = True
+
+#: The least work of a part of the split backward, in forward multiply-accumulates of
+#: its samples: below it the backward stays on intra-op threads. There a part's work
+#: is worth less than waking a thread (a no-op handed to another thread and back took
+#: 50 us here), and one thread beat both ways of using two (measured as above, layers
+#: of 256 x 256 to 1024 x 1024 at batches 4-64: the split reached one thread's time at
+#: about 4 M forward multiply-accumulates a part, 13 M of the backward's), so the tuner
+#: runs such regions on one thread; intra-op products of such small matrices also
+#: give one thread's bits, which keeps a tuned backward that switches counts
+#: reentrant (``torch.autograd.gradcheck``).
+SPLIT_MACS = 1 << 21
+
+
+class _SplitPool:
+    """The Python threads of :func:`_backward_split` (``n - 1`` of them; the calling
+    thread runs a part too), made on first use, again after a ``fork`` (a child has
+    none of its parent's threads: an executor inherited from it would never run its
+    work) and for more threads, and shut down by :func:`clear_workspace` (their work
+    blocks go with them)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.pool = None
+        self.key: tuple[int, int] = (0, 0)
+
+    def get(self, workers: int):
+        import os
+        from concurrent.futures import ThreadPoolExecutor
+
+        with self.lock:
+            if self.pool is None or self.key[0] != os.getpid() or self.key[1] < workers:
+                if self.pool is not None and self.key[0] == os.getpid():
+                    self.pool.shutdown(wait=False)
+                self.pool = ThreadPoolExecutor(workers, thread_name_prefix="ttforge-backward")
+                self.key = (os.getpid(), workers)
+            return self.pool
+
+    def shutdown(self) -> None:
+        import os
+
+        with self.lock:
+            if self.pool is not None and self.key[0] == os.getpid():
+                self.pool.shutdown(wait=True)
+            self.pool, self.key = None, (0, 0)
+
+
+_SPLIT_POOL = _SplitPool()
+
+
+def _splits(x: torch.Tensor, steps: Sequence[ContractionStep], threads: int) -> bool:
+    """Whether this backward runs split (:data:`SPLIT_BACKWARD`): a CPU tensor, more
+    than one thread, at least :data:`SPLIT_MACS` of work a part, and not under
+    deterministic algorithms (whose runs keep the products on torch's threads, see
+    :data:`THREADS`)."""
+    return (SPLIT_BACKWARD and threads > 1 and x.device.type == "cpu"
+            and x.shape[0] // threads * sum(s.macs for s in steps) >= SPLIT_MACS
+            and not torch.are_deterministic_algorithms_enabled())
+
+
+def _part(x, gy, mats, steps, need_x, chunk, kept, gx):
+    """One part of :func:`_backward_split`, on a worker thread (grad mode is per thread)."""
+    with torch.no_grad():
+        return _backward_buffered(x, gy, mats, steps, need_x, chunk, kept, gx=gx)[1]
+
+
+def _backward_split(x, gy, mats, steps, need_x, chunk, kept, threads: int):
+    """:func:`_backward_buffered` as ``threads`` contiguous parts of the batch, each on
+    its own Python thread with one intra-op thread and ``chunk``-sample chunks (the
+    one-thread plan's), the input gradient written in place and the matrix gradients
+    summed in a fixed order (so a call repeats bit for bit)."""
+    batch = x.shape[0]
+    bounds = [batch * i // threads for i in range(threads + 1)]
+    gx = torch.empty_like(x) if need_x else None
+
+    def args(i):
+        lo, hi = bounds[i], bounds[i + 1]
+        part_kept = None if kept is None else [k.view(batch, -1)[lo:hi] for k in kept]
+        return (x[lo:hi], gy[lo:hi], mats, steps, need_x, min(chunk, hi - lo), part_kept,
+                None if gx is None else gx[lo:hi])
+
+    with _limit_threads(1):
+        futures = [_SPLIT_POOL.get(threads - 1).submit(_part, *args(i)) for i in range(1, threads)]
+        try:
+            parts = [_part(*args(0))]
+        finally:
+            # every part ends before the buffers it writes are handed on, even if this
+            # one failed (its error is raised after)
+            done = [f.exception() is None and f.result() for f in futures]
+        for f in futures:
+            if f.exception() is not None:
+                raise f.exception()
+        parts.extend(done)
+        with _serial():  # small sums
+            gmats = [functools.reduce(torch.add, gs) for gs in zip(*parts)]
+    return gx, gmats
 
 
 def _plain(plan: FastPlan, batch: int) -> bool:
@@ -1448,9 +1563,13 @@ class _TTApplyMats(torch.autograd.Function):
         batch, need_x, gy = x.shape[0], ctx.needs_input_grad[0], gy.contiguous()
         with _compute(_key(x, plan, "backward", need_x, torch.is_grad_enabled())) as run:
             chunk = _backward_chunk_size(run.plan(plan), batch)
+            threads = torch.get_num_threads()
             if torch.is_grad_enabled():
                 # create_graph: kept intermediates carry no graph, so all are recomputed
                 gx, gmats = _backward_graph(x, gy, mats, steps, need_x, chunk)
+            elif _splits(x, steps, threads):
+                one = _backward_chunk_size(_for_threads(plan, 1), batch)
+                gx, gmats = _backward_split(x, gy, mats, steps, need_x, one, kept, threads)
             else:
                 gx, gmats = _backward_buffered(x, gy, mats, steps, need_x, chunk, kept, run)
             gb = gy.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None

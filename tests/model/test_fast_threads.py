@@ -2,6 +2,9 @@
 it follows the measured times, and the products it times give the same function at
 either thread count."""
 
+import os
+import threading
+
 import pytest
 import torch
 
@@ -295,8 +298,10 @@ class _Losing(fast._ThreadTuner):
 
 def _threads_per_chunk(monkeypatch, tuner):
     """Forward+backward of a chunked layer under ``tuner``: the thread count each
-    step of each chunk ran on, per pass, and the gradients against the hardware order."""
+    step of each chunk ran on, per pass, and the gradients against the hardware order
+    (the backward on intra-op threads, not split: SPLIT_BACKWARD off)."""
     monkeypatch.setattr(fast, "_TUNER", tuner)
+    monkeypatch.setattr(fast, "SPLIT_BACKWARD", False)
     monkeypatch.setattr(fast, "CHUNK_ELEMENTS", 1 << 12)  # chunks of 2 samples
     monkeypatch.setattr(fast, "BACKWARD_CHUNK_ELEMENTS", 1 << 12)
     fast._plan_cached.cache_clear()
@@ -354,11 +359,13 @@ class _Picks(fast._ThreadTuner):
         pass
 
 
-def _chunk_sizes(monkeypatch, count):
+def _chunk_sizes(monkeypatch, count, split=False):
     """Forward (inference) and forward+backward of a chunked layer with the tuner
     picking ``count``: the samples of each step's chunk, the one-thread plan, and the
-    results checked against the hardware order (float64)."""
+    results checked against the hardware order (float64); the backward split or not
+    (:data:`fast.SPLIT_BACKWARD`)."""
     monkeypatch.setattr(fast, "_TUNER", _Picks(count))
+    monkeypatch.setattr(fast, "SPLIT_BACKWARD", split)
     monkeypatch.setattr(fast, "CHUNK_ELEMENTS", 1 << 12)
     monkeypatch.setattr(fast, "BACKWARD_CHUNK_ELEMENTS", 1 << 12)
     fast._plan_cached.cache_clear()
@@ -395,6 +402,14 @@ def test_a_region_on_two_threads_runs_their_larger_chunks(two_threads_auto, monk
     assert max(sizes) == 8 and 2 not in sizes
 
 
+def test_a_split_backward_takes_the_one_thread_chunks(two_threads_auto, monkeypatch):
+    """Split, each half of the backward runs the one-thread plan's chunks (on one
+    intra-op thread each), the forward the two-thread chunks."""
+    sizes, plan = _chunk_sizes(monkeypatch, 2, split=True)
+    assert plan.chunk == 2 and fast._for_threads(plan, 2).chunk == 8
+    assert set(sizes) == {8, 2}  # without the split, 2 is not among them (the test above)
+
+
 def test_a_region_on_one_thread_keeps_the_plan_chunks(two_threads_auto, monkeypatch):
     """Sibling: picked one thread, every chunk is the plan's own."""
     sizes, plan = _chunk_sizes(monkeypatch, 1)
@@ -417,3 +432,175 @@ def test_the_tuner_forgets_the_least_recently_picked_regions():
     assert (("batch", 0), 2) not in tuner.state and len(tuner.state) == tuner.KEYS
     tuner.record("hot", 2, 1, 0.01)
     assert tuner.state[("hot", 2)]["times"][1] == [0.01]
+
+
+# -- the split backward (SPLIT_BACKWARD) ---------------------------------------------
+@pytest.fixture
+def two_threads_fixed(monkeypatch):
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    monkeypatch.setattr(fast, "THREADS", 2)
+    yield
+    torch.set_num_threads(before)
+
+
+def _split_calls(monkeypatch):
+    """The thread counts :func:`fast._backward_split` is called with, as they come."""
+    calls = []
+    orig = fast._backward_split
+    monkeypatch.setattr(fast, "_backward_split", lambda *a: calls.append(a[-1]) or orig(*a))
+    return calls
+
+
+def _split_error(batch, need_x):
+    """Largest difference between the fast path's gradients at two threads and the
+    hardware order's (float64): the 1024 x 1024 rank-8 layer, whose plan keeps its
+    intermediates at batch 3 and chunks them (32 samples) above."""
+    torch.manual_seed(11)
+    layer = TTLinear(1024, 1024, ranks=8, in_modes=[4, 8, 8, 4], out_modes=[4, 8, 8, 4]).double()
+    x = torch.randn(batch, 1024, dtype=torch.float64, requires_grad=need_x)
+    wrt = ([x] if need_x else []) + list(layer.cores)
+    ref = apply_schedule(x, list(layer.cores), layer.schedule) + layer.bias
+    gref = torch.autograd.grad(ref.square().sum(), wrt)
+    y = layer(x)
+    g = torch.autograd.grad(y.square().sum(), wrt)
+    return max(((a - b).abs().max() / b.abs().max()).item() for a, b in zip(g, gref))
+
+
+@pytest.mark.parametrize("need_x", [True, False])
+@pytest.mark.parametrize("batch", [3, 40, 200])
+def test_the_split_backward_gives_the_hardware_order_gradients(two_threads_fixed, monkeypatch,
+                                                               batch, need_x):
+    """At two threads the backward runs as two halves of the batch on two Python
+    threads (kept intermediates at batch 3, split below SPLIT_MACS here; chunks of 32
+    above; with and without the input's gradient): the gradients are the hardware
+    order's within float64 rounding."""
+    monkeypatch.setattr(fast, "SPLIT_MACS", 1)
+    calls = _split_calls(monkeypatch)
+    assert _split_error(batch, need_x) < 1e-12
+    assert calls == [2]
+    assert torch.get_num_threads() == 2
+
+
+def test_a_split_that_loses_a_part_is_caught(two_threads_fixed, monkeypatch):
+    """Sibling: a split whose second part's matrix gradients are dropped fails the
+    comparison above."""
+    part = fast._part
+
+    def lossy(x, gy, *rest):
+        gms = part(x, gy, *rest)
+        return gms if threading.current_thread() is threading.main_thread() else [0 * g for g in gms]
+
+    monkeypatch.setattr(fast, "_part", lossy)
+    assert _split_error(40, True) > 1e-3
+
+
+def test_without_the_split_or_under_deterministic_algorithms_it_is_not_used(two_threads_fixed, monkeypatch):
+    """Sibling: SPLIT_BACKWARD off, parts of less than SPLIT_MACS of work (one or two
+    samples of this layer), or deterministic algorithms on (training's runs: products
+    on torch's threads): no split."""
+    from ttforge.model.seeding import deterministic
+
+    calls = _split_calls(monkeypatch)
+    monkeypatch.setattr(fast, "SPLIT_BACKWARD", False)
+    assert _split_error(40, True) < 1e-12
+    monkeypatch.setattr(fast, "SPLIT_BACKWARD", True)
+    assert _split_error(1, True) < 1e-12
+    assert _split_error(5, True) < 1e-12  # 2 samples a part: 1.05 M MACs, below SPLIT_MACS
+    with deterministic(2):
+        _split_error(40, True)
+    assert calls == []
+
+
+def test_the_split_backward_repeats_bit_for_bit(two_threads_fixed):
+    """A fixed split and a fixed order of the sums: the same call, the same bits."""
+    a, b = _fwd_bwd_twice()
+    for u, v in zip(a, b):
+        assert torch.equal(u, v)
+
+
+def test_an_error_in_a_worker_part_reaches_the_caller(two_threads_fixed, monkeypatch):
+    """A part that fails on the worker thread raises in the backward's caller, after the
+    calling thread's part; torch's thread count is restored."""
+    buffered = fast._backward_buffered
+
+    def failing(*a, **k):
+        if threading.current_thread() is not threading.main_thread():
+            raise RuntimeError("worker part failed")
+        return buffered(*a, **k)
+
+    monkeypatch.setattr(fast, "_backward_buffered", failing)
+    with pytest.raises(RuntimeError, match="worker part failed"):
+        _split_error(40, True)
+    assert torch.get_num_threads() == 2
+
+
+def test_clear_workspace_ends_the_split_threads(two_threads_fixed):
+    """The split's Python threads (and their work blocks) go with clear_workspace and
+    come back when needed."""
+    def workers():
+        return [t for t in threading.enumerate() if t.name.startswith("ttforge-backward")]
+
+    _split_error(40, True)
+    assert workers()
+    fast.clear_workspace()
+    assert not workers() and fast._SPLIT_POOL.pool is None
+    assert _split_error(40, True) < 1e-12 and workers()
+
+
+def _forked_split(inherit: bool, timeout: float):
+    """``_backward_split`` in a forked child after the parent used its threads (the
+    child at one intra-op thread: OpenMP itself is not usable after a fork); with
+    ``inherit`` the child gets the parent's executor. The child's exit code (``None``:
+    still running at ``timeout``, then killed) and whether its gradient equals the
+    parent's."""
+    import multiprocessing as mp
+
+    torch.manual_seed(3)
+    layer = TTLinear(1024, 1024, ranks=8, in_modes=[4, 8, 8, 4], out_modes=[4, 8, 8, 4])
+    plan = fast.plan_for(layer.tt_shape, 64, 1)
+    with torch.no_grad():
+        mats = [m.detach() for m in fast._step_matrices(list(layer.cores), plan)]
+    x, gy = torch.randn(64, 1024), torch.randn(64, 1024)
+    args = (x, gy, mats, plan.schedule.steps, True, 16, None, 2)
+    ref = fast._backward_split(*args)[0]
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+
+    def child():
+        if inherit:
+            fast._SPLIT_POOL.get = lambda workers: fast._SPLIT_POOL.pool
+        q.put(bool(torch.equal(fast._backward_split(*args)[0], ref)))
+
+    p = ctx.Process(target=child)
+    p.start()
+    p.join(timeout)
+    code = p.exitcode
+    if code is None:
+        p.kill()
+        p.join()
+    return code, (q.get(timeout=5) if code == 0 else None)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_makes_its_own_split_threads():
+    """A child forked after the parent ran the split has none of its threads: it makes
+    its own and gets the parent's gradient."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert _forked_split(False, 60) == (0, True)
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_an_inherited_executor_would_hang_the_child():
+    """Sibling: handed the parent's executor, the child waits for threads that are not
+    there (what the pid check prevents)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert _forked_split(True, 3)[0] is None
+    finally:
+        torch.set_num_threads(before)
