@@ -40,7 +40,9 @@ activation memory is thus bounded by the chunk size, not the batch. On the CPU t
 chunk buffers of both passes come from one work block per thread that is kept between
 calls (at most :data:`KEEP_BYTES`, :func:`workspace_bytes`), so that no call pays page
 faults for them. Under ``create_graph`` the backward is written in differentiable
-torch operations, so second derivatives work too. The backward follows the forward's
+torch operations, so second derivatives work too. At more than one intra-op thread
+the backward without a graph runs as parts of the batch on Python threads of one
+intra-op thread each (:data:`SPLIT_BACKWARD`). The backward follows the forward's
 plan: a cost that adds the backward's products, the recomputation and the merges'
 backward picks the same plan for the benchmark layers at every batch from 1 to 4,096
 (docs/benchmarks.md, "TT layer speed"). A one-group plan (the dense weight rebuilt)
