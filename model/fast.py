@@ -1249,6 +1249,18 @@ def _backward_split(x, gy, mats, steps, need_x, chunk, kept, threads: int):
     return gx, gmats
 
 
+def _backward_matrices(x, gy, mats, plan: FastPlan, need_x, kept, run: _Run):
+    """The backward without a graph of the step matrices ``mats`` inside a region of
+    products (:func:`_compute`, yielding ``run``): split over Python threads where
+    :func:`_splits` says so (with the one-thread plan's chunks), else
+    :func:`_backward_buffered` on the region's threads and chunks."""
+    steps, batch, threads = plan.schedule.steps, x.shape[0], torch.get_num_threads()
+    if _splits(x, steps, threads):
+        chunk = _backward_chunk_size(_for_threads(plan, 1), batch)
+        return _backward_split(x, gy, mats, steps, need_x, chunk, kept, threads)
+    return _backward_buffered(x, gy, mats, steps, need_x, _backward_chunk_size(run.plan(plan), batch), kept, run)
+
+
 def _plain(plan: FastPlan, batch: int) -> bool:
     """Whether a call under autograd runs as plain operations (:data:`PLAIN_WHEN_KEPT`):
     one group whose weight holds at most :data:`PLAIN_DENSE` values, or more than one
@@ -1564,16 +1576,12 @@ class _TTApplyMats(torch.autograd.Function):
         kept = list(saved[1 + len(steps):]) if ctx.keep else None
         batch, need_x, gy = x.shape[0], ctx.needs_input_grad[0], gy.contiguous()
         with _compute(_key(x, plan, "backward", need_x, torch.is_grad_enabled())) as run:
-            chunk = _backward_chunk_size(run.plan(plan), batch)
-            threads = torch.get_num_threads()
             if torch.is_grad_enabled():
                 # create_graph: kept intermediates carry no graph, so all are recomputed
+                chunk = _backward_chunk_size(run.plan(plan), batch)
                 gx, gmats = _backward_graph(x, gy, mats, steps, need_x, chunk)
-            elif _splits(x, steps, threads):
-                one = _backward_chunk_size(_for_threads(plan, 1), batch)
-                gx, gmats = _backward_split(x, gy, mats, steps, need_x, one, kept, threads)
             else:
-                gx, gmats = _backward_buffered(x, gy, mats, steps, need_x, chunk, kept, run)
+                gx, gmats = _backward_matrices(x, gy, mats, plan, need_x, kept, run)
             gb = gy.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return (gx, None, gb, *gmats)
 
@@ -1882,8 +1890,7 @@ def _tt_apply_backward_op(gy: torch.Tensor, x: torch.Tensor, cores: list[torch.T
                                  _key(x, p, "backward", need_x, False))
         return [gx if need_x else x.new_empty(0), gb, *grads]
     with _compute(_key(x, p, "backward", need_x, False)) as run:
-        gx, gmats = _backward_buffered(x, gy, mats, steps, need_x, _backward_chunk_size(run.plan(p), batch),
-                                       kept, run)
+        gx, gmats = _backward_matrices(x, gy, mats, p, need_x, kept, run)
     shape = p.schedule.shape  # the merged cores'
     gmerged: list = [None] * len(p.groups)
     for s, g in zip(steps, gmats):  # each step matrix back to its merged core's layout

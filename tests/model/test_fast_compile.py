@@ -249,10 +249,10 @@ def test_the_backward_takes_the_forwards_intermediates_and_inference_keeps_none(
     recomputed = []
     real = fast._backward_buffered
     monkeypatch.setattr(fast, "_backward_buffered",
-                        lambda *a: (recomputed.append(a[6] is None), real(*a))[1])
+                        lambda *a, **k: (recomputed.append(a[6] is None), real(*a, **k))[1])
     fast.clear_workspace()
-    compiled(x).sum().backward()
-    assert recomputed == [False] and len(fast._KEPT) == 0
+    compiled(x).sum().backward()  # one call, or one a part of the split backward
+    assert recomputed and not any(recomputed) and len(fast._KEPT) == 0
     with torch.no_grad():
         compiled(x)
     assert len(fast._KEPT) == 0
