@@ -1144,13 +1144,12 @@ def _backward_buffered(x, gy, mats, steps, need_x, chunk, kept=None, run: _Run =
 #: threads, each part's products on one thread (:func:`_backward_split`), rather than
 #: each product on all threads: the backward's gradient products (a small ``K x P``
 #: output summed over every row of a chunk) and batched products of ``64 x 64``
-#: matrices divide badly between threads. Measured on the 2-core AMD EPYC machine (log
-#: only, one process, medians of 5-61 interleaved calls, merged-pair layers of
-#: 1024 x 1024 to 4096 x 4096 at ranks 8 and 16, batches 64 / 256 / 1,024): the split
-#: 1.12-1.47x faster than two intra-op threads, e.g. the 4096 x 4096 rank-16 layer at
-#: batch 256 63.7 against 77.8 ms (one thread 121.0), the 1024 x 1024 rank-8 layer 5.63
-#: against 6.90 ms (one thread 9.10). The forward stays on intra-op threads (its large
-#: flat products divide well; split, it ran 1.1x slower).
+#: matrices divide badly between threads. Measured on the 2-core AMD EPYC machine
+#: (``bench/bench_backward_threads.py``, ``backward_threads.json``): the split 1.16-1.36x
+#: faster than two intra-op threads on the 1024 x 1024 rank-8 and 4096 x 4096 rank-16
+#: layers at batches 64 / 256 / 1,024, 1.45-1.98x one thread's speed, e.g. the 4096
+#: layer at batch 256 60.2 against 72.4 ms (one thread 119.1). The forward stays on
+#: intra-op threads (its large flat products divide well; split, it ran 1.1x slower).
 SPLIT_BACKWARD = True
 
 #: The least work of a part of the split backward, in forward multiply-accumulates of
