@@ -961,7 +961,8 @@ def _buffers(like: torch.Tensor, sizes: Sequence[int]) -> list[torch.Tensor]:
 
 
 def workspace_bytes() -> int:
-    """Bytes of the work blocks this thread keeps between calls (see :func:`_buffers`)."""
+    """Bytes of the work blocks this thread keeps between calls (see :func:`_buffers`;
+    the split backward's threads keep theirs, :data:`SPLIT_BACKWARD`)."""
     blocks = getattr(_WORKSPACE, "blocks", {})
     return sum(b.numel() * b.element_size() for b in blocks.values())
 
@@ -1176,17 +1177,24 @@ class _SplitPool:
         self.pool = None
         self.key: tuple[int, int] = (0, 0)
 
-    def get(self, workers: int):
+    def _executor(self, workers: int):
+        """The executor for ``workers`` threads of this process (under :attr:`lock`)."""
         import os
         from concurrent.futures import ThreadPoolExecutor
 
+        if self.pool is None or self.key[0] != os.getpid() or self.key[1] < workers:
+            if self.pool is not None and self.key[0] == os.getpid():
+                self.pool.shutdown(wait=False)
+            self.pool = ThreadPoolExecutor(workers, thread_name_prefix="ttforge-backward")
+            self.key = (os.getpid(), workers)
+        return self.pool
+
+    def submit(self, workers: int, fn, *args):
+        """``fn(*args)`` on one of ``workers`` threads: a future. Under the lock that
+        :meth:`shutdown` takes, so that another thread's ``clear_workspace`` cannot shut
+        the executor between its choice and the submission."""
         with self.lock:
-            if self.pool is None or self.key[0] != os.getpid() or self.key[1] < workers:
-                if self.pool is not None and self.key[0] == os.getpid():
-                    self.pool.shutdown(wait=False)
-                self.pool = ThreadPoolExecutor(workers, thread_name_prefix="ttforge-backward")
-                self.key = (os.getpid(), workers)
-            return self.pool
+            return self._executor(workers).submit(fn, *args)
 
     def shutdown(self) -> None:
         import os
@@ -1232,7 +1240,7 @@ def _backward_split(x, gy, mats, steps, need_x, chunk, kept, threads: int):
                 None if gx is None else gx[lo:hi])
 
     with _limit_threads(1):
-        futures = [_SPLIT_POOL.get(threads - 1).submit(_part, *args(i)) for i in range(1, threads)]
+        futures = [_SPLIT_POOL.submit(threads - 1, _part, *args(i)) for i in range(1, threads)]
         try:
             parts = [_part(*args(0))]
         finally:

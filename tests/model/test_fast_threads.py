@@ -548,6 +548,44 @@ def test_clear_workspace_ends_the_split_threads(two_threads_fixed):
     assert _split_error(40, True) < 1e-12 and workers()
 
 
+class _ShutDownMeanwhile(fast._SplitPool):
+    """A pool whose executor, once chosen, sees another thread try to shut it down
+    (``clear_workspace`` elsewhere) before the submission. ``locked``: submit as
+    ``fast._SplitPool`` does (choice and submission under one lock); else the racy
+    way (the lock released between them)."""
+
+    def __init__(self, locked):
+        super().__init__()
+        self.locked = locked
+
+    def _executor(self, workers):
+        ex = super()._executor(workers)
+        self.other = threading.Thread(target=self.shutdown)  # waits for the lock
+        self.other.start()
+        return ex
+
+    def submit(self, workers, fn, *args):
+        if self.locked:
+            return super().submit(workers, fn, *args)
+        with self.lock:
+            ex = self._executor(workers)
+        self.other.join()  # the other thread's shutdown, in the gap
+        return ex.submit(fn, *args)
+
+
+@pytest.mark.parametrize("locked", [True, False])
+def test_clear_workspace_cannot_shut_the_executor_under_a_submission(two_threads_fixed, monkeypatch, locked):
+    """Another thread's clear_workspace between the choice of the executor and the
+    submission waits for the submission; the racy sibling fails ("cannot schedule new
+    futures after shutdown")."""
+    monkeypatch.setattr(fast, "_SPLIT_POOL", _ShutDownMeanwhile(locked))
+    if locked:
+        assert _split_error(40, True) < 1e-12
+    else:
+        with pytest.raises(RuntimeError, match="after shutdown"):
+            _split_error(40, True)
+
+
 def _forked_split(inherit: bool, timeout: float):
     """``_backward_split`` in a forked child after the parent used its threads (the
     child at one intra-op thread: OpenMP itself is not usable after a fork); with
@@ -569,7 +607,7 @@ def _forked_split(inherit: bool, timeout: float):
 
     def child():
         if inherit:
-            fast._SPLIT_POOL.get = lambda workers: fast._SPLIT_POOL.pool
+            fast._SPLIT_POOL._executor = lambda workers: fast._SPLIT_POOL.pool
         q.put(bool(torch.equal(fast._backward_split(*args)[0], ref)))
 
     p = ctx.Process(target=child)
