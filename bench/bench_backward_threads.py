@@ -42,7 +42,7 @@ from ttforge.model import fast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
 import bench_speed  # noqa: E402
-from _env import git_dirty, result_path, write_result  # noqa: E402
+from _env import result_path, write_result  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "bench" / "results" / "backward_threads.json"
@@ -154,10 +154,7 @@ def main(argv=None) -> dict:
     a = parse_args(argv)
     threads = torch.get_num_threads()
     try:
-        env = bench_speed.environment()
-        env["git_dirty"] = git_dirty("model", "bench/bench_backward_threads.py")
-        for k in ("tensorly", "tensorly_torch", "opt_einsum"):
-            env.pop(k, None)
+        env = bench_speed.fast_path_environment("bench/bench_backward_threads.py")
         points = [_ways(c, b) for c in a.cases for b in a.batches]
         measure(points, a.reps, a.rounds)
     finally:

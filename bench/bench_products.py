@@ -45,7 +45,7 @@ from ttforge.model import fast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
 import bench_speed  # noqa: E402
-from _env import git_dirty, result_path, write_result  # noqa: E402
+from _env import result_path, write_result  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "bench" / "results" / "products.json"
@@ -151,10 +151,7 @@ def main(argv=None) -> dict:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        env = bench_speed.environment()
-        env["git_dirty"] = git_dirty("model", "bench/bench_products.py")
-        for k in ("tensorly", "tensorly_torch", "opt_einsum"):
-            env.pop(k, None)
+        env = bench_speed.fast_path_environment("bench/bench_products.py")
         env["threads"] = 1
         cases = [products(c, a.batch) for c in a.cases]
         measure(cases, a.reps, a.rounds)

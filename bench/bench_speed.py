@@ -422,6 +422,17 @@ def environment() -> dict:
     }
 
 
+def fast_path_environment(script: str) -> dict:
+    """:func:`environment` for a benchmark of the fast path alone (``script``, e.g.
+    ``bench/bench_products.py``): no tensorly packages, dirty if ``model/`` or the
+    script is."""
+    env = environment()
+    env["git_dirty"] = git_dirty("model", script)
+    for k in ("tensorly", "tensorly_torch", "opt_einsum"):
+        env.pop(k, None)
+    return env
+
+
 # -- report ---------------------------------------------------------------------------
 def _ratio(results: dict, slower: str, faster: str, mode: str) -> float | None:
     if slower not in results or faster not in results or mode not in results[slower]:
