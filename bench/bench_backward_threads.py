@@ -32,7 +32,6 @@ import os
 import random
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -57,10 +56,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=5, help="rounds over the three ways (drift is shared)")
     p.add_argument("--out", type=result_path, default=DEFAULT_OUT)
     a = p.parse_args(argv)
-    a.cases = [c for c in a.cases.split(",") if c]
-    unknown = [c for c in a.cases if c not in bench_speed.CASES]
-    if unknown:
-        p.error(f"--cases: unknown case {unknown[0]!r}; choose from {', '.join(bench_speed.CASES)}")
+    a.cases = bench_speed.case_names(p, a.cases)
     try:
         a.batches = [int(b) for b in a.batches.split(",") if b.strip()]
     except ValueError:
@@ -76,9 +72,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def _ways(name: str, batch: int) -> dict:
     """The case's plan at ``batch`` and its three backward calls (``None``: one group)."""
-    case = bench_speed.CASES[name]
-    shape = TTShape(tuple(case.out_modes), tuple(case.in_modes),
-                    (1, *([case.rank] * (len(case.in_modes) - 1)), 1))
+    shape: TTShape = bench_speed.CASES[name].tt_shape
     one = fast.plan_for(shape, batch, threads=1)
     if len(one.groups) == 1:
         return {"case": name, "batch": batch, "plan": one.describe(), "calls": None}
@@ -126,12 +120,8 @@ def measure(points: list[dict], reps: int, rounds: int) -> None:
         order = list(WAYS)
         for _ in range(rounds):
             rng.shuffle(order)
-            for w in order:
-                calls[w]()  # warm, after the other ways
-                for _ in range(reps):
-                    t = time.perf_counter()
-                    calls[w]()
-                    times[w].append(time.perf_counter() - t)
+            for w in order:  # warm once, after the other ways
+                times[w] += bench_speed.timed(calls[w], reps, warmup=1)
         p["ms"] = {w: statistics.median(times[w]) * 1e3 for w in WAYS}
         p["split_vs_intra"] = p["ms"]["intra-op"] / p["ms"]["split"]
         p["split_vs_one"] = p["ms"]["one thread"] / p["ms"]["split"]

@@ -34,7 +34,6 @@ import argparse
 import random
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -59,25 +58,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=10, help="rounds over all products (drift is shared)")
     p.add_argument("--out", type=result_path, default=DEFAULT_OUT)
     a = p.parse_args(argv)
-    a.cases = [c for c in a.cases.split(",") if c]
-    unknown = [c for c in a.cases if c not in bench_speed.CASES]
-    if unknown:
-        p.error(f"--cases: unknown case {unknown[0]!r}; choose from {', '.join(bench_speed.CASES)}")
+    a.cases = bench_speed.case_names(p, a.cases)
     if a.batch < 1 or a.reps < 1 or a.rounds < 1:
         p.error("--batch, --reps and --rounds must be at least 1")
     return a
-
-
-def _timed(fn: Callable[[], object], reps: int) -> list[float]:
-    """Seconds of each of ``reps`` calls of ``fn``, after a few untimed ones."""
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return times
 
 
 def _products(s, n: int) -> list[tuple[str, int, Callable[[], object]]]:
@@ -102,9 +86,7 @@ def _products(s, n: int) -> list[tuple[str, int, Callable[[], object]]]:
 def products(name: str, batch: int) -> dict:
     """The case's plan and its products (see the module docstring), not yet timed: each
     row holds its ``call``."""
-    case = bench_speed.CASES[name]
-    shape = TTShape(tuple(case.out_modes), tuple(case.in_modes),
-                    (1, *([case.rank] * (len(case.in_modes) - 1)), 1))
+    shape: TTShape = bench_speed.CASES[name].tt_shape
     plan = fast.plan_for(shape, batch, threads=1)
     chunk = plan.chunk or batch
     m, k = shape.out_size, shape.in_size
@@ -126,7 +108,7 @@ def measure(cases: list[dict], reps: int, rounds: int) -> None:
     for _ in range(rounds):
         rng.shuffle(order)
         for r in order:
-            times[id(r)] += _timed(r["call"], reps)
+            times[id(r)] += bench_speed.timed(r["call"], reps)
     for c in cases:
         for r in c["rows"]:
             r["gmacs"] = r["macs"] / statistics.median(times[id(r)]) / 1e9

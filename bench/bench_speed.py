@@ -59,6 +59,7 @@ import torch
 from torch import nn
 
 from ttforge.atomic import atomic_write_text
+from ttforge.ir.tt import TTShape
 from ttforge.model import fast
 from ttforge.model.layers import TTLinear
 
@@ -76,6 +77,33 @@ class Case:
     in_modes: tuple[int, ...]
     out_modes: tuple[int, ...]
     rank: int
+
+    @property
+    def tt_shape(self) -> TTShape:
+        """The layer's TT shape (every internal rank ``rank``)."""
+        return TTShape(self.out_modes, self.in_modes, (1, *([self.rank] * (len(self.in_modes) - 1)), 1))
+
+
+def case_names(p: argparse.ArgumentParser, text: str) -> list[str]:
+    """``--cases`` of the fast path's own benchmarks: names of :data:`CASES`, else
+    ``p.error`` (exit 2)."""
+    names = [c for c in text.split(",") if c]
+    unknown = [c for c in names if c not in CASES]
+    if unknown:
+        p.error(f"--cases: unknown case {unknown[0]!r}; choose from {', '.join(CASES)}")
+    return names
+
+
+def timed(fn: Callable[[], object], reps: int, warmup: int = 3) -> list[float]:
+    """Seconds of each of ``reps`` calls of ``fn``, after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return times
 
 
 CASES = {
