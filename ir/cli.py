@@ -95,12 +95,13 @@ def _schedule_run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--lanes={lanes} must be in 1..{MAX_HIDDEN:,}")
     if args.objective == "cycles" and lanes is None:
         raise ConfigError("--objective cycles needs --lanes (the accelerator's MAC lanes)")
-    ranks = args.ranks[0] if len(args.ranks) == 1 else args.ranks
-    shape = TTShape(tuple(args.out_modes), tuple(args.in_modes), ranks)
-    if shape.d > MAX_SEARCH_CORES:
-        raise ConfigError(f"--in-modes/--out-modes give {shape.d} cores; ttforge schedule searches "
+    cores = max(len(args.in_modes), len(args.out_modes))
+    if cores > MAX_SEARCH_CORES:  # before the shape, whose errors would quote every mode
+        raise ConfigError(f"--in-modes/--out-modes give {cores} cores; ttforge schedule searches "
                           f"the orders of at most {MAX_SEARCH_CORES}: give at most {MAX_SEARCH_CORES} "
                           f"modes each (merge neighbours, e.g. 2,2 -> 4)")
+    ranks = args.ranks[0] if len(args.ranks) == 1 else args.ranks
+    shape = TTShape(tuple(args.out_modes), tuple(args.in_modes), ranks)
     best = ContractionSchedule.optimal(shape, args.batch, args.objective, lanes=lanes)
     if args.json:
         print(json.dumps(best.to_dict(), indent=2))

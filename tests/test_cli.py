@@ -72,6 +72,8 @@ def test_schedule_for_the_lanes(capsys):
         (["schedule", "--in-modes", ",".join(["2"] * 13), "--out-modes", ",".join(["2"] * 13),
           "--ranks", "2"], "--in-modes/--out-modes give 13 cores; ttforge schedule searches the orders of at most 12"),
         (["schedule", "--in-modes", "a" * 10_000, "--out-modes", "4", "--ranks", "2"], "not a comma-separated"),
+        (["schedule", "--in-modes", ",".join(["2"] * 50_000), "--out-modes", "2", "--ranks", "2"],
+         "--in-modes/--out-modes give 50000 cores"),
         (["no-such-command"], "invalid choice"),
     ],
 )
