@@ -1251,8 +1251,7 @@ def _backward_split(x, gy, mats, steps, need_x, chunk, kept, threads: int):
             if f.exception() is not None:
                 raise f.exception()
         parts.extend(done)
-        with _serial():  # small sums
-            gmats = [functools.reduce(torch.add, gs) for gs in zip(*parts)]
+        gmats = [functools.reduce(torch.add, gs) for gs in zip(*parts)]  # small sums, still one thread
     return gx, gmats
 
 
