@@ -295,7 +295,32 @@ def train_int_arguments(p: argparse.ArgumentParser) -> None:
                         "first difference (phase, layer, core, element; exit 1)")
     p.add_argument("--export", metavar="ARTIFACT",
                    help="with --resume: write the state's inference artifact (.ttfa) and exit (no training)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run (or the files of a run's names) already in -o")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+#: The files a ``train-int`` run writes into its directory, its state first.
+TRAIN_INT_FILES = ("state.ttts", "model.ttfa", "metrics.json", "curves.png")
+
+
+def _check_train_int_out(out: Path, resume: str | None, overwrite: bool) -> None:
+    """A one-line :class:`ConfigError` unless ``out`` may take this run's files: it holds
+    none of :data:`TRAIN_INT_FILES`, or its state is the one resumed, or ``overwrite``.
+    Another run's state (a new run without ``--resume``, or a resume of another state)
+    and files of those names without a state (not a ttforge run) are never replaced
+    silently."""
+    state = out / TRAIN_INT_FILES[0]
+    if overwrite or (resume is not None and state.exists() and os.path.samefile(resume, state)):
+        return
+    if state.exists():
+        how = "--resume it to continue it, " if resume is None else "it is not the state resumed; "
+        raise ConfigError(f"-o {out} already holds a run ({state.name}); {how}pass --overwrite to replace it, "
+                          f"or choose another -o")
+    theirs = [n for n in TRAIN_INT_FILES[1:] if (out / n).exists()]
+    if theirs:
+        raise ConfigError(f"-o {out} holds {theirs[0]} but no {state.name} (not a ttforge train-int run); "
+                          f"choose another -o, or pass --overwrite to replace it")
 
 
 def _config(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
@@ -359,6 +384,7 @@ def train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable 
                                  check_output_file(args.export, "--export", "model.ttfa"))
             print(f"wrote {path} (the network of {args.resume} at step {state.step}, epoch {state.epoch})")
             return 0
+    if args.resume:
         if args.batch is None:
             args.batch = int(state.meta.get("batch", 32))
         if args.lr_decay_at is None:
@@ -374,6 +400,7 @@ def train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable 
         for name in ("state.ttts", "model.ttfa", "metrics.json", "curves.png"):
             check_not_input(out / name, "-o")   # refused before any step, not after an epoch
         net = load_artifact(args.from_artifact)
+    _check_train_int_out(out, args.resume, args.overwrite)
     args.batch = 32 if args.batch is None else args.batch
     args.lr_decay_at = [] if args.lr_decay_at is None else args.lr_decay_at
     ds_name, x, y, xt, yt = load_data(args.data)

@@ -44,6 +44,8 @@ def prepare(tmp: Path, valid: dict) -> dict[str, Path]:
     (tmp / "fakerun").mkdir()
     (tmp / "fakerun" / "metrics.json").write_text('{"mine": true}\n')
     shutil.copyfile(valid["checkpoint"], tmp / "rundir" / "last.pt")
+    (tmp / "fakeint").mkdir()
+    (tmp / "fakeint" / "state.ttts").write_text("a state that is not read before the refusal\n")
     os.mkfifo(tmp / "pipe")
     (tmp / "fakegen").mkdir()
     (tmp / "fakegen" / "generate.json").write_text('{"format": "ttforge-generate", "files": {}}\n')

@@ -130,6 +130,39 @@ def test_outputs_never_replace_the_state_or_artifact_they_come_from(tmp_path, ca
     assert (run / "state.ttts").read_bytes() == state and (run / "model.ttfa").read_bytes() == model
 
 
+def _files(d):
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir())}
+
+
+def test_a_run_never_silently_replaces_another_run_or_a_users_files(tmp_path, capsys):
+    """-o holding a run (a new run, or a resume of another state), or files of the run's
+    names but no state (a user's): refused in one line, exit 2, every file kept; with
+    --overwrite replaced; resuming the run's own state continues it."""
+    small = ["--batch", "64", "--hidden", "16", "--ranks", "2"]
+    run, other = tmp_path / "run", tmp_path / "other"
+    assert _run(capsys, "-o", str(run), "--epochs", "1", *small)[0] == 0
+    assert _run(capsys, "-o", str(other), "--epochs", "1", "--seed", "9", *small)[0] == 0
+    kept = _files(run)
+    for argv, says in ((["--epochs", "1", *small], "--resume it"),
+                       (["--epochs", "2", "--resume", str(other / "state.ttts")], "not the state resumed")):
+        code, _, err = _run(capsys, "-o", str(run), *argv)
+        assert code == 2 and "already holds a run (state.ttts)" in err and says in err, err
+        assert len(err.strip().splitlines()) == 1 and _files(run) == kept
+    users = tmp_path / "users"
+    users.mkdir()
+    (users / "model.ttfa").write_text("precious\n")
+    (users / "metrics.json").write_text('{"mine": true}\n')
+    code, _, err = _run(capsys, "-o", str(users), "--epochs", "1", *small)
+    assert code == 2 and "holds model.ttfa but no state.ttts" in err, err
+    assert _files(users) == {"metrics.json": b'{"mine": true}\n', "model.ttfa": b"precious\n"}
+    assert _run(capsys, "-o", str(users), "--epochs", "1", "--overwrite", *small)[0] == 0
+    assert load_state(users / "state.ttts").epoch == 1
+    assert _run(capsys, "-o", str(run), "--epochs", "1", "--seed", "9", "--overwrite", *small)[0] == 0
+    assert (run / "state.ttts").read_bytes() == (other / "state.ttts").read_bytes()
+    assert _run(capsys, "-o", str(run), "--epochs", "2", "--resume", str(run / "state.ttts"))[0] == 0
+    assert load_state(run / "state.ttts").epoch == 2
+
+
 # --truncate-ranks: host truncation between epochs --------------------------------------
 _TR = ["--batch", "64", "--hidden", "16", "--ranks", "4", "--seed", "5"]
 
