@@ -428,9 +428,10 @@ def train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable 
     else:
         check_fits(state, x.shape[1], np.concatenate([y, yt]), f"the state {args.resume}")
         seed = int(state.meta.get("seed", seed))
-        xq = quantize(x, state.config.act_bits, state.in_exp)
         if state.epoch >= args.epochs:
             raise ConfigError(f"the state is at epoch {state.epoch}; give --epochs > {state.epoch} to continue")
+    # every start (random, --from, --resume) trains on the state's own input scale
+    xq = quantize(x, state.config.act_bits, state.in_exp)
     xq_test = quantize(xt, state.config.act_bits, state.in_exp)
     truncations = plan_truncations(state, args.truncate_ranks or (), args.epochs)
     check_batch(state, args.batch, fast=not args.golden)

@@ -130,6 +130,24 @@ def test_outputs_never_replace_the_state_or_artifact_they_come_from(tmp_path, ca
     assert (run / "state.ttts").read_bytes() == state and (run / "model.ttfa").read_bytes() == model
 
 
+def test_a_run_starts_from_an_artifact(tmp_path, capsys):
+    """--from ARTIFACT (here a train-int run's own export) trains: the state records
+    where it came from, the golden and fast steps agree on it, and two runs repeat."""
+    small = ["--batch", "64", "--hidden", "16", "--ranks", "2"]
+    src = tmp_path / "src"
+    assert _run(capsys, "-o", str(src), "--epochs", "1", *small)[0] == 0
+    runs = []
+    for name in ("a", "b"):
+        code, out, err = _run(capsys, "--from", str(src / "model.ttfa"), "-o", str(tmp_path / name),
+                              "--epochs", "1", "--batch", "64", "--verify-steps", "2")
+        assert code == 0, err
+        assert "golden and fast steps equal for 2 steps" in out
+        runs.append(tmp_path / name / "state.ttts")
+    state = load_state(runs[0])
+    assert state.epoch == 1 and state.meta["from"] == str(src / "model.ttfa")
+    assert runs[0].read_bytes() == runs[1].read_bytes()
+
+
 def _files(d):
     return {p.name: p.read_bytes() for p in sorted(d.iterdir())}
 
