@@ -12,13 +12,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ttforge.atomic import check_output_file
+from ttforge.atomic import atomic_write_bytes, check_output_file
 from ttforge.errors import CheckpointError, ConfigError
 from ttforge.model.checkpoint import load_checkpoint
 from ttforge.model.decomposition import decompose
 from ttforge.model.layers import TTLinear
 from ttforge.model.network import ModelConfig
-from ttforge.model.onnx_export import DEFAULT_OPSET, MIN_OPSET, _layers, check_onnx, export_onnx
+from ttforge.model.onnx_export import DEFAULT_OPSET, MIN_OPSET, _layers, build_onnx, check_onnx
 from ttforge.model.train import load_trained, train
 from ttforge.model.train_config import CHECKPOINT_NAME, TrainConfig, _PRIORS, _stored_config, default_out_dir
 
@@ -228,9 +228,16 @@ def _add_export_onnx_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run_export_onnx(args: argparse.Namespace) -> int:
-    check_output_file(args.output, "-o", example="model.onnx")  # before loading, not after
+    out = check_output_file(args.output, "-o", example="model.onnx")  # before loading, not after
     model = load_trained(args.checkpoint).model
-    path = export_onnx(model, args.output, opset=args.opset, input_shape=args.input_shape)
+    proto = build_onnx(model, opset=args.opset, input_shape=args.input_shape).SerializeToString()
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        err = None
+    else:  # the graph is checked before it is written: a failed check leaves no file
+        err = check_onnx(model, proto, input_shape=args.input_shape)
+    path = atomic_write_bytes(out, proto)
     n_mm = n_tt = 0
     for m in _layers(model):
         if isinstance(m, TTLinear):
@@ -238,13 +245,10 @@ def _run_export_onnx(args: argparse.Namespace) -> int:
             n_mm += m.tt_shape.d
     print(f"wrote {path} (opset {args.opset}; {n_tt} TT layer{'s' * (n_tt != 1)} as "
           f"{n_mm} MatMul steps)")
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
+    if err is None:
         print("onnxruntime is not installed; skipped the check against PyTorch")
-        return 0
-    err = check_onnx(model, path, input_shape=args.input_shape)
-    print(f"onnxruntime check: max |onnx - pytorch| = {err:.3g} on 37 random inputs")
+    else:
+        print(f"onnxruntime check: max |onnx - pytorch| = {err:.3g} on 37 random inputs")
     return 0
 
 

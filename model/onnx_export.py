@@ -35,13 +35,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from ttforge.errors import ConfigError, DataError, ShapeError
+from ttforge.errors import ConfigError, DataError, ShapeError, show
 from ttforge.model.layers import TTLinear
 from ttforge.model.tt import all_finite
 from ttforge.onnx_graph import DEFAULT_OPSET, MIN_OPSET, OnnxGraph, check_opset, model_proto
 
 __all__ = [
     "DEFAULT_OPSET",
+    "MAX_INPUT_AXES",
     "MIN_OPSET",
     "build_onnx",
     "export_onnx",
@@ -49,6 +50,10 @@ __all__ = [
 ]
 
 SUPPORTED = "nn.Flatten, TTLinear, nn.Linear and nn.ReLU"
+
+#: Most axes of one input sample (``input_shape``): onnxruntime and numpy take at most
+#: 64 with the batch axis, and no image or sequence needs more than a few.
+MAX_INPUT_AXES = 16
 
 
 def _layers(model: nn.Module) -> list[nn.Module]:
@@ -153,7 +158,10 @@ def build_onnx(
     input_shape = tuple(input_shape)
     if not input_shape or any(isinstance(s, bool) or not isinstance(s, int) or s < 1
                               for s in input_shape):
-        raise ShapeError(f"input_shape={list(input_shape)} must be a non-empty list of positive sizes")
+        raise ShapeError(f"input_shape={show(list(input_shape))} must be a non-empty list of positive sizes")
+    if len(input_shape) > MAX_INPUT_AXES:
+        raise ShapeError(f"input_shape has {len(input_shape)} axes; give at most {MAX_INPUT_AXES} "
+                         f"(the batch axis comes on top)")
     if len(input_shape) > 1 and not isinstance(layers[0], nn.Flatten):
         raise ShapeError(
             f"input_shape={list(input_shape)} has {len(input_shape)} axes but the model does not "
@@ -226,16 +234,18 @@ def export_onnx(
 
 def check_onnx(
     model: nn.Module,
-    path: str | os.PathLike,
+    path: str | os.PathLike | bytes,
     batch: int = 37,
     seed: int = 0,
     input_shape: Sequence[int] | None = None,
 ) -> float:
-    """Run ``path`` with onnxruntime on random inputs; the max absolute difference from
-    ``model`` in float32 eval mode. Needs the ``onnxruntime`` package."""
+    """Run ``path`` (or a serialized model, ``bytes``) with onnxruntime on random inputs;
+    the max absolute difference from ``model`` in float32 eval mode. Needs the
+    ``onnxruntime`` package."""
     import onnxruntime as ort
 
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(path if isinstance(path, bytes) else str(path),
+                                providers=["CPUExecutionProvider"])
     inp = sess.get_inputs()[0]
     shape = tuple(input_shape) if input_shape is not None else tuple(inp.shape[1:])
     gen = torch.Generator().manual_seed(seed)

@@ -208,6 +208,7 @@ def test_cli_exports_a_trained_checkpoint(trained_run, tmp_path, capsys):
 @pytest.mark.parametrize("args, message", [
     (["--opset", "7"], "opset=7 is not supported; use an opset from 13"),
     (["--input-shape", "3,3"], "input_shape=[3, 3] has 9 values per sample"),
+    (["--input-shape", ",".join(["64"] + ["1"] * 63)], "input_shape has 64 axes; give at most 16"),
 ])
 def test_cli_bad_options_exit_2_with_one_line(trained_run, tmp_path, capsys, args, message):
     from ttforge.cli import main
@@ -217,6 +218,24 @@ def test_cli_bad_options_exit_2_with_one_line(trained_run, tmp_path, capsys, arg
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not out.exists()
+
+
+def test_cli_a_failing_check_leaves_no_file(trained_run, tmp_path, monkeypatch):
+    """The onnxruntime check runs on the graph before it is written: when it fails, the
+    command fails and -o is not written (nor a file already there replaced)."""
+    import ttforge.model.cli as model_cli
+    from ttforge.cli import main
+
+    def broken(*a, **k):
+        raise RuntimeError("onnxruntime failed")
+
+    monkeypatch.setattr(model_cli, "check_onnx", broken)
+    out = tmp_path / "m.onnx"
+    assert main(["export-onnx", str(trained_run / "last.pt"), "-o", str(out)]) != 0
+    assert not out.exists()
+    out.write_bytes(b"previous")
+    assert main(["export-onnx", str(trained_run / "last.pt"), "-o", str(out)]) != 0
+    assert out.read_bytes() == b"previous"
 
 
 def test_cli_corrupt_or_missing_checkpoint_exit_2(trained_run, tmp_path, capsys):
