@@ -17,11 +17,12 @@ from ttforge.atomic import check_output_dir, claim_work_dir
 from ttforge.errors import ConfigError, LimitError, SchedulerLost
 from ttforge.limits import MAX_JOBS, MAX_SEED, MAX_SEEDS, MAX_VECTORS
 from ttforge.hw.faults import FAULTS
-from ttforge.sim.check import REGRESS_SIMULATORS, CaseResult, describe
+from ttforge.sim.check import NATIVE, REGRESS_SIMULATORS, CaseResult, describe
 from ttforge.sim.cluster import LOCAL, ClusterSpec
 from ttforge.sim.regress import regress
 from ttforge.sim.report import print_table
 from ttforge.sim.reproducer import replay
+from ttforge.sim.runner import build_root_dir
 
 __all__ = ["regress_cli_spec"]
 
@@ -78,6 +79,8 @@ def _check_args(args: argparse.Namespace) -> None:
             raise ConfigError(f"--jobs {args.jobs}: a running cluster's workers run the cases; drop "
                               f"--jobs (it sizes the local cluster of a bare --cluster)")
         ClusterSpec.parse(args.cluster)   # a bad address or a missing scheduler file: exit 2 now
+    # the build cache before any case (a file there failed every case as an RTL error)
+    build_root_dir(args.build_root, native=bool(getattr(args, "train", False)) or args.sim == NATIVE)
     if args.out:
         check_output_dir(args.out, "--out")  # before the simulations, not after
     if args.replay and not (Path(args.replay) / "case.json").is_file():

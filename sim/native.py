@@ -195,8 +195,9 @@ def build_native(config, *, build_root: str | os.PathLike | None = None, fault=N
     from ttforge.hw.top import verilator_waivers
 
     cxx = check_native_tools()
-    root = Path(build_root) if build_root is not None else default_build_root()
-    from ttforge.sim.runner import emit_verilog
+    from ttforge.sim.runner import build_root_dir, emit_verilog
+
+    root = build_root_dir(build_root, native=True)
 
     # elaborated once per config and fault for every worker of the machine (cached by key)
     verilog = emit_verilog(config, fault, cache_root=root)

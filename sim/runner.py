@@ -121,6 +121,31 @@ def default_build_root() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "ttforge" / "sim"
 
 
+def build_root_dir(build_root: str | os.PathLike | None = None, *, native: bool = False) -> Path:
+    """The directory of the simulators' cached builds, created: ``build_root``
+    (``--build-root``), else the default (:func:`default_build_root`, or with ``native``
+    the native harness's, :func:`ttforge.sim.native.default_build_root`). One line
+    (:class:`ConfigError`) naming where it came from when it is not a directory or
+    cannot be made one."""
+    if build_root is not None:
+        root, source = Path(build_root).expanduser(), "--build-root"
+    else:
+        if native:
+            from ttforge.sim.native import default_build_root as default
+        else:
+            default = default_build_root
+        env = "TTFORGE_NATIVE_CACHE" if native else "TTFORGE_SIM_CACHE"
+        root, source = default().expanduser(), f"${env}" if os.environ.get(env) else "the build cache"
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"{source} {root} is not a directory; give a directory for the simulators' builds")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{source} {root} cannot be created ({e.strerror or e}); give a writable "
+                          f"directory for the simulators' builds") from None
+    return root
+
+
 @contextlib.contextmanager
 def _runner_env(sim: str) -> Iterator[None]:
     """The process environment ``cocotb_tools.runner`` should see.
@@ -299,8 +324,7 @@ def build(config, sim: str, *, fault: str | None = None, waves: bool = False,
     from cocotb_tools.runner import get_runner
 
     version = _tool_version(sim)
-    root = Path(build_root).expanduser() if build_root is not None else default_build_root()
-    root.mkdir(parents=True, exist_ok=True)
+    root = build_root_dir(build_root)
     text = _emit(config, fault, root)
     h = hashlib.sha256()
     for part in (str(_RECIPE), sim, str(bool(waves)), version, text):

@@ -121,11 +121,12 @@ def build_train_native(config: TrainEngineConfig, *, build_root: str | os.PathLi
     """Build (or find in the cache) the harness for ``config``: the cache key is the
     sha256 of the Verilog, the sources, the Verilator version and the recipe; a build
     compiles in a temporary directory renamed into place when complete."""
-    from ttforge.sim.native import (_MAKEFLAGS, build_key, check_native_tools, default_build_root, recipe_line,
-                                   verilate_cached, verilator_args)
+    from ttforge.sim.native import (_MAKEFLAGS, build_key, check_native_tools, recipe_line, verilate_cached,
+                                   verilator_args)
+    from ttforge.sim.runner import build_root_dir
 
     cxx = check_native_tools()
-    root = Path(build_root) if build_root is not None else default_build_root()
+    root = build_root_dir(build_root, native=True)
     verilog = train_verilog(config, fault)
     sources = {n: (NATIVE_DIR / n).read_bytes() for n in SOURCES}
     args_fixed = verilator_args(TOP)

@@ -117,7 +117,7 @@ def build_train(config, sim: str, *, waves: bool = False, build_root=None,
     (``hw.faults.TRAIN_FAULTS``; mutation runs). Raises ``SimulatorMissing`` or ``SimError``."""
     from cocotb_tools.runner import get_runner
 
-    from ttforge.sim.runner import TIMESCALE, _runner_env, _tool_version, default_build_root
+    from ttforge.sim.runner import TIMESCALE, _runner_env, _tool_version, build_root_dir
 
     version = _tool_version(sim)
     text = _emit(config, fault)
@@ -125,8 +125,7 @@ def build_train(config, sim: str, *, waves: bool = False, build_root=None,
     for part in ("train", str(_RECIPE), sim, str(bool(waves)), version, text):
         h.update(part.encode() + b"\0")
     key = h.hexdigest()[:20]
-    root = Path(build_root).expanduser() if build_root is not None else default_build_root()
-    root.mkdir(parents=True, exist_ok=True)
+    root = build_root_dir(build_root)
     bdir = root / f"train-{sim}-{key}"
     marker = bdir / "ttforge_build.json"
     mk = dict(config=config, sim=sim, build_dir=bdir, key=key, waves=bool(waves), fault=fault)

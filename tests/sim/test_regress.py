@@ -204,6 +204,26 @@ def test_bad_arguments_are_one_line_and_exit_2(argv, flag, capsys):
     assert len(err.splitlines()) == 1 and flag in err
 
 
+@pytest.mark.parametrize("sim", ["icarus", "verilator-native"])
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_a_build_cache_that_is_a_file_is_one_line_before_any_case(tmp_path, monkeypatch, capsys, how, sim):
+    """--build-root (or $TTFORGE_SIM_CACHE / $TTFORGE_NATIVE_CACHE) naming a file: one
+    line naming it, exit 2, nothing written (it failed every case as an RTL error)."""
+    afile = tmp_path / "afile"
+    afile.write_text("mine\n")
+    argv = ["regress", "--seeds", "1", "--vectors", "1", "--sim", sim, "--out", str(tmp_path / "r")]
+    if how == "flag":
+        argv += ["--build-root", str(afile)]
+        name = "--build-root"
+    else:
+        name = "$TTFORGE_NATIVE_CACHE" if sim == "verilator-native" else "$TTFORGE_SIM_CACHE"
+        monkeypatch.setenv(name[1:], str(afile))
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{name} {afile} is not a directory" in err, err
+    assert afile.read_text() == "mine\n" and sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
 # ------------------------------------------------------------------------ slow
 @pytest.mark.slow
 @pytest.mark.parametrize("sim", SIMS)
