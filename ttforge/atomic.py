@@ -233,6 +233,14 @@ def _umask() -> int:
     return mask
 
 
+def _through_link(path: str | os.PathLike) -> Path:
+    """``path``, or where it leads if it is a symbolic link: an output named through
+    the user's link replaces the file or directory the link names and keeps the link
+    (a rename over the link itself would swap the user's link for a new file, and a
+    directory moved aside as a link was never deleted)."""
+    return Path(os.path.realpath(path)) if os.path.islink(path) else Path(path)
+
+
 def _fail(path: Path, e: OSError) -> OutputError:
     why = e.strerror or str(e) or type(e).__name__
     return OutputError(f"cannot write {path} ({why}); choose another output path")
@@ -360,7 +368,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     over ``path``; on any exception it is removed and ``path`` is left as it was.
     ``suffix`` keeps the extension a library may insist on (e.g. ``".npy"``).
     """
-    path = Path(path)
+    path = _through_link(path)
     parent = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
         raise OutputError(f"{path} is a directory; give a file name (e.g. {path}/out)")
@@ -389,7 +397,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
 def staging_dir(path: str | os.PathLike) -> Path:
     """A new, empty temporary directory next to ``path`` (for :func:`commit_dir`), named
     so that :func:`clean_stale` removes it once this process is gone."""
-    out = Path(path)
+    out = _through_link(path)
     if out.exists() and not out.is_dir():
         raise OutputError(f"{show_path(out)} exists and is not a directory; choose another output path")
     parent = out.parent if str(out.parent) else Path(".")
@@ -408,7 +416,7 @@ def commit_dir(tmp: str | os.PathLike, path: str | os.PathLike, *, keep: Iterabl
     rename (the old one is moved aside first and deleted once the new one is in place).
     The entries of the old ``path`` named in ``keep`` (top-level names) move into the
     new one first, so files the caller did not write survive the replacement."""
-    tmp, out = Path(tmp), Path(path)
+    tmp, out = Path(tmp), _through_link(path)
     parent = out.parent if str(out.parent) else Path(".")
     keep = list(keep)
     old = None

@@ -122,6 +122,30 @@ def test_interrupted_directory_write_leaves_nothing_new(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+def test_outputs_named_through_a_link_keep_the_link_and_replace_its_target(tmp_path):
+    """A user's symbolic link as the output (a file or a directory): what it names is
+    replaced, the link stays a link, and nothing is left beside either (a rename over
+    the link swapped it for a new file, and a directory moved aside as a link was never
+    deleted)."""
+    real_file, file_link = tmp_path / "v1.bin", tmp_path / "latest.bin"
+    real_file.write_bytes(b"old")
+    file_link.symlink_to(real_file.name)
+    atomic_write_bytes(file_link, b"new")
+    assert file_link.is_symlink() and os.readlink(file_link) == "v1.bin"
+    assert real_file.read_bytes() == b"new"
+    real_dir, dir_link = tmp_path / "gen1", tmp_path / "gen"
+    write_files_atomically(real_dir, {"a.txt": b"1"})
+    dir_link.symlink_to(real_dir.name)
+    write_files_atomically(dir_link, {"b.txt": b"2"})
+    assert dir_link.is_symlink() and os.readlink(dir_link) == "gen1"
+    assert sorted(p.name for p in real_dir.iterdir()) == ["b.txt"]
+    assert sorted(os.listdir(tmp_path)) == ["gen", "gen1", "latest.bin", "v1.bin"]
+    dangling = tmp_path / "next.bin"
+    dangling.symlink_to("v2.bin")
+    atomic_write_bytes(dangling, b"v2")
+    assert dangling.is_symlink() and (tmp_path / "v2.bin").read_bytes() == b"v2"
+
+
 def test_no_writer_outside_ttforge_atomic_renames_by_itself():
     """Every ``os.replace`` of model/, quant/, hw/ (but synth.py) and sim/ lives in ttforge.atomic."""
     root = Path(__file__).resolve().parents[2]
