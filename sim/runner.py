@@ -24,7 +24,6 @@ import importlib.util
 import inspect
 import json
 import os
-import re
 import shutil
 import subprocess
 import tempfile
@@ -35,7 +34,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from ttforge.atomic import atomic_write_text
+from ttforge.atomic import _alive, atomic_write_text
 from ttforge.errors import ConfigError
 from ttforge.errors import SimError, SimulatorMissing  # noqa: F401 - defined in ttforge.errors
 
@@ -441,6 +440,23 @@ def run_testbench(sim: str, build_dir: Path, test_module: str, toplevel: str, wd
     return summary, arrays, wall
 
 
+def job_dir(prefix: str) -> Path:
+    """A new temporary directory for one simulation job, named ``<prefix><pid>-...``;
+    those of ttforge processes that have ended are removed first. A job that fails
+    keeps its directory (its error names the ``sim.log`` in it) until then: without
+    the process id in the name nothing ever removed them."""
+    base = Path(tempfile.gettempdir())
+    try:
+        entries = [e for e in os.scandir(base) if e.name.startswith(prefix) and e.is_dir(follow_symlinks=False)]
+    except OSError:
+        entries = []
+    for e in entries:
+        pid, sep, _ = e.name[len(prefix):].partition("-")
+        if sep and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(e.path, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=base))
+
+
 def run_job(sim_build: SimBuild, ops: Sequence[Mapping[str, Any]], arrays: Mapping[str, np.ndarray],
             *, out_count: int, seed: int = 0, waves: bool = False,
             workdir: str | os.PathLike | None = None) -> JobResult:
@@ -459,7 +475,7 @@ def run_job(sim_build: SimBuild, ops: Sequence[Mapping[str, Any]], arrays: Mappi
     keep = workdir is not None
     # absolute: the simulator runs inside wd and is handed paths into it (the job, the
     # waveform); a relative workdir would be resolved twice and name nothing
-    wd = Path(workdir).resolve() if keep else Path(tempfile.mkdtemp(prefix="ttforge-sim-"))
+    wd = Path(workdir).resolve() if keep else job_dir("ttforge-sim-")
     wd.mkdir(parents=True, exist_ok=True)
     for stale in ("results.json", "results.npz"):
         (wd / stale).unlink(missing_ok=True)

@@ -27,7 +27,6 @@ import hashlib
 import json
 import shutil
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -197,14 +196,14 @@ def run_train(build: TrainSimBuild, case: dict, *, corrupt: dict | None = None, 
     over AXI4-Lite after the program is loaded (a sibling that must fail). ``gaps``: the
     probability of a pause in ``s_axis_tvalid``.
     """
-    from ttforge.sim.runner import run_testbench
+    from ttforge.sim.runner import job_dir, run_testbench
 
     _, cfg, _ = case_config(case)
     if _hw_key(cfg) != _hw_key(build.config):
         raise ConfigError("the case's TrainEngineConfig differs from the build's; build it with "
                           "build_train(case_config(case)[1], sim)")
     keep = workdir is not None
-    wd = Path(workdir).resolve() if keep else Path(tempfile.mkdtemp(prefix="ttforge-train-"))
+    wd = Path(workdir).resolve() if keep else job_dir("ttforge-train-")
     wd.mkdir(parents=True, exist_ok=True)
     for stale in ("results.json", "results.npz"):
         (wd / stale).unlink(missing_ok=True)

@@ -10,6 +10,8 @@ import json
 import xml.etree.ElementTree as ET
 
 import numpy as np
+import os
+
 import pytest
 
 from ttforge.cli import main
@@ -222,6 +224,31 @@ def test_a_build_cache_that_is_a_file_is_one_line_before_any_case(tmp_path, monk
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"{name} {afile} is not a directory" in err, err
     assert afile.read_text() == "mine\n" and sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_job_directories_of_ended_processes_are_removed(tmp_path, monkeypatch):
+    """A job's temporary directory carries its process id; the next job removes those of
+    processes that have ended (a failed job's directory, which its error names, was
+    never removed), and leaves a running process's and other names alone."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from ttforge.sim.runner import job_dir
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                           text=True, check=True).stdout.strip()
+    (tmp_path / f"ttforge-sim-{ended}-abc").mkdir()
+    (tmp_path / f"ttforge-sim-{ended}-abc" / "sim.log").write_text("log")
+    (tmp_path / f"ttforge-sim-{os.getppid()}-def").mkdir()   # a running process
+    (tmp_path / "ttforge-sim-notapid").mkdir()
+    (tmp_path / "ttforge-simulation").mkdir()
+    d = job_dir("ttforge-sim-")
+    assert d.parent == tmp_path and d.name.startswith(f"ttforge-sim-{os.getpid()}-")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [d.name, f"ttforge-sim-{os.getppid()}-def", "ttforge-sim-notapid", "ttforge-simulation"])
+    assert job_dir("ttforge-sim-").exists() and d.exists()   # this process's own stay
 
 
 # ------------------------------------------------------------------------ slow
