@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -85,3 +86,43 @@ def test_bad_input_is_one_line_and_exit_2(args, message):
     assert len([line for line in lines if "error" in line]) == 1
     assert "Traceback" not in out.stderr
     assert len(lines[-1]) < 300  # one readable line, whatever the argument's length
+
+
+_INTERRUPTED_IMPORT = (
+    "import builtins, sys\n"
+    "real = builtins.__import__\n"
+    "def imp(name, *a, **k):\n"
+    "    if name == 'ttforge.cli':\n"
+    "        raise KeyboardInterrupt\n"
+    "    return real(name, *a, **k)\n"
+    "builtins.__import__ = imp\n"
+    "from {module} import main\n"
+    "sys.exit(main())\n")
+
+
+@pytest.mark.parametrize("module, clean", [("ttforge._entry", True), ("ttforge.cli", False)])
+def test_an_interrupt_while_the_console_script_imports_is_one_line(module, clean):
+    """Ctrl-C while the console script imports the CLI (its first tenth of a second):
+    ``ttforge: interrupted``, exit 130. Sibling: the CLI module as the entry point (as
+    before) printed a traceback."""
+    import subprocess
+
+    code = _INTERRUPTED_IMPORT.format(module=module)
+    out = subprocess.run([sys.executable, "-c", code, "inspect", "x"], capture_output=True, text=True, timeout=120)
+    if clean:
+        assert out.returncode == 130 and out.stderr == "ttforge: interrupted\n", out.stderr
+    else:
+        assert "Traceback" in out.stderr
+
+
+def test_the_console_script_enters_through_the_interrupt_guard():
+    """pyproject's script is ttforge._entry:main, and importing the package loads no
+    other module of it (an interrupt there would come before the guard)."""
+    import subprocess
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert project["project"]["scripts"]["ttforge"] == "ttforge._entry:main"
+    code = "import sys, ttforge; print(sorted(m for m in sys.modules if m.startswith('ttforge.')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]"

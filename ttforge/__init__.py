@@ -1,15 +1,5 @@
 """ttforge: tensor-train networks, bit-exact from PyTorch to small-FPGA hardware."""
 
-from ttforge.errors import (
-    ArtifactError,
-    CheckpointError,
-    ConfigError,
-    DataError,
-    OutputError,
-    ShapeError,
-    TTForgeError,
-)
-
 __version__ = "0.1.0"
 
 __all__ = [
@@ -22,3 +12,13 @@ __all__ = [
     "ArtifactError",
     "OutputError",
 ]
+
+
+def __getattr__(name: str):
+    # the error classes on first use: importing the package stays instant, so that the
+    # console script (ttforge._entry) reports an interrupt during its imports itself
+    if name in __all__ and name != "__version__":
+        from ttforge import errors
+
+        return getattr(errors, name)
+    raise AttributeError(f"module 'ttforge' has no attribute {name!r}")
