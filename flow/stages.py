@@ -17,6 +17,7 @@ The stages only call the library: :func:`ttforge.model.train.train`,
 
 from __future__ import annotations
 
+import filecmp
 import hashlib
 import json
 import os
@@ -585,10 +586,10 @@ def run_flow(cfg, out_dir: str | os.PathLike | None = None, *, until: str | None
     if short:
         cfg = cfg.shortened()
     root = check_output_dir(Path(out_dir) if out_dir is not None else Path("build") / cfg.name, "--out")
-    if root.is_dir() and any(root.iterdir()) and not any((root / s / RECORD).is_file() for s in STAGES) \
-            and not (root / "report.html").is_file():
+    if root.is_dir() and any(root.iterdir()) and not any((root / s / RECORD).is_file() for s in STAGES):
         raise ConfigError(f"--out {root} is not empty and not a ttforge flow build; choose an empty "
                           f"or new directory")
+    _check_published(root)
     created = not root.exists()
     make_output_dir(root, "--out")
     try:
@@ -655,10 +656,30 @@ def _run_stages(cfg, root: Path, until, force, short, on_stage, on_done, say) ->
     return result
 
 
+#: The report stage's files that a flow copies to the top of its build directory.
+PUBLISHED = ("report.html", "report.md")
+
+
+def _check_published(root: Path) -> None:
+    """A one-line :class:`ConfigError` when the top of ``root`` holds a file named as a
+    published report that is not the report stage's copy (a user's ``report.md``, or
+    one edited since): :func:`_publish` would replace it. A file that merely has the
+    name proves nothing."""
+    for name in PUBLISHED:
+        dst, src = root / name, root / "report" / name
+        if not os.path.lexists(dst):
+            continue
+        ours = (dst.is_file() and not dst.is_symlink() and src.is_file() and not src.is_symlink()
+                and filecmp.cmp(dst, src, shallow=False))
+        if not ours:
+            raise ConfigError(f"--out {root} holds {name}, which is not this build's report (report/{name}); "
+                              f"move it away or choose another --out")
+
+
 def _publish(root: Path) -> None:
     """Copy the report stage's ``report.html`` and ``report.md`` to the build directory
     (atomically, and only when they changed)."""
-    for name in ("report.html", "report.md"):
+    for name in PUBLISHED:
         data = (root / "report" / name).read_bytes()
         dst = root / name
         if not dst.is_file() or dst.read_bytes() != data:

@@ -184,6 +184,24 @@ def test_until_and_force_validate_stage_names(tmp_path, capsys):
     assert STAGES == ("train", "quantize", "compile", "rtl", "sim", "device-train", "bitstream", "report")
 
 
+@pytest.mark.parametrize("where", ["empty", "build"])
+def test_a_users_report_is_never_replaced(build_copy, tmp_path, where):
+    """A report.md / report.html at the top of --out that is not the report stage's copy
+    (a user's file in a directory of their own, or one edited in a build): refused in
+    one line before any stage; the file keeps its bytes. A file that merely has the name
+    proves nothing (it was taken as a flow build's and replaced)."""
+    root = tmp_path / "ud" if where == "empty" else build_copy
+    root.mkdir(exist_ok=True)
+    (root / "report.md").write_text("my report\n")
+    if where == "empty":
+        (root / "report.html").write_text("<html>mine")
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    message = "is not empty and not a ttforge flow build" if where == "empty" else "holds report.md"
+    with pytest.raises(ConfigError, match=message):
+        run_flow(default_config(), root, short=True, until="train")
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
+
+
 def test_a_model_too_big_for_the_board_fails_at_compile(tmp_path, capsys):
     """A real user error (not injected): 1024-wide layers do not fit the iCE40UP5K's block RAM."""
     src = (Path(__file__).resolve().parents[2] / "examples" / "wide-1024.toml").read_text()
