@@ -26,7 +26,7 @@ from ttforge.model import fast
 from ttforge.model.layers import TTLinear
 from ttforge.ir.schedule import ContractionSchedule
 from ttforge.ir.tt import TTShape
-from ttforge.ir.arith import BIT_RANGES, exponent_for_max, int_range
+from ttforge.ir.arith import BIT_RANGES, MAX_ACC_BITS, exponent_for_max
 from ttforge.ir.executor import IntLayer, IntNetwork
 
 __all__ = [
@@ -174,7 +174,10 @@ def fake_quant(x: torch.Tensor, bits: int, exp: int | torch.Tensor, narrow: bool
     executor) and is NaN in the plain operations (``inf - inf`` in the rounding; a
     clamp before it would cost a compiled training step a second kept mask, see
     ``docs/benchmarks.md``)."""
-    int_range(bits, narrow)  # checks the width
+    # any width of the contract: up to the accumulator's (the bias is an acc_bits-wide
+    # integer; int_range stops at 32, the widest operand)
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 2 <= bits <= MAX_ACC_BITS:
+        raise ConfigError(f"bit width {bits!r} must be an integer in 2..{MAX_ACC_BITS}")
     # the range as floats, 2.0 ** (bits - 1) rather than 1 << (bits - 1): where a
     # compiled graph takes the width as a symbolic integer (between graph breaks, as
     # in calibration), inductor writes the shift in 32-bit arithmetic and 2^31 wraps

@@ -118,6 +118,20 @@ def test_cli_writes_an_artifact_equal_to_the_report(run_dir, tmp_path, capsys, d
     assert weights_fingerprint(load_trained(ckpt).model) == inet.meta["weights_fingerprint"]
 
 
+@pytest.mark.parametrize("acc_bits", [33, 48])
+def test_accumulators_wider_than_32_bits_quantize_bit_exact(run_dir, digits, acc_bits):
+    """--acc-bits 33..48 (the help's and the contract's range): PTQ and a QAT epoch give
+    a bit-exact artifact of that width (the bias's fake quantization refused widths
+    above 32, the widest operand)."""
+    trained = load_trained(run_dir)
+    qnet, inet, report = quantize_trained(trained, digits, make_config(2, acc_bits=acc_bits), calib_samples=64,
+                                          qat_epochs=1)
+    assert report["ptq"]["bit_exact"] and report["qat"]["bit_exact"]
+    assert [layer.acc_bits for layer in inet.layers] == [acc_bits] * 2
+    golden = execute(inet, inet.quantize_input(digits.x_test.numpy()))
+    assert np.array_equal(qnet.forward_int(digits.x_test), golden)
+
+
 def test_cli_table(run_dir, tmp_path, capsys):
     out = tmp_path / "t.ttfa"
     assert main(["quantize", str(run_dir), "-o", str(out), "--calib-samples", "64", "--quiet"]) == 0
