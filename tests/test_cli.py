@@ -126,3 +126,38 @@ def test_the_console_script_enters_through_the_interrupt_guard():
     code = "import sys, ttforge; print(sorted(m for m in sys.modules if m.startswith('ttforge.')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "[]"
+
+
+_HALF_BUILT = (
+    "import sys\n"
+    "import ttforge.boundary as b\n"
+    "from amaranth.hdl import Elaboratable, Fragment, Module\n"
+    "class Part(Elaboratable):\n"
+    "    def elaborate(self, platform):\n"
+    "        return Module()\n"
+    "Fragment.get(Part(), None)  # elaboration has begun: amaranth warns of unused parts from now on\n"
+    "def run(args):\n"
+    "    part = Part()\n"
+    "    raise KeyboardInterrupt\n"
+    "{patch}"
+    "code = b.run_command('generate', run, None)\n"
+    "import gc\n"
+    "gc.collect()  # the design is a reference cycle: freed by the next collection\n"
+    "sys.exit(code)\n")
+
+
+@pytest.mark.parametrize("quiet", [True, False])
+def test_a_command_stopped_mid_elaboration_says_one_line(quiet, tmp_path):
+    """Ctrl-C (or SIGTERM, an error) while a command builds an Amaranth design: one line
+    and exit 130, no "created but never used" warnings when the design is freed. Sibling:
+    without the filter those warnings follow the line."""
+    import subprocess
+
+    script = tmp_path / "half_built.py"   # a real file: amaranth reads its source's options
+    script.write_text(_HALF_BUILT.format(patch="" if quiet else "b._quiet_unused_elaboratables = lambda: None\n"))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 130
+    if quiet:
+        assert out.stderr == "ttforge generate: interrupted\n", out.stderr
+    else:
+        assert "UnusedElaboratable" in out.stderr

@@ -30,6 +30,7 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -125,8 +126,13 @@ def run_command(command: str, run: Callable[[Any], Any], args: Any,
     from ttforge.atomic import command_inputs
 
     try:
-        with signals_interrupt(), command_inputs(input_paths(args)):
-            return int(run(args) or 0)
+        try:
+            with signals_interrupt(), command_inputs(input_paths(args)):
+                return int(run(args) or 0)
+        except BaseException:
+            # before the traceback's frames, and any design half-built in them, are freed
+            _quiet_unused_elaboratables()
+            raise
     except Terminated as e:
         print(f"{_prefix(command)}terminated ({e})", file=sys.stderr)
         return EXIT_TERMINATED
@@ -155,6 +161,16 @@ def run_command(command: str, run: Callable[[Any], Any], args: Any,
         return EXIT_ENVIRONMENT
     except Exception as e:  # noqa: BLE001 - the boundary: a bug is one line too
         return _internal(command, e)
+
+
+def _quiet_unused_elaboratables() -> None:
+    """A command that stopped part-way (an error, Ctrl-C, SIGTERM) may leave half-built
+    Amaranth designs, and at exit each warned that it was "created but never used" (30
+    lines after the one that said what happened, on a SIGTERM during ``generate``):
+    their warnings are off from the moment the command fails."""
+    ir = sys.modules.get("amaranth.hdl._ir")
+    if ir is not None and hasattr(ir, "UnusedElaboratable"):
+        warnings.filterwarnings("ignore", category=ir.UnusedElaboratable)
 
 
 def _internal(command: str, e: BaseException) -> int:
