@@ -17,7 +17,18 @@ the backward without a graph that a training step runs on them, three ways:
 
 Each way is checked against the one-thread gradients (float32, relative 1e-4) and timed
 in ``--rounds`` rounds, in each the three in an order shuffled with a fixed seed,
-``--reps`` calls a round after a warm-up; medians over all calls.
+``--reps`` calls a round after a warm-up; medians over all calls. These backwards run
+back to back, which flatters the split: in a training step each backward follows a
+forward on intra-op threads, and each switch between the Python threads and
+OpenMP's wakes the other (and one process alternating the ways slowed the intra-op
+calls after split ones).
+
+So each point is also timed as a training step does it, ``layer``: forward+backward
+of a :class:`~ttforge.model.layers.TTLinear` at two threads (``THREADS = 2``), with
+:data:`~ttforge.model.fast.SPLIT_BACKWARD` on and off, each way in processes of its
+own (``--rounds`` of each, the order alternating; a process times ``--reps`` calls
+after three warm-up ones), the median of the processes' medians. This is the figure
+that decides where the split is used (:data:`~ttforge.model.fast.SPLIT_MACS`).
 
     python bench/bench_backward_threads.py                 # cases b, c; batches 64, 256, 1024
     python bench/bench_backward_threads.py --cases b --batches 256 --out /tmp/b.json
@@ -28,9 +39,11 @@ Needs two CPUs. Writes ``bench/results/backward_threads.json`` (atomically).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 
@@ -55,7 +68,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--reps", type=int, default=5, help="timed calls per way and round")
     p.add_argument("--rounds", type=int, default=5, help="rounds over the three ways (drift is shared)")
     p.add_argument("--out", type=result_path, default=DEFAULT_OUT)
+    p.add_argument("--layer-child", help=argparse.SUPPRESS)  # one process of the layer timing
     a = p.parse_args(argv)
+    if a.layer_child:
+        return a
     a.cases = bench_speed.case_names(p, a.cases)
     try:
         a.batches = [int(b) for b in a.batches.split(",") if b.strip()]
@@ -128,21 +144,77 @@ def measure(points: list[dict], reps: int, rounds: int) -> None:
         p["split_vs_one"] = p["ms"]["one thread"] / p["ms"]["split"]
 
 
+def _layer_child(spec: str) -> None:
+    """In a process of its own: ``spec`` (JSON: case, batch, split, reps) timed as
+    forward+backward through the layer at two threads; prints the call times (JSON)."""
+    from ttforge.model.layers import TTLinear
+
+    s = json.loads(spec)
+    case = bench_speed.CASES[s["case"]]
+    torch.set_num_threads(2)
+    # the split wherever it can run (this measures where SPLIT_MACS should put it)
+    fast.THREADS, fast.SPLIT_BACKWARD, fast.SPLIT_MACS = 2, bool(s["split"]), 1
+    splits = []
+    real = fast._backward_split
+    fast._backward_split = lambda *args: splits.append(1) or real(*args)
+    torch.manual_seed(0)
+    layer = TTLinear(case.tt_shape.in_size, case.tt_shape.out_size, ranks=case.rank, in_modes=case.in_modes,
+                     out_modes=case.out_modes)
+    x = torch.randn(s["batch"], layer.in_features, requires_grad=True)
+    gy = torch.randn(s["batch"], layer.out_features)
+
+    def step():
+        x.grad = None
+        for q in layer.parameters():
+            q.grad = None
+        layer(x).backward(gy)
+
+    times = bench_speed.timed(step, s["reps"])
+    print(json.dumps({"times": times, "split_calls": len(splits)}))
+
+
+def measure_layer(points: list[dict], reps: int, rounds: int) -> None:
+    """Time every point of a merged-pair plan through the layer (``layer_ms``: split and
+    intra-op, each way in processes of its own, see the module docstring)."""
+    script = str(Path(__file__).resolve())
+    for p in points:
+        if "ms" not in p:
+            continue
+        medians: dict[str, list[float]] = {"intra-op": [], "split": []}
+        for r in range(rounds):
+            for way in (("split", "intra-op") if r % 2 == 0 else ("intra-op", "split")):
+                spec = json.dumps({"case": p["case"], "batch": p["batch"], "split": way == "split", "reps": reps})
+                out = subprocess.run([sys.executable, script, "--layer-child", spec], capture_output=True,
+                                     text=True, check=True, timeout=3600)
+                child = json.loads(out.stdout)
+                if (child["split_calls"] > 0) != (way == "split"):
+                    raise RuntimeError(f"case {p['case']} batch {p['batch']}: the {way} process ran "
+                                       f"{child['split_calls']} split backwards")
+                medians[way].append(statistics.median(child["times"]))
+        p["layer_ms"] = {w: statistics.median(v) * 1e3 for w, v in medians.items()}
+        p["layer_process_ms"] = {w: [t * 1e3 for t in v] for w, v in medians.items()}
+        p["layer_split_vs_intra"] = p["layer_ms"]["intra-op"] / p["layer_ms"]["split"]
+
+
 def table(result: dict) -> str:
-    lines = ["| case | batch | one thread ms | intra-op ms | split ms | split vs intra-op | split vs one thread |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| case | batch | one thread ms | intra-op ms | split ms | split vs intra-op | split vs one thread "
+             "| layer intra-op ms | layer split ms | layer split vs intra-op |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for p in result["points"]:
         if "ms" not in p:
-            lines.append(f"| {p['case']} | {p['batch']} | one group: no split backward | | | | |")
+            lines.append(f"| {p['case']} | {p['batch']} | one group: no split backward | | | | | | | |")
             continue
-        ms = p["ms"]
+        ms, lm = p["ms"], p["layer_ms"]
         lines.append(f"| {p['case']} | {p['batch']} | {ms['one thread']:.2f} | {ms['intra-op']:.2f} | "
-                     f"{ms['split']:.2f} | {p['split_vs_intra']:.2f}x | {p['split_vs_one']:.2f}x |")
+                     f"{ms['split']:.2f} | {p['split_vs_intra']:.2f}x | {p['split_vs_one']:.2f}x | "
+                     f"{lm['intra-op']:.2f} | {lm['split']:.2f} | {p['layer_split_vs_intra']:.2f}x |")
     return "\n".join(lines)
 
 
 def main(argv=None) -> dict:
     a = parse_args(argv)
+    if a.layer_child:
+        return _layer_child(a.layer_child)
     threads = torch.get_num_threads()
     try:
         env = bench_speed.fast_path_environment("bench/bench_backward_threads.py")
@@ -150,10 +222,12 @@ def main(argv=None) -> dict:
         measure(points, a.reps, a.rounds)
     finally:
         torch.set_num_threads(threads)
-    result = {"benchmark": "backward_threads", "format_version": 1,
+    measure_layer(points, a.reps, a.rounds)
+    result = {"benchmark": "backward_threads", "format_version": 2,
               "command": "python bench/bench_backward_threads.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "environment": env, "settings": {"reps": a.reps, "rounds": a.rounds, "threads": 2,
-                                               "statistic": "median of all calls"},
+                                               "statistic": "median of all calls",
+                                               "layer_statistic": "median of the processes' medians"},
               "points": points}
     write_result(a.out, result)
     print(table(result))

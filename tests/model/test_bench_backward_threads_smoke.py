@@ -20,7 +20,11 @@ def test_run_writes_json_and_the_table(tmp_path, capsys):
     assert b["chunks"] == {"one thread": 32, "intra-op": 64, "split": 32}
     assert max(b["max_rel_diff"].values()) < 1e-4
     assert b["split_vs_intra"] == pytest.approx(b["ms"]["intra-op"] / b["ms"]["split"])
-    assert "ms" not in a and len(a["plan"]["groups"]) == 1  # the 784 x 512 layer rebuilds its weight
+    # through the layer, each way in processes of its own (two rounds: two of each)
+    assert set(b["layer_ms"]) == {"intra-op", "split"} and all(v > 0 for v in b["layer_ms"].values())
+    assert [len(v) for v in b["layer_process_ms"].values()] == [2, 2]
+    assert b["layer_split_vs_intra"] == pytest.approx(b["layer_ms"]["intra-op"] / b["layer_ms"]["split"])
+    assert "ms" not in a and "layer_ms" not in a and len(a["plan"]["groups"]) == 1  # the 784 x 512 layer rebuilds its weight
     text = capsys.readouterr().out
     assert "| b | 64 |" in text and "| a | 64 | one group: no split backward |" in text
 
