@@ -1141,28 +1141,32 @@ def _backward_buffered(x, gy, mats, steps, need_x, chunk, kept=None, run: _Run =
 
 
 #: Under more than one intra-op thread, the CPU backward without a graph
-#: (:func:`_backward_buffered`) runs as that many parts of the batch on as many Python
-#: threads, each part's products on one thread (:func:`_backward_split`), rather than
-#: each product on all threads: the backward's gradient products (a small ``K x P``
-#: output summed over every row of a chunk) and batched products of ``64 x 64``
-#: matrices divide badly between threads. Measured on the 2-core AMD EPYC machine
-#: (``bench/bench_backward_threads.py``, ``backward_threads.json``): the split 1.16-1.36x
-#: faster than two intra-op threads on the 1024 x 1024 rank-8 and 4096 x 4096 rank-16
-#: layers at batches 64 / 256 / 1,024, 1.45-1.98x one thread's speed, e.g. the 4096
-#: layer at batch 256 60.2 against 72.4 ms (one thread 119.1). The forward stays on
-#: intra-op threads (its large flat products divide well; split, it ran 1.1x slower).
+#: (:func:`_backward_buffered`) of large batches runs as that many parts of the batch
+#: on as many Python threads, each part's products on one thread
+#: (:func:`_backward_split`), rather than each product on all threads: the backward's
+#: gradient products (a small ``K x P`` output summed over every row of a chunk) and
+#: batched products of ``64 x 64`` matrices divide badly between threads. The backward
+#: alone, back to back, ran 1.15-1.44x faster split (``bench/bench_backward_threads.py``,
+#: ``backward_threads.json``); through the layer, where each backward follows a forward
+#: on intra-op threads and each switch wakes the other threads, forward+backward at two
+#: threads (each way in processes of its own) gained 3-6 % on the 4096 x 4096
+#: rank-16 layer and lost up to 28 % on small parts of the 1024 x 1024 rank-8 one
+#: (:data:`SPLIT_MACS`). The forward stays on intra-op
+#: threads (its large flat products divide well; split, it ran 1.1x slower).
 SPLIT_BACKWARD = True
 
 #: The least work of a part of the split backward, in forward multiply-accumulates of
-#: its samples: below it the backward stays on intra-op threads. There a part's work
-#: is worth less than waking a thread (a no-op handed to another thread and back took
-#: 50 us here), and one thread beat both ways of using two (measured as above, layers
-#: of 256 x 256 to 1024 x 1024 at batches 4-64: the split reached one thread's time at
-#: about 4 M forward multiply-accumulates a part, 13 M of the backward's), so the tuner
-#: runs such regions on one thread; intra-op products of such small matrices also
-#: give one thread's bits, which keeps a tuned backward that switches counts
-#: reentrant (``torch.autograd.gradcheck``).
-SPLIT_MACS = 1 << 21
+#: its samples: below it the backward stays on intra-op threads. Through the layer,
+#: forward+backward at two threads with each way in processes of its own, the split
+#: lost 28 % at 2^24 a part (``backward_threads.json``: 1024 x 1024 rank 8 at batch
+#: 64, 4.52 against 3.26 ms), was 11 % faster in that run at 2^26 (batch 256) but 7 %
+#: and 18 % slower at 2^26 and 2^27 in others (log only, under the tuner), and from
+#: 2^28 won or tied in every run (the 1024 layer at batch 1,024, the 4096 x 4096
+#: rank-16 layer at 64 to 1,024: 1.03-1.2x). Below it a part's work is also worth
+#: little beside waking a thread (a no-op handed to another thread and back took 50 us
+#: here), and intra-op products of small matrices give one thread's bits, which keeps
+#: a tuned backward that switches counts reentrant (``torch.autograd.gradcheck``).
+SPLIT_MACS = 1 << 28
 
 
 class _SplitPool:

@@ -366,6 +366,7 @@ def _chunk_sizes(monkeypatch, count, split=False):
     (:data:`fast.SPLIT_BACKWARD`)."""
     monkeypatch.setattr(fast, "_TUNER", _Picks(count))
     monkeypatch.setattr(fast, "SPLIT_BACKWARD", split)
+    monkeypatch.setattr(fast, "SPLIT_MACS", 1)  # this small layer split too
     monkeypatch.setattr(fast, "CHUNK_ELEMENTS", 1 << 12)
     monkeypatch.setattr(fast, "BACKWARD_CHUNK_ELEMENTS", 1 << 12)
     fast._plan_cached.cache_clear()
@@ -485,6 +486,7 @@ def test_the_split_backward_gives_the_hardware_order_gradients(two_threads_fixed
 def test_a_split_that_loses_a_part_is_caught(two_threads_fixed, monkeypatch):
     """Sibling: a split whose second part's matrix gradients are dropped fails the
     comparison above."""
+    monkeypatch.setattr(fast, "SPLIT_MACS", 1)
     part = fast._part
 
     def lossy(x, gy, *rest):
@@ -496,9 +498,9 @@ def test_a_split_that_loses_a_part_is_caught(two_threads_fixed, monkeypatch):
 
 
 def test_without_the_split_or_under_deterministic_algorithms_it_is_not_used(two_threads_fixed, monkeypatch):
-    """Sibling: SPLIT_BACKWARD off, parts of less than SPLIT_MACS of work (one or two
+    """Sibling: SPLIT_BACKWARD off, parts of less than SPLIT_MACS of work (up to 511
     samples of this layer), or deterministic algorithms on (training's runs: products
-    on torch's threads): no split."""
+    on torch's threads): no split; 512 samples a part split."""
     from ttforge.model.seeding import deterministic
 
     calls = _split_calls(monkeypatch)
@@ -506,15 +508,21 @@ def test_without_the_split_or_under_deterministic_algorithms_it_is_not_used(two_
     assert _split_error(40, True) < 1e-12
     monkeypatch.setattr(fast, "SPLIT_BACKWARD", True)
     assert _split_error(1, True) < 1e-12
-    assert _split_error(5, True) < 1e-12  # 2 samples a part: 1.05 M MACs, below SPLIT_MACS
+    assert _split_error(5, True) < 1e-12
+    assert _split_error(1023, True) < 1e-12  # 511 samples a part: 268 M MACs, below SPLIT_MACS
     with deterministic(2):
-        _split_error(40, True)
+        _split_error(1024, True)
     assert calls == []
+    assert _split_error(1024, True) < 1e-12  # 512 samples, 2^28 MACs a part
+    assert calls == [2]
 
 
-def test_the_split_backward_repeats_bit_for_bit(two_threads_fixed):
+def test_the_split_backward_repeats_bit_for_bit(two_threads_fixed, monkeypatch):
     """A fixed split and a fixed order of the sums: the same call, the same bits."""
+    monkeypatch.setattr(fast, "SPLIT_MACS", 1)
+    calls = _split_calls(monkeypatch)
     a, b = _fwd_bwd_twice()
+    assert calls == [2, 2]
     for u, v in zip(a, b):
         assert torch.equal(u, v)
 
@@ -522,6 +530,7 @@ def test_the_split_backward_repeats_bit_for_bit(two_threads_fixed):
 def test_a_split_whose_chunks_move_between_calls_does_not_repeat(two_threads_fixed, monkeypatch):
     """Sibling: parts whose chunks differ from call to call (the same function, another
     order of the sums) give other last bits, which the comparison above catches."""
+    monkeypatch.setattr(fast, "SPLIT_MACS", 1)
     real, calls = fast._backward_split, []
 
     def moving(x, gy, mats, steps, need_x, chunk, kept, threads):
@@ -538,6 +547,7 @@ def test_a_split_whose_chunks_move_between_calls_does_not_repeat(two_threads_fix
 def test_an_error_in_a_worker_part_reaches_the_caller(two_threads_fixed, monkeypatch):
     """A part that fails on the worker thread raises in the backward's caller, after the
     calling thread's part; torch's thread count is restored."""
+    monkeypatch.setattr(fast, "SPLIT_MACS", 1)
     buffered = fast._backward_buffered
 
     def failing(*a, **k):
@@ -551,9 +561,10 @@ def test_an_error_in_a_worker_part_reaches_the_caller(two_threads_fixed, monkeyp
     assert torch.get_num_threads() == 2
 
 
-def test_clear_workspace_ends_the_split_threads(two_threads_fixed):
+def test_clear_workspace_ends_the_split_threads(two_threads_fixed, monkeypatch):
     """The split's Python threads (and their work blocks) go with clear_workspace and
     come back when needed."""
+    monkeypatch.setattr(fast, "SPLIT_MACS", 1)
     def workers():
         return [t for t in threading.enumerate() if t.name.startswith("ttforge-backward")]
 
@@ -594,6 +605,7 @@ def test_clear_workspace_cannot_shut_the_executor_under_a_submission(two_threads
     """Another thread's clear_workspace between the choice of the executor and the
     submission waits for the submission; the racy sibling fails ("cannot schedule new
     futures after shutdown")."""
+    monkeypatch.setattr(fast, "SPLIT_MACS", 1)
     monkeypatch.setattr(fast, "_SPLIT_POOL", _ShutDownMeanwhile(locked))
     if locked:
         assert _split_error(40, True) < 1e-12
