@@ -26,6 +26,7 @@ from typing import Callable
 import numpy as np
 
 from ttforge.errors import ConfigError
+from ttforge.limits import MAX_EPOCHS, MAX_SEED
 
 __all__ = ["train_board_arguments", "train_board_run", "run_batches", "META_KEY"]
 
@@ -87,8 +88,8 @@ def run_batches(xq: np.ndarray, y: np.ndarray, batch: int, seed: int, start_epoc
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    for name, lo, hi in (("steps", 1, _MAX_STEPS), ("epochs", 1, 100_000), ("batch", 1, 4096),
-                         ("lanes", 1, 64), ("seed", 0, 2**63 - 1), ("checkpoint_every", 0, _MAX_STEPS),
+    for name, lo, hi in (("steps", 1, _MAX_STEPS), ("epochs", 1, MAX_EPOCHS), ("batch", 1, 4096),
+                         ("lanes", 1, 64), ("seed", 0, MAX_SEED), ("checkpoint_every", 0, _MAX_STEPS),
                          ("loss_every", 0, _MAX_STEPS), ("baud", 1, 100_000_000)):
         v = getattr(args, name)
         if v is not None and not lo <= v <= hi:

@@ -8,6 +8,7 @@ import json
 import math
 import os
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -25,10 +26,7 @@ from ttforge.ir.train import (TrainConfig, TrainState, calibrate_state, check_ba
 from ttforge.ir.train_loop import (Truncation, check_fits, epoch_order, network_train_config, plan_truncations,
                                   run_training, state_from_artifact, tt_layers)
 from ttforge.ir.tt import TTShape
-from ttforge.limits import MAX_BATCH, MAX_HIDDEN, MAX_SEARCH_CORES, MAX_SEED
-
-#: The most epochs ``train-int`` runs in one call.
-MAX_EPOCHS = 100_000
+from ttforge.limits import MAX_BATCH, MAX_EPOCHS, MAX_HIDDEN, MAX_SEARCH_CORES, MAX_SEED
 
 __all__ = ["schedule_cli_spec", "inspect_cli_spec", "inspect_artifact", "parse_int_list",
            "train_int_arguments", "train_int_run", "TRAIN_INT_HELP"]

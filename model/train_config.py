@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ttforge.errors import CheckpointError, ConfigError, show
-from ttforge.limits import MAX_BATCH, MAX_SEED
+from ttforge.limits import MAX_BATCH, MAX_EPOCHS, MAX_SEED, MAX_THREADS
 from ttforge.model.network import ModelConfig, check_known_fields
 
 __all__ = ["TrainConfig", "default_out_dir", "CHECKPOINT_NAME", "METRICS_NAME", "PLOT_NAME"]
@@ -94,7 +94,8 @@ class TrainConfig:
         _check(isinstance(self.data, str) and bool(self.data),
                f"data={self.data!r} must be 'digits' or a directory of IDX files")
         _check(isinstance(self.model, ModelConfig), "model must be a ModelConfig")
-        _check(_is_int(self.epochs) and self.epochs >= 1, f"epochs={self.epochs!r} must be an integer >= 1")
+        _check(_is_int(self.epochs) and 1 <= self.epochs <= MAX_EPOCHS,
+               f"epochs={show(self.epochs)} must be an integer in 1..{MAX_EPOCHS:,}")
         _check(_is_int(self.batch_size) and 1 <= self.batch_size <= MAX_BATCH,
                f"batch_size={show(self.batch_size)} must be an integer in 1..{MAX_BATCH:,}")
         _check(_is_num(self.lr) and self.lr > 0, f"lr={self.lr!r} must be a positive number (e.g. 1e-2)")
@@ -109,9 +110,10 @@ class TrainConfig:
                f"prior_update_every={self.prior_update_every!r} must be an integer >= 0 (0: once per epoch)")
         _check(_is_num(self.truncation_threshold) and 0 < self.truncation_threshold < 1,
                f"truncation_threshold={self.truncation_threshold!r} must be between 0 and 1 (e.g. 0.01)")
-        _check(_is_int(self.finetune_epochs) and self.finetune_epochs >= 0,
-               f"finetune_epochs={self.finetune_epochs!r} must be an integer >= 0")
-        _check(_is_int(self.threads) and self.threads >= 1, f"threads={self.threads!r} must be an integer >= 1")
+        _check(_is_int(self.finetune_epochs) and 0 <= self.finetune_epochs <= MAX_EPOCHS,
+               f"finetune_epochs={show(self.finetune_epochs)} must be an integer in 0..{MAX_EPOCHS:,}")
+        _check(_is_int(self.threads) and 1 <= self.threads <= MAX_THREADS,
+               f"threads={show(self.threads)} must be an integer in 1..{MAX_THREADS:,}")
         if self.rank_adaptive and self.model.kind != "tt":
             raise ConfigError("rank_adaptive needs TT layers; use model kind 'tt' (--model tt)")
 

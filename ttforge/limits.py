@@ -25,7 +25,7 @@ __all__ = [
     "MAX_ARTIFACT_BYTES", "MAX_MANIFEST_BYTES", "MAX_CONFIG_BYTES", "MAX_CHECKPOINT_BYTES",
     "MAX_IDX_BYTES", "MAX_NPY_BYTES", "MAX_CLASSES", "MAX_HIDDEN", "MAX_PARAMETERS",
     "MAX_SEED", "MAX_BATCH", "MAX_SEEDS", "MAX_VECTORS", "MAX_JOBS", "MAX_SEARCH_CORES",
-    "MAX_LAYER_ELEMENTS", "MAX_EXP", "MAX_NETLIST_BYTES", "open_regular", "read_bounded", "read_array", "check_limit",
+    "MAX_LAYER_ELEMENTS", "MAX_EXP", "MAX_EPOCHS", "MAX_THREADS", "MAX_NETLIST_BYTES", "open_regular", "read_bounded", "read_array", "check_limit",
     "file_kind",
 ]
 
@@ -67,6 +67,11 @@ MAX_SEARCH_CORES = 12
 MAX_LAYER_ELEMENTS = 1 << 24
 #: Largest magnitude of an exponent (``in_exp``, ``core_exps``, ``step_exps``).
 MAX_EXP = 1024
+#: Epochs of one training run (``train``, ``train-int``, ``train-board``).
+MAX_EPOCHS = 100_000
+#: Threads of ``train --threads`` (far beyond any CPU ttforge trains on; 20,000 made the
+#: OpenMP runtime abort, 100,000 crashed the process).
+MAX_THREADS = 1024
 
 _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
           (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"))

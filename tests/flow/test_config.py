@@ -75,7 +75,7 @@ def test_relative_data_resolves_against_the_config_file(tmp_path):
     (("w_bits = 4", "w_bits = 0"), "[quant] w_bits = 0 is out of range; give an integer in 2..8"),
     (("w_bits = 4", 'w_bits = "4"'), "[quant] w_bits = '4' must be an integer (2..8)"),
     (('board = "none"', 'board = "arty"'), "[bitstream] board = 'arty' is not valid; choose one of icebreaker, ulx3s, none"),
-    (("epochs = 1", "epochs = 0"), "[train] epochs=0 must be an integer >= 1"),
+    (("epochs = 1", "epochs = 0"), "[train] epochs=0 must be an integer in 1..100,000"),
     (("epochs = 1", "epoch = 1"), "[train] unknown key 'epoch'; valid keys:"),
     (("ranks = 2", "rank = 2"), "[train.model] unknown key 'rank'"),
     (("ranks = 2", "ranks = 2\nin_modes = [[5, 5]]"), "[train.model] TT layer 0 (64 -> 16): in_modes [5, 5] multiply to 25, fewer than 64"),

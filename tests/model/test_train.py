@@ -27,7 +27,10 @@ def assert_same_weights(a, b):
 
 # -- config -----------------------------------------------------------------------------
 @pytest.mark.parametrize("kw, message", [
-    (dict(epochs=0), "epochs=0 must be an integer >= 1"),
+    (dict(epochs=0), "epochs=0 must be an integer in 1..100,000"),
+    (dict(epochs=10**20), "epochs=100000000000000000000 must be an integer in 1..100,000"),
+    (dict(finetune_epochs=100_001), "finetune_epochs=100001 must be an integer in 0..100,000"),
+    (dict(threads=100_000), "threads=100000 must be an integer in 1..1,024"),
     (dict(lr=-1.0), "lr=-1.0 must be a positive number"),
     (dict(batch_size=0), "batch_size=0"),
     (dict(prior="gauss"), "prior='gauss' must be one of log_uniform, half_cauchy"),
@@ -178,7 +181,7 @@ def test_cli_config_file_toml(tmp_path, capsys):
 @pytest.mark.parametrize("args, message", [
     (["--ranks", "0"], "--ranks=0 must be >= 1"),
     (["--data", "/nonexistent/mnist"], "/nonexistent/mnist does not exist"),
-    (["--epochs", "0"], "epochs=0 must be an integer >= 1"),
+    (["--epochs", "0"], "epochs=0 must be an integer in 1..100,000"),
     (["--config", "RANKS"], "exceeds the maximal TT rank 64"),
     (["--model", "dense", "--rank-adaptive"], "rank_adaptive needs TT layers"),
     (["--resume"], "does not exist; drop --resume"),
