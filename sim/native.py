@@ -388,8 +388,9 @@ def run_native(build: NativeBuild, program, inputs: np.ndarray, *, seed: int = 0
     x = np.asarray(inputs)
     if x.ndim == 1:
         x = x[None, :]
-    if not (0.0 <= gaps < 1.0) or not (0.0 <= backpressure < 1.0):
-        raise ConfigError("gaps and backpressure must be probabilities in [0, 1)")
+    from ttforge.sim.runner import check_pauses
+
+    check_pauses(gaps, backpressure)
     from ttforge.hw.program import Program
 
     if isinstance(program, Program) and x.size:

@@ -12,9 +12,11 @@ import numpy as np
 
 from ttforge.atomic import atomic_dir
 from ttforge.errors import ConfigError, show, show_path
-from ttforge.limits import MAX_CONFIG_BYTES, read_bounded
+from ttforge.hw.faults import FAULTS
+from ttforge.limits import MAX_CONFIG_BYTES, MAX_SEED, read_bounded
 from ttforge.sim.cases import RegressCase
-from ttforge.sim.check import CaseResult, describe, run_case
+from ttforge.sim.check import REGRESS_SIMULATORS, CaseResult, describe, run_case
+from ttforge.sim.runner import check_pauses
 
 __all__ = ["write_reproducer", "replay"]
 
@@ -84,12 +86,21 @@ def replay(directory: str | os.PathLike, *, sim: str | None = None,
                           f"ttforge regress (repro-<sim>-seed<N>)")
     try:
         info = json.loads(read_bounded(info_path, "--replay case.json", MAX_CONFIG_BYTES, ConfigError))
-        seed, sim_name = int(info["seed"]), str(sim or info["sim"])
-        gaps, backpressure = float(info.get("gaps", 0.0)), float(info.get("backpressure", 0.0))
+        seed, sim_name = info["seed"], sim or info["sim"]
+        gaps, backpressure = info.get("gaps", 0.0), info.get("backpressure", 0.0)
         fault = info.get("fault")
     except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:
         raise ConfigError(f"--replay {show_path(d)}: case.json is damaged ({type(e).__name__}: "
                           f"{show(str(e))}); give a directory written by ttforge regress") from None
+    # every field checked here: a damaged value must not read as the hardware's failure
+    where = f"--replay {show_path(d)}: case.json "
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"{where}seed={show(seed)} must be an integer in 0..{MAX_SEED}")
+    if sim_name not in REGRESS_SIMULATORS:
+        raise ConfigError(f"{where}sim={show(sim_name)} must be one of {', '.join(REGRESS_SIMULATORS)}")
+    if fault is not None and fault not in FAULTS:
+        raise ConfigError(f"{where}fault={show(fault)} is unknown; use one of {', '.join(FAULTS)} or null")
+    check_pauses(gaps, backpressure, where)
     net = load_artifact(d / "artifact.ttfa")
     cfg = AccelConfig.load(d / "config.json")
     from ttforge.limits import read_array

@@ -35,7 +35,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from ttforge.atomic import _alive, atomic_write_text
-from ttforge.errors import ConfigError
+from ttforge.errors import ConfigError, show
 from ttforge.errors import SimError, SimulatorMissing  # noqa: F401 - defined in ttforge.errors
 
 __all__ = ["SIMULATORS", "SimBuild", "SimResult", "JobResult", "SimError", "SimulatorMissing",
@@ -583,6 +583,15 @@ def frame_timeout_cycles(program, slack: float = 20.0) -> int:
     return timeout_cycles(program, 1, slack) // 2
 
 
+def check_pauses(gaps: float, backpressure: float, where: str = "") -> None:
+    """One line (:class:`ConfigError`) unless ``gaps`` and ``backpressure`` are
+    probabilities in ``[0, 1)`` (a stream that pauses always never ends); ``where``
+    names their source (e.g. a reproducer's ``case.json``)."""
+    for name, v in (("gaps", gaps), ("backpressure", backpressure)):
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not 0.0 <= v < 1.0:
+            raise ConfigError(f"{where}{name}={show(v)} must be a probability in [0, 1)")
+
+
 def run_inference(sim_build: SimBuild, program_or_artifact, inputs: np.ndarray, *, seed: int = 0,
                   gaps: float = 0.0, backpressure: float = 0.0, waves: bool = False,
                   writes: np.ndarray | None = None, expected: np.ndarray | None = None,
@@ -606,6 +615,7 @@ def run_inference(sim_build: SimBuild, program_or_artifact, inputs: np.ndarray, 
     expected : array, optional
         Also let the cocotb testbench count mismatching vectors.
     """
+    check_pauses(gaps, backpressure)
     prog = _as_program(sim_build.config, program_or_artifact)
     X = np.asarray(inputs, dtype=np.int64)
     if X.ndim != 2 or X.shape[1] != prog.in_count:

@@ -226,6 +226,33 @@ def test_a_build_cache_that_is_a_file_is_one_line_before_any_case(tmp_path, monk
     assert afile.read_text() == "mine\n" and sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
 
 
+@pytest.mark.parametrize("field, value, says", [
+    ("gaps", 1e308, "gaps=1e+308 must be a probability in [0, 1)"),
+    ("gaps", -1, "gaps=-1 must be a probability"),
+    ("gaps", "x", "gaps='x' must be a probability"),
+    ("backpressure", 5, "backpressure=5 must be a probability"),
+    ("fault", "nosuch", "fault='nosuch' is unknown"),
+    ("sim", "modelsim", "sim='modelsim' must be one of"),
+    ("seed", -1, "seed=-1 must be an integer"),
+    ("seed", 2**70, "seed=1180591620717411303424 must be an integer"),
+    ("seed", True, "seed=True must be an integer"),
+])
+def test_a_damaged_reproducer_is_one_line_not_a_verdict(tmp_path, capsys, field, value, says):
+    """A reproducer's case.json with a value regress never writes: one line naming
+    case.json and the field, exit 2, before anything runs (gaps of 1e308 read as "1 of 1
+    vectors differ", an unknown fault as an ERROR case, exit 1 both)."""
+    import json
+
+    d = tmp_path / "repro-icarus-seed0"
+    d.mkdir()
+    info = {"seed": 0, "sim": "icarus", "fault": None, "gaps": 0.1, "backpressure": 0.2}
+    info[field] = value
+    (d / "case.json").write_text(json.dumps(info))
+    assert main(["regress", "--replay", str(d)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "case.json " + says in err, err
+
+
 def test_job_directories_of_ended_processes_are_removed(tmp_path, monkeypatch):
     """A job's temporary directory carries its process id; the next job removes those of
     processes that have ended (a failed job's directory, which its error names, was
