@@ -189,20 +189,15 @@ def _load_inputs(path: str, net) -> np.ndarray:
     from ttforge.limits import read_array
 
     p = Path(path)
-    # bounded before allocating, a regular file, never a pickle, "no vectors" when empty
+    # bounded before allocating, a regular file, never a pickle, "no vectors" when empty,
+    # integers or finite reals within float32's range
     x = read_array(p, "INPUTS", DataError)
     if p.suffix != ".npy" and np.all(np.mod(x, 1) == 0):
         x = x.astype(np.int64)
     bits = net.layers[0].in_bits
-    if x.dtype.kind not in "iuf":
-        raise DataError(f"INPUTS {p}: holds {x.dtype} values; give integers (quantized, {bits}-bit) "
-                        "or floats (quantized with the network's input format)")
     if x.ndim == 1:
         x = x[None, :]
     if x.dtype.kind == "f":
-        if not np.all(np.isfinite(x)):
-            raise DataError(f"INPUTS {p}: holds NaN or infinite values; give finite floats "
-                            f"(or {bits}-bit integers)")
         # float32 first: the values the PyTorch model (float32) would quantize
         x = net.quantize_input(x.astype(np.float32))
     try:

@@ -140,8 +140,10 @@ def read_array(path: str | os.PathLike, what: str, error: type[UserError] = User
     of user-given input arrays. The ``.npy`` header is checked before any data is read:
     its shape times its item size must fit ``limit`` *and* the file (a 256-byte header
     claiming 10^12 rows is refused, not allocated); object arrays (pickles) and ``.npz``
-    archives named ``.npy`` are refused; an empty array is "holds no vectors", and numpy's
-    own warnings never reach the terminal."""
+    archives named ``.npy`` are refused; an empty array is "holds no vectors"; only
+    integers and finite real numbers within float32's range are taken (the models run in
+    float32: a larger value becomes infinite there); and numpy's own warnings never
+    reach the terminal."""
     import io
     import math
     import warnings
@@ -195,4 +197,11 @@ def read_array(path: str | os.PathLike, what: str, error: type[UserError] = User
                 raise error(f"{where}: cannot read ({str(e).splitlines()[0][:200]})") from None
     if x.size == 0:
         raise error(f"{where}: holds no vectors (shape {x.shape}); give at least one")
+    if x.dtype.kind not in "iuf":
+        raise error(f"{where}: holds {x.dtype} values; give an array of integers or real numbers")
+    if x.dtype.kind == "f":
+        if not np.isfinite(x).all():
+            raise error(f"{where}: holds NaN or infinite values; give finite numbers")
+        if np.abs(x).max() > np.finfo(np.float32).max:
+            raise error(f"{where}: holds values beyond float32's range (+-3.4e38); give smaller numbers")
     return x

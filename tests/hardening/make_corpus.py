@@ -307,7 +307,16 @@ def hostile_misc() -> dict[str, bytes]:
     np.save(empty, np.zeros((0, 5), np.int64))
     obj = npy_header((2,), "|O") + b"\x80\x04N."   # an object array: a pickle, never loaded
     deep = b'{"model": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"
+
+    def npy(a) -> bytes:
+        buf = io.BytesIO()
+        np.save(buf, a)
+        return buf.getvalue()
+
     return {
+        "inputs_beyond_float32.npy": npy(np.full((2, 64), 1e308)),   # inf in the float32 models
+        "inputs_complex.npy": npy(np.ones((2, 64), np.complex128)),
+        "inputs_400_digits.txt": (" ".join(["9" * 400] * 64) + "\n").encode(),   # inf as a float64
         "inputs_claims_terabytes.npy": npy_header((10 ** 12, 784)) + bytes(64),
         "inputs_npz_named.npy": npz.getvalue(),
         "inputs_empty.npy": empty.getvalue(),
