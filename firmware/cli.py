@@ -1,7 +1,8 @@
 """``ttforge build``, ``ttforge program`` and ``ttforge run`` (``docs/boards.md``).
 
-Every user error is one line and exit status 2 (a :class:`~ttforge.errors.TTForgeError`
-raised here is printed by ``ttforge.cli``).
+Every user error is one line and exit status 2, a board or loader that fails or does not
+answer exit status 3 (a :class:`~ttforge.errors.TTForgeError` raised here is printed by
+``ttforge.cli``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ttforge.errors import ConfigError, DataError, ShapeError, TTForgeError
+from ttforge.errors import ConfigError, DataError, DeviceError, DeviceTimeout, ShapeError, show
 
 __all__ = ["build_cli_spec", "program_cli_spec", "run_cli_spec", "program_command"]
 
@@ -132,20 +133,24 @@ def _run_program(args: argparse.Namespace) -> int:
         print(shlex.join(cmd))
         return 0
     if shutil.which(cmd[0]) is None:
+        if os.environ.get("OPENFPGALOADER"):
+            raise ToolchainMissing(f"$OPENFPGALOADER={show(cmd[0])} is not an executable; point it at "
+                                   f"openFPGALoader or unset it")
         raise ToolchainMissing("openFPGALoader is not installed; install it with: "
                                "apt-get install openfpgaloader (or build it from "
                                "https://github.com/trabucayre/openFPGALoader)")
+    # a loader that fails or hangs is the board's or the cable's trouble: exit 3
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
     except subprocess.TimeoutExpired:
-        raise TTForgeError(f"openFPGALoader did not finish within {args.timeout:g} s; "
-                           "unplug and replug the board, then retry") from None
+        raise DeviceTimeout(f"openFPGALoader did not finish within {args.timeout:g} s; "
+                            "unplug and replug the board, then retry") from None
     if proc.returncode != 0:
         lines = [ln.strip() for ln in (proc.stderr + "\n" + proc.stdout).splitlines() if ln.strip()]
         errs = [ln for ln in lines if any(w in ln.lower() for w in ("error", "fail", "unable", "not found"))]
         reason = (errs or lines or [f"exit status {proc.returncode}"])[-1]
-        raise TTForgeError(f"openFPGALoader could not program the {b.key}: {reason}; is the "
-                           "board attached over USB (and no other program using it)?")
+        raise DeviceError(f"openFPGALoader could not program the {b.key}: {reason}; is the "
+                          "board attached over USB (and no other program using it)?")
     print(f"programmed the {b.key} with {path}")
     return 0
 

@@ -48,7 +48,23 @@ def test_program_bad_inputs(tmp_path, capsys, monkeypatch):
                    "takes a .bin file")
     monkeypatch.setenv("OPENFPGALOADER", str(tmp_path / "missing-tool"))
     one_line_error(capsys, ["program", "--board", "ulx3s", str(tmp_path / "a.bit")],
-                   "openFPGALoader is not installed", code=3)
+                   f"$OPENFPGALOADER={str(tmp_path / 'missing-tool')!r} is not an executable", code=3)
+
+
+@pytest.mark.parametrize("script, says", [
+    ("#!/bin/sh\necho 'JTAG init failed' >&2\nexit 1\n", "could not program the ulx3s: JTAG init failed"),
+    ("#!/bin/sh\nexec sleep 30\n", "openFPGALoader did not finish within 1 s"),
+])
+def test_a_loader_that_fails_or_hangs_is_exit_3(tmp_path, capsys, monkeypatch, script, says):
+    """The loader's failure or silence is the board's or the cable's (exit 3, as a serial
+    port that does not answer), not a bad argument (it was exit 2)."""
+    tool = tmp_path / "loader.sh"
+    tool.write_text(script)
+    tool.chmod(0o755)
+    (tmp_path / "a.bit").write_bytes(b"\xff" * 64)
+    monkeypatch.setenv("OPENFPGALOADER", str(tool))
+    one_line_error(capsys, ["program", "--board", "ulx3s", "--timeout", "1", str(tmp_path / "a.bit")], says,
+                   code=3)
 
 
 @pytest.mark.skipif(shutil.which("openFPGALoader") is None, reason="openFPGALoader not installed")
@@ -56,7 +72,7 @@ def test_program_with_no_board_attached(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("OPENFPGALOADER", raising=False)
     (tmp_path / "a.bit").write_bytes(b"\xff" * 64)
     one_line_error(capsys, ["program", "--board", "ulx3s", "--timeout", "60", str(tmp_path / "a.bit")],
-                   "could not program the ulx3s")
+                   "could not program the ulx3s", code=3)
 
 
 def test_run_bad_inputs(artifact, capsys):
