@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from ttforge.atomic import atomic_write_text
-from ttforge.errors import ToolchainMissing
+from ttforge.errors import ConfigError, ToolchainMissing, show
 from ttforge.firmware.host import Device, DeviceError, DeviceTimeout
 
 __all__ = ["SimTransport", "simulated_device", "SIM_DIVISOR", "SIM_CLK_NS"]
@@ -51,6 +51,11 @@ class SimTransport:
 
         if simulator not in ("icarus", "verilator"):
             raise DeviceError(f"simulator {simulator!r}: choose icarus or verilator")
+        # a knob of the benchmarks, read inside the simulator: checked here, in one line
+        poll = os.environ.get("TTFORGE_UART_POLL")
+        if poll is not None and not (poll.strip().isdigit() and 1 <= int(poll) <= 1 << 20):
+            raise ConfigError(f"$TTFORGE_UART_POLL={show(poll)} must be an integer in 1..1,048,576 (clock "
+                              f"cycles between the simulated UART's socket polls); unset it for the default")
         if simulator == "icarus" and (_sh.which("iverilog") is None or _sh.which("vvp") is None):
             raise DeviceError("Icarus Verilog is not installed; install it with: "
                               "apt-get install iverilog")
@@ -103,6 +108,11 @@ class SimTransport:
         self._error: BaseException | None = None
         env = {**tool_env, "TTFORGE_UART_SOCKET": path, "TTFORGE_UART_DIVISOR": str(int(divisor)),
                "TTFORGE_CLK_NS": str(int(clk_ns))}
+        # the runner lets the process environment override extra_env (and the test runs
+        # on a thread for the whole session, so os.environ cannot be swapped around it):
+        # these names are ttforge's own, a user's value of them is dropped
+        for name in ("TTFORGE_UART_SOCKET", "TTFORGE_UART_DIVISOR", "TTFORGE_CLK_NS"):
+            os.environ.pop(name, None)
 
         def run():
             try:

