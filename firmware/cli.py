@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ttforge.errors import ConfigError, DataError, DeviceError, DeviceTimeout, ShapeError, show
+from ttforge.limits import file_kind
 
 __all__ = ["build_cli_spec", "program_cli_spec", "run_cli_spec", "program_command"]
 
@@ -123,8 +124,11 @@ def _run_program(args: argparse.Namespace) -> int:
     b = _board(args.board)
     _positive(args.timeout, "--timeout", "give the seconds to wait for openFPGALoader (default 300)")
     path = Path(args.bitstream)
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"BITSTREAM {path}: no such file; build one with: ttforge build --board {b.key}")
+    kind = file_kind(path.stat().st_mode)
+    if kind is not None:
+        raise ConfigError(f"BITSTREAM {path} is {kind}, not a regular file; give the bitstream file")
     if path.suffix.lower() != "." + b.bitstream:
         raise ConfigError(f"BITSTREAM {path}: the {b.key} takes a .{b.bitstream} file "
                           f"(ttforge build --board {b.key} writes one)")

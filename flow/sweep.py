@@ -180,7 +180,7 @@ def load_sweep(path: str | os.PathLike) -> SweepConfig:
     from ttforge.limits import MAX_CONFIG_BYTES, read_bounded
 
     p = Path(path).expanduser()
-    if not p.is_file():
+    if not p.exists():   # a FIFO or a device is named as such by read_bounded
         raise ConfigError(f"sweep config {p} does not exist; give a .toml file (see examples/*-sweep.toml)")
     try:
         data = tomllib.loads(read_bounded(p, "sweep config", MAX_CONFIG_BYTES, ConfigError).decode("utf-8"))

@@ -349,6 +349,8 @@ def _check_train_int_bounds(args: argparse.Namespace) -> None:
         v = getattr(args, name)
         if v is not None and not lo <= v <= hi:
             raise ConfigError(f"--{name.replace('_', '-')}={show(v)} must be in {lo}..{hi:,}")
+    if args.lr_decay_at is not None and any(not 1 <= e <= MAX_EPOCHS for e in args.lr_decay_at):
+        raise ConfigError(f"--lr-decay-at={show(args.lr_decay_at)}: each epoch must be in 1..{MAX_EPOCHS:,}")
     for name in ("in_modes", "out_modes"):
         modes = getattr(args, name)
         if modes is not None and (not modes or len(modes) > MAX_SEARCH_CORES

@@ -124,7 +124,8 @@ def _open(data: bytes, r: ManifestReader) -> tuple[dict, bytes]:
         manifest = parse_manifest(read(MANIFEST), r.fail)
         fmt = manifest.get("format") if isinstance(manifest, dict) else None
         if fmt != STATE_FORMAT:
-            hint = " (it is an inference artifact: start from it with --from)" if fmt == "ttforge-artifact" else ""
+            hint = (" (it is an inference artifact: make a training state from it with: ttforge train-int "
+                    "--from ARTIFACT)" if fmt == "ttforge-artifact" else "")
             raise r.fail(f"is not a ttforge training state (format {fmt!r}){hint}")
         version = manifest.get("format_version")
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:

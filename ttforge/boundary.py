@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ttforge.errors import (EXIT_ENVIRONMENT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_TERMINATED,
-                            EXIT_USER, TTForgeError, one_line, show_path)
+                            EXIT_USER, ConfigError, TTForgeError, one_line, show_path)
 
 __all__ = ["run_command", "Terminated", "signals_interrupt", "input_paths", "INPUT_ARGUMENTS",
            "describe_os_error"]
@@ -84,6 +84,20 @@ def signals_interrupt() -> Iterator[None]:
                 signal.signal(sig, old)
 
 
+#: Arguments that name a path to write (besides :data:`INPUT_ARGUMENTS`).
+OUTPUT_ARGUMENTS = ("out", "output", "export", "keep", "save_checkpoint", "json")
+
+
+def check_no_empty_paths(args: Any) -> None:
+    """A one-line :class:`~ttforge.errors.ConfigError` for a path argument given as the
+    empty string (``inspect ''`` read as the current directory: ". is a directory")."""
+    for key in (*INPUT_ARGUMENTS, *OUTPUT_ARGUMENTS):
+        value = getattr(args, key, None)
+        if any(v == "" for v in (value if isinstance(value, (list, tuple)) else [value])):
+            raise ConfigError(f"{key.upper() if key in INPUT_ARGUMENTS else '--' + key.replace('_', '-')} "
+                              f"is an empty path; give a file or directory name")
+
+
 def input_paths(args: Any) -> list[str]:
     """The values of ``args`` (an argparse namespace) that name existing input paths."""
     out: list[str] = []
@@ -128,6 +142,7 @@ def run_command(command: str, run: Callable[[Any], Any], args: Any,
     try:
         try:
             with signals_interrupt(), command_inputs(input_paths(args)):
+                check_no_empty_paths(args)
                 return int(run(args) or 0)
         except BaseException:
             # before the traceback's frames, and any design half-built in them, are freed
