@@ -180,7 +180,8 @@ def _add_run(p: argparse.ArgumentParser) -> None:
                    help="--sim: the AccelConfig to simulate (default: the board's for ARTIFACT)")
     p.add_argument("--timeout", type=float, default=None,
                    help="seconds to wait for an answer (default 2; 120 with --sim)")
-    p.add_argument("-o", "--out", metavar="PATH", help="write the outputs to PATH (.npy)")
+    p.add_argument("-o", "--out", metavar="PATH",
+                   help="write the outputs to PATH (.npy; integer text for a .txt or .csv name)")
     p.add_argument("--verify", action="store_true",
                    help="compare with the golden executor (exit 1 if any vector differs)")
 
@@ -248,9 +249,13 @@ def _run_run(args: argparse.Namespace) -> int:
         dev.load(net)
         y = dev.infer(x)
         counters = dev.counters()
-    if out is not None:
-        with atomic_path(out, suffix=".npy") as tmp:
-            np.save(tmp, y)
+    if out is not None:   # the format INPUTS are read in: .txt / .csv as text, else .npy
+        text = out.suffix.lower() in (".txt", ".csv")
+        with atomic_path(out, suffix=out.suffix if text else ".npy") as tmp:
+            if text:
+                np.savetxt(tmp, y, fmt="%d", delimiter="," if out.suffix.lower() == ".csv" else " ")
+            else:
+                np.save(tmp, y)
     for row in y:
         print(" ".join(str(int(v)) for v in row))
     where = "simulated board" if args.sim else f"{b.key} on {args.port}"

@@ -98,6 +98,9 @@ def _schedule_run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--in-modes/--out-modes give {cores} cores; ttforge schedule searches "
                           f"the orders of at most {MAX_SEARCH_CORES}: give at most {MAX_SEARCH_CORES} "
                           f"modes each (merge neighbours, e.g. 2,2 -> 4)")
+    if len(args.ranks) not in (1, cores - 1) and len(args.in_modes) == len(args.out_modes):
+        raise ConfigError(f"--ranks gives {len(args.ranks)} values; give one (a bound on every bond) or the "
+                          f"{cores - 1} internal rank{'s' * (cores != 2)} of {cores} cores")
     ranks = args.ranks[0] if len(args.ranks) == 1 else args.ranks
     shape = TTShape(tuple(args.out_modes), tuple(args.in_modes), ranks)
     best = ContractionSchedule.optimal(shape, args.batch, args.objective, lanes=lanes)

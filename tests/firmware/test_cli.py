@@ -338,6 +338,11 @@ def test_run_out_is_written_atomically(artifact, tmp_path, capsys, monkeypatch):
     y = np.load(tmp_path / "out" / "y.npy")
     assert y.dtype == np.int64
     assert np.array_equal(y, execute(load_artifact(a), np.load(x)))
+    # a .txt / .csv name gets integer text, as INPUTS are read (it got .npy bytes)
+    for name, sep in (("y.txt", None), ("y.csv", ",")):
+        assert main(["run", "--board", "ulx3s", "--sim", a, x, "-o", name]) == 0
+        capsys.readouterr()
+        assert np.array_equal(np.loadtxt(tmp_path / name, dtype=np.int64, delimiter=sep, ndmin=2), y)
 
 
 # --------------------------------------------------------------------------- placer seeds
