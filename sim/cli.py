@@ -55,7 +55,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train", action="store_true",
                    help="training regression: random networks, widths, ranks, batches and lanes "
                         "trained in RTL (the native harness) against the golden trainer")
-    p.add_argument("--steps", type=int, default=100, metavar="N",
+    p.add_argument("--steps", type=int, default=None, metavar="N",
                    help="with --train: training steps per case (default 100)")
 
 
@@ -105,6 +105,8 @@ def _run(args: argparse.Namespace) -> int:
         check_train_args(args)
         _check_args(_without_fault(args))   # a training fault is not in FAULTS
         return run_train_cli(args)
+    if args.steps is not None:   # silently ignored before
+        raise ConfigError(f"--steps {args.steps}: training steps apply to --train only; drop --steps or add --train")
     _check_args(args)
     if args.replay:
         res = replay(args.replay, sim=args.sim, build_root=args.build_root)

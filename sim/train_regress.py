@@ -251,6 +251,8 @@ def check_train_args(args) -> None:
     if args.sim not in (None, "verilator-native"):
         raise ConfigError(f"--sim {args.sim}: --train runs on verilator-native (the C++ harness); "
                           f"the cocotb training testbench runs from pytest (tests/sim/test_train_rtl.py)")
+    if args.steps is None:
+        args.steps = 100
     if args.steps < 1:
         raise ConfigError(f"--steps {args.steps}: must be at least 1")
     if args.steps > MAX_TRAIN_STEPS:
