@@ -187,8 +187,10 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 
 
 def _find(directory: Path, prefix: str, kind: str) -> Path | None:
+    # any entry of the name (a FIFO or a directory too): read_idx then says what it is
+    # rather than this saying the file is missing
     for name in (f"{prefix}-{kind}", f"{prefix}-{kind}.gz"):
-        if (directory / name).is_file():
+        if os.path.lexists(directory / name):
             return directory / name
     return None
 

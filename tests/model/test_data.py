@@ -1,4 +1,5 @@
 import gzip
+import os
 from pathlib import Path
 
 import numpy as np
@@ -117,6 +118,17 @@ def test_image_label_count_mismatch(tmp_path):
 def test_missing_labels_file(tmp_path):
     (tmp_path / "t10k-images-idx3-ubyte").write_bytes(idx_bytes(np.zeros((5, 2, 2), np.uint8)))
     with pytest.raises(DataError, match="no t10k-labels-idx1-ubyte"):
+        load_mnist_idx(tmp_path)
+
+
+@pytest.mark.parametrize("make, kind", [(os.mkfifo, "a FIFO"), (os.mkdir, "a directory")])
+def test_a_file_of_the_name_that_is_not_a_file_is_named(tmp_path, make, kind):
+    """A FIFO or a directory where the labels file should be: said to be one (it was
+    "has no t10k-labels-idx1-ubyte"), never read (a FIFO would block)."""
+    write_pair(tmp_path, "t10k", 5)
+    (tmp_path / "t10k-labels-idx1-ubyte").unlink()
+    make(tmp_path / "t10k-labels-idx1-ubyte")
+    with pytest.raises(DataError, match=f"t10k-labels-idx1-ubyte is {kind}, not a regular file"):
         load_mnist_idx(tmp_path)
 
 
