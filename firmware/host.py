@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ttforge.errors import ShapeError, TTForgeError
+from ttforge.errors import ConfigError, ShapeError, TTForgeError
 from ttforge.errors import DeviceError, DeviceTimeout  # noqa: F401 - defined in ttforge.errors
 from ttforge.firmware import protocol as P
 from ttforge.firmware.protocol import AXI_RESP, Cmd, OutputFrame, Response, Status
@@ -66,6 +66,9 @@ class SerialTransport:
         self.name = f"{port} at {baud} baud"
         self.baud = int(baud)
         self.default_timeout = float(timeout)
+        if os.path.isfile(port) or os.path.isdir(port):   # the user's path, not the board's trouble
+            raise ConfigError(f"{setting} {port} is a {'regular file' if os.path.isfile(port) else 'directory'}, "
+                              f"not a serial device; give the board's port (e.g. /dev/ttyUSB0)")
         try:
             self._s = serial.Serial(port, self.baud, timeout=0.05, write_timeout=self.default_timeout)
         except (serial.SerialException, OSError, ValueError) as e:
