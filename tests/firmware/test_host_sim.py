@@ -34,17 +34,10 @@ def setup(tmp_path_factory):
     cfg = AccelConfig.for_network(net, lanes=4, stream_elems=2)
     # a user's values of the simulation's own variables must not reach it (the runner let
     # the process environment override them: a divisor of 0 stopped the simulator)
-    hostile = {"TTFORGE_UART_DIVISOR": "0", "TTFORGE_CLK_NS": "nan", "TTFORGE_UART_SOCKET": "/nonexistent"}
-    saved = {k: os.environ.get(k) for k in hostile}
-    os.environ.update(hostile)
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in {"TTFORGE_UART_DIVISOR": "0", "TTFORGE_CLK_NS": "nan", "TTFORGE_UART_SOCKET": "/x"}.items():
+            mp.setenv(k, v)
         dev = simulated_device(cfg, build_dir=tmp_path_factory.mktemp("simboard"), timeout=120)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     try:
         dev.load(net)
         yield dev, net, xi, cfg
