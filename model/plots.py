@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import io
+import itertools
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
 from ttforge.atomic import atomic_write_bytes
 
 __all__ = ["plot_history"]
+
+#: Most TT bonds the rank plot names in a legend (their ranks and effective ranks).
+MAX_LEGEND = 12
 
 
 def plot_history(
@@ -41,11 +46,13 @@ def plot_history(
     ax_acc.plot(epochs, [100 * h["test_acc"] for h in history], "s-", ms=3, label="test")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     layers = sorted({name for h in history for name in h.get("ranks", {})})
-    colors = iter(matplotlib.rcParams["axes.prop_cycle"].by_key()["color"] * 8)
+    colors = itertools.cycle(matplotlib.rcParams["axes.prop_cycle"].by_key()["color"])
+    bonds = 0
     for name in layers:
         n_bonds = max(len(h["ranks"].get(name, [])) for h in history)
         for k in range(1, n_bonds - 1):  # internal bonds only
             color = next(colors)
+            bonds += 1
             for key, style, label in (("ranks", "-", ""), ("effective_ranks", ":", " effective")):
                 rows = [h for h in history if name in (h.get(key) or {})]
                 if not rows:
@@ -53,14 +60,16 @@ def plot_history(
                 ax_rank.step([h["epoch"] for h in rows], [h[key][name][k] for h in rows],
                              where="post", ls=style, marker=".", color=color,
                              label=f"layer {name} r{k}{label}")
-    ax_rank.set(xlabel="epoch", ylabel="rank", title="TT ranks")
+    ax_rank.set(xlabel="epoch", ylabel="rank", title="TT ranks" if bonds <= MAX_LEGEND else f"TT ranks ({bonds} bonds)")
     if not layers:
         ax_rank.text(0.5, 0.5, "no TT layers (dense model)", ha="center", va="center",
                      transform=ax_rank.transAxes)
     for ax in (ax_loss, ax_acc, ax_rank):
         if truncated_after is not None:
             ax.axvline(truncated_after + 0.5, color="grey", ls="--", lw=1)
-        if ax.get_legend_handles_labels()[0]:
+        # a legend of every bond of a deep network would take the whole figure (and
+        # collapse the axes: matplotlib warned on stderr); past MAX_LEGEND the title counts them
+        if 0 < len(ax.get_legend_handles_labels()[0]) <= 2 * MAX_LEGEND:
             ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     if truncated_after is not None:
@@ -69,5 +78,7 @@ def plot_history(
     if title:
         fig.suptitle(title)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    with warnings.catch_warnings():   # a layout matplotlib cannot fit is its business, not a line on stderr
+        warnings.simplefilter("ignore", UserWarning)
+        fig.savefig(buf, format="png", dpi=110)
     return atomic_write_bytes(path, buf.getvalue())

@@ -1,0 +1,26 @@
+"""Training curves (ttforge.model.plots.plot_history): any number of layers, no
+warning on stderr."""
+
+import warnings
+
+import pytest
+
+from ttforge.model.plots import plot_history
+
+
+def _history(layers: int, bonds: int, epochs: int = 2) -> list[dict]:
+    return [{"epoch": e, "train_loss": 1.0 / e, "test_loss": 1.1 / e, "train_acc": 0.5, "test_acc": 0.4,
+             "ranks": {str(i): [1, *([2] * bonds), 1] for i in range(layers)}} for e in range(1, epochs + 1)]
+
+
+@pytest.mark.parametrize("layers", [1, 17, 100])
+def test_any_number_of_tt_bonds_plots_without_a_warning(tmp_path, layers):
+    """85 bonds (17 six-core layers) ran out of the 80 colours the plot had (an internal
+    error after the run was written, and no plot); 40-80 collapsed the figure under their
+    legend with a matplotlib warning on stderr. The plot is written, and past MAX_LEGEND
+    bonds there is no legend."""
+    out = tmp_path / "curves.png"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plot_history(_history(layers, 5), out, "title")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
