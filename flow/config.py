@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ttforge.errors import ConfigError, ShapeError, TTForgeError
+from ttforge.limits import MAX_RATE
 
 __all__ = ["FlowConfig", "FlowSection", "QuantSection", "HwSection", "SimSection",
            "DeviceTrainSection", "BitstreamSection", "ShortSection", "SIMULATORS", "BOARDS", "load_config",
@@ -128,7 +129,7 @@ class QuantSection:
         for key, lo in QUANTIZE_INT_MIN.items():  # the bounds ttforge quantize enforces
             _int("quant", key, getattr(self, key), lo)
         if not is_positive_number(self.lr):
-            raise ConfigError(f"[quant] lr = {self.lr!r} must be a positive number (e.g. 1e-3)")
+            raise ConfigError(f"[quant] lr = {self.lr!r} must be a positive number up to {MAX_RATE:g} (e.g. 1e-3)")
 
     def quant_config(self, n_layers: int):
         """The :class:`~ttforge.quant.qat.QuantConfig` for a network of ``n_layers``."""

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ttforge.errors import CheckpointError, ConfigError, show
-from ttforge.limits import MAX_BATCH, MAX_EPOCHS, MAX_SEED, MAX_THREADS
+from ttforge.limits import MAX_BATCH, MAX_EPOCHS, MAX_RATE, MAX_SEED, MAX_THREADS
 from ttforge.model.network import ModelConfig, check_known_fields
 
 __all__ = ["TrainConfig", "default_out_dir", "CHECKPOINT_NAME", "METRICS_NAME", "PLOT_NAME"]
@@ -98,9 +98,10 @@ class TrainConfig:
                f"epochs={show(self.epochs)} must be an integer in 1..{MAX_EPOCHS:,}")
         _check(_is_int(self.batch_size) and 1 <= self.batch_size <= MAX_BATCH,
                f"batch_size={show(self.batch_size)} must be an integer in 1..{MAX_BATCH:,}")
-        _check(_is_num(self.lr) and self.lr > 0, f"lr={self.lr!r} must be a positive number (e.g. 1e-2)")
-        _check(_is_num(self.weight_decay) and self.weight_decay >= 0,
-               f"weight_decay={self.weight_decay!r} must be a number >= 0")
+        _check(_is_num(self.lr) and 0 < self.lr <= MAX_RATE,
+               f"lr={self.lr!r} must be a positive number up to {MAX_RATE:g} (e.g. 1e-2)")
+        _check(_is_num(self.weight_decay) and 0 <= self.weight_decay <= MAX_RATE,
+               f"weight_decay={self.weight_decay!r} must be a number in 0..{MAX_RATE:g}")
         _check(_is_int(self.seed) and 0 <= self.seed <= MAX_SEED,
                f"seed={show(self.seed)} must be an integer in 0..{MAX_SEED} (2^63-1)")
         _check(isinstance(self.rank_adaptive, bool), f"rank_adaptive={self.rank_adaptive!r} must be true or false")

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ttforge.errors import ArtifactError, CheckpointError, ConfigError, DataError, TTForgeError
+from ttforge.limits import MAX_RATE
 from ttforge.model.layers import TTLinear
 from ttforge.quant.diverge import find_divergence, float_model_of, quant_network_for
 from ttforge.ir.arith import MAX_ACC_BITS
@@ -90,7 +91,7 @@ def _run_quantize(args: argparse.Namespace) -> int:
         if getattr(args, key) < lo:
             raise ConfigError(f"--{key.replace('_', '-')} {getattr(args, key)} must be >= {lo}")
     if not is_positive_number(args.lr):
-        raise ConfigError(f"--lr {args.lr} must be a positive number (e.g. 1e-3)")
+        raise ConfigError(f"--lr {args.lr} must be a positive number up to {MAX_RATE:g} (e.g. 1e-3)")
     layer_bits = parse_layer_bits(args.layer_bits)
     src = Path(args.checkpoint)
     if not src.exists():

@@ -42,6 +42,7 @@ from torch import nn
 
 from ttforge.errors import ConfigError, DataError
 from ttforge.errors import NotBitExactError  # noqa: F401 - defined in ttforge.errors
+from ttforge.limits import MAX_RATE
 from ttforge.model.data import Dataset, load_dataset
 from ttforge.model.layers import TTLinear
 from ttforge.model.seeding import deterministic, seeded_generator
@@ -80,9 +81,10 @@ QUANTIZE_INT_MIN: dict[str, int] = {"calib_samples": 1, "qat_epochs": 0, "batch_
 
 
 def is_positive_number(v: Any) -> bool:
-    """A finite number above 0 (not a bool): what a learning rate must be."""
+    """A number above 0 and at most :data:`~ttforge.limits.MAX_RATE` (not a bool): what a
+    learning rate must be."""
     return (not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
-            and v > 0)
+            and 0 < v <= MAX_RATE)
 
 
 # ---------------------------------------------------------------------------------------
@@ -331,7 +333,7 @@ def quantize_trained(
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
             raise ConfigError(f"{name}={v!r} must be an integer >= {lo}")
     if not is_positive_number(lr):
-        raise ConfigError(f"lr={lr!r} must be a positive number (e.g. 1e-3)")
+        raise ConfigError(f"lr={lr!r} must be a positive number up to {MAX_RATE:g} (e.g. 1e-3)")
     if not isinstance(config, QuantConfig):
         raise ConfigError("config must be a QuantConfig")
     say = log or (lambda s: None)

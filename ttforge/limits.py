@@ -25,7 +25,7 @@ __all__ = [
     "MAX_ARTIFACT_BYTES", "MAX_MANIFEST_BYTES", "MAX_CONFIG_BYTES", "MAX_CHECKPOINT_BYTES",
     "MAX_IDX_BYTES", "MAX_NPY_BYTES", "MAX_CLASSES", "MAX_HIDDEN", "MAX_PARAMETERS",
     "MAX_SEED", "MAX_BATCH", "MAX_SEEDS", "MAX_VECTORS", "MAX_JOBS", "MAX_SEARCH_CORES",
-    "MAX_LAYER_ELEMENTS", "MAX_EXP", "MAX_EPOCHS", "MAX_THREADS", "MAX_NETLIST_BYTES", "open_regular", "read_bounded", "read_array", "check_limit",
+    "MAX_LAYER_ELEMENTS", "MAX_EXP", "MAX_EPOCHS", "MAX_THREADS", "MAX_RATE", "MAX_NETLIST_BYTES", "open_regular", "read_bounded", "read_array", "check_limit",
     "file_kind",
 ]
 
@@ -72,6 +72,10 @@ MAX_EPOCHS = 100_000
 #: Threads of ``train --threads`` (far beyond any CPU ttforge trains on; 20,000 made the
 #: OpenMP runtime abort, 100,000 crashed the process).
 MAX_THREADS = 1024
+#: Largest learning rate or weight decay (training runs in float32, whose largest value
+#: is 3.4e38: the optimizer could not hold 1e39; a rate near this bound diverges at once,
+#: which training reports).
+MAX_RATE = 1e30
 
 _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
           (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"))
