@@ -26,7 +26,7 @@ from typing import Any, Sequence
 from torch import nn
 
 from ttforge.errors import ConfigError, ShapeError
-from ttforge.limits import MAX_HIDDEN, MAX_PARAMETERS, MAX_SEARCH_CORES, check_limit
+from ttforge.limits import MAX_HIDDEN, MAX_LAYERS, MAX_PARAMETERS, MAX_SEARCH_CORES, check_limit
 from ttforge.ir.schedule import OBJECTIVES
 from ttforge.model.layers import TTLinear, default_num_cores
 from ttforge.model.tt import TTShape, factorize
@@ -147,6 +147,8 @@ class ModelConfig:
         for name in ("in_features", "out_features"):
             if getattr(self, name) is not None:
                 _int(name, getattr(self, name))
+        if isinstance(self.hidden, (list, tuple)):   # before each size is read
+            check_limit(len(self.hidden), MAX_LAYERS, "the number of hidden layers", "give fewer hidden sizes")
         object.__setattr__(self, "hidden", _int_tuple("hidden", self.hidden))
         for name in ("in_features", "out_features"):
             if getattr(self, name) is not None:
