@@ -125,6 +125,12 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    """The parser of the subcommand ``name`` of :func:`build_parser`'s ``parser``."""
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices[name]
+
+
 def _missing_extra(command: str, e: ModuleNotFoundError) -> str | None:
     """The one-line hint when a subcommand needs an optional dependency that is not installed."""
     top = (e.name or "").split(".")[0]
@@ -145,7 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not parsers:   # importing the subcommand failed or was interrupted: one line said why
         return code
     parser = parsers[0]
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:   # named by the command's parser (the top one said "ttforge: error:")
+        sub = _subparser(parser, command) if command else parser
+        sub.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
