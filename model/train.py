@@ -39,6 +39,7 @@ after truncation, ends with exactly the weights of an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -51,7 +52,8 @@ import torch
 from torch import nn
 
 from ttforge.atomic import check_output_dir, note_input, replace_dir
-from ttforge.errors import CheckpointError, ConfigError, DataError, ShapeError
+from ttforge.errors import CheckpointError, ConfigError, DataError, ShapeError, show
+from ttforge.limits import MAX_EPOCHS
 from ttforge.model.checkpoint import load_checkpoint, save_checkpoint
 from ttforge.model.data import Dataset, load_dataset
 from ttforge.model.layers import TTLinear
@@ -122,6 +124,51 @@ def _load_data(cfg: TrainConfig) -> tuple[Dataset, ModelConfig]:
     return ds, model_cfg
 
 
+def _load_weights(model: nn.Module, state_dict: Any) -> None:
+    """``model.load_state_dict(state_dict)`` of real floating-point tensors only (torch
+    would cast complex ones with a warning of its own, integers silently)."""
+    if not isinstance(state_dict, dict):
+        raise KeyError("state_dict is not a mapping")
+    for k, v in state_dict.items():
+        if not torch.is_tensor(v) or not v.is_floating_point():
+            raise ShapeError(f"weight {str(k)[:80]} is {v.dtype if torch.is_tensor(v) else type(v).__name__}, "
+                             f"not a real floating-point tensor")
+    model.load_state_dict(state_dict)
+
+
+@contextlib.contextmanager
+def _damaged(path: Path, what: str):
+    """``what`` of the checkpoint ``path`` is read in the block: any failure is a
+    one-line :class:`CheckpointError`."""
+    try:
+        yield
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+        raise CheckpointError(f"--resume: {path}: {what} is damaged ({type(e).__name__}: "
+                              f"{show(str(e).splitlines()[0] if str(e) else '')}); start a new run") from None
+
+
+_HISTORY_NUMBERS = ("train_loss", "train_acc", "test_loss", "test_acc")
+
+
+def _progress_fields(payload: dict, path: Path) -> tuple[list, int, float]:
+    """``(history, epoch, elapsed seconds)`` of a training checkpoint, each checked."""
+    epoch, elapsed, history = payload.get("epoch"), payload.get("elapsed_s", 0.0), payload.get("history")
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch <= MAX_EPOCHS:
+        raise CheckpointError(f"--resume: {path}: its epoch {show(epoch)} is not an integer in 0..{MAX_EPOCHS:,}; "
+                              f"the checkpoint is damaged, start a new run")
+    if isinstance(elapsed, bool) or not isinstance(elapsed, (int, float)) or not 0 <= elapsed < math.inf:
+        raise CheckpointError(f"--resume: {path}: its elapsed_s {show(elapsed)} is not a number of seconds; "
+                              f"the checkpoint is damaged, start a new run")
+    good = isinstance(history, list) and all(
+        isinstance(h, dict) and isinstance(h.get("epoch"), int) and not isinstance(h.get("epoch"), bool)
+        and all(isinstance(h.get(k), (int, float)) and not isinstance(h.get(k), bool) for k in _HISTORY_NUMBERS)
+        for h in history)
+    if not good:
+        raise CheckpointError(f"--resume: {path}: its history is not a list of epoch rows ({', '.join(_HISTORY_NUMBERS)}); "
+                              f"the checkpoint is damaged, start a new run")
+    return list(history), epoch, float(elapsed)
+
+
 def load_trained(path: str | os.PathLike) -> Trained:
     """The network of a checkpoint of :func:`train` or :func:`decompose` (a run directory
     means its ``last.pt``), in eval mode."""
@@ -134,7 +181,7 @@ def load_trained(path: str | os.PathLike) -> Trained:
     try:
         model_cfg = ModelConfig.from_dict(payload["model_config"])
         model = build_model(model_cfg)
-        model.load_state_dict(payload["state_dict"])
+        _load_weights(model, payload["state_dict"])
     except (ConfigError, ShapeError, RuntimeError, KeyError) as e:
         raise CheckpointError(
             f"{path}: its weights do not fit its model config ({str(e).splitlines()[0]}); the "
@@ -244,23 +291,26 @@ def train(
         try:
             model_cfg = ModelConfig.from_dict(payload["model_config"])
             model = build_model(model_cfg)
-            model.load_state_dict(payload["state_dict"])
+            _load_weights(model, payload["state_dict"])
         except (ConfigError, ShapeError, RuntimeError, KeyError) as e:
             raise CheckpointError(f"--resume: {ckpt_path} does not fit its config "
                                   f"({str(e).splitlines()[0]}); start a new run") from None
-        history = list(payload["history"])
+        history, start_epoch, elapsed_before = _progress_fields(payload, ckpt_path)
         truncation = payload.get("truncation")
-        start_epoch = int(payload["epoch"])
-        elapsed_before = float(payload.get("elapsed_s", 0.0))
+        # a checkpoint whose checksum is right can still hold fields that torch would
+        # refuse deep inside (or a library's own words): each is one line here
+        with _damaged(ckpt_path, "its sampler state (rng)"):
+            torch.set_rng_state(payload["rng"]["torch"])
         if cfg.rank_adaptive:
             prior = _make_prior(cfg, model)
             if payload.get("prior") is not None:
-                prior.load_state_dict(payload["prior"], resize_layers=False)
-        torch.set_rng_state(payload["rng"]["torch"])
+                with _damaged(ckpt_path, "its prior's state"):
+                    prior.load_state_dict(payload["prior"], resize_layers=False)
 
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if payload is not None:
-        optimizer.load_state_dict(payload["optimizer"])
+        with _damaged(ckpt_path, "its optimizer state"):
+            optimizer.load_state_dict(payload["optimizer"])
 
     total = cfg.total_epochs
     bar = _Progress(progress, total * steps_per_epoch, start_epoch * steps_per_epoch)

@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 import torch
@@ -92,6 +93,63 @@ def test_a_finished_run_can_be_extended(tmp_path):
     train(cfg(epochs=2), tmp_path / "ext", progress=False)
     extended = train(cfg(epochs=3), tmp_path / "ext", resume=True, progress=False)
     assert_same_weights(full.model, extended.model)
+
+
+@pytest.fixture(scope="module")
+def one_epoch(tmp_path_factory):
+    run = tmp_path_factory.mktemp("one") / "run"
+    train(cfg(epochs=1), run, progress=False)
+    return run
+
+
+def _damage(field, value):
+    def apply(p):
+        if value is _GONE:
+            p.pop(field)
+        elif field == "weight":
+            name = next(iter(p["state_dict"]))
+            p["state_dict"][name] = value(p["state_dict"][name])
+        else:
+            p[field] = value
+    return apply
+
+
+_GONE = object()
+
+
+@pytest.mark.parametrize("damage, says", [
+    (_damage("optimizer", {"x": 1}), "its optimizer state is damaged"),
+    (_damage("optimizer", {"state": {}, "param_groups": []}), "its optimizer state is damaged"),
+    (_damage("rng", _GONE), "its sampler state (rng) is damaged"),
+    (_damage("rng", {"torch": torch.zeros(3, dtype=torch.uint8)}), "its sampler state (rng) is damaged"),
+    (_damage("epoch", -5), "its epoch -5 is not an integer in 0..100,000"),
+    (_damage("epoch", 10 ** 30), "is not an integer in 0..100,000"),
+    (_damage("epoch", "x"), "its epoch 'x' is not an integer"),
+    (_damage("elapsed_s", "x"), "its elapsed_s 'x' is not a number of seconds"),
+    (_damage("history", "abc"), "its history is not a list of epoch rows"),
+    (_damage("history", [{"epoch": "x"}]), "its history is not a list of epoch rows"),
+    (_damage("weight", lambda t: t.to(torch.complex64)), "is torch.complex64, not a real floating-point tensor"),
+    (_damage("weight", lambda t: t.to(torch.int64)), "is torch.int64, not a real floating-point tensor"),
+])
+def test_a_checkpoint_with_a_right_checksum_and_a_damaged_field_is_one_line(one_epoch, tmp_path, damage, says):
+    """A checkpoint saved through the public API (so its checksum is right) with a field
+    no run writes: --resume is one CheckpointError naming the field (each was an
+    internal error inside torch, or a resume from epoch 10^30; complex weights were
+    cast with torch's own warning), and the run directory keeps its bytes."""
+    import copy
+
+    from ttforge.model.checkpoint import load_checkpoint, save_checkpoint
+
+    payload = copy.deepcopy(load_checkpoint(one_epoch / "last.pt"))
+    damage(payload)
+    run = tmp_path / "run"
+    run.mkdir()
+    save_checkpoint(run / "last.pt", payload)
+    before = (run / "last.pt").read_bytes()
+    with pytest.raises(CheckpointError, match=re.escape(says)) as e:
+        train(cfg(epochs=2), run, resume=True, progress=False)
+    assert "\n" not in str(e.value)
+    assert (run / "last.pt").read_bytes() == before and sorted(p.name for p in run.iterdir()) == ["last.pt"]
 
 
 def test_resume_and_overwrite_errors(tmp_path):
