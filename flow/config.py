@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ttforge.errors import ConfigError, ShapeError, TTForgeError
-from ttforge.limits import MAX_RATE
+from ttforge.limits import MAX_BATCH, MAX_EPOCHS, MAX_RATE, MAX_VECTORS
 
 __all__ = ["FlowConfig", "FlowSection", "QuantSection", "HwSection", "SimSection",
            "DeviceTrainSection", "BitstreamSection", "ShortSection", "SIMULATORS", "BOARDS", "load_config",
@@ -113,7 +113,7 @@ class QuantSection:
 
     def __post_init__(self) -> None:
         from ttforge.ir.arith import BIT_RANGES
-        from ttforge.quant.ptq import QUANTIZE_INT_MIN, is_positive_number, parse_layer_bits
+        from ttforge.quant.ptq import QUANTIZE_INT_RANGES, is_positive_number, parse_layer_bits
 
         for key, (lo, hi) in BIT_RANGES.items():  # the ranges ttforge quantize enforces
             _int("quant", key, getattr(self, key), lo, hi)
@@ -126,8 +126,8 @@ class QuantSection:
             msg = str(e)
             raise ConfigError(msg if msg.startswith("[quant]") else f"[quant] {msg}") from None
         _choice("quant", "calibration", self.calibration, ("max", "mse"))
-        for key, lo in QUANTIZE_INT_MIN.items():  # the bounds ttforge quantize enforces
-            _int("quant", key, getattr(self, key), lo)
+        for key, (lo, hi) in QUANTIZE_INT_RANGES.items():  # the bounds ttforge quantize enforces
+            _int("quant", key, getattr(self, key), lo, hi)
         if not is_positive_number(self.lr):
             raise ConfigError(f"[quant] lr = {self.lr!r} must be a positive number up to {MAX_RATE:g} (e.g. 1e-3)")
 
@@ -179,7 +179,7 @@ class SimSection:
 
     def __post_init__(self) -> None:
         _choice("sim", "simulator", self.simulator, SIMULATORS)
-        _int("sim", "vectors", self.vectors, 1)
+        _int("sim", "vectors", self.vectors, 1, MAX_VECTORS)
         _int("sim", "seed", self.seed, 0)
 
 
@@ -278,12 +278,14 @@ class ShortSection:
     device_samples: int = 64
 
     def __post_init__(self) -> None:
-        _int("short", "epochs", self.epochs, 1)
-        _int("short", "device_samples", self.device_samples, 1)
+        # each within the range of what it caps (a larger cap was refused later under
+        # the name of the capped key, which the user never wrote)
+        _int("short", "epochs", self.epochs, 1, MAX_EPOCHS)
+        _int("short", "device_samples", self.device_samples, 1, 10_000_000)
         for key in ("finetune_epochs", "qat_epochs"):
-            _int("short", key, getattr(self, key), 0)
-        _int("short", "calib_samples", self.calib_samples, 1)
-        _int("short", "vectors", self.vectors, 1)
+            _int("short", key, getattr(self, key), 0, MAX_EPOCHS)
+        _int("short", "calib_samples", self.calib_samples, 1, MAX_BATCH)
+        _int("short", "vectors", self.vectors, 1, MAX_VECTORS)
 
 
 _SECTIONS: dict[str, type] = {"flow": FlowSection, "quant": QuantSection, "hw": HwSection,

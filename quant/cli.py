@@ -21,7 +21,7 @@ from ttforge.limits import MAX_RATE
 from ttforge.model.layers import TTLinear
 from ttforge.quant.diverge import find_divergence, float_model_of, quant_network_for
 from ttforge.ir.arith import MAX_ACC_BITS
-from ttforge.quant.ptq import (QUANTIZE_INT_MIN, _linear_layers, check_accumulators,
+from ttforge.quant.ptq import (QUANTIZE_INT_RANGES, _linear_layers, check_accumulators,
                                is_positive_number, make_config, parse_layer_bits,
                                quantize_trained)
 from ttforge.quant.qat import QuantNetwork
@@ -87,9 +87,9 @@ def _run_quantize(args: argparse.Namespace) -> int:
     ckpt_out = _check_out(args.save_checkpoint, "--save-checkpoint") if args.save_checkpoint else None
     if ckpt_out is not None and ckpt_out.resolve() == out.resolve():
         raise ConfigError("--save-checkpoint and -o name the same file; give two different files")
-    for key, lo in QUANTIZE_INT_MIN.items():
-        if getattr(args, key) < lo:
-            raise ConfigError(f"--{key.replace('_', '-')} {getattr(args, key)} must be >= {lo}")
+    for key, (lo, hi) in QUANTIZE_INT_RANGES.items():
+        if not lo <= getattr(args, key) <= hi:
+            raise ConfigError(f"--{key.replace('_', '-')} {getattr(args, key)} must be in {lo}..{hi:,}")
     if not is_positive_number(args.lr):
         raise ConfigError(f"--lr {args.lr} must be a positive number up to {MAX_RATE:g} (e.g. 1e-3)")
     layer_bits = parse_layer_bits(args.layer_bits)

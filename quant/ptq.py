@@ -40,9 +40,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ttforge.errors import ConfigError, DataError
+from ttforge.errors import ConfigError, DataError, show
 from ttforge.errors import NotBitExactError  # noqa: F401 - defined in ttforge.errors
-from ttforge.limits import MAX_RATE
+from ttforge.limits import MAX_BATCH, MAX_EPOCHS, MAX_RATE, MAX_SEED, MAX_THREADS
 from ttforge.model.data import Dataset, load_dataset
 from ttforge.model.layers import TTLinear
 from ttforge.model.seeding import deterministic, seeded_generator
@@ -70,14 +70,17 @@ __all__ = [
     "parse_layer_bits",
     "check_accumulators",
     "weights_fingerprint",
-    "QUANTIZE_INT_MIN",
+    "QUANTIZE_INT_RANGES",
     "is_positive_number",
 ]
 
 #: The integer options of :func:`quantize_trained` that ``ttforge quantize`` and the flow's
 #: ``[quant]`` table also take, and the smallest value each may have (the one statement of
 #: these bounds; ``lr`` must be :func:`is_positive_number`).
-QUANTIZE_INT_MIN: dict[str, int] = {"calib_samples": 1, "qat_epochs": 0, "batch_size": 1, "seed": 0}
+#: The integer options of quantization and their ranges, for quantize_trained, ttforge
+#: quantize and the flow's [quant] (one statement; QAT epochs were unbounded: 10^20 ran).
+QUANTIZE_INT_RANGES: dict[str, tuple[int, int]] = {"calib_samples": (1, MAX_BATCH), "qat_epochs": (0, MAX_EPOCHS),
+                                                   "batch_size": (1, MAX_BATCH), "seed": (0, MAX_SEED)}
 
 
 def is_positive_number(v: Any) -> bool:
@@ -328,10 +331,10 @@ def quantize_trained(
     """
     given = {"calib_samples": calib_samples, "qat_epochs": qat_epochs, "batch_size": batch_size,
              "seed": seed, "threads": threads}
-    for name, lo in {**QUANTIZE_INT_MIN, "threads": 1}.items():
+    for name, (lo, hi) in {**QUANTIZE_INT_RANGES, "threads": (1, MAX_THREADS)}.items():
         v = given[name]
-        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-            raise ConfigError(f"{name}={v!r} must be an integer >= {lo}")
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise ConfigError(f"{name}={show(v)} must be an integer in {lo}..{hi:,}")
     if not is_positive_number(lr):
         raise ConfigError(f"lr={lr!r} must be a positive number up to {MAX_RATE:g} (e.g. 1e-3)")
     if not isinstance(config, QuantConfig):

@@ -82,6 +82,10 @@ def test_relative_data_resolves_against_the_config_file(tmp_path):
     (('name = "t"', 'name = "a/b"'), "[flow] name = 'a/b' must be a non-empty name"),
     (("[bitstream]", "[sim]\nsimulator = \"modelsim\"\n[bitstream]"), "[sim] simulator = 'modelsim' is not valid; choose one of auto, verilator-native, icarus, verilator"),
     (("[bitstream]", "[hw]\nlanes = 3\n[bitstream]"), "[hw] lanes=3 must be a power of two"),
+    # [short] keys within the range of what they cap (named as written, not as the capped key)
+    (("[bitstream]", "[short]\nvectors = 20000000\n[bitstream]"), "[short] vectors = 20000000 is out of range; give an integer in 1..1000000"),
+    (("[bitstream]", "[short]\ndevice_samples = 20000000\n[bitstream]"), "[short] device_samples = 20000000 is out of range"),
+    (("[bitstream]", "[sim]\nvectors = 1000000000000\n[bitstream]"), "[sim] vectors = 1000000000000 is out of range; give an integer in 1..1000000"),
     (("[bitstream]", "[hw]\nstream_elems = 3\n[bitstream]"),
      "[hw] stream_elems=3 must be a power of two in 1..128 (tdata is at most 1024 bits)"),
     (("[bitstream]", "[hw]\nstream_elems = 0\n[bitstream]"), "[hw] stream_elems=0 must be a power of two in 1..128"),
@@ -132,21 +136,23 @@ def test_missing_or_broken_file(tmp_path, capsys):
 
 def test_quant_section_checks_the_bounds_of_ttforge_quantize():
     """[quant] takes its QAT options and their bounds from the one statement that
-    quantize_trained and ttforge quantize use (ttforge.quant.ptq.QUANTIZE_INT_MIN)."""
+    quantize_trained and ttforge quantize use (ttforge.quant.ptq.QUANTIZE_INT_RANGES)."""
     import inspect
 
     from ttforge.flow.config import QuantSection
-    from ttforge.quant.ptq import QUANTIZE_INT_MIN, quantize_trained
+    from ttforge.quant.ptq import QUANTIZE_INT_RANGES, quantize_trained
 
-    keys = {*QUANTIZE_INT_MIN, "lr"}
+    keys = {*QUANTIZE_INT_RANGES, "lr"}
     assert keys <= set(QuantSection.__dataclass_fields__)
     assert keys <= set(inspect.signature(quantize_trained).parameters)
-    for key, lo in QUANTIZE_INT_MIN.items():
+    for key, (lo, hi) in QUANTIZE_INT_RANGES.items():
         assert getattr(QuantSection(**{key: lo}), key) == lo
-        with pytest.raises(ConfigError, match=rf"^\[quant\] {key} = {lo - 1} must be >= {lo}$"):
-            QuantSection(**{key: lo - 1})
-        with pytest.raises(ConfigError, match=rf"^{key}={lo - 1} must be an integer >= {lo}$"):
-            quantize_trained(None, **{key: lo - 1})
+        assert getattr(QuantSection(**{key: hi}), key) == hi
+        for bad in (lo - 1, hi + 1):
+            with pytest.raises(ConfigError, match=rf"^\[quant\] {key} = {bad} is out of range; give an integer in {lo}\.\.{hi}$"):
+                QuantSection(**{key: bad})
+            with pytest.raises(ConfigError, match=rf"^{key}={bad} must be an integer in {lo}\.\.{hi:,}$"):
+                quantize_trained(None, **{key: bad})
     for bad in (0, -1e-3, float("nan"), float("inf"), True):
         with pytest.raises(ConfigError, match=r"^\[quant\] lr = .* must be a positive number"):
             QuantSection(lr=bad)

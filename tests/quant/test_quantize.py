@@ -151,7 +151,8 @@ def test_cli_table(run_dir, tmp_path, capsys):
         (["--layer-bits", "0:1"], "layer 0 bits 1 is out of range"),
         (["--layer-bits", "zero:4"], "is not LAYER:BITS"),
         (["--act-bits", "16", "--acc-bits", "20"], "need a 26-bit accumulator but --acc-bits is 20; raise --acc-bits to 26"),
-        (["--calib-samples", "0"], "--calib-samples 0 must be >= 1"),
+        (["--calib-samples", "0"], "--calib-samples 0 must be in 1..1,048,576"),
+        (["--qat-epochs", "100001"], "--qat-epochs 100001 must be in 0..100,000"),
         (["--lr", "-1"], "--lr -1.0 must be a positive number"),
     ],
 )
