@@ -25,8 +25,8 @@ from ttforge.quant.ptq import (QUANTIZE_INT_RANGES, _linear_layers, check_accumu
                                is_positive_number, make_config, parse_layer_bits,
                                quantize_trained)
 from ttforge.quant.qat import QuantNetwork
-from ttforge.quant.qonnx_export import (DEFAULT_OPSET, MIN_OPSET, QUANT_OPS, REQUANT_MODES, _qonnx,
-                                        build_qonnx, check_qonnx, float32_bounds)
+from ttforge.quant.qonnx_export import (DEFAULT_OPSET, MAX_QONNX_BATCH, MAX_QONNX_CHECK, MIN_OPSET, QUANT_OPS,
+                                        REQUANT_MODES, _qonnx, build_qonnx, check_qonnx, float32_bounds)
 
 __all__ = ["quantize_cli_spec", "diverge_cli_spec", "export_qonnx_cli_spec"]
 
@@ -349,8 +349,10 @@ def _run_export_qonnx(args: argparse.Namespace) -> int:
     from ttforge.ir.artifact import load_artifact
 
     out = check_output_file(args.output, "-o", example="model.onnx")
-    if args.check < 0:
-        raise ConfigError(f"--check={args.check} must be 0 or a positive number of inputs")
+    if not 0 <= args.check <= MAX_QONNX_CHECK:
+        raise ConfigError(f"--check={args.check} must be in 0..{MAX_QONNX_CHECK:,} inputs")
+    if not 1 <= args.batch <= MAX_QONNX_BATCH:   # before the artifact is read
+        raise ConfigError(f"--batch={args.batch} must be in 1..{MAX_QONNX_BATCH:,} (the graph's fixed batch size)")
     net = load_artifact(args.artifact)
     proto = build_qonnx(net, batch=args.batch, requant=args.requant, quant_op=args.quant_op,
                         opset=args.opset)

@@ -35,7 +35,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ttforge.errors import ConfigError
+from ttforge.errors import ConfigError, show
 from ttforge.ir.arith import ARITHMETIC_SPEC_VERSION, int_range
 from ttforge.ir.executor import IntLayer, IntNetwork, execute
 from ttforge.onnx_graph import DEFAULT_OPSET, MIN_OPSET, OnnxGraph, check_opset, model_proto
@@ -44,6 +44,8 @@ __all__ = [
     "QONNX_DOMAIN",
     "DEFAULT_OPSET",
     "MIN_OPSET",
+    "MAX_QONNX_BATCH",
+    "MAX_QONNX_CHECK",
     "FLOAT32_EXACT",
     "REQUANT_MODES",
     "StepBound",
@@ -306,9 +308,17 @@ def _as_network(net: IntNetwork | str | os.PathLike) -> IntNetwork:
                       f"not {type(net).__name__}")
 
 
+#: Largest fixed batch of a QONNX graph (its check runs whole batches: 20,000,000 took all
+#: 24 GB of the machine); the tools that read QONNX graphs take batch 1.
+MAX_QONNX_BATCH = 4096
+#: Most inputs the qonnx executor checks (about a second per thousand; 100,000 ran minutes).
+MAX_QONNX_CHECK = 10_000
+
+
 def _check_options(batch: Any, requant: Any, quant_op: Any, opset: Any) -> None:
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise ConfigError(f"batch={batch!r} must be a positive integer (the graph's fixed batch size)")
+    if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= MAX_QONNX_BATCH:
+        raise ConfigError(f"batch={show(batch)} must be an integer in 1..{MAX_QONNX_BATCH:,} (the graph's "
+                          f"fixed batch size)")
     if requant not in REQUANT_MODES:
         raise ConfigError(f"requant={requant!r} is not one of {', '.join(REQUANT_MODES)}")
     if quant_op not in QUANT_OPS:
@@ -446,6 +456,8 @@ def check_qonnx(net: IntNetwork, model, n: int = 16, seed: int = 0) -> int:
     random values) and require its output, divided by ``2^out_exp``, to equal
     :func:`execute` exactly. Returns ``n``; raises ``AssertionError`` naming the first
     differing sample and element otherwise."""
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_QONNX_CHECK:
+        raise ConfigError(f"n={show(n)} inputs to check must be in 1..{MAX_QONNX_CHECK:,}")
     xi = _check_inputs(net, n, seed)
     want = execute(net, xi)
     got = run_qonnx(model, np.ldexp(xi.astype(np.float64), net.layers[0].in_exp))
