@@ -36,8 +36,8 @@ from ttforge.errors import ArtifactError, TTForgeError, show, show_path
 from ttforge.limits import MAX_ARTIFACT_BYTES, MAX_EXP, MAX_LAYER_ELEMENTS, read_bounded
 from ttforge.ir.schedule import ContractionSchedule
 from ttforge.ir.arith import ARITHMETIC_SPEC_VERSION, MAX_ACC_BITS, ROUNDING, ROUNDING_ALIASES, int_range
-from ttforge.ir.container import (MANIFEST, PAYLOAD, ManifestReader, Payload, check_container, pack,
-                                  parse_manifest, read_tensors)
+from ttforge.ir.container import (MANIFEST, PAYLOAD, ManifestReader, Payload, check_container, check_member_count,
+                                  pack, parse_manifest, read_tensors)
 from ttforge.ir.executor import IntLayer, IntNetwork
 
 __all__ = [
@@ -176,6 +176,7 @@ def _open(data: bytes, r: ManifestReader) -> tuple[dict, bytes]:
         raise r.fail("is empty (0 bytes); it is not a ttforge artifact (write one with save_artifact)")
     if data[:4] != b"PK\x03\x04":
         raise r.fail("is not a ttforge artifact (no ZIP signature); give a .ttfa file written by save_artifact")
+    check_member_count(data, r.fail)
     try:
         z = zipfile.ZipFile(io.BytesIO(data))
     except Exception as e:  # noqa: BLE001 - zipfile raises many kinds on a damaged directory

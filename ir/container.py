@@ -11,6 +11,7 @@ the business of :mod:`.artifact` and :mod:`.train_state`.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import io
 import json
@@ -143,6 +144,28 @@ class ManifestReader:
         return v
 
 
+#: Most members whose names :func:`check_container` reads one by one (a ttforge file
+#: holds two or three).
+MAX_MEMBERS = 64
+
+
+def check_member_count(data: bytes, fail, members: tuple[str, ...] = (MANIFEST, PAYLOAD)) -> None:
+    """The member count the ZIP's end record declares, checked before :mod:`zipfile`
+    reads the central directory: a file of ``MAX_ARTIFACT_BYTES`` can list millions of
+    empty members, whose directory alone took minutes to read (and a check of them,
+    hours). More than :data:`MAX_MEMBERS` (or a ZIP64 end record, which only more than
+    65,535 members need) is ``fail(msg)``; fewer are left to :func:`check_container`,
+    which names a duplicate or an extra member; an end record not found, to
+    :mod:`zipfile`."""
+    at = data.rfind(b"PK\x05\x06", max(0, len(data) - (22 + 0xFFFF)))
+    if at < 0 or at + 22 > len(data):
+        return
+    count = int.from_bytes(data[at + 10:at + 12], "little")
+    if count > MAX_MEMBERS:
+        many = "more than 65,535" if count == 0xFFFF else f"{count:,}"
+        raise fail(f"has {many} members; it holds exactly {' and '.join(members)} (it is damaged or was edited)")
+
+
 def check_container(z: zipfile.ZipFile, fail, size: int, members: tuple[str, ...] = (MANIFEST, PAYLOAD)) -> None:
     """The container rules of docs/artifact.md (also those of the training state), checked
     on the central directory before any member is read: each of ``members`` once and
@@ -152,9 +175,10 @@ def check_container(z: zipfile.ZipFile, fail, size: int, members: tuple[str, ...
     makes the error."""
     infos = z.infolist()
     names = [i.filename for i in infos]
-    dup = sorted({n for n in names if names.count(n) > 1})
+    counts = collections.Counter(names)   # not names.count per name: quadratic in the members
+    dup = sorted(n for n, c in counts.items() if c > 1)
     if dup:
-        raise fail(f"has the member {show(dup[0])} {names.count(dup[0])} times; it holds each "
+        raise fail(f"has the member {show(dup[0])} {counts[dup[0]]} times; it holds each "
                    f"member once (it is damaged or was edited)")
     extra = [n for n in names if n not in members]
     if extra:

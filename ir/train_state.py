@@ -26,8 +26,8 @@ from ttforge.errors import ArtifactError, TTForgeError, show, show_path
 from ttforge.limits import MAX_ARTIFACT_BYTES, MAX_BATCH, MAX_MANIFEST_BYTES, file_kind, read_bounded
 from ttforge.ir.arith import ARITHMETIC_SPEC_VERSION, ROUNDING
 from ttforge.ir.artifact import dump_json
-from ttforge.ir.container import (MANIFEST, PAYLOAD, ManifestReader, Payload, check_container, pack,
-                                  parse_manifest, read_tensors)
+from ttforge.ir.container import (MANIFEST, PAYLOAD, ManifestReader, Payload, check_container, check_member_count,
+                                  pack, parse_manifest, read_tensors)
 from ttforge.ir.schedule import ContractionSchedule
 from ttforge.ir.train import TRAIN_SPEC_VERSION, TrainConfig, TrainLayer, TrainState
 
@@ -105,6 +105,7 @@ def _open(data: bytes, r: ManifestReader) -> tuple[dict, bytes]:
     if data[:4] != b"PK\x03\x04":
         raise r.fail("is not a ttforge training state (no ZIP signature); give a .ttts file written by "
                      "ttforge train-int")
+    check_member_count(data, r.fail)
     try:
         z = zipfile.ZipFile(io.BytesIO(data))
     except Exception as e:  # noqa: BLE001 - zipfile raises many kinds on a damaged directory

@@ -258,6 +258,32 @@ def test_truncated_and_foreign_files(tmp_path):
         load_artifact(tmp_path)
 
 
+@pytest.mark.parametrize("members, pattern", [
+    (3, r"has the member 'x0' besides manifest\.json and tensors\.bin"),
+    (70, r"has 70 members; it holds exactly manifest\.json and tensors\.bin"),
+    (70_000, r"has more than 65,535 members"),
+])
+def test_many_members_are_refused_before_the_zip_directory_is_read(members, pattern):
+    """Extra members are named; many are refused from the ZIP's end record, before
+    zipfile reads a directory of them (100,000 empty members ran for minutes: every name
+    was counted against every other), for artifacts and training states alike."""
+    from ttforge.errors import ArtifactError
+    from ttforge.ir.train_state import loads_state
+
+    net, _ = golden_case()
+    manifest, payload = unzip(dumps_artifact(net))
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, data in [("manifest.json", json.dumps(manifest).encode()), ("tensors.bin", payload)]:
+            z.writestr(name, data)
+        for i in range(members - 2):
+            z.writestr(zipfile.ZipInfo(f"x{i}"), b"")
+    reject(buf.getvalue(), pattern)
+    if members > 3:
+        with pytest.raises(ArtifactError, match=pattern):
+            loads_state(buf.getvalue(), "x.ttts")
+
+
 @pytest.mark.parametrize("version, pattern", [
     (2, r"format_version 2, written by a newer ttforge .*; upgrade ttforge"),
     (0, "unknown format_version 0"),
