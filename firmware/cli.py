@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ttforge.errors import ConfigError, DataError, DeviceError, DeviceTimeout, ShapeError, show
-from ttforge.limits import file_kind
+from ttforge.limits import MAX_FREQ_MHZ, file_kind
 
 __all__ = ["build_cli_spec", "program_cli_spec", "run_cli_spec", "program_command"]
 
@@ -70,6 +70,9 @@ def _run_build(args: argparse.Namespace) -> int:
     out = args.out or f"build-{b.key}"
     _positive(args.freq, "--freq", f"give the system clock in MHz (the {b.key} default: "
                                    f"{b.default_hz / 1e6:g})")
+    if args.freq is not None and args.freq > MAX_FREQ_MHZ:
+        raise ConfigError(f"--freq {args.freq:g} is above {MAX_FREQ_MHZ:g} MHz; give the system clock in MHz "
+                          f"(the {b.key} default: {b.default_hz / 1e6:g})")
     clk = None if args.freq is None else int(round(args.freq * 1e6))
     man = build(b.key, out, artifact=args.artifact, config_file=args.config, lanes=args.lanes,
                 clk_hz=clk, baud=args.baud, seed=args.seed, keep=args.keep, train=args.train,

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ttforge.errors import ConfigError, ShapeError, TTForgeError
-from ttforge.limits import MAX_BATCH, MAX_EPOCHS, MAX_RATE, MAX_VECTORS
+from ttforge.limits import MAX_BATCH, MAX_EPOCHS, MAX_FREQ_MHZ, MAX_RATE, MAX_VECTORS
 
 __all__ = ["FlowConfig", "FlowSection", "QuantSection", "HwSection", "SimSection",
            "DeviceTrainSection", "BitstreamSection", "ShortSection", "SIMULATORS", "BOARDS", "load_config",
@@ -194,9 +194,9 @@ class BitstreamSection:
     def __post_init__(self) -> None:
         _choice("bitstream", "board", self.board, BOARDS)
         if isinstance(self.freq_mhz, bool) or not isinstance(self.freq_mhz, (int, float)) \
-                or not math.isfinite(self.freq_mhz) or self.freq_mhz < 0:
-            raise ConfigError(f"[bitstream] freq_mhz = {self.freq_mhz!r} must be a number of MHz "
-                              f"(0: the board's default clock)")
+                or not math.isfinite(self.freq_mhz) or not 0 <= self.freq_mhz <= MAX_FREQ_MHZ:
+            raise ConfigError(f"[bitstream] freq_mhz = {self.freq_mhz!r} must be a number of MHz up to "
+                              f"{MAX_FREQ_MHZ:g} (0: the board's default clock)")
         _int("bitstream", "seed", self.seed, 0)
         if self.freq_mhz and self.board != "none":
             from ttforge.firmware.board import board

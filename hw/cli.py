@@ -53,17 +53,16 @@ def _run_generate_train(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from ttforge.hw.trainer.engine import op_cycles
-    from ttforge.hw.trainer.program import compile_training, fit_engine
+    from ttforge.hw.trainer.program import MAX_ENGINE_BATCH, compile_training, fit_engine
     from ttforge.hw.trainer.verilog import generate_train
     from ttforge.ir.train_state import load_state
-    from ttforge.limits import MAX_BATCH
 
     for flag, v in (("--config", args.config), ("--stream-elems", args.stream_elems), ("--json", args.json)):
         if v:
             raise ConfigError(f"{flag}: not used with --train (the engine is fitted to the state and --batch)")
     batch = 32 if args.batch is None else args.batch
-    if not 1 <= batch <= MAX_BATCH:
-        raise ConfigError(f"--batch {batch}: must be in 1..{MAX_BATCH:,}")
+    if not 1 <= batch <= MAX_ENGINE_BATCH:   # the engine's own bound, stated once
+        raise ConfigError(f"--batch {batch}: must be in 1..{MAX_ENGINE_BATCH:,} (the samples the engine holds)")
     check_output_dir(args.out, "-o")   # named by its flag, before any work
     state = load_state(args.artifact)
     cfg = fit_engine(state, batch, 4 if args.lanes is None else args.lanes)

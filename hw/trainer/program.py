@@ -67,6 +67,10 @@ def batch_slots(batch: int, lanes: int) -> int:
     return _ceil_pow2(max(int(batch), int(lanes)))
 
 
+#: Largest batch a training engine holds (its gradient buffers are sized for it).
+MAX_ENGINE_BATCH = 4096
+
+
 @dataclass(frozen=True)
 class TrainEngineConfig:
     """Parameters of a generated training engine (validated on construction).
@@ -96,7 +100,7 @@ class TrainEngineConfig:
         for name, lo, hi in (("lanes", 1, 64), ("acc_bits", 8, 48), ("act_depth", 1, 1 << 20),
                              ("grad_depth", 1, 1 << 20), ("core_depth", 1, 1 << 20),
                              ("bias_depth", 1, 1 << 16), ("desc_depth", 1, 4096),
-                             ("max_batch", 1, 4096), ("max_classes", 2, 1024)):
+                             ("max_batch", 1, MAX_ENGINE_BATCH), ("max_classes", 2, 1024)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
                 raise ConfigError(f"TrainEngineConfig.{name}={v!r} must be an integer in {lo}..{hi}")

@@ -74,6 +74,7 @@ def test_relative_data_resolves_against_the_config_file(tmp_path):
     (("w_bits = 4", "w_bit = 4"), "[quant] unknown key 'w_bit'; valid keys: w_bits, act_bits"),
     (("w_bits = 4", "w_bits = 0"), "[quant] w_bits = 0 is out of range; give an integer in 2..8"),
     (("w_bits = 4", 'w_bits = "4"'), "[quant] w_bits = '4' must be an integer (2..8)"),
+    (('board = "none"', 'board = "none"\nfreq_mhz = 1e308'), "[bitstream] freq_mhz = 1e+308 must be a number of MHz up to 1000"),
     (('board = "none"', 'board = "arty"'), "[bitstream] board = 'arty' is not valid; choose one of icebreaker, ulx3s, none"),
     (("epochs = 1", "epochs = 0"), "[train] epochs=0 must be an integer in 1..100,000"),
     (("epochs = 1", "epoch = 1"), "[train] unknown key 'epoch'; valid keys:"),
