@@ -34,7 +34,7 @@ import torch
 
 from ttforge.errors import DataError
 from ttforge.errors import show_path
-from ttforge.limits import MAX_CLASSES, MAX_IDX_BYTES, open_regular
+from ttforge.limits import MAX_CLASSES, MAX_IDX_BYTES, file_kind, open_regular
 
 __all__ = ["Dataset", "load_digits_split", "read_idx", "load_mnist_idx", "load_dataset",
            "DIGITS_SPLIT_SEED"]
@@ -281,8 +281,9 @@ def load_dataset(spec: str) -> Dataset:
             f"files (t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz])"
         )
     if not Path(path).is_dir():
+        kind = file_kind(os.stat(path).st_mode) or "a file"
         raise DataError(
-            f"data={spec!r}: {path} is a file; give the directory that holds the images and "
+            f"data={spec!r}: {path} is {kind}; give the directory that holds the images and "
             f"labels IDX files"
         )
     return load_mnist_idx(path)
