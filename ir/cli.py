@@ -365,7 +365,15 @@ def _check_train_int_bounds(args: argparse.Namespace) -> None:
 def train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable | None = None) -> int:
     """The command: ``load_data(spec) -> (name, x_train, y_train, x_test, y_test)`` (floats in
     [0, 1] and integer labels, numpy) and ``plot(history, path, title)`` come from the caller
-    (``ttforge.model.train_int``: the data sets and matplotlib live outside the contract)."""
+    (``ttforge.model.train_int``: the data sets and matplotlib live outside the contract).
+    One run at a time into ``-o`` (:func:`ttforge.atomic.output_lock`)."""
+    from ttforge.atomic import output_lock
+
+    with output_lock(args.out, "-o"):
+        return _train_int_run(args, load_data, plot)
+
+
+def _train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable | None) -> int:
     from ttforge.atomic import atomic_write_text, check_output_dir, make_output_dir
     from ttforge.ir.artifact import load_artifact, save_artifact
     from ttforge.ir.train_state import load_state, save_state

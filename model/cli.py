@@ -154,8 +154,11 @@ def _config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    from ttforge.atomic import output_lock
+
     cfg, out = _config_from_args(args)
-    result = train(cfg, out, resume=args.resume, progress=not args.quiet, overwrite=args.overwrite)
+    with output_lock(out, "--out"):   # one run at a time into a directory
+        result = train(cfg, out, resume=args.resume, progress=not args.quiet, overwrite=args.overwrite)
     return 0 if result.complete else 1
 
 

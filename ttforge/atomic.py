@@ -46,7 +46,8 @@ from ttforge.errors import OutputError, show_path
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_path", "atomic_dir",
            "write_files_atomically", "check_output_file", "check_output_dir", "make_output_dir",
            "command_inputs", "note_input", "check_not_input", "check_owned_dir", "clean_stale",
-           "staging_dir", "commit_dir", "replace_dir", "claim_work_dir", "sha256_file", "WORK_MARKER"]
+           "staging_dir", "commit_dir", "replace_dir", "claim_work_dir", "sha256_file", "WORK_MARKER",
+           "output_lock"]
 
 #: The file that marks a directory as ttforge's work directory (``--keep DIR``).
 WORK_MARKER = ".ttforge-work"
@@ -448,6 +449,43 @@ def commit_dir(tmp: str | os.PathLike, path: str | os.PathLike, *, keep: Iterabl
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return out
+
+
+@contextlib.contextmanager
+def output_lock(path: str | os.PathLike, flag: str = "--out") -> Iterator[None]:
+    """Hold the output directory ``path`` for the block: another ttforge run into it is
+    refused in one line until the block ends (two runs started together each found it
+    empty or their own, and wrote over each other's files, a run's checkpoint from one
+    seed beside the metrics of another). The lock is a hidden file beside ``path``
+    (``.NAME.ttforge-lock``), removed when the block ends; where ``path``'s parent does
+    not exist yet nothing is held."""
+    import fcntl
+
+    p = Path(path).expanduser()
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():   # nothing is created before the command's own checks
+        yield
+        return
+    lock = parent / f".{p.name}.{_TAG}lock"
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+    except OSError as e:
+        raise _fail(p, e) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputError(f"{flag} {show_path(p)} is being written by another ttforge run; wait for it "
+                              f"to end or choose another {flag}") from None
+        try:
+            yield
+        finally:
+            # removed while still held: a run that opened it meanwhile finds the lock
+            # taken or, after this, a new file of its own
+            with contextlib.suppress(OSError):
+                os.unlink(lock)
+    finally:
+        os.close(fd)
 
 
 def claim_work_dir(path: str | os.PathLike, flag: str = "--keep") -> Path:

@@ -146,6 +146,31 @@ def test_outputs_named_through_a_link_keep_the_link_and_replace_its_target(tmp_p
     assert dangling.is_symlink() and (tmp_path / "v2.bin").read_bytes() == b"v2"
 
 
+def test_an_output_directory_is_written_by_one_run_at_a_time(tmp_path, capsys):
+    """While a run holds its output directory, another (here: train and train-int
+    started into it) is one line, exit 2, and writes nothing; the lock goes with the run
+    (four concurrent trains into one new directory all ended 0, the checkpoint of one
+    seed beside the metrics of another)."""
+    from ttforge.atomic import output_lock
+    from ttforge.cli import main
+
+    run = tmp_path / "run"
+    with output_lock(run):
+        with pytest.raises(OutputError, match="is being written by another ttforge run"):
+            with output_lock(run):
+                pass
+        for argv in (["train", "--epochs", "1", "--out", str(run), "--quiet"],
+                     ["train-int", "--epochs", "1", "-o", str(run), "--quiet"]):
+            assert main(argv) == 2
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and "is being written by another ttforge run" in err
+        assert not run.exists()
+    assert os.listdir(tmp_path) == []   # the lock file goes with the block
+    with output_lock(tmp_path / "no" / "such" / "parent"):   # nothing created before a command's checks
+        pass
+    assert os.listdir(tmp_path) == []
+
+
 def test_no_writer_outside_ttforge_atomic_renames_by_itself():
     """Every ``os.replace`` of model/, quant/, hw/ (but synth.py) and sim/ lives in ttforge.atomic."""
     root = Path(__file__).resolve().parents[2]
