@@ -222,14 +222,31 @@ def _add_diverge_arguments(p: argparse.ArgumentParser) -> None:
                    help="float vs fake-quant: report elements off by more than T output LSBs (default 1)")
     g.add_argument("--json", action="store_true", help="print the report as JSON")
     g = p.add_argument_group("PTQ when no artifact is given (as in ttforge quantize)")
-    g.add_argument("--w-bits", type=int, default=8, metavar="B")
-    g.add_argument("--act-bits", type=int, default=8, metavar="B")
-    g.add_argument("--inter-bits", type=int, default=16, metavar="B")
-    g.add_argument("--acc-bits", type=int, default=32, metavar="B")
-    g.add_argument("--layer-bits", default="", metavar="L:B[,L:B...]")
-    g.add_argument("--calibration", choices=["max", "mse"], default="mse")
-    g.add_argument("--calib-samples", type=int, default=1024, metavar="N")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--w-bits", type=int, metavar="B", help="(default 8)")
+    g.add_argument("--act-bits", type=int, metavar="B", help="(default 8)")
+    g.add_argument("--inter-bits", type=int, metavar="B", help="(default 16)")
+    g.add_argument("--acc-bits", type=int, metavar="B", help="(default 32)")
+    g.add_argument("--layer-bits", metavar="L:B[,L:B...]", help="(default none)")
+    g.add_argument("--calibration", choices=["max", "mse"], help="(default mse)")
+    g.add_argument("--calib-samples", type=int, metavar="N", help="(default 1024)")
+    g.add_argument("--seed", type=int, help="(default 0)")
+
+
+#: The PTQ options of ``diverge`` and their defaults (unset: the artifact's, if one is given).
+DIVERGE_PTQ = {"w_bits": 8, "act_bits": 8, "inter_bits": 16, "acc_bits": 32, "layer_bits": "",
+               "calibration": "mse", "calib_samples": 1024, "seed": 0}
+
+
+def _diverge_ptq(args: argparse.Namespace, artifact: bool) -> None:
+    """With an artifact the PTQ options do not apply (it has its widths and exponents):
+    one given is a one-line error (it was ignored silently); without, unset ones take
+    :data:`DIVERGE_PTQ`'s defaults."""
+    for key, default in DIVERGE_PTQ.items():
+        if getattr(args, key) is None:
+            setattr(args, key, default)
+        elif artifact:
+            raise ConfigError(f"--{key.replace('_', '-')}: applies to the PTQ done when no artifact is given; "
+                              f"drop it (the artifact's widths and exponents are used)")
 
 
 def _inputs(args: argparse.Namespace, data_spec: str | None, n_features: int) -> tuple[torch.Tensor, str]:
@@ -272,6 +289,7 @@ def _run_diverge(args: argparse.Namespace) -> int:
     if not src.exists():
         raise CheckpointError(f"{src} does not exist; give a checkpoint, a run directory or an artifact")
     notes = []
+    _diverge_ptq(args, bool(args.artifact) or _is_artifact(src))
     if _is_artifact(src):
         if args.artifact:
             raise ConfigError("the source is already an artifact; drop --artifact or give a checkpoint as source")
