@@ -468,7 +468,8 @@ def output_lock(path: str | os.PathLike, flag: str = "--out") -> Iterator[None]:
         return
     lock = parent / f".{p.name}.{_TAG}lock"
     try:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+        # not through a link of that name: the lock is this file, never one elsewhere
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666 & ~_umask())
     except OSError as e:
         raise _fail(p, e) from None
     try:

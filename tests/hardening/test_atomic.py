@@ -169,6 +169,12 @@ def test_an_output_directory_is_written_by_one_run_at_a_time(tmp_path, capsys):
     with output_lock(tmp_path / "no" / "such" / "parent"):   # nothing created before a command's checks
         pass
     assert os.listdir(tmp_path) == []
+    # a link where the lock goes is not followed (it would create and hold a file elsewhere)
+    (tmp_path / ".run.ttforge-lock").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(OutputError, match="cannot write"):
+        with output_lock(run):
+            pass
+    assert sorted(os.listdir(tmp_path)) == [".run.ttforge-lock"]
 
 
 def test_no_writer_outside_ttforge_atomic_renames_by_itself():

@@ -130,6 +130,10 @@ def test_accumulators_wider_than_32_bits_quantize_bit_exact(run_dir, digits, acc
     assert [layer.acc_bits for layer in inet.layers] == [acc_bits] * 2
     golden = execute(inet, inet.quantize_input(digits.x_test.numpy()))
     assert np.array_equal(qnet.forward_int(digits.x_test), golden)
+    # sibling: one bias bit flipped in the wide accumulator's integers must disagree
+    layer = inet.layers[-1]
+    layer.bias[0] ^= 1 << (acc_bits - 8)
+    assert not np.array_equal(qnet.forward_int(digits.x_test), execute(inet, inet.quantize_input(digits.x_test.numpy())))
 
 
 def test_cli_table(run_dir, tmp_path, capsys):
