@@ -306,22 +306,14 @@ TRAIN_INT_FILES = ("state.ttts", "model.ttfa", "metrics.json", "curves.png")
 
 
 def _check_train_int_out(out: Path, resume: str | None, overwrite: bool) -> None:
-    """A one-line :class:`ConfigError` unless ``out`` may take this run's files: it holds
-    none of :data:`TRAIN_INT_FILES`, or its state is the one resumed, or ``overwrite``.
-    Another run's state (a new run without ``--resume``, or a resume of another state)
-    and files of those names without a state (not a ttforge run) are never replaced
-    silently."""
+    """``-o`` may take this run's files (:func:`ttforge.atomic.check_run_dir`): it holds
+    none of :data:`TRAIN_INT_FILES`, or its state is the one resumed, or ``overwrite``."""
+    from ttforge.atomic import check_run_dir
+
     state = out / TRAIN_INT_FILES[0]
-    if overwrite or (resume is not None and state.exists() and os.path.samefile(resume, state)):
-        return
-    if state.exists():
-        how = "--resume it to continue it, " if resume is None else "it is not the state resumed; "
-        raise ConfigError(f"-o {out} already holds a run ({state.name}); {how}pass --overwrite to replace it, "
-                          f"or choose another -o")
-    theirs = [n for n in TRAIN_INT_FILES[1:] if (out / n).exists()]
-    if theirs:
-        raise ConfigError(f"-o {out} holds {theirs[0]} but no {state.name} (not a ttforge train-int run); "
-                          f"choose another -o, or pass --overwrite to replace it")
+    own = resume is not None and state.exists() and os.path.samefile(resume, state)
+    check_run_dir(out, TRAIN_INT_FILES, "-o", replace=overwrite or own,
+                  resume_hint="--resume it to continue it, " if resume is None else "it is not the state resumed; ")
 
 
 def _config(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:

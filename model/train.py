@@ -51,7 +51,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ttforge.atomic import check_output_dir, note_input, replace_dir
+from ttforge.atomic import check_output_dir, check_run_dir, note_input, replace_dir
 from ttforge.errors import CheckpointError, ConfigError, DataError, ShapeError, show
 from ttforge.limits import MAX_EPOCHS
 from ttforge.model.checkpoint import load_checkpoint, save_checkpoint
@@ -257,17 +257,10 @@ def train(
         if payload.get("optimizer") is None:
             raise CheckpointError(f"--resume: {ckpt_path} holds no optimizer state (not a training "
                                   f"checkpoint); drop --resume")
-    elif ckpt_path.exists() and not overwrite:
-        raise ConfigError(
-            f"--out {out_dir} already holds a run ({CHECKPOINT_NAME}); pass --resume to continue "
-            f"it, --overwrite to replace it, or choose another --out"
-        )
-    elif not overwrite and _shown_dir is None:
-        # metrics.json / the plot of someone else (no last.pt beside them) is never overwritten
-        theirs = [n for n in _RUN_FILES[1:] if (out_dir / n).exists()]
-        if theirs:
-            raise ConfigError(f"--out {out_dir} holds {theirs[0]} but no {CHECKPOINT_NAME} (not a ttforge "
-                              f"run); choose another --out, or pass --overwrite to replace it")
+    else:
+        # inside replace_dir (_shown_dir) the directory is a fresh one of this run's own
+        check_run_dir(out_dir, _RUN_FILES, "--out", replace=overwrite or _shown_dir is not None,
+                      resume_hint="pass --resume to continue it, ")
     if stop_after is not None and (not _is_int(stop_after) or stop_after < 1):
         raise ConfigError(f"stop_after={stop_after!r} must be an integer >= 1")
     if overwrite and not resume and ckpt_path.exists() and _shown_dir is None:

@@ -7,6 +7,7 @@ the one-line help of every subcommand.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -28,11 +29,26 @@ from ttforge.quant.qat import QuantNetwork
 from ttforge.quant.qonnx_export import (DEFAULT_OPSET, MAX_QONNX_BATCH, MAX_QONNX_CHECK, MIN_OPSET, QUANT_OPS,
                                         REQUANT_MODES, _qonnx, build_qonnx, check_qonnx, float32_bounds)
 
-__all__ = ["quantize_cli_spec", "diverge_cli_spec", "export_qonnx_cli_spec"]
+__all__ = ["quantize_cli_spec", "diverge_cli_spec", "export_qonnx_cli_spec", "PTQ_DEFAULTS"]
+
+
+def _defaults(fn, *names: str) -> dict[str, Any]:
+    params = inspect.signature(fn).parameters
+    return {n: params[n].default for n in names}
+
+
+#: The PTQ options of ``quantize`` and ``diverge`` and their defaults, owned by the
+#: functions that take them (a literal here once drifted from them).
+PTQ_DEFAULTS: dict[str, Any] = {
+    **_defaults(make_config, "w_bits", "act_bits", "inter_bits", "acc_bits", "calibration"),
+    "layer_bits": "",
+    **_defaults(quantize_trained, "calib_samples", "seed"),
+}
 
 
 # -- quantize --------------------------------------------------------------------------
 def _add_quantize_arguments(p: argparse.ArgumentParser) -> None:
+    D = PTQ_DEFAULTS
     p.epilog = ("Examples: 'ttforge quantize runs/digits-tt -o digits.ttfa'; 'ttforge quantize "
                 "runs/digits-tt --w-bits 4 --qat-epochs 5 -o digits-w4.ttfa'; mixed precision: "
                 "'--w-bits 8 --layer-bits 0:4' (4-bit cores in layer 0, 8 elsewhere). Check the "
@@ -42,28 +58,30 @@ def _add_quantize_arguments(p: argparse.ArgumentParser) -> None:
                    help="a checkpoint of ttforge train / decompose, or its run directory")
     p.add_argument("-o", "--out", required=True, metavar="OUT.ttfa", help="artifact to write")
     g = p.add_argument_group("widths (two's complement bits)")
-    g.add_argument("--w-bits", type=int, default=8, metavar="B", help="TT core / weight bits, 2..8 (default 8)")
-    g.add_argument("--act-bits", type=int, default=8, metavar="B",
-                   help="bits of the input and of every layer output, 2..16 (default 8)")
-    g.add_argument("--inter-bits", type=int, default=16, metavar="B",
-                   help="bits of the intermediates between contraction steps, 2..16 (default 16)")
-    g.add_argument("--acc-bits", type=int, default=32, metavar="B",
-                   help=f"accumulator bits, 8..{MAX_ACC_BITS} (default 32)")
-    g.add_argument("--layer-bits", default="", metavar="L:B[,L:B...]",
+    g.add_argument("--w-bits", type=int, default=D["w_bits"], metavar="B",
+                   help=f"TT core / weight bits, 2..8 (default {D['w_bits']})")
+    g.add_argument("--act-bits", type=int, default=D["act_bits"], metavar="B",
+                   help=f"bits of the input and of every layer output, 2..16 (default {D['act_bits']})")
+    g.add_argument("--inter-bits", type=int, default=D["inter_bits"], metavar="B",
+                   help=f"bits of the intermediates between contraction steps, 2..16 (default {D['inter_bits']})")
+    g.add_argument("--acc-bits", type=int, default=D["acc_bits"], metavar="B",
+                   help=f"accumulator bits, 8..{MAX_ACC_BITS} (default {D['acc_bits']})")
+    g.add_argument("--layer-bits", default=D["layer_bits"], metavar="L:B[,L:B...]",
                    help="core bits per linear layer, overriding --w-bits (e.g. 0:4,1:8)")
     g = p.add_argument_group("calibration and fine-tuning")
-    g.add_argument("--calibration", choices=["max", "mse"], default="mse",
+    g.add_argument("--calibration", choices=["max", "mse"], default=D["calibration"],
                    help="exponent choice: least squared error (mse, default; much better below 8 "
                         "bits, see docs/benchmarks.md) or no saturation on the calibration data (max)")
-    g.add_argument("--calib-samples", type=int, default=1024, metavar="N",
-                   help="training samples to calibrate on (default 1024)")
+    g.add_argument("--calib-samples", type=int, default=D["calib_samples"], metavar="N",
+                   help=f"training samples to calibrate on (default {D['calib_samples']})")
     g.add_argument("--qat-epochs", type=int, default=0, metavar="N",
                    help="epochs of quantization-aware fine-tuning after PTQ (default 0)")
     g.add_argument("--lr", type=float, default=1e-3, help="QAT Adam learning rate (default 1e-3)")
     g.add_argument("--batch-size", type=int, default=64, metavar="B", help="QAT batch size (default 64)")
     g.add_argument("--keep-exponents", action="store_true",
                    help="keep the PTQ exponents during QAT (default: re-calibrate after every epoch)")
-    g.add_argument("--seed", type=int, default=0, help="calibration sample choice and QAT order (default 0)")
+    g.add_argument("--seed", type=int, default=D["seed"],
+                   help=f"calibration sample choice and QAT order (default {D['seed']})")
     g = p.add_argument_group("run")
     g.add_argument("--data", metavar="digits|DIR", help="data set (default: the checkpoint's)")
     g.add_argument("--save-checkpoint", metavar="PT",
@@ -222,26 +240,19 @@ def _add_diverge_arguments(p: argparse.ArgumentParser) -> None:
                    help="float vs fake-quant: report elements off by more than T output LSBs (default 1)")
     g.add_argument("--json", action="store_true", help="print the report as JSON")
     g = p.add_argument_group("PTQ when no artifact is given (as in ttforge quantize)")
-    g.add_argument("--w-bits", type=int, metavar="B", help="(default 8)")
-    g.add_argument("--act-bits", type=int, metavar="B", help="(default 8)")
-    g.add_argument("--inter-bits", type=int, metavar="B", help="(default 16)")
-    g.add_argument("--acc-bits", type=int, metavar="B", help="(default 32)")
-    g.add_argument("--layer-bits", metavar="L:B[,L:B...]", help="(default none)")
-    g.add_argument("--calibration", choices=["max", "mse"], help="(default mse)")
-    g.add_argument("--calib-samples", type=int, metavar="N", help="(default 1024)")
-    g.add_argument("--seed", type=int, help="(default 0)")
-
-
-#: The PTQ options of ``diverge`` and their defaults (unset: the artifact's, if one is given).
-DIVERGE_PTQ = {"w_bits": 8, "act_bits": 8, "inter_bits": 16, "acc_bits": 32, "layer_bits": "",
-               "calibration": "mse", "calib_samples": 1024, "seed": 0}
+    for flag, kw in (("--w-bits", dict(type=int, metavar="B")), ("--act-bits", dict(type=int, metavar="B")),
+                     ("--inter-bits", dict(type=int, metavar="B")), ("--acc-bits", dict(type=int, metavar="B")),
+                     ("--layer-bits", dict(metavar="L:B[,L:B...]")), ("--calibration", dict(choices=["max", "mse"])),
+                     ("--calib-samples", dict(type=int, metavar="N")), ("--seed", dict(type=int))):
+        default = PTQ_DEFAULTS[flag[2:].replace("-", "_")]
+        g.add_argument(flag, help=f"(default {default if default != '' else 'none'})", **kw)
 
 
 def _diverge_ptq(args: argparse.Namespace, artifact: bool) -> None:
     """With an artifact the PTQ options do not apply (it has its widths and exponents):
     one given is a one-line error (it was ignored silently); without, unset ones take
-    :data:`DIVERGE_PTQ`'s defaults."""
-    for key, default in DIVERGE_PTQ.items():
+    :data:`PTQ_DEFAULTS`."""
+    for key, default in PTQ_DEFAULTS.items():
         if getattr(args, key) is None:
             setattr(args, key, default)
         elif artifact:

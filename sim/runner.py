@@ -34,7 +34,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from ttforge.atomic import _alive, atomic_write_text
+from ttforge.atomic import atomic_write_text, dead_entries
 from ttforge.errors import ConfigError, show
 from ttforge.errors import SimError, SimulatorMissing  # noqa: F401 - defined in ttforge.errors
 
@@ -451,13 +451,8 @@ def job_dir(prefix: str) -> Path:
     keeps its directory (its error names the ``sim.log`` in it) until then: without
     the process id in the name nothing ever removed them."""
     base = Path(tempfile.gettempdir())
-    try:
-        entries = [e for e in os.scandir(base) if e.name.startswith(prefix) and e.is_dir(follow_symlinks=False)]
-    except OSError:
-        entries = []
-    for e in entries:
-        pid, sep, _ = e.name[len(prefix):].partition("-")
-        if sep and pid.isdigit() and not _alive(int(pid)):
+    for e, _ in dead_entries(base, prefix, "-"):
+        if e.is_dir(follow_symlinks=False):
             shutil.rmtree(e.path, ignore_errors=True)
     return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=base))
 

@@ -41,13 +41,13 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping
 
-from ttforge.errors import OutputError, show_path
+from ttforge.errors import ConfigError, OutputError, show_path
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_path", "atomic_dir",
            "write_files_atomically", "check_output_file", "check_output_dir", "make_output_dir",
-           "command_inputs", "note_input", "check_not_input", "check_owned_dir", "clean_stale",
+           "command_inputs", "note_input", "check_not_input", "check_owned_dir", "clean_stale", "dead_entries",
            "staging_dir", "commit_dir", "replace_dir", "claim_work_dir", "sha256_file", "WORK_MARKER",
-           "output_lock"]
+           "output_lock", "check_run_dir"]
 
 #: The file that marks a directory as ttforge's work directory (``--keep DIR``).
 WORK_MARKER = ".ttforge-work"
@@ -133,24 +133,29 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def dead_entries(parent: str | os.PathLike, head: str, sep: str = ".") -> list[tuple[os.DirEntry, str]]:
+    """The entries of ``parent`` named ``<head><pid><sep><tail>`` whose process has
+    ended (``tail`` not empty), each with its ``tail``: what a killed ttforge process
+    left behind. Another user's process, or a name that is not one of these, is kept."""
+    try:
+        entries = [e for e in os.scandir(parent) if e.name.startswith(head)]
+    except OSError:
+        return []
+    dead = []
+    for e in entries:
+        pid_text, _, tail = e.name[len(head):].partition(sep)
+        if pid_text.isdigit() and tail and not _alive(int(pid_text)):
+            dead.append((e, tail))
+    return dead
+
+
 def clean_stale(parent: str | os.PathLike, name: str) -> list[Path]:
     """Remove the temporaries for target ``parent/name`` left by ttforge processes that
     no longer run (their names carry the process id); a directory moved aside whose
     replacement never arrived is put back. Returns what was removed."""
     parent = Path(parent)
-    head = f".{name}.{_TAG}"
     removed: list[Path] = []
-    try:
-        entries = [e for e in os.scandir(parent) if e.name.startswith(head)]
-    except OSError:
-        return removed
-    for e in entries:
-        rest = e.name[len(head):]
-        pid_text, _, tail = rest.partition(".")
-        if not pid_text.isdigit() or not tail:
-            continue
-        if _alive(int(pid_text)):
-            continue
+    for e, tail in dead_entries(parent, f".{name}.{_TAG}"):
         p = Path(e.path)
         target = parent / name
         try:
@@ -487,6 +492,27 @@ def output_lock(path: str | os.PathLike, flag: str = "--out") -> Iterator[None]:
                 os.unlink(lock)
     finally:
         os.close(fd)
+
+
+def check_run_dir(out: str | os.PathLike, files: Iterable[str], flag: str, *, replace: bool,
+                  resume_hint: str) -> None:
+    """A one-line :class:`~ttforge.errors.ConfigError` unless the run directory ``out``
+    may take a run's ``files`` (its state first, then the files written beside it):
+    it holds none of them, or ``replace`` (``--overwrite``, or the state is the one
+    resumed). Another run's state and files of those names without a state (not a
+    ttforge run) are never replaced silently; ``resume_hint`` says how to continue the
+    run found (``"pass --resume to continue it, "``)."""
+    out = Path(out)
+    state, *beside = files
+    if replace:
+        return
+    if (out / state).exists():
+        raise ConfigError(f"{flag} {out} already holds a run ({state}); {resume_hint}pass --overwrite to "
+                          f"replace it, or choose another {flag}")
+    theirs = [n for n in beside if (out / n).exists()]
+    if theirs:
+        raise ConfigError(f"{flag} {out} holds {theirs[0]} but no {state} (not a ttforge run); "
+                          f"choose another {flag}, or pass --overwrite to replace it")
 
 
 def claim_work_dir(path: str | os.PathLike, flag: str = "--keep") -> Path:
