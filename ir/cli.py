@@ -4,6 +4,7 @@ TT layer) and ``ttforge inspect`` (what a compiled artifact holds). Neither need
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -366,7 +367,7 @@ def train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable 
 
 
 def _train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable | None) -> int:
-    from ttforge.atomic import atomic_write_text, check_output_dir, make_output_dir
+    from ttforge.atomic import atomic_path, atomic_write_text, check_output_dir, make_output_dir
     from ttforge.ir.artifact import load_artifact, save_artifact
     from ttforge.ir.train_state import load_state, save_state
 
@@ -400,7 +401,7 @@ def _train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable
         from ttforge.atomic import check_not_input, note_input
 
         note_input(args.from_artifact)   # the run's own files never replace the artifact it starts from
-        for name in ("state.ttts", "model.ttfa", "metrics.json", "curves.png"):
+        for name in TRAIN_INT_FILES:
             check_not_input(out / name, "-o")   # refused before any step, not after an epoch
         net = load_artifact(args.from_artifact)
     _check_train_int_out(out, args.resume, args.overwrite)
@@ -475,15 +476,22 @@ def _train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable
     t_start = time.perf_counter()
 
     def save(st: TrainState, row: dict[str, Any]) -> None:
+        """An epoch's four files, each written to a temporary first and all renamed
+        together at the end, the state first: an interruption leaves the last epoch's
+        files, or the new state beside the last epoch's others (which --resume rewrites),
+        never a state whose plot is missing for as long as a plot takes."""
         history.append(row)
-        save_state(st, out / "state.ttts")
-        save_artifact(export_network(st, {"data": ds_name}), out / "model.ttfa")
-        atomic_write_text(metrics_path, json.dumps({"config": st.config.to_dict(), "data": ds_name,
-                                                    "seed": seed, "batch": args.batch,
-                                                    "initial_test_acc": acc0, "history": history},
-                                                   indent=1) + "\n")
-        if plot is not None:
-            plot(history, out / "curves.png", f"ttforge train-int on {ds_name}")
+        with contextlib.ExitStack() as stack:   # renamed in the reverse order of entry
+            names = TRAIN_INT_FILES if plot is not None else TRAIN_INT_FILES[:-1]
+            tmp = {name: stack.enter_context(atomic_path(out / name, suffix=Path(name).suffix))
+                   for name in reversed(names)}
+            if plot is not None:
+                plot(history, tmp["curves.png"], f"ttforge train-int on {ds_name}")
+            atomic_write_text(tmp["metrics.json"], json.dumps(
+                {"config": st.config.to_dict(), "data": ds_name, "seed": seed, "batch": args.batch,
+                 "initial_test_acc": acc0, "history": history}, indent=1) + "\n")
+            save_artifact(export_network(st, {"data": ds_name}), tmp["model.ttfa"])
+            save_state(st, tmp["state.ttts"])
 
     with Progress(TextColumn("[bold]train-int[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), console=console, disable=args.quiet, transient=True) as prog:

@@ -249,3 +249,30 @@ def test_a_second_truncation_must_lower_the_first(tmp_path, capsys):
                         "--truncate-ranks", "1:0:3,3", *_TR)
     assert code == 2 and "is truncated twice after epoch 1" in err
     assert not out.exists()
+
+
+def test_an_epoch_interrupted_while_its_files_are_written_leaves_the_last_epochs_files(
+        tmp_path, capsys, monkeypatch):
+    """Ctrl-C while epoch 2's files are written (here: in its plot, the slowest) leaves
+    epoch 1's four files, consistent with one another, and no temporary; before, the
+    state, artifact and metrics of epoch 2 were already in place beside epoch 1's plot."""
+    import ttforge.model.train_int as train_int
+
+    run = tmp_path / "run"
+    small = ["--batch", "64", "--hidden", "16", "--ranks", "2", "--seed", "3"]
+    assert _run(capsys, "-o", str(run), "--epochs", "1", *small)[0] == 0
+    before = _files(run)
+    real = train_int.plot_int_history
+
+    def interrupted(history, path, title):
+        real(history, path, title)   # the plot is written, then Ctrl-C before the renames
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_int, "plot_int_history", interrupted)
+    code, _, _ = _run(capsys, "-o", str(run), "--epochs", "2", "--resume", str(run / "state.ttts"))
+    assert code == 130
+    assert _files(run) == before and load_state(run / "state.ttts").epoch == 1
+    monkeypatch.setattr(train_int, "plot_int_history", real)
+    assert _run(capsys, "-o", str(run), "--epochs", "2", "--resume", str(run / "state.ttts"))[0] == 0
+    assert load_state(run / "state.ttts").epoch == 2
+    assert [h["epoch"] for h in json.loads((run / "metrics.json").read_text())["history"]] == [1, 2]
