@@ -456,6 +456,15 @@ def commit_dir(tmp: str | os.PathLike, path: str | os.PathLike, *, keep: Iterabl
     return out
 
 
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether ``path`` (not followed) is the file open as ``fd``."""
+    try:
+        a, b = os.fstat(fd), os.stat(path, follow_symlinks=False)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
 @contextlib.contextmanager
 def output_lock(path: str | os.PathLike, flag: str = "--out") -> Iterator[None]:
     """Hold the output directory ``path`` for the block: another ttforge run into it is
@@ -472,17 +481,29 @@ def output_lock(path: str | os.PathLike, flag: str = "--out") -> Iterator[None]:
         yield
         return
     lock = parent / f".{p.name}.{_TAG}lock"
-    try:
-        # not through a link of that name: the lock is this file, never one elsewhere
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666 & ~_umask())
-    except OSError as e:
-        raise _fail(p, e) from None
-    try:
+    for _attempt in range(8):
+        try:
+            # not through a link of that name: the lock is this file, never one elsewhere
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666 & ~_umask())
+        except OSError as e:
+            raise _fail(p, e) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except OSError as e:
+            os.close(fd)
+            if not isinstance(e, BlockingIOError):
+                raise _fail(p, e) from None
             raise OutputError(f"{flag} {show_path(p)} is being written by another ttforge run; wait for it "
                               f"to end or choose another {flag}") from None
+        # a run that ended between our open and our lock removed the file we hold: the
+        # lock is the file now under that name (a third run may hold it), so take it anew
+        if _same_file(fd, lock):
+            break
+        os.close(fd)
+    else:
+        raise OutputError(f"{flag} {show_path(p)}: its lock {lock.name} keeps changing (other ttforge runs "
+                          f"start and end there); try again")
+    try:
         try:
             yield
         finally:

@@ -177,6 +177,33 @@ def test_an_output_directory_is_written_by_one_run_at_a_time(tmp_path, capsys):
     assert sorted(os.listdir(tmp_path)) == [".run.ttforge-lock"]
 
 
+def test_a_run_that_locks_a_lock_file_its_holder_just_removed_takes_the_new_one(tmp_path, monkeypatch):
+    """Run B opened the lock file, run A ended (removing it) and run C created and took
+    a new one before B's flock: B's flock on the removed file succeeds, yet C holds the
+    directory. B looks again and is refused (before, B and C both wrote)."""
+    import fcntl
+
+    from ttforge.atomic import output_lock
+
+    lock, real, third = tmp_path / ".run.ttforge-lock", fcntl.flock, []
+
+    def racing(fd, op):
+        if not third:
+            os.unlink(lock)   # A ended
+            third.append(os.open(lock, os.O_RDWR | os.O_CREAT))   # C started
+            real(third[0], fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return real(fd, op)
+
+    monkeypatch.setattr(fcntl, "flock", racing)
+    with pytest.raises(OutputError, match="is being written by another ttforge run"):
+        with output_lock(tmp_path / "run"):
+            pytest.fail("two runs hold the directory")
+    os.close(third[0])
+    monkeypatch.setattr(fcntl, "flock", real)
+    with output_lock(tmp_path / "run"):   # C ended: B may run now
+        pass
+
+
 def test_no_writer_outside_ttforge_atomic_renames_by_itself():
     """Every ``os.replace`` of model/, quant/, hw/ (but synth.py) and sim/ lives in ttforge.atomic."""
     root = Path(__file__).resolve().parents[2]
