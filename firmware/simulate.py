@@ -29,7 +29,7 @@ from pathlib import Path
 
 from ttforge.atomic import atomic_write_text
 from ttforge.errors import ConfigError, ToolchainMissing, show
-from ttforge.firmware.host import Device, DeviceError, DeviceTimeout
+from ttforge.firmware.host import Device, DeviceError
 
 __all__ = ["SimTransport", "simulated_device", "SIM_DIVISOR", "SIM_CLK_NS"]
 

@@ -82,4 +82,9 @@ __all__ = [
     "export_qonnx",
     "check_qonnx",
     "float32_bounds",
+    "Xorshift32",
+    "stochastic_rshift",
+    "LowPrecisionConfig",
+    "LowPrecisionResult",
+    "train_low_precision",
 ]

@@ -167,7 +167,6 @@ def find_divergence(qnet: QuantNetwork, inet: IntNetwork, x: torch.Tensor | np.n
         return report
 
     # fake-quant vs integer, exact
-    first = inet.layers[0]
     xq_fake = quantize_real(x.double().numpy(), qnet.qlayers[0].in_bits, int(qnet.qlayers[0].in_exp))
     d = first_diff(xq_fake, xi)
     if d:

@@ -44,7 +44,7 @@ from ttforge.errors import ConfigError, DataError
 from ttforge.model.data import Dataset, load_dataset
 from ttforge.model.network import ModelConfig, build_model
 from ttforge.model.seeding import deterministic, seeded_generator
-from ttforge.ir.arith import BIT_RANGES, MAX_ACC_BITS, int_range, quantize, rshift_round, saturate
+from ttforge.ir.arith import BIT_RANGES, MAX_ACC_BITS, int_range, quantize, rshift_round
 from ttforge.ir.executor import IntNetwork
 from ttforge.ir.rng import (UpdateStats, Xorshift32, derive_sr_seed, integer_update,
                             stochastic_rshift, xorshift32_step)

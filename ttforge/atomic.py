@@ -204,7 +204,7 @@ def check_owned_dir(out: str | os.PathLike, marker: str, fmt: str,
     if not present:
         return
     where = f"{flag} {show_path(p)}"
-    hint = f"move it away or choose an empty or new directory"
+    hint = "move it away or choose an empty or new directory"
     mpath = p / marker
     manifest = None
     if mpath.is_file() and not mpath.is_symlink() and mpath.stat().st_size < (1 << 24):
