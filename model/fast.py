@@ -956,7 +956,10 @@ def _buffers(like: torch.Tensor, sizes: Sequence[int]) -> list[torch.Tensor]:
     blocks = _WORKSPACE.__dict__.setdefault("blocks", {})
     block = blocks.get(like.dtype)
     if block is None or block.numel() < total:
-        block = blocks[like.dtype] = torch.empty(total, dtype=like.dtype)
+        # never an inference tensor (made under torch.inference_mode), which every later
+        # call outside inference mode could not write into
+        with torch.inference_mode(False):
+            block = blocks[like.dtype] = torch.empty(total, dtype=like.dtype)
     return [block[o:o + n] for o, n in zip(offsets, sizes)]
 
 

@@ -271,16 +271,23 @@ class TTLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # under torch.jit.trace sizes are tensors (the test would warn that it is not
         # recorded); the traced reshape below still refuses another feature count
+        if x.dim() == 0:
+            raise ShapeError(f"input is a scalar (0-d); this TTLinear takes (..., {self.in_features})")
         if not torch.jit.is_tracing() and x.shape[-1] != self.in_features:
             raise ShapeError(
                 f"input has {x.shape[-1]} features; this TTLinear takes {self.in_features}"
             )
+        cores, bias = self._core_list(), self.bias
+        if x.device != cores[0].device:
+            # torch multiplies a CPU tensor by a meta one without a word (the hardware
+            # order then returned NaNs on the CPU); nn.Linear refuses, so does this
+            raise ConfigError(f"input is on {x.device}, this TTLinear on {cores[0].device}; "
+                              f"move one to the other (x.to({str(cores[0].device)!r}) or layer.to(...))")
         lead = x.shape[:-1]
         x = x.reshape(-1, self.in_features)
         pad = self.tt_shape.in_size - self.in_features
         if pad:
             x = nn.functional.pad(x, (0, pad))
-        cores, bias = self._core_list(), self.bias
         # the bias cast too, so that the padded paths add it in autocast's dtype
         y = in_autocast_dtype(self._contract, x, cores, bias=bias)
         if y is None:
@@ -312,14 +319,24 @@ class TTLinear(nn.Module):
         return y
 
     def _core_list(self) -> list[torch.Tensor]:
-        """The cores in order: the list's registered parameters directly (iterating a
-        ``ParameterList`` indexes it by string, 6 us of a 145 us batch-1 call), or its
-        items when something else stands in for them (``torch.nn.utils.parametrize``
-        moves a parametrized core out of ``_parameters``)."""
-        params = self.cores._parameters
-        if len(params) == len(self.cores):
-            return list(params.values())
-        return list(self.cores)
+        """The cores in order: the list's registered parameters by index (iterating a
+        ``ParameterList`` costs 6 us of a 145 us batch-1 call), or its items when
+        something else stands in for them (``torch.nn.utils.parametrize`` moves a
+        parametrized core out of ``_parameters``, ``prune`` to ``NAME_orig``). Never by
+        the dict's order: removing a parametrization or pruning puts a core back at its
+        end (the cores were then contracted out of order). The list's pre-forward hooks
+        (``prune`` recomputes a pruned core in one) run first, as if it were called."""
+        cores = self.cores
+        for hook in cores._forward_pre_hooks.values():
+            hook(cores, ())
+        params = cores._parameters
+        n = len(cores)
+        if len(params) == n:
+            try:
+                return [params[str(i)] for i in range(n)]
+            except KeyError:
+                pass
+        return list(cores)
 
     def to_dense(self) -> torch.Tensor:
         """The full ``(out_features, in_features)`` weight (padding removed)."""

@@ -161,3 +161,32 @@ def test_merged_matrices_survive_another_layers_forward(monkeypatch, one_thread,
         return
     same = all(torch.equal(a, b) for want, got in zip(alone, both) for a, b in zip(want, got))
     assert same != alias
+
+
+@pytest.mark.parametrize("then", ["train", "no_grad_new_weights", "no_grad_new_batch"])
+def test_a_block_first_made_under_inference_mode_serves_later_calls(one_thread, then):
+    """The work block made by a call under ``torch.inference_mode`` (the first of the
+    thread, or one needing a bigger block) is an ordinary tensor: a training step, or
+    an inference call that merges again, writes into it afterwards (before, each raised
+    "Inplace update to inference tensor outside InferenceMode")."""
+    torch.manual_seed(0)
+    layer = TTLinear(784, 512, ranks=8)
+    x = torch.randn(256, 784)
+    fast.clear_workspace()
+    with torch.inference_mode():
+        layer(x)
+    want = x @ layer.to_dense().detach().T + layer.bias.detach()
+    if then == "train":
+        y = layer(x)
+        y.sum().backward()
+        assert all(c.grad is not None for c in layer.cores)
+    elif then == "no_grad_new_weights":
+        with torch.no_grad():
+            layer.cores[1].mul_(1.5)
+            want = x @ layer.to_dense().T + layer.bias
+            y = layer(x)
+    else:
+        with torch.no_grad():
+            x, want = x[:1], want[:1]
+            y = layer(x)
+    torch.testing.assert_close(y.detach(), want, rtol=1e-4, atol=1e-4)

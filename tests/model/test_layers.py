@@ -178,3 +178,46 @@ def test_apply_schedule_names_operands_that_do_not_fit(case, message):
     with pytest.raises(ShapeError) as e:
         apply_schedule(x, cores, schedule)
     assert message in str(e.value)
+
+
+def test_cores_are_contracted_in_their_order_after_a_parametrization_is_removed():
+    """``remove_parametrizations`` (and ``prune``) put a core back at the end of the
+    list's parameters: the layer still contracts cores 0, 1, ... (it used the dict's
+    order: equal-shaped cores swapped silently, others failed in a reshape) and a pruned
+    core is the masked one."""
+    from torch.nn.utils import parametrize, prune
+
+    class Double(torch.nn.Module):
+        def forward(self, w):
+            return 2 * w
+
+    torch.manual_seed(0)
+    for layer in (TTLinear(4, 4, ranks=1, in_modes=[2, 2], out_modes=[2, 2]),
+                  TTLinear(24, 30, ranks=[3, 2], in_modes=[2, 3, 4], out_modes=[5, 3, 2])):
+        x = torch.randn(5, layer.in_features)
+        for impl in ("fast", "schedule"):
+            layer.impl = impl
+            parametrize.register_parametrization(layer.cores, "0", Double())
+            assert torch.allclose(layer(x), x @ layer.to_dense().T + layer.bias, atol=1e-5)
+            parametrize.remove_parametrizations(layer.cores, "0")
+            assert list(layer.cores._parameters)[-1] == "0"   # moved to the end
+            assert torch.allclose(layer(x), x @ layer.to_dense().T + layer.bias, atol=1e-5)
+    prune.l1_unstructured(layer.cores, name="1", amount=0.5)
+    with torch.no_grad():
+        layer.cores.get_parameter("1_orig").mul_(3)   # the hook recomputes the pruned core
+    y = layer(x)
+    pruned = layer.cores.get_parameter("1_orig") * layer.cores.get_buffer("1_mask")
+    assert int((pruned == 0).sum()) > 0 and torch.equal(layer.cores[1], pruned)
+    assert torch.allclose(y, x @ layer.to_dense().T + layer.bias, atol=1e-5)
+    prune.remove(layer.cores, "1")
+    assert torch.allclose(layer(x), x @ layer.to_dense().T + layer.bias, atol=1e-5)
+
+
+def test_a_scalar_input_or_one_on_another_device_is_one_line():
+    layer = TTLinear(16, 8, ranks=2)
+    with pytest.raises(ShapeError, match=r"scalar \(0-d\); this TTLinear takes \(\.\.\., 16\)"):
+        layer(torch.tensor(1.0))
+    for impl in ("fast", "schedule"):
+        layer.impl = impl
+        with pytest.raises(ConfigError, match="input is on meta, this TTLinear on cpu"):
+            layer(torch.empty(3, 16, device="meta"))
