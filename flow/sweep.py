@@ -50,8 +50,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from ttforge.atomic import atomic_path, atomic_write_text, make_output_dir
-from ttforge.errors import ConfigError, TTForgeError, one_line, show
+from ttforge.atomic import atomic_write_bytes, atomic_write_text, make_output_dir, sha256_file
+from ttforge.errors import ConfigError, OutputError, TTForgeError, one_line, show, show_path
 
 __all__ = ["AXES", "UNTIL", "MAX_POINTS", "SHARED_STAGES", "SweepConfig", "SweepResult", "load_sweep", "run_sweep",
            "point_task", "pareto_front", "to_toml"]
@@ -142,6 +142,8 @@ class SweepResult:
     reused: int = 0
     seconds: float = 0.0
     best: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: the top-level files written (name -> the sha256s ``sweep.json`` recognises)
+    files: dict[str, set[str]] = field(default_factory=dict)
 
     @property
     def failed(self) -> list[dict[str, Any]]:
@@ -389,7 +391,8 @@ def to_toml(data: Mapping[str, Any], header: str = "") -> str:
     return "\n".join(lines).lstrip("\n") + "\n"
 
 
-def _plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+def _plot(rows: list[dict[str, Any]], title: str) -> bytes:
+    """The Pareto plot of ``rows`` as PNG bytes."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -438,19 +441,25 @@ def _plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
             ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
+    return buf.getvalue()
 
 
 def _write(res: SweepResult, *, final: bool) -> None:
     cfg, out = res.config, res.out_dir
     rows = [r for r in res.rows if r]
-    doc = {"format": "ttforge-sweep", "name": cfg.name, "until": cfg.until, "short": cfg.short,
-           "grid": {k: list(v) for k, v in cfg.grid}, "complete": final and len(rows) == len(res.rows),
-           "seconds": round(res.seconds, 1), "rows": rows}
-    atomic_write_text(out / "sweep.json", json.dumps(doc, indent=1, default=str) + "\n")
+
+    def record() -> None:
+        doc = {"format": "ttforge-sweep", "name": cfg.name, "until": cfg.until, "short": cfg.short,
+               "grid": {k: list(v) for k, v in cfg.grid}, "complete": final and len(rows) == len(res.rows),
+               "seconds": round(res.seconds, 1), "rows": rows,
+               "files": {n: sorted(h) for n, h in sorted(res.files.items())}}
+        atomic_write_text(out / "sweep.json", json.dumps(doc, indent=1, default=str) + "\n")
+
     if not final:
+        record()
         return
     buf = io.StringIO()
     w = csv.writer(buf)
@@ -459,8 +468,7 @@ def _write(res: SweepResult, *, final: bool) -> None:
     for r in rows:
         w.writerow([json.dumps(r["params"][k]) if isinstance(r["params"][k], list) else r["params"][k]
                     for k in cfg.axes] + ["" if r.get(c) is None else r.get(c) for c in COLUMNS])
-    atomic_write_text(out / "sweep.csv", buf.getvalue())
-    _plot(rows, out / "pareto.png", f"ttforge sweep {cfg.name}: {len(rows)} points")
+    blobs = {"sweep.csv": buf.getvalue().encode(), "pareto.png": _plot(rows, f"ttforge sweep {cfg.name}: {len(rows)} points")}
     for board, r in res.best.items():
         data = json.loads(json.dumps(r["flow"]))
         data["flow"]["name"] = f"{cfg.name}-best-{board}"
@@ -469,7 +477,58 @@ def _write(res: SweepResult, *, final: bool) -> None:
                   f"{r.get('on_chip_bytes')} on-chip bytes"
                   + (" (measured with the flow's [short] caps; this config trains in full)" if cfg.short else "")
                   + f".\nRun it with: ttforge flow best-{board}.toml")
-        atomic_write_text(out / f"best-{board}.toml", to_toml(data, header))
+        blobs[f"best-{board}.toml"] = to_toml(data, header).encode()
+    new = {n: hashlib.sha256(b).hexdigest() for n, b in blobs.items()}
+    # the record first names the old and the new contents, so that an interruption among
+    # the writes leaves files the next run recognises; then only the new ones
+    res.files = {**res.files, **{n: res.files.get(n, set()) | {h} for n, h in new.items()}}
+    record()
+    for name, data in blobs.items():
+        atomic_write_bytes(out / name, data)
+    res.files = {**res.files, **{n: {h} for n, h in new.items()}}
+    record()
+
+
+def _is_own(name: str) -> bool:
+    """A top-level name :func:`_write` writes (beside ``sweep.json`` and ``points/``)."""
+    return name in ("sweep.csv", "pareto.png") or (name.startswith("best-") and name.endswith(".toml"))
+
+
+def _check_out(out: Path) -> dict[str, set[str]]:
+    """A one-line :class:`~ttforge.errors.OutputError` unless ``out`` is empty or an
+    earlier run's of a sweep, recognised by content: a ``sweep.json`` of format
+    ``ttforge-sweep``, ``points/`` and the files it lists, each with the content it
+    recorded (a user's file of one of those names, or one edited since, is never
+    replaced). Returns the recorded files (name -> sha256s)."""
+    hint = "move it away or give a new or empty directory"
+    try:
+        entries = [e for e in os.scandir(out) if not (e.name.startswith(".") and "ttforge-" in e.name)]
+    except OSError as e:
+        raise OutputError(f"--out {out}: cannot be listed ({e.strerror}); give another directory") from None
+    if not entries:
+        return {}
+    doc = None
+    marker = out / "sweep.json"
+    if marker.is_file() and not marker.is_symlink() and marker.stat().st_size < (1 << 28):
+        try:
+            doc = json.loads(marker.read_bytes().decode("utf-8"))
+        except (OSError, ValueError, RecursionError):
+            doc = None
+    if not isinstance(doc, dict) or doc.get("format") != "ttforge-sweep":
+        raise OutputError(f"--out {out} is not empty and not a ttforge sweep (no valid sweep.json); {hint}")
+    listed = doc.get("files")
+    files: dict[str, set[str]] | None = None
+    if isinstance(listed, dict) and all(isinstance(v, list) and all(isinstance(h, str) for h in v)
+                                        for v in listed.values()):
+        files = {str(n): set(v) for n, v in listed.items()}
+    for e in entries:
+        if e.name == "sweep.json" or (e.name == "points" and e.is_dir(follow_symlinks=False)):
+            continue   # the points' builds are flow outputs, which flow checks itself
+        if not _is_own(e.name) or not e.is_file(follow_symlinks=False):
+            raise OutputError(f"--out {out} holds {show_path(e.name)}, which ttforge sweep did not write; {hint}")
+        if files is not None and sha256_file(Path(e.path)) not in files.get(e.name, ()):
+            raise OutputError(f"--out {out}: {show_path(e.name)} was changed after ttforge sweep wrote it; {hint}")
+    return files or {}
 
 
 def _finished(out: Path) -> dict[str, dict[str, Any]]:
@@ -491,12 +550,11 @@ def run_sweep(cfg: SweepConfig, out_dir: str | os.PathLike, *, jobs: int | None 
     docstring). Raises :class:`~ttforge.errors.SchedulerLost` / ``ClusterError`` as
     ``ttforge regress`` does; the finished points are in ``sweep.json`` then."""
     out = make_output_dir(out_dir, "--out")
-    if any(out.iterdir()) and not (out / "sweep.json").is_file():
-        raise ConfigError(f"--out {out} is not empty and not a ttforge sweep; give a new or empty directory")
+    files = _check_out(out)
     points = cfg.points()
     t0 = time.perf_counter()
     done = _finished(out)
-    res = SweepResult(cfg, out, rows=[{} for _ in points])
+    res = SweepResult(cfg, out, rows=[{} for _ in points], files=files)
     todo = []
     for i, p in enumerate(points):
         base = {"key": p.key, "params": p.params, "board": p.flow["bitstream"]["board"], "flow": p.flow}

@@ -10,7 +10,7 @@ import tomllib
 import pytest
 
 from ttforge.cli import main
-from ttforge.errors import ConfigError
+from ttforge.errors import ConfigError, OutputError
 from ttforge.flow import FlowConfig
 from ttforge.flow import sweep as sweep_mod
 from ttforge.flow.sweep import load_sweep, pareto_front, run_sweep, to_toml
@@ -114,6 +114,36 @@ def test_a_small_sweep_end_to_end_and_resumed(tmp_path, monkeypatch):
     monkeypatch.setattr(sweep_mod, "point_task", lambda args: pytest.fail("recomputed a finished point"))
     again = run_sweep(cfg, out)
     assert again.reused == 2 and again.rows == res.rows
+
+    # a file the sweep wrote and the user edited since, or one it did not write, is never
+    # replaced (an edited best-*.toml was overwritten silently)
+    toml = out / "best-icebreaker.toml"
+    mine = toml.read_text() + "# my tuned\n"
+    toml.write_text(mine)
+    with pytest.raises(OutputError, match="best-icebreaker.toml was changed after ttforge sweep wrote it"):
+        run_sweep(cfg, out)
+    assert toml.read_text() == mine
+    toml.unlink()
+    (out / "notes.txt").write_text("mine\n")
+    with pytest.raises(OutputError, match="holds notes.txt, which ttforge sweep did not write"):
+        run_sweep(cfg, out)
+    (out / "notes.txt").unlink()
+    assert run_sweep(cfg, out).reused == 2 and toml.is_file()
+
+
+def test_a_directory_merely_holding_a_sweep_json_is_not_a_sweeps(tmp_path, capsys):
+    """A user's sweep.json, sweep.csv and pareto.png: refused in one line, all kept (any
+    file named sweep.json counted as proof that the directory was a sweep's)."""
+    path = _write(tmp_path, "ranks = [2]")
+    user = tmp_path / "user"
+    user.mkdir()
+    mine = {"sweep.json": b'{"my": "data"}\n', "sweep.csv": b"my,csv\n", "pareto.png": b"mine\n"}
+    for name, data in mine.items():
+        (user / name).write_bytes(data)
+    assert main(["sweep", path, "--out", str(user)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "not a ttforge sweep (no valid sweep.json)" in err
+    assert {p.name: p.read_bytes() for p in user.iterdir()} == mine
 
 
 @pytest.mark.slow
