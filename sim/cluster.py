@@ -84,10 +84,7 @@ class ClusterSpec:
             return cls(None, max(1, int(workers)), **kw)
         t = str(text)
         if t.startswith(SCHEMES):
-            host = t.split("://", 1)[1]
-            if not host or host.startswith(":"):
-                raise ConfigError(f"{flag} {show(t)}: no host; give tcp://HOST:PORT, a scheduler "
-                                  f"file or nothing (a local cluster)")
+            _check_address(t, flag)
             return cls(t, max(1, int(workers)), **kw)
         if "://" in t:
             raise ConfigError(f"{flag} {show(t)}: unknown scheme; use tcp://HOST:PORT (or "
@@ -97,6 +94,7 @@ class ClusterSpec:
             raise ConfigError(f"{flag} {show_path(t)}: neither a scheduler address (tcp://HOST:PORT) nor "
                               f"an existing scheduler file (dask scheduler --scheduler-file FILE); "
                               f"give one of them, or nothing for a local cluster")
+        scheduler_file_address(p, flag)
         return cls(str(p), max(1, int(workers)), **kw)
 
     @property
@@ -129,6 +127,48 @@ def _quiet() -> Iterator[None]:
     finally:
         for n, level in saved.items():
             logging.getLogger(n).setLevel(level)
+
+
+def _check_address(address: str, flag: str = "--cluster") -> None:
+    """A one-line :class:`ConfigError` unless ``address`` is ``SCHEME://HOST[:PORT]`` with
+    a host and, if given, a port of 1..65535 (Dask took ``tcp://[::1`` or a scheduler
+    file's nonsense as far as an assertion of its own, and its half-made client then
+    held the process for 60 s on exit)."""
+    from urllib.parse import urlsplit
+
+    scheme = address.split("://", 1)[0]
+    if scheme in ("inproc", "ucx"):
+        ok = bool(address.split("://", 1)[1])
+    else:
+        try:
+            u = urlsplit(address)
+            ok = bool(u.hostname) and (u.port is None or 1 <= u.port <= 65535) and u.path in ("", "/")
+        except ValueError:
+            ok = False
+    if not ok:
+        raise ConfigError(f"{flag} {show(address)}: not a scheduler address; give {scheme}://HOST:PORT "
+                          f"(e.g. tcp://10.0.0.5:8786), a scheduler file or nothing (a local cluster)")
+
+
+def scheduler_file_address(path: str | os.PathLike, flag: str = "--cluster") -> str:
+    """The scheduler address a Dask scheduler file holds (a JSON object whose
+    ``address`` is one), or a one-line :class:`ConfigError` naming the file."""
+    import json
+
+    p = Path(path)
+    try:
+        if p.stat().st_size > (1 << 20):
+            raise ValueError("larger than 1 MiB")
+        doc = json.loads(p.read_bytes().decode("utf-8"))
+    except (OSError, ValueError, RecursionError) as e:
+        raise ConfigError(f"{flag} {show_path(p)}: not a Dask scheduler file ({type(e).__name__}); give the "
+                          f"file written by dask scheduler --scheduler-file FILE") from None
+    address = doc.get("address") if isinstance(doc, dict) else None
+    if not isinstance(address, str) or not address.startswith(SCHEMES):
+        raise ConfigError(f"{flag} {show_path(p)}: not a Dask scheduler file (no scheduler address in it); "
+                          f"give the file written by dask scheduler --scheduler-file FILE")
+    _check_address(address, f"{flag} {show_path(p)}: its address")
+    return address
 
 
 def _import_distributed():
@@ -200,13 +240,12 @@ def connect(spec: ClusterSpec) -> Iterator[Any]:
                                        f"start ({type(e).__name__}: {e}); free memory or processes, or "
                                        f"lower --jobs") from None
             else:
-                kw = ({"scheduler_file": spec.address} if spec.is_file else {"address": spec.address})
+                # the address checked first: Dask's own errors for a bad one come late
+                # and leave a half-made client that holds the process for 60 s on exit
+                address = scheduler_file_address(spec.address) if spec.is_file else spec.address
+                _check_address(address)
                 try:
-                    client = distributed.Client(timeout=spec.connect_timeout, set_as_default=False, **kw)
-                except (ValueError, KeyError) as e:   # a file that is not a scheduler file
-                    raise ConfigError(f"--cluster {show_path(spec.address)}: not a Dask scheduler file "
-                                      f"({type(e).__name__}: {e}); give the file written by "
-                                      f"dask scheduler --scheduler-file") from None
+                    client = distributed.Client(address, timeout=spec.connect_timeout, set_as_default=False)
                 except (OSError, TimeoutError) as e:
                     raise ClusterError(f"--cluster {spec.describe()}: cannot reach the scheduler "
                                        f"({type(e).__name__}: {e}); start it (dask scheduler) or check "

@@ -98,8 +98,12 @@ def test_a_local_cluster_gives_the_verdicts_of_a_run_in_this_process(tmp_path):
 
 
 @pytest.mark.parametrize("text,ok", [
-    (None, True), ("local", True), ("tcp://127.0.0.1:8786", True), ("tcp://", False),
+    (None, True), ("local", True), ("tcp://127.0.0.1:8786", True), ("tcp://[::1]:8786", True), ("tcp://", False),
     ("http://host:1", False), ("/nonexistent/scheduler.json", False),
+    # Dask's own errors for these came late: an internal AssertionError (exit 70), a 60 s
+    # wait and a traceback from its half-made client at exit
+    ("tcp://[::1", False), ("tcp://host:99999", False), ("tcp://host:port", False), ("tcp://:8786", False),
+    ("/etc/passwd", False),
 ])
 def test_cluster_addresses(text, ok):
     if ok:
@@ -110,8 +114,24 @@ def test_cluster_addresses(text, ok):
             ClusterSpec.parse(text)
 
 
+@pytest.mark.parametrize("content,says", [
+    ('{"address": "tcp://[::1"}', "its address"), ('{"address": 7}', "no scheduler address"),
+    ("[1, 2]", "no scheduler address"), ("x" * 100, "JSONDecodeError"),
+])
+def test_a_scheduler_file_is_checked_before_dask_reads_it(tmp_path, content, says):
+    f = tmp_path / "scheduler.json"
+    f.write_text(content)
+    with pytest.raises(ConfigError, match=f"not a (scheduler address|Dask scheduler file).*") as e:
+        ClusterSpec.parse(str(f))
+    assert says in str(e.value) and "\n" not in str(e.value)
+    f.write_text('{"address": "tcp://127.0.0.1:8786", "type": "Scheduler"}')
+    assert ClusterSpec.parse(str(f)).is_file
+
+
 @pytest.mark.parametrize("argv,flag", [
     (["--cluster", "/nonexistent/scheduler.json"], "--cluster"),
+    (["--cluster", "/etc/passwd"], "--cluster"),
+    (["--cluster", "tcp://[::1"], "--cluster"),
     (["--cluster", "tcp://127.0.0.1:1", "--jobs", "2"], "--jobs"),
     (["--cluster", "--replay", "/nonexistent"], "--replay"),
 ])
