@@ -43,7 +43,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -409,19 +408,16 @@ class FlowConfig:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "FlowConfig":
         """Read and validate a ``.toml`` flow config."""
-        from ttforge.limits import MAX_CONFIG_BYTES, read_bounded
+        from ttforge.limits import MAX_CONFIG_BYTES, parse_config_text, read_bounded
 
         p = Path(path).expanduser()
         if not p.exists():
             raise ConfigError(f"flow config {p} does not exist; give a .toml file (see examples/)")
         try:   # a regular file of bounded size: a FIFO or /dev/zero is refused, never read
-            data = tomllib.loads(read_bounded(p, "flow config", MAX_CONFIG_BYTES, ConfigError).decode("utf-8"))
-        except RecursionError:
-            raise ConfigError(f"{p}: is nested too deeply to read; give a plain .toml flow config") from None
+            text = read_bounded(p, "flow config", MAX_CONFIG_BYTES, ConfigError).decode("utf-8")
         except UnicodeDecodeError:
             raise ConfigError(f"{p}: is not UTF-8 text; give a .toml flow config") from None
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{p}: is not valid TOML ({e}); fix the syntax") from None
+        data = parse_config_text(text, True, str(p))
         try:
             return cls.from_dict(data, source=p)
         except ConfigError as e:

@@ -45,7 +45,6 @@ import json
 import math
 import os
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -179,17 +178,16 @@ def _plain(obj: Any) -> Any:
 def load_sweep(path: str | os.PathLike) -> SweepConfig:
     """Read and validate a sweep config (every problem one :class:`ConfigError` line)."""
     from ttforge.flow.config import FlowConfig, default_config
-    from ttforge.limits import MAX_CONFIG_BYTES, read_bounded
+    from ttforge.limits import MAX_CONFIG_BYTES, parse_config_text, read_bounded
 
     p = Path(path).expanduser()
     if not p.exists():   # a FIFO or a device is named as such by read_bounded
         raise ConfigError(f"sweep config {p} does not exist; give a .toml file (see examples/*-sweep.toml)")
     try:
-        data = tomllib.loads(read_bounded(p, "sweep config", MAX_CONFIG_BYTES, ConfigError).decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        text = read_bounded(p, "sweep config", MAX_CONFIG_BYTES, ConfigError).decode("utf-8")
+    except UnicodeDecodeError as e:
         raise ConfigError(f"{p}: is not valid TOML ({e}); fix the syntax") from None
-    except RecursionError:
-        raise ConfigError(f"{p}: is nested too deeply to read") from None
+    data = parse_config_text(text, True, str(p))
     for k in data:
         if k not in ("sweep", "grid"):
             raise ConfigError(f"{p}: unknown section {k!r}; a sweep config has [sweep] and [grid]")

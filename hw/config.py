@@ -361,7 +361,7 @@ class AccelConfig:
     def load(cls, path: str | os.PathLike) -> "AccelConfig":
         """Read a config from a ``.json`` or ``.toml`` file (TOML: top-level keys or an
         ``[accel]`` table)."""
-        from ttforge.limits import MAX_CONFIG_BYTES, read_bounded
+        from ttforge.limits import MAX_CONFIG_BYTES, parse_config_text, read_bounded
 
         p = Path(path).expanduser()
         try:   # a regular file of bounded size (a FIFO or /dev/zero is refused, not read)
@@ -371,21 +371,10 @@ class AccelConfig:
         except UnicodeDecodeError as e:
             raise ConfigError(f"{p}: is not UTF-8 text ({e.reason} at byte {e.start}); save it as "
                               f"UTF-8 JSON or TOML") from None
-        if p.suffix.lower() == ".toml":
-            import tomllib
-
-            try:
-                d = tomllib.loads(text)
-            except tomllib.TOMLDecodeError as e:
-                raise ConfigError(f"{p}: is not valid TOML ({e}); fix the file") from None
-            if "accel" in d and isinstance(d["accel"], dict):
-                d = d["accel"]
-        else:
-            try:
-                d = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"{p}: is not valid JSON ({e.msg} at line {e.lineno}); "
-                                  f"fix the file (or name it *.toml)") from None
+        toml = p.suffix.lower() == ".toml"
+        d = parse_config_text(text, toml, str(p))
+        if toml and "accel" in d and isinstance(d["accel"], dict):
+            d = d["accel"]
         return cls.from_dict(d, source=str(p))
 
     def summary(self) -> str:

@@ -26,7 +26,7 @@ __all__ = [
     "MAX_IDX_BYTES", "MAX_NPY_BYTES", "MAX_CLASSES", "MAX_HIDDEN", "MAX_PARAMETERS",
     "MAX_SEED", "MAX_BATCH", "MAX_SEEDS", "MAX_VECTORS", "MAX_JOBS", "MAX_SEARCH_CORES",
     "MAX_LAYER_ELEMENTS", "MAX_EXP", "MAX_EPOCHS", "MAX_THREADS", "MAX_RATE", "MAX_LAYERS", "MAX_FREQ_MHZ", "MAX_NETLIST_BYTES", "open_regular", "read_bounded", "read_array", "check_limit",
-    "file_kind",
+    "file_kind", "parse_config_text",
 ]
 
 MiB = 1 << 20
@@ -215,3 +215,28 @@ def read_array(path: str | os.PathLike, what: str, error: type[UserError] = User
         if np.abs(x).max() > np.finfo(np.float32).max:
             raise error(f"{where}: holds values beyond float32's range (+-3.4e38); give smaller numbers")
     return x
+
+
+def parse_config_text(text: str, toml: bool, where: str) -> object:
+    """``text`` parsed as TOML (``toml``) or JSON, or a one-line :class:`ConfigError`
+    starting with ``where``: bad syntax, nesting too deep to read, or an integer longer
+    than Python converts (4,300 digits; its own message names a ``sys`` setting, and
+    it is no syntax error, so each loader let it through as an internal error)."""
+    import json
+
+    from ttforge.errors import ConfigError
+
+    kind = "TOML" if toml else "JSON"
+    try:
+        if toml:
+            import tomllib
+
+            return tomllib.loads(text)
+        return json.loads(text)
+    except RecursionError:
+        raise ConfigError(f"{where}: is nested too deeply to read; give a plain {kind} file") from None
+    except ValueError as e:   # TOMLDecodeError and JSONDecodeError are ValueErrors
+        if "integer string conversion" in str(e):
+            raise ConfigError(f"{where}: holds an integer of more than 4,300 digits; fix the value") from None
+        what = f"{e.msg} at line {e.lineno}" if isinstance(e, json.JSONDecodeError) else str(e).splitlines()[0]
+        raise ConfigError(f"{where}: is not valid {kind} ({what}); fix the file") from None

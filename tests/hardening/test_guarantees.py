@@ -403,3 +403,33 @@ def test_flow_never_replaces_a_stage_directory_of_the_user_s(tmp_path):
     (user / "my_notes.md").unlink()
     (user / "last.pt").write_bytes(b"changed by hand: the stage may replace it")
     _own_stage(user)
+
+
+@pytest.mark.parametrize("loader, suffix", [
+    ("accel", ".json"), ("accel", ".toml"), ("flow", ".toml"), ("sweep", ".toml")])
+@pytest.mark.parametrize("body, says", [
+    ("huge", "holds an integer of more than 4,300 digits"), ("deep", "is nested too deeply to read"),
+    ("syntax", "is not valid")])
+def test_every_config_loader_refuses_what_its_parser_cannot_take_in_one_line(tmp_path, loader, suffix, body, says):
+    """An integer of thousands of digits is no syntax error (Python's int conversion
+    refuses it): the accelerator, flow and sweep configs let it through as an internal
+    error (exit 70); all parse through ttforge.limits.parse_config_text now."""
+    from ttforge.errors import ConfigError
+    from ttforge.flow import FlowConfig
+    from ttforge.flow.sweep import load_sweep
+    from ttforge.hw.config import AccelConfig
+
+    big = "9" * 5000
+    text = {(".json", "huge"): f'{{"lanes": {big}}}', (".toml", "huge"): f"lanes = {big}\n",
+            (".json", "deep"): "[" * 100_000 + "]" * 100_000, (".toml", "deep"): "x = " + "[" * 100_000 + "]" * 100_000,
+            (".json", "syntax"): "{lanes: 1", (".toml", "syntax"): "lanes = = 1"}[suffix, body]
+    if loader == "flow" and body == "huge":
+        text = f"[flow]\nname = 'x'\n[train]\nepochs = {big}\n"
+    if loader == "sweep" and body == "huge":
+        text = f"[sweep]\nname = 'x'\n[grid]\nranks = [{big}]\n"
+    path = tmp_path / f"c{suffix}"
+    path.write_text(text)
+    load = {"accel": AccelConfig.load, "flow": FlowConfig.load, "sweep": load_sweep}[loader]
+    with pytest.raises(ConfigError, match=says) as e:
+        load(path)
+    assert "\n" not in str(e.value) and str(path) in str(e.value)
