@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ttforge.errors import ConfigError, DataError, DeviceError, DeviceTimeout, ShapeError, show
-from ttforge.limits import MAX_FREQ_MHZ, file_kind
+from ttforge.limits import MAX_FREQ_MHZ, MAX_TIMEOUT_S, file_kind
 
 __all__ = ["build_cli_spec", "program_cli_spec", "run_cli_spec", "program_command"]
 
@@ -29,10 +29,13 @@ def _board(name: str):
     return board(name)
 
 
-def _positive(value: float | None, flag: str, fix: str) -> None:
-    """One-line error unless ``value`` (if given) is a positive, finite number."""
+def _positive(value: float | None, flag: str, fix: str, most: float | None = None) -> None:
+    """One-line error unless ``value`` (if given) is a positive, finite number (at most
+    ``most``)."""
     if value is not None and not (math.isfinite(value) and value > 0):
         raise ConfigError(f"{flag} {value:g} must be a positive number; {fix}")
+    if value is not None and most is not None and value > most:
+        raise ConfigError(f"{flag} {value:g} is above {most:,g}; {fix}")
 
 
 # ------------------------------------------------------------------------- build
@@ -125,7 +128,8 @@ def _run_program(args: argparse.Namespace) -> int:
     from ttforge.hw.tools import ToolchainMissing
 
     b = _board(args.board)
-    _positive(args.timeout, "--timeout", "give the seconds to wait for openFPGALoader (default 300)")
+    _positive(args.timeout, "--timeout", "give the seconds to wait for openFPGALoader (default 300)",
+              MAX_TIMEOUT_S)
     path = Path(args.bitstream)
     if not path.exists():
         raise ConfigError(f"BITSTREAM {path}: no such file; build one with: ttforge build --board {b.key}")
@@ -236,7 +240,7 @@ def _run_run(args: argparse.Namespace) -> int:
         raise ConfigError("give --port PORT (the board's serial port, e.g. /dev/ttyUSB0) or --sim")
     _positive(args.baud, "--baud", "give the bitstream's UART baud rate (default 115200)")
     _positive(args.timeout, "--timeout", "give the seconds to wait for an answer "
-                                         "(default 2; 120 with --sim)")
+                                         "(default 2; 120 with --sim)", MAX_TIMEOUT_S)
     out = check_output_file(args.out, "-o", "outputs.npy") if args.out else None
     net = load_artifact(args.artifact)
     x = _load_inputs(args.inputs, net)

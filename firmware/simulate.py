@@ -53,7 +53,8 @@ class SimTransport:
             raise DeviceError(f"simulator {simulator!r}: choose icarus or verilator")
         # a knob of the benchmarks, read inside the simulator: checked here, in one line
         poll = os.environ.get("TTFORGE_UART_POLL")
-        if poll is not None and not (poll.strip().isdigit() and 1 <= int(poll) <= 1 << 20):
+        # isdecimal, not isdigit: int() refuses '²', a digit to isdigit
+        if poll is not None and not (poll.strip().isdecimal() and 1 <= int(poll) <= 1 << 20):
             raise ConfigError(f"$TTFORGE_UART_POLL={show(poll)} must be an integer in 1..1,048,576 (clock "
                               f"cycles between the simulated UART's socket polls); unset it for the default")
         if simulator == "icarus" and (_sh.which("iverilog") is None or _sh.which("vvp") is None):

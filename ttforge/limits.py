@@ -25,7 +25,7 @@ __all__ = [
     "MAX_ARTIFACT_BYTES", "MAX_MANIFEST_BYTES", "MAX_CONFIG_BYTES", "MAX_CHECKPOINT_BYTES",
     "MAX_IDX_BYTES", "MAX_NPY_BYTES", "MAX_CLASSES", "MAX_HIDDEN", "MAX_PARAMETERS",
     "MAX_SEED", "MAX_BATCH", "MAX_SEEDS", "MAX_VECTORS", "MAX_JOBS", "MAX_SEARCH_CORES",
-    "MAX_LAYER_ELEMENTS", "MAX_EXP", "MAX_EPOCHS", "MAX_THREADS", "MAX_RATE", "MAX_LAYERS", "MAX_FREQ_MHZ", "MAX_NETLIST_BYTES", "open_regular", "read_bounded", "read_array", "check_limit",
+    "MAX_LAYER_ELEMENTS", "MAX_EXP", "MAX_EPOCHS", "MAX_THREADS", "MAX_RATE", "MAX_LAYERS", "MAX_FREQ_MHZ", "MAX_TIMEOUT_S", "MAX_NETLIST_BYTES", "open_regular", "read_bounded", "read_array", "check_limit",
     "file_kind", "parse_config_text",
 ]
 
@@ -82,6 +82,9 @@ MAX_LAYERS = 256
 #: Fastest system clock a build is asked for, in MHz (no small FPGA's fabric runs at a
 #: gigahertz; 1e308 MHz overflowed the clock in Hz with an internal error).
 MAX_FREQ_MHZ = 1000.0
+#: Longest wait for a board's answer or a loader, in seconds (a day; 1e300 overflowed
+#: the system's time type with an internal error, 1e10 was a wait of centuries).
+MAX_TIMEOUT_S = 86_400.0
 
 _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
           (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"))

@@ -214,6 +214,9 @@ def test_bad_numbers_are_refused_before_the_work(artifact, tmp_path, capsys, mon
         (["run", "--board", "ulx3s", "--port", "/dev/null", "--baud", "-1", a, x], "--baud -1"),
         (["run", "--board", "ulx3s", "--sim", "--timeout", "0", a, x], "--timeout 0 must be"),
         (["run", "--board", "ulx3s", "--sim", "--timeout", "inf", a, x], "--timeout inf must be"),
+        # above a day: 1e300 overflowed the system's time type (exit 70)
+        (["run", "--board", "ulx3s", "--sim", "--timeout", "1e300", a, x], "--timeout 1e+300 is above 86,400"),
+        (["program", "--board", "ulx3s", "--timeout", "90000", "--dry-run", "a.bit"], "--timeout 90000 is above"),
         (["program", "--board", "ulx3s", "--timeout", "0", "--dry-run", "a.bit"], "--timeout 0 must be"),
         (["program", "--board", "ulx3s", "--timeout", "-5", "--dry-run", "a.bit"], "--timeout -5 must be"),
     ]:

@@ -51,10 +51,11 @@ def test_a_bad_poll_interval_is_one_line_before_the_simulator(monkeypatch, tmp_p
     from ttforge.errors import ConfigError
     from ttforge.firmware.simulate import SimTransport
 
-    monkeypatch.setenv("TTFORGE_UART_POLL", "0")
-    with pytest.raises(ConfigError, match=r"\$TTFORGE_UART_POLL='0' must be an integer in 1\.\.1,048,576"):
-        SimTransport(AccelConfig(lanes=2), build_dir=tmp_path)
-    assert list(tmp_path.iterdir()) == []
+    for bad in ("0", "\u00b2"):   # '²' is a digit to str.isdigit, not to int() (exit 70)
+        monkeypatch.setenv("TTFORGE_UART_POLL", bad)
+        with pytest.raises(ConfigError, match=r"\$TTFORGE_UART_POLL='.*' must be an integer in 1\.\.1,048,576"):
+            SimTransport(AccelConfig(lanes=2), build_dir=tmp_path)
+        assert list(tmp_path.iterdir()) == []
 
 
 def test_the_runner_sees_no_value_of_a_runs_own_variables(monkeypatch):
