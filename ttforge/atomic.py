@@ -247,6 +247,13 @@ def _through_link(path: str | os.PathLike) -> Path:
     return Path(os.path.realpath(path)) if os.path.islink(path) else Path(path)
 
 
+def _name_output(e: BaseException, path: str | os.PathLike) -> None:
+    """An :class:`OSError` of a write that names no file (``write`` on a full disk says
+    only "No space left on device") names the output it was writing."""
+    if isinstance(e, OSError) and e.filename is None and not isinstance(e, BrokenPipeError):
+        e.filename = str(path)
+
+
 def _fail(path: Path, e: OSError) -> OutputError:
     why = e.strerror or str(e) or type(e).__name__
     return OutputError(f"cannot write {path} ({why}); choose another output path")
@@ -395,8 +402,9 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
         yield tmp
         _fsync_file(tmp)
         _replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         _unlink(tmp)
+        _name_output(e, path)
         raise
 
 
@@ -604,8 +612,9 @@ def atomic_dir(path: str | os.PathLike, *, owner: Callable[[Path], None] | None 
         yield tmp
         if owner is not None:
             owner(out)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        _name_output(e, out)
         raise
     commit_dir(tmp, out)
 

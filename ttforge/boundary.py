@@ -15,6 +15,8 @@ status meaning
        a full disk or an I/O error, memory exhausted
 70     a bug in ttforge (any other exception); ``TTFORGE_DEBUG=1`` shows its traceback
 130    interrupted (Ctrl-C); 143: terminated (SIGTERM or SIGHUP)
+141    stdout was closed by its reader (``| head``): the command stops without a word,
+       as a SIGPIPE would stop it
 ====== ==================================================================================
 
 While the command runs, SIGTERM and SIGHUP act like Ctrl-C (every atomic write removes
@@ -34,7 +36,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ttforge.errors import (EXIT_ENVIRONMENT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_TERMINATED,
+from ttforge.errors import (EXIT_ENVIRONMENT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_PIPE, EXIT_TERMINATED,
                             EXIT_USER, ConfigError, TTForgeError, one_line, show_path)
 
 __all__ = ["run_command", "Terminated", "signals_interrupt", "input_paths", "INPUT_ARGUMENTS",
@@ -139,6 +141,7 @@ def run_command(command: str, run: Callable[[Any], Any], args: Any,
     the status of what went wrong (the table in this module's docstring)."""
     from ttforge.atomic import command_inputs
 
+    stdout_was = _fd_identity(1)
     try:
         try:
             with signals_interrupt(), command_inputs(input_paths(args)):
@@ -148,6 +151,18 @@ def run_command(command: str, run: Callable[[Any], Any], args: Any,
             # before the traceback's frames, and any design half-built in them, are freed
             _quiet_unused_elaboratables()
             raise
+    except SystemExit as e:
+        # rich ends a process whose stdout reader went away with exit 1, pointing
+        # stdout at /dev/null first: that is a closed pipe, not a failed check
+        if e.code == 1 and _stdout_closed(stdout_was):
+            return EXIT_PIPE
+        raise
+    except BrokenPipeError as e:
+        if _stdout_closed(stdout_was):
+            return EXIT_PIPE
+        message, code = describe_os_error(e)
+        _say(command, message)
+        return code
     except Terminated as e:
         print(f"{_prefix(command)}terminated ({e})", file=sys.stderr)
         return EXIT_TERMINATED
@@ -176,6 +191,46 @@ def run_command(command: str, run: Callable[[Any], Any], args: Any,
         return EXIT_ENVIRONMENT
     except Exception as e:  # noqa: BLE001 - the boundary: a bug is one line too
         return _internal(command, e)
+
+
+def _fd_identity(fd: int) -> tuple[int, int] | None:
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _stdout_closed(was: tuple[int, int] | None) -> bool:
+    """Whether stdout's reader went away (``| head``): writing it fails with EPIPE, or
+    rich has already pointed it at ``/dev/null``. If so stdout goes to ``/dev/null``,
+    so that the interpreter's last flush is quiet too."""
+    devnull = _fd_identity_of(os.devnull)
+    now = _fd_identity(1)
+    closed = now is not None and now == devnull and was != devnull
+    if not closed:
+        # a pipe whose reader is gone reports an error condition to poll (the failed
+        # write's buffer is dropped, so a flush would not tell)
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            import select
+
+            poll = select.poll()
+            poll.register(1, select.POLLOUT)
+            closed = any(ev & select.POLLERR for _, ev in poll.poll(0))
+    if closed:
+        with contextlib.suppress(OSError):
+            fd = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(fd, 1)
+            os.close(fd)
+    return closed
+
+
+def _fd_identity_of(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _quiet_unused_elaboratables() -> None:

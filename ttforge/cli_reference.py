@@ -131,6 +131,8 @@ EXIT_CODES = [
     "| 70 | a bug in ttforge (any other exception): the line names it; `TTFORGE_DEBUG=1` shows "
     "the traceback | |",
     "| 130 | interrupted (Ctrl-C): every file being written keeps its old content | |",
+    "| 141 | stdout was closed by its reader (`ttforge inspect A.ttfa \\| head -1`): the command stops "
+    "without a word, as a SIGPIPE would stop it (its outputs are complete or not written) | |",
     "| 143 | terminated (SIGTERM or SIGHUP), handled like Ctrl-C | |",
     "",
     "Every exception class is defined in `ttforge.errors`, in one of the two branches. "

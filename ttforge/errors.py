@@ -28,7 +28,7 @@ import re
 
 __all__ = [
     "EXIT_OK", "EXIT_FAILED", "EXIT_USER", "EXIT_ENVIRONMENT", "EXIT_INTERNAL", "EXIT_INTERRUPTED",
-    "EXIT_TERMINATED",
+    "EXIT_TERMINATED", "EXIT_PIPE",
     "TTForgeError", "UserError", "EnvironmentFailure",
     # user errors
     "ConfigError", "ShapeError", "DataError", "CheckpointError", "ArtifactError", "OutputError",
@@ -51,6 +51,7 @@ EXIT_ENVIRONMENT = 3     # EnvironmentFailure, an OSError of the machine (disk f
 EXIT_INTERNAL = 70       # a bug in ttforge (EX_SOFTWARE); the line says how to see the traceback
 EXIT_INTERRUPTED = 130   # Ctrl-C (SIGINT)
 EXIT_TERMINATED = 143    # SIGTERM / SIGHUP
+EXIT_PIPE = 141          # stdout closed by its reader (| head), as a SIGPIPE would end a tool
 
 #: The most characters of one value an error line shows.
 MAX_VALUE_CHARS = 200

@@ -433,3 +433,47 @@ def test_every_config_loader_refuses_what_its_parser_cannot_take_in_one_line(tmp
     with pytest.raises(ConfigError, match=says) as e:
         load(path)
     assert "\n" not in str(e.value) and str(path) in str(e.value)
+
+
+@pytest.mark.parametrize("how", ["print", "rich"])
+def test_a_stdout_reader_that_goes_away_is_exit_141_without_a_word(how):
+    """``ttforge inspect A | head -1``: rich's own handling ended with exit 1 (a failed
+    check, to a script), plain prints with exit 3 and "Broken pipe ... free space or
+    retry"; now both stop quietly with 141, as a SIGPIPE would."""
+    import subprocess
+    import sys
+
+    code = (
+        "import argparse, sys\n"
+        "from ttforge.boundary import run_command\n"
+        "def run(args):\n"
+        f"    if {how!r} == 'rich':\n"
+        "        from rich.console import Console\n"
+        "        out = Console(force_terminal=False).print\n"
+        "    else:\n"
+        "        out = print\n"
+        "    for i in range(200000):\n"
+        "        out('line', i)\n"
+        "sys.exit(run_command('x', run, argparse.Namespace()))\n")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.read(20)
+    p.stdout.close()
+    err = p.stderr.read()
+    assert p.wait(timeout=60) == 141 and err == b"", err
+
+
+def test_a_full_disk_names_the_output_being_written(tmp_path, monkeypatch):
+    """``write`` on a full disk says only "No space left on device": the error that
+    reaches the user names the file (it named nothing)."""
+    import errno
+
+    from ttforge.atomic import atomic_path
+    from ttforge.boundary import describe_os_error
+
+    out = tmp_path / "out.npy"
+    with pytest.raises(OSError) as e:
+        with atomic_path(out):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    message, code = describe_os_error(e.value)
+    assert message.startswith(f"{out}: No space left on device") and code == 3
+    assert list(tmp_path.iterdir()) == []
