@@ -139,9 +139,13 @@ def build_root_dir(build_root: str | os.PathLike | None = None, *, native: bool 
         raise ConfigError(f"{source} {root} is not a directory; give a directory for the simulators' builds")
     try:
         root.mkdir(parents=True, exist_ok=True)
+        # a read-only cache failed every case later as an RTL error (exit 1, reproducers)
+        fd, probe = tempfile.mkstemp(prefix=f".ttforge-{os.getpid()}.", suffix=".tmp", dir=root)
+        os.close(fd)
+        os.unlink(probe)
     except OSError as e:
-        raise ConfigError(f"{source} {root} cannot be created ({e.strerror or e}); give a writable "
-                          f"directory for the simulators' builds") from None
+        raise ConfigError(f"{source} {root} cannot be created or written ({e.strerror or e}); give a "
+                          f"writable directory for the simulators' builds") from None
     return root
 
 

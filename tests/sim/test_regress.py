@@ -13,6 +13,7 @@ import numpy as np
 import os
 
 import pytest
+from pathlib import Path
 
 from ttforge.cli import main
 from ttforge.hw.config import AccelConfig
@@ -224,6 +225,30 @@ def test_a_build_cache_that_is_a_file_is_one_line_before_any_case(tmp_path, monk
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"{name} {afile} is not a directory" in err, err
     assert afile.read_text() == "mine\n" and sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_a_build_cache_that_cannot_be_written_is_one_line_before_any_case(tmp_path, monkeypatch, capsys):
+    """A read-only cache (here: creating a file in it fails with EROFS, as on a
+    read-only mount, which root's permissions do not bypass) failed every case as an
+    RTL error: exit 1, "regression failed", a reproducer written."""
+    import errno
+    import tempfile
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real = tempfile.mkstemp
+
+    def mkstemp(*a, dir=None, **kw):
+        if dir is not None and Path(dir) == ro:
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real(*a, dir=dir, **kw)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    monkeypatch.setenv("TTFORGE_SIM_CACHE", str(ro))
+    assert main(["regress", "--seeds", "1", "--vectors", "1", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"$TTFORGE_SIM_CACHE {ro} cannot be created or written" in err, err
+    assert not (tmp_path / "r").exists()
 
 
 @pytest.mark.parametrize("field, value, says", [
