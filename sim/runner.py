@@ -34,7 +34,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from ttforge.atomic import atomic_write_text, dead_entries
+from ttforge.atomic import atomic_write_text, check_writable, dead_entries
 from ttforge.errors import ConfigError, show
 from ttforge.errors import SimError, SimulatorMissing  # noqa: F401 - defined in ttforge.errors
 
@@ -139,13 +139,11 @@ def build_root_dir(build_root: str | os.PathLike | None = None, *, native: bool 
         raise ConfigError(f"{source} {root} is not a directory; give a directory for the simulators' builds")
     try:
         root.mkdir(parents=True, exist_ok=True)
-        # a read-only cache failed every case later as an RTL error (exit 1, reproducers)
-        fd, probe = tempfile.mkstemp(prefix=f".ttforge-{os.getpid()}.", suffix=".tmp", dir=root)
-        os.close(fd)
-        os.unlink(probe)
     except OSError as e:
-        raise ConfigError(f"{source} {root} cannot be created or written ({e.strerror or e}); give a "
-                          f"writable directory for the simulators' builds") from None
+        raise ConfigError(f"{source} {root} cannot be created ({e.strerror or e}); give a writable "
+                          f"directory for the simulators' builds") from None
+    # a read-only cache failed every case later as an RTL error (exit 1, reproducers)
+    check_writable(root, source, inside=True)
     return root
 
 

@@ -47,7 +47,7 @@ __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_path", "atomic_dir
            "write_files_atomically", "check_output_file", "check_output_dir", "make_output_dir",
            "command_inputs", "note_input", "check_not_input", "check_owned_dir", "clean_stale", "dead_entries",
            "staging_dir", "commit_dir", "replace_dir", "claim_work_dir", "sha256_file", "WORK_MARKER",
-           "output_lock", "check_run_dir"]
+           "output_lock", "check_run_dir", "check_writable"]
 
 #: The file that marks a directory as ttforge's work directory (``--keep DIR``).
 WORK_MARKER = ".ttforge-work"
@@ -277,6 +277,32 @@ def check_output_file(path: str | os.PathLike, flag: str = "-o", example: str = 
 
 _KINDS = ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
           (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"))
+
+
+def check_writable(path: str | os.PathLike, flag: str = "-o", *, inside: bool = False) -> None:
+    """One line unless a file can be created where ``path`` will be written: in its
+    parent (``inside``: in the directory ``path`` itself), or (a parent the write
+    creates, as every ttforge output) in the nearest existing ancestor, tried by
+    creating and removing a temporary there. Called before any work (``train-board``'s
+    output, ``regress``'s build cache), so a read-only directory never costs a long
+    run at its end, nor fails each of its cases."""
+    target = Path(os.path.realpath(path)) if os.path.islink(path) else Path(path)
+    where = target if inside else target.parent if str(target.parent) else Path(".")
+    while not os.path.lexists(where) and where != where.parent:
+        where = where.parent
+    if not os.path.isdir(where):
+        raise OutputError(f"{flag} {show_path(path)}: {show_path(where)} is not a directory; choose "
+                          "another output path")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=_prefix(target.name), suffix=".tmp", dir=where)
+    except OSError as e:
+        raise OutputError(f"{flag} {show_path(path)} cannot be written: creating a file in {show_path(where)} "
+                          f"fails ({e.strerror or type(e).__name__}); choose a writable directory") from None
+    os.close(fd)
+    try:
+        os.unlink(tmp)
+    except OSError:
+        pass
 
 
 def _check_regular(p: Path, flag: str = "") -> None:
