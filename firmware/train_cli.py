@@ -10,9 +10,13 @@ The run is a sequence of global steps counted from the step of the state it star
 from: step ``k`` of the run takes batch ``k mod S`` (``S`` batches per epoch) of epoch
 ``E0 + k // S + 1`` in the order :func:`ttforge.ir.train_loop.epoch_order` gives, like
 ``train-int``. Checkpoints are the output state file itself, written atomically, with the
-run's parameters in its ``meta["board_run"]``; ``--resume`` reads it back and continues
-to the same end, so an interrupted and resumed run ends in the same bytes as one that
-was never interrupted.
+run's parameters in its ``meta["board_run"]`` (:data:`RECORD_KEYS`: where the run started,
+its target step, its data, batch, seed and lanes, and the sha256 of the state it started
+from); ``--resume`` checks that record key by key, and that STATE is the state the run
+started from, before any work, and continues to the recorded target step, so an
+interrupted and resumed run ends in the same bytes as one that was never interrupted.
+The output is checked before any work too: a file must be creatable where ``-o`` goes,
+so a run is never lost at its end to a path that cannot be written.
 """
 
 from __future__ import annotations
@@ -21,18 +25,28 @@ import argparse
 import hashlib
 import math
 import os
+import re
 from typing import Callable
 
 import numpy as np
 
-from ttforge.errors import ConfigError
-from ttforge.limits import MAX_EPOCHS, MAX_SEED
+from ttforge.errors import ConfigError, show, show_path
+from ttforge.limits import MAX_EPOCHS, MAX_SEED, MAX_TIMEOUT_S
 
 __all__ = ["train_board_arguments", "train_board_run", "run_batches", "META_KEY"]
 
 #: the state's ``meta`` key that records a board run (its start and its parameters)
 META_KEY = "board_run"
 _MAX_STEPS = 10_000_000
+_MAX_BATCH, _MAX_LANES = 4096, 64
+_MAX_COUNTER = (1 << 63) - 1       # a step or epoch counter (int64)
+
+#: the keys of ``meta["board_run"]``: name -> (lo, hi) for an integer, or the allowed values
+RECORD_KEYS = {"start_step": (0, _MAX_COUNTER), "start_epoch": (0, _MAX_COUNTER),
+               "target_step": (1, _MAX_COUNTER), "data": ("digits", "mnist"),
+               "batch": (1, _MAX_BATCH), "seed": (0, MAX_SEED), "lanes": (1, _MAX_LANES),
+               "origin": "sha256"}
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def train_board_arguments(p: argparse.ArgumentParser) -> None:
@@ -88,14 +102,14 @@ def run_batches(xq: np.ndarray, y: np.ndarray, batch: int, seed: int, start_epoc
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    for name, lo, hi in (("steps", 1, _MAX_STEPS), ("epochs", 1, MAX_EPOCHS), ("batch", 1, 4096),
-                         ("lanes", 1, 64), ("seed", 0, MAX_SEED), ("checkpoint_every", 0, _MAX_STEPS),
+    for name, lo, hi in (("steps", 1, _MAX_STEPS), ("epochs", 1, MAX_EPOCHS), ("batch", 1, _MAX_BATCH),
+                         ("lanes", 1, _MAX_LANES), ("seed", 0, MAX_SEED), ("checkpoint_every", 0, _MAX_STEPS),
                          ("loss_every", 0, _MAX_STEPS), ("baud", 1, 100_000_000)):
         v = getattr(args, name)
         if v is not None and not lo <= v <= hi:
             raise ConfigError(f"--{name.replace('_', '-')} {v} must be in {lo}..{hi:,}")
-    if args.timeout is not None and not (math.isfinite(args.timeout) and args.timeout > 0):
-        raise ConfigError(f"--timeout {args.timeout:g} must be a positive number of seconds")
+    if args.timeout is not None and not (math.isfinite(args.timeout) and 0 < args.timeout <= MAX_TIMEOUT_S):
+        raise ConfigError(f"--timeout {args.timeout:g} must be a number of seconds in (0, {MAX_TIMEOUT_S:,g}]")
     if not args.port and not args.sim:
         raise ConfigError("give --port PORT (the board's serial port, e.g. /dev/ttyUSB0) or --sim")
     if args.simulator and not args.sim:     # a board is no simulation: say so, not ignore it
@@ -110,26 +124,84 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ConfigError("--mnist-dir is for --data mnist; drop it or give --data mnist")
 
 
-def _resume_params(state, args, out) -> dict:
-    run = state.meta.get(META_KEY)
+def _record(run, out) -> dict:
+    """``meta["board_run"]`` of the checkpoint ``out``, every key checked (presence, type,
+    range), or one line naming ``out`` and the key."""
     if not isinstance(run, dict):
-        raise ConfigError(f"-o {out} was not written by ttforge train-board (no {META_KEY} record); "
+        raise ConfigError(f"-o {show_path(out)} was not written by ttforge train-board (no {META_KEY} record); "
                           "drop --resume to start a new run")
+    fix = "the checkpoint is damaged; drop --resume to start a new run (from STATE)"
+
+    def bad(key, why):
+        return ConfigError(f"-o {show_path(out)}: meta.{META_KEY}.{key} {why}; {fix}")
+
+    for key in run:
+        if key not in RECORD_KEYS:
+            raise bad(show(key), f"is not a key of a train-board record (those are {', '.join(RECORD_KEYS)})")
+    for key, allowed in RECORD_KEYS.items():
+        if key not in run:
+            raise bad(key, "is missing")
+        v = run[key]
+        if allowed == "sha256":
+            if not isinstance(v, str) or not _SHA256.fullmatch(v):
+                raise bad(key, f"= {show(v)} must be a sha256 (64 lowercase hex digits)")
+        elif isinstance(allowed[0], str):
+            if v not in allowed:
+                raise bad(key, f"= {show(v)} must be one of {', '.join(map(repr, allowed))}")
+        else:
+            lo, hi = allowed
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise bad(key, f"= {show(v)} must be an integer")
+            if not lo <= v <= hi:
+                raise bad(key, f"= {show(v)} is out of range {lo}..{hi:,}")
+    if run["target_step"] <= run["start_step"]:
+        raise bad("target_step", f"= {run['target_step']} must be after start_step ({run['start_step']})")
+    return dict(run)
+
+
+def _same_network(a, b) -> bool:
+    return (a.config == b.config and a.in_exp == b.in_exp and len(a.layers) == len(b.layers)
+            and all((la.in_features, la.out_features, la.schedule, la.relu,
+                     tuple(m.shape for m in la.masters)) ==
+                    (lb.in_features, lb.out_features, lb.schedule, lb.relu, tuple(m.shape for m in lb.masters))
+                    for la, lb in zip(a.layers, b.layers)))
+
+
+def _resume_params(state, origin, args, out) -> dict:
+    """The run recorded in the checkpoint ``state`` (read from ``out``), checked key by
+    key and against ``origin`` (the positional STATE: the state the run started from)
+    and this invocation's arguments, before any work."""
+    run = _record(state.meta.get(META_KEY), out)
     for name in ("batch", "seed", "lanes"):
         v = getattr(args, name)
-        if v is not None and v != run.get(name):
-            raise ConfigError(f"--{name} {v} differs from the run being resumed ({run.get(name)}); drop "
+        if v is not None and v != run[name]:
+            raise ConfigError(f"--{name} {v} differs from the run being resumed ({run[name]}); drop "
                               f"--{name} to continue it")
-    if run.get("data") != args.data:
-        raise ConfigError(f"--data {args.data} differs from the run being resumed ({run.get('data')}); "
+    if run["data"] != args.data:
+        raise ConfigError(f"--data {args.data} differs from the run being resumed ({run['data']}); "
                           "give the same --data")
+    if not run["start_step"] <= state.step <= run["target_step"]:
+        raise ConfigError(f"-o {show_path(out)} is at step {state.step}, outside its run (meta.{META_KEY}: "
+                          f"start_step {run['start_step']}, target_step {run['target_step']}); the checkpoint "
+                          "is damaged; drop --resume to start a new run")
+    fix = (f"give the state the run started from (step {run['start_step']}) as STATE, or drop --resume "
+           "to start a new run")
+    if not _same_network(origin, state):
+        raise ConfigError(f"STATE {show_path(args.state)} is not the state of the run in -o {show_path(out)}: "
+                          f"its network (config, layer shapes or input exponent) differs; {fix}")
+    from ttforge.ir.train_state import dumps_state
+
+    if hashlib.sha256(dumps_state(origin)).hexdigest() != run["origin"]:
+        raise ConfigError(f"STATE {show_path(args.state)} (step {origin.step}) is not the state the run in "
+                          f"-o {show_path(out)} started from (its sha256 differs from meta.{META_KEY}.origin); "
+                          f"{fix}")
     return run
 
 
 def train_board_run(args: argparse.Namespace, load_data: Callable) -> int:
     """The command; ``load_data(spec) -> (name, x_train, y_train, x_test, y_test)`` as for
     ``ttforge train-int``."""
-    from ttforge.atomic import check_output_file, note_input
+    from ttforge.atomic import check_output_file, check_writable, note_input
     from ttforge.hw.trainer.program import fit_engine
     from ttforge.ir.arith import quantize
     from ttforge.ir.train import check_batch, predict
@@ -139,31 +211,56 @@ def train_board_run(args: argparse.Namespace, load_data: Callable) -> int:
     _check_args(args)
     note_input(args.state)     # the run never writes over the state it starts from
     out = check_output_file(args.out, "-o", "state.ttts")
+    check_writable(out)        # before any work: a run is never lost to an output it cannot write
+    origin = load_state(args.state)
     if args.resume:
         if not out.exists():
             raise ConfigError(f"--resume: -o {out} does not exist, so there is no run to resume; drop --resume "
                               "to start one")
         state = load_state(out)
-        run = _resume_params(state, args, out)
+        run = _resume_params(state, origin, args, out)
     else:
-        state = load_state(args.state)
+        state = origin
         run = {"start_step": int(state.step), "start_epoch": int(state.epoch), "data": args.data,
-               "batch": int(args.batch or state.meta.get("batch", 32)),
-               "seed": int(args.seed if args.seed is not None else state.meta.get("seed", 0)),
-               "lanes": int(args.lanes or 4)}
+               "batch": args.batch, "seed": args.seed, "lanes": int(args.lanes or 4),
+               "origin": hashlib.sha256(dumps_state(state)).hexdigest()}
+        for key, default in (("batch", 32), ("seed", 0)):   # not given: the state's meta, checked as the option
+            if run[key] is None:
+                v, (lo, hi) = state.meta.get(key, default), RECORD_KEYS[key]
+                if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                    raise ConfigError(f"the state {show_path(args.state)} says {key}={show(v)} (its meta), not an "
+                                      f"integer in {lo}..{hi:,}; give --{key}")
+                run[key] = v
     batch, seed, lanes = run["batch"], run["seed"], run["lanes"]
-    check_batch(state, batch)
+    try:
+        check_batch(state, batch)
+    except ConfigError as e:
+        if not args.resume or args.batch is not None:
+            raise
+        raise ConfigError(f"-o {show_path(out)}: meta.{META_KEY}.batch = {batch}: {e}") from None
     ds_name, x, y, xt, yt = load_data(args.mnist_dir if args.data == "mnist" else "digits")
     y, yt = np.asarray(y, dtype=np.int64), np.asarray(yt, dtype=np.int64)
     check_fits(state, np.asarray(x).shape[1], np.concatenate([y, yt]), f"the state {args.state}")
     xq = quantize(np.asarray(x, dtype=np.float64), state.config.act_bits, state.in_exp)
     per = math.ceil(len(y) / batch)
-    total = args.steps if args.steps is not None else (args.epochs or 1) * per
-    run["target_step"] = run["start_step"] + total
-    first, last = state.step - run["start_step"], total
+    longest = max(_MAX_STEPS, MAX_EPOCHS * per)
+    asked = args.steps if args.steps is not None else args.epochs * per if args.epochs is not None else None
+    if args.resume:      # to the recorded end; a length that ends elsewhere is refused
+        if run["target_step"] - run["start_step"] > longest:
+            raise ConfigError(f"-o {show_path(out)}: meta.{META_KEY}.target_step = {run['target_step']} makes "
+                              f"the run longer than {longest:,} steps; the checkpoint is damaged; drop "
+                              "--resume to start a new run")
+        if asked is not None and run["start_step"] + asked != run["target_step"]:
+            given = f"--steps {args.steps}" if args.steps is not None else f"--epochs {args.epochs}"
+            raise ConfigError(f"{given} ends the run at step {run['start_step'] + asked}, but the run being "
+                              f"resumed ends at step {run['target_step']}; drop {given.split()[0]} to continue "
+                              "it to its end")
+    else:
+        run["target_step"] = run["start_step"] + (asked if asked is not None else per)
+    first, last = state.step - run["start_step"], run["target_step"] - run["start_step"]
     if first >= last:
-        raise ConfigError(f"-o {out} is at step {state.step}, the end of this run; give more --steps or "
-                          "--epochs to go on")
+        raise ConfigError(f"-o {show_path(out)} is at step {state.step}, the end of its run; to train on, start "
+                          f"a new run from it: give {show_path(out)} as STATE, another -o and no --resume")
     # the simulated board is generated for the state; a board's engine is read from it
     engine = fit_engine(state, batch, lanes=lanes) if args.sim else None
 

@@ -5,7 +5,9 @@ divisor 25 (2,000,000 baud at 50 MHz) on the simulated training board (slow)."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
 from argparse import Namespace
 
 import numpy as np
@@ -59,6 +61,7 @@ def _one_line_error(capsys, argv, match):
     (["--sim", "--checkpoint-every", "-1"], "--checkpoint-every -1"),
     (["--sim", "--batch", "0"], "--batch 0"),
     (["--sim", "--timeout", "0"], "--timeout 0"),
+    (["--sim", "--timeout", "1e300"], "--timeout 1e+300 must be a number of seconds in (0, 86,400]"),
 ])
 def test_bad_arguments_are_one_line(capsys, tmp_path, digits_state, extra, match):
     path, _, _ = digits_state
@@ -94,6 +97,135 @@ def test_a_missing_port_and_a_state_that_does_not_fit_the_data_are_one_line(caps
     _one_line_error(capsys, ["train-board", str(tmp_path / "small.ttts"), "--sim", "-o", str(out)],
                     "takes 8 inputs but the data has 64 features")
     assert not out.exists()
+
+
+@pytest.fixture
+def no_board(monkeypatch):
+    """The board is never opened: reaching it is an internal error (exit 70), so a test
+    that expects a refusal before any work fails fast instead of simulating."""
+    import ttforge.firmware.train_board as tb
+
+    def opened(*a, **k):
+        raise AssertionError("the run reached the board")
+
+    monkeypatch.setattr(tb, "open_train_device", opened)
+
+
+def _checkpoint(path, origin_path, step=2, **edits):
+    """A train-board checkpoint of the run from ``origin_path`` at ``step`` (target step
+    3, batch 4, seed 0), its ``board_run`` record edited (``None``: key removed), as the
+    probe did by unzipping the .ttts and editing manifest.json's meta."""
+    import hashlib
+
+    from ttforge.ir.train_state import dumps_state, load_state, save_state
+
+    origin = load_state(origin_path)
+    run = {"start_step": 0, "start_epoch": 0, "data": "digits", "batch": 4, "seed": 0, "lanes": 4,
+           "target_step": 3, "origin": hashlib.sha256(dumps_state(origin)).hexdigest()}
+    for k, v in edits.items():
+        if v is None:
+            del run[k]
+        else:
+            run[k] = v
+    save_state(origin.replace(step=step, meta={**origin.meta, "board_run": run}), path)
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("edits, match", [
+    ({"seed": -5}, "board_run.seed = -5 is out of range"),
+    ({"seed": 2 ** 80}, "board_run.seed = 1208925819614629174706176 is out of range 0..9,223,372,036,854,775,807"),
+    ({"seed": True}, "board_run.seed = True must be an integer"),
+    ({"start_epoch": None}, "board_run.start_epoch is missing"),
+    ({"start_step": "0"}, "board_run.start_step = '0' must be an integer"),
+    ({"batch": 10 ** 6}, "board_run.batch = 1000000 is out of range 1..4,096"),
+    ({"lanes": 0}, "board_run.lanes = 0 is out of range"),
+    ({"target_step": None}, "board_run.target_step is missing"),
+    ({"target_step": 0}, "board_run.target_step = 0"),
+    ({"start_step": 5, "target_step": 4}, "board_run.target_step = 4 must be after start_step (5)"),
+    ({"start_step": 3, "target_step": 9}, "is at step 2, outside its run"),
+    ({"target_step": 10 ** 12}, "board_run.target_step = 1000000000000 makes the run longer"),
+    ({"data": "cifar"}, "board_run.data = 'cifar' must be one of"),
+    ({"origin": "x" * 64}, "board_run.origin = "),
+    ({"origin": None}, "board_run.origin is missing"),
+    ({"extra": 1}, "board_run.'extra' is not a key"),
+])
+def test_a_hostile_run_record_is_one_line_naming_the_checkpoint_and_key(capsys, tmp_path, digits_state, no_board,
+                                                                          edits, match):
+    path, _, _ = digits_state
+    out = tmp_path / "run.ttts"
+    before = _checkpoint(out, path, **edits)
+    err = _one_line_error(capsys, ["train-board", str(path), "--sim", "--resume", "-o", str(out)], match)
+    assert f"-o {out}" in err
+    assert out.read_bytes() == before           # nothing written
+
+
+def test_resume_goes_to_the_recorded_end_and_refuses_another(capsys, tmp_path, digits_state, monkeypatch):
+    """Started with --steps 3 (target step 3), resumed at step 2 without a length: one step
+    more, not an epoch; a length that ends elsewhere is one line naming both ends."""
+    import contextlib
+
+    import ttforge.firmware.train_board as tb
+    import ttforge.firmware.train_host as th
+
+    path, _, _ = digits_state
+    out = tmp_path / "run.ttts"
+    before = _checkpoint(out, path)
+    base = ["train-board", str(path), "--sim", "--resume", "--quiet", "-o", str(out)]
+    steps = []
+
+    def trains(dev, state, batches, **k):
+        steps.extend(batches)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tb, "open_train_device", lambda *a, **k: contextlib.nullcontext())
+    monkeypatch.setattr(th, "train_on_device", trains)
+    main(base)
+    assert len(steps) == 1                   # step 2 -> 3, the recorded end (before: 2 -> 360, one epoch)
+    main([*base, "--steps", "3"])            # the length it was started with: the same end
+    assert len(steps) == 2
+    capsys.readouterr()
+    _one_line_error(capsys, [*base, "--steps", "5"], "ends the run at step 5, but the run being resumed ends at step 3")
+    _one_line_error(capsys, [*base, "--epochs", "1"], "ends the run at step 360, but the run being resumed ends at "
+                                                      "step 3")
+    assert out.read_bytes() == before
+
+
+def test_resume_refuses_a_state_that_is_not_the_runs_origin(capsys, tmp_path, digits_state, no_board):
+    from ttforge.ir.random import train_case
+    from ttforge.ir.train_state import load_state, save_state
+
+    path, _, _ = digits_state
+    out = tmp_path / "run.ttts"
+    before = _checkpoint(out, path)
+    st, *_ = train_case(0, batch=4, n_layers=2, d=2, rank=2, n_in=8, hidden=6, n_out=3)
+    save_state(st, tmp_path / "other.ttts")              # another network
+    _one_line_error(capsys, ["train-board", str(tmp_path / "other.ttts"), "--sim", "--resume", "-o", str(out)],
+                    "is not the state of the run in -o")
+    save_state(load_state(path).replace(lr_shift=5), tmp_path / "same.ttts")   # the same network, other values
+    _one_line_error(capsys, ["train-board", str(tmp_path / "same.ttts"), "--sim", "--resume", "-o", str(out)],
+                    "is not the state the run in -o")
+    assert out.read_bytes() == before
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc takes no new files (Linux)")
+def test_an_output_that_cannot_be_written_is_refused_before_any_work(capsys, tmp_path, digits_state, no_board):
+    """Also as root: /proc takes no new file (before, the whole run went by, then the write
+    failed and the trained state was lost)."""
+    path, _, _ = digits_state
+    for out in ("/proc/run.ttts", "/proc/none/run.ttts"):
+        _one_line_error(capsys, ["train-board", str(path), "--sim", "-o", out], f"-o {out} cannot be written")
+    if os.geteuid() != 0:                   # root writes into a read-only directory anyway
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o555)
+        try:
+            _one_line_error(capsys, ["train-board", str(path), "--sim", "-o", str(ro / "run.ttts")],
+                            "cannot be written")
+            _one_line_error(capsys, ["train-board", str(path), "--sim", "-o", str(ro / "new" / "run.ttts")],
+                            "cannot be written")
+        finally:
+            ro.chmod(0o755)
+        assert list(ro.iterdir()) == []
 
 
 @pytest.mark.slow
