@@ -203,6 +203,8 @@ class NotBitExactError(AssertionError):
 # ------------------------------------------------------------------------------- formatting
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _LONG_TOKEN = re.compile(r"\S{%d,}" % (MAX_VALUE_CHARS + 1))
+# a value show() or show_path() already cut: "<up to 400 characters>...[N" (" more characters]")
+_CUT = re.compile(r"\S{1,%d}\.\.\.\[\d+" % (2 * MAX_VALUE_CHARS))
 
 
 def show(value: object, limit: int = MAX_VALUE_CHARS) -> str:
@@ -234,5 +236,8 @@ def one_line(message: object) -> str:
     than 200 non-blank characters cut, and at most 2,000 characters in all."""
     text = str(message)
     text = _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
-    text = _LONG_TOKEN.sub(lambda m: _clip(m.group(), MAX_VALUE_CHARS), text)
+    # a value cut before keeps its one marker (it was cut again: "...[24 more characters]
+    # more characters]")
+    text = _LONG_TOKEN.sub(lambda m: m.group() if _CUT.fullmatch(m.group()) else _clip(m.group(), MAX_VALUE_CHARS),
+                           text)
     return _clip(text, 10 * MAX_VALUE_CHARS)

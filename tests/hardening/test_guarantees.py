@@ -230,6 +230,11 @@ def test_one_line_escapes_and_cuts():
     assert one_line("a\nb\rc") == "a\\nb\\rc"
     long = one_line("value " + "z" * 5000 + " end")
     assert long.startswith("value " + "z" * 200 + "...[4800 more characters]") and long.endswith(" end")
+    # a value show() cut already is not cut again (its marker was repeated)
+    from ttforge.errors import show
+
+    cut = one_line(f"shifts {show(10 ** 400)} do not match")
+    assert cut.count("more characters]") == 1 and cut.endswith("...[201 more characters] do not match"), cut
 
 
 # ----------------------------------------------------------------------- train --overwrite
