@@ -199,6 +199,12 @@ def _open(data: bytes, r: ManifestReader) -> tuple[dict, bytes]:
 
         manifest = parse_manifest(read(MANIFEST), r.fail)
         if not isinstance(manifest, dict) or manifest.get("format") != ARTIFACT_FORMAT:
+            from ttforge.ir.train_state import STATE_FORMAT
+
+            if isinstance(manifest, dict) and manifest.get("format") == STATE_FORMAT:
+                raise r.fail("is a training state (ttforge train-int), not an artifact: the training engine "
+                             "takes it (generate --train, train-board); its artifact is the model.ttfa "
+                             "train-int writes beside it")
             raise r.fail(f"is not a ttforge artifact ({MANIFEST} lacks format={ARTIFACT_FORMAT!r})")
         version = manifest.get("format_version")
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:

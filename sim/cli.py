@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import copy
 import contextlib
+import inspect
 import sys
 from pathlib import Path
 from typing import Callable, Iterator
@@ -26,6 +27,9 @@ from ttforge.sim.runner import build_root_dir
 
 __all__ = ["regress_cli_spec"]
 
+#: vectors a case runs when --vectors is not given (regress()'s own default)
+DEFAULT_VECTORS: int = inspect.signature(regress).parameters["vectors"].default
+
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=int, default=8, metavar="N",
@@ -42,8 +46,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help="simulator: icarus or verilator (the cocotb testbench), or verilator-native "
                         "(the C++ harness, for bulk runs); default icarus; with --replay, the "
                         "reproducer's")
-    p.add_argument("--vectors", type=int, default=16, metavar="V",
-                   help="input vectors per case (default 16)")
+    p.add_argument("--vectors", type=int, default=None, metavar="V",
+                   help=f"input vectors per case (default {DEFAULT_VECTORS}; not with --train, whose "
+                        f"cases train on batches)")
     p.add_argument("--out", metavar="DIR", default="regress-out",
                    help="junit.xml, summary.json and reproducers go here (default regress-out)")
     p.add_argument("--replay", metavar="DIR", help="rerun one reproducer directory")
@@ -60,6 +65,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _check_args(args: argparse.Namespace) -> None:
+    if args.vectors is None:
+        args.vectors = DEFAULT_VECTORS
     for flag, v, lo, hi in (("--seeds", args.seeds, 1, MAX_SEEDS),
                             ("--jobs", 1 if args.jobs is None else args.jobs, 1, MAX_JOBS),
                             ("--vectors", args.vectors, 1, MAX_VECTORS),

@@ -244,6 +244,9 @@ def check_train_args(args) -> None:
 
     if args.fault is not None and args.fault not in TRAIN_FAULTS:
         raise ConfigError(f"--fault {args.fault}: not a training fault; use one of {', '.join(TRAIN_FAULTS)}")
+    if args.vectors is not None:   # silently ignored before
+        raise ConfigError(f"--vectors {args.vectors}: a --train case trains on batches, it runs no inference "
+                          f"vectors; drop --vectors (--steps sets a case's length)")
     for flag, bad in (("--replay", args.replay), ("--config", args.config)):
         if bad:
             raise ConfigError(f"{flag}: not available with --train yet (it runs random training cases "

@@ -251,6 +251,8 @@ def test_truncated_and_foreign_files(tmp_path):
     manifest, payload = unzip(data)
     manifest["format"] = "onnx"
     reject(rezip(manifest, payload), "not a ttforge artifact")
+    manifest["format"] = "ttforge-train-state"   # a train-int state: what takes it is named
+    reject(rezip(manifest, payload), r"is a training state \(ttforge train-int\), not an artifact: .*generate --train")
     reject(rezip(b"[1, 2", payload), r"unreadable manifest\.json")
     with pytest.raises(ArtifactError, match="does not exist"):
         load_artifact(tmp_path / "missing.ttfa")
