@@ -228,6 +228,10 @@ def load_sweep(path: str | os.PathLike) -> SweepConfig:
             raise ConfigError(f"{p}: [grid] {axis} = {show(values)} must be a non-empty list of values")
         if len({json.dumps(v, sort_keys=True) for v in values}) != len(values):
             raise ConfigError(f"{p}: [grid] {axis} lists a value twice")
+        if key == AXES["hidden"] and any(not isinstance(v, list) for v in values):
+            # a point's value is a whole hidden = [...]: hidden = [40, 48] read as widths
+            raise ConfigError(f"{p}: [grid] {axis} = {show(values)}: each value is a list of hidden layer "
+                              f"widths; write {axis} = [{', '.join(f'[{v}]' for v in values[:3])}]")
         grid.append((key, tuple(values)))
     try:
         cfg = SweepConfig(name=name, base=base, grid=tuple(grid), until=sw.get("until", "compile"),

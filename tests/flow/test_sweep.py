@@ -59,6 +59,7 @@ def test_points_are_validated_flow_configs(tmp_path):
     ("w_bits = [4, 1]", "", r"point w_bits=1: \[quant\] w_bits"),
     ("ranks = []", "", "non-empty list"),
     ("ranks = [2, 2]", "", "twice"),
+    ("hidden = [40, 48]", "", r"each value is a list of hidden layer widths; write hidden = \[\[40\], \[48\]\]"),
     ("ranks = [2]", 'until = "report"', "until"),
     ("ranks = [2]", "speed = 1", "unknown key"),
     ("board = ['icebreaker', 'de10']", "", "board"),
