@@ -37,12 +37,12 @@ def load_c_library(source: Path, cache: str | os.PathLike | None = None, cc: str
     cache.mkdir(parents=True, exist_ok=True)
     lib = cache / f"{name}.so"
     if not lib.exists():
-        tmp = cache / f".{lib.name}.{os.getpid()}.tmp"
-        r = subprocess.run([cc, "-O2", "-std=c99", "-Wall", "-shared", "-fPIC", "-o", str(tmp), str(source)],
-                           capture_output=True, text=True)
-        if r.returncode != 0:
-            tmp.unlink(missing_ok=True)
-            raise ConfigError(f"compiling {Path(source).name} failed: {r.stderr.strip().splitlines()[-1:]}")
-        os.replace(tmp, lib)
+        from ttforge.atomic import atomic_path
+
+        with atomic_path(lib, suffix=".so") as tmp:   # a killed compile leaves no half library
+            r = subprocess.run([cc, "-O2", "-std=c99", "-Wall", "-shared", "-fPIC", "-o", str(tmp), str(source)],
+                               capture_output=True, text=True)
+            if r.returncode != 0:
+                raise ConfigError(f"compiling {Path(source).name} failed: {r.stderr.strip().splitlines()[-1:]}")
     _LIBS[name] = so = C.CDLL(str(lib))
     return so

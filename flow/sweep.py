@@ -49,7 +49,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from ttforge.atomic import atomic_write_bytes, atomic_write_text, make_output_dir, sha256_file
+from ttforge.atomic import (atomic_write_bytes, atomic_write_text, commit_dir, make_output_dir, sha256_file,
+                            staging_dir)
 from ttforge.errors import ConfigError, OutputError, TTForgeError, one_line, show, show_path
 
 __all__ = ["AXES", "UNTIL", "MAX_POINTS", "SHARED_STAGES", "SweepConfig", "SweepResult", "load_sweep", "run_sweep",
@@ -294,14 +295,16 @@ def _seed_stages(point_dir: Path, sibling: Path) -> None:
         if not (src / RECORD).is_file() or dst.exists():
             continue
         point_dir.mkdir(parents=True, exist_ok=True)
-        tmp = point_dir / f".{stage}.seed-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
         try:
-            shutil.copytree(src, tmp)
-            os.replace(tmp, dst)
-        except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)   # the stage then simply runs
-            return
+            tmp = staging_dir(dst)   # named with the process id: a killed copy's goes later
+            try:
+                shutil.copytree(src, tmp, dirs_exist_ok=True)
+                commit_dir(tmp, dst)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+        except (OSError, OutputError):
+            return   # the stage then simply runs
 
 
 def point_task(args: tuple) -> dict[str, Any]:

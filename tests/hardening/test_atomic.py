@@ -205,10 +205,10 @@ def test_a_run_that_locks_a_lock_file_its_holder_just_removed_takes_the_new_one(
 
 
 def test_no_writer_outside_ttforge_atomic_renames_by_itself():
-    """Every ``os.replace`` of model/, quant/, hw/ (but synth.py) and sim/ lives in ttforge.atomic."""
+    """Every ``os.replace`` of the packages (but hw/synth.py) lives in ttforge.atomic."""
     root = Path(__file__).resolve().parents[2]
     offenders = []
-    for pkg in ("model", "quant", "hw", "sim", "ttforge"):
+    for pkg in ("model", "quant", "hw", "sim", "ttforge", "firmware", "flow", "ir"):
         for f in (root / pkg).rglob("*.py"):
             if f.name == "atomic.py" or f == root / "hw" / "synth.py":
                 continue
