@@ -193,9 +193,10 @@ def run_command(command: str, run: Callable[[Any], Any], args: Any,
         return _internal(command, e)
 
 
-def _fd_identity(fd: int) -> tuple[int, int] | None:
+def _fd_identity(fd: int | str) -> tuple[int, int] | None:
+    """``(device, inode)`` of an open file descriptor or a path; ``None`` if unknown."""
     try:
-        st = os.fstat(fd)
+        st = os.fstat(fd) if isinstance(fd, int) else os.stat(fd)
     except OSError:
         return None
     return st.st_dev, st.st_ino
@@ -205,7 +206,7 @@ def _stdout_closed(was: tuple[int, int] | None) -> bool:
     """Whether stdout's reader went away (``| head``): writing it fails with EPIPE, or
     rich has already pointed it at ``/dev/null``. If so stdout goes to ``/dev/null``,
     so that the interpreter's last flush is quiet too."""
-    devnull = _fd_identity_of(os.devnull)
+    devnull = _fd_identity(os.devnull)
     now = _fd_identity(1)
     closed = now is not None and now == devnull and was != devnull
     if not closed:
@@ -223,14 +224,6 @@ def _stdout_closed(was: tuple[int, int] | None) -> bool:
             os.dup2(fd, 1)
             os.close(fd)
     return closed
-
-
-def _fd_identity_of(path: str) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
 
 
 def _quiet_unused_elaboratables() -> None:
