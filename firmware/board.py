@@ -235,7 +235,9 @@ def sim_verilog(config, *, divisor: int, clk_hz: int = 100_000_000, name: str = 
                          "opt_clean -purge", "write_verilog -noattr"])
     if cache_dir is None:
         return _run_builtin_yosys(script)
+    import contextlib
     import hashlib
+    import os
     from importlib.metadata import PackageNotFoundError, version
     from pathlib import Path
 
@@ -248,6 +250,8 @@ def sim_verilog(config, *, divisor: int, clk_hz: int = 100_000_000, name: str = 
     key = hashlib.sha256(f"{yosys}\n{script}".encode()).hexdigest()[:16]
     cached = Path(cache_dir) / f"yosys-{key}.v"
     if cached.is_file():
+        with contextlib.suppress(OSError):
+            os.utime(cached)   # used now: the cache's pruning (simulate.prune_cache) goes by age
         return cached.read_text()
     verilog = _run_builtin_yosys(script)
     Path(cache_dir).mkdir(parents=True, exist_ok=True)

@@ -15,9 +15,11 @@ recipe of :mod:`ttforge.sim.runner`): minutes to compile, then several times fas
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
+import re
 import select
 import shutil
 import socket
@@ -31,7 +33,7 @@ from ttforge.atomic import atomic_write_text
 from ttforge.errors import ConfigError, ToolchainMissing, show
 from ttforge.firmware.host import Device, DeviceError
 
-__all__ = ["SimTransport", "simulated_device", "SIM_DIVISOR", "SIM_CLK_NS"]
+__all__ = ["SimTransport", "simulated_device", "SIM_DIVISOR", "SIM_CLK_NS", "prune_cache", "CACHE_KEEP", "CACHE_AGE_S"]
 
 SIM_DIVISOR = 4
 SIM_CLK_NS = 10
@@ -69,11 +71,14 @@ class SimTransport:
         self.default_timeout = float(timeout)
         # absolute: the simulator runs inside the build directory (as sim.runner.run_job)
         root = Path(build_dir).resolve() if build_dir else Path(tempfile.gettempdir()) / "ttforge-simboard"
+        if not build_dir:
+            prune_cache(root)
         verilog = sim_verilog(config, divisor=divisor, clk_hz=int(1e9 // clk_ns), engine=engine,
                               accel=accel, cache_dir=root)
         key = hashlib.sha256(verilog.encode()).hexdigest()[:16]
         self.build_dir = bd = root / (key if simulator == "icarus" else f"{simulator}-{key}")
         bd.mkdir(parents=True, exist_ok=True)
+        os.utime(bd)   # used now (prune_cache goes by age)
         src = bd / f"{SIM_TOP}.v"
         if not src.is_file() or src.read_text() != verilog:
             atomic_write_text(src, verilog)   # another run may be compiling the cached file
@@ -182,6 +187,35 @@ class SimTransport:
             self._logger.propagate = self._propagate
             h.close()
             self._handler = None
+
+
+#: The default cache of simulated boards keeps its newest :data:`CACHE_KEEP` entries and
+#: any used within :data:`CACHE_AGE_S` seconds; older ones go when a board is made (one
+#: large engine's Yosys output alone was 53 MB, and nothing ever removed them).
+CACHE_KEEP, CACHE_AGE_S = 16, 7 * 86_400
+_CACHE_ENTRY = re.compile(r"(?:verilator-)?[0-9a-f]{16}|yosys-[0-9a-f]{16}\.v")
+
+
+def prune_cache(root: Path, *, keep: int = CACHE_KEEP, age_s: float = CACHE_AGE_S) -> list[str]:
+    """Remove the entries of the simulated boards' cache ``root`` (build directories and
+    Yosys outputs, recognised by name; nothing else is touched) beyond the newest
+    ``keep`` that were last used more than ``age_s`` seconds ago. Returns their names."""
+    try:
+        entries = [(e.stat(follow_symlinks=False).st_mtime, e) for e in os.scandir(root)
+                   if _CACHE_ENTRY.fullmatch(e.name) and not e.is_symlink()]
+    except OSError:
+        return []
+    entries.sort(key=lambda t: t[0], reverse=True)
+    now, gone = time.time(), []
+    for mtime, e in entries[keep:]:
+        if now - mtime > age_s:
+            if e.is_dir(follow_symlinks=False):
+                shutil.rmtree(e.path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(e.path)
+            gone.append(e.name)
+    return gone
 
 
 def simulated_device(config, **kwargs) -> Device:

@@ -176,3 +176,31 @@ def test_an_interrupt_while_the_simulator_starts_leaves_no_socket_directory(setu
     assert set(ours()) <= set(before)   # none added (dead runs' ones may go)
     assert not [t for t in threading.enumerate() if t.name == "ttforge-simboard" and t.is_alive()
                 and t is not getattr(setup[0].t, "_thread", None)]
+
+
+def test_the_simulated_boards_cache_keeps_what_is_new_or_recent(tmp_path):
+    """Entries beyond the newest ``keep`` that were last used long ago go; recent ones,
+    the newest, and anything not named like an entry stay (the cache only grew)."""
+    import time
+
+    from ttforge.firmware.simulate import prune_cache
+
+    now = time.time()
+    names = [f"{i:016x}" for i in range(5)] + ["verilator-" + "a" * 16, "yosys-" + "b" * 16 + ".v"]
+    for i, name in enumerate(names):
+        p = tmp_path / name
+        if name.endswith(".v"):
+            p.write_text("v")
+        else:
+            p.mkdir()
+            (p / "x").write_text("x")
+        os.utime(p, (now - 86_400 * (10 + i), now - 86_400 * (10 + i)))   # oldest last
+    (tmp_path / "mine.txt").write_text("a user's file")
+    os.utime(tmp_path / "mine.txt", (0, 0))
+    recent = tmp_path / ("f" * 16)
+    recent.mkdir()
+    gone = prune_cache(tmp_path, keep=2, age_s=7 * 86_400)
+    # kept: the recent one and the newest old one (keep=2); the rest were old
+    assert sorted(gone) == sorted(names[1:])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([names[0], "f" * 16, "mine.txt"])
+    assert prune_cache(tmp_path, keep=0, age_s=7 * 86_400) == [names[0]]
