@@ -141,8 +141,9 @@ def _sweep_run(args: argparse.Namespace) -> int:
     res = run_sweep(cfg, out, jobs=args.jobs, cluster=args.cluster, progress=progress)
     ok = sum(r["status"] == "ok" for r in res.rows)
     nofit = sum(r["status"] == "no fit" for r in res.rows)
-    print(f"{ok} ran, {nofit} do not fit, {len(res.failed)} failed; {res.reused} reused from an earlier run; "
-          f"{res.seconds:.1f} s")
+    # "ran" counted the points an earlier run had finished too
+    print(f"{ok} ok, {nofit} do not fit, {len(res.failed)} failed; {len(res.rows) - res.reused} run now, "
+          f"{res.reused} reused from an earlier run; {res.seconds:.1f} s")
     for board, r in sorted(res.best.items()):
         print(f"best for {board}: {', '.join(f'{k.split(chr(46))[-1]}={v}' for k, v in r['params'].items())}: "
               f"int acc {100 * r['int_acc']:.2f}%, {r.get('cycles')} cycles -> {res.out_dir / f'best-{board}.toml'}")

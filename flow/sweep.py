@@ -522,7 +522,9 @@ def _check_out(out: Path) -> dict[str, set[str]]:
     if not isinstance(doc, dict) or doc.get("format") != "ttforge-sweep":
         raise OutputError(f"--out {out} is not empty and not a ttforge sweep (no valid sweep.json); {hint}")
     listed = doc.get("files")
-    files: dict[str, set[str]] | None = None
+    # no valid record of the contents (a damaged one, or a sweep of a ttforge before the
+    # record): none of the files is recognised, so none is replaced
+    files: dict[str, set[str]] = {}
     if isinstance(listed, dict) and all(isinstance(v, list) and all(isinstance(h, str) for h in v)
                                         for v in listed.values()):
         files = {str(n): set(v) for n, v in listed.items()}
@@ -531,9 +533,30 @@ def _check_out(out: Path) -> dict[str, set[str]]:
             continue   # the points' builds are flow outputs, which flow checks itself
         if not _is_own(e.name) or not e.is_file(follow_symlinks=False):
             raise OutputError(f"--out {out} holds {show_path(e.name)}, which ttforge sweep did not write; {hint}")
-        if files is not None and sha256_file(Path(e.path)) not in files.get(e.name, ()):
+        if e.name not in files:
+            raise OutputError(f"--out {out}: {show_path(e.name)} is not in sweep.json's record of what ttforge "
+                              f"sweep wrote (a damaged record, or an older ttforge's sweep); {hint}")
+        if sha256_file(Path(e.path)) not in files[e.name]:
             raise OutputError(f"--out {out}: {show_path(e.name)} was changed after ttforge sweep wrote it; {hint}")
-    return files or {}
+    return files
+
+
+def _sane(row: Mapping[str, Any]) -> bool:
+    """Whether a finished row of ``sweep.json`` has the types the tables and the best
+    point's file use (a damaged one is run again: an ``int_acc`` of "abc" stopped the
+    final write with an internal error)."""
+    for k, v in row.items():
+        if k in ("params", "flow", "key", "board"):
+            continue
+        if k in ("reason", "logic_kind", "status"):
+            ok = v is None or isinstance(v, str)
+        elif k == "exact":
+            ok = v is None or isinstance(v, bool)
+        else:
+            ok = v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v))
+        if not ok:
+            return False
+    return True
 
 
 def _finished(out: Path) -> dict[str, dict[str, Any]]:
@@ -564,8 +587,10 @@ def run_sweep(cfg: SweepConfig, out_dir: str | os.PathLike, *, jobs: int | None 
     for i, p in enumerate(points):
         base = {"key": p.key, "params": p.params, "board": p.flow["bitstream"]["board"], "flow": p.flow}
         old = done.get(p.key)
-        if old is not None and old.get("flow") == p.flow:
-            res.rows[i] = old
+        if old is not None and old.get("flow") == p.flow and _sane(old):
+            # the point's own key, values and board, never the record's (a board of
+            # "x/../../dir/file" named a best-*.toml outside --out)
+            res.rows[i] = {**old, **base}
             res.reused += 1
         else:
             # absolute: a worker's working directory is not the command's (on a cluster the

@@ -131,6 +131,27 @@ def test_a_small_sweep_end_to_end_and_resumed(tmp_path, monkeypatch):
     (out / "notes.txt").unlink()
     assert run_sweep(cfg, out).reused == 2 and toml.is_file()
 
+    # a crafted record: a row's board naming a path outside --out writes nothing there
+    # (best-x/../../victim/precious.toml replaced a user's file), a row of wrong types is
+    # run again (an int_acc of "abc" was an internal error), and a record without the
+    # files it wrote recognises none of them
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious.toml").write_text("mine\n")
+    doc = json.loads((out / "sweep.json").read_text())
+    doc["rows"][0]["board"] = "x/../../victim/precious"
+    doc["rows"][1]["int_acc"] = "abc"
+    (out / "sweep.json").write_text(json.dumps(doc))
+    monkeypatch.undo()
+    again = run_sweep(cfg, out)
+    assert again.reused == 1 and (victim / "precious.toml").read_text() == "mine\n"
+    assert not (out / "best-x").exists() and all(r["board"] == "icebreaker" for r in again.rows)
+    doc = json.loads((out / "sweep.json").read_text())
+    del doc["files"]
+    (out / "sweep.json").write_text(json.dumps(doc))
+    with pytest.raises(OutputError, match="is not in sweep.json's record of what ttforge sweep wrote"):
+        run_sweep(cfg, out)
+
 
 def test_a_directory_merely_holding_a_sweep_json_is_not_a_sweeps(tmp_path, capsys):
     """A user's sweep.json, sweep.csv and pareto.png: refused in one line, all kept (any
