@@ -104,6 +104,11 @@ def test_a_local_cluster_gives_the_verdicts_of_a_run_in_this_process(tmp_path):
     # wait and a traceback from its half-made client at exit
     ("tcp://[::1", False), ("tcp://host:99999", False), ("tcp://host:port", False), ("tcp://:8786", False),
     ("/etc/passwd", False),
+    # passed the first check, then Dask's int() of the port, or its security settings,
+    # failed after 60 s (exit 70)
+    ("tcp://127.0.0.1:1?x=y", False), ("tcp://user:pw@127.0.0.1:1", False), ("tcp://127.0.0.1:1#f", False),
+    ("tcp://ho st:1", False), ("inproc://x", False), ("ucx://x", False), ("tls://127.0.0.1:1", False),
+    ("tcp://sched.example.com:8786", True), ("tcp://[fe80::1%eth0]:1", True), ("ws://127.0.0.1:1", True),
 ])
 def test_cluster_addresses(text, ok):
     if ok:
