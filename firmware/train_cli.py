@@ -195,6 +195,13 @@ def _resume_params(state, origin, args, out) -> dict:
         raise ConfigError(f"STATE {show_path(args.state)} (step {origin.step}) is not the state the run in "
                           f"-o {show_path(out)} started from (its sha256 differs from meta.{META_KEY}.origin); "
                           f"{fix}")
+    for key, want in (("start_step", origin.step), ("start_epoch", origin.epoch)):
+        # the batches of the resumed steps are counted from these: another value would
+        # take other batches than the run that was interrupted
+        if run[key] != want:
+            raise ConfigError(f"-o {show_path(out)}: meta.{META_KEY}.{key} = {run[key]}, but the state the run "
+                              f"started from is at {key.split('_')[1]} {want}; the checkpoint is damaged; drop "
+                              f"--resume to start a new run")
     return run
 
 

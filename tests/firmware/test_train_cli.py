@@ -148,6 +148,9 @@ def _checkpoint(path, origin_path, step=2, **edits):
     ({"origin": "x" * 64}, "board_run.origin = "),
     ({"origin": None}, "board_run.origin is missing"),
     ({"extra": 1}, "board_run.'extra' is not a key"),
+    # the origin's own counters: another start takes other batches than the interrupted run
+    ({"start_step": 1}, "board_run.start_step = 1, but the state the run started from is at step 0"),
+    ({"start_epoch": 2}, "board_run.start_epoch = 2, but the state the run started from is at epoch 0"),
 ])
 def test_a_hostile_run_record_is_one_line_naming_the_checkpoint_and_key(capsys, tmp_path, digits_state, no_board,
                                                                           edits, match):
