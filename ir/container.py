@@ -206,7 +206,9 @@ def parse_manifest(raw: bytes, fail) -> Any:
     except RecursionError:
         raise fail(f"has a {MANIFEST} nested too deeply to read; it is damaged or not from ttforge") from None
     except (UnicodeDecodeError, ValueError) as e:  # JSONDecodeError, or an int of too many digits
-        raise fail(f"has an unreadable {MANIFEST} ({show(str(e))}); it is damaged or not from ttforge") from None
+        why = ("an integer of more than 4,300 digits" if "integer string conversion" in str(e)
+               else show(str(e)))   # not Python's advice on sys.set_int_max_str_digits
+        raise fail(f"has an unreadable {MANIFEST} ({why}); it is damaged or not from ttforge") from None
 
 
 def read_tensors(manifest: dict, payload: bytes, r: ManifestReader) -> dict[str, np.ndarray]:

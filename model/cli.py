@@ -80,7 +80,7 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _read_config_file(path: str) -> dict[str, Any]:
-    from ttforge.limits import MAX_CONFIG_BYTES, read_bounded
+    from ttforge.limits import MAX_CONFIG_BYTES, parse_config_text, read_bounded
 
     p = Path(path)
     if not p.exists():
@@ -90,19 +90,9 @@ def _read_config_file(path: str) -> dict[str, Any]:
     except UnicodeDecodeError as e:
         raise ConfigError(f"--config {path} is not UTF-8 text ({e.reason} at byte {e.start}); "
                           f"save it as UTF-8 JSON or TOML") from None
-    try:
-        if p.suffix == ".toml":
-            import tomllib
-
-            data = tomllib.loads(text)
-        elif p.suffix == ".json":
-            data = json.loads(text)
-        else:
-            raise ConfigError(f"--config {path}: unknown file type {p.suffix!r}; use .json or .toml")
-    except (ValueError, TypeError) as e:  # JSONDecodeError and TOMLDecodeError are ValueErrors
-        if isinstance(e, ConfigError):
-            raise
-        raise ConfigError(f"--config {path} does not parse ({str(e).splitlines()[0]}); fix the syntax") from None
+    if p.suffix not in (".toml", ".json"):
+        raise ConfigError(f"--config {path}: unknown file type {p.suffix!r}; use .json or .toml")
+    data = parse_config_text(text, p.suffix == ".toml", f"--config {path}")
     if not isinstance(data, dict):
         raise ConfigError(f"--config {path} must hold an object/table of fields")
     return data

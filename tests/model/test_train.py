@@ -244,7 +244,7 @@ def test_cli_config_file_toml(tmp_path, capsys):
     (["--model", "dense", "--rank-adaptive"], "rank_adaptive needs TT layers"),
     (["--resume"], "does not exist; drop --resume"),
     (["--config", "CONF"], "unknown config field 'epoch'"),
-    (["--config", "BADSYNTAX"], "does not parse"),
+    (["--config", "BADSYNTAX"], "is not valid"),
 ])
 def test_cli_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args, message):
     (tmp_path / "c.json").write_text('{"epoch": 3}')

@@ -254,6 +254,8 @@ def test_truncated_and_foreign_files(tmp_path):
     manifest["format"] = "ttforge-train-state"   # a train-int state: what takes it is named
     reject(rezip(manifest, payload), r"is a training state \(ttforge train-int\), not an artifact: .*generate --train")
     reject(rezip(b"[1, 2", payload), r"unreadable manifest\.json")
+    # not Python's own advice (sys.set_int_max_str_digits) in the line
+    reject(rezip(b'{"x": ' + b"9" * 5000 + b"}", payload), r"unreadable manifest\.json \(an integer of more than 4,300")
     with pytest.raises(ArtifactError, match="does not exist"):
         load_artifact(tmp_path / "missing.ttfa")
     with pytest.raises(ArtifactError, match="is a directory"):
