@@ -5,6 +5,7 @@ traceback; ``ttforge/__init__.py`` imports nothing, so only Python's own start-u
 
 from __future__ import annotations
 
+import signal
 import sys
 
 __all__ = ["main"]
@@ -16,7 +17,13 @@ def main() -> int:
     try:
         from ttforge.cli import main as cli_main
 
-        return cli_main()
+        try:
+            return cli_main()
+        finally:
+            # the command has ended (its outputs complete or not written): a Ctrl-C while
+            # the interpreter shuts down raised inside torch's atexit handlers and printed
+            # their traceback (with exit 0); SIGTERM keeps its default, which prints nothing
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
     except KeyboardInterrupt:
         sys.stderr.write("ttforge: interrupted\n")
         return 130

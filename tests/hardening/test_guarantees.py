@@ -482,3 +482,22 @@ def test_a_full_disk_names_the_output_being_written(tmp_path, monkeypatch):
     message, code = describe_os_error(e.value)
     assert message.startswith(f"{out}: No space left on device") and code == 3
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_ctrl_c_while_the_interpreter_shuts_down_prints_nothing():
+    """After the command has ended, Ctrl-C during the interpreter's shutdown (here: from
+    an atexit handler, as torch's ran) raised inside the handlers and printed their
+    traceback."""
+    import subprocess
+    import sys
+
+    code = ("import atexit, os, signal, sys, time\n"
+            "from ttforge._entry import main\n"
+            "sys.argv = ['ttforge', 'schedule', '--in-modes', '4,4', '--out-modes', '4,4', '--ranks', '2']\n"
+            "def late():\n"
+            "    os.kill(os.getpid(), signal.SIGINT)\n"
+            "    time.sleep(0.3)\n"
+            "atexit.register(late)\n"
+            "sys.exit(main())\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and p.stderr == "", p.stderr
