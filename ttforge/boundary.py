@@ -157,12 +157,6 @@ def run_command(command: str, run: Callable[[Any], Any], args: Any,
         if e.code == 1 and _stdout_closed(stdout_was):
             return EXIT_PIPE
         raise
-    except BrokenPipeError as e:
-        if _stdout_closed(stdout_was):
-            return EXIT_PIPE
-        message, code = describe_os_error(e)
-        _say(command, message)
-        return code
     except Terminated as e:
         print(f"{_prefix(command)}terminated ({e})", file=sys.stderr)
         return EXIT_TERMINATED
@@ -179,6 +173,8 @@ def run_command(command: str, run: Callable[[Any], Any], args: Any,
         print(hint, file=sys.stderr)
         return EXIT_USER
     except OSError as e:
+        if isinstance(e, BrokenPipeError) and _stdout_closed(stdout_was):
+            return EXIT_PIPE
         message, code = describe_os_error(e)
         _say(command, message)
         return code
