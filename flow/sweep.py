@@ -49,8 +49,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from ttforge.atomic import (atomic_write_bytes, atomic_write_text, commit_dir, make_output_dir, sha256_file,
-                            staging_dir)
+from ttforge.atomic import (atomic_write_bytes, atomic_write_text, commit_dir, make_output_dir, read_marker,
+                            sha256_file, staging_dir)
 from ttforge.errors import ConfigError, OutputError, TTForgeError, one_line, show, show_path
 
 __all__ = ["AXES", "UNTIL", "MAX_POINTS", "SHARED_STAGES", "SweepConfig", "SweepResult", "load_sweep", "run_sweep",
@@ -512,13 +512,7 @@ def _check_out(out: Path) -> dict[str, set[str]]:
         raise OutputError(f"--out {out}: cannot be listed ({e.strerror}); give another directory") from None
     if not entries:
         return {}
-    doc = None
-    marker = out / "sweep.json"
-    if marker.is_file() and not marker.is_symlink() and marker.stat().st_size < (1 << 28):
-        try:
-            doc = json.loads(marker.read_bytes().decode("utf-8"))
-        except (OSError, ValueError, RecursionError):
-            doc = None
+    doc = read_marker(out / "sweep.json", 1 << 28)
     if not isinstance(doc, dict) or doc.get("format") != "ttforge-sweep":
         raise OutputError(f"--out {out} is not empty and not a ttforge sweep (no valid sweep.json); {hint}")
     listed = doc.get("files")

@@ -47,7 +47,7 @@ __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_path", "atomic_dir
            "write_files_atomically", "check_output_file", "check_output_dir", "make_output_dir",
            "command_inputs", "note_input", "check_not_input", "check_owned_dir", "clean_stale", "dead_entries",
            "staging_dir", "commit_dir", "replace_dir", "claim_work_dir", "sha256_file", "WORK_MARKER",
-           "output_lock", "check_run_dir", "check_writable"]
+           "output_lock", "check_run_dir", "check_writable", "read_marker"]
 
 #: The file that marks a directory as ttforge's work directory (``--keep DIR``).
 WORK_MARKER = ".ttforge-work"
@@ -182,6 +182,17 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def read_marker(path: Path, limit: int = 1 << 24) -> object:
+    """The JSON of an output directory's record file ``path`` (a regular file, not a
+    link, of at most ``limit`` bytes), or ``None`` when it is none of that."""
+    if not (path.is_file() and not path.is_symlink() and path.stat().st_size < limit):
+        return None
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+
+
 def check_owned_dir(out: str | os.PathLike, marker: str, fmt: str,
                     files_of: Callable[[dict], Mapping[str, str | None]], *,
                     flag: str = "-o", command: str = "ttforge") -> None:
@@ -205,13 +216,7 @@ def check_owned_dir(out: str | os.PathLike, marker: str, fmt: str,
         return
     where = f"{flag} {show_path(p)}"
     hint = "move it away or choose an empty or new directory"
-    mpath = p / marker
-    manifest = None
-    if mpath.is_file() and not mpath.is_symlink() and mpath.stat().st_size < (1 << 24):
-        try:
-            manifest = json.loads(mpath.read_bytes().decode("utf-8"))
-        except (OSError, ValueError, RecursionError):
-            manifest = None
+    manifest = read_marker(p / marker)
     files = None
     if isinstance(manifest, dict) and manifest.get("format") == fmt:
         try:
