@@ -175,7 +175,10 @@ def load_trained(path: str | os.PathLike) -> Trained:
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_NAME
-    note_input(path)   # an output of the command may never be this file (ttforge.atomic)
+    # an output of the command may never be this file (ttforge.atomic), nor, in a run's
+    # directory, the run's other files (`decompose RUN -o RUN/metrics.json`)
+    for name in _RUN_FILES if path.name == CHECKPOINT_NAME else (CHECKPOINT_NAME,):
+        note_input(path.parent / name if name != CHECKPOINT_NAME else path)
     payload = load_checkpoint(path)
     cfg = _stored_config(payload, path)
     try:

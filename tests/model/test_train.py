@@ -310,6 +310,30 @@ def test_decompose_names_the_layer_with_non_finite_weights(dense_run, tmp_path, 
     assert not out.exists()
 
 
+@pytest.mark.parametrize("command", [["decompose", "--rel-error", "0.4"], ["export-onnx"]])
+@pytest.mark.parametrize("name", ["metrics.json", "metrics.png", "last.pt"])
+def test_an_output_never_replaces_a_file_of_the_run_it_reads(dense_run, tmp_path, capsys, command, name):
+    """Not only the checkpoint: its run's metrics and plot are the command's inputs too
+    (before, `decompose RUN -o RUN/metrics.json` replaced the run's metrics)."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(dense_run, run)
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    assert name in before
+    for src in (run, run / "last.pt"):
+        assert main([command[0], str(src), *command[1:], "-o", str(run / name)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "is the input" in err[0] and name in err[0], err
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+    # a checkpoint that is not a run's (another name) keeps its neighbours writable
+    (tmp_path / "other").mkdir()
+    shutil.copy(run / "last.pt", tmp_path / "other" / "tt.pt")
+    out = tmp_path / "other" / name
+    assert main([command[0], str(tmp_path / "other" / "tt.pt"), *command[1:], "-o", str(out)]) == 0
+    assert out.is_file()
+
+
 def test_decompose_bad_input(dense_run, tmp_path, capsys):
     bad = tmp_path / "bad.pt"
     raw = bytearray((dense_run / "last.pt").read_bytes())
