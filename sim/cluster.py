@@ -198,6 +198,58 @@ def _wait_for_a_worker(client, spec: ClusterSpec) -> None:
                        f"--nthreads 1")
 
 
+#: The most a Dask scheduler's first message on a TCP connection (its handshake, a few
+#: hundred bytes) may claim to hold.
+_HANDSHAKE_BYTES = 1 << 16
+
+
+def _probe_scheduler(address: str, spec: ClusterSpec) -> None:
+    """A one-line :class:`ClusterError` unless the ``tcp://`` scheduler at ``address``
+    answers like one within ``spec.connect_timeout``: its handshake, an 8-byte length of
+    at most :data:`_HANDSHAKE_BYTES` and that many bytes. Dask reads any 8 bytes as that
+    length (an HTTP server's ``HTTP/1.0`` claims 3.5 EB: a MemoryError) and waits
+    without bound on a server that never answers, and its half-made client then holds
+    the process for 60 s on exit."""
+    import struct
+    from urllib.parse import urlsplit
+
+    if not address.startswith("tcp://"):
+        return  # ws:// goes through tornado's HTTP client, which times out itself
+    u = urlsplit(address)
+    deadline = time.monotonic() + spec.connect_timeout
+    where = f"--cluster {spec.describe()}"
+
+    def read(sock: socket.socket, n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            sock.settimeout(left)
+            chunk = sock.recv(n - len(buf))
+            if not chunk:
+                raise EOFError
+            buf += chunk
+        return buf
+
+    try:
+        with socket.create_connection((u.hostname, u.port or 8786), timeout=spec.connect_timeout) as sock:
+            (n,) = struct.unpack("<Q", read(sock, 8))
+            if not 0 < n <= _HANDSHAKE_BYTES:
+                raise ClusterError(f"{where}: what answers there is not a Dask scheduler (its first "
+                                   f"message claims {n:,} bytes); check the address and port")
+            read(sock, n)
+    except TimeoutError:
+        raise ClusterError(f"{where}: what listens there did not answer like a Dask scheduler within "
+                           f"{spec.connect_timeout:g} s; check the address and port") from None
+    except EOFError:
+        raise ClusterError(f"{where}: what listens there closed the connection before a Dask scheduler's "
+                           f"handshake; check the address and port") from None
+    except OSError as e:
+        raise ClusterError(f"{where}: cannot reach the scheduler ({type(e).__name__}: {e.strerror or e}); "
+                           f"start it (dask scheduler) or check the address") from None
+
+
 def _ttforge_version() -> str:
     from ttforge import __version__
 
@@ -217,6 +269,20 @@ def _check_workers(client, spec: ClusterSpec) -> None:
         if version != __version__:
             raise ClusterError(f"--cluster {spec.describe()}: worker {worker} runs ttforge {version}, this "
                                f"command ttforge {__version__}; install the same version on every worker")
+
+
+def _new_client(distributed, address: str, timeout: float):
+    """``distributed.Client(address)`` that leaves nothing behind when it fails: Dask's
+    half-made client (its ``__init__`` raised) would hold the process for 60 s on exit
+    and print a traceback unless closed at once, so it is made in two steps to keep it."""
+    client = distributed.Client.__new__(distributed.Client)
+    try:
+        client.__init__(address, timeout=timeout, set_as_default=False)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            client.close(timeout=1)
+        raise
+    return client
 
 
 @contextlib.contextmanager
@@ -250,12 +316,17 @@ def connect(spec: ClusterSpec) -> Iterator[Any]:
                 # and leave a half-made client that holds the process for 60 s on exit
                 address = scheduler_file_address(spec.address) if spec.is_file else spec.address
                 _check_address(address)
+                _probe_scheduler(address, spec)
                 try:
-                    client = distributed.Client(address, timeout=spec.connect_timeout, set_as_default=False)
+                    client = _new_client(distributed, address, spec.connect_timeout)
                 except (OSError, TimeoutError) as e:
                     raise ClusterError(f"--cluster {spec.describe()}: cannot reach the scheduler "
                                        f"({type(e).__name__}: {e}); start it (dask scheduler) or check "
                                        f"the address") from None
+                except Exception as e:  # noqa: BLE001 - Dask's errors for whatever answered
+                    raise ClusterError(f"--cluster {spec.describe()}: what answers there is not a Dask "
+                                       f"scheduler ({type(e).__name__}: {e}); check the address and "
+                                       f"port") from None
                 _wait_for_a_worker(client, spec)
                 _check_workers(client, spec)
             yield client

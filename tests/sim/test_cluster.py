@@ -162,6 +162,77 @@ def test_an_unreachable_scheduler_is_one_line_and_exit_3():
     assert e.value.exit_code == 3 and one_line(str(e.value)) == str(e.value)
 
 
+class _NotAScheduler:
+    """A TCP server on 127.0.0.1 that is not a Dask scheduler: it closes each connection
+    (``close``), answers as an HTTP server (``http``) or never answers (``silent``)."""
+
+    def __init__(self, mode: str):
+        import socket
+
+        self.mode, self.conns = mode, []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            if self.mode == "http":
+                conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: text/html\r\n\r\n<html></html>")
+            if self.mode == "silent":
+                self.conns.append(conn)   # held open, never answered
+            else:
+                conn.close()
+
+    def close(self):
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "ws"])
+@pytest.mark.parametrize("mode", ["close", "http", "silent"])
+def test_a_server_that_is_not_a_scheduler_is_one_line_within_the_connect_timeout(scheme, mode):
+    """Dask read an HTTP server's first 8 bytes as a 3.5 EB message (MemoryError, "ran
+    out of memory"), waited without bound on a silent server, and its half-made client
+    then held the process 60 s on exit with a traceback."""
+    from ttforge.errors import ClusterError, one_line
+    from ttforge.sim.cluster import connect
+
+    server = _NotAScheduler(mode)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(ClusterError) as e:
+            with connect(ClusterSpec(f"{scheme}://127.0.0.1:{server.port}", connect_timeout=2.0)):
+                pass
+        assert time.monotonic() - t0 < 15
+        assert e.value.exit_code == 3 and one_line(str(e.value)) == str(e.value)
+        assert "check the address" in str(e.value)
+    finally:
+        server.close()
+
+
+def test_the_command_ends_at_once_after_a_server_that_is_not_a_scheduler(tmp_path):
+    """Through a real process: one line, exit 3, and no 60 s wait for Dask's half-made
+    client on the way out."""
+    server = _NotAScheduler("http")
+    try:
+        t0 = time.monotonic()
+        p = subprocess.run([sys.executable, "-m", "ttforge.cli", "regress", "--cluster",
+                            f"ws://127.0.0.1:{server.port}", "--seeds", "1", "--out", str(tmp_path / "o")],
+                           capture_output=True, text=True, timeout=50, cwd=tmp_path)
+        elapsed = time.monotonic() - t0
+    finally:
+        server.close()
+    assert p.returncode == 3 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert "not a Dask scheduler" in p.stderr and elapsed < 30
+
+
 # ------------------------------------------------------------------------ faults
 
 
