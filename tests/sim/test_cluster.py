@@ -126,7 +126,7 @@ def test_cluster_addresses(text, ok):
 def test_a_scheduler_file_is_checked_before_dask_reads_it(tmp_path, content, says):
     f = tmp_path / "scheduler.json"
     f.write_text(content)
-    with pytest.raises(ConfigError, match=f"not a (scheduler address|Dask scheduler file).*") as e:
+    with pytest.raises(ConfigError, match="not a (scheduler address|Dask scheduler file).*") as e:
         ClusterSpec.parse(str(f))
     assert says in str(e.value) and "\n" not in str(e.value)
     f.write_text('{"address": "tcp://127.0.0.1:8786", "type": "Scheduler"}')
