@@ -49,9 +49,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from ttforge.atomic import (atomic_write_bytes, atomic_write_text, commit_dir, make_output_dir, read_marker,
-                            sha256_file, staging_dir)
-from ttforge.errors import ConfigError, OutputError, TTForgeError, one_line, show, show_path
+from ttforge.atomic import (atomic_write_bytes, atomic_write_text, check_owned_dir, commit_dir, make_output_dir,
+                            read_marker, staging_dir)
+from ttforge.errors import ConfigError, OutputError, TTForgeError, one_line, show
 
 __all__ = ["AXES", "UNTIL", "MAX_POINTS", "SHARED_STAGES", "SweepConfig", "SweepResult", "load_sweep", "run_sweep",
            "point_task", "pareto_front", "to_toml"]
@@ -499,40 +499,31 @@ def _is_own(name: str) -> bool:
     return name in ("sweep.csv", "pareto.png") or (name.startswith("best-") and name.endswith(".toml"))
 
 
+#: The largest ``sweep.json`` read back (its rows hold every point's flow settings).
+_RECORD_BYTES = 1 << 28
+
+
+def _recorded(doc: dict) -> dict[str, set[str]]:
+    """The files ``sweep.json`` lists as the sweep's (name -> the sha256s it may hold:
+    the old and the new one while the final write runs, so an interruption there is
+    still recognised); a ``ValueError`` unless the record is well formed."""
+    listed = doc["files"]
+    if not (isinstance(listed, dict) and all(_is_own(n) and isinstance(v, list)
+                                             and all(isinstance(h, str) for h in v)
+                                             for n, v in listed.items())):
+        raise ValueError("not a record of files")
+    return {n: set(v) for n, v in listed.items()}
+
+
 def _check_out(out: Path) -> dict[str, set[str]]:
     """A one-line :class:`~ttforge.errors.OutputError` unless ``out`` is empty or an
-    earlier run's of a sweep, recognised by content: a ``sweep.json`` of format
-    ``ttforge-sweep``, ``points/`` and the files it lists, each with the content it
-    recorded (a user's file of one of those names, or one edited since, is never
-    replaced). Returns the recorded files (name -> sha256s)."""
-    hint = "move it away or give a new or empty directory"
-    try:
-        entries = [e for e in os.scandir(out) if not (e.name.startswith(".") and "ttforge-" in e.name)]
-    except OSError as e:
-        raise OutputError(f"--out {out}: cannot be listed ({e.strerror}); give another directory") from None
-    if not entries:
-        return {}
-    doc = read_marker(out / "sweep.json", 1 << 28)
-    if not isinstance(doc, dict) or doc.get("format") != "ttforge-sweep":
-        raise OutputError(f"--out {out} is not empty and not a ttforge sweep (no valid sweep.json); {hint}")
-    listed = doc.get("files")
-    # no valid record of the contents (a damaged one, or a sweep of a ttforge before the
-    # record): none of the files is recognised, so none is replaced
-    files: dict[str, set[str]] = {}
-    if isinstance(listed, dict) and all(isinstance(v, list) and all(isinstance(h, str) for h in v)
-                                        for v in listed.values()):
-        files = {str(n): set(v) for n, v in listed.items()}
-    for e in entries:
-        if e.name == "sweep.json" or (e.name == "points" and e.is_dir(follow_symlinks=False)):
-            continue   # the points' builds are flow outputs, which flow checks itself
-        if not _is_own(e.name) or not e.is_file(follow_symlinks=False):
-            raise OutputError(f"--out {out} holds {show_path(e.name)}, which ttforge sweep did not write; {hint}")
-        if e.name not in files:
-            raise OutputError(f"--out {out}: {show_path(e.name)} is not in sweep.json's record of what ttforge "
-                              f"sweep wrote (a damaged record, or an older ttforge's sweep); {hint}")
-        if sha256_file(Path(e.path)) not in files[e.name]:
-            raise OutputError(f"--out {out}: {show_path(e.name)} was changed after ttforge sweep wrote it; {hint}")
-    return files
+    earlier run's of a sweep, recognised by content (:func:`ttforge.atomic.check_owned_dir`):
+    a ``sweep.json`` of format ``ttforge-sweep``, ``points/`` (flow outputs, which flow
+    checks itself) and the files it lists, each with the content it recorded (a user's
+    file of one of those names, or one edited since, is never replaced). Returns the
+    recorded files (name -> sha256s)."""
+    return check_owned_dir(out, "sweep.json", "ttforge-sweep", _recorded, flag="--out",
+                           command="ttforge sweep", subdirs=("points",), limit=_RECORD_BYTES)
 
 
 def _sane(row: Mapping[str, Any]) -> bool:
@@ -555,10 +546,7 @@ def _sane(row: Mapping[str, Any]) -> bool:
 
 def _finished(out: Path) -> dict[str, dict[str, Any]]:
     """The rows of an earlier run of this sweep (by point key) that finished."""
-    try:
-        doc = json.loads((out / "sweep.json").read_text())
-    except (OSError, ValueError):
-        return {}
+    doc = read_marker(out / "sweep.json", _RECORD_BYTES)
     if not isinstance(doc, dict) or doc.get("format") != "ttforge-sweep":
         return {}
     return {r["key"]: r for r in doc.get("rows", []) if isinstance(r, dict) and r.get("key")

@@ -193,30 +193,49 @@ def read_marker(path: Path, limit: int = 1 << 24) -> object:
         return None
 
 
+def _entries(top: Path, subdirs: Iterable[str]) -> list[Path]:
+    """Every entry of ``top``'s tree that is not a directory (a link to one included),
+    ttforge's own stale temporaries aside; the top-level directories named in ``subdirs``
+    are not entered (iterative: a deep tree is no recursion limit)."""
+    skip, present, stack = set(subdirs), [], [(top, True)]
+    while stack:
+        d, first = stack.pop()
+        with os.scandir(d) as it:
+            for e in it:
+                if e.is_dir(follow_symlinks=False):
+                    if not (first and e.name in skip):
+                        stack.append((Path(e.path), False))
+                elif not (e.name.startswith(".") and _TAG in e.name):
+                    present.append(Path(e.path))
+    return sorted(present)
+
+
 def check_owned_dir(out: str | os.PathLike, marker: str, fmt: str,
-                    files_of: Callable[[dict], Mapping[str, str | None]], *,
-                    flag: str = "-o", command: str = "ttforge") -> None:
+                    files_of: Callable[[dict], Mapping[str, str | Iterable[str] | None]], *,
+                    flag: str = "-o", command: str = "ttforge", subdirs: Iterable[str] = (),
+                    limit: int = 1 << 24) -> dict:
     """An existing, non-empty ``out`` may be replaced only if it is ``command``'s own
-    output, recognised by content: ``marker`` is a JSON object with ``format`` ``fmt``,
-    ``files_of(manifest)`` lists the other files it wrote (name -> sha256, or ``None``
-    for "any content"), and every file in ``out`` is the marker or one of them with that
-    content (ttforge's own stale temporaries aside). Anything else is a one-line
-    :class:`OutputError`: a directory holding a file ttforge did not write is never
-    replaced."""
+    output, recognised by content: ``marker`` (at most ``limit`` bytes) is a JSON object
+    with ``format`` ``fmt``, ``files_of(manifest)`` lists the other files it wrote (name
+    -> sha256, several sha256s any of which it may hold, or ``None`` for "any content"),
+    and every file in ``out`` is the marker or one of them with that content (ttforge's
+    own stale temporaries aside; the top-level directories named in ``subdirs`` are
+    checked by their own owners). Anything else is a one-line :class:`OutputError`: a
+    directory holding a file ttforge did not write is never replaced. Returns
+    ``files_of``'s mapping (``{}`` for a new or empty ``out``)."""
     p = Path(out)
     if not p.is_dir():
-        return
+        return {}
     try:
-        present = sorted(q for q in p.rglob("*") if not q.is_dir() or q.is_symlink())
+        present = _entries(p, subdirs)
     except OSError as e:
         raise OutputError(f"{flag} {show_path(p)}: cannot be listed ({e.strerror}); "
                           f"choose another output path") from None
-    present = [q for q in present if not (q.name.startswith(".") and _TAG in q.name)]
-    if not present:
-        return
+    if not present and not any((p / d).is_dir() for d in subdirs):
+        return {}
     where = f"{flag} {show_path(p)}"
     hint = "move it away or choose an empty or new directory"
-    manifest = read_marker(p / marker)
+    manifest = read_marker(p / marker, limit)
     files = None
     if isinstance(manifest, dict) and manifest.get("format") == fmt:
         try:
@@ -233,9 +252,10 @@ def check_owned_dir(out: str | os.PathLike, marker: str, fmt: str,
             raise OutputError(f"{where} is not empty: it holds {show_path(rel)}, which {command} did "
                               f"not write; {hint}")
         want = files[rel]
-        if want is not None and sha256_file(q) != want:
+        if want is not None and sha256_file(q) not in ({want} if isinstance(want, str) else set(want)):
             raise OutputError(f"{where}: {show_path(rel)} was changed after {command} wrote it; "
                               f"{hint}")
+    return files
 
 
 def _umask() -> int:

@@ -149,7 +149,7 @@ def test_a_small_sweep_end_to_end_and_resumed(tmp_path, monkeypatch):
     doc = json.loads((out / "sweep.json").read_text())
     del doc["files"]
     (out / "sweep.json").write_text(json.dumps(doc))
-    with pytest.raises(OutputError, match="is not in sweep.json's record of what ttforge sweep wrote"):
+    with pytest.raises(OutputError, match=r"not a ttforge sweep output \(no valid sweep.json\)"):
         run_sweep(cfg, out)
 
 
@@ -164,7 +164,7 @@ def test_a_directory_merely_holding_a_sweep_json_is_not_a_sweeps(tmp_path, capsy
         (user / name).write_bytes(data)
     assert main(["sweep", path, "--out", str(user)]) == 2
     err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and "not a ttforge sweep (no valid sweep.json)" in err
+    assert len(err.strip().splitlines()) == 1 and "not a ttforge sweep output (no valid sweep.json)" in err
     assert {p.name: p.read_bytes() for p in user.iterdir()} == mine
 
 
