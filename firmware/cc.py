@@ -10,11 +10,11 @@ import ctypes as C
 import hashlib
 import os
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
 from ttforge.errors import ConfigError
+from ttforge.process import run_bounded
 
 __all__ = ["load_c_library"]
 
@@ -40,8 +40,8 @@ def load_c_library(source: Path, cache: str | os.PathLike | None = None, cc: str
         from ttforge.atomic import atomic_path
 
         with atomic_path(lib, suffix=".so") as tmp:   # a killed compile leaves no half library
-            r = subprocess.run([cc, "-O2", "-std=c99", "-Wall", "-shared", "-fPIC", "-o", str(tmp), str(source)],
-                               capture_output=True, text=True)
+            r = run_bounded([cc, "-O2", "-std=c99", "-Wall", "-shared", "-fPIC", "-o", str(tmp), str(source)],
+                            timeout=600)
             if r.returncode != 0:
                 raise ConfigError(f"compiling {Path(source).name} failed: {r.stderr.strip().splitlines()[-1:]}")
     _LIBS[name] = so = C.CDLL(str(lib))

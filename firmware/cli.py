@@ -20,6 +20,7 @@ import numpy as np
 
 from ttforge.errors import ConfigError, DataError, DeviceError, DeviceTimeout, ShapeError, show
 from ttforge.limits import MAX_FREQ_MHZ, MAX_TIMEOUT_S, file_kind
+from ttforge.process import run_bounded
 
 __all__ = ["build_cli_spec", "program_cli_spec", "run_cli_spec", "program_command"]
 
@@ -152,7 +153,7 @@ def _run_program(args: argparse.Namespace) -> int:
                                "https://github.com/trabucayre/openFPGALoader)")
     # a loader that fails or hangs is the board's or the cable's trouble: exit 3
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+        proc = run_bounded(cmd, timeout=args.timeout)
     except subprocess.TimeoutExpired:
         raise DeviceTimeout(f"openFPGALoader did not finish within {args.timeout:g} s; "
                             "unplug and replug the board, then retry") from None

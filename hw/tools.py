@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from ttforge.errors import ToolchainMissing  # noqa: F401 - defined in ttforge.errors
+from ttforge.process import run_bounded
 
 __all__ = [
     "ToolchainMissing",
@@ -74,8 +75,7 @@ def run_verilator(args: Sequence[str], cwd: str | os.PathLike | None = None,
     if shutil.which("perl") is None:
         raise ToolchainMissing("verilator needs perl, which is not on PATH; "
                                "install it with: apt-get install perl")
-    return subprocess.run([*verilator_command(), *args], cwd=cwd, env=verilator_env(),
-                          capture_output=True, text=True, timeout=timeout)
+    return run_bounded([*verilator_command(), *args], cwd=cwd, env=verilator_env(), timeout=timeout)
 
 
 # yowasp tool name -> (python module, its argv entry point, pip distribution)
@@ -106,5 +106,4 @@ def yowasp_command(tool: str) -> list[str]:
 def run_tool(tool: str, args: Sequence[str], cwd: str | os.PathLike | None = None,
              timeout: float | None = 3600) -> subprocess.CompletedProcess:
     """Run a YoWASP tool with ``args`` (output captured as text)."""
-    return subprocess.run([*yowasp_command(tool), *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout)
+    return run_bounded([*yowasp_command(tool), *args], cwd=cwd, timeout=timeout)

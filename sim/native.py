@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ import numpy as np
 from ttforge.errors import ConfigError
 from ttforge.errors import NativeError  # noqa: F401 - defined in ttforge.errors
 from ttforge.hw.tools import ToolchainMissing, verilator_env, verilator_root
+from ttforge.process import run_bounded
 
 __all__ = [
     "NATIVE_SOURCES", "NativeBuild", "NativeResult", "NativeError", "build_native", "run_native",
@@ -255,8 +255,8 @@ def verilate_cached(root: Path, key: str, exe_name: str, files: dict[str, bytes]
             args = args_for(tmp)
             env = verilator_env()
             env["CXX"] = cxx
-            proc = subprocess.run([str(verilator_root() / "bin" / "verilator"), *args], cwd=tmp, env=env,
-                                  capture_output=True, text=True, timeout=timeout)
+            proc = run_bounded([str(verilator_root() / "bin" / "verilator"), *args], cwd=tmp, env=env,
+                               timeout=timeout)
             (tmp / "build.log").write_text(proc.stdout + proc.stderr)
             if proc.returncode != 0 or not (tmp / exe_name).is_file():
                 lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if "rror" in ln]
@@ -305,8 +305,8 @@ def link_c_driver(build: NativeBuild, sources: Sequence[str | os.PathLike], outp
     with tempfile.TemporaryDirectory(prefix="ttf-cdriver-") as d:
         for i, src in enumerate(sources):
             obj = Path(d) / f"{i}_{Path(src).stem}.o"
-            proc = subprocess.run([*cc.split(), *cflags, f"-I{build.include_dir}", "-c", str(src),
-                                   "-o", str(obj)], capture_output=True, text=True, timeout=timeout)
+            proc = run_bounded([*cc.split(), *cflags, f"-I{build.include_dir}", "-c", str(src),
+                                "-o", str(obj)], timeout=timeout)
             if proc.returncode:
                 first = (proc.stderr.strip().splitlines() or ["?"])[0]
                 raise NativeError(f"compiling {src} failed: {first}")
@@ -314,8 +314,7 @@ def link_c_driver(build: NativeBuild, sources: Sequence[str | os.PathLike], outp
         o = build.obj_dir
         lib = [str(o / n) for n in (libs or ("ttf_sim.o", "verilated.o", "verilated_threads.o",
                                              "Vttforge_accel__ALL.a"))]
-        proc = subprocess.run([*cxx.split(), *objs, *lib, "-pthread", "-o", str(out)],
-                              capture_output=True, text=True, timeout=timeout)
+        proc = run_bounded([*cxx.split(), *objs, *lib, "-pthread", "-o", str(out)], timeout=timeout)
         if proc.returncode:
             first = (proc.stderr.strip().splitlines() or ["?"])[0]
             raise NativeError(f"linking {out.name} failed: {first}")
@@ -410,7 +409,7 @@ def run_native(build: NativeBuild, program, inputs: np.ndarray, *, seed: int = 0
                 "--seed", str(int(seed)), "--gaps", repr(float(gaps)),
                 "--backpressure", repr(float(backpressure)), "--timeout", str(int(timeout_cycles))]
         t0 = time.perf_counter()
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        proc = run_bounded(argv, timeout=timeout)
         wall = time.perf_counter() - t0
         if proc.returncode == 2 or not (d / "report.json").is_file():
             msg = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]

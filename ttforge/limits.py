@@ -25,7 +25,7 @@ __all__ = [
     "MAX_ARTIFACT_BYTES", "MAX_MANIFEST_BYTES", "MAX_CONFIG_BYTES", "MAX_CHECKPOINT_BYTES",
     "MAX_IDX_BYTES", "MAX_NPY_BYTES", "MAX_CLASSES", "MAX_HIDDEN", "MAX_PARAMETERS",
     "MAX_SEED", "MAX_BATCH", "MAX_SEEDS", "MAX_VECTORS", "MAX_JOBS", "MAX_SEARCH_CORES",
-    "MAX_LAYER_ELEMENTS", "MAX_EXP", "MAX_EPOCHS", "MAX_THREADS", "MAX_RATE", "MAX_LAYERS", "MAX_FREQ_MHZ", "MAX_TIMEOUT_S", "MAX_NETLIST_BYTES", "open_regular", "read_bounded", "read_array", "check_limit",
+    "MAX_LAYER_ELEMENTS", "MAX_EXP", "MAX_EPOCHS", "MAX_THREADS", "MAX_RATE", "MAX_LAYERS", "MAX_FREQ_MHZ", "MAX_TIMEOUT_S", "MAX_NETLIST_BYTES", "MAX_TOOL_OUTPUT_BYTES", "open_regular", "read_bounded", "read_array", "check_limit",
     "file_kind", "parse_config_text",
 ]
 
@@ -43,6 +43,10 @@ MAX_IDX_BYTES = 1024 * MiB
 #: A Yosys JSON netlist (``python -m ttforge.hw.ecp5_bram``; the 16-lane training engine's
 #: is 43 MB).
 MAX_NETLIST_BYTES = 1024 * MiB
+#: What ttforge keeps of an external program's output, per stream (the last bytes:
+#: where compilers, Verilator, the FPGA tools and openFPGALoader say what went wrong;
+#: a Yosys synthesis log of the 16-lane engine is a few MB), ``ttforge.process``.
+MAX_TOOL_OUTPUT_BYTES = 32 * MiB
 #: An ``.npy`` file of inputs (``run``, ``diverge --input``), by its header's shape.
 MAX_NPY_BYTES = 1024 * MiB
 #: Classes a label file may imply (its largest label + 1).

@@ -67,6 +67,42 @@ def test_a_loader_that_fails_or_hangs_is_exit_3(tmp_path, capsys, monkeypatch, s
                    code=3)
 
 
+def _sleepers(tag: str) -> list[str]:
+    import subprocess
+
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    return [ln for ln in ps.splitlines() if tag in ln and "ps -eo" not in ln]
+
+
+@pytest.mark.parametrize("timeout", ["2", "60"])
+def test_a_loader_s_children_and_output_do_not_outlive_or_overwhelm_the_command(tmp_path, capsys, monkeypatch,
+                                                                                 timeout):
+    """A wrapper script that leaves children behind (they held the cable after ttforge
+    had given up: subprocess.run's timeout killed only the script) and prints without
+    end (its whole output was kept: 400 MB of NUL bytes took 11 GB); the children go
+    with it, on the timeout or when it ends, and its last line is the reason."""
+    import resource
+
+    tag = f"{tmp_path.name}-sleeper"
+    tool = tmp_path / "loader.sh"
+    started = tmp_path / "child-started"
+    tool.write_text(f"#!/bin/sh\nbash -c 'touch {started}; exec -a {tag} sleep 300' &\n"
+                    "head -c 200000000 /dev/zero\necho 'cable error' >&2\n"
+                    + ("sleep 300\n" if timeout == "2" else "exit 1\n"))
+    tool.chmod(0o755)
+    (tmp_path / "a.bit").write_bytes(b"\xff" * 64)
+    monkeypatch.setenv("OPENFPGALOADER", str(tool))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    says = "did not finish within 2 s" if timeout == "2" else "could not program the ulx3s: cable error"
+    one_line_error(capsys, ["program", "--board", "ulx3s", "--timeout", timeout, str(tmp_path / "a.bit")],
+                   says, code=3)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 150_000   # KiB
+    deadline = time.monotonic() + 5
+    while _sleepers(tag) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert started.exists() and not _sleepers(tag)
+
+
 @pytest.mark.skipif(shutil.which("openFPGALoader") is None, reason="openFPGALoader not installed")
 def test_program_with_no_board_attached(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("OPENFPGALOADER", raising=False)

@@ -1,0 +1,77 @@
+"""ttforge.process.run_bounded: an external program's output is bounded and nothing it
+starts outlives it (docs/hardening.md, "Resources")."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from ttforge.process import run_bounded
+
+
+def _alive(tag: str) -> list[str]:
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    return [ln for ln in ps.splitlines() if tag in ln and "ps -eo" not in ln]
+
+
+def _gone(tag: str, within: float = 5.0) -> bool:
+    deadline = time.monotonic() + within
+    while _alive(tag) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not _alive(tag)
+
+
+def test_output_status_and_input_as_subprocess_run():
+    r = run_bounded(["sh", "-c", "cat; echo err >&2; exit 3"], input="abc\n")
+    assert (r.returncode, r.stdout, r.stderr) == (3, "abc\n", "err\n")
+    with pytest.raises(FileNotFoundError):
+        run_bounded(["/nonexistent/tool"])
+
+
+def test_only_the_last_bytes_of_each_stream_are_kept():
+    r = run_bounded(["sh", "-c", "head -c 5000000 /dev/zero; echo; echo the reason"], keep=1000)
+    assert len(r.stdout) == 1000 and r.stdout.endswith("\nthe reason\n")
+
+
+def test_a_timeout_kills_the_whole_group(tmp_path):
+    tag = f"{tmp_path.name}-t"
+    t0 = time.monotonic()
+    with pytest.raises(subprocess.TimeoutExpired):
+        run_bounded(["bash", "-c", f"bash -c 'exec -a {tag} sleep 300' & exec -a {tag} sleep 300"], timeout=0.5)
+    assert time.monotonic() - t0 < 5 and _gone(tag)
+
+
+def test_children_of_a_program_that_ended_go_with_it(tmp_path):
+    """A child left running holds the pipes: the call returns within the drain time and
+    the child is killed (it held the USB cable after openFPGALoader's wrapper ended)."""
+    tag = f"{tmp_path.name}-c"
+    t0 = time.monotonic()
+    r = run_bounded(["bash", "-c", f"bash -c 'exec -a {tag} sleep 300' & sleep 0.2; ps -eo args | grep -c '^{tag}'"])
+    assert r.returncode == 0 and r.stdout == "1\n"   # the child ran
+    assert time.monotonic() - t0 < 10 and _gone(tag)
+
+
+def test_an_interrupt_kills_the_group(tmp_path):
+    tag = f"{tmp_path.name}-i"
+    ready = tmp_path / "ready"
+    script = textwrap.dedent(f"""
+        from ttforge.process import run_bounded
+        try:
+            run_bounded(["bash", "-c", "touch {ready}; exec -a {tag} sleep 300"])
+        except KeyboardInterrupt:
+            print("interrupted")
+    """)
+    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not ready.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)
+    os.kill(p.pid, signal.SIGINT)
+    out, _ = p.communicate(timeout=30)
+    assert out.strip() == "interrupted" and _gone(tag)
