@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ttforge.errors import ConfigError
+from ttforge.errors import ConfigError, OutputError, ToolchainMissing
 from ttforge.sim.cases import RegressCase
 
 __all__ = ["NATIVE", "REGRESS_SIMULATORS", "CaseResult", "run_case", "locate_divergence", "describe"]
@@ -204,7 +204,7 @@ def run_case(case: RegressCase, sim: str, *, fault: str | None = None,
         if sim == NATIVE:
             from ttforge.sim.native import build_native, run_native
 
-            nb = build_native(case.config, fault=fault)
+            nb = build_native(case.config, fault=fault, build_root=build_root)
             res.build_seconds = nb.build_seconds
             r = run_native(nb, prog, case.inputs, seed=case.seed, gaps=case.gaps,
                            backpressure=case.backpressure, check=False)
@@ -244,6 +244,8 @@ def run_case(case: RegressCase, sim: str, *, fault: str | None = None,
         if problems:
             res.result = "FAIL"
             res.reason = "; ".join(([res.reason] if res.reason else []) + problems)
+    except (OutputError, ToolchainMissing):
+        raise   # the machine's or the cache's trouble, not the case's: the run stops (exit 2 / 3)
     except Exception as e:  # noqa: BLE001 - reported as an ERROR row, the run goes on
         res.result, res.reason = "ERROR", f"{type(e).__name__}: {e}"
         res.divergence = {"traceback": traceback.format_exc()}

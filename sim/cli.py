@@ -56,7 +56,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE",
                    help="run every case on this AccelConfig (JSON/TOML) instead of random ones")
     p.add_argument("--build-root", metavar="DIR",
-                   help="simulator build cache (default $TTFORGE_SIM_CACHE or ~/.cache/ttforge/sim)")
+                   help="simulator build cache (default $TTFORGE_SIM_CACHE or ~/.cache/ttforge/sim; "
+                        "for verilator-native and --train $TTFORGE_NATIVE_CACHE or ~/.cache/ttforge/native)")
     p.add_argument("--train", action="store_true",
                    help="training regression: random networks, widths, ranks, batches and lanes "
                         "trained in RTL (the native harness) against the golden trainer")

@@ -16,10 +16,10 @@ hardware's performance counters and the simulated cycles.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import tempfile
 import time
@@ -29,7 +29,8 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
-from ttforge.errors import ConfigError
+from ttforge.atomic import cache_lock
+from ttforge.errors import ConfigError, show
 from ttforge.errors import NativeError  # noqa: F401 - defined in ttforge.errors
 from ttforge.hw.tools import ToolchainMissing, verilator_env, verilator_root
 from ttforge.process import run_bounded
@@ -151,7 +152,12 @@ def default_build_root() -> Path:
 
 
 def _cxx() -> str:
-    for cxx in (os.environ.get("CXX", "").strip(), "c++", "g++"):
+    given = os.environ.get("CXX", "").strip()
+    if given and not shutil.which(given.split()[0]):
+        # not a silent fallback to c++: the build would not be the one asked for
+        raise ToolchainMissing(f"$CXX={show(given)} is not a program on PATH; point it at a C++17 compiler "
+                               f"or unset it (then c++ or g++)")
+    for cxx in (given, "c++", "g++"):
         if cxx and shutil.which(cxx.split()[0]):
             return cxx
     raise ToolchainMissing("the native harness needs a C++17 compiler (g++ or c++) on PATH; "
@@ -222,13 +228,19 @@ def build_native(config, *, build_root: str | os.PathLike | None = None, fault=N
 
     def args_for(tmp: Path) -> list[str]:
         return [*_VERILATOR_ARGS, "-j", str(max(1, int(jobs))), "--Mdir", "obj_dir",
-                "-CFLAGS", f"-std=c++17 -I{tmp / inc}", "-MAKEFLAGS", _MAKEFLAGS,
+                "-CFLAGS", f"-std=c++17 -I{tmp / inc}", "-MAKEFLAGS", make_flags(cxx),
                 "-o", f"../{EXE_NAME}", "ttforge_accel.vlt", "ttforge_accel.v",
                 str(tmp / inc / "ttf_sim.cpp"), str(tmp / inc / "main.cpp")]
 
     directory, cached, seconds = verilate_cached(root, key, EXE_NAME, files, args_for, cxx=cxx,
                                                  timeout=timeout, what="native harness")
     return NativeBuild(config=config, directory=directory, key=key, cached=cached, build_seconds=seconds)
+
+
+def make_flags(cxx: str) -> str:
+    """Verilator's ``-MAKEFLAGS``: :data:`_MAKEFLAGS` and the compiler ``cxx`` (a make
+    variable on the command line: verilated.mk's own ``CXX`` beat the environment's)."""
+    return f"{_MAKEFLAGS} CXX={shlex.quote(cxx)} LINK={shlex.quote(cxx)}"
 
 
 def verilate_cached(root: Path, key: str, exe_name: str, files: dict[str, bytes], args_for, *, cxx: str,
@@ -279,8 +291,7 @@ def verilate_cached(root: Path, key: str, exe_name: str, files: dict[str, bytes]
         return final, False, time.perf_counter() - t0
 
     # one build of a key at a time across processes; a waiter then finds it cached
-    with open(root / f"{key}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with cache_lock(root / f"{key}.lock", "the native build cache"):
         if (final / exe_name).is_file():
             return final, True, 0.0
         return compile_()

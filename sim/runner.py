@@ -18,7 +18,6 @@ input vectors with optional gaps and back-pressure, read the counters.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import importlib.util
 import inspect
@@ -34,7 +33,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from ttforge.atomic import atomic_write_text, check_writable, dead_entries
+from ttforge.atomic import atomic_write_text, cache_lock, check_writable, dead_entries
 from ttforge.errors import ConfigError, show
 from ttforge.errors import SimError, SimulatorMissing  # noqa: F401 - defined in ttforge.errors
 
@@ -342,8 +341,7 @@ def build(config, sim: str, *, fault: str | None = None, waves: bool = False,
     mk = dict(config=config, sim=sim, fault=fault, waves=bool(waves), build_dir=bdir, key=key)
     if marker.is_file():
         return SimBuild(**mk)
-    with open(root / f"{sim}-{key}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)   # another process may be building the same key
+    with cache_lock(root / f"{sim}-{key}.lock"):   # another process may be building the same key
         if marker.is_file():
             return SimBuild(**mk)
         if bdir.exists():

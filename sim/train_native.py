@@ -121,7 +121,7 @@ def build_train_native(config: TrainEngineConfig, *, build_root: str | os.PathLi
     """Build (or find in the cache) the harness for ``config``: the cache key is the
     sha256 of the Verilog, the sources, the Verilator version and the recipe; a build
     compiles in a temporary directory renamed into place when complete."""
-    from ttforge.sim.native import (_MAKEFLAGS, build_key, check_native_tools, recipe_line, verilate_cached,
+    from ttforge.sim.native import (build_key, check_native_tools, make_flags, recipe_line, verilate_cached,
                                    verilator_args)
     from ttforge.sim.runner import build_root_dir
 
@@ -135,7 +135,7 @@ def build_train_native(config: TrainEngineConfig, *, build_root: str | os.PathLi
     files = {**sources, f"{TOP}.v": verilog.encode()}
 
     def args_for(tmp: Path) -> list[str]:
-        return [*args_fixed, "--Mdir", "obj_dir", "-CFLAGS", "-std=c++17", "-MAKEFLAGS", _MAKEFLAGS,
+        return [*args_fixed, "--Mdir", "obj_dir", "-CFLAGS", "-std=c++17", "-MAKEFLAGS", make_flags(cxx),
                 "-o", f"../{EXE_NAME}", f"{TOP}.v", "train_main.cpp"]
 
     directory, cached, seconds = verilate_cached(root, key, EXE_NAME, files, args_for, cxx=cxx,

@@ -22,7 +22,6 @@ CMEM, BMEM, MAXACC and the generator equal the word-level interpreter's
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import shutil
@@ -34,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from ttforge.atomic import atomic_write_text
+from ttforge.atomic import atomic_write_text, cache_lock
 from ttforge.errors import ConfigError, SimError
 
 __all__ = ["TRAIN_TOP", "TrainSimBuild", "TrainRun", "build_train", "run_train", "make_case",
@@ -130,8 +129,7 @@ def build_train(config, sim: str, *, waves: bool = False, build_root=None,
     mk = dict(config=config, sim=sim, build_dir=bdir, key=key, waves=bool(waves), fault=fault)
     if marker.is_file():
         return TrainSimBuild(**mk)
-    with open(root / f"train-{sim}-{key}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with cache_lock(root / f"train-{sim}-{key}.lock"):
         if marker.is_file():
             return TrainSimBuild(**mk)
         if bdir.exists():

@@ -42,12 +42,13 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping
 
 from ttforge.errors import ConfigError, OutputError, show_path
+from ttforge.limits import file_kind
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_path", "atomic_dir",
            "write_files_atomically", "check_output_file", "check_output_dir", "make_output_dir",
            "command_inputs", "note_input", "check_not_input", "check_owned_dir", "clean_stale", "dead_entries",
            "staging_dir", "commit_dir", "replace_dir", "claim_work_dir", "sha256_file", "WORK_MARKER",
-           "output_lock", "check_run_dir", "check_writable", "read_marker"]
+           "output_lock", "cache_lock", "check_run_dir", "check_writable", "read_marker"]
 
 #: The file that marks a directory as ttforge's work directory (``--keep DIR``).
 WORK_MARKER = ".ttforge-work"
@@ -300,9 +301,6 @@ def check_output_file(path: str | os.PathLike, flag: str = "-o", example: str = 
     return p
 
 
-_KINDS = ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-          (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"))
-
 
 def check_writable(path: str | os.PathLike, flag: str = "-o", *, inside: bool = False) -> None:
     """One line unless a file can be created where ``path`` will be written: in its
@@ -338,7 +336,7 @@ def _check_regular(p: Path, flag: str = "") -> None:
         return
     if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
         return
-    kind = next((k for test, k in _KINDS if test(mode)), "not a regular file")
+    kind = file_kind(mode)
     where = f"{flag} {show_path(p)}" if flag else show_path(p)
     raise OutputError(f"{where} is {kind}; ttforge writes only to a regular file or a new path; "
                       f"choose another output path")
@@ -570,6 +568,36 @@ def output_lock(path: str | os.PathLike, flag: str = "--out") -> Iterator[None]:
             # taken or, after this, a new file of its own
             with contextlib.suppress(OSError):
                 os.unlink(lock)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def cache_lock(path: str | os.PathLike, what: str = "the build cache") -> Iterator[None]:
+    """Hold the lock file ``path`` (made if missing) for the block, waiting while another
+    process holds it: one build of a key at a time in a shared cache. Never through a
+    link and never truncating (``open(path, "w")`` emptied the file a link of that name
+    pointed to); a link or anything but a regular file there is a one-line
+    :class:`OutputError` naming ``what``."""
+    import errno
+    import fcntl
+
+    p = Path(path)
+    try:
+        fd = os.open(p, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     0o666 & ~_umask())
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise OutputError(f"{what}: {show_path(p)} is a symbolic link, not ttforge's lock file; remove "
+                              f"it (or choose another cache directory)") from None
+        raise _fail(p, e) from None
+    try:
+        kind = file_kind(os.fstat(fd).st_mode)
+        if kind is not None:
+            raise OutputError(f"{what}: {show_path(p)} is {kind}, not ttforge's lock file; remove it (or "
+                              f"choose another cache directory)")
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
     finally:
         os.close(fd)
 

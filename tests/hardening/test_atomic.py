@@ -217,3 +217,33 @@ def test_no_writer_outside_ttforge_atomic_renames_by_itself():
                 if needle in text:
                     offenders.append(f"{f.relative_to(root)}: {needle}")
     assert offenders == []
+
+
+def test_a_cache_lock_never_writes_through_a_link_nor_truncates(tmp_path):
+    """A build cache's lock file that is a link to a user's file (the cache in a shared
+    directory): ``open(lock, "w")`` truncated that file; now one line, the file kept."""
+    from ttforge.atomic import cache_lock
+
+    victim = tmp_path / "precious.txt"
+    victim.write_text("years of work\n")
+    (tmp_path / "k.lock").symlink_to(victim)
+    with pytest.raises(OutputError, match="k.lock is a symbolic link, not ttforge's lock file"):
+        with cache_lock(tmp_path / "k.lock"):
+            pass
+    os.mkfifo(tmp_path / "f.lock")
+    with pytest.raises(OutputError, match="f.lock is a FIFO"):
+        with cache_lock(tmp_path / "f.lock"):
+            pass
+    (tmp_path / "old.lock").write_text("a lock is never emptied\n")
+    with cache_lock(tmp_path / "old.lock"), cache_lock(tmp_path / "new.lock"):
+        pass
+    assert victim.read_text() == "years of work\n"
+    assert (tmp_path / "old.lock").read_text() == "a lock is never emptied\n" and (tmp_path / "new.lock").is_file()
+
+
+def test_every_lock_file_is_taken_through_ttforge_atomic():
+    """``fcntl.flock`` only in ttforge.atomic (output_lock, cache_lock)."""
+    root = Path(__file__).resolve().parents[2]
+    offenders = [str(f.relative_to(root)) for pkg in ("model", "quant", "hw", "sim", "ttforge", "firmware", "flow", "ir")
+                 for f in (root / pkg).rglob("*.py") if f.name != "atomic.py" and "flock(" in f.read_text()]
+    assert offenders == []

@@ -254,3 +254,15 @@ def test_bench_native_smoke(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     row = json.loads(out.read_text())["rows"][0]
     assert row["simulators"]["native"]["counters"]["cycles"] == row["model_cycles_per_vector"] * row["vectors"]
+
+
+def test_a_cxx_that_is_not_a_program_is_one_line_not_a_silent_fallback(monkeypatch):
+    """``CXX=/nonexistent`` built with c++ anyway (and verilated.mk's own CXX beat the
+    environment's, so a CXX that existed never reached make either: ``make_flags``)."""
+    from ttforge.errors import ToolchainMissing
+    from ttforge.sim.native import _cxx, make_flags
+
+    monkeypatch.setenv("CXX", "/nonexistent/g++")
+    with pytest.raises(ToolchainMissing, match=r"\$CXX='/nonexistent/g\+\+' is not a program on PATH"):
+        _cxx()
+    assert make_flags("ccache g++").endswith("CXX='ccache g++' LINK='ccache g++'")

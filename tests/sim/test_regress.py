@@ -378,3 +378,31 @@ def test_summary_table_marks_throughput_mode():
     lines = {ln.split()[1]: ln for ln in buf.getvalue().splitlines()
              if ln.split()[1:2] in (["11"], ["12"])}
     assert "yes" in lines["12"] and "yes" not in lines["11"]
+
+
+@pytest.mark.parametrize("error", ["OutputError", "ToolchainMissing", "NativeError"])
+def test_a_native_case_builds_under_build_root_and_the_machine_s_trouble_stops_the_run(monkeypatch, tmp_path,
+                                                                                        error):
+    """``--build-root`` reached the cocotb builds only (the native harness went to
+    ``~/.cache``), and a cache lock that is a link or a missing tool was an ERROR row per
+    case (exit 1, reproducers); a failed build stays the case's (the generated RTL may
+    be what fails to compile)."""
+    import ttforge.errors as errors
+    import ttforge.sim.native as native
+    from ttforge.sim.check import run_case
+
+    seen = {}
+
+    def build_native(config, *, fault=None, build_root=None, **kw):
+        seen["root"] = build_root
+        raise getattr(errors, error)("the trouble")
+
+    monkeypatch.setattr(native, "build_native", build_native)
+    case = make_case(3, 2)
+    if error == "NativeError":
+        res = run_case(case, "verilator-native", build_root=tmp_path)
+        assert res.result == "ERROR" and "the trouble" in res.reason
+    else:
+        with pytest.raises(getattr(errors, error), match="the trouble"):
+            run_case(case, "verilator-native", build_root=tmp_path)
+    assert seen["root"] == tmp_path
