@@ -104,6 +104,12 @@ class SerialTransport:
             pass
 
 
+#: Frames the host holds unread: at most a window of answers (:data:`READ_WINDOW`) and a
+#: vector's output are outstanding, so more is a device that talks unasked (each one a
+#: Python object: a port sending valid frames without end grew the host without bound).
+MAX_UNREAD_FRAMES = 1024
+
+
 class Device:
     """The accelerator behind the UART bridge (any :class:`Transport`)."""
 
@@ -113,7 +119,9 @@ class Device:
         self._parser = P.Parser()
         self._responses: deque = deque()
         self._outputs: deque = deque()
-        self.bad_frames: list[P.BadFrame] = []
+        #: the last corrupt frames received (a port that babbles sends millions), and their count
+        self.bad_frames: deque[P.BadFrame] = deque(maxlen=16)
+        self.bad_frame_count = 0
         self.info: dict[str, int] | None = None
         self.config = None
         self.program = None
@@ -141,12 +149,17 @@ class Device:
         if not data:
             return False
         for item in self._parser.feed(data):
+            if len(self._responses) + len(self._outputs) >= MAX_UNREAD_FRAMES:
+                raise P.ProtocolError(f"{self.t.name}: the device sent more than {MAX_UNREAD_FRAMES} frames "
+                                      "nobody asked for; check that the board runs a ttforge bitstream and "
+                                      "that nothing else writes to the port")
             if isinstance(item, Response):
                 self._responses.append(item)
             elif isinstance(item, OutputFrame):
                 self._outputs.append(item)
             else:
                 self.bad_frames.append(item)
+                self.bad_frame_count += 1
         return True
 
     def _wait(self, queue: deque, what: str, timeout: float | None = None):
@@ -154,7 +167,7 @@ class Device:
         deadline = time.monotonic() + timeout
         while not queue:
             if time.monotonic() >= deadline:
-                bad = f" ({len(self.bad_frames)} corrupt frames received)" if self.bad_frames else ""
+                bad = f" ({self.bad_frame_count} corrupt frames received)" if self.bad_frame_count else ""
                 raise DeviceTimeout(
                     f"{self.t.name}: no {what} within {timeout:g} s{bad}; check the port, the "
                     "baud rate, and that the board runs a ttforge bitstream")
@@ -399,4 +412,4 @@ class Device:
         except ValueError:
             name = f"code {code}"
         return {"busy": bool(st & 1), "done": bool(st & 2), "error": bool(st & 4),
-                "code": name, "step": ec >> 16, "bad_frames": len(self.bad_frames)}
+                "code": name, "step": ec >> 16, "bad_frames": self.bad_frame_count}

@@ -27,7 +27,7 @@ __all__ = [
     "crc8", "slip_encode", "SlipDecoder", "encode_request", "encode_response",
     "write32", "read32", "write_burst", "stream_in", "ping",
     "Response", "OutputFrame", "BadFrame", "Parser", "ProtocolError",
-    "MAX_BURST", "MAX_STREAM", "pack_elements", "unpack_elements", "split_bursts",
+    "MAX_BURST", "MAX_STREAM", "MAX_FRAME_BYTES", "pack_elements", "unpack_elements", "split_bursts",
 ]
 
 END, ESC, ESC_END, ESC_ESC = 0xC0, 0xDB, 0xDC, 0xDD
@@ -103,11 +103,19 @@ def slip_encode(content: bytes) -> bytes:
     return bytes(out)
 
 
+#: The longest frame content a decoder keeps: an output frame of :data:`MAX_STREAM`
+#: 32-bit elements and its header. A longer frame is bad and only its first this many
+#: bytes are kept (a port that babbles without a frame delimiter grew the host without
+#: bound for the whole ``--timeout``).
+MAX_FRAME_BYTES = 4 * MAX_STREAM + 16
+
+
 class SlipDecoder:
     """Incremental SLIP decoder: :meth:`feed` bytes, get complete frame contents.
 
-    Empty frames are dropped; an invalid escape marks the frame ``bad`` (it is returned
-    as a :class:`BadFrame` by :class:`Parser`)."""
+    Empty frames are dropped; an invalid escape marks the frame ``bad``, and so does a
+    content longer than :data:`MAX_FRAME_BYTES`, of which the rest is dropped (either is
+    returned as a :class:`BadFrame` by :class:`Parser`)."""
 
     def __init__(self) -> None:
         self._buf = bytearray()
@@ -133,13 +141,15 @@ class SlipDecoder:
                     self._bad = True
             elif b == ESC:
                 self._esc = True
-            else:
+            elif len(self._buf) < MAX_FRAME_BYTES:
                 self._buf.append(b)
+            else:
+                self._bad = True
         return out
 
     @property
     def pending(self) -> int:
-        """Bytes of a frame started but not finished."""
+        """Bytes of a frame started but not finished (at most :data:`MAX_FRAME_BYTES`)."""
         return len(self._buf)
 
 
@@ -314,7 +324,8 @@ class Parser:
     def feed(self, data: bytes) -> list[Response | OutputFrame | BadFrame]:
         out = []
         for content, ok in self._slip.feed(data):
-            out.append(_decode(content) if ok else BadFrame(content, "bad SLIP escape"))
+            out.append(_decode(content) if ok else BadFrame(content, (
+                f"longer than {MAX_FRAME_BYTES:,} bytes" if len(content) >= MAX_FRAME_BYTES else "bad SLIP escape")))
         return out
 
     @property

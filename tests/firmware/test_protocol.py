@@ -77,3 +77,51 @@ def test_docs_examples_are_exact():
     assert P.ping().hex(" ") == "c0 05 1b c0"
     assert P.encode_response(Response(Cmd.PING, 0, info=(1, 1, 2, 13))).hex(" ") == \
         "c0 85 00 01 01 02 0d 15 c0"
+
+
+def test_a_frame_without_end_is_bounded_and_bad():
+    """A port that babbles without a frame delimiter grew the decoder's buffer without
+    bound (680 MB in a minute on a pty)."""
+    p = P.Parser()
+    for _ in range(8):
+        assert p.feed(b"A" * 65536) == []
+    assert p.pending == P.MAX_FRAME_BYTES
+    (b,) = p.feed(bytes([P.END]))
+    assert isinstance(b, P.BadFrame) and b.reason == f"longer than {P.MAX_FRAME_BYTES:,} bytes"
+    assert len(b.content) == P.MAX_FRAME_BYTES
+    # the largest legal frame still decodes
+    big = P.encode_output((bytes(range(256)) * 1024)[:4 * P.MAX_STREAM])
+    (f,) = p.feed(big)
+    assert not isinstance(f, P.BadFrame) and len(f.elements(4)) == P.MAX_STREAM
+
+
+class _Babbler:
+    """A transport whose device sends ``chunk`` on every read and nothing else."""
+    name, default_timeout = "babbler", 0.5
+
+    def __init__(self, chunk: bytes):
+        self.chunk = chunk
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def read(self, timeout: float) -> bytes:
+        return self.chunk
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_device_that_talks_unasked_is_bounded():
+    """Corrupt frames were each kept (44 M objects, 4.5 GB in a minute); valid frames
+    nobody asked for queued without end."""
+    from ttforge.errors import DeviceTimeout, ProtocolError
+    from ttforge.firmware.host import MAX_UNREAD_FRAMES, Device
+
+    dev = Device(_Babbler(bytes([0xDB, 0x01, P.END]) * 1000), timeout=0.3)
+    with pytest.raises(DeviceTimeout, match=r"no answer to PING within 0.3 s \(\d+ corrupt frames received\)"):
+        dev.ping()
+    assert dev.bad_frame_count > 1000 and len(dev.bad_frames) == 16
+    dev = Device(_Babbler(P.encode_output(b"\x01") * 100), timeout=5)   # outputs of no vector
+    with pytest.raises(ProtocolError, match=f"more than {MAX_UNREAD_FRAMES} frames nobody asked for"):
+        dev.read32(0)
