@@ -248,7 +248,7 @@ def train_board_run(args: argparse.Namespace, load_data: Callable) -> int:
     ds_name, x, y, xt, yt = load_data(args.mnist_dir if args.data == "mnist" else "digits")
     y, yt = np.asarray(y, dtype=np.int64), np.asarray(yt, dtype=np.int64)
     check_fits(state, np.asarray(x).shape[1], np.concatenate([y, yt]), f"the state {args.state}")
-    xq = quantize(np.asarray(x, dtype=np.float64), state.config.act_bits, state.in_exp)
+    xq = quantize(np.asarray(x), state.config.act_bits, state.in_exp)   # in blocks, no float64 copy
     per = math.ceil(len(y) / batch)
     longest = max(_MAX_STEPS, MAX_EPOCHS * per)
     asked = args.steps if args.steps is not None else args.epochs * per if args.epochs is not None else None

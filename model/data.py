@@ -34,7 +34,7 @@ import torch
 
 from ttforge.errors import DataError
 from ttforge.errors import show_path
-from ttforge.limits import MAX_CLASSES, MAX_IDX_BYTES, file_kind, open_regular
+from ttforge.limits import MAX_CLASSES, MAX_IDX_BYTES, file_kind, open_regular, read_at_most
 
 __all__ = ["Dataset", "load_digits_split", "read_idx", "load_mnist_idx", "load_dataset",
            "DIGITS_SPLIT_SEED"]
@@ -113,13 +113,13 @@ def _read_bytes(path: Path) -> bytes:
     before and after gzip decompression (a small gzip never inflates past the limit)."""
     if not os.path.lexists(path):
         raise DataError(f"IDX file {show_path(path)} does not exist; give the path of an existing IDX file")
-    f, _ = open_regular(path, "IDX file", MAX_IDX_BYTES, DataError)
+    f, size = open_regular(path, "IDX file", MAX_IDX_BYTES, DataError)
     with f:
         if f.read(2) == b"\x1f\x8b":  # gzip, whatever the file is called
             f.seek(0)
             try:
                 with gzip.GzipFile(fileobj=f) as g:
-                    raw = g.read(MAX_IDX_BYTES + 1)
+                    raw = read_at_most(g, MAX_IDX_BYTES + 1)
             except (EOFError, OSError, zlib.error) as e:
                 raise DataError(
                     f"IDX file {show_path(path)} is a damaged gzip stream ({e}); re-copy the file"
@@ -129,7 +129,7 @@ def _read_bytes(path: Path) -> bytes:
                                 f"{MAX_IDX_BYTES:,} bytes; it is not an MNIST-sized data set")
             return raw
         f.seek(0)
-        return f.read(MAX_IDX_BYTES + 1)
+        return read_at_most(f, size)
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
@@ -183,7 +183,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
             f"header declares; the file is damaged, re-copy it"
         )
     arr = np.frombuffer(data, dtype=dtype, count=math.prod(dims), offset=header)
-    return arr.reshape(dims).astype(dtype.newbyteorder("="))
+    return arr.reshape(dims).astype(dtype.newbyteorder("="), copy=False)   # no copy of 8-bit data
 
 
 def _find(directory: Path, prefix: str, kind: str) -> Path | None:
@@ -231,7 +231,11 @@ def _load_pair(directory: Path, prefix: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _tensors(images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    x = torch.from_numpy((images.reshape(images.shape[0], -1) / np.float32(255.0)).astype(np.float32))
+    # one float32 copy, divided in place (the same float32 division as before, without a
+    # second copy of the whole set)
+    x = images.reshape(images.shape[0], -1).astype(np.float32)
+    x /= np.float32(255.0)
+    x = torch.from_numpy(x)
     return x, torch.from_numpy(labels.astype(np.int64))
 
 
@@ -264,8 +268,8 @@ def load_mnist_idx(directory: str | os.PathLike) -> Dataset:
     if n_test == 0:
         raise DataError(f"{directory}: {n} samples are too few to split; give at least 5")
     n_train = n - n_test
-    return Dataset(name, x[:n_train].clone(), y[:n_train].clone(), x[n_train:].clone(),
-                   y[n_train:].clone())
+    # views of the one tensor (a copy of each split doubled the set in memory)
+    return Dataset(name, x[:n_train], y[:n_train], x[n_train:], y[n_train:])
 
 
 def load_dataset(spec: str) -> Dataset:

@@ -25,7 +25,7 @@ __all__ = [
     "MAX_ARTIFACT_BYTES", "MAX_MANIFEST_BYTES", "MAX_CONFIG_BYTES", "MAX_CHECKPOINT_BYTES",
     "MAX_IDX_BYTES", "MAX_NPY_BYTES", "MAX_CLASSES", "MAX_HIDDEN", "MAX_PARAMETERS",
     "MAX_SEED", "MAX_BATCH", "MAX_SEEDS", "MAX_VECTORS", "MAX_JOBS", "MAX_SEARCH_CORES",
-    "MAX_LAYER_ELEMENTS", "MAX_EXP", "MAX_EPOCHS", "MAX_THREADS", "MAX_RATE", "MAX_LAYERS", "MAX_FREQ_MHZ", "MAX_TIMEOUT_S", "MAX_NETLIST_BYTES", "MAX_TOOL_OUTPUT_BYTES", "open_regular", "read_bounded", "read_array", "check_limit",
+    "MAX_LAYER_ELEMENTS", "MAX_EXP", "MAX_EPOCHS", "MAX_THREADS", "MAX_RATE", "MAX_LAYERS", "MAX_FREQ_MHZ", "MAX_TIMEOUT_S", "MAX_NETLIST_BYTES", "MAX_TOOL_OUTPUT_BYTES", "open_regular", "read_bounded", "read_at_most", "read_array", "check_limit",
     "file_kind", "parse_config_text",
 ]
 
@@ -38,8 +38,10 @@ MAX_MANIFEST_BYTES = 16 * MiB
 MAX_CONFIG_BYTES = 4 * MiB
 #: A training checkpoint (.pt).
 MAX_CHECKPOINT_BYTES = 2048 * MiB
-#: One IDX file, after gzip decompression (the MNIST training images are 47 MB).
-MAX_IDX_BYTES = 1024 * MiB
+#: One IDX file, after gzip decompression (the MNIST training images are 47 MB): each
+#: 8-bit pixel becomes a float32 (training) and an int64 (``train-board``'s quantized
+#: inputs), so a file at the limit takes ~3.5 GB (at 1 GiB it was 24 GB: OOM-killed).
+MAX_IDX_BYTES = 256 * MiB
 #: A Yosys JSON netlist (``python -m ttforge.hw.ecp5_bram``; the 16-lane training engine's
 #: is 43 MB).
 MAX_NETLIST_BYTES = 1024 * MiB
@@ -48,7 +50,7 @@ MAX_NETLIST_BYTES = 1024 * MiB
 #: a Yosys synthesis log of the 16-lane engine is a few MB), ``ttforge.process``.
 MAX_TOOL_OUTPUT_BYTES = 32 * MiB
 #: An ``.npy`` file of inputs (``run``, ``diverge --input``), by its header's shape.
-MAX_NPY_BYTES = 1024 * MiB
+MAX_NPY_BYTES = 256 * MiB
 #: Classes a label file may imply (its largest label + 1).
 MAX_CLASSES = 10_000
 #: Width of one hidden layer.
@@ -139,16 +141,29 @@ def read_bounded(path: str | os.PathLike, what: str, limit: int,
                  error: type[UserError] = UserError) -> bytes:
     """All bytes of a regular file of at most ``limit`` bytes (:func:`open_regular`);
     never more than ``limit`` bytes are read, even if the file grows meanwhile."""
-    f, _ = open_regular(path, what, limit, error)
+    f, size = open_regular(path, what, limit, error)
     with f:
         try:
-            data = f.read(limit + 1)
+            data = read_at_most(f, size + 1)   # not f.read(limit + 1): it allocates the limit
         except OSError as e:
             raise error(f"{what} {show_path(path)} cannot be read ({e.strerror})") from None
-    if len(data) > limit:
-        raise error(f"{what} {show_path(path)} grew above ttforge's limit of {limit:,} bytes while "
-                    f"being read")
+    if len(data) > size:
+        raise error(f"{what} {show_path(path)} grew while being read; read it again when it is complete")
     return data
+
+
+def read_at_most(f: BinaryIO, n: int, chunk: int = 1 << 20) -> bytes:
+    """Up to ``n`` bytes of ``f`` (fewer at its end), read in chunks: ``f.read(n)``
+    allocates ``n`` bytes before reading any (256 MiB for every IDX file read, the limit,
+    and 2 GiB for a checkpoint)."""
+    parts, got = [], 0
+    while got < n:
+        part = f.read(min(chunk, n - got))
+        if not part:
+            break
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
 
 
 def read_array(path: str | os.PathLike, what: str, error: type[UserError] = UserError,

@@ -150,3 +150,27 @@ def test_mnist_t10k_fixed_split():
     assert np.array_equal(ds.y_test.numpy(), labels[8000:])
     assert float(ds.x_train.max()) == 1.0 and float(ds.x_train.min()) == 0.0
     assert ds.n_classes == 10
+
+
+def test_a_data_set_is_held_once_as_float32(tmp_path):
+    """Loading copied the pixels several times (the raw bytes, their native copy, the
+    division, its float32 copy, a clone of each split): a 1 GiB IDX file went past
+    24 GB in train-board. Now the raw bytes and one float32 copy, the splits views of it."""
+    import tracemalloc
+
+    from tests.support.data import idx_bytes
+
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, size=(1000, 64, 64), dtype=np.uint8)
+    (tmp_path / "t10k-images-idx3-ubyte").write_bytes(idx_bytes(images))
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes((np.arange(1000) % 10).astype(np.uint8)))
+    tracemalloc.start()
+    try:
+        ds = load_mnist_idx(tmp_path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 6 * images.size
+    assert ds.x_train.data_ptr() + ds.x_train.numel() * 4 == ds.x_test.data_ptr()   # one tensor
+    want = images.reshape(1000, -1).astype(np.float32) / np.float32(255.0)
+    assert np.array_equal(np.concatenate([ds.x_train.numpy(), ds.x_test.numpy()]), want)
