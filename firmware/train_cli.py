@@ -30,7 +30,7 @@ from typing import Callable
 
 import numpy as np
 
-from ttforge.errors import ConfigError, show, show_path
+from ttforge.errors import ConfigError, show, show_path, shown
 from ttforge.limits import MAX_EPOCHS, MAX_SEED, MAX_TIMEOUT_S
 
 __all__ = ["train_board_arguments", "train_board_run", "run_batches", "META_KEY"]
@@ -312,7 +312,7 @@ def train_board_run(args: argparse.Namespace, load_data: Callable) -> int:
     digest = hashlib.sha256(dumps_state(final)).hexdigest()
     acc = float(np.mean(predict(final, quantize(np.asarray(xt, dtype=np.float64), state.config.act_bits,
                                                 state.in_exp)) == yt)) if res.mismatch is None else None
-    table = Table(title=f"ttforge train-board: {ds_name} on the {where}", title_justify="left")
+    table = Table(title=f"ttforge train-board: {shown(ds_name)} on the {shown(where)}", title_justify="left")
     table.add_column("")
     table.add_column("", justify="right")
     rows = [("steps", f"{res.steps} (state step {final.step} of {run['target_step']})"),

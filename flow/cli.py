@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from ttforge.errors import shown
 from ttforge.flow.stages import STAGES
 
 __all__ = ["flow_cli_spec", "sweep_cli_spec"]
@@ -52,14 +53,14 @@ def _run(args: argparse.Namespace) -> int:
             status["s"] = None
         c = colour.get(res.status, "white")
         detail = res.figure if res.status in ("ran", "skipped") else res.reason
-        console.print(f"[{c}]{res.status:>8}[/] {res.name:<9} {res.seconds:7.1f} s  {detail}")
+        console.print(f"[{c}]{res.status:>8}[/] {res.name:<9} {res.seconds:7.1f} s  {shown(detail)}")
 
     def say(text: str) -> None:
         if status["s"] is not None:
             status["s"].update(f"[bold]{text}[/] ...")
 
     console.print(f"ttforge flow [bold]{cfg.name}[/]" + (" (short)" if args.short else "")
-                  + f" -> {args.out or 'build/' + cfg.name}")
+                  + f" -> {shown(args.out or 'build/' + cfg.name)}")
     try:
         result = run_flow(cfg, args.out, until=args.until, force=set(args.force), short=args.short,
                           on_stage=on_stage, on_done=on_done, say=say)
@@ -74,7 +75,7 @@ def _run(args: argparse.Namespace) -> int:
     for r in result.stages:
         c = colour.get(r.status, "white")
         table.add_row(r.name, f"[{c}]{r.status}[/]", f"{r.seconds:.1f} s" if r.status != "not run" else "-",
-                      r.figure if r.status in ("ran", "skipped") else r.reason)
+                      shown(r.figure if r.status in ("ran", "skipped") else r.reason))
     console.print(table)
     if result.verified is False:
         sim = result.stage("sim").record["summary"]
@@ -83,7 +84,7 @@ def _run(args: argparse.Namespace) -> int:
                   f"on {sim['simulator']} (first mismatch {first}); see {result.out_dir / 'sim'}")
         return 1
     if (result.out_dir / "report.html").is_file():
-        console.print(f"report: {result.out_dir / 'report.html'}")
+        console.print(f"report: {shown(result.out_dir / 'report.html')}")
     return 0
 
 

@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from ttforge.atomic import atomic_write_text, check_output_dir, check_output_file
-from ttforge.errors import ConfigError
+from ttforge.errors import ConfigError, shown
 from ttforge.hw.generate import MARKER, generate
 from ttforge.hw.report import report, resolve_config
 
@@ -82,7 +82,7 @@ def _run_generate_train(args: argparse.Namespace) -> int:
         t.add_row(name, f"{depth:,}", str(width), f"{depth * width / 8192:,.1f}")
     console.print(t)
     console.print(f"one step: {len(prog.ops)} operations, {cycles:,} cycles ({cycles / batch:,.0f} per sample)")
-    console.print(f"wrote {len(manifest['files']) + 1} files to {args.out}")
+    console.print(f"wrote {len(manifest['files']) + 1} files to {shown(args.out)}")
     return 0
 
 
@@ -120,7 +120,7 @@ def _run_generate(args: argparse.Namespace) -> int:
                   "cycles / (L x cycles); dense: ceil(M/L)*N cycles of a dense engine with the same L")
     for note in res["notes"]:
         console.print(f"note: {note}")
-    console.print(f"wrote {len(res['files']) + 1} files to {args.out}: "
+    console.print(f"wrote {len(res['files']) + 1} files to {shown(args.out)}: "
                   + ", ".join(sorted([*res["files"], MARKER])))
     return 0
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ttforge.atomic import atomic_write_bytes, check_output_file
-from ttforge.errors import CheckpointError, ConfigError
+from ttforge.errors import CheckpointError, ConfigError, shown
 from ttforge.model.checkpoint import load_checkpoint
 from ttforge.model.decomposition import decompose
 from ttforge.model.layers import TTLinear
@@ -183,7 +183,7 @@ def _run_decompose(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     bound = f"rel. error <= {args.rel_error}" if args.rel_error is not None else f"max rank {args.max_rank}"
-    t = Table(title=f"TT-SVD of {args.checkpoint} ({bound})")
+    t = Table(title=f"TT-SVD of {shown(args.checkpoint)} ({bound})")
     for col in ("layer", "shape", "modes in -> out", "ranks", "rel. error", "dense", "TT", "compression"):
         t.add_column(col, justify="right")
     for r in report["layers"]:
@@ -195,7 +195,7 @@ def _run_decompose(args: argparse.Namespace) -> int:
     console.print(t)
     console.print(f"test accuracy {100 * report['test_acc_before']:.2f}% -> "
                   f"{100 * report['test_acc_after']:.2f}%   parameters {report['params_before']:,} -> "
-                  f"{report['params_after']:,}   written {args.out}", highlight=False)
+                  f"{report['params_after']:,}   written {shown(args.out)}", highlight=False)
     for r in report["layers"]:
         if r["compression"] < 1:
             console.print(f"[yellow]note:[/] layer {r['name']} holds more entries as TT than dense "

@@ -17,6 +17,7 @@ from ttforge.model.network import ModelConfig
 from ttforge.model.progress import _n_params
 from ttforge.model.train import _check_rebuild, evaluate, load_trained
 from ttforge.model.train_config import _KIND, _is_int, _is_num
+from ttforge.model.tt import check_finite_layers
 
 __all__ = ["decompose"]
 
@@ -59,6 +60,10 @@ def decompose(
     if not linear_idx:
         raise ConfigError(f"{checkpoint} has no nn.Linear layer to decompose"
                           + (" (besides the last, kept by --skip-last)" if skip_last else ""))
+    # the layers kept as they are (those decomposed get TT-SVD's own message): a NaN passed
+    # through into a checkpoint every other command refuses
+    check_finite_layers(((i, m) for i, m in enumerate(model) if i not in linear_idx),
+                        "decompose a checkpoint whose training did not diverge")
     new = nn.Sequential(*list(model))
     layers = []
     for i in linear_idx:

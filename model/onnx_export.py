@@ -35,9 +35,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ttforge.errors import ConfigError, DataError, ShapeError, show
+from ttforge.errors import ConfigError, ShapeError, show
 from ttforge.model.layers import TTLinear
-from ttforge.model.tt import all_finite
+from ttforge.model.tt import check_finite_layers
 from ttforge.onnx_graph import DEFAULT_OPSET, MIN_OPSET, OnnxGraph, check_opset, model_proto
 
 __all__ = [
@@ -147,11 +147,8 @@ def build_onnx(
     linears = [m for m in layers if isinstance(m, (TTLinear, nn.Linear))]
     if not linears:
         raise ConfigError("the model has no TTLinear or nn.Linear layer; export needs at least one")
-    for i, m in enumerate(layers):
-        if not all_finite(m.parameters()):
-            # the export would be faithful, and its check against PyTorch meaningless (nan)
-            raise DataError(f"layer {i} ({type(m).__name__}) holds NaN or infinite weights; "
-                            f"export a model whose training did not diverge")
+    # the export would be faithful, and its check against PyTorch meaningless (nan)
+    check_finite_layers(enumerate(layers), "export a model whose training did not diverge")
     n_in = linears[0].in_features
     if input_shape is None:
         input_shape = (n_in,)

@@ -10,6 +10,7 @@ from typing import Any
 from torch import nn
 
 from ttforge.atomic import atomic_write_text
+from ttforge.errors import shown
 from ttforge.model.layers import TTLinear
 from ttforge.model.network import describe, describe_table
 from ttforge.model.train_config import CHECKPOINT_NAME, METRICS_NAME, PLOT_NAME
@@ -127,7 +128,7 @@ def _print_summary(model, summary, complete, out_dir) -> None:
     t.add_column("", justify="left")
     t.add_column("value", justify="right")
     pct = lambda v: "-" if v is None else f"{100 * v:.2f}%"  # noqa: E731
-    t.add_row("data", f"{summary['data']} ({summary['n_train']} train / {summary['n_test']} test)")
+    t.add_row("data", f"{shown(summary['data'])} ({summary['n_train']} train / {summary['n_test']} test)")
     t.add_row("model", summary["model"])
     t.add_row("epochs", str(summary["epochs"]))
     t.add_row("train accuracy", pct(summary["train_acc"]))
@@ -144,5 +145,5 @@ def _print_summary(model, summary, complete, out_dir) -> None:
         t.add_row("test accuracy before -> after truncation",
                   f"{pct(tr['test_acc_before'])} -> {pct(tr['test_acc_after'])}")
     t.add_row("time", f"{summary['elapsed_s']:.1f} s")
-    t.add_row("written", f"{out_dir}/{{{CHECKPOINT_NAME}, {METRICS_NAME}, {PLOT_NAME}}}")
+    t.add_row("written", f"{shown(out_dir)}/{{{CHECKPOINT_NAME}, {METRICS_NAME}, {PLOT_NAME}}}")
     console.print(t)

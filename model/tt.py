@@ -23,7 +23,7 @@ __all__ = [
     "tt_svd",
     "tt_round",
     "tt_rel_error",
-    "all_finite",
+    "all_finite", "check_finite_layers",
 ]
 
 
@@ -74,6 +74,14 @@ def _check_truncation_args(max_rank, rel_error) -> None:
 def all_finite(tensors: Iterable[torch.Tensor]) -> bool:
     """Whether no tensor of ``tensors`` holds a NaN or an infinity."""
     return all(bool(torch.isfinite(t).all()) for t in tensors)
+
+
+def check_finite_layers(layers: Iterable[tuple[int, torch.nn.Module]], fix: str) -> None:
+    """A one-line :class:`DataError` naming the first of the ``(index, module)`` pairs
+    whose parameters hold NaN or infinite values; ``fix`` says what to do instead."""
+    for i, m in layers:
+        if not all_finite(m.parameters()):
+            raise DataError(f"layer {i} ({type(m).__name__}) holds NaN or infinite weights; {fix}")
 
 
 def _check_finite(tensors: Sequence[torch.Tensor], what: str) -> None:

@@ -28,7 +28,7 @@ import re
 
 __all__ = [
     "EXIT_OK", "EXIT_FAILED", "EXIT_USER", "EXIT_ENVIRONMENT", "EXIT_INTERNAL", "EXIT_INTERRUPTED",
-    "EXIT_TERMINATED", "EXIT_PIPE",
+    "EXIT_TERMINATED", "EXIT_PIPE", "shown",
     "TTForgeError", "UserError", "EnvironmentFailure",
     # user errors
     "ConfigError", "ShapeError", "DataError", "CheckpointError", "ArtifactError", "OutputError",
@@ -202,6 +202,9 @@ class NotBitExactError(AssertionError):
 
 # ------------------------------------------------------------------------------- formatting
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# and for text printed to a terminal, the C1 controls (\x9b starts a sequence as ESC [
+# does) and the bidirectional overrides (a name that reads backwards)
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 _LONG_TOKEN = re.compile(r"\S{%d,}" % (MAX_VALUE_CHARS + 1))
 # a value show() or show_path() already cut: "<up to 400 characters>...[N" (" more characters]")
 _CUT = re.compile(r"\S{1,%d}\.\.\.\[\d+" % (2 * MAX_VALUE_CHARS))
@@ -223,6 +226,17 @@ def show_path(path: str | os.PathLike) -> str:
     if _CONTROL.search(text) or any(c in text for c in " '\"\\"):
         return _clip(repr(text), 2 * MAX_VALUE_CHARS)
     return _clip(text, 2 * MAX_VALUE_CHARS)
+
+
+def shown(text: object) -> str:
+    """Untrusted text (a path, a name from a file or a config) for rich output: control
+    characters escaped (an ESC sequence or a right-to-left override never reaches the
+    terminal) and rich markup escaped (a path holding ``[/]`` failed the print, after
+    the command's output was written; ``[link=...]`` was rendered)."""
+    from rich.markup import escape
+
+    text = os.fsdecode(text) if isinstance(text, (bytes, os.PathLike)) else str(text)
+    return escape(_UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text))
 
 
 def _clip(text: str, limit: int) -> str:

@@ -381,3 +381,33 @@ def test_evaluate_needs_one_label_per_sample(n_x, n_y):
 
     with pytest.raises(DataError, match=f"got {n_x} samples and {n_y} labels"):
         evaluate(torch.nn.Linear(4, 3), torch.randn(n_x, 4), torch.zeros(n_y, dtype=torch.long))
+
+
+def test_paths_are_printed_as_text_not_markup(dense_run, tmp_path, capsys):
+    """A path holding ``[/]`` (legal on every file system) failed rich's markup parser
+    after the checkpoint was written: exit 70, "a bug". ESC sequences are escaped."""
+    from ttforge.errors import shown
+
+    odd = tmp_path / "t[" / "]x\x1b[31m.pt"      # ".../t[/]x<ESC>[31m.pt"
+    odd.parent.mkdir()
+    assert main(["decompose", str(dense_run), "--max-rank", "2", "-o", str(odd)]) == 0
+    out = "".join(capsys.readouterr().out.split())   # rich wraps long lines
+    assert "t[/]x\\x1b[31m.pt" in out and "\x1b" not in out and odd.is_file()
+    assert shown("a[/]b\x1b\u202ec\x9b[bold]") == "a\\[/]b\\x1b\\u202ec\\x9b\\[bold]"
+
+
+def test_decompose_refuses_a_kept_layer_with_non_finite_weights(tmp_path, capsys):
+    """A TT layer (kept as it is) holding a NaN went through into a checkpoint that
+    every other command refuses (exit 0)."""
+    from ttforge.model.checkpoint import load_checkpoint, save_checkpoint
+
+    run = tmp_path / "run"
+    train(TrainConfig(model=ModelConfig(kind="tt", hidden=(32,)), epochs=1), run, progress=False)
+    payload = load_checkpoint(run / "last.pt")
+    name = next(k for k in payload["state_dict"] if "cores" in k)
+    payload["state_dict"][name].view(-1)[0] = float("nan")
+    save_checkpoint(tmp_path / "nan.pt", payload)
+    out = tmp_path / "tt.pt"
+    assert main(["decompose", str(tmp_path / "nan.pt"), "--max-rank", "2", "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds NaN or infinite weights" in err[0] and not out.exists()
