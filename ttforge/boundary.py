@@ -183,10 +183,29 @@ def run_command(command: str, run: Callable[[Any], Any], args: Any,
                       "config nested thousands of levels); give a file ttforge wrote or a plain one")
         return EXIT_USER
     except MemoryError:
-        _say(command, "ran out of memory; give smaller inputs or sizes, or free memory")
+        _say(command, _OUT_OF_MEMORY)
         return EXIT_ENVIRONMENT
     except Exception as e:  # noqa: BLE001 - the boundary: a bug is one line too
+        if _is_allocator_failure(e):
+            _say(command, _OUT_OF_MEMORY)
+            return EXIT_ENVIRONMENT
         return _internal(command, e)
+
+
+_OUT_OF_MEMORY = "ran out of memory; give smaller inputs or sizes, or free memory"
+#: What torch's CPU allocator says when ``malloc`` fails (it raises a plain
+#: ``RuntimeError``, not a ``MemoryError``: ``[enforce fail at alloc_cpu.cpp:...]
+#: DefaultCPUAllocator: can't allocate memory: you tried to allocate ... bytes``).
+_ALLOCATOR_WORDS = ("can't allocate memory", "DefaultCPUAllocator")
+
+
+def _is_allocator_failure(e: BaseException) -> bool:
+    """Whether ``e`` is torch's allocator running out of memory, matched by type name and
+    message so that this module never imports torch."""
+    if not isinstance(e, RuntimeError) or type(e).__name__ not in ("RuntimeError", "OutOfMemoryError"):
+        return False
+    message = str(e)
+    return any(w in message for w in _ALLOCATOR_WORDS)
 
 
 def _fd_identity(fd: int | str) -> tuple[int, int] | None:

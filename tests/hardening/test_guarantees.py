@@ -501,3 +501,21 @@ def test_a_ctrl_c_while_the_interpreter_shuts_down_prints_nothing():
             "sys.exit(main())\n")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0 and p.stderr == "", p.stderr
+
+
+@pytest.mark.parametrize("message", [
+    "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: you tried "
+    "to allocate 68719476736 bytes. Error code 12 (Cannot allocate memory)",
+    "DefaultCPUAllocator: not enough memory: you tried to allocate 8 GB",
+])
+def test_torchs_allocator_failure_is_out_of_memory_not_a_bug(capsys, message):
+    """torch's CPU allocator raises a RuntimeError, not a MemoryError, when malloc fails
+    (diverge of 500,000 rows died so at 9.4 GB): exit 3 "ran out of memory", as a
+    MemoryError is, not exit 70 "a bug in ttforge"."""
+    got, err = _boundary(capsys, RuntimeError(message))
+    assert got == EXIT_ENVIRONMENT and "ran out of memory" in err and "bug" not in err, err
+
+
+def test_a_runtime_error_that_is_not_the_allocator_is_still_a_bug(capsys):
+    got, err = _boundary(capsys, RuntimeError("shape mismatch"))
+    assert got == EXIT_INTERNAL and "bug in ttforge" in err
