@@ -17,6 +17,7 @@ iCEBreaker (``docs/boards.md``).
 """
 
 import dataclasses
+import math
 from typing import Callable
 
 from amaranth.hdl import Cat, ClockDomain, Elaboratable, Instance, Module, Signal
@@ -24,7 +25,7 @@ from amaranth.lib import io, wiring
 from amaranth.lib.wiring import In, Out
 
 from ttforge.errors import ConfigError, SimError
-from ttforge.firmware.uart import BridgeCore, MIN_DIVISOR
+from ttforge.firmware.uart import MAX_DIVISOR, MIN_DIVISOR, BridgeCore
 from ttforge.hw.emit import run_builtin_yosys
 
 __all__ = ["Board", "BOARDS", "board", "BoardCore", "BoardTop", "ECP5_PLL", "LEDS",
@@ -127,6 +128,9 @@ def uart_divisor(clk_hz: float, baud: int) -> int:
     if div < MIN_DIVISOR:
         raise ConfigError(f"--baud {baud} is too fast for a {clk_hz / 1e6:g} MHz clock "
                           f"(at most {int(clk_hz // MIN_DIVISOR)})")
+    if div > MAX_DIVISOR:
+        raise ConfigError(f"--baud {baud} is too slow for a {clk_hz / 1e6:g} MHz clock "
+                          f"(at least {math.ceil(clk_hz / (MAX_DIVISOR + 0.5))})")
     err = abs(clk_hz / div - baud) / baud
     if err > 0.02:
         raise ConfigError(f"--baud {baud} is {err:.1%} off at {clk_hz / 1e6:g} MHz "

@@ -208,7 +208,7 @@ def _resume_params(state, origin, args, out) -> dict:
 def train_board_run(args: argparse.Namespace, load_data: Callable) -> int:
     """The command; ``load_data(spec) -> (name, x_train, y_train, x_test, y_test)`` as for
     ``ttforge train-int``."""
-    from ttforge.atomic import check_output_file, check_writable, note_input
+    from ttforge.atomic import check_not_input, check_output_file, check_writable, note_input
     from ttforge.hw.trainer.program import fit_engine
     from ttforge.ir.arith import quantize
     from ttforge.ir.train import check_batch, predict
@@ -246,6 +246,7 @@ def train_board_run(args: argparse.Namespace, load_data: Callable) -> int:
             raise
         raise ConfigError(f"-o {show_path(out)}: meta.{META_KEY}.batch = {batch}: {e}") from None
     ds_name, x, y, xt, yt = load_data(args.mnist_dir if args.data == "mnist" else "digits")
+    check_not_input(out)       # the data files just read (IDX), before the run, not after it
     y, yt = np.asarray(y, dtype=np.int64), np.asarray(yt, dtype=np.int64)
     check_fits(state, np.asarray(x).shape[1], np.concatenate([y, yt]), f"the state {args.state}")
     xq = quantize(np.asarray(x), state.config.act_bits, state.in_exp)   # in blocks, no float64 copy

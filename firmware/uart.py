@@ -38,10 +38,12 @@ from ttforge.hw.axis import AXISSignature
 
 __all__ = ["UARTRx", "UARTTx", "StreamFIFO", "SlipEscaper", "HandshakeTimeout", "TxByte",
            "AXI4LiteMaster", "axil_request_layout", "AXIL_RESPONSE", "RESPONSE", "CommandParser",
-           "FrameSender", "Bridge", "BridgeCore", "crc8_next", "MIN_DIVISOR", "RX_FIFO_DEPTH",
+           "FrameSender", "Bridge", "BridgeCore", "crc8_next", "MIN_DIVISOR", "MAX_DIVISOR", "RX_FIFO_DEPTH",
            "AXIL_TIMEOUT_TICKS"]
 
 MIN_DIVISOR = 4
+#: The largest: the bit counter is 20 bits wide.
+MAX_DIVISOR = (1 << 20) - 1
 RX_FIFO_DEPTH = 32
 #: ticks (byte times) an AXI4-Lite handshake may take before the bridge abandons it
 AXIL_TIMEOUT_TICKS = 2
@@ -51,8 +53,8 @@ DECERR = 3
 
 def _check_divisor(divisor: int) -> int:
     divisor = int(divisor)
-    if divisor < MIN_DIVISOR or divisor >= 1 << 20:
-        raise ValueError(f"UART divisor={divisor} must be in {MIN_DIVISOR}..{(1 << 20) - 1} "
+    if divisor < MIN_DIVISOR or divisor > MAX_DIVISOR:
+        raise ValueError(f"UART divisor={divisor} must be in {MIN_DIVISOR}..{MAX_DIVISOR} "
                          "(clock cycles per bit)")
     return divisor
 

@@ -34,6 +34,7 @@ import torch
 
 from ttforge.errors import DataError
 from ttforge.errors import show_path
+from ttforge.atomic import note_input
 from ttforge.limits import MAX_CLASSES, MAX_IDX_BYTES, file_kind, open_regular, read_at_most
 
 __all__ = ["Dataset", "load_digits_split", "read_idx", "load_mnist_idx", "load_dataset",
@@ -113,6 +114,7 @@ def _read_bytes(path: Path) -> bytes:
     before and after gzip decompression (a small gzip never inflates past the limit)."""
     if not os.path.lexists(path):
         raise DataError(f"IDX file {show_path(path)} does not exist; give the path of an existing IDX file")
+    note_input(path)   # an output of the command never replaces a data file it read
     f, size = open_regular(path, "IDX file", MAX_IDX_BYTES, DataError)
     with f:
         if f.read(2) == b"\x1f\x8b":  # gzip, whatever the file is called

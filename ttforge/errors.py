@@ -204,6 +204,7 @@ class NotBitExactError(AssertionError):
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # and for text printed to a terminal, the C1 controls (\x9b starts a sequence as ESC [
 # does) and the bidirectional overrides (a name that reads backwards)
+_ESCAPES = {c: repr(chr(c))[1:-1] for c in (*range(0x20), 0x7F)}
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 _LONG_TOKEN = re.compile(r"\S{%d,}" % (MAX_VALUE_CHARS + 1))
 # a value show() or show_path() already cut: "<up to 400 characters>...[N" (" more characters]")
@@ -249,7 +250,9 @@ def one_line(message: object) -> str:
     """``message`` as one printable line: control characters escaped, every run of more
     than 200 non-blank characters cut, and at most 2,000 characters in all."""
     text = str(message)
-    text = _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+    # one pass in C (a substitution per character made an object each: 2.6 GB for a
+    # message holding a loader's 32 MiB of NUL bytes)
+    text = text.translate(_ESCAPES)
     # a value cut before keeps its one marker (it was cut again: "...[24 more characters]
     # more characters]")
     text = _LONG_TOKEN.sub(lambda m: m.group() if _CUT.fullmatch(m.group()) else _clip(m.group(), MAX_VALUE_CHARS),

@@ -25,7 +25,7 @@ __all__ = [
     "MAX_ARTIFACT_BYTES", "MAX_MANIFEST_BYTES", "MAX_CONFIG_BYTES", "MAX_CHECKPOINT_BYTES",
     "MAX_IDX_BYTES", "MAX_NPY_BYTES", "MAX_CLASSES", "MAX_HIDDEN", "MAX_PARAMETERS",
     "MAX_SEED", "MAX_BATCH", "MAX_SEEDS", "MAX_VECTORS", "MAX_JOBS", "MAX_SEARCH_CORES",
-    "MAX_LAYER_ELEMENTS", "MAX_EXP", "MAX_EPOCHS", "MAX_THREADS", "MAX_RATE", "MAX_LAYERS", "MAX_FREQ_MHZ", "MAX_TIMEOUT_S", "MAX_NETLIST_BYTES", "MAX_TOOL_OUTPUT_BYTES", "open_regular", "read_bounded", "read_at_most", "read_array", "check_limit",
+    "MAX_LAYER_ELEMENTS", "MAX_EXP", "MAX_EPOCHS", "MAX_THREADS", "MAX_RATE", "MAX_LAYERS", "MAX_FREQ_MHZ", "MAX_TIMEOUT_S", "MAX_NETLIST_BYTES", "MAX_TOOL_OUTPUT_BYTES", "MAX_CHUNK_VALUES", "open_regular", "read_bounded", "read_at_most", "read_array", "check_limit",
     "file_kind", "parse_config_text",
 ]
 
@@ -40,8 +40,8 @@ MAX_CONFIG_BYTES = 4 * MiB
 MAX_CHECKPOINT_BYTES = 2048 * MiB
 #: One IDX file, after gzip decompression (the MNIST training images are 47 MB): each
 #: 8-bit pixel becomes a float32 (training) and an int64 (``train-board``'s quantized
-#: inputs), so a file at the limit takes ~3.5 GB (at 1 GiB it was 24 GB: OOM-killed).
-MAX_IDX_BYTES = 256 * MiB
+#: inputs), so a file at the limit takes ~2 GB (at 1 GiB it was 24 GB: OOM-killed).
+MAX_IDX_BYTES = 128 * MiB
 #: A Yosys JSON netlist (``python -m ttforge.hw.ecp5_bram``; the 16-lane training engine's
 #: is 43 MB).
 MAX_NETLIST_BYTES = 1024 * MiB
@@ -71,6 +71,10 @@ MAX_JOBS = 256
 MAX_SEARCH_CORES = 12
 #: Elements of any intermediate of one layer for one sample (padded input included).
 MAX_LAYER_ELEMENTS = 1 << 24
+#: Values (intermediates of every stage, all samples) one chunk of a batch holds at once
+#: in ``diverge`` and ``export-qonnx --check``: a larger batch runs in chunks, with the
+#: same result (500,000 samples of a 64-input network reached 9.4 GB before).
+MAX_CHUNK_VALUES = 1 << 24
 #: Largest magnitude of an exponent (``in_exp``, ``core_exps``, ``step_exps``).
 MAX_EXP = 1024
 #: Epochs of one training run (``train``, ``train-int``, ``train-board``).

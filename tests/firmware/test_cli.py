@@ -142,6 +142,9 @@ def test_build_bad_inputs(artifact, capsys, tmp_path, monkeypatch):
                    "--freq 33 MHz is not available on the ulx3s")
     one_line_error(capsys, ["build", "--board", "icebreaker", "--baud", "5000000", a,
                             "-o", str(tmp_path / "o")], "too fast")
+    for slow in ("11", "1"):   # a divisor past the UART's 20-bit counter was exit 70
+        one_line_error(capsys, ["build", "--board", "icebreaker", "--baud", slow, a,
+                                "-o", str(tmp_path / "o")], f"--baud {slow} is too slow for a 12 MHz clock")
     big = tmp_path / "big.json"
     big.write_text('{"lanes": 1, "core_depth": 65536, "buf_depth": 4096}')
     one_line_error(capsys, ["build", "--board", "icebreaker", "--config", str(big),

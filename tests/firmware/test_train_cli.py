@@ -285,3 +285,17 @@ def test_the_bridge_answers_at_divisor_25_on_the_simulated_training_board(tmp_pa
         words = [0x12, -5 & 0xFFFFFFFF, 0xC0, 0xDB]     # SLIP's END and ESC among them
         dev.host.write_window("CMEM", 0, words)
         assert dev.host.read_window("CMEM", 0, 4) == [0x12, -5, 0xC0 - 256, 0xDB - 256]
+
+
+def test_an_output_never_replaces_the_data_files_it_reads(capsys, tmp_path, digits_state, no_board):
+    """``-o`` naming the IDX label file of ``--mnist-dir`` replaced it with the trained
+    state (exit 0): the files the loader reads are inputs, checked before the run."""
+    from tests.support.data import write_pair
+
+    path, _, _ = digits_state
+    write_pair(tmp_path, "t10k", 20)
+    labels = tmp_path / "t10k-labels-idx1-ubyte"
+    before = labels.read_bytes()
+    _one_line_error(capsys, ["train-board", str(path), "--sim", "--data", "mnist", "--mnist-dir", str(tmp_path),
+                             "-o", str(labels)], "is the input")
+    assert labels.read_bytes() == before
