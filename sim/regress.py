@@ -24,8 +24,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import tarfile
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -70,16 +70,24 @@ def case_task(args) -> tuple[CaseResult, bytes | None, str]:
     path on the worker (``None``: the worker's default cache)."""
     from ttforge.sim.cluster import one_at_a_time, where
 
-    with one_at_a_time(), tempfile.TemporaryDirectory(prefix="ttforge-case-") as tmp:
-        # a reproducer only when the client keeps one (args[5]: its output directory or None)
-        res = _worker((*args[:5], tmp if args[5] is not None else None, *args[6:]))
-        blob = None
-        if res.reproducer:
-            buf = io.BytesIO()
-            with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-                tar.add(res.reproducer, arcname=".")
-            blob = buf.getvalue()
-        return res, blob, where()
+    from ttforge.sim.runner import job_dir
+
+    with one_at_a_time():
+        # named with the worker's process id: a worker killed mid-case (a run stopped
+        # with SIGTERM) leaves it to the next ttforge run, which removes it
+        tmp = job_dir("ttforge-case-")
+        try:
+            # a reproducer only when the client keeps one (args[5]: its output directory or None)
+            res = _worker((*args[:5], str(tmp) if args[5] is not None else None, *args[6:]))
+            blob = None
+            if res.reproducer:
+                buf = io.BytesIO()
+                with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+                    tar.add(res.reproducer, arcname=".")
+                blob = buf.getvalue()
+            return res, blob, where()
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _unpack_reproducer(blob: bytes, out: Path, res: CaseResult) -> None:

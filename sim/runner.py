@@ -445,16 +445,24 @@ def run_testbench(sim: str, build_dir: Path, test_module: str, toplevel: str, wd
     return summary, arrays, wall
 
 
+#: The file inside a job directory that says ttforge made it (and may remove it).
+JOB_MARKER = ".ttforge-job"
+
+
 def job_dir(prefix: str) -> Path:
-    """A new temporary directory for one simulation job, named ``<prefix><pid>-...``;
-    those of ttforge processes that have ended are removed first. A job that fails
-    keeps its directory (its error names the ``sim.log`` in it) until then: without
-    the process id in the name nothing ever removed them."""
+    """A new temporary directory for one simulation job, named ``<prefix><pid>-...`` and
+    holding :data:`JOB_MARKER`; those of ttforge processes that have ended are removed
+    first, if they hold the marker (a directory of that name someone else made is never
+    deleted: the name alone was taken as proof). A job that fails keeps its directory
+    (its error names the ``sim.log`` in it) until then: without the process id in the
+    name nothing ever removed them."""
     base = Path(tempfile.gettempdir())
     for e, _ in dead_entries(base, prefix, "-"):
-        if e.is_dir(follow_symlinks=False):
+        if e.is_dir(follow_symlinks=False) and os.path.isfile(os.path.join(e.path, JOB_MARKER)):
             shutil.rmtree(e.path, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=base))
+    d = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=base))
+    (d / JOB_MARKER).write_text("a ttforge job's work files; removed once its process has ended\n")
+    return d
 
 
 def run_job(sim_build: SimBuild, ops: Sequence[Mapping[str, Any]], arrays: Mapping[str, np.ndarray],

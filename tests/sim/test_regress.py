@@ -293,13 +293,19 @@ def test_job_directories_of_ended_processes_are_removed(tmp_path, monkeypatch):
                            text=True, check=True).stdout.strip()
     (tmp_path / f"ttforge-sim-{ended}-abc").mkdir()
     (tmp_path / f"ttforge-sim-{ended}-abc" / "sim.log").write_text("log")
+    (tmp_path / f"ttforge-sim-{ended}-abc" / ".ttforge-job").write_text("")
+    # a directory of such a name that ttforge did not make (no marker) is never deleted
+    (tmp_path / f"ttforge-sim-{ended}-mine").mkdir()
+    (tmp_path / f"ttforge-sim-{ended}-mine" / "important.txt").write_text("mine")
     (tmp_path / f"ttforge-sim-{os.getppid()}-def").mkdir()   # a running process
     (tmp_path / "ttforge-sim-notapid").mkdir()
     (tmp_path / "ttforge-simulation").mkdir()
     d = job_dir("ttforge-sim-")
     assert d.parent == tmp_path and d.name.startswith(f"ttforge-sim-{os.getpid()}-")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [d.name, f"ttforge-sim-{os.getppid()}-def", "ttforge-sim-notapid", "ttforge-simulation"])
+        [d.name, f"ttforge-sim-{os.getppid()}-def", "ttforge-sim-notapid", "ttforge-simulation",
+         f"ttforge-sim-{ended}-mine"])
+    assert (d / ".ttforge-job").is_file()
     assert job_dir("ttforge-sim-").exists() and d.exists()   # this process's own stay
 
 
