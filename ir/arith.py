@@ -71,11 +71,58 @@ def saturate(v: np.ndarray, bits: int, narrow: bool = False) -> np.ndarray:
 
 
 def rshift_round(a: np.ndarray, s: int) -> np.ndarray:
-    """``floor(a / 2^s + 1/2)`` (ties toward plus infinity) for ``s >= 1``; ``a << -s`` for ``s <= 0``."""
-    a = np.asarray(a, dtype=np.int64)
+    """``floor(a / 2^s + 1/2)`` (ties toward plus infinity) for ``s >= 1``; ``a * 2^-s`` for ``s <= 0``.
+
+    Exact for every int64 ``a`` and every right shift (``s >= 64`` gives 0). A left shift
+    whose result would leave int64 is a one-line :class:`~ttforge.errors.DataError`
+    naming the shifts these values allow (values never wrap); a non-integer ``s`` or a
+    non-integer ``a`` is a :class:`~ttforge.errors.ConfigError` /
+    :class:`~ttforge.errors.DataError` (a float is never truncated).
+    """
+    if isinstance(s, bool) or not isinstance(s, (int, np.integer)):
+        raise ConfigError(f"rshift_round: shift s={s!r} must be an integer (a right shift, or left if "
+                          f"negative)")
+    s = int(s)
+    a = _int64_array(a, "rshift_round")
     if s <= 0:
-        return a << np.int64(-s)
-    return (a + np.int64(1 << (s - 1))) >> np.int64(s)
+        k = -s
+        if k and a.size:
+            lo, hi = int(a.min()), int(a.max())
+            if lo == hi == 0:
+                return np.zeros_like(a)
+            # signed width of the widest value: a left shift by k is exact iff width + k <= 64
+            width = max(max(hi, 0).bit_length(), (-1 - min(lo, -1)).bit_length()) + 1
+            if width + k > 64:
+                raise DataError(f"rshift_round: a left shift by {k} (s={s}) takes values in "
+                                f"[{lo}, {hi}] beyond int64; for them s must be at least {width - 64} "
+                                f"(an acc_bits-bit accumulator: shift_range)")
+        return a << np.int64(k) if k else a.copy()
+    if s == 1:
+        return (a >> np.int64(1)) + (a & np.int64(1))   # a + 1 would wrap at 2^63 - 1
+    # floor((floor(a / 2^(s-1)) + 1) / 2): no a + 2^(s-1) that could pass 2^63 (q < 2^62);
+    # from s = 65 on, q is 0 or -1 and the result 0, as it is for s = 64
+    q = a >> np.int64(min(s - 1, 63))
+    q += np.int64(1)
+    q >>= np.int64(1)
+    return q
+
+
+def _int64_array(a, who: str) -> np.ndarray:
+    """``a`` as an int64 array, or a one-line DataError (floats, objects, values past int64)."""
+    arr = np.asarray(a)
+    if arr.dtype.kind in "ib":
+        return arr.astype(np.int64, copy=False)
+    if arr.dtype.kind == "u":
+        if arr.size and arr.dtype.itemsize == 8 and int(arr.max()) > np.iinfo(np.int64).max:
+            raise DataError(f"{who}: values reach {int(arr.max())}, beyond int64; give int64 integers")
+        return arr.astype(np.int64)
+    if arr.dtype.kind == "O" and all(isinstance(v, (int, np.integer)) for v in arr.reshape(-1)):
+        # Python integers past int64 (np.asarray([2**70])): refused, not an OverflowError
+        info = np.iinfo(np.int64)
+        if arr.size and (min(arr.reshape(-1)) < info.min or max(arr.reshape(-1)) > info.max):
+            raise DataError(f"{who}: values leave int64 [{info.min}, {info.max}]; give int64 integers")
+        return arr.astype(np.int64)
+    raise DataError(f"{who}: takes integers, got an array of {arr.dtype}; quantize real values first")
 
 
 #: Values :func:`quantize` converts at a time.

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ttforge.errors import ConfigError
+from ttforge.errors import ConfigError, DataError
 from ttforge.ir.arith import (
     acc_bits_needed,
     exponent_for_max,
@@ -76,3 +76,42 @@ def test_quantize_converts_in_blocks_with_bounded_temporaries():
         tracemalloc.stop()
     assert peak < 2.5 * out.nbytes
     assert np.array_equal(out, np.clip(np.floor(x.astype(np.float64) + 0.5), -128, 127).astype(np.int64))
+
+
+# -- rshift_round over the whole int64 range: exact or refused, never wrapped ------------
+def _exact_shift(a: int, s: int) -> int:
+    return math.floor(Fraction(a, 2**s) + Fraction(1, 2)) if s > 0 else a * 2 ** (-s)
+
+
+@given(a=st.integers(-(2**63), 2**63 - 1), s=st.integers(-70, 200))
+def test_rshift_round_is_exact_or_refused_on_all_int64(a, s):
+    exact = _exact_shift(a, s)
+    if -(2**63) <= exact < 2**63:
+        assert int(rshift_round(np.array([a]), s)[0]) == exact
+    else:
+        with pytest.raises(DataError, match="s must be at least"):
+            rshift_round(np.array([a]), s)
+
+
+@pytest.mark.parametrize("a, s, want", [
+    (2**62, 63, 1), (2**63 - 1, 1, 2**62), (-(2**63), 1, -(2**62)), (5, 64, 0), (5, np.int64(64), 0),
+    (-(2**63), 64, 0), (-(2**63), 63, -1), (5, 10**30, 0), (0, -100, 0), (3, -5, 96),
+    (-(2**62), -1, -(2**63)), (2**62 - 1, -1, 2**63 - 2),
+])
+def test_rshift_round_edges(a, s, want):
+    assert rshift_round(np.array([a]), s).tolist() == [want]
+
+
+@pytest.mark.parametrize("a, s, err, match", [
+    ([2**62], -1, DataError, r"s must be at least 0"),
+    ([1], -64, DataError, r"s must be at least -62"),
+    ([2**70], 1, DataError, "int64"),
+    (np.array([2**64 - 1], dtype=np.uint64), 1, DataError, "int64"),
+    ([2.7], 1, DataError, "float64"),
+    (["7"], 1, DataError, "integers"),
+    ([5], 1.5, ConfigError, "s=1.5 must be an integer"),
+    ([5], True, ConfigError, "must be an integer"),
+])
+def test_rshift_round_refuses_what_it_cannot_compute(a, s, err, match):
+    with pytest.raises(err, match=match):
+        rshift_round(a, s)
