@@ -33,12 +33,12 @@ import numpy as np
 
 from ttforge import __version__
 from ttforge.errors import ArtifactError, TTForgeError, show, show_path
-from ttforge.limits import MAX_ARTIFACT_BYTES, MAX_EXP, MAX_LAYER_ELEMENTS, read_bounded
+from ttforge.limits import MAX_ARTIFACT_BYTES, MAX_LAYER_ELEMENTS, read_bounded
 from ttforge.ir.schedule import ContractionSchedule
-from ttforge.ir.arith import ARITHMETIC_SPEC_VERSION, MAX_ACC_BITS, ROUNDING, ROUNDING_ALIASES, int_range
+from ttforge.ir.arith import ARITHMETIC_SPEC_VERSION, ROUNDING, ROUNDING_ALIASES, int_range
 from ttforge.ir.container import (MANIFEST, PAYLOAD, ManifestReader, Payload, check_container, check_member_count,
                                   pack, parse_manifest, read_tensors)
-from ttforge.ir.executor import IntLayer, IntNetwork
+from ttforge.ir.executor import EXP_RANGE, LAYER_INT_RANGES, IntLayer, IntNetwork
 
 __all__ = [
     "ARTIFACT_FORMAT",
@@ -265,17 +265,16 @@ def _layer(i: int, d: dict, tensors: dict[str, np.ndarray], r: ManifestReader) -
     if kind != ("dense" if shape.d == 1 else "tt"):
         raise r.fail(f"{w}.kind={show(kind)} but its schedule has {shape.d} cores "
                      f"(dense is exactly 1 core, tt more)")
-    bits = {k: r.int_(d, k, w, 2, hi) for k, hi in
-            (("w_bits", 8), ("in_bits", 32), ("inter_bits", 32), ("out_bits", 32), ("acc_bits", MAX_ACC_BITS))}
-    in_f = r.int_(d, "in_features", w, 1)
-    out_f = r.int_(d, "out_features", w, 1)
-    in_exp = r.int_(d, "in_exp", w, -MAX_EXP, MAX_EXP)
+    # the ranges IntLayer itself refuses outside (one table: what builds, saves and loads)
+    f = {k: r.int_(d, k, w, lo, hi) for k, (lo, hi) in LAYER_INT_RANGES.items()}
+    bits = {k: f[k] for k in ("w_bits", "in_bits", "inter_bits", "out_bits", "acc_bits")}
+    in_f, out_f, in_exp = f["in_features"], f["out_features"], f["in_exp"]
     core_exps = r.ints(d, "core_exps", w, shape.d)
     step_exps = r.ints(d, "step_exps", w, shape.d)
     for key, values in (("core_exps", core_exps), ("step_exps", step_exps)):
-        if any(abs(e) > MAX_EXP for e in values):
+        if any(not EXP_RANGE[0] <= e <= EXP_RANGE[1] for e in values):
             raise r.fail(f"manifest field {w}.{key}={show(values)} is out of range "
-                         f"{-MAX_EXP}..{MAX_EXP}")
+                         f"{EXP_RANGE[0]}..{EXP_RANGE[1]}")
     relu = r.bool_(d, "relu", w)
     has_bias = r.bool_(d, "has_bias", w)
     names = r.get(d, "cores", w)

@@ -11,12 +11,27 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 import numpy as np
 
-from ttforge.errors import ConfigError, ShapeError
+from ttforge.errors import ConfigError, ShapeError, show
 from ttforge.ir.schedule import ContractionSchedule
 from ttforge.ir.arith import MAX_ACC_BITS, acc_bits_needed, int_range, quantize, rshift_round, saturate, shift_range
 from ttforge.limits import MAX_EXP
 
-__all__ = ["IntLayer", "IntNetwork", "StepTrace", "execute", "execute_traced", "layer_from_dense", "check_input"]
+__all__ = ["IntLayer", "IntNetwork", "StepTrace", "execute", "execute_traced", "layer_from_dense", "check_input",
+           "LAYER_INT_RANGES", "EXP_RANGE"]
+
+#: Every exponent of a layer (``in_exp``, ``core_exps``, ``step_exps``) lies in this range.
+EXP_RANGE = (-MAX_EXP, MAX_EXP)
+#: ``field: (lo, hi)`` (``hi`` None: unbounded) of a layer's integer fields: what
+#: :class:`IntLayer` and the artifact loader (:mod:`.artifact`) both refuse outside it, so
+#: a layer that can be built can be saved and loaded.
+LAYER_INT_RANGES: dict[str, tuple[int, int | None]] = {
+    "w_bits": (2, 8), "in_bits": (2, 32), "inter_bits": (2, 32), "out_bits": (2, 32),
+    "acc_bits": (2, MAX_ACC_BITS), "in_features": (1, None), "out_features": (1, None), "in_exp": EXP_RANGE,
+}
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
 
 
 @dataclass(frozen=True, eq=False)
@@ -61,6 +76,7 @@ class IntLayer:
     relu: bool = False
 
     def __post_init__(self) -> None:
+        self._check_fields()
         shape = self.schedule.shape
         if len(self.cores) != shape.d or len(self.core_exps) != shape.d:
             raise ShapeError(f"layer has {len(self.cores)} cores/{len(self.core_exps)} exponents "
@@ -77,8 +93,12 @@ class IntLayer:
             raise ShapeError(f"step_exps has {len(self.step_exps)} entries; the schedule has {shape.d} steps")
         if not shape.in_size >= self.in_features or not shape.out_size >= self.out_features:
             raise ShapeError("in/out features exceed the TT shape")
-        if self.bias is not None and tuple(self.bias.shape) != (self.out_features,):
-            raise ShapeError(f"bias has shape {tuple(self.bias.shape)}; expected ({self.out_features},)")
+        if self.bias is not None:
+            if not isinstance(self.bias, np.ndarray) or self.bias.dtype != np.int64:
+                raise ShapeError(f"bias has dtype {getattr(self.bias, 'dtype', type(self.bias).__name__)}; "
+                                 f"an integer bias is an int64 array")
+            if tuple(self.bias.shape) != (self.out_features,):
+                raise ShapeError(f"bias has shape {tuple(self.bias.shape)}; expected ({self.out_features},)")
         self._check_exact()
         for t, need in enumerate(self.acc_bits_needed()):
             if need > self.acc_bits:
@@ -86,19 +106,37 @@ class IntLayer:
                     f"step {t} (core {self.schedule.steps[t].core}) can reach {need}-bit sums but "
                     f"acc_bits={self.acc_bits}; raise acc_bits to {need} or lower the widths"
                 )
+        if self.bias is not None and self.bias.size:   # also what the loader checks
+            blo, bhi = -(1 << (self.acc_bits - 1)), (1 << (self.acc_bits - 1)) - 1
+            if self.bias.min() < blo or self.bias.max() > bhi:
+                raise ConfigError(f"bias has values in [{self.bias.min()}, {self.bias.max()}], outside the "
+                                  f"{self.acc_bits}-bit accumulator range [{blo}, {bhi}]")
+
+    def _check_fields(self) -> None:
+        """Integers in :data:`LAYER_INT_RANGES` (exponents in :data:`EXP_RANGE`), ``relu`` a
+        bool: exactly what the artifact loader accepts (numpy integers become ``int``)."""
+        for name, (lo, hi) in LAYER_INT_RANGES.items():
+            v = getattr(self, name)
+            if not _is_int(v) or v < lo or (hi is not None and v > hi):
+                raise ConfigError(f"{name}={show(v)} must be an integer "
+                                  f"{'>= ' + str(lo) if hi is None else f'in {lo}..{hi}'}"
+                                  + (" (the widest accumulator computed exactly in int64)" if name == "acc_bits"
+                                     else ""))
+            object.__setattr__(self, name, int(v))
+        for name in ("core_exps", "step_exps"):
+            values = getattr(self, name)
+            if not isinstance(values, (tuple, list)) or not all(_is_int(e) and EXP_RANGE[0] <= e <= EXP_RANGE[1]
+                                                                 for e in values):
+                raise ConfigError(f"{name}={show(values)} must be integers in {EXP_RANGE[0]}..{EXP_RANGE[1]}")
+            object.__setattr__(self, name, tuple(int(e) for e in values))
+        if not isinstance(self.relu, (bool, np.bool_)):
+            raise ConfigError(f"relu={show(self.relu)} must be True or False")
+        object.__setattr__(self, "relu", bool(self.relu))
 
     def _check_exact(self) -> None:
-        """The fields for which this int64 executor is exact (docs/artifact.md, "What the
-        loader refuses"): ``acc_bits <= 48``, exponents within ``+-MAX_EXP``, every
-        shift within :func:`~ttforge.ir.arith.shift_range`."""
-        if isinstance(self.acc_bits, bool) or not isinstance(self.acc_bits, (int, np.integer)) \
-                or not 2 <= self.acc_bits <= MAX_ACC_BITS:
-            raise ConfigError(f"acc_bits={self.acc_bits!r} must be an integer in 2..{MAX_ACC_BITS} "
-                              f"(the widest accumulator computed exactly in int64)")
-        for name, values in (("in_exp", (self.in_exp,)), ("core_exps", self.core_exps),
-                             ("step_exps", self.step_exps)):
-            if any(abs(int(e)) > MAX_EXP for e in values):
-                raise ConfigError(f"{name}={list(values)} must lie in {-MAX_EXP}..{MAX_EXP}")
+        """Every shift within :func:`~ttforge.ir.arith.shift_range`: with ``acc_bits <= 48``
+        and exponents within ``+-MAX_EXP`` (:meth:`_check_fields`), the fields for which
+        this int64 executor is exact (docs/artifact.md, "What the loader refuses")."""
         lo, hi = shift_range(self.acc_bits)
         for t, s in enumerate(self.shifts()):
             if not lo <= s <= hi:

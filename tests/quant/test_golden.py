@@ -84,3 +84,42 @@ def test_bad_quant_configs_are_named():
         QuantConfig(calibration="minmax")
     with pytest.raises(ConfigError, match="cannot quantize a Conv1d"):
         quantize_model(nn.Sequential(nn.Conv1d(1, 1, 1)))
+
+
+# -- IntLayer refuses what the artifact loader refuses --------------------------------------
+_DENSE = dict(w_bits=8, in_bits=8, in_exp=0, inter_bits=16, out_bits=16, step_exps=(2,), core_exps=(0,),
+              acc_bits=32)
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"in_exp": 1.5}, r"in_exp=1\.5 must be an integer in -1024\.\.1024"),
+    ({"core_exps": (0.5,)}, r"core_exps=\(0\.5,\) must be integers in -1024\.\.1024"),
+    ({"step_exps": (2000,)}, r"step_exps=\(2000,\) must be integers"),
+    ({"relu": "no"}, r"relu='no' must be True or False"),
+    ({"w_bits": 16}, r"w_bits=16 must be an integer in 2\.\.8"),
+    ({"in_exp": True}, r"in_exp=True must be an integer"),
+    ({"acc_bits": 49}, r"acc_bits=49 must be an integer in 2\.\.48"),
+    ({"bias": np.array([1.0, 2.0])}, r"bias has dtype float64"),
+    ({"bias": np.array([1, 2], dtype=np.uint64)}, r"bias has dtype uint64"),
+    ({"bias": np.array([1, 2], dtype=object)}, r"bias has dtype object"),
+    ({"bias": np.array([1 << 40, 0])}, r"can reach 42-bit sums but acc_bits=32"),
+])
+def test_int_layer_refuses_what_the_loader_refuses(change, match):
+    from ttforge.errors import UserError
+    from ttforge.ir.executor import layer_from_dense
+
+    with pytest.raises(UserError, match=match):
+        layer_from_dense(np.array([[3, -2], [1, 5]]), **{**_DENSE, **change})
+
+
+def test_int_layer_that_builds_saves_and_loads_with_plain_ints():
+    from ttforge.ir.artifact import dumps_artifact, loads_artifact
+    from ttforge.ir.executor import IntNetwork, layer_from_dense
+
+    layer = layer_from_dense(np.array([[3, -2], [1, 5]]), **{**_DENSE, "in_exp": np.int64(1),
+                                                            "core_exps": [np.int32(0)], "relu": np.bool_(True)})
+    assert type(layer.in_exp) is int and layer.core_exps == (0,) and layer.relu is True
+    net = IntNetwork((layer,))
+    back = loads_artifact(dumps_artifact(net))
+    x = np.array([[1, 2], [-7, 100]])
+    assert np.array_equal(execute(back, x), execute(net, x))
