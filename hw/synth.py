@@ -30,11 +30,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import tempfile
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
+from ttforge.atomic import job_dir
 from ttforge.errors import SynthError  # noqa: F401 - defined in ttforge.errors
 from ttforge.hw.tools import run_tool
 
@@ -548,9 +549,11 @@ def implement(verilog: str, device: str, top: str = "ttforge_accel", *,
     if target_mhz is None:
         target_mhz = 100.0 if dev.family == "ecp5" else 30.0
     own = workdir is None
-    tmp = tempfile.TemporaryDirectory(prefix="ttforge-synth-") if own else None
-    wd = Path(tmp.name if own else workdir)
+    # a failed run keeps its directory: its error names the log in it (the next run
+    # after this process has ended removes it, ttforge.atomic.job_dir)
+    wd = job_dir("ttforge-synth-") if own else Path(workdir)
     wd.mkdir(parents=True, exist_ok=True)
+    keep = False
     try:
         if rtlil is None:
             harness, cost = harness_verilog(verilog, top)
@@ -583,9 +586,12 @@ def implement(verilog: str, device: str, top: str = "ttforge_accel", *,
             target_mhz=float(target_mhz), critical_path=rep.critical_path,
             seconds={"synth": round(t1 - t0, 1), "pnr": round(t2 - t1, 1)},
         )
+    except SynthError:
+        keep = own   # its message names the log in wd
+        raise
     finally:
-        if tmp is not None:
-            tmp.cleanup()
+        if own and not keep:
+            shutil.rmtree(wd, ignore_errors=True)
 
 
 _UTIL_RE = re.compile(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+(\d+)%", re.M)

@@ -25,7 +25,6 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from ttforge.atomic import atomic_write_text, cache_lock, check_writable, dead_entries
+from ttforge.atomic import atomic_write_text, cache_lock, check_writable, job_dir
 from ttforge.errors import ConfigError, show
 from ttforge.errors import SimError, SimulatorMissing  # noqa: F401 - defined in ttforge.errors
 
@@ -443,26 +442,6 @@ def run_testbench(sim: str, build_dir: Path, test_module: str, toplevel: str, wd
     with np.load(wd / "results.npz") as z:
         arrays = {k: z[k] for k in z.files}
     return summary, arrays, wall
-
-
-#: The file inside a job directory that says ttforge made it (and may remove it).
-JOB_MARKER = ".ttforge-job"
-
-
-def job_dir(prefix: str) -> Path:
-    """A new temporary directory for one simulation job, named ``<prefix><pid>-...`` and
-    holding :data:`JOB_MARKER`; those of ttforge processes that have ended are removed
-    first, if they hold the marker (a directory of that name someone else made is never
-    deleted: the name alone was taken as proof). A job that fails keeps its directory
-    (its error names the ``sim.log`` in it) until then: without the process id in the
-    name nothing ever removed them."""
-    base = Path(tempfile.gettempdir())
-    for e, _ in dead_entries(base, prefix, "-"):
-        if e.is_dir(follow_symlinks=False) and os.path.isfile(os.path.join(e.path, JOB_MARKER)):
-            shutil.rmtree(e.path, ignore_errors=True)
-    d = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=base))
-    (d / JOB_MARKER).write_text("a ttforge job's work files; removed once its process has ended\n")
-    return d
 
 
 def run_job(sim_build: SimBuild, ops: Sequence[Mapping[str, Any]], arrays: Mapping[str, np.ndarray],

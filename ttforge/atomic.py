@@ -48,7 +48,7 @@ __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_path", "atomic_dir
            "write_files_atomically", "check_output_file", "check_output_dir", "make_output_dir",
            "command_inputs", "note_input", "check_not_input", "check_owned_dir", "clean_stale", "dead_entries",
            "staging_dir", "commit_dir", "replace_dir", "claim_work_dir", "sha256_file", "WORK_MARKER",
-           "output_lock", "cache_lock", "check_run_dir", "check_writable", "read_marker"]
+           "output_lock", "cache_lock", "job_dir", "JOB_MARKER", "check_run_dir", "check_writable", "read_marker"]
 
 #: The file that marks a directory as ttforge's work directory (``--keep DIR``).
 WORK_MARKER = ".ttforge-work"
@@ -148,6 +148,26 @@ def dead_entries(parent: str | os.PathLike, head: str, sep: str = ".") -> list[t
         if pid_text.isdigit() and tail and not _alive(int(pid_text)):
             dead.append((e, tail))
     return dead
+
+
+#: The file inside a job directory that says ttforge made it (and may remove it).
+JOB_MARKER = ".ttforge-job"
+
+
+def job_dir(prefix: str) -> Path:
+    """A new temporary directory for one simulation job, named ``<prefix><pid>-...`` and
+    holding :data:`JOB_MARKER`; those of ttforge processes that have ended are removed
+    first, if they hold the marker (a directory of that name someone else made is never
+    deleted: the name alone was taken as proof). A job that fails keeps its directory
+    (its error names the ``sim.log`` in it) until then: without the process id in the
+    name nothing ever removed them."""
+    base = Path(tempfile.gettempdir())
+    for e, _ in dead_entries(base, prefix, "-"):
+        if e.is_dir(follow_symlinks=False) and os.path.isfile(os.path.join(e.path, JOB_MARKER)):
+            shutil.rmtree(e.path, ignore_errors=True)
+    d = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=base))
+    (d / JOB_MARKER).write_text("a ttforge job's work files; removed once its process has ended\n")
+    return d
 
 
 def clean_stale(parent: str | os.PathLike, name: str) -> list[Path]:

