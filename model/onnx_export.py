@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ttforge.errors import ConfigError, ShapeError, show
+from ttforge.errors import ConfigError, DataError, ShapeError, show
 from ttforge.model.layers import TTLinear
 from ttforge.model.tt import check_finite_layers
 from ttforge.onnx_graph import DEFAULT_OPSET, MIN_OPSET, OnnxGraph, check_opset, model_proto
@@ -46,7 +46,7 @@ __all__ = [
     "MIN_OPSET",
     "build_onnx",
     "export_onnx",
-    "check_onnx",
+    "check_onnx", "check_onnx_agrees", "ONNX_RTOL",
 ]
 
 SUPPORTED = "nn.Flatten, TTLinear, nn.Linear and nn.ReLU"
@@ -237,8 +237,9 @@ def check_onnx(
     input_shape: Sequence[int] | None = None,
 ) -> float:
     """Run ``path`` (or a serialized model, ``bytes``) with onnxruntime on random inputs;
-    the max absolute difference from ``model`` in float32 eval mode. Needs the
-    ``onnxruntime`` package."""
+    the max absolute difference from ``model`` in float32 eval mode, relative to the
+    largest output magnitude when that is above 1 (``inf`` when either overflows). Needs
+    the ``onnxruntime`` package."""
     import onnxruntime as ort
 
     sess = ort.InferenceSession(path if isinstance(path, bytes) else str(path),
@@ -260,4 +261,24 @@ def check_onnx(
     finally:
         ref_model.train(was_training)
     got = sess.run(None, {inp.name: x.numpy()})[0]
-    return float(np.max(np.abs(got - ref.detach().numpy()))) if got.size else 0.0
+    want = ref.detach().numpy()
+    if not got.size:
+        return 0.0
+    if not (np.isfinite(got).all() and np.isfinite(want).all()):
+        return math.inf   # an overflow in one of them (weights near float32's limit)
+    return float(np.max(np.abs(got - want)) / max(1.0, float(np.max(np.abs(want)))))
+
+
+#: How far the exported graph may be from PyTorch, relative to the largest output
+#: magnitude (at least 1): float32 sums in another order differ by a few ulps; a wrong
+#: graph by far more.
+ONNX_RTOL = 1e-4
+
+
+def check_onnx_agrees(err: float, what: str = "the exported graph") -> None:
+    """A one-line :class:`DataError` unless ``err`` (:func:`check_onnx`) is at most
+    :data:`ONNX_RTOL`."""
+    if not err <= ONNX_RTOL:
+        raise DataError(f"{what} differs from PyTorch by {err:.3g} of its output scale (allowed "
+                        f"{ONNX_RTOL:g}) on random inputs; the weights overflow float32 or the export is "
+                        f"wrong: nothing written")

@@ -264,3 +264,19 @@ def test_non_finite_weights_are_refused(bad, tmp_path):
     with pytest.raises(DataError, match=r"layer 2 \(Linear\) holds NaN or infinite weights"):
         export_onnx(model, tmp_path / "m.onnx")
     assert not list(tmp_path.iterdir())
+
+
+def test_an_export_that_disagrees_with_pytorch_is_refused(trained_run, tmp_path, capsys):
+    """Weights near float32's limit made outputs overflow (inf in one, finite in the
+    other): the check printed "nan" and the file was written, exit 0."""
+    from ttforge.cli import main
+    from ttforge.model.checkpoint import load_checkpoint, save_checkpoint
+
+    payload = load_checkpoint(trained_run / "last.pt")
+    last = [k for k in payload["state_dict"] if k.endswith("weight") or "cores" in k][-1]
+    payload["state_dict"][last].mul_(3e38)   # sums past float32 overflow
+    save_checkpoint(tmp_path / "huge.pt", payload)
+    out = tmp_path / "m.onnx"
+    assert main(["export-onnx", str(tmp_path / "huge.pt"), "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "differs from PyTorch" in err[0] and not out.exists()
