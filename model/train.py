@@ -186,9 +186,11 @@ def load_trained(path: str | os.PathLike) -> Trained:
         model = build_model(model_cfg)
         _load_weights(model, payload["state_dict"])
     except (ConfigError, ShapeError, RuntimeError, KeyError) as e:
+        # torch's first line is only "Error(s) in loading state_dict for Sequential:"
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()] or [type(e).__name__]
+        detail = " ".join(lines[:2]) if lines[0].endswith(":") else lines[0]
         raise CheckpointError(
-            f"{path}: its weights do not fit its model config ({str(e).splitlines()[0]}); the "
-            f"checkpoint is damaged"
+            f"{path}: its weights do not fit its model config ({detail}); the checkpoint is damaged"
         ) from None
     model.eval()
     return Trained(model, model_cfg, cfg, payload)

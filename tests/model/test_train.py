@@ -411,3 +411,15 @@ def test_decompose_refuses_a_kept_layer_with_non_finite_weights(tmp_path, capsys
     assert main(["decompose", str(tmp_path / "nan.pt"), "--max-rank", "2", "-o", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "holds NaN or infinite weights" in err[0] and not out.exists()
+
+
+def test_a_checkpoint_whose_weights_do_not_fit_names_the_key(dense_run, tmp_path, capsys):
+    """The line ended at torch's header, "Error(s) in loading state_dict for Sequential:"."""
+    from ttforge.model.checkpoint import load_checkpoint, save_checkpoint
+
+    payload = load_checkpoint(dense_run / "last.pt")
+    payload["state_dict"]["3.weight"] = torch.zeros(10, 65)
+    save_checkpoint(tmp_path / "bad.pt", payload)
+    assert main(["decompose", str(tmp_path / "bad.pt"), "--max-rank", "2", "-o", str(tmp_path / "o.pt")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "size mismatch for 3.weight" in err[0], err
