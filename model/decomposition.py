@@ -75,7 +75,8 @@ def decompose(
                             f"{lin.out_features}): {e}") from None
         err = float(tt.decomposition_error)
         if rel_error is not None and err > rel_error:  # tt_svd guarantees this; never pass it on
-            raise ShapeError(f"layer {i}: TT-SVD reached relative error {err:.3g} > --rel-error {rel_error}")
+            raise ShapeError(f"layer {i}: TT-SVD reached relative error {err:.3g} > --rel-error {rel_error} "
+                             f"(float rounding); give a --rel-error of at least {10 * err:.1g}")
         new[i] = tt
         layers.append({
             "name": str(i),
