@@ -311,7 +311,7 @@ def train_board_run(args: argparse.Namespace, load_data: Callable) -> int:
                               loss_every=args.loss_every, on_step=on_step)
     final = stamped(res.state)
     digest = hashlib.sha256(dumps_state(final)).hexdigest()
-    acc = float(np.mean(predict(final, quantize(np.asarray(xt, dtype=np.float64), state.config.act_bits,
+    acc = float(np.mean(predict(final, quantize(np.asarray(xt), state.config.act_bits,
                                                 state.in_exp)) == yt)) if res.mismatch is None else None
     table = Table(title=f"ttforge train-board: {shown(ds_name)} on the {shown(where)}", title_justify="left")
     table.add_column("")
