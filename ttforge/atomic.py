@@ -290,7 +290,13 @@ def _through_link(path: str | os.PathLike) -> Path:
     the user's link replaces the file or directory the link names and keeps the link
     (a rename over the link itself would swap the user's link for a new file, and a
     directory moved aside as a link was never deleted)."""
-    return Path(os.path.realpath(path)) if os.path.islink(path) else Path(path)
+    if not os.path.islink(path):
+        return Path(path)
+    real = os.path.realpath(path)
+    if os.path.islink(real):   # a loop: realpath gives up on a link
+        raise OutputError(f"{show_path(path)} is a symbolic link that leads to no file (a loop of links); "
+                          f"remove it or choose another output path")
+    return Path(real)
 
 
 def _name_output(e: BaseException, path: str | os.PathLike) -> None:

@@ -247,3 +247,13 @@ def test_every_lock_file_is_taken_through_ttforge_atomic():
     offenders = [str(f.relative_to(root)) for pkg in ("model", "quant", "hw", "sim", "ttforge", "firmware", "flow", "ir")
                  for f in (root / pkg).rglob("*.py") if f.name != "atomic.py" and "flock(" in f.read_text()]
     assert offenders == []
+
+
+def test_an_output_through_a_loop_of_links_is_refused_and_the_links_stay(tmp_path):
+    """``realpath`` gives up on a loop and returned the link itself, which the rename
+    then replaced with a regular file."""
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    with pytest.raises(OutputError, match="a loop of links"):
+        atomic_write_bytes(tmp_path / "a", b"x")
+    assert (tmp_path / "a").is_symlink() and (tmp_path / "b").is_symlink()
