@@ -125,6 +125,8 @@ def build_root_dir(build_root: str | os.PathLike | None = None, *, native: bool 
     (:class:`ConfigError`) naming where it came from when it is not a directory or
     cannot be made one."""
     if build_root is not None:
+        if not str(build_root).strip():   # Path("") is the working directory
+            raise ConfigError("--build-root is empty; give a directory for the simulators' builds")
         root, source = Path(build_root).expanduser(), "--build-root"
     else:
         if native:

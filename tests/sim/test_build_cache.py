@@ -105,3 +105,13 @@ def test_two_regressions_at_once_share_a_build_root_without_colliding(tmp_path):
     for k in range(2):
         s = json.loads((tmp_path / f"out{k}" / "summary.json").read_text())
         assert s["passed"] == 3 and [r["seed"] for r in s["results"]] == [10 * k, 10 * k + 1, 10 * k + 2]
+
+
+def test_an_empty_build_root_is_one_line(tmp_path, monkeypatch, capsys):
+    """``--build-root ""`` was the working directory (builds landed among the user's files)."""
+    from ttforge.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["regress", "--seeds", "1", "--build-root", "", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--build-root is empty" in err[0] and sorted(p.name for p in tmp_path.iterdir()) == []
