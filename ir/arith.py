@@ -7,10 +7,11 @@ these functions bit for bit; tests check them against exact rational arithmetic.
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 
-from ttforge.errors import ConfigError, DataError
+from ttforge.errors import ConfigError, DataError, show
 
 __all__ = [
     "ARITHMETIC_SPEC_VERSION",
@@ -139,13 +140,21 @@ def quantize(x: np.ndarray, bits: int, exp: int, narrow: bool = False) -> np.nda
     a one-line :class:`~ttforge.errors.DataError` naming its position.
     """
     x = np.asarray(x)
+    if x.dtype.kind not in "biuf":
+        raise DataError(f"quantize: x holds {x.dtype} values; give real numbers (integers or floats)")
+    if isinstance(exp, bool) or not isinstance(exp, (int, np.integer)):
+        raise ConfigError(f"quantize: exp={exp!r} must be an integer (values are x / 2^exp)")
+    # past +-2200 every finite float64 scales to 0 or to +-inf (|x| < 2^1024, >= 2^-1074),
+    # the exact results after rounding and saturation: ldexp of 10^20 would overflow C's int
+    exp = max(-2200, min(int(exp), 2200))
     out = np.empty(x.shape, dtype=np.int64)
     flat, into = x.reshape(-1), out.reshape(-1)
     lo, hi = int_range(bits, narrow)
     # in blocks: the float64 temporaries of a whole data set were ~40 bytes a value (a
     # 1 GiB IDX file of 8-bit pixels took 24 GB in train-board)
     for start in range(0, flat.size, _QUANTIZE_BLOCK):
-        v = np.ldexp(np.asarray(flat[start:start + _QUANTIZE_BLOCK], dtype=np.float64), -int(exp))
+        with np.errstate(over="ignore"):   # an overflow is +-inf, which saturates
+            v = np.ldexp(np.asarray(flat[start:start + _QUANTIZE_BLOCK], dtype=np.float64), -exp)
         nan = np.isnan(v)
         if nan.any():
             first = start + int(np.argmax(nan))
@@ -165,25 +174,48 @@ def acc_bits_needed(k: int, w_bits: int, x_bits: int, bias_max: int = 0) -> int:
     """Smallest signed width that holds any sum of ``k`` products (plus a bias).
 
     Weights are narrow-range (``|w| <= 2^(w_bits-1) - 1``), inputs full-range
-    (``|x| <= 2^(x_bits-1)``).
+    (``|x| <= 2^(x_bits-1)``); both widths in 2..32 (:func:`int_range`).
     """
-    bound = k * ((1 << (w_bits - 1)) - 1) * (1 << (x_bits - 1)) + abs(int(bias_max))
+    for name, b in (("w_bits", w_bits), ("x_bits", x_bits)):
+        if isinstance(b, bool) or not isinstance(b, (int, np.integer)) or not 2 <= b <= 32:
+            # (1 << 10^12 would never end)
+            raise ConfigError(f"acc_bits_needed: {name}={show(b)} must be an integer in 2..32")
+    for name, v in (("k", k), ("bias_max", bias_max)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise ConfigError(f"acc_bits_needed: {name}={v!r} must be an integer")
+    if k < 0:
+        raise ConfigError(f"acc_bits_needed: k={k} must be >= 0 (products in a sum)")
+    bound = int(k) * ((1 << (w_bits - 1)) - 1) * (1 << (x_bits - 1)) + abs(int(bias_max))
     return max(2, bound.bit_length() + 1)
 
 
 def exponent_for_max(max_abs: float, bits: int, narrow: bool = False) -> int:
-    """Smallest exponent at which ``max_abs`` does not saturate (max-based calibration)."""
+    """Smallest exponent at which ``max_abs`` does not saturate (max-based calibration);
+    a one-line ConfigError if it is not a finite number or the exponent leaves ``+-MAX_EXP``."""
+    from ttforge.limits import MAX_EXP
+
     _, hi = int_range(bits, narrow)
-    if not max_abs > 0 or not math.isfinite(max_abs):
-        return 0 if max_abs == 0 else _bad_max(max_abs)
-    e = math.ceil(math.log2(max_abs / hi))
-    # guard against log2 rounding at exact powers of two
-    while max_abs / 2.0**e > hi:
+    if isinstance(max_abs, bool) or not isinstance(max_abs, numbers.Real):
+        raise ConfigError(f"exponent_for_max: max_abs={show(max_abs)} must be a real number")
+    try:
+        m = float(max_abs)
+    except OverflowError:   # an int past float64 (10^400)
+        m = math.inf
+    if not m > 0 or not math.isfinite(m):
+        return 0 if m == 0 else _bad_max(max_abs)
+    e = math.ceil(math.log2(m) - math.log2(hi))
+    # guard against log2 rounding at exact powers of two (ldexp: 2.0**e underflows to 0
+    # for the smallest floats)
+    while math.ldexp(m, -e) > hi:
         e += 1
-    while max_abs / 2.0 ** (e - 1) <= hi:
+    while math.ldexp(m, 1 - e) <= hi:
         e -= 1
+    if abs(e) > MAX_EXP:
+        raise ConfigError(f"calibration saw a largest magnitude of {m!r}, which needs exponent {e}, "
+                          f"outside {-MAX_EXP}..{MAX_EXP}; check the model and data")
     return e
 
 
 def _bad_max(max_abs: float) -> int:
-    raise ConfigError(f"calibration saw a non-finite value ({max_abs}); check the model and data")
+    raise ConfigError(f"calibration saw a value that is not a finite float64 ({show(max_abs)}); check the "
+                      f"model and data")

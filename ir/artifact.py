@@ -325,6 +325,9 @@ def _layer(i: int, d: dict, tensors: dict[str, np.ndarray], r: ManifestReader) -
 def loads_artifact(data: bytes, source: str = "<bytes>") -> IntNetwork:
     """Parse and verify an artifact's bytes; ``source`` names it in error messages."""
     r = ManifestReader(source)
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ArtifactError(f"loads_artifact takes the file's bytes, got {type(data).__name__}; "
+                            f"give a path to load_artifact")
     manifest, payload = _open(bytes(data), r)
     _check_arithmetic(manifest, r)
     tensors = read_tensors(manifest, payload, r)

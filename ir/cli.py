@@ -8,6 +8,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -26,12 +27,28 @@ from ttforge.ir.train import (TrainConfig, TrainState, calibrate_state, check_ba
                               export_network, init_state, predict)
 from ttforge.ir.train_loop import (Truncation, check_fits, epoch_order, network_train_config, plan_truncations,
                                   run_training, state_from_artifact, tt_layers)
-from ttforge.ir.tt import TTShape
+from ttforge.ir.tt import MAX_FACTOR_SIZE, TTShape
 from ttforge.limits import MAX_BATCH, MAX_EPOCHS, MAX_HIDDEN, MAX_SEARCH_CORES, MAX_SEED
 
 __all__ = ["schedule_cli_spec", "inspect_cli_spec", "inspect_artifact", "parse_int_list",
            "train_int_arguments", "train_int_run", "TRAIN_INT_HELP"]
 
+
+
+#: Characters never printed raw from a file or a path: C0 and C1 controls (ESC starts a
+#: terminal sequence), and invisible format characters (right-to-left overrides, zero
+#: widths) that make a line read other than it is.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e"
+                          "\u2060-\u206f\ufeff\ufff9-\ufffb]")
+
+
+def plain(text: object) -> str:
+    """Untrusted text (a path, an artifact's or state's ``meta``) for a rich console line:
+    control and format characters escaped as an error line escapes them (``\\x1b``,
+    ``\\u202e``) and rich markup escaped, so ``[/]`` or ``[link=...]`` print as written."""
+    from rich.markup import escape
+
+    return escape(_UNPRINTABLE.sub(lambda m: repr(m.group())[1:-1], str(text)))
 
 
 def parse_int_list(text: str) -> list[int]:
@@ -44,11 +61,17 @@ def parse_int_list(text: str) -> list[int]:
     try:
         if not all(items):
             raise ValueError
-        return [int(t) for t in items]
+        values = [int(t) for t in items if len(t) <= 40]   # longer: refused below, not parsed
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{text[:80]!r} is not a comma-separated list of integers (e.g. 7,4,7,4)"
         ) from None
+    # a mode, rank or epoch of thousands of digits took minutes, or an internal error,
+    # before anything refused it; no size ttforge takes is above 2^62 - 1
+    if len(values) < len(items) or any(abs(v) > MAX_FACTOR_SIZE for v in values):
+        raise argparse.ArgumentTypeError(
+            f"{text[:80]!r}: every integer must be at most 2^62 - 1 ({MAX_FACTOR_SIZE:,}) in size")
+    return values
 
 
 def parse_truncation(text: str) -> Truncation:
@@ -102,6 +125,10 @@ def _schedule_run(args: argparse.Namespace) -> int:
     if len(args.ranks) not in (1, cores - 1) and len(args.in_modes) == len(args.out_modes):
         raise ConfigError(f"--ranks gives {len(args.ranks)} values; give one (a bound on every bond) or the "
                           f"{cores - 1} internal rank{'s' * (cores != 2)} of {cores} cores")
+    for flag, modes in (("--in-modes", args.in_modes), ("--out-modes", args.out_modes)):
+        if math.prod(modes) > MAX_FACTOR_SIZE:   # TTShape refuses it too, without the flag
+            raise ConfigError(f"{flag} multiply to more than 2^62 - 1 ({MAX_FACTOR_SIZE:,}), ttforge's limit "
+                              f"of a layer's size; give smaller modes")
     ranks = args.ranks[0] if len(args.ranks) == 1 else args.ranks
     shape = TTShape(tuple(args.out_modes), tuple(args.in_modes), ranks)
     best = ContractionSchedule.optimal(shape, args.batch, args.objective, lanes=lanes)
@@ -207,13 +234,14 @@ def _inspect_run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(emoji=False)   # ":x:" in a meta value stays ":x:"
     layers = info["layers"]
-    console.print(f"[bold]{args.artifact}[/]: {info['format']} v{info['format_version']}, "
+    console.print(f"[bold]{plain(args.artifact)}[/]: {info['format']} v{info['format_version']}, "
                   f"arithmetic spec v{info['arithmetic_version']}, rounding {info['rounding']}, "
                   f"{len(layers)} layers", highlight=False)
     if info["meta"]:
-        console.print("meta: " + ", ".join(f"{k}={v}" for k, v in info["meta"].items()), highlight=False)
+        console.print("meta: " + ", ".join(f"{plain(k)}={plain(v)}" for k, v in info["meta"].items()),
+                      highlight=False)
 
     def table(title: str, cols: tuple[str, ...], first_width: int = 1) -> Table:
         t = Table(title=title, title_justify="left")
@@ -493,20 +521,21 @@ def _train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable
             save_artifact(export_network(st, {"data": ds_name}), tmp["model.ttfa"])
             save_state(st, tmp["state.ttts"])
 
+    shown = plain(ds_name)   # a data set's path, shown in rich markup below (saved as is)
     with Progress(TextColumn("[bold]train-int[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), console=console, disable=args.quiet, transient=True) as prog:
-        task = prog.add_task(f"{ds_name}", total=total)
+        task = prog.add_task(shown, total=total)
 
         def on_epoch(st: TrainState, row: dict[str, Any]) -> None:
             save(st, row)
-            prog.update(task, description=f"{ds_name} epoch {row['epoch']}/{args.epochs} "
+            prog.update(task, description=f"{shown} epoch {row['epoch']}/{args.epochs} "
                                           f"test {100 * row['test_acc']:.2f}%")
 
         state, _ = run_training(state, xq, y, xq_test, yt, args.epochs, args.batch, seed,
                                 tuple(args.lr_decay_at), args.golden, lambda: prog.advance(task), on_epoch,
                                 truncations)
     secs = time.perf_counter() - t_start
-    table = Table(title=f"ttforge train-int: {ds_name}, {'golden' if args.golden else 'fast'} step", title_justify="left")
+    table = Table(title=f"ttforge train-int: {shown}, {'golden' if args.golden else 'fast'} step", title_justify="left")
     for col in ("epoch", "loss (bits)", "train %", "test %", "lr shift", "changed %", "saturations", "s"):
         table.add_column(col, justify="right")
     for h in history:
@@ -518,6 +547,7 @@ def _train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable
     Console().print(
         f"initial test {100 * acc0:.2f}%, final {100 * history[-1]['test_acc']:.2f}%"
         + (f" (best {100 * best['test_acc']:.2f}% at epoch {best['epoch']})" if best else "")
-        + f"; {state.step} steps, {state.words:,} words drawn, {secs:.1f} s; wrote {out / 'state.ttts'}, "
-          f"{out / 'model.ttfa'}, {out / 'metrics.json'}, {out / 'curves.png'}", highlight=False)
+        + f"; {state.step} steps, {state.words:,} words drawn, {secs:.1f} s; wrote {plain(out / 'state.ttts')}, "
+          f"{plain(out / 'model.ttfa')}, {plain(out / 'metrics.json')}, {plain(out / 'curves.png')}",
+        highlight=False, emoji=False)
     return 0

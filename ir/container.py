@@ -125,7 +125,9 @@ class ManifestReader:
         if isinstance(v, bool) or not isinstance(v, int):
             raise self.fail(f"manifest field {name}={show(v)} must be an integer")
         if (lo is not None and v < lo) or (hi is not None and v > hi):
-            raise self.fail(f"manifest field {name}={show(v)} is out of range {lo}..{hi}")
+            span = f"range {lo}..{hi}" if lo is not None and hi is not None else (
+                f"range: it must be >= {lo}" if lo is not None else f"range: it must be <= {hi}")
+            raise self.fail(f"manifest field {name}={show(v)} is out of {span}")
         return v
 
     def ints(self, obj: Any, key: str, where: str, n: int | None = None) -> list[int]:

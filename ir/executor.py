@@ -254,6 +254,8 @@ def check_input(net: IntNetwork, x: np.ndarray) -> np.ndarray:
 def execute(net: IntNetwork, x: np.ndarray) -> np.ndarray:
     """Run integer inputs ``(B, in_features)`` through the network; returns int64 outputs."""
     x = check_input(net, x)
+    if not len(x):   # an empty batch: an empty result (numpy cannot reshape (0, -1))
+        return np.zeros((0, net.layers[-1].out_features), dtype=np.int64)
     for li, layer in enumerate(net.layers):
         x = _run_layer(layer, x, li, None)
     return x
@@ -263,6 +265,8 @@ def execute_traced(net: IntNetwork, x: np.ndarray) -> tuple[np.ndarray, list[Ste
     """:func:`execute`, also returning every step's accumulator and output."""
     x = check_input(net, x)
     traces: list[StepTrace] = []
+    if not len(x):
+        return np.zeros((0, net.layers[-1].out_features), dtype=np.int64), traces
     for li, layer in enumerate(net.layers):
         x = _run_layer(layer, x, li, traces)
     return x, traces

@@ -31,7 +31,7 @@ from ttforge.errors import LimitError, ShapeError, show
 from ttforge.limits import MAX_SEARCH_CORES
 from ttforge.ir.tt import TTShape
 
-__all__ = ["ContractionStep", "ContractionSchedule", "ScheduleCost", "schedule_orders", "OBJECTIVES"]
+__all__ = ["ContractionStep", "ContractionSchedule", "ScheduleCost", "schedule_orders", "check_search_cores", "OBJECTIVES"]
 
 Objective = Literal["macs", "peak", "cycles"]
 #: the objectives :meth:`ContractionSchedule.optimal` knows
@@ -248,8 +248,29 @@ def _build_steps(shape: TTShape, order: tuple[int, ...]) -> tuple[ContractionSte
     return tuple(steps)
 
 
+def check_search_cores(d: int) -> int:
+    """``d`` if the orders of ``d`` cores may be searched (an integer in
+    ``1..MAX_SEARCH_CORES``), else a one-line :class:`LimitError` / :class:`ShapeError`."""
+    try:
+        ok = not isinstance(d, bool) and operator.index(d) >= 1   # int or numpy integer
+    except TypeError:
+        ok = False
+    if not ok:
+        raise ShapeError(f"a TT layer has d={show(d)} cores; give an integer >= 1")
+    d = operator.index(d)
+    if d > MAX_SEARCH_CORES:   # d * 2^(d-1) orders: bounded in time, with a clear message
+        count = f"{d * 2 ** (d - 1):,}" if d <= 64 else f"{d:,} * 2^{d - 1:,}"   # 2^(10^9) takes seconds
+        raise LimitError(f"a TT layer of {d:,} cores has {count} "
+                         f"contraction orders to search; ttforge searches at most "
+                         f"{MAX_SEARCH_CORES} cores (use at most {MAX_SEARCH_CORES} cores, or "
+                         f"give the order)")
+    return int(d)
+
+
 def schedule_orders(d: int) -> list[tuple[int, ...]]:
-    """Every order that grows a contiguous interval of ``d`` cores (``d * 2^(d-1)`` at most)."""
+    """Every order that grows a contiguous interval of ``d`` cores (``d * 2^(d-1)`` at most;
+    ``d`` at most ``MAX_SEARCH_CORES``, :func:`check_search_cores`)."""
+    d = check_search_cores(d)
     orders = set()
     for first in range(d):
         for sides in itertools.product("LR", repeat=d - 1):
@@ -331,11 +352,7 @@ class ContractionSchedule:
         if objective == "cycles" and lanes is None:
             raise ShapeError("objective='cycles' needs lanes=<the accelerator's MAC lanes>; "
                              "give lanes or use objective='macs'")
-        if shape.d > MAX_SEARCH_CORES:   # d * 2^(d-1) orders: bounded in time, with a clear message
-            raise LimitError(f"a TT layer of {shape.d} cores has {shape.d * 2 ** (shape.d - 1):,} "
-                             f"contraction orders to search; ttforge searches at most "
-                             f"{MAX_SEARCH_CORES} cores (use at most {MAX_SEARCH_CORES} cores, or "
-                             f"give the order)")
+        check_search_cores(shape.d)
         if lanes is not None and (isinstance(lanes, bool) or int(lanes) != lanes or lanes < 1):
             raise ShapeError(f"lanes={lanes!r} must be an integer >= 1 (or None)")
         best, best_key = None, None

@@ -26,9 +26,9 @@ from typing import Any, Literal, Sequence
 
 import numpy as np
 
-from ttforge.errors import ConfigError, ShapeError
+from ttforge.errors import ConfigError, ShapeError, show
 from ttforge.ir.arith import int_range, rshift_round
-from ttforge.ir.executor import IntLayer, IntNetwork, execute_traced
+from ttforge.ir.executor import EXP_RANGE, IntLayer, IntNetwork, execute_traced
 from ttforge.ir.rng import Xorshift32
 from ttforge.ir.schedule import ContractionSchedule
 from ttforge.ir.tt import TTShape
@@ -245,9 +245,32 @@ def check_state(s: TrainState) -> None:
     for name in ("lr_shift", "in_exp", "words", "step", "epoch"):
         v = getattr(s, name)
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-            raise ConfigError(f"state.{name}={v!r} must be an integer")
+            raise ConfigError(f"state.{name}={show(v)} must be an integer")
     if not 0 <= s.lr_shift <= 62:
         raise ConfigError(f"lr_shift={s.lr_shift} must be in 0..62 (learning rate 2^-lr_shift)")
+    for name in ("words", "step", "epoch"):
+        if not 0 <= getattr(s, name) <= _MAX_COUNTER:
+            raise ConfigError(f"state.{name}={show(getattr(s, name))} must be in 0..2^63-1")
+    # every exponent within +-MAX_EXP, as in an artifact: each shift the step derives from
+    # them is then a few thousand at most, which the step computes exactly (no 1 << 2^63)
+    _check_exps("in_exp", (s.in_exp,))
+    for i, L in enumerate(s.layers):
+        for name in ("master_exps", "step_exps", "grad_exps"):
+            _check_exps(f"layer {i} {name}", getattr(L, name))
+        _check_exps(f"layer {i} bias_exp", (L.bias_exp,))
+
+
+#: Largest step, epoch or word count of a state (int64, as the engine counts them).
+_MAX_COUNTER = (1 << 63) - 1
+
+
+def _check_exps(name: str, values: Sequence[int]) -> None:
+    lo, hi = EXP_RANGE
+    if not all(isinstance(e, (int, np.integer)) and not isinstance(e, (bool, np.bool_)) and lo <= e <= hi
+               for e in values):
+        one = not name.endswith("exps")
+        raise ConfigError(f"{name}={show(values[0] if one else values)} must be "
+                          f"{'an integer' if one else 'integers'} in {lo}..{hi} (ttforge's exponent range)")
 
 
 # ---------------------------------------------------------------------------------------
@@ -452,7 +475,7 @@ def _round_update(v: np.ndarray, s: int, cfg: TrainConfig, gen: Xorshift32 | Non
         lim = 1 << ((cfg.master_bits if bits is None else bits) + 1)
         return _sat_shl(v, min(-s, _SHIFT_CAP), lim), words
     if s > 32:
-        v = v >> np.int64(s - 32)
+        v = v >> np.int64(min(s - 32, 63))   # floor; from 63 on every int64 gives 0 or -1
         s = 32
     if cfg.rounding == "stochastic":
         low = (words & np.uint32((1 << s) - 1 if s < 32 else 0xFFFFFFFF)).astype(np.int64)

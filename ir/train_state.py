@@ -29,7 +29,7 @@ from ttforge.ir.artifact import dump_json
 from ttforge.ir.container import (MANIFEST, PAYLOAD, ManifestReader, Payload, check_container, check_member_count,
                                   pack, parse_manifest, read_tensors)
 from ttforge.ir.schedule import ContractionSchedule
-from ttforge.ir.train import TRAIN_SPEC_VERSION, TrainConfig, TrainLayer, TrainState
+from ttforge.ir.train import _MAX_COUNTER, TRAIN_SPEC_VERSION, TrainConfig, TrainLayer, TrainState, export_network
 
 __all__ = ["STATE_FORMAT", "STATE_FORMAT_VERSION", "dumps_state", "loads_state", "save_state",
            "load_state", "is_state_file", "state_summary"]
@@ -141,6 +141,9 @@ def _open(data: bytes, r: ManifestReader) -> tuple[dict, bytes]:
 def loads_state(data: bytes, source: str = "<bytes>") -> TrainState:
     """Parse and verify a state file's bytes; every problem is one line naming ``source``."""
     r = ManifestReader(source, noun="state file")
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ArtifactError(f"loads_state takes the file's bytes, got {type(data).__name__}; "
+                            f"give a path to load_state")
     manifest, payload = _open(bytes(data), r)
     ar = r.get(manifest, "arithmetic")
     if r.int_(ar, "version", "arithmetic") != ARITHMETIC_SPEC_VERSION:
@@ -198,14 +201,18 @@ def loads_state(data: bytes, source: str = "<bytes>") -> TrainState:
     if not isinstance(meta, dict):
         raise r.fail("manifest field meta must be a JSON object")
     try:
-        return TrainState(config=cfg, layers=tuple(layers), in_exp=r.int_(manifest, "in_exp"),
+        state = TrainState(config=cfg, layers=tuple(layers), in_exp=r.int_(manifest, "in_exp"),
                           lr_shift=r.int_(manifest, "lr_shift", "", 0, 62),
                           rng=r.int_(rng, "state", "rng", 1, 0xFFFFFFFF),
-                          words=r.int_(counters, "words", "counters", 0),
-                          step=r.int_(counters, "step", "counters", 0),
-                          epoch=r.int_(counters, "epoch", "counters", 0), meta=meta)
+                          words=r.int_(counters, "words", "counters", 0, _MAX_COUNTER),
+                          step=r.int_(counters, "step", "counters", 0, _MAX_COUNTER),
+                          epoch=r.int_(counters, "epoch", "counters", 0, _MAX_COUNTER), meta=meta)
+        # the forward pass's shifts within shift_range, as the artifact loader checks them:
+        # what loads, the trainer computes (the exponents alone are checked by check_state)
+        export_network(state)
     except TTForgeError as e:
         raise r.fail(f"inconsistent state: {e}") from None
+    return state
 
 
 def load_state(path: str | os.PathLike) -> TrainState:
@@ -283,9 +290,11 @@ def inspect_state_run(path: str | os.PathLike, as_json: bool = False, batch: int
     from rich.console import Console
     from rich.table import Table
 
-    c = Console()
+    from ttforge.ir.cli import plain
+
+    c = Console(emoji=False)   # ":x:" in a meta value stays ":x:"
     cfg = state.config
-    c.print(f"[bold]{path}[/]: {STATE_FORMAT} v{STATE_FORMAT_VERSION}, training spec v{TRAIN_SPEC_VERSION}, "
+    c.print(f"[bold]{plain(path)}[/]: {STATE_FORMAT} v{STATE_FORMAT_VERSION}, training spec v{TRAIN_SPEC_VERSION}, "
             f"step {state.step}, epoch {state.epoch}, {state.words:,} xorshift32 words drawn "
             f"(state {state.rng:#010x}), learning rate 2^-{state.lr_shift}, rounding {cfg.rounding}",
             highlight=False)
@@ -293,7 +302,7 @@ def inspect_state_run(path: str | os.PathLike, as_json: bool = False, batch: int
             f"intermediates {cfg.inter_bits}, accumulators {cfg.acc_bits}, gradients {cfg.grad_bits}, "
             f"probabilities 2^-{cfg.prob_bits}, bias {cfg.bias_bits}", highlight=False)
     if state.meta:
-        c.print("meta: " + ", ".join(f"{k}={v}" for k, v in state.meta.items()), highlight=False)
+        c.print("meta: " + ", ".join(f"{plain(k)}={plain(v)}" for k, v in state.meta.items()), highlight=False)
     t = Table(title="Layers", title_justify="left")
     for col in ("#", "kind", "in->out", "ranks", "order", "params", "master exps", "bias exp", "step exps",
                 "grad exps"):

@@ -19,7 +19,7 @@ import operator
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from ttforge.errors import ShapeError, show
+from ttforge.errors import LimitError, ShapeError, show
 
 __all__ = ["TTShape", "factorize", "max_ranks", "resolve_ranks"]
 
@@ -90,10 +90,10 @@ def resolve_ranks(
         raise ShapeError(f"ranks={list(ranks)}: the boundary ranks r[0] and r[{d}] must be 1")
     for k, (r, lim) in enumerate(zip(ranks, limit)):
         if r < 1:
-            raise ShapeError(f"ranks[{k}]={r} must be >= 1")
+            raise ShapeError(f"ranks[{k}]={show(r)} must be >= 1")
         if r > lim:
             raise ShapeError(
-                f"ranks[{k}]={r} exceeds the maximal TT rank {lim} of that bond for "
+                f"ranks[{k}]={show(r)} exceeds the maximal TT rank {lim} of that bond for "
                 f"out_modes={list(out_modes)}, in_modes={list(in_modes)}; use ranks[{k}] <= {lim}"
             )
     return ranks
@@ -125,7 +125,12 @@ class TTShape:
             )
         for name, modes in (("out_modes", self.out_modes), ("in_modes", self.in_modes)):
             if any(m < 1 for m in modes):
-                raise ShapeError(f"{name}={list(modes)}: every mode must be >= 1")
+                raise ShapeError(f"{name}={show(modes)}: every mode must be >= 1")
+            # not the product itself: 12 modes of 400 digits make one Python cannot print
+            if _prod(modes) > MAX_FACTOR_SIZE:
+                raise LimitError(f"{name}={show(modes)} multiply to more than 2^62 - 1 "
+                                 f"({MAX_FACTOR_SIZE:,}), ttforge's limit of a TT layer's size; "
+                                 f"give smaller modes")
         object.__setattr__(self, "ranks", resolve_ranks(self.ranks, self.out_modes, self.in_modes))
 
     @property

@@ -4,7 +4,6 @@ thread counts, and `ttforge inspect` of a state."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess

@@ -115,3 +115,35 @@ def test_rshift_round_edges(a, s, want):
 def test_rshift_round_refuses_what_it_cannot_compute(a, s, err, match):
     with pytest.raises(err, match=match):
         rshift_round(a, s)
+
+
+# -- the other primitives on bad arguments: a ttforge error naming the argument -----------
+@pytest.mark.parametrize("call, match", [
+    (lambda: acc_bits_needed(1, 10**12, 8), r"w_bits=1000000000000 must be an integer in 2\.\.32"),
+    (lambda: acc_bits_needed(1, 8, 1), r"x_bits=1 must be"),
+    (lambda: acc_bits_needed(-1, 8, 8), r"k=-1 must be >= 0"),
+    (lambda: exponent_for_max(5e-324, 8), r"needs exponent -10\d\d, outside -1024\.\.1024"),
+    (lambda: exponent_for_max(10**400, 8), r"not a finite float64"),
+    (lambda: exponent_for_max("5", 8), r"max_abs='5' must be a real number"),
+    (lambda: quantize(np.array([1.0]), 8, 1.5), r"exp=1\.5 must be an integer"),
+    (lambda: quantize(np.array([1j]), 8, 0), r"complex128 values; give real numbers"),
+    (lambda: quantize(np.array(["a"]), 8, 0), r"<U1 values; give real numbers"),
+])
+def test_primitives_refuse_bad_arguments_in_one_line(call, match):
+    from ttforge.errors import UserError
+
+    with pytest.raises(UserError, match=match):
+        call()
+
+
+def test_quantize_is_exact_for_any_integer_exponent():
+    import warnings
+
+    x = np.array([1.0, -1.0, 0.0, 5e-324, -1e308])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # no numpy RuntimeWarning either
+        assert quantize(x, 8, -2000).tolist() == [127, -128, 0, 127, -128]
+        assert quantize(x, 8, -10**20).tolist() == [127, -128, 0, 127, -128]
+        assert quantize(x, 8, 10**20).tolist() == [0, 0, 0, 0, 0]
+        assert quantize(x, 8, 2000).tolist() == [0, 0, 0, 0, 0]
+    assert exponent_for_max(1e-300, 8) == -1003
