@@ -27,6 +27,8 @@ first difference is reported as layer, step, what (``format``, ``input``, ``acc`
 from __future__ import annotations
 
 import copy
+import dataclasses
+import math
 from typing import Any
 
 import numpy as np
@@ -38,10 +40,11 @@ from ttforge.model.layers import TTLinear
 from ttforge.ir.arith import quantize as quantize_real
 from ttforge.ir.diverge import DivergenceReport, Mismatch, StepError, first_diff
 from ttforge.ir.executor import IntLayer, IntNetwork, execute_traced
+from ttforge.quant.chunks import chunk_rows
 from ttforge.quant.qat import LayerQuant, QuantConfig, QuantNetwork, _tt_view, quantize_model
 
 __all__ = ["StepError", "Mismatch", "DivergenceReport", "find_divergence", "quant_network_for",
-           "float_model_of"]
+           "float_model_of", "values_per_sample"]
 
 
 # ---------------------------------------------------------------------------------------
@@ -60,7 +63,7 @@ def _float_steps(qnet: QuantNetwork, x: torch.Tensor) -> list[tuple[np.ndarray, 
         steps = []
         for t, step in enumerate(schedule.steps):
             C = cores[step.core].detach().double().permute(*step.core_axes).reshape(step.P, step.K)
-            x = step.apply(x, C)
+            x = _float_step(step, x, C)
             if t == len(schedule.steps) - 1 and ql.layer.bias is not None:
                 x = x.clone()
                 x[:, :out_f] += ql.layer.bias.detach().double()
@@ -70,6 +73,17 @@ def _float_steps(qnet: QuantNetwork, x: torch.Tensor) -> list[tuple[np.ndarray, 
             x = torch.relu(x)
         out.append((layer_in, steps))
     return out
+
+
+def _float_step(step, x: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
+    """``step.apply(x, C)`` in float64, each sample's sums in an order that does not depend
+    on the batch: a BLAS product rounds a row differently with the batch's size (its
+    tiling), and the samples run in chunks whose report must be the whole batch's.
+    ``np.einsum`` without ``optimize`` sums each element alone, in index order."""
+    b = x.shape[0]
+    xv = x.numpy().reshape(b, step.A, step.K, step.Q)
+    y = np.einsum("pk,bakq->bapq", C.numpy(), xv, optimize=False)
+    return torch.from_numpy(np.ascontiguousarray(y).reshape(b, -1))
 
 
 def _fake_quant_steps(qnet: QuantNetwork, x: torch.Tensor) -> tuple[np.ndarray, list[list[tuple]]]:
@@ -116,19 +130,35 @@ def _format_of(ql, il: IntLayer | None = None) -> dict[str, Any]:
             "step_exps": tuple(il.step_exps), "relu": bool(il.relu), "bias": il.bias is not None}
 
 
+def values_per_sample(inet: IntNetwork) -> int:
+    """Values the three stages hold for one sample at once: every layer's padded input
+    (float stage) and, per step, its float output, the fake-quant accumulator and output
+    and the integer accumulator and output (what a chunk of samples is sized by)."""
+    return sum(layer.schedule.shape.in_size + 5 * sum(s.out_elements for s in layer.schedule.steps)
+               for layer in inet.layers)
+
+
 def find_divergence(qnet: QuantNetwork, inet: IntNetwork, x: torch.Tensor | np.ndarray,
-                    tolerance_lsb: float = 1.0) -> DivergenceReport:
+                    tolerance_lsb: float = 1.0, chunk: int | None = None) -> DivergenceReport:
     """Run ``x`` (real inputs, ``(batch, in_features)``) through float, fake-quant and
-    integer stages and compare them step by step (see the module docstring)."""
+    integer stages and compare them step by step (see the module docstring).
+
+    The samples run in chunks of ``chunk`` rows (default: as many as
+    :func:`~ttforge.quant.chunks.chunk_rows` allows at :func:`values_per_sample`, so
+    memory is bounded whatever the batch); the report is
+    the one of the whole batch at once, element for element (which sample is first,
+    the counts, the largest errors)."""
     if not isinstance(qnet, QuantNetwork) or not isinstance(inet, IntNetwork):
         raise ConfigError("find_divergence needs a QuantNetwork and an IntNetwork")
-    x = torch.as_tensor(np.asarray(x, dtype=np.float64) if not torch.is_tensor(x) else x)
-    if x.dim() != 2 or x.shape[0] == 0:
+    if not torch.is_tensor(x):
+        x = np.asarray(x)
+    if x.ndim != 2 or x.shape[0] == 0:
         raise ShapeError(f"inputs have shape {tuple(x.shape)}; give a non-empty (batch, features) batch")
     if x.shape[1] != inet.in_features:
         raise ShapeError(f"inputs have {x.shape[1]} features; the network takes {inet.in_features}")
+    n = int(x.shape[0])
     n_steps = sum(len(layer.step_exps) for layer in inet.layers)
-    report = DivergenceReport(int(x.shape[0]), n_steps, float(tolerance_lsb))
+    report = DivergenceReport(n, n_steps, float(tolerance_lsb))
 
     # formats first: a different exponent or width makes every later integer meaningless
     if len(qnet.qlayers) != len(inet.layers):
@@ -144,64 +174,124 @@ def find_divergence(qnet: QuantNetwork, inet: IntNetwork, x: torch.Tensor | np.n
         if report.quant_vs_int:
             break
 
+    rows = chunk_rows(values_per_sample(inet)) if chunk is None else int(chunk)
+    if rows < 1:
+        raise ConfigError(f"chunk={rows} must be at least 1 sample")
+    errors: list[StepError] | None = None
+    # the integer comparison: the first place (in the unchunked order) with a difference,
+    # the chunk offset of its first sample, and its count so far
+    best: tuple[int, Mismatch] | None = None
+    compare = report.quant_vs_int is None
+    for start in range(0, n, rows):
+        xc = x[start:start + rows]
+        xc = (xc.double() if torch.is_tensor(xc) else torch.from_numpy(np.asarray(xc, dtype=np.float64)))
+        part, saturations, found = _compare_chunk(qnet, inet, xc, float(tolerance_lsb), start, n,
+                                                  False if not compare else (best[0] if best else None))
+        report.n_saturations += saturations
+        errors = part if errors is None else [_merge_step_errors(a, b) for a, b in zip(errors, part)]
+        if found is not None:
+            if best is None or found[0] < best[0]:
+                best = found
+            else:  # the same place: its first sample came earlier, the count adds up
+                best = (best[0], dataclasses.replace(best[1], n_diff=best[1].n_diff + found[1].n_diff))
+    report.float_vs_quant = errors or []
+    if compare and best is not None:
+        report.quant_vs_int = best[1]
+    return report
+
+
+def _compare_chunk(qnet: QuantNetwork, inet: IntNetwork, x: torch.Tensor, tol: float, offset: int,
+                   n_total: int, upto: int | None | bool
+                   ) -> tuple[list[StepError], int, tuple[int, Mismatch] | None]:
+    """One chunk of samples (the first is sample ``offset`` of ``n_total``): its float vs
+    fake-quant errors, its saturation events and the first integer difference at or
+    before place ``upto`` (places are numbered in the order the comparison goes:
+    the input, every step's accumulator then output, the layer output; ``None``: any
+    place; ``False``: do not compare) as ``(place, mismatch)`` with chunk-global sample
+    numbers and the count of this chunk only."""
     floats = _float_steps(qnet, x)
     y_fq, fq = _fake_quant_steps(qnet, x)
-    xi = inet.quantize_input(x.double().numpy())
+    xi = inet.quantize_input(x.numpy())
     y_int, traces = execute_traced(inet, xi)
-    report.n_saturations = sum(t.saturations for t in traces)
+    saturations = sum(t.saturations for t in traces)
     by_step = {(t.layer, t.step): t for t in traces}
 
     # float vs fake-quant
-    tol = float(tolerance_lsb)
+    errors = []
     for li, ql in enumerate(qnet.qlayers):
         layer_in, fsteps = floats[li]
         cores, schedule, _, _ = _tt_view(ql.layer)
         if li == 0:
             e = int(ql.in_exp)
             xq = quantize_real(layer_in, ql.in_bits, e) * 2.0**e
-            report.float_vs_quant.append(_step_error(li, -1, None, e, layer_in, xq, tol))
+            errors.append(_step_error(li, -1, None, e, layer_in, xq, tol, offset))
         for (t, _, out), fv in zip(fq[li], fsteps):
             e = int(ql.step_exps[t])
-            report.float_vs_quant.append(_step_error(li, t, schedule.steps[t].core, e, fv, out, tol))
-    if report.quant_vs_int is not None:
-        return report
+            errors.append(_step_error(li, t, schedule.steps[t].core, e, fv, out, tol, offset))
+    del floats
+    if upto is False:
+        return errors, saturations, None
 
-    # fake-quant vs integer, exact
-    xq_fake = quantize_real(x.double().numpy(), qnet.qlayers[0].in_bits, int(qnet.qlayers[0].in_exp))
-    d = first_diff(xq_fake, xi)
-    if d:
-        report.quant_vs_int = Mismatch(0, -1, "input", *d, int(np.count_nonzero(xq_fake != xi)), xi.size)
-        return report
+    rows = x.shape[0]
+
+    def mismatch(place, layer, step, what, expected, got, detail=""):
+        """``(place, Mismatch)`` if ``expected`` and ``got`` differ, else ``None``."""
+        d = first_diff(expected, got)
+        if d is None:
+            return None
+        s, e, want, have = d
+        per_sample = int(got.size // rows)
+        return place, Mismatch(layer, step, what, s + offset, e, want, have,
+                               int(np.count_nonzero(expected != got)), per_sample * n_total, detail=detail)
+
+    # fake-quant vs integer, exact: the places in order, stopping at the first difference
+    # or past ``upto`` (a later place cannot be the first of the whole batch)
+    xq_fake = quantize_real(x.numpy(), qnet.qlayers[0].in_bits, int(qnet.qlayers[0].in_exp))
+    found = mismatch(0, 0, -1, "input", xq_fake, xi)
+    if found:
+        return errors, saturations, found
+    place = 0
     for li, (ql, il) in enumerate(zip(qnet.qlayers, inet.layers)):
         for t, acc, out in fq[li]:
             tr = by_step[(li, t)]
             core = il.schedule.steps[t].core
             for what, real, exp, got in (("acc", acc, il.acc_exp(t), tr.acc), ("out", out, il.step_exps[t], tr.out)):
-                expected = _to_int(real, exp)
-                d = first_diff(expected, got)
-                if d:
-                    report.quant_vs_int = Mismatch(li, t, what, *d, int(np.count_nonzero(expected != got)),
-                                                   int(got.size), detail=f"core {core}")
-                    return report
-    expected = _to_int(y_fq, inet.layers[-1].out_exp)
-    d = first_diff(expected, y_int)
-    if d:  # every step equal but the outputs not: the slicing or the ReLU differs
-        report.quant_vs_int = Mismatch(len(inet.layers) - 1, -1, "output", *d,
-                                       int(np.count_nonzero(expected != y_int)), int(y_int.size))
-    return report
+                place += 1
+                if upto is not None and place > upto:
+                    return errors, saturations, None
+                found = mismatch(place, li, t, what, _to_int(real, exp), got, detail=f"core {core}")
+                if found:
+                    return errors, saturations, found
+    place += 1
+    if upto is not None and place > upto:
+        return errors, saturations, None
+    # every step equal but the outputs not: the slicing or the ReLU differs
+    return errors, saturations, mismatch(place, len(inet.layers) - 1, -1, "output",
+                                         _to_int(y_fq, inet.layers[-1].out_exp), y_int)
 
 
 def _step_error(layer: int, step: int, core: int | None, exp: int, fv: np.ndarray, qv: np.ndarray,
-                tol: float) -> StepError:
+                tol: float, offset: int = 0) -> StepError:
     err = np.abs(fv - qv)
     lsb = 2.0**exp
     over = err > tol * lsb
     first = None
     if over.any():
-        s, e = (int(i) for i in np.argwhere(over)[0])
-        first = (s, e, float(fv[s, e]), float(qv[s, e]))
+        # argmax finds the first True; argwhere listed every one (256 MB for 2^24)
+        s, e = divmod(int(np.argmax(over.reshape(-1))), over.shape[1])
+        first = (s + offset, e, float(fv[s, e]), float(qv[s, e]))
     mx = float(err.max()) if err.size else 0.0
     return StepError(layer, step, core, exp, mx, mx / lsb, int(np.count_nonzero(over)), int(err.size), first)
+
+
+def _merge_step_errors(a: StepError, b: StepError) -> StepError:
+    """The error of two consecutive chunks of samples at one step, as one batch gives it
+    (a NaN maximum stays NaN, as ``ndarray.max`` propagates it)."""
+    mx = a.max_abs_err if math.isnan(a.max_abs_err) else (
+        b.max_abs_err if math.isnan(b.max_abs_err) else max(a.max_abs_err, b.max_abs_err))
+    return dataclasses.replace(a, max_abs_err=mx, max_err_lsb=mx / 2.0**a.exp, n_over=a.n_over + b.n_over,
+                               n_elements=a.n_elements + b.n_elements,
+                               first_over=a.first_over if a.first_over is not None else b.first_over)
 
 
 # ---------------------------------------------------------------------------------------

@@ -112,16 +112,22 @@ def _step_bound(layer: IntLayer, t: int, lo: int, hi: int) -> int:
     half = 1 << (shift - 1) if shift >= 1 else 0
     if not last:
         return bound + half
-    # after the last step the layout is the output order: element o of (A, P, Q) is row p
-    rows = np.broadcast_to(np.arange(step.P)[None, :, None], (step.A, step.P, step.Q)).reshape(-1)
-    top, bot = pos[rows].astype(object), -neg[rows].astype(object)
+    # After the last step, element o of the (A, P, Q) output is row p's sum plus o's bias.
+    # |sum + b (+ half)| over the elements of row p is largest at the row's smallest or
+    # largest b (|.| is convex), so only those 4 P ends are summed, as Python integers
+    # (exact: near 2^63 int64 would wrap), never every output element (2^24 of them
+    # took 2.4 GB and 15 s as Python integers).
+    if layer.bias is None:
+        b_lo = b_hi = np.zeros(step.P, dtype=np.int64)
+    else:
+        b = np.zeros(step.A * step.P * step.Q, dtype=np.int64)
+        b[: layer.out_features] = layer.bias
+        b = b.reshape(step.A, step.P, step.Q)
+        b_lo, b_hi = b.min(axis=(0, 2)), b.max(axis=(0, 2))
+    ends = [s.astype(object) + e.astype(object) for s in (pos, -neg) for e in (b_lo, b_hi)]
     if layer.bias is not None:
-        b = np.zeros(rows.size, dtype=object)
-        b[: layer.out_features] = [int(v) for v in layer.bias]
-        top, bot = top + b, bot + b
-        bound = max(bound, max(max(abs(int(v)) for v in top), max(abs(int(v)) for v in bot)))
-    with_half = max(max(abs(int(v) + half) for v in top), max(abs(int(v) + half) for v in bot))
-    return max(bound, with_half)
+        bound = max(bound, max(int(abs(e).max()) for e in ends))
+    return max(bound, max(int(abs(e + half).max()) for e in ends))
 
 
 def float32_bounds(net: IntNetwork) -> list[StepBound]:
@@ -416,18 +422,23 @@ def _qonnx():
     return ModelWrapper, execute_onnx
 
 
-def run_qonnx(model, x: np.ndarray) -> np.ndarray:
-    """Run a QONNX model (``ModelProto`` or path) with the ``qonnx`` executor on real
-    float32 inputs ``(n, features)``, in batches of the graph's batch size; float32 out."""
+def _wrapper(model):
+    """A qonnx ``ModelWrapper`` of a copy of ``model`` (a ``ModelProto`` or a path)."""
     import onnx
 
-    ModelWrapper, execute_onnx = _qonnx()
+    ModelWrapper, _ = _qonnx()
     proto = onnx.ModelProto()
     if isinstance(model, onnx.ModelProto):
         proto.CopyFrom(model)  # the caller's model is never touched
     else:
         proto = onnx.load(str(model))
-    mw = ModelWrapper(proto)
+    return ModelWrapper(proto)
+
+
+def _run(mw, x: np.ndarray) -> np.ndarray:
+    """``x`` through the wrapped graph in batches of its fixed batch size (the last one
+    padded with zeros): float32 outputs."""
+    _, execute_onnx = _qonnx()
     batch = mw.get_tensor_shape("input")[0]
     x = np.asarray(x, dtype=np.float32)
     outs = []
@@ -440,30 +451,63 @@ def run_qonnx(model, x: np.ndarray) -> np.ndarray:
     return np.concatenate(outs) if outs else np.zeros((0, mw.get_tensor_shape("output")[1]), np.float32)
 
 
-def _check_inputs(net: IntNetwork, n: int, seed: int) -> np.ndarray:
-    """Integer inputs: both range ends and zero, then random values of the input range."""
+def run_qonnx(model, x: np.ndarray) -> np.ndarray:
+    """Run a QONNX model (``ModelProto`` or path) with the ``qonnx`` executor on real
+    float32 inputs ``(n, features)``, in batches of the graph's batch size; float32 out."""
+    return _run(_wrapper(model), x)
+
+
+def _check_inputs(net: IntNetwork, seed: int):
+    """Integer inputs, a row at a time: both range ends and zero, then random values of
+    the input range. Each row is drawn alone, so the rows are the same however many
+    are taken at once (a chunk of the check)."""
     first = net.layers[0]
     lo, hi = int_range(first.in_bits)
     rng = np.random.default_rng(seed)
-    x = rng.integers(lo, hi + 1, size=(n, first.in_features), dtype=np.int64)
-    for i, v in enumerate((lo, hi, 0)[: n]):
-        x[i] = v
-    return x
+    ends = (lo, hi, 0)
+    i = 0
+    while True:
+        row = rng.integers(lo, hi + 1, size=first.in_features, dtype=np.int64)
+        if i < len(ends):
+            row[:] = ends[i]
+        yield row
+        i += 1
+
+
+def _values_per_sample(mw) -> int:
+    """Values the qonnx executor holds for one sample: it keeps every tensor of the graph
+    (all of them over the graph's batch; a weight's counts too, which only errs high)."""
+    batch = mw.get_tensor_shape("input")[0]
+    graph = mw.model.graph
+    total = sum(int(np.prod([d.dim_value for d in vi.type.tensor_type.shape.dim], dtype=object))
+                for vi in (*graph.input, *graph.value_info, *graph.output))
+    return -(-total // batch)
 
 
 def check_qonnx(net: IntNetwork, model, n: int = 16, seed: int = 0) -> int:
     """Run ``model`` with the ``qonnx`` executor on ``n`` integer inputs (range ends and
     random values) and require its output, divided by ``2^out_exp``, to equal
     :func:`execute` exactly. Returns ``n``; raises ``AssertionError`` naming the first
-    differing sample and element otherwise."""
+    differing sample and element otherwise.
+
+    The inputs run in chunks of at most :data:`~ttforge.limits.MAX_CHUNK_VALUES` values
+    of the graph's tensors (whole graph batches; at least one), so memory is bounded
+    whatever ``n`` and the network; the first difference is the whole run's."""
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_QONNX_CHECK:
         raise ConfigError(f"n={show(n)} inputs to check must be in 1..{MAX_QONNX_CHECK:,}")
-    xi = _check_inputs(net, n, seed)
-    want = execute(net, xi)
-    got = run_qonnx(model, np.ldexp(xi.astype(np.float64), net.layers[0].in_exp))
-    got_int = np.ldexp(got.astype(np.float64), -net.layers[-1].out_exp)
-    if not np.array_equal(got_int, want):
-        bad = np.argwhere(got_int != want)[0]
-        raise AssertionError(f"QONNX output differs from the integer executor at sample {bad[0]}, "
-                             f"element {bad[1]}: expected {want[tuple(bad)]}, got {got_int[tuple(bad)]}")
+    from ttforge.quant.chunks import chunk_rows
+
+    mw = _wrapper(model)
+    rows = chunk_rows(_values_per_sample(mw), multiple=mw.get_tensor_shape("input")[0])
+    inputs = _check_inputs(net, seed)
+    for start in range(0, n, rows):
+        xi = np.stack([next(inputs) for _ in range(min(rows, n - start))])
+        want = execute(net, xi)
+        got = _run(mw, np.ldexp(xi.astype(np.float64), net.layers[0].in_exp))
+        got_int = np.ldexp(got.astype(np.float64), -net.layers[-1].out_exp)
+        if not np.array_equal(got_int, want):
+            bad = np.argwhere(got_int != want)[0]
+            raise AssertionError(f"QONNX output differs from the integer executor at sample "
+                                 f"{start + bad[0]}, element {bad[1]}: expected {want[tuple(bad)]}, "
+                                 f"got {got_int[tuple(bad)]}")
     return n

@@ -11,7 +11,7 @@ from torch import nn
 from ttforge.cli import main
 from ttforge.model import TTLinear
 from ttforge.model.network import ModelConfig
-from ttforge.model.train import TrainConfig, load_trained, train
+from ttforge.model.train import TrainConfig, train
 from ttforge.ir.artifact import dumps_artifact, load_artifact, save_artifact
 from ttforge.quant.diverge import find_divergence, float_model_of, quant_network_for
 from ttforge.ir.executor import IntNetwork, execute, execute_traced
@@ -227,3 +227,78 @@ def test_cli_bad_input_exit_2(quantized, tmp_path, capsys):
     (tmp_path / "other.ttfa").write_bytes(dumps_artifact(inet))
     assert main(["diverge", str(d / "run"), "--artifact", str(tmp_path / "other.ttfa")]) == 2
     assert "give the checkpoint the artifact was compiled from" in capsys.readouterr().err
+
+
+# -- chunks: bounded memory, the report of the whole batch -------------------------------
+def _perturbed(monkeypatch, where):
+    """``execute_traced`` whose traces are off by one at ``where``: {(sample, layer, step,
+    what): element} (samples numbered in the whole batch, wherever the chunk starts)."""
+    import ttforge.quant.diverge as dv
+
+    real = dv.execute_traced
+    seen = []
+
+    def fake(net, xi):
+        y, traces = real(net, xi)
+        # the chunk's first sample, found by its input row (the rows are distinct)
+        base = next(i for i in range(len(_ALL_XI)) if np.array_equal(_ALL_XI[i], xi[0]))
+        seen.append(xi.shape[0])
+        for (sample, layer, step, what), element in where.items():
+            if base <= sample < base + xi.shape[0]:
+                tr = next(t for t in traces if (t.layer, t.step) == (layer, step))
+                getattr(tr, what)[sample - base, element] += 1
+        return y, traces
+
+    monkeypatch.setattr(dv, "execute_traced", fake)
+    return seen
+
+
+_ALL_XI: list = []
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 8, 23])
+def test_chunks_give_the_report_of_the_whole_batch(monkeypatch, chunk):
+    """Sample 2 differs at layer 1 and sample 20 at layer 0's first step: in chunks of
+    fewer than 20 samples the first chunk finds layer 1, yet the report (as the whole
+    batch gives it) names layer 0, sample 20, and counts every difference there."""
+    q, inet, x = small()
+    _ALL_XI[:] = list(inet.quantize_input(x.numpy()))
+    where = {(2, 1, 0, "acc"): 3, (20, 0, 0, "acc"): 4, (22, 0, 0, "acc"): 0, (21, 0, 1, "out"): 1}
+    seen = _perturbed(monkeypatch, where)
+    whole = find_divergence(q, inet, x, chunk=len(x))
+    assert seen == [len(x)]
+    m = whole.quant_vs_int
+    assert (m.layer, m.step, m.what, m.sample, m.element, m.n_diff) == (0, 0, "acc", 20, 4, 2)
+    seen.clear()
+    parts = find_divergence(q, inet, x, chunk=chunk)
+    assert max(seen) <= chunk and sum(seen) == len(x)
+    assert parts.to_dict() == whole.to_dict()
+
+
+@pytest.mark.parametrize("chunk", [1, 7])
+def test_chunks_of_a_clean_and_of_a_corrupted_network_equal_the_whole_batch(chunk):
+    q, inet, x = small()
+    x = torch.cat([x, x * 3 - 1])   # some saturate, some over tolerance
+    for corrupt in (False, True):
+        if corrupt:
+            flip_in_range(inet.layers[1].cores[0], 3, 1, 6)
+        whole = find_divergence(q, inet, x, tolerance_lsb=0.5, chunk=len(x))
+        assert find_divergence(q, inet, x, tolerance_lsb=0.5, chunk=chunk).to_dict() == whole.to_dict()
+        assert whole.equal is not corrupt and whole.n_saturations > 0
+
+
+def test_a_large_batch_runs_in_chunks_bounded_by_values(monkeypatch):
+    """The default chunk holds at most MAX_CHUNK_VALUES values of every stage's
+    intermediates (diverge of 500,000 samples took 9.4 GB, a 2^24-element layer 11 GB at
+    16 samples: the whole batch ran through every stage at once)."""
+    import ttforge.quant.chunks as chunks
+    import ttforge.quant.diverge as dv
+
+    q, inet, x = small()
+    _ALL_XI[:] = list(inet.quantize_input(x.numpy()))
+    whole = find_divergence(q, inet, x)
+    per_sample = dv.values_per_sample(inet)
+    monkeypatch.setattr(chunks, "MAX_CHUNK_VALUES", 5 * per_sample + 1)
+    seen = _perturbed(monkeypatch, {})
+    assert find_divergence(q, inet, x.numpy()).to_dict() == whole.to_dict()
+    assert max(seen) == 5 and sum(seen) == len(x)

@@ -353,3 +353,102 @@ def test_cli_refusal_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert main(["export-qonnx", str(art), "-o", str(tmp_path)]) == 2
     assert "is a directory" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------
+# bounded work: the float32 bounds and the check
+# ---------------------------------------------------------------------------------------
+def _step_bound_per_element(layer, t, lo, hi):
+    """The bound as first written: every output element, as Python integers."""
+    C = layer.core_matrix(t)
+    pos = np.maximum(0, np.maximum(C * lo, C * hi)).sum(axis=1)
+    neg = np.maximum(0, -np.minimum(C * lo, C * hi)).sum(axis=1)
+    bound = int(max(pos.max(initial=0), neg.max(initial=0)))
+    step = layer.schedule.steps[t]
+    shift = layer.shifts()[t]
+    half = 1 << (shift - 1) if shift >= 1 else 0
+    if t != len(layer.schedule.steps) - 1:
+        return bound + half
+    rows = np.broadcast_to(np.arange(step.P)[None, :, None], (step.A, step.P, step.Q)).reshape(-1)
+    top, bot = [int(v) for v in pos[rows]], [-int(v) for v in neg[rows]]
+    if layer.bias is not None:
+        b = [int(v) for v in layer.bias] + [0] * (rows.size - layer.out_features)
+        top, bot = [a + c for a, c in zip(top, b)], [a + c for a, c in zip(bot, b)]
+        bound = max(bound, *(abs(v) for v in top + bot))
+    return max(bound, *(abs(v + half) for v in top + bot))
+
+
+def _bias_layer(bias, step_exps=(-6, -6), acc_bits=48):
+    shape = TTShape((4, 3), (2, 5), (1, 3, 1))
+    rng = np.random.default_rng(len(bias))
+    cores = tuple(rng.integers(-127, 128, size=s).astype(np.int64) for s in shape.core_shapes)
+    return IntLayer(in_features=10, out_features=len(bias), schedule=ContractionSchedule(shape, (1, 0)),
+                    cores=cores, core_exps=(0, 0), w_bits=8, in_bits=8, in_exp=-6, inter_bits=16,
+                    out_bits=8, step_exps=step_exps, acc_bits=acc_bits, relu=False,
+                    bias=np.asarray(bias, dtype=np.int64))
+
+
+def test_step_bounds_equal_the_per_element_bounds():
+    """The bound of the last step comes from each row's extreme biases, not from every
+    output element (2^24 of them, as Python integers, took 15 s and 2.4 GB): the same
+    integers, also for biases near the 48-bit accumulator's ends (int64 never wraps)."""
+    from ttforge.quant.qonnx_export import _in_interval, _step_bound
+
+    nets = [shifted_network(seed) for seed in range(40)]
+    big = 1 << 45   # the 48-bit accumulator holds it with the sums
+    nets += [IntNetwork((_bias_layer(b),)) for b in (
+        [big, -big - 1, 5, 0, -7, 3, 1, 2, 9, 11, -4, 6], [-big - 1] * 11, [big] * 12, [0] * 10)]
+    for net in nets:
+        for li, layer in enumerate(net.layers):
+            for t in range(len(layer.schedule.steps)):
+                lo, hi = _in_interval(net, li, t)
+                assert _step_bound(layer, t, lo, hi) == _step_bound_per_element(layer, t, lo, hi)
+
+
+def test_step_bound_of_a_wide_layer_is_quick_and_small():
+    """A 4096 x 4096 layer (2^24-element intermediates, the limit) is bounded in well under
+    a second and a few of its intermediates' bytes."""
+    import time
+    import tracemalloc
+
+    shape = TTShape((4096, 4096), (8, 8), (1, 1, 1))
+    cores = tuple(np.ones(s, dtype=np.int64) for s in shape.core_shapes)
+    layer = IntLayer(in_features=64, out_features=4096 * 4096, schedule=ContractionSchedule(shape, (0, 1)),
+                     cores=cores, core_exps=(0, 0), w_bits=8, in_bits=8, in_exp=-6, inter_bits=16,
+                     out_bits=8, step_exps=(-6, -6), acc_bits=32, relu=False)
+    net = IntNetwork((layer,))
+    tracemalloc.start()
+    try:
+        t0 = time.perf_counter()
+        bounds = float32_bounds(net)
+        took = time.perf_counter() - t0
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [b.bound for b in bounds] == [1024, 262144]
+    assert took < 3 and peak < 64 << 20, (took, peak)
+
+
+def test_check_runs_in_chunks_with_the_whole_runs_result(monkeypatch):
+    """check_qonnx holds a chunk of inputs at a time (10,000 inputs of a wide graph ran all
+    at once); a corrupted graph's first differing sample is the whole run's."""
+    pytest.importorskip("qonnx")
+    import ttforge.quant.chunks as chunks
+    import ttforge.quant.qonnx_export as qe
+
+    net = example_network()
+    model = build_qonnx(net, batch=2)
+    seen = []
+    real = qe.execute
+    monkeypatch.setattr(qe, "execute", lambda n, x: seen.append(len(x)) or real(n, x))
+    per_sample = qe._values_per_sample(qe._wrapper(model))
+    monkeypatch.setattr(chunks, "MAX_CHUNK_VALUES", 5 * per_sample)
+    assert check_qonnx(net, model, n=23) == 23
+    assert seen == [4] * 5 + [3]
+    _flip_weight_bit(model, "l0_step0_core1_weight", 3, 1, net.layers[0].core_exps[1])
+    with pytest.raises(AssertionError) as chunked:
+        check_qonnx(net, model, n=23)
+    monkeypatch.setattr(chunks, "MAX_CHUNK_VALUES", 1 << 40)
+    with pytest.raises(AssertionError) as whole:
+        check_qonnx(net, model, n=23)
+    assert str(chunked.value) == str(whole.value)
