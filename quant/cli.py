@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ttforge.errors import ArtifactError, CheckpointError, ConfigError, DataError, TTForgeError
+from ttforge.errors import ArtifactError, CheckpointError, ConfigError, DataError, TTForgeError, shown
 from ttforge.limits import MAX_RATE
 from ttforge.model.layers import TTLinear
 from ttforge.quant.diverge import find_divergence, float_model_of, quant_network_for
@@ -152,13 +152,15 @@ def _run_quantize(args: argparse.Namespace) -> int:
             "prior": None,
             "quantization": {k: v for k, v in report.items() if k != "layers"},
         }
-        save_checkpoint(ckpt_out, payload)
         report["checkpoint"] = str(ckpt_out)
+    # rendered before anything is written: what prints the report cannot fail after the
+    # outputs exist (a rich MarkupError on 'q[/].ttfa' made a written artifact exit 70)
+    text = json.dumps(report, indent=2) + "\n" if args.json else _render_summary(report)
+    if ckpt_out is not None:
+        save_checkpoint(ckpt_out, payload)
     save_artifact(inet, out, meta)
-    if args.json:
-        print(json.dumps(report, indent=2))
-        return 0
-    _print_summary(args, report)
+    sys.stdout.write(text)
+    sys.stdout.flush()
     return 0
 
 
@@ -168,13 +170,22 @@ def _float_modules(qnet: QuantNetwork, template: nn.Sequential) -> list[nn.Modul
     return [next(qi) if isinstance(m, (TTLinear, nn.Linear)) else m for m in template.children()]
 
 
-def _print_summary(args: argparse.Namespace, r: dict[str, Any]) -> None:
+def _render_summary(r: dict[str, Any]) -> str:
+    """The report as tables, as the terminal shows them."""
     from rich.console import Console
+
+    console = Console(highlight=False)
+    with console.capture() as captured:
+        _print_summary(console, r)
+    return captured.get()
+
+
+def _print_summary(console, r: dict[str, Any]) -> None:
     from rich.table import Table
 
-    console = Console()
     pct = lambda v: f"{100 * v:.2f}%"  # noqa: E731
-    t = Table(title=f"test accuracy ({r['data']}, {r['n_test']} samples)", title_justify="left")
+    # paths and data names are the user's text, never markup ('q[/].ttfa'): shown()
+    t = Table(title=f"test accuracy ({shown(r['data'])}, {r['n_test']} samples)", title_justify="left")
     for col in ("network", "fake-quant (eval)", "integer executor", "vs float", "bit-exact"):
         t.add_column(col, justify="left" if col == "network" else "right")
     t.add_row("float", pct(r["float_acc"]), "-", "-", "-")
@@ -196,12 +207,13 @@ def _print_summary(args: argparse.Namespace, r: dict[str, Any]) -> None:
     m = r["on_chip"]
     console.print(f"on-chip bytes per sample: {m['on_chip_bytes']:,} (cores {m['core_bytes']:,}, "
                   f"bias {m['bias_bytes']:,}, peak intermediate {m['peak_intermediate_bytes']:,}) vs "
-                  f"dense INT8 weights {m['dense_int8_bytes']:,}: ratio {m['ratio']:.3f}", highlight=False)
-    extra = f" and {r['checkpoint']}" if r.get("checkpoint") else ""
-    console.print(f"written {r['artifact']}{extra}", highlight=False)
+                  f"dense INT8 weights {m['dense_int8_bytes']:,}: ratio {m['ratio']:.3f}", soft_wrap=True)
+    extra = f" and {shown(r['checkpoint'])}" if r.get("checkpoint") else ""
+    # soft_wrap: a path is never broken across lines (it is copied from the terminal)
+    console.print(f"written {shown(r['artifact'])}{extra}", soft_wrap=True)
     if r["qat"] and not r.get("checkpoint"):
         console.print("note: QAT changed the float weights; to check this artifact with 'ttforge diverge', "
-                      "rerun with --save-checkpoint PT and give that checkpoint", highlight=False)
+                      "rerun with --save-checkpoint PT and give that checkpoint", soft_wrap=True)
 
 
 def quantize_cli_spec():
@@ -260,7 +272,7 @@ def _diverge_ptq(args: argparse.Namespace, artifact: bool) -> None:
                               f"drop it (the artifact's widths and exponents are used)")
 
 
-def _inputs(args: argparse.Namespace, data_spec: str | None, n_features: int) -> tuple[torch.Tensor, str]:
+def _inputs(args: argparse.Namespace, data_spec: str | None, n_features: int) -> tuple[torch.Tensor | np.ndarray, str]:
     if args.input:
         from ttforge.limits import read_array
 
@@ -269,7 +281,9 @@ def _inputs(args: argparse.Namespace, data_spec: str | None, n_features: int) ->
         x = read_array(path, "--input", DataError)
         if x.ndim != 2 or x.shape[1] != n_features:
             raise DataError(f"--input {path} has shape {x.shape} ({x.dtype}); give (batch, {n_features}) numbers")
-        return torch.from_numpy(x.astype(np.float64)), f"{path} ({x.shape[0]} samples)"
+        # as read: find_divergence converts a chunk at a time (float64 of a whole 256 MiB
+        # uint8 file would be 2 GiB)
+        return x, f"{path} ({x.shape[0]} samples)"
     if not data_spec:
         raise ConfigError("no data: give --data digits|DIR or --input X.npy")
     from ttforge.model.data import load_dataset

@@ -45,6 +45,7 @@ from ttforge.errors import NotBitExactError  # noqa: F401 - defined in ttforge.e
 from ttforge.limits import MAX_BATCH, MAX_EPOCHS, MAX_RATE, MAX_SEED, MAX_THREADS
 from ttforge.model.data import Dataset, load_dataset
 from ttforge.model.layers import TTLinear
+from ttforge.model.tt import check_finite_layers
 from ttforge.model.seeding import deterministic, seeded_generator
 from ttforge.ir.arith import BIT_RANGES, MAX_ACC_BITS, acc_bits_needed
 from ttforge.ir.executor import IntNetwork, execute
@@ -155,11 +156,15 @@ def make_config(
 
 
 def check_accumulators(model: nn.Module, config: QuantConfig) -> None:
-    """Refuse widths whose products could overflow the accumulator, before any work.
+    """Refuse NaN or infinite weights, then widths whose products could overflow the
+    accumulator, before any work (a NaN or infinite bias once read as "raise acc_bits
+    to 33").
 
-    The bias of the last step is checked once it is known (when the
-    :class:`~ttforge.ir.executor.IntLayer` is built).
+    The bias of the last step is checked once its scale is known
+    (:meth:`~ttforge.quant.qat.QuantLinear.check_bias`).
     """
+    check_finite_layers(enumerate(_linear_layers(model)),
+                        "quantize a model whose training did not diverge (check the checkpoint)")
     for i, layer in enumerate(_linear_layers(model)):
         q = config.for_layer(i)
         _, schedule, _, _ = _tt_view(layer)

@@ -13,6 +13,7 @@ power of two small enough to be exact (accumulators are limited to 48 bits), so
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal, Mapping
@@ -26,7 +27,7 @@ from ttforge.model import fast
 from ttforge.model.layers import TTLinear
 from ttforge.ir.schedule import ContractionSchedule
 from ttforge.ir.tt import TTShape
-from ttforge.ir.arith import BIT_RANGES, MAX_ACC_BITS, exponent_for_max
+from ttforge.ir.arith import BIT_RANGES, MAX_ACC_BITS, acc_bits_needed, exponent_for_max
 from ttforge.ir.executor import IntLayer, IntNetwork
 
 __all__ = [
@@ -272,6 +273,41 @@ class QuantLinear(nn.Module):
             x = torch.relu(x)
         return x
 
+    def bias_exp(self) -> int:
+        """Exponent of the bias: the last step's accumulator scale (its core's exponent
+        plus its input's)."""
+        _, schedule, _, _ = _tt_view(self.layer)
+        last = schedule.steps[-1]
+        return int(self.core_exps[last.core]) + int(self.step_exps[-2] if len(schedule.steps) > 1 else self.in_exp)
+
+    def check_bias(self, index: int) -> None:
+        """A one-line :class:`ConfigError` when the bias, at the accumulator's scale,
+        cannot be held with the last step's sums in ``acc_bits`` (it would saturate):
+        the width to give, or, past :data:`MAX_ACC_BITS`, that the bias is too large for
+        the weights' scale (a bias of 1 next to weights of 1e-44 needs ~150 bits). The
+        integer layer would only say "raise acc_bits to 49", beyond the allowed 48."""
+        if self.layer.bias is None or not self.layer.bias.numel():
+            return
+        _, schedule, _, _ = _tt_view(self.layer)
+        step, exp = schedule.steps[-1], self.bias_exp()
+        top = float(self.layer.bias.detach().double().abs().max())
+        # |bias| / 2^exp as an integer, exactly enough for a width (ldexp overflows past 2^1024)
+        scaled = math.frexp(top)[1] - exp
+        bias_max = int(math.floor(math.ldexp(top, -exp) + 0.5)) if scaled < 1000 else 1 << scaled
+        x_bits = self.in_bits if len(schedule.steps) == 1 else self.q.inter_bits
+        need = acc_bits_needed(step.K, self.q.w_bits, x_bits, bias_max)
+        if need <= self.q.acc_bits:
+            return
+        where = f"layer {index} ({type(self.layer).__name__})"
+        if need <= MAX_ACC_BITS:
+            raise ConfigError(f"{where}: its bias (up to {top:.3g}) at the accumulator scale 2^{exp} needs a "
+                              f"{need}-bit accumulator but acc_bits is {self.q.acc_bits}; raise --acc-bits "
+                              f"to {need}")
+        raise ConfigError(f"{where}: its bias (up to {top:.3g}) at the accumulator scale 2^{exp} (set by "
+                          f"the weights' and inputs' scales) needs {need} bits, more than the "
+                          f"{MAX_ACC_BITS} an accumulator may have: the bias is too large for the "
+                          f"weights; check the checkpoint (weights scaled down?) or retrain")
+
     def to_int_layer(self) -> IntLayer:
         """The integer layer this module computes in eval mode."""
         cores, schedule, in_f, out_f = _tt_view(self.layer)
@@ -280,9 +316,7 @@ class QuantLinear(nn.Module):
         )
         bias = None
         if self.layer.bias is not None:
-            last = schedule.steps[-1]
-            acc_exp = int(self.core_exps[last.core]) + int(self.step_exps[-2] if len(schedule.steps) > 1 else self.in_exp)
-            bias = _to_int(self.layer.bias.detach().double(), self.q.acc_bits, acc_exp, False)
+            bias = _to_int(self.layer.bias.detach().double(), self.q.acc_bits, self.bias_exp(), False)
         return IntLayer(
             in_features=in_f, out_features=out_f, schedule=schedule, cores=int_cores,
             core_exps=tuple(int(e) for e in self.core_exps), w_bits=self.q.w_bits,
@@ -373,4 +407,6 @@ def calibrate(qnet: QuantNetwork, x: torch.Tensor, method: Calibration = "max") 
 
 def compile_network(qnet: QuantNetwork) -> IntNetwork:
     """The :class:`IntNetwork` that ``qnet`` computes in eval mode."""
+    for i, layer in enumerate(qnet.qlayers):
+        layer.check_bias(i)
     return IntNetwork(tuple(layer.to_int_layer() for layer in qnet.qlayers))

@@ -196,3 +196,84 @@ def test_bench_quant_quick(tmp_path):
     data = json.loads(out.read_text())
     assert all(r["runs"][0]["bit_exact"] for r in data["rows"] if r["config"] != "float")
     assert "| digits | 8-bit cores" in res.stdout
+
+
+def test_cli_prints_paths_as_they_are(run_dir, tmp_path, capsys):
+    """A path is the user's text, never rich markup: 'q[/].ttfa' was written and then the
+    summary raised a MarkupError (exit 70 after the output existed)."""
+    d = tmp_path / "w[bold]"
+    d.mkdir()
+    out, ckpt = d / "q[/].ttfa", d / "c[/red].pt"
+    assert main(["quantize", str(run_dir), "-o", str(out), "--save-checkpoint", str(ckpt),
+                 "--calib-samples", "64", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert f"written {out} and {ckpt}" in " ".join(captured.out.split()) and captured.err == ""
+    assert load_artifact(out).layers and ckpt.is_file()
+
+
+def test_cli_report_is_rendered_before_the_outputs_are_written(run_dir, tmp_path, capsys, monkeypatch):
+    """Whatever fails while printing the report fails before any output exists."""
+    import ttforge.quant.cli as qcli
+
+    def broken(r):
+        raise RuntimeError("rendering failed")
+
+    monkeypatch.setattr(qcli, "_render_summary", broken)
+    out = tmp_path / "m.ttfa"
+    assert main(["quantize", str(run_dir), "-o", str(out), "--calib-samples", "64", "--quiet"]) == 70
+    assert not out.exists()
+
+
+def _edited_checkpoint(run_dir, out, edit):
+    from ttforge.model.checkpoint import load_checkpoint, save_checkpoint
+
+    payload = load_checkpoint(Path(run_dir) / "last.pt")
+    edit(payload["state_dict"])
+    save_checkpoint(out, payload)
+    return out
+
+
+def _inf_bias(sd):
+    sd["3.bias"][0] = float("inf")
+
+
+def _nan_core(sd):
+    sd["1.cores.0"].view(-1)[0] = float("nan")
+
+
+@pytest.mark.parametrize("edit, message", [
+    (_inf_bias, "layer 1 (Linear) holds NaN or infinite weights"),
+    (_nan_core, "layer 0 (TTLinear) holds NaN or infinite weights"),
+])
+def test_non_finite_weights_are_named_not_an_accumulator_width(run_dir, tmp_path, capsys, edit, message):
+    """An infinite bias said 'step 0 (core 0) can reach 33-bit sums ...; raise acc_bits
+    to 33': the layer holding it is named instead."""
+    ckpt = _edited_checkpoint(run_dir, tmp_path / "bad.pt", edit)
+    out = tmp_path / "m.ttfa"
+    assert main(["quantize", str(ckpt), "-o", str(out), "--calib-samples", "64"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and "acc_bits" not in err[0], err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("acc_bits", ["32", "48"])
+def test_a_bias_too_large_for_the_weights_scale_is_named_never_past_48_bits(run_dir, tmp_path, capsys,
+                                                                             acc_bits):
+    """Weights scaled by 1e-44 put the bias at a scale of 2^-158: that needs ~157 bits. It
+    said 'raise acc_bits to 33' (and, at --acc-bits 48, to 49: out of range)."""
+    ckpt = _edited_checkpoint(run_dir, tmp_path / "tiny.pt", lambda sd: sd["3.weight"].mul_(1e-44))
+    out = tmp_path / "m.ttfa"
+    assert main(["quantize", str(ckpt), "-o", str(out), "--calib-samples", "64", "--acc-bits", acc_bits]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "layer 1 (Linear): its bias" in err[0] and "more than the 48" in err[0], err
+    assert "raise" not in err[0] and not out.exists()
+
+
+def test_a_bias_that_needs_a_wider_accumulator_names_the_width(run_dir, digits):
+    """Within 48 bits the fix is the width to give, with the layer."""
+    trained = load_trained(run_dir)
+    with torch.no_grad():
+        trained.model[3].bias.mul_(1e4)
+    with pytest.raises(ConfigError, match=r"^layer 1 \(Linear\): its bias .* needs a (\d+)-bit accumulator "
+                                          r"but acc_bits is 16; raise --acc-bits to \1$"):
+        quantize_trained(trained, digits, make_config(2, act_bits=4, inter_bits=4, acc_bits=16), calib_samples=64)
