@@ -255,7 +255,9 @@ def check_state(s: TrainState) -> None:
     # them is then a few thousand at most, which the step computes exactly (no 1 << 2^63)
     _check_exps("in_exp", (s.in_exp,))
     for i, L in enumerate(s.layers):
-        for name in ("master_exps", "step_exps", "grad_exps"):
+        # a forward core's exponent is master_exps[k] + extra_bits, also within the range
+        _check_exps(f"layer {i} master_exps", L.master_exps, EXP_RANGE[1] - cfg.extra_bits)
+        for name in ("step_exps", "grad_exps"):
             _check_exps(f"layer {i} {name}", getattr(L, name))
         _check_exps(f"layer {i} bias_exp", (L.bias_exp,))
 
@@ -264,8 +266,8 @@ def check_state(s: TrainState) -> None:
 _MAX_COUNTER = (1 << 63) - 1
 
 
-def _check_exps(name: str, values: Sequence[int]) -> None:
-    lo, hi = EXP_RANGE
+def _check_exps(name: str, values: Sequence[int], hi: int = EXP_RANGE[1]) -> None:
+    lo = EXP_RANGE[0]
     if not all(isinstance(e, (int, np.integer)) and not isinstance(e, (bool, np.bool_)) and lo <= e <= hi
                for e in values):
         one = not name.endswith("exps")

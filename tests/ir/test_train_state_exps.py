@@ -47,6 +47,7 @@ def _edit(st, path, value) -> bytes:
     (["layers", 1, "grad_exps"], [-1025], r"layer 1 grad_exps=\(-1025,\)"),
     (["layers", 0, "master_exps"], [2000, 2000], r"master_exps=\(2000, 2000\) must be integers"),
     (["layers", 0, "master_exps"], [2**63, 0], r"master_exps=.* must be integers"),
+    (["layers", 0, "master_exps"], [1024, 0], r"master_exps=\(1024, 0\) must be integers in -1024\.\.1020"),
     (["layers", 1, "bias_exp"], -2000, r"layer 1 bias_exp=-2000 must be an integer in -1024\.\.1024"),
     (["layers", 0, "step_exps"], [5000, 0], r"step_exps=\(5000, 0\)"),
     (["in_exp"], -5000, r"in_exp=-5000 must be an integer"),
