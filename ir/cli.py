@@ -8,14 +8,13 @@ import contextlib
 import json
 import math
 import os
-import re
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from ttforge.errors import ConfigError, show
+from ttforge.errors import ConfigError, show, shown
 from ttforge.ir.arith import quantize
 from ttforge.ir.arith import ARITHMETIC_SPEC_VERSION, ROUNDING
 from ttforge.ir.artifact import (ARTIFACT_FORMAT, ARTIFACT_FORMAT_VERSION, dump_json, layer_kind,
@@ -34,23 +33,6 @@ __all__ = ["schedule_cli_spec", "inspect_cli_spec", "inspect_artifact", "parse_i
            "train_int_arguments", "train_int_run", "TRAIN_INT_HELP"]
 
 
-
-#: Characters never printed raw from a file or a path: C0 and C1 controls (ESC starts a
-#: terminal sequence), and invisible format characters (right-to-left overrides, zero
-#: widths) that make a line read other than it is.
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e"
-                          "\u2060-\u206f\ufeff\ufff9-\ufffb]")
-
-
-def plain(text: object) -> str:
-    """Untrusted text (a path, an artifact's or state's ``meta``) for a rich console line:
-    control and format characters escaped as an error line escapes them (``\\x1b``,
-    ``\\u202e``) and rich markup escaped, so ``[/]`` or ``[link=...]`` print as written."""
-    from rich.markup import escape
-
-    return escape(_UNPRINTABLE.sub(lambda m: repr(m.group())[1:-1], str(text)))
-
-
 def parse_int_list(text: str) -> list[int]:
     """``"7,4,7,4"`` (or ``"7x4x7x4"``) -> ``[7, 4, 7, 4]``; blank -> ``[]`` (for argparse
     ``type=``). An empty item (``"7,,4"``, ``"7,4,"``) is refused, not dropped: a doubled
@@ -61,7 +43,8 @@ def parse_int_list(text: str) -> list[int]:
     try:
         if not all(items):
             raise ValueError
-        values = [int(t) for t in items if len(t) <= 40]   # longer: refused below, not parsed
+        # a long item is refused below, not parsed (if it is a number at all)
+        values = [int(t) for t in items if len(t) <= 40 or not t.lstrip("+-").isdecimal()]
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{text[:80]!r} is not a comma-separated list of integers (e.g. 7,4,7,4)"
@@ -236,11 +219,11 @@ def _inspect_run(args: argparse.Namespace) -> int:
 
     console = Console(emoji=False)   # ":x:" in a meta value stays ":x:"
     layers = info["layers"]
-    console.print(f"[bold]{plain(args.artifact)}[/]: {info['format']} v{info['format_version']}, "
+    console.print(f"[bold]{shown(args.artifact)}[/]: {info['format']} v{info['format_version']}, "
                   f"arithmetic spec v{info['arithmetic_version']}, rounding {info['rounding']}, "
                   f"{len(layers)} layers", highlight=False)
     if info["meta"]:
-        console.print("meta: " + ", ".join(f"{plain(k)}={plain(v)}" for k, v in info["meta"].items()),
+        console.print("meta: " + ", ".join(f"{shown(k)}={shown(v)}" for k, v in info["meta"].items()),
                       highlight=False)
 
     def table(title: str, cols: tuple[str, ...], first_width: int = 1) -> Table:
@@ -521,21 +504,21 @@ def _train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable
             save_artifact(export_network(st, {"data": ds_name}), tmp["model.ttfa"])
             save_state(st, tmp["state.ttts"])
 
-    shown = plain(ds_name)   # a data set's path, shown in rich markup below (saved as is)
+    shown_name = shown(ds_name)   # a data set's path, shown in rich markup below (saved as is)
     with Progress(TextColumn("[bold]train-int[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), console=console, disable=args.quiet, transient=True) as prog:
-        task = prog.add_task(shown, total=total)
+        task = prog.add_task(shown_name, total=total)
 
         def on_epoch(st: TrainState, row: dict[str, Any]) -> None:
             save(st, row)
-            prog.update(task, description=f"{shown} epoch {row['epoch']}/{args.epochs} "
+            prog.update(task, description=f"{shown_name} epoch {row['epoch']}/{args.epochs} "
                                           f"test {100 * row['test_acc']:.2f}%")
 
         state, _ = run_training(state, xq, y, xq_test, yt, args.epochs, args.batch, seed,
                                 tuple(args.lr_decay_at), args.golden, lambda: prog.advance(task), on_epoch,
                                 truncations)
     secs = time.perf_counter() - t_start
-    table = Table(title=f"ttforge train-int: {shown}, {'golden' if args.golden else 'fast'} step", title_justify="left")
+    table = Table(title=f"ttforge train-int: {shown_name}, {'golden' if args.golden else 'fast'} step", title_justify="left")
     for col in ("epoch", "loss (bits)", "train %", "test %", "lr shift", "changed %", "saturations", "s"):
         table.add_column(col, justify="right")
     for h in history:
@@ -547,7 +530,7 @@ def _train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable
     Console().print(
         f"initial test {100 * acc0:.2f}%, final {100 * history[-1]['test_acc']:.2f}%"
         + (f" (best {100 * best['test_acc']:.2f}% at epoch {best['epoch']})" if best else "")
-        + f"; {state.step} steps, {state.words:,} words drawn, {secs:.1f} s; wrote {plain(out / 'state.ttts')}, "
-          f"{plain(out / 'model.ttfa')}, {plain(out / 'metrics.json')}, {plain(out / 'curves.png')}",
+        + f"; {state.step} steps, {state.words:,} words drawn, {secs:.1f} s; wrote {shown(out / 'state.ttts')}, "
+          f"{shown(out / 'model.ttfa')}, {shown(out / 'metrics.json')}, {shown(out / 'curves.png')}",
         highlight=False, emoji=False)
     return 0

@@ -290,11 +290,11 @@ def inspect_state_run(path: str | os.PathLike, as_json: bool = False, batch: int
     from rich.console import Console
     from rich.table import Table
 
-    from ttforge.ir.cli import plain
+    from ttforge.errors import shown
 
     c = Console(emoji=False)   # ":x:" in a meta value stays ":x:"
     cfg = state.config
-    c.print(f"[bold]{plain(path)}[/]: {STATE_FORMAT} v{STATE_FORMAT_VERSION}, training spec v{TRAIN_SPEC_VERSION}, "
+    c.print(f"[bold]{shown(path)}[/]: {STATE_FORMAT} v{STATE_FORMAT_VERSION}, training spec v{TRAIN_SPEC_VERSION}, "
             f"step {state.step}, epoch {state.epoch}, {state.words:,} xorshift32 words drawn "
             f"(state {state.rng:#010x}), learning rate 2^-{state.lr_shift}, rounding {cfg.rounding}",
             highlight=False)
@@ -302,7 +302,7 @@ def inspect_state_run(path: str | os.PathLike, as_json: bool = False, batch: int
             f"intermediates {cfg.inter_bits}, accumulators {cfg.acc_bits}, gradients {cfg.grad_bits}, "
             f"probabilities 2^-{cfg.prob_bits}, bias {cfg.bias_bits}", highlight=False)
     if state.meta:
-        c.print("meta: " + ", ".join(f"{plain(k)}={plain(v)}" for k, v in state.meta.items()), highlight=False)
+        c.print("meta: " + ", ".join(f"{shown(k)}={shown(v)}" for k, v in state.meta.items()), highlight=False)
     t = Table(title="Layers", title_justify="left")
     for col in ("#", "kind", "in->out", "ranks", "order", "params", "master exps", "bias exp", "step exps",
                 "grad exps"):

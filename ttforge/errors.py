@@ -203,9 +203,12 @@ class NotBitExactError(AssertionError):
 # ------------------------------------------------------------------------------- formatting
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # and for text printed to a terminal, the C1 controls (\x9b starts a sequence as ESC [
-# does) and the bidirectional overrides (a name that reads backwards)
-_ESCAPES = {c: repr(chr(c))[1:-1] for c in (*range(0x20), 0x7F)}
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# does) and the invisible format characters (a right-to-left override makes a name
+# read backwards)
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e"
+                          "\u2060-\u206f\ufeff\ufff9-\ufffb]")
+# the same characters as a translation table (one pass in C): each as repr writes it
+_ESCAPES = {c: repr(chr(c))[1:-1] for c in range(0x10000) if _UNPRINTABLE.match(chr(c))}
 _LONG_TOKEN = re.compile(r"\S{%d,}" % (MAX_VALUE_CHARS + 1))
 # a value show() or show_path() already cut: "<up to 400 characters>...[N" (" more characters]")
 _CUT = re.compile(r"\S{1,%d}\.\.\.\[\d+" % (2 * MAX_VALUE_CHARS))
@@ -237,7 +240,7 @@ def shown(text: object) -> str:
     from rich.markup import escape
 
     text = os.fsdecode(text) if isinstance(text, (bytes, os.PathLike)) else str(text)
-    return escape(_UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text))
+    return escape(text.translate(_ESCAPES))
 
 
 def _clip(text: str, limit: int) -> str:
