@@ -124,7 +124,9 @@ def first_diff(expected: np.ndarray, got: np.ndarray) -> tuple[int, int, int, in
     diff = expected != got
     if not diff.any():
         return None
-    s, e = (int(i) for i in np.argwhere(diff)[0])
+    # argmax: the first True without listing every one (argwhere of a 2^24-element layer
+    # made 256 MB of indices)
+    s, e = (int(i) for i in np.unravel_index(int(np.argmax(diff)), diff.shape))
     return s, e, int(expected[s, e]), int(got[s, e])
 
 
