@@ -1,7 +1,7 @@
 """External programs (compilers, Verilator, the FPGA tools, openFPGALoader) run bounded.
 
 :func:`run_bounded` is ``subprocess.run(..., capture_output=True, timeout=...)`` with the
-two guarantees of docs/hardening.md that plain ``subprocess.run`` lacks:
+guarantees of docs/hardening.md that plain ``subprocess.run`` lacks:
 
 - **bounded memory**: of each output stream only the last
   :data:`~ttforge.limits.MAX_TOOL_OUTPUT_BYTES` are kept (a compiler or a loader that
@@ -10,44 +10,36 @@ two guarantees of docs/hardening.md that plain ``subprocess.run`` lacks:
 - **nothing outlives it**: the program runs in a process group of its own, which is
   killed on a timeout, on Ctrl-C or SIGTERM, and once the program has ended (a wrapper
   script's children, which ``subprocess.run``'s timeout left running, held the USB
-  cable after ttforge had given up).
+  cable after ttforge had given up);
+- **it ends when the program ends**: output still arriving through a pipe that a
+  daemon of the program holds (one that started a session of its own, out of reach of
+  the group) is read for :data:`_DRAIN_S` more seconds, then the pipes are closed (a
+  daemon held ttforge past ``--timeout``, deaf to Ctrl-C).
 
-This module imports nothing heavy (``hw`` uses it and knows nothing of PyTorch).
+The pipes are read in this thread with ``selectors`` (no reader threads, whose blocked
+reads a close would wait for). This module imports nothing heavy (``hw`` uses it and
+knows nothing of PyTorch).
 """
 
 from __future__ import annotations
 
 import os
+import selectors
 import signal
 import subprocess
 import threading
 import time
-from typing import IO, Mapping, Sequence
+from typing import Mapping, Sequence
 
 from ttforge.limits import MAX_TOOL_OUTPUT_BYTES
 
 __all__ = ["run_bounded"]
 
 #: Seconds the output of a program that has ended may take to arrive (its pipes are
-#: held open by a child it left running, which is then killed).
+#: held open by a process it left running).
 _DRAIN_S = 2.0
-
-
-def _tail(stream: IO[bytes], keep: int, out: list) -> None:
-    """Read ``stream`` to its end, keeping its last ``keep`` bytes in ``out[0]``."""
-    buf = bytearray()
-    try:
-        while True:
-            chunk = stream.read1(1 << 16)
-            if not chunk:
-                break
-            buf += chunk
-            if len(buf) > 2 * keep:   # trimmed now and then, not per chunk
-                del buf[:len(buf) - keep]
-    except (OSError, ValueError):
-        pass   # the pipe was closed under us (the group was killed)
-    del buf[:max(0, len(buf) - keep)]
-    out[0] = bytes(buf)
+#: Seconds between looks at whether the program has ended while its pipes stay open.
+_POLL_S = 0.05
 
 
 def _ended(pid: int, timeout: float | None) -> bool:
@@ -62,14 +54,7 @@ def _ended(pid: int, timeout: float | None) -> bool:
         if left is not None and left <= 0:
             return False
         time.sleep(pause if left is None else min(pause, left))
-        pause = min(2 * pause, 0.05)
-
-
-def _join(readers: Sequence[threading.Thread]) -> None:
-    """Wait at most :data:`_DRAIN_S` in all for the readers to reach their streams' ends."""
-    deadline = time.monotonic() + _DRAIN_S
-    for t in readers:
-        t.join(max(0.0, deadline - time.monotonic()))
+        pause = min(2 * pause, _POLL_S)
 
 
 def _kill_group(pid: int) -> None:
@@ -77,6 +62,20 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _feed(proc: subprocess.Popen, data: bytes) -> None:
+    """Write ``data`` to the program's stdin and close it (on a thread of its own: a
+    program that does not read would block the write; the group's kill ends it)."""
+    try:
+        proc.stdin.write(data)
+    except (BrokenPipeError, OSError, ValueError):
+        pass   # it did not read all of it; its exit status says why
+    finally:
+        try:
+            proc.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass
 
 
 def run_bounded(cmd: Sequence[str], *, timeout: float | None = None, cwd: str | os.PathLike | None = None,
@@ -92,33 +91,49 @@ def run_bounded(cmd: Sequence[str], *, timeout: float | None = None, cwd: str | 
     proc = subprocess.Popen(list(cmd), cwd=cwd, env=None if env is None else dict(env),
                             stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    outs: list[list] = [[b""], [b""]]
-    readers = [threading.Thread(target=_tail, args=(s, keep, o), daemon=True)
-               for s, o in zip((proc.stdout, proc.stderr), outs)]
-    for t in readers:
-        t.start()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    bufs = {proc.stdout.fileno(): bytearray(), proc.stderr.fileno(): bytearray()}
+    sel = selectors.DefaultSelector()
     try:
         if input is not None:
-            try:
-                proc.stdin.write(input.encode() if isinstance(input, str) else input)
-            except BrokenPipeError:
-                pass   # it did not read all of it; its exit status says why
-            finally:
-                proc.stdin.close()
-        if not _ended(proc.pid, timeout):
+            threading.Thread(target=_feed, args=(proc, input.encode() if isinstance(input, str) else input),
+                             daemon=True).start()
+        for fd in bufs:
+            sel.register(fd, selectors.EVENT_READ)
+        ended_at = None
+        while sel.get_map():
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                _kill_group(proc.pid)
+                raise subprocess.TimeoutExpired(list(cmd), timeout)
+            if ended_at is None and _ended(proc.pid, 0):
+                ended_at = now
+            if ended_at is not None and now - ended_at > _DRAIN_S:
+                break   # a process of another session holds the pipes: stop reading
+            wait = _POLL_S if deadline is None else max(0.0, min(_POLL_S, deadline - now))
+            for key, _ in sel.select(wait):
+                data = os.read(key.fd, 1 << 16)
+                if not data:
+                    sel.unregister(key.fd)
+                    continue
+                buf = bufs[key.fd]
+                buf += data
+                if len(buf) > 2 * keep:   # trimmed now and then, not per read
+                    del buf[:len(buf) - keep]
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if not _ended(proc.pid, left):
             _kill_group(proc.pid)
             raise subprocess.TimeoutExpired(list(cmd), timeout)
-        _join(readers)
     finally:
-        # a timeout, an interrupt, or children of an ended program holding its pipes;
-        # before the program is reaped, so its process group's id cannot be another's
+        # a timeout, an interrupt, or children of an ended program; before the program is
+        # reaped, so its process group's id cannot be another's
         _kill_group(proc.pid)
         proc.wait()
-        _join(readers)
+        sel.close()
         for s in (proc.stdout, proc.stderr):
             try:
                 s.close()
             except OSError:
                 pass
-    out, err = (o[0].decode("utf-8", "replace") for o in outs)
+    out, err = (bytes(b[max(0, len(b) - keep):]).decode("utf-8", "replace") for b in bufs.values())
     return subprocess.CompletedProcess(list(cmd), proc.returncode, out, err)

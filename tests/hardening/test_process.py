@@ -75,3 +75,17 @@ def test_an_interrupt_kills_the_group(tmp_path):
     os.kill(p.pid, signal.SIGINT)
     out, _ = p.communicate(timeout=30)
     assert out.strip() == "interrupted" and _gone(tag)
+
+
+def test_a_daemon_holding_the_pipes_does_not_hold_the_call(tmp_path):
+    """A program that starts a session of its own (out of the group's reach) and exits:
+    its daemon keeps the pipes open; the call returns within the drain time (it waited
+    for the daemon, past --timeout, deaf to Ctrl-C)."""
+    tag = f"{tmp_path.name}-d"
+    try:
+        t0 = time.monotonic()
+        r = run_bounded(["bash", "-c", f"setsid bash -c 'exec -a {tag} sleep 300' & echo started"], timeout=30)
+        assert r.returncode == 0 and r.stdout == "started\n" and time.monotonic() - t0 < 10
+        assert _alive(tag)   # the daemon ran (and is its own: no group of ours holds it)
+    finally:
+        subprocess.run(["pkill", "-f", tag])
