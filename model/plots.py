@@ -76,7 +76,7 @@ def plot_history(
         ax_rank.annotate("truncation", (truncated_after + 0.5, 0.98), xycoords=("data", "axes fraction"),
                          fontsize=8, color="grey", rotation=90, ha="right", va="top")
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, parse_math=False)   # a data set's name is text ("m$\\f$" broke mathtext)
     buf = io.BytesIO()
     with warnings.catch_warnings():   # a layout matplotlib cannot fit is its business, not a line on stderr
         warnings.simplefilter("ignore", UserWarning)

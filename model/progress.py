@@ -52,7 +52,7 @@ class _Progress:
 
     def log(self, text: str) -> None:
         if self.enabled:
-            self.bar.console.print(text, highlight=False)
+            self.bar.console.print(text, highlight=False, markup=False)   # paths, as text
 
 
 def _tt_ranks(model: nn.Module) -> dict[str, list[int]]:

@@ -39,6 +39,6 @@ def plot_int_history(history: Sequence[dict[str, Any]], path: str | os.PathLike,
     b.plot(ep, [100 * h["test_acc"] for h in history], "s-", ms=3, label="test")
     b.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     b.legend()
-    fig.suptitle(title)
+    fig.suptitle(title, parse_math=False)   # a data set's name is text ("m$\\f$" broke mathtext)
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=110)

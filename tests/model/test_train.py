@@ -423,3 +423,20 @@ def test_a_checkpoint_whose_weights_do_not_fit_names_the_key(dense_run, tmp_path
     assert main(["decompose", str(tmp_path / "bad.pt"), "--max-rank", "2", "-o", str(tmp_path / "o.pt")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "size mismatch for 3.weight" in err[0], err
+
+
+def test_odd_names_print_and_plot_as_text(tmp_path, capsys):
+    """A data directory named like ``m$\\f$x`` broke matplotlib's math parser in the plot
+    title (exit 70 after training; train-int lost its epoch), and a run directory with
+    ``[/]`` failed rich's markup on --resume's line (exit 70, every time)."""
+    from tests.support.data import write_pair
+
+    data = tmp_path / "m$\\foo$x"
+    data.mkdir()
+    write_pair(data, "t10k", 40)
+    out = tmp_path / "r[" / "]x"
+    out.parent.mkdir()
+    assert main(["train", "--data", str(data), "--epochs", "1", "--hidden", "8", "--out", str(out)]) == 0
+    assert (out / "metrics.png").is_file()
+    assert main(["train", "--data", str(data), "--epochs", "2", "--hidden", "8", "--out", str(out),
+                 "--resume"]) == 0, capsys.readouterr().err
