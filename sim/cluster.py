@@ -271,13 +271,38 @@ def _check_workers(client, spec: ClusterSpec) -> None:
                                f"command ttforge {__version__}; install the same version on every worker")
 
 
+@contextlib.contextmanager
+def _alarm(seconds: float) -> Iterator[None]:
+    """In the main thread, a ``TimeoutError`` raised into the block after ``seconds``
+    (Dask's connection can wait without end on a server that accepted it and went
+    silent, past its own timeout); elsewhere, nothing."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def ring(signum, frame):
+        raise TimeoutError(f"no answer within {seconds:g} s")
+
+    old = signal.signal(signal.SIGALRM, ring)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
 def _new_client(distributed, address: str, timeout: float):
-    """``distributed.Client(address)`` that leaves nothing behind when it fails: Dask's
-    half-made client (its ``__init__`` raised) would hold the process for 60 s on exit
-    and print a traceback unless closed at once, so it is made in two steps to keep it."""
+    """``distributed.Client(address)`` within ``timeout`` (and a few seconds) that leaves
+    nothing behind when it fails: Dask's half-made client (its ``__init__`` raised)
+    would hold the process for 60 s on exit and print a traceback unless closed at
+    once, so it is made in two steps to keep it."""
     client = distributed.Client.__new__(distributed.Client)
     try:
-        client.__init__(address, timeout=timeout, set_as_default=False)
+        with _alarm(timeout + 5):
+            client.__init__(address, timeout=timeout, set_as_default=False)
     except BaseException:
         with contextlib.suppress(Exception):
             client.close(timeout=1)

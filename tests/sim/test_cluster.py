@@ -164,7 +164,8 @@ def test_an_unreachable_scheduler_is_one_line_and_exit_3():
 
 class _NotAScheduler:
     """A TCP server on 127.0.0.1 that is not a Dask scheduler: it closes each connection
-    (``close``), answers as an HTTP server (``http``) or never answers (``silent``)."""
+    (``close``), answers as an HTTP server (``http``), never answers (``silent``) or
+    sends a handshake on its first connection only (``handshake-once``)."""
 
     def __init__(self, mode: str):
         import socket
@@ -184,7 +185,13 @@ class _NotAScheduler:
                 return
             if self.mode == "http":
                 conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: text/html\r\n\r\n<html></html>")
-            if self.mode == "silent":
+            if self.mode == "handshake-once":   # passes ttforge's probe, then Dask meets silence
+                import struct
+
+                if not self.conns:
+                    conn.sendall(struct.pack("<Q", 16) + b"x" * 16)
+                self.conns.append(conn)
+            elif self.mode == "silent":
                 self.conns.append(conn)   # held open, never answered
             else:
                 conn.close()
@@ -196,7 +203,7 @@ class _NotAScheduler:
 
 
 @pytest.mark.parametrize("scheme", ["tcp", "ws"])
-@pytest.mark.parametrize("mode", ["close", "http", "silent"])
+@pytest.mark.parametrize("mode", ["close", "http", "silent", "handshake-once"])
 def test_a_server_that_is_not_a_scheduler_is_one_line_within_the_connect_timeout(scheme, mode):
     """Dask read an HTTP server's first 8 bytes as a 3.5 EB message (MemoryError, "ran
     out of memory"), waited without bound on a silent server, and its half-made client
