@@ -33,7 +33,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from ttforge.atomic import atomic_write_text, cache_lock, check_writable, job_dir
-from ttforge.errors import ConfigError, show
+from ttforge.errors import ConfigError, OutputError, show, show_path
 from ttforge.errors import SimError, SimulatorMissing  # noqa: F401 - defined in ttforge.errors
 
 __all__ = ["SIMULATORS", "SimBuild", "SimResult", "JobResult", "SimError", "SimulatorMissing",
@@ -345,9 +345,7 @@ def build(config, sim: str, *, fault: str | None = None, waves: bool = False,
     with cache_lock(root / f"{sim}-{key}.lock"):   # another process may be building the same key
         if marker.is_file():
             return SimBuild(**mk)
-        if bdir.exists():
-            shutil.rmtree(bdir)   # a build that died half-way
-        bdir.mkdir(parents=True)
+        fresh_build_dir(bdir)
         src = bdir / f"{TOP}.v"
         src.write_text(text)
         args: list[str] = []
@@ -444,6 +442,18 @@ def run_testbench(sim: str, build_dir: Path, test_module: str, toplevel: str, wd
     with np.load(wd / "results.npz") as z:
         arrays = {k: z[k] for k in z.files}
     return summary, arrays, wall
+
+
+def fresh_build_dir(bdir: Path) -> None:
+    """Make the empty build directory ``bdir`` of a cache, removing a build that died
+    half-way; a link or a file of that name is a one-line :class:`OutputError` (it was
+    an ERROR row per case, ``NotADirectoryError``)."""
+    if os.path.islink(bdir) or (os.path.lexists(bdir) and not bdir.is_dir()):
+        raise OutputError(f"the build cache holds {show_path(bdir)}, which is not a build directory (a link or a "
+                          f"file); remove it or give another --build-root")
+    if bdir.exists():
+        shutil.rmtree(bdir)   # a build that died half-way
+    bdir.mkdir(parents=True)
 
 
 def run_job(sim_build: SimBuild, ops: Sequence[Mapping[str, Any]], arrays: Mapping[str, np.ndarray],

@@ -115,7 +115,7 @@ def build_train(config, sim: str, *, waves: bool = False, build_root=None,
     (``hw.faults.TRAIN_FAULTS``; mutation runs). Raises ``SimulatorMissing`` or ``SimError``."""
     from cocotb_tools.runner import get_runner
 
-    from ttforge.sim.runner import TIMESCALE, _runner_env, _tool_version, build_root_dir
+    from ttforge.sim.runner import TIMESCALE, _runner_env, _tool_version, build_root_dir, fresh_build_dir
 
     version = _tool_version(sim)
     text = _emit(config, fault)
@@ -132,9 +132,7 @@ def build_train(config, sim: str, *, waves: bool = False, build_root=None,
     with cache_lock(root / f"train-{sim}-{key}.lock"):
         if marker.is_file():
             return TrainSimBuild(**mk)
-        if bdir.exists():
-            shutil.rmtree(bdir)
-        bdir.mkdir(parents=True)
+        fresh_build_dir(bdir)
         src = bdir / f"{TRAIN_TOP}.v"
         src.write_text(text)
         sources: list[Any] = [src]

@@ -115,3 +115,20 @@ def test_an_empty_build_root_is_one_line(tmp_path, monkeypatch, capsys):
     assert main(["regress", "--seeds", "1", "--build-root", "", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--build-root is empty" in err[0] and sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_link_or_file_where_a_build_goes_is_one_line(tmp_path):
+    """It was an ERROR row per case (NotADirectoryError), exit 1, with reproducers."""
+    from ttforge.errors import OutputError
+    from ttforge.sim.runner import fresh_build_dir
+
+    (tmp_path / "f").write_text("mine")
+    (tmp_path / "l").symlink_to(tmp_path / "elsewhere")
+    for name in ("f", "l"):
+        with pytest.raises(OutputError, match="not a build directory"):
+            fresh_build_dir(tmp_path / name)
+    assert (tmp_path / "f").read_text() == "mine" and (tmp_path / "l").is_symlink()
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "x.v").write_text("a build that died")
+    fresh_build_dir(tmp_path / "half")
+    assert list((tmp_path / "half").iterdir()) == []
