@@ -98,6 +98,7 @@ def _check_out(path: str, flag: str) -> Path:
 
 
 def _run_quantize(args: argparse.Namespace) -> int:
+    from ttforge.atomic import check_not_input
     from ttforge.model.train import load_trained
     from ttforge.ir.artifact import save_artifact
 
@@ -115,6 +116,11 @@ def _run_quantize(args: argparse.Namespace) -> int:
     if not src.exists():
         raise CheckpointError(f"checkpoint {src} does not exist; give a checkpoint file or a run directory")
     trained = load_trained(src)
+    # the run's files load_trained just took as inputs (RUN given as a directory): refused
+    # now, not after the quantization
+    for path, flag in ((out, "-o"), (ckpt_out, "--save-checkpoint")):
+        if path is not None:
+            check_not_input(path, flag)
     cfg = make_config(len(_linear_layers(trained.model)), args.w_bits, args.act_bits, args.inter_bits,
                       args.acc_bits, layer_bits, args.calibration)
     check_accumulators(trained.model, cfg)

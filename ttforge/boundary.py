@@ -107,6 +107,8 @@ def input_paths(args: Any) -> list[str]:
         value = getattr(args, key, None)
         for v in value if isinstance(value, (list, tuple)) else [value]:
             if isinstance(v, (str, os.PathLike)) and str(v) and str(v) != "-":
+                if key == "data" and str(v).startswith("idx:"):   # --data idx:DIR names DIR
+                    v = str(v)[4:]
                 with contextlib.suppress(OSError, ValueError):
                     if os.path.exists(Path(v).expanduser()):
                         out.append(str(Path(v).expanduser()))

@@ -440,3 +440,13 @@ def test_odd_names_print_and_plot_as_text(tmp_path, capsys):
     assert (out / "metrics.png").is_file()
     assert main(["train", "--data", str(data), "--epochs", "2", "--hidden", "8", "--out", str(out),
                  "--resume"]) == 0, capsys.readouterr().err
+
+
+def test_data_given_as_idx_dir_is_an_input(tmp_path, capsys):
+    """``--data idx:DIR --out DIR`` passed the check of ``--data DIR --out DIR``."""
+    from tests.support.data import write_pair
+
+    write_pair(tmp_path, "t10k", 20)
+    assert main(["train", "--data", f"idx:{tmp_path}", "--out", str(tmp_path), "--epochs", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is the input" in err[0]

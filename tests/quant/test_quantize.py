@@ -277,3 +277,19 @@ def test_a_bias_that_needs_a_wider_accumulator_names_the_width(run_dir, digits):
     with pytest.raises(ConfigError, match=r"^layer 1 \(Linear\): its bias .* needs a (\d+)-bit accumulator "
                                           r"but acc_bits is 16; raise --acc-bits to \1$"):
         quantize_trained(trained, digits, make_config(2, act_bits=4, inter_bits=4, acc_bits=16), calib_samples=64)
+
+
+def test_an_output_that_is_a_file_of_the_run_is_refused_before_the_work(run_dir, tmp_path, capsys, monkeypatch):
+    """``quantize RUN -o RUN/last.pt``: the run's checkpoint became an input only when it
+    was loaded, so the refusal came after the whole quantization (QAT included)."""
+    import shutil
+
+    import ttforge.quant.cli as qcli
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    before = (run / "last.pt").read_bytes()
+    monkeypatch.setattr(qcli, "quantize_trained", lambda *a, **k: pytest.fail("quantized first"))
+    assert main(["quantize", str(run), "-o", str(run / "last.pt"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is the input" in err[0] and (run / "last.pt").read_bytes() == before
