@@ -97,7 +97,9 @@ def rshift_round(a: np.ndarray, s: int) -> np.ndarray:
                 raise DataError(f"rshift_round: a left shift by {k} (s={s}) takes values in "
                                 f"[{lo}, {hi}] beyond int64; for them s must be at least {width - 64} "
                                 f"(an acc_bits-bit accumulator: shift_range)")
-        return a << np.int64(k) if k else a.copy()
+        if not k or not a.size:   # nothing to shift (an empty array: k may be past int64)
+            return a.copy()
+        return a << np.int64(k)
     if s == 1:
         return (a >> np.int64(1)) + (a & np.int64(1))   # a + 1 would wrap at 2^63 - 1
     # floor((floor(a / 2^(s-1)) + 1) / 2): no a + 2^(s-1) that could pass 2^63 (q < 2^62);

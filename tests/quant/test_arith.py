@@ -147,3 +147,12 @@ def test_quantize_is_exact_for_any_integer_exponent():
         assert quantize(x, 8, 10**20).tolist() == [0, 0, 0, 0, 0]
         assert quantize(x, 8, 2000).tolist() == [0, 0, 0, 0, 0]
     assert exponent_for_max(1e-300, 8) == -1003
+
+
+def test_rshift_round_of_an_empty_array_by_any_shift_is_empty():
+    """A shift past int64 on no values raised a builtin OverflowError."""
+    from ttforge.ir import rshift_round
+
+    for s in (-10**30, 10**30, 0, -3):
+        assert rshift_round(np.zeros(0, dtype=np.int64), s).shape == (0,)
+    assert np.array_equal(rshift_round(np.array([5, -3]), 0), [5, -3])
