@@ -41,7 +41,10 @@ def plot_history(
     ax_loss, ax_acc, ax_rank = fig.subplots(1, 3)
     ax_loss.plot(epochs, [h["train_loss"] for h in history], "o-", ms=3, label="train")
     ax_loss.plot(epochs, [h["test_loss"] for h in history], "s-", ms=3, label="test")
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss", yscale="log")
+    losses = [h[k] for h in history for k in ("train_loss", "test_loss")]
+    # a log scale of no positive value warned on stderr (a loss of exactly 0)
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss",
+                yscale="log" if any(v > 0 for v in losses) else "linear")
     ax_acc.plot(epochs, [100 * h["train_acc"] for h in history], "o-", ms=3, label="train")
     ax_acc.plot(epochs, [100 * h["test_acc"] for h in history], "s-", ms=3, label="test")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")

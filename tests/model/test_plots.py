@@ -24,3 +24,13 @@ def test_any_number_of_tt_bonds_plots_without_a_warning(tmp_path, layers):
         warnings.simplefilter("error")
         plot_history(_history(layers, 5), out, "title")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_loss_of_zero_plots_without_a_warning(tmp_path, recwarn):
+    """A log scale with no positive value warned on stderr."""
+    from ttforge.model.plots import plot_history
+
+    h = [{"epoch": e, "train_loss": 0.0, "test_loss": 0.0, "train_acc": 1.0, "test_acc": 1.0, "ranks": {}}
+         for e in (1, 2)]
+    plot_history(h, tmp_path / "p.png")
+    assert (tmp_path / "p.png").is_file() and not [w for w in recwarn if "positive" in str(w.message)]
