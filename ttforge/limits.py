@@ -47,8 +47,9 @@ MAX_IDX_BYTES = 128 * MiB
 MAX_NETLIST_BYTES = 1024 * MiB
 #: What ttforge keeps of an external program's output, per stream (the last bytes:
 #: where compilers, Verilator, the FPGA tools and openFPGALoader say what went wrong;
-#: a Yosys synthesis log of the 16-lane engine is a few MB), ``ttforge.process``.
-MAX_TOOL_OUTPUT_BYTES = 32 * MiB
+#: their full logs go to files of their own), ``ttforge.process``. At 32 MiB a loader
+#: printing without end still took 460 MB in the decoding and the error line.
+MAX_TOOL_OUTPUT_BYTES = 4 * MiB
 #: An ``.npy`` file of inputs (``run``, ``diverge --input``), by its header's shape.
 MAX_NPY_BYTES = 256 * MiB
 #: Classes a label file may imply (its largest label + 1).
