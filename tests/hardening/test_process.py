@@ -60,7 +60,11 @@ def test_children_of_a_program_that_ended_go_with_it(tmp_path):
 def test_an_interrupt_kills_the_group(tmp_path):
     tag = f"{tmp_path.name}-i"
     ready = tmp_path / "ready"
+    # Ctrl-C's handler set here: a child of a process that ignores SIGINT (an xdist
+    # worker in CI) inherits the ignoring, and Python then installs no handler
     script = textwrap.dedent(f"""
+        import signal
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         from ttforge.process import run_bounded
         try:
             run_bounded(["bash", "-c", "touch {ready}; exec -a {tag} sleep 300"])
