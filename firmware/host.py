@@ -18,6 +18,7 @@ Every wait is bounded: a device that does not answer raises :class:`DeviceTimeou
 from __future__ import annotations
 
 import os
+import stat
 import time
 from collections import deque
 from pathlib import Path
@@ -25,7 +26,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ttforge.errors import ConfigError, ShapeError, TTForgeError
+from ttforge.errors import ConfigError, ShapeError, TTForgeError, show_path
+from ttforge.limits import file_kind
 from ttforge.errors import DeviceError, DeviceTimeout  # noqa: F401 - defined in ttforge.errors
 from ttforge.firmware import protocol as P
 from ttforge.firmware.protocol import AXI_RESP, Cmd, OutputFrame, Response, Status
@@ -66,9 +68,14 @@ class SerialTransport:
         self.name = f"{port} at {baud} baud"
         self.baud = int(baud)
         self.default_timeout = float(timeout)
-        if os.path.isfile(port) or os.path.isdir(port):   # the user's path, not the board's trouble
-            raise ConfigError(f"{setting} {port} is a {'regular file' if os.path.isfile(port) else 'directory'}, "
-                              f"not a serial device; give the board's port (e.g. /dev/ttyUSB0)")
+        try:
+            mode = os.stat(port).st_mode
+        except (OSError, ValueError):
+            mode = None   # missing: an unplugged board (exit 3, below)
+        if mode is not None and not stat.S_ISCHR(mode):   # the user's path, not the board's trouble
+            kind = file_kind(mode) or "a regular file"
+            raise ConfigError(f"{setting} {show_path(port)} is {kind}, not a serial device; give the board's "
+                              f"port (e.g. /dev/ttyUSB0)")
         try:
             self._s = serial.Serial(port, self.baud, timeout=0.05, write_timeout=self.default_timeout)
         except (serial.SerialException, OSError, ValueError) as e:
