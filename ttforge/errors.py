@@ -205,10 +205,12 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # and for text printed to a terminal, the C1 controls (\x9b starts a sequence as ESC [
 # does) and the invisible format characters (a right-to-left override makes a name
 # read backwards)
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e"
-                          "\u2060-\u206f\ufeff\ufff9-\ufffb]")
-# the same characters as a translation table (one pass in C): each as repr writes it
-_ESCAPES = {c: repr(chr(c))[1:-1] for c in range(0x10000) if _UNPRINTABLE.match(chr(c))}
+_UNPRINTABLE_RANGES = ((0x00, 0x1F), (0x7F, 0x9F), (0xAD, 0xAD), (0x61C, 0x61C), (0x180E, 0x180E),
+                       (0x200B, 0x200F), (0x2028, 0x202E), (0x2060, 0x206F), (0xFEFF, 0xFEFF),
+                       (0xFFF9, 0xFFFB))
+# as a translation table (one pass in C), each as repr writes it; built from the ranges,
+# not by testing all 65,536 code points (8.7 ms on every import)
+_ESCAPES = {c: repr(chr(c))[1:-1] for lo, hi in _UNPRINTABLE_RANGES for c in range(lo, hi + 1)}
 _LONG_TOKEN = re.compile(r"\S{%d,}" % (MAX_VALUE_CHARS + 1))
 # a value show() or show_path() already cut: "<up to 400 characters>...[N" (" more characters]")
 _CUT = re.compile(r"\S{1,%d}\.\.\.\[\d+" % (2 * MAX_VALUE_CHARS))
