@@ -1319,13 +1319,16 @@ _BITS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 def _bits(t: torch.Tensor) -> torch.Tensor:
     """``t``'s values as integers of the same width (so that ``-0.0`` and ``0.0``, or
-    two NaNs, compare as what they are); same-width integers compare about twice as
-    fast as bytes (24 vs 53 us for the 4096 x 4096 layer's cores)."""
+    two NaNs, compare as what they are), a view in ``t``'s shape and strides;
+    same-width integers compare about twice as fast as bytes (24 vs 53 us for the
+    4096 x 4096 layer's cores), and one view instead of a flattened one saves a third
+    of the comparison (784 x 512 layer's four cores: 17.0 -> 11.5 us)."""
     if t.requires_grad:
         t = t.detach()
-    if not t.is_contiguous():
-        t = t.contiguous()
-    return t.view(-1).view(_BITS.get(t.element_size(), torch.uint8))
+    width = _BITS.get(t.element_size())
+    if width is None or t.dim() == 0:  # complex128, or a scalar: bytes of a flat copy
+        return t.contiguous().view(-1).view(torch.uint8)
+    return t.view(width)
 
 
 class _Merged(NamedTuple):
@@ -1531,7 +1534,12 @@ def _apply_merged(x: torch.Tensor, mats: Sequence[torch.Tensor], plan: FastPlan,
     threads the tuner picks, with ``keep`` also the intermediates (:func:`_forward`;
     keep only if the one-thread plan keeps, its chunks none: then so does every
     count's)."""
-    with _compute(_key(x, plan, "forward", keep)) as run:
+    key = _key(x, plan, "forward", keep)
+    if THREADS == "auto" and (key is None or not _tunes()):
+        # nothing to pick nor limit: the two context managers cost 3 us of a 100 us
+        # batch-1 call, more on a cold cache
+        return _forward(x, mats, plan, keep=keep, bias=bias)
+    with _compute(key) as run:
         return _forward(x, mats, run.plan(plan), keep=keep, bias=bias, run=run)
 
 

@@ -85,6 +85,36 @@ def test_every_change_of_the_cores_is_seen(change, one_thread):
     _change_is_seen(_layer(), torch.randn(64, 784), change)
 
 
+def test_a_zero_that_changes_sign_merges_again(monkeypatch, one_thread):
+    """``0.0 -> -0.0`` compares equal as floats; the cache compares the bits."""
+    layer, x = _layer(), torch.randn(8, 784)
+    with torch.no_grad():
+        layer.cores[1].data.view(-1)[3] = 0.0
+        layer(x)
+        calls = _count_merges(monkeypatch)
+        layer(x)
+        layer.cores[1].data.view(-1)[3] = -0.0
+        layer(x)
+    assert len(calls) == 1
+
+
+def test_a_strided_core_is_compared_by_its_values(monkeypatch, one_thread):
+    """A core that is a transposed view (compared as such, without a copy): the same
+    values in other strides keep the merge, a changed value through ``.data`` does not."""
+    layer, x = _layer(), torch.randn(8, 784)
+    core = layer.cores[2]
+    core.data = core.data.transpose(1, 2).contiguous().transpose(1, 2)
+    assert not core.is_contiguous()
+    with torch.no_grad():
+        layer(x)
+        calls = _count_merges(monkeypatch)
+        layer(x)
+        assert len(calls) == 0
+        core.data[0, 1, 2, 3] += 1.0
+        y = layer(x)
+    assert len(calls) == 1 and torch.equal(y, _fresh(layer, x))
+
+
 def test_a_cache_trusting_stale_matrices_is_caught(monkeypatch, one_thread):
     """Sibling: if the byte comparison always said "unchanged", a flipped bit (made
     through ``.data``, which version counters miss) would go unseen."""
