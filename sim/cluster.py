@@ -32,7 +32,6 @@ import logging
 import os
 import shutil
 import socket
-import tempfile
 import threading
 import time
 import uuid
@@ -41,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from ttforge.atomic import job_dir
 from ttforge.errors import ClusterError, ConfigError, SchedulerLost, show, show_path  # noqa: F401 - defined in ttforge.errors
 
 __all__ = ["LOCAL", "SCHEMES", "ClusterSpec", "ClusterError", "SchedulerLost", "connect", "run_tasks",
@@ -314,7 +314,8 @@ def _new_client(distributed, address: str, timeout: float):
 def connect(spec: ClusterSpec) -> Iterator[Any]:
     """A ``distributed.Client`` on ``spec``'s cluster for the block.
 
-    A local cluster gets its own scratch directory (removed afterwards), binds the
+    A local cluster gets its own scratch directory (removed afterwards; one a killed
+    run left is removed by the next, :func:`ttforge.atomic.job_dir`), binds the
     scheduler to a free port of 127.0.0.1 and has no dashboard, so two runs on one machine
     do not meet. A remote scheduler must answer within ``spec.connect_timeout`` and have a
     worker within ``spec.worker_timeout``. The client (and a local cluster) are closed at
@@ -325,7 +326,8 @@ def connect(spec: ClusterSpec) -> Iterator[Any]:
     with _quiet():
         try:
             if spec.is_local:
-                scratch = tempfile.mkdtemp(prefix="ttforge-dask-")
+                # a job directory: the one a killed run leaves goes with the next run's
+                scratch = job_dir("ttforge-dask-")
                 try:
                     cluster = distributed.LocalCluster(
                         n_workers=spec.workers, threads_per_worker=1, processes=True,

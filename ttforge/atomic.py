@@ -154,19 +154,55 @@ def dead_entries(parent: str | os.PathLike, head: str, sep: str = ".") -> list[t
 JOB_MARKER = ".ttforge-job"
 
 
+def _pid_namespace() -> str | None:
+    """This process's PID namespace (``pid:[4026531836]``), or ``None`` where it cannot
+    be read (no ``/proc``)."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
+#: The line of :data:`JOB_MARKER` naming the PID namespace of the job's process.
+_NAMESPACE_LINE = "pid namespace: "
+
+
+def _job_of_another_namespace(marker: str) -> bool:
+    """Whether the job ``marker`` records ran in another PID namespace than this process
+    (or in one that cannot be compared), whose process ids say nothing here: a container
+    sharing ``$TMPDIR`` with the host has pids of its own, and a running job of it looked
+    dead and lost its directory. A marker without the line (before it was written) is
+    judged by its pid alone, as it was; so are those of a system without ``/proc``
+    (both say ``unknown``)."""
+    try:
+        with open(marker, "rb", opener=lambda path, flags: os.open(path, flags | os.O_NOFOLLOW)) as f:
+            text = f.read(4096).decode("utf-8", "replace")
+    except OSError:
+        return True   # unreadable: not ours to judge
+    for line in text.splitlines():
+        if line.startswith(_NAMESPACE_LINE):
+            return line[len(_NAMESPACE_LINE):] != (_pid_namespace() or "unknown")
+    return False
+
+
 def job_dir(prefix: str) -> Path:
     """A new temporary directory for one simulation job, named ``<prefix><pid>-...`` and
-    holding :data:`JOB_MARKER`; those of ttforge processes that have ended are removed
-    first, if they hold the marker (a directory of that name someone else made is never
-    deleted: the name alone was taken as proof). A job that fails keeps its directory
-    (its error names the ``sim.log`` in it) until then: without the process id in the
-    name nothing ever removed them."""
+    holding :data:`JOB_MARKER` (which names this process's PID namespace); those of
+    ttforge processes that have ended are removed first, if they hold the marker (a
+    directory of that name someone else made is never deleted: the name alone was
+    taken as proof) and ran in this PID namespace (a pid of another says nothing of
+    its process here). A job that fails keeps its directory (its error names the
+    ``sim.log`` in it) until then: without the process id in the name nothing ever
+    removed them."""
     base = Path(tempfile.gettempdir())
     for e, _ in dead_entries(base, prefix, "-"):
-        if e.is_dir(follow_symlinks=False) and os.path.isfile(os.path.join(e.path, JOB_MARKER)):
+        marker = os.path.join(e.path, JOB_MARKER)
+        if (e.is_dir(follow_symlinks=False) and os.path.isfile(marker)
+                and not _job_of_another_namespace(marker)):
             shutil.rmtree(e.path, ignore_errors=True)
     d = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=base))
-    (d / JOB_MARKER).write_text("a ttforge job's work files; removed once its process has ended\n")
+    (d / JOB_MARKER).write_text("a ttforge job's work files; removed once its process has ended\n"
+                                f"{_NAMESPACE_LINE}{_pid_namespace() or 'unknown'}\n")
     return d
 
 

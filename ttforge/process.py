@@ -14,7 +14,10 @@ guarantees of docs/hardening.md that plain ``subprocess.run`` lacks:
 - **it ends when the program ends**: output still arriving through a pipe that a
   daemon of the program holds (one that started a session of its own, out of reach of
   the group) is read for :data:`_DRAIN_S` more seconds, then the pipes are closed (a
-  daemon held ttforge past ``--timeout``, deaf to Ctrl-C).
+  daemon held ttforge past ``--timeout``, deaf to Ctrl-C), and the processes still
+  holding them are killed too (on Linux, found through ``/proc``: only the program's
+  descendants can hold its pipes). A daemon that let go of its output (standard
+  streams to ``/dev/null``) is out of reach; no tool ttforge runs starts one.
 
 The pipes are read in this thread with ``selectors`` (no reader threads, whose blocked
 reads a close would wait for). This module imports nothing heavy (``hw`` uses it and
@@ -64,6 +67,42 @@ def _kill_group(pid: int) -> None:
         pass
 
 
+def _pipe_holders(inodes: set[int]) -> list[int]:
+    """Processes other than this one that hold a pipe of ``inodes`` open (Linux:
+    ``/proc/<pid>/fd``; elsewhere none are found)."""
+    links, me, found = {f"pipe:[{i}]" for i in inodes}, os.getpid(), []
+    try:
+        pids = [int(n) for n in os.listdir("/proc") if n.isdigit()]
+    except OSError:
+        return []
+    for pid in pids:
+        if pid == me:
+            continue
+        fds = f"/proc/{pid}/fd"
+        try:
+            names = os.listdir(fds)
+        except OSError:
+            continue   # ended meanwhile, or another user's
+        for fd in names:
+            try:
+                if os.readlink(f"{fds}/{fd}") in links:
+                    found.append(pid)
+                    break
+            except OSError:
+                continue
+    return found
+
+
+def _kill_pipe_holders(inodes: set[int]) -> None:
+    """Kill what still holds the program's output pipes after its group is gone: a
+    daemon of it in a session of its own (the group's kill misses it; it ran on)."""
+    for pid in _pipe_holders(inodes):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
 def _feed(proc: subprocess.Popen, data: bytes) -> None:
     """Write ``data`` to the program's stdin and close it (on a thread of its own: a
     program that does not read would block the write; the group's kill ends it)."""
@@ -93,6 +132,7 @@ def run_bounded(cmd: Sequence[str], *, timeout: float | None = None, cwd: str | 
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     deadline = None if timeout is None else time.monotonic() + timeout
     bufs = {proc.stdout.fileno(): bytearray(), proc.stderr.fileno(): bytearray()}
+    inodes = {os.fstat(fd).st_ino for fd in bufs}
     sel = selectors.DefaultSelector()
     try:
         if input is not None:
@@ -128,6 +168,8 @@ def run_bounded(cmd: Sequence[str], *, timeout: float | None = None, cwd: str | 
         # a timeout, an interrupt, or children of an ended program; before the program is
         # reaped, so its process group's id cannot be another's
         _kill_group(proc.pid)
+        if sel.get_map():   # a pipe not yet at its end: someone outside the group holds it
+            _kill_pipe_holders(inodes)
         proc.wait()
         sel.close()
         for s in (proc.stdout, proc.stderr):

@@ -257,3 +257,27 @@ def test_an_output_through_a_loop_of_links_is_refused_and_the_links_stay(tmp_pat
     with pytest.raises(OutputError, match="a loop of links"):
         atomic_write_bytes(tmp_path / "a", b"x")
     assert (tmp_path / "a").is_symlink() and (tmp_path / "b").is_symlink()
+
+
+def test_a_job_directory_of_another_pid_namespace_is_kept(tmp_path, monkeypatch):
+    """A job of a container sharing ``$TMPDIR`` has pids of its own namespace: one that
+    is dead *here* may be running there, so its directory stays; a dead job of this
+    namespace, and one whose marker predates the namespace line, go."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from ttforge.atomic import JOB_MARKER, job_dir
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                           text=True, check=True).stdout.strip()
+    ours = os.readlink("/proc/self/ns/pid")
+    markers = {"theirs": "a ttforge job\npid namespace: pid:[1]\n",
+               "ours": f"a ttforge job\npid namespace: {ours}\n", "old": ""}
+    for name, text in markers.items():
+        (tmp_path / f"ttforge-sim-{ended}-{name}").mkdir()
+        (tmp_path / f"ttforge-sim-{ended}-{name}" / JOB_MARKER).write_text(text)
+    d = job_dir("ttforge-sim-")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([d.name, f"ttforge-sim-{ended}-theirs"])
+    assert f"pid namespace: {ours}" in (d / JOB_MARKER).read_text().splitlines()

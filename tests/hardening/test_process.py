@@ -81,15 +81,27 @@ def test_an_interrupt_kills_the_group(tmp_path):
     assert out.strip() == "interrupted" and _gone(tag)
 
 
-def test_a_daemon_holding_the_pipes_does_not_hold_the_call(tmp_path):
-    """A program that starts a session of its own (out of the group's reach) and exits:
-    its daemon keeps the pipes open; the call returns within the drain time (it waited
-    for the daemon, past --timeout, deaf to Ctrl-C)."""
-    tag = f"{tmp_path.name}-d"
+@pytest.mark.parametrize("how", ["ends", "times out"])
+def test_a_daemon_holding_the_pipes_does_not_hold_the_call_nor_outlive_it(tmp_path, how):
+    """A program that starts a session of its own (out of the group's reach): its daemon
+    keeps the pipes open; the call returns within the drain time (it waited for the
+    daemon, past --timeout, deaf to Ctrl-C) and the daemon is killed with the rest (it
+    ran on for good); a daemon that let go of the pipes is out of reach, and left."""
+    tag, free = f"{tmp_path.name}-d", f"{tmp_path.name}-free"
+    script = (f"setsid bash -c 'exec -a {tag} sleep 300' & "
+              f"setsid bash -c 'exec -a {free} sleep 300' </dev/null >/dev/null 2>&1 & echo started"
+              + ("; sleep 300" if how == "times out" else ""))
     try:
         t0 = time.monotonic()
-        r = run_bounded(["bash", "-c", f"setsid bash -c 'exec -a {tag} sleep 300' & echo started"], timeout=30)
-        assert r.returncode == 0 and r.stdout == "started\n" and time.monotonic() - t0 < 10
-        assert _alive(tag)   # the daemon ran (and is its own: no group of ours holds it)
+        if how == "ends":
+            r = run_bounded(["bash", "-c", script], timeout=30)
+            assert r.returncode == 0 and r.stdout == "started\n"
+        else:
+            with pytest.raises(subprocess.TimeoutExpired):
+                run_bounded(["bash", "-c", script], timeout=1)
+        assert time.monotonic() - t0 < 10
+        assert _gone(tag)
+        assert _alive(free)   # it ran, and nothing reaches it
     finally:
         subprocess.run(["pkill", "-f", tag])
+        subprocess.run(["pkill", "-f", free])

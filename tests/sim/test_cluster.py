@@ -97,6 +97,30 @@ def test_a_local_cluster_gives_the_verdicts_of_a_run_in_this_process(tmp_path):
     assert (d / "divergence.txt").read_text() == (h / "divergence.txt").read_text()
 
 
+def test_a_local_cluster_s_scratch_left_by_a_killed_run_goes_with_the_next(tmp_path, monkeypatch):
+    """The local cluster's scratch directory is a job directory: a run killed before it
+    could remove it (SIGKILL) leaves ``ttforge-dask-<pid>-*``, which the next local
+    cluster removes; its own is removed when it closes."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from ttforge.atomic import JOB_MARKER
+    from ttforge.sim.cluster import ClusterSpec, connect
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                           text=True, check=True).stdout.strip()
+    left = tmp_path / f"ttforge-dask-{ended}-x"
+    left.mkdir()
+    (left / JOB_MARKER).write_text("")
+    with connect(ClusterSpec.parse("local", 1)):
+        assert not left.exists()
+        (own,) = tmp_path.glob(f"ttforge-dask-{os.getpid()}-*")
+        assert (own / JOB_MARKER).is_file()
+    assert not own.exists()
+
+
 @pytest.mark.parametrize("text,ok", [
     (None, True), ("local", True), ("tcp://127.0.0.1:8786", True), ("tcp://[::1]:8786", True), ("tcp://", False),
     ("http://host:1", False), ("/nonexistent/scheduler.json", False),
