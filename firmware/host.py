@@ -76,12 +76,29 @@ class SerialTransport:
             kind = file_kind(mode) or "a regular file"
             raise ConfigError(f"{setting} {show_path(port)} is {kind}, not a serial device; give the board's "
                               f"port (e.g. /dev/ttyUSB0)")
+        # A character device that is no terminal (/dev/null, /dev/zero) is the user's path
+        # too (pyserial's "Inappropriate ioctl" read as the board's trouble, exit 3). It is
+        # opened as pyserial opens it and held until pyserial has the port: a real port's
+        # lines see one open (no last close in between to drop DTR).
+        held = None
+        if mode is not None:
+            try:
+                held = os.open(port, os.O_RDWR | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_NONBLOCK", 0))
+            except OSError:
+                pass   # permission, a vanished board: pyserial says which (exit 3, below)
         try:
-            self._s = serial.Serial(port, self.baud, timeout=0.05, write_timeout=self.default_timeout)
-        except (serial.SerialException, OSError, ValueError) as e:
-            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise DeviceError(f"cannot open serial port {port}: {msg}; check {setting} "
-                              "(e.g. /dev/ttyUSB0) and that the board is attached") from None
+            if held is not None and not os.isatty(held):
+                raise ConfigError(f"{setting} {show_path(port)} is not a serial port (a character device "
+                                  "that is no terminal); give the board's port (e.g. /dev/ttyUSB0)")
+            try:
+                self._s = serial.Serial(port, self.baud, timeout=0.05, write_timeout=self.default_timeout)
+            except (serial.SerialException, OSError, ValueError) as e:
+                msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+                raise DeviceError(f"cannot open serial port {port}: {msg}; check {setting} "
+                                  "(e.g. /dev/ttyUSB0) and that the board is attached") from None
+        finally:
+            if held is not None:
+                os.close(held)
         self._serial = serial
 
     def write(self, data: bytes) -> None:
