@@ -206,8 +206,8 @@ def _resume_params(state, origin, args, out) -> dict:
 
 
 def train_board_run(args: argparse.Namespace, load_data: Callable) -> int:
-    """The command; ``load_data(spec) -> (name, x_train, y_train, x_test, y_test)`` as for
-    ``ttforge train-int``."""
+    """The command; ``load_data(spec[, flag]) -> (name, x_train, y_train, x_test, y_test)``
+    as for ``ttforge train-int`` (errors name ``flag``)."""
     from ttforge.atomic import check_not_input, check_output_file, check_writable, note_input
     from ttforge.hw.trainer.program import fit_engine
     from ttforge.ir.arith import quantize
@@ -245,7 +245,9 @@ def train_board_run(args: argparse.Namespace, load_data: Callable) -> int:
         if not args.resume or args.batch is not None:
             raise
         raise ConfigError(f"-o {show_path(out)}: meta.{META_KEY}.batch = {batch}: {e}") from None
-    ds_name, x, y, xt, yt = load_data(args.mnist_dir if args.data == "mnist" else "digits")
+    # idx: so that a directory named "digits" is read as one; errors name --mnist-dir
+    ds_name, x, y, xt, yt = (load_data(f"idx:{args.mnist_dir}", "--mnist-dir") if args.data == "mnist"
+                             else load_data("digits"))
     check_not_input(out)       # the data files just read (IDX), before the run, not after it
     y, yt = np.asarray(y, dtype=np.int64), np.asarray(yt, dtype=np.int64)
     check_fits(state, np.asarray(x).shape[1], np.concatenate([y, yt]), f"the state {args.state}")

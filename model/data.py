@@ -25,6 +25,7 @@ from __future__ import annotations
 import gzip
 import math
 import os
+import stat
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,7 @@ import torch
 from ttforge.errors import DataError
 from ttforge.errors import show_path
 from ttforge.atomic import note_input
-from ttforge.limits import MAX_CLASSES, MAX_IDX_BYTES, file_kind, open_regular, read_at_most
+from ttforge.limits import MAX_CLASSES, MAX_IDX_BYTES, broken_link, file_kind, open_regular, read_at_most
 
 __all__ = ["Dataset", "load_digits_split", "read_idx", "load_mnist_idx", "load_dataset",
            "DIGITS_SPLIT_SEED"]
@@ -241,14 +242,30 @@ def _tensors(images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torc
     return x, torch.from_numpy(labels.astype(np.int64))
 
 
+_IDX_FILES = "t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz] (or train-*)"
+
+
+def _check_directory(path: Path, where: str, fix: str) -> None:
+    """A one-line :class:`DataError` starting with ``where`` unless ``path`` is a
+    directory: ``fix`` says what to give instead of a missing one; a loop of symbolic
+    links or a link to a missing path is named as such (both once read "does not
+    exist")."""
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        raise DataError(broken_link(path, where, "directory") or f"{where} does not exist; {fix}") from None
+    except (OSError, ValueError) as e:
+        raise DataError(broken_link(path, where, "directory") or f"{where} cannot be read "
+                        f"({getattr(e, 'strerror', None) or e}); check the path and its permissions") from None
+    if not stat.S_ISDIR(mode):
+        raise DataError(f"{where} is {file_kind(mode) or 'a file'}; give the directory that holds the images "
+                        f"and labels IDX files")
+
+
 def load_mnist_idx(directory: str | os.PathLike) -> Dataset:
     """MNIST-format IDX files from a directory, with the fixed split of the module docs."""
     directory = Path(directory)
-    if not directory.is_dir():
-        raise DataError(
-            f"data directory {directory} does not exist; give a directory holding "
-            f"t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz] (or train-*)"
-        )
+    _check_directory(directory, f"data directory {show_path(directory)}", f"give a directory holding {_IDX_FILES}")
     has = {p: _find(directory, p, "images-idx3-ubyte") or _find(directory, p, "labels-idx1-ubyte")
            for p in ("train", "t10k")}
     if not any(has.values()):
@@ -274,22 +291,27 @@ def load_mnist_idx(directory: str | os.PathLike) -> Dataset:
     return Dataset(name, x[:n_train], y[:n_train], x[n_train:], y[n_train:])
 
 
-def load_dataset(spec: str) -> Dataset:
-    """``"digits"``, ``"idx:DIR"`` or a directory path of MNIST-format IDX files."""
+def load_dataset(spec: str, flag: str | None = None) -> Dataset:
+    """``"digits"``, ``"idx:DIR"`` or a directory path of MNIST-format IDX files.
+
+    Parameters
+    ----------
+    spec : str
+        The data set.
+    flag : str, optional
+        The option that named it (``"--mnist-dir"``): errors begin with it and the
+        path instead of ``data='SPEC'``.
+    """
     if not isinstance(spec, str) or not spec:
         raise DataError(f"data={spec!r}: give 'digits' or a directory of IDX files")
     if spec == "digits":
         return load_digits_split()
-    path = str(Path(spec[4:] if spec.startswith("idx:") else spec).expanduser())
-    if not Path(path).exists():
-        raise DataError(
-            f"data={spec!r}: {path} does not exist; give 'digits' or a directory of MNIST IDX "
-            f"files (t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz])"
-        )
-    if not Path(path).is_dir():
-        kind = file_kind(os.stat(path).st_mode) or "a file"
-        raise DataError(
-            f"data={spec!r}: {path} is {kind}; give the directory that holds the images and "
-            f"labels IDX files"
-        )
+    path = Path(spec[4:] if spec.startswith("idx:") else spec).expanduser()
+    if flag:
+        where, fix = f"{flag} {show_path(path)}", f"give a directory holding {_IDX_FILES}"
+    else:
+        where = f"data={spec!r}: {show_path(path)}"
+        fix = ("give 'digits' or a directory of MNIST IDX files (t10k-images-idx3-ubyte[.gz], "
+               "t10k-labels-idx1-ubyte[.gz])")
+    _check_directory(path, where, fix)
     return load_mnist_idx(path)

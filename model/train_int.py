@@ -13,11 +13,12 @@ import numpy as np
 __all__ = ["load_numpy", "plot_int_history"]
 
 
-def load_numpy(spec: str) -> tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``(name, x_train, y_train, x_test, y_test)`` of a data spec as numpy arrays."""
+def load_numpy(spec: str, flag: str | None = None) -> tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(name, x_train, y_train, x_test, y_test)`` of a data spec as numpy arrays (errors
+    name ``flag``, as in :func:`~ttforge.model.data.load_dataset`)."""
     from ttforge.model.data import load_dataset
 
-    ds = load_dataset(spec)
+    ds = load_dataset(spec, flag)
     return (ds.name, ds.x_train.numpy(), ds.y_train.numpy(), ds.x_test.numpy(), ds.y_test.numpy())
 
 

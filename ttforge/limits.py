@@ -14,6 +14,7 @@ and a file larger than the reader's limit.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -26,7 +27,7 @@ __all__ = [
     "MAX_IDX_BYTES", "MAX_NPY_BYTES", "MAX_CLASSES", "MAX_HIDDEN", "MAX_PARAMETERS",
     "MAX_SEED", "MAX_BATCH", "MAX_SEEDS", "MAX_VECTORS", "MAX_JOBS", "MAX_SEARCH_CORES",
     "MAX_LAYER_ELEMENTS", "MAX_EXP", "MAX_EPOCHS", "MAX_THREADS", "MAX_RATE", "MAX_LAYERS", "MAX_FREQ_MHZ", "MAX_TIMEOUT_S", "MAX_NETLIST_BYTES", "MAX_TOOL_OUTPUT_BYTES", "MAX_CHUNK_VALUES", "open_regular", "read_bounded", "read_at_most", "read_array", "check_limit",
-    "file_kind", "parse_config_text",
+    "file_kind", "broken_link", "parse_config_text",
 ]
 
 MiB = 1 << 20
@@ -108,6 +109,43 @@ def file_kind(mode: int) -> str | None:
     return next((k for test, k in _KINDS if test(mode)), "not a regular file")
 
 
+def broken_link(path: str | os.PathLike, where: str, thing: str = "file") -> str | None:
+    """The error line for ``path`` (shown as ``where``) when a symbolic link is why it
+    cannot be reached, else ``None``.
+
+    A loop of links (ELOOP) and a link to a missing path both read as "does not exist"
+    (``Path.exists`` is ``False``) or as "Too many levels of symbolic links": the line
+    names the link, in ``path`` itself or in a directory above it, and what it points to.
+    ``thing`` is what the link should lead to (``"file"``, ``"directory"``).
+    """
+    p = Path(path)
+    for part in (*reversed(p.parents), p):   # the first part that cannot be reached
+        try:
+            os.stat(part)
+            continue
+        except OSError as e:
+            err = e.errno
+        except ValueError:
+            return None
+        if not os.path.islink(part):
+            return None
+        # a link above the path itself should lead to a directory
+        link, want, inside = (("it", thing, "") if part == p else
+                              (show_path(part), "directory", f": {show_path(part)}, a part of its path,"))
+        fix = f"point the link at an existing {want} or give the {want}'s own path"
+        if err == errno.ELOOP:
+            return (f"{where}{inside} is a loop of symbolic links (ELOOP: following {link} never reaches a "
+                    f"{want}); {fix}")
+        if err in (errno.ENOENT, errno.ENOTDIR):
+            try:
+                target = show_path(os.readlink(part))
+            except OSError:
+                target = "a path"
+            return f"{where}{inside} is a symbolic link to {target}, which does not exist; {fix}"
+        return None
+    return None
+
+
 def check_limit(value: int, limit: int, what: str, fix: str = "") -> int:
     """``value`` if ``<= limit``, else a one-line :class:`LimitError` naming both."""
     if value > limit:
@@ -126,9 +164,10 @@ def open_regular(path: str | os.PathLike, what: str, limit: int,
     try:
         st = os.stat(p)
     except FileNotFoundError:
-        raise error(f"{where} does not exist; check the path") from None
+        raise error(broken_link(p, where) or f"{where} does not exist; check the path") from None
     except (OSError, ValueError) as e:
-        raise error(f"{where} cannot be read ({getattr(e, 'strerror', None) or e})") from None
+        raise error(broken_link(p, where)
+                    or f"{where} cannot be read ({getattr(e, 'strerror', None) or e})") from None
     kind = file_kind(st.st_mode)
     if kind is not None:
         raise error(f"{where} is {kind}, not a regular file; give the file itself") from None

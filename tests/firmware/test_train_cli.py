@@ -299,3 +299,26 @@ def test_an_output_never_replaces_the_data_files_it_reads(capsys, tmp_path, digi
     _one_line_error(capsys, ["train-board", str(path), "--sim", "--data", "mnist", "--mnist-dir", str(tmp_path),
                              "-o", str(labels)], "is the input")
     assert labels.read_bytes() == before
+
+
+@pytest.mark.parametrize("target, message", [("loop", "is a loop of symbolic links (ELOOP"),
+                                             ("missing", "is a symbolic link to missing, which does not exist")])
+def test_a_broken_link_as_mnist_dir_is_named_with_the_flag(capsys, tmp_path, digits_state, no_board, target,
+                                                           message):
+    """``--mnist-dir`` naming a loop of symbolic links (or a link to a missing path) said
+    "data='loop': loop does not exist": it names the flag and what the link is."""
+    path, _, _ = digits_state
+    os.symlink(target, tmp_path / "loop")
+    err = _one_line_error(capsys, ["train-board", str(path), "--sim", "--data", "mnist", "--mnist-dir",
+                                   str(tmp_path / "loop"), "-o", str(tmp_path / "out.ttts")], message)
+    assert err.startswith(f"ttforge train-board: error: --mnist-dir {tmp_path / 'loop'} "), err
+    assert not (tmp_path / "out.ttts").exists()
+
+
+def test_mnist_dir_named_digits_is_a_directory(capsys, tmp_path, monkeypatch, digits_state, no_board):
+    """``--data mnist --mnist-dir digits`` trained on the embedded digits set (the loader
+    read "digits" as that set's name), whether or not a directory ``digits`` existed."""
+    path, _, _ = digits_state
+    monkeypatch.chdir(tmp_path)
+    _one_line_error(capsys, ["train-board", str(path), "--sim", "--data", "mnist", "--mnist-dir", "digits",
+                             "-o", "out.ttts"], "--mnist-dir digits does not exist; give a directory holding")

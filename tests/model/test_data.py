@@ -142,6 +142,51 @@ def test_load_dataset_bad_specs(tmp_path):
         load_dataset(str(tmp_path))
 
 
+def _links(tmp_path):
+    """A loop of symbolic links, a link to a missing path, and data directories whose
+    images file is a self-loop and whose labels file links to a missing path."""
+    os.symlink("loop", tmp_path / "loop")
+    os.symlink("missing", tmp_path / "dangling")
+    for name, entry, target in (("a", "t10k-images-idx3-ubyte", "t10k-images-idx3-ubyte"),
+                                ("b", "t10k-labels-idx1-ubyte", "gone")):
+        (tmp_path / name).mkdir()
+        write_pair(tmp_path / name, "t10k", 10)
+        (tmp_path / name / entry).unlink()
+        os.symlink(target, tmp_path / name / entry)
+
+
+@pytest.mark.parametrize("data, message", [
+    ("loop", "loop is a loop of symbolic links (ELOOP"),
+    ("idx:loop", "loop is a loop of symbolic links (ELOOP"),
+    ("loop/x", "loop, a part of its path, is a loop of symbolic links (ELOOP"),
+    ("dangling", "dangling is a symbolic link to missing, which does not exist; point the link at an "
+                 "existing directory"),
+    ("a", "t10k-images-idx3-ubyte is a loop of symbolic links (ELOOP"),
+    ("b", "t10k-labels-idx1-ubyte is a symbolic link to gone, which does not exist; point the link at an "
+          "existing file"),
+])
+def test_a_broken_symbolic_link_is_named_as_one(tmp_path, capsys, monkeypatch, data, message):
+    """A loop of links as ``--data`` said "loop does not exist", a loop of links as an
+    IDX file "cannot be read (Too many levels of symbolic links)" and a link to a
+    missing path "does not exist": each is now one line naming the link, exit 2."""
+    from ttforge.cli import main
+
+    _links(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--data", data, "--out", "run", "--epochs", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "run").exists()
+
+
+def test_load_dataset_names_the_flag_given(tmp_path):
+    _links(tmp_path)
+    with pytest.raises(DataError, match=r"^--mnist-dir \S*loop is a loop of symbolic links \(ELOOP"):
+        load_dataset(f"idx:{tmp_path / 'loop'}", "--mnist-dir")
+    with pytest.raises(DataError, match=r"^--mnist-dir \S*missing does not exist; give a directory holding"):
+        load_dataset(f"idx:{tmp_path / 'missing'}", "--mnist-dir")
+
+
 @pytest.mark.skipif(not (MNIST / "t10k-images-idx3-ubyte.gz").exists(), reason="MNIST t10k not present")
 def test_mnist_t10k_fixed_split():
     ds = load_dataset(f"idx:{MNIST}")
