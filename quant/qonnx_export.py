@@ -140,13 +140,66 @@ def float32_bounds(net: IntNetwork) -> list[StepBound]:
     return out
 
 
-def _suggest_width(net: IntNetwork, li: int, t: int) -> int | None:
-    layer = net.layers[li]
-    for b in range(layer.step_in(t)[0] - 1, 1, -1):
-        lo, hi = _in_interval(net, li, t, b)
-        if _step_bound(layer, t, lo, hi) <= FLOAT32_EXACT:
-            return b
-    return None
+def _passes(net: IntNetwork, sb: StepBound, bits: int) -> bool:
+    lo, hi = _in_interval(net, sb.layer, sb.step, bits)
+    return _step_bound(net.layers[sb.layer], sb.step, lo, hi) <= FLOAT32_EXACT
+
+
+def _suggest_width(net: IntNetwork, group: list[StepBound]) -> int | None:
+    """The largest input width below the failing steps' own at which every step of
+    ``group`` is exact (``None`` if none is, down to 2 bits).
+
+    ``group`` is every step whose input width one ``ttforge quantize`` flag sets, failing
+    or not: the flag sets it in every layer, so the width must fit them all (a step
+    exact at its own width is exact at any smaller one).
+    """
+    failing = [sb for sb in group if not sb.exact]
+    top = min(net.layers[sb.layer].step_in(sb.step)[0] for sb in failing) - 1
+    return next((b for b in range(top, 1, -1) if all(_passes(net, sb, b) for sb in group)), None)
+
+
+def _where(steps: list[StepBound]) -> str:
+    """``"layer 0 (steps 1, 2), layer 1 (step 0)"``."""
+    layers: dict[int, list[int]] = {}
+    for sb in sorted(steps, key=lambda b: (b.layer, b.step)):
+        layers.setdefault(sb.layer, []).append(sb.step)
+    return ", ".join(f"layer {li} (step{'s' if len(ts) > 1 else ''} {', '.join(map(str, ts))})"
+                     for li, ts in layers.items())
+
+
+#: The steps whose input width one flag of ``ttforge quantize`` sets: a layer's first
+#: step takes the layer input (the activation width), every later one an intermediate.
+_WIDTH_FLAGS = (("in_bits (its input width, act_bits)", "--act-bits", lambda sb: sb.step == 0),
+                ("inter_bits", "--inter-bits", lambda sb: sb.step > 0))
+
+
+def _width_advice(net: IntNetwork, bounds: list[StepBound]) -> str:
+    """One fix for every inexact step at once: per flag, the width at which all the
+    steps it sets are exact (advice for the first failing step only led a user from one
+    failure to the next)."""
+    failing = [sb for sb in bounds if not sb.exact]
+    single = len(failing) == 1
+    widths, flags, stuck = [], [], []
+    for field, flag, takes in _WIDTH_FLAGS:
+        group = [sb for sb in bounds if takes(sb)]
+        fails = [sb for sb in group if not sb.exact]
+        if not fails:
+            continue
+        width = _suggest_width(net, group)
+        if width is None:
+            stuck += fails
+            continue
+        widths.append(f"{field} <= {width}" + ("" if single else f" at {_where(fails)}"))
+        flags.append(f"{flag} {width}")
+    if not widths:
+        return (f"quantize layer {failing[0].layer} with fewer w_bits or smaller modes/ranks at this step"
+                if single else "quantize with fewer w_bits or smaller modes/ranks at these steps")
+    fix = (f"quantize {f'layer {failing[0].layer} ' if single else ''}with {' and '.join(widths)} "
+           f"(ttforge quantize {' '.join(flags)}), fewer w_bits, or smaller modes/ranks at "
+           f"{'this step' if single else 'these steps'}")
+    if stuck:   # no width of their flag is small enough for these
+        fix += f"; at {_where(stuck)} only fewer w_bits or smaller modes/ranks will do"
+    return fix
 
 
 def _check_exportable(net: IntNetwork) -> None:
@@ -167,20 +220,15 @@ def _check_exportable(net: IntNetwork) -> None:
                 raise ConfigError(
                     f"layer {li} {name} needs the scale 2^{e}, outside the exponents [{MIN_EXP}, {MAX_EXP}] "
                     f"that keep every value a normal float32; rescale the network (exponents near 0)")
-    for sb in float32_bounds(net):
-        if sb.exact:
-            continue
-        if sb.step > 0:
-            field, flag = "inter_bits", "--inter-bits"
-        else:  # the step's input is the layer input: the activation width
-            field, flag = "in_bits (its input width, act_bits)", "--act-bits"
-        width = _suggest_width(net, sb.layer, sb.step)
-        fix = (f"quantize layer {sb.layer} with {field} <= {width} (ttforge quantize {flag} {width}), "
-               f"fewer w_bits, or smaller modes/ranks at this step" if width else
-               f"quantize layer {sb.layer} with fewer w_bits or smaller modes/ranks at this step")
-        raise ConfigError(
-            f"layer {sb.layer} step {sb.step} (core {sb.core}) can reach sums of {sb.bound:,} "
-            f"(> 2^24 = {FLOAT32_EXACT:,}) that a float32 QONNX graph does not hold exactly; {fix}")
+    bounds = float32_bounds(net)
+    failing = [sb for sb in bounds if not sb.exact]
+    if not failing:
+        return
+    sb, rest = failing[0], failing[1:]
+    more = f", and so can {len(rest)} more step{'s' if len(rest) > 1 else ''}: {_where(rest)}" if rest else ""
+    raise ConfigError(f"layer {sb.layer} step {sb.step} (core {sb.core}) can reach sums of {sb.bound:,} "
+                      f"(> 2^24 = {FLOAT32_EXACT:,}) that a float32 QONNX graph does not hold exactly{more}; "
+                      f"{_width_advice(net, bounds)}")
 
 
 # ---------------------------------------------------------------------------------------

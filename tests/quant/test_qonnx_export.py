@@ -7,6 +7,8 @@ installed, its own executor (``qonnx.core.onnx_exec.execute_onnx``). Both must g
 after dividing by ``2^out_exp``, exactly what ``ttforge.quant.execute`` gives.
 """
 
+from dataclasses import replace
+
 import numpy as np
 import onnx
 import pytest
@@ -289,6 +291,77 @@ def test_wide_accumulators_are_refused_with_the_width_that_fits():
     with pytest.raises(ConfigError):
         build_qonnx(wide_network(width + 1))  # ... and is the largest that does
     assert max(b.bound for b in float32_bounds(wide_network(width))) <= FLOAT32_EXACT
+
+
+def two_failures_network(act_bits=16, inter_bits=16):
+    """Two layers whose steps overflow float32 at different input widths: layer 0's
+    steps 1 and 2 (K = 16 and 32, exact at inter_bits <= 14 and <= 13) and layer 1's
+    step 0 (K = 16 on the activations, exact at act_bits <= 14)."""
+    layers = []
+    for shape, in_exp, relu in ((TTShape((4, 4, 4), (4, 4, 4), (1, 4, 8, 1)), -7, True),
+                                (TTShape((2, 2, 2), (16, 2, 2), (1, 2, 2, 1)), -3, False)):
+        layers.append(IntLayer(
+            in_features=shape.in_size, out_features=shape.out_size, schedule=ContractionSchedule(shape, (0, 1, 2)),
+            cores=tuple(np.full(s, 127, dtype=np.int64) for s in shape.core_shapes), core_exps=(-7, -7, -7),
+            w_bits=8, in_bits=act_bits, in_exp=in_exp, inter_bits=inter_bits, out_bits=act_bits,
+            step_exps=(-6, -6, -3), acc_bits=48, relu=relu))
+    return IntNetwork(tuple(layers))
+
+
+def test_the_advice_names_one_width_per_flag_that_makes_every_step_exact(tmp_path, capsys):
+    """The advice named the width of the first inexact step only (--inter-bits 14): with
+    it, layer 0 step 2 (and layer 1 step 0) still failed, one refusal after another.
+    Applied as ``ttforge quantize`` would (the flag sets its width in every layer), the
+    advice now exports, and is the largest width per flag that does."""
+    art = save_artifact(two_failures_network(), tmp_path / "two.ttfa")
+    assert main(["export-qonnx", str(art), "-o", str(tmp_path / "two.onnx"), "--check", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    flags = err.split("(ttforge quantize ")[1].split(")")[0].split()
+    advice = dict(zip(flags[::2], map(int, flags[1::2])))
+    widths = {"act_bits": advice.get("--act-bits", 16), "inter_bits": advice.get("--inter-bits", 16)}
+    art = save_artifact(two_failures_network(**widths), tmp_path / "fixed.ttfa")
+    assert main(["export-qonnx", str(art), "-o", str(tmp_path / "fixed.onnx"), "--check", "0"]) == 0, \
+        capsys.readouterr().err
+    assert "and so can 2 more steps: layer 0 (step 2), layer 1 (step 0)" in err, err
+    for name in widths:  # one bit more for either flag is not exact
+        with pytest.raises(ConfigError):
+            build_qonnx(two_failures_network(**{**widths, name: widths[name] + 1}))
+
+
+def test_the_advised_width_fits_the_steps_that_pass_too():
+    """A flag sets its width in every layer: layer 0's first step, exact at its own 8-bit
+    input, is not at the 14 bits layer 1's first step would allow (K = 32), so the advice
+    is 13 bits, at which both are exact."""
+    first = TTShape((8, 8), (32, 2), (1, 2, 1))
+    second = two_failures_network().layers[1]
+    net = IntNetwork((IntLayer(in_features=64, out_features=64, schedule=ContractionSchedule(first, (0, 1)),
+                               cores=tuple(np.full(s, 127, dtype=np.int64) for s in first.core_shapes),
+                               core_exps=(-7, -7), w_bits=8, in_bits=8, in_exp=-7, inter_bits=16, out_bits=16,
+                               step_exps=(-6, -3), acc_bits=48, relu=True), second))
+    with pytest.raises(ConfigError) as e:
+        build_qonnx(net)
+    assert "(ttforge quantize --act-bits 13)" in str(e.value), e.value
+    fixed = IntNetwork(tuple(replace(layer, in_bits=13, out_bits=13) for layer in net.layers))
+    build_qonnx(fixed)
+    with pytest.raises(ConfigError, match="layer 0 step 0"):
+        build_qonnx(IntNetwork(tuple(replace(layer, in_bits=14, out_bits=14) for layer in net.layers)))
+
+
+def test_a_step_no_width_fixes_is_named_beside_the_advice():
+    """Layer 0's first step sums 2^17 products: no activation width is small enough, so
+    the advice for its second step (--inter-bits) says that the first needs fewer w_bits
+    or smaller modes/ranks."""
+    shape = TTShape((1, 4), (1 << 17, 4), (1, 4, 1))
+    layer = IntLayer(in_features=shape.in_size, out_features=shape.out_size,
+                     schedule=ContractionSchedule(shape, (0, 1)),
+                     cores=tuple(np.full(s, 127, dtype=np.int64) for s in shape.core_shapes), core_exps=(-7, -7),
+                     w_bits=8, in_bits=8, in_exp=-7, inter_bits=16, out_bits=8, step_exps=(-6, -3), acc_bits=48)
+    with pytest.raises(ConfigError) as e:
+        build_qonnx(IntNetwork((layer,)))
+    msg = str(e.value)
+    assert "\n" not in msg and "(ttforge quantize --inter-bits 14)" in msg and "--act-bits" not in msg, msg
+    assert msg.endswith("; at layer 0 (step 0) only fewer w_bits or smaller modes/ranks will do"), msg
 
 
 def test_bad_options_are_named(tmp_path):
