@@ -165,6 +165,10 @@ def check_accumulators(model: nn.Module, config: QuantConfig) -> None:
     """
     check_finite_layers(enumerate(_linear_layers(model)),
                         "quantize a model whose training did not diverge (check the checkpoint)")
+    # every step first, then one error naming the widest: --acc-bits is one width for
+    # all layers, and advice for the first step that overflows was followed by an error
+    # at the next (8-bit inputs, 16-bit intermediates: "raise to 19", then "to 27")
+    worst, over = None, 0
     for i, layer in enumerate(_linear_layers(model)):
         q = config.for_layer(i)
         _, schedule, _, _ = _tt_view(layer)
@@ -172,12 +176,16 @@ def check_accumulators(model: nn.Module, config: QuantConfig) -> None:
             x_bits = q.act_bits if t == 0 else q.inter_bits
             need = acc_bits_needed(step.K, q.w_bits, x_bits)
             if need > q.acc_bits:
-                fix = (f"raise --acc-bits to {need}" if need <= MAX_ACC_BITS
-                       else f"lower --w-bits/--act-bits/--inter-bits (at most {MAX_ACC_BITS} bits)")
-                raise ConfigError(
-                    f"layer {i} step {t}: {step.K} products of {q.w_bits}-bit cores and {x_bits}-bit "
-                    f"inputs need a {need}-bit accumulator but --acc-bits is {q.acc_bits}; {fix}"
-                )
+                over += 1
+                if worst is None or need > worst[0]:
+                    worst = (need, i, t, step.K, q.w_bits, x_bits, q.acc_bits)
+    if worst is not None:
+        need, i, t, k, w_bits, x_bits, acc_bits = worst
+        fix = (f"raise --acc-bits to {need}" if need <= MAX_ACC_BITS
+               else f"lower --w-bits/--act-bits/--inter-bits (at most {MAX_ACC_BITS} bits)")
+        more = f" (the widest of {over} steps that overflow it)" if over > 1 else ""
+        raise ConfigError(f"layer {i} step {t}: {k} products of {w_bits}-bit cores and {x_bits}-bit "
+                          f"inputs need a {need}-bit accumulator but --acc-bits is {acc_bits}{more}; {fix}")
 
 
 def weights_fingerprint(model: nn.Module) -> str:

@@ -98,8 +98,23 @@ def test_config_errors_name_the_flag(run_dir):
     with pytest.raises(ConfigError, match="is not LAYER:BITS"):
         parse_layer_bits("0-4")
     assert parse_layer_bits("0:4, 1:8") == {0: 4, 1: 8}
-    with pytest.raises(ConfigError, match=r"layer 0 step 0: .* need a \d+-bit accumulator but --acc-bits is 12"):
+    with pytest.raises(ConfigError, match=r"layer \d step \d: .* need a \d+-bit accumulator but --acc-bits is 12"):
         check_accumulators(model, make_config(2, act_bits=8, acc_bits=12))
+
+
+def test_the_acc_bits_advice_fits_every_step(run_dir):
+    """--acc-bits is one width for all steps: the advice names the widest need (it named
+    the first step's, and the next step then overflowed the advised width)."""
+    import re
+
+    model = load_trained(run_dir).model
+    with pytest.raises(ConfigError) as e:
+        check_accumulators(model, make_config(2, act_bits=8, inter_bits=16, acc_bits=12))
+    need = int(re.search(r"raise --acc-bits to (\d+)$", str(e.value)).group(1))
+    assert "steps that overflow it" in str(e.value)
+    check_accumulators(model, make_config(2, act_bits=8, inter_bits=16, acc_bits=need))
+    with pytest.raises(ConfigError):
+        check_accumulators(model, make_config(2, act_bits=8, inter_bits=16, acc_bits=need - 1))
 
 
 # -- CLI --------------------------------------------------------------------------------
@@ -154,7 +169,7 @@ def test_cli_table(run_dir, tmp_path, capsys):
         (["--layer-bits", "5:4"], "layer 5 does not exist"),
         (["--layer-bits", "0:1"], "layer 0 bits 1 is out of range"),
         (["--layer-bits", "zero:4"], "is not LAYER:BITS"),
-        (["--act-bits", "16", "--acc-bits", "20"], "need a 26-bit accumulator but --acc-bits is 20; raise --acc-bits to 26"),
+        (["--act-bits", "16", "--acc-bits", "20"], "need a 27-bit accumulator but --acc-bits is 20 (the widest of 3 steps that overflow it); raise --acc-bits to 27"),
         (["--calib-samples", "0"], "--calib-samples 0 must be in 1..1,048,576"),
         (["--qat-epochs", "100001"], "--qat-epochs 100001 must be in 0..100,000"),
         (["--lr", "-1"], "--lr -1.0 must be a positive number"),
