@@ -84,7 +84,7 @@ class CategorisedLink:
         reg = self.regs.get(addr, hex(addr))
         return {"STATUS": "STATUS poll", "CMD": "CMD.START"}.get(reg, f"register {reg}")
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes, timeout: float | None = None) -> None:
         for content, _ in self._dec.feed(data):
             before = len(self.m._out)
             self.m.write(self.P.slip_encode(content))

@@ -48,7 +48,8 @@ class Transport(Protocol):
     name: str
     default_timeout: float
 
-    def write(self, data: bytes) -> None: ...
+    # all of ``data`` within ``timeout`` s (None: ``default_timeout``), else DeviceTimeout
+    def write(self, data: bytes, timeout: float | None = None) -> None: ...
 
     def read(self, timeout: float) -> bytes: ...      # b"" when nothing came in time
 
@@ -101,12 +102,18 @@ class SerialTransport:
                 os.close(held)
         self._serial = serial
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes, timeout: float | None = None) -> None:
+        limit = self.default_timeout if timeout is None else timeout
         try:
+            if limit <= 0:    # pyserial's write_timeout 0 means "do not wait", not "too late"
+                raise self._serial.SerialTimeoutException("Write timeout")
+            self._s.write_timeout = limit
+            # No flush: tcdrain has no timeout (a USB device that stops reading would hold
+            # it for good); the answer awaited next comes after the bytes have left anyway,
+            # under the same deadline.
             self._s.write(data)
-            self._s.flush()
         except self._serial.SerialTimeoutException:
-            raise DeviceTimeout(f"{self.name}: writing timed out after {self.default_timeout:g} s") from None
+            raise DeviceTimeout(f"{self.name}: writing timed out after {limit:g} s") from None
         except (self._serial.SerialException, OSError) as e:
             raise DeviceError(f"{self.name}: write failed: {e}") from None
 
@@ -186,9 +193,21 @@ class Device:
                 self.bad_frame_count += 1
         return True
 
-    def _wait(self, queue: deque, what: str, timeout: float | None = None):
+    def _send(self, data: bytes, what: str, timeout: float, deadline: float) -> None:
+        """Write ``data`` by ``deadline``: a request's write and its answer share one
+        deadline (a write that waited for a peer that does not read used to get the whole
+        ``timeout`` on top of the answer's)."""
+        try:
+            self.t.write(data, timeout=deadline - time.monotonic())
+        except DeviceTimeout:
+            raise DeviceTimeout(
+                f"{self.t.name}: could not send {what} within {timeout:g} s (the device takes no bytes); "
+                "check the port, the baud rate, and that the board runs a ttforge bitstream") from None
+
+    def _wait(self, queue: deque, what: str, timeout: float | None = None, deadline: float | None = None):
         timeout = self.timeout if timeout is None else timeout
-        deadline = time.monotonic() + timeout
+        if deadline is None:
+            deadline = time.monotonic() + timeout
         while not queue:
             if time.monotonic() >= deadline:
                 bad = f" ({self.bad_frame_count} corrupt frames received)" if self.bad_frame_count else ""
@@ -199,9 +218,12 @@ class Device:
         return queue.popleft()
 
     def request(self, frame: bytes, cmd: Cmd, *, timeout: float | None = None) -> Response:
-        """Send one request frame, wait for its response (status checked, AXI resp not)."""
-        self.t.write(frame)
-        r = self._wait(self._responses, f"answer to {cmd.name}", timeout)
+        """Send one request frame, wait for its response (status checked, AXI resp not);
+        both within ``timeout`` (default: the device's)."""
+        timeout = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        self._send(frame, cmd.name, timeout, deadline)
+        r = self._wait(self._responses, f"answer to {cmd.name}", timeout, deadline)
         if r.cmd != cmd:
             raise P.ProtocolError(f"{self.t.name}: expected a {cmd.name} response, got {r.describe()}")
         if r.status != Status.OK:
@@ -210,9 +232,11 @@ class Device:
 
     def resync(self) -> None:
         """Send frame delimiters and drop whatever is queued (after an error)."""
-        self.t.write(bytes([P.END]) * 4)
+        self._send(bytes([P.END]) * 4, "frame delimiters", self.timeout, time.monotonic() + self.timeout)
+        # what arrives within 50 ms is dropped; the clock, not a quiet line, ends it (a port
+        # that never fell silent held this loop for as long as it talked)
         deadline = time.monotonic() + 0.05
-        while self._pump(deadline):
+        while time.monotonic() < deadline and self._pump(deadline):
             pass
         self._responses.clear()
         self._outputs.clear()
@@ -254,10 +278,11 @@ class Device:
         out: list[int] = []
         sent = 0
         while len(out) < len(addrs):
+            deadline = time.monotonic() + self.timeout     # the writes and the next answer
             while sent < len(addrs) and sent - len(out) < window:
-                self.t.write(P.read32(addrs[sent]))
+                self._send(P.read32(addrs[sent]), "READ32", self.timeout, deadline)
                 sent += 1
-            r = self._wait(self._responses, "answer to READ32")
+            r = self._wait(self._responses, "answer to READ32", self.timeout, deadline)
             if r.cmd != Cmd.READ32 or r.status != Status.OK:
                 self.resync()
                 raise DeviceError(f"{self.t.name}: read of 0x{addrs[len(out)]:X}: {r.describe()}")
@@ -367,8 +392,9 @@ class Device:
         out = np.zeros((x.shape[0], n_out), dtype=np.int64)
         tmo = self.timeout if timeout is None else timeout
         for i, row in enumerate(x):
-            self.t.write(P.stream_in(row.tolist(), eb))
-            r = self._wait(self._responses, "answer to STREAM_IN", tmo)
+            deadline = time.monotonic() + tmo
+            self._send(P.stream_in(row.tolist(), eb), "STREAM_IN", tmo, deadline)
+            r = self._wait(self._responses, "answer to STREAM_IN", tmo, deadline)
             if r.cmd != Cmd.STREAM_IN or r.status != Status.OK:
                 self._recover()
                 raise DeviceError(f"{self.t.name}: vector {i}: {r.describe()}")

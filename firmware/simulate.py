@@ -155,7 +155,8 @@ class SimTransport:
         logger.addHandler(self._handler)
         logger.propagate = False
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes, timeout: float | None = None) -> None:
+        # no bound needed: the simulation reads the socket as it runs, and a frame fits its buffer
         try:
             self._sock.sendall(data)
         except OSError as e:

@@ -45,9 +45,9 @@ class CountingTransport:
         self.tx = 0
         self.rx = 0
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes, timeout: float | None = None) -> None:
         self.tx += len(data)
-        self.inner.write(data)
+        self.inner.write(data, timeout)
 
     def read(self, timeout: float) -> bytes:
         data = self.inner.read(timeout)
@@ -427,7 +427,7 @@ class LinkModel:
         self._put("BMEM", 0, program.bmem)
         self.mem[self.regmap.addr("RNG")] = int(rng)
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes, timeout: float | None = None) -> None:   # answers at once: no wait
         import struct
 
         for content, ok in self._dec.feed(data):

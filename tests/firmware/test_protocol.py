@@ -102,7 +102,7 @@ class _Babbler:
     def __init__(self, chunk: bytes):
         self.chunk = chunk
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes, timeout: float | None = None) -> None:
         pass
 
     def read(self, timeout: float) -> bytes:
