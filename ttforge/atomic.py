@@ -347,6 +347,17 @@ def _fail(path: Path, e: OSError) -> OutputError:
     return OutputError(f"cannot write {path} ({why}); choose another output path")
 
 
+def _check_not_dir_name(path: str | os.PathLike, flag: str = "", example: str = "out") -> None:
+    """One line if ``path`` ends in a separator: a directory's name, which ``Path`` drops
+    (``out.bin/`` wrote a file ``out.bin``; ``cp`` says "Not a directory")."""
+    text = os.fspath(path)
+    if isinstance(text, str) and text.endswith(tuple(filter(None, (os.sep, os.altsep)))) and text.strip(os.sep):
+        where = f"{flag} {show_path(text)}" if flag else show_path(text)
+        raise OutputError(f"{where} ends in {text[-1]!r}, a directory's name, where a file is written; "
+                          f"give the file's path (e.g. {show_path(text.rstrip(text[-1]))} or "
+                          f"{show_path(text + example)})")
+
+
 def check_output_file(path: str | os.PathLike, flag: str = "-o", example: str = "out") -> Path:
     """``path`` as a :class:`Path` if a file can be written there, else one-line error.
 
@@ -357,6 +368,7 @@ def check_output_file(path: str | os.PathLike, flag: str = "-o", example: str = 
     p = Path(path).expanduser()
     if p.is_dir():
         raise OutputError(f"{flag} {p} is a directory; give a file name (e.g. {p}/{example})")
+    _check_not_dir_name(path, flag, example)
     _check_regular(p, flag)
     _check_ancestors(p, flag)
     check_not_input(p, flag)
@@ -471,6 +483,7 @@ def _fsync_file(path: str | os.PathLike) -> None:
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file and a rename."""
+    _check_not_dir_name(path)
     path = Path(path)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
@@ -492,6 +505,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     over ``path``; on any exception it is removed and ``path`` is left as it was.
     ``suffix`` keeps the extension a library may insist on (e.g. ``".npy"``).
     """
+    _check_not_dir_name(path)
     path = _through_link(path)
     parent = path.parent if str(path.parent) else Path(".")
     if path.is_dir():

@@ -281,3 +281,15 @@ def test_a_job_directory_of_another_pid_namespace_is_kept(tmp_path, monkeypatch)
     d = job_dir("ttforge-sim-")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([d.name, f"ttforge-sim-{ended}-theirs"])
     assert f"pid namespace: {ours}" in (d / JOB_MARKER).read_text().splitlines()
+
+
+@pytest.mark.parametrize("name", ["out.bin/", "sub/"])
+def test_a_file_path_ending_in_a_separator_is_refused(tmp_path, name):
+    """``out.bin/`` names a directory; ``Path`` drops the slash and a file ``out.bin``
+    was written (``cp`` refuses: "Not a directory")."""
+    with pytest.raises(OutputError, match="a directory's name"):
+        atomic_write_bytes(f"{tmp_path}/{name}", b"x")
+    with pytest.raises(OutputError, match="a directory's name"):
+        with atomic_path(f"{tmp_path}/{name}"):
+            pass
+    assert list(tmp_path.iterdir()) == []
