@@ -1416,9 +1416,10 @@ def _autocast_eligible(t: torch.Tensor) -> bool:
     return t.is_floating_point() and t.dtype != torch.float64
 
 
-def autocast_dtype(x: torch.Tensor, cores: Sequence[torch.Tensor]) -> torch.dtype | None:
+def autocast_dtype(x: torch.Tensor, cores: Sequence[torch.Tensor],
+                   bias: torch.Tensor | None = None) -> torch.dtype | None:
     """The dtype ``torch.autocast`` runs a product in on ``x``'s device when it is on
-    there and would cast the cores to it; else ``None``.
+    there and would cast any of ``x``, ``cores`` and ``bias`` to it; else ``None``.
 
     The TT contractions then run wholly in that dtype with autocast off inside
     (:func:`autocast_cast`): autocast casts the operands of ``mm``, but not a work buffer
@@ -1427,7 +1428,12 @@ def autocast_dtype(x: torch.Tensor, cores: Sequence[torch.Tensor]) -> torch.dtyp
     if not cores or not torch.amp.is_autocast_available(kind) or not torch.is_autocast_enabled(kind):
         return None
     low = torch.get_autocast_dtype(kind)
-    return low if _autocast_eligible(cores[0]) and cores[0].dtype != low else None
+    # any operand, not only the cores: a layer already in autocast's dtype given a
+    # float32 x left autocast on, and the work buffers (x's dtype) met bfloat16 products
+    for t in (x, bias, *cores):
+        if t is not None and t.dtype != low and _autocast_eligible(t):
+            return low
+    return None
 
 
 def autocast_cast(low: torch.dtype, x: torch.Tensor, cores: Sequence[torch.Tensor],
@@ -1444,7 +1450,7 @@ def in_autocast_dtype(fn, x: torch.Tensor, cores: Sequence[torch.Tensor], *args,
     cast to autocast's dtype and autocast off inside, where ``torch.autocast`` would
     cast them (:func:`autocast_dtype`: the products then run in its dtype, as
     ``nn.Linear``'s do); ``None`` where it would not (``bias`` is passed only if given)."""
-    low = autocast_dtype(x, cores)
+    low = autocast_dtype(x, cores, bias)
     if low is None:
         return None
     x, cores, bias = autocast_cast(low, x, cores, bias)

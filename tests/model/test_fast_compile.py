@@ -310,3 +310,23 @@ def test_autocast_runs_the_compiled_layer_in_its_dtype(threads):
     for a, b in zip(*results):
         assert a.dtype == b.dtype and torch.allclose(a.float(), b.float(), rtol=0.05, atol=0.05 * float(b.abs().max()))
     assert {g.dtype for g in results[0][1:]} == {torch.float32}
+
+
+def test_autocast_casts_the_input_of_a_layer_already_in_its_dtype(threads):
+    """A bfloat16 network given float32 x under bfloat16 autocast, compiled: as eager and
+    ``nn.Linear``, bfloat16 out and a float32 ``x.grad``."""
+    torch.manual_seed(2)
+    net = nn.Sequential(TTLinear(784, 512, 16, in_modes=[7, 4, 7, 4], out_modes=[4, 8, 4, 4]),
+                        nn.ReLU(), TTLinear(512, 10, 4)).to(torch.bfloat16)
+    x = torch.randn(64, 784)
+    results = []
+    for module in (torch.compile(net, backend="aot_eager", fullgraph=True), net):
+        xg = x.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = module(xg)
+        y.float().square().sum().backward()
+        results.append((y.detach(), xg.grad))
+    for y, gx in results:
+        assert y.dtype == torch.bfloat16 and gx.dtype == torch.float32
+    assert torch.allclose(results[0][0].float(), results[1][0].float(), rtol=0.05,
+                          atol=0.05 * float(results[1][0].abs().max()))

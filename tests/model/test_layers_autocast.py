@@ -101,3 +101,39 @@ def test_a_layer_without_bias_under_autocast(name, impl):
         y = layer(x)
     assert y.dtype == torch.bfloat16
     assert ((y.float() - want).norm() / want.norm()).item() < 3e-2
+
+
+@pytest.mark.parametrize("impl", ["fast", "schedule"])
+@pytest.mark.parametrize("batch", [3, 300])  # 300: the fast path's chunked batch
+def test_a_layer_already_in_autocasts_dtype_takes_a_float32_input(impl, batch):
+    """A bfloat16 layer given float32 x under bfloat16 autocast: as ``nn.Linear``,
+    bfloat16 out and a float32 ``x.grad`` (x was not cast and autocast stayed on inside,
+    so the fast path's float32 work buffers met bfloat16 products and raised)."""
+    layer = _layer("784x512 r16", impl).to(torch.bfloat16)
+    x = torch.randn(batch, 784, generator=torch.Generator().manual_seed(3))
+    want = layer(x.to(torch.bfloat16)).float()
+    xg = x.clone().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(xg)
+        with torch.no_grad():
+            y_inference = layer(x)
+    assert y.dtype == y_inference.dtype == torch.bfloat16
+    for got in (y, y_inference):
+        assert ((got.float() - want).norm() / want.norm()).item() < 3e-2
+    y.float().square().sum().backward()
+    assert xg.grad.dtype == torch.float32 and torch.isfinite(xg.grad).all()
+    for p in layer.parameters():
+        assert p.grad.dtype == torch.bfloat16 and torch.isfinite(p.grad).all()
+
+
+@pytest.mark.parametrize("impl", ["fast", "schedule"])
+@pytest.mark.parametrize("name", ["784x512 r16", "1000x300 padded"])
+def test_a_bias_not_in_autocasts_dtype_is_cast_too(name, impl):
+    """Cores and x in autocast's dtype, a float32 bias: the bias is cast as nn.Linear's
+    would be, and the output stays in autocast's dtype (it was added uncast: float32 out)."""
+    layer = _layer(name, impl).to(torch.bfloat16)
+    layer.bias = nn.Parameter(layer.bias.detach().float())
+    x = torch.randn(300, layer.in_features, dtype=torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(x)
+    assert y.dtype == torch.bfloat16
