@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -96,6 +98,26 @@ def test_from_linear_honours_error_and_copies_bias():
     assert torch.allclose(full(x), lin(x), atol=1e-5)
     capped = TTLinear.from_linear(lin, max_rank=2)
     assert max(capped.ranks) == 2
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_from_linear_keeps_the_linears_dtype_and_reports_the_stored_error(dtype):
+    """The layer has the Linear's dtype (a float64 Linear became float32 cores and its
+    float64 input raised) and ``decomposition_error`` is that of the cores it holds
+    (2e-15 was reported for float32 cores 5e-8 off)."""
+    torch.manual_seed(0)
+    lin = nn.Linear(64, 32, dtype=dtype)
+    tt = TTLinear.from_linear(lin, rel_error=1e-12)
+    assert {p.dtype for p in tt.parameters()} == {dtype}
+    W = lin.weight.detach().double()
+    held = copy.deepcopy(tt).double().to_dense().detach()  # the stored cores, multiplied exactly enough
+    stored = (torch.linalg.norm(held - W) / torch.linalg.norm(W)).item()
+    assert tt.decomposition_error == pytest.approx(stored, rel=1e-6, abs=1e-15)
+    if dtype != torch.float64:
+        assert tt.decomposition_error > 1e-9  # the cores' rounding, not the SVD's
+    x = torch.randn(3, 64, dtype=dtype)
+    assert tt(x).dtype == dtype
+    assert torch.allclose(tt(x).double(), lin(x).double(), atol=0.05 if dtype == torch.bfloat16 else 1e-5)
 
 
 def test_errors_name_the_problem():
