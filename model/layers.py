@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Sequence
 
 import torch
 from torch import nn
 
-from ttforge.errors import ConfigError, ShapeError
+from ttforge.errors import ConfigError, ShapeError, show
 from ttforge.ir.schedule import ContractionSchedule, Objective
 from ttforge.ir.tt import integers
 from ttforge.model.fast import (MergeCache, captured, check_input, compiled, in_autocast_dtype, plan_for,
@@ -195,11 +196,14 @@ class TTLinear(nn.Module):
         if impl not in IMPLS:
             raise ConfigError(f"impl={impl!r} must be one of {', '.join(map(repr, IMPLS))}")
         self.impl = impl
+        sizes = []
         for name, v in (("in_features", in_features), ("out_features", out_features)):
-            if not isinstance(v, int) or v < 1:
-                raise ShapeError(f"{name}={v!r} must be a positive integer")
-        self.in_features = in_features
-        self.out_features = out_features
+            # integral numbers, as nn.Linear and the modes take (numpy's too); never a bool,
+            # which is an int to isinstance (True passed here and failed in factorize)
+            if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < 1:
+                raise ShapeError(f"{name}={show(v)} must be a positive integer")
+            sizes.append(int(v))
+        self.in_features, self.out_features = in_features, out_features = sizes
         if in_modes is not None and out_modes is not None and len(in_modes) != len(out_modes):
             raise ShapeError(
                 f"in_modes {list(in_modes)} and out_modes {list(out_modes)} must have the same "

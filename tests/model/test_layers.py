@@ -1,5 +1,7 @@
 import copy
+import re
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -118,6 +120,20 @@ def test_from_linear_keeps_the_linears_dtype_and_reports_the_stored_error(dtype)
     x = torch.randn(3, 64, dtype=dtype)
     assert tt(x).dtype == dtype
     assert torch.allclose(tt(x).double(), lin(x).double(), atol=0.05 if dtype == torch.bfloat16 else 1e-5)
+
+
+def test_sizes_take_integral_numbers_but_not_bools():
+    """numpy integers are sizes, as for nn.Linear and the modes (they were refused as not
+    positive integers); a bool is refused in one line (True passed and failed in
+    factorize with 'size True cannot be factored')."""
+    layer = TTLinear(np.int64(16), np.int32(4), 2)
+    assert (layer.in_features, layer.out_features) == (16, 4)
+    assert type(layer.in_features) is int and type(layer.out_features) is int
+    assert layer(torch.randn(3, 16)).shape == (3, 4)
+    for args, field in [((True, 4, 2), "in_features=True"), ((16, False, 2), "out_features=False"),
+                        ((16.0, 4, 2), "in_features=16.0"), ((np.int64(0), 4, 2), "in_features=np.int64(0)")]:
+        with pytest.raises(ShapeError, match=f"^{re.escape(field)} must be a positive integer$"):
+            TTLinear(*args)
 
 
 def test_errors_name_the_problem():
