@@ -201,13 +201,16 @@ class NotBitExactError(AssertionError):
 
 
 # ------------------------------------------------------------------------------- formatting
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")  # and lone surrogates (see below)
 # and for text printed to a terminal, the C1 controls (\x9b starts a sequence as ESC [
-# does) and the invisible format characters (a right-to-left override makes a name
-# read backwards)
+# does), the invisible format characters (a right-to-left override makes a name read
+# backwards) and the lone surrogates: a file's JSON may hold "\ud800", which no stream
+# can encode (inspect of such a meta was exit 70), and a non-UTF-8 file name's bytes
+# arrive as \udc80-\udcff, which stdout's surrogateescape writes back raw (\udc9b: the
+# byte 0x9b, C1's CSI)
 _UNPRINTABLE_RANGES = ((0x00, 0x1F), (0x7F, 0x9F), (0xAD, 0xAD), (0x61C, 0x61C), (0x180E, 0x180E),
-                       (0x200B, 0x200F), (0x2028, 0x202E), (0x2060, 0x206F), (0xFEFF, 0xFEFF),
-                       (0xFFF9, 0xFFFB))
+                       (0x200B, 0x200F), (0x2028, 0x202E), (0x2060, 0x206F), (0xD800, 0xDFFF),
+                       (0xFEFF, 0xFEFF), (0xFFF9, 0xFFFB))
 # as a translation table (one pass in C), each as repr writes it; built from the ranges,
 # not by testing all 65,536 code points (8.7 ms on every import)
 _ESCAPES = {c: repr(chr(c))[1:-1] for lo, hi in _UNPRINTABLE_RANGES for c in range(lo, hi + 1)}

@@ -237,6 +237,33 @@ def test_one_line_escapes_and_cuts():
     assert cut.count("more characters]") == 1 and cut.endswith("...[201 more characters] do not match"), cut
 
 
+def test_lone_surrogates_are_escaped_in_what_reaches_a_terminal(tmp_path):
+    """A file's JSON may hold ``"\\ud800"`` (no stream can encode it: ``inspect`` of
+    such a meta was exit 70), and a non-UTF-8 name arrives as ``\\udc80``-``\\udcff``,
+    which stdout's surrogateescape writes back as raw bytes (``\\udc9b``: C1's CSI)."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from ttforge.errors import one_line, show_path, shown
+    from ttforge.ir import IntNetwork, layer_from_dense, save_artifact
+
+    for f in (shown, one_line):
+        assert f("a\ud800b\udc9bc") == "a\\ud800b\\udc9bc"
+    assert show_path("p\udcff") == "'p\\udcff'"
+    net = IntNetwork((layer_from_dense(np.array([[3, -2], [1, 5]]), w_bits=8, in_bits=8, in_exp=0, inter_bits=16,
+                                       out_bits=16, step_exps=(2,), core_exps=(0,), acc_bits=32),))
+    path = tmp_path / "m.ttfa"
+    save_artifact(net, path, meta={"source": "\ud800", "esc": "\udc1b[31mred", "csi": "x\udc9by"})
+    r = subprocess.run([sys.executable, "-m", "ttforge.cli", "inspect", str(path)], capture_output=True,
+                       env={**os.environ, "COLUMNS": "1000"}, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert b"\x1b" not in r.stdout and b"\x9b" not in r.stdout
+    for text in (b"source=\\ud800", b"esc=\\udc1b[31mred", b"csi=x\\udc9by"):
+        assert text in r.stdout, text
+
+
 # ----------------------------------------------------------------------- train --overwrite
 def test_train_overwrite_replaces_the_run_whole_or_keeps_the_old_one_whole(tmp_path, monkeypatch, capsys):
     pytest.importorskip("torch")
