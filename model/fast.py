@@ -92,7 +92,7 @@ from ttforge.ir.tt import TTShape
 
 __all__ = ["FastPlan", "plan_for", "plan_macs", "tt_apply", "merge_cores", "MergeCache", "CACHE_MERGED",
            "transformed", "captured", "plain_ops_only", "CAPTURE_BATCH", "autocast_dtype",
-           "autocast_cast", "in_autocast_dtype", "check_input", "check_bias", "PLAIN_WHEN_KEPT", "PLAIN_DENSE", "MERGED_VALUES",
+           "dtypes_meet", "autocast_cast", "in_autocast_dtype", "check_input", "check_bias", "PLAIN_WHEN_KEPT", "PLAIN_DENSE", "MERGED_VALUES",
            "CHUNK_ELEMENTS",
            "BACKWARD_CHUNK_ELEMENTS", "KEEP_BYTES", "workspace_bytes", "clear_workspace", "compiled",
            "COMPILED_CACHE_BYTES", "COMPILED_KEPT_BYTES"]
@@ -1434,6 +1434,16 @@ def autocast_dtype(x: torch.Tensor, cores: Sequence[torch.Tensor],
         if t is not None and t.dtype != low and _autocast_eligible(t):
             return low
     return None
+
+
+def dtypes_meet(x: torch.Tensor, cores: Sequence[torch.Tensor]) -> bool:
+    """Whether ``x`` and ``cores[0]`` are of one dtype once ``torch.autocast`` has cast
+    what it casts (:func:`autocast_dtype`), as ``nn.Linear`` needs of its operands."""
+    low = autocast_dtype(x, cores)
+
+    def runs_in(t: torch.Tensor) -> torch.dtype:
+        return low if low is not None and _autocast_eligible(t) else t.dtype
+    return runs_in(x) == runs_in(cores[0])
 
 
 def autocast_cast(low: torch.dtype, x: torch.Tensor, cores: Sequence[torch.Tensor],

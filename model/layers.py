@@ -12,8 +12,8 @@ from torch import nn
 from ttforge.errors import ConfigError, ShapeError, show
 from ttforge.ir.schedule import ContractionSchedule, Objective
 from ttforge.ir.tt import integers
-from ttforge.model.fast import (MergeCache, captured, check_input, compiled, in_autocast_dtype, plan_for,
-                                plain_ops_only, tt_apply)
+from ttforge.model.fast import (MergeCache, captured, check_input, compiled, dtypes_meet, in_autocast_dtype,
+                                plan_for, plain_ops_only, tt_apply)
 from ttforge.model.tt import TTShape, factorize, tt_rel_error, tt_svd, tt_to_dense
 
 __all__ = ["TTLinear", "default_num_cores", "apply_schedule", "tt_apply", "IMPLS"]
@@ -291,6 +291,13 @@ class TTLinear(nn.Module):
             # order then returned NaNs on the CPU); nn.Linear refuses, so does this
             raise ConfigError(f"input is on {x.device}, this TTLinear on {cores[0].device}; "
                               f"move one to the other (x.to({str(cores[0].device)!r}) or layer.to(...))")
+        if x.dtype != cores[0].dtype and not dtypes_meet(x, cores):
+            # torch's own error did not say which operand (hardware order: 'expected
+            # scalar type Double but found Float'); a RuntimeError still, as nn.Linear's
+            want = cores[0].dtype
+            other = f" or layer.to({x.dtype})" if x.is_floating_point() else ""
+            raise RuntimeError(f"input has dtype {x.dtype}, this TTLinear {want}; convert one to "
+                               f"the other (x.to({want}){other})")
         lead = x.shape[:-1]
         x = x.reshape(-1, self.in_features)
         pad = self.tt_shape.in_size - self.in_features

@@ -136,6 +136,30 @@ def test_sizes_take_integral_numbers_but_not_bools():
             TTLinear(*args)
 
 
+@pytest.mark.parametrize("impl", ["fast", "schedule"])
+def test_an_input_of_another_dtype_is_one_line_naming_both(impl):
+    """x of another dtype than the layer: a RuntimeError as nn.Linear's, but one line
+    naming both dtypes and the fix (the hardware order said 'expected scalar type Double
+    but found Float', naming neither operand); under autocast only what autocast does not
+    bring to one dtype is refused, as nn.Linear does."""
+    layer = TTLinear(64, 32, 4, impl=impl)
+    for dtype in (torch.float64, torch.float16):
+        with pytest.raises(RuntimeError, match=re.escape(
+                f"input has dtype {dtype}, this TTLinear torch.float32; convert one to the other "
+                f"(x.to(torch.float32) or layer.to({dtype}))") + "$"):
+            layer(torch.ones(2, 64, dtype=dtype))
+    with pytest.raises(RuntimeError, match=re.escape("input has dtype torch.int64, this TTLinear "
+                                                     "torch.float32; convert one to the other "
+                                                     "(x.to(torch.float32))") + "$"):
+        layer(torch.ones(2, 64, dtype=torch.int64))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert layer(torch.ones(2, 64, dtype=torch.float16)).dtype == torch.bfloat16
+        with pytest.raises(RuntimeError, match="input has dtype torch.float64, this TTLinear torch.float32"):
+            layer(torch.ones(2, 64, dtype=torch.float64))  # autocast leaves float64 as it is
+        with pytest.raises(RuntimeError, match="input has dtype torch.float32, this TTLinear torch.float64"):
+            layer.double()(torch.ones(2, 64))
+
+
 def test_errors_name_the_problem():
     with pytest.raises(ShapeError, match="multiply to 24, fewer than 30"):
         TTLinear(30, 8, 2, in_modes=[2, 3, 4], out_modes=[2, 2, 2])
