@@ -387,6 +387,7 @@ def compile_program(net: "IntNetwork", config: AccelConfig) -> Program:
     """
     if not isinstance(config, AccelConfig):
         raise ConfigError(f"compile_program needs an AccelConfig, got {type(config).__name__}")
+    net.check_values()   # the values laid out for the engine below: refused, never wrapped
     config.check(net)
     L = config.lanes
     plan = _plan(net, L)

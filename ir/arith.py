@@ -21,6 +21,7 @@ __all__ = [
     "ROUNDING",
     "ROUNDING_ALIASES",
     "int_range",
+    "value_range",
     "saturate",
     "rshift_round",
     "quantize",
@@ -61,7 +62,13 @@ def int_range(bits: int, narrow: bool = False) -> tuple[int, int]:
     """``(lo, hi)`` of a signed two's complement width; ``narrow`` drops ``-2^(b-1)``."""
     if not isinstance(bits, (int, np.integer)) or bits < 2 or bits > 32:
         raise ConfigError(f"bit width {bits!r} must be an integer in 2..32")
-    hi = (1 << (bits - 1)) - 1
+    return value_range(bits, narrow)
+
+
+def value_range(bits: int, narrow: bool = False) -> tuple[int, int]:
+    """:func:`int_range` of any width ``1 <= bits <= 64``, unchecked: the range of a stored
+    value (a bias at a 48-bit accumulator) rather than of a datapath width."""
+    hi = (1 << (int(bits) - 1)) - 1
     return (-hi if narrow else -hi - 1), hi
 
 

@@ -35,10 +35,10 @@ from ttforge import __version__
 from ttforge.errors import ArtifactError, TTForgeError, show, show_path
 from ttforge.limits import MAX_ARTIFACT_BYTES, MAX_LAYER_ELEMENTS, read_bounded
 from ttforge.ir.schedule import ContractionSchedule
-from ttforge.ir.arith import ARITHMETIC_SPEC_VERSION, ROUNDING, ROUNDING_ALIASES, int_range
+from ttforge.ir.arith import ARITHMETIC_SPEC_VERSION, ROUNDING, ROUNDING_ALIASES, value_range
 from ttforge.ir.container import (MANIFEST, PAYLOAD, ManifestReader, Payload, check_container, check_member_count,
                                   pack, parse_manifest, read_tensors)
-from ttforge.ir.executor import EXP_RANGE, LAYER_INT_RANGES, IntLayer, IntNetwork
+from ttforge.ir.executor import EXP_RANGE, LAYER_ARRAY_RANGES, LAYER_INT_RANGES, IntLayer, IntNetwork
 
 __all__ = [
     "ARTIFACT_FORMAT",
@@ -92,8 +92,11 @@ def _build(net: IntNetwork, meta: dict | None) -> tuple[bytes, bytes]:
 
     layers = []
     for i, layer in enumerate(net.layers):
-        cores = [add(f"layers.{i}.cores.{k}", g, layer.w_bits) for k, g in enumerate(layer.cores)]
-        bias = add(f"layers.{i}.bias", layer.bias, layer.acc_bits) if layer.bias is not None else None
+        # stored in the width of its range (LAYER_ARRAY_RANGES); add refuses a value outside it
+        (cw, cn), (bw, bn) = LAYER_ARRAY_RANGES["cores"], LAYER_ARRAY_RANGES["bias"]
+        cores = [add(f"layers.{i}.cores.{k}", g, getattr(layer, cw), narrow=cn) for k, g in enumerate(layer.cores)]
+        bias = (add(f"layers.{i}.bias", layer.bias, getattr(layer, bw), narrow=bn)
+                if layer.bias is not None else None)
         layers.append({
             "kind": layer_kind(layer),
             "in_features": int(layer.in_features),
@@ -280,7 +283,11 @@ def _layer(i: int, d: dict, tensors: dict[str, np.ndarray], r: ManifestReader) -
     names = r.get(d, "cores", w)
     if not isinstance(names, list) or len(names) != shape.d:
         raise r.fail(f"{w}.cores must list {shape.d} tensor names (one per core)")
-    lo, hi = int_range(bits["w_bits"], narrow=True)
+    def span(array: str) -> tuple[int, int]:   # the range IntLayer.value_range gives, from the manifest
+        width, narrow = LAYER_ARRAY_RANGES[array]
+        return value_range(bits[width], narrow)
+
+    lo, hi = span("cores")
     cores = []
     for k, (name, want) in enumerate(zip(names, shape.core_shapes)):
         if not isinstance(name, str) or name not in tensors:
@@ -303,8 +310,7 @@ def _layer(i: int, d: dict, tensors: dict[str, np.ndarray], r: ManifestReader) -
         bias = tensors[bias_name]
         if tuple(bias.shape) != (out_f,):
             raise r.fail(f"{w} bias ({bias_name}) has shape {list(bias.shape)}; expected [{out_f}]")
-        bhi = (1 << (bits["acc_bits"] - 1)) - 1
-        blo = -bhi - 1
+        blo, bhi = span("bias")
         if bias.size and (bias.min() < blo or bias.max() > bhi):
             raise r.fail(f"{w} bias ({bias_name}) leaves the {bits['acc_bits']}-bit accumulator range")
     try:

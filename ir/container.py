@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 
 from ttforge.errors import ArtifactError, show
+from ttforge.ir.arith import value_range
+from ttforge.ir.executor import frozen_array
 from ttforge.limits import MAX_MANIFEST_BYTES
 
 __all__ = ["MANIFEST", "PAYLOAD", "ALIGN", "DTYPES", "dtype_for", "Payload", "pack", "ManifestReader",
@@ -54,9 +56,22 @@ class Payload:
         self.data = bytearray()
         self.tensors: list[dict[str, Any]] = []
 
-    def add(self, name: str, array: np.ndarray, bits: int) -> str:
+    def add(self, name: str, array: np.ndarray, bits: int, narrow: bool = False) -> str:
+        """Append ``array``, whose every value lies in the signed ``bits``-bit range
+        (``narrow``: without ``-2^(bits-1)``), stored in :func:`dtype_for` ``bits``. A value
+        outside that range is a one-line ArtifactError naming the tensor: a cast would wrap
+        it, and the file would hold another network than the one computed."""
+        a = np.asarray(array)
+        if not np.issubdtype(a.dtype, np.integer):
+            raise ArtifactError(f"cannot store {name}: it has dtype {a.dtype}, not integers")
+        lo, hi = value_range(bits, narrow)
+        if a.size and (a.min() < lo or a.max() > hi):
+            raise ArtifactError(
+                f"cannot store {name}: its values in [{a.min()}, {a.max()}] leave the {bits}-bit"
+                f"{' narrow' if narrow else ''} range [{lo}, {hi}] it is declared in (was the array "
+                f"changed after the layer or state was built? build a new one with dataclasses.replace)")
         dtype = dtype_for(bits)
-        data = np.ascontiguousarray(np.asarray(array, dtype=np.int64).astype("<" + np.dtype(dtype).str[1:]))
+        data = np.ascontiguousarray(a.astype(np.int64).astype("<" + np.dtype(dtype).str[1:]))
         raw = data.tobytes(order="C")
         self.data.extend(b"\0" * (-len(self.data) % ALIGN))
         self.tensors.append({
@@ -257,5 +272,7 @@ def read_tensors(manifest: dict, payload: bytes, r: ManifestReader) -> dict[str,
         raw = payload[offset:offset + size]
         if hashlib.sha256(raw).hexdigest() != r.get(t, "sha256", where):
             raise r.fail(f"is corrupt: tensor {name} fails its sha256 check; re-copy it or re-export it")
-        out[name] = np.frombuffer(raw, dtype="<i" + str(itemsize)).reshape(shape).astype(np.int64)
+        # frozen here, tensor by tensor, so the layers built from them need no copy of their own
+        out[name] = frozen_array(np.frombuffer(raw, dtype="<i" + str(itemsize)).reshape(shape)
+                                 .astype(np.int64, copy=False))
     return out

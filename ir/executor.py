@@ -8,16 +8,17 @@ the compiled artifact: everything downstream (RTL, board) must equal :func:`exec
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 import numpy as np
 
 from ttforge.errors import ConfigError, ShapeError, show
 from ttforge.ir.schedule import ContractionSchedule
-from ttforge.ir.arith import MAX_ACC_BITS, acc_bits_needed, int_range, quantize, rshift_round, saturate, shift_range
+from ttforge.ir.arith import (MAX_ACC_BITS, acc_bits_needed, int_range, quantize, rshift_round, saturate, shift_range,
+                              value_range)
 from ttforge.limits import MAX_EXP
 
 __all__ = ["IntLayer", "IntNetwork", "StepTrace", "execute", "execute_traced", "layer_from_dense", "check_input",
-           "LAYER_INT_RANGES", "EXP_RANGE"]
+           "LAYER_INT_RANGES", "LAYER_ARRAY_RANGES", "EXP_RANGE", "frozen_array"]
 
 #: Every exponent of a layer (``in_exp``, ``core_exps``, ``step_exps``) lies in this range.
 EXP_RANGE = (-MAX_EXP, MAX_EXP)
@@ -28,6 +29,43 @@ LAYER_INT_RANGES: dict[str, tuple[int, int | None]] = {
     "w_bits": (2, 8), "in_bits": (2, 32), "inter_bits": (2, 32), "out_bits": (2, 32),
     "acc_bits": (2, MAX_ACC_BITS), "in_features": (1, None), "out_features": (1, None), "in_exp": EXP_RANGE,
 }
+#: ``array: (width field, narrow)``: every value of a layer's integer arrays lies in
+#: ``value_range(layer.<width field>, narrow)`` (cores narrow in ``w_bits``, the bias within
+#: the ``acc_bits`` accumulator): what :class:`IntLayer`, the artifact loader and its writer
+#: (which refuses to cast a value that left it) all check.
+LAYER_ARRAY_RANGES: dict[str, tuple[str, bool]] = {"cores": ("w_bits", True), "bias": ("acc_bits", False)}
+
+
+def _is_frozen(a: np.ndarray) -> bool:
+    """Whether ``a`` is a view of an immutable ``bytes`` object (what :func:`frozen_array`
+    makes) through arrays none of which is writeable."""
+    b = a
+    while isinstance(b, np.ndarray):
+        if b.flags.writeable:
+            return False
+        b = b.base
+    return isinstance(b, bytes)
+
+
+def frozen_array(a: object) -> object:
+    """An int64 array as layers and training states hold it: an immutable copy, or ``a``
+    itself when it already is one; anything else is returned as is, for the caller's type
+    check to name.
+
+    The copy's memory is a ``bytes`` object, so numpy refuses to write into it and also to
+    make it writeable again: a layer checked on construction stays as checked (an edit of
+    the caller's array, or of the layer's, ran, saved and compiled out-of-range values).
+    """
+    if not isinstance(a, np.ndarray) or a.dtype != np.int64 or _is_frozen(a):
+        return a
+    return np.frombuffer(np.ascontiguousarray(a).tobytes(), dtype=np.int64).reshape(a.shape)
+
+
+def rebuild(obj):
+    """``__reduce__`` of a frozen dataclass holding frozen arrays: a copy or a pickle is
+    made through the constructor, which checks and freezes again (``copy.deepcopy`` and
+    ``pickle`` otherwise restore writeable arrays behind the checks)."""
+    return type(obj), tuple(getattr(obj, f.name) for f in fields(obj))
 
 
 def _is_int(v: object) -> bool:
@@ -77,18 +115,22 @@ class IntLayer:
 
     def __post_init__(self) -> None:
         self._check_fields()
+        # own immutable copies, checked once: see frozen_array
+        if isinstance(self.cores, (tuple, list)):
+            object.__setattr__(self, "cores", tuple(frozen_array(g) for g in self.cores))
+        object.__setattr__(self, "bias", frozen_array(self.bias))
         shape = self.schedule.shape
         if len(self.cores) != shape.d or len(self.core_exps) != shape.d:
             raise ShapeError(f"layer has {len(self.cores)} cores/{len(self.core_exps)} exponents "
                              f"but its schedule has {shape.d} cores")
-        lo, hi = int_range(self.w_bits, narrow=True)
         for k, (g, s) in enumerate(zip(self.cores, shape.core_shapes)):
+            if not isinstance(g, np.ndarray):
+                raise ShapeError(f"core {k} is a {type(g).__name__}; integer cores are int64 numpy arrays")
             if tuple(g.shape) != s:
                 raise ShapeError(f"core {k} has shape {tuple(g.shape)}, the schedule needs {s}")
             if g.dtype != np.int64:
                 raise ShapeError(f"core {k} has dtype {g.dtype}; integer cores are int64")
-            if g.size and (g.min() < lo or g.max() > hi):
-                raise ShapeError(f"core {k} has values outside the {self.w_bits}-bit range [{lo}, {hi}]")
+        self._check_core_values()
         if len(self.step_exps) != shape.d:
             raise ShapeError(f"step_exps has {len(self.step_exps)} entries; the schedule has {shape.d} steps")
         if not shape.in_size >= self.in_features or not shape.out_size >= self.out_features:
@@ -106,8 +148,33 @@ class IntLayer:
                     f"step {t} (core {self.schedule.steps[t].core}) can reach {need}-bit sums but "
                     f"acc_bits={self.acc_bits}; raise acc_bits to {need} or lower the widths"
                 )
+        self._check_bias_values()
+
+    __reduce__ = rebuild
+
+    def value_range(self, array: str) -> tuple[int, int]:
+        """``(lo, hi)`` of every value of ``array`` (``"cores"`` or ``"bias"``;
+        :data:`LAYER_ARRAY_RANGES`)."""
+        width, narrow = LAYER_ARRAY_RANGES[array]
+        return value_range(getattr(self, width), narrow)
+
+    def check_values(self) -> None:
+        """The constructor's check of every core and bias value, again: for a writer that
+        lays them out in a narrower form (``ttforge.hw.compile_program``), so a value
+        that left its range (through a bypass of the frozen arrays) is refused, never wrapped."""
+        self._check_core_values()
+        self._check_bias_values()
+
+    def _check_core_values(self) -> None:
+        lo, hi = self.value_range("cores")
+        for k, g in enumerate(self.cores):
+            if g.size and (g.min() < lo or g.max() > hi):
+                raise ShapeError(f"core {k} has values in [{g.min()}, {g.max()}], outside the "
+                                 f"{self.w_bits}-bit range [{lo}, {hi}]")
+
+    def _check_bias_values(self) -> None:
         if self.bias is not None and self.bias.size:   # also what the loader checks
-            blo, bhi = -(1 << (self.acc_bits - 1)), (1 << (self.acc_bits - 1)) - 1
+            blo, bhi = self.value_range("bias")
             if self.bias.min() < blo or self.bias.max() > bhi:
                 raise ConfigError(f"bias has values in [{self.bias.min()}, {self.bias.max()}], outside the "
                                   f"{self.acc_bits}-bit accumulator range [{blo}, {bhi}]")
@@ -198,6 +265,14 @@ class IntNetwork:
     @property
     def in_features(self) -> int:
         return self.layers[0].in_features
+
+    def check_values(self) -> None:
+        """:meth:`IntLayer.check_values` of every layer; the error names the layer."""
+        for i, layer in enumerate(self.layers):
+            try:
+                layer.check_values()
+            except (ShapeError, ConfigError) as e:
+                raise type(e)(f"layer {i}: {e}") from None
 
     def quantize_input(self, x: np.ndarray) -> np.ndarray:
         """Real inputs ``(B, in_features)`` to the first layer's integer format."""

@@ -27,8 +27,8 @@ from typing import Any, Literal, Sequence
 import numpy as np
 
 from ttforge.errors import ConfigError, ShapeError, show
-from ttforge.ir.arith import int_range, rshift_round
-from ttforge.ir.executor import EXP_RANGE, IntLayer, IntNetwork, execute_traced
+from ttforge.ir.arith import int_range, rshift_round, value_range
+from ttforge.ir.executor import EXP_RANGE, IntLayer, IntNetwork, execute_traced, frozen_array, rebuild
 from ttforge.ir.rng import Xorshift32
 from ttforge.ir.schedule import ContractionSchedule
 from ttforge.ir.tt import TTShape
@@ -38,7 +38,7 @@ __all__ = [
     "exp2_table", "softmax_grad", "init_state", "state_from_network", "calibrate_state",
     "export_network", "train_step", "train_step_fast", "train_step_traced", "check_batch",
     "update_shift_bounds", "check_lr", "truncate_ranks", "PHASES", "TRAIN_SPEC_VERSION", "MAX_FAST_BITS",
-    "train_step_stats", "widths", "loss_bits", "predict",
+    "train_step_stats", "widths", "loss_bits", "predict", "STATE_ARRAY_RANGES",
 ]
 
 #: Version of the "Training" part of docs/arithmetic.md that this module implements.
@@ -156,6 +156,15 @@ class TrainLayer:
     step_exps: tuple[int, ...]
     grad_exps: tuple[int, ...]
 
+    def __post_init__(self) -> None:
+        # own immutable copies (see frozen_array): the state's check (check_state) holds for
+        # as long as the arrays live, and an edit never reaches train_step or save_state
+        if isinstance(self.masters, (tuple, list)):
+            object.__setattr__(self, "masters", tuple(frozen_array(g) for g in self.masters))
+        object.__setattr__(self, "bias", frozen_array(self.bias))
+
+    __reduce__ = rebuild
+
     @property
     def d(self) -> int:
         return self.schedule.shape.d
@@ -211,8 +220,9 @@ def check_state(s: TrainState) -> None:
         raise ConfigError("state.config must be a TrainConfig")
     if not s.layers:
         raise ShapeError("a training state needs at least one layer")
-    mlo, mhi = int_range(cfg.master_bits, narrow=True)
-    blo, bhi = int_range(cfg.bias_bits, narrow=True)
+    (mw, mn), (bw, bn) = STATE_ARRAY_RANGES["masters"], STATE_ARRAY_RANGES["bias"]
+    mlo, mhi = value_range(getattr(cfg, mw), mn)
+    blo, bhi = value_range(getattr(cfg, bw), bn)
     for i, L in enumerate(s.layers):
         sh = L.schedule.shape
         if len(L.masters) != sh.d or len(L.master_exps) != sh.d:
@@ -261,6 +271,11 @@ def check_state(s: TrainState) -> None:
             _check_exps(f"layer {i} {name}", getattr(L, name))
         _check_exps(f"layer {i} bias_exp", (L.bias_exp,))
 
+
+#: ``array: (width field of TrainConfig, narrow)``: every value of a layer's stored arrays
+#: lies in ``value_range(config.<width field>, narrow)``, what :func:`check_state` (so the
+#: state loader) checks and the state writer stores (refusing, never wrapping, a value outside).
+STATE_ARRAY_RANGES: dict[str, tuple[str, bool]] = {"masters": ("master_bits", True), "bias": ("bias_bits", True)}
 
 #: Largest step, epoch or word count of a state (int64, as the engine counts them).
 _MAX_COUNTER = (1 << 63) - 1

@@ -29,7 +29,8 @@ from ttforge.ir.artifact import dump_json
 from ttforge.ir.container import (MANIFEST, PAYLOAD, ManifestReader, Payload, check_container, check_member_count,
                                   pack, parse_manifest, read_tensors)
 from ttforge.ir.schedule import ContractionSchedule
-from ttforge.ir.train import _MAX_COUNTER, TRAIN_SPEC_VERSION, TrainConfig, TrainLayer, TrainState, export_network
+from ttforge.ir.train import (_MAX_COUNTER, STATE_ARRAY_RANGES, TRAIN_SPEC_VERSION, TrainConfig, TrainLayer, TrainState,
+                              export_network)
 
 __all__ = ["STATE_FORMAT", "STATE_FORMAT_VERSION", "dumps_state", "loads_state", "save_state",
            "load_state", "is_state_file", "state_summary"]
@@ -43,6 +44,7 @@ def _build(state: TrainState) -> tuple[bytes, bytes]:
     cfg = state.config
     payload = Payload()
     add = payload.add
+    (mw, mn), (bw, bn) = STATE_ARRAY_RANGES["masters"], STATE_ARRAY_RANGES["bias"]
 
     layers = []
     for i, L in enumerate(state.layers):
@@ -55,8 +57,10 @@ def _build(state: TrainState) -> tuple[bytes, bytes]:
             "bias_exp": int(L.bias_exp),
             "step_exps": [int(e) for e in L.step_exps],
             "grad_exps": [int(e) for e in L.grad_exps],
-            "masters": [add(f"layers.{i}.masters.{k}", g, cfg.master_bits) for k, g in enumerate(L.masters)],
-            "bias": None if L.bias is None else add(f"layers.{i}.bias", L.bias, cfg.bias_bits),
+            # stored in the width of its range (STATE_ARRAY_RANGES); add refuses a value outside it
+            "masters": [add(f"layers.{i}.masters.{k}", g, getattr(cfg, mw), narrow=mn)
+                        for k, g in enumerate(L.masters)],
+            "bias": None if L.bias is None else add(f"layers.{i}.bias", L.bias, getattr(cfg, bw), narrow=bn),
         })
     try:
         meta = json.loads(json.dumps(state.meta, sort_keys=True, allow_nan=False))

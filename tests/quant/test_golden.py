@@ -1,5 +1,7 @@
 """The QAT model in eval mode, the integer executor and a second formulation agree exactly."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from torch import nn
 
 from ttforge.errors import ConfigError
-from ttforge.ir.executor import IntLayer, execute, execute_traced
+from ttforge.ir.executor import IntLayer, IntNetwork, execute, execute_traced
 from ttforge.quant.qat import LayerQuant, QuantConfig, calibrate, compile_network, quantize_model
 
 from tests.support.nets import random_float_network, small_net
@@ -28,8 +30,9 @@ def test_flipping_one_core_bit_breaks_equality():
     inet = compile_network(q)
     xi = inet.quantize_input(x.numpy())
     golden = execute(inet, xi)
-    core = inet.layers[0].cores[1]
-    core.reshape(-1)[7] ^= 1 << 5  # one bit of one entry (stays inside the 8-bit range)
+    cores = [np.array(c) for c in inet.layers[0].cores]   # a layer's own cores are read-only
+    cores[1].reshape(-1)[7] ^= 1 << 5  # one bit of one entry (stays inside the 8-bit range)
+    inet = IntNetwork((dataclasses.replace(inet.layers[0], cores=tuple(cores)), *inet.layers[1:]))
     assert not np.array_equal(execute(inet, xi), golden)
     assert not np.array_equal(reference_execute(inet, xi), q.forward_int(x))
 

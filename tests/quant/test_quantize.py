@@ -1,5 +1,6 @@
 """PTQ / QAT of trained networks (ttforge.quant.ptq) and ``ttforge quantize``."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from ttforge.model.data import load_dataset
 from ttforge.model.network import ModelConfig
 from ttforge.model.train import TrainConfig, load_trained, train
 from ttforge.ir.artifact import load_artifact
-from ttforge.ir.executor import execute
+from ttforge.ir.executor import IntNetwork, execute
 from ttforge.quant.ptq import (
     NotBitExactError,
     check_accumulators,
@@ -84,7 +85,9 @@ def test_a_corrupted_integer_network_is_not_bit_exact(run_dir, digits):
     trained = load_trained(run_dir)
     qnet, inet, _ = quantize_trained(trained, digits, make_config(2), calib_samples=128)
     evaluate_quantized(qnet, inet, digits.x_test, digits.y_test)
-    inet.layers[0].cores[0].reshape(-1)[3] ^= 1 << 4
+    cores = [np.array(c) for c in inet.layers[0].cores]   # a layer's own cores are read-only
+    cores[0].reshape(-1)[3] ^= 1 << 4
+    inet = IntNetwork((dataclasses.replace(inet.layers[0], cores=tuple(cores)), *inet.layers[1:]))
     with pytest.raises(NotBitExactError, match="first at sample"):
         evaluate_quantized(qnet, inet, digits.x_test, digits.y_test)
 
@@ -146,8 +149,9 @@ def test_accumulators_wider_than_32_bits_quantize_bit_exact(run_dir, digits, acc
     golden = execute(inet, inet.quantize_input(digits.x_test.numpy()))
     assert np.array_equal(qnet.forward_int(digits.x_test), golden)
     # sibling: one bias bit flipped in the wide accumulator's integers must disagree
-    layer = inet.layers[-1]
-    layer.bias[0] ^= 1 << (acc_bits - 8)
+    bias = np.array(inet.layers[-1].bias)   # a layer's own bias is read-only
+    bias[0] ^= 1 << (acc_bits - 8)
+    inet = IntNetwork((*inet.layers[:-1], dataclasses.replace(inet.layers[-1], bias=bias)))
     assert not np.array_equal(qnet.forward_int(digits.x_test), execute(inet, inet.quantize_input(digits.x_test.numpy())))
 
 
