@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ttforge.errors import ConfigError, show, shown
+from ttforge.errors import ConfigError, show, show_path, shown
 from ttforge.ir.arith import quantize
 from ttforge.ir.arith import ARITHMETIC_SPEC_VERSION, ROUNDING
 from ttforge.ir.artifact import (ARTIFACT_FORMAT, ARTIFACT_FORMAT_VERSION, dump_json, layer_kind,
@@ -208,7 +208,7 @@ def _inspect_run(args: argparse.Namespace) -> int:
     if is_state_file(args.artifact):  # a training state (.ttts): its own tables
         return inspect_state_run(args.artifact, args.json, args.batch)
     if args.batch is not None:
-        raise ConfigError(f"--batch is for a training state (.ttts); {args.artifact} is an inference "
+        raise ConfigError(f"--batch is for a training state (.ttts); {show_path(args.artifact)} is an inference "
                           f"artifact (its memory does not depend on a batch)")
     info = inspect_artifact(args.artifact)
     if args.json:
@@ -397,7 +397,8 @@ def _train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable
             note_input(args.resume)   # exporting never writes over the state it exports
             path = save_artifact(export_network(state, {"from_state": str(args.resume)}),
                                  check_output_file(args.export, "--export", "model.ttfa"))
-            print(f"wrote {path} (the network of {args.resume} at step {state.step}, epoch {state.epoch})")
+            print(f"wrote {show_path(path)} (the network of {show_path(args.resume)} at step {state.step}, "
+                  f"epoch {state.epoch})")
             return 0
     if args.resume:
         if args.batch is None:
@@ -427,7 +428,8 @@ def _train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable
             state = state_from_artifact(net, x, y, config=_config(args, network_train_config(net)), seed=seed,
                                         lr_shift=args.lr_shift, calib_samples=args.calib_samples,
                                         meta={"from": str(args.from_artifact)},
-                                        what=f"the artifact {args.from_artifact}", labels=np.concatenate([y, yt]))
+                                        what=f"the artifact {show_path(args.from_artifact)}",
+                                        labels=np.concatenate([y, yt]))
         else:
             shapes = tt_layers(args, x.shape[1], int(max(y.max(), yt.max())) + 1, args.data == "digits")
             state = init_state(shapes, _config(args), seed=seed, lr_shift=args.lr_shift,
@@ -441,7 +443,7 @@ def _train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable
         if args.truncate_ranks:
             state = state.replace(meta={**state.meta, "truncate_ranks": _truncations_json(args.truncate_ranks)})
     else:
-        check_fits(state, x.shape[1], np.concatenate([y, yt]), f"the state {args.resume}")
+        check_fits(state, x.shape[1], np.concatenate([y, yt]), f"the state {show_path(args.resume)}")
         seed = int(state.meta.get("seed", seed))
         if state.epoch >= args.epochs:
             raise ConfigError(f"the state is at epoch {state.epoch}; give --epochs > {state.epoch} to continue")

@@ -223,7 +223,7 @@ def load_state(path: str | os.PathLike) -> TrainState:
     """Read and verify a training-state file (one-line ArtifactError on any problem)."""
     path = Path(path)
     if path.is_dir():
-        raise ArtifactError(f"{path} is a directory; give the state file (e.g. run/state.ttts)")
+        raise ArtifactError(f"{show_path(path)} is a directory; give the state file (e.g. run/state.ttts)")
     if not os.path.lexists(path):
         raise ArtifactError(f"{show_path(path)} does not exist; give the path of a training state (.ttts)")
     data = read_bounded(path, "training state", MAX_ARTIFACT_BYTES, ArtifactError)

@@ -219,3 +219,26 @@ def test_inspect_batch_is_bounded_one_line(tmp_path, capsys, argv, message):
     assert main(["inspect", "--batch", "4", str(art)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--batch is for a training state (.ttts)" in err[0]
+
+
+def test_load_state_names_a_path_with_a_newline_on_one_line(tmp_path):
+    """It put the path raw into the message (two lines); load_artifact quoted it (show_path)."""
+    d = tmp_path / "run\nA"
+    d.mkdir()
+    with pytest.raises(ArtifactError) as e:
+        load_state(d)
+    assert len(str(e.value).splitlines()) == 1 and "is a directory" in str(e.value)
+    assert repr(str(d)) in str(e.value)
+
+
+def test_inspect_batch_names_an_artifact_path_as_load_artifact_does(tmp_path, capsys):
+    """``inspect --batch`` of an artifact printed its path raw (a newline escaped, but not
+    quoted as every other message naming a path is: show_path)."""
+    from ttforge.cli import main
+    from ttforge.errors import show_path
+
+    st, _, _ = _state()
+    art = save_artifact(export_network(st), tmp_path / "m\nA.ttfa")
+    assert main(["inspect", "--batch", "4", str(art)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{show_path(art)} is an inference artifact" in err[0]
