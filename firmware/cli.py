@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ttforge.atomic import check_output_dir, check_writable
 from ttforge.errors import ConfigError, DataError, DeviceError, DeviceTimeout, ShapeError, show
 from ttforge.limits import MAX_FREQ_MHZ, MAX_TIMEOUT_S, file_kind
 from ttforge.process import run_bounded
@@ -78,6 +79,10 @@ def _run_build(args: argparse.Namespace) -> int:
         raise ConfigError(f"--freq {args.freq:g} is above {MAX_FREQ_MHZ:g} MHz; give the system clock in MHz "
                           f"(the {b.key} default: {b.default_hz / 1e6:g})")
     clk = None if args.freq is None else int(round(args.freq * 1e6))
+    # the directory is filled beside -o and renamed into place: a read-only one is one
+    # line before the toolchain's minutes, not after them (a file on the path first, as
+    # build() names it)
+    check_writable(check_output_dir(out, "-o"), "-o")
     man = build(b.key, out, artifact=args.artifact, config_file=args.config, lanes=args.lanes,
                 clk_hz=clk, baud=args.baud, seed=args.seed, keep=args.keep, train=args.train,
                 batch=args.batch)

@@ -11,8 +11,8 @@ import argparse
 import json
 from typing import Any
 
-from ttforge.atomic import atomic_write_text, check_output_dir, check_output_file
-from ttforge.errors import ConfigError, shown
+from ttforge.atomic import atomic_write_text, check_output_dir, check_output_file, check_writable
+from ttforge.errors import ConfigError, SynthError, shown
 from ttforge.hw.generate import MARKER, generate
 from ttforge.hw.report import report, resolve_config
 
@@ -223,13 +223,22 @@ def _run_report(args: argparse.Namespace) -> int:
     for flag, path in (("--json", args.json), ("-o", args.out)):
         if path and path != "-":
             check_output_file(path, flag)  # before minutes of synthesis, not after
+            check_writable(path, flag)     # a read-only directory too (it ran the toolchain first)
     cfg = resolve_config(args.artifact, args.config, args.lanes)
     # ... then a missing toolchain: one line, before any work
     yowasp_command("yosys")
     for d in devices:
         yowasp_command("nextpnr-ecp5" if d.startswith("ecp5") else "nextpnr-ice40")
-    rep = report(cfg, devices, target_mhz=args.target, seed=args.seed, keep=args.keep,
-                 router=args.router, frontend=args.frontend)
+    try:
+        rep = report(cfg, devices, target_mhz=args.target, seed=args.seed, keep=args.keep,
+                     router=args.router, frontend=args.frontend)
+    except SynthError as e:
+        # a design too big for the device is the configuration's (the user's choice of
+        # lanes, depths and device): exit 2, as ttforge build and the flow say it; the
+        # library keeps it a SynthError (bench/bench_hw.py records it as a result)
+        if str(e).startswith("the design does not fit"):
+            raise ConfigError(str(e)) from None
+        raise
     if args.json:
         _write_json(rep, args.json)
     else:

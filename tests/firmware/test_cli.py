@@ -554,3 +554,28 @@ def test_build_freq_help_lists_every_clock_of_every_board():
         listed = re.search(rf"{key}: ([^;)]*)", text).group(1)
         got = {float(m) for m in re.findall(r"[\d.]+", listed)}
         assert got == {hz / 1e6 for hz in b.clocks_hz}, key
+
+
+def test_build_out_that_cannot_be_written_is_one_line_before_the_toolchain(tmp_path, capsys, monkeypatch):
+    """build -o under a read-only mount (creating a file there fails with EROFS, which
+    root's permissions do not bypass) ran the toolchain first: one line, exit 2, and
+    build never starts."""
+    import errno
+    import tempfile
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real = tempfile.mkstemp
+
+    def mkstemp(*a, dir=None, **kw):
+        if dir is not None and Path(dir) == ro:
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real(*a, dir=dir, **kw)
+
+    def build(*a, **kw):
+        raise RuntimeError("the build started")
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr("ttforge.firmware.build.build", build)
+    one_line_error(capsys, ["build", "--board", "icebreaker", "-o", str(ro / "b")],
+                   f"-o {ro / 'b'} cannot be written: creating a file in {ro} fails (Read-only file system)")
