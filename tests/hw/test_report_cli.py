@@ -1,0 +1,63 @@
+"""``ttforge report``'s command line without the toolchain's minutes: its outputs are
+checked before synthesis, and a design too big for the device is the user's (exit 2)."""
+
+from __future__ import annotations
+
+import errno
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from ttforge.cli import main
+from ttforge.errors import SynthError
+
+
+@pytest.fixture
+def no_toolchain_run(monkeypatch):
+    """The tools count as installed; ``report`` (yosys + nextpnr) records its calls."""
+    calls = []
+    monkeypatch.setattr("ttforge.hw.tools.yowasp_command", lambda name: [name])
+    monkeypatch.setattr("ttforge.hw.cli.report", lambda *a, **kw: calls.append((a, kw)) or
+                        {"config": {}, "devices": {}})
+    return calls
+
+
+@pytest.mark.parametrize("flag", ["-o", "--json"])
+def test_an_output_that_cannot_be_written_is_one_line_before_synthesis(tmp_path, capsys, monkeypatch,
+                                                                        no_toolchain_run, flag):
+    """report -o PATH on a read-only mount (creating a file there fails with EROFS, which
+    root's permissions do not bypass) ran a minute of Yosys and nextpnr, then exit 2."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real = tempfile.mkstemp
+
+    def mkstemp(*a, dir=None, **kw):
+        if dir is not None and Path(dir) == ro:
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real(*a, dir=dir, **kw)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    assert main(["report", "--device", "ice40up5k", flag, str(ro / "r.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{flag} {ro / 'r.json'} cannot be written" in err, err
+    assert no_toolchain_run == []
+
+
+def test_a_design_that_does_not_fit_is_exit_2_as_in_build(capsys, monkeypatch):
+    """nextpnr's "does not fit" is the configuration's (lanes, depths, the device chosen):
+    exit 2, as ttforge build and the flow say it (report said it with exit 3); another
+    toolchain failure stays exit 3."""
+    monkeypatch.setattr("ttforge.hw.tools.yowasp_command", lambda name: [name])
+    why = ["the design does not fit iCE40UP5K-SG48: ICESTORM_LC 6000/5280 (113%); use fewer lanes "
+           "or smaller widths/depths (log: nextpnr.log)"]
+
+    def report(*a, **kw):
+        raise SynthError(why[0])
+
+    monkeypatch.setattr("ttforge.hw.cli.report", report)
+    assert main(["report", "--device", "ice40up5k"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"ttforge report: error: {why[0]}"
+    why[0] = "nextpnr-ice40 failed: ERROR: something else (log: nextpnr.log)"
+    assert main(["report", "--device", "ice40up5k"]) == 3
