@@ -111,7 +111,7 @@ def _sweep_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _sweep_run(args: argparse.Namespace) -> int:
-    import sys
+    from rich.console import Console
 
     from ttforge.errors import ConfigError, LimitError
     from ttforge.flow.sweep import load_sweep, run_sweep
@@ -129,26 +129,34 @@ def _sweep_run(args: argparse.Namespace) -> int:
     out = args.out or f"build/{cfg.name}"
     n = [0]
     total = len(cfg.points())
+    # values from the grid, reasons and paths are the user's text: through shown() (an
+    # ESC sequence in a grid value or --out set the window title); soft_wrap: a pipe or a
+    # log gets each line whole
+    console = Console(highlight=False, soft_wrap=True)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+    def label(params) -> str:
+        return ", ".join(f"{shown(k.split('.')[-1])}={shown(v)}" for k, v in params.items())
 
     def progress(row) -> None:
         n[0] += 1
-        print(f"[{n[0]}] {', '.join(f'{k.split(chr(46))[-1]}={v}' for k, v in row['params'].items())}: "
-              f"{row['status']}" + (f" ({row['reason']})" if row.get("reason") else "")
-              + (f", int acc {100 * row['int_acc']:.1f}%, {row.get('cycles')} cycles"
-                 if row.get("int_acc") is not None else ""), file=sys.stderr, flush=True)
+        err.print(f"[{n[0]}] {label(row['params'])}: "
+                  f"{shown(row['status'])}" + (f" ({shown(row['reason'])})" if row.get("reason") else "")
+                  + (f", int acc {100 * row['int_acc']:.1f}%, {row.get('cycles')} cycles"
+                     if row.get("int_acc") is not None else ""))
 
-    print(f"ttforge sweep {cfg.name}: {total} points, until {cfg.until}" + (" (short)" if cfg.short else "")
-          + f" -> {out}")
+    console.print(f"ttforge sweep {shown(cfg.name)}: {total} points, until {cfg.until}"
+                  + (" (short)" if cfg.short else "") + f" -> {shown(out)}")
     res = run_sweep(cfg, out, jobs=args.jobs, cluster=args.cluster, progress=progress)
     ok = sum(r["status"] == "ok" for r in res.rows)
     nofit = sum(r["status"] == "no fit" for r in res.rows)
     # "ran" counted the points an earlier run had finished too
-    print(f"{ok} ok, {nofit} do not fit, {len(res.failed)} failed; {len(res.rows) - res.reused} run now, "
-          f"{res.reused} reused from an earlier run; {res.seconds:.1f} s")
+    console.print(f"{ok} ok, {nofit} do not fit, {len(res.failed)} failed; {len(res.rows) - res.reused} run "
+                  f"now, {res.reused} reused from an earlier run; {res.seconds:.1f} s")
     for board, r in sorted(res.best.items()):
-        print(f"best for {board}: {', '.join(f'{k.split(chr(46))[-1]}={v}' for k, v in r['params'].items())}: "
-              f"int acc {100 * r['int_acc']:.2f}%, {r.get('cycles')} cycles -> {res.out_dir / f'best-{board}.toml'}")
-    print(f"wrote {res.out_dir / 'sweep.csv'}, sweep.json and pareto.png")
+        console.print(f"best for {shown(board)}: {label(r['params'])}: int acc {100 * r['int_acc']:.2f}%, "
+                      f"{r.get('cycles')} cycles -> {shown(res.out_dir / f'best-{board}.toml')}")
+    console.print(f"wrote {shown(res.out_dir / 'sweep.csv')}, sweep.json and pareto.png")
     return 1 if res.failed else 0
 
 

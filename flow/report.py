@@ -14,14 +14,52 @@ import html
 import io
 import json
 import math
+import os
+import re
 from pathlib import Path
 from typing import Any
 
-__all__ = ["write_report", "PLOTS"]
+__all__ = ["write_report", "PLOTS", "file_text", "json_safe"]
 
 #: The plots of a report (file names in the report stage's directory).
 PLOTS = ("training.png", "ranks.png", "memory.png", "stages.png")
 _STAGE_ORDER = ("train", "quantize", "compile", "rtl", "sim", "device-train", "bitstream", "report")
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _escape_surrogate(m: re.Match) -> str:
+    c = ord(m.group())
+    # a byte of a file name that is not UTF-8 (os.fsdecode's surrogate escape): the byte
+    return f"\\x{c - 0xDC00:02x}" if 0xDC80 <= c <= 0xDCFF else f"\\u{c:04x}"
+
+
+def file_text(value: object) -> str:
+    """Untrusted text (a path, a config value) for a UTF-8 text file (report, TOML
+    comment, CSV): a non-UTF-8 byte of a file name as ``\\xff`` (it ended the flow in
+    ``UnicodeEncodeError``), control and invisible format characters escaped as
+    :func:`ttforge.errors.shown` escapes them (a right-to-left override made the page
+    read backwards; a control character made a TOML comment invalid). Markup is left
+    to the format's own escaping (``html.escape``)."""
+    # the characters shown() and one_line() escape, from their one table
+    from ttforge.errors import _ESCAPES
+
+    text = os.fsdecode(value) if isinstance(value, (bytes, os.PathLike)) else str(value)
+    return _SURROGATE.sub(_escape_surrogate, text).translate(_ESCAPES)
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` (plain data) with every string that holds a lone surrogate (a non-UTF-8
+    file name's byte) written as :func:`file_text` writes it: JSON's ``"\\udcff"``, which
+    json.dumps writes for it, is refused by strict parsers."""
+    if isinstance(obj, str):
+        return _SURROGATE.sub(_escape_surrogate, obj)
+    if isinstance(obj, dict):
+        return {json_safe(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
 
 
 def _pct(v: float | None) -> str:
@@ -63,18 +101,23 @@ def _plots(root: Path, records: dict[str, dict], out: Path) -> dict[str, Path]:
     if history:
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.2))
         ep = [h["epoch"] for h in history]
-        a1.plot(ep, [h["train_loss"] for h in history], label="train")
-        a1.plot(ep, [h["test_loss"] for h in history], label="test")
+        mark = "o" if len(ep) == 1 else None   # one epoch: a point, not a line of no length
+        a1.plot(ep, [h["train_loss"] for h in history], label="train", marker=mark)
+        a1.plot(ep, [h["test_loss"] for h in history], label="test", marker=mark)
         a1.set_xlabel("epoch"), a1.set_ylabel("cross-entropy"), a1.legend(), a1.set_title("loss")
-        a2.plot(ep, [100 * h["train_acc"] for h in history], label="train")
-        a2.plot(ep, [100 * h["test_acc"] for h in history], label="test")
+        a2.plot(ep, [100 * h["train_acc"] for h in history], label="train", marker=mark)
+        a2.plot(ep, [100 * h["test_acc"] for h in history], label="test", marker=mark)
         trunc = (tr or {}).get("truncation")
         if trunc:
             cut = max((h["epoch"] for h in history if h.get("phase") == "train"), default=None)
             if cut is not None:
                 for a in (a1, a2):
                     a.axvline(cut + 0.5, color="grey", ls="--", lw=1)
-                a2.text(cut + 0.6, a2.get_ylim()[0] + 2, "ranks truncated", fontsize=8, color="grey")
+                # y in the axes' own units (near its bottom): 2 points above the lower
+                # limit lay far above a flat curve (one epoch), and tight_layout gave up
+                # left of the line, inside the axes also when the cut ends the history
+                a2.text(cut + 0.4, 0.03, "ranks truncated", fontsize=8, color="grey", ha="right",
+                        transform=a2.get_xaxis_transform())
         a2.set_xlabel("epoch"), a2.set_ylabel("accuracy (%)"), a2.legend(), a2.set_title("accuracy")
         save(fig, "training.png")
     if tr and tr.get("ranks"):
@@ -302,13 +345,15 @@ def _verdict(records: dict[str, dict]) -> tuple[bool | None, str]:
 def _html(cfg, tables, plots: dict[str, Path], verdict: tuple[bool | None, str]) -> str:
     from ttforge import __version__
 
-    e = html.escape
+    def e(text: object) -> str:
+        return html.escape(file_text(text))
+
     ok, text = verdict
     cls = "ok" if ok else "bad"
     parts = ["<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
              f"<title>ttforge flow: {e(cfg.name)}</title><style>{_CSS}</style></head><body>",
              f"<h1>ttforge flow: {e(cfg.name)}</h1>",
-             f"<p class='note'>config: {e(str(cfg.source) if cfg.source else 'built in code')}; "
+             f"<p class='note'>config: {e(cfg.source if cfg.source else 'built in code')}; "
              f"ttforge {e(__version__)}</p>",
              f"<p class='banner {cls}'>{e(text)}</p>"]
     titles = {"training.png": "Training", "ranks.png": "TT ranks", "memory.png": "Memory",
@@ -319,7 +364,7 @@ def _html(cfg, tables, plots: dict[str, Path], verdict: tuple[bool | None, str])
             cells = []
             for c in r:
                 k = " class='ok'" if c in ("yes",) else " class='bad'" if c in ("NO", "failed") else ""
-                cells.append(f"<td{k}>{e(str(c))}</td>")
+                cells.append(f"<td{k}>{e(c)}</td>")
             parts.append("<tr>" + "".join(cells) + "</tr>")
         parts.append("</table>")
         if note:
@@ -335,13 +380,15 @@ def _html(cfg, tables, plots: dict[str, Path], verdict: tuple[bool | None, str])
 
 def _md(cfg, tables, plots: dict[str, Path], verdict, rel: str) -> str:
     ok, text = verdict
-    lines = [f"# ttforge flow: {cfg.name}", "", f"**{text}**", ""]
+    t = file_text
+    source = f"config: {t(cfg.source)}" if cfg.source else "config: built in code"
+    lines = [f"# ttforge flow: {t(cfg.name)}", "", source, "", f"**{t(text)}**", ""]
     for title, header, rows, note in tables:
         lines += [f"## {title}", "", "| " + " | ".join(h or " " for h in header) + " |",
                   "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |" for r in rows]
+        lines += ["| " + " | ".join(t(c).replace("|", "\\|") for c in r) + " |" for r in rows]
         if note:
-            lines += ["", note]
+            lines += ["", t(note)]
         lines.append("")
     lines += ["## Plots", ""]
     for name in PLOTS:

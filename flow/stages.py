@@ -33,7 +33,7 @@ from ttforge import __version__
 from ttforge.errors import ConfigError, TTForgeError
 from ttforge.errors import EXIT_ENVIRONMENT, FlowError
 from ttforge.atomic import (atomic_dir, atomic_write_bytes, check_output_dir, check_owned_dir,
-                            make_output_dir, sha256_file)
+                            check_writable, make_output_dir, output_lock, sha256_file)
 
 __all__ = ["STAGES", "FlowError", "StageResult", "FlowResult", "run_flow", "fingerprint",
            "RECORD", "read_record"]
@@ -518,6 +518,9 @@ def _inputs(ctx: _Ctx, name: str, statuses: dict[str, str]) -> dict[str, Any]:
         d["config"]["clock"] = [ctx.cfg.bitstream.board, ctx.cfg.bitstream.freq_mhz]
     d["upstream"] = {u: ctx.digest(u) for u in _UPSTREAM[name]}
     if name == "report":
+        # the page names the config file: a run from another path writes it anew (it kept
+        # naming the old one)
+        d["config"]["source"] = None if ctx.cfg.source is None else os.fsdecode(ctx.cfg.source)
         d["short"] = ctx.short
         d["statuses"] = {k: v for k, v in statuses.items() if k != "report"}
     return d
@@ -546,7 +549,9 @@ def _run_one(ctx: _Ctx, name: str, inputs: dict[str, Any], force: bool) -> Stage
                "fingerprint": fp, "inputs": inputs, "outputs": outputs,
                "digest": hashlib.sha256(_canonical(outputs)).hexdigest(),
                "seconds": round(seconds, 3), "figure": figure, "summary": summary}
-        (tmp / RECORD).write_text(json.dumps(rec, indent=2, default=str) + "\n")
+        from ttforge.flow.report import json_safe
+
+        (tmp / RECORD).write_text(json.dumps(json_safe(rec), indent=2, default=str) + "\n")
     ctx.records[name] = rec
     return StageResult(name, "ran", seconds, figure, rec)
 
@@ -586,20 +591,27 @@ def run_flow(cfg, out_dir: str | os.PathLike | None = None, *, until: str | None
     if short:
         cfg = cfg.shortened()
     root = check_output_dir(Path(out_dir) if out_dir is not None else Path("build") / cfg.name, "--out")
-    if root.is_dir() and any(root.iterdir()) and not any((root / s / RECORD).is_file() for s in STAGES):
-        raise ConfigError(f"--out {root} is not empty and not a ttforge flow build; choose an empty "
-                          f"or new directory")
-    _check_published(root)
-    created = not root.exists()
-    make_output_dir(root, "--out")
-    try:
-        return _run_stages(cfg, root, until, force, short, on_stage, on_done, say)
-    except BaseException:
-        # a failed first run leaves no empty build directory behind (stages that
-        # completed before the failure are kept: the next run skips them)
-        if created and root.is_dir() and not any(root.iterdir()):
-            root.rmdir()
-        raise
+    # its lock (and a new build) go beside it: a directory that takes no file is one line
+    check_writable(root, "--out")
+    # one run at a time into a build (as train --out): a second flow started with the
+    # first found the first's temporary stage directory and called the build not a flow's
+    with output_lock(root, "--out"):
+        if root.is_dir() and any(root.iterdir()) and not any((root / s / RECORD).is_file() for s in STAGES):
+            raise ConfigError(f"--out {root} is not empty and not a ttforge flow build; choose an empty "
+                              f"or new directory")
+        _check_published(root)
+        created = not root.exists()
+        make_output_dir(root, "--out")
+        try:
+            # a read-only build directory is one line now, not the first stage's failure
+            check_writable(root, "--out", inside=True)
+            return _run_stages(cfg, root, until, force, short, on_stage, on_done, say)
+        except BaseException:
+            # a failed first run leaves no empty build directory behind (stages that
+            # completed before the failure are kept: the next run skips them)
+            if created and root.is_dir() and not any(root.iterdir()):
+                root.rmdir()
+            raise
 
 
 def _run_stages(cfg, root: Path, until, force, short, on_stage, on_done, say) -> FlowResult:

@@ -49,8 +49,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from ttforge.atomic import (atomic_write_bytes, atomic_write_text, check_owned_dir, commit_dir, make_output_dir,
-                            read_marker, staging_dir)
+from ttforge.atomic import (atomic_write_bytes, atomic_write_text, check_owned_dir, check_writable, commit_dir,
+                            make_output_dir, read_marker, staging_dir)
 from ttforge.errors import ConfigError, OutputError, TTForgeError, one_line, show
 
 __all__ = ["AXES", "UNTIL", "MAX_POINTS", "SHARED_STAGES", "SweepConfig", "SweepResult", "load_sweep", "run_sweep",
@@ -151,7 +151,11 @@ class SweepResult:
 
 
 def _label(params: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k.split('.')[-1]}={v}" for k, v in params.items())
+    """``ranks=2, port=...``: the point's values as one line of text (control characters
+    escaped: it goes into a TOML comment, which they made invalid, and onto the plot)."""
+    from ttforge.flow.report import file_text
+
+    return ", ".join(f"{file_text(k.split('.')[-1])}={file_text(v)}" for k, v in params.items())
 
 
 def _set(data: dict, dotted: str, value: Any) -> None:
@@ -380,8 +384,13 @@ def _toml_value(v: Any) -> str:
 
 
 def to_toml(data: Mapping[str, Any], header: str = "") -> str:
-    """Nested tables of scalars and lists as TOML (``None`` values left out)."""
-    lines = [f"# {ln}" for ln in header.splitlines()]
+    """Nested tables of scalars and lists as TOML (``None`` values left out); each line
+    of ``header`` a comment (its control characters escaped: TOML refuses them there)."""
+    from ttforge.flow.report import file_text
+
+    # split at newlines only (splitlines() also splits at \x0b, \x1c or \u2028, which
+    # would start a line that is no comment)
+    lines = [f"# {file_text(ln)}" for ln in header.split("\n")] if header else []
 
     def table(prefix: str, d: Mapping[str, Any]) -> None:
         scalars = {k: v for k, v in d.items() if not isinstance(v, Mapping) and v is not None}
@@ -434,7 +443,7 @@ def _plot(rows: list[dict[str, Any]], title: str) -> bytes:
                 for j, r in enumerate(sorted(mine, key=lambda r: r[cost])):   # above, below: apart
                     ax.annotate(_label({k: v for k, v in r["params"].items() if k != "bitstream.board"}),
                                 (r[cost], scale * r[gain]), fontsize=7, xytext=(4, 5 if j % 2 else -10),
-                                textcoords="offset points")
+                                textcoords="offset points", parse_math=False)
         ax.margins(x=0.25)
         xs = [r[cost] for r in rows if r.get(cost)]
         if xs and max(xs) > 10 * min(xs):   # a log axis only where the costs span decades
@@ -453,6 +462,8 @@ def _plot(rows: list[dict[str, Any]], title: str) -> bytes:
 
 
 def _write(res: SweepResult, *, final: bool) -> None:
+    from ttforge.flow.report import json_safe
+
     cfg, out = res.config, res.out_dir
     rows = [r for r in res.rows if r]
 
@@ -473,7 +484,7 @@ def _write(res: SweepResult, *, final: bool) -> None:
     for r in rows:
         w.writerow([json.dumps(r["params"][k]) if isinstance(r["params"][k], list) else r["params"][k]
                     for k in cfg.axes] + ["" if r.get(c) is None else r.get(c) for c in COLUMNS])
-    blobs = {"sweep.csv": buf.getvalue().encode(), "pareto.png": _plot(rows, f"ttforge sweep {cfg.name}: {len(rows)} points")}
+    blobs = {"sweep.csv": json_safe(buf.getvalue()).encode(), "pareto.png": _plot(rows, f"ttforge sweep {cfg.name}: {len(rows)} points")}
     for board, r in res.best.items():
         data = json.loads(json.dumps(r["flow"]))
         data["flow"]["name"] = f"{cfg.name}-best-{board}"
@@ -561,6 +572,7 @@ def run_sweep(cfg: SweepConfig, out_dir: str | os.PathLike, *, jobs: int | None 
     ``ttforge regress`` does; the finished points are in ``sweep.json`` then."""
     out = make_output_dir(out_dir, "--out")
     files = _check_out(out)
+    check_writable(out, "--out", inside=True)   # before any point, not at the results
     points = cfg.points()
     t0 = time.perf_counter()
     done = _finished(out)

@@ -77,3 +77,26 @@ def test_blank_page_fails_the_rendering_checks(tmp_path):
     page.write_text("<!DOCTYPE html><html><body></body></html>")
     img = _screenshot(page, tmp_path)
     assert len(np.unique(img.reshape(-1, 3), axis=0)) <= 200 or np.mean(np.any(img < 245, axis=2)) <= 0.05
+
+
+def test_one_epoch_cut_by_truncation_plots_without_a_warning(tmp_path):
+    """One epoch, ranks truncated after it: the "ranks truncated" label lay 2 points above
+    the accuracy axis' bottom, far above its flat range, and matplotlib warned "Tight
+    layout not applied" on stderr; the curves were lines of no length."""
+    import json
+    import warnings
+
+    from ttforge.flow.report import _plots
+
+    (tmp_path / "train").mkdir()
+    h = {"epoch": 1, "phase": "train", "train_loss": 1.24, "test_loss": 1.28, "train_acc": 0.782,
+         "test_acc": 0.778}
+    (tmp_path / "train" / "metrics.json").write_text(json.dumps({"history": [h]}))
+    trunc = {"layers": {"1": {"before": [1, 8, 1], "after": [1, 8, 1]}}}
+    records = {"train": {"summary": {"ranks": {"1": [1, 8, 1]}, "truncation": trunc}, "seconds": 1.0}}
+    out = tmp_path / "out"
+    out.mkdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        made = _plots(tmp_path, records, out)
+    assert {"training.png", "ranks.png", "stages.png"} <= set(made)
