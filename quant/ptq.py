@@ -239,10 +239,11 @@ def evaluate_quantized(qnet: QuantNetwork, inet: IntNetwork, x: torch.Tensor, y:
     was = qnet.training
     qnet.eval()
     fq_parts, int_parts = [], []
-    scale = 2.0 ** -qnet.output_exp()
+    # divided by 2^exp: 2^-exp overflows float64 at exp = -1024
+    unit = math.ldexp(1.0, qnet.output_exp())
     for i in range(0, x.shape[0], batch):
         xb = x[i:i + batch]
-        fq_parts.append((qnet(xb).double() * scale).numpy())
+        fq_parts.append((qnet(xb).double() / unit).numpy())
         int_parts.append(execute(inet, inet.quantize_input(xb.numpy())))
     qnet.train(was)
     fq = np.concatenate(fq_parts)

@@ -22,13 +22,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from ttforge.errors import ConfigError
+from ttforge.errors import ConfigError, show
 from ttforge.model import fast
 from ttforge.model.layers import TTLinear
 from ttforge.ir.schedule import ContractionSchedule
 from ttforge.ir.tt import TTShape
 from ttforge.ir.arith import BIT_RANGES, MAX_ACC_BITS, acc_bits_needed, exponent_for_max
 from ttforge.ir.executor import IntLayer, IntNetwork
+from ttforge.limits import MAX_EXP
 
 __all__ = [
     "LayerQuant",
@@ -141,32 +142,70 @@ class _FakeQuantSTE(torch.autograd.Function):
     """:func:`fake_quant` under autograd in eager mode: the value computed in place in
     one buffer, and the straight-through gradient as one kept mask (``lo <= round <=
     hi``). The same values and gradients as the plain operations bit for bit (scaling
-    by the powers of two ``down * up = 1`` is exact), in fewer passes over the data and
+    by a power of two and back is exact), in fewer passes over the data and
     fewer allocations (the plain operations allocate at every step, and their backward
     adds a clamp's four passes and two products)."""
 
     @staticmethod
-    def forward(ctx, x, down, up, lo, hi):  # type: ignore[override]
-        r = _rounded(x, down)
+    def forward(ctx, x, unit, bits, narrow):  # type: ignore[override]
+        r = _rounded(x, unit)
+        lo, hi = _saturation(bits, narrow, r.dtype)
         ctx.save_for_backward((r >= lo).logical_and_(r <= hi))
-        return r.clamp_(lo, hi).mul_(up)
+        return r.clamp_(lo, hi).mul_(unit)
 
     @staticmethod
     def backward(ctx, g):  # type: ignore[override]
         (inside,) = ctx.saved_tensors
-        return g * inside, None, None, None, None
+        return g * inside, None, None, None
 
 
-def _rounded(x: torch.Tensor, down) -> torch.Tensor:
-    """``floor(x * down + 1/2)`` (:func:`_round_half_up`) in a new tensor."""
-    return _round_half_up(torch.mul(x, down))
+def _rounded(x: torch.Tensor, unit) -> torch.Tensor:
+    """``floor(x / unit + 1/2)`` (:func:`_round_half_up`) in a new tensor.
+
+    A division by ``unit = 2^exp`` rather than a product with ``2^-exp``: at the
+    contract's end ``exp = -1024`` (and at the bias's accumulator exponents below it)
+    ``2^-exp`` overflows float64 while ``2^exp`` is an exact subnormal, and the quotient
+    is the same correctly rounded value wherever both exist."""
+    return _round_half_up(torch.div(x, unit))
+
+
+#: Significand bits (with the implicit one) of the float dtypes fake quantization runs in.
+_SIGNIFICAND = {torch.float64: 53, torch.float32: 24, torch.bfloat16: 8, torch.float16: 11}
+
+#: The exponents whose ``2^exp`` is a finite, nonzero float64 (the scale of the values).
+FAKE_QUANT_EXPS = (-1074, 1023)
+
+
+def _saturation(bits: int, narrow: bool, dtype: torch.dtype) -> tuple[float, float]:
+    """``(lo, hi)`` of a ``bits``-wide integer as values of ``dtype``: ``hi`` rounded down
+    to the largest value of the dtype not above it. ``2^(bits-1) - 1`` needs ``bits - 1``
+    significand bits; past the dtype's (float32 from 26 bits) it rounds to the nearest
+    value, ``2^(bits-1)`` itself, one past the width (a 32-bit bias in float32 saturated
+    to 2^31). The largest value below ``2^(bits-1)`` is ``2^(bits-1) - 2^(bits-1-p)``
+    for a ``p``-bit significand; ``-2^(bits-1)`` is exact. Both stop at the dtype's
+    largest finite value.
+
+    The range as floats, ``2.0 ** (bits - 1)`` rather than ``1 << (bits - 1)``: where a
+    compiled graph takes the width as a symbolic integer (between graph breaks, as in
+    calibration), inductor writes the shift in 32-bit arithmetic and 2^31 wraps."""
+    p = _SIGNIFICAND.get(dtype, 53)
+    hi = 2.0 ** (bits - 1) - (2.0 ** (bits - 1 - p) if bits - 1 > p else 1.0)
+    lo = -hi if narrow else -(2.0 ** (bits - 1))
+    if dtype in (torch.float16, torch.bfloat16):   # (float16 ends at 65504: from 18 bits on)
+        top = torch.finfo(dtype).max
+        return max(lo, -top), min(hi, top)
+    return lo, hi
 
 
 def fake_quant(x: torch.Tensor, bits: int, exp: int | torch.Tensor, narrow: bool = False) -> torch.Tensor:
     """``sat(floor(x / 2^exp + 1/2)) * 2^exp``; gradient passes inside the range, 0 outside.
 
-    ``exp`` is an integer or an integer tensor (a module's exponent buffer: compiled
-    graphs then read it when they run, rather than recompiling for each value).
+    ``exp`` is an integer in :data:`FAKE_QUANT_EXPS` (where ``2^exp`` is a finite nonzero
+    float64) or an integer tensor (a module's exponent buffer: compiled graphs then read
+    it when they run, rather than recompiling for each value; its value is not checked,
+    as that would read it; calibration refuses exponents whose values float64 cannot
+    hold). The saturation bounds are values of ``x``'s dtype: in float32 the largest
+    32-bit value is 2^31 - 128, the largest float32 not above 2^31 - 1.
     Eagerly it runs in place (:class:`_FakeQuantSTE` under autograd; unless
     :data:`FAKE_QUANT_IN_PLACE` is off); traced, captured
     or under a ``torch.func`` transform or forward-mode AD it is plain operations
@@ -179,20 +218,28 @@ def fake_quant(x: torch.Tensor, bits: int, exp: int | torch.Tensor, narrow: bool
     # integer; int_range stops at 32, the widest operand)
     if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 2 <= bits <= MAX_ACC_BITS:
         raise ConfigError(f"bit width {bits!r} must be an integer in 2..{MAX_ACC_BITS}")
-    # the range as floats, 2.0 ** (bits - 1) rather than 1 << (bits - 1): where a
-    # compiled graph takes the width as a symbolic integer (between graph breaks, as
-    # in calibration), inductor writes the shift in 32-bit arithmetic and 2^31 wraps
-    hi = 2.0 ** (bits - 1) - 1
-    lo = -hi if narrow else -hi - 1
-    if isinstance(exp, torch.Tensor):  # float64 powers of two, exact (as a Python float's)
-        exp = exp.to(torch.float64)
-    down, up = 2.0**-exp, 2.0**exp
+    if isinstance(exp, torch.Tensor):
+        if exp.dtype.is_floating_point or exp.dtype.is_complex or exp.dtype == torch.bool:
+            raise ConfigError(f"fake_quant: exp is a {exp.dtype} tensor; give an integer tensor "
+                              f"(values are x / 2^exp)")
+        unit = 2.0 ** exp.to(torch.float64)   # float64 powers of two, exact (as a Python float's)
+    else:
+        # as ttforge.ir.quantize checks it: a scale 2^1.5 is no power of two
+        if isinstance(exp, bool) or not isinstance(exp, (int, np.integer)):
+            raise ConfigError(f"fake_quant: exp={show(exp)} must be an integer (values are x / 2^exp)")
+        if not FAKE_QUANT_EXPS[0] <= exp <= FAKE_QUANT_EXPS[1]:
+            raise ConfigError(f"fake_quant: exp={int(exp)} must be in {FAKE_QUANT_EXPS[0]}.."
+                              f"{FAKE_QUANT_EXPS[1]} (2^exp a finite nonzero float64)")
+        unit = math.ldexp(1.0, int(exp))
     if torch.compiler.is_compiling() or fast.plain_ops_only() or not FAKE_QUANT_IN_PLACE:
-        return torch.clamp(_round_ste(x * down), lo, hi) * up
+        v = _round_ste(x / unit)
+        lo, hi = _saturation(bits, narrow, v.dtype)
+        return torch.clamp(v, lo, hi) * unit
     if torch.is_grad_enabled() and x.requires_grad:
-        return _FakeQuantSTE.apply(x, down, up, lo, hi)
+        return _FakeQuantSTE.apply(x, unit, bits, narrow)
     with torch.no_grad():
-        return _rounded(x, down).clamp_(lo, hi).mul_(up)
+        r = _rounded(x, unit)
+        return r.clamp_(*_saturation(bits, narrow, r.dtype)).mul_(unit)
 
 
 def _tt_view(layer: nn.Module) -> tuple[list[torch.Tensor], ContractionSchedule, int, int]:
@@ -280,6 +327,23 @@ class QuantLinear(nn.Module):
         last = schedule.steps[-1]
         return int(self.core_exps[last.core]) + int(self.step_exps[-2] if len(schedule.steps) > 1 else self.in_exp)
 
+    def _bias_max(self) -> tuple[float, int]:
+        """The bias's largest magnitude, and it at the accumulator's scale as an integer
+        (``0.0, 0`` without a bias)."""
+        if self.layer.bias is None or not self.layer.bias.numel():
+            return 0.0, 0
+        exp = self.bias_exp()
+        top = float(self.layer.bias.detach().double().abs().max())
+        # |bias| / 2^exp as an integer, exactly enough for a width (ldexp overflows past 2^1024)
+        scaled = math.frexp(top)[1] - exp
+        return top, int(math.floor(math.ldexp(top, -exp) + 0.5)) if scaled < 1000 else 1 << scaled
+
+    def _acc_need(self, t: int, bias_max: int = 0) -> int:
+        """Bits of step ``t``'s accumulator: its sums, and ``bias_max`` (on the last step)."""
+        _, schedule, _, _ = _tt_view(self.layer)
+        x_bits = self.in_bits if t == 0 else self.q.inter_bits
+        return acc_bits_needed(schedule.steps[t].K, self.q.w_bits, x_bits, bias_max)
+
     def check_bias(self, index: int) -> None:
         """A one-line :class:`ConfigError` when the bias, at the accumulator's scale,
         cannot be held with the last step's sums in ``acc_bits`` (it would saturate):
@@ -289,13 +353,9 @@ class QuantLinear(nn.Module):
         if self.layer.bias is None or not self.layer.bias.numel():
             return
         _, schedule, _, _ = _tt_view(self.layer)
-        step, exp = schedule.steps[-1], self.bias_exp()
-        top = float(self.layer.bias.detach().double().abs().max())
-        # |bias| / 2^exp as an integer, exactly enough for a width (ldexp overflows past 2^1024)
-        scaled = math.frexp(top)[1] - exp
-        bias_max = int(math.floor(math.ldexp(top, -exp) + 0.5)) if scaled < 1000 else 1 << scaled
-        x_bits = self.in_bits if len(schedule.steps) == 1 else self.q.inter_bits
-        need = acc_bits_needed(step.K, self.q.w_bits, x_bits, bias_max)
+        exp = self.bias_exp()
+        top, bias_max = self._bias_max()
+        need = self._acc_need(len(schedule.steps) - 1, bias_max)
         if need <= self.q.acc_bits:
             return
         where = f"layer {index} ({type(self.layer).__name__})"
@@ -307,6 +367,42 @@ class QuantLinear(nn.Module):
                           f"the weights' and inputs' scales) needs {need} bits, more than the "
                           f"{MAX_ACC_BITS} an accumulator may have: the bias is too large for the "
                           f"weights; check the checkpoint (weights scaled down?) or retrain")
+
+    def check_float64(self, index: int, steps: bool = True) -> None:
+        """A one-line :class:`ConfigError` when eval mode cannot compute this layer exactly
+        in float64, so that it could not equal the integer executor: a quantized value
+        (the width's range times ``2^exp``) or a step's sums beyond float64's largest
+        (below ``2^1024``), or a step's products, multiples of ``2^(core exp + input
+        exp)``, finer than its smallest subnormal ``2^-1074``. The contract's exponents
+        (``+-1024``) reach past both ends: 2-bit weights above ``2^1023`` take the
+        exponent 1024, where ``1 * 2^1024`` is infinite; weights near ``2^-1017`` and
+        inputs near ``2^-53`` multiply to ``2^-1077``. ``steps=False`` checks the input's and
+        the cores' exponents only."""
+        _, schedule, _, _ = _tt_view(self.layer)
+        where = f"layer {index} ({type(self.layer).__name__})"
+        last = len(schedule.steps) - 1
+        ranges = [("its input", self.in_bits, False, int(self.in_exp))] if self.first else []
+        ranges += [(f"core {k}", self.q.w_bits, True, int(e)) for k, e in enumerate(self.core_exps)]
+        for t, step in enumerate(schedule.steps if steps else ()):
+            in_exp = int(self.step_exps[t - 1]) if t else int(self.in_exp)
+            acc_exp = int(self.core_exps[step.core]) + in_exp
+            if acc_exp < FAKE_QUANT_EXPS[0]:
+                raise ConfigError(f"{where} step {t}: its products are multiples of 2^{acc_exp} (core {step.core} "
+                                  f"at 2^{int(self.core_exps[step.core])} times its input at 2^{in_exp}), finer "
+                                  f"than float64's 2^{FAKE_QUANT_EXPS[0]}, so fake quantization cannot equal "
+                                  f"the integer executor: the weights and inputs are too small together; "
+                                  f"scale the model or the data up")
+            need = self._acc_need(t, self._bias_max()[1] if t == last else 0)
+            # the sums are below 2^(need-1) (a strict bound, as a narrow range's)
+            ranges += [(f"step {t}'s sums", need, True, acc_exp),
+                       (f"step {t}'s output", self.step_out_bits(t, last + 1), False, int(self.step_exps[t]))]
+        for name, bits, narrow, exp in ranges:
+            # |values| up to 2^(bits-1) (narrow: below it) times 2^exp; float64 ends below 2^1024
+            if bits - 1 + exp > (1024 if narrow else 1023):
+                raise ConfigError(f"{where}: {name} ({bits}-bit at the scale 2^{exp}) reach 2^{bits - 1 + exp}, "
+                                  f"past float64's largest value (below 2^1024), so fake quantization cannot "
+                                  f"hold them: the weights or inputs are too large; scale the model or the "
+                                  f"data down")
 
     def to_int_layer(self) -> IntLayer:
         """The integer layer this module computes in eval mode."""
@@ -327,7 +423,8 @@ class QuantLinear(nn.Module):
 
 
 def _to_int(x: torch.Tensor, bits: int, exp: int, narrow: bool) -> np.ndarray:
-    return (fake_quant(x, bits, exp, narrow) * 2.0**-exp).numpy().astype(np.int64)
+    # divided by 2^exp: 2^-exp overflows float64 at exp = -1024 (see _rounded)
+    return (fake_quant(x, bits, exp, narrow) / math.ldexp(1.0, exp)).numpy().astype(np.int64)
 
 
 def _choose_exp(v: torch.Tensor, bits: int, narrow: bool, method: Calibration) -> int:
@@ -335,7 +432,9 @@ def _choose_exp(v: torch.Tensor, bits: int, narrow: bool, method: Calibration) -
     e_max = exponent_for_max(max_abs, bits, narrow)
     if method == "max" or max_abs == 0:
         return e_max
-    errors = [(float((fake_quant(v, bits, e, narrow) - v).square().mean()), -e) for e in range(e_max, e_max - 5, -1)]
+    # (never below the contract's -MAX_EXP: an integer layer refuses those)
+    errors = [(float((fake_quant(v, bits, e, narrow) - v).square().mean()), -e)
+              for e in range(e_max, max(e_max - 5, -MAX_EXP - 1), -1)]
     return -min(errors)[1]
 
 
@@ -348,9 +447,19 @@ class QuantNetwork(nn.Module):
 
     def forward(self, x: torch.Tensor, calibrate: Calibration | None = None) -> torch.Tensor:
         for i, layer in enumerate(self.qlayers):
-            if calibrate and i:
+            if not calibrate:
+                x = layer(x)
+                continue
+            if i:
                 layer.in_exp.fill_(int(self.qlayers[i - 1].step_exps[-1]))
-            x = layer(x, calibrate)
+            try:
+                x = layer(x, calibrate)
+            except ConfigError:
+                # an input or core exponent whose values float64 cannot hold (2-bit weights
+                # above 2^1023 at 2^1024) makes its steps NaN, and calibrating them says
+                # only that: name the exponent (they are chosen before the steps)
+                layer.check_float64(i, steps=False)
+                raise
         return x
 
     def output_exp(self) -> int:
@@ -368,7 +477,7 @@ class QuantNetwork(nn.Module):
         """Eval-mode output as integers (``output / 2^out_exp``), int64 numpy."""
         with torch.no_grad():
             y = self.eval()(x).double()
-        return (y * 2.0 ** -self.output_exp()).numpy().astype(np.int64)
+        return (y / math.ldexp(1.0, self.output_exp())).numpy().astype(np.int64)
 
 
 def quantize_model(model: nn.Module, config: QuantConfig = QuantConfig()) -> QuantNetwork:
@@ -399,9 +508,13 @@ def quantize_model(model: nn.Module, config: QuantConfig = QuantConfig()) -> Qua
 
 
 def calibrate(qnet: QuantNetwork, x: torch.Tensor, method: Calibration = "max") -> QuantNetwork:
-    """Set every exponent from a calibration batch (post-training quantization)."""
+    """Set every exponent from a calibration batch (post-training quantization); a one-line
+    :class:`ConfigError` if eval mode cannot then compute a layer exactly in float64
+    (:meth:`QuantLinear.check_float64`)."""
     with torch.no_grad():
         qnet(x, calibrate=method)
+    for i, layer in enumerate(qnet.qlayers):
+        layer.check_float64(i)
     return qnet
 
 
@@ -409,4 +522,5 @@ def compile_network(qnet: QuantNetwork) -> IntNetwork:
     """The :class:`IntNetwork` that ``qnet`` computes in eval mode."""
     for i, layer in enumerate(qnet.qlayers):
         layer.check_bias(i)
+        layer.check_float64(i)   # (exponents may have been set by hand since calibration)
     return IntNetwork(tuple(layer.to_int_layer() for layer in qnet.qlayers))

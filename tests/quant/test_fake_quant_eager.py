@@ -55,10 +55,10 @@ def test_eager_values_and_gradients_are_the_plain_operations(monkeypatch, dtype,
     assert torch.equal(got.detach(), want)
     assert torch.equal(xs[0].grad, xs[1].grad)
     assert torch.equal(x, before)  # the input is never written
-    # the straight-through gradient: the output gradient where the rounded value is in range
-    # (in x's dtype, as the comparisons run: 2^31 - 1 is 2^31 in float32)
+    # the straight-through gradient: the output gradient where the rounded value is in range,
+    # compared exactly (2^31 - 1 is 2^31 in float32, which is outside 32 bits)
     hi = 2.0 ** (bits - 1) - 1
-    r = torch.floor(x * 2.0 ** -exp + 0.5)
+    r = torch.floor(x * 2.0 ** -exp + 0.5).double()
     inside = (r >= (-hi if narrow else -hi - 1)) & (r <= hi)
     assert torch.equal(xs[0].grad, torch.where(inside, g, torch.zeros_like(g)))
 
