@@ -377,10 +377,15 @@ def train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable 
         return _train_int_run(args, load_data, plot)
 
 
+#: A resumed run's epochs are ordered by the seed it started with (its meta), which
+#: no flag overrides.
+_SEED_FIX = "the seed orders the run's epochs: resume a state train-int wrote, or start a new run"
+
+
 def _train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable | None) -> int:
     from ttforge.atomic import atomic_path, atomic_write_text, check_output_dir, make_output_dir
     from ttforge.ir.artifact import load_artifact, save_artifact
-    from ttforge.ir.train_state import load_state, save_state
+    from ttforge.ir.train_state import load_state, meta_epochs, meta_int, save_state
 
     _check_train_int_bounds(args)
     if not 0 <= args.lr_shift <= 62:
@@ -402,9 +407,10 @@ def _train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable
             return 0
     if args.resume:
         if args.batch is None:
-            args.batch = int(state.meta.get("batch", 32))
+            args.batch = meta_int(state, "batch", 32, 1, MAX_BATCH, "give --batch explicitly")
         if args.lr_decay_at is None:
-            args.lr_decay_at = [int(e) for e in state.meta.get("lr_decay_at", [])]
+            args.lr_decay_at = meta_epochs(state, "lr_decay_at", MAX_EPOCHS, "give --lr-decay-at explicitly")
+        resumed_seed = meta_int(state, "seed", args.seed, 0, MAX_SEED, _SEED_FIX)   # checked before any work
         if args.truncate_ranks is None:
             args.truncate_ranks = [Truncation.from_json(v) for v in _meta_list(state, "truncate_ranks")]
         elif args.truncate_ranks:   # the schedule given now is the one a later resume follows
@@ -444,7 +450,7 @@ def _train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable
             state = state.replace(meta={**state.meta, "truncate_ranks": _truncations_json(args.truncate_ranks)})
     else:
         check_fits(state, x.shape[1], np.concatenate([y, yt]), f"the state {show_path(args.resume)}")
-        seed = int(state.meta.get("seed", seed))
+        seed = resumed_seed
         if state.epoch >= args.epochs:
             raise ConfigError(f"the state is at epoch {state.epoch}; give --epochs > {state.epoch} to continue")
     # every start (random, --from, --resume) trains on the state's own input scale

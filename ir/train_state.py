@@ -22,7 +22,7 @@ from typing import Any
 
 
 from ttforge import __version__
-from ttforge.errors import ArtifactError, TTForgeError, show, show_path
+from ttforge.errors import ArtifactError, ConfigError, TTForgeError, show, show_path
 from ttforge.limits import MAX_ARTIFACT_BYTES, MAX_BATCH, MAX_MANIFEST_BYTES, file_kind, read_bounded
 from ttforge.ir.arith import ARITHMETIC_SPEC_VERSION, ROUNDING
 from ttforge.ir.artifact import dump_json
@@ -244,6 +244,32 @@ def is_state_file(path: str | os.PathLike) -> bool:
         return False
 
 
+def _meta_int_ok(v: object, lo: int, hi: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def meta_int(state: TrainState, key: str, default: int, lo: int, hi: int, fix: str) -> int:
+    """The state's ``meta[key]`` (``default`` when absent): an integer (not a bool, not a
+    float, not a string) in ``lo..hi``, else a one-line :class:`ConfigError` naming the key
+    and ``fix`` (e.g. ``"give --batch explicitly"``). The meta is the run's record, which
+    the loader does not check (a batch of ``"abc"`` was exit 70 at resume, ``1.5``
+    trained with batch 1)."""
+    v = state.meta.get(key, default)
+    if not _meta_int_ok(v, lo, hi):
+        raise ConfigError(f"the state's meta {key}={show(v)} is not an integer in {lo}..{hi:,}; {fix}")
+    return v
+
+
+def meta_epochs(state: TrainState, key: str, hi: int, fix: str) -> list[int]:
+    """The state's ``meta[key]`` (``[]`` when absent): a list of integer epochs in
+    ``1..hi``, else one line as :func:`meta_int` (a string ``"12"`` decayed after epochs 1
+    and 2)."""
+    v = state.meta.get(key, [])
+    if not (isinstance(v, list) and all(_meta_int_ok(e, 1, hi) for e in v)):
+        raise ConfigError(f"the state's meta {key}={show(v)} is not a list of epochs in 1..{hi:,}; {fix}")
+    return list(v)
+
+
 def memory_batch(state: TrainState, batch: int | None = None) -> tuple[int, str]:
     """The batch the training memory is stated for, and where it comes from: ``batch``
     (``"--batch"``), else the batch the state was trained with (``"state"``: its meta),
@@ -251,7 +277,7 @@ def memory_batch(state: TrainState, batch: int | None = None) -> tuple[int, str]
     if batch is not None:
         return int(batch), "--batch"
     b = state.meta.get("batch")
-    if isinstance(b, int) and not isinstance(b, bool) and 1 <= b <= MAX_BATCH:
+    if _meta_int_ok(b, 1, MAX_BATCH):
         return b, "state"
     return 32, "default"
 

@@ -1,0 +1,47 @@
+"""`ttforge train-int --resume` reads the run's record (the state's meta), which the
+loader does not check: every value it uses is checked first, one line, exit 2 (a batch
+of "abc" was exit 70, 1.5 trained with batch 1, a decay epoch "12" decayed after
+epochs 1 and 2, a seed of 10**30 passed)."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from ttforge.cli import main
+from ttforge.ir.train_state import load_state, save_state
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("meta") / "run"
+    assert main(["train-int", "--quiet", "-o", str(d), "--epochs", "1", "--batch", "64", "--hidden", "16",
+                 "--ranks", "2", "--lr-decay-at", "2"]) == 0
+    return d
+
+
+@pytest.mark.parametrize("key, value", [
+    ("batch", "abc"), ("batch", 1.5), ("batch", True), ("batch", 0), ("batch", 2**20 + 1),
+    ("lr_decay_at", 5), ("lr_decay_at", "12"), ("lr_decay_at", [{}]), ("lr_decay_at", [0]),
+    ("seed", "x"), ("seed", -1), ("seed", 10**30), ("seed", 2.0),
+])
+def test_a_bad_meta_value_is_one_line_exit_2_before_any_step(run, tmp_path, capsys, key, value):
+    d = tmp_path / "run"
+    shutil.copytree(run, d)
+    st = load_state(d / "state.ttts")
+    save_state(st.replace(meta={**st.meta, key: value}), d / "state.ttts")
+    before = (d / "state.ttts").read_bytes()
+    code = main(["train-int", "--quiet", "-o", str(d), "--epochs", "2", "--resume", str(d / "state.ttts")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and f"the state's meta {key}=" in err[0], err
+    assert (d / "state.ttts").read_bytes() == before
+
+
+def test_the_checked_values_resume_as_before(run, tmp_path, capsys):
+    """Sibling: the run's own meta resumes (the checks refuse only what is bad)."""
+    d = tmp_path / "run"
+    shutil.copytree(run, d)
+    assert main(["train-int", "--quiet", "-o", str(d), "--epochs", "2", "--resume", str(d / "state.ttts")]) == 0
+    st = load_state(d / "state.ttts")
+    assert st.epoch == 2 and st.meta["batch"] == 64 and st.meta["lr_decay_at"] == [2]
