@@ -201,15 +201,23 @@ def _step(d: Descriptor, s: int, cfg: AccelConfig, bufs: np.ndarray, cmem: np.nd
     return dst, max(o_top + 1, d.O_BASE + d.ZFILL_TO)
 
 
-def _run(program: Program, config: AccelConfig | None, x, traced: bool):
-    cfg = config if config is not None else program.config
-    if not isinstance(cfg, AccelConfig):
-        raise ConfigError(f"run_program needs an AccelConfig, got {type(cfg).__name__}")
+def check_stream_input(program: Program, x) -> np.ndarray:
+    """``x`` as the engine streams it, a ``(batch, in_count)`` integer array (the model and
+    the RTL simulation take the same); else a one-line :class:`ShapeError`. Values are not
+    range-checked: the stream wraps them to the input width, as the hardware does."""
     x = np.asarray(x)
     if x.ndim != 2 or x.shape[1] != program.in_count:
         raise ShapeError(f"input has shape {x.shape}; the program takes (batch, {program.in_count})")
     if not np.issubdtype(x.dtype, np.integer):
         raise ShapeError(f"input has dtype {x.dtype}; the engine takes integers")
+    return x
+
+
+def _run(program: Program, config: AccelConfig | None, x, traced: bool):
+    cfg = config if config is not None else program.config
+    if not isinstance(cfg, AccelConfig):
+        raise ConfigError(f"run_program needs an AccelConfig, got {type(cfg).__name__}")
+    x = check_stream_input(program, x)
     dmem_words = program.dmem
     for name, n, depth in (("DMEM", len(dmem_words), cfg.desc_depth * DESC_WORDS),
                            ("CMEM", program.cmem.size, cfg.core_depth),

@@ -603,6 +603,8 @@ def run_inference(sim_build: SimBuild, program_or_artifact, inputs: np.ndarray, 
     program_or_artifact : Program, IntNetwork or path of an artifact
         Compiled for ``sim_build.config`` when it is not a ``Program``.
     inputs : integer array ``(B, IN_COUNT)``
+        Anything else is a one-line :class:`~ttforge.errors.ShapeError`, as for
+        :func:`~ttforge.hw.run_program`.
     seed : int
         Seeds the pause generators.
     gaps, backpressure : float
@@ -616,9 +618,11 @@ def run_inference(sim_build: SimBuild, program_or_artifact, inputs: np.ndarray, 
     """
     check_pauses(gaps, backpressure)
     prog = _as_program(sim_build.config, program_or_artifact)
-    X = np.asarray(inputs, dtype=np.int64)
-    if X.ndim != 2 or X.shape[1] != prog.in_count:
-        raise ConfigError(f"inputs have shape {X.shape}; the program takes (batch, {prog.in_count})")
+    from ttforge.hw.model import check_stream_input
+
+    # the engine model's check: a float input was truncated by the int64 cast (NaN became
+    # int64's minimum) and the simulation ran on other values than the caller's
+    X = check_stream_input(prog, inputs).astype(np.int64)
     regs = register_addresses(sim_build.config)
     arrays = {"writes": load_writes(prog) if writes is None else np.asarray(writes, dtype=np.int64),
               "inputs": X}

@@ -90,6 +90,23 @@ def test_rtl_fault_disagrees(sim, case, get_build):
     assert not np.array_equal(r.outputs, case.golden[:8])
 
 
+@pytest.mark.parametrize("shift", [0.9, float("nan")])
+def test_float_inputs_are_refused_as_the_engine_model_refuses_them(case, get_build, tmp_path, shift):
+    """``x + 0.9`` was truncated to ``x`` by an int64 cast (NaN to int64's minimum) and
+    simulated; ``run_program`` refuses it. One line, before any simulator work."""
+    from ttforge.errors import ShapeError
+    from ttforge.hw import run_program
+
+    b = get_build("icarus", case.config)
+    X = case.X[:3] + shift
+    with pytest.raises(ShapeError) as model:
+        run_program(case.program, None, X)
+    with pytest.raises(ShapeError, match=r"^input has dtype float64; the engine takes integers$") as sim:
+        run_inference(b, case.program, X, workdir=tmp_path / "job")
+    assert str(sim.value) == str(model.value)
+    assert not (tmp_path / "job").exists()
+
+
 def test_reset_in_the_middle_of_an_inference(sim, case, get_build):
     """rst during an inference: the registers return to reset (the memories keep), the
     registers are written again, and the next vectors are exact."""
