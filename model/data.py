@@ -135,6 +135,10 @@ def _read_bytes(path: Path) -> bytes:
         return read_at_most(f, size)
 
 
+#: The most dimensions :func:`read_idx` takes (numpy 1's limit).
+_IDX_MAX_DIMS = 32
+
+
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Parse an IDX file (raw or gzip-compressed) into a native-endian numpy array.
 
@@ -148,28 +152,32 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     data = _read_bytes(path)
     if len(data) < 4:
         raise DataError(
-            f"IDX file {path} is only {len(data)} bytes, shorter than the 4-byte magic number; "
+            f"IDX file {show_path(path)} is only {len(data)} bytes, shorter than the 4-byte magic number; "
             f"the file is truncated, re-copy it"
         )
     magic = int.from_bytes(data[:4], "big")
     if data[0] != 0 or data[1] != 0:
         raise DataError(
-            f"IDX file {path} has magic number 0x{magic:08X}, not an IDX file (expected "
+            f"IDX file {show_path(path)} has magic number 0x{magic:08X}, not an IDX file (expected "
             f"0x000008XX, e.g. 0x00000803 for images); check the path"
         )
     code, ndim = data[2], data[3]
     if code not in _IDX_DTYPES:
         raise DataError(
-            f"IDX file {path} has unknown data type code 0x{code:02X} in its magic number "
+            f"IDX file {show_path(path)} has unknown data type code 0x{code:02X} in its magic number "
             f"0x{magic:08X}; expected one of "
             + ", ".join(f"0x{c:02X}" for c in _IDX_DTYPES)
         )
     if ndim == 0:
-        raise DataError(f"IDX file {path} declares 0 dimensions; expected at least 1")
+        raise DataError(f"IDX file {show_path(path)} declares 0 dimensions; expected at least 1")
+    if ndim > _IDX_MAX_DIMS:
+        # the dimension byte goes to 255; numpy's arrays stop at 32 (64 from numpy 2)
+        raise DataError(f"IDX file {show_path(path)} declares {ndim} dimensions, more than the {_IDX_MAX_DIMS} "
+                        f"an array may have (IDX data sets have 1 to 4); the header is damaged, re-copy the file")
     header = 4 + 4 * ndim
     if len(data) < header:
         raise DataError(
-            f"IDX file {path} is truncated inside its header ({len(data)} of {header} bytes); "
+            f"IDX file {show_path(path)} is truncated inside its header ({len(data)} of {header} bytes); "
             f"re-copy the file"
         )
     dims = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
@@ -177,12 +185,12 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     expected = header + math.prod(dims) * dtype.itemsize
     if len(data) < expected:
         raise DataError(
-            f"IDX file {path} is truncated: its header declares shape {dims} "
+            f"IDX file {show_path(path)} is truncated: its header declares shape {dims} "
             f"({expected} bytes) but it holds {len(data)} bytes; re-copy the file"
         )
     if len(data) > expected:
         raise DataError(
-            f"IDX file {path} has {len(data) - expected} bytes beyond the shape {dims} its "
+            f"IDX file {show_path(path)} has {len(data) - expected} bytes beyond the shape {dims} its "
             f"header declares; the file is damaged, re-copy it"
         )
     arr = np.frombuffer(data, dtype=dtype, count=math.prod(dims), offset=header)
@@ -210,25 +218,25 @@ def _load_pair(directory: Path, prefix: str) -> tuple[np.ndarray, np.ndarray]:
         )
     images, labels = read_idx(images_path), read_idx(labels_path)
     if images.ndim != 3:
-        raise DataError(f"IDX file {images_path} has shape {images.shape}; images must be (n, rows, cols)")
+        raise DataError(f"IDX file {show_path(images_path)} has shape {images.shape}; images must be (n, rows, cols)")
     if labels.ndim != 1:
-        raise DataError(f"IDX file {labels_path} has shape {labels.shape}; labels must be (n,)")
+        raise DataError(f"IDX file {show_path(labels_path)} has shape {labels.shape}; labels must be (n,)")
     if images.shape[0] == 0:
-        raise DataError(f"IDX file {images_path} holds 0 samples; give a file with images")
+        raise DataError(f"IDX file {show_path(images_path)} holds 0 samples; give a file with images")
     if images.shape[0] != labels.shape[0]:
         raise DataError(
             f"{images_path.name} holds {images.shape[0]} images but {labels_path.name} holds "
             f"{labels.shape[0]} labels; use matching image and label files"
         )
     if not np.issubdtype(labels.dtype, np.integer) or (labels.size and labels.min() < 0):
-        raise DataError(f"IDX file {labels_path} must hold non-negative integer labels")
+        raise DataError(f"IDX file {show_path(labels_path)} must hold non-negative integer labels")
     if labels.size and int(labels.max()) >= MAX_CLASSES:
-        raise DataError(f"IDX file {labels_path} holds the label {int(labels.max()):,}, which implies "
+        raise DataError(f"IDX file {show_path(labels_path)} holds the label {int(labels.max()):,}, which implies "
                         f"{int(labels.max()) + 1:,} classes; ttforge's limit is {MAX_CLASSES:,} "
                         f"(labels are 0 .. classes-1)")
     if images.dtype != np.uint8:
         raise DataError(
-            f"IDX file {images_path} holds {images.dtype} pixels; expected unsigned bytes (0x08)"
+            f"IDX file {show_path(images_path)} holds {images.dtype} pixels; expected unsigned bytes (0x08)"
         )
     return images, labels
 

@@ -118,3 +118,25 @@ def test_failed_write_keeps_the_old_file(ckpt):
 def test_atomic_write_text_creates_parents(tmp_path):
     path = atomic_write_text(tmp_path / "a" / "b.json", "{}\n")
     assert path.read_text() == "{}\n"
+
+
+def test_a_path_with_a_newline_stays_on_one_line(tmp_path):
+    """The path went into the message raw: a newline in it split the error in lines."""
+    run = tmp_path / "run\nA"
+    run.mkdir()
+    bad = tmp_path / "bad\nmagic.pt"
+    bad.write_bytes(b"not a checkpoint")
+    for path in (run, bad, tmp_path / "gone\n.pt"):
+        with pytest.raises(CheckpointError) as e:
+            load_checkpoint(path)
+        assert len(str(e.value).splitlines()) == 1 and "\\n" in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("payload", [[1, 2], None, "state"])
+def test_a_payload_that_is_no_dict_is_one_line_and_writes_nothing(tmp_path, payload):
+    """save_checkpoint is public (ttforge.model.__all__): a ttforge error, not TypeError."""
+    from ttforge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^a checkpoint payload is a dict .*not a \w+; pass a dict"):
+        save_checkpoint(tmp_path / "x.pt", payload)
+    assert list(tmp_path.iterdir()) == []

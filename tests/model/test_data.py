@@ -219,3 +219,31 @@ def test_a_data_set_is_held_once_as_float32(tmp_path):
     assert ds.x_train.data_ptr() + ds.x_train.numel() * 4 == ds.x_test.data_ptr()   # one tensor
     want = images.reshape(1000, -1).astype(np.float32) / np.float32(255.0)
     assert np.array_equal(np.concatenate([ds.x_train.numpy(), ds.x_test.numpy()]), want)
+
+
+@pytest.mark.parametrize("ndim", [33, 64, 65, 255])
+def test_more_dimensions_than_an_array_has_are_one_line(tmp_path, ndim):
+    """The dimension byte goes to 255; numpy's reshape raised its own ValueError past 64
+    (32 on numpy 1): one line naming the file and the count."""
+    path = tmp_path / "many-idx"
+    path.write_bytes(bytes([0, 0, 0x08, ndim]) + b"\0\0\0\1" * ndim + b"\7")
+    with pytest.raises(DataError, match=rf"^IDX file \S+many-idx declares {ndim} dimensions, more than the 32 "):
+        read_idx(path)
+
+
+def test_thirty_two_dimensions_are_read(tmp_path):
+    path = tmp_path / "d32-idx"
+    path.write_bytes(idx_bytes(np.arange(2, dtype=np.uint8).reshape((1,) * 31 + (2,))))
+    assert read_idx(path).shape == (1,) * 31 + (2,)
+
+
+def test_a_path_with_a_newline_stays_on_one_line(tmp_path):
+    """The path went into the message raw: a newline in it split the error in lines."""
+    bad = tmp_path / "bad\nidx"
+    bad.write_bytes(b"\1\0\x08\1" + b"\0" * 8)
+    short = tmp_path / "short\nidx"
+    short.write_bytes(idx_bytes(np.zeros(4, dtype=np.uint8))[:-1])
+    for path in (bad, short):
+        with pytest.raises(DataError) as e:
+            read_idx(path)
+        assert len(str(e.value).splitlines()) == 1 and "\\n" in str(e.value), str(e.value)
