@@ -101,15 +101,7 @@ def memory_parts(config) -> dict[str, int]:
                 "dmem": c.desc_depth * TRAIN_DESC_WORDS * 32, "labels": c.max_batch * 16,
                 "maxacc": c.desc_depth * c.acc_bits,
                 "exp2": (1 << tc.table_frac_bits) * (tc.table_bits + 1)}
-    from ttforge.hw.config import DESC_WORDS
-
-    parts = {"cores": config.core_depth * config.core_bits,
-             "biases": config.bias_depth * config.bias_bits,
-             "buffers": 2 * config.buf_depth * config.inter_bits,
-             "descriptors": config.desc_depth * DESC_WORDS * 32}
-    if getattr(config, "throughput", 0):   # the input staging memory of throughput mode
-        parts["staging"] = config.buf_depth * config.act_bits
-    return parts
+    return config.memory_parts()
 
 
 def memory_bits(config) -> int:

@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ttforge.ir.executor import IntNetwork
 
 __all__ = ["AccelConfig", "DESC_WORDS", "COUNTER_BITS", "MIN_COUNTER_BITS", "MAX_LANES", "MAX_DEPTH", "MAX_DESC_DEPTH",
-           "stream_lane_bits"]
+           "MAX_MEMORY_BITS", "stream_lane_bits"]
 
 #: 32-bit words per step descriptor (``docs/hardware.md``, "Descriptor").
 DESC_WORDS = 24
@@ -41,6 +41,18 @@ MAX_ENGINES = 8
 #: this bound keeps the AXI4-Lite windows inside a 32-bit address space).
 MAX_DEPTH = 1 << 24
 MAX_DESC_DEPTH = 4096
+
+
+def _max_memory_bits() -> int:
+    from ttforge.firmware.build import BRAM_BITS, SPRAM_BITS
+    return 2 * max(BRAM_BITS[d] + SPRAM_BITS.get(d, 0) for d in BRAM_BITS)
+
+
+#: Most bits of memory a config may have, all engines' memories together: twice the RAM
+#: of the largest supported device (the ECP5-85F, 3,833,856 bits of block RAM), so every
+#: config a board could hold passes with room to spare. The depths alone allow 2**24
+#: elements each, which no board holds and whose Verilog takes minutes and gigabytes.
+MAX_MEMORY_BITS = _max_memory_bits()
 #: Largest AXI4-Stream ``tdata`` width, in bits.
 MAX_TDATA_BITS = 1024
 
@@ -78,7 +90,8 @@ class AccelConfig:
         Width of bias elements, 2..``acc_bits``.
     core_depth, bias_depth, buf_depth : int
         CMEM, BMEM and each ping-pong buffer, in elements: multiples of ``lanes``,
-        at most ``2**24``.
+        at most ``2**24``; all memories together (:meth:`memory_parts`, times
+        ``engines``) at most :data:`MAX_MEMORY_BITS` bits.
     desc_depth : int
         Descriptor memory, in steps (1..4096); each step is 24 words of 32 bits.
     stream_elems : int
@@ -206,6 +219,7 @@ class AccelConfig:
         if self.throughput and self.buf_ports != 2:
             raise ConfigError("throughput=1 needs buf_ports=2 (the copy into BUF0 is a word "
                               "write beside the buffers' reads); use throughput=0")
+        self._check_memory_bits()
         E = self.stream_elems
         if not _is_pow2(E) or E * stream_lane_bits(self.act_bits) > MAX_TDATA_BITS:
             top = MAX_TDATA_BITS // stream_lane_bits(self.act_bits)
@@ -229,6 +243,51 @@ class AccelConfig:
         elif not (_is_pow2(U) and U <= L and (U >= 2 or U == L)):
             raise ConfigError(f"requant_units={U} must be a power of two in {min(2, L)}..lanes={L} "
                               f"(one unit: serial_requant=1)")
+
+    def _check_memory_bits(self) -> None:
+        """Refuse memories above :data:`MAX_MEMORY_BITS`, naming the depth that holds the
+        most of them and the largest value of it that fits."""
+        parts = self.memory_parts()
+        total = self.engines * sum(parts.values())
+        if total <= MAX_MEMORY_BITS:
+            return
+        # each depth field: its memories' bits per element (per step for desc_depth)
+        per = {"core_depth": ("cores", self.core_bits), "bias_depth": ("biases", self.bias_bits),
+               "buf_depth": ("buffers", 2 * self.inter_bits + self.act_bits * self.throughput),
+               "desc_depth": ("descriptors", DESC_WORDS * 32)}
+        name = max(per, key=lambda f: getattr(self, f) * per[f][1])
+        part, bits = per[name]
+        step = 1 if name == "desc_depth" else self.lanes
+        rest = sum(parts.values()) - getattr(self, name) * bits
+        fit = (MAX_MEMORY_BITS // self.engines - rest) // bits // step * step
+        shown = " + ".join(f"{k} {v:,}" for k, v in parts.items())
+        engines = f", x {self.engines} engines" if self.engines > 1 else ""
+        fix = f"use {name} <= {fit:,}" if fit >= step else "use smaller depths"
+        fix += " or fewer engines" if self.engines > 1 else ""
+        what = (f"{name}={getattr(self, name)}: the memories need {total:,} bits ({shown}{engines}), "
+                f"above ttforge's limit of {MAX_MEMORY_BITS:,} (twice the RAM of the largest "
+                f"supported device, the ECP5-85F)")
+        err = ConfigError(f"{what}; {fix} ({part}: {bits} bits per "
+                          f"{'step' if name == 'desc_depth' else 'element'})")
+        err.memory_excess = what     # for_network names another fix: the network's size
+        raise err
+
+    def memory_parts(self) -> dict[str, int]:
+        """Bits of each memory of one engine.
+
+        Returns
+        -------
+        dict
+            ``cores``, ``biases``, ``buffers`` (the two ping-pong buffers together),
+            ``descriptors`` and, in throughput mode, the input ``staging`` memory.
+        """
+        parts = {"cores": self.core_depth * self.core_bits,
+                 "biases": self.bias_depth * self.bias_bits,
+                 "buffers": 2 * self.buf_depth * self.inter_bits,
+                 "descriptors": self.desc_depth * DESC_WORDS * 32}
+        if self.throughput:   # the input staging memory of throughput mode
+            parts["staging"] = self.buf_depth * self.act_bits
+        return parts
 
     def _range(self, name: str, lo: int, hi: int, hi_name: str | None = None) -> None:
         v = getattr(self, name)
@@ -290,8 +349,16 @@ class AccelConfig:
 
         probe = cls(lanes=lanes)  # validates lanes
         needs = requirements(net, probe.lanes)
-        return cls(lanes=lanes, stream_elems=stream_elems, axil_addr_bits=axil_addr_bits,
-                   **{name: value for name, (value, _) in needs.items()})
+        try:
+            return cls(lanes=lanes, stream_elems=stream_elems, axil_addr_bits=axil_addr_bits,
+                       **{name: value for name, (value, _) in needs.items()})
+        except ConfigError as e:
+            what = getattr(e, "memory_excess", None)
+            if what is None:
+                raise
+            # the depths are what the program occupies: only a smaller network needs less
+            raise ConfigError(f"the network's program needs {what}; quantize a smaller network "
+                              f"(narrower layers, lower ranks)") from None
 
     @classmethod
     def for_device(cls, device: str, lanes: int = 4, **overrides: Any) -> "AccelConfig":

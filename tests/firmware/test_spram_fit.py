@@ -36,7 +36,8 @@ def test_precheck_counts_the_spram():
                    "SB_SPRAM256KA but the iCE40UP5K-SG48 (iCEBreaker) has 4")
     # the ECP5 has no SPRAM: single-port buffers are block RAM like the others
     assert memory_misfit(one, "ecp5-85f") is None
-    big = AccelConfig(**{**MNIST_ICE, "buf_depth": 1 << 20, "buf_ports": 1})
+    # above the ECP5's block RAM, within ttforge.hw.config.MAX_MEMORY_BITS (1 << 20 is not)
+    big = AccelConfig(**{**MNIST_ICE, "buf_depth": 1 << 17, "buf_ports": 1})
     assert "block RAM" in memory_misfit(big, "ecp5-85f")
 
 

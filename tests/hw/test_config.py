@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from tests.support.nets import example_network
@@ -136,3 +137,51 @@ def test_check_names_field_needed_and_have():
     assert "desc_depth=2 but" in msg and "needs 3" in msg
     assert "core_depth=4 but" in msg
     assert "\n" not in msg
+
+
+# -- memory bits: bounded by what a board can hold -----------------------------------------
+def test_the_memory_limit_is_twice_the_largest_devices_ram():
+    from ttforge.firmware.build import BRAM_BITS, SPRAM_BITS
+    from ttforge.hw.config import MAX_MEMORY_BITS
+
+    assert MAX_MEMORY_BITS == 2 * max(BRAM_BITS[d] + SPRAM_BITS[d] for d in BRAM_BITS)
+    for device in ("ice40up5k", "ecp5-85f"):          # the presets are far inside it
+        assert AccelConfig.for_device(device, 16).memory_parts()
+
+
+@pytest.mark.parametrize("kwargs, field, bits, fit", [
+    # the probe's cases: all three depths at 2**24 (8.3 GB at 120 s), buf_depth 2**20
+    ({"core_depth": 1 << 24, "bias_depth": 1 << 24, "buf_depth": 1 << 24, "desc_depth": 4096},
+     "bias_depth", 1_211_105_280, None),
+    ({"buf_depth": 1 << 20}, "buf_depth", 33_628_160, 237_312),
+    ({"lanes": 1, "core_depth": 1 << 23}, "core_depth", 67_280_896, 936_960),
+    ({"throughput": 1, "buf_depth": 1 << 18}, "buf_depth", 10_559_488, 189_848),
+    ({"engines": 8, "desc_depth": 4096}, "desc_depth", 26_607_616, 1_013),
+])
+def test_memories_above_the_limit_are_one_line_naming_the_depth_and_the_fix(kwargs, field, bits, fit):
+    with pytest.raises(ConfigError) as e:
+        AccelConfig(**kwargs)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"{field}={kwargs[field]}: the memories need {bits:,} bits")
+    assert "above ttforge's limit of 7,667,712" in msg
+    if fit is None:
+        assert "use smaller depths" in msg
+        return
+    assert f"use {field} <= {fit:,}" in msg
+    step = 1 if field == "desc_depth" else kwargs.get("lanes", 4)
+    AccelConfig(**{**kwargs, field: fit})                       # the advice holds ...
+    with pytest.raises(ConfigError, match="the memories need"):  # ... and is the largest
+        AccelConfig(**{**kwargs, field: fit + step})
+
+
+def test_a_network_too_large_for_any_board_names_its_size():
+    from ttforge.ir.executor import IntNetwork, layer_from_dense
+
+    w = np.random.default_rng(0).integers(-7, 8, size=(600_000, 1))
+    net = IntNetwork((layer_from_dense(w, core_exps=(-3,), w_bits=4, in_bits=8, in_exp=-2, inter_bits=16,
+                                       out_bits=8, step_exps=(-1,), acc_bits=16),), meta={})
+    with pytest.raises(ConfigError) as e:
+        AccelConfig.for_network(net)
+    msg = str(e.value)
+    assert msg.startswith("the network's program needs buf_depth=600000: the memories need ")
+    assert msg.endswith("; quantize a smaller network (narrower layers, lower ranks)") and "use buf_depth" not in msg

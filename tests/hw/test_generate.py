@@ -84,6 +84,17 @@ def test_a_config_that_does_not_fit_is_named(artifact, tmp_path, capsys):
     assert not out.exists()
 
 
+def test_a_config_no_board_holds_is_refused_before_any_work(artifact, tmp_path, capsys):
+    """buf_depth 2**20 (the depths allow 2**24) ran out of time at 120 s and 4.3 GB."""
+    cfg_file = tmp_path / "big.json"
+    cfg_file.write_text(json.dumps({"lanes": 4, "buf_depth": 1 << 20}))
+    out = tmp_path / "g"
+    assert main(["generate", str(artifact), "--config", str(cfg_file), "-o", str(out)]) == 2
+    err = _one_line_error(capsys, "buf_depth=1048576: the memories need 33,628,160 bits")
+    assert "use buf_depth <= 237,312" in err
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("args, pattern", [
     (["--lanes", "3"], "lanes=3 must be a power of two"),
     (["--stream-elems", "3"], "stream_elems=3"),
