@@ -33,11 +33,19 @@ def step_of_core(layer, core):
     return next(t for t, s in enumerate(layer.schedule.steps) if s.core == core)
 
 
-def flip_in_range(g, flat, bit, w_bits):
+def flip_in_range(inet, layer, core, flat, bit, w_bits):
+    """``inet`` with one bit of one core value flipped, staying in range (a new network:
+    a layer's arrays are read-only)."""
     lim = (1 << (w_bits - 1)) - 1
+    L = inet.layers[layer]
+    g = L.cores[core].copy()
     v = int(g.reshape(-1)[flat]) ^ (1 << bit)
     assert -lim <= v <= lim
     g.reshape(-1)[flat] = v
+    cores = tuple(g if k == core else c for k, c in enumerate(L.cores))
+    layers = list(inet.layers)
+    layers[layer] = dataclasses.replace(L, cores=cores)
+    return dataclasses.replace(inet, layers=tuple(layers))
 
 
 def test_clean_network_reports_all_steps_equal():
@@ -67,7 +75,7 @@ def test_one_flipped_tt_core_bit_is_named(core):
     q, inet, x = small()
     xi = inet.quantize_input(x.numpy())
     _, clean = execute_traced(inet, xi)
-    flip_in_range(inet.layers[0].cores[core], 5, 2, 6)
+    inet = flip_in_range(inet, 0, core, 5, 2, 6)
     _, bad = execute_traced(inet, xi)
     t = step_of_core(inet.layers[0], core)
     r = find_divergence(q, inet, x)
@@ -85,8 +93,10 @@ def test_one_flipped_dense_weight_bit_is_named_at_the_predicted_element():
     q, inet, x = small()
     dense = inet.layers[2]
     i, j = 3, 7
-    w = dense.cores[0][0, :, :, 0]
+    g = dense.cores[0].copy()   # a layer's arrays are read-only: a new layer with the flip
+    w = g[0, :, :, 0]
     w[i, j] = int(w[i, j]) ^ 1 if abs(int(w[i, j]) ^ 1) <= 31 else int(w[i, j]) ^ 2
+    inet = IntNetwork((*inet.layers[:2], dataclasses.replace(dense, cores=(g,))))
     xi = inet.quantize_input(x.numpy())
     _, traces = execute_traced(inet, xi)
     layer_in = traces[4].out[:, :12]  # output of layer 1 (before its ReLU), the input of layer 2 after it
@@ -281,7 +291,7 @@ def test_chunks_of_a_clean_and_of_a_corrupted_network_equal_the_whole_batch(chun
     x = torch.cat([x, x * 3 - 1])   # some saturate, some over tolerance
     for corrupt in (False, True):
         if corrupt:
-            flip_in_range(inet.layers[1].cores[0], 3, 1, 6)
+            inet = flip_in_range(inet, 1, 0, 3, 1, 6)
         whole = find_divergence(q, inet, x, tolerance_lsb=0.5, chunk=len(x))
         assert find_divergence(q, inet, x, tolerance_lsb=0.5, chunk=chunk).to_dict() == whole.to_dict()
         assert whole.equal is not corrupt and whole.n_saturations > 0
