@@ -32,7 +32,7 @@ from typing import Any
 from ttforge.atomic import check_output_dir, check_owned_dir, write_files_atomically
 from ttforge.errors import ConfigError
 
-__all__ = ["generate", "MARKER"]
+__all__ = ["generate", "MARKER", "file_name_record"]
 
 #: The file that marks a directory as ``ttforge generate`` output.
 MARKER = "generate.json"
@@ -104,7 +104,8 @@ def generate(artifact: str | os.PathLike, out_dir: str | os.PathLike, *,
         "producer": {"name": "ttforge", "version": __version__},
         "regmap_version": REGMAP_VERSION,
         "arithmetic_version": ARITHMETIC_SPEC_VERSION,
-        "artifact": {"file": art.name, "sha256": hashlib.sha256(art.read_bytes()).hexdigest()},
+        "artifact": {**file_name_record(art.name),
+                     "sha256": hashlib.sha256(art.read_bytes()).hexdigest()},
         "config": cfg.to_dict(),
         "reset": reset,
         "program": {"steps": len(program.steps), "load_writes": len(writes), **program.globals},
@@ -114,6 +115,21 @@ def generate(artifact: str | os.PathLike, out_dir: str | os.PathLike, *,
     files[MARKER] = (json.dumps(manifest, indent=2) + "\n").encode()
     write_files_atomically(out, files, owner=owner)
     return {**manifest, "_estimate": est, "_config": cfg}
+
+
+def file_name_record(name: str) -> dict[str, str]:
+    """A file name as JSON that every strict parser reads: ``{"file": name}``.
+
+    A name whose bytes are not UTF-8 reaches Python with each such byte as a lone
+    surrogate (``\\udcff``), which ``json.dumps`` writes as is and serde or Go refuse
+    or mangle; there ``file`` shows those bytes as ``\\xff`` (readable, valid text) and
+    ``file_bytes`` holds the name's bytes in hex (exact). UTF-8 names are unchanged.
+    """
+    raw = os.fsencode(name)
+    try:
+        return {"file": raw.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"file": raw.decode("utf-8", "backslashreplace"), "file_bytes": raw.hex()}
 
 
 def _own_output(out: Path) -> None:

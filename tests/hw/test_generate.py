@@ -151,3 +151,38 @@ def test_a_failure_leaves_the_previous_output(artifact, tmp_path, monkeypatch, c
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["example.ttfa", "g"]
     np.testing.assert_equal(len(before), len(FILES))
+
+
+def _strings(value):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield k
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+
+
+@pytest.mark.parametrize("raw, shown, exact", [
+    (b"a\xff\n.ttfa", "a\\xff\n.ttfa", "61ff0a2e7474666"),   # not UTF-8: shown, and its bytes
+    ("é.ttfa".encode(), "é.ttfa", None),                      # UTF-8: as it is
+])
+def test_the_artifact_name_in_generate_json_is_text_a_strict_parser_reads(tmp_path, raw, shown, exact):
+    """A non-UTF-8 name was written as the lone surrogate "\\udcff", which strict JSON
+    parsers (serde, Go) refuse or mangle."""
+    import os
+
+    art = tmp_path / os.fsdecode(raw)
+    save_artifact(example_network(), art)
+    out = tmp_path / "g"
+    assert main(["generate", str(art), "--no-verilog", "-o", str(out)]) == 0
+    man = json.loads((out / "generate.json").read_text(encoding="utf-8"))
+    for s in _strings(man):
+        s.encode("utf-8")                      # no lone surrogate anywhere
+    assert man["artifact"]["file"] == shown
+    if exact is None:
+        assert "file_bytes" not in man["artifact"]
+    else:
+        assert bytes.fromhex(man["artifact"]["file_bytes"]) == raw and man["artifact"]["file_bytes"].startswith(exact)
