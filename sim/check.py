@@ -15,14 +15,16 @@ A failure is located in the RTL by running truncated programs
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import traceback
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import numpy as np
 
-from ttforge.errors import ConfigError, OutputError, ToolchainMissing
+from ttforge.errors import ConfigError, EnvironmentFailure, OutputError, ToolchainMissing
 from ttforge.sim.cases import RegressCase
 
 __all__ = ["NATIVE", "REGRESS_SIMULATORS", "CaseResult", "run_case", "locate_divergence", "describe"]
@@ -68,6 +70,8 @@ class CaseResult:
     divergence: dict | None = None
     reproducer: str | None = None
     config: dict = field(default_factory=dict)
+    #: an ERROR because the simulator's build failed: the tool's trouble, exit 3 (as flow's)
+    build_failed: bool = False
 
     @property
     def passed(self) -> bool:
@@ -177,6 +181,17 @@ def _first_output_diff(got: np.ndarray, want: np.ndarray) -> dict | None:
     return None
 
 
+@contextlib.contextmanager
+def _building(res: CaseResult) -> Iterator[None]:
+    """Mark ``res`` when the simulator's build fails (it stays an ERROR row and the run
+    goes on; ``regress`` then exits 3, as ``flow`` does for the same failure)."""
+    try:
+        yield
+    except EnvironmentFailure:
+        res.build_failed = True
+        raise
+
+
 def run_case(case: RegressCase, sim: str, *, fault: str | None = None,
              build_root: str | os.PathLike | None = None, out_dir: str | os.PathLike | None = None,
              waves_on_failure: bool = True) -> CaseResult:
@@ -204,7 +219,8 @@ def run_case(case: RegressCase, sim: str, *, fault: str | None = None,
         if sim == NATIVE:
             from ttforge.sim.native import build_native, run_native
 
-            nb = build_native(case.config, fault=fault, build_root=build_root)
+            with _building(res):
+                nb = build_native(case.config, fault=fault, build_root=build_root)
             res.build_seconds = nb.build_seconds
             r = run_native(nb, prog, case.inputs, seed=case.seed, gaps=case.gaps,
                            backpressure=case.backpressure, check=False)
@@ -215,7 +231,8 @@ def run_case(case: RegressCase, sim: str, *, fault: str | None = None,
                 problems.append(f"the harness reports: {r.report.get('problem') or 'not ok'} "
                                 f"(STATUS {r.status:#x}, ERROR_CODE {r.error_code})")
         else:
-            b = build(case.config, sim, fault=fault, build_root=build_root)
+            with _building(res):
+                b = build(case.config, sim, fault=fault, build_root=build_root)
             res.build_seconds = b.build_seconds
             r = run_inference(b, prog, case.inputs, seed=case.seed, gaps=case.gaps,
                               backpressure=case.backpressure)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from ttforge.atomic import check_output_dir, claim_work_dir
-from ttforge.errors import ConfigError, LimitError, SchedulerLost
+from ttforge.errors import ConfigError, LimitError, NativeError, SchedulerLost, SimError, show_path
 from ttforge.limits import MAX_JOBS, MAX_SEED, MAX_SEEDS, MAX_VECTORS
 from ttforge.hw.faults import FAULTS
 from ttforge.sim.check import NATIVE, REGRESS_SIMULATORS, CaseResult, describe
@@ -121,7 +121,7 @@ def _run(args: argparse.Namespace) -> int:
         print(describe(res))
         if res.passed:
             print(f"replay of {args.replay}: passes now ({res.vectors} vectors on {res.sim})")
-        return 0 if res.passed else 1
+        return _verdict([res])
     config = None
     if args.config:
         from ttforge.hw.config import AccelConfig
@@ -139,7 +139,22 @@ def _run(args: argparse.Namespace) -> int:
             raise
     print_table(rep)
     print(f"wrote {Path(args.out) / 'junit.xml'} and {Path(args.out) / 'summary.json'}")
-    return 0 if rep.failed == 0 else 1
+    return _verdict(rep.results, f"; every case is in {show_path(Path(args.out) / 'summary.json')}")
+
+
+def _verdict(results: list[CaseResult], where: str = "") -> int:
+    """The exit code: 1 when a case failed its check (the hardware's verdict first), else
+    exit 3 (raised) when a case's simulator build failed (the tool's trouble, as in
+    ``flow``), else 1 for any other ERROR, else 0."""
+    if any(r.result == "FAIL" for r in results):
+        return 1
+    unbuilt = [r for r in results if r.build_failed]
+    if unbuilt:
+        r = unbuilt[0]
+        error = NativeError if r.sim == NATIVE else SimError
+        raise error(f"{len(unbuilt)} of {len(results)} cases could not be built (seed {r.seed}: "
+                    f"{r.reason}){where}")
+    return 0 if all(r.passed for r in results) else 1
 
 
 @contextlib.contextmanager

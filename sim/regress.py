@@ -36,6 +36,7 @@ from ttforge.limits import MAX_JOBS
 from ttforge.sim.cases import make_case
 from ttforge.sim.check import CaseResult, _simulator_problem, run_case
 from ttforge.sim.report import RegressReport, junit_xml
+from ttforge.sim.reproducer import replay_command
 
 __all__ = ["regress", "case_task"]
 
@@ -102,7 +103,7 @@ def _unpack_reproducer(blob: bytes, out: Path, res: CaseResult) -> None:
         info_path = d / "case.json"
         if info_path.is_file():
             info = json.loads(info_path.read_text())
-            info["replay"] = f"ttforge regress --replay {final}"
+            info["replay"] = replay_command(final)
             info_path.write_text(json.dumps(info, indent=1, default=str))
     res.reproducer = str(final)
 

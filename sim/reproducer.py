@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 from pathlib import Path
 
@@ -18,7 +19,14 @@ from ttforge.sim.cases import RegressCase
 from ttforge.sim.check import REGRESS_SIMULATORS, CaseResult, describe, run_case
 from ttforge.sim.runner import check_pauses
 
-__all__ = ["write_reproducer", "replay"]
+__all__ = ["write_reproducer", "replay", "replay_command"]
+
+
+def replay_command(directory: str | os.PathLike) -> str:
+    """The command that reruns the reproducer ``directory``, quoted for a POSIX shell:
+    the directory is named after ``--out``, and ``--out 'rq o;$(touch PWN)'`` gave a
+    command that ran ``touch PWN`` when pasted (and replayed ``rq``)."""
+    return shlex.join(["ttforge", "regress", "--replay", os.fsdecode(directory)])
 
 
 def write_reproducer(case: RegressCase, sim: str, res: CaseResult, prog, expected, got,
@@ -67,7 +75,7 @@ def _fill_reproducer(d: Path, final: Path, case: RegressCase, sim: str, res: Cas
             "gaps": case.gaps, "backpressure": case.backpressure, "shape": case.shape,
             "result": res.result, "reason": res.reason, "divergence": res.divergence,
             "waves": wave.name if wave else None,
-            "replay": f"ttforge regress --replay {final}"}
+            "replay": replay_command(final)}
     (d / "case.json").write_text(json.dumps(info, indent=1, default=str))
     (d / "divergence.txt").write_text(describe(res) + "\n")
 

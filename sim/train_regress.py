@@ -15,6 +15,7 @@ of that step (layer, core or bias, element).
 from __future__ import annotations
 
 import os
+import shlex
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -262,6 +263,13 @@ def check_train_args(args) -> None:
         raise LimitError(f"--steps {args.steps}: above ttforge's limit of {MAX_TRAIN_STEPS:,}")
 
 
+def reproduce_command(seed: int, steps: int, fault: str | None) -> str:
+    """The command that reruns the training case ``seed`` alone, quoted for a POSIX shell
+    (with its ``--fault``: without it a mutation run's failing case passed)."""
+    return shlex.join(["ttforge", "regress", "--train", "--seed-start", str(seed), "--seeds", "1",
+                       "--steps", str(steps), *(["--fault", fault] if fault else [])])
+
+
 def run_train_cli(args) -> int:
     """``ttforge regress --train``: cases ``--seed-start .. + --seeds``, ``--steps`` steps
     each; a summary table, ``summary.json`` in ``--out``; exit 1 if any case failed."""
@@ -297,8 +305,7 @@ def run_train_cli(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     summary = {"kind": "train", "simulator": "verilator-native", "steps": args.steps, "fault": args.fault,
                "cases": len(results), "failed": len(failed), "results": [r.to_dict() for r in results],
-               "reproduce": [f"ttforge regress --train --seed-start {r.seed} --seeds 1 --steps {args.steps}"
-                             for r in failed]}
+               "reproduce": [reproduce_command(r.seed, args.steps, args.fault) for r in failed]}
     atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
     print(f"{len(results) - len(failed)} of {len(results)} passed; wrote {out / 'summary.json'}")
     for cmd in summary["reproduce"]:

@@ -391,8 +391,8 @@ def test_a_native_case_builds_under_build_root_and_the_machine_s_trouble_stops_t
                                                                                         error):
     """``--build-root`` reached the cocotb builds only (the native harness went to
     ``~/.cache``), and a cache lock that is a link or a missing tool was an ERROR row per
-    case (exit 1, reproducers); a failed build stays the case's (the generated RTL may
-    be what fails to compile)."""
+    case (exit 1, reproducers); a failed build stays the case's row (the generated RTL may
+    be what fails to compile), marked ``build_failed`` so that the run ends in exit 3."""
     import ttforge.errors as errors
     import ttforge.sim.native as native
     from ttforge.sim.check import run_case
@@ -407,8 +407,99 @@ def test_a_native_case_builds_under_build_root_and_the_machine_s_trouble_stops_t
     case = make_case(3, 2)
     if error == "NativeError":
         res = run_case(case, "verilator-native", build_root=tmp_path)
-        assert res.result == "ERROR" and "the trouble" in res.reason
+        assert res.result == "ERROR" and "the trouble" in res.reason and res.build_failed
     else:
         with pytest.raises(getattr(errors, error), match="the trouble"):
             run_case(case, "verilator-native", build_root=tmp_path)
     assert seen["root"] == tmp_path
+
+
+# ------------------------------------------------------------------ commands to paste (no simulator)
+HOSTILE_OUT = "rq o;$(touch PWN)`touch PWN2`'\""
+
+
+def _pasted(command: str, cwd: Path) -> list[str]:
+    """The arguments ``ttforge`` gets when ``command`` is pasted into a shell."""
+    import subprocess
+
+    out = subprocess.run(["sh", "-c", 'ttforge() { printf "%s\\0" "$@"; }\n' + command], cwd=cwd,
+                         capture_output=True, timeout=30, check=True).stdout
+    assert not (cwd / "PWN").exists() and not (cwd / "PWN2").exists()
+    return os.fsdecode(out).split("\0")[:-1]
+
+
+def test_the_replay_command_of_a_reproducer_is_quoted_for_the_shell(tmp_path):
+    """``--out 'rq o;$(touch PWN)'``: case.json said ``ttforge regress --replay rq o;$(touch
+    PWN)/repro-...``, which ran ``touch PWN`` when pasted (and replayed ``rq``), also in a
+    reproducer that came back from a cluster worker (``_unpack_reproducer``)."""
+    import io
+    import tarfile
+
+    from ttforge.sim.check import CaseResult
+    from ttforge.sim.regress import _unpack_reproducer
+    from ttforge.sim.reproducer import write_reproducer
+
+    case = make_case(3, 2, config=STANDARD)
+    prog = compile_program(case.net, STANDARD)
+    res = CaseResult(seed=3, sim="icarus", shape=case.shape, lanes=4, stream_elems=2, steps=1, vectors=2,
+                     gaps=0, backpressure=0, result="FAIL", reason="a test")
+    out = tmp_path / HOSTILE_OUT
+    expected = execute(case.net, case.inputs)
+    d = write_reproducer(case, "icarus", res, prog, expected, expected, out, waves=False)
+    info = json.loads((d / "case.json").read_text())
+    assert _pasted(info["replay"], tmp_path) == ["regress", "--replay", str(d)]
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        tar.add(d, arcname=".")
+    other = tmp_path / (HOSTILE_OUT + " 2")
+    other.mkdir()
+    res.reproducer = str(d)
+    _unpack_reproducer(buf.getvalue(), other, res)
+    info = json.loads((other / d.name / "case.json").read_text())
+    assert _pasted(info["replay"], tmp_path) == ["regress", "--replay", str(other / d.name)]
+
+
+def test_the_reproduce_command_of_a_training_case_is_quoted_and_keeps_its_fault(tmp_path):
+    """It left out ``--fault``: a mutation run's failing case passed when rerun."""
+    from ttforge.sim.train_regress import reproduce_command
+
+    assert _pasted(reproduce_command(7, 100, "x;touch PWN"), tmp_path) == [
+        "regress", "--train", "--seed-start", "7", "--seeds", "1", "--steps", "100", "--fault", "x;touch PWN"]
+    assert "--fault" not in reproduce_command(7, 100, None)
+
+
+def test_a_failed_simulator_build_is_exit_3_as_in_flow_after_every_case_ran(monkeypatch, tmp_path, capsys):
+    """A native build that failed made ``regress`` exit 1 (an ERROR row, as if the check
+    had failed) and ``flow`` exit 3 for the same failure; both are 3 now (the tool's
+    trouble, docs/hardening.md), with every case run and written first, also for
+    ``--replay``; a case that failed its check still makes it 1."""
+    import ttforge.sim.native as native
+    from ttforge.errors import NativeError
+
+    from ttforge.sim.runner import simulator_problem
+
+    if simulator_problem("verilator-native"):
+        pytest.skip(simulator_problem("verilator-native"))
+
+    def build_native(config, **kw):
+        raise NativeError("native harness build failed (verilator exit 2): main.cpp:1:1: error: no")
+
+    monkeypatch.setattr(native, "build_native", build_native)
+    out = tmp_path / "rg"
+    assert main(["regress", "--sim", "verilator-native", "--seeds", "2", "--vectors", "2",
+                 "--out", str(out)]) == 3
+    err = capsys.readouterr().err
+    assert "error: 2 of 2 cases could not be built (seed 0: NativeError: native harness build failed" in err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["cases"] == 2 and all(r["build_failed"] for r in summary["results"])
+    repro = next(out.glob("repro-*"))
+    assert main(["regress", "--replay", str(repro)]) == 3
+    # the hardware's verdict comes first
+    from ttforge.sim.check import CaseResult
+    from ttforge.sim.cli import _verdict
+
+    row = dict(seed=1, sim="verilator-native", shape="?", lanes=1, stream_elems=1, steps=1, vectors=1,
+               gaps=0, backpressure=0)
+    assert _verdict([CaseResult(**row, result="FAIL"), CaseResult(**row, result="ERROR", build_failed=True)]) == 1
+    assert _verdict([CaseResult(**row, result="ERROR")]) == 1 and _verdict([CaseResult(**row)]) == 0
