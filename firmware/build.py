@@ -215,7 +215,7 @@ def train_board_config(board, state_path, batch=None, lanes=None):
     ``lanes`` lanes (default: the board's), each argument checked in one line."""
     from ttforge.hw.trainer.program import fit_engine
     from ttforge.ir.train import check_batch
-    from ttforge.ir.train_state import load_state
+    from ttforge.ir.train_state import load_state, meta_int
 
     for flag, v, hi in (("--batch", batch, 4096), ("--lanes", lanes, 64)):
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= hi):
@@ -224,7 +224,8 @@ def train_board_config(board, state_path, batch=None, lanes=None):
         raise ConfigError(f"--lanes {lanes} must be a power of two (1, 2, 4, ... 64): the engine "
                           "splits the batch slots evenly over its lanes")
     state = load_state(state_path)
-    batch = int(batch if batch is not None else state.meta.get("batch", 32))
+    if batch is None:   # the run's record, unchecked by the loader ("abc" was exit 70)
+        batch = meta_int(state, "batch", 32, 1, 4096, "give --batch explicitly")
     check_batch(state, batch)
     lanes = int(lanes if lanes is not None else board.default_lanes)
     return fit_engine(state, batch, lanes=lanes), state, batch

@@ -68,6 +68,21 @@ def test_bad_arguments_are_one_line_and_write_nothing(capsys, tmp_path, state, n
     assert not out.exists()
 
 
+@pytest.mark.parametrize("batch", ["abc", 1.5, True, 0, 5000])
+def test_a_bad_batch_in_the_states_record_is_one_line(capsys, tmp_path, state, no_toolchain, batch):
+    """Without --batch the state's meta batch is used: it is the run's record, which the
+    loader does not check ("abc" was exit 70, 1.5 built for a batch of 1)."""
+    from ttforge.ir.train_state import load_state, save_state
+
+    st = load_state(state)
+    bad = save_state(st.replace(meta={**st.meta, "batch": batch}), tmp_path / "bad.ttts")
+    out = tmp_path / "out"
+    assert main(["build", "--board", "ulx3s", "--train", str(bad), "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "the state's meta batch=" in err and "--batch" in err, err
+    assert not out.exists()
+
+
 def test_the_output_is_never_the_state_it_reads(capsys, state, no_toolchain):
     assert main(["build", "--board", "ulx3s", "--train", str(state), "-o", str(state.parent)]) == 2
     err = capsys.readouterr().err.strip()
