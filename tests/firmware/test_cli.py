@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from ttforge.cli import main
+from tests.support.readonly import read_only
 
 
 def one_line_error(capsys, argv, match, code=2):
@@ -560,22 +561,12 @@ def test_build_out_that_cannot_be_written_is_one_line_before_the_toolchain(tmp_p
     """build -o under a read-only mount (creating a file there fails with EROFS, which
     root's permissions do not bypass) ran the toolchain first: one line, exit 2, and
     build never starts."""
-    import errno
-    import tempfile
-
     ro = tmp_path / "ro"
     ro.mkdir()
-    real = tempfile.mkstemp
-
-    def mkstemp(*a, dir=None, **kw):
-        if dir is not None and Path(dir) == ro:
-            raise OSError(errno.EROFS, "Read-only file system")
-        return real(*a, dir=dir, **kw)
-
     def build(*a, **kw):
         raise RuntimeError("the build started")
 
-    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    read_only(monkeypatch, ro)
     monkeypatch.setattr("ttforge.firmware.build.build", build)
     one_line_error(capsys, ["build", "--board", "icebreaker", "-o", str(ro / "b")],
                    f"-o {ro / 'b'} cannot be written: creating a file in {ro} fails (Read-only file system)")

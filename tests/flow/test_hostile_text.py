@@ -5,11 +5,9 @@ on the files and the terminal, not only the exit status."""
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import shutil
-import tempfile
 import tomllib
 import warnings
 from pathlib import Path
@@ -25,6 +23,7 @@ from ttforge.flow.config import DEFAULT_CONFIG
 from ttforge.flow.sweep import load_sweep, run_sweep
 
 from tests.flow.test_sweep import BASE
+from tests.support.readonly import read_only
 
 
 def _odd_dir(tmp_path: Path) -> Path:
@@ -79,23 +78,12 @@ def test_a_second_flow_into_a_build_in_progress_says_so(tmp_path):
     assert [p.name for p in root.iterdir()] == [".train.ttforge-1.x.tmp"]
 
 
-def _read_only(monkeypatch, ro: Path) -> None:
-    """Creating a file in ``ro`` fails with EROFS (a read-only mount, which root's
-    permissions do not bypass)."""
-    real = tempfile.mkstemp
-
-    def mkstemp(*a, dir=None, **kw):
-        if dir is not None and Path(dir) == ro:
-            raise OSError(errno.EROFS, "Read-only file system")
-        return real(*a, dir=dir, **kw)
-
-    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
 
 
 def test_a_build_directory_that_cannot_be_written_is_one_line_before_any_stage(tmp_path, monkeypatch):
     root = tmp_path / "ro"
     root.mkdir()
-    _read_only(monkeypatch, root)
+    read_only(monkeypatch, root)
     monkeypatch.setattr("ttforge.flow.stages._RUN", {})   # any stage run is a KeyError
     with pytest.raises(OutputError, match="--out .*ro cannot be written.*Read-only file system"):
         run_flow(default_config(), root, short=True, until="train")
@@ -106,7 +94,7 @@ def test_a_sweep_directory_that_cannot_be_written_is_one_line_before_any_point(t
     (tmp_path / "s.toml").write_text('[sweep]\nname = "t"\nflow = "base.toml"\n[grid]\nw_bits = [4]\n')
     out = tmp_path / "ro"
     out.mkdir()
-    _read_only(monkeypatch, out)
+    read_only(monkeypatch, out)
     monkeypatch.setattr(sweep_mod, "point_task", lambda args: pytest.fail("ran a point"))
     with pytest.raises(OutputError, match="--out .*ro cannot be written"):
         run_sweep(load_sweep(tmp_path / "s.toml"), out)

@@ -3,14 +3,11 @@ checked before synthesis, and a design too big for the device is the user's (exi
 
 from __future__ import annotations
 
-import errno
-import tempfile
-from pathlib import Path
-
 import pytest
 
 from ttforge.cli import main
 from ttforge.errors import SynthError
+from tests.support.readonly import read_only
 
 
 @pytest.fixture
@@ -30,14 +27,7 @@ def test_an_output_that_cannot_be_written_is_one_line_before_synthesis(tmp_path,
     root's permissions do not bypass) ran a minute of Yosys and nextpnr, then exit 2."""
     ro = tmp_path / "ro"
     ro.mkdir()
-    real = tempfile.mkstemp
-
-    def mkstemp(*a, dir=None, **kw):
-        if dir is not None and Path(dir) == ro:
-            raise OSError(errno.EROFS, "Read-only file system")
-        return real(*a, dir=dir, **kw)
-
-    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    read_only(monkeypatch, ro)
     assert main(["report", "--device", "ice40up5k", flag, str(ro / "r.json")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"{flag} {ro / 'r.json'} cannot be written" in err, err

@@ -26,6 +26,7 @@ from ttforge.sim.regress import regress
 from ttforge.sim.reproducer import replay
 
 from tests.support.sims import SIMS, _available
+from tests.support.readonly import read_only
 
 #: One engine most random networks fit: every default-run case on Verilator shares its
 #: build (Verilator builds take 15-80 s on this machine; Icarus builds 3 s).
@@ -231,19 +232,9 @@ def test_a_build_cache_that_cannot_be_written_is_one_line_before_any_case(tmp_pa
     """A read-only cache (here: creating a file in it fails with EROFS, as on a
     read-only mount, which root's permissions do not bypass) failed every case as an
     RTL error: exit 1, "regression failed", a reproducer written."""
-    import errno
-    import tempfile
-
     ro = tmp_path / "ro"
     ro.mkdir()
-    real = tempfile.mkstemp
-
-    def mkstemp(*a, dir=None, **kw):
-        if dir is not None and Path(dir) == ro:
-            raise OSError(errno.EROFS, "Read-only file system")
-        return real(*a, dir=dir, **kw)
-
-    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    read_only(monkeypatch, ro)
     monkeypatch.setenv("TTFORGE_SIM_CACHE", str(ro))
     assert main(["regress", "--seeds", "1", "--vectors", "1", "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip()
