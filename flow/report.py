@@ -42,11 +42,10 @@ def file_text(value: object) -> str:
     :func:`ttforge.errors.shown` escapes them (a right-to-left override made the page
     read backwards; a control character made a TOML comment invalid). Markup is left
     to the format's own escaping (``html.escape``)."""
-    # the characters shown() and one_line() escape, from their one table
-    from ttforge.errors import _ESCAPES
+    from ttforge.errors import printable
 
     text = os.fsdecode(value) if isinstance(value, (bytes, os.PathLike)) else str(value)
-    return _SURROGATE.sub(_escape_surrogate, text).translate(_ESCAPES)
+    return printable(_SURROGATE.sub(_escape_surrogate, text))
 
 
 def json_safe(obj: Any) -> Any:

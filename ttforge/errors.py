@@ -40,7 +40,7 @@ __all__ = [
     # bugs
     "NotBitExactError",
     # formatting
-    "one_line", "show", "show_path",
+    "one_line", "show", "show_path", "printable",
 ]
 
 #: Exit statuses of the ``ttforge`` command (docs/cli.md, "Exit codes").
@@ -237,6 +237,13 @@ def show_path(path: str | os.PathLike) -> str:
     return _clip(text, 2 * MAX_VALUE_CHARS)
 
 
+def printable(text: str) -> str:
+    """``text`` with the characters :func:`shown` and :func:`one_line` escape (controls,
+    invisible format characters, lone surrogates) written as ``repr`` writes them, and
+    nothing else changed: for text a file or a terminal takes as is."""
+    return text.translate(_ESCAPES)
+
+
 def shown(text: object) -> str:
     """Untrusted text (a path, a name from a file or a config) for rich output: control
     characters escaped (an ESC sequence or a right-to-left override never reaches the
@@ -245,7 +252,7 @@ def shown(text: object) -> str:
     from rich.markup import escape
 
     text = os.fsdecode(text) if isinstance(text, (bytes, os.PathLike)) else str(text)
-    return escape(text.translate(_ESCAPES))
+    return escape(printable(text))
 
 
 def _clip(text: str, limit: int) -> str:
