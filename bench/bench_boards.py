@@ -108,7 +108,7 @@ def uart_seconds(n_bytes: int, baud: int) -> float:
 def device_memory(device: str) -> dict[str, int]:
     """On-chip RAM of ``device`` in bytes: block RAM (raw bits / 8, parity bits of the
     ECP5's 18-bit words included), SPRAM, and their sum."""
-    from ttforge.firmware.build import BRAM_BITS, SPRAM_BITS
+    from ttforge.hw.config import BRAM_BITS, SPRAM_BITS
 
     bram, spram = BRAM_BITS[device] // 8, SPRAM_BITS[device] // 8
     return {"block_ram": bram, "spram": spram, "total": bram + spram}

@@ -33,6 +33,8 @@ from typing import Any
 from ttforge.atomic import check_output_dir, check_owned_dir, claim_work_dir, write_files_atomically
 from ttforge.errors import ConfigError
 from ttforge.errors import BuildError  # noqa: F401 - defined in ttforge.errors
+# the devices' RAM: hw owns it (hw.config bounds a config's memories by it)
+from ttforge.hw.config import BRAM_BITS, SPRAM_BITS  # noqa: F401 - re-exported
 
 __all__ = ["BuildError", "build", "check_timing", "toolchain_env", "MARKER", "memory_bits", "BRAM_BITS",
            "SPRAM_BITS", "SPRAM_SHAPE", "spram_blocks", "memory_parts", "memory_misfit", "board_config", "train_board_config",
@@ -42,11 +44,6 @@ MARKER = "build.json"
 BUILD_FORMAT = "ttforge-build"
 BUILD_VERSION = 1
 
-#: block RAM bits of each device (ECP5-85F: 208 DP16KD x 18 kbit; iCE40UP5K: 30 EBR x 4 kbit)
-BRAM_BITS = {"ecp5-85f": 208 * 18 * 1024, "ice40up5k": 30 * 4096}
-#: single-port RAM bits (iCE40UP5K: 4 SB_SPRAM256KA x 256 kbit, 16K x 16 each); they
-#: hold the ping-pong buffers of a config with ``buf_ports=1`` (see :func:`spram_blocks`)
-SPRAM_BITS = {"ecp5-85f": 0, "ice40up5k": 4 * 256 * 1024}
 #: SB_SPRAM256KA geometry: words x bits
 SPRAM_SHAPE = (16384, 16)
 

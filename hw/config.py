@@ -43,8 +43,15 @@ MAX_DEPTH = 1 << 24
 MAX_DESC_DEPTH = 4096
 
 
+#: block RAM bits of each device (ECP5-85F: 208 DP16KD x 18 kbit; iCE40UP5K: 30 EBR x 4 kbit)
+BRAM_BITS = {"ecp5-85f": 208 * 18 * 1024, "ice40up5k": 30 * 4096}
+#: single-port RAM bits (iCE40UP5K: 4 SB_SPRAM256KA x 256 kbit, 16K x 16 each); they
+#: hold the ping-pong buffers of a config with ``buf_ports=1``
+#: (see :func:`ttforge.firmware.build.spram_blocks`)
+SPRAM_BITS = {"ecp5-85f": 0, "ice40up5k": 4 * 256 * 1024}
+
+
 def _max_memory_bits() -> int:
-    from ttforge.firmware.build import BRAM_BITS, SPRAM_BITS
     return 2 * max(BRAM_BITS[d] + SPRAM_BITS.get(d, 0) for d in BRAM_BITS)
 
 

@@ -141,7 +141,7 @@ def test_check_names_field_needed_and_have():
 
 # -- memory bits: bounded by what a board can hold -----------------------------------------
 def test_the_memory_limit_is_twice_the_largest_devices_ram():
-    from ttforge.firmware.build import BRAM_BITS, SPRAM_BITS
+    from ttforge.hw.config import BRAM_BITS, SPRAM_BITS
     from ttforge.hw.config import MAX_MEMORY_BITS
 
     assert MAX_MEMORY_BITS == 2 * max(BRAM_BITS[d] + SPRAM_BITS[d] for d in BRAM_BITS)
