@@ -129,12 +129,15 @@ def memory_misfit(config, device: str) -> str | None:
     """
     from ttforge.hw.synth import DEVICES
 
-    parts = memory_parts(config)
+    # each engine of an array has memories of its own (hw.config counts them so too): one
+    # engine's passed here while four did not fit
+    engines = max(1, getattr(config, "engines", 1))
+    parts = {k: v * engines for k, v in memory_parts(config).items()}
     need, have = sum(parts.values()), BRAM_BITS[device]
     spram = SPRAM_BITS.get(device, 0)
     single = "buffers" in parts and getattr(config, "buf_ports", 2) == 1 and spram
     if single:
-        blocks, total = spram_blocks(config), spram // (SPRAM_SHAPE[0] * SPRAM_SHAPE[1])
+        blocks, total = spram_blocks(config) * engines, spram // (SPRAM_SHAPE[0] * SPRAM_SHAPE[1])
         rest = need - parts["buffers"]
         if blocks > total:
             return (f"the single-port buffers (2 x {config.buf_depth} x {config.inter_bits} bit "
@@ -146,17 +149,18 @@ def memory_misfit(config, device: str) -> str | None:
         parts = {k: v for k, v in parts.items() if k != "buffers"}
     elif need <= have:
         return None
-    kb = {k: f"{v / 1024:.1f}" for k, v in parts.items()}
+    kb = {k: f"{v // engines / 1024:.1f}" for k, v in parts.items()}   # one engine's
     if "buffers" in parts:
         kb["buffers"] = f"2 x {config.buf_depth} x {config.inter_bits} bit = {kb['buffers']}"
     what = "training engine's" if _is_train(config) else "accelerator's"
+    sum_kb = " + ".join(f"{k} {v}" for k, v in kb.items())
     why = (f"the {what} memories need {need / 1024:.1f} kbit ("
-           + " + ".join(f"{k} {v}" for k, v in kb.items())
+           + (f"{engines} engines x ({sum_kb})" if engines > 1 else sum_kb)
            + f") but the {DEVICES[device].title} has {have / 1024:.0f} kbit of block RAM")
     if single:
         why += " (the buffers are in SPRAM)"
     elif (spram and "buffers" in parts and need - parts["buffers"] <= have
-          and spram_blocks(config) * SPRAM_SHAPE[0] * SPRAM_SHAPE[1] <= spram):
+          and spram_blocks(config) * engines * SPRAM_SHAPE[0] * SPRAM_SHAPE[1] <= spram):
         why += (f"; the buffers alone would fit its {spram // 1024} kbit of SPRAM "
                 "(SB_SPRAM256KA) as single-port memories: set buf_ports = 1")
     return why

@@ -41,6 +41,20 @@ def test_precheck_counts_the_spram():
     assert "block RAM" in memory_misfit(big, "ecp5-85f")
 
 
+def test_precheck_counts_every_engines_memories():
+    """Each engine of an array has its own memories: the pre-check counted one engine's,
+    so a design that cannot fit reached the toolchain. The count is the ratio of the
+    bits: the same config at 1 engine fits, at ``n`` it needs ``n`` times the bits."""
+    from ttforge.firmware.build import BRAM_BITS, memory_bits
+
+    one = AccelConfig(**{**MNIST_ICE, "buf_depth": 1 << 15})
+    assert memory_misfit(one, "ecp5-85f") is None
+    n = BRAM_BITS["ecp5-85f"] // memory_bits(one) + 1   # the fewest engines that cannot fit
+    why = memory_misfit(AccelConfig(**{**MNIST_ICE, "buf_depth": 1 << 15, "engines": n}), "ecp5-85f")
+    assert why is not None and f"{n} engines x (" in why
+    assert f"need {n * memory_bits(one) / 1024:.1f} kbit" in why
+
+
 def test_build_config_takes_the_spram_only_when_needed(tmp_path):
     from tests.support.nets import example_network
     from ttforge.ir.artifact import save_artifact
