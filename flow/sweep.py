@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from ttforge.atomic import (atomic_write_bytes, atomic_write_text, check_owned_dir, check_writable, commit_dir,
-                            make_output_dir, read_marker, staging_dir)
+                            make_output_dir, output_lock, read_marker, staging_dir)
 from ttforge.errors import ConfigError, OutputError, TTForgeError, one_line, show
 
 __all__ = ["AXES", "UNTIL", "MAX_POINTS", "SHARED_STAGES", "SweepConfig", "SweepResult", "load_sweep", "run_sweep",
@@ -569,8 +569,15 @@ def run_sweep(cfg: SweepConfig, out_dir: str | os.PathLike, *, jobs: int | None 
     """Run every point of ``cfg`` not finished in ``out_dir`` before (one task each; in
     this process when ``jobs`` is 1 and no ``cluster``) and write the results (module
     docstring). Raises :class:`~ttforge.errors.SchedulerLost` / ``ClusterError`` as
-    ``ttforge regress`` does; the finished points are in ``sweep.json`` then."""
+    ``ttforge regress`` does; the finished points are in ``sweep.json`` then. One sweep
+    at a time into ``out_dir`` (:func:`ttforge.atomic.output_lock`, as ``flow --out``)."""
     out = make_output_dir(out_dir, "--out")
+    with output_lock(out, "--out"):
+        return _run_sweep(cfg, out, jobs=jobs, cluster=cluster, progress=progress)
+
+
+def _run_sweep(cfg: SweepConfig, out: Path, *, jobs: int | None, cluster: str | None,
+               progress: Callable[[dict[str, Any]], None] | None) -> SweepResult:
     files = _check_out(out)
     check_writable(out, "--out", inside=True)   # before any point, not at the results
     points = cfg.points()

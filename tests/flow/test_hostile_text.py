@@ -78,8 +78,6 @@ def test_a_second_flow_into_a_build_in_progress_says_so(tmp_path):
     assert [p.name for p in root.iterdir()] == [".train.ttforge-1.x.tmp"]
 
 
-
-
 def test_a_build_directory_that_cannot_be_written_is_one_line_before_any_stage(tmp_path, monkeypatch):
     root = tmp_path / "ro"
     root.mkdir()
@@ -98,6 +96,20 @@ def test_a_sweep_directory_that_cannot_be_written_is_one_line_before_any_point(t
     monkeypatch.setattr(sweep_mod, "point_task", lambda args: pytest.fail("ran a point"))
     with pytest.raises(OutputError, match="--out .*ro cannot be written"):
         run_sweep(load_sweep(tmp_path / "s.toml"), out)
+
+
+def test_a_second_sweep_into_a_sweep_in_progress_says_so(tmp_path, monkeypatch):
+    """One sweep at a time into --out (as flow --out): two at once ran the same points
+    and wrote sweep.json over each other."""
+    (tmp_path / "base.toml").write_text(BASE)
+    (tmp_path / "s.toml").write_text('[sweep]\nname = "t"\nflow = "base.toml"\n[grid]\nw_bits = [4]\n')
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.setattr(sweep_mod, "point_task", lambda args: pytest.fail("ran a point"))
+    with output_lock(out, "--out"):
+        with pytest.raises(OutputError, match="is being written by another ttforge run"):
+            run_sweep(load_sweep(tmp_path / "s.toml"), out)
+    assert list(out.iterdir()) == []
 
 
 def test_a_sweep_under_a_directory_that_is_not_utf8_runs_its_points(tmp_path):
