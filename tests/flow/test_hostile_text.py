@@ -22,7 +22,7 @@ from ttforge.flow import sweep as sweep_mod
 from ttforge.flow.config import DEFAULT_CONFIG
 from ttforge.flow.sweep import load_sweep, run_sweep
 
-from tests.flow.test_sweep import BASE
+from tests.support.flows import TINY_FLOW_TOML as BASE
 from tests.support.readonly import read_only
 
 

@@ -15,25 +15,9 @@ from ttforge.flow import FlowConfig
 from ttforge.flow import sweep as sweep_mod
 from ttforge.flow.sweep import load_sweep, pareto_front, run_sweep, to_toml
 
-#: a base flow small enough to train in seconds: one epoch, no rank adaptation, no QAT
-BASE = """
-[flow]
-name = "tiny"
-[train]
-data = "digits"
-epochs = 1
-finetune_epochs = 0
-rank_adaptive = false
-[train.model]
-hidden = [16]
-ranks = 2
-[quant]
-w_bits = 4
-qat_epochs = 0
-calib_samples = 128
-[bitstream]
-board = "icebreaker"
-"""
+from tests.support.flows import TINY_FLOW_TOML
+
+BASE = TINY_FLOW_TOML
 
 
 def _write(tmp_path, grid: str, sweep: str = "") -> str:
