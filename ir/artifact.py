@@ -46,6 +46,7 @@ __all__ = [
     "ARITHMETIC_SPEC_VERSION",
     "save_artifact",
     "load_artifact",
+    "meta_text",
     "dumps_artifact",
     "loads_artifact",
     "layer_kind",
@@ -138,6 +139,15 @@ def _build(net: IntNetwork, meta: dict | None) -> tuple[bytes, bytes]:
     }
     text = dump_json(manifest) + "\n"
     return text.encode("utf-8"), bytes(payload.data)
+
+
+def meta_text(meta: dict) -> str:
+    """A file's ``meta`` as one line for ``ttforge inspect``: ``key=value, ...``, each key
+    and value shown as untrusted text (:func:`ttforge.errors.shown`) and cut at
+    ``2 * MAX_VALUE_CHARS`` characters (the whole value is in ``--json``)."""
+    from ttforge.errors import MAX_VALUE_CHARS, shown
+
+    return ", ".join(f"{shown(k, MAX_VALUE_CHARS)}={shown(v, 2 * MAX_VALUE_CHARS)}" for k, v in meta.items())
 
 
 def dump_json(obj: Any, indent: str = "") -> str:

@@ -17,7 +17,7 @@ import numpy as np
 from ttforge.errors import ConfigError, show, show_path, shown
 from ttforge.ir.arith import quantize
 from ttforge.ir.arith import ARITHMETIC_SPEC_VERSION, ROUNDING
-from ttforge.ir.artifact import (ARTIFACT_FORMAT, ARTIFACT_FORMAT_VERSION, dump_json, layer_kind,
+from ttforge.ir.artifact import (ARTIFACT_FORMAT, ARTIFACT_FORMAT_VERSION, dump_json, layer_kind, meta_text,
                                  load_artifact)
 from ttforge.ir.executor import IntLayer
 from ttforge.ir.onchip import on_chip_bytes
@@ -223,7 +223,7 @@ def _inspect_run(args: argparse.Namespace) -> int:
                   f"arithmetic spec v{info['arithmetic_version']}, rounding {info['rounding']}, "
                   f"{len(layers)} layers", highlight=False)
     if info["meta"]:
-        console.print("meta: " + ", ".join(f"{shown(k)}={shown(v)}" for k, v in info["meta"].items()),
+        console.print("meta: " + meta_text(info["meta"]),
                       highlight=False)
 
     def table(title: str, cols: tuple[str, ...], first_width: int = 1) -> Table:

@@ -25,7 +25,7 @@ from ttforge import __version__
 from ttforge.errors import ArtifactError, ConfigError, TTForgeError, show, show_path
 from ttforge.limits import MAX_ARTIFACT_BYTES, MAX_BATCH, MAX_MANIFEST_BYTES, file_kind, read_bounded
 from ttforge.ir.arith import ARITHMETIC_SPEC_VERSION, ROUNDING
-from ttforge.ir.artifact import dump_json
+from ttforge.ir.artifact import dump_json, meta_text
 from ttforge.ir.container import (MANIFEST, PAYLOAD, ManifestReader, Payload, check_container, check_member_count,
                                   pack, parse_manifest, read_tensors)
 from ttforge.ir.schedule import ContractionSchedule
@@ -332,7 +332,7 @@ def inspect_state_run(path: str | os.PathLike, as_json: bool = False, batch: int
             f"intermediates {cfg.inter_bits}, accumulators {cfg.acc_bits}, gradients {cfg.grad_bits}, "
             f"probabilities 2^-{cfg.prob_bits}, bias {cfg.bias_bits}", highlight=False)
     if state.meta:
-        c.print("meta: " + ", ".join(f"{shown(k)}={shown(v)}" for k, v in state.meta.items()), highlight=False)
+        c.print("meta: " + meta_text(state.meta), highlight=False)
     t = Table(title="Layers", title_justify="left")
     for col in ("#", "kind", "in->out", "ranks", "order", "params", "master exps", "bias exp", "step exps",
                 "grad exps"):

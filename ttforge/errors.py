@@ -244,15 +244,16 @@ def printable(text: str) -> str:
     return text.translate(_ESCAPES)
 
 
-def shown(text: object) -> str:
+def shown(text: object, limit: int | None = None) -> str:
     """Untrusted text (a path, a name from a file or a config) for rich output: control
     characters escaped (an ESC sequence or a right-to-left override never reaches the
     terminal) and rich markup escaped (a path holding ``[/]`` failed the print, after
-    the command's output was written; ``[link=...]`` was rendered)."""
+    the command's output was written; ``[link=...]`` was rendered); with ``limit``, cut
+    to that many characters first (a 2 MB meta value was printed whole)."""
     from rich.markup import escape
 
     text = os.fsdecode(text) if isinstance(text, (bytes, os.PathLike)) else str(text)
-    return escape(printable(text))
+    return escape(printable(text if limit is None else _clip(text, limit)))
 
 
 def _clip(text: str, limit: int) -> str:

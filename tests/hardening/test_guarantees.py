@@ -264,6 +264,33 @@ def test_lone_surrogates_are_escaped_in_what_reaches_a_terminal(tmp_path):
         assert text in r.stdout, text
 
 
+def test_inspect_cuts_a_long_meta_value_and_json_keeps_it(tmp_path, capsys, monkeypatch):
+    """A 2 MB meta string was printed whole by ``inspect`` (of an artifact and of a
+    training state); the line holds its start and how much was left out, ``--json`` all."""
+    import json
+
+    import numpy as np
+
+    from ttforge.cli import main
+    from ttforge.ir import ContractionSchedule, IntNetwork, TTShape, layer_from_dense, save_artifact
+    from ttforge.ir.train import TrainConfig, init_state
+    from ttforge.ir.train_state import save_state
+
+    monkeypatch.setenv("COLUMNS", "100000")
+    big = "x" * 2_000_000
+    net = IntNetwork((layer_from_dense(np.array([[3, -2], [1, 5]]), w_bits=8, in_bits=8, in_exp=0, inter_bits=16,
+                                       out_bits=16, step_exps=(2,), core_exps=(0,), acc_bits=32),))
+    art = save_artifact(net, tmp_path / "m.ttfa", meta={"note": big})
+    st = init_state([(16, 3, ContractionSchedule(TTShape((3,), (16,), (1, 1)), (0,)))], TrainConfig(), seed=1)
+    state = save_state(st.replace(meta={"note": big}), tmp_path / "s.ttts")
+    for path in (art, state):
+        assert main(["inspect", str(path)]) == 0
+        out = capsys.readouterr().out
+        assert len(out) < 20_000 and "more characters]" in out, len(out)
+        assert main(["inspect", str(path), "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["meta"]["note"] == big
+
+
 # ----------------------------------------------------------------------- train --overwrite
 def test_train_overwrite_replaces_the_run_whole_or_keeps_the_old_one_whole(tmp_path, monkeypatch, capsys):
     pytest.importorskip("torch")
