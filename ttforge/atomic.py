@@ -448,12 +448,30 @@ def _check_ancestors(p: Path, flag: str) -> None:
             return
 
 
-def _mkdir(parent: Path, path: Path) -> None:
+def _mkdir(parent: Path, path: Path) -> list[Path]:
+    """Create ``parent`` (for the output ``path``); returns the directories it made,
+    deepest first (:func:`_rmdirs` takes them back when the write fails)."""
     _check_ancestors(path, "")
+    made, d = [], parent
+    while not os.path.lexists(d) and d != d.parent:
+        made.append(d)
+        d = d.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
+        _rmdirs(made)
         raise _fail(path, e) from None
+    return made
+
+
+def _rmdirs(made: Iterable[Path]) -> None:
+    """Remove the directories a failed write made, deepest first, while they are empty
+    (a full disk left ``train --out``'s new directory behind, empty)."""
+    for d in made:
+        try:
+            os.rmdir(d)
+        except OSError:
+            return
 
 
 def _replace(tmp: Path, path: Path) -> None:
@@ -512,7 +530,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
         raise OutputError(f"{path} is a directory; give a file name (e.g. {path}/out)")
     _check_regular(path)
     check_not_input(path, "")
-    _mkdir(parent, path)
+    made = _mkdir(parent, path)
     clean_stale(parent, path.name)
     tmp = None
     try:
@@ -522,6 +540,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     except OSError as e:
         if tmp is not None:
             _unlink(tmp)
+        _rmdirs(made)
         raise _fail(path, e) from None
     try:
         yield tmp
@@ -529,6 +548,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
         _replace(tmp, path)
     except BaseException as e:
         _unlink(tmp)
+        _rmdirs(made)
         _name_output(e, path)
         raise
 
@@ -540,12 +560,13 @@ def staging_dir(path: str | os.PathLike) -> Path:
     if out.exists() and not out.is_dir():
         raise OutputError(f"{show_path(out)} exists and is not a directory; choose another output path")
     parent = out.parent if str(out.parent) else Path(".")
-    _mkdir(parent, out)
+    made = _mkdir(parent, out)
     clean_stale(parent, out.name)
     try:
         tmp = Path(tempfile.mkdtemp(prefix=_prefix(out.name), suffix=".tmp", dir=parent))
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700; give the usual mode
     except OSError as e:
+        _rmdirs(made)
         raise _fail(out, e) from None
     return tmp
 

@@ -293,3 +293,26 @@ def test_a_file_path_ending_in_a_separator_is_refused(tmp_path, name):
         with atomic_path(f"{tmp_path}/{name}"):
             pass
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_write_takes_back_the_directories_it_made(tmp_path):
+    """A full disk (ENOSPC while writing) left the new output directory behind, empty
+    (``train --out new/run``); directories that were there before stay."""
+    import errno
+
+    def full_disk(path):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    (tmp_path / "old").mkdir()
+    for target in (tmp_path / "new" / "run" / "f.bin", tmp_path / "old" / "run" / "f.bin"):
+        with pytest.raises(OSError, match="No space left"):   # the writer's error, as it was
+            with atomic_path(target) as tmp:
+                full_disk(tmp)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old"] and list((tmp_path / "old").iterdir()) == []
+    # a directory that got a file of another write meanwhile is not empty: it stays
+    (tmp_path / "new").mkdir()
+    with pytest.raises(OSError):
+        with atomic_path(tmp_path / "new" / "a" / "f.bin") as tmp:
+            (tmp_path / "new" / "a" / "other.txt").write_text("another write's")
+            full_disk(tmp)
+    assert (tmp_path / "new" / "a" / "other.txt").is_file()
