@@ -2,6 +2,7 @@
 still equals the integer executor, or calibration refuses what float64 cannot hold),
 exponents that are no integers, and widths whose bounds a float dtype cannot hold."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -30,6 +31,12 @@ def _equal_to_executor(q, x):
     got = q.forward_int(x)
     want = execute(net, net.quantize_input(x.numpy()))
     assert np.array_equal(got, want)
+    # the sibling that must fail: one bit of one core value flipped (kept in range)
+    L = net.layers[0]
+    g = L.cores[0].copy()
+    g.reshape(-1)[np.flatnonzero(g.reshape(-1) >= 0)[0]] ^= 1   # v >= 0: v ^ 1 stays in range
+    bad = dataclasses.replace(net, layers=(dataclasses.replace(L, cores=(g, *L.cores[1:])), *net.layers[1:]))
+    assert not np.array_equal(got, execute(bad, bad.quantize_input(x.numpy())))
     return net, want
 
 
