@@ -368,10 +368,12 @@ def check_output_file(path: str | os.PathLike, flag: str = "-o", example: str = 
     p = Path(path).expanduser()
     if p.is_dir():
         raise OutputError(f"{flag} {p} is a directory; give a file name (e.g. {p}/{example})")
-    _check_not_dir_name(path, flag, example)
     _check_regular(p, flag)
     _check_ancestors(p, flag)
     check_not_input(p, flag)
+    # after the checks of what is there: "/dev/null/" is a device, an input's path with
+    # a "/" the input, whose fixes come first
+    _check_not_dir_name(path, flag, example)
     return p
 
 
@@ -523,13 +525,14 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     over ``path``; on any exception it is removed and ``path`` is left as it was.
     ``suffix`` keeps the extension a library may insist on (e.g. ``".npy"``).
     """
-    _check_not_dir_name(path)
+    raw = path
     path = _through_link(path)
     parent = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
         raise OutputError(f"{path} is a directory; give a file name (e.g. {path}/out)")
     _check_regular(path)
     check_not_input(path, "")
+    _check_not_dir_name(raw)
     made = _mkdir(parent, path)
     clean_stale(parent, path.name)
     tmp = None
