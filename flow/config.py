@@ -47,7 +47,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from ttforge.errors import ConfigError, ShapeError, TTForgeError
+from ttforge.errors import ConfigError, ShapeError, TTForgeError, show_path
 from ttforge.limits import MAX_BATCH, MAX_EPOCHS, MAX_FREQ_MHZ, MAX_RATE, MAX_VECTORS
 
 __all__ = ["FlowConfig", "FlowSection", "QuantSection", "HwSection", "SimSection",
@@ -92,6 +92,19 @@ class FlowSection:
         if not ok:
             raise ConfigError(f"[flow] name = {self.name!r} must be a non-empty name of letters, "
                               f"digits, '-', '_' or '.' (it names the build directory)")
+
+
+def _default_section(stem: str) -> FlowSection:
+    """``[flow]`` of a config without one: named after its file's ``stem``; a stem that
+    is no valid name is refused with the table to add (the error of ``FlowSection``
+    quoted a ``[flow] name`` the user never wrote)."""
+    try:
+        return FlowSection(name=stem)
+    except ConfigError:
+        fix = "".join(c if c.isalnum() or c in "-_." else "-" for c in stem).strip("-.") or "flow"
+        raise ConfigError(f"has no [flow] table, and its file name {stem!r} cannot name the build "
+                          f"directory (letters, digits, '-', '_' or '.' only); add a [flow] table "
+                          f"with name = {fix!r}, or rename the file") from None
 
 
 @dataclass(frozen=True)
@@ -400,7 +413,7 @@ class FlowConfig:
         kw: dict[str, Any] = {name: _section(name, c, data[name])
                               for name, c in _SECTIONS.items() if name in data}
         if "flow" not in data and src is not None:
-            kw["flow"] = FlowSection(name=src.stem)
+            kw["flow"] = _default_section(src.stem)
         hw = kw.get("hw")
         kw["train"] = _train(data.get("train", {}), src.parent if src else None, hw.lanes if hw else 0)
         return cls(**kw, source=src)
@@ -420,8 +433,8 @@ class FlowConfig:
         data = parse_config_text(text, True, str(p))
         try:
             return cls.from_dict(data, source=p)
-        except ConfigError as e:
-            raise ConfigError(f"{p}: {e}") from None
+        except ConfigError as e:   # quoted: 'my config.toml: ...' read as two words
+            raise ConfigError(f"{show_path(p)}: {e}") from None
 
     def shortened(self) -> "FlowConfig":
         """The ``--short`` form: epochs, QAT epochs, calibration samples and vectors capped."""
