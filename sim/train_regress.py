@@ -24,7 +24,7 @@ import numpy as np
 
 from ttforge.hw.trainer.program import TrainEngineConfig, compile_training
 from ttforge.ir.random import train_layer_shapes
-from ttforge.errors import ConfigError
+from ttforge.errors import ConfigError, EnvironmentFailure
 from ttforge.ir.train import (TrainConfig, TrainState, calibrate_state, check_batch, init_state, train_step,
                               train_step_fast)
 from ttforge.ir.train_diverge import compare_states
@@ -101,9 +101,15 @@ class TrainCaseResult:
     cycles_per_step: int = 0
     seconds: float = 0.0
     error: str | None = None
+    #: the harness of the case's family could not be built (the tool's trouble: exit 3)
+    build_failed: bool = False
+    #: that build's own error, raised as the run's one line (not in ``to_dict``)
+    build_error: Exception | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        out = dict(self.__dict__)
+        del out["build_error"]
+        return out
 
 
 def run_train_case(case: TrainCase, build) -> TrainCaseResult:
@@ -170,6 +176,12 @@ def train_case_task(args: tuple) -> tuple[TrainCaseResult, str]:
         case = train_regress_case(seed, steps)
         try:
             build = build_train_native(family_config(case.family), build_root=build_root, fault=fault)
+        except EnvironmentFailure as e:
+            # the error itself goes back: the run ends in its line, exit 3, as a local run
+            # does (as an ERROR row alone it ended in exit 1, a verdict on the hardware)
+            return (TrainCaseResult(case.seed, case.family, case.describe(), steps, False,
+                                    error=f"{type(e).__name__}: {e}"[:300], build_failed=True,
+                                    build_error=e), where())
         except Exception as e:  # noqa: BLE001 - the case's verdict, as for a local run
             return (TrainCaseResult(case.seed, case.family, case.describe(), steps, False,
                                     error=f"{type(e).__name__}: {e}"[:300]), where())
@@ -310,4 +322,17 @@ def run_train_cli(args) -> int:
     print(f"{len(results) - len(failed)} of {len(results)} passed; wrote {out / 'summary.json'}")
     for cmd in summary["reproduce"]:
         print(f"reproduce: {cmd}")
-    return 0 if not failed else 1
+    return train_verdict(results)
+
+
+def train_verdict(results: Sequence[TrainCaseResult]) -> int:
+    """The exit code of a run: 1 when a case failed its check (the hardware's verdict
+    first), else the first harness build's own error raised (exit 3: the line a run in
+    this process ends with, whose first failed build stops it), else 1 for any other
+    error, else 0."""
+    if any(not r.passed and r.error is None for r in results):
+        return 1
+    unbuilt = [r for r in results if r.build_failed]
+    if unbuilt:
+        raise unbuilt[0].build_error
+    return 0 if all(r.passed for r in results) else 1

@@ -105,3 +105,24 @@ def test_regress_train_on_a_local_dask_cluster_gives_the_local_verdicts(build, t
                "--out", str(tmp_path / "out")])
     assert rc == 0 and json.loads((tmp_path / "out" / "summary.json").read_text())["failed"] == 0
     capsys.readouterr()
+
+
+def test_regress_train_a_failed_harness_build_is_exit_3_on_a_cluster_as_here(tmp_path, monkeypatch, capsys):
+    """A harness that cannot be built (here: ``$CXX`` names no program; the local
+    cluster's workers inherit it) ends a ``--cluster`` run in the line and exit 3 of a run
+    in this process, not in exit 1 (a verdict on the hardware); the summary marks the
+    cases ``build_failed``."""
+    import json
+
+    from ttforge.cli import main
+
+    monkeypatch.setenv("CXX", "/nonexistent/g++")
+    argv = ["regress", "--train", "--seeds", "2", "--steps", "1", "--build-root", str(tmp_path / "cache")]
+    rc_here = main([*argv, "--out", str(tmp_path / "here")])
+    here = capsys.readouterr().err.strip().splitlines()[-1]
+    rc = main([*argv, "--out", str(tmp_path / "cluster"), "--cluster", "--jobs", "1"])
+    err = capsys.readouterr().err
+    assert rc_here == 3 and here.startswith("ttforge regress: error: ")
+    assert rc == 3 and err.strip().splitlines()[-1] == here and "Traceback" not in err
+    summary = json.loads((tmp_path / "cluster" / "summary.json").read_text())
+    assert summary["cases"] == 2 and all(r["build_failed"] for r in summary["results"])
