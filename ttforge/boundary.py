@@ -38,6 +38,7 @@ from typing import Any, Callable, Iterator
 
 from ttforge.errors import (EXIT_ENVIRONMENT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_PIPE, EXIT_TERMINATED,
                             EXIT_USER, ConfigError, TTForgeError, one_line, show_path)
+from ttforge.limits import slash_on_file
 
 __all__ = ["run_command", "Terminated", "signals_interrupt", "input_paths", "INPUT_ARGUMENTS",
            "describe_os_error"]
@@ -46,6 +47,10 @@ __all__ = ["run_command", "Terminated", "signals_interrupt", "input_paths", "INP
 #: directories; an output may never be one of them (:func:`ttforge.atomic.command_inputs`).
 INPUT_ARGUMENTS = ("checkpoint", "source", "artifact", "config", "data", "input", "inputs", "replay",
                    "bitstream")
+
+#: Input files that a command may also write (``train-int --resume STATE`` continues the
+#: state in its own directory): :func:`check_input_slashes` checks them too, by these names.
+_UPDATED_INPUTS = {"from_artifact": "--from", "resume": "--resume"}
 
 # errno values a user fixes by giving another path or fixing permissions (exit 2); any
 # other OSError is the machine's (exit 3: disk full, I/O error, too many open files, ...)
@@ -100,6 +105,20 @@ def check_no_empty_paths(args: Any) -> None:
                               f"is an empty path; give a file or directory name")
 
 
+def check_input_slashes(args: Any) -> None:
+    """A one-line :class:`~ttforge.errors.ConfigError` for an input path that ends in
+    '/' but names a file (:func:`ttforge.limits.slash_on_file`): the commands turn
+    their paths into ``Path`` objects, which drop the '/'."""
+    for key in (*INPUT_ARGUMENTS, *_UPDATED_INPUTS):
+        value = getattr(args, key, None)
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(v, str):
+                line = slash_on_file(v[4:] if key == "data" and v.startswith("idx:") else v,
+                                     _UPDATED_INPUTS.get(key, key.upper()))
+                if line:
+                    raise ConfigError(line)
+
+
 def input_paths(args: Any) -> list[str]:
     """The values of ``args`` (an argparse namespace) that name existing input paths."""
     out: list[str] = []
@@ -148,6 +167,7 @@ def run_command(command: str, run: Callable[[Any], Any], args: Any,
         try:
             with signals_interrupt(), command_inputs(input_paths(args)):
                 check_no_empty_paths(args)
+                check_input_slashes(args)
                 return int(run(args) or 0)
         except BaseException:
             # before the traceback's frames, and any design half-built in them, are freed

@@ -154,6 +154,25 @@ def check_limit(value: int, limit: int, what: str, fix: str = "") -> int:
     return value
 
 
+def slash_on_file(path: str | os.PathLike, what: str) -> str | None:
+    """The error line when ``path`` ends in '/' but names something that is not a
+    directory (shown as ``what`` and the path), else ``None``.
+
+    ``Path`` drops a trailing '/', which asks for a directory: ``inspect a.ttfa/`` read
+    the file ``a.ttfa``, where the system (``cat``, ``open``) says "Not a directory".
+    """
+    raw = os.fspath(path)
+    if not (isinstance(raw, str) and raw.endswith("/") and raw.strip("/")):
+        return None
+    try:
+        if os.path.isdir(raw) or not os.path.lexists(raw.rstrip("/")):
+            return None   # a directory, or nothing: the caller's own line says which
+    except ValueError:    # a NUL byte: the caller's own line
+        return None
+    return (f"{what} {show_path(raw)} ends in '/', which names a directory, but "
+            f"{show_path(raw.rstrip('/'))} is not one; drop the trailing '/'")
+
+
 def open_regular(path: str | os.PathLike, what: str, limit: int,
                  error: type[UserError] = UserError) -> tuple[BinaryIO, int]:
     """Open ``path`` for reading if it is a regular file of at most ``limit`` bytes:
@@ -161,6 +180,9 @@ def open_regular(path: str | os.PathLike, what: str, limit: int,
     unreadable or too large file is a one-line ``error`` naming ``what``."""
     p = Path(path)
     where = f"{what} {show_path(p)}"
+    slash = slash_on_file(path, what)
+    if slash:
+        raise error(slash) from None
     try:
         st = os.stat(p)
     except FileNotFoundError:
