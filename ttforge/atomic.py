@@ -335,11 +335,24 @@ def _through_link(path: str | os.PathLike) -> Path:
     return Path(real)
 
 
-def _name_output(e: BaseException, path: str | os.PathLike) -> None:
+def _name_output(e: BaseException, path: str | os.PathLike, tmp: str | os.PathLike | None = None) -> None:
     """An :class:`OSError` of a write that names no file (``write`` on a full disk says
-    only "No space left on device") names the output it was writing."""
-    if isinstance(e, OSError) and e.filename is None and not isinstance(e, BrokenPipeError):
+    only "No space left on device") names the output it was writing; one that names the
+    temporary ``tmp`` or a file in it names ``path`` or the file's place there (a full
+    disk in a flow stage named ``.train.ttforge-<pid>.<random>.tmp/metrics.png``, a
+    name the user never gave and that is gone when the line is read)."""
+    if not isinstance(e, OSError) or isinstance(e, BrokenPipeError):
+        return
+    if e.filename is None:
         e.filename = str(path)
+        return
+    if tmp is None or not isinstance(e.filename, (str, bytes, os.PathLike)):
+        return
+    named = Path(os.fsdecode(e.filename))
+    if named == Path(tmp):
+        e.filename = str(path)
+    elif named.is_relative_to(tmp):
+        e.filename = str(Path(path) / named.relative_to(tmp))
 
 
 def _fail(path: Path, e: OSError) -> OutputError:
@@ -552,7 +565,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     except BaseException as e:
         _unlink(tmp)
         _rmdirs(made)
-        _name_output(e, path)
+        _name_output(e, path, tmp)
         raise
 
 
@@ -793,7 +806,7 @@ def atomic_dir(path: str | os.PathLike, *, owner: Callable[[Path], None] | None 
             owner(out)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        _name_output(e, out)
+        _name_output(e, out, tmp)
         raise
     commit_dir(tmp, out)
 

@@ -236,3 +236,25 @@ def test_replacing_the_idx_files_reruns_train(tmp_path):
     third = _statuses(run_flow(cfg, build, until="train"))
     assert (first["train"], again["train"], third["train"]) == ("ran", "skipped", "ran")
     assert _record(build, "train")["summary"]["n_train"] + _record(build, "train")["summary"]["n_test"] == 61
+
+
+def test_a_full_disk_names_the_stage_output_not_its_temporary(tmp_path, monkeypatch, capsys):
+    """A full disk while a stage writes a file (a library writing to ``atomic_path``'s
+    temporary, whose ``write`` names no file) named the stage's staging directory,
+    ``.train.ttforge-<pid>.<random>.tmp/metrics.png``; it names ``train/metrics.png``
+    under ``--out``, exit 3, and leaves nothing behind."""
+    import errno
+
+    from ttforge.atomic import atomic_path
+
+    def full_disk(ctx, out):
+        with atomic_path(out / "metrics.png"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setitem(stages_mod._RUN, "train", full_disk)
+    build = tmp_path / "build"
+    assert main(["flow", "--short", "--until", "train", "--out", str(build)]) == 3
+    err = capsys.readouterr().err
+    assert err.startswith(f"ttforge flow: error: {build / 'train' / 'metrics.png'}: No space left on device"), err
+    assert "free space" in err and ".tmp" not in err and err.count("\n") == 1
+    assert not build.exists() or list(build.iterdir()) == []
