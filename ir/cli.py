@@ -341,13 +341,6 @@ def _truncations_json(truncations) -> list:
     return [t.to_json() for t in sorted(truncations, key=lambda t: (t.epoch, -1 if t.layer is None else t.layer))]
 
 
-def _meta_list(state: TrainState, key: str) -> list:
-    v = state.meta.get(key, [])
-    if not isinstance(v, list):
-        raise ConfigError(f"the state's meta {key} is not a list; give --{key.replace('_', '-')} explicitly")
-    return v
-
-
 def _check_train_int_bounds(args: argparse.Namespace) -> None:
     """Every numeric argument in its range before anything is read or allocated (one line)."""
     for name, lo, hi in (("epochs", 1, MAX_EPOCHS), ("batch", 1, MAX_BATCH), ("calib_samples", 1, MAX_BATCH),
@@ -385,7 +378,7 @@ _SEED_FIX = "the seed orders the run's epochs: resume a state train-int wrote, o
 def _train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable | None) -> int:
     from ttforge.atomic import atomic_path, atomic_write_text, check_output_dir, make_output_dir
     from ttforge.ir.artifact import load_artifact, save_artifact
-    from ttforge.ir.train_state import load_state, meta_epochs, meta_int, save_state
+    from ttforge.ir.train_state import load_state, meta_epochs, meta_int, meta_list, save_state
 
     _check_train_int_bounds(args)
     if not 0 <= args.lr_shift <= 62:
@@ -412,7 +405,7 @@ def _train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable
             args.lr_decay_at = meta_epochs(state, "lr_decay_at", MAX_EPOCHS, "give --lr-decay-at explicitly")
         resumed_seed = meta_int(state, "seed", args.seed, 0, MAX_SEED, _SEED_FIX)   # checked before any work
         if args.truncate_ranks is None:
-            args.truncate_ranks = [Truncation.from_json(v) for v in _meta_list(state, "truncate_ranks")]
+            args.truncate_ranks = [Truncation.from_json(v) for v in meta_list(state, "truncate_ranks", "give --truncate-ranks explicitly")]
         elif args.truncate_ranks:   # the schedule given now is the one a later resume follows
             state = state.replace(meta={**state.meta, "truncate_ranks": _truncations_json(args.truncate_ranks)})
     elif args.from_artifact:

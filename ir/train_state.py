@@ -270,6 +270,15 @@ def meta_epochs(state: TrainState, key: str, hi: int, fix: str) -> list[int]:
     return list(v)
 
 
+def meta_list(state: TrainState, key: str, fix: str) -> list:
+    """The state's ``meta[key]`` (``[]`` when absent) if it is a list (its items are the
+    caller's to check), else one line as :func:`meta_int`."""
+    v = state.meta.get(key, [])
+    if not isinstance(v, list):
+        raise ConfigError(f"the state's meta {key}={show(v)} is not a list; {fix}")
+    return v
+
+
 def memory_batch(state: TrainState, batch: int | None = None) -> tuple[int, str]:
     """The batch the training memory is stated for, and where it comes from: ``batch``
     (``"--batch"``), else the batch the state was trained with (``"state"``: its meta),
