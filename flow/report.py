@@ -15,7 +15,6 @@ import io
 import json
 import math
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +25,6 @@ PLOTS = ("training.png", "ranks.png", "memory.png", "stages.png")
 _STAGE_ORDER = ("train", "quantize", "compile", "rtl", "sim", "device-train", "bitstream", "report")
 
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _escape_surrogate(m: re.Match) -> str:
-    c = ord(m.group())
-    # a byte of a file name that is not UTF-8 (os.fsdecode's surrogate escape): the byte
-    return f"\\x{c - 0xDC00:02x}" if 0xDC80 <= c <= 0xDCFF else f"\\u{c:04x}"
-
-
 def file_text(value: object) -> str:
     """Untrusted text (a path, a config value) for a UTF-8 text file (report, TOML
     comment, CSV): a non-UTF-8 byte of a file name as ``\\xff`` (it ended the flow in
@@ -42,10 +32,10 @@ def file_text(value: object) -> str:
     :func:`ttforge.errors.shown` escapes them (a right-to-left override made the page
     read backwards; a control character made a TOML comment invalid). Markup is left
     to the format's own escaping (``html.escape``)."""
-    from ttforge.errors import printable
+    from ttforge.errors import bytes_escaped, printable
 
     text = os.fsdecode(value) if isinstance(value, (bytes, os.PathLike)) else str(value)
-    return printable(_SURROGATE.sub(_escape_surrogate, text))
+    return printable(bytes_escaped(text))
 
 
 def json_safe(obj: Any) -> Any:
@@ -53,7 +43,9 @@ def json_safe(obj: Any) -> Any:
     file name's byte) written as :func:`file_text` writes it: JSON's ``"\\udcff"``, which
     json.dumps writes for it, is refused by strict parsers."""
     if isinstance(obj, str):
-        return _SURROGATE.sub(_escape_surrogate, obj)
+        from ttforge.errors import bytes_escaped
+
+        return bytes_escaped(obj)
     if isinstance(obj, dict):
         return {json_safe(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ttforge.atomic import check_output_dir, check_owned_dir, write_files_atomically
-from ttforge.errors import ConfigError
+from ttforge.errors import ConfigError, bytes_escaped
 
 __all__ = ["generate", "MARKER", "file_name_record"]
 
@@ -125,11 +125,8 @@ def file_name_record(name: str) -> dict[str, str]:
     or mangle; there ``file`` shows those bytes as ``\\xff`` (readable, valid text) and
     ``file_bytes`` holds the name's bytes in hex (exact). UTF-8 names are unchanged.
     """
-    raw = os.fsencode(name)
-    try:
-        return {"file": raw.decode("utf-8")}
-    except UnicodeDecodeError:
-        return {"file": raw.decode("utf-8", "backslashreplace"), "file_bytes": raw.hex()}
+    text = bytes_escaped(name)
+    return {"file": text} if text == name else {"file": text, "file_bytes": os.fsencode(name).hex()}
 
 
 def _own_output(out: Path) -> None:

@@ -40,7 +40,7 @@ __all__ = [
     # bugs
     "NotBitExactError",
     # formatting
-    "one_line", "show", "show_path", "printable",
+    "one_line", "show", "show_path", "printable", "bytes_escaped",
 ]
 
 #: Exit statuses of the ``ttforge`` command (docs/cli.md, "Exit codes").
@@ -242,6 +242,24 @@ def printable(text: str) -> str:
     invisible format characters, lone surrogates) written as ``repr`` writes them, and
     nothing else changed: for text a file or a terminal takes as is."""
     return text.translate(_ESCAPES)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _surrogate_text(m: re.Match) -> str:
+    c = ord(m.group())
+    # a byte of a file name that is not UTF-8 (os.fsdecode's surrogate escape): the byte
+    return f"\\x{c - 0xDC00:02x}" if 0xDC80 <= c <= 0xDCFF else f"\\u{c:04x}"
+
+
+def bytes_escaped(text: str) -> str:
+    """``text`` with each lone surrogate written out: a non-UTF-8 byte of a file name
+    (``os.fsdecode`` makes it ``\\udcff``) as ``\\xff``, any other as ``\\ud800``;
+    nothing else changed. Such text encodes as UTF-8 (a lone surrogate ended a write in
+    ``UnicodeEncodeError``) and is valid in JSON (``"\\udcff"`` is refused by strict
+    parsers); :func:`printable` leaves it unchanged."""
+    return _SURROGATE.sub(_surrogate_text, text)
 
 
 def shown(text: object, limit: int | None = None) -> str:
