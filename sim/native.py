@@ -32,7 +32,7 @@ import numpy as np
 from ttforge.atomic import cache_lock
 from ttforge.errors import ConfigError, show, show_path
 from ttforge.errors import NativeError  # noqa: F401 - defined in ttforge.errors
-from ttforge.hw.tools import ToolchainMissing, verilator_env, verilator_root
+from ttforge.hw.tools import ToolchainMissing, verilator_root
 from ttforge.process import run_bounded
 
 __all__ = [
@@ -256,7 +256,7 @@ def verilate_cached(root: Path, key: str, exe_name: str, files: dict[str, bytes]
     (:class:`NativeError`) quoting the decisive line of the build's output (the
     directory, with its ``build.log``, is kept with ``TTFORGE_NATIVE_KEEP_FAILED`` set)."""
     from ttforge.atomic import JOB_MARKER, job_dir
-    from ttforge.sim.runner import build_failure_line, make_build_dir
+    from ttforge.sim.runner import build_failure_line, make_build_dir, verilator_make_env
 
     root = Path(os.path.abspath(root))   # the paths handed to make are absolute
     final = root / key
@@ -275,10 +275,10 @@ def verilate_cached(root: Path, key: str, exe_name: str, files: dict[str, bytes]
                 (work / rel).parent.mkdir(parents=True, exist_ok=True)
                 (work / rel).write_bytes(data)
             args = args_for(work)
-            env = verilator_env()
-            env["CXX"] = cxx
-            proc = run_bounded([str(verilator_root() / "bin" / "verilator"), *args], cwd=work, env=env,
-                               timeout=timeout)
+            with verilator_make_env() as env:   # a root make can build with (a space in it)
+                env["CXX"] = cxx
+                proc = run_bounded([str(Path(env["VERILATOR_ROOT"]) / "bin" / "verilator"), *args], cwd=work,
+                                   env=env, timeout=timeout)
             (work / "build.log").write_text(proc.stdout + proc.stderr)
             if proc.returncode != 0 or not (work / exe_name).is_file():
                 kept = f"; its log is {show_path(work / 'build.log')}" if keep else ""

