@@ -24,6 +24,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shlex
 import sys
 import tempfile
 import time
@@ -82,22 +83,10 @@ def _is_train(config) -> bool:
 
 
 def memory_parts(config) -> dict[str, int]:
-    """Bits of each of the accelerator's memories: for an ``AccelConfig`` ``cores``,
-    ``biases``, ``buffers`` (the two ping-pong buffers together), ``descriptors`` and, in
-    throughput mode, the input ``staging`` memory; for a
-    ``TrainEngineConfig`` the training engine's ``act`` (all of its ``act_groups``
-    memories), ``grad``, ``cmem``, ``bmem``, ``dmem``, ``labels``, ``maxacc`` and the loss
-    unit's ``exp2`` table (as :class:`~ttforge.hw.trainer.engine.TrainEngine` declares them)."""
-    if _is_train(config):
-        from ttforge.hw.trainer.program import TRAIN_DESC_WORDS
-
-        c, tc = config, config.train
-        return {"act": c.act_depth * c.lanes * c.act_store_bits,
-                "grad": c.grad_depth * c.lanes * c.grad_store_bits,
-                "cmem": c.core_depth * tc.master_bits, "bmem": c.bias_depth * tc.bias_bits,
-                "dmem": c.desc_depth * TRAIN_DESC_WORDS * 32, "labels": c.max_batch * 16,
-                "maxacc": c.desc_depth * c.acc_bits,
-                "exp2": (1 << tc.table_frac_bits) * (tc.table_bits + 1)}
+    """Bits of each of the accelerator's memories: ``config.memory_parts()`` of an
+    ``AccelConfig`` (:meth:`ttforge.hw.config.AccelConfig.memory_parts`) or a
+    ``TrainEngineConfig`` (:meth:`ttforge.hw.trainer.program.TrainEngineConfig.memory_parts`),
+    which bound them by the same count."""
     return config.memory_parts()
 
 
@@ -326,11 +315,26 @@ def with_netlist_steps(platform, steps):
     return platform
 
 
+#: The variable the generated build script names this interpreter by: ``toolchain.sh``
+#: exports it shell-quoted, and the commands use it through Amaranth's ``invoke_tool``
+#: (``"$TTFORGE_PYTHON"``). The path itself in a command template went through Jinja,
+#: Amaranth's whitespace folding and the shell: a venv under ``my venv`` split, one
+#: holding ``$`` or ``"`` ran something else.
+PYTHON_VAR = "TTFORGE_PYTHON"
+_PYTHON = '{{invoke_tool("ttforge-python")}}'
+
+
+def toolchain_script(tools: dict[str, str]) -> str:
+    """``toolchain.sh``: an ``export`` of each variable of ``tools`` and of
+    :data:`PYTHON_VAR` (this interpreter), each value quoted for a POSIX shell."""
+    return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in {**tools, PYTHON_VAR: sys.executable}.items())
+
+
 def outreg_fold_step() -> str:
     """The command that gives the netlist's block RAMs their output registers (``python
     -m ttforge.hw.ecp5_bram``, :func:`ttforge.hw.ecp5_bram.fold_output_registers`), its
     counts in ``<name>.fold.json``."""
-    return (f'"{sys.executable}" -m ttforge.hw.ecp5_bram {{{{name}}}}.json '
+    return (f'{_PYTHON} -m ttforge.hw.ecp5_bram {{{{name}}}}.json '
             f'--report {{{{name}}}}.fold.json')
 
 
@@ -346,7 +350,7 @@ def floorplan_steps(platform) -> list[str]:
     if free.count("{{name}}.free.") != 2:
         raise BuildError("Amaranth's nextpnr command is not the one ttforge knows how to run "
                          "for a free placement; build without engines > 1")
-    return [free, f'"{sys.executable}" -m ttforge.hw.ecp5_floorplan {{{{name}}}}.json '
+    return [free, f'{_PYTHON} -m ttforge.hw.ecp5_floorplan {{{{name}}}}.json '
                   f'{{{{name}}}}.free.json --report {{{{name}}}}.floorplan.json']
 
 
@@ -419,12 +423,12 @@ def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=Non
     try:
         bdir = work / "build"
         envfile = work / "toolchain.sh"
-        envfile.write_text("".join(f"export {k}='{v}'\n" for k, v in env_tools.items()))
+        envfile.write_text(toolchain_script(env_tools))
         # the tools by variable, and Amaranth's toolchain environment script (which also
         # skips its PATH check of tools the build does not run, e.g. openFPGALoader);
         # the check and the script spell the IceStorm variable differently
         toolchain = platform_toolchain = b.platform().toolchain
-        over = {**env_tools, f"AMARANTH_ENV_{toolchain.upper()}": str(envfile),
+        over = {**env_tools, PYTHON_VAR: sys.executable, f"AMARANTH_ENV_{toolchain.upper()}": str(envfile),
                 f"AMARANTH_ENV_{platform_toolchain}": str(envfile)}
         saved = {k: os.environ.get(k) for k in over}
         os.environ.update(over)

@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ttforge.ir.executor import IntNetwork
 
 __all__ = ["AccelConfig", "DESC_WORDS", "COUNTER_BITS", "MIN_COUNTER_BITS", "MAX_LANES", "MAX_DEPTH", "MAX_DESC_DEPTH",
-           "MAX_MEMORY_BITS", "stream_lane_bits"]
+           "MAX_MEMORY_BITS", "check_memory_bits", "stream_lane_bits"]
 
 #: 32-bit words per step descriptor (``docs/hardware.md``, "Descriptor").
 DESC_WORDS = 24
@@ -75,6 +75,54 @@ def _round_up(v: int, m: int) -> int:
 def stream_lane_bits(act_bits: int) -> int:
     """Bits of one element lane on the AXI4-Stream buses (``act_bits`` rounded up to bytes)."""
     return (int(act_bits) + 7) // 8 * 8
+
+
+def check_memory_bits(parts: Mapping[str, int], fields: Mapping[str, tuple[int, str, int, int, str]],
+                      copies: int = 1, prefix: str = "", limit: int = MAX_MEMORY_BITS,
+                      why: str = "twice the RAM of the largest supported device, the ECP5-85F") -> None:
+    """Refuse memories above ``limit`` bits: one :class:`ConfigError` naming the depth
+    field that holds the most bits and the largest value of it that fits.
+
+    The one check of every generated engine's memories (:class:`AccelConfig`, the
+    training engine's ``TrainEngineConfig``).
+
+    Parameters
+    ----------
+    parts : mapping
+        Bits of each memory of one engine (what its generator instantiates).
+    fields : mapping
+        Each depth field: ``(value, part, bits, step, unit)``, the memory it sizes, its
+        bits per ``unit`` (every memory it sizes together), and the multiple a value
+        must be.
+    copies : int
+        Engines side by side, each with memories of its own.
+    prefix : str
+        Put before the field's name (``"TrainEngineConfig."``).
+    limit, why : int, str
+        The limit in bits and what it is (:data:`MAX_MEMORY_BITS` by default).
+
+    Raises
+    ------
+    ConfigError
+        With ``memory_excess`` the clause without the fix (a caller fitting a network
+        names another fix: the network's size).
+    """
+    total = copies * sum(parts.values())
+    if total <= limit:
+        return
+    name = max(fields, key=lambda f: fields[f][0] * fields[f][2])
+    value, part, bits, step, unit = fields[name]
+    rest = sum(parts.values()) - value * bits
+    fit = (limit // copies - rest) // bits // step * step
+    shown = " + ".join(f"{k} {v:,}" for k, v in parts.items())
+    engines = f", x {copies} engines" if copies > 1 else ""
+    fix = f"use {name} <= {fit:,}" if fit >= step else "use smaller depths"
+    fix += " or fewer engines" if copies > 1 else ""
+    what = (f"{prefix}{name}={value}: the memories need {total:,} bits ({shown}{engines}), "
+            f"above ttforge's limit of {limit:,} ({why})")
+    err = ConfigError(f"{what}; {fix} ({part}: {bits} bits per {unit})")
+    err.memory_excess = what
+    raise err
 
 
 @dataclass(frozen=True)
@@ -252,32 +300,16 @@ class AccelConfig:
                               f"(one unit: serial_requant=1)")
 
     def _check_memory_bits(self) -> None:
-        """Refuse memories above :data:`MAX_MEMORY_BITS`, naming the depth that holds the
-        most of them and the largest value of it that fits."""
-        parts = self.memory_parts()
-        total = self.engines * sum(parts.values())
-        if total <= MAX_MEMORY_BITS:
-            return
+        """Refuse memories above :data:`MAX_MEMORY_BITS` (:func:`check_memory_bits`)."""
         # each depth field: its memories' bits per element (per step for desc_depth)
-        per = {"core_depth": ("cores", self.core_bits), "bias_depth": ("biases", self.bias_bits),
-               "buf_depth": ("buffers", 2 * self.inter_bits + self.act_bits * self.throughput),
-               "desc_depth": ("descriptors", DESC_WORDS * 32)}
-        name = max(per, key=lambda f: getattr(self, f) * per[f][1])
-        part, bits = per[name]
-        step = 1 if name == "desc_depth" else self.lanes
-        rest = sum(parts.values()) - getattr(self, name) * bits
-        fit = (MAX_MEMORY_BITS // self.engines - rest) // bits // step * step
-        shown = " + ".join(f"{k} {v:,}" for k, v in parts.items())
-        engines = f", x {self.engines} engines" if self.engines > 1 else ""
-        fix = f"use {name} <= {fit:,}" if fit >= step else "use smaller depths"
-        fix += " or fewer engines" if self.engines > 1 else ""
-        what = (f"{name}={getattr(self, name)}: the memories need {total:,} bits ({shown}{engines}), "
-                f"above ttforge's limit of {MAX_MEMORY_BITS:,} (twice the RAM of the largest "
-                f"supported device, the ECP5-85F)")
-        err = ConfigError(f"{what}; {fix} ({part}: {bits} bits per "
-                          f"{'step' if name == 'desc_depth' else 'element'})")
-        err.memory_excess = what     # for_network names another fix: the network's size
-        raise err
+        L = self.lanes
+        check_memory_bits(self.memory_parts(), {
+            "core_depth": (self.core_depth, "cores", self.core_bits, L, "element"),
+            "bias_depth": (self.bias_depth, "biases", self.bias_bits, L, "element"),
+            "buf_depth": (self.buf_depth, "buffers", 2 * self.inter_bits + self.act_bits * self.throughput,
+                          L, "element"),
+            "desc_depth": (self.desc_depth, "descriptors", DESC_WORDS * 32, 1, "step")},
+            copies=self.engines)
 
     def memory_parts(self) -> dict[str, int]:
         """Bits of each memory of one engine.

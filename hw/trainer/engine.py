@@ -211,6 +211,8 @@ class TrainEngine(wiring.Component):
         if not isinstance(config, TrainEngineConfig):
             raise ConfigError(f"TrainEngine needs a TrainEngineConfig, got {type(config).__name__}")
         self.fault = check_fault(fault, self.FAULTS, "TrainEngine")
+        # a config may lay programs out or run the interpreter at any size; hardware is bounded
+        config.check_memory_bits()
         self.config = c = config
         tc = c.train
         self.L = c.lanes

@@ -33,7 +33,7 @@ from ttforge.ir.train import TrainConfig, TrainState, export_network, widths
 __all__ = [
     "Op", "TrainOp", "TrainEngineConfig", "TrainProgram", "RegionMap", "compile_training",
     "encode_op", "decode_op", "next_exponents", "state_from_memories", "batch_slots",
-    "TRAIN_DESC_WORDS", "OP_FIELDS", "fit_engine", "read_write_overlap",
+    "TRAIN_DESC_WORDS", "OP_FIELDS", "fit_engine", "read_write_overlap", "MAX_TRAIN_MEMORY_BITS",
 ]
 
 #: 32-bit words per operation descriptor.
@@ -69,6 +69,13 @@ def batch_slots(batch: int, lanes: int) -> int:
 
 #: Largest batch a training engine holds (its gradient buffers are sized for it).
 MAX_ENGINE_BATCH = 4096
+#: Most bits of memory a generated training engine may have (:meth:`TrainEngineConfig.
+#: check_memory_bits`). Above the inference engine's ``MAX_MEMORY_BITS``: the engine is
+#: also simulated (``train-board --sim``), where an MNIST network at batch 64 takes ~2**27
+#: bits. 2**28 holds the largest program ``fit_engine`` lays out at 4 lanes (ACT and GRAD
+#: 2**20 words of 24 bits, CMEM 2**20): ACT and GRAD of 2**20 words at 64 lanes (2.2e9
+#: bits) took a minute and 10 GB in the generator, then Yosys crashed.
+MAX_TRAIN_MEMORY_BITS = 1 << 28
 
 
 @dataclass(frozen=True)
@@ -81,6 +88,12 @@ class TrainEngineConfig:
     ``act_depth``/``grad_depth`` in words of ``L`` elements, ``core_depth``/``bias_depth``
     in elements, ``desc_depth`` in operations; ``max_batch`` the batch slots ``Bp`` the
     label memory holds; ``max_classes`` the widest softmax.
+
+    An engine is generated (:class:`~ttforge.hw.trainer.engine.TrainEngine`) only if its
+    memories (:meth:`memory_parts`) hold at most :data:`MAX_TRAIN_MEMORY_BITS` bits
+    (:meth:`check_memory_bits`). A config itself may be larger: it lays out
+    programs (:func:`fit_engine`'s probe) and runs the interpreter
+    (:mod:`ttforge.hw.trainer.model`), which hold no memories of that size.
     """
 
     lanes: int = 4
@@ -111,6 +124,41 @@ class TrainEngineConfig:
         if self.max_batch < self.lanes:
             raise ConfigError(f"max_batch={self.max_batch} must be >= lanes={self.lanes} "
                               f"(a batch fills at least one word)")
+
+    def memory_parts(self) -> dict[str, int]:
+        """Bits of each memory the engine instantiates
+        (:class:`~ttforge.hw.trainer.engine.TrainEngine`).
+
+        Returns
+        -------
+        dict
+            ``act`` (all of its ``act_groups`` memories), ``grad``, ``cmem``, ``bmem``,
+            ``dmem``, ``labels``, ``maxacc`` and the loss unit's ``exp2`` table.
+        """
+        tc = self.train
+        return {"act": self.act_depth * self.lanes * self.act_store_bits,
+                "grad": self.grad_depth * self.lanes * self.grad_store_bits,
+                "cmem": self.core_depth * tc.master_bits, "bmem": self.bias_depth * tc.bias_bits,
+                "dmem": self.desc_depth * TRAIN_DESC_WORDS * 32, "labels": self.max_batch * 16,
+                "maxacc": self.desc_depth * self.acc_bits,
+                "exp2": (1 << tc.table_frac_bits) * (tc.table_bits + 1)}
+
+    def check_memory_bits(self) -> None:
+        """Refuse memories above :data:`MAX_TRAIN_MEMORY_BITS` in one line
+        naming the depth that holds the most and the largest value of it that fits
+        (:func:`ttforge.hw.config.check_memory_bits`)."""
+        from ttforge.hw.config import check_memory_bits
+
+        tc = self.train
+        # max_batch (the labels, 16 bits a slot, at most 64 kbit) never holds the most
+        check_memory_bits(self.memory_parts(), {
+            "act_depth": (self.act_depth, "act", self.lanes * self.act_store_bits, 1, "word"),
+            "grad_depth": (self.grad_depth, "grad", self.lanes * self.grad_store_bits, 1, "word"),
+            "core_depth": (self.core_depth, "cmem", tc.master_bits, 1, "element"),
+            "bias_depth": (self.bias_depth, "bmem", tc.bias_bits, 1, "element"),
+            "desc_depth": (self.desc_depth, "dmem and maxacc", TRAIN_DESC_WORDS * 32 + self.acc_bits, 1,
+                           "operation")}, prefix="TrainEngineConfig.", limit=MAX_TRAIN_MEMORY_BITS,
+            why="what a simulated training engine is generated with in a few GB")
 
     @property
     def act_store_bits(self) -> int:
@@ -535,12 +583,24 @@ def fit_engine(state: TrainState, batch: int, lanes: int = 4, acc_bits: int = 48
             or lanes & (lanes - 1):
         raise ConfigError(f"lanes={lanes!r} must be a power of two in 1..64")
     slots = batch_slots(batch, lanes)
+    # the largest depths, only to lay the program out (no engine holds them all)
     probe = TrainEngineConfig(lanes=lanes, train=state.config, acc_bits=acc_bits, act_depth=1 << 20,
                               grad_depth=1 << 20, core_depth=1 << 20, bias_depth=1 << 16, desc_depth=4096,
                               max_batch=slots, max_classes=max(2, pow2(state.n_classes)))
     prog = compile_training(state, batch, probe)
     r = prog.regions
-    return TrainEngineConfig(lanes=lanes, train=state.config, acc_bits=acc_bits, act_depth=pow2(r.act_words),
-                             grad_depth=pow2(r.grad_words), core_depth=pow2(max(r.cmem_size, 1)),
-                             bias_depth=pow2(max(r.bmem_size, 1)), desc_depth=pow2(len(prog.ops)),
-                             max_batch=slots, max_classes=probe.max_classes)
+    cfg = TrainEngineConfig(lanes=lanes, train=state.config, acc_bits=acc_bits, act_depth=pow2(r.act_words),
+                            grad_depth=pow2(r.grad_words), core_depth=pow2(max(r.cmem_size, 1)),
+                            bias_depth=pow2(max(r.bmem_size, 1)), desc_depth=pow2(len(prog.ops)),
+                            max_batch=slots, max_classes=probe.max_classes)
+    try:   # refused here, before any work, not at the generator after it
+        cfg.check_memory_bits()
+    except ConfigError as e:
+        what = getattr(e, "memory_excess", None)
+        if what is None:
+            raise
+        # the depths are what the program occupies: only a smaller batch or network needs less
+        raise ConfigError(f"the training engine for this state at batch {batch} needs {what}; use a "
+                          f"smaller batch or train a smaller network (narrower layers, lower "
+                          f"ranks)") from None
+    return cfg

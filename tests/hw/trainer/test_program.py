@@ -15,7 +15,7 @@ from ttforge.errors import ConfigError
 from ttforge.hw.trainer.model import load_batch, load_program, run_step
 from ttforge.hw.trainer.program import (TRAIN_DESC_WORDS, Op, TrainEngineConfig, TrainOp, read_write_overlap,
                                         batch_slots, compile_training, decode_op, encode_op,
-                                        next_exponents, state_from_memories)
+                                        fit_engine, next_exponents, state_from_memories)
 from ttforge.ir.random import train_case
 from ttforge.ir.train import TrainConfig, train_step
 from ttforge.ir.train_diverge import compare_states
@@ -177,3 +177,39 @@ def test_engine_memories_carry_no_rw_check():
         banks = -(-cfg.core_depth // dp16kd_depth(cfg.train.master_bits))
         assert banks > 1
         assert text.count("attribute \\no_rw_check 1") == 5 + act_groups(lanes) + banks
+
+
+def test_engine_memories_above_the_limit_are_one_line_naming_the_depth_that_fits():
+    """An engine whose memories no generator run holds (lanes 64, ACT and GRAD 2**20
+    words: a minute and 10 GB in the generator, then Yosys crashed) is refused before
+    the generator, in one line by the inference engine's check
+    (``ttforge.hw.config.check_memory_bits``), naming the depth that holds the most and
+    the largest value of it that fits; that value passes."""
+    from ttforge.hw.trainer.engine import TrainEngine
+    from ttforge.hw.trainer.program import MAX_TRAIN_MEMORY_BITS
+
+    big = dict(lanes=64, act_depth=1 << 20, grad_depth=1 << 20, core_depth=2048)
+    with pytest.raises(ConfigError) as e:
+        TrainEngine(TrainEngineConfig(**big))
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("TrainEngineConfig.grad_depth=1048576: the memories need")
+    small = {**big, "grad_depth": 2048}
+    fit = int(str(pytest.raises(ConfigError, TrainEngineConfig(**small).check_memory_bits).value)
+              .split("use act_depth <= ")[1].split(" ")[0].replace(",", ""))
+    ok = TrainEngineConfig(**{**small, "act_depth": fit})
+    ok.check_memory_bits()
+    assert MAX_TRAIN_MEMORY_BITS - 64 * 16 < sum(ok.memory_parts().values()) <= MAX_TRAIN_MEMORY_BITS
+    with pytest.raises(ConfigError, match="act_depth"):
+        TrainEngineConfig(**{**small, "act_depth": fit + 1}).check_memory_bits()
+
+
+def test_fit_engine_of_a_program_above_the_memory_limit_names_the_batch_and_network():
+    """``generate --train`` / ``build --train`` / ``train-board --sim`` fit the engine to
+    the state: a program whose memories no generator run holds is one line naming the
+    fix (a smaller batch or network), not a generator run of minutes and gigabytes."""
+    state, _, _, _ = train_case(0, n_in=1000, hidden=1000, n_out=10, rank=4, batch=6)
+    assert fit_engine(state, 512, lanes=64)         # the same network at a smaller batch fits
+    with pytest.raises(ConfigError, match=r"^the training engine for this state at batch 1024 needs "
+                                          r".*act_depth=262144.*; use a smaller batch or train a "
+                                          r"smaller network"):
+        fit_engine(state, 1024, lanes=64)
