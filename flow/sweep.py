@@ -377,7 +377,13 @@ def _toml_value(v: Any) -> str:
             raise ConfigError(f"cannot write {v} to TOML")
         return repr(v)
     if isinstance(v, str):
-        return json.dumps(v)   # a TOML basic string (JSON escapes are TOML escapes)
+        # a TOML basic string: JSON's escapes are TOML's, but not its surrogate pairs
+        # ("\ud83d\ude00" for an emoji) nor a lone surrogate (a non-UTF-8 byte of a path,
+        # written \xff as in the other files): either made best-*.toml invalid TOML.
+        # Characters as they are then, DEL escaped (TOML refuses it raw, JSON keeps it)
+        from ttforge.errors import bytes_escaped
+
+        return json.dumps(bytes_escaped(v), ensure_ascii=False).replace("\x7f", "\\u007f")
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     raise ConfigError(f"cannot write a {type(v).__name__} to TOML")
@@ -472,7 +478,9 @@ def _write(res: SweepResult, *, final: bool) -> None:
                "grid": {k: list(v) for k, v in cfg.grid}, "complete": final and len(rows) == len(res.rows),
                "seconds": round(res.seconds, 1), "rows": rows,
                "files": {n: sorted(h) for n, h in sorted(res.files.items())}}
-        atomic_write_text(out / "sweep.json", json.dumps(doc, indent=1, default=str) + "\n")
+        # a non-UTF-8 byte of a path (a data directory under x\xff/) as text: json.dumps wrote
+        # the lone surrogate as "\udcff", which strict parsers refuse
+        atomic_write_text(out / "sweep.json", json.dumps(json_safe(doc), indent=1, default=str) + "\n")
 
     if not final:
         record()
@@ -578,6 +586,8 @@ def run_sweep(cfg: SweepConfig, out_dir: str | os.PathLike, *, jobs: int | None 
 
 def _run_sweep(cfg: SweepConfig, out: Path, *, jobs: int | None, cluster: str | None,
                progress: Callable[[dict[str, Any]], None] | None) -> SweepResult:
+    from ttforge.flow.report import json_safe
+
     files = _check_out(out)
     check_writable(out, "--out", inside=True)   # before any point, not at the results
     points = cfg.points()
@@ -588,7 +598,8 @@ def _run_sweep(cfg: SweepConfig, out: Path, *, jobs: int | None, cluster: str | 
     for i, p in enumerate(points):
         base = {"key": p.key, "params": p.params, "board": p.flow["bitstream"]["board"], "flow": p.flow}
         old = done.get(p.key)
-        if old is not None and old.get("flow") == p.flow and _sane(old):
+        # the record holds the flow as written (json_safe): so is it compared
+        if old is not None and old.get("flow") == json_safe(p.flow) and _sane(old):
             # the point's own key, values and board, never the record's (a board of
             # "x/../../dir/file" named a best-*.toml outside --out)
             res.rows[i] = {**old, **base}

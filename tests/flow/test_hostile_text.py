@@ -122,6 +122,28 @@ def test_a_sweep_under_a_directory_that_is_not_utf8_runs_its_points(tmp_path):
     FlowConfig.load(tmp_path / "out" / "best-icebreaker.toml")
 
 
+def test_a_sweep_over_data_under_a_directory_that_is_not_utf8_writes_valid_json(tmp_path):
+    """The base flow's IDX directory under ``c\\xff/`` reached ``sweep.json`` as the lone
+    surrogate ``"\\udcff"`` (strict parsers refuse it); it is written ``c\\xff`` as the
+    other files write it, and the next run still finds the point finished."""
+    from tests.support.data import write_pair
+
+    d = _odd_dir(tmp_path)
+    (d / "idx").mkdir()
+    write_pair(d / "idx", "t10k", 60)
+    (d / "base.toml").write_text(BASE.replace('data = "digits"', 'data = "idx"'))
+    (d / "s.toml").write_text('[sweep]\nname = "t"\nflow = "base.toml"\n[grid]\nw_bits = [4]\n')
+    cfg = load_sweep(d / "s.toml")
+    res = run_sweep(cfg, tmp_path / "out")
+    assert [r["status"] for r in res.rows] == ["ok"], [r["reason"] for r in res.rows]
+    doc = _strict_json(tmp_path / "out" / "sweep.json")
+    assert doc["rows"][0]["flow"]["train"]["data"] == f"{tmp_path}/c\\xff/idx"
+    # best-*.toml held it as "\\udcff", which TOML refuses: the file did not load
+    best = tomllib.loads((tmp_path / "out" / "best-icebreaker.toml").read_text(encoding="utf-8"))
+    assert best["train"]["data"] == f"{tmp_path}/c\\xff/idx"
+    assert run_sweep(cfg, tmp_path / "out").reused == 1
+
+
 def test_grid_values_with_control_characters_are_escaped_on_the_terminal_and_in_the_files(tmp_path, capfd):
     """An OSC sequence in a grid value and in --out reached the terminal raw (it set the
     window title); a control character made best-*.toml's comment invalid TOML; the

@@ -77,6 +77,15 @@ def test_toml_of_a_flow_config_reads_back_as_the_same_config(tmp_path):
     assert again.to_dict() == cfg.to_dict()
 
 
+def test_toml_strings_beyond_the_basic_plane_and_del_read_back_exactly():
+    """An emoji was written as JSON's surrogate pair "\\ud83d\\ude00", which TOML refuses
+    (best-*.toml of a sweep over such a value did not load); DEL is escaped, as TOML needs."""
+    values = ["\U0001f600 \u00e9", "a\x7fb\x1b\n\"\\", "\u202e"]
+    text = to_toml({"device_train": {"port": values}})
+    assert "\x7f" not in text
+    assert tomllib.loads(text)["device_train"]["port"] == values
+
+
 def test_a_small_sweep_end_to_end_and_resumed(tmp_path, monkeypatch):
     """Two points (rank bound 2 and 3) through train -> quantize -> compile: a row each
     with accuracy, on-chip bytes and cycles, the CSV, the Pareto plot and the best point's
