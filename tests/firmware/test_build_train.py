@@ -8,7 +8,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from argparse import Namespace
+from pathlib import Path
 
 import pytest
 
@@ -237,3 +239,57 @@ def test_board_builds_keep_the_register_copies_apart(kind, board_key, state, art
     assert folds == ([1] if (kind, board_key) == ("train", "ulx3s") else [])
     if folds:
         assert "yosys" in steps[0] and "nextpnr" in steps[2]
+
+
+def test_the_generated_build_script_runs_from_a_venv_path_with_spaces_quotes_and_dollars(
+        artifact, tmp_path, monkeypatch):
+    """``ttforge build`` wrote this interpreter's path into the build script's commands
+    (``"/my venv/bin/python" -m ttforge.hw.ecp5_bram ...``), through Jinja, Amaranth's
+    whitespace folding and the shell, and the tools' paths into ``toolchain.sh`` in bare
+    single quotes: a venv under ``my  venv $HOME "q" 'x'`` replayed another command. The
+    script generated here is run whole, with stand-ins for the tools and the
+    interpreter, and the fold step gets its arguments."""
+    import json
+    import subprocess
+    import sys
+
+    from amaranth.build.plat import Platform
+
+    import ttforge.firmware.build as fb
+    from ttforge.hw.config import AccelConfig
+    from ttforge.ir.artifact import load_artifact
+
+    odd = tmp_path / "my  venv $HOME \"q\" 'x'" / "bin"
+    odd.mkdir(parents=True)
+    python, tool = odd / "python", odd / "it's a tool"
+    python.write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$(dirname "$0")/argv.txt"\n')
+    tool.write_text("#!/bin/sh\nexit 0\n")
+    for f in (python, tool):
+        f.chmod(0o755)
+    plan_dir = tmp_path / "plan"
+    seen = {}
+
+    def prepare_only(self, top, name="top", build_dir="build", do_build=True, **kw):
+        # the script Amaranth would run, and the toolchain.sh it sources, kept for the replay
+        self.prepare(top, name, **kw).extract(plan_dir)
+        seen["name"], seen["var"] = name, self._toolchain_env_var
+        seen["env"] = Path(os.environ[self._toolchain_env_var]).read_text()
+        raise _Stop
+
+    net = load_artifact(artifact / "small.ttfa")
+    conf = tmp_path / "cfg.json"
+    conf.write_text(json.dumps({**AccelConfig.for_network(net, lanes=4).to_dict(), "read_registers": 2}))
+    monkeypatch.setattr(sys, "executable", str(python))
+    monkeypatch.setattr(fb, "toolchain_env", lambda family: {v: str(tool) for v in fb._FAMILY_TOOLS[family]})
+    monkeypatch.setattr(Platform, "build", prepare_only)
+    with pytest.raises(_Stop):
+        fb.build("ulx3s", tmp_path / "out", artifact=artifact / "small.ttfa", config_file=str(conf))
+    script = (plan_dir / f"build_{seen['name']}.sh").read_text()
+    assert "ecp5_bram" in script and str(python) not in script
+    (tmp_path / "toolchain.sh").write_text(seen["env"])
+    env = {k: v for k, v in os.environ.items() if k not in (fb.PYTHON_VAR, *fb._TOOLS)}
+    run = subprocess.run(["sh", f"build_{seen['name']}.sh"], cwd=plan_dir, capture_output=True, text=True,
+                         env={**env, seen["var"]: str(tmp_path / "toolchain.sh")}, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert (odd / "argv.txt").read_text().splitlines() == [
+        "-m", "ttforge.hw.ecp5_bram", f"{seen['name']}.json", "--report", f"{seen['name']}.fold.json"]
