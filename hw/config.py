@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ttforge.ir.executor import IntNetwork
 
 __all__ = ["AccelConfig", "DESC_WORDS", "COUNTER_BITS", "MIN_COUNTER_BITS", "MAX_LANES", "MAX_DEPTH", "MAX_DESC_DEPTH",
-           "MAX_MEMORY_BITS", "check_memory_bits", "stream_lane_bits"]
+           "MAX_BIAS_BITS", "MAX_MEMORY_BITS", "check_memory_bits", "stream_lane_bits"]
 
 #: 32-bit words per step descriptor (``docs/hardware.md``, "Descriptor").
 DESC_WORDS = 24
@@ -41,6 +41,9 @@ MAX_ENGINES = 8
 #: this bound keeps the AXI4-Lite windows inside a 32-bit address space).
 MAX_DEPTH = 1 << 24
 MAX_DESC_DEPTH = 4096
+#: Widest bias: each bias is loaded as one 32-bit AXI4-Lite word (``hw.program.load_image``
+#: sign-extends it into BMEM), so a wider one would be cut on its way in.
+MAX_BIAS_BITS = 32
 
 
 #: block RAM bits of each device (ECP5-85F: 208 DP16KD x 18 kbit; iCE40UP5K: 30 EBR x 4 kbit)
@@ -251,6 +254,9 @@ class AccelConfig:
                               f"(the buffers hold the stream elements); raise inter_bits")
         self._range("acc_bits", 2, 48)
         self._range("bias_bits", 2, self.acc_bits, "acc_bits")
+        if self.bias_bits > MAX_BIAS_BITS:
+            raise ConfigError(f"bias_bits={self.bias_bits} must be in 2..{MAX_BIAS_BITS}: each bias is "
+                              f"loaded as one 32-bit AXI4-Lite word; use bias_bits <= {MAX_BIAS_BITS}")
         for name in ("core_depth", "bias_depth", "buf_depth"):
             v = getattr(self, name)
             if not L <= v <= MAX_DEPTH or v % L:
@@ -388,6 +394,10 @@ class AccelConfig:
 
         probe = cls(lanes=lanes)  # validates lanes
         needs = requirements(net, probe.lanes)
+        bias_bits, why = needs["bias_bits"]
+        if bias_bits > MAX_BIAS_BITS:
+            raise ConfigError(f"{why} needs bias_bits={bias_bits}, above the {MAX_BIAS_BITS} bits a bias is "
+                              f"loaded in (one AXI4-Lite word); quantize with --acc-bits {MAX_BIAS_BITS} or less")
         try:
             return cls(lanes=lanes, stream_elems=stream_elems, axil_addr_bits=axil_addr_bits,
                        **{name: value for name, (value, _) in needs.items()})

@@ -185,3 +185,32 @@ def test_a_network_too_large_for_any_board_names_its_size():
     msg = str(e.value)
     assert msg.startswith("the network's program needs buf_depth=600000: the memories need ")
     assert msg.endswith("; quantize a smaller network (narrower layers, lower ranks)") and "use buf_depth" not in msg
+
+
+# -- biases: loaded as 32-bit AXI4-Lite words ------------------------------------------------
+def test_a_bias_wider_than_its_load_word_is_refused():
+    from ttforge.hw.config import MAX_BIAS_BITS
+
+    assert MAX_BIAS_BITS == 32
+    AccelConfig(acc_bits=48, bias_bits=32)                       # the widest that loads whole
+    with pytest.raises(ConfigError) as e:
+        AccelConfig(acc_bits=48, bias_bits=33)
+    assert str(e.value) == ("bias_bits=33 must be in 2..32: each bias is loaded as one 32-bit "
+                            "AXI4-Lite word; use bias_bits <= 32")
+
+
+def test_a_network_whose_bias_needs_more_than_32_bits_names_the_layer():
+    from ttforge.ir.executor import IntNetwork, layer_from_dense
+
+    w = np.ones((2, 2), dtype=np.int64)
+    layer = layer_from_dense(w, core_exps=(-3,), w_bits=4, in_bits=8, in_exp=-2, inter_bits=16, out_bits=8,
+                             step_exps=(-1,), acc_bits=48, bias=np.array([1 << 35, -5], dtype=np.int64))
+    net = IntNetwork((layer,), meta={})
+    with pytest.raises(ConfigError) as e:
+        AccelConfig.for_network(net)
+    assert str(e.value) == ("layer 0's bias (37-bit values) needs bias_bits=37, above the 32 bits a bias is "
+                            "loaded in (one AXI4-Lite word); quantize with --acc-bits 32 or less")
+    # sibling: the same layer with a bias that fits one word compiles
+    small = layer_from_dense(w, core_exps=(-3,), w_bits=4, in_bits=8, in_exp=-2, inter_bits=16, out_bits=8,
+                             step_exps=(-1,), acc_bits=48, bias=np.array([(1 << 31) - 1, -5], dtype=np.int64))
+    assert AccelConfig.for_network(IntNetwork((small,), meta={})).bias_bits == 32

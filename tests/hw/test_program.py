@@ -102,7 +102,7 @@ def test_random_networks_equal_the_executor(seed, lanes):
     # a roomier engine runs the same program unchanged
     big = AccelConfig(**{**cfg.to_dict(), "core_depth": cfg.core_depth + 4 * lanes,
                          "buf_depth": cfg.buf_depth * 2, "desc_depth": cfg.desc_depth + 3,
-                         "acc_bits": 48, "bias_bits": 40, "inter_bits": 32, "axil_addr_bits": None})
+                         "acc_bits": 48, "bias_bits": 32, "inter_bits": 32, "axil_addr_bits": None})
     assert np.array_equal(run_program(compile_program(net, big), big, x)[0], golden)
 
 
