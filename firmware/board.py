@@ -26,7 +26,7 @@ from amaranth.lib.wiring import In, Out
 
 from ttforge.errors import ConfigError, SimError
 from ttforge.firmware.uart import MAX_DIVISOR, MIN_DIVISOR, BridgeCore
-from ttforge.hw.emit import run_builtin_yosys
+from ttforge.hw.emit import port_map, rtlil_text, run_builtin_yosys
 
 __all__ = ["Board", "BOARDS", "board", "BoardCore", "BoardTop", "ECP5_PLL", "LEDS",
            "uart_divisor", "sim_verilog", "SIM_TOP", "DEFAULT_BAUD", "bridge_params"]
@@ -228,15 +228,17 @@ def sim_verilog(config, *, divisor: int, clk_hz: int = 100_000_000, name: str = 
     synchronous), ``uart_rx``, ``uart_tx``, ``leds``, ``irq`` (``accel``: as for
     :class:`BoardCore`). ``cache_dir``: keep Yosys' output there, keyed by its script and
     the Yosys wheel's version (a large engine's memories take Yosys many minutes)."""
-    from amaranth.back import rtlil
-
     core = BoardCore(config, divisor=divisor, clk_hz=clk_hz, engine=engine, accel=accel)
-    text = rtlil.convert(core, name=name, emit_src=False)
+    # ports named as Amaranth's rtlil.convert names them; memories' initial contents in
+    # pieces (rtlil_text: Yosys reads Amaranth's one constant in time quadratic in it)
+    text = rtlil_text(core, name, port_map(core, sep="__"))
     # processes lowered to cells (`proc`): Icarus Verilog 11 never evaluates an
     # `always @*` block whose inputs do not change after time 0 (its outputs would stay
-    # X); Yosys renames its `$` temporaries (Icarus takes `\$...` calls for system tasks)
-    script = "\n".join([f"read_rtlil <<rtlil\n{text}\nrtlil", "proc", "flatten",
-                         "opt_clean -purge", "write_verilog -noattr"])
+    # X); Yosys renames its `$` temporaries (Icarus takes `\$...` calls for system tasks);
+    # `memory_collect` joins a memory's pieces into one initial value, so the Verilog is
+    # the same whatever the pieces
+    script = "\n".join([f"read_rtlil <<rtlil\n{text}\nrtlil", "proc", "memory_collect",
+                         "flatten", "opt_clean -purge", "write_verilog -noattr"])
     if cache_dir is None:
         return _run_builtin_yosys(script)
     import contextlib

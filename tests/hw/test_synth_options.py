@@ -453,3 +453,32 @@ def test_a_failed_synthesis_keeps_the_log_its_error_names(tmp_path, monkeypatch)
         implement(broken[:broken.rindex("endmodule")] + "  assign ;\nendmodule\n", "ice40up5k")
     log = Path(re.search(r"\(log: (.*)\)$", str(e.value)).group(1))
     assert log.is_file() and log.parent.parent == tmp_path and (log.parent / ".ttforge-job").is_file()
+
+
+def test_accel_rtlil_hands_memories_over_in_pieces():
+    """``accel_rtlil`` wrote Amaranth's one constant per memory, which Yosys reads in time
+    quadratic in its length (``buf_depth=131072``: 10.6 s to write and read, 1.0 s in
+    pieces); no constant in it is longer than a piece (``hw.emit.rtlil_text``), and Yosys
+    makes the same design of it as of Amaranth's text. Sibling: Amaranth's has longer ones."""
+    import re
+
+    from amaranth.back import rtlil
+
+    from ttforge.hw.emit import MEMINIT_CHUNK_BITS, run_builtin_yosys
+    from ttforge.hw.top import TTAccel, _ports
+
+    cfg = AccelConfig(lanes=4)        # buffers 2 x 4,096 x 32 bits, CMEM 4,096 x 8 bits
+    ours = accel_rtlil(cfg)
+    core = TTAccel(cfg)
+    theirs = rtlil.convert(core, name="ttforge_accel", ports=_ports(core), emit_src=False)
+
+    def longest(text):
+        return max(int(w) for w in re.findall(r"\b(\d+)'[01xz]", text))
+
+    assert longest(ours) <= MEMINIT_CHUNK_BITS < longest(theirs)
+
+    def design(text):
+        return run_builtin_yosys(f"read_rtlil <<rtlil\n{text}\nrtlil\nproc\nmemory_collect\n"
+                                 "flatten\nopt_clean -purge\nwrite_verilog -norename")
+
+    assert design(ours) == design(theirs)
