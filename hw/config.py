@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ttforge.ir.executor import IntNetwork
 
 __all__ = ["AccelConfig", "DESC_WORDS", "COUNTER_BITS", "MIN_COUNTER_BITS", "MAX_LANES", "MAX_DEPTH", "MAX_DESC_DEPTH",
-           "MAX_BIAS_BITS", "MAX_MEMORY_BITS", "check_memory_bits", "stream_lane_bits"]
+           "MAX_BIAS_BITS", "MAX_MEMORY_BITS", "MAX_MAC_LANES", "MULTIPLIERS", "check_memory_bits", "stream_lane_bits"]
 
 #: 32-bit words per step descriptor (``docs/hardware.md``, "Descriptor").
 DESC_WORDS = 24
@@ -52,6 +52,16 @@ BRAM_BITS = {"ecp5-85f": 208 * 18 * 1024, "ice40up5k": 30 * 4096}
 #: hold the ping-pong buffers of a config with ``buf_ports=1``
 #: (see :func:`ttforge.firmware.build.spram_blocks`)
 SPRAM_BITS = {"ecp5-85f": 0, "ice40up5k": 4 * 256 * 1024}
+
+
+#: multipliers of each device (ECP5-85F: 156 MULT18X18D; iCE40UP5K: 8 SB_MAC16)
+MULTIPLIERS = {"ecp5-85f": 156, "ice40up5k": 8}
+
+#: Most MAC lanes a config may have, all engines' together (``lanes * engines``): twice
+#: the multipliers of the largest supported device (the ECP5-85F's 156), as
+#: :data:`MAX_MEMORY_BITS` is twice its RAM. ``lanes=64, engines=8`` (512) took 126 s and
+#: 0.94 GB to emit, for a design no board holds.
+MAX_MAC_LANES = 2 * max(MULTIPLIERS.values())
 
 
 def _max_memory_bits() -> int:
@@ -209,7 +219,8 @@ class AccelConfig:
         input vectors take turns (``ttforge.hw.engine.array``: vector ``k`` to engine
         ``k mod engines``, the outputs in the input's order), so the accelerator
         takes ``engines`` vectors at a time behind the same registers and streams.
-        Costs ``engines`` times the engine; needs ``throughput = 0``.
+        Costs ``engines`` times the engine; needs ``throughput = 0``; ``lanes * engines``
+        at most :data:`MAX_MAC_LANES`.
     axil_addr_bits : int or None
         AXI4-Lite byte-address width. ``None`` (the default) takes the smallest width
         that holds the register map (``docs/hardware.md``, "Register map"); the
@@ -274,6 +285,12 @@ class AccelConfig:
                               "buffers' banks are simple dual-port block RAMs); use "
                               "read_registers=0")
         self._range("engines", 1, MAX_ENGINES)
+        if L * self.engines > MAX_MAC_LANES:
+            raise ConfigError(
+                f"lanes={L}, engines={self.engines}: {L * self.engines} MAC lanes (lanes x engines), "
+                f"above ttforge's limit of {MAX_MAC_LANES} (twice the multipliers of the largest "
+                f"supported device, the ECP5-85F); use engines <= {MAX_MAC_LANES // L} at "
+                f"lanes={L} or fewer lanes")
         if self.engines > 1 and self.throughput:
             raise ConfigError(f"engines={self.engines} needs throughput=0 (each engine holds one "
                               "vector; the engines are the vectors in flight); use throughput=0")

@@ -187,6 +187,25 @@ def test_a_network_too_large_for_any_board_names_its_size():
     assert msg.endswith("; quantize a smaller network (narrower layers, lower ranks)") and "use buf_depth" not in msg
 
 
+
+# -- MAC lanes: bounded by what a board can hold ---------------------------------------------
+def test_mac_lanes_above_twice_the_largest_devices_multipliers_are_one_line():
+    """``lanes=64, engines=8`` took 126 s and 0.94 GB to emit, for a design no board holds:
+    ``lanes * engines`` is at most twice the ECP5-85F's 156 multipliers."""
+    with pytest.raises(ConfigError) as e:
+        AccelConfig(lanes=64, engines=8)
+    assert str(e.value) == ("lanes=64, engines=8: 512 MAC lanes (lanes x engines), above ttforge's "
+                            "limit of 312 (twice the multipliers of the largest supported device, "
+                            "the ECP5-85F); use engines <= 4 at lanes=64 or fewer lanes")
+    with pytest.raises(ConfigError, match="^config: lanes=64, engines=5: 320 MAC lanes"):
+        AccelConfig.from_dict({**AccelConfig(lanes=64).to_dict(), "engines": 5})
+    AccelConfig(lanes=64, engines=4)                     # the largest the repository uses: 64
+    AccelConfig(lanes=32, engines=8)
+
+    from ttforge.hw.config import MAX_MAC_LANES, MULTIPLIERS
+
+    assert MAX_MAC_LANES == 2 * max(MULTIPLIERS.values()) == 312
+
 # -- biases: loaded as 32-bit AXI4-Lite words ------------------------------------------------
 def test_a_bias_wider_than_its_load_word_is_refused():
     from ttforge.hw.config import MAX_BIAS_BITS
