@@ -374,11 +374,12 @@ def load_artifact(path: str | os.PathLike) -> IntNetwork:
     out-of-range values, inconsistent shapes or shifts, layers that do not chain) is
     one line, an :class:`~ttforge.errors.ArtifactError`.
     """
+    given = path   # its trailing '/', if any, is read_bounded's to judge (Path drops it)
     path = Path(path)
     if path.is_dir():
         raise ArtifactError(f"{show_path(path)} is a directory; give the artifact file (e.g. model.ttfa)")
     if not os.path.lexists(path):
         raise ArtifactError(f"{show_path(path)} does not exist; give the path of a ttforge artifact (.ttfa)")
     # a regular file of bounded size, checked before reading (a FIFO or /dev/zero never ends)
-    data = read_bounded(path, "artifact", MAX_ARTIFACT_BYTES, ArtifactError)
+    data = read_bounded(given, "artifact", MAX_ARTIFACT_BYTES, ArtifactError)
     return loads_artifact(data, show_path(path))

@@ -221,12 +221,13 @@ def loads_state(data: bytes, source: str = "<bytes>") -> TrainState:
 
 def load_state(path: str | os.PathLike) -> TrainState:
     """Read and verify a training-state file (one-line ArtifactError on any problem)."""
+    given = path   # its trailing '/', if any, is read_bounded's to judge (Path drops it)
     path = Path(path)
     if path.is_dir():
         raise ArtifactError(f"{show_path(path)} is a directory; give the state file (e.g. run/state.ttts)")
     if not os.path.lexists(path):
         raise ArtifactError(f"{show_path(path)} does not exist; give the path of a training state (.ttts)")
-    data = read_bounded(path, "training state", MAX_ARTIFACT_BYTES, ArtifactError)
+    data = read_bounded(given, "training state", MAX_ARTIFACT_BYTES, ArtifactError)
     return loads_state(data, show_path(path))
 
 

@@ -57,6 +57,7 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read and verify a checkpoint; every problem is a one-line :class:`CheckpointError`."""
+    given = path   # its trailing '/', if any, is read_bounded's to judge (Path drops it)
     path = Path(path)
     if path.is_dir():
         raise CheckpointError(f"checkpoint {show_path(path)} is a directory; give the checkpoint file (e.g. "
@@ -64,7 +65,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not os.path.lexists(path):
         raise CheckpointError(f"checkpoint {show_path(path)} does not exist; give the path of a ttforge checkpoint")
     # a regular file of bounded size, refused before reading otherwise (FIFO, /dev/zero)
-    data = read_bounded(path, "checkpoint", MAX_CHECKPOINT_BYTES, CheckpointError)
+    data = read_bounded(given, "checkpoint", MAX_CHECKPOINT_BYTES, CheckpointError)
     if data[: len(MAGIC)] != MAGIC[: len(data)] or not data:
         raise CheckpointError(
             f"{show_path(path)} is not a ttforge checkpoint (bad magic number); give a file written by "

@@ -34,3 +34,21 @@ def test_a_link_to_a_file_counts_as_the_file(tmp_path):
     f.write_bytes(b"x")
     (tmp_path / "link").symlink_to(f)
     assert slash_on_file(f"{tmp_path}/link/", "artifact") is not None
+
+
+@pytest.mark.parametrize("loader", ["ttforge.ir.artifact:load_artifact", "ttforge.ir.train_state:load_state",
+                                    "ttforge.model.checkpoint:load_checkpoint"])
+def test_the_loaders_judge_the_slash_as_given(tmp_path, loader):
+    """The loaders turn their path into a ``Path`` (which drops the '/') for their own
+    checks; the read itself gets the path as given."""
+    import importlib
+
+    module, name = loader.split(":")
+    load = getattr(importlib.import_module(module), name)
+    f = tmp_path / "a.bin"
+    f.write_bytes(b"not a ttforge file")
+    with pytest.raises(UserError, match="ends in '/', which names a directory"):
+        load(f"{f}/")
+    with pytest.raises(UserError) as e:     # sibling: without the slash it is read (and refused as content)
+        load(str(f))
+    assert "ends in '/'" not in str(e.value)
