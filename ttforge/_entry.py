@@ -7,8 +7,21 @@ from __future__ import annotations
 
 import signal
 import sys
+from typing import Callable
 
-__all__ = ["main"]
+__all__ = ["main", "run_to_shutdown"]
+
+
+def run_to_shutdown(command: Callable[[], int]) -> int:
+    """``command()``, after which Ctrl-C is ignored: the command has ended (its outputs
+    complete or not written), and a Ctrl-C while the interpreter shuts down raised
+    inside torch's atexit handlers and printed their traceback (with exit 0); SIGTERM
+    keeps its default, which prints nothing. Both entries use it: the console script
+    (:func:`main`) and ``python -m ttforge.cli``."""
+    try:
+        return command()
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def main() -> int:
@@ -17,13 +30,7 @@ def main() -> int:
     try:
         from ttforge.cli import main as cli_main
 
-        try:
-            return cli_main()
-        finally:
-            # the command has ended (its outputs complete or not written): a Ctrl-C while
-            # the interpreter shuts down raised inside torch's atexit handlers and printed
-            # their traceback (with exit 0); SIGTERM keeps its default, which prints nothing
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        return run_to_shutdown(cli_main)
     except KeyboardInterrupt:
         sys.stderr.write("ttforge: interrupted\n")
         return 130

@@ -163,4 +163,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from ttforge._entry import run_to_shutdown
+
+    sys.exit(run_to_shutdown(main))

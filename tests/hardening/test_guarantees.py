@@ -538,6 +538,13 @@ def test_a_full_disk_names_the_output_being_written(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+_LATE_CTRL_C = ("import atexit, os, signal, sys, time\n"
+                "def late():\n"
+                "    os.kill(os.getpid(), signal.SIGINT)\n"
+                "    time.sleep(0.3)\n"
+                "atexit.register(late)\n")
+
+
 def test_a_ctrl_c_while_the_interpreter_shuts_down_prints_nothing():
     """After the command has ended, Ctrl-C during the interpreter's shutdown (here: from
     an atexit handler, as torch's ran) raised inside the handlers and printed their
@@ -545,15 +552,24 @@ def test_a_ctrl_c_while_the_interpreter_shuts_down_prints_nothing():
     import subprocess
     import sys
 
-    code = ("import atexit, os, signal, sys, time\n"
-            "from ttforge._entry import main\n"
+    code = (_LATE_CTRL_C + "from ttforge._entry import main\n"
             "sys.argv = ['ttforge', 'schedule', '--in-modes', '4,4', '--out-modes', '4,4', '--ranks', '2']\n"
-            "def late():\n"
-            "    os.kill(os.getpid(), signal.SIGINT)\n"
-            "    time.sleep(0.3)\n"
-            "atexit.register(late)\n"
             "sys.exit(main())\n")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and p.stderr == "", p.stderr
+
+
+def test_python_m_ttforge_cli_is_as_quiet_at_shutdown(tmp_path):
+    """The same through ``python -m ttforge.cli`` (what the docs and tests run): it
+    printed ``Exception ignored in: ... KeyboardInterrupt`` with exit 0. The late
+    Ctrl-C comes from a ``sitecustomize`` on the path, run before the module."""
+    import subprocess
+    import sys
+
+    (tmp_path / "sitecustomize.py").write_text(_LATE_CTRL_C)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    p = subprocess.run([sys.executable, "-m", "ttforge.cli", "schedule", "--in-modes", "4,4", "--out-modes", "4,4",
+                        "--ranks", "2"], capture_output=True, text=True, timeout=120, env=env)
     assert p.returncode == 0 and p.stderr == "", p.stderr
 
 
