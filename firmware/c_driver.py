@@ -27,7 +27,7 @@ __all__ = ["C_DIR", "DRIVER_SOURCES", "SIM_SOURCES", "driver_sources", "load_ima
 #: the C sources shipped with ttforge (package data of ``ttforge.firmware``)
 C_DIR = Path(__file__).resolve().parent / "c"
 #: the driver proper (no platform dependency beyond ``ttforge_regs.h``)
-DRIVER_SOURCES = ("ttforge_driver.h", "ttforge_driver.c")
+DRIVER_SOURCES = ("ttforge_driver.h", "ttforge_ttli.h", "ttforge_driver.c")
 #: hooks for the Verilated model (``sim/native/axil_shim.h``) and the test program
 SIM_SOURCES = ("ttforge_sim_hooks.h", "ttforge_sim_hooks.c", "ttforge_sim_test.c")
 

@@ -96,7 +96,7 @@ def generate(artifact: str | os.PathLike, out_dir: str | os.PathLike, *,
     files["ttforge_regs.h"] = regmap.to_c_header().encode()
     files["regmap.md"] = ("# ttforge register map\n\n" + regmap.to_markdown()).encode()
     files["load_image.json"] = load_image_to_json(writes, regmap).encode()
-    files["load_image.bin"] = load_image_to_bytes(writes)
+    files["load_image.bin"] = load_image_to_bytes(writes, cfg)
     files["estimate.json"] = (json.dumps(est.to_dict(), indent=2) + "\n").encode()
     manifest: dict[str, Any] = {
         "format": "ttforge-generate",

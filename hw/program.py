@@ -17,6 +17,7 @@ executes the descriptor *words* (not the network) and must equal
 from __future__ import annotations
 
 import json
+import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -24,7 +25,7 @@ import numpy as np
 
 from ttforge.errors import ConfigError, ShapeError
 from ttforge.hw.config import DESC_WORDS, AccelConfig
-from ttforge.hw.regmap import DESCRIPTOR_WORDS, FLAGS_FIELDS, RegisterMap
+from ttforge.hw.regmap import DESCRIPTOR_WORDS, FLAGS_FIELDS, RegisterMap, config_identity
 
 if TYPE_CHECKING:  # pragma: no cover
     from ttforge.ir.executor import IntNetwork
@@ -454,13 +455,17 @@ def load_image(program: Program, regmap: RegisterMap | None = None) -> list[tupl
 
 
 LOAD_IMAGE_MAGIC = b"TTLI"
-LOAD_IMAGE_VERSION = 1
+#: version 2 added the config words and the CRC-32 (version 1: magic, version, count, writes)
+LOAD_IMAGE_VERSION = 2
+#: the JSON form (load_image.json) is unchanged since its version 1
+LOAD_IMAGE_JSON_VERSION = 1
+_HEAD = 16   # magic, version, count, config words: then the config, the writes, the CRC-32
 
 
 def load_image_to_json(writes: Sequence[tuple[int, int]], regmap: RegisterMap | None = None) -> str:
     """``{"format": "ttforge-load-image", "version": 1, "count": n, "writes": [[addr, data], ...]}``
     (with ``"addr_bits"`` when a register map is given)."""
-    head: dict[str, Any] = {"format": "ttforge-load-image", "version": LOAD_IMAGE_VERSION,
+    head: dict[str, Any] = {"format": "ttforge-load-image", "version": LOAD_IMAGE_JSON_VERSION,
                             "count": len(writes)}
     if regmap is not None:
         head["addr_bits"] = regmap.addr_bits
@@ -470,22 +475,68 @@ def load_image_to_json(writes: Sequence[tuple[int, int]], regmap: RegisterMap | 
     return text[:-2] + ',\n  "writes": [' + (f"\n    {rows}\n  " if rows else "") + "]\n}\n"
 
 
-def load_image_to_bytes(writes: Sequence[tuple[int, int]]) -> bytes:
-    """Binary form: ``b"TTLI"``, version (u32), count (u32), then ``count`` pairs of
-    little-endian u32 ``(address, data)``."""
+def load_image_to_bytes(writes: Sequence[tuple[int, int]], config: AccelConfig) -> bytes:
+    """Binary form of a load image for ``config`` (``docs/hardware.md``, "Load image").
+
+    ``b"TTLI"``, then little-endian u32: version, write count ``n``, config word count
+    ``k``, the ``k`` values of :func:`ttforge.hw.regmap.config_identity`, ``n`` pairs
+    ``(address, data)``, and last the CRC-32 (zlib's) of all the bytes before it.
+    """
+    if not isinstance(config, AccelConfig):
+        raise ConfigError(f"load_image_to_bytes needs the AccelConfig the image is for, "
+                          f"got {type(config).__name__}")
+    ident = list(config_identity(config).values())
     arr = np.asarray(writes, dtype="<u4").reshape(-1, 2) if writes else np.zeros((0, 2), "<u4")
-    head = LOAD_IMAGE_MAGIC + np.array([LOAD_IMAGE_VERSION, len(arr)], dtype="<u4").tobytes()
-    return head + arr.tobytes()
+    body = (LOAD_IMAGE_MAGIC + np.array([LOAD_IMAGE_VERSION, len(arr), len(ident), *ident], dtype="<u4").tobytes()
+            + arr.tobytes())
+    return body + np.array([zlib.crc32(body)], dtype="<u4").tobytes()
 
 
-def load_image_from_bytes(data: bytes) -> list[tuple[int, int]]:
-    """Inverse of :func:`load_image_to_bytes`."""
-    if data[:4] != LOAD_IMAGE_MAGIC or len(data) < 12:
-        raise ConfigError("not a ttforge load image (no TTLI header)")
-    version, count = np.frombuffer(data[4:12], dtype="<u4").tolist()
+def load_image_from_bytes(data: bytes, config: AccelConfig | None = None, *,
+                          source: str = "load image") -> list[tuple[int, int]]:
+    """The writes of a :func:`load_image_to_bytes` image, checked whole before use.
+
+    Parameters
+    ----------
+    data : bytes
+    config : AccelConfig, optional
+        When given, the image must have been made for it.
+    source : str
+        Names the image in errors (a path).
+
+    Raises
+    ------
+    ConfigError
+        One line: not an image, another version, a wrong length, a checksum that
+        differs (a corrupt file), or an image for another config (the first field that
+        differs).
+    """
+    data = bytes(data)
+    if data[:4] != LOAD_IMAGE_MAGIC or len(data) < _HEAD + 4:
+        raise ConfigError(f"{source}: not a ttforge load image (no TTLI header); give the "
+                          f"load_image.bin that ttforge generate writes")
+    version, count, k = (int(v) for v in np.frombuffer(data[4:_HEAD], dtype="<u4"))
     if version != LOAD_IMAGE_VERSION:
-        raise ConfigError(f"load image version {version} is not {LOAD_IMAGE_VERSION}; regenerate it")
-    if len(data) != 12 + 8 * count:
-        raise ConfigError(f"load image is truncated ({len(data)} bytes for {count} writes)")
-    arr = np.frombuffer(data[12:], dtype="<u4").reshape(-1, 2)
+        raise ConfigError(f"{source}: load image version {version} is not {LOAD_IMAGE_VERSION}; "
+                          f"regenerate it with ttforge generate")
+    need = _HEAD + 4 * k + 8 * count + 4
+    if len(data) != need:
+        raise ConfigError(f"{source}: load image has {len(data)} bytes, its header needs {need} "
+                          f"({k} config words, {count} writes); the file is truncated or padded, regenerate it")
+    stored = int(np.frombuffer(data[-4:], dtype="<u4")[0])
+    crc = zlib.crc32(data[:-4])
+    if stored != crc:
+        raise ConfigError(f"{source}: load image checksum 0x{stored:08X} does not match its contents "
+                          f"(0x{crc:08X}); the file is corrupt, regenerate it")
+    words = [int(v) for v in np.frombuffer(data[_HEAD:_HEAD + 4 * k], dtype="<u4")]
+    if config is not None:
+        ident = config_identity(config)
+        if k != len(ident):
+            raise ConfigError(f"{source}: load image has {k} config words, this config {len(ident)}; "
+                              f"regenerate it with this ttforge")
+        for (name, want), got in zip(ident.items(), words):
+            if got != want:
+                raise ConfigError(f"{source}: load image is for {name}={got}, the config has {name}={want}; "
+                                  f"regenerate it for this config (ttforge generate --config)")
+    arr = np.frombuffer(data[_HEAD + 4 * k:-4], dtype="<u4").reshape(-1, 2)
     return [(int(a), int(v)) for a, v in arr]

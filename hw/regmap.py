@@ -32,13 +32,23 @@ from ttforge.ir.arith import ARITHMETIC_SPEC_VERSION
 
 __all__ = [
     "REGMAP_VERSION", "MAGIC", "Access", "Field", "Register", "Window", "RegisterMap",
-    "ErrorCode", "DESCRIPTOR_WORDS", "FLAGS_FIELDS", "COUNTERS",
+    "ErrorCode", "DESCRIPTOR_WORDS", "FLAGS_FIELDS", "COUNTERS", "config_identity",
 ]
 
 #: Version of the register map and engine interface (``VERSION.HW``).
 REGMAP_VERSION = 1
 #: ``ID`` register value: ASCII "TTFG".
 MAGIC = 0x54544647
+
+
+def config_identity(config: AccelConfig) -> dict[str, int]:
+    """The configuration values that identify a build, in a fixed order.
+
+    They are the header's ``TTFORGE_CFG_*`` and the config words of a binary load image
+    (``ttforge.hw.program.load_image_to_bytes``), which loaders compare before writing.
+    ``requant_units`` is resolved (the units the engine has).
+    """
+    return {**config.to_dict(), "requant_units": config.requant_count}
 
 
 class Access(str, enum.Enum):
@@ -380,9 +390,14 @@ class RegisterMap:
             "",
             "/* configuration this header was generated for (also readable in CFG_*) */",
         ]
-        # (requant_units unset is resolved: the header names the units the engine has)
-        for k, v in {**c.to_dict(), "requant_units": c.requant_count}.items():
+        ident = config_identity(c)
+        for k, v in ident.items():
             out.append(f"#define TTFORGE_CFG_{k.upper()} {v}u")
+        # what a binary load image must carry to be loaded with this header (ttforge_ttli.h)
+        out.append("/* the config words of a load_image.bin for this configuration, in order */")
+        out.append(f"#define TTFORGE_IMAGE_CONFIG_WORDS {len(ident)}u")
+        out.append("#define TTFORGE_IMAGE_CONFIG {" + ", ".join(f"{v}u" for v in ident.values()) + "}")
+        out.append("#define TTFORGE_IMAGE_CONFIG_NAMES {" + ", ".join(f'"{k}"' for k in ident) + "}")
         out.append("")
         out.append("/* registers */")
         out += c_register_defines(self.registers, "TTFORGE_")

@@ -45,6 +45,8 @@ __all__ = [
 NATIVE_DIR = Path(__file__).resolve().parent / "native"
 NATIVE_SOURCES = ("axil_shim.h", "axil_master.h", "ttf_sim.h", "ttf_sim.cpp", "main.cpp")
 EXE_NAME = "ttf_native"
+#: the load-image reader main.cpp shares with the C driver (``firmware/c/``)
+TTLI_HEADER = "ttforge_ttli.h"
 #: bump when the build recipe changes (it is part of the cache key)
 BUILD_RECIPE = 1
 
@@ -214,6 +216,10 @@ def build_native(config, *, build_root: str | os.PathLike | None = None, fault=N
         raise NativeError(f"the native harness sources are not installed ({NATIVE_DIR}/{missing[0]} "
                           "is missing); reinstall ttforge with its package data (sim/native/*)")
     sources = {name: (NATIVE_DIR / name).read_bytes() for name in NATIVE_SOURCES}
+    # main.cpp checks load images with the C driver's reader (one reader of the format)
+    from ttforge.firmware.c_driver import driver_sources
+
+    sources[TTLI_HEADER] = driver_sources(names=(TTLI_HEADER,))[0].read_bytes()
     key = build_key(recipe_line("recipe", BUILD_RECIPE, _VERILATOR_ARGS, cxx), verilog.encode(),
                     waivers.encode(), header.encode(),
                     *(n.encode() + b"\0" + s for n, s in sorted(sources.items())))
@@ -381,8 +387,8 @@ def _image(build: NativeBuild, program) -> bytes:
         if program.config != build.config:
             raise ConfigError("run_native: the program was compiled for another AccelConfig than "
                               "the build's; compile it with build.config")
-        return load_image_to_bytes(load_image(program, RegisterMap(build.config)))
-    return load_image_to_bytes(list(program))  # a list of (address, data) writes
+        return load_image_to_bytes(load_image(program, RegisterMap(build.config)), build.config)
+    return load_image_to_bytes(list(program), build.config)  # a list of (address, data) writes
 
 
 def _timeout_cycles(build: NativeBuild, program) -> int:

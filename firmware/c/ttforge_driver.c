@@ -1,5 +1,6 @@
 /* ttforge C driver: see ttforge_driver.h and docs/integration.md ("The C driver"). C99, no allocation. */
 #include "ttforge_driver.h"
+#include "ttforge_ttli.h"
 
 static ttfd_result bus(ttfd_dev *dev, uint32_t addr, int r) {
     if (r == TTFD_BUS_OKAY) return TTFD_OK;
@@ -17,6 +18,7 @@ const char *ttfd_result_name(ttfd_result r) {
     case TTFD_BAD_ARG: return "BAD_ARG";
     case TTFD_NO_STREAM: return "NO_STREAM";
     case TTFD_STREAM_ERROR: return "STREAM_ERROR";
+    case TTFD_BAD_IMAGE: return "BAD_IMAGE";
     }
     return "?";
 }
@@ -80,6 +82,7 @@ ttfd_result ttfd_init(ttfd_dev *dev, const ttfd_hooks *hooks) {
     dev->hw_code = dev->hw_step = 0;
     dev->bus_addr = 0;
     dev->mismatch_addr = dev->mismatch_got = dev->mismatch_expected = 0;
+    dev->image_status = dev->image_config_index = dev->image_config_got = dev->image_config_expected = 0;
     return ttfd_identify(dev);
 }
 
@@ -124,20 +127,20 @@ ttfd_result ttfd_load(ttfd_dev *dev, const ttfd_write *image, uint32_t count) {
     return read_counts(dev);
 }
 
-static uint32_t le32(const uint8_t *p) {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 ttfd_result ttfd_load_bytes(ttfd_dev *dev, const uint8_t *data, size_t len) {
-    uint32_t count, i;
-    if (!dev || !data || len < 12) return TTFD_BAD_ARG;
-    if (data[0] != 'T' || data[1] != 'T' || data[2] != 'L' || data[3] != 'I' || le32(data + 4) != 1u)
-        return TTFD_BAD_ARG;
-    count = le32(data + 8);
-    if ((len - 12) / 8 != count || (len - 12) % 8 != 0) return TTFD_BAD_ARG;
-    for (i = 0; i < count; ++i) {
-        const uint8_t *w = data + 12 + 8 * (size_t)i;
-        TRY(ttfd_write_reg(dev, le32(w), le32(w + 4)));
+    ttfi_info info;
+    ttfi_status st;
+    uint32_t i;
+    if (!dev || !data) return TTFD_BAD_ARG;
+    st = ttfi_check(data, len, &info); /* the whole image, before the first write */
+    dev->image_status = (uint32_t)st;
+    dev->image_config_index = info.config_index;
+    dev->image_config_got = info.config_got;
+    dev->image_config_expected = info.config_expected;
+    if (st != TTFI_OK) return TTFD_BAD_IMAGE;
+    for (i = 0; i < info.count; ++i) {
+        const uint8_t *w = info.writes + 8 * (size_t)i;
+        TRY(ttfd_write_reg(dev, ttfi_le32(w), ttfi_le32(w + 4)));
     }
     return read_counts(dev);
 }

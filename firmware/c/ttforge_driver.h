@@ -39,9 +39,11 @@ typedef enum ttfd_result {
     TTFD_BUS_ERROR = 2,    /* a register access answered SLVERR (address in dev->bus_addr) */
     TTFD_HW_ERROR = 3,     /* STATUS.ERROR: the engine stopped; code and step in dev->hw_code/hw_step */
     TTFD_MISMATCH = 4,     /* the hardware is not the one ttforge_regs.h describes (dev->mismatch_addr) */
-    TTFD_BAD_ARG = 5,      /* a NULL pointer, a wrong vector length, a malformed load image */
+    TTFD_BAD_ARG = 5,      /* a NULL pointer, a wrong vector length */
     TTFD_NO_STREAM = 6,    /* ttfd_run without stream hooks */
-    TTFD_STREAM_ERROR = 7  /* a stream hook failed or returned a vector of the wrong length */
+    TTFD_STREAM_ERROR = 7, /* a stream hook failed or returned a vector of the wrong length */
+    TTFD_BAD_IMAGE = 8     /* ttfd_load_bytes: the bytes are not a valid load image for ttforge_regs.h
+                              (dev->image_status says why), refused before any write */
 } ttfd_result;
 
 /* Bus hook return values (the same as the simulation shim's TTF_AXIL_*). */
@@ -96,6 +98,11 @@ typedef struct ttfd_dev {
     uint32_t mismatch_addr;  /* last MISMATCH: the register that differs ... */
     uint32_t mismatch_got;   /* ... what it read, and what ttforge_regs.h expects */
     uint32_t mismatch_expected;
+    uint32_t image_status;   /* last BAD_IMAGE: a ttfi_status (ttforge_ttli.h, ttfi_status_text) */
+    uint32_t image_config_index; /* ... for TTFI_CONFIG: the config word that differs
+                                    (TTFORGE_IMAGE_CONFIG_NAMES), the image's value and the header's */
+    uint32_t image_config_got;
+    uint32_t image_config_expected;
 } ttfd_dev;
 
 #define TTFD_DEFAULT_TIMEOUT_POLLS 100000u
@@ -122,7 +129,9 @@ ttfd_result ttfd_write_reg(ttfd_dev *dev, uint32_t addr, uint32_t data);
  * load_image.bin through ttfd_load_bytes), write by write, then read IN_COUNT and
  * OUT_COUNT back into dev. The image disables the core first and enables it last. */
 ttfd_result ttfd_load(ttfd_dev *dev, const ttfd_write *image, uint32_t count);
-/* The same from the bytes of a TTLI load image (load_image.bin), parsed in place. */
+/* The same from the bytes of a TTLI load image (load_image.bin), parsed in place. The
+ * whole image is checked first (ttfi_check: magic, version, length, CRC-32, the config
+ * words against ttforge_regs.h): TTFD_BAD_IMAGE, with no write made, if any check fails. */
 ttfd_result ttfd_load_bytes(ttfd_dev *dev, const uint8_t *data, size_t len);
 
 /* One inference: send `in` (n_in must equal IN_COUNT), poll for the output vector

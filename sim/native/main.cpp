@@ -4,7 +4,8 @@
 //              --report report.json [--seed N] [--gaps P] [--backpressure P]
 //              [--timeout CYCLES]
 //
-// Loads the TTLI load image over AXI4-Lite (every write must answer OKAY), checks ID,
+// Checks the TTLI load image whole (ttforge_ttli.h: version, length, CRC-32, the config it
+// was made for), loads it over AXI4-Lite (every write must answer OKAY), checks ID,
 // CFG_LANES and CFG_WIDTHS against the register header it was built with, streams all
 // input vectors back to back (AXI4-Stream, optional random tvalid gaps and tready
 // back-pressure from a seeded xorshift), collects every output vector, reads the
@@ -24,6 +25,7 @@
 #include <vector>
 
 #include "ttf_sim.h"
+#include "ttforge_ttli.h"
 
 namespace {
 
@@ -77,14 +79,21 @@ Vectors read_vectors(const std::string& path) {
 
 std::vector<std::pair<uint32_t, uint32_t>> read_image(const std::string& path) {
     std::vector<uint8_t> d = read_file(path);
-    if (d.size() < 12 || std::memcmp(d.data(), "TTLI", 4) != 0)
-        fail(path + " is not a ttforge load image (magic TTLI)");
-    if (u32_at(d, 4) != 1) fail(path + ": load image version " + std::to_string(u32_at(d, 4)) + " is not 1");
-    uint32_t count = u32_at(d, 8);
-    if (d.size() != 12 + 8ull * count)
-        fail(path + " is truncated (" + std::to_string(d.size()) + " bytes for " + std::to_string(count) + " writes)");
-    std::vector<std::pair<uint32_t, uint32_t>> w(count);
-    for (uint32_t i = 0; i < count; ++i) w[i] = {u32_at(d, 12 + 8 * i), u32_at(d, 16 + 8 * i)};
+    // the whole image checked as the C driver checks it (ttforge_ttli.h), before any write
+    ttfi_info info;
+    ttfi_status st = ttfi_check(d.data(), d.size(), &info);
+    if (st == TTFI_CONFIG) {
+        static const char* const names[] = TTFORGE_IMAGE_CONFIG_NAMES;
+        const uint32_t n = sizeof names / sizeof names[0];
+        std::string field = info.config_index < n ? names[info.config_index] : "config word count";
+        fail(path + ": the load image is for " + field + "=" + std::to_string(info.config_got) +
+             ", the harness's ttforge_regs.h has " + std::to_string(info.config_expected) +
+             "; regenerate the image for this config");
+    }
+    if (st != TTFI_OK) fail(path + ": " + ttfi_status_text(st));
+    std::vector<std::pair<uint32_t, uint32_t>> w(info.count);
+    for (uint32_t i = 0; i < info.count; ++i)
+        w[i] = {ttfi_le32(info.writes + 8 * size_t{i}), ttfi_le32(info.writes + 8 * size_t{i} + 4)};
     return w;
 }
 

@@ -84,7 +84,7 @@ def test_c_driver_equals_executor(build, exe, nets, tmp_path, name, args):
     net = nets[name]
     x = qat_net()[1][:100] if name == "qat" else random_inputs(net, 100, 5)
     golden, traces = execute_traced(net, x)
-    rep, y = run(exe, load_image_to_bytes(_image(build, net)), x, tmp_path, *args)
+    rep, y = run(exe, load_image_to_bytes(_image(build, net), build.config), x, tmp_path, *args)
     assert rep["result"] == "OK" and rep["vectors"] == len(x)
     assert y.shape == golden.shape
     assert np.array_equal(y, golden)
@@ -103,7 +103,7 @@ def test_c_driver_equals_executor(build, exe, nets, tmp_path, name, args):
 def test_flipped_golden_bit_disagrees(build, exe, nets, tmp_path):
     net = nets["random37"]
     x = random_inputs(net, 8, 2)
-    rep, y = run(exe, load_image_to_bytes(_image(build, net)), x, tmp_path)
+    rep, y = run(exe, load_image_to_bytes(_image(build, net), build.config), x, tmp_path)
     golden = execute(net, x)
     assert np.array_equal(y, golden)
     golden[2, 0] ^= 1
@@ -118,7 +118,7 @@ def test_flipped_core_bit_disagrees(build, exe, nets, tmp_path):
     i = next(k for k, (a, _) in enumerate(writes) if cm.base <= a < cm.base + cm.size_bytes)
     writes[i] = (writes[i][0], writes[i][1] ^ (1 << (build.config.core_bits - 2)))
     x = random_inputs(net, 24, 7)
-    rep, y = run(exe, load_image_to_bytes(writes), x, tmp_path)
+    rep, y = run(exe, load_image_to_bytes(writes, build.config), x, tmp_path)
     assert rep["result"] == "OK" and len(y) == 24
     assert not np.array_equal(y, execute(net, x))
 
@@ -153,7 +153,7 @@ def test_load_image_c_text(build, nets):
                          ids=["output-never-accepted", "input-never-accepted", "small-timeout"])
 def test_run_times_out_without_hanging(build, exe, nets, tmp_path, args):
     net = nets["random15"]
-    rep, y = run(exe, load_image_to_bytes(_image(build, net)), random_inputs(net, 3, 1), tmp_path,
+    rep, y = run(exe, load_image_to_bytes(_image(build, net), build.config), random_inputs(net, 3, 1), tmp_path,
                  "--timeout-polls", 200, *args, timeout=60)
     assert rep["result"] == "TIMEOUT" and rep["vectors"] == 0 and len(y) == 0
 
@@ -164,7 +164,7 @@ def test_unmapped_address_is_bus_error(build, exe, nets, tmp_path):
     net = nets["random15"]
     writes = _image(build, net)
     writes.insert(3, (hole, 1))
-    rep, y = run(exe, load_image_to_bytes(writes), random_inputs(net, 2, 1), tmp_path)
+    rep, y = run(exe, load_image_to_bytes(writes, build.config), random_inputs(net, 2, 1), tmp_path)
     assert rep["result"] == "BUS_ERROR" and rep["bus_addr"] == hole and len(y) == 0
 
 
@@ -174,9 +174,9 @@ def test_malformed_descriptor_is_hw_error_then_recovers(build, exe, nets, tmp_pa
     good = _image(build, net)
     dmem = rm.window("DMEM").base
     bad = [(a, 0 if a == dmem + 4 else d) for a, d in good]  # step 0: N0 = 0
-    (tmp_path / "good.bin").write_bytes(load_image_to_bytes(good))
+    (tmp_path / "good.bin").write_bytes(load_image_to_bytes(good, build.config))
     x = random_inputs(net, 4, 3)
-    rep, y = run(exe, load_image_to_bytes(bad), x, tmp_path, "--recover", tmp_path / "good.bin")
+    rep, y = run(exe, load_image_to_bytes(bad, build.config), x, tmp_path, "--recover", tmp_path / "good.bin")
     assert rep["result"] == "HW_ERROR"
     assert (rep["hw_code"], rep["hw_step"]) == (1, 0)  # TTFORGE_ERR_BOUND_ZERO at step 0
     assert rep["recover"] == "OK"  # soft reset, reload: the next inferences run normally
@@ -189,7 +189,7 @@ def test_header_of_another_config_is_mismatch(build, nets, tmp_path):
     inc.mkdir()
     (inc / "ttforge_regs.h").write_text(RegisterMap(other).to_c_header())
     exe2 = _link(build, tmp_path, (), (f"-I{inc}",))  # found before the build's header
-    rep, _ = run(exe2, load_image_to_bytes(_image(build, nets["random15"])),
+    rep, _ = run(exe2, load_image_to_bytes(_image(build, nets["random15"]), build.config),
                  random_inputs(nets["random15"], 1, 0), tmp_path)
     assert rep["result"] == "MISMATCH"
     rm = RegisterMap(build.config)
@@ -244,7 +244,8 @@ def test_mmio_only_build_compiles(build, tmp_path, cc):
 def test_export_driver(build, nets, tmp_path):
     prog = compile_program(nets["random15"], build.config)
     names = sorted(p.name for p in export_driver(build.config, tmp_path, prog, sim=True))
-    assert names == sorted(["ttforge_regs.h", "ttforge_driver.h", "ttforge_driver.c", "ttforge_image.c",
+    assert names == sorted(["ttforge_regs.h", "ttforge_driver.h", "ttforge_ttli.h", "ttforge_driver.c",
+                            "ttforge_image.c",
                             "ttforge_sim_hooks.h", "ttforge_sim_hooks.c", "ttforge_sim_test.c"])
     assert not list(tmp_path.glob(".*"))             # no temporary left behind
     with pytest.raises(ConfigError, match="another AccelConfig"):
@@ -266,7 +267,7 @@ def test_c_driver_sweep(build, exe, nets, tmp_path, seed):
     for name in ("random15", "random37", "random3", "random8", "coverage"):
         net = nets[name]
         x = random_inputs(net, 200, 100 + seed)
-        rep, y = run(exe, load_image_to_bytes(_image(build, net)), x, tmp_path,
+        rep, y = run(exe, load_image_to_bytes(_image(build, net), build.config), x, tmp_path,
                      "--seed", seed, "--gaps", 0.2 * seed, "--backpressure", 0.2 * seed, timeout=600)
         assert rep["result"] == "OK"
         assert np.array_equal(y, execute(net, x))
@@ -282,7 +283,7 @@ def test_c_driver_sweep_wide_stream(tmp_path):
     exe8 = _link(b, tmp_path)
     for s, net in zip(seeds, nets):
         x = random_inputs(net, 200, s)
-        rep, y = run(exe8, load_image_to_bytes(_image(b, net)), x, tmp_path,
+        rep, y = run(exe8, load_image_to_bytes(_image(b, net), b.config), x, tmp_path,
                      "--seed", s, "--gaps", 0.3, "--backpressure", 0.3, timeout=600)
         assert rep["result"] == "OK"
         assert np.array_equal(y, execute(net, x))

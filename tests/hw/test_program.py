@@ -471,7 +471,7 @@ def test_load_image_order_and_forms():
     neg = [i for i, v in enumerate(p.cmem.tolist()) if v < 0][0]
     assert (cm.base + 4 * neg, p.cmem[neg] & 0xFFFFFFFF) in w  # sign-extended to 32 bits
     assert all(0 <= d < 1 << 32 and a < 1 << rm.addr_bits for a, d in w)
-    assert load_image_from_bytes(load_image_to_bytes(w)) == w
+    assert load_image_from_bytes(load_image_to_bytes(w, cfg), cfg) == w
     import json
     j = json.loads(load_image_to_json(w, rm))
     assert j["format"] == "ttforge-load-image" and j["count"] == len(w)
@@ -479,4 +479,38 @@ def test_load_image_order_and_forms():
     with pytest.raises(ConfigError, match="TTLI"):
         load_image_from_bytes(b"nope")
     with pytest.raises(ConfigError, match="truncated"):
-        load_image_from_bytes(load_image_to_bytes(w)[:-3])
+        load_image_from_bytes(load_image_to_bytes(w, cfg)[:-3])
+
+
+def test_load_image_bytes_checked_whole():
+    """load_image.bin carries its format version, the config it was made for and a CRC-32:
+    a flipped bit anywhere, a truncated or padded file, an image for another config and a
+    version 1 image are refused, each in one line naming the image and the fix."""
+    net = example_network()
+    cfg = AccelConfig.for_network(net, lanes=4)
+    w = load_image(compile_program(net, cfg))
+    good = load_image_to_bytes(w, cfg)
+    assert good[:4] == b"TTLI" and int.from_bytes(good[4:8], "little") == 2
+    assert len(good) == 16 + 4 * 19 + 8 * len(w) + 4   # the layout of docs/hardware.md
+    assert load_image_from_bytes(good) == w == load_image_from_bytes(good, cfg)
+
+    def refused(data, match, config=cfg):
+        with pytest.raises(ConfigError, match=match) as e:
+            load_image_from_bytes(data, config, source="x/load_image.bin")
+        assert "\n" not in str(e.value) and str(e.value).startswith("x/load_image.bin: ")
+
+    for byte in (20, 16 + 4 * 19 + 8 * 60 + 4, len(good) - 1):   # a config word, a weight, the CRC
+        flipped = bytearray(good)
+        flipped[byte] ^= 0x10
+        refused(bytes(flipped), "corrupt, regenerate it")
+    refused(good[:-1], "truncated or padded")
+    refused(good + b"\0" * 8, "truncated or padded")
+    refused(good[:10], "not a ttforge load image")
+    v1 = b"TTLI" + np.array([1, len(w)], "<u4").tobytes() + np.asarray(w, "<u4").tobytes()
+    refused(v1, "version 1 is not 2; regenerate")
+    other = AccelConfig(**{**cfg.to_dict(), "lanes": 2})
+    refused(good, "is for lanes=4, the config has lanes=2; regenerate it for this config", other)
+    wider = AccelConfig(**{**cfg.to_dict(), "axil_addr_bits": cfg.axil_addr_bits + 1})
+    refused(good, "axil_addr_bits=11, the config has axil_addr_bits=12", wider)
+    with pytest.raises(ConfigError, match="needs the AccelConfig"):
+        load_image_to_bytes(w, None)

@@ -108,7 +108,7 @@ def test_flipped_core_bit_in_load_image_disagrees(build, nets):
     x = random_inputs(net, 40, 7)
     golden = execute(net, x)
     writes = load_image(compile_program(net, cfg), rm)
-    ok = run_native(build, load_image_to_bytes(writes), x)
+    ok = run_native(build, load_image_to_bytes(writes, cfg), x)
     assert np.array_equal(ok.outputs, golden)  # the same image unflipped agrees
     cm = rm.window("CMEM")
     i = next(k for k, (a, _) in enumerate(writes) if cm.base <= a < cm.base + cm.size_bytes)
@@ -166,7 +166,7 @@ def test_engine_error_is_reported_not_hung(build, nets):
     dmem = rm.window("DMEM").base
     writes = [(a, 0 if a == dmem + 4 else d) for a, d in writes]  # step 0 N0 = 0
     with pytest.raises(NativeError, match="ERROR_CODE 1 at step 0"):
-        run_native(build, to_bytes(writes), random_inputs(net, 2, 0), timeout_cycles=2000)
+        run_native(build, to_bytes(writes, cfg), random_inputs(net, 2, 0), timeout_cycles=2000)
 
 
 C_DRIVER = textwrap.dedent("""\
