@@ -7,7 +7,9 @@
   Verilog, its UART pins driven by cocotb (``cocotbext-uart``).
 
 Every wait is bounded: a device that does not answer raises :class:`DeviceTimeout`
-(one line), never hangs. The API::
+(one line), never hangs. A :class:`Device` serves one call at a time (threads wait for
+each other), and takes an output frame as a vector's result only if it came after that
+vector was sent (the protocol tags no frame with its vector). The API::
 
     with Device.open_serial("/dev/ttyUSB0", baud=115200) as dev:
         dev.load("model.ttfa")             # compile for the bitstream's config, write it
@@ -17,8 +19,12 @@ Every wait is bounded: a device that does not answer raises :class:`DeviceTimeou
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import math
 import os
 import stat
+import threading
 import time
 from collections import deque
 from pathlib import Path
@@ -26,14 +32,15 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ttforge.errors import ConfigError, ShapeError, TTForgeError, show_path
-from ttforge.limits import file_kind
+from ttforge.errors import ConfigError, ShapeError, TTForgeError, UserError, show_path
+from ttforge.limits import MAX_TIMEOUT_S, file_kind
 from ttforge.errors import DeviceError, DeviceTimeout  # noqa: F401 - defined in ttforge.errors
 from ttforge.firmware import protocol as P
 from ttforge.firmware.protocol import AXI_RESP, Cmd, OutputFrame, Response, Status
 
 __all__ = ["Device", "DeviceError", "DeviceTimeout", "Transport", "SerialTransport",
-           "COUNTERS", "TTFG_ID", "BURST_WORDS", "READ_WINDOW"]
+           "COUNTERS", "TTFG_ID", "BURST_WORDS", "READ_WINDOW", "PING_RANGES", "board_describes",
+           "check_timeout"]
 
 TTFG_ID = 0x54544647
 COUNTERS = ("CYCLES", "BUSY_LANE_CYCLES", "IN_STALL", "OUT_STALL", "SAT_EVENTS", "VECTORS")
@@ -42,6 +49,62 @@ BURST_WORDS = 256
 #: READ32 requests in flight in :meth:`Device.read32_many` (3 x 10 bytes < the bridge's
 #: 32-byte receive FIFO)
 READ_WINDOW = 3
+#: What a bridge can report in its PING answer (firmware/uart.py ``BridgeCore`` refuses
+#: anything else): a value outside was a ZeroDivisionError (elem_bytes=0, exit 70).
+PING_RANGES = {"elem_bytes": (1, 4), "stream_elems": (1, 255), "addr_bits": (2, 32)}
+#: seconds an output frame nobody asked for is awaited after a call's last vector (a
+#: board that sends one twice sends the copy right behind it)
+TRAILING_OUTPUT_S = 0.02
+
+
+def check_timeout(value, name: str = "timeout") -> float:
+    """``value`` as seconds, or a one-line :class:`ConfigError` naming ``name`` (NaN or
+    -1 used to be reported as the device's fault: "could not send PING within nan s")."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = math.nan
+    if not (math.isfinite(v) and 0 < v <= MAX_TIMEOUT_S):
+        raise ConfigError(f"{name}={value!r} must be a number of seconds in (0, {MAX_TIMEOUT_S:g}]; "
+                          "give e.g. 2")
+    return v
+
+
+@contextlib.contextmanager
+def board_describes(name: str, what: str, fix: str):
+    """Report a config built from a board's registers that does not validate as the
+    board's trouble: a one-line :class:`DeviceError` (exit 3) naming the port ``name``,
+    ``what`` the registers should describe and the ``fix``, not the user's ConfigError
+    (exit 2, "lanes=0 must be a power of two", naming no board)."""
+    try:
+        yield
+    except (ConfigError, TypeError, ValueError) as e:
+        raise DeviceError(f"{name}: the board's CFG registers describe no {what} ({e}); {fix}") from None
+
+
+def _exclusive(method):
+    """Run ``method`` holding the device's lock (one call at a time: two threads used to
+    take each other's answers). The outermost call on a device left dirty by an error
+    resyncs first, and an error leaving it marks the device dirty: a frame that came
+    late for a failed call is never taken as the next call's answer."""
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        with self._lock:
+            outer = self._depth == 0
+            self._depth += 1
+            try:
+                if outer and self._dirty and method.__name__ != "resync":
+                    self.resync()
+                return method(self, *args, **kwargs)
+            except UserError:
+                raise           # a bad argument, refused before anything was sent
+            except BaseException:
+                if outer:
+                    self._dirty = True
+                raise
+            finally:
+                self._depth -= 1
+    return call
 
 
 class Transport(Protocol):
@@ -146,7 +209,10 @@ class Device:
 
     def __init__(self, transport: Transport, *, timeout: float | None = None):
         self.t = transport
-        self.timeout = float(timeout if timeout is not None else transport.default_timeout)
+        self.timeout = check_timeout(timeout if timeout is not None else transport.default_timeout)
+        self._lock = threading.RLock()
+        self._depth = 0          # nested calls of one outer call (resync only at the outermost)
+        self._dirty = False      # an error left frames of its own on the line: resync first
         self._parser = P.Parser()
         self._responses: deque = deque()
         self._outputs: deque = deque()
@@ -162,6 +228,7 @@ class Device:
     # -------------------------------------------------------------- construction
     @classmethod
     def open_serial(cls, port: str, baud: int = 115200, *, timeout: float = 2.0) -> "Device":
+        timeout = check_timeout(timeout)
         return cls(SerialTransport(port, baud, timeout=timeout), timeout=timeout)
 
     def __enter__(self) -> "Device":
@@ -217,10 +284,25 @@ class Device:
             self._pump(deadline)
         return queue.popleft()
 
+    def _unasked(self, before: str) -> None:
+        """Refuse the frames already held that nobody asked for ``before`` this request
+        or vector: a board that answers twice (every later answer shifted by one) or
+        sends an output unasked (taken as the next vector's result: wrong values, exit 0)."""
+        for queue, kind in ((self._responses, "an answer"), (self._outputs, "an output frame")):
+            if queue:
+                raise P.ProtocolError(
+                    f"{self.t.name}: the board sent {kind} nobody asked for ({queue[0].describe()}) "
+                    f"before {before}; check that the board runs a ttforge bitstream and that "
+                    "nothing else uses the port, then retry")
+
+    @_exclusive
     def request(self, frame: bytes, cmd: Cmd, *, timeout: float | None = None) -> Response:
         """Send one request frame, wait for its response (status checked, AXI resp not);
         both within ``timeout`` (default: the device's)."""
-        timeout = self.timeout if timeout is None else timeout
+        timeout = self.timeout if timeout is None else check_timeout(timeout)
+        self._drain(0)      # an answer already here is not this request's
+        if self._responses:
+            self._unasked(cmd.name)
         deadline = time.monotonic() + timeout
         self._send(frame, cmd.name, timeout, deadline)
         r = self._wait(self._responses, f"answer to {cmd.name}", timeout, deadline)
@@ -230,25 +312,40 @@ class Device:
             raise DeviceError(f"{self.t.name}: {r.describe()}")
         return r
 
-    def resync(self) -> None:
-        """Send frame delimiters and drop whatever is queued (after an error)."""
-        self._send(bytes([P.END]) * 4, "frame delimiters", self.timeout, time.monotonic() + self.timeout)
-        # what arrives within 50 ms is dropped; the clock, not a quiet line, ends it (a port
-        # that never fell silent held this loop for as long as it talked)
-        deadline = time.monotonic() + 0.05
-        while time.monotonic() < deadline and self._pump(deadline):
+    def _drain(self, seconds: float) -> None:
+        """Read what arrives within ``seconds`` (0: what is already there); the clock, not
+        a quiet line, ends it (a port that never fell silent held this loop for as long
+        as it talked)."""
+        deadline = time.monotonic() + seconds
+        while self._pump(deadline) and time.monotonic() < deadline:
             pass
+
+    @_exclusive
+    def resync(self) -> None:
+        """Send frame delimiters and drop whatever is queued or arrives within 50 ms (a
+        frame a killed run or a failed call left on the line)."""
+        self._send(bytes([P.END]) * 4, "frame delimiters", self.timeout, time.monotonic() + self.timeout)
+        self._drain(0.05)
         self._responses.clear()
         self._outputs.clear()
+        self._dirty = False
 
     # -------------------------------------------------------------- registers
+    @_exclusive
     def ping(self) -> dict[str, int]:
+        """PING the bridge: its protocol version and what it reports of the stream and
+        the bus (each in :data:`PING_RANGES`, else a one-line :class:`DeviceError`)."""
         r = self.request(P.ping(), Cmd.PING)
         version, eb, se, ab = r.info
         if version != P.PROTOCOL_VERSION:
             raise DeviceError(f"{self.t.name}: bridge protocol version {version}, this driver "
                               f"speaks {P.PROTOCOL_VERSION}; rebuild the bitstream with this ttforge")
-        self.info = {"version": version, "elem_bytes": eb, "stream_elems": se, "addr_bits": ab}
+        info = {"version": version, "elem_bytes": eb, "stream_elems": se, "addr_bits": ab}
+        for k, (lo, hi) in PING_RANGES.items():
+            if not lo <= info[k] <= hi:
+                raise DeviceError(f"{self.t.name}: the bridge's PING answer reports {k}={info[k]}, "
+                                  f"not in {lo}..{hi}; program the board with a ttforge bitstream")
+        self.info = info
         return self.info
 
     def _axi(self, r: Response, what: str) -> Response:
@@ -256,12 +353,15 @@ class Device:
             raise DeviceError(f"{self.t.name}: {what} answered {AXI_RESP.get(r.resp, r.resp)}")
         return r
 
+    @_exclusive
     def read32(self, addr: int) -> int:
         return self._axi(self.request(P.read32(addr), Cmd.READ32), f"read of 0x{addr:X}").data
 
+    @_exclusive
     def write32(self, addr: int, data: int) -> None:
         self._axi(self.request(P.write32(addr, data), Cmd.WRITE32), f"write of 0x{addr:X}")
 
+    @_exclusive
     def write_burst(self, addr: int, words) -> None:
         words = list(words)
         r = self.request(P.write_burst(addr, words), Cmd.WRITE_BURST)
@@ -269,12 +369,16 @@ class Device:
             raise DeviceError(f"{self.t.name}: burst at 0x{addr:X} wrote {r.count} of {len(words)} words")
         self._axi(r, f"burst write at 0x{addr:X}")
 
+    @_exclusive
     def read32_many(self, addrs, *, window: int = READ_WINDOW) -> list[int]:
         """READ32 of each of ``addrs``, with up to ``window`` requests in flight (the
         link's round trip is paid once per ``window`` reads, not per read). The window
         is bounded by the bridge's receive FIFO: ``window`` requests of at most 10 bytes
         each (escapes included) must fit in it while the bridge answers one."""
         addrs = [int(a) for a in addrs]
+        self._drain(0)
+        if self._responses:
+            self._unasked("READ32")
         out: list[int] = []
         sent = 0
         while len(out) < len(addrs):
@@ -289,6 +393,7 @@ class Device:
             out.append(self._axi(r, f"read of 0x{addrs[len(out)]:X}").data)
         return out
 
+    @_exclusive
     def stream_in(self, values, *, timeout: float | None = None) -> None:
         """Send ``values`` (integers) as one STREAM_IN frame: beats of the bridge's
         ``m_axis``; a non-OK answer (e.g. ``STALL``) or a short count raises."""
@@ -306,9 +411,12 @@ class Device:
             self._regs = RegisterMap(self.config or AccelConfig())
         return self._regs.addr(name)
 
+    @_exclusive
     def hw_config(self):
-        """The :class:`AccelConfig` of the bitstream, read from its ``CFG_*`` registers."""
-        from ttforge.hw.config import AccelConfig
+        """The :class:`AccelConfig` of the bitstream, read from its ``CFG_*`` registers;
+        ``ID``, ``VERSION`` and the PING answer checked against them (one-line
+        :class:`DeviceError` naming the port and the register)."""
+        from ttforge.hw.config import AccelConfig, stream_lane_bits
         from ttforge.hw.regmap import RegisterMap
 
         if self.info is None:
@@ -317,25 +425,50 @@ class Device:
         if ident != TTFG_ID:
             raise DeviceError(f"{self.t.name}: ID register reads 0x{ident:08X}, not a ttforge "
                               "accelerator (0x54544647)")
+        self._check_version()
         lanes_w = self.read32(self._reg("CFG_LANES"))
         widths = self.read32(self._reg("CFG_WIDTHS"))
-        cfg = AccelConfig(
-            lanes=lanes_w & 0xFF, stream_elems=(lanes_w >> 8) & 0xFF,
-            act_bits=widths & 0xFF, core_bits=(widths >> 8) & 0xFF,
-            inter_bits=(widths >> 16) & 0xFF, acc_bits=(widths >> 24) & 0xFF,
-            bias_bits=self.read32(self._reg("CFG_BIAS_BITS")) & 0xFF,
-            core_depth=self.read32(self._reg("CFG_CORE_DEPTH")),
-            bias_depth=self.read32(self._reg("CFG_BIAS_DEPTH")),
-            buf_depth=self.read32(self._reg("CFG_BUF_DEPTH")),
-            desc_depth=self.read32(self._reg("CFG_DESC_DEPTH")),
-            engines=max(1, (lanes_w >> 16) & 0xFF),
-            axil_addr_bits=max(self.info["addr_bits"], 1),
-        )
+        with board_describes(self.t.name, "accelerator", "program the board with a ttforge bitstream"):
+            cfg = AccelConfig(
+                lanes=lanes_w & 0xFF, stream_elems=(lanes_w >> 8) & 0xFF,
+                act_bits=widths & 0xFF, core_bits=(widths >> 8) & 0xFF,
+                inter_bits=(widths >> 16) & 0xFF, acc_bits=(widths >> 24) & 0xFF,
+                bias_bits=self.read32(self._reg("CFG_BIAS_BITS")) & 0xFF,
+                core_depth=self.read32(self._reg("CFG_CORE_DEPTH")),
+                bias_depth=self.read32(self._reg("CFG_BIAS_DEPTH")),
+                buf_depth=self.read32(self._reg("CFG_BUF_DEPTH")),
+                desc_depth=self.read32(self._reg("CFG_DESC_DEPTH")),
+                engines=max(1, (lanes_w >> 16) & 0xFF),
+                axil_addr_bits=self.info["addr_bits"],
+            )
+        # the bridge's stream must be the accelerator's: elements of another width or
+        # count per beat are packed wrongly (or divided by zero)
+        for k, want, src in (("stream_elems", cfg.stream_elems, "CFG_LANES.STREAM_ELEMS"),
+                             ("elem_bytes", stream_lane_bits(cfg.act_bits) // 8,
+                              f"CFG_WIDTHS.ACT_BITS={cfg.act_bits}")):
+            if self.info[k] != want:
+                raise DeviceError(f"{self.t.name}: the bridge's PING answer reports {k}={self.info[k]}, "
+                                  f"but {src} needs {want}; program the board with a ttforge bitstream")
         self.config = cfg
         self._regs = RegisterMap(cfg)
         return cfg
 
+    def _check_version(self) -> None:
+        """``VERSION`` (register map, arithmetic spec, descriptor words) must be this
+        ttforge's, as the C driver's ``ttfd_identify`` requires: a program compiled here
+        for another interface or arithmetic gives wrong results without an error."""
+        self._reg("VERSION")
+        reg = self._regs["VERSION"]
+        got = self.read32(reg.addr)
+        if got != reg.value:
+            def fields(v):
+                return ", ".join(f"{f.name}={(v >> f.lsb) & ((1 << f.width) - 1)}" for f in reg.fields)
+            raise DeviceError(f"{self.t.name}: VERSION reads 0x{got:08X} ({fields(got)}), this ttforge "
+                              f"expects 0x{reg.value:08X} ({fields(reg.value)}); rebuild the bitstream "
+                              "with this ttforge (ttforge build) and program the board")
+
     # -------------------------------------------------------------- the model
+    @_exclusive
     def load(self, artifact) -> Any:
         """Compile ``artifact`` (a path or an ``IntNetwork``) for the device's config and
         write its load image; returns the :class:`~ttforge.hw.program.Program`."""
@@ -346,6 +479,10 @@ class Device:
             net = load_artifact(Path(artifact))
         else:
             net = artifact
+        # what a killed run or a failed call left on the line is dropped (as train-board's
+        # connect does), and the PING and registers are read afresh
+        self.resync()
+        self.info = None
         cfg = self.hw_config()
         bad = cfg.misfits(net)
         if bad:
@@ -366,12 +503,18 @@ class Device:
     def _glob(self, name: str) -> int:
         return int(getattr(self.program, name.lower()))
 
+    @_exclusive
     def infer(self, inputs, *, timeout: float | None = None) -> np.ndarray:
         """Run each row of ``inputs`` (integers, ``(N, in_features)`` or one vector)
         through the device; ``(N, out_features)`` int64."""
         if self.program is None:
             raise DeviceError("no model loaded; call load(artifact) first")
-        x = np.asarray(inputs)
+        tmo = self.timeout if timeout is None else check_timeout(timeout)
+        try:
+            x = np.asarray(inputs)
+        except (ValueError, TypeError) as e:   # a ragged list: numpy's own line, as a traceback
+            raise ShapeError(f"inputs are not one array of integers ({str(e).splitlines()[0]}); give "
+                             "an (N, in_features) array") from None
         one = x.ndim == 1
         if one:
             x = x[None, :]
@@ -390,20 +533,31 @@ class Device:
         eb, E = self.info["elem_bytes"], self.config.stream_elems
         want = -(-n_out // E) * E
         out = np.zeros((x.shape[0], n_out), dtype=np.int64)
-        tmo = self.timeout if timeout is None else timeout
         for i, row in enumerate(x):
+            # the protocol tags no frame with its vector: only an output that comes after
+            # the vector was sent can be its result; one already here was sent unasked
+            self._drain(0)
+            self._unasked(f"vector {i} was sent")
             deadline = time.monotonic() + tmo
             self._send(P.stream_in(row.tolist(), eb), "STREAM_IN", tmo, deadline)
             r = self._wait(self._responses, "answer to STREAM_IN", tmo, deadline)
             if r.cmd != Cmd.STREAM_IN or r.status != Status.OK:
                 self._recover()
                 raise DeviceError(f"{self.t.name}: vector {i}: {r.describe()}")
+            if r.count != len(row):
+                self._recover()
+                raise DeviceError(f"{self.t.name}: vector {i}: STREAM_IN took {r.count} of {len(row)} elements; "
+                                  "check the baud rate and that the board runs a ttforge bitstream")
             frame = self._wait_output(i, tmo)
             vals = frame.elements(eb)
             if len(vals) != want:
                 raise P.ProtocolError(f"{self.t.name}: vector {i}: output frame has {len(vals)} "
                                       f"elements, expected {want}")
             out[i] = vals[:n_out]
+        if len(x):
+            # a copy of the last output comes right behind it
+            self._drain(TRAILING_OUTPUT_S)
+            self._unasked(f"the end of the call ({len(x)} vectors sent, each answered)")
         return out[0] if one else out
 
     def _wait_output(self, i: int, timeout: float) -> OutputFrame:
@@ -440,6 +594,7 @@ class Device:
         self._outputs.clear()
 
     # -------------------------------------------------------------- status
+    @_exclusive
     def counters(self) -> dict[str, int]:
         """The six 48-bit performance counters (LO read first: it latches HI)."""
         out = {}
@@ -449,6 +604,7 @@ class Device:
             out[c.lower()] = (hi << 32) | lo
         return out
 
+    @_exclusive
     def errors(self) -> dict[str, Any]:
         """``STATUS`` and ``ERROR_CODE``: busy, done, error, the code's name and step, and
         the corrupt frames the driver has received."""

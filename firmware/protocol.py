@@ -260,6 +260,9 @@ class OutputFrame:
     def elements(self, elem_bytes: int) -> list[int]:
         return unpack_elements(self.data, elem_bytes)
 
+    def describe(self) -> str:
+        return f"output frame of {len(self.data)} bytes"
+
 
 @dataclasses.dataclass(frozen=True)
 class BadFrame:

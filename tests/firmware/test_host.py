@@ -1,0 +1,228 @@
+"""The host driver (:class:`~ttforge.firmware.host.Device`) against a board in Python
+(:class:`tests.support.fakeboard.FakeBoard`): an output frame is taken as a vector's
+result only if it came after that vector was sent; a board of another interface, or
+whose bridge or registers describe no accelerator, is the board's one-line error
+(exit 3); the API's own arguments are the caller's (exit 2)."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from ttforge.errors import ConfigError, DeviceError, DeviceTimeout, ProtocolError, ShapeError
+from ttforge.firmware import protocol as P
+from ttforge.firmware.host import Device
+from ttforge.hw.config import AccelConfig
+from ttforge.ir.executor import execute
+from ttforge.quant.qat import compile_network
+
+from tests.support.fakeboard import FakeBoard
+from tests.support.nets import small_net
+
+
+@pytest.fixture(scope="module")
+def net_x():
+    q, x = small_net()
+    net = compile_network(q)
+    return net, net.quantize_input(x.numpy())[:4]
+
+
+@pytest.fixture
+def board(net_x):
+    net, _ = net_x
+    return FakeBoard(net, AccelConfig.for_network(net, lanes=4, stream_elems=2))
+
+
+def _loaded(board, net, timeout=1.0) -> Device:
+    dev = Device(board, timeout=timeout)
+    dev.load(net)
+    return dev
+
+
+def test_the_fake_board_gives_the_golden_results(board, net_x):
+    net, x = net_x
+    assert np.array_equal(_loaded(board, net).infer(x), execute(net, x))
+
+
+# ------------------------------------------------------------------ D1: whose output is it
+
+def test_an_output_frame_waiting_before_the_first_vector_is_refused(board, net_x):
+    """A frame that came unasked (here: right after the load) was taken as vector 0's
+    result, and every later vector got the one before's: wrong values, exit 0."""
+    net, x = net_x
+    dev = _loaded(board, net)
+    board.send(board.output_frame([17] * net.in_features))
+    with pytest.raises(ProtocolError, match=r"^/dev/fakeUSB0: the board sent an output frame nobody "
+                                            r"asked for .* before vector 0 was sent"):
+        dev.infer(x)
+    assert board.vectors == []
+
+
+def test_a_frame_a_killed_run_left_on_the_line_is_dropped_by_load(board, net_x):
+    """What was on the line when the port was opened is not this run's: load resyncs."""
+    net, x = net_x
+    board.send(board.output_frame([17] * net.in_features))
+    dev = _loaded(board, net)
+    assert np.array_equal(dev.infer(x), execute(net, x))
+
+
+def test_a_duplicated_output_frame_is_the_boards_error(board, net_x):
+    """Vector 0's output twice: vector 1 printed vector 0's result, and so on (exit 0)."""
+    net, x = net_x
+    dev = _loaded(board, net)
+    board.extra_output = 1
+    with pytest.raises(ProtocolError, match="output frame nobody asked for .* before vector 1 was sent"):
+        dev.infer(x)
+    assert len(board.vectors) == 1
+
+
+def test_an_output_frame_after_the_last_vector_is_the_boards_error(board, net_x):
+    net, x = net_x
+    dev = _loaded(board, net)
+    board.extra_output = 1
+    with pytest.raises(ProtocolError, match=r"nobody asked for .* before the end of the call \(1 vectors"):
+        dev.infer(x[0])
+
+
+def test_a_device_reused_after_a_timeout_does_not_take_the_late_output(board, net_x):
+    """infer(x1) times out; its output comes later; infer(x2) returned x1's result."""
+    net, x = net_x
+    dev = _loaded(board, net, timeout=0.3)
+    board.output_delay = 0.5
+    with pytest.raises(DeviceTimeout, match="no output of vector 0 within 0.3 s"):
+        dev.infer(x[0])
+    board.output_delay = 0.0
+    board.read(0.4)         # the line's clock moves on: the late frame is now on the line
+    board._pending = [(0.0, board.output_frame(x[0]))]
+    assert np.array_equal(dev.infer(x[1]), execute(net, x[1:2])[0])
+
+
+def test_threads_sharing_a_device_each_get_their_own_results(board, net_x):
+    """Without a lock, two threads took each other's answers (read failed, or wrong
+    values without an error, and the next call's result was wrong too)."""
+    net, x = net_x
+    dev = _loaded(board, net)
+    xs = [np.repeat(x[k:k + 1], 6, axis=0) for k in range(3)]
+    got, errors = {}, []
+    start = threading.Barrier(3)
+
+    def work(k):
+        start.wait()
+        try:
+            got[k] = dev.infer(xs[k])
+        except Exception as e:        # noqa: BLE001 - reported by the assert below
+            errors.append(e)
+
+    # the fake board answers in the caller's thread: slow its reads so that the threads
+    # interleave their requests when nothing keeps them apart
+    real_read = board.read
+
+    def slow_read(timeout):
+        threading.Event().wait(0.001)
+        return real_read(timeout)
+
+    board.read = slow_read
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors, errors
+    for k in range(3):
+        assert np.array_equal(got[k], execute(net, xs[k])), k
+    assert np.array_equal(dev.infer(x), execute(net, x))
+
+
+def test_an_answer_sent_twice_is_refused_not_shifted(board, net_x):
+    """One READ32 answered twice: every later read got the one before's value (and the
+    config read back was lanes=71, reported as the user's mistake)."""
+    net, _ = net_x
+    dev = Device(board, timeout=1.0)
+    dev.ping()
+    board.send(P.encode_response(P.Response(P.Cmd.READ32, 0, data=0x54544647)))
+    with pytest.raises(ProtocolError, match="an answer nobody asked for .*READ32.* before READ32"):
+        dev.read32(board.addr("CFG_LANES"))
+    assert dev.read32(board.addr("ID")) == 0x54544647     # resynced: clean again
+
+
+# ------------------------------------------------------------------ D2: VERSION
+
+def test_a_bitstream_of_another_version_is_refused(board, net_x):
+    """VERSION = 0x18FF00FF (arithmetic spec 255, interface 255) loaded and ran, exit 0;
+    the C driver's ttfd_identify refuses it."""
+    net, _ = net_x
+    board.set_reg("VERSION", 0x18FF00FF)
+    with pytest.raises(DeviceError, match=r"^/dev/fakeUSB0: VERSION reads 0x18FF00FF \(HW=255, ARITH=255, "
+                                          r"DESC_WORDS=24\), this ttforge expects 0x.*rebuild the bitstream"):
+        Device(board, timeout=1.0).load(net)
+
+
+# ------------------------------------------------------------------ D3, D4: what the board reports
+
+@pytest.mark.parametrize("field,index,value", [
+    ("elem_bytes", 1, 0), ("elem_bytes", 1, 255), ("stream_elems", 2, 0),
+    ("addr_bits", 3, 0), ("addr_bits", 3, 40),
+])
+def test_a_ping_answer_out_of_range_names_the_port_and_field(board, net_x, field, index, value):
+    """elem_bytes=0 was a ZeroDivisionError (exit 70); addr_bits 0 or 40 the user's
+    error (exit 2, "axil_addr_bits=1 must be in 13..32")."""
+    net, x = net_x
+    board.ping_info[index] = value
+    with pytest.raises(DeviceError, match=rf"^/dev/fakeUSB0: the bridge's PING answer reports "
+                                          rf"{field}={value}, not in"):
+        _loaded(board, net).infer(x)
+
+
+@pytest.mark.parametrize("field,index,value,register", [
+    ("elem_bytes", 1, 2, "CFG_WIDTHS.ACT_BITS=8"), ("stream_elems", 2, 1, "CFG_LANES.STREAM_ELEMS")])
+def test_a_ping_answer_that_disagrees_with_the_registers_is_refused(board, net_x, field, index, value,
+                                                                      register):
+    net, _ = net_x
+    board.ping_info[index] = value
+    with pytest.raises(DeviceError, match=rf"reports {field}={value}, but {register} needs"):
+        Device(board, timeout=1.0).load(net)
+
+
+@pytest.mark.parametrize("reg,value", [
+    ("CFG_LANES", 0), ("CFG_CORE_DEPTH", 0xFFFFFFFF), ("CFG_WIDTHS", 0), ("CFG_WIDTHS", 0xFFFFFFFF)])
+def test_registers_that_describe_no_accelerator_are_the_boards_error(board, net_x, reg, value):
+    """They were the user's ConfigError (exit 2) naming no board."""
+    net, _ = net_x
+    board.set_reg(reg, value)
+    with pytest.raises(DeviceError, match=r"^/dev/fakeUSB0: the board's CFG registers describe no "
+                                          r"accelerator \(.*\); program the board with a ttforge bitstream"):
+        Device(board, timeout=1.0).load(net)
+
+
+# ------------------------------------------------------------------ M1, M3
+
+def test_a_short_stream_in_count_is_refused(board, net_x):
+    """29 of 30 elements with status OK was accepted."""
+    net, x = net_x
+    dev = _loaded(board, net)
+    board.stream_count = net.in_features - 1
+    with pytest.raises(DeviceError, match=rf"vector 0: STREAM_IN took {net.in_features - 1} of "
+                                          rf"{net.in_features} elements"):
+        dev.infer(x)
+
+
+def test_a_ragged_list_is_a_shape_error(board, net_x):
+    net, _ = net_x
+    with pytest.raises(ShapeError, match="inputs are not one array of integers"):
+        _loaded(board, net).infer([[1, 2], [3]])
+
+
+@pytest.mark.parametrize("bad", [float("nan"), -1, 0, float("inf"), "two"])
+def test_a_bad_timeout_is_the_callers_error(board, net_x, bad):
+    """NaN and -1 were the device's fault ("could not send PING within nan s")."""
+    net, x = net_x
+    with pytest.raises(ConfigError, match=r"^timeout=.* must be a number of seconds"):
+        Device(board, timeout=bad)
+    with pytest.raises(ConfigError, match=r"^timeout=.* must be a number of seconds"):
+        Device.open_serial("/dev/nonexistent", timeout=bad)
+    dev = _loaded(board, net)
+    with pytest.raises(ConfigError, match=r"^timeout=.* must be a number of seconds"):
+        dev.infer(x, timeout=bad)
+    assert board.vectors == []

@@ -1,0 +1,108 @@
+"""A board in Python behind the :class:`~ttforge.firmware.host.Transport` interface, for
+the host driver's tests: the register file of an :class:`AccelConfig` (every constant
+register at its value), the bridge's answers and, per STREAM_IN, the golden executor's
+output frame. Its attributes make it misbehave the way a real board or line can
+(``ping_info``, ``regs``, ``stream_count``, ``extra_output``, ``output_delay``).
+
+It answers in the calling thread (no pty, no timing): a frame it sends "late" is
+released by :meth:`FakeBoard.read` only once its time has come.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+
+import numpy as np
+
+from ttforge.firmware import protocol as P
+from ttforge.firmware.protocol import Cmd, Response, Status
+from ttforge.hw.config import stream_lane_bits
+from ttforge.hw.regmap import RegisterMap
+from ttforge.ir.executor import execute
+
+__all__ = ["FakeBoard"]
+
+
+class FakeBoard:
+    """The transport of a board that runs ``net`` on a bitstream of ``config``."""
+
+    default_timeout = 1.0
+
+    def __init__(self, net, config, name: str = "/dev/fakeUSB0"):
+        self.name = name
+        self.net, self.config = net, config
+        rm = RegisterMap(config)
+        self.addr = rm.addr
+        #: the register file (writes are kept; the constant registers at their values)
+        self.regs = {r.addr: r.value for r in rm.registers if r.value is not None}
+        self.elem_bytes = stream_lane_bits(config.act_bits) // 8
+        #: PING's version, elem_bytes, stream_elems, addr_bits
+        self.ping_info = [P.PROTOCOL_VERSION, self.elem_bytes, config.stream_elems, rm.addr_bits]
+        self.stream_count = None          # STREAM_IN's count answer (None: the elements taken)
+        self.extra_output = 0             # send each output frame this many more times
+        self.output_delay = 0.0           # seconds before an output frame is sent
+        self.vectors: list[list[int]] = []
+        self._dec = P.SlipDecoder()
+        self._pending: list[tuple[float, bytes]] = []   # (when, bytes) not yet readable
+
+    def set_reg(self, name: str, value: int) -> None:
+        self.regs[self.addr(name)] = value & 0xFFFFFFFF
+
+    def send(self, data: bytes, delay: float = 0.0) -> None:
+        """Bytes to the host, readable after ``delay`` s."""
+        self._pending.append((time.monotonic() + delay, data))
+
+    # ---------------------------------------------------------------- the transport
+    def write(self, data: bytes, timeout: float | None = None) -> None:
+        for content, ok in self._dec.feed(data):
+            if ok and len(content) >= 2 and P.crc8(content) == 0:
+                self._handle(content[0], content[1:-1])
+
+    def read(self, timeout: float) -> bytes:
+        end = time.monotonic() + max(0.0, timeout)
+        while True:
+            now = time.monotonic()
+            ready = [d for t, d in self._pending if t <= now]
+            if ready:
+                self._pending = [(t, d) for t, d in self._pending if t > now]
+                return b"".join(ready)
+            if now >= end:
+                return b""
+            time.sleep(min(0.005, end - now))
+
+    def close(self) -> None:
+        pass
+
+    # ---------------------------------------------------------------- the board
+    def _answer(self, r: Response) -> None:
+        self.send(P.encode_response(r))
+
+    def _handle(self, t: int, body: bytes) -> None:
+        if t == Cmd.PING:
+            self._answer(Response(Cmd.PING, Status.OK, info=tuple(self.ping_info)))
+        elif t == Cmd.READ32:
+            (a,) = struct.unpack("<I", body[:4])
+            self._answer(Response(Cmd.READ32, Status.OK, data=self.regs.get(a, 0)))
+        elif t == Cmd.WRITE32:
+            a, d = struct.unpack("<II", body[:8])
+            self.regs[a] = d
+            self._answer(Response(Cmd.WRITE32, Status.OK))
+        elif t == Cmd.WRITE_BURST:
+            _, n = struct.unpack("<IH", body[:6])
+            self._answer(Response(Cmd.WRITE_BURST, Status.OK, count=n))
+        elif t == Cmd.STREAM_IN:
+            (n,) = struct.unpack("<H", body[:2])
+            x = P.unpack_elements(body[2:], self.elem_bytes)
+            self.vectors.append(x)
+            count = n if self.stream_count is None else self.stream_count
+            self._answer(Response(Cmd.STREAM_IN, Status.OK, count=count))
+            self.send(self.output_frame(x) * (1 + self.extra_output), self.output_delay)
+
+    def output_frame(self, x) -> bytes:
+        """The frame the board sends for input vector ``x``: the golden output, padded
+        to whole beats."""
+        y = [int(v) for v in execute(self.net, np.array([x], dtype=np.int64))[0]]
+        E = self.config.stream_elems
+        y += [0] * (-len(y) % E)
+        return P.encode_output(P.pack_elements(y, self.elem_bytes))
