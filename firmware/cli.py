@@ -121,6 +121,32 @@ def program_command(board_key: str, bitstream: str | os.PathLike, *, flash: bool
     return [*cmd, str(bitstream)]
 
 
+#: What every bitstream of a board's suffix holds near its start, after the comment header
+#: the open toolchain may write (ecppack: ``FF 00`` ... then the ECP5 preamble; icepack:
+#: ``FF 00 00 FF`` then the iCE40 sync word): a file without it is certainly no bitstream.
+BITSTREAM_MARKS = {"bit": (b"\xff\xff\xbd\xb3", "ECP5 preamble FF FF BD B3"),
+                   "bin": (b"\x7e\xaa\x99\x7e", "iCE40 sync word 7E AA 99 7E")}
+#: how far into the file the mark is looked for (comment headers are some hundred bytes)
+BITSTREAM_HEAD_BYTES = 1 << 16
+
+
+def _check_bitstream(path: Path, b) -> None:
+    """Refuse a file that is certainly not a bitstream for board ``b`` (empty, or without
+    its family's preamble or sync word near the start): one line naming the file."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(BITSTREAM_HEAD_BYTES)
+    except OSError as e:
+        raise ConfigError(f"BITSTREAM {path}: cannot read it ({e.strerror}); check its permissions") from None
+    fix = f"give the .{b.bitstream} file that ttforge build --board {b.key} writes"
+    if not head:
+        raise ConfigError(f"BITSTREAM {path} is empty; {fix}")
+    mark, what = BITSTREAM_MARKS[b.bitstream]
+    if mark not in head:
+        raise ConfigError(f"BITSTREAM {path} is not a bitstream for the {b.key} (no {what} in its first "
+                          f"{BITSTREAM_HEAD_BYTES // 1024} KiB); {fix}")
+
+
 def _add_program(p: argparse.ArgumentParser) -> None:
     p.add_argument("bitstream", metavar="BITSTREAM", help="the .bit (ulx3s) or .bin (icebreaker) file")
     p.add_argument("--board", required=True, metavar="BOARD", help="ulx3s or icebreaker")
@@ -145,6 +171,7 @@ def _run_program(args: argparse.Namespace) -> int:
     if path.suffix.lower() != "." + b.bitstream:
         raise ConfigError(f"BITSTREAM {path}: the {b.key} takes a .{b.bitstream} file "
                           f"(ttforge build --board {b.key} writes one)")
+    _check_bitstream(path, b)   # before the loader: an empty file would "program" the board
     cmd = program_command(b.key, path, flash=args.flash)
     if args.dry_run:
         print(shlex.join(cmd))

@@ -28,10 +28,17 @@ def one_line_error(capsys, argv, match, code=2):
     return err
 
 
+# the first bytes of real bitstreams: yowasp-ecppack's (comment header FF 00, then the ECP5
+# preamble FF FF BD B3) and icepack's from ttforge build --board icebreaker (FF 00 00 FF, then
+# the iCE40 sync word 7E AA 99 7E)
+ECP5_BIT = bytes.fromhex("ff00ffffffbdb3ffffffff3b000000e20000004111304322")
+ICE40_BIN = bytes.fromhex("ff0000ff7eaa997e510001059200206202b3820000720150")
+
+
 def test_program_dry_run_prints_the_command(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("OPENFPGALOADER", "openFPGALoader")
-    (tmp_path / "a.bit").write_bytes(b"x")
-    (tmp_path / "a.bin").write_bytes(b"x")
+    (tmp_path / "a.bit").write_bytes(ECP5_BIT)
+    (tmp_path / "a.bin").write_bytes(ICE40_BIN)
     assert main(["program", "--board", "ulx3s", "--dry-run", str(tmp_path / "a.bit")]) == 0
     assert capsys.readouterr().out.strip() == f"openFPGALoader -b ulx3s {tmp_path / 'a.bit'}"
     assert main(["program", "--board", "ulx3s", "--flash", "--dry-run", str(tmp_path / "a.bit")]) == 0
@@ -41,7 +48,7 @@ def test_program_dry_run_prints_the_command(tmp_path, capsys, monkeypatch):
 
 
 def test_program_bad_inputs(tmp_path, capsys, monkeypatch):
-    (tmp_path / "a.bit").write_bytes(b"x")
+    (tmp_path / "a.bit").write_bytes(ECP5_BIT)
     one_line_error(capsys, ["program", "--board", "de10", str(tmp_path / "a.bit")],
                    "--board 'de10' is not a known board; choose one of ulx3s, icebreaker")
     one_line_error(capsys, ["program", "--board", "ulx3s", str(tmp_path / "no.bit")], "no such file")
@@ -50,6 +57,37 @@ def test_program_bad_inputs(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("OPENFPGALOADER", str(tmp_path / "missing-tool"))
     one_line_error(capsys, ["program", "--board", "ulx3s", str(tmp_path / "a.bit")],
                    f"$OPENFPGALOADER={str(tmp_path / 'missing-tool')!r} is not an executable", code=3)
+
+
+def test_program_refuses_what_is_no_bitstream(tmp_path, capsys, monkeypatch):
+    """An empty file, text, or a file without its family's preamble/sync word near the start
+    is one line naming the file, exit 2, and the loader is never run; the real bitstreams'
+    heads pass, also behind a long comment header."""
+    ran = tmp_path / "ran"
+    tool = tmp_path / "openFPGALoader"
+    tool.write_text(f"#!/bin/sh\ntouch {ran}\nexit 0\n")
+    tool.chmod(0o755)
+    monkeypatch.setenv("OPENFPGALOADER", str(tool))
+    cases = [("empty.bit", b"", "ulx3s", "empty.bit is empty; give the .bit file that ttforge build"),
+             ("text.bit", b"hello, I am not a bitstream\n", "ulx3s",
+              "text.bit is not a bitstream for the ulx3s (no ECP5 preamble FF FF BD B3 in its first 64 KiB)"),
+             ("ice.bit", ICE40_BIN, "ulx3s", "no ECP5 preamble"),
+             ("empty.bin", b"", "icebreaker", "empty.bin is empty; give the .bin file that ttforge build "
+                                              "--board icebreaker writes"),
+             ("ecp5.bin", ECP5_BIT, "icebreaker", "is not a bitstream for the icebreaker (no iCE40 sync word"),
+             ("zeros.bin", bytes(1 << 17), "icebreaker", "no iCE40 sync word 7E AA 99 7E")]
+    for name, data, board, says in cases:
+        (tmp_path / name).write_bytes(data)
+        one_line_error(capsys, ["program", "--board", board, str(tmp_path / name)], says)
+        one_line_error(capsys, ["program", "--board", board, "--dry-run", str(tmp_path / name)], says)
+    assert not ran.exists()
+    long_comment = b"\xff\x00" + b"Part: LFE5U-85F-6CABGA381\x00" * 100 + b"\x00\xff" + ECP5_BIT[2:]
+    for name, data, board in [("a.bit", ECP5_BIT, "ulx3s"), ("c.bit", long_comment, "ulx3s"),
+                              ("a.bin", ICE40_BIN, "icebreaker")]:
+        (tmp_path / name).write_bytes(data)
+        assert main(["program", "--board", board, str(tmp_path / name)]) == 0
+        assert capsys.readouterr().out.strip() == f"programmed the {board} with {tmp_path / name}"
+    assert ran.exists()
 
 
 @pytest.mark.parametrize("script, says", [
@@ -62,7 +100,7 @@ def test_a_loader_that_fails_or_hangs_is_exit_3(tmp_path, capsys, monkeypatch, s
     tool = tmp_path / "loader.sh"
     tool.write_text(script)
     tool.chmod(0o755)
-    (tmp_path / "a.bit").write_bytes(b"\xff" * 64)
+    (tmp_path / "a.bit").write_bytes(ECP5_BIT)
     monkeypatch.setenv("OPENFPGALOADER", str(tool))
     one_line_error(capsys, ["program", "--board", "ulx3s", "--timeout", "1", str(tmp_path / "a.bit")], says,
                    code=3)
@@ -91,7 +129,7 @@ def test_a_loader_s_children_and_output_do_not_outlive_or_overwhelm_the_command(
                     "head -c 200000000 /dev/zero\necho 'cable error' >&2\n"
                     + ("sleep 300\n" if timeout == "2" else "exit 1\n"))
     tool.chmod(0o755)
-    (tmp_path / "a.bit").write_bytes(b"\xff" * 64)
+    (tmp_path / "a.bit").write_bytes(ECP5_BIT)
     monkeypatch.setenv("OPENFPGALOADER", str(tool))
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     says = "did not finish within 2 s" if timeout == "2" else "could not program the ulx3s: cable error"
@@ -107,7 +145,7 @@ def test_a_loader_s_children_and_output_do_not_outlive_or_overwhelm_the_command(
 @pytest.mark.skipif(shutil.which("openFPGALoader") is None, reason="openFPGALoader not installed")
 def test_program_with_no_board_attached(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("OPENFPGALOADER", raising=False)
-    (tmp_path / "a.bit").write_bytes(b"\xff" * 64)
+    (tmp_path / "a.bit").write_bytes(ECP5_BIT)
     one_line_error(capsys, ["program", "--board", "ulx3s", "--timeout", "60", str(tmp_path / "a.bit")],
                    "could not program the ulx3s", code=3)
 
