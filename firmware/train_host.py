@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from ttforge.errors import ConfigError, DeviceError
-from ttforge.firmware.host import BURST_WORDS, Device, SerialTransport
+from ttforge.firmware.host import BURST_WORDS, Device, SerialTransport, board_describes
 from ttforge.firmware import protocol as P
 
 __all__ = ["CountingTransport", "TrainDevice", "StepInfo", "DeviceRun", "train_on_device",
@@ -227,12 +227,9 @@ def engine_from_board(transport, train, *, timeout: float | None = None):
     widths["table_frac_bits"] = lanes["TABLE_FRAC_BITS"]
     depth = {k: dev.read32(rm.addr(f"CFG_{k.upper()}")) for k in
              ("act_depth", "grad_depth", "core_depth", "bias_depth", "desc_depth", "max_batch", "max_classes")}
-    try:
+    with board_describes(transport.name, "training engine", "program the board with a training bitstream"):
         return TrainEngineConfig(lanes=lanes["LANES"], acc_bits=lanes["ACC_BITS"],
                                  train=_replace(train, **widths), **depth)
-    except (ConfigError, TypeError, ValueError) as e:
-        raise DeviceError(f"{transport.name}: the board's CFG registers describe no training engine "
-                          f"({e}); program the board with a training bitstream") from None
 
 
 @dataclass(frozen=True)
