@@ -8,6 +8,7 @@ import contextlib
 import json
 import math
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -22,7 +23,7 @@ from ttforge.ir.artifact import (ARTIFACT_FORMAT, ARTIFACT_FORMAT_VERSION, dump_
 from ttforge.ir.executor import IntLayer
 from ttforge.ir.onchip import on_chip_bytes
 from ttforge.ir.schedule import OBJECTIVES, ContractionSchedule, schedule_orders
-from ttforge.ir.train import (TrainConfig, TrainState, calibrate_state, check_batch, check_lr,
+from ttforge.ir.train import (TrainConfig, TrainState, calibrate_state, check_batch, check_counters, check_lr,
                               export_network, init_state, predict)
 from ttforge.ir.train_loop import (Truncation, check_fits, epoch_order, network_train_config, plan_truncations,
                                   run_training, state_from_artifact, tt_layers)
@@ -282,7 +283,9 @@ def train_int_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--out", default="runs/train-int", help="output directory (default runs/train-int)")
     p.add_argument("--epochs", type=int, default=10, help="epochs to run (in total, when resuming)")
     p.add_argument("--batch", type=int, default=None, help="samples per step (default 32, or the state's)")
-    p.add_argument("--lr-shift", type=int, default=8, help="learning rate 2^-LR_SHIFT per summed batch gradient")
+    p.add_argument("--lr-shift", type=int, default=None,
+                   help="learning rate 2^-LR_SHIFT per summed batch gradient (default 8; a resume continues "
+                        "the state's)")
     p.add_argument("--lr-decay-at", type=parse_int_list, default=None,
                    help="epochs after which the learning rate halves (lr-shift + 1), e.g. 6,9 (default none, "
                         "or the state's)")
@@ -291,7 +294,7 @@ def train_int_arguments(p: argparse.ArgumentParser) -> None:
                    help="after epoch EPOCH the host truncates the internal ranks of the TT layer (LAYER, "
                         "default the first) to R1,R2,... (deterministic, integer); repeatable (default "
                         "none, or the state's)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None, help="(default 0; a resume continues the run's)")
     p.add_argument("--hidden", type=int, default=None, help="TT layer output size (default 64 digits, 512 else)")
     p.add_argument("--cores", type=int, default=None, help="cores of the TT layer (default 3 digits, 4 else)")
     p.add_argument("--ranks", type=int, default=None, help="rank bound (default 4 digits, 16 else)")
@@ -301,7 +304,7 @@ def train_int_arguments(p: argparse.ArgumentParser) -> None:
                           ("acc-bits", 32), ("grad-bits", 16)):
         p.add_argument(f"--{name}", type=int, default=None, help=f"(default {default})")
     p.add_argument("--rounding", choices=["stochastic", "nearest"], default=None)
-    p.add_argument("--calib-samples", type=int, default=256)
+    p.add_argument("--calib-samples", type=int, default=None, help="(default 256; for a new run)")
     p.add_argument("--golden", action="store_true", help="run the golden int64 step (slow) instead of the fast path")
     p.add_argument("--verify-steps", type=int, default=0, metavar="N",
                    help="first replay N steps with the golden and the fast step side by side and stop at the "
@@ -375,13 +378,79 @@ def train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable 
 _SEED_FIX = "the seed orders the run's epochs: resume a state train-int wrote, or start a new run"
 
 
+#: ``--flag``: the :class:`TrainConfig` field it sets; a resume trains the state's network.
+_CONFIG_FLAGS = {f"--{k.replace('_', '-')}": k for k in ("w_bits", "master_bits", "act_bits", "inter_bits",
+                                                          "acc_bits", "grad_bits", "rounding")}
+
+
+def _check_resume_options(args: argparse.Namespace, state: TrainState, seed: int) -> None:
+    """One line (exit 2) for an option given with ``--resume`` that the resume cannot
+    honour and that differs from the run being resumed (``seed``: its seed), as
+    ``train-board --resume``: they were silently ignored. The network (its shape and
+    widths) and the calibration are the state's; the seed orders every epoch; the
+    learning-rate shift is the state's, halvings included (``--lr-decay-at`` changes the
+    rate of a resumed run, and is recorded)."""
+    sh, cfg = state.layers[0].schedule.shape, state.config
+
+    def same_ranks(bound: int) -> bool:   # the rank bound that gives the state's ranks
+        try:
+            return TTShape(sh.out_modes, sh.in_modes, bound).ranks == sh.ranks
+        except ValueError:
+            return False
+
+    ranks = _fmt_list(sh.ranks)
+    given = [("--seed", args.seed, seed, args.seed == seed),
+             ("--lr-shift", args.lr_shift, state.lr_shift, args.lr_shift == state.lr_shift),
+             ("--hidden", args.hidden, state.layers[0].out_features, args.hidden == state.layers[0].out_features),
+             ("--cores", args.cores, sh.d, args.cores == sh.d),
+             ("--ranks", args.ranks, f"ranks {ranks}", args.ranks is not None and same_ranks(args.ranks)),
+             ("--in-modes", args.in_modes, _fmt_list(sh.in_modes), args.in_modes == list(sh.in_modes)),
+             ("--out-modes", args.out_modes, _fmt_list(sh.out_modes), args.out_modes == list(sh.out_modes))]
+    given += [(flag, getattr(args, k), getattr(cfg, k), getattr(args, k) == getattr(cfg, k))
+              for flag, k in _CONFIG_FLAGS.items()]
+    for flag, v, theirs, same in given:
+        if v is not None and not same:
+            v = _fmt_list(v) if isinstance(v, list) else v   # an int in range or a choice: nothing to escape
+            hint = " (--lr-decay-at lowers the rate of a resumed run)" if flag == "--lr-shift" else ""
+            raise ConfigError(f"{flag} {v} differs from the run being resumed ({theirs}); drop {flag} "
+                              f"to continue it{hint}")
+    if args.calib_samples is not None:
+        raise ConfigError("--calib-samples is for a new run: the state being resumed is calibrated already; "
+                          "drop --calib-samples to continue it")
+
+
+def _prior_history(path: Path, epoch: int) -> tuple[list[dict[str, Any]], list[int]]:
+    """The rows of a resumed run's ``metrics.json`` up to the state's ``epoch`` and its
+    ``missing_epochs``; an epoch between its first row and ``epoch`` that has no row (the
+    state came from elsewhere: the files of an epoch are renamed with the state last, so
+    an interruption never loses one) is added to them, with one line on stderr."""
+    try:
+        old = json.loads(path.read_text()) if path.exists() else {}
+        rows = [h for h in old.get("history", []) if isinstance(h, dict)]
+        rows = [h for h in rows if _meta_epoch(h.get("epoch")) and h["epoch"] <= epoch]
+        missing = [e for e in old.get("missing_epochs", []) if _meta_epoch(e) and e <= epoch]
+    except (OSError, ValueError, AttributeError, TypeError):
+        return [], []
+    known = {h["epoch"] for h in rows} | set(missing)
+    lost = [e for e in range(min(known, default=epoch + 1), epoch + 1) if e not in known]
+    if lost:
+        print(f"ttforge train-int: note: {shown(path)} has no row for epoch{'s' * (len(lost) > 1)} "
+              f"{_fmt_list(lost)} (the state resumed is at epoch {epoch}); the history goes on without "
+              f"{'them' if len(lost) > 1 else 'it'} (metrics.json: missing_epochs)", file=sys.stderr)
+    return rows, sorted(missing + lost)
+
+
+def _meta_epoch(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
 def _train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable | None) -> int:
-    from ttforge.atomic import atomic_path, atomic_write_text, check_output_dir, make_output_dir
+    from ttforge.atomic import _rmdirs, atomic_path, atomic_write_text, check_output_dir, check_writable
     from ttforge.ir.artifact import load_artifact, save_artifact
     from ttforge.ir.train_state import load_state, meta_epochs, meta_int, meta_list, save_state
 
     _check_train_int_bounds(args)
-    if not 0 <= args.lr_shift <= 62:
+    if args.lr_shift is not None and not 0 <= args.lr_shift <= 62:
         raise ConfigError(f"--lr-shift={args.lr_shift} must be in 0..62")
     if args.export and not args.resume:
         raise ConfigError("--export needs --resume STATE (the state whose network to export)")
@@ -399,11 +468,19 @@ def _train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable
                   f"epoch {state.epoch})")
             return 0
     if args.resume:
+        # a run given without --seed continued with seed 0; a state without one still does
+        resumed_seed = meta_int(state, "seed", args.seed or 0, 0, MAX_SEED, _SEED_FIX)   # checked before any work
+        _check_resume_options(args, state, resumed_seed)
+        # --batch and --lr-decay-at given now are the run's from here on: recorded (as
+        # --truncate-ranks below), so the continuation of an interrupted resume repeats them
         if args.batch is None:
             args.batch = meta_int(state, "batch", 32, 1, MAX_BATCH, "give --batch explicitly")
+        else:
+            state = state.replace(meta={**state.meta, "batch": args.batch})
         if args.lr_decay_at is None:
             args.lr_decay_at = meta_epochs(state, "lr_decay_at", MAX_EPOCHS, "give --lr-decay-at explicitly")
-        resumed_seed = meta_int(state, "seed", args.seed, 0, MAX_SEED, _SEED_FIX)   # checked before any work
+        else:
+            state = state.replace(meta={**state.meta, "lr_decay_at": list(args.lr_decay_at)})
         if args.truncate_ranks is None:
             args.truncate_ranks = [Truncation.from_json(v) for v in meta_list(state, "truncate_ranks", "give --truncate-ranks explicitly")]
         elif args.truncate_ranks:   # the schedule given now is the one a later resume follows
@@ -421,21 +498,23 @@ def _train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable
     ds_name, x, y, xt, yt = load_data(args.data)
     x, xt = np.asarray(x, dtype=np.float64), np.asarray(xt, dtype=np.float64)
     y, yt = np.asarray(y, dtype=np.int64), np.asarray(yt, dtype=np.int64)
-    seed = args.seed
+    seed = 0 if args.seed is None else args.seed
+    lr_shift = 8 if args.lr_shift is None else args.lr_shift
+    calib_samples = 256 if args.calib_samples is None else args.calib_samples
     if state is None:
         if args.from_artifact:
             state = state_from_artifact(net, x, y, config=_config(args, network_train_config(net)), seed=seed,
-                                        lr_shift=args.lr_shift, calib_samples=args.calib_samples,
+                                        lr_shift=lr_shift, calib_samples=calib_samples,
                                         meta={"from": str(args.from_artifact)},
                                         what=f"the artifact {show_path(args.from_artifact)}",
                                         labels=np.concatenate([y, yt]))
         else:
             shapes = tt_layers(args, x.shape[1], int(max(y.max(), yt.max())) + 1, args.data == "digits")
-            state = init_state(shapes, _config(args), seed=seed, lr_shift=args.lr_shift,
+            state = init_state(shapes, _config(args), seed=seed, lr_shift=lr_shift,
                                in_exp=-(_config(args).act_bits - 1))
             check_fits(state, x.shape[1], np.concatenate([y, yt]), "the network")
             xq = quantize(x, state.config.act_bits, state.in_exp)
-            cal = epoch_order(seed, 0, len(y))[:args.calib_samples]
+            cal = epoch_order(seed, 0, len(y))[:calib_samples]
             state = calibrate_state(state, xq[cal], y[cal])
         state = state.replace(meta={**state.meta, "seed": seed, "batch": args.batch, "data": ds_name,
                                     "lr_decay_at": list(args.lr_decay_at)})
@@ -452,6 +531,10 @@ def _train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable
     truncations = plan_truncations(state, args.truncate_ranks or (), args.epochs)
     check_batch(state, args.batch, fast=not args.golden)
     check_lr(state, args.batch)
+    if args.resume:   # a fresh state's counters are 0: far from the end
+        check_counters(state, (args.epochs - state.epoch) * math.ceil(len(y) / args.batch),
+                       f"the state {show_path(args.resume)}",
+                       "give fewer --epochs, or export its network (--export) and train that with --from")
     if args.verify_steps < 0:
         raise ConfigError(f"--verify-steps={args.verify_steps} must be >= 0")
     if args.verify_steps:
@@ -466,7 +549,9 @@ def _train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable
             return 1
         print(f"golden and fast steps equal for {done} steps (every intermediate of every phase, "
               f"and the states)")
-    make_output_dir(out, "-o")
+    # -o is created by its first epoch's files (and removed with them if they never land):
+    # made here, it stayed behind, empty, when the run was interrupted before that epoch
+    check_writable(out, "-o", inside=True)
 
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -475,35 +560,53 @@ def _train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable
     console = Console(stderr=True)
     steps_per_epoch = math.ceil(len(y) / args.batch)
     total = (args.epochs - state.epoch) * steps_per_epoch
-    prior = []
     metrics_path = out / "metrics.json"
-    if args.resume and metrics_path.exists():
-        try:
-            prior = json.loads(metrics_path.read_text()).get("history", [])
-            prior = [h for h in prior if h.get("epoch", 0) <= state.epoch]
-        except (OSError, ValueError, AttributeError):
-            prior = []
+    prior, missing = _prior_history(metrics_path, state.epoch) if args.resume else ([], [])
     history: list[dict[str, Any]] = list(prior)
     acc0 = float(np.mean(predict(state, xq_test) == yt))
     t_start = time.perf_counter()
 
     def save(st: TrainState, row: dict[str, Any]) -> None:
         """An epoch's four files, each written to a temporary first and all renamed
-        together at the end, the state first: an interruption leaves the last epoch's
-        files, or the new state beside the last epoch's others (which --resume rewrites),
-        never a state whose plot is missing for as long as a plot takes."""
+        together at the end, the state last: the state is the commit point. An
+        interruption leaves the last epoch's files, or some of the new epoch's beside the
+        last epoch's state (which --resume rewrites, the rows after the state's epoch
+        dropped and run again); renamed first, the state left a hole in the history
+        (its epoch's row never written). With no state in -o yet (a run's first epoch),
+        the files renamed before the interruption (known by their temporaries' device and
+        inode) and the directories made for them are removed again: no run's files
+        without its state, which a rerun would have refused without --overwrite."""
         history.append(row)
-        with contextlib.ExitStack() as stack:   # renamed in the reverse order of entry
+        first = not (out / TRAIN_INT_FILES[0]).exists()
+        made = [d for d in (out, *out.parents) if not os.path.lexists(d)]
+        landed: dict[Path, tuple[int, int]] = {}
+        try:
+            _save_files(st, landed)
+        except BaseException:
+            for path, ident in landed.items() if first else ():
+                with contextlib.suppress(OSError):
+                    st_ = os.stat(path)
+                    if (st_.st_dev, st_.st_ino) == ident:   # renamed by this save, not a file of before
+                        os.unlink(path)
+            if first:
+                _rmdirs(made)
+            raise
+
+    def _save_files(st: TrainState, landed: dict[Path, tuple[int, int]]) -> None:
+        with contextlib.ExitStack() as stack:   # renamed in the reverse order of entry: the state last
             names = TRAIN_INT_FILES if plot is not None else TRAIN_INT_FILES[:-1]
-            tmp = {name: stack.enter_context(atomic_path(out / name, suffix=Path(name).suffix))
-                   for name in reversed(names)}
+            tmp = {name: stack.enter_context(atomic_path(out / name, suffix=Path(name).suffix)) for name in names}
             if plot is not None:
                 plot(history, tmp["curves.png"], f"ttforge train-int on {ds_name}")
             atomic_write_text(tmp["metrics.json"], json.dumps(
                 {"config": st.config.to_dict(), "data": ds_name, "seed": seed, "batch": args.batch,
-                 "initial_test_acc": acc0, "history": history}, indent=1) + "\n")
+                 "initial_test_acc": acc0, "history": history, **({"missing_epochs": missing} if missing else {})},
+                indent=1) + "\n")
             save_artifact(export_network(st, {"data": ds_name}), tmp["model.ttfa"])
             save_state(st, tmp["state.ttts"])
+            for name in names[1:]:
+                st_ = os.stat(tmp[name])
+                landed[out / name] = (st_.st_dev, st_.st_ino)
 
     shown_name = shown(ds_name)   # a data set's path, shown in rich markup below (saved as is)
     with Progress(TextColumn("[bold]train-int[/] {task.description}"), BarColumn(), MofNCompleteColumn(),

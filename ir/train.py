@@ -38,7 +38,7 @@ __all__ = [
     "exp2_table", "softmax_grad", "init_state", "state_from_network", "calibrate_state",
     "export_network", "train_step", "train_step_fast", "train_step_traced", "check_batch",
     "update_shift_bounds", "check_lr", "truncate_ranks", "PHASES", "TRAIN_SPEC_VERSION", "MAX_FAST_BITS",
-    "train_step_stats", "widths", "loss_bits", "predict", "STATE_ARRAY_RANGES",
+    "train_step_stats", "widths", "loss_bits", "predict", "STATE_ARRAY_RANGES", "check_counters",
 ]
 
 #: Version of the "Training" part of docs/arithmetic.md that this module implements.
@@ -380,6 +380,24 @@ def check_batch(state: TrainState, batch: int, fast: bool = False) -> int:
                               f"({limit}); use a smaller batch or narrower grad_bits/inter_bits")
         widest = max(widest, w["bits"])
     return widest
+
+
+def check_counters(state: TrainState, steps: int, what: str = "the state", fix: str = "") -> None:
+    """One line (:class:`ConfigError`) if ``steps`` more training steps could carry the
+    state's step or word counter past ``2^63 - 1`` (int64, as the engine counts them).
+
+    Checked before any work (the step past the limit failed only when it got there). A
+    step draws one word per stored element under stochastic rounding (masters and
+    biases); a rank truncation only lowers that, so the bound holds for it too.
+    ``fix`` ends the line.
+    """
+    per_step = 0 if state.config.rounding == "nearest" else sum(
+        sum(int(m.size) for m in L.masters) + (0 if L.bias is None else int(L.bias.size)) for L in state.layers)
+    for name, now, end in (("step", state.step, state.step + steps), ("words", state.words,
+                                                                      state.words + steps * per_step)):
+        if end > _MAX_COUNTER:
+            raise ConfigError(f"{what}: its {name} counter ({now:,}) would pass 2^63-1 in the {steps:,} steps "
+                              f"asked{'; ' + fix if fix else ''}")
 
 
 # ---------------------------------------------------------------------------------------
