@@ -32,6 +32,7 @@ from ttforge.ir.executor import EXP_RANGE, IntLayer, IntNetwork, execute_traced,
 from ttforge.ir.rng import Xorshift32
 from ttforge.ir.schedule import ContractionSchedule
 from ttforge.ir.tt import TTShape
+from ttforge.limits import chunk_rows
 
 __all__ = [
     "TrainConfig", "TrainLayer", "TrainState", "TraceRecord", "TrainTrace", "StepStats",
@@ -1040,8 +1041,17 @@ def truncate_ranks(state: TrainState, layer: int, ranks: Sequence[int]) -> Train
 
 def predict(state: TrainState, x: np.ndarray, fast: bool = True, chunk: int = 512) -> np.ndarray:
     """Classes the state's network predicts for integer inputs ``x`` (index of the first
-    maximum of the logits), by the fast forward (equal to the executor) or the golden one."""
+    maximum of the logits), by the fast forward (equal to the executor) or the golden one,
+    at most ``chunk`` samples at a time and fewer where their intermediates would exceed
+    :data:`~ttforge.limits.MAX_CHUNK_VALUES` (a sample's class does not depend on the chunk;
+    512 samples of a layer with 2^19-element intermediates took 7.5 GB)."""
     net = export_network(state)
     impl = _Fast if fast else _Golden
+    # a sample's values held at once: each layer's padded input and, per step, the
+    # accumulator (float64 and int64), the shifted and the saturated output (the traces
+    # keep two of them)
+    per_sample = sum(layer.schedule.shape.in_size + 4 * sum(s.out_elements for s in layer.schedule.steps)
+                     for layer in net.layers)
+    chunk = max(1, min(int(chunk), chunk_rows(per_sample)))
     out = [np.argmax(impl.forward(net, x[i:i + chunk])[0], axis=1) for i in range(0, len(x), chunk)]
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)

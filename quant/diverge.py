@@ -40,7 +40,7 @@ from ttforge.model.layers import TTLinear
 from ttforge.ir.arith import quantize as quantize_real
 from ttforge.ir.diverge import DivergenceReport, Mismatch, StepError, first_diff
 from ttforge.ir.executor import IntLayer, IntNetwork, execute_traced
-from ttforge.quant.chunks import chunk_rows
+from ttforge.limits import chunk_rows
 from ttforge.quant.qat import LayerQuant, QuantConfig, QuantNetwork, _tt_view, quantize_model
 
 __all__ = ["StepError", "Mismatch", "DivergenceReport", "find_divergence", "quant_network_for",
@@ -144,7 +144,7 @@ def find_divergence(qnet: QuantNetwork, inet: IntNetwork, x: torch.Tensor | np.n
     integer stages and compare them step by step (see the module docstring).
 
     The samples run in chunks of ``chunk`` rows (default: as many as
-    :func:`~ttforge.quant.chunks.chunk_rows` allows at :func:`values_per_sample`, so
+    :func:`~ttforge.limits.chunk_rows` allows at :func:`values_per_sample`, so
     memory is bounded whatever the batch); the report is
     the one of the whole batch at once, element for element (which sample is first,
     the counts, the largest errors)."""

@@ -543,7 +543,7 @@ def check_qonnx(net: IntNetwork, model, n: int = 16, seed: int = 0) -> int:
     whatever ``n`` and the network; the first difference is the whole run's."""
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_QONNX_CHECK:
         raise ConfigError(f"n={show(n)} inputs to check must be in 1..{MAX_QONNX_CHECK:,}")
-    from ttforge.quant.chunks import chunk_rows
+    from ttforge.limits import chunk_rows
 
     mw = _wrapper(model)
     rows = chunk_rows(_values_per_sample(mw), multiple=mw.get_tensor_shape("input")[0])

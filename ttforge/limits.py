@@ -27,7 +27,7 @@ __all__ = [
     "MAX_IDX_BYTES", "MAX_NPY_BYTES", "MAX_CLASSES", "MAX_HIDDEN", "MAX_PARAMETERS",
     "MAX_SEED", "MAX_BATCH", "MAX_SEEDS", "MAX_VECTORS", "MAX_JOBS", "MAX_SEARCH_CORES",
     "MAX_LAYER_ELEMENTS", "MAX_EXP", "MAX_EPOCHS", "MAX_THREADS", "MAX_RATE", "MAX_LAYERS", "MAX_FREQ_MHZ", "MAX_TIMEOUT_S", "MAX_NETLIST_BYTES", "MAX_TOOL_OUTPUT_BYTES", "MAX_CHUNK_VALUES", "open_regular", "read_bounded", "read_at_most", "read_array", "check_limit",
-    "file_kind", "broken_link", "parse_config_text",
+    "file_kind", "broken_link", "slash_on_file", "parse_config_text", "chunk_rows",
 ]
 
 MiB = 1 << 20
@@ -74,7 +74,8 @@ MAX_SEARCH_CORES = 12
 #: Elements of any intermediate of one layer for one sample (padded input included).
 MAX_LAYER_ELEMENTS = 1 << 24
 #: Values (intermediates of every stage, all samples) one chunk of a batch holds at once
-#: in ``diverge`` and ``export-qonnx --check``: a larger batch runs in chunks, with the
+#: in ``diverge``, ``export-qonnx --check`` and the integer trainer's evaluation (``train-int``):
+#: a larger batch runs in chunks, with the
 #: same result (500,000 samples of a 64-input network reached 9.4 GB before).
 MAX_CHUNK_VALUES = 1 << 24
 #: Largest magnitude of an exponent (``in_exp``, ``core_exps``, ``step_exps``).
@@ -152,6 +153,15 @@ def check_limit(value: int, limit: int, what: str, fix: str = "") -> int:
         raise LimitError(f"{what} is {value:,}, above ttforge's limit of {limit:,}"
                          + (f"; {fix}" if fix else ""))
     return value
+
+
+def chunk_rows(per_sample: int, multiple: int = 1, budget: int | None = None) -> int:
+    """Samples of a chunk of a batch run a chunk at a time (``diverge``, ``export-qonnx
+    --check``, the integer trainer's evaluation): as many as fit ``budget`` values
+    (default :data:`MAX_CHUNK_VALUES`) at ``per_sample`` values a sample, rounded down to
+    a multiple of ``multiple`` (a graph's fixed batch), at least ``multiple``."""
+    budget = MAX_CHUNK_VALUES if budget is None else budget
+    return max(1, budget // max(1, per_sample) // multiple) * multiple
 
 
 def slash_on_file(path: str | os.PathLike, what: str) -> str | None:

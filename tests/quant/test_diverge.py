@@ -301,7 +301,7 @@ def test_a_large_batch_runs_in_chunks_bounded_by_values(monkeypatch):
     """The default chunk holds at most MAX_CHUNK_VALUES values of every stage's
     intermediates (diverge of 500,000 samples took 9.4 GB, a 2^24-element layer 11 GB at
     16 samples: the whole batch ran through every stage at once)."""
-    import ttforge.quant.chunks as chunks
+    import ttforge.limits as chunks   # chunk_rows reads its budget there
     import ttforge.quant.diverge as dv
 
     q, inet, x = small()

@@ -506,7 +506,7 @@ def test_check_runs_in_chunks_with_the_whole_runs_result(monkeypatch):
     """check_qonnx holds a chunk of inputs at a time (10,000 inputs of a wide graph ran all
     at once); a corrupted graph's first differing sample is the whole run's."""
     pytest.importorskip("qonnx")
-    import ttforge.quant.chunks as chunks
+    import ttforge.limits as chunks   # chunk_rows reads its budget there
     import ttforge.quant.qonnx_export as qe
 
     net = example_network()
