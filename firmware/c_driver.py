@@ -22,7 +22,7 @@ from pathlib import Path
 from ttforge.atomic import atomic_write_text, check_output_dir
 from ttforge.errors import ConfigError
 
-__all__ = ["C_DIR", "DRIVER_SOURCES", "SIM_SOURCES", "driver_sources", "load_image_c", "export_driver"]
+__all__ = ["C_DIR", "DRIVER_SOURCES", "SIM_SOURCES", "driver_sources", "include_dirs", "load_image_c", "export_driver"]
 
 #: the C sources shipped with ttforge (package data of ``ttforge.firmware``)
 C_DIR = Path(__file__).resolve().parent / "c"
@@ -35,13 +35,28 @@ _CHECKED = ("lanes", "act_bits", "core_bits", "inter_bits", "acc_bits", "bias_bi
             "bias_depth", "buf_depth", "desc_depth", "stream_elems")
 
 
+def _source_dir(name: str) -> Path:
+    """Where a driver source lives: ``C_DIR``, but for the load image reader, which the
+    native harness (``ttforge.sim``, which may not import the firmware) shares."""
+    if name == "ttforge_ttli.h":
+        from ttforge.sim.native import NATIVE_DIR
+
+        return NATIVE_DIR
+    return C_DIR
+
+
+def include_dirs() -> tuple[Path, ...]:
+    """The ``-I`` directories that compiling the driver sources needs."""
+    return tuple(dict.fromkeys(_source_dir(n) for n in DRIVER_SOURCES))
+
+
 def driver_sources(*, sim: bool = False, names: tuple[str, ...] | None = None) -> list[Path]:
     """Paths of the driver sources (with the simulation hooks and test program if ``sim``;
     ``names``: other files of ``C_DIR``, e.g. the training driver's); a missing file (an
     install without package data) is a one-line error."""
     if names is None:
         names = DRIVER_SOURCES + (SIM_SOURCES if sim else ())
-    paths = [C_DIR / n for n in names]
+    paths = [_source_dir(n) / n for n in names]
     for p in paths:
         if not p.is_file():
             raise ConfigError(f"the C driver sources are not installed ({p} is missing); "

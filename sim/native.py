@@ -43,10 +43,11 @@ __all__ = [
 
 #: the harness sources (``sim/native/``), all hashed into the build key
 NATIVE_DIR = Path(__file__).resolve().parent / "native"
-NATIVE_SOURCES = ("axil_shim.h", "axil_master.h", "ttf_sim.h", "ttf_sim.cpp", "main.cpp")
+NATIVE_SOURCES = ("axil_shim.h", "axil_master.h", "ttf_sim.h", "ttf_sim.cpp", "main.cpp",
+                  # the load image reader, shared with the C driver (which takes it from here)
+                  "ttforge_ttli.h")
 EXE_NAME = "ttf_native"
 #: the load-image reader main.cpp shares with the C driver (``firmware/c/``)
-TTLI_HEADER = "ttforge_ttli.h"
 #: bump when the build recipe changes (it is part of the cache key)
 BUILD_RECIPE = 1
 
@@ -216,10 +217,6 @@ def build_native(config, *, build_root: str | os.PathLike | None = None, fault=N
         raise NativeError(f"the native harness sources are not installed ({NATIVE_DIR}/{missing[0]} "
                           "is missing); reinstall ttforge with its package data (sim/native/*)")
     sources = {name: (NATIVE_DIR / name).read_bytes() for name in NATIVE_SOURCES}
-    # main.cpp checks load images with the C driver's reader (one reader of the format)
-    from ttforge.firmware.c_driver import driver_sources
-
-    sources[TTLI_HEADER] = driver_sources(names=(TTLI_HEADER,))[0].read_bytes()
     key = build_key(recipe_line("recipe", BUILD_RECIPE, _VERILATOR_ARGS, cxx), verilog.encode(),
                     waivers.encode(), header.encode(),
                     *(n.encode() + b"\0" + s for n, s in sorted(sources.items())))

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from ttforge.errors import ConfigError
-from ttforge.firmware.c_driver import C_DIR, driver_sources, export_driver, load_image_c
+from ttforge.firmware.c_driver import driver_sources, export_driver, include_dirs, load_image_c
 from ttforge.hw.config import AccelConfig
 from ttforge.hw.cycles import program_cycles
 from ttforge.hw.program import compile_program, load_image, load_image_to_bytes
@@ -41,7 +41,7 @@ PICKY = ("-Wconversion", "-Wsign-conversion", "-Wshadow", "-Wstrict-prototypes",
 
 def _link(build, out_dir, extra_sources=(), cflags=()):
     srcs = [p for p in driver_sources(sim=True) if p.suffix == ".c"] + list(extra_sources)
-    return link_c_driver(build, srcs, out_dir / "ttforge_sim_test", cflags=(*STRICT, *cflags, f"-I{C_DIR}"))
+    return link_c_driver(build, srcs, out_dir / "ttforge_sim_test", cflags=(*STRICT, *cflags, *(f"-I{d}" for d in include_dirs())))
 
 
 @pytest.fixture(scope="session")

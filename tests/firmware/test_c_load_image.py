@@ -15,7 +15,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from ttforge.firmware.c_driver import C_DIR, driver_sources
+from ttforge.firmware.c_driver import driver_sources, include_dirs
 from ttforge.hw.config import AccelConfig
 from ttforge.hw.program import compile_program, load_image, load_image_to_bytes
 from ttforge.hw.regmap import RegisterMap
@@ -102,7 +102,7 @@ def harness(tmp_path_factory):
     (d / "main.c").write_text(HARNESS)
     srcs = [str(p) for p in driver_sources() if p.suffix == ".c"] + [str(d / "main.c")]
     proc = subprocess.run([CC, "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-g",
-                           *_sanitize(CC, d), f"-I{d}", f"-I{C_DIR}", *srcs, "-o", str(d / "h")],
+                           *_sanitize(CC, d), f"-I{d}", *(f"-I{i}" for i in include_dirs()), *srcs, "-o", str(d / "h")],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     return d / "h"
