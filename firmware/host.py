@@ -335,7 +335,15 @@ class Device:
     def ping(self) -> dict[str, int]:
         """PING the bridge: its protocol version and what it reports of the stream and
         the bus (each in :data:`PING_RANGES`, else a one-line :class:`DeviceError`)."""
-        r = self.request(P.ping(), Cmd.PING)
+        try:
+            r = self.request(P.ping(), Cmd.PING)
+        except DeviceTimeout:
+            # a version-1 bridge answers, but with a CRC-8 the CRC-16 refuses
+            if any(b.reason == P.V1_FRAME for b in self.bad_frames):
+                raise DeviceError(f"{self.t.name}: bridge protocol version 1 (its frames have a CRC-8), "
+                                  f"this driver speaks {P.PROTOCOL_VERSION}; rebuild the bitstream "
+                                  "with this ttforge") from None
+            raise
         version, eb, se, ab = r.info
         if version != P.PROTOCOL_VERSION:
             raise DeviceError(f"{self.t.name}: bridge protocol version {version}, this driver "

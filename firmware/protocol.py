@@ -7,10 +7,13 @@ the same specification.
 
 Framing is SLIP (RFC 1055): a frame is its content with ``END`` (0xC0) and ``ESC``
 (0xDB) bytes escaped (``ESC ESC_END`` / ``ESC ESC_ESC``), preceded and followed by one
-``END``. The content is ``type, payload..., crc`` where ``crc`` is CRC-8 (polynomial
-0x07, initial value 0, no reflection, no final XOR: CRC-8/SMBUS) of ``type`` and the
-payload. Multi-byte fields are little-endian. A host resynchronises by sending ``END``:
-the device drops any partial frame, and an empty frame is ignored.
+``END``. The content is ``type, payload..., crc`` where ``crc`` is the CRC-16/XMODEM
+(polynomial 0x1021, initial value 0, no reflection, no final XOR) of ``type`` and the
+payload, two bytes, most significant first, so that the CRC of a whole content is 0.
+Other multi-byte fields are little-endian. A content is at most :data:`MAX_FRAME_BYTES`
+long, the length up to which every error of up to 3 bits is detected (protocol version
+1 had a CRC-8, which missed two bit errors 127 bits apart). A host resynchronises by
+sending ``END``: the device drops any partial frame, and an empty frame is ignored.
 """
 
 from __future__ import annotations
@@ -24,17 +27,26 @@ from ttforge.errors import ConfigError, ProtocolError
 
 __all__ = [
     "END", "ESC", "ESC_END", "ESC_ESC", "PROTOCOL_VERSION", "Cmd", "Status", "OUTPUT_TYPE",
-    "crc8", "slip_encode", "SlipDecoder", "encode_request", "encode_response",
+    "crc16", "CRC_BYTES", "MAX_DATA_BYTES", "slip_encode", "SlipDecoder", "encode_request", "encode_response",
     "write32", "read32", "write_burst", "stream_in", "ping",
     "Response", "OutputFrame", "BadFrame", "Parser", "ProtocolError",
     "MAX_BURST", "MAX_STREAM", "MAX_FRAME_BYTES", "pack_elements", "unpack_elements", "split_bursts",
 ]
 
 END, ESC, ESC_END, ESC_ESC = 0xC0, 0xDB, 0xDC, 0xDD
-PROTOCOL_VERSION = 1
-#: largest WRITE_BURST (words) and STREAM_IN (elements) in one frame (u16 count fields)
-MAX_BURST = 0xFFFF
-MAX_STREAM = 0xFFFF
+PROTOCOL_VERSION = 2
+#: bytes of the CRC at the end of a content
+CRC_BYTES = 2
+#: The longest ``type`` + payload. CRC-16 polynomial 0x1021 is (x + 1) times a primitive
+#: polynomial of degree 15: it detects every odd number of bit errors, and two errors
+#: only when they are 2**15 - 1 = 32,767 bits apart or more, so every error of up to 3
+#: bits is detected in up to 32,767 - 16 = 32,751 bits of type and payload (4,093 bytes).
+#: A longer frame would lose that guarantee: no request or output frame may be longer.
+MAX_DATA_BYTES = 4093
+#: largest WRITE_BURST (words) in one frame: ``type``, ``addr``, ``n`` and the words
+MAX_BURST = (MAX_DATA_BYTES - 7) // 4
+#: largest STREAM_IN (1-byte elements; ``B``-byte elements: ``(MAX_DATA_BYTES - 3) // B``)
+MAX_STREAM = MAX_DATA_BYTES - 3
 
 
 class Cmd(enum.IntEnum):
@@ -69,12 +81,16 @@ AXI_RESP = {0: "OKAY", 1: "EXOKAY", 2: "SLVERR", 3: "DECERR"}
 
 # ------------------------------------------------------------------ CRC and SLIP
 
+#: the CRC's polynomial (x^16 + x^12 + x^5 + 1, the x^16 term implied)
+CRC_POLY = 0x1021
+
+
 def _crc_table() -> list[int]:
     t = []
     for b in range(256):
-        c = b
+        c = b << 8
         for _ in range(8):
-            c = ((c << 1) ^ 0x07) & 0xFF if c & 0x80 else (c << 1) & 0xFF
+            c = ((c << 1) ^ CRC_POLY) & 0xFFFF if c & 0x8000 else (c << 1) & 0xFFFF
         t.append(c)
     return t
 
@@ -82,11 +98,29 @@ def _crc_table() -> list[int]:
 _CRC = _crc_table()
 
 
-def crc8(data: Iterable[int], crc: int = 0) -> int:
-    """CRC-8/SMBUS (poly 0x07, init 0). ``crc8(m + bytes([crc8(m)])) == 0``."""
+def crc16(data: Iterable[int], crc: int = 0) -> int:
+    """CRC-16/XMODEM (poly 0x1021, init 0, no reflection, no final XOR).
+
+    ``crc16(m + crc16(m).to_bytes(2, "big")) == 0``."""
     for b in data:
-        crc = _CRC[(crc ^ b) & 0xFF]
+        crc = ((crc << 8) & 0xFFFF) ^ _CRC[(crc >> 8) ^ (b & 0xFF)]
     return crc
+
+
+def _crc8(data: bytes) -> int:
+    """Protocol version 1's CRC-8/SMBUS (poly 0x07, init 0): only to recognise its frames."""
+    crc = 0
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x07) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
+    return crc
+
+
+#: :attr:`BadFrame.reason` of a frame that fails the CRC-16 but checks as a version-1
+#: frame (a CRC-8): the board runs a bitstream of protocol version 1 (or, 1 time in
+#: 256, a corrupt frame looks like one)
+V1_FRAME = "bad CRC (a protocol version 1 frame: CRC-8)"
 
 
 def slip_encode(content: bytes) -> bytes:
@@ -103,11 +137,11 @@ def slip_encode(content: bytes) -> bytes:
     return bytes(out)
 
 
-#: The longest frame content a decoder keeps: an output frame of :data:`MAX_STREAM`
-#: 32-bit elements and its header. A longer frame is bad and only its first this many
-#: bytes are kept (a port that babbles without a frame delimiter grew the host without
-#: bound for the whole ``--timeout``).
-MAX_FRAME_BYTES = 4 * MAX_STREAM + 16
+#: The longest frame content (``type``, payload, CRC) the protocol allows and a decoder
+#: keeps. A longer frame is bad and only its first this many bytes are kept (a port that
+#: babbles without a frame delimiter grew the host without bound for the whole
+#: ``--timeout``).
+MAX_FRAME_BYTES = MAX_DATA_BYTES + CRC_BYTES
 
 
 class SlipDecoder:
@@ -156,7 +190,11 @@ class SlipDecoder:
 # -------------------------------------------------------------------- requests
 
 def _frame(content: bytes) -> bytes:
-    return slip_encode(content + bytes([crc8(content)]))
+    if len(content) > MAX_DATA_BYTES:
+        raise ConfigError(f"a frame of {len(content):,} bytes is longer than the protocol's "
+                          f"{MAX_DATA_BYTES:,} (its CRC-16 detects every 3-bit error only up to "
+                          "there); send less in one frame")
+    return slip_encode(content + crc16(content).to_bytes(CRC_BYTES, "big"))
 
 
 def encode_request(cmd: int, payload: bytes = b"") -> bytes:
@@ -202,8 +240,10 @@ def unpack_elements(data: bytes, elem_bytes: int) -> list[int]:
 
 def stream_in(values: Iterable[int], elem_bytes: int) -> bytes:
     values = list(values)
-    if not 1 <= len(values) <= MAX_STREAM:
-        raise ConfigError(f"a vector has 1..{MAX_STREAM} elements, got {len(values)}")
+    most = (MAX_DATA_BYTES - 3) // max(int(elem_bytes), 1)
+    if not 1 <= len(values) <= most:
+        raise ConfigError(f"a vector has 1..{most} elements of {elem_bytes} bytes (one frame of "
+                          f"at most {MAX_DATA_BYTES:,} bytes), got {len(values)}")
     return encode_request(Cmd.STREAM_IN, struct.pack("<H", len(values)) + pack_elements(values, elem_bytes))
 
 
@@ -292,11 +332,11 @@ def encode_output(data: bytes) -> bytes:
 
 
 def _decode(content: bytes) -> Response | OutputFrame | BadFrame:
-    if len(content) < 2:
+    if len(content) < 1 + CRC_BYTES:
         return BadFrame(content, "frame shorter than type + crc")
-    if crc8(content) != 0:
-        return BadFrame(content, "bad CRC")
-    t, body = content[0], content[1:-1]
+    if crc16(content) != 0:
+        return BadFrame(content, V1_FRAME if _crc8(content) == 0 else "bad CRC")
+    t, body = content[0], content[1:-CRC_BYTES]
     if t == OUTPUT_TYPE:
         return OutputFrame(bytes(body))
     try:
@@ -336,4 +376,4 @@ class Parser:
         return self._slip.pending
 
 
-__all__ += ["encode_output", "AXI_RESP"]
+__all__ += ["encode_output", "AXI_RESP", "CRC_POLY", "V1_FRAME"]

@@ -428,7 +428,7 @@ class LinkModel:
         import struct
 
         for content, ok in self._dec.feed(data):
-            cmd, body = P.Cmd(content[0]), content[1:-1]
+            cmd, body = P.Cmd(content[0]), content[1:-P.CRC_BYTES]
             if cmd == P.Cmd.READ32:
                 r = P.Response(cmd, 0, data=self.mem.get(struct.unpack("<I", body[:4])[0], 0))
             elif cmd == P.Cmd.WRITE_BURST:

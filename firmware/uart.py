@@ -19,7 +19,7 @@ The bridge is a chain of small components joined by ``amaranth.lib.stream`` inte
   of input vectors on ``m_axis`` (STREAM_IN), and one response per request to the
   :class:`FrameSender`.
 * :class:`FrameSender`: responses and output-vector frames (every ``s_axis`` beat of the
-  core) as bytes, with their CRC-8 (0x07); :class:`SlipEscaper` escapes them.
+  core) as bytes, with their CRC-16 (0x1021); :class:`SlipEscaper` escapes them.
 * :class:`Bridge` joins parser, master and sender; :class:`BridgeCore` adds the UART,
   the FIFO and the escaper (the pins level).
 
@@ -32,14 +32,15 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, enum, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ttforge.firmware.protocol import END, ESC, ESC_END, ESC_ESC, OUTPUT_TYPE, PROTOCOL_VERSION, Cmd, Status
+from ttforge.firmware.protocol import (CRC_BYTES, CRC_POLY, END, ESC, ESC_END, ESC_ESC, OUTPUT_TYPE,
+                                       PROTOCOL_VERSION, Cmd, Status)
 from ttforge.hw.axil import AXI4LiteSignature, DATA_BITS
 from ttforge.hw.axis import AXISSignature
 
 __all__ = ["UARTRx", "UARTTx", "StreamFIFO", "SlipEscaper", "HandshakeTimeout", "TxByte",
            "AXI4LiteMaster", "axil_request_layout", "AXIL_RESPONSE", "RESPONSE", "CommandParser",
-           "FrameSender", "Bridge", "BridgeCore", "crc8_next", "MIN_DIVISOR", "MAX_DIVISOR", "RX_FIFO_DEPTH",
-           "AXIL_TIMEOUT_TICKS"]
+           "FrameSender", "Bridge", "BridgeCore", "crc16_next", "CRC_BITS", "MIN_DIVISOR", "MAX_DIVISOR",
+           "RX_FIFO_DEPTH", "AXIL_TIMEOUT_TICKS"]
 
 MIN_DIVISOR = 4
 #: The largest: the bit counter is 20 bits wide.
@@ -99,27 +100,34 @@ def _select(m: Module, index, values, out):
                 m.d.comb += out.eq(v)
 
 
-def _crc8_matrix() -> list[tuple[list[int], list[int]]]:
-    """For each output bit of one CRC-8 (0x07) byte step: (crc bits, data bits) XORed."""
-    # symbolic bits: ("c", i) or ("d", i); each register bit is a set (XOR)
-    reg = [{("c", i)} for i in range(8)]
+#: width of the CRC register (``protocol.CRC_BYTES`` bytes)
+CRC_BITS = 8 * CRC_BYTES
+
+
+def _crc_matrix(width: int, poly: int) -> list[tuple[list[int], list[int]]]:
+    """For each output bit of one byte step of an MSB-first CRC of ``width`` bits and
+    polynomial ``poly``: (crc bits, data bits) XORed."""
+    # symbolic bits: ("c", i) or ("d", i); each register bit is a set (XOR). The byte
+    # enters at the top of the register (MSB first), then 8 shifts with feedback.
+    reg = [{("c", i)} for i in range(width)]
     for i in range(8):
-        reg[i] ^= {("d", i)}
+        reg[width - 8 + i] ^= {("d", i)}
     for _ in range(8):
-        top = reg[7]
-        reg = [set()] + reg[:7]
-        for i in (0, 1, 2):   # 0x07
-            reg[i] = reg[i] ^ top
+        top = reg[width - 1]
+        reg = [set()] + reg[:width - 1]
+        for i in range(width):
+            if poly >> i & 1:
+                reg[i] = reg[i] ^ top
     return [(sorted(i for k, i in r if k == "c"), sorted(i for k, i in r if k == "d")) for r in reg]
 
 
-_CRC8_MATRIX = _crc8_matrix()
+_CRC_MATRIX = _crc_matrix(CRC_BITS, CRC_POLY)
 
 
-def crc8_next(crc, byte):
-    """The CRC-8/SMBUS register after one more byte (an XOR network, no loop)."""
+def crc16_next(crc, byte):
+    """The CRC-16/XMODEM register after one more byte (an XOR network, no loop)."""
     bits = []
-    for cs, ds in _CRC8_MATRIX:
+    for cs, ds in _CRC_MATRIX:
         terms = [crc[i] for i in cs] + [byte[i] for i in ds]
         v = terms[0]
         for t in terms[1:]:
@@ -466,8 +474,8 @@ class CommandParser(_FrameSide):
         n_items = Signal(16)
         done = Signal(16)
         ebyte = Signal(2)
-        tail = Signal(2)
-        crc = Signal(8)
+        tail = Signal(2)             # bytes after the payload: the CRC's (CRC_BYTES of them)
+        crc = Signal(CRC_BITS)
         bad_esc = Signal()
         overrun = Signal()
         stalled = Signal()
@@ -531,7 +539,7 @@ class CommandParser(_FrameSide):
         m.d.sync += [
             hdr_more.eq(hdr_short), hdr_last.eq(hdr_cnt + 1 == hdr_len),
             body_more.eq(in_body & body_short), last_el.eq(done + 1 == n_items),
-            bad_len.eq(hdr_short | (in_body & (body_short | (n_items == 0))) | (tail != 1)),
+            bad_len.eq(hdr_short | (in_body & (body_short | (n_items == 0))) | (tail != CRC_BYTES)),
         ]
         status = Signal(3)
         m.d.comb += status.eq(
@@ -564,7 +572,7 @@ class CommandParser(_FrameSide):
                     with m.Elif(b_esc & ~esc):
                         m.d.sync += esc.eq(1)
                     with m.Else():
-                        m.d.sync += [esc.eq(0), crc.eq(crc8_next(crc, data_b))]
+                        m.d.sync += [esc.eq(0), crc.eq(crc16_next(crc, data_b))]
                         with m.If(esc & ~b_esc_end & ~b_esc_esc):
                             m.d.sync += bad_esc.eq(1)
                         with m.If(~started):
@@ -671,9 +679,9 @@ class CommandParser(_FrameSide):
 
 class FrameSender(_FrameSide):
     """Responses (``response``) and output vectors (``s_axis``, every beat of the core up
-    to ``tlast``) -> frames of :class:`TxByte` (``o``): END, type, body, CRC-8, END (END
-    raw; the escaper escapes the rest). A response frame and an output frame never
-    interleave; a response waiting wins. An output frame whose next beat does not come
+    to ``tlast``) -> frames of :class:`TxByte` (``o``): END, type, body, CRC-16 (two
+    bytes, high first), END (END raw; the escaper escapes the rest). A response frame and
+    an output frame never interleave; a response waiting wins. An output frame whose next beat does not come
     within ``stall_ticks`` ticks is closed."""
 
     # one state sequence for both kinds of frame (``output`` tells them apart): a
@@ -706,13 +714,14 @@ class FrameSender(_FrameSide):
         state = Signal(S)
         timer = HandshakeTimeout(m, self.tick, self.stall_ticks, name="out")
 
-        tcrc = Signal(8)
+        tcrc = Signal(CRC_BITS)
+        crc_left = Signal(range(CRC_BYTES))   # CRC bytes still to send after this one
         tidx = Signal(3)
         obyte = Signal(range(max(B * E, 2)))
         send = Signal()
         m.d.comb += send.eq(o.valid & o.ready)
         with m.If(send & ~o.p.raw):
-            m.d.sync += tcrc.eq(crc8_next(tcrc, o.p.data))
+            m.d.sync += tcrc.eq(crc16_next(tcrc, o.p.data))
 
         # the response body: byte tidx for cmd, and its length
         r_len = Signal(3)
@@ -747,7 +756,7 @@ class FrameSender(_FrameSide):
         output = Signal()            # the frame is an output vector (else a response)
         with m.Switch(state):
             with m.Case(S.IDLE):
-                m.d.sync += [tcrc.eq(0), tidx.eq(0), obyte.eq(0)]
+                m.d.sync += [tcrc.eq(0), tidx.eq(0), obyte.eq(0), crc_left.eq(CRC_BYTES - 1)]
                 with m.If(self.response.valid):
                     m.d.sync += [output.eq(0), state.eq(S.START)]
                 with m.Elif(self.s_axis.tvalid):
@@ -774,7 +783,15 @@ class FrameSender(_FrameSide):
                         m.d.comb += self.s_axis.tready.eq(1)     # the beat is sent: take it
                         m.d.sync += state.eq(Mux(self.s_axis.tlast, S.CRC, S.WAIT))
             with m.Case(S.CRC):
-                put(tcrc, S.STOP)
+                # always the register's top byte: a CRC byte goes through the register
+                # like any other, and a byte equal to the top byte shifts the register up
+                # by 8 with no feedback, so the next CRC byte is then on top (and the
+                # register is 0 after the last one; no second register, no byte select)
+                m.d.comb += [o.valid.eq(1), o.p.data.eq(tcrc[CRC_BITS - 8:])]
+                with m.If(o.ready):
+                    m.d.sync += crc_left.eq(crc_left - 1)
+                    with m.If(crc_left == 0):
+                        m.d.sync += state.eq(S.STOP)
             with m.Case(S.STOP):
                 put(END, S.IDLE, raw=True)
                 m.d.comb += self.response.ready.eq(o.ready & ~output)   # the response is sent

@@ -14,7 +14,7 @@ from amaranth.sim import Simulator
 
 from ttforge.firmware import protocol as P
 from ttforge.firmware.protocol import Cmd, Response, Status
-from ttforge.firmware.uart import Bridge, BridgeCore, SlipEscaper, UARTRx, UARTTx, crc8_next
+from ttforge.firmware.uart import Bridge, BridgeCore, SlipEscaper, UARTRx, UARTTx, crc16_next
 from ttforge.hw.axil import AXI4LiteSlave, RegisterFile
 
 from tests.support.axil import ADDR_BITS, REGS, WINS
@@ -130,21 +130,21 @@ def frames(*rs):
     return b"".join(P.encode_response(r) if isinstance(r, Response) else r for r in rs)
 
 
-def test_crc8_hardware_matches_protocol():
+def test_crc16_hardware_matches_protocol():
     from amaranth.sim import Simulator as S
-    crc = Signal(8)
+    crc = Signal(16)
     byte = Signal(8)
-    out = Signal(8)
+    out = Signal(16)
     m = Module()
-    m.d.comb += out.eq(crc8_next(crc, byte))
+    m.d.comb += out.eq(crc16_next(crc, byte))
     rng = random.Random(1)
 
     async def tb(ctx):
-        for _ in range(300):
-            c, b = rng.randrange(256), rng.randrange(256)
+        for c, b in [(0, 0), (0xFFFF, 0xFF), (0x8000, 0), (0, 0x80)] + [
+                (rng.randrange(1 << 16), rng.randrange(256)) for _ in range(300)]:
             ctx.set(crc, c)
             ctx.set(byte, b)
-            assert ctx.get(out) == P.crc8([b], c)
+            assert ctx.get(out) == P.crc16([b], c)
 
     sim = S(m)
     sim.add_testbench(tb)
@@ -223,21 +223,50 @@ def test_wide_elements():
     assert out.elements(2) == [0x1235, 0, -0x8000, -0x7FFF]
 
 
+def _with_crc(content: bytes) -> bytes:
+    return content + P.crc16(content).to_bytes(2, "big")
+
+
+def _crc8_smbus(data: bytes) -> int:
+    """Protocol version 1's CRC-8 (polynomial 0x07), to show what it missed."""
+    c = 0
+    for b in data:
+        c ^= b
+        for _ in range(8):
+            c = ((c << 1) ^ 0x07) & 0xFF if c & 0x80 else (c << 1) & 0xFF
+    return c
+
+
+def test_two_bit_error_crc8_missed_is_refused():
+    """Two bits 127 apart flipped in a WRITE_BURST's words: version 1's CRC-8 (period
+    127) checked and the bridge answered OK; the CRC-16 does not check (BAD_CRC; the
+    words run as they arrive, the host fails the load on the status)."""
+    dut = Dut()
+    ((content, _),) = P.SlipDecoder().feed(P.write_burst(0x800, [1, 2, 3, 4, 5]))
+    bad = bytearray(content)
+    for k in (8 * 7, 8 * 7 + 127):                       # in words 0 and 3
+        bad[k // 8] ^= 0x80 >> (k % 8)
+    body = 1 + 4 + 2 + 4 * 5                             # type, addr, n, the words
+    assert _crc8_smbus(bad[:body]) == _crc8_smbus(content[:body])
+    got = run(dut, P.slip_encode(bytes(bad)), cycles=3000)
+    assert got == frames(Response(Cmd.WRITE_BURST, Status.BAD_CRC, resp=0, count=5))
+
+
 def test_bad_frames_are_reported_and_resync():
     dut = Dut()
     good = P.write32(0x20, 7)
     corrupt = bytearray(good)
     corrupt[3] ^= 0x01                                     # a data bit: CRC fails
-    short = P.slip_encode(bytes([Cmd.WRITE32, 1, 2, 3]) + bytes([P.crc8([Cmd.WRITE32, 1, 2, 3])]))
+    short = P.slip_encode(_with_crc(bytes([Cmd.WRITE32, 1, 2, 3])))
     unknown = P.encode_request(0x33, b"")
     req = (bytes(corrupt) + short + unknown + b"\xC0\xC0\xC0" + b"\x55\x66" + bytes([P.END])
            + P.read32(0x20))
     got = run(dut, req, cycles=3000)
     want = frames(Response(Cmd.WRITE32, Status.BAD_CRC, resp=0),
                   Response(Cmd.WRITE32, Status.BAD_LENGTH, resp=0),
-                  P.slip_encode(bytes([0xB3, Status.BAD_CMD]) + bytes([P.crc8([0xB3, Status.BAD_CMD])])),
+                  P.slip_encode(_with_crc(bytes([0xB3, Status.BAD_CMD]))),
                   # "\x55\x66" is a frame of garbage: 0x55 is not a command
-                  P.slip_encode(bytes([0xD5, Status.BAD_CMD]) + bytes([P.crc8([0xD5, Status.BAD_CMD])])),
+                  P.slip_encode(_with_crc(bytes([0xD5, Status.BAD_CMD]))),
                   Response(Cmd.READ32, 0, resp=0, data=0))     # the bad write never ran
     assert got == want
 

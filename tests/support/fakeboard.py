@@ -56,8 +56,8 @@ class FakeBoard:
     # ---------------------------------------------------------------- the transport
     def write(self, data: bytes, timeout: float | None = None) -> None:
         for content, ok in self._dec.feed(data):
-            if ok and len(content) >= 2 and P.crc8(content) == 0:
-                self._handle(content[0], content[1:-1])
+            if ok and len(content) > P.CRC_BYTES and P.crc16(content) == 0:
+                self._handle(content[0], content[1:-P.CRC_BYTES])
 
     def read(self, timeout: float) -> bytes:
         end = time.monotonic() + max(0.0, timeout)
