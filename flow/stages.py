@@ -33,7 +33,7 @@ from ttforge import __version__
 from ttforge.errors import ConfigError, TTForgeError
 from ttforge.errors import EXIT_ENVIRONMENT, FlowError
 from ttforge.atomic import (atomic_dir, atomic_write_bytes, check_output_dir, check_owned_dir,
-                            check_writable, make_output_dir, output_lock, sha256_file)
+                            check_writable, clean_stale, make_output_dir, output_lock, sha256_file)
 
 __all__ = ["STAGES", "FlowError", "StageResult", "FlowResult", "run_flow", "fingerprint",
            "RECORD", "read_record"]
@@ -115,9 +115,20 @@ def _intact(stage_dir: Path, rec: dict[str, Any]) -> bool:
 
 
 def _clean_leftovers(root: Path) -> None:
-    """Temporary directories of interrupted runs (``.<stage>.*``) are removed."""
+    """Remove what interrupted runs left in ``root``; called under the build's
+    :func:`~ttforge.atomic.output_lock`, before ``root`` is judged a flow build or not.
+
+    A stage directory a killed run moved aside comes back and the temporaries of ended
+    processes go (:func:`ttforge.atomic.clean_stale`, by the pid in their names). A
+    stage's temporary whose pid still looks alive goes too: the lock says no run writes
+    into ``root``, so the pid was reused or is one of another PID namespace. Only names
+    of ttforge's form are touched (``.<stage>.ttforge-<pid>.<random>.tmp``/``.old``)."""
+    if not root.is_dir():
+        return
+    for name in (*STAGES, *PUBLISHED):
+        clean_stale(root, name)
     for p in root.glob(".*"):
-        if p.is_dir() and any(p.name.startswith(f".{s}.") for s in STAGES):
+        if any(p.name.startswith(f".{s}.ttforge-") for s in STAGES) and p.is_dir() and not p.is_symlink():
             shutil.rmtree(p, ignore_errors=True)
 
 
@@ -596,6 +607,9 @@ def run_flow(cfg, out_dir: str | os.PathLike | None = None, *, until: str | None
     # one run at a time into a build (as train --out): a second flow started with the
     # first found the first's temporary stage directory and called the build not a flow's
     with output_lock(root, "--out"):
+        # a run killed in its first stage left only its temporary: that is no user's file
+        # (the rerun refused the build as "not a ttforge flow build")
+        _clean_leftovers(root)
         if root.is_dir() and any(root.iterdir()) and not any((root / s / RECORD).is_file() for s in STAGES):
             raise ConfigError(f"--out {root} is not empty and not a ttforge flow build; choose an empty "
                               f"or new directory")
@@ -615,7 +629,6 @@ def run_flow(cfg, out_dir: str | os.PathLike | None = None, *, until: str | None
 
 
 def _run_stages(cfg, root: Path, until, force, short, on_stage, on_done, say) -> FlowResult:
-    _clean_leftovers(root)
     ctx = _Ctx(cfg, root, short, say or (lambda s: None))
     result = FlowResult(cfg, root)
     forced = set(STAGES) if "all" in force else set(force)

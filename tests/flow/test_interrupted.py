@@ -1,0 +1,83 @@
+"""What an interrupted or tampered-with flow build leaves, and how the next run takes it:
+a run killed (SIGKILL) in its first stage, a sweep killed before its first point ends,
+a FIFO in place of a stage's file."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ttforge.cli import main
+from ttforge.flow import default_config, run_flow
+from ttforge.flow import stages as stages_mod
+
+
+def _dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+@pytest.fixture
+def quick_stages(monkeypatch):
+    """``train`` and ``report`` as stand-ins that write one file each (the machinery of
+    running, skipping and cleaning is what these tests look at, not the stages)."""
+    calls = []
+
+    def stage(name):
+        def run(ctx, out):
+            calls.append(name)
+            (out / f"{name}.txt").write_text(name)
+            return {}, name
+        return run
+
+    for name in ("train", "report"):
+        monkeypatch.setitem(stages_mod._RUN, name, stage(name))
+    monkeypatch.setattr(stages_mod, "_publish", lambda root: None)
+    return calls
+
+
+def test_a_run_killed_in_its_first_stage_can_be_rerun(tmp_path, quick_stages, capsys):
+    """SIGKILL during ``train`` of a new build left only ``.train.ttforge-<pid>.*.tmp``; the
+    rerun called the directory "not a ttforge flow build" (exit 2) for good. The dead
+    run's temporary goes, the flow runs."""
+    out = tmp_path / "f_k"
+    half = out / f".train.ttforge-{_dead_pid()}.abc123.tmp"
+    half.mkdir(parents=True)
+    (half / "metrics.json").write_text("{half")
+    assert main(["flow", "--short", "--until", "train", "--out", str(out)]) == 0, capsys.readouterr().err
+    assert quick_stages == ["train", "report"]
+    assert sorted(p.name for p in out.iterdir()) == ["report", "train"]
+
+
+def test_a_stage_moved_aside_by_a_killed_run_comes_back(tmp_path, quick_stages):
+    """A run killed between moving the old ``train/`` aside and renaming the new one in:
+    the old stage is put back and skipped (it was deleted with the temporaries, and ran
+    again); a temporary whose pid is alive (reused, or of another PID namespace) is gone
+    too, since the build's lock says no run writes there."""
+    out = tmp_path / "b"
+    run_flow(default_config(), out, until="train", short=True)
+    os.rename(out / "train", out / f".train.ttforge-{_dead_pid()}.xyz.old")
+    other = out / f".train.ttforge-{os.getppid()}.xyw.tmp"
+    other.mkdir()
+    quick_stages.clear()
+    res = run_flow(default_config(), out, until="train", short=True)
+    assert res.stage("train").status == "skipped" and quick_stages == []
+    assert sorted(p.name for p in out.iterdir()) == ["report", "train"]
+
+
+def test_a_users_directory_is_still_refused(tmp_path, quick_stages, capsys):
+    """Only ttforge's own temporaries are taken away: a directory holding anything else
+    is refused as before, and kept."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / ".train.notes").write_text("mine")
+    (out / f".train.ttforge-{_dead_pid()}.abc.tmp").mkdir()
+    assert main(["flow", "--short", "--until", "train", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "is not empty and not a ttforge flow build" in err and err.count("\n") == 1
+    assert (out / ".train.notes").read_text() == "mine" and quick_stages == []
