@@ -32,6 +32,7 @@ import numpy as np
 from ttforge import __version__
 from ttforge.errors import ConfigError, TTForgeError
 from ttforge.errors import EXIT_ENVIRONMENT, FlowError
+from ttforge.limits import open_regular, read_bounded
 from ttforge.atomic import (atomic_dir, atomic_write_bytes, check_output_dir, check_owned_dir,
                             check_writable, clean_stale, make_output_dir, output_lock, sha256_file)
 
@@ -95,23 +96,45 @@ def _own_stage(stage_dir: Path) -> None:
                     flag="--out", command="ttforge flow")
 
 
+#: The largest ``stage.json`` read back (a few kB; the report's holds every stage's summary).
+_RECORD_BYTES = 1 << 24
+#: The largest stage output hashed to check it (a bitstream, ``model.ttfa``, ``vectors.npz``:
+#: megabytes); a larger one is not intact and the stage runs again.
+_OUTPUT_BYTES = 1 << 32
+
+
 def read_record(stage_dir: Path) -> dict[str, Any] | None:
-    """The ``stage.json`` of a completed stage, or ``None`` (missing or unreadable)."""
+    """The ``stage.json`` of a completed stage, or ``None`` (missing, unreadable, not a
+    regular file, or not a stage record)."""
+    # open_regular: a FIFO in its place blocked flow for good
     try:
-        rec = json.loads((stage_dir / RECORD).read_text())
-    except (OSError, ValueError):
+        rec = json.loads(read_bounded(stage_dir / RECORD, "stage record", _RECORD_BYTES, ConfigError))
+    except (ConfigError, ValueError, RecursionError):
         return None
     return rec if isinstance(rec, dict) and rec.get("format") == _FORMAT else None
 
 
+def _output_digest(path: Path) -> str | None:
+    """The sha256 of the stage output ``path``, or ``None`` when it is not a regular file
+    (a FIFO, a device: opening one blocked flow for good) or cannot be read."""
+    try:
+        f, _ = open_regular(path, "stage output", _OUTPUT_BYTES, ConfigError)
+    except ConfigError:
+        return None
+    with f:
+        try:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+        except OSError:
+            return None
+
+
 def _intact(stage_dir: Path, rec: dict[str, Any]) -> bool:
+    """Whether every output ``rec`` lists is in ``stage_dir``, a regular file with the
+    sha256 it was written with."""
     outputs = rec.get("outputs")
     if not isinstance(outputs, dict):
         return False
-    try:
-        return all(sha256_file(stage_dir / name) == digest for name, digest in outputs.items())
-    except OSError:
-        return False
+    return all(_output_digest(stage_dir / name) == digest for name, digest in outputs.items())
 
 
 def _clean_leftovers(root: Path) -> None:

@@ -81,3 +81,48 @@ def test_a_users_directory_is_still_refused(tmp_path, quick_stages, capsys):
     err = capsys.readouterr().err
     assert "is not empty and not a ttforge flow build" in err and err.count("\n") == 1
     assert (out / ".train.notes").read_text() == "mine" and quick_stages == []
+
+
+class _Hung(Exception):
+    pass
+
+
+def _within(seconds: int):
+    """Raise :class:`_Hung` in the test if the block takes longer than ``seconds``."""
+    import contextlib
+    import signal
+
+    @contextlib.contextmanager
+    def block():
+        def ring(*_):
+            raise _Hung(f"still running after {seconds} s")
+        old = signal.signal(signal.SIGALRM, ring)
+        signal.alarm(seconds)
+        try:
+            yield
+        finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, old)
+    return block()
+
+
+@pytest.mark.parametrize("victim", ["train/train.txt", "report/stage.json"])
+def test_a_fifo_in_a_build_is_one_line_not_a_hang(tmp_path, quick_stages, capsys, victim):
+    """A FIFO in place of a stage's output or of its ``stage.json`` hung ``flow`` for good
+    (both were opened with a plain ``open``). It is not intact, so the stage would run
+    again; as for ``generate -o`` and ``sweep --out``, a stage directory holding what the
+    flow never writes is then refused in one line (exit 2), the FIFO left as it is."""
+    import stat
+
+    out = tmp_path / "b"
+    run_flow(default_config(), out, until="train", short=True)
+    fifo = out / victim
+    fifo.unlink()
+    os.mkfifo(fifo)
+    quick_stages.clear()
+    with _within(20):
+        code = main(["flow", "--short", "--until", "train", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("ttforge flow: error: --out "), err
+    assert str(out / victim.split("/")[0]) in err and victim.split("/")[1] in err
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and quick_stages == []
