@@ -609,6 +609,11 @@ def _run_sweep(cfg: SweepConfig, out: Path, *, jobs: int | None, cluster: str | 
             # point builds land where the workers see this path; the table needs nothing shared)
             todo.append((i, base, (str((out / "points" / p.key).resolve()), p.flow, cfg.base_source,
                                    cfg.until, cfg.short)))
+    # the record before the first point starts: it is what makes --out this sweep's (a
+    # sweep killed before its first point ended left points/ only, and every later run
+    # refused --out as "not a ttforge sweep output"; now it resumes, and the point skips
+    # the flow stages it completed)
+    _write(res, final=False)
     last = [time.monotonic()]
 
     def finish(j: int, outcome: Any) -> None:

@@ -126,3 +126,47 @@ def test_a_fifo_in_a_build_is_one_line_not_a_hang(tmp_path, quick_stages, capsys
     assert code == 2 and err.count("\n") == 1 and err.startswith("ttforge flow: error: --out "), err
     assert str(out / victim.split("/")[0]) in err and victim.split("/")[1] in err
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and quick_stages == []
+
+
+_KILLED_IN_QUANTIZE = """
+import os, signal, sys
+from ttforge.flow import stages
+from ttforge.flow.sweep import load_sweep, run_sweep
+
+def killed(ctx, out):
+    (out / "model.ttfa").write_bytes(b"half")
+    os.kill(os.getpid(), signal.SIGKILL)   # no cleanup, no except clause runs
+
+stages._RUN["quantize"] = killed
+run_sweep(load_sweep(sys.argv[1]), sys.argv[2])
+"""
+
+
+def test_a_sweep_killed_in_its_first_point_resumes(tmp_path, monkeypatch):
+    """SIGKILL after the first point's train stage, before any point ended, left
+    ``points/<key>/{train,.quantize...tmp}`` and no ``sweep.json``: every later run refused
+    ``--out`` as "not a ttforge sweep output". The record is written before the first
+    point starts: the sweep resumes, and the point skips the train stage it completed."""
+    from tests.support.flows import TINY_FLOW_TOML
+    from ttforge.flow.sweep import load_sweep, run_sweep
+
+    (tmp_path / "base.toml").write_text(TINY_FLOW_TOML)
+    conf = tmp_path / "s.toml"
+    conf.write_text('[sweep]\nname = "t"\nflow = "base.toml"\n[grid]\nlanes = [1]\n')
+    out = tmp_path / "s_k"
+    p = subprocess.run([sys.executable, "-c", _KILLED_IN_QUANTIZE, str(conf), str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == -9, p.stderr[-2000:]
+    (point,) = (out / "points").iterdir()
+    trained = (point / "train" / "stage.json").read_bytes()
+    assert (point / "train" / "stage.json").is_file() and not (point / "quantize").exists()
+
+    def retrained(ctx, out):
+        raise AssertionError("the completed train stage ran again")
+
+    monkeypatch.setitem(stages_mod._RUN, "train", retrained)
+    res = run_sweep(load_sweep(conf), out)
+    assert [r["status"] for r in res.rows] == ["ok"], [r["reason"] for r in res.rows]
+    assert (point / "train" / "stage.json").read_bytes() == trained
+    assert (point / "compile" / "stage.json").is_file() and (out / "sweep.csv").is_file()
+    assert not [q.name for q in point.iterdir() if q.name.startswith(".")]
