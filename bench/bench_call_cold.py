@@ -29,6 +29,7 @@ Writes ``bench/results/call_cold.json`` (atomically).
 from __future__ import annotations
 
 import argparse
+import math
 import random
 import statistics
 import sys
@@ -37,8 +38,10 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from torch import nn
 
 from ttforge.model import fast
+from ttforge.model.layers import TTLinear
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench helpers
 import bench_speed  # noqa: E402
@@ -78,9 +81,13 @@ def _flush(mb: float) -> Callable[[], object]:
 
 def rows(case: str, batch: int) -> dict[str, Callable[[], object]]:
     """The calls of one case and batch (see the module docstring)."""
-    contenders, _ = bench_speed.build_case(bench_speed.CASES[case], keys=("ttforge", "dense"))
-    layer, dense = (c.module for c in contenders)
-    x = torch.randn(batch, layer.in_features)
+    c = bench_speed.CASES[case]
+    torch.manual_seed(0)
+    n_in, n_out = math.prod(c.in_modes), math.prod(c.out_modes)
+    # built here, not by bench_speed.build_case, which needs tensorly-torch
+    layer = TTLinear(n_in, n_out, ranks=c.rank, in_modes=c.in_modes, out_modes=c.out_modes)
+    dense = nn.Linear(n_in, n_out)
+    x = torch.randn(batch, n_in)
     cores = layer._core_list()
     plan = fast.plan_for(layer.tt_shape, batch)
     cache = fast.MergeCache()
