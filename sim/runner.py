@@ -23,8 +23,9 @@ import importlib.util
 import inspect
 import json
 import os
-import shutil
 import re
+import shutil
+import stat
 import subprocess
 import tempfile
 import time
@@ -34,7 +35,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from ttforge.atomic import JOB_MARKER, atomic_write_text, cache_lock, check_writable, job_dir
+from ttforge.atomic import JOB_MARKER, atomic_write_text, cache_lock, check_writable, job_dir, read_marker
 from ttforge.errors import ConfigError, OutputError, show, show_path
 from ttforge.errors import SimError, SimulatorMissing  # noqa: F401 - defined in ttforge.errors
 from ttforge.errors import ToolchainMissing
@@ -42,7 +43,8 @@ from ttforge.errors import ToolchainMissing
 __all__ = ["SIMULATORS", "SimBuild", "SimResult", "JobResult", "SimError", "SimulatorMissing",
            "build", "run_job", "run_inference", "available_simulators", "simulator_problem",
            "default_build_root", "emit_verilog", "generator_fingerprint",
-           "register_addresses", "TOP", "fault_supported", "run_testbench"]
+           "register_addresses", "TOP", "fault_supported", "run_testbench", "build_intact",
+           "build_product", "product_record", "content_sha256"]
 
 #: The simulators the runner knows (cocotb_tools.runner names).
 SIMULATORS = ("icarus", "verilator")
@@ -329,7 +331,9 @@ def emit_verilog(config, fault: str | None = None, *,
     the same few configurations: the text is kept in this process and, under
     ``cache_root`` (a simulator build root), in ``verilog/<key>.v`` named by a hash of the
     config, the fault and :func:`generator_fingerprint`, so that a worker process finds
-    what another emitted (written atomically; a changed generator is a new key)."""
+    what another emitted (written atomically; a changed generator is a new key). Beside
+    it ``<key>.json`` records the key and the text's sha256 (:func:`_read_emitted`): an
+    entry that does not match, or cannot be read, is emitted again and replaced."""
     key = (config, fault)
     if key in _EMITTED:
         return _EMITTED[key]
@@ -339,17 +343,80 @@ def emit_verilog(config, fault: str | None = None, *,
                                        "generator": generator_fingerprint()},
                                       sort_keys=True).encode()).hexdigest()[:24]
         path = Path(cache_root).expanduser() / "verilog" / f"{h}.v"
-        with contextlib.suppress(OSError, UnicodeDecodeError):
-            if path.is_file():
-                _EMITTED[key] = path.read_text(encoding="utf-8")
-                return _EMITTED[key]
+        text = _read_emitted(path, h)
+        if text is not None:
+            _EMITTED[key] = text
+            return text
     text = _emit_uncached(config, fault)
     _EMITTED[key] = text
     if path is not None:
-        with contextlib.suppress(OSError):   # a cache that cannot be written costs time only
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(path, text)
+        _write_emitted(path, path.stem, text)
     return text
+
+
+#: the largest emitted Verilog the cache reads back (a record claiming more is not ours)
+_MAX_EMITTED = 1 << 30
+
+
+def content_sha256(path: str | os.PathLike, limit: int | None = None) -> tuple[str, bytes | None] | None:
+    """The sha256 (hex) of the regular file ``path`` (not followed if a link; a FIFO is
+    never opened for good) and, with ``limit``, its bytes (``None`` above ``limit``);
+    ``None`` when it is anything else or cannot be read. How a cache entry is checked
+    before it is trusted (a swapped, truncated or emptied entry is a miss)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (OSError, ValueError):
+        return None
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        st = None
+    if st is None or not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        return None
+    with os.fdopen(fd, "rb") as f:
+        try:
+            keep = limit is not None and st.st_size <= limit
+            h, parts = hashlib.sha256(), []
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+                if keep:
+                    parts.append(block)
+        except OSError:
+            return None
+    return h.hexdigest(), (b"".join(parts) if keep else None)
+
+
+def _read_emitted(path: Path, key: str) -> str | None:
+    """The text of the emitted-Verilog cache entry ``path`` if its record (``<key>.json``:
+    this key, the text's sha256) vouches for it, else ``None`` (a miss)."""
+    rec = read_marker(path.with_suffix(".json"))
+    if not (isinstance(rec, dict) and rec.get("key") == key and isinstance(rec.get("sha256"), str)):
+        return None
+    got = content_sha256(path, _MAX_EMITTED)
+    if got is None or got[0] != rec["sha256"] or got[1] is None:
+        return None
+    try:
+        return got[1].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _write_emitted(path: Path, key: str, text: str) -> None:
+    """Write the cache entry ``path`` and then its record (each atomically, so a record
+    never vouches for a text it was not written after). A cache that cannot be written
+    costs time only: the text is in hand, and the builds key on it, not on this file."""
+    with contextlib.suppress(OSError, OutputError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # something else under the entry's name (a FIFO, a link: damage, never ttforge's)
+        # would refuse the write as if it were the user's output: it is cache, replace it
+        if os.path.lexists(path) and not (path.is_file() and not path.is_symlink()):
+            if path.is_dir() and not path.is_symlink():
+                return   # not removed (never ttforge's); this key is emitted each time
+            path.unlink()
+        atomic_write_text(path, text)
+        atomic_write_text(path.with_suffix(".json"), json.dumps(
+            {"key": key, "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}))
 
 
 def _emit(config, fault: str | None, cache_root: str | os.PathLike | None = None) -> str:
@@ -443,13 +510,15 @@ def build(config, sim: str, *, fault: str | None = None, waves: bool = False,
     key = h.hexdigest()[:20]
     bdir = root / f"{sim}-{key}"
     marker = bdir / "ttforge_build.json"
+    product = build_product(sim, bdir, TOP)
+    expect = {"key": key, "verilog_sha256": hashlib.sha256(text.encode()).hexdigest()}
     mk = dict(config=config, sim=sim, fault=fault, waves=bool(waves), build_dir=bdir, key=key)
-    if marker.is_file():
+    if build_intact(marker, expect, product):
         return SimBuild(**mk)
     with cache_lock(root / f"{sim}-{key}.lock"):   # another process may be building the same key
-        if marker.is_file():
+        if build_intact(marker, expect, product):
             return SimBuild(**mk)
-        fresh_build_dir(bdir)
+        fresh_build_dir(bdir)   # also a build whose files no longer match its marker
         files = {f"{TOP}.v": text}
         if sim == "verilator":
             from ttforge.hw.top import verilator_waivers
@@ -459,11 +528,41 @@ def build(config, sim: str, *, fault: str | None = None, waves: bool = False,
         cocotb_build(sim, root, bdir, TOP, files, waves=bool(waves))
         secs = time.perf_counter() - t0
         # the marker says "this build is complete": written last and atomically
-        atomic_write_text(marker, json.dumps({"sim": sim, "key": key, "fault": fault,
+        atomic_write_text(marker, json.dumps({"sim": sim, **expect, "fault": fault,
                                               "waves": bool(waves), "tool": version,
-                                              "config": config.to_dict(),
-                                              "build_seconds": secs}, indent=1))
+                                              "config": config.to_dict(), "build_seconds": secs,
+                                              **product_record(product)}, indent=1))
     return SimBuild(**mk, build_seconds=secs, cached=False)
+
+
+def build_product(sim: str, bdir: Path, top: str) -> Path:
+    """What a cocotb build of ``top`` in ``bdir`` runs: Icarus's ``sim.vvp``, Verilator's
+    executable (named ``top`` by ``cocotb_tools.runner``)."""
+    return bdir / ("sim.vvp" if sim == "icarus" else top)
+
+
+def product_record(product: Path) -> dict[str, str]:
+    """The fields of a build's marker that vouch for its ``product`` (name and sha256),
+    which :func:`build_intact` checks; a build that made none is a :class:`SimError`."""
+    got = content_sha256(product)
+    if got is None:
+        raise SimError(f"the build in {show_path(product.parent)} made no {product.name}; "
+                       f"see its build.log")
+    return {"product": product.name, "product_sha256": got[0]}
+
+
+def build_intact(marker: Path, expect: Mapping[str, object], product: Path) -> bool:
+    """Whether the cached build whose marker is ``marker`` may be used: the marker (JSON,
+    written last) holds every item of ``expect`` (its key, the sha256 of the Verilog it
+    compiled) and the sha256 of ``product`` as it is now. Anything else (no marker, a
+    marker of another build or of an older ttforge, a truncated or swapped simulator) is
+    a miss, rebuilt: a build that is not the one asked for gave verdicts of another
+    design (a clean ``sim.vvp`` made a fault pass) or failed every case for good."""
+    rec = read_marker(marker)
+    if not isinstance(rec, dict) or any(rec.get(k) != v for k, v in expect.items()):
+        return False
+    got = content_sha256(product)
+    return got is not None and rec.get("product_sha256") == got[0]
 
 
 # ----------------------------------------------------------------------------- jobs

@@ -112,7 +112,8 @@ def build_train(config, sim: str, *, waves: bool = False, build_root=None,
     """Compile ``TrainAccel(config)`` for ``sim`` (cached; a file lock serializes
     concurrent builds of one key). ``fault`` builds a deliberately broken engine
     (``hw.faults.TRAIN_FAULTS``; mutation runs). Raises ``SimulatorMissing`` or ``SimError``."""
-    from ttforge.sim.runner import _tool_version, build_root_dir, cocotb_build, fresh_build_dir
+    from ttforge.sim.runner import (_tool_version, build_intact, build_product, build_root_dir, cocotb_build,
+                                    fresh_build_dir, product_record)
 
     version = _tool_version(sim)
     text = _emit(config, fault)
@@ -123,11 +124,13 @@ def build_train(config, sim: str, *, waves: bool = False, build_root=None,
     root = build_root_dir(build_root, make=sim == "verilator")
     bdir = root / f"train-{sim}-{key}"
     marker = bdir / "ttforge_build.json"
+    product = build_product(sim, bdir, TRAIN_TOP)
+    expect = {"key": key, "verilog_sha256": hashlib.sha256(text.encode()).hexdigest()}
     mk = dict(config=config, sim=sim, build_dir=bdir, key=key, waves=bool(waves), fault=fault)
-    if marker.is_file():
+    if build_intact(marker, expect, product):   # the marker and the simulator it vouches for
         return TrainSimBuild(**mk)
     with cache_lock(root / f"train-{sim}-{key}.lock"):
-        if marker.is_file():
+        if build_intact(marker, expect, product):
             return TrainSimBuild(**mk)
         fresh_build_dir(bdir)
         files = {f"{TRAIN_TOP}.v": text}
@@ -138,8 +141,8 @@ def build_train(config, sim: str, *, waves: bool = False, build_root=None,
         t0 = time.perf_counter()
         cocotb_build(sim, root, bdir, TRAIN_TOP, files, waves=bool(waves))
         secs = time.perf_counter() - t0
-        atomic_write_text(marker, json.dumps({"sim": sim, "key": key, "tool": version,
-                                              "build_seconds": secs}, indent=1))
+        atomic_write_text(marker, json.dumps({"sim": sim, **expect, "tool": version, "build_seconds": secs,
+                                              **product_record(product)}, indent=1))
     return TrainSimBuild(**mk, build_seconds=secs, cached=False)
 
 

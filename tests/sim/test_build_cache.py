@@ -36,7 +36,7 @@ def fresh_process_cache(monkeypatch):
 def test_emitted_verilog_is_cached_on_disk_by_config_fault_and_generator(tmp_path, fresh_process_cache,
                                                                          monkeypatch):
     text = runner.emit_verilog(SMALL, None, cache_root=tmp_path)
-    files = sorted((tmp_path / "verilog").iterdir())
+    files = sorted((tmp_path / "verilog").glob("*.v"))   # each with its record, <key>.json
     assert len(files) == 1 and files[0].read_text() == text
     # another process (here: this one with its memory cleared) finds it without elaborating
     monkeypatch.setattr(runner, "_EMITTED", {})
@@ -49,11 +49,11 @@ def test_another_fault_or_generator_is_another_key(tmp_path, fresh_process_cache
     monkeypatch.setattr(runner, "_emit_uncached", lambda c, f: calls.append(f) or f"// {f}\n")
     runner.emit_verilog(SMALL, None, cache_root=tmp_path)
     runner.emit_verilog(SMALL, "requant_lsb", cache_root=tmp_path)
-    assert calls == [None, "requant_lsb"] and len(list((tmp_path / "verilog").iterdir())) == 2
+    assert calls == [None, "requant_lsb"] and len(list((tmp_path / "verilog").glob("*.v"))) == 2
     monkeypatch.setattr(runner, "_EMITTED", {})
     monkeypatch.setattr(runner, "_FINGERPRINT", ["a-changed-generator"])   # an edited hw/ source
     runner.emit_verilog(SMALL, None, cache_root=tmp_path)
-    assert calls == [None, "requant_lsb", None] and len(list((tmp_path / "verilog").iterdir())) == 3
+    assert calls == [None, "requant_lsb", None] and len(list((tmp_path / "verilog").glob("*.v"))) == 3
 
 
 def test_the_generator_fingerprint_follows_the_sources(tmp_path, monkeypatch):

@@ -1,0 +1,146 @@
+"""A cache entry is trusted only when its record vouches for its content: an emitted
+Verilog with its sha256 beside it, a simulator build whose marker holds the sha256 of
+the Verilog it compiled and of what it runs (``sim.vvp``, the Verilated executable,
+``ttf_native``). A swapped, truncated or emptied entry is a miss, rebuilt; it never gave
+a verdict of another design (a clean entry made ``regress --fault`` pass) nor failed
+every later run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+import ttforge.sim.runner as runner
+from ttforge.cli import main
+
+from tests.sim.test_build_cache import SMALL
+from tests.support.sims import _available
+
+REGRESS = ["regress", "--seed-start", "1", "--seeds", "1", "--vectors", "4", "--sim", "icarus"]
+
+
+@pytest.fixture
+def fresh_process_cache(monkeypatch):
+    monkeypatch.setattr(runner, "_EMITTED", {})
+
+
+# ----------------------------------------------------------------------------- emitted Verilog
+def _entry(root: Path) -> Path:
+    (v,) = sorted((root / "verilog").glob("*.v"))
+    return v
+
+
+@pytest.mark.parametrize("damage", ["swapped", "empty", "truncated", "record-of-another"])
+def test_a_damaged_emitted_verilog_is_emitted_again(tmp_path, monkeypatch, fresh_process_cache, damage):
+    calls = []
+    monkeypatch.setattr(runner, "_emit_uncached", lambda c, f: calls.append(f) or f"module m; // {f}\nendmodule\n")
+    good = runner.emit_verilog(SMALL, "requant_lsb", cache_root=tmp_path)
+    v = _entry(tmp_path)
+    if damage == "swapped":
+        v.write_text("module m; // None\nendmodule\n")   # the clean design's text
+    elif damage == "empty":
+        v.write_text("")
+    elif damage == "truncated":
+        v.write_text(good[:5])
+    else:   # the text and its record both copied from another key
+        other = tmp_path / "verilog" / "0123.v"
+        other.write_text("module m; // None\nendmodule\n")
+        runner._write_emitted(other, "0123", other.read_text())
+        shutil.copy(other, v)
+        shutil.copy(other.with_suffix(".json"), v.with_suffix(".json"))
+    monkeypatch.setattr(runner, "_EMITTED", {})   # another process
+    assert runner.emit_verilog(SMALL, "requant_lsb", cache_root=tmp_path) == good
+    assert calls == ["requant_lsb", "requant_lsb"] and v.read_text() == good   # healed
+    monkeypatch.setattr(runner, "_EMITTED", {})
+    assert runner.emit_verilog(SMALL, "requant_lsb", cache_root=tmp_path) == good and len(calls) == 2
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "link"])
+def test_something_else_in_place_of_an_entry_costs_time_only(tmp_path, monkeypatch, fresh_process_cache, kind):
+    """It was 'is a FIFO; ... choose another output path', exit 2: the user's output."""
+    monkeypatch.setattr(runner, "_emit_uncached", lambda c, f: "module m;\nendmodule\n")
+    runner.emit_verilog(SMALL, None, cache_root=tmp_path)
+    v = _entry(tmp_path)
+    v.unlink()
+    if kind == "fifo":
+        os.mkfifo(v)
+    elif kind == "directory":
+        v.mkdir()
+    else:
+        (tmp_path / "elsewhere.v").write_text("module m;\nendmodule\n")
+        v.symlink_to(tmp_path / "elsewhere.v")
+    monkeypatch.setattr(runner, "_EMITTED", {})
+    assert runner.emit_verilog(SMALL, None, cache_root=tmp_path) == "module m;\nendmodule\n"
+    assert v.is_dir() if kind == "directory" else (v.is_file() and not v.is_symlink())
+
+
+# ----------------------------------------------------------------------------- regress end to end
+@pytest.fixture(scope="module")
+def warm_cache(tmp_path_factory):
+    """A build cache holding the clean and the ``requant_lsb`` builds of seed 1."""
+    if _available("icarus"):
+        pytest.skip(_available("icarus"))
+    root = tmp_path_factory.mktemp("warm")
+    for extra in ([], ["--fault", "requant_lsb"]):
+        runner._EMITTED.clear()
+        assert main([*REGRESS, *extra, "--build-root", str(root / "c"), "--out", str(root / "o")]) == (1 if extra else 0)
+    return root / "c"
+
+
+def _regress(tmp_path, cache, *extra) -> int:
+    runner._EMITTED.clear()   # a new process: what it knows comes from the cache
+    return main([*REGRESS, *extra, "--build-root", str(cache), "--out", str(tmp_path / "out")])
+
+
+def _builds(cache: Path) -> dict[object, Path]:
+    return {json.loads((d / "ttforge_build.json").read_text())["fault"]: d for d in cache.glob("icarus-*")
+            if (d / "ttforge_build.json").is_file()}
+
+
+def _verilog(cache: Path, fault) -> Path:
+    key = runner.hashlib.sha256(json.dumps({"config": _case_config().to_dict(), "fault": fault,
+                                            "generator": runner.generator_fingerprint()},
+                                           sort_keys=True).encode()).hexdigest()[:24]
+    return cache / "verilog" / f"{key}.v"
+
+
+def _case_config():
+    from ttforge.sim.cases import make_case
+
+    return make_case(1, 4).config
+
+
+def test_the_clean_verilog_in_place_of_a_faults_does_not_make_the_fault_pass(tmp_path, warm_cache):
+    """The probe: ``cp verilog/A.v verilog/B.v`` and ``regress --fault`` said 'seed 1: pass', exit 0."""
+    cache = tmp_path / "c"
+    shutil.copytree(warm_cache, cache)
+    shutil.copy(_verilog(cache, None), _verilog(cache, "requant_lsb"))
+    assert _regress(tmp_path, cache, "--fault", "requant_lsb") == 1
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["results"][0]["result"] == "FAIL"
+
+
+def test_the_clean_simulator_in_place_of_a_faults_does_not_make_the_fault_pass(tmp_path, warm_cache):
+    cache = tmp_path / "c"
+    shutil.copytree(warm_cache, cache)
+    b = _builds(cache)
+    shutil.copy(b[None] / "sim.vvp", b["requant_lsb"] / "sim.vvp")
+    assert _regress(tmp_path, cache, "--fault", "requant_lsb") == 1
+
+
+@pytest.mark.parametrize("damage", ["empty verilog", "truncated sim.vvp"])
+def test_a_damaged_entry_heals(tmp_path, warm_cache, capsys, damage):
+    """An empty Verilog failed every later run, exit 3 ('Unable to find the root module');
+    a truncated sim.vvp every case ('Command failed with return code: 1'), exit 1."""
+    cache = tmp_path / "c"
+    shutil.copytree(warm_cache, cache)
+    if damage == "empty verilog":
+        _verilog(cache, None).write_text("")
+    else:
+        vvp = _builds(cache)[None] / "sim.vvp"
+        vvp.write_bytes(vvp.read_bytes()[:1000])
+    assert _regress(tmp_path, cache) == 0, capsys.readouterr().err
+    assert _regress(tmp_path, cache) == 0
