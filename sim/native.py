@@ -220,10 +220,6 @@ def build_native(config, *, build_root: str | os.PathLike | None = None, fault=N
     key = build_key(recipe_line("recipe", BUILD_RECIPE, _VERILATOR_ARGS, cxx), verilog.encode(),
                     waivers.encode(), header.encode(),
                     *(n.encode() + b"\0" + s for n, s in sorted(sources.items())))
-    final = root / key
-    if (final / EXE_NAME).is_file():
-        return NativeBuild(config=config, directory=final, key=key, cached=True)
-
     inc = "include"
     files = {**{f"{inc}/{n}": d for n, d in sources.items()}, f"{inc}/ttforge_regs.h": header.encode(),
              "ttforge_accel.v": verilog.encode(), "ttforge_accel.vlt": waivers.encode(),
@@ -258,20 +254,29 @@ def verilate_cached(root: Path, key: str, exe_name: str, files: dict[str, bytes]
     it cached. Returns ``(directory, cached, build seconds)``; a failed build is one line
     (:class:`NativeError`) quoting the decisive line of the build's output (the
     directory, with its ``build.log``, is kept with ``TTFORGE_NATIVE_KEEP_FAILED`` set)."""
-    from ttforge.atomic import JOB_MARKER, job_dir
-    from ttforge.sim.runner import build_failure_line, make_build_dir, verilator_make_env
+    from ttforge.atomic import JOB_MARKER, _prefix, clean_stale, job_dir
+    from ttforge.sim.runner import (build_failure_line, build_intact, fresh_build_dir, make_build_dir,
+                                    product_record, verilator_make_env)
 
     root = Path(os.path.abspath(root))   # the paths handed to make are absolute
     final = root / key
-    if (final / exe_name).is_file():
+    # build.json vouches for the inputs and the executable (ttforge.sim.runner.build_intact):
+    # a truncated ttf_native crashed every case (exit status -11) and was never rebuilt
+    expect = {"key": key, "files_sha256": _files_digest(files)}
+    if build_intact(final / "build.json", expect, final / exe_name):
         return final, True, 0.0
     root.mkdir(parents=True, exist_ok=True)
     elsewhere = make_build_dir(root, "the native build cache") is not None
 
+    def temporary() -> Path:
+        # named as ttforge's temporaries, with this process's id: one a killed build left
+        # (it had no pid and stayed for good) goes with the next build of the key
+        return Path(tempfile.mkdtemp(prefix=_prefix(key), dir=root))
+
     def compile_() -> tuple[Path, bool, float]:
         t0 = time.perf_counter()
         keep = bool(os.environ.get("TTFORGE_NATIVE_KEEP_FAILED"))
-        work = job_dir("ttforge-native-") if elsewhere else Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
+        work = job_dir("ttforge-native-") if elsewhere else temporary()
         tmp = work
         try:
             for rel, data in files.items():
@@ -288,18 +293,19 @@ def verilate_cached(root: Path, key: str, exe_name: str, files: dict[str, bytes]
                 raise NativeError(f"{what} build failed (verilator exit {proc.returncode}): "
                                   f"{build_failure_line(proc.stderr, proc.stdout)}{kept}")
             (work / "build.json").write_text(json.dumps({
-                "key": key, "verilator": _verilator_version(), "args": args, "cxx": cxx,
-                "seconds": round(time.perf_counter() - t0, 3)}, indent=2) + "\n")
+                **expect, "verilator": _verilator_version(), "args": args, "cxx": cxx,
+                "seconds": round(time.perf_counter() - t0, 3), **product_record(work / exe_name)},
+                indent=2) + "\n")
             if elsewhere:   # into the cache under a temporary name, then renamed as below
-                tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
+                tmp = temporary()
                 shutil.copytree(work, tmp, dirs_exist_ok=True, symlinks=True,
                                 ignore=shutil.ignore_patterns(JOB_MARKER))
                 shutil.rmtree(work, ignore_errors=True)
             try:
                 os.rename(tmp, final)
             except OSError:
-                if not (final / exe_name).is_file():  # not a concurrent identical build
-                    raise
+                if not build_intact(final / "build.json", expect, final / exe_name):
+                    raise   # not a concurrent identical build
                 shutil.rmtree(tmp, ignore_errors=True)
                 return final, True, 0.0
         except BaseException:
@@ -312,9 +318,21 @@ def verilate_cached(root: Path, key: str, exe_name: str, files: dict[str, bytes]
 
     # one build of a key at a time across processes; a waiter then finds it cached
     with cache_lock(root / f"{key}.lock", "the native build cache"):
-        if (final / exe_name).is_file():
+        if build_intact(final / "build.json", expect, final / exe_name):
             return final, True, 0.0
+        clean_stale(root, key)   # what killed builds of this key left
+        if os.path.lexists(final):   # a build its record does not vouch for: rebuilt
+            fresh_build_dir(final)   # (a link or a file there: one line)
+            final.rmdir()
         return compile_()
+
+
+def _files_digest(files: dict[str, bytes]) -> str:
+    """The sha256 over the names and bytes of a build's input files."""
+    h = hashlib.sha256()
+    for rel, data in sorted(files.items()):
+        h.update(hashlib.sha256(rel.encode()).digest() + hashlib.sha256(data).digest())
+    return h.hexdigest()
 
 
 def link_c_driver(build: NativeBuild, sources: Sequence[str | os.PathLike], output: str | os.PathLike,

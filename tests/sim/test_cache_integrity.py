@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ import ttforge.sim.runner as runner
 from ttforge.cli import main
 
 from tests.sim.test_build_cache import SMALL
+from tests.sim.test_make_paths import _build_tiny
 from tests.support.sims import _available
 
 REGRESS = ["regress", "--seed-start", "1", "--seeds", "1", "--vectors", "4", "--sim", "icarus"]
@@ -144,3 +146,28 @@ def test_a_damaged_entry_heals(tmp_path, warm_cache, capsys, damage):
         vvp.write_bytes(vvp.read_bytes()[:1000])
     assert _regress(tmp_path, cache) == 0, capsys.readouterr().err
     assert _regress(tmp_path, cache) == 0
+
+
+# ----------------------------------------------------------------------------- the native cache
+def test_a_truncated_native_executable_is_rebuilt(tmp_path):
+    """A truncated ttf_native crashed every case (NativeError: exit status -11), for good."""
+    d, cached, _ = _build_tiny(tmp_path)
+    good = (d / "tiny").read_bytes()
+    (d / "tiny").write_bytes(good[:1000])
+    d2, cached2, _ = _build_tiny(tmp_path)
+    assert d2 == d and not cached2 and (d / "tiny").read_bytes() == good
+    assert subprocess.run([str(d / "tiny")], capture_output=True, text=True).stdout.strip() == "n=6"
+    assert _build_tiny(tmp_path)[1]   # then cached
+
+
+def test_what_a_killed_native_build_left_goes_with_the_next_build(tmp_path):
+    """``.<key>.<random>/`` had no pid in its name and stayed in the cache for good."""
+    d, _, _ = _build_tiny(tmp_path)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    left = tmp_path / f".{d.name}.ttforge-{dead.pid}.abc123"
+    (left / "obj_dir").mkdir(parents=True)
+    shutil.rmtree(d)
+    _build_tiny(tmp_path)
+    assert not left.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
