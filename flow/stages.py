@@ -3,7 +3,8 @@
 Each stage writes into its own directory of the build directory
 (``build/<name>/<stage>/``) and ends by writing ``stage.json``: the stage's
 *fingerprint* (sha256 of the config sections it reads, the digests of the upstream
-stages' outputs and the ttforge version), the sha256 of every file it wrote, its time
+stages' outputs and the ttforge version; for compile, rtl and sim also the generator's
+code, :func:`ttforge.sim.runner.generator_fingerprint`), the sha256 of every file it wrote, its time
 and a summary. A stage whose fingerprint is unchanged and whose files are intact is
 skipped. A stage runs in a temporary directory that is renamed into place only when
 it completes, so a failed or interrupted stage leaves the previous output (or
@@ -30,7 +31,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ttforge import __version__
-from ttforge.errors import ConfigError, TTForgeError
+from ttforge.errors import ConfigError, TTForgeError, show_path
 from ttforge.errors import EXIT_ENVIRONMENT, FlowError
 from ttforge.limits import open_regular, read_bounded
 from ttforge.atomic import (atomic_dir, atomic_write_bytes, check_output_dir, check_owned_dir,
@@ -303,8 +304,33 @@ def _stage_rtl(ctx: _Ctx, out: Path) -> tuple[dict, str]:
 _SIM_ORDER = ("verilator-native", "icarus", "verilator")
 
 
-def _simulate(sim: str, acfg, net, X: np.ndarray, seed: int) -> tuple[np.ndarray, dict[str, int]]:
-    """``(outputs, counters)`` of ``X`` through the generated RTL on ``sim``."""
+def _check_delivered(sim: str, verilog: Path, program, acfg, delivered: dict[str, Any]) -> None:
+    """A one-line :class:`FlowError` (exit 3) unless the Verilog ``sim`` built (``verilog``)
+    and the load image of ``program`` are the rtl stage's ``ttforge_accel.v`` and
+    ``load_image.bin`` (``delivered``: its record's outputs): the simulation re-emits and
+    recompiles them, and its verdict is about the files the flow delivers only if they
+    agree (a stale simulator cache or build called an old build's RTL exact)."""
+    from ttforge.hw.program import load_image, load_image_to_bytes
+    from ttforge.hw.regmap import RegisterMap
+
+    got = _output_digest(verilog)
+    if got != delivered.get("ttforge_accel.v"):
+        raise FlowError(f"the {sim} simulation was built from {show_path(verilog)}, which is not "
+                        f"rtl/ttforge_accel.v (sha256 {str(got)[:12]} vs "
+                        f"{str(delivered.get('ttforge_accel.v'))[:12]}): the build's rtl/ or the simulator's "
+                        f"cache {show_path(verilog.parent.parent)} is stale; run again with --force rtl, "
+                        f"and if that does not help remove the cache",
+                        exit_code=EXIT_ENVIRONMENT)
+    image = load_image_to_bytes(load_image(program, RegisterMap(acfg)), acfg)
+    if hashlib.sha256(image).hexdigest() != delivered.get("load_image.bin"):
+        raise FlowError("the program the simulation loads is not rtl/load_image.bin; run the rtl "
+                        "stage again (--force rtl)", exit_code=EXIT_ENVIRONMENT)
+
+
+def _simulate(sim: str, acfg, net, X: np.ndarray, seed: int,
+              delivered: dict[str, Any]) -> tuple[np.ndarray, dict[str, int]]:
+    """``(outputs, counters)`` of ``X`` through the generated RTL on ``sim``, once the
+    simulated Verilog and program are checked to be the rtl stage's (``delivered``)."""
     from ttforge.hw.program import compile_program
 
     program = compile_program(net, acfg)
@@ -312,6 +338,7 @@ def _simulate(sim: str, acfg, net, X: np.ndarray, seed: int) -> tuple[np.ndarray
         from ttforge.sim import build_native, run_native
 
         b = build_native(acfg, jobs=os.cpu_count() or 1)
+        _check_delivered(sim, b.directory / "ttforge_accel.v", program, acfg, delivered)
         r = run_native(b, program, X, seed=seed)
         c = r.counters
         return r.outputs, {"cycles": c["cycles"], "busy_lane_cycles": c["busy_lane_cycles"],
@@ -320,6 +347,7 @@ def _simulate(sim: str, acfg, net, X: np.ndarray, seed: int) -> tuple[np.ndarray
     from ttforge.sim import build, run_inference
 
     b = build(acfg, sim)
+    _check_delivered(sim, b.verilog_path, program, acfg, delivered)
     r = run_inference(b, program, X, seed=seed)
     if r.timeout or r.load_errors:
         raise FlowError(exit_code=EXIT_ENVIRONMENT, message=f"the {sim} simulation did not complete (timeout={r.timeout}, "
@@ -363,7 +391,7 @@ def _stage_sim(ctx: _Ctx, out: Path) -> tuple[dict, str]:
     expected = execute(net, X)
     ctx.say(f"sim: {n} vectors on {sim}")
     t0 = time.perf_counter()
-    got, counters = _simulate(sim, acfg, net, X, s.seed)
+    got, counters = _simulate(sim, acfg, net, X, s.seed, ctx.records["rtl"]["outputs"])
     wall = time.perf_counter() - t0
     exact = bool(got.shape == expected.shape and np.array_equal(got, expected))
     first = None
@@ -523,7 +551,7 @@ _READS = {"train": ("train",), "quantize": ("quant",), "compile": ("hw",), "rtl"
           "sim": ("sim",), "device-train": ("device_train",), "bitstream": ("bitstream",),
           "report": ("flow",)}
 _UPSTREAM = {"train": (), "quantize": ("train",), "compile": ("quantize",),
-             "rtl": ("quantize", "compile"), "sim": ("quantize", "compile"), "device-train": ("quantize",),
+             "rtl": ("quantize", "compile"), "sim": ("quantize", "compile", "rtl"), "device-train": ("quantize",),
              "bitstream": ("quantize", "compile", "rtl", "sim"),
              "report": ("train", "quantize", "compile", "rtl", "sim", "device-train", "bitstream")}
 
@@ -550,6 +578,13 @@ def _inputs(ctx: _Ctx, name: str, statuses: dict[str, str]) -> dict[str, Any]:
             d["config"]["data"] = ctx.cfg.train.data
     if name == "device-train":  # the board clock of the samples/s figure
         d["config"]["clock"] = [ctx.cfg.bitstream.board, ctx.cfg.bitstream.freq_mhz]
+    if name in ("compile", "rtl", "sim"):
+        # the code that compiles the program and emits the Verilog, not only the version:
+        # after an edit of it a build's stages were skipped (the old load_image.bin kept),
+        # and the sim stage then called the old build's RTL exact
+        from ttforge.sim import runner
+
+        d["generator"] = runner.generator_fingerprint()
     d["upstream"] = {u: ctx.digest(u) for u in _UPSTREAM[name]}
     if name == "report":
         # the page names the config file: a run from another path writes it anew (it kept

@@ -155,8 +155,8 @@ def test_no_simulator_at_all_names_each(monkeypatch):
 def test_a_mismatch_is_reported_and_stops_the_flow(build_copy, monkeypatch, capsys):
     real = stages_mod._simulate
 
-    def one_bit_off(sim, acfg, net, X, seed):
-        got, counters = real(sim, acfg, net, X, seed)
+    def one_bit_off(*args):
+        got, counters = real(*args)
         got = got.copy()
         got[2, 3] ^= 1  # the sibling that must fail: one flipped output bit
         return got, counters
@@ -258,3 +258,37 @@ def test_a_full_disk_names_the_stage_output_not_its_temporary(tmp_path, monkeypa
     assert err.startswith(f"ttforge flow: error: {build / 'train' / 'metrics.png'}: No space left on device"), err
     assert "free space" in err and ".tmp" not in err and err.count("\n") == 1
     assert not build.exists() or list(build.iterdir()) == []
+
+
+def test_a_build_of_another_generator_is_not_skipped(build_copy, monkeypatch):
+    """Stage fingerprints held the ttforge version, not the code: after an edit of the
+    generator a build's compile, rtl and sim stages were skipped (its old load_image.bin
+    kept, and sim called it exact). A build made by another generator
+    (``generator_fingerprint``) runs them again; train and quantize stay skipped."""
+    from ttforge.sim import runner
+
+    monkeypatch.setattr(runner, "generator_fingerprint", lambda: "another generator")
+    st = _statuses(run_flow(default_config(), build_copy, short=True, until="sim"))
+    assert st["train"] == st["quantize"] == "skipped"
+    assert st["compile"] == st["rtl"] == st["sim"] == "ran", st
+
+
+@pytest.mark.parametrize("name,says", [
+    ("ttforge_accel.v", "which is not rtl/ttforge_accel.v"),
+    ("load_image.bin", "the program the simulation loads is not rtl/load_image.bin"),
+])
+def test_sim_checks_it_simulates_the_delivered_rtl(build_copy, capsys, name, says):
+    """The sim stage re-emits the Verilog (through the simulator's cache) and recompiles
+    the program: its verdict is about ``rtl/`` only if they are the rtl stage's files. An
+    rtl stage whose file differs (here: changed, its record made to match) makes sim run
+    again (it did not depend on rtl) and fail in one line, exit 3, not pass."""
+    rtl = build_copy / "rtl"
+    f = rtl / name
+    f.write_bytes(f.read_bytes() + (b"// another\n" if name.endswith(".v") else b"\0"))
+    rec = _record(build_copy, "rtl")
+    rec["outputs"][name] = stages_mod._output_digest(f)
+    rec["digest"] = stages_mod.hashlib.sha256(stages_mod._canonical(rec["outputs"])).hexdigest()
+    (rtl / "stage.json").write_text(json.dumps(rec))
+    assert main(["flow", "--short", "--out", str(build_copy)]) == 3
+    err = capsys.readouterr().err
+    assert err.startswith("ttforge flow: error: stage sim failed: ") and says in err and err.count("\n") == 1, err
