@@ -10,11 +10,13 @@ import argparse
 import copy
 import contextlib
 import inspect
+import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ttforge.atomic import check_output_dir, claim_work_dir
+from ttforge.atomic import check_output_dir, claim_work_dir, output_lock
 from ttforge.errors import ConfigError, LimitError, NativeError, SchedulerLost, SimError, show_path
 from ttforge.limits import MAX_JOBS, MAX_SEED, MAX_SEEDS, MAX_VECTORS
 from ttforge.hw.faults import FAULTS
@@ -98,6 +100,19 @@ def _check_args(args: argparse.Namespace) -> None:
         # junit.xml, summary.json and repro-*/ go there: a new, empty or earlier regress
         # directory, never one holding the user's files (ttforge.atomic.claim_work_dir)
         claim_work_dir(args.out, "--out")
+        _clear_reproducers(Path(args.out))
+
+
+def _clear_reproducers(out: Path) -> None:
+    """Remove the reproducers an earlier run left in the claimed ``out``: beside this
+    run's ``summary.json`` they told of failures it did not have (a failing run's
+    ``repro-*`` stayed next to a later pass). Only ttforge's own: a directory (not a
+    link) named ``repro-*`` holding a ``case.json``."""
+    with contextlib.suppress(OSError):
+        for e in os.scandir(out):
+            if (e.name.startswith("repro-") and e.is_dir(follow_symlinks=False)
+                    and os.path.isfile(os.path.join(e.path, "case.json"))):
+                shutil.rmtree(e.path)
 
 
 def _without_fault(args: argparse.Namespace) -> argparse.Namespace:
@@ -107,6 +122,15 @@ def _without_fault(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.out and not args.replay:
+        # one run at a time into --out (as flow and sweep): two ran to the end and one
+        # verdict silently replaced the other's
+        with output_lock(args.out, "--out"):
+            return _run_held(args)
+    return _run_held(args)
+
+
+def _run_held(args: argparse.Namespace) -> int:
     if args.train:
         from ttforge.sim.train_regress import check_train_args, run_train_cli
 

@@ -3,7 +3,7 @@ Verilog with its sha256 beside it, a simulator build whose marker holds the sha2
 the Verilog it compiled and of what it runs (``sim.vvp``, the Verilated executable,
 ``ttf_native``). A swapped, truncated or emptied entry is a miss, rebuilt; it never gave
 a verdict of another design (a clean entry made ``regress --fault`` pass) nor failed
-every later run."""
+every later run. ``regress --out`` is one run's at a time, and holds only its reproducers."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import ttforge.sim.runner as runner
+from ttforge.atomic import output_lock
 from ttforge.cli import main
 
 from tests.sim.test_build_cache import SMALL
@@ -171,3 +172,24 @@ def test_what_a_killed_native_build_left_goes_with_the_next_build(tmp_path):
     _build_tiny(tmp_path)
     assert not left.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+# ----------------------------------------------------------------------------- regress --out
+def test_a_second_regress_into_one_out_is_one_line(tmp_path, capsys):
+    out = tmp_path / "out"
+    with output_lock(out, "--out"):
+        assert main([*REGRESS, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "being written by another ttforge run" in err[0]
+
+
+def test_an_earlier_runs_reproducers_go_when_a_run_starts(tmp_path, warm_cache):
+    """A failing run's repro-* stayed beside a later passing summary.json."""
+    cache = tmp_path / "c"
+    shutil.copytree(warm_cache, cache)
+    assert _regress(tmp_path, cache, "--fault", "requant_lsb") == 1
+    out = tmp_path / "out"
+    assert [p.name for p in out.glob("repro-*")]
+    (out / "repro-mine").mkdir()   # not a reproducer: not ours to remove
+    assert _regress(tmp_path, cache) == 0
+    assert sorted(p.name for p in out.glob("repro-*")) == ["repro-mine"]
