@@ -32,7 +32,7 @@ from ttforge.ir.executor import EXP_RANGE, IntLayer, IntNetwork, execute_traced,
 from ttforge.ir.rng import Xorshift32
 from ttforge.ir.schedule import ContractionSchedule
 from ttforge.ir.tt import TTShape
-from ttforge.limits import chunk_rows
+from ttforge.limits import MAX_STEP_VALUES, chunk_rows
 
 __all__ = [
     "TrainConfig", "TrainLayer", "TrainState", "TraceRecord", "TrainTrace", "StepStats",
@@ -40,6 +40,7 @@ __all__ = [
     "export_network", "train_step", "train_step_fast", "train_step_traced", "check_batch",
     "update_shift_bounds", "check_lr", "truncate_ranks", "PHASES", "TRAIN_SPEC_VERSION", "MAX_FAST_BITS",
     "train_step_stats", "widths", "loss_bits", "predict", "STATE_ARRAY_RANGES", "check_counters",
+    "check_step_memory", "sample_values",
 ]
 
 #: Version of the "Training" part of docs/arithmetic.md that this module implements.
@@ -381,6 +382,27 @@ def check_batch(state: TrainState, batch: int, fast: bool = False) -> int:
                               f"({limit}); use a smaller batch or narrower grad_bits/inter_bits")
         widest = max(widest, w["bits"])
     return widest
+
+
+def sample_values(layers) -> int:
+    """Values a forward holds for one sample at once: each layer's padded input and, per
+    step, the accumulator (float64 and int64), the shifted and the saturated output (the
+    traces keep two of them). ``layers``: anything with a ``schedule``."""
+    return sum(layer.schedule.shape.in_size + 4 * sum(s.out_elements for s in layer.schedule.steps)
+               for layer in layers)
+
+
+def check_step_memory(state: TrainState, batch: int) -> None:
+    """One line (:class:`ConfigError`) if a step of ``batch`` samples would hold more than
+    :data:`~ttforge.limits.MAX_STEP_VALUES` values (its forward's, and as many again for
+    the backward's gradients); checked before the step allocates any (a 1 M-parameter
+    network with 2^19-element intermediates took GBs a step)."""
+    per_sample = 2 * sample_values(state.layers)
+    if batch * per_sample > MAX_STEP_VALUES:
+        fit = max(1, MAX_STEP_VALUES // per_sample)
+        raise ConfigError(f"a step of batch {batch:,} holds {batch * per_sample:,} values ({per_sample:,} a "
+                          f"sample), above ttforge's limit of {MAX_STEP_VALUES:,}; use a batch of at most "
+                          f"{fit:,} or a network with smaller intermediates")
 
 
 def check_counters(state: TrainState, steps: int, what: str = "the state", fix: str = "") -> None:
@@ -789,6 +811,7 @@ def _step(state: TrainState, x: np.ndarray, y: np.ndarray, impl, trace: TrainTra
     x, y = _labels(state, x, y)
     B = x.shape[0]
     check_batch(state, B, fast=impl is _Fast)
+    check_step_memory(state, B)
     stats = StepStats()
     n = len(state.layers)
 
@@ -1047,11 +1070,6 @@ def predict(state: TrainState, x: np.ndarray, fast: bool = True, chunk: int = 51
     512 samples of a layer with 2^19-element intermediates took 7.5 GB)."""
     net = export_network(state)
     impl = _Fast if fast else _Golden
-    # a sample's values held at once: each layer's padded input and, per step, the
-    # accumulator (float64 and int64), the shifted and the saturated output (the traces
-    # keep two of them)
-    per_sample = sum(layer.schedule.shape.in_size + 4 * sum(s.out_elements for s in layer.schedule.steps)
-                     for layer in net.layers)
-    chunk = max(1, min(int(chunk), chunk_rows(per_sample)))
+    chunk = max(1, min(int(chunk), chunk_rows(sample_values(net.layers))))
     out = [np.argmax(impl.forward(net, x[i:i + chunk])[0], axis=1) for i in range(0, len(x), chunk)]
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)

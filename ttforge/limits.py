@@ -26,7 +26,7 @@ __all__ = [
     "MAX_ARTIFACT_BYTES", "MAX_MANIFEST_BYTES", "MAX_CONFIG_BYTES", "MAX_CHECKPOINT_BYTES",
     "MAX_IDX_BYTES", "MAX_NPY_BYTES", "MAX_CLASSES", "MAX_HIDDEN", "MAX_PARAMETERS",
     "MAX_SEED", "MAX_BATCH", "MAX_SEEDS", "MAX_VECTORS", "MAX_JOBS", "MAX_SEARCH_CORES",
-    "MAX_LAYER_ELEMENTS", "MAX_EXP", "MAX_EPOCHS", "MAX_THREADS", "MAX_RATE", "MAX_LAYERS", "MAX_FREQ_MHZ", "MAX_TIMEOUT_S", "MAX_NETLIST_BYTES", "MAX_TOOL_OUTPUT_BYTES", "MAX_CHUNK_VALUES", "open_regular", "read_bounded", "read_at_most", "read_array", "check_limit",
+    "MAX_LAYER_ELEMENTS", "MAX_EXP", "MAX_EPOCHS", "MAX_THREADS", "MAX_RATE", "MAX_LAYERS", "MAX_FREQ_MHZ", "MAX_TIMEOUT_S", "MAX_NETLIST_BYTES", "MAX_TOOL_OUTPUT_BYTES", "MAX_CHUNK_VALUES", "MAX_STEP_VALUES", "open_regular", "read_bounded", "read_at_most", "read_array", "check_limit",
     "file_kind", "broken_link", "slash_on_file", "parse_config_text", "chunk_rows",
 ]
 
@@ -78,6 +78,10 @@ MAX_LAYER_ELEMENTS = 1 << 24
 #: a larger batch runs in chunks, with the
 #: same result (500,000 samples of a 64-input network reached 9.4 GB before).
 MAX_CHUNK_VALUES = 1 << 24
+#: Values one step of the integer trainer holds (``train-int``: the batch's forward and
+#: backward intermediates, :func:`ttforge.ir.train.check_step_memory`): 2^30 (8 GiB as
+#: int64), so the MNIST benchmark's 784-512-10 network still trains at batch 4,096 (2^29.9).
+MAX_STEP_VALUES = 1 << 30
 #: Largest magnitude of an exponent (``in_exp``, ``core_exps``, ``step_exps``).
 MAX_EXP = 1024
 #: Epochs of one training run (``train``, ``train-int``, ``train-board``).
