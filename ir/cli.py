@@ -23,7 +23,7 @@ from ttforge.ir.artifact import (ARTIFACT_FORMAT, ARTIFACT_FORMAT_VERSION, dump_
 from ttforge.ir.executor import IntLayer
 from ttforge.ir.onchip import on_chip_bytes
 from ttforge.ir.schedule import OBJECTIVES, ContractionSchedule, schedule_orders
-from ttforge.ir.train import (TrainConfig, TrainState, calibrate_state, check_batch, check_counters, check_lr,
+from ttforge.ir.train import (TrainConfig, TrainState, calibrate_state, check_batch, check_counters, check_lr, check_step_memory,
                               export_network, init_state, predict)
 from ttforge.ir.train_loop import (Truncation, check_fits, epoch_order, network_train_config, plan_truncations,
                                   run_training, state_from_artifact, tt_layers)
@@ -513,6 +513,8 @@ def _train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable
             state = init_state(shapes, _config(args), seed=seed, lr_shift=lr_shift,
                                in_exp=-(_config(args).act_bits - 1))
             check_fits(state, x.shape[1], np.concatenate([y, yt]), "the network")
+            check_step_memory(state, args.batch, "--batch")   # before the calibration's step
+            check_step_memory(state, calib_samples, "--calib-samples")
             xq = quantize(x, state.config.act_bits, state.in_exp)
             cal = epoch_order(seed, 0, len(y))[:calib_samples]
             state = calibrate_state(state, xq[cal], y[cal])
@@ -530,6 +532,7 @@ def _train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable
     xq_test = quantize(xt, state.config.act_bits, state.in_exp)
     truncations = plan_truncations(state, args.truncate_ranks or (), args.epochs)
     check_batch(state, args.batch, fast=not args.golden)
+    check_step_memory(state, args.batch, "--batch")
     check_lr(state, args.batch)
     if args.resume:   # a fresh state's counters are 0: far from the end
         check_counters(state, (args.epochs - state.epoch) * math.ceil(len(y) / args.batch),

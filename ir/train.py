@@ -392,17 +392,18 @@ def sample_values(layers) -> int:
                for layer in layers)
 
 
-def check_step_memory(state: TrainState, batch: int) -> None:
+def check_step_memory(state: TrainState, batch: int, name: str = "batch") -> None:
     """One line (:class:`ConfigError`) if a step of ``batch`` samples would hold more than
     :data:`~ttforge.limits.MAX_STEP_VALUES` values (its forward's, and as many again for
     the backward's gradients); checked before the step allocates any (a 1 M-parameter
-    network with 2^19-element intermediates took GBs a step)."""
+    network with 2^19-element intermediates took GBs a step). ``name``: the setting the
+    line names (``--batch``, ``--calib-samples``)."""
     per_sample = 2 * sample_values(state.layers)
     if batch * per_sample > MAX_STEP_VALUES:
         fit = max(1, MAX_STEP_VALUES // per_sample)
-        raise ConfigError(f"a step of batch {batch:,} holds {batch * per_sample:,} values ({per_sample:,} a "
-                          f"sample), above ttforge's limit of {MAX_STEP_VALUES:,}; use a batch of at most "
-                          f"{fit:,} or a network with smaller intermediates")
+        raise ConfigError(f"{name}={batch:,}: a step holds {batch * per_sample:,} values ({per_sample:,} a "
+                          f"sample), above ttforge's limit of {MAX_STEP_VALUES:,}; use {name} <= {fit:,} "
+                          f"or a network with smaller intermediates")
 
 
 def check_counters(state: TrainState, steps: int, what: str = "the state", fix: str = "") -> None:

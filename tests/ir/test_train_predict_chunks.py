@@ -42,9 +42,9 @@ def test_a_step_that_would_hold_too_many_values_is_refused_before_it_runs(monkey
     monkeypatch.setattr(train, "MAX_STEP_VALUES", per_sample * (len(y) - 1))
     with pytest.raises(ConfigError) as e:
         train.train_step_fast(state, x, y)
-    assert str(e.value) == (f"a step of batch {len(y)} holds {len(y) * per_sample:,} values ({per_sample:,} a "
-                            f"sample), above ttforge's limit of {per_sample * (len(y) - 1):,}; use a batch of "
-                            f"at most {len(y) - 1} or a network with smaller intermediates")
+    assert str(e.value) == (f"batch={len(y)}: a step holds {len(y) * per_sample:,} values ({per_sample:,} a "
+                            f"sample), above ttforge's limit of {per_sample * (len(y) - 1):,}; use batch <= "
+                            f"{len(y) - 1} or a network with smaller intermediates")
     # sibling: one sample fewer runs
     train.train_step_fast(state, x[:-1], y[:-1])
 
