@@ -513,7 +513,9 @@ def _train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable
             state = init_state(shapes, _config(args), seed=seed, lr_shift=lr_shift,
                                in_exp=-(_config(args).act_bits - 1))
             check_fits(state, x.shape[1], np.concatenate([y, yt]), "the network")
-            check_step_memory(state, args.batch, "--batch")   # before the calibration's step
+            # before the calibration's step (the widths do not depend on its exponents)
+            check_batch(state, args.batch, fast=not args.golden)
+            check_step_memory(state, args.batch, "--batch")
             check_step_memory(state, calib_samples, "--calib-samples")
             xq = quantize(x, state.config.act_bits, state.in_exp)
             cal = epoch_order(seed, 0, len(y))[:calib_samples]
