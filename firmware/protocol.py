@@ -45,8 +45,12 @@ CRC_BYTES = 2
 MAX_DATA_BYTES = 4093
 #: largest WRITE_BURST (words) in one frame: ``type``, ``addr``, ``n`` and the words
 MAX_BURST = (MAX_DATA_BYTES - 7) // 4
-#: largest STREAM_IN (1-byte elements; ``B``-byte elements: ``(MAX_DATA_BYTES - 3) // B``)
+#: largest STREAM_IN frame (1-byte elements; ``B``-byte elements: ``(MAX_DATA_BYTES - 3) // B``).
+#: A longer vector is sent as several STREAM_IN frames (:func:`stream_in_frames`).
 MAX_STREAM = MAX_DATA_BYTES - 3
+#: bit 15 of STREAM_IN's ``n``: more of this vector follows in the next STREAM_IN frame
+#: (the bridge sets ``tlast`` only on the last element of a frame without it)
+STREAM_MORE = 0x8000
 
 
 class Cmd(enum.IntEnum):
@@ -59,8 +63,14 @@ class Cmd(enum.IntEnum):
     #                                                     stream_elems, addr_bits
 
 
-#: type of the frame that carries one output vector (every lane of every m_axis beat)
+#: type of the frame that carries an output vector (every lane of every m_axis beat), or
+#: its first piece: a vector longer than :func:`output_piece_bytes` is sent as several
+#: frames, the first of type ``OUTPUT_TYPE``, the others of type :data:`OUTPUT_CONT`
 OUTPUT_TYPE = 0xA0
+#: type of an output frame that continues the vector of the output frame before it (that
+#: frame ended without ``tlast``: it was full, :func:`output_piece_bytes` bytes, or a
+#: response was waiting to be sent)
+OUTPUT_CONT = OUTPUT_TYPE | 1
 
 
 class Status(enum.IntEnum):
@@ -238,13 +248,49 @@ def unpack_elements(data: bytes, elem_bytes: int) -> list[int]:
             for i in range(0, len(data), elem_bytes)]
 
 
-def stream_in(values: Iterable[int], elem_bytes: int) -> bytes:
+def stream_in(values: Iterable[int], elem_bytes: int, *, more: bool = False) -> bytes:
+    """One STREAM_IN frame; ``more``: the vector goes on in the next one (no ``tlast``
+    here). A longer vector: :func:`stream_in_frames`."""
     values = list(values)
     most = (MAX_DATA_BYTES - 3) // max(int(elem_bytes), 1)
     if not 1 <= len(values) <= most:
-        raise ConfigError(f"a vector has 1..{most} elements of {elem_bytes} bytes (one frame of "
+        raise ConfigError(f"a STREAM_IN frame has 1..{most} elements of {elem_bytes} bytes (one frame of "
                           f"at most {MAX_DATA_BYTES:,} bytes), got {len(values)}")
-    return encode_request(Cmd.STREAM_IN, struct.pack("<H", len(values)) + pack_elements(values, elem_bytes))
+    n = len(values) | (STREAM_MORE if more else 0)
+    return encode_request(Cmd.STREAM_IN, struct.pack("<H", n) + pack_elements(values, elem_bytes))
+
+
+def _check_shape(elem_bytes: int, stream_elems: int) -> tuple[int, int]:
+    b, e = int(elem_bytes), int(stream_elems)
+    if not 1 <= b <= 4 or not 1 <= e <= 255:
+        raise ConfigError(f"elem_bytes={elem_bytes} must be 1..4 and stream_elems={stream_elems} 1..255")
+    return b, e
+
+
+def stream_piece_elems(elem_bytes: int, stream_elems: int) -> int:
+    """Elements in each STREAM_IN frame of a vector but its last: as many whole beats of
+    ``stream_elems`` as one frame holds (the bridge refuses a ``more`` frame that ends
+    inside a beat)."""
+    b, e = _check_shape(elem_bytes, stream_elems)
+    return (MAX_DATA_BYTES - 3) // b // e * e
+
+
+def stream_in_frames(values: Iterable[int], elem_bytes: int, stream_elems: int) -> list[bytes]:
+    """The STREAM_IN frames of one vector: pieces of :func:`stream_piece_elems` elements,
+    each but the last with :data:`STREAM_MORE`."""
+    values = list(values)
+    if not values:
+        raise ConfigError("a vector has at least 1 element, got 0")
+    k = stream_piece_elems(elem_bytes, stream_elems)
+    pieces = [values[i:i + k] for i in range(0, len(values), k)]
+    return [stream_in(p, elem_bytes, more=j + 1 < len(pieces)) for j, p in enumerate(pieces)]
+
+
+def output_piece_bytes(elem_bytes: int, stream_elems: int) -> int:
+    """Data bytes of each output frame of a vector but its last: as many whole beats of
+    ``elem_bytes * stream_elems`` bytes as one frame holds after its type byte."""
+    b, e = _check_shape(elem_bytes, stream_elems)
+    return (MAX_DATA_BYTES - 1) // (b * e) * (b * e)
 
 
 def ping() -> bytes:
@@ -294,14 +340,54 @@ class Response:
 
 @dataclasses.dataclass(frozen=True)
 class OutputFrame:
-    """One output vector: the raw element bytes (every lane of every beat)."""
+    """One output vector, or a piece of one: the raw element bytes (every lane of every
+    beat). ``cont``: the frame continues the vector of the output frame before it (type
+    :data:`OUTPUT_CONT`); :class:`OutputAssembler` joins the pieces."""
     data: bytes
+    cont: bool = False
 
     def elements(self, elem_bytes: int) -> list[int]:
         return unpack_elements(self.data, elem_bytes)
 
     def describe(self) -> str:
-        return f"output frame of {len(self.data)} bytes"
+        return f"output frame{' (continuation)' if self.cont else ''} of {len(self.data)} bytes"
+
+
+class OutputAssembler:
+    """Joins the output frames of one vector of ``want`` bytes (whole beats): a start
+    frame, then continuations (each of whole beats, at most :func:`output_piece_bytes`).
+    :meth:`add` returns the vector's bytes once complete (else None) and raises
+    :class:`ProtocolError` (``what``: the line's prefix) for a continuation without a
+    start, a start while the vector is unfinished, or a vector longer than ``want`` (a
+    shorter one is unfinished: the next start frame, or the wait's timeout, says so)."""
+
+    def __init__(self, want: int, elem_bytes: int, stream_elems: int, what: str = "output") -> None:
+        self.want, self.eb, self.what = int(want), int(elem_bytes), what
+        self.beat = int(elem_bytes) * int(stream_elems)
+        output_piece_bytes(elem_bytes, stream_elems)        # the shape checked
+        self.data = bytearray()
+        self.frames = 0
+
+    def _bad(self, why: str) -> ProtocolError:
+        return ProtocolError(f"{self.what}: {why}; check that the board runs a ttforge bitstream of "
+                             "this protocol version")
+
+    def add(self, frame: OutputFrame) -> bytes | None:
+        if frame.cont and not self.frames:
+            raise self._bad(f"a continuation output frame ({len(frame.data)} bytes) without a start")
+        if not frame.cont and self.frames:
+            raise self._bad(f"a new output vector started after {len(self.data) // self.eb} of "
+                            f"{self.want // self.eb} elements")
+        if not frame.data or len(frame.data) % self.beat:
+            raise self._bad(f"an output frame of {len(frame.data)} bytes, not whole beats of {self.beat}")
+        self.frames += 1
+        self.data += frame.data
+        have = len(self.data)
+        if have == self.want:
+            return bytes(self.data)
+        if have > self.want:
+            raise self._bad(f"output vector has {have // self.eb} elements, expected {self.want // self.eb}")
+        return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -327,8 +413,18 @@ def encode_response(r: Response) -> bytes:
     return _frame(body)
 
 
-def encode_output(data: bytes) -> bytes:
-    return _frame(bytes([OUTPUT_TYPE]) + data)
+def encode_output(data: bytes, cont: bool = False) -> bytes:
+    """One output frame (a continuation: ``cont``)."""
+    return _frame(bytes([OUTPUT_CONT if cont else OUTPUT_TYPE]) + data)
+
+
+def output_frames(data: bytes, elem_bytes: int, stream_elems: int) -> bytes:
+    """The output frames the bridge sends for one vector's bytes (whole beats): pieces of
+    :func:`output_piece_bytes`, the first of type :data:`OUTPUT_TYPE`, the others
+    :data:`OUTPUT_CONT`."""
+    k = output_piece_bytes(elem_bytes, stream_elems)
+    data = bytes(data)
+    return b"".join(encode_output(data[i:i + k], cont=i > 0) for i in range(0, max(len(data), 1), k))
 
 
 def _decode(content: bytes) -> Response | OutputFrame | BadFrame:
@@ -337,8 +433,8 @@ def _decode(content: bytes) -> Response | OutputFrame | BadFrame:
     if crc16(content) != 0:
         return BadFrame(content, V1_FRAME if _crc8(content) == 0 else "bad CRC")
     t, body = content[0], content[1:-CRC_BYTES]
-    if t == OUTPUT_TYPE:
-        return OutputFrame(bytes(body))
+    if t in (OUTPUT_TYPE, OUTPUT_CONT):
+        return OutputFrame(bytes(body), cont=t == OUTPUT_CONT)
     try:
         cmd = Cmd(t & 0x7F)
     except ValueError:
@@ -376,4 +472,6 @@ class Parser:
         return self._slip.pending
 
 
-__all__ += ["encode_output", "AXI_RESP", "CRC_POLY", "V1_FRAME"]
+__all__ += ["encode_output", "AXI_RESP", "CRC_POLY", "V1_FRAME", "STREAM_MORE", "OUTPUT_CONT",
+            "stream_piece_elems", "stream_in_frames", "output_piece_bytes", "output_frames",
+            "OutputAssembler"]

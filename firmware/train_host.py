@@ -434,7 +434,7 @@ class LinkModel:
             elif cmd == P.Cmd.WRITE_BURST:
                 r = P.Response(cmd, 0, count=struct.unpack("<H", body[4:6])[0])
             elif cmd == P.Cmd.STREAM_IN:
-                r = P.Response(cmd, 0, count=struct.unpack("<H", body[:2])[0])
+                r = P.Response(cmd, 0, count=struct.unpack("<H", body[:2])[0] & ~P.STREAM_MORE)
             elif cmd == P.Cmd.PING:
                 r = P.Response(cmd, 0, info=self._info)
             else:

@@ -255,3 +255,72 @@ def test_a_version_1_bridge_is_refused_with_the_fix():
     with pytest.raises(DeviceError, match=r"^v1board: bridge protocol version 1, this driver speaks 2; "
                                           r"rebuild the bitstream with this ttforge$"):
         Device(_Version1Bridge(crc16=True), timeout=0.5).ping()
+
+
+# ------------------------------------------------------- vectors longer than one frame
+
+@pytest.mark.parametrize("eb,se,n", [(1, 2, 5000), (1, 1, 4096), (2, 3, 4100), (4, 7, 3000), (1, 2, 4090)])
+def test_a_long_vector_goes_as_stream_in_frames_of_whole_beats(eb, se, n):
+    """Every frame within MAX_DATA_BYTES; all but the last hold whole beats and have bit 15
+    of n (more follows); the elements in order."""
+    vals = [(i * 37) % 200 - 100 for i in range(n)]
+    frames = P.stream_in_frames(vals, eb, se)
+    k = P.stream_piece_elems(eb, se)
+    assert k % se == 0 and 3 + k * eb <= P.MAX_DATA_BYTES < 3 + (k + se) * eb
+    got = []
+    for j, f in enumerate(frames):
+        c = _content(f)
+        assert len(c) <= P.MAX_FRAME_BYTES and c[0] == Cmd.STREAM_IN
+        count = int.from_bytes(c[1:3], "little")
+        more = j + 1 < len(frames)
+        assert bool(count & P.STREAM_MORE) == more
+        count &= 0x7FFF
+        assert count == (k if more else n - k * (len(frames) - 1))
+        got += P.unpack_elements(c[3:-2], eb)
+    assert got == vals and len(frames) == -(-n // k)
+    if n <= k:
+        assert frames == [P.stream_in(vals, eb)]        # one frame: no `more`, as before
+
+
+def test_output_frames_and_their_assembly():
+    data = bytes(range(256)) * 20                       # 5,120 bytes
+    stream = P.output_frames(data, 1, 2)
+    items = P.Parser().feed(stream)
+    assert [(len(x.data), x.cont) for x in items] == [(4092, False), (1028, True)]
+    assert stream[1] == P.OUTPUT_TYPE and stream.index(bytes([0xC0, P.OUTPUT_CONT])) > 0
+    asm = P.OutputAssembler(len(data), 1, 2)
+    assert asm.add(items[0]) is None and asm.add(items[1]) == data
+    # a piece of any number of whole beats (the bridge closes a frame for a waiting answer)
+    asm = P.OutputAssembler(6, 2, 1)
+    assert asm.add(P.OutputFrame(b"\1\0")) is None
+    assert asm.add(P.OutputFrame(b"\2\0\3\0", cont=True)) == b"\1\0\2\0\3\0"
+    assert P.output_frames(b"\1\2", 1, 2) == P.encode_output(b"\1\2")
+
+
+@pytest.mark.parametrize("frames, msg", [
+    ([P.OutputFrame(b"\1\2", cont=True)], r"a continuation output frame \(2 bytes\) without a start"),
+    ([P.OutputFrame(b"\1\2"), P.OutputFrame(b"\1\2")], r"a new output vector started after 2 of 6 elements"),
+    ([P.OutputFrame(b"\1\2" * 4)], r"output vector has 8 elements, expected 6"),
+    ([P.OutputFrame(b"\1\2"), P.OutputFrame(b"\1" * 6, cont=True)], r"output vector has 8 elements, expected 6"),
+    ([P.OutputFrame(b"\1\2\3")], r"an output frame of 3 bytes, not whole beats of 2"),
+    ([P.OutputFrame(b"")], r"an output frame of 0 bytes"),
+])
+def test_output_pieces_that_make_no_vector_are_refused(frames, msg):
+    asm = P.OutputAssembler(6, 1, 2, what="port: vector 3")
+    with pytest.raises(P.ProtocolError, match=rf"^port: vector 3: {msg}"):
+        for f in frames:
+            asm.add(f)
+
+
+def test_continuation_type_is_parsed_and_others_near_it_are_not():
+    assert P.OUTPUT_CONT == 0xA1
+    assert P.Parser().feed(P.encode_output(b"\5", cont=True)) == [P.OutputFrame(b"\5", cont=True)]
+    bad = P.Parser().feed(P.encode_request(0xA2, b"\5"))
+    assert isinstance(bad[0], P.BadFrame) and "0xA2" in bad[0].reason
+
+
+def test_stream_in_frames_refuses_what_no_frame_can_carry():
+    with pytest.raises(ValueError, match="at least 1 element"):
+        P.stream_in_frames([], 1, 2)
+    with pytest.raises(ValueError, match="stream_elems=0"):
+        P.stream_in_frames([1], 1, 0)
