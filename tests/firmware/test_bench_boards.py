@@ -204,3 +204,14 @@ def test_merge_replaces_only_the_measured_rows(bench):
     run = out["rows"][1]["run"]
     assert run["command"] == "new" and run["model"]["cpu"]["latency_us"] == 2.0
     assert "run" not in out["rows"][0]
+
+
+def test_uart_bytes_of_a_vector_longer_than_a_frame(bench):
+    """5,000 one-byte inputs at two elements a beat go in two STREAM_IN frames (4,090 and
+    910 elements, 7 bytes of framing each: END, type, n, CRC-16, END; 1 needs no escape)
+    with a response each, and 5,000 outputs come back in two output frames (4,092 and 908
+    bytes, 5 bytes of framing each: END, type, CRC-16, END; 0 needs no escape)."""
+    got = bench.uart_bytes([1] * 5000, 1, 5000, 2)
+    assert got["to_board"] == (4090 + 7) + (910 + 7)
+    one_response = bench.uart_bytes([1] * 2, 1, 2, 2)["from_board"] - (2 + 5)
+    assert got["from_board"] == 2 * one_response + (4092 + 5) + (908 + 5)
