@@ -335,15 +335,7 @@ class Device:
     def ping(self) -> dict[str, int]:
         """PING the bridge: its protocol version and what it reports of the stream and
         the bus (each in :data:`PING_RANGES`, else a one-line :class:`DeviceError`)."""
-        try:
-            r = self.request(P.ping(), Cmd.PING)
-        except DeviceTimeout:
-            # a version-1 bridge answers, but with a CRC-8 the CRC-16 refuses
-            if any(b.reason == P.V1_FRAME for b in self.bad_frames):
-                raise DeviceError(f"{self.t.name}: bridge protocol version 1 (its frames have a CRC-8), "
-                                  f"this driver speaks {P.PROTOCOL_VERSION}; rebuild the bitstream "
-                                  "with this ttforge") from None
-            raise
+        r = self.request(P.ping(), Cmd.PING)
         version, eb, se, ab = r.info
         if version != P.PROTOCOL_VERSION:
             raise DeviceError(f"{self.t.name}: bridge protocol version {version}, this driver "
@@ -403,21 +395,14 @@ class Device:
 
     @_exclusive
     def stream_in(self, values, *, timeout: float | None = None) -> None:
-        """Send ``values`` (integers) as one vector: beats of the bridge's ``m_axis``,
-        ``tlast`` on the last. A vector longer than one frame holds goes as several
-        STREAM_IN frames (:func:`~ttforge.firmware.protocol.stream_in_frames`); a non-OK
-        answer (e.g. ``STALL``) or a short count raises."""
+        """Send ``values`` (integers) as one STREAM_IN frame: beats of the bridge's
+        ``m_axis``; a non-OK answer (e.g. ``STALL``) or a short count raises."""
         if self.info is None:
             self.ping()
         values = list(values)
-        eb, se = self.info["elem_bytes"], self.info["stream_elems"]
-        k = P.stream_piece_elems(eb, se)
-        for j, frame in enumerate(P.stream_in_frames(values, eb, se)):
-            n = min(k, len(values) - j * k)
-            r = self.request(frame, Cmd.STREAM_IN, timeout=timeout)
-            if r.count != n:
-                where = f" (frame {j + 1}, elements {j * k}..{j * k + n - 1})" if len(values) > k else ""
-                raise DeviceError(f"{self.t.name}: STREAM_IN took {r.count} of {n} elements{where}")
+        r = self.request(P.stream_in(values, self.info["elem_bytes"]), Cmd.STREAM_IN, timeout=timeout)
+        if r.count != len(values):
+            raise DeviceError(f"{self.t.name}: STREAM_IN took {r.count} of {len(values)} elements")
 
     def _reg(self, name: str) -> int:
         if self._regs is None:
@@ -547,46 +532,37 @@ class Device:
                              f"{int(x.min())}..{int(x.max())}")
         eb, E = self.info["elem_bytes"], self.config.stream_elems
         want = -(-n_out // E) * E
-        piece = P.stream_piece_elems(eb, E)
         out = np.zeros((x.shape[0], n_out), dtype=np.int64)
         for i, row in enumerate(x):
             # the protocol tags no frame with its vector: only an output that comes after
             # the vector was sent can be its result; one already here was sent unasked
             self._drain(0)
             self._unasked(f"vector {i} was sent")
-            # a vector longer than one frame holds goes as several (whole beats each, the
-            # last with tlast), and comes back as several output frames
-            frames = P.stream_in_frames(row.tolist(), eb, E)
-            for j, req in enumerate(frames):
-                n = min(piece, len(row) - j * piece)
-                part = f" (frame {j + 1} of {len(frames)})" if len(frames) > 1 else ""
-                deadline = time.monotonic() + tmo
-                self._send(req, "STREAM_IN", tmo, deadline)
-                r = self._wait(self._responses, "answer to STREAM_IN", tmo, deadline)
-                if r.cmd != Cmd.STREAM_IN or r.status != Status.OK:
-                    self._recover()
-                    raise DeviceError(f"{self.t.name}: vector {i}{part}: {r.describe()}")
-                if r.count != n:
-                    self._recover()
-                    raise DeviceError(f"{self.t.name}: vector {i}{part}: STREAM_IN took {r.count} of {n} "
-                                      "elements; check the baud rate and that the board runs a ttforge "
-                                      "bitstream")
-            asm = P.OutputAssembler(want * eb, eb, E, what=f"{self.t.name}: vector {i}")
-            data = None
-            while data is None:
-                data = asm.add(self._wait_output(i, tmo, asm))
-            out[i] = P.unpack_elements(data, eb)[:n_out]
+            deadline = time.monotonic() + tmo
+            self._send(P.stream_in(row.tolist(), eb), "STREAM_IN", tmo, deadline)
+            r = self._wait(self._responses, "answer to STREAM_IN", tmo, deadline)
+            if r.cmd != Cmd.STREAM_IN or r.status != Status.OK:
+                self._recover()
+                raise DeviceError(f"{self.t.name}: vector {i}: {r.describe()}")
+            if r.count != len(row):
+                self._recover()
+                raise DeviceError(f"{self.t.name}: vector {i}: STREAM_IN took {r.count} of {len(row)} elements; "
+                                  "check the baud rate and that the board runs a ttforge bitstream")
+            frame = self._wait_output(i, tmo)
+            vals = frame.elements(eb)
+            if len(vals) != want:
+                raise P.ProtocolError(f"{self.t.name}: vector {i}: output frame has {len(vals)} "
+                                      f"elements, expected {want}")
+            out[i] = vals[:n_out]
         if len(x):
             # a copy of the last output comes right behind it
             self._drain(TRAILING_OUTPUT_S)
             self._unasked(f"the end of the call ({len(x)} vectors sent, each answered)")
         return out[0] if one else out
 
-    def _wait_output(self, i: int, timeout: float, asm=None) -> OutputFrame:
-        """The next output frame of vector ``i``; while it does not come, STATUS is polled so
+    def _wait_output(self, i: int, timeout: float) -> OutputFrame:
+        """The output frame of vector ``i``; while it does not come, STATUS is polled so
         that an accelerator error is reported at once (not after the timeout)."""
-        got = (f" (after {len(asm.data) // asm.eb} of its {asm.want // asm.eb} elements)"
-               if asm is not None and asm.frames else "")
         deadline = time.monotonic() + timeout
         step = max(0.2, timeout / 20)
         while True:
@@ -595,7 +571,7 @@ class Device:
                 return self._wait(self._outputs, f"output of vector {i}", max(0.0, min(step, left)))
             except DeviceTimeout:
                 if left <= step:
-                    raise DeviceTimeout(f"{self.t.name}: no output of vector {i}{got} within "
+                    raise DeviceTimeout(f"{self.t.name}: no output of vector {i} within "
                                         f"{timeout:g} s and no error reported") from None
             if self._outputs:
                 continue
