@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ttforge.errors import ConfigError, show, show_path, shown
+from ttforge.errors import ConfigError, UserError, show, show_path, shown
 from ttforge.ir.arith import quantize
 from ttforge.ir.arith import ARITHMETIC_SPEC_VERSION, ROUNDING
 from ttforge.ir.artifact import (ARTIFACT_FORMAT, ARTIFACT_FORMAT_VERSION, dump_json, layer_kind, meta_text,
@@ -28,7 +28,7 @@ from ttforge.ir.train import (TrainConfig, TrainState, calibrate_state, check_ba
 from ttforge.ir.train_loop import (Truncation, check_fits, epoch_order, network_train_config, plan_truncations,
                                   run_training, state_from_artifact, tt_layers)
 from ttforge.ir.tt import MAX_FACTOR_SIZE, TTShape
-from ttforge.limits import MAX_BATCH, MAX_EPOCHS, MAX_HIDDEN, MAX_SEARCH_CORES, MAX_SEED
+from ttforge.limits import MAX_ARTIFACT_BYTES, MAX_BATCH, MAX_EPOCHS, MAX_HIDDEN, MAX_SEARCH_CORES, MAX_SEED, read_bounded
 
 __all__ = ["schedule_cli_spec", "inspect_cli_spec", "inspect_artifact", "parse_int_list",
            "train_int_arguments", "train_int_run", "TRAIN_INT_HELP"]
@@ -399,11 +399,14 @@ def _check_resume_options(args: argparse.Namespace, state: TrainState, seed: int
             return False
 
     ranks = _fmt_list(sh.ranks)
+    meta = state.meta
     given = [("--seed", args.seed, seed, args.seed == seed),
-             ("--lr-shift", args.lr_shift, state.lr_shift, args.lr_shift == state.lr_shift),
+             ("--lr-shift", args.lr_shift, state.lr_shift,
+              args.lr_shift in (state.lr_shift, meta.get("lr_shift_start"))),
              ("--hidden", args.hidden, state.layers[0].out_features, args.hidden == state.layers[0].out_features),
              ("--cores", args.cores, sh.d, args.cores == sh.d),
-             ("--ranks", args.ranks, f"ranks {ranks}", args.ranks is not None and same_ranks(args.ranks)),
+             ("--ranks", args.ranks, f"ranks {ranks}",
+              args.ranks is not None and (same_ranks(args.ranks) or args.ranks == meta.get("ranks_start"))),
              ("--in-modes", args.in_modes, _fmt_list(sh.in_modes), args.in_modes == list(sh.in_modes)),
              ("--out-modes", args.out_modes, _fmt_list(sh.out_modes), args.out_modes == list(sh.out_modes))]
     given += [(flag, getattr(args, k), getattr(cfg, k), getattr(args, k) == getattr(cfg, k))
@@ -414,7 +417,7 @@ def _check_resume_options(args: argparse.Namespace, state: TrainState, seed: int
             hint = " (--lr-decay-at lowers the rate of a resumed run)" if flag == "--lr-shift" else ""
             raise ConfigError(f"{flag} {v} differs from the run being resumed ({theirs}); drop {flag} "
                               f"to continue it{hint}")
-    if args.calib_samples is not None:
+    if args.calib_samples is not None and args.calib_samples != meta.get("calib_samples", 256):
         raise ConfigError("--calib-samples is for a new run: the state being resumed is calibrated already; "
                           "drop --calib-samples to continue it")
 
@@ -425,11 +428,12 @@ def _prior_history(path: Path, epoch: int) -> tuple[list[dict[str, Any]], list[i
     state came from elsewhere: the files of an epoch are renamed with the state last, so
     an interruption never loses one) is added to them, with one line on stderr."""
     try:
-        old = json.loads(path.read_text()) if path.exists() else {}
+        # bounded and regular files only (a FIFO there hung the resume for good)
+        old = json.loads(read_bounded(path, "metrics", MAX_ARTIFACT_BYTES)) if os.path.lexists(path) else {}
         rows = [h for h in old.get("history", []) if isinstance(h, dict)]
         rows = [h for h in rows if _meta_epoch(h.get("epoch")) and h["epoch"] <= epoch]
         missing = [e for e in old.get("missing_epochs", []) if _meta_epoch(e) and e <= epoch]
-    except (OSError, ValueError, AttributeError, TypeError):
+    except (OSError, ValueError, AttributeError, TypeError, UserError):
         return [], []
     known = {h["epoch"] for h in rows} | set(missing)
     lost = [e for e in range(min(known, default=epoch + 1), epoch + 1) if e not in known]
@@ -503,6 +507,10 @@ def _train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable
     calib_samples = 256 if args.calib_samples is None else args.calib_samples
     if state is None:
         if args.from_artifact:
+            # before the calibration's step (state_from_artifact calibrates); a step holds at
+            # most the samples there are
+            check_step_memory(net, min(args.batch, len(y)), "--batch")
+            check_step_memory(net, min(calib_samples, len(y)), "--calib-samples")
             state = state_from_artifact(net, x, y, config=_config(args, network_train_config(net)), seed=seed,
                                         lr_shift=lr_shift, calib_samples=calib_samples,
                                         meta={"from": str(args.from_artifact)},
@@ -515,13 +523,18 @@ def _train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable
             check_fits(state, x.shape[1], np.concatenate([y, yt]), "the network")
             # before the calibration's step (the widths do not depend on its exponents)
             check_batch(state, args.batch, fast=not args.golden)
-            check_step_memory(state, args.batch, "--batch")
-            check_step_memory(state, calib_samples, "--calib-samples")
+            check_step_memory(state, min(args.batch, len(y)), "--batch")
+            check_step_memory(state, min(calib_samples, len(y)), "--calib-samples")
             xq = quantize(x, state.config.act_bits, state.in_exp)
             cal = epoch_order(seed, 0, len(y))[:calib_samples]
             state = calibrate_state(state, xq[cal], y[cal])
+        # with what the run started: a resume repeating the run's own command is no
+        # change (the state's lr_shift is halved and its ranks truncated along the way)
+        start = {"lr_shift_start": lr_shift, "calib_samples": calib_samples}
+        if args.ranks is not None:
+            start["ranks_start"] = args.ranks if isinstance(args.ranks, int) else list(args.ranks)
         state = state.replace(meta={**state.meta, "seed": seed, "batch": args.batch, "data": ds_name,
-                                    "lr_decay_at": list(args.lr_decay_at)})
+                                    "lr_decay_at": list(args.lr_decay_at), **start})
         if args.truncate_ranks:
             state = state.replace(meta={**state.meta, "truncate_ranks": _truncations_json(args.truncate_ranks)})
     else:

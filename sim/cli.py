@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from ttforge.atomic import check_output_dir, claim_work_dir, output_lock
-from ttforge.errors import ConfigError, LimitError, NativeError, SchedulerLost, SimError, show_path
+from ttforge.errors import ConfigError, LimitError, NativeError, SchedulerLost, SimError, show_path, shown
 from ttforge.limits import MAX_JOBS, MAX_SEED, MAX_SEEDS, MAX_VECTORS
 from ttforge.hw.faults import FAULTS
 from ttforge.sim.check import NATIVE, REGRESS_SIMULATORS, CaseResult, describe
@@ -103,16 +103,29 @@ def _check_args(args: argparse.Namespace) -> None:
         _clear_reproducers(Path(args.out))
 
 
+#: What :func:`ttforge.sim.reproducer.write_reproducer` writes into a reproducer (its
+#: waveform: any ``waves.*``); a directory holding anything else is the user's too.
+_REPRO_FILES = {"case.json", "artifact.ttfa", "config.json", "load_image.json", "inputs.npy", "expected.npy",
+                "got.npy", "divergence.txt", "waves_error.txt"}
+
+
 def _clear_reproducers(out: Path) -> None:
     """Remove the reproducers an earlier run left in the claimed ``out``: beside this
     run's ``summary.json`` they told of failures it did not have (a failing run's
     ``repro-*`` stayed next to a later pass). Only ttforge's own: a directory (not a
-    link) named ``repro-*`` holding a ``case.json``."""
+    link) named ``repro-*`` holding a ``case.json`` and nothing but the files a
+    reproducer is written with; one the user added a file to is left, with a note."""
     with contextlib.suppress(OSError):
         for e in os.scandir(out):
-            if (e.name.startswith("repro-") and e.is_dir(follow_symlinks=False)
+            if not (e.name.startswith("repro-") and e.is_dir(follow_symlinks=False)
                     and os.path.isfile(os.path.join(e.path, "case.json"))):
+                continue
+            names = set(os.listdir(e.path))
+            if all(n in _REPRO_FILES or n.startswith("waves.") for n in names):
                 shutil.rmtree(e.path)
+            else:
+                print(f"ttforge regress: note: {shown(e.path)} holds files a reproducer is not written with; "
+                      f"left as it is (it tells of an earlier run)", file=sys.stderr)
 
 
 def _without_fault(args: argparse.Namespace) -> argparse.Namespace:

@@ -176,15 +176,26 @@ def slash_on_file(path: str | os.PathLike, what: str) -> str | None:
     the file ``a.ttfa``, where the system (``cat``, ``open``) says "Not a directory".
     """
     raw = os.fspath(path)
-    if not (isinstance(raw, str) and raw.endswith("/") and raw.strip("/")):
+    if not isinstance(raw, str):
+        return None
+    # 'FILE/', 'FILE/.' and 'FILE/..' all ask for FILE as a directory ('cat FILE/.': Not
+    # a directory); Path drops a trailing '/' and '/.'
+    base = raw
+    while base.endswith(("/", "/.")) and base.rstrip("/.") and not base.endswith("/.."):
+        base = base[:-1] if base.endswith("/") else base[:-2]
+    if base.endswith("/..") and base[:-3].rstrip("/"):
+        base = base[:-3]
+    base = base.rstrip("/")
+    if base == raw or not base:
         return None
     try:
-        if os.path.isdir(raw) or not os.path.lexists(raw.rstrip("/")):
+        if os.path.isdir(raw) or not os.path.lexists(base):
             return None   # a directory, or nothing: the caller's own line says which
     except ValueError:    # a NUL byte: the caller's own line
         return None
-    return (f"{what} {show_path(raw)} ends in '/', which names a directory, but "
-            f"{show_path(raw.rstrip('/'))} is not one; drop the trailing '/'")
+    tail = raw[len(base):]
+    return (f"{what} {show_path(raw)} ends in {tail!r}, which names a directory, but "
+            f"{show_path(base)} is not one; drop the trailing {tail!r}")
 
 
 def open_regular(path: str | os.PathLike, what: str, limit: int,

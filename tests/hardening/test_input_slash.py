@@ -52,3 +52,14 @@ def test_the_loaders_judge_the_slash_as_given(tmp_path, loader):
     with pytest.raises(UserError) as e:     # sibling: without the slash it is read (and refused as content)
         load(str(f))
     assert "ends in '/'" not in str(e.value)
+
+
+@pytest.mark.parametrize("tail", ["/.", "/./", "/..", "//"])
+def test_a_file_named_with_a_trailing_dot_component_is_refused_too(tmp_path, tail):
+    """'FILE/.' was read as FILE (Path drops a trailing '/.'); 'cat FILE/.' says Not a
+    directory."""
+    f = tmp_path / "a.ttfa"
+    f.write_bytes(b"x")
+    line = slash_on_file(f"{f}{tail}", "artifact")
+    assert line is not None and f"drop the trailing {tail!r}" in line
+    assert slash_on_file(f"{tmp_path}{tail}", "artifact") is None     # a directory so named: fine

@@ -206,3 +206,65 @@ def test_an_interruption_before_the_first_epoch_leaves_no_directory(tmp_path, ca
     out = tmp_path / "a" / "run"
     assert _run(capsys, "-o", str(out), "--epochs", "1", *_NET)[0] == 130
     assert not out.exists()
+
+
+# the run's own starting values are accepted after its schedule changed the state -------------
+def test_the_runs_own_command_resumes_after_a_decay_and_a_truncation(tmp_path, capsys):
+    """The state's lr_shift is halved by --lr-decay-at and its ranks truncated by
+    --truncate-ranks; repeating the run's command with more --epochs was refused
+    ('--lr-shift 8 differs ... (9)', '--ranks 2 differs ... (ranks 1,1,1)'); likewise the
+    default --calib-samples 256 given explicitly."""
+    run = tmp_path / "run"
+    start = ["--batch", "64", "--hidden", "16", "--ranks", "2", "--seed", "3", "--lr-shift", "8",
+             "--lr-decay-at", "1", "--truncate-ranks", "1:1,1", "--calib-samples", "256"]
+    assert _run(capsys, "-o", str(run), "--epochs", "2", *start)[0] == 0
+    st = load_state(run / "state.ttts")
+    assert st.lr_shift != 8 and st.layers[0].schedule.shape.ranks != (1, 2, 2, 1)   # the schedule changed them
+    code, _, err = _run(capsys, "--resume", str(run / "state.ttts"), "-o", str(run), "--epochs", "3", *start)
+    assert code == 0, err
+    # sibling: a value the run never had is still refused
+    code, _, err = _run(capsys, "--resume", str(run / "state.ttts"), "-o", str(run), "--epochs", "4",
+                        "--lr-shift", "5")
+    assert code == 2 and "--lr-shift 5 differs" in err
+
+
+def test_a_fifo_in_place_of_the_metrics_does_not_hang_a_resume(base, tmp_path, capsys):
+    import signal
+
+    run = _copy(base, tmp_path, "run")
+    (run / "metrics.json").unlink()
+    os.mkfifo(run / "metrics.json")
+
+    def hung(*_):
+        raise TimeoutError("the resume blocked on the FIFO")
+
+    import time
+
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(60)
+    t0 = time.monotonic()
+    try:
+        code, _, err = _run(capsys, "--resume", str(run / "state.ttts"), "-o", str(run), "--epochs", "3")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    # the old read blocked until the alarm (60 s; its OSError was then taken for a missing file)
+    assert time.monotonic() - t0 < 30
+    assert code in (0, 2) and "Traceback" not in err, err
+
+
+def test_from_an_artifact_the_calibration_memory_is_named_before_it_runs(base, tmp_path, capsys, monkeypatch):
+    """--from calibrated first and its step then refused 'batch=256 ... use batch <= N'
+    even with --batch below N: --calib-samples is named, before any step."""
+    from ttforge.ir import train
+    from ttforge.ir.artifact import load_artifact
+
+    net = load_artifact(base / "model.ttfa")
+    per_sample = 2 * train.sample_values(net.layers)
+    monkeypatch.setattr(train, "MAX_STEP_VALUES", per_sample * 100)
+    calls = []
+    monkeypatch.setattr(train, "_step", lambda *a, **k: calls.append(1))
+    code, _, err = _run(capsys, "--from", str(base / "model.ttfa"), "-o", str(tmp_path / "r"), "--epochs", "1",
+                        "--batch", "50", "--calib-samples", "200")
+    assert code == 2 and err.count("\n") == 1 and "--calib-samples=200" in err and "<= 100" in err, err
+    assert not calls and not (tmp_path / "r").exists()

@@ -191,5 +191,14 @@ def test_an_earlier_runs_reproducers_go_when_a_run_starts(tmp_path, warm_cache):
     out = tmp_path / "out"
     assert [p.name for p in out.glob("repro-*")]
     (out / "repro-mine").mkdir()   # not a reproducer: not ours to remove
+    # a reproducer the user added a file to (or made: a case.json beside their own file)
+    # is theirs too: rmtree took notes.txt and thesis.txt with it
+    kept = sorted(out.glob("repro-*-seed*"))[0]
+    (kept / "notes.txt").write_text("my analysis")
+    (out / "repro-case").mkdir()
+    (out / "repro-case" / "case.json").write_text("{}")
+    (out / "repro-case" / "thesis.txt").write_text("precious")
     assert _regress(tmp_path, cache) == 0
-    assert sorted(p.name for p in out.glob("repro-*")) == ["repro-mine"]
+    assert sorted(p.name for p in out.glob("repro-*")) == sorted(["repro-mine", "repro-case", kept.name])
+    assert (kept / "notes.txt").read_text() == "my analysis"
+    assert (out / "repro-case" / "thesis.txt").read_text() == "precious"
