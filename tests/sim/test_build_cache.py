@@ -13,13 +13,11 @@ from pathlib import Path
 import pytest
 
 import ttforge.sim.runner as runner
-from ttforge.hw.config import AccelConfig
 from ttforge.sim.cluster import ClusterSpec, connect
 
 from tests.support.sims import _available
 
-SMALL = AccelConfig(lanes=2, act_bits=8, core_bits=8, inter_bits=16, acc_bits=32, bias_bits=32,
-                    core_depth=512, bias_depth=64, buf_depth=256, desc_depth=16, stream_elems=1)
+from tests.support.tiny_builds import SMALL
 
 
 def _need(sim):

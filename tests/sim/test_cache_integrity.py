@@ -19,8 +19,7 @@ import ttforge.sim.runner as runner
 from ttforge.atomic import output_lock
 from ttforge.cli import main
 
-from tests.sim.test_build_cache import SMALL
-from tests.sim.test_make_paths import _build_tiny
+from tests.support.tiny_builds import SMALL, build_tiny as _build_tiny
 from tests.support.sims import _available
 
 REGRESS = ["regress", "--seed-start", "1", "--seeds", "1", "--vectors", "4", "--sim", "icarus"]

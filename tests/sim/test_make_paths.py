@@ -6,7 +6,6 @@ the line that says why, never a command or a deleted log."""
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import subprocess
 import tempfile
@@ -17,51 +16,11 @@ import pytest
 from ttforge.errors import ConfigError, NativeError
 
 from tests.support.sims import _available
+from tests.support.tiny_builds import TINY_MAIN, TINY_V, build_tiny as _build_tiny, need_native as _need_native
 
 #: every kind the probe broke: make's space check, make's and Verilator's `$(VAR)`, make's comment
 #: (one root: each build takes tens of seconds; each alone failed the old code)
 ODD_ROOT = "nb sp$(HOME)#x"
-
-TINY_V = b"module tiny(input clk, output reg [3:0] n); always @(posedge clk) n <= n + 4'd1; endmodule\n"
-TINY_H = b"#define TINY_STEPS 6\n"
-TINY_MAIN = b"""#include "Vtiny.h"
-#include "tiny.h"
-#include <cstdio>
-int main() {
-    Vtiny t;
-    t.n = 0;
-    for (int i = 0; i < 2 * TINY_STEPS; i++) { t.clk = i & 1; t.eval(); }
-    std::printf("n=%d\\n", (int)t.n);
-    return 0;
-}
-"""
-
-
-def _need_native():
-    from ttforge.hw.tools import ToolchainMissing
-    from ttforge.sim.native import check_native_tools
-
-    try:
-        return check_native_tools()
-    except ToolchainMissing as e:
-        pytest.skip(str(e))
-
-
-def _build_tiny(root: Path, main: bytes = TINY_MAIN):
-    """What build_native does, for a module that builds in seconds: sources under
-    ``include/``, handed to Verilator (and so to make) as absolute paths."""
-    from ttforge.sim.native import make_flags, verilate_cached, verilator_args
-
-    cxx = _need_native()
-    files = {"tiny.v": TINY_V, "include/tiny.h": TINY_H, "include/main.cpp": main}
-
-    def args_for(tmp: Path) -> list[str]:
-        return [*verilator_args("tiny"), "--Mdir", "obj_dir", "-CFLAGS", f"-std=c++17 -I{tmp / 'include'}",
-                "-MAKEFLAGS", make_flags(cxx), "-o", "../tiny", "tiny.v", str(tmp / "include" / "main.cpp")]
-
-    key = "tiny-" + hashlib.sha256(main).hexdigest()[:12]
-    return verilate_cached(root, key, "tiny", files, args_for, cxx=cxx, timeout=600, what="tiny harness")
-
 
 def _jobs(prefix: str) -> set[str]:
     return {p.name for p in Path(tempfile.gettempdir()).glob(f"{prefix}*")}
