@@ -103,12 +103,6 @@ def _check_args(args: argparse.Namespace) -> None:
         _clear_reproducers(Path(args.out))
 
 
-#: What :func:`ttforge.sim.reproducer.write_reproducer` writes into a reproducer (its
-#: waveform: any ``waves.*``); a directory holding anything else is the user's too.
-_REPRO_FILES = {"case.json", "artifact.ttfa", "config.json", "load_image.json", "inputs.npy", "expected.npy",
-                "got.npy", "divergence.txt", "waves_error.txt"}
-
-
 def _clear_reproducers(out: Path) -> None:
     """Remove the reproducers an earlier run left in the claimed ``out``: beside this
     run's ``summary.json`` they told of failures it did not have (a failing run's
@@ -120,8 +114,10 @@ def _clear_reproducers(out: Path) -> None:
             if not (e.name.startswith("repro-") and e.is_dir(follow_symlinks=False)
                     and os.path.isfile(os.path.join(e.path, "case.json"))):
                 continue
+            from ttforge.sim.reproducer import REPRODUCER_FILES
+
             names = set(os.listdir(e.path))
-            if all(n in _REPRO_FILES or n.startswith("waves.") for n in names):
+            if all(n in REPRODUCER_FILES or n.startswith("waves.") for n in names):
                 shutil.rmtree(e.path)
             else:
                 print(f"ttforge regress: note: {shown(e.path)} holds files a reproducer is not written with; "

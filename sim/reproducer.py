@@ -19,7 +19,12 @@ from ttforge.sim.cases import RegressCase
 from ttforge.sim.check import REGRESS_SIMULATORS, CaseResult, describe, run_case
 from ttforge.sim.runner import check_pauses
 
-__all__ = ["write_reproducer", "replay", "replay_command"]
+__all__ = ["write_reproducer", "replay", "replay_command", "REPRODUCER_FILES"]
+
+#: The files :func:`write_reproducer` writes (and its waveform, any ``waves.*``): a
+#: directory holding anything else is the user's too (``regress`` leaves it).
+REPRODUCER_FILES = frozenset({"case.json", "artifact.ttfa", "config.json", "load_image.json", "inputs.npy",
+                              "expected.npy", "got.npy", "divergence.txt", "waves_error.txt"})
 
 
 def replay_command(directory: str | os.PathLike) -> str:
