@@ -185,20 +185,42 @@ def _job_of_another_namespace(marker: str) -> bool:
     return False
 
 
+def _worked_in(path: str) -> bool:
+    """Whether a process works in directory ``path`` (its working directory is there or
+    below; Linux: ``/proc/<pid>/cwd``, elsewhere none is found): a simulator orphaned by
+    a killed ttforge run (``vvp`` runs on after a SIGKILL of its parent) whose directory
+    was removed under it had cocotb make it again for its ``results.xml``, without the
+    marker, and nothing ever removed it."""
+    top = os.path.realpath(path)
+    try:
+        pids = [n for n in os.listdir("/proc") if n.isdigit()]
+    except OSError:
+        return False
+    for pid in pids:
+        try:
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:
+            continue   # ended meanwhile, or another user's
+        if cwd == top or cwd.startswith(top + os.sep):
+            return True
+    return False
+
+
 def job_dir(prefix: str) -> Path:
     """A new temporary directory for one simulation job, named ``<prefix><pid>-...`` and
     holding :data:`JOB_MARKER` (which names this process's PID namespace); those of
     ttforge processes that have ended are removed first, if they hold the marker (a
     directory of that name someone else made is never deleted: the name alone was
     taken as proof) and ran in this PID namespace (a pid of another says nothing of
-    its process here). A job that fails keeps its directory (its error names the
-    ``sim.log`` in it) until then: without the process id in the name nothing ever
-    removed them."""
+    its process here), and no process works in it any more (a simulator the killed run
+    left running goes on writing there; a later job removes it). A job that fails keeps
+    its directory (its error names the ``sim.log`` in it) until then: without the
+    process id in the name nothing ever removed them."""
     base = Path(tempfile.gettempdir())
     for e, _ in dead_entries(base, prefix, "-"):
         marker = os.path.join(e.path, JOB_MARKER)
         if (e.is_dir(follow_symlinks=False) and os.path.isfile(marker)
-                and not _job_of_another_namespace(marker)):
+                and not _job_of_another_namespace(marker) and not _worked_in(e.path)):
             shutil.rmtree(e.path, ignore_errors=True)
     d = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=base))
     (d / JOB_MARKER).write_text("a ttforge job's work files; removed once its process has ended\n"
