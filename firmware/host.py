@@ -271,10 +271,14 @@ class Device:
                 f"{self.t.name}: could not send {what} within {timeout:g} s (the device takes no bytes); "
                 "check the port, the baud rate, and that the board runs a ttforge bitstream") from None
 
-    def _wait(self, queue: deque, what: str, timeout: float | None = None, deadline: float | None = None):
+    def _wait(self, queue: deque, what: str, timeout: float | None = None, deadline: float | None = None,
+              refuse=None):
+        """The next frame of ``queue`` by ``deadline``, else :class:`DeviceTimeout`;
+        ``refuse(bad)`` sees each corrupt frame received meanwhile (and may raise)."""
         timeout = self.timeout if timeout is None else timeout
         if deadline is None:
             deadline = time.monotonic() + timeout
+        seen = self.bad_frame_count
         while not queue:
             if time.monotonic() >= deadline:
                 bad = f" ({self.bad_frame_count} corrupt frames received)" if self.bad_frame_count else ""
@@ -282,7 +286,17 @@ class Device:
                     f"{self.t.name}: no {what} within {timeout:g} s{bad}; check the port, the "
                     "baud rate, and that the board runs a ttforge bitstream")
             self._pump(deadline)
+            if refuse is not None and self.bad_frame_count != seen:
+                for bad in self._bad_since(seen):
+                    refuse(bad)
+                seen = self.bad_frame_count
         return queue.popleft()
+
+    def _bad_since(self, count: int) -> list[P.BadFrame]:
+        """The corrupt frames received since :attr:`bad_frame_count` was ``count`` (the
+        last :attr:`bad_frames` keeps, at most)."""
+        n = min(self.bad_frame_count - count, len(self.bad_frames))
+        return list(self.bad_frames)[len(self.bad_frames) - n:] if n > 0 else []
 
     def _unasked(self, before: str) -> None:
         """Refuse the frames already held that nobody asked for ``before`` this request
@@ -539,6 +553,7 @@ class Device:
             self._drain(0)
             self._unasked(f"vector {i} was sent")
             deadline = time.monotonic() + tmo
+            since = self.bad_frame_count     # the output may come (corrupt) with the answer
             self._send(P.stream_in(row.tolist(), eb), "STREAM_IN", tmo, deadline)
             r = self._wait(self._responses, "answer to STREAM_IN", tmo, deadline)
             if r.cmd != Cmd.STREAM_IN or r.status != Status.OK:
@@ -548,7 +563,7 @@ class Device:
                 self._recover()
                 raise DeviceError(f"{self.t.name}: vector {i}: STREAM_IN took {r.count} of {len(row)} elements; "
                                   "check the baud rate and that the board runs a ttforge bitstream")
-            frame = self._wait_output(i, tmo)
+            frame = self._wait_output(i, tmo, want * eb, since)
             vals = frame.elements(eb)
             if len(vals) != want:
                 raise P.ProtocolError(f"{self.t.name}: vector {i}: output frame has {len(vals)} "
@@ -560,19 +575,40 @@ class Device:
             self._unasked(f"the end of the call ({len(x)} vectors sent, each answered)")
         return out[0] if one else out
 
-    def _wait_output(self, i: int, timeout: float) -> OutputFrame:
-        """The output frame of vector ``i``; while it does not come, STATUS is polled so
-        that an accelerator error is reported at once (not after the timeout)."""
+    def _wait_output(self, i: int, timeout: float, size: int, since: int) -> OutputFrame:
+        """The output frame of vector ``i`` (``size`` bytes of elements); while it does not
+        come, STATUS is polled so that an accelerator error is reported at once (not after
+        the timeout). A corrupt frame received since :attr:`bad_frame_count` was ``since``
+        that can only be this output fails at once."""
         deadline = time.monotonic() + timeout
         step = max(0.2, timeout / 20)
+        checked = since
+
+        def refuse(bad: P.BadFrame) -> None:
+            # Of the output's type or length (one damaged byte keeps one of them), it is this
+            # vector's output, lost: waiting for it ran into the timeout as "no output".
+            n = len(bad.content)
+            if bad.content[:1] == bytes([P.OUTPUT_TYPE]) or n == size + 2:
+                odd = "" if n == size + 2 or n >= P.MAX_FRAME_BYTES else f", {n} bytes where {size + 2} were due"
+                raise P.ProtocolError(
+                    f"{self.t.name}: vector {i}: the board's output frame came corrupt ({bad.reason}{odd}); "
+                    "check the cable and that the baud rate is the bitstream's, then rerun")
+
         while True:
+            for bad in self._bad_since(checked):    # with the answer, or while STATUS was read
+                refuse(bad)
+            checked = self.bad_frame_count
             left = deadline - time.monotonic()
             try:
-                return self._wait(self._outputs, f"output of vector {i}", max(0.0, min(step, left)))
+                return self._wait(self._outputs, f"output of vector {i}", max(0.0, min(step, left)),
+                                  refuse=refuse)
             except DeviceTimeout:
                 if left <= step:
+                    n = self.bad_frame_count - since
+                    bad = f" ({n} corrupt frames received, the last: {self.bad_frames[-1].reason})" if n else ""
                     raise DeviceTimeout(f"{self.t.name}: no output of vector {i} within "
-                                        f"{timeout:g} s and no error reported") from None
+                                        f"{timeout:g} s and no error reported{bad}") from None
+            checked = self.bad_frame_count
             if self._outputs:
                 continue
             err = self.errors()
