@@ -266,8 +266,80 @@ def _pack(fields: tuple[Field, ...], values: dict[str, int]) -> int:
     return sum(f.put(values[f.name]) for f in fields)
 
 
+class MapLookup:
+    """Lookups, address decoding and the JSON view shared by the register maps
+    (:class:`RegisterMap`, :class:`ttforge.hw.trainer.regmap.TrainRegisterMap`): a
+    ``registers`` and a ``windows`` tuple in address order, and a ``to_dict``."""
+
+    registers: tuple[Register, ...]
+    windows: tuple[Window, ...]
+
+    def __getitem__(self, name: str) -> Register:
+        for r in self.registers:
+            if r.name == name:
+                return r
+        raise KeyError(f"no register {name!r}")
+
+    def window(self, name: str) -> Window:
+        for w in self.windows:
+            if w.name == name:
+                return w
+        raise KeyError(f"no window {name!r}")
+
+    def addr(self, name: str) -> int:
+        """Byte address of register ``name``."""
+        return self[name].addr
+
+    def __iter__(self) -> Iterator[Register]:
+        return iter(self.registers)
+
+    def decode(self, addr: int) -> tuple[str, int] | None:
+        """What byte address ``addr`` hits: ``(register name, 0)``, ``(window name, element
+        index)``, or ``None`` (unmapped: the slave answers ``SLVERR``)."""
+        for r in self.registers:
+            if r.addr == addr & ~3:
+                return r.name, 0
+        for w in self.windows:
+            if w.base <= addr < w.base + w.size_bytes:
+                return w.name, (addr - w.base) // 4
+        return None
+
+    def to_dict(self) -> dict[str, Any]:  # pragma: no cover - every map defines it
+        raise NotImplementedError
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+
+def register_dicts(registers, signed: bool = False) -> list[dict[str, Any]]:
+    """The JSON entries of ``registers`` (with each field's ``signed`` if asked)."""
+    def field_dict(f: Field) -> dict[str, Any]:
+        d = {"name": f.name, "lsb": f.lsb, "width": f.width, "mask": f.mask}
+        if signed:
+            d["signed"] = f.signed
+        d["description"] = f.description
+        return d
+
+    return [{"name": r.name, "addr": r.addr, "access": r.access, "width": r.width,
+             "reset": r.reset, "value": r.value, "description": r.description,
+             "fields": [field_dict(f) for f in r.fields]} for r in registers]
+
+
+def window_dicts(windows, access: bool = False) -> list[dict[str, Any]]:
+    """The JSON entries of ``windows`` (with each one's ``access`` if asked)."""
+    out = []
+    for w in windows:
+        d = {"name": w.name, "base": w.base, "depth": w.depth, "size_bytes": w.size_bytes,
+             "data_bits": w.data_bits, "memory": w.memory, "signed": w.signed}
+        if access:
+            d["access"] = w.access
+        d["description"] = w.description
+        out.append(d)
+    return out
+
+
 @dataclass(frozen=True)
-class RegisterMap:
+class RegisterMap(MapLookup):
     """The register map of one :class:`AccelConfig`.
 
     Attributes
@@ -290,26 +362,6 @@ class RegisterMap:
         object.__setattr__(self, "windows", tuple(_windows(self.config)))
         _check(self)
 
-    # -- lookup --------------------------------------------------------------------------
-    def __getitem__(self, name: str) -> Register:
-        for r in self.registers:
-            if r.name == name:
-                return r
-        raise KeyError(f"no register {name!r}")
-
-    def window(self, name: str) -> Window:
-        for w in self.windows:
-            if w.name == name:
-                return w
-        raise KeyError(f"no window {name!r}")
-
-    def addr(self, name: str) -> int:
-        """Byte address of register ``name``."""
-        return self[name].addr
-
-    def __iter__(self) -> Iterator[Register]:
-        return iter(self.registers)
-
     @property
     def addr_bits(self) -> int:
         return int(self.config.axil_addr_bits)  # type: ignore[arg-type]
@@ -317,17 +369,6 @@ class RegisterMap:
     @property
     def region_bytes(self) -> int:
         return self.config.region_bytes
-
-    def decode(self, addr: int) -> tuple[str, int] | None:
-        """What byte address ``addr`` hits: ``(register name, 0)``, ``(window name, element
-        index)``, or ``None`` (unmapped: the slave answers ``SLVERR``)."""
-        for r in self.registers:
-            if r.addr == addr & ~3:
-                return r.name, 0
-        for w in self.windows:
-            if w.base <= addr < w.base + w.size_bytes:
-                return w.name, (addr - w.base) // 4
-        return None
 
     # -- views ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -339,19 +380,8 @@ class RegisterMap:
             "addr_bits": self.addr_bits,
             "region_bytes": self.region_bytes,
             "config": self.config.to_dict(),
-            "registers": [
-                {"name": r.name, "addr": r.addr, "access": r.access, "width": r.width,
-                 "reset": r.reset, "value": r.value, "description": r.description,
-                 "fields": [{"name": f.name, "lsb": f.lsb, "width": f.width,
-                             "mask": f.mask, "description": f.description} for f in r.fields]}
-                for r in self.registers
-            ],
-            "windows": [
-                {"name": w.name, "base": w.base, "depth": w.depth, "size_bytes": w.size_bytes,
-                 "data_bits": w.data_bits, "memory": w.memory, "signed": w.signed,
-                 "description": w.description}
-                for w in self.windows
-            ],
+            "registers": register_dicts(self.registers),
+            "windows": window_dicts(self.windows),
             "counters": {"bits": COUNTER_BITS,
                          "names": [name for name, _ in COUNTERS],
                          "latch": "reading <NAME>_LO latches <NAME>_HI"},
@@ -364,9 +394,6 @@ class RegisterMap:
                            "description": f.description} for f in FLAGS_FIELDS],
             },
         }
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2) + "\n"
 
     def to_c_header(self, guard: str = "TTFORGE_REGS_H") -> str:
         """A C99 header: ``#define TTFORGE_<REG>_ADDR``, ``_RESET``, per field ``_SHIFT``

@@ -17,13 +17,13 @@ address that is neither a register nor inside a window answers ``SLVERR``.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 from ttforge.errors import ConfigError
-from ttforge.hw.regmap import (Field, Register, Window, _c_comment, _md, _pack, c_register_defines,
-                                markdown_register_tables)
+from ttforge.hw.regmap import (Field, MapLookup, Register, Window, _c_comment, _md, _pack,
+                                c_register_defines, markdown_register_tables, register_dicts,
+                                window_dicts)
 from ttforge.ir.arith import ARITHMETIC_SPEC_VERSION
 
 __all__ = ["TRAIN_REGMAP_VERSION", "TRAIN_MAGIC", "TrainWindow", "TrainRegisterMap",
@@ -90,7 +90,7 @@ def _f(name, lsb, width, description="", bind=None, signed=False) -> Field:
 
 
 @dataclass(frozen=True)
-class TrainRegisterMap:
+class TrainRegisterMap(MapLookup):
     """The register map of one :class:`~ttforge.hw.trainer.program.TrainEngineConfig`."""
 
     config: Any
@@ -115,39 +115,10 @@ class TrainRegisterMap:
             if b0 < a1:  # pragma: no cover - an invariant of the layout
                 raise AssertionError(f"training register map: {n0} and {n1} overlap")
 
-    # -- lookup --------------------------------------------------------------------------
-    def __getitem__(self, name: str) -> Register:
-        for r in self.registers:
-            if r.name == name:
-                return r
-        raise KeyError(f"no register {name!r}")
-
-    def __iter__(self) -> Iterator[Register]:
-        return iter(self.registers)
-
-    def window(self, name: str) -> TrainWindow:
-        for w in self.windows:
-            if w.name == name:
-                return w
-        raise KeyError(f"no window {name!r}")
-
-    def addr(self, name: str) -> int:
-        return self[name].addr
-
     @property
     def addr_bits(self) -> int:
         """AXI4-Lite address width: eight regions."""
         return _clog2(self.region_bytes) + 3
-
-    def decode(self, addr: int) -> tuple[str, int] | None:
-        """``(register, 0)``, ``(window, element)`` or ``None`` (``SLVERR``)."""
-        for r in self.registers:
-            if r.addr == addr & ~3:
-                return r.name, 0
-        for w in self.windows:
-            if w.base <= addr < w.base + w.size_bytes:
-                return w.name, (addr - w.base) // 4
-        return None
 
     # -- views ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -163,17 +134,8 @@ class TrainRegisterMap:
             "addr_bits": self.addr_bits,
             "region_bytes": self.region_bytes,
             "config": _config_dict(c),
-            "registers": [
-                {"name": r.name, "addr": r.addr, "access": r.access, "width": r.width,
-                 "reset": r.reset, "value": r.value, "description": r.description,
-                 "fields": [{"name": f.name, "lsb": f.lsb, "width": f.width, "mask": f.mask,
-                             "signed": f.signed, "description": f.description} for f in r.fields]}
-                for r in self.registers],
-            "windows": [
-                {"name": w.name, "base": w.base, "depth": w.depth, "size_bytes": w.size_bytes,
-                 "data_bits": w.data_bits, "memory": w.memory, "signed": w.signed,
-                 "access": w.access, "description": w.description}
-                for w in self.windows],
+            "registers": register_dicts(self.registers, signed=True),
+            "windows": window_dicts(self.windows, access=True),
             "counters": {"bits": 48, "names": [n for n, _, _ in TRAIN_COUNTERS],
                          "latch": "reading <NAME>_LO latches <NAME>_HI"},
             "error_codes": [{"code": k, "name": n, "description": d}
@@ -186,9 +148,6 @@ class TrainRegisterMap:
                 "ops": {"CONTRACT": 0, "WGRAD": 1, "LOSS": 2, "ZFILL": 3},
             },
         }
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2) + "\n"
 
     def to_c_header(self, guard: str = "TTFORGE_TRAIN_REGS_H") -> str:
         """A C99 header, every name prefixed ``TTFORGE_TRAIN_`` (it can be included next
