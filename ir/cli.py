@@ -422,26 +422,29 @@ def _check_resume_options(args: argparse.Namespace, state: TrainState, seed: int
                           "drop --calib-samples to continue it")
 
 
-def _prior_history(path: Path, epoch: int) -> tuple[list[dict[str, Any]], list[int]]:
-    """The rows of a resumed run's ``metrics.json`` up to the state's ``epoch`` and its
-    ``missing_epochs``; an epoch between its first row and ``epoch`` that has no row (the
-    state came from elsewhere: the files of an epoch are renamed with the state last, so
-    an interruption never loses one) is added to them, with one line on stderr."""
+def _prior_history(path: Path, epoch: int) -> tuple[list[dict[str, Any]], list[int], float | None]:
+    """The rows of a resumed run's ``metrics.json`` up to the state's ``epoch``, its
+    ``missing_epochs`` and its ``initial_test_acc`` (``None`` if absent or not a fraction);
+    an epoch between its first row and ``epoch`` that has no row (the state came from
+    elsewhere: the files of an epoch are renamed with the state last, so an
+    interruption never loses one) is added to the missing, with one line on stderr."""
     try:
         # bounded and regular files only (a FIFO there hung the resume for good)
         old = json.loads(read_bounded(path, "metrics", MAX_ARTIFACT_BYTES)) if os.path.lexists(path) else {}
         rows = [h for h in old.get("history", []) if isinstance(h, dict)]
         rows = [h for h in rows if _meta_epoch(h.get("epoch")) and h["epoch"] <= epoch]
         missing = [e for e in old.get("missing_epochs", []) if _meta_epoch(e) and e <= epoch]
+        acc0 = old.get("initial_test_acc")
     except (OSError, ValueError, AttributeError, TypeError, UserError):
-        return [], []
+        return [], [], None
+    acc0 = float(acc0) if isinstance(acc0, (int, float)) and not isinstance(acc0, bool) and 0 <= acc0 <= 1 else None
     known = {h["epoch"] for h in rows} | set(missing)
     lost = [e for e in range(min(known, default=epoch + 1), epoch + 1) if e not in known]
     if lost:
         print(f"ttforge train-int: note: {shown(path)} has no row for epoch{'s' * (len(lost) > 1)} "
               f"{_fmt_list(lost)} (the state resumed is at epoch {epoch}); the history goes on without "
               f"{'them' if len(lost) > 1 else 'it'} (metrics.json: missing_epochs)", file=sys.stderr)
-    return rows, sorted(missing + lost)
+    return rows, sorted(missing + lost), acc0
 
 
 def _meta_epoch(v: object) -> bool:
@@ -579,9 +582,12 @@ def _train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable
     steps_per_epoch = math.ceil(len(y) / args.batch)
     total = (args.epochs - state.epoch) * steps_per_epoch
     metrics_path = out / "metrics.json"
-    prior, missing = _prior_history(metrics_path, state.epoch) if args.resume else ([], [])
+    prior, missing, acc0 = _prior_history(metrics_path, state.epoch) if args.resume else ([], [], None)
     history: list[dict[str, Any]] = list(prior)
-    acc0 = float(np.mean(predict(state, xq_test) == yt))
+    if acc0 is None:
+        # a resume keeps its run's initial accuracy (the resumed state's made its metrics.json
+        # differ from the uninterrupted run's); a state without its run's metrics starts here
+        acc0 = float(np.mean(predict(state, xq_test) == yt))
     t_start = time.perf_counter()
 
     def save(st: TrainState, row: dict[str, Any]) -> None:

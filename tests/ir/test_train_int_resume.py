@@ -268,3 +268,23 @@ def test_from_an_artifact_the_calibration_memory_is_named_before_it_runs(base, t
                         "--batch", "50", "--calib-samples", "200")
     assert code == 2 and err.count("\n") == 1 and "--calib-samples=200" in err and "<= 100" in err, err
     assert not calls and not (tmp_path / "r").exists()
+
+
+# leftovers of the probes: M4, a directory at a run's file, the step checks in one place ---
+def _metrics_without_timings(run) -> dict:
+    m = json.loads((run / "metrics.json").read_text())
+    for row in m["history"]:
+        del row["seconds"], row["samples_per_s"]
+    return m
+
+
+def test_a_resumed_runs_metrics_equal_the_straight_runs(base, tmp_path, capsys):
+    """A resume wrote the resumed state's accuracy as `initial_test_acc` (88% where the
+    run started at 6%): its metrics.json now equals the straight run's but for timings."""
+    straight, resumed = tmp_path / "straight", _copy(base, tmp_path, "resumed")
+    assert _run(capsys, "-o", str(straight), "--epochs", "3", *_NET)[0] == 0
+    code, out, _ = _run(capsys, "--resume", str(resumed / "state.ttts"), "-o", str(resumed), "--epochs", "3")
+    assert code == 0
+    want = _metrics_without_timings(straight)
+    assert _metrics_without_timings(resumed) == want
+    assert f"initial test {100 * want['initial_test_acc']:.2f}%" in " ".join(out.split())
