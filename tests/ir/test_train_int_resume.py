@@ -288,3 +288,21 @@ def test_a_resumed_runs_metrics_equal_the_straight_runs(base, tmp_path, capsys):
     want = _metrics_without_timings(straight)
     assert _metrics_without_timings(resumed) == want
     assert f"initial test {100 * want['initial_test_acc']:.2f}%" in " ".join(out.split())
+
+
+@pytest.mark.parametrize("name", ["model.ttfa", "metrics.json", "curves.png"])
+def test_a_directory_at_a_runs_file_is_named_with_a_real_fix_before_any_step(base, tmp_path, capsys,
+                                                                             monkeypatch, name):
+    """A directory at `-o/metrics.json` failed after an epoch with 'give a file name (e.g.
+    run/metrics.json/out)', which the user cannot: the name is the run's."""
+    from ttforge.ir import train
+
+    run = _copy(base, tmp_path, "run")
+    (run / name).unlink()
+    (run / name).mkdir()
+    calls = []
+    monkeypatch.setattr(train, "_step", lambda *a, **k: calls.append(1))
+    code, _, err = _run(capsys, "--resume", str(run / "state.ttts"), "-o", str(run), "--epochs", "3")
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"{run / name} is a directory" in err and "remove or move it" in err and "/out" not in err, err
+    assert not calls and (run / "state.ttts").read_bytes() == (base / "state.ttts").read_bytes()
