@@ -11,6 +11,7 @@ import argparse
 import json
 import math
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ttforge.atomic import check_output_dir, check_writable
-from ttforge.errors import ConfigError, DataError, DeviceError, DeviceTimeout, ShapeError, show
+from ttforge.errors import MAX_VALUE_CHARS, ConfigError, DataError, DeviceError, DeviceTimeout, ShapeError, show
 from ttforge.limits import MAX_FREQ_MHZ, MAX_TIMEOUT_S, file_kind
 from ttforge.process import run_bounded
 
@@ -147,6 +148,48 @@ def _check_bitstream(path: Path, b) -> None:
                           f"{BITSTREAM_HEAD_BYTES // 1024} KiB); {fix}")
 
 
+#: what is no text in a tool's output: the control characters but tab and the line ends,
+#: and U+FFFD (a byte that was not UTF-8); NUL, the padding of a flood, is dropped first
+_NOT_TEXT = re.compile(r"[\x01-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffd]+")
+_WORD = re.compile(r"[^\W\d_]{2}")
+_ERROR_WORDS = ("error", "fail", "unable", "not found")
+#: the most characters of a loader's line an error quotes (its end: the latest words)
+LOADER_REASON_CHARS = 2 * MAX_VALUE_CHARS
+
+
+def _not_text(text: str) -> int:
+    return len(text) - len(_NOT_TEXT.sub("", text))
+
+
+def _loader_reason(proc: subprocess.CompletedProcess) -> str:
+    """Why a loader failed, in its own words: its last line naming an error, else its
+    last line, of the lines that are text (a flood of NUL bytes was quoted as the reason:
+    "\\x00\\x00...[16777017 more characters]"), the last :data:`LOADER_REASON_CHARS` of
+    it; "exit status N (no readable output)" if no line is text."""
+    errs, lines = [], []
+    for out in (proc.stderr, proc.stdout):
+        out = out.replace("\x00", "")
+        # binary output (half of random bytes are U+FFFD) has text by chance: only a line
+        # naming an error is taken from it
+        binary = 8 * _not_text(out) > len(out)
+        for ln in out.splitlines():
+            ln = ln.strip()
+            # a word, and at most a quarter no text (an ANSI colour's ESC is some, not most)
+            if not (_WORD.search(ln) and 4 * _not_text(ln) <= len(ln)):
+                continue
+            if any(w in ln.lower() for w in _ERROR_WORDS):
+                errs.append(ln)
+            elif not binary:
+                lines.append(ln)
+    if not (errs or lines):
+        said = proc.stderr.strip() or proc.stdout.strip()
+        return f"exit status {proc.returncode}" + (" (no readable output)" if said else "")
+    reason = (errs or lines)[-1]
+    if len(reason) > LOADER_REASON_CHARS:
+        reason = "..." + reason[-LOADER_REASON_CHARS:]
+    return reason
+
+
 def _add_program(p: argparse.ArgumentParser) -> None:
     p.add_argument("bitstream", metavar="BITSTREAM", help="the .bit (ulx3s) or .bin (icebreaker) file")
     p.add_argument("--board", required=True, metavar="BOARD", help="ulx3s or icebreaker")
@@ -190,10 +233,7 @@ def _run_program(args: argparse.Namespace) -> int:
         raise DeviceTimeout(f"openFPGALoader did not finish within {args.timeout:g} s; "
                             "unplug and replug the board, then retry") from None
     if proc.returncode != 0:
-        lines = [ln.strip() for ln in (proc.stderr + "\n" + proc.stdout).splitlines() if ln.strip()]
-        errs = [ln for ln in lines if any(w in ln.lower() for w in ("error", "fail", "unable", "not found"))]
-        reason = (errs or lines or [f"exit status {proc.returncode}"])[-1]
-        raise DeviceError(f"openFPGALoader could not program the {b.key}: {reason}; is the "
+        raise DeviceError(f"openFPGALoader could not program the {b.key}: {_loader_reason(proc)}; is the "
                           "board attached over USB (and no other program using it)?")
     print(f"programmed the {b.key} with {path}")
     return 0
