@@ -514,26 +514,31 @@ def _train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable
     seed = 0 if args.seed is None else args.seed
     lr_shift = 8 if args.lr_shift is None else args.lr_shift
     calib_samples = 256 if args.calib_samples is None else args.calib_samples
+
+    def check_steps(st: TrainState, calibrating: bool) -> None:
+        """The run's steps checked once, before any (a new run's: before the calibration's
+        step; the widths and sizes do not depend on its exponents): the accumulators
+        first (a --batch of 2^20 is named for the fast path), then the memory of a step,
+        which holds at most the samples there are."""
+        check_batch(st, args.batch, fast=not args.golden)
+        check_step_memory(st, min(args.batch, len(y)), "--batch")
+        if calibrating:
+            check_step_memory(st, min(calib_samples, len(y)), "--calib-samples")
+
     if state is None:
         if args.from_artifact:
-            # before the calibration's step (state_from_artifact calibrates); a step holds at
-            # most the samples there are
-            check_step_memory(net, min(args.batch, len(y)), "--batch")
-            check_step_memory(net, min(calib_samples, len(y)), "--calib-samples")
             state = state_from_artifact(net, x, y, config=_config(args, network_train_config(net)), seed=seed,
                                         lr_shift=lr_shift, calib_samples=calib_samples,
                                         meta={"from": str(args.from_artifact)},
                                         what=f"the artifact {show_path(args.from_artifact)}",
-                                        labels=np.concatenate([y, yt]))
+                                        labels=np.concatenate([y, yt]),
+                                        check=lambda st: check_steps(st, calibrating=True))
         else:
             shapes = tt_layers(args, x.shape[1], int(max(y.max(), yt.max())) + 1, args.data == "digits")
             state = init_state(shapes, _config(args), seed=seed, lr_shift=lr_shift,
                                in_exp=-(_config(args).act_bits - 1))
             check_fits(state, x.shape[1], np.concatenate([y, yt]), "the network")
-            # before the calibration's step (the widths do not depend on its exponents)
-            check_batch(state, args.batch, fast=not args.golden)
-            check_step_memory(state, min(args.batch, len(y)), "--batch")
-            check_step_memory(state, min(calib_samples, len(y)), "--calib-samples")
+            check_steps(state, calibrating=True)
             xq = quantize(x, state.config.act_bits, state.in_exp)
             cal = epoch_order(seed, 0, len(y))[:calib_samples]
             state = calibrate_state(state, xq[cal], y[cal])
@@ -551,13 +556,12 @@ def _train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable
         seed = resumed_seed
         if state.epoch >= args.epochs:
             raise ConfigError(f"the state is at epoch {state.epoch}; give --epochs > {state.epoch} to continue")
+        check_steps(state, calibrating=False)
     # every start (random, --from, --resume) trains on the state's own input scale
     xq = quantize(x, state.config.act_bits, state.in_exp)
     xq_test = quantize(xt, state.config.act_bits, state.in_exp)
     truncations = plan_truncations(state, args.truncate_ranks or (), args.epochs)
-    check_batch(state, args.batch, fast=not args.golden)
-    check_step_memory(state, args.batch, "--batch")
-    check_lr(state, args.batch)
+    check_lr(state, args.batch)   # after the calibration: it depends on the exponents
     if args.resume:   # a fresh state's counters are 0: far from the end
         check_counters(state, (args.epochs - state.epoch) * math.ceil(len(y) / args.batch),
                        f"the state {show_path(args.resume)}",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -71,16 +71,20 @@ def network_train_config(net, **widths) -> TrainConfig:
 
 def state_from_artifact(net, x: np.ndarray, y: np.ndarray, *, config, seed: int, lr_shift: int,
                         calib_samples: int, meta: dict | None = None, what: str = "the artifact",
-                        labels: np.ndarray | None = None) -> TrainState:
+                        labels: np.ndarray | None = None,
+                        check: Callable[[TrainState], None] | None = None) -> TrainState:
     """The training state that continues a compiled network ``net`` (``ttforge train-int
     --from``, the flow's on-device training): :func:`~ttforge.ir.train.state_from_network`
     with the stochastic-rounding seed of ``seed``, checked against the data (``x`` float
     features, ``y`` labels; ``labels``: every label the run will see, default ``y``) and
-    calibrated on the first ``calib_samples`` of epoch 0's order."""
+    by ``check`` (e.g. the batch's accumulators and memory), then calibrated on the first
+    ``calib_samples`` of epoch 0's order."""
     state = state_from_network(net, config, lr_shift=lr_shift,
                                sr_seed=int(np.random.SeedSequence([seed, 2]).generate_state(1)[0]) or 1,
                                meta=meta)
     check_fits(state, x.shape[1], y if labels is None else labels, what)
+    if check is not None:
+        check(state)
     xq = quantize(x, state.config.act_bits, state.in_exp)
     cal = epoch_order(seed, 0, len(y))[:calib_samples]
     return calibrate_state(state, xq[cal], y[cal])

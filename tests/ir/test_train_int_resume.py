@@ -306,3 +306,21 @@ def test_a_directory_at_a_runs_file_is_named_with_a_real_fix_before_any_step(bas
     assert code == 2 and err.count("\n") == 1, err
     assert f"{run / name} is a directory" in err and "remove or move it" in err and "/out" not in err, err
     assert not calls and (run / "state.ttts").read_bytes() == (base / "state.ttts").read_bytes()
+
+
+@pytest.mark.parametrize("start", ["new", "from", "resume"])
+def test_the_batch_is_checked_once_and_counts_at_most_the_samples(base, tmp_path, capsys, monkeypatch, start):
+    """check_batch ran twice in a new run (before the calibration and again after), and the
+    second memory check counted the nominal --batch: 300,000 was refused ('use --batch <=
+    217,180') on digits' 1,437 samples (the default network), which the first had accepted."""
+    from ttforge.ir import cli
+
+    calls = []
+    real = cli.check_batch
+    monkeypatch.setattr(cli, "check_batch", lambda *a, **k: calls.append(1) or real(*a, **k))
+    run = _copy(base, tmp_path, "run") if start == "resume" else tmp_path / "run"
+    how = {"new": [], "from": ["--from", str(base / "model.ttfa")],
+           "resume": ["--resume", str(run / "state.ttts")]}[start]
+    code, _, err = _run(capsys, "-o", str(run), "--epochs", "3", *how, "--batch", "300000")
+    assert code == 0, err
+    assert len(calls) == 1
