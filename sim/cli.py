@@ -90,7 +90,8 @@ def _check_args(args: argparse.Namespace) -> None:
                               f"--jobs (it sizes the local cluster of a bare --cluster)")
         ClusterSpec.parse(args.cluster)   # a bad address or a missing scheduler file: exit 2 now
     # the build cache before any case (a file there failed every case as an RTL error)
-    build_root_dir(args.build_root, native=bool(getattr(args, "train", False)) or args.sim == NATIVE)
+    build_root_dir(args.build_root, native=bool(getattr(args, "train", False)) or args.sim == NATIVE,
+                   sim=args.sim if args.replay else args.sim or "icarus")
     if args.out:
         check_output_dir(args.out, "--out")  # before the simulations, not after
     if args.replay and not (Path(args.replay) / "case.json").is_file():

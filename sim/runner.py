@@ -124,13 +124,14 @@ def default_build_root() -> Path:
 
 
 def build_root_dir(build_root: str | os.PathLike | None = None, *, native: bool = False,
-                   make: bool | None = None) -> Path:
+                   make: bool | None = None, sim: str | None = None) -> Path:
     """The directory of the simulators' cached builds, created: ``build_root``
     (``--build-root``), else the default (:func:`default_build_root`, or with ``native``
     the native harness's, :func:`ttforge.sim.native.default_build_root`). One line
     (:class:`ConfigError`) naming where it came from when it is not a directory or
-    cannot be made one, or (``make``, default ``native``: Verilator builds) when neither
-    it nor the temporary directory is a path make can build in (:func:`make_build_dir`)."""
+    cannot be made one, or (``make``, default ``native`` or ``sim`` Verilator: Verilator
+    builds; ``sim`` Icarus: iverilog) when neither it nor the temporary directory is a
+    path the tools can build in (:func:`make_build_dir`)."""
     if build_root is not None:
         if not str(build_root).strip():   # Path("") is the working directory
             raise ConfigError("--build-root is empty; give a directory for the simulators' builds")
@@ -151,8 +152,10 @@ def build_root_dir(build_root: str | os.PathLike | None = None, *, native: bool 
                           f"directory for the simulators' builds") from None
     # a read-only cache failed every case later as an RTL error (exit 1, reproducers)
     check_writable(root, source, inside=True)
-    if native if make is None else make:
-        make_build_dir(root, source)   # before any work, not after the first case's Verilog
+    if make is None:
+        make = native or sim == "verilator"
+    if make or sim == "icarus":   # before any work, not after the first case's Verilog
+        make_build_dir(root, source, sim="verilator" if make else "icarus")
     return root
 
 
@@ -173,20 +176,33 @@ def make_unsafe(path: str | os.PathLike) -> str | None:
     return None
 
 
-def make_build_dir(root: Path, source: str = "the build cache") -> Path | None:
-    """Where a Verilator build of the cache ``root`` compiles: ``None`` for ``root``
-    itself, or, when make cannot build there (:func:`make_unsafe`), the temporary
-    directory (the build is copied into ``root`` when complete). One line
-    (:class:`ConfigError`) naming ``source`` and the fix when neither can serve."""
-    bad = make_unsafe(root)
+def iverilog_unsafe(path: str | os.PathLike) -> str | None:
+    """A newline in ``path`` (absolute, and with its links resolved), or ``None``:
+    iverilog hands its source files on to its preprocessor one a line, so a build under
+    such a path found no module ("Unable to find the root module"); other characters,
+    spaces and ``$`` included, it takes as they are."""
+    for p in (os.path.abspath(path), os.path.realpath(path)):
+        if "\n" in p:
+            return "\n"
+    return None
+
+
+def make_build_dir(root: Path, source: str = "the build cache", *, sim: str = "verilator") -> Path | None:
+    """Where a build for ``sim`` (``"verilator"``: make; ``"icarus"``: iverilog) of the
+    cache ``root`` compiles: ``None`` for ``root`` itself, or, when the tools cannot
+    build there (:func:`make_unsafe`, :func:`iverilog_unsafe`), the temporary directory
+    (the build is copied into ``root`` when complete). One line (:class:`ConfigError`)
+    naming ``source`` and the fix when neither can serve."""
+    unsafe, tool = (iverilog_unsafe, "iverilog") if sim == "icarus" else (make_unsafe, "make")
+    bad = unsafe(root)
     if bad is None:
         return None
     tmp = Path(tempfile.gettempdir())
-    bad_tmp = make_unsafe(tmp)
+    bad_tmp = unsafe(tmp)
     if bad_tmp is None:
         return tmp
     raise ConfigError(f"{source} {show_path(root)} holds {show(bad)} and the temporary directory "
-                      f"{show_path(tmp)} holds {show(bad_tmp)}, which make cannot build in; give a "
+                      f"{show_path(tmp)} holds {show(bad_tmp)}, which {tool} cannot build in; give a "
                       f"--build-root (or $TTFORGE_NATIVE_CACHE / $TTFORGE_SIM_CACHE) or $TMPDIR of "
                       f"letters, digits and -_./+,@ only")
 
@@ -501,7 +517,7 @@ def build(config, sim: str, *, fault: str | None = None, waves: bool = False,
         The build failed (the message names the build log).
     """
     version = _tool_version(sim)
-    root = build_root_dir(build_root, make=sim == "verilator")
+    root = build_root_dir(build_root, sim=sim)
     text = _emit(config, fault, root)
     h = hashlib.sha256()
     for part in (str(_RECIPE), sim, str(bool(waves)), version, text):
@@ -636,15 +652,15 @@ def cocotb_build(sim: str, root: Path, bdir: Path, top: str, files: Mapping[str,
                  waves: bool) -> None:
     """Compile ``files`` (name -> Verilog or, ``*.vlt``, Verilator waivers) for ``sim``
     with ``cocotb_tools.runner`` into the empty cache directory ``bdir`` of ``root``,
-    whose ``build.log`` keeps what the tools printed. A Verilator build whose cache path
-    make cannot build in (:func:`make_build_dir`) compiles in a job directory of the
+    whose ``build.log`` keeps what the tools printed. A build whose cache path the
+    tools cannot build in (:func:`make_build_dir`) compiles in a job directory of the
     temporary directory and is copied into ``bdir``. A failed build is one line
     (:class:`SimError`) quoting the log's decisive line and naming the log."""
     from cocotb_tools.runner import VerilatorControlFile, get_runner
 
     for name, text in files.items():
         (bdir / name).write_text(text)
-    elsewhere = make_build_dir(root) if sim == "verilator" else None
+    elsewhere = make_build_dir(root, sim=sim)
     work = bdir if elsewhere is None else job_dir("ttforge-vbuild-")
     try:
         if work != bdir:

@@ -182,3 +182,40 @@ def test_verilator_under_a_path_with_a_space_and_no_usable_temporary_directory_i
         _build_tiny(tmp_path / "cache")
     assert e.value.exit_code == EXIT_ENVIRONMENT and "\n" not in str(e.value)
     assert sorted(p.suffix for p in (tmp_path / "cache").iterdir()) == [".lock"]
+
+
+def test_an_icarus_build_under_a_root_with_a_newline_is_built(tmp_path):
+    """iverilog hands its sources on one a line: under ``$TTFORGE_SIM_CACHE`` holding a
+    newline every build failed ("Unable to find the root module"), exit 3, after the
+    work had started; it compiles in a job directory and is copied in, as Verilator's."""
+    reason = _available("icarus")
+    if reason:
+        pytest.skip(reason)
+    from ttforge.sim.runner import cocotb_build
+
+    root = tmp_path / "nl\nc"
+    bdir = root / "icarus-tiny"
+    bdir.mkdir(parents=True)
+    before = _jobs("ttforge-vbuild-")
+    cocotb_build("icarus", root, bdir, "tiny", {"tiny.v": TINY_V.decode()}, waves=False)
+    assert (bdir / "tiny.v").read_bytes() == TINY_V and not (bdir / ".ttforge-job").exists()
+    assert subprocess.run(["vvp", "-n", str(bdir / "sim.vvp")], capture_output=True, timeout=60).returncode == 0
+    assert _jobs("ttforge-vbuild-") == before
+
+
+def test_a_newline_in_the_icarus_cache_and_the_temporary_directory_is_one_line_before_any_work(
+        tmp_path, monkeypatch, capsys):
+    """When the job directory cannot serve either: one line naming the setting and the
+    fix, exit 2, before any case (nothing in ``--out``, no build in the cache)."""
+    from ttforge.cli import main
+
+    odd_tmp = tmp_path / "t\nmp"
+    odd_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(odd_tmp))
+    monkeypatch.setenv("TTFORGE_SIM_CACHE", str(tmp_path / "nl\nc"))
+    out = tmp_path / "o"
+    assert main(["regress", "--seeds", "1", "--vectors", "2", "--sim", "icarus", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "$TTFORGE_SIM_CACHE '" in err[0] and "iverilog cannot build in" in err[0], err
+    assert not out.exists() or not any(p for p in out.iterdir() if not p.name.startswith("."))
+    assert [p.name for p in (tmp_path / "nl\nc").iterdir()] == []
