@@ -254,7 +254,7 @@ def verilate_cached(root: Path, key: str, exe_name: str, files: dict[str, bytes]
     it cached. Returns ``(directory, cached, build seconds)``; a failed build is one line
     (:class:`NativeError`) quoting the decisive line of the build's output (the
     directory, with its ``build.log``, is kept with ``TTFORGE_NATIVE_KEEP_FAILED`` set)."""
-    from ttforge.atomic import JOB_MARKER, _prefix, clean_stale, job_dir
+    from ttforge.atomic import JOB_MARKER, _prefix, _umask, clean_stale, job_dir
     from ttforge.sim.runner import (build_failure_line, build_intact, fresh_build_dir, make_build_dir,
                                     product_record, verilator_make_env)
 
@@ -301,6 +301,9 @@ def verilate_cached(root: Path, key: str, exe_name: str, files: dict[str, bytes]
                 shutil.copytree(work, tmp, dirs_exist_ok=True, symlinks=True,
                                 ignore=shutil.ignore_patterns(JOB_MARKER))
                 shutil.rmtree(work, ignore_errors=True)
+            # mkdtemp (and copytree, copying a job directory's mode) made it 0700: a cache
+            # shared by a group was usable by its builder alone; the usual mode instead
+            os.chmod(tmp, 0o777 & ~_umask())
             try:
                 os.rename(tmp, final)
             except OSError:

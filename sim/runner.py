@@ -680,8 +680,10 @@ def cocotb_build(sim: str, root: Path, bdir: Path, top: str, files: Mapping[str,
             why = build_failure_line(log.read_text(errors="replace")) if log.is_file() else str(e)
             raise SimError(f"{sim} build of {top} failed: {why}; see {show_path(log)}") from None
         if work != bdir:
+            mode = stat.S_IMODE(bdir.stat().st_mode)
             shutil.copytree(work, bdir, dirs_exist_ok=True, symlinks=True,
                             ignore=shutil.ignore_patterns(JOB_MARKER, *files))
+            os.chmod(bdir, mode)   # copytree gave it the job directory's 0700 (mkdtemp)
     finally:
         if work != bdir:
             shutil.rmtree(work, ignore_errors=True)
