@@ -424,12 +424,14 @@ def _write_emitted(path: Path, key: str, text: str) -> None:
     costs time only: the text is in hand, and the builds key on it, not on this file."""
     with contextlib.suppress(OSError, OutputError):
         path.parent.mkdir(parents=True, exist_ok=True)
-        # something else under the entry's name (a FIFO, a link: damage, never ttforge's)
-        # would refuse the write as if it were the user's output: it is cache, replace it
-        if os.path.lexists(path) and not (path.is_file() and not path.is_symlink()):
-            if path.is_dir() and not path.is_symlink():
-                return   # not removed (never ttforge's); this key is emitted each time
-            path.unlink()
+        # something else under the entry's or its record's name (a FIFO, a link: damage,
+        # never ttforge's) would refuse the write as if it were the user's output: it is
+        # cache, replace it (a FIFO record was never replaced: emitted again every run)
+        for p in (path, path.with_suffix(".json")):
+            if os.path.lexists(p) and not (p.is_file() and not p.is_symlink()):
+                if p.is_dir() and not p.is_symlink():
+                    return   # not removed (never ttforge's); this key is emitted each time
+                p.unlink()
         atomic_write_text(path, text)
         atomic_write_text(path.with_suffix(".json"), json.dumps(
             {"key": key, "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}))

@@ -80,6 +80,28 @@ def test_something_else_in_place_of_an_entry_costs_time_only(tmp_path, monkeypat
     assert v.is_dir() if kind == "directory" else (v.is_file() and not v.is_symlink())
 
 
+@pytest.mark.parametrize("kind", ["fifo", "link"])
+def test_something_else_in_place_of_a_record_is_replaced(tmp_path, monkeypatch, fresh_process_cache, kind):
+    """A FIFO at ``verilog/<key>.json`` was never replaced: the record could never be
+    written and that key's Verilog was emitted again on every run."""
+    calls = []
+    monkeypatch.setattr(runner, "_emit_uncached", lambda c, f: calls.append(f) or "module m;\nendmodule\n")
+    runner.emit_verilog(SMALL, None, cache_root=tmp_path)
+    rec = _entry(tmp_path).with_suffix(".json")
+    elsewhere = tmp_path / "elsewhere.json"
+    shutil.copy(rec, elsewhere)
+    rec.unlink()
+    if kind == "fifo":
+        os.mkfifo(rec)
+    else:
+        rec.symlink_to(elsewhere)
+    for _ in range(2):   # two more processes: the first emits and heals, the second reads the cache
+        monkeypatch.setattr(runner, "_EMITTED", {})
+        assert runner.emit_verilog(SMALL, None, cache_root=tmp_path) == "module m;\nendmodule\n"
+    assert len(calls) == 2 and rec.is_file() and not rec.is_symlink()
+    assert elsewhere.read_text() == rec.read_text()   # a link's target is left as it was
+
+
 # ----------------------------------------------------------------------------- regress end to end
 @pytest.fixture(scope="module")
 def warm_cache(tmp_path_factory):
