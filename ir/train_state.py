@@ -13,6 +13,7 @@ consistency of the state, and reports each problem in one line (an
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -32,12 +33,26 @@ from ttforge.ir.schedule import ContractionSchedule
 from ttforge.ir.train import (_MAX_COUNTER, STATE_ARRAY_RANGES, TRAIN_SPEC_VERSION, TrainConfig, TrainLayer, TrainState,
                               export_network)
 
-__all__ = ["STATE_FORMAT", "STATE_FORMAT_VERSION", "dumps_state", "loads_state", "save_state",
+__all__ = ["STATE_FORMAT", "STATE_FORMAT_VERSION", "MANIFEST_SHA256", "manifest_sha256", "dumps_state", "loads_state", "save_state",
            "load_state", "is_state_file", "state_summary"]
 
 STATE_FORMAT = "ttforge-train-state"
 #: Version of the container and manifest layout of a training state.
 STATE_FORMAT_VERSION = 1
+#: The manifest's own checksum: the ZIP CRC-32 of a member is rewritten by whatever
+#: re-zips it, so an edited meta, counter or exponent loaded as the state's own. Not a
+#: field a reader needs to compute the right result, so no new format version: a state
+#: written before it (without the key) loads as before.
+MANIFEST_SHA256 = "manifest_sha256"
+
+
+def manifest_sha256(manifest: dict) -> str:
+    """The sha256 of ``manifest`` without its :data:`MANIFEST_SHA256` key, over its
+    canonical JSON (keys sorted, no spaces, ASCII): the value parsed, not the text, so
+    it is the same whatever the layout the file was written in."""
+    body = {k: v for k, v in manifest.items() if k != MANIFEST_SHA256}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
 def _build(state: TrainState) -> tuple[bytes, bytes]:
@@ -83,6 +98,7 @@ def _build(state: TrainState) -> tuple[bytes, bytes]:
         "tensors": payload.tensors,
         "payload": payload.info(),
     }
+    manifest[MANIFEST_SHA256] = manifest_sha256(manifest)
     return (dump_json(manifest) + "\n").encode("utf-8"), bytes(payload.data)
 
 
@@ -138,8 +154,22 @@ def _open(data: bytes, r: ManifestReader) -> tuple[dict, bytes]:
         if version > STATE_FORMAT_VERSION:
             raise r.fail(f"has format_version {version}, written by a newer ttforge (this one reads "
                          f"{STATE_FORMAT_VERSION}); upgrade ttforge")
+        _check_manifest_sha256(manifest, r)
         payload = read(PAYLOAD)
     return manifest, payload
+
+
+def _check_manifest_sha256(manifest: dict, r: ManifestReader) -> None:
+    """The manifest against its :data:`MANIFEST_SHA256`, before any field is believed."""
+    if MANIFEST_SHA256 not in manifest:
+        return   # written before the key existed: its members' ZIP CRC-32 is all it has
+    try:
+        same = manifest_sha256(manifest) == manifest[MANIFEST_SHA256]
+    except (ValueError, RecursionError):   # NaN or a nesting ttforge never writes
+        same = False
+    if not same:
+        raise r.fail(f"is corrupt: {MANIFEST} does not match its {MANIFEST_SHA256} (edited or damaged since "
+                     f"ttforge wrote it); re-copy it, or resume from another state")
 
 
 def loads_state(data: bytes, source: str = "<bytes>") -> TrainState:

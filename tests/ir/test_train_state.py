@@ -4,6 +4,7 @@ thread counts, and `ttforge inspect` of a state."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -58,13 +59,17 @@ def test_round_trip_sibling_one_changed_element_is_named(tmp_path):
     assert "layer 1" in d.describe() and "element 7" in d.describe()
 
 
-def _rewrite(data: bytes, fn) -> bytes:
-    import io
+def _rewrite(data: bytes, fn, reseal: bool = True) -> bytes:
+    """The state re-zipped after ``fn(manifest, payload)`` (ZIP CRCs right); ``reseal``:
+    its manifest_sha256 recomputed too, so the check of the field edited is reached."""
+    from ttforge.ir.train_state import MANIFEST_SHA256, manifest_sha256
 
     zin = zipfile.ZipFile(io.BytesIO(data))
     man = json.loads(zin.read("manifest.json"))
     pay = zin.read("tensors.bin")
     man, pay = fn(man, pay)
+    if reseal and MANIFEST_SHA256 in man:
+        man = {**man, MANIFEST_SHA256: manifest_sha256(man)}
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
         z.writestr("manifest.json", json.dumps(man))
@@ -87,6 +92,36 @@ def test_damaged_states_are_one_line(damage, message):
     with pytest.raises(ArtifactError, match=message) as e:
         loads_state(bad, "x.ttts")
     assert "\n" not in str(e.value) and str(e.value).startswith("x.ttts")
+
+
+@pytest.mark.parametrize("edit", [
+    lambda m: {**m, "meta": {**m["meta"], "data": "/etc/passwd"}},
+    lambda m: {**m, "meta": {**m["meta"], "unknown": 1}},
+    lambda m: {**m, "counters": {**m["counters"], "step": 5}},
+    lambda m: {**m, "layers": [{**m["layers"][0], "bias_exp": 1000}, *m["layers"][1:]]},
+    lambda m: {**m, "layers": [{**m["layers"][0], "grad_exps": [1000] * len(m["layers"][0]["grad_exps"])},
+                               *m["layers"][1:]]},
+], ids=["meta.data", "meta.unknown", "counters.step", "bias_exp", "grad_exps"])
+def test_an_edited_manifest_is_refused_in_one_line(edit):
+    """A manifest edited and re-zipped (its ZIP CRC-32 right) loaded as the state's own: a
+    forged meta, a step counter that lies, a bias exponent of 1000 (probe M5)."""
+    st, _, _ = _state()
+    st = st.replace(meta={"data": "digits", "seed": 0})
+    bad = _rewrite(dumps_state(st), lambda m, p: (edit(m), p), reseal=False)
+    with pytest.raises(ArtifactError, match="manifest.json does not match its manifest_sha256") as e:
+        loads_state(bad, "x.ttts")
+    assert "\n" not in str(e.value) and str(e.value).startswith("x.ttts: is corrupt")
+
+
+def test_a_state_written_before_the_manifest_checksum_still_loads():
+    """Sibling: what the current code writes loads, and a state of before (no
+    manifest_sha256, its layout another) loads as the same state."""
+    st, _, _ = _state()
+    st = st.replace(meta={"data": "digits", "seed": 0})
+    data = dumps_state(st)
+    assert json.loads(zipfile.ZipFile(io.BytesIO(data)).read("manifest.json"))["manifest_sha256"]
+    old = _rewrite(data, lambda m, p: ({k: v for k, v in m.items() if k != "manifest_sha256"}, p))
+    assert dumps_state(loads_state(old, "old.ttts")) == data == dumps_state(loads_state(data, "x.ttts"))
 
 
 def test_truncated_and_foreign_files_are_one_line(tmp_path):

@@ -16,7 +16,7 @@ from ttforge.errors import ArtifactError, ConfigError, TTForgeError
 from ttforge.ir import ContractionSchedule, TTShape
 from ttforge.ir.container import pack
 from ttforge.ir.train import TrainConfig, calibrate_state, init_state, train_step, train_step_fast
-from ttforge.ir.train_state import dumps_state, loads_state
+from ttforge.ir.train_state import MANIFEST_SHA256, dumps_state, loads_state, manifest_sha256
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +38,7 @@ def _edit(st, path, value) -> bytes:
     for key in path[:-1]:
         obj = obj[key]
     obj[path[-1]] = value
+    m[MANIFEST_SHA256] = manifest_sha256(m)   # resealed: the field's own check is reached
     return pack(json.dumps(m).encode(), z.read("tensors.bin"))
 
 
