@@ -26,6 +26,7 @@ import hashlib
 import math
 import os
 import re
+import sys
 from typing import Callable
 
 import numpy as np
@@ -205,6 +206,32 @@ def _resume_params(state, origin, args, out) -> dict:
     return run
 
 
+#: Steps whose wall time the run measures before it states the time the rest will take.
+_MEASURED_STEPS = 2
+
+
+def _duration(seconds: float) -> str:
+    """``seconds`` for a person: ``"40 s"``, ``"12 min"``, ``"3.5 h"``."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def _sim_plan(state, batch: int, engine, steps: int, in_features: int) -> str:
+    """One line before a simulated run: its steps and the engine cycles each takes (exact:
+    the engine never stalls; :func:`~ttforge.hw.trainer.engine.op_cycles`, the batch
+    streamed in one element a cycle). A simulator runs a few thousand to some tens of
+    thousands of cycles a second, so a careless batch showed nothing for many minutes."""
+    from ttforge.hw.trainer.engine import op_cycles
+    from ttforge.hw.trainer.program import compile_training
+
+    prog = compile_training(state, batch, engine)
+    cycles = sum(op_cycles(op, engine, prog.slots) for op in prog.ops) + batch * (in_features + 1)
+    return (f"{steps:,} step{'s' * (steps != 1)} of batch {batch} on the simulated board, {cycles:,} engine "
+            f"cycles a step ({steps * cycles:,} in all, the UART's besides); the time a step takes is stated "
+            f"after the first {_MEASURED_STEPS} (a smaller --batch or --steps is quicker)")
+
+
 def train_board_run(args: argparse.Namespace, load_data: Callable) -> int:
     """The command; ``load_data(spec[, flag]) -> (name, x_train, y_train, x_test, y_test)``
     as for ``ttforge train-int`` (errors name ``flag``)."""
@@ -291,6 +318,9 @@ def train_board_run(args: argparse.Namespace, load_data: Callable) -> int:
 
     console = Console(stderr=True)
     where = "simulated board" if args.sim else f"board on {args.port} at {args.baud} baud"
+    if args.sim:   # a simulated step can take minutes: say what is coming before the first
+        print(f"ttforge train-board: {_sim_plan(state, batch, engine, last - first, xq.shape[1])}", file=sys.stderr)
+    told = {"done": False}
     loss_shown = {"sum": 0.0, "n": 0, "correct": 0, "last": None}
     with dev, Progress(TextColumn("[bold]train-board[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                        TextColumn("{task.fields[rate]}"), TextColumn("{task.fields[loss]}"),
@@ -306,6 +336,12 @@ def train_board_run(args: argparse.Namespace, load_data: Callable) -> int:
             rate = f"{info.samples / max(info.seconds, 1e-9):.1f} samples/s"
             loss = "" if loss_shown["last"] is None else f"loss {loss_shown['last']:.3f} bits (device)"
             prog.update(task, advance=1, rate=rate, loss=loss)
+            done = info.step - run["start_step"] - first
+            if not told["done"] and done >= _MEASURED_STEPS and last - first > done:
+                told["done"] = True
+                left = info.seconds / done * (last - first - done)
+                console.print(f"ttforge train-board: {info.seconds / done:.1f} s a step measured over {done}; about "
+                              f"{_duration(left)} for the {last - first - done:,} steps left", highlight=False)
 
         res = train_on_device(dev, state, run_batches(xq, y, batch, seed, run["start_epoch"], first, last),
                               checkpoint_every=args.checkpoint_every,

@@ -6,6 +6,7 @@ divisor 25 (2,000,000 baud at 50 MHz) on the simulated training board (slow)."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 from argparse import Namespace
@@ -322,3 +323,34 @@ def test_mnist_dir_named_digits_is_a_directory(capsys, tmp_path, monkeypatch, di
     monkeypatch.chdir(tmp_path)
     _one_line_error(capsys, ["train-board", str(path), "--sim", "--data", "mnist", "--mnist-dir", "digits",
                              "-o", "out.ttts"], "--mnist-dir digits does not exist; give a directory holding")
+
+
+def test_a_simulated_run_states_its_length_before_the_first_step_and_its_time_after_two(
+        capsys, tmp_path, digits_state, monkeypatch):
+    """`train-board --sim` said nothing of its length: batch 64 of this state did not
+    finish one step in 120 s (probe M6). Before the first step: the steps and the engine
+    cycles of each (exact, from the program); after two: the time a step takes and the
+    rest's."""
+    import contextlib
+
+    import ttforge.firmware.train_board as tb
+    import ttforge.firmware.train_host as th
+    from ttforge.firmware.train_host import StepInfo
+
+    path, _, _ = digits_state
+    seen = []
+
+    def trains(dev, state, batches, on_step, **k):
+        seen.append(capsys.readouterr().err)   # what was said before the first step
+        for i in range(3):
+            on_step(StepInfo(state.step + i + 1, 4 * (i + 1), None, None, 0, 0, 30.0 * (i + 1)))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tb, "open_train_device", lambda *a, **k: contextlib.nullcontext())
+    monkeypatch.setattr(th, "train_on_device", trains)
+    main(["train-board", str(path), "--sim", "--quiet", "--batch", "4", "--steps", "10", "-o",
+          str(tmp_path / "run.ttts")])
+    before, after = seen[0], " ".join(capsys.readouterr().err.split())
+    assert re.search(r"10 steps of batch 4 on the simulated board, [\d,]+ engine cycles a step", before), before
+    assert "30.0 s a step measured over 2; about 4 min for the 8 steps left" in after, after
+    assert after.count("measured over") == 1
