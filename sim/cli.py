@@ -33,6 +33,10 @@ __all__ = ["regress_cli_spec"]
 DEFAULT_VECTORS: int = inspect.signature(regress).parameters["vectors"].default
 
 
+#: Where ``regress`` writes when no ``--out`` is given.
+_DEFAULT_OUT = "regress-out"
+
+
 def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=int, default=8, metavar="N",
                    help="number of random cases (seeds S .. S+N-1; default 8)")
@@ -51,8 +55,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vectors", type=int, default=None, metavar="V",
                    help=f"input vectors per case (default {DEFAULT_VECTORS}; not with --train, whose "
                         f"cases train on batches)")
-    p.add_argument("--out", metavar="DIR", default="regress-out",
-                   help="junit.xml, summary.json and reproducers go here (default regress-out)")
+    p.add_argument("--out", metavar="DIR", default=None,   # None: not given (refused with --replay)
+                   help=f"junit.xml, summary.json and reproducers go here (default {_DEFAULT_OUT})")
     p.add_argument("--replay", metavar="DIR", help="rerun one reproducer directory")
     p.add_argument("--fault", metavar="NAME", help="build the RTL with a deliberate fault")
     p.add_argument("--config", metavar="FILE",
@@ -132,6 +136,11 @@ def _without_fault(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.replay and args.out is not None:   # it was accepted and dropped: nothing went there
+        raise ConfigError(f"--out {show_path(args.out)}: --replay reruns one reproducer and writes no "
+                          f"junit.xml, summary.json or reproducer; drop --out")
+    if args.out is None and not args.replay:
+        args.out = _DEFAULT_OUT
     if args.out and not args.replay:
         # one run at a time into --out (as flow and sweep): two ran to the end and one
         # verdict silently replaced the other's

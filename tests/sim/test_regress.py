@@ -208,6 +208,23 @@ def test_bad_arguments_are_one_line_and_exit_2(argv, flag, capsys):
     assert len(err.splitlines()) == 1 and flag in err
 
 
+def test_replay_with_out_is_one_line_before_the_replay(tmp_path, monkeypatch, capsys):
+    """``--replay R --out DIR`` accepted ``--out`` and dropped it: nothing was written
+    there, no message; it is refused in one line, exit 2, before the replay runs."""
+    import ttforge.sim.cli as sim_cli
+
+    calls = []
+    monkeypatch.setattr(sim_cli, "replay", lambda *a, **k: calls.append(a))
+    d = tmp_path / "repro-icarus-seed1"
+    d.mkdir()
+    (d / "case.json").write_text("{}")
+    out = tmp_path / "o"
+    assert main(["regress", "--replay", str(d), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--out" in err[0] and "--replay" in err[0] and "drop --out" in err[0], err
+    assert calls == [] and not out.exists()
+
+
 @pytest.mark.parametrize("sim", ["icarus", "verilator-native"])
 @pytest.mark.parametrize("how", ["flag", "env"])
 def test_a_build_cache_that_is_a_file_is_one_line_before_any_case(tmp_path, monkeypatch, capsys, how, sim):
