@@ -371,8 +371,8 @@ def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=Non
     """
     from ttforge import __version__
     from ttforge.firmware.board import DEFAULT_BAUD, BoardTop, board, uart_divisor
-    from ttforge.hw.synth import (ABC_LUT_STEPS, DEVICES, abc9_failed, next_lut_mapping,
-                                   parse_report)
+    from ttforge.hw.synth import (ABC_LUT_STEPS, DEVICES, abc9_failed, check_pnr_seed,
+                                   next_lut_mapping, parse_report)
 
     # every argument is checked before the (minutes-long) toolchain starts; a 0 is
     # checked like any other value, not taken for "the default"
@@ -380,8 +380,8 @@ def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=Non
     clk_hz = b.check_clock(b.default_hz if clk_hz is None else clk_hz)
     baud = DEFAULT_BAUD if baud is None else int(baud)
     divisor = uart_divisor(clk_hz, baud)                      # checks the baud rate
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31):
-        raise ConfigError(f"--seed={seed!r} must be an integer in 0..{2**31 - 1} (nextpnr's placer seed)")
+    if seed is not None:
+        check_pnr_seed(seed)
     if train is not None and (artifact is not None or config_file):
         raise ConfigError("--train STATE builds the training engine sized for the state; drop "
                           "ARTIFACT and --config (they size the inference accelerator)")

@@ -59,7 +59,7 @@ def _add_build(p: argparse.ArgumentParser) -> None:
                    help="system clock (ulx3s: 25, 40, 50 (default), 60, 62.5, 75, 80, 87.5, 90, 100, 103.125, 105, 106.25, 110; icebreaker: 12)")
     p.add_argument("--baud", type=int, default=None, metavar="N", help="UART baud rate (default 115200)")
     p.add_argument("--seed", type=int, default=None,
-                   help="nextpnr placer seed (default: the first of seeds 1..4 that places and routes)")
+                   help="nextpnr placer seed, 0..2^31-1 (default: the first of seeds 1..4 that places and routes)")
     p.add_argument("-o", "--out", metavar="DIR", help="output directory (default: build-BOARD)")
     p.add_argument("--keep", metavar="DIR", help="keep the toolchain's work files in DIR")
     p.add_argument("--json", action="store_true", help="print build.json instead of a summary")

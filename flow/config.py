@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ttforge.errors import ConfigError, ShapeError, TTForgeError, show_path
-from ttforge.limits import MAX_BATCH, MAX_EPOCHS, MAX_FREQ_MHZ, MAX_RATE, MAX_VECTORS
+from ttforge.limits import MAX_BATCH, MAX_EPOCHS, MAX_FREQ_MHZ, MAX_RATE, MAX_SEED, MAX_VECTORS
 
 __all__ = ["FlowConfig", "FlowSection", "QuantSection", "HwSection", "SimSection",
            "DeviceTrainSection", "BitstreamSection", "ShortSection", "SIMULATORS", "BOARDS", "load_config",
@@ -192,7 +192,7 @@ class SimSection:
     def __post_init__(self) -> None:
         _choice("sim", "simulator", self.simulator, SIMULATORS)
         _int("sim", "vectors", self.vectors, 1, MAX_VECTORS)
-        _int("sim", "seed", self.seed, 0)
+        _int("sim", "seed", self.seed, 0, MAX_SEED)
 
 
 @dataclass(frozen=True)
@@ -209,7 +209,10 @@ class BitstreamSection:
                 or not math.isfinite(self.freq_mhz) or not 0 <= self.freq_mhz <= MAX_FREQ_MHZ:
             raise ConfigError(f"[bitstream] freq_mhz = {self.freq_mhz!r} must be a number of MHz up to "
                               f"{MAX_FREQ_MHZ:g} (0: the board's default clock)")
-        _int("bitstream", "seed", self.seed, 0)
+        from ttforge.hw.synth import MAX_PNR_SEED
+
+        # nextpnr's range: a larger seed was refused by the build stage, after the others ran
+        _int("bitstream", "seed", self.seed, 0, MAX_PNR_SEED)
         if self.freq_mhz and self.board != "none":
             from ttforge.firmware.board import board
 
@@ -275,7 +278,7 @@ class DeviceTrainSection:
         _choice("device_train", "rounding", self.rounding, ("stochastic", "nearest"))
         _int("device_train", "calib_samples", self.calib_samples, 1, 10_000_000)
         _int("device_train", "eval_samples", self.eval_samples, 0, 10_000_000)
-        _int("device_train", "seed", self.seed, 0)
+        _int("device_train", "seed", self.seed, 0, MAX_SEED)
 
 
 @dataclass(frozen=True)

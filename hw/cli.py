@@ -15,6 +15,7 @@ from ttforge.atomic import atomic_write_text, check_output_dir, check_output_fil
 from ttforge.errors import ConfigError, SynthError, shown
 from ttforge.hw.generate import MARKER, generate
 from ttforge.hw.report import report, resolve_config
+from ttforge.hw.synth import check_pnr_seed
 
 __all__ = ["generate_cli_spec", "report_cli_spec"]
 
@@ -139,7 +140,7 @@ def _add_report_arguments(p: argparse.ArgumentParser) -> None:
                    help="target device (default: all)")
     p.add_argument("--target", type=float, metavar="MHZ",
                    help="nextpnr target frequency (default 100 on ECP5, 30 on iCE40)")
-    p.add_argument("--seed", type=int, default=1, help="nextpnr placer seed (default 1)")
+    p.add_argument("--seed", type=int, default=1, help="nextpnr placer seed, 0..2^31-1 (default 1)")
     p.add_argument("--router", choices=["router1", "router2"], default="router1",
                    help="nextpnr's router (default router1, nextpnr's own default)")
     p.add_argument("--frontend", choices=["verilog", "rtlil"], default="verilog",
@@ -220,6 +221,7 @@ def _run_report(args: argparse.Namespace) -> int:
         raise ConfigError(f"--lanes must be >= 1, got {args.lanes}")
     if args.target is not None and not 0 < args.target < 10_000:
         raise ConfigError(f"--target {args.target:g}: give the target frequency in MHz, > 0 (e.g. 50)")
+    check_pnr_seed(args.seed)   # nextpnr refused 2^31 only after Yosys had run
     for flag, path in (("--json", args.json), ("-o", args.out)):
         if path and path != "-":
             check_output_file(path, flag)  # before minutes of synthesis, not after

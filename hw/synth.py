@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ttforge.atomic import job_dir
-from ttforge.errors import SynthError  # noqa: F401 - defined in ttforge.errors
+from ttforge.errors import ConfigError, SynthError, show  # noqa: F401 - SynthError is defined in ttforge.errors
 from ttforge.hw.tools import run_tool
 
 __all__ = ["DEVICES", "Device", "SynthError", "PortInfo", "verilog_ports", "rtlil_ports",
@@ -45,12 +45,29 @@ __all__ = ["DEVICES", "Device", "SynthError", "PortInfo", "verilog_ports", "rtli
            "abc9_miscompiled", "abc9_failed",
            "next_lut_mapping", "implement",
            "ImplResult", "SynthReport", "parse_report", "log_overflow", "single_port_script", "synth_extras",
-           "ECP5_PLACER_ARGS", "NO_RW_CHECK", "run_synthesis"]
+           "ECP5_PLACER_ARGS", "NO_RW_CHECK", "run_synthesis", "MAX_PNR_SEED", "check_pnr_seed"]
 
 #: nextpnr's routers (``--router``); the first is nextpnr's default and ours
 ROUTERS = ("router1", "router2")
 #: how Yosys reads the core: the emitted Verilog, or Amaranth's RTLIL of the same design
 FRONTENDS = ("verilog", "rtlil")
+#: Largest placer seed: nextpnr reads ``--seed`` as a C ``int``, and refuses a larger one
+#: only after the (minutes-long) synthesis has run.
+MAX_PNR_SEED = (1 << 31) - 1
+
+
+def check_pnr_seed(seed: object, where: str = "--seed") -> int:
+    """``seed`` if it is a placer seed nextpnr takes (an integer in 0..:data:`MAX_PNR_SEED`).
+
+    Raises
+    ------
+    ConfigError
+        One line naming ``where`` (the flag or config key) and the range.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_PNR_SEED:
+        raise ConfigError(f"{where} {show(seed)} is out of range; give an integer in "
+                          f"0..{MAX_PNR_SEED} (nextpnr's placer seed is a 32-bit int)")
+    return seed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -545,6 +562,7 @@ def implement(verilog: str, device: str, top: str = "ttforge_accel", *,
     design as Amaranth RTLIL (:func:`accel_rtlil`), is what Yosys reads instead of the
     Verilog when given; ``router`` is nextpnr's (:data:`ROUTERS`)."""
     dev = DEVICES[device]
+    check_pnr_seed(seed, "seed")   # before Yosys: nextpnr refuses it only after the synthesis
     rargs = router_args(router)
     after_read, opts = synth_extras(config, device) if config is not None else ([], "")
     if target_mhz is None:

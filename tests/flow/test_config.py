@@ -102,6 +102,14 @@ def test_relative_data_resolves_against_the_config_file(tmp_path):
     (("ranks = 2", "ranks = 2\nobjective = \"fast\""), "objective='fast' must be one of 'macs', 'peak', 'cycles'"),
     (("ranks = 2", "ranks = 2\nlanes = 8\n[hw]\nlanes = 16"),
      "[train.model] lanes = 8 differs from [hw] lanes = 16; drop [train.model] lanes (the flow takes it from [hw])"),
+    # seeds: nextpnr's is a 32-bit int (refused by the build stage, after the others had run);
+    # the others had no upper bound at all
+    (('board = "none"', 'board = "none"\nseed = 2147483648'),
+     "[bitstream] seed = 2147483648 is out of range; give an integer in 0..2147483647"),
+    (("[bitstream]", "[sim]\nseed = 9223372036854775808\n[bitstream]"),
+     "[sim] seed = 9223372036854775808 is out of range; give an integer in 0..9223372036854775807"),
+    (("[bitstream]", "[device_train]\nseed = 9223372036854775808\n[bitstream]"),
+     "[device_train] seed = 9223372036854775808 is out of range; give an integer in 0..9223372036854775807"),
 ])
 def test_bad_config_is_one_precise_line(tmp_path, capsys, edit, message):
     old, new = edit

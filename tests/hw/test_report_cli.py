@@ -51,3 +51,30 @@ def test_a_design_that_does_not_fit_is_exit_2_as_in_build(capsys, monkeypatch):
     assert err == f"ttforge report: error: {why[0]}"
     why[0] = "nextpnr-ice40 failed: ERROR: something else (log: nextpnr.log)"
     assert main(["report", "--device", "ice40up5k"]) == 3
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**31), str(2**63), "99999999999999999999999"])
+def test_a_placer_seed_nextpnr_cannot_take_is_one_line_before_synthesis(capsys, no_toolchain_run, seed):
+    """report --seed 10^23 ran Yosys, then nextpnr refused it (exit 3, as if the tool had
+    failed); -1 and 2^63 ran to the end. nextpnr's --seed is a 32-bit int."""
+    assert main(["report", "--device", "ice40up5k", "--seed", seed]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"ttforge report: error: --seed {seed} is out of range; give an integer in "
+                   f"0..2147483647 (nextpnr's placer seed is a 32-bit int)"), err
+    assert no_toolchain_run == []
+
+
+@pytest.mark.parametrize("seed", [0, 2**31 - 1])
+def test_a_placer_seed_in_range_reaches_nextpnr(no_toolchain_run, seed):
+    assert main(["report", "--device", "ice40up5k", "--seed", str(seed)]) == 0
+    assert no_toolchain_run[0][1]["seed"] == seed
+
+
+def test_the_library_refuses_a_placer_seed_before_synthesis(monkeypatch):
+    """implement() (report's and bench's) checks the seed before Yosys runs."""
+    from ttforge.errors import ConfigError
+    from ttforge.hw import synth
+
+    monkeypatch.setattr(synth, "run_tool", lambda *a, **kw: pytest.fail("a tool ran"))
+    with pytest.raises(ConfigError, match=r"^seed -1 is out of range"):
+        synth.implement("module ttforge_accel; endmodule", "ice40up5k", seed=-1)
