@@ -332,7 +332,11 @@ def connect(spec: ClusterSpec) -> Iterator[Any]:
                     cluster = distributed.LocalCluster(
                         n_workers=spec.workers, threads_per_worker=1, processes=True,
                         host="127.0.0.1", scheduler_port=0, dashboard_address="127.0.0.1:0",
-                        silence_logs=logging.CRITICAL, local_directory=scratch)
+                        silence_logs=logging.CRITICAL, local_directory=scratch,
+                        # the scheduler's scratch too: local_directory is the workers'
+                        # only, and the scheduler made $TMPDIR/dask-scratch-space/ (with
+                        # its lock files) on every run and left it there
+                        scheduler_kwargs={"local_directory": str(scratch)})
                     client = distributed.Client(cluster, set_as_default=False)
                 except (OSError, TimeoutError, RuntimeError) as e:
                     raise ClusterError(f"--cluster: the local Dask cluster of {spec.workers} workers did not "

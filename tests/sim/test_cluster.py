@@ -100,7 +100,9 @@ def test_a_local_cluster_gives_the_verdicts_of_a_run_in_this_process(tmp_path):
 def test_a_local_cluster_s_scratch_left_by_a_killed_run_goes_with_the_next(tmp_path, monkeypatch):
     """The local cluster's scratch directory is a job directory: a run killed before it
     could remove it (SIGKILL) leaves ``ttforge-dask-<pid>-*``, which the next local
-    cluster removes; its own is removed when it closes."""
+    cluster removes; its own is removed when it closes. The scheduler's scratch is in it
+    too: nothing else is made in ``$TMPDIR`` (the scheduler's ``dask-scratch-space/``
+    with its two lock files was left by every run)."""
     import subprocess
     import sys
     import tempfile
@@ -119,6 +121,7 @@ def test_a_local_cluster_s_scratch_left_by_a_killed_run_goes_with_the_next(tmp_p
         (own,) = tmp_path.glob(f"ttforge-dask-{os.getpid()}-*")
         assert (own / JOB_MARKER).is_file()
     assert not own.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("text,ok", [
