@@ -37,6 +37,7 @@ integer accuracy among the points that fit it; fewer cycles break a tie), ready 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -49,8 +50,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from ttforge.atomic import (atomic_write_bytes, atomic_write_text, check_owned_dir, check_writable, commit_dir,
-                            make_output_dir, output_lock, read_marker, staging_dir)
+from ttforge.atomic import (_rmdirs, atomic_write_bytes, atomic_write_text, check_owned_dir, check_writable,
+                            commit_dir, make_output_dir, output_lock, read_marker, staging_dir)
 from ttforge.errors import ConfigError, OutputError, TTForgeError, one_line, show
 
 __all__ = ["AXES", "UNTIL", "MAX_POINTS", "SHARED_STAGES", "SweepConfig", "SweepResult", "load_sweep", "run_sweep",
@@ -579,9 +580,18 @@ def run_sweep(cfg: SweepConfig, out_dir: str | os.PathLike, *, jobs: int | None 
     docstring). Raises :class:`~ttforge.errors.SchedulerLost` / ``ClusterError`` as
     ``ttforge regress`` does; the finished points are in ``sweep.json`` then. One sweep
     at a time into ``out_dir`` (:func:`ttforge.atomic.output_lock`, as ``flow --out``)."""
-    out = make_output_dir(out_dir, "--out")
-    with output_lock(out, "--out"):
-        return _run_sweep(cfg, out, jobs=jobs, cluster=cluster, progress=progress)
+    p = Path(out_dir).expanduser()
+    made = [d for d in (p, *p.parents) if not os.path.lexists(d)]
+    out = make_output_dir(p, "--out")
+    try:
+        with output_lock(out, "--out"):
+            return _run_sweep(cfg, out, jobs=jobs, cluster=cluster, progress=progress)
+    except BaseException:
+        # a run that failed before it wrote anything (a scheduler that cannot be reached,
+        # Ctrl-C while the local cluster starts) takes back the directories it made, while
+        # empty, after its lock is gone: it left a new --out holding only an empty sweep.json
+        _rmdirs(made)
+        raise
 
 
 def _run_sweep(cfg: SweepConfig, out: Path, *, jobs: int | None, cluster: str | None,
@@ -609,11 +619,6 @@ def _run_sweep(cfg: SweepConfig, out: Path, *, jobs: int | None, cluster: str | 
             # point builds land where the workers see this path; the table needs nothing shared)
             todo.append((i, base, (str((out / "points" / p.key).resolve()), p.flow, cfg.base_source,
                                    cfg.until, cfg.short)))
-    # the record before the first point starts: it is what makes --out this sweep's (a
-    # sweep killed before its first point ended left points/ only, and every later run
-    # refused --out as "not a ttforge sweep output"; now it resumes, and the point skips
-    # the flow stages it completed)
-    _write(res, final=False)
     last = [time.monotonic()]
 
     def finish(j: int, outcome: Any) -> None:
@@ -655,27 +660,39 @@ def _run_sweep(cfg: SweepConfig, out: Path, *, jobs: int | None, cluster: str | 
         sib = source[share_key(points[i].flow)]
         return a + (sib,) if sib != a[0] else a
 
+    spec = None
+    written = False
     try:
-        if not todo:
-            pass
-        elif cluster is None and (jobs is None or jobs <= 1):
-            for wave in waves:
-                for j in wave:
-                    finish(j, point_task(task_args(j)))
-        else:
-            from ttforge.sim.cluster import ClusterSpec, connect, run_tasks
+        with contextlib.ExitStack() as stack:
+            client = None
+            if todo and not (cluster is None and (jobs is None or jobs <= 1)):
+                from ttforge.sim.cluster import ClusterSpec, connect, run_tasks
 
-            spec = (ClusterSpec.parse(None, min(int(jobs or os.cpu_count() or 1), len(todo)))
-                    if cluster in (None, "local") else ClusterSpec.parse(cluster))
-            with connect(spec) as client:
+                spec = (ClusterSpec.parse(None, min(int(jobs or os.cpu_count() or 1), len(todo)))
+                        if cluster in (None, "local") else ClusterSpec.parse(cluster))
+                # reached (or started) before anything is written into --out: a scheduler
+                # that could not be reached left a new --out holding an empty sweep.json
+                client = stack.enter_context(connect(spec))
+            # the record before the first point starts: it is what makes --out this sweep's
+            # (a sweep killed before its first point ended left points/ only, and every later
+            # run refused --out as "not a ttforge sweep output"; now it resumes, and the
+            # point skips the flow stages it completed)
+            _write(res, final=False)
+            written = True
+            if client is None:
+                for wave in waves:
+                    for j in wave:
+                        finish(j, point_task(task_args(j)))
+            else:
                 for wave in waves:
                     if wave:
                         run_tasks(client, point_task, [task_args(j) for j in wave],
                                   lambda k, outcome, wave=wave: finish(wave[k], outcome),
                                   label=f"sweep-{cfg.name}", worker_timeout=spec.worker_timeout)
     except BaseException:
-        res.seconds = time.perf_counter() - t0
-        _write(res, final=False)   # what finished is kept: the next run starts from it
+        if written:
+            res.seconds = time.perf_counter() - t0
+            _write(res, final=False)   # what finished is kept: the next run starts from it
         raise
     res.seconds = time.perf_counter() - t0
     res.best = _best(res.rows, cfg.until)

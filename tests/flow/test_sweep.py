@@ -256,3 +256,24 @@ def test_one_placed_point_takes_its_columns_from_nextpnr(tmp_path):
     with open(tmp_path / "out" / "sweep.csv") as f:
         (line,) = list(csv.DictReader(f))
     assert (line["logic"], line["fmax_mhz"]) == (str(row["logic"]), str(row["fmax_mhz"]))
+
+
+def test_a_scheduler_that_cannot_be_reached_leaves_no_new_output(tmp_path, capsys):
+    """``--cluster`` to a port nothing listens on: one line, exit 3, and the new ``--out``
+    (and the parent made for it) is not left behind (it held an empty sweep.json); an
+    ``--out`` that existed is kept as it was."""
+    import socket
+
+    path = _write(tmp_path, "ranks = [2]")
+    with socket.socket() as s:       # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    new = tmp_path / "new" / "out"
+    assert main(["sweep", path, "--out", str(new), "--cluster", f"tcp://127.0.0.1:{port}"]) == 3
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot reach the scheduler" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["base.toml", "s.toml"]
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    assert main(["sweep", path, "--out", str(mine), "--cluster", f"tcp://127.0.0.1:{port}"]) == 3
+    assert mine.is_dir() and not any(mine.iterdir())
