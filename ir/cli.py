@@ -323,18 +323,13 @@ TRAIN_INT_FILES = ("state.ttts", "model.ttfa", "metrics.json", "curves.png")
 def _check_train_int_out(out: Path, resume: str | None, overwrite: bool) -> None:
     """``-o`` may take this run's files (:func:`ttforge.atomic.check_run_dir`): it holds
     none of :data:`TRAIN_INT_FILES`, or its state is the one resumed, or ``overwrite``."""
-    from ttforge.atomic import check_run_dir
+    from ttforge.atomic import check_run_dir, check_run_files
 
     state = out / TRAIN_INT_FILES[0]
     own = resume is not None and state.exists() and os.path.samefile(resume, state)
     check_run_dir(out, TRAIN_INT_FILES, "-o", replace=overwrite or own,
                   resume_hint="--resume it to continue it, " if resume is None else "it is not the state resumed; ")
-    for name in TRAIN_INT_FILES:
-        # the names are fixed: found only at the first epoch's rename, a directory there
-        # failed after an epoch of work, advising another file name the user cannot give
-        if (out / name).is_dir():
-            raise ConfigError(f"-o {show_path(out)}: {show_path(out / name)} is a directory where the run "
-                              f"writes its {name}; remove or move it, or choose another -o")
+    check_run_files(out, TRAIN_INT_FILES, "-o")
 
 
 def _config(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:

@@ -51,7 +51,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ttforge.atomic import check_output_dir, check_run_dir, note_input, replace_dir
+from ttforge.atomic import check_output_dir, check_run_dir, check_run_files, note_input, replace_dir
 from ttforge.errors import CheckpointError, ConfigError, DataError, ShapeError, show
 from ttforge.limits import MAX_EPOCHS
 from ttforge.model.checkpoint import load_checkpoint, save_checkpoint
@@ -273,6 +273,9 @@ def train(
         res = replace_dir(out_dir, lambda d: train(cfg, d, progress=progress, stop_after=stop_after,
                                                    _shown_dir=out_dir), own=_RUN_FILES)
         return _relocated(res, out_dir)
+    # the run writes into out_dir itself from here (a resume, or --overwrite without a
+    # checkpoint): a FIFO or a directory at one of its names failed only after an epoch
+    check_run_files(out_dir, _RUN_FILES, "--out")
 
     ds, model_cfg = _load_data(cfg)
     n_train = ds.x_train.shape[0]

@@ -48,7 +48,8 @@ __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_path", "atomic_dir
            "write_files_atomically", "check_output_file", "check_output_dir", "make_output_dir",
            "command_inputs", "note_input", "check_not_input", "check_owned_dir", "clean_stale", "dead_entries",
            "staging_dir", "commit_dir", "replace_dir", "claim_work_dir", "sha256_file", "WORK_MARKER",
-           "output_lock", "cache_lock", "job_dir", "JOB_MARKER", "check_run_dir", "check_writable", "read_marker"]
+           "output_lock", "cache_lock", "job_dir", "JOB_MARKER", "check_run_dir", "check_run_files", "check_writable",
+           "read_marker"]
 
 #: The file that marks a directory as ttforge's work directory (``--keep DIR``).
 WORK_MARKER = ".ttforge-work"
@@ -756,6 +757,26 @@ def check_run_dir(out: str | os.PathLike, files: Iterable[str], flag: str, *, re
     if theirs:
         raise ConfigError(f"{flag} {out} holds {theirs[0]} but no {state} (not a ttforge run); "
                           f"choose another {flag}, or pass --overwrite to replace it")
+
+
+def check_run_files(out: str | os.PathLike, files: Iterable[str], flag: str) -> None:
+    """A one-line :class:`~ttforge.errors.OutputError` if one of a run's ``files`` in
+    ``out`` is something it cannot be replaced by a file (a directory, a FIFO, a device,
+    a socket), before any step.
+
+    The names are the run's own: found only when an epoch's files were renamed into
+    place, such an entry failed after an epoch of work (``train --resume`` had rewritten
+    ``last.pt`` and ``metrics.json`` by then), advising a file name the user cannot give.
+    """
+    out = Path(out)
+    for name in files:
+        try:
+            mode = os.stat(out / name).st_mode
+        except (OSError, ValueError):
+            continue   # absent (or a dangling link): a new path
+        if not stat.S_ISREG(mode):
+            raise OutputError(f"{flag} {show_path(out)}: {show_path(out / name)} is {file_kind(mode)} where "
+                              f"the run writes its {name}; remove or move it, or choose another {flag}")
 
 
 def claim_work_dir(path: str | os.PathLike, flag: str = "--keep") -> Path:

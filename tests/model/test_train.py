@@ -450,3 +450,46 @@ def test_data_given_as_idx_dir_is_an_input(tmp_path, capsys):
     assert main(["train", "--data", f"idx:{tmp_path}", "--out", str(tmp_path), "--epochs", "1", "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is the input" in err[0]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+@pytest.mark.parametrize("name", ["metrics.png", "metrics.json"])
+def test_resume_refuses_what_a_runs_file_cannot_replace_before_any_step(one_epoch, tmp_path, capsys,
+                                                                         monkeypatch, kind, name):
+    """A FIFO or a directory at run/metrics.png was found after an epoch, when last.pt and
+    metrics.json had been rewritten; train-int refuses it before any step, and so does train."""
+    import os
+    import shutil
+
+    from ttforge.model import train as train_mod
+
+    run = tmp_path / "run"
+    shutil.copytree(one_epoch, run)
+    (run / name).unlink(missing_ok=True)
+    os.mkfifo(run / name) if kind == "fifo" else (run / name).mkdir()
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != name}
+    monkeypatch.setattr(train_mod, "_load_data", lambda *a: pytest.fail("the run started"))
+    assert main(["train", "--resume", "--epochs", "2", "--out", str(run), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    what = "a FIFO" if kind == "fifo" else "a directory"
+    assert err.count("\n") == 1 and f"{run / name} is {what} where the run writes its {name}; " \
+        f"remove or move it, or choose another --out" in err, err
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != name} == before
+
+
+def test_overwrite_without_a_checkpoint_refuses_a_fifo_at_a_runs_file_before_any_step(tmp_path, capsys,
+                                                                                       monkeypatch):
+    """--overwrite into a directory without last.pt trains in place: a FIFO at metrics.png
+    failed only at the end of the run."""
+    import os
+
+    from ttforge.model import train as train_mod
+
+    run = tmp_path / "run"
+    run.mkdir()
+    os.mkfifo(run / "metrics.png")
+    monkeypatch.setattr(train_mod, "_load_data", lambda *a: pytest.fail("the run started"))
+    assert main(["train", "--overwrite", "--epochs", "1", "--hidden", "16", "--ranks", "2",
+                 "--out", str(run), "--quiet"]) == 2
+    assert "metrics.png is a FIFO where the run writes its metrics.png" in capsys.readouterr().err
+    assert sorted(p.name for p in run.iterdir()) == ["metrics.png"]
