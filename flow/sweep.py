@@ -573,6 +573,18 @@ def _finished(out: Path) -> dict[str, dict[str, Any]]:
             and r.get("status") in ("ok", "no fit")}
 
 
+def _clean_point(point_dir: Path) -> None:
+    """Remove the stage temporaries an ended process left in the point build
+    ``point_dir``, under its lock (:func:`ttforge.flow.stages._clean_leftovers`, what the
+    point's next flow run does first); a point still being written (its lock held) is
+    left to its writer."""
+    from ttforge.flow.stages import _clean_leftovers
+
+    with contextlib.suppress(OSError, OutputError):
+        with output_lock(point_dir, "--out"):
+            _clean_leftovers(point_dir)
+
+
 def run_sweep(cfg: SweepConfig, out_dir: str | os.PathLike, *, jobs: int | None = None,
               cluster: str | None = None, progress: Callable[[dict[str, Any]], None] | None = None) -> SweepResult:
     """Run every point of ``cfg`` not finished in ``out_dir`` before (one task each; in
@@ -690,6 +702,15 @@ def _run_sweep(cfg: SweepConfig, out: Path, *, jobs: int | None, cluster: str | 
                                   lambda k, outcome, wave=wave: finish(wave[k], outcome),
                                   label=f"sweep-{cfg.name}", worker_timeout=spec.worker_timeout)
     except BaseException:
+        if spec is not None and spec.is_local:
+            # the local cluster is closed and its workers ended: a point they were writing
+            # keeps its stage temporaries (a worker is killed before its cleanup runs;
+            # Ctrl-C left .report.ttforge-<pid>.*.tmp in points/), removed here as the flow's
+            # next run would. A remote cluster's workers may still run their point: theirs
+            # stay (the point's next run removes them)
+            for i, _, a in todo:
+                if not res.rows[i]:
+                    _clean_point(Path(a[0]))
         if written:
             res.seconds = time.perf_counter() - t0
             _write(res, final=False)   # what finished is kept: the next run starts from it

@@ -277,3 +277,44 @@ def test_a_scheduler_that_cannot_be_reached_leaves_no_new_output(tmp_path, capsy
     mine.mkdir()
     assert main(["sweep", path, "--out", str(mine), "--cluster", f"tcp://127.0.0.1:{port}"]) == 3
     assert mine.is_dir() and not any(mine.iterdir())
+
+
+def test_ctrl_c_of_a_sweep_on_a_local_cluster_leaves_no_stage_temporaries(tmp_path, monkeypatch):
+    """Ctrl-C while the local cluster's workers write a point's stage: the workers are
+    ended with the cluster before their cleanup runs (``.report.ttforge-<pid>.*.tmp`` was
+    left in ``points/``); the sweep removes what they left once they are gone."""
+    import os
+    import signal
+    import threading
+    import time
+    from pathlib import Path
+
+    from ttforge.atomic import staging_dir
+
+    cfg = load_sweep(_write(tmp_path, "ranks = [2, 3]"))
+    started = tmp_path / "started"
+    started.mkdir()
+
+    def stuck(args):   # a nested function: Dask sends it to the workers by value
+        point = Path(args[0])
+        staging_dir(point / "report")   # as the flow's report stage does, never finished
+        (started / f"{point.name}-{os.getpid()}").touch()
+        time.sleep(600)
+
+    monkeypatch.setattr(sweep_mod, "point_task", stuck)
+
+    def interrupt():
+        deadline = time.monotonic() + 120
+        while len(list(started.iterdir())) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(cfg, out, jobs=2)
+    assert len(list(started.iterdir())) == 2
+    points = out / "points"
+    assert sorted(p.name for p in points.iterdir()) == sorted(p.key for p in cfg.points())
+    assert [p for p in points.rglob("*") if p.name.startswith(".")] == []
+    assert json.loads((out / "sweep.json").read_text())["rows"] == []
