@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from ttforge.atomic import check_output_dir, check_writable
-from ttforge.errors import MAX_VALUE_CHARS, ConfigError, DataError, DeviceError, DeviceTimeout, ShapeError, show
+from ttforge.errors import (MAX_VALUE_CHARS, ConfigError, DataError, DeviceError, DeviceTimeout, ShapeError, show,
+                            show_path)
 from ttforge.limits import MAX_FREQ_MHZ, MAX_TIMEOUT_S, file_kind
 from ttforge.process import run_bounded
 
@@ -99,9 +100,9 @@ def _run_build(args: argparse.Namespace) -> int:
     if "train" in man:
         t = man["train"]
         print(f"training engine: {t['lanes']} lanes, batch {t['batch']}; register map in "
-              f"{Path(out) / 'train_regmap.md'} (and .json, train_regs.h)")
-    print(f"wrote {Path(out) / bit['file']} ({bit['bytes']} bytes, sha256 {bit['sha256']}) "
-          f"and {Path(out) / 'build.json'}")
+              f"{show_path(Path(out) / 'train_regmap.md')} (and .json, train_regs.h)")
+    print(f"wrote {show_path(Path(out) / bit['file'])} ({bit['bytes']} bytes, sha256 {bit['sha256']}) "
+          f"and {show_path(Path(out) / 'build.json')}")
     return 0
 
 
@@ -235,7 +236,7 @@ def _run_program(args: argparse.Namespace) -> int:
     if proc.returncode != 0:
         raise DeviceError(f"openFPGALoader could not program the {b.key}: {_loader_reason(proc)}; is the "
                           "board attached over USB (and no other program using it)?")
-    print(f"programmed the {b.key} with {path}")
+    print(f"programmed the {b.key} with {show_path(path)}")
     return 0
 
 

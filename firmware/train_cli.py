@@ -379,5 +379,5 @@ def train_board_run(args: argparse.Namespace, load_data: Callable) -> int:
               f"(the last state known equal is step {last_ok}; -o holds the last good checkpoint"
               f"{'' if args.checkpoint_every == 1 else '; rerun with --checkpoint-every 1 to name the step'})")
         return 1
-    print(f"wrote {out} (step {final.step}, sha256 {digest})")
+    print(f"wrote {show_path(out)} (step {final.step}, sha256 {digest})")
     return 0

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ttforge.atomic import atomic_write_bytes, check_output_file
-from ttforge.errors import CheckpointError, ConfigError, shown
+from ttforge.errors import CheckpointError, ConfigError, show_path, shown
 from ttforge.model.checkpoint import load_checkpoint
 from ttforge.model.decomposition import decompose
 from ttforge.model.layers import TTLinear
@@ -237,7 +237,7 @@ def _run_export_onnx(args: argparse.Namespace) -> int:
         if isinstance(m, TTLinear):
             n_tt += 1
             n_mm += m.tt_shape.d
-    print(f"wrote {path} (opset {args.opset}; {n_tt} TT layer{'s' * (n_tt != 1)} as "
+    print(f"wrote {show_path(path)} (opset {args.opset}; {n_tt} TT layer{'s' * (n_tt != 1)} as "
           f"{n_mm} MatMul steps)")
     if err is None:
         print("onnxruntime is not installed; skipped the check against PyTorch")

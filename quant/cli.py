@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ttforge.errors import ArtifactError, CheckpointError, ConfigError, DataError, TTForgeError, shown
+from ttforge.errors import ArtifactError, CheckpointError, ConfigError, DataError, TTForgeError, show_path, shown
 from ttforge.limits import MAX_RATE
 from ttforge.model.layers import TTLinear
 from ttforge.quant.diverge import find_divergence, float_model_of, quant_network_for
@@ -420,7 +420,7 @@ def _run_export_qonnx(args: argparse.Namespace) -> int:
     path = atomic_write_bytes(out, proto.SerializeToString())
     n_mm = sum(len(layer.schedule.steps) for layer in net.layers)
     worst = max(sb.bound for sb in float32_bounds(net))
-    print(f"wrote {path} (QONNX, opset {args.opset}; {len(net.layers)} layers as {n_mm} MatMul steps; "
+    print(f"wrote {show_path(path)} (QONNX, opset {args.opset}; {len(net.layers)} layers as {n_mm} MatMul steps; "
           f"requant {args.requant}; largest float32 sum {worst:,} <= 2^24)")
     if checked:
         print(f"qonnx check: {checked} inputs, outputs equal to the integer executor (np.array_equal)")

@@ -163,7 +163,7 @@ def _run_held(args: argparse.Namespace) -> int:
         res = replay(args.replay, sim=args.sim, build_root=args.build_root)
         print(describe(res))
         if res.passed:
-            print(f"replay of {args.replay}: passes now ({res.vectors} vectors on {res.sim})")
+            print(f"replay of {show_path(args.replay)}: passes now ({res.vectors} vectors on {res.sim})")
         return _verdict([res])
     config = None
     if args.config:
@@ -181,7 +181,7 @@ def _run_held(args: argparse.Namespace) -> int:
                 print_table(e.report)   # what finished (also in junit.xml and summary.json)
             raise
     print_table(rep)
-    print(f"wrote {Path(args.out) / 'junit.xml'} and {Path(args.out) / 'summary.json'}")
+    print(f"wrote {show_path(Path(args.out) / 'junit.xml')} and {show_path(Path(args.out) / 'summary.json')}")
     return _verdict(rep.results, f"; every case is in {show_path(Path(args.out) / 'summary.json')}")
 
 

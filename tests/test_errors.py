@@ -38,3 +38,20 @@ def test_the_files_that_escape_a_name_agree():
     assert json_safe({name: [name]}) == {bytes_escaped(name): [bytes_escaped(name)]}
     assert file_name_record(name) == {"file": bytes_escaped(name), "file_bytes": b"c\xff\x1b.ttfa".hex()}
     assert file_name_record("é.ttfa") == {"file": "é.ttfa"}
+
+
+@pytest.mark.parametrize("name", ["a\x9b31mb.onnx", "a\u202eb.onnx", "a\x1b[31mb.onnx", "a\nb.onnx",
+                                  os.fsdecode(b"x\xff.onnx")])
+def test_show_path_quotes_every_character_printable_escapes(name):
+    """show_path (every "wrote PATH" line) quoted C0 controls only: a C1 CSI (\\x9b) or a
+    right-to-left override reached the terminal as is."""
+    from ttforge.errors import show_path
+
+    text = show_path(name)
+    assert text == repr(name) and printable(text) == text and text.isascii()
+
+
+def test_show_path_leaves_a_plain_path_as_is():
+    from ttforge.errors import show_path
+
+    assert show_path("run/é.onnx") == "run/é.onnx"

@@ -201,8 +201,8 @@ class NotBitExactError(AssertionError):
 
 
 # ------------------------------------------------------------------------------- formatting
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")  # and lone surrogates (see below)
-# and for text printed to a terminal, the C1 controls (\x9b starts a sequence as ESC [
+# What printable() escapes: the C0 controls and DEL (a newline breaks an error line), and
+# for text printed to a terminal, the C1 controls (\x9b starts a sequence as ESC [
 # does), the invisible format characters (a right-to-left override makes a name read
 # backwards) and the lone surrogates: a file's JSON may hold "\ud800", which no stream
 # can encode (inspect of such a meta was exit 70), and a non-UTF-8 file name's bytes
@@ -229,10 +229,12 @@ def show(value: object, limit: int = MAX_VALUE_CHARS) -> str:
 
 
 def show_path(path: str | os.PathLike) -> str:
-    """A path for an error line: as is when plain, quoted when it has spaces, quotes
-    or control characters (a newline in a file name never breaks the line)."""
+    """A path for an error or a success line: as is when plain, quoted when it has
+    spaces, quotes or characters :func:`printable` escapes (a newline in a file name
+    never breaks the line; an ESC sequence, a C1 control or a right-to-left override
+    never reaches the terminal; a non-UTF-8 byte is named, not printed as U+FFFD)."""
     text = os.fsdecode(path) if isinstance(path, (bytes, os.PathLike)) else str(path)
-    if _CONTROL.search(text) or any(c in text for c in " '\"\\"):
+    if printable(text) != text or any(c in text for c in " '\"\\"):
         return _clip(repr(text), 2 * MAX_VALUE_CHARS)
     return _clip(text, 2 * MAX_VALUE_CHARS)
 

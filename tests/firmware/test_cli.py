@@ -608,3 +608,15 @@ def test_build_out_that_cannot_be_written_is_one_line_before_the_toolchain(tmp_p
     monkeypatch.setattr("ttforge.firmware.build.build", build)
     one_line_error(capsys, ["build", "--board", "icebreaker", "-o", str(ro / "b")],
                    f"-o {ro / 'b'} cannot be written: creating a file in {ro} fails (Read-only file system)")
+
+
+def test_build_names_the_files_it_wrote_as_text(tmp_path, capsys, monkeypatch):
+    """build printed -o raw in its "wrote" line: a newline split it, an ESC sequence
+    reached the terminal."""
+    man = {"title": "iCEBreaker", "clock_hz": 12_000_000, "baud": 115200, "resources": {},
+           "fmax_mhz": 20.0, "seconds": 1, "bitstream": {"file": "top.bin", "bytes": 10, "sha256": "00"}}
+    monkeypatch.setattr("ttforge.firmware.build.build", lambda *a, **kw: man)
+    out = tmp_path / "b\x1b[31m\nx"
+    assert main(["build", "--board", "icebreaker", "-o", str(out)]) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last == f"wrote {repr(str(out / 'top.bin'))} (10 bytes, sha256 00) and {repr(str(out / 'build.json'))}"

@@ -280,3 +280,16 @@ def test_an_export_that_disagrees_with_pytorch_is_refused(trained_run, tmp_path,
     assert main(["export-onnx", str(tmp_path / "huge.pt"), "-o", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "differs from PyTorch" in err[0] and not out.exists()
+
+
+@pytest.mark.parametrize("name", ["a\nb.onnx", "qo\x1b[31mRED.onnx", os.fsdecode(b"x\xff.onnx")])
+def test_cli_names_the_written_file_as_text(trained_run, tmp_path, capsys, name):
+    """export-onnx printed -o raw: a newline split the "wrote" line, an ESC sequence and a
+    non-UTF-8 byte reached the terminal."""
+    from ttforge.cli import main
+
+    out = tmp_path / name
+    assert main(["export-onnx", str(trained_run / "last.pt"), "-o", str(out)]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith(f"wrote {repr(str(out))} (opset "), first
+    assert out.is_file()

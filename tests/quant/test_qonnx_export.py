@@ -402,6 +402,15 @@ def test_graph_keeps_the_tt_chain_and_declares_its_formats(tmp_path):
 # ---------------------------------------------------------------------------------------
 # command line
 # ---------------------------------------------------------------------------------------
+def test_cli_names_the_written_file_as_text(tmp_path, capsys):
+    """export-qonnx printed -o raw: an ESC sequence in the name reached the terminal."""
+    art = save_artifact(example_network(), tmp_path / "net.ttfa")
+    out = tmp_path / "qo\x1b[31mRED.onnx"
+    assert main(["export-qonnx", str(art), "-o", str(out), "--check", "0"]) == 0
+    assert capsys.readouterr().out.startswith(f"wrote {repr(str(out))} (QONNX"), "the name is quoted"
+    assert out.is_file()
+
+
 def test_cli_writes_a_checked_model(tmp_path, capsys):
     art = save_artifact(example_network(), tmp_path / "net.ttfa")
     out = tmp_path / "net.onnx"
