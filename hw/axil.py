@@ -46,6 +46,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ttforge.errors import ConfigError
+from ttforge.hw.blocks import ge_const, lut_compares
 
 __all__ = [
     "OKAY", "SLVERR", "AXI4LiteSignature", "RegBusSignature", "AXI4LiteSlave",
@@ -362,7 +363,12 @@ class RegisterFile(wiring.Component):
             off = Signal(self.addr_bits - 2, name=f"off_{w.port}")
             m.d.comb += off.eq(bus.w_addr - base_word)
             inside = Signal(name=f"in_{w.port}")
-            m.d.comb += inside.eq((bus.w_addr >= base_word) & (bus.w_addr < base_word + w.depth))
+            # (compares with constants: logic, not carry chains, but on the ECP5)
+            if lut_compares(platform):
+                m.d.comb += inside.eq(ge_const(bus.w_addr, base_word)
+                                      & ~ge_const(bus.w_addr, base_word + w.depth))
+            else:
+                m.d.comb += inside.eq((bus.w_addr >= base_word) & (bus.w_addr < base_word + w.depth))
             hit = Signal(name=f"w_hit_{w.port}")
             full_word = bus.w_strb == 0b1111
             m.d.comb += hit.eq(bus.w_stb & inside & full_word)

@@ -28,7 +28,8 @@ from ttforge.errors import ConfigError
 from ttforge.hw.ecp5_dsp import DSP_BITS, Ecp5Mult
 from ttforge.hw.target import target_family
 
-__all__ = ["sat_add", "saturate_value", "decode_onehot", "onehot_select", "AddressGen",
+__all__ = ["sat_add", "saturate_value", "ge_const", "lut_compares",
+           "decode_onehot", "onehot_select", "AddressGen",
            "MacLanes", "Requant", "RequantDecode", "requant_widths", "FANOUT_ATTR",
            "fanout_copies", "group_of"]
 
@@ -67,6 +68,37 @@ def saturate_value(v, addr_width: int):
     if len(v) <= addr_width:
         return v
     return Mux(v[addr_width:].any(), Const(1 << addr_width, addr_width + 1), v[:addr_width + 1])
+
+
+def lut_compares(platform) -> bool:
+    """Whether a design elaborated for ``platform`` compares with constants as logic
+    (:func:`ge_const`): everywhere but on the ECP5, whose fast carry chains the timing
+    of its range checks was closed with (simulation, ``platform=None``, runs the iCE40
+    form)."""
+    return target_family(platform) != "ecp5"
+
+
+def ge_const(value, k: int, lut: bool = True):
+    """``value >= k`` for an unsigned ``value`` and a constant ``k``. With ``lut`` an
+    AND-OR of ``value``'s bits from the top, which maps into about a LUT4 per three
+    bits: Yosys makes a comparison with a constant a carry chain, a logic cell a bit (a
+    16-bit address check took 16 of the iCE40UP5K's cells, each free of anything else).
+    Same function either way."""
+    k = int(k)
+    if not lut:
+        return value >= k
+    n = len(value)
+    if k <= 0:
+        return Const(1, 1)
+    if k >= 1 << n:
+        return Const(0, 1)
+    # from bit i down: value[:i + 1] >= k[:i + 1] (k's bits below its lowest set bit are
+    # 0, so at that bit the rest is always true)
+    low = (k & -k).bit_length() - 1
+    out = value[low]
+    for i in range(low + 1, n):
+        out = (value[i] & out) if (k >> i) & 1 else (value[i] | out)
+    return out
 
 
 def decode_onehot(index, n: int):

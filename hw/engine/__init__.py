@@ -50,7 +50,7 @@ from ttforge.hw.engine.fetch import DescriptorFetch
 from ttforge.hw.engine.geometry import Geometry
 from ttforge.hw.engine.array import EngineArray
 from ttforge.hw.engine.banks import RegisteredBanks
-from ttforge.hw.engine.issue import IssueUnit
+from ttforge.hw.engine.issue import IssueUnit, tag_has_bias
 from ttforge.hw.engine.output import OutputPath
 from ttforge.hw.engine.requant import RequantBank
 from ttforge.hw.engine.signatures import ComputeState, InputState, State, engine_signature
@@ -228,6 +228,7 @@ class TTEngine(wiring.Component):
             writer.running.eq(ctrl.running), writer.flush.eq(flush),
             writer.elem_out.eq(elem_out), writer.use_bias.eq(flags.bias),
             writer.o_lane.eq(desc.o_lane), writer.ov_end.eq(fetch.ov_end),
+            *([] if tag_has_bias(g) else [writer.b_off.eq(fetch.b_off)]),
             writer.pre_valid.eq(issue.pre_valid), writer.pre_tag.eq(issue.pre_tag),
             writer.res_valid.eq(issue.res_valid), writer.res_tag.eq(issue.res_tag),
             writer.res.eq(issue.res),

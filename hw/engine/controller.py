@@ -9,7 +9,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ttforge.hw.axis import element_layout
-from ttforge.hw.blocks import fanout_copies
+from ttforge.hw.blocks import fanout_copies, ge_const, lut_compares
 from ttforge.hw.config import DESC_WORDS
 from ttforge.hw.engine.geometry import Geometry
 from ttforge.hw.engine.signatures import (ERROR_CODE_BITS, STEP_BITS, ComputeState,
@@ -111,10 +111,14 @@ class Controller(wiring.Component):
         # (IN_PAD <= buf_depth < 2**AWP, so IN_COUNT > IN_PAD is IN_COUNT's high bits or
         # an AWP-bit compare: no 32-bit comparator)
         prog_bad = Signal()
+        lut = lut_compares(platform)          # (compares with constants as logic, hw/blocks.py)
+
+        def above(v, k):                      # v > k
+            return ge_const(v, k + 1) if lut else v > k
         hi = pg.in_count[AWP:].any() | pg.in_pad[AWP:].any() | pg.out_count[AWP:].any()
         m.d.sync += prog_bad.eq(hi | (pg.in_count == 0) | (pg.in_count[:AWP] > pg.in_pad[:AWP])
-                                | (pg.in_pad[:AWP] > c.buf_depth) | (pg.out_count == 0)
-                                | (pg.out_count[:AWP] > c.buf_depth))
+                                | above(pg.in_pad[:AWP], c.buf_depth) | (pg.out_count == 0)
+                                | above(pg.out_count[:AWP], c.buf_depth))
         # (when the registers pass these checks every count fits in AWP bits, so the
         # comparisons below use AWP bits)
         last_idx = Signal(AWP)                # IN_COUNT - 1
@@ -219,6 +223,13 @@ class Controller(wiring.Component):
         pad_at_last = Signal()
         m.d.sync += pad_at_last.eq(jj + 1 == pad_last)
         z = Signal(AWP)
+        # z >= buf_depth (a fill beyond the buffer), z < buf_depth
+        if lut:
+            z_out = Signal()
+            m.d.comb += z_out.eq(ge_const(z, c.buf_depth))
+            z_in = ~z_out
+        else:
+            z_out, z_in = z >= c.buf_depth, z < c.buf_depth
         # the end of a fill (z == zf_end - 1) registered a cycle ahead: z_last is high in
         # the fill's last cycle (zf_pen = zf_end - 2 is registered while running), so the
         # step transition starts from a flop, not from a comparator
@@ -261,11 +272,11 @@ class Controller(wiring.Component):
         if tp:
             m.d.comb += [self.stage_we.eq(in_we), self.stage_elem.eq(in_elem),
                          self.stage_value.eq(in_value),
-                         self.wr_en.eq(zfill & (z < c.buf_depth)), self.wr_sel.eq(~self.src),
+                         self.wr_en.eq(zfill & z_in), self.wr_sel.eq(~self.src),
                          self.wr_elem.eq(z)]
         else:
             with m.If(zfill):
-                m.d.comb += [self.wr_en.eq(z < c.buf_depth), self.wr_sel.eq(~self.src),
+                m.d.comb += [self.wr_en.eq(z_in), self.wr_sel.eq(~self.src),
                              self.wr_elem.eq(z)]
             with m.Else():
                 m.d.comb += [self.wr_en.eq(in_we), self.wr_sel.eq(0), self.wr_elem.eq(in_elem)]
@@ -359,7 +370,7 @@ class Controller(wiring.Component):
         if tp:
             with m.If(soft_reset):
                 m.d.sync += in_go(IS.IDLE)
-        m.d.comb += self.zfill_err.eq(zfill & (z >= c.buf_depth))
+        m.d.comb += self.zfill_err.eq(zfill & z_out)
 
         # stream and program-register errors, found when an element is accepted
         in_sel = Signal(ERROR_CODE_BITS)

@@ -8,8 +8,8 @@ from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from ttforge.hw.blocks import (RequantDecode, fanout_copies, requant_widths, sat_add,
-                               saturate_value)
+from ttforge.hw.blocks import (RequantDecode, fanout_copies, ge_const, lut_compares,
+                               requant_widths, sat_add, saturate_value)
 from ttforge.hw.config import DESC_WORDS
 from ttforge.hw.target import target_family
 from ttforge.hw.engine.geometry import Geometry
@@ -117,6 +117,18 @@ group for the buffer write's per-lane selects). ``done`` is high in the cycle th
         m.d.sync += [dec_m1.eq(d_r[:g.cw] - 1), dec_zero.eq((d_r == 0) | d_r[g.cw:].any()),
                      dec_sat.eq(saturate_value(d_r, aw))]
         decoded = {w: name for w, name, _ in DESCRIPTOR_WORDS[1:-1]}
+        # Elaborated for any family but the ECP5 (whose timing these registers were laid
+        # out for), the fields used only here are not held: B_BASE, OUT_VALID and ZFILL_TO
+        # go from the decode registers into b_off, ov_end and zf_end as they pass (all
+        # three after O_BASE; the previous step has drained before a fetch), and the
+        # raw ZFILL_FROM word is only compared (below): 80 flip-flops, each a logic cell
+        # of the iCE40UP5K. Same values in the same cycles from zf_end's on (b_off and
+        # ov_end a cycle or two earlier, while nothing reads them).
+        lean = target_family(platform) != "ecp5"
+        consumed = ("B_BASE", "OUT_VALID") if lean else ()
+        zt_dec = Signal()                     # lean: dec_sat holds ZFILL_TO
+        if lean:
+            m.d.sync += zt_dec.eq(0)
         with m.If(self.active):
             m.d.comb += [self.dmem.addr.eq(self.base + fw), self.dmem.en.eq(1)]
             m.d.sync += fw.eq(fw + 1)
@@ -133,17 +145,21 @@ group for the buffer write's per-lane selects). ``done`` is high in the cycle th
                             m.d.sync += [mg.eq(d_flags.mode) for mg in mode_g]
                             m.d.sync += [sg.eq(d_flags.src) for sg in src_g]
                             m.d.sync += [rq.relu.eq(d_flags.relu) for rq in rq_g]
-                        elif name == "ZFILL_FROM":
+                        elif name == "ZFILL_FROM" and not lean:
                             m.d.sync += zfill_from_word.eq(d)
                         elif name == "ZFILL_TO":
                             # the last word arrives; everything else is registered
-                            m.d.sync += [
-                                desc.zfill_to.eq(saturate_value(d, aw)),
-                                self.zf_nonempty.eq(d > zfill_from_word),
-                                self.zf_start.eq(sat_add(o_base, dec_sat, aw)),
-                                self.ov_end.eq(sat_add(o_base, desc.out_valid, aw)),
-                                self.b_off.eq(desc.b_base - o_base),
-                            ]
+                            if lean:
+                                m.d.sync += [self.zf_start.eq(sat_add(o_base, dec_sat, aw)),
+                                             zt_dec.eq(1)]
+                            else:
+                                m.d.sync += [
+                                    desc.zfill_to.eq(saturate_value(d, aw)),
+                                    self.zf_nonempty.eq(d > zfill_from_word),
+                                    self.zf_start.eq(sat_add(o_base, dec_sat, aw)),
+                                    self.ov_end.eq(sat_add(o_base, desc.out_valid, aw)),
+                                    self.b_off.eq(desc.b_base - o_base),
+                                ]
                             for rq in rq_g:
                                 m.d.sync += [rq.shamt.eq(dec.shamt), rq.round.eq(dec.round),
                                              rq.hi.eq(dec.hi), rq.lo.eq(dec.lo)]
@@ -154,6 +170,10 @@ group for the buffer write's per-lane selects). ``done`` is high in the cycle th
                             # a bound above the cw-bit counters is refused, not truncated
                             with m.If(dec_zero):
                                 m.d.sync += bound_zero.eq(1)
+                        elif name == "B_BASE" and name in consumed:
+                            m.d.sync += self.b_off.eq(dec_sat - o_base)
+                        elif name == "OUT_VALID" and name in consumed:
+                            m.d.sync += self.ov_end.eq(sat_add(o_base, dec_sat, aw))
                         elif name is not None:
                             m.d.sync += desc[name.lower()].eq(dec_sat)
         with m.Else():
@@ -162,7 +182,13 @@ group for the buffer write's per-lane selects). ``done`` is high in the cycle th
         # controller reads it first in the step's last RUN cycle, at least 3 cycles after
         # done): no path from the DMEM word through ZFILL_TO's saturation and the add
         # (the L = 16 engine's seed 3 path at 2efd00b)
-        m.d.sync += self.zf_end.eq(sat_add(o_base, desc.zfill_to, aw))
+        if lean:
+            # (ZFILL_TO saturated in dec_sat the cycle after done: zf_end is written then,
+            # as the line below writes it from desc.zfill_to)
+            with m.If(zt_dec):
+                m.d.sync += self.zf_end.eq(sat_add(o_base, dec_sat, aw))
+        else:
+            m.d.sync += self.zf_end.eq(sat_add(o_base, desc.zfill_to, aw))
         # done (fw == DESC_WORDS + 1) is a register alone: it starts the address
         # generator, whose start fans out to every counter and address register, and ANDed
         # with `active` it was the L = 16 engine's seed 2 path at 2efd00b (from the
@@ -188,17 +214,22 @@ group for the buffer write's per-lane selects). ``done`` is high in the cycle th
         # (bench/results/synth_seeds.mult-dsp-regs.json). Same function, same cycles.
         assert DESCRIPTOR_WORDS[-2][1] == "ZFILL_FROM" and DESCRIPTOR_WORDS[-1][0] == DESC_WORDS - 1
         zf_order_bad = Signal()
-        if target_family(platform) == "ecp5":
+        if not lean:
             m.d.comb += zf_order_bad.eq(d_r < zfill_from_word)
         else:
+            # ZFILL_TO > ZFILL_FROM (zf_nonempty) from the same compare, and their
+            # equality: one 32-bit carry chain, no copy of ZFILL_FROM's word
+            zt_below = Signal()
+            m.d.comb += zt_below.eq(self.dmem.data < d_r)
             with m.If(self.active & (fw == DESC_WORDS)):
-                m.d.sync += zf_order_bad.eq(self.dmem.data < d_r)
+                m.d.sync += [zf_order_bad.eq(zt_below),
+                             self.zf_nonempty.eq(~zt_below & (self.dmem.data != d_r))]
         # step >= desc_depth: for a power-of-two depth the step's high bits, no carry chain
         step_over = Signal()
         if c.desc_depth & (c.desc_depth - 1) == 0:
             m.d.comb += step_over.eq(self.step[c.desc_depth.bit_length() - 1:].any())
         else:
-            m.d.comb += step_over.eq(self.step >= c.desc_depth)
+            m.d.comb += step_over.eq(ge_const(self.step, c.desc_depth, lut_compares(platform)))
 
         fetch_end = done_q & self.active
         word_out = ~flags.mode | flags.out_word
@@ -206,7 +237,9 @@ group for the buffer write's per-lane selects). ``done`` is high in the cycle th
             self.active & (fw == 0) & step_over,                              # NO_LAST
             fetch_end & bound_zero,                                           # BOUND_ZERO
             fetch_end & dec.bad_sat,                                          # SAT_BITS
-            fetch_end & ((flags.last_lanes == 0) | (flags.last_lanes > g.L)),  # LAST_LANES
+            fetch_end & ((flags.last_lanes == 0) | (ge_const(flags.last_lanes, g.L + 1)
+                                                    if lut_compares(platform)
+                                                    else flags.last_lanes > g.L)),  # LAST_LANES
             fetch_end & zf_order_bad,                                         # ZFILL_ORDER
             fetch_end & word_out & (desc.o_lane != 1),                        # MISALIGNED
         ))

@@ -8,20 +8,46 @@ from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from ttforge.hw.blocks import AddressGen, MacLanes, decode_onehot, onehot_select, saturate_value
+from ttforge.hw.blocks import (AddressGen, MacLanes, decode_onehot, ge_const, lut_compares,
+                               onehot_select, saturate_value)
 from ttforge.hw.engine.geometry import Geometry
 from ttforge.hw.engine.signatures import BOUND_WORDS, descriptor_layout
 from ttforge.hw.regmap import ErrorCode
 
-__all__ = ["IssueUnit", "result_tag_layout"]
+__all__ = ["IssueUnit", "result_tag_layout", "tag_has_bias", "bias_address"]
+
+
+def tag_has_bias(geom: Geometry) -> bool:
+    """Whether the result tag carries the bias address ``b``: not with one lane and
+    serial requantization (the iCE40UP5K's MNIST engine), whose one bias read per result
+    is at ``b = o + (B_BASE - O_BASE)`` of the result's own ``e``, so the writer adds the
+    offset itself (:func:`bias_address`) instead of ``b`` travelling through five
+    pipeline registers (80 flip-flops, each a logic cell there)."""
+    return not (geom.serial and geom.L == 1)
 
 
 def result_tag_layout(geom: Geometry) -> data.StructLayout:
     """What travels with an iteration through the MAC lanes: its output element address
-    ``e``, bias address ``b``, valid lanes ``nv`` and (word outputs) the lanes whose
-    output index is padding, ``zmask``."""
-    return data.StructLayout({"e": geom.awp, "b": geom.awp, "nv": geom.nvw,
-                              **({} if geom.serial else {"zmask": geom.L})})
+    ``e``, bias address ``b`` (if :func:`tag_has_bias`), valid lanes ``nv`` and (word
+    outputs) the lanes whose output index is padding, ``zmask``."""
+    return data.StructLayout({"e": geom.awp, **({"b": geom.awp} if tag_has_bias(geom) else {}),
+                              "nv": geom.nvw, **({} if geom.serial else {"zmask": geom.L})})
+
+
+def bias_address(m: Module, o, b_off, aw: int, name: str = "b", sum_name: str | None = None,
+                 signal: bool = True):
+    """The bias element address of output element ``o``: ``o + b_off`` (``b_off =
+    B_BASE - O_BASE``), 0 below 0, saturating at ``2**aw`` (``aw + 1`` bits); a signal
+    ``name``, or with ``signal=False`` the expression (for a user that reads only some
+    of its bits: no named wire with unread bits)."""
+    b_sum = Signal(signed(aw + 3), name=sum_name or f"{name}_sum")
+    m.d.comb += b_sum.eq(o + b_off)
+    value = Mux(b_sum < 0, 0, saturate_value(b_sum[:aw + 2], aw))
+    if not signal:
+        return value
+    b_ptr = Signal(aw + 1, name=name)
+    m.d.comb += b_ptr.eq(value)
+    return b_ptr
 
 
 class IssueUnit(wiring.Component):
@@ -112,10 +138,11 @@ class IssueUnit(wiring.Component):
         x_ptr, c_ptr, o_ptr = gen.x_addr, gen.c_addr, gen.o_addr
         m.d.comb += self.x_addr.eq(x_ptr)
         # the bias address B_BASE + (o - O_BASE) = o + (B_BASE - O_BASE), saturating
-        b_sum = Signal(signed(AWP + 2))
-        b_ptr = Signal(AWP)
-        m.d.comb += [b_sum.eq(o_ptr + self.b_off),
-                     b_ptr.eq(Mux(b_sum < 0, 0, saturate_value(b_sum[:AWP + 1], aw)))]
+        # (without tag_has_bias: of the output address at stage 1, for its check there;
+        # b_off is held through the step)
+        with_b = tag_has_bias(g)
+        if with_b:
+            b_ptr = bias_address(m, o_ptr, self.b_off, aw, "b_ptr", "b_sum")
         # lanes valid in this iteration: LAST_LANES in the last p block of mode 1
         g_nv = Signal(nvw)
         m.d.comb += g_nv.eq(Mux(mode & gen.i2_last, flags.last_lanes[:nvw], L))
@@ -161,7 +188,10 @@ class IssueUnit(wiring.Component):
         s2_c = Signal(data.ArrayLayout(signed(CB), L))
         m.d.sync += [s1_v.eq(adv), s1_first.eq(gen.first), s1_last.eq(gen.last),
                      s1_xlane.eq(g.lane_of(x_ptr)), s1_clane.eq(g.lane_of(c_ptr)),
-                     s1_tag.e.eq(o_ptr), s1_tag.b.eq(b_ptr), s1_tag.nv.eq(g_nv)]
+                     s1_tag.e.eq(o_ptr), *([s1_tag.b.eq(b_ptr)] if with_b else []),
+                     s1_tag.nv.eq(g_nv)]
+        s1_b = s1_tag.b if with_b else bias_address(m, s1_tag.e, self.b_off, aw, "s1_b",
+                                                    signal=False)
         if not g.serial and not late_mask:
             m.d.sync += s1_tag.zmask.eq(padding(g_rel))
         # AccelConfig.read_registers: the words come a cycle later (the engine's buffers
@@ -193,15 +223,16 @@ class IssueUnit(wiring.Component):
         # checks at issue (G stage), and of the bias word one stage later (b is the sum
         # of o and an offset)
         s1_bias = s1_v & word_out & flags.bias & s1_ovalid
+        lut = lut_compares(platform)          # (the range checks as logic, hw/blocks.py)
         m.d.comb += self.errors.eq(Cat(
-            g_valid & (x_ptr >= c.buf_depth),                    # BUF_RANGE
+            g_valid & ge_const(x_ptr, c.buf_depth, lut),          # BUF_RANGE
             g_valid & ~mode & g.misaligned(x_ptr),               # MISALIGNED
-            g_valid & (c_ptr >= c.core_depth),                   # CMEM_RANGE
+            g_valid & ge_const(c_ptr, c.core_depth, lut),         # CMEM_RANGE
             g_valid & mode & g.misaligned(c_ptr),                # MISALIGNED
-            g_valid & word_out & (o_ptr >= c.buf_depth),         # BUF_RANGE
+            g_valid & word_out & ge_const(o_ptr, c.buf_depth, lut),   # BUF_RANGE
             g_valid & word_out & g.misaligned(o_ptr),            # MISALIGNED
-            running & s1_bias & (s1_tag.b >= c.bias_depth),      # BMEM_RANGE
-            running & s1_bias & g.misaligned(s1_tag.b),          # MISALIGNED
+            running & s1_bias & ge_const(s1_b, c.bias_depth, lut),   # BMEM_RANGE
+            running & s1_bias & g.misaligned(s1_b),              # MISALIGNED
         ))
 
         # operand selection from the registered words

@@ -8,9 +8,10 @@ from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from ttforge.hw.blocks import decode_onehot, fanout_copies, onehot_select, sat_add
+from ttforge.hw.blocks import (decode_onehot, fanout_copies, ge_const, lut_compares, onehot_select,
+                               sat_add)
 from ttforge.hw.engine.geometry import Geometry
-from ttforge.hw.engine.issue import result_tag_layout
+from ttforge.hw.engine.issue import bias_address, result_tag_layout, tag_has_bias
 from ttforge.hw.regmap import ErrorCode
 
 __all__ = ["ResultWriter"]
@@ -49,6 +50,8 @@ class ResultWriter(wiring.Component):
             "use_bias": In(1),
             "o_lane": In(g.awp),
             "ov_end": In(g.awp),
+            # (without tag_has_bias: B_BASE - O_BASE, the bias address's offset)
+            **({} if tag_has_bias(g) else {"b_off": In(signed(g.awp + 1))}),
             "pre_valid": In(1),
             "pre_tag": In(tag),
             "res_valid": In(1),
@@ -130,10 +133,16 @@ class ResultWriter(wiring.Component):
         m.d.comb += w_inrange.eq(w_e < self.ov_end)
         # (the read is always enabled: only the reads above are ever used, and an enable
         # drove the clock enable of every BMEM data flip-flop, 2,048 at L = 64)
-        with m.If(w_busy):
+        with_b = tag_has_bias(g)
+        if with_b:
+            with m.If(w_busy):
+                m.d.comb += [bmem.addr.eq(g.word_of(w_b, c.bias_depth)), bmem.en.eq(1)]
+            with m.Else():
+                m.d.comb += [bmem.addr.eq(g.word_of(pre_tag.b, c.bias_depth)), bmem.en.eq(1)]
+        else:
+            # (serial: every result is an element output, its bias read at w_b; a read
+            # outside w_busy is never used)
             m.d.comb += [bmem.addr.eq(g.word_of(w_b, c.bias_depth)), bmem.en.eq(1)]
-        with m.Else():
-            m.d.comb += [bmem.addr.eq(g.word_of(pre_tag.b, c.bias_depth)), bmem.en.eq(1)]
 
         # the serial element writer
         w_act = w_busy & running
@@ -163,10 +172,13 @@ class ResultWriter(wiring.Component):
                 m.d.sync += w_busy.eq(0)
         with m.If(deposit & elem_out):
             m.d.sync += [w_busy.eq(1), w_lane.eq(0), w_oh.eq(1), w_nv.eq(res_tag.nv),
-                         w_vnxt.eq(res_tag.nv > 1), w_e.eq(res_tag.e), w_b.eq(res_tag.b)]
+                         w_vnxt.eq(res_tag.nv > 1), w_e.eq(res_tag.e),
+                         w_b.eq(res_tag.b if with_b
+                                else bias_address(m, res_tag.e, self.b_off, aw, "res_b"))]
+        lut = lut_compares(platform)          # (the range checks as logic, hw/blocks.py)
         m.d.comb += self.errors.eq(Cat(
-            w_act & (w_e >= c.buf_depth),                                    # BUF_RANGE
-            w_act & use_bias & w_inrange & (w_b >= c.bias_depth),            # BMEM_RANGE
+            w_act & ge_const(w_e, c.buf_depth, lut),                         # BUF_RANGE
+            w_act & use_bias & w_inrange & ge_const(w_b, c.bias_depth, lut),   # BMEM_RANGE
         ))
         with m.If(self.flush):
             m.d.sync += [R_v.eq(0), w_busy.eq(0), q0_v.eq(0), q1_v.eq(0)]

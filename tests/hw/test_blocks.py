@@ -471,3 +471,55 @@ def test_onehot_select_with_a_shifted_onehot_differs():
     from amaranth.hdl import Cat
     vals, got = _onehot_select_outputs(8, 16, lambda oh: Cat(oh[1:], oh[0]))
     assert got != vals + [0]
+
+
+# ---------------------------------------------------------------------- ge_const
+@pytest.mark.parametrize("n", [1, 2, 3, 6])
+def test_ge_const_equals_the_comparison(n):
+    """ge_const's AND-OR (the iCE40 form of a compare with a constant) is ``>=`` for every
+    value and every constant, in range or not; the ECP5 form is the comparison itself."""
+    from amaranth.hdl import Signal
+    from ttforge.hw.blocks import ge_const
+    from ttforge.hw.target import ECP5, ICE40
+    from ttforge.hw.blocks import lut_compares
+
+    assert lut_compares(None) and lut_compares(ICE40) and not lut_compares(ECP5)
+    x = Signal(n)
+    ks = list(range(-2, (1 << n) + 3))
+    outs = [Signal(name=f"ge{i}") for i in range(len(ks))]
+    m = Module()
+    m.d.comb += [o.eq(ge_const(x, k)) for o, k in zip(outs, ks)]
+    seen = []
+
+    async def bench(ctx):
+        for v in range(1 << n):
+            ctx.set(x, v)
+            seen.append([ctx.get(o) for o in outs])
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    assert seen == [[int(v >= k) for k in ks] for v in range(1 << n)]
+
+
+def test_ge_const_corrupted_constant_fails():
+    """The sibling that must fail: the AND-OR of k + 1 differs from ``>= k`` (at k)."""
+    from amaranth.hdl import Signal
+    from ttforge.hw.blocks import ge_const
+
+    x = Signal(4)
+    out = Signal()
+    m = Module()
+    m.d.comb += out.eq(ge_const(x, 6))
+    got = []
+
+    async def bench(ctx):
+        for v in range(16):
+            ctx.set(x, v)
+            got.append(ctx.get(out))
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got == [int(v >= 6) for v in range(16)]
+    assert got != [int(v >= 7) for v in range(16)]
