@@ -20,7 +20,7 @@ from torch import nn
 from ttforge.errors import ArtifactError, CheckpointError, ConfigError, DataError, TTForgeError, show_path, shown
 from ttforge.limits import MAX_RATE
 from ttforge.model.layers import TTLinear
-from ttforge.quant.diverge import find_divergence, float_model_of, quant_network_for
+from ttforge.quant.diverge import check_sample_values, find_divergence, float_model_of, quant_network_for
 from ttforge.ir.arith import MAX_ACC_BITS
 from ttforge.quant.ptq import (QUANTIZE_INT_RANGES, _linear_layers, check_accumulators,
                                is_positive_number, make_config, parse_layer_bits,
@@ -325,6 +325,7 @@ def _run_diverge(args: argparse.Namespace) -> int:
         if args.artifact:
             raise ConfigError("the source is already an artifact; drop --artifact or give a checkpoint as source")
         inet = load_artifact(src)
+        check_sample_values(inet)   # before the stages are built or run
         qnet = quant_network_for(float_model_of(inet), inet)
         data_spec = args.data or inet.meta.get("data")
         stages = f"artifact {src} (float stage: its dequantized weights)"
@@ -338,6 +339,7 @@ def _run_diverge(args: argparse.Namespace) -> int:
             if not apath.is_file():
                 raise ArtifactError(f"--artifact {apath} does not exist; give a file written by ttforge quantize")
             inet = load_artifact(apath)
+            check_sample_values(inet)
             qnet = quant_network_for(trained.model, inet)
             fp = inet.meta.get("weights_fingerprint")
             if fp and fp != weights_fingerprint(trained.model):
@@ -345,6 +347,7 @@ def _run_diverge(args: argparse.Namespace) -> int:
                              f"(after QAT give the checkpoint written by 'ttforge quantize --save-checkpoint')")
             stages = f"checkpoint {src} vs artifact {apath}"
         else:
+            check_sample_values(trained.model)   # before the calibration runs
             n_layers = sum(isinstance(m, (TTLinear, nn.Linear)) for m in trained.model.children())
             cfg = make_config(n_layers, args.w_bits, args.act_bits, args.inter_bits, args.acc_bits,
                               parse_layer_bits(args.layer_bits), args.calibration)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -40,41 +40,16 @@ from ttforge.model.layers import TTLinear
 from ttforge.ir.arith import quantize as quantize_real
 from ttforge.ir.diverge import DivergenceReport, Mismatch, StepError, first_diff
 from ttforge.ir.executor import IntLayer, IntNetwork, execute_traced
-from ttforge.limits import chunk_rows
+from ttforge.limits import check_chunk_values, chunk_rows
 from ttforge.quant.qat import LayerQuant, QuantConfig, QuantNetwork, _tt_view, quantize_model
 
 __all__ = ["StepError", "Mismatch", "DivergenceReport", "find_divergence", "quant_network_for",
-           "float_model_of", "values_per_sample"]
+           "float_model_of", "values_per_sample", "check_sample_values", "WORKING_COPIES"]
 
 
 # ---------------------------------------------------------------------------------------
-# the three stages
+# the three stages, a layer at a time
 # ---------------------------------------------------------------------------------------
-def _float_steps(qnet: QuantNetwork, x: torch.Tensor) -> list[tuple[np.ndarray, list[np.ndarray]]]:
-    """Per layer: (its float input, padded pre-ReLU output of every step), float64, unquantized."""
-    out = []
-    x = x.reshape(x.shape[0], -1).double()
-    for ql in qnet.qlayers:
-        cores, schedule, in_f, out_f = _tt_view(ql.layer)
-        layer_in = x.numpy().copy()
-        pad = schedule.shape.in_size - in_f
-        if pad:
-            x = nn.functional.pad(x, (0, pad))
-        steps = []
-        for t, step in enumerate(schedule.steps):
-            C = cores[step.core].detach().double().permute(*step.core_axes).reshape(step.P, step.K)
-            x = _float_step(step, x, C)
-            if t == len(schedule.steps) - 1 and ql.layer.bias is not None:
-                x = x.clone()
-                x[:, :out_f] += ql.layer.bias.detach().double()
-            steps.append(x.numpy().copy())
-        x = x[:, :out_f]
-        if ql.relu:
-            x = torch.relu(x)
-        out.append((layer_in, steps))
-    return out
-
-
 def _float_step(step, x: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
     """``step.apply(x, C)`` in float64, each sample's sums in an order that does not depend
     on the batch: a BLAS product rounds a row differently with the batch's size (its
@@ -86,21 +61,53 @@ def _float_step(step, x: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(y).reshape(b, -1))
 
 
-def _fake_quant_steps(qnet: QuantNetwork, x: torch.Tensor) -> tuple[np.ndarray, list[list[tuple]]]:
-    """Eval-mode output and, per layer, ``(step, acc, out)`` real values (float64 numpy)."""
-    was = qnet.training
-    qnet.eval()
-    try:
-        for ql in qnet.qlayers:
-            ql.trace = []
-        with torch.no_grad():
-            y = qnet(x).double().numpy()
-        traces = [[(t, a.double().numpy(), o.double().numpy()) for t, a, o in ql.trace] for ql in qnet.qlayers]
-    finally:
-        for ql in qnet.qlayers:
-            ql.trace = None
-        qnet.train(was)
-    return y, traces
+class _FloatLayer:
+    """The float stage of one layer (float64, nothing quantized, the same contraction
+    schedule), advanced a step at a time as the fake-quant stage reaches that step."""
+
+    def __init__(self, ql, x: torch.Tensor) -> None:
+        self.cores, self.schedule, _, self.out_f = _tt_view(ql.layer)
+        self.bias = ql.layer.bias
+        self.relu = ql.relu
+        pad = self.schedule.shape.in_size - x.shape[1]
+        self.x = nn.functional.pad(x, (0, pad)) if pad else x
+
+    def step(self, t: int) -> np.ndarray:
+        """The padded pre-ReLU output of step ``t`` (steps come in order)."""
+        step = self.schedule.steps[t]
+        C = self.cores[step.core].detach().double().permute(*step.core_axes).reshape(step.P, step.K)
+        x = _float_step(step, self.x, C)
+        if t == len(self.schedule.steps) - 1 and self.bias is not None:
+            x = x.clone()
+            x[:, :self.out_f] += self.bias.detach().double()
+        self.x = x
+        return x.numpy()
+
+    def output(self) -> torch.Tensor:
+        """The layer's output, the next layer's float input."""
+        x = self.x[:, :self.out_f]
+        return torch.relu(x) if self.relu else x
+
+
+def _int_layer(inet: IntNetwork, li: int, x: np.ndarray) -> tuple[np.ndarray, list]:
+    """Layer ``li`` of the integer executor on its integer input ``x``: its output and
+    its steps' :class:`~ttforge.ir.executor.StepTrace` (numbered as layer ``li``)."""
+    y, traces = execute_traced(IntNetwork((inet.layers[li],)), x)
+    return y, [dataclasses.replace(t, layer=li) for t in traces]
+
+
+class _StepSink:
+    """What :attr:`QuantLinear.trace` appends to: each fake-quant step, compared at once
+    with the float and integer stages' same step and then dropped, so a chunk holds one
+    layer's integer steps (until compared) and a few intermediates, never every step
+    of every layer of three stages (a 12-step layer of 2^24 features took > 9 GB for
+    one sample)."""
+
+    def __init__(self, on_step) -> None:
+        self.on_step = on_step
+
+    def append(self, item: tuple) -> None:
+        self.on_step(*item)
 
 
 def _to_int(v: np.ndarray, exp: int) -> np.ndarray:
@@ -130,12 +137,54 @@ def _format_of(ql, il: IntLayer | None = None) -> dict[str, Any]:
             "step_exps": tuple(il.step_exps), "relu": bool(il.relu), "bias": il.bias is not None}
 
 
-def values_per_sample(inet: IntNetwork) -> int:
-    """Values the three stages hold for one sample at once: every layer's padded input
-    (float stage) and, per step, its float output, the fake-quant accumulator and output
-    and the integer accumulator and output (what a chunk of samples is sized by)."""
-    return sum(layer.schedule.shape.in_size + 5 * sum(s.out_elements for s in layer.schedule.steps)
-               for layer in inet.layers)
+#: Working values per element of a layer's widest intermediate, besides its integer
+#: steps: the three stages' current values, the fake-quant step's temporaries and the
+#: comparison's (an integer copy, a difference, a mask). Measured: a layer of 2^20-element
+#: intermediates peaked at about 9 of them a sample (tests/quant/test_diverge_memory.py).
+WORKING_COPIES = 12
+
+
+def _layer_values(schedule) -> int:
+    steps = [s.out_elements for s in schedule.steps]
+    return 2 * sum(steps) + WORKING_COPIES * max(schedule.shape.in_size, *steps)
+
+
+def _schedules(net) -> list:
+    """The contraction schedules of an :class:`IntNetwork`, of a model's linear layers
+    (before it is quantized) or a list of them."""
+    if isinstance(net, IntNetwork):
+        return [layer.schedule for layer in net.layers]
+    if isinstance(net, QuantNetwork):
+        return [_tt_view(ql.layer)[1] for ql in net.qlayers]
+    if isinstance(net, nn.Module):
+        mods = net.children() if isinstance(net, nn.Sequential) else [net]
+        return [_tt_view(m)[1] for m in mods if isinstance(m, (TTLinear, nn.Linear))]
+    return list(net)
+
+
+def values_per_sample(net: IntNetwork | nn.Module | Sequence) -> int:
+    """Values a chunk holds for one sample at once (what a chunk of samples is sized by):
+    at its widest layer, that layer's integer accumulators and outputs (kept until the
+    fake-quant stage reaches their step) and :data:`WORKING_COPIES` of its widest
+    intermediate. ``net``: an :class:`IntNetwork`, a model or their layers' schedules."""
+    return max((_layer_values(s) for s in _schedules(net)), default=0)
+
+
+def check_sample_values(net: IntNetwork | nn.Module | Sequence,
+                        fix: str = "compare a network with smaller intermediates") -> int:
+    """:func:`values_per_sample`, or one line (:class:`~ttforge.errors.LimitError`) when
+    one sample alone is above :data:`~ttforge.limits.MAX_CHUNK_VALUES` (a chunk is at least
+    a sample, so no chunking bounds it), naming the widest layer; checked before any stage
+    runs."""
+    schedules = _schedules(net)
+    per_sample = values_per_sample(schedules)
+    if schedules:
+        li = max(range(len(schedules)), key=lambda i: _layer_values(schedules[i]))
+        s = schedules[li]
+        widest = max(s.shape.in_size, *(t.out_elements for t in s.steps))
+        check_chunk_values(per_sample, f"the divergence search of one sample (layer {li}: {len(s.steps)} "
+                                       f"steps, intermediates of up to {widest:,} elements)", fix)
+    return per_sample
 
 
 def find_divergence(qnet: QuantNetwork, inet: IntNetwork, x: torch.Tensor | np.ndarray,
@@ -145,9 +194,10 @@ def find_divergence(qnet: QuantNetwork, inet: IntNetwork, x: torch.Tensor | np.n
 
     The samples run in chunks of ``chunk`` rows (default: as many as
     :func:`~ttforge.limits.chunk_rows` allows at :func:`values_per_sample`, so
-    memory is bounded whatever the batch); the report is
-    the one of the whole batch at once, element for element (which sample is first,
-    the counts, the largest errors)."""
+    memory is bounded whatever the batch and the number of layers; a network one sample
+    of which is above the bound is refused first, :class:`~ttforge.errors.LimitError`);
+    the report is the one of the whole batch at once, element for element (which sample
+    is first, the counts, the largest errors)."""
     if not isinstance(qnet, QuantNetwork) or not isinstance(inet, IntNetwork):
         raise ConfigError("find_divergence needs a QuantNetwork and an IntNetwork")
     if not torch.is_tensor(x):
@@ -174,7 +224,10 @@ def find_divergence(qnet: QuantNetwork, inet: IntNetwork, x: torch.Tensor | np.n
         if report.quant_vs_int:
             break
 
-    rows = chunk_rows(values_per_sample(inet)) if chunk is None else int(chunk)
+    # before any stage runs (the fake-quant stage follows qnet's schedules, which differ
+    # from inet's when the formats do)
+    per_sample = max(check_sample_values(inet), check_sample_values(qnet))
+    rows = chunk_rows(per_sample) if chunk is None else int(chunk)
     if rows < 1:
         raise ConfigError(f"chunk={rows} must be at least 1 sample")
     errors: list[StepError] | None = None
@@ -208,31 +261,15 @@ def _compare_chunk(qnet: QuantNetwork, inet: IntNetwork, x: torch.Tensor, tol: f
     before place ``upto`` (places are numbered in the order the comparison goes:
     the input, every step's accumulator then output, the layer output; ``None``: any
     place; ``False``: do not compare) as ``(place, mismatch)`` with chunk-global sample
-    numbers and the count of this chunk only."""
-    floats = _float_steps(qnet, x)
-    y_fq, fq = _fake_quant_steps(qnet, x)
-    xi = inet.quantize_input(x.numpy())
-    y_int, traces = execute_traced(inet, xi)
-    saturations = sum(t.saturations for t in traces)
-    by_step = {(t.layer, t.step): t for t in traces}
+    numbers and the count of this chunk only.
 
-    # float vs fake-quant
-    errors = []
-    for li, ql in enumerate(qnet.qlayers):
-        layer_in, fsteps = floats[li]
-        cores, schedule, _, _ = _tt_view(ql.layer)
-        if li == 0:
-            e = int(ql.in_exp)
-            xq = quantize_real(layer_in, ql.in_bits, e) * 2.0**e
-            errors.append(_step_error(li, -1, None, e, layer_in, xq, tol, offset))
-        for (t, _, out), fv in zip(fq[li], fsteps):
-            e = int(ql.step_exps[t])
-            errors.append(_step_error(li, t, schedule.steps[t].core, e, fv, out, tol, offset))
-    del floats
-    if upto is False:
-        return errors, saturations, None
-
+    The stages run a layer at a time and are compared a step at a time (see
+    :class:`_StepSink`)."""
     rows = x.shape[0]
+    errors: list[StepError] = []
+    saturations = 0
+    found: tuple[int, Mismatch] | None = None
+    place = 0
 
     def mismatch(place, layer, step, what, expected, got, detail=""):
         """``(place, Mismatch)`` if ``expected`` and ``got`` differ, else ``None``."""
@@ -244,30 +281,65 @@ def _compare_chunk(qnet: QuantNetwork, inet: IntNetwork, x: torch.Tensor, tol: f
         return place, Mismatch(layer, step, what, s + offset, e, want, have,
                                int(np.count_nonzero(expected != got)), per_sample * n_total, detail=detail)
 
-    # fake-quant vs integer, exact: the places in order, stopping at the first difference
-    # or past ``upto`` (a later place cannot be the first of the whole batch)
-    xq_fake = quantize_real(x.numpy(), qnet.qlayers[0].in_bits, int(qnet.qlayers[0].in_exp))
-    found = mismatch(0, 0, -1, "input", xq_fake, xi)
-    if found:
-        return errors, saturations, found
-    place = 0
-    for li, (ql, il) in enumerate(zip(qnet.qlayers, inet.layers)):
-        for t, acc, out in fq[li]:
-            tr = by_step[(li, t)]
-            core = il.schedule.steps[t].core
-            for what, real, exp, got in (("acc", acc, il.acc_exp(t), tr.acc), ("out", out, il.step_exps[t], tr.out)):
-                place += 1
-                if upto is not None and place > upto:
-                    return errors, saturations, None
-                found = mismatch(place, li, t, what, _to_int(real, exp), got, detail=f"core {core}")
-                if found:
-                    return errors, saturations, found
-    place += 1
-    if upto is not None and place > upto:
-        return errors, saturations, None
+    def comparing() -> bool:
+        """Whether the next place is compared: none is past the first difference, nor
+        past ``upto`` (a later place cannot be the first of the whole batch)."""
+        nonlocal place
+        place += 1
+        return upto is not False and found is None and (upto is None or place <= upto)
+
+    # float vs fake-quant at the input, then fake-quant vs integer there (place 0)
+    ql0 = qnet.qlayers[0]
+    e = int(ql0.in_exp)
+    layer_in = x.numpy()
+    xi = inet.quantize_input(layer_in)
+    xq_fake = quantize_real(layer_in, ql0.in_bits, e)
+    errors.append(_step_error(0, -1, None, e, layer_in, xq_fake * 2.0**e, tol, offset))
+    if upto is not False:
+        found = mismatch(0, 0, -1, "input", xq_fake, xi)
+    del xq_fake, layer_in
+
+    x_float = x_fake = x
+    was = qnet.training
+    qnet.eval()
+    try:
+        for li, (ql, il) in enumerate(zip(qnet.qlayers, inet.layers)):
+            xi, traces = _int_layer(inet, li, xi)
+            saturations += sum(t.saturations for t in traces)
+            by_step = {t.step: i for i, t in enumerate(traces)}
+            floats = _FloatLayer(ql, x_float)
+            core_of = [s.core for s in floats.schedule.steps]
+
+            def on_step(t, acc, out, li=li, ql=ql, il=il, traces=traces, by_step=by_step, floats=floats,
+                        core_of=core_of):
+                nonlocal found
+                out = out.double().numpy()
+                errors.append(_step_error(li, t, core_of[t], int(ql.step_exps[t]), floats.step(t), out, tol,
+                                          offset))
+                if upto is False:   # the formats differ: only the float vs fake-quant errors
+                    return
+                i = by_step[t]
+                tr, traces[i] = traces[i], None   # dropped once compared
+                for what, real, exp, got in (("acc", acc.double().numpy(), il.acc_exp(t), tr.acc),
+                                             ("out", out, il.step_exps[t], tr.out)):
+                    if comparing():
+                        found = mismatch(place, li, t, what, _to_int(real, exp), got, detail=f"core {core_of[t]}")
+
+            ql.trace = _StepSink(on_step)
+            try:
+                with torch.no_grad():
+                    x_fake = ql(x_fake)
+            finally:
+                ql.trace = None
+            x_float = floats.output()
+            del floats, traces
+    finally:
+        qnet.train(was)
     # every step equal but the outputs not: the slicing or the ReLU differs
-    return errors, saturations, mismatch(place, len(inet.layers) - 1, -1, "output",
-                                         _to_int(y_fq, inet.layers[-1].out_exp), y_int)
+    if comparing():
+        found = mismatch(place, len(inet.layers) - 1, -1, "output",
+                         _to_int(x_fake.double().numpy(), inet.layers[-1].out_exp), xi)
+    return errors, saturations, found
 
 
 def _step_error(layer: int, step: int, core: int | None, exp: int, fv: np.ndarray, qv: np.ndarray,

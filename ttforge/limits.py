@@ -28,6 +28,7 @@ __all__ = [
     "MAX_SEED", "MAX_BATCH", "MAX_SEEDS", "MAX_VECTORS", "MAX_JOBS", "MAX_SEARCH_CORES",
     "MAX_LAYER_ELEMENTS", "MAX_EXP", "MAX_EPOCHS", "MAX_THREADS", "MAX_RATE", "MAX_LAYERS", "MAX_FREQ_MHZ", "MAX_TIMEOUT_S", "MAX_NETLIST_BYTES", "MAX_TOOL_OUTPUT_BYTES", "MAX_CHUNK_VALUES", "MAX_STEP_VALUES", "open_regular", "read_bounded", "read_at_most", "read_array", "check_limit",
     "file_kind", "broken_link", "slash_on_file", "parse_config_text", "chunk_rows",
+    "check_chunk_values",
 ]
 
 MiB = 1 << 20
@@ -166,6 +167,16 @@ def chunk_rows(per_sample: int, multiple: int = 1, budget: int | None = None) ->
     a multiple of ``multiple`` (a graph's fixed batch), at least ``multiple``."""
     budget = MAX_CHUNK_VALUES if budget is None else budget
     return max(1, budget // max(1, per_sample) // multiple) * multiple
+
+
+def check_chunk_values(per_sample: int, what: str, fix: str, multiple: int = 1) -> None:
+    """One line (:class:`LimitError`) when the smallest chunk, ``multiple`` samples of
+    ``per_sample`` values (``what`` holds them), is above :data:`MAX_CHUNK_VALUES`: no
+    chunking bounds it, so it is refused before any work (``diverge`` of one sample of a
+    12-step layer of 2^24 features took > 9 GB). ``fix`` ends the line."""
+    if multiple * per_sample > MAX_CHUNK_VALUES:
+        raise LimitError(f"{what} holds {multiple * per_sample:,} values at once, above ttforge's limit of "
+                         f"{MAX_CHUNK_VALUES:,} (MAX_CHUNK_VALUES); {fix}")
 
 
 def slash_on_file(path: str | os.PathLike, what: str) -> str | None:

@@ -122,21 +122,22 @@ def test_a_wrong_rounding_shows_in_the_requantized_output():
     q, inet, x = small()
     from ttforge.quant import diverge as dv
 
-    real = dv.execute_traced
+    real = dv._int_layer   # the integer stage, a layer at a time
 
-    def corrupt(net, xi):
-        y, traces = real(net, xi)
-        t = traces[1]
-        out = t.out.copy()
-        out[2, 4] ^= 1
-        traces[1] = dataclasses.replace(t, out=out)
+    def corrupt(net, li, xi):
+        y, traces = real(net, li, xi)
+        if li == 0:
+            t = traces[1]
+            out = t.out.copy()
+            out[2, 4] ^= 1
+            traces[1] = dataclasses.replace(t, out=out)
         return y, traces
 
-    dv.execute_traced = corrupt
+    dv._int_layer = corrupt
     try:
         m = find_divergence(q, inet, x).quant_vs_int
     finally:
-        dv.execute_traced = real
+        dv._int_layer = real
     assert (m.layer, m.step, m.what, m.sample, m.element, m.n_diff) == (0, 1, "out", 2, 4, 1)
     assert m.got == m.expected ^ 1
 
@@ -241,25 +242,28 @@ def test_cli_bad_input_exit_2(quantized, tmp_path, capsys):
 
 # -- chunks: bounded memory, the report of the whole batch -------------------------------
 def _perturbed(monkeypatch, where):
-    """``execute_traced`` whose traces are off by one at ``where``: {(sample, layer, step,
-    what): element} (samples numbered in the whole batch, wherever the chunk starts)."""
+    """The integer stage (``_int_layer``, a layer at a time) with traces off by one at
+    ``where``: {(sample, layer, step, what): element} (samples numbered in the whole
+    batch, wherever the chunk starts). Returns the list of the chunks' sizes."""
     import ttforge.quant.diverge as dv
 
-    real = dv.execute_traced
+    real = dv._int_layer
     seen = []
+    base = [0]
 
-    def fake(net, xi):
-        y, traces = real(net, xi)
-        # the chunk's first sample, found by its input row (the rows are distinct)
-        base = next(i for i in range(len(_ALL_XI)) if np.array_equal(_ALL_XI[i], xi[0]))
-        seen.append(xi.shape[0])
+    def fake(net, li, xi):
+        y, traces = real(net, li, xi)
+        if li == 0:
+            # the chunk's first sample, found by its input row (the rows are distinct)
+            base[0] = next(i for i in range(len(_ALL_XI)) if np.array_equal(_ALL_XI[i], xi[0]))
+            seen.append(xi.shape[0])
         for (sample, layer, step, what), element in where.items():
-            if base <= sample < base + xi.shape[0]:
+            if layer == li and base[0] <= sample < base[0] + xi.shape[0]:
                 tr = next(t for t in traces if (t.layer, t.step) == (layer, step))
-                getattr(tr, what)[sample - base, element] += 1
+                getattr(tr, what)[sample - base[0], element] += 1
         return y, traces
 
-    monkeypatch.setattr(dv, "execute_traced", fake)
+    monkeypatch.setattr(dv, "_int_layer", fake)
     return seen
 
 
@@ -312,3 +316,75 @@ def test_a_large_batch_runs_in_chunks_bounded_by_values(monkeypatch):
     seen = _perturbed(monkeypatch, {})
     assert find_divergence(q, inet, x.numpy()).to_dict() == whole.to_dict()
     assert max(seen) == 5 and sum(seen) == len(x)
+
+
+# -- memory: bounded per chunk whatever the layers; one sample above the bound refused ----
+def _chain(d: int, n_layers: int) -> IntNetwork:
+    """``n_layers`` TT layers of ``d`` cores of modes 4 and rank 1 (4^d features each):
+    a few KB of cores, ``d`` steps of 4^d elements each."""
+    from ttforge.ir.random import random_layer
+
+    rng = np.random.default_rng(0)
+    layers, in_exp = [], -4
+    for _ in range(n_layers):
+        L = random_layer(rng, [4] * d, [4] * d, [1] * (d + 1), tuple(range(d)), w_bits=8, in_bits=8,
+                         in_exp=in_exp, inter_bits=16, out_bits=8, bias=False, relu=False,
+                         in_features=4 ** d, out_features=4 ** d, acc_bits=32)
+        layers.append(L)
+        in_exp = L.out_exp
+    return IntNetwork(tuple(layers))
+
+
+def test_what_a_sample_holds_does_not_grow_with_the_layers():
+    """A chunk holds one layer's steps at a time: four layers count as one (every step of
+    every layer of three stages was kept: 4 layers of 2^20 features took 2.1 GB)."""
+    import ttforge.quant.diverge as dv
+
+    assert dv.values_per_sample(_chain(5, 4)) == dv.values_per_sample(_chain(5, 1))
+
+
+def test_the_peak_memory_does_not_grow_with_the_layers():
+    """Measured (numpy's allocations): four layers of 2^12 features peak within a
+    layer's worth of one, and within the count a chunk is sized by."""
+    import tracemalloc
+
+    import ttforge.quant.diverge as dv
+
+    peaks = []
+    for n_layers in (1, 4):
+        inet = _chain(6, n_layers)
+        q = quant_network_for(float_model_of(inet), inet)
+        x = np.random.default_rng(1).uniform(-1, 1, (8, inet.in_features))
+        tracemalloc.start()
+        try:
+            assert find_divergence(q, inet, x).equal
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+    per_sample = dv.values_per_sample(inet)
+    assert peaks[1] < peaks[0] * 1.5 and peaks[1] <= 8 * 8 * per_sample, (peaks, per_sample)
+
+
+def test_one_sample_above_the_chunk_bound_is_refused_before_any_stage(monkeypatch):
+    """A chunk is at least one sample: when one sample alone holds more than
+    MAX_CHUNK_VALUES, no chunking bounds it, so it is refused first (one sample of a
+    12-step layer of 2^24 features took > 9 GB, then ran out of memory)."""
+    import ttforge.limits as limits
+    import ttforge.quant.diverge as dv
+    from ttforge.errors import LimitError
+
+    q, inet, x = small()
+    monkeypatch.setattr(limits, "MAX_CHUNK_VALUES", dv.values_per_sample(inet) - 1)
+    monkeypatch.setattr(dv, "execute_traced", lambda *a: pytest.fail("a stage ran"))
+    with pytest.raises(LimitError, match=r"layer 0: 3 steps.* above ttforge's limit of .*MAX_CHUNK_VALUES"):
+        find_divergence(q, inet, x[:1])
+
+
+def test_cli_refuses_a_network_one_sample_of_which_is_above_the_bound(tmp_path, capsys):
+    """The forged 11 KB artifact of the report (12 cores, 2^24 features): one line, exit 2,
+    before the inputs are read or any stage runs (it took > 9 GB for one sample)."""
+    path = tmp_path / "big.ttfa"
+    save_artifact(_chain(12, 1), path)
+    assert main(["diverge", str(path), "--input", str(tmp_path / "never-read.npy")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "16,777,216 elements" in err and "MAX_CHUNK_VALUES" in err, err
