@@ -42,6 +42,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from ttforge.atomic import job_dir
 from ttforge.errors import ClusterError, ConfigError, SchedulerLost, show, show_path  # noqa: F401 - defined in ttforge.errors
+from ttforge.limits import file_kind
 
 __all__ = ["LOCAL", "SCHEMES", "ClusterSpec", "ClusterError", "SchedulerLost", "connect", "run_tasks",
            "one_at_a_time", "where", "probe"]
@@ -52,6 +53,14 @@ LOCAL = "local"
 #: ones that need Dask security settings or another process's memory (tls, wss, ucx,
 #: inproc) are refused: ttforge passes none, and Dask failed on them only after 60 s.
 SCHEMES = ("tcp://", "ws://")
+
+
+def _not_a_file(p: Path) -> str | None:
+    """What ``p`` is when it exists and is not a regular file (``"a FIFO"``, ...), else ``None``."""
+    try:
+        return file_kind(os.stat(p).st_mode)
+    except OSError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -92,6 +101,12 @@ class ClusterSpec:
             raise ConfigError(f"{flag} {show(t)}: unknown scheme; use tcp://HOST:PORT (or "
                               f"{', '.join(s[:-3] for s in SCHEMES[1:])}), a scheduler file or nothing")
         p = Path(t).expanduser()
+        kind = _not_a_file(p)
+        if kind:
+            # it exists: saying "not an existing file" of a FIFO or /dev/zero misleads
+            raise ConfigError(f"{flag} {show_path(t)} is {kind}, not a scheduler file; give the "
+                              f"file dask scheduler --scheduler-file FILE wrote, a scheduler address "
+                              f"(tcp://HOST:PORT), or nothing for a local cluster")
         if not p.is_file():
             raise ConfigError(f"{flag} {show_path(t)}: neither a scheduler address (tcp://HOST:PORT) nor "
                               f"an existing scheduler file (dask scheduler --scheduler-file FILE); "

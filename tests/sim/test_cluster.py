@@ -160,6 +160,18 @@ def test_a_scheduler_file_is_checked_before_dask_reads_it(tmp_path, content, say
     assert ClusterSpec.parse(str(f)).is_file
 
 
+@pytest.mark.parametrize("make,kind", [
+    (lambda d: os.mkfifo(d / "fifo") or d / "fifo", "a FIFO"),
+    (lambda d: Path("/dev/zero"), "a character device"),
+    (lambda d: d, "a directory"),
+])
+def test_a_cluster_path_that_exists_but_is_no_file_is_named_for_what_it_is(tmp_path, make, kind):
+    # it exists: "neither ... nor an existing scheduler file" sent the user looking for it
+    with pytest.raises(ConfigError) as e:
+        ClusterSpec.parse(str(make(tmp_path)))
+    assert f"is {kind}, not a scheduler file" in str(e.value) and "existing" not in str(e.value)
+
+
 @pytest.mark.parametrize("argv,flag", [
     (["--cluster", "/nonexistent/scheduler.json"], "--cluster"),
     (["--cluster", "/etc/passwd"], "--cluster"),
