@@ -483,10 +483,59 @@ def _wrapper(model):
     return ModelWrapper(proto)
 
 
+def _plan(mw) -> tuple[list, dict[str, tuple[int, ...]], set[str]]:
+    """Per node of the wrapped graph, the tensors it is the last to read (dropped after
+    it); every tensor's shape; the initializers' names."""
+    graph = mw.model.graph
+    keep = {o.name for o in graph.output}
+    inits = {t.name for t in graph.initializer}
+    last: dict[str, int] = {}
+    for i, node in enumerate(graph.node):
+        for name in node.input:
+            last[name] = i
+    drops: list[list[str]] = [[] for _ in graph.node]
+    for name, i in last.items():
+        if name and name not in keep and name not in inits:
+            drops[i].append(name)
+    shapes = {vi.name: tuple(int(d.dim_value) for d in vi.type.tensor_type.shape.dim)
+              for vi in (*graph.input, *graph.value_info, *graph.output)}
+    return drops, shapes, inits
+
+
+def _execute(mw, x: np.ndarray) -> np.ndarray:
+    """One graph batch through the qonnx executor: what ``execute_onnx`` does (its
+    ``execute_node`` on each node in order, quantized tensors sanitized alike), but each
+    tensor is dropped after the last node that reads it, where ``execute_onnx`` keeps
+    every tensor of the graph to the end (a 12-step layer of 2^24 features held 4.5 GB
+    for one input)."""
+    from onnx import numpy_helper
+    from qonnx.core.onnx_exec import execute_node, get_preferred_qonnx_opset, sanitize_quant_values
+    from qonnx.util.basic import get_sanitize_quant_tensors
+
+    graph = mw.model.graph
+    drops, shapes, _ = _plan(mw)
+    ctx: dict[str, Any] = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    ctx["input"], ctx[""] = x, None
+    opsets = mw.get_opset_imports()
+    sanitize = get_sanitize_quant_tensors() != 0
+    for node, dead in zip(graph.node, drops):
+        for name in node.output:
+            # execute_node compares an ONNX op's result with the context's shape: a
+            # broadcast zero of that shape takes no memory
+            ctx[name] = np.broadcast_to(np.float32(0), shapes.get(name, ()))
+        if sanitize:
+            ctx = sanitize_quant_values(mw, node.input, ctx)
+        execute_node(node, ctx, graph, opsets.get(node.domain, get_preferred_qonnx_opset()))
+        if sanitize:
+            ctx = sanitize_quant_values(mw, node.output, ctx)
+        for name in dead:
+            del ctx[name]
+    return ctx["output"]
+
+
 def _run(mw, x: np.ndarray) -> np.ndarray:
     """``x`` through the wrapped graph in batches of its fixed batch size (the last one
     padded with zeros): float32 outputs."""
-    _, execute_onnx = _qonnx()
     batch = mw.get_tensor_shape("input")[0]
     x = np.asarray(x, dtype=np.float32)
     outs = []
@@ -495,7 +544,7 @@ def _run(mw, x: np.ndarray) -> np.ndarray:
         n = len(chunk)
         if n < batch:
             chunk = np.concatenate([chunk, np.zeros((batch - n, x.shape[1]), np.float32)])
-        outs.append(execute_onnx(mw, {"input": chunk})["output"][:n])
+        outs.append(_execute(mw, chunk)[:n])
     return np.concatenate(outs) if outs else np.zeros((0, mw.get_tensor_shape("output")[1]), np.float32)
 
 
@@ -522,14 +571,38 @@ def _check_inputs(net: IntNetwork, seed: int):
         i += 1
 
 
-def _values_per_sample(mw) -> int:
-    """Values the qonnx executor holds for one sample: it keeps every tensor of the graph
-    (all of them over the graph's batch; a weight's counts too, which only errs high)."""
+#: Values the qonnx executor holds per element of the tensors alive at a node, besides
+#: them: an ONNX op's result comes out of onnxruntime, ``IntQuant`` computes through
+#: temporaries (measured: about 2 at a 10-step layer of 2^20 elements, in all 3.8 of its
+#: widest intermediate for one input, where ``execute_onnx`` held 60).
+QONNX_WORKING_COPIES = 4
+#: Values the integer executor holds per element of a layer's widest intermediate (its
+#: input, accumulator, shifted and saturated values, a bias copy).
+INT_WORKING_COPIES = 6
+
+
+def _values_per_sample(mw, net: IntNetwork | None = None) -> int:
+    """Values one sample holds at once in the check: the most the graph's tensors alive
+    at one node take (each dropped after its last reader, :func:`_execute`) times
+    :data:`QONNX_WORKING_COPIES`, plus the integer executor's working values on ``net``
+    (counted as if both were held together: an upper bound)."""
     batch = mw.get_tensor_shape("input")[0]
-    graph = mw.model.graph
-    total = sum(int(np.prod([d.dim_value for d in vi.type.tensor_type.shape.dim], dtype=object))
-                for vi in (*graph.input, *graph.value_info, *graph.output))
-    return -(-total // batch)
+    drops, shapes, _ = _plan(mw)
+    size = {name: int(np.prod(shape, dtype=object)) for name, shape in shapes.items()}
+    alive = size.get("input", 0)
+    peak = alive
+    for node, dead in zip(mw.model.graph.node, drops):
+        alive += sum(size.get(o, 0) for o in node.output)
+        peak = max(peak, alive)
+        alive -= sum(size.get(d, 0) for d in dead)
+    graph_values = -(-QONNX_WORKING_COPIES * peak // batch)
+    return graph_values + (0 if net is None else INT_WORKING_COPIES * _widest(net))
+
+
+def _widest(net: IntNetwork) -> int:
+    """Elements of the widest intermediate of any layer (its padded input included)."""
+    return max(max(layer.schedule.shape.in_size, *(s.out_elements for s in layer.schedule.steps))
+               for layer in net.layers)
 
 
 def check_qonnx(net: IntNetwork, model, n: int = 16, seed: int = 0) -> int:
@@ -539,14 +612,22 @@ def check_qonnx(net: IntNetwork, model, n: int = 16, seed: int = 0) -> int:
     differing sample and element otherwise.
 
     The inputs run in chunks of at most :data:`~ttforge.limits.MAX_CHUNK_VALUES` values
-    of the graph's tensors (whole graph batches; at least one), so memory is bounded
-    whatever ``n`` and the network; the first difference is the whole run's."""
+    (:func:`_values_per_sample`; whole graph batches), so memory is bounded whatever ``n``
+    and the network; the first difference is the whole run's. A graph whose one batch is
+    above the bound is refused before any input runs
+    (:class:`~ttforge.errors.LimitError`)."""
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_QONNX_CHECK:
         raise ConfigError(f"n={show(n)} inputs to check must be in 1..{MAX_QONNX_CHECK:,}")
-    from ttforge.limits import chunk_rows
+    from ttforge.limits import check_chunk_values, chunk_rows
 
     mw = _wrapper(model)
-    rows = chunk_rows(_values_per_sample(mw), multiple=mw.get_tensor_shape("input")[0])
+    batch = mw.get_tensor_shape("input")[0]
+    per_sample = _values_per_sample(mw, net)
+    check_chunk_values(per_sample, f"the qonnx check of {'one input' if batch == 1 else f'a batch of {batch}'} "
+                       f"(intermediates of up to {_widest(net):,} elements)",
+                       "export without it (--check 0)" + ("" if batch == 1 else " or with a smaller --batch"),
+                       multiple=batch)
+    rows = chunk_rows(per_sample, multiple=batch)
     inputs = _check_inputs(net, seed)
     for start in range(0, n, rows):
         xi = np.stack([next(inputs) for _ in range(min(rows, n - start))])

@@ -523,7 +523,7 @@ def test_check_runs_in_chunks_with_the_whole_runs_result(monkeypatch):
     seen = []
     real = qe.execute
     monkeypatch.setattr(qe, "execute", lambda n, x: seen.append(len(x)) or real(n, x))
-    per_sample = qe._values_per_sample(qe._wrapper(model))
+    per_sample = qe._values_per_sample(qe._wrapper(model), net)
     monkeypatch.setattr(chunks, "MAX_CHUNK_VALUES", 5 * per_sample)
     assert check_qonnx(net, model, n=23) == 23
     assert seen == [4] * 5 + [3]
@@ -534,3 +534,79 @@ def test_check_runs_in_chunks_with_the_whole_runs_result(monkeypatch):
     with pytest.raises(AssertionError) as whole:
         check_qonnx(net, model, n=23)
     assert str(chunked.value) == str(whole.value)
+
+
+# -- the check's memory: tensors dropped after their last use; a batch above the bound refused
+def _chain(d: int, n_layers: int) -> IntNetwork:
+    """``n_layers`` TT layers of ``d`` cores of modes 4 and rank 1 (4^d features each),
+    every step's exponent -4 (each core's takes the drift), so any depth stays in
+    float32's exponents."""
+    from ttforge.ir.random import random_layer
+
+    rng = np.random.default_rng(0)
+    layers = []
+    for _ in range(n_layers):
+        L = random_layer(rng, [4] * d, [4] * d, [1] * (d + 1), tuple(range(d)), w_bits=8, in_bits=8,
+                         in_exp=-4, inter_bits=16, out_bits=8, bias=False, relu=False,
+                         in_features=4 ** d, out_features=4 ** d, acc_bits=32, jitter=None)
+        se = (-4,) + L.step_exps
+        layers.append(replace(L, core_exps=tuple(c - (se[t + 1] - se[t]) for t, c in enumerate(L.core_exps)),
+                              step_exps=(-4,) * d))
+    return IntNetwork(tuple(layers))
+
+
+def test_the_check_runs_the_graph_as_execute_onnx_does():
+    """run_qonnx (node by node, each tensor dropped after its last reader) gives what
+    qonnx's own execute_onnx gives, bit for bit."""
+    pytest.importorskip("qonnx")
+    from qonnx.core.onnx_exec import execute_onnx
+
+    import ttforge.quant.qonnx_export as qe
+
+    net = example_network()
+    model = build_qonnx(net, batch=4)
+    x = np.ldexp(_random_inputs(net, 4, np.random.default_rng(3), extremes=True).astype(np.float64),
+                 net.layers[0].in_exp).astype(np.float32)
+    want = execute_onnx(qe._wrapper(model), {"input": x})["output"]
+    assert np.array_equal(run_qonnx(model, x), want)
+
+
+def test_the_checks_peak_memory_does_not_grow_with_the_layers():
+    """execute_onnx kept every tensor of the graph (4 layers of 2^20 features: 1.1 GB,
+    1 layer 0.6 GB); measured with numpy's allocations, 4 layers of 2^16 features now
+    peak within 1.5 times 1 layer (they took 2.8 times)."""
+    pytest.importorskip("qonnx")
+    import tracemalloc
+
+    peaks = []
+    for n_layers in (1, 4):
+        net = _chain(8, n_layers)
+        model = build_qonnx(net)
+        tracemalloc.start()
+        try:
+            assert check_qonnx(net, model, n=2) == 2
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+    assert peaks[1] < 1.5 * peaks[0], peaks
+
+
+def test_a_check_one_batch_of_which_is_above_the_bound_is_refused_first(monkeypatch, tmp_path, capsys):
+    """A chunk is at least one graph batch: above MAX_CHUNK_VALUES, no chunking bounds it
+    (the forged 11 KB artifact of 2^24 features took 267 s and 4.5 GB with --check 16):
+    one line naming --check 0, exit 2, nothing written, no input run."""
+    pytest.importorskip("qonnx")
+    import ttforge.limits as limits
+    import ttforge.quant.qonnx_export as qe
+
+    net = example_network()
+    model = build_qonnx(net, batch=3)
+    monkeypatch.setattr(limits, "MAX_CHUNK_VALUES", 2 * net.in_features)   # below 3 inputs' graph
+    monkeypatch.setattr(qe, "execute", lambda *a: pytest.fail("an input ran"))
+    with pytest.raises(qe.ConfigError, match=r"qonnx check of a batch of 3 .*MAX_CHUNK_VALUES.*--check 0"):
+        check_qonnx(net, model, n=5)
+    art = save_artifact(net, tmp_path / "net.ttfa")
+    out = tmp_path / "net.onnx"
+    assert main(["export-qonnx", str(art), "-o", str(out), "--batch", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "--check 0" in err and not out.exists(), err
