@@ -107,7 +107,9 @@ def check_not_input(path: str | os.PathLike, flag: str = "-o", *, tree: bool = F
         st = os.stat(path)
     except (OSError, ValueError):
         return  # a new path: it cannot be an input
-    where = f"{flag} {show_path(path)}" if flag else show_path(path)
+    # the writers call this with no flag (they know only the path, a link resolved):
+    # "the output" still says which side of the command the path is
+    where = f"{flag} {show_path(path)}" if flag else f"the output {show_path(path)}"
     for name, dev, ino, _is_dir in _inputs:
         if (st.st_dev, st.st_ino) == (dev, ino):
             raise OutputError(f"{where} is the input {show_path(name)} (the same file); writing it "
