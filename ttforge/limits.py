@@ -268,6 +268,18 @@ def read_at_most(f: BinaryIO, n: int, chunk: int = 1 << 20) -> bytes:
     return b"".join(parts)
 
 
+def _binary_kind(data: bytes) -> str | None:
+    """What a file read as text is when it is binary (``"a ZIP archive (an .npz?)"``, ...),
+    else ``None``."""
+    if data.startswith(b"PK\x03\x04"):
+        return "a ZIP archive (an .npz?)"
+    if data.startswith(b"\x93NUMPY"):
+        return "a .npy array under another name (name it .npy)"
+    if b"\0" in data[:1 << 16]:
+        return "binary data"
+    return None
+
+
 def read_array(path: str | os.PathLike, what: str, error: type[UserError] = UserError,
                limit: int = MAX_NPY_BYTES):
     """An array of vectors from a ``.npy`` file (or ``.txt``/``.csv`` text): the one reader
@@ -292,6 +304,10 @@ def read_array(path: str | os.PathLike, what: str, error: type[UserError] = User
         data = read_bounded(p, what, limit, error)
         if not data.strip():
             raise error(f"{where}: holds no vectors (the file is empty); give at least one")
+        binary = _binary_kind(data)
+        if binary:   # the text parser would quote its bytes ("could not convert string 'PK\x03...")
+            raise error(f"{where}: is {binary}, not a text array; give a .npy, .txt or .csv array "
+                        f"(numpy.save writes one .npy)")
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

@@ -319,6 +319,7 @@ def hostile_misc() -> dict[str, bytes]:
         "inputs_400_digits.txt": (" ".join(["9" * 400] * 64) + "\n").encode(),   # inf as a float64
         "inputs_claims_terabytes.npy": npy_header((10 ** 12, 784)) + bytes(64),
         "inputs_npz_named.npy": npz.getvalue(),
+        "inputs.npz": npz.getvalue(),   # under its own name: the text reader's case
         "inputs_empty.npy": empty.getvalue(),
         "inputs_empty.txt": b"",
         "inputs_objects.npy": obj,
