@@ -94,10 +94,15 @@ def uart_bytes(x_row, elem_bytes: int, out_count: int, stream_elems: int) -> dic
     from ttforge.firmware import protocol as P
 
     n_out = -(-out_count // stream_elems) * stream_elems
-    req = len(P.stream_in([int(v) for v in x_row], elem_bytes))
-    resp = len(P.encode_response(P.Response(P.Cmd.STREAM_IN, 0, count=len(x_row))))
+    # a vector longer than a frame goes in several STREAM_IN frames, one response each,
+    # and comes back in several output frames
+    frames = P.stream_in_frames([int(v) for v in x_row], elem_bytes, stream_elems)
+    piece = P.stream_piece_elems(elem_bytes, stream_elems)
+    req = sum(len(f) for f in frames)
+    resp = sum(len(P.encode_response(P.Response(P.Cmd.STREAM_IN, 0, count=min(piece, len(x_row) - i * piece))))
+               for i in range(len(frames)))
     # the outputs' values change the escapes by a few bytes; zeros are the typical case
-    out = len(P.encode_output(bytes(n_out * elem_bytes)))
+    out = len(P.output_frames(bytes(n_out * elem_bytes), elem_bytes, stream_elems))
     return {"to_board": req, "from_board": resp + out, "total": req + resp + out}
 
 

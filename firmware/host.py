@@ -219,6 +219,9 @@ class Device:
         #: the last corrupt frames received (a port that babbles sends millions), and their count
         self.bad_frames: deque[P.BadFrame] = deque(maxlen=16)
         self.bad_frame_count = 0
+        #: of each of :attr:`bad_frames`, the output frames unread when it came (the good
+        #: frames of a vector's output received before a corrupt one in the same read)
+        self._bad_outputs: deque[int] = deque(maxlen=16)
         self.info: dict[str, int] | None = None
         self.config = None
         self.program = None
@@ -257,6 +260,7 @@ class Device:
                 self._outputs.append(item)
             else:
                 self.bad_frames.append(item)
+                self._bad_outputs.append(len(self._outputs))
                 self.bad_frame_count += 1
         return True
 
@@ -274,7 +278,8 @@ class Device:
     def _wait(self, queue: deque, what: str, timeout: float | None = None, deadline: float | None = None,
               refuse=None):
         """The next frame of ``queue`` by ``deadline``, else :class:`DeviceTimeout`;
-        ``refuse(bad)`` sees each corrupt frame received meanwhile (and may raise)."""
+        ``refuse(bad, queued)`` sees each corrupt frame received meanwhile (and may raise),
+        with the number of output frames unread when it came."""
         timeout = self.timeout if timeout is None else timeout
         if deadline is None:
             deadline = time.monotonic() + timeout
@@ -287,16 +292,18 @@ class Device:
                     "baud rate, and that the board runs a ttforge bitstream")
             self._pump(deadline)
             if refuse is not None and self.bad_frame_count != seen:
-                for bad in self._bad_since(seen):
-                    refuse(bad)
+                for bad, queued in self._bad_since(seen):
+                    refuse(bad, queued)
                 seen = self.bad_frame_count
         return queue.popleft()
 
-    def _bad_since(self, count: int) -> list[P.BadFrame]:
+    def _bad_since(self, count: int) -> list[tuple[P.BadFrame, int]]:
         """The corrupt frames received since :attr:`bad_frame_count` was ``count`` (the
-        last :attr:`bad_frames` keeps, at most)."""
+        last :attr:`bad_frames` keeps, at most), each with the number of output frames
+        unread when it came."""
         n = min(self.bad_frame_count - count, len(self.bad_frames))
-        return list(self.bad_frames)[len(self.bad_frames) - n:] if n > 0 else []
+        pairs = list(zip(self.bad_frames, self._bad_outputs))
+        return pairs[len(pairs) - n:] if n > 0 else []
 
     def _unasked(self, before: str) -> None:
         """Refuse the frames already held that nobody asked for ``before`` this request
@@ -349,7 +356,15 @@ class Device:
     def ping(self) -> dict[str, int]:
         """PING the bridge: its protocol version and what it reports of the stream and
         the bus (each in :data:`PING_RANGES`, else a one-line :class:`DeviceError`)."""
-        r = self.request(P.ping(), Cmd.PING)
+        try:
+            r = self.request(P.ping(), Cmd.PING)
+        except DeviceTimeout:
+            # a version-1 bridge answers, but with a CRC-8 the CRC-16 refuses
+            if any(b.reason == P.V1_FRAME for b in self.bad_frames):
+                raise DeviceError(f"{self.t.name}: bridge protocol version 1 (its frames have a CRC-8), "
+                                  f"this driver speaks {P.PROTOCOL_VERSION}; rebuild the bitstream "
+                                  "with this ttforge") from None
+            raise
         version, eb, se, ab = r.info
         if version != P.PROTOCOL_VERSION:
             raise DeviceError(f"{self.t.name}: bridge protocol version {version}, this driver "
@@ -409,14 +424,21 @@ class Device:
 
     @_exclusive
     def stream_in(self, values, *, timeout: float | None = None) -> None:
-        """Send ``values`` (integers) as one STREAM_IN frame: beats of the bridge's
-        ``m_axis``; a non-OK answer (e.g. ``STALL``) or a short count raises."""
+        """Send ``values`` (integers) as one vector: beats of the bridge's ``m_axis``,
+        ``tlast`` on the last. A vector longer than one frame holds goes as several
+        STREAM_IN frames (:func:`~ttforge.firmware.protocol.stream_in_frames`); a non-OK
+        answer (e.g. ``STALL``) or a short count raises."""
         if self.info is None:
             self.ping()
         values = list(values)
-        r = self.request(P.stream_in(values, self.info["elem_bytes"]), Cmd.STREAM_IN, timeout=timeout)
-        if r.count != len(values):
-            raise DeviceError(f"{self.t.name}: STREAM_IN took {r.count} of {len(values)} elements")
+        eb, se = self.info["elem_bytes"], self.info["stream_elems"]
+        k = P.stream_piece_elems(eb, se)
+        for j, frame in enumerate(P.stream_in_frames(values, eb, se)):
+            n = min(k, len(values) - j * k)
+            r = self.request(frame, Cmd.STREAM_IN, timeout=timeout)
+            if r.count != n:
+                where = f" (frame {j + 1}, elements {j * k}..{j * k + n - 1})" if len(values) > k else ""
+                raise DeviceError(f"{self.t.name}: STREAM_IN took {r.count} of {n} elements{where}")
 
     def _reg(self, name: str) -> int:
         if self._regs is None:
@@ -546,57 +568,80 @@ class Device:
                              f"{int(x.min())}..{int(x.max())}")
         eb, E = self.info["elem_bytes"], self.config.stream_elems
         want = -(-n_out // E) * E
+        piece = P.stream_piece_elems(eb, E)
         out = np.zeros((x.shape[0], n_out), dtype=np.int64)
         for i, row in enumerate(x):
             # the protocol tags no frame with its vector: only an output that comes after
             # the vector was sent can be its result; one already here was sent unasked
             self._drain(0)
             self._unasked(f"vector {i} was sent")
-            deadline = time.monotonic() + tmo
-            since = self.bad_frame_count     # the output may come (corrupt) with the answer
-            self._send(P.stream_in(row.tolist(), eb), "STREAM_IN", tmo, deadline)
-            r = self._wait(self._responses, "answer to STREAM_IN", tmo, deadline)
-            if r.cmd != Cmd.STREAM_IN or r.status != Status.OK:
-                self._recover()
-                raise DeviceError(f"{self.t.name}: vector {i}: {r.describe()}")
-            if r.count != len(row):
-                self._recover()
-                raise DeviceError(f"{self.t.name}: vector {i}: STREAM_IN took {r.count} of {len(row)} elements; "
-                                  "check the baud rate and that the board runs a ttforge bitstream")
-            frame = self._wait_output(i, tmo, want * eb, since)
-            vals = frame.elements(eb)
-            if len(vals) != want:
-                raise P.ProtocolError(f"{self.t.name}: vector {i}: output frame has {len(vals)} "
-                                      f"elements, expected {want}")
-            out[i] = vals[:n_out]
+            # a vector longer than one frame holds goes as several (whole beats each, the
+            # last with tlast), and comes back as several output frames
+            frames = P.stream_in_frames(row.tolist(), eb, E)
+            since = self.bad_frame_count     # the output may come (corrupt) with an answer
+            for j, req in enumerate(frames):
+                n = min(piece, len(row) - j * piece)
+                part = f" (frame {j + 1} of {len(frames)})" if len(frames) > 1 else ""
+                deadline = time.monotonic() + tmo
+                self._send(req, "STREAM_IN", tmo, deadline)
+                r = self._wait(self._responses, "answer to STREAM_IN", tmo, deadline)
+                if r.cmd != Cmd.STREAM_IN or r.status != Status.OK:
+                    self._recover()
+                    raise DeviceError(f"{self.t.name}: vector {i}{part}: {r.describe()}")
+                if r.count != n:
+                    self._recover()
+                    raise DeviceError(f"{self.t.name}: vector {i}{part}: STREAM_IN took {r.count} of {n} "
+                                      "elements; check the baud rate and that the board runs a ttforge "
+                                      "bitstream")
+            asm = P.OutputAssembler(want * eb, eb, E, what=f"{self.t.name}: vector {i}")
+            data, checked = None, since
+            while data is None:
+                data = asm.add(self._wait_output(i, tmo, asm, since, checked))
+                checked = self.bad_frame_count      # each corrupt frame is looked at once
+            out[i] = P.unpack_elements(data, eb)[:n_out]
         if len(x):
             # a copy of the last output comes right behind it
             self._drain(TRAILING_OUTPUT_S)
             self._unasked(f"the end of the call ({len(x)} vectors sent, each answered)")
         return out[0] if one else out
 
-    def _wait_output(self, i: int, timeout: float, size: int, since: int) -> OutputFrame:
-        """The output frame of vector ``i`` (``size`` bytes of elements); while it does not
-        come, STATUS is polled so that an accelerator error is reported at once (not after
-        the timeout). A corrupt frame received since :attr:`bad_frame_count` was ``since``
-        that can only be this output fails at once."""
+    def _wait_output(self, i: int, timeout: float, asm: P.OutputAssembler, since: int,
+                     checked: int) -> OutputFrame:
+        """The next output frame of vector ``i`` (``asm`` holds the frames before it); while
+        it does not come, STATUS is polled so that an accelerator error is reported at once
+        (not after the timeout). A corrupt frame received since :attr:`bad_frame_count` was
+        ``checked`` that can only be this vector's output fails at once; the timeout names
+        those received since it was ``since`` (the vector was sent)."""
         deadline = time.monotonic() + timeout
         step = max(0.2, timeout / 20)
-        checked = since
+        # the contents of this vector's output frames as the bridge splits them: type, a
+        # piece of the elements, CRC
+        k = P.output_piece_bytes(asm.eb, asm.beat // asm.eb)
+        sizes = {min(k, asm.want - o) + 1 + P.CRC_BYTES for o in range(0, asm.want, k)}
 
-        def refuse(bad: P.BadFrame) -> None:
-            # Of the output's type or length (one damaged byte keeps one of them), it is this
+        def got(queued: int = 0) -> str:
+            # the elements received before the frame waited for (or the corrupt one): those
+            # joined and the first ``queued`` output frames not yet joined
+            have = len(asm.data) + sum(len(f.data) for f in list(self._outputs)[:queued])
+            return f" (after {have // asm.eb} of its {asm.want // asm.eb} elements)" if have else ""
+
+        def refuse(bad: P.BadFrame, queued: int) -> None:
+            # Of an output frame's type (the start or a continuation) or of the length of one
+            # of this vector's output frames (one damaged byte keeps one of them), it is this
             # vector's output, lost: waiting for it ran into the timeout as "no output".
             n = len(bad.content)
-            if bad.content[:1] == bytes([P.OUTPUT_TYPE]) or n == size + 2:
-                odd = "" if n == size + 2 or n >= P.MAX_FRAME_BYTES else f", {n} bytes where {size + 2} were due"
+            if bad.content[:1] in (bytes([P.OUTPUT_TYPE]), bytes([P.OUTPUT_CONT])) or n in sizes:
+                have = len(asm.data) + sum(len(f.data) for f in list(self._outputs)[:queued])
+                due = min(k, max(asm.want - have, 0)) + 1 + P.CRC_BYTES     # the next frame's
+                odd = "" if n in sizes or n >= P.MAX_FRAME_BYTES else f", {n} bytes where {due} were due"
                 raise P.ProtocolError(
-                    f"{self.t.name}: vector {i}: the board's output frame came corrupt ({bad.reason}{odd}); "
-                    "check the cable and that the baud rate is the bitstream's, then rerun")
+                    f"{self.t.name}: vector {i}: the board's output frame{got(queued)} came corrupt "
+                    f"({bad.reason}{odd}); check the cable and that the baud rate is the bitstream's, "
+                    "then rerun")
 
         while True:
-            for bad in self._bad_since(checked):    # with the answer, or while STATUS was read
-                refuse(bad)
+            for bad, queued in self._bad_since(checked):    # with the answer, or while STATUS was read
+                refuse(bad, queued)
             checked = self.bad_frame_count
             left = deadline - time.monotonic()
             try:
@@ -606,7 +651,7 @@ class Device:
                 if left <= step:
                     n = self.bad_frame_count - since
                     bad = f" ({n} corrupt frames received, the last: {self.bad_frames[-1].reason})" if n else ""
-                    raise DeviceTimeout(f"{self.t.name}: no output of vector {i} within "
+                    raise DeviceTimeout(f"{self.t.name}: no output of vector {i}{got(len(self._outputs))} within "
                                         f"{timeout:g} s and no error reported{bad}") from None
             checked = self.bad_frame_count
             if self._outputs:

@@ -7,10 +7,13 @@ the same specification.
 
 Framing is SLIP (RFC 1055): a frame is its content with ``END`` (0xC0) and ``ESC``
 (0xDB) bytes escaped (``ESC ESC_END`` / ``ESC ESC_ESC``), preceded and followed by one
-``END``. The content is ``type, payload..., crc`` where ``crc`` is CRC-8 (polynomial
-0x07, initial value 0, no reflection, no final XOR: CRC-8/SMBUS) of ``type`` and the
-payload. Multi-byte fields are little-endian. A host resynchronises by sending ``END``:
-the device drops any partial frame, and an empty frame is ignored.
+``END``. The content is ``type, payload..., crc`` where ``crc`` is the CRC-16/XMODEM
+(polynomial 0x1021, initial value 0, no reflection, no final XOR) of ``type`` and the
+payload, two bytes, most significant first, so that the CRC of a whole content is 0.
+Other multi-byte fields are little-endian. A content is at most :data:`MAX_FRAME_BYTES`
+long, the length up to which every error of up to 3 bits is detected (protocol version
+1 had a CRC-8, which missed two bit errors 127 bits apart). A host resynchronises by
+sending ``END``: the device drops any partial frame, and an empty frame is ignored.
 """
 
 from __future__ import annotations
@@ -24,17 +27,30 @@ from ttforge.errors import ConfigError, ProtocolError
 
 __all__ = [
     "END", "ESC", "ESC_END", "ESC_ESC", "PROTOCOL_VERSION", "Cmd", "Status", "OUTPUT_TYPE",
-    "crc8", "slip_encode", "SlipDecoder", "encode_request", "encode_response",
+    "crc16", "CRC_BYTES", "MAX_DATA_BYTES", "slip_encode", "SlipDecoder", "encode_request", "encode_response",
     "write32", "read32", "write_burst", "stream_in", "ping",
     "Response", "OutputFrame", "BadFrame", "Parser", "ProtocolError",
     "MAX_BURST", "MAX_STREAM", "MAX_FRAME_BYTES", "pack_elements", "unpack_elements", "split_bursts",
 ]
 
 END, ESC, ESC_END, ESC_ESC = 0xC0, 0xDB, 0xDC, 0xDD
-PROTOCOL_VERSION = 1
-#: largest WRITE_BURST (words) and STREAM_IN (elements) in one frame (u16 count fields)
-MAX_BURST = 0xFFFF
-MAX_STREAM = 0xFFFF
+PROTOCOL_VERSION = 2
+#: bytes of the CRC at the end of a content
+CRC_BYTES = 2
+#: The longest ``type`` + payload. CRC-16 polynomial 0x1021 is (x + 1) times a primitive
+#: polynomial of degree 15: it detects every odd number of bit errors, and two errors
+#: only when they are 2**15 - 1 = 32,767 bits apart or more, so every error of up to 3
+#: bits is detected in up to 32,767 - 16 = 32,751 bits of type and payload (4,093 bytes).
+#: A longer frame would lose that guarantee: no request or output frame may be longer.
+MAX_DATA_BYTES = 4093
+#: largest WRITE_BURST (words) in one frame: ``type``, ``addr``, ``n`` and the words
+MAX_BURST = (MAX_DATA_BYTES - 7) // 4
+#: largest STREAM_IN frame (1-byte elements; ``B``-byte elements: ``(MAX_DATA_BYTES - 3) // B``).
+#: A longer vector is sent as several STREAM_IN frames (:func:`stream_in_frames`).
+MAX_STREAM = MAX_DATA_BYTES - 3
+#: bit 15 of STREAM_IN's ``n``: more of this vector follows in the next STREAM_IN frame
+#: (the bridge sets ``tlast`` only on the last element of a frame without it)
+STREAM_MORE = 0x8000
 
 
 class Cmd(enum.IntEnum):
@@ -47,8 +63,14 @@ class Cmd(enum.IntEnum):
     #                                                     stream_elems, addr_bits
 
 
-#: type of the frame that carries one output vector (every lane of every m_axis beat)
+#: type of the frame that carries an output vector (every lane of every m_axis beat), or
+#: its first piece: a vector longer than :func:`output_piece_bytes` is sent as several
+#: frames, the first of type ``OUTPUT_TYPE``, the others of type :data:`OUTPUT_CONT`
 OUTPUT_TYPE = 0xA0
+#: type of an output frame that continues the vector of the output frame before it (that
+#: frame ended without ``tlast``: it was full, :func:`output_piece_bytes` bytes, or a
+#: response was waiting to be sent)
+OUTPUT_CONT = OUTPUT_TYPE | 1
 
 
 class Status(enum.IntEnum):
@@ -69,12 +91,16 @@ AXI_RESP = {0: "OKAY", 1: "EXOKAY", 2: "SLVERR", 3: "DECERR"}
 
 # ------------------------------------------------------------------ CRC and SLIP
 
+#: the CRC's polynomial (x^16 + x^12 + x^5 + 1, the x^16 term implied)
+CRC_POLY = 0x1021
+
+
 def _crc_table() -> list[int]:
     t = []
     for b in range(256):
-        c = b
+        c = b << 8
         for _ in range(8):
-            c = ((c << 1) ^ 0x07) & 0xFF if c & 0x80 else (c << 1) & 0xFF
+            c = ((c << 1) ^ CRC_POLY) & 0xFFFF if c & 0x8000 else (c << 1) & 0xFFFF
         t.append(c)
     return t
 
@@ -82,11 +108,29 @@ def _crc_table() -> list[int]:
 _CRC = _crc_table()
 
 
-def crc8(data: Iterable[int], crc: int = 0) -> int:
-    """CRC-8/SMBUS (poly 0x07, init 0). ``crc8(m + bytes([crc8(m)])) == 0``."""
+def crc16(data: Iterable[int], crc: int = 0) -> int:
+    """CRC-16/XMODEM (poly 0x1021, init 0, no reflection, no final XOR).
+
+    ``crc16(m + crc16(m).to_bytes(2, "big")) == 0``."""
     for b in data:
-        crc = _CRC[(crc ^ b) & 0xFF]
+        crc = ((crc << 8) & 0xFFFF) ^ _CRC[(crc >> 8) ^ (b & 0xFF)]
     return crc
+
+
+def _crc8(data: bytes) -> int:
+    """Protocol version 1's CRC-8/SMBUS (poly 0x07, init 0): only to recognise its frames."""
+    crc = 0
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x07) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
+    return crc
+
+
+#: :attr:`BadFrame.reason` of a frame that fails the CRC-16 but checks as a version-1
+#: frame (a CRC-8): the board runs a bitstream of protocol version 1 (or, 1 time in
+#: 256, a corrupt frame looks like one)
+V1_FRAME = "bad CRC (a protocol version 1 frame: CRC-8)"
 
 
 def slip_encode(content: bytes) -> bytes:
@@ -103,11 +147,11 @@ def slip_encode(content: bytes) -> bytes:
     return bytes(out)
 
 
-#: The longest frame content a decoder keeps: an output frame of :data:`MAX_STREAM`
-#: 32-bit elements and its header. A longer frame is bad and only its first this many
-#: bytes are kept (a port that babbles without a frame delimiter grew the host without
-#: bound for the whole ``--timeout``).
-MAX_FRAME_BYTES = 4 * MAX_STREAM + 16
+#: The longest frame content (``type``, payload, CRC) the protocol allows and a decoder
+#: keeps. A longer frame is bad and only its first this many bytes are kept (a port that
+#: babbles without a frame delimiter grew the host without bound for the whole
+#: ``--timeout``).
+MAX_FRAME_BYTES = MAX_DATA_BYTES + CRC_BYTES
 
 
 class SlipDecoder:
@@ -156,7 +200,11 @@ class SlipDecoder:
 # -------------------------------------------------------------------- requests
 
 def _frame(content: bytes) -> bytes:
-    return slip_encode(content + bytes([crc8(content)]))
+    if len(content) > MAX_DATA_BYTES:
+        raise ConfigError(f"a frame of {len(content):,} bytes is longer than the protocol's "
+                          f"{MAX_DATA_BYTES:,} (its CRC-16 detects every 3-bit error only up to "
+                          "there); send less in one frame")
+    return slip_encode(content + crc16(content).to_bytes(CRC_BYTES, "big"))
 
 
 def encode_request(cmd: int, payload: bytes = b"") -> bytes:
@@ -200,11 +248,49 @@ def unpack_elements(data: bytes, elem_bytes: int) -> list[int]:
             for i in range(0, len(data), elem_bytes)]
 
 
-def stream_in(values: Iterable[int], elem_bytes: int) -> bytes:
+def stream_in(values: Iterable[int], elem_bytes: int, *, more: bool = False) -> bytes:
+    """One STREAM_IN frame; ``more``: the vector goes on in the next one (no ``tlast``
+    here). A longer vector: :func:`stream_in_frames`."""
     values = list(values)
-    if not 1 <= len(values) <= MAX_STREAM:
-        raise ConfigError(f"a vector has 1..{MAX_STREAM} elements, got {len(values)}")
-    return encode_request(Cmd.STREAM_IN, struct.pack("<H", len(values)) + pack_elements(values, elem_bytes))
+    most = (MAX_DATA_BYTES - 3) // max(int(elem_bytes), 1)
+    if not 1 <= len(values) <= most:
+        raise ConfigError(f"a STREAM_IN frame has 1..{most} elements of {elem_bytes} bytes (one frame of "
+                          f"at most {MAX_DATA_BYTES:,} bytes), got {len(values)}")
+    n = len(values) | (STREAM_MORE if more else 0)
+    return encode_request(Cmd.STREAM_IN, struct.pack("<H", n) + pack_elements(values, elem_bytes))
+
+
+def _check_shape(elem_bytes: int, stream_elems: int) -> tuple[int, int]:
+    b, e = int(elem_bytes), int(stream_elems)
+    if not 1 <= b <= 4 or not 1 <= e <= 255:
+        raise ConfigError(f"elem_bytes={elem_bytes} must be 1..4 and stream_elems={stream_elems} 1..255")
+    return b, e
+
+
+def stream_piece_elems(elem_bytes: int, stream_elems: int) -> int:
+    """Elements in each STREAM_IN frame of a vector but its last: as many whole beats of
+    ``stream_elems`` as one frame holds (the bridge refuses a ``more`` frame that ends
+    inside a beat)."""
+    b, e = _check_shape(elem_bytes, stream_elems)
+    return (MAX_DATA_BYTES - 3) // b // e * e
+
+
+def stream_in_frames(values: Iterable[int], elem_bytes: int, stream_elems: int) -> list[bytes]:
+    """The STREAM_IN frames of one vector: pieces of :func:`stream_piece_elems` elements,
+    each but the last with :data:`STREAM_MORE`."""
+    values = list(values)
+    if not values:
+        raise ConfigError("a vector has at least 1 element, got 0")
+    k = stream_piece_elems(elem_bytes, stream_elems)
+    pieces = [values[i:i + k] for i in range(0, len(values), k)]
+    return [stream_in(p, elem_bytes, more=j + 1 < len(pieces)) for j, p in enumerate(pieces)]
+
+
+def output_piece_bytes(elem_bytes: int, stream_elems: int) -> int:
+    """Data bytes of each output frame of a vector but its last: as many whole beats of
+    ``elem_bytes * stream_elems`` bytes as one frame holds after its type byte."""
+    b, e = _check_shape(elem_bytes, stream_elems)
+    return (MAX_DATA_BYTES - 1) // (b * e) * (b * e)
 
 
 def ping() -> bytes:
@@ -254,14 +340,54 @@ class Response:
 
 @dataclasses.dataclass(frozen=True)
 class OutputFrame:
-    """One output vector: the raw element bytes (every lane of every beat)."""
+    """One output vector, or a piece of one: the raw element bytes (every lane of every
+    beat). ``cont``: the frame continues the vector of the output frame before it (type
+    :data:`OUTPUT_CONT`); :class:`OutputAssembler` joins the pieces."""
     data: bytes
+    cont: bool = False
 
     def elements(self, elem_bytes: int) -> list[int]:
         return unpack_elements(self.data, elem_bytes)
 
     def describe(self) -> str:
-        return f"output frame of {len(self.data)} bytes"
+        return f"output frame{' (continuation)' if self.cont else ''} of {len(self.data)} bytes"
+
+
+class OutputAssembler:
+    """Joins the output frames of one vector of ``want`` bytes (whole beats): a start
+    frame, then continuations (each of whole beats, at most :func:`output_piece_bytes`).
+    :meth:`add` returns the vector's bytes once complete (else None) and raises
+    :class:`ProtocolError` (``what``: the line's prefix) for a continuation without a
+    start, a start while the vector is unfinished, or a vector longer than ``want`` (a
+    shorter one is unfinished: the next start frame, or the wait's timeout, says so)."""
+
+    def __init__(self, want: int, elem_bytes: int, stream_elems: int, what: str = "output") -> None:
+        self.want, self.eb, self.what = int(want), int(elem_bytes), what
+        self.beat = int(elem_bytes) * int(stream_elems)
+        output_piece_bytes(elem_bytes, stream_elems)        # the shape checked
+        self.data = bytearray()
+        self.frames = 0
+
+    def _bad(self, why: str) -> ProtocolError:
+        return ProtocolError(f"{self.what}: {why}; check that the board runs a ttforge bitstream of "
+                             "this protocol version")
+
+    def add(self, frame: OutputFrame) -> bytes | None:
+        if frame.cont and not self.frames:
+            raise self._bad(f"a continuation output frame ({len(frame.data)} bytes) without a start")
+        if not frame.cont and self.frames:
+            raise self._bad(f"a new output vector started after {len(self.data) // self.eb} of "
+                            f"{self.want // self.eb} elements")
+        if not frame.data or len(frame.data) % self.beat:
+            raise self._bad(f"an output frame of {len(frame.data)} bytes, not whole beats of {self.beat}")
+        self.frames += 1
+        self.data += frame.data
+        have = len(self.data)
+        if have == self.want:
+            return bytes(self.data)
+        if have > self.want:
+            raise self._bad(f"output vector has {have // self.eb} elements, expected {self.want // self.eb}")
+        return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -287,18 +413,28 @@ def encode_response(r: Response) -> bytes:
     return _frame(body)
 
 
-def encode_output(data: bytes) -> bytes:
-    return _frame(bytes([OUTPUT_TYPE]) + data)
+def encode_output(data: bytes, cont: bool = False) -> bytes:
+    """One output frame (a continuation: ``cont``)."""
+    return _frame(bytes([OUTPUT_CONT if cont else OUTPUT_TYPE]) + data)
+
+
+def output_frames(data: bytes, elem_bytes: int, stream_elems: int) -> bytes:
+    """The output frames the bridge sends for one vector's bytes (whole beats): pieces of
+    :func:`output_piece_bytes`, the first of type :data:`OUTPUT_TYPE`, the others
+    :data:`OUTPUT_CONT`."""
+    k = output_piece_bytes(elem_bytes, stream_elems)
+    data = bytes(data)
+    return b"".join(encode_output(data[i:i + k], cont=i > 0) for i in range(0, max(len(data), 1), k))
 
 
 def _decode(content: bytes) -> Response | OutputFrame | BadFrame:
-    if len(content) < 2:
+    if len(content) < 1 + CRC_BYTES:
         return BadFrame(content, "frame shorter than type + crc")
-    if crc8(content) != 0:
-        return BadFrame(content, "bad CRC")
-    t, body = content[0], content[1:-1]
-    if t == OUTPUT_TYPE:
-        return OutputFrame(bytes(body))
+    if crc16(content) != 0:
+        return BadFrame(content, V1_FRAME if _crc8(content) == 0 else "bad CRC")
+    t, body = content[0], content[1:-CRC_BYTES]
+    if t in (OUTPUT_TYPE, OUTPUT_CONT):
+        return OutputFrame(bytes(body), cont=t == OUTPUT_CONT)
     try:
         cmd = Cmd(t & 0x7F)
     except ValueError:
@@ -336,4 +472,6 @@ class Parser:
         return self._slip.pending
 
 
-__all__ += ["encode_output", "AXI_RESP"]
+__all__ += ["encode_output", "AXI_RESP", "CRC_POLY", "V1_FRAME", "STREAM_MORE", "OUTPUT_CONT",
+            "stream_piece_elems", "stream_in_frames", "output_piece_bytes", "output_frames",
+            "OutputAssembler"]

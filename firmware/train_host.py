@@ -428,13 +428,13 @@ class LinkModel:
         import struct
 
         for content, ok in self._dec.feed(data):
-            cmd, body = P.Cmd(content[0]), content[1:-1]
+            cmd, body = P.Cmd(content[0]), content[1:-P.CRC_BYTES]
             if cmd == P.Cmd.READ32:
                 r = P.Response(cmd, 0, data=self.mem.get(struct.unpack("<I", body[:4])[0], 0))
             elif cmd == P.Cmd.WRITE_BURST:
                 r = P.Response(cmd, 0, count=struct.unpack("<H", body[4:6])[0])
             elif cmd == P.Cmd.STREAM_IN:
-                r = P.Response(cmd, 0, count=struct.unpack("<H", body[:2])[0])
+                r = P.Response(cmd, 0, count=struct.unpack("<H", body[:2])[0] & ~P.STREAM_MORE)
             elif cmd == P.Cmd.PING:
                 r = P.Response(cmd, 0, info=self._info)
             else:

@@ -19,7 +19,7 @@ The bridge is a chain of small components joined by ``amaranth.lib.stream`` inte
   of input vectors on ``m_axis`` (STREAM_IN), and one response per request to the
   :class:`FrameSender`.
 * :class:`FrameSender`: responses and output-vector frames (every ``s_axis`` beat of the
-  core) as bytes, with their CRC-8 (0x07); :class:`SlipEscaper` escapes them.
+  core) as bytes, with their CRC-16 (0x1021); :class:`SlipEscaper` escapes them.
 * :class:`Bridge` joins parser, master and sender; :class:`BridgeCore` adds the UART,
   the FIFO and the escaper (the pins level).
 
@@ -32,14 +32,15 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, enum, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ttforge.firmware.protocol import END, ESC, ESC_END, ESC_ESC, OUTPUT_TYPE, PROTOCOL_VERSION, Cmd, Status
+from ttforge.firmware.protocol import (CRC_BYTES, CRC_POLY, END, ESC, ESC_END, ESC_ESC, OUTPUT_CONT,
+                                       OUTPUT_TYPE, PROTOCOL_VERSION, Cmd, Status, output_piece_bytes)
 from ttforge.hw.axil import AXI4LiteSignature, DATA_BITS
 from ttforge.hw.axis import AXISSignature
 
 __all__ = ["UARTRx", "UARTTx", "StreamFIFO", "SlipEscaper", "HandshakeTimeout", "TxByte",
            "AXI4LiteMaster", "axil_request_layout", "AXIL_RESPONSE", "RESPONSE", "CommandParser",
-           "FrameSender", "Bridge", "BridgeCore", "crc8_next", "MIN_DIVISOR", "MAX_DIVISOR", "RX_FIFO_DEPTH",
-           "AXIL_TIMEOUT_TICKS"]
+           "FrameSender", "Bridge", "BridgeCore", "crc16_next", "CRC_BITS", "MIN_DIVISOR", "MAX_DIVISOR",
+           "RX_FIFO_DEPTH", "AXIL_TIMEOUT_TICKS"]
 
 MIN_DIVISOR = 4
 #: The largest: the bit counter is 20 bits wide.
@@ -99,27 +100,34 @@ def _select(m: Module, index, values, out):
                 m.d.comb += out.eq(v)
 
 
-def _crc8_matrix() -> list[tuple[list[int], list[int]]]:
-    """For each output bit of one CRC-8 (0x07) byte step: (crc bits, data bits) XORed."""
-    # symbolic bits: ("c", i) or ("d", i); each register bit is a set (XOR)
-    reg = [{("c", i)} for i in range(8)]
+#: width of the CRC register (``protocol.CRC_BYTES`` bytes)
+CRC_BITS = 8 * CRC_BYTES
+
+
+def _crc_matrix(width: int, poly: int) -> list[tuple[list[int], list[int]]]:
+    """For each output bit of one byte step of an MSB-first CRC of ``width`` bits and
+    polynomial ``poly``: (crc bits, data bits) XORed."""
+    # symbolic bits: ("c", i) or ("d", i); each register bit is a set (XOR). The byte
+    # enters at the top of the register (MSB first), then 8 shifts with feedback.
+    reg = [{("c", i)} for i in range(width)]
     for i in range(8):
-        reg[i] ^= {("d", i)}
+        reg[width - 8 + i] ^= {("d", i)}
     for _ in range(8):
-        top = reg[7]
-        reg = [set()] + reg[:7]
-        for i in (0, 1, 2):   # 0x07
-            reg[i] = reg[i] ^ top
+        top = reg[width - 1]
+        reg = [set()] + reg[:width - 1]
+        for i in range(width):
+            if poly >> i & 1:
+                reg[i] = reg[i] ^ top
     return [(sorted(i for k, i in r if k == "c"), sorted(i for k, i in r if k == "d")) for r in reg]
 
 
-_CRC8_MATRIX = _crc8_matrix()
+_CRC_MATRIX = _crc_matrix(CRC_BITS, CRC_POLY)
 
 
-def crc8_next(crc, byte):
-    """The CRC-8/SMBUS register after one more byte (an XOR network, no loop)."""
+def crc16_next(crc, byte):
+    """The CRC-16/XMODEM register after one more byte (an XOR network, no loop)."""
     bits = []
-    for cs, ds in _CRC8_MATRIX:
+    for cs, ds in _CRC_MATRIX:
         terms = [crc[i] for i in cs] + [byte[i] for i in ds]
         v = terms[0]
         for t in terms[1:]:
@@ -466,8 +474,8 @@ class CommandParser(_FrameSide):
         n_items = Signal(16)
         done = Signal(16)
         ebyte = Signal(2)
-        tail = Signal(2)
-        crc = Signal(8)
+        tail = Signal(2)             # bytes after the payload: the CRC's (CRC_BYTES of them)
+        crc = Signal(CRC_BITS)
         bad_esc = Signal()
         overrun = Signal()
         stalled = Signal()
@@ -479,6 +487,9 @@ class CommandParser(_FrameSide):
         lane = Signal(range(max(E, 2)))
         beat = Signal(LW * E)
         beat_last = Signal()
+        more = Signal()              # STREAM_IN: n's bit 15, the vector goes on in the next
+        #                              frame (no tlast on this frame's last element)
+        bad_split = Signal()         # a `more` frame ended inside a beat (BAD_LENGTH)
         last_err = Signal()
         st = Signal(3)               # the status being reported
         m.d.comb += self.error.eq(last_err)
@@ -509,7 +520,8 @@ class CommandParser(_FrameSide):
 
         new_frame = [started.eq(0), esc.eq(0), hdr_cnt.eq(0), in_body.eq(0), done.eq(0),
                      ebyte.eq(0), tail.eq(0), crc.eq(0), bad_esc.eq(0), stalled.eq(0),
-                     timed_out.eq(0), resp.eq(0), rd_ok.eq(0), lane.eq(0), addr_over.eq(0)]
+                     timed_out.eq(0), resp.eq(0), rd_ok.eq(0), lane.eq(0), addr_over.eq(0),
+                     more.eq(0), bad_split.eq(0)]
         m.d.comb += self.busy.eq(started & is_stream)
         m.d.comb += [self.bus_req.p.write.eq(~is_(Cmd.READ32)),
                      self.bus_req.p.addr.eq(hdr[:AB]), self.bus_req.p.data.eq(hdr[32:64]),
@@ -531,7 +543,8 @@ class CommandParser(_FrameSide):
         m.d.sync += [
             hdr_more.eq(hdr_short), hdr_last.eq(hdr_cnt + 1 == hdr_len),
             body_more.eq(in_body & body_short), last_el.eq(done + 1 == n_items),
-            bad_len.eq(hdr_short | (in_body & (body_short | (n_items == 0))) | (tail != 1)),
+            bad_len.eq(hdr_short | (in_body & (body_short | (n_items == 0))) | (tail != CRC_BYTES)
+                       | bad_split),
         ]
         status = Signal(3)
         m.d.comb += status.eq(
@@ -564,7 +577,7 @@ class CommandParser(_FrameSide):
                     with m.Elif(b_esc & ~esc):
                         m.d.sync += esc.eq(1)
                     with m.Else():
-                        m.d.sync += [esc.eq(0), crc.eq(crc8_next(crc, data_b))]
+                        m.d.sync += [esc.eq(0), crc.eq(crc16_next(crc, data_b))]
                         with m.If(esc & ~b_esc_end & ~b_esc_esc):
                             m.d.sync += bad_esc.eq(1)
                         with m.If(~started):
@@ -586,9 +599,10 @@ class CommandParser(_FrameSide):
                             with m.If(~in_body):
                                 m.d.sync += hdr_cnt.eq(hdr_cnt + 1)
                                 with m.If(hdr_last & (is_burst | is_stream)):
-                                    m.d.sync += [in_body.eq(1),
+                                    # STREAM_IN: n is 15 bits, bit 15 is `more`
+                                    m.d.sync += [in_body.eq(1), more.eq(is_stream & data_b[7]),
                                                  n_items.eq(Mux(is_burst, Cat(hdr[32:40], data_b),
-                                                                Cat(hdr[0:8], data_b)))]
+                                                                Cat(hdr[0:8], data_b[:7])))]
                             with m.Else():
                                 eb_last = Mux(is_burst, ebyte == 3, ebyte == B - 1)
                                 m.d.sync += ebyte.eq(Mux(eb_last, 0, ebyte + 1))
@@ -606,8 +620,13 @@ class CommandParser(_FrameSide):
                                                     with m.Case(j):
                                                         m.d.sync += beat[LW * j:LW * (j + 1)].eq(el)
                                         with m.If(last_el | (lane == E - 1)):
-                                            m.d.sync += [beat_last.eq(last_el), lane.eq(0),
+                                            m.d.sync += [beat_last.eq(last_el & ~more), lane.eq(0),
                                                          state.eq(S.BEAT)]
+                                            if E > 1:
+                                                # a frame that a next one continues ends with
+                                                # a whole beat (the host splits so)
+                                                with m.If(more & (lane != E - 1)):
+                                                    m.d.sync += bad_split.eq(1)
                                         with m.Else():
                                             m.d.sync += lane.eq(lane + 1)
                         with m.Elif(tail != 3):
@@ -671,10 +690,18 @@ class CommandParser(_FrameSide):
 
 class FrameSender(_FrameSide):
     """Responses (``response``) and output vectors (``s_axis``, every beat of the core up
-    to ``tlast``) -> frames of :class:`TxByte` (``o``): END, type, body, CRC-8, END (END
-    raw; the escaper escapes the rest). A response frame and an output frame never
-    interleave; a response waiting wins. An output frame whose next beat does not come
-    within ``stall_ticks`` ticks is closed."""
+    to ``tlast``) -> frames of :class:`TxByte` (``o``): END, type, body, CRC-16 (two
+    bytes, high first), END (END raw; the escaper escapes the rest). A response frame and
+    an output frame never interleave; a response waiting wins. An output frame whose next beat does not come
+    within ``stall_ticks`` ticks is closed.
+
+    An output frame holds at most ``protocol.output_piece_bytes(B, E)`` data bytes (whole
+    beats; a frame's ``type`` and data are at most ``MAX_DATA_BYTES``): a frame full
+    without ``tlast`` is closed, and so is one waiting for a beat while a response waits;
+    the vector goes on in the next output frame, of type ``OUTPUT_CONT`` (a frame's type
+    is sent before its beats, so a frame cannot say that one follows it; the one after
+    says that it continues). A frame closed because the core stopped mid-vector is not
+    continued: the next output frame starts a vector."""
 
     # one state sequence for both kinds of frame (``output`` tells them apart): a
     # response goes START, TYPE, BODY, CRC, STOP; an output vector START, TYPE, then
@@ -706,13 +733,18 @@ class FrameSender(_FrameSide):
         state = Signal(S)
         timer = HandshakeTimeout(m, self.tick, self.stall_ticks, name="out")
 
-        tcrc = Signal(8)
+        tcrc = Signal(CRC_BITS)
+        crc_left = Signal(range(CRC_BYTES))   # CRC bytes still to send after this one
+        max_beats = output_piece_bytes(B, E) // (B * E)
+        beats = Signal(range(max_beats))      # beats already in this output frame
+        cont = Signal()              # the last output frame was full without tlast: the
+        #                              next continues its vector (type OUTPUT_CONT)
         tidx = Signal(3)
         obyte = Signal(range(max(B * E, 2)))
         send = Signal()
         m.d.comb += send.eq(o.valid & o.ready)
         with m.If(send & ~o.p.raw):
-            m.d.sync += tcrc.eq(crc8_next(tcrc, o.p.data))
+            m.d.sync += tcrc.eq(crc16_next(tcrc, o.p.data))
 
         # the response body: byte tidx for cmd, and its length
         r_len = Signal(3)
@@ -747,7 +779,7 @@ class FrameSender(_FrameSide):
         output = Signal()            # the frame is an output vector (else a response)
         with m.Switch(state):
             with m.Case(S.IDLE):
-                m.d.sync += [tcrc.eq(0), tidx.eq(0), obyte.eq(0)]
+                m.d.sync += [tcrc.eq(0), tidx.eq(0), obyte.eq(0), crc_left.eq(CRC_BYTES - 1), beats.eq(0)]
                 with m.If(self.response.valid):
                     m.d.sync += [output.eq(0), state.eq(S.START)]
                 with m.Elif(self.s_axis.tvalid):
@@ -755,7 +787,7 @@ class FrameSender(_FrameSide):
             with m.Case(S.START):
                 put(END, S.TYPE, raw=True)
             with m.Case(S.TYPE):
-                put(Mux(output, OUTPUT_TYPE, r.cmd | 0x80), Mux(output, S.WAIT, S.BODY))
+                put(Mux(output, Mux(cont, OUTPUT_CONT, OUTPUT_TYPE), r.cmd | 0x80), Mux(output, S.WAIT, S.BODY))
             with m.Case(S.BODY):
                 m.d.comb += [o.valid.eq(1), o.p.data.eq(r_byte)]
                 with m.If(o.ready):
@@ -763,18 +795,33 @@ class FrameSender(_FrameSide):
                     with m.If(tidx + 1 == r_len):
                         m.d.sync += state.eq(S.CRC)
             with m.Case(S.WAIT):
-                # the core stopped mid-vector: close the frame
+                # the core stopped mid-vector: close the frame (the next starts a vector)
                 timer.wait(m, self.s_axis.tvalid, state=state, ok=S.BYTES, fail=S.CRC)
                 m.d.sync += obyte.eq(0)
+                with m.If(~self.s_axis.tvalid & self.response.valid):
+                    # a response waits (a STREAM_IN frame with `more` is answered before
+                    # the host sends the rest of the vector, whose beats this frame would
+                    # wait for): close the frame, the vector goes on in the next
+                    m.d.sync += [state.eq(S.CRC), cont.eq(1)]
             with m.Case(S.BYTES):
                 m.d.comb += [o.valid.eq(1), o.p.data.eq(out_byte)]
                 with m.If(o.ready):
                     m.d.sync += obyte.eq(obyte + 1)
                     with m.If(obyte == B * E - 1):
                         m.d.comb += self.s_axis.tready.eq(1)     # the beat is sent: take it
-                        m.d.sync += state.eq(Mux(self.s_axis.tlast, S.CRC, S.WAIT))
+                        full = beats == max_beats - 1
+                        m.d.sync += [state.eq(Mux(self.s_axis.tlast | full, S.CRC, S.WAIT)),
+                                     beats.eq(beats + 1), cont.eq(~self.s_axis.tlast & full)]
             with m.Case(S.CRC):
-                put(tcrc, S.STOP)
+                # always the register's top byte: a CRC byte goes through the register
+                # like any other, and a byte equal to the top byte shifts the register up
+                # by 8 with no feedback, so the next CRC byte is then on top (and the
+                # register is 0 after the last one; no second register, no byte select)
+                m.d.comb += [o.valid.eq(1), o.p.data.eq(tcrc[CRC_BITS - 8:])]
+                with m.If(o.ready):
+                    m.d.sync += crc_left.eq(crc_left - 1)
+                    with m.If(crc_left == 0):
+                        m.d.sync += state.eq(S.STOP)
             with m.Case(S.STOP):
                 put(END, S.IDLE, raw=True)
                 m.d.comb += self.response.ready.eq(o.ready & ~output)   # the response is sent

@@ -85,15 +85,15 @@ def test_latency_from_cycles_and_clock(bench):
 
 
 def test_uart_bytes_of_one_vector(bench):
-    # request: END, 0x04, n (2 bytes), 64 elements, crc, END = 70 bytes, plus one: the
-    # element -64 (0xC0 = END) is escaped into two; response: END, 0x84, status, count
-    # (2), crc, END = 7; output frame: END, 0xA0, 10 elements, crc, END = 14 (for these
-    # values no CRC byte needs an escape)
+    # request: END, 0x04, n (2 bytes), 64 elements, crc (2), END = 71 bytes, plus one:
+    # the element -64 (0xC0 = END) is escaped into two; response: END, 0x84, status,
+    # count (2), crc (2), END = 8; output frame: END, 0xA0, 10 elements, crc (2), END =
+    # 15 (for these values no CRC byte needs an escape)
     row = [-64] + [1] * 63
     u = bench.uart_bytes(row, 1, 10, 1)
-    assert u == {"to_board": 71, "from_board": 21, "total": 92}
-    # 3 outputs in beats of 2 elements: 4 elements are sent (7 + 1 + 1 + 4 + 1 + 1)
-    assert bench.uart_bytes([1] * 8, 1, 3, 2)["from_board"] == 7 + 8
+    assert u == {"to_board": 72, "from_board": 23, "total": 95}
+    # 3 outputs in beats of 2 elements: 4 elements are sent (8 + 1 + 1 + 4 + 2 + 1)
+    assert bench.uart_bytes([1] * 8, 1, 3, 2)["from_board"] == 8 + 9
     assert bench.uart_seconds(1152, 115200) == pytest.approx(0.1)
 
 
@@ -204,3 +204,14 @@ def test_merge_replaces_only_the_measured_rows(bench):
     run = out["rows"][1]["run"]
     assert run["command"] == "new" and run["model"]["cpu"]["latency_us"] == 2.0
     assert "run" not in out["rows"][0]
+
+
+def test_uart_bytes_of_a_vector_longer_than_a_frame(bench):
+    """5,000 one-byte inputs at two elements a beat go in two STREAM_IN frames (4,090 and
+    910 elements, 7 bytes of framing each: END, type, n, CRC-16, END; 1 needs no escape)
+    with a response each, and 5,000 outputs come back in two output frames (4,092 and 908
+    bytes, 5 bytes of framing each: END, type, CRC-16, END; 0 needs no escape)."""
+    got = bench.uart_bytes([1] * 5000, 1, 5000, 2)
+    assert got["to_board"] == (4090 + 7) + (910 + 7)
+    one_response = bench.uart_bytes([1] * 2, 1, 2, 2)["from_board"] - (2 + 5)
+    assert got["from_board"] == 2 * one_response + (4092 + 5) + (908 + 5)

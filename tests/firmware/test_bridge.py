@@ -14,7 +14,7 @@ from amaranth.sim import Simulator
 
 from ttforge.firmware import protocol as P
 from ttforge.firmware.protocol import Cmd, Response, Status
-from ttforge.firmware.uart import Bridge, BridgeCore, SlipEscaper, UARTRx, UARTTx, crc8_next
+from ttforge.firmware.uart import Bridge, BridgeCore, SlipEscaper, UARTRx, UARTTx, crc16_next
 from ttforge.hw.axil import AXI4LiteSlave, RegisterFile
 
 from tests.support.axil import ADDR_BITS, REGS, WINS
@@ -130,21 +130,21 @@ def frames(*rs):
     return b"".join(P.encode_response(r) if isinstance(r, Response) else r for r in rs)
 
 
-def test_crc8_hardware_matches_protocol():
+def test_crc16_hardware_matches_protocol():
     from amaranth.sim import Simulator as S
-    crc = Signal(8)
+    crc = Signal(16)
     byte = Signal(8)
-    out = Signal(8)
+    out = Signal(16)
     m = Module()
-    m.d.comb += out.eq(crc8_next(crc, byte))
+    m.d.comb += out.eq(crc16_next(crc, byte))
     rng = random.Random(1)
 
     async def tb(ctx):
-        for _ in range(300):
-            c, b = rng.randrange(256), rng.randrange(256)
+        for c, b in [(0, 0), (0xFFFF, 0xFF), (0x8000, 0), (0, 0x80)] + [
+                (rng.randrange(1 << 16), rng.randrange(256)) for _ in range(300)]:
             ctx.set(crc, c)
             ctx.set(byte, b)
-            assert ctx.get(out) == P.crc8([b], c)
+            assert ctx.get(out) == P.crc16([b], c)
 
     sim = S(m)
     sim.add_testbench(tb)
@@ -223,21 +223,50 @@ def test_wide_elements():
     assert out.elements(2) == [0x1235, 0, -0x8000, -0x7FFF]
 
 
+def _with_crc(content: bytes) -> bytes:
+    return content + P.crc16(content).to_bytes(2, "big")
+
+
+def _crc8_smbus(data: bytes) -> int:
+    """Protocol version 1's CRC-8 (polynomial 0x07), to show what it missed."""
+    c = 0
+    for b in data:
+        c ^= b
+        for _ in range(8):
+            c = ((c << 1) ^ 0x07) & 0xFF if c & 0x80 else (c << 1) & 0xFF
+    return c
+
+
+def test_two_bit_error_crc8_missed_is_refused():
+    """Two bits 127 apart flipped in a WRITE_BURST's words: version 1's CRC-8 (period
+    127) checked and the bridge answered OK; the CRC-16 does not check (BAD_CRC; the
+    words run as they arrive, the host fails the load on the status)."""
+    dut = Dut()
+    ((content, _),) = P.SlipDecoder().feed(P.write_burst(0x800, [1, 2, 3, 4, 5]))
+    bad = bytearray(content)
+    for k in (8 * 7, 8 * 7 + 127):                       # in words 0 and 3
+        bad[k // 8] ^= 0x80 >> (k % 8)
+    body = 1 + 4 + 2 + 4 * 5                             # type, addr, n, the words
+    assert _crc8_smbus(bad[:body]) == _crc8_smbus(content[:body])
+    got = run(dut, P.slip_encode(bytes(bad)), cycles=3000)
+    assert got == frames(Response(Cmd.WRITE_BURST, Status.BAD_CRC, resp=0, count=5))
+
+
 def test_bad_frames_are_reported_and_resync():
     dut = Dut()
     good = P.write32(0x20, 7)
     corrupt = bytearray(good)
     corrupt[3] ^= 0x01                                     # a data bit: CRC fails
-    short = P.slip_encode(bytes([Cmd.WRITE32, 1, 2, 3]) + bytes([P.crc8([Cmd.WRITE32, 1, 2, 3])]))
+    short = P.slip_encode(_with_crc(bytes([Cmd.WRITE32, 1, 2, 3])))
     unknown = P.encode_request(0x33, b"")
     req = (bytes(corrupt) + short + unknown + b"\xC0\xC0\xC0" + b"\x55\x66" + bytes([P.END])
            + P.read32(0x20))
     got = run(dut, req, cycles=3000)
     want = frames(Response(Cmd.WRITE32, Status.BAD_CRC, resp=0),
                   Response(Cmd.WRITE32, Status.BAD_LENGTH, resp=0),
-                  P.slip_encode(bytes([0xB3, Status.BAD_CMD]) + bytes([P.crc8([0xB3, Status.BAD_CMD])])),
+                  P.slip_encode(_with_crc(bytes([0xB3, Status.BAD_CMD]))),
                   # "\x55\x66" is a frame of garbage: 0x55 is not a command
-                  P.slip_encode(bytes([0xD5, Status.BAD_CMD]) + bytes([P.crc8([0xD5, Status.BAD_CMD])])),
+                  P.slip_encode(_with_crc(bytes([0xD5, Status.BAD_CMD]))),
                   Response(Cmd.READ32, 0, resp=0, data=0))     # the bad write never ran
     assert got == want
 
@@ -372,3 +401,149 @@ def test_frame_sides_share_the_bridge_shape(elem_bytes, stream_elems):
     bridge, core = Bridge(**shape), BridgeCore(divisor=4, **shape)
     assert len(bridge.m_axis.tdata) == len(bridge.s_axis.tdata) == width
     assert len(core.m_axis.tdata) == len(core.s_axis.tdata) == width
+
+
+# ------------------------------------------------------- vectors longer than one frame
+
+def _bridge_stream(req: bytes, *, elem_bytes: int, stream_elems: int, idle: int = 2000,
+                   whole: bool = True):
+    """The :class:`Bridge` at its byte ports (a byte offered every cycle, every tx byte
+    taken) and a core that takes every m_axis beat at once and sends it back on s_axis
+    (+1 per lane): after the vector's tlast beat (``whole``: as the accelerator, whose
+    output comes after its input) or at once (a loopback). The tx bytes and the m_axis
+    beats ``(lanes, tlast)`` the core took."""
+    B, E = elem_bytes, stream_elems
+    LW = 8 * B
+    mask = (1 << LW) - 1
+    m = Module()
+    m.submodules.br = br = Bridge(addr_bits=ADDR_BITS, elem_bytes=B, stream_elems=E)
+    m.submodules.esc = esc = SlipEscaper()
+    wiring.connect(m, br.tx, esc.i)
+    got, beats, queue = bytearray(), [], []
+
+    async def tb(ctx):
+        ctx.set(esc.o.ready, 1)
+        ctx.set(br.rx.valid, 1)
+        for b in req:
+            ctx.set(br.rx.payload, b)
+            while not (await ctx.tick().sample(br.rx.ready))[2]:
+                pass
+        ctx.set(br.rx.valid, 0)
+        quiet = 0
+        while quiet < idle:        # until the bridge has been silent for `idle` cycles
+            await ctx.tick()
+            quiet = 0 if ctx.get(esc.o.valid) or ctx.get(br.s_axis.tvalid) else quiet + 1
+
+    async def core(ctx):
+        ctx.set(br.m_axis.tready, 1)
+        held = []
+        async for _, _, mv, md, ml, sv, sr in ctx.tick().sample(
+                br.m_axis.tvalid, br.m_axis.tdata, br.m_axis.tlast, br.s_axis.tvalid, br.s_axis.tready):
+            if sv and sr:
+                queue.pop(0)
+            if mv:
+                lanes = [(md >> (LW * j)) & mask for j in range(E)]
+                beats.append(([v - (1 << LW) if v >> (LW - 1) else v for v in lanes], bool(ml)))
+                held.append((sum(((v + 1) & mask) << (LW * j) for j, v in enumerate(lanes)), bool(ml)))
+                if ml or not whole:
+                    queue.extend(held)
+                    held.clear()
+            ctx.set(br.s_axis.tvalid, bool(queue))
+            if queue:
+                ctx.set(br.s_axis.tdata, queue[0][0])
+                ctx.set(br.s_axis.tlast, queue[0][1])
+
+    async def mon(ctx):
+        async for _, _, ov, ob in ctx.tick().sample(esc.o.valid, esc.o.payload):
+            if ov:
+                got.append(ob)
+
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.add_testbench(core, background=True)
+    sim.add_process(mon)
+    sim.run()
+    return bytes(got), beats
+
+
+def _plus1(v: int, B: int) -> int:
+    w = 8 * B
+    return ((v + 1 + (1 << (w - 1))) % (1 << w)) - (1 << (w - 1))
+
+
+@pytest.mark.parametrize("B,E,n", [(1, 2, 5000), (2, 3, 2500)])
+def test_vector_longer_than_a_frame_in_and_out(B, E, n):
+    """A 5,000-element 8-bit vector (and a 2,500-element 16-bit one on 3 lanes) goes in as
+    STREAM_IN frames of whole beats, `more` on all but the last: the core gets its beats
+    with tlast on the last one only; it comes back as a full output frame and a
+    continuation (OUTPUT_CONT), byte for byte what protocol.output_frames encodes. The
+    next vector (3 elements) starts a new output frame."""
+    rng = random.Random(n)
+    lo = -(1 << (8 * B - 1))
+    vec = [rng.randrange(lo, -lo) for _ in range(n)]
+    reqs = P.stream_in_frames(vec, B, E)
+    k = P.stream_piece_elems(B, E)
+    assert len(reqs) == 2 and k % E == 0 and k < n
+    got, beats = _bridge_stream(b"".join(reqs) + P.stream_in([1, 2, 3], B), elem_bytes=B, stream_elems=E)
+    # the core's side: whole beats, tlast only on the vector's last beat
+    nb = -(-n // E)
+    assert [t for _, t in beats[:nb]] == [False] * (nb - 1) + [True]
+    flat = [v for lanes, _ in beats[:nb] for v in lanes]
+    assert flat == vec + [0] * (nb * E - n)
+    tail = [1, 2, 3] + [0] * (-3 % E)
+    assert beats[nb:] == [(tail[i:i + E], i + E == len(tail)) for i in range(0, len(tail), E)]
+    # the host's side
+    items = P.Parser().feed(got)
+    rs = [x for x in items if isinstance(x, Response)]
+    assert rs == [Response(Cmd.STREAM_IN, 0, count=k), Response(Cmd.STREAM_IN, 0, count=n - k),
+                  Response(Cmd.STREAM_IN, 0, count=3)]
+    outs = [x for x in items if isinstance(x, P.OutputFrame)]
+    assert [o.cont for o in outs] == [False, True, False]
+    assert len(outs[0].data) == P.output_piece_bytes(B, E) and len(outs[0].data) + 1 <= P.MAX_DATA_BYTES
+    want = P.pack_elements([_plus1(v, B) for v in flat], B)
+    pk = P.output_piece_bytes(B, E)                    # the exact bytes of each frame
+    assert P.encode_output(want[:pk]) in got and P.encode_output(want[pk:], cont=True) in got
+    asm = P.OutputAssembler(len(want), B, E)
+    assert asm.add(outs[0]) is None and asm.add(outs[1]) == want
+    assert outs[2].data == P.pack_elements([_plus1(v, B) for v in tail], B)
+
+
+def test_full_output_frame_at_the_vectors_end_is_no_continuation():
+    """A vector that fills an output frame exactly ends with it (tlast): the next vector's
+    frame is a start (OUTPUT_TYPE), not a continuation."""
+    k = P.output_piece_bytes(1, 2)
+    vec = [i % 100 for i in range(k)]
+    got, beats = _bridge_stream(b"".join(P.stream_in_frames(vec, 1, 2)) + P.stream_in([5, 6], 1),
+                                elem_bytes=1, stream_elems=2)
+    outs = [x for x in P.Parser().feed(got) if isinstance(x, P.OutputFrame)]
+    assert [(len(o.data), o.cont) for o in outs] == [(k, False), (2, False)]
+    assert outs[1].data == bytes([6, 7])
+    assert sum(t for _, t in beats) == 2
+
+
+def test_more_frame_ending_inside_a_beat_is_bad_length():
+    """A STREAM_IN frame with `more` must end at a whole beat: one that ends inside one is
+    BAD_LENGTH; the lanes start afresh with the next frame."""
+    req = P.stream_in([1, 2, 3], 1, more=True) + P.stream_in([7, 8], 1)
+    got, beats = _bridge_stream(req, elem_bytes=1, stream_elems=2, idle=300)
+    rs = [x for x in P.Parser().feed(got) if isinstance(x, Response)]
+    assert rs == [Response(Cmd.STREAM_IN, Status.BAD_LENGTH, count=3), Response(Cmd.STREAM_IN, 0, count=2)]
+    assert beats[-1] == ([7, 8], True)
+
+
+def test_output_frame_closed_for_a_waiting_response_is_continued():
+    """A core that sends each beat back at once (a loopback) has the output frame waiting
+    for beats that come only after the host has the answer to the first STREAM_IN
+    frame: the output frame is closed for that answer (no deadlock until the stall
+    timeout) and the vector goes on in a continuation; the pieces join to the vector."""
+    vec = [(7 * i) % 256 - 128 for i in range(5000)]
+    got, beats = _bridge_stream(b"".join(P.stream_in_frames(vec, 1, 2)), elem_bytes=1, stream_elems=2,
+                                whole=False)
+    items = P.Parser().feed(got)
+    assert [type(x).__name__ for x in items] == ["OutputFrame", "Response", "OutputFrame", "Response"]
+    assert [x.cont for x in items[::2]] == [False, True]
+    asm = P.OutputAssembler(5000, 1, 2)
+    assert asm.add(items[0]) is None
+    assert asm.add(items[2]) == P.pack_elements([_plus1(v, 1) for v in vec], 1)
+    assert [t for _, t in beats] == [False] * 2499 + [True]

@@ -19,7 +19,7 @@ from ttforge.ir.executor import execute
 from ttforge.quant.qat import compile_network
 
 from tests.support.fakeboard import FakeBoard
-from tests.support.nets import small_net
+from tests.support.nets import small_net, wide_int_network
 
 
 @pytest.fixture(scope="module")
@@ -226,3 +226,59 @@ def test_a_bad_timeout_is_the_callers_error(board, net_x, bad):
     with pytest.raises(ConfigError, match=r"^timeout=.* must be a number of seconds"):
         dev.infer(x, timeout=bad)
     assert board.vectors == []
+
+
+# ------------------------------------------------------- vectors longer than one frame
+
+@pytest.fixture(scope="module")
+def wide_net():
+    """Each vector needs two STREAM_IN frames and comes back in two output frames."""
+    return wide_int_network()
+
+
+@pytest.fixture
+def wide(wide_net):
+    net, x = wide_net
+    board = FakeBoard(net, AccelConfig.for_network(net, lanes=4, stream_elems=2))
+    return board, _loaded(board, net), x
+
+
+def test_a_vector_longer_than_a_frame_goes_in_and_out_in_pieces(wide, wide_net):
+    """5,000 8-bit inputs (one frame holds 4,090) and 5,000 outputs (4,092): the host
+    splits each vector into STREAM_IN frames of whole beats and joins the output frames."""
+    board, dev, x = wide
+    assert np.array_equal(dev.infer(x), execute(wide_net[0], x))
+    assert board.stream_frames == [4090, 910, 4090, 910]
+    assert [len(v) for v in board.vectors] == [5000, 5000]
+    dev.stream_in(list(range(-100, 100)) * 25)             # Device.stream_in splits too
+    assert board.stream_frames[-2:] == [4090, 910] and board.vectors[-1] == list(range(-100, 100)) * 25
+
+
+@pytest.mark.parametrize("pieces, msg", [
+    (lambda p: p[1:], r"vector 0: a continuation output frame \(908 bytes\) without a start"),
+    (lambda p: [p[0], (p[1][0], False)], r"vector 0: a new output vector started after 4092 of 5000 elements"),
+    (lambda p: [p[0], (p[1][0] + b"\0\0", True)], r"vector 0: output vector has 5002 elements, expected 5000"),
+    (lambda p: [p[0], (p[1][0][:-1], True)], r"vector 0: an output frame of 907 bytes, not whole beats of 2"),
+])
+def test_output_pieces_that_make_no_vector_are_the_boards_error(wide, pieces, msg):
+    board, dev, x = wide
+    board.output_pieces = pieces
+    with pytest.raises(ProtocolError, match=rf"^/dev/fakeUSB0: {msg}; check that the board runs"):
+        dev.infer(x[:1])
+    assert ProtocolError.exit_code == 3
+
+
+def test_a_continuation_after_a_complete_vector_is_refused(wide):
+    """A piece more than the vector has is an output nobody asked for (exit 3)."""
+    board, dev, x = wide
+    board.output_pieces = lambda p: p + [(b"\0\0", True)]
+    with pytest.raises(ProtocolError, match=r"output frame nobody asked for \(output frame \(continuation\) "
+                                            r"of 2 bytes\) before the end of the call"):
+        dev.infer(x[:1])
+
+
+def test_an_output_vector_cut_short_is_named_at_the_timeout(wide):
+    board, dev, x = wide
+    board.output_pieces = lambda p: p[:1]
+    with pytest.raises(DeviceTimeout, match=r"no output of vector 0 \(after 4092 of its 5000 elements\)"):
+        dev.infer(x[:1], timeout=0.5)

@@ -157,3 +157,23 @@ def test_the_engine_is_read_from_the_board_and_a_network_too_big_for_it_is_one_l
     wrong.mem[wrong.regmap.addr("ID")] ^= 1  # sibling: not a training top
     with pytest.raises(DeviceError, match="not a ttforge training top"):
         engine_from_board(wrong, state.config)
+
+
+def test_the_training_host_streams_a_chunk_longer_than_a_frame():
+    """train-board streams samples in chunks of up to STREAM_CHUNK (4,096) elements: a
+    chunk of more than 4,090 1-byte elements (455 samples of 9) was refused by the
+    STREAM_IN encoder (ConfigError); it goes as two frames, `more` on the first."""
+    from ttforge.firmware import protocol as P
+    from ttforge.firmware.train_host import STREAM_CHUNK
+
+    _, _, cfg = _case(1)
+    model = LinkModel(cfg)
+    sent = []
+    write = model.write
+    model.write = lambda data, timeout=None: (sent.append(data), write(data, timeout))
+    dev = TrainDevice(model, cfg, timeout=1.0)
+    dev.connect()
+    sent.clear()
+    dev._stream([[i % 100] * 9 for i in range(500)])
+    ns = [int.from_bytes(P.SlipDecoder().feed(f)[0][0][1:3], "little") for f in sent]
+    assert STREAM_CHUNK == 4096 and ns == [4090 | P.STREAM_MORE, 5, 405]

@@ -2,7 +2,9 @@
 the host driver's tests: the register file of an :class:`AccelConfig` (every constant
 register at its value), the bridge's answers and, per STREAM_IN, the golden executor's
 output frame. Its attributes make it misbehave the way a real board or line can
-(``ping_info``, ``regs``, ``stream_count``, ``extra_output``, ``output_delay``).
+(``ping_info``, ``regs``, ``stream_count``, ``extra_output``, ``output_delay``,
+``output_pieces``). A vector longer than one frame holds comes in several STREAM_IN
+frames and goes out in several output frames, as through the bridge.
 
 It answers in the calling thread (no pty, no timing): a frame it sends "late" is
 released by :meth:`FakeBoard.read` only once its time has come.
@@ -42,7 +44,11 @@ class FakeBoard:
         self.stream_count = None          # STREAM_IN's count answer (None: the elements taken)
         self.extra_output = 0             # send each output frame this many more times
         self.output_delay = 0.0           # seconds before an output frame is sent
+        #: a vector's output frames as ``[(data, cont), ...]`` -> the frames to send instead
+        self.output_pieces = None
         self.vectors: list[list[int]] = []
+        self.stream_frames: list[int] = []  # the element count of every STREAM_IN frame
+        self._partial: list[int] = []       # a vector whose last STREAM_IN frame is to come
         self._dec = P.SlipDecoder()
         self._pending: list[tuple[float, bytes]] = []   # (when, bytes) not yet readable
 
@@ -56,8 +62,8 @@ class FakeBoard:
     # ---------------------------------------------------------------- the transport
     def write(self, data: bytes, timeout: float | None = None) -> None:
         for content, ok in self._dec.feed(data):
-            if ok and len(content) >= 2 and P.crc8(content) == 0:
-                self._handle(content[0], content[1:-1])
+            if ok and len(content) > P.CRC_BYTES and P.crc16(content) == 0:
+                self._handle(content[0], content[1:-P.CRC_BYTES])
 
     def read(self, timeout: float) -> bytes:
         end = time.monotonic() + max(0.0, timeout)
@@ -93,16 +99,25 @@ class FakeBoard:
             self._answer(Response(Cmd.WRITE_BURST, Status.OK, count=n))
         elif t == Cmd.STREAM_IN:
             (n,) = struct.unpack("<H", body[:2])
-            x = P.unpack_elements(body[2:], self.elem_bytes)
-            self.vectors.append(x)
+            # as the bridge: bit 15 says the vector goes on in the next STREAM_IN frame
+            more, n = bool(n & P.STREAM_MORE), n & ~P.STREAM_MORE
+            self._partial += P.unpack_elements(body[2:], self.elem_bytes)
+            self.stream_frames.append(n)
             count = n if self.stream_count is None else self.stream_count
             self._answer(Response(Cmd.STREAM_IN, Status.OK, count=count))
-            self.send(self.output_frame(x) * (1 + self.extra_output), self.output_delay)
+            if not more:
+                x, self._partial = self._partial, []
+                self.vectors.append(x)
+                self.send(self.output_frame(x) * (1 + self.extra_output), self.output_delay)
 
     def output_frame(self, x) -> bytes:
-        """The frame the board sends for input vector ``x``: the golden output, padded
-        to whole beats."""
+        """The frames the board sends for input vector ``x``: the golden output, padded
+        to whole beats, in pieces as the bridge splits it (``protocol.output_frames``)."""
         y = [int(v) for v in execute(self.net, np.array([x], dtype=np.int64))[0]]
         E = self.config.stream_elems
         y += [0] * (-len(y) % E)
-        return P.encode_output(P.pack_elements(y, self.elem_bytes))
+        frames = P.output_frames(P.pack_elements(y, self.elem_bytes), self.elem_bytes, E)
+        if self.output_pieces is None:
+            return frames
+        pieces = [(f.data, f.cont) for f in P.Parser().feed(frames)]
+        return b"".join(P.encode_output(d, cont=c) for d, c in self.output_pieces(pieces))

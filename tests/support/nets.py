@@ -1,6 +1,7 @@
 """Networks the tests share: the small quantized PyTorch network (``small_net``), the
 worked example of docs/artifact.md (``example_network``, ``EXAMPLE_INPUT``), a hypothesis
-strategy of random float networks, random TT cores. (Random *integer* networks come from
+strategy of random float networks, random TT cores, a network whose vectors are longer
+than one serial frame (``wide_int_network``). (Random *integer* networks come from
 :mod:`ttforge.ir.random`.)"""
 
 from __future__ import annotations
@@ -77,3 +78,15 @@ def random_cores(out_modes, in_modes, ranks, seed=0, dtype=torch.float64):
     g = torch.Generator().manual_seed(seed)
     shape = TTShape(tuple(out_modes), tuple(in_modes), ranks)
     return [torch.randn(s, generator=g, dtype=dtype) for s in shape.core_shapes]
+
+
+def wide_int_network(seed=5):
+    """One TT layer of 5,000 inputs and 5,000 outputs at 8 bits and two input vectors:
+    each vector needs two STREAM_IN frames and comes back in two output frames."""
+    rng = np.random.default_rng(seed)
+    shape = TTShape((50, 100), (50, 100), (1, 2, 1))
+    cores = tuple(rng.integers(-7, 8, size=s).astype(np.int64) for s in shape.core_shapes)
+    tt = IntLayer(in_features=5000, out_features=5000, schedule=ContractionSchedule(shape, (1, 0)),
+                  cores=cores, core_exps=(-3, -2), w_bits=4, in_bits=8, in_exp=-4, inter_bits=8,
+                  out_bits=8, step_exps=(-3, -2), acc_bits=24)
+    return IntNetwork((tt,), meta={}), rng.integers(-128, 128, size=(2, 5000))
