@@ -38,9 +38,10 @@ _DEFAULT_OUT = "regress-out"
 
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seeds", type=int, default=8, metavar="N",
+    # --seeds and --seed-start default to None (filled in by _run): --replay refuses them given
+    p.add_argument("--seeds", type=int, default=None, metavar="N",
                    help="number of random cases (seeds S .. S+N-1; default 8)")
-    p.add_argument("--seed-start", type=int, default=0, metavar="S", help="first seed (default 0)")
+    p.add_argument("--seed-start", type=int, default=None, metavar="S", help="first seed (default 0)")
     p.add_argument("--jobs", type=int, default=None, metavar="J",
                    help="cases simulated in parallel: J > 1 runs them on a local Dask cluster of J "
                         "worker processes (default 1: in this process; with a bare --cluster: the cores)")
@@ -87,8 +88,6 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.fault is not None and args.fault not in FAULTS:
         raise ConfigError(f"--fault {args.fault}: unknown; use one of {', '.join(FAULTS)}")
     if args.cluster is not None:
-        if args.replay:
-            raise ConfigError("--cluster: --replay reruns one reproducer here; drop --cluster")
         if args.cluster != LOCAL and args.jobs is not None:
             raise ConfigError(f"--jobs {args.jobs}: a running cluster's workers run the cases; drop "
                               f"--jobs (it sizes the local cluster of a bare --cluster)")
@@ -135,10 +134,31 @@ def _without_fault(args: argparse.Namespace) -> argparse.Namespace:
     return out
 
 
+#: What a replay takes from its reproducer, not from these options (given, each was
+#: dropped without a word: ``--fault`` gave the reproducer's own verdict as if a fault
+#: had been checked).
+_NOT_WITH_REPLAY = (("--out", "out", "it writes no junit.xml, summary.json or reproducer"),
+                    ("--vectors", "vectors", "the reproducer's vectors are replayed"),
+                    ("--fault", "fault", "the reproducer's RTL (and its fault, if any) is rebuilt"),
+                    ("--config", "config", "the reproducer's config is replayed"),
+                    ("--seeds", "seeds", "it reruns one case"),
+                    ("--seed-start", "seed_start", "it reruns one case"),
+                    ("--jobs", "jobs", "it reruns one case here"),
+                    ("--cluster", "cluster", "it reruns one case here"),
+                    ("--train", "train", "it reruns the reproducer's own kind of case"),
+                    ("--steps", "steps", "it reruns the reproducer's own case"))
+
+
 def _run(args: argparse.Namespace) -> int:
-    if args.replay and args.out is not None:   # it was accepted and dropped: nothing went there
-        raise ConfigError(f"--out {show_path(args.out)}: --replay reruns one reproducer and writes no "
-                          f"junit.xml, summary.json or reproducer; drop --out")
+    if args.replay:
+        for flag, key, why in _NOT_WITH_REPLAY:
+            if getattr(args, key, None) not in (None, False):   # given: refused, not dropped
+                raise ConfigError(f"{flag}: --replay reruns one reproducer as it was written ({why}); "
+                                  f"drop {flag}")
+    if args.seeds is None:
+        args.seeds = 8
+    if args.seed_start is None:
+        args.seed_start = 0
     if args.out is None and not args.replay:
         args.out = _DEFAULT_OUT
     if args.out and not args.replay:

@@ -225,6 +225,26 @@ def test_replay_with_out_is_one_line_before_the_replay(tmp_path, monkeypatch, ca
     assert calls == [] and not out.exists()
 
 
+@pytest.mark.parametrize("extra", [["--vectors", "3"], ["--fault", "requant_lsb"], ["--config", "c.toml"],
+                                   ["--seeds", "2"], ["--seed-start", "5"], ["--jobs", "2"],
+                                   ["--train"], ["--steps", "3"], ["--cluster"]])
+def test_replay_refuses_every_option_it_would_drop(tmp_path, monkeypatch, capsys, extra):
+    """``--replay R`` took ``--vectors 3`` and still ran the reproducer's 16 vectors, and
+    ``--fault`` gave the reproducer's own verdict as if the fault had been checked: each
+    option a replay does not use is one line, exit 2, before the replay."""
+    import ttforge.sim.cli as sim_cli
+
+    calls = []
+    monkeypatch.setattr(sim_cli, "replay", lambda *a, **k: calls.append(a))
+    d = tmp_path / "repro-icarus-seed1"
+    d.mkdir()
+    (d / "case.json").write_text("{}")
+    assert main(["regress", "--replay", str(d), *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"drop {extra[0]}" in err[0] and "--replay" in err[0], err
+    assert calls == []
+
+
 @pytest.mark.parametrize("sim", ["icarus", "verilator-native"])
 @pytest.mark.parametrize("how", ["flag", "env"])
 def test_a_build_cache_that_is_a_file_is_one_line_before_any_case(tmp_path, monkeypatch, capsys, how, sim):
