@@ -24,7 +24,7 @@ import numpy as np
 
 from ttforge.hw.trainer.program import TrainEngineConfig, compile_training
 from ttforge.ir.random import train_layer_shapes
-from ttforge.errors import ConfigError, EnvironmentFailure
+from ttforge.errors import ConfigError, EnvironmentFailure, show_path
 from ttforge.ir.train import (TrainConfig, TrainState, calibrate_state, check_batch, init_state, train_step,
                               train_step_fast)
 from ttforge.ir.train_diverge import compare_states
@@ -319,7 +319,7 @@ def run_train_cli(args) -> int:
                "cases": len(results), "failed": len(failed), "results": [r.to_dict() for r in results],
                "reproduce": [reproduce_command(r.seed, args.steps, args.fault) for r in failed]}
     atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
-    print(f"{len(results) - len(failed)} of {len(results)} passed; wrote {out / 'summary.json'}")
+    print(f"{len(results) - len(failed)} of {len(results)} passed; wrote {show_path(out / 'summary.json')}")
     for cmd in summary["reproduce"]:
         print(f"reproduce: {cmd}")
     return train_verdict(results)

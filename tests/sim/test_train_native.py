@@ -126,3 +126,18 @@ def test_regress_train_a_failed_harness_build_is_exit_3_on_a_cluster_as_here(tmp
     assert rc == 3 and err.strip().splitlines()[-1] == here and "Traceback" not in err
     summary = json.loads((tmp_path / "cluster" / "summary.json").read_text())
     assert summary["cases"] == 2 and all(r["build_failed"] for r in summary["results"])
+
+
+def test_regress_train_names_its_summary_as_text(tmp_path, monkeypatch, capsys):
+    """The 'wrote .../summary.json' line printed --out raw: an ESC sequence reached the
+    terminal and a newline split the line."""
+    import ttforge.sim.train_regress as tr
+    from ttforge.cli import main
+
+    monkeypatch.setattr(tr, "train_regress", lambda seeds, steps, **k: [
+        tr.TrainCaseResult(s, 0, "stand-in", steps, True) for s in seeds])
+    out = tmp_path / "o\x1b[31mRED\nX"
+    assert main(["regress", "--train", "--seeds", "1", "--steps", "2", "--out", str(out)]) == 0
+    wrote = [ln for ln in capsys.readouterr().out.splitlines() if "wrote" in ln]
+    assert len(wrote) == 1 and "\x1b" not in wrote[0] and "summary.json" in wrote[0], wrote
+    assert (out / "summary.json").is_file()
