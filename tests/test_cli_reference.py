@@ -64,7 +64,9 @@ def test_check_fails_on_a_stale_page_and_names_the_command(tmp_path, capsys, ren
     assert main(["-o", str(page)]) == 0
     assert page.read_text(encoding="utf-8") == rendered
     assert main(["--check", "-o", str(page)]) == 0
-    page.write_text(rendered.replace("| `--seeds N` | `8` |", "| `--seeds N` | `9` |"), encoding="utf-8")
+    stale = rendered.replace("number of random cases (", "number of random test cases (")
+    assert stale != rendered
+    page.write_text(stale, encoding="utf-8")
     capsys.readouterr()
     assert main(["--check", "-o", str(page)]) == 1
     err = capsys.readouterr().err.strip()
