@@ -52,3 +52,23 @@ def test_a_job_directory_an_orphaned_simulator_works_in_is_kept_until_it_ends(tm
             orphan.wait()
     later = job_dir("ttforge-sim-")
     assert sorted(p.name for p in (tmp_path / "tmp").iterdir()) == sorted([mine.name, later.name])
+
+
+def test_the_processes_are_read_once_per_cleanup_not_once_per_leftover(tmp_path, monkeypatch):
+    """Each leftover directory scanned every process in /proc (~2 us a process: 10,000
+    processes and 100 leftovers cost 2 s a job): one scan serves every leftover."""
+    import ttforge.atomic as atomic
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                           text=True, check=True).stdout.strip()
+    for i in range(5):
+        d = tmp_path / "tmp" / f"ttforge-sim-{ended}-killed{i}"
+        d.mkdir()
+        (d / JOB_MARKER).write_text("a ttforge job\n")
+    scans = []
+    real = atomic.os.listdir
+    monkeypatch.setattr(atomic.os, "listdir", lambda p=".": (scans.append(p) if p == "/proc" else None) or real(p))
+    mine = job_dir("ttforge-sim-")
+    assert len(scans) <= 1 and [p.name for p in (tmp_path / "tmp").iterdir()] == [mine.name]
