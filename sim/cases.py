@@ -3,7 +3,8 @@
 A case is a random integer TT network (:func:`ttforge.ir.random.random_network`), an
 :class:`~ttforge.hw.config.AccelConfig` at or above the smallest that runs it (random
 lanes and beat packing; depths rounded up to powers of two so that cases share simulator
-builds; some widths and depths raised further; one in five in throughput mode), random
+builds; some widths and depths raised further; one in five in throughput mode, one in
+five in the iCEBreaker's form: single-port buffers and/or serial requantization), random
 input vectors and the probabilities of stream gaps and back-pressure.
 """
 
@@ -133,6 +134,23 @@ def _engines_drawn(seed: int) -> int:
     return int(rng.choice([2, 3])) if rng.random() < ENGINES_SHARE else 1
 
 
+#: the share of random configs built in the iCEBreaker's form: single-port buffers
+#: (``buf_ports=1``) and/or one serial requantization unit (``serial_requant=1``), what
+#: :func:`ttforge.firmware.build.board_config` gives the iCE40 (no random case drew
+#: either before: the one-lane serial path ran only under ``--config``)
+ICE40_SHARE = 0.2
+
+
+def _ice40_drawn(seed: int) -> dict[str, int]:
+    """Seed ``seed``'s iCE40 options: ``{}``, or ``buf_ports=1`` and/or
+    ``serial_requant=1`` (at least one) in :data:`ICE40_SHARE` of the seeds."""
+    rng = _side_rng(seed, 0x77F5)
+    if rng.random() >= ICE40_SHARE:
+        return {}
+    which = int(rng.integers(1, 4))   # 1: buf_ports, 2: serial_requant, 3: both
+    return {**({"buf_ports": 1} if which & 1 else {}), **({"serial_requant": 1} if which & 2 else {})}
+
+
 def make_case(seed: int, vectors: int = 16, *, config=None) -> RegressCase:
     """The case of ``seed``: network, config (or the given one, with networks redrawn
     until one fits it), ``vectors`` random inputs and the stream pause probabilities."""
@@ -150,12 +168,15 @@ def make_case(seed: int, vectors: int = 16, *, config=None) -> RegressCase:
     else:
         raise ConfigError(f"--config: no random network of seed {seed} fits {config.summary()}; "
                           f"raise its depths and widths")
+    ice40 = _ice40_drawn(seed) if config is None else {}
+    if ice40:
+        cfg = AccelConfig.from_dict({**cfg.to_dict(), **ice40})
     if config is None and cfg.buf_ports == 2 and _throughput_drawn(seed):
         cfg = AccelConfig.from_dict({**cfg.to_dict(), "throughput": 1})
     units = _requant_units_drawn(seed, cfg.lanes) if config is None and not cfg.serial_requant else None
     if units is not None:
         cfg = AccelConfig.from_dict({**cfg.to_dict(), "requant_units": units})
-    rr = _read_registers_drawn(seed) if config is None else 0
+    rr = _read_registers_drawn(seed) if config is None and cfg.buf_ports == 2 else 0
     if rr:
         cfg = AccelConfig.from_dict({**cfg.to_dict(), "read_registers": rr})
     engines = _engines_drawn(seed) if config is None and not cfg.throughput else 1

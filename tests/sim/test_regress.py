@@ -55,7 +55,7 @@ def test_cases_are_deterministic_and_fit_their_config():
         smallest = AccelConfig.for_network(a.net, lanes=a.config.lanes,
                                            stream_elems=a.config.stream_elems)
         for k, v in smallest.to_dict().items():
-            if k not in ("axil_addr_bits", "requant_units"):
+            if k not in ("axil_addr_bits", "requant_units", "buf_ports"):   # options, not sizes
                 assert getattr(a.config, k) >= v, (seed, k)
         prog = compile_program(a.net, a.config)
         modes |= {s.mode for s in prog.steps}
@@ -73,6 +73,27 @@ def test_cases_are_deterministic_and_fit_their_config():
     assert {L for L, _ in shared} >= {4, 8, 16} and all(2 <= U < L for L, U in shared)
     # the short Icarus regression (seeds 0..2) runs one engine in throughput mode
     assert [make_case(s, 1).config.throughput for s in range(3)] == [0, 1, 0]
+
+
+def test_random_configs_draw_the_icebreakers_options():
+    """Single-port buffers and the one serial requantization unit, the iCEBreaker's
+    form, were never drawn: the one-lane serial path ran only under --config. Seeds 5
+    and 11 draw single-port buffers at one lane, 27 serial requantization at one lane,
+    56 both; the networks (drawn first) are those of every other draw."""
+    drawn = {s: (make_case(s, 1).config.buf_ports, make_case(s, 1).config.serial_requant)
+             for s in range(60)}
+    assert drawn[5] == drawn[11] == (1, 0) and drawn[27] == (2, 1) and drawn[56] == (1, 1)
+    assert [make_case(s, 1).config.lanes for s in (5, 11, 27)] == [1, 1, 1]
+    share = sum(d != (2, 0) for d in drawn.values()) / len(drawn)
+    assert 0.1 <= share <= 0.35, share
+
+
+def test_regression_in_the_icebreakers_form(tmp_path):
+    """Seeds 27 (one lane, serial requantization) and 56 (single-port buffers and serial
+    requantization at four lanes): outputs exact and cycles the model's, on Icarus."""
+    _need("icarus")
+    rep = regress([27, 56], "icarus", vectors=6, out_dir=tmp_path)
+    assert rep.failed == 0, [(r.seed, r.reason) for r in rep.results if not r.passed]
 
 
 def test_random_config_is_at_least_the_smallest():
