@@ -35,7 +35,8 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from ttforge.atomic import JOB_MARKER, atomic_write_text, cache_lock, check_writable, job_dir, read_marker
+from ttforge.atomic import (JOB_MARKER, _rmdirs, atomic_write_text, cache_lock, check_writable, job_dir,
+                            read_marker)
 from ttforge.errors import ConfigError, OutputError, show, show_path
 from ttforge.errors import SimError, SimulatorMissing  # noqa: F401 - defined in ttforge.errors
 from ttforge.errors import ToolchainMissing
@@ -145,17 +146,26 @@ def build_root_dir(build_root: str | os.PathLike | None = None, *, native: bool 
         root, source = default().expanduser(), f"${env}" if os.environ.get(env) else "the build cache"
     if root.exists() and not root.is_dir():
         raise ConfigError(f"{source} {root} is not a directory; give a directory for the simulators' builds")
+    made, d = [], root    # what this call creates, deepest first: taken back if refused
+    while not os.path.lexists(d) and d != d.parent:
+        made.append(d)
+        d = d.parent
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
+        _rmdirs(made)
         raise ConfigError(f"{source} {root} cannot be created ({e.strerror or e}); give a writable "
                           f"directory for the simulators' builds") from None
-    # a read-only cache failed every case later as an RTL error (exit 1, reproducers)
-    check_writable(root, source, inside=True)
-    if make is None:
-        make = native or sim == "verilator"
-    if make or sim == "icarus":   # before any work, not after the first case's Verilog
-        make_build_dir(root, source, sim="verilator" if make else "icarus")
+    try:
+        # a read-only cache failed every case later as an RTL error (exit 1, reproducers)
+        check_writable(root, source, inside=True)
+        if make is None:
+            make = native or sim == "verilator"
+        if make or sim == "icarus":   # before any work, not after the first case's Verilog
+            make_build_dir(root, source, sim="verilator" if make else "icarus")
+    except BaseException:
+        _rmdirs(made)   # a refused run leaves no new, empty cache directory behind
+        raise
     return root
 
 

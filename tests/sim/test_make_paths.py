@@ -218,4 +218,4 @@ def test_a_newline_in_the_icarus_cache_and_the_temporary_directory_is_one_line_b
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "$TTFORGE_SIM_CACHE '" in err[0] and "iverilog cannot build in" in err[0], err
     assert not out.exists() or not any(p for p in out.iterdir() if not p.name.startswith("."))
-    assert [p.name for p in (tmp_path / "nl\nc").iterdir()] == []
+    assert not (tmp_path / "nl\nc").exists()   # the refused run made it: it takes it back
