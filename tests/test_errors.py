@@ -55,3 +55,18 @@ def test_show_path_leaves_a_plain_path_as_is():
     from ttforge.errors import show_path
 
     assert show_path("run/é.onnx") == "run/é.onnx"
+
+
+def test_every_control_and_format_character_is_escaped():
+    """The escaped ranges stopped at U+FFFF (a tag character, U+E0041, or a musical
+    format control, U+1D173, reached the terminal inside a quoted path) and left the
+    Arabic prepended concatenation marks: every Unicode control (Cc) and format
+    character (Cf) is escaped, and show_path quotes a name holding one."""
+    import unicodedata
+
+    from ttforge.errors import show_path
+
+    left = [hex(c) for c in range(0x110000)
+            if unicodedata.category(chr(c)) in ("Cc", "Cf") and printable(chr(c)) == chr(c)]
+    assert left == []
+    assert show_path("a\U000e0041b") == repr("a\U000e0041b") and show_path("a\U000e0041b").isascii()

@@ -210,7 +210,13 @@ class NotBitExactError(AssertionError):
 # byte 0x9b, C1's CSI)
 _UNPRINTABLE_RANGES = ((0x00, 0x1F), (0x7F, 0x9F), (0xAD, 0xAD), (0x61C, 0x61C), (0x180E, 0x180E),
                        (0x200B, 0x200F), (0x2028, 0x202E), (0x2060, 0x206F), (0xD800, 0xDFFF),
-                       (0xFEFF, 0xFEFF), (0xFFF9, 0xFFFB))
+                       (0xFEFF, 0xFEFF), (0xFFF9, 0xFFFB),
+                       # the prepended concatenation marks (Cf, drawn over what follows)
+                       (0x600, 0x605), (0x6DD, 0x6DD), (0x70F, 0x70F), (0x890, 0x891), (0x8E2, 0x8E2),
+                       # the invisible format characters above U+FFFF (Unicode category
+                       # Cf: Kaithi, Egyptian, shorthand, musical format controls, tags)
+                       (0x110BD, 0x110BD), (0x110CD, 0x110CD), (0x13430, 0x1343F),
+                       (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A), (0xE0001, 0xE0001), (0xE0020, 0xE007F))
 # as a translation table (one pass in C), each as repr writes it; built from the ranges,
 # not by testing all 65,536 code points (8.7 ms on every import)
 _ESCAPES = {c: repr(chr(c))[1:-1] for lo, hi in _UNPRINTABLE_RANGES for c in range(lo, hi + 1)}
