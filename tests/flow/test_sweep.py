@@ -318,3 +318,14 @@ def test_ctrl_c_of_a_sweep_on_a_local_cluster_leaves_no_stage_temporaries(tmp_pa
     assert sorted(p.name for p in points.iterdir()) == sorted(p.key for p in cfg.points())
     assert [p for p in points.rglob("*") if p.name.startswith(".")] == []
     assert json.loads((out / "sweep.json").read_text())["rows"] == []
+
+
+def test_a_point_whose_task_returns_no_row_is_a_failed_point(tmp_path, monkeypatch):
+    """A task that came back with ``None`` (seen once in CI as a local cluster was
+    interrupted) ended the whole sweep with a TypeError (an internal error): the point
+    is failed, with a reason, and the sweep goes on."""
+    cfg = load_sweep(_write(tmp_path, "ranks = [2, 3]"))
+    monkeypatch.setattr(sweep_mod, "point_task", lambda args: None)
+    res = run_sweep(cfg, tmp_path / "out")
+    assert [r["status"] for r in res.rows] == ["failed", "failed"]
+    assert all("returned no result (NoneType)" in r["reason"] for r in res.rows)
