@@ -302,9 +302,10 @@ def test_ctrl_c_of_a_sweep_on_a_local_cluster_leaves_no_stage_temporaries(tmp_pa
     monkeypatch.setattr(sweep_mod, "point_task", stuck)
 
     # Ctrl-C while the sweep waits for its tasks, once both points are being written. Not
-    # a real SIGINT sent from a thread: in CI (a fresh clone, two test workers) it was
-    # lost twice (run_sweep returned once the tasks had slept their 600 s out; not seen
-    # when run here, alone or with -n 2). The wait's poll sleep raises it instead.
+    # a real SIGINT: CI runs the tests as a background job, whose processes inherit
+    # SIGINT ignored (POSIX, a non-interactive shell's `&`; see test_process.py), so it
+    # was lost there twice and run_sweep returned once the tasks had slept their 600 s
+    # out. The wait's poll sleep raises it instead.
     from ttforge.sim import cluster as cluster_mod
 
     class _CtrlC:
