@@ -639,8 +639,8 @@ def _run_sweep(cfg: SweepConfig, out: Path, *, jobs: int | None, cluster: str | 
         if isinstance(outcome, BaseException):
             row.update(status="failed", reason=one_line(f"{type(outcome).__name__}: {outcome}"))
         elif not isinstance(outcome, dict):
-            # a task that came back with no row (seen once, in CI, as the local cluster was
-            # interrupted) failed its point; it ended the whole sweep with a TypeError
+            # a task that came back with no row (a test's stand-in task did, in CI) failed
+            # its point; it ended the whole sweep with a TypeError, an internal error
             row.update(status="failed", reason=f"the point's task returned no result "
                                                f"({type(outcome).__name__}); run the sweep again")
         else:
