@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from ttforge.atomic import (_rmdirs, atomic_write_bytes, atomic_write_text, check_owned_dir, check_writable,
+from ttforge.atomic import (_rmdirs, missing_dirs, atomic_write_bytes, atomic_write_text, check_owned_dir, check_writable,
                             commit_dir, make_output_dir, output_lock, read_marker, staging_dir)
 from ttforge.errors import ConfigError, OutputError, TTForgeError, one_line, show
 
@@ -593,7 +593,7 @@ def run_sweep(cfg: SweepConfig, out_dir: str | os.PathLike, *, jobs: int | None 
     ``ttforge regress`` does; the finished points are in ``sweep.json`` then. One sweep
     at a time into ``out_dir`` (:func:`ttforge.atomic.output_lock`, as ``flow --out``)."""
     p = Path(out_dir).expanduser()
-    made = [d for d in (p, *p.parents) if not os.path.lexists(d)]
+    made = missing_dirs(p)
     out = make_output_dir(p, "--out")
     try:
         with output_lock(out, "--out"):

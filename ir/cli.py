@@ -453,7 +453,7 @@ def _meta_epoch(v: object) -> bool:
 
 
 def _train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable | None) -> int:
-    from ttforge.atomic import _rmdirs, atomic_path, atomic_write_text, check_output_dir, check_writable
+    from ttforge.atomic import _rmdirs, atomic_path, missing_dirs, atomic_write_text, check_output_dir, check_writable
     from ttforge.ir.artifact import load_artifact, save_artifact
     from ttforge.ir.train_state import load_state, meta_epochs, meta_int, meta_list, save_state
 
@@ -607,7 +607,7 @@ def _train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable
         without its state, which a rerun would have refused without --overwrite."""
         history.append(row)
         first = not (out / TRAIN_INT_FILES[0]).exists()
-        made = [d for d in (out, *out.parents) if not os.path.lexists(d)]
+        made = missing_dirs(out)
         landed: dict[Path, tuple[int, int]] = {}
         try:
             _save_files(st, landed)

@@ -36,7 +36,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from ttforge.atomic import (JOB_MARKER, _rmdirs, atomic_write_text, cache_lock, check_writable, job_dir,
-                            read_marker)
+                            missing_dirs, read_marker)
 from ttforge.errors import ConfigError, OutputError, show, show_path
 from ttforge.errors import SimError, SimulatorMissing  # noqa: F401 - defined in ttforge.errors
 from ttforge.errors import ToolchainMissing
@@ -146,10 +146,7 @@ def build_root_dir(build_root: str | os.PathLike | None = None, *, native: bool 
         root, source = default().expanduser(), f"${env}" if os.environ.get(env) else "the build cache"
     if root.exists() and not root.is_dir():
         raise ConfigError(f"{source} {root} is not a directory; give a directory for the simulators' builds")
-    made, d = [], root    # what this call creates, deepest first: taken back if refused
-    while not os.path.lexists(d) and d != d.parent:
-        made.append(d)
-        d = d.parent
+    made = missing_dirs(root)   # what this call creates: taken back if refused
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -498,14 +498,21 @@ def _check_ancestors(p: Path, flag: str) -> None:
             return
 
 
+def missing_dirs(path: str | os.PathLike) -> list[Path]:
+    """The directories creating ``path`` (and its parents) would make, deepest first:
+    what :func:`_rmdirs` takes back when the work that made them fails."""
+    made, d = [], Path(path)
+    while not os.path.lexists(d) and d != d.parent:
+        made.append(d)
+        d = d.parent
+    return made
+
+
 def _mkdir(parent: Path, path: Path) -> list[Path]:
     """Create ``parent`` (for the output ``path``); returns the directories it made,
     deepest first (:func:`_rmdirs` takes them back when the write fails)."""
     _check_ancestors(path, "")
-    made, d = [], parent
-    while not os.path.lexists(d) and d != d.parent:
-        made.append(d)
-        d = d.parent
+    made = missing_dirs(parent)
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
