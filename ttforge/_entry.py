@@ -1,15 +1,67 @@
 """The ``ttforge`` console script: :func:`ttforge.cli.main`, with an interrupt during its
 imports (the first tenth of a second of every command) reported as one line, not a
 traceback; ``ttforge/__init__.py`` imports nothing, so only Python's own start-up
-(about 10 ms) comes before this module."""
+(about 10 ms) comes before this module. Before anything else, the standard streams
+that were closed are opened on ``/dev/null`` (:func:`open_standard_streams`)."""
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from typing import Callable
 
-__all__ = ["main", "run_to_shutdown"]
+__all__ = ["main", "run_to_shutdown", "open_standard_streams", "closed_at_start"]
+
+#: The standard file descriptors (0, 1, 2) that were closed when ttforge started, as
+#: :func:`open_standard_streams` found them.
+_CLOSED: frozenset[int] = frozenset()
+
+
+def open_standard_streams() -> frozenset[int]:
+    """Open ``/dev/null`` on each of the file descriptors 0, 1 and 2 that is closed, and
+    return those.
+
+    A closed descriptor is the lowest free one, so the next file opened gets it: with
+    stdout closed (``ttforge train ... >&-``, a daemon's closed stdio) a file ttforge
+    writes would receive anything written to fd 1 itself (by C code, by a child given
+    the descriptor). Python leaves ``sys.stdout`` ``None`` then, where
+    ``sys.stdout.write`` ended ``quantize`` in exit 70 after its artifact was written;
+    it becomes a stream on ``/dev/null``, so the messages are dropped. Both entries call this first: the
+    console script (:func:`main`) and ``python -m ttforge.cli``.
+    """
+    global _CLOSED
+    closed = set()
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+            continue
+        except OSError:
+            pass
+        try:
+            new = os.open(os.devnull, os.O_RDONLY if fd == 0 else os.O_WRONLY)
+        except OSError:   # no /dev/null (a bare chroot): nothing safer to put there
+            continue
+        if new != fd:
+            os.dup2(new, fd)   # inheritable: a child process gets /dev/null too
+            os.close(new)
+        else:
+            os.set_inheritable(fd, True)
+        closed.add(fd)
+        if getattr(sys, name) is None:
+            # backslashreplace: nothing printed to /dev/null can fail to encode
+            stream = open(fd, "r" if fd == 0 else "w", encoding="utf-8", errors="backslashreplace",
+                          closefd=False)
+            setattr(sys, name, stream)
+            setattr(sys, f"__{name}__", stream)
+    _CLOSED = frozenset(closed)
+    return _CLOSED
+
+
+def closed_at_start() -> frozenset[int]:
+    """The standard descriptors :func:`open_standard_streams` found closed (none if it
+    has not run: ttforge called in-process)."""
+    return _CLOSED
 
 
 def run_to_shutdown(command: Callable[[], int]) -> int:
@@ -27,6 +79,7 @@ def run_to_shutdown(command: Callable[[], int]) -> int:
 def main() -> int:
     """Import and run :func:`ttforge.cli.main`; Ctrl-C outside a command's own boundary
     (:func:`ttforge.boundary.run_command`, which names the command): exit 130."""
+    open_standard_streams()
     try:
         from ttforge.cli import main as cli_main
 

@@ -84,6 +84,19 @@ NEEDS_TRAIN_EXTRA = ("train", "decompose", "export-onnx", "quantize", "diverge",
                      "train-int", "sweep", "train-board")
 
 
+#: Subcommands whose whole product is what they print, given these arguments: with
+#: standard output closed (``ttforge inspect A >&-``) they refuse in one line, exit 2, as
+#: GNU tools do, where they did the work and exited 0 with nothing to show. The others
+#: write files (or drive a board) and run with their messages dropped.
+PRINTS_ONLY: dict[str, Callable[[argparse.Namespace], bool]] = {
+    "schedule": lambda a: True,
+    "inspect": lambda a: True,
+    "diverge": lambda a: True,
+    "report": lambda a: a.out is None and a.json in (None, "-"),
+    "run": lambda a: a.out is None,
+}
+
+
 def train_board_cli_spec():
     """``ttforge train-board`` (:mod:`ttforge.firmware.train_cli`) with ``train-int``'s data
     sets (:func:`ttforge.model.train_int.load_numpy`): firmware never imports the model
@@ -158,11 +171,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    run = args._run
+    if args.command in PRINTS_ONLY and PRINTS_ONLY[args.command](args):
+        from ttforge._entry import closed_at_start
+
+        if 1 in closed_at_start():
+            run = _stdout_closed
     # one error line and a documented exit status whatever happens (ttforge.boundary)
-    return run_command(args.command, args._run, args, _missing_extra)
+    return run_command(args.command, run, args, _missing_extra)
+
+
+def _stdout_closed(args: argparse.Namespace) -> int:
+    from ttforge.errors import OutputError
+
+    raise OutputError("standard output is closed, and it is where this command's result goes; "
+                      "redirect it to a file or /dev/null")
 
 
 if __name__ == "__main__":
-    from ttforge._entry import run_to_shutdown
+    from ttforge._entry import open_standard_streams, run_to_shutdown
 
+    open_standard_streams()
     sys.exit(run_to_shutdown(main))

@@ -1,0 +1,144 @@
+"""The CLI with its standard streams closed (docs/hardening.md, "Outputs"): closed
+descriptors are opened on /dev/null at start-up (``ttforge._entry``), a command whose
+whole product is what it prints refuses a closed stdout (exit 2). Each case runs the
+real CLI in a process whose stream is closed by the shell (``>&-``):
+``subprocess.DEVNULL`` is an open stream."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from argparse import Namespace
+from pathlib import Path
+
+import pytest
+
+_ROOT = Path(__file__).resolve().parents[2]
+_SCHEDULE = ["schedule", "--in-modes", "4,4", "--out-modes", "4,4", "--ranks", "2"]
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_ROOT), env.get("PYTHONPATH")]))
+    env.pop("TTFORGE_DEBUG", None)
+    return env
+
+
+def _cli(argv: list, redirect: str = "", cwd=None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``python -m ttforge.cli ARGV`` with the shell's ``redirect`` applied (``>&-``,
+    ``2>/dev/full``, ...); the streams left open are captured."""
+    return subprocess.run(["sh", "-c", f'exec "$@" {redirect}', "sh", sys.executable, "-m", "ttforge.cli",
+                           *map(str, argv)], capture_output=True, text=True, env=_env(), cwd=cwd,
+                          timeout=timeout)
+
+
+# the console script's entry, with a look at fds 0-2 once the command has ended
+_PROBE = """
+import atexit, os, sys
+report, sys.argv = sys.argv[1], ['ttforge'] + sys.argv[2:]
+def probe():
+    null = os.stat(os.devnull)
+    seen = []
+    for fd in (0, 1, 2):
+        try:
+            st = os.fstat(fd)
+            seen.append('null' if (st.st_dev, st.st_ino) == (null.st_dev, null.st_ino) else 'open')
+        except OSError:
+            seen.append('closed')
+    with open(report, 'w') as f:
+        f.write(','.join(seen))
+atexit.register(probe)
+from ttforge._entry import main
+sys.exit(main())
+"""
+
+
+@pytest.fixture(scope="module")
+def quantized(valid, tmp_path_factory) -> bytes:
+    """The bytes of ``quantize CKPT`` with every stream open (in this process)."""
+    from ttforge.cli import main
+
+    out = tmp_path_factory.mktemp("quantized") / "ref.ttfa"
+    assert main(["quantize", str(valid["checkpoint"]), "-o", str(out), "--quiet", "--calib-samples", "64"]) == 0
+    return out.read_bytes()
+
+
+def _files(d: Path) -> dict:
+    return {p.relative_to(d).as_posix(): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("redirect", ["<&-", ">&-", "2>&-", "<&- >&- 2>&-"])
+def test_closed_standard_streams_are_dev_null_from_start_up(valid, tmp_path, redirect):
+    """The console script with fd 0, 1 or 2 closed (``generate A -o DIR``, a command
+    that writes files): the start-up guard opens /dev/null there, so no file ttforge
+    opens can take a standard descriptor and receive what is written to it (they were
+    still closed when the command ended); the command exits 0 with the files of a run
+    with every stream open."""
+    closed = [int(r[0]) if r[0].isdigit() else {"<": 0, ">": 1}[r[0]] for r in redirect.split()]
+    out, report = tmp_path / "rtl", tmp_path / "fds.txt"
+    p = subprocess.run(["sh", "-c", f'exec "$@" {redirect}', "sh", sys.executable, "-c", _PROBE, str(report),
+                        "generate", str(valid["artifact"]), "--no-verilog", "-o", str(out)],
+                       capture_output=True, text=True, env=_env(), timeout=60)
+    assert p.returncode == 0, p.stderr
+    seen = report.read_text().split(",")
+    assert all(seen[fd] == "null" for fd in closed), seen
+    ref = tmp_path / "ref"
+    assert _cli(["generate", valid["artifact"], "--no-verilog", "-o", ref], timeout=60).returncode == 0
+    assert _files(out) == _files(ref)
+
+
+def test_a_command_that_writes_files_runs_with_stdout_closed(valid, quantized, tmp_path):
+    """``quantize CKPT -o OUT >&-`` wrote its artifact, then ``sys.stdout.write`` (Python
+    leaves ``sys.stdout`` None for a closed fd 1) ended it in exit 70; now exit 0, its
+    messages dropped, the artifact that of a run with stdout open."""
+    out = tmp_path / "q.ttfa"
+    p = _cli(["quantize", valid["checkpoint"], "-o", out, "--calib-samples", "64"], ">&-")
+    assert p.returncode == 0 and p.stderr == "", p.stderr
+    assert out.read_bytes() == quantized
+
+
+@pytest.mark.parametrize("argv", [
+    _SCHEDULE,
+    ["inspect", "{artifact}"],
+    ["inspect", "--json", "{artifact}"],
+    ["diverge", "{artifact}", "--input", "{inputs}"],
+    ["report", "{artifact}"],
+    ["run", "--board", "icebreaker", "--sim", "{artifact}", "{inputs}"],
+], ids=lambda a: " ".join(a[:2]))
+def test_a_command_that_only_prints_refuses_a_closed_stdout(valid, argv):
+    """A command whose whole product is its output, with stdout closed: one line on
+    stderr naming standard output and the fix, exit 2, before any work (it did the
+    work and exited 0 with nothing to show, as GNU ``ls >&-`` does not)."""
+    argv = [a.format(**valid) for a in argv]
+    p = _cli(argv, ">&-", timeout=60)
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.count("\n") == 1 and p.stderr.startswith(f"ttforge {argv[0]}: error: standard output is "
+                                                             f"closed"), p.stderr
+    assert "/dev/null" in p.stderr
+
+
+def test_with_stderr_closed_too_the_refusal_is_silent_exit_2(valid):
+    p = _cli(["inspect", valid["artifact"]], ">&- 2>&-", timeout=60)
+    assert p.returncode == 2
+
+
+def test_which_commands_only_print():
+    """``report`` and ``run`` print only without an output file; with one they write it
+    and run with stdout closed."""
+    from ttforge.cli import PRINTS_ONLY
+
+    assert set(PRINTS_ONLY) == {"schedule", "inspect", "diverge", "report", "run"}
+    assert PRINTS_ONLY["report"](Namespace(out=None, json="-"))
+    assert not PRINTS_ONLY["report"](Namespace(out=None, json="r.json"))
+    assert not PRINTS_ONLY["report"](Namespace(out="r.json", json=None))
+    assert PRINTS_ONLY["run"](Namespace(out=None)) and not PRINTS_ONLY["run"](Namespace(out="y.npy"))
+
+
+def test_a_stdout_reader_gone_before_the_first_line_is_141_without_a_word(valid):
+    """``ttforge inspect A | head`` whose reader has gone before anything was printed:
+    exit 141, nothing on stderr (kept as it was)."""
+    p = subprocess.Popen([sys.executable, "-m", "ttforge.cli", "inspect", str(valid["artifact"])],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+    p.stdout.close()
+    err = p.stderr.read()
+    assert p.wait(timeout=60) == 141 and err == b"", err
