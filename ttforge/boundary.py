@@ -10,9 +10,11 @@ status meaning
 0      success
 1      the command ran and its check failed (``regress``, ``diverge``)
 2      a problem the user can fix: :class:`~ttforge.errors.UserError`, a bad command line,
-       a file that does not exist or cannot be read, an input nested too deeply
+       a file that does not exist or cannot be read, an input nested too deeply, stdout
+       closed for a command that only prints (``ttforge.cli.PRINTS_ONLY``)
 3      the machine, a tool or a device failed: :class:`~ttforge.errors.EnvironmentFailure`,
-       a full disk or an I/O error, memory exhausted
+       a full disk or an I/O error, memory exhausted; a stdout that could not be written
+       (said once the command has run to its end and written its files)
 70     a bug in ttforge (any other exception); ``TTFORGE_DEBUG=1`` shows its traceback
 130    interrupted (Ctrl-C); 143: terminated (SIGTERM or SIGHUP)
 141    stdout was closed by its reader (``| head``): the command stops without a word,
@@ -36,8 +38,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ttforge.errors import (EXIT_ENVIRONMENT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_PIPE, EXIT_TERMINATED,
-                            EXIT_USER, ConfigError, TTForgeError, one_line, show_path)
+from ttforge.errors import (EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_PIPE,
+                            EXIT_TERMINATED, EXIT_USER, ConfigError, TTForgeError, one_line, show_path)
 from ttforge.limits import slash_on_file
 
 __all__ = ["run_command", "Terminated", "signals_interrupt", "input_paths", "INPUT_ARGUMENTS",
@@ -153,13 +155,105 @@ def _prefix(command: str) -> str:
 
 
 def _say(command: str, message: str) -> None:
-    print(_prefix(command) + "error: " + one_line(message), file=sys.stderr)
+    _tell(_prefix(command) + "error: " + one_line(message))
+
+
+def _tell(line: str) -> None:
+    """``line`` on stderr, if it can be written: a stderr that fails (``2> /dev/full``)
+    made the error's own report raise, and the command ended in a traceback nobody saw
+    and exit 1 (a failed check, to a script) instead of its status."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        # what failed stays in the stream's buffer: the interpreter's last flush would
+        # fail on it again and end in exit 120
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            fd = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(fd, sys.stderr.fileno())
+            os.close(fd)
+            sys.stderr.flush()
 
 
 def run_command(command: str, run: Callable[[Any], Any], args: Any,
                 missing_extra: Callable[[str, ModuleNotFoundError], str | None] | None = None) -> int:
     """``run(args)`` as the command ``command``: its exit status, or one stderr line and
     the status of what went wrong (the table in this module's docstring)."""
+    watch = _StdoutWatch.install()
+    try:
+        code = _run_command(command, run, args, missing_extra)
+    finally:
+        watch.remove()
+    if watch.failure is not None and code in (EXIT_OK, EXIT_FAILED):
+        _say(command, _stdout_failed(watch.failure))
+        return EXIT_ENVIRONMENT
+    return code
+
+
+def _stdout_failed(e: OSError) -> str:
+    why = e.strerror or str(e) or type(e).__name__
+    return (f"cannot write standard output ({why}): the command ran to its end, but what it printed is "
+            f"incomplete (any file it wrote is complete); free space where standard output goes, or "
+            f"redirect it elsewhere")
+
+
+class _StdoutWatch:
+    """``sys.stdout`` while a command runs: the first write or flush that fails (a full
+    disk, ``> /dev/full``, an I/O error) is recorded in :attr:`failure` and what follows
+    is dropped, so the command runs to its end and writes its files; :func:`run_command`
+    then says standard output failed, exit 3. A progress line that could not be printed
+    ended ``quantize > /dev/full`` before its artifact was written, in a line that did
+    not name standard output. A reader that went away (``| head``, ``BrokenPipeError``)
+    still stops the command, as a SIGPIPE would."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self.failure: OSError | None = None
+
+    @classmethod
+    def install(cls) -> "_StdoutWatch":
+        watch = cls(sys.stdout)
+        if sys.stdout is not None and not isinstance(sys.stdout, _StdoutWatch):
+            sys.stdout = watch
+        return watch
+
+    def remove(self) -> None:
+        if sys.stdout is self:
+            sys.stdout = self._stream
+        if self.failure is not None:
+            # the text that failed stays in the stream's buffer, and the interpreter's
+            # last flush would fail on it again ("Exception ignored", exit 120)
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                if self._stream.fileno() == 1:
+                    _stdout_to_devnull()
+                    self._stream.flush()
+
+    def _guard(self, call: Callable[[], Any], default: Any) -> Any:
+        if self.failure is not None:
+            return default
+        try:
+            return call()
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            self.failure = e
+            return default
+
+    def write(self, text: str) -> int:
+        return self._guard(lambda: self._stream.write(text), len(text))
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        self._guard(self._stream.flush, None)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _run_command(command: str, run: Callable[[Any], Any], args: Any,
+                 missing_extra: Callable[[str, ModuleNotFoundError], str | None] | None) -> int:
     from ttforge.atomic import command_inputs
 
     stdout_was = _fd_identity(1)
@@ -168,7 +262,12 @@ def run_command(command: str, run: Callable[[Any], Any], args: Any,
             with signals_interrupt(), command_inputs(input_paths(args)):
                 check_no_empty_paths(args)
                 check_input_slashes(args)
-                return int(run(args) or 0)
+                code = int(run(args) or 0)
+                # what the command printed is written out here, where a failure is the
+                # command's to report (at the interpreter's exit it was "Exception ignored")
+                if sys.stdout is not None:
+                    sys.stdout.flush()
+                return code
         except BaseException:
             # before the traceback's frames, and any design half-built in them, are freed
             _quiet_unused_elaboratables()
@@ -180,10 +279,10 @@ def run_command(command: str, run: Callable[[Any], Any], args: Any,
             return EXIT_PIPE
         raise
     except Terminated as e:
-        print(f"{_prefix(command)}terminated ({e})", file=sys.stderr)
+        _tell(f"{_prefix(command)}terminated ({e})")
         return EXIT_TERMINATED
     except KeyboardInterrupt:
-        print(f"{_prefix(command)}interrupted", file=sys.stderr)
+        _tell(f"{_prefix(command)}interrupted")
         return EXIT_INTERRUPTED
     except TTForgeError as e:
         _say(command, str(e))
@@ -192,7 +291,7 @@ def run_command(command: str, run: Callable[[Any], Any], args: Any,
         hint = missing_extra(command, e) if missing_extra else None
         if hint is None:
             return _internal(command, e)
-        print(hint, file=sys.stderr)
+        _tell(hint)
         return EXIT_USER
     except OSError as e:
         if isinstance(e, BrokenPipeError) and _stdout_closed(stdout_was):
@@ -256,11 +355,16 @@ def _stdout_closed(was: tuple[int, int] | None) -> bool:
             poll.register(1, select.POLLOUT)
             closed = any(ev & select.POLLERR for _, ev in poll.poll(0))
     if closed:
-        with contextlib.suppress(OSError):
-            fd = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(fd, 1)
-            os.close(fd)
+        _stdout_to_devnull()
     return closed
+
+
+def _stdout_to_devnull() -> None:
+    """File descriptor 1 on ``/dev/null``: what stdout still buffers goes nowhere, quietly."""
+    with contextlib.suppress(OSError):
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, 1)
+        os.close(fd)
 
 
 def _quiet_unused_elaboratables() -> None:

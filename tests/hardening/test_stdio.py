@@ -1,8 +1,9 @@
-"""The CLI with its standard streams closed (docs/hardening.md, "Outputs"): closed
-descriptors are opened on /dev/null at start-up (``ttforge._entry``), a command whose
-whole product is what it prints refuses a closed stdout (exit 2). Each case runs the
-real CLI in a process whose stream is closed by the shell (``>&-``):
-``subprocess.DEVNULL`` is an open stream."""
+"""The CLI with its standard streams closed or failing (docs/hardening.md, "Outputs"):
+closed descriptors are opened on /dev/null at start-up (``ttforge._entry``), a command
+whose whole product is what it prints refuses a closed stdout (exit 2), a stdout that
+fails is named once the command has written its files (exit 3), a stderr that fails
+keeps the command's status. Each case runs the real CLI in a process whose stream is
+closed by the shell (``>&-``): ``subprocess.DEVNULL`` is an open stream."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ import pytest
 
 _ROOT = Path(__file__).resolve().parents[2]
 _SCHEDULE = ["schedule", "--in-modes", "4,4", "--out-modes", "4,4", "--ranks", "2"]
+
+needs_dev_full = pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full")
+
 
 def _env() -> dict:
     env = dict(os.environ)
@@ -132,6 +136,37 @@ def test_which_commands_only_print():
     assert not PRINTS_ONLY["report"](Namespace(out=None, json="r.json"))
     assert not PRINTS_ONLY["report"](Namespace(out="r.json", json=None))
     assert PRINTS_ONLY["run"](Namespace(out=None)) and not PRINTS_ONLY["run"](Namespace(out="y.npy"))
+
+
+@needs_dev_full
+@pytest.mark.parametrize("argv", [["inspect", "{artifact}"], _SCHEDULE + ["--json"]],
+                         ids=["inspect", "schedule --json"])
+def test_a_stdout_that_fails_is_named_exit_3(valid, argv):
+    """``> /dev/full``: one line naming standard output, exit 3 (it said "No space left
+    on device (a problem of the machine, not of the input...)", naming nothing)."""
+    p = _cli([a.format(**valid) for a in argv], ">/dev/full", timeout=60)
+    assert p.returncode == 3, p.stderr
+    assert p.stderr.count("\n") == 1 and "cannot write standard output (No space left on device)" in p.stderr
+
+
+@needs_dev_full
+def test_a_stdout_that_fails_does_not_lose_the_artifact(valid, quantized, tmp_path):
+    """``quantize > /dev/full``: its progress line failed and ended the command before
+    the artifact was written (exit 3, no artifact); now the command runs to its end, the
+    artifact is written whole, and the one line names standard output, exit 3."""
+    out = tmp_path / "q.ttfa"
+    p = _cli(["quantize", valid["checkpoint"], "-o", out, "--calib-samples", "64"], ">/dev/full")
+    assert p.returncode == 3 and p.stderr.count("\n") == 1 and "standard output" in p.stderr, p.stderr
+    assert out.read_bytes() == quantized
+    assert [x.name for x in tmp_path.iterdir()] == ["q.ttfa"]   # no temporary left
+
+
+@needs_dev_full
+def test_a_stderr_that_fails_keeps_the_exit_status(tmp_path):
+    """``2> /dev/full`` and a user's mistake: exit 2 (the error's own line raised, and
+    the command ended in a traceback nobody saw and exit 1, a failed check to a script)."""
+    p = _cli(["inspect", tmp_path / "missing.ttfa"], "2>/dev/full", timeout=60)
+    assert p.returncode == 2 and p.stdout == ""
 
 
 def test_a_stdout_reader_gone_before_the_first_line_is_141_without_a_word(valid):
