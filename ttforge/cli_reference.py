@@ -117,12 +117,15 @@ EXIT_CODES = [
     "integer stages diverge), `run --verify` (the board disagrees with the golden executor) | |",
     "| 2 | a problem the user can fix: a bad argument or configuration value, a damaged or "
     "foreign file, sizes that do not fit, a stated limit exceeded, an output that would destroy "
-    "an input or a file ttforge did not write, a path that does not exist or cannot be read | "
+    "an input or a file ttforge did not write, a path that does not exist or cannot be read; "
+    "standard output closed (`>&-`) for a command whose result is what it prints (`schedule`, "
+    "`inspect`, `diverge`, `report` and `run` without an output file) | "
     "`ttforge.errors.UserError` (`ConfigError`, `ShapeError`, `DataError`, `CheckpointError`, "
     "`ArtifactError`, `OutputError`, `LimitError`, ...); argparse usage errors |",
     "| 3 | the machine, a tool or a device failed: a simulator or the FPGA toolchain not "
     "installed, a synthesis, build or simulation that failed, a board that does not answer, "
-    "a full disk or an I/O error, memory exhausted; the Dask scheduler of `regress --cluster` "
+    "a full disk or an I/O error (of standard output too: the command runs to its end, its "
+    "files are written whole, then one line names standard output), memory exhausted; the Dask scheduler of `regress --cluster` "
     "cannot be reached, has no worker, or went away during the run (the finished cases are "
     "kept in `junit.xml` and `summary.json`) | `ttforge.errors.EnvironmentFailure` "
     "(`SimulatorMissing`, `ToolchainMissing`, `SimError`, `SynthError`, `BuildError`, "
