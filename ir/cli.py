@@ -275,7 +275,8 @@ TRAIN_INT_HELP = ("Train with the all-integer step (docs/arithmetic.md, Training
 
 
 def train_int_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", default="digits", help="'digits' (default) or a directory of MNIST IDX files")
+    p.add_argument("--data", default=None, help="'digits' (default) or a directory of MNIST IDX files "
+                                                "(a resume: the directory the state records)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--from", dest="from_artifact", metavar="ARTIFACT",
                      help="start from a compiled artifact (.ttfa), e.g. from ttforge quantize")
@@ -452,6 +453,29 @@ def _meta_epoch(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 1
 
 
+def _data_spec(data: str) -> str:
+    """``--data`` as a state records it: ``digits``, or the IDX directory as an absolute
+    path (``idx:`` kept), so that a resume from another directory finds it."""
+    if data == "digits":
+        return data
+    prefix = "idx:" if data.startswith("idx:") else ""
+    return prefix + os.path.abspath(data[len(prefix):])
+
+
+def _resumed_data(state: TrainState, resume: str) -> str:
+    """The data of a resume given no ``--data``: the state's ``data_spec``; a state that
+    records none (written before it was recorded) trained on digits unless its ``data``
+    name says otherwise, which is one line (exit 2): the resume took the digits and
+    failed on the feature count, a fix the message did not give."""
+    spec, name = state.meta.get("data_spec"), state.meta.get("data", "digits")
+    if isinstance(spec, str) and spec and "\0" not in spec:
+        return spec
+    if name == "digits":
+        return "digits"
+    raise ConfigError(f"the state {show_path(resume)} was trained on {show(name)} and does not record "
+                      f"where its files are (an older state); give --data DIR, the directory of its IDX files")
+
+
 def _train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable | None) -> int:
     from ttforge.atomic import _rmdirs, atomic_path, missing_dirs, atomic_write_text, check_output_dir, check_writable
     from ttforge.ir.artifact import load_artifact, save_artifact
@@ -503,7 +527,10 @@ def _train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable
     _check_train_int_out(out, args.resume, args.overwrite)
     args.batch = 32 if args.batch is None else args.batch
     args.lr_decay_at = [] if args.lr_decay_at is None else args.lr_decay_at
-    ds_name, x, y, xt, yt = load_data(args.data)
+    data = _resumed_data(state, args.resume) if args.data is None and args.resume else args.data or "digits"
+    ds_name, x, y, xt, yt = load_data(data)
+    if args.resume and args.data is not None:   # the data of the run from here on (as --batch)
+        state = state.replace(meta={**state.meta, "data": ds_name, "data_spec": _data_spec(data)})
     x, xt = np.asarray(x, dtype=np.float64), np.asarray(xt, dtype=np.float64)
     y, yt = np.asarray(y, dtype=np.int64), np.asarray(yt, dtype=np.int64)
     seed = 0 if args.seed is None else args.seed
@@ -529,7 +556,7 @@ def _train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable
                                         labels=np.concatenate([y, yt]),
                                         check=lambda st: check_steps(st, calibrating=True))
         else:
-            shapes = tt_layers(args, x.shape[1], int(max(y.max(), yt.max())) + 1, args.data == "digits")
+            shapes = tt_layers(args, x.shape[1], int(max(y.max(), yt.max())) + 1, data == "digits")
             state = init_state(shapes, _config(args), seed=seed, lr_shift=lr_shift,
                                in_exp=-(_config(args).act_bits - 1))
             check_fits(state, x.shape[1], np.concatenate([y, yt]), "the network")
@@ -543,6 +570,7 @@ def _train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable
         if args.ranks is not None:
             start["ranks_start"] = args.ranks if isinstance(args.ranks, int) else list(args.ranks)
         state = state.replace(meta={**state.meta, "seed": seed, "batch": args.batch, "data": ds_name,
+                                    "data_spec": _data_spec(data),
                                     "lr_decay_at": list(args.lr_decay_at), **start})
         if args.truncate_ranks:
             state = state.replace(meta={**state.meta, "truncate_ranks": _truncations_json(args.truncate_ranks)})

@@ -324,3 +324,54 @@ def test_the_batch_is_checked_once_and_counts_at_most_the_samples(base, tmp_path
     code, _, err = _run(capsys, "-o", str(run), "--epochs", "3", *how, "--batch", "300000")
     assert code == 0, err
     assert len(calls) == 1
+
+
+# A state trained on IDX files resumes on them: the documented MNIST resume (no --data)
+# took the digits and failed on the feature count ('takes 784 inputs but the data has 64')
+@pytest.fixture(scope="module")
+def idx_run(tmp_path_factory):
+    """A run at epoch 1 on a small IDX directory given by a relative path."""
+    from tests.support.data import write_pair
+
+    root = tmp_path_factory.mktemp("idx")
+    (root / "data").mkdir()
+    write_pair(root / "data", "t10k", 300)
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        assert main(["train-int", "--quiet", "--data", "data", "-o", "run", "--epochs", "1", *_NET]) == 0
+    finally:
+        os.chdir(cwd)
+    return root
+
+
+def test_a_resume_without_data_trains_on_the_states_idx_files(idx_run, tmp_path, capsys, monkeypatch):
+    run = _copy(idx_run / "run", tmp_path, "run")
+    assert load_state(run / "state.ttts").meta["data_spec"] == str(idx_run / "data")
+    monkeypatch.chdir(tmp_path)   # elsewhere: the relative path it was given would not do
+    code, _, err = _run(capsys, "--resume", str(run / "state.ttts"), "--epochs", "2", "-o", str(run))
+    assert (code, err) == (0, "")
+    assert _epochs(run) == [1, 2]
+    assert json.loads((run / "metrics.json").read_text())["data"] == "data"
+
+
+def test_an_older_idx_state_without_data_is_one_line_naming_data(idx_run, tmp_path, capsys):
+    state = load_state(idx_run / "run" / "state.ttts")
+    meta = {k: v for k, v in state.meta.items() if k != "data_spec"}
+    old = tmp_path / "old.ttts"
+    save_state(state.replace(meta=meta), old)
+    code, _, err = _run(capsys, "--resume", str(old), "--epochs", "2", "-o", str(tmp_path / "r"))
+    assert code == 2
+    assert re.fullmatch(r"ttforge train-int: error: the state \S+old\.ttts was trained on 'data' and does not "
+                        r"record where its files are \(an older state\); give --data DIR, the directory "
+                        r"of its IDX files\n", err)
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_digits_state_without_data_spec_resumes_on_digits(base, tmp_path, capsys):
+    run = _copy(base, tmp_path, "run")
+    state = load_state(run / "state.ttts")
+    assert state.meta["data_spec"] == "digits"
+    save_state(state.replace(meta={k: v for k, v in state.meta.items() if k != "data_spec"}), run / "state.ttts")
+    code, _, err = _run(capsys, "--resume", str(run / "state.ttts"), "--epochs", "3", "-o", str(run))
+    assert (code, err) == (0, "")
