@@ -14,7 +14,9 @@ status meaning
        closed for a command that only prints (``ttforge.cli.PRINTS_ONLY``)
 3      the machine, a tool or a device failed: :class:`~ttforge.errors.EnvironmentFailure`,
        a full disk or an I/O error, memory exhausted; a stdout that could not be written
-       (said once the command has run to its end and written its files)
+       (said once the command has run to its end and written its files); a stderr that
+       could not be written, for a command that otherwise succeeded (silently: the
+       command runs to its end, and any other status is its own)
 70     a bug in ttforge (any other exception); ``TTFORGE_DEBUG=1`` shows its traceback
 130    interrupted (Ctrl-C); 143: terminated (SIGTERM or SIGHUP)
 141    stdout was closed by its reader (``| head``): the command stops without a word,
@@ -168,9 +170,7 @@ def _tell(line: str) -> None:
         # what failed stays in the stream's buffer: the interpreter's last flush would
         # fail on it again and end in exit 120
         with contextlib.suppress(OSError, ValueError, AttributeError):
-            fd = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(fd, sys.stderr.fileno())
-            os.close(fd)
+            _to_devnull(sys.stderr.fileno())
             sys.stderr.flush()
 
 
@@ -178,13 +178,20 @@ def run_command(command: str, run: Callable[[Any], Any], args: Any,
                 missing_extra: Callable[[str, ModuleNotFoundError], str | None] | None = None) -> int:
     """``run(args)`` as the command ``command``: its exit status, or one stderr line and
     the status of what went wrong (the table in this module's docstring)."""
-    watch = _StdoutWatch.install()
+    out, err = _StdoutWatch.install("stdout"), _StderrWatch.install("stderr")
     try:
         code = _run_command(command, run, args, missing_extra)
     finally:
-        watch.remove()
-    if watch.failure is not None and code in (EXIT_OK, EXIT_FAILED):
-        _say(command, _stdout_failed(watch.failure))
+        err.remove()
+        out.remove()
+    if out.failure is not None and code in (EXIT_OK, EXIT_FAILED):
+        _say(command, _stdout_failed(out.failure))
+        return EXIT_ENVIRONMENT
+    if err.failure is not None and code == EXIT_OK:
+        # as GNU coreutils' close_stdout (which checks stderr too: exit 1) and Python
+        # (exit 120 when its last flush of stderr fails): not all that was said reached
+        # the user. Silent: stderr is where the line would go. Any other status is the
+        # command's own (a failed check stays 1, a user's mistake 2).
         return EXIT_ENVIRONMENT
     return code
 
@@ -196,46 +203,50 @@ def _stdout_failed(e: OSError) -> str:
             f"redirect it elsewhere")
 
 
-class _StdoutWatch:
-    """``sys.stdout`` while a command runs: the first write or flush that fails (a full
-    disk, ``> /dev/full``, an I/O error) is recorded in :attr:`failure` and what follows
-    is dropped, so the command runs to its end and writes its files; :func:`run_command`
-    then says standard output failed, exit 3. A progress line that could not be printed
-    ended ``quantize > /dev/full`` before its artifact was written, in a line that did
-    not name standard output. A reader that went away (``| head``, ``BrokenPipeError``)
-    still stops the command, as a SIGPIPE would."""
+class _StreamWatch:
+    """A standard stream (``sys.stdout`` or ``sys.stderr``) while a command runs: the
+    first write or flush that fails is recorded in :attr:`failure` and what follows is
+    dropped, so the command runs to its end and writes its files."""
 
-    def __init__(self, stream: Any) -> None:
+    def __init__(self, name: str, stream: Any) -> None:
+        self._name = name
         self._stream = stream
         self.failure: OSError | None = None
 
     @classmethod
-    def install(cls) -> "_StdoutWatch":
-        watch = cls(sys.stdout)
-        if sys.stdout is not None and not isinstance(sys.stdout, _StdoutWatch):
-            sys.stdout = watch
+    def install(cls, name: str) -> "_StreamWatch":
+        stream = getattr(sys, name)
+        watch = cls(name, stream)
+        if stream is not None and not isinstance(stream, _StreamWatch):
+            setattr(sys, name, watch)
         return watch
 
     def remove(self) -> None:
-        if sys.stdout is self:
-            sys.stdout = self._stream
+        if getattr(sys, self._name) is self:
+            setattr(sys, self._name, self._stream)
         if self.failure is not None:
-            # the text that failed stays in the stream's buffer, and the interpreter's
-            # last flush would fail on it again ("Exception ignored", exit 120)
-            with contextlib.suppress(OSError, ValueError, AttributeError):
-                if self._stream.fileno() == 1:
-                    _stdout_to_devnull()
-                    self._stream.flush()
+            self._drain()
+
+    def _drain(self) -> None:
+        # the text that failed stays in the stream's buffer, and the interpreter's last
+        # flush would fail on it again ("Exception ignored", exit 120): its descriptor
+        # goes to /dev/null, and the buffer with it
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            fd = self._stream.fileno()
+            if fd in (1, 2):
+                _to_devnull(fd)
+                self._stream.flush()
+
+    def _failed(self, e: OSError) -> None:
+        self.failure = e
 
     def _guard(self, call: Callable[[], Any], default: Any) -> Any:
         if self.failure is not None:
             return default
         try:
             return call()
-        except BrokenPipeError:
-            raise
         except OSError as e:
-            self.failure = e
+            self._failed(e)
             return default
 
     def write(self, text: str) -> int:
@@ -252,6 +263,34 @@ class _StdoutWatch:
         return getattr(self._stream, name)
 
 
+class _StdoutWatch(_StreamWatch):
+    """``sys.stdout``: a write that fails (a full disk, ``> /dev/full``, an I/O error) is
+    said by :func:`run_command` once the command has ended, exit 3. A progress line that
+    could not be printed ended ``quantize > /dev/full`` before its artifact was written,
+    in a line that did not name standard output. A reader that went away (``| head``,
+    ``BrokenPipeError``) still stops the command, as a SIGPIPE would."""
+
+    def _failed(self, e: OSError) -> None:
+        if isinstance(e, BrokenPipeError):
+            raise e
+        self.failure = e
+
+
+class _StderrWatch(_StreamWatch):
+    """``sys.stderr``, where progress goes (rich ``Console(stderr=True)``, tqdm, the
+    per-case lines of ``regress``): a write that fails, a reader that went away
+    (``2> >(head -c 10)``) included, is recorded and stderr goes to ``/dev/null`` at
+    once, so the command runs to its end with its files whole (a progress line that
+    could not be written ended ``regress 2> /dev/full`` before its summary, exit 3 with
+    no word; a broken pipe there was taken for stdout's, exit 141 and stdout dropped).
+    /dev/null at once: what writes to the descriptor without this stream (a logging
+    handler holding the stream, C code, a child process) goes nowhere either."""
+
+    def _failed(self, e: OSError) -> None:
+        self.failure = e
+        self._drain()
+
+
 def _run_command(command: str, run: Callable[[Any], Any], args: Any,
                  missing_extra: Callable[[str, ModuleNotFoundError], str | None] | None) -> int:
     from ttforge.atomic import command_inputs
@@ -265,8 +304,9 @@ def _run_command(command: str, run: Callable[[Any], Any], args: Any,
                 code = int(run(args) or 0)
                 # what the command printed is written out here, where a failure is the
                 # command's to report (at the interpreter's exit it was "Exception ignored")
-                if sys.stdout is not None:
-                    sys.stdout.flush()
+                for stream in (sys.stdout, sys.stderr):
+                    if stream is not None:
+                        stream.flush()
                 return code
         except BaseException:
             # before the traceback's frames, and any design half-built in them, are freed
@@ -355,16 +395,17 @@ def _stdout_closed(was: tuple[int, int] | None) -> bool:
             poll.register(1, select.POLLOUT)
             closed = any(ev & select.POLLERR for _, ev in poll.poll(0))
     if closed:
-        _stdout_to_devnull()
+        _to_devnull(1)
     return closed
 
 
-def _stdout_to_devnull() -> None:
-    """File descriptor 1 on ``/dev/null``: what stdout still buffers goes nowhere, quietly."""
+def _to_devnull(fd: int) -> None:
+    """File descriptor ``fd`` on ``/dev/null``: what its stream still buffers goes
+    nowhere, quietly."""
     with contextlib.suppress(OSError):
-        fd = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(fd, 1)
-        os.close(fd)
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, fd)
+        os.close(null)
 
 
 def _quiet_unused_elaboratables() -> None:

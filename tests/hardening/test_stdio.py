@@ -2,11 +2,13 @@
 closed descriptors are opened on /dev/null at start-up (``ttforge._entry``), a command
 whose whole product is what it prints refuses a closed stdout (exit 2), a stdout that
 fails is named once the command has written its files (exit 3), a stderr that fails
-keeps the command's status. Each case runs the real CLI in a process whose stream is
+does not stop the command (exit 3 if it otherwise succeeded, else its own status).
+Each case runs the real CLI in a process whose stream is
 closed by the shell (``>&-``): ``subprocess.DEVNULL`` is an open stream."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -167,6 +169,38 @@ def test_a_stderr_that_fails_keeps_the_exit_status(tmp_path):
     the command ended in a traceback nobody saw and exit 1, a failed check to a script)."""
     p = _cli(["inspect", tmp_path / "missing.ttfa"], "2>/dev/full", timeout=60)
     assert p.returncode == 2 and p.stdout == ""
+
+
+@needs_dev_full
+def test_a_stderr_that_fails_does_not_stop_a_long_command(tmp_path):
+    """``regress 2> /dev/full``: its per-case progress line on stderr failed and ended
+    the run there (exit 3, no word, no junit.xml or summary.json, no table on stdout);
+    now the run goes to its end with its files and its table, exit 3 (a command that
+    otherwise succeeded, as GNU coreutils and Python say a failed stderr)."""
+    from tests.support.sims import _available
+
+    if _available("icarus"):
+        pytest.skip(_available("icarus"))
+    out = tmp_path / "rg"
+    p = _cli(["regress", "--seeds", "1", "--vectors", "4", "--out", out], "2>/dev/full", timeout=60)
+    assert p.returncode == 3, p.returncode
+    assert json.loads((out / "summary.json").read_text())["passed"] == 1
+    assert (out / "junit.xml").is_file() and "1/1 passed" in p.stdout
+
+
+def test_a_stderr_reader_gone_does_not_stop_the_command_or_take_stdout(tmp_path):
+    """``train-int`` whose stderr is a pipe whose reader has gone (``2> >(head -c 0)``):
+    rich took the broken pipe for stdout's, pointed stdout at /dev/null and ended in
+    exit 141 with the summary table lost; now the command ends with its files and its
+    table, exit 3, and no "Exception ignored" at exit (which ends in 120)."""
+    out = tmp_path / "ti"
+    p = subprocess.Popen([sys.executable, "-m", "ttforge.cli", "train-int", "--epochs", "1", "-o", str(out)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+    p.stderr.close()
+    text = p.stdout.read().decode()
+    assert p.wait(timeout=60) == 3
+    assert "ttforge train-int: digits" in text and "wrote" in text, text
+    assert sorted(x.name for x in out.iterdir()) == ["curves.png", "metrics.json", "model.ttfa", "state.ttts"]
 
 
 def test_a_stdout_reader_gone_before_the_first_line_is_141_without_a_word(valid):
