@@ -185,6 +185,10 @@ def run_command(command: str, run: Callable[[Any], Any], args: Any,
         err.remove()
         out.remove()
     if out.failure is not None and code in (EXIT_OK, EXIT_FAILED):
+        if isinstance(out.failure, BrokenPipeError):
+            # the reader went away and the command went on (argparse drops the error
+            # of ``--help | head``'s write): 141, as a SIGPIPE would have ended it
+            return EXIT_PIPE
         _say(command, _stdout_failed(out.failure))
         return EXIT_ENVIRONMENT
     if err.failure is not None and code == EXIT_OK:
@@ -268,12 +272,13 @@ class _StdoutWatch(_StreamWatch):
     said by :func:`run_command` once the command has ended, exit 3. A progress line that
     could not be printed ended ``quantize > /dev/full`` before its artifact was written,
     in a line that did not name standard output. A reader that went away (``| head``,
-    ``BrokenPipeError``) still stops the command, as a SIGPIPE would."""
+    ``BrokenPipeError``) still stops the command, as a SIGPIPE would (exit 141, also
+    when the error was caught on its way)."""
 
     def _failed(self, e: OSError) -> None:
+        self.failure = e
         if isinstance(e, BrokenPipeError):
             raise e
-        self.failure = e
 
 
 class _StderrWatch(_StreamWatch):

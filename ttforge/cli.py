@@ -159,12 +159,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = argv[0] if argv and argv[0] in SUBCOMMANDS else ""
     from ttforge.boundary import run_command
 
-    parsers: list = []
-    code = run_command(command, lambda _: parsers.append(build_parser(only=command)), None, _missing_extra)
-    if not parsers:   # importing the subcommand failed or was interrupted: one line said why
-        return code
-    parser = parsers[0]
-    args, extra = parser.parse_known_args(argv)
+    parsed: list = []
+    code = run_command(command, lambda _: _parse(command, argv, parsed), None, _missing_extra)
+    if not parsed:
+        if code == 0:   # --help or --version printed: argparse's SystemExit(0), for callers in-process
+            raise SystemExit(0)
+        return code   # the import of the subcommand failed, or its stdout: one line said why
+    parser, args, extra = parsed
     if extra:   # named by the command's parser (the top one said "ttforge: error:")
         sub = _subparser(parser, command) if command else parser
         sub.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -181,7 +182,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_command(args.command, run, args, _missing_extra)
 
 
-def _stdout_closed(args: argparse.Namespace) -> int:
+def _parse(command: str, argv: list[str], parsed: list) -> int:
+    """Build the parser (importing only ``command``'s module) and parse ``argv`` into
+    ``parsed`` (parser, namespace, unknown arguments), in :func:`run_command` like a
+    command: ``--help`` and ``--version``, whose whole product is what they print, end
+    here, 0, their stdout checked as the other commands' is (a closed one is one line,
+    exit 2; one that fails, exit 3; a reader gone, 141), where argparse dropped the
+    error and exited 0."""
+    parser = build_parser(only=command)
+    try:
+        parsed.extend((parser, *parser.parse_known_args(argv)))
+    except SystemExit as e:
+        if e.code not in (0, None):   # a bad command line: argparse said so, exit 2
+            raise
+        from ttforge._entry import closed_at_start
+
+        if 1 in closed_at_start():
+            _stdout_closed(None)
+    return 0
+
+
+def _stdout_closed(args: argparse.Namespace | None) -> int:
     from ttforge.errors import OutputError
 
     raise OutputError("standard output is closed, and it is where this command's result goes; "

@@ -2,8 +2,8 @@
 closed descriptors are opened on /dev/null at start-up (``ttforge._entry``), a command
 whose whole product is what it prints refuses a closed stdout (exit 2), a stdout that
 fails is named once the command has written its files (exit 3), a stderr that fails
-does not stop the command (exit 3 if it otherwise succeeded, else its own status).
-Each case runs the real CLI in a process whose stream is
+does not stop the command (exit 3 if it otherwise succeeded, else its own status);
+``--help`` and ``--version`` are commands that only print. Each case runs the real CLI in a process whose stream is
 closed by the shell (``>&-``): ``subprocess.DEVNULL`` is an open stream."""
 
 from __future__ import annotations
@@ -201,6 +201,28 @@ def test_a_stderr_reader_gone_does_not_stop_the_command_or_take_stdout(tmp_path)
     assert p.wait(timeout=60) == 3
     assert "ttforge train-int: digits" in text and "wrote" in text, text
     assert sorted(x.name for x in out.iterdir()) == ["curves.png", "metrics.json", "model.ttfa", "state.ttts"]
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["inspect", "--help"]], ids=" ".join)
+def test_help_and_version_check_their_stdout(argv):
+    """``--help`` and ``--version`` print only, and argparse dropped their write's
+    error: exit 0 with stdout closed or failing. Now as the other commands that only
+    print: closed, one line naming standard output, exit 2; failing, exit 3; a reader
+    gone, 141 without a word."""
+    prefix = f"ttforge {argv[0]}: " if len(argv) > 1 else "ttforge: "
+    p = _cli(argv, ">&-", timeout=60)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
+    assert p.stderr.startswith(prefix + "error: standard output is closed"), p.stderr
+    if os.path.exists("/dev/full"):
+        p = _cli(argv, ">/dev/full", timeout=60)
+        assert p.returncode == 3 and p.stderr.count("\n") == 1, p.stderr
+        assert "cannot write standard output (No space left on device)" in p.stderr
+    p = subprocess.Popen([sys.executable, "-m", "ttforge.cli", *argv], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env=_env())
+    p.stdout.close()
+    err = p.stderr.read()
+    assert p.wait(timeout=60) == 141 and err == b"", err
+    assert _cli(argv, ">/dev/null", timeout=60).returncode == 0
 
 
 def test_a_stdout_reader_gone_before_the_first_line_is_141_without_a_word(valid):
