@@ -68,7 +68,7 @@ def test_train_command_without_torch_is_one_line():
         from ttforge.cli import main
         sys.exit(main(["train", "--help"]))
     """)
-    assert r.returncode == 2, r.stderr
+    assert r.returncode == 3, r.stderr
     assert r.stderr.strip().count("\\n") == 0 and "pip install 'ttforge[train]'" in r.stderr
 
 

@@ -337,7 +337,9 @@ def _run_command(command: str, run: Callable[[Any], Any], args: Any,
         if hint is None:
             return _internal(command, e)
         _tell(hint)
-        return EXIT_USER
+        # not installed, as a simulator or the FPGA toolchain missing (ToolchainMissing):
+        # the environment's, exit 3 (it was 2, against the documented table)
+        return EXIT_ENVIRONMENT
     except OSError as e:
         if isinstance(e, BrokenPipeError) and _stdout_closed(stdout_was):
             return EXIT_PIPE
