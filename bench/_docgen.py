@@ -930,8 +930,10 @@ def block_native() -> str:
 def block_flow() -> str:
     d = load("flow")
     m = d["measurement"]
+    # a stage the config does not run (device-train without [device_train]) has no time
     rows = [[k, f"{v['seconds']:.1f} s ({v['status']})", v.get("figure", ""),
              f"{m['again']['stages'][k]['status']}, {1000 * m['again']['stages'][k]['seconds']:.0f} ms"]
+            if v["seconds"] is not None else [k, v["status"], v.get("figure", ""), m["again"]["stages"][k]["status"]]
             for k, v in m["cold"]["stages"].items()]
     rows.append(["**whole command**", f"**{m['cold']['wall_s']:.1f} s**", "", f"**{m['again']['wall_s']:.1f} s**"])
     return table(["stage", "cold run", "key figure", "second run"], rows) + f"\n\nFrom {source('flow')}."
