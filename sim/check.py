@@ -169,16 +169,30 @@ def locate_divergence(sim_build, program, x: np.ndarray, *, workdir=None) -> dic
             "output phase: stream packing or the final read)"}
 
 
-def _first_output_diff(got: np.ndarray, want: np.ndarray) -> dict | None:
+def _first_output_diff(got: np.ndarray, want: np.ndarray) -> dict:
+    """The first place where the RTL's outputs ``got`` differ from ``want`` (their shapes
+    differ or some element does): ``vector``, ``element``, ``expected``, ``got`` (the last
+    three ``None`` for a vector missing or extra, and ``vector`` too for another output
+    width) and ``detail``, the sentence a failed case states; ``mismatched``: the
+    vectors that differ, missing and extra ones included."""
+    if got.ndim != 2 or got.shape[1:] != want.shape[1:]:
+        return {"vector": None, "element": None, "expected": None, "got": None, "mismatched": len(want),
+                "detail": f"the RTL returned outputs of shape {got.shape}; {want.shape} were due"}
     n = min(len(got), len(want))
-    for v in range(len(want)):
-        if v >= n:
-            return {"vector": v, "element": None, "expected": None, "got": None}
-        bad = np.flatnonzero(got[v] != want[v])
-        if bad.size:
-            e = int(bad[0])
-            return {"vector": v, "element": e, "expected": int(want[v, e]), "got": int(got[v, e])}
-    return None
+    differ = np.any(got[:n] != want[:n], axis=1)
+    mismatched = int(np.count_nonzero(differ)) + abs(len(got) - len(want))
+    bad = np.flatnonzero(differ)
+    if bad.size:
+        v = int(bad[0])
+        e = int(np.flatnonzero(got[v] != want[v])[0])
+        return {"vector": v, "element": e, "expected": int(want[v, e]), "got": int(got[v, e]),
+                "mismatched": mismatched,
+                "detail": f"first: vector {v}, output element {e}: expected {int(want[v, e])}, got {int(got[v, e])}"}
+    # the first n agree: a vector missing (one no output came for) or extra
+    what = (f"no output for vector {n} and after" if len(got) < len(want) else
+            f"{len(got) - len(want)} output vector(s) more than the {len(want)} sent")
+    return {"vector": n if len(got) < len(want) else None, "element": None, "expected": None, "got": None,
+            "mismatched": mismatched, "detail": f"the RTL returned {len(got)} of {len(want)} vectors: {what}"}
 
 
 @contextlib.contextmanager
@@ -242,18 +256,17 @@ def run_case(case: RegressCase, sim: str, *, fault: str | None = None,
             if r.load_errors:
                 problems.append(f"{r.load_errors} load-image writes answered with an error")
         if got.shape != expected.shape or not np.array_equal(got, expected):
-            res.mismatched_vectors = int(len(expected) - min(len(got), len(expected))
-                                         + np.sum(np.any(got[:len(expected)] != expected[:len(got)], axis=1)))
             first = _first_output_diff(got, expected)
-            problems.append(f"{res.mismatched_vectors} of {len(expected)} vectors differ; first: "
-                            f"vector {first['vector']}, output element {first['element']}: "
-                            f"expected {first['expected']}, got {first['got']}")
+            res.mismatched_vectors = first.pop("mismatched")
+            problems.append(f"{res.mismatched_vectors} of {len(expected)} vectors differ; {first['detail']}")
             res.divergence = {"output": first}
             try:
-                # the locator drives truncated programs through the cocotb testbench
-                lb = build(case.config, "verilator", fault=fault, build_root=build_root) \
-                    if sim == NATIVE else b
-                res.divergence["rtl"] = locate_divergence(lb, prog, case.inputs[first["vector"]])
+                # the locator drives truncated programs through the cocotb testbench (of
+                # one vector: none for another output width or an extra vector)
+                if first["vector"] is not None:
+                    lb = build(case.config, "verilator", fault=fault, build_root=build_root) \
+                        if sim == NATIVE else b
+                    res.divergence["rtl"] = locate_divergence(lb, prog, case.inputs[first["vector"]])
             except Exception as e:  # noqa: BLE001 - the verdict stands without the location
                 res.divergence["rtl"] = {"detail": f"could not locate: {e}"}
         else:

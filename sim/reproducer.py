@@ -62,7 +62,7 @@ def _fill_reproducer(d: Path, final: Path, case: RegressCase, sim: str, res: Cas
         np.save(d / "got.npy", got)
     wave = None
     first = (res.divergence or {}).get("output")
-    if waves and first is not None and res.result == "FAIL":
+    if waves and first is not None and first.get("vector") is not None and res.result == "FAIL":
         try:
             from ttforge.sim.runner import build, run_inference
 
