@@ -37,7 +37,7 @@ from torch import nn
 
 from ttforge.errors import ConfigError, ShapeError
 from ttforge.model.layers import TTLinear
-from ttforge.ir.arith import quantize as quantize_real
+from ttforge.ir.arith import BIT_RANGES, quantize as quantize_real
 from ttforge.ir.diverge import DivergenceReport, Mismatch, StepError, first_diff
 from ttforge.ir.executor import IntLayer, IntNetwork, execute_traced
 from ttforge.limits import check_chunk_values, chunk_rows
@@ -417,7 +417,17 @@ def quant_network_for(float_model: nn.Module, inet: IntNetwork) -> QuantNetwork:
         if il.in_bits != il.out_bits:
             raise ShapeError(f"layer {i} of the artifact takes {il.in_bits}-bit inputs but outputs "
                              f"{il.out_bits} bits; the fake-quant network uses one activation width")
-        layers[i] = LayerQuant(il.w_bits, il.out_bits, il.inter_bits, il.acc_bits)
+        widths = {"w_bits": il.w_bits, "act_bits": il.out_bits, "inter_bits": il.inter_bits, "acc_bits": il.acc_bits}
+        for name, v in widths.items():
+            lo, hi = BIT_RANGES[name]
+            if not lo <= v <= hi:
+                # the integer stages take wider formats than the fake-quant model does; the
+                # bare LayerQuant line gave neither the layer nor a way on
+                raise ConfigError(f"layer {i} of the artifact has {name}={v}; the fake-quant stage models "
+                                  f"{lo}..{hi} bits, so it cannot be compared here: check the integer stages "
+                                  f"against the RTL instead "
+                                  f"(ttforge run --board BOARD --sim --verify ARTIFACT INPUTS)")
+        layers[i] = LayerQuant(**widths)
     qnet = quantize_model(model, QuantConfig(layers[0], layers))
     for i, (ql, il) in enumerate(zip(qnet.qlayers, inet.layers)):
         if ql.relu != il.relu:

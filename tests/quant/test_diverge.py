@@ -388,3 +388,24 @@ def test_cli_refuses_a_network_one_sample_of_which_is_above_the_bound(tmp_path, 
     assert main(["diverge", str(path), "--input", str(tmp_path / "never-read.npy")]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "16,777,216 elements" in err and "MAX_CHUNK_VALUES" in err, err
+
+
+@pytest.mark.parametrize("act_bits, inter_bits, acc_bits", [(32, 32, 48), (16, 32, 48)])
+def test_an_artifact_wider_than_the_fake_quant_model_is_named_with_a_way_on(tmp_path, capsys, act_bits,
+                                                                           inter_bits, acc_bits):
+    """32-bit activations or intermediates (the executor and the RTL take them): the line
+    said 'act_bits=32 must be an integer in 2..16', neither the layer nor why nor a fix."""
+    from ttforge.ir.random import random_layer
+
+    rng = np.random.default_rng(1)
+    L = random_layer(rng, [3, 2], [2, 2], [1, 2, 1], (0, 1), w_bits=4, in_bits=act_bits, in_exp=-4,
+                     inter_bits=inter_bits, out_bits=act_bits, bias=False, relu=False, in_features=6,
+                     out_features=4, acc_bits=acc_bits)
+    save_artifact(IntNetwork((L,)), tmp_path / "wide.ttfa")
+    np.save(tmp_path / "x.npy", np.zeros((2, 6)))
+    assert main(["diverge", str(tmp_path / "wide.ttfa"), "--input", str(tmp_path / "x.npy")]) == 2
+    err = capsys.readouterr().err
+    name, v = ("act_bits", act_bits) if act_bits > 16 else ("inter_bits", inter_bits)
+    assert err == (f"ttforge diverge: error: layer 0 of the artifact has {name}={v}; the fake-quant stage "
+                   f"models 2..16 bits, so it cannot be compared here: check the integer stages against the "
+                   f"RTL instead (ttforge run --board BOARD --sim --verify ARTIFACT INPUTS)\n")
