@@ -262,7 +262,8 @@ def _add_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=None,
                    help="seconds to wait for an answer (default 2; 120 with --sim)")
     p.add_argument("-o", "--out", metavar="PATH",
-                   help="write the outputs to PATH (.npy; integer text for a .txt or .csv name)")
+                   help="write the outputs to PATH (.npy; integer text for a .txt or .csv name) instead of "
+                        "printing them")
     p.add_argument("--verify", action="store_true",
                    help="compare with the golden executor (exit 1 if any vector differs)")
 
@@ -337,8 +338,11 @@ def _run_run(args: argparse.Namespace) -> int:
                 np.savetxt(tmp, y, fmt="%d", delimiter="," if out.suffix.lower() == ".csv" else " ")
             else:
                 np.save(tmp, y)
-    for row in y:
-        print(" ".join(str(int(v)) for v in row))
+    if out is None:
+        for row in y:
+            print(" ".join(str(int(v)) for v in row))
+    else:   # the rows are in the file (a 10,000-vector run printed them all again)
+        print(f"wrote {show_path(out)} ({len(y)} vectors of {y.shape[1] if y.ndim == 2 else 0} outputs)")
     where = "simulated board" if args.sim else f"{b.key} on {args.port}"
     print(f"# {len(y)} vectors on the {where}; {counters['cycles']} cycles, "
           f"{counters['busy_lane_cycles']} busy lane-cycles", flush=True)

@@ -414,7 +414,10 @@ def test_run_out_is_written_atomically(artifact, tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(fs, "simulated_device", _GoldenDevice)
     assert main(["run", "--board", "ulx3s", "--sim", a, x, "-o", "out/y.npy"]) == 0
-    capsys.readouterr()
+    # the outputs go to the file, not to stdout again: one line says where
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"wrote out/y.npy ({len(np.load(x))} vectors of {load_artifact(a).layers[-1].out_features} outputs)"
+    assert all(line.startswith("#") for line in lines[1:]), lines
     assert _listing(tmp_path) == ["d", "f", "out", "out/y.npy"]
     y = np.load(tmp_path / "out" / "y.npy")
     assert y.dtype == np.int64
