@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results" / "sim.json"
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _env import result_path  # noqa: E402
+from _env import git, git_dirty, result_path  # noqa: E402
 from ttforge.atomic import atomic_write_text  # noqa: E402
 
 
@@ -161,6 +161,7 @@ def main(argv=None) -> int:
     res = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
            "command": "python bench/bench_sim.py " + " ".join(argv if argv is not None else sys.argv[1:]),
            "versions": _versions(), "load_average_start": os.getloadavg(),
+           "git_commit": git("rev-parse", "HEAD"), "git_dirty": git_dirty(),
            "config": _standard().to_dict(), "simulators": {}}
     with tempfile.TemporaryDirectory(prefix="ttf-bench-sim-") as tmp:
         for sim in args.sims:
