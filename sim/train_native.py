@@ -28,6 +28,7 @@ from amaranth.lib.wiring import In, Out
 
 from ttforge.errors import NativeError
 from ttforge.hw.trainer.engine import HostSel, TrainEngine, TrainError
+from ttforge.hw.trainer.host import signed_word
 from ttforge.hw.trainer.program import (TrainEngineConfig, TrainProgram, compile_training, next_exponents,
                                         state_from_memories)
 from ttforge.ir.train import TrainState
@@ -143,11 +144,6 @@ def build_train_native(config: TrainEngineConfig, *, build_root: str | os.PathLi
     return NativeTrainBuild(config, directory, key, cached=cached, build_seconds=seconds)
 
 
-def _signed(v: int, bits: int) -> int:
-    v &= (1 << bits) - 1
-    return v - (1 << bits) if v >> (bits - 1) else v
-
-
 class TrainSession:
     """One harness process: the host side of the training engine."""
 
@@ -185,12 +181,16 @@ class TrainSession:
     def write(self, sel: HostSel, addr: int, values: Iterable[int]) -> None:
         self._send("".join(f"w {int(sel.value)} {addr + i} {int(v)}\n" for i, v in enumerate(values)))
 
-    def read(self, sel: HostSel, addr: int, count: int, bits: int = 32) -> np.ndarray:
+    def read(self, sel: HostSel, addr: int, count: int, bits: int | None = None) -> np.ndarray:
+        """``count`` elements from ``addr`` of memory ``sel``: the low ``bits`` of each word
+        sign-extended (a 32-bit bias too), or the unsigned 32-bit words (``bits=None``:
+        MAXACC's halves)."""
         self._send(f"r {int(sel.value)} {addr} {count}\n")
         ans = self._answer()
         if ans[0] != "v":
             raise NativeError(f"unexpected harness answer {' '.join(ans)[:80]}")
-        return np.array([_signed(int(v), bits) if bits < 32 else int(v) for v in ans[1:]], dtype=np.int64)
+        return np.array([int(v) & 0xFFFFFFFF if bits is None else signed_word(v, bits) for v in ans[1:]],
+                        dtype=np.int64)
 
     def load(self, program: TrainProgram, images: bool = True) -> None:
         self.write(HostSel.DMEM, 0, program.words)

@@ -95,9 +95,11 @@ class StepResult:
     rewritten: int = 0
 
 
-def _signed32(v: int) -> int:
-    v = int(v) & 0xFFFFFFFF
-    return v - (1 << 32) if v >> 31 else v
+def signed_word(v: int, bits: int = 32) -> int:
+    """The low ``bits`` of ``v`` read as two's complement (a 32-bit bus word, or an
+    element of a narrower memory): the one sign extension of every host of the engine."""
+    v = int(v) & ((1 << bits) - 1)
+    return v - (1 << bits) if v >> (bits - 1) else v
 
 
 Gen = Generator[tuple, Any, Any]
@@ -128,7 +130,7 @@ class _Ops:
         if n == 0:
             return []
         words = yield ("read_block", w.base + 4 * start, n)
-        return [_signed32(v) if w.signed else int(v) & 0xFFFFFFFF for v in words]
+        return [signed_word(v) if w.signed else int(v) & 0xFFFFFFFF for v in words]
 
     def write_window(self, name: str, start: int, values: Sequence[int]) -> Gen:
         w = self._win(name)
