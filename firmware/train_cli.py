@@ -236,7 +236,7 @@ def train_board_run(args: argparse.Namespace, load_data: Callable) -> int:
     """The command; ``load_data(spec[, flag]) -> (name, x_train, y_train, x_test, y_test)``
     as for ``ttforge train-int`` (errors name ``flag``)."""
     from ttforge.atomic import check_not_input, check_output_file, check_writable, note_input
-    from ttforge.hw.trainer.program import fit_engine
+    from ttforge.hw.trainer.program import check_labels_fit, fit_engine
     from ttforge.ir.arith import quantize
     from ttforge.ir.train import check_batch, predict
     from ttforge.ir.train_loop import check_fits
@@ -272,6 +272,7 @@ def train_board_run(args: argparse.Namespace, load_data: Callable) -> int:
         if not args.resume or args.batch is not None:
             raise
         raise ConfigError(f"-o {show_path(out)}: meta.{META_KEY}.batch = {batch}: {e}") from None
+    check_labels_fit(state)    # a board's engine is read only later: refused before the data and the port
     # idx: so that a directory named "digits" is read as one; errors name --mnist-dir
     ds_name, x, y, xt, yt = (load_data(f"idx:{args.mnist_dir}", "--mnist-dir") if args.data == "mnist"
                              else load_data("digits"))

@@ -28,7 +28,7 @@ from amaranth.lib.wiring import In, Out
 
 from ttforge.errors import NativeError
 from ttforge.hw.trainer.engine import HostSel, TrainEngine, TrainError
-from ttforge.hw.trainer.host import signed_word
+from ttforge.hw.trainer.host import check_stream_batch, signed_word
 from ttforge.hw.trainer.program import (TrainEngineConfig, TrainProgram, compile_training, next_exponents,
                                         state_from_memories)
 from ttforge.ir.train import TrainState
@@ -203,6 +203,7 @@ class TrainSession:
 
     def step(self, x: np.ndarray, y: np.ndarray) -> int:
         """Stream one labelled batch and run the step; returns its cycles."""
+        check_stream_batch(x, y, self.config.train.act_bits)    # the mask below never wraps a value
         mask = (1 << self.config.train.act_bits) - 1
         vals = np.concatenate([x.astype(np.int64) & mask, (y.astype(np.int64) & mask)[:, None]], axis=1)
         self._send(f"b {vals.size} " + " ".join(map(str, vals.reshape(-1).tolist())) + "\n")

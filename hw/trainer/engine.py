@@ -71,7 +71,7 @@ class TrainError(enum.Enum, shape=4):
     CMEM_RANGE = 4     #: a CMEM address at or beyond core_depth
     BMEM_RANGE = 5     #: a BMEM address at or beyond bias_depth
     DESC_RANGE = 6     #: no LAST before the end of DMEM
-    BAD_LABEL = 7      #: a label at or beyond the number of classes
+    BAD_LABEL = 7      #: a label that is no class (at or beyond the number of classes, or negative)
     BAD_PROGRAM = 8    #: BATCH outside 1..slots, IN_COUNT 0, or the input beyond act_depth
 
 

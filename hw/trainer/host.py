@@ -102,6 +102,21 @@ def signed_word(v: int, bits: int = 32) -> int:
     return v - (1 << bits) if v >> (bits - 1) else v
 
 
+def check_stream_batch(x: np.ndarray, y: np.ndarray, act_bits: int) -> None:
+    """One line (:class:`ConfigError`) if a feature or a label of a batch leaves the
+    signed ``act_bits`` stream element it travels in: the stream keeps only the low
+    ``act_bits`` of each, so such a value would reach the engine as another (a label
+    beyond ``2^(act_bits-1) - 1`` as a negative or a wrong label), never refused there."""
+    lo, hi = -(1 << (act_bits - 1)), (1 << (act_bits - 1)) - 1
+    for name, v in (("feature", np.asarray(x)), ("label", np.asarray(y))):
+        if v.size and (int(v.min()) < lo or int(v.max()) > hi):
+            bad = int(v.min()) if int(v.min()) < lo else int(v.max())
+            raise ConfigError(f"a {name} of the batch is {bad}, outside the training engine's signed {act_bits}-bit "
+                              f"stream elements (act_bits={act_bits}, {lo}..{hi}); "
+                              + ("quantize the features to act_bits" if name == "feature" else
+                                 "labels are class indices, 0 up to the state's classes - 1"))
+
+
 Gen = Generator[tuple, Any, Any]
 
 
@@ -299,6 +314,7 @@ class _Ops:
                                           or X.shape[1] != self._globals["IN_COUNT"]):
             raise ConfigError(f"a batch of shape {X.shape}; the loaded program takes "
                               f"({self._globals['BATCH']}, {self._globals['IN_COUNT']})")
+        check_stream_batch(X, Y, self.config.train.act_bits)
         yield from self.write_reg("CMD", _CMD_START)
         frames = [[int(v) for v in X[b]] + [int(Y[b])] for b in range(X.shape[0])]
         yield ("stream", frames)

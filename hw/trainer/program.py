@@ -27,13 +27,14 @@ from typing import Sequence
 import numpy as np
 
 from ttforge.errors import ConfigError, ShapeError
-from ttforge.ir.arith import int_range
+from ttforge.ir.arith import BIT_RANGES, int_range
 from ttforge.ir.train import TrainConfig, TrainState, export_network, widths
 
 __all__ = [
     "Op", "TrainOp", "TrainEngineConfig", "TrainProgram", "RegionMap", "compile_training",
     "encode_op", "decode_op", "next_exponents", "state_from_memories", "batch_slots",
     "TRAIN_DESC_WORDS", "OP_FIELDS", "fit_engine", "read_write_overlap", "MAX_TRAIN_MEMORY_BITS",
+    "check_labels_fit",
 ]
 
 #: 32-bit words per operation descriptor.
@@ -347,6 +348,26 @@ def _regions(state: TrainState, bw: int) -> RegionMap:
                      act_words=off, grad_words=2 * gsize, cmem_size=c_off, bmem_size=b_off)
 
 
+def check_labels_fit(state: TrainState) -> None:
+    """One line (:class:`ConfigError`) if the state's labels do not fit the training
+    engine's input stream.
+
+    A label travels as one stream element, a signed ``act_bits`` integer like the
+    features (``docs/hardware.md``, "Training engine"), so labels above
+    ``2^(act_bits-1) - 1`` would arrive negative (``BAD_LABEL``) or wrap to another,
+    valid label and train on it; the golden trainer has no such limit, so the state is
+    refused before any step rather than diverging on the board.
+    """
+    a, n = state.config.act_bits, state.n_classes
+    top = (1 << (a - 1)) - 1
+    if n - 1 > top:
+        need = (n - 1).bit_length() + 1
+        fix = (f"train the state with act_bits >= {need} (ttforge train-int --act-bits {need})"
+               if need <= BIT_RANGES["act_bits"][1] else "use fewer classes")
+        raise ConfigError(f"{n} classes need labels up to {n - 1}, which the training engine carries in "
+                          f"signed {a}-bit stream elements (act_bits={a}, labels up to {top}); {fix}")
+
+
 def _check_fits(state: TrainState, batch: int, cfg: TrainEngineConfig, reg: RegionMap, slots: int) -> None:
     need = [("act_depth", reg.act_words, cfg.act_depth), ("grad_depth", reg.grad_words, cfg.grad_depth),
             ("core_depth", reg.cmem_size, cfg.core_depth), ("bias_depth", reg.bmem_size, cfg.bias_depth),
@@ -365,6 +386,7 @@ def _check_fits(state: TrainState, batch: int, cfg: TrainEngineConfig, reg: Regi
         if getattr(tc, name) != getattr(ec, name):
             raise ConfigError(f"the state has {name}={getattr(tc, name)} but the engine was generated "
                               f"with {getattr(ec, name)}; generate it from the state's TrainConfig")
+    check_labels_fit(state)
 
 
 def _span(base: int, n, strides) -> tuple[int, int]:

@@ -47,7 +47,7 @@ TRAIN_ERROR_TEXT = {
     4: ("CMEM_RANGE", "a CMEM address at or beyond core_depth"),
     5: ("BMEM_RANGE", "a BMEM address at or beyond bias_depth"),
     6: ("DESC_RANGE", "desc_depth operations ran and none had LAST set"),
-    7: ("BAD_LABEL", "a label at or beyond the number of classes"),
+    7: ("BAD_LABEL", "a label that is no class (at or beyond the number of classes, or negative)"),
     8: ("BAD_PROGRAM", "BATCH outside 1..slots, IN_COUNT 0, or the input beyond act_depth"),
     16: ("TLAST_EARLY", "CTRL.TLAST_CHECK: tlast on a feature beat (before the sample's label); "
                         "ERROR_CODE.OP is the sample of the batch"),

@@ -1,14 +1,16 @@
 """The native training harness at the edges of its widths: labels at the largest value a
 signed ``act_bits`` stream element holds and 32-bit biases (read back sign-extended) train
-as the golden trainer does, bit for bit."""
+as the golden trainer does, bit for bit; a label or feature the stream would wrap, and a
+state whose classes the stream cannot carry, are refused before any step."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from ttforge.errors import ConfigError
 from ttforge.hw.trainer.engine import HostSel
-from ttforge.hw.trainer.program import TrainEngineConfig
+from ttforge.hw.trainer.program import TrainEngineConfig, compile_training
 from ttforge.ir.random import train_case
 from ttforge.ir.train import train_step
 from ttforge.ir.train_diverge import compare_states
@@ -70,3 +72,25 @@ def test_a_32_bit_word_is_read_sign_extended_and_maxacc_halves_unsigned():
     assert _answering([0xFFFFFFFF, 0x80]).read(HostSel.CMEM, 0, 2, 8).tolist() == [-1, -128]
     # MAXACC is 48 bits in two words: its low half is a plain 32-bit number
     assert _answering([0x80000001, 0x7]).maxacc(1).tolist() == [(0x7 << 32) | 0x80000001]
+
+
+@pytest.mark.parametrize("label", [8, 4])
+def test_a_label_the_stream_would_wrap_is_refused_not_trained(build, label):
+    # 8 reached the engine as 0 (a valid, wrong label: no error), 4 as -4 (BAD_LABEL)
+    state, batches = _case(steps=1)
+    x, y = batches[0]
+    y = y.copy()
+    y[0] = label
+    with TrainSession(build) as s:
+        s.load(compile_training(state, 4, build.config))
+        with pytest.raises(ConfigError, match=f"a label of the batch is {label}, outside the training engine's "
+                                              r"signed 3-bit stream elements \(act_bits=3, -4\.\.3\)"):
+            s.step(x, y)
+
+
+def test_classes_the_stream_cannot_carry_are_refused_before_any_step(build):
+    state, batches = _case(n_out=5)
+    with pytest.raises(ConfigError, match=r"^5 classes need labels up to 4, which the training engine carries in "
+                                          r"signed 3-bit stream elements \(act_bits=3, labels up to 3\); train the "
+                                          r"state with act_bits >= 4 \(ttforge train-int --act-bits 4\)$"):
+        train_native(build, state, batches)

@@ -98,6 +98,27 @@ def test_run_batch_streams_samples_then_labels_and_waits_for_done():
         host.run_batch(x[:2], y[:2])
 
 
+@pytest.mark.parametrize("what,value,msg", [
+    ("label", 200, "a label of the batch is 200, outside the training engine's signed 8-bit stream elements "
+                   "(act_bits=8, -128..127)"),
+    ("feature", -129, "a feature of the batch is -129, outside the training engine's signed 8-bit stream")])
+def test_run_batch_refuses_a_value_its_stream_element_would_wrap(what, value, msg):
+    # the stream keeps the low act_bits: label 200 reached the engine as -56, 264 as 8
+    state, x, y, cfg, prog = _setup()
+    x, y = x.copy(), y.copy()
+    if what == "label":
+        y[1] = value
+    else:
+        x[2, 3] = value
+    bus = _Bus(train_register_map(cfg))
+    host = TrainHost(cfg, bus.read32, bus.write32, bus.stream)
+    host.load_program(prog)
+    with pytest.raises(ConfigError) as e:
+        host.run_batch(x, y)
+    assert msg in str(e.value) and "\n" not in str(e.value)
+    assert bus.frames == []          # nothing streamed, no step started
+
+
 def test_engine_error_and_timeout():
     state, x, y, cfg, prog = _setup()
     bus = _Bus(train_register_map(cfg), error=7 | (5 << 16))

@@ -213,3 +213,28 @@ def test_fit_engine_of_a_program_above_the_memory_limit_names_the_batch_and_netw
                                           r".*act_depth=262144.*; use a smaller batch or train a "
                                           r"smaller network"):
         fit_engine(state, 1024, lanes=64)
+
+
+def test_classes_beyond_the_signed_label_stream_are_refused_before_any_step():
+    # 5 classes need label 4; at act_bits=3 a stream element holds -4..3: label 4 arrived
+    # as -4 (BAD_LABEL), 8 and 9 as 0 and 1 (a wrong label, trained on without a word)
+    state, *_ = train_case(3, batch=4, n_layers=2, d=2, rank=2, n_in=8, hidden=6, n_out=5, act_bits=3)
+    want = ("5 classes need labels up to 4, which the training engine carries in signed 3-bit stream elements "
+            "(act_bits=3, labels up to 3); train the state with act_bits >= 4 (ttforge train-int --act-bits 4)")
+    with pytest.raises(ConfigError) as e:
+        compile_training(state, 4, _engine(state, 2, max_classes=8))
+    assert str(e.value) == want
+    with pytest.raises(ConfigError) as e:
+        fit_engine(state, 4, lanes=2)
+    assert str(e.value) == want
+
+
+def test_sibling_classes_at_the_signed_label_limit_train_as_the_golden_trainer():
+    # 4 classes at act_bits=3: label 3 is the largest a stream element holds
+    state, x, y, rng = train_case(3, batch=4, n_layers=2, d=2, rank=2, n_in=8, hidden=6, n_out=4, act_bits=3)
+    batches = [(x, y)] + [(rng.integers(0, 4, size=(4, 8)), np.array([3, 0, 3, 1])) for _ in range(5)]
+    got = run_engine_model(state, batches, 2)
+    want = _golden(state, batches)
+    assert compare_states(got, want) is None
+    for a, b in zip(got.layers, want.layers):
+        assert all(np.array_equal(m, n) for m, n in zip(a.masters, b.masters)) and np.array_equal(a.bias, b.bias)
