@@ -324,8 +324,9 @@ def train_program_c(state, batch: int, config, *, symbol: str = "ttforge_train_p
                     tables: ExponentTables | None = None) -> str:
     """C source defining ``const ttftd_program <symbol>`` (the training program of
     ``state`` on batches of ``batch`` samples for engine ``config``: descriptors, CMEM and
-    BMEM images, program registers, generator state, exponent tables and the mutable
-    exponent variables), with ``#error`` checks that ``ttforge_train_regs.h`` was
+    BMEM images, program registers, generator state, exponent tables, the mutable
+    exponent variables, and ``act_bits`` and the classes the driver checks samples
+    against), with ``#error`` checks that ``ttforge_train_regs.h`` was
     generated for ``config``. Deterministic: the same inputs give the same text."""
     from ttforge.hw.trainer.program import TrainEngineConfig, compile_training
     from ttforge.hw.trainer.regmap import TrainRegisterMap
@@ -394,7 +395,10 @@ def train_program_c(state, batch: int, config, *, symbol: str = "ttforge_train_p
               f"{g['STOCH']}u, 0x{g['RNG']:08X}u,",
               f"    {sym}_dmem, {len(words)}u, {sym}_cmem, {program.cmem.size}u, {sym}_bmem, {program.bmem.size}u,",
               f"    {len(tab.variables)}u, {sym}_vars, {len(tab.fields)}u, {sym}_fields, {sym}_terms, {sym}_labels,",
-              f"    {sym}_exps, {sym}_scratch", "};", ""]
+              f"    {sym}_exps, {sym}_scratch,",
+              # the sample limits ttftd_run_batch checks (BAD_SAMPLE); compile_training has
+              # refused classes the act_bits labels cannot carry (check_labels_fit)
+              f"    {state.config.act_bits}u, {state.n_classes}u", "};", ""]
     return "\n".join(lines)
 
 

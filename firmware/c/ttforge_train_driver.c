@@ -19,6 +19,7 @@ const char *ttftd_result_name(ttftd_result r) {
     case TTFTD_NO_STREAM: return "NO_STREAM";
     case TTFTD_STREAM_ERROR: return "STREAM_ERROR";
     case TTFTD_EXP_RANGE: return "EXP_RANGE";
+    case TTFTD_BAD_SAMPLE: return "BAD_SAMPLE";
     }
     return "?";
 }
@@ -105,6 +106,8 @@ ttftd_result ttftd_init(ttftd_dev *dev, const ttftd_hooks *hooks) {
     dev->range_var = 0;
     dev->range_value = 0;
     dev->rewritten = 0;
+    dev->sample_index = dev->sample_elem = 0;
+    dev->sample_value = dev->sample_lo = dev->sample_hi = 0;
     return ttftd_identify(dev);
 }
 
@@ -183,11 +186,26 @@ static ttftd_result write_elems(ttftd_dev *dev, uint32_t base, const int32_t *v,
     return TTFTD_OK;
 }
 
+/* The sample limits a program carries: act_bits that of the header, the labels
+ * 0..classes-1 within a signed act_bits element and the engine's softmax. A table
+ * generated before it carried them has both 0. */
+static int sample_limits_ok(const ttftd_program *p) {
+    if (p->act_bits < 2u || p->act_bits > 32u) return 0;
+#ifdef TTFORGE_TRAIN_CFG_ACT_BITS
+    if (p->act_bits != TTFORGE_TRAIN_CFG_ACT_BITS) return 0;
+#endif
+    if (p->classes == 0u || (uint64_t)p->classes > (uint64_t)1 << (p->act_bits - 1u)) return 0;
+#ifdef TTFORGE_TRAIN_CFG_MAX_CLASSES
+    if (p->classes > TTFORGE_TRAIN_CFG_MAX_CLASSES) return 0;
+#endif
+    return 1;
+}
+
 ttftd_result ttftd_load_program(ttftd_dev *dev, const ttftd_program *prog) {
     uint32_t f;
     if (!dev || !prog || !prog->dmem || !prog->exps || !prog->scratch || prog->batch == 0) return TTFTD_BAD_ARG;
     if (prog->dmem_words > TTFORGE_TRAIN_DMEM_DEPTH || prog->cmem_size > TTFORGE_TRAIN_CMEM_DEPTH ||
-        prog->bmem_size > TTFORGE_TRAIN_BMEM_DEPTH)
+        prog->bmem_size > TTFORGE_TRAIN_BMEM_DEPTH || !sample_limits_ok(prog))
         return TTFTD_BAD_ARG;
     dev->prog = 0;
     TRY(write_words(dev, TTFORGE_TRAIN_DMEM_BASE, prog->dmem, prog->dmem_words));
@@ -327,6 +345,31 @@ ttftd_result ttftd_read_counters(ttftd_dev *dev, ttftd_counters *c) {
     return ttftd_read_reg(dev, TTFORGE_TRAIN_CHANGED_ADDR, &c->changed);
 }
 
+/* BAD_SAMPLE (the first offending element in dev->sample_*) unless every feature of the
+ * batch fits the signed act_bits stream element and every label is a class: the stream
+ * keeps only an element's low act_bits, so a feature out of range would train as another
+ * value and a label wrap to another class (or stop the engine with BAD_LABEL mid-step). */
+static ttftd_result check_samples(ttftd_dev *dev, const int32_t *samples, uint32_t batch) {
+    const ttftd_program *p = dev->prog;
+    const int64_t f_lo = -((int64_t)1 << (p->act_bits - 1u)), f_hi = ((int64_t)1 << (p->act_bits - 1u)) - 1;
+    const int64_t l_hi = (int64_t)p->classes - 1;
+    uint32_t b, e;
+    for (b = 0; b < batch; ++b)
+        for (e = 0; e <= p->in_count; ++e) {
+            int32_t v = samples[(size_t)b * (p->in_count + 1u) + e];
+            int64_t lo = e < p->in_count ? f_lo : 0, hi = e < p->in_count ? f_hi : l_hi;
+            if (v < lo || v > hi) {
+                dev->sample_index = b;
+                dev->sample_elem = e;
+                dev->sample_value = v;
+                dev->sample_lo = (int32_t)lo;
+                dev->sample_hi = (int32_t)hi;
+                return TTFTD_BAD_SAMPLE;
+            }
+        }
+    return TTFTD_OK;
+}
+
 ttftd_result ttftd_run_batch(ttftd_dev *dev, const int32_t *samples, uint32_t batch) {
     const ttftd_program *p;
     uint32_t b, poll, status = 0;
@@ -334,6 +377,7 @@ ttftd_result ttftd_run_batch(ttftd_dev *dev, const int32_t *samples, uint32_t ba
     p = dev->prog;
     if (batch != p->batch) return TTFTD_BAD_ARG;
     if (!dev->hooks.stream_send) return TTFTD_NO_STREAM;
+    TRY(check_samples(dev, samples, batch)); /* before any bus access: the core as it was */
     TRY(ttftd_status(dev, &status));
     if (status & TTFORGE_TRAIN_STATUS_ERROR_MASK) { /* an error left from before: clear it first */
         TRY(ttftd_read_error(dev, &dev->hw_code, &dev->hw_op));

@@ -47,7 +47,9 @@ typedef enum ttftd_result {
     TTFTD_BAD_ARG = 5,      /* a NULL pointer, a batch other than the program's, no program loaded */
     TTFTD_NO_STREAM = 6,    /* ttftd_run_batch without a stream hook */
     TTFTD_STREAM_ERROR = 7, /* the stream hook failed */
-    TTFTD_EXP_RANGE = 8     /* a new exponent or descriptor field leaves its range (dev->range_*); nothing written */
+    TTFTD_EXP_RANGE = 8,    /* a new exponent or descriptor field leaves its range (dev->range_*); nothing written */
+    TTFTD_BAD_SAMPLE = 9    /* ttftd_run_batch: a feature outside the signed act_bits stream element or a label
+                             * outside 0..classes-1 (dev->sample_*); refused before CMD.START, nothing streamed */
 } ttftd_result;
 
 /* Bus hook return values (the same as the simulation shim's TTF_AXIL_*). */
@@ -114,6 +116,12 @@ typedef struct ttftd_program {
     const char *const *labels; /* per field, for messages ("forward layer 0 step 1: SHIFT") */
     int32_t *exps;            /* the exponent variables (updated by ttftd_update_exponents) */
     int32_t *scratch;         /* n_vars words the driver computes the next exponents in */
+    /* the samples ttftd_run_batch accepts: features in the signed act_bits range, labels in
+     * 0..classes-1 (the stream keeps only the low act_bits of an element, so anything else
+     * would reach the engine as another value). Last, so that tables generated before them
+     * leave them 0, which ttftd_load_program refuses (BAD_ARG): regenerate the program. */
+    uint32_t act_bits;        /* 2..32, TTFORGE_TRAIN_CFG_ACT_BITS */
+    uint32_t classes;         /* 1..2^(act_bits-1), at most TTFORGE_TRAIN_CFG_MAX_CLASSES */
 } ttftd_program;
 
 /* The 48-bit counters and the 32-bit step counters (docs/hardware.md). */
@@ -134,6 +142,10 @@ typedef struct ttftd_dev {
     int32_t range_var;        /* last EXP_RANGE: the variable (>= 0) or -1 - field index ... */
     int64_t range_value;      /* ... and the value that left lo..hi */
     uint32_t rewritten;       /* descriptor words written by the last ttftd_update_exponents */
+    uint32_t sample_index;    /* last BAD_SAMPLE: the sample of the batch (0-based), ... */
+    uint32_t sample_elem;     /* ... its element (0..IN_COUNT-1 a feature, IN_COUNT the label), ... */
+    int32_t sample_value;     /* ... the value, ... */
+    int32_t sample_lo, sample_hi; /* ... and the range it left (the element's lo..hi) */
 } ttftd_dev;
 
 #define TTFTD_DEFAULT_TIMEOUT_POLLS 1000000u
@@ -158,7 +170,8 @@ ttftd_result ttftd_read_reg(ttftd_dev *dev, uint32_t addr, uint32_t *data);
 ttftd_result ttftd_write_reg(ttftd_dev *dev, uint32_t addr, uint32_t data);
 
 /* Load a program: DMEM (with the fields of the program's current exponents), the program
- * registers (BATCH, BW_LOG, IN_COUNT, IN_BASE, STOCH), then ttftd_load_state. */
+ * registers (BATCH, BW_LOG, IN_COUNT, IN_BASE, STOCH), then ttftd_load_state. BAD_ARG
+ * (nothing written) for act_bits or classes out of range or unlike the header. */
 ttftd_result ttftd_load_program(ttftd_dev *dev, const ttftd_program *prog);
 /* Write a training state: CMEM and BMEM images (NULL: the program's) and RNG. */
 ttftd_result ttftd_load_state(ttftd_dev *dev, const int32_t *cmem, const int32_t *bmem, uint32_t rng);
@@ -166,6 +179,9 @@ ttftd_result ttftd_load_state(ttftd_dev *dev, const int32_t *cmem, const int32_t
 /* One step: CMD.START, the batch streamed (samples: batch rows of IN_COUNT + 1 elements,
  * the features then the label, as the wire carries them; batch must be the program's),
  * STATUS polled until DONE (OK), ERROR (HW_ERROR) or timeout_polls polls (TIMEOUT).
+ * First every element is checked: a feature outside -2^(act_bits-1)..2^(act_bits-1)-1 or
+ * a label outside 0..classes-1 is BAD_SAMPLE (the first one in dev->sample_*) before any
+ * bus access: no START, nothing streamed, the core as it was.
  * The exponents are not touched (ttftd_update_exponents). */
 ttftd_result ttftd_run_batch(ttftd_dev *dev, const int32_t *samples, uint32_t batch);
 /* The host's exponent bookkeeping after a step: read MAXACC, compute the next exponents,

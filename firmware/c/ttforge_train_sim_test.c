@@ -13,8 +13,8 @@
  * back, reset the model and load the program and the state again (a checkpoint and a
  * resume). --names: print the engine error names and exit.
  * Prints "key value" lines (arrays as "key v0 v1 ..."): result, steps, hw_code, hw_op,
- * hw_name, bus_addr, mismatch_addr, range_var, range_value, [range_label,] rewritten, the counters, rng,
- * exps, cmem, bmem. Exit status 0 (the result is printed), 2 for bad arguments or files.
+ * hw_name, bus_addr, mismatch_addr, range_var, range_value, [range_label,] [bad_sample,] rewritten, the
+ * counters, rng, exps, cmem, bmem. Exit status 0 (the result is printed), 2 for bad arguments or files.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -138,6 +138,11 @@ int main(int argc, char **argv) {
     printf("range_var %ld\nrange_value %lld\nrewritten %u\n", (long)dev.range_var, (long long)dev.range_value,
            (unsigned)rewritten);
     if (r == TTFTD_EXP_RANGE && dev.range_var < 0) printf("range_label %s\n", p->labels[-1 - dev.range_var]);
+    if (r == TTFTD_BAD_SAMPLE) /* one line: which sample and element, its value, the range it left */
+        printf("bad_sample sample %u of step %ld, element %u (%s): %ld is outside %ld..%ld\n",
+               (unsigned)dev.sample_index, k - 1, (unsigned)dev.sample_elem,
+               dev.sample_elem < p->in_count ? "a feature, signed act_bits" : "the label, a class",
+               (long)dev.sample_value, (long)dev.sample_lo, (long)dev.sample_hi);
     if (r != TTFTD_MISMATCH && ttftd_read_counters(&dev, &c) == TTFTD_OK)
         printf("cycles %llu\nmac_cycles %llu\nhw_steps %u\nchanged %u\n", (unsigned long long)c.cycles,
                (unsigned long long)c.mac_cycles, (unsigned)c.steps, (unsigned)c.changed);

@@ -12,7 +12,9 @@ On the Verilated ``TrainAccel`` (AXI4-Lite + AXI4-Stream through the native shim
 test program trains N steps with the driver and the state read back (CMEM, BMEM, RNG,
 the driver's exponents) equals the golden trainer's byte for byte (the state file).
 Siblings that must fail: the generated C table corrupted by one, one MAXACC bit flipped
-on the bus. Errors: a bad label (HW_ERROR BAD_LABEL), an exponent leaving its range
+on the bus. Errors: a label or feature the stream element or the classes do not allow
+(BAD_SAMPLE before the engine starts; the limits themselves train equal to golden), a
+label past a table claiming more classes (HW_ERROR BAD_LABEL), an exponent leaving its range
 (EXP_RANGE, nothing written), a step that never finishes (TIMEOUT), a register header of
 another engine (MISMATCH). The first build of the model takes ~1 min, then it is cached.
 """
@@ -303,7 +305,7 @@ int main(void) {
     fail_addr = TTFORGE_TRAIN_CFG_MAX_CLASSES_ADDR;
     fail_read_code = 2;
     printf("identify_slverr %s\\n", ttftd_result_name(ttftd_identify(&dev)));
-    for (r = 0; r <= 9; ++r) printf("name_%d %s\\n", r, ttftd_result_name((ttftd_result)r));
+    for (r = 0; r <= 10; ++r) printf("name_%d %s\\n", r, ttftd_result_name((ttftd_result)r));
     return 0;
 }
 """
@@ -332,9 +334,131 @@ def test_error_paths_against_a_fake_bus(tmp_path):
     assert rep["bus_error"] == ["BUS_ERROR", str(rm.window("CMEM").base)]
     assert rep["bus_timeout"] == ["TIMEOUT", str(rm.addr("STATUS"))]
     assert rep["identify_slverr"] == ["BUS_ERROR"]
-    assert [rep[f"name_{k}"][0] for k in range(10)] == [
+    assert [rep[f"name_{k}"][0] for k in range(11)] == [
         "OK", "TIMEOUT", "BUS_ERROR", "HW_ERROR", "MISMATCH", "BAD_ARG", "NO_STREAM", "STREAM_ERROR",
-        "EXP_RANGE", "?"]
+        "EXP_RANGE", "BAD_SAMPLE", "?"]
+
+
+SAMPLE_MAIN = """\
+/* ttftd_run_batch's sample check against a recording fake bus: argv SAMPLE ELEMENT VALUE
+ * sets one element of a batch whose features all sit at an end of the act_bits range and
+ * whose labels are 0 and classes - 1 (SAMPLE -1: none) */
+#include <stdio.h>
+#include <stdlib.h>
+#include "ttforge_train_driver.h"
+extern const ttftd_program ttforge_train_program;
+
+static unsigned writes, starts, sends;
+
+static int rd(void *ctx, uint32_t a, uint32_t *d) {
+    (void)ctx;
+    switch (a) { /* a core that identifies as the header says, never DONE */
+    case TTFORGE_TRAIN_ID_ADDR: *d = TTFORGE_TRAIN_MAGIC; break;
+    case TTFORGE_TRAIN_VERSION_ADDR: *d = TTFORGE_TRAIN_VERSION_RESET; break;
+    case TTFORGE_TRAIN_CFG_LANES_ADDR: *d = TTFORGE_TRAIN_CFG_LANES_RESET; break;
+    case TTFORGE_TRAIN_CFG_WIDTHS_ADDR: *d = TTFORGE_TRAIN_CFG_WIDTHS_RESET; break;
+    case TTFORGE_TRAIN_CFG_WIDTHS2_ADDR: *d = TTFORGE_TRAIN_CFG_WIDTHS2_RESET; break;
+    case TTFORGE_TRAIN_CFG_ACT_DEPTH_ADDR: *d = TTFORGE_TRAIN_CFG_ACT_DEPTH_RESET; break;
+    case TTFORGE_TRAIN_CFG_GRAD_DEPTH_ADDR: *d = TTFORGE_TRAIN_CFG_GRAD_DEPTH_RESET; break;
+    case TTFORGE_TRAIN_CFG_CORE_DEPTH_ADDR: *d = TTFORGE_TRAIN_CFG_CORE_DEPTH_RESET; break;
+    case TTFORGE_TRAIN_CFG_BIAS_DEPTH_ADDR: *d = TTFORGE_TRAIN_CFG_BIAS_DEPTH_RESET; break;
+    case TTFORGE_TRAIN_CFG_DESC_DEPTH_ADDR: *d = TTFORGE_TRAIN_CFG_DESC_DEPTH_RESET; break;
+    case TTFORGE_TRAIN_CFG_MAX_BATCH_ADDR: *d = TTFORGE_TRAIN_CFG_MAX_BATCH_RESET; break;
+    case TTFORGE_TRAIN_CFG_MAX_CLASSES_ADDR: *d = TTFORGE_TRAIN_CFG_MAX_CLASSES_RESET; break;
+    default: *d = 0;
+    }
+    return 0;
+}
+static int wr(void *ctx, uint32_t a, uint32_t d) {
+    (void)ctx;
+    ++writes;
+    if (a == TTFORGE_TRAIN_CMD_ADDR && (d & TTFORGE_TRAIN_CMD_START_MASK)) ++starts;
+    return 0;
+}
+static int send(void *ctx, const int32_t *e, uint32_t n) { (void)ctx; (void)e; (void)n; ++sends; return 0; }
+
+int main(int argc, char **argv) {
+    static int32_t samples[4096];
+    const ttftd_program *p = &ttforge_train_program;
+    ttftd_program before;
+    ttftd_dev dev;
+    ttftd_hooks h = {0, rd, wr, send, 0};
+    const long hi = (1L << (p->act_bits - 1u)) - 1L, lo = -hi - 1L;
+    uint32_t b, e, n = p->in_count + 1u;
+    ttftd_result r;
+    if (argc != 4) return 2;
+    if (ttftd_init(&dev, &h) != TTFTD_OK || ttftd_load_program(&dev, p) != TTFTD_OK) return 3;
+    for (b = 0; b < p->batch; ++b)
+        for (e = 0; e < n; ++e)
+            samples[b * n + e] = (int32_t)(e < p->in_count ? ((b + e) % 2u ? hi : lo)
+                                                            : (b % 2u ? (long)p->classes - 1L : 0L));
+    if (atol(argv[1]) >= 0) samples[(size_t)atol(argv[1]) * n + (size_t)atol(argv[2])] = (int32_t)atol(argv[3]);
+    dev.timeout_polls = 3;
+    writes = starts = sends = 0;
+    r = ttftd_run_batch(&dev, samples, p->batch);
+    printf("result %s\\nwrites %u\\nstarts %u\\nsends %u\\n", ttftd_result_name(r), writes, starts, sends);
+    printf("sample %u %u %ld %ld %ld\\n", (unsigned)dev.sample_index, (unsigned)dev.sample_elem,
+           (long)dev.sample_value, (long)dev.sample_lo, (long)dev.sample_hi);
+    printf("limits %u %u\\n", (unsigned)p->act_bits, (unsigned)p->classes);
+    before = *p; /* a table generated before it carried the limits: both 0 */
+    before.act_bits = 0;
+    before.classes = 0;
+    writes = 0;
+    printf("old_table %s %u\\n", ttftd_result_name(ttftd_load_program(&dev, &before)), writes);
+    return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def sample_exe(tmp_path_factory):
+    state, _ = _case()
+    d = tmp_path_factory.mktemp("train_cdrv_samples")
+    export_train_driver(fit_engine(state, BATCH), d, state, BATCH)
+    (d / "main.c").write_text(SAMPLE_MAIN)
+    proc = subprocess.run(["cc", *STRICT, f"-I{d}", *(str(d / f) for f in (
+        "ttforge_train_driver.c", "ttforge_train_program.c", "main.c")), "-o", str(d / "samples")],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return state, d / "samples"
+
+
+def _bad_cases(state):
+    """(id, sample, element, value, lo, hi): a value one past what the stream element or
+    the classes allow, for the C driver to refuse before the engine starts."""
+    a, n, c = state.config.act_bits, state.in_features, state.n_classes
+    hi = (1 << (a - 1)) - 1
+    return [("label-2^(act_bits-1)", 2, n, hi + 1, 0, c - 1),    # the stream would carry it as -2^(a-1)
+            ("label-classes", 1, n, c, 0, c - 1),                 # in the element, but no class
+            ("label-negative", 3, n, -1, 0, c - 1),
+            ("feature-above", 3, n - 1, hi + 1, -hi - 1, hi),     # would train as -2^(a-1)
+            ("feature-below", 0, 0, -hi - 2, -hi - 1, hi)]        # would train as 2^(a-1) - 1
+
+
+@pytest.mark.parametrize("k", range(5))
+def test_bad_sample_is_refused_before_start_and_stream(sample_exe, k):
+    """A label or feature the stream element or the classes do not allow is BAD_SAMPLE
+    with its sample, element, value and range, before any bus write: no CMD.START,
+    nothing streamed (the old driver started and streamed the low act_bits)."""
+    state, exe = sample_exe
+    _, b, e, v, lo, hi = _bad_cases(state)[k]
+    rep = {k: w for k, *w in (line.split() for line in subprocess.run(
+        [str(exe), str(b), str(e), str(v)], capture_output=True, text=True, timeout=60, check=True).stdout.splitlines())}
+    assert rep["result"] == ["BAD_SAMPLE"]
+    assert rep["writes"] == rep["starts"] == rep["sends"] == ["0"]
+    assert rep["sample"] == [str(b), str(e), str(v), str(lo), str(hi)]
+
+
+def test_samples_at_the_limits_start_and_stream(sample_exe):
+    """The sibling: features at both ends of the act_bits range, labels 0 and classes - 1
+    pass the check (START written, every sample streamed; the fake core never finishes)."""
+    state, exe = sample_exe
+    rep = {k: w for k, *w in (line.split() for line in subprocess.run(
+        [str(exe), "-1", "0", "0"], capture_output=True, text=True, timeout=60, check=True).stdout.splitlines())}
+    assert rep["result"] == ["TIMEOUT"] and rep["starts"] == ["1"] and rep["sends"] == [str(BATCH)]
+    assert rep["limits"] == [str(state.config.act_bits), str(state.n_classes)]
+    # a program table without the limits (generated before them: both 0) is refused, nothing written
+    assert rep["old_table"] == ["BAD_ARG", "0"]
 
 
 # ------------------------------------------------------------------ on the Verilated TrainAccel
@@ -377,7 +501,7 @@ def run(exe, batches, tmp_path, *args):
     rep = {}
     for line in proc.stdout.splitlines():
         k, *v = line.split()
-        rep[k] = " ".join(v) if k == "range_label" else v[0] if len(v) == 1 and k not in ("cmem", "bmem", "exps") \
+        rep[k] = " ".join(v) if k in ("range_label", "bad_sample") else v[0] if len(v) == 1 and k not in ("cmem", "bmem", "exps") \
             else v
     return rep
 
@@ -485,14 +609,65 @@ def _exp(state, var):
     return (L.step_exps if var.kind == "step" else L.grad_exps)[var.step]
 
 
-def test_bad_label_is_hw_error_with_its_name(setup, exe, tmp_path):
-    state, batches = setup[0], setup[1]
+def test_bad_label_past_the_driver_is_hw_error_with_its_name(setup, tmp_path):
+    """The engine's own check behind the driver's: a program table claiming one class more
+    than the network has (the engine's CFG_MAX_CLASSES allows it) lets label n_classes
+    through, and the engine stops with BAD_LABEL."""
+    state, batches, config, _, _ = setup
+    assert config.max_classes > state.n_classes
+    text = train_program_c(state, BATCH, config)
+    tail = f"    {state.config.act_bits}u, {state.n_classes}u\n}};"
+    assert text.count(tail) == 1
+    text = text.replace(tail, f"    {state.config.act_bits}u, {state.n_classes + 1}u\n}};")
     x, y = batches[1]
     y = np.array(y)
-    y[2] = state.n_classes + 1
-    rep = run(exe, [batches[0], (x, y)], tmp_path)
+    y[2] = state.n_classes
+    rep = run(_exe(setup, "more_classes", text), [batches[0], (x, y)], tmp_path)
     assert rep["result"] == "HW_ERROR" and rep["hw_name"] == "BAD_LABEL" and rep["steps"] == "1"
     assert int(rep["hw_code"]) == next(k for k, (n, _) in TRAIN_ERROR_TEXT.items() if n == "BAD_LABEL")
+
+
+def _limit_batches(state, batches):
+    """``batches`` with features at both ends of the signed act_bits range (samples 0 and
+    1 entirely, the others one element in two) and labels 0 and classes - 1."""
+    hi = (1 << (state.config.act_bits - 1)) - 1
+    out = []
+    for k, (x, y) in enumerate(batches):
+        x, y = np.array(x), np.array(y)
+        x[0], x[1] = -hi - 1, hi
+        x[2:, k % 2::2] = np.where(np.arange(x.shape[1])[k % 2::2] % 4 < 2, -hi - 1, hi)
+        y[0], y[1] = 0, state.n_classes - 1
+        out.append((x, y))
+    return out
+
+
+def test_samples_at_the_limits_train_equal_to_golden(setup, exe, tmp_path):
+    state, batches = setup[0], setup[1]
+    lim = _limit_batches(state, batches[:6])
+    rep = run(exe, lim, tmp_path)
+    assert rep["result"] == "OK" and int(rep["steps"]) == len(lim)
+    assert dumps_state(_state_of(setup, rep, len(lim))) == dumps_state(_golden(state, lim))
+
+
+@pytest.mark.parametrize("k", range(5), ids=["label-2^(act_bits-1)", "label-classes", "label-negative",
+                                              "feature-above", "feature-below"])
+def test_bad_sample_on_the_engine_is_refused_and_the_state_kept(setup, exe, tmp_path, k):
+    """Three steps at the limits, then a batch with one element one past them: BAD_SAMPLE in
+    one line (sample, element, value, range), the engine never started on it (STEPS 3) and
+    the state read back is the golden trainer's after the three steps, byte for byte."""
+    state, batches = setup[0], setup[1]
+    lim = _limit_batches(state, batches[:4])
+    _, b, e, v, lo, hi = _bad_cases(state)[k]
+    x, y = np.array(lim[3][0]), np.array(lim[3][1])
+    if e == state.in_features:
+        y[b] = v
+    else:
+        x[b, e] = v
+    rep = run(exe, lim[:3] + [(x, y)], tmp_path)
+    assert rep["result"] == "BAD_SAMPLE" and rep["steps"] == "3" and rep["hw_steps"] == "3"
+    what = "a feature, signed act_bits" if e < state.in_features else "the label, a class"
+    assert rep["bad_sample"] == f"sample {b} of step 3, element {e} ({what}): {v} is outside {lo}..{hi}"
+    assert dumps_state(_state_of(setup, rep, 3)) == dumps_state(_golden(state, lim[:3]))
 
 
 def test_error_names_are_the_register_maps(exe):
