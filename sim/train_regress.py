@@ -5,8 +5,10 @@ for many steps, each compared with the golden trainer bit for bit (``ttforge reg
 A case is a seed. It draws an engine family (lanes and the widths of a ``TrainConfig``,
 from :data:`FAMILIES`, so that a few Verilator builds serve every case), then a network
 (1-3 layers, 1-3 cores, ranks 1-4, small modes), a batch size (1 .. 2L) and labelled
-batches, all from the seed (:func:`train_regress_case`). The RTL (the native harness,
-:mod:`ttforge.sim.train_native`) and :func:`ttforge.ir.train.train_step` train it for
+batches, all from the seed (:func:`train_regress_case`); :data:`EDGE_SHARE` of the seeds
+are edge cases instead (:data:`EDGE_FAMILIES`: 32-bit biases, the smallest ``act_bits``
+that carries the classes, the largest label, both ends of the feature range). The RTL
+(the native harness, :mod:`ttforge.sim.train_native`) and :func:`ttforge.ir.train.train_step` train it for
 ``steps`` steps; the verdict is ``compare_states`` of the two final states. A failing
 case is rerun step by step to name the first step that differs, and the first difference
 of that step (layer, core or bias, element).
@@ -29,9 +31,8 @@ from ttforge.ir.train import (TrainConfig, TrainState, calibrate_state, check_ba
                               train_step_fast)
 from ttforge.ir.train_diverge import compare_states
 
-__all__ = ["FAMILIES", "TrainCase", "TrainCaseResult", "train_regress_case", "run_train_case", "train_regress",
-           "train_case_task",
-           "family_config"]
+__all__ = ["FAMILIES", "EDGE_FAMILIES", "EDGE_SHARE", "TrainCase", "TrainCaseResult", "train_regress_case",
+           "run_train_case", "train_regress", "train_case_task", "family_config", "family_widths"]
 
 #: Engine families: (lanes, TrainConfig fields). A case's seed picks one; each is one build.
 FAMILIES: tuple[tuple[int, dict], ...] = (
@@ -43,9 +44,52 @@ FAMILIES: tuple[tuple[int, dict], ...] = (
 )
 
 
+#: Edge families, numbered after :data:`FAMILIES` (5, 6, 7): act_bits 2, 3, 4, the smallest
+#: that carry the labels of 2, 3-4, 5-8 classes (a label is a signed act_bits stream
+#: element), and 32-bit biases. No family of :data:`FAMILIES` has either, so the draws
+#: never met two defects of the native harness: labels it wrapped (b83dd91) and negative
+#: 32-bit biases read back unsigned (c150e0d). The other widths are at their smallest (5),
+#: their largest the engine's 48-bit accumulators admit (6: grad_bits 12, not 24) or
+#: mixed (7).
+EDGE_FAMILIES: tuple[tuple[int, dict], ...] = (
+    (2, {"act_bits": 2, "bias_bits": 32, "w_bits": 2, "master_bits": 3, "inter_bits": 2, "acc_bits": 8,
+         "grad_bits": 2, "prob_bits": 2, "table_bits": 2, "table_frac_bits": 0, "bias_frac_bits": 0,
+         "rounding": "nearest"}),
+    (4, {"act_bits": 3, "bias_bits": 32, "w_bits": 8, "master_bits": 24, "inter_bits": 24, "acc_bits": 48,
+         "grad_bits": 12, "prob_bits": 24, "table_bits": 24, "table_frac_bits": 10, "bias_frac_bits": 16}),
+    (8, {"act_bits": 4, "bias_bits": 32, "w_bits": 2, "master_bits": 24, "inter_bits": 8, "grad_bits": 8,
+         "prob_bits": 8, "table_bits": 8, "table_frac_bits": 2, "bias_frac_bits": 16}),
+)
+
+#: the share of seeds that are edge cases (:func:`_edge_rng`), as the inference
+#: regression draws its iCE40 form (``ttforge.sim.cases.ICE40_SHARE``)
+EDGE_SHARE = 0.2
+
+
+def _edge_rng(seed: int, always: bool = False) -> np.random.Generator | None:
+    """The generator of seed ``seed``'s edge draws, or ``None`` (an ordinary case) in
+    1 - :data:`EDGE_SHARE` of the seeds (none with ``always``). Its own stream, so an
+    ordinary seed draws what it drew before edge cases existed (its reproducer replays);
+    the salt 16 keeps the seeds that tests and benchmarks name (3, 4, 11, 12, 18, 20, 21,
+    23, 28, 29) ordinary."""
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 16]))
+    return rng if rng.random() < EDGE_SHARE or always else None
+
+
+def family_widths(family: int) -> tuple[int, dict]:
+    """``(lanes, TrainConfig fields)`` of family ``family``: :data:`FAMILIES`, then
+    :data:`EDGE_FAMILIES`."""
+    return (FAMILIES + EDGE_FAMILIES)[family]
+
+
+def _edge_act_bits(classes: int) -> int:
+    """The smallest act_bits whose signed stream element carries label ``classes - 1``."""
+    return max(2, (classes - 1).bit_length() + 1)
+
+
 def family_config(family: int) -> TrainEngineConfig:
     """The engine of family ``family`` (depths that hold every network a case draws)."""
-    lanes, widths = FAMILIES[family]
+    lanes, widths = family_widths(family)
     return TrainEngineConfig(lanes=lanes, train=TrainConfig(**widths), act_depth=4096, grad_depth=2048,
                              core_depth=2048, bias_depth=128, desc_depth=64, max_batch=32, max_classes=8)
 
@@ -68,23 +112,50 @@ class TrainCase:
 
 
 def train_regress_case(seed: int, steps: int, family: int | None = None) -> TrainCase:
-    """The network, state and ``steps`` labelled batches of case ``seed`` (deterministic)."""
+    """The network, state and ``steps`` labelled batches of case ``seed`` (deterministic).
+
+    An edge seed (:func:`_edge_rng`; or ``family`` an edge family) keeps the network its
+    ordinary draw gives, with the edge family of its classes (:data:`EDGE_FAMILIES`, the
+    classes redrawn to fit a ``family`` given; in half of them the most its act_bits
+    carries), and draws its batch size and batches from its own stream: features over
+    the whole signed act_bits range, the first batch holding both ends and the largest
+    label.
+    """
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 14]))
     fam = int(rng.integers(len(FAMILIES))) if family is None else int(family)
-    lanes, widths = FAMILIES[fam]
-    cfg = TrainConfig(**widths)
+    edge = _edge_rng(seed) if family is None else _edge_rng(seed, True) if fam >= len(FAMILIES) else None
     n_layers = int(rng.integers(1, 4))
     d = int(rng.integers(1, 4))
     rank = int(rng.integers(1, 5))
     n_in = int(rng.integers(4, 25))
     hidden = int(rng.integers(4, 17))
     n_out = int(rng.integers(2, 9))
+    if edge is not None:
+        if family is None:
+            a = _edge_act_bits(n_out)
+            fam = len(FAMILIES) + a - 2
+        else:      # the classes this family's act_bits is the smallest for
+            a = family_widths(fam)[1]["act_bits"]
+            n_out = int(edge.integers(max(2, (1 << (a - 2)) + 1), (1 << (a - 1)) + 1))
+        if edge.random() < 0.5:    # so the largest label is the stream's, 2^(a-1) - 1
+            n_out = 1 << (a - 1)
+    lanes, widths = family_widths(fam)
+    cfg = TrainConfig(**widths)
     batch = int(rng.integers(1, 2 * lanes + 1))
     shapes = train_layer_shapes(rng, n_layers, d, rank, n_in, hidden, n_out)
     state = init_state(shapes, cfg, seed=int(seed), lr_shift=int(rng.integers(2, 7)))
     hi = (1 << (cfg.act_bits - 1)) - 1
-    batches = tuple((rng.integers(0, hi + 1, size=(batch, state.in_features)),
-                     rng.integers(0, n_out, size=batch)) for _ in range(steps))
+    if edge is None:
+        batches = tuple((rng.integers(0, hi + 1, size=(batch, state.in_features)),
+                         rng.integers(0, n_out, size=batch)) for _ in range(steps))
+    else:
+        batch = int(edge.integers(1, 2 * lanes + 1))
+        batches = tuple((edge.integers(-hi - 1, hi + 1, size=(batch, state.in_features)),
+                         edge.integers(0, n_out, size=batch)) for _ in range(steps))
+        x, y = batches[0]
+        lo_at, hi_at = edge.choice(x.size, size=2, replace=False)
+        x.flat[lo_at], x.flat[hi_at] = -hi - 1, hi
+        y[int(edge.integers(batch))] = n_out - 1
     state = calibrate_state(state, *batches[0], fast=False)
     return TrainCase(int(seed), fam, state, batches)
 
