@@ -236,18 +236,9 @@ def test_mmio_only_build_compiles(tmp_path, cc):
         assert proc.returncode == 0, proc.stderr
 
 
-FAKE_BUS_MAIN = """\
-/* the driver's argument and bus error paths against a fake bus (no simulator) */
-#include <stdio.h>
-#include "ttforge_train_driver.h"
-extern const ttftd_program ttforge_train_program;
-
-static int fail_write_at = -1, fail_read_code = 0;
-static uint32_t fail_addr = 0xFFFFFFFFu;
-
-static int rd(void *ctx, uint32_t a, uint32_t *d) {
-    (void)ctx;
-    if (a == fail_addr) return fail_read_code;
+#: The fake bus's register reads: a core that identifies as the header says, never DONE
+#: (put into the C programs below in place of ``{fake_core_reads}``).
+FAKE_CORE_READS = """\
     switch (a) { /* a core that identifies as the header says, never DONE */
     case TTFORGE_TRAIN_ID_ADDR: *d = TTFORGE_TRAIN_MAGIC; break;
     case TTFORGE_TRAIN_VERSION_ADDR: *d = TTFORGE_TRAIN_VERSION_RESET; break;
@@ -263,7 +254,22 @@ static int rd(void *ctx, uint32_t a, uint32_t *d) {
     case TTFORGE_TRAIN_CFG_MAX_CLASSES_ADDR: *d = TTFORGE_TRAIN_CFG_MAX_CLASSES_RESET; break;
     default: *d = 0;
     }
-    return 0;
+"""
+
+
+FAKE_BUS_MAIN = """\
+/* the driver's argument and bus error paths against a fake bus (no simulator) */
+#include <stdio.h>
+#include "ttforge_train_driver.h"
+extern const ttftd_program ttforge_train_program;
+
+static int fail_write_at = -1, fail_read_code = 0;
+static uint32_t fail_addr = 0xFFFFFFFFu;
+
+static int rd(void *ctx, uint32_t a, uint32_t *d) {
+    (void)ctx;
+    if (a == fail_addr) return fail_read_code;
+{fake_core_reads}    return 0;
 }
 static int wr(void *ctx, uint32_t a, uint32_t d) {
     (void)ctx; (void)d;
@@ -318,7 +324,7 @@ def test_error_paths_against_a_fake_bus(tmp_path):
     state, _ = _case()
     config = fit_engine(state, BATCH)
     export_train_driver(config, tmp_path, state, BATCH)
-    (tmp_path / "main.c").write_text(FAKE_BUS_MAIN)
+    (tmp_path / "main.c").write_text(FAKE_BUS_MAIN.replace("{fake_core_reads}", FAKE_CORE_READS))
     exe = tmp_path / "fake"
     proc = subprocess.run(["cc", *STRICT, f"-I{tmp_path}", *(str(tmp_path / f) for f in (
         "ttforge_train_driver.c", "ttforge_train_program.c", "main.c")), "-o", str(exe)],
@@ -352,22 +358,7 @@ static unsigned writes, starts, sends;
 
 static int rd(void *ctx, uint32_t a, uint32_t *d) {
     (void)ctx;
-    switch (a) { /* a core that identifies as the header says, never DONE */
-    case TTFORGE_TRAIN_ID_ADDR: *d = TTFORGE_TRAIN_MAGIC; break;
-    case TTFORGE_TRAIN_VERSION_ADDR: *d = TTFORGE_TRAIN_VERSION_RESET; break;
-    case TTFORGE_TRAIN_CFG_LANES_ADDR: *d = TTFORGE_TRAIN_CFG_LANES_RESET; break;
-    case TTFORGE_TRAIN_CFG_WIDTHS_ADDR: *d = TTFORGE_TRAIN_CFG_WIDTHS_RESET; break;
-    case TTFORGE_TRAIN_CFG_WIDTHS2_ADDR: *d = TTFORGE_TRAIN_CFG_WIDTHS2_RESET; break;
-    case TTFORGE_TRAIN_CFG_ACT_DEPTH_ADDR: *d = TTFORGE_TRAIN_CFG_ACT_DEPTH_RESET; break;
-    case TTFORGE_TRAIN_CFG_GRAD_DEPTH_ADDR: *d = TTFORGE_TRAIN_CFG_GRAD_DEPTH_RESET; break;
-    case TTFORGE_TRAIN_CFG_CORE_DEPTH_ADDR: *d = TTFORGE_TRAIN_CFG_CORE_DEPTH_RESET; break;
-    case TTFORGE_TRAIN_CFG_BIAS_DEPTH_ADDR: *d = TTFORGE_TRAIN_CFG_BIAS_DEPTH_RESET; break;
-    case TTFORGE_TRAIN_CFG_DESC_DEPTH_ADDR: *d = TTFORGE_TRAIN_CFG_DESC_DEPTH_RESET; break;
-    case TTFORGE_TRAIN_CFG_MAX_BATCH_ADDR: *d = TTFORGE_TRAIN_CFG_MAX_BATCH_RESET; break;
-    case TTFORGE_TRAIN_CFG_MAX_CLASSES_ADDR: *d = TTFORGE_TRAIN_CFG_MAX_CLASSES_RESET; break;
-    default: *d = 0;
-    }
-    return 0;
+{fake_core_reads}    return 0;
 }
 static int wr(void *ctx, uint32_t a, uint32_t d) {
     (void)ctx;
@@ -415,7 +406,7 @@ def sample_exe(tmp_path_factory):
     state, _ = _case()
     d = tmp_path_factory.mktemp("train_cdrv_samples")
     export_train_driver(fit_engine(state, BATCH), d, state, BATCH)
-    (d / "main.c").write_text(SAMPLE_MAIN)
+    (d / "main.c").write_text(SAMPLE_MAIN.replace("{fake_core_reads}", FAKE_CORE_READS))
     proc = subprocess.run(["cc", *STRICT, f"-I{d}", *(str(d / f) for f in (
         "ttforge_train_driver.c", "ttforge_train_program.c", "main.c")), "-o", str(d / "samples")],
         capture_output=True, text=True, timeout=120)
