@@ -528,7 +528,9 @@ def _train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable
     args.batch = 32 if args.batch is None else args.batch
     args.lr_decay_at = [] if args.lr_decay_at is None else args.lr_decay_at
     data = _resumed_data(state, args.resume) if args.data is None and args.resume else args.data or "digits"
-    ds_name, x, y, xt, yt = load_data(data)
+    # a path the state records is named as such (the user typed no --data)
+    ds_name, x, y, xt, yt = (load_data(data, "the state's data") if args.data is None and data != "digits"
+                             else load_data(data))
     if args.resume and args.data is not None:   # the data of the run from here on (as --batch)
         state = state.replace(meta={**state.meta, "data": ds_name, "data_spec": _data_spec(data)})
     x, xt = np.asarray(x, dtype=np.float64), np.asarray(xt, dtype=np.float64)

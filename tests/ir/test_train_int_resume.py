@@ -375,3 +375,14 @@ def test_a_digits_state_without_data_spec_resumes_on_digits(base, tmp_path, caps
     save_state(state.replace(meta={k: v for k, v in state.meta.items() if k != "data_spec"}), run / "state.ttts")
     code, _, err = _run(capsys, "--resume", str(run / "state.ttts"), "--epochs", "3", "-o", str(run))
     assert (code, err) == (0, "")
+
+
+def test_a_states_data_that_is_gone_is_named_as_the_states(idx_run, tmp_path, capsys):
+    """The directory a state records and no longer finds: the line says it is the state's
+    (the user typed no --data; it said "data='/...'")."""
+    state = load_state(idx_run / "run" / "state.ttts")
+    gone = tmp_path / "moved"
+    save_state(state.replace(meta={**state.meta, "data_spec": str(gone)}), tmp_path / "s.ttts")
+    code, _, err = _run(capsys, "--resume", str(tmp_path / "s.ttts"), "--epochs", "2", "-o", str(tmp_path / "r"))
+    assert code == 2
+    assert err.startswith(f"ttforge train-int: error: the state's data {gone} does not exist"), err
