@@ -24,7 +24,7 @@ from ttforge.ir.executor import IntLayer
 from ttforge.ir.onchip import on_chip_bytes
 from ttforge.ir.schedule import OBJECTIVES, ContractionSchedule, schedule_orders
 from ttforge.ir.train import (TrainConfig, TrainState, calibrate_state, check_batch, check_counters, check_lr, check_step_memory,
-                              export_network, init_state, predict)
+                              engine_labels_problem, export_network, init_state, predict)
 from ttforge.ir.train_loop import (Truncation, check_fits, epoch_order, network_train_config, plan_truncations,
                                   run_training, state_from_artifact, tt_layers)
 from ttforge.ir.tt import MAX_FACTOR_SIZE, TTShape
@@ -585,6 +585,10 @@ def _train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable
     # every start (random, --from, --resume) trains on the state's own input scale
     xq = quantize(x, state.config.act_bits, state.in_exp)
     xq_test = quantize(xt, state.config.act_bits, state.in_exp)
+    problem = engine_labels_problem(state)
+    if problem:   # the golden run is right; the board's engine would refuse the state later
+        print(f"ttforge train-int: note: train-board, generate --train and build --train will refuse this "
+              f"state: {problem}", file=sys.stderr)
     truncations = plan_truncations(state, args.truncate_ranks or (), args.epochs)
     check_lr(state, args.batch)   # after the calibration: it depends on the exponents
     if args.resume:   # a fresh state's counters are 0: far from the end

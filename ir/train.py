@@ -27,7 +27,7 @@ from typing import Any, Literal, Sequence
 import numpy as np
 
 from ttforge.errors import ConfigError, ShapeError, show
-from ttforge.ir.arith import int_range, rshift_round, value_range
+from ttforge.ir.arith import BIT_RANGES, int_range, rshift_round, value_range
 from ttforge.ir.executor import EXP_RANGE, IntLayer, IntNetwork, execute_traced, frozen_array, rebuild
 from ttforge.ir.rng import Xorshift32
 from ttforge.ir.schedule import ContractionSchedule
@@ -40,7 +40,7 @@ __all__ = [
     "export_network", "train_step", "train_step_fast", "train_step_traced", "check_batch",
     "update_shift_bounds", "check_lr", "truncate_ranks", "PHASES", "TRAIN_SPEC_VERSION", "MAX_FAST_BITS",
     "train_step_stats", "widths", "loss_bits", "predict", "STATE_ARRAY_RANGES", "check_counters",
-    "check_step_memory", "sample_values",
+    "check_step_memory", "sample_values", "engine_labels_problem",
 ]
 
 #: Version of the "Training" part of docs/arithmetic.md that this module implements.
@@ -390,6 +390,27 @@ def sample_values(layers) -> int:
     traces keep two of them). ``layers``: anything with a ``schedule``."""
     return sum(layer.schedule.shape.in_size + 4 * sum(s.out_elements for s in layer.schedule.steps)
                for layer in layers)
+
+
+def engine_labels_problem(state: TrainState) -> str | None:
+    """Why the training engine cannot take ``state``'s labels, or ``None``.
+
+    A label travels as one element of the engine's input stream, a signed ``act_bits``
+    integer like the features (docs/hardware.md, "Samples"), so labels above
+    ``2^(act_bits-1) - 1`` would arrive negative (``BAD_LABEL``) or wrap to another, valid
+    label and train on it. The golden trainer has no such limit: ``train-int`` notes it,
+    the commands that drive the engine refuse the state
+    (:func:`ttforge.hw.trainer.program.check_labels_fit`).
+    """
+    a, n = state.config.act_bits, state.n_classes
+    top = (1 << (a - 1)) - 1
+    if n - 1 <= top:
+        return None
+    need = (n - 1).bit_length() + 1
+    fix = (f"train the state with act_bits >= {need} (ttforge train-int --act-bits {need})"
+           if need <= BIT_RANGES["act_bits"][1] else "use fewer classes")
+    return (f"{n} classes need labels up to {n - 1}, which the training engine carries in signed {a}-bit "
+            f"stream elements (act_bits={a}, labels up to {top}); {fix}")
 
 
 def check_step_memory(state: TrainState, batch: int, name: str = "batch") -> None:

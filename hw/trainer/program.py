@@ -27,8 +27,8 @@ from typing import Sequence
 import numpy as np
 
 from ttforge.errors import ConfigError, ShapeError
-from ttforge.ir.arith import BIT_RANGES, int_range
-from ttforge.ir.train import TrainConfig, TrainState, export_network, widths
+from ttforge.ir.arith import int_range
+from ttforge.ir.train import TrainConfig, TrainState, engine_labels_problem, export_network, widths
 
 __all__ = [
     "Op", "TrainOp", "TrainEngineConfig", "TrainProgram", "RegionMap", "compile_training",
@@ -350,22 +350,11 @@ def _regions(state: TrainState, bw: int) -> RegionMap:
 
 def check_labels_fit(state: TrainState) -> None:
     """One line (:class:`ConfigError`) if the state's labels do not fit the training
-    engine's input stream.
-
-    A label travels as one stream element, a signed ``act_bits`` integer like the
-    features (``docs/hardware.md``, "Training engine"), so labels above
-    ``2^(act_bits-1) - 1`` would arrive negative (``BAD_LABEL``) or wrap to another,
-    valid label and train on it; the golden trainer has no such limit, so the state is
-    refused before any step rather than diverging on the board.
-    """
-    a, n = state.config.act_bits, state.n_classes
-    top = (1 << (a - 1)) - 1
-    if n - 1 > top:
-        need = (n - 1).bit_length() + 1
-        fix = (f"train the state with act_bits >= {need} (ttforge train-int --act-bits {need})"
-               if need <= BIT_RANGES["act_bits"][1] else "use fewer classes")
-        raise ConfigError(f"{n} classes need labels up to {n - 1}, which the training engine carries in "
-                          f"signed {a}-bit stream elements (act_bits={a}, labels up to {top}); {fix}")
+    engine's input stream (:func:`ttforge.ir.train.engine_labels_problem`), before any
+    step rather than diverging on the board."""
+    problem = engine_labels_problem(state)
+    if problem:
+        raise ConfigError(problem)
 
 
 def _check_fits(state: TrainState, batch: int, cfg: TrainEngineConfig, reg: RegionMap, slots: int) -> None:

@@ -386,3 +386,17 @@ def test_a_states_data_that_is_gone_is_named_as_the_states(idx_run, tmp_path, ca
     code, _, err = _run(capsys, "--resume", str(tmp_path / "s.ttts"), "--epochs", "2", "-o", str(tmp_path / "r"))
     assert code == 2
     assert err.startswith(f"ttforge train-int: error: the state's data {gone} does not exist"), err
+
+
+@pytest.mark.parametrize("act_bits, noted", [(4, True), (5, False)])
+def test_a_state_the_engine_cannot_take_is_noted_before_training(tmp_path, capsys, act_bits, noted):
+    """10 classes at act_bits 4: the golden run is right, but the training engine carries
+    labels up to 7 and refuses the state; train-int trained it without a word (the user
+    learnt it at train-board). The sibling at act_bits 5 says nothing."""
+    code, _, err = _run(capsys, "--act-bits", str(act_bits), "--epochs", "1", "--hidden", "8", "--ranks", "2",
+                        "-o", str(tmp_path / "r"))
+    assert code == 0
+    note = ("ttforge train-int: note: train-board, generate --train and build --train will refuse this state: "
+            "10 classes need labels up to 9, which the training engine carries in signed 4-bit stream elements "
+            "(act_bits=4, labels up to 7); train the state with act_bits >= 5 (ttforge train-int --act-bits 5)\n")
+    assert err == (note if noted else ""), err
