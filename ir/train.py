@@ -403,7 +403,7 @@ def engine_labels_problem(state: TrainState) -> str | None:
     (:func:`ttforge.hw.trainer.program.check_labels_fit`).
     """
     a, n = state.config.act_bits, state.n_classes
-    top = (1 << (a - 1)) - 1
+    top = value_range(a)[1]
     if n - 1 <= top:
         return None
     need = (n - 1).bit_length() + 1

@@ -50,6 +50,7 @@ from typing import Any, Callable, Generator, Sequence
 import numpy as np
 
 from ttforge.errors import ConfigError, DeviceError, DeviceTimeout
+from ttforge.ir.arith import value_range
 from ttforge.hw.trainer.regmap import (TRAIN_ERROR_TEXT, TRAIN_MAGIC, TRAIN_REGMAP_VERSION,
                                        TrainRegisterMap)
 
@@ -107,7 +108,7 @@ def check_stream_batch(x: np.ndarray, y: np.ndarray, act_bits: int) -> None:
     signed ``act_bits`` stream element it travels in: the stream keeps only the low
     ``act_bits`` of each, so such a value would reach the engine as another (a label
     beyond ``2^(act_bits-1) - 1`` as a negative or a wrong label), never refused there."""
-    lo, hi = -(1 << (act_bits - 1)), (1 << (act_bits - 1)) - 1
+    lo, hi = value_range(act_bits)
     for name, v in (("feature", np.asarray(x)), ("label", np.asarray(y))):
         if v.size and (int(v.min()) < lo or int(v.max()) > hi):
             bad = int(v.min()) if int(v.min()) < lo else int(v.max())
