@@ -40,7 +40,7 @@ __all__ = [
     "export_network", "train_step", "train_step_fast", "train_step_traced", "check_batch",
     "update_shift_bounds", "check_lr", "truncate_ranks", "PHASES", "TRAIN_SPEC_VERSION", "MAX_FAST_BITS",
     "train_step_stats", "widths", "loss_bits", "predict", "STATE_ARRAY_RANGES", "check_counters",
-    "check_step_memory", "sample_values", "engine_labels_problem",
+    "check_step_memory", "sample_values", "engine_labels_problem", "label_act_bits",
 ]
 
 #: Version of the "Training" part of docs/arithmetic.md that this module implements.
@@ -392,6 +392,12 @@ def sample_values(layers) -> int:
                for layer in layers)
 
 
+def label_act_bits(classes: int) -> int:
+    """The smallest ``act_bits`` whose signed stream element carries label ``classes - 1``
+    (:func:`engine_labels_problem`)."""
+    return max(2, (int(classes) - 1).bit_length() + 1)
+
+
 def engine_labels_problem(state: TrainState) -> str | None:
     """Why the training engine cannot take ``state``'s labels, or ``None``.
 
@@ -406,7 +412,7 @@ def engine_labels_problem(state: TrainState) -> str | None:
     top = value_range(a)[1]
     if n - 1 <= top:
         return None
-    need = (n - 1).bit_length() + 1
+    need = label_act_bits(n)
     fix = (f"train the state with act_bits >= {need} (ttforge train-int --act-bits {need})"
            if need <= BIT_RANGES["act_bits"][1] else "use fewer classes")
     return (f"{n} classes need labels up to {n - 1}, which the training engine carries in signed {a}-bit "

@@ -27,7 +27,7 @@ import numpy as np
 from ttforge.hw.trainer.program import TrainEngineConfig, compile_training
 from ttforge.ir.random import train_layer_shapes
 from ttforge.errors import ConfigError, EnvironmentFailure, show_path
-from ttforge.ir.train import (TrainConfig, TrainState, calibrate_state, check_batch, init_state, train_step,
+from ttforge.ir.train import (TrainConfig, TrainState, calibrate_state, check_batch, init_state, label_act_bits, train_step,
                               train_step_fast)
 from ttforge.ir.train_diverge import compare_states
 
@@ -82,11 +82,6 @@ def family_widths(family: int) -> tuple[int, dict]:
     return (FAMILIES + EDGE_FAMILIES)[family]
 
 
-def _edge_act_bits(classes: int) -> int:
-    """The smallest act_bits whose signed stream element carries label ``classes - 1``."""
-    return max(2, (classes - 1).bit_length() + 1)
-
-
 def family_config(family: int) -> TrainEngineConfig:
     """The engine of family ``family`` (depths that hold every network a case draws)."""
     lanes, widths = family_widths(family)
@@ -132,7 +127,7 @@ def train_regress_case(seed: int, steps: int, family: int | None = None) -> Trai
     n_out = int(rng.integers(2, 9))
     if edge is not None:
         if family is None:
-            a = _edge_act_bits(n_out)
+            a = label_act_bits(n_out)
             fam = len(FAMILIES) + a - 2
         else:      # the classes this family's act_bits is the smallest for
             a = family_widths(fam)[1]["act_bits"]
