@@ -179,7 +179,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if 1 in closed_at_start():
             run = _stdout_closed
     # one error line and a documented exit status whatever happens (ttforge.boundary)
-    return run_command(args.command, run, args, _missing_extra)
+    code, parse_code = run_command(args.command, run, args, _missing_extra), code
+    # a standard stream that failed while the parser was built (a warning of an import
+    # on a stderr at /dev/full) is said by the parse's status, 3, which a command that
+    # then succeeds would hide: that stream now goes to /dev/null and writes fine
+    return parse_code if code == 0 else code
 
 
 def _parse(command: str, argv: list[str], parsed: list) -> int:

@@ -233,3 +233,27 @@ def test_a_stdout_reader_gone_before_the_first_line_is_141_without_a_word(valid)
     p.stdout.close()
     err = p.stderr.read()
     assert p.wait(timeout=60) == 141 and err == b"", err
+
+
+def test_a_stderr_that_fails_while_the_parser_is_built_is_exit_3(monkeypatch):
+    """A write to stderr that fails while the command's parser is built (an import's
+    warning, ``2> /dev/full``): the parse's status was dropped once the command itself
+    succeeded, exit 0 where not all that was said reached the user."""
+    import errno
+    import io
+
+    from ttforge import cli
+
+    class Full(io.StringIO):
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    build = cli.build_parser
+
+    def noisy(**kw):
+        print("SomeWarning: from an import", file=sys.stderr)
+        return build(**kw)
+
+    monkeypatch.setattr(sys, "stderr", Full())
+    monkeypatch.setattr(cli, "build_parser", noisy)
+    assert cli.main(_SCHEDULE) == 3
