@@ -388,6 +388,32 @@ def test_float_inputs_are_quantized_with_the_network_format(artifact, tmp_path, 
     assert np.array_equal(execute(net, _GoldenDevice.received[0]), execute(net, xi))
 
 
+def test_float64_inputs_are_quantized_as_they_are(artifact, tmp_path, capsys, monkeypatch):
+    """A float64 row a hair below rounding ties (``.npy`` and text): ``run`` cast it to
+    float32 first, which rounds to the tie, and sent other integers than the QAT model,
+    the executor and ``diverge --input`` quantize (another class on the digits
+    network), its --verify passing on its own integers."""
+    import ttforge.firmware.simulate as fs
+    from ttforge.ir.artifact import load_artifact
+
+    monkeypatch.setattr(fs, "simulated_device", _GoldenDevice)
+    net = load_artifact(artifact / "small.ttfa")
+    e = net.layers[0].in_exp
+    k = np.random.default_rng(0).integers(-20, 20, size=(3, net.in_features))
+    x = (k + 0.5 - 2.0**-30) * 2.0**e
+    want = net.quantize_input(x)
+    assert not np.array_equal(want, net.quantize_input(x.astype(np.float32)))   # the cast mattered
+    np.save(tmp_path / "x.npy", x)
+    np.savetxt(tmp_path / "x.txt", x, fmt="%.17g")
+    _GoldenDevice.received.clear()
+    for name in ("x.npy", "x.txt"):
+        assert main(["run", "--board", "ulx3s", "--sim", str(artifact / "small.ttfa"), str(tmp_path / name)]) == 0
+    capsys.readouterr()
+    assert len(_GoldenDevice.received) == 2
+    for got in _GoldenDevice.received:
+        assert np.array_equal(got, want)
+
+
 def test_run_out_is_written_atomically(artifact, tmp_path, capsys, monkeypatch):
     """-o: a directory is one line before the simulation (it was an IsADirectoryError
     traceback after it, and a DIR.xxxx.npy temporary left behind); a relative file is
