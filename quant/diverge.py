@@ -37,6 +37,7 @@ from torch import nn
 
 from ttforge.errors import ConfigError, ShapeError
 from ttforge.model.layers import TTLinear
+from ttforge.model.tt import check_finite_layers
 from ttforge.ir.arith import BIT_RANGES, quantize as quantize_real
 from ttforge.ir.diverge import DivergenceReport, Mismatch, StepError, first_diff
 from ttforge.ir.executor import IntLayer, IntNetwork, execute_traced
@@ -407,6 +408,10 @@ def quant_network_for(float_model: nn.Module, inet: IntNetwork) -> QuantNetwork:
     if len(linears) != len(inet.layers):
         raise ShapeError(f"the artifact has {len(inet.layers)} layers but the model has {len(linears)} "
                          f"linear layers; give the checkpoint the artifact was compiled from")
+    # no artifact is compiled from such weights (quantize refuses them), and a NaN ended
+    # the fake-quant stage in an internal AssertionError (exit 70)
+    check_finite_layers(enumerate(linears), "give the checkpoint the artifact was compiled from "
+                                            "(quantize refuses such weights)")
     layers = {}
     for i, (m, il) in enumerate(zip(linears, inet.layers)):
         _, schedule, in_f, out_f = _tt_view(m)

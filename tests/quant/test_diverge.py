@@ -240,6 +240,23 @@ def test_cli_bad_input_exit_2(quantized, tmp_path, capsys):
     assert "give the checkpoint the artifact was compiled from" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_cli_a_checkpoint_with_nan_or_inf_weights_is_one_line(quantized, tmp_path, capsys, value):
+    """``diverge CKPT --artifact A``, one weight of CKPT NaN or infinite: no artifact is
+    compiled from such weights (quantize refuses them); a NaN ended in an internal
+    AssertionError of the fake-quant stage (exit 70), an infinity in a divergence."""
+    from ttforge.model.checkpoint import load_checkpoint, save_checkpoint
+
+    d = quantized
+    ck = load_checkpoint(next((d / "run").glob("*.pt")))
+    core = next(k for k in ck["state_dict"] if "cores" in k)
+    ck["state_dict"][core].view(-1)[0] = value
+    save_checkpoint(tmp_path / "bad.pt", ck)
+    assert main(["diverge", str(tmp_path / "bad.pt"), "--artifact", str(d / "m.ttfa"), "--samples", "4"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "NaN or infinite weights" in err[0], err
+
+
 # -- chunks: bounded memory, the report of the whole batch -------------------------------
 def _perturbed(monkeypatch, where):
     """The integer stage (``_int_layer``, a layer at a time) with traces off by one at
