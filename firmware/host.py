@@ -561,11 +561,14 @@ class Device:
         if not np.issubdtype(x.dtype, np.integer):
             raise ShapeError(f"inputs must be integers (quantized), got {x.dtype}; quantize them "
                              "with the network's quantize_input")
-        a = self.config.act_bits
+        # the network's input width, not the engine's act_bits (which may be wider): a
+        # value between the two went out, and came back as numbers no golden model has
+        a = self.program.in_bits
         lo, hi = -(1 << (a - 1)), (1 << (a - 1)) - 1
         if x.size and (x.min() < lo or x.max() > hi):
-            raise ShapeError(f"inputs must be in {lo}..{hi} (act_bits={a}), got "
-                             f"{int(x.min())}..{int(x.max())}")
+            raise ShapeError(f"inputs must be in {lo}..{hi} (the network's {a}-bit input), got "
+                             f"{int(x.min())}..{int(x.max())}; quantize them with the network's "
+                             f"quantize_input")
         eb, E = self.info["elem_bytes"], self.config.stream_elems
         want = -(-n_out // E) * E
         piece = P.stream_piece_elems(eb, E)

@@ -228,6 +228,23 @@ def test_a_bad_timeout_is_the_callers_error(board, net_x, bad):
     assert board.vectors == []
 
 
+def test_inputs_outside_the_network_width_on_a_wider_engine_are_refused(net_x):
+    """An 8-bit network on an engine of 16-bit activations: inputs were checked against
+    the engine's width, and a 300 went out to the board (whose answer no golden model
+    defines); now the network's input width, before anything is sent."""
+    import dataclasses
+
+    net, x = net_x
+    board = FakeBoard(net, dataclasses.replace(AccelConfig.for_network(net, lanes=4, stream_elems=2),
+                                               act_bits=16))
+    dev = _loaded(board, net)
+    assert net.layers[0].in_bits == 8
+    with pytest.raises(ShapeError, match=r"^inputs must be in -128\.\.127 \(the network's 8-bit input\)"):
+        dev.infer(np.full((1, net.in_features), 300))
+    assert board.vectors == []
+    assert np.array_equal(dev.infer(x), execute(net, x))
+
+
 # ------------------------------------------------------- vectors longer than one frame
 
 @pytest.fixture(scope="module")
