@@ -30,7 +30,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--out", type=result_path, default=str(OUT))
     a = ap.parse_args(argv)
-    from ttforge.sim.train_regress import FAMILIES, train_regress
+    from ttforge.sim.train_regress import EDGE_FAMILIES, FAMILIES, train_regress
 
     t0 = time.perf_counter()
 
@@ -42,7 +42,9 @@ def main(argv=None) -> int:
     out = {"benchmark": "train_regress", "command": "python bench/bench_train_regress.py " + " ".join(argv or sys.argv[1:]),
            "simulator": "verilator-native", "steps": a.steps, "cases": len(res),
            "passed": sum(r.passed for r in res), "seconds": round(time.perf_counter() - t0, 1),
-           "families": [{"lanes": lanes, "widths": w} for lanes, w in FAMILIES],
+           # a case's ``family`` indexes this list: the ordinary families, then the edge ones
+           "families": [{"lanes": lanes, "widths": w, "edge": i >= len(FAMILIES)}
+                        for i, (lanes, w) in enumerate(FAMILIES + EDGE_FAMILIES)],
            "results": [r.to_dict() for r in res],
            "env": {"when": utc_now(), "cpu": cpu_model(),
                    "git": {"commit": git("rev-parse", "HEAD"), "dirty": git_dirty("hw", "sim", "ir")}}}
