@@ -105,7 +105,7 @@ class ContractionStep:
             y = x.reshape(batch, self.A, self.K) @ C.T
         else:
             y = C @ x.reshape(batch, self.A, self.K, self.Q)
-        return y.reshape(batch, -1)
+        return y.reshape(batch, self.out_elements)   # not -1: ambiguous for a batch of none
 
     def lane_cycles(self, lanes: int) -> int:
         """MAC cycles per sample on a row of ``lanes`` MAC lanes, mapped as the

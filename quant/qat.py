@@ -286,7 +286,9 @@ class QuantLinear(nn.Module):
     def forward(self, x: torch.Tensor, calibrate: Calibration | None = None) -> torch.Tensor:
         cores, schedule, in_f, out_f = _tt_view(self.layer)
         dtype = torch.float64 if not self.training or calibrate else cores[0].dtype
-        x = x.reshape(x.shape[0], -1).to(dtype)
+        # -1 is ambiguous for a batch of none: torch refused it (a RuntimeError where the
+        # float model and the executor return (0, out_features))
+        x = x.reshape(x.shape[0], -1 if x.numel() else in_f).to(dtype)
         if calibrate:
             if self.first:
                 self.in_exp.fill_(_choose_exp(x, self.in_bits, False, calibrate))
@@ -511,6 +513,8 @@ def calibrate(qnet: QuantNetwork, x: torch.Tensor, method: Calibration = "max") 
     """Set every exponent from a calibration batch (post-training quantization); a one-line
     :class:`ConfigError` if eval mode cannot then compute a layer exactly in float64
     (:meth:`QuantLinear.check_float64`)."""
+    if not len(x):   # no exponent can be chosen from no values (it was torch's RuntimeError)
+        raise ConfigError("the calibration batch holds no samples; give at least one")
     with torch.no_grad():
         qnet(x, calibrate=method)
     for i, layer in enumerate(qnet.qlayers):

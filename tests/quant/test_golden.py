@@ -25,6 +25,20 @@ def test_qat_eval_equals_executor_equals_reference():
     assert np.array_equal(reference_execute(inet, xi), golden)
 
 
+def test_an_empty_batch_is_empty_and_an_empty_calibration_one_line():
+    """A batch of no samples: the eval model's reshape refused it (torch's RuntimeError)
+    where the float model and the executor return ``(0, out_features)``; calibrating on
+    none was the same RuntimeError."""
+    q, x = small_net()
+    inet = compile_network(q)
+    y = q.eval()(x[:0])
+    assert tuple(y.shape) == (0, inet.layers[-1].out_features)
+    assert execute(inet, inet.quantize_input(x[:0].numpy())).shape == (0, inet.layers[-1].out_features)
+    assert q.forward_int(x[:0]).shape == (0, inet.layers[-1].out_features)
+    with pytest.raises(ConfigError, match="calibration batch holds no samples"):
+        calibrate(q, x[:0])
+
+
 def test_flipping_one_core_bit_breaks_equality():
     q, x = small_net()
     inet = compile_network(q)
