@@ -365,10 +365,15 @@ class QuantLinear(nn.Module):
             raise ConfigError(f"{where}: its bias (up to {top:.3g}) at the accumulator scale 2^{exp} needs a "
                               f"{need}-bit accumulator but acc_bits is {self.q.acc_bits}; raise --acc-bits "
                               f"to {need}")
-        raise ConfigError(f"{where}: its bias (up to {top:.3g}) at the accumulator scale 2^{exp} (set by "
-                          f"the weights' and inputs' scales) needs {need} bits, more than the "
-                          f"{MAX_ACC_BITS} an accumulator may have: the bias is too large for the "
-                          f"weights; check the checkpoint (weights scaled down?) or retrain")
+        # either scale can be the tiny one: calibration samples of 1e-20 said "the bias is
+        # too large for the weights" of a sound checkpoint
+        last = schedule.steps[-1]
+        core_exp = int(self.core_exps[last.core])
+        raise ConfigError(f"{where}: its bias (up to {top:.3g}) at the accumulator scale 2^{exp} (its last "
+                          f"core's scale 2^{core_exp} times its input's 2^{exp - core_exp}) needs {need} "
+                          f"bits, more than the {MAX_ACC_BITS} an accumulator may have: the bias is too "
+                          f"large next to those scales; check the calibration data (its scale sets the "
+                          f"inputs') and the checkpoint (weights scaled down?), or retrain")
 
     def check_float64(self, index: int, steps: bool = True) -> None:
         """A one-line :class:`ConfigError` when eval mode cannot compute this layer exactly

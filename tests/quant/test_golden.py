@@ -140,3 +140,18 @@ def test_int_layer_that_builds_saves_and_loads_with_plain_ints():
     back = loads_artifact(dumps_artifact(net))
     x = np.array([[1, 2], [-7, 100]])
     assert np.array_equal(execute(back, x), execute(net, x))
+
+
+def test_a_bias_beyond_any_accumulator_names_both_scales():
+    """Calibration samples of 1e-20 next to a sound layer: the line blamed the weights
+    alone ("the bias is too large for the weights"); it names the core's and the input's
+    scale, and the calibration data as a cause."""
+    from ttforge.model import TTLinear
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), TTLinear(30, 20, [4, 2], in_modes=[2, 3, 5], out_modes=[2, 5, 2]))
+    q = quantize_model(net, QuantConfig(LayerQuant(8, 8, 16)))
+    with pytest.raises(ConfigError, match=r"its last core's scale 2\^-?\d+ times its input's 2\^-\d+\) .*"
+                                          r"check the calibration data"):
+        calibrate(q, torch.full((4, 30), 1e-20))
+        compile_network(q)
