@@ -27,7 +27,7 @@ from ttforge.model import fast
 from ttforge.model.layers import TTLinear
 from ttforge.ir.schedule import ContractionSchedule
 from ttforge.ir.tt import TTShape
-from ttforge.ir.arith import BIT_RANGES, MAX_ACC_BITS, acc_bits_needed, exponent_for_max
+from ttforge.ir.arith import BIT_RANGES, MAX_ACC_BITS, acc_bits_needed, exponent_for_max, shift_range
 from ttforge.ir.executor import IntLayer, IntNetwork
 from ttforge.limits import MAX_EXP
 
@@ -311,8 +311,17 @@ class QuantLinear(nn.Module):
                 b = fake_quant(self.layer.bias.to(dtype), self.q.acc_bits, acc_exp)
                 x = torch.cat([x[:, :out_f] + b, x[:, out_f:]], dim=1) if x.shape[1] > out_f else x + b
             if calibrate:
-                self.step_exps[t] = _choose_exp(x.detach()[:, :out_f] if t == len(steps) - 1 else x.detach(),
-                                                bits, False, calibrate)
+                seen = x.detach()[:, :out_f] if t == len(steps) - 1 else x.detach()
+                if seen.numel() and not bool(seen.abs().max()):
+                    # an all-zero step (a zero core) says nothing of its scale: 0 (as for
+                    # any all-zero values), or the nearest exponent whose shift the
+                    # accumulator can make (after inputs of 1e-20, 0 was a right shift of
+                    # 73, and compiling failed)
+                    acc = int(self.core_exps[step.core]) + int(self.step_exps[t - 1] if t else self.in_exp)
+                    lo, hi = shift_range(self.q.acc_bits)
+                    self.step_exps[t] = min(max(0, acc + lo, -MAX_EXP), acc + hi, MAX_EXP)
+                else:
+                    self.step_exps[t] = _choose_exp(seen, bits, False, calibrate)
             acc = x
             x = fake_quant(x, bits, self.step_exps[t])
             if self.trace is not None:

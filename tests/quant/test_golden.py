@@ -155,3 +155,25 @@ def test_a_bias_beyond_any_accumulator_names_both_scales():
                                           r"check the calibration data"):
         calibrate(q, torch.full((4, 30), 1e-20))
         compile_network(q)
+
+
+@pytest.mark.parametrize("scale", [1e-20, 1e30])
+def test_an_all_zero_step_calibrates_to_a_shift_the_accumulator_makes(scale):
+    """A zero core after inputs of 1e-20 (or 1e30): its all-zero step took the exponent
+    0 of no values, a right shift of 73 (left 93) that no accumulator makes, and
+    compiling failed; now 0 or the nearest exponent whose shift it makes, and the network
+    is exact."""
+    from ttforge.model import TTLinear
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), TTLinear(30, 20, [4, 2], in_modes=[2, 3, 5], out_modes=[2, 5, 2]),
+                        nn.ReLU(), nn.Linear(20, 5))
+    with torch.no_grad():
+        net[1].cores[0].zero_()
+        net[1].bias.zero_()
+    q = quantize_model(net, QuantConfig(LayerQuant(8, 8, 16)))
+    x = (torch.rand(16, 30) - 0.5) * scale
+    calibrate(q, x)
+    inet = compile_network(q)
+    xi = inet.quantize_input(x.numpy())
+    assert np.array_equal(q.eval().forward_int(x), execute(inet, xi))
