@@ -541,4 +541,10 @@ def compile_network(qnet: QuantNetwork) -> IntNetwork:
     for i, layer in enumerate(qnet.qlayers):
         layer.check_bias(i)
         layer.check_float64(i)   # (exponents may have been set by hand since calibration)
-    return IntNetwork(tuple(layer.to_int_layer() for layer in qnet.qlayers))
+    layers = []
+    for i, layer in enumerate(qnet.qlayers):
+        try:
+            layers.append(layer.to_int_layer())
+        except ConfigError as e:   # the integer layer's fields ("step 0 shifts by 73"), named
+            raise ConfigError(f"layer {i} ({type(layer.layer).__name__}): {e}") from None
+    return IntNetwork(tuple(layers))

@@ -177,3 +177,12 @@ def test_an_all_zero_step_calibrates_to_a_shift_the_accumulator_makes(scale):
     inet = compile_network(q)
     xi = inet.quantize_input(x.numpy())
     assert np.array_equal(q.eval().forward_int(x), execute(inet, xi))
+
+
+def test_an_integer_layer_refusal_names_its_layer():
+    """Exponents set by hand that give a shift beyond the accumulator: the integer
+    layer's line ("step 1 shifts by ...") named no layer of the network."""
+    q, _ = small_net()
+    q.qlayers[1].step_exps[0] += 80
+    with pytest.raises(ConfigError, match=r"^layer 1 \(TTLinear\): step \d shifts by"):
+        compile_network(q)
