@@ -730,7 +730,7 @@ def _merge2_grads(a: torch.Tensor, b: torch.Tensor, g: torch.Tensor, need_a: boo
     r0, ma, na, r1 = a.shape
     _, mb, nb, r2 = b.shape
     g = g.reshape(r0, ma, mb, na, nb * r2).transpose(2, 3)
-    if torch.is_grad_enabled():  # create_graph: differentiable operations
+    if _graph_backward(g):  # create_graph or a vmap'd backward: plain operations
         gp = g.reshape(r0 * ma * na, mb * nb * r2)
     else:
         gp = (_buffers(g, [g.numel()])[0] if work is None else work).view(g.shape)
@@ -837,6 +837,23 @@ def plain_ops_only() -> bool:
     """Whether the call must be plain differentiable operations on the whole batch:
     a transform (:func:`transformed`) or a capture (:func:`captured`)."""
     return transformed() or captured()
+
+
+def _graph_backward(g: torch.Tensor) -> bool:
+    """Whether a custom node's backward, given the output gradient ``g``, must be plain
+    operations, no work buffers or ``out=`` products: ``create_graph`` (autograd records
+    the backward), or a vmap over the backward itself (``is_grads_batched=True``,
+    ``jacobian(..., vectorize=True)``: ``g`` is a legacy batched tensor, and an ``out=``
+    product or a copy into an unbatched buffer has no batching rule, "aten::mm.out"),
+    which the forward, run unbatched through the custom nodes, could not see coming."""
+    return torch.is_grad_enabled() or transformed() or _legacy_batched(g)
+
+
+def _legacy_batched(g: torch.Tensor) -> bool:
+    """Whether ``g`` is a batched tensor of ``torch._vmap_internals`` (the vmap of
+    ``torch.autograd.grad(..., is_grads_batched=True)``; not a ``torch.func`` one)."""
+    check = getattr(torch._C._functorch, "is_legacy_batchedtensor", None)
+    return bool(check is not None and check(g))
 
 
 def _merge_ops(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -1612,8 +1629,9 @@ class _TTApplyMats(torch.autograd.Function):
         x, mats = saved[0], list(saved[1:1 + len(steps)])
         kept = list(saved[1 + len(steps):]) if ctx.keep else None
         batch, need_x, gy = x.shape[0], ctx.needs_input_grad[0], gy.contiguous()
-        with _compute(_key(x, plan, "backward", need_x, torch.is_grad_enabled())) as run:
-            if torch.is_grad_enabled():
+        graph = _graph_backward(gy)
+        with _compute(_key(x, plan, "backward", need_x, graph)) as run:
+            if graph:
                 # create_graph: kept intermediates carry no graph, so all are recomputed
                 chunk = _backward_chunk_size(run.plan(plan), batch)
                 gx, gmats = _backward_graph(x, gy, mats, steps, need_x, chunk)
@@ -1668,8 +1686,8 @@ class _TTApplyDense(torch.autograd.Function):
 def _dense_grads(x, gy, w, cores, tree, need_x: bool, key) -> tuple:
     """The gradients of ``x`` (or ``None``) and of each core of ``y = x W^T``, ``W`` the
     dense weight merged from ``cores`` by ``tree`` (:func:`_merge_tree`), on the
-    threads :func:`_compute` gives ``key``; differentiable under ``create_graph``."""
-    graph = torch.is_grad_enabled()
+    threads :func:`_compute` gives ``key``; differentiable under ``create_graph`` (plain under a vmap'd backward)."""
+    graph = _graph_backward(gy)
     # gW and its moved copy in kept work buffers: a fresh gW faults its pages in on
     # every call (784 x 512 layer, 1 thread, medians of 101 interleaved: 6.5 ms
     # per forward+backward with a fresh one, 6.0 ms with the buffer); but a single

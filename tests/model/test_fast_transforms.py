@@ -180,3 +180,40 @@ def test_torch_compile_gives_the_eager_function_and_gradients(impl, plain, monke
     assert bool(nodes & {"_TTApplyMatsBackward", "_TTApplyDenseBackward"}) == (impl == "fast" and not plain)
     for a, b in zip(*results):
         assert torch.allclose(a, b, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_vmapped_backward_through_the_fast_nodes(threads, monkeypatch):
+    """``torch.autograd.grad(..., is_grads_batched=True)`` (and ``jacobian(...,
+    vectorize=True)``) vmaps the backward of a graph recorded unbatched through the fast
+    path's own nodes: their ``out=`` products and work buffers had no batching rule
+    ("aten::mm.out"), at 2 threads or a large batch; now the gradients of every plan and
+    chunking, each of three output gradients, equal one ordinary backward each."""
+    from tests.support.fastpath import every_plan, small_layer
+
+    monkeypatch.setattr(fast, "PLAIN_WHEN_KEPT", False)   # the custom nodes, also when small
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        layer = small_layer(seed=3)
+        x = torch.randn(7, 30, dtype=torch.float64)
+        gys = torch.randn(3, 7, 20, dtype=torch.float64)
+        nodes = set()
+        for plan in every_plan(layer.tt_shape, chunks=(0, 3)):
+            xs = x.clone().requires_grad_()
+            cs = [c.detach().clone().requires_grad_() for c in layer.cores]
+            y = fast.tt_apply(xs, cs, plan)
+            nodes |= node_names(y.grad_fn)
+            got = torch.autograd.grad(y, [xs, *cs], gys, is_grads_batched=True)
+            for k, gy in enumerate(gys):
+                want = torch.autograd.grad(apply_schedule(xs, cs, layer.schedule), [xs, *cs], gy)
+                for a, b in zip(got, want):
+                    assert torch.allclose(a[k], b, atol=1e-11, rtol=0), plan.describe()
+        assert {"_TTApplyMatsBackward", "_TTApplyDenseBackward", "_Merge2Backward"} <= nodes, nodes
+        jac = torch.autograd.functional.jacobian(lambda v: fast.tt_apply(v, list(layer.cores)), x,
+                                                 vectorize=True)
+        w = layer.to_dense().detach()
+        assert torch.allclose(jac, torch.einsum("ij,bc->bicj", w, torch.eye(7, dtype=torch.float64)),
+                              atol=1e-12, rtol=0)
+    finally:
+        torch.set_num_threads(before)
