@@ -115,6 +115,38 @@ def test_an_interrupt_while_the_console_script_imports_is_one_line(module, clean
         assert "Traceback" in out.stderr
 
 
+_SIGNAL_IN_IMPORT = (
+    "import os, signal, sys\n"
+    "import ttforge._entry as entry\n"
+    "from ttforge.boundary import Terminated, signals_interrupt\n"
+    "entry.guard_imports()\n"
+    "entry.GUARDED_IMPORTS = frozenset({'slowpkg'})\n"
+    "sys.path.insert(0, sys.argv[1])\n"
+    "with signals_interrupt():\n"
+    "    try:\n"
+    "        import slowpkg\n"
+    "        print('not interrupted')\n"
+    "    except (KeyboardInterrupt, Terminated) as e:\n"
+    "        m = sys.modules.get('slowpkg')\n"
+    "        print(type(e).__name__, 'after the import' if m is not None and m.DONE else 'inside it')\n")
+
+
+@pytest.mark.parametrize("sig, raised", [("SIGINT", "KeyboardInterrupt"), ("SIGTERM", "Terminated"),
+                                         ("SIGHUP", "Terminated")])
+def test_a_signal_while_numpy_or_torch_is_imported_comes_after_the_import(tmp_path, sig, raised):
+    """A Ctrl-C (SIGTERM, SIGHUP) inside numpy's first import (torch's loading, the
+    first second of a command) left numpy half-initialised, and the command went on to
+    exit 0, 70, a false exit 2 or SIGABRT; the entries hold the signals back while such
+    a package is imported, and the interrupt is raised right after it, the package whole."""
+    import subprocess
+
+    (tmp_path / "slowpkg.py").write_text(f"import os, signal, time\nos.kill(os.getpid(), signal.{sig})\n"
+                                         "time.sleep(0.3)\nDONE = True\n")
+    out = subprocess.run([sys.executable, "-c", _SIGNAL_IN_IMPORT, str(tmp_path)], capture_output=True,
+                         text=True, timeout=120)
+    assert out.stdout.strip() == f"{raised} after the import", (out.stdout, out.stderr)
+
+
 def test_the_console_script_enters_through_the_interrupt_guard():
     """pyproject's script is ttforge._entry:main, and importing the package loads no
     other module of it (an interrupt there would come before the guard)."""

@@ -2,16 +2,18 @@
 imports (the first tenth of a second of every command) reported as one line, not a
 traceback; ``ttforge/__init__.py`` imports nothing, so only Python's own start-up
 (about 10 ms) comes before this module. Before anything else, the standard streams
-that were closed are opened on ``/dev/null`` (:func:`open_standard_streams`)."""
+that were closed are opened on ``/dev/null`` (:func:`open_standard_streams`), and the
+imports of numpy and torch are made uninterruptible (:func:`guard_imports`)."""
 
 from __future__ import annotations
 
+import builtins
 import os
 import signal
 import sys
 from typing import Callable
 
-__all__ = ["main", "run_to_shutdown", "open_standard_streams", "closed_at_start"]
+__all__ = ["main", "run_to_shutdown", "open_standard_streams", "closed_at_start", "guard_imports"]
 
 #: The standard file descriptors (0, 1, 2) that were closed when ttforge started, as
 #: :func:`open_standard_streams` found them.
@@ -64,6 +66,43 @@ def closed_at_start() -> frozenset[int]:
     return _CLOSED
 
 
+#: Packages whose first import runs with the interrupting signals held back
+#: (:func:`guard_imports`): their C extensions cannot be imported twice in a process.
+GUARDED_IMPORTS = frozenset({"numpy", "torch"})
+
+
+def guard_imports() -> None:
+    """Hold SIGINT, SIGTERM and SIGHUP back while a package of :data:`GUARDED_IMPORTS` is
+    first imported, and deliver them once it is (a Ctrl-C during ``import torch`` ends
+    the command right after it, exit 130, as anywhere else).
+
+    Raised inside numpy's import (the first second of a command that loads torch), the
+    interrupt left numpy half-initialised: torch swallowed it and the command went on,
+    to exit 0 (the Ctrl-C lost), exit 70 ("cannot load module more than once per
+    process"), a false "nested too deeply" (exit 2) or an abort by pybind11 (SIGABRT).
+    Both entries call this (:func:`main`, ``python -m ttforge.cli``); the library
+    imported by a user's program is left as it is.
+    """
+    if not hasattr(signal, "pthread_sigmask") or getattr(builtins.__import__, "_ttforge_guard", False):
+        return
+    held = {signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", signal.SIGTERM)}
+    plain = builtins.__import__
+
+    def guarded(name, globals=None, locals=None, fromlist=(), level=0):
+        if level or name.partition(".")[0] not in GUARDED_IMPORTS or name.partition(".")[0] in sys.modules:
+            return plain(name, globals, locals, fromlist, level)
+        before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+        try:
+            return plain(name, globals, locals, fromlist, level)
+        finally:
+            # a signal that came meanwhile is delivered here, its handler raising in
+            # the importing frame with the package whole
+            signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+    guarded._ttforge_guard = True  # type: ignore[attr-defined]
+    builtins.__import__ = guarded
+
+
 def run_to_shutdown(command: Callable[[], int]) -> int:
     """``command()``, after which Ctrl-C is ignored: the command has ended (its outputs
     complete or not written), and a Ctrl-C while the interpreter shuts down raised
@@ -80,6 +119,7 @@ def main() -> int:
     """Import and run :func:`ttforge.cli.main`; Ctrl-C outside a command's own boundary
     (:func:`ttforge.boundary.run_command`, which names the command): exit 130."""
     open_standard_streams()
+    guard_imports()
     try:
         from ttforge.cli import main as cli_main
 

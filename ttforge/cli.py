@@ -214,7 +214,8 @@ def _stdout_closed(args: argparse.Namespace | None) -> int:
 
 
 if __name__ == "__main__":
-    from ttforge._entry import open_standard_streams, run_to_shutdown
+    from ttforge._entry import guard_imports, open_standard_streams, run_to_shutdown
 
     open_standard_streams()
+    guard_imports()
     sys.exit(run_to_shutdown(main))
