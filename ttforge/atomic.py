@@ -582,6 +582,12 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     """
     raw = path
     path = _through_link(path)
+    if _own_temporary(path):
+        # a writer given the temporary of an enclosing block (train-int's saves): the
+        # enclosing block renames it, and a temporary of the temporary, killed, was
+        # named for no target that is ever cleaned and stayed for good
+        yield path
+        return
     parent = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
         raise OutputError(f"{path} is a directory; give a file name (e.g. {path}/out)")
@@ -609,6 +615,13 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
         _rmdirs(made)
         _name_output(e, path, tmp)
         raise
+
+
+def _own_temporary(path: Path) -> bool:
+    """Whether ``path`` is a temporary that :func:`atomic_path` of this process made
+    (``.<name>.ttforge-<pid>.<random><suffix>``) and that still exists."""
+    head, sep, _ = path.name.partition(f".{_TAG}{os.getpid()}.")
+    return bool(sep) and head.startswith(".") and len(head) > 1 and path.is_file() and not path.is_symlink()
 
 
 def staging_dir(path: str | os.PathLike) -> Path:

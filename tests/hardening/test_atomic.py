@@ -316,3 +316,29 @@ def test_a_failed_write_takes_back_the_directories_it_made(tmp_path):
             (tmp_path / "new" / "a" / "other.txt").write_text("another write's")
             full_disk(tmp)
     assert (tmp_path / "new" / "a" / "other.txt").is_file()
+
+
+_KILLED_IN_A_NESTED_WRITE = """
+import os, sys
+from ttforge.atomic import atomic_path
+with atomic_path(sys.argv[1]) as tmp:
+    with atomic_path(tmp) as inner:   # a writer given the enclosing temporary (train-int's saves)
+        open(inner, "w").write("half")
+        os._exit(9)   # killed (SIGKILL): no cleanup of any kind
+"""
+
+
+def test_a_temporary_written_through_atomic_path_leaves_nothing_the_next_run_keeps(tmp_path):
+    """A writer that writes atomically to the temporary an enclosing ``atomic_path`` gave
+    it, killed in the middle: a temporary of the temporary (``..curves.png.ttforge-P.X
+    .png.ttforge-P.Y.png``) was named for no target and stayed for good; now the inner
+    write goes to the enclosing temporary itself, and the next write cleans it."""
+    import subprocess
+    import sys
+
+    target = tmp_path / "curves.png"
+    out = subprocess.run([sys.executable, "-c", _KILLED_IN_A_NESTED_WRITE, str(target)], timeout=60)
+    assert out.returncode == 9
+    assert len(list(tmp_path.iterdir())) == 1   # the enclosing temporary, and nothing else
+    atomic_write_text(target, "whole")
+    assert [p.name for p in tmp_path.iterdir()] == ["curves.png"] and target.read_text() == "whole"
