@@ -3,8 +3,9 @@
 Each stage writes into its own directory of the build directory
 (``build/<name>/<stage>/``) and ends by writing ``stage.json``: the stage's
 *fingerprint* (sha256 of the config sections it reads, the digests of the upstream
-stages' outputs and the ttforge version; for compile, rtl and sim also the generator's
-code, :func:`ttforge.sim.runner.generator_fingerprint`), the sha256 of every file it wrote, its time
+stages' outputs, the ttforge version and the sources of the packages it runs,
+:data:`_CODE`; for the hardware stages also the generator's,
+:func:`ttforge.sim.runner.generator_fingerprint`), the sha256 of every file it wrote, its time
 and a summary. A stage whose fingerprint is unchanged and whose files are intact is
 skipped. A stage runs in a temporary directory that is renamed into place only when
 it completes, so a failed or interrupted stage leaves the previous output (or
@@ -556,6 +557,12 @@ _UPSTREAM = {"train": (), "quantize": ("train",), "compile": ("quantize",),
              "report": ("train", "quantize", "compile", "rtl", "sim", "device-train", "bitstream")}
 
 
+#: The ttforge packages whose code each stage runs (their sources are part of its inputs).
+_CODE = {"train": ("model", "ir"), "quantize": ("quant", "model", "ir"), "compile": ("hw", "ir", "firmware"),
+         "rtl": ("hw", "ir"), "sim": ("hw", "ir", "sim"), "device-train": ("hw", "ir", "sim", "firmware"),
+         "bitstream": ("hw", "ir", "firmware"), "report": ()}
+
+
 def _data_digest(spec: str) -> str:
     """The data a stage reads: ``digits`` (embedded) or the sha256 of the files of an IDX
     directory, so that replacing the files re-runs the stages that read them."""
@@ -578,11 +585,20 @@ def _inputs(ctx: _Ctx, name: str, statuses: dict[str, str]) -> dict[str, Any]:
             d["config"]["data"] = ctx.cfg.train.data
     if name == "device-train":  # the board clock of the samples/s figure
         d["config"]["clock"] = [ctx.cfg.bitstream.board, ctx.cfg.bitstream.freq_mhz]
-    if name in ("compile", "rtl", "sim"):
-        # the code that compiles the program and emits the Verilog, not only the version:
-        # after an edit of it a build's stages were skipped (the old load_image.bin kept),
-        # and the sim stage then called the old build's RTL exact
-        from ttforge.sim import runner
+    if _CODE[name]:
+        # the code the stage runs, not only the version (the same across edits): after an
+        # edit of the generator a build's stages were skipped (the old load_image.bin
+        # kept) and sim called the old build's RTL exact; after one of the training
+        # engine or the board top device-train kept its old "equal to the golden trainer"
+        from ttforge.sources import sources_digest
+
+        d["code"] = sources_digest(*_CODE[name])
+    if name in ("train", "quantize"):   # their float arithmetic is torch's
+        import torch
+
+        d["torch"] = torch.__version__
+    if name in ("compile", "rtl", "sim", "device-train", "bitstream"):
+        from ttforge.sim import runner   # the generator with the Amaranth and Yosys it runs on
 
         d["generator"] = runner.generator_fingerprint()
     d["upstream"] = {u: ctx.digest(u) for u in _UPSTREAM[name]}

@@ -273,6 +273,35 @@ def test_a_build_of_another_generator_is_not_skipped(build_copy, monkeypatch):
     assert st["compile"] == st["rtl"] == st["sim"] == "ran", st
 
 
+@pytest.mark.parametrize("package, reruns", [
+    ("sim", {"sim"}),
+    ("quant", {"quantize"}),   # its outputs the same bytes: what follows stays skipped
+    ("firmware", {"compile"}),
+])
+def test_a_build_made_by_other_code_runs_the_stages_that_run_it(build_copy, monkeypatch, package, reruns):
+    """Each stage's inputs hold the sources of the packages it runs: an edit of the
+    training engine or the board top left device-train's old "equal to the golden
+    trainer" (and the bitstream) in place, only compile, rtl and sim were keyed on code.
+    Another ``ttforge.<package>`` re-runs the stages that run it (and those whose
+    inputs then change, and the report); the others stay skipped."""
+    import ttforge.sources as sources
+
+    real = sources.sources_digest
+    monkeypatch.setattr(sources, "sources_digest",
+                        lambda *names: real(*names) + ("-edited" if package in names else ""))
+    st = _statuses(run_flow(default_config(), build_copy, short=True, until="sim"))
+    assert {k for k, v in st.items() if v == "ran"} == reruns | {"report"}, st
+    assert {k for k, v in st.items() if v == "skipped"} == {"train", "quantize", "compile", "rtl", "sim"} - reruns
+
+
+def test_the_verdict_and_board_stages_are_keyed_on_the_code_they_run():
+    """device-train runs the training engine (hw, ir), the board top and host (firmware)
+    and the simulators (sim); the bitstream the generator and the board top."""
+    assert set(stages_mod._CODE["device-train"]) == {"hw", "ir", "sim", "firmware"}
+    assert set(stages_mod._CODE["bitstream"]) >= {"hw", "ir", "firmware"}
+    assert set(stages_mod._CODE) == set(stages_mod._UPSTREAM)
+
+
 @pytest.mark.parametrize("name,says", [
     ("ttforge_accel.v", "which is not rtl/ttforge_accel.v"),
     ("load_image.bin", "the program the simulation loads is not rtl/load_image.bin"),
