@@ -31,6 +31,7 @@ import contextlib
 import logging
 import os
 import shutil
+import signal
 import socket
 import threading
 import time
@@ -40,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from ttforge.atomic import job_dir
+from ttforge.atomic import JOB_MARKER, job_dir
 from ttforge.errors import ClusterError, ConfigError, SchedulerLost, show, show_path  # noqa: F401 - defined in ttforge.errors
 from ttforge.limits import file_kind
 
@@ -291,8 +292,6 @@ def _alarm(seconds: float) -> Iterator[None]:
     """In the main thread, a ``TimeoutError`` raised into the block after ``seconds``
     (Dask's connection can wait without end on a server that accepted it and went
     silent, past its own timeout); elsewhere, nothing."""
-    import signal
-
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -325,6 +324,112 @@ def _new_client(distributed, address: str, timeout: float):
     return client
 
 
+#: The signals that end a command (``ttforge.boundary``: SIGTERM and SIGHUP act as Ctrl-C).
+_INTERRUPTS = frozenset(s for s in (getattr(signal, n, None) for n in ("SIGINT", "SIGTERM", "SIGHUP")) if s)
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[frozenset | None]:
+    """Hold :data:`_INTERRUPTS` back in this thread for the block and deliver them after
+    it (as ``ttforge._entry.guard_imports`` does for numpy's import); yields the signal
+    mask before the block (``None`` where there are no signal masks)."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield None
+        return
+    before = frozenset(signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTS))
+    try:
+        yield before
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
+def _start_local(distributed, spec: ClusterSpec, scratch: Path, mask: frozenset | None):
+    """``distributed.LocalCluster`` for ``spec``, started in a thread of its own whose
+    signal mask (``mask`` and SIGINT) every thread it starts inherits, and so the worker
+    processes (a signal mask survives fork and exec; a nanny's restart of a worker comes
+    from the same threads): a Ctrl-C at the terminal, sent to the whole process group,
+    waits in a worker until :func:`dask_setup` takes it over, and this command closes the
+    cluster. Unblocked, each worker printed a 30-line KeyboardInterrupt traceback
+    ("Process Dask Worker process (from Nanny)") before the command's one line. SIGTERM
+    stays theirs (the nanny ends a worker with it)."""
+    kwargs = dict(n_workers=spec.workers, threads_per_worker=1, processes=True,
+                  host="127.0.0.1", scheduler_port=0, dashboard_address="127.0.0.1:0",
+                  silence_logs=logging.CRITICAL, local_directory=scratch,
+                  preload=[__name__],   # dask_setup below, in every worker (and a restarted one)
+                  # the scheduler's scratch too: local_directory is the workers'
+                  # only, and the scheduler made $TMPDIR/dask-scratch-space/ (with
+                  # its lock files) on every run and left it there
+                  scheduler_kwargs={"local_directory": str(scratch)})
+    if mask is None:
+        return distributed.LocalCluster(**kwargs)
+    box: dict[str, Any] = {}
+
+    def start() -> None:
+        # multiprocessing starts its resource tracker with the first process it spawns
+        # and then unblocks SIGINT and SIGTERM in the spawning thread: started here
+        # first, so that no Dask thread's mask is changed (the first worker took Ctrl-C)
+        from multiprocessing import resource_tracker
+
+        with contextlib.suppress(Exception):
+            resource_tracker.ensure_running()
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask | {signal.SIGINT})
+        try:
+            box["cluster"] = distributed.LocalCluster(**kwargs)
+        except BaseException as e:  # noqa: BLE001 - raised again in the caller's thread
+            box["error"] = e
+
+    t = threading.Thread(target=start, name="ttforge local cluster start", daemon=True)
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]
+    return box["cluster"]
+
+
+def _no_keyboard_interrupt(signum, frame) -> None:
+    """A local worker's SIGINT handler: nothing (see :func:`dask_setup`)."""
+
+
+def dask_setup(worker) -> None:
+    """Run by Dask in each worker process of a local cluster (its ``preload``): Ctrl-C at
+    the terminal reaches the worker (it is in the command's process group) and does
+    nothing there: the command closes the cluster, which ends its workers. Its SIGINT,
+    blocked since it started (:func:`_start_local`), is unblocked for the simulators it
+    starts, which get the default action again (a handler does not survive exec; an
+    ignored or blocked signal would), so a Ctrl-C still stops them at once (blocked, a
+    simulator ran on after its worker had been ended)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _no_keyboard_interrupt)
+        if hasattr(signal, "pthread_sigmask"):
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def _remove_scratch(scratch: Path) -> None:
+    """Remove the local cluster's scratch directory, its :data:`~ttforge.atomic.JOB_MARKER`
+    last: if something still writes there (a worker the cluster could not end), the
+    directory keeps its marker and the next run's :func:`~ttforge.atomic.job_dir` removes
+    it (``rmtree`` took the marker first and left ``dask-scratch-space/`` for good)."""
+    marker = scratch / JOB_MARKER
+    try:
+        kept = marker.read_bytes()
+        entries = [e for e in os.scandir(scratch) if e.name != JOB_MARKER]
+    except OSError:
+        shutil.rmtree(scratch, ignore_errors=True)   # no marker: nothing to keep
+        return
+    for e in entries:
+        with contextlib.suppress(OSError):
+            if e.is_dir(follow_symlinks=False):
+                shutil.rmtree(e.path)
+            else:
+                os.unlink(e.path)
+    try:
+        marker.unlink()
+        scratch.rmdir()
+    except OSError:
+        with contextlib.suppress(OSError):
+            marker.write_bytes(kept)   # written to meanwhile: left to the next run
+
+
 @contextlib.contextmanager
 def connect(spec: ClusterSpec) -> Iterator[Any]:
     """A ``distributed.Client`` on ``spec``'s cluster for the block.
@@ -343,20 +448,19 @@ def connect(spec: ClusterSpec) -> Iterator[Any]:
             if spec.is_local:
                 # a job directory: the one a killed run leaves goes with the next run's
                 scratch = job_dir("ttforge-dask-")
-                try:
-                    cluster = distributed.LocalCluster(
-                        n_workers=spec.workers, threads_per_worker=1, processes=True,
-                        host="127.0.0.1", scheduler_port=0, dashboard_address="127.0.0.1:0",
-                        silence_logs=logging.CRITICAL, local_directory=scratch,
-                        # the scheduler's scratch too: local_directory is the workers'
-                        # only, and the scheduler made $TMPDIR/dask-scratch-space/ (with
-                        # its lock files) on every run and left it there
-                        scheduler_kwargs={"local_directory": str(scratch)})
-                    client = distributed.Client(cluster, set_as_default=False)
-                except (OSError, TimeoutError, RuntimeError) as e:
-                    raise ClusterError(f"--cluster: the local Dask cluster of {spec.workers} workers did not "
-                                       f"start ({type(e).__name__}: {e}); free memory or processes, or "
-                                       f"lower --jobs") from None
+                # started whole or not at all: a Ctrl-C or SIGTERM in its first second
+                # stopped LocalCluster(...) half-way (no cluster to close: "Exception ignored
+                # in atexit callback ... AssertionError: Status.init", "Nanny failed to
+                # start", a scratch directory its workers still wrote to); held back, it
+                # ends the run right after, with the cluster closed below
+                with _signals_held() as before:
+                    try:
+                        cluster = _start_local(distributed, spec, scratch, before)
+                        client = distributed.Client(cluster, set_as_default=False)
+                    except (OSError, TimeoutError, RuntimeError) as e:
+                        raise ClusterError(f"--cluster: the local Dask cluster of {spec.workers} workers did "
+                                           f"not start ({type(e).__name__}: {e}); free memory or processes, "
+                                           f"or lower --jobs") from None
             else:
                 # the address checked first: Dask's own errors for a bad one come late
                 # and leave a half-made client that holds the process for 60 s on exit
@@ -384,7 +488,7 @@ def connect(spec: ClusterSpec) -> Iterator[Any]:
                 with contextlib.suppress(Exception):
                     cluster.close(timeout=10)
             if scratch is not None:
-                shutil.rmtree(scratch, ignore_errors=True)
+                _remove_scratch(scratch)
 
 
 def _workers(client) -> int:

@@ -442,3 +442,99 @@ def test_regress_on_a_scheduler_in_other_processes_and_its_loss(processes_cluste
     assert sorted(s["not_run"] + [r["seed"] for r in s["results"]]) == list(range(4, 12))
     suite = ET.parse(tmp_path / "lost" / "junit.xml").getroot().find("testsuite")
     assert suite.get("skipped") == str(len(s["not_run"])) and suite.get("tests") == "8"
+
+
+# ------------------------------------------------------------------------ interrupts of a local cluster
+
+#: A command's use of a local cluster (``ttforge regress --jobs 2`` or ``sweep --jobs 2``
+#: without the work): prints ``starting``, starts it (one worker) and prints ``up``, then
+#: waits on a task that runs a program (``child.pid`` names it); an interrupt (SIGTERM as
+#: ttforge.boundary raises it) prints one line.
+_INTERRUPTED_RUN = """
+import subprocess, sys, time
+from ttforge.boundary import signals_interrupt
+from ttforge.sim.cluster import ClusterSpec, connect, run_tasks
+
+def simulate(pid_file):
+    # a simulator of a case: a program of the worker's, in the command's process group
+    child = subprocess.Popen(["sleep", "60"])
+    open(pid_file, "w").write(str(child.pid))
+    return child.wait()
+
+def main():
+    import distributed  # noqa: F401 - imported: "starting" is the cluster's start
+    with signals_interrupt():
+        try:
+            print("starting", flush=True)
+            with connect(ClusterSpec(None, 1)) as client:
+                print("up", flush=True)
+                run_tasks(client, simulate, ["child.pid"], lambda i, o: None)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr, flush=True)
+            return 130
+    return 0
+
+if __name__ == "__main__":
+    sys.exit(main())
+"""
+
+
+def _interrupt_local_cluster(tmp_path, sig, when: str, delay: float = 0.0):
+    """Run :data:`_INTERRUPTED_RUN` in a session of its own (its ``$TMPDIR`` in
+    ``tmp_path``), send ``sig`` to its whole process group (as a terminal's Ctrl-C does)
+    ``delay`` s after it printed ``when``; returns ``(exit code, stderr)``."""
+    script = tmp_path / "run.py"
+    script.write_text(_INTERRUPTED_RUN)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    p = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         cwd=tmp_path, env={**os.environ, "TMPDIR": str(tmp)}, start_new_session=True)
+    try:
+        for line in p.stdout:
+            if line.decode().strip() == when:
+                break
+        time.sleep(delay)
+        os.killpg(p.pid, sig)
+        # well within the task's 60 s: a program that did not get the Ctrl-C held it that long
+        _, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    return p.returncode, err.decode(), tmp
+
+
+def _gone(pid: int, within: float = 5.0) -> bool:
+    """Whether process ``pid`` has ended (or is a zombie) within ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                return True
+        except (OSError, IndexError):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_ctrl_c_at_the_terminal_reaches_the_command_not_its_local_workers(tmp_path):
+    """Ctrl-C sent to the process group (a terminal's) while a local cluster runs a
+    task: the command ends in its own one line, the cluster closed; each worker process
+    printed a 30-line KeyboardInterrupt traceback ("Process Dask Worker process (from
+    Nanny)") before it. The program the task ran (a simulator) still gets the Ctrl-C:
+    it does not outlive the command. Nothing of the cluster stays in $TMPDIR."""
+    code, err, tmp = _interrupt_local_cluster(tmp_path, signal.SIGINT, "up", 1.5)
+    assert (code, err.strip()) == (130, "interrupted"), err
+    assert _gone(int((tmp_path / "child.pid").read_text()))
+    assert sorted(p.name for p in tmp.iterdir()) == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupt_while_the_local_cluster_starts_ends_the_command_quietly(tmp_path, sig):
+    """SIGINT or SIGTERM while the local cluster starts: it is started whole, then closed,
+    and the command ends in its one line (it printed "Exception ignored in atexit callback
+    ... AssertionError: Status.init", "Nanny failed to start" and the workers' tracebacks,
+    and could leave its scratch directory without its marker, never removed)."""
+    code, err, tmp = _interrupt_local_cluster(tmp_path, sig, "starting", 0.3)
+    assert (code, err.strip()) == (130, "interrupted"), err
+    assert sorted(p.name for p in tmp.iterdir()) == []
