@@ -22,8 +22,9 @@ the user's cluster)::
 
 Each point runs in ``OUT/points/<key>/`` (``key``: a hash of its values), so a point with
 the same values is the same flow build: running the sweep again recomputes nothing that
-finished (finished points are taken from ``sweep.json``; a point stopped half-way skips
-the flow stages it completed). Points that agree on ``[train]`` and ``[quant]`` (and differ
+finished (finished points are taken from ``sweep.json`` when their row was made with the
+same ``until``, ``short``, data and ttforge sources, :class:`_Basis`; a point stopped
+half-way skips the flow stages it completed). Points that agree on ``[train]`` and ``[quant]`` (and differ
 in lanes or board, say) train and quantize once: the first of them runs in a first wave,
 the others start from its build (:data:`SHARED_STAGES`) in a second. The results: ``sweep.csv`` and ``sweep.json`` (one row per
 point: values, float and integer accuracy, on-chip bytes, cycles per inference, lanes,
@@ -551,7 +552,7 @@ def _sane(row: Mapping[str, Any]) -> bool:
     point's file use (a damaged one is run again: an ``int_acc`` of "abc" stopped the
     final write with an internal error)."""
     for k, v in row.items():
-        if k in ("params", "flow", "key", "board"):
+        if k in ("params", "flow", "key", "board", "basis"):
             continue
         if k in ("reason", "logic_kind", "status"):
             ok = v is None or isinstance(v, str)
@@ -562,6 +563,29 @@ def _sane(row: Mapping[str, Any]) -> bool:
         if not ok:
             return False
     return True
+
+
+class _Basis:
+    """What a point's row depends on besides its flow config: the sweep's ``until`` and
+    ``short``, the data's digest (:func:`ttforge.flow.stages._data_digest`, the files of
+    an IDX directory) and the sources of the packages the flow runs."""
+
+    def __init__(self, cfg: SweepConfig) -> None:
+        from ttforge.sources import sources_digest
+
+        self._cfg = cfg
+        self._code = sources_digest("model", "ir", "quant", "hw", "sim", "firmware", "flow")
+        self._data: dict[str, str] = {}
+
+    def of(self, p: "Point") -> dict[str, Any]:
+        from ttforge.flow.config import FlowConfig
+        from ttforge.flow.stages import _data_digest
+
+        spec = FlowConfig.from_dict(p.flow, source=self._cfg.base_source).train.data
+        if spec not in self._data:
+            self._data[spec] = _data_digest(spec)
+        return {"until": self._cfg.until, "short": bool(self._cfg.short), "data": self._data[spec],
+                "code": self._code}
 
 
 def _finished(out: Path) -> dict[str, dict[str, Any]]:
@@ -617,11 +641,17 @@ def _run_sweep(cfg: SweepConfig, out: Path, *, jobs: int | None, cluster: str | 
     done = _finished(out)
     res = SweepResult(cfg, out, rows=[{} for _ in points], files=files)
     todo = []
+    basis = _Basis(cfg)
     for i, p in enumerate(points):
-        base = {"key": p.key, "params": p.params, "board": p.flow["bitstream"]["board"], "flow": p.flow}
+        base = {"key": p.key, "params": p.params, "board": p.flow["bitstream"]["board"], "flow": p.flow,
+                "basis": basis.of(p)}
         old = done.get(p.key)
-        # the record holds the flow as written (json_safe): so is it compared
-        if old is not None and old.get("flow") == json_safe(p.flow) and _sane(old):
+        # the record holds the flow as written (json_safe): so is it compared, and with it
+        # all else the row's figures depend on (a row of --short figures was reused by the
+        # full sweep, one of until "compile" by until "sim" with no simulation run, one of
+        # other IDX files under the same names)
+        if (old is not None and old.get("flow") == json_safe(p.flow) and old.get("basis") == base["basis"]
+                and _sane(old)):
             # the point's own key, values and board, never the record's (a board of
             # "x/../../dir/file" named a best-*.toml outside --out)
             res.rows[i] = {**old, **base}

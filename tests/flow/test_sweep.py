@@ -146,6 +146,45 @@ def test_a_small_sweep_end_to_end_and_resumed(tmp_path, monkeypatch):
         run_sweep(cfg, out)
 
 
+def test_a_finished_row_is_reused_only_for_the_same_until_short_data_and_code(tmp_path, monkeypatch):
+    """A row was reused whenever its point's flow config matched: the figures of a
+    ``short`` sweep for the full one, an ``until = "compile"`` row for ``"sim"`` (no
+    simulation run, the record "complete"), the accuracy on other IDX files under the
+    same names. Each of these, and other code, now runs the point again."""
+    import shutil
+
+    import ttforge.sources as sources
+    from ttforge.flow import stages
+
+    (tmp_path / "base.toml").write_text(BASE)
+    sweep = tmp_path / "s.toml"
+
+    def load(until="compile", short=True):
+        sweep.write_text(f'[sweep]\nname = "t"\nflow = "base.toml"\nuntil = "{until}"\n'
+                         f'short = {str(short).lower()}\n[grid]\nranks = [2]\n')
+        return load_sweep(str(sweep))
+
+    out = tmp_path / "out"
+    assert run_sweep(load(), out).rows[0]["status"] == "ok"
+
+    def recompute(args):
+        raise RuntimeError("ran again")
+
+    monkeypatch.setattr(sweep_mod, "point_task", recompute)
+    assert run_sweep(load(), out).reused == 1                      # the same: reused
+    real_data, real_code = stages._data_digest, sources.sources_digest
+    for change in ("short", "until", "data", "code"):
+        with monkeypatch.context() as m:
+            if change == "data":
+                m.setattr(stages, "_data_digest", lambda spec: real_data(spec) + "-other files")
+            if change == "code":
+                m.setattr(sources, "sources_digest", lambda *names: real_code(*names) + "-edited")
+            cfg = load(until="sim" if change == "until" else "compile", short=change != "short")
+            shutil.copytree(out, tmp_path / f"out-{change}")   # the first run's output each time
+            with pytest.raises(RuntimeError, match="ran again"):   # (in this process: raised)
+                run_sweep(cfg, tmp_path / f"out-{change}")
+
+
 def test_a_directory_merely_holding_a_sweep_json_is_not_a_sweeps(tmp_path, capsys):
     """A user's sweep.json, sweep.csv and pareto.png: refused in one line, all kept (any
     file named sweep.json counted as proof that the directory was a sweep's)."""
