@@ -263,7 +263,10 @@ def verilate_cached(root: Path, key: str, exe_name: str, files: dict[str, bytes]
     # build.json vouches for the inputs and the executable (ttforge.sim.runner.build_intact):
     # a truncated ttf_native crashed every case (exit status -11) and was never rebuilt
     expect = {"key": key, "files_sha256": _files_digest(files)}
-    if build_intact(final / "build.json", expect, final / exe_name):
+    # and for the inputs kept beside it, which users read (flow its ttforge_accel.v, a C
+    # driver the headers of include/): one flipped byte failed every flow run, exit 3
+    sources = {final / rel: hashlib.sha256(data).hexdigest() for rel, data in files.items()}
+    if build_intact(final / "build.json", expect, final / exe_name, sources):
         return final, True, 0.0
     root.mkdir(parents=True, exist_ok=True)
     elsewhere = make_build_dir(root, "the native build cache") is not None
@@ -307,7 +310,7 @@ def verilate_cached(root: Path, key: str, exe_name: str, files: dict[str, bytes]
             try:
                 os.rename(tmp, final)
             except OSError:
-                if not build_intact(final / "build.json", expect, final / exe_name):
+                if not build_intact(final / "build.json", expect, final / exe_name, sources):
                     raise   # not a concurrent identical build
                 shutil.rmtree(tmp, ignore_errors=True)
                 return final, True, 0.0
@@ -321,7 +324,7 @@ def verilate_cached(root: Path, key: str, exe_name: str, files: dict[str, bytes]
 
     # one build of a key at a time across processes; a waiter then finds it cached
     with cache_lock(root / f"{key}.lock", "the native build cache"):
-        if build_intact(final / "build.json", expect, final / exe_name):
+        if build_intact(final / "build.json", expect, final / exe_name, sources):
             return final, True, 0.0
         clean_stale(root, key)   # what killed builds of this key left
         if os.path.lexists(final):   # a build its record does not vouch for: rebuilt

@@ -538,17 +538,20 @@ def build(config, sim: str, *, fault: str | None = None, waves: bool = False,
     product = build_product(sim, bdir, TOP)
     expect = {"key": key, "verilog_sha256": hashlib.sha256(text.encode()).hexdigest()}
     mk = dict(config=config, sim=sim, fault=fault, waves=bool(waves), build_dir=bdir, key=key)
-    if build_intact(marker, expect, product):
+    files = {f"{TOP}.v": text}
+    if sim == "verilator":
+        from ttforge.hw.top import verilator_waivers
+
+        files[f"{TOP}.vlt"] = verilator_waivers()
+    # the sources are read again after the build (flow checks ``verilog_path`` against
+    # rtl/): a damaged copy under an intact simulator is a miss too
+    sources = {bdir / name: hashlib.sha256(t.encode()).hexdigest() for name, t in files.items()}
+    if build_intact(marker, expect, product, sources):
         return SimBuild(**mk)
     with cache_lock(root / f"{sim}-{key}.lock"):   # another process may be building the same key
-        if build_intact(marker, expect, product):
+        if build_intact(marker, expect, product, sources):
             return SimBuild(**mk)
         fresh_build_dir(bdir)   # also a build whose files no longer match its marker
-        files = {f"{TOP}.v": text}
-        if sim == "verilator":
-            from ttforge.hw.top import verilator_waivers
-
-            files[f"{TOP}.vlt"] = verilator_waivers()
         t0 = time.perf_counter()
         cocotb_build(sim, root, bdir, TOP, files, waves=bool(waves))
         secs = time.perf_counter() - t0
@@ -576,16 +579,24 @@ def product_record(product: Path) -> dict[str, str]:
     return {"product": product.name, "product_sha256": got[0]}
 
 
-def build_intact(marker: Path, expect: Mapping[str, object], product: Path) -> bool:
+def build_intact(marker: Path, expect: Mapping[str, object], product: Path,
+                 sources: Mapping[Path, str] | None = None) -> bool:
     """Whether the cached build whose marker is ``marker`` may be used: the marker (JSON,
     written last) holds every item of ``expect`` (its key, the sha256 of the Verilog it
-    compiled) and the sha256 of ``product`` as it is now. Anything else (no marker, a
-    marker of another build or of an older ttforge, a truncated or swapped simulator) is
-    a miss, rebuilt: a build that is not the one asked for gave verdicts of another
-    design (a clean ``sim.vvp`` made a fault pass) or failed every case for good."""
+    compiled) and the sha256 of ``product`` as it is now, and each file of ``sources``
+    (path -> sha256: the inputs the build was made from, which ``expect`` vouches for)
+    has its sha256 now. Anything else (no marker, a marker of another build or of an
+    older ttforge, a truncated or swapped simulator, a damaged copy of its Verilog) is a
+    miss, rebuilt: a build that is not the one asked for gave verdicts of another design
+    (a clean ``sim.vvp`` made a fault pass) or failed every case for good (flow reads the
+    build's ``ttforge_accel.v``: one flipped byte failed every run, exit 3)."""
     rec = read_marker(marker)
     if not isinstance(rec, dict) or any(rec.get(k) != v for k, v in expect.items()):
         return False
+    for path, sha in (sources or {}).items():
+        got = content_sha256(path)
+        if got is None or got[0] != sha:
+            return False
     got = content_sha256(product)
     return got is not None and rec.get("product_sha256") == got[0]
 

@@ -170,6 +170,23 @@ def test_a_damaged_entry_heals(tmp_path, warm_cache, capsys, damage):
     assert _regress(tmp_path, cache) == 0
 
 
+def test_a_damaged_verilog_in_a_simulator_build_is_rebuilt(tmp_path):
+    """The marker vouched for ``sim.vvp`` only: one flipped byte of the build's
+    ``ttforge_accel.v`` (which flow checks against rtl/) failed every later
+    ``flow --force sim``, exit 3, telling the user to remove the whole cache."""
+    if _available("icarus"):
+        pytest.skip(_available("icarus"))
+    b = runner.build(SMALL, "icarus", build_root=tmp_path)
+    good = b.verilog_path.read_bytes()
+    bad = bytearray(good)
+    bad[1000] ^= 1
+    b.verilog_path.write_bytes(bytes(bad))
+    again = runner.build(SMALL, "icarus", build_root=tmp_path)
+    assert again.build_dir == b.build_dir and not again.cached
+    assert again.verilog_path.read_bytes() == good
+    assert runner.build(SMALL, "icarus", build_root=tmp_path).cached   # then cached
+
+
 # ----------------------------------------------------------------------------- the native cache
 def test_a_truncated_native_executable_is_rebuilt(tmp_path):
     """A truncated ttf_native crashed every case (NativeError: exit status -11), for good."""
@@ -179,6 +196,19 @@ def test_a_truncated_native_executable_is_rebuilt(tmp_path):
     d2, cached2, _ = _build_tiny(tmp_path)
     assert d2 == d and not cached2 and (d / "tiny").read_bytes() == good
     assert subprocess.run([str(d / "tiny")], capture_output=True, text=True).stdout.strip() == "n=6"
+    assert _build_tiny(tmp_path)[1]   # then cached
+
+
+@pytest.mark.parametrize("name", ["tiny.v", "include/tiny.h"])
+def test_a_damaged_input_beside_a_native_executable_is_rebuilt(tmp_path, name):
+    """build.json vouched for ``ttf_native`` only: a damaged ``ttforge_accel.v`` beside
+    it (flow reads it) failed every flow run, exit 3; the headers of ``include/`` are
+    what a C driver compiles against."""
+    d, _, _ = _build_tiny(tmp_path)
+    good = (d / name).read_bytes()
+    (d / name).write_bytes(good[:-2] + bytes([good[-2] ^ 1]) + good[-1:])
+    d2, cached2, _ = _build_tiny(tmp_path)
+    assert d2 == d and not cached2 and (d / name).read_bytes() == good
     assert _build_tiny(tmp_path)[1]   # then cached
 
 
