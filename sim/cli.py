@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ttforge.atomic import check_output_dir, claim_work_dir, output_lock
+from ttforge.atomic import (WORK_MARKER, check_not_input, check_output_dir, claim_work_dir, missing_dirs,
+                            output_lock, remove_unused_dirs)
 from ttforge.errors import ConfigError, LimitError, NativeError, SchedulerLost, SimError, show_path, shown
 from ttforge.limits import MAX_JOBS, MAX_SEED, MAX_SEEDS, MAX_VECTORS
 from ttforge.hw.faults import FAULTS
@@ -101,10 +102,24 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ConfigError(f"--replay {args.replay}: no case.json there; give a reproducer "
                           f"directory written by ttforge regress")
     if args.out and not args.replay:
+        # what this run writes or replaces must not be an input (--config OUT/summary.json
+        # was found only at the end, after junit.xml had been rewritten beside it)
+        _check_outputs_not_inputs(Path(args.out))
         # junit.xml, summary.json and repro-*/ go there: a new, empty or earlier regress
         # directory, never one holding the user's files (ttforge.atomic.claim_work_dir)
         claim_work_dir(args.out, "--out")
         _clear_reproducers(Path(args.out))
+
+
+def _check_outputs_not_inputs(out: Path) -> None:
+    """A one-line :class:`~ttforge.errors.OutputError` before any case when a file this
+    run writes into ``out`` (or a reproducer it replaces) is one of its inputs."""
+    for name in (WORK_MARKER, "junit.xml", "summary.json"):
+        check_not_input(out / name, "--out")
+    with contextlib.suppress(OSError):
+        for e in os.scandir(out):
+            if e.name.startswith("repro-"):
+                check_not_input(e.path, "--out", tree=True)
 
 
 def _clear_reproducers(out: Path) -> None:
@@ -162,10 +177,18 @@ def _run(args: argparse.Namespace) -> int:
     if args.out is None and not args.replay:
         args.out = _DEFAULT_OUT
     if args.out and not args.replay:
-        # one run at a time into --out (as flow and sweep): two ran to the end and one
-        # verdict silently replaced the other's
-        with output_lock(args.out, "--out"):
-            return _run_held(args)
+        made = missing_dirs(args.out)
+        try:
+            # one run at a time into --out (as flow and sweep): two ran to the end and one
+            # verdict silently replaced the other's
+            with output_lock(args.out, "--out"):
+                return _run_held(args)
+        except BaseException:
+            # a run that wrote nothing (a scheduler that cannot be reached, Ctrl-C while
+            # the local cluster starts) takes back the directories it made: a new --out
+            # was left holding only its claim
+            remove_unused_dirs(made, WORK_MARKER)
+            raise
     return _run_held(args)
 
 

@@ -39,7 +39,7 @@ import shutil
 import stat
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Mapping
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 from ttforge.errors import ConfigError, OutputError, show_path
 from ttforge.limits import file_kind
@@ -49,7 +49,7 @@ __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_path", "atomic_dir
            "command_inputs", "note_input", "check_not_input", "check_owned_dir", "clean_stale", "dead_entries",
            "staging_dir", "commit_dir", "replace_dir", "claim_work_dir", "sha256_file", "WORK_MARKER",
            "output_lock", "cache_lock", "job_dir", "JOB_MARKER", "check_run_dir", "check_run_files", "check_writable",
-           "read_marker"]
+           "read_marker", "missing_dirs", "remove_unused_dirs"]
 
 #: The file that marks a directory as ttforge's work directory (``--keep DIR``).
 WORK_MARKER = ".ttforge-work"
@@ -529,6 +529,20 @@ def _rmdirs(made: Iterable[Path]) -> None:
             os.rmdir(d)
         except OSError:
             return
+
+
+def remove_unused_dirs(made: Sequence[Path], *markers: str) -> None:
+    """Take back the directories a command made (:func:`missing_dirs` before it, deepest
+    first) when it wrote nothing into the deepest but ``markers`` (the claim of
+    :func:`claim_work_dir`, :data:`WORK_MARKER`): a run that failed before its work left a
+    new output directory holding only its claim."""
+    if made:
+        with contextlib.suppress(OSError):
+            names = os.listdir(made[0])
+            if set(names) <= set(markers):
+                for name in names:
+                    os.unlink(Path(made[0]) / name)
+    _rmdirs(made)
 
 
 def _replace(tmp: Path, path: Path) -> None:

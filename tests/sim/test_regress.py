@@ -552,3 +552,32 @@ def test_a_failed_simulator_build_is_exit_3_as_in_flow_after_every_case_ran(monk
                gaps=0, backpressure=0)
     assert _verdict([CaseResult(**row, result="FAIL"), CaseResult(**row, result="ERROR", build_failed=True)]) == 1
     assert _verdict([CaseResult(**row, result="ERROR")]) == 1 and _verdict([CaseResult(**row)]) == 0
+
+
+def test_a_config_that_is_one_of_the_outputs_is_refused_before_any_case(tmp_path, monkeypatch, capsys):
+    """``--config OUT/summary.json --out OUT``: the clash was found after every case ran,
+    with junit.xml of the new run written beside the old summary.json (the user's
+    config); now one line, exit 2, before any case, both files as they were."""
+    from ttforge.atomic import claim_work_dir
+    from ttforge.sim import cli as sim_cli
+
+    out = claim_work_dir(tmp_path / "own")
+    (out / "summary.json").write_text('{"lanes": 4}\n')   # the user's config, under that name
+    (out / "junit.xml").write_text("<testsuite/>\n")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    monkeypatch.setattr(sim_cli, "regress", lambda *a, **k: pytest.fail("ran a case"))
+    assert main(["regress", "--seeds", "1", "--vectors", "1", "--config", str(out / "summary.json"),
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "summary.json is the input" in err, err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_a_run_that_fails_before_its_work_takes_back_its_new_out(tmp_path, capsys):
+    """A scheduler nobody listens on: exit 3 in one line, and the new --out it made is
+    gone (it was left holding only its claim, ``.ttforge-work``)."""
+    out = tmp_path / "new" / "out"
+    assert main(["regress", "--seeds", "1", "--vectors", "1", "--cluster", "tcp://127.0.0.1:1",
+                 "--out", str(out)]) == 3
+    assert capsys.readouterr().err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
