@@ -122,10 +122,16 @@ class SimTransport:
             for name in ("TTFORGE_UART_SOCKET", "TTFORGE_UART_DIVISOR", "TTFORGE_CLK_NS"):
                 os.environ.pop(name, None)
 
+            # vvp -n: a Ctrl-C (the terminal's SIGINT reaches the whole process group)
+            # ends the simulation; without it vvp stopped at its interactive prompt,
+            # reading the user's terminal (its stdin is ours), and close() waited its
+            # 60 s for a simulator that never ended, which then ran on, orphaned
+            test_args = ["-n"] if simulator == "icarus" else []
+
             def run():
                 try:
                     runner.test(test_module="ttforge.firmware._cocotb_uart", hdl_toplevel=SIM_TOP,
-                                build_dir=bd, test_dir=bd, extra_env=env, log_file=log,
+                                build_dir=bd, test_dir=bd, extra_env=env, log_file=log, test_args=test_args,
                                 results_xml=str(bd / "results.xml"))
                 except BaseException as e:   # reported by the next read/accept
                     self._error = e

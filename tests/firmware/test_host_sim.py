@@ -178,6 +178,59 @@ def test_an_interrupt_while_the_simulator_starts_leaves_no_socket_directory(setu
                 and t is not getattr(setup[0].t, "_thread", None)]
 
 
+def _vvp_children() -> set[int]:
+    """The process ids of this process's ``vvp`` children (Linux ``/proc``)."""
+    mine = set()
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue   # ended meanwhile
+        comm, fields = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 1:].split()
+        if comm == "vvp" and int(fields[1]) == os.getpid():
+            mine.add(int(name))
+    return mine
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the simulator in /proc")
+def test_a_ctrl_c_reaching_the_simulator_on_a_terminal_ends_it(setup, simboard_dir):
+    """Ctrl-C in a terminal reaches the whole process group, the simulator too: vvp
+    ends (``-n``). It stopped at its interactive prompt instead, reading the terminal
+    (its stdin is ttforge's), so closing the board waited 60 s for its thread and
+    ``train-board --sim`` ended only then, with vvp left running."""
+    import signal
+    import time
+
+    import ttforge.firmware.simulate as simulate
+
+    _, _, _, cfg = setup
+    before = _vvp_children()
+    master, slave = os.openpty()      # the user's terminal, as the simulator's stdin
+    saved = os.dup(0)
+    try:
+        os.dup2(slave, 0)
+        t = simulate.SimTransport(cfg, build_dir=simboard_dir, timeout=120)
+    finally:
+        os.dup2(saved, 0)
+        for fd in (saved, slave):
+            os.close(fd)
+    try:
+        (vvp,) = _vvp_children() - before
+        os.kill(vvp, signal.SIGINT)   # deterministic: the simulation runs (it connected)
+        t._thread.join(timeout=20)
+        ended = not t._thread.is_alive()
+        if not ended:                 # the old behaviour: free the test run of it
+            os.kill(vvp, signal.SIGKILL)
+        assert ended, "vvp did not end on SIGINT (stopped at its prompt, reading the terminal)"
+        start = time.monotonic()
+        t.close()
+        assert time.monotonic() - start < 10
+    finally:
+        t.close()
+        os.close(master)
+
+
 def test_the_simulated_boards_cache_keeps_what_is_new_or_recent(tmp_path):
     """Entries beyond the newest ``keep`` that were last used long ago go; recent ones,
     the newest, and anything not named like an entry stay (the cache only grew)."""
