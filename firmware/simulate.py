@@ -29,7 +29,6 @@ import threading
 import time
 from pathlib import Path
 
-from ttforge.atomic import atomic_write_text
 from ttforge.errors import ConfigError, ToolchainMissing, show
 from ttforge.firmware.host import Device, DeviceError
 
@@ -49,7 +48,7 @@ class SimTransport:
                  log_file: str | os.PathLike | None = None, engine=None, accel=None,
                  simulator: str = "icarus"):
         import shutil as _sh
-        from ttforge.firmware.board import SIM_TOP, sim_verilog
+        from ttforge.firmware.board import SIM_TOP, sim_board_build, sim_verilog
 
         if simulator not in ("icarus", "verilator"):
             raise DeviceError(f"simulator {simulator!r}: choose icarus or verilator")
@@ -80,8 +79,6 @@ class SimTransport:
         bd.mkdir(parents=True, exist_ok=True)
         os.utime(bd)   # used now (prune_cache goes by age)
         src = bd / f"{SIM_TOP}.v"
-        if not src.is_file() or src.read_text() != verilog:
-            atomic_write_text(src, verilog)   # another run may be compiling the cached file
         from ttforge.sim.runner import _runner_env, job_dir
 
         args, tool_env = [], {}
@@ -98,8 +95,10 @@ class SimTransport:
         self._quiet(runner.log, bd / "runner.log")
         try:
             with _runner_env(simulator):   # for Icarus: only PYTEST_CURRENT_TEST hidden
-                runner.build(sources=[src], hdl_toplevel=SIM_TOP, build_dir=bd, build_args=args,
-                             timescale=("1ns", "1ps"), log_file=bd / "build.log")
+                # built again unless its marker vouches for it (the runner goes by mtime)
+                sim_board_build(bd, src, verilog, simulator, lambda: runner.build(
+                    sources=[src], hdl_toplevel=SIM_TOP, build_dir=bd, build_args=args,
+                    timescale=("1ns", "1ps"), log_file=bd / "build.log"))
         except (subprocess.CalledProcessError, SystemExit, RuntimeError):
             self.close()
             raise DeviceError(f"{simulator} could not compile the board top; see {bd / 'build.log'}") from None
