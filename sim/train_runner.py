@@ -127,17 +127,20 @@ def build_train(config, sim: str, *, waves: bool = False, build_root=None,
     product = build_product(sim, bdir, TRAIN_TOP)
     expect = {"key": key, "verilog_sha256": hashlib.sha256(text.encode()).hexdigest()}
     mk = dict(config=config, sim=sim, build_dir=bdir, key=key, waves=bool(waves), fault=fault)
-    if build_intact(marker, expect, product):   # the marker and the simulator it vouches for
+    files = {f"{TRAIN_TOP}.v": text}
+    if sim == "verilator":
+        from ttforge.hw.trainer.top import verilator_waivers
+
+        files[f"{TRAIN_TOP}.vlt"] = verilator_waivers()
+    # the marker, the simulator it vouches for and the sources kept beside it (as the
+    # inference builds': a damaged copy under an intact simulator is a miss, rebuilt)
+    sources = {bdir / name: hashlib.sha256(t.encode()).hexdigest() for name, t in files.items()}
+    if build_intact(marker, expect, product, sources):
         return TrainSimBuild(**mk)
     with cache_lock(root / f"train-{sim}-{key}.lock"):
-        if build_intact(marker, expect, product):
+        if build_intact(marker, expect, product, sources):
             return TrainSimBuild(**mk)
         fresh_build_dir(bdir)
-        files = {f"{TRAIN_TOP}.v": text}
-        if sim == "verilator":
-            from ttforge.hw.trainer.top import verilator_waivers
-
-            files[f"{TRAIN_TOP}.vlt"] = verilator_waivers()
         t0 = time.perf_counter()
         cocotb_build(sim, root, bdir, TRAIN_TOP, files, waves=bool(waves))
         secs = time.perf_counter() - t0

@@ -187,6 +187,26 @@ def test_a_damaged_verilog_in_a_simulator_build_is_rebuilt(tmp_path):
     assert runner.build(SMALL, "icarus", build_root=tmp_path).cached   # then cached
 
 
+def test_a_damaged_verilog_in_a_training_engine_build_is_rebuilt(tmp_path):
+    """The training engine's builds as the inference ones': a damaged copy of the
+    Verilog kept beside an intact simulator is a miss, rebuilt (the marker vouched for
+    ``sim.vvp`` only)."""
+    from ttforge.sim.train_runner import build_train, case_config
+
+    if _available("icarus"):
+        pytest.skip(_available("icarus"))
+    engine = dict(lanes=2, act_depth=64, grad_depth=64, core_depth=64, bias_depth=16, desc_depth=16,
+                  max_batch=2, max_classes=4)
+    cfg = case_config(dict(seed=0, batch=2, steps=1, engine=engine,
+                           net=dict(n_layers=1, d=2, rank=2, n_in=4, hidden=4, n_out=3)))[1]
+    b = build_train(cfg, "icarus", build_root=tmp_path)
+    good = b.verilog_path.read_bytes()
+    b.verilog_path.write_bytes(good[:len(good) // 2])
+    again = build_train(cfg, "icarus", build_root=tmp_path)
+    assert again.build_dir == b.build_dir and not again.cached and again.verilog_path.read_bytes() == good
+    assert build_train(cfg, "icarus", build_root=tmp_path).cached   # then cached
+
+
 # ----------------------------------------------------------------------------- the native cache
 def test_a_truncated_native_executable_is_rebuilt(tmp_path):
     """A truncated ttf_native crashed every case (NativeError: exit status -11), for good."""
