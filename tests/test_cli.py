@@ -142,8 +142,10 @@ def test_a_signal_while_numpy_or_torch_is_imported_comes_after_the_import(tmp_pa
 
     (tmp_path / "slowpkg.py").write_text(f"import os, signal, time\nos.kill(os.getpid(), signal.{sig})\n"
                                          "time.sleep(0.3)\nDONE = True\n")
+    from tests.support.signals import as_from_a_terminal
+
     out = subprocess.run([sys.executable, "-c", _SIGNAL_IN_IMPORT, str(tmp_path)], capture_output=True,
-                         text=True, timeout=120)
+                         text=True, timeout=120, preexec_fn=as_from_a_terminal)
     assert out.stdout.strip() == f"{raised} after the import", (out.stdout, out.stderr)
 
 

@@ -26,6 +26,7 @@ from ttforge.sim.regress import regress
 from ttforge.hw.config import AccelConfig
 
 from tests.support.sims import _available
+from tests.support.signals import as_from_a_terminal
 
 #: the standard engine of tests/sim/test_regress.py (one build for every case)
 STANDARD = AccelConfig(lanes=4, act_bits=8, core_bits=8, inter_bits=16, acc_bits=32,
@@ -488,7 +489,8 @@ def _interrupt_local_cluster(tmp_path, sig, when: str, delay: float = 0.0):
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     p = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         cwd=tmp_path, env={**os.environ, "TMPDIR": str(tmp)}, start_new_session=True)
+                         cwd=tmp_path, env={**os.environ, "TMPDIR": str(tmp)}, start_new_session=True,
+                         preexec_fn=as_from_a_terminal)
     try:
         for line in p.stdout:
             if line.decode().strip() == when:
