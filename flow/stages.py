@@ -319,8 +319,8 @@ def _check_delivered(sim: str, verilog: Path, program, acfg, delivered: dict[str
         raise FlowError(f"the {sim} simulation was built from {show_path(verilog)}, which is not "
                         f"rtl/ttforge_accel.v (sha256 {str(got)[:12]} vs "
                         f"{str(delivered.get('ttforge_accel.v'))[:12]}): the build's rtl/ or the simulator's "
-                        f"cache {show_path(verilog.parent.parent)} is stale; run again with --force rtl, "
-                        f"and if that does not help remove the cache",
+                        f"cache entry {show_path(verilog.parent)} is stale; run again with --force rtl, "
+                        f"and if that does not help remove that entry",
                         exit_code=EXIT_ENVIRONMENT)
     image = load_image_to_bytes(load_image(program, RegisterMap(acfg)), acfg)
     if hashlib.sha256(image).hexdigest() != delivered.get("load_image.bin"):
