@@ -308,7 +308,8 @@ def sim_board_build(bd, src, verilog: str, simulator: str, compile_: Callable[[]
     sha = hashlib.sha256(verilog.encode()).hexdigest()
     expect = {"sim": simulator, "verilog_sha256": sha}
     with cache_lock(lock, "the simulated boards' cache"):
-        if not build_intact(marker, expect, product, {src: sha}):
+        intact = build_intact(marker, expect, product, {src: sha})
+        if not intact:
             with os.scandir(bd) as it:
                 stale = [e.path for e in it if e.name != lock.name and not e.name.endswith(".log")]
             for path in stale:
@@ -318,8 +319,7 @@ def sim_board_build(bd, src, verilog: str, simulator: str, compile_: Callable[[]
                     os.unlink(path)
             atomic_write_text(src, verilog)
         compile_()
-        if not build_intact(marker, expect, product, {src: sha}):   # built now
-            # the marker says "this build is complete": written last and atomically
+        if not intact:   # built now: the marker says "this build is complete", written last
             atomic_write_text(marker, json.dumps({**expect, **product_record(product)}, indent=1))
 
 

@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from ttforge.atomic import (_rmdirs, missing_dirs, atomic_write_bytes, atomic_write_text, check_owned_dir, check_writable,
+from ttforge.atomic import (missing_dirs, remove_unused_dirs, atomic_write_bytes, atomic_write_text, check_owned_dir, check_writable,
                             commit_dir, make_output_dir, output_lock, read_marker, staging_dir)
 from ttforge.errors import ConfigError, OutputError, TTForgeError, one_line, show
 
@@ -626,7 +626,7 @@ def run_sweep(cfg: SweepConfig, out_dir: str | os.PathLike, *, jobs: int | None 
         # a run that failed before it wrote anything (a scheduler that cannot be reached,
         # Ctrl-C while the local cluster starts) takes back the directories it made, while
         # empty, after its lock is gone: it left a new --out holding only an empty sweep.json
-        _rmdirs(made)
+        remove_unused_dirs(made)
         raise
 
 

@@ -849,11 +849,14 @@ def _graph_backward(g: torch.Tensor) -> bool:
     return torch.is_grad_enabled() or transformed() or _legacy_batched(g)
 
 
+#: ``torch._C._functorch.is_legacy_batchedtensor`` (``None`` in a torch without it).
+_IS_LEGACY_BATCHED = getattr(torch._C._functorch, "is_legacy_batchedtensor", None)
+
+
 def _legacy_batched(g: torch.Tensor) -> bool:
     """Whether ``g`` is a batched tensor of ``torch._vmap_internals`` (the vmap of
     ``torch.autograd.grad(..., is_grads_batched=True)``; not a ``torch.func`` one)."""
-    check = getattr(torch._C._functorch, "is_legacy_batchedtensor", None)
-    return bool(check is not None and check(g))
+    return bool(_IS_LEGACY_BATCHED is not None and _IS_LEGACY_BATCHED(g))
 
 
 def _merge_ops(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from ttforge._entry import interrupts_held
 from ttforge.atomic import JOB_MARKER, job_dir
 from ttforge.errors import ClusterError, ConfigError, SchedulerLost, show, show_path  # noqa: F401 - defined in ttforge.errors
 from ttforge.limits import file_kind
@@ -324,25 +325,6 @@ def _new_client(distributed, address: str, timeout: float):
     return client
 
 
-#: The signals that end a command (``ttforge.boundary``: SIGTERM and SIGHUP act as Ctrl-C).
-_INTERRUPTS = frozenset(s for s in (getattr(signal, n, None) for n in ("SIGINT", "SIGTERM", "SIGHUP")) if s)
-
-
-@contextlib.contextmanager
-def _signals_held() -> Iterator[frozenset | None]:
-    """Hold :data:`_INTERRUPTS` back in this thread for the block and deliver them after
-    it (as ``ttforge._entry.guard_imports`` does for numpy's import); yields the signal
-    mask before the block (``None`` where there are no signal masks)."""
-    if not hasattr(signal, "pthread_sigmask"):
-        yield None
-        return
-    before = frozenset(signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTS))
-    try:
-        yield before
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, before)
-
-
 def _start_local(distributed, spec: ClusterSpec, scratch: Path, mask: frozenset | None):
     """``distributed.LocalCluster`` for ``spec``, started in a thread of its own whose
     signal mask (``mask`` and SIGINT) every thread it starts inherits, and so the worker
@@ -453,7 +435,7 @@ def connect(spec: ClusterSpec) -> Iterator[Any]:
                 # in atexit callback ... AssertionError: Status.init", "Nanny failed to
                 # start", a scratch directory its workers still wrote to); held back, it
                 # ends the run right after, with the cluster closed below
-                with _signals_held() as before:
+                with interrupts_held() as before:
                     try:
                         cluster = _start_local(distributed, spec, scratch, before)
                         client = distributed.Client(cluster, set_as_default=False)

@@ -255,8 +255,8 @@ def verilate_cached(root: Path, key: str, exe_name: str, files: dict[str, bytes]
     (:class:`NativeError`) quoting the decisive line of the build's output (the
     directory, with its ``build.log``, is kept with ``TTFORGE_NATIVE_KEEP_FAILED`` set)."""
     from ttforge.atomic import JOB_MARKER, _prefix, _umask, clean_stale, job_dir
-    from ttforge.sim.runner import (build_failure_line, build_intact, fresh_build_dir, make_build_dir,
-                                    product_record, verilator_make_env)
+    from ttforge.sim.runner import (build_failure_line, build_intact, fresh_build_dir, kept_sources,
+                                    make_build_dir, product_record, verilator_make_env)
 
     root = Path(os.path.abspath(root))   # the paths handed to make are absolute
     final = root / key
@@ -265,7 +265,7 @@ def verilate_cached(root: Path, key: str, exe_name: str, files: dict[str, bytes]
     expect = {"key": key, "files_sha256": _files_digest(files)}
     # and for the inputs kept beside it, which users read (flow its ttforge_accel.v, a C
     # driver the headers of include/): one flipped byte failed every flow run, exit 3
-    sources = {final / rel: hashlib.sha256(data).hexdigest() for rel, data in files.items()}
+    sources = kept_sources(final, files)
     if build_intact(final / "build.json", expect, final / exe_name, sources):
         return final, True, 0.0
     root.mkdir(parents=True, exist_ok=True)

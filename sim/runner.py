@@ -540,7 +540,7 @@ def build(config, sim: str, *, fault: str | None = None, waves: bool = False,
         files[f"{TOP}.vlt"] = verilator_waivers()
     # the sources are read again after the build (flow checks ``verilog_path`` against
     # rtl/): a damaged copy under an intact simulator is a miss too
-    sources = {bdir / name: hashlib.sha256(t.encode()).hexdigest() for name, t in files.items()}
+    sources = kept_sources(bdir, files)
     if build_intact(marker, expect, product, sources):
         return SimBuild(**mk)
     with cache_lock(root / f"{sim}-{key}.lock"):   # another process may be building the same key
@@ -572,6 +572,13 @@ def product_record(product: Path) -> dict[str, str]:
         raise SimError(f"the build in {show_path(product.parent)} made no {product.name}; "
                        f"see its build.log")
     return {"product": product.name, "product_sha256": got[0]}
+
+
+def kept_sources(bdir: Path, files: Mapping[str, str | bytes]) -> dict[Path, str]:
+    """``bdir / name -> sha256`` of the files a build is made from and keeps beside its
+    product (``name -> text or bytes``): :func:`build_intact`'s ``sources``."""
+    return {bdir / name: hashlib.sha256(t if isinstance(t, bytes) else t.encode()).hexdigest()
+            for name, t in files.items()}
 
 
 def build_intact(marker: Path, expect: Mapping[str, object], product: Path,

@@ -113,7 +113,7 @@ def build_train(config, sim: str, *, waves: bool = False, build_root=None,
     concurrent builds of one key). ``fault`` builds a deliberately broken engine
     (``hw.faults.TRAIN_FAULTS``; mutation runs). Raises ``SimulatorMissing`` or ``SimError``."""
     from ttforge.sim.runner import (_tool_version, build_intact, build_product, build_root_dir, cocotb_build,
-                                    fresh_build_dir, product_record)
+                                    fresh_build_dir, kept_sources, product_record)
 
     version = _tool_version(sim)
     text = _emit(config, fault)
@@ -134,7 +134,7 @@ def build_train(config, sim: str, *, waves: bool = False, build_root=None,
         files[f"{TRAIN_TOP}.vlt"] = verilator_waivers()
     # the marker, the simulator it vouches for and the sources kept beside it (as the
     # inference builds': a damaged copy under an intact simulator is a miss, rebuilt)
-    sources = {bdir / name: hashlib.sha256(t.encode()).hexdigest() for name, t in files.items()}
+    sources = kept_sources(bdir, files)
     if build_intact(marker, expect, product, sources):
         return TrainSimBuild(**mk)
     with cache_lock(root / f"train-{sim}-{key}.lock"):

@@ -8,12 +8,14 @@ imports of numpy and torch are made uninterruptible (:func:`guard_imports`)."""
 from __future__ import annotations
 
 import builtins
+import contextlib
 import os
 import signal
 import sys
-from typing import Callable
+from typing import Callable, Iterator
 
-__all__ = ["main", "run_to_shutdown", "open_standard_streams", "closed_at_start", "guard_imports"]
+__all__ = ["main", "run_to_shutdown", "open_standard_streams", "closed_at_start", "guard_imports",
+           "interrupts_held", "INTERRUPTS"]
 
 #: The standard file descriptors (0, 1, 2) that were closed when ttforge started, as
 #: :func:`open_standard_streams` found them.
@@ -66,9 +68,27 @@ def closed_at_start() -> frozenset[int]:
     return _CLOSED
 
 
+#: The signals that end a command (``ttforge.boundary``: SIGTERM and SIGHUP act as Ctrl-C).
+INTERRUPTS = frozenset(s for s in (getattr(signal, n, None) for n in ("SIGINT", "SIGTERM", "SIGHUP")) if s)
+
 #: Packages whose first import runs with the interrupting signals held back
 #: (:func:`guard_imports`): their C extensions cannot be imported twice in a process.
 GUARDED_IMPORTS = frozenset({"numpy", "torch"})
+
+
+@contextlib.contextmanager
+def interrupts_held() -> Iterator[frozenset | None]:
+    """Hold :data:`INTERRUPTS` back in this thread for the block and deliver them after
+    it, their handlers raising where the block ended; yields the signal mask before the
+    block (``None`` where there are no signal masks: nothing is held)."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield None
+        return
+    before = frozenset(signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPTS))
+    try:
+        yield before
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def guard_imports() -> None:
@@ -85,19 +105,14 @@ def guard_imports() -> None:
     """
     if not hasattr(signal, "pthread_sigmask") or getattr(builtins.__import__, "_ttforge_guard", False):
         return
-    held = {signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", signal.SIGTERM)}
     plain = builtins.__import__
 
     def guarded(name, globals=None, locals=None, fromlist=(), level=0):
-        if level or name.partition(".")[0] not in GUARDED_IMPORTS or name.partition(".")[0] in sys.modules:
+        top = name.partition(".")[0]
+        if level or top not in GUARDED_IMPORTS or top in sys.modules:
             return plain(name, globals, locals, fromlist, level)
-        before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-        try:
+        with interrupts_held():   # delivered after, in the importing frame, the package whole
             return plain(name, globals, locals, fromlist, level)
-        finally:
-            # a signal that came meanwhile is delivered here, its handler raising in
-            # the importing frame with the package whole
-            signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
     guarded._ttforge_guard = True  # type: ignore[attr-defined]
     builtins.__import__ = guarded
