@@ -177,6 +177,13 @@ def test_an_all_zero_step_calibrates_to_a_shift_the_accumulator_makes(scale):
     inet = compile_network(q)
     xi = inet.quantize_input(x.numpy())
     assert np.array_equal(q.eval().forward_int(x), execute(inet, xi))
+    # sibling: one bit of the last layer's bias flipped (the one its output's LSB is
+    # made of, not shifted away), and the equality must fail
+    last = inet.layers[-1]
+    bias = np.array(last.bias)
+    bias[0] ^= 1 << max(int(last.shifts()[-1]), 0)
+    bad = IntNetwork((*inet.layers[:-1], dataclasses.replace(last, bias=bias)))
+    assert not np.array_equal(q.forward_int(x), execute(bad, xi))
 
 
 def test_an_integer_layer_refusal_names_its_layer():
