@@ -36,7 +36,8 @@ from ttforge.errors import ConfigError, TTForgeError, show_path
 from ttforge.errors import EXIT_ENVIRONMENT, FlowError
 from ttforge.limits import open_regular, read_bounded
 from ttforge.atomic import (atomic_dir, atomic_write_bytes, check_output_dir, check_owned_dir,
-                            check_writable, clean_stale, make_output_dir, output_lock, sha256_file)
+                            check_writable, clean_stale, discard_dir, make_output_dir, output_lock,
+                            sha256_file)
 
 __all__ = ["STAGES", "FlowError", "StageResult", "FlowResult", "run_flow", "fingerprint",
            "RECORD", "read_record"]
@@ -575,7 +576,11 @@ def _data_digest(spec: str) -> str:
     return hashlib.sha256(_canonical(files)).hexdigest()
 
 
-def _inputs(ctx: _Ctx, name: str, statuses: dict[str, str]) -> dict[str, Any]:
+def _inputs(ctx: _Ctx, name: str, statuses: dict[str, str],
+            digest: Callable[[str], str | None] | None = None) -> dict[str, Any]:
+    """What stage ``name`` depends on (hashed into its fingerprint); ``digest`` (default
+    ``ctx.digest``) gives an upstream stage's output digest."""
+    digest = digest or ctx.digest
     d: dict[str, Any] = {"stage": name, "config": {s: ctx.cfg.section(s) for s in _READS[name]}}
     if name == "compile":  # the board sizes the accelerator
         d["config"]["board"] = ctx.cfg.bitstream.board
@@ -601,7 +606,7 @@ def _inputs(ctx: _Ctx, name: str, statuses: dict[str, str]) -> dict[str, Any]:
         from ttforge.sim import runner   # the generator with the Amaranth and Yosys it runs on
 
         d["generator"] = runner.generator_fingerprint()
-    d["upstream"] = {u: ctx.digest(u) for u in _UPSTREAM[name]}
+    d["upstream"] = {u: digest(u) for u in _UPSTREAM[name]}
     if name == "report":
         # the page names the config file: a run from another path writes it anew (it kept
         # naming the old one)
@@ -709,6 +714,7 @@ def _run_stages(cfg, root: Path, until, force, short, on_stage, on_done, say) ->
     last = STAGES.index(until) if until else len(STAGES) - 1
     statuses = ctx.statuses
     stop = None  # reason the remaining stages do not run
+    current: dict[str, str] = {}  # output digests of the stages whose output is current
     for i, name in enumerate(STAGES):
         why = None
         if stop is not None and name != "report":
@@ -722,6 +728,8 @@ def _run_stages(cfg, root: Path, until, force, short, on_stage, on_done, say) ->
         elif name == "bitstream" and short:
             why = "--short"
         if why is not None:
+            if name != "report" and _drop_out_of_date(ctx, name, statuses, current):
+                why += f" (its {name}/ from an earlier run was out of date: removed)"
             res = StageResult(name, "not run", reason=why)
             statuses[name] = f"not run: {why}"
         else:
@@ -736,6 +744,7 @@ def _run_stages(cfg, root: Path, until, force, short, on_stage, on_done, say) ->
                     on_done(res)
                 raise
             statuses[name] = res.status if res.status != "skipped" else "ran"
+            current[name] = ctx.digest(name)
             if name == "sim":
                 result.verified = bool(res.record["summary"]["exact"])
                 if not result.verified:
@@ -753,6 +762,28 @@ def _run_stages(cfg, root: Path, until, force, short, on_stage, on_done, say) ->
         if on_done:
             on_done(res)
     return result
+
+
+def _drop_out_of_date(ctx: _Ctx, name: str, statuses: dict[str, str], current: dict[str, str]) -> bool:
+    """Remove the output of stage ``name``, which this run does not run, when it is out
+    of date: made from other inputs than the upstream outputs, config, data and code of
+    now (``current``: the output digests of the stages that are). Returns whether it
+    did; a current output is added to ``current``.
+
+    ``flow --until quantize`` after a change left the earlier run's ``rtl/``, ``sim/``
+    and ``bitstream/`` on disk beside the new artifact: nothing there said that the
+    bitstream was not built from it (the report said "not run").
+    """
+    final = ctx.dir(name)
+    rec = read_record(final)
+    if rec is None:
+        return False   # nothing there, or no stage's output (refused as the build is)
+    if rec.get("fingerprint") == fingerprint(_inputs(ctx, name, statuses, current.get)) and _intact(final, rec):
+        current[name] = rec["digest"]
+        return False
+    _own_stage(final)
+    discard_dir(final)
+    return True
 
 
 #: The report stage's files that a flow copies to the top of its build directory.

@@ -49,7 +49,7 @@ __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_path", "atomic_dir
            "command_inputs", "note_input", "check_not_input", "check_owned_dir", "clean_stale", "dead_entries",
            "staging_dir", "commit_dir", "replace_dir", "claim_work_dir", "sha256_file", "WORK_MARKER",
            "output_lock", "cache_lock", "job_dir", "JOB_MARKER", "check_run_dir", "check_run_files", "check_writable",
-           "read_marker", "missing_dirs", "remove_unused_dirs"]
+           "read_marker", "missing_dirs", "remove_unused_dirs", "discard_dir"]
 
 #: The file that marks a directory as ttforge's work directory (``--keep DIR``).
 WORK_MARKER = ".ttforge-work"
@@ -543,6 +543,23 @@ def remove_unused_dirs(made: Sequence[Path], *markers: str) -> None:
                 for name in names:
                     os.unlink(Path(made[0]) / name)
     _rmdirs(made)
+
+
+def discard_dir(path: str | os.PathLike) -> None:
+    """Delete the directory ``path`` (a link is not followed) as one rename: it moves to
+    a temporary name first, which :func:`clean_stale` removes if this process dies
+    while deleting it, so an interruption leaves it whole or gone, never half of it. A
+    directory that holds an input of the running command is refused."""
+    out = Path(path)
+    check_not_input(out, "", tree=True)
+    parent = out.parent if str(out.parent) else Path(".")
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=_prefix(out.name), suffix=".tmp", dir=parent))
+        os.rmdir(tmp)   # a unique name of ttforge's form, free for the rename
+        os.replace(out, tmp)
+    except OSError as e:
+        raise _fail(out, e) from None
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _replace(tmp: Path, path: Path) -> None:

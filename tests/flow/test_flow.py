@@ -322,3 +322,24 @@ def test_sim_checks_it_simulates_the_delivered_rtl(build_copy, capsys, name, say
     assert main(["flow", "--short", "--out", str(build_copy)]) == 3
     err = capsys.readouterr().err
     assert err.startswith("ttforge flow: error: stage sim failed: ") and says in err and err.count("\n") == 1, err
+
+
+def test_until_after_a_change_removes_the_later_stages_made_from_the_old_inputs(build_copy, capsys):
+    # the earlier run's rtl/ and sim/ stayed beside the new artifact, nothing saying
+    # they were not made from it
+    same = _statuses(run_flow(default_config(), build_copy, short=True, until="quantize"))
+    assert same["quantize"] == "skipped" and same["rtl"] == same["sim"] == "not run"
+    assert all((build_copy / s / "stage.json").is_file() for s in ("compile", "rtl", "sim"))  # current: kept
+    cfg = default_config()
+    cfg5 = replace(cfg, quant=replace(cfg.quant, w_bits=5))
+    res = run_flow(cfg5, build_copy, short=True, until="quantize")
+    assert _statuses(res)["quantize"] == "ran"
+    for s in ("compile", "rtl", "sim"):
+        assert not (build_copy / s).exists()
+        assert "out of date: removed" in res.stage(s).reason
+    assert not [p for p in os.listdir(build_copy) if p.startswith(".")]
+    assert "removed" in (build_copy / "report.md").read_text()
+    # the next full run makes them again, from the new artifact
+    st = _statuses(run_flow(cfg5, build_copy, short=True))
+    assert st["compile"] == st["rtl"] == st["sim"] == "ran"
+    assert json.loads((build_copy / "compile" / "config.json").read_text())["core_bits"] == 5

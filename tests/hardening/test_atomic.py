@@ -342,3 +342,35 @@ def test_a_temporary_written_through_atomic_path_leaves_nothing_the_next_run_kee
     assert len(list(tmp_path.iterdir())) == 1   # the enclosing temporary, and nothing else
     atomic_write_text(target, "whole")
     assert [p.name for p in tmp_path.iterdir()] == ["curves.png"] and target.read_text() == "whole"
+
+
+def test_a_discarded_directory_is_gone_and_one_cut_short_goes_with_the_next_clean(tmp_path, monkeypatch):
+    import shutil
+
+    from ttforge.atomic import clean_stale, command_inputs, discard_dir
+
+    d = tmp_path / "rtl"
+    (d / "sub").mkdir(parents=True)
+    (d / "sub" / "a.v").write_text("module a; endmodule\n")
+    discard_dir(d)
+    assert not d.exists() and os.listdir(tmp_path) == []
+    # killed while deleting: what is left has a temporary's name, which the next
+    # clean removes once the process is gone (never the old directory put back)
+    (d / "sub").mkdir(parents=True)
+    (d / "sub" / "a.v").write_text("x")
+    monkeypatch.setattr(shutil, "rmtree", lambda *a, **k: None)
+    discard_dir(d)
+    monkeypatch.undo()
+    left = os.listdir(tmp_path)
+    assert not d.exists() and len(left) == 1 and left[0].startswith(".rtl.ttforge-") and left[0].endswith(".tmp")
+    dead = left[0].replace(f"ttforge-{os.getpid()}.", "ttforge-999999999.")
+    os.replace(tmp_path / left[0], tmp_path / dead)
+    clean_stale(tmp_path, "rtl")
+    assert os.listdir(tmp_path) == []
+    # a directory holding the command's input is not deleted
+    (d / "sub").mkdir(parents=True)
+    (d / "in.toml").write_text("x")
+    with command_inputs([d / "in.toml"]):
+        with pytest.raises(TTForgeError):
+            discard_dir(d)
+    assert (d / "in.toml").read_text() == "x"
