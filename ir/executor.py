@@ -144,10 +144,15 @@ class IntLayer:
         self._check_exact()
         for t, need in enumerate(self.acc_bits_needed()):
             if need > self.acc_bits:
-                raise ConfigError(
-                    f"step {t} (core {self.schedule.steps[t].core}) can reach {need}-bit sums but "
-                    f"acc_bits={self.acc_bits}; raise acc_bits to {need} or lower the widths"
-                )
+                step = self.schedule.steps[t]
+                # past the widest accumulator "raise acc_bits to 49" named a width that is
+                # itself refused: then only narrower operands or a shorter sum help
+                fix = (f"raise acc_bits to {need} or lower the widths" if need <= MAX_ACC_BITS else
+                       f"that is more than the widest accumulator ({MAX_ACC_BITS} bits): lower w_bits "
+                       f"({self.w_bits}) or the step's input width ({self.step_in(t)[0]} bits), or shorten "
+                       f"its sum of {step.K} products (smaller modes or ranks)")
+                raise ConfigError(f"step {t} (core {step.core}) can reach {need}-bit sums but "
+                                  f"acc_bits={self.acc_bits}; {fix}")
         self._check_bias_values()
 
     __reduce__ = rebuild

@@ -94,6 +94,27 @@ def test_accumulator_overflow_is_refused_at_compile_time():
         IntLayer(**fields)
 
 
+def test_sums_past_the_widest_accumulator_name_a_fix_that_exists():
+    # "raise acc_bits to 49" named a width that is itself refused (at most 48)
+    from ttforge.ir.arith import MAX_ACC_BITS
+    from ttforge.ir.schedule import ContractionSchedule
+    from ttforge.ir.tt import TTShape
+
+    sched = ContractionSchedule(TTShape((2,), (600,), (1, 1)), (0,))
+    fields = dict(in_features=600, out_features=2, schedule=sched, cores=(np.full((1, 2, 600, 1), -127),),
+                  core_exps=(0,), w_bits=8, in_bits=32, in_exp=0, inter_bits=32, out_bits=32,
+                  step_exps=(10,), acc_bits=MAX_ACC_BITS, bias=None, relu=False)
+    with pytest.raises(ConfigError) as e:
+        IntLayer(**fields)
+    msg = str(e.value)
+    assert "can reach 49-bit sums" in msg and "raise acc_bits" not in msg
+    assert f"widest accumulator ({MAX_ACC_BITS} bits)" in msg and "w_bits (8)" in msg and "32 bits" in msg
+    assert "sum of 600 products" in msg
+    # a shorter sum fits: the same layer over 300 inputs is accepted
+    sched = ContractionSchedule(TTShape((2,), (300,), (1, 1)), (0,))
+    IntLayer(**{**fields, "in_features": 300, "schedule": sched, "cores": (np.full((1, 2, 300, 1), -127),)})
+
+
 def test_bad_quant_configs_are_named():
     with pytest.raises(ConfigError, match="w_bits=9"):
         LayerQuant(w_bits=9)
