@@ -437,8 +437,11 @@ def _limit_threads(limit: int | None):
     if limit is None or n <= limit:
         yield
         return
-    torch.set_num_threads(limit)
     try:
+        # set inside the try: a Ctrl-C that arrives during the call is raised as it
+        # returns, and before the try it skipped the restore (torch stayed at `limit`
+        # threads for the rest of the process)
+        torch.set_num_threads(limit)
         yield
     finally:
         torch.set_num_threads(n)
@@ -662,8 +665,8 @@ def _compute(key=None):
         return
     t = _TUNER.pick(key, n)
     run = _Run(t, n + 1 - t, _TUNER.expect(key, n, n + 1 - t))
-    torch.set_num_threads(t)
     try:
+        torch.set_num_threads(t)   # inside the try, as in _limit_threads
         yield run
     finally:
         torch.set_num_threads(n)

@@ -670,3 +670,41 @@ def test_an_inherited_executor_would_hang_the_child():
         assert _forked_split(True, 3)[0] is None
     finally:
         torch.set_num_threads(before)
+
+
+def _interrupted_set(monkeypatch):
+    """``torch.set_num_threads`` that raises KeyboardInterrupt as its first lowering
+    returns: what CPython does with a Ctrl-C that arrived during the C call."""
+    real = torch.set_num_threads
+    armed = [True]
+
+    def set_then_interrupted(k):
+        before = torch.get_num_threads()
+        real(k)
+        if armed[0] and k < before:
+            armed[0] = False
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "set_num_threads", set_then_interrupted)
+
+
+@pytest.mark.parametrize("where", ["limit", "tuned"])
+def test_a_ctrl_c_as_the_count_is_lowered_restores_it(monkeypatch, where):
+    """A Ctrl-C raised as ``torch.set_num_threads`` returns, in ``_limit_threads`` or in
+    a tuned ``_compute``, still restores torch's count (it was left at one thread for
+    the rest of the process)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        monkeypatch.setattr(fast, "THREADS", "auto")
+        tuner = fast._ThreadTuner()
+        monkeypatch.setattr(tuner, "pick", lambda key, n: 1)
+        monkeypatch.setattr(fast, "_TUNER", tuner)
+        _interrupted_set(monkeypatch)
+        with pytest.raises(KeyboardInterrupt):
+            with (fast._limit_threads(1) if where == "limit" else fast._compute(("k",))):
+                pass
+        assert torch.get_num_threads() == 2
+    finally:
+        monkeypatch.undo()
+        torch.set_num_threads(n)
