@@ -106,6 +106,7 @@ ttftd_result ttftd_init(ttftd_dev *dev, const ttftd_hooks *hooks) {
     dev->range_var = 0;
     dev->range_value = 0;
     dev->rewritten = 0;
+    dev->dmem_stale = 0;
     dev->sample_index = dev->sample_elem = 0;
     dev->sample_value = dev->sample_lo = dev->sample_hi = 0;
     return ttftd_identify(dev);
@@ -201,21 +202,54 @@ static int sample_limits_ok(const ttftd_program *p) {
     return 1;
 }
 
-ttftd_result ttftd_load_program(ttftd_dev *dev, const ttftd_program *prog) {
+/* EXP_RANGE (dev->range_*, nothing written) unless every exponent variable of `values`
+ * lies in its lo..hi and every field it gives in the field's lo..hi: a field is stored
+ * as `width`-bit two's complement, so a value past it would be written wrapped. */
+static ttftd_result check_ranges(ttftd_dev *dev, const ttftd_program *p, const int32_t *values) {
+    uint32_t j, f;
+    for (j = 0; j < p->n_vars; ++j)
+        if (values[j] < p->vars[j].lo || values[j] > p->vars[j].hi) {
+            dev->range_var = (int32_t)j;
+            dev->range_value = values[j];
+            return TTFTD_EXP_RANGE;
+        }
+    for (f = 0; f < p->n_fields; ++f) {
+        const ttftd_field *fd = &p->fields[f];
+        int64_t v = affine(p, fd->c, fd->t0, fd->nt, values);
+        if (v < fd->lo || v > fd->hi) {
+            dev->range_var = -1 - (int32_t)f;
+            dev->range_value = v;
+            return TTFTD_EXP_RANGE;
+        }
+    }
+    return TTFTD_OK;
+}
+
+/* Write every exponent-dependent DMEM word as `values` (checked) say; clears
+ * dev->dmem_stale when all are written. */
+static ttftd_result write_fields(ttftd_dev *dev, const ttftd_program *p, const int32_t *values) {
     uint32_t f;
+    for (f = 0; f < p->n_fields;) {
+        uint32_t addr = TTFORGE_TRAIN_DMEM_BASE + 4u * p->fields[f].word;
+        uint32_t w = field_word(p, f, values, &f);
+        TRY(ttftd_write_reg(dev, addr, w));
+    }
+    dev->dmem_stale = 0;
+    return TTFTD_OK;
+}
+
+ttftd_result ttftd_load_program(ttftd_dev *dev, const ttftd_program *prog) {
     if (!dev || !prog || !prog->dmem || !prog->exps || !prog->scratch || prog->batch == 0) return TTFTD_BAD_ARG;
     if (prog->dmem_words > TTFORGE_TRAIN_DMEM_DEPTH || prog->cmem_size > TTFORGE_TRAIN_CMEM_DEPTH ||
         prog->bmem_size > TTFORGE_TRAIN_BMEM_DEPTH || !sample_limits_ok(prog))
         return TTFTD_BAD_ARG;
+    /* the exponents may come from a checkpoint (resume): checked as an update checks them */
+    TRY(check_ranges(dev, prog, prog->exps));
     dev->prog = 0;
     TRY(write_words(dev, TTFORGE_TRAIN_DMEM_BASE, prog->dmem, prog->dmem_words));
     /* the exponent-dependent words as the current exponents say (after steps, a reload
      * keeps the exponents the driver reached) */
-    for (f = 0; f < prog->n_fields;) {
-        uint32_t addr = TTFORGE_TRAIN_DMEM_BASE + 4u * prog->fields[f].word;
-        uint32_t w = field_word(prog, f, prog->exps, &f);
-        TRY(ttftd_write_reg(dev, addr, w));
-    }
+    TRY(write_fields(dev, prog, prog->exps));
     TRY(ttftd_write_reg(dev, TTFORGE_TRAIN_BATCH_ADDR, prog->batch));
     TRY(ttftd_write_reg(dev, TTFORGE_TRAIN_BW_LOG_ADDR, prog->bw_log));
     TRY(ttftd_write_reg(dev, TTFORGE_TRAIN_IN_COUNT_ADDR, prog->in_count));
@@ -282,26 +316,26 @@ ttftd_result ttftd_update_exponents(ttftd_dev *dev) {
         p->scratch[j] = (int32_t)e;
     }
     /* every field must fit before anything is written */
-    for (f = 0; f < p->n_fields; ++f) {
-        const ttftd_field *fd = &p->fields[f];
-        int64_t v = affine(p, fd->c, fd->t0, fd->nt, p->scratch);
-        if (v < fd->lo || v > fd->hi) {
-            dev->range_var = -1 - (int32_t)f;
-            dev->range_value = v;
-            return TTFTD_EXP_RANGE;
-        }
-    }
-    /* rewrite the words that changed */
+    TRY(check_ranges(dev, p, p->scratch));
+    /* rewrite the words that changed; after a rewrite that failed part-way
+     * (dev->dmem_stale) the DMEM matches neither exponent set, so every word */
     for (f = 0; f < p->n_fields;) {
         uint32_t addr = TTFORGE_TRAIN_DMEM_BASE + 4u * p->fields[f].word, next = f;
         uint32_t old = field_word(p, f, p->exps, &next);
         uint32_t neu = field_word(p, f, p->scratch, &next);
-        if (neu != old) {
-            TRY(ttftd_write_reg(dev, addr, neu));
+        if (neu != old || dev->dmem_stale) {
+            ttftd_result r = ttftd_write_reg(dev, addr, neu);
+            if (r != TTFTD_OK) {
+                /* some words hold the new exponents' fields, the rest the old ones,
+                 * and the exponents stay the old: repaired before anything else runs */
+                dev->dmem_stale = 1;
+                return r;
+            }
             ++dev->rewritten;
         }
         f = next;
     }
+    dev->dmem_stale = 0;
     for (j = 0; j < p->n_vars; ++j) p->exps[j] = p->scratch[j];
     return TTFTD_OK;
 }
@@ -378,6 +412,9 @@ ttftd_result ttftd_run_batch(ttftd_dev *dev, const int32_t *samples, uint32_t ba
     if (batch != p->batch) return TTFTD_BAD_ARG;
     if (!dev->hooks.stream_send) return TTFTD_NO_STREAM;
     TRY(check_samples(dev, samples, batch)); /* before any bus access: the core as it was */
+    /* an update that failed part-way left the descriptors half rewritten: back to the
+     * exponents kept before the step runs on them */
+    if (dev->dmem_stale) TRY(write_fields(dev, p, p->exps));
     TRY(ttftd_status(dev, &status));
     if (status & TTFORGE_TRAIN_STATUS_ERROR_MASK) { /* an error left from before: clear it first */
         TRY(ttftd_read_error(dev, &dev->hw_code, &dev->hw_op));

@@ -20,7 +20,8 @@
  * After each step the driver keeps the exponents itself (delayed max scaling): it reads
  * MAXACC of every exponent-setting operation, evaluates the program's tables and rewrites
  * the descriptor words whose exponent-dependent fields (SHIFT, BIAS_SHIFT) changed. An
- * exponent or field leaving its range is TTFTD_EXP_RANGE, never a silent wrap.
+ * exponent or field leaving its range is TTFTD_EXP_RANGE, never a silent wrap (also for the
+ * exponents a program is loaded with: a resumed checkpoint's).
  * See docs/integration.md ("Training with the C driver").
  */
 #ifndef TTFORGE_TRAIN_DRIVER_H
@@ -146,6 +147,10 @@ typedef struct ttftd_dev {
     uint32_t sample_elem;     /* ... its element (0..IN_COUNT-1 a feature, IN_COUNT the label), ... */
     int32_t sample_value;     /* ... the value, ... */
     int32_t sample_lo, sample_hi; /* ... and the range it left (the element's lo..hi) */
+    uint32_t dmem_stale;      /* 1: an update failed part-way through its descriptor rewrites
+                               * (BUS_ERROR/TIMEOUT); the next update rewrites every
+                               * exponent-dependent word, ttftd_run_batch first restores them
+                               * from the exponents kept */
 } ttftd_dev;
 
 #define TTFTD_DEFAULT_TIMEOUT_POLLS 1000000u
@@ -171,7 +176,9 @@ ttftd_result ttftd_write_reg(ttftd_dev *dev, uint32_t addr, uint32_t data);
 
 /* Load a program: DMEM (with the fields of the program's current exponents), the program
  * registers (BATCH, BW_LOG, IN_COUNT, IN_BASE, STOCH), then ttftd_load_state. BAD_ARG
- * (nothing written) for act_bits or classes out of range or unlike the header. */
+ * (nothing written) for act_bits or classes out of range or unlike the header; EXP_RANGE
+ * (dev->range_*, nothing written, the program loaded before kept) for an exponent in
+ * prog->exps (a resumed checkpoint's) or a field it gives outside its range. */
 ttftd_result ttftd_load_program(ttftd_dev *dev, const ttftd_program *prog);
 /* Write a training state: CMEM and BMEM images (NULL: the program's) and RNG. */
 ttftd_result ttftd_load_state(ttftd_dev *dev, const int32_t *cmem, const int32_t *bmem, uint32_t rng);
@@ -186,7 +193,11 @@ ttftd_result ttftd_load_state(ttftd_dev *dev, const int32_t *cmem, const int32_t
 ttftd_result ttftd_run_batch(ttftd_dev *dev, const int32_t *samples, uint32_t batch);
 /* The host's exponent bookkeeping after a step: read MAXACC, compute the next exponents,
  * check every exponent and field range (EXP_RANGE: nothing written, exponents kept),
- * rewrite the descriptor words that changed (dev->rewritten), commit the exponents. */
+ * rewrite the descriptor words that changed (dev->rewritten), commit the exponents.
+ * A BUS_ERROR or TIMEOUT among the rewrites keeps the exponents and sets dev->dmem_stale:
+ * calling it again (MAXACC still holds the step's) rewrites every exponent-dependent word;
+ * ttftd_run_batch instead first rewrites them from the exponents kept. Either way no step
+ * runs on a half-rewritten program. */
 ttftd_result ttftd_update_exponents(ttftd_dev *dev);
 /* ttftd_run_batch, then ttftd_update_exponents. */
 ttftd_result ttftd_step(ttftd_dev *dev, const int32_t *samples, uint32_t batch);

@@ -452,6 +452,159 @@ def test_samples_at_the_limits_start_and_stream(sample_exe):
     assert rep["old_table"] == ["BAD_ARG", "0"]
 
 
+EXPS_MAIN = """\
+/* ttftd_load_program with given exponents, and ttftd_update_exponents failing part-way
+ * through its descriptor rewrites, against a fake core that keeps DMEM and serves MAXACC.
+ *   load V0 V1 ...:   prog->exps = V, load; prints the result, the writes, range_*, DMEM
+ *   fail retry|run:   load, update with every MAXACC 2^20 whose 2nd DMEM write answers
+ *                     SLVERR, then update again with MAXACC 0 (retry) or run a batch (run);
+ *                     prints the results, the exponents and DMEM (at START for run) */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "ttforge_train_driver.h"
+extern const ttftd_program ttforge_train_program;
+
+static uint64_t maxacc[TTFORGE_TRAIN_MAXACC_DEPTH];
+static uint32_t dmem[TTFORGE_TRAIN_DMEM_DEPTH], at_start[TTFORGE_TRAIN_DMEM_DEPTH];
+static unsigned writes, dmem_writes;
+static int fail_at = -1;
+
+static int rd(void *ctx, uint32_t a, uint32_t *d) {
+    (void)ctx;
+    if (a >= TTFORGE_TRAIN_MAXACC_BASE && a < TTFORGE_TRAIN_MAXACC_BASE + 4u * TTFORGE_TRAIN_MAXACC_DEPTH) {
+        uint32_t w = (a - TTFORGE_TRAIN_MAXACC_BASE) / 4u;
+        *d = (uint32_t)(maxacc[w / 2u] >> (32u * (w % 2u)));
+        return 0;
+    }
+    if (a == TTFORGE_TRAIN_STATUS_ADDR) { *d = TTFORGE_TRAIN_STATUS_DONE_MASK; return 0; }
+{fake_core_reads}    return 0;
+}
+static int wr(void *ctx, uint32_t a, uint32_t d) {
+    (void)ctx;
+    ++writes;
+    if (a >= TTFORGE_TRAIN_DMEM_BASE && a < TTFORGE_TRAIN_DMEM_BASE + 4u * TTFORGE_TRAIN_DMEM_DEPTH) {
+        if ((int)dmem_writes++ == fail_at) return 2;
+        dmem[(a - TTFORGE_TRAIN_DMEM_BASE) / 4u] = d;
+    }
+    if (a == TTFORGE_TRAIN_CMD_ADDR && (d & TTFORGE_TRAIN_CMD_START_MASK)) memcpy(at_start, dmem, sizeof dmem);
+    return 0;
+}
+static int send(void *ctx, const int32_t *e, uint32_t n) { (void)ctx; (void)e; (void)n; return 0; }
+
+static void show(const char *what, const ttftd_program *p, const uint32_t *words) {
+    uint32_t i;
+    printf("%s", what);
+    for (i = 0; i < p->dmem_words; ++i) printf(" %lu", (unsigned long)words[i]);
+    printf("\\nexps");
+    for (i = 0; i < p->n_vars; ++i) printf(" %ld", (long)p->exps[i]);
+    printf("\\n");
+}
+
+int main(int argc, char **argv) {
+    static int32_t samples[4096];
+    const ttftd_program *p = &ttforge_train_program;
+    ttftd_dev dev;
+    ttftd_hooks h = {0, rd, wr, send, 0};
+    ttftd_result r;
+    uint32_t j;
+    if (argc < 2 || ttftd_init(&dev, &h) != TTFTD_OK) return 2;
+    if (!strcmp(argv[1], "load")) {
+        if ((uint32_t)argc != 2u + p->n_vars) return 2;
+        for (j = 0; j < p->n_vars; ++j) p->exps[j] = (int32_t)atol(argv[2 + j]);
+        writes = 0;
+        r = ttftd_load_program(&dev, p);
+        printf("result %s\\nwrites %u\\nrange %ld %lld\\n", ttftd_result_name(r), writes, (long)dev.range_var,
+               (long long)dev.range_value);
+        show("dmem", p, dmem);
+        return 0;
+    }
+    if (argc != 3 || ttftd_load_program(&dev, p) != TTFTD_OK) return 3;
+    for (j = 0; j < TTFORGE_TRAIN_MAXACC_DEPTH; ++j) maxacc[j] = (uint64_t)1 << 20;
+    dmem_writes = 0;
+    fail_at = 1;
+    r = ttftd_update_exponents(&dev);
+    printf("first %s\\n", ttftd_result_name(r));
+    fail_at = -1;
+    if (!strcmp(argv[2], "retry")) {
+        for (j = 0; j < TTFORGE_TRAIN_MAXACC_DEPTH; ++j) maxacc[j] = 0;
+        r = ttftd_update_exponents(&dev);
+        printf("second %s\\n", ttftd_result_name(r));
+        show("dmem", p, dmem);
+    } else {
+        r = ttftd_run_batch(&dev, samples, p->batch);
+        printf("second %s\\n", ttftd_result_name(r));
+        show("dmem", p, at_start);
+    }
+    return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def exps_exe(tmp_path_factory):
+    state, _ = _case()
+    config = fit_engine(state, BATCH)
+    d = tmp_path_factory.mktemp("train_cdrv_exps")
+    export_train_driver(config, d, state, BATCH)
+    (d / "main.c").write_text(EXPS_MAIN.replace("{fake_core_reads}", FAKE_CORE_READS))
+    proc = subprocess.run(["cc", *STRICT, f"-I{d}", *(str(d / f) for f in (
+        "ttforge_train_driver.c", "ttforge_train_program.c", "main.c")), "-o", str(d / "exps")],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    prog = compile_training(state, BATCH, config)
+    return exponent_tables(state, prog), list(prog.words), d / "exps"
+
+
+def _run_exps(exe, *args) -> dict[str, list[str]]:
+    out = subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, timeout=60, check=True).stdout
+    return {k: v for k, *v in (line.split() for line in out.splitlines())}
+
+
+def _load_cases(tables):
+    """Exponent sets around every variable's and field's limits: each variable moved by a
+    few steps and by 256 (which an 8-bit field would wrap back to its own value)."""
+    init = list(tables.init)
+    for j, v in enumerate(tables.variables):
+        for value in (v.lo - 1, v.lo, v.hi, v.hi + 1, init[j] + 256, init[j] - 256, init[j] + 40, init[j] - 40):
+            yield [*init[:j], value, *init[j + 1:]]
+
+
+def test_load_program_refuses_the_exponents_compile_training_refuses(exps_exe):
+    """ttftd_load_program with prog->exps (as a resumed checkpoint sets them) is EXP_RANGE
+    with nothing written exactly when the Python tables (so compile_training) refuse them;
+    accepted ones load the words compile_training gives. The old driver wrote each field
+    masked to its width: exps[0] + 256 loaded the DMEM of exps[0]."""
+    tables, words, exe = exps_exe
+    refused = 0
+    for values in _load_cases(tables):
+        rep = _run_exps(exe, "load", *values)
+        if tables.violation(values) is None:
+            assert rep["result"] == ["OK"], values
+            assert [int(w) for w in rep["dmem"]] == tables.words(words, values), values
+        else:
+            refused += 1
+            assert rep["result"] == ["EXP_RANGE"] and rep["writes"] == ["0"], (values, rep)
+    assert refused > len(tables.variables)
+
+
+@pytest.mark.parametrize("then", ["retry", "run"])
+def test_update_failing_part_way_is_repaired(exps_exe, then):
+    """A SLVERR on the second descriptor rewrite of an update leaves the DMEM half
+    rewritten and the exponents the old: updating again rewrites every exponent-dependent
+    word (the old driver compared against the old exponents' words and left the first one
+    stale for good), and a batch run instead first restores them from the old exponents."""
+    tables, words, exe = exps_exe
+    rep = _run_exps(exe, "fail", then)
+    assert rep["first"] == ["BUS_ERROR"] and rep["second"] == ["OK"]
+    values = [int(v) for v in rep["exps"]]
+    if then == "run":
+        assert values == list(tables.init)
+    else:
+        assert values != list(tables.init)
+    assert [int(w) for w in rep["dmem"]] == tables.words(words, values)
+
+
 # ------------------------------------------------------------------ on the Verilated TrainAccel
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
