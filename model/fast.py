@@ -951,9 +951,10 @@ _WORKSPACE = threading.local()
 #: of float32: whole cache lines and SIMD vectors).
 _ALIGN = 16
 
-#: Largest block kept between calls (bytes); a call that needs more gets fresh buffers,
-#: so a thread never holds more than this after a large call (the chunk budgets keep
-#: the usual sets of buffers at a few MiB).
+#: Most bytes of work blocks a thread keeps between calls, all dtypes together: a call
+#: that needs a larger set gets fresh buffers, and a block that would take the total
+#: past this drops the other dtypes' blocks, so a thread never holds more than this
+#: after a large call (the chunk budgets keep the usual sets of buffers at a few MiB).
 KEEP_BYTES = 1 << 24
 
 
@@ -966,9 +967,9 @@ def _buffers(like: torch.Tensor, sizes: Sequence[int]) -> list[torch.Tensor]:
     (measured, forward+backward of the 1024 x 1024 rank-8 layer at batch 256: 1,250
     to 1,500 page faults and 13.5-16 ms per call with fresh buffers, none and 10-11
     ms once the allocator kept them). The block holds the largest set of buffers one
-    call has needed, up to :data:`KEEP_BYTES` (:func:`workspace_bytes`); no result is
-    ever a view of it. Other devices' allocators cache blocks themselves, so there the
-    buffers are fresh.
+    call has needed, up to :data:`KEEP_BYTES` for all the thread's blocks together
+    (:func:`workspace_bytes`); no result is ever a view of it. Other devices'
+    allocators cache blocks themselves, so there the buffers are fresh.
     """
     offsets, total = [], 0
     for n in sizes:
@@ -979,6 +980,11 @@ def _buffers(like: torch.Tensor, sizes: Sequence[int]) -> list[torch.Tensor]:
     blocks = _WORKSPACE.__dict__.setdefault("blocks", {})
     block = blocks.get(like.dtype)
     if block is None or block.numel() < total:
+        # the cap is the thread's, not a dtype's (float32 and float64 calls kept twice
+        # KEEP_BYTES); only a new block pays this sum, the calls that reuse one do not
+        if total * like.element_size() + sum(b.numel() * b.element_size() for d, b in blocks.items()
+                                             if d != like.dtype) > KEEP_BYTES:
+            blocks.clear()
         # never an inference tensor (made under torch.inference_mode), which every later
         # call outside inference mode could not write into
         with torch.inference_mode(False):

@@ -190,3 +190,20 @@ def test_a_block_first_made_under_inference_mode_serves_later_calls(one_thread, 
             x, want = x[:1], want[:1]
             y = layer(x)
     torch.testing.assert_close(y.detach(), want, rtol=1e-4, atol=1e-4)
+
+
+def test_the_cap_is_the_threads_across_dtypes(monkeypatch):
+    """KEEP_BYTES bounds a thread's blocks of every dtype together (float32 and float64
+    sets of almost the cap each kept both): a block that would pass it drops the
+    others; one that fits beside them keeps them."""
+    fast.clear_workspace()
+    monkeypatch.setattr(fast, "KEEP_BYTES", 8 * 1000)
+    fast._buffers(torch.empty(1), [1600])                       # 6,400 bytes of float32
+    assert fast.workspace_bytes() == 4 * 1600
+    fast._buffers(torch.empty(1, dtype=torch.float64), [800])   # 6,400 of float64
+    assert fast.workspace_bytes() == 8 * 800 <= fast.KEEP_BYTES
+    fast._buffers(torch.empty(1), [192])                        # fits beside it: both kept
+    assert fast.workspace_bytes() == 8 * 800 + 4 * 192
+    fast._buffers(torch.empty(1, dtype=torch.float64), [800])   # reused: nothing changes
+    assert fast.workspace_bytes() == 8 * 800 + 4 * 192
+    fast.clear_workspace()
