@@ -16,6 +16,7 @@ executes the descriptor *words* (not the network) and must equal
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import zlib
 from dataclasses import dataclass
@@ -508,8 +509,10 @@ def load_image_from_bytes(data: bytes, config: AccelConfig | None = None, *,
     ------
     ConfigError
         One line: not an image, another version, a wrong length, a checksum that
-        differs (a corrupt file), or an image for another config (the first field that
-        differs).
+        differs (a corrupt file), an image for another config (the first field that
+        differs), or a write whose address is outside the core's AXI4-Lite window
+        (``2**axil_addr_bits`` bytes) or not 4-byte aligned (the first, by index), as
+        ``ttfi_check`` refuses them.
     """
     data = bytes(data)
     if data[:4] != LOAD_IMAGE_MAGIC or len(data) < _HEAD + 4:
@@ -539,4 +542,26 @@ def load_image_from_bytes(data: bytes, config: AccelConfig | None = None, *,
                 raise ConfigError(f"{source}: load image is for {name}={got}, the config has {name}={want}; "
                                   f"regenerate it for this config (ttforge generate --config)")
     arr = np.frombuffer(data[_HEAD + 4 * k:-4], dtype="<u4").reshape(-1, 2)
+    # A CRC only proves the bytes are as written: a hand-made image could still address
+    # past the core, and a memory-mapped loader writes base + address wherever that is.
+    bits = _image_addr_bits(words, config)
+    if bits is not None and len(arr):
+        bad = np.flatnonzero((arr[:, 0].astype(np.uint64) >> np.uint64(bits)) | (arr[:, 0] & 3))
+        if len(bad):
+            i, addr = int(bad[0]), int(arr[bad[0], 0])
+            why = (f"outside the core's AXI4-Lite window 0x0..0x{(1 << bits) - 1:X} (axil_addr_bits={bits})"
+                   if addr >> bits else "not 4-byte aligned")
+            raise ConfigError(f"{source}: load image write {i} is to address 0x{addr:08X}, {why}; "
+                              f"regenerate it with ttforge generate")
     return [(int(a), int(v)) for a, v in arr]
+
+
+def _image_addr_bits(words: Sequence[int], config: AccelConfig | None) -> int | None:
+    """The AXI4-Lite address width a load image's writes must fit: the config's, else the
+    image's own ``axil_addr_bits`` word (None when its words are not this ttforge's)."""
+    if config is not None:
+        return int(config.axil_addr_bits)  # type: ignore[arg-type]
+    names = [f.name for f in dataclasses.fields(AccelConfig)]
+    if len(words) != len(names) or "axil_addr_bits" not in names:
+        return None
+    return min(int(words[names.index("axil_addr_bits")]), 32)

@@ -100,7 +100,8 @@ typedef struct ttfd_dev {
     uint32_t mismatch_expected;
     uint32_t image_status;   /* last BAD_IMAGE: a ttfi_status (ttforge_ttli.h, ttfi_status_text) */
     uint32_t image_config_index; /* ... for TTFI_CONFIG: the config word that differs
-                                    (TTFORGE_IMAGE_CONFIG_NAMES), the image's value and the header's */
+                                    (TTFORGE_IMAGE_CONFIG_NAMES), the image's value and the header's;
+                                    for TTFI_ADDRESS: the write, its address, the window's last byte */
     uint32_t image_config_got;
     uint32_t image_config_expected;
 } ttfd_dev;
@@ -131,7 +132,8 @@ ttfd_result ttfd_write_reg(ttfd_dev *dev, uint32_t addr, uint32_t data);
 ttfd_result ttfd_load(ttfd_dev *dev, const ttfd_write *image, uint32_t count);
 /* The same from the bytes of a TTLI load image (load_image.bin), parsed in place. The
  * whole image is checked first (ttfi_check: magic, version, length, CRC-32, the config
- * words against ttforge_regs.h): TTFD_BAD_IMAGE, with no write made, if any check fails. */
+ * words against ttforge_regs.h, every write address inside the core's AXI4-Lite window):
+ * TTFD_BAD_IMAGE, with no write made, if any check fails. */
 ttfd_result ttfd_load_bytes(ttfd_dev *dev, const uint8_t *data, size_t len);
 
 /* One inference: send `in` (n_in must equal IN_COUNT), poll for the output vector

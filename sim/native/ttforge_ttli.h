@@ -8,8 +8,8 @@
  *   (address, data), and last the CRC-32 (zlib's) of all the bytes before it.
  *
  * ttfi_check reads the whole image and changes nothing: a loader calls it before its
- * first bus write, so a corrupt image or one for another config is refused with no
- * write made. */
+ * first bus write, so a corrupt image, one for another config or one with a write outside
+ * the core's AXI4-Lite window is refused with no write made. */
 #ifndef TTFORGE_TTLI_H
 #define TTFORGE_TTLI_H
 
@@ -27,7 +27,11 @@ typedef enum ttfi_status {
     TTFI_VERSION = 2,   /* another format version (info->version) */
     TTFI_LENGTH = 3,    /* the length differs from what the header says: truncated or padded */
     TTFI_CRC = 4,       /* the CRC-32 differs: the bytes are corrupt */
-    TTFI_CONFIG = 5     /* made for another config: word info->config_index differs */
+    TTFI_CONFIG = 5,    /* made for another config: word info->config_index differs */
+    TTFI_ADDRESS = 6    /* write info->config_index has the address info->config_got, outside the
+                         * core's 2^TTFORGE_ADDR_BITS-byte AXI4-Lite window (0..info->config_expected)
+                         * or not 4-byte aligned: a memory-mapped loader would write
+                         * past the core */
 } ttfi_status;
 
 typedef struct ttfi_info {
@@ -37,7 +41,8 @@ typedef struct ttfi_info {
     uint32_t config_index; /* TTFI_CONFIG: which word (TTFORGE_IMAGE_CONFIG_NAMES[i]) ... */
     uint32_t config_got;   /* ... the image's value ... */
     uint32_t config_expected; /* ... and the header's (index TTFORGE_IMAGE_CONFIG_WORDS: the
-                                 word counts, from another ttforge) */
+                                 word counts, from another ttforge). TTFI_ADDRESS: the write's
+                                 index, its address and the window's last byte address */
 } ttfi_info;
 
 static inline uint32_t ttfi_le32(const uint8_t *p) {
@@ -56,8 +61,9 @@ static inline uint32_t ttfi_crc32(const uint8_t *p, size_t n) {
     return ~crc;
 }
 
-/* Check data[0..len) whole: magic, version, length, CRC-32, then the config words
- * against TTFORGE_IMAGE_CONFIG. Fills *info (may be NULL). */
+/* Check data[0..len) whole: magic, version, length, CRC-32, the config words against
+ * TTFORGE_IMAGE_CONFIG, then every write's address against the window. Fills *info (may
+ * be NULL). */
 static inline ttfi_status ttfi_check(const uint8_t *data, size_t len, ttfi_info *info) {
     static const uint32_t expect[] = TTFORGE_IMAGE_CONFIG;
     ttfi_info junk;
@@ -94,6 +100,17 @@ static inline ttfi_status ttfi_check(const uint8_t *data, size_t len, ttfi_info 
             return TTFI_CONFIG;
         }
     }
+    /* a CRC-valid image can still be made by hand: every address must lie in the core's
+     * window (base + addr is all a memory-mapped write hook computes) */
+    for (i = 0; i < info->count; ++i) {
+        uint32_t a = ttfi_le32(data + TTFI_HEAD_BYTES + 4u * (size_t)k + 8u * (size_t)i);
+        if (((uint64_t)a >> TTFORGE_ADDR_BITS) != 0u || (a & 3u) != 0u) {
+            info->config_index = i;
+            info->config_got = a;
+            info->config_expected = (uint32_t)(((uint64_t)1 << TTFORGE_ADDR_BITS) - 1u);
+            return TTFI_ADDRESS;
+        }
+    }
     info->writes = data + TTFI_HEAD_BYTES + 4u * (size_t)k;
     return TTFI_OK;
 }
@@ -107,6 +124,7 @@ static inline const char *ttfi_status_text(ttfi_status s) {
     case TTFI_LENGTH: return "the length differs from its header (truncated or padded); regenerate it";
     case TTFI_CRC: return "the CRC-32 differs from its contents: the image is corrupt; regenerate it";
     case TTFI_CONFIG: return "made for another accelerator configuration; regenerate it for this one";
+    case TTFI_ADDRESS: return "a write address lies outside the core's AXI4-Lite window or is not 4-byte aligned; regenerate it";
     }
     return "?";
 }

@@ -2,7 +2,8 @@
 "Load image"; docs/integration.md, "The C driver"): on a fake register file that counts
 writes, a flipped bit anywhere, a truncated or padded file, an image of another config, a
 format version 1 image and a huge write count are each refused as ``BAD_IMAGE`` with zero
-writes; the good image loads write for write. The driver and harness are compiled with
+writes, and so is a write address outside the core's AXI4-Lite window; the good image
+loads write for write. The driver and harness are compiled with
 ``-std=c99 -pedantic -Werror`` and, where the compiler has them, the address and
 undefined-behaviour sanitizers. No Verilator needed.
 """
@@ -160,3 +161,21 @@ def test_refused_before_any_write(harness, tmp_path):
     assert got["version1"][2] == "2" and "version" in got["version1"][6]
     assert got["truncated"][2] == "3" and got["data_bit"][2] == "4" and got["empty"][2] == "1"
     assert "corrupt" in got["data_bit"][6]
+
+
+def test_write_outside_the_window_is_refused_before_any_write(harness, tmp_path):
+    """A CRC-valid image with a write past the core's 2^TTFORGE_ADDR_BITS-byte AXI4-Lite
+    window (far away, or one past its end) or not word-aligned is BAD_IMAGE
+    (TTFI_ADDRESS: the write's index, its address, the window's last byte) with zero
+    writes: ttfd_mmio_hooks would have written to base + address anywhere. The window's
+    last word loads."""
+    writes = load_image(compile_program(random_net(15), CONFIG), RegisterMap(CONFIG))
+    top = (1 << RegisterMap(CONFIG).addr_bits) - 1
+    images = {name: load_image_to_bytes([*writes[:2], (addr, 0xDEADBEEF), *writes[2:]], CONFIG)
+              for name, addr in (("far", 0xFFFFFFF0), ("past_end", top + 1), ("unaligned", 0x102),
+                                 ("last_word", top - 3))}
+    got = _run(harness, tmp_path, images)
+    assert got["last_word"][:3] == ["OK", str(len(writes) + 1), "0"]
+    for name, addr in (("far", 0xFFFFFFF0), ("past_end", top + 1), ("unaligned", 0x102)):
+        assert got[name][:6] == ["BAD_IMAGE", "0", "6", "2", str(addr), str(top)], (name, got[name])
+        assert "outside the core's AXI4-Lite window" in got[name][6]

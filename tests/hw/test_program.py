@@ -514,3 +514,26 @@ def test_load_image_bytes_checked_whole():
     refused(good, "axil_addr_bits=11, the config has axil_addr_bits=12", wider)
     with pytest.raises(ConfigError, match="needs the AccelConfig"):
         load_image_to_bytes(w, None)
+
+
+@pytest.mark.parametrize("addr, why", [(0xFFFFFFF0, "outside the core's AXI4-Lite window 0x0..0x7FF"),
+                                       (0x800, "outside the core's AXI4-Lite window 0x0..0x7FF"),
+                                       (0x102, "not 4-byte aligned")])
+def test_load_image_write_outside_the_window_is_refused(addr, why):
+    """A CRC-valid image (made by hand) with a write past the core's 2^axil_addr_bits-byte
+    AXI4-Lite window, or not word-aligned, is refused in one line naming the write and its
+    address, with or without the config, as ttfi_check refuses it (a memory-mapped loader
+    would write base + address anywhere); the window's last word is accepted."""
+    net = example_network()
+    cfg = AccelConfig.for_network(net, lanes=4)
+    assert cfg.axil_addr_bits == 11
+    w = load_image(compile_program(net, cfg))
+    edge = [*w[:2], (0x7FC, 0), *w[2:]]
+    assert load_image_from_bytes(load_image_to_bytes(edge, cfg), cfg) == edge
+    bad = load_image_to_bytes([*w[:2], (addr, 0xDEADBEEF), *w[2:]], cfg)
+    for config in (cfg, None):
+        with pytest.raises(ConfigError) as e:
+            load_image_from_bytes(bad, config, source="x/load_image.bin")
+        msg = str(e.value)
+        assert "\n" not in msg and msg.startswith(f"x/load_image.bin: load image write 2 is to address 0x{addr:08X}, ")
+        assert why in msg and "regenerate" in msg
