@@ -349,8 +349,9 @@ def link_c_driver(build: NativeBuild, sources: Sequence[str | os.PathLike], outp
     Verilated model and shim into the executable ``output`` (the C compiler is ``$CC``
     or ``cc``; the link uses the C++ compiler, as the model is C++). ``libs``: the
     objects and archives of ``build.obj_dir`` to link (default: the inference harness's)."""
-    cc = next((c for c in (os.environ.get("CC", "").strip(), "cc", "gcc")
-               if c and shutil.which(c.split()[0])), None)
+    from ttforge.firmware.cc import c_compiler
+
+    cc = c_compiler()
     if cc is None:
         raise ToolchainMissing("linking a C driver needs a C compiler (cc or gcc) on PATH; "
                                "install it with: apt-get install gcc (or set CC)")
@@ -360,7 +361,7 @@ def link_c_driver(build: NativeBuild, sources: Sequence[str | os.PathLike], outp
     with tempfile.TemporaryDirectory(prefix="ttf-cdriver-") as d:
         for i, src in enumerate(sources):
             obj = Path(d) / f"{i}_{Path(src).stem}.o"
-            proc = run_bounded([*cc.split(), *cflags, f"-I{build.include_dir}", "-c", str(src),
+            proc = run_bounded([*cc, *cflags, f"-I{build.include_dir}", "-c", str(src),
                                 "-o", str(obj)], timeout=timeout)
             if proc.returncode:
                 first = (proc.stderr.strip().splitlines() or ["?"])[0]
