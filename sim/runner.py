@@ -28,6 +28,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -318,8 +319,43 @@ def fault_supported() -> bool:
     return "fault" in inspect.signature(verilog).parameters
 
 
+#: The emitted Verilog texts a process keeps in memory (this module's and
+#: :mod:`ttforge.sim.train_runner`'s, each its own): the most recently used up to this
+#: many, and of those only while they total at most :data:`EMITTED_KEPT_BYTES` (the
+#: newest is always kept). A sweep over configs or a long-lived Dask worker kept every
+#: text for good (~0.45 MB a small network's, tens of MB a large engine's).
+EMITTED_KEPT = 8
+EMITTED_KEPT_BYTES = 64 << 20
+
 _EMITTED: dict[tuple, str] = {}
 _FINGERPRINT: list[str] = []
+
+
+#: one lock for every such dict: a Dask worker runs its tasks on threads, and summing a
+#: dict another thread changes raises "dictionary changed size during iteration"
+_KEPT_LOCK = threading.Lock()
+
+
+def recall_text(kept: dict, key) -> str | None:
+    """The text ``kept`` holds for ``key`` (now its most recently used), or ``None``."""
+    with _KEPT_LOCK:
+        text = kept.pop(key, None)
+        if text is not None:
+            kept[key] = text   # a dict keeps insertion order: the end is the newest
+        return text
+
+
+def keep_text(kept: dict, key, text: str) -> str:
+    """Keep ``text`` for ``key`` in ``kept`` as its newest entry, dropping the least
+    recently used beyond :data:`EMITTED_KEPT` entries or :data:`EMITTED_KEPT_BYTES`
+    characters; returns ``text``."""
+    with _KEPT_LOCK:
+        kept.pop(key, None)
+        kept[key] = text
+        size = sum(map(len, kept.values()))
+        while len(kept) > 1 and (len(kept) > EMITTED_KEPT or size > EMITTED_KEPT_BYTES):
+            size -= len(kept.pop(next(iter(kept))))
+    return text
 
 
 def generator_fingerprint() -> str:
@@ -346,15 +382,17 @@ def emit_verilog(config, fault: str | None = None, *,
     """``ttforge.hw.top.verilog(config, fault=fault)``, cached.
 
     Elaborating the accelerator takes seconds, and every worker of a regression asks for
-    the same few configurations: the text is kept in this process and, under
+    the same few configurations: the text is kept in this process (the few most
+    recently used, :data:`EMITTED_KEPT`) and, under
     ``cache_root`` (a simulator build root), in ``verilog/<key>.v`` named by a hash of the
     config, the fault and :func:`generator_fingerprint`, so that a worker process finds
     what another emitted (written atomically; a changed generator is a new key). Beside
     it ``<key>.json`` records the key and the text's sha256 (:func:`_read_emitted`): an
     entry that does not match, or cannot be read, is emitted again and replaced."""
     key = (config, fault)
-    if key in _EMITTED:
-        return _EMITTED[key]
+    text = recall_text(_EMITTED, key)
+    if text is not None:
+        return text
     path = None
     if cache_root is not None:
         h = hashlib.sha256(json.dumps({"config": config.to_dict(), "fault": fault,
@@ -363,10 +401,8 @@ def emit_verilog(config, fault: str | None = None, *,
         path = Path(cache_root).expanduser() / "verilog" / f"{h}.v"
         text = _read_emitted(path, h)
         if text is not None:
-            _EMITTED[key] = text
-            return text
-    text = _emit_uncached(config, fault)
-    _EMITTED[key] = text
+            return keep_text(_EMITTED, key, text)
+    text = keep_text(_EMITTED, key, _emit_uncached(config, fault))
     if path is not None:
         _write_emitted(path, path.stem, text)
     return text

@@ -40,7 +40,7 @@ __all__ = ["TRAIN_TOP", "TrainSimBuild", "TrainRun", "build_train", "run_train",
 
 TRAIN_TOP = "ttforge_train"
 _RECIPE = 1
-_EMITTED: dict = {}
+_EMITTED: dict = {}   # bounded: ttforge.sim.runner.keep_text
 
 #: the engine parameters a case may set (the widths come from the case's TrainConfig)
 _ENGINE_KEYS = ("lanes", "acc_bits", "act_depth", "grad_depth", "core_depth", "bias_depth",
@@ -100,11 +100,16 @@ class TrainSimBuild:
 
 
 def _emit(config, fault=None) -> str:
-    if (config, fault) not in _EMITTED:
+    """The training top's Verilog for ``config`` and ``fault``, the few most recently
+    used kept in this process (:func:`ttforge.sim.runner.keep_text`)."""
+    from ttforge.sim.runner import keep_text, recall_text
+
+    text = recall_text(_EMITTED, (config, fault))
+    if text is None:
         from ttforge.hw.trainer.top import verilog
 
-        _EMITTED[config, fault] = verilog(config, fault=fault)
-    return _EMITTED[config, fault]
+        text = keep_text(_EMITTED, (config, fault), verilog(config, fault=fault))
+    return text
 
 
 def build_train(config, sim: str, *, waves: bool = False, build_root=None,

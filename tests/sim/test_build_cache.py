@@ -128,3 +128,41 @@ def test_a_link_or_file_where_a_build_goes_is_one_line(tmp_path):
     (tmp_path / "half" / "x.v").write_text("a build that died")
     fresh_build_dir(tmp_path / "half")
     assert list((tmp_path / "half").iterdir()) == []
+
+
+def test_the_process_keeps_only_the_most_recently_used_texts(fresh_process_cache, monkeypatch):
+    """The Verilog kept in memory is bounded (a sweep over configs, or a long-lived Dask
+    worker, kept every text for good): EMITTED_KEPT entries, least recently used first
+    out, and at most EMITTED_KEPT_BYTES of them, the newest always kept."""
+    calls = []
+    monkeypatch.setattr(runner, "_emit_uncached", lambda c, f: calls.append(c) or "x" * c[1])
+    k = getattr(runner, "EMITTED_KEPT", 8)   # (8 read on the code before the bound)
+    for i in range(k):
+        runner.emit_verilog(("cfg", 10, i))
+    runner.emit_verilog(("cfg", 10, 0))                 # used again: the newest
+    runner.emit_verilog(("cfg", 10, k))                 # pushes out the oldest, 1
+    assert len(runner._EMITTED) == k and len(calls) == k + 1
+    runner.emit_verilog(("cfg", 10, 0))
+    runner.emit_verilog(("cfg", 10, 1))
+    assert [c[2] for c in calls[k + 1:]] == [1]         # 0 was kept, 1 elaborated again
+    monkeypatch.setattr(runner, "EMITTED_KEPT_BYTES", 100, raising=False)
+    runner.emit_verilog(("cfg", 60, 0))                 # four of 10 fit beside it
+    assert [c[:2] for c, _ in runner._EMITTED] == [("cfg", 10)] * 4 + [("cfg", 60)]
+    runner.emit_verilog(("cfg", 500, 0))                # larger than the budget: kept alone
+    assert list(runner._EMITTED) == [(("cfg", 500, 0), None)]
+
+
+def test_the_training_top_texts_are_bounded_too(monkeypatch):
+    """The training top's texts (ttforge.sim.train_runner) follow the same bound."""
+    import ttforge.hw.trainer.top as train_top
+    import ttforge.sim.train_runner as train_runner
+
+    monkeypatch.setattr(train_runner, "_EMITTED", {})
+    k = getattr(runner, "EMITTED_KEPT", 8)
+    calls = []
+    monkeypatch.setattr(train_top, "verilog", lambda c, fault=None: calls.append(c) or f"// {c}\n")
+    for i in range(k + 5):
+        assert train_runner._emit(i) == f"// {i}\n"
+    assert len(train_runner._EMITTED) == k
+    train_runner._emit(k + 4)                           # kept: not emitted again
+    assert len(calls) == k + 5
