@@ -759,6 +759,30 @@ def fresh_build_dir(bdir: Path) -> None:
     bdir.mkdir(parents=True)
 
 
+@contextlib.contextmanager
+def job_workdir(prefix: str, workdir: str | os.PathLike | None = None) -> Iterator[Path]:
+    """The work directory of one simulator job: ``workdir`` (made if missing, never
+    removed here), or a new :func:`ttforge.atomic.job_dir` named ``<prefix><pid>-...``.
+
+    A new one is removed when the job is interrupted (Ctrl-C, SIGTERM, ``SystemExit``):
+    nothing names it then, and it stayed until a later process ran a simulation. A job
+    that fails keeps it (its error names the ``sim.log`` in it), as one that passes is
+    left to the caller to remove."""
+    if workdir is not None:
+        # absolute: the simulator runs inside it and is handed paths into it (the job,
+        # the waveform); a relative workdir would be resolved twice and name nothing
+        wd = Path(workdir).resolve()
+        wd.mkdir(parents=True, exist_ok=True)
+        yield wd
+        return
+    wd = job_dir(prefix)
+    try:
+        yield wd
+    except (KeyboardInterrupt, SystemExit):
+        shutil.rmtree(wd, ignore_errors=True)
+        raise
+
+
 def run_job(sim_build: SimBuild, ops: Sequence[Mapping[str, Any]], arrays: Mapping[str, np.ndarray],
             *, out_count: int, seed: int = 0, waves: bool = False,
             workdir: str | os.PathLike | None = None) -> JobResult:
@@ -775,44 +799,41 @@ def run_job(sim_build: SimBuild, ops: Sequence[Mapping[str, Any]], arrays: Mappi
         raise ConfigError("waves=True needs a build made with build(..., waves=True)")
     cfg = sim_build.config
     keep = workdir is not None
-    # absolute: the simulator runs inside wd and is handed paths into it (the job, the
-    # waveform); a relative workdir would be resolved twice and name nothing
-    wd = Path(workdir).resolve() if keep else job_dir("ttforge-sim-")
-    wd.mkdir(parents=True, exist_ok=True)
-    for stale in ("results.json", "results.npz"):
-        (wd / stale).unlink(missing_ok=True)
-    from ttforge.hw.config import stream_lane_bits
+    with job_workdir("ttforge-sim-", workdir) as wd:
+        for stale in ("results.json", "results.npz"):
+            (wd / stale).unlink(missing_ok=True)
+        from ttforge.hw.config import stream_lane_bits
 
-    job = {"ops": [dict(o) for o in ops], "regs": register_addresses(cfg), "seed": int(seed),
-           "stream_elems": cfg.stream_elems, "lane_bits": stream_lane_bits(cfg.act_bits),
-           "out_count": int(out_count)}
-    (wd / "job.json").write_text(json.dumps(job, indent=1))
-    np.savez(wd / "data.npz", **{k: np.asarray(v, dtype=np.int64) for k, v in arrays.items()})
-    plusargs: list[str] = []
-    test_args: list[str] = []
-    wave_file = None
-    if waves:
-        if sim_build.sim == "icarus":
-            wave_file = wd / "waves.fst"
-            plusargs.append(f"+dumpfile_path={wave_file}")
-        else:
-            # cocotb's Verilator main never closes the trace (to avoid a deadlock at
-            # exit), so flush every step: the file is complete even if the run dies
-            wave_file = wd / "dump.vcd"
-            test_args += ["--trace-flush", "--trace-file", str(wave_file)]
-    summary, got, wall = run_testbench(sim_build.sim, sim_build.build_dir, "ttforge.sim.tb", TOP, wd,
-                                       {"TTFORGE_SIM_JOB": str(wd)}, waves=waves, plusargs=plusargs,
-                                       test_args=test_args, seed=seed, what="simulation")
-    results_xml = wd / "results.xml"
-    try:
-        _, failed = get_results(results_xml)
-    except RuntimeError:
-        failed = 1
-    out = JobResult(ops=summary["ops"], arrays=got, sim_cycles=int(summary["sim_cycles"]),
-                    sim_wall_s=float(summary["wall_s"]), wall_s=wall, passed=not failed,
-                    workdir=wd, waves=wave_file if wave_file and wave_file.exists() else None)
-    if not keep and not waves:
-        shutil.rmtree(wd, ignore_errors=True)
+        job = {"ops": [dict(o) for o in ops], "regs": register_addresses(cfg), "seed": int(seed),
+               "stream_elems": cfg.stream_elems, "lane_bits": stream_lane_bits(cfg.act_bits),
+               "out_count": int(out_count)}
+        (wd / "job.json").write_text(json.dumps(job, indent=1))
+        np.savez(wd / "data.npz", **{k: np.asarray(v, dtype=np.int64) for k, v in arrays.items()})
+        plusargs: list[str] = []
+        test_args: list[str] = []
+        wave_file = None
+        if waves:
+            if sim_build.sim == "icarus":
+                wave_file = wd / "waves.fst"
+                plusargs.append(f"+dumpfile_path={wave_file}")
+            else:
+                # cocotb's Verilator main never closes the trace (to avoid a deadlock at
+                # exit), so flush every step: the file is complete even if the run dies
+                wave_file = wd / "dump.vcd"
+                test_args += ["--trace-flush", "--trace-file", str(wave_file)]
+        summary, got, wall = run_testbench(sim_build.sim, sim_build.build_dir, "ttforge.sim.tb", TOP, wd,
+                                           {"TTFORGE_SIM_JOB": str(wd)}, waves=waves, plusargs=plusargs,
+                                           test_args=test_args, seed=seed, what="simulation")
+        results_xml = wd / "results.xml"
+        try:
+            _, failed = get_results(results_xml)
+        except RuntimeError:
+            failed = 1
+        out = JobResult(ops=summary["ops"], arrays=got, sim_cycles=int(summary["sim_cycles"]),
+                        sim_wall_s=float(summary["wall_s"]), wall_s=wall, passed=not failed,
+                        workdir=wd, waves=wave_file if wave_file and wave_file.exists() else None)
+        if not keep and not waves:
+            shutil.rmtree(wd, ignore_errors=True)
     return out
 
 

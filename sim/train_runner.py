@@ -185,39 +185,38 @@ def run_train(build: TrainSimBuild, case: dict, *, corrupt: dict | None = None, 
     over AXI4-Lite after the program is loaded (a sibling that must fail). ``gaps``: the
     probability of a pause in ``s_axis_tvalid``.
     """
-    from ttforge.sim.runner import job_dir, run_testbench
+    from ttforge.sim.runner import job_workdir, run_testbench
 
     _, cfg, _ = case_config(case)
     if _hw_key(cfg) != _hw_key(build.config):
         raise ConfigError("the case's TrainEngineConfig differs from the build's; build it with "
                           "build_train(case_config(case)[1], sim)")
     keep = workdir is not None
-    wd = Path(workdir).resolve() if keep else job_dir("ttforge-train-")
-    wd.mkdir(parents=True, exist_ok=True)
-    for stale in ("results.json", "results.npz"):
-        (wd / stale).unlink(missing_ok=True)
-    job = {"case": case, "corrupt": corrupt, "gaps": float(gaps), "seed": int(seed),
-           "dump_final": bool(dump_final), "max_polls": int(max_polls)}
-    (wd / "job.json").write_text(json.dumps(job, indent=1))
-    plusargs, test_args = [], []
-    if waves:
-        if build.sim == "icarus":
-            plusargs.append(f"+dumpfile_path={wd / 'waves.fst'}")
-        else:
-            test_args += ["--trace-flush", "--trace-file", str(wd / "dump.vcd")]
-    summary, arrs, wall = run_testbench(build.sim, build.build_dir, "ttforge.sim.train_tb", TRAIN_TOP, wd,
-                                        {"TTFORGE_TRAIN_JOB": str(wd)}, waves=waves, plusargs=plusargs,
-                                        test_args=test_args, seed=seed, what="training simulation")
-    n = int(summary["steps_done"])
-    run = TrainRun(case=case,
-                   cmem=[arrs[f"cmem_{k}"] for k in range(n)], bmem=[arrs[f"bmem_{k}"] for k in range(n)],
-                   maxacc=[arrs[f"maxacc_{k}"] for k in range(n)], rng=list(summary["rng"]),
-                   counters=list(summary["counters"]),
-                   final={k[len("final_"):]: v for k, v in arrs.items() if k.startswith("final_")},
-                   error=summary.get("error"), sim_cycles=int(summary["sim_cycles"]),
-                   sim_wall_s=float(summary["wall_s"]), wall_s=wall, workdir=wd if keep else None)
-    if not keep:
-        shutil.rmtree(wd, ignore_errors=True)
+    with job_workdir("ttforge-train-", workdir) as wd:   # removed if interrupted
+        for stale in ("results.json", "results.npz"):
+            (wd / stale).unlink(missing_ok=True)
+        job = {"case": case, "corrupt": corrupt, "gaps": float(gaps), "seed": int(seed),
+               "dump_final": bool(dump_final), "max_polls": int(max_polls)}
+        (wd / "job.json").write_text(json.dumps(job, indent=1))
+        plusargs, test_args = [], []
+        if waves:
+            if build.sim == "icarus":
+                plusargs.append(f"+dumpfile_path={wd / 'waves.fst'}")
+            else:
+                test_args += ["--trace-flush", "--trace-file", str(wd / "dump.vcd")]
+        summary, arrs, wall = run_testbench(build.sim, build.build_dir, "ttforge.sim.train_tb", TRAIN_TOP, wd,
+                                            {"TTFORGE_TRAIN_JOB": str(wd)}, waves=waves, plusargs=plusargs,
+                                            test_args=test_args, seed=seed, what="training simulation")
+        n = int(summary["steps_done"])
+        run = TrainRun(case=case,
+                       cmem=[arrs[f"cmem_{k}"] for k in range(n)], bmem=[arrs[f"bmem_{k}"] for k in range(n)],
+                       maxacc=[arrs[f"maxacc_{k}"] for k in range(n)], rng=list(summary["rng"]),
+                       counters=list(summary["counters"]),
+                       final={k[len("final_"):]: v for k, v in arrs.items() if k.startswith("final_")},
+                       error=summary.get("error"), sim_cycles=int(summary["sim_cycles"]),
+                       sim_wall_s=float(summary["wall_s"]), wall_s=wall, workdir=wd if keep else None)
+        if not keep:
+            shutil.rmtree(wd, ignore_errors=True)
     return run
 
 

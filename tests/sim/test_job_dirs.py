@@ -72,3 +72,70 @@ def test_the_processes_are_read_once_per_cleanup_not_once_per_leftover(tmp_path,
     monkeypatch.setattr(atomic.os, "listdir", lambda p=".": (scans.append(p) if p == "/proc" else None) or real(p))
     mine = job_dir("ttforge-sim-")
     assert len(scans) <= 1 and [p.name for p in (tmp_path / "tmp").iterdir()] == [mine.name]
+
+
+def _train_job(tmp_path):
+    """``(build, case)`` of a small training job (the build is never compiled here)."""
+    from types import SimpleNamespace
+
+    from ttforge.sim.train_runner import case_config
+
+    engine = dict(lanes=2, act_depth=64, grad_depth=64, core_depth=64, bias_depth=16, desc_depth=16,
+                  max_batch=2, max_classes=4)
+    case = dict(seed=0, batch=2, steps=1, engine=engine, net=dict(n_layers=1, d=2, rank=2, n_in=4, hidden=4, n_out=3))
+    return SimpleNamespace(config=case_config(case)[1], sim="icarus", build_dir=tmp_path), case
+
+
+@pytest.mark.parametrize("job", ["inference", "training"])
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, SystemExit])
+def test_an_interrupted_job_takes_its_work_directory_with_it(tmp_path, monkeypatch, job, stop):
+    """Ctrl-C (or SIGTERM, SystemExit) during a simulation removes its new work directory
+    (three interrupted runs left three ``ttforge-sim-<pid>-*`` until a later process
+    simulated); a failed job keeps its own (its error names the ``sim.log`` there), and
+    a ``workdir`` given by the caller is never removed."""
+    import numpy as np
+
+    import ttforge.sim.runner as runner
+    from ttforge.errors import SimError
+    from ttforge.sim.train_runner import run_train
+
+    from tests.support.tiny_builds import SMALL
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    if job == "inference":
+        build = runner.SimBuild(config=SMALL, sim="icarus", fault=None, waves=False, build_dir=tmp_path,
+                                key="k", build_seconds=0.0, cached=True)
+
+        def start(**kw):
+            return runner.run_job(build, [], {"x": np.zeros((1, 2))}, out_count=1, **kw)
+    else:
+        build, case = _train_job(tmp_path)
+
+        def start(**kw):
+            return run_train(build, case, **kw)
+
+    seen = []
+
+    def interrupted(sim, build_dir, module, top, wd, *a, **kw):
+        seen.append(wd)
+        assert (wd / "job.json").is_file()
+        raise stop
+
+    monkeypatch.setattr(runner, "run_testbench", interrupted)
+    with pytest.raises(stop):
+        start()
+    assert seen and list(tmp.iterdir()) == []
+    mine = tmp_path / "mine"
+    with pytest.raises(stop):
+        start(workdir=mine)
+    assert (mine / "job.json").is_file()
+
+    def failed(sim, build_dir, module, top, wd, *a, **kw):
+        raise SimError(f"icarus simulation failed (exit 1); see {wd / 'sim.log'}")
+
+    monkeypatch.setattr(runner, "run_testbench", failed)
+    with pytest.raises(SimError):
+        start()
+    assert [p.name.startswith(f"ttforge-{'sim' if job == 'inference' else 'train'}-") for p in tmp.iterdir()] == [True]
