@@ -3,7 +3,8 @@ system C compiler at ``-O2`` and load it with ctypes: the C reference implementa
 (:mod:`~ttforge.firmware.train_c`, :mod:`~ttforge.firmware.infer_c`) are tested equal to
 the golden Python ones and timed through it.
 
-:func:`c_compiler` is also how :func:`ttforge.sim.native.link_c_driver` finds ``$CC``.
+:func:`ttforge.process.c_compiler` names the compiler (as it does for
+:func:`ttforge.sim.native.link_c_driver`).
 """
 
 from __future__ import annotations
@@ -20,41 +21,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ttforge.errors import ConfigError
-from ttforge.process import run_bounded
+from ttforge.process import c_compiler, run_bounded
 
-__all__ = ["load_c_library", "c_compiler"]
+__all__ = ["load_c_library"]
 
 _LIBS: dict[str, C.CDLL] = {}
 _VERSIONS: dict[tuple[str, ...], str] = {}
 #: the flags load_c_library compiles with (part of the cache key)
 _FLAGS = ("-O2", "-std=c99", "-Wall", "-shared", "-fPIC")
-
-
-def c_compiler(cc: str | None = None) -> list[str] | None:
-    """The C compiler as a command line.
-
-    Parameters
-    ----------
-    cc : str, optional
-        A compiler command; default ``$CC``.
-
-    Returns
-    -------
-    list of str or None
-        ``cc`` (or ``$CC``) split as a shell splits it (``"gcc -m64"`` is the compiler
-        ``gcc`` with ``-m64``), else ``cc``, else ``gcc``: the first whose program is on
-        ``PATH``; None when there is none.
-    """
-    for c in (cc, os.environ.get("CC"), "cc", "gcc"):
-        if not c or not c.strip():
-            continue
-        try:
-            argv = shlex.split(c)
-        except ValueError:      # an unbalanced quote: its words as they are
-            argv = c.split()
-        if argv and shutil.which(argv[0]):
-            return argv
-    return None
 
 
 def _version(argv: Sequence[str]) -> str:

@@ -349,7 +349,7 @@ def link_c_driver(build: NativeBuild, sources: Sequence[str | os.PathLike], outp
     Verilated model and shim into the executable ``output`` (the C compiler is ``$CC``
     or ``cc``; the link uses the C++ compiler, as the model is C++). ``libs``: the
     objects and archives of ``build.obj_dir`` to link (default: the inference harness's)."""
-    from ttforge.firmware.cc import c_compiler
+    from ttforge.process import c_compiler
 
     cc = c_compiler()
     if cc is None:

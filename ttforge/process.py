@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import os
 import selectors
+import shlex
+import shutil
 import signal
 import subprocess
 import threading
@@ -36,7 +38,7 @@ from typing import Mapping, Sequence
 
 from ttforge.limits import MAX_TOOL_OUTPUT_BYTES
 
-__all__ = ["run_bounded"]
+__all__ = ["run_bounded", "c_compiler"]
 
 #: Seconds the output of a program that has ended may take to arrive (its pipes are
 #: held open by a process it left running).
@@ -179,3 +181,30 @@ def run_bounded(cmd: Sequence[str], *, timeout: float | None = None, cwd: str | 
                 pass
     out, err = (bytes(b[max(0, len(b) - keep):]).decode("utf-8", "replace") for b in bufs.values())
     return subprocess.CompletedProcess(list(cmd), proc.returncode, out, err)
+
+
+def c_compiler(cc: str | None = None) -> list[str] | None:
+    """The C compiler as a command line.
+
+    Parameters
+    ----------
+    cc : str, optional
+        A compiler command; default ``$CC``.
+
+    Returns
+    -------
+    list of str or None
+        ``cc`` (or ``$CC``) split as a shell splits it (``"gcc -m64"`` is the compiler
+        ``gcc`` with ``-m64``), else ``cc``, else ``gcc``: the first whose program is on
+        ``PATH``; None when there is none.
+    """
+    for c in (cc, os.environ.get("CC"), "cc", "gcc"):
+        if not c or not c.strip():
+            continue
+        try:
+            argv = shlex.split(c)
+        except ValueError:      # an unbalanced quote: its words as they are
+            argv = c.split()
+        if argv and shutil.which(argv[0]):
+            return argv
+    return None

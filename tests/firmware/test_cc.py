@@ -40,7 +40,7 @@ def test_cc_with_arguments_is_split_as_a_shell_would(tmp_path, monkeypatch):
 def test_c_compiler_is_the_one_helper(monkeypatch):
     """``c_compiler`` (also link_c_driver's): a shell's split of the argument or $CC, then
     cc, then gcc, the first on PATH."""
-    from ttforge.firmware.cc import c_compiler
+    from ttforge.process import c_compiler
 
     monkeypatch.setenv("CC", f"{CC} -m64")
     assert c_compiler() == [CC, "-m64"]
