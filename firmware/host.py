@@ -55,6 +55,11 @@ PING_RANGES = {"elem_bytes": (1, 4), "stream_elems": (1, 255), "addr_bits": (2, 
 #: seconds an output frame nobody asked for is awaited after a call's last vector (a
 #: board that sends one twice sends the copy right behind it)
 TRAILING_OUTPUT_S = 0.02
+#: seconds :meth:`Device.resync` waits for its marker's answers before it sends a new
+#: marker (the bytes of one may be lost to an overrun of the bridge's receive FIFO). Only
+#: the latest marker's answers end the resync: this is how soon a lost marker is
+#: replaced, never what tells a late answer from a current one.
+SYNC_RETRY_S = 0.25
 
 
 def check_timeout(value, name: str = "timeout") -> float:
@@ -213,6 +218,12 @@ class Device:
         self._lock = threading.RLock()
         self._depth = 0          # nested calls of one outer call (resync only at the outermost)
         self._dirty = False      # an error left frames of its own on the line: resync first
+        # a vector was sent whose output has not all come: a failed infer leaves an
+        # inference that may still send its output (resync waits for the engine)
+        self._in_flight = False
+        # resync markers sent (their request types are drawn from it: two in a row differ);
+        # a random start, so that a Device opened after a killed run's picks other types
+        self._sync_count = int.from_bytes(os.urandom(4), "little")
         self._parser = P.Parser()
         self._responses: deque = deque()
         self._outputs: deque = deque()
@@ -250,19 +261,25 @@ class Device:
         if not data:
             return False
         for item in self._parser.feed(data):
-            if len(self._responses) + len(self._outputs) >= MAX_UNREAD_FRAMES:
-                raise P.ProtocolError(f"{self.t.name}: the device sent more than {MAX_UNREAD_FRAMES} frames "
-                                      "nobody asked for; check that the board runs a ttforge bitstream and "
-                                      "that nothing else writes to the port")
-            if isinstance(item, Response):
-                self._responses.append(item)
-            elif isinstance(item, OutputFrame):
-                self._outputs.append(item)
-            else:
-                self.bad_frames.append(item)
-                self._bad_outputs.append(len(self._outputs))
-                self.bad_frame_count += 1
+            self._file(item)
         return True
+
+    def _file(self, item) -> None:
+        """Queue a parsed frame: an answer (a :class:`Response`, or a refused request type:
+        only a resync marker's, which :meth:`_unasked` refuses), an output frame, or a
+        corrupt frame (counted)."""
+        if len(self._responses) + len(self._outputs) >= MAX_UNREAD_FRAMES:
+            raise P.ProtocolError(f"{self.t.name}: the device sent more than {MAX_UNREAD_FRAMES} frames "
+                                  "nobody asked for; check that the board runs a ttforge bitstream and "
+                                  "that nothing else writes to the port")
+        if isinstance(item, (Response, P.Refused)):
+            self._responses.append(item)
+        elif isinstance(item, OutputFrame):
+            self._outputs.append(item)
+        else:
+            self.bad_frames.append(item)
+            self._bad_outputs.append(len(self._outputs))
+            self.bad_frame_count += 1
 
     def _send(self, data: bytes, what: str, timeout: float, deadline: float) -> None:
         """Write ``data`` by ``deadline``: a request's write and its answer share one
@@ -343,13 +360,87 @@ class Device:
 
     @_exclusive
     def resync(self) -> None:
-        """Send frame delimiters and drop whatever is queued or arrives within 50 ms (a
-        frame a killed run or a failed call left on the line)."""
-        self._send(bytes([P.END]) * 4, "frame delimiters", self.timeout, time.monotonic() + self.timeout)
-        self._drain(0.05)
+        """Bring the link back in step after a failed or interrupted call (or what a
+        killed run left on the line), by the device's answers, not by a quiet spell.
+
+        Frame delimiters end a request the bridge holds half-received (the host's parser
+        drops a frame half-received). Then a marker goes out: two requests of types no
+        command has (:data:`~ttforge.firmware.protocol.SYNC_TYPES`, other types each
+        time) and a PING. The bridge answers in order on one transmit path, so every
+        answer to an earlier request comes before the marker's three, and is dropped
+        with them (a call's late answer used to be taken by the next call once 50 ms had
+        passed: every later vector shifted by one, exit 0). An inference a failed
+        :meth:`infer` left in the engine may still send its output after that:
+        :meth:`_settle` waits for the engine. A marker unanswered for
+        :data:`SYNC_RETRY_S` is replaced by a new one; none answered within the device's
+        timeout is :class:`DeviceTimeout`, and the device stays to resync."""
+        self._parser = P.Parser()       # the rest of a half-received frame starts no frame
         self._responses.clear()
         self._outputs.clear()
+        deadline = time.monotonic() + self.timeout
+        self._send(bytes([P.END]) * 4, "frame delimiters", self.timeout, deadline)
+        self._await_marker(deadline)
+        if self._in_flight:
+            self._settle()
         self._dirty = False
+
+    def _await_marker(self, deadline: float) -> None:
+        """Send resync markers until the latest one's answers come (before ``deadline``);
+        drop everything received before them, keep what follows."""
+        n = len(P.SYNC_TYPES)
+        want: tuple[int, int] = (0, 0)
+        last: deque = deque(maxlen=3)       # the last three answers, in order
+        resend = 0.0
+        seen = self.bad_frame_count
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                n_bad = self.bad_frame_count - seen
+                bad = f" ({n_bad} corrupt frames received)" if n_bad else ""
+                # (the marker ends with a PING: said so, as any call's first PING)
+                raise DeviceTimeout(
+                    f"{self.t.name}: no answer to PING within {self.timeout:g} s{bad}; check the "
+                    "port, the baud rate, and that the board runs a ttforge bitstream")
+            if now >= resend:
+                c, self._sync_count = self._sync_count, self._sync_count + 1
+                want = (P.SYNC_TYPES[c % n], P.SYNC_TYPES[c // n % n])
+                self._send(b"".join(P.encode_request(t) for t in want) + P.ping(), "a resync marker",
+                           self.timeout, deadline)
+                resend = now + SYNC_RETRY_S
+            data = self.t.read(max(0.0, min(resend, deadline) - time.monotonic()))
+            items = self._parser.feed(data) if data else []
+            for k, item in enumerate(items):
+                if isinstance(item, P.BadFrame):
+                    self._file(item)
+                elif not isinstance(item, OutputFrame):
+                    last.append(item)
+                    if (len(last) == 3 and isinstance(last[0], P.Refused) and last[0].cmd == want[0]
+                            and isinstance(last[1], P.Refused) and last[1].cmd == want[1]
+                            and isinstance(last[2], Response) and last[2].cmd == Cmd.PING):
+                        for later in items[k + 1:]:    # answers to nothing sent yet: refused later
+                            self._file(later)
+                        return
+
+    def _settle(self) -> None:
+        """Wait until the inference a failed call left can send no more output, and drop
+        that output. ``STATUS.BUSY`` clears once the engine's last output element is
+        taken; the next answer comes after the rest of its frame (a whole request's time
+        after it: the elements then left on their way to the bridge are sent first).
+        An engine still busy after the device's timeout (a vector sent in part, a hung
+        engine) is reset (``CMD.SOFT_RESET``, which empties its output path)."""
+        status = self._reg("STATUS")
+        deadline = time.monotonic() + self.timeout
+        while self.read32(status) & 1:
+            self._outputs.clear()
+            if time.monotonic() >= deadline:
+                self.write32(self._reg("CMD"), self._cmd("SOFT_RESET"))
+                if self.read32(status) & 1:
+                    raise DeviceError(f"{self.t.name}: STATUS still reads busy after CMD.SOFT_RESET; "
+                                      "program the board again (or power-cycle it)")
+                break
+        self.read32(status)
+        self._outputs.clear()
+        self._in_flight = False
 
     # -------------------------------------------------------------- registers
     @_exclusive
@@ -520,6 +611,10 @@ class Device:
         self.resync()
         self.info = None
         cfg = self.hw_config()
+        # an inference a killed run left in the engine would send its output into this
+        # run's first call: waited for (or aborted) and dropped, now that this is known to
+        # be an accelerator of this register map
+        self._settle()
         bad = cfg.misfits(net)
         if bad:
             raise DeviceError(f"the model does not fit the bitstream on {self.t.name}: "
@@ -582,6 +677,7 @@ class Device:
             # last with tlast), and comes back as several output frames
             frames = P.stream_in_frames(row.tolist(), eb, E)
             since = self.bad_frame_count     # the output may come (corrupt) with an answer
+            self._in_flight = True           # until its output is all here
             for j, req in enumerate(frames):
                 n = min(piece, len(row) - j * piece)
                 part = f" (frame {j + 1} of {len(frames)})" if len(frames) > 1 else ""
@@ -602,6 +698,7 @@ class Device:
                 data = asm.add(self._wait_output(i, tmo, asm, since, checked))
                 checked = self.bad_frame_count      # each corrupt frame is looked at once
             out[i] = P.unpack_elements(data, eb)[:n_out]
+            self._in_flight = False
         if len(x):
             # a copy of the last output comes right behind it
             self._drain(TRAILING_OUTPUT_S)

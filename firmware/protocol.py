@@ -13,7 +13,9 @@ payload, two bytes, most significant first, so that the CRC of a whole content i
 Other multi-byte fields are little-endian. A content is at most :data:`MAX_FRAME_BYTES`
 long, the length up to which every error of up to 3 bits is detected (protocol version
 1 had a CRC-8, which missed two bit errors 127 bits apart). A host resynchronises by
-sending ``END``: the device drops any partial frame, and an empty frame is ignored.
+sending ``END``: the device drops any partial frame, and an empty frame is ignored; it
+then sends requests of types no command has (:data:`SYNC_TYPES`), each answered with its
+type ``| 0x80`` and ``BAD_CMD`` (a :class:`Refused`) after every earlier answer.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ __all__ = [
     "END", "ESC", "ESC_END", "ESC_ESC", "PROTOCOL_VERSION", "Cmd", "Status", "OUTPUT_TYPE",
     "crc16", "CRC_BYTES", "MAX_DATA_BYTES", "slip_encode", "SlipDecoder", "encode_request", "encode_response",
     "write32", "read32", "write_burst", "stream_in", "ping",
-    "Response", "OutputFrame", "BadFrame", "Parser", "ProtocolError",
+    "Response", "OutputFrame", "BadFrame", "Refused", "SYNC_TYPES", "Parser", "ProtocolError",
     "MAX_BURST", "MAX_STREAM", "MAX_FRAME_BYTES", "pack_elements", "unpack_elements", "split_bursts",
 ]
 
@@ -391,6 +393,28 @@ class OutputAssembler:
 
 
 @dataclasses.dataclass(frozen=True)
+class Refused:
+    """The bridge's answer to a request of a type it does not know (``type | 0x80``,
+    status ``BAD_CMD`` or a status of higher priority, e.g. ``OVERRUN``). The host sends
+    such requests only as resynchronisation markers (:data:`SYNC_TYPES`)."""
+    cmd: int
+    status: int
+
+    def describe(self) -> str:
+        try:
+            st = Status(self.status).name
+        except ValueError:
+            st = f"status {self.status}"
+        return f"answer to request type 0x{self.cmd:02X}: {st}"
+
+
+#: Request types the host sends to resynchronise (:meth:`ttforge.firmware.host.Device.resync`):
+#: no command has them, and their answers' types (``t | 0x80``) are neither a response of
+#: a command nor an output frame, so nothing a host sends otherwise is answered so
+SYNC_TYPES = tuple(t for t in range(0x06, 0x80) if t | 0x80 not in (OUTPUT_TYPE, OUTPUT_CONT))
+
+
+@dataclasses.dataclass(frozen=True)
 class BadFrame:
     """A frame that failed its CRC, escape or length check (``reason``)."""
     content: bytes
@@ -438,6 +462,10 @@ def _decode(content: bytes) -> Response | OutputFrame | BadFrame:
     try:
         cmd = Cmd(t & 0x7F)
     except ValueError:
+        # the bridge refused a request type it does not know (OVERRUN is the one status
+        # that goes before BAD_CMD)
+        if t & 0x80 and len(body) == 1 and body[0] in (Status.BAD_CMD, Status.OVERRUN):
+            return Refused(t & 0x7F, body[0])
         return BadFrame(content, f"unknown frame type 0x{t:02X}")
     if not t & 0x80 or len(body) != _RESP_LEN[cmd]:
         return BadFrame(content, f"malformed {cmd.name} response ({len(body)} bytes)")
@@ -455,12 +483,13 @@ def _decode(content: bytes) -> Response | OutputFrame | BadFrame:
 
 class Parser:
     """Incremental parser of the device's byte stream: :meth:`feed` bytes, get
-    :class:`Response`, :class:`OutputFrame` and :class:`BadFrame` objects in order."""
+    :class:`Response`, :class:`OutputFrame`, :class:`Refused` and :class:`BadFrame`
+    objects in order."""
 
     def __init__(self) -> None:
         self._slip = SlipDecoder()
 
-    def feed(self, data: bytes) -> list[Response | OutputFrame | BadFrame]:
+    def feed(self, data: bytes) -> list[Response | OutputFrame | Refused | BadFrame]:
         out = []
         for content, ok in self._slip.feed(data):
             out.append(_decode(content) if ok else BadFrame(content, (

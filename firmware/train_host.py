@@ -428,7 +428,11 @@ class LinkModel:
         import struct
 
         for content, ok in self._dec.feed(data):
-            cmd, body = P.Cmd(content[0]), content[1:-P.CRC_BYTES]
+            t, body = content[0], content[1:-P.CRC_BYTES]
+            if t not in set(P.Cmd):      # a resync marker: refused, as the bridge does
+                self._out += P.encode_request(t | 0x80, bytes([P.Status.BAD_CMD]))
+                continue
+            cmd = P.Cmd(t)
             if cmd == P.Cmd.READ32:
                 r = P.Response(cmd, 0, data=self.mem.get(struct.unpack("<I", body[:4])[0], 0))
             elif cmd == P.Cmd.WRITE_BURST:

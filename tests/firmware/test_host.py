@@ -99,6 +99,88 @@ def test_a_device_reused_after_a_timeout_does_not_take_the_late_output(board, ne
     assert np.array_equal(dev.infer(x[1]), execute(net, x[1:2])[0])
 
 
+def test_an_output_later_than_the_resync_used_to_wait_is_not_the_retrys(board, net_x):
+    """infer(x0) times out; its output comes 0.4 s later, long after the 50 ms the resync
+    drained: infer(x1) returned x0's result, and every later call the one before's
+    (exit 0). The resync now waits for the engine by its STATUS."""
+    net, x = net_x
+    dev = _loaded(board, net, timeout=0.1)
+    board.output_delay = 0.4
+    with pytest.raises(DeviceTimeout, match="no output of vector 0 within 0.1 s"):
+        dev.infer(x[0])
+    dev.timeout = 2.0
+    for k in (1, 2, 3):
+        assert np.array_equal(dev.infer(x[k]), execute(net, x[k:k + 1])[0]), k
+
+
+def test_an_interrupted_infer_leaves_no_output_to_the_next(board, net_x):
+    """Ctrl-C while infer waits for the output: the next call took it."""
+    net, x = net_x
+    dev = _loaded(board, net)
+    board.output_delay = 0.3
+    real_read, calls = board.read, []
+
+    def interrupted(timeout):
+        calls.append(timeout)
+        if len(calls) == 3:             # the STREAM_IN answer is in: waiting for the output
+            raise KeyboardInterrupt
+        return real_read(timeout)
+
+    board.read = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        dev.infer(x[0])
+    board.read = real_read
+    assert np.array_equal(dev.infer(x[1:3]), execute(net, x[1:3]))
+
+
+def test_a_late_register_answer_is_not_the_next_reads(board, net_x):
+    """READ32(ID) timed out; its answer came after the resync's 50 ms: the next
+    read32(VERSION) returned the ID (and everything after was shifted by one)."""
+    dev = Device(board, timeout=1.0)
+    dev.ping()
+    board.answer_delay = 0.2
+    with pytest.raises(DeviceTimeout, match="no answer to READ32 within 0.05 s"):
+        dev.request(P.read32(board.addr("ID")), P.Cmd.READ32, timeout=0.05)
+    board.answer_delay = 0.0
+    assert dev.read32(board.addr("VERSION")) == board.regs[board.addr("VERSION")]
+    assert dev.read32(board.addr("ID")) == 0x54544647
+
+
+def test_an_engine_that_stays_busy_is_reset_by_the_resync(board, net_x):
+    """A vector sent in part (the rest never comes) keeps the engine busy for good: the
+    resync waits the device's timeout for it, then resets it (CMD.SOFT_RESET)."""
+    net, x = net_x
+    dev = _loaded(board, net, timeout=0.2)
+    board.output_delay = 3600.0
+    with pytest.raises(DeviceTimeout):
+        dev.infer(x[0])
+    board.output_delay = 0.0
+    assert np.array_equal(dev.infer(x[1]), execute(net, x[1:2])[0])
+    assert board.regs[board.addr("CMD")] & 1
+
+
+def test_a_lost_resync_marker_is_sent_again(board, net_x):
+    """The bytes of a marker lost (an overrun): a new one, of other request types, ends
+    the resync; the first one's types are never taken for it."""
+    dev = Device(board, timeout=2.0)
+    real, dropped = board._handle, []
+
+    def lossy(t, body):
+        if t not in set(P.Cmd) and len(dropped) < 2:
+            dropped.append(t)
+            return
+        real(t, body)
+
+    board._handle = lossy
+    board.send(b"\x01\x02")         # half a frame, read: the parser's is dropped with the rest
+    dev._drain(0)
+    assert dev._parser.pending == 2
+    dev.resync()
+    assert len(dropped) == 2
+    assert dev.bad_frame_count == 0    # (not joined to the next frame and counted corrupt)
+    assert dev.read32(board.addr("ID")) == 0x54544647
+
+
 def test_threads_sharing_a_device_each_get_their_own_results(board, net_x):
     """Without a lock, two threads took each other's answers (read failed, or wrong
     values without an error, and the next call's result was wrong too)."""

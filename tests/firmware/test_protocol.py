@@ -324,3 +324,17 @@ def test_stream_in_frames_refuses_what_no_frame_can_carry():
         P.stream_in_frames([], 1, 2)
     with pytest.raises(ValueError, match="stream_elems=0"):
         P.stream_in_frames([1], 1, 0)
+
+
+def test_the_bridges_refusal_of_an_unknown_request_type_is_parsed():
+    """The resync marker's answers (``t | 0x80``, ``BAD_CMD``, or ``OVERRUN`` which goes
+    before it) are told from every other frame; a marker type is no command's and its
+    answer no output frame's."""
+    for t in (P.SYNC_TYPES[0], P.SYNC_TYPES[-1], 0x33):
+        for st in (P.Status.BAD_CMD, P.Status.OVERRUN):
+            assert P.Parser().feed(P.encode_request(t | 0x80, bytes([st]))) == [P.Refused(t, st)]
+    # another status, or a longer body, is no refusal of the bridge's
+    assert isinstance(P.Parser().feed(P.encode_request(0xB3, bytes([P.Status.OK])))[0], P.BadFrame)
+    assert isinstance(P.Parser().feed(P.encode_request(0xB3, bytes([3, 0])))[0], P.BadFrame)
+    assert not {t & 0x7F for t in P.SYNC_TYPES} & {int(c) for c in P.Cmd}
+    assert not {t | 0x80 for t in P.SYNC_TYPES} & {P.OUTPUT_TYPE, P.OUTPUT_CONT}

@@ -3,7 +3,9 @@ the host driver's tests: the register file of an :class:`AccelConfig` (every con
 register at its value), the bridge's answers and, per STREAM_IN, the golden executor's
 output frame. Its attributes make it misbehave the way a real board or line can
 (``ping_info``, ``regs``, ``stream_count``, ``extra_output``, ``output_delay``,
-``output_pieces``). A vector longer than one frame holds comes in several STREAM_IN
+``answer_delay``, ``output_pieces``). As the bridge, it answers a request type no command
+has with ``BAD_CMD``, sends its answers in order, reads ``STATUS.BUSY`` while an output
+is still to come and drops that output on ``CMD.SOFT_RESET``. A vector longer than one frame holds comes in several STREAM_IN
 frames and goes out in several output frames, as through the bridge.
 
 It answers in the calling thread (no pty, no timing): a frame it sends "late" is
@@ -44,6 +46,9 @@ class FakeBoard:
         self.stream_count = None          # STREAM_IN's count answer (None: the elements taken)
         self.extra_output = 0             # send each output frame this many more times
         self.output_delay = 0.0           # seconds before an output frame is sent
+        self.answer_delay = 0.0           # seconds before an answer is sent (answers keep their order)
+        self._last_answer = 0.0           # when the last answer is sent
+        self._busy_until = 0.0            # STATUS.BUSY until the last output frame is sent
         #: a vector's output frames as ``[(data, cont), ...]`` -> the frames to send instead
         self.output_pieces = None
         self.vectors: list[list[int]] = []
@@ -81,18 +86,30 @@ class FakeBoard:
         pass
 
     # ---------------------------------------------------------------- the board
-    def _answer(self, r: Response) -> None:
-        self.send(P.encode_response(r))
+    def _answer(self, r: Response | bytes) -> None:
+        # the bridge sends its answers in the order of the requests: a late one holds
+        # back the ones after it
+        data = r if isinstance(r, bytes) else P.encode_response(r)
+        self._last_answer = max(time.monotonic() + self.answer_delay, self._last_answer)
+        self._pending.append((self._last_answer, data))
 
     def _handle(self, t: int, body: bytes) -> None:
         if t == Cmd.PING:
             self._answer(Response(Cmd.PING, Status.OK, info=tuple(self.ping_info)))
         elif t == Cmd.READ32:
             (a,) = struct.unpack("<I", body[:4])
-            self._answer(Response(Cmd.READ32, Status.OK, data=self.regs.get(a, 0)))
+            v = self.regs.get(a, 0)
+            if a == self.addr("STATUS") and time.monotonic() < self._busy_until:
+                v |= 1                    # BUSY: an output is still to come
+            self._answer(Response(Cmd.READ32, Status.OK, data=v))
         elif t == Cmd.WRITE32:
             a, d = struct.unpack("<II", body[:8])
             self.regs[a] = d
+            if a == self.addr("CMD") and d & 1:     # SOFT_RESET: the output to come is dropped
+                now = time.monotonic()
+                self._pending = [(w, b) for w, b in self._pending if w <= now or not all(
+                    isinstance(f, P.OutputFrame) for f in P.Parser().feed(b))]
+                self._busy_until = 0.0
             self._answer(Response(Cmd.WRITE32, Status.OK))
         elif t == Cmd.WRITE_BURST:
             _, n = struct.unpack("<IH", body[:6])
@@ -109,6 +126,9 @@ class FakeBoard:
                 x, self._partial = self._partial, []
                 self.vectors.append(x)
                 self.send(self.output_frame(x) * (1 + self.extra_output), self.output_delay)
+                self._busy_until = max(self._busy_until, time.monotonic() + self.output_delay)
+        else:    # a request type no command has (a resync marker): its type | 0x80, BAD_CMD
+            self._answer(P.encode_request(t | 0x80, bytes([Status.BAD_CMD])))
 
     def output_frame(self, x) -> bytes:
         """The frames the board sends for input vector ``x``: the golden output, padded
