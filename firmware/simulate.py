@@ -27,6 +27,8 @@ import subprocess
 import tempfile
 import threading
 import time
+import warnings
+import weakref
 from pathlib import Path
 
 from ttforge.errors import ConfigError, ToolchainMissing, show
@@ -36,6 +38,69 @@ __all__ = ["SimTransport", "simulated_device", "SIM_DIVISOR", "SIM_CLK_NS", "pru
 
 SIM_DIVISOR = 4
 SIM_CLK_NS = 10
+
+# The runner's logger is cocotb's, one for every board: the boards open at once share its
+# quieting (the first saves ``propagate``, the last puts it back; each board toggling it
+# left it False for good when two were closed in the order they were opened).
+_QUIET_LOCK = threading.Lock()
+_QUIETED: dict[logging.Logger, list] = {}       # logger -> [boards quieting it, its propagate]
+
+
+def _quiet(logger: logging.Logger) -> None:
+    with _QUIET_LOCK:
+        entry = _QUIETED.setdefault(logger, [0, logger.propagate])
+        entry[0] += 1
+        logger.propagate = False
+
+
+def _unquiet(logger: logging.Logger) -> None:
+    with _QUIET_LOCK:
+        entry = _QUIETED.get(logger)
+        if entry is None:
+            return
+        entry[0] -= 1
+        if entry[0] <= 0:
+            logger.propagate = entry[1]
+            del _QUIETED[logger]
+
+
+class _Held:
+    """What a simulated board holds (its sockets, the simulator's thread, the socket
+    directory, its handler on the runner's logger), released once: by
+    :meth:`SimTransport.close`, or when the board is collected unclosed (a finalizer
+    holds this, not the board, so the board can be collected)."""
+
+    def __init__(self) -> None:
+        self.sock = self.listener = self.thread = None
+        self.sockdir = ""
+        self.logger: logging.Logger | None = None
+        self.handler: logging.Handler | None = None
+
+    def release(self, join_s: float) -> None:
+        for s in (self.sock, self.listener):    # the simulation ends when its socket closes
+            if s is not None:
+                try:
+                    s.close()
+                except OSError:
+                    pass
+        self.sock = self.listener = None
+        t, self.thread = self.thread, None
+        if t is not None and t is not threading.current_thread():
+            t.join(timeout=join_s)
+        shutil.rmtree(self.sockdir, ignore_errors=True)
+        h, self.handler = self.handler, None
+        if h is not None:
+            self.logger.removeHandler(h)
+            _unquiet(self.logger)
+            h.close()
+
+
+def _collected(held: _Held, name: str) -> None:
+    """A board collected (or left at exit) unclosed: released, with a ResourceWarning as
+    Python's files give (its simulator, thread, sockets and socket directory stayed until
+    the interpreter exited)."""
+    warnings.warn(f"unclosed {name}; close it, or use it in a with statement", ResourceWarning, stacklevel=2)
+    held.release(join_s=10)
 
 
 class SimTransport:
@@ -68,6 +133,8 @@ class SimTransport:
                               "'ttforge[sim]'") from None
         self.name = "simulated board"
         self.default_timeout = float(timeout)
+        self._held = held = _Held()
+        self._finalizer = weakref.finalize(self, _collected, held, self.name)
         # absolute: the simulator runs inside the build directory (as sim.runner.run_job)
         root = Path(build_dir).resolve() if build_dir else Path(tempfile.gettempdir()) / "ttforge-simboard"
         if not build_dir:
@@ -107,12 +174,11 @@ class SimTransport:
             raise
         try:   # an interrupt while the simulator starts leaves no socket directory, no thread
             # named with the process id: one left by a killed run goes with the next run
-            self._sockdir = str(job_dir("ttf-uart-"))
+            held.sockdir = self._sockdir = str(job_dir("ttf-uart-"))
             path = os.path.join(self._sockdir, "uart.sock")
-            self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            held.listener = self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             self._listener.bind(path)
             self._listener.listen(1)
-            self._error: BaseException | None = None
             env = {**tool_env, "TTFORGE_UART_SOCKET": path, "TTFORGE_UART_DIVISOR": str(int(divisor)),
                    "TTFORGE_CLK_NS": str(int(clk_ns))}
             # the runner lets the process environment override extra_env (and the test runs
@@ -127,15 +193,17 @@ class SimTransport:
             # 60 s for a simulator that never ended, which then ran on, orphaned
             test_args = ["-n"] if simulator == "icarus" else []
 
+            # the thread holds nothing of the board (not self): an unclosed board can be
+            # collected, and its finalizer end the simulation
             def run():
                 try:
                     runner.test(test_module="ttforge.firmware._cocotb_uart", hdl_toplevel=SIM_TOP,
                                 build_dir=bd, test_dir=bd, extra_env=env, log_file=log, test_args=test_args,
                                 results_xml=str(bd / "results.xml"))
-                except BaseException as e:   # reported by the next read/accept
-                    self._error = e
+                except BaseException:    # the simulator's end: the next read/accept reports it
+                    pass
 
-            self._thread = threading.Thread(target=run, name="ttforge-simboard", daemon=True)
+            held.thread = self._thread = threading.Thread(target=run, name="ttforge-simboard", daemon=True)
             self._thread.start()
             self._sock = None
             deadline = time.monotonic() + 120
@@ -143,6 +211,7 @@ class SimTransport:
                 r, _, _ = select.select([self._listener], [], [], 0.2)
                 if r:
                     self._sock, _ = self._listener.accept()
+                    held.sock = self._sock
                 elif not self._thread.is_alive() or time.monotonic() > deadline:
                     self.close()
                     raise DeviceError(f"the simulator did not start (see {log})")
@@ -154,11 +223,11 @@ class SimTransport:
     def _quiet(self, logger: logging.Logger, path: Path) -> None:
         """The runner's messages ("Skipping compilation of ...", its commands) go to
         ``path``, not to stderr, where a command's errors are one line; undone by close."""
-        self._logger, self._propagate = logger, logger.propagate
-        self._handler = logging.FileHandler(path)
-        self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        logger.addHandler(self._handler)
-        logger.propagate = False
+        handler = logging.FileHandler(path)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        _quiet(logger)
+        self._held.logger, self._held.handler = logger, handler
+        logger.addHandler(handler)
 
     def write(self, data: bytes, timeout: float | None = None) -> None:
         # no bound needed: the simulation reads the socket as it runs, and a frame fits its buffer
@@ -177,22 +246,8 @@ class SimTransport:
         return data
 
     def close(self) -> None:
-        for s in (getattr(self, "_sock", None), getattr(self, "_listener", None)):
-            if s is not None:
-                try:
-                    s.close()
-                except OSError:
-                    pass
-        t = getattr(self, "_thread", None)
-        if t is not None:
-            t.join(timeout=60)
-        shutil.rmtree(getattr(self, "_sockdir", ""), ignore_errors=True)
-        h = getattr(self, "_handler", None)
-        if h is not None:
-            self._logger.removeHandler(h)
-            self._logger.propagate = self._propagate
-            h.close()
-            self._handler = None
+        self._finalizer.detach()
+        self._held.release(join_s=60)
 
 
 #: The default cache of simulated boards keeps its newest :data:`CACHE_KEEP` entries and

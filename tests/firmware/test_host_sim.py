@@ -75,6 +75,60 @@ def test_the_runner_sees_no_value_of_a_runs_own_variables(monkeypatch):
     assert os.environ["TTFORGE_SIM_JOB"] == "/somewhere/else"
 
 
+def _board(simboard_dir):
+    from ttforge.firmware.simulate import simulated_device
+
+    q, _ = small_net()
+    net = compile_network(q)
+    return simulated_device(AccelConfig.for_network(net, lanes=4, stream_elems=2), build_dir=simboard_dir,
+                            timeout=120)
+
+
+def test_boards_open_at_once_give_the_runners_logger_back(simboard_dir):
+    """Two boards open at once, closed in the order they were opened: the second had
+    saved the first's propagate=False and put it back last, so cocotb's runner logger
+    stayed silent for good. (Before the module's board is opened: no other board.)"""
+    from cocotb_tools.runner import get_runner
+
+    lg = get_runner("icarus").log
+    before = (lg.propagate, list(lg.handlers))
+    a = _board(simboard_dir)
+    b = _board(simboard_dir)
+    assert lg.propagate is False
+    a.close()
+    assert lg.propagate is False          # b still quiets it
+    b.close()
+    assert (lg.propagate, list(lg.handlers)) == before
+
+
+def test_a_board_never_closed_ends_when_it_is_collected(simboard_dir):
+    """Dropped without close(): its simulator, thread, sockets, socket directory and
+    log handler stayed until the interpreter exited. Collected, it is closed, with a
+    ResourceWarning (as an unclosed file)."""
+    import gc
+    import threading
+    import warnings
+
+    from cocotb_tools.runner import get_runner
+
+    lg = get_runner("icarus").log
+    before = (lg.propagate, list(lg.handlers))
+    dev = _board(simboard_dir)
+    assert dev.read32(0) == 0x54544647
+    sockdir, thread = dev.t._sockdir, dev.t._thread
+    assert os.path.isdir(sockdir) and thread.is_alive()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        del dev
+        gc.collect()
+    assert any(issubclass(w.category, ResourceWarning) and "unclosed simulated board" in str(w.message)
+               for w in caught), [str(w.message) for w in caught]
+    thread.join(30)
+    assert not thread.is_alive() and not os.path.exists(sockdir)
+    assert (lg.propagate, list(lg.handlers)) == before
+    assert "ttforge-simboard" not in [t.name for t in threading.enumerate()]
+
+
 def test_host_driver_on_simulated_board_equals_golden(setup):
     dev, net, xi, cfg = setup
     got = dev.infer(xi)
@@ -125,6 +179,25 @@ def test_bad_inputs_are_one_line(setup):
         dev.infer(xi.astype(float))
     with pytest.raises(ShapeError, match="-128..127"):
         dev.infer(xi * 1000)
+
+
+def test_a_call_that_timed_out_leaves_no_late_answer_to_the_next(setup):
+    """infer(x0) with a timeout shorter than the board takes: its answer and output came
+    after the resync's 50 ms, and infer(x1) returned x0's result, every later call the
+    one before's (exit 0); a READ32 that timed out gave the next read its value."""
+    from ttforge.errors import DeviceTimeout
+    from ttforge.firmware import protocol as P
+
+    dev, net, xi, cfg = setup
+    gold = execute(net, xi)
+    with pytest.raises(DeviceTimeout):
+        dev.infer(xi[0], timeout=0.05)
+    for k in (1, 2):
+        assert np.array_equal(dev.infer(xi[k]), gold[k]), k
+    rm = RegisterMap(cfg)
+    with pytest.raises(DeviceTimeout):
+        dev.request(P.read32(rm.addr("ID")), P.Cmd.READ32, timeout=0.005)
+    assert dev.read32(rm.addr("VERSION")) == rm["VERSION"].value
 
 
 def test_run_sim_error_is_one_line_on_stderr(artifact, tmp_path):
