@@ -221,6 +221,9 @@ class Device:
         # a vector was sent whose output has not all come: a failed infer leaves an
         # inference that may still send its output (resync waits for the engine)
         self._in_flight = False
+        # ... and not all of its STREAM_IN bytes went out: the engine waits for the rest
+        # for good (resync resets it at once)
+        self._partial = False
         # resync markers sent (their request types are drawn from it: two in a row differ);
         # a random start, so that a Device opened after a killed run's picks other types
         self._sync_count = int.from_bytes(os.urandom(4), "little")
@@ -426,10 +429,15 @@ class Device:
         that output. ``STATUS.BUSY`` clears once the engine's last output element is
         taken; the next answer comes after the rest of its frame (a whole request's time
         after it: the elements then left on their way to the bridge are sent first).
-        An engine still busy after the device's timeout (a vector sent in part, a hung
-        engine) is reset (``CMD.SOFT_RESET``, which empties its output path)."""
+        An engine still busy after the device's timeout (a hung engine) is reset
+        (``CMD.SOFT_RESET``, which empties its output path), and one given a vector in
+        part at once: it waits for the rest for good, and has no output on its way (the
+        vector before had all of its output taken)."""
         status = self._reg("STATUS")
         deadline = time.monotonic() + self.timeout
+        if self._partial:
+            self.write32(self._reg("CMD"), self._cmd("SOFT_RESET"))
+            self._partial = False
         while self.read32(status) & 1:
             self._outputs.clear()
             if time.monotonic() >= deadline:
@@ -677,12 +685,13 @@ class Device:
             # last with tlast), and comes back as several output frames
             frames = P.stream_in_frames(row.tolist(), eb, E)
             since = self.bad_frame_count     # the output may come (corrupt) with an answer
-            self._in_flight = True           # until its output is all here
+            self._in_flight = self._partial = True      # until its output is all here
             for j, req in enumerate(frames):
                 n = min(piece, len(row) - j * piece)
                 part = f" (frame {j + 1} of {len(frames)})" if len(frames) > 1 else ""
                 deadline = time.monotonic() + tmo
                 self._send(req, "STREAM_IN", tmo, deadline)
+                self._partial = j + 1 < len(frames)      # its last byte written: it all reaches the core
                 r = self._wait(self._responses, "answer to STREAM_IN", tmo, deadline)
                 if r.cmd != Cmd.STREAM_IN or r.status != Status.OK:
                     self._recover()

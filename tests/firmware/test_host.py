@@ -159,6 +159,33 @@ def test_an_engine_that_stays_busy_is_reset_by_the_resync(board, net_x):
     assert board.regs[board.addr("CMD")] & 1
 
 
+def test_a_vector_sent_in_part_is_reset_at_once(board, net_x):
+    """Ctrl-C while a STREAM_IN frame was being written: the engine holds part of a
+    vector and waits for the rest for good; the resync waited the device's whole timeout
+    for it (2 s at the CLI's default, 120 s on a simulated board) before the reset."""
+    import time
+
+    net, x = net_x
+    dev = _loaded(board, net, timeout=5.0)
+    real_write = board.write
+
+    def cut(data, timeout=None):
+        if data[1:2] == bytes([P.Cmd.STREAM_IN]):
+            real_write(data[:len(data) // 2])       # the first half went out
+            board._busy_until = float("inf")        # the engine has the first elements
+            raise KeyboardInterrupt
+        real_write(data, timeout)
+
+    board.write = cut
+    with pytest.raises(KeyboardInterrupt):
+        dev.infer(x[0])
+    board.write = real_write
+    t0 = time.monotonic()
+    assert np.array_equal(dev.infer(x[1]), execute(net, x[1:2])[0])
+    assert time.monotonic() - t0 < 2.0
+    assert board.regs[board.addr("CMD")] & 1      # SOFT_RESET
+
+
 def test_a_lost_resync_marker_is_sent_again(board, net_x):
     """The bytes of a marker lost (an overrun): a new one, of other request types, ends
     the resync; the first one's types are never taken for it."""
