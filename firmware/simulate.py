@@ -99,7 +99,7 @@ def _collected(held: _Held, name: str) -> None:
     """A board collected (or left at exit) unclosed: released, with a ResourceWarning as
     Python's files give (its simulator, thread, sockets and socket directory stayed until
     the interpreter exited)."""
-    warnings.warn(f"unclosed {name}; close it, or use it in a with statement", ResourceWarning, stacklevel=2)
+    warnings.warn(f"unclosed {name}; close it, or use it in a with statement", ResourceWarning)
     held.release(join_s=10)
 
 
@@ -133,8 +133,6 @@ class SimTransport:
                               "'ttforge[sim]'") from None
         self.name = "simulated board"
         self.default_timeout = float(timeout)
-        self._held = held = _Held()
-        self._finalizer = weakref.finalize(self, _collected, held, self.name)
         # absolute: the simulator runs inside the build directory (as sim.runner.run_job)
         root = Path(build_dir).resolve() if build_dir else Path(tempfile.gettempdir()) / "ttforge-simboard"
         if not build_dir:
@@ -159,6 +157,9 @@ class SimTransport:
             args = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "0", "--x-initial", "0"]
         runner = get_runner(simulator)
         log = Path(log_file).resolve() if log_file else bd / "sim.log"
+        # from here the board holds something: released by close() or when collected
+        self._held = held = _Held()
+        self._finalizer = weakref.finalize(self, _collected, held, self.name)
         self._quiet(runner.log, bd / "runner.log")
         try:
             with _runner_env(simulator):   # for Icarus: only PYTEST_CURRENT_TEST hidden
@@ -246,8 +247,10 @@ class SimTransport:
         return data
 
     def close(self) -> None:
-        self._finalizer.detach()
-        self._held.release(join_s=60)
+        held = getattr(self, "_held", None)
+        if held is not None:
+            self._finalizer.detach()
+            held.release(join_s=60)
 
 
 #: The default cache of simulated boards keeps its newest :data:`CACHE_KEEP` entries and
