@@ -538,11 +538,11 @@ def _shift_sat(v: np.ndarray, s: int, bits: int, narrow: bool = False) -> tuple[
 
 def _align_bias(b: np.ndarray, e_b: int, e_acc: int, limit: int) -> np.ndarray:
     """The bias at the accumulator exponent: ``b << (e_b - e_acc)`` or
-    ``rshift_round(b, e_acc - e_b)``, clamped to ``+-limit``."""
+    ``rshift_round(b, e_acc - e_b)``, clamped to ``+-limit`` (the left shift exactly, for
+    any amount: a value that would pass the limit saturates without being shifted)."""
     s = e_acc - e_b
     if s < 0:
-        lim = np.int64(limit)
-        return np.clip(np.clip(b, -lim, lim) << np.int64(min(-s, 62 - max(limit, 1).bit_length())), -lim, lim)
+        return _sat_shl(b, -s, limit)
     return np.clip(rshift_round(b, s), -limit, limit)
 
 

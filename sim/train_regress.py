@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import shlex
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -27,8 +27,8 @@ import numpy as np
 from ttforge.hw.trainer.program import TrainEngineConfig, compile_training
 from ttforge.ir.random import train_layer_shapes
 from ttforge.errors import ConfigError, EnvironmentFailure, show_path
-from ttforge.ir.train import (TrainConfig, TrainState, calibrate_state, check_batch, init_state, label_act_bits, train_step,
-                              train_step_fast)
+from ttforge.ir.train import (TrainConfig, TrainState, calibrate_state, check_batch, export_network, init_state,
+                              label_act_bits, train_step, train_step_fast)
 from ttforge.ir.train_diverge import compare_states
 
 __all__ = ["FAMILIES", "EDGE_FAMILIES", "EDGE_SHARE", "TrainCase", "TrainCaseResult", "train_regress_case",
@@ -152,7 +152,23 @@ def train_regress_case(seed: int, steps: int, family: int | None = None) -> Trai
         x.flat[lo_at], x.flat[hi_at] = -hi - 1, hi
         y[int(edge.integers(batch))] = n_out - 1
     state = calibrate_state(state, *batches[0], fast=False)
+    if edge is not None and cfg.acc_bits > 32 and edge.random() < 0.5:
+        state = _bias_far_above(state, edge)
     return TrainCase(int(seed), fam, state, batches)
+
+
+def _bias_far_above(state: TrainState, edge: np.random.Generator) -> TrainState:
+    """The last layer's bias small and 16-32 exponent steps above its accumulator: a left
+    alignment beyond ``62 - bitlen(limit)``, which the golden trainer and the engine once
+    capped against the spec (a wide accumulator only). The last layer, so no later
+    forward shift depends on the output exponent it moves."""
+    L = state.layers[-1]
+    if L.bias is None:
+        return state
+    e_acc = export_network(state).layers[-1].acc_exp(L.d - 1)
+    L = replace(L, bias=edge.integers(-8, 9, size=L.out_features).astype(np.int64),
+                bias_exp=e_acc + int(edge.integers(16, 33)))
+    return replace(state, layers=state.layers[:-1] + (L,))
 
 
 @dataclass

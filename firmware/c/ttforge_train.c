@@ -146,8 +146,7 @@ int ttft_step_batch(ttft_train *t, int32_t n_layers, ttft_layer *layers, int32_t
                     for (j = 0; j < L->out_features; j++) {
                         int64_t v = L->bias[j];
                         if (sb < 0) {
-                            int cap = 62 - bitlen((uint64_t)(limit > 1 ? limit : 1));
-                            v = clip(shl(clip(v, -limit, limit), imin(-sb, cap)), -limit, limit);
+                            v = sat_shl(v, -sb, limit);   /* clip(b << -sb, +-limit), exact */
                         } else {
                             v = clip(rshift_round(v, sb), -limit, limit);
                         }

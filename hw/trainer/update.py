@@ -8,7 +8,7 @@ Each unit is bit-exact to a function of the golden trainer (``docs/arithmetic.md
 :class:`DeriveCore`       the forward core from a master integer
                           (``ttforge.ir.train._forward_core``), combinational
 :class:`BiasAlign`        the bias at the accumulator exponent
-                          (``ttforge.ir.train._align_bias``), 3 stages
+                          (``ttforge.ir.train._align_bias``), 4 stages
 :class:`UpdateUnit`       ``w' = sat(w - round_s(v))`` of one stored element per cycle
                           (``ttforge.ir.train._round_update`` and the clamp), 5 stages
 ========================  ==============================================================
@@ -32,7 +32,7 @@ __all__ = ["UPDATE_FAULTS", "BiasAlign", "DeriveCore", "UpdateUnit", "Xorshift32
 UPDATE_FAULTS: dict[str, tuple[str, str]] = {
     "wrong_shift": ("Xorshift32Gen", "the first xorshift step shifts by 12 instead of 13"),
     "floor": ("DeriveCore", "the forward core is floor(master / 2^x) (no rounding constant)"),
-    "no_cap": ("BiasAlign", "the left shift is not capped at 62 - bitlen(limit)"),
+    "int64_cap": ("BiasAlign", "the left shift is capped at 62 - bitlen(limit) (the old int64 cap)"),
     "bias_floor": ("BiasAlign", "the right shift floors (no rounding constant)"),
     "drop_word": ("UpdateUnit", "the first stochastic element's draw is skipped (its word is used twice)"),
     "sign": ("UpdateUnit", "the rounded update is added instead of subtracted"),
@@ -201,9 +201,9 @@ class BiasAlign(wiring.Component):
     ``shift = e_acc - e_b``, for every input (any ``shift`` in -128..127; the golden is
     defined for -64..63):
 
-    * ``shift < 0``: ``clip(clip(b, +-limit) << min(-shift, 62 - bitlen(limit)), +-limit)``
-      (the golden's cap keeps its ``int64`` exact; it changes the result only when
-      ``bitlen(limit) > 31``, so it is built as it is);
+    * ``shift < 0``: ``clip(b << -shift, +-limit)``, exactly for any amount (as
+      docs/arithmetic.md says; ``limit >> k`` decides the saturation, so the shifter
+      needs only ``acc_bits`` bits);
     * ``shift >= 0``: ``clip(rshift_round(b, shift), +-limit)``, computed as
       ``((2b >> shift) + 1) >> 1``.
 
@@ -218,7 +218,7 @@ class BiasAlign(wiring.Component):
     acc_bits : int
         Width of the accumulator (8..63); ``limit < 2^(acc_bits - 1)``.
     fault : str or None
-        ``"no_cap"`` or ``"bias_floor"`` for the tests that must fail.
+        ``"int64_cap"`` or ``"bias_floor"`` for the tests that must fail.
 
     Attributes
     ----------
@@ -253,10 +253,10 @@ class BiasAlign(wiring.Component):
         bb, ab = self.bias_bits, self.acc_bits
         lim0 = Signal(signed(ab))
         m.d.comb += lim0.eq(self.limit)
-        # stage 1: the first clamp; the amounts: k = min(-shift, cap, acc_bits) with
-        # cap = 62 - bitlen(max(limit, 1)) (a shift by acc_bits already moves any non-zero
-        # value beyond every limit, so the shifters need no more), r = min(shift, bb + 1)
-        # for the right shift of 2b (by bb or more only the sign is left).
+        # stage 1: the first clamp; the amounts: k = min(-shift, acc_bits) (a shift by
+        # acc_bits already moves any non-zero value beyond every limit, so the shifters
+        # need no more), r = min(shift, bb + 1) for the right shift of 2b (by bb or more
+        # only the sign is left).
         neg = Signal(9)
         m.d.comb += neg.eq(-self.shift)         # 1..128 when shift < 0
         v1, l1, left1 = Signal(), Signal(signed(ab)), Signal()
@@ -264,12 +264,10 @@ class BiasAlign(wiring.Component):
         b1 = Signal(signed(bb))
         k1 = Signal(range(ab + 1))
         r1 = Signal(range(bb + 2))
-        # The cap changes the result only when it is below bitlen(limit) (else c << cap
-        # with c != 0 already passes the limit), i.e. when bitlen(limit) >= 32: only the
-        # limit's bits from 31 up are looked at, and with acc_bits <= 32 there is no cap.
-        cap = Signal(range(ab + 1))
+        cap = Signal(range(ab + 1))             # the largest k: acc_bits
         m.d.comb += cap.eq(ab)
-        if ab - 1 > 31 and self.fault != "no_cap":
+        if ab - 1 > 31 and self.fault == "int64_cap":
+            # the golden's old int64 cap (below the spec's value once bitlen(limit) > 31)
             blh = Signal(range(ab))                 # bitlen(limit) - 31 when >= 1
             m.d.comb += blh.eq(_bitlen(self.limit[31:]))
             with m.If(blh != 0):
@@ -277,8 +275,7 @@ class BiasAlign(wiring.Component):
         m.d.sync += [
             v1.eq(self.in_valid), l1.eq(lim0), left1.eq(self.shift < 0), b1.eq(self.bias),
             c1.eq(_clip(self.bias, lim0)),
-            # min(-shift, acc_bits, cap) = min(-shift, cap): cap <= acc_bits (one
-            # comparison before the register, not two in a row)
+            # min(-shift, cap): one comparison before the register
             k1.eq(Mux(neg < cap, neg, cap)),
             r1.eq(Mux(self.shift > bb + 1, bb + 1, self.shift[:7])),
         ]

@@ -68,10 +68,24 @@ def test_an_edge_family_given_draws_classes_its_act_bits_carries(family):
     assert 2 <= c.state.n_classes <= 1 << (a - 1)
 
 
+def test_an_edge_seed_puts_a_bias_far_above_a_wide_accumulator():
+    # seed 24 (family 6, acc_bits 48): the last layer's bias 18 exponent steps above its
+    # accumulator, past the old int64 cap 62 - bitlen(limit) = 15 of the golden and the
+    # engine (the RTL run below holds them to the spec's b << 18 together)
+    from ttforge.ir.train import _bias_limit, export_network
+
+    c = train_regress_case(24, 1)
+    L = c.state.layers[-1]
+    up = L.bias_exp - export_network(c.state).layers[-1].acc_exp(L.d - 1)
+    assert up > 62 - _bias_limit(c.state.config, L).bit_length() and np.any(L.bias != 0)
+    assert export_network(c.state).layers[-1].bias.tolist() == [int(b) << up for b in L.bias]
+
+
 def test_edge_seeds_train_in_rtl_as_the_golden_trainer_does():
     """Two edge seeds of one family (one harness build, ~30 s the first time; the cases
     take about a second): 3 classes' act_bits, label 3 at the stream's limit, 24-bit masters
-    and 32-bit biases, some negative. The native harness before c150e0d failed both."""
+    and 32-bit biases, some negative; seed 24's last bias 18 steps above its accumulator.
+    The native harness before c150e0d failed both."""
     from ttforge.sim.train_regress import _golden_run
 
     seeds = [16, 24]

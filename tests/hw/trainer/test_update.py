@@ -177,12 +177,12 @@ def test_bias_align_equals_golden(bias_bits, acc_bits):
 
 
 def align_exact(b, s, lim):
-    """``_align_bias`` on Python integers, for any shift (the golden's ``int64`` stops at
-    -64..63: ``1 << (s - 1)`` overflows at ``s = 64``)."""
+    """docs/arithmetic.md's bias alignment on Python integers, for any shift (the golden's
+    ``int64`` stops at -64..63: ``1 << (s - 1)`` overflows at ``s = 64``)."""
     def clip(x):
         return max(-lim, min(lim, x))
     if s < 0:
-        return clip(clip(b) << min(-s, 62 - max(lim, 1).bit_length()))
+        return clip(b << -s)
     return clip((b + (1 << (s - 1))) >> s if s else b)
 
 
@@ -199,9 +199,22 @@ def test_bias_align_whole_shift_range():
     assert align(24, 48, ext) == [align_exact(*c) for c in ext]
 
 
-@pytest.mark.parametrize("fault", ["no_cap", "bias_floor"])
+def test_bias_align_wide_left_shift_is_the_spec():
+    # acc_bits 48: a bias 16..47 exponent steps above the accumulator is b << s, far
+    # inside the ~2^47 limit (the golden and the engine once capped the shift at
+    # 62 - bitlen(limit) = 15: 1 became 2^15 at any s >= 15)
+    lim = (1 << 47) - 1 - 4 * 127 * (1 << 15)
+    cases = [(b, s, lim) for s in (-15, -16, -20, -31, -40, -47, -48, -64, -100)
+             for b in (1, -1, 3, -(1 << 31), (1 << 31) - 1)]
+    exp = [align_exact(*c) for c in cases]
+    assert exp[5] == 1 << 16 and exp[10] == 1 << 20
+    assert golden_align(cases) == exp
+    assert align(32, 48, cases) == exp
+
+
+@pytest.mark.parametrize("fault", ["int64_cap", "bias_floor"])
 def test_bias_align_fault_differs(fault):
-    # the cap matters only when bitlen(limit) > 31, i.e. a wide accumulator
+    # the old int64 cap mattered only when bitlen(limit) > 31, i.e. a wide accumulator
     cases = [(b, s, lim) for s in (-40, -20, -16, 1, 2, 5) for lim in ((1 << 47) - 1, 1 << 46)
              for b in (1, -1, 3, 5, -7, 100)]
     got = align(32, 48, cases, fault=fault)
