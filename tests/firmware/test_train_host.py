@@ -177,3 +177,52 @@ def test_the_training_host_streams_a_chunk_longer_than_a_frame():
     dev._stream([[i % 100] * 9 for i in range(500)])
     ns = [int.from_bytes(P.SlipDecoder().feed(f)[0][0][1:3], "little") for f in sent]
     assert STREAM_CHUNK == 4096 and ns == [4090 | P.STREAM_MORE, 5, 405]
+
+
+def test_a_late_answer_of_a_failed_read_is_not_the_training_drivers_next():
+    """The training driver's calls go through the same Device: a STATUS poll that timed
+    out, its answer late (past the 50 ms the resync drained), gave the next read its
+    value (here ID read as STATUS's)."""
+    import time
+
+    from ttforge.errors import DeviceTimeout
+
+    state, batches, cfg = _case(1)
+    model = LinkModel(cfg)
+    late: list[tuple[float, bytes]] = []
+
+    class Slow:                   # the bridge answers in order: a late answer holds back the rest
+        name, default_timeout = "slow link", 1.0
+        delay = 0.0
+
+        def write(self, data, timeout=None):
+            model.write(data)
+            out = model.read(0)
+            if out:
+                when = max([time.monotonic() + self.delay] + [w for w, _ in late])
+                late.append((when, out))
+
+        def read(self, timeout):
+            end = time.monotonic() + timeout
+            while True:
+                now = time.monotonic()
+                ready = [d for w, d in late if w <= now]
+                if ready:
+                    late[:] = [(w, d) for w, d in late if w > now]
+                    return b"".join(ready)
+                if now >= end:
+                    return b""
+                time.sleep(0.002)
+
+        def close(self):
+            pass
+
+    link = Slow()
+    dev = TrainDevice(link, cfg, timeout=0.05)
+    dev.connect()
+    link.delay = 0.2
+    with pytest.raises(DeviceTimeout):
+        dev._read32(dev._status)
+    link.delay = 0.0
+    dev.dev.timeout = 1.0
+    assert dev._read32(dev.host.regmap.addr("ID")) == dev.host.regmap["ID"].value
