@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from ttforge.atomic import (missing_dirs, remove_unused_dirs, atomic_write_bytes, atomic_write_text, check_owned_dir, check_writable,
+from ttforge.atomic import (atomic_write_bytes, atomic_write_text, check_owned_dir, check_writable,
                             commit_dir, make_output_dir, output_lock, read_marker, staging_dir)
 from ttforge.errors import ConfigError, OutputError, TTForgeError, one_line, show
 
@@ -617,17 +617,13 @@ def run_sweep(cfg: SweepConfig, out_dir: str | os.PathLike, *, jobs: int | None 
     ``ttforge regress`` does; the finished points are in ``sweep.json`` then. One sweep
     at a time into ``out_dir`` (:func:`ttforge.atomic.output_lock`, as ``flow --out``)."""
     p = Path(out_dir).expanduser()
-    made = missing_dirs(p)
-    out = make_output_dir(p, "--out")
-    try:
-        with output_lock(out, "--out"):
-            return _run_sweep(cfg, out, jobs=jobs, cluster=cluster, progress=progress)
-    except BaseException:
-        # a run that failed before it wrote anything (a scheduler that cannot be reached,
-        # Ctrl-C while the local cluster starts) takes back the directories it made, while
-        # empty, after its lock is gone: it left a new --out holding only an empty sweep.json
-        remove_unused_dirs(made)
-        raise
+    # the directory is made under the lock, and a run that fails before it wrote anything
+    # (a scheduler that cannot be reached, Ctrl-C while the local cluster starts) has the
+    # lock take back the directories it made: made before the lock, a second sweep
+    # refused by it took the first's new --out away
+    with output_lock(p, "--out"):
+        out = make_output_dir(p, "--out")
+        return _run_sweep(cfg, out, jobs=jobs, cluster=cluster, progress=progress)
 
 
 def _run_sweep(cfg: SweepConfig, out: Path, *, jobs: int | None, cluster: str | None,

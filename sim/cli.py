@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ttforge.atomic import (WORK_MARKER, check_not_input, check_output_dir, claim_work_dir, missing_dirs,
-                            output_lock, remove_unused_dirs)
+from ttforge.atomic import (WORK_MARKER, check_not_input, check_output_dir, claim_work_dir,
+                            output_lock)
 from ttforge.errors import ConfigError, LimitError, NativeError, SchedulerLost, SimError, show_path, shown
 from ttforge.limits import MAX_JOBS, MAX_SEED, MAX_SEEDS, MAX_VECTORS
 from ttforge.hw.faults import FAULTS
@@ -177,18 +177,13 @@ def _run(args: argparse.Namespace) -> int:
     if args.out is None and not args.replay:
         args.out = _DEFAULT_OUT
     if args.out and not args.replay:
-        made = missing_dirs(args.out)
-        try:
-            # one run at a time into --out (as flow and sweep): two ran to the end and one
-            # verdict silently replaced the other's
-            with output_lock(args.out, "--out"):
-                return _run_held(args)
-        except BaseException:
-            # a run that wrote nothing (a scheduler that cannot be reached, Ctrl-C while
-            # the local cluster starts) takes back the directories it made: a new --out
-            # was left holding only its claim
-            remove_unused_dirs(made, WORK_MARKER)
-            raise
+        # one run at a time into --out (as flow and sweep): two ran to the end and one
+        # verdict silently replaced the other's. A run that wrote nothing (a scheduler that
+        # cannot be reached, Ctrl-C while the local cluster starts) has the lock take back
+        # the directories it made (a new --out was left holding only its claim); a run the
+        # lock refuses takes back none (it took the running run's new --out away)
+        with output_lock(args.out, "--out"):
+            return _run_held(args)
     return _run_held(args)
 
 

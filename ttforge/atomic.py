@@ -49,7 +49,7 @@ __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_path", "atomic_dir
            "command_inputs", "note_input", "check_not_input", "check_owned_dir", "clean_stale", "dead_entries",
            "staging_dir", "commit_dir", "replace_dir", "claim_work_dir", "sha256_file", "WORK_MARKER",
            "output_lock", "cache_lock", "job_dir", "JOB_MARKER", "check_run_dir", "check_run_files", "check_writable",
-           "read_marker", "missing_dirs", "remove_unused_dirs", "discard_dir"]
+           "read_marker", "missing_dirs", "remove_unused_dirs", "discard_dir", "reclaim_work_dir"]
 
 #: The file that marks a directory as ttforge's work directory (``--keep DIR``).
 WORK_MARKER = ".ttforge-work"
@@ -72,16 +72,20 @@ def command_inputs(paths: Iterable[str | os.PathLike] = ()) -> Iterator[None]:
     given to :func:`note_input`): writing over the same file (same inode, through any
     name, link or symlink) is a one-line :class:`OutputError`, and so is replacing a
     directory that holds one. ``ttforge.cli.main`` runs every command in one, with every
-    existing path of its command line except the outputs."""
-    global _inputs
-    saved = _inputs
+    existing path of its command line except the outputs. The work directories
+    :func:`claim_work_dir` claims inside the block are held until it ends."""
+    global _inputs, _claims
+    saved, saved_claims = _inputs, _claims
     _inputs = [] if saved is None else list(saved)
+    _claims = []
     try:
         for p in paths:
             note_input(p)
         yield
     finally:
-        _inputs = saved
+        claims, _inputs, _claims = _claims, saved, saved_claims
+        for key in reversed(claims):
+            _release(key, claim=True)
 
 
 def note_input(path: str | os.PathLike) -> None:
@@ -721,54 +725,163 @@ def _same_file(fd: int, path: Path) -> bool:
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
-@contextlib.contextmanager
-def output_lock(path: str | os.PathLike, flag: str = "--out") -> Iterator[None]:
-    """Hold the output directory ``path`` for the block: another ttforge run into it is
-    refused in one line until the block ends (two runs started together each found it
-    empty or their own, and wrote over each other's files, a run's checkpoint from one
-    seed beside the metrics of another). The lock is a hidden file beside ``path``
-    (``.NAME.ttforge-lock``), removed when the block ends; where ``path``'s parent does
-    not exist yet nothing is held."""
+#: The locks this process holds: lock file -> [descriptor, holds of output_lock, claims
+#: of claim_work_dir]; the file goes when the last hold ends.
+_held: dict[str, list[int]] = {}
+#: The locks claimed by :func:`claim_work_dir` in the running command
+#: (:func:`command_inputs`), released when it ends; ``None`` outside a command.
+_claims: list[str] | None = None
+
+
+def _lock_file(path: str | os.PathLike) -> Path:
+    """The lock file of the directory ``path``: ``.NAME.ttforge-lock`` beside the
+    directory it names once links are followed (``--out L`` of a link ``L -> D`` and
+    ``--out D`` took two locks and both wrote ``D``)."""
+    real = Path(os.path.realpath(Path(path).expanduser()))
+    return real.parent / f".{real.name}.{_TAG}lock"
+
+
+def _take(path: Path, flag: str, *, claim: bool) -> str | None:
+    """Hold the lock of the directory ``path`` (:func:`_lock_file`; its parent exists)
+    for this process; returns its key for :func:`_release`. A lock another process holds
+    is a one-line :class:`OutputError`; so is one an :func:`output_lock` of this process
+    holds, unless ``claim`` (the run claiming its own output, ``regress --out``: ``None``,
+    the claim ends with that lock), and :func:`output_lock` shares a lock this process's
+    claim holds."""
     import fcntl
 
-    p = Path(path).expanduser()
-    parent = p.parent if str(p.parent) else Path(".")
-    if not parent.is_dir():   # nothing is created before the command's own checks
-        yield
-        return
-    lock = parent / f".{p.name}.{_TAG}lock"
+    lock = _lock_file(path)
+    key = str(lock)
+    busy = OutputError(f"{flag} {show_path(path)} is being written by another ttforge run; wait for it "
+                       f"to end or choose another {flag}")
+    held = _held.get(key)
+    if held is not None:
+        if held[1] and not claim:   # a second output_lock: another run, as seen from here
+            raise busy
+        if held[1] and claim:
+            # held for the run by its output_lock, which ends with the run: a claim of
+            # its own kept the lock file, and a new parent, after the lock took it back
+            return None
+        held[2 if claim else 1] += 1
+        return key
     for _attempt in range(8):
         try:
             # not through a link of that name: the lock is this file, never one elsewhere
             fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666 & ~_umask())
         except OSError as e:
-            raise _fail(p, e) from None
+            raise _fail(path, e) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
             os.close(fd)
             if not isinstance(e, BlockingIOError):
-                raise _fail(p, e) from None
-            raise OutputError(f"{flag} {show_path(p)} is being written by another ttforge run; wait for it "
-                              f"to end or choose another {flag}") from None
+                raise _fail(path, e) from None
+            raise busy from None
         # a run that ended between our open and our lock removed the file we hold: the
         # lock is the file now under that name (a third run may hold it), so take it anew
         if _same_file(fd, lock):
             break
         os.close(fd)
     else:
-        raise OutputError(f"{flag} {show_path(p)}: its lock {lock.name} keeps changing (other ttforge runs "
-                          f"start and end there); try again")
+        raise OutputError(f"{flag} {show_path(path)}: its lock {lock.name} keeps changing (other ttforge "
+                          f"runs start and end there); try again")
+    if not _held:
+        _register_exit()
+    _held[key] = [fd, 0 if claim else 1, 1 if claim else 0]
+    return key
+
+
+def _release(key: str | None, *, claim: bool) -> None:
+    """End one hold of the lock ``key`` (:func:`_take`); the last removes the file."""
+    held = _held.get(key) if key is not None else None
+    if held is None:
+        return
+    held[2 if claim else 1] -= 1
+    if held[1] > 0 or held[2] > 0:
+        return
+    del _held[key]
+    # removed while still held: a run that opened it meanwhile finds the lock taken or,
+    # after this, a new file of its own
+    if _same_file(held[0], Path(key)):
+        with contextlib.suppress(OSError):
+            os.unlink(key)
+    os.close(held[0])
+
+
+_exit_registered: list[int] = []
+
+
+def _register_exit() -> None:
+    """Release this process's locks at exit (claims made outside a command): the lock
+    files go with it. A child forked with them (inheriting the descriptors) leaves them."""
+    import atexit
+
+    if _exit_registered:
+        return
+    _exit_registered.append(os.getpid())
+
+    def release_all() -> None:
+        if os.getpid() != _exit_registered[0]:
+            return
+        for key, (fd, _outs, _claims_) in list(_held.items()):
+            del _held[key]
+            if _same_file(fd, Path(key)):
+                with contextlib.suppress(OSError):
+                    os.unlink(key)
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    atexit.register(release_all)
+
+
+def _make_parent(path: Path, flag: str) -> list[Path]:
+    """Create the parent of the directory ``path`` (links followed, where its lock goes);
+    returns the directories made, deepest first, for :func:`_rmdirs`."""
+    parent = _lock_file(path).parent
+    _check_ancestors(path, flag)
+    made = missing_dirs(parent)
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        _rmdirs(made)
+        why = e.strerror or str(e) or type(e).__name__
+        raise OutputError(f"{flag} {show_path(path)}: cannot create {show_path(parent)} ({why}); choose "
+                          f"another output path") from None
+    return made
+
+
+@contextlib.contextmanager
+def output_lock(path: str | os.PathLike, flag: str = "--out") -> Iterator[None]:
+    """Hold the output directory ``path`` for the block: another ttforge run into it is
+    refused in one line until the block ends (two runs started together each found it
+    empty or their own, and wrote over each other's files, a run's checkpoint from one
+    seed beside the metrics of another). The lock is a hidden file beside the directory
+    ``path`` names once links are followed (``.NAME.ttforge-lock``), removed when the
+    block ends. Parents of ``path`` that do not exist are created first (without them
+    nothing was held: ``--out new/run`` and every default output in a fresh directory);
+    they, and ``path`` if the block made it and fails leaving it empty (or holding only
+    :data:`WORK_MARKER`), are taken back after the block. A run refused here takes back
+    nothing but the parents it made that are still empty (it took the running run's new
+    directory away)."""
+    p = Path(path).expanduser()
+    made = _make_parent(p, flag)
+    try:
+        key = _take(p, flag, claim=False)
+    except BaseException:
+        _rmdirs(made)
+        raise
+    real = Path(os.path.realpath(p))
+    new = not os.path.lexists(real)   # judged under the lock: no other run makes it now
     try:
         try:
             yield
-        finally:
-            # removed while still held: a run that opened it meanwhile finds the lock
-            # taken or, after this, a new file of its own
-            with contextlib.suppress(OSError):
-                os.unlink(lock)
+        except BaseException:
+            if new:
+                remove_unused_dirs([real], WORK_MARKER)
+            raise
     finally:
-        os.close(fd)
+        _release(key, claim=False)
+        _rmdirs(made)
 
 
 @contextlib.contextmanager
@@ -846,23 +959,65 @@ def claim_work_dir(path: str | os.PathLike, flag: str = "--keep") -> Path:
     """A directory ttforge may fill with work files (``--keep DIR``): a new or empty one,
     or one it claimed before (it holds :data:`WORK_MARKER`). A directory holding the
     user's files is refused (work files such as ``build/`` or ``core.v`` would overwrite
-    theirs). Creates it and the marker."""
+    theirs). Creates it and the marker.
+
+    The directory is held (its lock, as :func:`output_lock`'s) until the running command
+    ends (:func:`command_inputs`; outside one, until the process ends): another run
+    claiming it meanwhile is refused in one line (two ``build --keep K`` both wrote
+    ``K/build/``, one's bitstream in the other's output). Claiming it again in the same
+    command, or a directory its :func:`output_lock` holds, is not refused.
+    """
     p = check_output_dir(path, flag)
-    if p.is_dir() and not (p / WORK_MARKER).is_file():
-        try:
-            first = next(iter(sorted(os.listdir(p))), None)
-        except OSError as e:
-            raise OutputError(f"{flag} {show_path(p)}: cannot be listed ({e.strerror})") from None
-        if first is not None:
-            raise OutputError(f"{flag} {show_path(p)} is not empty (it holds {show_path(first)}) and not a "
-                              f"ttforge work directory; its files could be overwritten: give a new or "
-                              f"empty directory")
+    made = _make_parent(p, flag)
     try:
-        p.mkdir(parents=True, exist_ok=True)
-        (p / WORK_MARKER).write_text("work files of ttforge; this directory may be overwritten by it\n")
-    except OSError as e:
-        raise _fail(p, e) from None
+        key = _take(p, flag, claim=True)
+    except BaseException:
+        _rmdirs(made)
+        raise
+    try:
+        if p.is_dir() and not (p / WORK_MARKER).is_file():
+            try:
+                first = next(iter(sorted(os.listdir(p))), None)
+            except OSError as e:
+                raise OutputError(f"{flag} {show_path(p)}: cannot be listed ({e.strerror})") from None
+            if first is not None:
+                raise OutputError(f"{flag} {show_path(p)} is not empty (it holds {show_path(first)}) and not "
+                                  f"a ttforge work directory; its files could be overwritten: give a new or "
+                                  f"empty directory")
+        try:
+            p.mkdir(parents=True, exist_ok=True)
+            if not (p / WORK_MARKER).is_file():
+                (p / WORK_MARKER).write_text(_WORK_TEXT)
+        except OSError as e:
+            raise _fail(p, e) from None
+    except BaseException:
+        if key is not None:
+            _release(key, claim=True)
+        _rmdirs(made)
+        raise
+    if _claims is not None and key is not None:
+        _claims.append(key)
     return p
+
+
+_WORK_TEXT = "work files of ttforge; this directory may be overwritten by it\n"
+
+
+def reclaim_work_dir(path: str | os.PathLike, own: Callable[[str], bool]) -> None:
+    """Mark the directory ``path`` a run claimed (:func:`claim_work_dir`) as ttforge's
+    again when its :data:`WORK_MARKER` is gone and every entry is one the run writes
+    (``own(name)``; ttforge's temporaries aside): removed during the run, it was made
+    again by the run's writes without the marker, and every later run refused it as
+    "not a ttforge work directory". A directory holding anything else is left as it is."""
+    p = Path(path)
+    if (p / WORK_MARKER).is_file():
+        return
+    try:
+        names = os.listdir(p)
+    except OSError:
+        return   # gone (nothing written since) or unreadable: nothing to mark
+    if all(own(n) or (n.startswith(".") and _TAG in n) for n in names):
+        atomic_write_text(p / WORK_MARKER, _WORK_TEXT)
 
 
 def replace_dir(path: str | os.PathLike, fill: Callable[[Path], object], *, own: Iterable[str]):
