@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ttforge.atomic import atomic_dir, atomic_write_text
+from ttforge.atomic import WORK_MARKER, atomic_dir, atomic_write_text, reclaim_work_dir
 from ttforge.errors import ClusterError, SchedulerLost, SimulatorMissing
 from ttforge.limits import MAX_JOBS
 from ttforge.sim.cases import make_case
@@ -119,6 +119,9 @@ class _Collector:
         self.results: list[CaseResult] = []
         self.t0 = time.perf_counter()
         self.flushed = time.monotonic()
+        # a claimed --out (ttforge regress) stays claimed: removed during the run, it was
+        # made again by the writes below without its claim, and refused for good
+        self.claimed = out is not None and (out / WORK_MARKER).is_file()
 
     def add(self, res: CaseResult) -> None:
         self.results.append(res)
@@ -136,8 +139,15 @@ class _Collector:
             atomic_write_text(self.out / "junit.xml", junit_xml(rep))
             atomic_write_text(self.out / "summary.json",
                               json.dumps(rep.to_dict(), indent=1, default=str))
+            if self.claimed:
+                reclaim_work_dir(self.out, _own_entry)
             self.flushed = time.monotonic()
         return rep
+
+
+def _own_entry(name: str) -> bool:
+    """Whether ``name`` in ``--out`` is one regress writes (its report or a reproducer)."""
+    return name in ("junit.xml", "summary.json") or name.startswith("repro-")
 
 
 def regress(seeds: Sequence[int], sim: str, *, jobs: int | None = None, vectors: int = 16,
