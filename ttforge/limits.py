@@ -232,11 +232,25 @@ def open_regular(path: str | os.PathLike, what: str, limit: int,
     if st.st_size > limit:
         raise error(f"{where} has {st.st_size:,} bytes, above ttforge's limit of {limit:,} "
                     f"for {what}s; it is not one ttforge wrote") from None
+    # the checks again on what was opened: a FIFO swapped in after the stat blocked the
+    # open for good (O_NONBLOCK: the open of a FIFO returns at once, then fstat names it)
     try:
-        f = open(p, "rb")  # noqa: SIM115 - returned to the caller
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as e:
         raise error(f"{where} cannot be read ({e.strerror}); check its permissions") from None
-    return f, st.st_size
+    try:
+        st = os.fstat(fd)
+        kind = file_kind(st.st_mode)
+        if kind is not None:
+            raise error(f"{where} is {kind}, not a regular file; give the file itself")
+        if st.st_size > limit:
+            raise error(f"{where} has {st.st_size:,} bytes, above ttforge's limit of {limit:,} "
+                        f"for {what}s; it is not one ttforge wrote")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb"), st.st_size
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def read_bounded(path: str | os.PathLike, what: str, limit: int,

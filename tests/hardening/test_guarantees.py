@@ -425,7 +425,15 @@ def test_an_unreadable_file_is_one_line_not_a_permission_traceback(tmp_path, mon
             raise PermissionError(errno.EACCES, "Permission denied", str(file))
         return real_open(file, *a, **k)
 
+    real_os_open = os.open
+
+    def os_denied(file, *a, **k):   # open_regular opens without blocking (os.open)
+        if str(file).endswith("cfg.json"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(file))
+        return real_os_open(file, *a, **k)
+
     monkeypatch.setattr(builtins, "open", denied)
+    monkeypatch.setattr(os, "open", os_denied)
     from ttforge.hw.config import AccelConfig
 
     with pytest.raises(ConfigError, match="Permission denied") as e:
