@@ -71,6 +71,8 @@ class CategorisedLink:
         import struct
 
         P = self.P
+        if content[0] not in set(P.Cmd):      # Device.resync's marker (at connect)
+            return "resync marker"
         cmd = P.Cmd(content[0])
         if cmd == P.Cmd.STREAM_IN:
             return "batch (STREAM_IN)"
