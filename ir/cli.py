@@ -543,10 +543,12 @@ def _train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable
         """The run's steps checked once, before any (a new run's: before the calibration's
         step; the widths and sizes do not depend on its exponents): the accumulators
         first (a --batch of 2^20 is named for the fast path), then the memory of a step,
-        which holds at most the samples there are."""
-        check_batch(st, args.batch, fast=not args.golden)
+        which holds at most the samples there are. The calibration is one step of
+        --calib-samples samples on the fast path, whatever --batch."""
+        check_batch(st, args.batch, fast=not args.golden, name="--batch")
         check_step_memory(st, min(args.batch, len(y)), "--batch")
         if calibrating:
+            check_batch(st, min(calib_samples, len(y)), fast=True, name="--calib-samples")
             check_step_memory(st, min(calib_samples, len(y)), "--calib-samples")
 
     if state is None:

@@ -362,9 +362,10 @@ def widths(state: TrainState, batch: int) -> list[dict[str, Any]]:
     return out
 
 
-def check_batch(state: TrainState, batch: int, fast: bool = False) -> int:
+def check_batch(state: TrainState, batch: int, fast: bool = False, name: str = "batch") -> int:
     """The widest accumulator of a ``batch``-sample step; a one-line ConfigError if it
-    exceeds ``acc_bits`` (forward), int64 (golden) or 54 bits (fast path, float64-exact)."""
+    exceeds ``acc_bits`` (forward), int64 (golden) or 54 bits (fast path, float64-exact).
+    ``name``: the setting the line names (``--batch``, ``--calib-samples``)."""
     if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
         raise ConfigError(f"batch={batch!r} must be a positive integer")
     cfg = state.config
@@ -377,9 +378,9 @@ def check_batch(state: TrainState, batch: int, fast: bool = False) -> int:
         limit = MAX_FAST_BITS if fast else MAX_GOLDEN_BITS
         if w["bits"] > limit:
             what = "float64-exact fast path" if fast else "int64 golden step"
-            raise ConfigError(f"a batch of {batch} makes the {w['phase']} accumulator of layer {w['layer']} "
-                              f"step {w['step']} {w['bits']} bits wide, more than the {what} allows "
-                              f"({limit}); use a smaller batch or narrower grad_bits/inter_bits")
+            raise ConfigError(f"{name}={batch:,}: a step of {batch:,} samples makes the {w['phase']} accumulator "
+                              f"of layer {w['layer']} step {w['step']} {w['bits']} bits wide, more than the {what} "
+                              f"allows ({limit}); use a smaller {name} or narrower grad_bits/inter_bits")
         widest = max(widest, w["bits"])
     return widest
 

@@ -52,7 +52,11 @@ def _foreign_state(tmp_path, n_in=30, n_out=6):
 @pytest.mark.parametrize("case, pattern", [
     ("features", "takes 30 inputs but the data has 64 features"),
     ("labels", "labels of the data are 0..9 but"),
-    ("batch", "float64-exact fast path"),
+    ("batch", r"--batch=1,048,576: .*float64-exact fast path.*use a smaller --batch"),
+    # the calibration step holds --calib-samples samples (default 256), not --batch: the
+    # line once said "a batch of 256 ... use a smaller batch" to a run of --batch 4
+    ("calib", r"^ttforge train-int: error: --calib-samples=256: .* 58 bits wide, more than the float64-exact fast "
+              r"path allows \(54\); use a smaller --calib-samples or narrower grad_bits/inter_bits$"),
     ("lr", "rounds every update to zero"),
     ("epochs", r"--epochs=0 must be in 1\.\.100,000"),
     ("batch-bound", r"--batch=1,?099,?511,?627,?776 must be in 1\.\.1,048,576"),
@@ -66,6 +70,9 @@ def test_bad_input_is_one_line_exit_2_before_any_step(tmp_path, capsys, case, pa
             "labels": lambda: ["--resume", str(_foreign_state(tmp_path, n_in=64, n_out=6))],
             "batch": lambda: ["--batch", str(1 << 20)],
             "batch-bound": lambda: ["--batch", str(1 << 40)],
+            "calib": lambda: ["--w-bits", "8", "--master-bits", "24", "--act-bits", "16", "--acc-bits", "48",
+                              "--inter-bits", "24", "--grad-bits", "24", "--hidden", "16", "--cores", "2",
+                              "--ranks", "2", "--batch", "4"],
             "seed": lambda: ["--seed", str(10 ** 23)],
             "cores": lambda: ["--cores", "40"],
             "modes": lambda: ["--in-modes", ",".join(["2"] * 13)],
