@@ -422,7 +422,9 @@ def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=Non
     work.mkdir(parents=True, exist_ok=True)
     try:
         bdir = work / "build"
-        envfile = work / "toolchain.sh"
+        # absolute: the build script sources it from inside build/ (a relative --keep
+        # named K/toolchain.sh from K/build and every seed failed on "cannot open")
+        envfile = work.absolute() / "toolchain.sh"
         envfile.write_text(toolchain_script(env_tools))
         # the tools by variable, and Amaranth's toolchain environment script (which also
         # skips its PATH check of tools the build does not run, e.g. openFPGALoader);

@@ -241,6 +241,28 @@ def test_board_builds_keep_the_register_copies_apart(kind, board_key, state, art
         assert "yosys" in steps[0] and "nextpnr" in steps[2]
 
 
+def test_a_relative_keep_directory_names_the_toolchain_script_absolutely(artifact, tmp_path, monkeypatch):
+    """The build script sources the toolchain script from inside ``KEEP/build``: a
+    relative ``--keep K`` named ``K/toolchain.sh`` and every placer seed failed."""
+    from amaranth.build.plat import Platform
+
+    import ttforge.firmware.build as fb
+
+    seen = {}
+
+    def fake_build(self, top, **kw):
+        seen.update({k: v for k, v in os.environ.items() if k.startswith("AMARANTH_ENV_")})
+        raise _Stop
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(fb, "toolchain_env", lambda family: {})
+    monkeypatch.setattr(Platform, "build", fake_build)
+    with pytest.raises(_Stop):
+        fb.build("icebreaker", "out", artifact=artifact / "small.ttfa", keep="K")
+    assert seen and all(v == str(tmp_path / "K" / "toolchain.sh") for v in seen.values())
+    assert (tmp_path / "K" / "toolchain.sh").is_file()
+
+
 def test_the_generated_build_script_runs_from_a_venv_path_with_spaces_quotes_and_dollars(
         artifact, tmp_path, monkeypatch):
     """``ttforge build`` wrote this interpreter's path into the build script's commands
