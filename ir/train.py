@@ -27,7 +27,7 @@ from typing import Any, Literal, Sequence
 import numpy as np
 
 from ttforge.errors import ConfigError, ShapeError, show
-from ttforge.ir.arith import BIT_RANGES, int_range, rshift_round, value_range
+from ttforge.ir.arith import BIT_RANGES, int_range, rshift_round, shift_range, value_range
 from ttforge.ir.executor import EXP_RANGE, IntLayer, IntNetwork, execute_traced, frozen_array, rebuild
 from ttforge.ir.rng import Xorshift32
 from ttforge.ir.schedule import ContractionSchedule
@@ -579,6 +579,46 @@ def _core_exp(cfg: TrainConfig, L: TrainLayer, k: int) -> int:
     return L.master_exps[k] + cfg.extra_bits
 
 
+def forward_shift_problem(state: TrainState) -> tuple[int, int, int] | None:
+    """The first ``(layer, step, shift)`` of the forward pass of ``state`` outside
+    :func:`~ttforge.ir.arith.shift_range` (which :func:`export_network`, and so the next
+    step and ``load_state``, refuse), or ``None``. ``shift = E_t - e_acc,t``."""
+    cfg = state.config
+    lo, hi = shift_range(cfg.acc_bits)
+    for i, L in enumerate(state.layers):
+        prev = state.layer_in_exp(i)
+        for t, st in enumerate(L.schedule.steps):
+            s = L.step_exps[t] - (_core_exp(cfg, L, st.core) + prev)
+            if not lo <= s <= hi:
+                return i, t, s
+            prev = L.step_exps[t]
+    return None
+
+
+def _check_next_state(old: TrainState, new: TrainState, update: bool) -> None:
+    """One line if the step from ``old`` made ``new``, a state no step can run (a forward
+    shift outside ``shift_range``): delayed scaling fits a layer's step exponents at its
+    input exponent of this step, so a layer output exponent that moves by more than the
+    range allows in one step leaves the next layer's first shift out of range. The rule
+    itself stays (docs/arithmetic.md); the step refuses instead of returning the state."""
+    bad = forward_shift_problem(new)
+    if bad is None:
+        return
+    i, t, s = bad
+    cfg = new.config
+    lo, hi = shift_range(cfg.acc_bits)
+    moved = ""
+    if t == 0 and i > 0:
+        d = new.layer_in_exp(i) - old.layer_in_exp(i)
+        moved = f" (layer {i - 1}'s output exponent moved by {d:+d} in this step)"
+    what = (f"training step {old.step + 1} (epoch {old.epoch + 1})" if update
+            else "the calibration")
+    raise ConfigError(
+        f"{what} would leave layer {i} step {t} shifting by {s}{moved}, outside {lo}..{hi} at "
+        f"acc_bits={cfg.acc_bits}; the state before it is kept: use a larger lr_shift, a smaller "
+        f"acc_bits (its left shifts reach {63 - cfg.acc_bits}) or narrower act_bits/inter_bits")
+
+
 # ---------------------------------------------------------------------------------------
 # export: the network a state runs
 # ---------------------------------------------------------------------------------------
@@ -963,7 +1003,9 @@ def _step(state: TrainState, x: np.ndarray, y: np.ndarray, impl, trace: TrainTra
         stats.words = drawn
         kw.update(rng=gen.state if gen is not None else state.rng, words=state.words + drawn,
                   step=state.step + 1)
-    return replace(state, **kw), stats
+    new = replace(state, **kw)
+    _check_next_state(state, new, update)
+    return new, stats
 
 
 def _calibrate_forward(state: TrainState, x: np.ndarray, impl) -> TrainState:

@@ -25,13 +25,13 @@ from typing import Any
 from ttforge import __version__
 from ttforge.errors import ArtifactError, ConfigError, TTForgeError, show, show_path
 from ttforge.limits import MAX_ARTIFACT_BYTES, MAX_BATCH, MAX_MANIFEST_BYTES, file_kind, read_bounded
-from ttforge.ir.arith import ARITHMETIC_SPEC_VERSION, ROUNDING
+from ttforge.ir.arith import ARITHMETIC_SPEC_VERSION, ROUNDING, shift_range
 from ttforge.ir.artifact import dump_json, meta_text
 from ttforge.ir.container import (MANIFEST, PAYLOAD, ManifestReader, Payload, check_container, check_member_count,
                                   pack, parse_manifest, read_tensors)
 from ttforge.ir.schedule import ContractionSchedule
 from ttforge.ir.train import (_MAX_COUNTER, STATE_ARRAY_RANGES, TRAIN_SPEC_VERSION, TrainConfig, TrainLayer, TrainState,
-                              export_network)
+                              export_network, forward_shift_problem)
 
 __all__ = ["STATE_FORMAT", "STATE_FORMAT_VERSION", "MANIFEST_SHA256", "manifest_sha256", "dumps_state", "loads_state", "save_state",
            "load_state", "is_state_file", "state_summary"]
@@ -106,6 +106,12 @@ def dumps_state(state: TrainState) -> bytes:
     """The state file's bytes (deterministic: equal states give equal bytes)."""
     if not isinstance(state, TrainState):
         raise ArtifactError(f"save_state needs a TrainState, got {type(state).__name__}")
+    bad = forward_shift_problem(state)
+    if bad is not None:   # loads_state would refuse the file: never write it
+        i, t, s = bad
+        raise ConfigError(f"this state cannot be saved: layer {i} step {t} shifts by {s}, outside "
+                          f"{'..'.join(map(str, shift_range(state.config.acc_bits)))} at acc_bits="
+                          f"{state.config.acc_bits}, so no step can run it and load_state would refuse it")
     return pack(*_build(state))
 
 
