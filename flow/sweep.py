@@ -252,8 +252,15 @@ def load_sweep(path: str | os.PathLike) -> SweepConfig:
 
 
 # ----------------------------------------------------------------------------- one point
-def _metrics(root: Path) -> dict[str, Any]:
-    from ttforge.flow.stages import read_record
+def _metrics(root: Path, completed: set[str] | frozenset[str]) -> dict[str, Any]:
+    """The figures of a point's build ``root`` from the stages this run ``completed``
+    (ran or skipped): a stage that failed, or was not reached, can hold an earlier run's
+    record (a failed point's row showed the accuracy and cycles of a run before a
+    config change)."""
+    from ttforge.flow.stages import read_record as read_any
+
+    def read_record(stage_dir: Path):
+        return read_any(stage_dir) if stage_dir.name in completed else None
 
     out: dict[str, Any] = {}
     rec = read_record(root / "quantize")
@@ -326,11 +333,17 @@ def point_task(args: tuple) -> dict[str, Any]:
     sibling = args[5] if len(args) > 5 else None
     t0 = time.perf_counter()
     row: dict[str, Any] = {"status": "ok", "reason": ""}
+    completed: set[str] = set()
+
+    def done(res) -> None:
+        if res.status in ("ran", "skipped"):
+            completed.add(res.name)
+
     try:
         if sibling and Path(sibling).is_dir():
             _seed_stages(Path(point_dir), Path(sibling))
         cfg = FlowConfig.from_dict(flow_data, source=base_source)
-        res = run_flow(cfg, point_dir, until=until, short=short)
+        res = run_flow(cfg, point_dir, until=until, short=short, on_done=done)
         if res.verified is False:
             row.update(status="failed", reason="the RTL outputs differ from the golden executor")
     except TTForgeError as e:
@@ -338,7 +351,7 @@ def point_task(args: tuple) -> dict[str, Any]:
         row.update(status="no fit" if "does not fit" in text else "failed", reason=text)
     except Exception as e:  # noqa: BLE001 - one point's bug is its row, the sweep goes on
         row.update(status="failed", reason=one_line(f"{type(e).__name__}: {e}"))
-    row.update(_metrics(Path(point_dir)))
+    row.update(_metrics(Path(point_dir), completed))
     row["seconds"] = round(time.perf_counter() - t0, 2)
     return row
 

@@ -237,9 +237,32 @@ def test_the_placed_figures_come_from_the_bitstream_record(tmp_path):
         (tmp_path / stage).mkdir()
         (tmp_path / stage / "stage.json").write_text(json.dumps(
             {"format": "ttforge-flow-stage", "stage": stage, "summary": summary}))
-    m = sweep_mod._metrics(tmp_path)
+    m = sweep_mod._metrics(tmp_path, {"compile", "bitstream"})
     assert (m["logic"], m["logic_kind"], m["bram"], m["fmax_mhz"], m["cycles"]) == (4825, "lc", 8, 31.2, 1538)
     assert "int_acc" not in m                                        # no quantize record: no accuracy
+    # a record of a stage this run did not complete is another run's: not this row's
+    assert sweep_mod._metrics(tmp_path, {"compile"}) == {"cycles": 1538, "lanes": 1, "utilization": 0.87,
+                                                         "stream_elems": 1}
+
+
+def test_a_failed_point_shows_no_figure_of_an_earlier_run(tmp_path):
+    """The point's build is its grid values' directory: after a base config change that
+    made training fail, the failed row carried the earlier run's accuracy, memory and
+    cycles (its stage records were still there), training never having run."""
+    (tmp_path / "base.toml").write_text(BASE)
+    sweep = tmp_path / "s.toml"
+    sweep.write_text('[sweep]\nname = "t"\nflow = "base.toml"\nuntil = "compile"\nshort = true\n'
+                     '[grid]\nranks = [2]\n')
+    out = tmp_path / "out"
+    first = run_sweep(load_sweep(str(sweep)), out).rows[0]
+    assert first["status"] == "ok" and first["int_acc"] is not None and first["cycles"]
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "base.toml").write_text(BASE.replace('data = "digits"', f'data = "{tmp_path / "empty"}"'))
+    row = run_sweep(load_sweep(str(sweep)), out).rows[0]
+    assert row["status"] == "failed" and "stage train failed" in row["reason"]
+    assert all(row.get(k) is None for k in ("float_acc", "int_acc", "on_chip_bytes", "cycles", "utilization"))
+    csv_row = (out / "sweep.csv").read_text().splitlines()[1]
+    assert str(first["cycles"]) not in csv_row.split(",")
 
 
 @pytest.mark.parametrize("until", ["compile", pytest.param("sim", marks=pytest.mark.slow)])
