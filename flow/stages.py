@@ -742,6 +742,10 @@ def _run_stages(cfg, root: Path, until, force, short, on_stage, on_done, say) ->
                 result.stages.append(res)
                 if on_done:
                     on_done(res)
+                # the later stages' directories of an earlier run (and its published
+                # report) stayed beside the failed stage's, the report saying all was
+                # current: they go when out of date (the failed stage's digest is none)
+                _drop_after_failure(ctx, i, statuses, current)
                 raise
             statuses[name] = res.status if res.status != "skipped" else "ran"
             current[name] = ctx.digest(name)
@@ -784,6 +788,23 @@ def _drop_out_of_date(ctx: _Ctx, name: str, statuses: dict[str, str], current: d
     _own_stage(final)
     discard_dir(final)
     return True
+
+
+def _drop_after_failure(ctx: _Ctx, failed: int, statuses: dict[str, str], current: dict[str, str]) -> None:
+    """After stage ``STAGES[failed]`` failed: remove every later stage's output that is
+    out of date (:func:`_drop_out_of_date`; a stage that does not read the failed one
+    stays while current) and, with ``report/``, the published copies of its report,
+    which described another run as the current one. A cleanup that fails leaves the
+    next run to do it; the stage's failure is what is raised."""
+    statuses[STAGES[failed]] = "failed"
+    for name in STAGES[failed + 1:]:
+        try:
+            if _drop_out_of_date(ctx, name, statuses, current) and name == "report":
+                for published in PUBLISHED:
+                    # _check_published found them the report stage's copies
+                    (ctx.root / published).unlink(missing_ok=True)
+        except (TTForgeError, OSError):
+            pass
 
 
 #: The report stage's files that a flow copies to the top of its build directory.

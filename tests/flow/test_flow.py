@@ -343,3 +343,34 @@ def test_until_after_a_change_removes_the_later_stages_made_from_the_old_inputs(
     st = _statuses(run_flow(cfg5, build_copy, short=True))
     assert st["compile"] == st["rtl"] == st["sim"] == "ran"
     assert json.loads((build_copy / "compile" / "config.json").read_text())["core_bits"] == 5
+
+
+def test_a_failed_stage_leaves_no_later_stage_or_report_of_an_earlier_run(build_copy, tmp_path, capsys):
+    # the earlier run's compile/ ... sim/ and its top-level report.html stayed beside the
+    # failed stage, the report calling the old figures current
+    empty = tmp_path / "nodata"
+    empty.mkdir()
+    cfg = default_config()
+    bad = replace(cfg, train=replace(cfg.train, data=str(empty)))   # training cannot run
+    with pytest.raises(FlowError, match=r"^stage train failed: "):
+        run_flow(bad, build_copy, short=True)
+    assert (build_copy / "train" / "stage.json").is_file()   # the failed stage's own: kept by design
+    for s in ("quantize", "compile", "rtl", "sim", "report", "report.html", "report.md"):
+        assert not (build_copy / s).exists(), s
+    assert not [p for p in os.listdir(build_copy) if p.startswith(".")]
+    # the good config again: train is current, the rest is made again
+    st = _statuses(run_flow(cfg, build_copy, short=True))
+    assert st["train"] == "skipped" and st["quantize"] == st["sim"] == st["report"] == "ran"
+    assert (build_copy / "report.html").is_file()
+
+
+def test_a_failed_stage_keeps_the_later_stages_that_do_not_read_it(build_copy, monkeypatch):
+    def broken(ctx, out):
+        raise ConfigError("injected")
+
+    monkeypatch.setitem(stages_mod._RUN, "sim", broken)
+    with pytest.raises(FlowError, match="stage sim failed: injected"):
+        run_flow(default_config(), build_copy, short=True, force={"sim"})
+    # rtl and before are current; the report read the sim that failed
+    assert all((build_copy / s / "stage.json").is_file() for s in ("train", "quantize", "compile", "rtl", "sim"))
+    assert not (build_copy / "report").exists() and not (build_copy / "report.html").exists()
