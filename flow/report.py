@@ -174,8 +174,10 @@ def _sections(cfg, records: dict[str, dict], statuses: dict[str, str], short: bo
     if tr:
         acc.append(["float (PyTorch, eval)", _pct(tr["test_acc"]), f"{tr['n_test']:,} test samples", "-"])
     if q:
+        # bit_exact compares the integer executor with fake-quant, not fake-quant with
+        # float (the row said "yes" at 97.50% against the float's 96.94%)
         acc.append([f"fake-quant ({q['w_bits']}-bit {q['method'].upper()})", _pct(q["fake_quant_acc"]),
-                    f"{q['n_test']:,} test samples", "yes" if q["bit_exact"] else "NO"])
+                    f"{q['n_test']:,} test samples", "-"])
         acc.append(["integer golden executor", _pct(q["int_acc"]), f"{q['n_test']:,} test samples",
                     "yes" if q["bit_exact"] else "NO"])
     if sim:

@@ -100,3 +100,21 @@ def test_one_epoch_cut_by_truncation_plots_without_a_warning(tmp_path):
         warnings.simplefilter("error")
         made = _plots(tmp_path, records, out)
     assert {"training.png", "ranks.png", "stages.png"} <= set(made)
+
+
+
+@pytest.mark.parametrize("bit_exact", [True, False])
+def test_equal_to_the_stage_before_is_said_only_of_the_integer_executor(default_build, bit_exact):
+    """``bit_exact`` (integer executor == fake-quant) was printed on the fake-quant row
+    too, whose stage before is the float model (another accuracy): "yes" there was false."""
+    from ttforge.flow import default_config
+    from ttforge.flow.report import _sections
+    from ttforge.flow.stages import STAGES, read_record
+
+    records = {s: read_record(default_build / s) for s in STAGES if (default_build / s).is_dir()}
+    records["quantize"]["summary"]["bit_exact"] = bit_exact
+    title, header, rows, _ = _sections(default_config(), records, {}, True)[0]
+    assert title == "Accuracy at each stage" and header[-1] == "equal to the stage before"
+    by_stage = {r[0].split(" (")[0]: r[-1] for r in rows}
+    assert by_stage["float"] == by_stage["fake-quant"] == "-"
+    assert by_stage["integer golden executor"] == ("yes" if bit_exact else "NO")
