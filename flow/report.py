@@ -142,7 +142,7 @@ def _plots(root: Path, records: dict[str, dict], out: Path) -> dict[str, Path]:
         ax.bar([i - 0.2 for i in idx], [r["dense_int8_bytes"] for r in rows], width=0.4,
                label="dense INT8 weights", color="#fdae6b")
         ax.bar([i + 0.2 for i in idx], [r["on_chip_bytes"] for r in rows], width=0.4,
-               label=f"on chip ({q['w_bits']}-bit TT cores + bias + buffer)", color="#e6550d")
+               label=f"TT network ({q['w_bits']}-bit cores + bias + peak intermediate)", color="#e6550d")
         ax.set_yscale("log")
         # bars on a log axis start at its bottom: put it a decade below the smallest so
         # that the shortest bar still shows its size
@@ -150,7 +150,8 @@ def _plots(root: Path, records: dict[str, dict], out: Path) -> dict[str, Path]:
         ax.set_ylim(bottom=10 ** math.floor(math.log10(max(smallest, 1))) / 10 if smallest >= 10 else 0.5)
         ax.set_xticks(idx, [f"layer {L['index']} ({L['kind']} {L['in_features']}->{L['out_features']})"
                             for L in q["layers"]], fontsize=8)
-        ax.set_ylabel("bytes (log)"), ax.set_title("memory per layer"), ax.legend(fontsize=8)
+        ax.set_ylabel("bytes (log)"), ax.legend(fontsize=8)
+        ax.set_title("memory per layer: the network's need (docs/artifact.md), not the accelerator's")
         save(fig, "memory.png")
     timed = [(s, records[s]["seconds"]) for s in _STAGE_ORDER if s in records and s != "report"]
     if timed:
@@ -208,9 +209,16 @@ def _sections(cfg, records: dict[str, dict], statuses: dict[str, str], short: bo
         t = q["on_chip"]
         rows.append(["network", _n(t["core_bytes"]), _n(t["bias_bytes"]), _n(t["peak_intermediate_bytes"]),
                      _n(t["on_chip_bytes"]), _n(t["dense_int8_bytes"]), f"{t['ratio']:.3f}"])
-        out.append(("Memory (bytes on chip vs dense INT8)",
-                    ["layer", "cores", "bias", "peak buffer", "on chip", "dense INT8", "ratio"], rows,
-                    "on chip = bit-packed cores + bias + the largest intermediate (ttforge inspect)"))
+        # the IR's count (docs/artifact.md "On-chip bytes"), which is not the memory of the
+        # accelerator generated (bias at bias_bits, two buffers, descriptors): that
+        # one is the next table; this one was titled "bytes on chip" as if it were
+        out.append(("Network memory (TT, bytes) vs dense INT8",
+                    ["layer", "cores", "bias", "peak intermediate", "TT total", "dense INT8", "ratio"], rows,
+                    "the network's need by docs/artifact.md \"On-chip bytes\" (ttforge inspect): bit-packed "
+                    "cores + bias at acc_bits + the largest intermediate; the accelerator's own memories "
+                    "are the next table"))
+    if comp:
+        out.append(_accelerator_memory(comp["config"]))
     # cycles and utilization
     if comp:
         rows = [[f"{x['layer']}: {x['in_features']}->{x['out_features']}", _n(x["cycles"]), _n(x["macs"]),
@@ -263,6 +271,23 @@ def _sections(cfg, records: dict[str, dict], statuses: dict[str, str], short: bo
     out.append(("Stages", ["stage", "status", "time (last run)", "key figure"], rows,
                 "short run (--short): fewer epochs and vectors, no bitstream" if short else ""))
     return out
+
+
+def _accelerator_memory(config: dict[str, Any]) -> tuple[str, list[str], list[list[str]], str]:
+    """The memories of the generated inference accelerator (the compile stage's config,
+    :meth:`ttforge.hw.config.AccelConfig.memory_parts`) as a table."""
+    from ttforge.hw.config import DESC_WORDS, AccelConfig
+
+    c = AccelConfig.from_dict(config, "compile/config.json")
+    shape = {"cores": f"{c.core_depth:,} x {c.core_bits} bits", "biases": f"{c.bias_depth:,} x {c.bias_bits} bits",
+             "buffers": f"2 x {c.buf_depth:,} x {c.inter_bits} bits (ping-pong)",
+             "descriptors": f"{c.desc_depth:,} x {DESC_WORDS} x 32 bits", "staging": f"{c.buf_depth:,} x {c.act_bits} bits"}
+    parts = c.memory_parts()
+    rows = [[k, shape.get(k, ""), _n(-(-bits // 8))] for k, bits in parts.items()]
+    rows.append(["total", "", _n(-(-sum(parts.values()) // 8))])
+    return ("Accelerator memories (bytes)", ["memory", "depth x width", "bytes"], rows,
+            "the memories the generated accelerator declares (compile/config.json), sized to the "
+            "compiled program or the board; ttforge build checks them against the board's RAM")
 
 
 def _device_train_sections(dev: dict[str, Any] | None, statuses: dict[str, str]) -> list:

@@ -232,8 +232,10 @@ def _stage_quantize(ctx: _Ctx, out: Path) -> tuple[dict, str]:
                                       "w_bits")} for L in rep["layers"]],
     }
     m = rep["on_chip"]
+    # the IR's count (docs/artifact.md "On-chip bytes"), not the accelerator's memories
+    # (the compile stage's figure): "B on chip" read as the latter
     return summary, (f"integer acc {_pct(final['int_acc'])} ({q.w_bits}-bit {meta['method'].upper()}), "
-                     f"{m['on_chip_bytes']:,} B on chip vs {m['dense_int8_bytes']:,} B dense INT8")
+                     f"TT network {m['on_chip_bytes']:,} B vs {m['dense_int8_bytes']:,} B dense INT8")
 
 
 def _board(ctx: _Ctx):
@@ -286,8 +288,9 @@ def _stage_compile(ctx: _Ctx, out: Path) -> tuple[dict, str]:
                            "cycles": x.cycles, "macs": x.macs, "utilization": x.utilization}
                           for x in est.layers]}
     beat = f", {acfg.stream_elems} elements per beat" if acfg.stream_elems > 1 else ""
+    memory = -(-sum(acfg.memory_parts().values()) // 8)
     return summary, (f"L={acfg.lanes}{beat}: {est.cycles:,} cycles per inference, "
-                     f"utilization {_pct(est.utilization)}")
+                     f"utilization {_pct(est.utilization)}, {memory:,} B of memories")
 
 
 def _stage_rtl(ctx: _Ctx, out: Path) -> tuple[dict, str]:
@@ -561,7 +564,10 @@ _UPSTREAM = {"train": (), "quantize": ("train",), "compile": ("quantize",),
 #: The ttforge packages whose code each stage runs (their sources are part of its inputs).
 _CODE = {"train": ("model", "ir"), "quantize": ("quant", "model", "ir"), "compile": ("hw", "ir", "firmware"),
          "rtl": ("hw", "ir"), "sim": ("hw", "ir", "sim"), "device-train": ("hw", "ir", "sim", "firmware"),
-         "bitstream": ("hw", "ir", "firmware"), "report": ()}
+         "bitstream": ("hw", "ir", "firmware"),
+         # the page's text and its accelerator memory table (AccelConfig.memory_parts): an
+         # existing build kept the report of older code (its memory labels among them)
+         "report": ("flow", "hw")}
 
 
 def _data_digest(spec: str) -> str:

@@ -25,7 +25,8 @@ def test_report_is_self_contained_and_complete(default_build):
     for s in srcs:  # each embedded plot is a real PNG
         assert base64.b64decode(s.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(srcs) == 4  # training curve, ranks, memory, stage times
-    for section in ("Accuracy at each stage", "TT ranks", "Memory (bytes on chip vs dense INT8)",
+    for section in ("Accuracy at each stage", "TT ranks", "Network memory (TT, bytes) vs dense INT8",
+                    "Accelerator memories (bytes)",
                     "Cycles per inference and MAC-lane utilization", "Resources and Fmax",
                     "Verification", "Stages"):
         assert section in page
@@ -118,3 +119,29 @@ def test_equal_to_the_stage_before_is_said_only_of_the_integer_executor(default_
     by_stage = {r[0].split(" (")[0]: r[-1] for r in rows}
     assert by_stage["float"] == by_stage["fake-quant"] == "-"
     assert by_stage["integer golden executor"] == ("yes" if bit_exact else "NO")
+
+
+def test_memory_figures_say_what_they_are(default_build):
+    """The IR's count (docs/artifact.md "On-chip bytes": bias at acc_bits, one peak
+    intermediate) was titled "bytes on chip" as the design's memory; the accelerator the
+    build generates holds biases at bias_bits, two buffers and descriptors (1,224 B
+    against 1,940 B for the default). Each figure is now named for what it is and the
+    accelerator's memories are the compile stage's config, recomputed here."""
+    import json
+
+    from ttforge.hw.config import AccelConfig
+
+    md = (default_build / "report.md").read_text()
+    assert "on chip" not in md.replace("On-chip bytes", "")
+    q = json.loads((default_build / "quantize" / "stage.json").read_text())
+    assert "TT network" in q["figure"] and "on chip" not in q["figure"]
+    parts = AccelConfig.load(default_build / "compile" / "config.json").memory_parts()
+    table = md[md.index("## Accelerator memories (bytes)"):]
+    table = table[:table.index("\n\n", table.index("|"))]
+    got = {r.split("|")[1].strip(): r.split("|")[-2].strip() for r in table.splitlines()[4:]}
+    assert got == {**{k: f"{-(-v // 8):,}" for k, v in parts.items()}, "total": f"{-(-sum(parts.values()) // 8):,}"}
+    tt = q["summary"]["on_chip"]["on_chip_bytes"]
+    assert f"{tt:,}" in md[md.index("## Network memory (TT, bytes) vs dense INT8"):]
+    assert sum(parts.values()) // 8 != tt   # two different figures, both shown
+    comp = json.loads((default_build / "compile" / "stage.json").read_text())["figure"]
+    assert comp.endswith(f"{-(-sum(parts.values()) // 8):,} B of memories")
