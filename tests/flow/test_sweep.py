@@ -400,3 +400,28 @@ def test_a_point_whose_task_returns_no_row_is_a_failed_point(tmp_path, monkeypat
     res = run_sweep(cfg, tmp_path / "out")
     assert [r["status"] for r in res.rows] == ["failed", "failed"]
     assert all("returned no result (NoneType)" in r["reason"] for r in res.rows)
+
+
+def test_a_point_whose_simulation_disagrees_reports_it_each_run(tmp_path, monkeypatch):
+    """A simulation that ran and found a mismatch is a "failed" stage with this run's
+    record: the row kept no verdict (exact missing) the first time, and exact=False once
+    the rerun skipped it."""
+    from ttforge.flow import stages
+
+    real = stages._simulate
+
+    def one_bit_off(*args):
+        got, counters = real(*args)
+        got = got.copy()
+        got[0, 0] ^= 1
+        return got, counters
+
+    monkeypatch.setattr(stages, "_simulate", one_bit_off)
+    (tmp_path / "base.toml").write_text(BASE)
+    sweep = tmp_path / "s.toml"
+    sweep.write_text('[sweep]\nname = "t"\nflow = "base.toml"\nuntil = "sim"\nshort = true\n'
+                     '[grid]\nranks = [2]\n')
+    for _ in range(2):
+        (row,) = run_sweep(load_sweep(str(sweep)), tmp_path / "out").rows
+        assert row["status"] == "failed" and "differ from the golden executor" in row["reason"]
+        assert row["exact"] is False and row["cycles_per_vector"]
