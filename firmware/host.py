@@ -55,10 +55,14 @@ PING_RANGES = {"elem_bytes": (1, 4), "stream_elems": (1, 255), "addr_bits": (2, 
 #: seconds an output frame nobody asked for is awaited after a call's last vector (a
 #: board that sends one twice sends the copy right behind it)
 TRAILING_OUTPUT_S = 0.02
-#: seconds :meth:`Device.resync` waits for its marker's answers before it sends a new
-#: marker (the bytes of one may be lost to an overrun of the bridge's receive FIFO). Only
-#: the latest marker's answers end the resync: this is how soon a lost marker is
-#: replaced, never what tells a late answer from a current one.
+#: seconds :meth:`Device.resync` waits for its first marker's answers before it sends a
+#: new marker (the bytes of one may be lost to an overrun of the bridge's receive FIFO);
+#: each wait is twice the one before, so a link slower than this (a round trip of 0.31 s
+#: at 1,200 baud, or at divisor 25 on the simulated training board) still sees its latest
+#: marker answered (a fixed wait replaced every marker before its answers came, and no
+#: resync, hence no connect, ever ended). Only the latest marker's answers end the
+#: resync: this is how soon a lost marker is replaced, never what tells a late answer
+#: from a current one.
 SYNC_RETRY_S = 0.25
 
 
@@ -375,7 +379,7 @@ class Device:
         passed: every later vector shifted by one, exit 0). An inference a failed
         :meth:`infer` left in the engine may still send its output after that:
         :meth:`_settle` waits for the engine. A marker unanswered for
-        :data:`SYNC_RETRY_S` is replaced by a new one; none answered within the device's
+        :data:`SYNC_RETRY_S` (doubled each time) is replaced by a new one; none answered within the device's
         timeout is :class:`DeviceTimeout`, and the device stays to resync."""
         self._parser = P.Parser()       # the rest of a half-received frame starts no frame
         self._responses.clear()
@@ -393,7 +397,7 @@ class Device:
         n = len(P.SYNC_TYPES)
         want: tuple[int, int] = (0, 0)
         last: deque = deque(maxlen=3)       # the last three answers, in order
-        resend = 0.0
+        resend, wait = 0.0, SYNC_RETRY_S
         seen = self.bad_frame_count
         while True:
             now = time.monotonic()
@@ -409,7 +413,7 @@ class Device:
                 want = (P.SYNC_TYPES[c % n], P.SYNC_TYPES[c // n % n])
                 self._send(b"".join(P.encode_request(t) for t in want) + P.ping(), "a resync marker",
                            self.timeout, deadline)
-                resend = now + SYNC_RETRY_S
+                resend, wait = now + wait, 2 * wait
             data = self.t.read(max(0.0, min(resend, deadline) - time.monotonic()))
             items = self._parser.feed(data) if data else []
             for k, item in enumerate(items):

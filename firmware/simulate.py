@@ -75,6 +75,7 @@ class _Held:
         self.sockdir = ""
         self.logger: logging.Logger | None = None
         self.handler: logging.Handler | None = None
+        self.pid = os.getpid()
 
     def release(self, join_s: float) -> None:
         for s in (self.sock, self.listener):    # the simulation ends when its socket closes
@@ -99,8 +100,14 @@ def _collected(held: _Held, name: str) -> None:
     """A board collected (or left at exit) unclosed: released, with a ResourceWarning as
     Python's files give (its simulator, thread, sockets and socket directory stayed until
     the interpreter exited)."""
-    warnings.warn(f"unclosed {name}; close it, or use it in a with statement", ResourceWarning)
-    held.release(join_s=10)
+    if held.pid != os.getpid():
+        return   # a forked child's exit: the board is its parent's (it removed the parent's sockets)
+    # released first: with ResourceWarning an error (-W error) the warning raised and
+    # nothing was released, the finalizer then spent
+    try:
+        held.release(join_s=10)
+    finally:
+        warnings.warn(f"unclosed {name}; close it, or use it in a with statement", ResourceWarning)
 
 
 class SimTransport:

@@ -408,3 +408,44 @@ def test_an_output_vector_cut_short_is_named_at_the_timeout(wide):
     board.output_pieces = lambda p: p[:1]
     with pytest.raises(DeviceTimeout, match=r"no output of vector 0 \(after 4092 of its 5000 elements\)"):
         dev.infer(x[:1], timeout=0.5)
+
+
+def test_a_link_slower_than_the_marker_wait_still_resyncs(board, net_x):
+    """A round trip above SYNC_RETRY_S (0.31 s: 1,200 baud, or divisor 25 on the
+    simulated training board): every marker was replaced before its answers came, and
+    no resync, hence no load or connect, ever ended (DeviceTimeout after the timeout)."""
+    import time
+
+    from ttforge.firmware.host import SYNC_RETRY_S
+
+    net, x = net_x
+    dev = _loaded(board, net, timeout=5.0)
+    board.answer_delay = 1.2 * SYNC_RETRY_S + 0.01
+    t0 = time.monotonic()
+    dev.resync()
+    assert time.monotonic() - t0 < 4 * SYNC_RETRY_S   # the second marker's answers end it
+    assert np.array_equal(dev.infer(x[0]), execute(net, x[:1])[0])
+
+
+def test_a_vector_cut_between_its_frames_is_dropped_by_the_reset():
+    """A two-frame vector interrupted before its second frame: the engine holds the first
+    frame's elements, CMD.SOFT_RESET drops them (as hw.regmap says), and the next vector
+    is computed alone (the stand-in board joined it to them)."""
+    net, x = wide_int_network()
+    board = FakeBoard(net, AccelConfig.for_network(net, lanes=4, stream_elems=2))
+    dev = Device(board, timeout=5.0)
+    dev.load(net)
+    real_write, frames = board.write, []
+
+    def cut(data, timeout=None):
+        if data[1:2] == bytes([P.Cmd.STREAM_IN]):
+            frames.append(data)
+            if len(frames) == 2:
+                raise KeyboardInterrupt         # nothing of the second frame went out
+        real_write(data, timeout)
+
+    board.write = cut
+    with pytest.raises(KeyboardInterrupt):
+        dev.infer(x[0])
+    board.write = real_write
+    assert np.array_equal(dev.infer(x[1]), execute(net, x[1:2])[0])

@@ -129,6 +129,34 @@ def test_a_board_never_closed_ends_when_it_is_collected(simboard_dir):
     assert "ttforge-simboard" not in [t.name for t in threading.enumerate()]
 
 
+def test_an_unclosed_board_is_released_even_where_the_warning_is_an_error(tmp_path):
+    """With ResourceWarning an error (``-W error``, pytest's ``-W error``) the finalizer's
+    warning raised before the release: nothing was released, the finalizer then spent.
+    A forked child's exit releases nothing of its parent's board."""
+    import warnings
+
+    from ttforge.firmware import simulate
+
+    def held(name):
+        h = simulate._Held()
+        h.sockdir = str(tmp_path / name)
+        os.mkdir(h.sockdir)
+        return h
+
+    h = held("ttf-uart-a")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ResourceWarning, match="unclosed simulated board"):
+            simulate._collected(h, "simulated board")
+    assert not os.path.exists(h.sockdir)
+    h = held("ttf-uart-b")
+    h.pid = os.getpid() + 1     # as seen in a child forked while the board was open
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        simulate._collected(h, "simulated board")
+    assert os.path.isdir(h.sockdir)
+
+
 def test_host_driver_on_simulated_board_equals_golden(setup):
     dev, net, xi, cfg = setup
     got = dev.infer(xi)

@@ -110,6 +110,7 @@ class FakeBoard:
                 self._pending = [(w, b) for w, b in self._pending if w <= now or not all(
                     isinstance(f, P.OutputFrame) for f in P.Parser().feed(b))]
                 self._busy_until = 0.0
+                self._partial = []                  # as the RTL: a partial input vector goes
             self._answer(Response(Cmd.WRITE32, Status.OK))
         elif t == Cmd.WRITE_BURST:
             _, n = struct.unpack("<IH", body[:6])
