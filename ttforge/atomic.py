@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 from ttforge.errors import ConfigError, OutputError, show_path
-from ttforge.limits import file_kind
+from ttforge.limits import broken_link, file_kind
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_path", "atomic_dir",
            "write_files_atomically", "check_output_file", "check_output_dir", "make_output_dir",
@@ -733,27 +733,36 @@ _held: dict[str, list[int]] = {}
 _claims: list[str] | None = None
 
 
-def _lock_file(path: str | os.PathLike) -> Path:
-    """The lock file of the directory ``path``: ``.NAME.ttforge-lock`` beside the
+#: The lock file inside a directory whose parent takes no new file (:func:`_lock_files`);
+#: the checks of a directory's entries pass over it (a hidden name holding ``ttforge-``).
+INSIDE_LOCK = f".{_TAG}lock"
+
+
+def _lock_files(path: str | os.PathLike) -> tuple[Path, Path]:
+    """The lock files of the directory ``path``: ``.NAME.ttforge-lock`` beside the
     directory it names once links are followed (``--out L`` of a link ``L -> D`` and
-    ``--out D`` took two locks and both wrote ``D``)."""
+    ``--out D`` took two locks and both wrote ``D``), and :data:`INSIDE_LOCK` inside it,
+    the lock when its parent takes no new file (``--out .`` in a writable directory of a
+    read-only one, a volume mounted on a root-owned mount point: refused as "cannot
+    write ." when the lock went beside only)."""
     real = Path(os.path.realpath(Path(path).expanduser()))
-    return real.parent / f".{real.name}.{_TAG}lock"
+    return real.parent / f".{real.name}.{_TAG}lock", real / INSIDE_LOCK
 
 
 def _take(path: Path, flag: str, *, claim: bool) -> str | None:
-    """Hold the lock of the directory ``path`` (:func:`_lock_file`; its parent exists)
+    """Hold the lock of the directory ``path`` (:func:`_lock_files`; its parent exists)
     for this process; returns its key for :func:`_release`. A lock another process holds
     is a one-line :class:`OutputError`; so is one an :func:`output_lock` of this process
     holds, unless ``claim`` (the run claiming its own output, ``regress --out``: ``None``,
     the claim ends with that lock), and :func:`output_lock` shares a lock this process's
     claim holds."""
+    import errno
     import fcntl
 
-    lock = _lock_file(path)
-    key = str(lock)
+    beside, inside = _lock_files(path)
     busy = OutputError(f"{flag} {show_path(path)} is being written by another ttforge run; wait for it "
                        f"to end or choose another {flag}")
+    key = str(inside) if str(inside) in _held else str(beside)
     held = _held.get(key)
     if held is not None:
         if held[1] and not claim:   # a second output_lock: another run, as seen from here
@@ -764,12 +773,22 @@ def _take(path: Path, flag: str, *, claim: bool) -> str | None:
             return None
         held[2 if claim else 1] += 1
         return key
-    for _attempt in range(8):
+    lock = beside
+    for _attempt in range(9):   # 8 takes, and the move inside
         try:
             # not through a link of that name: the lock is this file, never one elsewhere
             fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666 & ~_umask())
         except OSError as e:
-            raise _fail(path, e) from None
+            if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise _fail(path, e) from None   # ELOOP: a link of the lock's name, never followed
+            if lock == beside and inside.parent.is_dir():
+                # the parent takes no file but the directory exists: every run into it
+                # fails here the same way and meets at the lock inside it
+                lock = inside
+                continue
+            why = e.strerror or str(e) or type(e).__name__
+            raise OutputError(f"{flag} {show_path(path)}: cannot create its lock file in "
+                              f"{show_path(lock.parent)} ({why}); choose another output path") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
@@ -785,6 +804,7 @@ def _take(path: Path, flag: str, *, claim: bool) -> str | None:
     else:
         raise OutputError(f"{flag} {show_path(path)}: its lock {lock.name} keeps changing (other ttforge "
                           f"runs start and end there); try again")
+    key = str(lock)
     if not _held:
         _register_exit()
     _held[key] = [fd, 0 if claim else 1, 1 if claim else 0]
@@ -836,8 +856,14 @@ def _register_exit() -> None:
 
 def _make_parent(path: Path, flag: str) -> list[Path]:
     """Create the parent of the directory ``path`` (links followed, where its lock goes);
-    returns the directories made, deepest first, for :func:`_rmdirs`."""
-    parent = _lock_file(path).parent
+    returns the directories made, deepest first, for :func:`_rmdirs`. A path reached
+    through a link to a missing directory is refused (following it made the link's
+    target, a drive not mounted, on the disk under it)."""
+    where = f"{flag} {show_path(path)}"
+    dangling = broken_link(path, where, "directory")
+    if dangling:
+        raise OutputError(dangling)
+    parent = _lock_files(path)[0].parent
     _check_ancestors(path, flag)
     made = missing_dirs(parent)
     try:
@@ -977,7 +1003,7 @@ def claim_work_dir(path: str | os.PathLike, flag: str = "--keep") -> Path:
     try:
         if p.is_dir() and not (p / WORK_MARKER).is_file():
             try:
-                first = next(iter(sorted(os.listdir(p))), None)
+                first = next(iter(sorted(set(os.listdir(p)) - {INSIDE_LOCK})), None)
             except OSError as e:
                 raise OutputError(f"{flag} {show_path(p)}: cannot be listed ({e.strerror})") from None
             if first is not None:

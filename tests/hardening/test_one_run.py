@@ -162,3 +162,70 @@ def test_report_keep_held_by_another_run_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and BUSY in err and "--keep" in err, err
     assert not keep.exists()
+
+
+def _parent_takes_no_file(monkeypatch, parent) -> None:
+    """No new file in ``parent`` (a read-only parent, a volume's root-owned mount point;
+    ``chattr +i`` for root): opening one there fails as the kernel's ``EPERM``."""
+    real_open = os.open
+
+    def fake_open(path, flags, *args, **kwargs):
+        if flags & os.O_CREAT and os.path.dirname(os.path.abspath(path)) == str(parent):
+            raise PermissionError(1, "Operation not permitted", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", fake_open)
+
+
+def test_a_writable_directory_in_a_read_only_parent_is_held_inside_it(tmp_path, monkeypatch):
+    """``cd ro/proj; train --out .`` (and ``--out L`` of a link to a mounted volume,
+    ``report --keep .``) was refused as "cannot write ." after the lock moved beside the
+    directory: the lock is now inside it, where every run into it meets."""
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    _parent_takes_no_file(monkeypatch, tmp_path)
+    monkeypatch.chdir(proj)
+    with output_lock(".", "--out"):
+        assert os.listdir(proj) == [".ttforge-lock"]
+        (proj / "metrics.json").write_text("{}\n")
+    assert os.listdir(proj) == ["metrics.json"]   # the lock went with the run
+    (proj / "metrics.json").unlink()
+    with command_inputs():   # an empty directory's claim passes over its own lock
+        assert claim_work_dir(".", "--keep") == type(proj)(".")
+    assert os.listdir(proj) == [WORK_MARKER]
+    # another run holding the lock inside is refused, through a link too
+    (tmp_path / "link").symlink_to(proj)
+    fd = os.open(proj / ".ttforge-lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(OutputError, match=BUSY):
+            with output_lock(tmp_path / "link", "--out"):
+                pass
+    finally:
+        os.close(fd)
+
+
+def test_a_lock_that_cannot_be_made_names_the_parent(tmp_path, monkeypatch):
+    _parent_takes_no_file(monkeypatch, tmp_path)
+    with pytest.raises(OutputError) as e:
+        with output_lock(tmp_path / "new", "--out"):
+            pass
+    assert f"cannot create its lock file in {tmp_path} (Operation not permitted)" in str(e.value)
+    assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("claim", [False, True])
+def test_a_missing_parent_through_a_dangling_link_is_refused(tmp_path, claim):
+    """``--out L/run`` with ``L -> nowhere/deep`` made the link's target (for a drive
+    not mounted, on the disk under its mount point) and ran there."""
+    (tmp_path / "L").symlink_to(tmp_path / "nowhere" / "deep")
+    with pytest.raises(OutputError, match="L, a part of its path, is a symbolic link to .*which does not "
+                                          "exist; point the link at an existing directory"):
+        if claim:
+            with command_inputs():
+                claim_work_dir(tmp_path / "L" / "run", "--keep")
+        else:
+            with output_lock(tmp_path / "L" / "run", "--out"):
+                pass
+    assert not (tmp_path / "nowhere").exists()
+
