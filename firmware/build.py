@@ -31,7 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ttforge.atomic import check_output_dir, check_owned_dir, claim_work_dir, write_files_atomically
+from ttforge.atomic import (check_output_dir, check_owned_dir, claim_work_dir, command_inputs,
+                            write_files_atomically)
 from ttforge.errors import ConfigError
 from ttforge.errors import BuildError  # noqa: F401 - defined in ttforge.errors
 # the devices' RAM: hw owns it (hw.config bounds a config's memories by it)
@@ -367,8 +368,18 @@ def build(board_key: str, out_dir, *, artifact=None, config_file=None, lanes=Non
     order and keeps the first that places and routes: near a small device's capacity
     placement succeeds or fails by the seed alone, and the order makes the result
     deterministic (the manifest records the seed and the seeds that failed). A design
-    that does not fit is refused at once, whatever the seed.
+    that does not fit is refused at once, whatever the seed. The work directory ``keep``
+    is held until the call returns.
     """
+    # the claim of keep ends with this call (called from Python outside a command, it
+    # held keep until the interpreter exited, refusing a terminal's `build --keep`)
+    with command_inputs():
+        return _build(board_key, out_dir, artifact=artifact, config_file=config_file, lanes=lanes,
+                      clk_hz=clk_hz, baud=baud, seed=seed, keep=keep, train=train, batch=batch)
+
+
+def _build(board_key: str, out_dir, *, artifact, config_file, lanes, clk_hz: int | None,
+           baud: int | None, seed: int | None, keep: str | None, train, batch: int | None) -> dict[str, Any]:
     from ttforge import __version__
     from ttforge.firmware.board import DEFAULT_BAUD, BoardTop, board, uart_divisor
     from ttforge.hw.synth import (ABC_LUT_STEPS, DEVICES, abc9_failed, check_pnr_seed,

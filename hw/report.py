@@ -45,7 +45,19 @@ def report(config: AccelConfig, devices: list[str], *, target_mhz: float | None 
            keep: str | None = None, router: str = "router1",
            frontend: str = "verilog") -> dict[str, Any]:
     """Implement ``config`` on each device; a JSON-ready dict. ``router`` is nextpnr's,
-    ``frontend`` what Yosys reads (:mod:`ttforge.hw.synth`)."""
+    ``frontend`` what Yosys reads (:mod:`ttforge.hw.synth`). The work directory ``keep``
+    is held until the call returns."""
+    from ttforge.atomic import command_inputs
+
+    # the claim of keep ends with this call (called from Python outside a command, it
+    # held keep until the interpreter exited, refusing a terminal's `report --keep`)
+    with command_inputs():
+        return _report(config, devices, target_mhz=target_mhz, seed=seed, keep=keep, router=router,
+                       frontend=frontend)
+
+
+def _report(config: AccelConfig, devices: list[str], *, target_mhz: float | None, seed: int,
+            keep: str | None, router: str, frontend: str) -> dict[str, Any]:
     if not isinstance(config, AccelConfig):
         raise ConfigError(f"report needs an AccelConfig, got {type(config).__name__}")
     from ttforge.hw.target import SynthTarget

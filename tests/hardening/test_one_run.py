@@ -229,3 +229,28 @@ def test_a_missing_parent_through_a_dangling_link_is_refused(tmp_path, claim):
                 pass
     assert not (tmp_path / "nowhere").exists()
 
+
+def test_an_api_call_s_claim_ends_with_the_call(tmp_path, monkeypatch):
+    """``report(..., keep=K)`` / ``build(..., keep=K)`` from Python (a notebook) held K
+    until the interpreter exited: a terminal's ``report --keep K`` was refused as "being
+    written by another ttforge run" long after the call had returned."""
+    import ttforge.firmware.build as fbuild
+    from ttforge.hw.config import AccelConfig
+    from ttforge.hw.report import report
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(KeyError):   # an unknown device: after the claim
+        report(AccelConfig(), ["no-such-device"], keep="K")
+    assert sorted(os.listdir(tmp_path)) == ["K"]
+
+    def after_the_claim(*_a):
+        assert (tmp_path / ".B.ttforge-lock").is_file()
+        raise RuntimeError("after the claim")
+
+    monkeypatch.setattr(fbuild, "toolchain_env", lambda family: {})
+    monkeypatch.setattr(fbuild, "board_config", lambda *a: (AccelConfig(), None))
+    monkeypatch.setattr(fbuild, "memory_misfit", lambda *a: None)
+    monkeypatch.setattr(fbuild, "toolchain_script", after_the_claim)
+    with pytest.raises(RuntimeError, match="after the claim"):
+        fbuild.build("icebreaker", "out", keep="B")
+    assert sorted(os.listdir(tmp_path)) == ["B", "K"]
