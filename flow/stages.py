@@ -167,6 +167,8 @@ class _Ctx:
     say: Callable[[str], None]
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
     statuses: dict[str, str] = field(default_factory=dict)
+    #: sha256 of each published report copy when the run started (:func:`_check_published`)
+    published: dict[str, str | None] = field(default_factory=dict)
 
     def dir(self, stage: str) -> Path:
         return self.root / stage
@@ -698,13 +700,13 @@ def run_flow(cfg, out_dir: str | os.PathLike | None = None, *, until: str | None
         if root.is_dir() and any(root.iterdir()) and not any((root / s / RECORD).is_file() for s in STAGES):
             raise ConfigError(f"--out {root} is not empty and not a ttforge flow build; choose an empty "
                               f"or new directory")
-        _check_published(root)
+        published = _check_published(root)
         created = not root.exists()
         make_output_dir(root, "--out")
         try:
             # a read-only build directory is one line now, not the first stage's failure
             check_writable(root, "--out", inside=True)
-            return _run_stages(cfg, root, until, force, short, on_stage, on_done, say)
+            return _run_stages(cfg, root, until, force, short, on_stage, on_done, say, published)
         except BaseException:
             # a failed first run leaves no empty build directory behind (stages that
             # completed before the failure are kept: the next run skips them)
@@ -713,8 +715,9 @@ def run_flow(cfg, out_dir: str | os.PathLike | None = None, *, until: str | None
             raise
 
 
-def _run_stages(cfg, root: Path, until, force, short, on_stage, on_done, say) -> FlowResult:
-    ctx = _Ctx(cfg, root, short, say or (lambda s: None))
+def _run_stages(cfg, root: Path, until, force, short, on_stage, on_done, say,
+                published: dict[str, str | None] | None = None) -> FlowResult:
+    ctx = _Ctx(cfg, root, short, say or (lambda s: None), published=published or {})
     result = FlowResult(cfg, root)
     forced = set(STAGES) if "all" in force else set(force)
     last = STAGES.index(until) if until else len(STAGES) - 1
@@ -733,26 +736,30 @@ def _run_stages(cfg, root: Path, until, force, short, on_stage, on_done, say) ->
             why = "no board ([bitstream] board = 'none')"
         elif name == "bitstream" and short:
             why = "--short"
-        if why is not None:
-            if name != "report" and _drop_out_of_date(ctx, name, statuses, current):
-                why += f" (its {name}/ from an earlier run was out of date: removed)"
-            res = StageResult(name, "not run", reason=why)
-            statuses[name] = f"not run: {why}"
-        else:
-            if on_stage:
-                on_stage(name, "start")
-            try:
+        try:
+            if why is not None:
+                note = _drop_out_of_date(ctx, name, statuses, current) if name != "report" else None
+                if note:
+                    why += f" (its {name}/ from an earlier run was {note})"
+                res = StageResult(name, "not run", reason=why)
+                statuses[name] = f"not run: {why}"
+            else:
+                if on_stage:
+                    on_stage(name, "start")
                 res = _run_one(ctx, name, _inputs(ctx, name, statuses), name in forced)
-            except FlowError as e:
-                res = StageResult(name, "failed", reason=str(e))
-                result.stages.append(res)
-                if on_done:
-                    on_done(res)
-                # the later stages' directories of an earlier run (and its published
-                # report) stayed beside the failed stage's, the report saying all was
-                # current: they go when out of date (the failed stage's digest is none)
-                _drop_after_failure(ctx, i, statuses, current)
-                raise
+        except TTForgeError as e:
+            # any failure, not only a stage's own (FlowError): a stage directory refused
+            # as the user's (OutputError from _own_stage, in either branch) left the
+            # later stages of an earlier run and its report beside the new outputs
+            res = StageResult(name, "failed", reason=str(e))
+            kept = _drop_after_failure(ctx, i, statuses, current)
+            if kept:
+                res.reason += f"; {_kept_note(kept)}"
+            result.stages.append(res)
+            if on_done:
+                on_done(res)
+            raise
+        if why is None:
             statuses[name] = res.status if res.status != "skipped" else "ran"
             current[name] = ctx.digest(name)
             if name == "sim":
@@ -767,63 +774,85 @@ def _run_stages(cfg, root: Path, until, force, short, on_stage, on_done, say) ->
                 res.reason = "the device's training state differs from the golden trainer's"
                 stop = "verification failed"
         if name == "report" and res.record is not None:
-            _publish(root)
+            kept = _publish(root, ctx.published)
+            if kept:
+                res.figure += f"; {_kept_note(kept)}"
         result.stages.append(res)
         if on_done:
             on_done(res)
     return result
 
 
-def _drop_out_of_date(ctx: _Ctx, name: str, statuses: dict[str, str], current: dict[str, str]) -> bool:
-    """Remove the output of stage ``name``, which this run does not run, when it is out
-    of date: made from other inputs than the upstream outputs, config, data and code of
-    now (``current``: the output digests of the stages that are). Returns whether it
-    did; a current output is added to ``current``.
-
-    ``flow --until quantize`` after a change left the earlier run's ``rtl/``, ``sim/``
-    and ``bitstream/`` on disk beside the new artifact: nothing there said that the
-    bitstream was not built from it (the report said "not run").
-    """
-    final = ctx.dir(name)
-    rec = read_record(final)
+def _out_of_date(ctx: _Ctx, name: str, statuses: dict[str, str], current: dict[str, str]) -> bool:
+    """Whether stage ``name`` (not run now) holds a record made from other inputs than
+    those of now (``current``: the output digests of the stages that are current). A
+    record whose fingerprint is today's is current, whether or not its files were
+    changed since (the user's edit is not "other inputs"), and its digest is added to
+    ``current``: the later stages were made from what these inputs make, and the stage
+    runs again (and they with it, if it comes out different) when a run reaches it."""
+    rec = read_record(ctx.dir(name))
     if rec is None:
         return False   # nothing there, or no stage's output (refused as the build is)
-    if rec.get("fingerprint") == fingerprint(_inputs(ctx, name, statuses, current.get)) and _intact(final, rec):
+    if rec.get("fingerprint") == fingerprint(_inputs(ctx, name, statuses, current.get)):
         current[name] = rec["digest"]
         return False
-    _own_stage(final)
-    discard_dir(final)
     return True
 
 
-def _drop_after_failure(ctx: _Ctx, failed: int, statuses: dict[str, str], current: dict[str, str]) -> None:
+def _drop_out_of_date(ctx: _Ctx, name: str, statuses: dict[str, str], current: dict[str, str]) -> str | None:
+    """Remove the output of stage ``name``, which this run does not run, when it is
+    out of date (:func:`_out_of_date`). Returns what was done, for the stage's reason
+    (``None``: nothing, it is current or absent).
+
+    ``flow --until quantize`` after a change left the earlier run's ``rtl/``, ``sim/``
+    and ``bitstream/`` on disk beside the new artifact: nothing there said that the
+    bitstream was not built from it (the report said "not run"). A stage directory
+    that is a symbolic link (to a directory of the user's) is left as it is: removing
+    it renamed the link, which the next run deleted.
+    """
+    if not _out_of_date(ctx, name, statuses, current):
+        return None
+    final = ctx.dir(name)
+    if final.is_symlink():
+        return f"out of date but a symbolic link: not removed; remove {name} yourself"
+    _own_stage(final)
+    discard_dir(final)
+    return "out of date: removed"
+
+
+def _drop_after_failure(ctx: _Ctx, failed: int, statuses: dict[str, str], current: dict[str, str]) -> list[str]:
     """After stage ``STAGES[failed]`` failed: remove every later stage's output that is
     out of date (:func:`_drop_out_of_date`; a stage that does not read the failed one
-    stays while current) and, with ``report/``, the published copies of its report,
-    which described another run as the current one. A cleanup that fails leaves the
-    next run to do it; the stage's failure is what is raised."""
+    stays while current) and, before ``report/``, the published copies of its report,
+    which described another run as the current one; a copy changed since the run began
+    is the user's and stays. Returns the names of those kept. A cleanup that fails
+    leaves the next run to do it; the stage's failure is what is raised."""
     statuses[STAGES[failed]] = "failed"
+    kept: list[str] = []
     for name in STAGES[failed + 1:]:
         try:
-            if _drop_out_of_date(ctx, name, statuses, current) and name == "report":
-                for published in PUBLISHED:
-                    # _check_published found them the report stage's copies
-                    (ctx.root / published).unlink(missing_ok=True)
+            if name == "report" and _out_of_date(ctx, name, statuses, current):
+                kept = _unpublish(ctx.root, ctx.published)
+            _drop_out_of_date(ctx, name, statuses, current)
         except (TTForgeError, OSError):
             pass
+    return kept
 
 
 #: The report stage's files that a flow copies to the top of its build directory.
 PUBLISHED = ("report.html", "report.md")
 
 
-def _check_published(root: Path) -> None:
+def _check_published(root: Path) -> dict[str, str | None]:
     """A one-line :class:`ConfigError` when the top of ``root`` holds a file named as a
     published report that is not the report stage's copy (a user's ``report.md``, or
     one edited since): :func:`_publish` would replace it. A file that merely has the
-    name proves nothing."""
+    name proves nothing. Returns the sha256 of each copy (``None``: none there), which
+    :func:`_as_seen` checks again right before the copy is replaced or removed."""
+    seen: dict[str, str | None] = {}
     for name in PUBLISHED:
         dst, src = root / name, root / "report" / name
+        seen[name] = None
         if not os.path.lexists(dst):
             continue
         ours = (dst.is_file() and not dst.is_symlink() and src.is_file() and not src.is_symlink()
@@ -831,13 +860,51 @@ def _check_published(root: Path) -> None:
         if not ours:
             raise ConfigError(f"--out {root} holds {name}, which is not this build's report (report/{name}); "
                               f"move it away or choose another --out")
+        seen[name] = _output_digest(dst)
+    return seen
 
 
-def _publish(root: Path) -> None:
+def _as_seen(dst: Path, digest: str | None) -> bool:
+    """Whether the published copy ``dst`` is still what :func:`_check_published` found
+    (``digest``; ``None``: nothing was there). A run takes minutes to hours: a copy the
+    user annotated meanwhile was replaced on success and deleted on a failure."""
+    if digest is None:
+        return not os.path.lexists(dst)
+    return dst.is_file() and not dst.is_symlink() and _output_digest(dst) == digest
+
+
+def _kept_note(kept: list[str]) -> str:
+    names = " and ".join(kept)
+    return (f"{names} at the top of the build changed during the run: kept as it is "
+            f"(this build's report is in report/)")
+
+
+def _unpublish(root: Path, seen: dict[str, str | None]) -> list[str]:
+    """Remove the published copies that are still the report stage's (:func:`_as_seen`);
+    returns the names of those kept because they changed during the run."""
+    kept = []
+    for name in PUBLISHED:
+        dst = root / name
+        if not os.path.lexists(dst):
+            continue
+        if _as_seen(dst, seen.get(name)):
+            dst.unlink(missing_ok=True)
+        else:
+            kept.append(name)
+    return kept
+
+
+def _publish(root: Path, seen: dict[str, str | None]) -> list[str]:
     """Copy the report stage's ``report.html`` and ``report.md`` to the build directory
-    (atomically, and only when they changed)."""
+    (atomically, and only when they changed), except a copy that changed during the run
+    (``seen``: :func:`_as_seen`). Returns the names of those kept."""
+    kept = []
     for name in PUBLISHED:
         data = (root / "report" / name).read_bytes()
         dst = root / name
+        if not _as_seen(dst, seen.get(name)):
+            kept.append(name)
+            continue
         if not dst.is_file() or dst.read_bytes() != data:
             atomic_write_bytes(dst, data)
+    return kept

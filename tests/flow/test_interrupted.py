@@ -36,7 +36,7 @@ def quick_stages(monkeypatch):
 
     for name in ("train", "report"):
         monkeypatch.setitem(stages_mod._RUN, name, stage(name))
-    monkeypatch.setattr(stages_mod, "_publish", lambda root: None)
+    monkeypatch.setattr(stages_mod, "_publish", lambda root, seen: [])
     return calls
 
 
