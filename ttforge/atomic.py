@@ -749,6 +749,17 @@ def _lock_files(path: str | os.PathLike) -> tuple[Path, Path]:
     return real.parent / f".{real.name}.{_TAG}lock", real / INSIDE_LOCK
 
 
+def _make_and_take(path: Path, flag: str, *, claim: bool) -> tuple[list[Path], str | None]:
+    """The missing parents of ``path`` made (:func:`_make_parent`) and its lock held
+    (:func:`_take`): ``(made, key)``; the parents go again if the lock is refused."""
+    made = _make_parent(path, flag)
+    try:
+        return made, _take(path, flag, claim=claim)
+    except BaseException:
+        _rmdirs(made)
+        raise
+
+
 def _take(path: Path, flag: str, *, claim: bool) -> str | None:
     """Hold the lock of the directory ``path`` (:func:`_lock_files`; its parent exists)
     for this process; returns its key for :func:`_release`. A lock another process holds
@@ -890,12 +901,7 @@ def output_lock(path: str | os.PathLike, flag: str = "--out") -> Iterator[None]:
     nothing but the parents it made that are still empty (it took the running run's new
     directory away)."""
     p = Path(path).expanduser()
-    made = _make_parent(p, flag)
-    try:
-        key = _take(p, flag, claim=False)
-    except BaseException:
-        _rmdirs(made)
-        raise
+    made, key = _make_and_take(p, flag, claim=False)
     real = Path(os.path.realpath(p))
     new = not os.path.lexists(real)   # judged under the lock: no other run makes it now
     try:
@@ -994,12 +1000,7 @@ def claim_work_dir(path: str | os.PathLike, flag: str = "--keep") -> Path:
     command, or a directory its :func:`output_lock` holds, is not refused.
     """
     p = check_output_dir(path, flag)
-    made = _make_parent(p, flag)
-    try:
-        key = _take(p, flag, claim=True)
-    except BaseException:
-        _rmdirs(made)
-        raise
+    made, key = _make_and_take(p, flag, claim=True)
     try:
         if p.is_dir() and not (p / WORK_MARKER).is_file():
             try:
