@@ -72,6 +72,8 @@ class TrainDevice:
         self.host = TrainHost(config, self._read32, self.dev.write32, self._stream,
                               read_block=self._read_block, write_block=self._write_block)
         self.program = None
+        #: why the device's training state is unknown (a step that did not complete), or None
+        self._unknown: str | None = None
         self._status = self.host.regmap.addr("STATUS")
         #: STATUS polls: how many, their bytes (both directions), and the bytes of the
         #: last one (the poll that saw the step finish: the one a step needs at least)
@@ -166,6 +168,7 @@ class TrainDevice:
         self.host.clear_error()
         self.host.load_program(program)
         self.program = program
+        self._unknown = None
         return program
 
     def step(self, state, x, y, *, read_back: bool = False, logits: bool = False):
@@ -175,19 +178,33 @@ class TrainDevice:
 
         if self.program is None:
             raise DeviceError("no state loaded; call load(state, batch) first")
-        if len(y) != self.program.batch:
-            program = compile_training(state, len(y), self.config)
-            self.host.rewrite_shifts(program)
-            self.program = program
-        r = self.host.train_step(state, self.program, x, y, read_back=read_back, logits=logits)
+        self._check_known()
+        try:
+            if len(y) != self.program.batch:
+                program = compile_training(state, len(y), self.config)
+                self.host.rewrite_shifts(program)
+                self.program = program
+            r = self.host.train_step(state, self.program, x, y, read_back=read_back, logits=logits)
+        except BaseException:
+            # the engine may have updated part of its masters, or all of them with the
+            # host's exponents left behind: a next step (or read_state) went on from a
+            # state neither the host nor the golden trainer had
+            self._unknown = ("the last training step did not complete (an error or an interrupt), so the "
+                             "device's masters are unknown; load a state again (load(state, batch))")
+            raise
         self.program = r.program
         return r
+
+    def _check_known(self) -> None:
+        if self._unknown is not None:
+            raise DeviceError(f"{self.dev.t.name}: {self._unknown}")
 
     def read_state(self, state):
         """``state`` (the host's copy: exponents and counters) with the masters, biases and
         generator read back from the device."""
         from ttforge.hw.trainer.program import state_from_memories
 
+        self._check_known()
         cm, bm, _, rng = self.host.read_state(self.program)
         return state_from_memories(state, self.program, cm, bm, rng, steps=0)
 

@@ -226,3 +226,39 @@ def test_a_late_answer_of_a_failed_read_is_not_the_training_drivers_next():
     link.delay = 0.0
     dev.dev.timeout = 1.0
     assert dev._read32(dev.host.regmap.addr("ID")) == dev.host.regmap["ID"].value
+
+
+def test_a_step_that_did_not_complete_leaves_the_device_to_be_loaded_again():
+    """A Ctrl-C while a batch streamed left the engine with part of a step (or all of it,
+    the host's exponents left behind): the next step and read_state went on from a state
+    neither the host nor the golden trainer had. They are refused until a load."""
+    from ttforge.errors import DeviceError
+
+    state, batches, cfg = _case(2)
+    model = LinkModel(cfg)
+    dev = TrainDevice(model, cfg, timeout=1.0)
+    dev.connect()
+    dev.load(state, BATCH)
+    from ttforge.firmware import protocol as P
+
+    (x, y), (x2, y2) = batches
+    real_write = model.write
+
+    def interrupted(data, timeout=None):
+        if data[1:2] == bytes([P.Cmd.STREAM_IN]):
+            raise KeyboardInterrupt             # Ctrl-C as the batch streams
+        real_write(data, timeout)
+
+    model.write = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        dev.step(state, x, y)
+    model.write = real_write
+    for call in (lambda: dev.step(state, x2, y2), lambda: dev.read_state(state)):
+        with pytest.raises(DeviceError, match="did not complete .* load a state again"):
+            call()
+    dev.load(state, BATCH)          # known again: steps run as usual
+    gold_next, trace = train_step_traced(state, x, y)
+    model.set_step(dev.program, maxacc_from_trace(dev.program, trace), logits_from_trace(trace))
+    r = dev.step(state, x, y, logits=True)
+    assert np.array_equal(r.logits, logits_from_trace(trace))
+    assert compare_states(gold_next, _exponents_only(gold_next, r.state)) is None
