@@ -299,6 +299,13 @@ class Device:
                 f"{self.t.name}: could not send {what} within {timeout:g} s (the device takes no bytes); "
                 "check the port, the baud rate, and that the board runs a ttforge bitstream") from None
 
+    def _no_answer(self, what: str, timeout: float, n_bad: int) -> DeviceTimeout:
+        """The one line of a device that sent no ``what`` within ``timeout`` (``n_bad``
+        corrupt frames received meanwhile)."""
+        bad = f" ({n_bad} corrupt frames received)" if n_bad else ""
+        return DeviceTimeout(f"{self.t.name}: no {what} within {timeout:g} s{bad}; check the port, the "
+                             "baud rate, and that the board runs a ttforge bitstream")
+
     def _wait(self, queue: deque, what: str, timeout: float | None = None, deadline: float | None = None,
               refuse=None):
         """The next frame of ``queue`` by ``deadline``, else :class:`DeviceTimeout`;
@@ -310,10 +317,7 @@ class Device:
         seen = self.bad_frame_count
         while not queue:
             if time.monotonic() >= deadline:
-                bad = f" ({self.bad_frame_count} corrupt frames received)" if self.bad_frame_count else ""
-                raise DeviceTimeout(
-                    f"{self.t.name}: no {what} within {timeout:g} s{bad}; check the port, the "
-                    "baud rate, and that the board runs a ttforge bitstream")
+                raise self._no_answer(what, timeout, self.bad_frame_count)
             self._pump(deadline)
             if refuse is not None and self.bad_frame_count != seen:
                 for bad, queued in self._bad_since(seen):
@@ -402,12 +406,8 @@ class Device:
         while True:
             now = time.monotonic()
             if now >= deadline:
-                n_bad = self.bad_frame_count - seen
-                bad = f" ({n_bad} corrupt frames received)" if n_bad else ""
                 # (the marker ends with a PING: said so, as any call's first PING)
-                raise DeviceTimeout(
-                    f"{self.t.name}: no answer to PING within {self.timeout:g} s{bad}; check the "
-                    "port, the baud rate, and that the board runs a ttforge bitstream")
+                raise self._no_answer("answer to PING", self.timeout, self.bad_frame_count - seen)
             if now >= resend:
                 c, self._sync_count = self._sync_count, self._sync_count + 1
                 want = (P.SYNC_TYPES[c % n], P.SYNC_TYPES[c // n % n])

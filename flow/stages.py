@@ -812,6 +812,11 @@ def _drop_out_of_date(ctx: _Ctx, name: str, statuses: dict[str, str], current: d
     """
     if not _out_of_date(ctx, name, statuses, current):
         return None
+    return _discard_stage(ctx, name)
+
+
+def _discard_stage(ctx: _Ctx, name: str) -> str:
+    """Remove stage ``name``'s directory, found out of date; what was done, for its reason."""
     final = ctx.dir(name)
     if final.is_symlink():
         return f"out of date but a symbolic link: not removed; remove {name} yourself"
@@ -831,9 +836,11 @@ def _drop_after_failure(ctx: _Ctx, failed: int, statuses: dict[str, str], curren
     kept: list[str] = []
     for name in STAGES[failed + 1:]:
         try:
-            if name == "report" and _out_of_date(ctx, name, statuses, current):
+            if not _out_of_date(ctx, name, statuses, current):
+                continue
+            if name == "report":
                 kept = _unpublish(ctx.root, ctx.published)
-            _drop_out_of_date(ctx, name, statuses, current)
+            _discard_stage(ctx, name)
         except (TTForgeError, OSError):
             pass
     return kept

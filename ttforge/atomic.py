@@ -831,12 +831,18 @@ def _release(key: str | None, *, claim: bool) -> None:
     if held[1] > 0 or held[2] > 0:
         return
     del _held[key]
-    # removed while still held: a run that opened it meanwhile finds the lock taken or,
-    # after this, a new file of its own
-    if _same_file(held[0], Path(key)):
+    _drop_lock(key, held[0])
+
+
+def _drop_lock(key: str, fd: int) -> None:
+    """Remove the lock file ``key`` (if it is still the file open as ``fd``) and close
+    ``fd``: removed while still held, a run that opened it meanwhile finds the lock taken
+    or, after this, a new file of its own."""
+    if _same_file(fd, Path(key)):
         with contextlib.suppress(OSError):
             os.unlink(key)
-    os.close(held[0])
+    with contextlib.suppress(OSError):
+        os.close(fd)
 
 
 _exit_registered: list[int] = []
@@ -856,11 +862,7 @@ def _register_exit() -> None:
             return
         for key, (fd, _outs, _claims_) in list(_held.items()):
             del _held[key]
-            if _same_file(fd, Path(key)):
-                with contextlib.suppress(OSError):
-                    os.unlink(key)
-            with contextlib.suppress(OSError):
-                os.close(fd)
+            _drop_lock(key, fd)
 
     atexit.register(release_all)
 
