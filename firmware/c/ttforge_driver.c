@@ -123,6 +123,19 @@ static ttfd_result read_counts(ttfd_dev *dev) {
 ttfd_result ttfd_load(ttfd_dev *dev, const ttfd_write *image, uint32_t count) {
     uint32_t i;
     if (!dev || (!image && count)) return TTFD_BAD_ARG;
+    /* an array can be edited by hand as a binary image can: every address is checked
+     * before the first write, as ttfd_load_bytes does (a memory-mapped hook writes to
+     * base + addr wherever that is) */
+    dev->image_status = (uint32_t)TTFI_OK;
+    for (i = 0; i < count; ++i) {
+        if (!ttfi_address_ok(image[i].addr)) {
+            dev->image_status = (uint32_t)TTFI_ADDRESS;
+            dev->image_config_index = i;
+            dev->image_config_got = image[i].addr;
+            dev->image_config_expected = ttfi_window_last();
+            return TTFD_BAD_IMAGE;
+        }
+    }
     for (i = 0; i < count; ++i) TRY(ttfd_write_reg(dev, image[i].addr, image[i].data));
     return read_counts(dev);
 }

@@ -45,6 +45,17 @@ typedef struct ttfi_info {
                                  index, its address and the window's last byte address */
 } ttfi_info;
 
+/* Whether a write address lies in the core's 2^TTFORGE_ADDR_BITS-byte window and is
+ * word-aligned (base + addr is all a memory-mapped write hook computes). */
+static inline int ttfi_address_ok(uint32_t a) {
+    return ((uint64_t)a >> TTFORGE_ADDR_BITS) == 0u && (a & 3u) == 0u;
+}
+
+/* The window's last byte address (TTFI_ADDRESS's config_expected). */
+static inline uint32_t ttfi_window_last(void) {
+    return (uint32_t)(((uint64_t)1 << TTFORGE_ADDR_BITS) - 1u);
+}
+
 static inline uint32_t ttfi_le32(const uint8_t *p) {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
@@ -104,10 +115,10 @@ static inline ttfi_status ttfi_check(const uint8_t *data, size_t len, ttfi_info 
      * window (base + addr is all a memory-mapped write hook computes) */
     for (i = 0; i < info->count; ++i) {
         uint32_t a = ttfi_le32(data + TTFI_HEAD_BYTES + 4u * (size_t)k + 8u * (size_t)i);
-        if (((uint64_t)a >> TTFORGE_ADDR_BITS) != 0u || (a & 3u) != 0u) {
+        if (!ttfi_address_ok(a)) {
             info->config_index = i;
             info->config_got = a;
-            info->config_expected = (uint32_t)(((uint64_t)1 << TTFORGE_ADDR_BITS) - 1u);
+            info->config_expected = ttfi_window_last();
             return TTFI_ADDRESS;
         }
     }

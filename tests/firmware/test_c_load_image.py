@@ -71,9 +71,22 @@ int main(int argc, char **argv) {
     if (ttfd_init(&dev, &h) != TTFD_OK) return 8;
     for (i = 1; i < argc; ++i) {
         size_t len;
-        uint8_t *img = slurp(argv[i], &len);
+        uint8_t *img;
         ttfd_result r;
         writes = 0;
+        if (argv[i][0] == '@') {
+            /* the array form: two good writes around one at the address given */
+            ttfd_write arr[3];
+            arr[0].addr = TTFORGE_CTRL_ADDR; arr[0].data = 0;
+            arr[1].addr = (uint32_t)strtoul(argv[i] + 1, NULL, 0); arr[1].data = 0xDEADBEEFu;
+            arr[2].addr = TTFORGE_CTRL_ADDR; arr[2].data = 0;
+            r = ttfd_load(&dev, arr, 3);
+            printf("%s %ld %u %u %u %u %s\n", ttfd_result_name(r), writes, (unsigned)dev.image_status,
+                   (unsigned)dev.image_config_index, (unsigned)dev.image_config_got,
+                   (unsigned)dev.image_config_expected, ttfi_status_text((ttfi_status)dev.image_status));
+            continue;
+        }
+        img = slurp(argv[i], &len);
         r = ttfd_load_bytes(&dev, img, len);
         printf("%s %ld %u %u %u %u %s\n", ttfd_result_name(r), writes, (unsigned)dev.image_status,
                (unsigned)dev.image_config_index, (unsigned)dev.image_config_got,
@@ -109,9 +122,14 @@ def harness(tmp_path_factory):
     return d / "h"
 
 
-def _run(harness, tmp_path, images: dict[str, bytes]) -> dict[str, list[str]]:
+def _run(harness, tmp_path, images: dict[str, bytes | int]) -> dict[str, list[str]]:
+    """Load each image (bytes: ``ttfd_load_bytes``; an int: ``ttfd_load`` of a three-write
+    array with that address in the middle); one parsed output row per image."""
     paths = []
     for name, data in images.items():
+        if isinstance(data, int):
+            paths.append(f"@{data:#x}")
+            continue
         (tmp_path / f"{name}.bin").write_bytes(data)
         paths.append(str(tmp_path / f"{name}.bin"))
     proc = subprocess.run([str(harness), *paths], capture_output=True, text=True, timeout=120)
@@ -178,4 +196,18 @@ def test_write_outside_the_window_is_refused_before_any_write(harness, tmp_path)
     assert got["last_word"][:3] == ["OK", str(len(writes) + 1), "0"]
     for name, addr in (("far", 0xFFFFFFF0), ("past_end", top + 1), ("unaligned", 0x102)):
         assert got[name][:6] == ["BAD_IMAGE", "0", "6", "2", str(addr), str(top)], (name, got[name])
+        assert "outside the core's AXI4-Lite window" in got[name][6]
+
+
+def test_array_write_outside_the_window_is_refused_before_any_write(harness, tmp_path):
+    """``ttfd_load``'s array (``load_image_c``'s output, which a user can edit as well as a
+    binary image) is checked as ``ttfd_load_bytes`` checks the bytes: an address past the
+    window or unaligned is BAD_IMAGE (TTFI_ADDRESS, the write's index, its address, the
+    window's last byte) with zero writes; the window's last word loads all three writes."""
+    top = (1 << RegisterMap(CONFIG).addr_bits) - 1
+    cases = {"far": 0xFFFFFFF0, "past_end": top + 1, "unaligned": 0x102, "last_word": top - 3}
+    got = _run(harness, tmp_path, cases)
+    assert got["last_word"][:3] == ["OK", "3", "0"]
+    for name in ("far", "past_end", "unaligned"):
+        assert got[name][:6] == ["BAD_IMAGE", "0", "6", "1", str(cases[name]), str(top)], (name, got[name])
         assert "outside the core's AXI4-Lite window" in got[name][6]
