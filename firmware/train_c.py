@@ -64,7 +64,7 @@ def _p(a: np.ndarray, t):
 
 def train_step_c(state: TrainState, x: np.ndarray, y: np.ndarray, lib: C.CDLL | None = None) -> TrainState:
     """One training step computed by the C implementation; the new state."""
-    from ttforge.ir.train import _labels
+    from ttforge.ir.train import _labels, check_next_state
 
     lib = lib or build_library()
     x, y = _labels(state, x, y)
@@ -103,4 +103,6 @@ def train_step_c(state: TrainState, x: np.ndarray, y: np.ndarray, lib: C.CDLL | 
     new_layers = tuple(replace(L, masters=tuple(m), bias=b, step_exps=tuple(int(v) for v in se),
                                grad_exps=tuple(int(v) for v in ge))
                        for L, (m, b, se, ge) in zip(state.layers, out))
-    return replace(state, layers=new_layers, rng=int(tr.rng), words=int(tr.words), step=int(tr.step))
+    new = replace(state, layers=new_layers, rng=int(tr.rng), words=int(tr.words), step=int(tr.step))
+    check_next_state(state, new)   # as the golden step: never a state no step can run
+    return new

@@ -40,7 +40,7 @@ __all__ = [
     "export_network", "train_step", "train_step_fast", "train_step_traced", "check_batch",
     "update_shift_bounds", "check_lr", "truncate_ranks", "PHASES", "TRAIN_SPEC_VERSION", "MAX_FAST_BITS",
     "train_step_stats", "widths", "loss_bits", "predict", "STATE_ARRAY_RANGES", "check_counters",
-    "check_step_memory", "sample_values", "engine_labels_problem", "label_act_bits",
+    "check_step_memory", "sample_values", "engine_labels_problem", "label_act_bits", "check_next_state",
 ]
 
 #: Version of the "Training" part of docs/arithmetic.md that this module implements.
@@ -595,7 +595,7 @@ def forward_shift_problem(state: TrainState) -> tuple[int, int, int] | None:
     return None
 
 
-def _check_next_state(old: TrainState, new: TrainState, update: bool) -> None:
+def check_next_state(old: TrainState, new: TrainState, update: bool = True) -> None:
     """One line if the step from ``old`` made ``new``, a state no step can run (a forward
     shift outside ``shift_range``): delayed scaling fits a layer's step exponents at its
     input exponent of this step, so a layer output exponent that moves by more than the
@@ -1004,7 +1004,7 @@ def _step(state: TrainState, x: np.ndarray, y: np.ndarray, impl, trace: TrainTra
         kw.update(rng=gen.state if gen is not None else state.rng, words=state.words + drawn,
                   step=state.step + 1)
     new = replace(state, **kw)
-    _check_next_state(state, new, update)
+    check_next_state(state, new, update)
     return new, stats
 
 

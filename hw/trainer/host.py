@@ -336,6 +336,7 @@ class _Ops:
         docstring); ``logits``: also read the batch's logits."""
         from ttforge.hw.trainer.program import (compile_training, next_exponents,
                                                 state_from_memories)
+        from ttforge.ir.train import check_next_state
 
         yield from self.run_batch(x, y, max_polls)
         lg = (yield from self.read_logits(program)) if logits else None
@@ -350,6 +351,9 @@ class _Ops:
             words = state.n_stored() if state.config.rounding == "stochastic" else 0
             cur = state.replace(step=state.step + 1, words=state.words + words)
         new = next_exponents(cur, program, mx)
+        # the golden step's refusal, naming the layer and the fix, before compile_training's
+        # bare "step t shifts by s" (the device has run the step: the caller reloads)
+        check_next_state(state, new)
         nxt = compile_training(new, program.batch, self.config)
         n = yield from self.rewrite_shifts(nxt)
         return StepResult(new, nxt, cm, bm, mx, rng, lg, n)

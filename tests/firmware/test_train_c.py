@@ -71,3 +71,23 @@ def test_c_step_long_run_equals_golden():
         b = train_step_c(b, x, y)
         assert compare_states(a, b) is None
     assert a.step == 40 and a.words == 40 * state.n_stored()
+
+
+def test_c_step_refuses_to_leave_an_unrunnable_state():
+    """As the golden step: the step whose delayed scaling moves layer 0's output exponent
+    +17 is refused in the golden step's line, naming the layer and the fix (it returned
+    a state whose next step, export and file load all refuse)."""
+    from ttforge.errors import ConfigError
+    from ttforge.firmware.train_c import train_step_c
+
+    from tests.support.train_cases import JUMPING_STEP, jumping_run
+
+    state, batches = jumping_run()
+    for x, y in batches[:JUMPING_STEP - 1]:
+        state = train_step_c(state, x, y)
+    with pytest.raises(ConfigError) as e:
+        train_step_c(state, *batches[JUMPING_STEP - 1])
+    with pytest.raises(ConfigError) as golden:
+        train_step(state, *batches[JUMPING_STEP - 1])
+    assert str(e.value) == str(golden.value)
+    assert str(e.value).startswith("training step 3 (epoch 1) would leave layer 1 step 0 shifting by -17")

@@ -10,35 +10,19 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import numpy as np
 import pytest
 
 from ttforge.cli import main
 from ttforge.errors import ConfigError
-from ttforge.ir.random import train_layer_shapes
-from ttforge.ir.train import (TrainConfig, calibrate_state, export_network, forward_shift_problem, init_state,
-                              train_step, train_step_fast)
+from ttforge.ir.train import export_network, forward_shift_problem, train_step, train_step_fast
 from ttforge.ir.train_state import dumps_state, load_state, loads_state, save_state
 
-WIDE = dict(w_bits=8, master_bits=24, act_bits=16, inter_bits=24, acc_bits=48, grad_bits=24, prob_bits=24,
-            table_bits=24, table_frac_bits=10, bias_bits=32, bias_frac_bits=16, rounding="nearest")
-
-
-def _jumping_run(lr_shift=0, **kw):
-    """3 layers 5 -> 6 -> 6 -> 5 (2 cores, rank 3), batch 1, inputs all -2^15: the third
-    step moves layer 0's output exponent by +17 (the probe's case)."""
-    rng = np.random.default_rng(1645)
-    cfg = TrainConfig(**{**WIDE, **kw})
-    state = init_state(train_layer_shapes(rng, 3, 2, 3, 5, 6, 5), cfg, seed=1645, lr_shift=lr_shift)
-    batches = []
-    for _ in range(8):
-        batches.append((np.full((1, 5), -(1 << (cfg.act_bits - 1)), dtype=np.int64), rng.integers(0, 5, size=1)))
-    return calibrate_state(state, *batches[0], fast=False), batches
+from tests.support.train_cases import jumping_run
 
 
 @pytest.mark.parametrize("step", [train_step, lambda s, x, y: train_step_fast(s, x, y)[0]])
 def test_a_step_refuses_to_leave_an_unrunnable_state(step):
-    state, batches = _jumping_run()
+    state, batches = jumping_run()
     for x, y in batches[:2]:
         state = step(state, x, y)
         assert loads_state(dumps_state(state)).step == state.step      # every returned state loads
@@ -56,14 +40,14 @@ def test_a_step_refuses_to_leave_an_unrunnable_state(step):
 
 @pytest.mark.parametrize("kw", [dict(lr_shift=4), dict(acc_bits=44), dict(act_bits=12, inter_bits=16)])
 def test_each_fix_the_line_names_trains_on(kw):
-    state, batches = _jumping_run(**kw)
+    state, batches = jumping_run(**kw)
     for x, y in batches:
         state = train_step(state, x, y)
     assert forward_shift_problem(state) is None and loads_state(dumps_state(state)).step == len(batches)
 
 
 def test_save_state_never_writes_a_state_load_state_refuses(tmp_path):
-    state, _ = _jumping_run()
+    state, _ = jumping_run()
     L = state.layers[1]
     bad = replace(state, layers=(state.layers[0], replace(L, step_exps=(L.step_exps[0] - 40,) + L.step_exps[1:]),
                                  state.layers[2]))

@@ -171,3 +171,25 @@ def test_blocking_and_coroutine_drivers_issue_the_same_accesses():
     got = asyncio.run(main())
     assert a.log == b.log
     assert isinstance(got[0], np.ndarray)
+
+
+def test_a_step_whose_exponents_no_step_can_run_is_refused_as_the_golden_step_refuses():
+    """A MAXACC that moves layer 0's output exponent (op 1) far up leaves layer 1's first
+    shift outside shift_range: the host's step said compile_training's "step 0 shifts by
+    -34 ... change the exponents" (no layer, no fix); it says the golden step's line."""
+    from ttforge.ir.train import forward_shift_problem
+
+    state, x, y, cfg, prog = _setup()
+    rm = train_register_map(cfg)
+    bus = _Bus(rm)
+    host = TrainHost(cfg, bus.read32, bus.write32, bus.stream)
+    host.load_program(prog)
+    assert 1 in prog.maxacc_ops
+    mx = rm.window("MAXACC")
+    bus.mem[mx.base + 8], bus.mem[mx.base + 12] = 0, 0x7FFF
+    with pytest.raises(ConfigError) as e:
+        host.train_step(state, prog, x, y, read_back=False)
+    msg = str(e.value)
+    assert msg.startswith("training step 1 (epoch 1) would leave layer 1 step 0 shifting by -"), msg
+    assert "larger lr_shift" in msg and "\n" not in msg
+    assert forward_shift_problem(state) is None
