@@ -36,6 +36,7 @@ import threading
 import time
 from typing import Mapping, Sequence
 
+from ttforge.errors import ConfigError
 from ttforge.limits import MAX_TOOL_OUTPUT_BYTES
 
 __all__ = ["run_bounded", "c_compiler"]
@@ -194,11 +195,17 @@ def c_compiler(cc: str | None = None) -> list[str] | None:
     Returns
     -------
     list of str or None
-        ``cc`` (or ``$CC``) split as a shell splits it (``"gcc -m64"`` is the compiler
-        ``gcc`` with ``-m64``), else ``cc``, else ``gcc``: the first whose program is on
-        ``PATH``; None when there is none.
+        ``cc`` (or, when not given, ``$CC``) split as a shell splits it (``"gcc -m64"`` is
+        the compiler ``gcc`` with ``-m64``); when neither is set, ``cc`` or else ``gcc``,
+        the first on ``PATH``; None when neither is.
+
+    Raises
+    ------
+    ConfigError
+        ``cc`` or ``$CC`` names no program on ``PATH``: one line naming it and the fix
+        (a silent fallback to ``cc`` would build with a compiler the user did not ask for).
     """
-    for c in (cc, os.environ.get("CC"), "cc", "gcc"):
+    for c, what in ((cc, "cc"), (os.environ.get("CC"), "CC")):
         if not c or not c.strip():
             continue
         try:
@@ -207,4 +214,10 @@ def c_compiler(cc: str | None = None) -> list[str] | None:
             argv = c.split()
         if argv and shutil.which(argv[0]):
             return argv
+        raise ConfigError(f"{what}={c!r}: {(argv or [c])[0]!r} is not a program on PATH; install it or give "
+                          f"the full path of an installed C compiler"
+                          + (" (or unset CC to use cc or gcc)" if what == "CC" else ""))
+    for c in ("cc", "gcc"):
+        if shutil.which(c):
+            return [c]
     return None

@@ -45,20 +45,39 @@ def test_c_compiler_is_the_one_helper(monkeypatch):
     monkeypatch.setenv("CC", f"{CC} -m64")
     assert c_compiler() == [CC, "-m64"]
     assert c_compiler(f"'{CC}' -DX='a b'") == [CC, "-DX=a b"]
-    monkeypatch.setenv("CC", "/nonexistent/cc")
+    monkeypatch.delenv("CC")
     assert c_compiler() in (["cc"], ["gcc"])
 
 
+@pytest.mark.parametrize("cc, env", [(None, "/nonexistent/cc -m64"), ("clang-no-such-version", None),
+                                     (None, "'unbalanced")])
+def test_a_compiler_asked_for_that_is_not_there_is_one_line(cc, env, monkeypatch):
+    """An explicit compiler (``cc=`` or ``$CC``) naming no program on PATH is one
+    ConfigError line naming it and the fix: it silently fell back to cc or gcc, building
+    with a compiler the user did not ask for."""
+    from ttforge.process import c_compiler
+
+    if env is None:
+        monkeypatch.delenv("CC", raising=False)
+    else:
+        monkeypatch.setenv("CC", env)
+    with pytest.raises(ConfigError) as e:
+        c_compiler(cc)
+    msg = str(e.value)
+    assert "\n" not in msg and "is not a program on PATH" in msg and repr(cc or env) in msg
+    assert ("unset CC" in msg) == (env is not None)
+
+
 def test_a_missing_compiler_is_one_line(tmp_path, monkeypatch):
-    """$CC naming no program, and no cc or gcc on PATH: one ConfigError line naming CC
-    and the fix, nothing left in the cache."""
+    """No $CC, and no cc or gcc on PATH: one ConfigError line naming CC and the fix,
+    nothing left in the cache."""
     src = _source(tmp_path)
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    monkeypatch.setenv("CC", "/nonexistent/cc -m64")
+    monkeypatch.delenv("CC", raising=False)
     with pytest.raises(ConfigError) as e:
         load_c_library(src, cache=tmp_path / "cache")
     msg = str(e.value)
-    assert "\n" not in msg and "no C compiler found" in msg and "/nonexistent/cc -m64" in msg
+    assert "\n" not in msg and "no C compiler found" in msg
     assert "set CC" in msg and "answer.c" in msg
     assert not (tmp_path / "cache").exists()
 
