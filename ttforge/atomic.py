@@ -240,8 +240,13 @@ def job_dir(prefix: str) -> Path:
         if not _worked_in(e.path, cwds):
             shutil.rmtree(e.path, ignore_errors=True)
     d = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=base))
-    (d / JOB_MARKER).write_text("a ttforge job's work files; removed once its process has ended\n"
-                                f"{_NAMESPACE_LINE}{_pid_namespace() or 'unknown'}\n")
+    try:
+        (d / JOB_MARKER).write_text("a ttforge job's work files; removed once its process has ended\n"
+                                    f"{_NAMESPACE_LINE}{_pid_namespace() or 'unknown'}\n")
+    except BaseException:
+        # without its marker no later job would ever remove it (a Ctrl-C, a full disk)
+        shutil.rmtree(d, ignore_errors=True)
+        raise
     return d
 
 

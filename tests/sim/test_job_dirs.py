@@ -139,3 +139,23 @@ def test_an_interrupted_job_takes_its_work_directory_with_it(tmp_path, monkeypat
     with pytest.raises(SimError):
         start()
     assert [p.name.startswith(f"ttforge-{'sim' if job == 'inference' else 'train'}-") for p in tmp.iterdir()] == [True]
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, OSError])
+def test_a_job_directory_whose_marker_was_not_written_is_removed(tmp_path, monkeypatch, stop):
+    """A Ctrl-C (or a full disk) between the directory's creation and its marker left an
+    unmarked directory no later job removes (only marked ones are: the name is no proof)."""
+    import pathlib
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    real = pathlib.Path.write_text
+
+    def write_text(self, *a, **k):
+        if self.name == JOB_MARKER:
+            raise stop("at the marker")
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(pathlib.Path, "write_text", write_text)
+    with pytest.raises(stop):
+        job_dir("ttforge-sim-")
+    assert list(tmp_path.iterdir()) == []
