@@ -374,7 +374,7 @@ def run_train_cli(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from ttforge.atomic import atomic_write_bytes
+    from ttforge.atomic import atomic_write_bytes, reclaim_work_dir
 
     seeds = range(args.seed_start, args.seed_start + args.seeds)
     done = [0]
@@ -401,6 +401,9 @@ def run_train_cli(args) -> int:
                "cases": len(results), "failed": len(failed), "results": [r.to_dict() for r in results],
                "reproduce": [reproduce_command(r.seed, args.steps, args.fault) for r in failed]}
     atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
+    # --out was claimed before the cases (sim/cli.py); removed during the run, it was
+    # made again above without its claim, and every later run refused it
+    reclaim_work_dir(out, lambda name: name == "summary.json")
     print(f"{len(results) - len(failed)} of {len(results)} passed; wrote {show_path(out / 'summary.json')}")
     for cmd in summary["reproduce"]:
         print(f"reproduce: {cmd}")

@@ -141,3 +141,26 @@ def test_regress_train_names_its_summary_as_text(tmp_path, monkeypatch, capsys):
     wrote = [ln for ln in capsys.readouterr().out.splitlines() if "wrote" in ln]
     assert len(wrote) == 1 and "\x1b" not in wrote[0] and "summary.json" in wrote[0], wrote
     assert (out / "summary.json").is_file()
+
+
+def test_regress_train_out_removed_during_the_run_is_claimed_again(tmp_path, monkeypatch, capsys):
+    """``regress --train --out R`` with R removed while the cases ran: the summary made R
+    again without its claim, and every later run was refused ("not a ttforge work
+    directory"), as ``regress --out`` was before."""
+    import shutil
+
+    import ttforge.sim.train_regress as tr
+    from ttforge.atomic import WORK_MARKER
+    from ttforge.cli import main
+
+    out = tmp_path / "R"
+
+    def cases(seeds, steps, **k):
+        shutil.rmtree(out)           # the user removes it during the run
+        return [tr.TrainCaseResult(s, 0, "stand-in", steps, True) for s in seeds]
+
+    monkeypatch.setattr(tr, "train_regress", cases)
+    assert main(["regress", "--train", "--seeds", "1", "--steps", "2", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [WORK_MARKER, "summary.json"]
+    assert main(["regress", "--train", "--seeds", "1", "--steps", "2", "--out", str(out)]) == 0
+    capsys.readouterr()
