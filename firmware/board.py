@@ -29,7 +29,8 @@ from ttforge.firmware.uart import MAX_DIVISOR, MIN_DIVISOR, BridgeCore
 from ttforge.hw.emit import port_map, rtlil_text, run_builtin_yosys
 
 __all__ = ["Board", "BOARDS", "board", "BoardCore", "BoardTop", "ECP5_PLL", "LEDS",
-           "uart_divisor", "sim_verilog", "sim_board_build", "SIM_TOP", "DEFAULT_BAUD", "bridge_params"]
+           "uart_divisor", "sim_verilog", "sim_board_build", "SIM_TOP", "DEFAULT_BAUD", "bridge_params",
+           "output_reset"]
 
 DEFAULT_BAUD = 115200
 SIM_TOP = "ttforge_board"
@@ -150,6 +151,17 @@ def bridge_params(accel) -> tuple[int, int, int]:
     return len(accel.axil.awaddr), beat // 8 // elems, elems
 
 
+def output_reset(accel) -> tuple[int, int] | None:
+    """``(address, mask)`` of the write that drops the rest of ``accel``'s output vector
+    (``CMD.SOFT_RESET`` of its register map), for the bridge (:class:`~ttforge.firmware.uart.Bridge`,
+    ``output_reset``); None for an accelerator with no output stream."""
+    if not hasattr(accel, "m_axis"):
+        return None
+    rm = accel.regmap
+    field = {f.name: f for r in rm.registers if r.name == "CMD" for f in r.fields}["SOFT_RESET"]
+    return rm.addr("CMD"), ((1 << field.width) - 1) << field.lsb
+
+
 def _inference_accel(config, engine=None):
     from ttforge.hw.top import TTAccel
     return TTAccel(config, engine=engine)
@@ -189,7 +201,8 @@ class BoardCore(wiring.Component):
                                       else self._accel(cfg))
         addr_bits, elem_bytes, stream_elems = bridge_params(accel)
         m.submodules.bridge = br = BridgeCore(
-            divisor=self.divisor, addr_bits=addr_bits, elem_bytes=elem_bytes, stream_elems=stream_elems)
+            divisor=self.divisor, addr_bits=addr_bits, elem_bytes=elem_bytes, stream_elems=stream_elems,
+            output_reset=output_reset(accel))
         wiring.connect(m, br.axil, accel.axil)
         wiring.connect(m, br.m_axis, accel.s_axis)
         if hasattr(accel, "m_axis"):     # a training top sends nothing back on a stream

@@ -701,7 +701,8 @@ class FrameSender(_FrameSide):
     the vector goes on in the next output frame, of type ``OUTPUT_CONT`` (a frame's type
     is sent before its beats, so a frame cannot say that one follows it; the one after
     says that it continues). A frame closed because the core stopped mid-vector is not
-    continued: the next output frame starts a vector."""
+    continued: the next output frame starts a vector. Nor is one after ``flush`` (the core
+    dropped the rest of its output vector: its soft reset), whatever closed the frame."""
 
     # one state sequence for both kinds of frame (``output`` tells them apart): a
     # response goes START, TYPE, BODY, CRC, STOP; an output vector START, TYPE, then
@@ -722,6 +723,7 @@ class FrameSender(_FrameSide):
             "s_axis": In(AXISSignature(beat_bits)),
             "o": Out(stream.Signature(TxByte)),
             "tick": In(1),
+            "flush": In(1),
         }
 
     def elaborate(self, platform):
@@ -739,6 +741,8 @@ class FrameSender(_FrameSide):
         beats = Signal(range(max_beats))      # beats already in this output frame
         cont = Signal()              # the last output frame was full without tlast: the
         #                              next continues its vector (type OUTPUT_CONT)
+        dropped = Signal()           # `flush` since the last output frame began: the
+        #                              core has no vector to continue, the next starts one
         tidx = Signal(3)
         obyte = Signal(range(max(B * E, 2)))
         send = Signal()
@@ -787,7 +791,10 @@ class FrameSender(_FrameSide):
             with m.Case(S.START):
                 put(END, S.TYPE, raw=True)
             with m.Case(S.TYPE):
-                put(Mux(output, Mux(cont, OUTPUT_CONT, OUTPUT_TYPE), r.cmd | 0x80), Mux(output, S.WAIT, S.BODY))
+                put(Mux(output, Mux(cont & ~dropped, OUTPUT_CONT, OUTPUT_TYPE), r.cmd | 0x80),
+                    Mux(output, S.WAIT, S.BODY))
+                with m.If(output & o.ready):
+                    m.d.sync += dropped.eq(0)
             with m.Case(S.BODY):
                 m.d.comb += [o.valid.eq(1), o.p.data.eq(r_byte)]
                 with m.If(o.ready):
@@ -825,6 +832,8 @@ class FrameSender(_FrameSide):
             with m.Case(S.STOP):
                 put(END, S.IDLE, raw=True)
                 m.d.comb += self.response.ready.eq(o.ready & ~output)   # the response is sent
+        with m.If(self.flush):      # last: it wins over the TYPE state's clearing
+            m.d.sync += dropped.eq(1)
         return m
 
 
@@ -846,11 +855,18 @@ class Bridge(wiring.Component):
     handshake not completed within :data:`AXIL_TIMEOUT_TICKS` ticks is abandoned
     (TIMEOUT), and an output frame whose next beat does not come within ``stall_ticks``
     ticks is closed.
+
+    ``output_reset``: ``(address, mask)`` of the core's register write that drops the rest
+    of its output vector (its soft reset), or None. After such a write (completed OKAY)
+    the next output frame starts a vector: a frame closed full just before it would
+    otherwise have marked the next vector's first frame a continuation.
     """
 
     def __init__(self, *, addr_bits: int, elem_bytes: int, stream_elems: int,
-                 tick_cycles: int = 1024, stall_ticks: int = 16):
+                 tick_cycles: int = 1024, stall_ticks: int = 16,
+                 output_reset: tuple[int, int] | None = None):
         self.addr_bits = int(addr_bits)
+        self.output_reset = None if output_reset is None else (int(output_reset[0]), int(output_reset[1]))
         self.elem_bytes = int(elem_bytes)
         self.stream_elems = int(stream_elems)
         self.tick_cycles = max(2, int(tick_cycles))
@@ -894,6 +910,13 @@ class Bridge(wiring.Component):
         wiring.connect(m, sender.o, wiring.flipped(self.tx))
         m.d.comb += [parser.lost.eq(self.rx_lost), self.busy.eq(parser.busy),
                      self.error.eq(parser.error)]
+        if self.output_reset is not None:
+            # the parser's write completes in the cycle of the master's answer (its address
+            # and data still held): an OKAY write of the soft reset bit to its register
+            addr, mask = self.output_reset
+            req, rsp = parser.bus_req, parser.bus_rsp
+            m.d.comb += sender.flush.eq(req.valid & req.p.write & rsp.valid & rsp.ready & ~rsp.p.timeout
+                                        & (rsp.p.resp == 0) & (req.p.addr == addr) & (req.p.data & mask).any())
         return m
 
 
@@ -902,12 +925,12 @@ class BridgeCore(wiring.Component):
     UART itself). ``rx``/``tx`` are the pins; the bus ports are those of the bridge."""
 
     def __init__(self, *, divisor: int, addr_bits: int, elem_bytes: int, stream_elems: int,
-                 stall_ticks: int = 16):
+                 stall_ticks: int = 16, output_reset: tuple[int, int] | None = None):
         self.divisor = _check_divisor(divisor)
         # a tick is about one byte time; a stall of 16 byte times is half the FIFO
         self.bridge = Bridge(addr_bits=addr_bits, elem_bytes=elem_bytes,
                              stream_elems=stream_elems, tick_cycles=10 * self.divisor,
-                             stall_ticks=stall_ticks)
+                             stall_ticks=stall_ticks, output_reset=output_reset)
         W = _beat_bits(elem_bytes, stream_elems)
         super().__init__({
             "rx": In(1, init=1), "tx": Out(1, init=1),

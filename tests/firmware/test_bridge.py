@@ -447,6 +447,14 @@ def _bridge_stream(req: bytes, *, elem_bytes: int, stream_elems: int, idle: int 
                 ctx.set(br.s_axis.tdata, queue[0][0])
                 ctx.set(br.s_axis.tlast, queue[0][1])
 
+    got += _simulate_bridge(m, esc, tb, core)
+    return bytes(got), beats
+
+
+def _simulate_bridge(m, esc, tb, core) -> bytes:
+    """Run ``tb`` and the background ``core`` on ``m``; the bytes out of the escaper ``esc``."""
+    got = bytearray()
+
     async def mon(ctx):
         async for _, _, ov, ob in ctx.tick().sample(esc.o.valid, esc.o.payload):
             if ov:
@@ -458,7 +466,7 @@ def _bridge_stream(req: bytes, *, elem_bytes: int, stream_elems: int, idle: int 
     sim.add_testbench(core, background=True)
     sim.add_process(mon)
     sim.run()
-    return bytes(got), beats
+    return bytes(got)
 
 
 def _plus1(v: int, B: int) -> int:
@@ -541,3 +549,95 @@ def test_output_frame_closed_for_a_waiting_response_is_continued():
     assert asm.add(items[0]) is None
     assert asm.add(items[2]) == P.pack_elements([_plus1(v, 1) for v in vec], 1)
     assert [t for _, t in beats] == [False] * 2499 + [True]
+
+
+# ------------------------------------------------------- the core's soft reset
+
+def _reset_mid_vector(write: bytes, output_reset):
+    """A :class:`Bridge` on a register file whose core sends a full output frame's beats
+    without tlast and stops (a hung engine); the host then sends ``write``, and the core
+    a new one-beat vector. The output frames ``[(cont, data), ...]`` and the responses."""
+    B, E = 1, 2
+    m = Module()
+    m.submodules.br = br = Bridge(addr_bits=ADDR_BITS, elem_bytes=B, stream_elems=E, tick_cycles=4,
+                                  stall_ticks=4, output_reset=output_reset)
+    m.submodules.slave = s = AXI4LiteSlave(ADDR_BITS)
+    m.submodules.rf = rf = RegisterFile((REGS, WINS), ADDR_BITS)
+    wiring.connect(m, br.axil, s.axil)
+    wiring.connect(m, s.bus, rf.bus)
+    m.submodules.esc = esc = SlipEscaper()
+    wiring.connect(m, br.tx, esc.i)
+    full = P.output_piece_bytes(B, E) // (B * E)
+    answered = [False]
+
+    async def tb(ctx):
+        ctx.set(esc.o.ready, 1)
+        await ctx.tick().repeat(20 * full)        # the first frame goes out full, then nothing
+        ctx.set(br.rx.valid, 1)
+        for b in write:
+            ctx.set(br.rx.payload, b)
+            while not (await ctx.tick().sample(br.rx.ready))[2]:
+                pass
+        ctx.set(br.rx.valid, 0)
+        await ctx.tick().repeat(400)
+        answered[0] = True
+        await ctx.tick().repeat(400)
+
+    async def core(ctx):
+        for k in range(full):                      # the old vector: no tlast, then it stops
+            ctx.set(br.s_axis.tvalid, 1)
+            ctx.set(br.s_axis.tdata, 0x0101 * (k % 100))
+            ctx.set(br.s_axis.tlast, 0)
+            while not (await ctx.tick().sample(br.s_axis.tready))[2]:
+                pass
+        ctx.set(br.s_axis.tvalid, 0)
+        while not answered[0]:
+            await ctx.tick()
+        ctx.set(br.s_axis.tvalid, 1)               # the next vector: one beat
+        ctx.set(br.s_axis.tdata, 0x0907)
+        ctx.set(br.s_axis.tlast, 1)
+        while not (await ctx.tick().sample(br.s_axis.tready))[2]:
+            pass
+        ctx.set(br.s_axis.tvalid, 0)
+
+    items = P.Parser().feed(_simulate_bridge(m, esc, tb, core))
+    return ([(x.cont, x.data) for x in items if isinstance(x, P.OutputFrame)],
+            [x for x in items if isinstance(x, Response)])
+
+
+@pytest.mark.parametrize("write, output_reset, starts", [
+    (P.write32(0x0C, 1), (0x0C, 1), True),          # the soft reset: the next frame starts a vector
+    (P.write32(0x0C, 2), (0x0C, 1), False),         # another CMD bit: the vector may go on
+    (P.write32(0x20, 1), (0x0C, 1), False),         # another register
+    (P.write32(0x0C, 1), None, False)])             # a bridge told of no soft reset
+def test_after_the_cores_soft_reset_the_next_output_frame_starts_a_vector(write, output_reset, starts):
+    """An output frame closed full (no tlast: the vector goes on) and then a hung core's
+    CMD.SOFT_RESET, which drops the rest of its vector: the next vector's first frame
+    was marked a continuation (OUTPUT_CONT), and the host refused it ("a continuation
+    output frame without a start"). The bridge now sees the soft reset's write and
+    starts a vector; other writes leave the continuation as it was."""
+    outs, rs = _reset_mid_vector(write, output_reset)
+    full = P.output_piece_bytes(1, 2)
+    assert rs == [Response(Cmd.WRITE32, 0, resp=0)]
+    assert [(c, len(d)) for c, d in outs] == [(False, full), (not starts, 2)]
+    assert outs[1][1] == bytes([7, 9])
+    if starts:
+        assert P.OutputAssembler(2, 1, 2).add(P.OutputFrame(outs[1][1], cont=outs[1][0])) == bytes([7, 9])
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl._ir.UnusedElaboratable")   # elaborated one level only
+def test_the_board_tells_its_bridge_the_accelerators_soft_reset():
+    """The inference board's bridge knows ``CMD.SOFT_RESET`` of the accelerator's register
+    map (the write the host sends to a hung engine); a training top, which sends no output
+    stream back, gives none."""
+    from ttforge.firmware.board import BoardCore, output_reset
+    from ttforge.hw.config import AccelConfig
+    from ttforge.hw.regmap import RegisterMap
+
+    cfg = AccelConfig()
+    rm = RegisterMap(cfg)
+    cmd = next(r for r in rm.registers if r.name == "CMD")
+    bit = next(f for f in cmd.fields if f.name == "SOFT_RESET")
+    m = BoardCore(cfg, divisor=4, clk_hz=1_000_000).elaborate(None)
+    assert m.submodules.bridge.bridge.output_reset == (rm.addr("CMD"), bit.put(1))
+    assert output_reset(type("NoOutput", (), {"regmap": rm})()) is None
