@@ -50,6 +50,7 @@ __all__ = [
     "REQUANT_MODES",
     "StepBound",
     "float32_bounds",
+    "trunc_in_bits",
     "build_qonnx",
     "export_qonnx",
     "run_qonnx",
@@ -138,6 +139,17 @@ def float32_bounds(net: IntNetwork) -> list[StepBound]:
             lo, hi = _in_interval(net, li, t)
             out.append(StepBound(li, t, step.core, layer.acc_exp(t), _step_bound(layer, t, lo, hi)))
     return out
+
+
+def trunc_in_bits(acc_bits: int, shift: int) -> int:
+    """The input width a step's ``Trunc`` declares: its accumulator plus half an output
+    LSB (``2^(shift-1)``, added when ``shift >= 1``).
+
+    ``acc (+ bias)`` fits ``acc_bits`` (:class:`IntLayer` checks ``acc_bits_needed``);
+    the half LSB lifts its top to ``2^(acc_bits-1) - 1 + 2^(shift-1)``, which needs
+    ``max(acc_bits, shift) + 1`` bits (its bottom stays above ``-2^(acc_bits-1)``).
+    """
+    return acc_bits if shift < 1 else max(acc_bits, shift) + 1
 
 
 def _passes(net: IntNetwork, sb: StepBound, bits: int) -> bool:
@@ -283,8 +295,11 @@ class _Builder:
         if shift >= 1:
             acc = g.node("Add", [acc, g.pow2(out_exp - 1)], f"{base}_plus_half", shape)
         if self.requant == "trunc":
+            # in_bitwidth is what reaches Trunc, the half LSB included: declaring acc_bits
+            # would let a tool that sizes its register from it wrap acc + 2^(shift-1)
+            in_bits = trunc_in_bits(layer.acc_bits, shift)
             return g.node("Trunc", [acc, g.pow2(layer.acc_exp(t)), g.f32("zero", 0.0),
-                                    g.f32(f"bits_{layer.acc_bits}", layer.acc_bits), g.pow2(out_exp),
+                                    g.f32(f"bits_{in_bits}", in_bits), g.pow2(out_exp),
                                     g.f32(f"bits_{bits}", bits)],
                           f"{base}_trunc", shape, domain=QONNX_DOMAIN, signed=1, narrow=0,
                           rounding_mode="FLOOR")

@@ -18,9 +18,9 @@ from ttforge.cli import main
 from ttforge.errors import ConfigError
 from ttforge.ir.schedule import ContractionSchedule
 from ttforge.ir.tt import TTShape
-from ttforge.ir.arith import int_range, rshift_round
+from ttforge.ir.arith import acc_bits_needed, int_range, rshift_round, value_range
 from ttforge.ir.artifact import save_artifact
-from ttforge.ir.executor import IntLayer, IntNetwork, execute, execute_traced
+from ttforge.ir.executor import IntLayer, IntNetwork, execute, execute_traced, layer_from_dense
 from ttforge.quant.qonnx_export import (
     FLOAT32_EXACT,
     QONNX_DOMAIN,
@@ -29,6 +29,7 @@ from ttforge.quant.qonnx_export import (
     export_qonnx,
     float32_bounds,
     run_qonnx,
+    trunc_in_bits,
 )
 
 from tests.support.nets import EXAMPLE_INPUT, example_network
@@ -610,3 +611,65 @@ def test_a_check_one_batch_of_which_is_above_the_bound_is_refused_first(monkeypa
     assert main(["export-qonnx", str(art), "-o", str(out), "--batch", "3"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "--check 0" in err and not out.exists(), err
+
+
+# ---------------------------------------------------------------------------------------
+# Trunc's declared input width holds what reaches it (acc + bias + half an output LSB)
+# ---------------------------------------------------------------------------------------
+def _trunc_inputs_exceeding(model: onnx.ModelProto, xr: np.ndarray) -> list[str]:
+    """Run ``model`` with qonnx's executor and name every ``Trunc`` whose input (in units
+    of its scale) leaves the signed range of its declared ``in_bitwidth``."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+
+    proto = onnx.ModelProto()
+    proto.CopyFrom(model)
+    ctx = execute_onnx(ModelWrapper(proto), {"input": xr.astype(np.float32)}, return_full_exec_context=True)
+    bad = []
+    for node in model.graph.node:
+        if node.op_type != "Trunc":
+            continue
+        scale, in_bits = (float(np.ravel(ctx[name])[0]) for name in (node.input[1], node.input[3]))
+        v = ctx[node.input[0]].astype(np.float64) / scale  # exact: scale is 2^e
+        assert np.array_equal(v, np.round(v))
+        lo, hi = value_range(int(in_bits))
+        if v.min() < lo or v.max() > hi:
+            bad.append(f"{node.name}: [{v.min():.0f}, {v.max():.0f}] outside {lo}..{hi}")
+    return bad
+
+
+def _attaining_layer(K, bits, shift, acc_bits=None, bias=None):
+    """Cores all ``-(2^(bits-1) - 1)``: the input ``-2^(bits-1)`` attains the accumulator's top."""
+    W = np.full((2, K), -((1 << (bits - 1)) - 1), dtype=np.int64)
+    need = acc_bits_needed(K, bits, bits, 0 if bias is None else int(np.abs(bias).max()))
+    return layer_from_dense(W, core_exps=(0,), w_bits=bits, in_bits=bits, in_exp=0, inter_bits=8,
+                            out_bits=8, step_exps=(shift,), acc_bits=need if acc_bits is None else acc_bits,
+                            bias=bias, relu=False)
+
+
+@pytest.mark.parametrize("K, bits, shift, bias", [
+    (4, 8, 10, None),                               # the probe's layer: 65024 + 512 = 2^16
+    (4, 8, 10, np.array([511, -7])),                # + the bias, at acc_bits_needed with it
+    (1, 2, 10, None),                               # the shift past acc_bits: 2 + 512
+    (4, 8, 0, None),                                # no half LSB: acc_bits as before
+])
+def test_every_value_reaching_a_trunc_fits_its_declared_in_bitwidth(K, bits, shift, bias):
+    net = IntNetwork((_attaining_layer(K, bits, shift, bias=bias),))
+    lo, hi = int_range(bits)
+    xi = np.array([[lo] * K, [hi] * K, [0] * K])
+    model = build_qonnx(net, requant="trunc", batch=len(xi))
+    assert _trunc_inputs_exceeding(model, reals_of(net, xi)) == []
+    assert_exact(net, model, xi)
+
+
+def test_trunc_in_bitwidth_holds_the_traced_values_of_random_networks():
+    for seed in range(6):
+        net = shifted_network(seed)
+        xi = random_inputs(net, 32, seed)
+        if not all(sb.exact for sb in float32_bounds(net)):
+            continue
+        assert _trunc_inputs_exceeding(build_qonnx(net, requant="trunc", batch=32), reals_of(net, xi)) == []
+
+
+def test_trunc_in_bits_is_acc_bits_plus_the_half_lsb():
+    assert [trunc_in_bits(17, s) for s in (-3, 0, 1, 10, 17, 18, 30)] == [17, 17, 18, 18, 18, 19, 31]
