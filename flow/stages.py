@@ -564,12 +564,16 @@ _UPSTREAM = {"train": (), "quantize": ("train",), "compile": ("quantize",),
 
 
 #: The ttforge packages whose code each stage runs (their sources are part of its inputs).
-_CODE = {"train": ("model", "ir"), "quantize": ("quant", "model", "ir"), "compile": ("hw", "ir", "firmware"),
-         "rtl": ("hw", "ir"), "sim": ("hw", "ir", "sim"), "device-train": ("hw", "ir", "sim", "firmware"),
-         "bitstream": ("hw", "ir", "firmware"),
-         # the page's text and its accelerator memory table (AccelConfig.memory_parts): an
-         # existing build kept the report of older code (its memory labels among them)
-         "report": ("flow", "hw")}
+#: ``flow`` in every one: this module calls each stage and computes the figures its
+#: record keeps (an upgrade that changed only them, e.g. the "B on chip" label, left
+#: the old figures of a skipped stage in the new report).
+_CODE = {name: ("flow", *packages) for name, packages in {
+    "train": ("model", "ir"), "quantize": ("quant", "model", "ir"), "compile": ("hw", "ir", "firmware"),
+    "rtl": ("hw", "ir"), "sim": ("hw", "ir", "sim"), "device-train": ("hw", "ir", "sim", "firmware"),
+    "bitstream": ("hw", "ir", "firmware"),
+    # the page's text and its accelerator memory table (AccelConfig.memory_parts): an
+    # existing build kept the report of older code (its memory labels among them)
+    "report": ("hw",)}.items()}
 
 
 def _data_digest(spec: str) -> str:
@@ -614,6 +618,8 @@ def _inputs(ctx: _Ctx, name: str, statuses: dict[str, str],
         from ttforge.sim import runner   # the generator with the Amaranth and Yosys it runs on
 
         d["generator"] = runner.generator_fingerprint()
+        if name in ("sim", "device-train"):   # a verdict of these simulators' releases
+            d["simulators"] = dict(runner.simulator_versions())
     d["upstream"] = {u: digest(u) for u in _UPSTREAM[name]}
     if name == "report":
         # the page names the config file: a run from another path writes it anew (it kept

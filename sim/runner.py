@@ -18,6 +18,7 @@ input vectors with optional gaps and back-pressure, read the counters.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib.util
 import inspect
@@ -46,7 +47,7 @@ __all__ = ["SIMULATORS", "SimBuild", "SimResult", "JobResult", "SimError", "Simu
            "build", "run_job", "run_inference", "available_simulators", "simulator_problem",
            "default_build_root", "emit_verilog", "generator_fingerprint",
            "register_addresses", "TOP", "fault_supported", "run_testbench", "build_intact",
-           "build_product", "product_record", "content_sha256"]
+           "build_product", "product_record", "content_sha256", "simulator_versions"]
 
 #: The simulators the runner knows (cocotb_tools.runner names).
 SIMULATORS = ("icarus", "verilator")
@@ -87,6 +88,20 @@ def _tool_version(sim: str) -> str:
     if sim == "verilator":
         return _verilator_version()
     raise ConfigError(f"sim={sim!r} is not a simulator; use one of {', '.join(SIMULATORS)}")
+
+
+@functools.lru_cache(maxsize=1)
+def simulator_versions() -> tuple[tuple[str, str], ...]:
+    """``(simulator, version line)`` of each of :data:`SIMULATORS` here (``"missing"`` when
+    not installed), once per process: a result keyed on them (flow's sim stage) is not
+    taken for the output of another simulator release."""
+    out = []
+    for sim in SIMULATORS:
+        try:
+            out.append((sim, _tool_version(sim)))
+        except SimulatorMissing:
+            out.append((sim, "missing"))
+    return tuple(out)
 
 
 def available_simulators() -> dict[str, str | None]:
