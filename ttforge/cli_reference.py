@@ -113,8 +113,13 @@ EXIT_CODES = [
     "| status | meaning | raised as |",
     "|---|---|---|",
     "| 0 | success | |",
-    "| 1 | the command ran and its check failed: `regress` (a case failed), `diverge` (the "
-    "integer stages diverge), `run --verify` (the board disagrees with the golden executor) | |",
+    "| 1 | the command ran and its check failed: `regress` and `regress --train` (a case "
+    "failed), `diverge` (the integer stages diverge), `run --verify` (the board disagrees with "
+    "the golden executor), `train-board --check` (the device diverged from the golden trainer; "
+    "the diverged state is not written), `train-int --verify-steps` (the golden and the fast "
+    "step differ), `export-qonnx` (its check, `--check N`, on 16 inputs by default: the qonnx "
+    "executor disagrees with the integer executor; nothing written), `flow` (the simulated RTL disagrees with the golden "
+    "executor), `sweep` (a point failed; `sweep.csv` gives its reason) | |",
     "| 2 | a problem the user can fix: a bad argument or configuration value, a damaged or "
     "foreign file, sizes that do not fit, a stated limit exceeded, an output that would destroy "
     "an input or a file ttforge did not write, a path that does not exist or cannot be read; "
