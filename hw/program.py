@@ -431,17 +431,19 @@ def _u32(v: int) -> int:
 def load_image(program: Program, regmap: RegisterMap | None = None) -> list[tuple[int, int]]:
     """The ordered AXI4-Lite writes ``(byte address, 32-bit data)`` that load ``program``.
 
-    Order: ``CTRL = 0`` (disable), ``CMD.CLEAR_ERROR``, the DMEM words (step 0 first), the
-    CMEM elements, the BMEM elements (each sign-extended to 32 bits, element address
-    order), ``IN_COUNT``, ``IN_PAD``, ``OUT_COUNT``, ``OUT_BUF``, and ``CTRL.ENABLE = 1``
-    last. Deterministic: the same program gives the same list.
+    Order: ``CTRL = 0`` (disable), ``CMD.SOFT_RESET | CMD.CLEAR_ERROR`` (a vector still in
+    the core is aborted: it would run on memories half rewritten), the DMEM words (step 0
+    first), the CMEM elements, the BMEM elements (each sign-extended to 32 bits, element
+    address order), ``IN_COUNT``, ``IN_PAD``, ``OUT_COUNT``, ``OUT_BUF``, and
+    ``CTRL.ENABLE = 1`` last. Deterministic: the same program gives the same list.
     """
     rm = regmap if regmap is not None else RegisterMap(program.config)
     if rm.config != program.config:
         raise ConfigError("load_image: the register map's config differs from the program's; "
                           "build both from the same AccelConfig")
+    cmd = rm["CMD"]
     writes: list[tuple[int, int]] = [(rm.addr("CTRL"), 0),
-                                     (rm.addr("CMD"), rm["CMD"].field("CLEAR_ERROR").mask)]
+                                     (rm.addr("CMD"), cmd.field("SOFT_RESET").mask | cmd.field("CLEAR_ERROR").mask)]
     for name, data in (("DMEM", program.dmem), ("CMEM", program.cmem.tolist()),
                        ("BMEM", program.bmem.tolist())):
         w = rm.window(name)

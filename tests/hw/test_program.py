@@ -461,7 +461,7 @@ def test_load_image_order_and_forms():
     assert rm.addr_bits == 11 and len(w) == 131 and w[2] == (0x200, 0x04030811)
     assert w[-6:] == [(0x60C, 70), (0x060, 5), (0x064, 6), (0x068, 3), (0x06C, 1), (0x040, 1)]
     assert w[0] == (rm.addr("CTRL"), 0) and w[-1] == (rm.addr("CTRL"), 1)
-    assert w[1] == (rm.addr("CMD"), 2)
+    assert w[1] == (rm.addr("CMD"), 0b11)   # SOFT_RESET (bit 0) | CLEAR_ERROR (bit 1)
     kinds = [rm.decode(a)[0] for a, _ in w]
     # CTRL, CMD, DMEM..., CMEM..., BMEM..., globals, CTRL
     body = kinds[2:-5]

@@ -8,6 +8,7 @@ adapter took one beat after reset, while disabled and while in error."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from amaranth.sim import Simulator
 
 from ttforge.hw.axil import OKAY
@@ -141,3 +142,72 @@ def test_input_refused_after_reset_while_disabled_and_in_error():
     _simulate(dut, bench, sink=_sink(dut, got))
     assert taken == {"reset": 0, "error": 0, "disabled": 0}
     assert np.array_equal(np.array(got), execute(net, X[:1]))
+
+
+def _load_while_busy(engines: int):
+    """Program A loaded, its vector sent with m_axis_tready low, program B's whole load
+    image written 100 cycles later (the vector still computing), tready raised, then a
+    vector for B. The output vectors, and A's and B's golden outputs."""
+    a, cfg, prog_a, X = _setup(2)
+    b = engine_network(38)
+    ca, cb = (AccelConfig.for_network(n, lanes=4).to_dict() for n in (a, b))
+    cfg = AccelConfig(**{k: max(v, cb[k]) if type(v) is int else v for k, v in ca.items()}  # fits both
+                      | {"engines": engines})
+    rm = RegisterMap(cfg)
+    prog_a, prog_b = compile_program(a, cfg), compile_program(b, cfg)
+    Xb = random_inputs(b, 1, np.random.default_rng(3))
+    dut = TTAccel(cfg)
+    got: list[list[int]] = []
+    sink = {"on": False}
+
+    async def control(ctx):
+        m = Master(ctx, dut.axil)
+        for addr, data in load_image(prog_a, rm):
+            assert await m.write(addr, data) == OKAY
+        await send_vectors(ctx, dut.s_axis, X[:1], cfg.stream_elems, 8)
+        await ctx.tick().repeat(100)
+        for addr, data in load_image(prog_b, rm):
+            assert await m.write(addr, data) == OKAY
+        sink["on"] = True
+        ctx.set(dut.s_axis.tvalid, 1)            # B's vector, one element a beat (stream_elems 1)
+        for k, v in enumerate(Xb[0]):
+            ctx.set(dut.s_axis.tdata, int(v) & 0xFF)
+            ctx.set(dut.s_axis.tlast, k == len(Xb[0]) - 1)
+            for _ in range(20_000):              # bounded: an engine left in error takes none
+                if (await ctx.tick().sample(dut.s_axis.tready))[2]:
+                    break
+            else:
+                got.append(["input refused"])
+                break
+        ctx.set(dut.s_axis.tvalid, 0)
+        for _ in range(40_000):
+            if len(got) >= 2:
+                break
+            await ctx.tick()
+        await ctx.tick().repeat(2000)
+
+    async def drain(ctx):
+        cur = []
+        while True:
+            ctx.set(dut.m_axis.tready, sink["on"])
+            _, _, valid, ready, data, last = await ctx.tick().sample(
+                dut.m_axis.tvalid, dut.m_axis.tready, dut.m_axis.tdata, dut.m_axis.tlast)
+            if valid and ready:
+                cur.append(data - (1 << 8) if data >> 7 else data)
+                if last:
+                    got.append(cur)
+                    cur = []
+
+    _simulate(dut, control, sink=drain)
+    return got, execute(a, X[:1])[0].tolist(), execute(b, Xb)[0].tolist()
+
+
+@pytest.mark.parametrize("engines", [1, 2])
+def test_a_load_while_a_vector_is_in_flight_aborts_it(engines):
+    """The load image applied while a vector of the old program is still computing (the
+    C driver's ttfd_load writes straight through): its first writes stopped new input
+    only, the vector went on with memories half rewritten and came out as neither
+    program's result, with no error. The image now soft-resets the core first: that
+    vector has no output, and the next one is the new program's, exactly."""
+    got, old, new = _load_while_busy(engines)
+    assert got == [new], (got, old, new)
