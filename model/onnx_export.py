@@ -56,6 +56,34 @@ SUPPORTED = "nn.Flatten, TTLinear, nn.Linear and nn.ReLU"
 MAX_INPUT_AXES = 16
 
 
+def _check_input_shape(shape: Sequence[int], n_in: int, flatten: bool, flag: str | None) -> tuple[int, ...]:
+    """``shape`` as a tuple, or a one-line ShapeError naming it as ``flag`` gave it (the
+    command line's ``--input-shape 0,64``) or as the argument ``input_shape=[0, 64]``."""
+    shape = tuple(shape)
+    name = flag or "input_shape"
+
+    def given() -> str:
+        if flag is None:
+            return f"input_shape={show(list(shape))}"
+        return f"{flag} {','.join(str(s) for s in shape)}" if shape else f"{flag} (empty)"
+
+    def flat(n: int) -> str:
+        return f"{flag} {n}" if flag else f"input_shape ({n},)"
+
+    if not shape or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape):
+        raise ShapeError(f"{given()} must be a non-empty list of positive sizes, e.g. {flat(n_in)}")
+    if len(shape) > MAX_INPUT_AXES:
+        raise ShapeError(f"{name} has {len(shape)} axes; give at most {MAX_INPUT_AXES} "
+                         f"(the batch axis comes on top)")
+    if len(shape) > 1 and not flatten:
+        raise ShapeError(f"{given()} has {len(shape)} axes but the model does not start with "
+                         f"nn.Flatten; give a flat {flat(n_in)}")
+    if math.prod(shape) != n_in:
+        raise ShapeError(f"{given()} has {math.prod(shape)} values per sample but the first layer "
+                         f"takes {n_in} features; give an {name} whose product is {n_in}")
+    return shape
+
+
 def _layers(model: nn.Module) -> list[nn.Module]:
     if not isinstance(model, nn.Sequential):
         raise ConfigError(
@@ -133,11 +161,13 @@ def build_onnx(
     model: nn.Sequential,
     opset: int = DEFAULT_OPSET,
     input_shape: Sequence[int] | None = None,
+    input_shape_flag: str | None = None,
 ):
     """The :class:`onnx.ModelProto` of ``model`` (checked with ``onnx.checker``).
 
     ``input_shape`` is the shape of one sample (without the batch dimension); by default
-    ``(in_features,)`` of the first linear layer.
+    ``(in_features,)`` of the first linear layer. ``input_shape_flag`` (``"--input-shape"``)
+    is the command-line flag that gave it, named in its errors instead of ``input_shape``.
     """
     import onnx
     from onnx import TensorProto, helper
@@ -152,23 +182,7 @@ def build_onnx(
     n_in = linears[0].in_features
     if input_shape is None:
         input_shape = (n_in,)
-    input_shape = tuple(input_shape)
-    if not input_shape or any(isinstance(s, bool) or not isinstance(s, int) or s < 1
-                              for s in input_shape):
-        raise ShapeError(f"input_shape={show(list(input_shape))} must be a non-empty list of positive sizes")
-    if len(input_shape) > MAX_INPUT_AXES:
-        raise ShapeError(f"input_shape has {len(input_shape)} axes; give at most {MAX_INPUT_AXES} "
-                         f"(the batch axis comes on top)")
-    if len(input_shape) > 1 and not isinstance(layers[0], nn.Flatten):
-        raise ShapeError(
-            f"input_shape={list(input_shape)} has {len(input_shape)} axes but the model does not "
-            f"start with nn.Flatten; give a flat input_shape ({n_in},)"
-        )
-    if math.prod(input_shape) != n_in:
-        raise ShapeError(
-            f"input_shape={list(input_shape)} has {math.prod(input_shape)} values per sample but "
-            f"the first layer takes {n_in} features; give an input_shape whose product is {n_in}"
-        )
+    input_shape = _check_input_shape(input_shape, n_in, isinstance(layers[0], nn.Flatten), input_shape_flag)
 
     g = OnnxGraph()
     x = g.name("input")

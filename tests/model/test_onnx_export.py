@@ -207,8 +207,13 @@ def test_cli_exports_a_trained_checkpoint(trained_run, tmp_path, capsys):
 
 @pytest.mark.parametrize("args, message", [
     (["--opset", "7"], "opset=7 is not supported; use an opset from 13"),
-    (["--input-shape", "3,3"], "input_shape=[3, 3] has 9 values per sample"),
-    (["--input-shape", ",".join(["64"] + ["1"] * 63)], "input_shape has 64 axes; give at most 16"),
+    (["--input-shape", "3,3"], "--input-shape 3,3 has 9 values per sample"),
+    (["--input-shape", ",".join(["64"] + ["1"] * 63)], "--input-shape has 64 axes; give at most 16"),
+    # the flag, not the Python field input_shape=[0, 64], is named
+    (["--input-shape", "0,64"], "--input-shape 0,64 must be a non-empty list of positive sizes"),
+    # argparse took -8,-8 for an option: "--input-shape: expected one argument"
+    (["--input-shape", "-8,-8"], "--input-shape -8,-8 must be a non-empty list of positive sizes"),
+    (["--input-shape=-8,-8"], "--input-shape -8,-8 must be a non-empty list of positive sizes"),
 ])
 def test_cli_bad_options_exit_2_with_one_line(trained_run, tmp_path, capsys, args, message):
     from ttforge.cli import main
