@@ -18,10 +18,13 @@ ports, so :class:`~ttforge.hw.top.TTAccel` puts it where the engine goes.
   taking the token. Each engine holds at most one vector (``throughput = 0``): it
   takes its next vector only after the previous one's output is taken or its error
   raised, so a token always stands for the turn the output side waits for.
-* Status: ``busy``, ``error``, ``error_pulse``, ``done_pulse`` are any engine's;
-  ``error_code``/``error_step`` the lowest-numbered engine in error; ``done`` that of
-  the engine given the last vector (every engine takes the same cycles for a vector,
-  so the vector started last ends last); ``in_open`` that of ``sel_in``.
+* Status, at the array's ports (as one engine's at its own; an element in a FIFO
+  beside an engine is in flight though the engine may be idle): ``busy`` is any
+  engine's or any FIFO holding an element; ``done_pulse`` the cycle after the output
+  port took a vector's last element; ``done`` set by it, cleared when a vector's first
+  element is taken, by a soft reset or an error, read only while not ``busy``; ``error``,
+  ``error_pulse`` any engine's; ``error_code``/``error_step`` the lowest-numbered
+  engine in error; ``in_open`` that of ``sel_in``.
 * Distance: the engines lie apart on the chip, so nothing crosses between them in one
   cycle through logic. The loads, the program and the control reach every engine
   through a register of its own, a cycle after the ports (the engines' status follows
@@ -31,7 +34,10 @@ ports, so :class:`~ttforge.hw.top.TTAccel` puts it where the engine goes.
   next vector waits in its input FIFO, so the turns run at the engines' own rate.
 * Counters: the sums over the engines (``CYCLES`` counts engine-cycles, so
   ``BUSY_LANE_CYCLES / (CYCLES * L)`` is still the lanes' utilization), kept by the
-  array from the engines' increments: they read two cycles late.
+  array from the engines' increments: they read two cycles late. ``VECTORS`` counts the
+  array's ``done_pulse``; a cycle in which an idle engine's finished output waits in its
+  FIFO, ready and not taken (port not ready, or not its turn), is one of that engine's
+  ``CYCLES`` and ``OUT_STALL``, so ``CYCLES = B x total + IN_STALL + OUT_STALL`` holds.
 """
 
 from __future__ import annotations
@@ -120,7 +126,7 @@ class EngineArray(wiring.Component):
 
         # ---------------------------------------------------------------- input turns
         sel_in = Signal(range(E))
-        last_in = Signal(range(E))        # the engine given the last vector
+        in_mid = Signal()                 # a vector's first element taken, not its last
         for j, (e, f) in enumerate(zip(engines, fifo_in)):
             m.d.comb += [f.w_data.eq(self.inp.payload.as_value()),
                          f.w_en.eq(self.inp.valid & ~soft_reset & (sel_in == j)),
@@ -134,8 +140,12 @@ class EngineArray(wiring.Component):
                 m.d.comb += [ready.eq(fifo_in[j].w_rdy), self.status.in_open.eq(e.status.in_open)]
         # no beat goes in or out while the engines' soft reset is on its way to them
         m.d.comb += self.inp.ready.eq(ready & ~soft_reset)
-        with m.If(self.inp.valid & self.inp.ready & self.inp.payload.last):
-            m.d.sync += [sel_in.eq(Mux(sel_in == E - 1, 0, sel_in + 1)), last_in.eq(sel_in)]
+        took_in = Signal()
+        m.d.comb += took_in.eq(self.inp.valid & self.inp.ready)
+        with m.If(took_in):
+            m.d.sync += in_mid.eq(~self.inp.payload.last)
+            with m.If(self.inp.payload.last):
+                m.d.sync += sel_in.eq(Mux(sel_in == E - 1, 0, sel_in + 1))
 
         # ---------------------------------------------------------------- output turns
         sel_out = Signal(range(E))
@@ -160,8 +170,21 @@ class EngineArray(wiring.Component):
         with m.If((self.out.valid & self.out.ready & self.out.payload.last) | taken):
             m.d.sync += sel_out.eq(Mux(sel_out == E - 1, 0, sel_out + 1))
         with m.If(soft_reset):
-            m.d.sync += [sel_in.eq(0), sel_out.eq(0), last_in.eq(0)]
+            m.d.sync += [sel_in.eq(0), in_mid.eq(0), sel_out.eq(0)]
             m.d.sync += [t.eq(0) for t in token]
+        # an idle engine's finished output still in its FIFO, ready and not taken (the
+        # port not ready, or not its turn): the engine waits for the port, so the cycle
+        # is one of its CYCLES and OUT_STALL (as for one engine, whose last element
+        # waits at the port; cycles in which the port takes the FIFO's elements, and the
+        # FIFO's own latency, are no stalls: the model counts none). Registered beside
+        # the engine, so that it enters the sums with the engine's own increment
+        waiting = []
+        for j, (e, f) in enumerate(zip(engines, fifo_out)):
+            w = Signal(name=f"out_wait{j}")
+            m.d.sync += w.eq(~e.status.busy & f.r_rdy & ~f.r_en & ~soft_reset)
+            waiting.append(w)
+        #: internal signals for tests (not ports)
+        self.debug = {"out_wait": Cat(*waiting)}
 
         # ---------------------------------------------------------------- status
         st = self.status
@@ -172,17 +195,34 @@ class EngineArray(wiring.Component):
                 v = v | getattr(e.status, name)
             return v
 
-        m.d.comb += [st.busy.eq(any_of("busy")), st.error.eq(any_of("error")),
-                     st.error_pulse.eq(any_of("error_pulse")),
-                     st.done_pulse.eq(any_of("done_pulse"))]
+        # BUSY, DONE, done_pulse and VECTORS at the array's ports, as one engine has them
+        # at its own: an element in a FIFO beside an engine (taken at the input port, not
+        # yet by the engine; or the engine's output, not yet taken at the output port) is
+        # an inference in flight, though its engine may be idle
+        busy = any_of("busy")
+        for f in (*fifo_in, *fifo_out):
+            busy = busy | (f.level != 0)
+        done_pulse = Signal()             # the cycle after a vector's last element left
+        m.d.sync += done_pulse.eq(self.out.valid & self.out.ready & self.out.payload.last)
+        # DONE: set by done_pulse, cleared when a vector's first element is taken (in that
+        # very cycle), by a soft reset or an error (a vector started after the one done
+        # may end in an error before it), and read only with nothing in flight (another
+        # engine's vector may still run: BUSY and DONE are never read together)
+        start = Signal()
+        done_q = Signal()
+        m.d.comb += start.eq(took_in & ~in_mid)
+        with m.If(start | soft_reset | any_of("error_pulse")):
+            m.d.sync += done_q.eq(0)
+        with m.Elif(done_pulse):
+            m.d.sync += done_q.eq(1)
+        m.d.comb += [st.busy.eq(busy), st.error.eq(any_of("error")),
+                     st.error_pulse.eq(any_of("error_pulse")), st.done_pulse.eq(done_pulse),
+                     st.done.eq(done_q & ~busy & ~start)]
         for j in reversed(range(E)):          # the lowest-numbered engine in error wins
             e = engines[j]
             with m.If(e.status.error):
                 m.d.comb += [st.error_code.eq(e.status.error_code),
                              st.error_step.eq(e.status.error_step)]
-        for j, e in enumerate(engines):
-            with m.If(last_in == j):
-                m.d.comb += st.done.eq(e.status.done)
 
         # ---------------------------------------------------------------- counters
         # The sums are kept by the array, from the engines' increments: no counter adds
@@ -198,14 +238,26 @@ class EngineArray(wiring.Component):
         k = max(1, self.config.lanes.bit_length())
         clear_at = Signal(3)              # the engines' clear_counters, 1 / 2 / 3 cycles late
         m.d.sync += clear_at.eq(Cat(self.control.clear_counters, clear_at[:2]))
+        # VECTORS is the array's own (a vector's last element taken at the output port),
+        # its done_pulse delayed to the cycle an engine's increment would reach the sum.
+        # An engine's out_wait adds to its CYCLES and OUT_STALL increments: the two
+        # never meet (the engine's count while it is busy, out_wait while it is idle)
+        vec_d = Signal(2)
+        m.d.sync += vec_d.eq(Cat(done_pulse, vec_d[0]))
         for name in COUNTER_NAMES:
-            incs = []
-            for j, e in enumerate(engines):
-                low = getattr(e.counters, name)[:k]
-                before = Signal(k, name=f"{name}_low{j}")
-                inc = Signal(k, name=f"{name}_inc{j}")
-                m.d.sync += [before.eq(low), inc.eq(low - before)]
-                incs.append(inc)
+            if name == "vectors":
+                incs = [vec_d[1]]
+            else:
+                incs = []
+                for j, e in enumerate(engines):
+                    low = getattr(e.counters, name)[:k]
+                    before = Signal(k, name=f"{name}_low{j}")
+                    inc = Signal(k, name=f"{name}_inc{j}")
+                    step = low - before
+                    if name in ("cycles", "out_stall"):
+                        step = step + waiting[j]
+                    m.d.sync += [before.eq(low), inc.eq(step)]
+                    incs.append(inc)
             total = Signal(cb, name=f"{name}_sum")
             with m.If(clear_at[2]):
                 m.d.sync += total.eq(0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from amaranth.sim import Simulator
 
 from ttforge.errors import ConfigError
 from ttforge.hw.config import AccelConfig
@@ -38,6 +39,12 @@ def test_array_bit_exact_in_order_with_gaps_and_backpressure(lanes, seed, engine
     assert run.counters["busy_lane_cycles"] == macs_per_vector(net) * len(X)
     assert run.counters["sat_events"] == sum(t.saturations for t in traces)
     assert run.done_pulses == len(X)
+    # every engine-cycle is a model cycle or a stall, also while an idle engine's output
+    # waits in its FIFO for the port or for its turn
+    from ttforge.hw.cycles import program_cycles
+    model = program_cycles(prog.descriptors, cfg, prog.globals, ENGINE_TIMING).total
+    c = run.counters
+    assert c["cycles"] - c["in_stall"] - c["out_stall"] == model * len(X)
 
 
 def test_a_fault_in_one_engine_breaks_its_turns_only():
@@ -149,10 +156,12 @@ def test_engines_config_is_checked(over, field):
         AccelConfig(**over)
 
 
-def _counter_mismatches(clear_at, engines_summed, monkeypatch):
-    """Simulate 4 vectors on 3 engines; on every cycle compare the array's counters with
-    the sum of the first ``engines_summed`` engines' counters two cycles before: the
-    number of cycles that differ, the cycles compared, and the counters seen above 0."""
+def _counter_mismatches(clear_at, engines_summed, monkeypatch, hold=()):
+    """Simulate 4 vectors on 3 engines (the output port not ready in the cycles ``hold``);
+    on every cycle compare the array's counters with the sum of the first
+    ``engines_summed`` engines' counters two cycles before, plus the array's own parts:
+    the number of cycles that differ, the cycles compared, the counters seen above 0 and
+    the cycles an idle engine's output waited in its FIFO."""
     from ttforge.hw.engine.array import EngineArray
     from ttforge.hw.engine.signatures import COUNTER_NAMES
 
@@ -162,7 +171,7 @@ def _counter_mismatches(clear_at, engines_summed, monkeypatch):
     monkeypatch.setattr(EngineArray, "_make_engines", lambda self: made.extend(real(self)) or made)
     dut = EngineArray(cfg)
     cb = cfg.counter_bits
-    seen = {"bad": 0, "checked": 0, "moved": set()}
+    seen = {"bad": 0, "checked": 0, "moved": set(), "waits": 0}
 
     async def producer(ctx):
         await load_program(ctx, dut, prog)
@@ -173,17 +182,32 @@ def _counter_mismatches(clear_at, engines_summed, monkeypatch):
     async def checker(ctx):
         ctx.set(dut.out.ready, 1)
         history, t, left = [], 0, len(X)
+        # the array's own parts, counted as an engine would: VECTORS from the array's
+        # done_pulse (the port took a vector's last element), and the cycles an idle
+        # engine's output waits in its FIFO (out_wait, already a cycle late) in CYCLES
+        # and OUT_STALL; an engine's counter clears two cycles after the port
+        waits = vecs = 0
         while left:
             ctx.set(dut.control.clear_counters, int(t == clear_at))
+            ctx.set(dut.out.ready, t not in hold)
             got = {n: ctx.get(getattr(dut.counters, n)) for n in COUNTER_NAMES}
             if len(history) >= 2:
                 seen["bad"] += got != history[-2]
                 seen["checked"] += 1
                 seen["moved"] |= {n for n, v in got.items() if v}
-            history.append({n: sum(ctx.get(getattr(e.counters, n)) for e in made[:engines_summed])
-                            % (1 << cb) for n in COUNTER_NAMES})
-            _, _, valid, last = await ctx.tick().sample(dut.out.valid, dut.out.payload.last)
-            left -= bool(valid and last)
+            wait = bin(ctx.get(dut.debug["out_wait"])).count("1")
+            if clear_at is not None and t == clear_at + 2:   # the engines' clear
+                waits, vecs, wait = 0, 0, 0
+            waits += wait
+            seen["waits"] += wait
+            own = {"cycles": waits, "out_stall": waits, "vectors": vecs}
+            history.append({n: (sum(ctx.get(getattr(e.counters, n)) for e in made[:engines_summed])
+                                * (n != "vectors") + own.get(n, 0)) % (1 << cb)
+                            for n in COUNTER_NAMES})
+            vecs += ctx.get(dut.status.done_pulse)
+            _, _, valid, ready, last = await ctx.tick().sample(dut.out.valid, dut.out.ready,
+                                                               dut.out.payload.last)
+            left -= bool(valid and ready and last)
             t += 1
             assert t < 100_000
 
@@ -191,12 +215,14 @@ def _counter_mismatches(clear_at, engines_summed, monkeypatch):
     return seen
 
 
-@pytest.mark.parametrize("clear_at", [None, 150])
-def test_counters_are_the_engines_sums_every_cycle(clear_at, monkeypatch):
+@pytest.mark.parametrize("clear_at,hold", [(None, ()), (150, ()), (150, range(100, 900))])
+def test_counters_are_the_engines_sums_every_cycle(clear_at, hold, monkeypatch):
     """The array keeps its counters from the engines' increments: on every cycle each
-    reads the sum of the engines' counters two cycles before, also across a
-    ``clear_counters`` in the middle of a vector."""
-    seen = _counter_mismatches(clear_at, 3, monkeypatch)
+    reads the sum of the engines' counters two cycles before (VECTORS and the outputs'
+    waits in the FIFOs the array's own), also across a ``clear_counters`` in the middle
+    of a vector and with the output held."""
+    seen = _counter_mismatches(clear_at, 3, monkeypatch, hold)
+    assert (seen["waits"] > 0) == bool(hold)
     assert seen["bad"] == 0 and seen["checked"] > 500
     assert {"cycles", "busy_lane_cycles", "vectors"} <= seen["moved"]
 
@@ -204,3 +230,126 @@ def test_counters_are_the_engines_sums_every_cycle(clear_at, monkeypatch):
 def test_counter_comparison_sees_a_missing_engine(monkeypatch):
     # the sibling: the same comparison against two of the three engines must differ
     assert _counter_mismatches(150, 2, monkeypatch)["bad"] > 100
+
+
+def _held_output_run(engines, hold):
+    """TTAccel (engine_network(37), lanes=4, stream_elems=2, ``engines``): one vector with
+    m_axis_tready low for ``hold`` cycles from the start, then high. Returns the output
+    vectors, the golden ones, the model's cycles per vector, the samples taken while the
+    output was held (STATUS, VECTORS, OUT_STALL, irq, m_axis_tvalid) and the end's
+    (STATUS, irq, counters)."""
+    from ttforge.hw.axil import OKAY
+    from ttforge.hw.cycles import program_cycles
+    from ttforge.hw.program import load_image
+    from ttforge.hw.regmap import RegisterMap
+    from ttforge.hw.top import TTAccel
+    from ttforge.ir.random import engine_network
+    from ttforge.ir.random import random_inputs as ir_inputs
+
+    from tests.support.axil import Master
+    from tests.support.axis_drive import send_vectors, unpack_lanes
+
+    net = engine_network(37)
+    cfg = AccelConfig(**{**AccelConfig.for_network(net, lanes=4, stream_elems=2).to_dict(),
+                         "engines": engines})
+    prog = compile_program(net, cfg)
+    X = ir_inputs(net, 1, np.random.default_rng(2))
+    rm = RegisterMap(cfg)
+    dut = TTAccel(cfg)
+    got, cur, held, end = [], [], [], {}
+    t = {"now": 0, "release": None}
+
+    async def control(ctx):
+        m = Master(ctx, dut.axil)
+        for addr, data in load_image(prog, rm):
+            assert await m.write(addr, data) == OKAY
+        ctrl = rm["CTRL"]
+        assert await m.write(rm.addr("CTRL"), ctrl.field("ENABLE").mask
+                             | ctrl.field("IRQ_DONE_EN").mask) == OKAY
+        assert await m.write(rm.addr("CMD"), rm["CMD"].field("CLEAR_COUNTERS").mask) == OKAY
+        t["release"] = t["now"] + hold
+        await send_vectors(ctx, dut.s_axis, X, cfg.stream_elems, 8)
+        while t["now"] < t["release"] - 60:
+            await ctx.tick().repeat(50)
+            sample = {"tvalid": ctx.get(dut.m_axis.tvalid), "irq": ctx.get(dut.irq)}
+            for reg in ("STATUS", "VECTORS_LO", "OUT_STALL_LO"):
+                sample[reg] = (await m.read(rm.addr(reg)))[0]
+            held.append(sample)
+        while not got:
+            await ctx.tick()
+        await ctx.tick().repeat(10)
+        end["STATUS"] = (await m.read(rm.addr("STATUS")))[0]
+        end["irq"] = ctx.get(dut.irq)
+        for reg in ("CYCLES_LO", "IN_STALL_LO", "OUT_STALL_LO", "VECTORS_LO"):
+            end[reg] = (await m.read(rm.addr(reg)))[0]
+
+    async def sink(ctx):
+        while True:
+            ready = t["release"] is not None and t["now"] >= t["release"]
+            ctx.set(dut.m_axis.tready, ready)
+            _, _, valid, data, last = await ctx.tick().sample(
+                dut.m_axis.tvalid, dut.m_axis.tdata, dut.m_axis.tlast)
+            t["now"] += 1
+            if valid and ready:
+                cur.extend(unpack_lanes(data, cfg.stream_elems, 8))
+                if last:
+                    got.append(list(cur))
+                    cur.clear()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(control)
+    sim.add_process(sink)
+    sim.run()
+    golden = execute(net, X)
+    model = program_cycles(prog.descriptors, cfg, prog.globals, ENGINE_TIMING).total
+    return got, golden, model, held, end
+
+
+@pytest.mark.parametrize("engines", [2, 1])
+def test_array_status_and_counters_wait_for_the_held_output(engines):
+    """engines=2, the one vector's output held at m_axis (tready low 2,500 cycles): the
+    engine went idle with its output in the FIFO beside it, and STATUS read DONE, VECTORS
+    1 and irq rose with no output beat taken, OUT_STALL stayed 0 and CYCLES froze. Now
+    the array's BUSY/DONE/VECTORS/irq follow its ports (docs/hardware.md: BUSY until the
+    last output element is accepted), the wait counts as CYCLES and OUT_STALL, and
+    ``CYCLES - IN_STALL - OUT_STALL`` is the stall-free run's (the cycle model's). One
+    engine (the control) does the same."""
+    BUSY, DONE = 0b01, 0b10
+    free, golden, model, _, free_end = _held_output_run(engines, 0)
+    assert np.array_equal(np.array(free)[:, :golden.shape[1]], golden)
+    assert free_end["OUT_STALL_LO"] == 0
+    assert free_end["CYCLES_LO"] - free_end["IN_STALL_LO"] == model
+
+    got, golden, model, held, end = _held_output_run(engines, 2500)
+    assert np.array_equal(np.array(got)[:, :golden.shape[1]], golden)
+    waiting = [s for s in held if s["tvalid"]]
+    assert len(waiting) > 30                    # the output was offered most of the hold
+    assert all(s["STATUS"] & (BUSY | DONE) == BUSY for s in held)
+    assert all(s["VECTORS_LO"] == 0 and s["irq"] == 0 for s in held)
+    # OUT_STALL grows by a cycle per cycle while the output waits at the port
+    stalls = [s["OUT_STALL_LO"] for s in waiting]
+    assert stalls[-1] - stalls[0] >= 50 * (len(stalls) - 1) - 5 and stalls[-1] > 1500
+    assert end["STATUS"] & (BUSY | DONE) == DONE and end["irq"] == 1 and end["VECTORS_LO"] == 1
+    assert end["CYCLES_LO"] - end["IN_STALL_LO"] - end["OUT_STALL_LO"] == model
+
+
+def test_small_outputs_waiting_for_the_port_or_their_turn_are_counted():
+    """A 3-element output fits the FIFO beside its engine: with the port stalling at
+    random, idle engines' outputs wait for the port or their turn. Every one of those
+    cycles is CYCLES and OUT_STALL, so the identity with the cycle model stays exact."""
+    from ttforge.hw.cycles import program_cycles
+    from ttforge.ir.random import engine_network
+    from ttforge.ir.random import random_inputs as ir_inputs
+
+    net = engine_network(37)
+    cfg = config_for(net, 4, engines=2)
+    prog = compile_program(net, cfg)
+    X = ir_inputs(net, 6, np.random.default_rng(5))
+    run = simulate(cfg, stream_script(prog, X), expect_vectors=len(X), seed=3, stall=0.7)
+    assert np.array_equal(np.array(run.outputs, dtype=np.int64), execute(net, X))
+    model = program_cycles(prog.descriptors, cfg, prog.globals, ENGINE_TIMING).total
+    c = run.counters
+    assert c["out_stall"] > 0 and c["vectors"] == len(X) and run.done_pulses == len(X)
+    assert c["cycles"] - c["in_stall"] - c["out_stall"] == model * len(X)
+    assert run.status["busy"] == 0
