@@ -71,6 +71,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                         "trained in RTL (the native harness) against the golden trainer")
     p.add_argument("--steps", type=int, default=None, metavar="N",
                    help="with --train: training steps per case (default 100)")
+    p.add_argument("--case", metavar="DIGEST", default=None,
+                   help="with --train and --seeds 1: the digest of the case a reproduce command "
+                        "names; a seed that draws another case here (another ttforge) is refused")
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -196,6 +199,9 @@ def _run_held(args: argparse.Namespace) -> int:
         return run_train_cli(args)
     if args.steps is not None:   # silently ignored before
         raise ConfigError(f"--steps {args.steps}: training steps apply to --train only; drop --steps or add --train")
+    if args.case is not None:
+        raise ConfigError(f"--case {args.case}: names a training case; it applies to --train only "
+                          f"(an inference case replays from its reproducer directory: --replay)")
     _check_args(args)
     if args.replay:
         res = replay(args.replay, sim=args.sim, build_root=args.build_root)

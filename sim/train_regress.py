@@ -16,6 +16,8 @@ of that step (layer, core or bias, element).
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import shlex
 import time
@@ -99,6 +101,18 @@ class TrainCase:
     @property
     def batch(self) -> int:
         return len(self.batches[0][1])
+
+    @functools.cached_property
+    def digest(self) -> str:
+        """A short sha256 of what the case is (its state file's bytes, its batches): a
+        reproduce command names it, so that a seed another ttforge draws differently
+        (the case generator changed) is refused rather than run as a different case."""
+        from ttforge.ir.train_state import dumps_state
+
+        h = hashlib.sha256(dumps_state(self.state))
+        for x, y in self.batches:
+            h.update(np.ascontiguousarray(x, "<i8").tobytes() + b"\0" + np.ascontiguousarray(y, "<i8").tobytes())
+        return h.hexdigest()[:16]
 
     def describe(self) -> str:
         layers = "-".join(str(L.in_features) for L in self.state.layers) + f"-{self.state.n_classes}"
@@ -187,6 +201,8 @@ class TrainCaseResult:
     build_failed: bool = False
     #: that build's own error, raised as the run's one line (not in ``to_dict``)
     build_error: Exception | None = field(default=None, repr=False, compare=False)
+    #: :attr:`TrainCase.digest` ("" when the case was never drawn: a task that failed)
+    case: str = ""
 
     def to_dict(self) -> dict:
         out = dict(self.__dict__)
@@ -200,7 +216,7 @@ def run_train_case(case: TrainCase, build) -> TrainCaseResult:
     from ttforge.sim.train_native import train_native
 
     t0 = time.perf_counter()
-    res = TrainCaseResult(case.seed, case.family, case.describe(), len(case.batches), False)
+    res = TrainCaseResult(case.seed, case.family, case.describe(), len(case.batches), False, case=case.digest)
     try:
         compile_training(case.state, case.batch, build.config)   # one line if it cannot fit
         got, records = train_native(build, case.state, case.batches)
@@ -263,10 +279,10 @@ def train_case_task(args: tuple) -> tuple[TrainCaseResult, str]:
             # does (as an ERROR row alone it ended in exit 1, a verdict on the hardware)
             return (TrainCaseResult(case.seed, case.family, case.describe(), steps, False,
                                     error=f"{type(e).__name__}: {e}"[:300], build_failed=True,
-                                    build_error=e), where())
+                                    build_error=e, case=case.digest), where())
         except Exception as e:  # noqa: BLE001 - the case's verdict, as for a local run
             return (TrainCaseResult(case.seed, case.family, case.describe(), steps, False,
-                                    error=f"{type(e).__name__}: {e}"[:300]), where())
+                                    error=f"{type(e).__name__}: {e}"[:300], case=case.digest), where())
         return run_train_case(case, build), where()
 
 
@@ -355,13 +371,27 @@ def check_train_args(args) -> None:
         raise ConfigError(f"--steps {args.steps}: must be at least 1")
     if args.steps > MAX_TRAIN_STEPS:
         raise LimitError(f"--steps {args.steps}: above ttforge's limit of {MAX_TRAIN_STEPS:,}")
+    if args.case is not None and args.seeds not in (None, 1):
+        raise ConfigError(f"--case {args.case}: names one case; give --seeds 1 (a reproduce command's)")
 
 
-def reproduce_command(seed: int, steps: int, fault: str | None) -> str:
+def reproduce_command(seed: int, steps: int, fault: str | None, case: str = "") -> str:
     """The command that reruns the training case ``seed`` alone, quoted for a POSIX shell
-    (with its ``--fault``: without it a mutation run's failing case passed)."""
+    (with its ``--fault``: without it a mutation run's failing case passed; with
+    ``--case``, the case's digest: another ttforge may draw another case for the seed)."""
     return shlex.join(["ttforge", "regress", "--train", "--seed-start", str(seed), "--seeds", "1",
-                       "--steps", str(steps), *(["--fault", fault] if fault else [])])
+                       "--steps", str(steps), *(["--fault", fault] if fault else []),
+                       *(["--case", case] if case else [])])
+
+
+def check_case(seed: int, steps: int, digest: str) -> None:
+    """One :class:`ConfigError` line unless seed ``seed`` (with ``steps`` steps) draws the
+    case of digest ``digest`` here (``--case`` of a reproduce command)."""
+    got = train_regress_case(seed, steps).digest
+    if got != digest:
+        raise ConfigError(f"--case {digest}: seed {seed} with --steps {steps} draws another case in this "
+                          f"ttforge ({got}): the case generator changed since the run that printed the "
+                          f"command; rerun it with that run's ttforge, or drop --case to run today's case")
 
 
 def run_train_cli(args) -> int:
@@ -377,6 +407,8 @@ def run_train_cli(args) -> int:
     from ttforge.atomic import atomic_write_bytes, reclaim_work_dir
 
     seeds = range(args.seed_start, args.seed_start + args.seeds)
+    if args.case is not None:     # before any build: another ttforge's reproduce command
+        check_case(args.seed_start, args.steps, args.case)
     done = [0]
 
     def line(r: TrainCaseResult) -> None:
@@ -399,7 +431,7 @@ def run_train_cli(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     summary = {"kind": "train", "simulator": "verilator-native", "steps": args.steps, "fault": args.fault,
                "cases": len(results), "failed": len(failed), "results": [r.to_dict() for r in results],
-               "reproduce": [reproduce_command(r.seed, args.steps, args.fault) for r in failed]}
+               "reproduce": [reproduce_command(r.seed, args.steps, args.fault, r.case) for r in failed]}
     atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
     # --out was claimed before the cases (sim/cli.py); removed during the run, it was
     # made again above without its claim, and every later run refused it

@@ -164,3 +164,37 @@ def test_regress_train_out_removed_during_the_run_is_claimed_again(tmp_path, mon
     assert sorted(p.name for p in out.iterdir()) == [WORK_MARKER, "summary.json"]
     assert main(["regress", "--train", "--seeds", "1", "--steps", "2", "--out", str(out)]) == 0
     capsys.readouterr()
+
+
+def test_regress_train_reproduce_names_the_case_and_refuses_another(tmp_path, monkeypatch, capsys):
+    """A failing case's reproduce command (and summary.json) names the case's digest: the
+    seed alone reran whatever the case generator of another ttforge drew for it (three
+    of 40 seeds changed with one edge family added), so an old failure could "pass now"
+    on a different case. The same digest runs; another is one line, exit 2, before any
+    build; --case without --train or with several seeds is refused."""
+    import json
+
+    import ttforge.sim.train_regress as tr
+    from ttforge.cli import main
+
+    monkeypatch.setattr(tr, "train_regress", lambda seeds, steps, **k: [
+        tr.TrainCaseResult(s, 0, "stand-in", steps, False, first_step=1, difference="d",
+                           case=tr.train_regress_case(s, steps).digest) for s in seeds])
+    want = tr.train_regress_case(5, 2).digest
+    assert len(want) == 16 and want != tr.train_regress_case(5, 3).digest != tr.train_regress_case(6, 2).digest
+    out = tmp_path / "o"
+    assert main(["regress", "--train", "--seed-start", "5", "--seeds", "1", "--steps", "2", "--out", str(out)]) == 1
+    cmd = json.loads((out / "summary.json").read_text())["reproduce"][0]
+    assert cmd.endswith(f"--steps 2 --case {want}") and f"reproduce: {cmd}" in capsys.readouterr().out
+    assert main(cmd.split()[1:] + ["--out", str(out)]) == 1       # the same case: it runs
+    capsys.readouterr()
+    other = tr.train_regress_case(6, 2).digest                     # "another ttforge's" case
+    errs = []
+    for argv in (["--train", "--seed-start", "5", "--seeds", "1", "--steps", "2", "--case", other],
+                 ["--train", "--seeds", "2", "--steps", "2", "--case", want],
+                 ["--seeds", "1", "--case", want]):
+        assert main(["regress", *argv, "--out", str(out)]) == 2, argv
+        errs.append(capsys.readouterr().err.strip())
+        assert len(errs[-1].splitlines()) == 1 and "--case" in errs[-1], errs[-1]
+    assert f"seed 5 with --steps 2 draws another case in this ttforge ({want})" in errs[0]
+    assert "--seeds 1" in errs[1] and "--train only" in errs[2]
