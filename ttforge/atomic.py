@@ -344,7 +344,9 @@ def check_owned_dir(out: str | os.PathLike, marker: str, fmt: str,
         except (TypeError, ValueError, KeyError, AttributeError):
             files = None
     if files is None:
-        raise OutputError(f"{where} is not empty and not a {command} output (no valid {marker}); {hint}")
+        # an older ttforge's output (its marker without today's fields) reads the same way
+        raise OutputError(f"{where} is not empty and not a {command} output (no valid {marker}: another "
+                          f"tool's, or one an older ttforge wrote); {hint}")
     for q in present:
         rel = q.relative_to(p).as_posix()
         if rel == marker:
@@ -1016,8 +1018,9 @@ def claim_work_dir(path: str | os.PathLike, flag: str = "--keep") -> Path:
                 raise OutputError(f"{flag} {show_path(p)}: cannot be listed ({e.strerror})") from None
             if first is not None:
                 raise OutputError(f"{flag} {show_path(p)} is not empty (it holds {show_path(first)}) and not "
-                                  f"a ttforge work directory; its files could be overwritten: give a new or "
-                                  f"empty directory")
+                                  f"a ttforge work directory (no {WORK_MARKER}: the user's, or made by a "
+                                  f"ttforge older than that marker); its files could be overwritten: give a "
+                                  f"new or empty directory")
         try:
             p.mkdir(parents=True, exist_ok=True)
             if not (p / WORK_MARKER).is_file():

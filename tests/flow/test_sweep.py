@@ -142,7 +142,7 @@ def test_a_small_sweep_end_to_end_and_resumed(tmp_path, monkeypatch):
     doc = json.loads((out / "sweep.json").read_text())
     del doc["files"]
     (out / "sweep.json").write_text(json.dumps(doc))
-    with pytest.raises(OutputError, match=r"not a ttforge sweep output \(no valid sweep.json\)"):
+    with pytest.raises(OutputError, match=r"not a ttforge sweep output \(no valid sweep.json: another tool's, or one an older ttforge wrote\)"):
         run_sweep(cfg, out)
 
 
@@ -196,7 +196,7 @@ def test_a_directory_merely_holding_a_sweep_json_is_not_a_sweeps(tmp_path, capsy
         (user / name).write_bytes(data)
     assert main(["sweep", path, "--out", str(user)]) == 2
     err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and "not a ttforge sweep output (no valid sweep.json)" in err
+    assert len(err.strip().splitlines()) == 1 and "not a ttforge sweep output (no valid sweep.json: another tool's, or one an older ttforge wrote)" in err
     assert {p.name: p.read_bytes() for p in user.iterdir()} == mine
 
 

@@ -452,9 +452,12 @@ def test_a_keep_directory_is_new_empty_or_ttforge_s_own(tmp_path):
     assert claim_work_dir(tmp_path / "w") == new                # a second run reuses it
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "core.v").write_text("the user's own Verilog")
-    with pytest.raises(OutputError, match="not empty"):
+    with pytest.raises(OutputError, match="not empty") as e:
         claim_work_dir(tmp_path / "src")
     assert sorted(os.listdir(tmp_path / "src")) == ["core.v"]
+    # which marker is missing, and that an older ttforge's directory lacks it too (a
+    # regress --out of a release before the marker was "not a ttforge work directory")
+    assert f"no {WORK_MARKER}" in str(e.value) and "older than that marker" in str(e.value)
 
 
 def test_flow_never_replaces_a_stage_directory_of_the_user_s(tmp_path):
