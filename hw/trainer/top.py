@@ -18,8 +18,9 @@ What the top adds around the slave and the register file:
   answers it from the latched element. The gate takes a new address only when the
   slave holds none, so the latch is never overwritten before it was used.
 * **write windows** ``DMEM``/``CMEM``/``BMEM``: the register file's window ports drive
-  ``host.we``; a window write (and a write of ``RNG``) while the engine is busy answers
-  ``SLVERR`` and has no effect. Writes to the read-only windows answer ``SLVERR``.
+  ``host.we``; a window write (and a write of ``RNG`` or of a program register:
+  ``BATCH``, ``BW_LOG``, ``IN_COUNT``, ``IN_BASE``, ``STOCH``) while the engine is busy
+  answers ``SLVERR`` and has no effect. Writes to the read-only windows answer ``SLVERR``.
 * ``RNG``: a read returns the generator state, a write loads it.
 * ``CMD.START`` arms exactly one step (the engine's ``enable`` is
   ``CTRL.ENABLE | armed``, and ``armed`` clears when the step starts); ``STATUS.DONE``
@@ -42,7 +43,7 @@ What the top adds around the slave and the register file:
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -164,8 +165,13 @@ class TrainAccel(wiring.Component):
         w_hit, w_rw, _, _ = decode(sb.w_addr, "wb")
         r_rng = Signal()
         m.d.comb += r_rng.eq(sb.r_addr == rng_word)
+        # the program registers the step reads while it runs (a write took effect on the step
+        # in flight: its state was then no program's)
+        prog_words = [rm.addr(n) >> 2 for n in ("BATCH", "BW_LOG", "IN_COUNT", "IN_BASE", "STOCH")]
+        w_busy_reg = Signal()
+        m.d.comb += w_busy_reg.eq(Cat(*(sb.w_addr == w for w in (rng_word, *prog_words))).any())
         w_block = Signal()      # a write that must not happen: SLVERR
-        m.d.comb += w_block.eq((w_hit & (busy | ~w_rw)) | ((sb.w_addr == rng_word) & busy))
+        m.d.comb += w_block.eq((w_hit & (busy | ~w_rw)) | (w_busy_reg & busy))
         m.d.comb += [fb.w_stb.eq(sb.w_stb & ~w_block), fb.w_addr.eq(sb.w_addr),
                      fb.w_data.eq(sb.w_data), fb.w_strb.eq(sb.w_strb),
                      sb.w_err.eq(fb.w_err | w_block),

@@ -117,6 +117,10 @@ def test_access_rules_and_errors():
         out["busy_read"] = (await bus._read(rm.window("CMEM").base))[1]
         out["busy_write"] = await bus._write(rm.window("CMEM").base, 5)
         out["busy_rng"] = await bus._write(rm.addr("RNG"), 5)
+        # and so do the program registers the step reads (BATCH 4 -> 3 took effect mid-step)
+        out["busy_prog"] = [await bus._write(rm.addr(n), 3) for n in ("BATCH", "BW_LOG", "IN_COUNT",
+                                                                      "IN_BASE", "STOCH")]
+        out["batch"] = await host.read_reg("BATCH")
         await host.soft_reset()
         out["after_reset"] = await host.status()
         out["cmem0"] = (await host.read_window("CMEM", 0, 1))[0]
@@ -143,6 +147,7 @@ def test_access_rules_and_errors():
     assert out["ro_window_write"] == 2 and out["unmapped"] == 2
     assert out["rng"] == 0x1234567
     assert out["busy_read"] == 2 and out["busy_write"] == 2 and out["busy_rng"] == 2
+    assert out["busy_prog"] == [2] * 5 and out["batch"] == 4
     assert out["after_reset"] & 1 == 0
     assert out["cmem0"] == int(compile_training(state, 4, cfg).cmem[0])   # the busy write was refused
     assert out["err"] is not None and out["err"][0] == "BAD_LABEL", out["err"]
