@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -219,11 +218,6 @@ def _add_export_onnx_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"ONNX opset (default {DEFAULT_OPSET}; {MIN_OPSET} or newer)")
     p.add_argument("--input-shape", type=parse_int_list, default=None,
                    help="shape of one input sample, e.g. 1,28,28 (default: flat in_features)")
-    # argparse took "-8,-8" for an unknown option (only "-8" looks like a negative number
-    # to it) and said "--input-shape: expected one argument"; no option of this command
-    # starts with "-" and a digit, so such a word is a value (as Python 3.13's argparse
-    # has it), refused by build_onnx in one line naming --input-shape
-    p._negative_number_matcher = re.compile(r"^-\.?\d")
 
 
 def _run_export_onnx(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 from typing import Callable, Sequence
 
@@ -110,6 +111,14 @@ def train_board_cli_spec():
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # argparse took a value such as "-2,-2" (--ranks, --input-shape, ...) for an
+        # unknown option, as only "-2" looks like a negative number to it, and said
+        # "expected one argument"; no ttforge option starts with "-" and a digit, so such a
+        # word is a value (as Python 3.13's argparse has it), refused by its flag's check
+        self._negative_number_matcher = re.compile(r"^-\.?\d")
+
     def error(self, message: str) -> None:  # one line, exit 2 (argparse's own convention)
         self.exit(2, f"{self.prog}: error: {message}\n")
 
