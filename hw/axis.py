@@ -221,8 +221,10 @@ class ElementsToAXIS(wiring.Component):
     lane; an element marked ``last`` closes the beat early (unused lanes 0) and sets
     ``tlast``. The beat is registered (``tdata``/``tlast`` stable while ``tvalid`` waits
     for ``tready``; ``tvalid`` never depends on ``tready``). A second register collects
-    the next beat meanwhile, so one element per cycle flows without bubbles.
-    ``flush`` drops everything held (soft reset).
+    the next beat meanwhile, so one element per cycle flows without bubbles. A vector's
+    last element that arrives while ``tready`` is low is taken from ``inp`` only when
+    the port takes its beat (its beat is offered meanwhile), so that the source sees its
+    vector end when the port does. ``flush`` drops everything held (soft reset).
     """
 
     def __init__(self, config=None, *, stream_elems=None, act_bits=None, fault=None):
@@ -255,7 +257,27 @@ class ElementsToAXIS(wiring.Component):
         m.d.comb += closes.eq(self.inp.p.last | (idx == E - 1))
         out_free = Signal()
         m.d.comb += out_free.eq(~out_valid | self.m.tready)
-        m.d.comb += self.inp.ready.eq(~closes | out_free)
+        # A vector's last element, taken into an empty output register while tready is
+        # low, would end the vector for its source (BUSY 0, DONE, VECTORS, irq) with its
+        # last beat not taken at the port, and end the source's OUT_STALL and CYCLES too.
+        # So that beat is loaded (tvalid rises without waiting for tready, as AXI4-Stream
+        # requires) but the element is taken from the source only when the port takes
+        # the beat (`owed`): the source waits, and counts that wait as it counts any
+        # stall at the port. With tready high the element is taken as it is loaded, as
+        # before: the cycle model is unchanged. (A slave that raises tready in that
+        # cycle and drops it in the next one still sees the beat wait after the source
+        # ended: the register's cycle.)
+        owed = Signal()
+        defer = Signal()                     # a last element the port cannot take now
+        m.d.comb += defer.eq(self.inp.p.last & ~self.m.tready)
+        load = Signal()                      # a finished beat enters the output register
+        m.d.comb += load.eq(self.inp.valid & closes & out_free & ~owed)
+        m.d.comb += self.inp.ready.eq(Mux(owed, self.m.tready, ~closes | (out_free & ~defer)))
+        with m.If(load & defer):
+            m.d.sync += owed.eq(1)
+        # taken at the port; or withdrawn by the source (its abort, the beat goes out)
+        with m.If(owed & (self.m.tready | ~self.inp.valid)):
+            m.d.sync += owed.eq(0)
 
         # (test hook axis_unstable: tvalid falls after one cycle, taken or not)
         with m.If(out_valid if self.fault == "axis_unstable" else out_valid & self.m.tready):
@@ -272,20 +294,19 @@ class ElementsToAXIS(wiring.Component):
             with m.Elif(idx > j):
                 m.d.comb += lane.eq(coll.word_select(j, W))
             lanes_now.append(lane)
-        with m.If(self.inp.valid & self.inp.ready):
-            with m.If(closes):
-                m.d.sync += [
-                    out_data.eq(Cat(*lanes_now)),
-                    out_last.eq(self.inp.p.last),
-                    out_valid.eq(1),
-                    idx.eq(0),
-                    coll.eq(0),
-                ]
-            with m.Else():
-                m.d.sync += [
-                    coll.word_select(idx, W).eq(elem),
-                    idx.eq(idx + 1),
-                ]
+        with m.If(load):
+            m.d.sync += [
+                out_data.eq(Cat(*lanes_now)),
+                out_last.eq(self.inp.p.last),
+                out_valid.eq(1),
+                idx.eq(0),
+                coll.eq(0),
+            ]
+        with m.Elif(self.inp.valid & self.inp.ready & ~closes):
+            m.d.sync += [
+                coll.word_select(idx, W).eq(elem),
+                idx.eq(idx + 1),
+            ]
         with m.If(self.flush):
-            m.d.sync += [out_valid.eq(0), idx.eq(0), coll.eq(0)]
+            m.d.sync += [out_valid.eq(0), idx.eq(0), coll.eq(0), owed.eq(0)]
         return m
