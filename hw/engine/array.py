@@ -133,11 +133,20 @@ class EngineArray(wiring.Component):
                          e.inp.payload.eq(f.r_data), e.inp.valid.eq(f.r_rdy),
                          f.r_en.eq(e.inp.ready)]
         ready = Signal()
+        open_sel, err_sel = Signal(), Signal()    # sel_in's in_open and error
         m.d.comb += [ready.eq(Mux(sel_in == 0, fifo_in[0].w_rdy, 0)),
-                     self.status.in_open.eq(engines[0].status.in_open & (sel_in == 0))]
+                     open_sel.eq(engines[0].status.in_open & (sel_in == 0)),
+                     err_sel.eq(engines[0].status.error & (sel_in == 0))]
         for j, e in enumerate(engines[1:], 1):
             with m.If(sel_in == j):
-                m.d.comb += [ready.eq(fifo_in[j].w_rdy), self.status.in_open.eq(e.status.in_open)]
+                m.d.comb += [ready.eq(fifo_in[j].w_rdy), open_sel.eq(e.status.in_open),
+                             err_sel.eq(e.status.error)]
+        # while any engine is in error the array takes no vector, as one engine takes none
+        # (the next engine's turn took and ran one beside STATUS.ERROR); the engine in
+        # error itself still takes the rest of a vector it discards (its own in_open)
+        any_error = Signal()
+        m.d.comb += [any_error.eq(Cat(*(e.status.error for e in engines)).any()),
+                     self.status.in_open.eq(open_sel & (~any_error | err_sel))]
         # no beat goes in or out while the engines' soft reset is on its way to them
         m.d.comb += self.inp.ready.eq(ready & ~soft_reset)
         took_in = Signal()

@@ -211,3 +211,46 @@ def test_a_load_while_a_vector_is_in_flight_aborts_it(engines):
     vector has no output, and the next one is the new program's, exactly."""
     got, old, new = _load_while_busy(engines)
     assert got == [new], (got, old, new)
+
+
+@pytest.mark.parametrize("engines", [1, 2])
+def test_while_in_error_no_vector_is_taken_by_any_engine(engines):
+    """A vector that ends early (TLAST_EARLY) puts the core in error; a whole vector
+    offered then is refused (s_axis_tready low) until CMD.CLEAR_ERROR, with engines 1 as
+    with 2: the array's next engine took it and ran it beside STATUS.ERROR (DONE|ERROR,
+    irq for DONE, VECTORS 1). After the clear the next vector's output is exact."""
+    net, _, _, X = _setup(3)
+    cfg = AccelConfig(**{**AccelConfig.for_network(net, lanes=4).to_dict(), "engines": engines})
+    prog, rm = compile_program(net, cfg), RegisterMap(cfg)
+    dut = TTAccel(cfg)
+    got: list[list[int]] = []
+    log = {}
+
+    async def bench(ctx):
+        m = Master(ctx, dut.axil)
+        for addr, data in load_image(prog, rm):
+            assert await m.write(addr, data) == OKAY
+        ctrl = rm["CTRL"]
+        await m.write(rm.addr("CTRL"), ctrl.field("ENABLE").mask | ctrl.field("IRQ_DONE_EN").mask)
+        await send_vectors(ctx, dut.s_axis, [list(X[0][:2])], 1, 8)      # TLAST_EARLY
+        await ctx.tick().repeat(10)
+        ctx.set(dut.s_axis.tvalid, 1)
+        ctx.set(dut.s_axis.tdata, int(X[1][0]) & 0xFF)
+        ctx.set(dut.s_axis.tlast, 0)
+        taken = 0
+        for _ in range(300):
+            taken += (await ctx.tick().sample(dut.s_axis.tready))[2]
+        ctx.set(dut.s_axis.tvalid, 0)
+        await ctx.tick().repeat(200)
+        log.update(taken=taken, status=(await m.read(rm.addr("STATUS")))[0], irq=ctx.get(dut.irq),
+                   vectors=(await m.read(rm.addr("VECTORS_LO")))[0], outputs=len(got))
+        assert await m.write(rm.addr("CMD"), rm["CMD"].field("CLEAR_ERROR").mask) == OKAY
+        await send_vectors(ctx, dut.s_axis, [X[2]], 1, 8)
+        for _ in range(20_000):
+            if got:
+                break
+            await ctx.tick()
+
+    _simulate(dut, bench, sink=_sink(dut, got))
+    assert log == dict(taken=0, status=ERROR, irq=0, vectors=0, outputs=0), log
+    assert got == [execute(net, X[2:])[0].tolist()]
