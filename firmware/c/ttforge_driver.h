@@ -128,7 +128,9 @@ ttfd_result ttfd_write_reg(ttfd_dev *dev, uint32_t addr, uint32_t data);
 
 /* Apply a load image (ttforge.firmware.c_driver.load_image_c, or ttforge generate's
  * load_image.bin through ttfd_load_bytes), write by write, then read IN_COUNT and
- * OUT_COUNT back into dev. The image disables the core first and enables it last. A
+ * OUT_COUNT back into dev. The image disables the core first (CTRL = 0, then
+ * CMD.SOFT_RESET | CLEAR_ERROR: a vector still in flight is aborted and its output never
+ * comes; load between runs, after the last ttfd_collect) and enables it last. A
  * write address outside the core's AXI4-Lite window or not 4-byte aligned is
  * TTFD_BAD_IMAGE (image_status TTFI_ADDRESS, as for ttfd_load_bytes) with no write made. */
 ttfd_result ttfd_load(ttfd_dev *dev, const ttfd_write *image, uint32_t count);

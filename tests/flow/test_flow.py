@@ -273,6 +273,22 @@ def test_a_build_of_another_generator_is_not_skipped(build_copy, monkeypatch):
     assert st["compile"] == st["rtl"] == st["sim"] == "ran", st
 
 
+def test_a_build_of_other_stage_code_runs_every_stage_again(build_copy, monkeypatch):
+    """flow/stages.py calls each stage and computes the figures its record keeps: after an
+    upgrade that changed only them (the "B on chip" label) a skipped stage kept the old
+    figures in the new report. Another stages.py reruns every stage; another flow
+    package file (sweep.py, cli.py) reruns only the report."""
+    import ttforge.sources as sources
+
+    real = sources.sources_digest
+    monkeypatch.setattr(sources, "sources_digest", lambda *names: real(*names) + ("-edited" if "flow" in names else ""))
+    st = _statuses(run_flow(default_config(), build_copy, short=True, until="sim"))
+    assert {k for k, v in st.items() if v == "ran"} == {"report"}, st
+    monkeypatch.setattr(stages_mod, "_stages_digest", lambda: "another stages.py")
+    st = _statuses(run_flow(default_config(), build_copy, short=True, until="sim"))
+    assert {k for k, v in st.items() if v == "ran"} == {"train", "quantize", "compile", "rtl", "sim", "report"}, st
+
+
 def test_a_verdict_of_other_simulator_releases_is_not_skipped(build_copy, monkeypatch):
     """sim's "equal to the golden executor" is a verdict of the simulators it ran on: with
     another Verilator or Icarus release it runs again (the stages before it stay)."""
@@ -288,9 +304,6 @@ def test_a_verdict_of_other_simulator_releases_is_not_skipped(build_copy, monkey
     ("sim", {"sim"}),
     ("quant", {"quantize"}),   # its outputs the same bytes: what follows stays skipped
     ("firmware", {"compile"}),
-    # the stages' runners and the figures they record (a skipped stage kept the figures,
-    # and labels, of the code that ran it)
-    ("flow", {"train", "quantize", "compile", "rtl", "sim"}),
 ])
 def test_a_build_made_by_other_code_runs_the_stages_that_run_it(build_copy, monkeypatch, package, reruns):
     """Each stage's inputs hold the sources of the packages it runs: an edit of the
@@ -311,7 +324,7 @@ def test_a_build_made_by_other_code_runs_the_stages_that_run_it(build_copy, monk
 def test_the_verdict_and_board_stages_are_keyed_on_the_code_they_run():
     """device-train runs the training engine (hw, ir), the board top and host (firmware)
     and the simulators (sim); the bitstream the generator and the board top."""
-    assert set(stages_mod._CODE["device-train"]) == {"flow", "hw", "ir", "sim", "firmware"}
+    assert set(stages_mod._CODE["device-train"]) == {"hw", "ir", "sim", "firmware"}
     assert set(stages_mod._CODE["bitstream"]) >= {"hw", "ir", "firmware"}
     assert set(stages_mod._CODE) == set(stages_mod._UPSTREAM)
 

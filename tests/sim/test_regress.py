@@ -248,7 +248,7 @@ def test_replay_with_out_is_one_line_before_the_replay(tmp_path, monkeypatch, ca
 
 @pytest.mark.parametrize("extra", [["--vectors", "3"], ["--fault", "requant_lsb"], ["--config", "c.toml"],
                                    ["--seeds", "2"], ["--seed-start", "5"], ["--jobs", "2"],
-                                   ["--train"], ["--steps", "3"], ["--cluster"]])
+                                   ["--train"], ["--steps", "3"], ["--cluster"], ["--case", "0123456789abcdef"]])
 def test_replay_refuses_every_option_it_would_drop(tmp_path, monkeypatch, capsys, extra):
     """``--replay R`` took ``--vectors 3`` and still ran the reproducer's 16 vectors, and
     ``--fault`` gave the reproducer's own verdict as if the fault had been checked: each
