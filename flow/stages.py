@@ -627,7 +627,11 @@ def _inputs(ctx: _Ctx, name: str, statuses: dict[str, str],
 
         d["generator"] = runner.generator_fingerprint()
         if name in ("sim", "device-train"):   # a verdict of these simulators' releases
-            d["simulators"] = dict(runner.simulator_versions())
+            # the one the stage runs (auto: whichever is installed first, so both); the
+            # simulated training board of device-train runs on Icarus
+            chosen = ctx.cfg.sim.simulator if name == "sim" else "icarus"
+            d["simulators"] = {k: v for k, v in runner.simulator_versions()
+                               if chosen == "auto" or chosen.startswith(k)}
     d["upstream"] = {u: digest(u) for u in _UPSTREAM[name]}
     if name == "report":
         # the page names the config file: a run from another path writes it anew (it kept
