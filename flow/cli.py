@@ -15,7 +15,7 @@ __all__ = ["flow_cli_spec", "sweep_cli_spec"]
 def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.epilog = ("Stages: " + " -> ".join(STAGES) + ". Each writes into DIR/<stage>/ and is skipped "
                 "when its inputs (config section, upstream outputs, ttforge version, the code of the ttforge "
-                "packages it runs) are unchanged; sim checks that it simulates rtl/'s Verilog and "
+                "packages it runs, C/C++ included, and for sim the simulator's release) are unchanged; sim checks that it simulates rtl/'s Verilog and "
                 "load image. "
                 "Examples: 'ttforge flow' (the embedded digits default for the iCEBreaker); "
                 "'ttforge flow examples/mnist-ulx3s.toml --short'; 'ttforge flow --force sim'.")
