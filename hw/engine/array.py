@@ -24,7 +24,9 @@ ports, so :class:`~ttforge.hw.top.TTAccel` puts it where the engine goes.
   port took a vector's last element; ``done`` set by it, cleared when a vector's first
   element is taken, by a soft reset or an error, read only while not ``busy``; ``error``,
   ``error_pulse`` any engine's; ``error_code``/``error_step`` the lowest-numbered
-  engine in error; ``in_open`` that of ``sel_in``.
+  engine in error; ``in_open`` that of ``sel_in``, low while another engine is in error
+  (an error is seen after the FIFO beside its engine: a few elements of a vector
+  streamed right behind the failing one still go in, docs/hardware.md).
 * Distance: the engines lie apart on the chip, so nothing crosses between them in one
   cycle through logic. The loads, the program and the control reach every engine
   through a register of its own, a cycle after the ports (the engines' status follows
