@@ -158,8 +158,7 @@ def output_reset(accel) -> tuple[int, int] | None:
     if not hasattr(accel, "m_axis"):
         return None
     rm = accel.regmap
-    field = {f.name: f for r in rm.registers if r.name == "CMD" for f in r.fields}["SOFT_RESET"]
-    return rm.addr("CMD"), ((1 << field.width) - 1) << field.lsb
+    return rm.addr("CMD"), rm["CMD"].field("SOFT_RESET").mask
 
 
 def _inference_accel(config, engine=None):
