@@ -144,7 +144,7 @@ def test_input_refused_after_reset_while_disabled_and_in_error():
     assert np.array_equal(np.array(got), execute(net, X[:1]))
 
 
-def _load_while_busy(engines: int):
+def _load_while_busy(engines: int, flip: bool = False):
     """Program A loaded, its vector sent with m_axis_tready low, program B's whole load
     image written 100 cycles later (the vector still computing), tready raised, then a
     vector for B. The output vectors, and A's and B's golden outputs."""
@@ -166,7 +166,12 @@ def _load_while_busy(engines: int):
             assert await m.write(addr, data) == OKAY
         await send_vectors(ctx, dut.s_axis, X[:1], cfg.stream_elems, 8)
         await ctx.tick().repeat(100)
-        for addr, data in load_image(prog_b, rm):
+        writes = load_image(prog_b, rm)
+        if flip:   # the sibling: one bit (its sign: a low one rounds away) of B's first nonzero core element
+            w = rm.window("CMEM")
+            k = next(i for i, (a, d) in enumerate(writes) if w.base <= a < w.base + 4 * w.depth and d)
+            writes[k] = (writes[k][0], writes[k][1] ^ (1 << (cfg.core_bits - 1)))
+        for addr, data in writes:
             assert await m.write(addr, data) == OKAY
         sink["on"] = True
         ctx.set(dut.s_axis.tvalid, 1)            # B's vector, one element a beat (stream_elems 1)
@@ -211,6 +216,13 @@ def test_a_load_while_a_vector_is_in_flight_aborts_it(engines):
     vector has no output, and the next one is the new program's, exactly."""
     got, old, new = _load_while_busy(engines)
     assert got == [new], (got, old, new)
+
+
+def test_sibling_a_flipped_core_bit_of_the_new_program_is_seen():
+    """The same load with one bit of the new program's first core element flipped: the
+    next vector's output must differ from the golden one (the check above can fail)."""
+    got, _, new = _load_while_busy(1, flip=True)
+    assert len(got) == 1 and got[0] != new, (got, new)
 
 
 @pytest.mark.parametrize("engines", [1, 2])
