@@ -201,8 +201,14 @@ class TrainAccel(wiring.Component):
         prog = eng.program
         m.d.comb += [prog.batch.eq(rf.batch), prog.bw_log.eq(rf.bw_log),
                      prog.in_count.eq(rf.in_count), prog.in_base.eq(rf.in_base),
-                     prog.stoch.eq(rf.stoch), prog.rng_value.eq(rf.rng),
-                     prog.rng_load.eq(rf.rng_wstb)]
+                     prog.stoch.eq(rf.stoch), prog.rng_load.eq(rf.rng_wstb)]
+        # RNG is RW on the map, so a write honours WSTRB like every RW register: the file
+        # holds it as WO (reads are the generator's state, served above), whose pulse
+        # carries the strobed bytes only; the others come from the state, and the mask is
+        # registered with the pulse (a one-byte write loaded 0x000000DD, no strobe 0)
+        rng_keep = Signal(32)
+        m.d.sync += rng_keep.eq(~Cat(*(bit.replicate(8) for bit in fb.w_strb)))
+        m.d.comb += prog.rng_value.eq(rf.rng | (st.rng & rng_keep))
         start = Signal()
         t_bad = Signal()            # a beat breaks the TLAST rule (see "samples" below)
         t_err = Signal()            # the TLAST error stands

@@ -24,12 +24,12 @@ class Master:
     def __init__(self, ctx, dut):
         self.ctx, self.dut = ctx, dut
 
-    async def _write(self, addr, value):
+    async def _write(self, addr, value, strb=0xF):
         ctx, ax = self.ctx, self.dut.axil
         ctx.set(ax.awaddr, addr)
         ctx.set(ax.awvalid, 1)
         ctx.set(ax.wdata, int(value) & 0xFFFFFFFF)
-        ctx.set(ax.wstrb, 0xF)
+        ctx.set(ax.wstrb, strb)
         ctx.set(ax.wvalid, 1)
         ctx.set(ax.bready, 1)
         aw = w = False
