@@ -505,7 +505,11 @@ def _c_comment(s: str) -> str:
 
 
 def _md(s: str) -> str:
-    return s.replace("|", "\\|")
+    """``s`` as the text of a Markdown table cell: ``|`` escaped everywhere (GFM splits
+    cells before code spans), ``*`` outside code spans (``word 2*op ..., word 2*op+1``
+    rendered as emphasis, the formula without its asterisks)."""
+    parts = s.replace("|", "\\|").split("`")
+    return "`".join(p.replace("*", "\\*") if i % 2 == 0 else p for i, p in enumerate(parts))
 
 
 def _registers(c: AccelConfig) -> list[Register]:

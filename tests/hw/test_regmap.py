@@ -156,3 +156,21 @@ def test_the_documented_default_map_is_what_the_code_emits():
     doc = (Path(__file__).resolve().parents[2] / "docs" / "hardware.md").read_text()
     block = doc.split("<!-- regmap:default -->\n", 1)[1].split("<!-- /regmap:default -->", 1)[0]
     assert block.strip() == RegisterMap(AccelConfig()).to_markdown().strip()
+
+
+def test_markdown_cells_escape_emphasis_outside_code_spans():
+    """The training map's MAXACC window reads "word 2*op bits 31:0, word 2*op+1": two
+    bare asterisks rendered it as emphasis, the formula without them. Every ``*`` outside
+    a code span is escaped; inside one it is literal (an escape would show)."""
+    import re
+
+    from ttforge.hw.regmap import _md
+    from ttforge.hw.trainer.program import TrainEngineConfig
+    from ttforge.hw.trainer.regmap import train_register_map
+
+    assert _md("word 2*op, `IRQ_*` a|b") == "word 2\\*op, `IRQ_*` a\\|b"
+    for md in (RegisterMap(AccelConfig()).to_markdown(),
+               train_register_map(TrainEngineConfig()).to_markdown()):
+        prose = re.sub(r"`[^`]*`", "", md)
+        assert "2\\*op+1" in md or "MAXACC" not in md
+        assert re.findall(r"(?<!\\)\*", prose) == []
