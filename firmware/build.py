@@ -39,8 +39,7 @@ from ttforge.errors import BuildError  # noqa: F401 - defined in ttforge.errors
 from ttforge.hw.config import BRAM_BITS, SPRAM_BITS  # noqa: F401 - re-exported
 
 __all__ = ["BuildError", "build", "check_timing", "toolchain_env", "MARKER", "memory_bits", "BRAM_BITS",
-           "SPRAM_BITS", "SPRAM_SHAPE", "spram_blocks", "memory_parts", "memory_misfit", "board_config", "train_board_config",
-           "TRAIN_REGMAP_FILES"]
+           "SPRAM_BITS", "SPRAM_SHAPE", "spram_blocks", "memory_parts", "memory_misfit", "board_config", "train_board_config"]
 
 MARKER = "build.json"
 BUILD_FORMAT = "ttforge-build"
@@ -192,11 +191,6 @@ def board_config(board, artifact=None, config_file=None, lanes=None):
     else:
         raise ConfigError("give an ARTIFACT or --config FILE (the accelerator to build)")
     return cfg, net
-
-
-#: the training register map's files in a ``--train`` build (name -> TrainRegisterMap method)
-TRAIN_REGMAP_FILES = {"train_regmap.json": "to_json", "train_regs.h": "to_c_header",
-                      "train_regmap.md": "to_markdown"}
 
 
 def train_board_config(board, state_path, batch=None, lanes=None):
@@ -543,12 +537,14 @@ def _build(board_key: str, out_dir, *, artifact, config_file, lanes, clk_hz: int
                  }
         if train is not None:
             from ttforge.hw.trainer.regmap import train_register_map
+            from ttforge.hw.trainer.verilog import train_regmap_files
 
             regmap = train_register_map(cfg)
             manifest["train"] = {"state": {"path": str(train), "sha256": _sha256(Path(train).expanduser())},
                                  "batch": batch, "lanes": cfg.lanes,
                                  "memory_bits": memory_parts(cfg)}
-            files.update({f: getattr(regmap, meth)().encode() for f, meth in TRAIN_REGMAP_FILES.items()})
+            # named as generate --train names them (the C driver includes ttforge_train_regs.h)
+            files.update(train_regmap_files(regmap))
         manifest["files"] = {name: hashlib.sha256(data).hexdigest() for name, data in sorted(files.items())}
         files[MARKER] = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
         write_files_atomically(out, files, owner=_own_output)

@@ -100,7 +100,7 @@ def _run_build(args: argparse.Namespace) -> int:
     if "train" in man:
         t = man["train"]
         print(f"training engine: {t['lanes']} lanes, batch {t['batch']}; register map in "
-              f"{show_path(Path(out) / 'train_regmap.md')} (and .json, train_regs.h)")
+              f"{show_path(Path(out) / 'train_regmap.md')} (and .json, ttforge_train_regs.h)")
     print(f"wrote {show_path(Path(out) / bit['file'])} ({bit['bytes']} bytes, sha256 {bit['sha256']}) "
           f"and {show_path(Path(out) / 'build.json')}")
     return 0

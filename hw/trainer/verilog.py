@@ -21,7 +21,7 @@ from ttforge.errors import ConfigError
 from ttforge.hw.trainer.top import TRAIN_TOP_NAME, verilator_waivers
 from ttforge.hw.trainer.top import verilog as _verilog
 
-__all__ = ["generate_train_verilog", "generate_train", "TRAIN_MARKER"]
+__all__ = ["generate_train_verilog", "generate_train", "train_regmap_files", "TRAIN_MARKER"]
 
 TRAIN_MARKER = "generate_train.json"
 
@@ -35,6 +35,15 @@ def generate_train_verilog(config, *, reset: str = "rst") -> str:
 def _own(out: Path) -> None:
     check_owned_dir(out, TRAIN_MARKER, "ttforge-generate-train", lambda m: m["files"], flag="out_dir",
                     command="ttforge.hw.trainer.verilog.generate_train")
+
+
+def train_regmap_files(regmap) -> dict[str, bytes]:
+    """The training register map's files, by name, as ``generate --train`` and ``build
+    --train`` write them: ``train_regmap.json``, ``ttforge_train_regs.h`` (the header
+    ``ttforge_train_driver.h`` includes) and ``train_regmap.md``."""
+    return {"train_regmap.json": regmap.to_json().encode(),
+            "ttforge_train_regs.h": regmap.to_c_header().encode(),
+            "train_regmap.md": ("# ttforge training register map\n\n" + regmap.to_markdown()).encode()}
 
 
 def generate_train(config, out_dir: str | os.PathLike, *, reset: str = "rst",
@@ -61,9 +70,7 @@ def generate_train(config, out_dir: str | os.PathLike, *, reset: str = "rst",
         files[f"{TRAIN_TOP_NAME}.vlt"] = verilator_waivers().encode()
     cfg = asdict(config)
     files["train_config.json"] = (json.dumps(cfg, indent=2, default=str) + "\n").encode()
-    files["train_regmap.json"] = rm.to_json().encode()
-    files["ttforge_train_regs.h"] = rm.to_c_header().encode()
-    files["train_regmap.md"] = ("# ttforge training register map\n\n" + rm.to_markdown()).encode()
+    files.update(train_regmap_files(rm))
     manifest = {
         "format": "ttforge-generate-train", "version": 1,
         "producer": {"name": "ttforge", "version": __version__},

@@ -58,3 +58,22 @@ def test_batch_without_train_is_refused(state_file, tmp_path, capsys):
     _, path = state_file
     rc = main(["generate", str(path), "--batch", "3", "-o", str(tmp_path / "o")])
     assert rc == 2 and "--batch" in capsys.readouterr().err
+
+
+def test_build_and_generate_name_the_training_header_as_the_c_driver_includes_it():
+    """``build --train`` wrote ``train_regs.h``, ``generate --train`` and the C driver's
+    bundle ``ttforge_train_regs.h``, which ``ttforge_train_driver.h`` includes: firmware
+    built from a board build's output did not compile until the header was renamed.
+    Both now take their files from one function."""
+    from pathlib import Path
+
+    import ttforge.firmware as fw
+    from ttforge.firmware.train_c_driver import TRAIN_REGS_H
+    from ttforge.hw.trainer.program import TrainEngineConfig
+    from ttforge.hw.trainer.regmap import train_register_map
+    from ttforge.hw.trainer.verilog import train_regmap_files
+
+    files = train_regmap_files(train_register_map(TrainEngineConfig()))
+    assert [n for n in files if n.endswith(".h")] == [TRAIN_REGS_H]
+    driver_h = (Path(fw.__file__).parent / "c" / "ttforge_train_driver.h").read_text()
+    assert f'#include "{TRAIN_REGS_H}"' in driver_h
