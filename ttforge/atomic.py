@@ -38,6 +38,7 @@ import os
 import shutil
 import stat
 import tempfile
+import threading
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -361,9 +362,24 @@ def check_owned_dir(out: str | os.PathLike, marker: str, fmt: str,
     return files
 
 
+_UMASK_LOCK = threading.Lock()
+
+
 def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
+    """The process umask, read anew on each call (the host may change it).
+
+    Read from ``/proc/self/status`` where the kernel gives it (Linux 4.7+): ``os.umask``
+    can only read it by setting it, and while it was 0 a file another thread of the host
+    created was world-writable. Elsewhere the set-and-put-back, under a lock so that at
+    least this module's own calls cannot read each other's 0."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    with _UMASK_LOCK:
+        mask = os.umask(0)
+        os.umask(mask)
     return mask
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -374,3 +375,26 @@ def test_a_discarded_directory_is_gone_and_one_cut_short_goes_with_the_next_clea
         with pytest.raises(TTForgeError):
             discard_dir(d)
     assert (d / "in.toml").read_text() == "x"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel gives the umask in /proc")
+def test_reading_the_umask_never_sets_it(monkeypatch):
+    """ttforge.atomic read the umask by setting it to 0 and back: a file another thread of
+    the host created in that moment was world-writable. It reads it without setting it,
+    anew each time (the host may change it)."""
+    from ttforge import atomic
+
+    def no(mask):
+        raise AssertionError(f"os.umask({mask:#o}) called")
+
+    old = os.umask(0o027)
+    try:
+        monkeypatch.setattr(atomic.os, "umask", no)
+        assert atomic._umask() == 0o027
+        monkeypatch.undo()
+        os.umask(0o002)
+        monkeypatch.setattr(atomic.os, "umask", no)
+        assert atomic._umask() == 0o002
+    finally:
+        monkeypatch.undo()
+        os.umask(old)
