@@ -328,6 +328,7 @@ def point_task(args: tuple) -> dict[str, Any]:
     sees it) the point starts from that point's trained and quantized network."""
     from ttforge.flow.config import FlowConfig
     from ttforge.flow.stages import run_flow
+    from ttforge.sim.cluster import one_at_a_time
 
     point_dir, flow_data, base_source, until, short = args[:5]
     sibling = args[5] if len(args) > 5 else None
@@ -341,18 +342,22 @@ def point_task(args: tuple) -> dict[str, Any]:
         if res.status in ("ran", "skipped") or (res.status == "failed" and res.record is not None):
             completed.add(res.name)
 
-    try:
-        if sibling and Path(sibling).is_dir():
-            _seed_stages(Path(point_dir), Path(sibling))
-        cfg = FlowConfig.from_dict(flow_data, source=base_source)
-        res = run_flow(cfg, point_dir, until=until, short=short, on_done=done)
-        if res.verified is False:
-            row.update(status="failed", reason="the RTL outputs differ from the golden executor")
-    except TTForgeError as e:
-        text = one_line(str(e))
-        row.update(status="no fit" if "does not fit" in text else "failed", reason=text)
-    except Exception as e:  # noqa: BLE001 - one point's bug is its row, the sweep goes on
-        row.update(status="failed", reason=one_line(f"{type(e).__name__}: {e}"))
+    # the threads of one worker process (`dask worker --nthreads 4`) take turns, as
+    # regress's cases do: a flow sets process-wide state (the simulator's environment,
+    # torch's thread count), and two points at once gave other accuracies than in-process
+    with one_at_a_time():
+        try:
+            if sibling and Path(sibling).is_dir():
+                _seed_stages(Path(point_dir), Path(sibling))
+            cfg = FlowConfig.from_dict(flow_data, source=base_source)
+            res = run_flow(cfg, point_dir, until=until, short=short, on_done=done)
+            if res.verified is False:
+                row.update(status="failed", reason="the RTL outputs differ from the golden executor")
+        except TTForgeError as e:
+            text = one_line(str(e))
+            row.update(status="no fit" if "does not fit" in text else "failed", reason=text)
+        except Exception as e:  # noqa: BLE001 - one point's bug is its row, the sweep goes on
+            row.update(status="failed", reason=one_line(f"{type(e).__name__}: {e}"))
     row.update(_metrics(Path(point_dir), completed))
     row["seconds"] = round(time.perf_counter() - t0, 2)
     return row

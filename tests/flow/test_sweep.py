@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import tomllib
 
 import pytest
 
@@ -16,6 +15,7 @@ from ttforge.flow import sweep as sweep_mod
 from ttforge.flow.sweep import load_sweep, pareto_front, run_sweep, to_toml
 
 from tests.support.flows import TINY_FLOW_TOML
+from tests.support.toml import tomllib
 
 BASE = TINY_FLOW_TOML
 
@@ -425,3 +425,34 @@ def test_a_point_whose_simulation_disagrees_reports_it_each_run(tmp_path, monkey
         (row,) = run_sweep(load_sweep(str(sweep)), tmp_path / "out").rows
         assert row["status"] == "failed" and "differ from the golden executor" in row["reason"]
         assert row["exact"] is False and row["cycles_per_vector"]
+
+
+def test_the_threads_of_one_worker_run_one_point_at_a_time(tmp_path, monkeypatch):
+    """``dask worker --nthreads 4`` ran up to four points at once in one process: a flow
+    sets process-wide state (torch's thread count, the simulator's environment), and a
+    sweep on such a worker gave other accuracies than in-process. The point tasks of one
+    process take turns (``ttforge.sim.cluster.one_at_a_time``), as regress's cases do."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ttforge.flow import stages
+
+    lock, inside, most = threading.Lock(), [0], [0]
+
+    def run_flow(*args, **kwargs):
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        time.sleep(0.2)
+        with lock:
+            inside[0] -= 1
+        raise OutputError("stopped here")
+
+    monkeypatch.setattr(stages, "run_flow", run_flow)
+    data = tomllib.loads(BASE)
+    with ThreadPoolExecutor(3) as ex:
+        rows = list(ex.map(sweep_mod.point_task,
+                           [(str(tmp_path / f"p{i}"), data, None, "train", True) for i in range(3)]))
+    assert [r["reason"] for r in rows] == ["stopped here"] * 3
+    assert most[0] == 1
