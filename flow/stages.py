@@ -125,11 +125,15 @@ def _output_digest(path: Path) -> str | None:
         f, _ = open_regular(path, "stage output", _OUTPUT_BYTES, ConfigError)
     except ConfigError:
         return None
+    h = hashlib.sha256()
     with f:
         try:
-            return hashlib.file_digest(f, "sha256").hexdigest()
+            # chunked by hand: hashlib.file_digest is Python 3.11+
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
         except OSError:
             return None
+    return h.hexdigest()
 
 
 def _intact(stage_dir: Path, rec: dict[str, Any]) -> bool:

@@ -153,9 +153,10 @@ def test_the_console_script_enters_through_the_interrupt_guard():
     """pyproject's script is ttforge._entry:main, and importing the package loads no
     other module of it (an interrupt there would come before the guard)."""
     import subprocess
-    import tomllib
 
-    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    from tests.support.toml import load_toml
+
+    project = load_toml(Path(__file__).resolve().parents[1] / "pyproject.toml")
     assert project["project"]["scripts"]["ttforge"] == "ttforge._entry:main"
     code = "import sys, ttforge; print(sorted(m for m in sys.modules if m.startswith('ttforge.')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)

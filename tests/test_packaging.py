@@ -4,14 +4,15 @@ unlisted subpackages, a wheel silently drops them: ``ttforge.hw.engine`` was mis
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
+
+from tests.support.toml import load_toml
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def missing_packages(root: Path) -> list[str]:
-    cfg = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    cfg = load_toml(root / "pyproject.toml")["tool"]["setuptools"]
     listed = set(cfg["packages"])
     missing = []
     for name, folder in cfg["package-dir"].items():

@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import sys
 from pathlib import Path
 from typing import BinaryIO
 
@@ -383,7 +384,10 @@ def parse_config_text(text: str, toml: bool, where: str) -> object:
     kind = "TOML" if toml else "JSON"
     try:
         if toml:
-            import tomllib
+            if sys.version_info >= (3, 11):
+                import tomllib
+            else:  # tomllib is 3.11+; tomli is the same parser (a dependency on 3.10)
+                import tomli as tomllib
 
             return tomllib.loads(text)
         return json.loads(text)

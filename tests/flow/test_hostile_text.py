@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tomllib
 import warnings
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from ttforge.flow.sweep import load_sweep, run_sweep
 
 from tests.support.flows import TINY_FLOW_TOML as BASE
 from tests.support.readonly import read_only
+from tests.support.toml import tomllib
 
 
 def _odd_dir(tmp_path: Path) -> Path:

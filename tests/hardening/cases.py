@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import shlex
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.support.toml import tomllib
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 
