@@ -382,7 +382,7 @@ class RegisterMap(MapLookup):
             "config": self.config.to_dict(),
             "registers": register_dicts(self.registers),
             "windows": window_dicts(self.windows),
-            "counters": {"bits": COUNTER_BITS,
+            "counters": {"bits": COUNTER_BITS, "wrap_bits": self.config.counter_bits,
                          "names": [name for name, _ in COUNTERS],
                          "latch": "reading <NAME>_LO latches <NAME>_HI"},
             "error_codes": [{"code": int(c), "name": c.name, "description": ERROR_TEXT[c]}
@@ -413,7 +413,8 @@ class RegisterMap(MapLookup):
             f"#define TTFORGE_ARITHMETIC_VERSION {ARITHMETIC_SPEC_VERSION}u",
             f"#define TTFORGE_ADDR_BITS {self.addr_bits}u",
             f"#define TTFORGE_REGION_BYTES 0x{self.region_bytes:X}u",
-            f"#define TTFORGE_COUNTER_BITS {COUNTER_BITS}u",
+            f"#define TTFORGE_COUNTER_BITS {COUNTER_BITS}u /* register width; the counters wrap at "
+            f"2^TTFORGE_CFG_COUNTER_BITS ({self.config.counter_bits}) */",
             "",
             "/* configuration this header was generated for (also readable in CFG_*) */",
         ]
@@ -588,12 +589,22 @@ def _registers(c: AccelConfig) -> list[Register]:
     regs.append(Register("OUT_BUF", 0x06C, "RW", 1, 0, "buffer holding the final output (at element 0)",
                          (_f("BUF", 0, 1, "0: BUF0, 1: BUF1", "program.out_buf"),)))
     addr = 0x080
+    # the registers stay COUNTER_BITS wide; a narrower fabric counter (counter_bits, the
+    # iCE40 preset's 24) wraps at 2**counter_bits, which the map says where it is read
+    cb = c.counter_bits
+    wrap = "" if cb >= COUNTER_BITS else f"; the counter wraps at 2**{cb} (counter_bits)"
+    if cb >= COUNTER_BITS:
+        high = f"bits {COUNTER_BITS - 1}:32"
+    elif cb > 32:
+        high = f"bits {cb - 1}:32 (bits {COUNTER_BITS - 1}:{cb} read 0: counter_bits = {cb})"
+    else:
+        high = f"bits {COUNTER_BITS - 1}:32, which read 0 (counter_bits = {cb})"
     for name, description in COUNTERS:
         regs.append(Register(f"{name}_LO", addr, "RO", 32, 0,
-                             f"{description}: bits 31:0 (reading latches {name}_HI)",
+                             f"{description}: bits 31:0 (reading latches {name}_HI){wrap}",
                              bind=f"counters.{name.lower()}"))
         regs.append(Register(f"{name}_HI", addr + 4, "RO", COUNTER_BITS - 32, 0,
-                             f"{description}: bits {COUNTER_BITS - 1}:32, as latched by the last {name}_LO read"))
+                             f"{description}: {high}, as latched by the last {name}_LO read"))
         addr += 8
     return regs
 

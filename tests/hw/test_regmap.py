@@ -174,3 +174,20 @@ def test_markdown_cells_escape_emphasis_outside_code_spans():
         prose = re.sub(r"`[^`]*`", "", md)
         assert "2\\*op+1" in md or "MAXACC" not in md
         assert re.findall(r"(?<!\\)\*", prose) == []
+
+
+@pytest.mark.parametrize("bits", [24, 40])
+def test_every_form_of_the_map_says_where_a_narrow_counter_wraps(bits):
+    """With ``counter_bits`` below 48 (the iCE40 preset's 24) the fabric counters wrap at
+    ``2**counter_bits`` while the registers stay 48 bits: regmap.json said only
+    ``"counters": {"bits": 48}`` and regmap.md documented ``CYCLES_HI`` as bits 47:32,
+    so a reader of either could not know."""
+    m = RegisterMap(AccelConfig(counter_bits=bits))
+    d = json.loads(m.to_json())
+    assert d["counters"] == {**d["counters"], "bits": 48, "wrap_bits": bits}
+    md = m.to_markdown()
+    assert md.count(f"wraps at 2\\*\\*{bits}") == len(d["counters"]["names"])
+    assert "bits 47:32, as latched" not in md
+    assert f"2^TTFORGE_CFG_COUNTER_BITS ({bits})" in m.to_c_header()
+    full = RegisterMap(AccelConfig()).to_markdown()
+    assert "wraps" not in full and "bits 47:32, as latched" in full
