@@ -36,3 +36,14 @@ def test_an_unlisted_subpackage_is_found(tmp_path):
     (tmp_path / "src" / "__init__.py").write_text("")
     (tmp_path / "src" / "sub" / "__init__.py").write_text("")
     assert missing_packages(tmp_path) == ["p.sub"]
+
+
+def test_license_is_an_spdx_expression_and_the_backend_reads_it():
+    """``license = {text = ...}`` is deprecated: setuptools warns on every build that it stops
+    being supported after 2027-02-18. The SPDX string form needs setuptools >= 77."""
+    import re
+
+    cfg = load_toml(ROOT / "pyproject.toml")
+    assert isinstance(cfg["project"]["license"], str), cfg["project"]["license"]
+    floors = [re.fullmatch(r"setuptools\s*>=\s*(\d+).*", r) for r in cfg["build-system"]["requires"]]
+    assert any(m and int(m[1]) >= 77 for m in floors), cfg["build-system"]["requires"]
