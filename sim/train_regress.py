@@ -363,8 +363,11 @@ def check_train_args(args) -> None:
             raise ConfigError(f"{flag}: not available with --train yet (it runs random training cases "
                               f"on the native harness); drop {flag}")
     if args.sim not in (None, "verilator-native"):
-        raise ConfigError(f"--sim {args.sim}: --train runs on verilator-native (the C++ harness); "
-                          f"the cocotb training testbench runs from pytest (tests/sim/test_train_rtl.py)")
+        # the cocotb training testbench has no command of its own: its Python API is what an
+        # installed ttforge has (the repository's tests/ that drive it are not installed)
+        raise ConfigError(f"--sim {args.sim}: --train runs on verilator-native (the C++ harness) only; "
+                          f"drop --sim, or run the cocotb testbench on {args.sim} from Python with "
+                          f"ttforge.sim.train_runner (build_train, run_train, judge; docs/hardware.md)")
     if args.steps is None:
         args.steps = 100
     if args.steps < 1:
