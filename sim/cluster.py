@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
 import os
 import shutil
 import signal
@@ -292,7 +293,10 @@ def _check_workers(client, spec: ClusterSpec) -> None:
 def _alarm(seconds: float) -> Iterator[None]:
     """In the main thread, a ``TimeoutError`` raised into the block after ``seconds``
     (Dask's connection can wait without end on a server that accepted it and went
-    silent, past its own timeout); elsewhere, nothing."""
+    silent, past its own timeout); elsewhere, nothing. The host's own ``ITIMER_REAL``
+    and ``SIGALRM`` handler are put back afterwards, the timer with what was left of it
+    (it was cancelled: a host's alarm never rang after a ``--cluster`` run); one that fell
+    due meanwhile rings at once."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -301,12 +305,16 @@ def _alarm(seconds: float) -> Iterator[None]:
         raise TimeoutError(f"no answer within {seconds:g} s")
 
     old = signal.signal(signal.SIGALRM, ring)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    t0 = time.monotonic()
+    host_left, host_interval = signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
+        if host_left > 0:
+            left = host_left - (time.monotonic() - t0)
+            signal.setitimer(signal.ITIMER_REAL, max(left, 1e-6), host_interval)
 
 
 def _new_client(distributed, address: str, timeout: float):
@@ -412,6 +420,42 @@ def _remove_scratch(scratch: Path) -> None:
             marker.write_bytes(kept)   # written to meanwhile: left to the next run
 
 
+class _DaskTraces:
+    """What starting a local cluster changes in this process, put back once it is closed:
+    the environment Dask's nannies set for the workers they spawn (``OMP_NUM_THREADS=1``
+    and the rest of ``distributed.nanny.pre-spawn-environ``, ``PYTHONHASHSEED``,
+    ``__DASK_PARENT_PID``) and the multiprocessing start method it fixed (``fork``): a
+    host that went on to use NumPy's threads or ``multiprocessing`` after ``regress(jobs=2)``
+    found them changed. A variable the host itself changed while the cluster ran (to other
+    than Dask's value) is left as the host set it."""
+
+    def __init__(self) -> None:
+        import dask
+
+        names = {"PYTHONHASHSEED", "__DASK_PARENT_PID"}
+        with contextlib.suppress(Exception):   # a config that is not a dict: Dask says so
+            names |= set(dask.config.get("distributed.nanny.pre-spawn-environ") or {})
+        self.before = {k: os.environ.get(k) for k in names}
+        self.dask: dict[str, str | None] | None = None
+        self.method = multiprocessing.get_start_method(allow_none=True)
+
+    def started(self) -> None:
+        """Note Dask's values (the cluster is up)."""
+        self.dask = {k: os.environ.get(k) for k in self.before}
+
+    def restore(self) -> None:
+        for k, v in self.before.items():
+            now = os.environ.get(k)
+            if now == v or (self.dask is not None and now != self.dask[k]):
+                continue
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        if self.method is None and multiprocessing.get_start_method(allow_none=True) is not None:
+            multiprocessing.set_start_method(None, force=True)
+
+
 @contextlib.contextmanager
 def connect(spec: ClusterSpec) -> Iterator[Any]:
     """A ``distributed.Client`` on ``spec``'s cluster for the block.
@@ -424,10 +468,11 @@ def connect(spec: ClusterSpec) -> Iterator[Any]:
     the end, also after an error or Ctrl-C.
     """
     distributed = _import_distributed()
-    cluster = client = scratch = None
+    cluster = client = scratch = traces = None
     with _quiet():
         try:
             if spec.is_local:
+                traces = _DaskTraces()
                 # a job directory: the one a killed run leaves goes with the next run's
                 scratch = job_dir("ttforge-dask-")
                 # started whole or not at all: a Ctrl-C or SIGTERM in its first second
@@ -439,6 +484,7 @@ def connect(spec: ClusterSpec) -> Iterator[Any]:
                     try:
                         cluster = _start_local(distributed, spec, scratch, before)
                         client = distributed.Client(cluster, set_as_default=False)
+                        traces.started()
                     except (OSError, TimeoutError, RuntimeError) as e:
                         raise ClusterError(f"--cluster: the local Dask cluster of {spec.workers} workers did "
                                            f"not start ({type(e).__name__}: {e}); free memory or processes, "
@@ -471,6 +517,8 @@ def connect(spec: ClusterSpec) -> Iterator[Any]:
                     cluster.close(timeout=10)
             if scratch is not None:
                 _remove_scratch(scratch)
+            if traces is not None:
+                traces.restore()
 
 
 def _workers(client) -> int:

@@ -540,3 +540,67 @@ def test_an_interrupt_while_the_local_cluster_starts_ends_the_command_quietly(tm
     code, err, tmp = _interrupt_local_cluster(tmp_path, sig, "starting", 0.3)
     assert (code, err.strip()) == (130, "interrupted"), err
     assert sorted(p.name for p in tmp.iterdir()) == []
+
+
+def test_the_connection_alarm_gives_the_hosts_timer_back():
+    """The alarm around a connection to a scheduler put the host's SIGALRM handler back
+    but cancelled its ITIMER_REAL: a host's alarm never rang after regress(cluster=...).
+    The timer comes back with what was left of it."""
+    from ttforge.sim.cluster import _alarm
+
+    rang = []
+
+    def host(signum, frame):
+        rang.append(signum)
+
+    old = signal.signal(signal.SIGALRM, host)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 30)
+        with _alarm(5):
+            time.sleep(0.2)
+        left, _ = signal.getitimer(signal.ITIMER_REAL)
+        assert 29 < left <= 29.81 and signal.getsignal(signal.SIGALRM) is host
+        signal.setitimer(signal.ITIMER_REAL, 0.1)   # one that fell due meanwhile rings after
+        with _alarm(5):
+            time.sleep(0.3)
+        time.sleep(0.05)
+        assert rang == [signal.SIGALRM]
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+_TRACES = r"""
+import json, multiprocessing, os
+os.environ["PYTHONHASHSEED"] = "0"   # which Dask replaces
+for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MALLOC_TRIM_THRESHOLD_",
+          "__DASK_PARENT_PID"):
+    os.environ.pop(k, None)
+from ttforge.sim.cluster import ClusterSpec, connect
+
+if __name__ == "__main__":
+    before = dict(os.environ)
+    with connect(ClusterSpec(None, 1)) as client:
+        inside = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "PYTHONHASHSEED")}
+        os.environ["MKL_NUM_THREADS"] = "5"   # the host's own change meanwhile stays
+    after = dict(os.environ)
+    print(json.dumps({"inside": inside, "method": multiprocessing.get_start_method(allow_none=True),
+                      "changed": {k: [before.get(k), after.get(k)] for k in set(before) | set(after)
+                                  if before.get(k) != after.get(k)}}))
+"""
+
+
+def test_a_local_cluster_leaves_no_environment_or_start_method_behind(tmp_path):
+    """regress(jobs=2) left Dask's environment for its workers in the host process
+    (OMP_NUM_THREADS=1 and the other thread counts, PYTHONHASHSEED, MALLOC_TRIM_THRESHOLD_,
+    __DASK_PARENT_PID) and the multiprocessing start method fixed to 'fork'. They are put
+    back when the cluster closes; the host's own change meanwhile stays."""
+    script = tmp_path / "traces.py"
+    script.write_text(_TRACES)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen["inside"] == {"OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "6640"}   # Dask's, in the run
+    assert seen["changed"] == {"MKL_NUM_THREADS": [None, "5"]}
+    assert seen["method"] is None
