@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import enum
 import json
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -405,9 +406,8 @@ class RegisterMap(MapLookup):
             f" * Register map version {REGMAP_VERSION}, arithmetic spec version {ARITHMETIC_SPEC_VERSION}.",
             f" * Config: {c.summary()}, stream_elems={c.stream_elems}.",
             " * All registers are 32 bits wide; addresses are byte offsets from the core's base. */",
-            f"#ifndef {guard}",
-            f"#define {guard}",
-            "",
+        ]
+        head, out = out, [
             f"#define TTFORGE_MAGIC 0x{MAGIC:08X}u",
             f"#define TTFORGE_REGMAP_VERSION {REGMAP_VERSION}u",
             f"#define TTFORGE_ARITHMETIC_VERSION {ARITHMETIC_SPEC_VERSION}u",
@@ -448,9 +448,7 @@ class RegisterMap(MapLookup):
         for f in FLAGS_FIELDS:
             out.append(f"#define TTFORGE_DESC_FLAGS_{f.name}_SHIFT {f.lsb}u")
             out.append(f"#define TTFORGE_DESC_FLAGS_{f.name}_MASK 0x{f.mask:08X}u")
-        out.append("")
-        out.append(f"#endif /* {guard} */")
-        return "\n".join(out) + "\n"
+        return guarded_c_header(guard, "ttforge_regs.h", head, out)
 
     def to_markdown(self) -> str:
         """The map as Markdown tables (registers, bitfields, windows, error codes)."""
@@ -471,6 +469,31 @@ class RegisterMap(MapLookup):
         for code in ErrorCode:
             lines.append(f"| {int(code)} | `{code.name}` | {_md(ERROR_TEXT[code])} |")
         return "\n".join(lines) + "\n"
+
+
+def guarded_c_header(guard: str, file: str, head: list[str], body: list[str]) -> str:
+    """A generated C header: ``head`` (the comment), then ``body`` inside the include
+    guard ``guard``, with ``<guard>_DIGEST`` (CRC-32 of the body) checked on a second
+    inclusion: two headers of one kind are the same file, or the second one is an
+    ``#error`` (a plain guard skipped it silently, and firmware meant for a second core
+    of another configuration used the first one's addresses and depths)."""
+    digest = f"0x{zlib.crc32(chr(10).join(body).encode()):08X}u"
+    return "\n".join([
+        *head,
+        f"#ifdef {guard}",
+        f"#if {guard}_DIGEST != {digest}",
+        f'#error "{file} of another accelerator configuration is already included '
+        f'({guard}_DIGEST differs): its names would stand for the other core; one configuration per '
+        f'translation unit"',
+        "#endif",
+        "#else",
+        f"#define {guard}",
+        f"#define {guard}_DIGEST {digest}",
+        "",
+        *body,
+        "",
+        f"#endif /* {guard} */",
+    ]) + "\n"
 
 
 def c_register_defines(registers, prefix: str) -> list[str]:

@@ -22,8 +22,8 @@ from typing import Any
 
 from ttforge.errors import ConfigError
 from ttforge.hw.regmap import (Field, MapLookup, Register, Window, _c_comment, _md, _pack,
-                                c_register_defines, markdown_register_tables, register_dicts,
-                                window_dicts)
+                                c_register_defines, guarded_c_header, markdown_register_tables,
+                                register_dicts, window_dicts)
 from ttforge.ir.arith import ARITHMETIC_SPEC_VERSION
 
 __all__ = ["TRAIN_REGMAP_VERSION", "TRAIN_MAGIC", "TrainWindow", "TrainRegisterMap",
@@ -159,9 +159,8 @@ class TrainRegisterMap(MapLookup):
             f" * Register map version {TRAIN_REGMAP_VERSION}, arithmetic spec version "
             f"{ARITHMETIC_SPEC_VERSION}.",
             " * All registers are 32 bits wide; addresses are byte offsets from the core's base. */",
-            f"#ifndef {guard}",
-            f"#define {guard}",
-            "",
+        ]
+        head, out = out, [
             f"#define {P}MAGIC 0x{TRAIN_MAGIC:08X}u",
             f"#define {P}REGMAP_VERSION {TRAIN_REGMAP_VERSION}u",
             f"#define {P}ARITHMETIC_VERSION {ARITHMETIC_SPEC_VERSION}u",
@@ -195,8 +194,7 @@ class TrainRegisterMap(MapLookup):
             out.append(f"#define {P}DESC_FLAGS_{f['name']}_MASK 0x{f['mask']:08X}u")
         for name, v in desc["ops"].items():
             out.append(f"#define {P}OP_{name} {v}u")
-        out += ["", f"#endif /* {guard} */"]
-        return "\n".join(out) + "\n"
+        return guarded_c_header(guard, "ttforge_train_regs.h", head, out)
 
     def to_markdown(self) -> str:
         """Registers, bitfields, windows and error codes as Markdown tables."""

@@ -191,3 +191,34 @@ def test_every_form_of_the_map_says_where_a_narrow_counter_wraps(bits):
     assert f"2^TTFORGE_CFG_COUNTER_BITS ({bits})" in m.to_c_header()
     full = RegisterMap(AccelConfig()).to_markdown()
     assert "wraps" not in full and "bits 47:32, as latched" in full
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+@pytest.mark.parametrize("kind", ["inference", "train"])
+def test_a_second_header_of_another_configuration_is_an_error_not_skipped(kind, tmp_path):
+    """Firmware for two cores of different configurations included core A's header, then
+    core B's: the include guard skipped B's silently and ``TTFORGE_CMEM_BASE`` stood for
+    A's 0x2000 where B's said 0x8000, under -Wall -Wextra -pedantic -Werror. Now B's is an
+    ``#error``; the same header twice (or two copies of it) still compiles."""
+    from ttforge.hw.trainer.program import TrainEngineConfig
+    from ttforge.hw.trainer.regmap import train_register_map
+
+    if kind == "inference":
+        a, b = (RegisterMap(AccelConfig(core_depth=d)).to_c_header() for d in (1024, 4096))
+    else:
+        a, b = (train_register_map(TrainEngineConfig(core_depth=d)).to_c_header() for d in (1024, 4096))
+    assert a != b
+    (tmp_path / "a.h").write_text(a)
+    (tmp_path / "a_copy.h").write_text(a)
+    (tmp_path / "b.h").write_text(b)
+
+    def compiles(*headers):
+        src = tmp_path / "t.c"
+        src.write_text("".join(f'#include "{h}"\n' for h in headers) + "int main(void) { return 0; }\n")
+        r = subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-pedantic", "-Werror", "-c", str(src),
+                            "-o", str(tmp_path / "t.o")], capture_output=True, text=True)
+        return r.returncode == 0, r.stderr
+
+    assert compiles("a.h", "a_copy.h", "a.h")[0]
+    ok, err = compiles("a.h", "b.h")
+    assert not ok and "of another accelerator configuration is already included" in err
