@@ -66,10 +66,40 @@ def test_train_command_without_torch_is_one_line():
     """A command that needs the ``train`` extra says which install gives it, in one line."""
     r = _run("""
         from ttforge.cli import main
-        sys.exit(main(["train", "--help"]))
+        sys.exit(main(["train", "--epochs", "1"]))
     """)
     assert r.returncode == 3, r.stderr
     assert r.stderr.strip().count("\\n") == 0 and "pip install 'ttforge[train]'" in r.stderr
+
+
+@pytest.mark.parametrize("command", ["train", "quantize", "diverge", "train-int", "export-qonnx"])
+def test_help_of_a_train_command_without_torch(command):
+    """``--help`` is no run: without torch it shows the command's description and which
+    install gives its options, exit 0 (it was the run's refusal, exit 3)."""
+    from ttforge.cli import SUBCOMMANDS
+
+    r = _run(f"""
+        from ttforge.cli import main
+        try:
+            code = main([{command!r}, "--help"])
+        except SystemExit as e:
+            code = e.code
+        sys.exit(code)
+    """)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    text = " ".join(r.stdout.split())
+    assert f"usage: ttforge {command}" in text
+    assert " ".join(SUBCOMMANDS[command][1].split()[:3]) in text   # its description
+    assert "pip install 'ttforge[train]'" in text
+
+
+def test_cli_reference_without_torch_is_one_line():
+    r = _run("""
+        from ttforge.cli_reference import main
+        sys.exit(main(["-o", "-"]))
+    """)
+    assert r.returncode == 3 and r.stdout == "", r.stderr
+    assert r.stderr.strip().count("\n") == 0 and "pip install 'ttforge[train]'" in r.stderr
 
 
 def test_inspect_and_generate_an_artifact_without_torch(tmp_path):

@@ -153,14 +153,21 @@ def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentP
     return action.choices[name]
 
 
-def _missing_extra(command: str, e: ModuleNotFoundError) -> str | None:
-    """The one-line hint when a subcommand needs an optional dependency that is not installed."""
+def _extra_needed(command: str, e: ModuleNotFoundError) -> str | None:
+    """``needs the Python package ...; install it with: ...`` when ``e`` is an optional
+    dependency of ``command`` that is not installed, else ``None``."""
     top = (e.name or "").split(".")[0]
     if top in ("torch", "sklearn", "matplotlib", "onnx", "onnxruntime", "qonnx"):
         extra = "train" if command in NEEDS_TRAIN_EXTRA else "dev"
-        return (f"ttforge {command}: error: needs the Python package {top!r}, which is not installed; "
+        return (f"needs the Python package {top!r}, which is not installed; "
                 f"install it with: pip install 'ttforge[{extra}]'")
     return None
+
+
+def _missing_extra(command: str, e: ModuleNotFoundError) -> str | None:
+    """The one-line hint when a subcommand needs an optional dependency that is not installed."""
+    needed = _extra_needed(command, e)
+    return None if needed is None else f"ttforge {command}: error: {needed}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -202,7 +209,19 @@ def _parse(command: str, argv: list[str], parsed: list) -> int:
     here, 0, their stdout checked as the other commands' is (a closed one is one line,
     exit 2; one that fails, exit 3; a reader gone, 141), where argparse dropped the
     error and exited 0."""
-    parser = build_parser(only=command)
+    try:
+        parser = build_parser(only=command)
+    except ModuleNotFoundError as e:
+        # a train-extra command's options are declared by its module, which imports
+        # PyTorch: without it, --help is the command's description and how to get the
+        # rest (it was the run's "needs torch" refusal, exit 3); any other use still is
+        needed = _extra_needed(command, e)
+        if needed is None or not _asks_help(argv):
+            raise
+        parser = build_parser(only="")
+        sub = _subparser(parser, command)
+        sub.usage = f"ttforge {command} [options]"
+        sub.epilog = f"This command {needed}; its options are shown once it is installed."
     try:
         parsed.extend((parser, *parser.parse_known_args(argv)))
     except SystemExit as e:
@@ -213,6 +232,12 @@ def _parse(command: str, argv: list[str], parsed: list) -> int:
         if 1 in closed_at_start():
             _stdout_closed(None)
     return 0
+
+
+def _asks_help(argv: list[str]) -> bool:
+    """Whether the subcommand's arguments ``argv[1:]`` ask for its help."""
+    words = argv[1:argv.index("--")] if "--" in argv else argv[1:]
+    return any(w in ("-h", "--help") for w in words)
 
 
 def _stdout_closed(args: argparse.Namespace | None) -> int:
