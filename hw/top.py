@@ -260,7 +260,47 @@ def emit_with_reset(core, name: str, ports: dict, reset: str, platform=None) -> 
     raise ConfigError(f"reset={reset!r} must be 'rst' or 'aresetn'")
 
 
-def verilator_waivers() -> str:
-    """The ``.vlt`` Verilator configuration to lint the emitted Verilog with."""
-    return VERILATOR_WAIVERS
+def _scope_waivers(text: str, name: str) -> str:
+    """``text`` (a ``.vlt``) with every ``lint_off`` line scoped to the file ``<name>.v``.
+
+    Two lines a waiver, ``-file "<name>.v"`` and ``-file "*/<name>.v"``: Verilator
+    matches ``-file`` against the path as given on its command line, and ``*<name>.v``
+    would also match a user's ``my_<name>.v``. Unscoped, a waiver switches its rule off
+    in every file of the run, a user's SoC linted with the core included.
+    """
+    import re
+
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]*", name):
+        raise ConfigError(f"name={name!r} is not a Verilog module name; use letters, digits, "
+                          "'_' and '$', not starting with a digit")
+    out = []
+    for line in text.splitlines():
+        m = re.fullmatch(r'lint_off -rule (\S+)(?: -file "[^"]*")?(.*)', line)
+        if m is None:
+            out.append(line)
+            continue
+        out += [f'lint_off -rule {m[1]} -file "{f}"{m[2]}' for f in (f"{name}.v", f"*/{name}.v")]
+    return "\n".join(out) + "\n"
+
+
+def verilator_waivers(*, name: str = TOP_NAME) -> str:
+    """The ``.vlt`` Verilator configuration to lint ``verilog(config, name=name)`` with,
+    saved as ``<name>.v``: every waiver applies to that file only."""
+    return _scope_waivers(VERILATOR_WAIVERS + (
+        "// EngineArray (engines > 1) registers the broadcast load, program and control\n"
+        "// inputs once per engine (load_*_e<j>, program_*_e<j>, control_*_e<j>, kept apart\n"
+        "// for placement): Yosys names each register after the engine input it drives, and\n"
+        "// the kept copy's own name remains as an alias that nothing reads.\n"
+        "lint_off -rule UNUSEDSIGNAL -match \"Signal is not used: '*engine.load_*_e?'\"\n"
+        "lint_off -rule UNUSEDSIGNAL -match \"Signal is not used: '*engine.program_*_e?'\"\n"
+        "lint_off -rule UNUSEDSIGNAL -match \"Signal is not used: '*engine.control_*_e?'\"\n"
+        "// Each engine's own done register (ctrl.done_r, its output ctrl.done_pulse) feeds\n"
+        "// only the engine's STATUS.DONE and VECTORS, which the array keeps itself: Yosys\n"
+        "// removes the register and leaves one of its two names, driven by nothing.\n"
+        "lint_off -rule UNUSEDSIGNAL -match \"Signal is not driven, nor used: '*engine.engine?.ctrl.done_*'\"\n"
+        "// The MAC lanes' valid register in one copy per group of lanes (pr_v_g<k>, more\n"
+        "// than 16 lanes): the first copy takes the name of the valid it is a copy of, and\n"
+        "// its own name remains as an alias that nothing reads.\n"
+        "lint_off -rule UNUSEDSIGNAL -match \"Signal is not used: '*.issue.mac.pr_v_g*'\"\n"),
+        name)
 

@@ -480,9 +480,15 @@ class TrainEngine(wiring.Component):
         s3_c = Signal(data.ArrayLayout(signed(CB), L), name="s3_c", reset_less=True)
         s3_v, s3_first, s3_last = Signal(name="s3_v"), Signal(name="s3_first"), Signal(name="s3_last")
         s3_o = Signal(aw + 1, name="s3_o")
+        # (the C operand's select has a name of its own, AS bits a lane, widened as it is
+        # registered: left to Yosys, the lanes' sign-extended selects were one temporary
+        # whose extension bits it wrote as copies of that temporary's own bits, which
+        # Verilator takes for a combinational loop (UNOPTFLAT, from 16 lanes); there is no loop)
+        s3_c_in = Signal(data.ArrayLayout(signed(AS), L), name="s3_c_in")
         for l in range(L):
+            m.d.comb += s3_c_in[l].eq(Mux(flags.ones, 1, act_q[l]))
             m.d.sync += [s3_x[l].eq(Mux(is_wgrad | flags.src, q_grad[l], act_q[l])),
-                         s3_c[l].eq(Mux(flags.ones, 1, act_q[l]))]
+                         s3_c[l].eq(s3_c_in[l])]
         m.d.sync += [*(k.eq(derive.core) for k in s3_core),
                      s3_v.eq(s2_v), s3_first.eq(s2_first), s3_last.eq(s2_last), s3_o.eq(s2_o)]
         m.d.comb += [mac.en.eq(1), mac.in_valid.eq(s3_v), mac.in_first.eq(s3_first),

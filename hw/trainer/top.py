@@ -297,11 +297,14 @@ def verilog(config: TrainEngineConfig, *, reset: str = "rst", name: str = TRAIN_
 generate_train_verilog = verilog
 
 
-def verilator_waivers() -> str:
-    """The ``.vlt`` configuration for the emitted training top: the inference top's
-    waivers and one more, with its reason (``verilator --lint-only -Wall`` reports
+def verilator_waivers(*, name: str = TRAIN_TOP_NAME) -> str:
+    """The ``.vlt`` configuration for ``verilog(config, name=name)`` saved as
+    ``<name>.v``: the inference top's waivers and the training engine's own, each with
+    its reason and applying to that file only (``verilator --lint-only -Wall`` reports
     nothing with them; ``tests/hw/trainer/test_top.py`` checks it)."""
-    return VERILATOR_WAIVERS + (
+    from ttforge.hw.top import _scope_waivers, verilator_waivers as accel_waivers
+
+    return accel_waivers(name=name) + _scope_waivers(
         "// Signals of the training engine that are read only in part, by design: addresses\n"
         "// and result tags computed one bit wider than the memories they index (a base plus\n"
         "// an offset, carried through the pipeline delays: bias_addr, mask_addr_d*, to*,\n"
@@ -310,14 +313,14 @@ def verilator_waivers() -> str:
         "// copy of the program inputs (prog_q), of which only the fields that must settle\n"
         "// before a step are compared. Only such partly read signals of the engine are\n"
         "// waived: a signal nothing reads at all is still reported (\"Signal is not used\").\n"
-        "lint_off -rule UNUSEDSIGNAL -file \"*\" -match \"Bits of signal are not used: '*engine.*\"\n"
+        "lint_off -rule UNUSEDSIGNAL -match \"Bits of signal are not used: '*engine.*\"\n"
         "// The ACT memories' address registers in one copy per memory (act_ra_g*, aw_addr_g*,\n"
         "// kept apart for synthesis): where Yosys names such a register after the memory port\n"
         "// it drives, the kept copy's own name remains as an alias that nothing reads.\n"
-        "lint_off -rule UNUSEDSIGNAL -file \"*\" -match \"Signal is not used: '*engine.act_ra_g*\"\n"
-        "lint_off -rule UNUSEDSIGNAL -file \"*\" -match \"Signal is not used: '*engine.aw_addr_g*\"\n"
+        "lint_off -rule UNUSEDSIGNAL -match \"Signal is not used: '*engine.act_ra_g*\"\n"
+        "lint_off -rule UNUSEDSIGNAL -match \"Signal is not used: '*engine.aw_addr_g*\"\n"
         "// The requantization decode's own SHIFT and SAT_BITS copies (rq_shift_h, rq_sat_h,\n"
         "// kept apart from the descriptor's flags): the kept registers take the names of the\n"
         "// decode's inputs they drive, and those aliases are read by nothing.\n"
-        "lint_off -rule UNUSEDSIGNAL -file \"*\" -match \"Signal is not used: '*engine.sat_bits'\"\n"
-        "lint_off -rule UNUSEDSIGNAL -file \"*\" -match \"Signal is not used: '*engine.shift$*'\"\n")
+        "lint_off -rule UNUSEDSIGNAL -match \"Signal is not used: '*engine.sat_bits'\"\n"
+        "lint_off -rule UNUSEDSIGNAL -match \"Signal is not used: '*engine.shift$*'\"\n", name)
