@@ -1,15 +1,16 @@
 """``ttforge flow [CONFIG] [--out DIR] [--until STAGE] [--force STAGE|all] [--short]`` and
-``ttforge sweep CONFIG [--out DIR] [--jobs J] [--cluster [ADDRESS]]``."""
+``ttforge sweep CONFIG [--out DIR] [--jobs J] [--cluster [ADDRESS]]``, ``ttforge examples [DIR]``."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 from ttforge.errors import shown
 from ttforge.flow.stages import STAGES
 
-__all__ = ["flow_cli_spec", "sweep_cli_spec"]
+__all__ = ["flow_cli_spec", "sweep_cli_spec", "examples_cli_spec"]
 
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
@@ -18,9 +19,10 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                 "packages it runs, C/C++ included, and for sim the simulator's release) are unchanged; sim checks that it simulates rtl/'s Verilog and "
                 "load image. "
                 "Examples: 'ttforge flow' (the embedded digits default for the iCEBreaker); "
-                "'ttforge flow examples/mnist-ulx3s.toml --short'; 'ttforge flow --force sim'.")
+                "'ttforge flow examples/mnist-ulx3s.toml --short' (after 'ttforge examples', which writes "
+                "the example configs into ./examples/); 'ttforge flow --force sim'.")
     p.add_argument("config", metavar="CONFIG", nargs="?",
-                   help="a flow config (.toml, see examples/); default: the embedded "
+                   help="a flow config (.toml; 'ttforge examples' writes examples); default: the embedded "
                         "digits-icebreaker config")
     p.add_argument("--out", metavar="DIR", help="build directory (default build/<name>)")
     p.add_argument("--until", metavar="STAGE", choices=STAGES,
@@ -101,8 +103,10 @@ def _sweep_arguments(p: argparse.ArgumentParser) -> None:
                 f"bitstream, short) and [grid] (axis = [values]; axes: {', '.join(AXES)}, or any dotted "
                 "flow config key). Writes sweep.csv, sweep.json, "
                 "pareto.png and best-<board>.toml into DIR; a second run recomputes no finished point. "
-                "Example: 'ttforge sweep examples/digits-sweep.toml --jobs 2'.")
-    p.add_argument("config", metavar="CONFIG", help="a sweep config (.toml, see examples/digits-sweep.toml)")
+                "Example: 'ttforge sweep examples/digits-sweep.toml --jobs 2' (after 'ttforge examples', "
+                "which writes the example configs into ./examples/).")
+    p.add_argument("config", metavar="CONFIG", help="a sweep config (.toml; 'ttforge examples' writes "
+                   "examples/digits-sweep.toml)")
     p.add_argument("--out", metavar="DIR", help="results and one flow build per point (default build/<name>)")
     p.add_argument("--jobs", type=int, default=None, metavar="J",
                    help="points run at once: J > 1 on a local Dask cluster of J workers (default 1: in "
@@ -164,3 +168,48 @@ def _sweep_run(args: argparse.Namespace) -> int:
 
 def sweep_cli_spec():
     return _sweep_arguments, _sweep_run
+
+
+def _examples_arguments(p: argparse.ArgumentParser) -> None:
+    p.epilog = ("Then, e.g.: 'ttforge flow examples/mnist-ulx3s.toml --short'; 'ttforge sweep "
+                "examples/digits-sweep.toml --jobs 2'. A file already in DIR with the same content is "
+                "kept; one that differs is refused, and nothing is written.")
+    p.add_argument("dir", metavar="DIR", nargs="?", default="examples",
+                   help="directory to write them into (default: examples)")
+
+
+def _examples_run(args: argparse.Namespace) -> int:
+    """The packaged example configs into ``args.dir``: an installed ttforge has no
+    examples/ directory, which the flow's and the sweep's help and errors name."""
+    from ttforge.atomic import atomic_write_bytes, check_output_dir, make_output_dir
+    from ttforge.errors import ConfigError, OutputError, show_path
+    from ttforge.flow.config import EXAMPLES_DIR
+
+    sources = sorted(EXAMPLES_DIR.glob("*.toml"))
+    if not sources:
+        raise ConfigError(f"the packaged examples in {show_path(EXAMPLES_DIR)} are missing; reinstall ttforge")
+    out = check_output_dir(args.dir, "DIR")
+    todo, kept = [], []
+    for src in sources:   # every file checked before any is written
+        data, target = src.read_bytes(), out / src.name
+        if os.path.lexists(target):
+            if target.is_file() and not target.is_symlink() and target.stat().st_size == len(data) \
+                    and target.read_bytes() == data:
+                kept.append(src.name)
+                continue
+            raise OutputError(f"DIR {show_path(target)} exists and is not ttforge's example; move it away "
+                              f"or give another DIR")
+        todo.append((target, data))
+    make_output_dir(out, "DIR")
+    for target, data in todo:
+        atomic_write_bytes(target, data)
+    if not todo:
+        print(f"the {len(kept)} example configs are already in {show_path(out)}")
+        return 0
+    print(f"wrote {len(todo)} example config{'s' * (len(todo) != 1)} to {show_path(out)}: "
+          f"{', '.join(t.name for t, _ in todo)}" + (f" ({len(kept)} already there)" if kept else ""))
+    return 0
+
+
+def examples_cli_spec():
+    return _examples_arguments, _examples_run

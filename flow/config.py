@@ -56,6 +56,11 @@ __all__ = ["FlowConfig", "FlowSection", "QuantSection", "HwSection", "SimSection
 
 #: The packaged default (a link to examples/digits-icebreaker.toml in the source tree).
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "default.toml"
+#: The packaged example configs (a link to examples/ in the source tree), which
+#: ``ttforge examples`` writes out: an install has no examples/ of its own.
+EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
+#: Where a message sends the user for a config to start from.
+EXAMPLES_HINT = "'ttforge examples' writes the example configs into ./examples/"
 #: ``[sim] simulator`` choices; ``auto`` takes the first available of the other three.
 SIMULATORS = ("auto", "verilator-native", "icarus", "verilator")
 #: ``[bitstream] board`` choices (``none``: no bitstream).
@@ -428,7 +433,7 @@ class FlowConfig:
 
         p = Path(path).expanduser()
         if not p.exists():
-            raise ConfigError(f"flow config {p} does not exist; give a .toml file (see examples/)")
+            raise ConfigError(f"flow config {p} does not exist; give a .toml file ({EXAMPLES_HINT})")
         try:   # a regular file of bounded size: a FIFO or /dev/zero is refused, never read
             text = read_bounded(p, "flow config", MAX_CONFIG_BYTES, ConfigError).decode("utf-8")
         except UnicodeDecodeError:

@@ -184,12 +184,13 @@ def _plain(obj: Any) -> Any:
 
 def load_sweep(path: str | os.PathLike) -> SweepConfig:
     """Read and validate a sweep config (every problem one :class:`ConfigError` line)."""
-    from ttforge.flow.config import FlowConfig, default_config
+    from ttforge.flow.config import EXAMPLES_HINT, FlowConfig, default_config
     from ttforge.limits import MAX_CONFIG_BYTES, parse_config_text, read_bounded
 
     p = Path(path).expanduser()
     if not p.exists():   # a FIFO or a device is named as such by read_bounded
-        raise ConfigError(f"sweep config {p} does not exist; give a .toml file (see examples/*-sweep.toml)")
+        raise ConfigError(f"sweep config {p} does not exist; give a .toml file ({EXAMPLES_HINT}; "
+                          f"examples/digits-sweep.toml is one)")
     try:
         text = read_bounded(p, "sweep config", MAX_CONFIG_BYTES, ConfigError).decode("utf-8")
     except UnicodeDecodeError as e:

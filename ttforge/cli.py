@@ -75,6 +75,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
               "Design-space exploration: run the flow (train -> quantize -> compile, optionally simulate "
               "and place and route) over a grid of ranks, bit widths, lanes, stream widths and boards as "
               "Dask tasks; results table, Pareto plot and the best flow config per board."),
+    "examples": ("ttforge.flow.cli:examples_cli_spec",
+                 "Write the example flow and sweep configs (digits on the iCEBreaker, MNIST on the ULX3S, "
+                 "sweeps) into ./examples/ (or DIR), to run or edit."),
     "train-int": ("ttforge.model.cli:train_int_cli_spec",
                   "Train with the all-integer step (docs/arithmetic.md, Training) from a random init, an "
                   "artifact or a state; writes the state, the exported artifact, metrics and curves."),
