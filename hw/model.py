@@ -2,7 +2,8 @@
 
 ``run_program(program, config, x)`` loads the program's memory images into memories of
 the config's depths and widths (values are stored two's complement at the memory's
-width, as the hardware stores them), streams each input vector into ``BUF0``, then
+width, as the hardware stores them; a program compiled for another config is refused,
+as are inputs outside the network's input range), streams each input vector into ``BUF0``, then
 decodes and executes the descriptors in DMEM one after the other, exactly as
 ``docs/hardware.md`` describes the engine: lanes, word and element accesses, the two
 modes, bias, shift with FLOOR_PLUS_HALF rounding, saturation, ReLU, ``OUT_VALID``, ``ZFILL``,
@@ -28,11 +29,13 @@ from ttforge.errors import ConfigError, ShapeError
 from ttforge.errors import EngineError, AccumulatorOverflow  # noqa: F401 - defined in ttforge.errors
 from ttforge.hw.config import DESC_WORDS, AccelConfig
 from ttforge.hw.program import Descriptor, Program, decode_descriptor
-from ttforge.hw.regmap import ErrorCode
+from ttforge.hw.regmap import ErrorCode, config_identity
 from ttforge.ir.arith import rshift_round, saturate
+from ttforge.ir.executor import check_input_values
 
 __all__ = ["EngineError", "AccumulatorOverflow", "StepRecord", "run_program",
-           "run_program_traced", "requantize", "MAX_MODEL_CYCLES"]
+           "run_program_traced", "requantize", "check_stream_input", "check_program_config",
+           "MAX_MODEL_CYCLES"]
 
 #: The model refuses a step with more MAC cycles than this (a malformed descriptor).
 MAX_MODEL_CYCLES = 1 << 26
@@ -202,21 +205,46 @@ def _step(d: Descriptor, s: int, cfg: AccelConfig, bufs: np.ndarray, cmem: np.nd
 
 
 def check_stream_input(program: Program, x) -> np.ndarray:
-    """``x`` as the engine streams it, a ``(batch, in_count)`` integer array (the model and
-    the RTL simulation take the same); else a one-line :class:`ShapeError`. Values are not
-    range-checked: the stream wraps them to the input width, as the hardware does."""
+    """``x`` as the engine streams it, a ``(batch, in_count)`` integer array in the
+    network's input range (the model and the RTL simulations take the same); else a
+    one-line :class:`ShapeError`, the executor's for a value out of range."""
     x = np.asarray(x)
     if x.ndim != 2 or x.shape[1] != program.in_count:
         raise ShapeError(f"input has shape {x.shape}; the program takes (batch, {program.in_count})")
     if not np.issubdtype(x.dtype, np.integer):
         raise ShapeError(f"input has dtype {x.dtype}; the engine takes integers")
+    # the network's width, not act_bits: the stream keeps act_bits of a value, so one
+    # outside in_bits (but inside act_bits) computed what neither the executor's wrapped
+    # nor its saturated input gives
+    check_input_values(x, program.in_bits)
     return x
+
+
+def check_program_config(program: Program, config: AccelConfig, where: str,
+                         engine: str = "the config", fix: str = "config") -> None:
+    """Refuse ``program`` for an engine of another config than the one it was compiled
+    for: one :class:`ConfigError` naming the fields that differ (those of the load
+    image's identity, :func:`~ttforge.hw.regmap.config_identity`) and the fix.
+
+    A narrower ``core_bits`` wrapped the cores, other ``lanes`` read another layout: the
+    outputs were wrong with nothing raised. ``engine`` names the other config in the
+    message, ``fix`` the expression to compile for.
+    """
+    if program.config == config:
+        return
+    have, want = config_identity(program.config), config_identity(config)
+    diff = [k for k in want if have.get(k) != want[k]] or list(want)
+    raise ConfigError(f"{where}: the program was compiled for "
+                      f"{', '.join(f'{k}={have.get(k)}' for k in diff)} but {engine} has "
+                      f"{', '.join(f'{k}={want[k]}' for k in diff)}; compile it for "
+                      f"{engine} (compile_program(net, {fix}))")
 
 
 def _run(program: Program, config: AccelConfig | None, x, traced: bool):
     cfg = config if config is not None else program.config
     if not isinstance(cfg, AccelConfig):
         raise ConfigError(f"run_program needs an AccelConfig, got {type(cfg).__name__}")
+    check_program_config(program, cfg, "run_program")
     x = check_stream_input(program, x)
     dmem_words = program.dmem
     for name, n, depth in (("DMEM", len(dmem_words), cfg.desc_depth * DESC_WORDS),
@@ -272,8 +300,11 @@ def run_program(program: Program, config: AccelConfig | None, x: np.ndarray
     program : Program
         From :func:`~ttforge.hw.program.compile_program` (possibly with words altered).
     config : AccelConfig or None
-        The engine (memories, widths, lanes); ``None`` uses ``program.config``.
+        The engine (memories, widths, lanes): ``program.config``, which ``None`` means;
+        another is a one-line :class:`ConfigError` naming the fields that differ.
     x : integer array ``(B, IN_COUNT)``
+        In the network's input range (``program.in_bits``), as the executor takes it;
+        else a one-line :class:`ShapeError`.
 
     Returns
     -------
@@ -284,6 +315,8 @@ def run_program(program: Program, config: AccelConfig | None, x: np.ndarray
 
     Raises
     ------
+    ConfigError, ShapeError
+        Another config than the program's; inputs the executor refuses.
     EngineError
         Where the hardware would set ``STATUS.ERROR`` (``.code``, ``.step``).
     AccumulatorOverflow

@@ -18,7 +18,7 @@ from ttforge.ir.arith import (MAX_ACC_BITS, acc_bits_needed, int_range, quantize
 from ttforge.limits import MAX_EXP
 
 __all__ = ["IntLayer", "IntNetwork", "StepTrace", "execute", "execute_traced", "layer_from_dense", "check_input",
-           "LAYER_INT_RANGES", "LAYER_ARRAY_RANGES", "EXP_RANGE", "frozen_array"]
+           "check_input_values", "LAYER_INT_RANGES", "LAYER_ARRAY_RANGES", "EXP_RANGE", "frozen_array"]
 
 #: Every exponent of a layer (``in_exp``, ``core_exps``, ``step_exps``) lies in this range.
 EXP_RANGE = (-MAX_EXP, MAX_EXP)
@@ -324,11 +324,17 @@ def check_input(net: IntNetwork, x: np.ndarray) -> np.ndarray:
         raise ShapeError(f"input has shape {x.shape}; the network takes (batch, {net.in_features})")
     if not np.issubdtype(x.dtype, np.integer):
         raise ShapeError(f"input has dtype {x.dtype}; quantize it first (IntNetwork.quantize_input)")
-    first = net.layers[0]
-    lo, hi = int_range(first.in_bits)
-    if x.size and (x.min() < lo or x.max() > hi):
-        raise ShapeError(f"input values leave the {first.in_bits}-bit range [{lo}, {hi}]")
+    check_input_values(x, net.layers[0].in_bits)
     return x.astype(np.int64)
+
+
+def check_input_values(x: np.ndarray, bits: int) -> None:
+    """A one-line ShapeError when an integer input ``x`` leaves the network's ``bits``-bit
+    input range (the engine model and the simulators refuse the same, with this line)."""
+    lo, hi = int_range(bits)
+    if x.size and (x.min() < lo or x.max() > hi):
+        raise ShapeError(f"input values leave the {bits}-bit range [{lo}, {hi}] (got {int(x.min())}.."
+                         f"{int(x.max())}); quantize them first (IntNetwork.quantize_input)")
 
 
 def execute(net: IntNetwork, x: np.ndarray) -> np.ndarray:

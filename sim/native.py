@@ -406,9 +406,9 @@ def _image(build: NativeBuild, program) -> bytes:
     if isinstance(program, (bytes, bytearray)):
         return bytes(program)
     if isinstance(program, Program):
-        if program.config != build.config:
-            raise ConfigError("run_native: the program was compiled for another AccelConfig than "
-                              "the build's; compile it with build.config")
+        from ttforge.hw.model import check_program_config
+
+        check_program_config(program, build.config, "run_native", "the build's config", "build.config")
         return load_image_to_bytes(load_image(program, RegisterMap(build.config)), build.config)
     return load_image_to_bytes(list(program), build.config)  # a list of (address, data) writes
 
@@ -448,11 +448,11 @@ def run_native(build: NativeBuild, program, inputs: np.ndarray, *, seed: int = 0
     check_pauses(gaps, backpressure)
     from ttforge.hw.program import Program
 
-    if isinstance(program, Program) and x.size:
-        lo, hi = -(1 << (program.in_bits - 1)), (1 << (program.in_bits - 1)) - 1
-        if x.min() < lo or x.max() > hi:
-            raise ConfigError(f"inputs hold values outside the program's {program.in_bits}-bit input "
-                              f"range [{lo}, {hi}]; quantize them first (IntNetwork.quantize_input)")
+    if isinstance(program, Program):
+        from ttforge.hw.model import check_stream_input
+
+        # the engine model's checks (shape, integers, the network's input range), its lines
+        check_stream_input(program, x)
     if timeout_cycles is None:
         timeout_cycles = _timeout_cycles(build, program)
     image = _image(build, program)

@@ -958,10 +958,15 @@ def run_inference(sim_build: SimBuild, program_or_artifact, inputs: np.ndarray, 
     """
     check_pauses(gaps, backpressure)
     prog = _as_program(sim_build.config, program_or_artifact)
-    from ttforge.hw.model import check_stream_input
+    from ttforge.hw.model import check_program_config, check_stream_input
 
+    # a program for other widths or lanes ran on this RTL and came back wrong (or timed
+    # out) with the job passed
+    check_program_config(prog, sim_build.config, "run_inference", "the simulator's config",
+                         "sim_build.config")
     # the engine model's check: a float input was truncated by the int64 cast (NaN became
-    # int64's minimum) and the simulation ran on other values than the caller's
+    # int64's minimum) and the simulation ran on other values than the caller's; a value
+    # outside the input width went out as its low act_bits
     X = check_stream_input(prog, inputs).astype(np.int64)
     regs = register_addresses(sim_build.config)
     arrays = {"writes": load_writes(prog) if writes is None else np.asarray(writes, dtype=np.int64),

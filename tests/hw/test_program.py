@@ -8,6 +8,7 @@ flipped.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -306,8 +307,56 @@ def test_a_too_narrow_accumulator_is_caught_not_wrapped():
     with pytest.raises(ConfigError, match="does not fit: acc_bits=8"):
         compile_program(net, small)
     x = np.full((1, 5), 127)
+    # a hand-made program that claims the narrow engine (run_program refuses a program
+    # compiled for another config)
     with pytest.raises((AccumulatorOverflow)):
-        run_program(p, small, x)
+        run_program(dataclasses.replace(p, config=small), None, x)
+
+
+@pytest.mark.parametrize("change, fields", [
+    ({"core_bits": 3}, "core_bits=4 but the config has core_bits=3"),
+    ({"lanes": 2}, "lanes=4, requant_units=4 but the config has lanes=2, requant_units=2"),
+    ({"act_bits": 6}, "act_bits=8 but the config has act_bits=6"),
+    ({"buf_depth": 1024}, "buf_depth=12 but the config has buf_depth=1024"),
+])
+def test_a_program_for_another_config_is_refused_in_one_line(change, fields):
+    """A narrower core_bits wrapped the cores, other lanes read another layout: wrong
+    outputs, nothing raised (only a memory too small was refused)."""
+    net, cfg, p = _one_step_program()
+    other = dataclasses.replace(cfg, **change)
+    x = np.array([[100, -37, 5, 127, -128]])
+    with pytest.raises(ConfigError, match=rf"^run_program: the program was compiled for {fields}; "
+                                          r"compile it for the config \(compile_program\(net, config\)\)$") as e:
+        run_program(p, other, x)
+    assert "\n" not in str(e.value)
+    # the sibling: its own config, given or not, runs
+    assert np.array_equal(run_program(p, cfg, x)[0], run_program(p, None, x)[0])
+    assert np.array_equal(run_program(p, None, x)[0], execute(net, x))
+
+
+def test_inputs_outside_the_input_width_are_refused_as_the_executor_refuses_them():
+    """The stream kept act_bits of a value: one past in_bits (act_bits wider) gave an
+    output that was neither the executor's on the wrapped nor on the saturated input."""
+    from ttforge.errors import ShapeError
+
+    net = random_network(1)
+    cfg = AccelConfig.for_network(net, lanes=4)
+    cfg = dataclasses.replace(cfg, act_bits=cfg.inter_bits)
+    assert cfg.act_bits > net.layers[0].in_bits    # values past in_bits fit the stream
+    p = compile_program(net, cfg)
+    lo, hi = int_range(net.layers[0].in_bits)
+    x = random_input(net, np.random.default_rng(0), batch=2)
+    for bad in (hi + 3, lo - 1):
+        y = x.copy()
+        y[0, 0] = bad
+        with pytest.raises(ShapeError) as golden:
+            execute(net, y)
+        with pytest.raises(ShapeError) as model:
+            run_program(p, cfg, y)
+        assert str(model.value) == str(golden.value)
+        assert f"(got {min(bad, int(y.min()))}.." in str(model.value) and "quantize_input" in str(model.value)
+    # the sibling: the ends of the range run
+    assert np.array_equal(run_program(p, cfg, x)[0], execute(net, x))
 
 
 def test_compile_refuses_what_does_not_fit_and_bad_shifts():

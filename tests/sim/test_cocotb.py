@@ -107,6 +107,44 @@ def test_float_inputs_are_refused_as_the_engine_model_refuses_them(case, get_bui
     assert not (tmp_path / "job").exists()
 
 
+@pytest.mark.parametrize("change", [{"core_bits": 16}, {"lanes": 2}])
+def test_a_program_for_another_config_is_refused_before_the_simulator(case, get_build, tmp_path, change):
+    """A program for other widths or lanes than the build's ran: wrong outputs with the
+    job passed (core_bits), or a timeout (lanes), nothing raised. One line, no job."""
+    import dataclasses
+
+    from ttforge.errors import ConfigError
+    from ttforge.hw.program import compile_program
+
+    b = get_build("icarus", case.config)
+    other = dataclasses.replace(case.config, **change)
+    prog = compile_program(case.net, other)
+    (field, value), = change.items()
+    with pytest.raises(ConfigError, match=rf"^run_inference: the program was compiled for .*{field}={value}"
+                                          rf".* but the simulator's config has .*{field}={getattr(case.config, field)}"
+                                          r".*; compile it for the simulator's config "
+                                          r"\(compile_program\(net, sim_build.config\)\)$"):
+        run_inference(b, prog, case.X[:2], workdir=tmp_path / "job")
+    assert not (tmp_path / "job").exists()
+
+
+def test_inputs_outside_the_input_width_are_refused_as_the_executor_refuses_them(case, get_build, tmp_path):
+    """A value past the network's input width went out as its low act_bits: an output
+    no golden model gives. The executor's line, before any simulator work."""
+    from ttforge.errors import ShapeError
+    from ttforge.ir.executor import execute
+
+    b = get_build("icarus", case.config)
+    X = case.X[:2].copy()
+    X[0, 0] = 1 << (case.program.in_bits - 1)
+    with pytest.raises(ShapeError) as golden:
+        execute(case.net, X)
+    with pytest.raises(ShapeError) as sim:
+        run_inference(b, case.program, X, workdir=tmp_path / "job")
+    assert str(sim.value) == str(golden.value)
+    assert not (tmp_path / "job").exists()
+
+
 def test_reset_in_the_middle_of_an_inference(sim, case, get_build):
     """rst during an inference: the registers return to reset (the memories keep), the
     registers are written again, and the next vectors are exact."""

@@ -137,22 +137,48 @@ def test_build_is_cached(build, nets):
 
 
 def test_wrong_input_width_is_one_line_error(build, nets):
-    from ttforge.errors import ConfigError
+    from ttforge.errors import ConfigError, ShapeError
 
     net = nets["random15"]
     prog = compile_program(net, build.config)
+    x = np.zeros((2, net.in_features + 1), dtype=np.int64)
+    # a Program: the engine model's check; a bare load image: the harness's
+    with pytest.raises(ShapeError, match=rf"takes \(batch, {net.in_features}\)"):
+        run_native(build, prog, x)
     with pytest.raises(ConfigError, match="IN_COUNT"):
-        run_native(build, prog, np.zeros((2, net.in_features + 1), dtype=np.int64))
+        run_native(build, load_image(prog, RegisterMap(build.config)), x)
 
 
 def test_inputs_out_of_range_are_one_line_error(build, nets):
-    from ttforge.errors import ConfigError
+    """The engine model's and the executor's line (one check for all of them)."""
+    from ttforge.errors import ShapeError
+    from ttforge.hw.model import run_program
 
     net = nets["random15"]
     prog = compile_program(net, build.config)
     x = np.zeros((2, net.in_features), dtype=np.int64)
     x[1, 3] = 1 << (prog.in_bits - 1)
-    with pytest.raises(ConfigError, match="input range"):
+    with pytest.raises(ShapeError) as native:
+        run_native(build, prog, x)
+    with pytest.raises(ShapeError) as model:
+        run_program(prog, None, x)
+    assert str(native.value) == str(model.value)
+    assert "range" in str(native.value) and "quantize_input" in str(native.value)
+
+
+def test_a_program_for_another_config_is_refused_naming_the_fields(build, nets):
+    import dataclasses
+
+    from ttforge.errors import ConfigError
+
+    net = nets["random15"]
+    other = dataclasses.replace(build.config, core_bits=build.config.core_bits + 1)
+    prog = compile_program(net, other)
+    x = np.zeros((2, net.in_features), dtype=np.int64)
+    with pytest.raises(ConfigError, match=rf"^run_native: the program was compiled for core_bits="
+                                          rf"{other.core_bits} but the build's config has core_bits="
+                                          rf"{build.config.core_bits}; compile it for the build's config "
+                                          r"\(compile_program\(net, build.config\)\)$"):
         run_native(build, prog, x)
 
 
