@@ -13,7 +13,7 @@ from typing import Any
 
 from ttforge.atomic import atomic_write_text, check_output_dir, check_output_file, check_writable
 from ttforge.errors import ConfigError, SynthError, shown
-from ttforge.hw.generate import MARKER, generate
+from ttforge.hw.generate import MARKER, check_module_name, generate
 from ttforge.hw.report import report, resolve_config
 from ttforge.hw.synth import check_pnr_seed
 
@@ -40,6 +40,10 @@ def _add_generate_arguments(p: argparse.ArgumentParser) -> None:
                    help="elements per AXI4-Stream beat (default 1; overrides the --config file's)")
     p.add_argument("--reset", choices=["rst", "aresetn"], default="rst",
                    help="reset port of the Verilog top: rst (active high, default) or aresetn")
+    p.add_argument("--name", metavar="MODULE",
+                   help="Verilog module name and stem of its .v/.vlt files (default ttforge_accel, "
+                        "ttforge_train with --train): give each differently configured core of one "
+                        "design its own")
     p.add_argument("--no-verilog", action="store_true",
                    help="skip the Verilog (register map, load image and estimate only; fast)")
     p.add_argument("--json", action="store_true", help="print the estimate as JSON instead of a table")
@@ -67,7 +71,8 @@ def _run_generate_train(args: argparse.Namespace) -> int:
     check_output_dir(args.out, "-o")   # named by its flag, before any work
     state = load_state(args.artifact)
     cfg = fit_engine(state, batch, 4 if args.lanes is None else args.lanes)
-    manifest = generate_train(cfg, args.out, reset=args.reset, verilog=not args.no_verilog)
+    manifest = generate_train(cfg, args.out, reset=args.reset, verilog=not args.no_verilog,
+                              name=args.name)
     prog = compile_training(state, batch, cfg)
     cycles = sum(op_cycles(op, cfg, prog.slots) for op in prog.ops) + batch * (state.in_features + 1)
     console = Console() if Console().is_terminal else Console(width=120)
@@ -88,12 +93,15 @@ def _run_generate_train(args: argparse.Namespace) -> int:
 
 
 def _run_generate(args: argparse.Namespace) -> int:
+    if args.name is not None:
+        check_module_name(args.name)     # named by its flag, before any work
     if args.train:
         return _run_generate_train(args)
     if args.batch is not None:
         raise ConfigError("--batch: only with --train (a training engine's batch)")
     res = generate(args.artifact, args.out, config_file=args.config, lanes=args.lanes,
-                   stream_elems=args.stream_elems, reset=args.reset, verilog=not args.no_verilog)
+                   stream_elems=args.stream_elems, reset=args.reset, verilog=not args.no_verilog,
+                   name=args.name)
     est, cfg = res["_estimate"], res["_config"]
     if args.json:
         print(json.dumps(est.to_dict(), indent=2))

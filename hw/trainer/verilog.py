@@ -26,10 +26,10 @@ __all__ = ["generate_train_verilog", "generate_train", "train_regmap_files", "TR
 TRAIN_MARKER = "generate_train.json"
 
 
-def generate_train_verilog(config, *, reset: str = "rst") -> str:
-    """The Verilog of ``TrainAccel(config)`` (``ttforge_train``; byte-identical for the
-    same inputs)."""
-    return _verilog(config, reset=reset)
+def generate_train_verilog(config, *, reset: str = "rst", name: str = TRAIN_TOP_NAME) -> str:
+    """The Verilog of ``TrainAccel(config)`` as module ``name`` (``ttforge_train``;
+    byte-identical for the same inputs)."""
+    return _verilog(config, reset=reset, name=name)
 
 
 def _own(out: Path) -> None:
@@ -47,10 +47,12 @@ def train_regmap_files(regmap) -> dict[str, bytes]:
 
 
 def generate_train(config, out_dir: str | os.PathLike, *, reset: str = "rst",
-                   verilog: bool = True) -> dict[str, Any]:
+                   verilog: bool = True, name: str | None = None) -> dict[str, Any]:
     """Write ``ttforge_train.v`` (unless ``verilog=False``), ``ttforge_train.vlt``,
     ``train_config.json``, ``train_regmap.json``, ``ttforge_train_regs.h`` and
-    ``train_regmap.md`` into ``out_dir``; returns the manifest."""
+    ``train_regmap.md`` into ``out_dir``; returns the manifest. ``name`` replaces
+    ``ttforge_train`` as the module and the Verilog files' stem
+    (:func:`ttforge.hw.generate.check_module_name`)."""
     from dataclasses import asdict
 
     from ttforge import __version__
@@ -61,20 +63,23 @@ def generate_train(config, out_dir: str | os.PathLike, *, reset: str = "rst",
         raise ConfigError(f"generate_train needs a TrainEngineConfig, got {type(config).__name__}")
     if reset not in ("rst", "aresetn"):
         raise ConfigError(f"reset={reset!r} must be 'rst' or 'aresetn'")
+    from ttforge.hw.generate import check_module_name
+
+    name = check_module_name(TRAIN_TOP_NAME if name is None else name, "name")
     out = check_output_dir(out_dir, "out_dir")
     _own(out)
     rm = train_register_map(config)
     files: dict[str, bytes] = {}
     if verilog:
-        files[f"{TRAIN_TOP_NAME}.v"] = generate_train_verilog(config, reset=reset).encode()
-        files[f"{TRAIN_TOP_NAME}.vlt"] = verilator_waivers().encode()
+        files[f"{name}.v"] = generate_train_verilog(config, reset=reset, name=name).encode()
+        files[f"{name}.vlt"] = verilator_waivers(name=name).encode()
     cfg = asdict(config)
     files["train_config.json"] = (json.dumps(cfg, indent=2, default=str) + "\n").encode()
     files.update(train_regmap_files(rm))
     manifest = {
         "format": "ttforge-generate-train", "version": 1,
         "producer": {"name": "ttforge", "version": __version__},
-        "regmap_version": TRAIN_REGMAP_VERSION, "reset": reset, "config": cfg,
+        "regmap_version": TRAIN_REGMAP_VERSION, "reset": reset, "module": name, "config": cfg,
         "files": {n: hashlib.sha256(d).hexdigest() for n, d in sorted(files.items())},
     }
     files[TRAIN_MARKER] = (json.dumps(manifest, indent=2, default=str) + "\n").encode()

@@ -186,3 +186,35 @@ def test_the_artifact_name_in_generate_json_is_text_a_strict_parser_reads(tmp_pa
         assert "file_bytes" not in man["artifact"]
     else:
         assert bytes.fromhex(man["artifact"]["file_bytes"]) == raw and man["artifact"]["file_bytes"].startswith(exact)
+
+
+@pytest.mark.skipif(__import__("shutil").which("iverilog") is None, reason="needs iverilog")
+def test_two_differently_configured_cores_share_one_design_by_name(artifact, tmp_path, capsys):
+    """Every ``generate`` emitted module ``ttforge_accel`` and the CLI had no name option:
+    two cores of different configurations in one design were a redefinition in every
+    tool. ``--name`` names the module, its files and their waivers; the manifest records
+    it; the default is unchanged."""
+    import subprocess
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["generate", str(artifact), "--lanes", "2", "-o", str(a)]) == 0
+    assert main(["generate", str(artifact), "--lanes", "4", "--name", "core_b", "-o", str(b)]) == 0
+    capsys.readouterr()
+    assert {p.name for p in b.iterdir()} == FILES | {"core_b.v", "core_b.vlt"}
+    assert json.loads((b / "generate.json").read_text())["module"] == "core_b"
+    assert json.loads((a / "generate.json").read_text())["module"] == "ttforge_accel"
+    vb = (b / "core_b.v").read_text()
+    assert "module core_b(" in vb.replace(" (", "(") and "module ttforge_accel" not in vb
+    assert '/core_b.v"' in (b / "core_b.vlt").read_text()    # waivers scoped to its file
+    top = tmp_path / "soc.v"
+    top.write_text("module soc; endmodule\n")
+
+    def elaborates(*files):
+        return subprocess.run(["iverilog", "-g2005", "-o", str(tmp_path / "soc.vvp"), *map(str, files)],
+                              capture_output=True, text=True)
+
+    assert elaborates(a / "ttforge_accel.v", b / "core_b.v", top).returncode == 0
+    b2 = tmp_path / "b2"
+    assert main(["generate", str(artifact), "--lanes", "4", "-o", str(b2)]) == 0
+    clash = elaborates(a / "ttforge_accel.v", b2 / "ttforge_accel.v", top)
+    assert clash.returncode != 0     # the reason for the option

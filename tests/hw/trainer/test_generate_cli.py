@@ -77,3 +77,17 @@ def test_build_and_generate_name_the_training_header_as_the_c_driver_includes_it
     assert [n for n in files if n.endswith(".h")] == [TRAIN_REGS_H]
     driver_h = (Path(fw.__file__).parent / "c" / "ttforge_train_driver.h").read_text()
     assert f'#include "{TRAIN_REGS_H}"' in driver_h
+
+
+def test_generate_train_takes_a_module_name(state_file, tmp_path, capsys):
+    """``--name`` with ``--train``: the training top's module and its files (a board with
+    two training cores of different sizes needs two names); a bad name is one line."""
+    _, path = state_file
+    out = tmp_path / "out"
+    assert main(["generate", "--train", str(path), "--batch", "2", "--lanes", "2", "--name", "learner",
+                 "-o", str(out)]) == 0
+    assert (out / "learner.v").read_text().count("module learner(") == 1
+    assert (out / "learner.vlt").exists() and not (out / "ttforge_train.v").exists()
+    assert main(["generate", "--train", str(path), "--name", "x-y", "-o", str(tmp_path / "o2")]) == 2
+    assert "--name 'x-y': give a Verilog module name" in capsys.readouterr().err
+    assert not (tmp_path / "o2").exists()
