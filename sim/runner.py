@@ -941,8 +941,9 @@ def run_inference(sim_build: SimBuild, program_or_artifact, inputs: np.ndarray, 
     ----------
     sim_build : SimBuild
     program_or_artifact : Program, IntNetwork or path of an artifact
-        Compiled for ``sim_build.config`` when it is not a ``Program``.
-    inputs : integer array ``(B, IN_COUNT)``
+        Compiled for ``sim_build.config`` when it is not a ``Program``; a ``Program``
+        compiled for another config is a one-line :class:`~ttforge.errors.ConfigError`.
+    inputs : integer array ``(B, IN_COUNT)``, in the network's input range
         Anything else is a one-line :class:`~ttforge.errors.ShapeError`, as for
         :func:`~ttforge.hw.run_program`.
     seed : int
