@@ -20,10 +20,10 @@ trains the state at ``--batch`` with ``--lanes`` (:func:`train_board_config`, i.
 manifest, plus the training register map (JSON, C header, Markdown).
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import json
-import os
 import shlex
 import sys
 import tempfile
@@ -437,8 +437,12 @@ def _build(board_key: str, out_dir, *, artifact, config_file, lanes, clk_hz: int
         toolchain = platform_toolchain = b.platform().toolchain
         over = {**env_tools, PYTHON_VAR: sys.executable, f"AMARANTH_ENV_{toolchain.upper()}": str(envfile),
                 f"AMARANTH_ENV_{platform_toolchain}": str(envfile)}
-        saved = {k: os.environ.get(k) for k in over}
-        os.environ.update(over)
+        # Amaranth reads them from os.environ: set there for the build, and only they
+        # (hw.tools.environ_overlay: builds in threads at once wait for each other's)
+        from ttforge.hw.tools import environ_overlay
+
+        env_held = contextlib.ExitStack()
+        env_held.enter_context(environ_overlay(over))
         t0 = time.monotonic()
         try:
             import subprocess
@@ -498,11 +502,7 @@ def _build(board_key: str, out_dir, *, artifact, config_file, lanes, clk_hz: int
 
             seed, bdir, failed = place_with_seeds(place, work, seed)
         finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+            env_held.close()
         seconds = round(time.monotonic() - t0, 1)
         rep = parse_report(bdir / "report.json", b.device)
         resources, fmax, cpath = rep.resources, rep.fmax_mhz, rep.critical_path

