@@ -53,7 +53,7 @@ from ttforge.hw.axil import Reg as _AReg
 from ttforge.hw.axil import Window as _AWin
 from ttforge.hw.axis import AXISSignature
 from ttforge.hw.config import stream_lane_bits
-from ttforge.hw.emit import VERILATOR_WAIVERS, port_map
+from ttforge.hw.emit import port_map
 from ttforge.hw.trainer.engine import HostSel, TrainEngine
 from ttforge.hw.trainer.program import TrainEngineConfig
 from ttforge.hw.trainer.regmap import TOP_ERRORS, WINDOW_ORDER, TrainRegisterMap
