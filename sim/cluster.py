@@ -27,6 +27,7 @@ runs one case at a time per worker process (:func:`one_at_a_time`), so start wor
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import logging
 import multiprocessing
@@ -34,6 +35,7 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -456,6 +458,28 @@ class _DaskTraces:
             multiprocessing.set_start_method(None, force=True)
 
 
+def _unguarded_main() -> str | None:
+    """The main script's path if it is a file whose top level has no ``if __name__ ==
+    "__main__":``: each worker process of a local cluster (Dask starts them with
+    ``spawn``) runs such a script again, which starts a cluster again."""
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    if not path or not str(path).endswith(".py"):
+        return None
+    try:
+        tree = ast.parse(Path(path).read_text(encoding="utf-8", errors="replace"))
+    except (OSError, SyntaxError, ValueError):
+        return None
+    for node in tree.body:
+        if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test) and "__name__" in ast.unparse(node.test):
+            return None
+    return str(path)
+
+
+def _unguarded_fix(path: str) -> str:
+    return (f"the script {show_path(path)} starts it outside `if __name__ == \"__main__\":`, and each "
+            f"worker process runs the script again; put the call under that guard")
+
+
 @contextlib.contextmanager
 def connect(spec: ClusterSpec) -> Iterator[Any]:
     """A ``distributed.Client`` on ``spec``'s cluster for the block.
@@ -467,6 +491,12 @@ def connect(spec: ClusterSpec) -> Iterator[Any]:
     worker within ``spec.worker_timeout``. The client (and a local cluster) are closed at
     the end, also after an error or Ctrl-C.
     """
+    if spec.is_local and getattr(multiprocessing.current_process(), "_inheriting", False):
+        # a worker process importing an unguarded script again (multiprocessing's own
+        # check, as its RuntimeError): one line, not a traceback from each worker
+        main = _unguarded_main()
+        fix = _unguarded_fix(main) if main else 'start it under `if __name__ == "__main__":`'
+        raise SystemExit(f"ttforge: a local Dask cluster cannot start in its own worker process; {fix}")
     distributed = _import_distributed()
     cluster = client = scratch = traces = None
     with _quiet():
@@ -486,9 +516,10 @@ def connect(spec: ClusterSpec) -> Iterator[Any]:
                         client = distributed.Client(cluster, set_as_default=False)
                         traces.started()
                     except (OSError, TimeoutError, RuntimeError) as e:
+                        main = _unguarded_main()
+                        fix = _unguarded_fix(main) if main else "free memory or processes, or lower --jobs"
                         raise ClusterError(f"--cluster: the local Dask cluster of {spec.workers} workers did "
-                                           f"not start ({type(e).__name__}: {e}); free memory or processes, "
-                                           f"or lower --jobs") from None
+                                           f"not start ({type(e).__name__}: {e}); {fix}") from None
             else:
                 # the address checked first: Dask's own errors for a bad one come late
                 # and leave a half-made client that holds the process for 60 s on exit

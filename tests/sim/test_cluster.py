@@ -604,3 +604,20 @@ def test_a_local_cluster_leaves_no_environment_or_start_method_behind(tmp_path):
     assert seen["inside"] == {"OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "6640"}   # Dask's, in the run
     assert seen["changed"] == {"MKL_NUM_THREADS": [None, "5"]}
     assert seen["method"] is None
+
+
+def test_a_script_without_a_main_guard_is_told_to_add_one(tmp_path):
+    """A script calling regress(jobs=2) with no `if __name__ == "__main__":` got "did not
+    start (Nanny failed to start.); free memory or processes, or lower --jobs" and a
+    traceback from each worker process (which ran the script again, starting a cluster
+    again). The parent names the guard; each worker says one line."""
+    script = tmp_path / "noguard.py"
+    script.write_text("from ttforge.sim.cluster import ClusterSpec, connect\n"
+                      "with connect(ClusterSpec(None, 1)):\n    pass\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path)
+    assert out.returncode != 0
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("ttforge.errors.ClusterError: --cluster: the local Dask cluster of 1 workers did not "
+                           "start") and f"the script {script} starts it outside `if __name__ == \"__main__\":`" in last
+    assert out.stderr.count("Traceback") == 1, out.stderr   # the parent's own, not one per worker
