@@ -80,9 +80,10 @@ def verilator_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
 
 def make_variable(flags: str, name: str, value: str) -> str:
     """``MAKEFLAGS`` ``flags`` with the command-line variable ``name=value`` added (make
-    splits ``MAKEFLAGS`` at blanks: those of ``value`` are escaped); ``flags`` as they are
-    if they already hold it."""
-    word = f"{name}={value}".replace(" ", "\\ ")
+    splits ``MAKEFLAGS`` at blanks, and expands a ``$`` when it reads it and again where
+    the variable is used: those of ``value`` are escaped); ``flags`` as they are if they
+    already hold it."""
+    word = f"{name}={value}".replace("$", "$$$$").replace(" ", "\\ ")
     return flags if f" {word} " in f" {flags} " else f"{flags} {word}".strip()
 
 

@@ -20,6 +20,24 @@ def test_a_make_variable_goes_in_once_with_its_blanks_escaped():
     assert make_variable(once, "PYTHON3", "/usr/bin/python3") == once
 
 
+def test_make_runs_a_make_variable_with_blanks_and_dollars_as_given(tmp_path):
+    """A MAKEFLAGS variable reaches the recipe as given (an interpreter under a path with
+    a space or a ``$``)."""
+    import shlex
+
+    from ttforge.hw.tools import make_variable
+
+    if shutil.which("make") is None:
+        pytest.skip("no make")
+    odd = tmp_path / "a b$(HOME)$$x"
+    odd.mkdir()
+    (odd / "py").symlink_to(shutil.which("python3") or "/usr/bin/python3")
+    (tmp_path / "Makefile").write_text("PYTHON3 = python\nall:\n\t@$(PYTHON3) -c 'print(6 * 7)'\n")
+    env = {**os.environ, "MAKEFLAGS": make_variable("-s", "PYTHON3", shlex.quote(str(odd / "py")))}
+    out = subprocess.run(["make", "-C", str(tmp_path)], env=env, capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip().splitlines()[-1:] == ["42"], out.stderr
+
+
 def test_a_verilated_build_needs_no_python_on_path(tmp_path, monkeypatch):
     """The wheel's verilated.mk runs its includer with `python` (PYTHON3 = python): from a
     venv used without activation on a system with python3 only (Debian, Ubuntu), every
