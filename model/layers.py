@@ -264,16 +264,18 @@ class TTLinear(nn.Module):
         )
         self._set_schedule(schedule)
 
-    def reset_parameters(self) -> None:
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Initialise the cores and the bias (see the class's notes), drawing from
+        ``generator`` (``None``: torch's global generator)."""
         d = self.tt_shape.d
         internal = math.prod(self.tt_shape.ranks[1:-1])
         target_var = 1.0 / self.in_features
         std = (target_var / internal) ** (1.0 / (2 * d))
         for g in self.cores:
-            nn.init.normal_(g, 0.0, std)
+            nn.init.normal_(g, 0.0, std, generator=generator)
         if self.bias is not None:
             bound = 1.0 / math.sqrt(self.in_features)
-            nn.init.uniform_(self.bias, -bound, bound)
+            nn.init.uniform_(self.bias, -bound, bound, generator=generator)
 
     # -- math ------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:

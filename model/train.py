@@ -12,11 +12,16 @@ A run is described by a frozen :class:`TrainConfig` and writes into one director
 ``metrics.png``
     Loss, accuracy and TT ranks per epoch.
 
-Determinism: the weights are initialised after ``torch.manual_seed(seed)``; every
-epoch shuffles with its own generator seeded from ``(seed, epoch)``, so an
-interrupted run resumed from ``last.pt`` ends with exactly the weights of an
-uninterrupted one; PyTorch's deterministic algorithms are switched on while training.
-The data split never depends on the seed (see :mod:`ttforge.model.data`).
+Determinism: the weights are initialised as after ``torch.manual_seed(seed)``, from a
+generator of the run's own (:func:`~ttforge.model.seeding.seeded_model`: torch's global
+generator is neither drawn from nor reseeded, so another thread of the host drawing from
+it changes nothing); every epoch shuffles with its own generator seeded from
+``(seed, epoch)``, so an interrupted run resumed from ``last.pt`` ends with exactly the
+weights of an uninterrupted one; PyTorch's deterministic algorithms are switched on while
+training. The data split never depends on the seed (see :mod:`ttforge.model.data`).
+Training records gradients whatever the caller's context (``torch.no_grad()``,
+``torch.inference_mode()``) and builds the network in float32 whatever torch's default
+dtype.
 
 Rank-adaptive training (``rank_adaptive=True``) adds ``prior.penalty() / n_train`` to
 the loss for ``epochs`` epochs. At the end of every epoch it calls
@@ -57,8 +62,8 @@ from ttforge.limits import MAX_EPOCHS
 from ttforge.model.checkpoint import load_checkpoint, save_checkpoint
 from ttforge.model.data import Dataset, load_dataset
 from ttforge.model.layers import TTLinear
-from ttforge.model.network import ModelConfig, build_model
-from ttforge.model.seeding import deterministic, seeded_generator
+from ttforge.model.network import ModelConfig
+from ttforge.model.seeding import autograd_on, deterministic, empty_model, seeded_generator, seeded_model
 from ttforge.model.tt import all_finite
 from ttforge.model.progress import _Progress, _print_summary, _summary, _tt_params, _tt_ranks, _write_metrics
 from ttforge.model.train_config import (CHECKPOINT_NAME, METRICS_NAME, PLOT_NAME, TrainConfig, _KIND, _compare_for_resume,
@@ -169,6 +174,7 @@ def _progress_fields(payload: dict, path: Path) -> tuple[list, int, float]:
     return list(history), epoch, float(elapsed)
 
 
+@autograd_on()   # the weights are ordinary tensors (made under inference_mode, QAT of them failed)
 def load_trained(path: str | os.PathLike) -> Trained:
     """The network of a checkpoint of :func:`train` or :func:`decompose` (a run directory
     means its ``last.pt``), in eval mode."""
@@ -183,7 +189,7 @@ def load_trained(path: str | os.PathLike) -> Trained:
     cfg = _stored_config(payload, path)
     try:
         model_cfg = ModelConfig.from_dict(payload["model_config"])
-        model = build_model(model_cfg)
+        model = empty_model(model_cfg)
         _load_weights(model, payload["state_dict"])
     except (ConfigError, ShapeError, RuntimeError, KeyError) as e:
         # torch's first line is only "Error(s) in loading state_dict for Sequential:"
@@ -215,6 +221,7 @@ def _make_prior(cfg: TrainConfig, model: nn.Module):
     return RankAdaptivePrior(model, prior=cfg.prior, eta=cfg.eta)
 
 
+@autograd_on()
 def train(
     cfg: TrainConfig,
     out_dir: str | os.PathLike,
@@ -280,8 +287,7 @@ def train(
     ds, model_cfg = _load_data(cfg)
     n_train = ds.x_train.shape[0]
     steps_per_epoch = math.ceil(n_train / cfg.batch_size)
-    torch.manual_seed(cfg.seed)
-    model = build_model(model_cfg)
+    model, gen = seeded_model(model_cfg, cfg.seed)
     prior = _make_prior(cfg, model) if cfg.rank_adaptive and payload is None else None
 
     history: list[dict[str, Any]] = []
@@ -291,7 +297,7 @@ def train(
     if payload is not None:
         try:
             model_cfg = ModelConfig.from_dict(payload["model_config"])
-            model = build_model(model_cfg)
+            model = empty_model(model_cfg)
             _load_weights(model, payload["state_dict"])
         except (ConfigError, ShapeError, RuntimeError, KeyError) as e:
             raise CheckpointError(f"--resume: {ckpt_path} does not fit its config "
@@ -301,7 +307,7 @@ def train(
         # a checkpoint whose checksum is right can still hold fields that torch would
         # refuse deep inside (or a library's own words): each is one line here
         with _damaged(ckpt_path, "its sampler state (rng)"):
-            torch.set_rng_state(payload["rng"]["torch"])
+            gen.set_state(payload["rng"]["torch"])
         if cfg.rank_adaptive:
             prior = _make_prior(cfg, model)
             if payload.get("prior") is not None:
@@ -332,7 +338,7 @@ def train(
             "history": history,
             "truncation": truncation,
             "prior": prior.state_dict() if prior is not None else None,
-            "rng": {"torch": torch.get_rng_state()},
+            "rng": {"torch": gen.get_state()},   # the initialising generator's
             "elapsed_s": elapsed_before + time.perf_counter() - t_start,
             "data": {"name": ds.name, "n_train": n_train, "n_test": int(ds.x_test.shape[0])},
         }
@@ -464,5 +470,5 @@ def _truncate(cfg, model, prior, ds, row) -> dict[str, Any]:
 
 def _check_rebuild(model: nn.Module, model_cfg: ModelConfig) -> None:
     """The checkpointed config must rebuild exactly this network."""
-    rebuilt = build_model(model_cfg)
+    rebuilt = empty_model(model_cfg)
     rebuilt.load_state_dict(model.state_dict())  # raises if any shape differs

@@ -70,9 +70,11 @@ class TrainConfig:
         Epochs of plain training after truncation (only with ``rank_adaptive``).
     threads : int
         CPU threads PyTorch uses while training (``torch.set_num_threads``; restored
-        afterwards). The default 1 is fastest for these small layers (multi-threading
-        tiny matrix products mostly waits on itself, badly so on a busy machine) and
-        makes results independent of the machine's core count.
+        afterwards, when the last of concurrent runs ends; a run of another count waits
+        for them, see :func:`~ttforge.model.seeding.deterministic`). The default 1 is
+        fastest for these small layers (multi-threading tiny matrix products mostly
+        waits on itself, badly so on a busy machine) and makes results independent of
+        the machine's core count.
     """
 
     data: str = "digits"

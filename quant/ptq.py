@@ -46,7 +46,7 @@ from ttforge.limits import MAX_BATCH, MAX_EPOCHS, MAX_RATE, MAX_SEED, MAX_THREAD
 from ttforge.model.data import Dataset, load_dataset
 from ttforge.model.layers import TTLinear
 from ttforge.model.tt import check_finite_layers
-from ttforge.model.seeding import deterministic, seeded_generator
+from ttforge.model.seeding import autograd_on, deterministic, seeded_generator
 from ttforge.ir.arith import BIT_RANGES, MAX_ACC_BITS, acc_bits_needed
 from ttforge.ir.executor import IntNetwork, execute
 from ttforge.quant.qat import (
@@ -303,6 +303,7 @@ def _resolve(trained: Any, data: Dataset | str | None) -> tuple[nn.Module, Datas
     return model, ds
 
 
+@autograd_on()   # QAT under a host's torch.no_grad() raised "element 0 of tensors does not require grad"
 def quantize_trained(
     trained: Any,
     data: Dataset | str | None = None,

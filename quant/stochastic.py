@@ -42,8 +42,8 @@ from torch import nn
 
 from ttforge.errors import ConfigError, DataError
 from ttforge.model.data import Dataset, load_dataset
-from ttforge.model.network import ModelConfig, build_model
-from ttforge.model.seeding import deterministic, seeded_generator
+from ttforge.model.network import ModelConfig
+from ttforge.model.seeding import autograd_on, deterministic, seeded_generator, seeded_model
 from ttforge.ir.arith import BIT_RANGES, MAX_ACC_BITS, int_range, quantize, rshift_round
 from ttforge.ir.executor import IntNetwork
 from ttforge.ir.rng import (UpdateStats, Xorshift32, derive_sr_seed, integer_update,
@@ -319,14 +319,15 @@ class _Trainer:
 def _resolve_model(model: ModelConfig | nn.Module, ds: Dataset, seed: int) -> nn.Module:
     if isinstance(model, ModelConfig):
         cfg = model.with_features(ds.n_features, ds.n_classes)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return build_model(cfg)
+        # a generator of its own: fork_rng around torch.manual_seed reseeded the global
+        # one, and another thread's draws meanwhile changed the integers
+        return seeded_model(cfg, seed)[0]
     if isinstance(model, nn.Module):
         return copy.deepcopy(model)
     raise ConfigError(f"model must be a ModelConfig or an nn.Sequential, got {type(model).__name__}")
 
 
+@autograd_on()
 def train_low_precision(
     model: ModelConfig | nn.Module,
     data: Dataset | str,
@@ -337,8 +338,9 @@ def train_low_precision(
 
     Procedure (every step of it deterministic from ``config.seed``):
 
-    1. Build the float network (``ModelConfig``: initialised after
-       ``torch.manual_seed(seed)``; an ``nn.Module`` is copied), wrap it in the fake-quant
+    1. Build the float network (``ModelConfig``: initialised as after
+       ``torch.manual_seed(seed)``, from a generator of its own: torch's global one is
+       neither drawn from nor reseeded; an ``nn.Module`` is copied), wrap it in the fake-quant
        network (:func:`~.qat.quantize_model`) and calibrate every exponent on
        ``calib_samples`` training samples (:func:`~.qat.calibrate`).
     2. Add ``headroom_bits`` to every core exponent and quantize the initial cores to

@@ -493,3 +493,54 @@ def test_overwrite_without_a_checkpoint_refuses_a_fifo_at_a_runs_file_before_any
                  "--out", str(run), "--quiet"]) == 2
     assert "metrics.png is a FIFO where the run writes its metrics.png" in capsys.readouterr().err
     assert sorted(p.name for p in run.iterdir()) == ["metrics.png"]
+
+
+# -- the host's torch state -------------------------------------------------------------
+def _global_draw_before_each_init(monkeypatch):
+    """Another thread of the host draws from torch's global generator while the network
+    is initialised (made reproducible: a draw before every initialising call)."""
+    for name in ("normal_", "uniform_", "kaiming_uniform_"):
+        real = getattr(torch.nn.init, name)
+
+        def drawing(*args, _real=real, **kwargs):
+            torch.rand(1)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(torch.nn.init, name, drawing)
+
+
+@pytest.mark.parametrize("kind", ["tt", "dense"])
+def test_the_hosts_global_generator_neither_changes_nor_is_changed_by_training(tmp_path, monkeypatch, kind):
+    """The weights came from torch's global generator after torch.manual_seed(seed):
+    another thread drawing from it meanwhile changed them (1 run in 5 with a thread
+    calling torch.randn), and after train() the host's torch.rand gave the same values
+    whatever seed the host had set. Now a generator of the run's own, equal to the
+    former stream (tests/model/test_seeding.py)."""
+    c = cfg(epochs=1, model=ModelConfig(kind=kind, hidden=(32,), ranks=4))
+    torch.manual_seed(123)
+    host = torch.get_rng_state()
+    ref = train(c, tmp_path / "ref", progress=False)
+    assert torch.equal(torch.get_rng_state(), host)
+    _global_draw_before_each_init(monkeypatch)
+    got = train(c, tmp_path / "got", progress=False)
+    assert_same_weights(got.model, ref.model)
+
+
+@pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode])
+def test_training_inside_a_no_grad_host_and_with_a_float64_default(tmp_path, context):
+    """Called under torch.no_grad() or torch.inference_mode(), train() raised torch's
+    "element 0 of tensors does not require grad"; with float64 as torch's default dtype
+    a dtype RuntimeError. Both train the same weights as a plain call."""
+    ref = train(cfg(epochs=1), tmp_path / "ref", progress=False)
+    with context():
+        a = train(cfg(epochs=1), tmp_path / "a", progress=False)
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        b = train(cfg(epochs=1), tmp_path / "b", progress=False)
+        loaded = load_trained(tmp_path / "b")
+    finally:
+        torch.set_default_dtype(before)
+    assert_same_weights(a.model, ref.model)
+    assert_same_weights(b.model, ref.model)
+    assert_same_weights(loaded.model, ref.model)

@@ -72,6 +72,20 @@ def test_qat_is_deterministic_and_leaves_the_float_model_alone(run_dir, digits):
     assert ra["quant_fingerprint"] != before  # QAT moved the (copied) weights
 
 
+
+@pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode])
+def test_qat_inside_a_no_grad_host(run_dir, digits, context):
+    """Called under torch.no_grad() QAT raised torch's "element 0 of tensors does not
+    require grad"; under torch.inference_mode() (the network loaded there too, as a flow
+    run inside it does) "abs(): functions with out=... arguments don't support automatic
+    differentiation". The integers of a plain call."""
+    cfg = make_config(2, w_bits=4)
+    _, want, _ = quantize_trained(load_trained(run_dir), digits, cfg, calib_samples=128, qat_epochs=1)
+    with context():
+        _, got, _ = quantize_trained(load_trained(run_dir), digits, cfg, calib_samples=128, qat_epochs=1)
+    for la, lb in zip(want.layers, got.layers):
+        assert all(np.array_equal(x, y) for x, y in zip(la.cores, lb.cores))
+
 def test_mixed_precision_per_layer(run_dir, digits):
     trained = load_trained(run_dir)
     _, inet, report = quantize_trained(trained, digits, make_config(2, w_bits=8, layer_bits={0: 3}),

@@ -304,3 +304,37 @@ def test_bench_quick_run(tmp_path):
     assert png.stat().st_size > 0
     assert {r["method"] for r in result["rows"]} == {"SR", "RN"}
     assert all(run["bit_exact"] for r in result["rows"] for run in r["runs"])
+
+
+def test_the_hosts_global_generator_neither_changes_nor_is_changed_by_training(digits, monkeypatch):
+    """The network was built after torch.manual_seed(seed) inside fork_rng, which does not
+    protect against another thread: its draws from torch's global generator meanwhile
+    changed the integers (1 run in 5 with a thread calling torch.randn), and fork_rng
+    reseeded the global generator for the other threads. Now a generator of the run's own,
+    the same stream (tests/model/test_seeding.py)."""
+    torch.manual_seed(123)
+    host = torch.get_rng_state()
+    ref = run(digits, epochs=1).integer_weights()
+    assert torch.equal(torch.get_rng_state(), host)
+    for name in ("normal_", "uniform_", "kaiming_uniform_"):   # another thread's draws, made reproducible
+        real = getattr(torch.nn.init, name)
+        monkeypatch.setattr(torch.nn.init, name, lambda *a, _real=real, **k: (torch.rand(1), _real(*a, **k))[1])
+    got = run(digits, epochs=1).integer_weights()
+    assert got.keys() == ref.keys() and all(np.array_equal(got[k], ref[k]) for k in ref)
+
+
+@pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode, "float64"])
+def test_training_inside_a_no_grad_host_or_with_a_float64_default(digits, context):
+    """Under torch.no_grad() / torch.inference_mode() train_low_precision raised torch's
+    "element 0 of tensors does not require grad"; with float64 as torch's default dtype
+    it gave other integers (the network was initialised in float64). The same integers."""
+    ref = run(digits, epochs=1).integer_weights()
+    before = torch.get_default_dtype()
+    if context == "float64":
+        torch.set_default_dtype(torch.float64)
+    try:
+        with (context() if callable(context) else torch.enable_grad()):
+            got = run(digits, epochs=1).integer_weights()
+    finally:
+        torch.set_default_dtype(before)
+    assert got.keys() == ref.keys() and all(np.array_equal(got[k], ref[k]) for k in ref)
