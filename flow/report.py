@@ -68,10 +68,9 @@ def _summary(records: dict[str, dict], name: str) -> dict[str, Any] | None:
 
 # ----------------------------------------------------------------------------- plots
 def _plots(root: Path, records: dict[str, dict], out: Path) -> dict[str, Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # figures of matplotlib's object interface, no pyplot: matplotlib.use("Agg") switched
+    # the backend of a notebook calling run_flow (its inline plots stopped showing)
+    from matplotlib.figure import Figure
 
     made: dict[str, Path] = {}
 
@@ -80,7 +79,6 @@ def _plots(root: Path, records: dict[str, dict], out: Path) -> dict[str, Path]:
         buf = io.BytesIO()
         # no timestamps or software tags: the same figures give the same bytes
         fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
-        plt.close(fig)
         (out / name).write_bytes(buf.getvalue())
         made[name] = out / name
 
@@ -90,7 +88,8 @@ def _plots(root: Path, records: dict[str, dict], out: Path) -> dict[str, Path]:
     except (OSError, ValueError, KeyError):
         history = []
     if history:
-        fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.2))
+        fig = Figure(figsize=(9, 3.2))
+        a1, a2 = fig.subplots(1, 2)
         ep = [h["epoch"] for h in history]
         mark = "o" if len(ep) == 1 else None   # one epoch: a point, not a line of no length
         a1.plot(ep, [h["train_loss"] for h in history], label="train", marker=mark)
@@ -114,7 +113,8 @@ def _plots(root: Path, records: dict[str, dict], out: Path) -> dict[str, Path]:
     if tr and tr.get("ranks"):
         trunc = tr.get("truncation") or {}
         layers = list(tr["ranks"])
-        fig, ax = plt.subplots(figsize=(9, 3.2))
+        fig = Figure(figsize=(9, 3.2))
+        ax = fig.subplots()
         x, labels, before, after = 0, [], [], []
         for name in layers:
             aft = tr["ranks"][name]
@@ -137,7 +137,8 @@ def _plots(root: Path, records: dict[str, dict], out: Path) -> dict[str, Path]:
     q = _summary(records, "quantize")
     if q:
         rows = q["on_chip_layers"]
-        fig, ax = plt.subplots(figsize=(9, 3.2))
+        fig = Figure(figsize=(9, 3.2))
+        ax = fig.subplots()
         idx = list(range(len(rows)))
         ax.bar([i - 0.2 for i in idx], [r["dense_int8_bytes"] for r in rows], width=0.4,
                label="dense INT8 weights", color="#fdae6b")
@@ -155,7 +156,8 @@ def _plots(root: Path, records: dict[str, dict], out: Path) -> dict[str, Path]:
         save(fig, "memory.png")
     timed = [(s, records[s]["seconds"]) for s in _STAGE_ORDER if s in records and s != "report"]
     if timed:
-        fig, ax = plt.subplots(figsize=(9, 2.8))
+        fig = Figure(figsize=(9, 2.8))
+        ax = fig.subplots()
         ax.barh([s for s, _ in timed][::-1], [t for _, t in timed][::-1], color="#31a354")
         for i, (s, t) in enumerate(timed[::-1]):
             ax.text(t, i, f" {t:.1f} s", va="center", fontsize=8)

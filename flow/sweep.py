@@ -436,10 +436,7 @@ def to_toml(data: Mapping[str, Any], header: str = "") -> str:
 
 def _plot(rows: list[dict[str, Any]], title: str) -> bytes:
     """The Pareto plot of ``rows`` as PNG bytes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure   # no pyplot: matplotlib.use("Agg") switched a notebook's backend
 
     acc = ("int_acc", "integer accuracy (%)", 100, True)
     # (x cost, its label, y gain, its label, scale of y, higher y is better)
@@ -455,7 +452,8 @@ def _plot(rows: list[dict[str, Any]], title: str) -> bytes:
         if len(accs) == 1:   # one network on different hardware: accuracy plots say nothing
             axes_spec = axes_spec[-1:]
             title += f" (one network: integer accuracy {100 * accs.pop():.1f}% at every point)"
-    fig, axs = plt.subplots(1, len(axes_spec), figsize=(max(5.2 * len(axes_spec), 8), 4.6), squeeze=False)
+    fig = Figure(figsize=(max(5.2 * len(axes_spec), 8), 4.6))
+    axs = fig.subplots(1, len(axes_spec), squeeze=False)
     boards = sorted({r["board"] for r in rows})
     markers = dict(zip(boards, "os^Dv"))
     for ax, (cost, label, gain, ylabel, scale, higher) in zip(axs[0], axes_spec):
@@ -486,7 +484,6 @@ def _plot(rows: list[dict[str, Any]], title: str) -> bytes:
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
     return buf.getvalue()
 
 

@@ -1,20 +1,33 @@
-"""Training curves as a PNG (matplotlib, Agg backend; no display needed)."""
+"""Training curves as a PNG (matplotlib's object interface, no display needed: the host's
+pyplot backend, open figures and warnings filters are left as they are)."""
 
 from __future__ import annotations
 
 import io
 import itertools
 import os
-import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
 from ttforge.atomic import atomic_write_bytes
 
-__all__ = ["plot_history"]
+__all__ = ["plain_title", "plot_history"]
 
 #: Most TT bonds the rank plot names in a legend (their ranks and effective ranks).
 MAX_LEGEND = 12
+
+
+def plain_title(text: str) -> str:
+    """``text`` as one line the default font draws: other whitespace is a space, a character
+    the font lacks (or a control character, a lone surrogate of a path's undecodable byte)
+    is ``?``. A data set's name is the user's text: a CJK one warned "Glyph ... missing" on
+    stderr, a multi-line one collapsed the layout with a warning, and a surrogate raised
+    a TypeError after training. Nothing is silenced with ``warnings.catch_warnings()``,
+    which changes the process's filters for every thread."""
+    from matplotlib import font_manager
+
+    font = font_manager.get_font(font_manager.findfont(font_manager.FontProperties()))
+    return "".join(c if c.isprintable() and font.get_char_index(ord(c)) else "?" for c in " ".join(text.split()))
 
 
 def plot_history(
@@ -32,9 +45,7 @@ def plot_history(
     were truncated.
     """
     import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure   # no pyplot: matplotlib.use("Agg") switched a notebook's backend
 
     epochs = [h["epoch"] for h in history]
     fig = Figure(figsize=(13, 3.8), layout="constrained")
@@ -79,9 +90,7 @@ def plot_history(
         ax_rank.annotate("truncation", (truncated_after + 0.5, 0.98), xycoords=("data", "axes fraction"),
                          fontsize=8, color="grey", rotation=90, ha="right", va="top")
     if title:
-        fig.suptitle(title, parse_math=False)   # a data set's name is text ("m$\\f$" broke mathtext)
+        fig.suptitle(plain_title(title), parse_math=False)   # a data set's name is text ("m$\\f$" broke mathtext)
     buf = io.BytesIO()
-    with warnings.catch_warnings():   # a layout matplotlib cannot fit is its business, not a line on stderr
-        warnings.simplefilter("ignore", UserWarning)
-        fig.savefig(buf, format="png", dpi=110)
+    fig.savefig(buf, format="png", dpi=110)
     return atomic_write_bytes(path, buf.getvalue())

@@ -24,12 +24,10 @@ def load_numpy(spec: str, flag: str | None = None) -> tuple[str, np.ndarray, np.
 
 def plot_int_history(history: Sequence[dict[str, Any]], path: str | os.PathLike, title: str) -> None:
     """Loss (bits) and train/test accuracy per epoch, written atomically as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure   # no pyplot: matplotlib.use("Agg") switched a notebook's backend
 
     from ttforge.atomic import atomic_path
+    from ttforge.model.plots import plain_title
 
     ep = [h["epoch"] for h in history]
     fig = Figure(figsize=(9, 3.5), layout="constrained")
@@ -40,6 +38,6 @@ def plot_int_history(history: Sequence[dict[str, Any]], path: str | os.PathLike,
     b.plot(ep, [100 * h["test_acc"] for h in history], "s-", ms=3, label="test")
     b.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     b.legend()
-    fig.suptitle(title, parse_math=False)   # a data set's name is text ("m$\\f$" broke mathtext)
+    fig.suptitle(plain_title(title), parse_math=False)   # a data set's name is text ("m$\\f$" broke mathtext)
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=110)

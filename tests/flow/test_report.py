@@ -103,6 +103,36 @@ def test_one_epoch_cut_by_truncation_plots_without_a_warning(tmp_path):
     assert {"training.png", "ranks.png", "stages.png"} <= set(made)
 
 
+def test_the_plots_leave_the_hosts_pyplot_alone(tmp_path):
+    """The report's figures (and the sweep's Pareto plot) called matplotlib.use("Agg"):
+    a notebook calling run_flow had its inline backend switched for good."""
+    import json
+
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from ttforge.flow.report import _plots
+    from ttforge.flow.sweep import _plot
+
+    (tmp_path / "train").mkdir()
+    h = {"epoch": 1, "phase": "train", "train_loss": 1.2, "test_loss": 1.3, "train_acc": 0.7, "test_acc": 0.7}
+    (tmp_path / "train" / "metrics.json").write_text(json.dumps({"history": [h]}))
+    records = {"train": {"summary": {"ranks": {"1": [1, 8, 1]}}, "seconds": 1.0}}
+    row = {"board": "icebreaker", "status": "ok", "cycles": 10, "on_chip_bytes": 100, "int_acc": 0.9,
+           "params": {"ranks": 2}}
+    (tmp_path / "out").mkdir()
+    before = matplotlib.get_backend()
+    plt.switch_backend("svg")
+    try:
+        fig = plt.figure()
+        assert {"training.png", "ranks.png", "stages.png"} <= set(_plots(tmp_path, records, tmp_path / "out"))
+        assert _plot([row], "t")[:4] == b"\x89PNG"
+        assert matplotlib.get_backend() == "svg" and plt.get_fignums() == [fig.number]
+    finally:
+        plt.close("all")
+        plt.switch_backend(before)
+
+
 
 @pytest.mark.parametrize("bit_exact", [True, False])
 def test_equal_to_the_stage_before_is_said_only_of_the_integer_executor(default_build, bit_exact):

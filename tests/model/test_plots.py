@@ -34,3 +34,44 @@ def test_a_loss_of_zero_plots_without_a_warning(tmp_path, recwarn):
          for e in (1, 2)]
     plot_history(h, tmp_path / "p.png")
     assert (tmp_path / "p.png").is_file() and not [w for w in recwarn if "positive" in str(w.message)]
+
+
+def test_the_hosts_backend_figures_and_warnings_filters_stay(tmp_path):
+    """plot_history and plot_int_history called matplotlib.use("Agg"): a notebook's
+    inline backend was switched for good (its figures stopped showing), and
+    warnings.catch_warnings() around savefig, which is not thread-safe, left
+    ('ignore', UserWarning) in the filters of concurrent runs for good."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from ttforge.model.train_int import plot_int_history
+
+    before = matplotlib.get_backend()
+    plt.switch_backend("svg")
+    try:
+        fig = plt.figure()
+        filters = list(warnings.filters)
+        plot_history(_history(1, 2), tmp_path / "a.png", "title")
+        plot_int_history([{"epoch": 1, "train_loss_bits": 1.0, "train_acc": 0.5, "test_acc": 0.4}],
+                         tmp_path / "b.png", "title")
+        assert matplotlib.get_backend() == "svg" and plt.get_fignums() == [fig.number]
+        assert warnings.filters == filters
+    finally:
+        plt.close("all")
+        plt.switch_backend(before)
+
+
+@pytest.mark.parametrize("title", ["数据 😀", "a\n" * 60, "tab\there", "bad \udcff byte \x00"])
+def test_any_title_plots_without_a_warning(tmp_path, title):
+    """A data set's name is the user's text: a CJK one warned "Glyph ... missing" on
+    stderr, one of many lines collapsed the layout with a warning (both were silenced
+    with catch_warnings, which is not thread-safe), and a path's undecodable byte raised
+    a TypeError after training. Drawn as one line, '?' for what the font lacks."""
+    from ttforge.model.train_int import plot_int_history
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plot_history(_history(1, 2), tmp_path / "a.png", title)
+        plot_int_history([{"epoch": 1, "train_loss_bits": 1.0, "train_acc": 0.5, "test_acc": 0.4}],
+                         tmp_path / "b.png", title)
+    assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
