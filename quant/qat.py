@@ -27,7 +27,8 @@ from ttforge.model import fast
 from ttforge.model.layers import TTLinear
 from ttforge.ir.schedule import ContractionSchedule
 from ttforge.ir.tt import TTShape
-from ttforge.ir.arith import BIT_RANGES, MAX_ACC_BITS, acc_bits_needed, exponent_for_max, shift_range
+from ttforge.ir.arith import (BIT_RANGES, MAX_ACC_BITS, acc_bits_needed, exponent_for_max, quantize,
+                              shift_range)
 from ttforge.ir.executor import IntLayer, IntNetwork
 from ttforge.limits import MAX_EXP
 
@@ -490,7 +491,13 @@ class QuantNetwork(nn.Module):
         super().compile(*args, **kwargs)
 
     def forward_int(self, x: torch.Tensor) -> np.ndarray:
-        """Eval-mode output as integers (``output / 2^out_exp``), int64 numpy."""
+        """Eval-mode output as integers (``output / 2^out_exp``), int64 numpy; a NaN input
+        is the executor's one-line :class:`~ttforge.errors.DataError` naming its index."""
+        if isinstance(x, torch.Tensor) and x.is_floating_point() and bool(torch.isnan(x).any()):
+            # a NaN passed the fake quantization and its row came out as int64's minimum;
+            # the executor's path (IntNetwork.quantize_input) refuses it: its very check
+            first = self.qlayers[0]
+            quantize(x.detach().cpu().double().numpy(), first.in_bits, int(first.in_exp))
         with torch.no_grad():
             y = self.eval()(x).double()
         return (y / math.ldexp(1.0, self.output_exp())).numpy().astype(np.int64)

@@ -39,6 +39,26 @@ def test_an_empty_batch_is_empty_and_an_empty_calibration_one_line():
         calibrate(q, x[:0])
 
 
+def test_a_nan_input_to_forward_int_is_the_executors_refusal():
+    """A NaN passed the fake quantization and its row came back as int64's minimum; the
+    executor's path (quantize_input) refuses it naming the index: the same line."""
+    from ttforge.errors import DataError
+
+    q, x = small_net()
+    inet = compile_network(q)
+    bad = x[:4].clone()
+    bad[2, 7] = float("nan")
+    with pytest.raises(DataError) as golden:
+        inet.quantize_input(bad.numpy())
+    with pytest.raises(DataError, match=r"^input value at index \(2, 7\) is NaN") as model:
+        q.forward_int(bad)
+    assert str(model.value) == str(golden.value)
+    # the sibling: infinities saturate, as in the executor's path
+    inf = x[:4].clone()
+    inf[2, 7] = float("inf")
+    assert np.array_equal(q.forward_int(inf), execute(inet, inet.quantize_input(inf.numpy())))
+
+
 def test_flipping_one_core_bit_breaks_equality():
     q, x = small_net()
     inet = compile_network(q)
