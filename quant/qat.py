@@ -46,6 +46,13 @@ __all__ = [
 
 Calibration = Literal["max", "mse"]
 
+
+def check_calibration(method, name: str = "calibration") -> None:
+    """A one-line :class:`ConfigError` unless ``method`` is ``'max'`` or ``'mse'``."""
+    if not (isinstance(method, str) and method in ("max", "mse")):
+        raise ConfigError(f"{name}={show(method)} must be 'max' or 'mse'")
+
+
 #: Inductor options for a quantized network (:meth:`QuantNetwork.compile` passes them;
 #: ``torch.compile(qnet, options=dict(COMPILE_OPTIONS))`` does the same). By default
 #: inductor inlines every fake quantization (about a dozen operations an element) into
@@ -90,7 +97,9 @@ class QuantConfig:
     default : LayerQuant
         Widths of every layer not overridden.
     layers : mapping of int to LayerQuant
-        Overrides by linear-layer index (0 = first linear layer).
+        Overrides by linear-layer index (0 = first linear layer); a key that is no such
+        index, or (in :func:`quantize_model`) one of a layer the network lacks, is a
+        one-line :class:`ConfigError`.
     calibration : {"max", "mse"}
         Exponent choice: smallest without saturation (the shift adjustment of
         arXiv:2104.03420), or the one minimising the squared error among it and the
@@ -102,11 +111,22 @@ class QuantConfig:
     calibration: Calibration = "max"
 
     def __post_init__(self) -> None:
-        if self.calibration not in ("max", "mse"):
-            raise ConfigError(f"calibration={self.calibration!r} must be 'max' or 'mse'")
+        check_calibration(self.calibration)
         for k, v in self.layers.items():
+            # ('0' or -1 matched no layer and was silently ignored; a float is no index)
+            if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+                raise ConfigError(f"layers key {show(k)} must be a linear-layer index, an integer >= 0 "
+                                  f"(0 = the first linear layer)")
             if not isinstance(v, LayerQuant):
                 raise ConfigError(f"layers[{k}] must be a LayerQuant")
+
+    def check_layers(self, n_layers: int) -> None:
+        """A one-line :class:`ConfigError` for an override of a layer the network does not
+        have (it was silently ignored)."""
+        for k in self.layers:
+            if not k < n_layers:
+                raise ConfigError(f"layers key {k} matches no layer: the network has {n_layers} linear "
+                                  f"layers (0..{n_layers - 1})")
 
     def for_layer(self, i: int) -> LayerQuant:
         return self.layers.get(i, self.default)
@@ -523,6 +543,7 @@ def quantize_model(model: nn.Module, config: QuantConfig = QuantConfig()) -> Qua
         layers.append(QuantLinear(m, config.for_layer(len(layers)), relu=False, first=not layers))
     if not layers:
         raise ConfigError("the model has no TTLinear or Linear layer to quantize")
+    config.check_layers(len(layers))
     for i in range(1, len(layers)):
         if layers[i].in_bits != layers[i - 1].q.act_bits:
             raise ConfigError(f"layer {i} act_bits={layers[i].in_bits} differs from layer {i - 1}'s "
@@ -531,9 +552,12 @@ def quantize_model(model: nn.Module, config: QuantConfig = QuantConfig()) -> Qua
 
 
 def calibrate(qnet: QuantNetwork, x: torch.Tensor, method: Calibration = "max") -> QuantNetwork:
-    """Set every exponent from a calibration batch (post-training quantization); a one-line
-    :class:`ConfigError` if eval mode cannot then compute a layer exactly in float64
-    (:meth:`QuantLinear.check_float64`)."""
+    """Set every exponent from a calibration batch (post-training quantization) by
+    ``method``, ``'max'`` or ``'mse'`` (:class:`QuantConfig`'s ``calibration``; anything
+    else is refused); a one-line :class:`ConfigError` if eval mode cannot then compute a
+    layer exactly in float64 (:meth:`QuantLinear.check_float64`)."""
+    # anything but 'max' chose by MSE, None did not calibrate at all (every exponent 0)
+    check_calibration(method, "method")
     if not len(x):   # no exponent can be chosen from no values (it was torch's RuntimeError)
         raise ConfigError("the calibration batch holds no samples; give at least one")
     with torch.no_grad():

@@ -144,6 +144,43 @@ def test_bad_quant_configs_are_named():
         quantize_model(nn.Sequential(nn.Conv1d(1, 1, 1)))
 
 
+@pytest.mark.parametrize("method", ["MAX", "Max", "minmax", "percentile", "", None, 1])
+def test_an_unknown_calibration_method_is_refused_as_quant_config_refuses_it(method):
+    """Anything but 'max' calibrated by MSE, None did not calibrate (every exponent 0)."""
+    q, x = small_net()
+    with pytest.raises(ConfigError, match=r"^method=.* must be 'max' or 'mse'$"):
+        calibrate(q, x, method)
+    with pytest.raises(ConfigError, match=r"^calibration=.* must be 'max' or 'mse'$"):
+        QuantConfig(calibration=method)
+    # the sibling: both methods are taken
+    for ok in ("max", "mse"):
+        calibrate(q, x, ok)
+
+
+@pytest.mark.parametrize("key, match", [
+    ("0", r"^layers key '0' must be a linear-layer index, an integer >= 0"),
+    (-1, r"^layers key -1 must be a linear-layer index"),
+    (1.0, r"^layers key 1\.0 must be a linear-layer index"),
+    (True, r"^layers key True must be a linear-layer index"),
+])
+def test_a_layer_override_key_that_is_no_index_is_refused(key, match):
+    with pytest.raises(ConfigError, match=match):
+        QuantConfig(LayerQuant(w_bits=4), layers={key: LayerQuant(w_bits=2)})
+
+
+def test_a_layer_override_of_a_layer_the_network_lacks_is_refused():
+    """An override of layer 5 of a 3-layer network was silently ignored."""
+    q, x = small_net()
+    net = nn.Sequential(*[m.layer if hasattr(m, "layer") else m for m in q.qlayers])
+    for key in (3, 5, np.int64(7)):
+        with pytest.raises(ConfigError, match=rf"^layers key {key} matches no layer: the network has 3 "
+                                              r"linear layers \(0\.\.2\)$"):
+            quantize_model(net, QuantConfig(LayerQuant(w_bits=4), layers={key: LayerQuant(w_bits=2)}))
+    # the sibling: the last layer's override is applied
+    qn = quantize_model(net, QuantConfig(LayerQuant(w_bits=4), layers={np.int64(2): LayerQuant(w_bits=2)}))
+    assert [m.q.w_bits for m in qn.qlayers] == [4, 4, 2]
+
+
 # -- IntLayer refuses what the artifact loader refuses --------------------------------------
 _DENSE = dict(w_bits=8, in_bits=8, in_exp=0, inter_bits=16, out_bits=16, step_exps=(2,), core_exps=(0,),
               acc_bits=32)
