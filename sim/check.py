@@ -124,12 +124,16 @@ def locate_divergence(sim_build, program, x: np.ndarray, *, workdir=None) -> dic
     ``act_bits`` bits of each buffer element, so a difference confined to the upper bits
     of an intermediate shows at the next step that uses it.
     """
-    from ttforge.hw.model import run_program
+    from ttforge.hw.model import check_program_config, check_stream_input, run_program
     from ttforge.hw.program import decode_descriptor, encode_descriptor
     from ttforge.sim.runner import load_writes, run_job, timeout_cycles
 
+    # run_inference's checks: the cuts of a program for another config ran on this RTL,
+    # and a float vector was truncated by the int64 cast
+    check_program_config(program, sim_build.config, "locate_divergence", "the simulator's config",
+                         "sim_build.config")
     cfg = program.config
-    x = np.asarray(x, dtype=np.int64).reshape(1, -1)
+    x = check_stream_input(program, np.asarray(x).reshape(1, -1)).astype(np.int64)
     ops, arrays, expected = [], {"x": x}, []
     cuts = []
     for k, st in enumerate(program.steps):

@@ -126,6 +126,12 @@ def test_a_program_for_another_config_is_refused_before_the_simulator(case, get_
                                           r"\(compile_program\(net, sim_build.config\)\)$"):
         run_inference(b, prog, case.X[:2], workdir=tmp_path / "job")
     assert not (tmp_path / "job").exists()
+    # locate_divergence runs the program's cuts on the build: the same refusal
+    from ttforge.sim.check import locate_divergence
+
+    with pytest.raises(ConfigError, match=r"^locate_divergence: the program was compiled for "):
+        locate_divergence(b, prog, case.X[0], workdir=tmp_path / "job")
+    assert not (tmp_path / "job").exists()
 
 
 def test_inputs_outside_the_input_width_are_refused_as_the_executor_refuses_them(case, get_build, tmp_path):
