@@ -408,7 +408,9 @@ class AccelConfig:
         occupies, rounded up to a multiple of ``lanes``.
         """
         from ttforge.hw.program import requirements
+        from ttforge.ir.executor import require_network
 
+        require_network(net, "AccelConfig.for_network")
         probe = cls(lanes=lanes)  # validates lanes
         needs = requirements(net, probe.lanes)
         bias_bits, why = needs["bias_bits"]

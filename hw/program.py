@@ -27,6 +27,7 @@ import numpy as np
 from ttforge.errors import ConfigError, ShapeError
 from ttforge.hw.config import DESC_WORDS, AccelConfig
 from ttforge.hw.regmap import DESCRIPTOR_WORDS, FLAGS_FIELDS, RegisterMap, config_identity
+from ttforge.ir.executor import require_network
 
 if TYPE_CHECKING:  # pragma: no cover
     from ttforge.ir.executor import IntNetwork
@@ -389,6 +390,7 @@ def compile_program(net: "IntNetwork", config: AccelConfig) -> Program:
     """
     if not isinstance(config, AccelConfig):
         raise ConfigError(f"compile_program needs an AccelConfig, got {type(config).__name__}")
+    require_network(net, "compile_program")
     net.check_values()   # the values laid out for the engine below: refused, never wrapped
     config.check(net)
     L = config.lanes

@@ -18,6 +18,7 @@ from ttforge.ir.arith import (MAX_ACC_BITS, acc_bits_needed, int_range, quantize
 from ttforge.limits import MAX_EXP
 
 __all__ = ["IntLayer", "IntNetwork", "StepTrace", "execute", "execute_traced", "layer_from_dense", "check_input",
+           "require_network",
            "check_input_values", "LAYER_INT_RANGES", "LAYER_ARRAY_RANGES", "EXP_RANGE", "frozen_array"]
 
 #: Every exponent of a layer (``in_exp``, ``core_exps``, ``step_exps``) lies in this range.
@@ -316,9 +317,22 @@ def _run_layer(layer: IntLayer, x: np.ndarray, li: int, traces: list | None) -> 
     return x
 
 
+def require_network(net, who: str) -> IntNetwork:
+    """``net`` if it is an :class:`IntNetwork`, else a one-line ConfigError naming ``who``
+    and how to get one (a ``QuantNetwork`` passed where the integer network belongs
+    failed deep inside with ``'QuantNetwork' object has no attribute 'layers'``)."""
+    if not isinstance(net, IntNetwork):
+        hint = (": compile it first (ttforge.quant.compile_network)"
+                if type(net).__name__ == "QuantNetwork" else "")
+        raise ConfigError(f"{who} needs an IntNetwork (ttforge.quant.compile_network, or "
+                          f"ttforge.ir.load_artifact of a .ttfa), got {type(net).__name__}{hint}")
+    return net
+
+
 def check_input(net: IntNetwork, x: np.ndarray) -> np.ndarray:
     """``x`` as the executor takes it: shape (batch, in_features), integers in the input range;
     else a one-line ShapeError naming what is wrong."""
+    require_network(net, "the executor")
     x = np.asarray(x)
     if x.ndim != 2 or x.shape[1] != net.in_features:
         raise ShapeError(f"input has shape {x.shape}; the network takes (batch, {net.in_features})")

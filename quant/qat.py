@@ -483,6 +483,11 @@ class QuantNetwork(nn.Module):
         self.qlayers = nn.ModuleList(layers)
 
     def forward(self, x: torch.Tensor, calibrate: Calibration | None = None) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            # forward_int, calibrate and the call itself failed on a numpy array with
+            # "'numpy.ndarray' object has no attribute 'numel'", deep in the first layer
+            raise ConfigError(f"QuantNetwork takes a torch.Tensor (batch, features), got "
+                              f"{type(x).__name__}; convert it with torch.as_tensor(x, dtype=torch.float32)")
         for i, layer in enumerate(self.qlayers):
             if not calibrate:
                 x = layer(x)

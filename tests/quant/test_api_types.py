@@ -1,0 +1,46 @@
+"""The wrong object where the library takes a network or a tensor is one line naming the
+call and what it takes (probe Y: a ``QuantNetwork`` passed to ``execute``,
+``compile_program`` or ``AccelConfig.for_network`` and a numpy array passed to a
+``QuantNetwork`` failed deep inside with ``AttributeError``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from ttforge.errors import ConfigError
+from ttforge.hw import AccelConfig, compile_program
+from ttforge.model import TTLinear
+from ttforge.quant import LayerQuant, QuantConfig, calibrate, compile_network, execute, quantize_model
+
+
+@pytest.fixture(scope="module")
+def nets():
+    torch.manual_seed(0)
+    net = nn.Sequential(TTLinear(16, 16, ranks=2, in_modes=[4, 4], out_modes=[4, 4]), nn.ReLU(),
+                        nn.Linear(16, 4))
+    x = torch.rand(8, 16)
+    qnet = calibrate(quantize_model(net, QuantConfig(LayerQuant(w_bits=4))), x).eval()
+    return qnet, compile_network(qnet), x
+
+
+@pytest.mark.parametrize("call, who", [
+    (lambda q, i, x: execute(q, i.quantize_input(x.numpy())), "the executor"),
+    (lambda q, i, x: compile_program(q, AccelConfig.for_network(i)), "compile_program"),
+    (lambda q, i, x: AccelConfig.for_network(q), "AccelConfig.for_network"),
+])
+def test_a_quant_network_where_the_integer_one_belongs(nets, call, who):
+    qnet, inet, x = nets
+    with pytest.raises(ConfigError, match=f"^{who} needs an IntNetwork .*got QuantNetwork: compile it first"):
+        call(qnet, inet, x)
+
+
+@pytest.mark.parametrize("call", [lambda q, x: q.forward_int(x), lambda q, x: q(x),
+                                  lambda q, x: calibrate(q, x)])
+def test_a_numpy_array_where_the_tensor_belongs(nets, call):
+    qnet, _, x = nets
+    with pytest.raises(ConfigError, match=r"^QuantNetwork takes a torch.Tensor .*got ndarray; convert it"):
+        call(qnet, x.numpy())
+    assert np.array_equal(qnet.forward_int(x), qnet.forward_int(torch.as_tensor(x.numpy())))
