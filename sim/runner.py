@@ -310,6 +310,12 @@ def _runner_env(sim: str, own: Iterable[str] = ()) -> Iterator[None]:
     them (:func:`ttforge.hw.tools.environ_overlay`)."""
     from ttforge.hw.tools import environ_overlay, host_environ, make_variable
 
+    try:     # the runner resolves every path against it (Path.cwd(): a bare FileNotFoundError)
+        os.getcwd()
+    except FileNotFoundError:
+        raise SimError("the current directory was removed while this process ran, and the cocotb "
+                       "runner resolves paths against it; change to an existing directory "
+                       "(os.chdir) and run again") from None
     values: dict[str, str | None] = {"PYTEST_CURRENT_TEST": None, **{name: None for name in own}}
     with contextlib.ExitStack() as stack:
         if sim == "verilator":

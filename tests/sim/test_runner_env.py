@@ -65,3 +65,23 @@ def test_nothing_of_a_run_stays_in_the_environment(sim, monkeypatch):
     with _runner_env(sim, own=["TTFORGE_SIM_JOB"]):
         pass
     assert dict(os.environ) == before
+
+
+def test_a_removed_working_directory_is_one_line(tmp_path):
+    """A long-lived service whose working directory was removed got a bare
+    FileNotFoundError from cocotb's runner (``Path.cwd()``) out of ``run_inference``."""
+    import os
+
+    from ttforge.errors import SimError
+    from ttforge.sim.runner import _runner_env
+
+    here, gone = os.getcwd(), tmp_path / "gone"
+    gone.mkdir()
+    os.chdir(gone)
+    try:
+        gone.rmdir()
+        with pytest.raises(SimError, match="^the current directory was removed .*change to an existing"):
+            with _runner_env("icarus"):
+                pass
+    finally:
+        os.chdir(here)
