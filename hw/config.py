@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -252,8 +253,10 @@ class AccelConfig:
             v = getattr(self, f.name)
             if f.name in ("axil_addr_bits", "requant_units") and v is None:
                 continue
-            if isinstance(v, bool) or not isinstance(v, int):
+            # numpy integers as ir.TrainConfig takes them, stored as int (JSON, hashing)
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral):
                 raise ConfigError(f"{f.name}={v!r} must be an integer")
+            object.__setattr__(self, f.name, int(v))
         L = self.lanes
         if not (_is_pow2(L) and L <= MAX_LANES):
             raise ConfigError(f"lanes={L} must be a power of two in 1..{MAX_LANES}")

@@ -84,8 +84,10 @@ class LayerQuant:
     def __post_init__(self) -> None:
         for name, (lo, hi) in BIT_RANGES.items():
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            # numpy integers as ir.TrainConfig takes them (np.int64(4) was refused here)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
                 raise ConfigError(f"{name}={v!r} must be an integer in {lo}..{hi}")
+            object.__setattr__(self, name, int(v))
 
 
 @dataclass(frozen=True)

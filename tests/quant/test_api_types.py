@@ -44,3 +44,17 @@ def test_a_numpy_array_where_the_tensor_belongs(nets, call):
     with pytest.raises(ConfigError, match=r"^QuantNetwork takes a torch.Tensor .*got ndarray; convert it"):
         call(qnet, x.numpy())
     assert np.array_equal(qnet.forward_int(x), qnet.forward_int(torch.as_tensor(x.numpy())))
+
+
+def test_numpy_integers_are_integers_in_every_config():
+    """``ir.TrainConfig`` and ``TTLinear`` took ``np.int64``, ``LayerQuant`` and
+    ``AccelConfig`` refused it ("must be an integer"); all take it now, stored as ``int``
+    (JSON and hashing as for a Python int); a bool is still refused."""
+    lq = LayerQuant(w_bits=np.int64(4))
+    assert lq == LayerQuant(w_bits=4) and type(lq.w_bits) is int
+    cfg = AccelConfig(lanes=np.int32(8), core_depth=np.int64(1024))
+    assert cfg == AccelConfig(lanes=8, core_depth=1024) and type(cfg.lanes) is int
+    assert AccelConfig.from_dict(__import__("json").loads(cfg.to_json())) == cfg
+    for make in (lambda: LayerQuant(w_bits=True), lambda: AccelConfig(lanes=np.bool_(True))):
+        with pytest.raises(ConfigError, match="must be an integer"):
+            make()
