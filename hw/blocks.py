@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
+from amaranth.lib.memory import ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
@@ -31,7 +32,7 @@ from ttforge.hw.target import target_family
 __all__ = ["sat_add", "saturate_value", "ge_const", "lut_compares",
            "decode_onehot", "onehot_select", "AddressGen",
            "MacLanes", "Requant", "RequantDecode", "requant_widths", "FANOUT_ATTR",
-           "fanout_copies", "group_of"]
+           "fanout_copies", "group_of", "read_port", "write_port"]
 
 #: the attribute of a register copy made to split a high fan-out net
 #: (:func:`fanout_copies`): ``keep``. Yosys' ``opt_merge`` would otherwise merge copies
@@ -50,6 +51,28 @@ def fanout_copies(shape, n: int, name: str, **kwargs) -> list[Signal]:
     attrs = {FANOUT_ATTR: 1} if n > 1 else {}
     return [Signal(shape, name=f"{name}_g{k}" if n > 1 else name, attrs=attrs, **kwargs)
             for k in range(n)]
+
+
+def read_port(memory, name: str, *, domain: str = "sync", transparent_for=()) -> ReadPort:
+    """``memory.read_port(domain=, transparent_for=)`` with its signals named ``<name>__addr``,
+    ``<name>__data``, ``<name>__en``.
+
+    Amaranth names a port's signals after the variable the port is assigned to, which
+    its name tracer finds in the bytecode; a port made in a comprehension, a tuple or a
+    call's argument gets that variable on some Python versions only (``$signature__addr``
+    on the others), and the Verilog differed between them.
+    """
+    sig = ReadPort.Signature(shape=memory.shape, addr_width=ceil_log2(memory.depth))
+    return ReadPort(sig, memory=memory, domain=domain, transparent_for=transparent_for,
+                    path=(name,))
+
+
+def write_port(memory, name: str, *, domain: str = "sync", granularity=None) -> WritePort:
+    """``memory.write_port(domain=, granularity=)`` with its signals named ``<name>__addr``,
+    ``<name>__data``, ``<name>__en`` (as :func:`read_port`)."""
+    sig = WritePort.Signature(shape=memory.shape, addr_width=ceil_log2(memory.depth),
+                              granularity=granularity)
+    return WritePort(sig, memory=memory, domain=domain, path=(name,))
 
 
 def group_of(lane: int, lanes: int, groups: int) -> int:
@@ -442,7 +465,7 @@ class MacLanes(wiring.Component):
         L = self.lanes
         rl = self.reset_less_data
         op_v = Signal()
-        op_first, op_last = Signal(reset_less=rl), Signal(reset_less=rl)
+        op_first, op_last = Signal(reset_less=rl, name="op_first"), Signal(reset_less=rl, name="op_last")
         op_tag = Signal(self.tag_width, reset_less=rl)
         op_x = Signal(data.ArrayLayout(signed(self.x_bits), L), reset_less=rl)
         op_c = Signal(data.ArrayLayout(signed(self.c_bits), L), reset_less=rl)
@@ -709,10 +732,10 @@ class Requant(wiring.Component):
             for b in range(1 << len(fb)):
                 with m.Case(b):
                     m.d.comb += fit_sel.eq(eq_from[min(b + T - 1, T + 6)])
-        fits3, neg3 = Signal(reset_less=rl), Signal(reset_less=rl)
+        fits3, neg3 = Signal(reset_less=rl, name="fits3"), Signal(reset_less=rl, name="neg3")
         m.d.sync += [fits3.eq(hz & fit_sel), neg3.eq(neg2)]
         # 4: rounding on T bits
-        fits, neg = Signal(reset_less=rl), Signal(reset_less=rl)
+        fits, neg = Signal(reset_less=rl, name="fits"), Signal(reset_less=rl, name="neg")
         # (the masked check reads only r's low IB bits; the fault hook's comparators all T)
         r = Signal(signed(T if self.fault == "sat_bound" or self.late_sat else ib), reset_less=rl)
         uT = u.as_signed()
@@ -736,7 +759,7 @@ class Requant(wiring.Component):
         # through this check, the clamp and the ReLU in one cycle.
         if self.fault == "sat_bound":       # test hook: upper bound 2^(b-1), off by one
             # (comparators in stage 5, as before the registered decision)
-            over, under = Signal(), Signal()
+            over, under = Signal(name="over"), Signal(name="under")
             hi = Signal(signed(T), name="fault_hi")
             m.d.comb += hi.eq(hi_c + 1)
             m.d.comb += [over.eq(Mux(fits, r > hi, ~neg)), under.eq(Mux(fits, r < lo_c, neg))]
@@ -749,7 +772,7 @@ class Requant(wiring.Component):
             # to its sign; an AND/OR of a few LUTs instead of two carry chains. u that did
             # not fit in T bits (~fits3) saturates whatever r is, to u's sign.
             mask = Cat(~hi_c.as_unsigned(), Const((1 << (T - ib)) - 1, T - ib))
-            sat4, neg4 = Signal(reset_less=rl), Signal(reset_less=rl)
+            sat4, neg4 = Signal(reset_less=rl, name="sat4"), Signal(reset_less=rl, name="neg4")
             if self.late_sat:     # the same check, a stage later, from the registered r
                 m.d.comb += [sat4.eq(~fits | ((r.as_unsigned() ^ r[T - 1].replicate(T)) & mask).any()),
                              neg4.eq(Mux(fits, r[T - 1], neg))]

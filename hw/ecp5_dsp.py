@@ -79,7 +79,7 @@ class Ecp5Mult(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        a18, b18 = Signal(signed(DSP_BITS)), Signal(signed(DSP_BITS))
+        a18, b18 = Signal(signed(DSP_BITS), name="a18"), Signal(signed(DSP_BITS), name="b18")
         p36 = Signal(2 * DSP_BITS)
         m.d.comb += [a18.eq(self.a), b18.eq(self.b)]     # sign extension
         ports = {}

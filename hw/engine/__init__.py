@@ -39,7 +39,7 @@ from amaranth.utils import ceil_log2
 
 from ttforge.errors import ConfigError
 from ttforge.hw.axis import element_layout
-from ttforge.hw.blocks import decode_onehot
+from ttforge.hw.blocks import decode_onehot, read_port, write_port
 from ttforge.hw.config import DESC_WORDS, AccelConfig
 from ttforge.hw.cycles import ENGINE_TIMING
 from ttforge.hw.engine.buffers import SINGLE_PORT_ATTR, connect_single_port
@@ -141,17 +141,17 @@ class TTEngine(wiring.Component):
         dmem = Memory(shape=32, depth=g.dmem_depth, init=[])
         if single:
             m.submodules.buf0, m.submodules.buf1 = buf
-            buf_rp = [b.read_port() for b in buf]
-            buf_wp = [b.write_port(granularity=1) for b in buf]
+            buf_rp = [read_port(b, f"buf{i}_rp") for i, b in enumerate(buf)]
+            buf_wp = [write_port(b, f"buf{i}_wp", granularity=1) for i, b in enumerate(buf)]
         else:
             m.submodules.bufs = bufs
             if c.read_registers:
                 bufs_rp, bufs_wp = bufs.read, bufs.write
             else:
-                bufs_rp, bufs_wp = bufs.read_port(), bufs.write_port(granularity=1)
+                bufs_rp, bufs_wp = read_port(bufs, "bufs_rp"), write_port(bufs, "bufs_wp", granularity=1)
             buf_rp = [bufs_rp, bufs_rp]       # (either buffer's data: the one port's)
         m.submodules.cmem, m.submodules.bmem, m.submodules.dmem = cmem, bmem, dmem
-        cmem_wp = cmem.write if c.read_registers else cmem.write_port(granularity=1)
+        cmem_wp = cmem.write if c.read_registers else write_port(cmem, "cmem_wp", granularity=1)
         bmem_wp = bmem.write_port(granularity=1)
         dmem_wp = dmem.write_port()
 
@@ -173,7 +173,7 @@ class TTEngine(wiring.Component):
             stage = Memory(shape=data.ArrayLayout(signed(c.act_bits), L), depth=c.buf_depth // L,
                            init=[])
             m.submodules.stage = stage
-            stage_wp, stage_rp = stage.write_port(granularity=1), stage.read_port()
+            stage_wp, stage_rp = write_port(stage, "stage_wp", granularity=1), read_port(stage, "stage_rp")
 
         # ------------------------------------------------------------------ components
         m.submodules.ctrl = ctrl = Controller(g)
@@ -207,11 +207,11 @@ class TTEngine(wiring.Component):
             ctrl.zf_end.eq(fetch.zf_end), ctrl.out_finished.eq(outp.finished),
         ]
         # the descriptor fetch
-        wiring.connect(m, fetch.dmem, dmem.read_port())
+        wiring.connect(m, fetch.dmem, read_port(dmem, "dmem_rp"))
         m.d.comb += [fetch.active.eq(ctrl.fetching), fetch.base.eq(ctrl.dptr),
                      fetch.step.eq(ctrl.step)]
         # issue: the source buffer word comes back from the buffer read ports below
-        wiring.connect(m, issue.cmem, cmem.read if c.read_registers else cmem.read_port())
+        wiring.connect(m, issue.cmem, cmem.read if c.read_registers else read_port(cmem, "cmem_rp"))
         m.d.comb += [
             issue.start.eq(fetch.done), issue.running.eq(ctrl.running), issue.flush.eq(flush),
             issue.elem_out.eq(elem_out), issue.desc.eq(desc), issue.ov_end.eq(fetch.ov_end),
@@ -223,7 +223,7 @@ class TTEngine(wiring.Component):
             m.d.comb += issue.x_word[l].eq(Mux(fetch.src_g[g.group(l)], buf_rp[1].data[l],
                                                buf_rp[0].data[l]) if single else buf_rp[0].data[l])
         # the result writer
-        wiring.connect(m, writer.bmem, bmem.read_port())
+        wiring.connect(m, writer.bmem, read_port(bmem, "bmem_rp"))
         m.d.comb += [
             writer.running.eq(ctrl.running), writer.flush.eq(flush),
             writer.elem_out.eq(elem_out), writer.use_bias.eq(flags.bias),

@@ -135,7 +135,7 @@ class EngineArray(wiring.Component):
                          e.inp.payload.eq(f.r_data), e.inp.valid.eq(f.r_rdy),
                          f.r_en.eq(e.inp.ready)]
         ready = Signal()
-        open_sel, err_sel = Signal(), Signal()    # sel_in's in_open and error
+        open_sel, err_sel = Signal(name="open_sel"), Signal(name="err_sel")    # sel_in's in_open and error
         m.d.comb += [ready.eq(Mux(sel_in == 0, fifo_in[0].w_rdy, 0)),
                      open_sel.eq(engines[0].status.in_open & (sel_in == 0)),
                      err_sel.eq(engines[0].status.error & (sel_in == 0))]

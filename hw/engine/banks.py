@@ -20,7 +20,7 @@ from amaranth.lib.wiring import Out
 from amaranth.utils import ceil_log2
 
 from ttforge.errors import ConfigError
-from ttforge.hw.blocks import decode_onehot, onehot_select
+from ttforge.hw.blocks import decode_onehot, onehot_select, read_port, write_port
 
 __all__ = ["RegisteredBanks", "BANK_DEPTH", "POISON_COLLISIONS"]
 
@@ -114,7 +114,7 @@ class RegisteredBanks(wiring.Component):
             # make one whose word they use: POISON_COLLISIONS checks it in the tests)
             mem = Memory(shape=self.shape, depth=depth, init=[], attrs={"no_rw_check": 1})
             m.submodules[f"bank{b}"] = mem
-            wp, rp = mem.write_port(granularity=self.granularity), mem.read_port()
+            wp, rp = write_port(mem, "wp", granularity=self.granularity), read_port(mem, "rp")
             # this bank's writes; one beyond the depth is dropped (as a memory of that
             # depth drops it: a bank shorter than the others would wrap it onto a word)
             en = wr.en

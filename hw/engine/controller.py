@@ -134,7 +134,7 @@ class Controller(wiring.Component):
         idle = Signal(init=1)                  # IDLE
         taking = Signal(init=1)                # IDLE or INPUT
         inputting = Signal()                   # INPUT
-        drain, pad, zfill = Signal(), Signal(), Signal()
+        drain, pad, zfill = Signal(name="drain"), Signal(name="pad"), Signal(name="zfill")
         # `running` again, one copy per lane group (the buffer write data's per-lane
         # selects), written with it; one group: `running` itself
         run_g = fanout_copies(1, g.groups, "running") if g.groups > 1 else []

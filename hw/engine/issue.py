@@ -151,7 +151,7 @@ class IssueUnit(wiring.Component):
         # stage 1: memory reads in flight; stage 2: the words registered (no logic after
         # a block RAM output), then the broadcast operand is selected into MacLanes
         ZL = 1 if g.serial else L
-        s1_v, s1_first, s1_last = Signal(), Signal(), Signal()
+        s1_v, s1_first, s1_last = Signal(name="s1_v"), Signal(name="s1_first"), Signal(name="s1_last")
         s1_xlane = Signal(g.lane_bits)
         s1_clane = Signal(g.lane_bits)
         s1_tag = Signal(tag_layout)
@@ -180,7 +180,7 @@ class IssueUnit(wiring.Component):
             m.d.comb += s1_ovalid.eq(~padding(s1_rel)[0])
         else:
             m.d.sync += s1_ovalid.eq(~padding(g_rel)[0])      # o < OV_END
-        s2_v, s2_first, s2_last = Signal(), Signal(), Signal()
+        s2_v, s2_first, s2_last = Signal(name="s2_v"), Signal(name="s2_first"), Signal(name="s2_last")
         s2_xoh = Signal(L)                   # the broadcast lanes, one-hot (AND-OR select)
         s2_coh = Signal(L)
         s2_tag = Signal(tag_layout)

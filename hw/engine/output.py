@@ -59,7 +59,7 @@ class OutputPath(wiring.Component):
         o_more = Signal()                     # o_idx < OUT_COUNT
         out_issue = Signal()
         # reads in flight: issued (stage 1), word registered (stage 2), then into the FIFO
-        o_inf1, o_inf2 = Signal(), Signal()
+        o_inf1, o_inf2 = Signal(name="o_inf1"), Signal(name="o_inf2")
         o_lane1 = Signal(g.lane_bits)
         # stream elements (act_bits) of both buffers
         o_raw = Signal(data.ArrayLayout(data.ArrayLayout(signed(XB), L), 2))

@@ -85,16 +85,16 @@ class ResultWriter(wiring.Component):
         R_z = Signal(L)
         R_ben = Signal(L)
         R_vm = Signal(L)                     # valid lanes of a word-mode result
-        w_busy, w_vnxt = Signal(), Signal()
+        w_busy, w_vnxt = Signal(name="w_busy"), Signal(name="w_vnxt")
         w_lane = Signal(g.lane_bits)
         w_oh = Signal(L)                     # w_lane, one-hot (the AND-OR select of R)
         w_nv = Signal(nvw)
         w_e, w_b = Signal(AWP, name="w_e"), Signal(AWP, name="w_b")
-        q0_v, q0_zero, q0_ben = Signal(), Signal(), Signal()
+        q0_v, q0_zero, q0_ben = Signal(name="q0_v"), Signal(name="q0_zero"), Signal(name="q0_ben")
         q0_val = Signal(signed(AB))
         q0_e = Signal(EB)
         q0_boh = Signal(L)                   # the bias element's lane, one-hot
-        q1_v, q1_zero, q1_ben = Signal(), Signal(), Signal()
+        q1_v, q1_zero, q1_ben = Signal(name="q1_v"), Signal(name="q1_zero"), Signal(name="q1_ben")
         q1_val = Signal(signed(AB))
         q1_e = Signal(EB)
         q1_boh = Signal(L)
@@ -102,7 +102,7 @@ class ResultWriter(wiring.Component):
         # word, registered: it ran into unit 0's bias adder, the routed critical path of
         # all three ECP5 L = 16 seeds at 76f9f95, 93.5-106.3 MHz; one more cycle of the
         # element drain, ENGINE_TIMING.bias_select; only with more than one lane)
-        q2_v, q2_zero, q2_ben = Signal(), Signal(), Signal()
+        q2_v, q2_zero, q2_ben = Signal(name="q2_v"), Signal(name="q2_zero"), Signal(name="q2_ben")
         q2_val = Signal(signed(AB))
         q2_e = Signal(EB)
         q2_bias = Signal(signed(BB))
