@@ -215,8 +215,8 @@ class BoardCore(wiring.Component):
         period = Signal()
         m.d.comb += period.eq(hb[:hb_bits - 5] == 0)
 
-        def shown(ev):
-            seen, led = Signal(), Signal()
+        def shown(ev, what):
+            seen, led = Signal(name=f"{what}_seen"), Signal(name=f"{what}_led")
             with m.If(period):
                 m.d.sync += [led.eq(seen | ev), seen.eq(0)]
             with m.Elif(ev):
@@ -225,8 +225,8 @@ class BoardCore(wiring.Component):
 
         m.d.comb += [
             self.leds[0].eq(hb[-1]),
-            self.leds[1].eq(shown(br.rx_activity)),
-            self.leds[2].eq(shown(br.tx_activity)),
+            self.leds[1].eq(shown(br.rx_activity, "rx")),
+            self.leds[2].eq(shown(br.tx_activity, "tx")),
             self.leds[3].eq(br.busy),
             self.leds[4].eq(br.error | accel.irq),
             self.leds[5].eq(accel.irq),

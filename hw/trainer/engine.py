@@ -32,7 +32,7 @@ from amaranth.utils import ceil_log2
 
 from ttforge.errors import ConfigError
 from ttforge.hw.blocks import (FANOUT_ATTR, AddressGen, MacLanes, Requant, RequantDecode, fanout_copies,
-                               group_of, onehot_select)
+                               group_of, onehot_select, read_port, write_port)
 from ttforge.hw.ecp5_bram import dp16kd_depth
 from ttforge.hw.engine.banks import RegisteredBanks
 from ttforge.hw.faults import TRAIN_ENGINE_FAULTS, check_fault
@@ -279,17 +279,17 @@ class TrainEngine(wiring.Component):
         m.submodules.grad = grad
         m.submodules.cmem, m.submodules.bmem, m.submodules.dmem = cmem, bmem, dmem
         m.submodules.lmem, m.submodules.maxm = lmem, maxm
-        act_rs = [a.read_port() for a in acts]
-        act_ws = [a.write_port(granularity=1) for a in acts]
+        act_rs = [read_port(a, f"act_r{g}") for g, a in enumerate(acts)]
+        act_ws = [write_port(a, f"act_w{g}", granularity=1) for g, a in enumerate(acts)]
         # the ACT word as the G memories give it (lanes in order)
         act_rdata = Signal(data.ArrayLayout(signed(AS), L), name="act_rdata")
         m.d.comb += act_rdata.eq(Cat(*[r.data.as_value() for r in act_rs]))
-        grad_r, grad_w = grad.read_port(), grad.write_port(granularity=1)
+        grad_r, grad_w = read_port(grad, "grad_r"), write_port(grad, "grad_w", granularity=1)
         cm_r, cm_w = cmem.read, cmem.write          # (cm_r.data: two cycles after the address)
-        bm_r, bm_w = bmem.read_port(), bmem.write_port()
-        dm_r, dm_w = dmem.read_port(), dmem.write_port()
-        lm_r, lm_w = lmem.read_port(), lmem.write_port()
-        mx_r, mx_w = maxm.read_port(), maxm.write_port()
+        bm_r, bm_w = read_port(bmem, "bm_r"), write_port(bmem, "bm_w")
+        dm_r, dm_w = read_port(dmem, "dm_r"), write_port(dmem, "dm_w")
+        lm_r, lm_w = read_port(lmem, "lm_r"), write_port(lmem, "lm_w")
+        mx_r, mx_w = read_port(maxm, "mx_r"), write_port(maxm, "mx_w")
 
         # ------------------------------------------------------------ sequencer state
         # One-hot: a flip-flop per state (IDLE's set at reset), exactly one of them set.
@@ -413,13 +413,13 @@ class TrainEngine(wiring.Component):
         # stage 0: memory data; stage 1: the words registered as they leave the blocks
         # (act_o, grad_o; CMEM's bank registers); stage 2: registered again (act_q,
         # q_grad, s2_master); stage 3: selected into the lanes' operands, registered
-        s0_v, s0_first, s0_last = Signal(), Signal(), Signal()
+        s0_v, s0_first, s0_last = Signal(name="s0_v"), Signal(name="s0_first"), Signal(name="s0_last")
         s0_o = Signal(aw + 1)
         m.d.sync += [s0_v.eq(issue),
                      s0_first.eq(gen.first & (gen.i2_first | is_contract)),
                      s0_last.eq(gen.last & (gen.i2_last | is_contract)),
                      s0_o.eq(gen.o_addr)]
-        s1_v, s1_first, s1_last = Signal(), Signal(), Signal()
+        s1_v, s1_first, s1_last = Signal(name="s1_v"), Signal(name="s1_first"), Signal(name="s1_last")
         s1_o = Signal(aw + 1)
         m.d.sync += [s1_v.eq(s0_v), s1_first.eq(s0_first), s1_last.eq(s0_last), s1_o.eq(s0_o)]
         # The forward core is derived from the registered master (after s2, before the
@@ -428,7 +428,7 @@ class TrainEngine(wiring.Component):
         m.submodules.derive = derive = DeriveCore(tc.master_bits, tc.w_bits)
         XB = max(AS, GS)
         CB = max(tc.w_bits, AS) + 1
-        s2_v, s2_first, s2_last = Signal(), Signal(), Signal()
+        s2_v, s2_first, s2_last = Signal(name="s2_v"), Signal(name="s2_first"), Signal(name="s2_last")
         s2_o = Signal(aw + 1)
         # the ACT and GRAD words registered as they leave the blocks (act_q, q_grad: also the
         # mask's, the loss's and the host's); the operand selects follow these registers
@@ -559,7 +559,7 @@ class TrainEngine(wiring.Component):
         ba_o = delay(r_o, BiasAlign.LATENCY, "ba_o")
         ba_acc = delay(r_acc, BiasAlign.LATENCY, "ba_acc")
         # the inside flag and the lane mask, decided a cycle after rel and carried to v
-        q_inside, q_valid = Signal(), Signal(L)
+        q_inside, q_valid = Signal(name="q_inside"), Signal(L, name="q_valid")
         m.d.sync += [q_inside.eq(r_rel < desc.out_valid), q_valid.eq(lane_valid(r_rel))]
         ba_inside = delay(q_inside, BiasAlign.LATENCY - 1, "ba_inside")
         ba_valid = delay(q_valid, BiasAlign.LATENCY - 1, "ba_valid")
@@ -715,7 +715,7 @@ class TrainEngine(wiring.Component):
         m.d.comb += slot_word.eq(slot >> lg)
         # U_BASE + slot word and O_BASE + slot word, registered: the slot changes at a
         # sample's done, two cycles before its next read (label read, start)
-        loss_rbase, loss_wbase = Signal(aw + 2), Signal(aw + 2)
+        loss_rbase, loss_wbase = Signal(aw + 2, name="loss_rbase"), Signal(aw + 2, name="loss_wbase")
         m.d.sync += [loss_rbase.eq(desc.u_base + slot_word), loss_wbase.eq(desc.o_base + slot_word)]
         # the logit's ACT address (loss_rbase + class * BW), registered: the read address of
         # the ACT blocks leaves a register. It is stepped by BW (registered) as the class
@@ -733,7 +733,7 @@ class TrainEngine(wiring.Component):
         loss_rplus = Signal(aw + 2)
         loss_rnext = Mux(loss.z_step, loss_rplus, loss_rbase)
         m.d.sync += loss_rplus.eq(loss_rnext + (Const(1, aw + 2) << bwl_r))
-        slot_lane = Signal(range(L)) if L > 1 else Signal(1)
+        slot_lane = Signal(range(L), name="slot_lane") if L > 1 else Signal(1, name="slot_lane")
         m.d.comb += slot_lane.eq(slot[:lg] if lg else 0)
         z_lane = Signal.like(slot_lane)
         m.d.sync += z_lane.eq(slot_lane)
@@ -743,7 +743,7 @@ class TrainEngine(wiring.Component):
         # the loss unit's sample registers) follows a flip-flop, not the memory and two
         # comparisons. The label and `valid` are held by the unit from the start.
         lab_addr = Signal(range(c.max_batch))
-        lab_bad, lab_valid = Signal(), Signal()
+        lab_bad, lab_valid = Signal(name="lab_bad"), Signal(name="lab_valid")
         # the logit from the ACT word as it left the blocks, registered (act_q)
         m.d.comb += [loss.classes.eq(desc.n0), loss.h.eq(flags.shift), loss.valid.eq(lab_valid),
                      loss.label.eq(lm_r.data), loss.z_data.eq(act_q[z_lane] if L > 1 else act_q[0])]
@@ -768,7 +768,7 @@ class TrainEngine(wiring.Component):
         # O_BASE and N0 - 1): a 33-bit and a 32-bit comparison no longer stand before the
         # state and error registers' load enables (the shape of b1c92e0's seed-1 path, a
         # counter's comparison -> err CE). Same cycles, same errors.
-        zf_over, zf_done = Signal(), Signal()
+        zf_over, zf_done = Signal(name="zf_over"), Signal(name="zf_done")
         zf_lim = Signal(range(max(c.act_depth, c.grad_depth) + 1))     # the depth, and less 1
         zf_lim_m1 = Signal.like(zf_lim)
         n0_m2 = Signal(32)
@@ -865,7 +865,7 @@ class TrainEngine(wiring.Component):
         a_addr = Signal.like(act_ws[0].addr)
         a_en = Signal(L)
         a_data = Signal.like(act_rdata)
-        g_addr, g_en = Signal.like(grad_w.addr), Signal.like(grad_w.en)
+        g_addr, g_en = Signal.like(grad_w.addr, name="g_addr"), Signal.like(grad_w.en, name="g_en")
         g_data = Signal.like(grad_w.data)
         with m.If(st_input):
             m.d.comb += [a_addr.eq(in_addr), a_en.eq(Mux(self.inp.valid & ~f_last,
@@ -915,7 +915,7 @@ class TrainEngine(wiring.Component):
         # ACT's and GRAD's twice (act_o, act_q), the small memories' twice more to wait
         # for ACT's, then the lanes and the memory are chosen in two registered stages.
         h_sel = Signal(HostSel)
-        h_lane = Signal(range(L)) if L > 1 else Signal(1)
+        h_lane = Signal(range(L), name="h_lane") if L > 1 else Signal(1, name="h_lane")
         h_half = Signal()
         h_v = Signal()
         m.d.sync += [h_v.eq(host.re & host_idle), h_sel.eq(host.sel), h_half.eq(host.addr[0]),
@@ -1005,7 +1005,7 @@ class TrainEngine(wiring.Component):
         m.d.sync += prog_same_d.eq(Cat(prog_same, prog_same_d[:2]))
         m.d.comb += prog_settled.eq(prog_same_d.all())
         ab = c.act_depth.bit_length()          # IN_BASE <= act_depth fits these bits
-        pb1, pb2, prog_bad = Signal(), Signal(), Signal()
+        pb1, pb2, prog_bad = Signal(name="pb1"), Signal(name="pb2"), Signal(name="prog_bad")
         base1 = Signal(ab)
         ext1 = Signal(len(prog.in_count) + (1 << len(prog.bw_log)) - 1)
         sum2 = Signal(max(ab, len(ext1)) + 1)

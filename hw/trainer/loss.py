@@ -240,7 +240,7 @@ class LossUnit(wiring.Component):
         # the state and c, so no comparison of c with C - 1 and no state decode stands
         # before a user's read address (the training engine's routed critical paths at
         # 1d044b9, loss.c -> z_step -> the logit address -> the ACT address copies)
-        reading, c_last = Signal(), Signal()
+        reading, c_last = Signal(name="reading"), Signal(name="c_last")
         step = Signal()
         m.d.comb += step.eq(reading & ~c_last)
         m.d.comb += [self.z_en.eq(issue.pass_ != PASS_NONE), self.z_addr.eq(c),
@@ -326,7 +326,7 @@ class LossUnit(wiring.Component):
 
         # stage 6: the entry registered (the ROM's output and the shifter are two paths);
         # stage 7: e = T[t mod 2^F] >> (t >> F)
-        entry, t_int6 = Signal(P + 1), Signal.like(t_int)
+        entry, t_int6 = Signal(P + 1, name="entry"), Signal.like(t_int, name="t_int6")
         m.d.sync += [entry.eq(rd.data), t_int6.eq(t_int)]
         e = Signal(P + 1)
         m.d.sync += e.eq(entry >> t_int6)

@@ -223,7 +223,7 @@ class TrainAccel(wiring.Component):
         with m.If(busy | error | rf.cmd[1] | rf.cmd[2]):
             m.d.sync += armed.eq(0)
         m.d.comb += eng.control.enable.eq((rf.ctrl[0] | armed) & ~t_err)
-        busy_d, err_d = Signal(), Signal()
+        busy_d, err_d = Signal(name="busy_d"), Signal(name="err_d")
         m.d.sync += [busy_d.eq(busy), err_d.eq(error)]
         done = Signal()
         with m.If(start | (busy & ~busy_d)):

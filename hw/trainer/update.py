@@ -259,7 +259,7 @@ class BiasAlign(wiring.Component):
         # only the sign is left).
         neg = Signal(9)
         m.d.comb += neg.eq(-self.shift)         # 1..128 when shift < 0
-        v1, l1, left1 = Signal(), Signal(signed(ab)), Signal()
+        v1, l1, left1 = Signal(name="v1"), Signal(signed(ab), name="l1"), Signal(name="left1")
         c1 = Signal(signed(bb))                 # |clip(b, +-limit)| <= |b|: fits bias_bits
         b1 = Signal(signed(bb))
         k1 = Signal(range(ab + 1))
@@ -283,7 +283,7 @@ class BiasAlign(wiring.Component):
         # |c| > T, so the left shift itself needs only acc_bits bits. The right shift:
         # rshift_round(b, s) = ((2b >> s) + 1) >> 1.
         k = k1
-        v2, l2, left2 = Signal(), Signal(signed(ab)), Signal()
+        v2, l2, left2 = Signal(name="v2"), Signal(signed(ab), name="l2"), Signal(name="left2")
         c2 = Signal(signed(bb))
         k2 = Signal(range(ab + 1))
         t2 = Signal(ab)
@@ -297,8 +297,9 @@ class BiasAlign(wiring.Component):
         # and the shifted value, each registered; stage 4 only selects. (In one stage the
         # comparison's carry chain met the selects before the output register: the
         # training engine's routed seed-2 path at 54b7efe, t2 -> aligned, 54 levels.)
-        v3, left3, up3, dn3 = Signal(), Signal(), Signal(), Signal()
-        l3, nl3, sh3 = Signal(signed(ab)), Signal(signed(ab)), Signal(signed(ab))
+        v3, left3, up3, dn3 = Signal(name="v3"), Signal(name="left3"), Signal(name="up3"), Signal(name="dn3")
+        l3, nl3, sh3 = (Signal(signed(ab), name="l3"), Signal(signed(ab), name="nl3"),
+                        Signal(signed(ab), name="sh3"))
         rc3 = Signal(signed(ab))
         m.d.sync += [v3.eq(v2), left3.eq(left2), up3.eq((t2 - c2)[-1]), dn3.eq((c2 + t2)[-1]),
                      l3.eq(l2), nl3.eq(-l2), sh3.eq((c2 << k2)[:ab].as_signed()),
