@@ -519,14 +519,19 @@ class QuantNetwork(nn.Module):
 
     def forward_int(self, x: torch.Tensor) -> np.ndarray:
         """Eval-mode output as integers (``output / 2^out_exp``), int64 numpy; a NaN input
-        is the executor's one-line :class:`~ttforge.errors.DataError` naming its index."""
+        is the executor's one-line :class:`~ttforge.errors.DataError` naming its index. The
+        module's training mode is as it was before the call."""
         if isinstance(x, torch.Tensor) and x.is_floating_point() and bool(torch.isnan(x).any()):
             # a NaN passed the fake quantization and its row came out as int64's minimum;
             # the executor's path (IntNetwork.quantize_input) refuses it: its very check
             first = self.qlayers[0]
             quantize(x.detach().cpu().double().numpy(), first.in_bits, int(first.in_exp))
-        with torch.no_grad():
-            y = self.eval()(x).double()
+        was = self.training      # given back: calibrate and find_divergence do the same
+        try:
+            with torch.no_grad():
+                y = self.eval()(x).double()
+        finally:
+            self.train(was)
         return (y / math.ldexp(1.0, self.output_exp())).numpy().astype(np.int64)
 
 

@@ -58,3 +58,18 @@ def test_numpy_integers_are_integers_in_every_config():
     for make in (lambda: LayerQuant(w_bits=True), lambda: AccelConfig(lanes=np.bool_(True))):
         with pytest.raises(ConfigError, match="must be an integer"):
             make()
+
+
+def test_forward_int_leaves_the_training_mode_as_it_found_it(nets):
+    """It switched a network in training (QAT) to eval for good; calibrate and
+    find_divergence already gave the mode back."""
+    qnet, _, x = nets
+    qnet.train()
+    try:
+        first = qnet.forward_int(x)
+        assert qnet.training and all(m.training for m in qnet.modules())
+        assert np.array_equal(qnet.forward_int(x), first)
+    finally:
+        qnet.eval()
+    qnet.forward_int(x)
+    assert not qnet.training
