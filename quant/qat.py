@@ -121,6 +121,12 @@ class QuantConfig:
                                   f"(0 = the first linear layer)")
             if not isinstance(v, LayerQuant):
                 raise ConfigError(f"layers[{k}] must be a LayerQuant")
+        # a copy of its own, keys as int: the caller's dict changed later is not this config
+        object.__setattr__(self, "layers", {int(k): v for k, v in sorted(self.layers.items())})
+
+    def __hash__(self) -> int:
+        # frozen, so hashable like every config (the generated hash failed on the dict)
+        return hash((self.default, tuple(self.layers.items()), self.calibration))
 
     def check_layers(self, n_layers: int) -> None:
         """A one-line :class:`ConfigError` for an override of a layer the network does not

@@ -73,3 +73,18 @@ def test_forward_int_leaves_the_training_mode_as_it_found_it(nets):
         qnet.eval()
     qnet.forward_int(x)
     assert not qnet.training
+
+
+def test_a_quant_config_is_hashable_and_its_own():
+    """A frozen QuantConfig raised ``unhashable type: 'dict'`` on ``hash()``, and kept the
+    caller's dict: an override added to it afterwards changed the config unchecked."""
+    import pickle
+
+    over = {np.int64(1): LayerQuant(w_bits=2)}
+    cfg = QuantConfig(LayerQuant(w_bits=4), layers=over)
+    over[5] = LayerQuant(w_bits=3)
+    assert cfg.layers == {1: LayerQuant(w_bits=2)} and type(next(iter(cfg.layers))) is int
+    same = QuantConfig(LayerQuant(w_bits=4), layers={1: LayerQuant(w_bits=2)})
+    assert cfg == same and hash(cfg) == hash(same) and len({cfg, same}) == 1
+    assert pickle.loads(pickle.dumps(cfg)) == cfg
+    assert hash(cfg) != hash(QuantConfig(LayerQuant(w_bits=4)))
