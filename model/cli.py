@@ -10,17 +10,18 @@ import argparse
 import json
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ttforge.atomic import atomic_write_bytes, check_output_file
 from ttforge.errors import CheckpointError, ConfigError, show_path, shown
-from ttforge.model.checkpoint import load_checkpoint
-from ttforge.model.decomposition import decompose
-from ttforge.model.layers import TTLinear
-from ttforge.model.network import ModelConfig
-from ttforge.model.onnx_export import DEFAULT_OPSET, MIN_OPSET, _layers, build_onnx, check_onnx, check_onnx_agrees
-from ttforge.model.train import load_trained, train
-from ttforge.model.train_config import CHECKPOINT_NAME, TrainConfig, _PRIORS, _stored_config, default_out_dir
+from ttforge.model.defaults import PRIORS
+from ttforge.onnx_graph import DEFAULT_OPSET, MIN_OPSET
+
+# The options are declared from torch-free modules only; what imports PyTorch is imported
+# by the run functions: without torch, --help lists every option (the run is one line
+# that names the install, exit 3: ttforge.cli).
+if TYPE_CHECKING:
+    from ttforge.model.train_config import TrainConfig
 
 __all__ = ["train_cli_spec", "decompose_cli_spec", "export_onnx_cli_spec", "train_int_cli_spec"]
 
@@ -65,7 +66,7 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("rank-adaptive training")
     g.add_argument("--rank-adaptive", action="store_true", default=None,
                    help="learn the ranks with a low-rank prior, then truncate them")
-    g.add_argument("--prior", choices=list(_PRIORS), help="hyperprior of the rank variances (default log_uniform)")
+    g.add_argument("--prior", choices=list(PRIORS), help="hyperprior of the rank variances (default log_uniform)")
     g.add_argument("--threshold", type=float, dest="truncation_threshold", metavar="T",
                    help="truncate rank indices with variance below this times their bond's max (default 0.01)")
     g.add_argument("--finetune-epochs", type=int, metavar="N",
@@ -105,6 +106,10 @@ _MODEL_FLAGS = {"model": "kind", "hidden": "hidden", "ranks": "ranks", "n_cores"
 
 
 def _config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
+    from ttforge.model.checkpoint import load_checkpoint
+    from ttforge.model.network import ModelConfig
+    from ttforge.model.train_config import CHECKPOINT_NAME, TrainConfig, _stored_config, default_out_dir
+
     file_out = None
     if args.config:
         data = _read_config_file(args.config)
@@ -145,6 +150,7 @@ def _config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
 
 def _run_train(args: argparse.Namespace) -> int:
     from ttforge.atomic import output_lock
+    from ttforge.model.train import train
 
     cfg, out = _config_from_args(args)
     with output_lock(out, "--out"):   # one run at a time into a directory
@@ -174,6 +180,8 @@ def _add_decompose_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run_decompose(args: argparse.Namespace) -> int:
+    from ttforge.model.decomposition import decompose
+
     report = decompose(args.checkpoint, args.out, rel_error=args.rel_error, max_rank=args.max_rank,
                        skip_last=args.skip_last, data=args.data)
     if args.json:
@@ -221,6 +229,10 @@ def _add_export_onnx_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run_export_onnx(args: argparse.Namespace) -> int:
+    from ttforge.model.layers import TTLinear
+    from ttforge.model.onnx_export import _layers, build_onnx, check_onnx, check_onnx_agrees
+    from ttforge.model.train import load_trained
+
     out = check_output_file(args.output, "-o", example="model.onnx")  # before loading, not after
     model = load_trained(args.checkpoint).model
     proto = build_onnx(model, opset=args.opset, input_shape=args.input_shape,

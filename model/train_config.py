@@ -14,6 +14,7 @@ from typing import Any
 
 from ttforge.errors import CheckpointError, ConfigError, show
 from ttforge.limits import MAX_BATCH, MAX_EPOCHS, MAX_RATE, MAX_SEED, MAX_THREADS
+from ttforge.model.defaults import PRIORS as _PRIORS
 from ttforge.model.network import ModelConfig, check_known_fields
 
 __all__ = ["TrainConfig", "default_out_dir", "CHECKPOINT_NAME", "METRICS_NAME", "PLOT_NAME"]
@@ -21,7 +22,6 @@ __all__ = ["TrainConfig", "default_out_dir", "CHECKPOINT_NAME", "METRICS_NAME", 
 CHECKPOINT_NAME = "last.pt"
 METRICS_NAME = "metrics.json"
 PLOT_NAME = "metrics.png"
-_PRIORS = ("log_uniform", "half_cauchy")
 _KIND = "ttforge.train"
 
 

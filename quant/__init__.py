@@ -7,84 +7,29 @@ network that equals the integer executor exactly in eval mode; :mod:`.ptq`, cali
 and the path from a trained float model to the contract; :mod:`.stochastic`,
 low-precision training with integer weights; :mod:`.diverge`, the float -> fake-quant ->
 integer divergence finder; :mod:`.qonnx_export`.
+
+The names below are imported on first use (:func:`ttforge._lazy.lazy_attributes`):
+importing the package imports no PyTorch, so the quantization commands' options
+(:mod:`ttforge.quant.cli`) are declared, and shown by ``--help``, without it.
 """
 
-from ttforge.ir import (
-    ROUNDING,
-    acc_bits_needed,
-    exponent_for_max,
-    int_range,
-    quantize,
-    rshift_round,
-    saturate,
-)
-from ttforge.ir import (
-    ARTIFACT_FORMAT_VERSION,
-    IntLayer,
-    IntNetwork,
-    StepTrace,
-    Xorshift32,
-    execute,
-    execute_traced,
-    load_artifact,
-    on_chip_bytes,
-    save_artifact,
-    stochastic_rshift,
-)
-from ttforge.quant.qat import (
-    COMPILE_OPTIONS,
-    LayerQuant,
-    QuantConfig,
-    QuantLinear,
-    QuantNetwork,
-    calibrate,
-    compile_network,
-    fake_quant,
-    quantize_model,
-)
-from ttforge.quant.ptq import NotBitExactError, evaluate_quantized, quantize_trained
-from ttforge.quant.diverge import DivergenceReport, find_divergence
-from ttforge.quant.stochastic import LowPrecisionConfig, LowPrecisionResult, train_low_precision
-from ttforge.quant.qonnx_export import build_qonnx, check_qonnx, export_qonnx, float32_bounds
+from ttforge._lazy import lazy_attributes
 
-__all__ = [
-    "ROUNDING",
-    "acc_bits_needed",
-    "exponent_for_max",
-    "int_range",
-    "quantize",
-    "rshift_round",
-    "saturate",
-    "IntLayer",
-    "IntNetwork",
-    "StepTrace",
-    "execute",
-    "execute_traced",
-    "COMPILE_OPTIONS",
-    "LayerQuant",
-    "QuantConfig",
-    "QuantLinear",
-    "QuantNetwork",
-    "calibrate",
-    "compile_network",
-    "fake_quant",
-    "quantize_model",
-    "ARTIFACT_FORMAT_VERSION",
-    "save_artifact",
-    "load_artifact",
-    "on_chip_bytes",
-    "quantize_trained",
-    "evaluate_quantized",
-    "NotBitExactError",
-    "find_divergence",
-    "DivergenceReport",
-    "build_qonnx",
-    "export_qonnx",
-    "check_qonnx",
-    "float32_bounds",
-    "Xorshift32",
-    "stochastic_rshift",
-    "LowPrecisionConfig",
-    "LowPrecisionResult",
-    "train_low_precision",
-]
+# name -> the module that defines it
+_EXPORTS = {
+    **dict.fromkeys(["ROUNDING", "acc_bits_needed", "exponent_for_max", "int_range", "quantize", "rshift_round",
+                     "saturate", "IntLayer", "IntNetwork", "StepTrace", "execute", "execute_traced",
+                     "ARTIFACT_FORMAT_VERSION", "save_artifact", "load_artifact", "on_chip_bytes",
+                     "Xorshift32", "stochastic_rshift"], "ttforge.ir"),
+    **dict.fromkeys(["COMPILE_OPTIONS", "LayerQuant", "QuantConfig", "QuantLinear", "QuantNetwork", "calibrate",
+                     "compile_network", "fake_quant", "quantize_model"], "ttforge.quant.qat"),
+    **dict.fromkeys(["quantize_trained", "evaluate_quantized", "NotBitExactError"], "ttforge.quant.ptq"),
+    **dict.fromkeys(["find_divergence", "DivergenceReport"], "ttforge.quant.diverge"),
+    **dict.fromkeys(["build_qonnx", "export_qonnx", "check_qonnx", "float32_bounds"], "ttforge.quant.qonnx_export"),
+    **dict.fromkeys(["LowPrecisionConfig", "LowPrecisionResult", "train_low_precision"],
+                    "ttforge.quant.stochastic"),
+}
+
+__all__ = list(_EXPORTS)
+
+__getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS)

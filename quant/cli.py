@@ -7,43 +7,31 @@ the one-line help of every subcommand.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from ttforge.errors import ArtifactError, CheckpointError, ConfigError, DataError, TTForgeError, show_path, shown
 from ttforge.limits import MAX_RATE
-from ttforge.model.layers import TTLinear
-from ttforge.quant.diverge import check_sample_values, find_divergence, float_model_of, quant_network_for
 from ttforge.ir.arith import MAX_ACC_BITS
-from ttforge.quant.ptq import (QUANTIZE_INT_RANGES, _linear_layers, check_accumulators,
-                               is_positive_number, make_config, parse_layer_bits,
-                               quantize_trained)
-from ttforge.quant.qat import QuantNetwork
+# The options are declared from torch-free modules only (qonnx_export needs numpy, and
+# onnx when it runs); what imports PyTorch is imported by the run functions: without
+# torch, --help lists every option (the run is one line that names the install, exit 3:
+# ttforge.cli).
+from ttforge.quant.defaults import PTQ_DEFAULTS
 from ttforge.quant.qonnx_export import (DEFAULT_OPSET, MAX_QONNX_BATCH, MAX_QONNX_CHECK, MIN_OPSET, QUANT_OPS,
                                         REQUANT_MODES, _qonnx, build_qonnx, check_qonnx, float32_bounds)
 
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from ttforge.quant.qat import QuantNetwork
+
 __all__ = ["quantize_cli_spec", "diverge_cli_spec", "export_qonnx_cli_spec", "PTQ_DEFAULTS"]
-
-
-def _defaults(fn, *names: str) -> dict[str, Any]:
-    params = inspect.signature(fn).parameters
-    return {n: params[n].default for n in names}
-
-
-#: The PTQ options of ``quantize`` and ``diverge`` and their defaults, owned by the
-#: functions that take them (a literal here once drifted from them).
-PTQ_DEFAULTS: dict[str, Any] = {
-    **_defaults(make_config, "w_bits", "act_bits", "inter_bits", "acc_bits", "calibration"),
-    "layer_bits": "",
-    **_defaults(quantize_trained, "calib_samples", "seed"),
-}
 
 
 # -- quantize --------------------------------------------------------------------------
@@ -101,6 +89,8 @@ def _run_quantize(args: argparse.Namespace) -> int:
     from ttforge.atomic import check_not_input
     from ttforge.model.train import load_trained
     from ttforge.ir.artifact import save_artifact
+    from ttforge.quant.ptq import (QUANTIZE_INT_RANGES, _linear_layers, check_accumulators, is_positive_number,
+                                   make_config, parse_layer_bits, quantize_trained)
 
     out = _check_out(args.out, "-o")
     ckpt_out = _check_out(args.save_checkpoint, "--save-checkpoint") if args.save_checkpoint else None
@@ -143,6 +133,8 @@ def _run_quantize(args: argparse.Namespace) -> int:
     }
     report["artifact"] = str(out)
     if ckpt_out is not None:
+        from torch import nn
+
         from ttforge.model.checkpoint import save_checkpoint
 
         float_model = nn.Sequential(*[m for m in _float_modules(qnet, trained.model)])
@@ -172,6 +164,10 @@ def _run_quantize(args: argparse.Namespace) -> int:
 
 def _float_modules(qnet: QuantNetwork, template: nn.Sequential) -> list[nn.Module]:
     """The template's modules with each linear layer replaced by the (fine-tuned) one in ``qnet``."""
+    from torch import nn
+
+    from ttforge.model.layers import TTLinear
+
     qi = iter(ql.layer for ql in qnet.qlayers)
     return [next(qi) if isinstance(m, (TTLinear, nn.Linear)) else m for m in template.children()]
 
@@ -306,7 +302,11 @@ def _inputs(args: argparse.Namespace, data_spec: str | None, n_features: int) ->
 
 
 def _run_diverge(args: argparse.Namespace) -> int:
+    from torch import nn
+
     from ttforge.ir.artifact import load_artifact
+    from ttforge.model.layers import TTLinear
+    from ttforge.quant.diverge import check_sample_values, find_divergence, float_model_of, quant_network_for
     from ttforge.quant.ptq import (calibration_samples, make_config, parse_layer_bits, ptq,
                                    weights_fingerprint)
 

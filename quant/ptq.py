@@ -49,6 +49,7 @@ from ttforge.model.tt import check_finite_layers
 from ttforge.model.seeding import autograd_on, deterministic, seeded_generator
 from ttforge.ir.arith import BIT_RANGES, MAX_ACC_BITS, acc_bits_needed
 from ttforge.ir.executor import IntNetwork, execute
+from ttforge.quant.defaults import PTQ_DEFAULTS
 from ttforge.quant.qat import (
     LayerQuant,
     QuantConfig,
@@ -125,12 +126,12 @@ def parse_layer_bits(text: str) -> dict[int, int]:
 
 def make_config(
     n_layers: int,
-    w_bits: int = 8,
-    act_bits: int = 8,
-    inter_bits: int = 16,
-    acc_bits: int = 32,
+    w_bits: int = PTQ_DEFAULTS["w_bits"],
+    act_bits: int = PTQ_DEFAULTS["act_bits"],
+    inter_bits: int = PTQ_DEFAULTS["inter_bits"],
+    acc_bits: int = PTQ_DEFAULTS["acc_bits"],
     layer_bits: Mapping[int, int] | None = None,
-    calibration: str = "mse",
+    calibration: str = PTQ_DEFAULTS["calibration"],
 ) -> QuantConfig:
     """A :class:`QuantConfig` for a network of ``n_layers`` linear layers, checked with
     errors that name the command-line flag (``layer_bits`` overrides core bits per layer)."""
@@ -308,11 +309,11 @@ def quantize_trained(
     trained: Any,
     data: Dataset | str | None = None,
     config: QuantConfig = QuantConfig(),
-    calib_samples: int = 1024,
+    calib_samples: int = PTQ_DEFAULTS["calib_samples"],
     qat_epochs: int = 0,
     lr: float = 1e-3,
     batch_size: int = 64,
-    seed: int = 0,
+    seed: int = PTQ_DEFAULTS["seed"],
     recalibrate: bool = True,
     threads: int = 1,
     log: Callable[[str], None] | None = None,

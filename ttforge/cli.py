@@ -212,19 +212,7 @@ def _parse(command: str, argv: list[str], parsed: list) -> int:
     here, 0, their stdout checked as the other commands' is (a closed one is one line,
     exit 2; one that fails, exit 3; a reader gone, 141), where argparse dropped the
     error and exited 0."""
-    try:
-        parser = build_parser(only=command)
-    except ModuleNotFoundError as e:
-        # a train-extra command's options are declared by its module, which imports
-        # PyTorch: without it, --help is the command's description and how to get the
-        # rest (it was the run's "needs torch" refusal, exit 3); any other use still is
-        needed = _extra_needed(command, e)
-        if needed is None or not _asks_help(argv):
-            raise
-        parser = build_parser(only="")
-        sub = _subparser(parser, command)
-        sub.usage = f"ttforge {command} [options]"
-        sub.epilog = f"This command {needed}; its options are shown once it is installed."
+    parser = build_parser(only=command)
     try:
         parsed.extend((parser, *parser.parse_known_args(argv)))
     except SystemExit as e:
@@ -235,12 +223,6 @@ def _parse(command: str, argv: list[str], parsed: list) -> int:
         if 1 in closed_at_start():
             _stdout_closed(None)
     return 0
-
-
-def _asks_help(argv: list[str]) -> bool:
-    """Whether the subcommand's arguments ``argv[1:]`` ask for its help."""
-    words = argv[1:argv.index("--")] if "--" in argv else argv[1:]
-    return any(w in ("-h", "--help") for w in words)
 
 
 def _stdout_closed(args: argparse.Namespace | None) -> int:

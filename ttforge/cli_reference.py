@@ -231,19 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("-o", "--out", default=DEFAULT_PATH, help=f"the page to write or check (default {DEFAULT_PATH}; '-': stdout)")
     ap.add_argument("--check", action="store_true", help="write nothing; exit 1 if the page differs from the parser")
     args = ap.parse_args(argv)
-    try:
-        text = render()
-    except ModuleNotFoundError as e:
-        from ttforge.boundary import EXIT_ENVIRONMENT
-        from ttforge.cli import _extra_needed
-
-        # the reference lists every command's options; the train commands' are declared
-        # by modules that import PyTorch (a traceback in a torch-free install)
-        needed = _extra_needed("train", e)
-        if needed is None:
-            raise
-        print(f"{ap.prog}: error: listing the train commands' options {needed}", file=sys.stderr)
-        return EXIT_ENVIRONMENT
+    text = render()
     if args.out == "-":
         sys.stdout.write(text)
         return 0

@@ -317,12 +317,13 @@ def test_an_output_that_is_a_file_of_the_run_is_refused_before_the_work(run_dir,
     was loaded, so the refusal came after the whole quantization (QAT included)."""
     import shutil
 
-    import ttforge.quant.cli as qcli
+    import ttforge.quant.ptq as ptq
 
     run = tmp_path / "run"
     shutil.copytree(run_dir, run)
     before = (run / "last.pt").read_bytes()
-    monkeypatch.setattr(qcli, "quantize_trained", lambda *a, **k: pytest.fail("quantized first"))
+    # quantize imports it when it runs
+    monkeypatch.setattr(ptq, "quantize_trained", lambda *a, **k: pytest.fail("quantized first"))
     assert main(["quantize", str(run), "-o", str(run / "last.pt"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is the input" in err[0] and (run / "last.pt").read_bytes() == before
