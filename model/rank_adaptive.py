@@ -87,6 +87,7 @@ import torch
 from torch import nn
 
 from ttforge.errors import CheckpointError, ConfigError, ShapeError
+from ttforge.model.defaults import PRIORS
 from ttforge.model.layers import TTLinear
 
 __all__ = [
@@ -98,7 +99,7 @@ __all__ = [
 ]
 
 Prior = Literal["log_uniform", "half_cauchy"]
-_PRIORS = ("log_uniform", "half_cauchy")
+_PRIORS = PRIORS     # one tuple: model.defaults (the CLI lists it without torch)
 _STATE_VERSION = 1
 
 
