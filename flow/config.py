@@ -49,6 +49,7 @@ from typing import Any, Mapping
 
 from ttforge.errors import ConfigError, ShapeError, TTForgeError, show_path
 from ttforge.limits import MAX_BATCH, MAX_EPOCHS, MAX_FREQ_MHZ, MAX_RATE, MAX_SEED, MAX_VECTORS
+from ttforge.quant.defaults import PTQ_DEFAULTS
 
 __all__ = ["FlowConfig", "FlowSection", "QuantSection", "HwSection", "SimSection",
            "DeviceTrainSection", "BitstreamSection", "ShortSection", "SIMULATORS", "BOARDS", "load_config",
@@ -116,13 +117,14 @@ def _default_section(stem: str) -> FlowSection:
 class QuantSection:
     """``[quant]``: the options of ``ttforge quantize`` (see :mod:`ttforge.quant.ptq`)."""
 
-    w_bits: int = 8
-    act_bits: int = 8
-    inter_bits: int = 16
-    acc_bits: int = 32
-    layer_bits: str = ""
-    calibration: str = "mse"
-    calib_samples: int = 1024
+    # the command's own defaults (quant.defaults, torch-free), stated once
+    w_bits: int = PTQ_DEFAULTS["w_bits"]
+    act_bits: int = PTQ_DEFAULTS["act_bits"]
+    inter_bits: int = PTQ_DEFAULTS["inter_bits"]
+    acc_bits: int = PTQ_DEFAULTS["acc_bits"]
+    layer_bits: str = PTQ_DEFAULTS["layer_bits"]
+    calibration: str = PTQ_DEFAULTS["calibration"]
+    calib_samples: int = PTQ_DEFAULTS["calib_samples"]
     qat_epochs: int = 0
     lr: float = 1e-3
     batch_size: int = 64
