@@ -15,7 +15,12 @@ def test_run_writes_both_profiles(tmp_path, capsys):
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     assert set(result["profiles"]) == {"ttforge", "dense"} and result["repeats"] == 3
     for prof in result["profiles"].values():
-        assert prof["us_per_call"] > 0 and prof["ops"] and abs(sum(o["share"] for o in prof["ops"])) <= 1.0001
+        # each share is an operation's median over the repeats against the median total:
+        # at most 1 each (an operation's time is part of its profile's total in every
+        # repeat), but medians do not add up, so their sum may pass 1 under load (1.045
+        # in a CI run beside other work: one repeat's addmm at 6.6 ms)
+        assert prof["us_per_call"] > 0 and prof["ops"]
+        assert all(0 <= o["share"] <= 1 for o in prof["ops"]), prof["ops"]
         assert prof["us_range"][0] <= prof["us_per_call"] <= prof["us_range"][1]
         for op in prof["ops"]:
             assert op["us_range"][0] <= op["us_per_call"] <= op["us_range"][1]
