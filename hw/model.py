@@ -230,13 +230,15 @@ def check_program_config(program: Program, config: AccelConfig, where: str,
     outputs were wrong with nothing raised. ``engine`` names the other config in the
     message, ``fix`` the expression to compile for.
     """
-    if program.config == config:
-        return
+    # the identity, not the dataclass: requant_units=None and =lanes are one engine (the
+    # dataclasses differ, and a refusal listed every field with equal values on both sides)
     have, want = config_identity(program.config), config_identity(config)
-    diff = [k for k in want if have.get(k) != want[k]] or list(want)
+    diff = [k for k in {**have, **want} if have.get(k) != want.get(k)]
+    if not diff:
+        return
     raise ConfigError(f"{where}: the program was compiled for "
                       f"{', '.join(f'{k}={have.get(k)}' for k in diff)} but {engine} has "
-                      f"{', '.join(f'{k}={want[k]}' for k in diff)}; compile it for "
+                      f"{', '.join(f'{k}={want.get(k)}' for k in diff)}; compile it for "
                       f"{engine} (compile_program(net, {fix}))")
 
 

@@ -586,3 +586,15 @@ def test_load_image_write_outside_the_window_is_refused(addr, why):
         msg = str(e.value)
         assert "\n" not in msg and msg.startswith(f"x/load_image.bin: load image write 2 is to address 0x{addr:08X}, ")
         assert why in msg and "regenerate" in msg
+
+
+def test_a_config_equal_in_identity_but_spelled_otherwise_runs_the_program():
+    """``requant_units=None`` (one per lane) and ``requant_units=lanes`` are one engine:
+    the dataclasses differ, the identity does not, and the refusal listed every field
+    with equal values on both sides (review V5)."""
+    net, cfg, p = _one_step_program()
+    assert cfg.requant_units is None
+    spelled = dataclasses.replace(cfg, requant_units=cfg.lanes)
+    assert spelled != cfg
+    x = np.array([[100, -37, 5, 127, -128]])
+    assert np.array_equal(run_program(p, spelled, x)[0], execute(net, x))
