@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import threading
 from typing import TYPE_CHECKING, Iterator
 
@@ -37,6 +38,21 @@ _inside = 0            # runs inside deterministic(), all threads
 _threads = 0           # the thread count they run with
 _saved: tuple[bool, bool, int] | None = None
 _mine = threading.local()   # depth of this thread's own runs (a run inside a run)
+
+
+def _after_fork_in_child() -> None:
+    """A forked child has only the thread that forked: the runs of the parent's other
+    threads never leave there, so they are forgotten (a child's run of another thread
+    count waited for them for good, and one of the same count never gave the settings
+    back); the forking thread's own runs, if any, stay."""
+    global _RUNS, _inside, _threads, _saved
+    _RUNS = threading.Condition()        # another thread may have held the old one's lock
+    _inside = getattr(_mine, "depth", 0)
+    if not _inside:
+        _threads, _saved = 0, None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @contextlib.contextmanager

@@ -85,3 +85,45 @@ def test_concurrent_runs_give_back_the_hosts_settings():
         f.result()
     assert order == [("1 still", 1), ("2 in", 2)]
     assert (torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()) == want
+
+
+def _child_runs_with_two_threads(q):
+    from ttforge.model.seeding import deterministic
+
+    with deterministic(2):
+        q.put(torch.get_num_threads())
+
+
+def test_a_forked_child_forgets_the_runs_of_the_parents_other_threads():
+    """A process forked while another thread trained inherited that run's count: a run of
+    another thread count in the child waited for it for good (multiprocessing forks on
+    Linux); one of the same count never gave the settings back (review V5)."""
+    import multiprocessing as mp
+    import threading
+
+    from ttforge.model.seeding import deterministic
+
+    inside, leave = threading.Event(), threading.Event()
+
+    def background():
+        with deterministic(1):
+            inside.set()
+            leave.wait(60)
+
+    t = threading.Thread(target=background, daemon=True)
+    t.start()
+    assert inside.wait(30)
+    try:
+        ctx = mp.get_context("fork")
+        q = ctx.Queue()
+        p = ctx.Process(target=_child_runs_with_two_threads, args=(q,))
+        p.start()
+        p.join(30)
+        alive = p.is_alive()
+        if alive:
+            p.kill()
+        assert not alive, "the child waited for a run that does not exist in it"
+        assert p.exitcode == 0 and q.get(timeout=5) == 2
+    finally:
+        leave.set()
+        t.join(30)
