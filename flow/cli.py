@@ -19,8 +19,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                 "packages it runs, C/C++ included, and for sim the simulator's release) are unchanged; sim checks that it simulates rtl/'s Verilog and "
                 "load image. "
                 "Examples: 'ttforge flow' (the embedded digits default for the iCEBreaker); "
-                "'ttforge flow examples/mnist-ulx3s.toml --short' (after 'ttforge examples', which writes "
-                "the example configs into ./examples/); 'ttforge flow --force sim'.")
+                "'ttforge flow examples/wide-1024.toml --short' (after 'ttforge examples', which writes "
+                "the example configs into ./examples/; the MNIST ones need [train] data set to your MNIST "
+                "IDX directory); 'ttforge flow --force sim'.")
     p.add_argument("config", metavar="CONFIG", nargs="?",
                    help="a flow config (.toml; 'ttforge examples' writes examples); default: the embedded "
                         "digits-icebreaker config")
@@ -171,7 +172,8 @@ def sweep_cli_spec():
 
 
 def _examples_arguments(p: argparse.ArgumentParser) -> None:
-    p.epilog = ("Then, e.g.: 'ttforge flow examples/mnist-ulx3s.toml --short'; 'ttforge sweep "
+    p.epilog = ("Then, e.g.: 'ttforge flow examples/wide-1024.toml --short' (the mnist-* ones need "
+                "[train] data set to your MNIST IDX directory); 'ttforge sweep "
                 "examples/digits-sweep.toml --jobs 2'. A file already in DIR with the same content is "
                 "kept; one that differs is refused, and nothing is written.")
     p.add_argument("dir", metavar="DIR", nargs="?", default="examples",

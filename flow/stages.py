@@ -188,9 +188,23 @@ def _pct(v: float | None) -> str:
     return "-" if v is None else f"{100 * v:.1f}%"
 
 
+def _require_data(ctx: _Ctx) -> str:
+    """``[train] data`` for a stage that reads it: a missing IDX directory is one line
+    naming the key and the config file it is relative to (the loader's line named only
+    the resolved path, e.g. a packaged MNIST example's developer-checkout layout)."""
+    spec = ctx.cfg.train.data
+    if spec != "digits" and not Path(spec).is_dir():
+        where = f" of {show_path(ctx.cfg.source)}" if ctx.cfg.source is not None else ""
+        raise ConfigError(f"[train] data{where} names {show_path(spec)}, which does not exist: set it to a "
+                          f"directory of MNIST IDX files (a relative path is relative to the config "
+                          f"file) or to 'digits'")
+    return spec
+
+
 def _stage_train(ctx: _Ctx, out: Path) -> tuple[dict, str]:
     from ttforge.model.train import train
 
+    _require_data(ctx)
     res = train(ctx.cfg.train, out, progress=False)
     s = res.summary
     trunc = s.get("truncation")
@@ -396,7 +410,7 @@ def _stage_sim(ctx: _Ctx, out: Path) -> tuple[dict, str]:
     sim = _pick_simulator(s.simulator)
     acfg = AccelConfig.load(ctx.dir("compile") / "config.json")
     net = load_artifact(ctx.dir("quantize") / "model.ttfa")
-    ds = load_dataset(ctx.cfg.train.data)
+    ds = load_dataset(_require_data(ctx))
     n = min(s.vectors, int(ds.x_test.shape[0]))
     X = net.quantize_input(ds.x_test[:n].numpy())
     labels = ds.y_test[:n].numpy()
@@ -451,7 +465,7 @@ def _stage_device_train(ctx: _Ctx, out: Path) -> tuple[dict, str]:
 
     dt = ctx.cfg.device_train
     net = load_artifact(ctx.dir("quantize") / "model.ttfa")
-    _, x, y, xt, yt = load_numpy(ctx.cfg.train.data)
+    _, x, y, xt, yt = load_numpy(_require_data(ctx))
     x, xt = np.asarray(x, dtype=np.float64), np.asarray(xt, dtype=np.float64)
     y, yt = np.asarray(y, dtype=np.int64), np.asarray(yt, dtype=np.int64)
     tcfg = network_train_config(net, master_bits=dt.master_bits or None, rounding=dt.rounding)

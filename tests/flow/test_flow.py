@@ -410,3 +410,17 @@ def test_a_failed_stage_keeps_the_later_stages_that_do_not_read_it(build_copy, m
     # rtl and before are current; the report read the sim that failed
     assert all((build_copy / s / "stage.json").is_file() for s in ("train", "quantize", "compile", "rtl", "sim"))
     assert not (build_copy / "report").exists() and not (build_copy / "report.html").exists()
+
+
+def test_a_missing_data_directory_names_the_key_and_the_config_file(tmp_path, capsys):
+    """A packaged MNIST example run as 'ttforge flow --help' suggested (after 'ttforge
+    examples') named only the resolved path of its developer-checkout data; the line
+    names ``[train] data`` and the file it is relative to (review V5)."""
+    cfg = tmp_path / "examples" / "mine.toml"
+    cfg.parent.mkdir()
+    cfg.write_text('[flow]\nname = "mine"\n[train]\ndata = "../nowhere/mnist"\nepochs = 1\n')
+    assert main(["flow", str(cfg), "--short", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert (f"stage train failed: [train] data of {cfg} names {tmp_path / 'nowhere' / 'mnist'}, which "
+            f"does not exist: set it to a directory of MNIST IDX files") in err
