@@ -52,6 +52,14 @@ def test_license_is_an_spdx_expression_and_the_backend_reads_it():
     assert any(m and int(m[1]) >= 77 for m in floors), cfg["build-system"]["requires"]
 
 
+def test_the_license_text_is_the_one_the_metadata_names():
+    cfg = load_toml(ROOT / "pyproject.toml")
+    text = (ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert cfg["project"]["license"] == "Apache-2.0"
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
+    assert "END OF TERMS AND CONDITIONS" in text
+
+
 def test_the_sdist_holds_what_its_tests_need(tmp_path):
     """The sdist is built from the tracked files and holds every one of tests/ (support
     code and corpora too), docs/, examples/, bench/ and .ci/, and the example configs as
@@ -89,3 +97,6 @@ def test_the_sdist_holds_what_its_tests_need(tmp_path):
     examples = sorted(p.name for p in (ROOT / "examples").glob("*.toml"))
     assert examples and all(f"flow/examples/{n}" in names for n in examples)
     assert not [n for n in names if n.endswith((".pyc", ".pyo")) or "__pycache__" in n]
+    # Apache-2.0 section 4(a): a redistribution carries the licence's text (metadata
+    # alone said Apache-2.0 while no LICENSE file existed to pass on)
+    assert "LICENSE" in names
