@@ -91,6 +91,7 @@ def make_variable(flags: str, name: str, value: str) -> str:
 #: the overlay's, how many blocks hold it]; guarded by the condition
 _HELD: dict[str, list] = {}
 _HELD_CHANGED = threading.Condition()
+_HELD_HERE = threading.local()          # the names this thread's blocks hold (environ_overlay)
 
 
 def host_environ() -> dict[str, str]:
@@ -127,12 +128,21 @@ def environ_overlay(values: Mapping[str, str | None]) -> Iterator[None]:
     host was left with Verilator's ``PATH``, ``VERILATOR_ROOT`` and ``MAKEFLAGS``, and
     without ``PYTEST_CURRENT_TEST``)."""
     values = dict(values)
+    mine = _HELD_HERE.__dict__.setdefault("names", {})    # this thread's holds: name -> count
 
     def free() -> bool:
         return all(name not in _HELD or _HELD[name][1] == v for name, v in values.items())
 
     with _HELD_CHANGED:
+        # a block nested in one of this thread's own that wants another value would wait
+        # for itself: the enclosing block cannot leave while this one waits
+        clash = [n for n, v in values.items() if n in _HELD and _HELD[n][1] != v and mine.get(n)]
+        if clash:
+            raise RuntimeError(f"environ_overlay: {', '.join(clash)} is set to another value by an "
+                               f"enclosing block of this thread; a nested block cannot change it")
         _HELD_CHANGED.wait_for(free)
+        for name in values:
+            mine[name] = mine.get(name, 0) + 1
         for name, value in values.items():
             if name in _HELD:
                 _HELD[name][2] += 1
@@ -144,6 +154,9 @@ def environ_overlay(values: Mapping[str, str | None]) -> Iterator[None]:
     finally:
         with _HELD_CHANGED:
             for name, value in values.items():
+                mine[name] -= 1
+                if not mine[name]:
+                    del mine[name]
                 held = _HELD[name]
                 held[2] -= 1
                 if held[2] == 0:

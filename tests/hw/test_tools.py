@@ -103,3 +103,44 @@ def test_overlays_in_threads_share_equal_values_and_wait_for_other_ones(monkeypa
         order.append("one done")
     t.join(5)
     assert order == ["one done", "two"] and os.environ["TTF_X"] == "host"
+
+
+def test_a_nested_overlay_that_wants_another_value_is_refused_not_a_wait_for_itself():
+    """One thread's block inside its own block, wanting another value of a held name,
+    waited for the enclosing block to leave, which it never could (review V5). A nested
+    block with the same value, and another thread's block with another value (it waits
+    its turn), still work."""
+    import threading
+
+    from ttforge.hw.tools import environ_overlay
+
+    def nested(out):
+        with environ_overlay({"TTF_SELF": "a"}):
+            try:
+                with environ_overlay({"TTF_SELF": "b"}):
+                    pass
+            except RuntimeError as e:
+                out.append(str(e))
+
+    out: list[str] = []
+    t = threading.Thread(target=nested, args=(out,), daemon=True)   # a hang fails, not hangs
+    t.start()
+    t.join(10)
+    assert not t.is_alive(), "the nested block waited for its own enclosing block"
+    assert out and "TTF_SELF is set to another value by an enclosing block" in out[0]
+
+    seen = []
+    with environ_overlay({"TTF_NESTED": "a"}):
+        with environ_overlay({"TTF_NESTED": "a"}):
+            seen.append(os.environ["TTF_NESTED"])
+
+        def other():
+            with environ_overlay({"TTF_NESTED": "b"}):
+                seen.append(os.environ["TTF_NESTED"])
+
+        t = threading.Thread(target=other)
+        t.start()
+        t.join(0.3)
+        assert t.is_alive()        # waits for this thread's block, as documented
+    t.join(10)
+    assert not t.is_alive() and seen == ["a", "b"] and "TTF_NESTED" not in os.environ
