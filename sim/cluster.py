@@ -518,7 +518,8 @@ def connect(spec: ClusterSpec) -> Iterator[Any]:
                     except (OSError, TimeoutError, RuntimeError) as e:
                         main = _unguarded_main()
                         fix = _unguarded_fix(main) if main else "free memory or processes, or lower --jobs"
-                        raise ClusterError(f"--cluster: the local Dask cluster of {spec.workers} workers did "
+                        # (the local cluster comes from --jobs / jobs=, not --cluster)
+                        raise ClusterError(f"the local Dask cluster of {spec.workers} workers (--jobs) did "
                                            f"not start ({type(e).__name__}: {e}); {fix}") from None
             else:
                 # the address checked first: Dask's own errors for a bad one come late

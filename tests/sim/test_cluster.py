@@ -618,6 +618,6 @@ def test_a_script_without_a_main_guard_is_told_to_add_one(tmp_path):
                          cwd=tmp_path)
     assert out.returncode != 0
     last = out.stderr.strip().splitlines()[-1]
-    assert last.startswith("ttforge.errors.ClusterError: --cluster: the local Dask cluster of 1 workers did not "
+    assert last.startswith("ttforge.errors.ClusterError: the local Dask cluster of 1 workers (--jobs) did not "
                            "start") and f"the script {script} starts it outside `if __name__ == \"__main__\":`" in last
     assert out.stderr.count("Traceback") == 1, out.stderr   # the parent's own, not one per worker
