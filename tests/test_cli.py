@@ -196,3 +196,23 @@ def test_a_command_stopped_mid_elaboration_says_one_line(quiet, tmp_path):
         assert out.stderr == "ttforge generate: interrupted\n", out.stderr
     else:
         assert "UnusedElaboratable" in out.stderr
+
+
+@pytest.mark.parametrize("argv", [["inspect", "/nonexistent/a.ttfa"], ["train", "--epochs", "1", "--quiet"]])
+def test_a_removed_working_directory_is_one_line_before_any_work(argv, tmp_path, capsys):
+    """Run from a directory removed meanwhile, train and flow died in oneMKL ("FATAL
+    ERROR", exit 2) and run --sim said "No such file or directory" without a path (review
+    V5); every command now says it in one line, exit 2, before doing anything."""
+    import os
+
+    here, gone = os.getcwd(), tmp_path / "gone"
+    gone.mkdir()
+    os.chdir(gone)
+    try:
+        gone.rmdir()
+        assert main(argv) == 2
+    finally:
+        os.chdir(here)
+    err = capsys.readouterr().err
+    assert err == (f"ttforge {argv[0]}: error: the current directory was removed (relative paths have "
+                   f"nothing to be relative to); change to an existing directory and run again\n")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import re
 import sys
 from typing import Callable, Sequence
@@ -173,6 +174,13 @@ def _missing_extra(command: str, e: ModuleNotFoundError) -> str | None:
     return None if needed is None else f"ttforge {command}: error: {needed}"
 
 
+def _cwd_removed(_args) -> int:
+    from ttforge.errors import ConfigError
+
+    raise ConfigError("the current directory was removed (relative paths have nothing to be "
+                      "relative to); change to an existing directory and run again")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv and argv[0] in SUBCOMMANDS else ""
@@ -192,6 +200,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     run = args._run
+    try:
+        os.getcwd()
+    except FileNotFoundError:   # train/flow died in oneMKL ("FATAL ERROR", exit 2), run --sim unnamed
+        run = _cwd_removed
     if args.command in PRINTS_ONLY and PRINTS_ONLY[args.command](args):
         from ttforge._entry import closed_at_start
 
