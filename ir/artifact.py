@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from ttforge import __version__
-from ttforge.errors import ArtifactError, TTForgeError, show, show_path
+from ttforge.errors import ArtifactError, TTForgeError, file_path, show, show_path
 from ttforge.limits import MAX_ARTIFACT_BYTES, MAX_LAYER_ELEMENTS, read_bounded
 from ttforge.ir.schedule import ContractionSchedule
 from ttforge.ir.arith import ARITHMETIC_SPEC_VERSION, ROUNDING, ROUNDING_ALIASES, value_range
@@ -374,7 +374,7 @@ def load_artifact(path: str | os.PathLike) -> IntNetwork:
     out-of-range values, inconsistent shapes or shifts, layers that do not chain) is
     one line, an :class:`~ttforge.errors.ArtifactError`.
     """
-    given = path   # its trailing '/', if any, is read_bounded's to judge (Path drops it)
+    given = path = file_path(path)   # its trailing '/', if any, is read_bounded's to judge
     path = Path(path)
     if path.is_dir():
         raise ArtifactError(f"{show_path(path)} is a directory; give the artifact file (e.g. model.ttfa)")

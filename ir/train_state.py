@@ -23,7 +23,7 @@ from typing import Any
 
 
 from ttforge import __version__
-from ttforge.errors import ArtifactError, ConfigError, TTForgeError, show, show_path
+from ttforge.errors import ArtifactError, ConfigError, TTForgeError, file_path, show, show_path
 from ttforge.limits import MAX_ARTIFACT_BYTES, MAX_BATCH, MAX_MANIFEST_BYTES, file_kind, read_bounded
 from ttforge.ir.arith import ARITHMETIC_SPEC_VERSION, ROUNDING, shift_range
 from ttforge.ir.artifact import dump_json, meta_text
@@ -257,7 +257,7 @@ def loads_state(data: bytes, source: str = "<bytes>") -> TrainState:
 
 def load_state(path: str | os.PathLike) -> TrainState:
     """Read and verify a training-state file (one-line ArtifactError on any problem)."""
-    given = path   # its trailing '/', if any, is read_bounded's to judge (Path drops it)
+    given = path = file_path(path)   # its trailing '/', if any, is read_bounded's to judge
     path = Path(path)
     if path.is_dir():
         raise ArtifactError(f"{show_path(path)} is a directory; give the state file (e.g. run/state.ttts)")

@@ -42,7 +42,7 @@ import threading
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
-from ttforge.errors import ConfigError, OutputError, show_path
+from ttforge.errors import ConfigError, OutputError, file_path, show_path
 from ttforge.limits import broken_link, file_kind
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_path", "atomic_dir",
@@ -616,6 +616,7 @@ def _fsync_file(path: str | os.PathLike) -> None:
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file and a rename."""
+    path = file_path(path)
     _check_not_dir_name(path)
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -638,7 +639,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     over ``path``; on any exception it is removed and ``path`` is left as it was.
     ``suffix`` keeps the extension a library may insist on (e.g. ``".npy"``).
     """
-    raw = path
+    raw = path = file_path(path)
     path = _through_link(path)
     if _own_temporary(path):
         # a writer given the temporary of an enclosing block (train-int's saves): the

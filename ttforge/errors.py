@@ -40,7 +40,7 @@ __all__ = [
     # bugs
     "NotBitExactError",
     # formatting
-    "one_line", "show", "show_path", "printable", "bytes_escaped",
+    "one_line", "show", "show_path", "printable", "bytes_escaped", "file_path",
 ]
 
 #: Exit statuses of the ``ttforge`` command (docs/cli.md, "Exit codes").
@@ -232,6 +232,18 @@ def show(value: object, limit: int = MAX_VALUE_CHARS) -> str:
     except Exception:  # noqa: BLE001 - a repr that fails is still a value to name
         text = f"<{type(value).__name__}>"
     return _clip(text, limit)
+
+
+def file_path(path, who: str = "path") -> str | os.PathLike:
+    """``path`` as ``str`` or ``os.PathLike``: ``bytes`` decoded as the OS decodes names
+    (``os.fsdecode``), anything else one line naming ``who`` (a ``BytesIO`` given as an
+    output file, or a bytes path, raised pathlib's ``TypeError``)."""
+    if isinstance(path, bytes):
+        return os.fsdecode(path)
+    if isinstance(path, (str, os.PathLike)):
+        return path
+    raise ConfigError(f"{who} must be a file path (str or os.PathLike), got {type(path).__name__}; "
+                      f"for bytes in memory use the dumps_*/loads_* functions (e.g. dumps_artifact)")
 
 
 def show_path(path: str | os.PathLike) -> str:
