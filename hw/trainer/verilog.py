@@ -52,7 +52,7 @@ def generate_train(config, out_dir: str | os.PathLike, *, reset: str = "rst",
     ``train_config.json``, ``train_regmap.json``, ``ttforge_train_regs.h`` and
     ``train_regmap.md`` into ``out_dir``; returns the manifest. ``name`` replaces
     ``ttforge_train`` as the module and the Verilog files' stem
-    (:func:`ttforge.hw.generate.check_module_name`)."""
+    (:func:`ttforge.hw.emit.check_module_name`)."""
     from dataclasses import asdict
 
     from ttforge import __version__
@@ -63,7 +63,7 @@ def generate_train(config, out_dir: str | os.PathLike, *, reset: str = "rst",
         raise ConfigError(f"generate_train needs a TrainEngineConfig, got {type(config).__name__}")
     if reset not in ("rst", "aresetn"):
         raise ConfigError(f"reset={reset!r} must be 'rst' or 'aresetn'")
-    from ttforge.hw.generate import check_module_name
+    from ttforge.hw.emit import check_module_name
 
     name = check_module_name(TRAIN_TOP_NAME if name is None else name, "name")
     out = check_output_dir(out_dir, "out_dir")
