@@ -598,3 +598,7 @@ def test_a_config_equal_in_identity_but_spelled_otherwise_runs_the_program():
     assert spelled != cfg
     x = np.array([[100, -37, 5, 127, -128]])
     assert np.array_equal(run_program(p, spelled, x)[0], execute(net, x))
+    # the sibling: one core bit flipped, on the same spelled config, must disagree
+    cmem = p.cmem.copy()
+    cmem[p.steps[0].c_base] ^= 1 << (cfg.core_bits - 2)
+    assert not np.array_equal(run_program(p.with_words(cmem=cmem), spelled, x)[0], execute(net, x))
