@@ -56,6 +56,7 @@ from ttforge.quant.qat import (
     _choose_exp,
     _tt_view,
     calibrate,
+    check_calibration,
     compile_network,
     quantize_model,
 )
@@ -153,8 +154,7 @@ class LowPrecisionConfig:
             raise ConfigError(f"rounding={self.rounding!r} must be 'stochastic' or 'nearest'")
         if self.lr_schedule not in ("cosine", "constant"):
             raise ConfigError(f"lr_schedule={self.lr_schedule!r} must be 'cosine' or 'constant'")
-        if self.calibration not in ("max", "mse"):
-            raise ConfigError(f"calibration={self.calibration!r} must be 'max' or 'mse'")
+        check_calibration(self.calibration)     # QuantConfig's and calibrate()'s rule
         lr = self.lr
         if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
             raise ConfigError(f"lr={lr!r} must be a positive number (e.g. 0.05)")
