@@ -483,7 +483,11 @@ def _build(board_key: str, out_dir, *, artifact, config_file, lanes, clk_hz: int
                     opts["synth_opts"] = f"{opts.get('synth_opts', '')} -run :map_luts".strip()
                     opts["script_after_synth"] = "\n".join([*ABC_LUT_STEPS, "synth_ecp5 -run map_cells:"])
                 try:
-                    platform.build(top, name=name, build_dir=str(bdir), do_build=True,
+                    # emit_src=False: no `src` attributes naming this install's Python files
+                    # (they reached nextpnr.log and pnr_report.json, so a build's recorded
+                    # digests changed with where ttforge was installed); the bitstream is
+                    # the same with or without them (iCEBreaker digits, seed 1: sha256 equal)
+                    platform.build(top, name=name, build_dir=str(bdir), do_build=True, emit_src=False,
                                    nextpnr_opts=f"--seed {attempt} --report report.json --timing-allow-fail "
                                    + " ".join(dev.placer_args),
                                    **opts)

@@ -315,3 +315,28 @@ def test_the_generated_build_script_runs_from_a_venv_path_with_spaces_quotes_and
     assert run.returncode == 0, run.stderr
     assert (odd / "argv.txt").read_text().splitlines() == [
         "-m", "ttforge.hw.ecp5_bram", f"{seen['name']}.json", "--report", f"{seen['name']}.fold.json"]
+
+
+@pytest.mark.parametrize("board_key", ["ulx3s", "icebreaker"])
+def test_a_board_build_names_no_path_of_this_install(board_key, artifact, tmp_path, monkeypatch):
+    """The design a board build hands the toolchain carries no ``src`` attribute naming
+    ttforge's Python files: they reached ``nextpnr.log`` and ``pnr_report.json`` (and so
+    ``build.json``'s digests of them) as this install's absolute paths."""
+    from amaranth.build.plat import Platform
+
+    import ttforge.firmware.build as fb
+
+    plan_dir = tmp_path / "plan"
+
+    def prepare_only(self, top, name="top", build_dir="build", do_build=True, **kw):
+        self.prepare(top, name, **kw).extract(plan_dir)
+        raise _Stop
+
+    monkeypatch.setattr(fb, "toolchain_env", lambda family: {})
+    monkeypatch.setattr(Platform, "build", prepare_only)
+    with pytest.raises(_Stop):
+        fb.build(board_key, tmp_path / "out", artifact=artifact / "small.ttfa")
+    root = str(Path(fb.__file__).resolve().parent.parent)
+    texts = {f.name: f.read_text(errors="replace") for f in plan_dir.iterdir() if f.is_file()}
+    assert any(f.endswith(".il") for f in texts), sorted(texts)
+    assert [f for f, t in texts.items() if root in t] == []
