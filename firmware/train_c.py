@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ttforge.firmware.cc import load_c_library
-from ttforge.ir.train import TrainState, check_batch, exp2_table
+from ttforge.ir.train import TrainState, check_batch, exp2_table, export_network
 
 __all__ = ["build_library", "train_step_c", "SOURCE"]
 
@@ -69,6 +69,9 @@ def train_step_c(state: TrainState, x: np.ndarray, y: np.ndarray, lib: C.CDLL | 
     lib = lib or build_library()
     x, y = _labels(state, x, y)
     check_batch(state, x.shape[0], fast=False)
+    # the golden step's refusal of a forward shift outside shift_range (the network it
+    # exports): past it the C step's left shift would leave int64
+    export_network(state)
     cfg = state.config
     keep = []  # everything ctypes points into stays alive until the call returns
     table = np.ascontiguousarray(exp2_table(cfg.table_bits, cfg.table_frac_bits), dtype=np.int64)

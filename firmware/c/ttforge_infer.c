@@ -1,16 +1,9 @@
 /* ttforge integer inference (see ttforge_infer.h and docs/arithmetic.md). */
 #include "ttforge_infer.h"
+#include "ttforge_shift.h"
 
 #include <stdlib.h>
 #include <string.h>
-
-static int64_t shl(int64_t a, int n) { return (int64_t)((uint64_t)a << n); }
-
-/* FLOOR_PLUS_HALF shift: (a + 2^(s-1)) >> s for s >= 1, a << -s for s <= 0 */
-static int64_t rshift_round(int64_t a, int s) {
-    if (s <= 0) return shl(a, -s);
-    return (a + ((int64_t)1 << (s - 1))) >> s;
-}
 
 static int64_t saturate(int64_t v, int bits) {
     int64_t hi = ((int64_t)1 << (bits - 1)) - 1, lo = -hi - 1;
@@ -74,7 +67,7 @@ static void step_one(const ttfi_step *s, const int64_t *bias, int32_t n_bias, co
                 for (q = 0; q < Q; q++) {
                     int64_t flat = (int64_t)a * P * Q + (int64_t)p * Q + q, v = acc[q];
                     if (bias && flat < n_bias) v += bias[flat];
-                    oa[(int64_t)p * Q + q] = (int32_t)saturate(rshift_round(v, s->shift), s->out_bits);
+                    oa[(int64_t)p * Q + q] = (int32_t)saturate(ttf_rshift_round(v, s->shift), s->out_bits);
                 }
             }
         } else {                                /* for each q: P sums, inner loop over p */
@@ -84,7 +77,7 @@ static void step_one(const ttfi_step *s, const int64_t *bias, int32_t n_bias, co
                 for (p = 0; p < P; p++) {
                     int64_t flat = (int64_t)a * P * Q + (int64_t)p * Q + q, v = acc[p];
                     if (bias && flat < n_bias) v += bias[flat];
-                    oa[(int64_t)p * Q + q] = (int32_t)saturate(rshift_round(v, s->shift), s->out_bits);
+                    oa[(int64_t)p * Q + q] = (int32_t)saturate(ttf_rshift_round(v, s->shift), s->out_bits);
                 }
             }
         }

@@ -1,5 +1,6 @@
 /* ttforge all-integer training step (see ttforge_train.h and docs/arithmetic.md). */
 #include "ttforge_train.h"
+#include "ttforge_shift.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -12,14 +13,6 @@ uint32_t ttft_xorshift32(uint32_t x) {
     x ^= x >> 17;
     x ^= x << 5;
     return x;
-}
-
-static int64_t shl(int64_t a, int n) { return (int64_t)((uint64_t)a << n); }
-
-/* FLOOR_PLUS_HALF shift: (a + 2^(s-1)) >> s for s >= 1, a << -s for s <= 0 */
-static int64_t rshift_round(int64_t a, int s) {
-    if (s <= 0) return shl(a, -s);
-    return (a + ((int64_t)1 << (s - 1))) >> s;
 }
 
 static int64_t clip(int64_t v, int64_t lo, int64_t hi) { return v < lo ? lo : (v > hi ? hi : v); }
@@ -35,17 +28,17 @@ static int64_t sat_shl(int64_t v, int k, int64_t lim) {
     m = lim >> k;
     if (v > m) return lim;
     if (v < -m) return -lim;
-    return shl(v, k);
+    return ttf_shl(v, k);
 }
 
-/* sat_bits(rshift_round(v, s)); for s < 0 a clamped left shift (as ir.train._shift_sat) */
+/* sat_bits(ttf_rshift_round(v, s)); for s < 0 a clamped left shift (as ir.train._shift_sat) */
 static int64_t shift_sat(int64_t v, int s, int bits, int narrow) {
     int64_t hi = hi_of(bits), lo = narrow ? -hi : -hi - 1;
     if (s < 0) {
         int64_t lim = (int64_t)1 << bits;
         v = sat_shl(v, imin(-s, 40), lim);
     } else {
-        v = rshift_round(v, s);
+        v = ttf_rshift_round(v, s);
     }
     return clip(v, lo, hi);
 }
@@ -75,12 +68,14 @@ static int64_t round_update(ttft_train *t, int64_t v, int s, int bits) {
         int64_t lim = (int64_t)1 << (bits + 1);
         return sat_shl(v, imin(-s, 40), lim);
     }
-    if (s > 32) { v >>= (s - 32); s = 32; }
+    /* floor first; the shift capped at 63 (C leaves 64 and more undefined), where every
+     * int64 gives 0 or -1 as ir.train._round_update's does */
+    if (s > 32) { v >>= imin(s - 32, 63); s = 32; }
     if (t->stochastic) {
         uint64_t mask = (s == 32) ? 0xFFFFFFFFull : (((uint64_t)1 << s) - 1);
         return (v + (int64_t)(w & mask)) >> s;
     }
-    return rshift_round(v, s);
+    return ttf_rshift_round(v, s);
 }
 
 int ttft_step_batch(ttft_train *t, int32_t n_layers, ttft_layer *layers, int32_t B,
@@ -148,7 +143,7 @@ int ttft_step_batch(ttft_train *t, int32_t n_layers, ttft_layer *layers, int32_t
                         if (sb < 0) {
                             v = sat_shl(v, -sb, limit);   /* clip(b << -sb, +-limit), exact */
                         } else {
-                            v = clip(rshift_round(v, sb), -limit, limit);
+                            v = clip(ttf_rshift_round(v, sb), -limit, limit);
                         }
                         bias_al[j] = v;
                     }
@@ -164,7 +159,7 @@ int ttft_step_batch(ttft_train *t, int32_t n_layers, ttft_layer *layers, int32_t
                                 e = (a * st->P + p) * st->Q + q;
                                 if (bias_al && e < L->out_features) acc += bias_al[e];
                                 if (iabs(acc) > maxabs) maxabs = iabs(acc);
-                                o[b * n_out + e] = clip(rshift_round(acc, shift), -hi_of(out_bits) - 1, hi_of(out_bits));
+                                o[b * n_out + e] = clip(ttf_rshift_round(acc, shift), -hi_of(out_bits) - 1, hi_of(out_bits));
                             }
                 free(bias_al);
                 free(cm);
@@ -202,14 +197,14 @@ int ttft_step_batch(ttft_train *t, int32_t n_layers, ttft_layer *layers, int32_t
             for (j = 1; j < C; j++) if (z[j] > m) m = z[j];
             for (j = 0; j < C; j++) {
                 int64_t u = m - z[j], tt;
-                tt = (sh < 0) ? rshift_round(u, -sh) : shl(u, imin(sh, bitlen((uint64_t)cap)));
+                tt = (sh < 0) ? ttf_rshift_round(u, -sh) : ttf_shl(u, imin(sh, bitlen((uint64_t)cap)));
                 if (tt > cap) tt = cap;
                 e[j] = t->table[tt & (((int64_t)1 << F) - 1)] >> (tt >> F);
                 S += e[j];
             }
             R = ((int64_t)1 << (P + G)) / S;
             for (j = 0; j < C; j++) {
-                int64_t p = rshift_round(e[j] * R, P);
+                int64_t p = ttf_rshift_round(e[j] * R, P);
                 logits_g[b * C + j] = p - ((j == y[b]) ? ((int64_t)1 << G) : 0);
             }
         }
