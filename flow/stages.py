@@ -2,14 +2,15 @@
 
 Each stage writes into its own directory of the build directory
 (``build/<name>/<stage>/``) and ends by writing ``stage.json``: the stage's
-*fingerprint* (sha256 of the config sections it reads, the digests of the upstream
-stages' outputs, the ttforge version and the sources of the packages it runs,
-:data:`_CODE`; for the hardware stages also the generator's,
-:func:`ttforge.sim.runner.generator_fingerprint`), the sha256 of every file it wrote, its time
-and a summary. A stage whose fingerprint is unchanged and whose files are intact is
-skipped. A stage runs in a temporary directory that is renamed into place only when
-it completes, so a failed or interrupted stage leaves the previous output (or
-nothing) behind, never half of one.
+*fingerprint* (sha256 of the config sections it reads, the content of the data it reads
+but not its path, the digests of the upstream stages' outputs, the ttforge version and
+the sources of the packages it runs, :data:`_CODE`; for the hardware stages also the
+generator's, :func:`ttforge.sim.runner.generator_fingerprint`), the sha256 of every file it
+wrote, its output digest (of those sha256s; train's of what the later stages read of it,
+without timings, :func:`_train_digest`), its time and a summary. A stage whose
+fingerprint is unchanged and whose files are intact is skipped. A stage runs in a
+temporary directory that is renamed into place only when it completes, so a failed or
+interrupted stage leaves the previous output (or nothing) behind, never half of one.
 
 The stages only call the library: :func:`ttforge.model.train.train`,
 :func:`ttforge.quant.ptq.quantize_trained` and :func:`~ttforge.ir.artifact.save_artifact`,
@@ -82,9 +83,17 @@ def _canonical(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
 
 
+#: Keys of a stage's inputs that its record shows but its fingerprint leaves out: where
+#: the data is (its content is ``inputs["data"]``), so that a project moved whole (config,
+#: data and build) skips what it made; the resolved path had re-run train, quantize and sim.
+_SHOWN_ONLY = ("data_path",)
+
+
 def fingerprint(inputs: dict[str, Any]) -> str:
-    """sha256 of a stage's inputs (plain data) and the ttforge version."""
-    return hashlib.sha256(_canonical({"ttforge": __version__, **inputs})).hexdigest()
+    """sha256 of a stage's inputs (plain data, but for :data:`_SHOWN_ONLY`) and the
+    ttforge version."""
+    kept = {k: v for k, v in inputs.items() if k not in _SHOWN_ONLY}
+    return hashlib.sha256(_canonical({"ttforge": __version__, **kept})).hexdigest()
 
 
 def _hash_tree(root: Path) -> dict[str, str]:
@@ -230,7 +239,9 @@ def _stage_quantize(ctx: _Ctx, out: Path) -> tuple[dict, str]:
     q = ctx.cfg.quant
     trained = load_trained(ctx.dir("train"))
     qcfg = q.quant_config(trained.model_config.n_layers)
-    _, inet, rep = quantize_trained(trained, None, qcfg, calib_samples=q.calib_samples,
+    # the config's data, not the path the checkpoint recorded: a project moved whole keeps
+    # its train stage, whose last.pt names where the data was
+    _, inet, rep = quantize_trained(trained, _require_data(ctx), qcfg, calib_samples=q.calib_samples,
                                     qat_epochs=q.qat_epochs, lr=q.lr, batch_size=q.batch_size,
                                     seed=q.seed)
     final = rep["qat"] or rep["ptq"]
@@ -613,6 +624,70 @@ def _data_digest(spec: str) -> str:
     return hashlib.sha256(_canonical(files)).hexdigest()
 
 
+#: Fields of a training run's files that say how long it took, not what it made (each
+#: epoch's ``time_s``, the run's ``elapsed_s``).
+_TIMING = frozenset({"elapsed_s", "time_s"})
+
+
+def _timeless(obj: Any) -> Any:
+    """``obj`` (a checkpoint payload or ``metrics.json``, nested) as plain data without
+    :data:`_TIMING` fields, a tensor as its dtype, shape and the sha256 of its bytes."""
+    import torch
+
+    if isinstance(obj, dict):
+        return {str(k): _timeless(v) for k, v in obj.items() if k not in _TIMING}
+    if isinstance(obj, (list, tuple)):
+        return [_timeless(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous().reshape(-1)
+        return {"dtype": str(t.dtype), "shape": list(obj.shape),
+                "sha256": hashlib.sha256(t.view(torch.uint8).numpy().tobytes()).hexdigest()}
+    return obj
+
+
+def _placeless(doc: Any) -> Any:
+    """``doc`` with its ``config``'s ``data`` (the resolved data path) left out."""
+    if isinstance(doc, dict) and isinstance(doc.get("config"), dict):
+        return {**doc, "config": {k: v for k, v in doc["config"].items() if k != "data"}}
+    return doc
+
+
+def _read_metrics(path: Path) -> Any:
+    """A training run's ``metrics.json``, parsed."""
+    try:
+        return json.loads(read_bounded(path, "training metrics", _RECORD_BYTES, ConfigError))
+    except ValueError as e:
+        raise ConfigError(f"{show_path(path)} is not JSON ({e})") from None
+
+
+def _train_digest(out: Path, outputs: dict[str, str]) -> str:
+    """The digest of a train stage's output ``out`` (its files' sha256s: ``outputs``) that
+    the later stages' fingerprints take: what they read of it, the checkpoint (weights,
+    configs, the run's state) and ``metrics.json`` (the report's curves), without the time
+    it took (:data:`_TIMING`) or where the data was (:func:`_placeless`; its content is in
+    their own inputs). The sha256 of the files held both: ``flow --force train`` to
+    bit-identical weights, or a retrain of a moved project, redid quantize's PTQ/QAT.
+    ``metrics.png`` no stage reads; any other file counts by its sha256.
+
+    Raises
+    ------
+    CheckpointError, ConfigError
+        A checkpoint or metrics file the stage did not write whole.
+    """
+    from ttforge.model.checkpoint import load_checkpoint
+    from ttforge.model.train_config import CHECKPOINT_NAME, METRICS_NAME, PLOT_NAME
+
+    readers = {CHECKPOINT_NAME: load_checkpoint, METRICS_NAME: _read_metrics}
+    read = {name: _timeless(_placeless(readers[name](out / name))) if name in readers else sha
+            for name, sha in outputs.items() if name != PLOT_NAME}
+    return hashlib.sha256(_canonical(read)).hexdigest()
+
+
+#: How a stage's output digest is made from its directory and its files' sha256s, where it
+#: is not the sha256 of those sha256s.
+_DIGEST: dict[str, Callable[[Path, dict[str, str]], str]] = {"train": _train_digest}
+
+
 def _inputs(ctx: _Ctx, name: str, statuses: dict[str, str],
             digest: Callable[[str], str | None] | None = None) -> dict[str, Any]:
     """What stage ``name`` depends on (hashed into its fingerprint); ``digest`` (default
@@ -621,10 +696,13 @@ def _inputs(ctx: _Ctx, name: str, statuses: dict[str, str],
     d: dict[str, Any] = {"stage": name, "config": {s: ctx.cfg.section(s) for s in _READS[name]}}
     if name == "compile":  # the board sizes the accelerator
         d["config"]["board"] = ctx.cfg.bitstream.board
-    if name in ("train", "sim", "device-train"):  # training data; the test vectors come from it too
+    if name in ("train", "quantize", "sim", "device-train"):
+        # the data they read (quantize calibrates on it, sim takes its test vectors from
+        # it) by content; its path is shown only (_SHOWN_ONLY)
         d["data"] = _data_digest(ctx.cfg.train.data)
-        if name != "train":
-            d["config"]["data"] = ctx.cfg.train.data
+        d["data_path"] = ctx.cfg.train.data
+        if name == "train":
+            d["config"]["train"] = {k: v for k, v in d["config"]["train"].items() if k != "data"}
     if name == "device-train":  # the board clock of the samples/s figure
         d["config"]["clock"] = [ctx.cfg.bitstream.board, ctx.cfg.bitstream.freq_mhz]
     if _CODE[name]:
@@ -675,13 +753,14 @@ def _run_one(ctx: _Ctx, name: str, inputs: dict[str, Any], force: bool) -> Stage
     with atomic_dir(final, owner=_own_stage) as tmp:
         try:
             summary, figure = _RUN[name](ctx, tmp)
+            seconds = time.perf_counter() - t0
+            outputs = _hash_tree(tmp)
+            digest = (_DIGEST[name](tmp, outputs) if name in _DIGEST
+                      else hashlib.sha256(_canonical(outputs)).hexdigest())
         except TTForgeError as e:
             raise FlowError(f"stage {name} failed: {e}", exit_code=e.exit_code) from None
-        seconds = time.perf_counter() - t0
-        outputs = _hash_tree(tmp)
         rec = {"format": _FORMAT, "version": 1, "stage": name, "ttforge": __version__,
-               "fingerprint": fp, "inputs": inputs, "outputs": outputs,
-               "digest": hashlib.sha256(_canonical(outputs)).hexdigest(),
+               "fingerprint": fp, "inputs": inputs, "outputs": outputs, "digest": digest,
                "seconds": round(seconds, 3), "figure": figure, "summary": summary}
         from ttforge.flow.report import json_safe
 
