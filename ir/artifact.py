@@ -47,6 +47,7 @@ __all__ = [
     "save_artifact",
     "load_artifact",
     "meta_text",
+    "source_name",
     "dumps_artifact",
     "loads_artifact",
     "layer_kind",
@@ -148,6 +149,16 @@ def meta_text(meta: dict) -> str:
     from ttforge.errors import MAX_VALUE_CHARS, shown
 
     return ", ".join(f"{shown(k, MAX_VALUE_CHARS)}={shown(v, 2 * MAX_VALUE_CHARS)}" for k, v in meta.items())
+
+
+def source_name(path: str | os.PathLike | bytes) -> str:
+    """What a file's meta records for the file it came from (an artifact's ``source``, a
+    training state's ``from``, a decomposed checkpoint's ``source``): the final component
+    of the resolved path (``run``, ``model.ttfa``), the same however the path was typed
+    (relative, absolute, through a symbolic link) and without the machine's directories,
+    so that the same input gives the same bytes anywhere."""
+    p = Path(os.path.realpath(file_path(path)))   # realpath: a loop of links is no error here
+    return p.name or p.as_posix()   # '/' has no final component
 
 
 def dump_json(obj: Any, indent: str = "") -> str:

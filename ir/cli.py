@@ -19,7 +19,7 @@ from ttforge.errors import ConfigError, UserError, show, show_path, shown
 from ttforge.ir.arith import quantize
 from ttforge.ir.arith import ARITHMETIC_SPEC_VERSION, ROUNDING
 from ttforge.ir.artifact import (ARTIFACT_FORMAT, ARTIFACT_FORMAT_VERSION, dump_json, layer_kind, meta_text,
-                                 load_artifact)
+                                 load_artifact, source_name)
 from ttforge.ir.executor import IntLayer
 from ttforge.ir.onchip import on_chip_bytes
 from ttforge.ir.schedule import OBJECTIVES, ContractionSchedule, schedule_orders
@@ -453,13 +453,24 @@ def _meta_epoch(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 1
 
 
-def _data_spec(data: str) -> str:
-    """``--data`` as a state records it: ``digits``, or the IDX directory as an absolute
-    path (``idx:`` kept), so that a resume from another directory finds it."""
+def _data_spec(data: str, base: str | os.PathLike | None = None) -> str:
+    """``--data`` as a state or a run records it: ``digits``, or the IDX directory as an
+    absolute path (``idx:`` kept; ``~`` expanded, as the loader does), so that a resume or
+    a command run from another directory reads the same files.
+
+    Parameters
+    ----------
+    data : str
+        The data as given.
+    base : path, optional
+        The directory a relative path is relative to (a config file's); default the
+        current directory.
+    """
     if data == "digits":
         return data
     prefix = "idx:" if data.startswith("idx:") else ""
-    return prefix + os.path.abspath(data[len(prefix):])
+    path = os.path.expanduser(data[len(prefix):])
+    return prefix + os.path.abspath(os.path.join(base, path) if base is not None else path)
 
 
 def _resumed_data(state: TrainState, resume: str) -> str:
@@ -555,7 +566,7 @@ def _train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable
         if args.from_artifact:
             state = state_from_artifact(net, x, y, config=_config(args, network_train_config(net)), seed=seed,
                                         lr_shift=lr_shift, calib_samples=calib_samples,
-                                        meta={"from": str(args.from_artifact)},
+                                        meta={"from": source_name(args.from_artifact)},   # same bytes anywhere
                                         what=f"the artifact {show_path(args.from_artifact)}",
                                         labels=np.concatenate([y, yt]),
                                         check=lambda st: check_steps(st, calibrating=True))

@@ -73,7 +73,8 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="epochs of plain training after truncation (default 10)")
     g = p.add_argument_group("run")
     g.add_argument("--config", metavar="FILE", help="a .json or .toml file of TrainConfig fields "
-                   "(data, epochs, ..., a [model] table; may also set out)")
+                   "(data, epochs, ..., a [model] table; may also set out); a relative data "
+                   "directory is relative to the file")
     g.add_argument("--out", metavar="DIR", help="run directory (default runs/<data>-<model>[-ra])")
     g.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     g.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
@@ -113,6 +114,11 @@ def _config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
     file_out = None
     if args.config:
         data = _read_config_file(args.config)
+        if isinstance(data.get("data"), str) and data["data"]:
+            from ttforge.ir.cli import _data_spec
+
+            # as in a flow config: the file's data is where the file says, from any directory
+            data["data"] = _data_spec(data["data"], Path(args.config).parent)
         file_out = data.pop("out", None)
         if file_out is not None and (not isinstance(file_out, str) or not file_out):
             raise ConfigError(f"--config {args.config}: out={file_out!r} must be a directory path "

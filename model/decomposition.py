@@ -11,7 +11,7 @@ from torch import nn
 from ttforge.atomic import check_output_file
 from ttforge.errors import ConfigError, DataError, ShapeError
 from ttforge.model.checkpoint import save_checkpoint
-from ttforge.model.data import load_dataset
+from ttforge.ir.artifact import source_name
 from ttforge.model.layers import TTLinear
 from ttforge.model.network import ModelConfig
 from ttforge.model.progress import _n_params
@@ -48,7 +48,7 @@ def decompose(
     out = check_output_file(out, "-o", example="tt.pt")
     src = load_trained(checkpoint)
     cfg, model = src.config, src.model
-    ds = load_dataset(data or cfg.data)
+    ds = src.dataset(data)   # the checkpoint's data is checked against the digest it records
     if ds.n_features != src.model_config.in_features:
         raise DataError(f"data {ds.name} has {ds.n_features} features but the checkpoint's model takes "
                         f"{src.model_config.in_features}; give the data it was trained on (--data)")
@@ -116,7 +116,10 @@ def decompose(
         "history": src.payload.get("history", []),
         "truncation": None,
         "prior": None,
-        "decomposition": report,
+        # the name of the source, not the path as typed (the report, printed, keeps that):
+        # the same checkpoint decomposed alike gives the same bytes
+        "decomposition": {**report, "source": source_name(checkpoint)},
+        "data": src.payload.get("data"),   # the config's data and its digest: checked as the source's
     }
     save_checkpoint(out, payload)
     return report

@@ -57,10 +57,10 @@ import torch
 from torch import nn
 
 from ttforge.atomic import check_output_dir, check_run_dir, check_run_files, note_input, replace_dir
-from ttforge.errors import CheckpointError, ConfigError, DataError, ShapeError, show
+from ttforge.errors import CheckpointError, ConfigError, DataError, ShapeError, show, show_path
 from ttforge.limits import MAX_EPOCHS
 from ttforge.model.checkpoint import load_checkpoint, save_checkpoint
-from ttforge.model.data import Dataset, load_dataset
+from ttforge.model.data import Dataset, data_digest, load_dataset
 from ttforge.model.layers import TTLinear
 from ttforge.model.network import ModelConfig
 from ttforge.model.seeding import autograd_on, deterministic, empty_model, seeded_generator, seeded_model
@@ -76,6 +76,7 @@ __all__ = [
     "train",
     "evaluate",
     "load_trained",
+    "run_dataset",
     "default_out_dir",
 ]
 
@@ -97,12 +98,28 @@ class TrainResult:
 
 @dataclass
 class Trained:
-    """A network loaded from a checkpoint (in eval mode)."""
+    """A network loaded from a checkpoint (in eval mode); ``path`` is the checkpoint file."""
 
     model: nn.Sequential
     model_config: ModelConfig
     config: TrainConfig
     payload: dict[str, Any]
+    path: Path | None = None
+
+    def dataset(self, data: str | None = None) -> Dataset:
+        """The data set to use the network with: ``data`` when given (the caller's choice,
+        not checked), else the one it was trained on (``config.data``), checked against
+        the digest its checkpoint records (:func:`run_dataset`).
+
+        Raises
+        ------
+        DataError
+            The run's data path holds other data than it was trained on.
+        """
+        if data is not None:
+            return load_dataset(data)
+        return run_dataset(self.config, self.payload, self.path or "the checkpoint",
+                           "give --data DIR to use other data on purpose")
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -123,10 +140,60 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 20
     return loss / x.shape[0], correct / x.shape[0]
 
 
-def _load_data(cfg: TrainConfig) -> tuple[Dataset, ModelConfig]:
+def _recorded_digest(payload: dict[str, Any]) -> str | None:
+    """The data digest a checkpoint records (:func:`~ttforge.model.data.data_digest`);
+    None for one written before runs recorded it."""
+    rec = payload.get("data")
+    digest = rec.get("sha256") if isinstance(rec, dict) else None
+    return digest if isinstance(digest, str) else None
+
+
+def run_dataset(cfg: TrainConfig, payload: dict[str, Any], path: str | os.PathLike, fix: str) -> Dataset:
+    """The data set of a run, ``cfg.data``, checked against the digest its checkpoint
+    records: the one check of ``quantize``, ``diverge``, ``decompose`` and
+    ``train --resume`` that take the data from the run.
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+        The run's config.
+    payload : dict
+        Its checkpoint's payload; one without a digest (written before runs recorded it)
+        is not checked.
+    path : path
+        The checkpoint, as the message names it.
+    fix : str
+        What the user does about other data, the end of the message.
+
+    Raises
+    ------
+    DataError
+        The path holds other data: a relative path read from another directory, or
+        files replaced since the run (they trained on other data, silently).
+    """
     ds = load_dataset(cfg.data)
+    digest = _recorded_digest(payload)
+    if digest is not None and data_digest(ds) != digest:
+        spec = cfg.data[4:] if cfg.data.startswith("idx:") else cfg.data
+        raise DataError(f"data {show_path(spec)} is not the data {show_path(path)} was trained on (its "
+                        f"images or labels differ); {fix}")
+    return ds
+
+
+def _load_data(cfg: TrainConfig, ds: Dataset | None = None) -> tuple[Dataset, ModelConfig]:
+    """The data set (``ds``, or ``cfg.data`` loaded) and the model config that fits it."""
+    ds = load_dataset(cfg.data) if ds is None else ds
     model_cfg = cfg.model.with_features(ds.n_features, ds.n_classes).resolved()
     return ds, model_cfg
+
+
+def _absolute_data(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with its IDX directory absolute (as train-int's states record theirs): a
+    run's data is the same files from whatever directory it is read later."""
+    from ttforge.ir.cli import _data_spec
+
+    spec = _data_spec(cfg.data)
+    return cfg if spec == cfg.data else dataclasses.replace(cfg, data=spec)
 
 
 def _load_weights(model: nn.Module, state_dict: Any) -> None:
@@ -199,7 +266,7 @@ def load_trained(path: str | os.PathLike) -> Trained:
             f"{path}: its weights do not fit its model config ({detail}); the checkpoint is damaged"
         ) from None
     model.eval()
-    return Trained(model, model_cfg, cfg, payload)
+    return Trained(model, model_cfg, cfg, payload, path)
 
 
 # -- training --------------------------------------------------------------------------
@@ -254,6 +321,7 @@ def train(
     """
     if not isinstance(cfg, TrainConfig):
         raise ConfigError("train() needs a TrainConfig")
+    cfg = _absolute_data(cfg)   # what the checkpoint records: read later from anywhere
     out_dir = Path(out_dir)
     ckpt_path = out_dir / CHECKPOINT_NAME
     if out_dir.exists() and not out_dir.is_dir():
@@ -284,7 +352,11 @@ def train(
     # checkpoint): a FIFO or a directory at one of its names failed only after an epoch
     check_run_files(out_dir, _RUN_FILES, "--out")
 
-    ds, model_cfg = _load_data(cfg)
+    # a resume trains on the run's data: other files at its path are refused
+    ds, model_cfg = _load_data(cfg, None if payload is None else run_dataset(
+        cfg, payload, ckpt_path, "put the run's data back there (--resume continues a run on the data "
+                                 "it was trained on)"))
+    digest = data_digest(ds)
     n_train = ds.x_train.shape[0]
     steps_per_epoch = math.ceil(n_train / cfg.batch_size)
     model, gen = seeded_model(model_cfg, cfg.seed)
@@ -340,7 +412,7 @@ def train(
             "prior": prior.state_dict() if prior is not None else None,
             "rng": {"torch": gen.get_state()},   # the initialising generator's
             "elapsed_s": elapsed_before + time.perf_counter() - t_start,
-            "data": {"name": ds.name, "n_train": n_train, "n_test": int(ds.x_test.shape[0])},
+            "data": {"name": ds.name, "n_train": n_train, "n_test": int(ds.x_test.shape[0]), "sha256": digest},
         }
         save_checkpoint(ckpt_path, state)
         _write_metrics(out_dir, cfg, model_cfg, history, truncation, None)

@@ -153,7 +153,12 @@ def default_out_dir(cfg: TrainConfig) -> Path:
 
 
 def _compare_for_resume(given: TrainConfig, stored: TrainConfig, truncated: bool, path: Path) -> None:
+    from ttforge.ir.cli import _data_spec
+
     a, b = given.to_dict(), stored.to_dict()
+    # one directory however it is written: a run written before runs recorded it absolute
+    # keeps the path as typed, read (as then) from the current directory
+    a["data"], b["data"] = _data_spec(a["data"]), _data_spec(b["data"])
     for key in a:
         if key == "epochs" and not truncated and a[key] >= b[key]:
             continue  # a run may be extended

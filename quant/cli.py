@@ -7,10 +7,11 @@ the one-line help of every subcommand.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from ttforge.model.data import Dataset
     from ttforge.quant.qat import QuantNetwork
 
 __all__ = ["quantize_cli_spec", "diverge_cli_spec", "export_qonnx_cli_spec", "PTQ_DEFAULTS"]
@@ -88,7 +90,7 @@ def _check_out(path: str, flag: str) -> Path:
 def _run_quantize(args: argparse.Namespace) -> int:
     from ttforge.atomic import check_not_input
     from ttforge.model.train import load_trained
-    from ttforge.ir.artifact import save_artifact
+    from ttforge.ir.artifact import save_artifact, source_name
     from ttforge.quant.ptq import (QUANTIZE_INT_RANGES, _linear_layers, check_accumulators, is_positive_number,
                                    make_config, parse_layer_bits, quantize_trained)
 
@@ -121,7 +123,7 @@ def _run_quantize(args: argparse.Namespace) -> int:
         log=log)
     final = report["qat"] or report["ptq"]
     meta = {
-        "source": str(src),
+        "source": source_name(src),   # not the path as typed: the same run gives the same bytes
         "data": args.data or trained.config.data,
         "method": "qat" if report["qat"] else "ptq",
         "calibration": args.calibration,
@@ -149,6 +151,7 @@ def _run_quantize(args: argparse.Namespace) -> int:
             "truncation": None,
             "prior": None,
             "quantization": {k: v for k, v in report.items() if k != "layers"},
+            "data": trained.payload.get("data"),   # the config's data and its digest, checked as the run's
         }
         report["checkpoint"] = str(ckpt_out)
     # rendered before anything is written: what prints the report cannot fail after the
@@ -274,7 +277,9 @@ def _diverge_ptq(args: argparse.Namespace, artifact: bool) -> None:
                               f"drop it (the artifact's widths and exponents are used)")
 
 
-def _inputs(args: argparse.Namespace, data_spec: str | None, n_features: int) -> tuple[torch.Tensor | np.ndarray, str]:
+def _inputs(args: argparse.Namespace, dataset: Callable[[], Dataset] | None,
+            n_features: int) -> tuple[torch.Tensor | np.ndarray, str]:
+    """The samples to compare: ``--input``, else ``dataset()``'s split (None: no data)."""
     if args.input:
         from ttforge.limits import read_array
 
@@ -286,11 +291,9 @@ def _inputs(args: argparse.Namespace, data_spec: str | None, n_features: int) ->
         # as read: find_divergence converts a chunk at a time (float64 of a whole 256 MiB
         # uint8 file would be 2 GiB)
         return x, f"{path} ({x.shape[0]} samples)"
-    if not data_spec:
+    if dataset is None:
         raise ConfigError("no data: give --data digits|DIR or --input X.npy")
-    from ttforge.model.data import load_dataset
-
-    ds = load_dataset(data_spec)
+    ds = dataset()
     if ds.n_features != n_features:
         raise DataError(f"data {ds.name} has {ds.n_features} features but the network takes {n_features}; "
                         f"give the matching --data")
@@ -305,6 +308,7 @@ def _run_diverge(args: argparse.Namespace) -> int:
     from torch import nn
 
     from ttforge.ir.artifact import load_artifact
+    from ttforge.model.data import load_dataset
     from ttforge.model.layers import TTLinear
     from ttforge.quant.diverge import check_sample_values, find_divergence, float_model_of, quant_network_for
     from ttforge.quant.ptq import (calibration_samples, make_config, parse_layer_bits, ptq,
@@ -328,12 +332,15 @@ def _run_diverge(args: argparse.Namespace) -> int:
         check_sample_values(inet)   # before the stages are built or run
         qnet = quant_network_for(float_model_of(inet), inet)
         data_spec = args.data or inet.meta.get("data")
+        dataset = (lambda: load_dataset(data_spec)) if data_spec else None
         stages = f"artifact {src} (float stage: its dequantized weights)"
     else:
         from ttforge.model.train import load_trained
 
         trained = load_trained(src)
-        data_spec = args.data or trained.config.data
+        # loaded once, when needed (not for --input with an artifact); the run's data is
+        # checked against the digest the run records
+        dataset = functools.cache(lambda: trained.dataset(args.data))
         if args.artifact:
             apath = Path(args.artifact)
             if not apath.is_file():
@@ -351,15 +358,12 @@ def _run_diverge(args: argparse.Namespace) -> int:
             n_layers = sum(isinstance(m, (TTLinear, nn.Linear)) for m in trained.model.children())
             cfg = make_config(n_layers, args.w_bits, args.act_bits, args.inter_bits, args.acc_bits,
                               parse_layer_bits(args.layer_bits), args.calibration)
-            from ttforge.model.data import load_dataset
-
-            qnet = ptq(trained.model, calibration_samples(load_dataset(data_spec), args.calib_samples, args.seed),
-                       cfg)
+            qnet = ptq(trained.model, calibration_samples(dataset(), args.calib_samples, args.seed), cfg)
             from ttforge.quant.qat import compile_network
 
             inet = compile_network(qnet)
             stages = f"checkpoint {src}, PTQ in memory (w{args.w_bits}/a{args.act_bits}/i{args.inter_bits})"
-    x, what = _inputs(args, data_spec, inet.in_features)
+    x, what = _inputs(args, dataset, inet.in_features)
     report = find_divergence(qnet, inet, x, args.tolerance_lsb)
     if args.json:
         print(json.dumps({"source": str(src), "artifact": args.artifact, "inputs": what, "notes": notes,

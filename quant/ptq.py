@@ -45,6 +45,7 @@ from ttforge.errors import NotBitExactError  # noqa: F401 - defined in ttforge.e
 from ttforge.limits import MAX_BATCH, MAX_EPOCHS, MAX_RATE, MAX_SEED, MAX_THREADS
 from ttforge.model.data import Dataset, load_dataset
 from ttforge.model.layers import TTLinear
+from ttforge.model.train import Trained
 from ttforge.model.tt import check_finite_layers
 from ttforge.model.seeding import autograd_on, deterministic, seeded_generator
 from ttforge.ir.arith import BIT_RANGES, MAX_ACC_BITS, acc_bits_needed
@@ -290,11 +291,11 @@ def _resolve(trained: Any, data: Dataset | str | None) -> tuple[nn.Module, Datas
         raise ConfigError(f"quantize_trained needs a Trained (load_trained) or an nn.Module, "
                           f"got {type(trained).__name__}")
     if data is None:
-        cfg = getattr(trained, "config", None)
-        if cfg is None:
+        if not isinstance(trained, Trained):
             raise ConfigError("give data= (a Dataset or 'digits' / an IDX directory) for a bare model")
-        data = cfg.data
-    ds = load_dataset(data) if isinstance(data, str) else data
+        ds = trained.dataset()   # the run's data, checked against the digest it records
+    else:
+        ds = load_dataset(data) if isinstance(data, str) else data
     if not isinstance(ds, Dataset):
         raise ConfigError(f"data must be a Dataset or a data spec string, got {type(data).__name__}")
     layers = _linear_layers(model)
@@ -325,7 +326,7 @@ def quantize_trained(
     trained : Trained or nn.Sequential
         What :func:`~ttforge.model.train.load_trained` returns, or a float network.
     data : Dataset or str, optional
-        Defaults to the data of the training run.
+        Defaults to the data of the training run (checked: :meth:`~ttforge.model.train.Trained.dataset`).
     config : QuantConfig
         Widths (per layer overrides = mixed precision) and the calibration method.
     calib_samples : int
