@@ -19,19 +19,19 @@ import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Iterable
+from typing import ClassVar, Iterable, Sequence
 
 import numpy as np
 from amaranth.hdl import Module, Shape
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from ttforge.errors import NativeError
+from ttforge.errors import ConfigError, NativeError
 from ttforge.hw.trainer.engine import HostSel, TrainEngine, TrainError
 from ttforge.hw.trainer.host import check_stream_batch, signed_word
 from ttforge.hw.trainer.program import (TrainEngineConfig, TrainProgram, compile_training, next_exponents,
                                         state_from_memories)
-from ttforge.ir.train import TrainState
+from ttforge.ir.train import TrainState, _labels, check_next_state
 from ttforge.sim.native import VerilatedBuild
 
 __all__ = ["TrainEngineFlat", "train_verilog", "build_train_native", "TrainSession", "train_native",
@@ -233,24 +233,47 @@ class TrainSession:
         return dict(zip(keys, map(int, ans[1:])))
 
 
+def _check_batch_size(k: int, batch: int, first: int) -> None:
+    """One line (:class:`ConfigError`) if batch ``k`` (from 0) has not the first batch's
+    ``first`` samples: the engine's BATCH is loaded with the first program, and a batch of
+    another size left the harness waiting for samples (or the host for its answer) for good."""
+    if batch != first:
+        raise ConfigError(f"batch {k} has {batch} samples but batch 0 has {first}; train_native runs every "
+                          f"batch at the first one's size (the engine's BATCH is loaded once): give batches "
+                          f"of one size, or one train_native call per size")
+
+
 def train_native(build: NativeTrainBuild, state: TrainState, batches: Iterable[tuple[np.ndarray, np.ndarray]],
                  on_step=None) -> tuple[TrainState, list[dict]]:
-    """Train ``state`` on ``batches`` in the RTL (all of one size); the host reads MAXACC
-    after every step and rewrites the shifts. Returns the state read back at the end
-    (masters, biases, generator; exponents and counters kept by the host) and one record
-    per step (``cycles``)."""
+    """Train ``state`` on ``batches`` in the RTL (all of one size: a batch of another size
+    is one :class:`ConfigError` before any of it is sent, and before the harness starts
+    when ``batches`` is a sequence); the host reads MAXACC after every step and rewrites
+    the shifts, refusing a step whose exponents no next step can run as the golden step
+    does (:func:`ttforge.ir.train.check_next_state`). Returns the state read back at the
+    end (masters, biases, generator; exponents and counters kept by the host) and one
+    record per step (``cycles``)."""
+    if isinstance(batches, Sequence):    # sizes known now: refused before any step runs
+        sizes = [len(_labels(state, x, y)[1]) for x, y in batches]
+        for k, n in enumerate(sizes):
+            _check_batch_size(k, n, sizes[0])
     records = []
     program = None
+    first = None
     with TrainSession(build) as s:
-        for x, y in batches:
+        for k, (x, y) in enumerate(batches):
+            x, y = _labels(state, x, y)     # the golden step's shape check: a short row left the harness waiting
+            first = len(y) if first is None else first
+            _check_batch_size(k, len(y), first)
             if program is None:
                 program = compile_training(state, len(y), build.config)
                 s.load(program)
             cycles = s.step(x, y)
             mx = s.maxacc(len(program.ops))
-            state = next_exponents(state, program, mx)
-            state = state.replace(step=state.step + 1, words=state.words + (
-                state.n_stored() if state.config.rounding == "stochastic" else 0))
+            new = next_exponents(state, program, mx)
+            new = new.replace(step=new.step + 1, words=new.words + (
+                new.n_stored() if new.config.rounding == "stochastic" else 0))
+            check_next_state(state, new)   # the golden step's line (layer, step, fix), before the next step
+            state = new
             records.append({"cycles": cycles})
             if on_step is not None:
                 on_step(len(records), state)

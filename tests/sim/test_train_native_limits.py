@@ -94,3 +94,92 @@ def test_classes_the_stream_cannot_carry_are_refused_before_any_step(build):
                                           r"signed 3-bit stream elements \(act_bits=3, labels up to 3\); train the "
                                           r"state with act_bits >= 4 \(ttforge train-int --act-bits 4\)$"):
         train_native(build, state, batches)
+
+
+def _bounded(monkeypatch, call, timeout=120):
+    """``call()`` in a thread: ``(its outcome, the sessions it started)``, or a failure,
+    never a hang, after ``timeout`` seconds (the harnesses it started are then killed)."""
+    import threading
+
+    sessions, out = [], {}
+    real_init = TrainSession.__init__
+
+    def init(self, *args, **kw):
+        real_init(self, *args, **kw)
+        sessions.append(self)
+
+    def run():
+        try:
+            out["value"] = call()
+        except BaseException as e:   # noqa: BLE001 - handed to the test
+            out["error"] = e
+
+    monkeypatch.setattr(TrainSession, "__init__", init)
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        for s in sessions:
+            s.proc.kill()
+        t.join(30)
+        pytest.fail(f"train_native did not return within {timeout} s: the harness and the host waited on each other")
+    return out, sessions
+
+
+def _sized(sizes):
+    """Batches of ``sizes`` samples for the state of :func:`_case`."""
+    state, batches = _case(steps=1)
+    rng = np.random.default_rng(5)
+    return state, [(rng.integers(0, 4, size=(n, 8)), rng.integers(0, 4, size=n)) for n in sizes]
+
+
+@pytest.mark.parametrize("sizes", [(4, 2), (4, 8), (4, 4, 3)])
+def test_a_batch_of_another_size_is_refused_before_the_harness_starts(build, monkeypatch, sizes):
+    # the engine's BATCH is loaded with the first program: 4 then 2 left the harness waiting
+    # for samples and the host for its answer, for good
+    state, batches = _sized(sizes)
+    out, sessions = _bounded(monkeypatch, lambda: train_native(build, state, batches))
+    e = out.get("error")
+    assert isinstance(e, ConfigError), out
+    k = len(sizes) - 1
+    assert str(e) == (f"batch {k} has {sizes[-1]} samples but batch 0 has 4; train_native runs every batch at the "
+                      f"first one's size (the engine's BATCH is loaded once): give batches of one size, or one "
+                      f"train_native call per size")
+    assert sessions == []          # a list: refused before any step
+
+
+def test_a_batch_of_another_size_from_a_generator_is_refused_before_it_is_sent(build, monkeypatch):
+    state, batches = _sized((4, 4, 2, 4))
+    out, sessions = _bounded(monkeypatch, lambda: train_native(build, state, iter(batches)))
+    assert isinstance(out.get("error"), ConfigError), out
+    assert str(out["error"]).startswith("batch 2 has 2 samples but batch 0 has 4; ")
+    assert len(sessions) == 1 and sessions[0].proc.poll() is not None    # two steps ran; the harness ended
+
+
+@pytest.fixture(scope="module")
+def jumping():
+    """The shared jumping run at grad_bits 16 (its accumulators fit the engine's 48 bits)
+    and the engine fitted to it."""
+    from ttforge.hw.trainer.program import fit_engine
+
+    from tests.support.train_cases import jumping_run
+
+    state, batches = jumping_run(grad_bits=16)
+    return state, batches, build_train_native(fit_engine(state, 1))
+
+
+def test_a_step_no_next_step_can_run_is_refused_in_the_golden_steps_line(jumping):
+    # it said "step 0 shifts by -17 (left 17); ... change the exponents": no layer, no step
+    from tests.support.train_cases import JUMPING_STEP
+
+    state, batches, build = jumping
+    want = state
+    with pytest.raises(ConfigError) as golden:
+        for x, y in batches:
+            want = train_step(want, x, y)
+    seen = []
+    with pytest.raises(ConfigError) as e:
+        train_native(build, state, batches, on_step=lambda n, s: seen.append(n))
+    assert str(e.value) == str(golden.value)
+    assert str(e.value).startswith(f"training step {JUMPING_STEP} (epoch 1) would leave layer 1 step 0 shifting by -17")
+    assert seen == list(range(1, JUMPING_STEP))     # refused before its state reached the caller
