@@ -28,7 +28,8 @@ import numpy as np
 
 from ttforge.errors import ConfigError, ShapeError
 from ttforge.ir.arith import int_range
-from ttforge.ir.train import TrainConfig, TrainState, engine_labels_problem, export_network, widths
+from ttforge.ir.train import (TrainConfig, TrainState, engine_labels_problem, export_network,
+                              update_shift_bounds, widths)
 
 __all__ = [
     "Op", "TrainOp", "TrainEngineConfig", "TrainProgram", "RegionMap", "compile_training",
@@ -365,10 +366,18 @@ def _check_fits(state: TrainState, batch: int, cfg: TrainEngineConfig, reg: Regi
         if want > have:
             raise ConfigError(f"this network at batch {batch} needs {name} >= {want} (the engine has "
                               f"{have}); generate the engine with a larger {name} or use a smaller batch")
-    widest = max(w["bits"] for w in widths(state, batch))
-    if widest > cfg.acc_bits:
-        raise ConfigError(f"a batch of {batch} needs {widest}-bit accumulators but the engine has "
-                          f"acc_bits={cfg.acc_bits}; use a smaller batch or narrower widths")
+    if state.config.acc_bits > cfg.acc_bits:   # the forward sums (bias included) reach it at any batch
+        raise ConfigError(f"the state's acc_bits={state.config.acc_bits} exceeds the engine's acc_bits="
+                          f"{cfg.acc_bits} (its forward accumulators are that wide at any batch); generate the "
+                          f"engine with acc_bits >= {state.config.acc_bits} or train the state with acc_bits "
+                          f"<= {cfg.acc_bits}")
+    w = max(widths(state, batch), key=lambda w: w["bits"])
+    if w["bits"] > cfg.acc_bits:
+        # only a gradient's sum runs over the batch; a backward one over the core's P
+        fix = ("use a smaller batch or narrower grad_bits/act_bits/inter_bits" if w["phase"] == "gradient" else
+               "use narrower w_bits/grad_bits or smaller ranks")
+        raise ConfigError(f"a batch of {batch} needs {w['bits']}-bit accumulators ({w['phase']} of layer "
+                          f"{w['layer']} step {w['step']}) but the engine has acc_bits={cfg.acc_bits}; {fix}")
     tc, ec = state.config, cfg.train
     for name in ("w_bits", "master_bits", "act_bits", "inter_bits", "grad_bits", "prob_bits",
                  "table_bits", "table_frac_bits", "bias_bits"):
@@ -376,6 +385,28 @@ def _check_fits(state: TrainState, batch: int, cfg: TrainEngineConfig, reg: Regi
             raise ConfigError(f"the state has {name}={getattr(tc, name)} but the engine was generated "
                               f"with {getattr(ec, name)}; generate it from the state's TrainConfig")
     check_labels_fit(state)
+
+
+def _shift8(value: int, what: str, made_of: str, fix: str, field: str = "SHIFT") -> int:
+    """``value`` for a signed 8-bit shift field of the descriptor, or one line naming the
+    operation (``what``), the state's fields the shift is made of and the fix."""
+    lo, hi = _SIGNED8
+    if not lo <= value <= hi:
+        raise ConfigError(f"the {what} shifts by {value} ({made_of}), outside the descriptor's signed 8-bit "
+                          f"{field} field {lo}..{hi}; {fix}")
+    return int(value)
+
+
+def _lr_fix(state: TrainState) -> str:
+    """The fix of an update shift outside the 8-bit field: the ``lr_shift`` values that
+    bring every update's shift in (each moves with it one for one), or training on the host."""
+    lo, hi = _SIGNED8
+    base = [s - state.lr_shift for _, s, _ in update_shift_bounds(state, 1)]
+    first, last = max(0, lo - min(base)), min(62, hi - max(base))
+    if first <= last:
+        return f"use lr_shift in {first}..{last} (the state has {state.lr_shift}; ttforge train-int --lr-shift)"
+    return (f"no lr_shift in 0..62 brings every update in: the state's exponents (in_exp={state.in_exp}) are "
+            f"beyond the engine's reach; train it on the host (ttforge train-int)")
 
 
 def _span(base: int, n, strides) -> tuple[int, int]:
@@ -446,7 +477,12 @@ def compile_training(state: TrainState, batch: int, config: TrainEngineConfig) -
             if last and L.bias is not None:
                 prev = L.step_exps[-2] if L.d > 1 else state.layer_in_exp(i)
                 e_acc = IL.core_exps[st.core] + prev
-                kw = dict(BIAS=1, B_BASE=reg.bmem[i], BIAS_SHIFT=e_acc - L.bias_exp,
+                bias_shift = _shift8(
+                    e_acc - L.bias_exp, f"bias alignment of layer {i}",
+                    f"its accumulator exponent {e_acc} - bias_exp {L.bias_exp}",
+                    f"layer {i}'s bias_exp must lie in {e_acc - _SIGNED8[1]}..{e_acc - _SIGNED8[0]} (move the bias "
+                    f"with it) or train the state on the host (ttforge train-int)", "BIAS_SHIFT")
+                kw = dict(BIAS=1, B_BASE=reg.bmem[i], BIAS_SHIFT=bias_shift,
                           BIAS_LIMIT=max(_bias_limit(tc, L), 0))
             maxacc[len(ops)] = ("step", i, t)
             ops.append(TrainOp(
@@ -464,8 +500,13 @@ def compile_training(state: TrainState, batch: int, config: TrainEngineConfig) -
     last_layer = state.layers[-1]
     g_cur, g_nxt = reg.grad
     e_z = net.layers[-1].out_exp
+    F = tc.table_frac_bits
+    loss_shift = _shift8(
+        e_z + F, "loss", f"the logit exponent {e_z} + table_frac_bits {F}",
+        f"layer {n - 1}'s output exponent (step_exps[{last_layer.d - 1}]) must lie in {_SIGNED8[0] - F}.."
+        f"{_SIGNED8[1] - F}: calibrate the state with an in_exp that suits its inputs (in_exp={state.in_exp})")
     ops.append(TrainOp(OP=Op.LOSS, N=(state.n_classes, 1, 1, 1), U_BASE=reg.act[n][0], O_BASE=g_cur,
-                       SHIFT=e_z + tc.table_frac_bits, label="loss"))
+                       SHIFT=loss_shift, label="loss"))
     zfill(1, g_cur + state.n_classes * bw, g_cur + last_layer.schedule.shape.out_size * bw,
           "pad the logit gradient")
     # -- backward, gradients, updates -----------------------------------------------
@@ -473,7 +514,11 @@ def compile_training(state: TrainState, batch: int, config: TrainEngineConfig) -
     for i in range(n - 1, -1, -1):
         L, IL = state.layers[i], net.layers[i]
         if L.bias is not None:
-            ops.append(TrainOp(OP=Op.WGRAD, ONES=1, DST=1, SHIFT=L.bias_exp + state.lr_shift - e_g,
+            s_b = L.bias_exp + state.lr_shift - e_g
+            s_b = _shift8(s_b, f"bias update of layer {i}",
+                          f"bias_exp {L.bias_exp} + lr_shift {state.lr_shift} - gradient exponent {e_g}",
+                          _lr_fix(state))
+            ops.append(TrainOp(OP=Op.WGRAD, ONES=1, DST=1, SHIFT=s_b,
                                N=(1, L.out_features, 1, bw), U_BASE=g_cur, U_S=(0, bw, 0, 1),
                                O_BASE=reg.bmem[i], O_S=(0, 1, 0), label=f"bias gradient layer {i}"))
         for t in range(L.d - 1, -1, -1):
@@ -490,8 +535,13 @@ def compile_training(state: TrainState, batch: int, config: TrainEngineConfig) -
                 if t == 0:   # the gradient of the previous layer's output: its ReLU mask
                     kw = dict(MASK=1, M_BASE=reg.act[i][0])
                 maxacc[len(ops)] = ("grad", i, t)
+                s_g = _shift8(
+                    e_next - e_acc, f"input gradient of layer {i} step {t}",
+                    f"grad_exps[{t}] {e_next} - its accumulator exponent {e_acc}",
+                    f"layer {i}'s grad_exps[{t}] must lie in {e_acc + _SIGNED8[0]}..{e_acc + _SIGNED8[1]}: "
+                    f"calibrate the state again (calibration fits it to a batch's gradients)")
                 ops.append(TrainOp(
-                    OP=Op.CONTRACT, SRC=1, DST=1, SAT_BITS=tc.grad_bits, SHIFT=e_next - e_acc,
+                    OP=Op.CONTRACT, SRC=1, DST=1, SAT_BITS=tc.grad_bits, SHIFT=s_g,
                     N=(st.A, st.K, QW, st.P), U_BASE=g_cur, U_S=(st.P * QW, 0, 1, QW),
                     V_BASE=c_base, V_S=(0, 1, 0, st.K), O_BASE=g_nxt, O_S=(st.K * QW, QW, 1),
                     OUT_VALID=in_elems * bw, label=f"input gradient layer {i} step {t}", **kw))
@@ -499,8 +549,12 @@ def compile_training(state: TrainState, batch: int, config: TrainEngineConfig) -
                     prev_out = state.layers[i - 1].schedule.shape.out_size
                     zfill(1, g_nxt + in_elems * bw, g_nxt + prev_out * bw,
                           f"pad the output gradient of layer {i - 1}")
+            s_w = L.master_exps[st.core] + state.lr_shift - (e_g + e_x)
+            s_w = _shift8(s_w, f"update of layer {i} core {st.core}",
+                          f"master_exps[{st.core}] {L.master_exps[st.core]} + lr_shift {state.lr_shift} - "
+                          f"(gradient exponent {e_g} + input exponent {e_x})", _lr_fix(state))
             ops.append(TrainOp(
-                OP=Op.WGRAD, DST=0, SHIFT=L.master_exps[st.core] + state.lr_shift - (e_g + e_x),
+                OP=Op.WGRAD, DST=0, SHIFT=s_w,
                 N=(st.P, st.K, st.A, QW), U_BASE=g_cur, U_S=(QW, 0, st.P * QW, 1),
                 V_BASE=reg.act[i][t], V_S=(0, QW, st.K * QW, 1), O_BASE=c_base, O_S=(st.K, 1, 0),
                 label=f"core gradient layer {i} core {st.core}"))

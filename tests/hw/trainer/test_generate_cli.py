@@ -91,3 +91,26 @@ def test_generate_train_takes_a_module_name(state_file, tmp_path, capsys):
     assert main(["generate", "--train", str(path), "--name", "x-y", "-o", str(tmp_path / "o2")]) == 2
     assert "--name 'x-y': give a Verilog module name" in capsys.readouterr().err
     assert not (tmp_path / "o2").exists()
+
+
+def test_generate_train_on_a_state_whose_shift_the_descriptor_cannot_hold_names_the_fix(tmp_path, capsys):
+    # prob_bits 24, lr_shift 62, in_exp -50: the golden trainer runs it, the engine's update
+    # shift of 129 does not fit; it said "descriptor field SHIFT=129 is outside -128..127"
+    import numpy as np
+
+    from ttforge.ir.random import train_layer_shapes
+    from ttforge.ir.train import TrainConfig, calibrate_state, init_state, train_step
+
+    rng = np.random.default_rng(0)
+    state = init_state(train_layer_shapes(rng, 1, 1, 1, 16, 8, 4), TrainConfig(prob_bits=24), seed=0, lr_shift=62,
+                       in_exp=-50)
+    x, y = rng.integers(-128, 128, size=(4, state.in_features)), rng.integers(0, 4, size=4)
+    state = calibrate_state(state, x, y, fast=False)
+    train_step(state, x, y)
+    save_state(state, tmp_path / "s.ttts")
+    out = tmp_path / "o"
+    rc = main(["generate", "--train", str(tmp_path / "s.ttts"), "--batch", "4", "-o", str(out), "--no-verilog"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "\n" not in err and not out.exists(), err
+    assert err.startswith("ttforge generate: error: the update of layer 0 core 0 shifts by 129 (")
+    assert err.endswith("use lr_shift in 0..60 (the state has 62; ttforge train-int --lr-shift)")

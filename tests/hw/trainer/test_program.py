@@ -238,3 +238,68 @@ def test_sibling_classes_at_the_signed_label_limit_train_as_the_golden_trainer()
     assert compare_states(got, want) is None
     for a, b in zip(got.layers, want.layers):
         assert all(np.array_equal(m, n) for m, n in zip(a.masters, b.masters)) and np.array_equal(a.bias, b.bias)
+
+
+def _far_state(kind, by):
+    """A calibrated state the golden trainer runs whose ``kind`` shift is ``by`` away
+    from the usual (``update``: prob_bits 24, lr_shift 62, in_exp ``-by``; ``loss``: every
+    absolute exponent moved down by ``by``; ``bias``: the bias ``by`` exponents under its
+    accumulator; ``grad``: layer 1's gradient exponent raised by ``by``) and its batch."""
+    from ttforge.ir.random import train_layer_shapes
+    from ttforge.ir.train import calibrate_state, export_network, init_state
+
+    rng = np.random.default_rng(0)
+    cfg = TrainConfig(prob_bits=24) if kind == "update" else TrainConfig()
+    state = init_state(train_layer_shapes(rng, 1 if kind in ("update", "bias") else 2, 1, 1, 16, 8, 4), cfg,
+                       seed=0, lr_shift=62 if kind == "update" else 6, in_exp=-by if kind == "update" else -7)
+    x, y = rng.integers(-128, 128, size=(4, state.in_features)), rng.integers(0, 4, size=4)
+    state = calibrate_state(state, x, y, fast=False)
+    if kind == "loss":
+        state = replace(state, in_exp=state.in_exp - by, layers=tuple(
+            replace(L, step_exps=tuple(e - by for e in L.step_exps), bias_exp=L.bias_exp - by) for L in state.layers))
+    elif kind == "bias":
+        e_acc = export_network(state).layers[0].acc_exp(0)
+        state = replace(state, layers=(replace(state.layers[0], bias_exp=e_acc - by),))
+    elif kind == "grad":
+        L1 = state.layers[1]
+        state = replace(state, layers=(state.layers[0], replace(L1, grad_exps=(L1.grad_exps[0] + by,))))
+    train_step(state, x, y)          # the golden trainer takes it
+    return state
+
+
+@pytest.mark.parametrize("kind, by, starts", [
+    ("update", 50, "the update of layer 0 core 0 shifts by 129 (master_exps[0] -7 + lr_shift 62 - (gradient "
+                   "exponent -24 + input exponent -50)), outside the descriptor's signed 8-bit SHIFT field "
+                   "-128..127; use lr_shift in 0..60 (the state has 62; ttforge train-int --lr-shift)"),
+    ("loss", 200, "the loss shifts by "),
+    ("bias", 200, "the bias alignment of layer 0 shifts by 200 ("),
+    ("grad", 200, "the input gradient of layer 1 step 0 shifts by "),
+])
+def test_a_shift_the_descriptor_cannot_hold_names_the_operation_and_the_fix(kind, by, starts):
+    # it said "descriptor field SHIFT=129 is outside -128..127": no layer, no operation, no fix
+    state = _far_state(kind, by)
+    with pytest.raises(ConfigError) as e:
+        compile_training(state, 4, fit_engine(state, 4))
+    msg = str(e.value)
+    assert msg.startswith(starts) and "\n" not in msg, msg
+    assert "outside the descriptor's signed 8-bit " + ("BIAS_SHIFT" if kind == "bias" else "SHIFT") in msg
+    fix = msg.split("; ", 1)[1]
+    assert {"update": "lr_shift", "loss": "in_exp", "bias": "bias_exp", "grad": "grad_exps[0]"}[kind] in fix
+
+
+def test_sibling_the_lr_shift_the_line_names_compiles():
+    state = _far_state("update", 50)
+    for lr in (60, 0):
+        fixed = replace(state, lr_shift=lr)
+        compile_training(fixed, 4, fit_engine(fixed, 4))
+
+
+def test_a_state_wider_than_the_engines_accumulators_names_acc_bits_not_the_batch():
+    # it said "a batch of 2 needs 40-bit accumulators ...; use a smaller batch" (no batch helps)
+    state, x, y, _ = train_case(0, batch=2, acc_bits=40)
+    engine = replace(fit_engine(state, 2), acc_bits=32)
+    with pytest.raises(ConfigError, match=r"^the state's acc_bits=40 exceeds the engine's acc_bits=32 \(its forward "
+                                          r"accumulators are that wide at any batch\); generate the engine with "
+                                          r"acc_bits >= 40 or train the state with acc_bits <= 32$"):
+        compile_training(state, 2, engine)
+    compile_training(state, 2, replace(engine, acc_bits=40))      # the control: the fix named
