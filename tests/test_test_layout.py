@@ -32,8 +32,8 @@ def _imported_modules(path: Path) -> list[tuple[int, str]]:
 
 
 def _is_test_module(name: str) -> bool:
-    parts = name.split(".")
-    return parts[0] == "tests" and any(p.startswith("test_") or p == "conftest" for p in parts[1:])
+    # any package path: a test that puts tests/ on sys.path imports ``ir.test_x``
+    return any(p.startswith("test_") or p == "conftest" for p in name.split("."))
 
 
 def cross_imports(root: Path) -> list[str]:

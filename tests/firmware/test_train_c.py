@@ -5,8 +5,6 @@ exponent, counter and the generator state, over random networks, batches and wid
 from __future__ import annotations
 
 import shutil
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,11 +13,9 @@ from hypothesis import strategies as st
 
 pytestmark = pytest.mark.skipif(not (shutil.which("cc") or shutil.which("gcc")), reason="needs a C compiler")
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ir.test_train_int import _case  # noqa: E402
-
-from ttforge.ir.train import train_step  # noqa: E402
-from ttforge.ir.train_diverge import compare_states  # noqa: E402
+from ttforge.ir.random import train_case as _case
+from ttforge.ir.train import train_step
+from ttforge.ir.train_diverge import compare_states
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
