@@ -39,8 +39,8 @@ from ttforge.errors import show_path
 from ttforge.atomic import note_input
 from ttforge.limits import MAX_CLASSES, MAX_IDX_BYTES, broken_link, file_kind, open_regular, read_at_most
 
-__all__ = ["Dataset", "load_digits_split", "read_idx", "load_mnist_idx", "load_dataset",
-           "data_digest", "DIGITS_SPLIT_SEED"]
+__all__ = ["Dataset", "load_digits_split", "stratified_split", "read_idx", "load_mnist_idx",
+           "load_dataset", "data_digest", "DIGITS_SPLIT_SEED"]
 
 #: Seed of the digits train/test split; fixed, independent of any training seed.
 DIGITS_SPLIT_SEED = 0
@@ -95,20 +95,80 @@ class Dataset:
 
 
 def load_digits_split(test_fraction: float = 0.2) -> Dataset:
-    """scikit-learn's 8x8 digits, scaled to ``[0, 1]``, stratified split with seed 0."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+    """scikit-learn's 8x8 digits, scaled to ``[0, 1]``, stratified split with seed 0.
 
+    The same arrays as ``sklearn.datasets.load_digits`` split by
+    ``train_test_split(..., stratify=y, random_state=0)``, read from scikit-learn's data
+    file without importing scikit-learn: its import brings SciPy and SciPy's BLAS (1.6 s
+    of every digits command, and under an address-space limit OpenBLAS's start-up spun
+    for good, deaf to SIGTERM).
+    """
     if not 0 < test_fraction < 1:
         raise DataError(f"test_fraction={test_fraction} must be between 0 and 1")
-    digits = load_digits()
-    x = (digits.data / 16.0).astype(np.float32)
-    y = digits.target.astype(np.int64)
-    x_tr, x_te, y_tr, y_te = train_test_split(
-        x, y, test_size=test_fraction, stratify=y, random_state=DIGITS_SPLIT_SEED
-    )
-    return Dataset("digits", torch.from_numpy(x_tr), torch.from_numpy(y_tr),
-                   torch.from_numpy(x_te), torch.from_numpy(y_te))
+    x, y = _digits_arrays()
+    train, test = stratified_split(y, test_fraction, DIGITS_SPLIT_SEED)
+    return Dataset("digits", torch.from_numpy(x[train]), torch.from_numpy(y[train]),
+                   torch.from_numpy(x[test]), torch.from_numpy(y[test]))
+
+
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """``(x, y)`` of the 1,797 digits: ``float32`` pixels / 16 and ``int64`` labels, as
+    ``load_digits()`` gives them (its ``digits.csv.gz``: 64 pixels and the label a row)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")   # finds the package, does not import it
+    where = spec.submodule_search_locations if spec is not None else None
+    path = Path(list(where)[0]) / "datasets" / "data" / "digits.csv.gz" if where else None
+    if path is None or not path.is_file():
+        # as the import did: the CLI names the extra that installs it
+        raise ModuleNotFoundError("No module named 'sklearn' (the embedded digits set comes with it)",
+                                  name="sklearn")
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        data = np.loadtxt(f, delimiter=",")
+    return (data[:, :-1] / 16.0).astype(np.float32), data[:, -1].astype(np.int64)
+
+
+def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Train and test indices of a stratified split of labels ``y``: those of
+    scikit-learn's ``train_test_split(..., test_size=test_fraction, stratify=y,
+    random_state=seed)`` (its ``StratifiedShuffleSplit``), computed here the same way
+    (tests/model/test_data.py compares the two)."""
+    n_test = math.ceil(test_fraction * len(y))
+    n_train = len(y) - n_test
+    classes, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
+    if n_train < len(classes) or n_test < len(classes) or counts.min() < 2:
+        raise DataError(f"test_fraction={test_fraction} leaves a class of the {len(y)} samples "
+                        f"out of one part; give a fraction nearer 0.5")
+    by_class = np.split(np.argsort(inverse, kind="stable"), np.cumsum(counts)[:-1])
+    rng = np.random.RandomState(seed)
+    n_i = _approximate_mode(counts, n_train, rng)
+    t_i = _approximate_mode(counts - n_i, n_test, rng)
+    train: list = []
+    test: list = []
+    for i in range(len(classes)):
+        members = by_class[i].take(rng.permutation(counts[i]), mode="clip")
+        train.extend(members[:n_i[i]])
+        test.extend(members[n_i[i]:n_i[i] + t_i[i]])
+    return rng.permutation(train), rng.permutation(test)
+
+
+def _approximate_mode(counts: np.ndarray, draws: int, rng: np.random.RandomState) -> np.ndarray:
+    """Samples per class of ``draws`` drawn from classes of ``counts`` (scikit-learn's
+    ``_approximate_mode``: the floors of the proportional shares, then one more for the
+    largest remainders, ties broken by ``rng``)."""
+    continuous = counts / counts.sum() * draws
+    floored = np.floor(continuous)
+    need = int(draws - floored.sum())
+    if need > 0:
+        remainder = continuous - floored
+        for value in np.sort(np.unique(remainder))[::-1]:
+            (inds,) = np.where(remainder == value)
+            add = min(len(inds), need)
+            floored[rng.choice(inds, size=add, replace=False)] += 1
+            need -= add
+            if need == 0:
+                break
+    return floored.astype(int)
 
 
 def _read_bytes(path: Path) -> bytes:

@@ -1,5 +1,7 @@
 import gzip
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +10,7 @@ import torch
 
 from tests.support.data import idx_bytes, write_pair
 from ttforge.errors import DataError
-from ttforge.model.data import load_dataset, load_digits_split, load_mnist_idx, read_idx
+from ttforge.model.data import DIGITS_SPLIT_SEED, load_dataset, load_digits_split, load_mnist_idx, read_idx
 
 MNIST = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "mnist-t10k"
 if not MNIST.is_dir():
@@ -32,6 +34,33 @@ def test_digits_split_is_fixed_scaled_and_stratified():
     total = torch.bincount(torch.cat([a.y_train, a.y_test]))
     test = torch.bincount(a.y_test)
     assert torch.all((test - 0.2 * total).abs() <= 1)
+
+
+
+@pytest.mark.parametrize("fraction", [0.2, 0.1, 0.37, 0.5, 0.9])
+def test_digits_split_is_scikit_learns(fraction):
+    """The arrays are those of scikit-learn's ``load_digits`` and stratified
+    ``train_test_split`` (seed 0), which ttforge computes without importing it."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    x, y = (digits.data / 16.0).astype(np.float32), digits.target.astype(np.int64)
+    want = train_test_split(x, y, test_size=fraction, stratify=y, random_state=DIGITS_SPLIT_SEED)
+    got = load_digits_split(fraction)
+    for name, w in zip(("x_train", "x_test", "y_train", "y_test"), want):
+        assert np.array_equal(getattr(got, name).numpy(), w), name
+
+
+def test_digits_load_imports_neither_scikit_learn_nor_scipy():
+    """Importing scikit-learn brings SciPy and SciPy's OpenBLAS: 1.6 s of every digits
+    command, and under an address-space limit (RLIMIT_AS ~750-800 MiB) OpenBLAS's start-up
+    retried its allocation for good, deaf to SIGTERM."""
+    code = ("import sys; from ttforge.model.data import load_digits_split; load_digits_split(); "
+            "print(sorted(m for m in ('sklearn', 'scipy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
 
 
 # -- IDX parsing --------------------------------------------------------------------------
@@ -247,3 +276,14 @@ def test_a_path_with_a_newline_stays_on_one_line(tmp_path):
         with pytest.raises(DataError) as e:
             read_idx(path)
         assert len(str(e.value).splitlines()) == 1 and "\\n" in str(e.value), str(e.value)
+
+
+def test_digits_without_scikit_learn_is_the_missing_package(monkeypatch):
+    """Without scikit-learn (whose data file the digits are) the error is the missing
+    package, as its import was, so the CLI names the extra that installs it."""
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    with pytest.raises(ModuleNotFoundError) as e:
+        load_digits_split()
+    assert e.value.name == "sklearn"
