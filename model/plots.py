@@ -11,10 +11,53 @@ from typing import Any, Sequence
 
 from ttforge.atomic import atomic_write_bytes
 
-__all__ = ["plain_title", "plot_history"]
+__all__ = ["plain_title", "plot_history", "figure_class"]
 
 #: Most TT bonds the rank plot names in a legend (their ranks and effective ranks).
 MAX_LEGEND = 12
+
+#: How the lines start that matplotlib logs on its first import when its configuration or
+#: cache directory (under ``$HOME``) cannot be made or written: it works on in a temporary
+#: directory, and the two lines were all a read-only ``$HOME`` printed of a ``train``.
+_DIRECTORY_WARNINGS = ("mkdir -p failed for path", "%s is not a writable directory",
+                       "Matplotlib created a temporary cache directory")
+
+
+def _directory_warning(record) -> bool:
+    """``False`` (dropped) for one of matplotlib's :data:`_DIRECTORY_WARNINGS`."""
+    return not (isinstance(record.msg, str) and record.msg.startswith(_DIRECTORY_WARNINGS))
+
+
+def figure_class() -> type:
+    """matplotlib's ``Figure``, matplotlib (and its font manager) imported first without
+    the lines it logs about a configuration directory it cannot make
+    (:data:`_DIRECTORY_WARNINGS`).
+
+    Nothing of the host's is left changed: the filter on the ``matplotlib`` logger holds
+    only for the import (matplotlib decides its directories once a process, then), and
+    the ``MPLCONFIGDIR`` matplotlib sets to its temporary directory is given back (it
+    keeps using that directory). A matplotlib the host imported before is left as it is.
+    """
+    import importlib
+    import logging
+    import sys
+
+    if "matplotlib.font_manager" not in sys.modules:
+        log = logging.getLogger("matplotlib")
+        was = os.environ.get("MPLCONFIGDIR")
+        log.addFilter(_directory_warning)
+        try:
+            importlib.import_module("matplotlib.font_manager")   # where its directories are decided
+        finally:
+            log.removeFilter(_directory_warning)
+            if os.environ.get("MPLCONFIGDIR") != was:
+                if was is None:
+                    os.environ.pop("MPLCONFIGDIR", None)
+                else:
+                    os.environ["MPLCONFIGDIR"] = was
+    from matplotlib.figure import Figure   # no pyplot: matplotlib.use("Agg") switched a notebook's backend
+
+    return Figure
 
 
 def plain_title(text: str) -> str:
@@ -24,6 +67,7 @@ def plain_title(text: str) -> str:
     stderr, a multi-line one collapsed the layout with a warning, and a surrogate raised
     a TypeError after training. Nothing is silenced with ``warnings.catch_warnings()``,
     which changes the process's filters for every thread."""
+    figure_class()   # matplotlib imported quietly
     from matplotlib import font_manager
 
     font = font_manager.get_font(font_manager.findfont(font_manager.FontProperties()))
@@ -44,8 +88,8 @@ def plot_history(
     training, drawn dotted). ``truncated_after`` marks the epoch after which ranks
     were truncated.
     """
+    Figure = figure_class()
     import matplotlib
-    from matplotlib.figure import Figure   # no pyplot: matplotlib.use("Agg") switched a notebook's backend
 
     epochs = [h["epoch"] for h in history]
     fig = Figure(figsize=(13, 3.8), layout="constrained")

@@ -24,10 +24,10 @@ def load_numpy(spec: str, flag: str | None = None) -> tuple[str, np.ndarray, np.
 
 def plot_int_history(history: Sequence[dict[str, Any]], path: str | os.PathLike, title: str) -> None:
     """Loss (bits) and train/test accuracy per epoch, written atomically as a PNG."""
-    from matplotlib.figure import Figure   # no pyplot: matplotlib.use("Agg") switched a notebook's backend
-
     from ttforge.atomic import atomic_path
-    from ttforge.model.plots import plain_title
+    from ttforge.model.plots import figure_class, plain_title
+
+    Figure = figure_class()   # matplotlib's object interface, imported without its directory warnings
 
     ep = [h["epoch"] for h in history]
     fig = Figure(figsize=(9, 3.5), layout="constrained")

@@ -1,6 +1,7 @@
 """Training curves (ttforge.model.plots.plot_history): any number of layers, no
 warning on stderr."""
 
+import os
 import warnings
 
 import pytest
@@ -75,3 +76,30 @@ def test_any_title_plots_without_a_warning(tmp_path, title):
         plot_int_history([{"epoch": 1, "train_loss_bits": 1.0, "train_acc": 0.5, "test_acc": 0.4}],
                          tmp_path / "b.png", title)
     assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
+
+
+_PLOT_IN_A_FRESH_PROCESS = """
+import logging, os, sys
+from ttforge.model.plots import plot_history
+plot_history([{"epoch": 1, "train_loss": 1.0, "test_loss": 1.0, "train_acc": 0.5, "test_acc": 0.5,
+               "ranks": {}}], sys.argv[1], "title")
+print(os.environ.get("MPLCONFIGDIR"), logging.getLogger("matplotlib").filters)
+"""
+
+
+def test_a_home_that_cannot_be_written_prints_nothing(tmp_path):
+    """A read-only ``$HOME`` (here one under a file): matplotlib's first import logged
+    "mkdir -p failed ..." and "Matplotlib created a temporary cache directory ..." on
+    stderr during ``train``. The plot is written without a word, and the host keeps its
+    environment (matplotlib set ``MPLCONFIGDIR``) and its logger's filters."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("MPLCONFIGDIR", "XDG_CONFIG_HOME", "XDG_CACHE_HOME")}
+    env["HOME"] = os.devnull   # mkdir of $HOME/.config/matplotlib fails ("Not a directory")
+    out = tmp_path / "curves.png"
+    p = subprocess.run([sys.executable, "-c", _PLOT_IN_A_FRESH_PROCESS, str(out)], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and p.stderr == "", p.stderr
+    assert p.stdout == "None []\n"
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
