@@ -15,7 +15,7 @@ import sys
 from typing import Callable, Iterator
 
 __all__ = ["main", "run_to_shutdown", "open_standard_streams", "closed_at_start", "guard_imports",
-           "interrupts_held", "INTERRUPTS"]
+           "interrupts_held", "ignore_file_size_signal", "INTERRUPTS"]
 
 #: The standard file descriptors (0, 1, 2) that were closed when ttforge started, as
 #: :func:`open_standard_streams` found them.
@@ -68,8 +68,24 @@ def closed_at_start() -> frozenset[int]:
     return _CLOSED
 
 
-#: The signals that end a command (``ttforge.boundary``: SIGTERM and SIGHUP act as Ctrl-C).
-INTERRUPTS = frozenset(s for s in (getattr(signal, n, None) for n in ("SIGINT", "SIGTERM", "SIGHUP")) if s)
+#: The signals that end a command (``ttforge.boundary``: SIGTERM, SIGHUP and SIGXCPU, the
+#: CPU time limit, act as Ctrl-C).
+INTERRUPTS = frozenset(s for s in (getattr(signal, n, None) for n in ("SIGINT", "SIGTERM", "SIGHUP", "SIGXCPU"))
+                       if s)
+
+
+def ignore_file_size_signal() -> None:
+    """SIGXFSZ ignored in this process: a write past the file-size limit (``ulimit -f``)
+    then fails with ``EFBIG``, which every write turns into one line, exit 3, after its
+    cleanup, where the signal's default action kills the process (with a core) and
+    leaves the temporaries and the lock. Python's start-up ignores it already; an
+    interpreter embedded without its signal handlers does not. A child process gets the
+    default back (``subprocess`` restores SIGXFSZ for every program it starts:
+    ``restore_signals``), so a simulator or toolchain past the limit stops as it would
+    from a shell. Both entries call this."""
+    if hasattr(signal, "SIGXFSZ"):
+        with contextlib.suppress(ValueError, OSError):   # not the main thread
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
 #: Packages whose first import runs with the interrupting signals held back
 #: (:func:`guard_imports`): their C extensions cannot be imported twice in a process.
@@ -122,18 +138,23 @@ def run_to_shutdown(command: Callable[[], int]) -> int:
     """``command()``, after which Ctrl-C is ignored: the command has ended (its outputs
     complete or not written), and a Ctrl-C while the interpreter shuts down raised
     inside torch's atexit handlers and printed their traceback (with exit 0); SIGTERM
-    keeps its default, which prints nothing. Both entries use it: the console script
-    (:func:`main`) and ``python -m ttforge.cli``."""
+    keeps its default, which prints nothing. SIGXCPU, which the kernel sends again every
+    second of CPU past the soft limit, is ignored too: its default action would dump a
+    core of the finished command (the hard limit still ends it). Both entries use it:
+    the console script (:func:`main`) and ``python -m ttforge.cli``."""
     try:
         return command()
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if hasattr(signal, "SIGXCPU"):
+            signal.signal(signal.SIGXCPU, signal.SIG_IGN)
 
 
 def main() -> int:
     """Import and run :func:`ttforge.cli.main`; Ctrl-C outside a command's own boundary
     (:func:`ttforge.boundary.run_command`, which names the command): exit 130."""
     open_standard_streams()
+    ignore_file_size_signal()
     guard_imports()
     try:
         from ttforge.cli import main as cli_main

@@ -245,8 +245,9 @@ def _stdout_closed(args: argparse.Namespace | None) -> int:
 
 
 if __name__ == "__main__":
-    from ttforge._entry import guard_imports, open_standard_streams, run_to_shutdown
+    from ttforge._entry import guard_imports, ignore_file_size_signal, open_standard_streams, run_to_shutdown
 
     open_standard_streams()
+    ignore_file_size_signal()
     guard_imports()
     sys.exit(run_to_shutdown(main))
