@@ -397,29 +397,74 @@ def _through_link(path: str | os.PathLike) -> Path:
     return Path(real)
 
 
-def _name_output(e: BaseException, path: str | os.PathLike, tmp: str | os.PathLike | None = None) -> None:
-    """An :class:`OSError` of a write that names no file (``write`` on a full disk says
-    only "No space left on device") names the output it was writing; one that names the
-    temporary ``tmp`` or a file in it names ``path`` or the file's place there (a full
-    disk in a flow stage named ``.train.ttforge-<pid>.<random>.tmp/metrics.png``, a
-    name the user never gave and that is gone when the line is read)."""
+#: The staging directories of :func:`replace_dir` and :func:`atomic_dir` being filled in
+#: this process (absolute path -> the output each replaces), so that an error naming a
+#: file inside one names the output's file (:func:`_output_name`).
+_staged: dict[str, Path] = {}
+
+
+@contextlib.contextmanager
+def _staging_as(tmp: Path, out: Path) -> Iterator[None]:
+    """While the block runs, a path inside the staging directory ``tmp`` is shown as the
+    same path inside ``out`` (:func:`_output_name`)."""
+    key = os.path.abspath(tmp)
+    _staged[key] = out
+    try:
+        yield
+    finally:
+        _staged.pop(key, None)
+
+
+def _output_name(path: str | os.PathLike) -> str:
+    """``path`` as the user knows it: one inside a staging directory of
+    :func:`replace_dir` or :func:`atomic_dir` (``.run.ttforge-<pid>.<random>.tmp/metrics.png``,
+    gone when the line is read) is the same path inside that output (``run/metrics.png``)."""
+    text = os.fsdecode(path)
+    if not _staged:
+        return text
+    full = Path(os.path.abspath(text))
+    for top in (full, *full.parents):
+        out = _staged.get(str(top))
+        if out is not None:
+            return str(out / full.relative_to(top)) if full != top else str(out)
+    return text
+
+
+def _name_output(e: BaseException, path: str | os.PathLike, tmp: str | os.PathLike | None = None, *,
+                 unnamed: bool = True) -> None:
+    """Name the output in an :class:`OSError` raised while it was written: one that names
+    the temporary ``tmp`` or a file in it names ``path`` or the file's place there (a full
+    disk in a flow stage named ``.train.ttforge-<pid>.<random>.tmp/metrics.png``, a name the
+    user never gave and that is gone when the line is read), also through the staging
+    directories of enclosing writes (:func:`_output_name`). With ``unnamed`` (a file's
+    write: all its block does is write it), one that names no file (``write`` on a full
+    disk says only "No space left on device") names ``path``; a directory's block does
+    other work too (a flow stage simulating in ``$TMPDIR``), whose errors keep their own
+    text rather than the directory's name."""
     if not isinstance(e, OSError) or isinstance(e, BrokenPipeError):
         return
     if e.filename is None:
-        e.filename = str(path)
+        if unnamed:
+            e.filename = _output_name(path)
         return
-    if tmp is None or not isinstance(e.filename, (str, bytes, os.PathLike)):
-        return
-    named = Path(os.fsdecode(e.filename))
-    if named == Path(tmp):
-        e.filename = str(path)
-    elif named.is_relative_to(tmp):
-        e.filename = str(Path(path) / named.relative_to(tmp))
+    for attr in ("filename", "filename2"):
+        named = getattr(e, attr, None)
+        if not isinstance(named, (str, bytes, os.PathLike)):
+            continue
+        shown = Path(os.path.abspath(os.fsdecode(named)))
+        if tmp is not None and shown == Path(os.path.abspath(tmp)):
+            setattr(e, attr, _output_name(path))
+        elif tmp is not None and shown.is_relative_to(os.path.abspath(tmp)):
+            setattr(e, attr, _output_name(Path(path) / shown.relative_to(os.path.abspath(tmp))))
+        else:
+            mapped = _output_name(named)
+            if mapped != os.fsdecode(named):
+                setattr(e, attr, mapped)
 
 
 def _fail(path: Path, e: OSError) -> OutputError:
     why = e.strerror or str(e) or type(e).__name__
-    return OutputError(f"cannot write {path} ({why}); choose another output path")
+    return OutputError(f"cannot write {_output_name(path)} ({why}); choose another output path")
 
 
 def _check_not_dir_name(path: str | os.PathLike, flag: str = "", example: str = "out") -> None:
@@ -1083,9 +1128,11 @@ def replace_dir(path: str | os.PathLike, fill: Callable[[Path], object], *, own:
     out = Path(path)
     tmp = staging_dir(out)
     try:
-        result = fill(tmp)
-    except BaseException:
+        with _staging_as(tmp, out):
+            result = fill(tmp)
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        _name_output(e, out, tmp, unnamed=False)
         raise
     own = set(own)
     try:
@@ -1116,12 +1163,13 @@ def atomic_dir(path: str | os.PathLike, *, owner: Callable[[Path], None] | None 
         owner(out)
     tmp = staging_dir(out)
     try:
-        yield tmp
-        if owner is not None:
-            owner(out)
+        with _staging_as(tmp, out):
+            yield tmp
+            if owner is not None:
+                owner(out)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        _name_output(e, out, tmp)
+        _name_output(e, out, tmp, unnamed=False)
         raise
     commit_dir(tmp, out)
 

@@ -398,3 +398,61 @@ def test_reading_the_umask_never_sets_it(monkeypatch):
     finally:
         monkeypatch.undo()
         os.umask(old)
+
+
+def test_an_error_inside_a_replaced_directory_names_the_output_not_its_temporary(tmp_path, monkeypatch):
+    """``train --out run --overwrite`` under ``ulimit -f`` said
+    ``.run.ttforge-<pid>.<rand>.tmp/metrics.png: File too large``, a temporary gone when
+    the line is read; it names ``run/metrics.png`` (also through a write's own
+    temporary, and in the one-line error of a write that failed to be renamed)."""
+    import errno
+
+    from ttforge.atomic import replace_dir
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "last.pt").write_bytes(b"old")
+
+    def named(d):
+        raise OSError(errno.EFBIG, "File too large", str(d / "metrics.png"))
+
+    def unnamed_in_a_write(d):
+        with atomic_path(d / "metrics.png"):
+            raise OSError(errno.EFBIG, "File too large")
+
+    for fill in (named, unnamed_in_a_write):
+        with pytest.raises(OSError) as e:
+            replace_dir("run", fill, own=["last.pt", "metrics.png"])
+        assert e.value.filename == os.path.join("run", "metrics.png")
+
+    def rename_fails(src, dst):
+        raise OSError(errno.EIO, "Input/output error")
+
+    def renamed(d):
+        monkeypatch.setattr(os, "replace", rename_fails)
+        atomic_write_bytes(d / "metrics.png", b"png")
+
+    with pytest.raises(OutputError) as e:
+        replace_dir("run", renamed, own=["last.pt", "metrics.png"])
+    monkeypatch.undo()
+    assert "ttforge-" not in str(e.value) and os.path.join("run", "metrics.png") in str(e.value)
+    assert os.listdir(tmp_path) == ["run"] and (tmp_path / "run" / "last.pt").read_bytes() == b"old"
+
+
+def test_an_error_naming_no_file_inside_a_directory_write_keeps_its_own_text(tmp_path):
+    """Inside ``atomic_dir`` (a flow stage) an error that names no file is not the
+    directory's: a stage failing on a full ``$TMPDIR`` said ``fl/sim: No space left on
+    device``, a directory on a disk with space. A file's write still names its file."""
+    import errno
+
+    out = tmp_path / "sim"
+    with pytest.raises(OSError) as e:
+        with atomic_dir(out):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert e.value.filename is None
+    with pytest.raises(OSError) as e:
+        with atomic_dir(out) as d:
+            with atomic_path(d / "image.bin"):
+                raise OSError(errno.ENOSPC, "No space left on device")
+    assert e.value.filename == str(out / "image.bin")
+    assert os.listdir(tmp_path) == []
