@@ -42,7 +42,7 @@ import threading
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
-from ttforge.errors import ConfigError, OutputError, file_path, show_path
+from ttforge.errors import EXIT_USER, ConfigError, OutputError, file_path, show_path
 from ttforge.limits import broken_link, file_kind
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_path", "atomic_dir",
@@ -331,8 +331,7 @@ def check_owned_dir(out: str | os.PathLike, marker: str, fmt: str,
     try:
         present = _entries(p, subdirs)
     except OSError as e:
-        raise OutputError(f"{flag} {show_path(p)}: cannot be listed ({e.strerror}); "
-                          f"choose another output path") from None
+        raise _failure(e, f"{flag} {show_path(p)}: cannot be listed") from None
     if not present and not any((p / d).is_dir() for d in subdirs):
         return {}
     where = f"{flag} {show_path(p)}"
@@ -463,8 +462,34 @@ def _name_output(e: BaseException, path: str | os.PathLike, tmp: str | os.PathLi
 
 
 def _fail(path: Path, e: OSError) -> OutputError:
+    return _failure(e, f"cannot write {_output_name(path)}")
+
+
+def _failure(e: OSError, what: str, fix: str = "choose another output path") -> OutputError:
+    """The one-line error of ``e``, which stopped ``what`` (``cannot write run/last.pt``).
+
+    Whose it is, and the fix, come from the errno table of the command boundary
+    (:func:`ttforge.boundary.describe_os_error`): the user's (a permission, a read-only
+    file system, a path that cannot be a file) is ``what (why); fix``, exit 2; the
+    machine's (a full disk or one out of inodes, a file-size or open-files limit, an I/O
+    error) is ``what: why (...; its own fix)``, exit 3: "choose another output path" was
+    the wrong fix for ``ulimit -n`` and a full disk was exit 2 when out of inodes. Either
+    is an :class:`OutputError`, so that code handling an output it cannot write (a cache
+    whose write only costs time) handles both."""
+    from ttforge.boundary import describe_os_error
+
     why = e.strerror or str(e) or type(e).__name__
-    return OutputError(f"cannot write {_output_name(path)} ({why}); choose another output path")
+    # the same error naming no file: the line names the output, not the file the call named
+    try:
+        bare = type(e)(why) if e.errno is None else type(e)(e.errno, why)
+    except TypeError:   # a subclass of other arguments
+        bare = OSError(e.errno, why)
+    line, code = describe_os_error(bare)
+    if code == EXIT_USER:
+        return OutputError(f"{what} ({why}); {fix}")
+    error = OutputError(f"{what}: {line}")
+    error.exit_code = code
+    return error
 
 
 def _check_not_dir_name(path: str | os.PathLike, flag: str = "", example: str = "out") -> None:
@@ -515,8 +540,8 @@ def check_writable(path: str | os.PathLike, flag: str = "-o", *, inside: bool = 
     try:
         fd, tmp = tempfile.mkstemp(prefix=_prefix(target.name), suffix=".tmp", dir=where)
     except OSError as e:
-        raise OutputError(f"{flag} {show_path(path)} cannot be written: creating a file in {show_path(where)} "
-                          f"fails ({e.strerror or type(e).__name__}); choose a writable directory") from None
+        raise _failure(e, f"{flag} {show_path(path)} cannot be written: creating a file in {show_path(where)} "
+                          f"fails", "choose a writable directory") from None
     os.close(fd)
     try:
         os.unlink(tmp)
@@ -555,8 +580,7 @@ def make_output_dir(path: str | os.PathLike, flag: str = "-o") -> Path:
     try:
         p.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        why = e.strerror or str(e) or type(e).__name__
-        raise OutputError(f"{flag} {p}: cannot create it ({why}); choose another output path") from None
+        raise _failure(e, f"{flag} {p}: cannot create it") from None
     return p
 
 
@@ -952,9 +976,7 @@ def _make_parent(path: Path, flag: str) -> list[Path]:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         _rmdirs(made)
-        why = e.strerror or str(e) or type(e).__name__
-        raise OutputError(f"{flag} {show_path(path)}: cannot create {show_path(parent)} ({why}); choose "
-                          f"another output path") from None
+        raise _failure(e, f"{flag} {show_path(path)}: cannot create {show_path(parent)}") from None
     return made
 
 
@@ -1077,7 +1099,7 @@ def claim_work_dir(path: str | os.PathLike, flag: str = "--keep") -> Path:
             try:
                 first = next(iter(sorted(set(os.listdir(p)) - {INSIDE_LOCK})), None)
             except OSError as e:
-                raise OutputError(f"{flag} {show_path(p)}: cannot be listed ({e.strerror})") from None
+                raise _failure(e, f"{flag} {show_path(p)}: cannot be listed", "check its permissions") from None
             if first is not None:
                 raise OutputError(f"{flag} {show_path(p)} is not empty (it holds {show_path(first)}) and not "
                                   f"a ttforge work directory (no {WORK_MARKER}: the user's, or made by a "

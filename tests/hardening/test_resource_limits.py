@@ -4,11 +4,14 @@ machine's (exit 3) in one line naming the limit's own fix, with every cleanup ru
 
 from __future__ import annotations
 
+import errno
 import os
 import resource
 import signal
 import subprocess
 import sys
+
+import pytest
 
 
 #: The console script's entry as an interpreter that does not ignore SIGXFSZ (one embedded
@@ -52,3 +55,47 @@ def test_a_child_process_gets_the_default_action_of_sigxfsz_back():
         signal.signal(signal.SIGXFSZ, before)
     ignored = int(next(ln for ln in status.splitlines() if ln.startswith("SigIgn:")).split()[1], 16)
     assert not ignored & (1 << (signal.SIGXFSZ - 1))
+
+
+@pytest.mark.parametrize("code, kind", [(errno.ENOSPC, 3), (errno.EMFILE, 3), (errno.EFBIG, 3), (errno.EIO, 3),
+                                        (errno.EACCES, 2), (errno.EROFS, 2)])
+def test_an_output_that_cannot_be_written_is_the_users_or_the_machines_by_errno(tmp_path, monkeypatch, code,
+                                                                               kind):
+    """Every OSError of an atomic write was the user's ("choose another output path", exit
+    2): out of inodes, a full disk was exit 2 where out of blocks it was 3, and ``regress``
+    under ``ulimit -n`` ended its passed run with ``cannot write out/junit.xml (Too many
+    open files); choose another output path``. The errno decides: a permission or a
+    read-only disk is the user's, exit 2; the machine's is exit 3 with its own fix."""
+    import tempfile
+
+    from ttforge.atomic import atomic_write_bytes, check_writable
+    from ttforge.errors import OutputError
+
+    def refused(*a, **k):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(tempfile, "mkstemp", refused)
+    for write in (lambda: atomic_write_bytes(tmp_path / "out" / "junit.xml", b"x"),
+                  lambda: check_writable(tmp_path / "out" / "junit.xml", "--out")):
+        with pytest.raises(OutputError) as e:
+            write()
+        assert e.value.exit_code == kind and os.strerror(code) in str(e.value)
+        assert ("choose" in str(e.value)) == (kind == 2), str(e.value)
+        assert ("a problem of the machine" in str(e.value)) == (kind == 3), str(e.value)
+    assert os.listdir(tmp_path) == []
+
+
+def test_too_many_open_files_at_the_command_line_is_exit_3(tmp_path, monkeypatch, capsys):
+    """Through the command: one line, exit 3, nothing written (it was exit 2, "choose
+    another output path", the wrong fix for a descriptor limit)."""
+    import tempfile
+
+    from ttforge.cli import main
+
+    def refused(*a, **k):
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refused)
+    assert main(["examples", str(tmp_path / "ex")]) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Too many open files" in err and "choose another" not in err, err
