@@ -31,7 +31,7 @@ import warnings
 import weakref
 from pathlib import Path
 
-from ttforge.errors import ConfigError, ToolchainMissing, show
+from ttforge.errors import ConfigError, ToolchainMissing, show, show_path
 from ttforge.firmware.host import Device, DeviceError
 
 __all__ = ["SimTransport", "simulated_device", "SIM_DIVISOR", "SIM_CLK_NS", "prune_cache", "CACHE_KEEP", "CACHE_AGE_S"]
@@ -176,7 +176,12 @@ class SimTransport:
                     timescale=("1ns", "1ps"), log_file=bd / "build.log"))
         except (subprocess.CalledProcessError, SystemExit, RuntimeError):
             self.close()
-            raise DeviceError(f"{simulator} could not compile the board top; see {bd / 'build.log'}") from None
+            from ttforge.sim.runner import log_failure_line
+
+            # the line that says why (a file-size limit that killed iverilog named nothing)
+            why = log_failure_line(bd / "build.log", "its log says nothing")
+            raise DeviceError(f"{simulator} could not compile the board top: {why}; see "
+                              f"{show_path(bd / 'build.log')}") from None
         except BaseException:
             self.close()
             raise

@@ -24,10 +24,11 @@ from typing import Iterator
 
 import numpy as np
 
-from ttforge.errors import ConfigError, EnvironmentFailure, OutputError, ToolchainMissing
+from ttforge.errors import ConfigError, EnvironmentFailure, MachineFailure, OutputError, ToolchainMissing
 from ttforge.sim.cases import RegressCase
 
-__all__ = ["NATIVE", "REGRESS_SIMULATORS", "CaseResult", "run_case", "locate_divergence", "describe"]
+__all__ = ["NATIVE", "REGRESS_SIMULATORS", "CaseResult", "run_case", "locate_divergence", "describe",
+           "stop_on_machine_failure"]
 
 
 #: simulators ``ttforge regress`` runs: the cocotb testbench on Icarus or Verilator, or
@@ -210,6 +211,23 @@ def _building(res: CaseResult) -> Iterator[None]:
         raise
 
 
+def stop_on_machine_failure(e: BaseException, what: str, *, building: bool = False) -> None:
+    """Raise :class:`~ttforge.errors.MachineFailure` when ``e``, which stopped ``what`` (a
+    case), is the machine's (:func:`ttforge.boundary.machine_failure`: a full disk, an I/O
+    error, a limit reached, memory exhausted, a simulator that failed to run); return for
+    anything else, which the caller makes the case's ERROR. A full ``$TMPDIR`` was an
+    ERROR row with a reproducer, exit 1: a verdict on the RTL. ``building``: ``e`` is the
+    simulator build's own failure, which stays the case's row (marked ``build_failed``,
+    exit 3 once every case ran)."""
+    from ttforge.boundary import machine_failure
+
+    if isinstance(e, MachineFailure):
+        raise e   # said already (a worker's case, on its way back)
+    failure = None if building else machine_failure(e)
+    if failure is not None:
+        raise MachineFailure(f"{what} could not run: {failure}") from e
+
+
 def run_case(case: RegressCase, sim: str, *, fault: str | None = None,
              build_root: str | os.PathLike | None = None, out_dir: str | os.PathLike | None = None,
              waves_on_failure: bool = True) -> CaseResult:
@@ -281,6 +299,7 @@ def run_case(case: RegressCase, sim: str, *, fault: str | None = None,
     except (OutputError, ToolchainMissing):
         raise   # the machine's or the cache's trouble, not the case's: the run stops (exit 2 / 3)
     except Exception as e:  # noqa: BLE001 - reported as an ERROR row, the run goes on
+        stop_on_machine_failure(e, f"seed {case.seed} on {sim}", building=res.build_failed)
         res.result, res.reason = "ERROR", f"{type(e).__name__}: {e}"
         res.divergence = {"traceback": traceback.format_exc()}
     res.seconds = time.perf_counter() - t0

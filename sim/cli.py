@@ -18,7 +18,8 @@ from typing import Callable, Iterator
 
 from ttforge.atomic import (WORK_MARKER, check_not_input, check_output_dir, claim_work_dir,
                             output_lock)
-from ttforge.errors import ConfigError, LimitError, NativeError, SchedulerLost, SimError, show_path, shown
+from ttforge.errors import (ConfigError, LimitError, MachineFailure, NativeError, SchedulerLost, SimError, one_line,
+                            show_path, shown)
 from ttforge.limits import MAX_JOBS, MAX_SEED, MAX_SEEDS, MAX_VECTORS
 from ttforge.hw.faults import FAULTS
 from ttforge.sim.check import NATIVE, REGRESS_SIMULATORS, CaseResult, describe
@@ -221,9 +222,15 @@ def _run_held(args: argparse.Namespace) -> int:
             rep = regress(seeds, args.sim or "icarus", jobs=args.jobs, vectors=args.vectors,
                           out_dir=args.out, fault=args.fault, build_root=args.build_root, config=config,
                           progress=progress, cluster=args.cluster)
-        except SchedulerLost as e:
+        except (SchedulerLost, MachineFailure) as e:
             if e.report is not None and e.report.results:
                 print_table(e.report)   # what finished (also in junit.xml and summary.json)
+            if isinstance(e, MachineFailure) and e.report is not None and any(
+                    r.result == "FAIL" for r in e.report.results):
+                # a case that failed its check before the machine did: the hardware's
+                # verdict comes first (as before a failed build), the stop is said too
+                print(f"ttforge regress: note: {one_line(e)}", file=sys.stderr)
+                return 1
             raise
     print_table(rep)
     print(f"wrote {show_path(Path(args.out) / 'junit.xml')} and {show_path(Path(args.out) / 'summary.json')}")

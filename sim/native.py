@@ -254,9 +254,10 @@ def verilate_cached(root: Path, key: str, exe_name: str, files: dict[str, bytes]
     it cached. Returns ``(directory, cached, build seconds)``; a failed build is one line
     (:class:`NativeError`) quoting the decisive line of the build's output (the
     directory, with its ``build.log``, is kept with ``TTFORGE_NATIVE_KEEP_FAILED`` set)."""
-    from ttforge.atomic import JOB_MARKER, _prefix, _umask, clean_stale, job_dir
+    from ttforge.atomic import JOB_MARKER, _prefix, _umask, clean_stale
     from ttforge.sim.runner import (build_failure_line, build_intact, fresh_build_dir, kept_sources,
-                                    make_build_dir, product_record, verilator_make_env)
+                                    make_build_dir, named_job_dir, names_file, product_record,
+                                    verilator_make_env)
 
     root = Path(os.path.abspath(root))   # the paths handed to make are absolute
     final = root / key
@@ -279,26 +280,33 @@ def verilate_cached(root: Path, key: str, exe_name: str, files: dict[str, bytes]
     def compile_() -> tuple[Path, bool, float]:
         t0 = time.perf_counter()
         keep = bool(os.environ.get("TTFORGE_NATIVE_KEEP_FAILED"))
-        work = job_dir("ttforge-native-") if elsewhere else temporary()
+        work = named_job_dir("ttforge-native-") if elsewhere else temporary()
         tmp = work
         try:
             for rel, data in files.items():
                 (work / rel).parent.mkdir(parents=True, exist_ok=True)
-                (work / rel).write_bytes(data)
+                with names_file(work / rel):
+                    (work / rel).write_bytes(data)
             args = args_for(work)
             with verilator_make_env() as env:   # a root make can build with (a space in it)
                 env["CXX"] = cxx
                 proc = run_bounded([str(Path(env["VERILATOR_ROOT"]) / "bin" / "verilator"), *args], cwd=work,
                                    env=env, timeout=timeout)
-            (work / "build.log").write_text(proc.stdout + proc.stderr)
+            with names_file(work / "build.log"):
+                (work / "build.log").write_text(proc.stdout + proc.stderr)
             if proc.returncode != 0 or not (work / exe_name).is_file():
                 kept = f"; its log is {show_path(work / 'build.log')}" if keep else ""
-                raise NativeError(f"{what} build failed (verilator exit {proc.returncode}): "
+                from ttforge.sim.runner import signal_meaning
+
+                code = (f"verilator exit {proc.returncode}" if proc.returncode >= 0
+                        else f"verilator ended by {signal_meaning(-proc.returncode)}")
+                raise NativeError(f"{what} build failed ({code}): "
                                   f"{build_failure_line(proc.stderr, proc.stdout)}{kept}")
-            (work / "build.json").write_text(json.dumps({
-                **expect, "verilator": _verilator_version(), "args": args, "cxx": cxx,
-                "seconds": round(time.perf_counter() - t0, 3), **product_record(work / exe_name)},
-                indent=2) + "\n")
+            record = json.dumps({**expect, "verilator": _verilator_version(), "args": args, "cxx": cxx,
+                                 "seconds": round(time.perf_counter() - t0, 3), **product_record(work / exe_name)},
+                                indent=2) + "\n"
+            with names_file(work / "build.json"):
+                (work / "build.json").write_text(record)
             if elsewhere:   # into the cache under a temporary name, then renamed as below
                 tmp = temporary()
                 shutil.copytree(work, tmp, dirs_exist_ok=True, symlinks=True,
@@ -386,7 +394,10 @@ def write_vectors(path: str | os.PathLike, x: np.ndarray, magic: bytes = b"TTVI"
     if a.size and (a.min() < -(1 << 31) or a.max() >= 1 << 31):
         raise ConfigError("inputs must fit in int32")
     head = magic + np.array([1, a.shape[0], a.shape[1]], dtype="<u4").tobytes()
-    Path(path).write_bytes(head + a.astype("<i4").tobytes())
+    from ttforge.sim.runner import names_file
+
+    with names_file(path):
+        Path(path).write_bytes(head + a.astype("<i4").tobytes())
 
 
 def read_vectors(path: str | os.PathLike, magic: bytes = b"TTVO") -> np.ndarray:
@@ -443,7 +454,7 @@ def run_native(build: NativeBuild, program, inputs: np.ndarray, *, seed: int = 0
     x = np.asarray(inputs)
     if x.ndim == 1:
         x = x[None, :]
-    from ttforge.sim.runner import check_pauses
+    from ttforge.sim.runner import check_pauses, names_file, signal_meaning
 
     check_pauses(gaps, backpressure)
     from ttforge.hw.program import Program
@@ -458,7 +469,8 @@ def run_native(build: NativeBuild, program, inputs: np.ndarray, *, seed: int = 0
     image = _image(build, program)
     with tempfile.TemporaryDirectory(prefix="ttf-native-run-") as d:
         d = Path(d)
-        (d / "image.bin").write_bytes(image)
+        with names_file(d / "image.bin"):
+            (d / "image.bin").write_bytes(image)
         write_vectors(d / "inputs.bin", x)
         argv = [str(build.exe), "--image", str(d / "image.bin"), "--inputs", str(d / "inputs.bin"),
                 "--outputs", str(d / "outputs.bin"), "--report", str(d / "report.json"),
@@ -468,7 +480,11 @@ def run_native(build: NativeBuild, program, inputs: np.ndarray, *, seed: int = 0
         proc = run_bounded(argv, timeout=timeout)
         wall = time.perf_counter() - t0
         if proc.returncode == 2 or not (d / "report.json").is_file():
-            msg = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+            ended = (f"exit status {proc.returncode}" if proc.returncode >= 0
+                     else f"ended by {signal_meaning(-proc.returncode)}")
+            msg = (proc.stderr.strip().splitlines() or [f"the native harness: {ended}"])[-1]
+            if proc.returncode == 4:   # it could not write an output: "cannot write FILE: reason"
+                msg += "; free space on that disk, or retry"
             raise (ConfigError if proc.returncode == 2 else NativeError)(msg)
         report = json.loads((d / "report.json").read_text())
         outputs = read_vectors(d / "outputs.bin")

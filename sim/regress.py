@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ttforge.atomic import WORK_MARKER, atomic_dir, atomic_write_text, reclaim_work_dir
-from ttforge.errors import ClusterError, SchedulerLost, SimulatorMissing
+from ttforge.errors import ClusterError, MachineFailure, SchedulerLost, SimulatorMissing, TTForgeError, show_path
 from ttforge.limits import MAX_JOBS
 from ttforge.sim.cases import make_case
-from ttforge.sim.check import CaseResult, _simulator_problem, run_case
+from ttforge.sim.check import CaseResult, _simulator_problem, run_case, stop_on_machine_failure
 from ttforge.sim.report import RegressReport, junit_xml
 from ttforge.sim.reproducer import replay_command
 
@@ -57,6 +57,7 @@ def _worker(args) -> CaseResult:
     try:
         case = make_case(seed, vectors, config=cfg)
     except Exception as e:  # noqa: BLE001
+        stop_on_machine_failure(e, f"seed {seed} on {sim}")   # out of memory drawing it: no verdict
         return _error_row(seed, sim, vectors, f"{type(e).__name__}: {e}")
     return run_case(case, sim, fault=fault, build_root=build_root, out_dir=out_dir)
 
@@ -71,12 +72,12 @@ def case_task(args) -> tuple[CaseResult, bytes | None, str]:
     path on the worker (``None``: the worker's default cache)."""
     from ttforge.sim.cluster import one_at_a_time, where
 
-    from ttforge.sim.runner import job_dir
+    from ttforge.sim.runner import named_job_dir
 
     with one_at_a_time():
         # named with the worker's process id: a worker killed mid-case (a run stopped
         # with SIGTERM) leaves it to the next ttforge run, which removes it
-        tmp = job_dir("ttforge-case-")
+        tmp = named_job_dir("ttforge-case-")
         try:
             # a reproducer only when the client keeps one (args[5]: its output directory or None)
             res = _worker((*args[:5], str(tmp) if args[5] is not None else None, *args[6:]))
@@ -122,6 +123,21 @@ class _Collector:
         # a claimed --out (ttforge regress) stays claimed: removed during the run, it was
         # made again by the writes below without its claim, and refused for good
         self.claimed = out is not None and (out / WORK_MARKER).is_file()
+
+    def stopped(self, failure: MachineFailure) -> MachineFailure:
+        """``failure`` (a case's machine failure) as the line that ends the run: what
+        finished is written first (that case and those not reached listed as not run,
+        none counted as failed), if it can be."""
+        try:
+            rep = self.report()
+        except (OSError, TTForgeError):
+            # the disk that failed the case may take no summary either: the case's line
+            # is what to say (junit.xml and summary.json are whole or the last flush's)
+            rep = None
+        kept = (f"; the {len(rep.results)} case(s) that finished are in {show_path(self.out / 'summary.json')}"
+                if rep is not None and self.out is not None and rep.results else "")
+        return MachineFailure(f"{failure}; the regression stopped there, a failure of the machine, not of the "
+                              f"RTL{kept}", report=rep)
 
     def add(self, res: CaseResult) -> None:
         self.results.append(res)
@@ -182,6 +198,10 @@ def regress(seeds: Sequence[int], sim: str, *, jobs: int | None = None, vectors:
         incomplete, the other seeds listed as not run) and in the exception's ``report``.
     ClusterError
         The cluster could not be started or reached, or lost every worker (exit 3).
+    MachineFailure
+        The machine failed under a case, here or on a worker (a full disk, an I/O error, a
+        limit reached, memory exhausted): no verdict, the run stops; what finished is in
+        ``out_dir`` and the exception's ``report`` (that case listed as not run).
     """
     missing = _simulator_problem(sim)
     if missing:
@@ -196,7 +216,11 @@ def regress(seeds: Sequence[int], sim: str, *, jobs: int | None = None, vectors:
     if cluster is None and (jobs is None or int(jobs) <= 1):
         col = _Collector(seeds, sim, fault, out, progress, None)
         for t in tasks:
-            col.add(_worker(t))
+            try:
+                res = _worker(t)
+            except MachineFailure as e:
+                raise col.stopped(e) from e.__cause__
+            col.add(res)
         return col.report()
 
     from ttforge.sim.cluster import ClusterSpec, connect, run_tasks
@@ -214,6 +238,11 @@ def regress(seeds: Sequence[int], sim: str, *, jobs: int | None = None, vectors:
     def done(i: int, outcome: Any) -> None:
         seed = seeds[i]
         if isinstance(outcome, BaseException):   # the task itself failed (KilledWorker, ...)
+            try:
+                # a worker's full disk or memory is the machine's, as in this process
+                stop_on_machine_failure(outcome, f"seed {seed} on {sim}")
+            except MachineFailure as e:
+                raise col.stopped(e) from None
             res = _error_row(seed, sim, int(vectors), f"{type(outcome).__name__}: {outcome}")
         else:
             res, blob, where[seed] = outcome

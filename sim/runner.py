@@ -26,6 +26,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import stat
 import subprocess
 import tempfile
@@ -47,7 +48,8 @@ __all__ = ["SIMULATORS", "SimBuild", "SimResult", "JobResult", "SimError", "Simu
            "build", "run_job", "run_inference", "available_simulators", "simulator_problem",
            "default_build_root", "emit_verilog", "generator_fingerprint",
            "register_addresses", "TOP", "fault_supported", "run_testbench", "build_intact",
-           "build_product", "product_record", "content_sha256", "simulator_versions"]
+           "build_product", "product_record", "content_sha256", "simulator_versions", "names_file",
+           "named_job_dir", "build_failure_line", "log_failure_line", "signal_meaning"]
 
 #: The simulators the runner knows (cocotb_tools.runner names).
 SIMULATORS = ("icarus", "verilator")
@@ -282,17 +284,90 @@ def verilator_make_env(base: Mapping[str, str] | None = None) -> Iterator[dict[s
 def build_failure_line(*outputs: str) -> str:
     """The line of a failed build's output that says why: the first compiler, linker,
     make or Verilator error that is not merely the consequence of another (make's
-    ``*** [rule] Error 2``, Verilator's ``%Error: 'make ...' exited with 2``)."""
+    ``*** [rule] Error 2``, Verilator's ``%Error: 'make ...' exited with 2``), or the
+    shell's word for a tool a signal ended ("File size limit exceeded", "Killed");
+    a signal it names is explained (:func:`signal_meaning`: Verilator said only "threw
+    signal 25")."""
     lines = [ln.strip() for out in outputs for ln in out.splitlines() if ln.strip()]
     for ln in lines:
-        if _DECISIVE.search(ln) and not _CONSEQUENCE.search(ln):
-            return ln
-    return next((ln for ln in lines if "rror" in ln), lines[-1] if lines else "the build printed nothing")
+        if (_DECISIVE.search(ln) or _KILLED.search(ln)) and not _CONSEQUENCE.search(ln):
+            return _explained(ln)
+    return _explained(next((ln for ln in lines if "rror" in ln), lines[-1] if lines else "the build printed nothing"))
+
+
+def log_failure_line(log: str | os.PathLike, fallback: str) -> str:
+    """:func:`build_failure_line` of the build log ``log``, or ``fallback`` when there is
+    no log to read."""
+    try:
+        return build_failure_line(Path(log).read_text(errors="replace"))
+    except OSError:
+        return fallback
+
+
+#: what a signal that ended a tool means, and the fix (the others: their name and strsignal)
+_SIGNAL_MEANINGS = {
+    "SIGXFSZ": "a file grew past the file-size limit; raise it (ulimit -f) or free space",
+    "SIGKILL": "killed, most often by the kernel when memory ran out; free memory or build a smaller config",
+    "SIGSEGV": "the tool crashed (out of stack or memory, or its own bug)",
+    "SIGBUS": "a bus error (a mapped file on a full disk, or the tool's own bug)",
+    "SIGXCPU": "the CPU-time limit was reached; raise it (ulimit -t)",
+    "SIGABRT": "the tool aborted (out of memory, or its own bug)",
+    "SIGTERM": "terminated by another process",
+}
+
+
+def signal_meaning(signum: int) -> str:
+    """Signal ``signum`` by name and what it means for a tool it ended
+    (``SIGXFSZ: a file grew past the file-size limit; ...``)."""
+    try:
+        sig = signal.Signals(int(signum))
+    except ValueError:
+        return f"signal {signum}"
+    return f"{sig.name}: {_SIGNAL_MEANINGS.get(sig.name) or signal.strsignal(sig)}"
+
+
+def _explained(line: str) -> str:
+    """``line`` with the signal it names explained (a number, or the shell's word)."""
+    m = _SIGNAL_NUMBER.search(line)
+    if m:
+        return f"{line} ({signal_meaning(int(m.group(1)))})"
+    m = _KILLED.search(line)
+    if m:
+        return f"{line} ({signal_meaning(_KILLED_BY[m.group(0)])})"
+    return line
 
 
 _DECISIVE = re.compile(r"(?i): (fatal )?error:|^%Error|\*\*\* |^error:|undefined reference|^ld: ")
 _CONSEQUENCE = re.compile(r"^%Error: '.*' exited with \d+|^%Error: Command Failed|^%Error: Exiting due to"
                           r"|\*\*\* \[[^]]*\] Error \d+|^collect2: error: ld returned")
+_SIGNAL_NUMBER = re.compile(r"(?i)\bsignal (\d+)\b")
+#: the shell's words for a child a signal ended (strsignal), as a build log holds them
+_KILLED_BY = {signal.strsignal(s): int(s) for s in (signal.SIGXFSZ, signal.SIGKILL, signal.SIGSEGV,
+                                                    signal.SIGBUS, signal.SIGXCPU, signal.SIGABRT)}
+_KILLED = re.compile("|".join(r"\b" + re.escape(w) + r"\b" for w in _KILLED_BY))
+
+
+@contextlib.contextmanager
+def names_file(path: str | os.PathLike) -> Iterator[None]:
+    """An :class:`OSError` of the block that names no file names ``path``, the file the
+    block writes: a write on a full disk says only "No space left on device"
+    (``Path.write_text``, ``np.savez``'s close), and the line named nothing, or the
+    directory an enclosing output was going to (a flow's ``sim/``, on a disk with space)
+    instead of the ``$TMPDIR`` or cache that was full."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None and not isinstance(e, BrokenPipeError):
+            e.filename = os.fspath(path)
+        raise
+
+
+def named_job_dir(prefix: str) -> Path:
+    """:func:`ttforge.atomic.job_dir`, whose failure names the temporary directory it
+    was making the job's in: the write of its marker on a full ``$TMPDIR`` named no
+    file."""
+    with names_file(tempfile.gettempdir()):
+        return job_dir(prefix)
 
 
 @contextlib.contextmanager
@@ -737,13 +812,15 @@ def cocotb_build(sim: str, root: Path, bdir: Path, top: str, files: Mapping[str,
     from cocotb_tools.runner import VerilatorControlFile, get_runner
 
     for name, text in files.items():
-        (bdir / name).write_text(text)
+        with names_file(bdir / name):
+            (bdir / name).write_text(text)
     elsewhere = make_build_dir(root, sim=sim)
-    work = bdir if elsewhere is None else job_dir("ttforge-vbuild-")
+    work = bdir if elsewhere is None else named_job_dir("ttforge-vbuild-")
     try:
         if work != bdir:
             for name, text in files.items():
-                (work / name).write_text(text)
+                with names_file(work / name):
+                    (work / name).write_text(text)
         sources: list[Any] = [VerilatorControlFile(str(work / n)) if n.endswith(".vlt") else work / n
                               for n in sorted(files, key=lambda n: not n.endswith(".vlt"))]
         # lint is the job of tests/hw (with -Wall); here warnings must not stop a build
@@ -755,7 +832,7 @@ def cocotb_build(sim: str, root: Path, bdir: Path, top: str, files: Mapping[str,
                 get_runner(sim).build(sources=sources, hdl_toplevel=top, build_dir=work, build_args=args,
                                       timescale=TIMESCALE, waves=waves, log_file=log)
         except (subprocess.CalledProcessError, RuntimeError, SystemExit) as e:
-            why = build_failure_line(log.read_text(errors="replace")) if log.is_file() else str(e)
+            why = log_failure_line(log, str(e))
             raise SimError(f"{sim} build of {top} failed: {why}; see {show_path(log)}") from None
         if work != bdir:
             mode = stat.S_IMODE(bdir.stat().st_mode)
@@ -795,7 +872,7 @@ def job_workdir(prefix: str, workdir: str | os.PathLike | None = None) -> Iterat
         wd.mkdir(parents=True, exist_ok=True)
         yield wd
         return
-    wd = job_dir(prefix)
+    wd = named_job_dir(prefix)
     try:
         yield wd
     except (KeyboardInterrupt, SystemExit):
@@ -827,8 +904,10 @@ def run_job(sim_build: SimBuild, ops: Sequence[Mapping[str, Any]], arrays: Mappi
         job = {"ops": [dict(o) for o in ops], "regs": register_addresses(cfg), "seed": int(seed),
                "stream_elems": cfg.stream_elems, "lane_bits": stream_lane_bits(cfg.act_bits),
                "out_count": int(out_count)}
-        (wd / "job.json").write_text(json.dumps(job, indent=1))
-        np.savez(wd / "data.npz", **{k: np.asarray(v, dtype=np.int64) for k, v in arrays.items()})
+        with names_file(wd / "job.json"):
+            (wd / "job.json").write_text(json.dumps(job, indent=1))
+        with names_file(wd / "data.npz"):
+            np.savez(wd / "data.npz", **{k: np.asarray(v, dtype=np.int64) for k, v in arrays.items()})
         plusargs: list[str] = []
         test_args: list[str] = []
         wave_file = None

@@ -28,7 +28,7 @@ import numpy as np
 
 from ttforge.hw.trainer.program import TrainEngineConfig, compile_training
 from ttforge.ir.random import train_layer_shapes
-from ttforge.errors import ConfigError, EnvironmentFailure, show_path
+from ttforge.errors import ConfigError, EnvironmentFailure, MachineFailure, TTForgeError, one_line, show_path
 from ttforge.ir.train import (TrainConfig, TrainState, calibrate_state, check_batch, export_network, init_state,
                               label_act_bits, train_step, train_step_fast)
 from ttforge.ir.train_diverge import compare_states
@@ -228,6 +228,14 @@ def run_train_case(case: TrainCase, build) -> TrainCaseResult:
         else:
             res.first_step, res.difference = _first_step(case, build)
     except Exception as e:  # noqa: BLE001 - a case's failure is its verdict, never a crash of the run
+        from ttforge.errors import NativeError
+        from ttforge.sim.check import stop_on_machine_failure
+
+        # a full disk or memory is no verdict: it ended the run in exit 1 as an error row.
+        # The harness's NativeError is the engine's (it stopped with an error, or never
+        # finished the step: what a training fault does), the case's own verdict
+        if not isinstance(e, NativeError):
+            stop_on_machine_failure(e, f"training seed {case.seed}")
         res.error = f"{type(e).__name__}: {e}"[:300]
     res.seconds = time.perf_counter() - t0
     return res
@@ -281,6 +289,9 @@ def train_case_task(args: tuple) -> tuple[TrainCaseResult, str]:
                                     error=f"{type(e).__name__}: {e}"[:300], build_failed=True,
                                     build_error=e, case=case.digest), where())
         except Exception as e:  # noqa: BLE001 - the case's verdict, as for a local run
+            from ttforge.sim.check import stop_on_machine_failure
+
+            stop_on_machine_failure(e, f"training seed {seed}")
             return (TrainCaseResult(case.seed, case.family, case.describe(), steps, False,
                                     error=f"{type(e).__name__}: {e}"[:300], case=case.digest), where())
         return run_train_case(case, build), where()
@@ -306,7 +317,10 @@ def train_regress(seeds: Sequence[int], steps: int, *, build_root=None, fault: s
             if case.family not in builds:
                 builds[case.family] = build_train_native(family_config(case.family), build_root=build_root,
                                                          fault=fault)
-            res = run_train_case(case, builds[case.family])
+            try:
+                res = run_train_case(case, builds[case.family])
+            except MachineFailure as e:
+                raise _stopped(e, out) from e.__cause__
             out.append(res)
             if on_case is not None:
                 on_case(res)
@@ -326,6 +340,13 @@ def train_regress(seeds: Sequence[int], steps: int, *, build_root=None, fault: s
     def done(i: int, outcome) -> None:
         seed = seeds[i]
         if isinstance(outcome, BaseException):   # the task itself failed (KilledWorker, ...)
+            from ttforge.sim.check import stop_on_machine_failure
+
+            try:
+                # a worker's full disk or memory is the machine's, as in this process
+                stop_on_machine_failure(outcome, f"training seed {seed}")
+            except MachineFailure as e:
+                raise _stopped(e, [results[s] for s in seeds if s in results]) from None
             res = TrainCaseResult(seed, -1, "?", steps, False, error=f"{type(outcome).__name__}: {outcome}"[:300])
         else:
             res = outcome[0]
@@ -341,6 +362,13 @@ def train_regress(seeds: Sequence[int], steps: int, *, build_root=None, fault: s
         raise SchedulerLost(f"--cluster {spec.describe()}: the scheduler went away after "
                             f"{len(results)} of {len(seeds)} cases", done=e.done) from None
     return [results[s] for s in seeds if s in results]
+
+
+def _stopped(failure: MachineFailure, finished: list[TrainCaseResult]) -> MachineFailure:
+    """``failure`` (a case's machine failure) as the line that ends the run, with the
+    cases that had ``finished`` as its ``report``."""
+    return MachineFailure(f"{failure}; the regression stopped there, a failure of the machine, not of the RTL",
+                          report=finished)
 
 
 #: the largest ``--steps`` of ``ttforge regress --train``
@@ -420,8 +448,12 @@ def run_train_cli(args) -> int:
         print(f"[{done[0]}/{len(seeds)}] seed {r.seed}: {verdict} ({r.describe}, {r.seconds:.1f} s)",
               file=sys.stderr, flush=True)
 
-    results = train_regress(seeds, args.steps, build_root=args.build_root, fault=args.fault, on_case=line,
-                            jobs=args.jobs, cluster=args.cluster)
+    stopped = None
+    try:
+        results = train_regress(seeds, args.steps, build_root=args.build_root, fault=args.fault, on_case=line,
+                                jobs=args.jobs, cluster=args.cluster)
+    except MachineFailure as e:   # what finished is still told, then the line (or a failed check's 1)
+        results, stopped = list(e.report or []), e
     table = Table(title=f"training regression: {len(results)} cases x {args.steps} steps (verilator-native)")
     for col in ("seed", "network", "steps", "cycles/step", "seconds", "result"):
         table.add_column(col)
@@ -432,16 +464,29 @@ def run_train_cli(args) -> int:
     failed = [r for r in results if not r.passed]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    ran = {r.seed for r in results}
     summary = {"kind": "train", "simulator": "verilator-native", "steps": args.steps, "fault": args.fault,
                "cases": len(results), "failed": len(failed), "results": [r.to_dict() for r in results],
-               "reproduce": [reproduce_command(r.seed, args.steps, args.fault, r.case) for r in failed]}
-    atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
-    # --out was claimed before the cases (sim/cli.py); removed during the run, it was
-    # made again above without its claim, and every later run refused it
-    reclaim_work_dir(out, lambda name: name == "summary.json")
+               "reproduce": [reproduce_command(r.seed, args.steps, args.fault, r.case) for r in failed],
+               "complete": stopped is None, "not_run": [s for s in seeds if s not in ran]}
+    try:
+        atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
+        # --out was claimed before the cases (sim/cli.py); removed during the run, it was
+        # made again above without its claim, and every later run refused it
+        reclaim_work_dir(out, lambda name: name == "summary.json")
+    except (OSError, TTForgeError):
+        if stopped is None:
+            raise
+        raise stopped from None   # the disk that stopped the run takes no summary: its line
     print(f"{len(results) - len(failed)} of {len(results)} passed; wrote {show_path(out / 'summary.json')}")
     for cmd in summary["reproduce"]:
         print(f"reproduce: {cmd}")
+    if stopped is not None:
+        if any(not r.passed and r.error is None for r in results):
+            # a case that failed its check before the machine did: the hardware's verdict first
+            print(f"ttforge regress: note: {one_line(stopped)}", file=sys.stderr)
+            return 1
+        raise stopped
     return train_verdict(results)
 
 

@@ -41,11 +41,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ttforge.errors import (EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_PIPE,
-                            EXIT_TERMINATED, EXIT_USER, ConfigError, TTForgeError, one_line, show_path)
+                            EXIT_TERMINATED, EXIT_USER, ConfigError, EnvironmentFailure, TTForgeError, one_line,
+                            show_path)
 from ttforge.limits import slash_on_file
 
 __all__ = ["run_command", "Terminated", "signals_interrupt", "input_paths", "INPUT_ARGUMENTS",
-           "describe_os_error"]
+           "describe_os_error", "machine_failure"]
 
 #: The argument names (argparse ``dest``) that name a command's input files or
 #: directories; an output may never be one of them (:func:`ttforge.atomic.command_inputs`).
@@ -61,6 +62,13 @@ _UPDATED_INPUTS = {"from_artifact": "--from", "resume": "--resume"}
 _USER_ERRNOS = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR, errno.EEXIST,
                 errno.ENAMETOOLONG, errno.ELOOP, errno.EROFS, errno.ENXIO, errno.ENOTEMPTY,
                 errno.EINVAL, errno.EXDEV, errno.ETXTBSY, errno.EBUSY}
+
+# the fix of a machine's OSError, by errno (any other: free space or retry)
+_MACHINE_FIXES = {errno.ENOSPC: "free space on that disk", errno.EDQUOT: "free space within your disk quota",
+                  errno.EFBIG: "raise the file-size limit (ulimit -f) or free space",
+                  errno.EMFILE: "raise the open-file limit (ulimit -n)",
+                  errno.ENFILE: "close other programs' files (the system's open-file table is full)",
+                  errno.ENOMEM: "free memory", errno.EIO: "check that disk (an I/O error) and retry"}
 
 
 class Terminated(KeyboardInterrupt):
@@ -149,7 +157,32 @@ def describe_os_error(e: OSError) -> tuple[str, int]:
         fix = ("check the path and its permissions" if e.errno in (errno.EACCES, errno.EPERM)
                else "check the path")
         return f"{where}{why}; {fix}", EXIT_USER
-    return f"{where}{why} (a problem of the machine, not of the input; free space or retry)", EXIT_ENVIRONMENT
+    fix = _MACHINE_FIXES.get(e.errno, "free space or retry")
+    return f"{where}{why} (a problem of the machine, not of the input; {fix})", EXIT_ENVIRONMENT
+
+
+def machine_failure(e: BaseException) -> EnvironmentFailure | None:
+    """``e`` as the machine's failure, or ``None`` when it is not one.
+
+    The machine's: an :class:`~ttforge.errors.EnvironmentFailure` (returned as it is), an
+    :class:`OSError` that :func:`describe_os_error` counts as the machine's (a full disk, an
+    I/O error, a limit reached: exit 3), memory exhausted (``MemoryError``, torch's
+    allocator). Work that turns other errors into a verdict (a ``regress`` case's ERROR
+    row) stops on these instead: they say nothing of what it checks.
+
+    Returns
+    -------
+    EnvironmentFailure or None
+        ``e`` itself, or one in the line :func:`run_command` would print for ``e``.
+    """
+    if isinstance(e, EnvironmentFailure):
+        return e
+    if isinstance(e, OSError):
+        message, code = describe_os_error(e)
+        return EnvironmentFailure(message) if code == EXIT_ENVIRONMENT else None
+    if isinstance(e, MemoryError) or _is_allocator_failure(e):
+        return EnvironmentFailure(_OUT_OF_MEMORY)
+    return None
 
 
 def _prefix(command: str) -> str:

@@ -133,10 +133,13 @@ EXIT_CODES = [
     "to its end and its files are written whole; a failing standard output is named in one line), "
     "memory exhausted; the Dask scheduler of `regress --cluster` "
     "cannot be reached, has no worker, or went away during the run (the finished cases are "
-    "kept in `junit.xml` and `summary.json`) | `ttforge.errors.EnvironmentFailure` "
+    "kept in `junit.xml` and `summary.json`); such a failure under a `regress` case (on this "
+    "machine or a cluster's worker) is the machine's, never a failed check: the run stops in one "
+    "line naming the file or the limit and the fix, writes no reproducer for it, and its "
+    "`summary.json` lists that case as not run | `ttforge.errors.EnvironmentFailure` "
     "(`SimulatorMissing`, `ToolchainMissing`, `SimError`, `SynthError`, `BuildError`, "
     "`DeviceError`, `DeviceTimeout`, `ProtocolError`, `FormalToolMissing`, `ClusterError`, "
-    "`SchedulerLost`, ...) |",
+    "`SchedulerLost`, `MachineFailure`, ...) |",
     "| 70 | a bug in ttforge (any other exception): the line names it; `TTFORGE_DEBUG=1` shows "
     "the traceback | |",
     "| 130 | interrupted (Ctrl-C): every file being written keeps its old content | |",

@@ -36,7 +36,7 @@ __all__ = [
     # environment, tool and device failures
     "ToolchainMissing", "SimError", "SimulatorMissing", "NativeError", "SynthError", "BuildError",
     "DeviceError", "DeviceTimeout", "ProtocolError", "FormalSetupError", "FormalToolMissing",
-    "ClusterError", "SchedulerLost",
+    "ClusterError", "SchedulerLost", "MachineFailure",
     # bugs
     "NotBitExactError",
     # formatting
@@ -192,6 +192,17 @@ class SchedulerLost(ClusterError):
     def __init__(self, message: str = "", done: int = 0, report=None) -> None:
         super().__init__(message)
         self.done = done
+        self.report = report
+
+
+class MachineFailure(EnvironmentFailure):
+    """The machine failed under a run that checks something (a full disk, an I/O error, a
+    limit reached, memory exhausted: :func:`ttforge.boundary.machine_failure`), which is
+    no verdict on what it checks; ``report`` is what the run made of the work that had
+    finished (``None``: nothing)."""
+
+    def __init__(self, message: str = "", report=None) -> None:
+        super().__init__(message)
         self.report = report
 
 

@@ -15,7 +15,10 @@
 // Input file: "TTVI", u32 version 1, u32 vectors, u32 elements, then int32 LE.
 // Exit status: 0 all outputs received; 2 bad input (one line on stderr, nothing
 // written); 3 the simulation failed (timeout, engine error, malformed output vector;
-// the report is still written, with "ok": false).
+// the report is still written, with "ok": false); 4 an output could not be written
+// (a full disk, a file-size limit: one line naming the file and the system's reason,
+// and neither output left).
+#include <cerrno>
 #include <chrono>
 #include <cinttypes>
 #include <cstdio>
@@ -32,6 +35,31 @@ namespace {
 [[noreturn]] void fail(const std::string& msg) {
     std::fprintf(stderr, "ttf_native: %s\n", msg.c_str());
     std::exit(2);
+}
+
+// An output that could not be written whole (a full disk: fwrite and fclose fail, and
+// the report was left truncated, which the caller read as a damaged JSON, an ERROR of the
+// case): one line naming it and the reason, both outputs removed, exit 4.
+std::string g_outputs, g_report;
+
+[[noreturn]] void write_failed(const std::string& path, int err) {
+    std::fprintf(stderr, "ttf_native: cannot write %s: %s\n", path.c_str(), std::strerror(err));
+    std::remove(g_outputs.c_str());
+    std::remove(g_report.c_str());
+    std::exit(4);
+}
+
+FILE* open_output(const std::string& path, const char* mode) {
+    FILE* f = std::fopen(path.c_str(), mode);
+    if (!f) write_failed(path, errno);
+    return f;
+}
+
+void close_output(FILE* f, const std::string& path) {
+    const bool bad = std::ferror(f) != 0;   // an earlier write failed; errno still says why
+    const int err = errno;
+    if (std::fclose(f) != 0) write_failed(path, errno);   // the last buffer's write
+    if (bad) write_failed(path, err ? err : EIO);
 }
 
 std::vector<uint8_t> read_file(const std::string& path) {
@@ -208,8 +236,9 @@ int main(int argc, char** argv) {
     const bool ok = problem.empty();
 
     // outputs: every complete vector received (all of them when ok)
-    FILE* f = std::fopen(outputs.c_str(), "wb");
-    if (!f) fail("cannot write " + outputs);
+    g_outputs = outputs;
+    g_report = report;
+    FILE* f = open_output(outputs, "wb");
     const auto& lens = sim.rx_lengths();
     size_t nvec = 0;
     for (uint32_t l : lens) {
@@ -221,10 +250,9 @@ int main(int argc, char** argv) {
     put_u32(f, static_cast<uint32_t>(nvec));
     put_u32(f, out_count);
     for (size_t i = 0; i < nvec * out_count; ++i) put_u32(f, static_cast<uint32_t>(sim.rx_data()[i]));
-    std::fclose(f);
+    close_output(f, outputs);
 
-    f = std::fopen(report.c_str(), "w");
-    if (!f) fail("cannot write " + report);
+    f = open_output(report, "w");
     std::fprintf(f, "{\n  \"format\": \"ttforge-native-report\",\n  \"version\": 1,\n");
     std::fprintf(f, "  \"ok\": %s,\n  \"problem\": \"%s\",\n", ok ? "true" : "false", problem.c_str());
     std::fprintf(f, "  \"vectors_sent\": %u,\n  \"vectors_received\": %zu,\n", in.count, sim.received());
@@ -239,7 +267,7 @@ int main(int argc, char** argv) {
     for (int k = 0; k < 6; ++k)
         std::fprintf(f, "%s\n    \"%s\": %" PRIu64, k ? "," : "", kCounters[k].name, counters[k]);
     std::fprintf(f, "\n  }\n}\n");
-    std::fclose(f);
+    close_output(f, report);
     if (!ok) std::fprintf(stderr, "ttf_native: %s\n", problem.c_str());
     return ok ? 0 : 3;
 }
