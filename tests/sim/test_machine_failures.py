@@ -112,6 +112,28 @@ def test_a_full_build_cache_ends_regress_in_exit_3_and_stays_a_miss(tmp_path, mo
     assert not build(config, "icarus", build_root=cache).cached   # not taken for a build
 
 
+def test_a_case_that_failed_its_check_before_the_machine_did_keeps_exit_1(tmp_path, monkeypatch, capsys):
+    """The hardware's verdict comes first (as before a failed build): exit 1, the failed
+    case in summary.json, and the stop said as a note."""
+    _need("icarus")
+    import ttforge.sim.regress as regress_module
+    from ttforge.sim.check import CaseResult
+
+    def run_case(case, sim, **kw):
+        if case.seed == 0:
+            return CaseResult(seed=0, sim=sim, shape=case.shape, lanes=1, stream_elems=1, steps=1, vectors=2,
+                              gaps=0, backpressure=0, result="FAIL", reason="vector 0 differs")
+        raise MachineFailure("seed 1 on icarus could not run: /t/data.npz: No space left on device")
+
+    monkeypatch.setattr(regress_module, "run_case", run_case)
+    out = tmp_path / "rg"
+    assert main(["regress", "--seeds", "3", "--vectors", "2", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "ttforge regress: note: seed 1 on icarus could not run: /t/data.npz: No space left" in err
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["failed"], summary["not_run"]) == (1, [1, 2])
+
+
 @contextlib.contextmanager
 def _no_cluster(spec):
     yield types.SimpleNamespace(nthreads=lambda: {"worker": 1})
