@@ -360,7 +360,8 @@ def load_mnist_idx(directory: str | os.PathLike) -> Dataset:
     return Dataset(name, x[:n_train], y[:n_train], x[n_train:], y[n_train:])
 
 
-def load_dataset(spec: str, flag: str | None = None) -> Dataset:
+def load_dataset(spec: str, flag: str | None = None, where: str | None = None,
+                 fix: str | None = None) -> Dataset:
     """``"digits"``, ``"idx:DIR"`` or a directory path of MNIST-format IDX files.
 
     Parameters
@@ -370,13 +371,20 @@ def load_dataset(spec: str, flag: str | None = None) -> Dataset:
     flag : str, optional
         The option that named it (``"--mnist-dir"``): errors begin with it and the
         path instead of ``data='SPEC'``.
+    where : str, optional
+        How errors about the directory begin instead, for a path the user did not type
+        (``"the data directory DIR that run/last.pt records"``).
+    fix : str, optional
+        With ``where``: what the line of a missing directory ends with.
     """
     if not isinstance(spec, str) or not spec:
         raise DataError(f"data={spec!r}: give 'digits' or a directory of IDX files")
     if spec == "digits":
         return load_digits_split()
     path = Path(spec[4:] if spec.startswith("idx:") else spec).expanduser()
-    if flag:
+    if where is not None:
+        fix = fix or f"give a directory holding {_IDX_FILES}"
+    elif flag:
         where, fix = f"{flag} {show_path(path)}", f"give a directory holding {_IDX_FILES}"
     else:
         where = f"data={spec!r}: {show_path(path)}"

@@ -77,6 +77,7 @@ __all__ = [
     "evaluate",
     "load_trained",
     "run_dataset",
+    "data_record",
     "default_out_dir",
 ]
 
@@ -119,7 +120,7 @@ class Trained:
         if data is not None:
             return load_dataset(data)
         return run_dataset(self.config, self.payload, self.path or "the checkpoint",
-                           "give --data DIR to use other data on purpose")
+                           "give --data DIR to use other data on purpose", _MOVED_FIX)
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -148,7 +149,21 @@ def _recorded_digest(payload: dict[str, Any]) -> str | None:
     return digest if isinstance(digest, str) else None
 
 
-def run_dataset(cfg: TrainConfig, payload: dict[str, Any], path: str | os.PathLike, fix: str) -> Dataset:
+#: The fix of a run's data directory that no longer exists (a run moved with its data).
+_MOVED_FIX = "give --data DIR, the directory that holds it now"
+
+
+def _recorded_where(spec: str, path: str | os.PathLike) -> str:
+    """How a line names the data directory ``spec`` that the checkpoint ``path``
+    records: as recorded, the user never typed it (a run written before runs recorded it
+    absolute holds it as typed, read from the current directory)."""
+    p = spec[4:] if spec.startswith("idx:") else spec
+    rel = "" if os.path.isabs(os.path.expanduser(p)) else " (relative to the current directory)"
+    return f"the data directory {show_path(p)} that {show_path(path)} records{rel}"
+
+
+def run_dataset(cfg: TrainConfig, payload: dict[str, Any], path: str | os.PathLike, fix: str,
+                missing: str = _MOVED_FIX, given: str | None = None) -> Dataset:
     """The data set of a run, ``cfg.data``, checked against the digest its checkpoint
     records: the one check of ``quantize``, ``diverge``, ``decompose`` and
     ``train --resume`` that take the data from the run.
@@ -164,20 +179,56 @@ def run_dataset(cfg: TrainConfig, payload: dict[str, Any], path: str | os.PathLi
         The checkpoint, as the message names it.
     fix : str
         What the user does about other data, the end of the message.
+    missing : str
+        What the user does about a recorded directory that does not exist (moved).
+    given : str, optional
+        Data the user gave instead of ``cfg.data`` (a resume's ``--data``), loaded and
+        checked against the digest in its place.
 
     Raises
     ------
     DataError
         The path holds other data: a relative path read from another directory, or
-        files replaced since the run (they trained on other data, silently).
+        files replaced since the run (they trained on other data, silently); or the
+        run's directory does not exist.
     """
-    ds = load_dataset(cfg.data)
+    spec = cfg.data if given is None else given
+    ds = (load_dataset(spec, where=_recorded_where(spec, path), fix=missing) if given is None
+          else load_dataset(spec))
     digest = _recorded_digest(payload)
     if digest is not None and data_digest(ds) != digest:
-        spec = cfg.data[4:] if cfg.data.startswith("idx:") else cfg.data
-        raise DataError(f"data {show_path(spec)} is not the data {show_path(path)} was trained on (its "
+        shown = spec[4:] if spec.startswith("idx:") else spec
+        raise DataError(f"data {show_path(shown)} is not the data {show_path(path)} was trained on (its "
                         f"images or labels differ); {fix}")
     return ds
+
+
+def data_record(ds: Dataset) -> dict[str, Any]:
+    """What a checkpoint records of the data its weights were trained on (its ``data``):
+    the name, the split's sizes and the digest :func:`run_dataset` checks."""
+    return {"name": ds.name, "n_train": int(ds.x_train.shape[0]), "n_test": int(ds.x_test.shape[0]),
+            "sha256": data_digest(ds)}
+
+
+def _resume_dataset(cfg: TrainConfig, stored: TrainConfig, payload: dict[str, Any], path: Path) -> Dataset:
+    """The data a resume trains on: the run's, compared by content when its checkpoint
+    records a digest, so that a run moved with its data resumes with ``--data`` naming
+    the new place (``cfg.data``, recorded from then on); other data is refused.
+
+    A run without a digest (written before runs recorded one) was compared by path in
+    :func:`~ttforge.model.train_config._compare_for_resume` and is read, unchecked, at
+    its recorded path.
+    """
+    from ttforge.ir.cli import _data_spec
+
+    moved = _data_spec(cfg.data) != _data_spec(stored.data)
+    fix = ("--resume continues a run on the data it was trained on: give --data DIR where that data is now, "
+           "or choose a new --out")
+    # without a digest another directory cannot be told to hold the same data: the
+    # relative path recorded is read from the directory the run was started in
+    missing = (_MOVED_FIX if _recorded_digest(payload) is not None else
+               "resume from the directory the run was started in, or choose a new --out")
+    return run_dataset(stored, payload, path, fix, missing, given=cfg.data if moved else None)
 
 
 def _load_data(cfg: TrainConfig, ds: Dataset | None = None) -> tuple[Dataset, ModelConfig]:
@@ -327,13 +378,15 @@ def train(
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out {out_dir} is a file; give a directory for the run")
     check_output_dir(out_dir, "--out")
-    payload = None
+    payload = stored = None
     if resume:
         if not ckpt_path.exists():
             raise CheckpointError(f"--resume: {ckpt_path} does not exist; drop --resume to start a new run")
         payload = load_checkpoint(ckpt_path)
         stored = _stored_config(payload, ckpt_path)
-        _compare_for_resume(cfg, stored, payload.get("truncation") is not None, ckpt_path)
+        # with a digest the data is compared by content (_resume_dataset), not by path
+        _compare_for_resume(cfg, stored, payload.get("truncation") is not None, ckpt_path,
+                            by_path=_recorded_digest(payload) is None)
         if payload.get("optimizer") is None:
             raise CheckpointError(f"--resume: {ckpt_path} holds no optimizer state (not a training "
                                   f"checkpoint); drop --resume")
@@ -352,11 +405,9 @@ def train(
     # checkpoint): a FIFO or a directory at one of its names failed only after an epoch
     check_run_files(out_dir, _RUN_FILES, "--out")
 
-    # a resume trains on the run's data: other files at its path are refused
-    ds, model_cfg = _load_data(cfg, None if payload is None else run_dataset(
-        cfg, payload, ckpt_path, "put the run's data back there (--resume continues a run on the data "
-                                 "it was trained on)"))
-    digest = data_digest(ds)
+    # a resume trains on the run's data, wherever it now is: other data is refused
+    ds, model_cfg = _load_data(cfg, None if payload is None else _resume_dataset(cfg, stored, payload, ckpt_path))
+    record = data_record(ds)
     n_train = ds.x_train.shape[0]
     steps_per_epoch = math.ceil(n_train / cfg.batch_size)
     model, gen = seeded_model(model_cfg, cfg.seed)
@@ -412,7 +463,7 @@ def train(
             "prior": prior.state_dict() if prior is not None else None,
             "rng": {"torch": gen.get_state()},   # the initialising generator's
             "elapsed_s": elapsed_before + time.perf_counter() - t_start,
-            "data": {"name": ds.name, "n_train": n_train, "n_test": int(ds.x_test.shape[0]), "sha256": digest},
+            "data": record,
         }
         save_checkpoint(ckpt_path, state)
         _write_metrics(out_dir, cfg, model_cfg, history, truncation, None)

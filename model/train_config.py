@@ -152,13 +152,19 @@ def default_out_dir(cfg: TrainConfig) -> Path:
     return Path("runs") / f"{_data_name(cfg.data)}-{cfg.model.kind}{'-ra' if cfg.rank_adaptive else ''}"
 
 
-def _compare_for_resume(given: TrainConfig, stored: TrainConfig, truncated: bool, path: Path) -> None:
+def _compare_for_resume(given: TrainConfig, stored: TrainConfig, truncated: bool, path: Path,
+                        by_path: bool = True) -> None:
+    """Refuse a resume whose settings differ from the run's (``epochs`` may grow before a
+    truncation); ``by_path=False`` leaves the data out (compared by its digest instead,
+    :func:`ttforge.model.train._resume_dataset`: a run moved with its data resumes)."""
     from ttforge.ir.cli import _data_spec
 
     a, b = given.to_dict(), stored.to_dict()
     # one directory however it is written: a run written before runs recorded it absolute
     # keeps the path as typed, read (as then) from the current directory
     a["data"], b["data"] = _data_spec(a["data"]), _data_spec(b["data"])
+    if not by_path:
+        a["data"] = b["data"]
     for key in a:
         if key == "epochs" and not truncated and a[key] >= b[key]:
             continue  # a run may be extended

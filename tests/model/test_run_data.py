@@ -11,6 +11,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from ttforge.cli import main
 from ttforge.errors import DataError
@@ -73,7 +74,7 @@ def test_quantize_from_another_directory_reads_the_runs_data(trained, tmp_path, 
 @pytest.mark.parametrize("argv, fix", [
     (["quantize", "{run}", "-o", "{tmp}/a.ttfa"], "give --data DIR to use other data on purpose"),
     (["diverge", "{run}", "--w-bits", "8"], "give --data DIR to use other data on purpose"),
-    (["train", "--resume", "--out", "{run}", "--epochs", "2"], "put the run's data back there"),
+    (["train", "--resume", "--out", "{run}", "--epochs", "2"], "give --data DIR where that data is now"),
 ])
 def test_other_data_at_the_runs_path_is_one_line_exit_2(trained, tmp_path, capsys, argv, fix):
     t = _copy(trained, tmp_path)
@@ -162,3 +163,104 @@ def test_decompose_checks_the_data_and_records_the_sources_name(tmp_path, monkey
     assert "is not the data" in capsys.readouterr().err
     assert main(["quantize", "tt0.pt", "-o", "a.ttfa", "--quiet"]) == 2   # the digest went along
     assert "is not the data" in capsys.readouterr().err
+
+
+# -- a run moved with its data; a config reached through a link -----------------------------
+@pytest.fixture(scope="module")
+def moved(tmp_path_factory):
+    """A run trained in ``proj`` with ``--data mn`` (relative), then ``proj`` renamed
+    ``proj2``, with ``other`` beside ``mn`` (the same images, other labels), and the
+    same run trained for 2 epochs without a break, as the reference for a resume."""
+    root = tmp_path_factory.mktemp("moved")
+    for d in ("proj/mn", "proj/other"):
+        (root / d).mkdir(parents=True)
+        write_pair(root / d, "t10k", 60)
+    _shift_labels(root / "proj/other")
+    mp = pytest.MonkeyPatch()
+    mp.chdir(root / "proj")
+    try:
+        assert main(["train", "--data", "mn", "--out", "run", *FAST]) == 0
+        assert main(["train", "--data", "mn", "--out", "full", *FAST[2:], "--epochs", "2"]) == 0
+    finally:
+        mp.undo()
+    (root / "proj").rename(root / "proj2")
+    return root
+
+
+def test_a_moved_runs_missing_directory_names_the_fix(moved, tmp_path, monkeypatch, capsys):
+    """The run's recorded directory is gone: the line names it as the run records it and
+    ``--data DIR`` (it said ``data='...': ... give 'digits' or a directory``, a field the
+    user never typed)."""
+    t = _copy(moved, tmp_path)
+    monkeypatch.chdir(t / "proj2")
+    before = (t / "proj2/run/last.pt").read_bytes()
+    gone = moved / "proj" / "mn"
+    for argv in (["train", "--resume", "--out", "run", "--epochs", "2", "--quiet"],
+                 ["quantize", "run", "-o", "a.ttfa", "--quiet"],
+                 ["decompose", "run", "--max-rank", "2", "-o", "tt.pt"]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].endswith(
+            f"error: the data directory {gone} that run/last.pt records does not exist; give --data DIR, "
+            f"the directory that holds it now"), err
+    assert (t / "proj2/run/last.pt").read_bytes() == before
+    assert not (t / "proj2/a.ttfa").exists() and not (t / "proj2/tt.pt").exists()
+
+
+def test_a_moved_run_resumes_with_data_naming_the_new_place(moved, tmp_path, monkeypatch, capsys):
+    """``--resume --data mn`` from the new place: the same data by digest, so the run
+    continues (as an uninterrupted run ends) and records the new path; it was refused as
+    'trained with data=...'. Sibling: ``--data other`` (other labels) is refused."""
+    t = _copy(moved, tmp_path)
+    monkeypatch.chdir(t / "proj2")
+    before = (t / "proj2/run/last.pt").read_bytes()
+    assert main(["train", "--resume", "--out", "run", "--data", "other", "--epochs", "2", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"data {t / 'proj2/other'} is not the data run/last.pt was trained on" in err[0], err
+    assert (t / "proj2/run/last.pt").read_bytes() == before
+    assert main(["train", "--resume", "--out", "run", "--data", "mn", "--epochs", "2", "--quiet"]) == 0, \
+        capsys.readouterr().err
+    resumed, full = load_checkpoint(t / "proj2/run/last.pt"), load_checkpoint(t / "proj2/full/last.pt")
+    assert resumed["epoch"] == 2 and resumed["config"]["data"] == str(t / "proj2/mn")
+    assert resumed["data"]["sha256"] == full["data"]["sha256"]
+    assert resumed["state_dict"].keys() == full["state_dict"].keys()
+    assert all(torch.equal(resumed["state_dict"][k], full["state_dict"][k]) for k in full["state_dict"])
+    # the new path is the run's from then on: a resume without --data reads it
+    assert main(["train", "--resume", "--out", "run", "--epochs", "3", "--quiet"]) == 0, capsys.readouterr().err
+
+
+def test_an_old_runs_missing_relative_directory_is_named_as_recorded(trained, tmp_path, monkeypatch, capsys):
+    """A run written before the digest (``../mn``, no digest) resumed or quantized from a
+    directory without ``../mn``: the line names ``../mn`` as recorded (the resume said
+    the current directory's absolute path, the field ``data=`` for both)."""
+    t = _copy(trained, tmp_path)
+    payload = load_checkpoint(t / "run" / "last.pt")
+    payload["config"]["data"] = "../mn"
+    del payload["data"]["sha256"]
+    save_checkpoint(t / "run" / "last.pt", payload)
+    (t / "elsewhere").mkdir()
+    monkeypatch.chdir(t / "elsewhere")
+    where = f"error: the data directory ../mn that {t / 'run'}/last.pt records (relative to the current directory)"
+    for argv, fix in (
+            (["train", "--resume", "--out", str(t / "run"), "--epochs", "2", "--quiet"],
+             "resume from the directory the run was started in, or choose a new --out"),
+            (["quantize", str(t / "run"), "-o", "a.ttfa", "--quiet"], "give --data DIR, the directory that holds it now")):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].endswith(f"{where} does not exist; {fix}"), err
+
+
+def test_a_config_reached_through_a_link_is_relative_to_its_target(tmp_path, monkeypatch, capsys):
+    """``train --config linkdir/c.toml`` (a link to ``cfgdir/c.toml``) with ``data = "mn"``
+    reads ``cfgdir/mn``, as ``flow`` does (it read ``linkdir/mn``, other data there)."""
+    for d in ("cfgdir/mn", "linkdir/mn"):
+        (tmp_path / d).mkdir(parents=True)
+        write_pair(tmp_path / d, "t10k", 60)
+    _shift_labels(tmp_path / "linkdir/mn")
+    (tmp_path / "cfgdir/c.toml").write_text('data = "mn"\nepochs = 1\n[model]\nhidden = [8]\nranks = 2\n')
+    (tmp_path / "linkdir/c.toml").symlink_to("../cfgdir/c.toml")
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--config", "linkdir/c.toml", "--out", "run", "--quiet"]) == 0, capsys.readouterr().err
+    payload = load_checkpoint(tmp_path / "run/last.pt")
+    assert payload["config"]["data"] == str(tmp_path / "cfgdir/mn")
+    assert payload["data"]["sha256"] == data_digest(load_dataset(str(tmp_path / "cfgdir/mn")))
