@@ -7,6 +7,7 @@ the one-line help of every subcommand.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import sys
@@ -89,8 +90,9 @@ def _check_out(path: str, flag: str) -> Path:
 
 def _run_quantize(args: argparse.Namespace) -> int:
     from ttforge.atomic import check_not_input
-    from ttforge.model.train import load_trained
+    from ttforge.model.train import data_record, load_trained
     from ttforge.ir.artifact import save_artifact, source_name
+    from ttforge.ir.cli import _data_spec
     from ttforge.quant.ptq import (QUANTIZE_INT_RANGES, _linear_layers, check_accumulators, is_positive_number,
                                    make_config, parse_layer_bits, quantize_trained)
 
@@ -117,14 +119,17 @@ def _run_quantize(args: argparse.Namespace) -> int:
                       args.acc_bits, layer_bits, args.calibration)
     check_accumulators(trained.model, cfg)
     log = None if (args.quiet or args.json) else (lambda s: print(s, flush=True))
+    ds = trained.dataset(args.data)   # the run's, checked against its digest, or --data
+    # the data as a run records it (absolute: the same bytes however --data was typed)
+    data_spec = _data_spec(args.data) if args.data else trained.config.data
     qnet, inet, report = quantize_trained(
-        trained, args.data, cfg, calib_samples=args.calib_samples, qat_epochs=args.qat_epochs,
+        trained, ds, cfg, calib_samples=args.calib_samples, qat_epochs=args.qat_epochs,
         lr=args.lr, batch_size=args.batch_size, seed=args.seed, recalibrate=not args.keep_exponents,
         log=log)
     final = report["qat"] or report["ptq"]
     meta = {
         "source": source_name(src),   # not the path as typed: the same run gives the same bytes
-        "data": args.data or trained.config.data,
+        "data": data_spec,
         "method": "qat" if report["qat"] else "ptq",
         "calibration": args.calibration,
         "qat_epochs": args.qat_epochs,
@@ -142,7 +147,9 @@ def _run_quantize(args: argparse.Namespace) -> int:
         float_model = nn.Sequential(*[m for m in _float_modules(qnet, trained.model)])
         payload = {
             "kind": trained.payload.get("kind", "ttforge.train"),
-            "config": trained.config.to_dict(),
+            # the data it was calibrated (and with --qat-epochs fine-tuned) on: a later
+            # quantize of the checkpoint reads and checks that, not the run's
+            "config": dataclasses.replace(trained.config, data=data_spec).to_dict(),
             "model_config": trained.model_config.to_dict(),
             "state_dict": float_model.state_dict(),
             "optimizer": None,
@@ -151,7 +158,7 @@ def _run_quantize(args: argparse.Namespace) -> int:
             "truncation": None,
             "prior": None,
             "quantization": {k: v for k, v in report.items() if k != "layers"},
-            "data": trained.payload.get("data"),   # the config's data and its digest, checked as the run's
+            "data": data_record(ds) if args.data else trained.payload.get("data"),
         }
         report["checkpoint"] = str(ckpt_out)
     # rendered before anything is written: what prints the report cannot fail after the
