@@ -404,7 +404,11 @@ def _lr_fix(state: TrainState) -> str:
     base = [s - state.lr_shift for _, s, _ in update_shift_bounds(state, 1)]
     first, last = max(0, lo - min(base)), min(62, hi - max(base))
     if first <= last:
-        return f"use lr_shift in {first}..{last} (the state has {state.lr_shift}; ttforge train-int --lr-shift)"
+        # a resume keeps the state's lr_shift (train-int --resume refuses --lr-shift): a
+        # new run from the state's network is what takes another one
+        return (f"use lr_shift in {first}..{last} (the state has {state.lr_shift}, which a resume keeps: start a "
+                f"new run from its network, ttforge train-int --resume STATE --export A.ttfa, then ttforge "
+                f"train-int --from A.ttfa --lr-shift N)")
     return (f"no lr_shift in 0..62 brings every update in: the state's exponents (in_exp={state.in_exp}) are "
             f"beyond the engine's reach; train it on the host (ttforge train-int)")
 

@@ -113,4 +113,39 @@ def test_generate_train_on_a_state_whose_shift_the_descriptor_cannot_hold_names_
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "\n" not in err and not out.exists(), err
     assert err.startswith("ttforge generate: error: the update of layer 0 core 0 shifts by 129 (")
-    assert err.endswith("use lr_shift in 0..60 (the state has 62; ttforge train-int --lr-shift)")
+    assert err.endswith("use lr_shift in 0..60 (the state has 62, which a resume keeps: start a new run from its "
+                        "network, ttforge train-int --resume STATE --export A.ttfa, then ttforge train-int --from "
+                        "A.ttfa --lr-shift N)")
+
+
+def test_the_lr_shift_fix_generate_names_runs(tmp_path, monkeypatch, capsys):
+    """The commands the update shift's line names work: the state's network exported,
+    a new run from it at the top of the range, and generate takes the new state. It
+    named 'ttforge train-int --lr-shift', which a resume refuses by design (sibling)."""
+    import re
+
+    import numpy as np
+
+    from ttforge.ir.random import train_layer_shapes
+    from ttforge.ir.train import TrainConfig, calibrate_state, init_state, train_step
+
+    # 64 inputs and 10 classes: train-int --from trains it on digits
+    rng = np.random.default_rng(0)
+    state = init_state(train_layer_shapes(rng, 1, 1, 1, 64, 8, 10), TrainConfig(prob_bits=24), seed=0, lr_shift=62,
+                       in_exp=-50)
+    x, y = rng.integers(0, 17, size=(4, 64)), rng.integers(0, 10, size=4)
+    state = calibrate_state(state, x, y, fast=False)
+    train_step(state, x, y)
+    monkeypatch.chdir(tmp_path)
+    save_state(state, "s.ttts")
+    assert main(["generate", "--train", "s.ttts", "--batch", "4", "-o", "g0", "--no-verilog"]) == 2
+    err = capsys.readouterr().err
+    top = re.search(r"use lr_shift in \d+\.\.(\d+) ", err).group(1)
+    assert "--from A.ttfa --lr-shift N" in err, err
+    assert main(["train-int", "--resume", "s.ttts", "--lr-shift", top, "-o", "r", "--epochs", "1", "--quiet"]) == 2
+    assert "--lr-shift" in capsys.readouterr().err and not (tmp_path / "r").exists()
+    assert main(["train-int", "--resume", "s.ttts", "--export", "a.ttfa"]) == 0
+    assert main(["train-int", "--from", "a.ttfa", "--lr-shift", top, "-o", "new", "--epochs", "1", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["generate", "--train", "new/state.ttts", "--batch", "4", "-o", "g1", "--no-verilog"]) == 0, \
+        capsys.readouterr().err

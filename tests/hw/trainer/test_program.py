@@ -270,7 +270,9 @@ def _far_state(kind, by):
 @pytest.mark.parametrize("kind, by, starts", [
     ("update", 50, "the update of layer 0 core 0 shifts by 129 (master_exps[0] -7 + lr_shift 62 - (gradient "
                    "exponent -24 + input exponent -50)), outside the descriptor's signed 8-bit SHIFT field "
-                   "-128..127; use lr_shift in 0..60 (the state has 62; ttforge train-int --lr-shift)"),
+                   "-128..127; use lr_shift in 0..60 (the state has 62, which a resume keeps: start a new run "
+                   "from its network, ttforge train-int --resume STATE --export A.ttfa, then ttforge train-int "
+                   "--from A.ttfa --lr-shift N)"),
     ("loss", 200, "the loss shifts by "),
     ("bias", 200, "the bias alignment of layer 0 shifts by 200 ("),
     ("grad", 200, "the input gradient of layer 1 step 0 shifts by "),
