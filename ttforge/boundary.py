@@ -18,12 +18,12 @@ status meaning
        could not be written, for a command that otherwise succeeded (silently: the
        command runs to its end, and any other status is its own)
 70     a bug in ttforge (any other exception); ``TTFORGE_DEBUG=1`` shows its traceback
-130    interrupted (Ctrl-C); 143: terminated (SIGTERM or SIGHUP)
+130    interrupted (Ctrl-C); 143: terminated (SIGTERM, SIGHUP, or SIGXCPU: the CPU time limit)
 141    stdout was closed by its reader (``| head``): the command stops without a word,
        as a SIGPIPE would stop it
 ====== ==================================================================================
 
-While the command runs, SIGTERM and SIGHUP act like Ctrl-C (every atomic write removes
+While the command runs, SIGTERM, SIGHUP and SIGXCPU act like Ctrl-C (every atomic write removes
 its temporary and keeps the old file), and the command's input files are protected
 from its own outputs (:func:`ttforge.atomic.command_inputs`).
 """
@@ -63,7 +63,9 @@ _USER_ERRNOS = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENO
                 errno.ENAMETOOLONG, errno.ELOOP, errno.EROFS, errno.ENXIO, errno.ENOTEMPTY,
                 errno.EINVAL, errno.EXDEV, errno.ETXTBSY, errno.EBUSY}
 
-# the fix of a machine's OSError, by errno (any other: free space or retry)
+# the fix of a machine's OSError, by errno (any other: free space or retry); with _USER_ERRNOS
+# the one table of whose an OSError is: the boundary's lines and every output error
+# (ttforge.atomic._failure, through describe_os_error) use it
 _MACHINE_FIXES = {errno.ENOSPC: "free space on that disk", errno.EDQUOT: "free space within your disk quota",
                   errno.EFBIG: "raise the file-size limit (ulimit -f) or free space",
                   errno.EMFILE: "raise the open-file limit (ulimit -n)",
@@ -72,23 +74,39 @@ _MACHINE_FIXES = {errno.ENOSPC: "free space on that disk", errno.EDQUOT: "free s
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM or SIGHUP, raised like Ctrl-C so every cleanup that handles an interrupt
-    (atomic writes, temporary directories, child processes) runs."""
+    """SIGTERM, SIGHUP or SIGXCPU (the CPU time limit), raised like Ctrl-C so every cleanup
+    that handles an interrupt (atomic writes, temporary directories, child processes) runs."""
+
+
+#: The signals :func:`signals_interrupt` raises as :class:`Terminated` (SIGINT raises
+#: ``KeyboardInterrupt`` by itself): those of ``ttforge._entry.INTERRUPTS``, which the
+#: entries hold back while numpy or torch is imported.
+_TERMINATING = ("SIGTERM", "SIGHUP", "SIGXCPU")
+
+#: What :class:`Terminated` says of SIGXCPU, whose default action killed the command with a
+#: core and no cleanup (its temporaries and its output's lock left, as by SIGKILL).
+_CPU_LIMIT = "SIGXCPU: the CPU time limit (ulimit -t) was reached; raise it or give the command less work"
 
 
 @contextlib.contextmanager
 def signals_interrupt() -> Iterator[None]:
-    """While the block runs (in the main thread), SIGTERM and SIGHUP raise
-    :class:`Terminated`; the previous handlers come back afterwards."""
+    """While the block runs (in the main thread), SIGTERM, SIGHUP and SIGXCPU raise
+    :class:`Terminated`; the previous handlers come back afterwards. After a SIGXCPU the
+    next ones are ignored: the kernel sends one every second of CPU past the soft limit,
+    and each would raise again inside the cleanup the first one started (the hard limit
+    still ends the process)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     saved = {}
 
     def handler(signum, frame):  # noqa: ARG001
+        if signum == getattr(signal, "SIGXCPU", None):
+            signal.signal(signum, signal.SIG_IGN)
+            raise Terminated(_CPU_LIMIT)
         raise Terminated(signal.Signals(signum).name)
 
-    for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+    for sig in (getattr(signal, name, None) for name in _TERMINATING):
         if sig is None:
             continue
         try:
@@ -177,11 +195,11 @@ def machine_failure(e: BaseException) -> EnvironmentFailure | None:
     """
     if isinstance(e, EnvironmentFailure):
         return e
+    if _out_of_memory(e):
+        return EnvironmentFailure(_OUT_OF_MEMORY)
     if isinstance(e, OSError):
         message, code = describe_os_error(e)
         return EnvironmentFailure(message) if code == EXIT_ENVIRONMENT else None
-    if isinstance(e, MemoryError) or _is_allocator_failure(e):
-        return EnvironmentFailure(_OUT_OF_MEMORY)
     return None
 
 
@@ -376,6 +394,9 @@ def _run_command(command: str, run: Callable[[Any], Any], args: Any,
     except OSError as e:
         if isinstance(e, BrokenPipeError) and _stdout_closed(stdout_was):
             return EXIT_PIPE
+        if _out_of_memory(e):
+            _say(command, _OUT_OF_MEMORY)
+            return EXIT_ENVIRONMENT
         message, code = describe_os_error(e)
         _say(command, message)
         return code
@@ -387,7 +408,7 @@ def _run_command(command: str, run: Callable[[Any], Any], args: Any,
         _say(command, _OUT_OF_MEMORY)
         return EXIT_ENVIRONMENT
     except Exception as e:  # noqa: BLE001 - the boundary: a bug is one line too
-        if _is_allocator_failure(e):
+        if _out_of_memory(e):
             _say(command, _OUT_OF_MEMORY)
             return EXIT_ENVIRONMENT
         return _internal(command, e)
@@ -398,6 +419,28 @@ _OUT_OF_MEMORY = "ran out of memory; give smaller inputs or sizes, or free memor
 #: ``RuntimeError``, not a ``MemoryError``: ``[enforce fail at alloc_cpu.cpp:...]
 #: DefaultCPUAllocator: can't allocate memory: you tried to allocate ... bytes``).
 _ALLOCATOR_WORDS = ("can't allocate memory", "DefaultCPUAllocator")
+
+
+#: What the dynamic loader says when it cannot map a shared library for lack of memory (an
+#: ``ImportError`` of torch's or scipy's extension under ``ulimit -v``: "libtorch_cpu.so:
+#: failed to map segment from shared object"; ``ctypes``' ``OSError``), lower-case.
+_LOAD_WORDS = ("failed to map segment", "cannot allocate memory")
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    """Whether ``e`` is memory exhausted: a ``MemoryError``, torch's allocator failing
+    (:func:`_is_allocator_failure`), an ``OSError`` of ``ENOMEM``, or a shared library
+    that could not be loaded for lack of memory (an ``ImportError`` or ``OSError`` whose
+    text says so: it was "internal error ImportError ...; this is a bug", exit 70). A
+    static TLS block that is too small is the loader's, not memory."""
+    if isinstance(e, MemoryError) or _is_allocator_failure(e):
+        return True
+    if isinstance(e, OSError) and e.errno == errno.ENOMEM:
+        return True
+    if not isinstance(e, (ImportError, OSError)):
+        return False
+    text = str(e).lower()
+    return any(w in text for w in _LOAD_WORDS) and "static tls" not in text
 
 
 def _is_allocator_failure(e: BaseException) -> bool:

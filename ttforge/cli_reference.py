@@ -129,7 +129,8 @@ EXIT_CODES = [
     "`ArtifactError`, `OutputError`, `LimitError`, ...); argparse usage errors |",
     "| 3 | the machine, a tool or a device failed: a simulator, the FPGA toolchain or a "
     "Python extra (`pip install 'ttforge[train]'`) not installed, a synthesis, build or simulation that failed, a board that does not answer, "
-    "a full disk or an I/O error (of standard output or standard error too: the command runs "
+    "a full disk (also one out of inodes), a file-size or open-files limit reached (`ulimit -f`, "
+    "`ulimit -n`) or an I/O error (of standard output or standard error too: the command runs "
     "to its end and its files are written whole; a failing standard output is named in one line), "
     "memory exhausted; the Dask scheduler of `regress --cluster` "
     "cannot be reached, has no worker, or went away during the run (the finished cases are "
@@ -145,7 +146,8 @@ EXIT_CODES = [
     "| 130 | interrupted (Ctrl-C): every file being written keeps its old content | |",
     "| 141 | stdout was closed by its reader (`ttforge inspect A.ttfa \\| head -1`): the command stops "
     "without a word, as a SIGPIPE would stop it (its outputs are complete or not written) | |",
-    "| 143 | terminated (SIGTERM or SIGHUP), handled like Ctrl-C | |",
+    "| 143 | terminated (SIGTERM, SIGHUP, or SIGXCPU: the CPU time limit, `ulimit -t`), handled like "
+    "Ctrl-C | |",
     "",
     "Every exception class is defined in `ttforge.errors`, in one of the two branches. "
     "`UserError` is also a `ValueError` (as before); `EnvironmentFailure` is not, so "

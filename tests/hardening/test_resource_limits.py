@@ -36,7 +36,7 @@ def test_a_write_past_the_file_size_limit_is_one_line_exit_3_with_its_cleanup(tm
     p = subprocess.run([sys.executable, "-c", _ENTRY_WITH_SIGXFSZ, "examples", str(out)], capture_output=True,
                        text=True, timeout=120, preexec_fn=_file_size_limit(200))
     assert p.returncode == 3, (p.returncode, p.stderr)
-    assert p.stderr.count("\n") == 1 and "File too large" in p.stderr, p.stderr
+    assert p.stderr.count("\n") == 1 and "File too large" in p.stderr and "ulimit -f" in p.stderr, p.stderr
     assert not [n for n in (os.listdir(out) if out.exists() else []) if "ttforge-" in n]
 
 
@@ -98,4 +98,61 @@ def test_too_many_open_files_at_the_command_line_is_exit_3(tmp_path, monkeypatch
     monkeypatch.setattr(tempfile, "mkstemp", refused)
     assert main(["examples", str(tmp_path / "ex")]) == 3
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "Too many open files" in err and "choose another" not in err, err
+    assert err.count("\n") == 1 and "Too many open files" in err and "ulimit -n" in err, err
+
+
+@pytest.mark.parametrize("error", [
+    ImportError("libtorch_cpu.so: failed to map segment from shared object"),
+    ImportError("/x/scipy/optimize/_highspy/_core.cpython-311-x86_64-linux-gnu.so: failed to map segment from "
+                "shared object"),
+    OSError("libopenblas.so.0: cannot allocate memory"),
+    OSError(errno.ENOMEM, "Cannot allocate memory"),
+], ids=["torch", "scipy", "ctypes", "enomem"])
+def test_a_library_that_cannot_be_loaded_for_lack_of_memory_is_out_of_memory(monkeypatch, capsys, error):
+    """Under ``ulimit -v`` of 400-850 MiB the dynamic loader cannot map torch's (or
+    scipy's) extension: ``internal error ImportError: libtorch_cpu.so: failed to map
+    segment ...; this is a bug in ttforge``, exit 70. It is the documented line of memory
+    exhausted, exit 3."""
+    import builtins
+
+    from ttforge.cli import main
+
+    plain = builtins.__import__
+
+    def no_memory(name, *a, **k):
+        if name.partition(".")[0] == "torch":
+            raise error
+        return plain(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_memory)
+    assert main(["train", "--epochs", "1", "--out", "never"]) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "ran out of memory" in err and "bug" not in err, err
+
+
+def test_a_static_tls_block_is_not_out_of_memory(capsys):
+    """"cannot allocate memory in static TLS block" is the loader's TLS, not memory."""
+    from ttforge.boundary import run_command
+
+    def run(args):
+        raise ImportError("libgomp.so.1: cannot allocate memory in static TLS block")
+
+    assert run_command("train", run, None) == 70
+    assert "ran out of memory" not in capsys.readouterr().err
+
+
+def _cpu_limit() -> None:
+    resource.setrlimit(resource.RLIMIT_CPU, (1, 30))
+
+
+def test_the_cpu_time_limit_ends_the_command_as_sigterm_does(tmp_path):
+    """``ulimit -t``: SIGXCPU's default action killed the command with a core (exit 152
+    in a shell), its temporaries and its output's lock left behind. It is an interrupt
+    inside the command, as SIGTERM: one line naming the limit, every cleanup, exit 143."""
+    p = subprocess.run([sys.executable, "-m", "ttforge.cli", "train", "--epochs", "10000", "--quiet",
+                        "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=120,
+                       preexec_fn=_cpu_limit, cwd=tmp_path)
+    assert p.returncode == 143, (p.returncode, p.stderr)
+    assert p.stderr.count("\n") == 1 and "SIGXCPU" in p.stderr and "ulimit -t" in p.stderr, p.stderr
+    assert [n for n in os.listdir(tmp_path) if "ttforge-" in n or n.startswith("core")] == []
+    assert not (tmp_path / "run").exists() or not [n for n in os.listdir(tmp_path / "run") if "ttforge-" in n]
