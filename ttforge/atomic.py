@@ -462,10 +462,11 @@ def _name_output(e: BaseException, path: str | os.PathLike, tmp: str | os.PathLi
 
 
 def _fail(path: Path, e: OSError) -> OutputError:
-    return _failure(e, f"cannot write {_output_name(path)}")
+    return _failure(e, f"cannot write {_output_name(path)}", path=path)
 
 
-def _failure(e: OSError, what: str, fix: str = "choose another output path") -> OutputError:
+def _failure(e: OSError, what: str, fix: str = "choose another output path", *,
+             path: str | os.PathLike | None = None) -> OutputError:
     """The one-line error of ``e``, which stopped ``what`` (``cannot write run/last.pt``).
 
     Whose it is, and the fix, come from the errno table of the command boundary
@@ -484,7 +485,7 @@ def _failure(e: OSError, what: str, fix: str = "choose another output path") -> 
         bare = type(e)(why) if e.errno is None else type(e)(e.errno, why)
     except TypeError:   # a subclass of other arguments
         bare = OSError(e.errno, why)
-    line, code = describe_os_error(bare)
+    line, code = describe_os_error(bare, path=path)   # a full disk names its file system
     if code == EXIT_USER:
         return OutputError(f"{what} ({why}); {fix}")
     error = OutputError(f"{what}: {line}")
@@ -541,7 +542,7 @@ def check_writable(path: str | os.PathLike, flag: str = "-o", *, inside: bool = 
         fd, tmp = tempfile.mkstemp(prefix=_prefix(target.name), suffix=".tmp", dir=where)
     except OSError as e:
         raise _failure(e, f"{flag} {show_path(path)} cannot be written: creating a file in {show_path(where)} "
-                          f"fails", "choose a writable directory") from None
+                          f"fails", "choose a writable directory", path=where) from None
     os.close(fd)
     try:
         os.unlink(tmp)
@@ -580,7 +581,7 @@ def make_output_dir(path: str | os.PathLike, flag: str = "-o") -> Path:
     try:
         p.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise _failure(e, f"{flag} {p}: cannot create it") from None
+        raise _failure(e, f"{flag} {p}: cannot create it", path=p) from None
     return p
 
 
@@ -976,7 +977,7 @@ def _make_parent(path: Path, flag: str) -> list[Path]:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         _rmdirs(made)
-        raise _failure(e, f"{flag} {show_path(path)}: cannot create {show_path(parent)}") from None
+        raise _failure(e, f"{flag} {show_path(path)}: cannot create {show_path(parent)}", path=parent) from None
     return made
 
 

@@ -164,9 +164,11 @@ def input_paths(args: Any) -> list[str]:
     return out
 
 
-def describe_os_error(e: OSError) -> tuple[str, int]:
+def describe_os_error(e: OSError, path: str | os.PathLike | None = None) -> tuple[str, int]:
     """One line and the exit status for an :class:`OSError` nobody turned into a
-    :class:`~ttforge.errors.TTForgeError`."""
+    :class:`~ttforge.errors.TTForgeError`. A full disk or quota names the file system
+    (its mount point) of the file the error names, or of ``path`` (the output a caller
+    names itself)."""
     why = e.strerror or str(e) or type(e).__name__
     name = e.filename if e.filename is not None else None
     where = f"{show_path(name)}: " if name is not None else ""
@@ -176,7 +178,27 @@ def describe_os_error(e: OSError) -> tuple[str, int]:
                else "check the path")
         return f"{where}{why}; {fix}", EXIT_USER
     fix = _MACHINE_FIXES.get(e.errno, "free space or retry")
+    disk = _disk_of(path if path is not None else name) if e.errno in (errno.ENOSPC, errno.EDQUOT) else None
+    if disk is not None:
+        fix = f"{fix}, {show_path(disk)}"
     return f"{where}{why} (a problem of the machine, not of the input; {fix})", EXIT_ENVIRONMENT
+
+
+def _disk_of(path: str | os.PathLike | bytes | None) -> str | None:
+    """The mount point of the file system ``path`` is on (of its nearest existing
+    ancestor, for a file the failed write never made), ``None`` if unknown: "free space
+    on that disk" of a path under several mounts left the user to find which."""
+    if path is None:
+        return None
+    try:
+        p = os.path.realpath(os.fsdecode(path))
+        while not os.path.exists(p):
+            p = os.path.dirname(p)
+        while not os.path.ismount(p):
+            p = os.path.dirname(p)
+    except (OSError, ValueError, TypeError):
+        return None
+    return p
 
 
 def machine_failure(e: BaseException) -> EnvironmentFailure | None:

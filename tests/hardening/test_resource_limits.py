@@ -156,3 +156,24 @@ def test_the_cpu_time_limit_ends_the_command_as_sigterm_does(tmp_path):
     assert p.stderr.count("\n") == 1 and "SIGXCPU" in p.stderr and "ulimit -t" in p.stderr, p.stderr
     assert [n for n in os.listdir(tmp_path) if "ttforge-" in n or n.startswith("core")] == []
     assert not (tmp_path / "run").exists() or not [n for n in os.listdir(tmp_path / "run") if "ttforge-" in n]
+
+
+def test_a_full_disk_names_its_file_system(tmp_path, monkeypatch):
+    """"free space on that disk" left the user to find which of the mounts under the path
+    is full: the line names the file system's mount point (as ``df`` finds it)."""
+    import tempfile
+
+    from ttforge.atomic import atomic_write_bytes
+    from ttforge.errors import OutputError
+
+    target = tmp_path / "new" / "out.bin"
+    mount = subprocess.run(["df", "--output=target", str(tmp_path)], capture_output=True, text=True,
+                           check=True).stdout.splitlines()[-1].strip()
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "mkstemp", full)
+    with pytest.raises(OutputError) as e:
+        atomic_write_bytes(target, b"x")
+    assert e.value.exit_code == 3 and str(e.value).endswith(f"free space on that disk, {mount})"), str(e.value)
