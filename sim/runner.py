@@ -170,6 +170,11 @@ def build_root_dir(build_root: str | os.PathLike | None = None, *, native: bool 
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         _rmdirs(made)
+        from ttforge.boundary import machine_failure
+
+        failure = machine_failure(e)    # a full disk or a limit is the machine's (exit 3)
+        if failure is not None:
+            raise failure from None
         raise ConfigError(f"{source} {root} cannot be created ({e.strerror or e}); give a writable "
                           f"directory for the simulators' builds") from None
     try:

@@ -289,3 +289,22 @@ def test_a_failed_build_quotes_the_line_that_says_why_and_what_a_signal_means(lo
     line = build_failure_line(log)
     assert line.startswith(says)
     assert ("SIGKILL: killed, most often by the kernel when memory ran out" in line) == ("Killed" in log)
+
+
+@pytest.mark.parametrize("code, kind", [(errno.ENOSPC, EnvironmentFailure), (errno.EACCES, "ConfigError")])
+def test_a_build_cache_the_machine_cannot_create_is_the_machines(tmp_path, monkeypatch, code, kind):
+    """A build cache whose directory a full disk (or a limit) cannot hold is the machine's
+    failure, exit 3; only a path the user can fix (permissions, a file in the way) is the
+    configuration's, exit 2 (every OSError was "cannot be created; give a writable
+    directory", exit 2)."""
+    from ttforge.errors import ConfigError
+    from ttforge.sim.runner import build_root_dir
+
+    def refuse(self, *a, **k):
+        raise OSError(code, "refused", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    want = ConfigError if kind == "ConfigError" else kind
+    with pytest.raises(want) as e:
+        build_root_dir(tmp_path / "cache", sim="icarus")
+    assert (type(e.value) is ConfigError) == (kind == "ConfigError")
