@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import time
 
@@ -183,7 +184,7 @@ def _examples_arguments(p: argparse.ArgumentParser) -> None:
 def _examples_run(args: argparse.Namespace) -> int:
     """The packaged example configs into ``args.dir``: an installed ttforge has no
     examples/ directory, which the flow's and the sweep's help and errors name."""
-    from ttforge.atomic import atomic_write_bytes, check_output_dir, make_output_dir
+    from ttforge.atomic import check_output_dir
     from ttforge.errors import ConfigError, OutputError, show_path
     from ttforge.flow.config import EXAMPLES_DIR
 
@@ -202,15 +203,36 @@ def _examples_run(args: argparse.Namespace) -> int:
             raise OutputError(f"DIR {show_path(target)} exists and is not ttforge's example; move it away "
                               f"or give another DIR")
         todo.append((target, data))
-    make_output_dir(out, "DIR")
-    for target, data in todo:
-        atomic_write_bytes(target, data)
+    _write_new(out, todo)
     if not todo:
         print(f"the {len(kept)} example configs are already in {show_path(out)}")
         return 0
     print(f"wrote {len(todo)} example config{'s' * (len(todo) != 1)} to {show_path(out)}: "
           f"{', '.join(t.name for t, _ in todo)}" + (f" ({len(kept)} already there)" if kept else ""))
     return 0
+
+
+def _write_new(out, todo) -> None:
+    """Write ``todo`` (``(target, bytes)`` pairs, none of them there before) into the
+    directory ``out``, all or nothing: a write that fails (a full or read-only disk, a
+    name taken meanwhile) or an interruption removes the configs written before it, and
+    the directories this call made for them (a first write that failed left a new DIR
+    behind, empty); a DIR that was there stays as it was."""
+    from ttforge.atomic import atomic_write_bytes, make_output_dir, missing_dirs, remove_unused_dirs
+
+    made = missing_dirs(out)   # what a failure takes back, deepest first
+    written = []
+    try:
+        make_output_dir(out, "DIR")
+        for target, data in todo:
+            atomic_write_bytes(target, data)
+            written.append(target)
+    except BaseException:
+        for target in written:
+            with contextlib.suppress(OSError):
+                os.unlink(target)
+        remove_unused_dirs(made)   # only while empty: a file someone else put there stays
+        raise
 
 
 def examples_cli_spec():

@@ -69,3 +69,45 @@ def test_a_missing_config_names_the_command_not_a_directory(tmp_path, load):
     with pytest.raises(ConfigError, match=r"'ttforge examples' writes the example configs") as e:
         load(tmp_path / "nosuch.toml")
     assert "see examples/" not in str(e.value)
+
+
+def test_a_first_write_that_fails_leaves_no_new_directory(tmp_path, monkeypatch, capsys):
+    """DIR on a read-only disk (here: creating a file in it fails with EROFS, as there):
+    the command made DIR, failed its first write and left DIR behind, empty."""
+    from tests.support.readonly import read_only
+
+    out = tmp_path / "new" / "ex"
+    read_only(monkeypatch, out)
+    assert main(["examples", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Read-only file system" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_write_that_fails_half_way_takes_back_what_it_wrote(tmp_path, monkeypatch, capsys):
+    """A full disk at the third config: the first two stayed in DIR, half of the
+    examples; a DIR that was there stays as it was, the user's file in it too."""
+    import errno
+
+    import ttforge.atomic as atomic
+
+    out = tmp_path / "ex"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine\n")
+    real, calls = atomic.atomic_write_bytes, []
+
+    def atomic_write_bytes(path, data):
+        calls.append(path)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, data)
+
+    monkeypatch.setattr(atomic, "atomic_write_bytes", atomic_write_bytes)
+    assert main(["examples", str(out)]) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "No space left on device" in err
+    assert len(calls) == 3 and sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    assert (out / "notes.txt").read_text() == "mine\n"
+    monkeypatch.setattr(atomic, "atomic_write_bytes", real)
+    assert main(["examples", str(out)]) == 0   # and then it writes them all
+    assert sorted(p.name for p in out.glob("*.toml")) == _names(SOURCE)
