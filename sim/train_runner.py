@@ -185,7 +185,7 @@ def run_train(build: TrainSimBuild, case: dict, *, corrupt: dict | None = None, 
     over AXI4-Lite after the program is loaded (a sibling that must fail). ``gaps``: the
     probability of a pause in ``s_axis_tvalid``.
     """
-    from ttforge.sim.runner import job_workdir, run_testbench
+    from ttforge.sim.runner import job_workdir, names_file, run_testbench
 
     _, cfg, _ = case_config(case)
     if _hw_key(cfg) != _hw_key(build.config):
@@ -197,7 +197,8 @@ def run_train(build: TrainSimBuild, case: dict, *, corrupt: dict | None = None, 
             (wd / stale).unlink(missing_ok=True)
         job = {"case": case, "corrupt": corrupt, "gaps": float(gaps), "seed": int(seed),
                "dump_final": bool(dump_final), "max_polls": int(max_polls)}
-        (wd / "job.json").write_text(json.dumps(job, indent=1))
+        with names_file(wd / "job.json"):   # a full disk's write names no file
+            (wd / "job.json").write_text(json.dumps(job, indent=1))
         plusargs, test_args = [], []
         if waves:
             if build.sim == "icarus":

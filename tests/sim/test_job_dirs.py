@@ -159,3 +159,30 @@ def test_a_job_directory_whose_marker_was_not_written_is_removed(tmp_path, monke
     with pytest.raises(stop):
         job_dir("ttforge-sim-")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_training_simulation_s_job_file_names_itself(tmp_path, monkeypatch):
+    """``job.json`` of a training simulation on a full ``$TMPDIR``: ``Path.write_text``
+    raised ENOSPC naming no file, and the line named nothing (the inference job's named
+    its own, ``ttforge.sim.runner.names_file``)."""
+    import errno
+    from pathlib import Path
+
+    import ttforge.sim.runner as runner
+    from ttforge.sim.train_runner import run_train
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")   # a full disk's write names no file
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    build, case = _train_job(tmp_path)
+    real = Path.write_text
+    monkeypatch.setattr(Path, "write_text",
+                        lambda self, *a, **k: full_disk() if self.name == "job.json" else real(self, *a, **k))
+    monkeypatch.setattr(runner, "run_testbench", full_disk)   # never reached
+    with pytest.raises(OSError) as info:
+        run_train(build, case)
+    named = Path(info.value.filename)
+    assert info.value.errno == errno.ENOSPC and named.name == "job.json"
+    assert named.parent.parent == tmp_path / "tmp" and named.parent.name.startswith("ttforge-train-")
