@@ -69,8 +69,12 @@ def _summary(records: dict[str, dict], name: str) -> dict[str, Any] | None:
 # ----------------------------------------------------------------------------- plots
 def _plots(root: Path, records: dict[str, dict], out: Path) -> dict[str, Path]:
     # figures of matplotlib's object interface, no pyplot: matplotlib.use("Agg") switched
-    # the backend of a notebook calling run_flow (its inline plots stopped showing)
-    from matplotlib.figure import Figure
+    # the backend of a notebook calling run_flow (its inline plots stopped showing);
+    # imported without its lines about a $HOME it cannot write (a flow whose train
+    # stage was skipped imported it here first)
+    from ttforge.model.plots import figure_class
+
+    Figure = figure_class()
 
     made: dict[str, Path] = {}
 

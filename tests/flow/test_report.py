@@ -175,3 +175,23 @@ def test_memory_figures_say_what_they_are(default_build):
     assert sum(parts.values()) // 8 != tt   # two different figures, both shown
     comp = json.loads((default_build / "compile" / "stage.json").read_text())["figure"]
     assert comp.endswith(f"{-(-sum(parts.values()) // 8):,} B of memories")
+
+
+_REPORT_PLOTS_FIRST = """
+import sys
+from pathlib import Path
+from ttforge.flow.report import _plots
+_plots(Path(sys.argv[1]), {}, Path(sys.argv[1]))
+print("matplotlib.figure" in sys.modules)
+"""
+
+
+def test_the_report_s_plots_print_nothing_under_a_home_that_cannot_be_written(tmp_path):
+    """``flow`` with its train stage skipped imports matplotlib first in the report: a
+    read-only ``$HOME`` printed matplotlib's two lines about its config directory there
+    (``figure_class`` drops them, as for ``train``)."""
+    from tests.support.home import run_with_unwritable_home
+
+    p = run_with_unwritable_home(_REPORT_PLOTS_FIRST, str(tmp_path))
+    assert p.returncode == 0 and p.stderr == "", p.stderr
+    assert p.stdout == "True\n"   # the figures' module was imported, here first
