@@ -34,7 +34,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ttforge import __version__
-from ttforge.errors import ConfigError, TTForgeError, show_path
+from ttforge.errors import ConfigError, TTForgeError, UserError, show_path
 from ttforge.errors import EXIT_ENVIRONMENT, FlowError
 from ttforge.limits import open_regular, read_bounded
 from ttforge.atomic import (atomic_dir, atomic_write_bytes, check_output_dir, check_owned_dir,
@@ -613,15 +613,16 @@ def _stages_digest() -> str:
 
 
 def _data_digest(spec: str) -> str:
-    """The data a stage reads: ``digits`` (embedded) or the sha256 of the files of an IDX
-    directory, so that replacing the files re-runs the stages that read them."""
-    if spec == "digits":
-        return "digits"
-    root = Path(spec)
-    if not root.is_dir():
-        return f"missing:{spec}"  # the stage itself reports it
-    files = {p.name: sha256_file(p) for p in sorted(root.iterdir()) if p.is_file()}
-    return hashlib.sha256(_canonical(files)).hexdigest()
+    """The data a stage reads, by content: the digest a training run records of its data
+    (:func:`ttforge.model.data.data_digest` of the loaded arrays), so that replacing the
+    files re-runs the stages that read them and a file beside them (a README), or the
+    same files compressed, does not."""
+    from ttforge.model.data import data_digest, load_dataset
+
+    try:
+        return data_digest(load_dataset(spec))
+    except UserError:
+        return f"unreadable:{spec}"  # the stage that reads it says what is wrong, with the config key
 
 
 #: Fields of a training run's files that say how long it took, not what it made (each

@@ -436,7 +436,11 @@ def to_toml(data: Mapping[str, Any], header: str = "") -> str:
 
 def _plot(rows: list[dict[str, Any]], title: str) -> bytes:
     """The Pareto plot of ``rows`` as PNG bytes."""
-    from matplotlib.figure import Figure   # no pyplot: matplotlib.use("Agg") switched a notebook's backend
+    from ttforge.model.plots import figure_class
+
+    # no pyplot (matplotlib.use("Agg") switched a notebook's backend), and no lines about
+    # a $HOME it cannot write (on a cluster the command imports it here first)
+    Figure = figure_class()
 
     acc = ("int_acc", "integer accuracy (%)", 100, True)
     # (x cost, its label, y gain, its label, scale of y, higher y is better)
@@ -585,8 +589,8 @@ def _sane(row: Mapping[str, Any]) -> bool:
 
 class _Basis:
     """What a point's row depends on besides its flow config: the sweep's ``until`` and
-    ``short``, the data's digest (:func:`ttforge.flow.stages._data_digest`, the files of
-    an IDX directory) and the sources of the packages the flow runs."""
+    ``short``, the data's digest (:func:`ttforge.flow.stages._data_digest`, the arrays of
+    an IDX directory, by content) and the sources of the packages the flow runs."""
 
     def __init__(self, cfg: SweepConfig) -> None:
         from ttforge.sources import sources_digest

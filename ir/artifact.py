@@ -48,6 +48,7 @@ __all__ = [
     "load_artifact",
     "meta_text",
     "source_name",
+    "absolute_data_spec",
     "dumps_artifact",
     "loads_artifact",
     "layer_kind",
@@ -159,6 +160,26 @@ def source_name(path: str | os.PathLike | bytes) -> str:
     so that the same input gives the same bytes anywhere."""
     p = Path(os.path.realpath(file_path(path)))   # realpath: a loop of links is no error here
     return p.name or p.as_posix()   # '/' has no final component
+
+
+def absolute_data_spec(data: str, base: str | os.PathLike | None = None) -> str:
+    """A data set as a training state or a run records it (its ``data_spec``): ``digits``,
+    or the IDX directory as an absolute path (``idx:`` kept; ``~`` expanded, as the loader
+    does), so that a resume or a command run from another directory reads the same files.
+
+    Parameters
+    ----------
+    data : str
+        The data as given.
+    base : path, optional
+        The directory a relative path is relative to (a config file's); default the
+        current directory.
+    """
+    if data == "digits":
+        return data
+    prefix = "idx:" if data.startswith("idx:") else ""
+    path = os.path.expanduser(data[len(prefix):])
+    return prefix + os.path.abspath(os.path.join(base, path) if base is not None else path)
 
 
 def dump_json(obj: Any, indent: str = "") -> str:

@@ -19,7 +19,7 @@ from ttforge.errors import ConfigError, UserError, show, show_path, shown
 from ttforge.ir.arith import quantize
 from ttforge.ir.arith import ARITHMETIC_SPEC_VERSION, ROUNDING
 from ttforge.ir.artifact import (ARTIFACT_FORMAT, ARTIFACT_FORMAT_VERSION, dump_json, layer_kind, meta_text,
-                                 load_artifact, source_name)
+                                 load_artifact, source_name, absolute_data_spec)
 from ttforge.ir.executor import IntLayer
 from ttforge.ir.onchip import on_chip_bytes
 from ttforge.ir.schedule import OBJECTIVES, ContractionSchedule, schedule_orders
@@ -453,26 +453,6 @@ def _meta_epoch(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 1
 
 
-def _data_spec(data: str, base: str | os.PathLike | None = None) -> str:
-    """``--data`` as a state or a run records it: ``digits``, or the IDX directory as an
-    absolute path (``idx:`` kept; ``~`` expanded, as the loader does), so that a resume or
-    a command run from another directory reads the same files.
-
-    Parameters
-    ----------
-    data : str
-        The data as given.
-    base : path, optional
-        The directory a relative path is relative to (a config file's); default the
-        current directory.
-    """
-    if data == "digits":
-        return data
-    prefix = "idx:" if data.startswith("idx:") else ""
-    path = os.path.expanduser(data[len(prefix):])
-    return prefix + os.path.abspath(os.path.join(base, path) if base is not None else path)
-
-
 def _resumed_data(state: TrainState, resume: str) -> str:
     """The data of a resume given no ``--data``: the state's ``data_spec``; a state that
     records none (written before it was recorded) trained on digits unless its ``data``
@@ -543,7 +523,7 @@ def _train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable
     ds_name, x, y, xt, yt = (load_data(data, "the state's data") if args.data is None and data != "digits"
                              else load_data(data))
     if args.resume and args.data is not None:   # the data of the run from here on (as --batch)
-        state = state.replace(meta={**state.meta, "data": ds_name, "data_spec": _data_spec(data)})
+        state = state.replace(meta={**state.meta, "data": ds_name, "data_spec": absolute_data_spec(data)})
     x, xt = np.asarray(x, dtype=np.float64), np.asarray(xt, dtype=np.float64)
     y, yt = np.asarray(y, dtype=np.int64), np.asarray(yt, dtype=np.int64)
     seed = 0 if args.seed is None else args.seed
@@ -585,7 +565,7 @@ def _train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable
         if args.ranks is not None:
             start["ranks_start"] = args.ranks if isinstance(args.ranks, int) else list(args.ranks)
         state = state.replace(meta={**state.meta, "seed": seed, "batch": args.batch, "data": ds_name,
-                                    "data_spec": _data_spec(data),
+                                    "data_spec": absolute_data_spec(data),
                                     "lr_decay_at": list(args.lr_decay_at), **start})
         if args.truncate_ranks:
             state = state.replace(meta={**state.meta, "truncate_ranks": _truncations_json(args.truncate_ranks)})

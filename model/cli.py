@@ -115,11 +115,11 @@ def _config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
     if args.config:
         data = _read_config_file(args.config)
         if isinstance(data.get("data"), str) and data["data"]:
-            from ttforge.ir.cli import _data_spec
+            from ttforge.ir import absolute_data_spec
 
             # as in a flow config: the file's data is where the file says, from any directory;
             # a link to the file is resolved first, as flow does (its target's directory)
-            data["data"] = _data_spec(data["data"], Path(args.config).resolve().parent)
+            data["data"] = absolute_data_spec(data["data"], Path(args.config).resolve().parent)
         file_out = data.pop("out", None)
         if file_out is not None and (not isinstance(file_out, str) or not file_out):
             raise ConfigError(f"--config {args.config}: out={file_out!r} must be a directory path "

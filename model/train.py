@@ -219,9 +219,9 @@ def _resume_dataset(cfg: TrainConfig, stored: TrainConfig, payload: dict[str, An
     :func:`~ttforge.model.train_config._compare_for_resume` and is read, unchecked, at
     its recorded path.
     """
-    from ttforge.ir.cli import _data_spec
+    from ttforge.ir import absolute_data_spec
 
-    moved = _data_spec(cfg.data) != _data_spec(stored.data)
+    moved = absolute_data_spec(cfg.data) != absolute_data_spec(stored.data)
     fix = ("--resume continues a run on the data it was trained on: give --data DIR where that data is now, "
            "or choose a new --out")
     # without a digest another directory cannot be told to hold the same data: the
@@ -241,9 +241,9 @@ def _load_data(cfg: TrainConfig, ds: Dataset | None = None) -> tuple[Dataset, Mo
 def _absolute_data(cfg: TrainConfig) -> TrainConfig:
     """``cfg`` with its IDX directory absolute (as train-int's states record theirs): a
     run's data is the same files from whatever directory it is read later."""
-    from ttforge.ir.cli import _data_spec
+    from ttforge.ir import absolute_data_spec
 
-    spec = _data_spec(cfg.data)
+    spec = absolute_data_spec(cfg.data)
     return cfg if spec == cfg.data else dataclasses.replace(cfg, data=spec)
 
 

@@ -157,12 +157,12 @@ def _compare_for_resume(given: TrainConfig, stored: TrainConfig, truncated: bool
     """Refuse a resume whose settings differ from the run's (``epochs`` may grow before a
     truncation); ``by_path=False`` leaves the data out (compared by its digest instead,
     :func:`ttforge.model.train._resume_dataset`: a run moved with its data resumes)."""
-    from ttforge.ir.cli import _data_spec
+    from ttforge.ir import absolute_data_spec
 
     a, b = given.to_dict(), stored.to_dict()
     # one directory however it is written: a run written before runs recorded it absolute
     # keeps the path as typed, read (as then) from the current directory
-    a["data"], b["data"] = _data_spec(a["data"]), _data_spec(b["data"])
+    a["data"], b["data"] = absolute_data_spec(a["data"]), absolute_data_spec(b["data"])
     if not by_path:
         a["data"] = b["data"]
     for key in a:

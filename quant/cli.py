@@ -91,8 +91,7 @@ def _check_out(path: str, flag: str) -> Path:
 def _run_quantize(args: argparse.Namespace) -> int:
     from ttforge.atomic import check_not_input
     from ttforge.model.train import data_record, load_trained
-    from ttforge.ir.artifact import save_artifact, source_name
-    from ttforge.ir.cli import _data_spec
+    from ttforge.ir.artifact import absolute_data_spec, save_artifact, source_name
     from ttforge.quant.ptq import (QUANTIZE_INT_RANGES, _linear_layers, check_accumulators, is_positive_number,
                                    make_config, parse_layer_bits, quantize_trained)
 
@@ -121,7 +120,7 @@ def _run_quantize(args: argparse.Namespace) -> int:
     log = None if (args.quiet or args.json) else (lambda s: print(s, flush=True))
     ds = trained.dataset(args.data)   # the run's, checked against its digest, or --data
     # the data as a run records it (absolute: the same bytes however --data was typed)
-    data_spec = _data_spec(args.data) if args.data else trained.config.data
+    data_spec = absolute_data_spec(args.data) if args.data else trained.config.data
     qnet, inet, report = quantize_trained(
         trained, ds, cfg, calib_samples=args.calib_samples, qat_epochs=args.qat_epochs,
         lr=args.lr, batch_size=args.batch_size, seed=args.seed, recalibrate=not args.keep_exponents,

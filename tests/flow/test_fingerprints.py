@@ -111,3 +111,33 @@ def test_a_build_of_the_old_fingerprints_runs_once_and_then_skips(tmp_path):
     assert "data" not in _record(build, "train")["inputs"]["config"]["train"]
     st = _statuses(run_flow(cfg, build, until="quantize"))
     assert (st["train"], st["quantize"]) == ("skipped", "skipped"), st
+
+
+def test_the_data_is_fingerprinted_by_what_training_reads_not_by_its_files(tmp_path):
+    """Flow hashed the files of an IDX directory, a run the arrays it loaded (two digests
+    of one data set): a README put beside the files, or the same files gzipped, re-ran
+    train, quantize and sim. The one digest is the run's (``model.data.data_digest``):
+    those skip, a changed label does not."""
+    import gzip
+
+    cfg_file = _project(tmp_path, "../data")
+    cfg = FlowConfig.load(cfg_file)
+    build = tmp_path / "build"
+    run_flow(cfg, build, until="quantize")
+    before = _fingerprints(cfg, build)
+    data = tmp_path / "data"
+    (data / "README.md").write_text("MNIST-shaped test data\n")
+    for f in sorted(data.glob("*-ubyte")):
+        f.with_name(f.name + ".gz").write_bytes(gzip.compress(f.read_bytes()))
+        f.unlink()
+    assert _fingerprints(cfg, build) == before
+    st = _statuses(run_flow(cfg, build, until="quantize"))
+    assert (st["train"], st["quantize"]) == ("skipped", "skipped"), st
+    labels = data / "t10k-labels-idx1-ubyte.gz"
+    raw = bytearray(gzip.decompress(labels.read_bytes()))
+    raw[-1] = (raw[-1] + 1) % 10   # one label
+    labels.write_bytes(gzip.compress(bytes(raw)))
+    after = _fingerprints(cfg, build)
+    assert all(after[s] != before[s] for s in _READ_DATA), (after, before)
+    st = _statuses(run_flow(cfg, build, until="quantize"))
+    assert (st["train"], st["quantize"]) == ("ran", "ran"), st
