@@ -53,7 +53,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 from ttforge.atomic import (atomic_write_bytes, atomic_write_text, check_owned_dir, check_writable,
                             commit_dir, make_output_dir, output_lock, read_marker, staging_dir)
-from ttforge.errors import ConfigError, OutputError, TTForgeError, one_line, show
+from ttforge.errors import (EXIT_ENVIRONMENT, ConfigError, EnvironmentFailure, FlowError, MachineFailure,
+                            OutputError, TTForgeError, one_line, show)
 
 __all__ = ["AXES", "UNTIL", "MAX_POINTS", "SHARED_STAGES", "SweepConfig", "SweepResult", "load_sweep", "run_sweep",
            "point_task", "pareto_front", "to_toml"]
@@ -321,6 +322,25 @@ def _seed_stages(point_dir: Path, sibling: Path) -> None:
             return   # the stage then simply runs
 
 
+def _machine_failure(e: BaseException) -> EnvironmentFailure | None:
+    """The machine's failure under a point (:func:`ttforge.boundary.machine_failure`: a
+    full disk, an I/O error, a limit reached, memory exhausted), or ``None``: a failure of
+    the design point, its row. A stage's :class:`~ttforge.errors.FlowError` is judged by
+    what the stage raised, and an output the machine could not write is an
+    :class:`~ttforge.errors.OutputError` of exit 3 (a full disk under a point was a
+    "failed" row, as if the design had failed). A tool's own failure (a simulator that
+    stopped, the toolchain) stays the point's row: a design can cause it."""
+    from ttforge.boundary import machine_failure as of_the_machine
+
+    if isinstance(e, MachineFailure):
+        return e
+    if isinstance(e, FlowError) and e.__context__ is not None:
+        e = e.__context__   # run_flow's "stage NAME failed: ..." of the stage's own error
+    if isinstance(e, OutputError):
+        return EnvironmentFailure(str(e)) if getattr(e, "exit_code", None) == EXIT_ENVIRONMENT else None
+    return None if isinstance(e, TTForgeError) else of_the_machine(e)
+
+
 def point_task(args: tuple) -> dict[str, Any]:
     """Run one point (on any worker): ``(point_dir, flow_data, base_source, until, short[,
     sibling_dir])`` -> its row (``status``: ``ok``, ``no fit`` (the model does not fit the
@@ -354,11 +374,15 @@ def point_task(args: tuple) -> dict[str, Any]:
             res = run_flow(cfg, point_dir, until=until, short=short, on_done=done)
             if res.verified is False:
                 row.update(status="failed", reason="the RTL outputs differ from the golden executor")
-        except TTForgeError as e:
-            text = one_line(str(e))
-            row.update(status="no fit" if "does not fit" in text else "failed", reason=text)
-        except Exception as e:  # noqa: BLE001 - one point's bug is its row, the sweep goes on
-            row.update(status="failed", reason=one_line(f"{type(e).__name__}: {e}"))
+        except Exception as e:  # noqa: BLE001 - one point's failure (or bug) is its row, the sweep goes on
+            failure = _machine_failure(e)
+            if failure is not None:   # no verdict on the point: the sweep stops (run_sweep)
+                raise MachineFailure(one_line(str(failure))) from e
+            if isinstance(e, TTForgeError):
+                text = one_line(str(e))
+                row.update(status="no fit" if "does not fit" in text else "failed", reason=text)
+            else:
+                row.update(status="failed", reason=one_line(f"{type(e).__name__}: {e}"))
     row.update(_metrics(Path(point_dir), completed))
     row["seconds"] = round(time.perf_counter() - t0, 2)
     return row
@@ -684,6 +708,13 @@ def _run_sweep(cfg: SweepConfig, out: Path, *, jobs: int | None, cluster: str | 
     def finish(j: int, outcome: Any) -> None:
         i, base, _ = todo[j]
         row = dict(base)
+        failure = _machine_failure(outcome) if isinstance(outcome, BaseException) else None
+        if failure is not None:
+            # here or on a worker, as regress does: the rows so far are kept (below), this
+            # point and those not reached are not rows, and the line says what to do
+            raise MachineFailure(f"point {_label(base['params'])} could not run: {failure}; the sweep "
+                                 f"stopped there, a failure of the machine, not of the design point; "
+                                 f"run it again once that is fixed") from None
         if isinstance(outcome, BaseException):
             row.update(status="failed", reason=one_line(f"{type(outcome).__name__}: {outcome}"))
         elif not isinstance(outcome, dict):
@@ -747,14 +778,18 @@ def _run_sweep(cfg: SweepConfig, out: Path, *, jobs: int | None, cluster: str | 
             if client is None:
                 for wave in waves:
                     for j in wave:
-                        finish(j, point_task(task_args(j)))
+                        try:
+                            outcome = point_task(task_args(j))
+                        except MachineFailure as e:
+                            outcome = e   # said as a worker's is (finish)
+                        finish(j, outcome)
             else:
                 for wave in waves:
                     if wave:
                         run_tasks(client, point_task, [task_args(j) for j in wave],
                                   lambda k, outcome, wave=wave: finish(wave[k], outcome),
                                   label=f"sweep-{cfg.name}", worker_timeout=spec.worker_timeout)
-    except BaseException:
+    except BaseException as e:
         if spec is not None and spec.is_local:
             # the local cluster is closed and its workers ended: a point they were writing
             # keeps its stage temporaries (a worker is killed before its cleanup runs;
@@ -766,7 +801,13 @@ def _run_sweep(cfg: SweepConfig, out: Path, *, jobs: int | None, cluster: str | 
                     _clean_point(Path(a[0]))
         if written:
             res.seconds = time.perf_counter() - t0
-            _write(res, final=False)   # what finished is kept: the next run starts from it
+            try:
+                _write(res, final=False)   # what finished is kept: the next run starts from it
+            except (OSError, TTForgeError):
+                if not isinstance(e, MachineFailure):
+                    raise
+                # the disk that failed the point may take no record either: the point's
+                # line is what to say (sweep.json stays the last one written)
         raise
     res.seconds = time.perf_counter() - t0
     res.best = _best(res.rows, cfg.until)

@@ -4,12 +4,14 @@ best point, and a small sweep run end to end and then resumed without recomputin
 from __future__ import annotations
 
 import csv
+import errno
 import json
+from pathlib import Path
 
 import pytest
 
 from ttforge.cli import main
-from ttforge.errors import ConfigError, OutputError
+from ttforge.errors import ConfigError, FlowError, MachineFailure, OutputError, TTForgeError
 from ttforge.flow import FlowConfig
 from ttforge.flow import sweep as sweep_mod
 from ttforge.flow.sweep import load_sweep, pareto_front, run_sweep, to_toml
@@ -456,3 +458,128 @@ def test_the_threads_of_one_worker_run_one_point_at_a_time(tmp_path, monkeypatch
                            [(str(tmp_path / f"p{i}"), data, None, "train", True) for i in range(3)]))
     assert [r["reason"] for r in rows] == ["stopped here"] * 3
     assert most[0] == 1
+
+
+_PARETO_PLOT_FIRST = """
+import sys
+from ttforge.flow.sweep import _plot
+rows = [{"status": "ok", "board": "icebreaker", "int_acc": 0.9, "cycles": 100, "on_chip_bytes": 1000,
+         "params": {"ranks": 2}}]
+sys.stdout.write(str(_plot(rows, "t")[:4]))
+"""
+
+
+def test_the_pareto_plot_prints_nothing_under_a_home_that_cannot_be_written(tmp_path):
+    """A sweep whose points ran on workers imports matplotlib first for ``pareto.png``:
+    a read-only ``$HOME`` printed matplotlib's two lines about its config directory."""
+    from tests.support.home import run_with_unwritable_home
+
+    p = run_with_unwritable_home(_PARETO_PLOT_FIRST)
+    assert p.returncode == 0 and p.stderr == "", p.stderr
+    assert p.stdout == str(b"\x89PNG")
+
+
+def _flow_failing_at(point: int, failure):
+    """A ``run_flow`` for the points ``ranks = 2, 3, 4, 5``: 2 finishes, 3 fails as a
+    design point (a stage's error), ``point`` raises ``failure()``; a later one must not run."""
+    import types
+
+    def run_flow(cfg, out, **kwargs):
+        ranks = cfg.train.model.ranks
+        ranks = ranks if isinstance(ranks, int) else ranks[0]
+        if ranks == point:
+            failure(Path(out))
+        if ranks > point:
+            pytest.fail("a point ran after the machine failed")
+        if ranks == 3:
+            raise FlowError("stage quantize failed: the design's own trouble")
+        return types.SimpleNamespace(verified=None)
+
+    return run_flow
+
+
+def _full_disk(out):
+    raise OSError(errno.ENOSPC, "No space left on device", str(out / "train" / "last.pt"))
+
+
+def _out_of_memory(out):
+    raise MemoryError()
+
+
+def _open_files_limit_in_a_stage(out):
+    """As ``_run_one`` says a stage's output the machine could not write (ulimit -n)."""
+    import tempfile
+
+    from ttforge.atomic import atomic_path
+
+    real = tempfile.mkstemp
+
+    def mkstemp(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir).is_relative_to(out):
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real(*args, dir=dir, **kwargs)
+
+    tempfile.mkstemp = mkstemp
+    try:
+        with atomic_path(out / "train" / "last.pt"):
+            pass
+    except TTForgeError as e:
+        raise FlowError(f"stage train failed: {e}", exit_code=e.exit_code) from None
+    finally:
+        tempfile.mkstemp = real
+
+
+@pytest.mark.parametrize("failure, says", [(_full_disk, "last.pt: No space left on device"),
+                                           (_out_of_memory, "ran out of memory"),
+                                           (_open_files_limit_in_a_stage, "ulimit -n")])
+def test_the_machine_failing_under_a_point_stops_the_sweep_in_one_line(tmp_path, monkeypatch, capsys,
+                                                                       failure, says):
+    """A full disk, memory exhausted or a limit reached under a point made it a "failed"
+    row, as if the design had failed, and the sweep went on to exit 1: it is no verdict
+    on the point. The sweep stops there in one line naming the point, the cause and the
+    fix, exit 3 (as regress); the points that finished, a design's failure among them,
+    are kept, and the stopped point is no row (the next run runs it)."""
+    from ttforge.flow import stages
+
+    monkeypatch.setattr(stages, "run_flow", _flow_failing_at(4, failure))
+    out = tmp_path / "out"
+    assert main(["sweep", _write(tmp_path, "ranks = [2, 3, 4, 5]"), "--out", str(out)]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("ttforge sweep: error: point ranks=4 could not run: ")
+    assert says in err[-1] and "the sweep stopped there, a failure of the machine" in err[-1]
+    assert "ranks=4" not in "".join(err[:-1])   # not a row's progress line either
+    rows = json.loads((out / "sweep.json").read_text())["rows"]
+    assert [(r["params"]["train.model.ranks"], r["status"]) for r in rows] == [(2, "ok"), (3, "failed")]
+    assert "the design's own trouble" in rows[1]["reason"]
+
+
+def test_a_worker_s_machine_failure_stops_a_sweep_on_a_cluster(tmp_path, monkeypatch):
+    """On a cluster the outcome comes back from the worker: the point's own
+    ``MachineFailure``, or the bare error of a task that failed outside it."""
+    import contextlib
+    import types
+
+    import ttforge.sim.cluster as cluster
+
+    @contextlib.contextmanager
+    def no_cluster(spec):
+        yield types.SimpleNamespace(nthreads=lambda: {"worker": 1})
+
+    outcomes = [RuntimeError("a bug of the point"),
+                MachineFailure("/w/points/x/train/last.pt: No space left on device (a problem of the machine)"),
+                OSError(errno.EIO, "Input/output error", "/w/x")]
+
+    def run_tasks(client, fn, tasks, done, **kw):
+        for i, outcome in enumerate(outcomes):
+            done(i, outcome)
+
+    monkeypatch.setattr(cluster, "connect", no_cluster)
+    monkeypatch.setattr(cluster, "run_tasks", run_tasks)
+    cfg = load_sweep(_write(tmp_path, "ranks = [2, 3, 4]"))
+    with pytest.raises(MachineFailure, match=r"^point ranks=3 could not run: /w/points/x/train/last.pt: No space"):
+        run_sweep(cfg, tmp_path / "out", jobs=2)
+    rows = json.loads((tmp_path / "out" / "sweep.json").read_text())["rows"]
+    assert [(r["params"]["train.model.ranks"], r["status"]) for r in rows] == [(2, "failed")]   # a bug stays a row
+    outcomes[1] = RuntimeError("another bug")
+    with pytest.raises(MachineFailure, match=r"^point ranks=4 could not run: /w/x: Input/output error"):
+        run_sweep(cfg, tmp_path / "out", jobs=2)
