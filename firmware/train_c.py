@@ -64,10 +64,10 @@ def _p(a: np.ndarray, t):
 
 def train_step_c(state: TrainState, x: np.ndarray, y: np.ndarray, lib: C.CDLL | None = None) -> TrainState:
     """One training step computed by the C implementation; the new state."""
-    from ttforge.ir.train import _labels, check_next_state
+    from ttforge.ir.train import checked_samples, check_next_state
 
     lib = lib or build_library()
-    x, y = _labels(state, x, y)
+    x, y = checked_samples(state, x, y)
     check_batch(state, x.shape[0], fast=False)
     # the golden step's refusal of a forward shift outside shift_range (the network it
     # exports): past it the C step's left shift would leave int64

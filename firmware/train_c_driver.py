@@ -444,13 +444,13 @@ def build_train_axil(config, *, build_root: str | os.PathLike | None = None, fau
     Verilated ``TrainAccel(config)`` with the shim of ``sim/native/axil_shim.h``."""
     from ttforge.hw.trainer.regmap import TrainRegisterMap
     from ttforge.hw.trainer.top import verilator_waivers, verilog
-    from ttforge.sim.native import (_MAKEFLAGS, NATIVE_DIR, build_key, check_native_tools, default_build_root,
+    from ttforge.sim.native import (VERILATOR_MAKEFLAGS, NATIVE_DIR, build_key, check_native_tools, default_build_root,
                                    recipe_line, verilate_cached, verilator_args)
-    from ttforge.sim.train_native import _no_zero_meminit
+    from ttforge.sim.train_native import no_zero_meminit
 
     cxx = check_native_tools()
     root = Path(build_root) if build_root is not None else default_build_root()
-    with _no_zero_meminit():     # two-state Verilator: the all-zero initial contents are moot
+    with no_zero_meminit():     # two-state Verilator: the all-zero initial contents are moot
         text = verilog(config, fault=fault)
     sources = {n: (NATIVE_DIR / n).read_bytes() for n in TRAIN_AXIL_SOURCES}
     header = TrainRegisterMap(config).to_c_header().encode()
@@ -463,7 +463,7 @@ def build_train_axil(config, *, build_root: str | os.PathLike | None = None, fau
 
     def args_for(tmp: Path) -> list[str]:
         inc = tmp / "include"
-        return [*fixed, "--Mdir", "obj_dir", "-CFLAGS", f"-std=c++17 -I{inc}", "-MAKEFLAGS", _MAKEFLAGS,
+        return [*fixed, "--Mdir", "obj_dir", "-CFLAGS", f"-std=c++17 -I{inc}", "-MAKEFLAGS", VERILATOR_MAKEFLAGS,
                 "-o", f"../{_TRAIN_AXIL_EXE}", f"{_TRAIN_AXIL_TOP}.vlt", f"{_TRAIN_AXIL_TOP}.v",
                 str(inc / "train_axil_sim.cpp"), str(inc / "train_axil_main.cpp")]
 

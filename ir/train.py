@@ -41,6 +41,8 @@ __all__ = [
     "update_shift_bounds", "check_lr", "truncate_ranks", "PHASES", "TRAIN_SPEC_VERSION", "MAX_FAST_BITS",
     "train_step_stats", "widths", "loss_bits", "predict", "STATE_ARRAY_RANGES", "check_counters",
     "check_step_memory", "sample_values", "engine_labels_problem", "label_act_bits", "check_next_state",
+    # the step's arithmetic, shared by the engine's interpreter and the C step's tests
+    "shift_sat", "align_bias", "round_update", "forward_core", "bias_limit", "checked_samples",
 ]
 
 #: Version of the "Training" part of docs/arithmetic.md that this module implements.
@@ -317,7 +319,7 @@ def _forward_bits(cfg: TrainConfig, L: TrainLayer, _batch: int) -> list[int]:
             for t, st in enumerate(L.schedule.steps)]
 
 
-def _bias_limit(cfg: TrainConfig, L: TrainLayer) -> int:
+def bias_limit(cfg: TrainConfig, L: TrainLayer) -> int:
     """Largest |bias| at the accumulator exponent that the forward accumulator admits."""
     st = L.schedule.steps[-1]
     t = L.d - 1
@@ -344,7 +346,7 @@ def widths(state: TrainState, batch: int) -> list[dict[str, Any]]:
             red_f = st.K
             fb = red_f * _wmax(cfg.w_bits) * _amax(xb)
             if t == L.d - 1 and L.bias is not None:
-                fb += max(_bias_limit(cfg, L), 0)
+                fb += max(bias_limit(cfg, L), 0)
             out.append(dict(phase="forward", layer=i, step=t, core=st.core, reduction=red_f, bound=fb,
                             bits=_bits_of_bound(fb)))
             red_w = batch * st.A * st.Q
@@ -525,7 +527,7 @@ def _sat_shl(v: np.ndarray, k: int, lim: int) -> np.ndarray:
     return np.where(big, np.sign(v) * np.int64(lim), np.asarray(v) << np.int64(k))
 
 
-def _shift_sat(v: np.ndarray, s: int, bits: int, narrow: bool = False) -> tuple[np.ndarray, int]:
+def shift_sat(v: np.ndarray, s: int, bits: int, narrow: bool = False) -> tuple[np.ndarray, int]:
     """``sat_bits(rshift_round(v, s))`` (a clamped left shift for ``s < 0``) and the number
     of saturation events."""
     lo, hi = int_range(bits, narrow)
@@ -537,7 +539,7 @@ def _shift_sat(v: np.ndarray, s: int, bits: int, narrow: bool = False) -> tuple[
     return out, int(np.count_nonzero(out != v))
 
 
-def _align_bias(b: np.ndarray, e_b: int, e_acc: int, limit: int) -> np.ndarray:
+def align_bias(b: np.ndarray, e_b: int, e_acc: int, limit: int) -> np.ndarray:
     """The bias at the accumulator exponent: ``b << (e_b - e_acc)`` or
     ``rshift_round(b, e_acc - e_b)``, clamped to ``+-limit`` (the left shift exactly, for
     any amount: a value that would pass the limit saturates without being shifted)."""
@@ -547,7 +549,7 @@ def _align_bias(b: np.ndarray, e_b: int, e_acc: int, limit: int) -> np.ndarray:
     return np.clip(rshift_round(b, s), -limit, limit)
 
 
-def _round_update(v: np.ndarray, s: int, cfg: TrainConfig, gen: Xorshift32 | None,
+def round_update(v: np.ndarray, s: int, cfg: TrainConfig, gen: Xorshift32 | None,
                   bits: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The update ``d`` (in master LSBs) of an exact gradient sum ``v``: ``v / 2^s`` rounded
     stochastically (one word per element, row-major, drawn whatever ``s``) or to nearest.
@@ -570,8 +572,9 @@ def _round_update(v: np.ndarray, s: int, cfg: TrainConfig, gen: Xorshift32 | Non
     return rshift_round(v, s), words
 
 
-def _forward_core(cfg: TrainConfig, master: np.ndarray) -> np.ndarray:
-    q, _ = _shift_sat(master, cfg.extra_bits, cfg.w_bits, narrow=True)
+def forward_core(cfg: TrainConfig, master: np.ndarray) -> np.ndarray:
+    """The forward core of a master core: ``sat_narrow_w(rshift_round(master, extra_bits))``."""
+    q, _ = shift_sat(master, cfg.extra_bits, cfg.w_bits, narrow=True)
     return q
 
 
@@ -629,7 +632,7 @@ def export_network(state: TrainState, meta: dict | None = None) -> IntNetwork:
     cfg = state.config
     layers = []
     for i, L in enumerate(state.layers):
-        cores = tuple(_forward_core(cfg, g) for g in L.masters)
+        cores = tuple(forward_core(cfg, g) for g in L.masters)
         core_exps = tuple(_core_exp(cfg, L, k) for k in range(L.d))
         in_exp = state.layer_in_exp(i)
         bias = None
@@ -637,7 +640,7 @@ def export_network(state: TrainState, meta: dict | None = None) -> IntNetwork:
             last = L.schedule.steps[-1]
             prev = L.step_exps[-2] if L.d > 1 else in_exp
             e_acc = core_exps[last.core] + prev
-            bias = _align_bias(L.bias, L.bias_exp, e_acc, max(_bias_limit(cfg, L), 0))
+            bias = align_bias(L.bias, L.bias_exp, e_acc, max(bias_limit(cfg, L), 0))
         layers.append(IntLayer(
             in_features=L.in_features, out_features=L.out_features, schedule=L.schedule, cores=cores,
             core_exps=core_exps, w_bits=cfg.w_bits, in_bits=cfg.act_bits, in_exp=in_exp,
@@ -736,7 +739,7 @@ def state_from_network(net: IntNetwork, config: TrainConfig | None = None, lr_sh
         if L.bias is not None:
             e_acc = L.acc_exp(len(L.step_exps) - 1)
             e_b = e_acc - cfg.bias_frac_bits
-            bias, _ = _shift_sat(L.bias, -cfg.bias_frac_bits, cfg.bias_bits, narrow=True)
+            bias, _ = shift_sat(L.bias, -cfg.bias_frac_bits, cfg.bias_bits, narrow=True)
         layers.append(TrainLayer(L.in_features, L.out_features, L.schedule, L.relu, masters,
                                  tuple(e - x for e in L.core_exps), bias, e_b, tuple(L.step_exps),
                                  (0,) * L.schedule.shape.d))
@@ -862,7 +865,9 @@ class _Fast:
         return r.astype(np.int64)
 
 
-def _labels(state: TrainState, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def checked_samples(state: TrainState, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A step's samples ``x`` (batch, in_features) and labels ``y`` (batch,) checked against
+    ``state`` (one-line :class:`ShapeError`), the labels as int64."""
     x = np.asarray(x)
     y = np.asarray(y)
     if x.ndim != 2 or x.shape[1] != state.in_features:
@@ -877,7 +882,7 @@ def _labels(state: TrainState, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray
 def _step(state: TrainState, x: np.ndarray, y: np.ndarray, impl, trace: TrainTrace | None,
           update: bool = True, fit_now: bool = False) -> tuple[TrainState, StepStats]:
     cfg = state.config
-    x, y = _labels(state, x, y)
+    x, y = checked_samples(state, x, y)
     B = x.shape[0]
     check_batch(state, B, fast=impl is _Fast)
     check_step_memory(state, B)
@@ -949,7 +954,7 @@ def _step(state: TrainState, x: np.ndarray, y: np.ndarray, impl, trace: TrainTra
                 trace.add("gradient", i, -1, None, "bias_acc", e_g, acc_b)
             if update:
                 s = L.bias_exp + state.lr_shift - e_g
-                d, words = _round_update(acc_b, s, cfg, gen, cfg.bias_bits)
+                d, words = round_update(acc_b, s, cfg, gen, cfg.bias_bits)
                 bias = np.clip(L.bias - d, *int_range(cfg.bias_bits, narrow=True))
                 stats.changed += int(np.count_nonzero(bias != L.bias))
                 stats.elements += bias.size
@@ -971,7 +976,7 @@ def _step(state: TrainState, x: np.ndarray, y: np.ndarray, impl, trace: TrainTra
                 if fit_now:
                     grad_exps[t] = _fit_exp(accX, e_acc, cfg.grad_bits)
                 e_next = grad_exps[t]
-                nxt, sat = _shift_sat(accX, e_next - e_acc, cfg.grad_bits)
+                nxt, sat = shift_sat(accX, e_next - e_acc, cfg.grad_bits)
                 stats.grad_saturations += sat
                 if trace is not None:
                     trace.add("backward", i, t, st.core, "acc", e_acc, accX)
@@ -982,7 +987,7 @@ def _step(state: TrainState, x: np.ndarray, y: np.ndarray, impl, trace: TrainTra
             if update:
                 k = st.core
                 s = L.master_exps[k] + state.lr_shift - (e_g + e_x)
-                d, words = _round_update(accW, s, cfg, gen)
+                d, words = round_update(accW, s, cfg, gen)
                 m_pk = masters[k].transpose(st.core_axes).reshape(st.P, st.K)
                 new_pk = np.clip(m_pk - d, *int_range(cfg.master_bits, narrow=True))
                 stats.changed += int(np.count_nonzero(new_pk != m_pk))
@@ -1027,7 +1032,7 @@ def _calibrate_forward(state: TrainState, x: np.ndarray, impl) -> TrainState:
                 e_acc = L.master_exps[last.core] + state.config.extra_bits + prev
                 e_b = e_acc - state.config.bias_frac_bits
                 if e_b != L.bias_exp:
-                    b, _ = _shift_sat(L.bias, e_b - L.bias_exp, state.config.bias_bits, narrow=True)
+                    b, _ = shift_sat(L.bias, e_b - L.bias_exp, state.config.bias_bits, narrow=True)
                     L = replace(L, bias=b, bias_exp=e_b)
             layers[i] = L
     return replace(state, layers=tuple(layers))

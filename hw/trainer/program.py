@@ -445,7 +445,7 @@ def read_write_overlap(op: TrainOp) -> str | None:
 
 def compile_training(state: TrainState, batch: int, config: TrainEngineConfig) -> TrainProgram:
     """The operation program of one training step of ``state`` on ``batch`` samples."""
-    from ttforge.ir.train import _bias_limit   # the one definition of the bias clamp
+    from ttforge.ir.train import bias_limit   # the one definition of the bias clamp
 
     cfg, tc = config, state.config
     if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
@@ -487,7 +487,7 @@ def compile_training(state: TrainState, batch: int, config: TrainEngineConfig) -
                     f"layer {i}'s bias_exp must lie in {e_acc - _SIGNED8[1]}..{e_acc - _SIGNED8[0]} (move the bias "
                     f"with it) or train the state on the host (ttforge train-int)", "BIAS_SHIFT")
                 kw = dict(BIAS=1, B_BASE=reg.bmem[i], BIAS_SHIFT=bias_shift,
-                          BIAS_LIMIT=max(_bias_limit(tc, L), 0))
+                          BIAS_LIMIT=max(bias_limit(tc, L), 0))
             maxacc[len(ops)] = ("step", i, t)
             ops.append(TrainOp(
                 OP=Op.CONTRACT, SRC=0, DST=0, RELU=int(last and L.relu), SAT_BITS=IL.step_out_bits(t),

@@ -6,11 +6,11 @@ Each unit is bit-exact to a function of the golden trainer (``docs/arithmetic.md
 ========================  ==============================================================
 :class:`Xorshift32Gen`    the state's xorshift32 generator (``ttforge.ir.rng.Xorshift32``)
 :class:`DeriveCore`       the forward core from a master integer
-                          (``ttforge.ir.train._forward_core``), combinational
+                          (``ttforge.ir.train.forward_core``), combinational
 :class:`BiasAlign`        the bias at the accumulator exponent
-                          (``ttforge.ir.train._align_bias``), 4 stages
+                          (``ttforge.ir.train.align_bias``), 4 stages
 :class:`UpdateUnit`       ``w' = sat(w - round_s(v))`` of one stored element per cycle
-                          (``ttforge.ir.train._round_update`` and the clamp), 5 stages
+                          (``ttforge.ir.train.round_update`` and the clamp), 5 stages
 ========================  ==============================================================
 
 Every unit takes ``fault=`` (one of :data:`UPDATE_FAULTS`, ``None`` by default) for the
@@ -154,7 +154,7 @@ class Xorshift32Gen(wiring.Component):
 class DeriveCore(wiring.Component):
     """The forward core of a master integer: ``sat_(w_bits),narrow(rshift_round(master, x))``.
 
-    ``x = master_bits - w_bits``; equal to ``ttforge.ir.train._forward_core`` for every
+    ``x = master_bits - w_bits``; equal to ``ttforge.ir.train.forward_core`` for every
     input (combinational: an adder and a clamp).
 
     Parameters
@@ -197,7 +197,7 @@ class DeriveCore(wiring.Component):
 class BiasAlign(wiring.Component):
     """The bias at the last step's accumulator exponent, clamped to ``+-limit``.
 
-    Equal to ``ttforge.ir.train._align_bias(b, e_b, e_acc, limit)`` with
+    Equal to ``ttforge.ir.train.align_bias(b, e_b, e_acc, limit)`` with
     ``shift = e_acc - e_b``, for every input (any ``shift`` in -128..127; the golden is
     defined for -64..63):
 
@@ -227,7 +227,7 @@ class BiasAlign(wiring.Component):
     shift : In(signed(8))
         ``e_acc - e_b``.
     limit : In(acc_bits - 1)
-        The positive clamp limit (``_bias_limit``).
+        The positive clamp limit (``bias_limit``).
     out_valid : Out(1)
         ``in_valid``, ``LATENCY`` cycles later.
     aligned : Out(signed(acc_bits))
@@ -314,7 +314,7 @@ class BiasAlign(wiring.Component):
 class UpdateUnit(wiring.Component):
     """The integer SGD update ``w' = sat_b,narrow(w - round_s(v))``, one element per cycle.
 
-    ``round_s`` is ``ttforge.ir.train._round_update``:
+    ``round_s`` is ``ttforge.ir.train.round_update``:
 
     * ``s <= 0``: ``clip(clip(v, +-2^(b+1)) << min(-s, 40), +-2^(b+1))`` (the cap 40 never
       changes the result: any non-zero ``v`` shifted by 40 is beyond ``2^(b+1)``; the

@@ -90,7 +90,7 @@ def test_c_step_refuses_to_leave_an_unrunnable_state():
 
 
 # ---- shifts of 64 and more: C leaves them undefined (x86 shifts by s mod 64), the spec --
-# ---- (ir.arith.rshift_round: 0; ir.train._round_update: floor by min(s - 32, 63)) does not --
+# ---- (ir.arith.rshift_round: 0; ir.train.round_update: floor by min(s - 32, 63)) does not --
 def _calibrated(n_layers, seed=0, lr_shift=6, in_exp=-7, **widths):
     """A calibrated default-shape state (16 -> [8 ->] 4, one core a layer) and its batch."""
     from ttforge.ir.random import train_layer_shapes

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from ttforge.ir.random import train_case
-from ttforge.ir.train import _bias_limit, export_network, train_step
+from ttforge.ir.train import bias_limit, export_network, train_step
 from ttforge.ir.train_diverge import compare_states
 from ttforge.ir.train_state import dumps_state, loads_state
 
@@ -35,7 +35,7 @@ def _spec(b: int, up: int, lim: int) -> int:
 @pytest.mark.parametrize("up", [14, 15, 16, 20, 40, 47, 48, 63, 200])
 def test_exported_bias_is_the_spec_left_shift(up):
     state, _, _ = _state_with_bias_above(up, (1, -1, 3))
-    lim = _bias_limit(state.config, state.layers[0])
+    lim = bias_limit(state.config, state.layers[0])
     assert lim.bit_length() == 47
     got = export_network(state).layers[0].bias.tolist()
     assert got == [_spec(b, up, lim) for b in (1, -1, 3)]
@@ -45,7 +45,7 @@ def test_exported_bias_at_the_limit_saturates_not_wraps():
     # |b| << s just below, at and just above the limit; the largest 32-bit biases
     for up in (17, 20, 30):
         state, _, _ = _state_with_bias_above(up, (0, 0, 0))
-        lim = _bias_limit(state.config, state.layers[0])
+        lim = bias_limit(state.config, state.layers[0])
         t = lim >> up
         for bias in ((t, -t, t + 1), (-t - 1, (1 << 31) - 1, -(1 << 31) + 1)):
             s2, _, _ = _state_with_bias_above(up, bias)

@@ -15,7 +15,7 @@ from ttforge.ir import ContractionSchedule, TTShape, execute, schedule_orders
 from ttforge.ir.rng import Xorshift32, stochastic_rshift
 from ttforge.ir.train import (TrainConfig, calibrate_state, check_batch, check_lr, exp2_table,
                               export_network, init_state, softmax_grad, train_step,
-                              train_step_fast, train_step_traced, _round_update)
+                              train_step_fast, train_step_traced, round_update)
 from ttforge.ir.random import train_case
 from ttforge.ir.train_diverge import compare_states, compare_train_traces
 
@@ -67,10 +67,10 @@ def test_round_update_equals_the_stochastic_shift_of_ir_rng():
     cfg = TrainConfig(rounding="stochastic")
     v = np.random.default_rng(1).integers(-10**6, 10**6, size=(7, 9))
     for s in (1, 5, 17, 32):
-        a, _ = _round_update(v, s, cfg, Xorshift32(99))
+        a, _ = round_update(v, s, cfg, Xorshift32(99))
         b = stochastic_rshift(v, s, Xorshift32(99))
         assert np.array_equal(a, b)
-    a, _ = _round_update(v, 5, cfg, Xorshift32(99))
+    a, _ = round_update(v, 5, cfg, Xorshift32(99))
     assert not np.array_equal(a, stochastic_rshift(v, 5, Xorshift32(100)))
 
 
@@ -188,13 +188,13 @@ def test_word_order_is_bias_then_cores_in_reverse_schedule_order():
         L = state.layers[rec.layer]
         if rec.name == "bias_acc":
             s = L.bias_exp + state.lr_shift - rec.exp
-            d, _ = _round_update(rec.value, s, cfg, gen, cfg.bias_bits)
+            d, _ = round_update(rec.value, s, cfg, gen, cfg.bias_bits)
             want = np.clip(L.bias - d, -(1 << (cfg.bias_bits - 1)) + 1, (1 << (cfg.bias_bits - 1)) - 1)
             assert np.array_equal(new.layers[rec.layer].bias, want)
         else:
             st_ = L.schedule.steps[rec.step]
             s = L.master_exps[rec.core] + state.lr_shift - rec.exp
-            d, _ = _round_update(rec.value, s, cfg, gen)
+            d, _ = round_update(rec.value, s, cfg, gen)
             hi = (1 << (cfg.master_bits - 1)) - 1
             m = L.masters[rec.core].transpose(st_.core_axes).reshape(st_.P, st_.K)
             got = new.layers[rec.layer].masters[rec.core].transpose(st_.core_axes).reshape(st_.P, st_.K)
@@ -255,14 +255,14 @@ def test_truncate_ranks_keeps_the_strongest_slices_deterministically():
 def test_left_shift_updates_saturate_and_never_wrap_int64():
     """s <= 0 far enough that the old int64 shift wrapped (24-bit stored width, s <= -38):
     the update saturates at +-2^(b+1), and a requantization at the clamp of its width."""
-    from ttforge.ir.train import _shift_sat
+    from ttforge.ir.train import shift_sat
 
     v = np.array([(1 << 39) - 1, -(1 << 39), 1 << 30, 5, 0, -1], dtype=np.int64)
     for s in (-38, -40, -60):
-        d, _ = _round_update(v, s, TrainConfig(rounding="nearest"), None, 24)
+        d, _ = round_update(v, s, TrainConfig(rounding="nearest"), None, 24)
         lim = 1 << 25
         assert d.tolist() == [max(-lim, min(lim, int(x) << min(-s, 40))) for x in v]
-        out, sat = _shift_sat(v, s, 24)
+        out, sat = shift_sat(v, s, 24)
         hi = (1 << 23) - 1
         assert out.tolist() == [max(-hi - 1, min(hi, int(x) << min(-s, 40))) for x in v]
         assert sat == 5

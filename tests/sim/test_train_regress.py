@@ -72,12 +72,12 @@ def test_an_edge_seed_puts_a_bias_far_above_a_wide_accumulator():
     # seed 24 (family 6, acc_bits 48): the last layer's bias 18 exponent steps above its
     # accumulator, past the old int64 cap 62 - bitlen(limit) = 15 of the golden and the
     # engine (the RTL run below holds them to the spec's b << 18 together)
-    from ttforge.ir.train import _bias_limit, export_network
+    from ttforge.ir.train import bias_limit, export_network
 
     c = train_regress_case(24, 1)
     L = c.state.layers[-1]
     up = L.bias_exp - export_network(c.state).layers[-1].acc_exp(L.d - 1)
-    assert up > 62 - _bias_limit(c.state.config, L).bit_length() and np.any(L.bias != 0)
+    assert up > 62 - bias_limit(c.state.config, L).bit_length() and np.any(L.bias != 0)
     assert export_network(c.state).layers[-1].bias.tolist() == [int(b) << up for b in L.bias]
 
 

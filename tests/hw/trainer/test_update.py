@@ -19,7 +19,7 @@ from amaranth.lib.memory import Memory
 from amaranth.sim import Simulator
 from ttforge.hw.trainer.update import BiasAlign, DeriveCore, UpdateUnit, Xorshift32Gen, _clamp_pow2
 from ttforge.ir.rng import Xorshift32, xorshift32_step
-from ttforge.ir.train import TrainConfig, _align_bias, _forward_core, _round_update
+from ttforge.ir.train import TrainConfig, align_bias, forward_core, round_update
 
 from ttforge.errors import ConfigError
 
@@ -108,13 +108,13 @@ def _master_values(mb, rng, n):
 def test_derive_core_equals_golden(mb, wb):
     vals = _master_values(mb, random.Random(mb * 31 + wb), 1500)
     got = derive(mb, wb, vals)
-    assert np.array_equal(got, _forward_core(TrainConfig(w_bits=wb, master_bits=mb), vals))
+    assert np.array_equal(got, forward_core(TrainConfig(w_bits=wb, master_bits=mb), vals))
 
 
 def test_derive_core_fault_differs():
     vals = np.arange(-128, 128, dtype=np.int64)
     got = derive(8, 4, vals, fault="floor")
-    assert not np.array_equal(got, _forward_core(TrainConfig(w_bits=4, master_bits=8), vals))
+    assert not np.array_equal(got, forward_core(TrainConfig(w_bits=4, master_bits=8), vals))
 
 
 # -------------------------------------------------------------------------- BiasAlign
@@ -165,7 +165,7 @@ def align_cases(bias_bits, acc_bits, rng):
 
 
 def golden_align(cases):
-    return [int(_align_bias(np.array([b], dtype=np.int64), 0, s, lim)[0]) for b, s, lim in cases]
+    return [int(align_bias(np.array([b], dtype=np.int64), 0, s, lim)[0]) for b, s, lim in cases]
 
 
 @pytest.mark.parametrize("bias_bits,acc_bits", [(24, 32), (32, 48), (8, 12)])
@@ -325,7 +325,7 @@ def simulate_update(dut, ops, mem0, seed, rng, gap=0.0, hold=False, late=False):
 
 
 def golden_wraps(bits, s):
-    """Whether the golden ``_round_update`` can overflow ``int64`` at ``(bits, s)``: for
+    """Whether the golden ``round_update`` can overflow ``int64`` at ``(bits, s)``: for
     ``s <= 0`` it shifts ``clip(v, +-2^(bits+1))`` left by ``min(-s, 40)`` before the
     second clamp, which passes ``2^63`` when ``bits + 1 + min(-s, 40) >= 63`` (e.g. a
     24-bit bias and ``s <= -38``; a 32-bit one and ``s <= -30``)."""
@@ -334,7 +334,7 @@ def golden_wraps(bits, s):
 
 def golden_update(ops, mem0, seed, exact=False):
     """The memory, generator state, words drawn and ``(address, value, changed)`` per element
-    after ``ops`` by the golden ``_round_update`` (``exact=False``), or by the spec's
+    after ``ops`` by the golden ``round_update`` (``exact=False``), or by the spec's
     formula on Python integers (``exact=True``, ``docs/arithmetic.md``; the same words),
     then the clamp."""
     mem = dict(mem0)
@@ -347,7 +347,7 @@ def golden_update(ops, mem0, seed, exact=False):
             d = np.array([spec_round(v, op.s, op.stochastic, w, op.bits)
                           for v, w in zip(op.v.tolist(), words)], dtype=np.int64)
         else:
-            d, _ = _round_update(op.v, op.s, cfg, gen, op.bits)
+            d, _ = round_update(op.v, op.s, cfg, gen, op.bits)
         hi = (1 << (op.bits - 1)) - 1
         addrs = range(op.base, op.base + op.v.size)
         w = np.array([mem[a] for a in addrs], dtype=np.int64)
@@ -518,7 +518,7 @@ def test_spec_reference_equals_golden():
                 v = random_v(rng, 48, s, 30)
                 gen = Xorshift32(s + 1000)
                 cfg = TrainConfig(rounding="stochastic" if st else "nearest")
-                d, words = _round_update(np.array(v, dtype=np.int64), s, cfg, gen, b)
+                d, words = round_update(np.array(v, dtype=np.int64), s, cfg, gen, b)
                 ws = words.tolist() if st else [0] * len(v)
                 assert d.tolist() == [spec_round(x, s, st, w, b) for x, w in zip(v, ws)]
 
@@ -591,7 +591,7 @@ def test_update_unit_with_memory():
     gen = Xorshift32(42)
     w = np.array(init, dtype=np.int64)
     for _ in range(2):
-        d, _ = _round_update(np.array(vs, dtype=np.int64), 6, TrainConfig(), gen, 8)
+        d, _ = round_update(np.array(vs, dtype=np.int64), 6, TrainConfig(), gen, 8)
         w = np.clip(w - d, -127, 127)
     assert np.array_equal(got, w)
 
