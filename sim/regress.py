@@ -36,7 +36,6 @@ from ttforge.limits import MAX_JOBS
 from ttforge.sim.cases import make_case
 from ttforge.sim.check import CaseResult, _simulator_problem, run_case, stop_on_machine_failure
 from ttforge.sim.report import RegressReport, junit_xml
-from ttforge.sim.reproducer import replay_command
 
 __all__ = ["regress", "case_task"]
 
@@ -93,7 +92,9 @@ def case_task(args) -> tuple[CaseResult, bytes | None, str]:
 
 
 def _unpack_reproducer(blob: bytes, out: Path, res: CaseResult) -> None:
-    """The reproducer of a case that ran elsewhere, into ``out`` (whole or not at all)."""
+    """The reproducer of a case that ran elsewhere, into ``out`` (whole or not at all);
+    its ``case.json``'s replay command names no path (``--replay .``), so it holds here as
+    it did on the worker."""
     final = out / Path(res.reproducer).name
     with atomic_dir(final) as d:
         with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
@@ -101,11 +102,6 @@ def _unpack_reproducer(blob: bytes, out: Path, res: CaseResult) -> None:
                 tar.extractall(d, filter="data")
             else:  # pragma: no cover - Python < 3.10.12 / 3.11.4
                 tar.extractall(d)
-        info_path = d / "case.json"
-        if info_path.is_file():
-            info = json.loads(info_path.read_text())
-            info["replay"] = replay_command(final)
-            info_path.write_text(json.dumps(info, indent=1, default=str))
     res.reproducer = str(final)
 
 

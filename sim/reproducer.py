@@ -19,7 +19,7 @@ from ttforge.sim.cases import RegressCase
 from ttforge.sim.check import REGRESS_SIMULATORS, CaseResult, describe, run_case
 from ttforge.sim.runner import check_pauses
 
-__all__ = ["write_reproducer", "replay", "replay_command", "REPRODUCER_FILES"]
+__all__ = ["write_reproducer", "replay", "replay_command", "REPLAY", "REPLAY_FROM", "REPRODUCER_FILES"]
 
 #: The files :func:`write_reproducer` writes (and its waveform, any ``waves.*``): a
 #: directory holding anything else is the user's too (``regress`` leaves it).
@@ -27,11 +27,22 @@ REPRODUCER_FILES = frozenset({"case.json", "artifact.ttfa", "config.json", "load
                               "expected.npy", "got.npy", "divergence.txt", "waves_error.txt"})
 
 
+#: Where :data:`REPLAY`, the command ``case.json`` holds, is run.
+REPLAY_FROM = "the reproducer's directory (the one holding this case.json)"
+
+
 def replay_command(directory: str | os.PathLike) -> str:
-    """The command that reruns the reproducer ``directory``, quoted for a POSIX shell:
-    the directory is named after ``--out``, and ``--out 'rq o;$(touch PWN)'`` gave a
-    command that ran ``touch PWN`` when pasted (and replayed ``rq``)."""
+    """The command that reruns the reproducer ``directory``, quoted for a POSIX shell
+    (``--out 'rq o;$(touch PWN)'`` gave a command that ran ``touch PWN`` when pasted)."""
     return shlex.join(["ttforge", "regress", "--replay", os.fsdecode(directory)])
+
+
+#: The replay command a reproducer's ``case.json`` holds, run in :data:`REPLAY_FROM`: it
+#: names the directory as ``.``, so it holds wherever the directory is moved, copied or
+#: unpacked (a cluster worker's comes home as a tar archive) and names no path of the
+#: machine that wrote it. It held ``--out`` as typed, relative to where ``regress`` ran,
+#: and failed from anywhere else.
+REPLAY = replay_command(".")
 
 
 def write_reproducer(case: RegressCase, sim: str, res: CaseResult, prog, expected, got,
@@ -43,12 +54,12 @@ def write_reproducer(case: RegressCase, sim: str, res: CaseResult, prog, expecte
     final = Path(out_dir) / (f"repro-{sim}-seed{case.seed}" if fault is None
                              else f"repro-{sim}-{fault}-seed{case.seed}")
     with atomic_dir(final) as d:  # a complete reproducer or none (never half of one)
-        _fill_reproducer(d, final, case, sim, res, prog, expected, got, fault=fault,
+        _fill_reproducer(d, case, sim, res, prog, expected, got, fault=fault,
                          build_root=build_root, waves=waves)
     return final
 
 
-def _fill_reproducer(d: Path, final: Path, case: RegressCase, sim: str, res: CaseResult, prog,
+def _fill_reproducer(d: Path, case: RegressCase, sim: str, res: CaseResult, prog,
                      expected, got, *, fault, build_root, waves) -> None:
     from ttforge.hw.program import load_image, load_image_to_json
     from ttforge.ir.artifact import save_artifact
@@ -80,7 +91,7 @@ def _fill_reproducer(d: Path, final: Path, case: RegressCase, sim: str, res: Cas
             "gaps": case.gaps, "backpressure": case.backpressure, "shape": case.shape,
             "result": res.result, "reason": res.reason, "divergence": res.divergence,
             "waves": wave.name if wave else None,
-            "replay": replay_command(final)}
+            "replay": REPLAY, "replay_from": REPLAY_FROM}
     (d / "case.json").write_text(json.dumps(info, indent=1, default=str))
     (d / "divergence.txt").write_text(describe(res) + "\n")
 

@@ -496,7 +496,7 @@ def test_the_replay_command_of_a_reproducer_is_quoted_for_the_shell(tmp_path):
     expected = execute(case.net, case.inputs)
     d = write_reproducer(case, "icarus", res, prog, expected, expected, out, waves=False)
     info = json.loads((d / "case.json").read_text())
-    assert _pasted(info["replay"], tmp_path) == ["regress", "--replay", str(d)]
+    assert _pasted(info["replay"], d) == ["regress", "--replay", "."]
 
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
@@ -506,7 +506,39 @@ def test_the_replay_command_of_a_reproducer_is_quoted_for_the_shell(tmp_path):
     res.reproducer = str(d)
     _unpack_reproducer(buf.getvalue(), other, res)
     info = json.loads((other / d.name / "case.json").read_text())
-    assert _pasted(info["replay"], tmp_path) == ["regress", "--replay", str(other / d.name)]
+    assert _pasted(info["replay"], other / d.name) == ["regress", "--replay", "."]
+
+
+def test_a_reproducer_s_replay_command_runs_wherever_the_directory_is(tmp_path, monkeypatch, capsys):
+    """case.json's replay command held ``--out`` as typed (``regress --out rg``:
+    ``--replay rg/repro-...``), relative to where regress ran: from anywhere else, or
+    once the directory was moved or sent to a colleague, it named nothing. It is run in
+    the reproducer's directory (``replay_from`` says so) and names no path of this
+    machine."""
+    import shlex
+
+    from ttforge.sim.check import CaseResult
+    from ttforge.sim.reproducer import write_reproducer
+
+    _need("icarus")
+    case = make_case(3, 2, config=STANDARD)
+    prog = compile_program(case.net, STANDARD)
+    res = CaseResult(seed=3, sim="icarus", shape=case.shape, lanes=4, stream_elems=2, steps=1, vectors=2,
+                     gaps=0, backpressure=0, result="FAIL", reason="a test")
+    expected = execute(case.net, case.inputs)
+    monkeypatch.chdir(tmp_path)
+    d = write_reproducer(case, "icarus", res, prog, expected, expected, Path("rg"), waves=False)
+    text = (d / "case.json").read_text()
+    assert str(tmp_path) not in text and shlex.split(json.loads(text)["replay"])[-2:] == ["--replay", "."]
+    moved = tmp_path / "elsewhere" / "sent"
+    moved.parent.mkdir()
+    d.rename(moved)
+    info = json.loads((moved / "case.json").read_text())
+    assert "case.json" in info["replay_from"]
+    monkeypatch.chdir(moved)   # where replay_from says to run it
+    argv = shlex.split(info["replay"])
+    assert argv[0] == "ttforge" and main(argv[1:]) == 0   # the stored outputs were the golden ones
+    assert "passes now" in capsys.readouterr().out
 
 
 def test_the_reproduce_command_of_a_training_case_is_quoted_and_keeps_its_fault(tmp_path):
