@@ -176,6 +176,51 @@ def _pct(r: dict | None) -> str:
     return f"{r['used']}/{r['available']} {100 * r['used'] / max(r['available'], 1):.0f}%"
 
 
+def _hundredths(total: float, parts: list[float]) -> tuple[int, list[int]]:
+    """``total`` and ``parts`` (which sum to it) in hundredths, rounded so that the
+    rounded parts sum to the rounded total (largest remainders): each printed with two
+    decimals, the terms add up to the printed total.
+
+    Parameters
+    ----------
+    total : float
+        The sum of ``parts``.
+    parts : list of float
+        The terms, each >= 0.
+
+    Returns
+    -------
+    (int, list of int)
+        ``round(100 * total)`` and the terms in hundredths, summing to it.
+    """
+    want = round(100 * total)
+    scaled = [100 * p for p in parts]
+    out = [int(v // 1) for v in scaled]
+    # the terms furthest from their floor take the hundredths the floors left over (or,
+    # parts rounded apart summing past the total, the nearest give one back)
+    order = sorted(range(len(parts)), key=lambda i: scaled[i] - out[i], reverse=True)
+    diff = want - sum(out)
+    for i in (order[:diff] if diff > 0 else order[::-1][:-diff]):
+        out[i] += 1 if diff > 0 else -1
+    return want, out
+
+
+def _path_sum(cp: dict) -> str:
+    """A critical path's delay as the sum of its terms, ``"37.30 ns = 1.39 clk-to-q +
+    10.90 logic (12 levels) + 24.19 routing + 0.82 setup"``: the terms add up to the
+    total as printed (the setup time was left out, and the terms summed to 36.48). A
+    remainder of other step types, if any, is named ``other``."""
+    terms = [(cp.get("clk_to_q_ns", 0.0), "clk-to-q"),
+             (cp.get("logic_ns", 0.0), f"logic ({cp.get('logic_levels', 0)} levels)"),
+             (cp.get("routing_ns", 0.0), "routing"), (cp.get("setup_ns", 0.0), "setup")]
+    total = float(cp.get("delay_ns", 0.0))
+    other = total - sum(v for v, _ in terms)
+    if abs(other) >= 0.005:     # a step nextpnr reports under another type
+        terms.append((other, "other"))
+    want, parts = _hundredths(total, [float(v) for v, _ in terms])
+    return f"{want / 100:.2f} ns = " + " + ".join(f"{p / 100:.2f} {name}" for p, (_, name) in zip(parts, terms))
+
+
 def _print_table(rep: dict) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -206,11 +251,8 @@ def _print_table(rep: dict) -> None:
                   f"{r['target_mhz']:g}")
         cp = r["critical_path"] or {}
         if cp:
-            paths.append(
-                f"{dev}: {cp.get('delay_ns', 0):.2f} ns = {cp.get('clk_to_q_ns', 0):.2f} clk-to-q + "
-                f"{cp.get('logic_ns', 0):.2f} logic ({cp.get('logic_levels', 0)} levels) + "
-                f"{cp.get('routing_ns', 0):.2f} routing, from {(cp.get('start') or {}).get('cell')} "
-                f"to {(cp.get('end') or {}).get('cell')}")
+            paths.append(f"{dev}: {_path_sum(cp)}, from {(cp.get('start') or {}).get('cell')} "
+                         f"to {(cp.get('end') or {}).get('cell')}")
     console.print(t)
     for line in paths:
         console.print("critical path " + line, highlight=False, soft_wrap=True)

@@ -78,3 +78,31 @@ def test_the_library_refuses_a_placer_seed_before_synthesis(monkeypatch):
     monkeypatch.setattr(synth, "run_tool", lambda *a, **kw: pytest.fail("a tool ran"))
     with pytest.raises(ConfigError, match=r"^seed -1 is out of range"):
         synth.implement("module ttforge_accel; endmodule", "ice40up5k", seed=-1)
+
+
+def test_the_critical_path_terms_add_up_to_its_delay(capsys, monkeypatch):
+    """The critical-path line of the table is a sum that adds up: nextpnr's routed iCE40
+    path of the probe's report (1.39 clk-to-q, 10.898 logic, 24.189 routing, 0.824 setup:
+    37.301 ns) printed "37.30 ns = 1.39 clk-to-q + 10.90 logic + 24.19 routing", terms
+    that add up to 36.48 (the setup was left out). The terms as printed sum to the total
+    as printed, also where rounding each apart would not (8.013 = 5.83 + 0.236 + 1.947)."""
+    def device(cp):
+        return {"resources": {"lc": {"used": 3605, "available": 5280}}, "synth_cells": {},
+                "fmax_mhz": 26.81, "target_mhz": 30.0, "critical_path": cp, "harness": None}
+
+    ice = {"delay_ns": 37.301, "clk_to_q_ns": 1.39, "logic_ns": 10.898, "routing_ns": 24.189,
+           "setup_ns": 0.824, "logic_levels": 12, "start": {"cell": "a"}, "end": {"cell": "b"}}
+    ecp5 = {"delay_ns": 8.013, "clk_to_q_ns": 5.83, "logic_ns": 0.236, "routing_ns": 1.947,
+            "setup_ns": 0.0, "logic_levels": 1, "start": {"cell": "c"}, "end": {"cell": "d"}}
+    monkeypatch.setattr("ttforge.hw.tools.yowasp_command", lambda name: [name])
+    monkeypatch.setattr("ttforge.hw.cli.report", lambda *a, **kw: {
+        "config": {}, "devices": {"ice40up5k": device(ice), "ecp5-85f": device(ecp5)}})
+    assert main(["report"]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("critical path ")]
+    assert lines[0] == ("critical path ice40up5k: 37.30 ns = 1.39 clk-to-q + 10.90 logic (12 levels) + "
+                        "24.19 routing + 0.82 setup, from a to b")
+    for ln, cp in zip(lines, (ice, ecp5)):
+        total, terms = ln.split(": ", 1)[1].split(", from")[0].split(" ns = ")
+        cents = [round(100 * float(t.split()[0])) for t in terms.split(" + ")]
+        assert sum(cents) == round(100 * float(total)) == round(100 * cp["delay_ns"]), ln
+        assert [t.split()[1] for t in terms.split(" + ")] == ["clk-to-q", "logic", "routing", "setup"]
