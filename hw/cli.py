@@ -122,12 +122,24 @@ def _run_generate(args: argparse.Namespace) -> int:
                       "".join(str(m) for m in x.modes), f"{x.cycles:,}",
                       f"{x.macs:,}", f"{x.utilization:.1%}", _kbits(x.core_bits), _kbits(x.bias_bits),
                       _kbits(x.buffer_bits), f"{x.dense_cycles:,}", f"{x.dense_ratio:.2f}")
-    table.add_row("all + I/O", "", f"{est.cycles:,}", f"{est.macs:,}",
-                  f"{est.utilization:.1%}", "", "", "", f"{est.dense_cycles:,}",
-                  f"{est.cycles / est.dense_cycles:.2f}" if est.dense_cycles else "-")
+    def ratio(cycles: int) -> str:
+        return f"{cycles / est.dense_cycles:.2f}" if est.dense_cycles else "-"
+
+    if est.throughput:   # the latency and the cycles per vector differ: both, util from the latter
+        table.add_row("all + I/O, one vector", "", f"{est.cycles:,}", f"{est.macs:,}", "", "", "", "",
+                      f"{est.dense_cycles:,}", ratio(est.cycles))
+        table.add_row("per vector, back to back", "", f"{est.vector_cycles:,}", f"{est.macs:,}",
+                      f"{est.utilization:.1%}", "", "", "", f"{est.dense_cycles:,}", ratio(est.vector_cycles))
+    else:
+        table.add_row("all + I/O", "", f"{est.cycles:,}", f"{est.macs:,}",
+                      f"{est.utilization:.1%}", "", "", "", f"{est.dense_cycles:,}", ratio(est.cycles))
     console.print(table)
     console.print("modes: one digit per step (0: lanes over q, 1: lanes over p); util: busy MAC-lane "
                   "cycles / (L x cycles); dense: ceil(M/L)*N cycles of a dense engine with the same L")
+    if est.throughput:
+        console.print(f"throughput mode: a vector takes {est.cycles:,} cycles on an idle engine (its staged "
+                      f"input copied in {est.stage_cycles:,}), and {est.vector_cycles:,} each back to back "
+                      "(the next vector's input overlaps this one's steps and output)")
     for note in res["notes"]:
         console.print(f"note: {note}")
     console.print(f"wrote {len(res['files']) + 1} files to {shown(args.out)}: "

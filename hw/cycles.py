@@ -285,17 +285,44 @@ class LayerEstimate:
 
 @dataclass(frozen=True)
 class Estimate:
-    """Analytic estimate of a program: layers plus the input and output phases."""
+    """Analytic estimate of a program: layers plus the input and output phases.
+
+    In throughput mode (``throughput``) a vector first waits ``stage_cycles`` (the
+    turnaround and the copy of its staged input into BUF0), and the next vector's input
+    overlaps this one's steps and output: :attr:`cycles` is then the latency of a vector
+    on an idle engine (``ProgramCycles.throughput_latency``) and :attr:`vector_cycles`
+    the cycles per vector back to back (``ProgramCycles.vector_cycles``), from which
+    :attr:`utilization` is taken. Without it both are ``ProgramCycles.total``.
+    """
 
     lanes: int
     layers: tuple[LayerEstimate, ...]
     input_cycles: int
     output_cycles: int
     timing: EngineTiming
+    #: ``AccelConfig.throughput``
+    throughput: bool = False
+    #: throughput mode: the copy of a staged vector into BUF0 and the turnaround before it
+    stage_cycles: int = 0
 
     @property
     def cycles(self) -> int:
-        return self.input_cycles + sum(x.cycles for x in self.layers) + self.output_cycles
+        """Cycles of one vector on an idle engine, from its first input element accepted
+        to its last output element accepted (the latency)."""
+        return self._compute + self.input_cycles + (self.stage_cycles if self.throughput else 0)
+
+    @property
+    def _compute(self) -> int:
+        return sum(x.cycles for x in self.layers) + self.output_cycles
+
+    @property
+    def vector_cycles(self) -> int:
+        """Cycles per vector of back-to-back vectors: :attr:`cycles`, or in throughput
+        mode the steady state, where the input of the next vector overlaps the steps and
+        output of this one (what ``CYCLES / VECTORS`` tends to)."""
+        if not self.throughput:
+            return self.cycles
+        return self.stage_cycles + max(self.input_cycles, self._compute)
 
     @property
     def macs(self) -> int:
@@ -307,7 +334,9 @@ class Estimate:
 
     @property
     def utilization(self) -> float:
-        return self.busy_lane_cycles / (self.lanes * self.cycles) if self.cycles else 0.0
+        """Busy MAC-lane cycles over ``L x`` :attr:`vector_cycles` (what the counters give
+        over many vectors)."""
+        return self.busy_lane_cycles / (self.lanes * self.vector_cycles) if self.vector_cycles else 0.0
 
     @property
     def dense_cycles(self) -> int:
@@ -317,6 +346,9 @@ class Estimate:
         return {
             "lanes": self.lanes,
             "cycles": self.cycles,
+            "vector_cycles": self.vector_cycles,
+            "throughput": int(self.throughput),
+            "stage_cycles": self.stage_cycles,
             "macs": self.macs,
             "busy_lane_cycles": self.busy_lane_cycles,
             "utilization": self.utilization,
@@ -362,4 +394,5 @@ def estimate(program: Program, timing: EngineTiming = ENGINE_TIMING) -> Estimate
             dense_weight_bits=out_f * in_f * cfg.core_bits,
         ))
     return Estimate(lanes=cfg.lanes, layers=tuple(layers), input_cycles=pc.input_cycles,
-                    output_cycles=pc.output_cycles, timing=timing)
+                    output_cycles=pc.output_cycles, timing=timing, throughput=bool(cfg.throughput),
+                    stage_cycles=pc.stage_cycles if cfg.throughput else 0)

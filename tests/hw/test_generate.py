@@ -219,3 +219,42 @@ def test_two_differently_configured_cores_share_one_design_by_name(artifact, tmp
     assert main(["generate", str(artifact), "--lanes", "4", "-o", str(b2)]) == 0
     clash = elaborates(a / "ttforge_accel.v", b2 / "ttforge_accel.v", top)
     assert clash.returncode != 0     # the reason for the option
+
+
+def test_throughput_mode_estimate_is_the_latency_and_the_cycles_per_vector(artifact, tmp_path, capsys):
+    """With ``throughput = 1`` generate printed ``ProgramCycles.total`` as the cycles (and
+    the utilization from it): neither what the RTL takes for a vector on an idle engine
+    (``throughput_latency``: the copy of the staged input comes first) nor per vector
+    back to back (``vector_cycles``); tests/hw/test_throughput.py checks both against the
+    RTL. The table, --json and estimate.json now give both, the utilization from the
+    cycles per vector."""
+    from dataclasses import replace
+
+    from ttforge.hw.cycles import program_cycles
+
+    net = example_network()
+    for throughput in (1, 0):
+        cfg = replace(AccelConfig.for_network(net, lanes=4), throughput=throughput)
+        cfg_file = tmp_path / f"tp{throughput}.json"
+        cfg_file.write_text(cfg.to_json())
+        prog = compile_program(net, cfg)
+        pc = program_cycles(prog.descriptors, cfg, prog.globals)
+        latency, per_vector = ((pc.throughput_latency, pc.vector_cycles) if throughput
+                               else (pc.total, pc.total))
+        out = tmp_path / f"g{throughput}"
+        assert main(["generate", str(artifact), "--config", str(cfg_file), "--no-verilog", "--json",
+                     "-o", str(out)]) == 0
+        printed = json.loads(capsys.readouterr().out)
+        for d in (printed, json.loads((out / "estimate.json").read_text())):
+            assert (d["cycles"], d["vector_cycles"], d["throughput"]) == (latency, per_vector, throughput)
+            assert d["busy_lane_cycles"] == pc.busy_lane_cycles
+            assert d["utilization"] == pc.busy_lane_cycles / (4 * per_vector)
+        if throughput:
+            assert latency != pc.total and per_vector != pc.total
+            assert main(["generate", str(artifact), "--config", str(cfg_file), "--no-verilog",
+                         "-o", str(out)]) == 0
+            table = capsys.readouterr().out
+            assert f"a vector takes {latency:,} cycles on an idle engine" in table
+            assert f"and {per_vector:,} each back to back" in table
+            row = next(ln for ln in table.splitlines() if "per vector, back to back" in ln)
+            assert f" {per_vector:,} " in row and f"{pc.busy_lane_cycles / (4 * per_vector):.1%}" in row
