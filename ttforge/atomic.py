@@ -244,9 +244,10 @@ def job_dir(prefix: str) -> Path:
     try:
         (d / JOB_MARKER).write_text("a ttforge job's work files; removed once its process has ended\n"
                                     f"{_NAMESPACE_LINE}{_pid_namespace() or 'unknown'}\n")
-    except BaseException:
+    except BaseException as e:
         # without its marker no later job would ever remove it (a Ctrl-C, a full disk)
         shutil.rmtree(d, ignore_errors=True)
+        _name_output(e, d / JOB_MARKER)   # a full $TMPDIR's write names no file
         raise
     return d
 

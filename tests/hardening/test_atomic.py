@@ -285,6 +285,36 @@ def test_a_job_directory_of_another_pid_namespace_is_kept(tmp_path, monkeypatch)
     assert f"pid namespace: {ours}" in (d / JOB_MARKER).read_text().splitlines()
 
 
+def test_a_job_directory_whose_marker_cannot_be_written_names_it(tmp_path, monkeypatch):
+    """A full ``$TMPDIR`` under the marker's write (``Path.write_text`` names no file
+    then): the line of ``report``'s synthesis or ``run --sim``'s board (``job_dir``
+    without ``names_file`` around it) named no file; it names the marker, and its disk."""
+    import errno
+    import pathlib
+    import tempfile
+
+    from ttforge.atomic import JOB_MARKER, job_dir
+    from ttforge.boundary import describe_os_error
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    real = pathlib.Path.write_text
+
+    def write_text(self, *a, **k):
+        if self.name == JOB_MARKER:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(pathlib.Path, "write_text", write_text)
+    with pytest.raises(OSError) as e:
+        job_dir("ttforge-synth-")
+    named = Path(e.value.filename)
+    assert named.name == JOB_MARKER and named.parent.parent == tmp_path and named.parent.name.startswith(
+        f"ttforge-synth-{os.getpid()}-")
+    line, code = describe_os_error(e.value)
+    assert line.startswith(f"{named}: No space left on device") and code == 3
+    assert list(tmp_path.iterdir()) == []   # and the directory went, as before
+
+
 @pytest.mark.parametrize("name", ["out.bin/", "sub/"])
 def test_a_file_path_ending_in_a_separator_is_refused(tmp_path, name):
     """``out.bin/`` names a directory; ``Path`` drops the slash and a file ``out.bin``
