@@ -258,7 +258,8 @@ def _add_run(p: argparse.ArgumentParser) -> None:
                       help="run against the simulated board top (Icarus + cocotb) instead")
     p.add_argument("--baud", type=int, default=115200, help="UART baud rate (default 115200)")
     p.add_argument("--config", metavar="FILE",
-                   help="--sim: the AccelConfig to simulate (default: the board's for ARTIFACT)")
+                   help="the bitstream's AccelConfig (default: the board's for ARTIFACT): --sim simulates "
+                        "it; its counter_bits is the width of the performance counters either way")
     p.add_argument("--timeout", type=float, default=None,
                    help="seconds to wait for an answer (default 2; 120 with --sim)")
     p.add_argument("-o", "--out", metavar="PATH",
@@ -306,6 +307,60 @@ def _load_inputs(path: str, net) -> np.ndarray:
     return x
 
 
+def run_counters_text(counters: dict[str, int], program, config, bound: tuple[float, int] | None = None) -> str:
+    """The cycles and busy lane-cycles of a run as ``ttforge run`` prints them.
+
+    :meth:`~ttforge.firmware.host.Device.counters` adds up counters narrower than 48 bits
+    (``config.counter_bits``) modulo their width after every vector: exact unless one
+    vector alone may take them past ``2**counter_bits - 1``. Such a figure is printed
+    modulo ``2**counter_bits`` and says so, never as if exact.
+
+    Parameters
+    ----------
+    counters : dict
+        :meth:`Device.counters` after the run.
+    program : Program
+        The program run (its cycle model gives a vector's cycles and busy lane-cycles,
+        stalls left out).
+    config : AccelConfig
+        The bitstream's config (``counter_bits``, and the engine the model times).
+    bound : (float, int) or None
+        A real board's :attr:`Device.longest_vector_s` and the fastest clock it can run
+        at (Hz): a vector kept the engine busy for at most their product in cycles
+        (stalls included). ``None`` (a simulation): the cycle model alone.
+
+    Returns
+    -------
+    str
+        ``"3672 cycles, 1350 busy lane-cycles"``, a figure that may have wrapped followed
+        by ``(modulo 2^24: ...why...)``.
+    """
+    from ttforge.hw.config import COUNTER_BITS
+    from ttforge.hw.cycles import program_cycles
+
+    bits = config.counter_bits
+    m = program_cycles(program.descriptors, config, program.globals)
+    latency = m.throughput_latency if config.throughput else m.total    # the driver sends one at a time
+    held = f"more than the {bits}-bit counters hold"
+    why = {"cycles": [], "busy_lane_cycles": []}
+    if bits < COUNTER_BITS:
+        top = 1 << bits
+        if latency >= top:
+            why["cycles"].append(f"a vector takes {latency:,} cycles by the cycle model, {held}")
+        elif bound is not None and bound[0] * bound[1] >= top:
+            why["cycles"].append(f"a vector kept the host waiting {bound[0]:.2f} s, up to "
+                                 f"{int(bound[0] * bound[1]):,} cycles at {bound[1] / 1e6:g} MHz, {held}")
+        if m.busy_lane_cycles >= top:
+            why["busy_lane_cycles"].append(f"a vector takes {m.busy_lane_cycles:,} by the cycle model, {held}")
+
+    def figure(key: str, name: str) -> str:
+        if not why[key]:
+            return f"{counters[key]} {name}"
+        return f"{counters[key] % (1 << bits)} {name} (modulo 2^{bits}: {why[key][0]})"
+
+    return f"{figure('cycles', 'cycles')}, {figure('busy_lane_cycles', 'busy lane-cycles')}"
+
+
 def _run_run(args: argparse.Namespace) -> int:
     from ttforge.atomic import atomic_path, check_output_file
     from ttforge.firmware.host import Device
@@ -322,18 +377,22 @@ def _run_run(args: argparse.Namespace) -> int:
     out = check_output_file(args.out, "-o", "outputs.npy") if args.out else None
     net = load_artifact(args.artifact)
     x = _load_inputs(args.inputs, net)
+    from ttforge.firmware.build import board_config
+
+    # the bitstream's config as it was built: the registers do not hold the counters' width
+    cfg, _ = board_config(b, args.artifact, args.config, None)
     if args.sim:
-        from ttforge.firmware.build import board_config
         from ttforge.firmware.simulate import simulated_device
 
-        cfg, _ = board_config(b, args.artifact, args.config, None)
         dev = simulated_device(cfg, timeout=args.timeout or 120.0)
     else:
         dev = Device.open_serial(args.port, args.baud, timeout=args.timeout or 2.0)
     with dev:
-        dev.load(net)
+        dev.counter_bits = cfg.counter_bits    # wrapping counters are added up after every vector
+        program = dev.load(net)
         y = dev.infer(x)
         counters = dev.counters()
+        longest_s = dev.longest_vector_s
     if out is not None:   # the format INPUTS are read in: .txt / .csv as text, else .npy
         text = out.suffix.lower() in (".txt", ".csv")
         with atomic_path(out, suffix=out.suffix if text else ".npy") as tmp:
@@ -347,8 +406,9 @@ def _run_run(args: argparse.Namespace) -> int:
     else:   # the rows are in the file (a 10,000-vector run printed them all again)
         print(f"wrote {show_path(out)} ({len(y)} vectors of {y.shape[1] if y.ndim == 2 else 0} outputs)")
     where = "simulated board" if args.sim else f"{b.key} on {args.port}"
-    print(f"# {len(y)} vectors on the {where}; {counters['cycles']} cycles, "
-          f"{counters['busy_lane_cycles']} busy lane-cycles", flush=True)
+    # a real board's clock bounds the cycles a vector kept the engine busy (not a simulation's)
+    bound = None if args.sim else (longest_s, max(b.clocks_hz))
+    print(f"# {len(y)} vectors on the {where}; {run_counters_text(counters, program, cfg, bound)}", flush=True)
     if args.verify:
         from ttforge.ir.executor import execute
         g = execute(net, x)

@@ -14,7 +14,7 @@ vector was sent (the protocol tags no frame with its vector). The API::
     with Device.open_serial("/dev/ttyUSB0", baud=115200) as dev:
         dev.load("model.ttfa")             # compile for the bitstream's config, write it
         y = dev.infer(x)                   # (N, in_features) integers -> (N, out_features)
-        dev.counters(), dev.errors()
+        dev.counters(), dev.errors()       # the counters since load (which clears them)
 """
 
 from __future__ import annotations
@@ -245,6 +245,19 @@ class Device:
         self.program = None
         self.net = None
         self._regs = None
+        #: the width of the bitstream's performance counters (``AccelConfig.counter_bits``),
+        #: which its ``CFG_*`` registers do not hold: set by whoever knows it (``ttforge
+        #: run``: the board's config). Below 48, :meth:`counters` adds up the counters'
+        #: increments modulo ``2**counter_bits`` after every vector; ``None``: 48 bits.
+        self.counter_bits: int | None = None
+        # the counters since the last clear (None: not cleared by this driver), and the
+        # registers' values at the last reading, for counters that wrap
+        self._counts: dict[str, int] | None = None
+        self._raw: dict[str, int] | None = None
+        #: the longest time, in seconds, from sending a vector to receiving all of its
+        #: output since the counters were cleared: the engine was busy with it for less,
+        #: so at most this times the clock's frequency cycles
+        self.longest_vector_s = 0.0
 
     # -------------------------------------------------------------- construction
     @classmethod
@@ -639,6 +652,9 @@ class Device:
         ctrl = self._regs["CTRL"]
         en = {f.name: f for f in ctrl.fields}
         self.write32(self._reg("IRQ_STATUS"), 0x3)
+        # the counters count this model's vectors: a second run on a board still powered
+        # printed the sum of both runs
+        self.clear_counters()
         self.write32(ctrl.addr, en["ENABLE"].put(1) | en["IRQ_ERROR_EN"].put(1))
         self.net, self.program = net, program
         return program
@@ -685,6 +701,7 @@ class Device:
             # the vector was sent can be its result; one already here was sent unasked
             self._drain(0)
             self._unasked(f"vector {i} was sent")
+            t_sent = time.monotonic()
             # a vector longer than one frame holds goes as several (whole beats each, the
             # last with tlast), and comes back as several output frames
             frames = P.stream_in_frames(row.tolist(), eb, E)
@@ -712,6 +729,9 @@ class Device:
                 checked = self.bad_frame_count      # each corrupt frame is looked at once
             out[i] = P.unpack_elements(data, eb)[:n_out]
             self._in_flight = False
+            self.longest_vector_s = max(self.longest_vector_s, time.monotonic() - t_sent)
+            if self._wrapping():    # read before they can pass 2**counter_bits again
+                self._sample_counters()
         if len(x):
             # a copy of the last output comes right behind it
             self._drain(TRAILING_OUTPUT_S)
@@ -790,13 +810,56 @@ class Device:
     # -------------------------------------------------------------- status
     @_exclusive
     def counters(self) -> dict[str, int]:
-        """The six 48-bit performance counters (LO read first: it latches HI)."""
+        """The six performance counters, ``{"cycles", "busy_lane_cycles", "in_stall",
+        "out_stall", "sat_events", "vectors"}``, counted since :meth:`load` (which clears
+        them) or :meth:`clear_counters`.
+
+        The registers are 48 bits; a bitstream's counters may be narrower
+        (``counter_bits``, 24 on the iCEBreaker: 2**24 cycles are 1.4 s at 12 MHz) and
+        wrap. With :attr:`counter_bits` set below 48, :meth:`infer` reads them after
+        every vector and this adds up their increments modulo ``2**counter_bits``: exact
+        while no counter grows by ``2**counter_bits`` or more within one vector (the cycle
+        model and :attr:`longest_vector_s` bound that). Otherwise (or not cleared by this
+        driver) they are the registers' values, which wrap at ``2**counter_bits``."""
+        if self._wrapping():
+            self._sample_counters()
+            return {c.lower(): v for c, v in self._counts.items()}
+        return {c.lower(): v for c, v in self._read_counters().items()}
+
+    @_exclusive
+    def clear_counters(self) -> None:
+        """Zero the performance counters (``CMD.CLEAR_COUNTERS``): :meth:`counters`
+        counts from here. :meth:`load` clears them."""
+        self.write32(self._reg("CMD"), self._cmd("CLEAR_COUNTERS"))
+        self._counts = dict.fromkeys(COUNTERS, 0)
+        self._raw = dict.fromkeys(COUNTERS, 0)
+        self.longest_vector_s = 0.0
+
+    def _wrapping(self) -> bool:
+        """Counters narrower than the registers, counted since this driver cleared them."""
+        from ttforge.hw.config import COUNTER_BITS
+
+        return self._counts is not None and self.counter_bits is not None and self.counter_bits < COUNTER_BITS
+
+    def _read_counters(self) -> dict[str, int]:
+        """The counter registers, each ``LO`` read first (it latches ``HI``); counters of at
+        most 32 bits are their ``LO`` alone (``HI`` reads 0)."""
+        if self.counter_bits is not None and self.counter_bits <= 32:
+            return dict(zip(COUNTERS, self.read32_many([self._reg(f"{c}_LO") for c in COUNTERS])))
         out = {}
         for c in COUNTERS:
             lo = self.read32(self._reg(f"{c}_LO"))
             hi = self.read32(self._reg(f"{c}_HI"))
-            out[c.lower()] = (hi << 32) | lo
+            out[c] = (hi << 32) | lo
         return out
+
+    def _sample_counters(self) -> None:
+        """Add each counter's increment since the last reading, modulo its width."""
+        raw = self._read_counters()
+        mod = 1 << self.counter_bits
+        for c in COUNTERS:
+            self._counts[c] += (raw[c] - self._raw[c]) % mod
+        self._raw = raw
 
     @_exclusive
     def errors(self) -> dict[str, Any]:

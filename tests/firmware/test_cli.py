@@ -330,6 +330,7 @@ class _GoldenDevice:
     board runs in test_build_slow.py and test_host_sim.py): the golden executor."""
 
     received: list = []
+    longest_vector_s = 0.0
 
     def __init__(self, *a, fail=False, **k):
         self.fail = fail
@@ -341,7 +342,11 @@ class _GoldenDevice:
         pass
 
     def load(self, net):
+        from ttforge.hw.config import AccelConfig
+        from ttforge.hw.program import compile_program
+
         self.net = net
+        return compile_program(net, AccelConfig.for_network(net, lanes=4))
 
     def infer(self, x):
         from ttforge.firmware.host import DeviceError
