@@ -471,6 +471,8 @@ def _pm(ms) -> str:
 
 
 def block_train_int() -> str:
+    from ttforge.ir.train_memory import ratio_words
+
     d = load("train_int")
     if d is None:
         return "No `train_int.json` yet: run the commands above (**re-measure**)."
@@ -507,12 +509,14 @@ def block_train_int() -> str:
                       for p in parts.values() if "env" in p})
     mem_rows = []
     for r in d["memory"]["rows"]:
+        # no "fits the ECP5-85F" here: this is the bit-packed count, not the memories of the
+        # engine ttforge builds (bench_train_memory.py's table says which engines fit)
         mem_rows.append([r["ranks"], r["batch"], f"{r['master_bits']}/{r['inter_bits']}/{r['grad_bits']}",
                          f"{r['state_bytes']:,}", f"{r['state_ratio']:.0f}x", f"{r['items']['total']:,}",
-                         f"{r['ratio']:.1f}x", "yes" if r["fits_ecp5_85f"] else "no", r["ecp5_85f_max_batch"]])
-    mem = table(["rank", "batch", "master/inter/grad bits", "training state (bytes)",
-                 "vs FP32 dense weights + gradients + Adam moments", "on chip incl. activations (bytes)",
-                 "vs FP32 dense + Adam training incl. activations", "fits ECP5-85F", "largest batch that fits"],
+                         ratio_words(r["ratio"])])
+    mem = table(["rank", "batch", "master/inter/grad bits", "training state (bytes, bit-packed)",
+                 "vs FP32 dense weights + gradients + Adam moments", "the step incl. activations (bytes, bit-packed)",
+                 "vs FP32 dense + Adam training incl. activations"],
                 mem_rows)
     # the seed network (rank 16) item by item, both width sets, batch 1 and 32
     seed = [r for r in d["memory"]["rows"] if r["ranks"] == 16 and r["batch"] in (1, 32)]
@@ -548,7 +552,9 @@ def block_train_int() -> str:
             f"trainer (`train_low_precision`: PyTorch gradients, integer weights) ran on the same network where "
             f"the row says so, else its figure is quoted from `stochastic.json`.\n\n" + mem +
             "\n\nMNIST 784-512-10, TT [7,4,7,4] -> [4,8,4,4], 4-bit forward cores, from `train_int.json` "
-            "(`ttforge.ir.train_memory`). The training state is what does not grow with the batch: master cores, "
+            "(`ttforge.ir.train_memory`: counted bit-packed, the way arXiv:2104.03420 counts; not the memories of "
+            "the engine `ttforge build --train` makes, which rounds the batch and every depth up to powers of two: "
+            "which of those fit the ECP5-85F is [below](#which-training-engines-fit-the-ecp5-85f)). The training state is what does not grow with the batch: master cores, "
             "biases, lane accumulators, exponent table, RNG and exponents. Item by item, the seed network "
             "(bit-packed bytes):\n\n" + items + "\n\n" + speed + "\n\nSamples per second of one training step on one "
             "thread, by the process's CPU time (the shared machine was loaded; wall-clock figures are in the "

@@ -296,6 +296,27 @@ def _accelerator_memory(config: dict[str, Any]) -> tuple[str, list[str], list[li
             "compiled program or the board; ttforge build checks them against the board's RAM")
 
 
+def _device_train_memory(title: str, m: dict[str, Any]) -> tuple:
+    """The on-device training memory table: the bit-packed count the step needs (how
+    arXiv:2104.03420 counts) and the memories of the engine the stage built (what a board
+    holds, checked as ``ttforge build`` checks), each against FP32 dense training with Adam."""
+    from ttforge.ir.train_memory import engine_text, ratio_words
+
+    rows = [[f"{k.replace('_', ' ')} (bit-packed)", _n(v)] for k, v in m.get("items", {}).items() if k != "total"]
+    rows.append(["total the step needs, counted bit-packed", _n(m["total"])])
+    eng = m.get("engine")   # absent from a stage recorded before it was stated
+    if eng and "why" not in eng:
+        rows += [[f"engine {k} ({v:,} bits)", _n(-(-v // 8))] for k, v in eng["parts"].items()]
+        rows.append([f"total of the training engine's memories ({eng['lanes']} lanes, {eng['slots']} slots)",
+                     _n(eng["bytes"])])
+    rows.append(["FP32 dense training with Adam (same layers, batch)", _n(m["fp32_dense_adam"])])
+    note = f"counted bit-packed: {ratio_words(m['ratio'])} memory than FP32 dense training with Adam" \
+        if m.get("ratio") else ""
+    if eng:
+        note += f"; {engine_text(eng, m['fp32_dense_adam'])}"
+    return (f"{title}: memory (bytes)", ["item", "bytes"], rows, note)
+
+
 def _device_train_sections(dev: dict[str, Any] | None, statuses: dict[str, str]) -> list:
     """The on-device training tables: per epoch from the device, the equality verdict with
     the state hashes, the memory against FP32 dense training, the speed at the board clock."""
@@ -320,12 +341,7 @@ def _device_train_sections(dev: dict[str, Any] | None, statuses: dict[str, str])
     if dev.get("mismatch"):
         rows.append(["first difference", dev["mismatch"]])
     out.append((f"{title}: verification (golden trainer alongside, every step)", ["", ""], rows, ""))
-    m = dev["memory"]
-    rows = [[k.replace("_", " "), _n(v)] for k, v in m.get("items", {}).items() if k != "total"]
-    rows.append(["total (integer training on chip)", _n(m["total"])])
-    rows.append(["FP32 dense training with Adam (same layers, batch)", _n(m["fp32_dense_adam"])])
-    note = f"{m['ratio']:.1f}x less memory than FP32 dense training" if m.get("ratio") else ""
-    out.append((f"{title}: memory (bytes)", ["item", "bytes"], rows, note))
+    out.append(_device_train_memory(title, dev["memory"]))
     meas = dev.get("cycles_per_step_measured")
     mac = dev.get("mac_cycles_per_step_measured")
     rows = [["cycles per step (cycle model: samples there when taken)", _n(dev["cycles_per_step_model"])],

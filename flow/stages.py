@@ -458,6 +458,22 @@ def _stage_sim(ctx: _Ctx, out: Path) -> tuple[dict, str]:
     return summary, f"{sim}: {agree}/{n} vectors equal ({verdict}), {per:,.0f} cycles/vector{built}"
 
 
+def device_train_memory(state, batch: int, lanes: int, board) -> dict:
+    """The device-train stage's memory figures: the bit-packed count the step needs
+    (:func:`ttforge.ir.train_memory.training_memory`: ``items``, ``total``,
+    ``fp32_dense_adam``, ``ratio``) and, under ``engine``, the memories of the training
+    engine the stage builds, checked against ``board``'s RAM by ``ttforge build``'s own
+    check (:func:`ttforge.hw.trainer.program.engine_memory`; ``board`` None: no check)."""
+    from ttforge.firmware.build import memory_misfit
+    from ttforge.hw.trainer.program import engine_memory
+    from ttforge.ir.train_memory import training_memory
+
+    mem = training_memory(state, batch, lanes=lanes)
+    return {"items": mem["items"], "total": mem["items"]["total"],
+            "fp32_dense_adam": mem["fp32_dense_adam"]["total"], "ratio": mem["ratio"],
+            "engine": engine_memory(state, batch, lanes, None if board is None else board.device, memory_misfit)}
+
+
 def _stage_device_train(ctx: _Ctx, out: Path) -> tuple[dict, str]:
     """Train the quantized network on the (simulated) board, epoch by epoch, checked
     against the golden trainer; the state read back, per-epoch loss and accuracy from the
@@ -470,7 +486,6 @@ def _stage_device_train(ctx: _Ctx, out: Path) -> tuple[dict, str]:
     from ttforge.ir.artifact import load_artifact
     from ttforge.ir.train import predict
     from ttforge.ir.train_loop import epoch_order, network_train_config, state_from_artifact
-    from ttforge.ir.train_memory import training_memory
     from ttforge.ir.train_state import dumps_state, save_state
     from ttforge.model.train_int import load_numpy
 
@@ -526,7 +541,6 @@ def _stage_device_train(ctx: _Ctx, out: Path) -> tuple[dict, str]:
                 if not equal:
                     break
     save_state(state, out / "device.ttts")
-    mem = training_memory(state, dt.batch, lanes=dt.lanes)
     summary = {
         "transport": dt.transport, "lanes": dt.lanes, "batch": dt.batch, "engine": {
             k: getattr(ecfg, k) for k in ("lanes", "act_depth", "grad_depth", "core_depth", "bias_depth",
@@ -543,8 +557,7 @@ def _stage_device_train(ctx: _Ctx, out: Path) -> tuple[dict, str]:
         "mac_cycles_per_step_measured": totals["mac_cycles"] / totals["steps"] if totals["steps"] else None,
         "clock_hz": clk, "samples_per_s": clk * dt.batch / step_cycles,
         "link_bytes_per_sample": (totals["tx"] + totals["rx"]) / totals["samples"] if totals["samples"] else None,
-        "memory": {"items": mem["items"], "total": mem["items"]["total"],
-                   "fp32_dense_adam": mem["fp32_dense_adam"]["total"], "ratio": mem["ratio"]},
+        "memory": device_train_memory(state, dt.batch, dt.lanes, b),
     }
     (out / "device_train.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     verdict = ("equal to the golden trainer" if equal else "DIVERGED from the golden trainer") if dt.check \

@@ -193,24 +193,32 @@ def _inspect_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("artifact", metavar="ARTIFACT", help="a .ttfa file written by save_artifact")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of tables")
     p.add_argument("--batch", type=int, default=None, metavar="B",
-                   help="a training state (.ttts): state its training memory, and the ratio against FP32 "
-                        "dense training with Adam, for batches of B samples (default: the state's batch)")
+                   help="a training state (.ttts): state its training memory (the bit-packed count the step "
+                        "needs, and the training engine ttforge generates and whether it fits the ECP5-85F), "
+                        "and the ratios against FP32 dense training with Adam, for batches of B samples "
+                        "(default: the state's batch)")
+    p.add_argument("--lanes", type=int, default=None, metavar="L",
+                   help="a training state: the training engine's MAC lanes, a power of two in 1..64 (default "
+                        "4, as generate --train and build --train on the ULX3S)")
 
 
 def _fmt_list(v: list[int]) -> str:
     return ",".join(str(x) for x in v)
 
 
-def _inspect_run(args: argparse.Namespace) -> int:
+def _inspect_run(args: argparse.Namespace, engine=None) -> int:
     from ttforge.ir.train_state import inspect_state_run, is_state_file
 
     if args.batch is not None and not 1 <= args.batch <= MAX_BATCH:
         raise ConfigError(f"--batch={show(args.batch)} must be in 1..{MAX_BATCH:,}")
+    if args.lanes is not None and not (1 <= args.lanes <= 64 and args.lanes & (args.lanes - 1) == 0):
+        raise ConfigError(f"--lanes={show(args.lanes)} must be a power of two in 1..64 (1, 2, 4, ... 64)")
     if is_state_file(args.artifact):  # a training state (.ttts): its own tables
-        return inspect_state_run(args.artifact, args.json, args.batch)
-    if args.batch is not None:
-        raise ConfigError(f"--batch is for a training state (.ttts); {show_path(args.artifact)} is an inference "
-                          f"artifact (its memory does not depend on a batch)")
+        return inspect_state_run(args.artifact, args.json, args.batch, args.lanes, engine)
+    for flag, v in (("--batch", args.batch), ("--lanes", args.lanes)):
+        if v is not None:
+            raise ConfigError(f"{flag} is for a training state (.ttts); {show_path(args.artifact)} is an "
+                              f"inference artifact (its memory does not depend on a batch or the lanes)")
     info = inspect_artifact(args.artifact)
     if args.json:
         print(dump_json(info))
@@ -263,8 +271,11 @@ def _inspect_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def inspect_cli_spec():
-    return _inspect_arguments, _inspect_run
+def inspect_cli_spec(engine=None):
+    """``ttforge inspect``: ``(add_arguments, run)``. ``engine``: what a training state's
+    summary states of the training engine (:func:`ttforge.ir.train_state.state_summary`);
+    ``ttforge.cli`` passes hw's, which ir cannot import."""
+    return _inspect_arguments, lambda args: _inspect_run(args, engine)
 
 
 # ---------------------------------------------------------------------------------------

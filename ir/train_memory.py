@@ -1,4 +1,12 @@
-"""On-chip memory of the integer training step, itemized, against FP32 dense training with Adam.
+"""The memory the integer training step needs, counted bit-packed and itemized, against FP32
+dense training with Adam.
+
+This is the count of arXiv:2104.03420 (and of the brief's ">= 300x less memory"): the
+bits the step's data take, each tensor packed to the bit. It is not the memory of the
+engine ``ttforge generate --train`` / ``ttforge build --train`` makes, which rounds the
+batch up to its slots and every depth up to a power of two
+(:func:`ttforge.hw.trainer.program.engine_memory`): whether a board holds the training is
+that figure's to say, and this module says nothing about it.
 
 The step (``docs/arithmetic.md``, "Training") needs on chip: the master integers (the
 forward cores are their top bits, derived as they are read: no second copy), the
@@ -18,11 +26,40 @@ from typing import Any
 
 from ttforge.ir.train import TrainState, exp2_table, widths
 
-__all__ = ["training_memory", "fp32_dense_adam_bytes", "ECP5_85F_BRAM_BYTES", "STATE_ITEMS"]
+__all__ = ["training_memory", "fp32_dense_adam_bytes", "ratio_words", "engine_text", "STATE_ITEMS"]
 
 
 def _b(elements: int, bits: int) -> int:
     return -(-int(elements) * int(bits) // 8)
+
+
+def ratio_words(ratio: float) -> str:
+    """``ratio`` (a baseline's bytes over ours) in words: ``"1.4x less"`` at 1.4 and
+    ``"1.8x more"`` at 0.55 (its inverse: "0.5x less" meant twice as much)."""
+    return f"{ratio:.1f}x less" if ratio >= 1 else f"{1 / ratio:.1f}x more"
+
+
+def engine_text(engine: dict[str, Any], fp32_bytes: int) -> str:
+    """One line on the memory of a training engine, ``engine`` as
+    :func:`ttforge.hw.trainer.program.engine_memory` states it: its bytes against FP32 dense
+    training with Adam (``fp32_bytes``), whether it fits the device by the bit count
+    ``ttforge build --train`` checks, and the largest batch whose engine does (nothing of a
+    device where ``engine`` names none)."""
+    dev = (engine["device"] or "").upper()
+    at = f"at {engine['lanes']} lanes"
+    largest = ("" if engine["device"] is None else
+               f"; {at}, the largest batch whose engine fits the {dev}: {engine['max_batch']:,}" if engine["max_batch"]
+               else f"; {at}, no batch's engine fits the {dev}")
+    if "why" in engine:
+        return f"no training engine at batch {engine['batch']:,} ({engine['lanes']} lanes): {engine['why']}{largest}"
+    fit = ("" if engine["device"] is None else
+           f"; fits the {dev}'s {engine['device_bits'] // 8:,} bytes of block RAM by the bit count build --train "
+           f"checks (place and route decides the rest)" if engine["misfit"] is None
+           else f"; does not fit the {dev} ({engine['misfit']})")
+    return (f"the training engine generate --train and build --train make at batch {engine['batch']:,} "
+            f"({engine['lanes']} lanes, {engine['slots']:,} slots, depths rounded up to powers of two): "
+            f"{engine['bytes']:,} bytes, {ratio_words(fp32_bytes / engine['bytes'])} than FP32 dense training "
+            f"with Adam{fit}{largest}")
 
 
 def fp32_dense_adam_bytes(sizes: list[int], batch: int) -> dict[str, int]:
@@ -44,13 +81,12 @@ def fp32_dense_adam_bytes(sizes: list[int], batch: int) -> dict[str, int]:
 
 
 def training_memory(state: TrainState, batch: int, lanes: int = 16) -> dict[str, Any]:
-    """Itemized on-chip bytes of one integer training step with ``batch`` samples and
-    ``lanes`` MAC lanes (see the module docstring), with the FP32 dense + Adam baseline of
-    the same layer sizes and batch: ``ratio`` of the totals; ``state_ratio`` of what does
-    not grow with the batch (FP32 weights, gradients and Adam moments against the master
-    integers, biases, lane accumulators, table, RNG and exponents); the bytes per sample
-    of the batch-dependent buffers; whether it fits the ECP5-85F's block RAM and the
-    largest batch that would."""
+    """Itemized bit-packed bytes one integer training step with ``batch`` samples and
+    ``lanes`` MAC lanes needs (see the module docstring: not the generated engine's), with
+    the FP32 dense + Adam baseline of the same layer sizes and batch: ``ratio`` of the
+    totals; ``state_ratio`` of what does not grow with the batch (FP32 weights, gradients
+    and Adam moments against the master integers, biases, lane accumulators, table, RNG
+    and exponents); the bytes per sample of the batch-dependent buffers."""
     cfg = state.config
     master = sum(_b(g.size, cfg.master_bits) for L in state.layers for g in L.masters)
     bias = sum(_b(L.bias.size, cfg.bias_bits) for L in state.layers if L.bias is not None)
@@ -86,12 +122,8 @@ def training_memory(state: TrainState, batch: int, lanes: int = 16) -> dict[str,
     return {"batch": batch, "lanes": lanes, "items": items, "fp32_dense_adam": base,
             "ratio": base["total"] / items["total"],
             "state_bytes": ours_state, "fp32_state_bytes": base_state, "state_ratio": base_state / ours_state,
-            "per_sample_bytes": per_sample, "fits_ecp5_85f": items["total"] <= ECP5_85F_BRAM_BYTES,
-            "ecp5_85f_max_batch": max(0, (ECP5_85F_BRAM_BYTES - items["total"] + batch * per_sample) // per_sample),
-            "accumulator_bits": acc_bits}
+            "per_sample_bytes": per_sample, "accumulator_bits": acc_bits}
 
 
-#: Block RAM of the ECP5-85F: 208 EBR blocks of 18 Kbit.
-ECP5_85F_BRAM_BYTES = 208 * 18 * 1024 // 8
 #: Items that do not grow with the batch: the training *state* (weights, optimizer, RNG).
 STATE_ITEMS = ("master_weights", "biases", "lane_accumulators", "exp2_table", "rng_and_exponents")

@@ -328,10 +328,23 @@ def memory_batch(state: TrainState, batch: int | None = None) -> tuple[int, str]
     return 32, "default"
 
 
-def state_summary(state: TrainState, path: str | None = None, batch: int | None = None) -> dict[str, Any]:
+#: The MAC lanes ``ttforge inspect`` states a state's training memory for by default: those
+#: of the engine ``ttforge generate --train`` makes, and ``ttforge build --train`` on the ULX3S.
+INSPECT_LANES = 4
+
+
+def state_summary(state: TrainState, path: str | None = None, batch: int | None = None,
+                  lanes: int = INSPECT_LANES, engine=None) -> dict[str, Any]:
     """What ``ttforge inspect`` shows for a state: counters, config, per-layer exponents and
-    training memory (:func:`~ttforge.ir.train_memory.training_memory`) for ``batch``
-    (:func:`memory_batch`)."""
+    training memory for ``batch`` (:func:`memory_batch`) and ``lanes``.
+
+    The memory is the bit-packed count the step needs
+    (:func:`~ttforge.ir.train_memory.training_memory`) and, under ``"engine"``,
+    ``engine(state, batch, lanes)``: the memory of the training engine ttforge generates
+    and whether it fits a board (:func:`ttforge.hw.trainer.program.engine_memory`,
+    passed in by the command: ir does not import hw). Without ``engine`` it is None and
+    nothing is said about a board.
+    """
     from ttforge.ir.train_memory import training_memory
 
     b, src = memory_batch(state, batch)
@@ -350,16 +363,17 @@ def state_summary(state: TrainState, path: str | None = None, batch: int | None 
             "training_version": TRAIN_SPEC_VERSION, "config": state.config.to_dict(),
             "step": state.step, "epoch": state.epoch, "words": state.words, "rng": state.rng,
             "lr_shift": state.lr_shift, "in_exp": state.in_exp, "meta": state.meta, "layers": layers,
-            "memory": {**training_memory(state, batch=b), "batch_from": src}}
+            "memory": {**training_memory(state, batch=b, lanes=lanes), "batch_from": src,
+                       "engine": None if engine is None else engine(state, b, lanes)}}
 
 
-def inspect_state_run(path: str | os.PathLike, as_json: bool = False, batch: int | None = None) -> int:
+def inspect_state_run(path: str | os.PathLike, as_json: bool = False, batch: int | None = None,
+                      lanes: int | None = None, engine=None) -> int:
     """``ttforge inspect STATE``: counters, widths, per-layer exponents, training memory at
-    ``batch`` (:func:`memory_batch`) and its ratio against FP32 dense training with Adam."""
-    from ttforge.ir.train_memory import ECP5_85F_BRAM_BYTES
-
+    ``batch`` (:func:`memory_batch`) with ``lanes`` (default :data:`INSPECT_LANES`) and its
+    ratio against FP32 dense training with Adam (``engine``: :func:`state_summary`)."""
     state = load_state(path)
-    info = state_summary(state, str(path), batch)
+    info = state_summary(state, str(path), batch, INSPECT_LANES if lanes is None else lanes, engine)
     if as_json:
         print(dump_json(info))
         return 0
@@ -367,6 +381,7 @@ def inspect_state_run(path: str | os.PathLike, as_json: bool = False, batch: int
     from rich.table import Table
 
     from ttforge.errors import shown
+    from ttforge.ir.train_memory import engine_text, ratio_words
 
     c = Console(emoji=False)   # ":x:" in a meta value stays ":x:"
     cfg = state.config
@@ -390,23 +405,34 @@ def inspect_state_run(path: str | os.PathLike, as_json: bool = False, batch: int
                   ",".join(map(str, L["step_exps"])), ",".join(map(str, L["grad_exps"])))
     c.print(t)
     mem = info["memory"]
-    m = Table(title=f"On-chip training memory, batch {mem['batch']} (bytes, bit-packed) vs FP32 dense + Adam",
-              title_justify="left")
+    m = Table(title=f"Training memory the step needs, batch {mem['batch']}, {mem['lanes']} lanes "
+                    f"(bytes, counted bit-packed) vs FP32 dense + Adam", title_justify="left")
     m.add_column("item")
     m.add_column("bytes", justify="right")
     for k, v in mem["items"].items():
         m.add_row(k.replace("_", " "), f"{v:,}", end_section=k == "rng_and_exponents")
     m.add_row("FP32 dense + Adam", f"{mem['fp32_dense_adam']['total']:,}")
-    m.add_row("ratio", f"{mem['ratio']:.1f}x")
+    m.add_row("total vs FP32 dense + Adam", ratio_words(mem["ratio"]))
     c.print(m)
+    eng = mem["engine"]
+    if eng is not None and "why" not in eng:
+        e = Table(title=f"Memories of the training engine generate --train / build --train make "
+                        f"({eng['lanes']} lanes, {eng['slots']} slots, depths powers of two)", title_justify="left")
+        e.add_column("memory")
+        e.add_column("bits", justify="right")
+        for k, v in eng["parts"].items():
+            e.add_row(k, f"{v:,}")
+        e.add_row("total", f"{eng['bits']:,} ({eng['bytes']:,} bytes)")
+        c.print(e)
     sizes = "-".join(str(n) for n in [state.in_features] + [L.out_features for L in state.layers])
-    fit = "fits" if mem["fits_ecp5_85f"] else "does not fit"
     src = {"--batch": "given by --batch", "state": "the batch the state was trained with; --batch B states "
            "another", "default": "no batch in the state; --batch B states another"}[mem["batch_from"]]
-    c.print(f"training memory at batch {mem['batch']} ({src}): "
-            f"{mem['items']['total']:,} bytes against {mem['fp32_dense_adam']['total']:,} for FP32 dense "
-            f"training with Adam of the same sizes ({sizes}), {mem['ratio']:.1f}x less; without the "
-            f"batch's buffers (weights and optimizer state only) {mem['state_ratio']:.1f}x less; "
-            f"{fit} the ECP5-85F's {ECP5_85F_BRAM_BYTES:,} bytes of block RAM (up to batch "
-            f"{mem['ecp5_85f_max_batch']:,})", highlight=False)
+    fp32 = mem["fp32_dense_adam"]["total"]
+    c.print(f"training memory at batch {mem['batch']} ({src}), counted bit-packed as arXiv:2104.03420 counts "
+            f"it (what the step's data need, not what an engine holds): {mem['items']['total']:,} bytes against "
+            f"{fp32:,} for FP32 dense training with Adam of the same sizes ({sizes}), {ratio_words(mem['ratio'])}; "
+            f"without the batch's buffers (weights and optimizer state only) {ratio_words(mem['state_ratio'])}",
+            highlight=False)
+    if eng is not None:
+        c.print(engine_text(eng, fp32), highlight=False)
     return 0

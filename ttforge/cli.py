@@ -30,7 +30,7 @@ __all__ = ["main", "build_parser"]
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "schedule": ("ttforge.ir.cli:schedule_cli_spec",
                  "Show the cost of every contraction order of a TT layer and the one chosen."),
-    "inspect": ("ttforge.ir.cli:inspect_cli_spec",
+    "inspect": ("ttforge.cli:inspect_cli_spec",
                 "Show the layers, shapes, ranks, bit widths and on-chip bytes of a compiled artifact."),
     "train": ("ttforge.model.cli:train_cli_spec",
               "Train a TT network (or a dense baseline) on the embedded digits set or on MNIST IDX "
@@ -112,6 +112,21 @@ def train_board_cli_spec():
         from ttforge.model.train_int import load_numpy
         return train_board_run(args, load_numpy)
     return train_board_arguments, run
+
+
+def inspect_cli_spec():
+    """``ttforge inspect`` (:mod:`ttforge.ir.cli`) with, for a training state, the memory of
+    the training engine ttforge generates (:func:`ttforge.hw.trainer.program.engine_memory`)
+    checked against the ECP5-85F by ``ttforge build``'s own check
+    (:func:`ttforge.firmware.build.memory_misfit`): ir never imports hw or firmware, so
+    they are joined here, when the command runs."""
+    from ttforge.ir.cli import inspect_cli_spec as ir_inspect
+
+    def engine(state, batch, lanes):
+        from ttforge.firmware.build import memory_misfit
+        from ttforge.hw.trainer.program import engine_memory
+        return engine_memory(state, batch, lanes, "ecp5-85f", memory_misfit)
+    return ir_inspect(engine)
 
 
 class _Parser(argparse.ArgumentParser):

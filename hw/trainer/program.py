@@ -35,7 +35,7 @@ __all__ = [
     "Op", "TrainOp", "TrainEngineConfig", "TrainProgram", "RegionMap", "compile_training",
     "encode_op", "decode_op", "next_exponents", "state_from_memories", "batch_slots",
     "TRAIN_DESC_WORDS", "OP_FIELDS", "fit_engine", "read_write_overlap", "MAX_TRAIN_MEMORY_BITS",
-    "check_labels_fit",
+    "check_labels_fit", "engine_memory",
 ]
 
 #: 32-bit words per operation descriptor.
@@ -673,3 +673,74 @@ def fit_engine(state: TrainState, batch: int, lanes: int = 4, acc_bits: int = 48
                           f"smaller batch or train a smaller network (narrower layers, lower "
                           f"ranks)") from None
     return cfg
+
+
+def _engine_for(state: TrainState, batch: int, lanes: int) -> tuple:
+    """``(config, None)`` of the engine :func:`engine_memory` states for ``batch``, or
+    ``(None, why)`` where no engine trains that batch (the refusal ``ttforge build --train``
+    or :func:`fit_engine` makes, one clause)."""
+    from ttforge.ir.train import check_batch
+
+    if not 1 <= batch <= MAX_ENGINE_BATCH:
+        return None, f"batch {batch:,} is above the {MAX_ENGINE_BATCH:,} samples a training engine holds"
+    try:
+        check_batch(state, batch)   # build --train checks it before fit_engine
+        return fit_engine(state, batch, lanes), None
+    except ConfigError as e:
+        return None, str(e)
+
+
+def engine_memory(state: TrainState, batch: int, lanes: int, device: str | None, misfit) -> dict:
+    """The memory of the training engine ``ttforge generate --train`` and ``ttforge build
+    --train`` make for ``state`` at ``batch`` with ``lanes`` lanes (:func:`fit_engine`:
+    the batch rounded up to its slots, every depth to a power of two), against the block
+    RAM of ``device`` (a key of :data:`ttforge.hw.config.BRAM_BITS`; None: no device, and
+    nothing said of one).
+
+    This is what a board must hold, not the bit-packed count of what the step's data take
+    (:func:`ttforge.ir.train_memory.training_memory`).
+
+    Parameters
+    ----------
+    misfit
+        ``misfit(config, device)``: why the engine ``config`` cannot fit ``device``, or None
+        -- :func:`ttforge.firmware.build.memory_misfit`, the check ``ttforge build`` makes
+        (passed in by the caller: hw does not import firmware).
+
+    Returns
+    -------
+    dict
+        ``batch``, ``lanes``, ``device``, ``device_bits``; ``slots``, ``parts`` (bits of
+        each memory, :meth:`TrainEngineConfig.memory_parts`), ``bits`` and ``bytes``
+        (their sum; bytes rounded up) and ``misfit`` (None: it fits) -- or, where no
+        engine trains ``batch``, ``why`` in their place; and ``max_batch``, the largest
+        batch in 1..:data:`MAX_ENGINE_BATCH` whose engine fits ``device`` (0: none).
+        Without a device: no ``device_bits``, ``misfit`` or ``max_batch``.
+    """
+    def fits(b: int) -> bool:
+        cfg, _ = _engine_for(state, b, lanes)
+        return cfg is not None and misfit(cfg, device) is None
+
+    from ttforge.hw.config import BRAM_BITS
+
+    out = {"batch": int(batch), "lanes": int(lanes), "device": device}
+    cfg, why = _engine_for(state, batch, lanes)
+    if cfg is None:
+        out["why"] = why
+    else:
+        parts = cfg.memory_parts()
+        bits = sum(parts.values())
+        out.update(slots=cfg.max_batch, parts=parts, bits=bits, bytes=-(-bits // 8))
+    if device is None:
+        return out
+    out["device_bits"] = BRAM_BITS[device]
+    if cfg is not None:
+        out["misfit"] = misfit(cfg, device)
+    # an engine's memories never shrink as the batch grows (more slots, deeper ACT and
+    # GRAD): the batches that fit are 1..max_batch, found by bisection
+    lo, hi = 0, MAX_ENGINE_BATCH
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+    out["max_batch"] = lo
+    return out

@@ -195,3 +195,34 @@ def test_the_report_s_plots_print_nothing_under_a_home_that_cannot_be_written(tm
     p = run_with_unwritable_home(_REPORT_PLOTS_FIRST, str(tmp_path))
     assert p.returncode == 0 and p.stderr == "", p.stderr
     assert p.stdout == "True\n"   # the figures' module was imported, here first
+
+
+def test_device_training_memory_states_the_count_and_the_engine_it_built():
+    """The device-train table had one "total (integer training on chip)": the bit-packed
+    count, which a user sized the board by. It now states the count, labelled, and the
+    memories of the engine the stage builds (fit_engine's, checked by build's
+    memory_misfit for the flow's board), each ratio in words ("x more" below 1)."""
+    from ttforge.firmware.board import board
+    from ttforge.firmware.build import memory_misfit, memory_parts
+    from ttforge.flow.report import _device_train_memory
+    from ttforge.flow.stages import device_train_memory
+    from ttforge.hw.trainer.program import fit_engine
+
+    from tests.support.train_cases import digits_train_state
+
+    st, ulx3s = digits_train_state(), board("ulx3s")
+    m = device_train_memory(st, 216, 16, ulx3s)
+    cfg = fit_engine(st, 216, 16)
+    bits = sum(memory_parts(cfg).values())
+    assert m["engine"]["bits"] == bits and m["engine"]["misfit"] == memory_misfit(cfg, ulx3s.device) is not None
+    _, head, rows, note = _device_train_memory("On-device training", m)
+    got = dict(rows)
+    assert got["total the step needs, counted bit-packed"] == f"{m['total']:,}"
+    assert got["total of the training engine's memories (16 lanes, 256 slots)"] == f"{-(-bits // 8):,}"
+    assert m["ratio"] < 1 and f"counted bit-packed: {1 / m['ratio']:.1f}x more memory" in note
+    assert "does not fit the ECP5-85F" in note and "x less" not in note
+    assert not any("on chip" in r[0] for r in rows)
+    # no board in the flow: the engine's figure, and nothing said of a fit
+    m = device_train_memory(st, 8, 4, None)
+    assert m["engine"]["bits"] == sum(memory_parts(fit_engine(st, 8, 4)).values())
+    assert " fit" not in _device_train_memory("On-device training", m)[3]

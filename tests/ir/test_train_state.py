@@ -22,6 +22,8 @@ from ttforge.ir.train import (TrainConfig, calibrate_state, export_network, init
 from ttforge.ir.train_diverge import compare_states, replay
 from ttforge.ir.train_state import dumps_state, load_state, loads_state, save_state
 
+from tests.support.train_cases import digits_train_state
+
 
 def _state(seed=0, steps=2):
     s1 = ContractionSchedule.optimal(TTShape((4, 4, 2), (4, 2, 4), 3))
@@ -215,7 +217,8 @@ def test_inspect_states_the_ratio_against_fp32_dense_adam_for_a_stated_batch(tmp
     dense training with Adam of the same layer sizes, at the stated batch (default: the
     batch the state was trained with, else 32); the batch really changes the figure."""
     from ttforge.cli import main
-    from ttforge.ir.train_memory import fp32_dense_adam_bytes, training_memory
+    from ttforge.ir.train_memory import fp32_dense_adam_bytes, ratio_words, training_memory
+    from ttforge.ir.train_state import INSPECT_LANES
 
     st, _, _ = _state()
     plain = save_state(st, tmp_path / "s.ttts")
@@ -224,17 +227,65 @@ def test_inspect_states_the_ratio_against_fp32_dense_adam_for_a_stated_batch(tmp
                                    (trained, ["--batch", "8"], 8, "--batch")):
         assert main(["inspect", "--json", *argv, str(path)]) == 0
         mem = json.loads(capsys.readouterr().out)["memory"]
-        ref = training_memory(st, batch)
+        ref = training_memory(st, batch, INSPECT_LANES)
         base = fp32_dense_adam_bytes([30, 32, 6], batch)["total"]
         assert (mem["batch"], mem["batch_from"]) == (batch, src)
         assert mem["fp32_dense_adam"]["total"] == base and mem["items"] == ref["items"]
         assert mem["ratio"] == base / ref["items"]["total"] == ref["ratio"]
         assert main(["inspect", *argv, str(path)]) == 0
         text = " ".join(capsys.readouterr().out.split())
-        assert f"training memory at batch {batch} (" in text
+        assert f"training memory at batch {batch} (" in text and "counted bit-packed" in text
         assert (f"{ref['items']['total']:,} bytes against {base:,} for FP32 dense training with Adam of the "
-                f"same sizes (30-32-6), {ref['ratio']:.1f}x less") in text
+                f"same sizes (30-32-6), {ratio_words(ref['ratio'])}") in text
     assert training_memory(st, 8)["ratio"] != training_memory(st, 64)["ratio"]
+
+
+@pytest.mark.parametrize("lanes", [None, 16])
+def test_inspect_says_fits_only_of_the_engine_ttforge_builds(tmp_path, capsys, lanes):
+    """Inspect said the state "fits the ECP5-85F's 479,232 bytes of block RAM (up to batch
+    216)" by the bit-packed count; the engine generate/build --train make at batch 216 has
+    256 slots, 807,008 bytes, and build refuses it. The figure, the fit and the largest
+    batch are now fit_engine's memories under build's memory_misfit."""
+    from ttforge.cli import main
+    from ttforge.firmware.build import memory_misfit, memory_parts
+    from ttforge.hw.trainer.program import fit_engine
+    from ttforge.ir.train_state import INSPECT_LANES
+
+    p = save_state(digits_train_state(), tmp_path / "s.ttts")
+    argv = ["inspect", str(p), "--batch", "216"] + ([] if lanes is None else ["--lanes", str(lanes)])
+    assert main(argv + ["--json"]) == 0
+    mem = json.loads(capsys.readouterr().out)["memory"]
+    L = INSPECT_LANES if lanes is None else lanes
+    assert mem["lanes"] == L
+    eng = mem["engine"]
+    cfg = fit_engine(load_state(p), 216, L)
+    assert eng["bits"] == sum(memory_parts(cfg).values()) and eng["slots"] == 256
+    assert eng["misfit"] == memory_misfit(cfg, "ecp5-85f") is not None
+    largest = max(b for b in range(1, 257) if memory_misfit(fit_engine(load_state(p), b, L), "ecp5-85f") is None)
+    assert eng["max_batch"] == largest < 216
+    assert main(argv) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "up to batch 216" not in text and "fits the ECP5-85F's" not in text
+    assert f"{eng['bytes']:,} bytes" in text and "does not fit the ECP5-85F" in text
+    assert f"the largest batch whose engine fits the ECP5-85F: {largest}" in text
+    assert main(["inspect", str(p), "--batch", str(largest)] + argv[4:]) == 0
+    assert "fits the ECP5-85F's 479,232 bytes of block RAM" in " ".join(capsys.readouterr().out.split())
+
+
+def test_inspect_says_more_where_the_ratio_is_below_one(tmp_path, capsys):
+    """At batch 216 the bit-packed count of the digits network is 1.8x FP32 dense
+    training's: it read "0.5x less"."""
+    from ttforge.cli import main
+    from ttforge.ir.train_memory import training_memory
+    from ttforge.ir.train_state import INSPECT_LANES
+
+    st = digits_train_state()
+    ref = training_memory(st, 216, INSPECT_LANES)
+    assert ref["ratio"] < 1
+    assert main(["inspect", str(save_state(st, tmp_path / "s.ttts")), "--batch", "216"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"(64-64-10), {1 / ref['ratio']:.1f}x more;" in text and "0.5x less" not in text
+    assert "x less" in text   # the state alone (weights and optimizer) is still smaller
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -254,6 +305,12 @@ def test_inspect_batch_is_bounded_one_line(tmp_path, capsys, argv, message):
     assert main(["inspect", "--batch", "4", str(art)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--batch is for a training state (.ttts)" in err[0]
+    assert main(["inspect", "--lanes", "4", str(art)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--lanes is for a training state (.ttts)" in err[0]
+    assert main(["inspect", "--lanes", "3", str(p)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--lanes=3 must be a power of two in 1..64" in err[0]
 
 
 def test_load_state_names_a_path_with_a_newline_on_one_line(tmp_path):

@@ -27,3 +27,17 @@ def jumping_run(lr_shift=0, **kw):
     for _ in range(8):
         batches.append((np.full((1, 5), -(1 << (cfg.act_bits - 1)), dtype=np.int64), rng.integers(0, 5, size=1)))
     return calibrate_state(state, *batches[0], fast=False), batches
+
+
+def digits_train_state():
+    """The network ``ttforge train-int`` trains on digits by default (64-64-10, TT rank 4,
+    the default widths), untrained: its memories depend on its shapes and widths only. Its
+    bit-packed count at batch 216 sits just under the ECP5-85F's block RAM, while the
+    engine ttforge builds for that batch does not fit."""
+    import argparse
+
+    from ttforge.ir.train_loop import tt_layers
+
+    cfg = TrainConfig()
+    a = argparse.Namespace(hidden=64, cores=3, ranks=4, in_modes=None, out_modes=None, seed=0)
+    return init_state(tt_layers(a, 64, 10, True), cfg, seed=0, lr_shift=7, in_exp=-(cfg.act_bits - 1))
