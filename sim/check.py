@@ -24,7 +24,8 @@ from typing import Iterator
 
 import numpy as np
 
-from ttforge.errors import ConfigError, EnvironmentFailure, MachineFailure, OutputError, ToolchainMissing
+from ttforge.errors import (ConfigError, EnvironmentFailure, MachineFailure, OutputError, OutputFailure,
+                            ToolchainMissing)
 from ttforge.sim.cases import RegressCase
 
 __all__ = ["NATIVE", "REGRESS_SIMULATORS", "CaseResult", "run_case", "locate_divergence", "describe",
@@ -296,8 +297,11 @@ def run_case(case: RegressCase, sim: str, *, fault: str | None = None,
         if problems:
             res.result = "FAIL"
             res.reason = "; ".join(([res.reason] if res.reason else []) + problems)
+    except OutputFailure as e:   # an output the machine could not write: no verdict, exit 3
+        stop_on_machine_failure(e, f"seed {case.seed} on {sim}")
+        raise
     except (OutputError, ToolchainMissing):
-        raise   # the machine's or the cache's trouble, not the case's: the run stops (exit 2 / 3)
+        raise   # the user's or the toolchain's trouble, not the case's: the run stops (exit 2 / 3)
     except Exception as e:  # noqa: BLE001 - reported as an ERROR row, the run goes on
         stop_on_machine_failure(e, f"seed {case.seed} on {sim}", building=res.build_failed)
         res.result, res.reason = "ERROR", f"{type(e).__name__}: {e}"

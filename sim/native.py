@@ -254,7 +254,7 @@ def verilate_cached(root: Path, key: str, exe_name: str, files: dict[str, bytes]
     it cached. Returns ``(directory, cached, build seconds)``; a failed build is one line
     (:class:`NativeError`) quoting the decisive line of the build's output (the
     directory, with its ``build.log``, is kept with ``TTFORGE_NATIVE_KEEP_FAILED`` set)."""
-    from ttforge.atomic import JOB_MARKER, _prefix, _umask, clean_stale
+    from ttforge.atomic import JOB_MARKER, temp_prefix, current_umask, clean_stale
     from ttforge.sim.runner import (build_failure_line, build_intact, fresh_build_dir, kept_sources,
                                     make_build_dir, named_job_dir, names_file, product_record,
                                     verilator_make_env)
@@ -275,7 +275,7 @@ def verilate_cached(root: Path, key: str, exe_name: str, files: dict[str, bytes]
     def temporary() -> Path:
         # named as ttforge's temporaries, with this process's id: one a killed build left
         # (it had no pid and stayed for good) goes with the next build of the key
-        return Path(tempfile.mkdtemp(prefix=_prefix(key), dir=root))
+        return Path(tempfile.mkdtemp(prefix=temp_prefix(key), dir=root))
 
     def compile_() -> tuple[Path, bool, float]:
         t0 = time.perf_counter()
@@ -314,7 +314,7 @@ def verilate_cached(root: Path, key: str, exe_name: str, files: dict[str, bytes]
                 shutil.rmtree(work, ignore_errors=True)
             # mkdtemp (and copytree, copying a job directory's mode) made it 0700: a cache
             # shared by a group was usable by its builder alone; the usual mode instead
-            os.chmod(tmp, 0o777 & ~_umask())
+            os.chmod(tmp, 0o777 & ~current_umask())
             try:
                 os.rename(tmp, final)
             except OSError:

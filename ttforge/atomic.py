@@ -42,7 +42,7 @@ import threading
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
-from ttforge.errors import EXIT_USER, ConfigError, OutputError, file_path, show_path
+from ttforge.errors import EXIT_USER, ConfigError, OutputError, OutputFailure, file_path, show_path
 from ttforge.limits import broken_link, file_kind
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_path", "atomic_dir",
@@ -50,7 +50,8 @@ __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_path", "atomic_dir
            "command_inputs", "note_input", "check_not_input", "check_owned_dir", "clean_stale", "dead_entries",
            "staging_dir", "commit_dir", "replace_dir", "claim_work_dir", "sha256_file", "WORK_MARKER",
            "output_lock", "cache_lock", "job_dir", "JOB_MARKER", "check_run_dir", "check_run_files", "check_writable",
-           "read_marker", "missing_dirs", "remove_unused_dirs", "discard_dir", "reclaim_work_dir"]
+           "read_marker", "missing_dirs", "remove_made_dirs", "remove_unused_dirs", "discard_dir", "reclaim_work_dir",
+           "temp_prefix", "current_umask"]
 
 #: The file that marks a directory as ttforge's work directory (``--keep DIR``).
 WORK_MARKER = ".ttforge-work"
@@ -58,7 +59,7 @@ WORK_MARKER = ".ttforge-work"
 _TAG = "ttforge-"
 
 
-def _prefix(name: str) -> str:
+def temp_prefix(name: str) -> str:
     """The temporary-name prefix of this process for a target called ``name``."""
     return f".{name}.{_TAG}{os.getpid()}."
 
@@ -365,7 +366,7 @@ def check_owned_dir(out: str | os.PathLike, marker: str, fmt: str,
 _UMASK_LOCK = threading.Lock()
 
 
-def _umask() -> int:
+def current_umask() -> int:
     """The process umask, read anew on each call (the host may change it).
 
     Read from ``/proc/self/status`` where the kernel gives it (Linux 4.7+): ``os.umask``
@@ -477,7 +478,8 @@ def _failure(e: OSError, what: str, fix: str = "choose another output path", *,
     error) is ``what: why (...; its own fix)``, exit 3: "choose another output path" was
     the wrong fix for ``ulimit -n`` and a full disk was exit 2 when out of inodes. Either
     is an :class:`OutputError`, so that code handling an output it cannot write (a cache
-    whose write only costs time) handles both."""
+    whose write only costs time) handles both; the machine's is its subclass
+    :class:`~ttforge.errors.OutputFailure`, an environment failure."""
     from ttforge.boundary import describe_os_error
 
     why = e.strerror or str(e) or type(e).__name__
@@ -489,9 +491,7 @@ def _failure(e: OSError, what: str, fix: str = "choose another output path", *,
     line, code = describe_os_error(bare, path=path)   # a full disk names its file system
     if code == EXIT_USER:
         return OutputError(f"{what} ({why}); {fix}")
-    error = OutputError(f"{what}: {line}")
-    error.exit_code = code
-    return error
+    return OutputFailure(f"{what}: {line}")
 
 
 def _check_not_dir_name(path: str | os.PathLike, flag: str = "", example: str = "out") -> None:
@@ -540,7 +540,7 @@ def check_writable(path: str | os.PathLike, flag: str = "-o", *, inside: bool = 
         raise OutputError(f"{flag} {show_path(path)}: {show_path(where)} is not a directory; choose "
                           "another output path")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=_prefix(target.name), suffix=".tmp", dir=where)
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(target.name), suffix=".tmp", dir=where)
     except OSError as e:
         raise _failure(e, f"{flag} {show_path(path)} cannot be written: creating a file in {show_path(where)} "
                           f"fails", "choose a writable directory", path=where) from None
@@ -598,7 +598,7 @@ def _check_ancestors(p: Path, flag: str) -> None:
 
 def missing_dirs(path: str | os.PathLike) -> list[Path]:
     """The directories creating ``path`` (and its parents) would make, deepest first:
-    what :func:`_rmdirs` takes back when the work that made them fails."""
+    what :func:`remove_made_dirs` takes back when the work that made them fails."""
     made, d = [], Path(path)
     while not os.path.lexists(d) and d != d.parent:
         made.append(d)
@@ -608,18 +608,18 @@ def missing_dirs(path: str | os.PathLike) -> list[Path]:
 
 def _mkdir(parent: Path, path: Path) -> list[Path]:
     """Create ``parent`` (for the output ``path``); returns the directories it made,
-    deepest first (:func:`_rmdirs` takes them back when the write fails)."""
+    deepest first (:func:`remove_made_dirs` takes them back when the write fails)."""
     _check_ancestors(path, "")
     made = missing_dirs(parent)
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        _rmdirs(made)
+        remove_made_dirs(made)
         raise _fail(path, e) from None
     return made
 
 
-def _rmdirs(made: Iterable[Path]) -> None:
+def remove_made_dirs(made: Iterable[Path]) -> None:
     """Remove the directories a failed write made, deepest first, while they are empty
     (a full disk left ``train --out``'s new directory behind, empty)."""
     for d in made:
@@ -640,7 +640,7 @@ def remove_unused_dirs(made: Sequence[Path], *markers: str) -> None:
             if set(names) <= set(markers):
                 for name in names:
                     os.unlink(Path(made[0]) / name)
-    _rmdirs(made)
+    remove_made_dirs(made)
 
 
 def discard_dir(path: str | os.PathLike) -> None:
@@ -652,7 +652,7 @@ def discard_dir(path: str | os.PathLike) -> None:
     check_not_input(out, "", tree=True)
     parent = out.parent if str(out.parent) else Path(".")
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=_prefix(out.name), suffix=".tmp", dir=parent))
+        tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(out.name), suffix=".tmp", dir=parent))
         os.rmdir(tmp)   # a unique name of ttforge's form, free for the rename
         os.replace(out, tmp)
     except OSError as e:
@@ -666,7 +666,7 @@ def _replace(tmp: Path, path: Path) -> None:
     _check_regular(path)
     check_not_input(path, "")
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual mode
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp creates 0600; give the usual mode
         os.replace(tmp, path)
     except OSError as e:
         raise _fail(path, e) from None
@@ -728,13 +728,13 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     clean_stale(parent, path.name)
     tmp = None
     try:
-        fd, name = tempfile.mkstemp(dir=parent, prefix=_prefix(path.name), suffix=suffix)
+        fd, name = tempfile.mkstemp(dir=parent, prefix=temp_prefix(path.name), suffix=suffix)
         tmp = Path(name)
         os.close(fd)
     except OSError as e:
         if tmp is not None:
             _unlink(tmp)
-        _rmdirs(made)
+        remove_made_dirs(made)
         raise _fail(path, e) from None
     try:
         yield tmp
@@ -742,7 +742,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
         _replace(tmp, path)
     except BaseException as e:
         _unlink(tmp)
-        _rmdirs(made)
+        remove_made_dirs(made)
         _name_output(e, path, tmp)
         raise
 
@@ -764,10 +764,10 @@ def staging_dir(path: str | os.PathLike) -> Path:
     made = _mkdir(parent, out)
     clean_stale(parent, out.name)
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=_prefix(out.name), suffix=".tmp", dir=parent))
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700; give the usual mode
+        tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(out.name), suffix=".tmp", dir=parent))
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp creates 0700; give the usual mode
     except OSError as e:
-        _rmdirs(made)
+        remove_made_dirs(made)
         raise _fail(out, e) from None
     return tmp
 
@@ -787,7 +787,7 @@ def commit_dir(tmp: str | os.PathLike, path: str | os.PathLike, *, keep: Iterabl
                 _fsync_file(f)
         if out.exists():
             check_not_input(out, "", tree=True, spare=keep)
-            old = Path(tempfile.mkdtemp(prefix=_prefix(out.name), suffix=".old", dir=parent))
+            old = Path(tempfile.mkdtemp(prefix=temp_prefix(out.name), suffix=".old", dir=parent))
             os.rmdir(old)
             for name in keep:
                 src, dst = out / name, tmp / name
@@ -851,7 +851,7 @@ def _make_and_take(path: Path, flag: str, *, claim: bool) -> tuple[list[Path], s
     try:
         return made, _take(path, flag, claim=claim)
     except BaseException:
-        _rmdirs(made)
+        remove_made_dirs(made)
         raise
 
 
@@ -883,7 +883,7 @@ def _take(path: Path, flag: str, *, claim: bool) -> str | None:
     for _attempt in range(9):   # 8 takes, and the move inside
         try:
             # not through a link of that name: the lock is this file, never one elsewhere
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666 & ~_umask())
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666 & ~current_umask())
         except OSError as e:
             if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
                 raise _fail(path, e) from None   # ELOOP: a link of the lock's name, never followed
@@ -964,7 +964,7 @@ def _register_exit() -> None:
 
 def _make_parent(path: Path, flag: str) -> list[Path]:
     """Create the parent of the directory ``path`` (links followed, where its lock goes);
-    returns the directories made, deepest first, for :func:`_rmdirs`. A path reached
+    returns the directories made, deepest first, for :func:`remove_made_dirs`. A path reached
     through a link to a missing directory is refused (following it made the link's
     target, a drive not mounted, on the disk under it)."""
     where = f"{flag} {show_path(path)}"
@@ -977,7 +977,7 @@ def _make_parent(path: Path, flag: str) -> list[Path]:
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        _rmdirs(made)
+        remove_made_dirs(made)
         raise _failure(e, f"{flag} {show_path(path)}: cannot create {show_path(parent)}", path=parent) from None
     return made
 
@@ -1008,7 +1008,7 @@ def output_lock(path: str | os.PathLike, flag: str = "--out") -> Iterator[None]:
             raise
     finally:
         _release(key, claim=False)
-        _rmdirs(made)
+        remove_made_dirs(made)
 
 
 @contextlib.contextmanager
@@ -1024,7 +1024,7 @@ def cache_lock(path: str | os.PathLike, what: str = "the build cache") -> Iterat
     p = Path(path)
     try:
         fd = os.open(p, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                     0o666 & ~_umask())
+                     0o666 & ~current_umask())
     except OSError as e:
         if e.errno == errno.ELOOP:
             raise OutputError(f"{what}: {show_path(p)} is a symbolic link, not ttforge's lock file; remove "
@@ -1116,7 +1116,7 @@ def claim_work_dir(path: str | os.PathLike, flag: str = "--keep") -> Path:
     except BaseException:
         if key is not None:
             _release(key, claim=True)
-        _rmdirs(made)
+        remove_made_dirs(made)
         raise
     if _claims is not None and key is not None:
         _claims.append(key)

@@ -36,7 +36,7 @@ __all__ = [
     # environment, tool and device failures
     "ToolchainMissing", "SimError", "SimulatorMissing", "NativeError", "SynthError", "BuildError",
     "DeviceError", "DeviceTimeout", "ProtocolError", "FormalSetupError", "FormalToolMissing",
-    "ClusterError", "SchedulerLost", "MachineFailure",
+    "ClusterError", "SchedulerLost", "MachineFailure", "OutputFailure",
     # bugs
     "NotBitExactError",
     # formatting
@@ -193,6 +193,16 @@ class SchedulerLost(ClusterError):
         super().__init__(message)
         self.done = done
         self.report = report
+
+
+class OutputFailure(OutputError, EnvironmentFailure):
+    """An output the machine could not write (a full disk or one out of inodes, a file-size
+    or open-files limit, an I/O error): exit 3. An :class:`OutputError` for code handling
+    an output it cannot write (a cache whose write only costs time handles both), and an
+    :class:`EnvironmentFailure` for code telling the machine's failure from a verdict (a
+    ``regress`` case stops the run on it instead of becoming an ERROR row)."""
+
+    exit_code = EXIT_ENVIRONMENT
 
 
 class MachineFailure(EnvironmentFailure):

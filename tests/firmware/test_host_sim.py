@@ -67,10 +67,10 @@ def test_the_runner_sees_no_value_of_a_runs_own_variables(monkeypatch):
     """The cocotb runner lets the process environment override a run's extra_env: the
     names a run passes are hidden from it for the run (a user's TTFORGE_SIM_JOB would
     have pointed the testbench at another job), and restored after."""
-    from ttforge.sim.runner import _runner_env
+    from ttforge.sim.runner import runner_env
 
     monkeypatch.setenv("TTFORGE_SIM_JOB", "/somewhere/else")
-    with _runner_env("icarus", own={"TTFORGE_SIM_JOB": "/the/job"}):
+    with runner_env("icarus", own={"TTFORGE_SIM_JOB": "/the/job"}):
         assert "TTFORGE_SIM_JOB" not in os.environ
     assert os.environ["TTFORGE_SIM_JOB"] == "/somewhere/else"
 

@@ -421,11 +421,11 @@ def test_reading_the_umask_never_sets_it(monkeypatch):
     old = os.umask(0o027)
     try:
         monkeypatch.setattr(atomic.os, "umask", no)
-        assert atomic._umask() == 0o027
+        assert atomic.current_umask() == 0o027
         monkeypatch.undo()
         os.umask(0o002)
         monkeypatch.setattr(atomic.os, "umask", no)
-        assert atomic._umask() == 0o002
+        assert atomic.current_umask() == 0o002
     finally:
         monkeypatch.undo()
         os.umask(old)

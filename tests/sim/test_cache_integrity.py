@@ -51,7 +51,7 @@ def test_a_damaged_emitted_verilog_is_emitted_again(tmp_path, monkeypatch, fresh
     else:   # the text and its record both copied from another key
         other = tmp_path / "verilog" / "0123.v"
         other.write_text("module m; // None\nendmodule\n")
-        runner._write_emitted(other, "0123", other.read_text())
+        runner.write_emitted(other, "0123", other.read_text())
         shutil.copy(other, v)
         shutil.copy(other.with_suffix(".json"), v.with_suffix(".json"))
     monkeypatch.setattr(runner, "_EMITTED", {})   # another process

@@ -51,6 +51,49 @@ def test_a_machine_failure_of_a_case_stops_it_in_one_line(error, says):
     assert says in str(info.value) and "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("err, machine", [(errno.ENOSPC, True), (errno.EDQUOT, True), (errno.EACCES, False)])
+def test_an_output_the_machine_could_not_write_stops_a_case_as_the_machines(tmp_path, monkeypatch, err, machine):
+    """An atomic write's full disk was an ``OutputError`` with exit 3 set on the instance,
+    which :func:`~ttforge.boundary.machine_failure` did not count: a case writing through
+    ``ttforge.atomic`` on a full disk would have been an ERROR row, a verdict. It is an
+    ``OutputFailure`` now, an environment failure; a permission stays the user's."""
+    import os
+
+    from ttforge.atomic import atomic_write_bytes
+    from ttforge.errors import OutputError, OutputFailure
+    from ttforge.sim.check import stop_on_machine_failure
+
+    def refused(src, dst):
+        raise OSError(err, os.strerror(err))
+
+    monkeypatch.setattr(os, "replace", refused)
+    with pytest.raises(OutputError) as info:
+        atomic_write_bytes(tmp_path / "out.bin", b"x")
+    assert isinstance(info.value, OutputFailure) is machine
+    assert info.value.exit_code == (3 if machine else 2)
+    if machine:
+        with pytest.raises(MachineFailure, match="seed 4 on icarus could not run: cannot write .*out.bin"):
+            stop_on_machine_failure(info.value, "seed 4 on icarus")
+    else:
+        stop_on_machine_failure(info.value, "seed 4 on icarus")   # the case's own error
+
+
+def test_a_case_whose_output_the_machine_could_not_write_stops_as_the_machines(monkeypatch):
+    """``run_case`` passed an ``OutputError`` on as it was: a full disk under a case's
+    write ended the run without the case named (and its report of the finished cases)."""
+    from ttforge.errors import OutputFailure
+    from ttforge.hw import model
+    from ttforge.sim.cases import make_case
+    from ttforge.sim.check import run_case
+
+    def full(*args, **kwargs):
+        raise OutputFailure("cannot write x/y.bin: No space left on device (free space on that disk)")
+
+    monkeypatch.setattr(model, "run_program", full)
+    with pytest.raises(MachineFailure, match=r"^seed 3 on icarus could not run: cannot write x/y\.bin"):
+        run_case(make_case(3, vectors=1), "icarus")
+
+
 @pytest.mark.parametrize("error", [ValueError("a bug"), FileNotFoundError(errno.ENOENT, "gone", "/x"),
                                    EnvironmentFailure("the build failed")])
 def test_anything_else_stays_the_case_s_own_error(error):

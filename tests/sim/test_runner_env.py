@@ -14,11 +14,11 @@ from tests.support.tiny_builds import need_native
 def test_a_variable_the_host_sets_during_a_run_is_kept(monkeypatch):
     """The whole os.environ was saved before a simulation and put back after: a variable
     a host thread set meanwhile was gone."""
-    from ttforge.sim.runner import _runner_env
+    from ttforge.sim.runner import runner_env
 
     monkeypatch.setenv("PYTEST_CURRENT_TEST", "host value")
     monkeypatch.delenv("TTF_HOST_SET", raising=False)
-    with _runner_env("icarus", own={"TTFORGE_SIM_JOB": "/the/job"}):
+    with runner_env("icarus", own={"TTFORGE_SIM_JOB": "/the/job"}):
         assert "PYTEST_CURRENT_TEST" not in os.environ
         os.environ["TTF_HOST_SET"] = "1"
     assert os.environ["TTF_HOST_SET"] == "1" and os.environ["PYTEST_CURRENT_TEST"] == "host value"
@@ -29,7 +29,7 @@ def test_verilator_runs_in_threads_leave_the_host_environment_as_it_was(monkeypa
     environment and put it back, so the host kept Verilator's PATH, VERILATOR_ROOT and
     MAKEFLAGS and lost PYTEST_CURRENT_TEST. Both runs see the same environment."""
     need_native()
-    from ttforge.sim.runner import _runner_env
+    from ttforge.sim.runner import runner_env
 
     monkeypatch.setenv("PYTEST_CURRENT_TEST", "host value")
     monkeypatch.setenv("MAKEFLAGS", "-k")
@@ -37,12 +37,12 @@ def test_verilator_runs_in_threads_leave_the_host_environment_as_it_was(monkeypa
     seen, started, first_done = [], threading.Event(), threading.Event()
 
     def second():
-        with _runner_env("verilator"):
+        with runner_env("verilator"):
             seen.append({k: os.environ.get(k) for k in ("PATH", "VERILATOR_ROOT", "MAKEFLAGS")})
             started.set()
             first_done.wait(10)
 
-    with _runner_env("verilator"):
+    with runner_env("verilator"):
         seen.append({k: os.environ.get(k) for k in ("PATH", "VERILATOR_ROOT", "MAKEFLAGS")})
         t = threading.Thread(target=second)
         t.start()
@@ -58,11 +58,11 @@ def test_verilator_runs_in_threads_leave_the_host_environment_as_it_was(monkeypa
 def test_nothing_of_a_run_stays_in_the_environment(sim, monkeypatch):
     if sim == "verilator":
         need_native()
-    from ttforge.sim.runner import _runner_env
+    from ttforge.sim.runner import runner_env
 
     monkeypatch.delenv("VERILATOR_ROOT", raising=False)
     before = dict(os.environ)
-    with _runner_env(sim, own=["TTFORGE_SIM_JOB"]):
+    with runner_env(sim, own=["TTFORGE_SIM_JOB"]):
         pass
     assert dict(os.environ) == before
 
@@ -73,7 +73,7 @@ def test_a_removed_working_directory_is_one_line(tmp_path):
     import os
 
     from ttforge.errors import SimError
-    from ttforge.sim.runner import _runner_env
+    from ttforge.sim.runner import runner_env
 
     here, gone = os.getcwd(), tmp_path / "gone"
     gone.mkdir()
@@ -81,7 +81,7 @@ def test_a_removed_working_directory_is_one_line(tmp_path):
     try:
         gone.rmdir()
         with pytest.raises(SimError, match="^the current directory was removed .*change to an existing"):
-            with _runner_env("icarus"):
+            with runner_env("icarus"):
                 pass
     finally:
         os.chdir(here)
