@@ -53,8 +53,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 from ttforge.atomic import (atomic_write_bytes, atomic_write_text, check_owned_dir, check_writable,
                             commit_dir, make_output_dir, output_lock, read_marker, staging_dir)
-from ttforge.errors import (EXIT_ENVIRONMENT, ConfigError, EnvironmentFailure, FlowError, MachineFailure,
-                            OutputError, TTForgeError, one_line, show)
+from ttforge.errors import (ConfigError, EnvironmentFailure, FlowError, MachineFailure,
+                            OutputError, OutputFailure, TTForgeError, one_line, show)
 
 __all__ = ["AXES", "UNTIL", "MAX_POINTS", "SHARED_STAGES", "SweepConfig", "SweepResult", "load_sweep", "run_sweep",
            "point_task", "pareto_front", "to_toml"]
@@ -327,17 +327,17 @@ def _machine_failure(e: BaseException) -> EnvironmentFailure | None:
     full disk, an I/O error, a limit reached, memory exhausted), or ``None``: a failure of
     the design point, its row. A stage's :class:`~ttforge.errors.FlowError` is judged by
     what the stage raised, and an output the machine could not write is an
-    :class:`~ttforge.errors.OutputError` of exit 3 (a full disk under a point was a
-    "failed" row, as if the design had failed). A tool's own failure (a simulator that
-    stopped, the toolchain) stays the point's row: a design can cause it."""
+    :class:`~ttforge.errors.OutputFailure` (a full disk under a point was a "failed" row,
+    as if the design had failed). A tool's own failure (a simulator that stopped, the
+    toolchain) stays the point's row: a design can cause it."""
     from ttforge.boundary import machine_failure as of_the_machine
 
     if isinstance(e, MachineFailure):
         return e
     if isinstance(e, FlowError) and e.__context__ is not None:
         e = e.__context__   # run_flow's "stage NAME failed: ..." of the stage's own error
-    if isinstance(e, OutputError):
-        return EnvironmentFailure(str(e)) if getattr(e, "exit_code", None) == EXIT_ENVIRONMENT else None
+    if isinstance(e, OutputFailure):
+        return e
     return None if isinstance(e, TTForgeError) else of_the_machine(e)
 
 
