@@ -23,6 +23,11 @@ Two components:
   high half latched when the low half is read, and write windows forwarded to memory
   write ports.
 
+:func:`connect_low_in_reset` joins a top's bus ports to the ports of the block that
+serves them, every outgoing ``*valid``/``*ready`` held LOW while the domain's reset is
+asserted (:func:`low_in_reset`, which the tops, ``hw/top.py`` and ``hw/trainer/top.py``,
+also put on ``irq``).
+
 Access rules (anything else is answered with ``SLVERR`` and has no effect):
 
 | access | read | write |
@@ -41,7 +46,7 @@ import dataclasses
 import re
 from typing import Any, Iterable
 
-from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.hdl import Cat, Module, Mux, ResetSignal, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -50,7 +55,7 @@ from ttforge.hw.blocks import ge_const, lut_compares
 
 __all__ = [
     "OKAY", "SLVERR", "AXI4LiteSignature", "RegBusSignature", "AXI4LiteSlave",
-    "Reg", "Window", "normalize_regmap", "RegisterFile",
+    "Reg", "Window", "normalize_regmap", "RegisterFile", "low_in_reset", "connect_low_in_reset",
 ]
 
 OKAY = 0b00
@@ -81,6 +86,53 @@ def RegBusSignature(addr_bits: int) -> wiring.Signature:
         "r_stb": Out(1), "r_addr": Out(addr_bits - 2), "r_data": In(DATA_BITS),
         "r_err": In(1),
     })
+
+
+def low_in_reset(value, domain: str = "sync"):
+    """``value`` forced to 0 while the reset of ``domain`` is asserted.
+
+    AXI4 (ARM IHI0022, A3.1.2) and AXI4-Stream ask a master to drive every ``*VALID``
+    LOW during reset. The registers behind the outputs reset *synchronously*: until the
+    first rising edge under reset they hold their power-up value, which is random on
+    silicon without flip-flop initial values (an ASIC, Verilator ``--x-initial
+    unique``, Verilog without its ``reg x = v;`` initialisers), and a ``TVALID`` of 1
+    there is a beat a sink may take. One AND gate at the output, never on a path inside
+    the core: outside reset the output is the register, bit for bit.
+
+    Parameters
+    ----------
+    value : amaranth.hdl.Value
+        The output as the core computes it.
+    domain : str
+        The clock domain whose reset gates it.
+
+    Returns
+    -------
+    amaranth.hdl.Value
+        ``value & ~rst`` (1 bit wide for a 1-bit ``value``).
+    """
+    return value & ~ResetSignal(domain)
+
+
+def connect_low_in_reset(m: Module, outer, inner, domain: str = "sync") -> None:
+    """Connect a top's port ``outer`` to ``inner``, the same bus on the block that serves it.
+
+    ``outer`` and ``inner`` are interfaces of one signature with the same flows (a top's
+    ``In(AXI4LiteSignature)`` and its slave's, a top's ``Out(AXISSignature)`` and its
+    packer's). Inputs of the top pass straight in; outputs pass straight out, except
+    those named ``*valid`` or ``*ready``, which are LOW while the reset of ``domain`` is
+    asserted (:func:`low_in_reset`). Data, ``TLAST`` and responses are not gated: they
+    mean nothing without their ``VALID``.
+    """
+    theirs = {path: value for path, _, value in inner.signature.flatten(inner)}
+    for path, member, value in outer.signature.flatten(outer):
+        other = theirs[path]
+        if member.flow == wiring.In:
+            m.d.comb += other.eq(value)
+        elif str(path[-1]).endswith(("valid", "ready")):
+            m.d.comb += value.eq(low_in_reset(other, domain))
+        else:
+            m.d.comb += value.eq(other)
 
 
 class AXI4LiteSlave(wiring.Component):

@@ -7,7 +7,8 @@ register map (``hw/regmap.py``, through :mod:`ttforge.hw.axil`) and the stream a
 
 ``clk``, ``rst`` (or ``aresetn``), ``s_axil_aw*/w*/b*/ar*/r*`` (AXI4-Lite slave),
 ``s_axis_tdata/tvalid/tready/tlast`` (input vectors), ``m_axis_tdata/tvalid/tready/tlast``
-(output vectors), ``irq``.
+(output vectors), ``irq``. Every ``*valid``/``*ready`` output and ``irq`` is LOW while
+reset is asserted, from power-up on, whatever the registers behind them power up to.
 
 Clock and reset: one clock, ``clk``, rising edge; every flip-flop is in its domain.
 ``rst`` is **active high and synchronous** (sampled on the rising edge of ``clk``; hold
@@ -37,7 +38,8 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ttforge.errors import ConfigError
-from ttforge.hw.axil import AXI4LiteSignature, AXI4LiteSlave, RegisterFile
+from ttforge.hw.axil import (AXI4LiteSignature, AXI4LiteSlave, RegisterFile, connect_low_in_reset,
+                             low_in_reset)
 from ttforge.hw.target import target_family
 from ttforge.hw.axis import AXISSignature, AXISToElements, ElementsToAXIS
 from ttforge.hw.config import AccelConfig
@@ -122,12 +124,13 @@ class TTAccel(wiring.Component):
         m.submodules.s_axis = unpack
         m.submodules.m_axis = pack
 
-        wiring.connect(m, wiring.flipped(self.axil), slave.axil)
+        # every VALID/READY/irq output is LOW during reset, from power-up on (hw/axil.py)
+        connect_low_in_reset(m, self.axil, slave.axil)
         wiring.connect(m, slave.bus, rf.bus)
-        wiring.connect(m, wiring.flipped(self.s_axis), unpack.s)
+        connect_low_in_reset(m, self.s_axis, unpack.s)
         wiring.connect(m, unpack.out, engine.inp)
         wiring.connect(m, engine.out, pack.inp)
-        wiring.connect(m, pack.m, wiring.flipped(self.m_axis))
+        connect_low_in_reset(m, self.m_axis, pack.m)
         m.d.comb += [unpack.count.eq(engine.program.in_count),
                      unpack.open.eq(engine.status.in_open),
                      unpack.flush.eq(engine.control.soft_reset),
@@ -198,7 +201,7 @@ class TTAccel(wiring.Component):
             any_term = terms[0]
             for t in terms[1:]:
                 any_term = any_term | t
-            m.d.comb += self.irq.eq(any_term)
+            m.d.comb += self.irq.eq(low_in_reset(any_term))
 
         # status.in_open and program.in_count are also read by the adapter (wired above)
         unbound = [p for p, (flow, _) in ports.items() if flow == wiring.In and p not in bound]

@@ -73,6 +73,8 @@ PROPERTIES: dict[str, str] = {
                   "bound (3 cycles on ttforge_accel, whose register file's read multiplexer "
                   "has a register between its levels; 8 on ttforge_train, whose AR gate "
                   "first fetches a window element through the engine's host port)",
+    "reset_low": "every VALID and READY of the top (AXI4-Lite, s_axis, m_axis) LOW while "
+                 "rst is high (the hold rules skip those cycles: a VALID may drop in reset)",
     "reset_quiet": "no TVALID/BVALID/RVALID in the cycle after reset",
     "outstanding_bound": "helper: at most 2 requests per AXI4-Lite channel unanswered",
     "aw_tracked": "helper: unanswered AW = held AW + BVALID",
@@ -129,8 +131,8 @@ TRAIN_PROPS_SIGNALS: dict[str, str] = {
 #: deliberate faults of ``ttforge_train``'s bus logic, built into the emitted text (the
 #: hardware generators carry no such fault): name -> (pattern, replacement, description)
 TRAIN_TEXT_FAULTS: dict[str, tuple[str, str, str]] = {
-    "ar_gate_overwrite": (r"assign s_axil_arready = \\\S+  & (\\axil\.axil__arready );",
-                          r"assign s_axil_arready = \1;",
+    "ar_gate_overwrite": (r"assign ar_ready = \\\S+  & (\\axil\.axil__arready );",
+                          r"assign ar_ready = \1;",
                           "the AR gate takes a new address while it still holds one (its "
                           "latch is overwritten: the earlier read is never answered)"),
     "gate_skip_wait": (r"assign \\axil\.axil__arvalid  = g_full & \\\S+ ;",
@@ -302,7 +304,7 @@ def _train_tdata_bits(cfg) -> int:
 _TRAIN_R_LATENCY = 1 + 1 + 6 + 1 + 2
 
 _COMMON = ("b_hold", "r_hold", "b_has_request", "r_has_request", "b_answered", "r_answered",
-           "reset_quiet", "outstanding_bound", "aw_tracked", "w_tracked", "ar_tracked")
+           "reset_low", "reset_quiet", "outstanding_bound", "aw_tracked", "w_tracked", "ar_tracked")
 
 #: the tops the checks know, by name
 TARGETS: dict[str, FormalTarget] = {

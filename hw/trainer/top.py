@@ -48,7 +48,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ttforge.errors import ConfigError
-from ttforge.hw.axil import AXI4LiteSignature, AXI4LiteSlave, RegisterFile
+from ttforge.hw.axil import AXI4LiteSignature, AXI4LiteSlave, RegisterFile, low_in_reset
 from ttforge.hw.axil import Reg as _AReg
 from ttforge.hw.axil import Window as _AWin
 from ttforge.hw.axis import AXISSignature
@@ -103,10 +103,13 @@ class TrainAccel(wiring.Component):
         st = eng.status
 
         # ------------------------------------------------ AW, W, B, R pass straight through
+        # (every VALID/READY/irq output is LOW during reset, from power-up on: hw/axil.py)
         for name in ("awaddr", "awvalid", "wdata", "wstrb", "wvalid", "bready", "rready"):
             m.d.comb += getattr(inner, name).eq(getattr(ax, name))
-        for name in ("awready", "wready", "bresp", "bvalid", "rdata", "rresp", "rvalid"):
+        for name in ("bresp", "rdata", "rresp"):
             m.d.comb += getattr(ax, name).eq(getattr(inner, name))
+        for name in ("awready", "wready", "bvalid", "rvalid"):
+            m.d.comb += getattr(ax, name).eq(low_in_reset(getattr(inner, name)))
 
         # ------------------------------------------------ window decode (word addresses)
         rb_log = (rm.region_bytes - 1).bit_length()      # byte-address bits inside a region
@@ -135,9 +138,10 @@ class TrainAccel(wiring.Component):
         latch = Signal(32)
         latch_err = Signal()
         g_hit, _, g_sel, g_off = decode(g_addr[2:], "ar")
-        m.d.comb += [ax.arready.eq(~g_full & inner.arready),
+        ar_ready = Signal()         # the gate's ARREADY (the port: LOW during reset as well)
+        m.d.comb += [ar_ready.eq(~g_full & inner.arready), ax.arready.eq(low_in_reset(ar_ready)),
                      inner.araddr.eq(g_addr), inner.arvalid.eq(g_full & (g_phase == 2))]
-        with m.If(ax.arvalid & ax.arready):
+        with m.If(ax.arvalid & ar_ready):
             m.d.sync += [g_full.eq(1), g_addr.eq(ax.araddr), g_phase.eq(0)]
         any_we = Signal()
         rd_issue = Signal()
@@ -234,15 +238,16 @@ class TrainAccel(wiring.Component):
         m.d.comb += err_pulse.eq(error & ~err_d)
         t_code = Signal(8)
         t_smp_err = Signal(16)
+        t_ready = Signal()          # the sample stream's TREADY (the port: LOW during reset)
         m.d.comb += [
-            rf.status.eq(busy | (done << 1) | (error << 2) | (armed << 3) | (self.s_axis.tready << 4)),
+            rf.status.eq(busy | (done << 1) | (error << 2) | (armed << 3) | (t_ready << 4)),
             rf.error_code.eq(Mux(t_err, t_code | (t_smp_err << 16),
                                  st.error_code.as_value() | (st.error_op << 16))),
             rf.op.eq(st.op),
             rf.cycles.eq(st.cycles), rf.mac_cycles.eq(st.mac_cycles),
             rf.steps.eq(st.steps), rf.changed.eq(st.changed),
             rf.irq_status_set.eq(st.done_pulse | (err_pulse << 1)),
-            self.irq.eq(((rf.irq_status & (rf.ctrl >> 1)) & 0b11) != 0),
+            self.irq.eq(low_in_reset(((rf.irq_status & (rf.ctrl >> 1)) & 0b11) != 0)),
         ]
         for r in rm.registers:      # constants read their value
             if r.access == "RO" and r.value is not None:
@@ -258,7 +263,7 @@ class TrainAccel(wiring.Component):
         is_label = Signal()
         m.d.comb += [eng.inp.payload.eq(ax_s.tdata[:ab].as_signed()),
                      eng.inp.valid.eq(ax_s.tvalid & ~t_drop),
-                     ax_s.tready.eq(eng.inp.ready | t_drop),
+                     t_ready.eq(eng.inp.ready | t_drop), ax_s.tready.eq(low_in_reset(t_ready)),
                      beat.eq(ax_s.tvalid & eng.inp.ready & ~t_drop),
                      is_label.eq(t_pos == rf.in_count),
                      t_bad.eq(beat & rf.ctrl[3] & (ax_s.tlast != is_label))]

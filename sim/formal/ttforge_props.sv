@@ -11,7 +11,7 @@
 // ALLOW_SOFT_RESET, software never pulses CMD.SOFT_RESET (docs/hardware.md: a soft
 // reset drops a beat the stream adapters hold, which AXI4-Stream does not allow).
 //
-// Properties (assert), every cycle not right after reset:
+// Properties (assert), every cycle not in reset and not right after it:
 //   m_axis : once TVALID is high it stays high, with stable TDATA and TLAST, until
 //            TREADY (m_tvalid_hold, m_tpayload_stable);
 //   B      : BVALID held with stable BRESP until BREADY (b_hold); BVALID only while a
@@ -20,7 +20,10 @@
 //            only after the request handshake, never two for one request); each such
 //            request answered within B_LATENCY cycles (b_answered);
 //   R      : the same for reads (r_hold, r_has_request, r_answered);
-//   reset  : no VALID the cycle after reset (reset_quiet);
+//   reset  : every VALID and READY of the top LOW while rst is high (reset_low: AXI4
+//            A3.1.2 asks VALID LOW during reset, and a top may drop a VALID there, so
+//            the hold rules skip the cycles in reset); no VALID the cycle after reset
+//            (reset_quiet);
 //   (HAS_M_AXIS=0, ttforge_train: there is no m_axis, its ports are tied off and the
 //   m_axis rules are not asserted; R_LATENCY/B_LATENCY are the tops' latency bounds)
 //   helper : at most 2 requests per channel outstanding (outstanding_bound), and
@@ -137,7 +140,7 @@ module ttforge_formal_props #(
 
     // ---------------------------------------------------------------- properties
     always @(posedge clk) begin
-        if (f_past_valid && !$past(rst)) begin
+        if (f_past_valid && !$past(rst) && !rst) begin
             if (HAS_M_AXIS && $past(m_axis_tvalid && !m_axis_tready)) begin
                 m_tvalid_hold: assert(m_axis_tvalid);
                 m_tpayload_stable: assert($stable(m_axis_tdata) && $stable(m_axis_tlast));
@@ -147,6 +150,9 @@ module ttforge_formal_props #(
             if ($past(s_axil_rvalid && !s_axil_rready))
                 r_hold: assert(s_axil_rvalid && $stable(s_axil_rdata) && $stable(s_axil_rresp));
         end
+        if (rst)
+            reset_low: assert(!s_axil_awready && !s_axil_wready && !s_axil_bvalid && !s_axil_arready
+                              && !s_axil_rvalid && !s_axis_tready && !(HAS_M_AXIS && m_axis_tvalid));
         if (f_past_valid && $past(rst))
             reset_quiet: assert(!m_axis_tvalid && !s_axil_bvalid && !s_axil_rvalid);
         if (f_past_valid && !rst) begin
