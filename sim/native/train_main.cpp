@@ -33,11 +33,36 @@ static void tick() {
     ++sim_cycles;
 }
 
+// every input of the engine at a defined value (a host that drives nothing yet): without
+// this they are whatever the model starts with, random under Verilator's
+// +verilator+rand+reset+2 (a random enable or rng_load during reset hung a step or loaded
+// the generator with 0)
+static void idle_inputs() {
+    top->host_sel = 0;
+    top->host_addr = 0;
+    top->host_wdata = 0;
+    top->host_we = 0;
+    top->host_re = 0;
+    top->prog_batch = 0;
+    top->prog_bw_log = 0;
+    top->prog_in_count = 0;
+    top->prog_in_base = 0;
+    top->prog_stoch = 0;
+    top->prog_rng_load = 0;
+    top->prog_rng_value = 0;
+    top->ctl_enable = 0;
+    top->ctl_clear_error = 0;
+    top->ctl_soft_reset = 0;
+    top->inp_valid = 0;
+    top->inp_payload = 0;
+}
+
 int main(int argc, char** argv) {
     Verilated::commandArgs(argc, argv);
     top = new Vttforge_train_engine;
     top->clk = 0;
     top->rst = 1;
+    idle_inputs();
     tick();
     tick();
     top->rst = 0;

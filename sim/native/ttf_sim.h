@@ -9,7 +9,9 @@
 // reflects the inputs driven for this cycle), samples all handshakes (VALID && READY),
 // raises clk (registers update), then lets the stream source and sink choose their
 // signals for the next cycle. Inputs only change after a rising edge, as from
-// flip-flops of the same clock.
+// flip-flops of the same clock. While rst is high no handshake counts and the stream
+// source offers nothing (AXI4 A3.1.2: VALID is LOW during reset): a core whose TVALID
+// holds its power-up value until the first edge under reset must not give a beat.
 #ifndef TTF_SIM_H
 #define TTF_SIM_H
 
@@ -132,9 +134,11 @@ class Sim {
         Vttforge_accel& m = *m_;
         m.clk = 0;
         m.eval();
-        // handshakes of this cycle (inputs and outputs settled before the edge)
-        const bool s_fire = m.s_axis_tvalid && m.s_axis_tready;
-        const bool m_fire = m.m_axis_tvalid && m.m_axis_tready;
+        // handshakes of this cycle (inputs and outputs settled before the edge); none in
+        // reset (the AXI4-Lite master is idle then: idle_bus() in reset())
+        const bool live = !m.rst;
+        const bool s_fire = live && m.s_axis_tvalid && m.s_axis_tready;
+        const bool m_fire = live && m.m_axis_tvalid && m.m_axis_tready;
         if (m_fire) capture_beat();
         axil_.sample(m);
         m.clk = 1;
@@ -153,15 +157,18 @@ class Sim {
                 tx_valid_ = true;
             }
         }
-        m.s_axis_tvalid = tx_valid_;
+        m.s_axis_tvalid = live && tx_valid_;
         if (bp_thr_) m.m_axis_tready = !rng_.draw(bp_thr_);
     }
 
     void reset(uint32_t n) {
         if (n == 0) n = 1;
         m_->rst = 1;
+        idle_bus();
+        m_->s_axis_tvalid = 0;
         for (uint32_t i = 0; i < n; ++i) tick();
         m_->rst = 0;
+        m_->s_axis_tvalid = tx_valid_;
     }
 
     // ------------------------------------------------------------------ AXI4-Lite
