@@ -35,8 +35,13 @@ def _b(elements: int, bits: int) -> int:
 
 def ratio_words(ratio: float) -> str:
     """``ratio`` (a baseline's bytes over ours) in words: ``"1.4x less"`` at 1.4 and
-    ``"1.8x more"`` at 0.55 (its inverse: "0.5x less" meant twice as much)."""
-    return f"{ratio:.1f}x less" if ratio >= 1 else f"{1 / ratio:.1f}x more"
+    ``"1.8x more"`` at 0.55 (its inverse: "0.5x less" meant twice as much), ``"no less"``
+    at exactly 1, two decimals where one would read 1.0 ("1.0x less" was said of equal
+    bytes)."""
+    if ratio == 1:
+        return "no less"
+    factor, word = (ratio, "less") if ratio > 1 else (1 / ratio, "more")
+    return f"{factor:.1f}x {word}" if f"{factor:.1f}" != "1.0" else f"{factor:.2f}x {word}"
 
 
 def engine_text(engine: dict[str, Any], fp32_bytes: int) -> str:

@@ -288,6 +288,17 @@ def test_inspect_says_more_where_the_ratio_is_below_one(tmp_path, capsys):
     assert "x less" in text   # the state alone (weights and optimizer) is still smaller
 
 
+@pytest.mark.parametrize("ratio, words", [(1, "no less"), (104_096 / 100_000, "1.04x less"),
+                                          (100_000 / 103_000, "1.03x more"), (1.4, "1.4x less"),
+                                          (0.55, "1.8x more")])
+def test_a_ratio_near_one_says_which_way(ratio, words):
+    """Equal bytes read "1.0x less" (the digits engine at batch 32 holds exactly FP32
+    dense training's 104,096 bytes; review V7), 0.97 "1.0x more"."""
+    from ttforge.ir.train_memory import ratio_words
+
+    assert ratio_words(ratio) == words
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--batch", "0"], "--batch=0 must be in 1..1,048,576"),
     (["--batch", str(1 << 21)], "--batch=2097152 must be in 1..1,048,576"),
