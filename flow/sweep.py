@@ -336,7 +336,7 @@ def _machine_failure(e: BaseException) -> EnvironmentFailure | None:
         return e
     if isinstance(e, FlowError) and e.__context__ is not None:
         e = e.__context__   # run_flow's "stage NAME failed: ..." of the stage's own error
-    if isinstance(e, OutputFailure):
+    if isinstance(e, (OutputFailure, MachineFailure)):   # e.g. a build cache the disk cannot hold
         return e
     return None if isinstance(e, TTForgeError) else of_the_machine(e)
 

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ttforge.errors import (EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_PIPE,
-                            EXIT_TERMINATED, EXIT_USER, ConfigError, EnvironmentFailure, TTForgeError, one_line,
+                            EXIT_TERMINATED, EXIT_USER, ConfigError, EnvironmentFailure, MachineFailure, TTForgeError, one_line,
                             show_path)
 from ttforge.limits import slash_on_file
 
@@ -213,15 +213,18 @@ def machine_failure(e: BaseException) -> EnvironmentFailure | None:
     Returns
     -------
     EnvironmentFailure or None
-        ``e`` itself, or one in the line :func:`run_command` would print for ``e``.
+        ``e`` itself, or a :class:`~ttforge.errors.MachineFailure` in the line
+        :func:`run_command` would print for ``e`` (its class tells it from a tool's own
+        failure where a caller passes it on: a build cache the disk cannot hold, under a
+        ``sweep`` point, was a "failed" design row).
     """
     if isinstance(e, EnvironmentFailure):
         return e
     if _out_of_memory(e):
-        return EnvironmentFailure(_OUT_OF_MEMORY)
+        return MachineFailure(_OUT_OF_MEMORY)
     if isinstance(e, OSError):
         message, code = describe_os_error(e)
-        return EnvironmentFailure(message) if code == EXIT_ENVIRONMENT else None
+        return MachineFailure(message) if code == EXIT_ENVIRONMENT else None
     return None
 
 

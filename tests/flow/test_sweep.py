@@ -529,9 +529,31 @@ def _open_files_limit_in_a_stage(out):
         tempfile.mkstemp = real
 
 
+def _build_cache_on_a_full_disk(out):
+    """As the sim stage says a build cache the machine cannot create (review V7: a
+    ``TTFORGE_SIM_CACHE`` out of inodes was a "failed" row, exit 1)."""
+    from ttforge.sim.runner import build_root_dir
+
+    real = Path.mkdir
+
+    def mkdir(self, *args, **kwargs):
+        if self.name == "cache":
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return real(self, *args, **kwargs)
+
+    Path.mkdir = mkdir
+    try:
+        build_root_dir(out / "cache", sim="icarus")
+    except TTForgeError as e:
+        raise FlowError(f"stage sim failed: {e}", exit_code=e.exit_code) from e
+    finally:
+        Path.mkdir = real
+
+
 @pytest.mark.parametrize("failure, says", [(_full_disk, "last.pt: No space left on device"),
                                            (_out_of_memory, "ran out of memory"),
-                                           (_open_files_limit_in_a_stage, "ulimit -n")])
+                                           (_open_files_limit_in_a_stage, "ulimit -n"),
+                                           (_build_cache_on_a_full_disk, "cache: No space left on device")])
 def test_the_machine_failing_under_a_point_stops_the_sweep_in_one_line(tmp_path, monkeypatch, capsys,
                                                                        failure, says):
     """A full disk, memory exhausted or a limit reached under a point made it a "failed"
