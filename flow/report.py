@@ -18,6 +18,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ttforge.atomic import names_file
+
 __all__ = ["write_report", "PLOTS", "file_text", "json_safe"]
 
 #: The plots of a report (file names in the report stage's directory).
@@ -83,7 +85,8 @@ def _plots(root: Path, records: dict[str, dict], out: Path) -> dict[str, Path]:
         buf = io.BytesIO()
         # no timestamps or software tags: the same figures give the same bytes
         fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
-        (out / name).write_bytes(buf.getvalue())
+        with names_file(out / name):   # a full disk's write names no file
+            (out / name).write_bytes(buf.getvalue())
         made[name] = out / name
 
     tr = _summary(records, "train")
@@ -446,6 +449,9 @@ def write_report(cfg, root: Path, records: dict[str, dict], out: Path, *, short:
     plots = _plots(Path(root), records, out)
     tables = _sections(cfg, records, statuses, short)
     verdict = _verdict(records)
-    (out / "report.html").write_text(_html(cfg, tables, plots, verdict), encoding="utf-8")
-    (out / "report.md").write_text(_md(cfg, tables, plots, verdict, "report"), encoding="utf-8")
+    # a full disk's write (its close) names no file: the line named no file, disk or stage
+    with names_file(out / "report.html"):
+        (out / "report.html").write_text(_html(cfg, tables, plots, verdict), encoding="utf-8")
+    with names_file(out / "report.md"):
+        (out / "report.md").write_text(_md(cfg, tables, plots, verdict, "report"), encoding="utf-8")
     return ["report.html", "report.md", *plots]

@@ -629,7 +629,26 @@ def _data_digest(spec: str) -> str:
     """The data a stage reads, by content: the digest a training run records of its data
     (:func:`ttforge.model.data.data_digest` of the loaded arrays), so that replacing the
     files re-runs the stages that read them and a file beside them (a README), or the
-    same files compressed, does not."""
+    same files compressed, does not. Loaded once while the files stay as they were (the
+    four stages that read the data each loaded it, per run)."""
+    return _content_digest(spec, _files_state(spec))
+
+
+def _files_state(spec: str) -> tuple:
+    """What the files of ``spec`` look like to ``stat`` (name, size, mtime, inode): a
+    change of any re-reads them."""
+    root = Path(spec[4:] if spec.startswith("idx:") else spec).expanduser()
+    if spec == "digits" or not root.is_dir():
+        return ()
+    try:
+        return tuple((p.name, s.st_size, s.st_mtime_ns, s.st_ino) for p in sorted(root.iterdir())
+                     for s in [p.stat()])
+    except OSError:
+        return (None,)
+
+
+@functools.lru_cache(maxsize=8)
+def _content_digest(spec: str, files_state: tuple) -> str:
     from ttforge.model.data import data_digest, load_dataset
 
     try:

@@ -394,7 +394,7 @@ def write_vectors(path: str | os.PathLike, x: np.ndarray, magic: bytes = b"TTVI"
     if a.size and (a.min() < -(1 << 31) or a.max() >= 1 << 31):
         raise ConfigError("inputs must fit in int32")
     head = magic + np.array([1, a.shape[0], a.shape[1]], dtype="<u4").tobytes()
-    from ttforge.sim.runner import names_file
+    from ttforge.atomic import names_file
 
     with names_file(path):
         Path(path).write_bytes(head + a.astype("<i4").tobytes())
@@ -454,7 +454,8 @@ def run_native(build: NativeBuild, program, inputs: np.ndarray, *, seed: int = 0
     x = np.asarray(inputs)
     if x.ndim == 1:
         x = x[None, :]
-    from ttforge.sim.runner import check_pauses, names_file, signal_meaning
+    from ttforge.atomic import names_file
+    from ttforge.sim.runner import check_pauses, signal_meaning
 
     check_pauses(gaps, backpressure)
     from ttforge.hw.program import Program

@@ -38,8 +38,8 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from ttforge.atomic import (JOB_MARKER, remove_made_dirs, atomic_write_text, cache_lock, check_writable, job_dir,
-                            missing_dirs, read_marker)
+from ttforge.atomic import (JOB_MARKER, atomic_write_text, cache_lock, check_writable, job_dir, missing_dirs,
+                            names_file, read_marker, remove_made_dirs)
 from ttforge.errors import ConfigError, OutputError, show, show_path
 from ttforge.errors import SimError, SimulatorMissing  # noqa: F401 - defined in ttforge.errors
 from ttforge.errors import ToolchainMissing
@@ -48,7 +48,7 @@ __all__ = ["SIMULATORS", "SimBuild", "SimResult", "JobResult", "SimError", "Simu
            "build", "run_job", "run_inference", "available_simulators", "simulator_problem",
            "default_build_root", "emit_verilog", "generator_fingerprint", "runner_env", "read_emitted", "write_emitted",
            "register_addresses", "TOP", "fault_supported", "run_testbench", "build_intact",
-           "build_product", "product_record", "content_sha256", "simulator_versions", "names_file",
+           "build_product", "product_record", "content_sha256", "simulator_versions",
            "named_job_dir", "build_failure_line", "log_failure_line", "signal_meaning"]
 
 #: The simulators the runner knows (cocotb_tools.runner names).
@@ -350,21 +350,6 @@ _SIGNAL_NUMBER = re.compile(r"(?i)\bsignal (\d+)\b")
 _KILLED_BY = {signal.strsignal(s): int(s) for s in (signal.SIGXFSZ, signal.SIGKILL, signal.SIGSEGV,
                                                     signal.SIGBUS, signal.SIGXCPU, signal.SIGABRT)}
 _KILLED = re.compile("|".join(r"\b" + re.escape(w) + r"\b" for w in _KILLED_BY))
-
-
-@contextlib.contextmanager
-def names_file(path: str | os.PathLike) -> Iterator[None]:
-    """An :class:`OSError` of the block that names no file names ``path``, the file the
-    block writes: a write on a full disk says only "No space left on device"
-    (``Path.write_text``, ``np.savez``'s close), and the line named nothing, or the
-    directory an enclosing output was going to (a flow's ``sim/``, on a disk with space)
-    instead of the ``$TMPDIR`` or cache that was full."""
-    try:
-        yield
-    except OSError as e:
-        if e.filename is None and not isinstance(e, BrokenPipeError):
-            e.filename = os.fspath(path)
-        raise
 
 
 def named_job_dir(prefix: str) -> Path:

@@ -185,7 +185,8 @@ def run_train(build: TrainSimBuild, case: dict, *, corrupt: dict | None = None, 
     over AXI4-Lite after the program is loaded (a sibling that must fail). ``gaps``: the
     probability of a pause in ``s_axis_tvalid``.
     """
-    from ttforge.sim.runner import job_workdir, names_file, run_testbench
+    from ttforge.atomic import names_file
+    from ttforge.sim.runner import job_workdir, run_testbench
 
     _, cfg, _ = case_config(case)
     if _hw_key(cfg) != _hw_key(build.config):

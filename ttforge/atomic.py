@@ -51,7 +51,7 @@ __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_path", "atomic_dir
            "staging_dir", "commit_dir", "replace_dir", "claim_work_dir", "sha256_file", "WORK_MARKER",
            "output_lock", "cache_lock", "job_dir", "JOB_MARKER", "check_run_dir", "check_run_files", "check_writable",
            "read_marker", "missing_dirs", "remove_made_dirs", "remove_unused_dirs", "discard_dir", "reclaim_work_dir",
-           "temp_prefix", "current_umask"]
+           "temp_prefix", "current_umask", "names_file"]
 
 #: The file that marks a directory as ttforge's work directory (``--keep DIR``).
 WORK_MARKER = ".ttforge-work"
@@ -617,6 +617,21 @@ def _mkdir(parent: Path, path: Path) -> list[Path]:
         remove_made_dirs(made)
         raise _fail(path, e) from None
     return made
+
+
+@contextlib.contextmanager
+def names_file(path: str | os.PathLike) -> Iterator[None]:
+    """An :class:`OSError` of the block that names no file names ``path``, the file the
+    block writes: a write on a full disk says only "No space left on device"
+    (``Path.write_text``, ``np.savez``'s close), and the line named nothing, or the
+    directory an enclosing output was going to (a flow's ``sim/``, on a disk with space)
+    instead of the ``$TMPDIR`` or cache that was full."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None and not isinstance(e, BrokenPipeError):
+            e.filename = os.fspath(path)
+        raise
 
 
 def remove_made_dirs(made: Iterable[Path]) -> None:

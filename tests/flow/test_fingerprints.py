@@ -141,3 +141,19 @@ def test_the_data_is_fingerprinted_by_what_training_reads_not_by_its_files(tmp_p
     assert all(after[s] != before[s] for s in _READ_DATA), (after, before)
     st = _statuses(run_flow(cfg, build, until="quantize"))
     assert (st["train"], st["quantize"]) == ("ran", "ran"), st
+
+
+def test_the_data_is_loaded_once_while_its_files_stay_as_they_were(tmp_path, monkeypatch):
+    """Each of the four stages that read the data loaded it for its fingerprint, every
+    run (review V7: 1.1 s of a 2.6 s no-op flow on MNIST-sized data); a file changed
+    since is read again."""
+    from ttforge.model import data
+
+    cfg = FlowConfig.load(_project(tmp_path, "../data"))
+    loads = []
+    real = data.load_dataset
+    monkeypatch.setattr(data, "load_dataset", lambda spec, *a, **k: loads.append(spec) or real(spec, *a, **k))
+    first = _fingerprints(cfg, tmp_path / "build")
+    assert _fingerprints(cfg, tmp_path / "build") == first and len(loads) == 1
+    write_pair(tmp_path / "data", "t10k", 61)   # other images, the same names
+    assert _fingerprints(cfg, tmp_path / "build") != first and len(loads) == 2

@@ -103,6 +103,43 @@ def test_one_epoch_cut_by_truncation_plots_without_a_warning(tmp_path):
     assert {"training.png", "ranks.png", "stages.png"} <= set(made)
 
 
+@pytest.mark.parametrize("name", ["report.html", "report.md", "training.png"])
+def test_a_full_disk_under_the_report_names_the_file(tmp_path, monkeypatch, name):
+    """``Path.write_text``/``write_bytes`` on a full disk fail at the close with no file
+    name: ``flow`` said only "No space left on device", no file, disk or stage (review V7)."""
+    import errno
+    import json
+
+    from ttforge.flow import default_config
+    from ttforge.flow.report import write_report
+
+    (tmp_path / "train").mkdir()
+    h = {"epoch": 1, "phase": "train", "train_loss": 1.2, "test_loss": 1.3, "train_acc": 0.7, "test_acc": 0.7}
+    (tmp_path / "train" / "metrics.json").write_text(json.dumps({"history": [h]}))
+    records = {"train": {"summary": {"ranks": {"1": [1, 8, 1]}}, "seconds": 1.0}}
+    out = tmp_path / "out"
+    out.mkdir()
+    real_text, real_bytes = Path.write_text, Path.write_bytes
+
+    def full(real):
+        def write(self, *args, **kwargs):
+            if self.name == name:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real(self, *args, **kwargs)
+        return write
+
+    from ttforge.flow import report
+
+    # the page's text is another test's business: these records make only the plots
+    for page in ("_sections", "_verdict", "_html", "_md"):
+        monkeypatch.setattr(report, page, lambda *a, **k: "")
+    monkeypatch.setattr(Path, "write_text", full(real_text))
+    monkeypatch.setattr(Path, "write_bytes", full(real_bytes))
+    with pytest.raises(OSError) as e:
+        write_report(default_config(), tmp_path, records, out)
+    assert e.value.filename == str(out / name)
+
+
 def test_the_plots_leave_the_hosts_pyplot_alone(tmp_path):
     """The report's figures (and the sweep's Pareto plot) called matplotlib.use("Agg"):
     a notebook calling run_flow had its inline backend switched for good."""

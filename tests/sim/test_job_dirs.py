@@ -164,7 +164,7 @@ def test_a_job_directory_whose_marker_was_not_written_is_removed(tmp_path, monke
 def test_a_training_simulation_s_job_file_names_itself(tmp_path, monkeypatch):
     """``job.json`` of a training simulation on a full ``$TMPDIR``: ``Path.write_text``
     raised ENOSPC naming no file, and the line named nothing (the inference job's named
-    its own, ``ttforge.sim.runner.names_file``)."""
+    its own, ``ttforge.atomic.names_file``)."""
     import errno
     from pathlib import Path
 
