@@ -80,7 +80,9 @@ typedef struct ttfd_write {
     uint32_t data;
 } ttfd_write;
 
-/* The six 48-bit performance counters (docs/hardware.md). */
+/* The six performance counters (docs/hardware.md): 48-bit registers whose counts wrap at
+ * 2^TTFORGE_CFG_COUNTER_BITS (24 on the iCEBreaker), counted since ttfd_clear_counters or
+ * reset; ttfd_load does not clear them (the Python Device.load does). */
 typedef struct ttfd_counters {
     uint64_t cycles, busy_lane_cycles, in_stall, out_stall, sat_events, vectors;
 } ttfd_counters;
