@@ -300,6 +300,8 @@ class Estimate:
     input_cycles: int
     output_cycles: int
     timing: EngineTiming
+    #: the cycle model of the program, which owns every cycle figure below
+    program_cycles: ProgramCycles
     #: ``AccelConfig.throughput``
     throughput: bool = False
     #: throughput mode: the copy of a staged vector into BUF0 and the turnaround before it
@@ -309,20 +311,15 @@ class Estimate:
     def cycles(self) -> int:
         """Cycles of one vector on an idle engine, from its first input element accepted
         to its last output element accepted (the latency)."""
-        return self._compute + self.input_cycles + (self.stage_cycles if self.throughput else 0)
-
-    @property
-    def _compute(self) -> int:
-        return sum(x.cycles for x in self.layers) + self.output_cycles
+        pc = self.program_cycles
+        return pc.throughput_latency if self.throughput else pc.total
 
     @property
     def vector_cycles(self) -> int:
         """Cycles per vector of back-to-back vectors: :attr:`cycles`, or in throughput
         mode the steady state, where the input of the next vector overlaps the steps and
         output of this one (what ``CYCLES / VECTORS`` tends to)."""
-        if not self.throughput:
-            return self.cycles
-        return self.stage_cycles + max(self.input_cycles, self._compute)
+        return self.program_cycles.vector_cycles if self.throughput else self.cycles
 
     @property
     def macs(self) -> int:
@@ -394,5 +391,6 @@ def estimate(program: Program, timing: EngineTiming = ENGINE_TIMING) -> Estimate
             dense_weight_bits=out_f * in_f * cfg.core_bits,
         ))
     return Estimate(lanes=cfg.lanes, layers=tuple(layers), input_cycles=pc.input_cycles,
-                    output_cycles=pc.output_cycles, timing=timing, throughput=bool(cfg.throughput),
+                    output_cycles=pc.output_cycles, timing=timing, program_cycles=pc,
+                    throughput=bool(cfg.throughput),
                     stage_cycles=pc.stage_cycles if cfg.throughput else 0)
