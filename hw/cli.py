@@ -206,6 +206,8 @@ def _hundredths(total: float, parts: list[float]) -> tuple[int, list[int]]:
         ``round(100 * total)`` and the terms in hundredths, summing to it.
     """
     want = round(100 * total)
+    if sum(parts) > total > 0:   # terms rounded above the total: shared out in proportion
+        parts = [p * total / sum(parts) for p in parts]
     scaled = [100 * p for p in parts]
     out = [int(v // 1) for v in scaled]
     # the terms furthest from their floor take the hundredths the floors left over (or,
@@ -227,7 +229,7 @@ def _path_sum(cp: dict) -> str:
              (cp.get("routing_ns", 0.0), "routing"), (cp.get("setup_ns", 0.0), "setup")]
     total = float(cp.get("delay_ns", 0.0))
     other = total - sum(v for v, _ in terms)
-    if abs(other) >= 0.005:     # a step nextpnr reports under another type
+    if other >= 0.005:     # a step nextpnr reports under another type (terms above it: rounding)
         terms.append((other, "other"))
     want, parts = _hundredths(total, [float(v) for v, _ in terms])
     return f"{want / 100:.2f} ns = " + " + ".join(f"{p / 100:.2f} {name}" for p, (_, name) in zip(parts, terms))

@@ -106,3 +106,16 @@ def test_the_critical_path_terms_add_up_to_its_delay(capsys, monkeypatch):
         cents = [round(100 * float(t.split()[0])) for t in terms.split(" + ")]
         assert sum(cents) == round(100 * float(total)) == round(100 * cp["delay_ns"]), ln
         assert [t.split()[1] for t in terms.split(" + ")] == ["clk-to-q", "logic", "routing", "setup"]
+
+
+@pytest.mark.parametrize("delay", [5.994, 5.7])
+def test_terms_above_the_delay_name_no_negative_term(delay):
+    """Terms that add up to more than the delay (a rounding of nextpnr's figures) printed
+    "+ -0.30 other" (review V7): no term is negative, and they still add up."""
+    from ttforge.hw.cli import _path_sum
+
+    line = _path_sum({"delay_ns": delay, "clk_to_q_ns": 1.0, "logic_ns": 2.0, "routing_ns": 3.0,
+                      "setup_ns": 0.0, "logic_levels": 3})
+    total, terms = line.split(" ns = ")
+    cents = [round(100 * float(t.split()[0])) for t in terms.split(" + ")]
+    assert "other" not in line and min(cents) >= 0 and sum(cents) == round(100 * delay), line
