@@ -215,11 +215,12 @@ def _inspect_run(args: argparse.Namespace, engine=None) -> int:
         raise ConfigError(f"--lanes={show(args.lanes)} must be a power of two in 1..64 (1, 2, 4, ... 64)")
     if is_state_file(args.artifact):  # a training state (.ttts): its own tables
         return inspect_state_run(args.artifact, args.json, args.batch, args.lanes, engine)
+    # read first: a FIFO, a device or a damaged file is said as such, not called an artifact
+    info = inspect_artifact(args.artifact)
     for flag, v in (("--batch", args.batch), ("--lanes", args.lanes)):
         if v is not None:
             raise ConfigError(f"{flag} is for a training state (.ttts); {show_path(args.artifact)} is an "
                               f"inference artifact (its memory does not depend on a batch or the lanes)")
-    info = inspect_artifact(args.artifact)
     if args.json:
         print(dump_json(info))
         return 0

@@ -345,3 +345,18 @@ def test_inspect_batch_names_an_artifact_path_as_load_artifact_does(tmp_path, ca
     assert main(["inspect", "--batch", "4", str(art)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"{show_path(art)} is an inference artifact" in err[0]
+
+
+@pytest.mark.parametrize("flag", [["--lanes", "4"], ["--batch", "4"]])
+def test_inspect_with_a_state_s_flag_of_a_fifo_says_what_the_path_is(tmp_path, capsys, flag):
+    """``inspect FIFO --lanes 4`` called the FIFO "an inference artifact": the path is read
+    (and refused as what it is) before the flag is."""
+    import os
+
+    from ttforge.cli import main
+
+    fifo = tmp_path / "ff"
+    os.mkfifo(fifo)
+    assert main(["inspect", str(fifo), *flag]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "FIFO" in err[0] and "inference artifact" not in err[0], err
