@@ -233,7 +233,7 @@ def _stage_train(ctx: _Ctx, out: Path) -> tuple[dict, str]:
 
 def _stage_quantize(ctx: _Ctx, out: Path) -> tuple[dict, str]:
     from ttforge.model.train import load_trained
-    from ttforge.ir.artifact import save_artifact
+    from ttforge.ir.artifact import absolute_data_spec, save_artifact
     from ttforge.quant.ptq import quantize_trained
 
     q = ctx.cfg.quant
@@ -245,7 +245,10 @@ def _stage_quantize(ctx: _Ctx, out: Path) -> tuple[dict, str]:
                                     qat_epochs=q.qat_epochs, lr=q.lr, batch_size=q.batch_size,
                                     seed=q.seed)
     final = rep["qat"] or rep["ptq"]
-    meta = {"source": "flow:" + ctx.cfg.name, "data": rep["data"],
+    # the data as quantize records it (the path, absolute, and its digest; not the data
+    # set's name, which diverge would read as a directory relative to where it runs)
+    meta = {"source": "flow:" + ctx.cfg.name, "data": absolute_data_spec(_require_data(ctx)),
+            "data_sha256": rep["data_sha256"],
             "method": "qat" if rep["qat"] else "ptq", "calibration": q.calibration,
             "qat_epochs": q.qat_epochs, "seed": q.seed, "float_acc": rep["float_acc"],
             "test_acc": final["int_acc"], "weights_fingerprint": rep["quant_fingerprint"]}

@@ -76,6 +76,7 @@ __all__ = [
     "train",
     "evaluate",
     "load_trained",
+    "recorded_dataset",
     "run_dataset",
     "data_record",
     "default_out_dir",
@@ -192,13 +193,39 @@ def run_dataset(cfg: TrainConfig, payload: dict[str, Any], path: str | os.PathLi
         files replaced since the run (they trained on other data, silently); or the
         run's directory does not exist.
     """
-    spec = cfg.data if given is None else given
+    return recorded_dataset(cfg.data, _recorded_digest(payload), path, fix, missing, given=given)
+
+
+def recorded_dataset(spec: str, digest: str | None, path: str | os.PathLike, fix: str,
+                     missing: str = _MOVED_FIX, given: str | None = None,
+                     did: str = "was trained on") -> Dataset:
+    """The data set ``spec`` that the file ``path`` (a checkpoint, or an artifact's
+    ``meta``) records, checked against the :func:`~ttforge.model.data.data_digest` it
+    records beside it (``None``: not checked).
+
+    Parameters
+    ----------
+    spec, digest : str
+        The recorded data and its digest.
+    path : path
+        The file that records them, as the message names it.
+    fix, missing, given
+        As :func:`run_dataset`'s.
+    did : str
+        What ``path`` did with the data, as the message says it (``"was calibrated on"``).
+
+    Raises
+    ------
+    DataError
+        The data now at ``spec`` (or ``given``) is not the recorded data, or the
+        recorded directory does not exist.
+    """
+    spec = spec if given is None else given
     ds = (load_dataset(spec, where=_recorded_where(spec, path), fix=missing) if given is None
           else load_dataset(spec))
-    digest = _recorded_digest(payload)
     if digest is not None and data_digest(ds) != digest:
         shown = spec[4:] if spec.startswith("idx:") else spec
-        raise DataError(f"data {show_path(shown)} is not the data {show_path(path)} was trained on (its "
+        raise DataError(f"data {show_path(shown)} is not the data {show_path(path)} {did} (its "
                         f"images or labels differ); {fix}")
     return ds
 

@@ -129,6 +129,7 @@ def _run_quantize(args: argparse.Namespace) -> int:
     meta = {
         "source": source_name(src),   # not the path as typed: the same run gives the same bytes
         "data": data_spec,
+        "data_sha256": report["data_sha256"],
         "method": "qat" if report["qat"] else "ptq",
         "calibration": args.calibration,
         "qat_epochs": args.qat_epochs,
@@ -310,11 +311,28 @@ def _inputs(args: argparse.Namespace, dataset: Callable[[], Dataset] | None,
     return x.double(), f"{ds.name} {args.split} samples {args.start}..{args.start + x.shape[0] - 1}"
 
 
+def _artifact_dataset(data: str | None, meta: dict, src: Path) -> Callable[[], Dataset] | None:
+    """How ``diverge ARTIFACT`` loads its data (when it needs it): ``--data`` as given,
+    else the data the artifact records (``meta['data']``), checked against the digest
+    ``quantize`` records beside it (``data_sha256``; artifacts written before are not
+    checked); None when it records none."""
+    from ttforge.model.data import load_dataset
+    from ttforge.model.train import recorded_dataset
+
+    if data:
+        return lambda: load_dataset(data)
+    spec, digest = meta.get("data"), meta.get("data_sha256")
+    if not isinstance(spec, str) or not spec:
+        return None
+    return lambda: recorded_dataset(spec, digest if isinstance(digest, str) else None, src,
+                                    "give --data DIR to use other data on purpose",
+                                    did="was calibrated on")
+
+
 def _run_diverge(args: argparse.Namespace) -> int:
     from torch import nn
 
     from ttforge.ir.artifact import load_artifact
-    from ttforge.model.data import load_dataset
     from ttforge.model.layers import TTLinear
     from ttforge.quant.diverge import check_sample_values, find_divergence, float_model_of, quant_network_for
     from ttforge.quant.ptq import (calibration_samples, make_config, parse_layer_bits, ptq,
@@ -337,8 +355,7 @@ def _run_diverge(args: argparse.Namespace) -> int:
         inet = load_artifact(src)
         check_sample_values(inet)   # before the stages are built or run
         qnet = quant_network_for(float_model_of(inet), inet)
-        data_spec = args.data or inet.meta.get("data")
-        dataset = (lambda: load_dataset(data_spec)) if data_spec else None
+        dataset = _artifact_dataset(args.data, inet.meta, src)
         stages = f"artifact {src} (float stage: its dequantized weights)"
     else:
         from ttforge.model.train import load_trained

@@ -43,7 +43,7 @@ from torch import nn
 from ttforge.errors import ConfigError, DataError, show
 from ttforge.errors import NotBitExactError  # noqa: F401 - defined in ttforge.errors
 from ttforge.limits import MAX_BATCH, MAX_EPOCHS, MAX_RATE, MAX_SEED, MAX_THREADS
-from ttforge.model.data import Dataset, load_dataset
+from ttforge.model.data import Dataset, data_digest, load_dataset
 from ttforge.model.layers import TTLinear
 from ttforge.model.train import Trained
 from ttforge.model.tt import check_finite_layers
@@ -373,6 +373,9 @@ def quantize_trained(
     x_cal = calibration_samples(ds, calib_samples, seed)
     report: dict[str, Any] = {
         "data": ds.name,
+        # what an artifact records beside its data, so a later command reading that data
+        # can tell whether it is still the data the network was calibrated on
+        "data_sha256": data_digest(ds),
         "n_train": int(n_train),
         "n_test": int(ds.x_test.shape[0]),
         "calibration": config.calibration,

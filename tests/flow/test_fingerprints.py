@@ -157,3 +157,24 @@ def test_the_data_is_loaded_once_while_its_files_stay_as_they_were(tmp_path, mon
     assert _fingerprints(cfg, tmp_path / "build") == first and len(loads) == 1
     write_pair(tmp_path / "data", "t10k", 61)   # other images, the same names
     assert _fingerprints(cfg, tmp_path / "build") != first and len(loads) == 2
+
+
+def test_the_artifact_records_where_the_data_is_and_its_digest(tmp_path, monkeypatch, capsys):
+    """The quantize stage's artifact recorded the data set's name (``data``, the IDX
+    directory's own name), which ``diverge ARTIFACT`` reads as a directory relative to
+    where it runs: from anywhere else it found no data, or other data. It records the
+    absolute path and the digest ``diverge`` checks, as ``ttforge quantize`` does."""
+    from ttforge.cli import main
+    from ttforge.ir.artifact import load_artifact
+    from ttforge.model.data import data_digest, load_dataset
+
+    cfg = FlowConfig.load(_project(tmp_path / "p", "../data"))
+    build = tmp_path / "p" / "build"
+    run_flow(cfg, build, until="quantize")
+    meta = load_artifact(build / "quantize" / "model.ttfa").meta
+    data = tmp_path / "p" / "data"
+    assert meta["data"] == str(data)
+    assert meta["data_sha256"] == data_digest(load_dataset(str(data)))
+    monkeypatch.chdir(tmp_path)
+    assert main(["diverge", str(build / "quantize" / "model.ttfa"), "--samples", "2"]) == 0, \
+        capsys.readouterr().err

@@ -62,3 +62,25 @@ def test_sibling_a_checkpoint_without_data_keeps_the_runs(project, tmp_path, mon
     run = load_checkpoint(project / "run/last.pt")
     payload = load_checkpoint(q)
     assert payload["config"]["data"] == run["config"]["data"] and payload["data"] == run["data"]
+
+
+def test_diverge_of_an_artifact_checks_the_data_it_records(project, tmp_path, capsys):
+    """``quantize`` records the data's digest beside its path; ``diverge ARTIFACT`` reads
+    that data and refuses it when the files hold other data since (it compared the stages
+    on whatever the path held, silently), unless ``--data`` names it on purpose."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(project / "mn", data)
+    art = tmp_path / "a.ttfa"
+    assert main(["quantize", str(project / "run"), "--data", str(data), "-o", str(art), "--quiet"]) == 0
+    meta = load_artifact(art).meta
+    assert meta["data"] == str(data) and meta["data_sha256"] == data_digest(load_dataset(str(data)))
+    assert main(["diverge", str(art), "--samples", "4"]) == 0          # sibling: the same data
+    capsys.readouterr()
+    (data / "t10k-labels-idx1-ubyte").write_bytes((project / "other/t10k-labels-idx1-ubyte").read_bytes())
+    assert main(["diverge", str(art), "--samples", "4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is not the data" in err and "was calibrated on" in err
+    assert "--data" in err
+    assert main(["diverge", str(art), "--samples", "4", "--data", str(data)]) == 0   # on purpose
