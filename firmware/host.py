@@ -244,6 +244,9 @@ class Device:
         self.config = None
         self.program = None
         self.net = None
+        #: why what the device's memories hold is unknown (a load that did not complete, a
+        #: write that failed), or None: :meth:`infer` refuses until the next :meth:`load`
+        self.load_lost: str | None = None
         self._regs = None
         #: the width of the bitstream's performance counters (``AccelConfig.counter_bits``),
         #: which its ``CFG_*`` registers do not hold: set by whoever knows it (``ttforge
@@ -502,17 +505,38 @@ class Device:
     def read32(self, addr: int) -> int:
         return self._axi(self.request(P.read32(addr), Cmd.READ32), f"read of 0x{addr:X}").data
 
+    @contextlib.contextmanager
+    def _writing(self, what: str):
+        """A write that fails (refused, unanswered, answered by another command's response)
+        may still have changed the device: a request corrupted on the link into a
+        ``WRITE_BURST`` writes its words as they arrive, before its CRC refuses it. The
+        loaded model is then forgotten (:attr:`load_lost`), so that no later :meth:`infer`
+        runs on a half-written device. A bad argument, refused before anything was sent,
+        changes nothing."""
+        try:
+            yield
+        except UserError:
+            raise
+        except BaseException:
+            self.load_lost = (f"the {what} failed, so what the device's memories and registers hold is "
+                              "unknown; load the model again (load(artifact))")
+            raise
+
     @_exclusive
     def write32(self, addr: int, data: int) -> None:
-        self._axi(self.request(P.write32(addr, data), Cmd.WRITE32), f"write of 0x{addr:X}")
+        frame = P.write32(addr, data)
+        with self._writing(f"write of 0x{addr:X}"):
+            self._axi(self.request(frame, Cmd.WRITE32), f"write of 0x{addr:X}")
 
     @_exclusive
     def write_burst(self, addr: int, words) -> None:
         words = list(words)
-        r = self.request(P.write_burst(addr, words), Cmd.WRITE_BURST)
-        if r.count != len(words):
-            raise DeviceError(f"{self.t.name}: burst at 0x{addr:X} wrote {r.count} of {len(words)} words")
-        self._axi(r, f"burst write at 0x{addr:X}")
+        frame = P.write_burst(addr, words)
+        with self._writing(f"burst write at 0x{addr:X}"):
+            r = self.request(frame, Cmd.WRITE_BURST)
+            if r.count != len(words):
+                raise DeviceError(f"{self.t.name}: burst at 0x{addr:X} wrote {r.count} of {len(words)} words")
+            self._axi(r, f"burst write at 0x{addr:X}")
 
     @_exclusive
     def read32_many(self, addrs, *, window: int = READ_WINDOW) -> list[int]:
@@ -646,6 +670,11 @@ class Device:
                               + "; ".join(bad) + " (build a bitstream for this model)")
         program = compile_program(net, cfg)
         writes = load_image(program, self._regs)
+        # from the first write on, the model loaded before is gone; this one is there
+        # only once every write has been answered OK
+        self.net = self.program = None
+        self.load_lost = ("the last load did not complete, so what the device's memories hold is "
+                          "unknown; load the model again (load(artifact))")
         for addr, words in P.split_bursts(writes, BURST_WORDS):
             self.write_burst(addr, words)
         # the error LED follows irq: enable the error interrupt, clear stale causes
@@ -656,7 +685,7 @@ class Device:
         # printed the sum of both runs
         self.clear_counters()
         self.write32(ctrl.addr, en["ENABLE"].put(1) | en["IRQ_ERROR_EN"].put(1))
-        self.net, self.program = net, program
+        self.net, self.program, self.load_lost = net, program, None
         return program
 
     def _glob(self, name: str) -> int:
@@ -666,6 +695,8 @@ class Device:
     def infer(self, inputs, *, timeout: float | None = None) -> np.ndarray:
         """Run each row of ``inputs`` (integers, ``(N, in_features)`` or one vector)
         through the device; ``(N, out_features)`` int64."""
+        if self.load_lost is not None:
+            raise DeviceError(f"{self.t.name}: {self.load_lost}")
         if self.program is None:
             raise DeviceError("no model loaded; call load(artifact) first")
         tmo = self.timeout if timeout is None else check_timeout(timeout)

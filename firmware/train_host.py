@@ -164,6 +164,10 @@ class TrainDevice:
             self.connect()
         # a step a killed run left running is stopped, a stale error cleared: the
         # windows take writes only while the engine is idle
+        # from the first write on, the state loaded before is gone: a load that fails
+        # part-way (a write refused or corrupted on the link) leaves the device unknown
+        self._unknown = ("the last load did not complete, so the device's masters are unknown; load a "
+                         "state again (load(state, batch))")
         self.host.soft_reset()
         self.host.clear_error()
         self.host.load_program(program)
