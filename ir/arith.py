@@ -93,20 +93,7 @@ def rshift_round(a: np.ndarray, s: int) -> np.ndarray:
     s = int(s)
     a = _int64_array(a, "rshift_round")
     if s <= 0:
-        k = -s
-        if k and a.size:
-            lo, hi = int(a.min()), int(a.max())
-            if lo == hi == 0:
-                return np.zeros_like(a)
-            # signed width of the widest value: a left shift by k is exact iff width + k <= 64
-            width = max(max(hi, 0).bit_length(), (-1 - min(lo, -1)).bit_length()) + 1
-            if width + k > 64:
-                raise DataError(f"rshift_round: a left shift by {k} (s={s}) takes values in "
-                                f"[{lo}, {hi}] beyond int64; for them s must be at least {width - 64} "
-                                f"(an acc_bits-bit accumulator: shift_range)")
-        if not k or not a.size:   # nothing to shift (an empty array: k may be past int64)
-            return a.copy()
-        return a << np.int64(k)
+        return _lshift_exact(a, s, "rshift_round", " (an acc_bits-bit accumulator: shift_range)")
     if s == 1:
         return (a >> np.int64(1)) + (a & np.int64(1))   # a + 1 would wrap at 2^63 - 1
     # floor((floor(a / 2^(s-1)) + 1) / 2): no a + 2^(s-1) that could pass 2^63 (q < 2^62);
@@ -115,6 +102,27 @@ def rshift_round(a: np.ndarray, s: int) -> np.ndarray:
     q += np.int64(1)
     q >>= np.int64(1)
     return q
+
+
+def _lshift_exact(a: np.ndarray, s: int, who: str, hint: str = "") -> np.ndarray:
+    """``a << -s`` for ``s <= 0`` (a new int64 array), or a one-line DataError when a value
+    would leave int64 (named as ``who``'s, ``hint`` appended): a shift never wraps.
+
+    The one check of every left shift of the arithmetic (:func:`rshift_round`, and the
+    stochastic shift's ``s <= 0``)."""
+    k = -s
+    if k and a.size:
+        lo, hi = int(a.min()), int(a.max())
+        if lo == hi == 0:
+            return np.zeros_like(a)
+        # signed width of the widest value: a left shift by k is exact iff width + k <= 64
+        width = max(max(hi, 0).bit_length(), (-1 - min(lo, -1)).bit_length()) + 1
+        if width + k > 64:
+            raise DataError(f"{who}: a left shift by {k} (s={s}) takes values in "
+                            f"[{lo}, {hi}] beyond int64; for them s must be at least {width - 64}{hint}")
+    if not k or not a.size:   # nothing to shift (an empty array: k may be past int64)
+        return a.copy()
+    return a << np.int64(k)
 
 
 def _int64_array(a, who: str) -> np.ndarray:

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ttforge.errors import ConfigError
-from ttforge.ir.arith import quantize, rshift_round
+from ttforge.ir.arith import _int64_array, _lshift_exact, quantize, rshift_round
 
 __all__ = [
     "Xorshift32",
@@ -148,16 +148,26 @@ def stochastic_rshift(v: np.ndarray, s: int, gen: Xorshift32) -> np.ndarray:
     period, up to the one missing zero word); multiples of ``2^s`` are exact. For
     ``s <= 0`` there is nothing to round: the result is ``v << -s`` and the words are
     drawn and discarded, so the stream position never depends on ``s``.
+
+    ``v`` takes what :func:`~.arith.rshift_round` takes (integers within int64; a float
+    is a one-line DataError, never truncated), and a left shift that would leave int64
+    is its one-line DataError (values never wrap); a refused call draws no word. The
+    sum is never formed: ``v + word`` passed 2^63 for ``v`` near the top of int64.
     """
     if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s > 32:
         raise ConfigError(f"stochastic shift s={s!r} must be an integer <= 32 (a word has 32 bits)")
-    v = np.asarray(v, dtype=np.int64)
-    words = gen.draw(v.shape)
     s = int(s)
+    v = _int64_array(v, "stochastic_rshift")
     if s <= 0:
-        return v << np.int64(-s)
+        out = _lshift_exact(v, s, "stochastic_rshift")
+        gen.draw(v.shape)
+        return out
+    words = gen.draw(v.shape)
+    mask = np.int64((1 << s) - 1)
     low = (words & np.uint32((1 << s) - 1 if s < 32 else _M32)).astype(np.int64)
-    return (v + low) >> np.int64(s)
+    # floor((v + low) / 2^s) as (v >> s) + floor(((v mod 2^s) + low) / 2^s): the second sum
+    # is below 2^33
+    return (v >> np.int64(s)) + (((v & mask) + low) >> np.int64(s))
 
 
 def derive_sr_seed(seed: int) -> int:
