@@ -25,6 +25,7 @@ __all__ = [
     "saturate",
     "rshift_round",
     "quantize",
+    "quantize_wide",
     "acc_bits_needed",
     "exponent_for_max",
 ]
@@ -154,8 +155,24 @@ def quantize(x: np.ndarray, bits: int, exp: int, narrow: bool = False) -> np.nda
     far below one half); ``floor(v + 1/2)`` is computed as ``floor(v)`` plus one when
     ``v >= floor(v) + 1/2``, which is exact for every finite ``v`` (adding one half in
     float64 would round ``0.49999999999999994`` up to 1). ``+-inf`` saturate; a NaN is
-    a one-line :class:`~ttforge.errors.DataError` naming its position.
+    a one-line :class:`~ttforge.errors.DataError` naming its position. ``bits`` is a
+    datapath width, 2..32 (:func:`int_range`); :func:`quantize_wide` takes a stored
+    value's, up to :data:`MAX_ACC_BITS`.
     """
+    return _quantize(x, exp, *int_range(bits, narrow))
+
+
+def quantize_wide(x: np.ndarray, bits: int, exp: int, narrow: bool = False) -> np.ndarray:
+    """:func:`quantize` to a stored value's width, 2..:data:`MAX_ACC_BITS` (a bias at a
+    48-bit accumulator, a 48-bit weight update), exactly as :func:`quantize`: every
+    integer below 2^52 is exact in float64."""
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 2 <= bits <= MAX_ACC_BITS:
+        raise ConfigError(f"bit width {bits!r} must be an integer in 2..{MAX_ACC_BITS}")
+    return _quantize(x, exp, *value_range(bits, narrow))
+
+
+def _quantize(x: np.ndarray, exp: int, lo: int, hi: int) -> np.ndarray:
+    """``clip(floor(x / 2^exp + 1/2), lo, hi)`` exactly (:func:`quantize`)."""
     x = np.asarray(x)
     if x.dtype.kind not in "biuf":
         raise DataError(f"quantize: x holds {x.dtype} values; give real numbers (integers or floats)")
@@ -166,7 +183,6 @@ def quantize(x: np.ndarray, bits: int, exp: int, narrow: bool = False) -> np.nda
     exp = max(-2200, min(int(exp), 2200))
     out = np.empty(x.shape, dtype=np.int64)
     flat, into = x.reshape(-1), out.reshape(-1)
-    lo, hi = int_range(bits, narrow)
     # in blocks: the float64 temporaries of a whole data set were ~40 bytes a value (a
     # 1 GiB IDX file of 8-bit pixels took 24 GB in train-board)
     for start in range(0, flat.size, _QUANTIZE_BLOCK):

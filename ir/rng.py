@@ -16,7 +16,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ttforge.errors import ConfigError
-from ttforge.ir.arith import _int64_array, _lshift_exact, quantize, rshift_round
+from ttforge.ir.arith import _int64_array, _lshift_exact, quantize_wide, rshift_round
 
 __all__ = [
     "Xorshift32",
@@ -220,7 +220,7 @@ def integer_update(w: np.ndarray, update: np.ndarray, exp: int, lo: int, hi: int
     one word of ``gen`` per element of ``w`` in row-major order) or ``"nearest"``
     (:func:`~.arith.rshift_round`, FLOOR_PLUS_HALF, no draws).
     """
-    v = quantize(update, update_bits, exp - frac_bits)
+    v = quantize_wide(update, update_bits, exp - frac_bits)   # up to 48 bits (LowPrecisionConfig)
     if rounding == "stochastic":
         if gen is None:
             raise ConfigError("stochastic rounding needs a generator")

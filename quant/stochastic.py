@@ -44,7 +44,7 @@ from ttforge.errors import ConfigError, DataError
 from ttforge.model.data import Dataset, load_dataset
 from ttforge.model.network import ModelConfig
 from ttforge.model.seeding import autograd_on, deterministic, seeded_generator, seeded_model
-from ttforge.ir.arith import BIT_RANGES, MAX_ACC_BITS, int_range, quantize, rshift_round
+from ttforge.ir.arith import BIT_RANGES, MAX_ACC_BITS, int_range, quantize, quantize_wide, rshift_round
 from ttforge.ir.executor import IntNetwork
 from ttforge.ir.rng import (UpdateStats, Xorshift32, derive_sr_seed, integer_update,
                             stochastic_rshift, xorshift32_step)
@@ -245,7 +245,7 @@ class _Trainer:
                 lim = _bias_limit(ql)
                 if lim < 0:
                     raise ConfigError(f"layer {i}: acc_bits={cfg.acc_bits} leaves no room for a bias")
-                vals = np.clip(quantize(ql.layer.bias.detach().double().numpy(), cfg.acc_bits, e), -lim, lim)
+                vals = np.clip(quantize_wide(ql.layer.bias.detach().double().numpy(), cfg.acc_bits, e), -lim, lim)
                 m = MasterTensor(f"layer{i}.bias", vals, e, -lim, lim, ql.layer.bias)
                 m.write()
                 self.masters.append(m)

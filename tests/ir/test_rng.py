@@ -6,7 +6,7 @@ import pytest
 
 from ttforge.errors import DataError
 from ttforge.ir.arith import rshift_round
-from ttforge.ir.rng import Xorshift32, stochastic_rshift
+from ttforge.ir.rng import Xorshift32, integer_update, stochastic_rshift
 
 I64 = np.iinfo(np.int64)
 
@@ -54,3 +54,20 @@ def test_non_integer_values_are_refused_not_truncated(v):
     with pytest.raises(DataError, match="^stochastic_rshift: takes integers, got an array of"):
         stochastic_rshift(v, 1, g)
     assert g.drawn == 0
+
+
+@pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
+def test_an_update_wider_than_32_bits_is_applied(rounding):
+    """update_bits 33..48 (LowPrecisionConfig takes them) failed in quantize, "bit width 40
+    must be an integer in 2..32"; a 2^38-LSB update (frac_bits 8) moves the weight 2^30."""
+    w = np.array([5, -5, 0], dtype=np.int64)
+    upd = np.array([2.0 ** 30, -(2.0 ** 30), 2.0 ** 60])   # the last saturates at 40 bits
+    gen = Xorshift32(9) if rounding == "stochastic" else None
+    new, st = integer_update(w, upd, 0, -(1 << 45), 1 << 45, 8, 40, rounding, gen)
+    v = (1 << 39) - 1                        # 2^60 at 40 bits
+    if rounding == "nearest":
+        last = -((v + 128) >> 8)
+    else:
+        last = -((v + (int(Xorshift32(9).draw((3,))[2]) & 255)) >> 8)
+    assert new.tolist() == [5 - 2 ** 30, -5 + 2 ** 30, last] and abs(last) >= 2 ** 31 - 1
+    assert st.saturated == 0 and st.applied == 3

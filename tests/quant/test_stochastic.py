@@ -282,6 +282,18 @@ def test_draw_order_is_the_specified_one(digits):
     assert not all(np.array_equal(reversed_order[k], trained[k]) for k in cores)
 
 
+def test_accumulators_and_updates_wider_than_32_bits_train(digits):
+    """acc_bits and update_bits 33..48, which the config takes, failed after calibration
+    with "bit width 48 must be an integer in 2..32", naming no field. Where no value
+    reaches 32 bits they train the same integers as 32, exactly."""
+    narrow, wide = run(digits, epochs=1), run(digits, epochs=1, acc_bits=48, update_bits=48)
+    a, b = narrow.integer_weights(), wide.integer_weights()
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    assert [layer.acc_bits for layer in wide.inet.layers] == [48, 48] and wide.report["bit_exact"]
+    x = digits.x_test
+    assert np.array_equal(wide.qnet.forward_int(x), execute(wide.inet, wide.inet.quantize_input(x.numpy())))
+
+
 @pytest.mark.parametrize("field,value", [("sr_seed", 0), ("rounding", "down"), ("frac_bits", 33),
                                          ("w_bits", 9), ("lr", -1.0), ("lr_schedule", "step"),
                                          ("master_extra_bits", 17)])
