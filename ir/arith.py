@@ -223,8 +223,12 @@ def acc_bits_needed(k: int, w_bits: int, x_bits: int, bias_max: int = 0) -> int:
 
 
 def exponent_for_max(max_abs: float, bits: int, narrow: bool = False) -> int:
-    """Smallest exponent at which ``max_abs`` does not saturate (max-based calibration);
-    a one-line ConfigError if it is not a finite number or the exponent leaves ``+-MAX_EXP``."""
+    """Smallest exponent ``e`` with ``max_abs <= (2^(bits-1) - 1) * 2^e`` (max-based
+    calibration): the symmetric range before rounding, whatever the sign and ``narrow``,
+    so a magnitude just past ``2^(bits-1) - 1`` units of ``e - 1`` that would round or
+    fit into it (``-2^(bits-1)``) takes ``e`` (``docs/arithmetic.md``, Calibration); 0 for
+    0; a one-line ConfigError if it is not a finite number or the exponent leaves
+    ``+-MAX_EXP``."""
     from ttforge.limits import MAX_EXP
 
     _, hi = int_range(bits, narrow)

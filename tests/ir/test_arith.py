@@ -30,3 +30,17 @@ def test_wider_widths_are_exact_and_saturate(bits):
 def test_widths_outside_the_contract_are_refused(bits):
     with pytest.raises(ConfigError, match=rf"^bit width {bits!r} must be an integer in 2\.\.{MAX_ACC_BITS}$"):
         quantize_wide(np.zeros(3), bits, 0)
+
+
+@pytest.mark.parametrize("bits", [2, 8, 16])
+def test_max_calibration_is_the_documented_symmetric_bound(bits):
+    """docs/arithmetic.md, Calibration: the smallest e with m <= (2^(b-1) - 1) 2^e, so -1.0
+    (-2^(b-1) units of 2^(1-b), no saturation there) and a magnitude that would round down
+    into the range take the exponent above (probe D, F3: the doc said "does not saturate")."""
+    from ttforge.ir.arith import exponent_for_max
+
+    hi = (1 << (bits - 1)) - 1
+    e = 1 - bits
+    assert exponent_for_max(hi * 2.0 ** e, bits) == e
+    for m in (1.0, (hi + 0.4) * 2.0 ** e, np.nextafter(hi * 2.0 ** e, 2.0)):
+        assert exponent_for_max(m, bits) == e + 1 == exponent_for_max(m, bits, narrow=True)
