@@ -46,7 +46,7 @@ from ttforge.limits import MAX_BATCH, MAX_EPOCHS, MAX_RATE, MAX_SEED, MAX_THREAD
 from ttforge.model.data import Dataset, data_digest, load_dataset
 from ttforge.model.layers import TTLinear
 from ttforge.model.train import Trained
-from ttforge.model.tt import check_finite_layers
+from ttforge.model.tt import all_finite, check_finite_layers
 from ttforge.model.seeding import autograd_on, deterministic, seeded_generator
 from ttforge.ir.arith import BIT_RANGES, MAX_ACC_BITS, acc_bits_needed
 from ttforge.ir.executor import IntNetwork, execute
@@ -433,6 +433,7 @@ def fine_tune(module: nn.Module, ds: Dataset, epochs: int, lr: float = 1e-3, bat
             opt.step()
             sched.step()
             loss_sum += float(loss.detach())
+        _check_not_diverged(params, epoch, lr)
         if after_epoch is not None:
             after_epoch(epoch)
         history.append({"epoch": epoch, "train_loss": loss_sum / steps})
@@ -440,6 +441,15 @@ def fine_tune(module: nn.Module, ds: Dataset, epochs: int, lr: float = 1e-3, bat
             log(f"epoch {epoch}/{epochs}  loss {loss_sum / steps:.4f}")
     module.eval()
     return history
+
+
+def _check_not_diverged(params: list[torch.Tensor], epoch: int, lr: float) -> None:
+    """A one-line ConfigError naming the learning rate when an epoch left a weight NaN or
+    infinite: the re-calibration after it said only "calibration saw a value that is not
+    a finite float64 (nan); check the model and data" (``--lr 1e30`` does it)."""
+    if not all_finite(params):
+        raise ConfigError(f"QAT diverged in epoch {epoch}: the weights hold NaN or infinite values; "
+                          f"lower the learning rate (--lr {lr:g})")
 
 
 def _qat(qnet: QuantNetwork, ds: Dataset, x_cal: torch.Tensor, config: QuantConfig, epochs: int,

@@ -150,6 +150,19 @@ def test_cli_writes_an_artifact_equal_to_the_report(run_dir, tmp_path, capsys, d
     assert weights_fingerprint(load_trained(ckpt).model) == inet.meta["weights_fingerprint"]
 
 
+def test_a_qat_that_diverges_names_the_learning_rate(run_dir, tmp_path, capsys):
+    """--lr 1e30 (accepted, up to MAX_RATE) turned the weights NaN, and the re-calibration
+    after the epoch blamed "the model and data"; now one line naming the epoch and --lr,
+    exit 2, nothing written (probe D, F5b)."""
+    out = tmp_path / "q.ttfa"
+    assert main(["quantize", str(run_dir), "-o", str(out), "--qat-epochs", "2", "--lr", "1e30",
+                 "--calib-samples", "64", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ttforge quantize: error: QAT diverged in epoch ")
+    assert err[0].endswith("the weights hold NaN or infinite values; lower the learning rate (--lr 1e+30)")
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("acc_bits", [33, 48])
 def test_accumulators_wider_than_32_bits_quantize_bit_exact(run_dir, digits, acc_bits):
     """--acc-bits 33..48 (the help's and the contract's range): PTQ and a QAT epoch give
