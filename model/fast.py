@@ -86,7 +86,7 @@ from typing import NamedTuple, Sequence
 
 import torch
 
-from ttforge.errors import ShapeError
+from ttforge.errors import ConfigError, ShapeError
 from ttforge.ir.schedule import ContractionSchedule, ContractionStep, schedule_orders
 from ttforge.ir.tt import TTShape
 
@@ -752,9 +752,20 @@ def _merge2(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _require_cores(cores: Sequence[torch.Tensor], who: str) -> None:
-    """A one-line :class:`ShapeError` naming ``who`` when ``cores`` is empty."""
+    """A one-line :class:`ShapeError` naming ``who`` when ``cores`` is empty, and
+    :func:`require_real` of the cores."""
     if not cores:
         raise ShapeError(f"{who} needs at least one core (got none)")
+    require_real(cores[0], f"{who}'s cores")
+
+
+def require_real(t: torch.Tensor, what: str) -> None:
+    """A one-line :class:`ConfigError` when ``t`` is complex: the TT products are real
+    (the hand-written backwards do not conjugate, so a complex layer's gradients were
+    silently wrong while its forward was right)."""
+    if t.is_complex():
+        raise ConfigError(f"{what} are {t.dtype}; TT layers are real: use a floating dtype "
+                          f"(float32, float64, float16 or bfloat16)")
 
 
 def merge_cores(cores: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -922,12 +933,16 @@ def _forward(x: torch.Tensor, mats: Sequence[torch.Tensor], plan: FastPlan,
     last = steps[-1]
     fused = bias if last.A == 1 and (last.Q == 1 or batch == 1) else None
     if not chunk or chunk >= batch:
-        t, kept = x, []
+        # the last product written into y itself: y a view of it (its reshape) was, as an
+        # autograd Function's output, refused by every in-place op (y.relu_(), a
+        # following nn.ReLU(inplace=True)), which nn.Linear's output takes
+        y, kept = torch.empty(batch, out_size, dtype=x.dtype, device=x.device), []
+        t = x
         for i, (s, C) in enumerate(zip(steps, mats)):
             if keep and t is not x:
                 kept.append(t)
-            t = _step(t, C, s, batch, bias=fused if i == len(steps) - 1 else None)
-        y = t.reshape(batch, out_size)
+            last = i == len(steps) - 1
+            t = _step(t, C, s, batch, out=y if last else None, bias=fused if last else None)
     else:
         y, kept = torch.empty(batch, out_size, dtype=x.dtype, device=x.device), []
         bufs = _buffers(x, [chunk * s.out_elements for s in steps[:-1]])

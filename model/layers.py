@@ -13,7 +13,7 @@ from ttforge.errors import ConfigError, ShapeError, show
 from ttforge.ir.schedule import ContractionSchedule, Objective
 from ttforge.ir.tt import integers
 from ttforge.model.fast import (MergeCache, captured, check_input, compiled, dtypes_meet, in_autocast_dtype,
-                                plan_for, plain_ops_only, tt_apply)
+                                plan_for, plain_ops_only, require_real, tt_apply)
 from ttforge.model.tt import TTShape, factorize, tt_rel_error, tt_svd, tt_to_dense
 
 __all__ = ["TTLinear", "default_num_cores", "apply_schedule", "tt_apply", "IMPLS"]
@@ -165,12 +165,19 @@ class TTLinear(nn.Module):
     device, dtype : optional
         Where the cores and the bias are made and their dtype, as for
         :class:`torch.nn.Linear` (``device="meta"`` builds the layer without memory;
-        ``to_empty`` and :meth:`reset_parameters` then materialise it).
+        ``to_empty`` and :meth:`reset_parameters` then materialise it). Real floating
+        dtypes only: a complex dtype is a :class:`~ttforge.errors.ConfigError`.
 
     Notes
     -----
     Under :class:`torch.autocast` the products run in autocast's dtype (cores, input and
-    bias cast to it, differentiably) and the output has it, as for ``nn.Linear``.
+    bias cast to it, differentiably) and the output has it, as for ``nn.Linear``. The
+    output is a tensor of its own, which in-place operations may change under autograd
+    (``nn.ReLU(inplace=True)`` after the layer).
+
+    A NaN input gives NaN outputs where ``nn.Linear`` gives them; an infinite one can
+    give NaN where ``nn.Linear`` gives an infinity: a later step of the contraction sums
+    the ``+inf`` and ``-inf`` of partial products that the dense product never forms.
 
     Cores are initialised i.i.d. normal with the standard deviation that gives every
     entry of the full weight the variance ``1 / in_features`` (as LeCun/Kaiming-fan-in
@@ -216,6 +223,9 @@ class TTLinear(nn.Module):
         self.tt_shape = TTShape(out_m, in_m, ranks)  # type: ignore[arg-type]
         self.objective = objective
         self.lanes = lanes
+        if dtype is not None and torch.empty(0, dtype=dtype).is_complex():
+            raise ConfigError(f"dtype={dtype}: TT layers are real; use a floating dtype "
+                              f"(float32, float64, float16 or bfloat16)")
         made = {"device": device, "dtype": dtype}
         self.cores = nn.ParameterList(
             nn.Parameter(torch.empty(s, **made)) for s in self.tt_shape.core_shapes
@@ -288,6 +298,7 @@ class TTLinear(nn.Module):
                 f"input has {x.shape[-1]} features; this TTLinear takes {self.in_features}"
             )
         cores, bias = self._core_list(), self.bias
+        require_real(cores[0], "this TTLinear's cores")   # layer.to(torch.complex64), say
         if x.device != cores[0].device:
             # torch multiplies a CPU tensor by a meta one without a word (the hardware
             # order then returned NaNs on the CPU); nn.Linear refuses, so does this
