@@ -370,12 +370,33 @@ class Device:
             self._unasked(cmd.name)
         deadline = time.monotonic() + timeout
         self._send(frame, cmd.name, timeout, deadline)
-        r = self._wait(self._responses, f"answer to {cmd.name}", timeout, deadline)
+        outputs = len(self._outputs)
+        try:
+            r = self._wait(self._responses, f"answer to {cmd.name}", timeout, deadline)
+        except DeviceTimeout:
+            if self._in_flight or len(self._outputs) == outputs:
+                raise
+            # the bridge answers a request type it does not know t | 0x80: a request
+            # whose type was corrupted into 0x20/0x21 is answered as if by an output frame
+            raise DeviceTimeout(
+                f"{self.t.name}: no answer to {cmd.name} within {timeout:g} s, but an output frame came "
+                f"while no vector was in flight ({self._outputs[outputs].describe()}): the request was "
+                "corrupted on the link and the board's refusal of it reads as an output frame; check "
+                "the cable and that the baud rate is the bitstream's, then rerun") from None
+        if isinstance(r, P.Refused):
+            raise self._refused(cmd.name, r)
         if r.cmd != cmd:
             raise P.ProtocolError(f"{self.t.name}: expected a {cmd.name} response, got {r.describe()}")
         if r.status != Status.OK:
             raise DeviceError(f"{self.t.name}: {r.describe()}")
         return r
+
+    def _refused(self, what: str, r: P.Refused) -> P.ProtocolError:
+        """The line of a request (``what``) the bridge refused as of a type it does not
+        know: the host sends none but resync markers, so its type was corrupted on the link."""
+        return P.ProtocolError(f"{self.t.name}: {what}: the board refused the request as one of an unknown "
+                               f"type ({r.describe()}): it was corrupted on the link; check the cable and "
+                               "that the baud rate is the bitstream's, then rerun")
 
     def _drain(self, seconds: float) -> None:
         """Read what arrives within ``seconds`` (0: what is already there); the clock, not
@@ -556,6 +577,9 @@ class Device:
                 self._send(P.read32(addrs[sent]), "READ32", self.timeout, deadline)
                 sent += 1
             r = self._wait(self._responses, "answer to READ32", self.timeout, deadline)
+            if isinstance(r, P.Refused):
+                self.resync()
+                raise self._refused(f"read of 0x{addrs[len(out)]:X}", r)
             if r.cmd != Cmd.READ32 or r.status != Status.OK:
                 self.resync()
                 raise DeviceError(f"{self.t.name}: read of 0x{addrs[len(out)]:X}: {r.describe()}")
@@ -745,6 +769,9 @@ class Device:
                 self._send(req, "STREAM_IN", tmo, deadline)
                 self._partial = j + 1 < len(frames)      # its last byte written: it all reaches the core
                 r = self._wait(self._responses, "answer to STREAM_IN", tmo, deadline)
+                if isinstance(r, P.Refused):
+                    self._recover()
+                    raise self._refused(f"vector {i}{part}: STREAM_IN", r)
                 if r.cmd != Cmd.STREAM_IN or r.status != Status.OK:
                     self._recover()
                     raise DeviceError(f"{self.t.name}: vector {i}{part}: {r.describe()}")

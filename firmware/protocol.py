@@ -36,7 +36,8 @@ __all__ = [
 ]
 
 END, ESC, ESC_END, ESC_ESC = 0xC0, 0xDB, 0xDC, 0xDD
-PROTOCOL_VERSION = 2
+#: 3: the request types are at least two bits apart (:class:`Cmd`); 2: the CRC-16; 1: a CRC-8
+PROTOCOL_VERSION = 3
 #: bytes of the CRC at the end of a content
 CRC_BYTES = 2
 #: The longest ``type`` + payload. CRC-16 polynomial 0x1021 is (x + 1) times a primitive
@@ -56,13 +57,28 @@ STREAM_MORE = 0x8000
 
 
 class Cmd(enum.IntEnum):
-    """Request types. A response has type ``cmd | 0x80``."""
-    WRITE32 = 0x01      # addr u32, data u32           -> status, resp
-    READ32 = 0x02       # addr u32                     -> status, resp, data u32
-    WRITE_BURST = 0x03  # addr u32, n u16, n x u32     -> status, resp, done u16
-    STREAM_IN = 0x04    # n u16, n elements            -> status, done u16
+    """Request types. A response has type ``cmd | 0x80``.
+
+    Every code has an even number of 1 bits, so any two differ in at least two: one bit
+    flipped on the link makes a type no command has (refused, ``BAD_CMD``), never another
+    command. ``WRITE_BURST`` and ``STREAM_IN`` act as their bytes arrive, before their
+    CRC is checked: in protocol version 2 (``0x01``..``0x05``) one flipped bit turned a
+    ``WRITE32`` (``0x01``) into a ``WRITE_BURST`` (``0x03``) that wrote its data's high
+    half and its CRC into the register. ``PING`` keeps ``0x05``: every version's bridge
+    answers it, and its answer's version names the bitstream's protocol. No code is one
+    bit from ``0x20``/``0x21`` either (an unknown type ``t`` is answered ``t | 0x80``,
+    which would read as an output frame's type)."""
+    WRITE32 = 0x06      # addr u32, data u32           -> status, resp
+    READ32 = 0x09       # addr u32                     -> status, resp, data u32
+    WRITE_BURST = 0x0A  # addr u32, n u16, n x u32     -> status, resp, done u16
+    STREAM_IN = 0x0C    # n u16, n elements            -> status, done u16
     PING = 0x05         # (nothing)                    -> status, version, elem_bytes,
     #                                                     stream_elems, addr_bits
+
+
+#: the request types of protocol version 2, which a resync marker never has: a bitstream
+#: of that version then refuses the marker and answers its PING, whose version says so
+V2_TYPES = (0x01, 0x02, 0x03, 0x04, 0x05)
 
 
 #: type of the frame that carries an output vector (every lane of every m_axis beat), or
@@ -396,7 +412,9 @@ class OutputAssembler:
 class Refused:
     """The bridge's answer to a request of a type it does not know (``type | 0x80``,
     status ``BAD_CMD`` or a status of higher priority, e.g. ``OVERRUN``). The host sends
-    such requests only as resynchronisation markers (:data:`SYNC_TYPES`)."""
+    such requests only as resynchronisation markers (:data:`SYNC_TYPES`); any other is a
+    request corrupted on the link. ``cmd``: the request's type without bit 7 (which the
+    answer cannot tell), but a command's type with bit 7 set is kept whole."""
     cmd: int
     status: int
 
@@ -409,9 +427,11 @@ class Refused:
 
 
 #: Request types the host sends to resynchronise (:meth:`ttforge.firmware.host.Device.resync`):
-#: no command has them, and their answers' types (``t | 0x80``) are neither a response of
-#: a command nor an output frame, so nothing a host sends otherwise is answered so
-SYNC_TYPES = tuple(t for t in range(0x06, 0x80) if t | 0x80 not in (OUTPUT_TYPE, OUTPUT_CONT))
+#: no command of this protocol or of version 2 has them, and their answers' types
+#: (``t | 0x80``) are neither a response of a command nor an output frame, so nothing a
+#: host sends otherwise is answered so
+SYNC_TYPES = tuple(t for t in range(0x01, 0x80) if t not in set(Cmd) and t not in V2_TYPES
+                   and t | 0x80 not in (OUTPUT_TYPE, OUTPUT_CONT))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -467,6 +487,10 @@ def _decode(content: bytes) -> Response | OutputFrame | BadFrame:
         if t & 0x80 and len(body) == 1 and body[0] in (Status.BAD_CMD, Status.OVERRUN):
             return Refused(t & 0x7F, body[0])
         return BadFrame(content, f"unknown frame type 0x{t:02X}")
+    if t & 0x80 and len(body) == 1 and body[0] in (Status.BAD_CMD, Status.OVERRUN):
+        # every command's answer has its full body: this is the refusal of a request of
+        # type ``t`` itself, a command's with bit 7 set (corrupted on the link)
+        return Refused(t, body[0])
     if not t & 0x80 or len(body) != _RESP_LEN[cmd]:
         return BadFrame(content, f"malformed {cmd.name} response ({len(body)} bytes)")
     st = body[0]

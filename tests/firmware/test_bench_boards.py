@@ -85,8 +85,8 @@ def test_latency_from_cycles_and_clock(bench):
 
 
 def test_uart_bytes_of_one_vector(bench):
-    # request: END, 0x04, n (2 bytes), 64 elements, crc (2), END = 71 bytes, plus one:
-    # the element -64 (0xC0 = END) is escaped into two; response: END, 0x84, status,
+    # request: END, 0x0C (STREAM_IN), n (2 bytes), 64 elements, crc (2), END = 71 bytes, plus one:
+    # the element -64 (0xC0 = END) is escaped into two; response: END, 0x8C, status,
     # count (2), crc (2), END = 8; output frame: END, 0xA0, 10 elements, crc (2), END =
     # 15 (for these values no CRC byte needs an escape)
     row = [-64] + [1] * 63

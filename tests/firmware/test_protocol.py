@@ -15,12 +15,12 @@ def test_crc16_known_value_and_residue():
     assert P.crc16(b"123456789") == 0x31C3       # CRC-16/XMODEM check value
     m = b"\x01\x02\xC0\xDB"
     assert P.crc16(m + P.crc16(m).to_bytes(2, "big")) == 0
-    assert P.PROTOCOL_VERSION == 2
+    assert P.PROTOCOL_VERSION == 3
 
 
 def test_write32_bytes_exactly():
     f = P.write32(0x40, 0x1)
-    body = bytes([0x01, 0x40, 0, 0, 0, 0x01, 0, 0, 0])
+    body = bytes([0x06, 0x40, 0, 0, 0, 0x01, 0, 0, 0])
     assert f == bytes([0xC0]) + body + P.crc16(body).to_bytes(2, "big") + bytes([0xC0])
 
 
@@ -153,11 +153,11 @@ def test_elements_pack_signed():
 
 def test_docs_examples_are_exact():
     """The byte examples of docs/boards.md."""
-    assert P.write32(0x40, 1).hex(" ") == "c0 01 40 00 00 00 01 00 00 00 6b 47 c0"
-    assert P.encode_response(Response(Cmd.WRITE32, 0)).hex(" ") == "c0 81 00 00 0c 6a c0"
+    assert P.write32(0x40, 1).hex(" ") == "c0 06 40 00 00 00 01 00 00 00 da ec c0"
+    assert P.encode_response(Response(Cmd.WRITE32, 0)).hex(" ") == "c0 86 00 00 89 fa c0"
     assert P.ping().hex(" ") == "c0 05 50 a5 c0"
-    assert P.encode_response(Response(Cmd.PING, 0, info=(2, 1, 2, 13))).hex(" ") == \
-        "c0 85 00 02 01 02 0d fa b6 c0"
+    assert P.encode_response(Response(Cmd.PING, 0, info=(3, 1, 2, 13))).hex(" ") == \
+        "c0 85 00 03 01 02 0d 8c 02 c0"
 
 
 def test_a_frame_without_end_is_bounded_and_bad():
@@ -246,13 +246,13 @@ def test_a_version_1_bridge_is_refused_with_the_fix():
     from ttforge.firmware.host import Device
 
     with pytest.raises(DeviceError, match=r"^v1board: bridge protocol version 1 \(its frames have a CRC-8\), "
-                                          r"this driver speaks 2; rebuild the bitstream with this ttforge$") as e:
+                                          r"this driver speaks 3; rebuild the bitstream with this ttforge$") as e:
         Device(_Version1Bridge(), timeout=0.3).ping()
     assert not isinstance(e.value, DeviceTimeout)
     # a corrupt frame alone is no version-1 frame
     with pytest.raises(DeviceTimeout, match=r"no answer to PING within 0.3 s \(\d+ corrupt frames received\)"):
         Device(_Babbler(bytes([0xDB, 0x01, P.END])), timeout=0.3).ping()
-    with pytest.raises(DeviceError, match=r"^v1board: bridge protocol version 1, this driver speaks 2; "
+    with pytest.raises(DeviceError, match=r"^v1board: bridge protocol version 1, this driver speaks 3; "
                                           r"rebuild the bitstream with this ttforge$"):
         Device(_Version1Bridge(crc16=True), timeout=0.5).ping()
 
@@ -338,3 +338,72 @@ def test_the_bridges_refusal_of_an_unknown_request_type_is_parsed():
     assert isinstance(P.Parser().feed(P.encode_request(0xB3, bytes([3, 0])))[0], P.BadFrame)
     assert not {t & 0x7F for t in P.SYNC_TYPES} & {int(c) for c in P.Cmd}
     assert not {t | 0x80 for t in P.SYNC_TYPES} & {P.OUTPUT_TYPE, P.OUTPUT_CONT}
+
+
+# ------------------------------------------- version 3: request types two bits apart
+
+def test_one_flipped_bit_of_a_request_type_is_no_command():
+    """Any two request types differ in at least two bits, so one bit flipped on the link
+    makes a type the bridge refuses (``BAD_CMD``), never another command (version 2's
+    WRITE32 0x01 became WRITE_BURST 0x03, which writes before its CRC); nor 0x20/0x21,
+    whose refusal reads as an output frame's type. PING keeps 0x05, and no resync marker
+    has a type of this version or of version 2."""
+    codes = [int(c) for c in Cmd]
+    assert Cmd.PING == 0x05
+    for c in codes:
+        for k in range(8):
+            t = c ^ (1 << k)
+            assert t not in codes and t | 0x80 not in (P.OUTPUT_TYPE, P.OUTPUT_CONT), (hex(c), k)
+    assert not set(P.SYNC_TYPES) & (set(codes) | set(P.V2_TYPES))
+
+
+def test_the_refusal_of_a_command_type_with_bit_7_is_parsed_as_a_refusal():
+    """A request of type ``cmd | 0x80`` (a command's, its top bit flipped) is refused as
+    unknown and answered with that type and ``BAD_CMD`` alone: a refusal, not a
+    "malformed response" (which left the host waiting for an answer until its timeout)."""
+    for c in Cmd:
+        for st in (P.Status.BAD_CMD, P.Status.OVERRUN):
+            assert P.Parser().feed(P.encode_request(c | 0x80, bytes([st]))) == [P.Refused(c | 0x80, st)]
+
+
+class _Version2Bridge:
+    """A bridge of protocol version 2: its command types 0x01..0x05, every other type
+    refused (BAD_CMD), PING answered with version 2."""
+    name, default_timeout = "v2board", 0.5
+
+    def __init__(self):
+        self.out, self.dec, self.ran = b"", P.SlipDecoder(), []
+
+    def write(self, data: bytes, timeout: float | None = None) -> None:
+        for content, ok in self.dec.feed(data):
+            t = content[0]
+            if t == Cmd.PING:
+                self.out += P.encode_response(Response(Cmd.PING, 0, info=(2, 1, 2, 13)))
+            elif t in P.V2_TYPES:
+                self.ran.append(t)        # a version-2 command: must never be sent
+                self.out += P.encode_request(t | 0x80, bytes([Status.BAD_LENGTH, 0]))
+            else:
+                self.out += P.encode_request(t | 0x80, bytes([Status.BAD_CMD]))
+
+    def read(self, timeout: float) -> bytes:
+        out, self.out = self.out, b""
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_version_2_bridge_is_named_through_the_resync():
+    """The resync markers are refused by a version-2 bridge (no marker has a version-2
+    command's type), so its PING answer names it: one line, not "no answer"."""
+    from ttforge.errors import DeviceError
+    from ttforge.firmware.host import Device
+
+    bridge = _Version2Bridge()
+    dev = Device(bridge, timeout=0.5)
+    for _ in range(3):
+        dev.resync()
+    with pytest.raises(DeviceError, match=r"^v2board: bridge protocol version 2, this driver speaks 3; "
+                                          r"rebuild the bitstream with this ttforge$"):
+        dev.ping()
+    assert bridge.ran == []
