@@ -225,11 +225,13 @@ class ElementsToAXIS(wiring.Component):
     last element that arrives while ``tready`` is low is taken from ``inp`` only when
     the port takes its beat (its beat is offered meanwhile), so that the source sees its
     vector end when the port does. ``flush`` drops everything held (soft reset).
+    ``fault="extra_beat"`` (a test hook) sends one all-zero beat more after each
+    vector's last beat and sets ``tlast`` on it instead (``ceil(n/E) + 1`` beats).
     """
 
     def __init__(self, config=None, *, stream_elems=None, act_bits=None, fault=None):
         from ttforge.hw.faults import check_fault
-        self.fault = check_fault(fault, ("axis_unstable",), "ElementsToAXIS")
+        self.fault = check_fault(fault, ("axis_unstable", "extra_beat"), "ElementsToAXIS")
         self.elems, self.act_bits, _ = _params(config, stream_elems=stream_elems,
                                                act_bits=act_bits, count_bits=1)
         self.lane = lane_bits(self.act_bits)
@@ -270,9 +272,13 @@ class ElementsToAXIS(wiring.Component):
         owed = Signal()
         defer = Signal()                     # a last element the port cannot take now
         m.d.comb += defer.eq(self.inp.p.last & ~self.m.tready)
+        # (test hook extra_beat: a zero beat with tlast is owed after a vector's last beat;
+        # nothing else enters the output register until it has gone in)
+        tail = Signal()
+        free = out_free & ~tail if self.fault == "extra_beat" else out_free
         load = Signal()                      # a finished beat enters the output register
-        m.d.comb += load.eq(self.inp.valid & closes & out_free & ~owed)
-        m.d.comb += self.inp.ready.eq(Mux(owed, self.m.tready, ~closes | (out_free & ~defer)))
+        m.d.comb += load.eq(self.inp.valid & closes & free & ~owed)
+        m.d.comb += self.inp.ready.eq(Mux(owed, self.m.tready, ~closes | (free & ~defer)))
         with m.If(load & defer):
             m.d.sync += owed.eq(1)
         # taken at the port; or withdrawn by the source (its abort, the beat goes out)
@@ -302,11 +308,18 @@ class ElementsToAXIS(wiring.Component):
                 idx.eq(0),
                 coll.eq(0),
             ]
+            if self.fault == "extra_beat":
+                m.d.sync += [out_last.eq(0), tail.eq(self.inp.p.last)]
         with m.Elif(self.inp.valid & self.inp.ready & ~closes):
             m.d.sync += [
                 coll.word_select(idx, W).eq(elem),
                 idx.eq(idx + 1),
             ]
+        if self.fault == "extra_beat":
+            with m.If(tail & out_free & ~owed):
+                m.d.sync += [out_data.eq(0), out_last.eq(1), out_valid.eq(1), tail.eq(0)]
         with m.If(self.flush):
             m.d.sync += [out_valid.eq(0), idx.eq(0), coll.eq(0), owed.eq(0)]
+            if self.fault == "extra_beat":
+                m.d.sync += tail.eq(0)
         return m

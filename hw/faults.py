@@ -44,6 +44,8 @@ FAULTS: dict[str, str] = {
                         "write is answered twice (a B response with no request)",
     "skid_drop": "the s_axis adapter's skid register never fills: a beat taken while the "
                  "element register is busy (engine back-pressure) is lost",
+    "extra_beat": "the m_axis adapter sends one all-zero beat more after each output vector "
+                  "and sets tlast on it (ceil(n/E) + 1 beats instead of ceil(n/E))",
 }
 
 #: fault name -> the block that carries it
@@ -56,6 +58,7 @@ FAULT_BLOCKS: dict[str, str] = {
     "axis_unstable": "ElementsToAXIS",
     "axil_double_resp": "AXI4LiteSlave",
     "skid_drop": "AXISToElements",
+    "extra_beat": "ElementsToAXIS",
 }
 
 #: faults that ``TTEngine`` takes (in the engine or the blocks it builds)
@@ -63,7 +66,7 @@ ENGINE_FAULTS = tuple(n for n, b in FAULT_BLOCKS.items()
                       if b in ("TTEngine", "Requant", "AddressGen"))
 #: faults that change what is computed (the exact end-to-end check must fail)
 DATAPATH_FAULTS = ("requant_lsb", "round_off_by_one", "wrong_stride", "drop_tlast", "sat_bound",
-                   "skid_drop")
+                   "skid_drop", "extra_beat")
 #: faults of the bus protocols (the formal checks must fail; simulation also sees them)
 PROTOCOL_FAULTS = ("axis_unstable", "axil_double_resp")
 

@@ -117,7 +117,7 @@ class TTAccel(wiring.Component):
         rf = RegisterFile(self.regmap, cfg.axil_addr_bits, read_latency=read_latency)
         unpack = AXISToElements(cfg, count_bits=len(engine.program.in_count),
                                 fault=self.fault if self.fault == "skid_drop" else None)
-        pack = ElementsToAXIS(cfg, fault=self.fault if self.fault == "axis_unstable" else None)
+        pack = ElementsToAXIS(cfg, fault=self.fault if self.fault in ("axis_unstable", "extra_beat") else None)
         m.submodules.engine = engine
         m.submodules.axil = slave
         m.submodules.regs = rf

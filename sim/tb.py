@@ -27,8 +27,17 @@ Operations (``"op"`` key):
     ``docs/hardware.md``), receive as many output frames, and store them (``(n,
     out_count)`` int64) as ``<name>`` in the result arrays. ``gaps``/``backpressure``
     are the pause probabilities; ``timeout_cycles`` bounds the whole stream and
-    ``frame_timeout_cycles`` the wait for each output frame. If ``expected`` names an array, mismatches are
-    counted (the exact comparison is repeated on the Python side).
+    ``frame_timeout_cycles`` the wait for each output frame; ``out_count`` (default the
+    job's) is the elements of each output vector. Every frame is checked: exactly
+    ``ceil(out_count / E)`` beats, ``tlast`` on the last, its unused lanes 0 (a frame
+    ends at its ``tlast``, so its beat count is where ``tlast`` came). The beats of
+    each frame are recorded (``frame_beats``); the first frame that breaks the rule, or
+    a frame more than the vectors sent (seen when the next ``stream`` or
+    ``reset_during`` starts, or when the job ends), is ``frame_error`` (``vector``,
+    ``expected_beats``, ``got_beats``, ``detail``) and fails the job, and the stored
+    outputs stop before it (what follows a misplaced ``tlast`` is no vector). If
+    ``expected`` names an array, mismatches are counted (the exact comparison is
+    repeated on the Python side).
 ``reset_during``
     Start streaming ``data[inputs]``, wait ``after`` cycles, then reset (``cycles``
     edges) in the middle of the inference; the source and sink drop what is in flight.
@@ -110,6 +119,8 @@ class _Bench:
         for bm in (self.axil.write_if, self.axil.read_if, self.src, self.sink):
             bm.log.setLevel(logging.WARNING)
         self.arrays: dict[str, np.ndarray] = {}
+        #: the result of the last ``stream`` operation (frames after it are charged to it)
+        self.last_stream: dict | None = None
 
     # -- packing ------------------------------------------------------------------------
     def pack(self, vec: np.ndarray) -> bytes:
@@ -125,7 +136,8 @@ class _Bench:
             out += (int(v) & mask).to_bytes(W // 8, "little")
         return bytes(out)
 
-    def unpack(self, frame) -> list[int]:
+    def lanes(self, frame) -> list[int]:
+        """Every lane of every beat of ``frame``, sign-extended (unused lanes too)."""
         W = self.W
         raw = bytes(frame.tdata)
         step = W // 8
@@ -133,8 +145,59 @@ class _Bench:
         for i in range(0, len(raw) - step + 1, step):
             v = int.from_bytes(raw[i:i + step], "little")
             vals.append(v - (1 << W) if v >> (W - 1) else v)
-        # the last beat may be partially filled; the vector has out_count elements
-        return vals[:self.out_count] if len(vals) >= self.out_count else vals
+        return vals
+
+    def frame_error(self, vector: int, lanes: list[int], out_count: int) -> dict | None:
+        """``None`` if the frame ``lanes`` of output vector ``vector`` is what
+        ``docs/hardware.md`` promises for ``out_count`` elements: ``ceil(out_count / E)``
+        beats, ``tlast`` on the last (the frame ends there), the unused lanes of the
+        last beat 0; else the first divergence (``vector``, ``expected_beats``,
+        ``got_beats``, ``detail``)."""
+        E = self.E
+        want = -(-out_count // E)
+        beats = len(lanes) // E
+        err = {"vector": vector, "expected_beats": want, "got_beats": beats}
+        if beats != want:
+            return {**err, "detail": f"vector {vector}: expected {want} beat(s) ({out_count} elements, {E} per "
+                                     f"beat) with tlast on beat {want}; got tlast on beat {beats} "
+                                     f"({len(lanes)} lanes)"}
+        pad = [j for j in range(out_count, len(lanes)) if lanes[j]]
+        if pad:
+            j = pad[0]
+            return {**err, "detail": f"vector {vector}: unused lane {j - E * (beats - 1)} of its last beat holds "
+                                     f"{lanes[j]}; it must be 0 ({out_count} elements)"}
+        return None
+
+    async def stray(self) -> int:
+        """Drop the frames the sink holds and count them, and a frame begun without
+        its ``tlast`` yet: none is due when this is called, so each came after the
+        vectors of the last ``stream``."""
+        if self.sink.active:
+            # the sink clears `active` at the first edge without a beat after a frame's
+            # tlast: until then it cannot tell a frame just ended from one begun
+            await ClockCycles(self.dut.clk, 2)
+        n = 0
+        while not self.sink.empty():
+            self.sink.recv_nowait()
+            n += 1
+        return n + bool(self.sink.active)
+
+    async def note_stray(self) -> int:
+        """Charge the frames :meth:`stray` finds to the last ``stream`` operation:
+        more output frames than the vectors it sent (its ``frame_error`` unless it has
+        one, or timed out, when late frames are to be expected). Returns how many
+        there were with no such operation to charge (0 otherwise)."""
+        n = await self.stray()
+        last = self.last_stream
+        if not n or last is None:
+            return n
+        last["extra_frames"] = last.get("extra_frames", 0) + n
+        if not last.get("frame_error") and not last["timeout"]:
+            k = last["received"]
+            last["frame_error"] = {"vector": k, "expected_beats": None, "got_beats": None,
+                                   "detail": f"{n} output frame(s) (or beats without tlast) after the {k} "
+                                             f"vectors' frames: more frames than vectors sent"}
+        return 0
 
     # -- AXI4-Lite ----------------------------------------------------------------------
     # (every access is bounded by BUS_TIMEOUT_CYCLES: a slave that never answers, or
@@ -185,6 +248,8 @@ class _Bench:
 
     async def stream(self, op: dict) -> dict:
         X = self.data[op["inputs"]]
+        out_count = int(op.get("out_count", self.out_count))
+        early = await self.note_stray()
         self.set_pauses(float(op.get("gaps", 0.0)), float(op.get("backpressure", 0.0)))
         for vec in X:
             self.src.send_nowait(AxiStreamFrame(self.pack(vec)))
@@ -201,14 +266,20 @@ class _Bench:
             except SimTimeoutError:
                 timeout = True
                 break
-            got.append(self.unpack(frame))
-        lens = [len(g) for g in got]
-        arr = np.zeros((len(got), self.out_count), dtype=np.int64)
-        for i, g in enumerate(got):
-            arr[i, :min(len(g), self.out_count)] = g[:self.out_count]
+            got.append(self.lanes(frame))
+        errors = [e for e in (self.frame_error(i, g, out_count) for i, g in enumerate(got)) if e]
+        # the outputs stop before the first malformed frame: after a misplaced tlast the
+        # frames are no longer the vectors (a frame cut or padded to out_count passed)
+        good = got[:errors[0]["vector"]] if errors else got
+        arr = np.array([g[:out_count] for g in good], dtype=np.int64).reshape(len(good), out_count)
         self.arrays[op.get("name", "outputs")] = arr
-        res = {"received": len(got), "timeout": timeout,
-               "bad_lengths": sum(n != self.out_count for n in lens)}
+        if early:   # frames no vector was sent for (none since the job or a reset began)
+            errors.insert(0, {"vector": 0, "expected_beats": None, "got_beats": None,
+                              "detail": f"{early} output frame(s) (or beats without tlast) before the "
+                                        f"first vector was sent"})
+        res = {"received": len(got), "timeout": timeout, "frame_beats": [len(g) // self.E for g in got],
+               "bad_frames": len(errors), "frame_error": errors[0] if errors else None}
+        self.last_stream = res
         if op.get("expected"):
             exp = self.data[op["expected"]]
             n = min(len(exp), len(arr))
@@ -220,6 +291,8 @@ class _Bench:
 
     async def reset_during(self, op: dict) -> dict:
         X = self.data[op["inputs"]]
+        await self.note_stray()
+        self.last_stream = None   # what the sink holds after the reset is dropped, not extra
         self.set_pauses(0.0, 0.0)
         for vec in X:
             self.src.send_nowait(AxiStreamFrame(self.pack(vec)))
@@ -287,13 +360,16 @@ async def run_job(dut):
                    sim_cycles=int((cocotb.utils.get_sim_time("ns") - ns_op) // PERIOD_NS),
                    wall_s=time.perf_counter() - t_op)
         results.append(res)
+    await bench.note_stray()
     sim_cycles = int((cocotb.utils.get_sim_time("ns") - t0_ns) // PERIOD_NS)
     summary = {"ops": results, "sim_cycles": sim_cycles, "wall_s": time.perf_counter() - wall0}
     np.savez(jobdir / "results.npz", **bench.arrays)
     # results.json tells the runner the job finished: written last and atomically
     atomic_write_text(jobdir / "results.json", json.dumps(summary, indent=1))
     # the cocotb verdict: any expected stream that disagreed fails the test (the caller
-    # repeats the exact comparison with np.array_equal)
+    # repeats the exact comparison with np.array_equal), and so does any malformed frame
     bad = [r for r, op in zip(results, job["ops"])
            if op.get("expected") and (r.get("mismatched_vectors") or r.get("timeout"))]
     assert not bad, f"{len(bad)} stream operation(s) disagreed with the expected outputs"
+    framing = [r["frame_error"] for r in results if r.get("frame_error")]
+    assert not framing, f"an output frame broke the framing: {framing[0]['detail']}"

@@ -288,11 +288,11 @@ def _top_case():
 
 
 @pytest.mark.parametrize("fault", [None, "drop_tlast", "axis_unstable", "axil_double_resp",
-                                   "skid_drop"])
+                                   "skid_drop", "extra_beat"])
 def test_top_level_faults_are_killed(fault):
     """Through the AXI top: the un-faulted accelerator is exact; a dropped tlast, an
-    unstable m_axis beat, a doubled AXI4-Lite write response and an input beat lost in
-    the s_axis skid register are each caught."""
+    unstable m_axis beat, a doubled AXI4-Lite write response, an input beat lost in
+    the s_axis skid register and an extra beat after each vector are each caught."""
     net, cfg, writes, X = _top_case()
     golden = execute(net, X)
     res, resp = run_top(cfg, writes, X, golden.shape[1], fault=fault,
