@@ -7,6 +7,7 @@ the one-line help of every subcommand.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import json
@@ -121,10 +122,11 @@ def _run_quantize(args: argparse.Namespace) -> int:
     ds = trained.dataset(args.data)   # the run's, checked against its digest, or --data
     # the data as a run records it (absolute: the same bytes however --data was typed)
     data_spec = absolute_data_spec(args.data) if args.data else trained.config.data
-    qnet, inet, report = quantize_trained(
-        trained, ds, cfg, calib_samples=args.calib_samples, qat_epochs=args.qat_epochs,
-        lr=args.lr, batch_size=args.batch_size, seed=args.seed, recalibrate=not args.keep_exponents,
-        log=log)
+    with _calibration_warnings("quantize"):
+        qnet, inet, report = quantize_trained(
+            trained, ds, cfg, calib_samples=args.calib_samples, qat_epochs=args.qat_epochs,
+            lr=args.lr, batch_size=args.batch_size, seed=args.seed, recalibrate=not args.keep_exponents,
+            log=log)
     final = report["qat"] or report["ptq"]
     meta = {
         "source": source_name(src),   # not the path as typed: the same run gives the same bytes
@@ -170,6 +172,31 @@ def _run_quantize(args: argparse.Namespace) -> int:
     sys.stdout.write(text)
     sys.stdout.flush()
     return 0
+
+
+@contextlib.contextmanager
+def _calibration_warnings(command: str):
+    """Each distinct :class:`~ttforge.quant.qat.CalibrationWarning` raised inside, once, as
+    one line on stderr (``ttforge quantize: warning: ...``), when the block ends, error or
+    not (QAT re-calibrates after every epoch: one line, not one per epoch)."""
+    import warnings
+
+    from ttforge.errors import one_line
+    from ttforge.quant.qat import CalibrationWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CalibrationWarning)
+        try:
+            yield
+        finally:
+            seen = []
+            for w in caught:
+                if not issubclass(w.category, CalibrationWarning):   # shown as before
+                    warnings.showwarning(w.message, w.category, w.filename, w.lineno, w.file, w.line)
+                elif str(w.message) not in seen:
+                    seen.append(str(w.message))
+            for text in seen:
+                print(f"ttforge {command}: warning: {one_line(text)}", file=sys.stderr, flush=True)
 
 
 def _float_modules(qnet: QuantNetwork, template: nn.Sequential) -> list[nn.Module]:

@@ -14,6 +14,7 @@ power of two small enough to be exact (accumulators are limited to 48 bits), so
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal, Mapping
@@ -41,6 +42,7 @@ __all__ = [
     "fake_quant",
     "quantize_model",
     "calibrate",
+    "CalibrationWarning",
     "compile_network",
 ]
 
@@ -226,7 +228,8 @@ def _saturation(bits: int, narrow: bool, dtype: torch.dtype) -> tuple[float, flo
     return lo, hi
 
 
-def fake_quant(x: torch.Tensor, bits: int, exp: int | torch.Tensor, narrow: bool = False) -> torch.Tensor:
+def fake_quant(x: torch.Tensor, bits: int, exp: int | torch.Tensor, narrow: bool = False,
+               infinities: bool = False) -> torch.Tensor:
     """``sat(floor(x / 2^exp + 1/2)) * 2^exp``; gradient passes inside the range, 0 outside.
 
     ``exp`` is an integer in :data:`FAKE_QUANT_EXPS` (where ``2^exp`` is a finite nonzero
@@ -239,10 +242,14 @@ def fake_quant(x: torch.Tensor, bits: int, exp: int | torch.Tensor, narrow: bool
     :data:`FAKE_QUANT_IN_PLACE` is off); traced, captured
     or under a ``torch.func`` transform or forward-mode AD it is plain operations
     (:func:`_round_ste`), which every one of them supports. The two agree bit for bit
-    on every finite value; an infinite one saturates in place (as in the integer
-    executor) and is NaN in the plain operations (``inf - inf`` in the rounding; a
-    clamp before it would cost a compiled training step a second kept mask, see
-    ``docs/benchmarks.md``)."""
+    on every finite value; an infinite one (or one whose ``x / 2^exp`` overflows)
+    saturates in place, as in the integer executor, and is NaN in the plain operations
+    (``inf - inf`` in the rounding) unless ``infinities`` is set: then ``x / 2^exp`` is
+    clamped to ``+-2^bits`` first (the same values and straight-through gradients, as the
+    range rounds from within it; a network's input quantization sets it: its values are
+    data, which may be infinite, and keep no gradient). A clamp in every rounding made the
+    compiled training step slower, once with a kept mask and once without
+    (``docs/benchmarks.md``), so the others stay as they are. NaN stays NaN."""
     # any width of the contract: up to the accumulator's (the bias is an acc_bits-wide
     # integer; int_range stops at 32, the widest operand)
     if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 2 <= bits <= MAX_ACC_BITS:
@@ -261,7 +268,10 @@ def fake_quant(x: torch.Tensor, bits: int, exp: int | torch.Tensor, narrow: bool
                               f"{FAKE_QUANT_EXPS[1]} (2^exp a finite nonzero float64)")
         unit = math.ldexp(1.0, int(exp))
     if torch.compiler.is_compiling() or fast.plain_ops_only() or not FAKE_QUANT_IN_PLACE:
-        v = _round_ste(x / unit)
+        v = x / unit
+        if infinities:   # (powers of two: exact in every dtype; round() stays beyond the range)
+            v = torch.clamp(v, -(2.0 ** bits), 2.0 ** bits)
+        v = _round_ste(v)
         lo, hi = _saturation(bits, narrow, v.dtype)
         return torch.clamp(v, lo, hi) * unit
     if torch.is_grad_enabled() and x.requires_grad:
@@ -304,6 +314,9 @@ class QuantLinear(nn.Module):
         #: padded and before ReLU (what :class:`~ttforge.ir.executor.StepTrace` holds,
         #: times ``2^exp``). Used by :mod:`ttforge.quant.diverge`; ``None`` records nothing.
         self.trace: list | None = None
+        #: What the last calibration saw only zeros of (``"input"``, ``"step 1"``): their
+        #: exponents say nothing of a scale (:func:`calibrate` warns).
+        self.zero_calibrated: list[str] = []
 
     @property
     def in_bits(self) -> int:
@@ -321,12 +334,16 @@ class QuantLinear(nn.Module):
         if calibrate:
             if self.first:
                 self.in_exp.fill_(_choose_exp(x, self.in_bits, False, calibrate))
+                if x.numel() and not bool(x.abs().max()):
+                    self.zero_calibrated.append("input")
             for k, g in enumerate(cores):
                 self.core_exps[k] = _choose_exp(g.detach().double(), self.q.w_bits, True, calibrate)
         # the exponents stay tensors (no int(): a compiled graph would break there and
         # recompile per value, see fake_quant)
         if self.first:
-            x = fake_quant(x, self.in_bits, self.in_exp)
+            # data may be infinite (or overflow at the scale): saturated, as the executor's
+            # input quantizer does, also where the plain operations run (compiled, traced)
+            x = fake_quant(x, self.in_bits, self.in_exp, infinities=True)
         pad = schedule.shape.in_size - in_f
         if pad:
             x = nn.functional.pad(x, (0, pad))
@@ -349,6 +366,7 @@ class QuantLinear(nn.Module):
                     acc = int(self.core_exps[step.core]) + int(self.step_exps[t - 1] if t else self.in_exp)
                     lo, hi = shift_range(self.q.acc_bits)
                     self.step_exps[t] = min(max(0, acc + lo, -MAX_EXP), acc + hi, MAX_EXP)
+                    self.zero_calibrated.append(f"step {t}")
                 else:
                     self.step_exps[t] = _choose_exp(seen, bits, False, calibrate)
             acc = x
@@ -525,8 +543,9 @@ class QuantNetwork(nn.Module):
 
     def forward_int(self, x: torch.Tensor) -> np.ndarray:
         """Eval-mode output as integers (``output / 2^out_exp``), int64 numpy; a NaN input
-        is the executor's one-line :class:`~ttforge.errors.DataError` naming its index. The
-        module's training mode is as it was before the call."""
+        is the executor's one-line :class:`~ttforge.errors.DataError` naming its index, an
+        output that is not finite (a NaN weight) a one-line ConfigError. The module's
+        training mode is as it was before the call."""
         if isinstance(x, torch.Tensor) and x.is_floating_point() and bool(torch.isnan(x).any()):
             # a NaN passed the fake quantization and its row came out as int64's minimum;
             # the executor's path (IntNetwork.quantize_input) refuses it: its very check
@@ -538,7 +557,25 @@ class QuantNetwork(nn.Module):
                 y = self.eval()(x).double()
         finally:
             self.train(was)
+        _check_finite_output(y)
         return (y / math.ldexp(1.0, self.output_exp())).numpy().astype(np.int64)
+
+
+def _check_finite_output(y: torch.Tensor) -> None:
+    """Refuse an eval output that is not a finite number (a NaN or infinite weight makes
+    its rows NaN): cast to int64 it was int64's minimum, with only numpy's warning.
+
+    Raises
+    ------
+    ConfigError
+        Naming the first such output's index and how many there are.
+    """
+    bad = ~torch.isfinite(y)
+    if bool(bad.any()):
+        where = tuple(int(i) for i in torch.nonzero(bad)[0])
+        raise ConfigError(f"forward_int: the eval output at index {where} is {float(y[where])} "
+                          f"({int(bad.sum())} not finite in all); a weight of the model is not a "
+                          f"finite number: check the model")
 
 
 def quantize_model(model: nn.Module, config: QuantConfig = QuantConfig()) -> QuantNetwork:
@@ -578,11 +615,30 @@ def calibrate(qnet: QuantNetwork, x: torch.Tensor, method: Calibration = "max") 
     check_calibration(method, "method")
     if not len(x):   # no exponent can be chosen from no values (it was torch's RuntimeError)
         raise ConfigError("the calibration batch holds no samples; give at least one")
+    for layer in qnet.qlayers:
+        layer.zero_calibrated = []
     with torch.no_grad():
         qnet(x, calibrate=method)
     for i, layer in enumerate(qnet.qlayers):
         layer.check_float64(i)
+    _warn_zero_calibration(qnet)
     return qnet
+
+
+class CalibrationWarning(UserWarning):
+    """Calibration values that say nothing of a scale (all zero): the exponent chosen for
+    them is 0, or the nearest the accumulator can shift to (``docs/arithmetic.md``)."""
+
+
+def _warn_zero_calibration(qnet: QuantNetwork) -> None:
+    """One :class:`CalibrationWarning` naming every tensor the calibration saw only zeros
+    of (all-zero calibration data gave an input exponent of 0 and a useless artifact,
+    silently: 8-bit pixels in [0, 1] quantized to 0 and 1)."""
+    zero = [f"layer {i} {name}" for i, layer in enumerate(qnet.qlayers) for name in layer.zero_calibrated]
+    if zero:
+        warnings.warn(CalibrationWarning(
+            f"calibration saw only zeros for {', '.join(zero)}; their exponents say nothing of a scale "
+            f"(check the calibration data)"), stacklevel=3)
 
 
 def compile_network(qnet: QuantNetwork) -> IntNetwork:

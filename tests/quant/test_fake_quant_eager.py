@@ -110,17 +110,46 @@ def test_a_quantized_networks_training_step_is_the_plain_operations(monkeypatch)
     assert not all(torch.equal(a, b) for a, b in zip(step(nudged, False), plain))
 
 
-def test_an_infinity_saturates_in_place_as_in_the_integer_executor(monkeypatch):
-    """In place an infinite value saturates, as the integer executor's quantization
-    does; NaN stays NaN. The plain operations give NaN for it (``inf - inf`` in the
-    straight-through rounding): documented, left for the compiled step's speed."""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_an_infinity_saturates_in_place_and_with_infinities_in_the_plain_operations(monkeypatch, dtype):
+    """An infinite value, and a finite one whose ``x / 2^exp`` overflows, saturate in place
+    as the integer executor's quantization does, with a zero gradient; NaN stays NaN. The
+    plain operations (what a compiled eval model runs) give NaN for them (``inf - inf`` in
+    the straight-through rounding) unless ``infinities`` is set, as the network's input
+    quantization does: without it a compiled model's ``forward_int`` gave int64's
+    minimum for an infinite input (probe D, F1)."""
     from ttforge.ir.arith import quantize
 
-    x = torch.tensor([float("inf"), -float("inf"), float("nan"), 3.0])
+    big = torch.finfo(dtype).max
+    x = torch.tensor([float("inf"), -float("inf"), float("nan"), 3.0, big, -big], dtype=dtype)
+    num = [0, 1, 3, 4, 5]
     got = fake_quant(x, 8, -2)
-    assert got[:2].tolist() == [127 * 0.25, -128 * 0.25] and got[2].isnan() and got[3] == 3.0
-    assert (quantize(x[:2].numpy(), 8, -2) * 0.25).tolist() == got[:2].tolist()
-    assert _plain(monkeypatch, x, 8, -2)[:3].isnan().all()
+    assert got[num].tolist() == [127 * 0.25, -128 * 0.25, 3.0, 127 * 0.25, -128 * 0.25] and got[2].isnan()
+    assert (quantize(x[num].double().numpy(), 8, -2) * 0.25).tolist() == got[num].tolist()
+    assert _plain(monkeypatch, x, 8, -2)[[0, 1, 2, 4, 5]].isnan().all()   # documented
+    plain = _plain(monkeypatch, x, 8, -2, False, True)
+    assert plain[2].isnan() and torch.equal(plain[num], got[num])
+    assert torch.equal(fake_quant(x, 8, -2, False, True)[num], got[num])
+    xs = [x.clone().requires_grad_() for _ in range(2)]
+    fake_quant(xs[0], 8, -2).backward(torch.ones_like(x))
+    _plain(monkeypatch, xs[1], 8, -2, False, True).backward(torch.ones_like(x))
+    assert torch.equal(xs[0].grad, xs[1].grad) and xs[1].grad.tolist() == [0, 0, 0, 1, 0, 0]
+
+
+@pytest.mark.parametrize("bits, exp, narrow", [(2, 0, False), (8, -7, True), (16, -13, False), (32, -20, False)])
+def test_the_input_clamp_changes_no_finite_value_or_gradient(monkeypatch, bits, exp, narrow):
+    """``infinities`` clamps ``x / 2^exp`` to ``+-2^bits`` before rounding: every value that
+    rounds into the range is inside, so values and straight-through gradients are the
+    plain operations' without it, the range's ends and the ties beyond them included."""
+    x = _inputs(torch.float64, bits, exp, narrow)
+    xs = [x.clone().requires_grad_() for _ in range(2)]
+    a = _plain(monkeypatch, xs[0], bits, exp, narrow, True)
+    b = _plain(monkeypatch, xs[1], bits, exp, narrow)
+    assert torch.equal(a, b)
+    g = torch.randn_like(x)
+    a.backward(g)
+    b.backward(g)
+    assert torch.equal(xs[0].grad, xs[1].grad)
 
 
 def _near_half_steps(exp: int) -> torch.Tensor:

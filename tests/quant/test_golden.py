@@ -59,6 +59,50 @@ def test_a_nan_input_to_forward_int_is_the_executors_refusal():
     assert np.array_equal(q.forward_int(inf), execute(inet, inet.quantize_input(inf.numpy())))
 
 
+def test_the_plain_operations_saturate_infinite_inputs_as_the_executor(monkeypatch):
+    """A compiled eval model runs the plain operations (``QuantNetwork.compile``); there an
+    infinite input, or a finite float64 whose ``x / 2^in_exp`` overflows, was NaN and its
+    row int64's minimum. Forced here (``plain_ops_only``, as under a trace) to stay fast."""
+    from ttforge.model import fast
+
+    q, x = small_net()
+    inet = compile_network(q)
+    bad = x[:4].double().clone()
+    bad[1, 0], bad[2, 3], bad[3, 5] = float("inf"), -float("inf"), 1e308
+    golden = execute(inet, inet.quantize_input(bad.numpy()))
+    monkeypatch.setattr(fast, "plain_ops_only", lambda: True)
+    assert np.array_equal(q.forward_int(bad), golden)
+
+
+def test_an_output_that_is_not_finite_is_refused_in_one_line():
+    """A NaN weight makes its rows NaN, and forward_int cast them to int64's minimum."""
+    q, x = small_net()
+    with torch.no_grad():
+        next(q.parameters()).view(-1)[0] = float("nan")
+    with pytest.raises(ConfigError, match=r"^forward_int: the eval output at index \(0, 0\) is nan "
+                                          r"\(\d+ not finite in all\); a weight of the model"):
+        q.forward_int(x[:3])
+
+
+def test_calibration_data_of_only_zeros_warn_naming_the_tensors():
+    """All-zero calibration data gave input exponent 0 silently (a useless artifact); the
+    warning names what was all zero. The sibling: the usual data warn of nothing."""
+    import warnings
+
+    from ttforge.quant.qat import CalibrationWarning
+
+    q, x = small_net()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        calibrate(q, x)
+    assert not [w for w in caught if issubclass(w.category, CalibrationWarning)]
+    # (layer 0's last step adds its bias, so nothing after it is all zero)
+    with pytest.warns(CalibrationWarning, match=r"^calibration saw only zeros for layer 0 input, layer 0 step 0, "
+                                                r"layer 0 step 1; their exponents say nothing of a scale"):
+        calibrate(q, torch.zeros_like(x))
+    assert int(q.qlayers[0].in_exp) == 0
+
+
 def test_flipping_one_core_bit_breaks_equality():
     q, x = small_net()
     inet = compile_network(q)

@@ -150,6 +150,31 @@ def test_cli_writes_an_artifact_equal_to_the_report(run_dir, tmp_path, capsys, d
     assert weights_fingerprint(load_trained(ckpt).model) == inet.meta["weights_fingerprint"]
 
 
+def test_calibration_data_of_only_zeros_is_one_warning_line(run_dir, tmp_path, capsys):
+    """Training images all zero: exit 0 with an input exponent of 0 (21.5% against the float
+    model's 82.5%) and no word; now one warning line naming the tensors, once (probe D, F5a)."""
+    from sklearn.datasets import load_digits
+
+    from tests.support.data import idx_bytes
+
+    x, y = load_digits(return_X_y=True)
+    data = tmp_path / "data"
+    data.mkdir()
+    pixels = (x * 255 / 16).round().reshape(-1, 8, 8)
+    for name, arr in (("train-images-idx3-ubyte", np.zeros((50, 8, 8))), ("train-labels-idx1-ubyte", np.zeros(50)),
+                      ("t10k-images-idx3-ubyte", pixels[:200]), ("t10k-labels-idx1-ubyte", y[:200])):
+        (data / name).write_bytes(idx_bytes(arr))
+    out = tmp_path / "q.ttfa"
+    assert main(["quantize", str(run_dir), "--data", str(data), "-o", str(out), "--qat-epochs", "1",
+                 "--quiet"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ttforge quantize: warning: calibration saw only zeros for "
+                                               "layer 0 input, layer 0 step 0")
+    assert out.is_file() and load_artifact(out).layers[0].in_exp == 0
+    assert main(["quantize", str(run_dir), "-o", str(tmp_path / "ok.ttfa"), "--quiet"]) == 0
+    assert capsys.readouterr().err == ""   # the sibling: the run's own data warn of nothing
+
+
 def test_a_qat_that_diverges_names_the_learning_rate(run_dir, tmp_path, capsys):
     """--lr 1e30 (accepted, up to MAX_RATE) turned the weights NaN, and the re-calibration
     after the epoch blamed "the model and data"; now one line naming the epoch and --lr,
