@@ -27,6 +27,7 @@ from ttforge.ir.arith import (
 from ttforge.ir.artifact import (
     ARTIFACT_FORMAT_VERSION,
     absolute_data_spec,
+    arrays_digest,
     dumps_artifact,
     load_artifact,
     loads_artifact,
@@ -59,7 +60,7 @@ __all__ = [
     "IntLayer", "IntNetwork", "StepTrace", "check_input", "execute", "execute_traced",
     "layer_from_dense",
     "ARTIFACT_FORMAT_VERSION", "save_artifact", "load_artifact", "dumps_artifact", "loads_artifact",
-    "on_chip_bytes", "absolute_data_spec", "source_name",
+    "on_chip_bytes", "absolute_data_spec", "arrays_digest", "source_name",
     "Xorshift32", "stochastic_rshift", "derive_sr_seed", "integer_update",
     "DivergenceReport", "Mismatch", "compare_traces", "first_diff",
     "TrainConfig", "TrainState", "init_state", "state_from_network", "calibrate_state", "export_network",

@@ -22,6 +22,7 @@ The on-chip byte accounting is :mod:`ttforge.ir.onchip`; ``ttforge inspect`` is 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -49,6 +50,7 @@ __all__ = [
     "meta_text",
     "source_name",
     "absolute_data_spec",
+    "arrays_digest",
     "dumps_artifact",
     "loads_artifact",
     "layer_kind",
@@ -180,6 +182,21 @@ def absolute_data_spec(data: str, base: str | os.PathLike | None = None) -> str:
     prefix = "idx:" if data.startswith("idx:") else ""
     path = os.path.expanduser(data[len(prefix):])
     return prefix + os.path.abspath(os.path.join(base, path) if base is not None else path)
+
+
+def arrays_digest(arrays) -> str:
+    """The sha256 (hex) of arrays' contents, in order: each one's dtype and shape, then
+    its bytes (the same bytes cut at another place are other data). A data set's digest
+    (``ttforge.model.data.data_digest``: ``x_train``, ``y_train``, ``x_test``,
+    ``y_test``), which runs, artifacts and training states record beside the data's path
+    (``meta.data_sha256``) so that a later command can tell whether the path still holds
+    that data."""
+    h = hashlib.sha256()
+    for t in arrays:
+        a = np.ascontiguousarray(t)
+        h.update(f"{a.dtype.str}{a.shape};".encode())
+        h.update(memoryview(a).cast("B"))
+    return h.hexdigest()
 
 
 def dump_json(obj: Any, indent: str = "") -> str:

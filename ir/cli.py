@@ -19,7 +19,7 @@ from ttforge.errors import ConfigError, UserError, show, show_path, shown
 from ttforge.ir.arith import quantize
 from ttforge.ir.arith import ARITHMETIC_SPEC_VERSION, ROUNDING
 from ttforge.ir.artifact import (ARTIFACT_FORMAT, ARTIFACT_FORMAT_VERSION, dump_json, layer_kind, meta_text,
-                                 load_artifact, source_name, absolute_data_spec)
+                                 load_artifact, source_name, absolute_data_spec, arrays_digest)
 from ttforge.ir.executor import IntLayer
 from ttforge.ir.onchip import on_chip_bytes
 from ttforge.ir.schedule import OBJECTIVES, ContractionSchedule, schedule_orders
@@ -536,6 +536,9 @@ def _train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable
                              else load_data(data))
     if args.resume and args.data is not None:   # the data of the run from here on (as --batch)
         state = state.replace(meta={**state.meta, "data": ds_name, "data_spec": absolute_data_spec(data)})
+    # what the artifacts record of the data (diverge reads and checks it): the path
+    # absolute and the digest of the arrays as loaded (model.data.data_digest's)
+    data_meta = {"data": absolute_data_spec(data), "data_sha256": arrays_digest((x, y, xt, yt))}
     x, xt = np.asarray(x, dtype=np.float64), np.asarray(xt, dtype=np.float64)
     y, yt = np.asarray(y, dtype=np.int64), np.asarray(yt, dtype=np.int64)
     seed = 0 if args.seed is None else args.seed
@@ -670,7 +673,7 @@ def _train_int_run(args: argparse.Namespace, load_data: Callable, plot: Callable
                 {"config": st.config.to_dict(), "data": ds_name, "seed": seed, "batch": args.batch,
                  "initial_test_acc": acc0, "history": history, **({"missing_epochs": missing} if missing else {})},
                 indent=1) + "\n")
-            save_artifact(export_network(st, {"data": ds_name}), tmp["model.ttfa"])
+            save_artifact(export_network(st, data_meta), tmp["model.ttfa"])
             save_state(st, tmp["state.ttts"])
             for name in names[1:]:
                 st_ = os.stat(tmp[name])

@@ -11,13 +11,14 @@ import contextlib
 import dataclasses
 import functools
 import json
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from ttforge.errors import ArtifactError, CheckpointError, ConfigError, DataError, TTForgeError, show_path, shown
+from ttforge.errors import ArtifactError, CheckpointError, ConfigError, DataError, TTForgeError, show, show_path, shown
 from ttforge.limits import MAX_RATE
 from ttforge.ir.arith import MAX_ACC_BITS
 # The options are declared from torch-free modules only (qonnx_export needs numpy, and
@@ -351,8 +352,11 @@ def _artifact_dataset(data: str | None, meta: dict, src: Path) -> Callable[[], D
     spec, digest = meta.get("data"), meta.get("data_sha256")
     if not isinstance(spec, str) or not spec:
         return None
-    return lambda: recorded_dataset(spec, digest if isinstance(digest, str) else None, src,
-                                    "give --data DIR to use other data on purpose",
+    if digest is not None and not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)):
+        # present but no sha256: never read as "written before digests" (unchecked)
+        raise ArtifactError(f"{show_path(src)}: meta.data_sha256 is {show(digest)}, not a sha256 of its "
+                            f"data; give --data DIR to choose the data yourself")
+    return lambda: recorded_dataset(spec, digest, src, "give --data DIR to use other data on purpose",
                                     did="was calibrated on")
 
 

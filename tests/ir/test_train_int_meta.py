@@ -46,3 +46,36 @@ def test_the_checked_values_resume_as_before(run, tmp_path, capsys):
     assert main(["train-int", "--quiet", "-o", str(d), "--epochs", "2", "--resume", str(d / "state.ttts")]) == 0
     st = load_state(d / "state.ttts")
     assert st.epoch == 2 and st.meta["batch"] == 64 and st.meta["lr_decay_at"] == [2]
+
+
+def test_the_artifact_records_where_its_data_is_and_diverge_checks_it(tmp_path, monkeypatch, capsys):
+    """train-int's ``model.ttfa`` recorded the data set's name only (``data``: an IDX
+    directory's own name), which ``diverge`` read relative to where it ran: from another
+    directory it found nothing, or other data and compared the stages on it, exit 0. It
+    records the path absolute and the data's digest, as ``quantize`` does."""
+    from ttforge.ir.artifact import load_artifact
+    from ttforge.model.data import data_digest, load_dataset
+    from tests.support.data import write_pair
+
+    data = tmp_path / "mn"
+    data.mkdir()
+    write_pair(data, "t10k", 60)
+    run = tmp_path / "run"
+    assert main(["train-int", "--quiet", "--data", str(data), "-o", str(run), "--epochs", "1",
+                 "--batch", "16", "--hidden", "8", "--ranks", "2"]) == 0
+    meta = load_artifact(run / "model.ttfa").meta
+    assert meta["data"] == str(data)
+    assert meta["data_sha256"] == data_digest(load_dataset(str(data)))
+    # other data under the same name where diverge runs: the images inverted
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(data, elsewhere / "mn")
+    images = elsewhere / "mn" / "t10k-images-idx3-ubyte"
+    raw = images.read_bytes()
+    images.write_bytes(raw[:16] + bytes(255 - b for b in raw[16:]))
+    monkeypatch.chdir(elsewhere)
+    capsys.readouterr()
+    assert main(["diverge", str(run / "model.ttfa"), "--samples", "2"]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    (data / images.name).write_bytes(images.read_bytes())   # the recorded data replaced since
+    assert main(["diverge", str(run / "model.ttfa"), "--samples", "2"]) == 2
+    assert "is not the data" in capsys.readouterr().err

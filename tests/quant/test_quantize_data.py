@@ -84,3 +84,26 @@ def test_diverge_of_an_artifact_checks_the_data_it_records(project, tmp_path, ca
     assert len(err.splitlines()) == 1 and "is not the data" in err and "was calibrated on" in err
     assert "--data" in err
     assert main(["diverge", str(art), "--samples", "4", "--data", str(data)]) == 0   # on purpose
+
+
+@pytest.mark.parametrize("digest", [123, "", "abc", "A" * 64, None])
+def test_a_recorded_digest_that_is_no_sha256_is_refused_not_skipped(project, tmp_path, capsys, digest):
+    """A ``meta.data_sha256`` present but not a sha256 read as "written before digests"
+    turned the check off (the data read unchecked); only an absent one (None: a sibling,
+    the artifact saved without the key) is unchecked."""
+    from ttforge.ir.artifact import save_artifact
+
+    art = tmp_path / "a.ttfa"
+    assert main(["quantize", str(project / "run"), "-o", str(art), "--quiet"]) == 0
+    net = load_artifact(art)
+    meta = {k: v for k, v in net.meta.items() if k != "data_sha256"}
+    if digest is not None:
+        meta["data_sha256"] = digest
+    save_artifact(net, art, meta)
+    capsys.readouterr()
+    code = main(["diverge", str(art), "--samples", "2"])
+    err = capsys.readouterr().err.strip()
+    if digest is None:
+        assert code == 0, err
+    else:
+        assert code == 2 and len(err.splitlines()) == 1 and "meta.data_sha256" in err, err
