@@ -915,9 +915,11 @@ def _step(t: torch.Tensor, C: torch.Tensor, s: ContractionStep, b: int,
 
 
 def _forward(x: torch.Tensor, mats: Sequence[torch.Tensor], plan: FastPlan,
-             keep: bool = False, bias: torch.Tensor | None = None, run: _Run = _UNTUNED):
+             keep: bool = False, bias: torch.Tensor | None = None, run: _Run = _UNTUNED,
+             own: bool = False):
     """``x (B, N) -> y (B, M)`` plus ``bias`` if given; with ``keep`` also the inputs of
-    every step after the first; chunks are reported to ``run``."""
+    every step after the first; chunks are reported to ``run``. With ``own`` (an autograd
+    Function's or a custom operation's output) ``y`` is never a view."""
     steps = plan.schedule.steps
     batch = x.shape[0]
     out_size = plan.schedule.shape.out_size
@@ -933,16 +935,22 @@ def _forward(x: torch.Tensor, mats: Sequence[torch.Tensor], plan: FastPlan,
     last = steps[-1]
     fused = bias if last.A == 1 and (last.Q == 1 or batch == 1) else None
     if not chunk or chunk >= batch:
-        # the last product written into y itself: y a view of it (its reshape) was, as an
-        # autograd Function's output, refused by every in-place op (y.relu_(), a
-        # following nn.ReLU(inplace=True)), which nn.Linear's output takes
-        y, kept = torch.empty(batch, out_size, dtype=x.dtype, device=x.device), []
-        t = x
+        # an autograd Function's output that is a view (the reshape of a last product of
+        # another shape) is refused by every in-place op (y.relu_(), a following
+        # nn.ReLU(inplace=True)), which nn.Linear's output takes: there the last product
+        # is written into y itself (not always: the empty y and out= cost 2-9 % of a
+        # batch-1 to 8 call without autograd, review V8)
+        y = (torch.empty(batch, out_size, dtype=x.dtype, device=x.device)
+             if own and not (last.A == 1 and last.Q == 1) else None)
+        t, kept = x, []
         for i, (s, C) in enumerate(zip(steps, mats)):
             if keep and t is not x:
                 kept.append(t)
-            last = i == len(steps) - 1
-            t = _step(t, C, s, batch, out=y if last else None, bias=fused if last else None)
+            final = i == len(steps) - 1
+            t = _step(t, C, s, batch, out=y if final else None, bias=fused if final else None)
+        if y is None:
+            # (batch, M) already when the last step is one product of whole samples
+            y = t if t.shape == (batch, out_size) else t.reshape(batch, out_size)
     else:
         y, kept = torch.empty(batch, out_size, dtype=x.dtype, device=x.device), []
         bufs = _buffers(x, [chunk * s.out_elements for s in steps[:-1]])
@@ -1589,7 +1597,7 @@ def tt_apply(x: torch.Tensor, cores: Sequence[torch.Tensor],
 
 
 def _apply_merged(x: torch.Tensor, mats: Sequence[torch.Tensor], plan: FastPlan,
-                  bias: torch.Tensor | None, keep: bool = False):
+                  bias: torch.Tensor | None, keep: bool = False, own: bool = False):
     """``(y, kept)``: ``x`` through the step matrices ``mats`` plus ``bias`` on the
     threads the tuner picks, with ``keep`` also the intermediates (:func:`_forward`;
     keep only if the one-thread plan keeps, its chunks none: then so does every
@@ -1598,9 +1606,9 @@ def _apply_merged(x: torch.Tensor, mats: Sequence[torch.Tensor], plan: FastPlan,
     if THREADS == "auto" and (key is None or not _tunes()):
         # nothing to pick nor limit: the two context managers cost 3 us of a 100 us
         # batch-1 call, more on a cold cache
-        return _forward(x, mats, plan, keep=keep, bias=bias)
+        return _forward(x, mats, plan, keep=keep, bias=bias, own=own)
     with _compute(key) as run:
-        return _forward(x, mats, run.plan(plan), keep=keep, bias=bias, run=run)
+        return _forward(x, mats, run.plan(plan), keep=keep, bias=bias, run=run, own=own)
 
 
 def check_input(x: torch.Tensor, in_size: int) -> None:
@@ -1644,7 +1652,7 @@ class _TTApplyMats(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, plan, bias, *mats):  # type: ignore[override]
         keep = _keep(plan, x.shape[0])
-        y, kept = _apply_merged(x, mats, plan, bias, keep)
+        y, kept = _apply_merged(x, mats, plan, bias, keep, own=True)
         ctx.plan, ctx.keep, ctx.has_bias = plan, keep, bias is not None
         ctx.save_for_backward(x, *mats, *kept)
         return y
@@ -1690,7 +1698,7 @@ class _TTApplyDense(torch.autograd.Function):
         with _compute(_key(x, plan, "forward", False)) as run:
             w, ctx.tree = _merge_tree(cores)
             w = w.view(plan.schedule.shape.out_size, plan.schedule.shape.in_size)
-            y = _forward(x, [w], run.plan(plan), bias=bias, run=run)[0]
+            y = _forward(x, [w], run.plan(plan), bias=bias, run=run, own=True)[0]
         ctx.plan, ctx.has_bias = plan, bias is not None
         ctx.save_for_backward(x, w, *cores)
         return y
@@ -1933,7 +1941,7 @@ def _tt_apply_op(x: torch.Tensor, cores: list[torch.Tensor], bias: torch.Tensor 
     p = _op_plan(x, cores, plan)
     keep = backward and _keep(p, x.shape[0])
     key = _KeptIntermediates.key(x, cores, plan) if keep else None
-    y, kept = _apply_merged(x.contiguous(), _op_merged(cores, p)[0], p, bias, keep)
+    y, kept = _apply_merged(x.contiguous(), _op_merged(cores, p)[0], p, bias, keep, own=True)
     if keep:
         _KEPT.put(key, kept)
     return y
