@@ -368,9 +368,11 @@ def _check_delivered(sim: str, verilog: Path, program, acfg, delivered: dict[str
 
 
 def _simulate(sim: str, acfg, net, X: np.ndarray, seed: int,
-              delivered: dict[str, Any]) -> tuple[np.ndarray, dict[str, int]]:
+              delivered: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
     """``(outputs, counters)`` of ``X`` through the generated RTL on ``sim``, once the
-    simulated Verilog and program are checked to be the rtl stage's (``delivered``)."""
+    simulated Verilog and program are checked to be the rtl stage's (``delivered``);
+    the counters hold the testbench's ``frame_error`` (a malformed output frame, or a
+    frame more than the vectors: the outputs can still equal the golden)."""
     from ttforge.hw.program import compile_program
 
     program = compile_program(net, acfg)
@@ -394,7 +396,8 @@ def _simulate(sim: str, acfg, net, X: np.ndarray, seed: int,
                         f"load errors={r.load_errors})")
     c = r.counters
     return r.outputs, {"cycles": c["CYCLES"], "busy_lane_cycles": c["BUSY_LANE_CYCLES"],
-                       "vectors": c["VECTORS"], "build_s": round(b.build_seconds, 2), "cached": b.cached}
+                       "vectors": c["VECTORS"], "build_s": round(b.build_seconds, 2), "cached": b.cached,
+                       "frame_error": r.frame_error}
 
 
 def _pick_simulator(choice: str) -> str:
@@ -433,10 +436,13 @@ def _stage_sim(ctx: _Ctx, out: Path) -> tuple[dict, str]:
     t0 = time.perf_counter()
     got, counters = _simulate(sim, acfg, net, X, s.seed, ctx.records["rtl"]["outputs"])
     wall = time.perf_counter() - t0
-    exact = bool(got.shape == expected.shape and np.array_equal(got, expected))
+    framing = counters.get("frame_error")
+    exact = bool(framing is None and got.shape == expected.shape and np.array_equal(got, expected))
     first = None
     if not exact:
-        if got.shape != expected.shape:
+        if framing is not None:   # first: the rows after a bad frame are not read
+            first = {"vector": framing.get("vector"), "problem": f"output framing: {framing.get('detail')}"}
+        elif got.shape != expected.shape:
             first = {"problem": f"{got.shape[0]} of {expected.shape[0]} output vectors received"}
         else:
             v, e = (int(i) for i in np.argwhere(got != expected)[0])
@@ -456,7 +462,7 @@ def _stage_sim(ctx: _Ctx, out: Path) -> tuple[dict, str]:
     (out / "sim.json").write_text(json.dumps({k: v for k, v in summary.items()
                                               if k not in ("sim_wall_s", "build_s", "build_cached")},
                                              indent=2) + "\n")
-    verdict = "exact" if exact else "MISMATCH"
+    verdict = "exact" if exact else ("MISMATCH: output framing" if framing is not None else "MISMATCH")
     built = "" if counters["cached"] else f" (compiled the simulation model in {counters['build_s']:.0f} s)"
     return summary, f"{sim}: {agree}/{n} vectors equal ({verdict}), {per:,.0f} cycles/vector{built}"
 

@@ -170,6 +170,24 @@ def test_a_mismatch_is_reported_and_stops_the_flow(build_copy, monkeypatch, caps
     assert "MISMATCH" in (build_copy / "report.html").read_text()
 
 
+def test_a_malformed_output_frame_is_a_mismatch_though_the_outputs_equal(build_copy, monkeypatch, capsys):
+    """The testbench's ``frame_error`` (here a frame more than the vectors, after outputs
+    that all equal the golden) was not read: the flow's verdict said exact."""
+    real = stages_mod._simulate
+    framing = {"vector": 20, "expected_beats": 0, "got_beats": 1, "detail": "a frame more than the 20 vectors"}
+
+    def one_frame_more(*args):
+        got, counters = real(*args)
+        return got, {**counters, "frame_error": framing}
+
+    monkeypatch.setattr(stages_mod, "_simulate", one_frame_more)
+    assert main(["flow", "--short", "--out", str(build_copy), "--force", "sim"]) == 1
+    assert "output framing: a frame more than the 20 vectors" in " ".join(capsys.readouterr().err.split())
+    sim = _record(build_copy, "sim")["summary"]
+    assert not sim["exact"] and sim["agree"] == sim["vectors"]
+    assert sim["first_mismatch"] == {"vector": 20, "problem": "output framing: a frame more than the 20 vectors"}
+
+
 def test_until_and_force_validate_stage_names(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:  # argparse's own one-line usage error
         main(["flow", "--until", "deploy", "--out", str(tmp_path / "b")])
