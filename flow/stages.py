@@ -234,6 +234,7 @@ def _stage_train(ctx: _Ctx, out: Path) -> tuple[dict, str]:
 def _stage_quantize(ctx: _Ctx, out: Path) -> tuple[dict, str]:
     from ttforge.model.train import load_trained
     from ttforge.ir.artifact import absolute_data_spec, save_artifact
+    from ttforge.quant.cli import calibration_warnings
     from ttforge.quant.ptq import quantize_trained
 
     q = ctx.cfg.quant
@@ -241,9 +242,10 @@ def _stage_quantize(ctx: _Ctx, out: Path) -> tuple[dict, str]:
     qcfg = q.quant_config(trained.model_config.n_layers)
     # the config's data, not the path the checkpoint recorded: a project moved whole keeps
     # its train stage, whose last.pt names where the data was
-    _, inet, rep = quantize_trained(trained, _require_data(ctx), qcfg, calib_samples=q.calib_samples,
-                                    qat_epochs=q.qat_epochs, lr=q.lr, batch_size=q.batch_size,
-                                    seed=q.seed)
+    with calibration_warnings("flow"):   # one line each, not Python's two
+        _, inet, rep = quantize_trained(trained, _require_data(ctx), qcfg, calib_samples=q.calib_samples,
+                                        qat_epochs=q.qat_epochs, lr=q.lr, batch_size=q.batch_size,
+                                        seed=q.seed)
     final = rep["qat"] or rep["ptq"]
     # the data as quantize records it (the path, absolute, and its digest; not the data
     # set's name, which diverge would read as a directory relative to where it runs)

@@ -123,7 +123,7 @@ def _run_quantize(args: argparse.Namespace) -> int:
     ds = trained.dataset(args.data)   # the run's, checked against its digest, or --data
     # the data as a run records it (absolute: the same bytes however --data was typed)
     data_spec = absolute_data_spec(args.data) if args.data else trained.config.data
-    with _calibration_warnings("quantize"):
+    with calibration_warnings("quantize"):
         qnet, inet, report = quantize_trained(
             trained, ds, cfg, calib_samples=args.calib_samples, qat_epochs=args.qat_epochs,
             lr=args.lr, batch_size=args.batch_size, seed=args.seed, recalibrate=not args.keep_exponents,
@@ -176,7 +176,7 @@ def _run_quantize(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _calibration_warnings(command: str):
+def calibration_warnings(command: str):
     """Each distinct :class:`~ttforge.quant.qat.CalibrationWarning` raised inside, once, as
     one line on stderr (``ttforge quantize: warning: ...``), when the block ends, error or
     not (QAT re-calibrates after every epoch: one line, not one per epoch)."""
@@ -412,7 +412,8 @@ def _run_diverge(args: argparse.Namespace) -> int:
             n_layers = sum(isinstance(m, (TTLinear, nn.Linear)) for m in trained.model.children())
             cfg = make_config(n_layers, args.w_bits, args.act_bits, args.inter_bits, args.acc_bits,
                               parse_layer_bits(args.layer_bits), args.calibration)
-            qnet = ptq(trained.model, calibration_samples(dataset(), args.calib_samples, args.seed), cfg)
+            with calibration_warnings("diverge"):
+                qnet = ptq(trained.model, calibration_samples(dataset(), args.calib_samples, args.seed), cfg)
             from ttforge.quant.qat import compile_network
 
             inet = compile_network(qnet)

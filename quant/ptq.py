@@ -449,7 +449,8 @@ def _check_not_diverged(params: list[torch.Tensor], epoch: int, lr: float) -> No
     a finite float64 (nan); check the model and data" (``--lr 1e30`` does it)."""
     if not all_finite(params):
         raise ConfigError(f"QAT diverged in epoch {epoch}: the weights hold NaN or infinite values; "
-                          f"lower the learning rate (--lr {lr:g})")
+                          f"lower the learning rate (lr {lr:g}: --lr of ttforge quantize, [quant] lr "
+                          f"of a flow config)")
 
 
 def _qat(qnet: QuantNetwork, ds: Dataset, x_cal: torch.Tensor, config: QuantConfig, epochs: int,

@@ -173,6 +173,11 @@ def test_calibration_data_of_only_zeros_is_one_warning_line(run_dir, tmp_path, c
     assert out.is_file() and load_artifact(out).layers[0].in_exp == 0
     assert main(["quantize", str(run_dir), "-o", str(tmp_path / "ok.ttfa"), "--quiet"]) == 0
     assert capsys.readouterr().err == ""   # the sibling: the run's own data warn of nothing
+    # diverge's PTQ in memory warns the same way (it printed Python's two-line warning, review V8)
+    main(["diverge", str(run_dir), "--data", str(data), "--samples", "2"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and err[0].startswith("ttforge diverge: warning: calibration saw only zeros"), err
+    assert not any("CalibrationWarning" in line for line in err), err
 
 
 def test_a_qat_that_diverges_names_the_learning_rate(run_dir, tmp_path, capsys):
@@ -184,7 +189,8 @@ def test_a_qat_that_diverges_names_the_learning_rate(run_dir, tmp_path, capsys):
                  "--calib-samples", "64", "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("ttforge quantize: error: QAT diverged in epoch ")
-    assert err[0].endswith("the weights hold NaN or infinite values; lower the learning rate (--lr 1e+30)")
+    assert err[0].endswith("the weights hold NaN or infinite values; lower the learning rate (lr 1e+30: --lr of "
+                           "ttforge quantize, [quant] lr of a flow config)")
     assert list(tmp_path.iterdir()) == []
 
 
